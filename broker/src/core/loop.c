@@ -1,0 +1,225 @@
+/*
+ * Event loop over epoll (level-triggered) with a one-second timer wheel.
+ *
+ * Timer cost model: WHEEL_SLOTS lists indexed by deadline % WHEEL_SLOTS.
+ * Starting and stopping are O(1) list operations. Deadlines that move later
+ * (keepalive refreshed by every packet) are only stored; when the slot is
+ * visited the timer is re-filed under its new deadline. Deadlines further
+ * away than the wheel's span simply survive a few visits. Each second the
+ * loop visits only the slots whose time has come, so the cost is
+ * proportional to the timers due (plus re-filings), not to all timers.
+ *
+ * Single-threaded: every function runs on the loop thread.
+ */
+#include "loop.h"
+
+#include <errno.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "err.h"
+
+#define WHEEL_SLOTS 512
+#define MAX_EVENTS 256
+
+struct loop {
+	int epfd;
+	bool running;
+	bool turn_requested;
+	uint64_t now_ms;
+	uint64_t wheel_pos; /* every slot < wheel_pos has been visited */
+	struct list_node wheel[WHEEL_SLOTS];
+	loop_hook_fn before_sleep;
+	void *before_sleep_ctx;
+	struct epoll_event events[MAX_EVENTS];
+};
+
+static uint64_t clock_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+struct loop *loop_new(void)
+{
+	struct loop *l = wisp_calloc(1, sizeof *l);
+	if (!l)
+		return NULL;
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (l->epfd == -1) {
+		wisp_free(l);
+		return NULL;
+	}
+	for (size_t i = 0; i < WHEEL_SLOTS; i++)
+		list_init(&l->wheel[i]);
+	l->now_ms = clock_ms();
+	l->wheel_pos = l->now_ms / 1000u;
+	return l;
+}
+
+void loop_free(struct loop *l)
+{
+	if (!l)
+		return;
+	close(l->epfd);
+	wisp_free(l);
+}
+
+static uint32_t to_epoll(uint32_t events)
+{
+	return ((events & LOOP_READ) ? (uint32_t)EPOLLIN : 0u) | ((events & LOOP_WRITE) ? (uint32_t)EPOLLOUT : 0u);
+}
+
+int loop_io_start(struct loop *l, struct loop_io *io, int fd, uint32_t events, loop_io_fn cb)
+{
+	struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
+	io->fd = fd;
+	io->cb = cb;
+	io->events = events;
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
+		return errno == ENOMEM ? WISP_ENOMEM : WISP_EIO;
+	return 0;
+}
+
+int loop_io_set(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	if (io->events == events)
+		return 0;
+	struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
+	if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, io->fd, &ev) == -1)
+		return WISP_EIO;
+	io->events = events;
+	return 0;
+}
+
+void loop_io_stop(struct loop *l, struct loop_io *io)
+{
+	if (io->fd >= 0)
+		epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+	io->events = 0;
+}
+
+uint64_t loop_now_s(const struct loop *l) { return l->now_ms / 1000u; }
+uint64_t loop_now_ms(const struct loop *l) { return l->now_ms; }
+
+static void timer_file(struct loop *l, struct loop_timer *t)
+{
+	/* A deadline already in the past goes into the slot visited next. */
+	uint64_t slot = t->deadline < l->wheel_pos ? l->wheel_pos : t->deadline;
+	t->slot = slot;
+	list_push_back(&l->wheel[slot % WHEEL_SLOTS], &t->link);
+}
+
+void loop_timer_start(struct loop *l, struct loop_timer *t, uint64_t seconds, loop_timer_fn cb)
+{
+	if (t->armed)
+		list_remove(&t->link);
+	t->cb = cb;
+	/* Rounded up: a timer never fires before `seconds` have passed. */
+	t->deadline = (l->now_ms + seconds * 1000u + 999u) / 1000u;
+	t->armed = true;
+	timer_file(l, t);
+}
+
+void loop_timer_set_deadline(struct loop *l, struct loop_timer *t, uint64_t deadline)
+{
+	t->deadline = deadline;
+	/* Later deadlines are re-filed lazily when their slot comes round; an
+	 * earlier one must move now or it would fire late. */
+	if (t->armed && deadline < t->slot) {
+		list_remove(&t->link);
+		timer_file(l, t);
+	}
+}
+
+void loop_timer_stop(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	if (t->armed) {
+		list_remove(&t->link);
+		t->armed = false;
+	}
+}
+
+static void run_timers(struct loop *l)
+{
+	uint64_t now = loop_now_s(l);
+	while (l->wheel_pos <= now) {
+		struct list_node *slot = &l->wheel[l->wheel_pos % WHEEL_SLOTS];
+		/* Detach the slot first: callbacks may start timers that land in
+		 * this very slot, and those must wait for the next visit. */
+		struct list_node due;
+		list_init(&due);
+		if (!list_empty(slot)) {
+			due.next = slot->next;
+			due.prev = slot->prev;
+			due.next->prev = &due;
+			due.prev->next = &due;
+			list_init(slot);
+		}
+		l->wheel_pos++;
+		struct list_node *n;
+		while ((n = list_first(&due)) != NULL) {
+			struct loop_timer *t = container_of(n, struct loop_timer, link);
+			list_remove(n);
+			if (t->deadline > now) {
+				timer_file(l, t);
+				continue;
+			}
+			t->armed = false;
+			t->cb(l, t);
+		}
+	}
+}
+
+void loop_set_before_sleep(struct loop *l, loop_hook_fn fn, void *ctx)
+{
+	l->before_sleep = fn;
+	l->before_sleep_ctx = ctx;
+}
+
+void loop_request_turn(struct loop *l) { l->turn_requested = true; }
+
+void loop_stop(struct loop *l) { l->running = false; }
+
+static int poll_timeout_ms(struct loop *l)
+{
+	if (l->turn_requested)
+		return 0;
+	/* Wake at the next second boundary so timers fire on time. */
+	uint64_t next = (loop_now_s(l) + 1) * 1000u;
+	return (int)(next - l->now_ms);
+}
+
+int loop_run(struct loop *l)
+{
+	l->running = true;
+	while (l->running) {
+		int timeout = poll_timeout_ms(l);
+		l->turn_requested = false;
+		int n = epoll_wait(l->epfd, l->events, MAX_EVENTS, timeout);
+		if (n == -1) {
+			if (errno != EINTR)
+				return WISP_EIO;
+			n = 0;
+		}
+		l->now_ms = clock_ms();
+		for (int i = 0; i < n; i++) {
+			struct loop_io *io = l->events[i].data.ptr;
+			uint32_t e = l->events[i].events;
+			uint32_t ev = 0;
+			if (e & (EPOLLIN | EPOLLHUP | EPOLLERR))
+				ev |= LOOP_READ;
+			if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+				ev |= LOOP_WRITE;
+			io->cb(l, io, ev);
+		}
+		run_timers(l);
+		if (l->before_sleep)
+			l->before_sleep(l, l->before_sleep_ctx);
+	}
+	return 0;
+}

@@ -1,0 +1,77 @@
+/*
+ * The event loop: epoll readiness, second-granularity timers and a hook
+ * that runs once per turn before the loop sleeps.
+ *
+ * One turn: wait for events -> dispatch I/O callbacks -> fire expired
+ * timers -> run the before-sleep hook (the broker flushes coalesced output
+ * and frees connections closed during the turn there). Level-triggered.
+ * Single-threaded; nothing here is safe to call from another thread except
+ * loop_wake().
+ */
+#ifndef WISP_CORE_LOOP_H
+#define WISP_CORE_LOOP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "list.h"
+
+#define LOOP_READ 0x1u
+#define LOOP_WRITE 0x2u
+
+struct loop;
+struct loop_io;
+struct loop_timer;
+
+typedef void (*loop_io_fn)(struct loop *l, struct loop_io *io, uint32_t events);
+typedef void (*loop_timer_fn)(struct loop *l, struct loop_timer *t);
+typedef void (*loop_hook_fn)(struct loop *l, void *ctx);
+
+/* Embedded in its owner; recover the owner with container_of. */
+struct loop_io {
+	int fd;
+	uint32_t events; /* LOOP_READ | LOOP_WRITE currently registered */
+	loop_io_fn cb;
+};
+
+/*
+ * Intrusive timer. Timers live in a wheel of one-second slots, so start and
+ * stop are O(1). Moving a deadline later (keepalive on every packet) only
+ * writes `deadline`: when the slot comes round the timer is re-filed if its
+ * deadline moved, instead of paying a list move per packet.
+ */
+struct loop_timer {
+	struct list_node link;
+	uint64_t deadline; /* loop_now_s() value at which it fires */
+	uint64_t slot;     /* the second whose slot it is filed under */
+	loop_timer_fn cb;
+	bool armed;
+};
+
+struct loop *loop_new(void);
+void loop_free(struct loop *l);
+
+int loop_io_start(struct loop *l, struct loop_io *io, int fd, uint32_t events, loop_io_fn cb);
+int loop_io_set(struct loop *l, struct loop_io *io, uint32_t events);
+void loop_io_stop(struct loop *l, struct loop_io *io);
+
+/* Monotonic seconds, cached once per turn. */
+uint64_t loop_now_s(const struct loop *l);
+/* Monotonic milliseconds, cached once per turn. */
+uint64_t loop_now_ms(const struct loop *l);
+
+/* Fires `cb` once, `seconds` from now (0 means next turn). */
+void loop_timer_start(struct loop *l, struct loop_timer *t, uint64_t seconds, loop_timer_fn cb);
+/* Moves an armed timer's deadline; O(1). */
+void loop_timer_set_deadline(struct loop *l, struct loop_timer *t, uint64_t deadline);
+void loop_timer_stop(struct loop *l, struct loop_timer *t);
+
+void loop_set_before_sleep(struct loop *l, loop_hook_fn fn, void *ctx);
+/* Makes the next poll return at once (work was queued during the turn). */
+void loop_request_turn(struct loop *l);
+
+/* Runs until loop_stop(); returns 0, or a negative WISP_E* if epoll failed. */
+int loop_run(struct loop *l);
+void loop_stop(struct loop *l);
+
+#endif

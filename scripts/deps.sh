@@ -1,0 +1,35 @@
+#!/bin/sh
+# Installs what Wisp needs from Debian 12 packages.
+#   scripts/deps.sh          build dependencies (compiler, cmake, mbedTLS, cJSON)
+#   scripts/deps.sh --test   also what the tests use (CUnit, mosquitto and its
+#                            clients as reference peers, Paho for Python,
+#                            clang for libFuzzer, openssl for test certificates)
+# Runs apt-get through sudo unless already root.
+set -eu
+
+pkgs="build-essential cmake pkg-config libmbedtls-dev libcjson-dev"
+if [ "${1:-}" = "--test" ]; then
+	pkgs="$pkgs libcunit1-dev mosquitto mosquitto-clients python3 python3-paho-mqtt clang openssl procps"
+elif [ -n "${1:-}" ]; then
+	echo "usage: $0 [--test]" >&2
+	exit 2
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+	as_root=""
+else
+	as_root="sudo"
+fi
+
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+	exit 0
+fi
+echo "Installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+$as_root apt-get update -qq
+# shellcheck disable=SC2086
+$as_root apt-get install -y -qq --no-install-recommends $missing
