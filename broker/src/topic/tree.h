@@ -1,0 +1,64 @@
+/*
+ * The subscription tree: topic filters to subscribers.
+ *
+ * A trie of levels. Each node has its literal children in a hash table and
+ * dedicated '+' and '#' children, so matching a topic costs O(levels x
+ * matching branches), never a scan over unrelated filters. Filters whose
+ * first level starts with '$' live under a separate root, so a root-level
+ * '+' or '#' never matches '$' topics [MQTT-4.7.2-1].
+ *
+ * A leaf holds an intrusive list of subscriptions; each subscription is
+ * returned to the caller as a handle so that removal is O(1) plus pruning
+ * of nodes left empty. The tree stores an opaque subscriber pointer and a
+ * byte of options (the SUBSCRIBE options byte: QoS and v5 flags) plus a v5
+ * subscription identifier; it never looks inside them.
+ *
+ * Memory: nodes, level strings and handles come from wisp_malloc. Single
+ * threaded: loop thread only.
+ */
+#ifndef WISP_TOPIC_TREE_H
+#define WISP_TOPIC_TREE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct tree;
+struct tree_sub; /* one (filter, subscriber) pair */
+struct topic_level; /* topic.h */
+
+struct tree *tree_new(void);
+/* Frees every node and handle; subscribers are not touched. */
+void tree_free(struct tree *t);
+
+/*
+ * Adds a subscription of `subscriber` to the valid filter `filter`. Returns
+ * the handle, or NULL when out of memory (the tree is unchanged then).
+ * The caller keeps one handle per (subscriber, filter) and updates it
+ * rather than subscribing twice.
+ */
+struct tree_sub *tree_subscribe(struct tree *t, const char *filter, size_t len,
+				void *subscriber, uint8_t options, uint32_t subscription_id);
+/* Removes and frees the handle; prunes nodes left without children or subscriptions. */
+void tree_unsubscribe(struct tree *t, struct tree_sub *sub);
+
+void tree_sub_set_options(struct tree_sub *sub, uint8_t options, uint32_t subscription_id);
+uint8_t tree_sub_options(const struct tree_sub *sub);
+uint32_t tree_sub_id(const struct tree_sub *sub);
+void *tree_sub_subscriber(const struct tree_sub *sub);
+
+/*
+ * Called once per matching subscription. A subscriber with several matching
+ * filters is reported once per filter; deduplication is the caller's.
+ * The callback must not subscribe or unsubscribe.
+ */
+typedef void (*tree_match_fn)(void *subscriber, uint8_t options, uint32_t subscription_id, void *ctx);
+
+/* Calls `fn` for every subscription whose filter matches the valid topic
+ * name `topic`, already split into `nlevels` levels. Returns the number of calls. */
+size_t tree_match(const struct tree *t, const struct topic_level *levels, size_t nlevels,
+		  tree_match_fn fn, void *ctx);
+
+/* Subscriptions in the tree. */
+size_t tree_count(const struct tree *t);
+
+#endif
