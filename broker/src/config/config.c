@@ -1,0 +1,1005 @@
+/*
+ * Configuration loader: JSON text -> validated, immutable struct config.
+ *
+ * What it does: one schema table per JSON object ({key, type, min, max,
+ * default, offsetof}, the redis standardConfig / nginx ngx_command_t shape)
+ * drives defaults, parsing, validation and freeing, so a new key is one table
+ * line. Cross-field rules (mqtts needs a certificate, duplicate listeners,
+ * acl vs acl_file) run after the tables in finalize().
+ *
+ * What it does not do: it checks that files named in the configuration are
+ * readable, but not what is inside them (TLS material belongs to net/tls.c,
+ * password and ACL syntax to auth/). Nothing here touches the loop, sockets
+ * or logging state; applying a config is the caller's job.
+ *
+ * Invariants: every error is reported exactly once as
+ * "<file>: <key path>: <reason>" (key path "(root)" for the document itself,
+ * "line L, column C" for JSON syntax errors) and every failure path frees the
+ * partial config. JSON numbers pass through a double in cJSON, so 64-bit
+ * limits are capped at 2^53, where doubles stop being exact.
+ *
+ * Cost: runs at start-up and on reload only; unknown-key suggestions are
+ * O(keys x len^2), duplicate-key checks O(keys^2) per object. The cJSON tree
+ * uses cJSON's own malloc on purpose: it is transient, freed before return,
+ * and an allocation failure inside cJSON must not be reported as a syntax
+ * error. Everything that outlives config_parse comes from wisp_malloc.
+ *
+ * Single-threaded; no global state (cJSON's error pointer is not used).
+ */
+#include "config.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "err.h"
+#include "log.h"
+
+/* Largest integer a JSON number (a double in cJSON) holds exactly. */
+#define JSON_INT_MAX 9007199254740992ULL
+/* A config file larger than this is a mistake, not a configuration. */
+#define CONFIG_FILE_MAX (4u * 1024u * 1024u)
+#define PATH_BUF 256
+
+_Static_assert(sizeof(enum config_protocol) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum config_fsync) == sizeof(int), "enums are stored as int");
+
+enum ftype {
+	FT_BOOL,
+	FT_U16,
+	FT_U32,
+	FT_U64,
+	FT_STR,    /* non-empty string */
+	FT_FILE,   /* non-empty string naming a readable file */
+	FT_ENUM,   /* string from `names`, stored as int */
+	FT_OBJECT, /* nested object described by `sub` */
+	FT_CUSTOM, /* parsed by `custom` */
+};
+
+struct enum_name {
+	const char *name;
+	int value;
+};
+
+struct parser {
+	const char *name; /* the file, for messages */
+	char *err;
+	size_t errlen;
+	char path[PATH_BUF];
+	size_t plen;
+	struct config *cfg;
+};
+
+struct field;
+typedef int (*custom_fn)(struct parser *p, const cJSON *item, void *base, const struct field *f);
+
+struct field {
+	const char *key; /* NULL ends a table */
+	enum ftype type;
+	uint64_t min, max;
+	uint64_t def;        /* FT_BOOL, numbers, FT_ENUM */
+	const char *def_str; /* FT_STR, FT_FILE: NULL means unset */
+	size_t offset;
+	const struct enum_name *names; /* FT_ENUM, NULL-name terminated */
+	const struct field *sub;       /* FT_OBJECT */
+	custom_fn custom;              /* FT_CUSTOM */
+};
+
+#define F_BOOL(st, k, m, d) {.key = k, .type = FT_BOOL, .max = 1, .def = d, .offset = offsetof(st, m)}
+#define F_NUM(st, t, k, m, lo, hi, d) \
+	{.key = k, .type = t, .min = lo, .max = hi, .def = d, .offset = offsetof(st, m)}
+#define F_STR(st, k, m, d) {.key = k, .type = FT_STR, .def_str = d, .offset = offsetof(st, m)}
+#define F_FILE(st, k, m) {.key = k, .type = FT_FILE, .offset = offsetof(st, m)}
+#define F_ENUM(st, k, m, n, d) {.key = k, .type = FT_ENUM, .def = d, .offset = offsetof(st, m), .names = n}
+#define F_OBJ(st, k, m, s) {.key = k, .type = FT_OBJECT, .offset = offsetof(st, m), .sub = s}
+#define F_CUSTOM(st, k, m, fn) {.key = k, .type = FT_CUSTOM, .offset = offsetof(st, m), .custom = fn}
+
+static const struct enum_name protocol_names[] = {
+	{"mqtt", CONFIG_PROTO_MQTT}, {"mqtts", CONFIG_PROTO_MQTTS}, {NULL, 0}};
+static const struct enum_name level_names[] = {
+	{"error", LOG_ERROR}, {"warning", LOG_WARNING}, {"notice", LOG_NOTICE},
+	{"info", LOG_INFO},   {"debug", LOG_DEBUG},     {NULL, 0}};
+static const struct enum_name format_names[] = {
+	{"text", LOG_FORMAT_TEXT}, {"json", LOG_FORMAT_JSON}, {NULL, 0}};
+static const struct enum_name fsync_names[] = {{"always", CONFIG_FSYNC_ALWAYS},
+					       {"everysec", CONFIG_FSYNC_EVERYSEC},
+					       {"no", CONFIG_FSYNC_NO},
+					       {NULL, 0}};
+static const struct enum_name tls_version_names[] = {{"tls1.2", 0}, {"tls1.3", 1}, {NULL, 0}};
+
+static int parse_listeners(struct parser *p, const cJSON *item, void *base, const struct field *f);
+static int parse_acl(struct parser *p, const cJSON *item, void *base, const struct field *f);
+static int parse_min_version(struct parser *p, const cJSON *item, void *base, const struct field *f);
+static int parse_log_destination(struct parser *p, const cJSON *item, void *base,
+				 const struct field *f);
+
+static const struct field tls_fields[] = {
+	F_FILE(struct config_tls, "cert", cert),
+	F_FILE(struct config_tls, "key", key),
+	F_FILE(struct config_tls, "ca", ca),
+	F_BOOL(struct config_tls, "require_certificate", require_certificate, 0),
+	F_BOOL(struct config_tls, "use_identity_as_username", use_identity_as_username, 0),
+	F_STR(struct config_tls, "ciphersuites", ciphersuites, NULL),
+	{.key = "min_version", .type = FT_CUSTOM, .def_str = "tls1.2",
+	 .offset = offsetof(struct config_tls, min_version), .custom = parse_min_version},
+	{0},
+};
+
+static const struct field listener_fields[] = {
+	F_STR(struct config_listener, "bind", bind, "127.0.0.1"),
+	F_NUM(struct config_listener, FT_U16, "port", port, 0, 65535, 1883),
+	F_ENUM(struct config_listener, "protocol", protocol, protocol_names, CONFIG_PROTO_MQTT),
+	F_BOOL(struct config_listener, "allow_anonymous", allow_anonymous, 1),
+	F_NUM(struct config_listener, FT_U32, "max_connections", max_connections, 0, UINT32_MAX, 0),
+	F_OBJ(struct config_listener, "tls", tls, tls_fields),
+	{0},
+};
+
+static const struct field limits_fields[] = {
+	/* 2 bytes is the smallest MQTT packet; the maximum is the largest
+	 * Remaining Length (268435455) plus a 5-byte fixed header. */
+	F_NUM(struct config_limits, FT_U32, "max_packet_size", max_packet_size, 2, 268435460,
+	      268435460),
+	F_NUM(struct config_limits, FT_U16, "max_inflight", max_inflight, 1, 65535, 20),
+	F_NUM(struct config_limits, FT_U32, "max_queued_messages", max_queued_messages, 0, UINT32_MAX,
+	      1000),
+	F_NUM(struct config_limits, FT_U64, "max_queued_bytes", max_queued_bytes, 0, JSON_INT_MAX, 0),
+	F_NUM(struct config_limits, FT_U16, "max_keepalive", max_keepalive, 1, 65535, 65535),
+	F_NUM(struct config_limits, FT_U32, "connect_timeout", connect_timeout, 1, 3600, 10),
+	F_NUM(struct config_limits, FT_U16, "max_topic_levels", max_topic_levels, 1, 1024, 128),
+	F_NUM(struct config_limits, FT_U32, "max_connections", max_connections, 0, UINT32_MAX, 0),
+	F_NUM(struct config_limits, FT_U64, "max_output_buffer", max_output_buffer, 1024, JSON_INT_MAX,
+	      1048576),
+	F_NUM(struct config_limits, FT_U32, "max_subscriptions", max_subscriptions, 0, UINT32_MAX, 0),
+	F_NUM(struct config_limits, FT_U32, "max_retained", max_retained, 0, UINT32_MAX, 0),
+	F_NUM(struct config_limits, FT_U64, "max_retained_bytes", max_retained_bytes, 0, JSON_INT_MAX,
+	      0),
+	F_NUM(struct config_limits, FT_U64, "memory_limit", memory_limit, 0, JSON_INT_MAX, 0),
+	{0},
+};
+
+static const struct field auth_fields[] = {
+	F_FILE(struct config_auth, "password_file", password_file),
+	F_FILE(struct config_auth, "acl_file", acl_file),
+	F_CUSTOM(struct config_auth, "acl", acl_inline, parse_acl),
+	{0},
+};
+
+static const struct field log_fields[] = {
+	F_ENUM(struct config_log, "level", level, level_names, LOG_NOTICE),
+	{.key = "destination", .type = FT_CUSTOM, .def_str = "stderr",
+	 .offset = offsetof(struct config_log, destination), .custom = parse_log_destination},
+	F_ENUM(struct config_log, "format", format, format_names, LOG_FORMAT_TEXT),
+	{0},
+};
+
+static const struct field persistence_fields[] = {
+	F_BOOL(struct config_persistence, "enabled", enabled, 0),
+	F_STR(struct config_persistence, "dir", dir, "./wisp-data"),
+	F_ENUM(struct config_persistence, "fsync", fsync, fsync_names, CONFIG_FSYNC_EVERYSEC),
+	{0},
+};
+
+static const struct field top_fields[] = {
+	F_CUSTOM(struct config, "listeners", listeners, parse_listeners),
+	F_OBJ(struct config, "limits", limits, limits_fields),
+	F_OBJ(struct config, "auth", auth, auth_fields),
+	F_OBJ(struct config, "log", log, log_fields),
+	F_OBJ(struct config, "persistence", persistence, persistence_fields),
+	F_NUM(struct config, FT_U32, "sys_interval", sys_interval, 0, 86400, 10),
+	{0},
+};
+
+/* ---- errors and key paths ---- */
+
+__attribute__((format(printf, 2, 3))) static int fail(struct parser *p, const char *fmt, ...)
+{
+	char reason[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof reason, fmt, ap);
+	va_end(ap);
+	if (p->errlen)
+		snprintf(p->err, p->errlen, "%s: %s: %s", p->name, p->plen ? p->path : "(root)",
+			 reason);
+	return WISP_ECONFIG;
+}
+
+static int fail_nomem(struct parser *p)
+{
+	fail(p, "out of memory");
+	return WISP_ENOMEM;
+}
+
+/* Appends ".key" (or "key" at the root) to the path; returns the old length
+ * for path_pop. A path too long for the buffer is cut, never overflowed. */
+static size_t path_push_key(struct parser *p, const char *key)
+{
+	size_t old = p->plen;
+	int n = snprintf(p->path + p->plen, sizeof p->path - p->plen, "%s%s", p->plen ? "." : "",
+			 key);
+	if (n > 0)
+		p->plen += (size_t)n < sizeof p->path - p->plen ? (size_t)n : sizeof p->path - p->plen - 1;
+	return old;
+}
+
+static size_t path_push_index(struct parser *p, size_t i)
+{
+	size_t old = p->plen;
+	int n = snprintf(p->path + p->plen, sizeof p->path - p->plen, "[%zu]", i);
+	if (n > 0)
+		p->plen += (size_t)n < sizeof p->path - p->plen ? (size_t)n : sizeof p->path - p->plen - 1;
+	return old;
+}
+
+static void path_pop(struct parser *p, size_t old)
+{
+	p->plen = old;
+	p->path[old] = '\0';
+}
+
+static const char *json_type_name(const cJSON *item)
+{
+	if (cJSON_IsBool(item))
+		return "a boolean";
+	if (cJSON_IsNull(item))
+		return "null";
+	if (cJSON_IsNumber(item))
+		return "a number";
+	if (cJSON_IsString(item))
+		return "a string";
+	if (cJSON_IsArray(item))
+		return "an array";
+	if (cJSON_IsObject(item))
+		return "an object";
+	return "an invalid value";
+}
+
+static int fail_type(struct parser *p, const char *want, const cJSON *item)
+{
+	return fail(p, "expected %s, got %s", want, json_type_name(item));
+}
+
+/* ---- did-you-mean ---- */
+
+/* Optimal string alignment distance (Levenshtein plus adjacent swaps), so
+ * "prot" is one edit from "port". Keys are short; longer input is cut. */
+static size_t edit_distance(const char *a, const char *b)
+{
+	enum { MAXK = 40 };
+	size_t la = strlen(a), lb = strlen(b);
+	if (la > MAXK)
+		la = MAXK;
+	if (lb > MAXK)
+		lb = MAXK;
+	size_t d[MAXK + 1][MAXK + 1];
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		for (size_t j = 1; j <= lb; j++) {
+			size_t cost = a[i - 1] != b[j - 1];
+			size_t best = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < best)
+				best = d[i][j - 1] + 1;
+			if (d[i - 1][j - 1] + cost < best)
+				best = d[i - 1][j - 1] + cost;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    d[i - 2][j - 2] + 1 < best)
+				best = d[i - 2][j - 2] + 1;
+			d[i][j] = best;
+		}
+	}
+	return d[la][lb];
+}
+
+static int fail_unknown_key(struct parser *p, const char *key, const struct field *fields)
+{
+	const char *best = NULL;
+	size_t best_d = SIZE_MAX;
+	for (const struct field *f = fields; f->key; f++) {
+		size_t d = edit_distance(key, f->key);
+		if (d < best_d) {
+			best_d = d;
+			best = f->key;
+		}
+	}
+	/* A third of the key's length is close enough to be a typo, not a
+	 * different word; always allow one edit for short keys. */
+	size_t allowed = strlen(best ? best : "") / 3;
+	if (allowed < 1)
+		allowed = 1;
+	if (best && best_d <= allowed)
+		return fail(p, "unknown key (did you mean '%s'?)", best);
+	return fail(p, "unknown key");
+}
+
+/* ---- scalar fields ---- */
+
+static void store_uint(void *dst, enum ftype t, uint64_t v)
+{
+	switch (t) {
+	case FT_U16: {
+		uint16_t x = (uint16_t)v;
+		memcpy(dst, &x, sizeof x);
+		break;
+	}
+	case FT_U32: {
+		uint32_t x = (uint32_t)v;
+		memcpy(dst, &x, sizeof x);
+		break;
+	}
+	case FT_U64:
+		memcpy(dst, &v, sizeof v);
+		break;
+	default:
+		break;
+	}
+}
+
+static void store_bool(void *dst, bool v) { memcpy(dst, &v, sizeof v); }
+static void store_int(void *dst, int v) { memcpy(dst, &v, sizeof v); }
+
+/* Replaces the string at dst (freeing a default) with a copy of s. */
+static int store_str(struct parser *p, void *dst, const char *s)
+{
+	char *copy = wisp_strndup(s, strlen(s));
+	if (!copy)
+		return fail_nomem(p);
+	char *old;
+	memcpy(&old, dst, sizeof old);
+	wisp_free(old);
+	memcpy(dst, &copy, sizeof copy);
+	return 0;
+}
+
+static int get_string(struct parser *p, const cJSON *item, const char **out)
+{
+	if (!cJSON_IsString(item) || !item->valuestring)
+		return fail_type(p, "a string", item);
+	if (item->valuestring[0] == '\0')
+		return fail(p, "must not be empty");
+	*out = item->valuestring;
+	return 0;
+}
+
+static int check_readable(struct parser *p, const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) == -1) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return fail(p, "file not found: %s", path);
+		return fail(p, "file not readable: %s: %s", path, strerror(errno));
+	}
+	if (S_ISDIR(st.st_mode))
+		return fail(p, "is a directory, not a file: %s", path);
+	if (access(path, R_OK) == -1)
+		return fail(p, "file not readable: %s: %s", path, strerror(errno));
+	return 0;
+}
+
+static int parse_enum(struct parser *p, const cJSON *item, const struct enum_name *names, int *out)
+{
+	const char *s;
+	int rc = get_string(p, item, &s);
+	if (rc)
+		return rc;
+	char list[256];
+	size_t n = 0;
+	list[0] = '\0';
+	for (const struct enum_name *e = names; e->name; e++) {
+		if (strcmp(e->name, s) == 0) {
+			*out = e->value;
+			return 0;
+		}
+		int w = snprintf(list + n, sizeof list - n, "%s\"%s\"", n ? ", " : "", e->name);
+		if (w > 0 && (size_t)w < sizeof list - n)
+			n += (size_t)w;
+	}
+	return fail(p, "invalid value \"%s\" (expected one of %s)", s, list);
+}
+
+static int parse_object(struct parser *p, const cJSON *obj, const struct field *fields, void *base);
+
+static int parse_field(struct parser *p, const cJSON *item, const struct field *f, void *base)
+{
+	void *dst = (char *)base + f->offset;
+	switch (f->type) {
+	case FT_BOOL:
+		if (!cJSON_IsBool(item))
+			return fail_type(p, "a boolean", item);
+		store_bool(dst, cJSON_IsTrue(item));
+		return 0;
+	case FT_U16:
+	case FT_U32:
+	case FT_U64: {
+		if (!cJSON_IsNumber(item))
+			return fail_type(p, "an integer", item);
+		double v = item->valuedouble;
+		if (!isfinite(v) || v != floor(v))
+			return fail(p, "must be an integer, got %g", v);
+		if (v < (double)f->min || v > (double)f->max)
+			return fail(p, "out of range: %.15g (allowed %llu to %llu)", v,
+				    (unsigned long long)f->min, (unsigned long long)f->max);
+		store_uint(dst, f->type, (uint64_t)v);
+		return 0;
+	}
+	case FT_STR:
+	case FT_FILE: {
+		const char *s;
+		int rc = get_string(p, item, &s);
+		if (rc)
+			return rc;
+		if (f->type == FT_FILE && (rc = check_readable(p, s)))
+			return rc;
+		return store_str(p, dst, s);
+	}
+	case FT_ENUM: {
+		int v;
+		int rc = parse_enum(p, item, f->names, &v);
+		if (rc)
+			return rc;
+		store_int(dst, v);
+		return 0;
+	}
+	case FT_OBJECT:
+		return parse_object(p, item, f->sub, dst);
+	case FT_CUSTOM:
+		return f->custom(p, item, base, f);
+	}
+	return fail(p, "internal error: bad schema");
+}
+
+static int parse_object(struct parser *p, const cJSON *obj, const struct field *fields, void *base)
+{
+	if (!cJSON_IsObject(obj))
+		return fail_type(p, "an object", obj);
+	for (const cJSON *c = obj->child; c; c = c->next) {
+		size_t old = path_push_key(p, c->string ? c->string : "");
+		int rc = 0;
+		/* cJSON keeps both copies of a repeated key; which one wins
+		 * would be an accident, so refuse. */
+		for (const cJSON *prev = obj->child; prev != c; prev = prev->next) {
+			if (prev->string && c->string && strcmp(prev->string, c->string) == 0) {
+				rc = fail(p, "duplicate key");
+				break;
+			}
+		}
+		if (!rc) {
+			const struct field *f = fields;
+			while (f->key && (!c->string || strcmp(f->key, c->string) != 0))
+				f++;
+			rc = f->key ? parse_field(p, c, f, base)
+				    : fail_unknown_key(p, c->string ? c->string : "", fields);
+		}
+		if (rc)
+			return rc;
+		path_pop(p, old);
+	}
+	return 0;
+}
+
+/* ---- defaults and freeing, driven by the same tables ---- */
+
+static int apply_defaults(const struct field *fields, void *base)
+{
+	for (const struct field *f = fields; f->key; f++) {
+		void *dst = (char *)base + f->offset;
+		switch (f->type) {
+		case FT_BOOL:
+			store_bool(dst, f->def != 0);
+			break;
+		case FT_U16:
+		case FT_U32:
+		case FT_U64:
+			store_uint(dst, f->type, f->def);
+			break;
+		case FT_ENUM:
+			store_int(dst, (int)f->def);
+			break;
+		case FT_STR:
+		case FT_FILE:
+		case FT_CUSTOM:
+			if (f->def_str) {
+				char *s = wisp_strndup(f->def_str, strlen(f->def_str));
+				if (!s)
+					return WISP_ENOMEM;
+				memcpy(dst, &s, sizeof s);
+			}
+			break;
+		case FT_OBJECT: {
+			int rc = apply_defaults(f->sub, dst);
+			if (rc)
+				return rc;
+			break;
+		}
+		}
+	}
+	return 0;
+}
+
+/* Custom fields own a char * except "listeners", which free_fields skips
+ * (config_free frees the array itself). */
+static void free_fields(const struct field *fields, void *base)
+{
+	for (const struct field *f = fields; f->key; f++) {
+		void *dst = (char *)base + f->offset;
+		if (f->type == FT_OBJECT) {
+			free_fields(f->sub, dst);
+		} else if (f->type == FT_STR || f->type == FT_FILE ||
+			   (f->type == FT_CUSTOM && f->custom != parse_listeners)) {
+			char *s;
+			memcpy(&s, dst, sizeof s);
+			wisp_free(s);
+			s = NULL;
+			memcpy(dst, &s, sizeof s);
+		}
+	}
+}
+
+/* ---- custom fields ---- */
+
+static int parse_min_version(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	int v;
+	int rc = parse_enum(p, item, tls_version_names, &v);
+	if (rc)
+		return rc;
+	return store_str(p, (char *)base + f->offset, item->valuestring);
+}
+
+/* "stderr", "syslog", or a file we can append to (created if missing, so
+ * its directory must be writable). */
+static int parse_log_destination(struct parser *p, const cJSON *item, void *base,
+				 const struct field *f)
+{
+	const char *s;
+	int rc = get_string(p, item, &s);
+	if (rc)
+		return rc;
+	if (strcmp(s, "stderr") != 0 && strcmp(s, "syslog") != 0) {
+		struct stat st;
+		if (stat(s, &st) == 0) {
+			if (S_ISDIR(st.st_mode))
+				return fail(p, "is a directory, not a file: %s", s);
+			if (access(s, W_OK) == -1)
+				return fail(p, "file not writable: %s: %s", s, strerror(errno));
+		} else {
+			const char *slash = strrchr(s, '/');
+			char dir[PATH_BUF];
+			if (!slash)
+				snprintf(dir, sizeof dir, ".");
+			else if (slash == s)
+				snprintf(dir, sizeof dir, "/");
+			else
+				snprintf(dir, sizeof dir, "%.*s", (int)(slash - s), s);
+			if (access(dir, W_OK) == -1)
+				return fail(p, "cannot create log file: %s: %s", s, strerror(errno));
+		}
+	}
+	return store_str(p, (char *)base + f->offset, s);
+}
+
+static int parse_listeners(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	struct config *cfg = base;
+	if (!cJSON_IsArray(item))
+		return fail_type(p, "an array", item);
+	size_t n = (size_t)cJSON_GetArraySize(item);
+	if (n == 0)
+		return fail(p, "must not be empty (at least one listener is needed)");
+	cfg->listeners = wisp_calloc(n, sizeof *cfg->listeners);
+	if (!cfg->listeners)
+		return fail_nomem(p);
+	cfg->listener_count = n;
+	for (size_t i = 0; i < n; i++)
+		if (apply_defaults(listener_fields, &cfg->listeners[i]))
+			return fail_nomem(p);
+	size_t i = 0;
+	for (const cJSON *c = item->child; c; c = c->next, i++) {
+		size_t old = path_push_index(p, i);
+		int rc = parse_object(p, c, listener_fields, &cfg->listeners[i]);
+		if (rc)
+			return rc;
+		path_pop(p, old);
+	}
+	return 0;
+}
+
+/* ---- inline ACL ---- */
+
+struct strbuf {
+	char *s;
+	size_t len, cap;
+};
+
+static int sb_add(struct strbuf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		char *ns = wisp_realloc(b->s, cap);
+		if (!ns)
+			return WISP_ENOMEM;
+		b->s = ns;
+		b->cap = cap;
+	}
+	memcpy(b->s + b->len, s, n);
+	b->len += n;
+	b->s[b->len] = '\0';
+	return 0;
+}
+
+static int sb_addz(struct strbuf *b, const char *s) { return sb_add(b, s, strlen(s)); }
+
+static const char *const acl_access_words[] = {"read", "write", "readwrite", "subscribe", "deny",
+					       NULL};
+
+static bool is_access_word(const char *s, size_t n)
+{
+	for (const char *const *w = acl_access_words; *w; w++)
+		if (strlen(*w) == n && memcmp(*w, s, n) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Checks one rule line of the ACL file format (see auth/acl.h):
+ * "user <name>", "topic [access] <filter>", "pattern [access] <filter>".
+ * The topic filter itself is checked by auth/ when the ACL is built.
+ */
+static int check_acl_line(struct parser *p, const char *line)
+{
+	if (strpbrk(line, "\r\n"))
+		return fail(p, "must be a single line");
+	const char *s = line;
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t kw = strcspn(s, " \t");
+	const char *rest = s + kw;
+	while (*rest == ' ' || *rest == '\t')
+		rest++;
+	bool is_user = kw == 4 && memcmp(s, "user", 4) == 0;
+	bool is_topic = kw == 5 && memcmp(s, "topic", 5) == 0;
+	bool is_pattern = kw == 7 && memcmp(s, "pattern", 7) == 0;
+	if (!is_user && !is_topic && !is_pattern)
+		return fail(p, "invalid rule \"%s\" (expected \"user <name>\", \"topic [access] "
+			       "<filter>\" or \"pattern [access] <filter>\")",
+			    line);
+	if (*rest == '\0')
+		return fail(p, "invalid rule \"%s\": missing %s", line, is_user ? "user name" : "topic");
+	if (!is_user) {
+		size_t w = strcspn(rest, " \t");
+		const char *after = rest + w;
+		while (*after == ' ' || *after == '\t')
+			after++;
+		if (*after != '\0' && !is_access_word(rest, w))
+			return fail(p,
+				    "invalid rule \"%s\": access must be read, write, readwrite, "
+				    "subscribe or deny",
+				    line);
+	}
+	return 0;
+}
+
+static int acl_object_to_line(struct parser *p, const cJSON *obj, struct strbuf *b)
+{
+	static const struct field acl_obj_keys[] = {
+		{.key = "user"}, {.key = "topic"}, {.key = "pattern"}, {.key = "access"}, {0}};
+	const char *vals[4] = {NULL, NULL, NULL, NULL};
+	for (const cJSON *c = obj->child; c; c = c->next) {
+		size_t old = path_push_key(p, c->string ? c->string : "");
+		size_t k = 0;
+		while (acl_obj_keys[k].key && strcmp(acl_obj_keys[k].key, c->string ? c->string : "") != 0)
+			k++;
+		if (!acl_obj_keys[k].key)
+			return fail_unknown_key(p, c->string ? c->string : "", acl_obj_keys);
+		if (vals[k])
+			return fail(p, "duplicate key");
+		int rc = get_string(p, c, &vals[k]);
+		if (rc)
+			return rc;
+		if (strpbrk(vals[k], "\r\n"))
+			return fail(p, "must be a single line");
+		if (k == 3 && !is_access_word(vals[k], strlen(vals[k])))
+			return fail(p,
+				    "invalid value \"%s\" (expected one of \"read\", \"write\", "
+				    "\"readwrite\", \"subscribe\", \"deny\")",
+				    vals[k]);
+		path_pop(p, old);
+	}
+	const char *user = vals[0], *topic = vals[1], *pattern = vals[2];
+	const char *access = vals[3] ? vals[3] : "readwrite";
+	if (!topic == !pattern)
+		return fail(p, "needs exactly one of \"topic\" or \"pattern\"");
+	if (pattern && user)
+		return fail(p, "\"pattern\" applies to every client and cannot have a \"user\"");
+	if (topic && !user)
+		return fail(p, "\"topic\" needs a \"user\" (use a string rule for anonymous clients)");
+	int rc = 0;
+	if (user)
+		rc = sb_addz(b, "user ") || sb_addz(b, user) || sb_addz(b, "\n");
+	rc = rc || sb_addz(b, topic ? "topic " : "pattern ") || sb_addz(b, access) ||
+	     sb_addz(b, " ") || sb_addz(b, topic ? topic : pattern) || sb_addz(b, "\n");
+	return rc ? fail_nomem(p) : 0;
+}
+
+/* The inline "acl" array becomes ACL file text, so auth/ has one parser. */
+static int parse_acl(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	if (!cJSON_IsArray(item))
+		return fail_type(p, "an array", item);
+	struct strbuf b = {0};
+	if (sb_add(&b, "", 0))
+		return fail_nomem(p);
+	size_t i = 0;
+	int rc = 0;
+	for (const cJSON *c = item->child; c && !rc; c = c->next, i++) {
+		size_t old = path_push_index(p, i);
+		if (cJSON_IsString(c)) {
+			rc = check_acl_line(p, c->valuestring);
+			if (!rc && (sb_addz(&b, c->valuestring) || sb_addz(&b, "\n")))
+				rc = fail_nomem(p);
+		} else if (cJSON_IsObject(c)) {
+			rc = acl_object_to_line(p, c, &b);
+		} else {
+			rc = fail_type(p, "a string or an object", c);
+		}
+		if (!rc)
+			path_pop(p, old);
+	}
+	if (rc) {
+		wisp_free(b.s);
+		return rc;
+	}
+	char **dst = (char **)((char *)base + f->offset);
+	wisp_free(*dst);
+	*dst = b.s;
+	return 0;
+}
+
+/* ---- whole-document rules ---- */
+
+static int add_default_listener(struct config *cfg)
+{
+	cfg->listeners = wisp_calloc(1, sizeof *cfg->listeners);
+	if (!cfg->listeners)
+		return WISP_ENOMEM;
+	cfg->listener_count = 1;
+	return apply_defaults(listener_fields, &cfg->listeners[0]);
+}
+
+static const cJSON *listener_json(const cJSON *root, size_t i)
+{
+	const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "listeners");
+	return arr ? cJSON_GetArrayItem(arr, (int)i) : NULL;
+}
+
+static int check_listener(struct parser *p, struct config *cfg, const cJSON *lj, size_t i)
+{
+	struct config_listener *l = &cfg->listeners[i];
+	const cJSON *tls = cJSON_GetObjectItemCaseSensitive(lj, "tls");
+	size_t old = path_push_key(p, "listeners");
+	path_push_index(p, i);
+	int rc = 0;
+	if (!cJSON_HasObjectItem(lj, "port") && l->protocol == CONFIG_PROTO_MQTTS)
+		l->port = 8883;
+	/* A broker with a password file wants passwords unless a listener
+	 * says otherwise explicitly. */
+	if (!cJSON_HasObjectItem(lj, "allow_anonymous") && cfg->auth.password_file)
+		l->allow_anonymous = false;
+
+	if (l->protocol == CONFIG_PROTO_MQTT && tls) {
+		path_push_key(p, "tls");
+		rc = fail(p, "only allowed when protocol is \"mqtts\"");
+	} else if (l->protocol == CONFIG_PROTO_MQTTS) {
+		if (!tls) {
+			path_push_key(p, "tls");
+			rc = fail(p, "required when protocol is \"mqtts\"");
+		} else if (!l->tls.cert) {
+			path_push_key(p, "tls.cert");
+			rc = fail(p, "required when protocol is \"mqtts\"");
+		} else if (!l->tls.key) {
+			path_push_key(p, "tls.key");
+			rc = fail(p, "required when protocol is \"mqtts\"");
+		} else if (l->tls.require_certificate && !l->tls.ca) {
+			path_push_key(p, "tls.ca");
+			rc = fail(p, "required when require_certificate is true");
+		} else if (l->tls.use_identity_as_username && !l->tls.require_certificate) {
+			path_push_key(p, "tls.use_identity_as_username");
+			rc = fail(p, "needs require_certificate to be true");
+		}
+	}
+	for (size_t j = 0; !rc && j < i; j++) {
+		const struct config_listener *o = &cfg->listeners[j];
+		/* Port 0 asks the kernel for a fresh port each time. */
+		if (l->port != 0 && o->port == l->port && strcmp(o->bind, l->bind) == 0) {
+			path_push_key(p, "port");
+			rc = fail(p, "duplicate of listeners[%zu] (%s port %u)", j, l->bind,
+				  (unsigned)l->port);
+		}
+	}
+	if (!rc)
+		path_pop(p, old);
+	return rc;
+}
+
+static int finalize(struct parser *p, struct config *cfg, const cJSON *root)
+{
+	int rc;
+	if (!cfg->listeners && (rc = add_default_listener(cfg)))
+		return fail_nomem(p);
+	for (size_t i = 0; i < cfg->listener_count; i++) {
+		const cJSON *lj = listener_json(root, i);
+		if (lj && (rc = check_listener(p, cfg, lj, i)))
+			return rc;
+		if (!lj && cfg->auth.password_file)
+			cfg->listeners[i].allow_anonymous = false;
+	}
+	if (cfg->auth.acl_file && cfg->auth.acl_inline) {
+		path_push_key(p, "auth.acl");
+		return fail(p, "cannot be combined with auth.acl_file (choose one)");
+	}
+	return 0;
+}
+
+/* ---- public API ---- */
+
+static struct config *config_new(const char *name)
+{
+	struct config *cfg = wisp_calloc(1, sizeof *cfg);
+	if (!cfg)
+		return NULL;
+	cfg->path = wisp_strndup(name, strlen(name));
+	if (!cfg->path || apply_defaults(top_fields, cfg)) {
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+struct config *config_default(void)
+{
+	struct config *cfg = config_new("<default>");
+	if (cfg && add_default_listener(cfg)) {
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+static void line_col(const char *text, size_t off, size_t *line, size_t *col)
+{
+	*line = 1;
+	*col = 1;
+	for (size_t i = 0; i < off; i++) {
+		if (text[i] == '\n') {
+			(*line)++;
+			*col = 1;
+		} else {
+			(*col)++;
+		}
+	}
+}
+
+static int fail_syntax(struct parser *p, const char *text, size_t off, const char *why)
+{
+	size_t line, col;
+	line_col(text, off, &line, &col);
+	if (p->errlen)
+		snprintf(p->err, p->errlen, "%s: line %zu, column %zu: %s", p->name, line, col, why);
+	return WISP_ECONFIG;
+}
+
+int config_parse(const char *json, size_t len, const char *name, struct config **out, char *err,
+		 size_t errlen)
+{
+	struct parser p = {.name = name ? name : "<config>", .err = err, .errlen = errlen};
+	if (errlen)
+		err[0] = '\0';
+	*out = NULL;
+	size_t skip = 0;
+	if (len >= 3 && memcmp(json, "\xEF\xBB\xBF", 3) == 0)
+		skip = 3; /* editors on some systems add a UTF-8 BOM */
+	const char *nul = memchr(json, '\0', len);
+	if (nul)
+		return fail_syntax(&p, json, (size_t)(nul - json), "invalid JSON (NUL byte)");
+	/* cJSON only rejects trailing garbage when the text ends in a NUL
+	 * inside the given length, so parse a terminated copy. */
+	char *text = wisp_malloc(len + 1);
+	if (!text)
+		return fail_nomem(&p);
+	memcpy(text, json, len);
+	text[len] = '\0';
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithLengthOpts(text + skip, len - skip + 1, &end, 1);
+	if (!root) {
+		size_t off = end && end >= text + skip && end <= text + len ? (size_t)(end - text)
+									 : len;
+		int rc = fail_syntax(&p, text, off, "invalid JSON");
+		wisp_free(text);
+		return rc;
+	}
+	int rc = WISP_ENOMEM;
+	struct config *cfg = config_new(p.name);
+	if (!cfg) {
+		fail_nomem(&p);
+		goto fail;
+	}
+	p.cfg = cfg;
+	if ((rc = parse_object(&p, root, top_fields, cfg)))
+		goto fail;
+	if ((rc = finalize(&p, cfg, root)))
+		goto fail;
+	cJSON_Delete(root);
+	wisp_free(text);
+	*out = cfg;
+	return 0;
+fail:
+	config_free(cfg);
+	cJSON_Delete(root);
+	wisp_free(text);
+	return rc;
+}
+
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+	struct parser p = {.name = path, .err = err, .errlen = errlen};
+	*out = NULL;
+	if (errlen)
+		err[0] = '\0';
+	FILE *fp = fopen(path, "rbe");
+	if (!fp)
+		return fail(&p, "cannot open: %s", strerror(errno));
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	int rc = 0;
+	for (;;) {
+		if (len == cap) {
+			if (cap >= CONFIG_FILE_MAX) {
+				rc = fail(&p, "file larger than %u bytes", CONFIG_FILE_MAX);
+				break;
+			}
+			cap = cap ? cap * 2 : 4096;
+			char *nb = wisp_realloc(buf, cap);
+			if (!nb) {
+				rc = fail_nomem(&p);
+				break;
+			}
+			buf = nb;
+		}
+		size_t n = fread(buf + len, 1, cap - len, fp);
+		len += n;
+		if (n == 0) {
+			if (ferror(fp))
+				rc = fail(&p, "cannot read: %s", strerror(errno));
+			break;
+		}
+	}
+	fclose(fp);
+	if (!rc)
+		rc = config_parse(buf ? buf : "", len, path, out, err, errlen);
+	wisp_free(buf);
+	return rc;
+}
+
+void config_free(struct config *cfg)
+{
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < cfg->listener_count; i++)
+		free_fields(listener_fields, &cfg->listeners[i]);
+	wisp_free(cfg->listeners);
+	free_fields(top_fields, cfg);
+	wisp_free(cfg->path);
+	wisp_free(cfg);
+}

@@ -1,0 +1,113 @@
+/*
+ * Broker configuration: loaded from one JSON file (or the embedded default),
+ * validated completely, then immutable. cJSON is used inside config/ only.
+ *
+ * Every error names the file, the key path (e.g. "listeners[1].tls.cert")
+ * and the reason, so a bad file is refused at start with a message the
+ * operator can act on.
+ */
+#ifndef WISP_CONFIG_H
+#define WISP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum config_protocol {
+	CONFIG_PROTO_MQTT = 0,  /* plain TCP */
+	CONFIG_PROTO_MQTTS = 1, /* TLS */
+};
+
+struct config_tls {
+	char *cert;     /* PEM certificate chain file */
+	char *key;      /* PEM private key file */
+	char *ca;       /* PEM CA file for client certificates */
+	bool require_certificate;
+	bool use_identity_as_username;
+	char *ciphersuites; /* colon-separated IANA names, NULL = modern default */
+	char *min_version;  /* "tls1.2" (default) or "tls1.3" */
+};
+
+struct config_listener {
+	char *bind;     /* address literal or host name; default "127.0.0.1" */
+	uint16_t port;  /* 0 = ephemeral (tests) */
+	enum config_protocol protocol;
+	bool allow_anonymous;
+	uint32_t max_connections; /* 0 = unlimited (bounded by the fd limit) */
+	struct config_tls tls;
+};
+
+struct config_limits {
+	uint32_t max_packet_size;     /* bytes, whole packet; default 268435455 + 5 capped to 256 MiB */
+	uint16_t max_inflight;        /* outbound QoS 1/2 window per client; default 20 */
+	uint32_t max_queued_messages; /* per offline/slow client; default 1000 */
+	uint64_t max_queued_bytes;    /* per client; default 0 = unlimited by bytes */
+	uint16_t max_keepalive;       /* seconds; clients asking more are clamped (v5) or refused; default 65535 */
+	uint32_t connect_timeout;     /* seconds to wait for CONNECT; default 10 */
+	uint16_t max_topic_levels;    /* default 128 */
+	uint32_t max_connections;     /* whole broker; default 0 = fd limit */
+	uint64_t max_output_buffer;   /* bytes of unsent output per connection before QoS 0 is dropped; default 1 MiB */
+	uint32_t max_subscriptions;   /* per client; default 0 = unlimited */
+	uint32_t max_retained;        /* retained messages; default 0 = unlimited */
+	uint64_t max_retained_bytes;  /* default 0 = unlimited */
+	uint64_t memory_limit;        /* broker heap ceiling in bytes; default 0 = none */
+};
+
+struct config_acl_rule; /* defined by auth/ (issue #5) */
+
+struct config_auth {
+	char *password_file;
+	char *acl_file;
+	char *acl_inline; /* the inline "acl" array serialised back to text rules, or NULL */
+};
+
+struct config_log {
+	int level;          /* enum log_level */
+	char *destination;  /* "stderr", "syslog" or a path */
+	int format;         /* enum log_format */
+};
+
+enum config_fsync {
+	CONFIG_FSYNC_ALWAYS = 0,
+	CONFIG_FSYNC_EVERYSEC = 1,
+	CONFIG_FSYNC_NO = 2,
+};
+
+struct config_persistence {
+	bool enabled;
+	char *dir;
+	enum config_fsync fsync;
+};
+
+struct config {
+	char *path; /* the file it came from, or "<default>" */
+	struct config_listener *listeners;
+	size_t listener_count;
+	struct config_limits limits;
+	struct config_auth auth;
+	struct config_log log;
+	struct config_persistence persistence;
+	uint32_t sys_interval; /* seconds between $SYS updates; 0 = off; default 10 */
+};
+
+/*
+ * The embedded default: one anonymous MQTT listener on 127.0.0.1:1883
+ * (loopback only until configured, as Mosquitto 2 does) and the default
+ * limits. NULL when out of memory.
+ */
+struct config *config_default(void);
+
+/*
+ * Loads and validates `path`. On success returns 0 and sets *out (caller
+ * frees with config_free). On failure returns a negative WISP_E* and writes
+ * "<file>: <key path>: <reason>" into err (always NUL-terminated).
+ */
+int config_load(const char *path, struct config **out, char *err, size_t errlen);
+
+/* Same, from a string already in memory; `name` stands for the file in messages. */
+int config_parse(const char *json, size_t len, const char *name, struct config **out, char *err,
+		 size_t errlen);
+
+void config_free(struct config *cfg);
+
+#endif

@@ -1,0 +1,510 @@
+/*
+ * Config parser: every bad document is refused with the exact
+ * "<file>: <key path>: <reason>" message; good documents give the parsed
+ * values and the documented defaults; config/default.json equals
+ * config_default(). Runs in a scratch directory holding the files the
+ * documents name, so relative paths resolve.
+ */
+#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "config.h"
+#include "err.h"
+#include "log.h"
+
+#ifndef WISP_SOURCE_DIR
+#define WISP_SOURCE_DIR "."
+#endif
+
+static char scratch[] = "/tmp/wisp-test-config-XXXXXX";
+static char old_cwd[PATH_MAX];
+
+static int write_file(const char *name, const char *text)
+{
+	FILE *fp = fopen(name, "w");
+	if (!fp)
+		return -1;
+	fputs(text, fp);
+	return fclose(fp);
+}
+
+static int suite_init(void)
+{
+	if (!getcwd(old_cwd, sizeof old_cwd) || !mkdtemp(scratch) || chdir(scratch) == -1)
+		return -1;
+	if (write_file("cert.pem", "x\n") || write_file("key.pem", "x\n") ||
+	    write_file("ca.pem", "x\n") || write_file("passwd", "") || write_file("acl", "") ||
+	    mkdir("adir", 0700) == -1 || mkdir("certs", 0700) == -1 || mkdir("config", 0700) == -1 ||
+	    write_file("certs/server.crt", "x\n") || write_file("certs/server.key", "x\n") ||
+	    write_file("certs/ca.crt", "x\n") || write_file("config/passwd", "") ||
+	    write_file("config/acl", ""))
+		return -1;
+	return 0;
+}
+
+static int suite_cleanup(void)
+{
+	const char *names[] = {"cert.pem",	   "key.pem",	       "ca.pem",       "passwd",
+			       "acl",		   "out.log",	       "certs/server.crt", "certs/server.key",
+			       "certs/ca.crt", "config/passwd", "config/acl"};
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		unlink(names[i]);
+	rmdir("adir");
+	rmdir("certs");
+	rmdir("config");
+	if (chdir(old_cwd) == -1)
+		return -1;
+	return rmdir(scratch);
+}
+
+struct bad_case {
+	const char *json;
+	const char *err; /* exact message */
+};
+
+static const struct bad_case bad_cases[] = {
+	/* syntax */
+	{"{", "t.json: line 1, column 2: invalid JSON"},
+	{"{\n  \"sys_interval\": 10,\n  \"limits\": tru\n}", "t.json: line 3, column 13: invalid JSON"},
+	{"{} trailing", "t.json: line 1, column 4: invalid JSON"},
+	{"", "t.json: line 1, column 1: invalid JSON"},
+	{"[]", "t.json: (root): expected an object, got an array"},
+	{"{\"sys_interval\": 1, \"sys_interval\": 2}", "t.json: sys_interval: duplicate key"},
+	/* unknown keys */
+	{"{\"limits\": {\"max_inflit\": 5}}",
+	 "t.json: limits.max_inflit: unknown key (did you mean 'max_inflight'?)"},
+	{"{\"listners\": []}", "t.json: listners: unknown key (did you mean 'listeners'?)"},
+	{"{\"listeners\": [{\"prot\": 1}]}",
+	 "t.json: listeners[0].prot: unknown key (did you mean 'port'?)"},
+	{"{\"frobnicate\": true}", "t.json: frobnicate: unknown key"},
+	{"{\"listeners\": [{}, {\"port\": 2, \"tls\": {\"crt\": \"x\"}}]}",
+	 "t.json: listeners[1].tls.crt: unknown key (did you mean 'cert'?)"},
+	/* types */
+	{"{\"sys_interval\": \"10\"}", "t.json: sys_interval: expected an integer, got a string"},
+	{"{\"limits\": []}", "t.json: limits: expected an object, got an array"},
+	{"{\"listeners\": {}}", "t.json: listeners: expected an array, got an object"},
+	{"{\"listeners\": [1]}", "t.json: listeners[0]: expected an object, got a number"},
+	{"{\"listeners\": [{\"allow_anonymous\": 1}]}",
+	 "t.json: listeners[0].allow_anonymous: expected a boolean, got a number"},
+	{"{\"listeners\": [{\"bind\": null}]}", "t.json: listeners[0].bind: expected a string, got null"},
+	{"{\"listeners\": [{\"bind\": \"\"}]}", "t.json: listeners[0].bind: must not be empty"},
+	/* ranges */
+	{"{\"listeners\": [{\"port\": 70000}]}",
+	 "t.json: listeners[0].port: out of range: 70000 (allowed 0 to 65535)"},
+	{"{\"listeners\": [{\"port\": -1}]}",
+	 "t.json: listeners[0].port: out of range: -1 (allowed 0 to 65535)"},
+	{"{\"limits\": {\"max_inflight\": 1.5}}",
+	 "t.json: limits.max_inflight: must be an integer, got 1.5"},
+	{"{\"limits\": {\"max_inflight\": 0}}",
+	 "t.json: limits.max_inflight: out of range: 0 (allowed 1 to 65535)"},
+	{"{\"limits\": {\"max_packet_size\": 268435461}}",
+	 "t.json: limits.max_packet_size: out of range: 268435461 (allowed 2 to 268435460)"},
+	{"{\"limits\": {\"memory_limit\": 1e300}}",
+	 "t.json: limits.memory_limit: out of range: 1e+300 (allowed 0 to 9007199254740992)"},
+	{"{\"limits\": {\"max_topic_levels\": 1025}}",
+	 "t.json: limits.max_topic_levels: out of range: 1025 (allowed 1 to 1024)"},
+	{"{\"sys_interval\": 86401}", "t.json: sys_interval: out of range: 86401 (allowed 0 to 86400)"},
+	/* enums */
+	{"{\"listeners\": [{\"protocol\": \"http\"}]}",
+	 "t.json: listeners[0].protocol: invalid value \"http\" (expected one of \"mqtt\", \"mqtts\")"},
+	{"{\"log\": {\"level\": \"verbose\"}}",
+	 "t.json: log.level: invalid value \"verbose\" (expected one of \"error\", \"warning\", "
+	 "\"notice\", \"info\", \"debug\")"},
+	{"{\"log\": {\"format\": \"xml\"}}",
+	 "t.json: log.format: invalid value \"xml\" (expected one of \"text\", \"json\")"},
+	{"{\"persistence\": {\"fsync\": \"sometimes\"}}",
+	 "t.json: persistence.fsync: invalid value \"sometimes\" (expected one of \"always\", "
+	 "\"everysec\", \"no\")"},
+	/* listeners */
+	{"{\"listeners\": []}",
+	 "t.json: listeners: must not be empty (at least one listener is needed)"},
+	{"{\"listeners\": [{\"port\": 1883}, {\"port\": 1884}, {\"port\": 1883}]}",
+	 "t.json: listeners[2].port: duplicate of listeners[0] (127.0.0.1 port 1883)"},
+	{"{\"listeners\": [{\"protocol\": \"mqtts\"}]}",
+	 "t.json: listeners[0].tls: required when protocol is \"mqtts\""},
+	{"{\"listeners\": [{\"protocol\": \"mqtts\", \"tls\": {\"key\": \"key.pem\"}}]}",
+	 "t.json: listeners[0].tls.cert: required when protocol is \"mqtts\""},
+	{"{\"listeners\": [{\"protocol\": \"mqtts\", \"tls\": {\"cert\": \"cert.pem\"}}]}",
+	 "t.json: listeners[0].tls.key: required when protocol is \"mqtts\""},
+	{"{\"listeners\": [{\"tls\": {\"cert\": \"cert.pem\", \"key\": \"key.pem\"}}]}",
+	 "t.json: listeners[0].tls: only allowed when protocol is \"mqtts\""},
+	{"{\"listeners\": [{}, {\"port\": 8883, \"protocol\": \"mqtts\", \"tls\": {\"cert\": "
+	 "\"/x/y.pem\"}}]}",
+	 "t.json: listeners[1].tls.cert: file not found: /x/y.pem"},
+	{"{\"listeners\": [{\"protocol\": \"mqtts\", \"tls\": {\"cert\": \"cert.pem\", \"key\": "
+	 "\"key.pem\", \"require_certificate\": true}}]}",
+	 "t.json: listeners[0].tls.ca: required when require_certificate is true"},
+	{"{\"listeners\": [{\"protocol\": \"mqtts\", \"tls\": {\"cert\": \"cert.pem\", \"key\": "
+	 "\"key.pem\", \"use_identity_as_username\": true}}]}",
+	 "t.json: listeners[0].tls.use_identity_as_username: needs require_certificate to be true"},
+	{"{\"listeners\": [{\"protocol\": \"mqtts\", \"tls\": {\"cert\": \"cert.pem\", \"key\": "
+	 "\"key.pem\", \"min_version\": \"tls1.1\"}}]}",
+	 "t.json: listeners[0].tls.min_version: invalid value \"tls1.1\" (expected one of "
+	 "\"tls1.2\", \"tls1.3\")"},
+	/* files */
+	{"{\"auth\": {\"password_file\": \"nope\"}}", "t.json: auth.password_file: file not found: nope"},
+	{"{\"auth\": {\"acl_file\": \"adir\"}}", "t.json: auth.acl_file: is a directory, not a file: adir"},
+	{"{\"log\": {\"destination\": \"/nonexistent-dir/x.log\"}}",
+	 "t.json: log.destination: cannot create log file: /nonexistent-dir/x.log: No such file or "
+	 "directory"},
+	{"{\"log\": {\"destination\": \"adir\"}}",
+	 "t.json: log.destination: is a directory, not a file: adir"},
+	/* inline ACL */
+	{"{\"auth\": {\"acl_file\": \"acl\", \"acl\": []}}",
+	 "t.json: auth.acl: cannot be combined with auth.acl_file (choose one)"},
+	{"{\"auth\": {\"acl\": \"topic x\"}}", "t.json: auth.acl: expected an array, got a string"},
+	{"{\"auth\": {\"acl\": [\"user a\", \"topci read x\"]}}",
+	 "t.json: auth.acl[1]: invalid rule \"topci read x\" (expected \"user <name>\", \"topic "
+	 "[access] <filter>\" or \"pattern [access] <filter>\")"},
+	{"{\"auth\": {\"acl\": [\"topic reed a/b\"]}}",
+	 "t.json: auth.acl[0]: invalid rule \"topic reed a/b\": access must be read, write, "
+	 "readwrite, subscribe or deny"},
+	{"{\"auth\": {\"acl\": [\"pattern\"]}}", "t.json: auth.acl[0]: invalid rule \"pattern\": missing topic"},
+	{"{\"auth\": {\"acl\": [\"topic a\\nuser b\"]}}", "t.json: auth.acl[0]: must be a single line"},
+	{"{\"auth\": {\"acl\": [{\"user\": \"a\", \"topic\": \"x\", \"acess\": \"read\"}]}}",
+	 "t.json: auth.acl[0].acess: unknown key (did you mean 'access'?)"},
+	{"{\"auth\": {\"acl\": [{\"user\": \"a\", \"topic\": \"x\", \"access\": \"all\"}]}}",
+	 "t.json: auth.acl[0].access: invalid value \"all\" (expected one of \"read\", \"write\", "
+	 "\"readwrite\", \"subscribe\", \"deny\")"},
+	{"{\"auth\": {\"acl\": [{\"topic\": \"x\"}]}}",
+	 "t.json: auth.acl[0]: \"topic\" needs a \"user\" (use a string rule for anonymous clients)"},
+	{"{\"auth\": {\"acl\": [{\"user\": \"a\", \"pattern\": \"x/%u\"}]}}",
+	 "t.json: auth.acl[0]: \"pattern\" applies to every client and cannot have a \"user\""},
+	{"{\"auth\": {\"acl\": [{\"user\": \"a\"}]}}",
+	 "t.json: auth.acl[0]: needs exactly one of \"topic\" or \"pattern\""},
+	{"{\"auth\": {\"acl\": [true]}}",
+	 "t.json: auth.acl[0]: expected a string or an object, got a boolean"},
+};
+
+static void test_bad_documents_name_key_path_and_reason(void)
+{
+	for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) {
+		const struct bad_case *c = &bad_cases[i];
+		struct config *cfg = (struct config *)1;
+		char err[1024];
+		int rc = config_parse(c->json, strlen(c->json), "t.json", &cfg, err, sizeof err);
+		CU_ASSERT_EQUAL(rc, WISP_ECONFIG);
+		CU_ASSERT_PTR_NULL(cfg);
+		if (strcmp(err, c->err) != 0)
+			fprintf(stderr, "\ncase %zu:\n  doc:  %s\n  want: %s\n  got:  %s\n", i, c->json,
+				c->err, err);
+		CU_ASSERT_STRING_EQUAL(err, c->err);
+	}
+}
+
+static void test_embedded_nul_is_refused_with_position(void)
+{
+	static const char doc[] = "{\n \0}";
+	struct config *cfg;
+	char err[256];
+	CU_ASSERT_EQUAL(config_parse(doc, sizeof doc - 1, "t.json", &cfg, err, sizeof err), WISP_ECONFIG);
+	CU_ASSERT_STRING_EQUAL(err, "t.json: line 2, column 2: invalid JSON (NUL byte)");
+}
+
+static void test_error_buffer_is_truncated_safely(void)
+{
+	struct config *cfg;
+	char err[8];
+	CU_ASSERT_EQUAL(config_parse("{\"x\":1}", 7, "t.json", &cfg, err, sizeof err), WISP_ECONFIG);
+	CU_ASSERT_EQUAL(strlen(err), 7);
+}
+
+static void check_defaults(const struct config *cfg)
+{
+	CU_ASSERT_EQUAL_FATAL(cfg->listener_count, 1);
+	CU_ASSERT_STRING_EQUAL(cfg->listeners[0].bind, "127.0.0.1");
+	CU_ASSERT_EQUAL(cfg->listeners[0].port, 1883);
+	CU_ASSERT_EQUAL(cfg->listeners[0].protocol, CONFIG_PROTO_MQTT);
+	CU_ASSERT_TRUE(cfg->listeners[0].allow_anonymous);
+	CU_ASSERT_EQUAL(cfg->listeners[0].max_connections, 0);
+	CU_ASSERT_PTR_NULL(cfg->listeners[0].tls.cert);
+	CU_ASSERT_STRING_EQUAL(cfg->listeners[0].tls.min_version, "tls1.2");
+	CU_ASSERT_EQUAL(cfg->limits.max_packet_size, 268435460u);
+	CU_ASSERT_EQUAL(cfg->limits.max_inflight, 20);
+	CU_ASSERT_EQUAL(cfg->limits.max_queued_messages, 1000);
+	CU_ASSERT_EQUAL(cfg->limits.max_queued_bytes, 0);
+	CU_ASSERT_EQUAL(cfg->limits.max_keepalive, 65535);
+	CU_ASSERT_EQUAL(cfg->limits.connect_timeout, 10);
+	CU_ASSERT_EQUAL(cfg->limits.max_topic_levels, 128);
+	CU_ASSERT_EQUAL(cfg->limits.max_connections, 0);
+	CU_ASSERT_EQUAL(cfg->limits.max_output_buffer, 1048576);
+	CU_ASSERT_EQUAL(cfg->limits.max_subscriptions, 0);
+	CU_ASSERT_EQUAL(cfg->limits.max_retained, 0);
+	CU_ASSERT_EQUAL(cfg->limits.max_retained_bytes, 0);
+	CU_ASSERT_EQUAL(cfg->limits.memory_limit, 0);
+	CU_ASSERT_PTR_NULL(cfg->auth.password_file);
+	CU_ASSERT_PTR_NULL(cfg->auth.acl_file);
+	CU_ASSERT_PTR_NULL(cfg->auth.acl_inline);
+	CU_ASSERT_EQUAL(cfg->log.level, LOG_NOTICE);
+	CU_ASSERT_STRING_EQUAL(cfg->log.destination, "stderr");
+	CU_ASSERT_EQUAL(cfg->log.format, LOG_FORMAT_TEXT);
+	CU_ASSERT_FALSE(cfg->persistence.enabled);
+	CU_ASSERT_STRING_EQUAL(cfg->persistence.dir, "./wisp-data");
+	CU_ASSERT_EQUAL(cfg->persistence.fsync, CONFIG_FSYNC_EVERYSEC);
+	CU_ASSERT_EQUAL(cfg->sys_interval, 10);
+}
+
+static void test_default_config(void)
+{
+	struct config *cfg = config_default();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+	CU_ASSERT_STRING_EQUAL(cfg->path, "<default>");
+	check_defaults(cfg);
+	config_free(cfg);
+}
+
+static void test_empty_object_gives_defaults(void)
+{
+	struct config *cfg;
+	char err[256];
+	CU_ASSERT_EQUAL_FATAL(config_parse("{}", 2, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_STRING_EQUAL(err, "");
+	CU_ASSERT_STRING_EQUAL(cfg->path, "t.json");
+	check_defaults(cfg);
+	config_free(cfg);
+}
+
+static void test_default_json_file_matches_embedded_default(void)
+{
+	struct config *cfg;
+	char err[512];
+	int rc = config_load(WISP_SOURCE_DIR "/config/default.json", &cfg, err, sizeof err);
+	if (rc)
+		fprintf(stderr, "\n%s\n", err);
+	CU_ASSERT_EQUAL_FATAL(rc, 0);
+	check_defaults(cfg);
+	config_free(cfg);
+}
+
+/* The shipped examples stay valid (their files stand in the scratch dir). */
+static void test_example_files_are_valid(void)
+{
+	static const char *const files[] = {"default.json", "tls.json", "secure.json"};
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+		char path[1024], err[512];
+		struct config *cfg;
+		snprintf(path, sizeof path, "%s/config/%s", WISP_SOURCE_DIR, files[i]);
+		int rc = config_load(path, &cfg, err, sizeof err);
+		if (rc)
+			fprintf(stderr, "\n%s\n", err);
+		CU_ASSERT_EQUAL(rc, 0);
+		if (!rc)
+			config_free(cfg);
+	}
+}
+
+static void test_load_missing_file(void)
+{
+	struct config *cfg;
+	char err[256];
+	CU_ASSERT_EQUAL(config_load("missing.json", &cfg, err, sizeof err), WISP_ECONFIG);
+	CU_ASSERT_STRING_EQUAL(err, "missing.json: (root): cannot open: No such file or directory");
+}
+
+static void test_full_document_is_parsed(void)
+{
+	static const char doc[] =
+		"\xEF\xBB\xBF{\n"
+		"  \"listeners\": [\n"
+		"    {\"bind\": \"0.0.0.0\", \"port\": 1883, \"allow_anonymous\": false,\n"
+		"     \"max_connections\": 500},\n"
+		"    {\"bind\": \"::1\", \"protocol\": \"mqtts\", \"tls\": {\"cert\": \"cert.pem\",\n"
+		"      \"key\": \"key.pem\", \"ca\": \"ca.pem\", \"require_certificate\": true,\n"
+		"      \"use_identity_as_username\": true, \"ciphersuites\": "
+		"\"TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256\",\n"
+		"      \"min_version\": \"tls1.3\"}},\n"
+		"    {\"bind\": \"127.0.0.1\", \"port\": 0}, {\"bind\": \"127.0.0.1\", \"port\": 0}\n"
+		"  ],\n"
+		"  \"limits\": {\"max_packet_size\": 65536, \"max_inflight\": 10, \"max_queued_messages\": 50,\n"
+		"    \"max_queued_bytes\": 9007199254740992, \"max_keepalive\": 600, \"connect_timeout\": 5,\n"
+		"    \"max_topic_levels\": 16, \"max_connections\": 10000, \"max_output_buffer\": 2048,\n"
+		"    \"max_subscriptions\": 64, \"max_retained\": 1000, \"max_retained_bytes\": 1e6,\n"
+		"    \"memory_limit\": 268435456},\n"
+		"  \"auth\": {\"password_file\": \"passwd\", \"acl_file\": \"acl\"},\n"
+		"  \"log\": {\"level\": \"debug\", \"destination\": \"out.log\", \"format\": \"json\"},\n"
+		"  \"persistence\": {\"enabled\": true, \"dir\": \"/var/lib/wisp\", \"fsync\": \"always\"},\n"
+		"  \"sys_interval\": 0\n"
+		"}\n";
+	struct config *cfg;
+	char err[256];
+	int rc = config_parse(doc, sizeof doc - 1, "full.json", &cfg, err, sizeof err);
+	if (rc)
+		fprintf(stderr, "\n%s\n", err);
+	CU_ASSERT_EQUAL_FATAL(rc, 0);
+	CU_ASSERT_EQUAL_FATAL(cfg->listener_count, 4);
+	const struct config_listener *l = cfg->listeners;
+	CU_ASSERT_STRING_EQUAL(l[0].bind, "0.0.0.0");
+	CU_ASSERT_FALSE(l[0].allow_anonymous);
+	CU_ASSERT_EQUAL(l[0].max_connections, 500);
+	CU_ASSERT_STRING_EQUAL(l[1].bind, "::1");
+	CU_ASSERT_EQUAL(l[1].protocol, CONFIG_PROTO_MQTTS);
+	CU_ASSERT_EQUAL(l[1].port, 8883); /* mqtts default port */
+	CU_ASSERT_FALSE(l[1].allow_anonymous); /* password_file set, not explicit */
+	CU_ASSERT_STRING_EQUAL(l[1].tls.cert, "cert.pem");
+	CU_ASSERT_STRING_EQUAL(l[1].tls.key, "key.pem");
+	CU_ASSERT_STRING_EQUAL(l[1].tls.ca, "ca.pem");
+	CU_ASSERT_TRUE(l[1].tls.require_certificate);
+	CU_ASSERT_TRUE(l[1].tls.use_identity_as_username);
+	CU_ASSERT_STRING_EQUAL(l[1].tls.ciphersuites, "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256");
+	CU_ASSERT_STRING_EQUAL(l[1].tls.min_version, "tls1.3");
+	CU_ASSERT_EQUAL(l[2].port, 0); /* two ephemeral listeners on one address are fine */
+	CU_ASSERT_EQUAL(l[3].port, 0);
+	CU_ASSERT_EQUAL(cfg->limits.max_packet_size, 65536);
+	CU_ASSERT_EQUAL(cfg->limits.max_inflight, 10);
+	CU_ASSERT_EQUAL(cfg->limits.max_queued_messages, 50);
+	CU_ASSERT_EQUAL(cfg->limits.max_queued_bytes, 9007199254740992ULL);
+	CU_ASSERT_EQUAL(cfg->limits.max_keepalive, 600);
+	CU_ASSERT_EQUAL(cfg->limits.connect_timeout, 5);
+	CU_ASSERT_EQUAL(cfg->limits.max_topic_levels, 16);
+	CU_ASSERT_EQUAL(cfg->limits.max_connections, 10000);
+	CU_ASSERT_EQUAL(cfg->limits.max_output_buffer, 2048);
+	CU_ASSERT_EQUAL(cfg->limits.max_subscriptions, 64);
+	CU_ASSERT_EQUAL(cfg->limits.max_retained, 1000);
+	CU_ASSERT_EQUAL(cfg->limits.max_retained_bytes, 1000000);
+	CU_ASSERT_EQUAL(cfg->limits.memory_limit, 268435456);
+	CU_ASSERT_STRING_EQUAL(cfg->auth.password_file, "passwd");
+	CU_ASSERT_STRING_EQUAL(cfg->auth.acl_file, "acl");
+	CU_ASSERT_PTR_NULL(cfg->auth.acl_inline);
+	CU_ASSERT_EQUAL(cfg->log.level, LOG_DEBUG);
+	CU_ASSERT_STRING_EQUAL(cfg->log.destination, "out.log");
+	CU_ASSERT_EQUAL(cfg->log.format, LOG_FORMAT_JSON);
+	CU_ASSERT_TRUE(cfg->persistence.enabled);
+	CU_ASSERT_STRING_EQUAL(cfg->persistence.dir, "/var/lib/wisp");
+	CU_ASSERT_EQUAL(cfg->persistence.fsync, CONFIG_FSYNC_ALWAYS);
+	CU_ASSERT_EQUAL(cfg->sys_interval, 0);
+	config_free(cfg);
+}
+
+static void test_inline_acl_becomes_acl_text(void)
+{
+	static const char doc[] = "{\"auth\": {\"acl\": ["
+				  "\"topic read $SYS/#\","
+				  "{\"user\": \"alice\", \"topic\": \"alice/#\"},"
+				  "\"topic deny alice/secret\","
+				  "{\"pattern\": \"sensors/%u/#\", \"access\": \"write\"},"
+				  "\"# a comment-free rule list\","
+				  "\"pattern subscribe clients/%c\""
+				  "]}}";
+	struct config *cfg;
+	char err[256];
+	int rc = config_parse(doc, sizeof doc - 1, "t.json", &cfg, err, sizeof err);
+	CU_ASSERT_NOT_EQUAL_FATAL(rc, 0); /* '#' comment lines are not rules */
+	CU_ASSERT_STRING_EQUAL(err, "t.json: auth.acl[4]: invalid rule \"# a comment-free rule list\" "
+				    "(expected \"user <name>\", \"topic [access] <filter>\" or "
+				    "\"pattern [access] <filter>\")");
+
+	static const char doc2[] = "{\"auth\": {\"acl\": ["
+				   "\"topic read $SYS/#\","
+				   "{\"user\": \"alice\", \"topic\": \"alice/#\"},"
+				   "\"topic deny alice/secret\","
+				   "{\"pattern\": \"sensors/%u/#\", \"access\": \"write\"},"
+				   "\"pattern subscribe clients/%c\""
+				   "]}}";
+	rc = config_parse(doc2, sizeof doc2 - 1, "t.json", &cfg, err, sizeof err);
+	if (rc)
+		fprintf(stderr, "\n%s\n", err);
+	CU_ASSERT_EQUAL_FATAL(rc, 0);
+	CU_ASSERT_STRING_EQUAL(cfg->auth.acl_inline, "topic read $SYS/#\n"
+						     "user alice\n"
+						     "topic readwrite alice/#\n"
+						     "topic deny alice/secret\n"
+						     "pattern write sensors/%u/#\n"
+						     "pattern subscribe clients/%c\n");
+	config_free(cfg);
+
+	/* An empty array is an ACL that denies everything, not "no ACL". */
+	rc = config_parse("{\"auth\": {\"acl\": []}}", 21, "t.json", &cfg, err, sizeof err);
+	CU_ASSERT_EQUAL_FATAL(rc, 0);
+	CU_ASSERT_PTR_NOT_NULL(cfg->auth.acl_inline);
+	CU_ASSERT_STRING_EQUAL(cfg->auth.acl_inline, "");
+	config_free(cfg);
+}
+
+static void test_password_file_turns_anonymous_off_unless_explicit(void)
+{
+	static const char doc[] = "{\"auth\": {\"password_file\": \"passwd\"}, \"listeners\": ["
+				  "{\"port\": 1}, {\"port\": 2, \"allow_anonymous\": true}]}";
+	struct config *cfg;
+	char err[256];
+	CU_ASSERT_EQUAL_FATAL(config_parse(doc, sizeof doc - 1, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_FALSE(cfg->listeners[0].allow_anonymous);
+	CU_ASSERT_TRUE(cfg->listeners[1].allow_anonymous);
+	config_free(cfg);
+
+	/* ...and the implicit default listener too. */
+	static const char doc2[] = "{\"auth\": {\"password_file\": \"passwd\"}}";
+	CU_ASSERT_EQUAL_FATAL(config_parse(doc2, sizeof doc2 - 1, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_FALSE(cfg->listeners[0].allow_anonymous);
+	config_free(cfg);
+}
+
+/* sqlite-style fault simulation: fail allocation N for N = 1.. until the
+ * parse succeeds; every failing run must report ENOMEM and leak nothing. */
+static void test_out_of_memory_at_every_allocation(void)
+{
+	static const char doc[] = "{\"listeners\": [{\"bind\": \"0.0.0.0\"}, {\"port\": 2}],"
+				  "\"auth\": {\"acl\": [\"user a\", {\"pattern\": \"x/%u\"}]},"
+				  "\"log\": {\"destination\": \"syslog\"}}";
+	size_t base = wisp_mem_used();
+	int ok = 0;
+	for (uint64_t n = 1; n < 200 && !ok; n++) {
+		struct config *cfg = NULL;
+		char err[256];
+		wisp_mem_fail_after(n, 0);
+		int rc = config_parse(doc, sizeof doc - 1, "t.json", &cfg, err, sizeof err);
+		wisp_mem_fail_after(0, 0);
+		if (rc == 0) {
+			ok = 1;
+			config_free(cfg);
+		} else {
+			CU_ASSERT_EQUAL(rc, WISP_ENOMEM);
+			CU_ASSERT_PTR_NULL(cfg);
+		}
+		CU_ASSERT_EQUAL(wisp_mem_used(), base);
+	}
+	CU_ASSERT_TRUE(ok);
+}
+
+static CU_TestInfo config_tests[] = {
+	{"bad documents name key path and reason", test_bad_documents_name_key_path_and_reason},
+	{"embedded NUL refused with position", test_embedded_nul_is_refused_with_position},
+	{"error buffer truncated safely", test_error_buffer_is_truncated_safely},
+	{"config_default values", test_default_config},
+	{"empty object gives defaults", test_empty_object_gives_defaults},
+	{"config/default.json equals embedded default", test_default_json_file_matches_embedded_default},
+	{"missing file", test_load_missing_file},
+	{"example files are valid", test_example_files_are_valid},
+	{"full document parsed", test_full_document_is_parsed},
+	{"inline acl becomes acl text", test_inline_acl_becomes_acl_text},
+	{"password file turns anonymous off unless explicit",
+	 test_password_file_turns_anonymous_off_unless_explicit},
+	{"out of memory at every allocation", test_out_of_memory_at_every_allocation},
+	CU_TEST_INFO_NULL,
+};
+
+static CU_SuiteInfo suites[] = {
+	{"config", suite_init, suite_cleanup, NULL, NULL, config_tests},
+	CU_SUITE_INFO_NULL,
+};
+
+int main(void)
+{
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		return 1;
+	if (CU_register_suites(suites) != CUE_SUCCESS) {
+		CU_cleanup_registry();
+		return 1;
+	}
+	CU_basic_set_mode(CU_BRM_VERBOSE);
+	CU_basic_run_tests();
+	unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+	CU_cleanup_registry();
+	return fails ? 1 : 0;
+}
