@@ -1,0 +1,111 @@
+/*
+ * TLS transport over mbed TLS 2.28 (TLS 1.2). Only tls.c includes mbed TLS;
+ * callers see struct tls_ctx as opaque and a TLS connection as a plain
+ * struct transport (see transport.h), so nothing above net/ knows which one
+ * it talks to, except for tls_transport_peer_cn() at CONNECT time.
+ *
+ * A tls_ctx holds what is shared by all connections of one listener (or of
+ * one client): certificate, key, CA chain, ciphersuites, verification mode.
+ * It is reference counted: every transport takes a reference, so a reload
+ * (SIGHUP) builds a new context for new connections, drops the listener's
+ * reference to the old one, and existing connections keep theirs until they
+ * close.
+ *
+ * Threading: single-threaded, on the loop thread. The entropy source and
+ * CTR-DRBG are process-wide, seeded once by the first tls_ctx_new_*().
+ *
+ * Built without TLS (WISP_WITH_TLS=OFF), the same functions exist and the
+ * constructors fail with "TLS support not built", so callers need no #ifdef.
+ */
+#ifndef WISP_NET_TLS_H
+#define WISP_NET_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "transport.h"
+
+struct tls_ctx;
+
+/*
+ * Options for a server or client context. Call tls_opts_init() first: it
+ * sets the secure defaults (verify_peer = true, min_version "tls1.2"), so a
+ * field left alone never weakens security. Strings are borrowed until the
+ * constructor returns (it copies what it keeps).
+ */
+struct tls_opts {
+	const char *cert_file; /* PEM/DER chain, leaf first. Server: required.
+	                          Client: optional (mutual TLS), with key_file */
+	const char *key_file;  /* unencrypted private key matching cert_file */
+	const char *ca_file;   /* trusted CAs (PEM bundle) */
+	const char *ca_path;   /* or a directory of CA files (e.g. /etc/ssl/certs) */
+	bool require_peer_cert; /* server: mutual TLS, needs ca_file or ca_path */
+	bool verify_peer;       /* client: verify the server chain (default true) */
+	const char *hostname;   /* client: SNI and name checked against the cert */
+	bool insecure;          /* client: verify the chain, skip the name check */
+	const char *ciphersuites; /* colon-separated IANA names, NULL = defaults */
+	const char *min_version;  /* "tls1.2" (default, NULL); "tls1.3" refused */
+};
+
+void tls_opts_init(struct tls_opts *o);
+
+/*
+ * Build a context. 0 with *out holding one reference, or a negative WISP_E*
+ * (WISP_ECONFIG for bad options or files, WISP_ENOMEM, WISP_EIO for entropy
+ * failure) with "<what>: <file or value>: <reason>" in err (may be NULL;
+ * always NUL-terminated when errlen > 0). Checks everything that can be
+ * checked before a peer connects: files readable and parsable, key matches
+ * certificate, certificate within its validity period, ciphersuite names
+ * known, mutual TLS has a CA.
+ */
+int tls_ctx_new_server(const struct tls_opts *o, struct tls_ctx **out, char *err, size_t errlen);
+int tls_ctx_new_client(const struct tls_opts *o, struct tls_ctx **out, char *err, size_t errlen);
+
+void tls_ctx_ref(struct tls_ctx *c);
+/* Frees the context when the last reference goes; NULL is a no-op. */
+void tls_ctx_unref(struct tls_ctx *c);
+
+/*
+ * A TLS transport over a connected non-blocking socket, server or client
+ * side as the context says. Takes ownership of fd (closed on failure too)
+ * and a reference to c (the caller keeps its own). NULL when out of memory.
+ *
+ * Drive transport_handshake() until it returns 0 (WISP_EAGAIN: wait for
+ * t->want); read/writev also work before that and finish the handshake
+ * first. Errors: WISP_ECLOSED (peer closed, or EOF), WISP_EIO (socket
+ * error), WISP_EPROTO (TLS alert, bad record, failed verification: e.g.
+ * plaintext sent to a TLS port); tls_transport_last_error() says more.
+ *
+ * writev encrypts at most one record (16 KiB of plaintext) per call, staged
+ * from the iovecs, and returns the plaintext bytes accepted. After it
+ * returns WISP_EAGAIN the caller must call it again with the same bytes at
+ * the front of iov (more may follow them), as mbed TLS requires.
+ * pending() is plaintext decrypted but not yet returned by read().
+ * close sends close_notify (best effort, never blocks) and frees.
+ *
+ * Memory: ~38 KiB per connection (see certs/README.md), from the C heap
+ * through mbed TLS, not through wisp_malloc (Debian's build has no
+ * MBEDTLS_PLATFORM_MEMORY): only the transport struct is counted.
+ */
+struct transport *tls_transport_new(struct tls_ctx *c, int fd);
+
+bool tls_transport_is(const struct transport *t);
+
+/*
+ * The Common Name of the peer's verified certificate (server: the client
+ * certificate under require_peer_cert; client: the server's), for
+ * use_identity_as_username. 0 with a NUL-terminated copy in buf; WISP_ENOENT
+ * if there is no verified peer certificate or it has no CN; WISP_EPROTO if
+ * the CN contains a NUL byte; WISP_ELIMIT if buf is too small; WISP_EINVAL
+ * if t is not a TLS transport.
+ */
+int tls_transport_peer_cn(struct transport *t, char *buf, size_t len);
+
+/*
+ * Describes the last failure of t (mbed TLS error text, and why the peer's
+ * certificate was rejected) for the log line of a failed handshake. Writes
+ * "" when there was none.
+ */
+void tls_transport_last_error(const struct transport *t, char *buf, size_t len);
+
+#endif

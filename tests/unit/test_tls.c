@@ -1,0 +1,810 @@
+/*
+ * TLS transport: context validation refuses bad options and files with a
+ * "<what>: <file>: <reason>" message; real handshakes between a server and
+ * a client context run in-process over a non-blocking socketpair, driven by
+ * a bounded poll loop (verification, mutual TLS, peer CN, ciphersuites),
+ * then data flows both ways, including 100 KiB writes through a small
+ * socket buffer so that WANT_WRITE and the retry rule are exercised;
+ * plaintext sent to a TLS server fails the handshake cleanly.
+ *
+ * Suite init makes certificates with certs/make-certs.sh in a temp dir.
+ */
+#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
+#include <errno.h>
+#include <ftw.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "tls.h"
+#include "transport.h"
+
+#ifndef WISP_SOURCE_DIR
+#define WISP_SOURCE_DIR "."
+#endif
+
+#define MAX_ROUNDS 400 /* poll-loop iterations before a handshake counts as stuck */
+#define POLL_MS 50
+#define BIG_LEN (100u * 1024u)
+
+#define DIR_TEMPLATE "/tmp/wisp-test-tls-XXXXXX"
+static char dir[] = DIR_TEMPLATE;
+
+/* Absolute path of a file in the scratch dir; NULL stays NULL. A small ring
+ * of buffers so one expression can hold several paths. */
+static const char *P(const char *name)
+{
+	static char ring[8][512];
+	static unsigned next;
+	if (!name)
+		return NULL;
+	char *b = ring[next++ % 8];
+	snprintf(b, sizeof ring[0], "%s/%s", dir, name);
+	return b;
+}
+
+/* CU_ASSERT with the table case named in the failure report. */
+#define CHECK(cond, label)                                                                     \
+	do {                                                                                   \
+		char msg_[512];                                                                \
+		snprintf(msg_, sizeof msg_, "[%s] %s", (label), #cond);                        \
+		CU_assertImplementation((cond) ? CU_TRUE : CU_FALSE, __LINE__, msg_, __FILE__, \
+		                        "", CU_FALSE);                                         \
+	} while (0)
+
+static int run(const char *args)
+{
+	char cmd[1024];
+	snprintf(cmd, sizeof cmd, "sh '%s/certs/make-certs.sh' --dir '%s' %s >/dev/null", WISP_SOURCE_DIR,
+	         dir, args);
+	int rc = system(cmd);
+	if (rc != 0)
+		fprintf(stderr, "test_tls: failed: %s\n", cmd);
+	return rc;
+}
+
+static int write_file(const char *path, const char *text)
+{
+	FILE *fp = fopen(path, "w");
+	if (!fp)
+		return -1;
+	fputs(text, fp);
+	return fclose(fp);
+}
+
+static int suite_init(void)
+{
+	memcpy(dir, DIR_TEMPLATE, sizeof dir);
+	if (!mkdtemp(dir))
+		return -1;
+	if (run("") || run("client sensor-0001") || run("--rsa client sensor-rsa") ||
+	    run("selfsigned rogue") || run("expired old") || run("notyet future"))
+		return -1;
+	char cmd[1024];
+	snprintf(cmd, sizeof cmd,
+	         "openssl pkey -in '%s/server.key' -aes256 -passout pass:secret -out '%s/enc.key' 2>/dev/null",
+	         dir, dir);
+	if (system(cmd) != 0)
+		return -1;
+	if (write_file(P("garbage.pem"), "this is not a certificate\n") || mkdir(P("adir"), 0700) == -1 ||
+	    mkdir(P("cadir"), 0700) == -1)
+		return -1;
+	snprintf(cmd, sizeof cmd, "cp '%s/ca.crt' '%s/cadir/'", dir, dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int suite_cleanup(void)
+{
+	return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- validation ---- */
+
+struct vcase {
+	const char *label;
+	bool server;
+	const char *cert, *key, *ca, *ca_path; /* names in the scratch dir */
+	bool require;                           /* server: require_peer_cert */
+	bool no_verify;                         /* client: verify_peer = false */
+	const char *host;
+	bool insecure;
+	const char *suites, *minver;
+	int rc;
+	const char *prefix; /* err must start with this; "$D" is the scratch dir */
+	const char *reason; /* and contain this */
+};
+
+static const struct vcase vcases[] = {
+	{"server: valid", true, "server.crt", "server.key", NULL, NULL, false, false, NULL, false, NULL,
+	 NULL, 0, "", ""},
+	{"server: mutual TLS with CA", true, "server.crt", "server.key", "ca.crt", NULL, true, false, NULL,
+	 false, NULL, "tls1.2", 0, "", ""},
+	{"server: mutual TLS with ca_path", true, "server.crt", "server.key", NULL, "cadir", true, false,
+	 NULL, false, NULL, NULL, 0, "", ""},
+	{"server: no certificate", true, NULL, "server.key", NULL, NULL, false, false, NULL, false, NULL,
+	 NULL, WISP_ECONFIG, "cert: (none): ", "needs a certificate"},
+	{"server: no key", true, "server.crt", NULL, NULL, NULL, false, false, NULL, false, NULL, NULL,
+	 WISP_ECONFIG, "key: (none): ", "needs a private key"},
+	{"missing cert file", true, "nope.crt", "server.key", NULL, NULL, false, false, NULL, false, NULL,
+	 NULL, WISP_ECONFIG, "cert: $D/nope.crt: ", "No such file or directory"},
+	{"unreadable cert (a directory)", true, "adir", "server.key", NULL, NULL, false, false, NULL, false,
+	 NULL, NULL, WISP_ECONFIG, "cert: $D/adir: ", "Is a directory"},
+	{"unparsable cert", true, "garbage.pem", "server.key", NULL, NULL, false, false, NULL, false, NULL,
+	 NULL, WISP_ECONFIG, "cert: $D/garbage.pem: ", "cannot parse certificate"},
+	{"missing key file", true, "server.crt", "nope.key", NULL, NULL, false, false, NULL, false, NULL,
+	 NULL, WISP_ECONFIG, "key: $D/nope.key: ", "No such file or directory"},
+	{"unparsable key", true, "server.crt", "garbage.pem", NULL, NULL, false, false, NULL, false, NULL,
+	 NULL, WISP_ECONFIG, "key: $D/garbage.pem: ", "cannot parse private key"},
+	{"encrypted key", true, "server.crt", "enc.key", NULL, NULL, false, false, NULL, false, NULL, NULL,
+	 WISP_ECONFIG, "key: $D/enc.key: ", "encrypted"},
+	{"key does not match cert", true, "server.crt", "sensor-0001.key", NULL, NULL, false, false, NULL,
+	 false, NULL, NULL, WISP_ECONFIG, "key: $D/sensor-0001.key: ", "does not match the certificate"},
+	{"expired cert", true, "old.crt", "old.key", NULL, NULL, false, false, NULL, false, NULL, NULL,
+	 WISP_ECONFIG, "cert: $D/old.crt: ", "certificate expired on 2020-01-02 00:00:00 UTC"},
+	{"cert not yet valid", true, "future.crt", "future.key", NULL, NULL, false, false, NULL, false, NULL,
+	 NULL, WISP_ECONFIG, "cert: $D/future.crt: ", "not valid before 2099-01-01"},
+	{"require_peer_cert without CA", true, "server.crt", "server.key", NULL, NULL, true, false, NULL,
+	 false, NULL, NULL, WISP_ECONFIG, "ca: (none): ", "require_peer_cert needs a CA"},
+	{"unparsable CA file", true, "server.crt", "server.key", "garbage.pem", NULL, true, false, NULL,
+	 false, NULL, NULL, WISP_ECONFIG, "ca: $D/garbage.pem: ", "cannot parse certificate"},
+	{"missing CA file", true, "server.crt", "server.key", "nope.crt", NULL, true, false, NULL, false,
+	 NULL, NULL, WISP_ECONFIG, "ca: $D/nope.crt: ", "No such file"},
+	{"missing ca_path", true, "server.crt", "server.key", NULL, "nope", true, false, NULL, false, NULL,
+	 NULL, WISP_ECONFIG, "ca_path: $D/nope: ", "No such file"},
+	{"unknown ciphersuite named", true, "server.crt", "server.key", NULL, NULL, false, false, NULL, false,
+	 "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256:TLS_BOGUS_WITH_ROT13", NULL, WISP_ECONFIG,
+	 "ciphersuites: TLS_BOGUS_WITH_ROT13: ", "unknown ciphersuite"},
+	{"OpenSSL-style cipher name is unknown", true, "server.crt", "server.key", NULL, NULL, false, false,
+	 NULL, false, "ECDHE-ECDSA-AES128-GCM-SHA256", NULL, WISP_ECONFIG,
+	 "ciphersuites: ECDHE-ECDSA-AES128-GCM-SHA256: ", "unknown ciphersuite"},
+	{"empty ciphersuite list", true, "server.crt", "server.key", NULL, NULL, false, false, NULL, false,
+	 " : ", NULL, WISP_ECONFIG, "ciphersuites:  : ", "empty list"},
+	{"IANA and mbed TLS spellings, spaces", true, "server.crt", "server.key", NULL, NULL, false, false,
+	 NULL, false, "TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256 : TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+	 NULL, 0, "", ""},
+	{"suites unusable with the key type", true, "server.crt", "server.key", NULL, NULL, false, false,
+	 NULL, false, "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", NULL, WISP_ECONFIG,
+	 "ciphersuites: TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: ", "none usable with this key type (EC)"},
+	{"tls1.3 refused", true, "server.crt", "server.key", NULL, NULL, false, false, NULL, false, NULL,
+	 "tls1.3", WISP_ECONFIG, "min_version: tls1.3: ", "not supported"},
+	{"tls1.0 refused", true, "server.crt", "server.key", NULL, NULL, false, false, NULL, false, NULL,
+	 "tls1.0", WISP_ECONFIG, "min_version: tls1.0: ", "insecure"},
+	{"unknown version", true, "server.crt", "server.key", NULL, NULL, false, false, NULL, false, NULL,
+	 "ssl3", WISP_ECONFIG, "min_version: ssl3: ", "unknown version"},
+	{"client: valid", false, NULL, NULL, "ca.crt", NULL, false, false, "localhost", false, NULL, NULL, 0,
+	 "", ""},
+	{"client: with certificate", false, "sensor-0001.crt", "sensor-0001.key", "ca.crt", NULL, false,
+	 false, "localhost", false, NULL, NULL, 0, "", ""},
+	{"client: no CA to verify with", false, NULL, NULL, NULL, NULL, false, false, "localhost", false,
+	 NULL, NULL, WISP_ECONFIG, "ca: (none): ", "needs a CA"},
+	{"client: no hostname to check", false, NULL, NULL, "ca.crt", NULL, false, false, NULL, false, NULL,
+	 NULL, WISP_ECONFIG, "hostname: (none): ", "insecure"},
+	{"client: insecure needs no hostname", false, NULL, NULL, "ca.crt", NULL, false, false, NULL, true,
+	 NULL, NULL, 0, "", ""},
+	{"client: verify_peer off needs no CA", false, NULL, NULL, NULL, NULL, false, true, NULL, false, NULL,
+	 NULL, 0, "", ""},
+	{"client: cert without key", false, "sensor-0001.crt", NULL, "ca.crt", NULL, false, false,
+	 "localhost", false, NULL, NULL, WISP_ECONFIG, "key: (none): ", "both cert and key"},
+	{"client: key mismatch", false, "sensor-0001.crt", "server.key", "ca.crt", NULL, false, false,
+	 "localhost", false, NULL, NULL, WISP_ECONFIG, "key: $D/server.key: ", "does not match"},
+	{"client: expired certificate", false, "old.crt", "old.key", "ca.crt", NULL, false, false,
+	 "localhost", false, NULL, NULL, WISP_ECONFIG, "cert: $D/old.crt: ", "expired"},
+	{"client: tls1.3 refused", false, NULL, NULL, "ca.crt", NULL, false, false, "localhost", false, NULL,
+	 "tls1.3", WISP_ECONFIG, "min_version: tls1.3: ", "not supported"},
+};
+
+static void expand(const char *in, char *out, size_t len)
+{
+	const char *d = strstr(in, "$D");
+	if (!d) {
+		snprintf(out, len, "%s", in);
+		return;
+	}
+	snprintf(out, len, "%.*s%s%s", (int)(d - in), in, dir, d + 2);
+}
+
+static void opts_from(const struct vcase *c, struct tls_opts *o)
+{
+	tls_opts_init(o);
+	o->cert_file = P(c->cert);
+	o->key_file = P(c->key);
+	o->ca_file = P(c->ca);
+	o->ca_path = P(c->ca_path);
+	o->require_peer_cert = c->require;
+	o->verify_peer = !c->no_verify;
+	o->hostname = c->host;
+	o->insecure = c->insecure;
+	o->ciphersuites = c->suites;
+	if (c->minver)
+		o->min_version = c->minver;
+}
+
+static void test_validation_table(void)
+{
+	for (size_t i = 0; i < sizeof vcases / sizeof vcases[0]; i++) {
+		const struct vcase *c = &vcases[i];
+		struct tls_opts o;
+		opts_from(c, &o);
+		struct tls_ctx *ctx = (struct tls_ctx *)&o; /* must be reset to NULL on error */
+		char err[512];
+		int rc = c->server ? tls_ctx_new_server(&o, &ctx, err, sizeof err)
+		                   : tls_ctx_new_client(&o, &ctx, err, sizeof err);
+		CHECK(rc == c->rc, c->label);
+		if (c->rc == 0) {
+			CHECK(ctx != NULL, c->label);
+			CHECK(err[0] == '\0', c->label);
+			tls_ctx_unref(ctx);
+			continue;
+		}
+		CHECK(ctx == NULL, c->label);
+		char prefix[600];
+		expand(c->prefix, prefix, sizeof prefix);
+		CHECK(strncmp(err, prefix, strlen(prefix)) == 0, c->label);
+		CHECK(strstr(err, c->reason) != NULL, c->label);
+		if (rc != c->rc || strncmp(err, prefix, strlen(prefix)) != 0 || !strstr(err, c->reason))
+			fprintf(stderr, "\n[%s] rc=%d err=\"%s\"\n", c->label, rc, err);
+	}
+}
+
+static void test_error_buffer_truncated_or_absent(void)
+{
+	struct tls_opts o;
+	tls_opts_init(&o);
+	o.cert_file = P("nope.crt");
+	o.key_file = P("server.key");
+	struct tls_ctx *ctx;
+	char err[8];
+	memset(err, 'x', sizeof err);
+	CU_ASSERT_EQUAL(tls_ctx_new_server(&o, &ctx, err, sizeof err), WISP_ECONFIG);
+	CU_ASSERT_EQUAL(err[sizeof err - 1], '\0');
+	CU_ASSERT_STRING_EQUAL(err, "cert: /");
+	CU_ASSERT_EQUAL(tls_ctx_new_server(&o, &ctx, NULL, 0), WISP_ECONFIG);
+	CU_ASSERT_PTR_NULL(ctx);
+}
+
+static void test_opts_init_is_secure(void)
+{
+	struct tls_opts o;
+	memset(&o, 0xff, sizeof o);
+	tls_opts_init(&o);
+	CU_ASSERT_TRUE(o.verify_peer);
+	CU_ASSERT_FALSE(o.insecure);
+	CU_ASSERT_FALSE(o.require_peer_cert);
+	CU_ASSERT_STRING_EQUAL(o.min_version, "tls1.2");
+	CU_ASSERT_PTR_NULL(o.ciphersuites);
+}
+
+/* ---- handshakes over a socketpair ---- */
+
+struct side {
+	struct transport *t;
+	int rc;   /* last handshake result */
+	bool done;
+	char why[512]; /* tls_transport_last_error() at failure */
+};
+
+static bool side_finished(const struct side *s)
+{
+	return s->done || !s->t;
+}
+
+static void side_step(struct side *s)
+{
+	if (side_finished(s))
+		return;
+	s->rc = transport_handshake(s->t);
+	if (s->rc == 0) {
+		s->done = true;
+	} else if (s->rc != WISP_EAGAIN) {
+		/* Close at once, as the listener would: the peer then sees EOF or
+		 * our alert instead of waiting forever. */
+		tls_transport_last_error(s->t, s->why, sizeof s->why);
+		transport_close(s->t);
+		s->t = NULL;
+	}
+}
+
+/* Polls on what each side wants; returns false when the round limit hit. */
+static bool drive(struct side *a, struct side *b)
+{
+	for (int round = 0; round < MAX_ROUNDS; round++) {
+		side_step(a);
+		side_step(b);
+		if (side_finished(a) && side_finished(b))
+			return true;
+		struct pollfd p[2];
+		nfds_t n = 0;
+		struct side *s[2] = {a, b};
+		for (int i = 0; i < 2; i++) {
+			if (side_finished(s[i]))
+				continue;
+			p[n].fd = s[i]->t->fd;
+			p[n].events = (short)(((s[i]->t->want & TRANSPORT_WANT_READ) ? POLLIN : 0) |
+			                      ((s[i]->t->want & TRANSPORT_WANT_WRITE) ? POLLOUT : 0));
+			p[n].revents = 0;
+			n++;
+		}
+		(void)poll(p, n, POLL_MS);
+	}
+	return false;
+}
+
+static int make_pair(int fds[2])
+{
+	return socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds);
+}
+
+struct hcase {
+	const char *label;
+	/* server */
+	bool require;
+	const char *srv_suites;
+	/* client */
+	const char *cli_cert; /* name stem: <stem>.crt / <stem>.key */
+	const char *cli_ca;
+	bool no_verify;
+	const char *host;
+	bool insecure;
+	const char *cli_suites;
+	/* expectations */
+	bool ok;
+	char fails; /* 's' or 'c': which side must report the failure */
+	const char *server_sees_cn; /* NULL: WISP_ENOENT */
+	const char *client_sees_cn;
+};
+
+static const struct hcase hcases[] = {
+	{"server auth only", false, NULL, NULL, "ca.crt", false, "localhost", false, NULL, true, 0, NULL,
+	 "localhost"},
+	{"[mutual TLS] CA-signed client cert accepted, CN seen", true, NULL, "sensor-0001", "ca.crt", false,
+	 "localhost", false, NULL, true, 0, "sensor-0001", "localhost"},
+	{"[mutual TLS] RSA client cert accepted", true, NULL, "sensor-rsa", "ca.crt", false, "localhost",
+	 false, NULL, true, 0, "sensor-rsa", "localhost"},
+	{"[mutual TLS] self-signed client cert refused", true, NULL, "rogue", "ca.crt", false, "localhost",
+	 false, NULL, false, 's', NULL, NULL},
+	{"[mutual TLS] no client cert refused", true, NULL, NULL, "ca.crt", false, "localhost", false, NULL,
+	 false, 's', NULL, NULL},
+	{"client cert not requested without require_peer_cert", false, NULL, "sensor-0001", "ca.crt", false,
+	 "localhost", false, NULL, true, 0, NULL, "localhost"},
+	{"hostname mismatch refused", false, NULL, NULL, "ca.crt", false, "example.com", false, NULL, false,
+	 'c', NULL, NULL},
+	{"hostname mismatch accepted when insecure", false, NULL, NULL, "ca.crt", false, "example.com", true,
+	 NULL, true, 0, NULL, "localhost"},
+	{"IPv4 SAN matched", false, NULL, NULL, "ca.crt", false, "127.0.0.1", false, NULL, true, 0, NULL,
+	 "localhost"},
+	{"IPv6 SAN matched", false, NULL, NULL, "ca.crt", false, "::1", false, NULL, true, 0, NULL,
+	 "localhost"},
+	{"IP not in SAN refused", false, NULL, NULL, "ca.crt", false, "127.0.0.2", false, NULL, false, 'c',
+	 NULL, NULL},
+	{"untrusted server chain refused", false, NULL, NULL, "rogue.crt", false, "localhost", false, NULL,
+	 false, 'c', NULL, NULL},
+	{"untrusted chain refused even when insecure", false, NULL, NULL, "rogue.crt", false, "localhost",
+	 true, NULL, false, 'c', NULL, NULL},
+	{"verify_peer off: connects, server CN not an identity", false, NULL, NULL, NULL, true, NULL, false,
+	 NULL, true, 0, NULL, NULL},
+	{"ChaCha20-Poly1305 negotiated", false, NULL, NULL, "ca.crt", false, "localhost", false,
+	 "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", true, 0, NULL, "localhost"},
+	{"no shared ciphersuite refused", false, "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", NULL, "ca.crt",
+	 false, "localhost", false, "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", false, 's', NULL, NULL},
+};
+
+static struct tls_ctx *server_ctx(bool require, const char *suites)
+{
+	struct tls_opts o;
+	tls_opts_init(&o);
+	o.cert_file = P("server.crt");
+	o.key_file = P("server.key");
+	if (require) {
+		o.ca_file = P("ca.crt");
+		o.require_peer_cert = true;
+	}
+	o.ciphersuites = suites;
+	struct tls_ctx *c = NULL;
+	char err[512];
+	if (tls_ctx_new_server(&o, &c, err, sizeof err) != 0)
+		fprintf(stderr, "server ctx: %s\n", err);
+	return c;
+}
+
+static struct tls_ctx *client_ctx(const char *stem, const char *ca, bool no_verify, const char *host,
+                                  bool insecure, const char *suites)
+{
+	struct tls_opts o;
+	char crt[64], key[64];
+	tls_opts_init(&o);
+	if (stem) {
+		snprintf(crt, sizeof crt, "%s.crt", stem);
+		snprintf(key, sizeof key, "%s.key", stem);
+		o.cert_file = P(crt);
+		o.key_file = P(key);
+	}
+	o.ca_file = P(ca);
+	o.verify_peer = !no_verify;
+	o.hostname = host;
+	o.insecure = insecure;
+	o.ciphersuites = suites;
+	struct tls_ctx *c = NULL;
+	char err[512];
+	if (tls_ctx_new_client(&o, &c, err, sizeof err) != 0)
+		fprintf(stderr, "client ctx: %s\n", err);
+	return c;
+}
+
+/* A connected pair; both contexts' references are dropped here, so the
+ * transports alone keep them alive (as after a reload). */
+static bool connect_pair(struct tls_ctx *sc, struct tls_ctx *cc, struct side *s, struct side *c)
+{
+	int fds[2];
+	memset(s, 0, sizeof *s);
+	memset(c, 0, sizeof *c);
+	if (!sc || !cc || make_pair(fds) == -1) {
+		tls_ctx_unref(sc);
+		tls_ctx_unref(cc);
+		return false;
+	}
+	s->t = tls_transport_new(sc, fds[0]);
+	c->t = tls_transport_new(cc, fds[1]);
+	tls_ctx_unref(sc);
+	tls_ctx_unref(cc);
+	return s->t && c->t;
+}
+
+static void close_side(struct side *s)
+{
+	if (s->t)
+		transport_close(s->t);
+	s->t = NULL;
+}
+
+/* Writes all of buf from `from` (retrying on EAGAIN) and reads it at `to`. */
+static bool transfer(struct transport *from, struct transport *to, const void *buf, size_t len,
+                     size_t *eagains)
+{
+	unsigned char *got = malloc(len);
+	size_t off = 0, rcvd = 0;
+	bool ok = got != NULL;
+	for (int round = 0; ok && rcvd < len && round < 100000; round++) {
+		if (off < len) {
+			/* Three pieces of uneven size, as header + topic + payload. */
+			const unsigned char *b = (const unsigned char *)buf + off;
+			size_t rest = len - off;
+			size_t a = rest < 7 ? rest : 7;
+			size_t m = rest - a < 3000 ? rest - a : 3000;
+			struct iovec iov[3] = {{(void *)b, a}, {(void *)(b + a), m}, {(void *)(b + a + m), rest - a - m}};
+			ssize_t n = transport_writev(from, iov, 3);
+			if (n > 0) {
+				ok = (size_t)n <= 16384 && (size_t)n <= rest;
+				off += (size_t)n;
+			} else if (n == WISP_EAGAIN) {
+				++*eagains;
+				ok = from->want != 0;
+			} else {
+				ok = false;
+			}
+		}
+		while (rcvd < len) {
+			ssize_t n = transport_read(to, got + rcvd, len - rcvd);
+			if (n > 0) {
+				rcvd += (size_t)n;
+				continue;
+			}
+			ok = ok && n == WISP_EAGAIN;
+			break;
+		}
+	}
+	ok = ok && rcvd == len && memcmp(got, buf, len) == 0;
+	free(got);
+	return ok;
+}
+
+static void check_cn(struct transport *t, const char *want, const char *label)
+{
+	char cn[128];
+	int rc = tls_transport_peer_cn(t, cn, sizeof cn);
+	if (want) {
+		CHECK(rc == 0, label);
+		CHECK(rc == 0 && strcmp(cn, want) == 0, label);
+	} else {
+		CHECK(rc == WISP_ENOENT, label);
+	}
+}
+
+static void test_handshake_table(void)
+{
+	for (size_t i = 0; i < sizeof hcases / sizeof hcases[0]; i++) {
+		const struct hcase *h = &hcases[i];
+		struct side s, c;
+		bool ok = connect_pair(server_ctx(h->require, h->srv_suites),
+		                       client_ctx(h->cli_cert, h->cli_ca, h->no_verify, h->host, h->insecure,
+		                                  h->cli_suites),
+		                       &s, &c);
+		CHECK(ok, h->label);
+		if (!ok) {
+			close_side(&s);
+			close_side(&c);
+			continue;
+		}
+		CHECK(drive(&s, &c), h->label);
+		if (h->ok) {
+			CHECK(s.done && c.done, h->label);
+			if (!(s.done && c.done))
+				fprintf(stderr, "\n[%s] server rc=%d (%s), client rc=%d (%s)\n", h->label, s.rc,
+				        s.why, c.rc, c.why);
+			if (s.done && c.done) {
+				check_cn(s.t, h->server_sees_cn, h->label);
+				check_cn(c.t, h->client_sees_cn, h->label);
+				size_t eagains = 0;
+				CHECK(transfer(c.t, s.t, "ping from client", 16, &eagains), h->label);
+				CHECK(transfer(s.t, c.t, "pong from server", 16, &eagains), h->label);
+			}
+		} else {
+			CHECK(!(s.done && c.done), h->label);
+			struct side *f = h->fails == 's' ? &s : &c;
+			CHECK(f->t == NULL && f->rc == WISP_EPROTO, h->label);
+			CHECK(f->why[0] != '\0', h->label);
+		}
+		close_side(&s);
+		close_side(&c);
+	}
+}
+
+/* Plaintext (or junk) to a TLS server: the handshake fails with an error,
+ * never EAGAIN forever, never a crash. */
+static void test_plaintext_to_tls_port_fails_cleanly(void)
+{
+	static const struct {
+		const char *label;
+		const char *bytes;
+		size_t len;
+		int rc;
+	} junk[] = {
+		{"MQTT CONNECT", "\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00", 14, WISP_EPROTO},
+		{"HTTP request", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27, WISP_EPROTO},
+		{"TLS record of 65535 bytes", "\x16\x03\x01\xff\xff", 5, WISP_EPROTO},
+		{"truncated record then EOF", "\x16\x03\x01\x00\x40\x01", 6, WISP_ECLOSED},
+		{"EOF at once", "", 0, WISP_ECLOSED},
+	};
+	for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+		int fds[2];
+		CU_ASSERT_FATAL(make_pair(fds) == 0);
+		struct tls_ctx *sc = server_ctx(false, NULL);
+		CU_ASSERT_FATAL(sc != NULL);
+		struct transport *t = tls_transport_new(sc, fds[0]);
+		tls_ctx_unref(sc);
+		CU_ASSERT_FATAL(t != NULL);
+		CHECK(write(fds[1], junk[i].bytes, junk[i].len) == (ssize_t)junk[i].len, junk[i].label);
+		shutdown(fds[1], SHUT_WR);
+		int rc = WISP_EAGAIN;
+		for (int round = 0; round < MAX_ROUNDS && rc == WISP_EAGAIN; round++)
+			rc = transport_handshake(t);
+		CHECK(rc == junk[i].rc, junk[i].label);
+		char why[256];
+		tls_transport_last_error(t, why, sizeof why);
+		CHECK(why[0] != '\0', junk[i].label);
+		/* Further calls keep failing instead of touching a dead session. */
+		char buf[8];
+		CHECK(transport_read(t, buf, sizeof buf) < 0 && transport_read(t, buf, sizeof buf) != WISP_EAGAIN,
+		      junk[i].label);
+		transport_close(t);
+		close(fds[1]);
+	}
+}
+
+static bool good_pair(struct side *s, struct side *c, bool mutual)
+{
+	if (!connect_pair(server_ctx(mutual, NULL),
+	                  client_ctx(mutual ? "sensor-0001" : NULL, "ca.crt", false, "localhost", false, NULL),
+	                  s, c))
+		return false;
+	return drive(s, c) && s->done && c->done;
+}
+
+static void test_pending_reports_decrypted_bytes(void)
+{
+	struct side s, c;
+	CU_ASSERT_FATAL(good_pair(&s, &c, false));
+	unsigned char msg[100];
+	for (size_t i = 0; i < sizeof msg; i++)
+		msg[i] = (unsigned char)i;
+	struct iovec iov[3] = {{msg, 2}, {msg + 2, 30}, {msg + 32, 68}};
+	CU_ASSERT_EQUAL(transport_writev(c.t, iov, 3), 100); /* one record */
+	CU_ASSERT_EQUAL(transport_pending(s.t), 0);
+	unsigned char got[100];
+	CU_ASSERT_EQUAL(transport_read(s.t, got, 10), 10);
+	CU_ASSERT_EQUAL(transport_pending(s.t), 90);
+	CU_ASSERT_EQUAL(transport_read(s.t, got + 10, 90), 90);
+	CU_ASSERT_EQUAL(transport_pending(s.t), 0);
+	CU_ASSERT_EQUAL(memcmp(got, msg, sizeof msg), 0);
+	CU_ASSERT_EQUAL(transport_read(s.t, got, sizeof got), WISP_EAGAIN);
+	CU_ASSERT_EQUAL(s.t->want, TRANSPORT_WANT_READ);
+	CU_ASSERT_EQUAL(transport_writev(c.t, iov, 0), 0);
+	close_side(&s);
+	close_side(&c);
+}
+
+static void test_close_notify_reads_as_closed(void)
+{
+	struct side s, c;
+	CU_ASSERT_FATAL(good_pair(&s, &c, false));
+	close_side(&c);
+	unsigned char buf[16];
+	CU_ASSERT_EQUAL(transport_read(s.t, buf, sizeof buf), WISP_ECLOSED);
+	close_side(&s);
+}
+
+static void test_read_before_handshake_completes_it(void)
+{
+	struct side s, c;
+	CU_ASSERT_FATAL(connect_pair(server_ctx(false, NULL),
+	                             client_ctx(NULL, "ca.crt", false, "localhost", false, NULL), &s, &c));
+	/* The server never calls handshake(): read() runs it. */
+	unsigned char buf[8];
+	ssize_t n = WISP_EAGAIN;
+	for (int round = 0; round < MAX_ROUNDS && n == WISP_EAGAIN; round++) {
+		side_step(&c);
+		n = transport_read(s.t, buf, sizeof buf);
+		if (n == WISP_EAGAIN && c.done) {
+			struct iovec iov = {"hi", 2};
+			if (transport_writev(c.t, &iov, 1) != 2)
+				break;
+		}
+	}
+	CU_ASSERT_EQUAL(n, 2);
+	CU_ASSERT_EQUAL(memcmp(buf, "hi", 2), 0);
+	close_side(&s);
+	close_side(&c);
+}
+
+/* 100 KiB each way through a ~4 KiB socket buffer: writev returns at most
+ * one record, WISP_EAGAIN with want=WRITE happens, and retrying with the
+ * same bytes in front (plus more) completes the pending record. */
+static void test_large_writes_with_want_write(void)
+{
+	struct side s, c;
+	CU_ASSERT_FATAL(good_pair(&s, &c, true));
+	int small = 4096;
+	CU_ASSERT(setsockopt(s.t->fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+	CU_ASSERT(setsockopt(c.t->fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+	unsigned char *big = malloc(BIG_LEN);
+	CU_ASSERT_FATAL(big != NULL);
+	for (size_t i = 0; i < BIG_LEN; i++)
+		big[i] = (unsigned char)(i * 131u + (i >> 9));
+	size_t eagains = 0;
+	CU_ASSERT(transfer(c.t, s.t, big, BIG_LEN, &eagains));
+	CU_ASSERT(eagains > 0);
+	eagains = 0;
+	CU_ASSERT(transfer(s.t, c.t, big, BIG_LEN, &eagains));
+	CU_ASSERT(eagains > 0);
+	free(big);
+	close_side(&s);
+	close_side(&c);
+}
+
+/* After WISP_EAGAIN the caller owes the same bytes again: offering fewer
+ * than the pending record is refused rather than corrupting the stream. */
+static void test_retry_with_fewer_bytes_is_refused(void)
+{
+	struct side s, c;
+	CU_ASSERT_FATAL(good_pair(&s, &c, false));
+	int small = 4096;
+	CU_ASSERT(setsockopt(c.t->fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+	static unsigned char buf[16384];
+	memset(buf, 'a', sizeof buf);
+	struct iovec iov = {buf, sizeof buf};
+	ssize_t n = 0;
+	for (int i = 0; i < 64 && n >= 0; i++)
+		n = transport_writev(c.t, &iov, 1);
+	CU_ASSERT_EQUAL(n, WISP_EAGAIN);
+	CU_ASSERT_EQUAL(c.t->want, TRANSPORT_WANT_WRITE);
+	struct iovec shorter = {buf, 100};
+	CU_ASSERT_EQUAL(transport_writev(c.t, &shorter, 1), WISP_EINVAL);
+	close_side(&s);
+	close_side(&c);
+}
+
+static void test_peer_cn_edge_cases(void)
+{
+	struct side s, c;
+	CU_ASSERT_FATAL(good_pair(&s, &c, true));
+	char tiny[4];
+	CU_ASSERT_EQUAL(tls_transport_peer_cn(s.t, tiny, sizeof tiny), WISP_ELIMIT);
+	char exact[12]; /* "sensor-0001" + NUL */
+	CU_ASSERT_EQUAL(tls_transport_peer_cn(s.t, exact, sizeof exact), 0);
+	CU_ASSERT_STRING_EQUAL(exact, "sensor-0001");
+	CU_ASSERT_TRUE(tls_transport_is(s.t));
+	CU_ASSERT_STRING_EQUAL(s.t->ops->name, "tls");
+	close_side(&s);
+	close_side(&c);
+
+	int fds[2];
+	CU_ASSERT_FATAL(make_pair(fds) == 0);
+	struct transport *tcp = tcp_transport_new(fds[0]);
+	CU_ASSERT_FATAL(tcp != NULL);
+	CU_ASSERT_FALSE(tls_transport_is(tcp));
+	CU_ASSERT_EQUAL(tls_transport_peer_cn(tcp, exact, sizeof exact), WISP_EINVAL);
+	char why[16] = "x";
+	tls_transport_last_error(tcp, why, sizeof why);
+	CU_ASSERT_STRING_EQUAL(why, "");
+	transport_close(tcp);
+	close(fds[1]);
+}
+
+/* A reload drops the listener's reference; connections made before it keep
+ * working on the old context, new ones use the new context. */
+static void test_context_outlives_reload(void)
+{
+	struct tls_ctx *old = server_ctx(false, NULL);
+	CU_ASSERT_FATAL(old != NULL);
+	int fds[2];
+	CU_ASSERT_FATAL(make_pair(fds) == 0);
+	struct side s = {0}, c = {0};
+	s.t = tls_transport_new(old, fds[0]);
+	struct tls_ctx *cc = client_ctx(NULL, "ca.crt", false, "localhost", false, NULL);
+	c.t = tls_transport_new(cc, fds[1]);
+	tls_ctx_unref(cc);
+	tls_ctx_ref(old);   /* someone else (e.g. a second listener) */
+	tls_ctx_unref(old); /* ... lets go */
+	tls_ctx_unref(old); /* reload: the listener lets go too */
+	CU_ASSERT_FATAL(s.t && c.t);
+	CU_ASSERT(drive(&s, &c) && s.done && c.done);
+	size_t eagains = 0;
+	CU_ASSERT(transfer(c.t, s.t, "after reload", 12, &eagains));
+	close_side(&s);
+	close_side(&c);
+	tls_ctx_unref(NULL);
+}
+
+static CU_TestInfo validation_tests[] = {
+	{"tls_ctx_new_* refuse bad options and files, naming them", test_validation_table},
+	{"error buffer is truncated safely or may be NULL", test_error_buffer_truncated_or_absent},
+	{"tls_opts_init defaults are the secure ones", test_opts_init_is_secure},
+	CU_TEST_INFO_NULL,
+};
+
+static CU_TestInfo handshake_tests[] = {
+	{"handshake table: verification, mutual TLS, CN, suites", test_handshake_table},
+	{"plaintext to a TLS server fails the handshake cleanly", test_plaintext_to_tls_port_fails_cleanly},
+	{"pending() reports decrypted bytes not yet read", test_pending_reports_decrypted_bytes},
+	{"close_notify from the peer reads as WISP_ECLOSED", test_close_notify_reads_as_closed},
+	{"read() before handshake() completes the handshake", test_read_before_handshake_completes_it},
+	{"100 KiB each way in records, with WANT_WRITE retries", test_large_writes_with_want_write},
+	{"retry after EAGAIN with fewer bytes is refused", test_retry_with_fewer_bytes_is_refused},
+	{"peer CN: buffer size, TLS vs TCP transports", test_peer_cn_edge_cases},
+	{"a context outlives a reload through its connections", test_context_outlives_reload},
+	CU_TEST_INFO_NULL,
+};
+
+static CU_SuiteInfo suites[] = {
+	{"tls validation", suite_init, suite_cleanup, NULL, NULL, validation_tests},
+	{"tls handshake", suite_init, suite_cleanup, NULL, NULL, handshake_tests},
+	CU_SUITE_INFO_NULL,
+};
+
+int main(void)
+{
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		return 1;
+	if (CU_register_suites(suites) != CUE_SUCCESS) {
+		CU_cleanup_registry();
+		return 1;
+	}
+	CU_basic_set_mode(CU_BRM_VERBOSE);
+	CU_basic_run_tests();
+	unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+	CU_cleanup_registry();
+	return fails ? 1 : 0;
+}
