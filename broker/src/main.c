@@ -1,0 +1,228 @@
+/*
+ * wisp: wiring only. Arguments, configuration, logging, signals, the
+ * broker, the loop.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "broker.h"
+#include "config.h"
+#include "err.h"
+#include "log.h"
+#include "loop.h"
+
+#ifndef WISP_VERSION
+#define WISP_VERSION "0.0.0"
+#endif
+
+struct signals {
+	struct loop_io io;
+	struct broker *b;
+	const char *config_path; /* NULL: the embedded default, nothing to reload */
+};
+
+/* SIGHUP: re-read the file; broker_reload applies it or keeps the old one. */
+static void reload(struct signals *sig)
+{
+	if (!sig->config_path || !sig->b) {
+		log_msg(LOG_NOTICE, "main", "SIGHUP: running on the embedded default, nothing to reload");
+		return;
+	}
+	char err[512];
+	struct config *next = NULL;
+	if (config_load(sig->config_path, &next, err, sizeof err) != 0) {
+		log_msg(LOG_ERROR, "main", "reload refused, keeping the running configuration: %s", err);
+		return;
+	}
+	broker_reload(sig->b, next);
+	config_free(next);
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"wisp %s, an MQTT broker for IoT sensors\n"
+		"\n"
+		"Usage: wisp [-c FILE] [-p PORT] [-v]\n"
+		"       wisp --check-config FILE\n"
+		"\n"
+		" -c, --config FILE    load the JSON configuration FILE (default: the embedded\n"
+		"                      default, anonymous MQTT on 127.0.0.1:1883)\n"
+		" -p, --port PORT      listen on PORT instead of the first listener's port\n"
+		" -v, --verbose        log everything (level debug)\n"
+		"     --check-config FILE  validate FILE, print the result, exit 0 or 1\n"
+		" -h, --help           show this help\n"
+		"     --version        print the version\n"
+		"\n"
+		"Signals: SIGINT/SIGTERM stop the broker cleanly.\n",
+		WISP_VERSION);
+}
+
+static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	(void)events;
+	struct signals *sig = container_of(io, struct signals, io);
+	struct signalfd_siginfo si;
+	while (read(io->fd, &si, sizeof si) == (ssize_t)sizeof si) {
+		if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) {
+			log_msg(LOG_NOTICE, "main", "signal %s received, shutting down",
+				si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+			loop_stop(l);
+		} else if (si.ssi_signo == SIGHUP) {
+			reload(sig);
+		}
+	}
+}
+
+static int watch_signals(struct loop *l, struct signals *sig)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) == -1)
+		return WISP_EIO;
+	int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (fd == -1)
+		return WISP_EIO;
+	signal(SIGPIPE, SIG_IGN); /* write errors come back as EPIPE instead */
+	return loop_io_start(l, &sig->io, fd, LOOP_READ, on_signal);
+}
+
+/* Many sensors means many sockets: use all the descriptors we may. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static int parse_port(const char *s, uint16_t *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || *end || end == s || v < 1 || v > 65535)
+		return -1;
+	*out = (uint16_t)v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *config_path = NULL;
+	const char *check_path = NULL;
+	bool verbose = false;
+	bool have_port = false;
+	uint16_t port = 0;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		bool has_value = i + 1 < argc;
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			usage(stdout);
+			return 0;
+		} else if (!strcmp(a, "--version")) {
+			printf("wisp %s\n", WISP_VERSION);
+			return 0;
+		} else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+			verbose = true;
+		} else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && has_value) {
+			config_path = argv[++i];
+		} else if (!strcmp(a, "--check-config") && has_value) {
+			check_path = argv[++i];
+		} else if ((!strcmp(a, "-p") || !strcmp(a, "--port")) && has_value) {
+			if (parse_port(argv[++i], &port) != 0) {
+				fprintf(stderr, "wisp: invalid port '%s' (1-65535)\n", argv[i]);
+				return 1;
+			}
+			have_port = true;
+		} else {
+			fprintf(stderr, "wisp: %s '%s'\n", a[0] == '-' && !has_value ? "missing value or unknown option" : "unknown option", a);
+			usage(stderr);
+			return 1;
+		}
+	}
+
+	char err[512];
+	struct config *cfg = NULL;
+	if (check_path) {
+		if (config_load(check_path, &cfg, err, sizeof err) != 0) {
+			fprintf(stderr, "%s\n", err);
+			return 1;
+		}
+		printf("%s: configuration OK\n", check_path);
+		config_free(cfg);
+		return 0;
+	}
+	if (config_path) {
+		if (config_load(config_path, &cfg, err, sizeof err) != 0) {
+			fprintf(stderr, "wisp: %s\n", err);
+			return 1;
+		}
+	} else {
+		cfg = config_default();
+		if (!cfg) {
+			fprintf(stderr, "wisp: out of memory\n");
+			return 1;
+		}
+	}
+	if (have_port && cfg->listener_count > 0)
+		cfg->listeners[0].port = port;
+
+	log_set_level(verbose ? LOG_DEBUG : (enum log_level)cfg->log.level);
+	log_set_format((enum log_format)cfg->log.format);
+	if (cfg->log.destination && log_set_destination(cfg->log.destination) != 0) {
+		fprintf(stderr, "wisp: %s: log.destination: cannot open '%s'\n", cfg->path, cfg->log.destination);
+		config_free(cfg);
+		return 1;
+	}
+	if (cfg->limits.memory_limit)
+		wisp_mem_set_limit(cfg->limits.memory_limit);
+	raise_fd_limit();
+
+	int status = 1;
+	struct loop *l = loop_new();
+	struct broker b;
+	struct signals sig = {.io.fd = -1};
+	if (!l) {
+		fprintf(stderr, "wisp: cannot create the event loop\n");
+		goto out;
+	}
+	if (watch_signals(l, &sig) != 0) {
+		fprintf(stderr, "wisp: cannot watch signals: %s\n", strerror(errno));
+		goto out;
+	}
+	if (broker_init(&b, l, cfg, err, sizeof err) != 0) {
+		fprintf(stderr, "wisp: %s\n", err);
+		goto out;
+	}
+	sig.b = &b;
+	sig.config_path = config_path;
+	log_msg(LOG_NOTICE, "main", "wisp %s running (config %s)", WISP_VERSION, cfg->path);
+	int rc = loop_run(l);
+	if (rc != 0)
+		log_msg(LOG_ERROR, "main", "event loop failed: %s", wisp_strerror(rc));
+	sig.b = NULL;
+	broker_free(&b);
+	log_msg(LOG_NOTICE, "main", "wisp stopped");
+	status = rc == 0 ? 0 : 1;
+out:
+	if (sig.io.fd >= 0) {
+		loop_io_stop(l, &sig.io);
+		close(sig.io.fd);
+	}
+	loop_free(l);
+	config_free(cfg);
+	return status;
+}

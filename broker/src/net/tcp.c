@@ -1,0 +1,90 @@
+/*
+ * Plain TCP transport: a thin shell over a non-blocking socket. EINTR is
+ * retried, EAGAIN becomes WISP_EAGAIN with the matching `want`, and every
+ * other errno is WISP_EIO (the caller logs and closes).
+ */
+#include "transport.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "err.h"
+
+static int tcp_handshake(struct transport *t)
+{
+	(void)t;
+	return 0;
+}
+
+static ssize_t tcp_read(struct transport *t, void *buf, size_t len)
+{
+	for (;;) {
+		ssize_t n = read(t->fd, buf, len);
+		if (n > 0)
+			return n;
+		if (n == 0)
+			return WISP_ECLOSED;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			t->want = TRANSPORT_WANT_READ;
+			return WISP_EAGAIN;
+		}
+		return WISP_EIO;
+	}
+}
+
+static ssize_t tcp_writev(struct transport *t, const struct iovec *iov, int iovcnt)
+{
+	if (iovcnt > IOV_MAX)
+		iovcnt = IOV_MAX;
+	for (;;) {
+		ssize_t n = writev(t->fd, iov, iovcnt);
+		if (n >= 0)
+			return n;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			t->want = TRANSPORT_WANT_WRITE;
+			return WISP_EAGAIN;
+		}
+		return WISP_EIO;
+	}
+}
+
+static size_t tcp_pending(struct transport *t)
+{
+	(void)t;
+	return 0;
+}
+
+static void tcp_close(struct transport *t)
+{
+	if (t->fd >= 0)
+		close(t->fd);
+	wisp_free(t);
+}
+
+static const struct transport_ops tcp_ops = {
+	.name = "tcp",
+	.handshake = tcp_handshake,
+	.read = tcp_read,
+	.writev = tcp_writev,
+	.pending = tcp_pending,
+	.close = tcp_close,
+};
+
+struct transport *tcp_transport_new(int fd)
+{
+	struct transport *t = wisp_malloc(sizeof *t);
+	if (!t) {
+		close(fd);
+		return NULL;
+	}
+	t->ops = &tcp_ops;
+	t->fd = fd;
+	t->want = 0;
+	return t;
+}

@@ -1,0 +1,69 @@
+/*
+ * Authentication and authorization as the broker applies them: the
+ * password file and the ACL loaded from configuration, swapped whole on
+ * SIGHUP, and password verification off the loop thread.
+ *
+ * PBKDF2 at a safe iteration count costs a large fraction of a second, so
+ * a CONNECT with a password the broker has not seen succeed before is
+ * verified on the background thread (core/bg.h) while that connection
+ * waits, unread; everyone else keeps being served. A right password is
+ * remembered per user (passwd_memo_*), so reconnect storms stay cheap.
+ */
+#ifndef WISP_PROTO_AUTH_H
+#define WISP_PROTO_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "acl.h"
+#include "codec.h"
+#include "passwd.h"
+
+struct broker;
+struct config;
+struct conn;
+
+/* The password file, shared with in-flight verifications (which keep the
+ * one they started with alive across a reload). */
+struct auth_passwd {
+	unsigned refs;
+	struct passwd_db *db;
+};
+
+struct auth_state {
+	struct auth_passwd *passwd; /* NULL: no password file */
+	struct acl *acl;            /* NULL: no ACL, everything allowed */
+	uint64_t failed_logins;
+	uint64_t pending_max_hit;   /* CONNECTs refused because the queue was full */
+};
+
+/* Loads the password file and ACL named by cfg. 0, or WISP_ECONFIG with
+ * "<file>:<line>: reason" in err. `out` is untouched on failure. */
+int auth_load(const struct config *cfg, struct auth_state *out, char *err, size_t errlen);
+/* Releases what auth_load built (in-flight jobs keep their references). */
+void auth_release(struct auth_state *a);
+
+enum auth_verdict {
+	AUTH_OK = 0,
+	AUTH_PENDING = 1,        /* verification running: finish later */
+	AUTH_BAD_CREDENTIALS = 2,
+	AUTH_NOT_AUTHORIZED = 3,
+	AUTH_UNAVAILABLE = 4,    /* too many verifications queued */
+};
+
+/*
+ * Decides a CONNECT. On AUTH_OK, *username is the effective user name (a
+ * wisp_malloc'd copy the caller owns: the certificate's CN with
+ * use_identity_as_username, else the CONNECT's), or NULL for anonymous.
+ * AUTH_PENDING: a verification was started; the caller leaves the CONNECT
+ * unconsumed and stops reading; when the result is in, the connection's
+ * input is resumed and the same CONNECT comes here again and gets its
+ * answer at once.
+ */
+enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, char **username);
+
+/* A connection going away while its verification runs. */
+void auth_forget_conn(struct conn *c);
+
+#endif

@@ -1,0 +1,276 @@
+/*
+ * Broker lifecycle: listeners and accepted connections, the per-turn flush
+ * of coalesced output, deferred freeing of closed connections, and the
+ * connect-timeout / keepalive timer.
+ */
+#include "broker.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "sys.h"
+#include "err.h"
+#include "log.h"
+
+#define SCRATCH_SIZE (64u * 1024u)
+
+const char *broker_conn_name(const struct conn *c)
+{
+	return c->sess ? c->sess->client_id : c->peer;
+}
+
+/* Connect timeout before CONNECT, keepalive after: both end the connection. */
+static void on_timer(struct loop *l, struct loop_timer *t)
+{
+	struct conn *c = container_of(t, struct conn, timer);
+	struct broker *b = ((struct broker_listener *)c->listener)->b;
+	(void)l;
+	if (c->state == CONN_ACTIVE) {
+		b->stats.keepalive_expired++;
+		broker_drop(b, c, false, "keepalive expired");
+	} else {
+		broker_drop(b, c, false,
+			    c->state == CONN_HANDSHAKE ? "TLS handshake timed out" : "no CONNECT within the connect timeout");
+	}
+}
+
+static void on_accept(struct listener *ls, int fd, const char *peer, void *ctx)
+{
+	struct broker_listener *bl = ctx;
+	struct broker *b = bl->b;
+	const struct config_limits *lim = &b->cfg->limits;
+	(void)ls;
+	if ((lim->max_connections && b->conns.count >= lim->max_connections) ||
+	    (bl->cfg->max_connections && bl->conn_count >= bl->cfg->max_connections)) {
+		log_msg(LOG_WARNING, "conn", "%s: refusing %s: connection limit reached", bl->net.name, peer);
+		close(fd);
+		return;
+	}
+	struct transport *t = bl->tls ? tls_transport_new(bl->tls, fd) : tcp_transport_new(fd);
+	if (!t) {
+		log_msg(LOG_WARNING, "conn", "%s: refusing %s: out of memory", bl->net.name, peer);
+		return;
+	}
+	struct conn *c = conn_new(&b->conns, t, bl, peer);
+	if (!c) {
+		log_msg(LOG_WARNING, "conn", "%s: refusing %s: out of memory", bl->net.name, peer);
+		return;
+	}
+	if (loop_io_start(b->loop, &c->io, fd, LOOP_READ, broker_on_conn_io) != 0) {
+		log_msg(LOG_WARNING, "conn", "%s: refusing %s: cannot watch socket", bl->net.name, peer);
+		c->state = CONN_CLOSING;
+		conn_free(c);
+		return;
+	}
+	bl->conn_count++;
+	c->state = bl->tls ? CONN_HANDSHAKE : CONN_AWAIT_CONNECT;
+	/* One deadline covers the TLS handshake and the CONNECT after it, so a
+	 * client that stalls anywhere before CONNACK is dropped in time. */
+	loop_timer_start(b->loop, &c->timer, lim->connect_timeout, on_timer);
+	log_msg(LOG_DEBUG, "conn", "new connection from %s on %s", peer, bl->net.name);
+}
+
+/* Flush once per turn: every delivery queued during the turn goes out in as
+ * few writev calls as the socket allows. EPOLLOUT is armed only for
+ * connections that could not write everything. */
+static void flush_conn(struct broker *b, struct conn *c)
+{
+	size_t before = c->out.bytes;
+	int rc = outq_flush(&c->out, c->t);
+	b->stats.bytes_sent += before - c->out.bytes;
+	/* Room again in the output: queued QoS 1/2 messages move on. Pumping
+	 * marks the connection dirty, so the loop in before_sleep flushes it
+	 * again this turn. */
+	if (rc != WISP_EIO && rc != WISP_ECLOSED && c->sess && c->sess->queued_count &&
+	    c->out.bytes < b->dlim.max_output && delivery_pump(c->sess, &b->dlim))
+		return;
+	if (rc == 0) {
+		if (c->io.events & LOOP_WRITE)
+			loop_io_set(b->loop, &c->io, c->read_paused ? 0 : LOOP_READ);
+	} else if (rc == WISP_EAGAIN) {
+		uint32_t ev = LOOP_WRITE | (c->read_paused ? 0 : LOOP_READ);
+		if (c->t->want & TRANSPORT_WANT_READ)
+			ev |= LOOP_READ;
+		loop_io_set(b->loop, &c->io, ev);
+	} else {
+		broker_drop(b, c, false, "write error");
+	}
+}
+
+static void before_sleep(struct loop *l, void *ctx)
+{
+	struct broker *b = ctx;
+	(void)l;
+	struct list_node *n;
+	while ((n = list_first(&b->conns.read_more)) != NULL) {
+		struct conn *c = container_of(n, struct conn, read_link);
+		list_remove(n);
+		broker_read_more(b, c);
+	}
+	while ((n = list_first(&b->conns.dirty)) != NULL) {
+		struct conn *c = container_of(n, struct conn, work_link);
+		list_remove(n);
+		flush_conn(b, c);
+	}
+	while ((n = list_first(&b->conns.closing)) != NULL) {
+		struct conn *c = container_of(n, struct conn, work_link);
+		/* Best effort: a refusing CONNACK or the last acks may still fit. */
+		if (!outq_empty(&c->out))
+			outq_flush(&c->out, c->t);
+		((struct broker_listener *)c->listener)->conn_count--;
+		conn_free(c);
+	}
+}
+
+static void release_retained(void *value) { msg_unref(value); }
+
+static void release_session(struct session *s)
+{
+	acl_client_free(s->acl);
+	s->acl = NULL;
+}
+
+/* Password verifications waiting or running at once; past this a CONNECT
+ * is refused with "server unavailable" rather than queued without bound. */
+#define AUTH_MAX_PENDING 256
+
+int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, char *err, size_t errlen)
+{
+	struct tls_opts o;
+	tls_opts_init(&o);
+	o.cert_file = lc->tls.cert;
+	o.key_file = lc->tls.key;
+	o.ca_file = lc->tls.ca;
+	o.require_peer_cert = lc->tls.require_certificate;
+	o.ciphersuites = lc->tls.ciphersuites;
+	if (lc->tls.min_version)
+		o.min_version = lc->tls.min_version;
+	return tls_ctx_new_server(&o, out, err, errlen);
+}
+
+int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char *err, size_t errlen)
+{
+	memset(b, 0, sizeof *b);
+	b->loop = l;
+	b->cfg = cfg;
+	list_init(&b->conns.all);
+	list_init(&b->conns.dirty);
+	list_init(&b->conns.closing);
+	list_init(&b->conns.read_more);
+	b->dlim = (struct delivery_limits){
+		.max_inflight = cfg->limits.max_inflight ? cfg->limits.max_inflight : 1,
+		.max_queued = cfg->limits.max_queued_messages,
+		.max_queued_bytes = cfg->limits.max_queued_bytes,
+		.max_output = cfg->limits.max_output_buffer,
+	};
+	b->subs = tree_new();
+	b->retained = retained_new(release_retained, cfg->limits.max_retained, cfg->limits.max_retained_bytes);
+	b->scratch_cap = SCRATCH_SIZE;
+	b->scratch = wisp_malloc(b->scratch_cap);
+	b->listeners = wisp_calloc(cfg->listener_count, sizeof *b->listeners);
+	if (!b->subs || !b->retained || !b->scratch || !b->listeners || sess_table_init(&b->sessions) != 0) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	b->sessions.on_free = release_session;
+	if (auth_load(cfg, &b->auth, err, errlen) != 0)
+		goto fail;
+	b->bg = bg_new(l, AUTH_MAX_PENDING);
+	if (!b->bg) {
+		snprintf(err, errlen, "cannot start the background thread");
+		goto fail;
+	}
+	for (size_t i = 0; i < cfg->listener_count; i++) {
+		const struct config_listener *lc = &cfg->listeners[i];
+		struct broker_listener *bl = &b->listeners[i];
+		bl->b = b;
+		bl->cfg = lc;
+		bl->net.io.fd = -1;
+		if (lc->protocol == CONFIG_PROTO_MQTTS) {
+			char why[384];
+			if (broker_tls_context(lc, &bl->tls, why, sizeof why) != 0) {
+				snprintf(err, errlen, "%s: listeners[%zu].tls: %s", cfg->path, i, why);
+				goto fail;
+			}
+		}
+		b->listener_count = i + 1;
+		int rc = listener_open(&bl->net, l, lc->bind, lc->port, on_accept, bl, err, errlen);
+		if (rc != 0)
+			goto fail;
+		log_msg(LOG_NOTICE, "main", "listening on %s (%s)", bl->net.name, bl->tls ? "mqtts" : "mqtt");
+	}
+	loop_set_before_sleep(l, before_sleep, b);
+	sys_start(b);
+	return 0;
+fail:
+	broker_free(b);
+	return WISP_EINVAL;
+}
+
+void broker_free(struct broker *b)
+{
+	struct list_node *n, *tmp;
+	if (b->loop)
+		sys_stop(b);
+	list_for_each_safe(n, tmp, &b->conns.all) {
+		struct conn *c = container_of(n, struct conn, all_link);
+		if (c->state != CONN_CLOSING) {
+			/* Shutting down is not the clients' fault: wills stay unsent,
+			 * as after a DISCONNECT. */
+			broker_drop(b, c, true, "broker shutting down");
+		}
+	}
+	if (b->loop)
+		before_sleep(b->loop, b);
+	bg_free(b->bg); /* after the drops: finished jobs find no connection */
+	auth_release(&b->auth);
+	for (size_t i = 0; i < b->listener_count; i++) {
+		listener_close(&b->listeners[i].net, b->loop);
+		if (b->listeners[i].tls)
+			tls_ctx_unref(b->listeners[i].tls);
+	}
+	if (b->sessions.buckets)
+		sess_table_free(&b->sessions, b->subs);
+	retained_free(b->retained);
+	tree_free(b->subs);
+	wisp_free(b->listeners);
+	wisp_free(b->scratch);
+	wisp_free(b->route);
+	outq_release_cache();
+	memset(b, 0, sizeof *b);
+}
+
+void broker_drop(struct broker *b, struct conn *c, bool graceful, const char *reason)
+{
+	if (c->state == CONN_CLOSING)
+		return;
+	struct session *s = c->sess;
+	if (c->state == CONN_ACTIVE)
+		log_msg(graceful ? LOG_INFO : LOG_NOTICE, "conn", "client %s (%s) disconnected: %s",
+			broker_conn_name(c), c->peer, reason);
+	else
+		log_msg(LOG_NOTICE, "conn", "connection from %s closed: %s", c->peer, reason);
+	struct msg *will = c->will;
+	c->will = NULL;
+	auth_forget_conn(c);
+	if (s) {
+		s->conn = NULL;
+		c->sess = NULL;
+		if (s->clean)
+			sess_destroy(&b->sessions, b->subs, s);
+	}
+	conn_close(b->loop, c);
+	if (will) {
+		if (!graceful) {
+			struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
+			int n = topic_split(msg_topic(will), will->topic_len, levels, TOPIC_MAX_LEVELS_HARD);
+			if (will->retain)
+				broker_retain(b, will);
+			if (n > 0)
+				broker_route(b, will, levels, (size_t)n);
+		}
+		msg_unref(will);
+	}
+}

@@ -1,0 +1,162 @@
+/*
+ * The broker: the one place that joins the codec, connections, sessions,
+ * the topic tree and the retained store. main.c builds one from a config
+ * and runs its loop; everything below runs on the loop thread.
+ */
+#ifndef WISP_PROTO_BROKER_H
+#define WISP_PROTO_BROKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec.h"
+#include "config.h"
+#include "auth.h"
+#include "bg.h"
+#include "conn.h"
+#include "delivery.h"
+#include "listener.h"
+#include "loop.h"
+#include "msg.h"
+#include "retained.h"
+#include "session.h"
+#include "tls.h"
+#include "topic.h"
+#include "tree.h"
+
+struct broker;
+
+struct broker_listener {
+	struct listener net;
+	struct broker *b;
+	const struct config_listener *cfg;
+	struct tls_ctx *tls;          /* NULL for plain MQTT */
+	size_t conn_count;
+};
+
+/* Plain counters bumped inline; $SYS publishes them. */
+struct broker_stats {
+	uint64_t clients_total;      /* CONNECTs accepted since start */
+	uint64_t msgs_received;      /* PUBLISH packets in */
+	uint64_t msgs_sent;          /* PUBLISH packets queued out */
+	uint64_t bytes_received;
+	uint64_t bytes_sent;
+	uint64_t publish_dropped;    /* deliveries dropped (full output, offline QoS 0) */
+	uint64_t malformed;          /* connections closed for bad input */
+	uint64_t refused;            /* CONNACKs with a refusal code */
+	uint64_t keepalive_expired;
+};
+
+#define SYS_LOAD_WINDOWS 3
+
+/* A counter's damped per-minute rate over 1, 5 and 15 minutes. */
+struct sys_load {
+	uint64_t last;
+	double avg[SYS_LOAD_WINDOWS];
+};
+
+struct sys_state {
+	struct loop_timer timer;
+	uint64_t start;
+	uint64_t last_tick;
+	size_t clients_max;
+	size_t heap_max;
+	struct sys_load msgs_received, msgs_sent, bytes_received, bytes_sent, dropped, connections;
+};
+
+struct route_entry {
+	struct session *s;
+	uint8_t qos;
+};
+
+struct broker {
+	struct loop *loop;
+	const struct config *cfg;
+	struct tree *subs;
+	struct retained *retained;
+	struct session_table sessions;
+	struct conn_set conns;
+	struct broker_listener *listeners;
+	size_t listener_count;
+	struct broker_stats stats;
+	struct delivery_limits dlim;
+	struct sys_state sys;
+	struct auth_state auth;
+	struct bg *bg;               /* password verification off the loop */
+	const char *route_topic;     /* the topic being routed, for read ACL checks */
+	size_t route_topic_len;
+	uint8_t *scratch;            /* shared read buffer: idle connections hold none */
+	size_t scratch_cap;
+	struct route_entry *route;   /* one entry per matched session, per publish */
+	size_t route_cap;
+	uint64_t route_gen;
+	size_t route_gen_count;     /* entries used in route[] this publish */
+	uint64_t id_seq;             /* for assigned client ids */
+};
+
+/* Builds the broker and opens every listener. 0, or a negative WISP_E* with
+ * the reason in err. */
+int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char *err, size_t errlen);
+/* Closes every connection and frees everything. */
+void broker_free(struct broker *b);
+
+/* Routes `m` to every matching session (the caller keeps its reference).
+ * `levels` is the topic split by topic_split. */
+void broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels);
+
+/* Stores `m` as the retained message of its topic (a zero-length payload
+ * deletes it [MQTT-3.3.1-10]). Logs when a retained cap refuses it. */
+void broker_retain(struct broker *b, struct msg *m);
+
+/* Delivers one message to one session at `qos`, with the retain flag as
+ * given (set only for retained messages sent on subscribe [MQTT-3.3.1-8]). */
+void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain);
+
+/*
+ * Ends a connection. `graceful` is true after DISCONNECT (the will is
+ * discarded [MQTT-3.1.2-10]); otherwise the will is published. The session
+ * is detached (and destroyed if clean). `reason` is logged.
+ */
+void broker_drop(struct broker *b, struct conn *c, bool graceful, const char *reason);
+
+/* The connection's I/O callback (dispatch.c). */
+void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events);
+/* Resumes reading a connection that paused for a password verification,
+ * starting with the CONNECT it left unconsumed (dispatch.c). */
+void broker_resume_input(struct broker *b, struct conn *c);
+/* Reads more from a connection whose transport still holds decrypted input
+ * after its read budget ran out (dispatch.c). */
+void broker_read_more(struct broker *b, struct conn *c);
+
+/*
+ * Applies the reloadable parts of `next` (TLS material, log settings; auth
+ * and ACL once configured) without dropping connections. All or nothing:
+ * on failure the running configuration stays and the reason is logged.
+ * `next` is only read during the call.
+ */
+int broker_reload(struct broker *b, const struct config *next);
+
+/* Re-evaluates the ACL class of every subscription of `s` against its
+ * current ACL client (after a login or a reload). */
+void broker_reclassify_subs(struct broker *b, struct session *s);
+
+/* Builds the TLS context of an mqtts listener from its configuration. */
+int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, char *err, size_t errlen);
+
+/* Packet handlers: 0, or a negative WISP_E* after which the caller drops the
+ * connection (the handler has logged why and set `*why`). */
+int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, const char **why);
+int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *p, const char **why);
+int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt_ack *p, const char **why);
+int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why);
+int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why);
+int handle_ping(struct broker *b, struct conn *c, const char **why);
+
+/* Encodes and queues a control packet built by `encode` into a small stack buffer. */
+int broker_send_ack(struct conn *c, uint8_t type, uint16_t packet_id);
+
+/* The name logs use for a connection: its client id once known, else its address. */
+const char *broker_conn_name(const struct conn *c);
+
+#endif

@@ -1,0 +1,285 @@
+/*
+ * Input: read, frame, decode, and one switch into the packet handlers.
+ * Decoder errors are mapped to a logged reason and a dropped connection in
+ * this one place; a refusing CONNACK is sent where 3.1.1 asks for one.
+ *
+ * Reads go into the broker's shared scratch buffer; only the tail of a
+ * packet that has not fully arrived is copied into a per-connection buffer,
+ * grown as its bytes arrive (never to the announced size up front), so a
+ * bogus huge Remaining Length costs nothing until the bytes are really
+ * sent, and idle connections hold no buffer at all.
+ */
+#include "broker.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "err.h"
+#include "log.h"
+
+/* Per connection and turn: enough for a burst, bounded so one fast
+ * publisher cannot starve the others (level-triggered epoll calls again). */
+#define READ_BUDGET (256u * 1024u)
+#define RBUF_MIN 256u
+
+static uint8_t conn_version(const struct conn *c) { return c->version ? c->version : MQTT_PROTO_V311; }
+
+static void refuse_version(struct conn *c)
+{
+	/* [MQTT-3.1.2-2]: answer an unsupported level with return code 1, then
+	 * close. A client of an unknown level cannot be assumed to read v5, so
+	 * the answer has the 3.1.1 shape (as Mosquitto's). */
+	uint8_t buf[8];
+	struct mqtt_connack ack = {.code = MQTT_CONNACK_BAD_PROTOCOL};
+	ssize_t n = mqtt_encode_connack(buf, sizeof buf, MQTT_PROTO_V311, &ack);
+	if (n > 0)
+		conn_send_bytes(c, buf, (size_t)n);
+}
+
+static int dispatch(struct broker *b, struct conn *c, const struct mqtt_pkt *p, const char **why)
+{
+	if (c->state == CONN_AWAIT_CONNECT && p->type != MQTT_PKT_CONNECT) {
+		*why = "first packet is not CONNECT"; /* [MQTT-3.1.0-1] */
+		return WISP_EPROTO;
+	}
+	switch (p->type) {
+	case MQTT_PKT_CONNECT:
+		return handle_connect(b, c, &p->u.connect, why);
+	case MQTT_PKT_PUBLISH:
+		return handle_publish(b, c, &p->u.publish, why);
+	case MQTT_PKT_PUBACK:
+	case MQTT_PKT_PUBREC:
+	case MQTT_PKT_PUBREL:
+	case MQTT_PKT_PUBCOMP:
+		return handle_ack(b, c, p->type, &p->u.ack, why);
+	case MQTT_PKT_SUBSCRIBE:
+		return handle_subscribe(b, c, &p->u.subscribe, why);
+	case MQTT_PKT_UNSUBSCRIBE:
+		return handle_unsubscribe(b, c, &p->u.subscribe, why);
+	case MQTT_PKT_PINGREQ:
+		return handle_ping(b, c, why);
+	case MQTT_PKT_DISCONNECT:
+		broker_drop(b, c, true, "client sent DISCONNECT");
+		return 0;
+	default:
+		/* CONNACK, SUBACK, UNSUBACK, PINGRESP, AUTH: server-to-client only. */
+		*why = "packet type not accepted from a client";
+		return WISP_EPROTO;
+	}
+}
+
+/* Keepalive: 1.5 times the interval after the last packet [MQTT-3.1.2-24]. */
+static void refresh_keepalive(struct broker *b, struct conn *c)
+{
+	if (c->state == CONN_ACTIVE && c->keepalive)
+		loop_timer_set_deadline(b->loop, &c->timer,
+					(loop_now_ms(b->loop) + (uint64_t)c->keepalive * 1500u + 999u) / 1000u);
+}
+
+static void pause_input(struct broker *b, struct conn *c)
+{
+	c->read_paused = true;
+	loop_io_set(b->loop, &c->io, (c->io.events & LOOP_WRITE));
+}
+
+/* Handles every whole packet at the start of buf. Returns the bytes
+ * consumed, or -1 once the connection was dropped. */
+static ssize_t process(struct broker *b, struct conn *c, const uint8_t *buf, size_t len)
+{
+	size_t off = 0;
+	struct mqtt_codec_opts opts = {
+		.max_packet_size = b->cfg->limits.max_packet_size,
+	};
+	while (off < len && c->state != CONN_CLOSING) {
+		opts.version = conn_version(c);
+		struct mqtt_pkt p;
+		ssize_t n = mqtt_decode(buf + off, len - off, &opts, &p);
+		if (n == 0)
+			break;
+		if (n < 0) {
+			if (n == MQTT_EVERSION && c->state == CONN_AWAIT_CONNECT) {
+				refuse_version(c);
+				b->stats.refused++;
+			}
+			b->stats.malformed++;
+			char reason[96];
+			snprintf(reason, sizeof reason, "%s", mqtt_strerror((int)n));
+			broker_drop(b, c, false, reason);
+			return -1;
+		}
+		const char *why = NULL;
+		int rc = dispatch(b, c, &p, &why);
+		if (rc == WISP_EAGAIN) {
+			/* A CONNECT waiting for its password check: keep it and
+			 * everything after it unread until the answer comes. */
+			pause_input(b, c);
+			break;
+		}
+		off += (size_t)n;
+		if (rc != 0) {
+			broker_drop(b, c, false, why ? why : "protocol error");
+			return -1;
+		}
+		refresh_keepalive(b, c);
+	}
+	return (ssize_t)off;
+}
+
+/* Keeps `len` bytes of an incomplete packet for the next read. */
+static int keep_tail(struct conn *c, const uint8_t *tail, size_t len)
+{
+	if (len == 0) {
+		/* Idle connections hold no input buffer. */
+		wisp_free(c->rbuf);
+		c->rbuf = NULL;
+		c->rlen = c->rcap = 0;
+		return 0;
+	}
+	if (len > c->rcap) {
+		/* Only when the tail is in the scratch buffer: a tail inside
+		 * rbuf is never longer than rbuf. */
+		size_t cap = len < RBUF_MIN ? RBUF_MIN : len;
+		uint8_t *nb = wisp_realloc(c->rbuf, cap);
+		if (!nb)
+			return WISP_ENOMEM;
+		c->rbuf = nb;
+		c->rcap = (uint32_t)cap;
+	}
+	memmove(c->rbuf, tail, len);
+	c->rlen = (uint32_t)len;
+	return 0;
+}
+
+/* Room for the next read into the carried buffer: up to the packet's
+ * size when the header says it, growing by doubling as bytes arrive. */
+static int grow_rbuf(struct broker *b, struct conn *c)
+{
+	if (c->rlen < c->rcap)
+		return 0;
+	struct mqtt_codec_opts opts = {.max_packet_size = b->cfg->limits.max_packet_size};
+	ssize_t frame = mqtt_frame_size(c->rbuf, c->rlen, &opts);
+	size_t want = (size_t)c->rcap * 2;
+	if (frame > 0 && (size_t)frame < want)
+		want = (size_t)frame;
+	if (want <= c->rlen)
+		want = (size_t)c->rlen + RBUF_MIN;
+	uint8_t *nb = wisp_realloc(c->rbuf, want);
+	if (!nb)
+		return WISP_ENOMEM;
+	c->rbuf = nb;
+	c->rcap = (uint32_t)want;
+	return 0;
+}
+
+static void read_input(struct broker *b, struct conn *c)
+{
+	size_t budget = READ_BUDGET;
+	while (budget && c->state != CONN_CLOSING && !c->read_paused) {
+		uint8_t *buf;
+		size_t room;
+		if (c->rlen) {
+			if (grow_rbuf(b, c) != 0) {
+				broker_drop(b, c, false, "out of memory for input");
+				return;
+			}
+			buf = c->rbuf + c->rlen;
+			room = c->rcap - c->rlen;
+		} else {
+			buf = b->scratch;
+			room = b->scratch_cap;
+		}
+		ssize_t n = transport_read(c->t, buf, room);
+		if (n == WISP_EAGAIN)
+			return;
+		if (n < 0) {
+			broker_drop(b, c, false, n == WISP_ECLOSED ? "connection closed by peer" : "read error");
+			return;
+		}
+		b->stats.bytes_received += (uint64_t)n;
+		budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
+		const uint8_t *data = c->rlen ? c->rbuf : b->scratch;
+		size_t len = c->rlen ? c->rlen + (size_t)n : (size_t)n;
+		ssize_t used = process(b, c, data, len);
+		if (used < 0)
+			return;
+		if (c->state == CONN_CLOSING)
+			return;
+		if (keep_tail(c, data + used, len - (size_t)used) != 0) {
+			broker_drop(b, c, false, "out of memory for input");
+			return;
+		}
+		if ((size_t)n < room && transport_pending(c->t) == 0)
+			return; /* drained the socket */
+	}
+	/* Out of budget with decrypted bytes still inside the transport: epoll
+	 * will not report them, so come back next turn. */
+	if (c->state != CONN_CLOSING && transport_pending(c->t) && !list_linked(&c->read_link)) {
+		list_push_back(&c->set->read_more, &c->read_link);
+		loop_request_turn(b->loop);
+	}
+}
+
+void broker_resume_input(struct broker *b, struct conn *c)
+{
+	if (c->state == CONN_CLOSING)
+		return;
+	c->read_paused = false;
+	loop_io_set(b->loop, &c->io, LOOP_READ | (c->io.events & LOOP_WRITE));
+	ssize_t used = process(b, c, c->rbuf, c->rlen);
+	if (used < 0 || c->state == CONN_CLOSING)
+		return;
+	if (keep_tail(c, c->rbuf + used, c->rlen - (size_t)used) != 0)
+		broker_drop(b, c, false, "out of memory for input");
+}
+
+void broker_read_more(struct broker *b, struct conn *c)
+{
+	if (c->state != CONN_CLOSING)
+		read_input(b, c);
+}
+
+/* Drives a TLS handshake; true once it is done and MQTT may start. */
+static bool handshake(struct broker *b, struct conn *c)
+{
+	int rc = transport_handshake(c->t);
+	if (rc == 0) {
+		c->state = CONN_AWAIT_CONNECT;
+		loop_io_set(b->loop, &c->io, LOOP_READ);
+		log_msg(LOG_DEBUG, "conn", "%s: TLS handshake done", c->peer);
+		return true;
+	}
+	if (rc == WISP_EAGAIN) {
+		uint32_t ev = 0;
+		if (c->t->want & TRANSPORT_WANT_READ)
+			ev |= LOOP_READ;
+		if (c->t->want & TRANSPORT_WANT_WRITE)
+			ev |= LOOP_WRITE;
+		loop_io_set(b->loop, &c->io, ev ? ev : LOOP_READ);
+		return false;
+	}
+	char why[160], reason[200];
+	tls_transport_last_error(c->t, why, sizeof why);
+	snprintf(reason, sizeof reason, "TLS handshake failed: %s", why);
+	broker_drop(b, c, false, reason);
+	return false;
+}
+
+void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct conn *c = container_of(io, struct conn, io);
+	struct broker *b = ((struct broker_listener *)c->listener)->b;
+	(void)l;
+	if (c->state == CONN_CLOSING)
+		return;
+	if (c->state == CONN_HANDSHAKE) {
+		if (!handshake(b, c))
+			return;
+		events |= LOOP_READ; /* the client's CONNECT may already be decrypted */
+	}
+	if ((events & LOOP_WRITE) && !outq_empty(&c->out))
+		conn_mark_dirty(c);
+	/* A TLS read can wait for writability (the transport says so in want). */
+	if ((events & LOOP_READ) || ((events & LOOP_WRITE) && (c->t->want & TRANSPORT_WANT_WRITE)))
+		read_input(b, c);
+}

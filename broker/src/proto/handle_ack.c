@@ -1,0 +1,30 @@
+/*
+ * Acknowledgements from the client. PUBREL completes an inbound QoS 2
+ * flow; PUBCOMP is sent even for an unknown id, so a client that lost
+ * state can finish the exchange [MQTT-4.3.3]. Outbound flows (PUBACK,
+ * PUBREC, PUBCOMP from subscribers) are tracked by the session.
+ */
+#include "broker.h"
+
+#include "err.h"
+
+int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt_ack *p, const char **why)
+{
+	(void)why;
+	switch (type) {
+	case MQTT_PKT_PUBREL:
+		sess_qos2_in_release(c->sess, p->packet_id);
+		return broker_send_ack(c, MQTT_PKT_PUBCOMP, p->packet_id);
+	case MQTT_PKT_PUBACK:
+		delivery_on_puback(c->sess, &b->dlim, p->packet_id);
+		return 0;
+	case MQTT_PKT_PUBREC:
+		delivery_on_pubrec(c->sess, &b->dlim, p->packet_id);
+		return 0;
+	case MQTT_PKT_PUBCOMP:
+		delivery_on_pubcomp(c->sess, &b->dlim, p->packet_id);
+		return 0;
+	default:
+		return 0;
+	}
+}

@@ -1,0 +1,97 @@
+/*
+ * SIGHUP: apply what can change without dropping connections (password
+ * file, ACL, log settings and TLS material), all or nothing. Every new piece is built
+ * first; only when all of them succeed are they swapped in, so a reload
+ * with a bad file keeps the running configuration. Listener addresses and
+ * limits need a restart; a changed value is logged, not applied.
+ *
+ * Connections accepted before the reload keep the TLS context they
+ * started with (reference counted) until they close.
+ */
+#include "broker.h"
+
+#include <string.h>
+
+#include "alloc.h"
+#include "err.h"
+#include "log.h"
+
+static bool same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Every session gets a client for the new rules and its subscriptions are
+ * classified again; a session whose rules cannot be built (out of memory)
+ * keeps none, which denies it everything rather than allowing it all. */
+static void reapply_acl(struct broker *b)
+{
+	for (size_t i = 0; i < b->sessions.nbuckets; i++)
+		for (struct session *s = b->sessions.buckets[i]; s; s = s->hash_next) {
+			acl_client_free(s->acl);
+			s->acl = NULL;
+			if (b->auth.acl && acl_client_new(b->auth.acl, s->username, s->client_id, &s->acl) != 0)
+				log_msg(LOG_WARNING, "acl", "%s: out of memory rebuilding its ACL", s->client_id);
+			broker_reclassify_subs(b, s);
+		}
+}
+
+int broker_reload(struct broker *b, const struct config *next)
+{
+	const struct config *cur = b->cfg;
+	struct tls_ctx **fresh = wisp_calloc(b->listener_count ? b->listener_count : 1, sizeof *fresh);
+	if (!fresh) {
+		log_msg(LOG_ERROR, "main", "reload refused: out of memory");
+		return WISP_ENOMEM;
+	}
+	int rc = 0;
+
+	if (next->listener_count != b->listener_count)
+		log_msg(LOG_WARNING, "main", "reload: the number of listeners changed; that needs a restart");
+	for (size_t i = 0; i < b->listener_count && i < next->listener_count; i++) {
+		const struct config_listener *nl = &next->listeners[i];
+		struct broker_listener *bl = &b->listeners[i];
+		if (nl->port != bl->cfg->port || !same_str(nl->bind, bl->cfg->bind) || nl->protocol != bl->cfg->protocol)
+			log_msg(LOG_WARNING, "main", "reload: listeners[%zu] address or protocol changed; that needs a restart", i);
+		if (!bl->tls || nl->protocol != CONFIG_PROTO_MQTTS)
+			continue;
+		char err[384];
+		if (broker_tls_context(nl, &fresh[i], err, sizeof err) != 0) {
+			log_msg(LOG_ERROR, "main", "reload refused, keeping the running configuration: %s: listeners[%zu].tls: %s",
+				next->path, i, err);
+			rc = WISP_ECONFIG;
+			goto out;
+		}
+	}
+	struct auth_state auth = b->auth; /* carries the counters over */
+	char err[512];
+	if (auth_load(next, &auth, err, sizeof err) != 0) {
+		log_msg(LOG_ERROR, "main", "reload refused, keeping the running configuration: %s", err);
+		rc = WISP_ECONFIG;
+		goto out;
+	}
+	auth_release(&b->auth);
+	b->auth = auth;
+	reapply_acl(b);
+	for (size_t i = 0; i < b->listener_count; i++) {
+		if (!fresh[i])
+			continue;
+		tls_ctx_unref(b->listeners[i].tls);
+		b->listeners[i].tls = fresh[i];
+		fresh[i] = NULL;
+		log_msg(LOG_NOTICE, "main", "reload: new TLS certificate and key for %s", b->listeners[i].net.name);
+	}
+	log_set_level((enum log_level)next->log.level);
+	log_set_format((enum log_format)next->log.format);
+	if (next->log.destination && !same_str(next->log.destination, cur->log.destination) &&
+	    log_set_destination(next->log.destination) != 0)
+		log_msg(LOG_WARNING, "main", "reload: cannot open log destination '%s'; keeping the old one",
+			next->log.destination);
+	log_msg(LOG_NOTICE, "main", "configuration reloaded from %s", next->path);
+out:
+	for (size_t i = 0; i < b->listener_count; i++)
+		if (fresh[i])
+			tls_ctx_unref(fresh[i]);
+	wisp_free(fresh);
+	return rc;
+}

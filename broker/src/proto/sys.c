@@ -1,0 +1,163 @@
+/*
+ * $SYS statistics: Mosquitto-compatible topics under $SYS/broker/,
+ * published as retained messages every sys_interval seconds, so a
+ * dashboard that subscribes to $SYS/# gets the figures at once and then
+ * every interval. The counters themselves are plain integers bumped on the
+ * hot path (struct broker_stats); all the work is here, once per interval.
+ *
+ * Load figures are exponentially damped per-minute rates over 1, 5 and 15
+ * minutes, the way Mosquitto and Unix load averages compute them.
+ */
+#include "sys.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "log.h"
+
+#ifndef WISP_VERSION
+#define WISP_VERSION "0.0.0"
+#endif
+
+static const double load_minutes[SYS_LOAD_WINDOWS] = {1.0, 5.0, 15.0};
+static const char *const load_names[SYS_LOAD_WINDOWS] = {"1min", "5min", "15min"};
+
+static void publish(struct broker *b, const char *topic, const char *value)
+{
+	struct topic_level levels[16];
+	size_t tlen = strlen(topic);
+	int n = topic_split(topic, tlen, levels, 16);
+	struct msg *m = msg_new(topic, tlen, value, strlen(value), 0, true);
+	if (!m || n < 0) {
+		msg_unref(m);
+		return;
+	}
+	broker_retain(b, m);
+	broker_route(b, m, levels, (size_t)n);
+	msg_unref(m);
+}
+
+static void publish_u64(struct broker *b, const char *topic, uint64_t v)
+{
+	char buf[32];
+	snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
+	publish(b, topic, buf);
+}
+
+/* One damped rate per window, fed with the count of the last interval. */
+static void update_load(struct sys_load *l, uint64_t now_value, double interval_s)
+{
+	double per_min = (double)(now_value - l->last) * 60.0 / interval_s;
+	l->last = now_value;
+	for (int i = 0; i < SYS_LOAD_WINDOWS; i++) {
+		double k = exp(-interval_s / (60.0 * load_minutes[i]));
+		l->avg[i] = l->avg[i] * k + per_min * (1.0 - k);
+	}
+}
+
+static void publish_load(struct broker *b, const char *what, const struct sys_load *l)
+{
+	char topic[96], value[32];
+	for (int i = 0; i < SYS_LOAD_WINDOWS; i++) {
+		snprintf(topic, sizeof topic, "$SYS/broker/load/%s/%s", what, load_names[i]);
+		snprintf(value, sizeof value, "%.2f", l->avg[i]);
+		publish(b, topic, value);
+	}
+}
+
+/* Walks the sessions once per interval rather than keeping gauges on the
+ * hot path. `stored` counts QoS 1/2 messages queued or in flight. */
+static size_t connected_clients(const struct broker *b, size_t *offline, size_t *stored)
+{
+	size_t online = 0, off = 0, msgs = 0;
+	for (size_t i = 0; i < b->sessions.nbuckets; i++)
+		for (const struct session *s = b->sessions.buckets[i]; s; s = s->hash_next) {
+			if (s->conn)
+				online++;
+			else
+				off++;
+			msgs += s->queued_count + s->inflight_count;
+		}
+	*offline = off;
+	*stored = msgs;
+	return online;
+}
+
+void sys_publish(struct broker *b)
+{
+	struct sys_state *st = &b->sys;
+	const struct broker_stats *s = &b->stats;
+	uint64_t now = loop_now_s(b->loop);
+	double interval = st->last_tick ? (double)(now - st->last_tick) : 0.0;
+	st->last_tick = now;
+
+	size_t offline, stored;
+	size_t online = connected_clients(b, &offline, &stored);
+	if (online > st->clients_max)
+		st->clients_max = online;
+	size_t heap = wisp_mem_used();
+	if (heap > st->heap_max)
+		st->heap_max = heap;
+
+	char buf[64];
+	publish(b, "$SYS/broker/version", "wisp version " WISP_VERSION);
+	snprintf(buf, sizeof buf, "%llu seconds", (unsigned long long)(now - st->start));
+	publish(b, "$SYS/broker/uptime", buf);
+	publish_u64(b, "$SYS/broker/clients/connected", online);
+	publish_u64(b, "$SYS/broker/clients/active", online);
+	publish_u64(b, "$SYS/broker/clients/disconnected", offline);
+	publish_u64(b, "$SYS/broker/clients/inactive", offline);
+	publish_u64(b, "$SYS/broker/clients/total", online + offline);
+	publish_u64(b, "$SYS/broker/clients/maximum", st->clients_max);
+	publish_u64(b, "$SYS/broker/messages/received", s->msgs_received);
+	publish_u64(b, "$SYS/broker/messages/sent", s->msgs_sent);
+	publish_u64(b, "$SYS/broker/publish/messages/received", s->msgs_received);
+	publish_u64(b, "$SYS/broker/publish/messages/sent", s->msgs_sent);
+	publish_u64(b, "$SYS/broker/publish/messages/dropped", s->publish_dropped);
+	publish_u64(b, "$SYS/broker/bytes/received", s->bytes_received);
+	publish_u64(b, "$SYS/broker/bytes/sent", s->bytes_sent);
+	publish_u64(b, "$SYS/broker/subscriptions/count", tree_count(b->subs));
+	publish_u64(b, "$SYS/broker/retained messages/count", retained_count(b->retained));
+	publish_u64(b, "$SYS/broker/heap/current", heap);
+	publish_u64(b, "$SYS/broker/heap/maximum", st->heap_max);
+	publish_u64(b, "$SYS/broker/store/messages/count", stored);
+
+	if (interval > 0) {
+		update_load(&st->msgs_received, s->msgs_received, interval);
+		update_load(&st->msgs_sent, s->msgs_sent, interval);
+		update_load(&st->bytes_received, s->bytes_received, interval);
+		update_load(&st->bytes_sent, s->bytes_sent, interval);
+		update_load(&st->dropped, s->publish_dropped, interval);
+		update_load(&st->connections, s->clients_total, interval);
+	}
+	publish_load(b, "messages/received", &st->msgs_received);
+	publish_load(b, "messages/sent", &st->msgs_sent);
+	publish_load(b, "bytes/received", &st->bytes_received);
+	publish_load(b, "bytes/sent", &st->bytes_sent);
+	publish_load(b, "publish/dropped", &st->dropped);
+	publish_load(b, "connections", &st->connections);
+}
+
+static void on_tick(struct loop *l, struct loop_timer *t)
+{
+	struct broker *b = container_of(t, struct broker, sys.timer);
+	sys_publish(b);
+	loop_timer_start(l, t, b->cfg->sys_interval, on_tick);
+}
+
+void sys_start(struct broker *b)
+{
+	b->sys.start = loop_now_s(b->loop);
+	list_init(&b->sys.timer.link);
+	if (b->cfg->sys_interval == 0)
+		return;
+	sys_publish(b);
+	loop_timer_start(b->loop, &b->sys.timer, b->cfg->sys_interval, on_tick);
+}
+
+void sys_stop(struct broker *b)
+{
+	loop_timer_stop(b->loop, &b->sys.timer);
+}

@@ -1,0 +1,103 @@
+/*
+ * One network connection: its transport, input buffer, output queue,
+ * keepalive timer and protocol state. Kept apart from struct session so a
+ * persistent session outlives its socket.
+ *
+ * States: CONN_AWAIT_CONNECT (the first packet must be CONNECT, within the
+ * connect timeout) -> CONN_ACTIVE -> CONN_CLOSING. A closing connection is
+ * only marked and queued; it is freed after the loop turn, so no epoll event
+ * or callback chain ever holds a pointer to freed memory.
+ *
+ * Memory: an idle connection holds no input buffer (reads go through a
+ * shared scratch buffer and only a partial packet is kept per connection)
+ * and an empty output queue. Single threaded.
+ */
+#ifndef WISP_SESSION_CONN_H
+#define WISP_SESSION_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "list.h"
+#include "loop.h"
+#include "msg.h"
+#include "outq.h"
+#include "transport.h"
+
+enum conn_state {
+	CONN_HANDSHAKE = 0,      /* transport handshake (TLS) in progress */
+	CONN_AWAIT_CONNECT = 1,
+	CONN_ACTIVE = 2,
+	CONN_CLOSING = 3,
+};
+
+struct session;
+struct auth_job;
+
+/* Where a connection's password verification stands (see proto/auth.h). */
+enum conn_auth {
+	CONN_AUTH_NONE = 0,
+	CONN_AUTH_PENDING = 1,
+	CONN_AUTH_OK = 2,
+	CONN_AUTH_BAD = 3,
+};
+
+/* The connections a broker owns, and the per-turn work lists. */
+struct conn_set {
+	struct list_node all;
+	struct list_node dirty;   /* output queued this turn, to flush before sleeping */
+	struct list_node closing; /* to free after this turn */
+	struct list_node read_more; /* decrypted input left when the read budget ran out */
+	size_t count;
+};
+
+struct conn {
+	struct loop_io io;
+	struct transport *t;
+	struct conn_set *set;
+	void *listener;           /* opaque: the listener it came in on */
+	struct session *sess;     /* set once CONNECT is accepted */
+	struct msg *will;         /* published on abnormal close */
+	struct auth_job *auth_job; /* password verification in flight, or NULL */
+	struct loop_timer timer;  /* connect timeout, then keepalive */
+	struct list_node all_link;
+	struct list_node work_link; /* on set->dirty, or on set->closing */
+	struct list_node read_link; /* on set->read_more */
+	struct outq out;
+	uint8_t *rbuf;            /* partial packet carried between reads, or NULL */
+	uint32_t rlen;
+	uint32_t rcap;
+	uint16_t keepalive;       /* seconds; 0 = none */
+	uint8_t version;          /* protocol level from CONNECT; 0 before */
+	uint8_t state;            /* enum conn_state */
+	uint8_t will_qos;
+	bool will_retain;
+	bool read_paused;         /* not reading: waiting for a password verification */
+	uint8_t auth_result;      /* enum conn_auth */
+	char peer[56];            /* "addr:port" for logs */
+};
+
+/* Allocates a connection around `t` (taking it). NULL when out of memory
+ * (t is closed then). The caller registers it with the loop. */
+struct conn *conn_new(struct conn_set *set, struct transport *t, void *listener, const char *peer);
+
+/* Queues an encoded control packet; marks the connection for flushing. */
+int conn_send_bytes(struct conn *c, const uint8_t *bytes, size_t len);
+/* Queues a delivery of `m` (see outq_push_publish). */
+int conn_send_publish(struct conn *c, struct msg *m, uint8_t qos, bool retain, bool dup,
+		      uint16_t packet_id);
+/* Marks the connection dirty so the loop flushes it before sleeping. */
+void conn_mark_dirty(struct conn *c);
+
+/*
+ * Starts closing: stops reading, keeps already-queued output for one last
+ * best-effort flush, and queues the connection for freeing after this turn.
+ * Idempotent. The caller has already dealt with the will and the session.
+ */
+void conn_close(struct loop *l, struct conn *c);
+
+/* Frees a closed connection (after the turn): transport, buffers, queue. */
+void conn_free(struct conn *c);
+
+#endif

@@ -1,0 +1,205 @@
+#include "delivery.h"
+
+#include "alloc.h"
+#include "codec.h"
+#include "conn.h"
+#include "err.h"
+
+static bool online(const struct session *s)
+{
+	return s->conn && s->conn->state == CONN_ACTIVE;
+}
+
+static bool output_has_room(const struct session *s, const struct delivery_limits *lim)
+{
+	return s->conn->out.bytes < lim->max_output;
+}
+
+/* The next id not used by an in-flight message [MQTT-2.3.1-2]. The window
+ * is small (max_inflight), and acks mostly arrive in order, so the scan
+ * usually stops at once. */
+static uint16_t next_packet_id(struct session *s)
+{
+	for (;;) {
+		s->next_packet_id = (uint16_t)(s->next_packet_id == UINT16_MAX ? 1 : s->next_packet_id + 1);
+		bool used = false;
+		struct list_node *n;
+		for (n = s->inflight.next; n != &s->inflight; n = n->next)
+			if (container_of(n, struct sess_msg, link)->packet_id == s->next_packet_id) {
+				used = true;
+				break;
+			}
+		if (!used)
+			return s->next_packet_id;
+	}
+}
+
+static int send_publish(struct session *s, struct sess_msg *e, bool dup)
+{
+	return conn_send_publish(s->conn, e->msg, e->qos, e->retain, dup, e->packet_id);
+}
+
+static int send_pubrel(struct session *s, uint16_t packet_id)
+{
+	uint8_t buf[8];
+	struct mqtt_ack ack = {.packet_id = packet_id};
+	ssize_t n = mqtt_encode_ack(buf, sizeof buf, s->conn->version, MQTT_PKT_PUBREL, &ack);
+	return n < 0 ? WISP_EINVAL : conn_send_bytes(s->conn, buf, (size_t)n);
+}
+
+/* Puts a queued entry on the wire and into the window. */
+static void start_flight(struct session *s, struct sess_msg *e)
+{
+	e->packet_id = next_packet_id(s);
+	e->state = e->qos == 1 ? SESS_MSG_WAIT_PUBACK : SESS_MSG_WAIT_PUBREC;
+	list_push_back(&s->inflight, &e->link);
+	s->inflight_count++;
+	/* If the send fails (out of memory) the entry stays in flight and is
+	 * re-sent when the session resumes, like any unacknowledged message. */
+	send_publish(s, e, false);
+}
+
+static void free_entry(struct sess_msg *e)
+{
+	msg_unref(e->msg);
+	wisp_free(e);
+}
+
+enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
+				    uint8_t qos, bool retain)
+{
+	if (qos == 0) {
+		/* QoS 0 is never queued: a subscriber that is offline or does not
+		 * read loses it rather than growing the broker's memory. */
+		if (!online(s) || !output_has_room(s, lim))
+			goto drop;
+		return conn_send_publish(s->conn, m, 0, retain, false, 0) == 0 ? DELIVERY_SENT : DELIVERY_DROPPED;
+	}
+	bool direct = online(s) && list_empty(&s->queue) && s->inflight_count < lim->max_inflight &&
+		      output_has_room(s, lim);
+	if (!direct) {
+		if (s->queued_count >= lim->max_queued ||
+		    (lim->max_queued_bytes && s->queued_bytes + msg_size(m) > lim->max_queued_bytes))
+			goto drop;
+	}
+	struct sess_msg *e = wisp_malloc(sizeof *e);
+	if (!e)
+		goto drop;
+	e->msg = msg_ref(m);
+	e->qos = qos;
+	e->retain = retain;
+	e->packet_id = 0;
+	if (direct) {
+		start_flight(s, e);
+		return DELIVERY_SENT;
+	}
+	e->state = SESS_MSG_QUEUED;
+	list_push_back(&s->queue, &e->link);
+	s->queued_count++;
+	s->queued_bytes += msg_size(m);
+	return DELIVERY_QUEUED;
+drop:
+	s->dropped++;
+	return DELIVERY_DROPPED;
+}
+
+size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
+{
+	size_t sent = 0;
+	while (online(s) && s->inflight_count < lim->max_inflight && output_has_room(s, lim)) {
+		struct list_node *n = list_first(&s->queue);
+		if (!n)
+			break;
+		struct sess_msg *e = container_of(n, struct sess_msg, link);
+		list_remove(n);
+		s->queued_count--;
+		s->queued_bytes -= msg_size(e->msg);
+		start_flight(s, e);
+		sent++;
+	}
+	return sent;
+}
+
+static struct sess_msg *find_inflight(struct session *s, uint16_t packet_id, uint8_t state)
+{
+	struct list_node *n;
+	for (n = s->inflight.next; n != &s->inflight; n = n->next) {
+		struct sess_msg *e = container_of(n, struct sess_msg, link);
+		if (e->packet_id == packet_id)
+			return e->state == state ? e : NULL;
+	}
+	return NULL;
+}
+
+static void complete(struct session *s, const struct delivery_limits *lim, struct sess_msg *e)
+{
+	list_remove(&e->link);
+	s->inflight_count--;
+	free_entry(e);
+	delivery_pump(s, lim);
+}
+
+int delivery_on_puback(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
+{
+	struct sess_msg *e = find_inflight(s, packet_id, SESS_MSG_WAIT_PUBACK);
+	if (!e)
+		return WISP_ENOENT;
+	complete(s, lim, e);
+	return 0;
+}
+
+int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
+{
+	(void)lim;
+	struct sess_msg *e = find_inflight(s, packet_id, SESS_MSG_WAIT_PUBREC);
+	if (e) {
+		/* [MQTT-4.3.3-1] from here on the message is never sent again;
+		 * only the PUBREL is. The payload is no longer needed. */
+		e->state = SESS_MSG_WAIT_PUBCOMP;
+		msg_unref(e->msg);
+		e->msg = NULL;
+	} else if (!find_inflight(s, packet_id, SESS_MSG_WAIT_PUBCOMP)) {
+		send_pubrel(s, packet_id); /* let a confused client finish anyway */
+		return WISP_ENOENT;
+	}
+	send_pubrel(s, packet_id);
+	return 0;
+}
+
+int delivery_on_pubcomp(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
+{
+	struct sess_msg *e = find_inflight(s, packet_id, SESS_MSG_WAIT_PUBCOMP);
+	if (!e)
+		return WISP_ENOENT;
+	complete(s, lim, e);
+	return 0;
+}
+
+void delivery_resume(struct session *s, const struct delivery_limits *lim)
+{
+	struct list_node *n;
+	for (n = s->inflight.next; n != &s->inflight; n = n->next) {
+		struct sess_msg *e = container_of(n, struct sess_msg, link);
+		if (e->state == SESS_MSG_WAIT_PUBCOMP)
+			send_pubrel(s, e->packet_id);
+		else
+			send_publish(s, e, true); /* [MQTT-3.3.1-1] DUP on re-delivery */
+	}
+	delivery_pump(s, lim);
+}
+
+void delivery_clear(struct session *s)
+{
+	struct list_node *n;
+	while ((n = list_first(&s->inflight)) != NULL) {
+		list_remove(n);
+		free_entry(container_of(n, struct sess_msg, link));
+	}
+	while ((n = list_first(&s->queue)) != NULL) {
+		list_remove(n);
+		free_entry(container_of(n, struct sess_msg, link));
+	}
+	s->inflight_count = 0;
+	s->queued_count = 0;
+	s->queued_bytes = 0;
+}

@@ -1,0 +1,63 @@
+/*
+ * Outbound delivery to one session: QoS 0 best effort, QoS 1 and 2 with
+ * their acknowledgement flows, a bounded in-flight window and a bounded
+ * queue behind it [MQTT-4.3][MQTT-4.6.0].
+ *
+ * A message for a session is, in order: sent at once (QoS 0, or QoS 1/2
+ * with room in the window and room in the connection's output), queued
+ * (QoS 1/2 while offline, while the window is full or the output is over
+ * its cap), or dropped and counted (QoS 0 that does not fit; anything past
+ * the queue limits). The queue drains in order as acknowledgements free the
+ * window and the output drains [MQTT-4.6.0-6].
+ *
+ * In-flight entries keep their state (awaiting PUBACK, PUBREC or PUBCOMP)
+ * so a resumed session re-sends them first: PUBLISH with DUP set, or PUBREL
+ * [MQTT-4.4.0-1]. Every change of outbound state happens here, which is
+ * where a durable store hooks in. Single threaded.
+ */
+#ifndef WISP_SESSION_DELIVERY_H
+#define WISP_SESSION_DELIVERY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "msg.h"
+#include "session.h"
+
+struct delivery_limits {
+	uint16_t max_inflight;        /* >= 1 */
+	uint32_t max_queued;          /* messages; 0 = none may queue */
+	uint64_t max_queued_bytes;    /* 0 = no byte limit */
+	uint64_t max_output;          /* bytes of unsent output on the connection */
+};
+
+enum delivery_result {
+	DELIVERY_SENT = 0,
+	DELIVERY_QUEUED = 1,
+	DELIVERY_DROPPED = 2,
+};
+
+/* Sends, queues or drops `m` for `s` at `qos` (the granted one), with the
+ * retain flag as it must appear on the wire. Takes its own reference. */
+enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
+				    uint8_t qos, bool retain);
+
+/* Moves queued messages into the window while it and the output have room.
+ * Returns how many were sent. */
+size_t delivery_pump(struct session *s, const struct delivery_limits *lim);
+
+/* Acknowledgements from the subscriber. Each returns 0 when the id matched
+ * an entry in the right state, WISP_ENOENT otherwise (answered anyway where
+ * the protocol asks: PUBREC gets PUBREL). */
+int delivery_on_puback(struct session *s, const struct delivery_limits *lim, uint16_t packet_id);
+int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uint16_t packet_id);
+int delivery_on_pubcomp(struct session *s, const struct delivery_limits *lim, uint16_t packet_id);
+
+/* After a reconnect with a kept session: re-sends the window, then pumps. */
+void delivery_resume(struct session *s, const struct delivery_limits *lim);
+
+/* Releases every in-flight and queued message (session ends). */
+void delivery_clear(struct session *s);
+
+#endif

@@ -1,0 +1,214 @@
+#include "outq.h"
+
+#include <string.h>
+
+#include "alloc.h"
+#include "codec.h"
+#include "err.h"
+
+/*
+ * Item bytes hold a control packet, or a delivery's head (fixed header,
+ * Remaining Length, topic length: at most 7 bytes) followed by its middle
+ * part (packet id; v5 properties later). INLINE covers every control packet
+ * but a SUBACK with many filters, which gets a larger one-off item.
+ */
+#define INLINE 24
+#define FREE_LIST_MAX 4096
+
+struct outq_item {
+	struct list_node link;
+	struct msg *msg;   /* NULL for control bytes */
+	uint32_t len;      /* bytes on the wire */
+	uint32_t sent;     /* bytes of it already written */
+	uint8_t head_len;  /* delivery: head bytes, then mid bytes */
+	uint8_t mid_len;
+	uint16_t cap;      /* capacity of bytes[] */
+	uint8_t bytes[];
+};
+
+static struct list_node free_items = {&free_items, &free_items};
+static size_t free_count;
+
+static struct outq_item *item_get(size_t need)
+{
+	struct outq_item *it;
+	if (need <= INLINE && free_count) {
+		it = container_of(list_first(&free_items), struct outq_item, link);
+		list_remove(&it->link);
+		free_count--;
+		return it;
+	}
+	size_t cap = need <= INLINE ? INLINE : need;
+	it = wisp_malloc(sizeof *it + cap);
+	if (it)
+		it->cap = (uint16_t)cap;
+	return it;
+}
+
+static void item_put(struct outq_item *it)
+{
+	if (it->msg)
+		msg_unref(it->msg);
+	if (it->cap == INLINE && free_count < FREE_LIST_MAX) {
+		list_push_front(&free_items, &it->link);
+		free_count++;
+		return;
+	}
+	wisp_free(it);
+}
+
+void outq_release_cache(void)
+{
+	struct list_node *n;
+	while ((n = list_first(&free_items)) != NULL) {
+		list_remove(n);
+		wisp_free(container_of(n, struct outq_item, link));
+	}
+	free_count = 0;
+}
+
+void outq_init(struct outq *q)
+{
+	list_init(&q->items);
+	q->bytes = 0;
+	q->count = 0;
+}
+
+void outq_clear(struct outq *q)
+{
+	struct list_node *n;
+	while ((n = list_first(&q->items)) != NULL) {
+		list_remove(n);
+		item_put(container_of(n, struct outq_item, link));
+	}
+	q->bytes = 0;
+	q->count = 0;
+}
+
+static void push(struct outq *q, struct outq_item *it)
+{
+	it->sent = 0;
+	list_push_back(&q->items, &it->link);
+	q->bytes += it->len;
+	q->count++;
+}
+
+int outq_push_bytes(struct outq *q, const uint8_t *bytes, size_t len)
+{
+	if (len > UINT16_MAX)
+		return WISP_EINVAL;
+	struct outq_item *it = item_get(len);
+	if (!it)
+		return WISP_ENOMEM;
+	it->msg = NULL;
+	it->len = (uint32_t)len;
+	it->head_len = 0;
+	it->mid_len = 0;
+	memcpy(it->bytes, bytes, len);
+	push(q, it);
+	return 0;
+}
+
+int outq_push_publish(struct outq *q, struct msg *m, uint8_t version, uint8_t qos, bool retain,
+		      bool dup, uint16_t packet_id)
+{
+	struct outq_item *it = item_get(INLINE);
+	if (!it)
+		return WISP_ENOMEM;
+	struct mqtt_publish p = {
+		.qos = qos,
+		.dup = dup,
+		.retain = retain,
+		.topic = {(const uint8_t *)msg_topic(m), m->topic_len},
+		.packet_id = packet_id,
+		.payload = {msg_payload(m), m->payload_len},
+	};
+	size_t mid_len = 0;
+	ssize_t head_len = mqtt_encode_publish_parts(it->bytes, MQTT_MAX_FIXED_HEADER + 2, it->bytes + 8,
+						     INLINE - 8, &mid_len, version, &p);
+	if (head_len < 0) {
+		it->msg = NULL;
+		item_put(it);
+		return head_len == MQTT_ENOSPC ? WISP_ENOMEM : WISP_EINVAL;
+	}
+	/* The middle part was written at offset 8; close the gap so head and
+	 * mid are contiguous in bytes[]. */
+	memmove(it->bytes + head_len, it->bytes + 8, mid_len);
+	it->msg = msg_ref(m);
+	it->head_len = (uint8_t)head_len;
+	it->mid_len = (uint8_t)mid_len;
+	it->len = (uint32_t)((size_t)head_len + m->topic_len + mid_len + m->payload_len);
+	push(q, it);
+	return 0;
+}
+
+/* The wire pieces of an item, in order. */
+static int item_pieces(const struct outq_item *it, struct iovec *out)
+{
+	if (!it->msg) {
+		out[0] = (struct iovec){(void *)it->bytes, it->len};
+		return 1;
+	}
+	const struct msg *m = it->msg;
+	int n = 0;
+	out[n++] = (struct iovec){(void *)it->bytes, it->head_len};
+	if (it->mid_len == 0) {
+		out[n++] = (struct iovec){(void *)msg_topic(m), (size_t)m->topic_len + m->payload_len};
+	} else {
+		out[n++] = (struct iovec){(void *)msg_topic(m), m->topic_len};
+		out[n++] = (struct iovec){(void *)(it->bytes + it->head_len), it->mid_len};
+		out[n++] = (struct iovec){(void *)msg_payload(m), m->payload_len};
+	}
+	return n;
+}
+
+#define FLUSH_IOV 256
+
+int outq_flush(struct outq *q, struct transport *t)
+{
+	struct iovec iov[FLUSH_IOV];
+	while (q->count) {
+		int n = 0;
+		struct list_node *pos = q->items.next;
+		for (; pos != &q->items && n + 4 <= FLUSH_IOV; pos = pos->next) {
+			struct outq_item *it = container_of(pos, struct outq_item, link);
+			int k = item_pieces(it, iov + n);
+			/* Skip what an earlier short write already sent. */
+			size_t skip = it->sent;
+			int first = n;
+			while (skip && first < n + k) {
+				size_t take = skip < iov[first].iov_len ? skip : iov[first].iov_len;
+				iov[first].iov_base = (char *)iov[first].iov_base + take;
+				iov[first].iov_len -= take;
+				skip -= take;
+				if (iov[first].iov_len == 0)
+					first++;
+			}
+			if (first > n) {
+				memmove(iov + n, iov + first, (size_t)(n + k - first) * sizeof *iov);
+				k -= first - n;
+			}
+			n += k;
+		}
+		ssize_t w = transport_writev(t, iov, n);
+		if (w < 0)
+			return (int)w;
+		size_t left = (size_t)w;
+		q->bytes -= left;
+		while (left) {
+			struct outq_item *it = container_of(q->items.next, struct outq_item, link);
+			size_t rest = it->len - it->sent;
+			if (left < rest) {
+				it->sent += (uint32_t)left;
+				break;
+			}
+			left -= rest;
+			list_remove(&it->link);
+			q->count--;
+			item_put(it);
+		}
+		if (q->count && pos == &q->items)
+			return WISP_EAGAIN; /* short write: the socket is full */
+	}
+	return 0;
+}

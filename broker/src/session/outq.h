@@ -1,0 +1,54 @@
+/*
+ * A connection's ordered output: control packets and PUBLISH deliveries
+ * waiting to be written. Deliveries hold a reference to the shared message
+ * plus only the bytes that differ per subscriber (fixed header, lengths,
+ * packet id), and outq_flush() sends many of them per writev: nothing is
+ * copied per subscriber and nothing is written per message.
+ *
+ * Items come from a free list, so steady-state delivery does not allocate.
+ * Single threaded.
+ */
+#ifndef WISP_SESSION_OUTQ_H
+#define WISP_SESSION_OUTQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "list.h"
+#include "msg.h"
+#include "transport.h"
+
+struct outq {
+	struct list_node items;
+	size_t bytes;  /* unsent bytes */
+	size_t count;
+};
+
+void outq_init(struct outq *q);
+/* Drops everything unsent, releasing message references. */
+void outq_clear(struct outq *q);
+
+/* Appends a whole encoded control packet (copied). 0 or WISP_ENOMEM. */
+int outq_push_bytes(struct outq *q, const uint8_t *bytes, size_t len);
+
+/*
+ * Appends a PUBLISH of `m` (taking a new reference) with the given
+ * per-delivery QoS, retain, dup and packet id, for protocol `version`.
+ * 0, WISP_ENOMEM, or WISP_EINVAL if the packet cannot be encoded.
+ */
+int outq_push_publish(struct outq *q, struct msg *m, uint8_t version, uint8_t qos, bool retain,
+		      bool dup, uint16_t packet_id);
+
+/*
+ * Writes as much as the transport takes. Returns 0 when the queue is empty,
+ * WISP_EAGAIN when bytes remain (wait for t->want), or WISP_EIO.
+ */
+int outq_flush(struct outq *q, struct transport *t);
+
+static inline bool outq_empty(const struct outq *q) { return q->count == 0; }
+
+/* Releases the free list (at shutdown, so leak checkers stay quiet). */
+void outq_release_cache(void);
+
+#endif

@@ -1,0 +1,122 @@
+/*
+ * MQTT sessions: the state that belongs to a client id rather than to a
+ * network connection (subscriptions now; in-flight and queued messages come
+ * with QoS 1/2 delivery). A clean session lives as long as its connection; a
+ * persistent one (clean session 0) stays in the table while offline.
+ *
+ * Sessions are found by client id through a hash table that grows by
+ * doubling. Each session keeps its subscriptions in a list of filters with
+ * their tree handles, so unsubscribing or ending a session touches only that
+ * session's entries. This module is where a durable store will hook in
+ * later: every change of a session's state goes through a function here.
+ * Single threaded.
+ */
+#ifndef WISP_SESSION_SESSION_H
+#define WISP_SESSION_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "list.h"
+#include "tree.h"
+
+struct conn;
+struct acl_client;
+
+/* Set in a subscription's options byte (a bit MQTT 5 reserves, so never
+ * set by a client) when the ACL must be asked for every delivered topic. */
+#define SESS_SUBOPT_ACL_CHECK 0x40
+
+struct sess_sub {
+	struct list_node link;
+	struct tree_sub *handle;
+	uint16_t filter_len;
+	char filter[];
+};
+
+/* An outbound QoS 1/2 message of a session, queued or in flight. */
+enum sess_msg_state {
+	SESS_MSG_QUEUED = 0,
+	SESS_MSG_WAIT_PUBACK = 1,  /* QoS 1 sent */
+	SESS_MSG_WAIT_PUBREC = 2,  /* QoS 2 sent */
+	SESS_MSG_WAIT_PUBCOMP = 3, /* QoS 2, PUBREL sent */
+};
+
+struct sess_msg {
+	struct list_node link;
+	struct msg *msg;
+	uint16_t packet_id;
+	uint8_t qos;
+	uint8_t state;  /* enum sess_msg_state */
+	bool retain;    /* as it goes on the wire */
+};
+
+struct session {
+	struct session *hash_next;
+	uint32_t hash;
+	uint16_t id_len;
+	bool clean;
+	struct conn *conn;        /* NULL while offline */
+	char *username;           /* who last connected with this id; NULL: anonymous */
+	struct acl_client *acl;   /* that user's rules (owned by proto/), or NULL */
+	struct list_node subs;    /* struct sess_sub */
+	size_t sub_count;
+	/* Scratch used while routing one publish, to deliver once per session
+	 * when several of its filters match. */
+	uint64_t match_gen;
+	size_t match_slot;
+	uint16_t next_packet_id;
+	struct list_node inflight;  /* struct sess_msg, in send order */
+	struct list_node queue;     /* struct sess_msg, waiting for the window */
+	uint16_t inflight_count;
+	uint32_t queued_count;
+	uint64_t queued_bytes;
+	uint64_t dropped;           /* messages this session lost to limits */
+	/* Inbound QoS 2 packet ids between PUBREC and PUBREL: a PUBLISH
+	 * repeating one of them is not routed again [MQTT-4.3.3-2]. */
+	uint16_t *qos2_in;
+	uint16_t qos2_in_count;
+	uint16_t qos2_in_cap;
+	char client_id[];         /* NUL-terminated */
+};
+
+struct session_table {
+	struct session **buckets;
+	size_t nbuckets; /* power of two */
+	size_t count;
+	/* Called before a session is freed, for what upper layers hung on it
+	 * (its ACL client). */
+	void (*on_free)(struct session *s);
+};
+
+int sess_table_init(struct session_table *tab);
+/* Frees every session (their subscriptions are removed from `tree`). */
+void sess_table_free(struct session_table *tab, struct tree *tree);
+
+struct session *sess_find(const struct session_table *tab, const char *id, size_t len);
+/* A new, empty session under `id` (which must not exist). NULL when out of memory. */
+struct session *sess_create(struct session_table *tab, const char *id, size_t len, bool clean);
+/* Removes the session from the table and the tree, and frees it. */
+void sess_destroy(struct session_table *tab, struct tree *tree, struct session *s);
+
+/*
+ * Subscribes the session to the valid `filter` with the SUBSCRIBE options
+ * byte; an existing subscription to the same filter is replaced
+ * [MQTT-3.8.4-3]. Returns 1 when it was new, 0 when replaced, or
+ * WISP_ENOMEM / WISP_ELIMIT (over max_subs, if non-zero).
+ */
+int sess_subscribe(struct session *s, struct tree *tree, const char *filter, size_t len,
+		   uint8_t options, size_t max_subs);
+/* 0, or WISP_ENOENT when the session had no such filter. */
+int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, size_t len);
+
+/* Inbound QoS 2 bookkeeping. sess_qos2_in_add returns 1 if the id was
+ * added, 0 if it was already there, WISP_ELIMIT past SESS_QOS2_IN_MAX, or
+ * WISP_ENOMEM. */
+#define SESS_QOS2_IN_MAX 1024
+int sess_qos2_in_add(struct session *s, uint16_t packet_id);
+/* 1 if the id was pending (and is now released), 0 if it was not. */
+int sess_qos2_in_release(struct session *s, uint16_t packet_id);
+
+#endif

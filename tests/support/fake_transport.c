@@ -1,0 +1,89 @@
+#include "fake_transport.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "err.h"
+
+static int fake_handshake(struct transport *t)
+{
+	(void)t;
+	return 0;
+}
+
+static ssize_t fake_read(struct transport *t, void *buf, size_t len)
+{
+	(void)buf;
+	(void)len;
+	t->want = TRANSPORT_WANT_READ;
+	return WISP_EAGAIN;
+}
+
+static ssize_t fake_writev(struct transport *t, const struct iovec *iov, int iovcnt)
+{
+	struct fake_transport *f = (struct fake_transport *)t;
+	size_t total = 0;
+	for (int i = 0; i < iovcnt; i++) {
+		size_t n = iov[i].iov_len;
+		if (n > f->accept_limit - total)
+			n = f->accept_limit - total;
+		if (n == 0)
+			break;
+		uint8_t *w = realloc(f->written, f->written_len + n);
+		if (!w)
+			abort();
+		f->written = w;
+		memcpy(f->written + f->written_len, iov[i].iov_base, n);
+		f->written_len += n;
+		total += n;
+	}
+	if (f->accept_limit != SIZE_MAX)
+		f->accept_limit -= total;
+	if (total == 0) {
+		t->want = TRANSPORT_WANT_WRITE;
+		return WISP_EAGAIN;
+	}
+	return (ssize_t)total;
+}
+
+static size_t fake_pending(struct transport *t)
+{
+	(void)t;
+	return 0;
+}
+
+static void fake_close(struct transport *t)
+{
+	struct fake_transport *f = (struct fake_transport *)t;
+	free(f->written);
+	free(f);
+}
+
+static const struct transport_ops fake_ops = {
+	.name = "fake",
+	.handshake = fake_handshake,
+	.read = fake_read,
+	.writev = fake_writev,
+	.pending = fake_pending,
+	.close = fake_close,
+};
+
+struct fake_transport *fake_transport_new(void)
+{
+	struct fake_transport *f = calloc(1, sizeof *f);
+	if (!f)
+		abort();
+	f->base.ops = &fake_ops;
+	f->base.fd = -1;
+	f->accept_limit = SIZE_MAX;
+	return f;
+}
+
+void fake_transport_reset(struct fake_transport *f)
+{
+	free(f->written);
+	f->written = NULL;
+	f->written_len = 0;
+}

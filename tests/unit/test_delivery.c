@@ -1,0 +1,359 @@
+/*
+ * Outbound delivery: the in-flight window, packet id allocation and reuse,
+ * both QoS 2 state machines, queue limits and session resumption, driven
+ * over a fake transport (no sockets). What the "subscriber" sees is the
+ * byte stream written to the transport, decoded with the codec.
+ */
+#include <CUnit/Basic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "codec.h"
+#include "conn.h"
+#include "delivery.h"
+#include "err.h"
+#include "fake_transport.h"
+#include "session.h"
+
+#define MAX_SEEN 64
+
+struct seen {
+	size_t n;
+	uint8_t type[MAX_SEEN];
+	uint8_t qos[MAX_SEEN];
+	bool dup[MAX_SEEN];
+	uint16_t id[MAX_SEEN];
+	char payload[MAX_SEEN][16];
+};
+
+static struct conn_set set;
+static struct session_table tab;
+static struct tree *tree;
+static struct session *s;
+static struct conn *c;
+static struct fake_transport *ft;
+
+static void attach(void)
+{
+	ft = fake_transport_new();
+	c = conn_new(&set, &ft->base, NULL, "test");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	c->state = CONN_ACTIVE;
+	c->version = MQTT_PROTO_V311;
+	c->sess = s;
+	s->conn = c;
+}
+
+static void detach(void)
+{
+	s->conn = NULL;
+	c->sess = NULL;
+	c->state = CONN_CLOSING;
+	conn_free(c);
+	c = NULL;
+}
+
+static void set_up(void)
+{
+	list_init(&set.all);
+	list_init(&set.dirty);
+	list_init(&set.closing);
+	set.count = 0;
+	CU_ASSERT_EQUAL_FATAL(sess_table_init(&tab), 0);
+	tree = tree_new();
+	s = sess_create(&tab, "sub", 3, false);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+	attach();
+}
+
+static void tear_down(void)
+{
+	if (c)
+		detach();
+	sess_table_free(&tab, tree);
+	tree_free(tree);
+	outq_release_cache();
+}
+
+/* Flushes the connection and decodes everything written since last time. */
+static struct seen flush_and_decode(void)
+{
+	struct seen out = {0};
+	outq_flush(&c->out, c->t);
+	struct mqtt_codec_opts opts = {.version = MQTT_PROTO_V311};
+	size_t off = 0;
+	while (off < ft->written_len && out.n < MAX_SEEN) {
+		struct mqtt_pkt p;
+		ssize_t n = mqtt_decode(ft->written + off, ft->written_len - off, &opts, &p);
+		CU_ASSERT_FATAL(n > 0);
+		out.type[out.n] = p.type;
+		if (p.type == MQTT_PKT_PUBLISH) {
+			out.qos[out.n] = p.u.publish.qos;
+			out.dup[out.n] = p.u.publish.dup;
+			out.id[out.n] = p.u.publish.packet_id;
+			size_t len = p.u.publish.payload.len < 15 ? p.u.publish.payload.len : 15;
+			memcpy(out.payload[out.n], p.u.publish.payload.ptr, len);
+			out.payload[out.n][len] = '\0';
+		} else {
+			out.id[out.n] = p.u.ack.packet_id;
+		}
+		out.n++;
+		off += (size_t)n;
+	}
+	fake_transport_reset(ft);
+	return out;
+}
+
+static struct msg *mk(const char *payload, uint8_t qos)
+{
+	struct msg *m = msg_new("t/x", 3, payload, strlen(payload), qos, false);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+	return m;
+}
+
+static enum delivery_result offer(const struct delivery_limits *lim, const char *payload, uint8_t qos)
+{
+	struct msg *m = mk(payload, qos);
+	enum delivery_result r = delivery_offer(s, lim, m, qos, false);
+	msg_unref(m);
+	return r;
+}
+
+static const struct delivery_limits lim3 = {
+	.max_inflight = 3, .max_queued = 100, .max_queued_bytes = 0, .max_output = 1u << 20};
+
+/* [MQTT-4.6.0] the window holds max_inflight messages; the rest wait in order. */
+static void test_window_bounds_inflight_and_queue_drains_in_order(void)
+{
+	const char *names[] = {"m1", "m2", "m3", "m4", "m5"};
+	for (int i = 0; i < 5; i++)
+		CU_ASSERT_EQUAL(offer(&lim3, names[i], 1), i < 3 ? DELIVERY_SENT : DELIVERY_QUEUED);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL(w.n, 3);
+	CU_ASSERT_EQUAL(s->inflight_count, 3);
+	CU_ASSERT_EQUAL(s->queued_count, 2);
+	CU_ASSERT_STRING_EQUAL(w.payload[0], "m1");
+	CU_ASSERT_STRING_EQUAL(w.payload[2], "m3");
+	/* [MQTT-2.3.1-1][MQTT-2.3.1-2] non-zero, distinct ids */
+	CU_ASSERT(w.id[0] != 0 && w.id[0] != w.id[1] && w.id[1] != w.id[2] && w.id[0] != w.id[2]);
+
+	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim3, w.id[1]), 0);
+	struct seen w2 = flush_and_decode();
+	CU_ASSERT_EQUAL(w2.n, 1);
+	CU_ASSERT_STRING_EQUAL(w2.payload[0], "m4");
+	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim3, w.id[0]), 0);
+	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim3, w.id[2]), 0);
+	struct seen w3 = flush_and_decode();
+	CU_ASSERT_EQUAL(w3.n, 1);
+	CU_ASSERT_STRING_EQUAL(w3.payload[0], "m5");
+	CU_ASSERT_EQUAL(s->queued_count, 0);
+	CU_ASSERT_EQUAL(s->inflight_count, 2);
+}
+
+static void test_puback_for_unknown_or_repeated_id_is_ignored(void)
+{
+	CU_ASSERT_EQUAL(offer(&lim3, "a", 1), DELIVERY_SENT);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim3, (uint16_t)(w.id[0] + 1)), WISP_ENOENT);
+	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim3, w.id[0]), 0);
+	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim3, w.id[0]), WISP_ENOENT);
+	CU_ASSERT_EQUAL(s->inflight_count, 0);
+}
+
+/* [MQTT-4.3.3] outbound QoS 2: PUBLISH -> PUBREC -> PUBREL -> PUBCOMP. */
+static void test_qos2_outbound_state_machine(void)
+{
+	CU_ASSERT_EQUAL(offer(&lim3, "x", 2), DELIVERY_SENT);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL(w.n, 1);
+	CU_ASSERT_EQUAL(w.qos[0], 2);
+	uint16_t id = w.id[0];
+	/* PUBCOMP before PUBREC matches nothing. */
+	CU_ASSERT_EQUAL(delivery_on_pubcomp(s, &lim3, id), WISP_ENOENT);
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim3, id), 0);
+	w = flush_and_decode();
+	CU_ASSERT_EQUAL(w.n, 1);
+	CU_ASSERT_EQUAL(w.type[0], MQTT_PKT_PUBREL);
+	CU_ASSERT_EQUAL(w.id[0], id);
+	/* A repeated PUBREC is answered with PUBREL again. */
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim3, id), 0);
+	w = flush_and_decode();
+	CU_ASSERT_EQUAL(w.type[0], MQTT_PKT_PUBREL);
+	CU_ASSERT_EQUAL(delivery_on_pubcomp(s, &lim3, id), 0);
+	CU_ASSERT_EQUAL(s->inflight_count, 0);
+	CU_ASSERT_EQUAL(delivery_on_pubcomp(s, &lim3, id), WISP_ENOENT);
+}
+
+/* A PUBACK does not complete a QoS 2 flow, nor PUBREC a QoS 1 one. */
+static void test_ack_of_the_wrong_kind_matches_nothing(void)
+{
+	CU_ASSERT_EQUAL(offer(&lim3, "one", 1), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(offer(&lim3, "two", 2), DELIVERY_SENT);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim3, w.id[0]), WISP_ENOENT);
+	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim3, w.id[1]), WISP_ENOENT);
+	CU_ASSERT_EQUAL(s->inflight_count, 2);
+}
+
+/* Ids in flight are skipped when the counter wraps [MQTT-2.3.1-2]. */
+static void test_packet_ids_wrap_and_skip_ids_in_use(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 10, .max_queued = 10, .max_output = 1u << 20};
+	s->next_packet_id = 0;
+	CU_ASSERT_EQUAL(offer(&lim, "a", 1), DELIVERY_SENT); /* id 1 stays in flight */
+	s->next_packet_id = 65534;
+	CU_ASSERT_EQUAL(offer(&lim, "b", 1), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(offer(&lim, "c", 1), DELIVERY_SENT);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL(w.n, 3);
+	CU_ASSERT_EQUAL(w.id[0], 1);
+	CU_ASSERT_EQUAL(w.id[1], 65535);
+	CU_ASSERT_EQUAL(w.id[2], 2); /* 0 is never used and 1 is taken */
+	/* Once acknowledged, an id is free again. */
+	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim, 1), 0);
+	s->next_packet_id = 0;
+	CU_ASSERT_EQUAL(offer(&lim, "d", 1), DELIVERY_SENT);
+	w = flush_and_decode();
+	CU_ASSERT_EQUAL(w.id[0], 1);
+}
+
+static void test_offline_queue_is_bounded_by_count(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 5, .max_queued = 2, .max_output = 1u << 20};
+	detach();
+	CU_ASSERT_EQUAL(offer(&lim, "a", 1), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(offer(&lim, "b", 2), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(offer(&lim, "c", 1), DELIVERY_DROPPED);
+	CU_ASSERT_EQUAL(s->queued_count, 2);
+	CU_ASSERT_EQUAL(s->dropped, 1);
+}
+
+static void test_offline_queue_is_bounded_by_bytes(void)
+{
+	struct msg *m = mk("0123456789", 1);
+	const struct delivery_limits lim = {
+		.max_inflight = 5, .max_queued = 100, .max_queued_bytes = 2 * msg_size(m) + 1, .max_output = 1u << 20};
+	detach();
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false), DELIVERY_DROPPED);
+	CU_ASSERT_EQUAL(s->queued_bytes, 2 * msg_size(m));
+	CU_ASSERT_EQUAL(m->refcnt, 3); /* ours plus one per queued entry: shared, not copied */
+	msg_unref(m);
+}
+
+/* QoS 0 is not queued for offline sessions, nor past the output cap. */
+static void test_qos0_dropped_when_offline_or_output_full(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 5, .max_queued = 100, .max_output = 64};
+	ft->accept_limit = 0; /* the subscriber stops reading */
+	size_t sent = 0, dropped = 0;
+	for (int i = 0; i < 50; i++) {
+		enum delivery_result r = offer(&lim, "payload", 0);
+		sent += r == DELIVERY_SENT;
+		dropped += r == DELIVERY_DROPPED;
+	}
+	CU_ASSERT(sent > 0 && sent < 50);
+	CU_ASSERT_EQUAL(sent + dropped, 50);
+	CU_ASSERT(c->out.bytes < 64 + 32); /* bounded by the cap plus one message */
+	detach();
+	CU_ASSERT_EQUAL(offer(&lim, "late", 0), DELIVERY_DROPPED);
+}
+
+/* Output over the cap: QoS 1 waits in the queue instead of the output. */
+static void test_qos1_queues_while_output_is_full_then_drains(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 20, .max_queued = 100, .max_output = 40};
+	ft->accept_limit = 0;
+	for (int i = 0; i < 10; i++)
+		offer(&lim, "payload", 1);
+	CU_ASSERT(s->queued_count > 0);
+	CU_ASSERT(s->inflight_count + s->queued_count == 10);
+	size_t before = s->inflight_count;
+	ft->accept_limit = SIZE_MAX;
+	outq_flush(&c->out, c->t);
+	CU_ASSERT(delivery_pump(s, &lim) > 0);
+	CU_ASSERT(s->inflight_count > before);
+}
+
+/* [MQTT-4.4.0-1] on resume: unacknowledged PUBLISH again with DUP, PUBREL
+ * for those past PUBREC, then the queue in order. */
+static void test_resume_resends_window_with_dup_then_queue(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 2, .max_queued = 10, .max_output = 1u << 20};
+	CU_ASSERT_EQUAL(offer(&lim, "q1", 1), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(offer(&lim, "q2", 2), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(offer(&lim, "q3", 1), DELIVERY_QUEUED);
+	struct seen w = flush_and_decode();
+	uint16_t id1 = w.id[0], id2 = w.id[1];
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, id2), 0);
+	detach();
+	CU_ASSERT_EQUAL(offer(&lim, "q4", 1), DELIVERY_QUEUED);
+	attach();
+	delivery_resume(s, &lim);
+	w = flush_and_decode();
+	CU_ASSERT_EQUAL_FATAL(w.n, 2);
+	CU_ASSERT_EQUAL(w.type[0], MQTT_PKT_PUBLISH);
+	CU_ASSERT_EQUAL(w.id[0], id1);
+	CU_ASSERT(w.dup[0]);
+	CU_ASSERT_STRING_EQUAL(w.payload[0], "q1");
+	CU_ASSERT_EQUAL(w.type[1], MQTT_PKT_PUBREL);
+	CU_ASSERT_EQUAL(w.id[1], id2);
+	/* Completing both lets the queue through, in order, without DUP. */
+	delivery_on_puback(s, &lim, id1);
+	delivery_on_pubcomp(s, &lim, id2);
+	w = flush_and_decode();
+	CU_ASSERT_EQUAL_FATAL(w.n, 2);
+	CU_ASSERT_STRING_EQUAL(w.payload[0], "q3");
+	CU_ASSERT_STRING_EQUAL(w.payload[1], "q4");
+	CU_ASSERT(!w.dup[0] && !w.dup[1]);
+}
+
+/* [MQTT-4.3.3-2] inbound QoS 2: an id is held from PUBLISH until PUBREL. */
+static void test_inbound_qos2_ids_held_until_pubrel(void)
+{
+	CU_ASSERT_EQUAL(sess_qos2_in_add(s, 7), 1);
+	CU_ASSERT_EQUAL(sess_qos2_in_add(s, 7), 0); /* a DUP: not routed again */
+	CU_ASSERT_EQUAL(sess_qos2_in_add(s, 8), 1);
+	CU_ASSERT_EQUAL(sess_qos2_in_release(s, 7), 1);
+	CU_ASSERT_EQUAL(sess_qos2_in_release(s, 7), 0);
+	CU_ASSERT_EQUAL(sess_qos2_in_add(s, 7), 1); /* a new message may reuse it */
+	for (uint16_t id = 100; id < 100 + SESS_QOS2_IN_MAX; id++)
+		sess_qos2_in_add(s, id);
+	CU_ASSERT_EQUAL(sess_qos2_in_add(s, 60000), WISP_ELIMIT);
+}
+
+static CU_TestInfo delivery_tests[] = {
+	{"window bounds in-flight, queue drains in order [MQTT-4.6.0]", test_window_bounds_inflight_and_queue_drains_in_order},
+	{"PUBACK for an unknown or repeated id is ignored", test_puback_for_unknown_or_repeated_id_is_ignored},
+	{"QoS 2 outbound state machine [MQTT-4.3.3]", test_qos2_outbound_state_machine},
+	{"an ack of the wrong kind matches nothing", test_ack_of_the_wrong_kind_matches_nothing},
+	{"packet ids wrap and skip ids in use [MQTT-2.3.1-2]", test_packet_ids_wrap_and_skip_ids_in_use},
+	{"offline queue bounded by count", test_offline_queue_is_bounded_by_count},
+	{"offline queue bounded by bytes, messages shared", test_offline_queue_is_bounded_by_bytes},
+	{"QoS 0 dropped when offline or output full", test_qos0_dropped_when_offline_or_output_full},
+	{"QoS 1 queues while output is full, then drains", test_qos1_queues_while_output_is_full_then_drains},
+	{"resume re-sends window with DUP, then queue [MQTT-4.4.0-1]", test_resume_resends_window_with_dup_then_queue},
+	{"inbound QoS 2 ids held until PUBREL [MQTT-4.3.3-2]", test_inbound_qos2_ids_held_until_pubrel},
+	CU_TEST_INFO_NULL,
+};
+
+static CU_SuiteInfo suites[] = {
+	{"delivery", NULL, NULL, set_up, tear_down, delivery_tests},
+	CU_SUITE_INFO_NULL,
+};
+
+int main(void)
+{
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		return 1;
+	if (CU_register_suites(suites) != CUE_SUCCESS) {
+		CU_cleanup_registry();
+		return 1;
+	}
+	CU_basic_set_mode(CU_BRM_VERBOSE);
+	CU_basic_run_tests();
+	unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+	CU_cleanup_registry();
+	return failed ? 1 : 0;
+}
