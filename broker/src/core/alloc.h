@@ -18,7 +18,7 @@ void wisp_free(void *ptr);
 /* A NUL-terminated copy of len bytes of s, or NULL. */
 char *wisp_strndup(const char *s, size_t len);
 
-/* Bytes currently allocated (what callers asked for, headers excluded). */
+/* Bytes currently allocated (usable sizes as the C library reports them). */
 size_t wisp_mem_used(void);
 /* 0 means unlimited. */
 void wisp_mem_set_limit(size_t bytes);
