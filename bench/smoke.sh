@@ -1,0 +1,117 @@
+#!/bin/bash
+# CTest bench_smoke: every wisp_bench scenario for about a second against a
+# freshly started wisp on a free loopback port. Checks that each run exits 0
+# and reports zero loss and zero duplicates at QoS 1 and 2. It asserts
+# nothing about speed: the benchmark is a program, not a test.
+#   usage: smoke.sh WISP WISP_BENCH MAKE_CERTS
+set -u
+WISP=$1 BENCH=$2 MAKE_CERTS=${3:-}
+TMP=$(mktemp -d /tmp/wisp-bench-smoke.XXXXXX)
+BROKER_PID=
+cleanup() {
+	[ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() {
+	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Starts wisp with config $1 and waits for port $2; returns 1 if it exits.
+start_wisp() {
+	"$WISP" -c "$1" >"$TMP/wisp.log" 2>&1 &
+	BROKER_PID=$!
+	for _ in $(seq 100); do
+		if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+			wait "$BROKER_PID" 2>/dev/null
+			BROKER_PID=
+			return 1
+		fi
+		if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.05
+	done
+	return 1
+}
+
+stop_wisp() {
+	kill "$BROKER_PID" 2>/dev/null
+	wait "$BROKER_PID" 2>/dev/null
+	BROKER_PID=
+}
+
+PORT=$(free_port)
+cat >"$TMP/wisp.json" <<EOF
+{"listeners": [{"bind": "127.0.0.1", "port": $PORT}],
+ "limits": {"max_inflight": 1000, "max_queued_messages": 10000},
+ "log": {"level": "warning"}}
+EOF
+if ! start_wisp "$TMP/wisp.json" "$PORT"; then
+	echo "FAIL: wisp did not start:"
+	cat "$TMP/wisp.log"
+	exit 1
+fi
+
+failures=0
+COMMON=(-p "$PORT" -d 1 -w 0.2 --drain 3 --setup-timeout 10 --json --broker-pid "$BROKER_PID")
+check() { # name qos json rc
+	local name=$1 qos=$2 out=$3 rc=$4
+	if [ "$rc" -ne 0 ]; then
+		echo "FAIL: $name: exit status $rc: $out"
+		failures=$((failures + 1))
+	elif [ "$qos" -gt 0 ] && ! { [[ $out == *'"lost":0,'* ]] && [[ $out == *'"dups":0,'* ]]; }; then
+		echo "FAIL: $name: loss or duplicates at QoS $qos: $out"
+		failures=$((failures + 1))
+	else
+		echo "ok:   $name: $out" | cut -c1-200
+	fi
+}
+
+for scen in fanin fanout pairs; do
+	for qos in 0 1 2; do
+		out=$("$BENCH" "$scen" -q "$qos" -S 20 "${COMMON[@]}" 2>&1)
+		check "$scen qos $qos" "$qos" "$out" $?
+	done
+done
+for qos in 0 1 2; do
+	out=$("$BENCH" latency -q "$qos" -r 2000 "${COMMON[@]}" 2>&1)
+	check "latency qos $qos" "$qos" "$out" $?
+done
+out=$("$BENCH" conns -C 500 "${COMMON[@]}" 2>&1)
+check "conns" 0 "$out" $?
+stop_wisp
+
+# tls: only if this wisp accepts an mqtts listener; otherwise the tool must
+# say "not yet" with the skip status.
+TPORT=$(free_port)
+if [ -x "$MAKE_CERTS" ] && "$MAKE_CERTS" --dir "$TMP/certs" >/dev/null 2>&1; then
+	cat >"$TMP/tls.json" <<EOF
+{"listeners": [{"bind": "127.0.0.1", "port": $TPORT, "protocol": "mqtts",
+  "tls": {"cert": "$TMP/certs/server.crt", "key": "$TMP/certs/server.key"}}],
+ "log": {"level": "warning"}}
+EOF
+	if start_wisp "$TMP/tls.json" "$TPORT"; then
+		out=$("$BENCH" tls -p "$TPORT" -d 1 -w 0.2 --cafile "$TMP/certs/ca.crt" --json --broker-pid "$BROKER_PID" 2>&1)
+		check "tls" 0 "$out" $?
+		stop_wisp
+	else
+		out=$("$BENCH" tls -p "$TPORT" -d 1 -w 0.2 2>&1)
+		rc=$?
+		if [ "$rc" -eq 77 ] && [[ $out == *"not yet"* ]]; then
+			echo "ok:   tls: wisp has no TLS listener yet; the tool says: $out"
+		else
+			echo "FAIL: tls: expected the not-yet status 77, got $rc: $out"
+			failures=$((failures + 1))
+		fi
+	fi
+else
+	echo "skip: tls: could not make test certificates"
+fi
+
+if [ "$failures" -ne 0 ]; then
+	echo "$failures scenario(s) failed"
+	exit 1
+fi
+echo "all scenarios ok"

@@ -1,0 +1,912 @@
+/*
+ * wisp_bench: scenarios, phases and the report. See bench.h for the model
+ * and bench/README.md for how to read the output.
+ *
+ * A run goes through fixed phases, each bounded in time:
+ *   setup   connect every connection (at most --connect-concurrency at once)
+ *           and subscribe; fails after --setup-timeout;
+ *   warmup  publish, measure nothing (caches, TCP windows, allocator);
+ *   measure publish and count: the figures cover only this window, which
+ *           also ends early when --count messages have been published;
+ *   drain   stop publishing and wait up to --drain for every QoS flow to
+ *           finish and every message to arrive; what is still missing then
+ *           is lost.
+ *
+ * Publishing is closed-loop unless --rate is given: a publisher stops while
+ * --outstanding of its messages (times its fan-out) are not yet delivered,
+ * so a broker cannot look fast by buffering. At QoS 0 a broker may drop
+ * messages, which would stall a closed loop for ever; after one second
+ * without progress the missing deliveries are written off (counted in
+ * "stalls") and publishing resumes. With --rate the publishers follow a
+ * fixed schedule and stamp each message with its scheduled time.
+ *
+ * Single-threaded.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "err.h"
+#include "tls.h"
+
+#define NS_PER_S 1000000000.0
+#define PUBLISH_BURST 256u      /* per publisher per loop turn, for fairness */
+#define STALL_NS 1000000000ull  /* closed loop: give up waiting after this */
+#define RSS_SAMPLE_NS 100000000ull
+#define MAX_EVENTS 512
+#define GEN_BOUND_PCT 90.0
+#define BROKER_BOUND_PCT 90.0
+
+static const char *const scenario_names[] = {"fanin", "fanout", "pairs", "latency", "conns", "tls"};
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: wisp_bench SCENARIO [options]\n"
+		"scenarios:\n"
+		"  fanin     P publishers -> 1 subscriber on a wildcard filter\n"
+		"  fanout    1 publisher -> S subscribers\n"
+		"  pairs     N publisher/subscriber pairs, one topic each\n"
+		"  latency   N pairs at a fixed total --rate; latency percentiles\n"
+		"  conns     C idle connections with one subscription each; connect rate, RSS per connection\n"
+		"  tls       TLS handshake + CONNECT + DISCONNECT cycles on --clients connections\n"
+		"options:\n"
+		"  -h, --host ADDR            broker address (127.0.0.1)\n"
+		"  -p, --port PORT            broker port (1883)\n"
+		"  -q, --qos 0|1|2            QoS of publishes and subscriptions (0)\n"
+		"  -d, --duration S           measurement window, seconds (5); conns: hold time\n"
+		"  -w, --warmup S             warm-up before measuring, seconds (1)\n"
+		"      --drain S              wait for stragglers after publishing stops (2)\n"
+		"  -n, --count N              stop after N messages published (100000000)\n"
+		"  -s, --payload-size B       payload bytes, at least 16 (16)\n"
+		"  -P, --publishers N         fanin publishers (10)\n"
+		"  -S, --subscribers N        fanout subscribers (100)\n"
+		"  -N, --pairs N              pairs and latency pairs (10)\n"
+		"  -C, --conns N              conns connections (1000)\n"
+		"  -K, --clients N            tls concurrent connections (4)\n"
+		"  -r, --rate R               fixed total rate, msg/s (latency: 10000; others: closed loop)\n"
+		"      --outstanding N        closed loop: undelivered messages per publisher (64)\n"
+		"      --inflight N           QoS 1/2 unacknowledged publishes per publisher (32)\n"
+		"      --connect-concurrency N  connections being set up at once (256)\n"
+		"      --src-addrs N          spread connections over 127.0.0.1..N (auto)\n"
+		"      --keepalive S          CONNECT keepalive (0 = none)\n"
+		"      --broker-pid PID       read the broker's CPU and RSS from /proc/PID\n"
+		"      --setup-timeout S      give up connecting after S seconds (30)\n"
+		"      --topic-prefix T       topic prefix (bench)\n"
+		"      --tls                  use TLS for every connection (tls scenario: always)\n"
+		"      --cafile FILE          TLS: verify the broker against this CA\n"
+		"      --insecure             TLS: do not verify the broker (default without --cafile)\n"
+		"      --tls-hostname NAME    TLS: name to verify (localhost)\n"
+		"      --json                 one JSON object on stdout instead of the text report\n"
+		"exit status: 0 ok, 1 loss/duplicates where the QoS forbids them, 2 usage,\n"
+		"             3 error (connect, protocol, timeout), 77 scenario not available\n");
+}
+
+static bool parse_num(const char *s, double lo, double hi, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || isnan(v) || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+enum {
+	OPT_DRAIN = 256, OPT_OUTSTANDING, OPT_INFLIGHT, OPT_CONC, OPT_SRC, OPT_KEEPALIVE, OPT_PID,
+	OPT_SETUP, OPT_PREFIX, OPT_TLS, OPT_CAFILE, OPT_INSECURE, OPT_TLSHOST, OPT_JSON,
+};
+
+static int parse_args(int argc, char **argv, struct bench_opts *o)
+{
+	static const struct option longopts[] = {
+		{"host", required_argument, NULL, 'h'},
+		{"port", required_argument, NULL, 'p'},
+		{"qos", required_argument, NULL, 'q'},
+		{"duration", required_argument, NULL, 'd'},
+		{"warmup", required_argument, NULL, 'w'},
+		{"count", required_argument, NULL, 'n'},
+		{"payload-size", required_argument, NULL, 's'},
+		{"publishers", required_argument, NULL, 'P'},
+		{"subscribers", required_argument, NULL, 'S'},
+		{"pairs", required_argument, NULL, 'N'},
+		{"conns", required_argument, NULL, 'C'},
+		{"clients", required_argument, NULL, 'K'},
+		{"rate", required_argument, NULL, 'r'},
+		{"drain", required_argument, NULL, OPT_DRAIN},
+		{"outstanding", required_argument, NULL, OPT_OUTSTANDING},
+		{"inflight", required_argument, NULL, OPT_INFLIGHT},
+		{"connect-concurrency", required_argument, NULL, OPT_CONC},
+		{"src-addrs", required_argument, NULL, OPT_SRC},
+		{"keepalive", required_argument, NULL, OPT_KEEPALIVE},
+		{"broker-pid", required_argument, NULL, OPT_PID},
+		{"setup-timeout", required_argument, NULL, OPT_SETUP},
+		{"topic-prefix", required_argument, NULL, OPT_PREFIX},
+		{"tls", no_argument, NULL, OPT_TLS},
+		{"cafile", required_argument, NULL, OPT_CAFILE},
+		{"insecure", no_argument, NULL, OPT_INSECURE},
+		{"tls-hostname", required_argument, NULL, OPT_TLSHOST},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"help", no_argument, NULL, 'H'},
+		{NULL, 0, NULL, 0},
+	};
+	*o = (struct bench_opts){
+		.host = "127.0.0.1", .port = 1883, .duration_s = 5, .warmup_s = 1, .drain_s = 2,
+		.setup_timeout_s = 30, .count = 100000000, .payload_size = 16, .publishers = 10,
+		.subscribers = 100, .pairs = 10, .conns = 1000, .clients = 4, .rate = -1,
+		.outstanding = 64, .inflight = 32, .connect_concurrency = 256, .src_addrs = 0,
+		.tls_hostname = "localhost", .topic_prefix = "bench",
+	};
+	int ch;
+	double v;
+	while ((ch = getopt_long(argc, argv, "h:p:q:d:w:n:s:P:S:N:C:K:r:", longopts, NULL)) != -1) {
+		const char *bad = NULL;
+		switch (ch) {
+		case 'h': o->host = optarg; break;
+		case 'p': if (!parse_num(optarg, 1, 65535, &v)) bad = "--port"; else o->port = (uint16_t)v; break;
+		case 'q': if (!parse_num(optarg, 0, 2, &v) || v != floor(v)) bad = "--qos"; else o->qos = (uint8_t)v; break;
+		case 'd': if (!parse_num(optarg, 0.01, 3600, &v)) bad = "--duration"; else o->duration_s = v; break;
+		case 'w': if (!parse_num(optarg, 0, 3600, &v)) bad = "--warmup"; else o->warmup_s = v; break;
+		case 'n': if (!parse_num(optarg, 1, 4e9, &v)) bad = "--count"; else o->count = (uint64_t)v; break;
+		case 's': if (!parse_num(optarg, BENCH_MSG_HEADER, 16777216, &v)) bad = "--payload-size (16 .. 16 MiB)"; else o->payload_size = (size_t)v; break;
+		case 'P': if (!parse_num(optarg, 1, 10000, &v)) bad = "--publishers"; else o->publishers = (uint32_t)v; break;
+		case 'S': if (!parse_num(optarg, 1, 19000, &v)) bad = "--subscribers"; else o->subscribers = (uint32_t)v; break;
+		case 'N': if (!parse_num(optarg, 1, 9000, &v)) bad = "--pairs"; else o->pairs = (uint32_t)v; break;
+		case 'C': if (!parse_num(optarg, 1, 1000000, &v)) bad = "--conns"; else o->conns = (uint32_t)v; break;
+		case 'K': if (!parse_num(optarg, 1, 10000, &v)) bad = "--clients"; else o->clients = (uint32_t)v; break;
+		case 'r': if (!parse_num(optarg, 0, 1e9, &v)) bad = "--rate"; else o->rate = v; break;
+		case OPT_DRAIN: if (!parse_num(optarg, 0, 3600, &v)) bad = "--drain"; else o->drain_s = v; break;
+		case OPT_OUTSTANDING: if (!parse_num(optarg, 1, 1e6, &v)) bad = "--outstanding"; else o->outstanding = (uint32_t)v; break;
+		case OPT_INFLIGHT: if (!parse_num(optarg, 1, 65000, &v)) bad = "--inflight"; else o->inflight = (uint32_t)v; break;
+		case OPT_CONC: if (!parse_num(optarg, 1, 100000, &v)) bad = "--connect-concurrency"; else o->connect_concurrency = (uint32_t)v; break;
+		case OPT_SRC: if (!parse_num(optarg, 1, 254, &v)) bad = "--src-addrs"; else o->src_addrs = (uint32_t)v; break;
+		case OPT_KEEPALIVE: if (!parse_num(optarg, 0, 65535, &v)) bad = "--keepalive"; else o->keepalive = (uint16_t)v; break;
+		case OPT_PID: if (!parse_num(optarg, 1, 4194304, &v)) bad = "--broker-pid"; else o->broker_pid = (pid_t)v; break;
+		case OPT_SETUP: if (!parse_num(optarg, 0.1, 3600, &v)) bad = "--setup-timeout"; else o->setup_timeout_s = v; break;
+		case OPT_PREFIX: o->topic_prefix = optarg; break;
+		case OPT_TLS: o->tls = true; break;
+		case OPT_CAFILE: o->cafile = optarg; break;
+		case OPT_INSECURE: o->insecure = true; break;
+		case OPT_TLSHOST: o->tls_hostname = optarg; break;
+		case OPT_JSON: o->json = true; break;
+		case 'H': usage(stdout); exit(BENCH_EXIT_OK);
+		default: usage(stderr); return -1;
+		}
+		if (bad) {
+			fprintf(stderr, "wisp_bench: bad value for %s: %s\n", bad, optarg);
+			return -1;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return -1;
+	}
+	size_t i;
+	for (i = 0; i < sizeof scenario_names / sizeof scenario_names[0]; i++)
+		if (strcmp(argv[optind], scenario_names[i]) == 0)
+			break;
+	if (i == sizeof scenario_names / sizeof scenario_names[0]) {
+		fprintf(stderr, "wisp_bench: unknown scenario '%s'\n", argv[optind]);
+		return -1;
+	}
+	o->scenario = (enum bench_scenario)i;
+	if (o->rate < 0)
+		o->rate = o->scenario == SCEN_LATENCY ? 10000 : 0;
+	if (o->scenario == SCEN_LATENCY && o->rate == 0) {
+		fprintf(stderr, "wisp_bench: latency needs a fixed --rate above 0\n");
+		return -1;
+	}
+	if (o->scenario == SCEN_TLS)
+		o->tls = true;
+	if (strlen(o->topic_prefix) > 40) {
+		fprintf(stderr, "wisp_bench: --topic-prefix is limited to 40 bytes\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* Whether subscriber `s` receives publisher `p`'s messages. */
+static bool sub_expects(enum bench_scenario sc, uint32_t s, uint32_t p)
+{
+	switch (sc) {
+	case SCEN_FANIN:
+	case SCEN_FANOUT:
+		return true;
+	case SCEN_PAIRS:
+	case SCEN_LATENCY:
+		return s == p;
+	default:
+		return false;
+	}
+}
+
+static int setup(struct bench_run *r, const struct bench_opts *o)
+{
+	uint32_t npub = 0, nsub = 0, nidle = 0;
+	switch (o->scenario) {
+	case SCEN_FANIN: npub = o->publishers; nsub = 1; break;
+	case SCEN_FANOUT: npub = 1; nsub = o->subscribers; break;
+	case SCEN_PAIRS:
+	case SCEN_LATENCY: npub = nsub = o->pairs; break;
+	case SCEN_CONNS: nsub = o->conns; break;
+	case SCEN_TLS: nidle = o->clients; break;
+	}
+	r->npubs = npub;
+	r->nconns = npub + nsub + nidle;
+	r->conns = wisp_calloc(r->nconns, sizeof *r->conns);
+	r->pubs = wisp_calloc(npub ? npub : 1, sizeof *r->pubs);
+	struct bench_sub *subs = wisp_calloc(nsub ? nsub : 1, sizeof *subs);
+	r->payload = wisp_malloc(o->payload_size);
+	r->lat = wisp_calloc(1, sizeof *r->lat);
+	if (!r->conns || !r->pubs || !subs || !r->payload || !r->lat)
+		return -1;
+	memset(r->payload, 'x', o->payload_size);
+	/* Connections are started in array order: subscribers first, so
+	 * every subscription exists before the first message. */
+	for (uint32_t i = 0; i < r->nconns; i++) {
+		struct bconn *c = &r->conns[i];
+		c->fd = -1;
+		c->index = i;
+		c->state = BC_IDLE;
+		if (i < nsub) {
+			struct bench_sub *s = &subs[i];
+			c->sub = s;
+			const char *pre = o->topic_prefix;
+			switch (o->scenario) {
+			case SCEN_FANIN: snprintf(s->filter, sizeof s->filter, "%s/fanin/+", pre); break;
+			case SCEN_FANOUT: snprintf(s->filter, sizeof s->filter, "%s/fanout", pre); break;
+			case SCEN_CONNS: snprintf(s->filter, sizeof s->filter, "%s/conns/%u", pre, i); break;
+			default: snprintf(s->filter, sizeof s->filter, "%s/pairs/%u", pre, i); break;
+			}
+			if (npub) {
+				s->expect = wisp_calloc(npub, sizeof *s->expect);
+				if (!s->expect)
+					return -1;
+			}
+			if (o->qos == 2 && o->scenario != SCEN_CONNS) {
+				s->pid_rx = wisp_calloc(BENCH_PID_SPACE, 1);
+				if (!s->pid_rx)
+					return -1;
+			}
+		} else if (i < nsub + npub) {
+			uint32_t k = i - nsub;
+			struct bench_pub *p = &r->pubs[k];
+			c->pub = p;
+			p->index = k;
+			const char *pre = o->topic_prefix;
+			int n;
+			switch (o->scenario) {
+			case SCEN_FANIN: n = snprintf(p->topic, sizeof p->topic, "%s/fanin/%u", pre, k); break;
+			case SCEN_FANOUT: n = snprintf(p->topic, sizeof p->topic, "%s/fanout", pre); break;
+			default: n = snprintf(p->topic, sizeof p->topic, "%s/pairs/%u", pre, k); break;
+			}
+			p->topic_len = (size_t)n;
+			p->fanout = 0;
+			for (uint32_t s = 0; s < nsub; s++)
+				p->fanout += sub_expects(o->scenario, s, k) ? 1u : 0u;
+			if (o->qos > 0) {
+				p->pid_state = wisp_calloc(BENCH_PID_SPACE, 1);
+				if (!p->pid_state)
+					return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+static int resolve(struct bench_run *r, const struct bench_opts *o)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+	char port[8];
+	snprintf(port, sizeof port, "%u", o->port);
+	int rc = getaddrinfo(o->host, port, &hints, &res);
+	if (rc != 0) {
+		fprintf(stderr, "wisp_bench: %s: %s\n", o->host, gai_strerror(rc));
+		return -1;
+	}
+	r->dst = wisp_calloc(1, sizeof *r->dst);
+	if (!r->dst) {
+		freeaddrinfo(res);
+		return -1;
+	}
+	memcpy(r->dst, res->ai_addr, res->ai_addrlen);
+	r->dst_len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+static int raise_nofile(uint32_t need)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return -1;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+		(void)getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur) {
+		fprintf(stderr, "wisp_bench: %u connections need %u open files; the limit is %llu\n",
+			need - 32, need, (unsigned long long)rl.rlim_cur);
+		return -1;
+	}
+	return 0;
+}
+
+/* One loop turn: wait at most until `deadline_ns` (0 = do not wait). */
+static void poll_once(struct bench_run *r, uint64_t deadline_ns)
+{
+	struct epoll_event ev[MAX_EVENTS];
+	bconn_flush_all(r);
+	uint64_t now = bench_now_ns();
+	struct timespec ts = {0, 0};
+	if (deadline_ns > now) {
+		uint64_t d = deadline_ns - now;
+		ts.tv_sec = (time_t)(d / 1000000000u);
+		ts.tv_nsec = (long)(d % 1000000000u);
+	}
+	int n = epoll_pwait2(r->epfd, ev, MAX_EVENTS, &ts, NULL);
+	if (n == -1 && errno != EINTR) {
+		snprintf(r->error, sizeof r->error, "epoll_pwait2: %s", strerror(errno));
+		return;
+	}
+	for (int i = 0; i < n && !r->error[0]; i++)
+		bconn_on_event(r, ev[i].data.ptr, ev[i].events);
+}
+
+struct sample {
+	uint64_t t_ns;
+	struct bench_counts c;
+	struct bench_proc broker;
+	bool has_broker;
+	double self_cpu_s;
+};
+
+static void take_sample(const struct bench_run *r, struct sample *s)
+{
+	s->t_ns = bench_now_ns();
+	s->c = r->c;
+	s->has_broker = r->o->broker_pid > 0 && bench_proc_read(r->o->broker_pid, &s->broker) == 0;
+	s->self_cpu_s = bench_self_cpu_s();
+}
+
+/* Starts connections in array order, keeping at most `limit` connecting. */
+static void start_pending(struct bench_run *r, uint32_t *cursor, uint32_t limit)
+{
+	while (*cursor < r->nconns && r->connecting < limit && !r->error[0]) {
+		struct bconn *c = &r->conns[(*cursor)++];
+		if (bconn_start(r, c) != 0)
+			return;
+	}
+}
+
+static int connect_all(struct bench_run *r)
+{
+	const struct bench_opts *o = r->o;
+	uint64_t deadline = bench_now_ns() + (uint64_t)(o->setup_timeout_s * NS_PER_S);
+	uint32_t cursor = 0;
+	r->not_ready = r->nconns;
+	while (r->not_ready > 0 && !r->error[0] && !interrupted) {
+		start_pending(r, &cursor, o->connect_concurrency);
+		if (bench_now_ns() > deadline) {
+			snprintf(r->error, sizeof r->error, "setup timeout: %u of %u connections not ready after %.1f s",
+				 r->not_ready, r->nconns, o->setup_timeout_s);
+			break;
+		}
+		uint64_t wake = bench_now_ns() + 10000000u;
+		poll_once(r, wake < deadline ? wake : deadline);
+	}
+	return r->error[0] || interrupted ? -1 : 0;
+}
+
+/* Publishes what the schedule or the closed loop allows; true when some
+ * publisher stopped only because of its burst limit. */
+static bool publish_step(struct bench_run *r, uint64_t now, uint64_t *next_due)
+{
+	const struct bench_opts *o = r->o;
+	bool more = false;
+	*next_due = UINT64_MAX;
+	for (uint32_t k = 0; k < r->npubs; k++) {
+		struct bench_pub *p = &r->pubs[k];
+		struct bconn *c = NULL;
+		/* Publishers follow the subscribers in the connection array. */
+		c = &r->conns[r->nconns - r->npubs + k];
+		uint32_t n = 0;
+		for (; n < PUBLISH_BURST; n++) {
+			if (r->c.published >= o->count)
+				return false;
+			if (o->rate > 0) {
+				if (p->next_due_ns > now)
+					break;
+				if (!bconn_publish(r, c, p->next_due_ns))
+					break;
+				p->next_due_ns += (uint64_t)(NS_PER_S * r->npubs / o->rate);
+			} else {
+				uint64_t exp = p->sent * p->fanout;
+				uint64_t got = p->delivered + p->written_off;
+				if (exp > got && exp - got >= (uint64_t)o->outstanding * p->fanout) {
+					if (p->stall_since_ns == 0) {
+						p->stall_since_ns = now;
+					} else if (now - p->stall_since_ns > STALL_NS) {
+						p->written_off = exp - p->delivered;
+						p->stall_since_ns = 0;
+						r->c.stalls++;
+						continue;
+					}
+					break;
+				}
+				if (!bconn_publish(r, c, now))
+					break;
+				p->stall_since_ns = 0;
+			}
+		}
+		if (n == PUBLISH_BURST)
+			more = true;
+		if (o->rate > 0 && p->next_due_ns < *next_due)
+			*next_due = p->next_due_ns;
+		if (p->stall_since_ns && p->stall_since_ns + STALL_NS + 1 < *next_due)
+			*next_due = p->stall_since_ns + STALL_NS + 1;
+	}
+	return more;
+}
+
+/* True when every QoS flow has finished and every message has arrived. */
+static bool drained(const struct bench_run *r)
+{
+	for (uint32_t k = 0; k < r->npubs; k++) {
+		const struct bench_pub *p = &r->pubs[k];
+		if (r->o->qos > 0 && p->completed < p->sent)
+			return false;
+		if (p->delivered + p->written_off < p->sent * p->fanout)
+			return false;
+	}
+	return true;
+}
+
+/* What never arrived, per subscriber and publisher, after the drain. */
+static void count_missing(struct bench_run *r)
+{
+	for (uint32_t i = 0; i < r->nconns; i++) {
+		struct bench_sub *s = r->conns[i].sub;
+		if (!s || !s->expect)
+			continue;
+		for (uint32_t k = 0; k < r->npubs; k++) {
+			if (!sub_expects(r->o->scenario, i, k))
+				continue;
+			uint64_t sent = r->pubs[k].sent;
+			if (sent > s->expect[k]) {
+				r->c.lost += sent - s->expect[k];
+				r->c.gaps++;
+			}
+		}
+	}
+}
+
+static void close_all(struct bench_run *r)
+{
+	r->publishing = false;
+	for (uint32_t i = 0; i < r->nconns; i++)
+		if (r->conns[i].state == BC_READY)
+			bconn_disconnect(r, &r->conns[i]);
+	bconn_flush_all(r);
+	for (uint32_t i = 0; i < r->nconns; i++)
+		if (r->conns[i].fd >= 0)
+			bconn_close(r, &r->conns[i]);
+}
+
+/* ---- the report ---- */
+
+struct report {
+	double window_s;
+	double broker_cpu_s, broker_cpu_pct, gen_cpu_pct;
+	bool has_broker;
+	uint64_t rss, rss_max, rss_before;
+	const char *limit;
+};
+
+static void window_figures(const struct bench_run *r, const struct sample *a, const struct sample *b,
+			   struct report *rep)
+{
+	rep->window_s = (double)(b->t_ns - a->t_ns) / NS_PER_S;
+	if (rep->window_s <= 0)
+		rep->window_s = 1e-9;
+	rep->has_broker = a->has_broker && b->has_broker;
+	rep->broker_cpu_s = rep->has_broker ? (double)(b->broker.cpu_ticks - a->broker.cpu_ticks) * bench_proc_tick_s() : 0;
+	rep->broker_cpu_pct = rep->broker_cpu_s / rep->window_s * 100;
+	rep->gen_cpu_pct = (b->self_cpu_s - a->self_cpu_s) / rep->window_s * 100;
+	rep->rss = rep->has_broker ? b->broker.rss_bytes : 0;
+	if (rep->gen_cpu_pct >= GEN_BOUND_PCT)
+		rep->limit = "generator";
+	else if (rep->has_broker && rep->broker_cpu_pct >= BROKER_BOUND_PCT)
+		rep->limit = "broker";
+	else if (r->o->rate > 0)
+		rep->limit = "rate";
+	else
+		rep->limit = "window";
+}
+
+static const char *limit_text(const char *limit)
+{
+	if (strcmp(limit, "generator") == 0)
+		return "GENERATOR-BOUND: wisp_bench used a whole core; the broker was not the limit";
+	if (strcmp(limit, "broker") == 0)
+		return "broker-bound: the broker used a whole core";
+	if (strcmp(limit, "rate") == 0)
+		return "fixed rate: neither side saturated";
+	return "closed-loop window: neither side saturated (round trips were the limit)";
+}
+
+static double us(uint64_t ns)
+{
+	return (double)ns / 1000.0;
+}
+
+static void print_messages(const struct bench_run *r, const struct sample *a, const struct sample *b,
+			   const struct report *rep, bool ok, const char *verdict)
+{
+	const struct bench_opts *o = r->o;
+	uint64_t pub = b->c.published - a->c.published, del = b->c.delivered - a->c.delivered;
+	double rate = (double)del / rep->window_s, prate = (double)pub / rep->window_s;
+	double us_msg = del ? rep->broker_cpu_s * 1e6 / (double)del : 0;
+	const struct bench_hist *h = r->lat;
+	uint64_t p50 = bench_hist_quantile(h, 0.5), p90 = bench_hist_quantile(h, 0.9),
+		 p99 = bench_hist_quantile(h, 0.99), p999 = bench_hist_quantile(h, 0.999);
+	uint32_t nsub = r->nconns - r->npubs;
+	if (o->json) {
+		printf("{\"scenario\":\"%s\",\"qos\":%u,\"payload\":%zu,\"publishers\":%u,\"subscribers\":%u,"
+		       "\"mode\":\"%s\",\"rate_target\":%.0f,\"window_s\":%.3f,\"published\":%llu,\"delivered\":%llu,"
+		       "\"publish_rate\":%.1f,\"delivered_rate\":%.1f,"
+		       "\"latency_us\":{\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f,\"samples\":%llu},"
+		       "\"broker_cpu_s\":%.3f,\"broker_cpu_pct\":%.1f,\"broker_cpu_us_per_msg\":%.3f,"
+		       "\"broker_rss_bytes\":%llu,\"broker_rss_max_bytes\":%llu,\"has_broker\":%s,"
+		       "\"generator_cpu_pct\":%.1f,\"limit\":\"%s\",\"total_published\":%llu,\"total_delivered\":%llu,"
+		       "\"lost\":%llu,\"gaps\":%llu,\"dups\":%llu,\"qos2_redelivered\":%llu,\"foreign\":%llu,"
+		       "\"unexpected_acks\":%llu,\"stalls\":%llu,\"incomplete\":%llu,\"ok\":%s}\n",
+		       scenario_names[o->scenario], o->qos, o->payload_size, r->npubs, nsub,
+		       o->rate > 0 ? "fixed-rate" : "closed-loop", o->rate, rep->window_s,
+		       (unsigned long long)pub, (unsigned long long)del, prate, rate, us(p50), us(p90), us(p99),
+		       us(p999), us(h->max), (unsigned long long)h->count, rep->broker_cpu_s, rep->broker_cpu_pct,
+		       us_msg, (unsigned long long)rep->rss, (unsigned long long)rep->rss_max,
+		       rep->has_broker ? "true" : "false", rep->gen_cpu_pct, rep->limit,
+		       (unsigned long long)r->c.published, (unsigned long long)r->c.delivered,
+		       (unsigned long long)r->c.lost, (unsigned long long)r->c.gaps, (unsigned long long)r->c.dups,
+		       (unsigned long long)r->c.qos2_redelivered, (unsigned long long)r->c.foreign,
+		       (unsigned long long)r->c.unexpected_acks, (unsigned long long)r->c.stalls,
+		       (unsigned long long)(o->qos ? r->c.published - r->c.completed : 0), ok ? "true" : "false");
+		return;
+	}
+	printf("%s  qos %u  payload %zu B  %u publisher%s -> %u subscriber%s  %s",
+	       scenario_names[o->scenario], o->qos, o->payload_size, r->npubs, r->npubs == 1 ? "" : "s", nsub,
+	       nsub == 1 ? "" : "s", o->rate > 0 ? "fixed rate" : "closed loop");
+	if (o->rate > 0)
+		printf(" %.0f msg/s", o->rate);
+	else
+		printf(" (outstanding %u/publisher)", o->outstanding);
+	if (o->qos)
+		printf(", in-flight %u", o->inflight);
+	printf("\n");
+	printf("  window      %.2f s (after %.2f s warm-up)\n", rep->window_s, o->warmup_s);
+	printf("  published   %llu msg  %.0f msg/s\n", (unsigned long long)pub, prate);
+	printf("  delivered   %llu msg  %.0f msg/s\n", (unsigned long long)del, rate);
+	printf("  latency     p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f us (%llu samples)\n", us(p50),
+	       us(p90), us(p99), us(p999), us(h->max), (unsigned long long)h->count);
+	if (rep->has_broker)
+		printf("  broker      CPU %.1f%% of a core, %.2f us per delivered message, RSS %.1f MiB (max %.1f MiB)\n",
+		       rep->broker_cpu_pct, us_msg, (double)rep->rss / 1048576.0, (double)rep->rss_max / 1048576.0);
+	else
+		printf("  broker      (no --broker-pid: CPU and RSS not measured)\n");
+	printf("  generator   CPU %.1f%% of a core\n", rep->gen_cpu_pct);
+	printf("  limit       %s\n", limit_text(rep->limit));
+	printf("  integrity   lost %llu  gaps %llu  duplicates %llu  qos2-resent %llu  foreign %llu  "
+	       "unexpected-acks %llu  stalls %llu  (whole run: %llu published, %llu delivered)\n",
+	       (unsigned long long)r->c.lost, (unsigned long long)r->c.gaps, (unsigned long long)r->c.dups,
+	       (unsigned long long)r->c.qos2_redelivered, (unsigned long long)r->c.foreign,
+	       (unsigned long long)r->c.unexpected_acks, (unsigned long long)r->c.stalls,
+	       (unsigned long long)r->c.published, (unsigned long long)r->c.delivered);
+	printf("  result      %s\n", verdict);
+}
+
+/* Loss and duplicate rules: QoS 1 and 2 lose nothing, nothing duplicates
+ * at QoS 0 or 2, every QoS flow completes, and QoS 1 may duplicate only on
+ * a resend (which a closed run without reconnects never causes). */
+static bool integrity_ok(const struct bench_run *r, char *why, size_t len)
+{
+	const struct bench_counts *c = &r->c;
+	if (r->o->qos > 0 && c->lost)
+		snprintf(why, len, "FAIL: %llu messages lost at QoS %u", (unsigned long long)c->lost, r->o->qos);
+	else if (c->dups)
+		snprintf(why, len, "FAIL: %llu duplicates", (unsigned long long)c->dups);
+	else if (r->o->qos > 0 && c->completed < c->published)
+		snprintf(why, len, "FAIL: %llu QoS %u flows never completed",
+			 (unsigned long long)(c->published - c->completed), r->o->qos);
+	else if (c->unexpected_acks || c->foreign)
+		snprintf(why, len, "FAIL: protocol anomalies (unexpected acks or foreign payloads)");
+	else if (c->published == 0 && r->npubs > 0)
+		snprintf(why, len, "FAIL: nothing was published");
+	else {
+		snprintf(why, len, r->o->qos == 0 && c->lost ? "OK (QoS 0 loss is allowed)" : "OK");
+		return true;
+	}
+	return false;
+}
+
+static int run_messages(struct bench_run *r)
+{
+	const struct bench_opts *o = r->o;
+	if (connect_all(r) != 0)
+		return -1;
+	struct sample a = {0}, b = {0};
+	struct report rep = {0};
+	uint64_t t_start = bench_now_ns();
+	uint64_t t_measure = t_start + (uint64_t)(o->warmup_s * NS_PER_S);
+	uint64_t t_end = t_measure + (uint64_t)(o->duration_s * NS_PER_S);
+	uint64_t next_rss = 0;
+	bool measured = false;
+	for (uint32_t k = 0; k < r->npubs; k++)
+		r->pubs[k].next_due_ns = t_start + (uint64_t)((double)k * NS_PER_S / (o->rate > 0 ? o->rate : 1));
+	r->publishing = true;
+	while (!r->error[0] && !interrupted) {
+		uint64_t now = bench_now_ns();
+		if (!r->measuring && !measured && now >= t_measure) {
+			take_sample(r, &a);
+			r->measuring = true;
+			next_rss = now;
+		}
+		if (r->measuring && (now >= t_end || r->c.published >= o->count)) {
+			take_sample(r, &b);
+			r->measuring = false;
+			measured = true;
+			break;
+		}
+		if (r->measuring && now >= next_rss && o->broker_pid > 0) {
+			struct bench_proc p;
+			if (bench_proc_read(o->broker_pid, &p) == 0 && p.rss_bytes > rep.rss_max)
+				rep.rss_max = p.rss_bytes;
+			next_rss = now + RSS_SAMPLE_NS;
+		}
+		if (r->c.published >= o->count && !r->measuring) {
+			/* The count ran out during warm-up: measure nothing rather than a fake window. */
+			snprintf(r->error, sizeof r->error, "--count %llu reached before the measurement window",
+				 (unsigned long long)o->count);
+			break;
+		}
+		uint64_t due;
+		bool more = publish_step(r, now, &due);
+		uint64_t wake = r->measuring ? t_end : t_measure;
+		if (due < wake)
+			wake = due;
+		if (r->measuring && next_rss < wake)
+			wake = next_rss;
+		poll_once(r, more ? 0 : wake);
+	}
+	r->publishing = false;
+	/* Drain: stop publishing, let flows finish, then count what is missing. */
+	uint64_t drain_end = bench_now_ns() + (uint64_t)(o->drain_s * NS_PER_S);
+	while (!r->error[0] && !interrupted && !drained(r) && bench_now_ns() < drain_end)
+		poll_once(r, bench_now_ns() + 10000000u);
+	if (r->error[0] || interrupted)
+		return -1;
+	count_missing(r);
+	if (rep.rss_max < b.broker.rss_bytes)
+		rep.rss_max = b.broker.rss_bytes;
+	uint64_t rss_max = rep.rss_max;
+	window_figures(r, &a, &b, &rep);
+	rep.rss_max = rss_max;
+	char verdict[160];
+	bool ok = integrity_ok(r, verdict, sizeof verdict);
+	print_messages(r, &a, &b, &rep, ok, verdict);
+	close_all(r);
+	return ok ? 0 : 1;
+}
+
+static int run_conns(struct bench_run *r)
+{
+	const struct bench_opts *o = r->o;
+	struct sample a, b, c;
+	take_sample(r, &a);
+	if (connect_all(r) != 0)
+		return -1;
+	take_sample(r, &b);
+	/* Hold, so the RSS read afterwards is settled, not mid-allocation. */
+	uint64_t hold_end = bench_now_ns() + (uint64_t)(o->duration_s * NS_PER_S);
+	while (!r->error[0] && !interrupted && bench_now_ns() < hold_end)
+		poll_once(r, hold_end);
+	if (r->error[0] || interrupted)
+		return -1;
+	take_sample(r, &c);
+	struct report rep = {0};
+	window_figures(r, &a, &b, &rep);
+	double connect_s = rep.window_s;
+	double rate = (double)o->conns / connect_s;
+	double per_conn = rep.has_broker ? ((double)c.broker.rss_bytes - (double)a.broker.rss_bytes) / o->conns : 0;
+	double cpu_per_conn = rep.has_broker ? rep.broker_cpu_s * 1e6 / o->conns : 0;
+	if (o->json) {
+		printf("{\"scenario\":\"conns\",\"conns\":%u,\"connect_s\":%.3f,\"connect_rate\":%.1f,"
+		       "\"broker_cpu_us_per_conn\":%.2f,\"broker_cpu_pct\":%.1f,\"broker_rss_before_bytes\":%llu,"
+		       "\"broker_rss_after_bytes\":%llu,\"broker_rss_per_conn_bytes\":%.1f,\"has_broker\":%s,"
+		       "\"generator_cpu_pct\":%.1f,\"limit\":\"%s\",\"ok\":true}\n",
+		       o->conns, connect_s, rate, cpu_per_conn, rep.broker_cpu_pct,
+		       (unsigned long long)(rep.has_broker ? a.broker.rss_bytes : 0),
+		       (unsigned long long)(rep.has_broker ? c.broker.rss_bytes : 0), per_conn,
+		       rep.has_broker ? "true" : "false", rep.gen_cpu_pct, rep.limit);
+	} else {
+		printf("conns  %u idle connections, one subscription each (%u source address%s)\n", o->conns,
+		       o->src_addrs, o->src_addrs == 1 ? "" : "es");
+		printf("  connect     %.3f s for all, %.0f connections/s (CONNECT+CONNACK+SUBSCRIBE+SUBACK, %u at once)\n",
+		       connect_s, rate, o->connect_concurrency);
+		if (rep.has_broker) {
+			printf("  broker      %.1f us CPU per connection (%.1f%% of a core while connecting)\n",
+			       cpu_per_conn, rep.broker_cpu_pct);
+			printf("  broker RSS  %.1f MiB before, %.1f MiB after %.1f s idle: %.0f bytes per connection\n",
+			       (double)a.broker.rss_bytes / 1048576.0, (double)c.broker.rss_bytes / 1048576.0,
+			       o->duration_s, per_conn);
+		} else {
+			printf("  broker      (no --broker-pid: CPU and RSS not measured)\n");
+		}
+		printf("  generator   CPU %.1f%% of a core while connecting\n", rep.gen_cpu_pct);
+		printf("  limit       %s\n", limit_text(rep.limit));
+		printf("  result      OK\n");
+	}
+	close_all(r);
+	return 0;
+}
+
+static int run_tls(struct bench_run *r)
+{
+	const struct bench_opts *o = r->o;
+	struct sample a = {0}, b = {0};
+	uint64_t t_start = bench_now_ns();
+	uint64_t t_measure = t_start + (uint64_t)(o->warmup_s * NS_PER_S);
+	uint64_t t_end = t_measure + (uint64_t)(o->duration_s * NS_PER_S);
+	r->publishing = true;
+	while (!r->error[0] && !interrupted) {
+		uint64_t now = bench_now_ns();
+		if (!r->measuring && now >= t_measure) {
+			take_sample(r, &a);
+			r->measuring = true;
+		}
+		if (now >= t_end) {
+			take_sample(r, &b);
+			break;
+		}
+		for (uint32_t i = 0; i < r->nconns && !r->error[0]; i++) {
+			struct bconn *c = &r->conns[i];
+			if (c->state == BC_IDLE || c->state == BC_CLOSED)
+				bconn_start(r, c);
+		}
+		poll_once(r, r->measuring ? t_end : t_measure);
+	}
+	r->publishing = false;
+	if (r->error[0] || interrupted)
+		return -1;
+	struct report rep = {0};
+	window_figures(r, &a, &b, &rep);
+	uint64_t hs = b.c.handshakes - a.c.handshakes;
+	double rate = (double)hs / rep.window_s;
+	double cpu = hs && rep.has_broker ? rep.broker_cpu_s * 1e6 / (double)hs : 0;
+	if (o->json) {
+		printf("{\"scenario\":\"tls\",\"clients\":%u,\"window_s\":%.3f,\"handshakes\":%llu,\"handshake_rate\":%.1f,"
+		       "\"broker_cpu_us_per_handshake\":%.1f,\"broker_cpu_pct\":%.1f,\"broker_rss_bytes\":%llu,"
+		       "\"has_broker\":%s,\"generator_cpu_pct\":%.1f,\"limit\":\"%s\",\"ok\":%s}\n",
+		       o->clients, rep.window_s, (unsigned long long)hs, rate, cpu, rep.broker_cpu_pct,
+		       (unsigned long long)rep.rss, rep.has_broker ? "true" : "false", rep.gen_cpu_pct, rep.limit,
+		       hs ? "true" : "false");
+	} else {
+		printf("tls  %u concurrent clients: TLS handshake + CONNECT/CONNACK + DISCONNECT, %s\n", o->clients,
+		       o->cafile ? "server verified" : "server not verified");
+		printf("  window      %.2f s (after %.2f s warm-up)\n", rep.window_s, o->warmup_s);
+		printf("  handshakes  %llu  %.0f per second\n", (unsigned long long)hs, rate);
+		if (rep.has_broker)
+			printf("  broker      CPU %.1f%% of a core, %.0f us per handshake\n", rep.broker_cpu_pct, cpu);
+		else
+			printf("  broker      (no --broker-pid: CPU not measured)\n");
+		printf("  generator   CPU %.1f%% of a core\n", rep.gen_cpu_pct);
+		printf("  limit       %s\n", limit_text(rep.limit));
+		printf("  result      %s\n", hs ? "OK" : "FAIL: no handshake completed");
+	}
+	close_all(r);
+	return hs ? 0 : 1;
+}
+
+static int make_tls(struct bench_run *r, const struct bench_opts *o)
+{
+	struct tls_opts to;
+	tls_opts_init(&to);
+	to.ca_file = o->cafile;
+	to.hostname = o->tls_hostname;
+	to.verify_peer = o->cafile != NULL && !o->insecure;
+	char err[256];
+	struct tls_ctx *ctx;
+	if (tls_ctx_new_client(&to, &ctx, err, sizeof err) != 0) {
+		fprintf(stderr, "wisp_bench: TLS: %s\n", err);
+		return -1;
+	}
+	r->tls_ctx = ctx;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct bench_opts o;
+	if (parse_args(argc, argv, &o) != 0)
+		return BENCH_EXIT_USAGE;
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	struct bench_run r = {.o = &o, .epfd = -1};
+	if (o.src_addrs == 0)
+		o.src_addrs = o.scenario == SCEN_CONNS && o.conns > 16000 ? 4 : 1;
+	if (setup(&r, &o) != 0) {
+		fprintf(stderr, "wisp_bench: out of memory\n");
+		return BENCH_EXIT_ERROR;
+	}
+	if (raise_nofile(r.nconns + 32) != 0)
+		return BENCH_EXIT_USAGE;
+	if (resolve(&r, &o) != 0)
+		return BENCH_EXIT_USAGE;
+	if (o.tls && make_tls(&r, &o) != 0)
+		return BENCH_EXIT_USAGE;
+	r.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (r.epfd == -1) {
+		fprintf(stderr, "wisp_bench: epoll_create1: %s\n", strerror(errno));
+		return BENCH_EXIT_ERROR;
+	}
+	if (o.broker_pid > 0) {
+		struct bench_proc p;
+		if (bench_proc_read(o.broker_pid, &p) != 0) {
+			fprintf(stderr, "wisp_bench: cannot read /proc/%ld/stat\n", (long)o.broker_pid);
+			return BENCH_EXIT_USAGE;
+		}
+	}
+
+	int rc;
+	switch (o.scenario) {
+	case SCEN_CONNS: rc = run_conns(&r); break;
+	case SCEN_TLS: rc = run_tls(&r); break;
+	default: rc = run_messages(&r); break;
+	}
+	if (rc < 0) {
+		close_all(&r);
+		if (interrupted) {
+			fprintf(stderr, "wisp_bench: interrupted\n");
+			return BENCH_EXIT_ERROR;
+		}
+		if (o.scenario == SCEN_TLS && r.refused) {
+			if (o.json)
+				printf("{\"scenario\":\"tls\",\"not_yet\":true,\"ok\":false}\n");
+			fprintf(stderr,
+				"tls: not yet: nothing accepts connections on %s:%u. Wisp needs its TLS "
+				"listener (a listener with \"protocol\": \"mqtts\") for this scenario.\n",
+				o.host, o.port);
+			return BENCH_EXIT_NOT_YET;
+		}
+		if (o.json)
+			printf("{\"scenario\":\"%s\",\"error\":true,\"ok\":false}\n", scenario_names[o.scenario]);
+		fprintf(stderr, "wisp_bench: %s: %s\n", scenario_names[o.scenario], r.error);
+		return BENCH_EXIT_ERROR;
+	}
+	return rc == 0 ? BENCH_EXIT_OK : BENCH_EXIT_INTEGRITY;
+}
