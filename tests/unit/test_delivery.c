@@ -5,6 +5,8 @@
  * byte stream written to the transport, decoded with the codec.
  */
 #include <CUnit/Basic.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -35,8 +37,10 @@ static struct fake_transport *ft;
 
 static void attach(void)
 {
+	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(40000),
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	ft = fake_transport_new();
-	c = conn_new(&set, &ft->base, NULL, "test");
+	c = conn_new(&set, &ft->base, -1, NULL, (const struct sockaddr *)&peer);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
 	c->state = CONN_ACTIVE;
 	c->version = MQTT_PROTO_V311;

@@ -65,9 +65,7 @@ static void on_readable(struct loop *l, struct loop_io *io, uint32_t events)
 		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-		char peer[64];
-		net_format_addr(&ss, peer, sizeof peer);
-		ls->on_accept(ls, fd, peer, ls->ctx);
+		ls->on_accept(ls, fd, (const struct sockaddr *)&ss, ls->ctx);
 	}
 }
 

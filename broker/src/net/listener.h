@@ -11,13 +11,14 @@
 #define WISP_NET_LISTENER_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "loop.h"
 
 struct listener;
 
-/* `peer` is "addr:port" ([addr]:port for IPv6). The callback owns fd. */
-typedef void (*listener_accept_fn)(struct listener *ls, int fd, const char *peer, void *ctx);
+/* `peer` is the client's address (valid during the call). The callback owns fd. */
+typedef void (*listener_accept_fn)(struct listener *ls, int fd, const struct sockaddr *peer, void *ctx);
 
 struct listener {
 	struct loop_io io;

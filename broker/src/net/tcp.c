@@ -67,6 +67,29 @@ static void tcp_close(struct transport *t)
 	wisp_free(t);
 }
 
+static void tcp_close_embedded(struct transport *t)
+{
+	if (t->fd >= 0)
+		close(t->fd);
+	t->fd = -1;
+}
+
+static const struct transport_ops tcp_embedded_ops = {
+	.name = "tcp",
+	.handshake = tcp_handshake,
+	.read = tcp_read,
+	.writev = tcp_writev,
+	.pending = tcp_pending,
+	.close = tcp_close_embedded,
+};
+
+void tcp_transport_init(struct transport *t, int fd)
+{
+	t->ops = &tcp_embedded_ops;
+	t->fd = fd;
+	t->want = 0;
+}
+
 static const struct transport_ops tcp_ops = {
 	.name = "tcp",
 	.handshake = tcp_handshake,

@@ -61,4 +61,8 @@ static inline void transport_close(struct transport *t) { t->ops->close(t); }
  * NULL when out of memory (fd is then closed). */
 struct transport *tcp_transport_new(int fd);
 
+/* Plain TCP in memory the caller owns (a broker connection embeds it and
+ * saves an allocation per client): close() closes fd and frees nothing. */
+void tcp_transport_init(struct transport *t, int fd);
+
 #endif

@@ -18,7 +18,7 @@
 
 const char *broker_conn_name(const struct conn *c)
 {
-	return c->sess ? c->sess->client_id : c->peer;
+	return c->sess ? c->sess->client_id : conn_peer(c);
 }
 
 /* Connect timeout before CONNECT, keepalive after: both end the connection. */
@@ -36,8 +36,11 @@ static void on_timer(struct loop *l, struct loop_timer *t)
 	}
 }
 
-static void on_accept(struct listener *ls, int fd, const char *peer, void *ctx)
+static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, void *ctx)
 {
+	struct conn_addr addr;
+	conn_addr_set(&addr, sa);
+	const char *peer = conn_format_addr(&addr);
 	struct broker_listener *bl = ctx;
 	struct broker *b = bl->b;
 	const struct config_limits *lim = &b->cfg->limits;
@@ -48,12 +51,12 @@ static void on_accept(struct listener *ls, int fd, const char *peer, void *ctx)
 		close(fd);
 		return;
 	}
-	struct transport *t = bl->tls ? tls_transport_new(bl->tls, fd) : tcp_transport_new(fd);
-	if (!t) {
+	struct transport *t = NULL; /* plain TCP: embedded in the connection */
+	if (bl->tls && !(t = tls_transport_new(bl->tls, fd))) {
 		log_msg(LOG_WARNING, "conn", "%s: refusing %s: out of memory", bl->net.name, peer);
 		return;
 	}
-	struct conn *c = conn_new(&b->conns, t, bl, peer);
+	struct conn *c = conn_new(&b->conns, t, fd, bl, sa);
 	if (!c) {
 		log_msg(LOG_WARNING, "conn", "%s: refusing %s: out of memory", bl->net.name, peer);
 		return;
@@ -249,9 +252,9 @@ void broker_drop(struct broker *b, struct conn *c, bool graceful, const char *re
 	struct session *s = c->sess;
 	if (c->state == CONN_ACTIVE)
 		log_msg(graceful ? LOG_INFO : LOG_NOTICE, "conn", "client %s (%s) disconnected: %s",
-			broker_conn_name(c), c->peer, reason);
+			broker_conn_name(c), conn_peer(c), reason);
 	else
-		log_msg(LOG_NOTICE, "conn", "connection from %s closed: %s", c->peer, reason);
+		log_msg(LOG_NOTICE, "conn", "connection from %s closed: %s", conn_peer(c), reason);
 	struct msg *will = c->will;
 	c->will = NULL;
 	auth_forget_conn(c);

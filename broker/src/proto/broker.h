@@ -90,7 +90,7 @@ struct broker {
 	size_t scratch_cap;
 	struct route_entry *route;   /* one entry per matched session, per publish */
 	size_t route_cap;
-	uint64_t route_gen;
+	uint32_t route_gen;          /* wraps; collect() checks the slot too */
 	size_t route_gen_count;     /* entries used in route[] this publish */
 	uint64_t id_seq;             /* for assigned client ids */
 };

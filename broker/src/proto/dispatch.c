@@ -246,7 +246,7 @@ static bool handshake(struct broker *b, struct conn *c)
 	if (rc == 0) {
 		c->state = CONN_AWAIT_CONNECT;
 		loop_io_set(b->loop, &c->io, LOOP_READ);
-		log_msg(LOG_DEBUG, "conn", "%s: TLS handshake done", c->peer);
+		log_msg(LOG_DEBUG, "conn", "%s: TLS handshake done", conn_peer(c));
 		return true;
 	}
 	if (rc == WISP_EAGAIN) {

@@ -22,7 +22,7 @@ static void collect(void *subscriber, uint8_t options, uint32_t subscription_id,
 	if ((options & SESS_SUBOPT_ACL_CHECK) &&
 	    !acl_client_check(s->acl, b->route_topic, b->route_topic_len, ACL_READ))
 		return;
-	if (s->match_gen == b->route_gen) {
+	if (s->match_gen == b->route_gen && s->match_slot < b->route_gen_count && b->route[s->match_slot].s == s) {
 		struct route_entry *e = &b->route[s->match_slot];
 		if (qos > e->qos)
 			e->qos = qos;
@@ -40,7 +40,7 @@ static void collect(void *subscriber, uint8_t options, uint32_t subscription_id,
 		b->route_cap = cap;
 	}
 	s->match_gen = b->route_gen;
-	s->match_slot = n;
+	s->match_slot = (uint32_t)n;
 	b->route[n] = (struct route_entry){s, qos};
 	b->route_gen_count = n + 1;
 }

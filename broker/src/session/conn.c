@@ -1,17 +1,58 @@
 #include "conn.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "err.h"
 
-struct conn *conn_new(struct conn_set *set, struct transport *t, void *listener, const char *peer)
+void conn_addr_set(struct conn_addr *a, const struct sockaddr *sa)
+{
+	memset(a, 0, sizeof *a);
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+		a->family = AF_INET;
+		a->port = ntohs(in->sin_port);
+		memcpy(a->addr, &in->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+		a->family = AF_INET6;
+		a->port = ntohs(in6->sin6_port);
+		memcpy(a->addr, &in6->sin6_addr, 16);
+	}
+}
+
+const char *conn_format_addr(const struct conn_addr *a)
+{
+	static char bufs[4][INET6_ADDRSTRLEN + 10];
+	static unsigned next;
+	char *buf = bufs[next++ % 4];
+	char host[INET6_ADDRSTRLEN] = "?";
+	if (a->family == AF_INET || a->family == AF_INET6)
+		inet_ntop(a->family, a->addr, host, sizeof host);
+	snprintf(buf, sizeof bufs[0], a->family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, a->port);
+	return buf;
+}
+
+const char *conn_peer(const struct conn *c) { return conn_format_addr(&c->peer); }
+
+struct conn *conn_new(struct conn_set *set, struct transport *t, int fd, void *listener,
+		      const struct sockaddr *peer)
 {
 	struct conn *c = wisp_calloc(1, sizeof *c);
 	if (!c) {
-		transport_close(t);
+		if (t)
+			transport_close(t);
+		else
+			close(fd);
 		return NULL;
+	}
+	if (!t) {
+		tcp_transport_init(&c->tcp, fd);
+		t = &c->tcp;
 	}
 	c->t = t;
 	c->set = set;
@@ -22,7 +63,7 @@ struct conn *conn_new(struct conn_set *set, struct transport *t, void *listener,
 	list_init(&c->work_link);
 	list_init(&c->read_link);
 	list_init(&c->timer.link);
-	snprintf(c->peer, sizeof c->peer, "%s", peer);
+	conn_addr_set(&c->peer, peer);
 	list_push_back(&set->all, &c->all_link);
 	set->count++;
 	return c;

@@ -34,6 +34,14 @@ enum conn_state {
 
 struct session;
 struct auth_job;
+struct sockaddr;
+
+/* A peer address in 20 bytes instead of a 56-byte string per connection. */
+struct conn_addr {
+	uint16_t family; /* AF_INET or AF_INET6; 0 unknown */
+	uint16_t port;   /* host order */
+	uint8_t addr[16];
+};
 
 /* Where a connection's password verification stands (see proto/auth.h). */
 enum conn_auth {
@@ -54,7 +62,8 @@ struct conn_set {
 
 struct conn {
 	struct loop_io io;
-	struct transport *t;
+	struct transport *t;      /* &tcp, or a TLS transport */
+	struct transport tcp;     /* plain TCP lives inside the connection */
 	struct conn_set *set;
 	void *listener;           /* opaque: the listener it came in on */
 	struct session *sess;     /* set once CONNECT is accepted */
@@ -75,12 +84,23 @@ struct conn {
 	bool will_retain;
 	bool read_paused;         /* not reading: waiting for a password verification */
 	uint8_t auth_result;      /* enum conn_auth */
-	char peer[56];            /* "addr:port" for logs */
+	struct conn_addr peer;    /* formatted only when logged */
 };
 
 /* Allocates a connection around `t` (taking it). NULL when out of memory
- * (t is closed then). The caller registers it with the loop. */
-struct conn *conn_new(struct conn_set *set, struct transport *t, void *listener, const char *peer);
+ * (t is closed then). With t NULL the connection uses its embedded TCP
+ * transport over `fd`, which it owns from then on (closed on failure too).
+ * The caller registers it with the loop. */
+struct conn *conn_new(struct conn_set *set, struct transport *t, int fd, void *listener,
+		      const struct sockaddr *peer);
+
+/* "addr:port" or "[addr]:port" of the connection's peer, for logs. The text
+ * lives in one of a few rotating static buffers: valid until a few more
+ * calls, enough for the arguments of one log line. */
+const char *conn_peer(const struct conn *c);
+/* The same formatting for an address not yet in a connection. */
+const char *conn_format_addr(const struct conn_addr *a);
+void conn_addr_set(struct conn_addr *a, const struct sockaddr *sa);
 
 /* Queues an encoded control packet; marks the connection for flushing. */
 int conn_send_bytes(struct conn *c, const uint8_t *bytes, size_t len);

@@ -64,8 +64,8 @@ struct session {
 	size_t sub_count;
 	/* Scratch used while routing one publish, to deliver once per session
 	 * when several of its filters match. */
-	uint64_t match_gen;
-	size_t match_slot;
+	uint32_t match_gen;
+	uint32_t match_slot;
 	uint16_t next_packet_id;
 	struct list_node inflight;  /* struct sess_msg, in send order */
 	struct list_node queue;     /* struct sess_msg, waiting for the window */
