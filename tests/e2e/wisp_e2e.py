@@ -945,7 +945,13 @@ def paho_client(port, client_id="", clean_session=True, protocol=None, keepalive
     c.connack = queue.Queue()
     c.subacks = queue.Queue()
     c.unsubacks = queue.Queue()
-    c.on_connect = lambda cl, ud, flags, rc: cl.connack.put(rc)
+    c.session_present = None
+
+    def on_connect(cl, _userdata, flags, rc):
+        cl.session_present = flags.get("session present")
+        cl.connack.put(rc)
+
+    c.on_connect = on_connect
     c.on_message = lambda cl, ud, msg: cl.received.put(msg)
     c.on_subscribe = lambda cl, ud, mid, granted: cl.subacks.put((mid, tuple(granted)))
     c.on_unsubscribe = lambda cl, ud, mid: cl.unsubacks.put(mid)
