@@ -245,7 +245,7 @@ static void check_defaults(const struct config *cfg)
 	CU_ASSERT_EQUAL(cfg->log.level, LOG_NOTICE);
 	CU_ASSERT_STRING_EQUAL(cfg->log.destination, "stderr");
 	CU_ASSERT_EQUAL(cfg->log.format, LOG_FORMAT_TEXT);
-	CU_ASSERT_FALSE(cfg->persistence.enabled);
+	CU_ASSERT_TRUE(cfg->persistence.enabled);
 	CU_ASSERT_STRING_EQUAL(cfg->persistence.dir, "./wisp-data");
 	CU_ASSERT_EQUAL(cfg->persistence.fsync, CONFIG_FSYNC_EVERYSEC);
 	CU_ASSERT_EQUAL(cfg->sys_interval, 10);

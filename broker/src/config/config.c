@@ -181,7 +181,7 @@ static const struct field log_fields[] = {
 };
 
 static const struct field persistence_fields[] = {
-	F_BOOL(struct config_persistence, "enabled", enabled, 0),
+	F_BOOL(struct config_persistence, "enabled", enabled, 1),
 	F_STR(struct config_persistence, "dir", dir, "./wisp-data"),
 	F_ENUM(struct config_persistence, "fsync", fsync, fsync_names, CONFIG_FSYNC_EVERYSEC),
 	{0},

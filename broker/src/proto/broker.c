@@ -112,7 +112,10 @@ static void before_sleep(struct loop *l, void *ctx)
 		list_remove(n);
 		broker_read_more(b, c);
 	}
-	while ((n = list_first(&b->conns.dirty)) != NULL) {
+	/* The turn's records reach the OS before any of its acks leave; if they
+	 * cannot, no output leaves this turn (it stays queued for the next). */
+	bool stored = persist_flush(b);
+	while (stored && (n = list_first(&b->conns.dirty)) != NULL) {
 		struct conn *c = container_of(n, struct conn, work_link);
 		list_remove(n);
 		flush_conn(b, c);
@@ -120,7 +123,7 @@ static void before_sleep(struct loop *l, void *ctx)
 	while ((n = list_first(&b->conns.closing)) != NULL) {
 		struct conn *c = container_of(n, struct conn, work_link);
 		/* Best effort: a refusing CONNACK or the last acks may still fit. */
-		if (!outq_empty(&c->out))
+		if (stored && !outq_empty(&c->out))
 			outq_flush(&c->out, c->t);
 		((struct broker_listener *)c->listener)->conn_count--;
 		conn_free(c);
@@ -138,6 +141,21 @@ static void release_session(struct session *s)
 /* Password verifications waiting or running at once; past this a CONNECT
  * is refused with "server unavailable" rather than queued without bound. */
 #define AUTH_MAX_PENDING 256
+
+void broker_tls_error(const char *file, size_t listener, const char *why, char *err, size_t errlen)
+{
+	/* tls.c says "<option>: <file>: <reason>"; the operator wants the key
+	 * path of the configuration, like every other configuration error. */
+	static const char *const keys[] = {"cert", "key", "ca", "ciphersuites", "min_version"};
+	for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+		size_t n = strlen(keys[k]);
+		if (strncmp(why, keys[k], n) == 0 && why[n] == ':') {
+			snprintf(err, errlen, "%s: listeners[%zu].tls.%s%s", file, listener, keys[k], why + n);
+			return;
+		}
+	}
+	snprintf(err, errlen, "%s: listeners[%zu].tls: %s", file, listener, why);
+}
 
 int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, char *err, size_t errlen)
 {
@@ -185,6 +203,8 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		snprintf(err, errlen, "cannot start the background thread");
 		goto fail;
 	}
+	if (persist_open(b, err, errlen) != 0)
+		goto fail;
 	for (size_t i = 0; i < cfg->listener_count; i++) {
 		const struct config_listener *lc = &cfg->listeners[i];
 		struct broker_listener *bl = &b->listeners[i];
@@ -194,7 +214,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		if (lc->protocol == CONFIG_PROTO_MQTTS) {
 			char why[384];
 			if (broker_tls_context(lc, &bl->tls, why, sizeof why) != 0) {
-				snprintf(err, errlen, "%s: listeners[%zu].tls: %s", cfg->path, i, why);
+				broker_tls_error(cfg->path, i, why, err, errlen);
 				goto fail;
 			}
 		}
@@ -228,6 +248,7 @@ void broker_free(struct broker *b)
 	if (b->loop)
 		before_sleep(b->loop, b);
 	bg_free(b->bg); /* after the drops: finished jobs find no connection */
+	persist_close(b); /* before the sessions go: their end is not a change to record */
 	auth_release(&b->auth);
 	for (size_t i = 0; i < b->listener_count; i++) {
 		listener_close(&b->listeners[i].net, b->loop);
@@ -258,6 +279,7 @@ void broker_drop(struct broker *b, struct conn *c, bool graceful, const char *re
 	struct msg *will = c->will;
 	c->will = NULL;
 	auth_forget_conn(c);
+	persist_forget_conn(b, c);
 	if (s) {
 		s->conn = NULL;
 		c->sess = NULL;

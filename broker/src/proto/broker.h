@@ -19,6 +19,7 @@
 #include "listener.h"
 #include "loop.h"
 #include "msg.h"
+#include "persist.h"
 #include "retained.h"
 #include "session.h"
 #include "tls.h"
@@ -26,6 +27,7 @@
 #include "tree.h"
 
 struct broker;
+struct store;
 
 struct broker_listener {
 	struct listener net;
@@ -84,6 +86,16 @@ struct broker {
 	struct sys_state sys;
 	struct auth_state auth;
 	struct bg *bg;               /* password verification off the loop */
+	struct {
+		struct store *store;     /* NULL: persistence off */
+		struct loop_io io;       /* the store's durable-seq eventfd */
+		struct list_node held;   /* acks waiting for an fsync, in seq order */
+		uint64_t durable;        /* highest fsynced record seq */
+		uint64_t append_errors;
+		uint32_t emit_gen;       /* compaction pass, to write each message once */
+		bool loading;
+		bool flush_failing;
+	} persist;
 	const char *route_topic;     /* the topic being routed, for read ACL checks */
 	size_t route_topic_len;
 	uint8_t *scratch;            /* shared read buffer: idle connections hold none */
@@ -141,6 +153,9 @@ int broker_reload(struct broker *b, const struct config *next);
  * current ACL client (after a login or a reload). */
 void broker_reclassify_subs(struct broker *b, struct session *s);
 
+/* Formats a TLS context error as "<file>: listeners[i].tls.<key>: <reason>". */
+void broker_tls_error(const char *file, size_t listener, const char *why, char *err, size_t errlen);
+
 /* Builds the TLS context of an mqtts listener from its configuration. */
 int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, char *err, size_t errlen);
 
@@ -154,7 +169,7 @@ int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subsc
 int handle_ping(struct broker *b, struct conn *c, const char **why);
 
 /* Encodes and queues a control packet built by `encode` into a small stack buffer. */
-int broker_send_ack(struct conn *c, uint8_t type, uint16_t packet_id);
+int broker_send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id);
 
 /* The name logs use for a connection: its client id once known, else its address. */
 const char *broker_conn_name(const struct conn *c);

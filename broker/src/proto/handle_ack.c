@@ -13,8 +13,9 @@ int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt
 	(void)why;
 	switch (type) {
 	case MQTT_PKT_PUBREL:
-		sess_qos2_in_release(c->sess, p->packet_id);
-		return broker_send_ack(c, MQTT_PKT_PUBCOMP, p->packet_id);
+		if (sess_qos2_in_release(c->sess, p->packet_id))
+			persist_qos2_in(b, c->sess, p->packet_id, false);
+		return broker_send_ack(b, c, MQTT_PKT_PUBCOMP, p->packet_id);
 	case MQTT_PKT_PUBACK:
 		delivery_on_puback(c->sess, &b->dlim, p->packet_id);
 		return 0;

@@ -133,6 +133,7 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	}
 	bool present = false;
 	if (s && p->clean_start) {
+		persist_session_del(b, s); /* [MQTT-3.1.2-6] the stored session ends */
 		sess_destroy(&b->sessions, b->subs, s);
 		s = NULL;
 	}
@@ -156,6 +157,7 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 		broker_reclassify_subs(b, s);
 	s->conn = c;
 	c->sess = s;
+	persist_session_put(b, s);
 	c->keepalive = p->keepalive;
 	c->state = CONN_ACTIVE;
 	b->stats.clients_total++;

@@ -9,14 +9,14 @@
 #include "err.h"
 #include "log.h"
 
-int broker_send_ack(struct conn *c, uint8_t type, uint16_t packet_id)
+int broker_send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id)
 {
 	uint8_t buf[8];
 	struct mqtt_ack ack = {.packet_id = packet_id};
 	ssize_t n = mqtt_encode_ack(buf, sizeof buf, c->version, type, &ack);
 	if (n < 0)
 		return WISP_EINVAL;
-	return conn_send_bytes(c, buf, (size_t)n);
+	return persist_send_ack(b, c, buf, (size_t)n);
 }
 
 int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *p, const char **why)
@@ -42,19 +42,22 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		 * publisher cannot tell, and must not retry forever. */
 		log_msg(LOG_DEBUG, "acl", "%s: publish to '%.*s' denied", c->sess->client_id, (int)topic_len, topic);
 		if (p->qos == 1)
-			return broker_send_ack(c, MQTT_PKT_PUBACK, p->packet_id);
-		if (p->qos == 2 && sess_qos2_in_add(c->sess, p->packet_id) >= 0)
-			return broker_send_ack(c, MQTT_PKT_PUBREC, p->packet_id);
+			return broker_send_ack(b, c, MQTT_PKT_PUBACK, p->packet_id);
+		if (p->qos == 2 && sess_qos2_in_add(c->sess, p->packet_id) >= 0) {
+			persist_qos2_in(b, c->sess, p->packet_id, true);
+			return broker_send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id);
+		}
 		return 0;
 	}
 	if (p->qos == 2) {
 		int rc = sess_qos2_in_add(c->sess, p->packet_id);
 		if (rc == 0) /* a retransmission: acknowledge, do not route twice */
-			return broker_send_ack(c, MQTT_PKT_PUBREC, p->packet_id);
+			return broker_send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id);
 		if (rc < 0) {
 			*why = rc == WISP_ELIMIT ? "too many QoS 2 messages awaiting PUBREL" : "out of memory";
 			return rc;
 		}
+		persist_qos2_in(b, c->sess, p->packet_id, true);
 	}
 	struct msg *m = msg_new(topic, topic_len, p->payload.ptr, p->payload.len, p->qos, p->retain);
 	if (!m) {
@@ -67,8 +70,8 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	broker_route(b, m, levels, (size_t)nlevels);
 	msg_unref(m);
 	if (p->qos == 1)
-		return broker_send_ack(c, MQTT_PKT_PUBACK, p->packet_id);
+		return broker_send_ack(b, c, MQTT_PKT_PUBACK, p->packet_id);
 	if (p->qos == 2)
-		return broker_send_ack(c, MQTT_PKT_PUBREC, p->packet_id);
+		return broker_send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id);
 	return 0;
 }

@@ -105,6 +105,8 @@ int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscri
 			} else {
 				rc = sess_subscribe(s, b->subs, f, filter.len, (uint8_t)(options | bits),
 						    b->cfg->limits.max_subscriptions);
+				if (rc >= 0)
+					persist_sub_add(b, s, f, filter.len, options);
 				verdict = rc >= 0 ? "granted" : wisp_strerror(rc);
 			}
 		}
@@ -144,6 +146,8 @@ int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subsc
 	mqtt_sub_iter_init(p, false, &it);
 	while (i < p->count && mqtt_sub_next(&it, &filter, NULL)) {
 		int rc = sess_unsubscribe(c->sess, b->subs, (const char *)filter.ptr, filter.len);
+		if (rc == 0)
+			persist_sub_del(b, c->sess, (const char *)filter.ptr, filter.len);
 		codes[i++] = rc == 0 ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
 	}
 	int rc = send_codes(c, MQTT_PKT_UNSUBACK, p->packet_id, codes, i);

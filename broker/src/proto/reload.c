@@ -55,10 +55,10 @@ int broker_reload(struct broker *b, const struct config *next)
 			log_msg(LOG_WARNING, "main", "reload: listeners[%zu] address or protocol changed; that needs a restart", i);
 		if (!bl->tls || nl->protocol != CONFIG_PROTO_MQTTS)
 			continue;
-		char err[384];
-		if (broker_tls_context(nl, &fresh[i], err, sizeof err) != 0) {
-			log_msg(LOG_ERROR, "main", "reload refused, keeping the running configuration: %s: listeners[%zu].tls: %s",
-				next->path, i, err);
+		char why[384], err[512];
+		if (broker_tls_context(nl, &fresh[i], why, sizeof why) != 0) {
+			broker_tls_error(next->path, i, why, err, sizeof err);
+			log_msg(LOG_ERROR, "main", "reload refused, keeping the running configuration: %s", err);
 			rc = WISP_ECONFIG;
 			goto out;
 		}

@@ -61,15 +61,27 @@ void broker_route(struct broker *b, struct msg *m, const struct topic_level *lev
 
 void broker_retain(struct broker *b, struct msg *m)
 {
+	/* Kept alive across the set, so the store can let go of it after. */
+	struct msg *old = retained_get(b->retained, msg_topic(m), m->topic_len);
+	if (old)
+		msg_ref(old);
+	int rc;
 	if (m->payload_len == 0) {
-		retained_set(b->retained, msg_topic(m), m->topic_len, NULL, 0);
-		return;
+		rc = retained_set(b->retained, msg_topic(m), m->topic_len, NULL, 0);
+	} else {
+		rc = retained_set(b->retained, msg_topic(m), m->topic_len, msg_ref(m), msg_size(m));
+		if (rc != 0) {
+			msg_unref(m);
+			log_msg(LOG_WARNING, "retain", "retained message on '%.*s' not stored: retained limit reached",
+				(int)m->topic_len, msg_topic(m));
+		}
 	}
-	if (retained_set(b->retained, msg_topic(m), m->topic_len, msg_ref(m), msg_size(m)) != 0) {
-		msg_unref(m);
-		log_msg(LOG_WARNING, "retain", "retained message on '%.*s' not stored: retained limit reached",
-			(int)m->topic_len, msg_topic(m));
+	if (rc == 0) {
+		persist_retain(b, m);
+		if (old)
+			persist_retain_released(b, old);
 	}
+	msg_unref(old);
 }
 
 void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain)

@@ -84,6 +84,7 @@ struct conn {
 	bool will_retain;
 	bool read_paused;         /* not reading: waiting for a password verification */
 	uint8_t auth_result;      /* enum conn_auth */
+	uint32_t held_acks;       /* acks waiting for an fsync (proto/persist.c) */
 	struct conn_addr peer;    /* formatted only when logged */
 };
 

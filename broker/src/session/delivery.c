@@ -5,6 +5,21 @@
 #include "conn.h"
 #include "err.h"
 
+static struct delivery_hooks hooks;
+static void *hooks_ctx;
+
+void delivery_set_hooks(const struct delivery_hooks *h, void *ctx)
+{
+	hooks = h ? *h : (struct delivery_hooks){0};
+	hooks_ctx = ctx;
+}
+
+#define HOOK(name, s, e)                                  \
+	do {                                              \
+		if (hooks.name)                           \
+			hooks.name(hooks_ctx, (s), (e));  \
+	} while (0)
+
 static bool online(const struct session *s)
 {
 	return s->conn && s->conn->state == CONN_ACTIVE;
@@ -54,6 +69,7 @@ static void start_flight(struct session *s, struct sess_msg *e)
 	e->state = e->qos == 1 ? SESS_MSG_WAIT_PUBACK : SESS_MSG_WAIT_PUBREC;
 	list_push_back(&s->inflight, &e->link);
 	s->inflight_count++;
+	HOOK(flight, s, e);
 	/* If the send fails (out of memory) the entry stays in flight and is
 	 * re-sent when the session resumes, like any unacknowledged message. */
 	send_publish(s, e, false);
@@ -88,6 +104,7 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 	e->msg = msg_ref(m);
 	e->qos = qos;
 	e->retain = retain;
+	e->durable = false;
 	e->packet_id = 0;
 	if (direct) {
 		start_flight(s, e);
@@ -97,6 +114,7 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 	list_push_back(&s->queue, &e->link);
 	s->queued_count++;
 	s->queued_bytes += msg_size(m);
+	HOOK(queued, s, e);
 	return DELIVERY_QUEUED;
 drop:
 	s->dropped++;
@@ -135,6 +153,7 @@ static void complete(struct session *s, const struct delivery_limits *lim, struc
 {
 	list_remove(&e->link);
 	s->inflight_count--;
+	HOOK(done, s, e);
 	free_entry(e);
 	delivery_pump(s, lim);
 }
@@ -156,6 +175,7 @@ int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uin
 		/* [MQTT-4.3.3-1] from here on the message is never sent again;
 		 * only the PUBREL is. The payload is no longer needed. */
 		e->state = SESS_MSG_WAIT_PUBCOMP;
+		HOOK(flight, s, e);
 		msg_unref(e->msg);
 		e->msg = NULL;
 	} else if (!find_inflight(s, packet_id, SESS_MSG_WAIT_PUBCOMP)) {
@@ -193,13 +213,117 @@ void delivery_clear(struct session *s)
 	struct list_node *n;
 	while ((n = list_first(&s->inflight)) != NULL) {
 		list_remove(n);
+		HOOK(cleared, s, container_of(n, struct sess_msg, link));
 		free_entry(container_of(n, struct sess_msg, link));
 	}
 	while ((n = list_first(&s->queue)) != NULL) {
 		list_remove(n);
+		HOOK(cleared, s, container_of(n, struct sess_msg, link));
 		free_entry(container_of(n, struct sess_msg, link));
 	}
 	s->inflight_count = 0;
 	s->queued_count = 0;
 	s->queued_bytes = 0;
+}
+
+static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain)
+{
+	struct sess_msg *e = wisp_malloc(sizeof *e);
+	if (!e)
+		return NULL;
+	e->msg = m ? msg_ref(m) : NULL;
+	e->qos = qos;
+	e->retain = retain;
+	e->packet_id = 0;
+	e->state = SESS_MSG_QUEUED;
+	/* Restored entries are the store's references to their message. */
+	e->durable = m != NULL;
+	if (m)
+		m->durable_refs++;
+	return e;
+}
+
+/* Frees a restored entry, giving back its durable reference. */
+static void drop_restored(struct sess_msg *e)
+{
+	if (e->durable && e->msg)
+		e->msg->durable_refs--;
+	free_entry(e);
+}
+
+int delivery_restore_queued(struct session *s, struct msg *m, uint8_t qos, bool retain)
+{
+	struct sess_msg *e = new_entry(m, qos, retain);
+	if (!e)
+		return WISP_ENOMEM;
+	list_push_back(&s->queue, &e->link);
+	s->queued_count++;
+	s->queued_bytes += msg_size(m);
+	return 0;
+}
+
+static struct sess_msg *find_by_id(struct session *s, uint16_t packet_id)
+{
+	struct list_node *n;
+	for (n = s->inflight.next; n != &s->inflight; n = n->next) {
+		struct sess_msg *e = container_of(n, struct sess_msg, link);
+		if (e->packet_id == packet_id)
+			return e;
+	}
+	return NULL;
+}
+
+void delivery_restore_unqueue(struct session *s, const struct msg *m)
+{
+	struct list_node *n;
+	for (n = s->queue.next; n != &s->queue; n = n->next) {
+		struct sess_msg *e = container_of(n, struct sess_msg, link);
+		if (e->msg == m) {
+			list_remove(n);
+			s->queued_count--;
+			s->queued_bytes -= msg_size(e->msg);
+			drop_restored(e);
+			return;
+		}
+	}
+}
+
+int delivery_restore_flight(struct session *s, struct msg *m, uint16_t packet_id, uint8_t qos,
+			    uint8_t state, bool retain)
+{
+	if (m)
+		delivery_restore_unqueue(s, m);
+	struct sess_msg *e = find_by_id(s, packet_id);
+	if (e) {
+		/* An update (PUBREC seen): keep the entry and its place in the window. */
+		if (!m && e->msg) {
+			if (e->durable)
+				e->msg->durable_refs--;
+			e->durable = false;
+			msg_unref(e->msg);
+			e->msg = NULL;
+		}
+		e->state = state;
+		return 0;
+	}
+	e = new_entry(m, qos, retain);
+	if (!e)
+		return WISP_ENOMEM;
+	e->packet_id = packet_id;
+	e->state = state;
+	list_push_back(&s->inflight, &e->link);
+	s->inflight_count++;
+	if (packet_id > s->next_packet_id)
+		s->next_packet_id = packet_id;
+	return 0;
+}
+
+void delivery_restore_unflight(struct session *s, uint16_t packet_id)
+{
+	struct sess_msg *e = find_by_id(s, packet_id);
+	if (!e)
+		return;
+	list_remove(&e->link);
+	s->inflight_count--;
+	drop_restored(e);
 }

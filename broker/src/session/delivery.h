@@ -60,4 +60,26 @@ void delivery_resume(struct session *s, const struct delivery_limits *lim);
 /* Releases every in-flight and queued message (session ends). */
 void delivery_clear(struct session *s);
 
+/*
+ * Observers of outbound state changes, for the durable store. Registered
+ * once at start-up (NULL members are skipped); called on the loop thread
+ * right after the change, while the entry (and its message, if any) is
+ * still valid.
+ */
+struct delivery_hooks {
+	void (*queued)(void *ctx, struct session *s, struct sess_msg *e);  /* entered the queue */
+	void (*flight)(void *ctx, struct session *s, struct sess_msg *e);  /* entered the window or changed state */
+	void (*done)(void *ctx, struct session *s, struct sess_msg *e);    /* acknowledged, about to be freed */
+	void (*cleared)(void *ctx, struct session *s, struct sess_msg *e); /* freed with its session */
+};
+void delivery_set_hooks(const struct delivery_hooks *hooks, void *ctx);
+
+/* Rebuilding a session from the store (no hooks are called). */
+int delivery_restore_queued(struct session *s, struct msg *m, uint8_t qos, bool retain);
+int delivery_restore_flight(struct session *s, struct msg *m, uint16_t packet_id, uint8_t qos,
+			    uint8_t state, bool retain);
+/* Removes a restored queue entry of message `m` / in-flight entry `packet_id`. */
+void delivery_restore_unqueue(struct session *s, const struct msg *m);
+void delivery_restore_unflight(struct session *s, uint16_t packet_id);
+
 #endif

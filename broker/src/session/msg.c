@@ -13,6 +13,9 @@ struct msg *msg_new(const char *topic, size_t topic_len, const void *payload, si
 	if (!m)
 		return NULL;
 	m->refcnt = 1;
+	m->durable_refs = 0;
+	m->store_id = 0;
+	m->emit_gen = 0;
 	m->qos = qos;
 	m->retain = retain;
 	m->topic_len = (uint16_t)topic_len;

@@ -21,6 +21,12 @@ struct msg {
 	bool retain;       /* as published */
 	uint16_t topic_len;
 	uint32_t payload_len;
+	/* Durable store bookkeeping (proto/persist.c): the message's id in the
+	 * store (0 = not stored), how many stored records still need it, and
+	 * the compaction that last wrote it. */
+	uint32_t durable_refs;
+	uint64_t store_id;
+	uint32_t emit_gen;
 	char data[];       /* topic, then payload */
 };
 
