@@ -180,6 +180,8 @@ struct bench_run {
 	struct bconn *conns;
 	uint32_t nconns;
 	struct bench_pub *pubs;
+	struct bench_sub *subs;
+	uint32_t nsubs;
 	uint32_t npubs;
 	struct bench_counts c;
 	struct bench_hist *lat;     /* latency of deliveries while measuring */

@@ -257,6 +257,8 @@ static int setup(struct bench_run *r, const struct bench_opts *o)
 	r->conns = wisp_calloc(r->nconns, sizeof *r->conns);
 	r->pubs = wisp_calloc(npub ? npub : 1, sizeof *r->pubs);
 	struct bench_sub *subs = wisp_calloc(nsub ? nsub : 1, sizeof *subs);
+	r->subs = subs;
+	r->nsubs = nsub;
 	r->payload = wisp_malloc(o->payload_size);
 	r->lat = wisp_calloc(1, sizeof *r->lat);
 	if (!r->conns || !r->pubs || !subs || !r->payload || !r->lat)
@@ -846,6 +848,85 @@ static int make_tls(struct bench_run *r, const struct bench_opts *o)
 	return 0;
 }
 
+/* Everything setup() and the run allocated, so sanitizer builds see no leak. */
+static void teardown(struct bench_run *r)
+{
+	if (r->conns)
+		close_all(r);
+	for (uint32_t i = 0; r->subs && i < r->nsubs; i++) {
+		wisp_free(r->subs[i].expect);
+		wisp_free(r->subs[i].pid_rx);
+	}
+	wisp_free(r->subs);
+	wisp_free(r->conns);
+	for (uint32_t i = 0; r->pubs && i < r->npubs; i++)
+		wisp_free(r->pubs[i].pid_state);
+	wisp_free(r->pubs);
+	wisp_free(r->payload);
+	wisp_free(r->lat);
+	wisp_free(r->dst);
+	if (r->tls_ctx)
+		tls_ctx_unref(r->tls_ctx);
+	if (r->epfd >= 0)
+		close(r->epfd);
+}
+
+static int run(struct bench_run *r, struct bench_opts *o)
+{
+	if (o->src_addrs == 0)
+		o->src_addrs = o->scenario == SCEN_CONNS && o->conns > 16000 ? 4 : 1;
+	if (setup(r, o) != 0) {
+		fprintf(stderr, "wisp_bench: out of memory\n");
+		return BENCH_EXIT_ERROR;
+	}
+	if (raise_nofile(r->nconns + 32) != 0)
+		return BENCH_EXIT_USAGE;
+	if (resolve(r, o) != 0)
+		return BENCH_EXIT_USAGE;
+	if (o->tls && make_tls(r, o) != 0)
+		return BENCH_EXIT_USAGE;
+	r->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (r->epfd == -1) {
+		fprintf(stderr, "wisp_bench: epoll_create1: %s\n", strerror(errno));
+		return BENCH_EXIT_ERROR;
+	}
+	if (o->broker_pid > 0) {
+		struct bench_proc p;
+		if (bench_proc_read(o->broker_pid, &p) != 0) {
+			fprintf(stderr, "wisp_bench: cannot read /proc/%ld/stat\n", (long)o->broker_pid);
+			return BENCH_EXIT_USAGE;
+		}
+	}
+
+	int rc;
+	switch (o->scenario) {
+	case SCEN_CONNS: rc = run_conns(r); break;
+	case SCEN_TLS: rc = run_tls(r); break;
+	default: rc = run_messages(r); break;
+	}
+	if (rc < 0) {
+		close_all(r);
+		if (interrupted) {
+			fprintf(stderr, "wisp_bench: interrupted\n");
+			return BENCH_EXIT_ERROR;
+		}
+		if (o->scenario == SCEN_TLS && r->refused) {
+			if (o->json)
+				printf("{\"scenario\":\"tls\",\"not_yet\":true,\"ok\":false}\n");
+			fprintf(stderr,
+				"tls: not yet: nothing accepts connections on %s:%u. Wisp needs its TLS "
+				"listener (a listener with \"protocol\": \"mqtts\") for this scenario.\n",
+				o->host, o->port);
+			return BENCH_EXIT_NOT_YET;
+		}
+		if (o->json)
+			printf("{\"scenario\":\"%s\",\"error\":true,\"ok\":false}\n", scenario_names[o->scenario]);
+		fprintf(stderr, "wisp_bench: %s: %s\n", scenario_names[o->scenario], r->error);
+		return BENCH_EXIT_ERROR;
+	}
+	return rc == 0 ? BENCH_EXIT_OK : BENCH_EXIT_INTEGRITY;
+}
+
 int main(int argc, char **argv)
 {
 	struct bench_opts o;
@@ -857,56 +938,8 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	struct bench_run r = {.o = &o, .epfd = -1};
-	if (o.src_addrs == 0)
-		o.src_addrs = o.scenario == SCEN_CONNS && o.conns > 16000 ? 4 : 1;
-	if (setup(&r, &o) != 0) {
-		fprintf(stderr, "wisp_bench: out of memory\n");
-		return BENCH_EXIT_ERROR;
-	}
-	if (raise_nofile(r.nconns + 32) != 0)
-		return BENCH_EXIT_USAGE;
-	if (resolve(&r, &o) != 0)
-		return BENCH_EXIT_USAGE;
-	if (o.tls && make_tls(&r, &o) != 0)
-		return BENCH_EXIT_USAGE;
-	r.epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (r.epfd == -1) {
-		fprintf(stderr, "wisp_bench: epoll_create1: %s\n", strerror(errno));
-		return BENCH_EXIT_ERROR;
-	}
-	if (o.broker_pid > 0) {
-		struct bench_proc p;
-		if (bench_proc_read(o.broker_pid, &p) != 0) {
-			fprintf(stderr, "wisp_bench: cannot read /proc/%ld/stat\n", (long)o.broker_pid);
-			return BENCH_EXIT_USAGE;
-		}
-	}
-
-	int rc;
-	switch (o.scenario) {
-	case SCEN_CONNS: rc = run_conns(&r); break;
-	case SCEN_TLS: rc = run_tls(&r); break;
-	default: rc = run_messages(&r); break;
-	}
-	if (rc < 0) {
-		close_all(&r);
-		if (interrupted) {
-			fprintf(stderr, "wisp_bench: interrupted\n");
-			return BENCH_EXIT_ERROR;
-		}
-		if (o.scenario == SCEN_TLS && r.refused) {
-			if (o.json)
-				printf("{\"scenario\":\"tls\",\"not_yet\":true,\"ok\":false}\n");
-			fprintf(stderr,
-				"tls: not yet: nothing accepts connections on %s:%u. Wisp needs its TLS "
-				"listener (a listener with \"protocol\": \"mqtts\") for this scenario.\n",
-				o.host, o.port);
-			return BENCH_EXIT_NOT_YET;
-		}
-		if (o.json)
-			printf("{\"scenario\":\"%s\",\"error\":true,\"ok\":false}\n", scenario_names[o.scenario]);
-		fprintf(stderr, "wisp_bench: %s: %s\n", scenario_names[o.scenario], r.error);
-		return BENCH_EXIT_ERROR;
-	}
-	return rc == 0 ? BENCH_EXIT_OK : BENCH_EXIT_INTEGRITY;
+	int status = run(&r, &o);
+	teardown(&r);
+	return status;
 }
+
