@@ -122,6 +122,7 @@ struct bench_opts {
 	const char *tls_hostname;
 	bool insecure;
 	const char *topic_prefix;
+	bool persistent;         /* subscribers keep a persistent session (clean session 0) */
 };
 
 /* Counters for the whole run; the report takes differences of snapshots. */

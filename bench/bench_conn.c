@@ -154,7 +154,9 @@ static void send_connect(struct bench_run *r, struct bconn *c)
 	int n = snprintf(id, sizeof id, "wb%ld-%u", (long)getpid(), c->index);
 	struct mqtt_connect m = {
 		.version = MQTT_PROTO_V311,
-		.clean_start = true,
+		/* Persistent subscribers make a durable broker write every QoS 1/2
+		 * delivery to its store before acknowledging the publisher. */
+		.clean_start = !(r->o->persistent && c->sub),
 		.keepalive = r->o->keepalive,
 		.client_id = {(const uint8_t *)id, (size_t)n},
 	};

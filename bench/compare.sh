@@ -89,6 +89,12 @@ SCENARIOS=(
 	"latency-q0|latency -q 0 -r 10000" "latency-q1|latency -q 1 -r 10000"
 	"conns|conns -C $CONNS -d $HOLD"
 	"tls|tls -K 4"
+	# Durability: QoS 1 pairs whose subscribers hold persistent sessions, so
+	# every delivery is a stored message. Wisp runs in memory and with each
+	# fsync policy; Mosquitto with persistence on (its autosave writes
+	# periodically, so a crash loses what came since: not the same promise).
+	"persist-mem|pairs -q 1 --persistent" "persist-no|pairs -q 1 --persistent"
+	"persist-everysec|pairs -q 1 --persistent" "persist-always|pairs -q 1 --persistent"
 )
 
 free_port() {
@@ -100,14 +106,21 @@ free_port() {
 # mosquitto: max_inflight_messages 0 (no limit) is its fastest setting and
 # also avoids the 2.0.11 inflight-quota bug that strands queued QoS 1/2
 # messages (fixed upstream in 2.0.13).
-write_config() { # broker port tls
-	local b=$1 port=$2 tls=$3
+write_config() { # broker port tls id
+	local b=$1 port=$2 tls=$3 id=$4
+	rm -rf "$TMP/data"
 	if [ "$b" = wisp ]; then
+		local persist='{"enabled": false}'
+		case "$id" in
+		persist-no|persist-everysec|persist-always)
+			persist="{\"enabled\": true, \"dir\": \"$TMP/data\", \"fsync\": \"${id#persist-}\"}" ;;
+		esac
 		local l="{\"bind\": \"127.0.0.1\", \"port\": $port}"
 		[ "$tls" = 1 ] && l="{\"bind\": \"127.0.0.1\", \"port\": $port, \"protocol\": \"mqtts\", \"tls\": {\"cert\": \"$TMP/certs/server.crt\", \"key\": \"$TMP/certs/server.key\"}}"
 		cat >"$TMP/wisp.json" <<-EOF
 		{"listeners": [$l],
 		 "limits": {"max_inflight": 65535, "max_queued_messages": 100000, "max_output_buffer": 67108864},
+		 "persistence": $persist,
 		 "log": {"level": "warning"}}
 		EOF
 		echo "$TMP/wisp.json"
@@ -120,7 +133,13 @@ write_config() { # broker port tls
 				echo "keyfile $TMP/certs/server.key"
 			fi
 			echo "allow_anonymous true"
-			echo "persistence false"
+			case "$id" in
+			persist-*)
+				mkdir -p "$TMP/data" && chmod 777 "$TMP/data"
+				echo "persistence true"
+				echo "persistence_location $TMP/data/" ;;
+			*) echo "persistence false" ;;
+			esac
 			echo "set_tcp_nodelay true"
 			echo "max_inflight_messages 0"
 			echo "max_queued_messages 100000"
@@ -165,7 +184,7 @@ run_one() { # broker id args rep
 		return
 	fi
 	port=$(free_port)
-	cfg=$(write_config "$b" "$port" "$tls")
+	cfg=$(write_config "$b" "$port" "$tls" "$id")
 	if ! start_broker "$b" "$cfg" "$port"; then
 		local why
 		why=$(tr -d '"\\' <"$TMP/broker.log" | tr '\n' ' ' | cut -c1-200)

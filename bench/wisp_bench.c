@@ -94,6 +94,8 @@ static void usage(FILE *f)
 		"      --setup-timeout S      give up connecting after S seconds (30)\n"
 		"      --topic-prefix T       topic prefix (bench)\n"
 		"      --tls                  use TLS for every connection (tls scenario: always)\n"
+		"      --persistent           subscribers use persistent sessions (clean session 0), so a\n"
+		"                             broker with durable storage must store what it queues\n"
 		"      --cafile FILE          TLS: verify the broker against this CA\n"
 		"      --insecure             TLS: do not verify the broker (default without --cafile)\n"
 		"      --tls-hostname NAME    TLS: name to verify (localhost)\n"
@@ -115,7 +117,7 @@ static bool parse_num(const char *s, double lo, double hi, double *out)
 
 enum {
 	OPT_DRAIN = 256, OPT_OUTSTANDING, OPT_INFLIGHT, OPT_CONC, OPT_SRC, OPT_KEEPALIVE, OPT_PID,
-	OPT_SETUP, OPT_PREFIX, OPT_TLS, OPT_CAFILE, OPT_INSECURE, OPT_TLSHOST, OPT_JSON,
+	OPT_SETUP, OPT_PREFIX, OPT_TLS, OPT_CAFILE, OPT_INSECURE, OPT_TLSHOST, OPT_JSON, OPT_PERSISTENT,
 };
 
 static int parse_args(int argc, char **argv, struct bench_opts *o)
@@ -148,6 +150,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		{"insecure", no_argument, NULL, OPT_INSECURE},
 		{"tls-hostname", required_argument, NULL, OPT_TLSHOST},
 		{"json", no_argument, NULL, OPT_JSON},
+		{"persistent", no_argument, NULL, OPT_PERSISTENT},
 		{"help", no_argument, NULL, 'H'},
 		{NULL, 0, NULL, 0},
 	};
@@ -190,6 +193,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_INSECURE: o->insecure = true; break;
 		case OPT_TLSHOST: o->tls_hostname = optarg; break;
 		case OPT_JSON: o->json = true; break;
+		case OPT_PERSISTENT: o->persistent = true; break;
 		case 'H': usage(stdout); exit(BENCH_EXIT_OK);
 		default: usage(stderr); return -1;
 		}
