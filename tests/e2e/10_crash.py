@@ -184,13 +184,18 @@ class CrashTest(unittest.TestCase):
             pub = Pipelined(b.port)
             value = b"retained-%d" % rnd
             seq, pid = 0, 0
-            deadline = time.monotonic() + 0.05 + rng.random() * 0.6
-            while not pub.connected and pub.pump(0.5):
+            t_connect = time.monotonic() + 10
+            while not pub.connected and time.monotonic() < t_connect and pub.pump(0.5):
                 pass
             self.assertTrue(pub.connected)
             pub.send(publish_pkt("crash/state", value, qos=1, retain=True, pid=65535))
             pub.pending[65535] = (1, "retained")
-            while time.monotonic() < deadline and seq < 20000:
+            # Kill at a random moment, but only once something was
+            # acknowledged (a slow sanitizer build may need a while).
+            deadline = time.monotonic() + 0.05 + rng.random() * 0.6
+            give_up = time.monotonic() + 10
+            while ((time.monotonic() < deadline or not pub.acked) and time.monotonic() < give_up
+                   and seq < 20000):
                 if len(pub.pending) < 200:
                     seq += 1
                     pid = pid % 60000 + 1

@@ -168,7 +168,8 @@ int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscri
 int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why);
 int handle_ping(struct broker *b, struct conn *c, const char **why);
 
-/* Encodes and queues a control packet built by `encode` into a small stack buffer. */
+/* Queues a PUBACK, PUBREC, PUBREL or PUBCOMP; with fsync "always" it waits for
+ * the records it vouches for to be durable (persist_send_ack). */
 int broker_send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id);
 
 /* The name logs use for a connection: its client id once known, else its address. */
