@@ -1,0 +1,142 @@
+/*
+ * Non-blocking outbound connect: walks the getaddrinfo() list, one address
+ * at a time, binding to the -A address first when one is given. See dial.h.
+ */
+#include "dial.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "err.h"
+
+int dial_resolve(const char *host, uint16_t port, struct addrinfo **out, int *gai_error)
+{
+	struct addrinfo hints = {0};
+	char service[8];
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	snprintf(service, sizeof service, "%u", (unsigned)port);
+	int rc = getaddrinfo(host, port ? service : NULL, &hints, out);
+	if (gai_error)
+		*gai_error = rc;
+	return rc == 0 ? 0 : WISP_ENOENT;
+}
+
+void dial_free_addrs(struct addrinfo *addrs)
+{
+	if (addrs)
+		freeaddrinfo(addrs);
+}
+
+static int bind_local(const struct dial *d, int fd, int family)
+{
+	for (struct addrinfo *b = d->bind_addrs; b; b = b->ai_next) {
+		if (b->ai_family != family)
+			continue;
+		if (bind(fd, b->ai_addr, b->ai_addrlen) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+/* Tries addresses from d->cur on until one is connecting or connected. */
+static int try_addresses(struct dial *d)
+{
+	for (; d->cur; d->cur = d->cur->ai_next) {
+		struct addrinfo *a = d->cur;
+		int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd == -1) {
+			d->last_errno = errno;
+			continue;
+		}
+		if (d->bind_addrs && bind_local(d, fd, a->ai_family) != 0) {
+			d->last_errno = errno;
+			close(fd);
+			continue;
+		}
+		if (d->nodelay) {
+			int one = 1;
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		}
+		int rc;
+		do {
+			rc = connect(fd, a->ai_addr, a->ai_addrlen);
+		} while (rc == -1 && errno == EINTR);
+		if (rc == 0 || errno == EINPROGRESS) {
+			d->fd = fd;
+			return 0;
+		}
+		d->last_errno = errno;
+		close(fd);
+	}
+	return WISP_EIO;
+}
+
+int dial_start_resolved(struct dial *d, struct addrinfo *addrs, struct addrinfo *bind_addrs,
+			bool nodelay)
+{
+	memset(d, 0, sizeof *d);
+	d->fd = -1;
+	d->shared = true;
+	d->addrs = addrs;
+	d->bind_addrs = bind_addrs;
+	d->cur = addrs;
+	d->nodelay = nodelay;
+	d->last_errno = ECONNREFUSED;
+	return try_addresses(d);
+}
+
+int dial_start(struct dial *d, const struct dial_opts *o)
+{
+	memset(d, 0, sizeof *d);
+	d->fd = -1;
+	d->last_errno = ECONNREFUSED;
+	if (dial_resolve(o->host, o->port, &d->addrs, &d->gai_error) != 0)
+		return WISP_ENOENT;
+	if (o->bind_address && dial_resolve(o->bind_address, 0, &d->bind_addrs, &d->gai_error) != 0) {
+		dial_cleanup(d);
+		return WISP_ENOENT;
+	}
+	d->cur = d->addrs;
+	d->nodelay = o->nodelay;
+	return try_addresses(d);
+}
+
+int dial_finish(struct dial *d)
+{
+	int err = 0;
+	socklen_t len = sizeof err;
+	if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	if (err == 0) {
+		d->fd = -1;
+		return 0;
+	}
+	if (err == EINPROGRESS || err == EALREADY)
+		return WISP_EAGAIN; /* spurious wakeup: keep waiting on this fd */
+	d->last_errno = err;
+	close(d->fd);
+	d->fd = -1;
+	d->cur = d->cur->ai_next;
+	return try_addresses(d) == 0 ? WISP_EAGAIN : WISP_EIO;
+}
+
+void dial_cleanup(struct dial *d)
+{
+	if (d->fd >= 0)
+		close(d->fd);
+	d->fd = -1;
+	if (!d->shared) {
+		dial_free_addrs(d->addrs);
+		dial_free_addrs(d->bind_addrs);
+	}
+	d->addrs = d->bind_addrs = d->cur = NULL;
+}

@@ -1,0 +1,58 @@
+/*
+ * Connection set-up shared by wisp_pub and wisp_sub: turns the parsed
+ * options into an mqtt_client (client id rules, will, credentials, v5
+ * session expiry, TLS context from --cafile/--capath/--cert/--key/...),
+ * and maps connection outcomes to mosquitto's messages and exit codes.
+ */
+#ifndef WISP_CLIENTS_CLI_CONN_H
+#define WISP_CLIENTS_CLI_CONN_H
+
+#include <stdint.h>
+
+#include "cli_opts.h"
+#include "loop.h"
+#include "mqtt_client.h"
+#include "mtimer.h"
+
+struct tls_ctx;
+
+struct cli_conn {
+	struct loop *loop;
+	struct mtimers *timers;
+	struct mqtt_client *client;
+	struct tls_ctx *tls;
+	char id[128];
+};
+
+/* mosquitto's exit codes (libmosquitto mosq_err_t) we produce. */
+enum cli_exit {
+	CLI_EXIT_OK = 0,
+	CLI_EXIT_ERROR = 1,
+	CLI_EXIT_PROTOCOL = 2,
+	CLI_EXIT_NO_CONN = 4,
+	CLI_EXIT_CONN_LOST = 7,
+	CLI_EXIT_TLS = 8,
+	CLI_EXIT_ERRNO = 14,
+	CLI_EXIT_KEEPALIVE = 19,
+	CLI_EXIT_TIMEOUT = 27,
+};
+
+/* Creates loop, timers and client. 0, or an exit status (error printed). */
+int cli_conn_setup(struct cli_conn *cc, const struct cli_cfg *cfg, const struct mqtt_client_cbs *cbs,
+		   void *ud);
+/* Starts connecting. 0, or an exit status after printing mosquitto's
+ * "Error: Connection refused"-style message. */
+int cli_conn_start(struct cli_conn *cc, const struct cli_cfg *cfg);
+/* For an asynchronous connect failure reported through on_disconnect:
+ * prints the message and returns the exit status. */
+int cli_conn_report_failure(struct cli_conn *cc, const struct cli_cfg *cfg, int err);
+void cli_conn_cleanup(struct cli_conn *cc);
+
+/* "Connection Refused: not authorised." etc. for v3 codes; v5 reason text. */
+const char *cli_connack_string(int version, uint8_t code);
+/* Prints "Connection error: ..." as mosquitto_pub/sub do on a refused CONNACK. */
+void cli_print_connack_error(const struct cli_cfg *cfg, uint8_t code);
+/* Seeds random() from the clock, as mosquitto's clients do. */
+void cli_rand_init(void);
+
+#endif

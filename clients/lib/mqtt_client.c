@@ -1,0 +1,1120 @@
+/*
+ * Non-blocking MQTT client: connection state machine, packet I/O and QoS
+ * flows. See mqtt_client.h for what it does and does not do.
+ *
+ * States: IDLE -> DIALING (TCP connect in progress) -> HANDSHAKE (transport,
+ * e.g. TLS) -> AWAIT_CONNACK -> CONNECTED -> CLOSING (DISCONNECT queued,
+ * waiting for the output to drain) -> IDLE. A lost connection goes to IDLE
+ * and, when reconnecting, arms the retry timer.
+ *
+ * Output is one contiguous byte buffer: packets are encoded straight into
+ * its tail and written from its head, so a publish costs one copy of the
+ * payload into the buffer (plus one into the in-flight record for QoS > 0,
+ * which a reconnect needs to resend).
+ *
+ * Single-threaded: runs on the loop thread.
+ */
+#include "mqtt_client.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "dial.h"
+#include "err.h"
+#include "list.h"
+#include "transport.h"
+
+#define READ_BUF_INITIAL 256u
+#define OUT_BUF_KEEP 65536u  /* drained output buffers above this are freed */
+#define READS_PER_EVENT 64   /* fairness between connections */
+#define DEFAULT_INFLIGHT 20
+
+enum client_state {
+	ST_IDLE,
+	ST_DIALING,
+	ST_HANDSHAKE,
+	ST_AWAIT_CONNACK,
+	ST_CONNECTED,
+	ST_CLOSING,
+};
+
+/* Message flow states of an outgoing QoS 1/2 publish. */
+enum out_state {
+	OUT_QUEUED,    /* waiting for an in-flight slot or for the connection */
+	OUT_WAIT_ACK,  /* PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2) */
+	OUT_WAIT_COMP, /* PUBREL sent; waiting for PUBCOMP */
+};
+
+struct out_msg {
+	struct list_node link;
+	uint16_t mid;
+	uint8_t qos;
+	bool retain;
+	uint8_t state;
+	bool sent; /* went out at least once: a resend carries DUP [MQTT-3.3.1-1] */
+	size_t topic_len;
+	size_t payload_len;
+	uint8_t data[]; /* topic then payload */
+};
+
+/* An incoming QoS 2 message held until PUBREL, when it is delivered: as
+ * libmosquitto does, so -C counts and -d traces match mosquitto_sub.
+ * v5 properties are not kept. */
+struct in_msg {
+	struct list_node link;
+	uint16_t mid;
+	bool retain;
+	size_t topic_len;
+	size_t payload_len;
+	uint8_t data[];
+};
+
+struct mqtt_client {
+	struct loop *loop;
+	struct mtimers *timers;
+	struct loop_io io;
+	struct transport *t;
+	struct dial dial;
+	enum client_state state;
+
+	/* Copied options. */
+	char *host, *bind_address, *client_id, *log_name, *username, *password, *will_topic;
+	uint8_t *will_payload, *connect_props;
+	size_t will_len, connect_props_len;
+	struct mqtt_client_opts o; /* pointers above replace its strings */
+
+	uint8_t *rbuf;
+	size_t rlen, rcap;
+	uint8_t *obuf;
+	size_t ooff, olen, ocap; /* unsent bytes are obuf[ooff, olen) */
+
+	uint16_t next_mid;
+	struct list_node inflight; /* out_msg, in send order */
+	struct list_node queued;
+	size_t inflight_count;
+	struct list_node rx_qos2; /* struct in_msg: incoming QoS 2 awaiting PUBREL */
+
+	struct mtimer ka_timer;
+	struct mtimer retry_timer;
+	uint64_t last_in_ms, last_out_ms;
+	bool ping_outstanding;
+	bool want_reconnect;
+	bool user_disconnect;
+	uint32_t retry_attempt;
+	int last_errno;
+	uint8_t connack_code;
+	uint8_t disconnect_reason;
+};
+
+const char *mqtt_client_strerror(int err)
+{
+	switch (err) {
+	case MQTT_CLIENT_OK: return "success";
+	case MQTT_CLIENT_ERESOLVE: return "lookup error";
+	case MQTT_CLIENT_ECONNECT: return "connect failed";
+	case MQTT_CLIENT_ETLS: return "TLS handshake failed";
+	case MQTT_CLIENT_EREFUSED: return "connection refused by broker";
+	case MQTT_CLIENT_ELOST: return "connection lost";
+	case MQTT_CLIENT_EPROTOCOL: return "protocol error";
+	case MQTT_CLIENT_EKEEPALIVE: return "keepalive timeout";
+	case MQTT_CLIENT_ENOMEM: return "out of memory";
+	case MQTT_CLIENT_ESERVER: return "disconnected by broker";
+	}
+	return "unknown error";
+}
+
+static void close_connection(struct mqtt_client *c, int err);
+static void update_interest(struct mqtt_client *c);
+static void flush_out(struct mqtt_client *c);
+static void send_queued(struct mqtt_client *c);
+
+__attribute__((format(printf, 2, 3))) static void trace(struct mqtt_client *c, const char *fmt, ...)
+{
+	if (!c->o.cbs || !c->o.cbs->on_log)
+		return;
+	char line[512];
+	const char *name = c->log_name ? c->log_name : c->client_id;
+	int n = snprintf(line, sizeof line, "Client %s ", name && name[0] ? name : "(null)");
+	if (n < 0 || (size_t)n >= sizeof line)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+	va_end(ap);
+	c->o.cbs->on_log(c, line, c->o.ud);
+}
+
+static char *dup_str(const char *s)
+{
+	return s ? wisp_strndup(s, strlen(s)) : NULL;
+}
+
+static uint8_t *dup_bytes(const void *p, size_t len)
+{
+	uint8_t *d = wisp_malloc(len ? len : 1);
+	if (d && len)
+		memcpy(d, p, len);
+	return d;
+}
+
+/* ---- output buffer ---------------------------------------------------- */
+
+static int out_reserve(struct mqtt_client *c, size_t need)
+{
+	if (c->ooff && c->ooff == c->olen)
+		c->ooff = c->olen = 0;
+	if (c->ocap - c->olen >= need)
+		return 0;
+	if (c->ooff) { /* compact before growing */
+		memmove(c->obuf, c->obuf + c->ooff, c->olen - c->ooff);
+		c->olen -= c->ooff;
+		c->ooff = 0;
+		if (c->ocap - c->olen >= need)
+			return 0;
+	}
+	size_t ncap = c->ocap ? c->ocap : 256;
+	while (ncap - c->olen < need)
+		ncap *= 2;
+	uint8_t *b = wisp_realloc(c->obuf, ncap);
+	if (!b)
+		return MQTT_CLIENT_ENOMEM;
+	c->obuf = b;
+	c->ocap = ncap;
+	return 0;
+}
+
+/*
+ * Encoding goes straight into the output tail: out_tail() reserves `hint`
+ * bytes (callers pass an upper bound of the packet size) and out_commit()
+ * keeps what the encoder wrote. An encoder error leaves the buffer as it was.
+ */
+static uint8_t *out_tail(struct mqtt_client *c, size_t hint, size_t *cap)
+{
+	if (out_reserve(c, hint) != 0)
+		return NULL;
+	*cap = c->ocap - c->olen;
+	return c->obuf + c->olen;
+}
+
+static int out_commit(struct mqtt_client *c, ssize_t n)
+{
+	if (n <= 0)
+		return n == MQTT_ENOSPC ? MQTT_CLIENT_ENOMEM : MQTT_CLIENT_EPROTOCOL;
+	c->olen += (size_t)n;
+	return 0;
+}
+
+#define OUT_ENCODE(c, hint, call)                                             \
+	do {                                                                  \
+		size_t cap;                                                   \
+		uint8_t *buf = out_tail((c), (hint), &cap);                   \
+		rc = buf ? out_commit((c), (call)) : MQTT_CLIENT_ENOMEM;      \
+	} while (0)
+
+static bool is_up(const struct mqtt_client *c)
+{
+	return c->state == ST_CONNECTED || c->state == ST_CLOSING;
+}
+
+static int encode_publish(struct mqtt_client *c, const struct out_msg *m, const uint8_t *topic,
+			  size_t tlen, const uint8_t *payload, size_t plen, uint8_t qos, bool retain,
+			  bool dup)
+{
+	struct mqtt_publish p = {0};
+	p.qos = qos;
+	p.dup = dup;
+	p.retain = retain;
+	p.topic.ptr = topic;
+	p.topic.len = tlen;
+	p.packet_id = m ? m->mid : 0;
+	p.payload.ptr = payload;
+	p.payload.len = plen;
+	int rc;
+	OUT_ENCODE(c, tlen + plen + 16, mqtt_encode_publish(buf, cap, c->o.version, &p));
+	return rc;
+}
+
+static int send_out_msg(struct mqtt_client *c, struct out_msg *m)
+{
+	bool dup = m->sent;
+	m->sent = true;
+	const uint8_t *topic = m->data, *payload = m->data + m->topic_len;
+	if (m->state == OUT_WAIT_COMP) {
+		struct mqtt_ack a = {.packet_id = m->mid};
+		trace(c, "sending PUBREL (m%u)", (unsigned)m->mid);
+		int rc;
+		OUT_ENCODE(c, 8, mqtt_encode_ack(buf, cap, c->o.version, MQTT_PKT_PUBREL, &a));
+		return rc;
+	}
+	trace(c, "sending PUBLISH (d%d, q%u, r%d, m%u, '%.*s', ... (%zu bytes))", dup ? 1 : 0,
+	      (unsigned)m->qos, m->retain ? 1 : 0, (unsigned)m->mid, (int)m->topic_len, (const char *)topic,
+	      m->payload_len);
+	return encode_publish(c, m, topic, m->topic_len, payload, m->payload_len, m->qos, m->retain, dup);
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+static void arm_keepalive(struct mqtt_client *c)
+{
+	if (!c->o.keepalive)
+		return;
+	uint64_t ka = (uint64_t)c->o.keepalive * 1000u;
+	uint64_t last = c->last_out_ms < c->last_in_ms ? c->last_out_ms : c->last_in_ms;
+	uint64_t now = mtimer_now_ms();
+	uint64_t due = last + ka;
+	mtimer_start(c->timers, &c->ka_timer, due > now ? due - now : 0);
+}
+
+static void on_keepalive(struct mtimer *t, void *ud)
+{
+	struct mqtt_client *c = ud;
+	(void)t;
+	if (!is_up(c))
+		return;
+	uint64_t now = mtimer_now_ms(), ka = (uint64_t)c->o.keepalive * 1000u;
+	if (now - c->last_out_ms >= ka || now - c->last_in_ms >= ka) {
+		if (c->ping_outstanding) {
+			/* No answer for a whole keepalive period after PINGREQ. */
+			close_connection(c, MQTT_CLIENT_EKEEPALIVE);
+			return;
+		}
+		trace(c, "sending PINGREQ");
+		int rc;
+		OUT_ENCODE(c, 2, mqtt_encode_empty(buf, cap, MQTT_PKT_PINGREQ));
+		if (rc == 0) {
+			c->ping_outstanding = true;
+			c->last_out_ms = c->last_in_ms = now; /* next check one period on */
+			flush_out(c);
+		}
+	}
+	if (is_up(c))
+		arm_keepalive(c);
+}
+
+static void on_retry(struct mtimer *t, void *ud)
+{
+	struct mqtt_client *c = ud;
+	(void)t;
+	if (c->state != ST_IDLE || !c->want_reconnect)
+		return;
+	if (mqtt_client_connect(c) != 0) {
+		/* Failed at once (resolve or socket): count it and try later. */
+		close_connection(c, MQTT_CLIENT_ECONNECT);
+	}
+}
+
+/* Exponential backoff with "equal jitter": half the delay fixed, half
+ * random, so a fleet that lost its broker together does not return in
+ * lockstep. */
+static uint64_t backoff_ms(struct mqtt_client *c)
+{
+	uint64_t lo = c->o.reconnect_min_ms ? c->o.reconnect_min_ms : 1000u;
+	uint64_t hi = c->o.reconnect_max_ms ? c->o.reconnect_max_ms : 30000u;
+	uint64_t d = lo;
+	for (uint32_t i = 0; i < c->retry_attempt && d < hi; i++)
+		d *= 2;
+	if (d > hi)
+		d = hi;
+	c->retry_attempt++;
+	return d / 2 + (uint64_t)random() % (d / 2 + 1);
+}
+
+/* ---- connection lifecycle ------------------------------------------------ */
+
+static void reset_buffers(struct mqtt_client *c)
+{
+	c->rlen = 0;
+	c->ooff = c->olen = 0;
+	if (c->ocap > OUT_BUF_KEEP) {
+		wisp_free(c->obuf);
+		c->obuf = NULL;
+		c->ocap = 0;
+	}
+}
+
+/* Ends the current connection; err as for on_disconnect. Safe to call from
+ * any callback and in any state. */
+static void close_connection(struct mqtt_client *c, int err)
+{
+	enum client_state was = c->state;
+	if (c->t) {
+		loop_io_stop(c->loop, &c->io);
+		transport_close(c->t);
+		c->t = NULL;
+	} else if (c->dial.fd >= 0) {
+		loop_io_stop(c->loop, &c->io);
+	}
+	dial_cleanup(&c->dial);
+	c->io.fd = -1;
+	c->state = ST_IDLE;
+	mtimer_stop(c->timers, &c->ka_timer);
+	reset_buffers(c);
+	c->ping_outstanding = false;
+	/* Everything sent but unacknowledged goes back to the resend path:
+	 * PUBLISH again with DUP, or PUBREL again. */
+	bool retry = c->want_reconnect && err != MQTT_CLIENT_OK && err != MQTT_CLIENT_EREFUSED;
+	if (retry)
+		mtimer_start(c->timers, &c->retry_timer, backoff_ms(c));
+	if (was != ST_IDLE || err != MQTT_CLIENT_OK) {
+		if (c->o.cbs && c->o.cbs->on_disconnect)
+			c->o.cbs->on_disconnect(c, err, c->o.ud);
+	}
+}
+
+static void send_connect(struct mqtt_client *c)
+{
+	struct mqtt_connect m = {0};
+	m.version = c->o.version;
+	m.clean_start = c->o.clean_session;
+	m.keepalive = c->o.keepalive;
+	m.client_id.ptr = (const uint8_t *)(c->client_id ? c->client_id : "");
+	m.client_id.len = c->client_id ? strlen(c->client_id) : 0;
+	if (c->will_topic) {
+		m.has_will = true;
+		m.will_qos = c->o.will_qos;
+		m.will_retain = c->o.will_retain;
+		m.will_topic.ptr = (const uint8_t *)c->will_topic;
+		m.will_topic.len = strlen(c->will_topic);
+		m.will_payload.ptr = c->will_payload;
+		m.will_payload.len = c->will_len;
+	}
+	if (c->username) {
+		m.has_username = true;
+		m.username.ptr = (const uint8_t *)c->username;
+		m.username.len = strlen(c->username);
+	}
+	if (c->password) {
+		m.has_password = true;
+		m.password.ptr = (const uint8_t *)c->password;
+		m.password.len = strlen(c->password);
+	}
+	if (c->connect_props) {
+		m.props.raw.ptr = c->connect_props;
+		m.props.raw.len = c->connect_props_len;
+	}
+	trace(c, "sending CONNECT");
+	size_t hint = 64 + m.client_id.len + m.will_topic.len + m.will_payload.len + m.username.len +
+		      m.password.len + m.props.raw.len;
+	int rc;
+	OUT_ENCODE(c, hint, mqtt_encode_connect(buf, cap, &m));
+	if (rc != 0) {
+		close_connection(c, MQTT_CLIENT_ENOMEM);
+		return;
+	}
+	c->state = ST_AWAIT_CONNACK;
+	c->last_in_ms = c->last_out_ms = mtimer_now_ms();
+	flush_out(c);
+}
+
+static void on_io(struct loop *l, struct loop_io *io, uint32_t events);
+
+static void handshake_step(struct mqtt_client *c)
+{
+	int rc = transport_handshake(c->t);
+	if (rc == 0) {
+		send_connect(c);
+		return;
+	}
+	if (rc == WISP_EAGAIN) {
+		update_interest(c);
+		return;
+	}
+	close_connection(c, MQTT_CLIENT_ETLS);
+}
+
+static void dial_step(struct mqtt_client *c)
+{
+	int rc = dial_finish(&c->dial);
+	if (rc == WISP_EAGAIN) {
+		/* The next address has a new socket: re-register. */
+		if (c->io.fd != c->dial.fd) {
+			loop_io_stop(c->loop, &c->io);
+			if (loop_io_start(c->loop, &c->io, c->dial.fd, LOOP_WRITE, on_io) != 0)
+				close_connection(c, MQTT_CLIENT_ENOMEM);
+		}
+		return;
+	}
+	if (rc != 0) {
+		c->last_errno = c->dial.last_errno;
+		close_connection(c, MQTT_CLIENT_ECONNECT);
+		return;
+	}
+	int fd = c->io.fd;
+	loop_io_stop(c->loop, &c->io);
+	c->t = c->o.transport_new ? c->o.transport_new(c->o.transport_ctx, fd) : tcp_transport_new(fd);
+	if (!c->t) {
+		c->io.fd = -1;
+		close_connection(c, c->o.transport_new ? MQTT_CLIENT_ETLS : MQTT_CLIENT_ENOMEM);
+		return;
+	}
+	if (loop_io_start(c->loop, &c->io, fd, LOOP_READ, on_io) != 0) {
+		close_connection(c, MQTT_CLIENT_ENOMEM);
+		return;
+	}
+	c->state = ST_HANDSHAKE;
+	handshake_step(c);
+}
+
+int mqtt_client_connect(struct mqtt_client *c)
+{
+	if (c->state != ST_IDLE)
+		return 0;
+	mtimer_stop(c->timers, &c->retry_timer);
+	c->user_disconnect = false;
+	int rc;
+	if (c->o.addrs)
+		rc = dial_start_resolved(&c->dial, c->o.addrs, NULL, c->o.nodelay);
+	else {
+		struct dial_opts d = {.host = c->host, .port = c->o.port, .bind_address = c->bind_address,
+				      .nodelay = c->o.nodelay};
+		rc = dial_start(&c->dial, &d);
+	}
+	if (rc != 0) {
+		c->last_errno = c->dial.last_errno;
+		dial_cleanup(&c->dial);
+		return rc == WISP_ENOENT ? MQTT_CLIENT_ERESOLVE : MQTT_CLIENT_ECONNECT;
+	}
+	if (loop_io_start(c->loop, &c->io, c->dial.fd, LOOP_WRITE, on_io) != 0) {
+		dial_cleanup(&c->dial);
+		return MQTT_CLIENT_ENOMEM;
+	}
+	c->state = ST_DIALING;
+	return 0;
+}
+
+/* ---- input --------------------------------------------------------------- */
+
+static struct out_msg *find_inflight(struct mqtt_client *c, uint16_t mid)
+{
+	struct list_node *n, *tmp;
+	list_for_each_safe(n, tmp, &c->inflight)
+	{
+		struct out_msg *m = container_of(n, struct out_msg, link);
+		if (m->mid == mid)
+			return m;
+	}
+	return NULL;
+}
+
+static void complete_out(struct mqtt_client *c, struct out_msg *m, uint8_t reason)
+{
+	uint16_t mid = m->mid;
+	list_remove(&m->link);
+	c->inflight_count--;
+	wisp_free(m);
+	if (c->o.cbs && c->o.cbs->on_publish)
+		c->o.cbs->on_publish(c, mid, reason, c->o.ud);
+	send_queued(c);
+}
+
+static struct in_msg *find_rx(struct mqtt_client *c, uint16_t mid)
+{
+	struct list_node *n, *tmp;
+	list_for_each_safe(n, tmp, &c->rx_qos2)
+	{
+		struct in_msg *m = container_of(n, struct in_msg, link);
+		if (m->mid == mid)
+			return m;
+	}
+	return NULL;
+}
+
+static int send_ack(struct mqtt_client *c, uint8_t type, uint16_t mid)
+{
+	struct mqtt_ack a = {.packet_id = mid};
+	int rc;
+	OUT_ENCODE(c, 8, mqtt_encode_ack(buf, cap, c->o.version, type, &a));
+	return rc;
+}
+
+static int handle_connack(struct mqtt_client *c, const struct mqtt_connack *ca)
+{
+	if (c->state != ST_AWAIT_CONNACK)
+		return MQTT_CLIENT_EPROTOCOL; /* [MQTT-3.2.0-1] only one CONNACK */
+	trace(c, "received CONNACK (%u)", (unsigned)ca->code);
+	c->connack_code = ca->code;
+	if (ca->code != 0) {
+		if (c->o.cbs && c->o.cbs->on_connect)
+			c->o.cbs->on_connect(c, ca->code, false, c->o.ud);
+		return MQTT_CLIENT_EREFUSED;
+	}
+	if (c->o.version == MQTT_PROTO_V5 && ca->props.present & MQTT_PROP_BIT(MQTT_PROP_ASSIGNED_CLIENT_ID)) {
+		char *id = wisp_strndup((const char *)ca->props.assigned_client_id.ptr,
+					ca->props.assigned_client_id.len);
+		if (id) {
+			wisp_free(c->client_id);
+			c->client_id = id;
+			wisp_free(c->log_name);
+			c->log_name = NULL;
+		}
+	}
+	c->state = ST_CONNECTED;
+	c->retry_attempt = 0;
+	/* Resend what the previous connection left unacknowledged, in order
+	 * ([MQTT-4.4.0-1]), then fill the window from the queue. */
+	struct list_node *n, *tmp;
+	list_for_each_safe(n, tmp, &c->inflight)
+	{
+		struct out_msg *m = container_of(n, struct out_msg, link);
+		if (send_out_msg(c, m) != 0)
+			return MQTT_CLIENT_ENOMEM;
+	}
+	send_queued(c);
+	arm_keepalive(c);
+	if (c->o.cbs && c->o.cbs->on_connect)
+		c->o.cbs->on_connect(c, 0, ca->session_present, c->o.ud);
+	return 0;
+}
+
+static int handle_publish(struct mqtt_client *c, const struct mqtt_publish *p)
+{
+	trace(c, "received PUBLISH (d%d, q%u, r%d, m%u, '%.*s', ... (%zu bytes))", p->dup ? 1 : 0,
+	      (unsigned)p->qos, p->retain ? 1 : 0, (unsigned)p->packet_id, (int)p->topic.len,
+	      (const char *)p->topic.ptr, p->payload.len);
+	if (p->qos == 2) {
+		/* Held until PUBREL; a DUP resend of a held id is not stored
+		 * twice ([MQTT-4.3.3-2], method A). */
+		if (!find_rx(c, p->packet_id)) {
+			struct in_msg *m = wisp_malloc(sizeof *m + p->topic.len + p->payload.len);
+			if (!m)
+				return MQTT_CLIENT_ENOMEM;
+			m->mid = p->packet_id;
+			m->retain = p->retain;
+			m->topic_len = p->topic.len;
+			m->payload_len = p->payload.len;
+			memcpy(m->data, p->topic.ptr, p->topic.len);
+			if (p->payload.len)
+				memcpy(m->data + p->topic.len, p->payload.ptr, p->payload.len);
+			list_push_back(&c->rx_qos2, &m->link);
+		}
+		trace(c, "sending PUBREC (m%u, rc0)", (unsigned)p->packet_id);
+		return send_ack(c, MQTT_PKT_PUBREC, p->packet_id);
+	}
+	int rc = 0;
+	if (p->qos == 1) {
+		/* Ack before delivery, like libmosquitto: the callback may
+		 * disconnect, and the ack must still go out first. */
+		trace(c, "sending PUBACK (m%u, rc0)", (unsigned)p->packet_id);
+		rc = send_ack(c, MQTT_PKT_PUBACK, p->packet_id);
+	}
+	if (rc == 0 && c->o.cbs && c->o.cbs->on_message)
+		c->o.cbs->on_message(c, p, c->o.ud);
+	return rc;
+}
+
+static int handle_pubrel(struct mqtt_client *c, uint16_t mid)
+{
+	trace(c, "received PUBREL (Mid: %u)", (unsigned)mid);
+	trace(c, "sending PUBCOMP (m%u)", (unsigned)mid);
+	int rc = send_ack(c, MQTT_PKT_PUBCOMP, mid);
+	struct in_msg *m = find_rx(c, mid);
+	if (!m)
+		return rc;
+	list_remove(&m->link);
+	if (rc == 0 && c->o.cbs && c->o.cbs->on_message) {
+		struct mqtt_publish p = {0};
+		p.qos = 2;
+		p.retain = m->retain;
+		p.packet_id = m->mid;
+		p.topic.ptr = m->data;
+		p.topic.len = m->topic_len;
+		p.payload.ptr = m->data + m->topic_len;
+		p.payload.len = m->payload_len;
+		c->o.cbs->on_message(c, &p, c->o.ud);
+	}
+	wisp_free(m);
+	return rc;
+}
+
+static int handle_ack(struct mqtt_client *c, uint8_t type, const struct mqtt_ack *a)
+{
+	struct out_msg *m;
+	switch (type) {
+	case MQTT_PKT_PUBACK:
+		trace(c, "received PUBACK (Mid: %u, RC:%u)", (unsigned)a->packet_id, (unsigned)a->reason);
+		m = find_inflight(c, a->packet_id);
+		if (m && m->qos == 1 && m->state == OUT_WAIT_ACK)
+			complete_out(c, m, a->reason);
+		return 0;
+	case MQTT_PKT_PUBREC:
+		trace(c, "received PUBREC (Mid: %u)", (unsigned)a->packet_id);
+		m = find_inflight(c, a->packet_id);
+		if (m && m->qos == 2 && m->state == OUT_WAIT_ACK) {
+			if (a->reason >= 0x80) { /* v5: the flow ends here */
+				complete_out(c, m, a->reason);
+				return 0;
+			}
+			m->state = OUT_WAIT_COMP;
+			return send_out_msg(c, m);
+		}
+		if (!m) { /* unknown id: answer so the broker can finish */
+			trace(c, "sending PUBREL (m%u)", (unsigned)a->packet_id);
+			return send_ack(c, MQTT_PKT_PUBREL, a->packet_id);
+		}
+		return 0;
+	case MQTT_PKT_PUBCOMP:
+		trace(c, "received PUBCOMP (Mid: %u, RC:%u)", (unsigned)a->packet_id, (unsigned)a->reason);
+		m = find_inflight(c, a->packet_id);
+		if (m && m->state == OUT_WAIT_COMP)
+			complete_out(c, m, a->reason);
+		return 0;
+	case MQTT_PKT_PUBREL:
+		return handle_pubrel(c, a->packet_id);
+	}
+	return 0;
+}
+
+static int handle_packet(struct mqtt_client *c, const struct mqtt_pkt *pkt)
+{
+	if (c->state == ST_AWAIT_CONNACK && pkt->type != MQTT_PKT_CONNACK)
+		return MQTT_CLIENT_EPROTOCOL; /* [MQTT-3.2.0-1] CONNACK comes first */
+	switch (pkt->type) {
+	case MQTT_PKT_CONNACK:
+		return handle_connack(c, &pkt->u.connack);
+	case MQTT_PKT_PUBLISH:
+		return handle_publish(c, &pkt->u.publish);
+	case MQTT_PKT_PUBACK:
+	case MQTT_PKT_PUBREC:
+	case MQTT_PKT_PUBREL:
+	case MQTT_PKT_PUBCOMP:
+		return handle_ack(c, pkt->type, &pkt->u.ack);
+	case MQTT_PKT_SUBACK:
+		trace(c, "received SUBACK");
+		if (c->o.cbs && c->o.cbs->on_subscribe)
+			c->o.cbs->on_subscribe(c, pkt->u.suback.packet_id, pkt->u.suback.codes.ptr,
+					       pkt->u.suback.codes.len, c->o.ud);
+		return 0;
+	case MQTT_PKT_UNSUBACK:
+		trace(c, "received UNSUBACK");
+		if (c->o.cbs && c->o.cbs->on_unsubscribe)
+			c->o.cbs->on_unsubscribe(c, pkt->u.suback.packet_id, c->o.ud);
+		return 0;
+	case MQTT_PKT_PINGRESP:
+		trace(c, "received PINGRESP");
+		c->ping_outstanding = false;
+		return 0;
+	case MQTT_PKT_DISCONNECT:
+		if (c->o.version == MQTT_PROTO_V5) {
+			trace(c, "received DISCONNECT (%u)", (unsigned)pkt->u.reason.reason);
+			return MQTT_CLIENT_ESERVER;
+		}
+		return MQTT_CLIENT_EPROTOCOL;
+	}
+	return MQTT_CLIENT_EPROTOCOL; /* server-bound packet types */
+}
+
+/* Decodes and handles every whole packet in the read buffer. */
+static int process_input(struct mqtt_client *c)
+{
+	struct mqtt_codec_opts copts = {.max_packet_size = c->o.max_packet_size, .version = c->o.version};
+	size_t off = 0;
+	int rc = 0;
+	/* Nothing may follow our DISCONNECT, so input stops with CLOSING. */
+	while (off < c->rlen && (c->state == ST_AWAIT_CONNACK || c->state == ST_CONNECTED)) {
+		struct mqtt_pkt pkt;
+		ssize_t n = mqtt_decode(c->rbuf + off, c->rlen - off, &copts, &pkt);
+		if (n == 0) {
+			ssize_t need = mqtt_frame_size(c->rbuf + off, c->rlen - off, &copts);
+			if (need > 0 && (size_t)need > c->rcap) {
+				/* Grow so the whole packet fits once compacted. */
+				uint8_t *b = wisp_realloc(c->rbuf, (size_t)need);
+				if (!b) {
+					rc = MQTT_CLIENT_ENOMEM;
+					break;
+				}
+				c->rbuf = b;
+				c->rcap = (size_t)need;
+			} else if (need < 0) {
+				rc = MQTT_CLIENT_EPROTOCOL;
+			}
+			break;
+		}
+		if (n < 0) {
+			rc = MQTT_CLIENT_EPROTOCOL;
+			break;
+		}
+		off += (size_t)n;
+		c->last_in_ms = mtimer_now_ms();
+		rc = handle_packet(c, &pkt);
+		if (rc != 0)
+			break;
+	}
+	if (c->rlen && off) {
+		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+		c->rlen -= off;
+	}
+	return rc;
+}
+
+static int read_input(struct mqtt_client *c)
+{
+	for (int i = 0; i < READS_PER_EVENT && c->t; i++) {
+		if (c->rcap - c->rlen < 64) {
+			size_t ncap = c->rcap ? c->rcap * 2 : READ_BUF_INITIAL;
+			uint8_t *b = wisp_realloc(c->rbuf, ncap);
+			if (!b)
+				return MQTT_CLIENT_ENOMEM;
+			c->rbuf = b;
+			c->rcap = ncap;
+		}
+		ssize_t n = transport_read(c->t, c->rbuf + c->rlen, c->rcap - c->rlen);
+		if (n == WISP_EAGAIN)
+			return 0;
+		if (n < 0)
+			return MQTT_CLIENT_ELOST;
+		c->rlen += (size_t)n;
+		int rc = process_input(c);
+		if (rc != 0)
+			return rc;
+		if (c->state != ST_CONNECTED && c->state != ST_AWAIT_CONNACK)
+			return 0;
+	}
+	return 0;
+}
+
+/* ---- output ---------------------------------------------------------------- */
+
+static void update_interest(struct mqtt_client *c)
+{
+	if (!c->t)
+		return;
+	uint32_t ev = LOOP_READ;
+	if (c->olen > c->ooff || (c->t->want & TRANSPORT_WANT_WRITE))
+		ev |= LOOP_WRITE;
+	loop_io_set(c->loop, &c->io, ev);
+}
+
+/* Writes what it can; closes the connection after a queued DISCONNECT has
+ * gone out. */
+static void flush_out(struct mqtt_client *c)
+{
+	if (!c->t || c->state == ST_HANDSHAKE)
+		return;
+	c->t->want = 0;
+	for (int i = 0; i < READS_PER_EVENT && c->olen > c->ooff; i++) {
+		struct iovec iov = {.iov_base = c->obuf + c->ooff, .iov_len = c->olen - c->ooff};
+		ssize_t n = transport_writev(c->t, &iov, 1);
+		if (n == WISP_EAGAIN)
+			break;
+		if (n < 0) {
+			close_connection(c, c->state == ST_CLOSING ? MQTT_CLIENT_OK : MQTT_CLIENT_ELOST);
+			return;
+		}
+		c->ooff += (size_t)n;
+		c->last_out_ms = mtimer_now_ms();
+	}
+	if (c->olen == c->ooff) {
+		c->ooff = c->olen = 0;
+		if (c->ocap > OUT_BUF_KEEP) {
+			wisp_free(c->obuf);
+			c->obuf = NULL;
+			c->ocap = 0;
+		}
+		if (c->state == ST_CLOSING) {
+			close_connection(c, MQTT_CLIENT_OK);
+			return;
+		}
+	}
+	update_interest(c);
+}
+
+static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	(void)l;
+	struct mqtt_client *c = container_of(io, struct mqtt_client, io);
+	switch (c->state) {
+	case ST_IDLE:
+		return; /* stale event for a socket closed earlier this turn */
+	case ST_DIALING:
+		if (events & (LOOP_WRITE | LOOP_READ))
+			dial_step(c);
+		return;
+	case ST_HANDSHAKE:
+		handshake_step(c);
+		return;
+	default:
+		break;
+	}
+	if (c->olen > c->ooff)
+		flush_out(c);
+	if (c->state == ST_IDLE)
+		return;
+	int rc = read_input(c);
+	if (rc != 0) {
+		/* Peer closing after our DISCONNECT is the normal end. */
+		close_connection(c, c->state == ST_CLOSING && rc == MQTT_CLIENT_ELOST ? MQTT_CLIENT_OK : rc);
+		return;
+	}
+	if (c->state != ST_IDLE)
+		flush_out(c);
+}
+
+/* Moves queued QoS>0 publishes into the window while it has room. */
+static void send_queued(struct mqtt_client *c)
+{
+	size_t max = c->o.max_inflight ? c->o.max_inflight : DEFAULT_INFLIGHT;
+	while (c->inflight_count < max && !list_empty(&c->queued)) {
+		struct out_msg *m = container_of(list_first(&c->queued), struct out_msg, link);
+		list_remove(&m->link);
+		list_push_back(&c->inflight, &m->link);
+		c->inflight_count++;
+		m->state = OUT_WAIT_ACK;
+		if (c->state == ST_CONNECTED && send_out_msg(c, m) != 0) {
+			close_connection(c, MQTT_CLIENT_ENOMEM);
+			return;
+		}
+	}
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+static uint16_t alloc_mid(struct mqtt_client *c)
+{
+	/* Skips 0 [MQTT-2.3.1-1]; a wrapped id still in flight is rare with a
+	 * window of at most 65535, and skipped. */
+	for (int i = 0; i < 65535; i++) {
+		uint16_t mid = ++c->next_mid;
+		if (mid == 0)
+			mid = c->next_mid = 1;
+		if (!find_inflight(c, mid))
+			return mid;
+	}
+	return c->next_mid;
+}
+
+int mqtt_client_publish(struct mqtt_client *c, const char *topic, const void *payload, size_t len,
+			uint8_t qos, bool retain, uint16_t *mid_out)
+{
+	size_t tlen = strlen(topic);
+	uint16_t mid = alloc_mid(c);
+	if (mid_out)
+		*mid_out = mid;
+	if (qos == 0) {
+		if (c->state != ST_CONNECTED)
+			return MQTT_CLIENT_ELOST; /* QoS 0 is not queued offline */
+		trace(c, "sending PUBLISH (d0, q0, r%d, m%u, '%s', ... (%zu bytes))", retain ? 1 : 0,
+		      (unsigned)mid, topic, len);
+		int rc = encode_publish(c, NULL, (const uint8_t *)topic, tlen, payload, len, 0, retain, false);
+		if (rc != 0)
+			return rc;
+		flush_out(c);
+		if (c->o.cbs && c->o.cbs->on_publish)
+			c->o.cbs->on_publish(c, mid, 0, c->o.ud);
+		return 0;
+	}
+	struct out_msg *m = wisp_malloc(sizeof *m + tlen + len);
+	if (!m)
+		return MQTT_CLIENT_ENOMEM;
+	m->mid = mid;
+	m->qos = qos;
+	m->retain = retain;
+	m->state = OUT_QUEUED;
+	m->sent = false;
+	m->topic_len = tlen;
+	m->payload_len = len;
+	memcpy(m->data, topic, tlen);
+	if (len)
+		memcpy(m->data + tlen, payload, len);
+	list_push_back(&c->queued, &m->link);
+	send_queued(c);
+	if (c->state == ST_CONNECTED)
+		flush_out(c);
+	return 0;
+}
+
+int mqtt_client_subscribe(struct mqtt_client *c, const char *const *filters, const uint8_t *options,
+			  size_t count, uint16_t *mid_out)
+{
+	if (c->state != ST_CONNECTED)
+		return MQTT_CLIENT_ELOST;
+	struct mqtt_str *f = wisp_calloc(count ? count : 1, sizeof *f);
+	if (!f)
+		return MQTT_CLIENT_ENOMEM;
+	size_t hint = 16;
+	for (size_t i = 0; i < count; i++) {
+		f[i].ptr = (const uint8_t *)filters[i];
+		f[i].len = strlen(filters[i]);
+		hint += f[i].len + 3;
+	}
+	uint16_t mid = alloc_mid(c);
+	for (size_t i = 0; i < count; i++)
+		trace(c, "sending SUBSCRIBE (Mid: %u, Topic: %s, QoS: %u, Options: 0x%02x)", (unsigned)mid,
+		      filters[i], (unsigned)(options[i] & MQTT_SUBOPT_QOS_MASK),
+		      (unsigned)(options[i] & ~MQTT_SUBOPT_QOS_MASK));
+	struct mqtt_props none = {0};
+	int rc;
+	OUT_ENCODE(c, hint, mqtt_encode_subscribe(buf, cap, c->o.version, mid, &none, f, options, count));
+	wisp_free(f);
+	if (rc == 0) {
+		if (mid_out)
+			*mid_out = mid;
+		flush_out(c);
+	}
+	return rc;
+}
+
+int mqtt_client_unsubscribe(struct mqtt_client *c, const char *const *filters, size_t count,
+			    uint16_t *mid_out)
+{
+	if (c->state != ST_CONNECTED)
+		return MQTT_CLIENT_ELOST;
+	struct mqtt_str *f = wisp_calloc(count ? count : 1, sizeof *f);
+	if (!f)
+		return MQTT_CLIENT_ENOMEM;
+	size_t hint = 16;
+	for (size_t i = 0; i < count; i++) {
+		f[i].ptr = (const uint8_t *)filters[i];
+		f[i].len = strlen(filters[i]);
+		hint += f[i].len + 2;
+	}
+	uint16_t mid = alloc_mid(c);
+	for (size_t i = 0; i < count; i++)
+		trace(c, "sending UNSUBSCRIBE (Mid: %u, Topic: %s)", (unsigned)mid, filters[i]);
+	struct mqtt_props none = {0};
+	int rc;
+	OUT_ENCODE(c, hint, mqtt_encode_unsubscribe(buf, cap, c->o.version, mid, &none, f, count));
+	wisp_free(f);
+	if (rc == 0) {
+		if (mid_out)
+			*mid_out = mid;
+		flush_out(c);
+	}
+	return rc;
+}
+
+void mqtt_client_disconnect(struct mqtt_client *c, uint8_t reason)
+{
+	c->want_reconnect = false;
+	c->user_disconnect = true;
+	mtimer_stop(c->timers, &c->retry_timer);
+	if (c->state != ST_CONNECTED) {
+		if (c->state != ST_CLOSING)
+			close_connection(c, MQTT_CLIENT_OK);
+		return;
+	}
+	trace(c, "sending DISCONNECT");
+	struct mqtt_reason_pkt r = {.reason = reason};
+	int rc;
+	OUT_ENCODE(c, 8, mqtt_encode_reason(buf, cap, c->o.version, MQTT_PKT_DISCONNECT, &r));
+	if (rc != 0) {
+		close_connection(c, MQTT_CLIENT_OK);
+		return;
+	}
+	c->state = ST_CLOSING;
+	flush_out(c);
+}
+
+struct mqtt_client *mqtt_client_new(struct loop *l, struct mtimers *timers, const struct mqtt_client_opts *o)
+{
+	struct mqtt_client *c = wisp_calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	c->loop = l;
+	c->timers = timers;
+	c->o = *o;
+	if (!c->o.version)
+		c->o.version = MQTT_PROTO_V311;
+	c->io.fd = -1;
+	c->dial.fd = -1;
+	list_init(&c->inflight);
+	list_init(&c->queued);
+	list_init(&c->rx_qos2);
+	mtimer_init(&c->ka_timer, on_keepalive, c);
+	mtimer_init(&c->retry_timer, on_retry, c);
+	c->want_reconnect = o->reconnect;
+	c->host = dup_str(o->host ? o->host : "localhost");
+	if (!c->host)
+		goto fail;
+	if (o->bind_address && !(c->bind_address = dup_str(o->bind_address)))
+		goto fail;
+	if (o->client_id && !(c->client_id = dup_str(o->client_id)))
+		goto fail;
+	if (o->log_name && !(c->log_name = dup_str(o->log_name)))
+		goto fail;
+	if (o->username && !(c->username = dup_str(o->username)))
+		goto fail;
+	if (o->password && !(c->password = dup_str(o->password)))
+		goto fail;
+	if (o->will_topic) {
+		if (!(c->will_topic = dup_str(o->will_topic)))
+			goto fail;
+		if (!(c->will_payload = dup_bytes(o->will_payload, o->will_len)))
+			goto fail;
+		c->will_len = o->will_len;
+	}
+	if (o->connect_props && o->connect_props_len) {
+		if (!(c->connect_props = dup_bytes(o->connect_props, o->connect_props_len)))
+			goto fail;
+		c->connect_props_len = o->connect_props_len;
+	}
+	return c;
+fail:
+	mqtt_client_free(c);
+	return NULL;
+}
+
+/* Frees every record of a list whose node sits `off` bytes into it. */
+static void free_msgs(struct list_node *head, size_t off)
+{
+	struct list_node *n, *tmp;
+	list_for_each_safe(n, tmp, head)
+	{
+		list_remove(n);
+		wisp_free((char *)n - off);
+	}
+}
+
+void mqtt_client_free(struct mqtt_client *c)
+{
+	if (!c)
+		return;
+	c->want_reconnect = false;
+	if (c->t) {
+		loop_io_stop(c->loop, &c->io);
+		transport_close(c->t);
+		c->t = NULL;
+	} else if (c->dial.fd >= 0) {
+		loop_io_stop(c->loop, &c->io);
+	}
+	dial_cleanup(&c->dial);
+	mtimer_stop(c->timers, &c->ka_timer);
+	mtimer_stop(c->timers, &c->retry_timer);
+	free_msgs(&c->inflight, offsetof(struct out_msg, link));
+	free_msgs(&c->queued, offsetof(struct out_msg, link));
+	wisp_free(c->rbuf);
+	wisp_free(c->obuf);
+	free_msgs(&c->rx_qos2, offsetof(struct in_msg, link));
+	wisp_free(c->host);
+	wisp_free(c->bind_address);
+	wisp_free(c->client_id);
+	wisp_free(c->log_name);
+	wisp_free(c->username);
+	wisp_free(c->password);
+	wisp_free(c->will_topic);
+	wisp_free(c->will_payload);
+	wisp_free(c->connect_props);
+	wisp_free(c);
+}
+
+void mqtt_client_set_reconnect(struct mqtt_client *c, bool on) { c->want_reconnect = on; }
+bool mqtt_client_is_connected(const struct mqtt_client *c) { return c->state == ST_CONNECTED; }
+size_t mqtt_client_pending(const struct mqtt_client *c)
+{
+	size_t n = c->inflight_count;
+	const struct list_node *p;
+	for (p = c->queued.next; p != &c->queued; p = p->next)
+		n++;
+	return n;
+}
+size_t mqtt_client_out_pending(const struct mqtt_client *c) { return c->olen - c->ooff; }
+int mqtt_client_errno(const struct mqtt_client *c) { return c->last_errno; }
+uint8_t mqtt_client_connack_code(const struct mqtt_client *c) { return c->connack_code; }
+const char *mqtt_client_id(const struct mqtt_client *c) { return c->client_id; }
+void *mqtt_client_ud(const struct mqtt_client *c) { return c->o.ud; }
