@@ -184,6 +184,8 @@ static const struct field persistence_fields[] = {
 	F_BOOL(struct config_persistence, "enabled", enabled, 1),
 	F_STR(struct config_persistence, "dir", dir, "./wisp-data"),
 	F_ENUM(struct config_persistence, "fsync", fsync, fsync_names, CONFIG_FSYNC_EVERYSEC),
+	F_NUM(struct config_persistence, FT_U64, "compact_min_size", compact_min_size, 4096, JSON_INT_MAX,
+	      16u << 20),
 	{0},
 };
 

@@ -77,6 +77,7 @@ struct config_persistence {
 	bool enabled;
 	char *dir;
 	enum config_fsync fsync;
+	uint64_t compact_min_size; /* bytes of log before compaction is considered; default 16 MiB */
 };
 
 struct config {

@@ -635,7 +635,8 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 	b->persist.io.fd = -1;
 	if (!pc->enabled)
 		return 0;
-	struct store_options opt = {.dir = pc->dir, .fsync = fsync_mode(pc->fsync)};
+	struct store_options opt = {.dir = pc->dir, .fsync = fsync_mode(pc->fsync),
+				    .compact_min_bytes = pc->compact_min_size};
 	struct store *st;
 	int rc = store_open(&opt, &st, err, errlen);
 	if (rc != 0)
