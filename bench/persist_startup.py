@@ -137,7 +137,8 @@ def main():
         rss_before = rss_kib(proc.pid)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
-        store = sum(os.path.getsize(os.path.join(work, "data", f)) for f in os.listdir(os.path.join(work, "data")))
+        files = sorted(os.listdir(os.path.join(work, "data")))
+        store = sum(os.path.getsize(os.path.join(work, "data", f)) for f in files)
         port = free_port()
         write_cfg(port)
         proc = subprocess.Popen([a.wisp, "-c", cfg], stdout=log, stderr=log)
@@ -145,7 +146,8 @@ def main():
         time.sleep(0.2)
         rss_after = rss_kib(proc.pid)
         print("sessions %d, queued messages %d (%d per session), 16-byte payloads" % (a.sessions, sent, per))
-        print("filled in %.1f s; store %.1f MiB; RSS before restart %.0f MiB" % (fill_s, store / 1048576, rss_before / 1024))
+        print("filled in %.1f s; store %.1f MiB (%s); RSS before restart %.0f MiB"
+              % (fill_s, store / 1048576, " ".join(files), rss_before / 1024))
         print("restart: accepting connections after %.2f s; RSS %.0f MiB" % (up, rss_after / 1024))
     finally:
         if proc.poll() is None:

@@ -45,6 +45,7 @@ user bob
 topic read public/#
 user admin
 topic readwrite public/#
+topic read $SYS/#
 """
 
 # CONNACK return codes (MQTT 3.1.1 section 3.2.2.3)
@@ -103,6 +104,23 @@ class AuthenticationTest(AuthCase):
         self.assertNotEqual(cp.returncode, 0)
         if not IS_MOSQUITTO:
             self.assertEqual(cp.returncode, BAD_USER_OR_PASSWORD, cp.stderr)
+
+    @skip_unless_wisp("wisp counts refused logins under $SYS/broker/clients/login_failures")
+    def test_refused_logins_are_counted(self):
+        """Failed logins are counted and visible to an operator in $SYS."""
+        self.connack(username="alice", password="wrong")
+        self.connack(username="mallory", password="x")
+        self.connack()  # anonymous, where it is refused
+        admin = self.login("admin")
+        admin.subscribe([("$SYS/broker/clients/login_failures", 0)])
+        # The retained value is from the last $SYS update (every 10 s by
+        # default); the count shows up at the next one at the latest.
+        seen = []
+        deadline = time.monotonic() + 25
+        while b"3" not in seen and time.monotonic() < deadline:
+            seen.append(admin.recv_publish(timeout=15).payload)
+        self.assertIn(b"3", seen)
+        self.assertFalse([v for v in seen if v not in (b"0", b"1", b"2", b"3")], seen)
 
     def test_unknown_user_refused_with_4(self):
         """An unknown user name gets CONNACK 4 as well (no hint which part
