@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "file.h"
 #include "err.h"
 #include "topic.h"
 
@@ -412,43 +413,18 @@ int acl_parse(const char *text, size_t len, const char *name, struct acl **out, 
 int acl_load(const char *path, struct acl **out, char *err, size_t errlen)
 {
 	*out = NULL;
-	FILE *fp = fopen(path, "rbe");
-	if (!fp) {
+	char *buf;
+	size_t len;
+	int rc = wisp_read_file(path, ACL_FILE_MAX, &buf, &len);
+	if (rc == WISP_ELIMIT)
+		set_err(err, errlen, "%s: larger than %u bytes", path, ACL_FILE_MAX);
+	else if (rc == WISP_ENOMEM)
+		set_err(err, errlen, "%s: out of memory", path);
+	else if (rc != 0)
 		set_err(err, errlen, "%s: %s", path, strerror(errno));
-		return WISP_EIO;
-	}
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	int rc = 0;
-	for (;;) {
-		if (len == cap) {
-			if (cap >= ACL_FILE_MAX) {
-				set_err(err, errlen, "%s: larger than %u bytes", path, ACL_FILE_MAX);
-				rc = WISP_EINVAL;
-				break;
-			}
-			cap = cap ? cap * 2 : 4096;
-			char *nb = wisp_realloc(buf, cap);
-			if (!nb) {
-				set_err(err, errlen, "%s: out of memory", path);
-				rc = WISP_ENOMEM;
-				break;
-			}
-			buf = nb;
-		}
-		size_t n = fread(buf + len, 1, cap - len, fp);
-		len += n;
-		if (n == 0) {
-			if (ferror(fp)) {
-				set_err(err, errlen, "%s: %s", path, strerror(errno));
-				rc = WISP_EIO;
-			}
-			break;
-		}
-	}
-	fclose(fp);
-	if (!rc)
-		rc = acl_parse(buf ? buf : "", len, path, out, err, errlen);
+	if (rc != 0)
+		return rc == WISP_ENOENT ? WISP_EIO : rc;
+	rc = acl_parse(buf ? buf : "", len, path, out, err, errlen);
 	wisp_free(buf);
 	return rc;
 }

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "file.h"
 #include "err.h"
 
 #define PREFIX_WISP "$pbkdf2-sha512$"
@@ -370,46 +371,21 @@ nomem:
 int passwd_load(const char *path, struct passwd_db **out, char *err, size_t errlen)
 {
 	*out = NULL;
-	FILE *fp = fopen(path, "rbe");
-	if (!fp) {
+	char *buf;
+	size_t len;
+	int rc = wisp_read_file(path, PASSWD_FILE_MAX, &buf, &len);
+	if (rc == WISP_ELIMIT)
+		set_err(err, errlen, "%s: larger than %u bytes", path, PASSWD_FILE_MAX);
+	else if (rc == WISP_ENOMEM)
+		set_err(err, errlen, "%s: out of memory", path);
+	else if (rc != 0)
 		set_err(err, errlen, "%s: %s", path, strerror(errno));
-		return WISP_EIO;
-	}
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	int rc = 0;
-	for (;;) {
-		if (len == cap) {
-			if (cap >= PASSWD_FILE_MAX) {
-				set_err(err, errlen, "%s: larger than %u bytes", path, PASSWD_FILE_MAX);
-				rc = WISP_EINVAL;
-				break;
-			}
-			cap = cap ? cap * 2 : 4096;
-			char *nb = wisp_realloc(buf, cap);
-			if (!nb) {
-				set_err(err, errlen, "%s: out of memory", path);
-				rc = WISP_ENOMEM;
-				break;
-			}
-			buf = nb;
-		}
-		size_t n = fread(buf + len, 1, cap - len, fp);
-		len += n;
-		if (n == 0) {
-			if (ferror(fp)) {
-				set_err(err, errlen, "%s: %s", path, strerror(errno));
-				rc = WISP_EIO;
-			}
-			break;
-		}
-	}
-	fclose(fp);
-	if (!rc)
-		rc = passwd_parse(buf ? buf : "", len, path, out, err, errlen);
+	if (rc != 0)
+		return rc == WISP_ENOENT ? WISP_EIO : rc;
+	rc = passwd_parse(buf ? buf : "", len, path, out, err, errlen);
 	if (buf) {
 		/* The buffer held hashes; do not leave them in freed memory. */
-		memset(buf, 0, cap);
+		memset(buf, 0, len);
 		wisp_free(buf);
 	}
 	return rc;

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "file.h"
 #include "err.h"
 #include "log.h"
 
@@ -959,37 +960,22 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	*out = NULL;
 	if (errlen)
 		err[0] = '\0';
-	FILE *fp = fopen(path, "rbe");
-	if (!fp)
+	char *buf;
+	size_t len;
+	int rc = wisp_read_file(path, CONFIG_FILE_MAX, &buf, &len);
+	switch (rc) {
+	case 0:
+		break;
+	case WISP_ENOENT:
 		return fail(&p, "cannot open: %s", strerror(errno));
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	int rc = 0;
-	for (;;) {
-		if (len == cap) {
-			if (cap >= CONFIG_FILE_MAX) {
-				rc = fail(&p, "file larger than %u bytes", CONFIG_FILE_MAX);
-				break;
-			}
-			cap = cap ? cap * 2 : 4096;
-			char *nb = wisp_realloc(buf, cap);
-			if (!nb) {
-				rc = fail_nomem(&p);
-				break;
-			}
-			buf = nb;
-		}
-		size_t n = fread(buf + len, 1, cap - len, fp);
-		len += n;
-		if (n == 0) {
-			if (ferror(fp))
-				rc = fail(&p, "cannot read: %s", strerror(errno));
-			break;
-		}
+	case WISP_ELIMIT:
+		return fail(&p, "file larger than %u bytes", CONFIG_FILE_MAX);
+	case WISP_ENOMEM:
+		return fail_nomem(&p);
+	default:
+		return fail(&p, "cannot read: %s", strerror(errno));
 	}
-	fclose(fp);
-	if (!rc)
-		rc = config_parse(buf ? buf : "", len, path, out, err, errlen);
+	rc = config_parse(buf ? buf : "", len, path, out, err, errlen);
 	wisp_free(buf);
 	return rc;
 }
