@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "unit_main.h"
 #include "acl.h"
 #include "alloc.h"
 #include "err.h"
@@ -461,15 +462,5 @@ static CU_SuiteInfo suites[] = {
 
 int main(void)
 {
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 1;
-	if (CU_register_suites(suites) != CUE_SUCCESS) {
-		CU_cleanup_registry();
-		return 1;
-	}
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return fails ? 1 : 0;
+	return unit_run(suites);
 }
