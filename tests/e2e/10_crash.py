@@ -110,11 +110,15 @@ class Pipelined:
         self.sock.close()
 
 
-class CrashTest(unittest.TestCase):
+class StoreCase(unittest.TestCase):
+    """Brokers sharing one data directory, killed or stopped by the test."""
+
+    PREFIX = "wisp-store-"
+
     def setUp(self):
         if IS_MOSQUITTO:
-            self.skipTest("mosquitto saves on an interval: a crash loses what came since")
-        self.data = tempfile.mkdtemp(prefix="wisp-crash-")
+            self.skipTest("wisp's store: mosquitto saves on an interval")
+        self.data = tempfile.mkdtemp(prefix=self.PREFIX)
         self.brokers = []
 
     def tearDown(self):
@@ -125,15 +129,21 @@ class CrashTest(unittest.TestCase):
             b.cleanup()
         shutil.rmtree(self.data, ignore_errors=True)
 
+    def start(self, persistence, limits=None):
+        b = Broker(limits=limits, config={"persistence": dict(enabled=True, **persistence)})
+        self.brokers.append(b)
+        return b.start()
+
+
+class CrashTest(StoreCase):
+    PREFIX = "wisp-crash-"
+
     def broker(self, fsync):
         # The offline queue must hold every message of a round: messages over
         # max_queued_messages are dropped by design (and counted), which is
         # not what this test is about.
-        b = Broker(limits={"max_queued_messages": 100000},
-                   config={"persistence": {"enabled": True, "dir": os.path.join(self.data, "store"),
-                                           "fsync": fsync}})
-        self.brokers.append(b)
-        return b.start()
+        return self.start({"dir": os.path.join(self.data, "store"), "fsync": fsync},
+                          limits={"max_queued_messages": 100000})
 
     def kill9(self, b):
         b.proc.send_signal(signal.SIGKILL)
@@ -245,31 +255,14 @@ class CrashTest(unittest.TestCase):
         self.run_rounds("always")
 
 
-class CompactionTest(unittest.TestCase):
+class CompactionTest(StoreCase):
     """Compaction rewrites the live state into a snapshot: after several
     compactions and a restart, queued messages are all there once and in
     order, acknowledged ones stay gone, retained messages are as last set."""
 
-    def setUp(self):
-        if IS_MOSQUITTO:
-            self.skipTest("wisp's store")
-        self.data = tempfile.mkdtemp(prefix="wisp-compact-")
-        self.brokers = []
-
-    def tearDown(self):
-        for b in self.brokers:
-            if b.alive():
-                b.proc.kill()
-                b.proc.wait(timeout=10)
-            b.cleanup()
-        shutil.rmtree(self.data, ignore_errors=True)
-
     def broker(self):
-        b = Broker(limits={"max_queued_messages": 10000},
-                   config={"persistence": {"enabled": True, "dir": self.data, "fsync": "no",
-                                           "compact_min_size": 65536}})
-        self.brokers.append(b)
-        return b.start()
+        return self.start({"dir": self.data, "fsync": "no", "compact_min_size": 65536},
+                          limits={"max_queued_messages": 10000})
 
     def test_state_survives_compactions_and_restart(self):
         b = self.broker()
@@ -334,28 +327,12 @@ class CompactionTest(unittest.TestCase):
         b.stop()
 
 
-class DamagedStoreTest(unittest.TestCase):
+class DamagedStoreTest(StoreCase):
     """A torn or bit-flipped log at start-up: the broker starts, keeps what is
     intact and says what it dropped; it never crashes on a bad file."""
 
-    def setUp(self):
-        if IS_MOSQUITTO:
-            self.skipTest("wisp's store format")
-        self.data = tempfile.mkdtemp(prefix="wisp-damage-")
-        self.brokers = []
-
-    def tearDown(self):
-        for b in self.brokers:
-            if b.alive():
-                b.proc.kill()
-                b.proc.wait(timeout=10)
-            b.cleanup()
-        shutil.rmtree(self.data, ignore_errors=True)
-
     def broker(self):
-        b = Broker(config={"persistence": {"enabled": True, "dir": self.data, "fsync": "no"}})
-        self.brokers.append(b)
-        return b.start()
+        return self.start({"dir": self.data, "fsync": "no"})
 
     def fill(self, n):
         b = self.broker()
