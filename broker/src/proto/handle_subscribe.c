@@ -58,9 +58,9 @@ void broker_reclassify_subs(struct broker *b, struct session *s)
 		int bits = acl_bits(s, sub->filter, sub->filter_len);
 		/* A subscription the new rules deny stays (MQTT has no way to tell
 		 * the client) but receives nothing: every topic is checked and refused. */
-		uint8_t opts = (uint8_t)((tree_sub_options(sub->handle) & ~SESS_SUBOPT_ACL_CHECK) |
+		uint8_t opts = (uint8_t)((tree_sub_options(&sub->handle) & ~SESS_SUBOPT_ACL_CHECK) |
 					 (bits != 0 ? SESS_SUBOPT_ACL_CHECK : 0));
-		tree_sub_set_options(sub->handle, opts, tree_sub_id(sub->handle));
+		tree_sub_set_options(&sub->handle, opts, tree_sub_id(&sub->handle));
 	}
 }
 

@@ -345,7 +345,7 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 	for (n = s->subs.next; !rc && n != &s->subs; n = n->next) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
 		struct store_sub r = {.client = rec.client, .filter = str_of(sub->filter, sub->filter_len),
-				      .options = tree_sub_options(sub->handle) & (uint8_t)~SESS_SUBOPT_ACL_CHECK};
+				      .options = tree_sub_options(&sub->handle) & (uint8_t)~SESS_SUBOPT_ACL_CHECK};
 		rc = store_append_sub_add(st, &r);
 	}
 	for (n = s->inflight.next; !rc && n != &s->inflight; n = n->next) {

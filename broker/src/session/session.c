@@ -32,7 +32,7 @@ static void free_session(const struct session_table *tab, struct tree *tree, str
 	struct list_node *n, *tmp;
 	list_for_each_safe(n, tmp, &s->subs) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
-		tree_unsubscribe(tree, sub->handle);
+		tree_detach(tree, &sub->handle);
 		wisp_free(sub);
 	}
 	delivery_clear(s);
@@ -140,7 +140,7 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 {
 	struct sess_sub *sub = find_sub(s, filter, len);
 	if (sub) {
-		tree_sub_set_options(sub->handle, options, 0);
+		tree_sub_set_options(&sub->handle, options, 0);
 		return 0;
 	}
 	if (max_subs && s->sub_count >= max_subs)
@@ -150,8 +150,7 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 	sub = wisp_malloc(sizeof *sub + len);
 	if (!sub)
 		return WISP_ENOMEM;
-	sub->handle = tree_subscribe(tree, filter, len, s, options, 0);
-	if (!sub->handle) {
+	if (tree_attach(tree, filter, len, &sub->handle, s, options, 0) != 0) {
 		wisp_free(sub);
 		return WISP_ENOMEM;
 	}
@@ -167,7 +166,7 @@ int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, s
 	struct sess_sub *sub = find_sub(s, filter, len);
 	if (!sub)
 		return WISP_ENOENT;
-	tree_unsubscribe(tree, sub->handle);
+	tree_detach(tree, &sub->handle);
 	list_remove(&sub->link);
 	s->sub_count--;
 	wisp_free(sub);

@@ -30,7 +30,7 @@ struct acl_client;
 
 struct sess_sub {
 	struct list_node link;
-	struct tree_sub *handle;
+	struct tree_sub handle;   /* embedded: one allocation per subscription */
 	uint16_t filter_len;
 	char filter[];
 };

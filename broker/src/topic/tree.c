@@ -31,13 +31,7 @@ struct tree {
 	size_t count;
 };
 
-struct tree_sub {
-	struct list_node link; /* in node->u.subs */
-	struct trie_node *node;
-	void *subscriber;
-	uint32_t subscription_id;
-	uint8_t options;
-};
+
 
 _Static_assert(sizeof(struct tree_sub) <= 40, "a subscription handle stays at 40 bytes");
 
@@ -78,36 +72,47 @@ void tree_free(struct tree *t)
 	wisp_free(t);
 }
 
-struct tree_sub *tree_subscribe(struct tree *t, const char *filter, size_t len,
-				void *subscriber, uint8_t options, uint32_t subscription_id)
+int tree_attach(struct tree *t, const char *filter, size_t len, struct tree_sub *sub, void *subscriber,
+		uint8_t options, uint32_t subscription_id)
 {
 	/* [MQTT-4.7.3-1] no filter is empty; callers validate the rest. */
 	if (len == 0)
-		return NULL;
-	struct tree_sub *sub = wisp_malloc(sizeof *sub);
-	if (!sub)
-		return NULL;
+		return -1;
 	struct trie_node *n = trie_insert(&t->trie, filter, len, true);
-	if (!n) {
-		wisp_free(sub);
-		return NULL;
-	}
+	if (!n)
+		return -1;
 	sub->node = n;
 	sub->subscriber = subscriber;
 	sub->options = options;
 	sub->subscription_id = subscription_id;
 	list_push_back(&n->u.subs, &sub->link);
 	t->count++;
+	return 0;
+}
+
+void tree_detach(struct tree *t, struct tree_sub *sub)
+{
+	struct trie_node *n = sub->node;
+	list_remove(&sub->link);
+	t->count--;
+	trie_prune(&t->trie, n);
+}
+
+struct tree_sub *tree_subscribe(struct tree *t, const char *filter, size_t len,
+				void *subscriber, uint8_t options, uint32_t subscription_id)
+{
+	struct tree_sub *sub = wisp_malloc(sizeof *sub);
+	if (sub && tree_attach(t, filter, len, sub, subscriber, options, subscription_id) != 0) {
+		wisp_free(sub);
+		sub = NULL;
+	}
 	return sub;
 }
 
 void tree_unsubscribe(struct tree *t, struct tree_sub *sub)
 {
-	struct trie_node *n = sub->node;
-	list_remove(&sub->link);
+	tree_detach(t, sub);
 	wisp_free(sub);
-	t->count--;
-	trie_prune(&t->trie, n);
 }
 
 void tree_sub_set_options(struct tree_sub *sub, uint8_t options, uint32_t subscription_id)

@@ -22,8 +22,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "list.h"
+
 struct tree;
-struct tree_sub; /* one (filter, subscriber) pair */
+struct trie_node;
+
+/* One (filter, subscriber) pair. Public so that an owner can embed it and
+ * save an allocation per subscription (tree_attach); treat the fields as
+ * the tree's. */
+struct tree_sub {
+	struct list_node link; /* in node->u.subs */
+	struct trie_node *node;
+	void *subscriber;
+	uint32_t subscription_id;
+	uint8_t options;
+};
+
 struct topic_level; /* topic.h */
 
 struct tree *tree_new(void);
@@ -40,6 +54,13 @@ struct tree_sub *tree_subscribe(struct tree *t, const char *filter, size_t len,
 				void *subscriber, uint8_t options, uint32_t subscription_id);
 /* Removes and frees the handle; prunes nodes left without children or subscriptions. */
 void tree_unsubscribe(struct tree *t, struct tree_sub *sub);
+
+/* The same for a handle the caller owns (embedded in its own struct):
+ * tree_attach returns 0, or -1 when out of memory (tree unchanged);
+ * tree_detach frees nothing of `sub`. */
+int tree_attach(struct tree *t, const char *filter, size_t len, struct tree_sub *sub, void *subscriber,
+		uint8_t options, uint32_t subscription_id);
+void tree_detach(struct tree *t, struct tree_sub *sub);
 
 void tree_sub_set_options(struct tree_sub *sub, uint8_t options, uint32_t subscription_id);
 uint8_t tree_sub_options(const struct tree_sub *sub);
