@@ -109,27 +109,26 @@ static void timer_file(struct loop *l, struct loop_timer *t)
 {
 	/* A deadline already in the past goes into the slot visited next. */
 	uint64_t slot = t->deadline < l->wheel_pos ? l->wheel_pos : t->deadline;
-	t->slot = slot;
+	t->slot = (uint32_t)slot;
 	list_push_back(&l->wheel[slot % WHEEL_SLOTS], &t->link);
 }
 
 void loop_timer_start(struct loop *l, struct loop_timer *t, uint64_t seconds, loop_timer_fn cb)
 {
-	if (t->armed)
+	if (loop_timer_armed(t))
 		list_remove(&t->link);
 	t->cb = cb;
 	/* Rounded up: a timer never fires before `seconds` have passed. */
-	t->deadline = (l->now_ms + seconds * 1000u + 999u) / 1000u;
-	t->armed = true;
+	t->deadline = (uint32_t)((l->now_ms + seconds * 1000u + 999u) / 1000u);
 	timer_file(l, t);
 }
 
 void loop_timer_set_deadline(struct loop *l, struct loop_timer *t, uint64_t deadline)
 {
-	t->deadline = deadline;
+	t->deadline = (uint32_t)deadline;
 	/* Later deadlines are re-filed lazily when their slot comes round; an
 	 * earlier one must move now or it would fire late. */
-	if (t->armed && deadline < t->slot) {
+	if (loop_timer_armed(t) && deadline < t->slot) {
 		list_remove(&t->link);
 		timer_file(l, t);
 	}
@@ -138,10 +137,8 @@ void loop_timer_set_deadline(struct loop *l, struct loop_timer *t, uint64_t dead
 void loop_timer_stop(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
-	if (t->armed) {
+	if (loop_timer_armed(t))
 		list_remove(&t->link);
-		t->armed = false;
-	}
 }
 
 static void run_timers(struct loop *l)
@@ -169,8 +166,7 @@ static void run_timers(struct loop *l)
 				timer_file(l, t);
 				continue;
 			}
-			t->armed = false;
-			t->cb(l, t);
+			t->cb(l, t); /* unlinked above: it may start itself again */
 		}
 	}
 }

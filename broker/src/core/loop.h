@@ -41,12 +41,13 @@ struct loop_io {
  * deadline moved, instead of paying a list move per packet.
  */
 struct loop_timer {
-	struct list_node link;
-	uint64_t deadline; /* loop_now_s() value at which it fires */
-	uint64_t slot;     /* the second whose slot it is filed under */
+	struct list_node link; /* linked while armed */
+	uint32_t deadline;     /* loop_now_s() value at which it fires */
+	uint32_t slot;         /* the second whose slot it is filed under */
 	loop_timer_fn cb;
-	bool armed;
 };
+/* 32 bytes: every connection embeds one. Monotonic seconds fit 32 bits. */
+_Static_assert(sizeof(struct loop_timer) <= 32, "a timer stays small");
 
 struct loop *loop_new(void);
 void loop_free(struct loop *l);
@@ -64,6 +65,7 @@ uint64_t loop_now_ms(const struct loop *l);
 void loop_timer_start(struct loop *l, struct loop_timer *t, uint64_t seconds, loop_timer_fn cb);
 /* Moves an armed timer's deadline; O(1). */
 void loop_timer_set_deadline(struct loop *l, struct loop_timer *t, uint64_t deadline);
+static inline bool loop_timer_armed(const struct loop_timer *t) { return list_linked(&t->link); }
 void loop_timer_stop(struct loop *l, struct loop_timer *t);
 
 void loop_set_before_sleep(struct loop *l, loop_hook_fn fn, void *ctx);
