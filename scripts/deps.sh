@@ -9,7 +9,9 @@ set -eu
 
 pkgs="build-essential cmake pkg-config libmbedtls-dev libcjson-dev"
 if [ "${1:-}" = "--test" ]; then
-	pkgs="$pkgs libcunit1-dev mosquitto mosquitto-clients python3 python3-paho-mqtt clang openssl procps"
+	# libclang-rt-14-dev holds libFuzzer; clang only recommends it, and we
+	# install without recommends.
+	pkgs="$pkgs libcunit1-dev mosquitto mosquitto-clients python3 python3-paho-mqtt clang libclang-rt-14-dev openssl procps"
 elif [ -n "${1:-}" ]; then
 	echo "usage: $0 [--test]" >&2
 	exit 2
