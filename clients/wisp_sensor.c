@@ -591,6 +591,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "wisp_sensor: out of memory\n");
 		goto out;
 	}
+	/* Every timer is initialised before the first way out, which stops
+	 * them all: a zeroed timer would look armed. */
+	mtimer_init(&f.ramp, on_ramp, &f);
+	mtimer_init(&f.progress, on_progress, &f);
+	mtimer_init(&f.deadline, on_deadline, &f);
+	mtimer_init(&f.grace, on_grace, &f);
+	for (int i = 0; i < f.o.devices; i++)
+		mtimer_init(&f.dev[i].tick, on_tick, &f.dev[i]);
 	/* Resolve once for the whole fleet. */
 	if (dial_resolve(f.o.host, (uint16_t)f.o.port, &f.addrs, &gai) != 0) {
 		fprintf(stderr, "wisp_sensor: %s: %s\n", f.o.host, gai_strerror(gai));
@@ -614,10 +622,6 @@ int main(int argc, char **argv)
 		goto out;
 	f.tty = isatty(STDERR_FILENO) && !f.o.quiet;
 	f.t0_ms = f.last_progress_ms = mtimer_now_ms();
-	mtimer_init(&f.ramp, on_ramp, &f);
-	mtimer_init(&f.progress, on_progress, &f);
-	mtimer_init(&f.deadline, on_deadline, &f);
-	mtimer_init(&f.grace, on_grace, &f);
 	mtimer_start(f.timers, &f.ramp, 0);
 	if (f.tty)
 		mtimer_start(f.timers, &f.progress, 1000);

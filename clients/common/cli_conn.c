@@ -203,7 +203,8 @@ int cli_conn_report_failure(struct cli_conn *cc, const struct cli_cfg *cfg, int 
 {
 	switch (err) {
 	case MQTT_CLIENT_ERESOLVE:
-		cli_err(cfg, "Error: %s\n", "Name or service not known");
+		/* What mosquitto_pub/sub 2.0.11 print when the host does not resolve. */
+		cli_err(cfg, "Unable to connect (Lookup error.).\n");
 		return CLI_EXIT_ERROR;
 	case MQTT_CLIENT_ECONNECT:
 		cli_err(cfg, "Error: %s\n", strerror(mqtt_client_errno(cc->client)));
