@@ -17,6 +17,7 @@
 #include "mqtt_client.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -431,10 +432,14 @@ static void handshake_step(struct mqtt_client *c)
 
 static void dial_step(struct mqtt_client *c)
 {
+	const struct addrinfo *tried = c->dial.cur;
 	int rc = dial_finish(&c->dial);
 	if (rc == WISP_EAGAIN) {
-		/* The next address has a new socket: re-register. */
-		if (c->io.fd != c->dial.fd) {
+		/* Moving to the next address (::1 refused, 127.0.0.1 next) made a
+		 * new socket. It usually gets the closed one's descriptor number,
+		 * so compare addresses, not numbers: closing removed the old
+		 * socket from epoll, and the new one must be added. */
+		if (c->dial.cur != tried) {
 			loop_io_stop(c->loop, &c->io);
 			if (loop_io_start(c->loop, &c->io, c->dial.fd, LOOP_WRITE, on_io) != 0)
 				close_connection(c, MQTT_CLIENT_ENOMEM);

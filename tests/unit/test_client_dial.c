@@ -1,0 +1,157 @@
+/*
+ * The client library moving on to the next address when one is refused.
+ * A host name often resolves to ::1 and 127.0.0.1; a broker listening on
+ * one of them only must still be reached. The refusal arrives after the
+ * non-blocking connect, and the next socket usually reuses the closed
+ * one's descriptor number: the client must watch the new socket anyway.
+ * A regression here shows as a hang, which the loop's own deadline turns
+ * into a failure.
+ */
+#include <CUnit/CUnit.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "loop.h"
+#include "mqtt_client.h"
+#include "mtimer.h"
+#include "unit_main.h"
+
+/* Just enough broker: accept, read the CONNECT, answer CONNACK 0. */
+struct fake_broker {
+	struct loop_io listen_io;
+	struct loop_io conn_io;
+	bool accepted;
+};
+
+struct run {
+	struct loop *loop;
+	struct fake_broker fb;
+	struct loop_timer deadline;
+	bool connected;
+};
+
+static void on_connect(struct mqtt_client *c, uint8_t code, bool session_present, void *ud)
+{
+	struct run *r = ud;
+	(void)c;
+	(void)session_present;
+	r->connected = code == 0;
+	loop_stop(r->loop);
+}
+
+static const struct mqtt_client_cbs cbs = {.on_connect = on_connect};
+
+static void on_conn(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	static const unsigned char connack[] = {0x20, 0x02, 0x00, 0x00};
+	unsigned char buf[256];
+	(void)l;
+	(void)events;
+	if (read(io->fd, buf, sizeof buf) > 0 && write(io->fd, connack, sizeof connack) != 4)
+		CU_FAIL("could not answer CONNECT");
+}
+
+static void on_listener(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct fake_broker *fb = container_of(io, struct fake_broker, listen_io);
+	(void)events;
+	int fd = accept(io->fd, NULL, NULL);
+	if (fd < 0 || fb->accepted)
+		return;
+	fb->accepted = true;
+	loop_io_start(l, &fb->conn_io, fd, LOOP_READ, on_conn);
+}
+
+/* The bound on a regression that hangs. */
+static void on_deadline(struct loop *l, struct loop_timer *t)
+{
+	(void)t;
+	loop_stop(l);
+}
+
+static int listen_on(struct sockaddr_in *addr)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	socklen_t len = sizeof *addr;
+	memset(addr, 0, sizeof *addr);
+	addr->sin_family = AF_INET;
+	addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)addr, sizeof *addr) != 0 || listen(fd, 4) != 0 ||
+	    getsockname(fd, (struct sockaddr *)addr, &len) != 0)
+		return -1;
+	return fd;
+}
+
+/* A loopback port nobody listens on: bound, then closed. */
+static uint16_t closed_port(void)
+{
+	struct sockaddr_in a;
+	int fd = listen_on(&a);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static void test_refused_first_address_falls_back_to_the_next(void)
+{
+	struct run r = {0};
+	struct sockaddr_in good;
+	int lfd = listen_on(&good);
+	CU_ASSERT_FATAL(lfd >= 0);
+	struct sockaddr_in bad = good;
+	bad.sin_port = htons(closed_port());
+
+	/* addrinfo as getaddrinfo would give it: the refused address first. */
+	struct addrinfo second = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP,
+				  .ai_addrlen = sizeof good, .ai_addr = (struct sockaddr *)&good};
+	struct addrinfo first = second;
+	first.ai_addr = (struct sockaddr *)&bad;
+	first.ai_next = &second;
+
+	r.loop = loop_new();
+	CU_ASSERT_FATAL(r.loop != NULL);
+	struct mtimers *timers = mtimers_new(r.loop);
+	CU_ASSERT_FATAL(timers != NULL);
+	r.fb.conn_io.fd = -1;
+	CU_ASSERT_EQUAL_FATAL(loop_io_start(r.loop, &r.fb.listen_io, lfd, LOOP_READ, on_listener), 0);
+	list_init(&r.deadline.link);
+	loop_timer_start(r.loop, &r.deadline, 5, on_deadline);
+
+	struct mqtt_client_opts o = {.host = "127.0.0.1", .port = ntohs(good.sin_port), .client_id = "dial-test",
+				     .clean_session = true, .addrs = &first, .cbs = &cbs, .ud = &r};
+	struct mqtt_client *c = mqtt_client_new(r.loop, timers, &o);
+	CU_ASSERT_FATAL(c != NULL);
+	CU_ASSERT_EQUAL(mqtt_client_connect(c), 0);
+	loop_run(r.loop);
+	CU_ASSERT_TRUE(r.fb.accepted);
+	CU_ASSERT_TRUE(r.connected);
+
+	mqtt_client_free(c);
+	loop_timer_stop(r.loop, &r.deadline);
+	loop_io_stop(r.loop, &r.fb.listen_io);
+	close(lfd);
+	if (r.fb.conn_io.fd >= 0) {
+		loop_io_stop(r.loop, &r.fb.conn_io);
+		close(r.fb.conn_io.fd);
+	}
+	mtimers_free(timers);
+	loop_free(r.loop);
+}
+
+static CU_TestInfo tests[] = {
+	{"a refused first address falls back to the next", test_refused_first_address_falls_back_to_the_next},
+	CU_TEST_INFO_NULL,
+};
+
+static CU_SuiteInfo suites[] = {
+	{"client dial", NULL, NULL, NULL, NULL, tests},
+	CU_SUITE_INFO_NULL,
+};
+
+int main(void)
+{
+	return unit_run(suites);
+}
