@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# ctest: TIMEOUT 180
 """03 qos: QoS 1 and 2 end to end (exactly once under DUP retransmission,
 delivered QoS = min(publish, subscription), the per-subscriber in-flight
 window, overlapping subscriptions, retained messages on subscribe) and flow

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# ctest: TIMEOUT 240
 """Durability (issue #8): kill -9 at random moments loses nothing acknowledged.
 
 Each round starts the broker on the same data directory, publishes QoS 1
