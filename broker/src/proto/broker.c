@@ -107,6 +107,7 @@ static void before_sleep(struct loop *l, void *ctx)
 	struct broker *b = ctx;
 	(void)l;
 	struct list_node *n;
+	broker_sub_turn(b);
 	while ((n = list_first(&b->conns.read_more)) != NULL) {
 		struct conn *c = container_of(n, struct conn, read_link);
 		list_remove(n);
@@ -180,6 +181,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 	list_init(&b->conns.dirty);
 	list_init(&b->conns.closing);
 	list_init(&b->conns.read_more);
+	list_init(&b->sub_work.waiting);
 	b->dlim = (struct delivery_limits){
 		.max_inflight = cfg->limits.max_inflight ? cfg->limits.max_inflight : 1,
 		.max_queued = cfg->limits.max_queued_messages,
@@ -280,6 +282,7 @@ void broker_drop(struct broker *b, struct conn *c, bool graceful, const char *re
 	c->will = NULL;
 	auth_forget_conn(c);
 	persist_forget_conn(b, c);
+	broker_sub_forget_conn(b, c);
 	if (s) {
 		s->conn = NULL;
 		c->sess = NULL;

@@ -48,6 +48,8 @@ struct broker_stats {
 	uint64_t malformed;          /* connections closed for bad input */
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t keepalive_expired;
+	uint64_t subs_refused;       /* filters refused by max_topic_length/levels, max_subscriptions or memory */
+	uint64_t topics_refused;     /* PUBLISH and will topics over max_topic_length/levels */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -65,6 +67,19 @@ struct sys_state {
 	size_t clients_max;
 	size_t heap_max;
 	struct sys_load msgs_received, msgs_sent, bytes_received, bytes_sent, dropped, connections;
+};
+
+struct sub_job;
+
+/* SUBSCRIBE and UNSUBSCRIBE work spread over loop turns (handle_subscribe.c). */
+struct sub_work {
+	struct list_node waiting;  /* struct sub_job, continued at the next turn */
+	struct sub_job *resuming;  /* the one broker_sub_turn() is continuing */
+	const struct conn *owner;  /* whose filter budget `left` is, during `owner_turn` */
+	uint32_t turn;
+	uint32_t owner_turn;
+	uint32_t left;
+	bool replay_logged;        /* a stored subscription was skipped: logged once */
 };
 
 struct route_entry {
@@ -105,6 +120,7 @@ struct broker {
 	uint32_t route_gen;          /* wraps; collect() checks the slot too */
 	size_t route_gen_count;     /* entries used in route[] this publish */
 	uint64_t id_seq;             /* for assigned client ids */
+	struct sub_work sub_work;
 };
 
 /* Builds the broker and opens every listener. 0, or a negative WISP_E* with
@@ -148,6 +164,19 @@ void broker_read_more(struct broker *b, struct conn *c);
  * `next` is only read during the call.
  */
 int broker_reload(struct broker *b, const struct config *next);
+
+/* Once per loop turn, before the read_more pass: continues the SUBSCRIBE and
+ * UNSUBSCRIBE packets that ran out of their filter budget (handle_subscribe.c). */
+void broker_sub_turn(struct broker *b);
+/* Forgets the (UN)SUBSCRIBE a connection being dropped left half handled. */
+void broker_sub_forget_conn(struct broker *b, struct conn *c);
+/* A topic name or filter against limits.max_topic_length and max_topic_levels. */
+enum topic_bound {
+	TOPIC_WITHIN_LIMITS = 0,
+	TOPIC_TOO_LONG = 1,
+	TOPIC_TOO_DEEP = 2,
+};
+enum topic_bound broker_topic_bound(const struct broker *b, const char *topic, size_t len);
 
 /* Re-evaluates the ACL class of every subscription of `s` against its
  * current ACL client (after a login or a reload). */
