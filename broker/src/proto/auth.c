@@ -144,7 +144,7 @@ enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mq
 	const struct broker_listener *bl = c->listener;
 	*username = NULL;
 
-	if (bl->cfg->tls.use_identity_as_username) {
+	if (bl->use_identity_as_username) {
 		/* The verified certificate is the credential; the CONNECT's user
 		 * name and password are ignored, as Mosquitto does. */
 		char cn[256];
@@ -154,7 +154,7 @@ enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mq
 		return *username ? AUTH_OK : AUTH_UNAVAILABLE;
 	}
 	if (!p->has_username) {
-		if (!bl->cfg->allow_anonymous)
+		if (!bl->allow_anonymous)
 			return fail(b, c, AUTH_NOT_AUTHORIZED, "", 0); /* [MQTT-3.2.2.3] code 5 */
 		return AUTH_OK;
 	}
@@ -172,7 +172,7 @@ enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mq
 				log_msg(LOG_WARNING, "auth", "%s: login refused: too many logins being verified", conn_peer(c));
 			return v;
 		}
-	} else if (!bl->cfg->allow_anonymous) {
+	} else if (!bl->allow_anonymous) {
 		/* No password file, so no user name can be proven. */
 		return fail(b, c, AUTH_NOT_AUTHORIZED, user, ulen);
 	}

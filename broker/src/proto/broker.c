@@ -210,6 +210,8 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		struct broker_listener *bl = &b->listeners[i];
 		bl->b = b;
 		bl->cfg = lc;
+		bl->allow_anonymous = lc->allow_anonymous;
+		bl->use_identity_as_username = lc->tls.use_identity_as_username;
 		bl->net.io.fd = -1;
 		if (lc->protocol == CONFIG_PROTO_MQTTS) {
 			char why[384];

@@ -35,6 +35,10 @@ struct broker_listener {
 	const struct config_listener *cfg;
 	struct tls_ctx *tls;          /* NULL for plain MQTT */
 	size_t conn_count;
+	/* Copies of cfg's auth switches: cfg is the start-up configuration,
+	 * and these two change on SIGHUP (proto/reload.c). */
+	bool allow_anonymous;
+	bool use_identity_as_username;
 };
 
 /* Plain counters bumped inline; $SYS publishes them. */
