@@ -92,5 +92,76 @@ class ReloadAnonymousTest(AuthDir, BrokerTestCase):
         self.raw("alice-1", username="alice", password="alice-pw")
 
 
+class SysWriteTest(BrokerTestCase):
+    """Item 11: clients cannot write $SYS/ (no ACL configured: the default)."""
+
+    def drain(self, client, wait=0.3):
+        """Every PUBLISH arriving within `wait` s of the last one (bounded)."""
+        got = []
+        for _ in range(100):
+            try:
+                got.append(client.recv_publish(timeout=wait))
+            except AssertionError:
+                break
+        return got
+
+    def test_client_cannot_overwrite_sys_broker_version(self):
+        """A client publishes a retained "$SYS/broker/version" (QoS 1) and a
+        retained "$SYS/planted": both are acknowledged (3.1.1 has no negative
+        acknowledgement; [MQTT-4.3.2-2] a QoS 1 PUBLISH gets its PUBACK) but
+        not routed or retained; a new subscriber gets the broker's version
+        and no planted topic, and an ordinary retained publish still works."""
+        watcher = self.raw("sys-watcher")
+        watcher.subscribe([("$SYS/broker/version", 0)])
+        evil = self.raw("sys-writer")
+        evil.publish("$SYS/broker/version", b"evil 6.6.6", qos=1, retain=True, pid=1)
+        evil.publish("$SYS/planted", b"x", qos=2, retain=True, pid=2)
+        evil.publish("$SYS", b"x", qos=0, retain=True)
+        evil.publish("plain/after", b"kept", qos=1, retain=True, pid=3)
+        fresh = self.raw("sys-reader")
+        fresh.subscribe([("$SYS/broker/version", 0), ("$SYS/planted", 0), ("$SYS", 0),
+                         ("plain/after", 0)])
+        got = [(p.topic, p.payload) for p in self.drain(fresh)]
+        self.assertIn(("plain/after", b"kept"), got)
+        versions = [v for t, v in got if t == "$SYS/broker/version"]
+        self.assertTrue(versions, got)
+        self.assertNotIn(b"evil 6.6.6", versions)
+        self.assertFalse([t for t, _ in got if t in ("$SYS/planted", "$SYS")], got)
+        seen = [p.payload for p in self.drain(watcher)]
+        self.assertNotIn(b"evil 6.6.6", seen)
+
+    @skip_unless_wisp("wisp refuses a $SYS will at CONNECT")
+    def test_will_under_sys_refused(self):
+        """A will on $SYS/broker/version would be a client write there too:
+        the CONNECT is refused with 5."""
+        c = RawClient(self.broker.port)
+        self.on_cleanup(c.close)
+        self.assertEqual(c.connect("will-sys", will=("$SYS/broker/version", "evil", 0, True)),
+                         NOT_AUTHORIZED)
+
+
+@skip_unless_wisp("wisp's log line and $SYS counter")
+class SysWriteCountedTest(BrokerTestCase):
+
+    def broker_options(self):
+        return {"config": {"sys_interval": 1}}
+
+    def test_dropped_sys_publish_is_counted_and_logged_once(self):
+        """Three $SYS publishes of one client: one NOTICE for that client,
+        and $SYS/broker/publish/messages/sys_dropped counts all three."""
+        evil = self.raw("sys-writer")
+        for pid in (1, 2, 3):
+            evil.publish("$SYS/broker/uptime", b"0 seconds", qos=1, pid=pid)
+        self.assertIsNotNone(self.broker.wait_log(r"sys-writer.*\$SYS.*dropped"))
+        reader = self.raw("sys-reader")
+        reader.subscribe([("$SYS/broker/publish/messages/sys_dropped", 0)])
+        for _ in range(5):
+            if reader.recv_publish(timeout=5).payload == b"3":
+                break
+        else:
+            self.fail("sys_dropped never reached 3")
+        self.assertEqual(len(re.findall(r"sys-writer.*\$SYS.*dropped", self.broker.log())), 1)
+
+
 if __name__ == "__main__":
     main()

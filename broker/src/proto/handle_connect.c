@@ -68,6 +68,8 @@ static int make_will(struct broker *b, struct conn *c, const struct mqtt_connect
 	 * its will could never be published. */
 	if (acl && !acl_client_check(acl, topic, p->will_topic.len, ACL_WRITE))
 		return refuse(b, c, MQTT_CONNACK_NOT_AUTHORIZED, why, "will topic not authorised by the ACL");
+	if (!broker_sys_write_allowed(acl, topic, p->will_topic.len))
+		return refuse(b, c, MQTT_CONNACK_NOT_AUTHORIZED, why, "will topic under $SYS/");
 	c->will = msg_new(topic, p->will_topic.len, p->will_payload.ptr, p->will_payload.len, p->will_qos,
 			  p->will_retain);
 	if (!c->will) {

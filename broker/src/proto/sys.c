@@ -116,6 +116,7 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/publish/messages/received", s->msgs_received);
 	publish_u64(b, "$SYS/broker/publish/messages/sent", s->msgs_sent);
 	publish_u64(b, "$SYS/broker/publish/messages/dropped", s->publish_dropped);
+	publish_u64(b, "$SYS/broker/publish/messages/sys_dropped", s->sys_publish_dropped);
 	publish_u64(b, "$SYS/broker/bytes/received", s->bytes_received);
 	publish_u64(b, "$SYS/broker/bytes/sent", s->bytes_sent);
 	publish_u64(b, "$SYS/broker/subscriptions/count", tree_count(b->subs));

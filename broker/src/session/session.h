@@ -58,6 +58,7 @@ struct session {
 	uint32_t hash;
 	uint16_t id_len;
 	bool clean;
+	bool sys_write_logged;    /* a dropped $SYS publish was logged (once per client) */
 	struct conn *conn;        /* NULL while offline */
 	char *username;           /* who last connected with this id; NULL: anonymous */
 	struct acl_client *acl;   /* that user's rules (owned by proto/), or NULL */
