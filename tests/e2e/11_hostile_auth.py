@@ -61,6 +61,142 @@ class AuthDir:
         return self.auth_dir
 
 
+def thread_ticks(pid, tid):
+    """utime + stime of one thread in clock ticks (/proc/PID/task/TID/stat)."""
+    with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def raw_from(port, source, timeout=5.0):
+    """A RawClient whose socket comes from loopback address `source`, so
+    the broker sees several source addresses on one machine."""
+    c = RawClient.__new__(RawClient)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.sock, c.buf, c.timeout, c.stash, c.session_present = sock, b"", timeout, [], None
+    return c
+
+
+def reset(client):
+    """Closes with RST instead of FIN (SO_LINGER 0)."""
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+
+
+# alice's line costs ~0.3 s of PBKDF2 per check, so a queue of wrong
+# guesses at her is long enough to matter; "slow" costs ~3 s, so a check is
+# still running while a test resets its connection.
+ALICE_ITERATIONS = 100000
+SLOW_ITERATIONS = 1000000
+
+
+@skip_unless_wisp("wisp verifies passwords on helper threads; mosquitto inline")
+class VerifyFloodTest(AuthDir, BrokerTestCase):
+    """Item 8: the password-verification queue cannot be starved."""
+
+    def broker_options(self):
+        d = self.make_auth_dir()
+        passwd = make_passwd(os.path.join(d, "passwd"), {"alice": "alice-pw"}, ALICE_ITERATIONS)
+        make_passwd(os.path.join(d, "slow"), {"slow": "slow-pw"}, SLOW_ITERATIONS)
+        with open(os.path.join(d, "slow")) as f, open(passwd, "a") as out:
+            out.write(f.read())
+        return {"listener": {"allow_anonymous": False},
+                "config": {"auth": {"password_file": passwd}, "sys_interval": 1}}
+
+    def pending_lines(self, offset):
+        return len(re.findall(r"verifying the password of", self.broker.log_since(offset)))
+
+    def wait_pending(self, offset, count, timeout=10.0):
+        """Until `count` verifications were started after `offset` (bounded)."""
+        deadline = time.monotonic() + timeout
+        while self.pending_lines(offset) < count:
+            self.assertLess(time.monotonic(), deadline, "only %d of %d checks started"
+                            % (self.pending_lines(offset), count))
+            time.sleep(0.02)
+
+    def test_burst_of_closed_wrong_logins_does_not_delay_a_first_login(self):
+        """80 wrong-password CONNECTs for alice from 10 loopback addresses
+        (8 each, within the per-address cap) queue ~24 s of PBKDF2; then
+        alice's first login (right password, nothing remembered) queues
+        behind them and the 80 attackers hang up. Their queued checks are
+        dropped, so alice gets CONNACK 0 within the usual I/O timeout (it
+        took the whole queue before), and the broker says how many checks
+        it cancelled."""
+        offset = self.broker.log_size()
+        attackers = []
+        for i in range(80):
+            c = raw_from(self.broker.port, "127.0.0.%d" % (2 + i // 8))
+            self.on_cleanup(c.close)
+            c.send(connect_pkt("guess-%d" % i, username="alice", password="guess-%d" % i))
+            attackers.append(c)
+        self.wait_pending(offset, 80)
+        alice = RawClient(self.broker.port)
+        self.on_cleanup(alice.close)
+        alice.send(connect_pkt("alice-1", username="alice", password="alice-pw"))
+        self.wait_pending(offset, 81)
+        for c in attackers:
+            c.close()
+        ack = alice.expect(2)  # CONNACK
+        self.assertEqual(ack.body[1], 0, "alice refused")
+        # At least the checks still queued when their attacker left were dropped.
+        deadline = time.monotonic() + 10
+        alice.subscribe([("$SYS/broker/clients/login_checks/cancelled", 0)])
+        cancelled = 0
+        while cancelled < 60:
+            self.assertLess(time.monotonic(), deadline, "cancelled checks: %d" % cancelled)
+            cancelled = int(alice.recv_publish(timeout=5).payload)
+        self.assertTrue(alice.is_open())
+
+    def test_checks_per_source_address_are_capped(self):
+        """20 wrong-password CONNECTs held open from one address: at most 8
+        (auth.max_pending_per_address) wait for a check, the others get
+        CONNACK 3 (server unavailable) at once, logged once; an honest client
+        from another address still logs in."""
+        offset = self.broker.log_size()
+        conns = []
+        for i in range(20):
+            c = raw_from(self.broker.port, "127.0.0.30")
+            self.on_cleanup(c.close)
+            c.send(connect_pkt("cap-%d" % i, username="alice", password="wrong-%d" % i))
+            conns.append(c)
+        codes = [c.expect(2, timeout=30).body[1] for c in conns]
+        self.assertEqual(len(codes), 20)
+        self.assertGreaterEqual(codes.count(SERVER_UNAVAILABLE), 1, codes)
+        self.assertLessEqual(codes.count(BAD_USER_OR_PASSWORD), 20 - codes.count(SERVER_UNAVAILABLE))
+        self.assertEqual(set(codes), {SERVER_UNAVAILABLE, BAD_USER_OR_PASSWORD}, codes)
+        log = self.broker.log_since(offset)
+        self.assertEqual(len(re.findall(r"max_pending_per_address", log)), 1, log[-3000:])
+        self.assertLessEqual(self.pending_lines(offset), 20 - codes.count(SERVER_UNAVAILABLE))
+        alice = self.raw("alice-honest", username="alice", password="alice-pw")
+        self.assertTrue(alice.is_open())
+
+    def test_reset_during_verification_leaves_the_loop_idle(self):
+        """A client sends CONNECT for "slow" (a ~3 s check) and resets the
+        connection once the check has started. The broker drops it at once
+        (logged) instead of being woken by EPOLLHUP on every turn until the
+        check ends: the loop thread's CPU time stays a small fraction of
+        the time that passes while the check is still running."""
+        offset = self.broker.log_size()
+        c = raw_from(self.broker.port, "127.0.0.40")
+        self.on_cleanup(c.close)
+        c.send(connect_pkt("slow-1", username="slow", password="wrong"))
+        self.wait_pending(offset, 1)
+        pid = self.broker.pid
+        before, t0 = thread_ticks(pid, pid), time.monotonic()
+        reset(c)
+        line = self.broker.wait_log(r"127\.0\.0\.40.*closed.*paused", offset, timeout=2.5)
+        self.assertIsNotNone(line, "the reset connection was not dropped while its check ran")
+        time.sleep(0.5)  # a CPU measurement needs a window; the check (~3 s) is still running
+        used = (thread_ticks(pid, pid) - before) / os.sysconf("SC_CLK_TCK")
+        elapsed = time.monotonic() - t0
+        self.assertLess(used, 0.5 * elapsed, "loop thread busy: %.2f s CPU in %.2f s" % (used, elapsed))
+        self.raw("alice-after", username="alice", password="alice-pw")
+
+
 @skip_unless_wisp("wisp's reload semantics and log lines")
 class ReloadAnonymousTest(AuthDir, BrokerTestCase):
     """Item 10: SIGHUP applies allow_anonymous (it used to be read at start only)."""

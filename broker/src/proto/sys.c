@@ -122,6 +122,9 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/subscriptions/count", tree_count(b->subs));
 	publish_u64(b, "$SYS/broker/retained messages/count", retained_count(b->retained));
 	publish_u64(b, "$SYS/broker/clients/login_failures", b->auth.failed_logins);
+	publish_u64(b, "$SYS/broker/clients/login_checks/refused_busy", b->auth.pending_max_hit);
+	publish_u64(b, "$SYS/broker/clients/login_checks/refused_per_address", b->auth.pending_address_hit);
+	publish_u64(b, "$SYS/broker/clients/login_checks/cancelled", b->auth.verify_cancelled);
 	publish_u64(b, "$SYS/broker/heap/current", heap);
 	publish_u64(b, "$SYS/broker/heap/maximum", st->heap_max);
 	publish_u64(b, "$SYS/broker/store/messages/count", stored);
