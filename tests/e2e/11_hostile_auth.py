@@ -197,6 +197,135 @@ class VerifyFloodTest(AuthDir, BrokerTestCase):
         self.raw("alice-after", username="alice", password="alice-pw")
 
 
+TAKEOVER_ACL = """\
+pattern readwrite home/%u/#
+user admin
+topic readwrite home/#
+topic read $SYS/#
+"""
+
+
+class TakeoverCase(AuthDir, BrokerTestCase):
+
+    USERS = {"alice": "alice-pw", "eve": "eve-pw", "admin": "admin-pw"}
+
+    def broker_options(self):
+        d = self.make_auth_dir()
+        self.passwd = make_passwd(os.path.join(d, "passwd"), self.USERS)
+        self.acl = os.path.join(d, "acl")
+        with open(self.acl, "w") as f:
+            f.write(TAKEOVER_ACL)
+        return {"listener": {"allow_anonymous": False},
+                "config": {"auth": {"password_file": self.passwd, "acl_file": self.acl},
+                           "sys_interval": 1}}
+
+    def login(self, user, client_id, clean=True):
+        return self.raw(client_id, clean=clean, username=user, password=self.USERS[user])
+
+    def connack(self, user, client_id, clean):
+        c = RawClient(self.broker.port)
+        self.on_cleanup(c.close)
+        rc = c.connect(client_id, clean=clean, username=user, password=self.USERS[user])
+        return c, rc
+
+    def queue_for_alice(self, payloads):
+        """alice's persistent session "alice-phone" subscribed to
+        home/alice/# at QoS 1, offline, with `payloads` queued by admin."""
+        alice = self.login("alice", "alice-phone", clean=False)
+        self.assertEqual(alice.subscribe([("home/alice/#", 1)]), [1])
+        alice.send(b"\xe0\x00")  # DISCONNECT
+        self.assertTrue(alice.wait_closed())
+        admin = self.login("admin", "admin-1")
+        for i, p in enumerate(payloads):
+            admin.publish("home/alice/inbox", p, qos=1, pid=i + 1)
+
+
+class TakeoverTest(TakeoverCase):
+    """Item 9: a client id is not a credential."""
+
+    def test_other_user_cannot_take_a_session_over(self):
+        """eve connects with alice's client id, persistent and then clean:
+        CONNACK 5 both times, nothing of alice's is delivered to her, and
+        alice then resumes her session with every queued message."""
+        self.queue_for_alice([b"m1", b"m2", b"m3"])
+        offset = self.broker.log_size()
+        for clean in (False, True):
+            eve, rc = self.connack("eve", "alice-phone", clean)
+            self.assertEqual(rc, NOT_AUTHORIZED, "eve took alice's session over (clean=%s)" % clean)
+            self.assertTrue(eve.wait_closed(), "[MQTT-3.2.2-5] no close after CONNACK 5")
+        line = self.broker.wait_log(r"alice-phone.*refused to user 'eve'.*belongs to user 'alice'", offset)
+        self.assertIsNotNone(line)
+        alice = self.login("alice", "alice-phone", clean=False)
+        self.assertTrue(alice.session_present)
+        self.assertEqual([alice.recv_publish().payload for _ in range(3)], [b"m1", b"m2", b"m3"])
+
+    def test_connected_owner_is_not_kicked_by_another_user(self):
+        """While alice is connected, eve's CONNECT with her client id is
+        refused and alice's connection stays up ([MQTT-3.1.4-2] applies to
+        the session's own client only)."""
+        alice = self.login("alice", "alice-desk", clean=False)
+        _, rc = self.connack("eve", "alice-desk", False)
+        self.assertEqual(rc, NOT_AUTHORIZED)
+        self.assertTrue(alice.is_open())
+
+    def test_same_user_takes_over_as_before(self):
+        """alice reconnecting with her own id still takes the session over
+        [MQTT-3.1.4-2]: the old connection is closed."""
+        old = self.login("alice", "alice-tab", clean=False)
+        self.login("alice", "alice-tab", clean=False)
+        self.assertTrue(old.wait_closed())
+
+    @skip_unless_wisp("wisp re-checks queued messages against a reloaded ACL")
+    def test_acl_reload_drops_queued_messages_the_user_may_no_longer_read(self):
+        """Messages queued for alice under home/alice/ are dropped (counted,
+        logged) when a reloaded ACL stops her reading there; what she may
+        still read is delivered."""
+        self.queue_for_alice([b"secret-1", b"secret-2"])
+        admin = self.login("admin", "admin-2")
+        admin.publish("home/alice/open/x", b"still-ok", qos=1, pid=9)
+        with open(self.acl + ".new", "w") as f:
+            f.write("user alice\ntopic read home/alice/open/#\n"
+                    "user admin\ntopic readwrite home/#\ntopic read $SYS/#\n")
+        os.replace(self.acl + ".new", self.acl)
+        offset = self.broker.log_size()
+        self.broker.reload()
+        self.assertIsNotNone(self.broker.wait_log(r"configuration reloaded", offset, timeout=10))
+        line = self.broker.wait_log(r"alice-phone: dropped 2 queued", offset, timeout=1)
+        self.assertIsNotNone(line, "queued messages not re-checked on reload")
+        alice = self.login("alice", "alice-phone", clean=False)
+        got = alice.recv_publish()
+        self.assertEqual(got.payload, b"still-ok")
+        alice.assert_no_packet(0.3)
+        admin.subscribe([("$SYS/broker/publish/messages/acl_dropped", 0)], pid=5)
+        for _ in range(5):
+            if admin.recv_publish(timeout=5).payload == b"2":
+                break
+        else:
+            self.fail("acl_dropped never reached 2")
+
+
+@skip_unless_wisp("wisp's store and restored sessions")
+class TakeoverAfterRestartTest(TakeoverCase):
+    """A session restored from the store has no recorded owner: the first
+    login binds it, and what that user may not read is dropped first."""
+
+    def test_restored_session_first_login_reads_only_what_its_acl_allows(self):
+        """alice's queued messages survive a restart; eve logs in first with
+        alice's client id: she gets the (restored, ownerless) session but
+        none of alice's messages, which her ACL denies; the session is then
+        hers, so alice is refused with 5."""
+        self.queue_for_alice([b"m1", b"m2"])
+        self.broker.stop()
+        self.broker.exit_status = None
+        self.broker.start()
+        offset = self.broker.log_size()
+        eve = self.login("eve", "alice-phone", clean=False)
+        eve.assert_no_packet(0.5)
+        self.assertIsNotNone(self.broker.wait_log(r"alice-phone: dropped 2 queued.*user 'eve'", offset))
+        _, rc = self.connack("alice", "alice-phone", False)
+        self.assertEqual(rc, NOT_AUTHORIZED)
+
+
 @skip_unless_wisp("wisp's reload semantics and log lines")
 class ReloadAnonymousTest(AuthDir, BrokerTestCase):
     """Item 10: SIGHUP applies allow_anonymous (it used to be read at start only)."""

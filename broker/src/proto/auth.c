@@ -196,6 +196,28 @@ static enum auth_verdict start_verify(struct broker *b, struct conn *c, const st
 	return AUTH_PENDING;
 }
 
+static bool may_read(void *ctx, const struct session *s, const struct msg *m)
+{
+	(void)ctx;
+	/* With an ACL configured, a session without rules (they could not be
+	 * built) reads nothing rather than everything. */
+	return s->acl && acl_client_check(s->acl, msg_topic(m), m->topic_len, ACL_READ);
+}
+
+size_t auth_recheck_messages(struct broker *b, struct session *s)
+{
+	if (!b->auth.acl || (!s->queued_count && !s->inflight_count))
+		return 0;
+	size_t n = delivery_filter(s, may_read, NULL);
+	if (n) {
+		b->stats.acl_dropped_queued += n;
+		log_msg(LOG_NOTICE, "acl", "%s: dropped %zu queued or in-flight message(s) that %s%s%s may not read",
+			s->client_id, n, s->username ? "user '" : "", s->username ? s->username : "anonymous clients",
+			s->username ? "'" : "");
+	}
+	return n;
+}
+
 static enum auth_verdict fail(struct broker *b, struct conn *c, enum auth_verdict v, const char *user, size_t ulen)
 {
 	b->auth.failed_logins++;

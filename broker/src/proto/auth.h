@@ -30,6 +30,7 @@
 struct broker;
 struct config;
 struct conn;
+struct session;
 
 /* The password file, shared with in-flight verifications (which keep the
  * one they started with alive across a reload). */
@@ -85,6 +86,14 @@ enum auth_verdict {
  * answer at once.
  */
 enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, char **username);
+
+/*
+ * Re-checks read access for the queued and in-flight messages of `s`
+ * against its current ACL client (after a login or an ACL reload): what
+ * the session's user may no longer read is dropped, counted and logged.
+ * Returns how many. Nothing to do without an ACL.
+ */
+size_t auth_recheck_messages(struct broker *b, struct session *s);
 
 /* A connection going away while its verification is queued (the check is
  * dropped) or runs (its result is ignored). */

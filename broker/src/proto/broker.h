@@ -53,6 +53,8 @@ struct broker_stats {
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t keepalive_expired;
 	uint64_t sys_publish_dropped; /* client PUBLISHes to $SYS/ not routed */
+	uint64_t acl_dropped_queued; /* queued/in-flight messages dropped by an access re-check */
+	uint64_t takeover_refused;   /* CONNECTs refused: the client id's session is another user's */
 };
 
 #define SYS_LOAD_WINDOWS 3

@@ -27,8 +27,9 @@ static bool same_str(const char *a, const char *b)
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-/* Every session gets a client for the new rules and its subscriptions are
- * classified again; a session whose rules cannot be built (out of memory)
+/* Every session gets a client for the new rules, its subscriptions are
+ * classified again and its queued and in-flight messages re-checked for
+ * read access; a session whose rules cannot be built (out of memory)
  * keeps none, which denies it everything rather than allowing it all. */
 static void reapply_acl(struct broker *b)
 {
@@ -39,6 +40,8 @@ static void reapply_acl(struct broker *b)
 			if (b->auth.acl && acl_client_new(b->auth.acl, s->username, s->client_id, &s->acl) != 0)
 				log_msg(LOG_WARNING, "acl", "%s: out of memory rebuilding its ACL", s->client_id);
 			broker_reclassify_subs(b, s);
+			if (auth_recheck_messages(b, s) && s->conn)
+				delivery_pump(s, &b->dlim); /* the window may have room now */
 		}
 }
 

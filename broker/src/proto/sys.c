@@ -117,6 +117,8 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/publish/messages/sent", s->msgs_sent);
 	publish_u64(b, "$SYS/broker/publish/messages/dropped", s->publish_dropped);
 	publish_u64(b, "$SYS/broker/publish/messages/sys_dropped", s->sys_publish_dropped);
+	publish_u64(b, "$SYS/broker/publish/messages/acl_dropped", s->acl_dropped_queued);
+	publish_u64(b, "$SYS/broker/clients/takeover_refused", s->takeover_refused);
 	publish_u64(b, "$SYS/broker/bytes/received", s->bytes_received);
 	publish_u64(b, "$SYS/broker/bytes/sent", s->bytes_sent);
 	publish_u64(b, "$SYS/broker/subscriptions/count", tree_count(b->subs));
