@@ -11,7 +11,8 @@ Issue 11, items 8 to 12:
   user's queued messages;
 - SIGHUP applies allow_anonymous;
 - clients cannot write $SYS/ (the broker's own $SYS values stay its own);
-- wisp_passwd refuses user names the broker's loader cannot read back.
+- wisp_passwd refuses user names the broker's loader cannot read back (the
+  rule for unknown users' iteration count is in tests/unit/test_passwd.c).
 
 Password files are made with wisp_passwd (WISP_PASSWD). Where a test needs
 the check to take long enough to race it, the file uses a high iteration
@@ -243,6 +244,7 @@ class TakeoverCase(AuthDir, BrokerTestCase):
 class TakeoverTest(TakeoverCase):
     """Item 9: a client id is not a credential."""
 
+    @skip_unless_wisp("wisp refuses another user's takeover; mosquitto lets it in")
     def test_other_user_cannot_take_a_session_over(self):
         """eve connects with alice's client id, persistent and then clean:
         CONNACK 5 both times, nothing of alice's is delivered to her, and
@@ -259,6 +261,7 @@ class TakeoverTest(TakeoverCase):
         self.assertTrue(alice.session_present)
         self.assertEqual([alice.recv_publish().payload for _ in range(3)], [b"m1", b"m2", b"m3"])
 
+    @skip_unless_wisp("wisp refuses another user's takeover; mosquitto lets it in")
     def test_connected_owner_is_not_kicked_by_another_user(self):
         """While alice is connected, eve's CONNECT with her client id is
         refused and alice's connection stays up ([MQTT-3.1.4-2] applies to
@@ -426,6 +429,32 @@ class SysWriteCountedTest(BrokerTestCase):
         else:
             self.fail("sys_dropped never reached 3")
         self.assertEqual(len(re.findall(r"sys-writer.*\$SYS.*dropped", self.broker.log())), 1)
+
+
+@skip_unless_wisp("wisp_passwd is wisp's tool")
+class PasswdToolTest(AuthDir, unittest.TestCase):
+    """Item 12: wisp_passwd never writes a user the broker cannot read back."""
+
+    def test_refuses_names_the_loader_cannot_read_back(self):
+        """'#eve' (a comment to the loader), 'a:b' (':' ends the name), an
+        empty name and one with a newline: exit 1, the file unchanged; an
+        ordinary name is still added."""
+        tool = os.environ.get("WISP_PASSWD")
+        if not tool:
+            raise unittest.SkipTest("WISP_PASSWD is not set")
+        path = make_passwd(os.path.join(self.make_auth_dir(), "passwd"), {"alice": "alice-pw"})
+        with open(path) as f:
+            before = f.read()
+        for name in ("#eve", "a:b", "", "eve\nmallory"):
+            cp = subprocess.run([tool, "-I", "1000", "-b", path, name, "pw"], stdin=subprocess.DEVNULL,
+                                capture_output=True, timeout=30)
+            self.assertEqual(cp.returncode, 1, "accepted %r" % name)
+            self.assertIn(b"Error", cp.stderr)
+            with open(path) as f:
+                self.assertEqual(f.read(), before, "file changed by %r" % name)
+        cp = subprocess.run([tool, "-I", "1000", "-b", path, "e#ve", "pw"], stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=30)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
 
 
 if __name__ == "__main__":
