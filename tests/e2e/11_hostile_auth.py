@@ -126,7 +126,7 @@ class VerifyFloodTest(AuthDir, BrokerTestCase):
         behind them and the 80 attackers hang up. Their queued checks are
         dropped, so alice gets CONNACK 0 within the usual I/O timeout (it
         took the whole queue before), and the broker says how many checks
-        it cancelled."""
+        it cancelled (at least half of them)."""
         offset = self.broker.log_size()
         attackers = []
         for i in range(80):
@@ -143,11 +143,12 @@ class VerifyFloodTest(AuthDir, BrokerTestCase):
             c.close()
         ack = alice.expect(2)  # CONNACK
         self.assertEqual(ack.body[1], 0, "alice refused")
-        # At least the checks still queued when their attacker left were dropped.
+        # The checks still queued when their attacker left were dropped: most
+        # of the 80 (a loaded machine may have finished some before the close).
         deadline = time.monotonic() + 10
         alice.subscribe([("$SYS/broker/clients/login_checks/cancelled", 0)])
         cancelled = 0
-        while cancelled < 60:
+        while cancelled < 40:
             self.assertLess(time.monotonic(), deadline, "cancelled checks: %d" % cancelled)
             cancelled = int(alice.recv_publish(timeout=5).payload)
         self.assertTrue(alice.is_open())
@@ -305,6 +306,23 @@ class TakeoverTest(TakeoverCase):
                 break
         else:
             self.fail("acl_dropped never reached 2")
+
+    @skip_unless_wisp("wisp disconnects users removed by a reload")
+    def test_reload_disconnects_a_user_removed_from_the_password_file(self):
+        """eve is connected; a reload with a password file without her
+        disconnects her (logged), alice stays connected."""
+        eve = self.login("eve", "eve-1")
+        alice = self.login("alice", "alice-1")
+        users = dict(self.USERS)
+        del users["eve"]
+        make_passwd(self.passwd + ".new", users)
+        os.replace(self.passwd + ".new", self.passwd)
+        offset = self.broker.log_size()
+        self.broker.reload()
+        self.assertIsNotNone(self.broker.wait_log(r"configuration reloaded", offset, timeout=10))
+        self.assertTrue(eve.wait_closed(), "eve still connected after her removal")
+        self.assertIsNotNone(self.broker.wait_log(r"eve-1.*no longer in the password file", offset))
+        self.assertTrue(alice.is_open())
 
 
 @skip_unless_wisp("wisp's store and restored sessions")
