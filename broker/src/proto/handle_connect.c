@@ -127,6 +127,8 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	case AUTH_UNAVAILABLE:
 		return refuse(b, c, MQTT_CONNACK_SERVER_UNAVAILABLE, why, "server busy verifying other logins");
 	}
+	/* Authorisation (3.1.4 step 3) comes before the takeover of step 4
+	 * [MQTT-3.1.4-2], so a refused CONNECT leaves the owner connected. */
 	const struct session *held = sess_find(&b->sessions, id, id_len);
 	if (held && held->owned && !same_user(held->username, username)) {
 		b->stats.takeover_refused++;

@@ -33,8 +33,8 @@ bool broker_sys_write_allowed(const struct acl_client *acl, const char *topic, s
 }
 
 /* A PUBLISH that is not routed is still acknowledged per its QoS, as
- * Mosquitto does: 3.1.1 has no negative acknowledgement, and a publisher
- * that got none would retry forever. */
+ * Mosquitto does: 3.1.1 has no negative acknowledgement [MQTT-4.3.2-2]
+ * [MQTT-4.3.3-2], and a publisher that got none would retry forever. */
 static int ack_unrouted(struct broker *b, struct conn *c, const struct mqtt_publish *p)
 {
 	if (p->qos == 1)
