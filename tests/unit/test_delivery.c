@@ -314,6 +314,42 @@ static void test_resume_resends_window_with_dup_then_queue(void)
 	CU_ASSERT(!w.dup[0] && !w.dup[1]);
 }
 
+static bool keep_not_x(void *ctx, const struct session *sess, const struct msg *m)
+{
+	(void)ctx;
+	(void)sess;
+	return msg_payload(m)[0] != 'x';
+}
+
+/* An access re-check removes refused messages from the window and the
+ * queue, keeps a QoS 2 message past PUBREC (delivered already), counts
+ * what it removed, and what is left resumes in order. */
+static void test_filter_removes_refused_queued_and_inflight(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 3, .max_queued = 10, .max_output = 1u << 20};
+	CU_ASSERT_EQUAL(offer(&lim, "x-rec", 2), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(offer(&lim, "x-fly", 1), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(offer(&lim, "ok-1", 1), DELIVERY_SENT);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, w.id[0]), 0); /* x-rec: only its PUBREL is left */
+	detach();
+	CU_ASSERT_EQUAL(offer(&lim, "x-q", 1), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(offer(&lim, "ok-2", 1), DELIVERY_QUEUED);
+	uint64_t dropped = s->dropped;
+	CU_ASSERT_EQUAL(delivery_filter(s, keep_not_x, NULL), 2);
+	CU_ASSERT_EQUAL(s->dropped, dropped + 2);
+	CU_ASSERT_EQUAL(s->inflight_count, 2);
+	CU_ASSERT_EQUAL(s->queued_count, 1);
+	attach();
+	delivery_resume(s, &lim);
+	w = flush_and_decode();
+	CU_ASSERT_EQUAL_FATAL(w.n, 3);
+	CU_ASSERT_EQUAL(w.type[0], MQTT_PKT_PUBREL);
+	CU_ASSERT_STRING_EQUAL(w.payload[1], "ok-1");
+	CU_ASSERT(w.dup[1]);
+	CU_ASSERT_STRING_EQUAL(w.payload[2], "ok-2");
+}
+
 /* [MQTT-4.3.3-2] inbound QoS 2: an id is held from PUBLISH until PUBREL. */
 static void test_inbound_qos2_ids_held_until_pubrel(void)
 {
@@ -340,6 +376,7 @@ static CU_TestInfo delivery_tests[] = {
 	{"QoS 1 queues while output is full, then drains", test_qos1_queues_while_output_is_full_then_drains},
 	{"resume re-sends window with DUP, then queue [MQTT-4.4.0-1]", test_resume_resends_window_with_dup_then_queue},
 	{"inbound QoS 2 ids held until PUBREL [MQTT-4.3.3-2]", test_inbound_qos2_ids_held_until_pubrel},
+	{"filter removes refused queued and in-flight messages", test_filter_removes_refused_queued_and_inflight},
 	CU_TEST_INFO_NULL,
 };
 

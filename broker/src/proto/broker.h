@@ -35,6 +35,10 @@ struct broker_listener {
 	const struct config_listener *cfg;
 	struct tls_ctx *tls;          /* NULL for plain MQTT */
 	size_t conn_count;
+	/* Copies of cfg's auth switches: cfg is the start-up configuration,
+	 * and these two change on SIGHUP (proto/reload.c). */
+	bool allow_anonymous;
+	bool use_identity_as_username;
 };
 
 /* Plain counters bumped inline; $SYS publishes them. */
@@ -48,6 +52,9 @@ struct broker_stats {
 	uint64_t malformed;          /* connections closed for bad input */
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t keepalive_expired;
+	uint64_t sys_publish_dropped; /* client PUBLISHes to $SYS/ not routed */
+	uint64_t acl_dropped_queued; /* queued/in-flight messages dropped by an access re-check */
+	uint64_t takeover_refused;   /* CONNECTs refused: the client id's session is another user's */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -167,6 +174,11 @@ int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt
 int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why);
 int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why);
 int handle_ping(struct broker *b, struct conn *c, const char **why);
+
+/* Whether a client with these rules may write `topic` as far as $SYS/ is
+ * concerned (true for every other topic): only with an ACL rule naming it,
+ * and never under $SYS/broker/ (handle_publish.c). */
+bool broker_sys_write_allowed(const struct acl_client *acl, const char *topic, size_t len);
 
 /* Queues a PUBACK, PUBREC, PUBREL or PUBCOMP; with fsync "always" it waits for
  * the records it vouches for to be durable (persist_send_ack). */

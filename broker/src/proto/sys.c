@@ -116,11 +116,17 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/publish/messages/received", s->msgs_received);
 	publish_u64(b, "$SYS/broker/publish/messages/sent", s->msgs_sent);
 	publish_u64(b, "$SYS/broker/publish/messages/dropped", s->publish_dropped);
+	publish_u64(b, "$SYS/broker/publish/messages/sys_dropped", s->sys_publish_dropped);
+	publish_u64(b, "$SYS/broker/publish/messages/acl_dropped", s->acl_dropped_queued);
+	publish_u64(b, "$SYS/broker/clients/takeover_refused", s->takeover_refused);
 	publish_u64(b, "$SYS/broker/bytes/received", s->bytes_received);
 	publish_u64(b, "$SYS/broker/bytes/sent", s->bytes_sent);
 	publish_u64(b, "$SYS/broker/subscriptions/count", tree_count(b->subs));
 	publish_u64(b, "$SYS/broker/retained messages/count", retained_count(b->retained));
 	publish_u64(b, "$SYS/broker/clients/login_failures", b->auth.failed_logins);
+	publish_u64(b, "$SYS/broker/clients/login_checks/refused_busy", b->auth.pending_max_hit);
+	publish_u64(b, "$SYS/broker/clients/login_checks/refused_per_address", b->auth.pending_address_hit);
+	publish_u64(b, "$SYS/broker/clients/login_checks/cancelled", b->auth.verify_cancelled);
 	publish_u64(b, "$SYS/broker/heap/current", heap);
 	publish_u64(b, "$SYS/broker/heap/maximum", st->heap_max);
 	publish_u64(b, "$SYS/broker/store/messages/count", stored);

@@ -226,6 +226,39 @@ void delivery_clear(struct session *s)
 	s->queued_bytes = 0;
 }
 
+size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
+{
+	size_t removed = 0;
+	struct list_node *n, *next;
+	for (n = s->inflight.next; n != &s->inflight; n = next) {
+		next = n->next;
+		struct sess_msg *e = container_of(n, struct sess_msg, link);
+		if (e->state == SESS_MSG_WAIT_PUBCOMP || keep(ctx, s, e->msg))
+			continue;
+		/* Never re-sent now; a late PUBACK/PUBREC for its id finds
+		 * nothing and is ignored. */
+		list_remove(n);
+		s->inflight_count--;
+		HOOK(done, s, e);
+		free_entry(e);
+		removed++;
+	}
+	for (n = s->queue.next; n != &s->queue; n = next) {
+		next = n->next;
+		struct sess_msg *e = container_of(n, struct sess_msg, link);
+		if (keep(ctx, s, e->msg))
+			continue;
+		list_remove(n);
+		s->queued_count--;
+		s->queued_bytes -= msg_size(e->msg);
+		HOOK(unqueued, s, e);
+		free_entry(e);
+		removed++;
+	}
+	s->dropped += removed;
+	return removed;
+}
+
 static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain)
 {
 	struct sess_msg *e = wisp_malloc(sizeof *e);

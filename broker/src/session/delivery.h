@@ -60,6 +60,17 @@ void delivery_resume(struct session *s, const struct delivery_limits *lim);
 /* Releases every in-flight and queued message (session ends). */
 void delivery_clear(struct session *s);
 
+/* Whether a session may still have message `m` (an access re-check). */
+typedef bool (*delivery_keep_fn)(void *ctx, const struct session *s, const struct msg *m);
+/*
+ * Removes the queued and in-flight messages `keep` refuses, as if they had
+ * been dropped by a limit (counted in s->dropped). A QoS 2 message past
+ * PUBREC stays: it has been delivered, only its PUBREL is left. Returns
+ * how many were removed. The caller pumps the queue afterwards if the
+ * session is online. O(queued + in flight).
+ */
+size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx);
+
 /*
  * Observers of outbound state changes, for the durable store. Registered
  * once at start-up (NULL members are skipped); called on the loop thread
@@ -71,6 +82,7 @@ struct delivery_hooks {
 	void (*flight)(void *ctx, struct session *s, struct sess_msg *e);  /* entered the window or changed state */
 	void (*done)(void *ctx, struct session *s, struct sess_msg *e);    /* acknowledged, about to be freed */
 	void (*cleared)(void *ctx, struct session *s, struct sess_msg *e); /* freed with its session */
+	void (*unqueued)(void *ctx, struct session *s, struct sess_msg *e); /* left the queue unsent, about to be freed */
 };
 void delivery_set_hooks(const struct delivery_hooks *hooks, void *ctx);
 
