@@ -94,7 +94,8 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 	bool direct = online(s) && list_empty(&s->queue) && s->inflight_count < lim->max_inflight &&
 		      output_has_room(s, lim);
 	if (!direct) {
-		if (s->queued_count >= lim->max_queued ||
+		/* 0 means unlimited for either bound, as config/README.md says. */
+		if ((lim->max_queued && s->queued_count >= lim->max_queued) ||
 		    (lim->max_queued_bytes && s->queued_bytes + msg_size(m) > lim->max_queued_bytes))
 			goto drop;
 	}

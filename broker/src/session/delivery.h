@@ -27,7 +27,7 @@
 
 struct delivery_limits {
 	uint16_t max_inflight;        /* >= 1 */
-	uint32_t max_queued;          /* messages; 0 = none may queue */
+	uint32_t max_queued;          /* messages; 0 = no message limit */
 	uint64_t max_queued_bytes;    /* 0 = no byte limit */
 	uint64_t max_output;          /* bytes of unsent output on the connection */
 };
