@@ -12,11 +12,17 @@ user would see it (issue 14).
 
 import os
 import re
+import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import (DISCONNECT_PKT, PUBACK, BrokerTestCase, ack_pkt, main,  # noqa: E402
+from wisp_e2e import (DISCONNECT_PKT, PUBACK, PUBLISH, BrokerTestCase, RawClient, main,  # noqa: E402
                       publish_pkt, skip_unless_wisp)
+
+SYS_DROPPED = "$SYS/broker/messages/dropped/"
+SYS_DROPPED_TOTAL = "$SYS/broker/publish/messages/dropped"
+DROP_REASONS = ("queue_full", "queue_bytes", "output_full", "offline_qos0", "no_memory")
 
 
 class PromiseCase(BrokerTestCase):
@@ -50,6 +56,34 @@ class PromiseCase(BrokerTestCase):
                 self.assertEqual(ack.pid, 1 + (sent + i) % 65535)
             sent += n
 
+    def sys_watcher(self):
+        """A raw client subscribed to the dropped-message counters; the
+        retained values arrive at once, then every sys_interval."""
+        w = self.raw("sys-watch")
+        self.assertEqual(w.subscribe([(SYS_DROPPED + "#", 0), (SYS_DROPPED_TOTAL, 0)]), [0, 0])
+        w.sys = {}
+        return w
+
+    def wait_sys(self, watcher, want, timeout=10.0):
+        """Reads $SYS updates until every topic in `want` shows its value
+        ({topic: "7"}) or passes its test ({topic: callable(str)}); fails
+        with the last values seen otherwise. Returns the values seen."""
+        def ok(topic, expected):
+            v = watcher.sys.get(topic)
+            return v is not None and (expected(v) if callable(expected) else v == expected)
+        deadline = time.monotonic() + timeout
+        while not all(ok(t, v) for t, v in want.items()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.fail("$SYS never showed %r; last seen %r" % (want, watcher.sys))
+            try:
+                pkt = watcher.recv_packet(left)
+            except socket.timeout:
+                continue
+            if pkt.type == PUBLISH:
+                watcher.sys[pkt.topic] = pkt.payload.decode()
+        return watcher.sys
+
     def receive_all(self, client, count):
         """The payloads of the next count PUBLISHes, each acknowledged."""
         return [client.recv_publish().payload for _ in range(count)]
@@ -73,6 +107,150 @@ class UnlimitedQueueTest(PromiseCase):
         got = self.receive_all(c, count)
         self.assertEqual(got, [b"m%d" % i for i in range(count)])
         c.assert_no_packet(0.3)
+
+
+class DropCase(PromiseCase):
+
+    def broker_options(self):
+        return {"config": {"sys_interval": 1}}
+
+    def drop_lines(self, client_id):
+        return [line for line in self.broker.log().splitlines()
+                if "client %s: dropping messages" % client_id in line]
+
+
+@skip_unless_wisp("no per-reason drop counters, and a different log")
+class QueueFullDropTest(DropCase):
+    """An acknowledged message dropped by a queue bound is counted per
+    reason in $SYS and logged once per episode, with the client id and the
+    bound (config/README.md, limits)."""
+
+    LIMITS = {"max_queued_messages": 5, "max_queued_bytes": 0}
+
+    def test_queue_full_counted_and_logged_once_per_episode(self):
+        """12 QoS 1 messages for an offline session bounded at 5: the 7
+        acknowledged but dropped ones show in queue_full and in the total,
+        one log line names the client and limits.max_queued_messages. Once
+        the queue has room again (the client drained it), the next overflow
+        is a new episode, logged once more."""
+        watch = self.sys_watcher()
+        zero = {SYS_DROPPED + r: "0" for r in DROP_REASONS}
+        zero[SYS_DROPPED_TOTAL] = "0"
+        self.wait_sys(watch, zero)
+        c = self.persistent("bounded", [("dq/t", 1)])
+        self.go_offline(c, "bounded")
+        pub = self.raw()
+        self.publish_many(pub, "dq/t", 12)
+        self.wait_sys(watch, {SYS_DROPPED + "queue_full": "7", SYS_DROPPED_TOTAL: "7"})
+        lines = self.drop_lines("bounded")
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("limits.max_queued_messages reached (5)", lines[0])
+        self.assertIn("$SYS/broker/messages/dropped/queue_full", lines[0])
+
+        c = self.raw("bounded", clean=False)
+        self.assertEqual(self.receive_all(c, 5), [b"m%d" % i for i in range(5)])
+        c.assert_no_packet(0.3)
+        self.go_offline(c, "bounded")
+        self.publish_many(pub, "dq/t", 8)  # 5 fit, which ends the episode; 3 dropped
+        self.wait_sys(watch, {SYS_DROPPED + "queue_full": "10", SYS_DROPPED_TOTAL: "10"})
+        self.assertIsNotNone(self.broker.wait_log(r"client bounded: room again under "
+                                                  r"limits\.max_queued_messages"))
+        self.assertEqual(len(self.drop_lines("bounded")), 2, self.drop_lines("bounded"))
+        self.assert_broker_alive()
+
+
+@skip_unless_wisp("no per-reason drop counters, and a different log")
+class QueueBytesDropTest(DropCase):
+
+    LIMITS = {"max_queued_messages": 0, "max_queued_bytes": 1000}
+
+    def test_queue_bytes_counted_and_logged_once(self):
+        """The byte bound has its own reason and names its key: 20 messages
+        of about 100 bytes for an offline session bounded at 1,000 bytes."""
+        watch = self.sys_watcher()
+        c = self.persistent("bytes", [("db/t", 1)])
+        self.go_offline(c, "bytes")
+        pub = self.raw()
+        self.publish_many(pub, "db/t", 20, payload=b"%03d" + b"x" * 97)
+        seen = self.wait_sys(watch, {SYS_DROPPED + "queue_bytes": lambda v: int(v) > 0})
+        self.assertEqual(seen[SYS_DROPPED + "queue_full"], "0")
+        lines = self.drop_lines("bytes")
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("limits.max_queued_bytes reached (1000)", lines[0])
+        c = self.raw("bytes", clean=False)
+        kept = 20 - int(seen[SYS_DROPPED + "queue_bytes"])
+        self.assertEqual(self.receive_all(c, kept), [b"%03d" % i + b"x" * 97 for i in range(kept)])
+        c.assert_no_packet(0.3)
+
+
+@skip_unless_wisp("no per-reason drop counters, and a different log")
+class OutputFullDropTest(DropCase):
+
+    LIMITS = {"max_output_buffer": 1024}
+
+    def stalled_client(self, client_id):
+        """A connected RawClient whose socket receive buffer is tiny (set
+        before connecting), so that the broker's output to it fills quickly
+        once it stops reading."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", self.broker.port))
+        c = RawClient.__new__(RawClient)
+        c.sock, c.buf, c.timeout, c.stash, c.session_present = sock, b"", 5.0, [], None
+        self.on_cleanup(c.close)
+        self.assertEqual(c.connect(client_id), 0)
+        return c
+
+    def test_output_full_qos0_counted_and_logged_once(self):
+        """A subscriber that stops reading: once the socket buffers are full,
+        its QoS 0 messages past max_output_buffer are dropped silently after
+        one log line, and every message is either delivered or counted in
+        output_full (and the total): none is lost uncounted."""
+        watch = self.sys_watcher()
+        stalled = self.stalled_client("stalled")
+        self.assertEqual(stalled.subscribe([("do/t", 0), ("do/end", 1)]), [0, 1])
+        pub = self.raw()
+        payload = b"x" * 16384
+        published = 0
+        pid = 0
+
+        def burst():
+            nonlocal published, pid
+            before = len(self.stalled_lines())
+            pub.send(b"".join(publish_pkt("do/t", payload) for _ in range(64)))
+            published += 64
+            pid = pid % 60000 + 1
+            pub.publish("do/sync", "s", qos=1, pid=pid)  # the 64 before it were routed
+            return len(self.stalled_lines()) - before
+
+        for _ in range(60):  # bounded: 60 x 1 MiB; the socket buffers fill well before
+            if burst() == 0 and self.drop_lines("stalled"):
+                break
+        else:
+            self.fail("the subscriber's output never stayed full:\n%s" % "\n".join(self.stalled_lines()))
+        for _ in range(5):
+            self.assertEqual(burst(), 0, "a stalled subscriber's drops are logged once per episode")
+        lines = self.drop_lines("stalled")
+        self.assertIn("limits.max_output_buffer reached (1024)", lines[0])
+        self.assertEqual(len(lines), len([x for x in self.stalled_lines() if "room again" in x]) + 1)
+
+        pub.publish("do/end", "end", qos=1, pid=60001)  # queued behind the output, not dropped
+        delivered = 0
+        for _ in range(published + 1):
+            pkt = stalled.recv_publish(timeout=10)
+            if pkt.topic == "do/end":
+                break
+            delivered += 1
+        else:
+            self.fail("no end marker")
+        dropped = str(published - delivered)
+        self.assertNotEqual(dropped, "0")
+        self.wait_sys(watch, {SYS_DROPPED + "output_full": dropped, SYS_DROPPED_TOTAL: dropped})
+        self.assert_broker_alive()
+
+    def stalled_lines(self):
+        return [line for line in self.broker.log().splitlines() if "client stalled:" in line]
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@
 #include "bg.h"
 #include "conn.h"
 #include "delivery.h"
+#include "drop.h"
 #include "listener.h"
 #include "loop.h"
 #include "msg.h"
@@ -44,10 +45,11 @@ struct broker_stats {
 	uint64_t msgs_sent;          /* PUBLISH packets queued out */
 	uint64_t bytes_received;
 	uint64_t bytes_sent;
-	uint64_t publish_dropped;    /* deliveries dropped (full output, offline QoS 0) */
+	uint64_t publish_dropped;    /* deliveries dropped, all reasons: the sum of dropped[] */
 	uint64_t malformed;          /* connections closed for bad input */
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t keepalive_expired;
+	uint64_t dropped[DROP_REASON_COUNT]; /* deliveries dropped, by reason (drop.h) */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -106,6 +108,15 @@ struct broker {
 	size_t route_gen_count;     /* entries used in route[] this publish */
 	uint64_t id_seq;             /* for assigned client ids */
 };
+
+/* Counts one message dropped by a bound (drop.h); $SYS publishes the count
+ * per reason and in total. Logging the episode is the caller's (for a
+ * delivery: broker_deliver). */
+static inline void broker_count_drop(struct broker *b, enum drop_reason why)
+{
+	b->stats.dropped[why]++;
+	b->stats.publish_dropped++;
+}
 
 /* Builds the broker and opens every listener. 0, or a negative WISP_E* with
  * the reason in err. */

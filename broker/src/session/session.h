@@ -68,6 +68,7 @@ struct session {
 	uint32_t match_gen;
 	uint32_t match_slot;
 	uint16_t next_packet_id;
+	uint16_t drop_episodes;     /* a bit per enum drop_reason already logged (proto/route.c) */
 	struct list_node inflight;  /* struct sess_msg, in send order */
 	struct list_node queue;     /* struct sess_msg, waiting for the window */
 	uint16_t inflight_count;
