@@ -17,8 +17,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import (DISCONNECT_PKT, PUBACK, PUBLISH, BrokerTestCase, RawClient, main,  # noqa: E402
-                      publish_pkt, skip_unless_wisp)
+from wisp_e2e import (DISCONNECT_PKT, PUBACK, PUBLISH, Broker, BrokerTestCase, RawClient,  # noqa: E402
+                      main, publish_pkt, skip_unless_wisp)
 
 SYS_DROPPED = "$SYS/broker/messages/dropped/"
 SYS_DROPPED_TOTAL = "$SYS/broker/publish/messages/dropped"
@@ -251,6 +251,63 @@ class OutputFullDropTest(DropCase):
 
     def stalled_lines(self):
         return [line for line in self.broker.log().splitlines() if "client stalled:" in line]
+
+
+@skip_unless_wisp("mosquitto reopens its log_dest file on SIGHUP too, but is configured differently")
+class LogRotationTest(PromiseCase):
+    """logrotate renames the log file, then sends SIGHUP: the broker must
+    write its next lines into a new file at the configured path."""
+
+    def setUp(self):
+        self._closers = []
+        self.broker = Broker()
+        self.log_file = os.path.join(self.broker.dir, "wisp.log")
+        self.broker.extra_config["log"] = {"level": "debug", "destination": self.log_file}
+        self.broker.start()
+
+    def read(self, path):
+        try:
+            with open(path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_file_line(self, path, pattern, timeout=5.0):
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.read(path).splitlines():
+                if rx.search(line):
+                    return line
+            time.sleep(0.05)
+        self.fail("no line matching %r in %s:\n%s" % (pattern, path, self.read(path)))
+
+    def rotate(self, n):
+        rotated = "%s.%d" % (self.log_file, n)
+        os.rename(self.log_file, rotated)
+        self.broker.reload()
+        return rotated
+
+    def test_sighup_reopens_renamed_log_file(self):
+        self.raw("before-rotate")
+        self.wait_file_line(self.log_file, r"before-rotate")
+        rotated = self.rotate(1)
+        self.wait_file_line(self.log_file, r"configuration reloaded")
+        self.raw("after-rotate")
+        self.wait_file_line(self.log_file, r"after-rotate")
+        self.assertNotIn("after-rotate", self.read(rotated))
+        self.assertIn("before-rotate", self.read(rotated))
+        self.assertNotIn("before-rotate", self.read(self.log_file))
+
+    def test_sighup_reopens_even_when_the_new_configuration_is_refused(self):
+        """A configuration broken since start-up must not keep the broker
+        writing into the rotated file."""
+        self.broker.write_config("{ not json")
+        rotated = self.rotate(1)
+        self.wait_file_line(self.log_file, r"reload refused")
+        self.raw("after-refused")
+        self.wait_file_line(self.log_file, r"after-refused")
+        self.assertNotIn("after-refused", self.read(rotated))
 
 
 if __name__ == "__main__":
