@@ -166,6 +166,12 @@ int main(int argc, char **argv)
 			fprintf(stderr, "%s\n", err);
 			return 1;
 		}
+		/* What start-up would refuse, the check refuses, in the same words. */
+		if (broker_check_tls(cfg, err, sizeof err) != 0) {
+			fprintf(stderr, "%s\n", err);
+			config_free(cfg);
+			return 1;
+		}
 		printf("%s: configuration OK\n", check_path);
 		config_free(cfg);
 		return 0;

@@ -8,17 +8,22 @@ user would see it (issue 14).
 - A message dropped by a queue bound is counted per reason in $SYS and
   logged once per episode with the client id and the bound.
 - SIGHUP reopens the log file, so logrotate's rename-then-HUP works.
+- wisp --check-config says exactly what start-up says about TLS listeners
+  (tls.min_version "tls1.3" with mbed TLS 2.28, unusable certificates).
 """
 
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 import time
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import (DISCONNECT_PKT, PUBACK, PUBLISH, Broker, BrokerTestCase, RawClient,  # noqa: E402
-                      main, publish_pkt, skip_unless_wisp)
+                      main, make_certs, publish_pkt, run_wisp, skip_unless_wisp)
 
 SYS_DROPPED = "$SYS/broker/messages/dropped/"
 SYS_DROPPED_TOTAL = "$SYS/broker/publish/messages/dropped"
@@ -308,6 +313,67 @@ class LogRotationTest(PromiseCase):
         self.raw("after-refused")
         self.wait_file_line(self.log_file, r"after-refused")
         self.assertNotIn("after-refused", self.read(rotated))
+
+
+@skip_unless_wisp("wisp's --check-config")
+class CheckConfigTest(unittest.TestCase):
+    """--check-config and start-up agree: a configuration the check calls
+    OK starts, and one start-up refuses is refused by the check with the
+    same error line."""
+
+    @classmethod
+    def setUpClass(cls):
+        if shutil.which("openssl") is None:
+            raise AssertionError("the openssl command-line tool is required "
+                                 "(Debian package openssl; scripts/deps.sh --test)")
+        cls.certs = tempfile.mkdtemp(prefix="wisp-e2e-certs-")
+        make_certs(cls.certs)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.certs, ignore_errors=True)
+
+    def broker(self, **tls):
+        base = {"cert": os.path.join(self.certs, "server.crt"),
+                "key": os.path.join(self.certs, "server.key")}
+        base.update(tls)
+        b = Broker(listener={"protocol": "mqtts", "tls": base})
+        self.addCleanup(b.cleanup)
+        return b
+
+    def check(self, b):
+        b.port = 8883
+        b.write_config(b.config())
+        return run_wisp(["--check-config", b.config_path])
+
+    def assert_same_refusal(self, b, reason_rx):
+        cp = self.check(b)
+        self.assertEqual(cp.returncode, 1, "--check-config accepted what start-up refuses:\n" + cp.stdout)
+        status, log = b.start_failing()
+        self.assertEqual(status, 1, log)
+        check_line = cp.stdout.strip()
+        self.assertRegex(check_line, reason_rx)
+        self.assertIn("wisp: " + check_line, log, "start-up says the same, prefixed with wisp:")
+
+    def test_positive_control_tls12(self):
+        b = self.broker(min_version="tls1.2")
+        cp = self.check(b)
+        self.assertEqual(cp.returncode, 0, cp.stdout)
+        self.assertIn("configuration OK", cp.stdout)
+        with b:
+            self.assertTrue(b.alive())
+
+    def test_min_version_tls13_refused_by_check_as_at_start(self):
+        """Debian's mbed TLS 2.28 has no server-side TLS 1.3: the check
+        must not say "configuration OK" to what start-up refuses."""
+        self.assert_same_refusal(self.broker(min_version="tls1.3"),
+                                 r"listeners\[0\]\.tls\.min_version: tls1\.3")
+
+    def test_unusable_certificate_refused_by_check_as_at_start(self):
+        garbage = os.path.join(self.certs, "garbage.crt")
+        with open(garbage, "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+        self.assert_same_refusal(self.broker(cert=garbage), r"listeners\[0\]\.tls\.cert")
 
 
 if __name__ == "__main__":

@@ -170,6 +170,12 @@ void broker_tls_error(const char *file, size_t listener, const char *why, char *
 /* Builds the TLS context of an mqtts listener from its configuration. */
 int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, char *err, size_t errlen);
 
+/* For --check-config: builds and frees every mqtts listener's TLS context
+ * the way broker_init does (certificate and key content, CA, cipher suites,
+ * min_version against what the TLS library supports), so the check reports
+ * exactly the error start-up would. 0, or WISP_ECONFIG with it in err. */
+int broker_check_tls(const struct config *cfg, char *err, size_t errlen);
+
 /* Packet handlers: 0, or a negative WISP_E* after which the caller drops the
  * connection (the handler has logged why and set `*why`). */
 int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, const char **why);
