@@ -10,12 +10,15 @@ user would see it (issue 14).
 - SIGHUP reopens the log file, so logrotate's rename-then-HUP works.
 - wisp --check-config says exactly what start-up says about TLS listeners
   (tls.min_version "tls1.3" with mbed TLS 2.28, unusable certificates).
+- A script with a skipped test exits 77, which CTest reports as skipped
+  (SKIP_RETURN_CODE), never as passed.
 """
 
 import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -374,6 +377,60 @@ class CheckConfigTest(unittest.TestCase):
         with open(garbage, "w") as f:
             f.write("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
         self.assert_same_refusal(self.broker(cert=garbage), r"listeners\[0\]\.tls\.cert")
+
+
+class HarnessExitStatusTest(unittest.TestCase):
+    """wisp_e2e.main()'s exit status, which CTest reads: 77 (skipped) when
+    a test skipped and none failed; 1 when one failed; 0 when all passed.
+    Against mosquitto, skip_unless_wisp skips are expected: still 0."""
+
+    SCRIPT = """
+import sys, unittest
+sys.path.insert(0, %r)
+from wisp_e2e import main, skip_unless_wisp
+
+class T(unittest.TestCase):
+    def test_pass(self):
+        pass
+%s
+
+if __name__ == "__main__":
+    main()
+"""
+
+    def run_script(self, body, broker="wisp"):
+        d = tempfile.mkdtemp(prefix="wisp-e2e-harness-")
+        self.addCleanup(shutil.rmtree, d, True)
+        path = os.path.join(d, "t.py")
+        with open(path, "w") as f:
+            f.write(self.SCRIPT % (os.path.dirname(os.path.abspath(__file__)), body))
+        env = dict(os.environ, WISP_E2E_BROKER=broker)
+        cp = subprocess.run([sys.executable, path], stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, env=env, timeout=60)
+        return cp.returncode, cp.stderr
+
+    def test_all_pass_exits_0(self):
+        self.assertEqual(self.run_script("")[0], 0)
+
+    def test_a_skip_exits_77(self):
+        rc, err = self.run_script("    def test_skip(self):\n        self.skipTest('no tool')\n")
+        self.assertEqual(rc, 77, err)
+        self.assertIn("no tool", err)
+
+    def test_a_failure_with_a_skip_exits_1(self):
+        rc, err = self.run_script("    def test_skip(self):\n        self.skipTest('no tool')\n"
+                                  "    def test_fail(self):\n        self.fail('broken')\n")
+        self.assertEqual(rc, 1, err)
+
+    def test_module_skip_exits_77(self):
+        rc, err = self.run_script("def setUpModule():\n    raise unittest.SkipTest('no openssl')\n")
+        self.assertEqual(rc, 77, err)
+
+    def test_skip_unless_wisp_against_mosquitto_exits_0(self):
+        body = ("    @skip_unless_wisp('wisp only')\n"
+                "    def test_wisp_only(self):\n        pass\n")
+        self.assertEqual(self.run_script(body, broker="mosquitto")[0], 0)
+        self.assertEqual(self.run_script(body, broker="wisp")[0], 0)
 
 
 if __name__ == "__main__":
