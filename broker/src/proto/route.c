@@ -6,8 +6,15 @@
  * generation counter marks sessions already seen during this publish, so
  * deduplication costs O(1) per match and no per-publish allocation once the
  * route array has grown to the largest fan-out seen.
+ *
+ * A delivery dropped by a bound is counted per reason (drop.h) and logged
+ * once per episode per client: the first drop logs, the episode ends when
+ * the bound is at most half used again. The check costs one test of a
+ * byte of the session on the delivery path while no episode is open.
  */
 #include "broker.h"
+
+#include <stdio.h>
 
 #include "alloc.h"
 #include "err.h"
@@ -114,9 +121,14 @@ static void note_drop(struct broker *b, struct session *s, enum drop_reason why)
 	if (!key || (s->drop_episodes & EPISODE(why)))
 		return;
 	s->drop_episodes |= EPISODE(why);
-	log_msg(LOG_WARNING, "queue",
-		"client %s: dropping messages for it: %s reached (%llu); counted in $SYS/broker/messages/dropped/%s",
-		s->client_id, key, (unsigned long long)bound_value(b, why), drop_reason_name(why));
+	uint64_t bound = bound_value(b, why);
+	char hit[96];
+	if (why == DROP_NO_MEMORY && !bound)
+		snprintf(hit, sizeof hit, "out of memory");
+	else
+		snprintf(hit, sizeof hit, "%s reached (%llu)", key, (unsigned long long)bound);
+	log_msg(LOG_WARNING, "queue", "client %s: dropping messages for it: %s; counted in $SYS/broker/messages/dropped/%s",
+		s->client_id, hit, drop_reason_name(why));
 }
 
 /* Whether the bound behind an episode has room again. Half the bound, not
