@@ -167,6 +167,23 @@ int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, c
 	return tls_ctx_new_server(&o, out, err, errlen);
 }
 
+int broker_check_tls(const struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->listener_count; i++) {
+		const struct config_listener *lc = &cfg->listeners[i];
+		if (lc->protocol != CONFIG_PROTO_MQTTS)
+			continue;
+		struct tls_ctx *ctx = NULL;
+		char why[384];
+		if (broker_tls_context(lc, &ctx, why, sizeof why) != 0) {
+			broker_tls_error(cfg->path, i, why, err, errlen);
+			return WISP_ECONFIG;
+		}
+		tls_ctx_unref(ctx);
+	}
+	return 0;
+}
+
 int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char *err, size_t errlen)
 {
 	memset(b, 0, sizeof *b);

@@ -22,12 +22,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "drop.h"
 #include "msg.h"
 #include "session.h"
 
 struct delivery_limits {
 	uint16_t max_inflight;        /* >= 1 */
-	uint32_t max_queued;          /* messages; 0 = none may queue */
+	uint32_t max_queued;          /* messages; 0 = no message limit */
 	uint64_t max_queued_bytes;    /* 0 = no byte limit */
 	uint64_t max_output;          /* bytes of unsent output on the connection */
 };
@@ -39,9 +40,11 @@ enum delivery_result {
 };
 
 /* Sends, queues or drops `m` for `s` at `qos` (the granted one), with the
- * retain flag as it must appear on the wire. Takes its own reference. */
+ * retain flag as it must appear on the wire. Takes its own reference. On
+ * DELIVERY_DROPPED `*why` says which bound dropped it (untouched otherwise);
+ * counting and logging the drop is the caller's. */
 enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
-				    uint8_t qos, bool retain);
+				    uint8_t qos, bool retain, enum drop_reason *why);
 
 /* Moves queued messages into the window while it and the output have room.
  * Returns how many were sent. */

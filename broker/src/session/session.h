@@ -73,6 +73,7 @@ struct session {
 	 * session; another user cannot take it over (proto/handle_connect.c).
 	 * False for a session restored from the store until its next login. */
 	bool owned;
+	uint16_t drop_episodes;     /* a bit per enum drop_reason already logged (proto/route.c) */
 	struct list_node inflight;  /* struct sess_msg, in send order */
 	struct list_node queue;     /* struct sess_msg, waiting for the window */
 	uint16_t inflight_count;
