@@ -16,9 +16,10 @@
  * many on it builds a hash index of its filters (8 bytes a slot, at most
  * 3/4 full, so 11 to 21 bytes per subscription), dropped again when it
  * shrinks to half that. An idle session with one subscription pays nothing
- * for it: struct session keeps its size (152 bytes, the index pointer and a
- * 32-bit count fill what were padding holes) and a subscription keeps its
- * 64-byte header (the cached hash sits in former padding).
+ * for it: struct session keeps its size (152 bytes: the index pointer
+ * replaces the old size_t count, a 32-bit count and a flags byte fill what
+ * were padding) and a subscription keeps its 64-byte header (the cached
+ * hash sits in former padding).
  * Single threaded.
  */
 #ifndef WISP_SESSION_SESSION_H
@@ -78,7 +79,7 @@ struct session {
 	uint32_t hash;
 	uint16_t id_len;
 	bool clean;
-	uint8_t sess_flags;       /* SESS_FLAG_* */
+	bool sys_write_logged;    /* a dropped $SYS publish was logged (once per client) */
 	struct conn *conn;        /* NULL while offline */
 	char *username;           /* who last connected with this id; NULL: anonymous */
 	struct acl_client *acl;   /* that user's rules (owned by proto/), or NULL */
@@ -89,7 +90,12 @@ struct session {
 	uint32_t match_gen;
 	uint32_t match_slot;
 	uint16_t next_packet_id;
-	uint32_t sub_count;
+	/* username is the owner's, set by the CONNECT that created the
+	 * session; another user cannot take it over (proto/handle_connect.c).
+	 * False for a session restored from the store until its next login. */
+	bool owned;
+	uint8_t sess_flags;         /* SESS_FLAG_* */
+	uint16_t drop_episodes;     /* a bit per enum drop_reason already logged (proto/route.c) */
 	struct list_node inflight;  /* struct sess_msg, in send order */
 	struct list_node queue;     /* struct sess_msg, waiting for the window */
 	uint16_t inflight_count;
@@ -101,6 +107,7 @@ struct session {
 	uint16_t *qos2_in;
 	uint16_t qos2_in_count;
 	uint16_t qos2_in_cap;
+	uint32_t sub_count;       /* in what was trailing padding: client_id moves, the allocation does not */
 	char client_id[];         /* NUL-terminated */
 };
 
