@@ -334,6 +334,30 @@ class SubscribeWorkIsBoundedTest(BrokerTestCase):
         self.assertEqual(honest.recv_publish().payload, b"after")
         big.assert_no_packet(0.5)
 
+    def test_connection_ends_while_its_subscribe_waits(self):
+        """A client taken over, and one that hangs up, while their big
+        SUBSCRIBE is half done: the broker forgets that work (no use of the
+        closed connection: the sanitizers check at exit) and the new
+        connection with the same id is served."""
+        honest, big = self.clients()
+        offset = self.broker.log_size()
+        big.sock.settimeout(60)
+        big.send(subscribe_pkt(1, [("t%d" % i, 0) for i in range(60000)]))
+        self.assertIsNotNone(self.broker.wait_log(r"client big: SUBSCRIBE of 60000 filters .* goes on",
+                                                  offset=offset, timeout=60))
+        again = self.raw("big")  # [MQTT-3.1.4-2] takes the session over
+        self.assertEqual(again.subscribe([("again/t", 1)]), [1])
+        offset = self.broker.log_size()
+        again.send(subscribe_pkt(2, [("u%d" % i, 0) for i in range(60000)]))
+        self.assertIsNotNone(self.broker.wait_log(r"client big: SUBSCRIBE of 60000 filters .* goes on",
+                                                  offset=offset, timeout=60))
+        again.close()
+        self.assertIsNotNone(self.broker.wait_log(r"client big .*disconnected", offset=offset, timeout=30))
+        self.honest_round_trip(honest, 1)
+        last = self.raw("big")
+        self.assertEqual(last.subscribe([("last/t", 1)], pid=3), [1])
+        self.assert_broker_alive()
+
 
 if __name__ == "__main__":
     main()
