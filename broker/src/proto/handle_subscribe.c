@@ -11,7 +11,7 @@
  *
  * Work per loop turn is bounded. A connection handles at most
  * SUB_TURN_FILTERS filters per turn (over all its packets), and a packet
- * never takes more than SUB_SLICES_MAX turns per phase (filters, then
+ * is cut into at most SUB_SLICES_MAX slices per phase (filters, then
  * retained messages) so that a big one is not decoded again too often: a
  * handler that runs out returns WISP_EAGAIN, dispatch.c keeps the packet
  * unread with the connection's input paused, and broker_sub_turn() hands
@@ -34,7 +34,8 @@
 /* SUBACK codes stay on the stack for ordinary requests. */
 #define CODES_ON_STACK 64
 /* Filters (subscribed, refused, unsubscribed or matched against the
- * retained store) per connection and loop turn: about a millisecond. */
+ * retained store) per connection and loop turn: a fairness quantum, like
+ * dispatch.c's read budget, not a limit on what a client may ask. */
 #define SUB_TURN_FILTERS 1024u
 /* Each turn re-decodes the packet, so a packet of more than
  * SUB_SLICES_MAX * SUB_TURN_FILTERS filters takes bigger slices. */
