@@ -65,7 +65,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		*why = "invalid topic name in PUBLISH"; /* [MQTT-3.3.2-2] no wildcards */
 		return WISP_EPROTO;
 	}
-	if (topic_len > b->cfg->limits.max_topic_length) {
+	if (b->cfg->limits.max_topic_length && topic_len > b->cfg->limits.max_topic_length) {
 		b->stats.topics_refused++;
 		*why = "topic longer than max_topic_length";
 		return WISP_ELIMIT;
