@@ -155,7 +155,10 @@ class HostileDisk(unittest.TestCase):
     def assert_ping_first(self, c):
         """A PINGREQ is answered before anything else: the held acks did not leave."""
         c.send(PINGREQ)
-        p = c.recv_packet(timeout=WAIT)
+        try:
+            p = c.recv_packet(timeout=WAIT)
+        except socket.timeout:
+            raise AssertionError("no PINGRESP within %ss: the broker went silent" % WAIT) from None
         self.assertEqual(p.type, PINGRESP, "an acknowledgement left before its record was safe: %r" % p)
 
     def assert_still_serving(self, b, tag):

@@ -484,10 +484,18 @@ static uint32_t next_backoff(uint32_t cur, uint32_t min, uint32_t max)
 	return cur == 0 ? min : cur >= max / 2 ? max : cur * 2;
 }
 
-static void arm_retry(struct broker *b, uint32_t seconds)
+/* Wakes the loop at loop time `at_ms` (or a little later: timers tick in
+ * seconds), unless it is already due to wake earlier. */
+static void wake_at(struct broker *b, uint64_t at_ms, uint64_t now_ms)
 {
-	if (!loop_timer_armed(&b->persist.retry_timer))
-		loop_timer_start(b->loop, &b->persist.retry_timer, seconds, on_retry);
+	struct loop_timer *t = &b->persist.retry_timer;
+	uint64_t seconds = at_ms > now_ms ? (at_ms - now_ms + 999u) / 1000u : 1u;
+	if (loop_timer_armed(t)) {
+		if (t->deadline <= loop_now_s(b->loop) + seconds)
+			return;
+		loop_timer_stop(b->loop, t);
+	}
+	loop_timer_start(b->loop, t, seconds, on_retry);
 }
 
 /* A compaction failed (now, or on the helper since the last turn): wait
@@ -501,7 +509,6 @@ static void note_compactions(struct broker *b, uint64_t now)
 		b->persist.compact_backoff_s = next_backoff(b->persist.compact_backoff_s, COMPACT_RETRY_MIN_S,
 							    COMPACT_RETRY_MAX_S);
 		b->persist.compact_retry_at = now + b->persist.compact_backoff_s * 1000u;
-		arm_retry(b, b->persist.compact_backoff_s);
 	} else if (ss.compactions != b->persist.compactions_seen) {
 		b->persist.compactions_seen = ss.compactions;
 		b->persist.compact_backoff_s = 0;
@@ -519,7 +526,6 @@ void persist_flush(struct broker *b)
 			b->persist.write_backoff_s = next_backoff(b->persist.write_backoff_s, WRITE_RETRY_MIN_S,
 								  WRITE_RETRY_MAX_S);
 			b->persist.write_retry_at = now + b->persist.write_backoff_s * 1000u;
-			arm_retry(b, b->persist.write_backoff_s);
 		} else {
 			b->persist.write_backoff_s = 0;
 		}
@@ -530,6 +536,11 @@ void persist_flush(struct broker *b)
 		store_compact(st, emit_state, b); /* failures: logged by the store, paced here */
 		note_compactions(b, now);
 	}
+	/* Nothing else may wake an idle loop for the next attempt. */
+	if (store_write_failing(st))
+		wake_at(b, b->persist.write_retry_at, now);
+	else if (b->persist.compact_retry_at > now && store_compact_due(st))
+		wake_at(b, b->persist.compact_retry_at, now);
 }
 
 /* ---- start-up: replaying the store into the broker ---- */
