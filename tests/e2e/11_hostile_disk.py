@@ -207,6 +207,14 @@ class HostileDisk(unittest.TestCase):
             got.add(p.payload.decode())
         return got
 
+    def assert_paced(self, watch, key, most):
+        """Retries back off: `most` failed attempts take longer than this
+        script's CTest timeout (write: 1, 2, 4, then every 8 s; compaction:
+        doubling from 1 s), while retrying on every loop turn made hundreds
+        within seconds."""
+        n = int(watch.wait(key, lambda v: True))
+        self.assertLessEqual(n, most, "%s: %d attempts, not backing off" % (key, n))
+
     def count(self, b, pattern):
         return sum(1 for line in b.log().splitlines() if re.search(pattern, line))
 
@@ -246,6 +254,7 @@ class HostileDisk(unittest.TestCase):
         self.assert_still_serving(b, fsync)
         self.assert_durable_refused(b, fsync)
         self.assertEqual(self.count(b, r"write to .* failed"), 1, "logged once per episode")
+        self.assert_paced(watch, "write_errors", 30)
         self.assertTrue(b.alive())
 
         self.clear()
@@ -290,6 +299,7 @@ class HostileDisk(unittest.TestCase):
         self.assertEqual(rc, 0, "everysec: the log is writable, persistent sessions are accepted")
         self.assertEqual(self.count(b, r"fsync in .* failed"), 1, "logged once per episode")
         self.assertEqual(self.count(b, r"compaction: .* failed"), 1, "logged once per episode")
+        self.assert_paced(watch, "compaction_errors", 10)
 
         self.clear()
         self.assertIsNotNone(b.wait_log(r"durability is back", timeout=WAIT))
@@ -322,6 +332,7 @@ class HostileDisk(unittest.TestCase):
         self.assert_durable_refused(b, "al")
         self.assertEqual(self.count(b, r"fsync in .* failed"), 1, "logged once per episode")
         self.assertEqual(self.count(b, r"compaction: .* failed"), 1, "logged once per episode")
+        self.assert_paced(watch, "compaction_errors", 10)
 
         self.clear()
         # Released once a compaction has rewritten (and synced) the state.
