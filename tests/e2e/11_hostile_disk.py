@@ -7,7 +7,7 @@ The store's data directory is made to fail through the faultfs LD_PRELOAD
 shim (tests/support/faultfs.c, WISP_FAULTFS): while a control file exists,
 write() or fsync()/fdatasync() on files in that directory fail with ENOSPC
 or EIO. Each test shows, with the fault on:
-  - no PUBACK/PUBREC leaves for a message whose record was not written
+  - no PUBACK/PUBREC/PUBCOMP leaves for a record that was not written
     (or, with fsync "always", not synced): a PINGREQ sent after it on the
     same connection is answered first, again after the broker retried;
   - the error is logged once, however often the broker retries;
@@ -240,6 +240,11 @@ class HostileDisk(unittest.TestCase):
         self.offline_subscriber(b.port)
         pub, _ = self.client(b.port, "disk-pub")
         self.acked_qos1(pub, "d/before", 1)
+        # A persistent QoS 2 publisher whose PUBREL comes during the fault:
+        # its PUBCOMP vouches for the released packet id (QOS2_IN_DEL).
+        pub2, _ = self.client(b.port, "disk-pub2", clean=False)
+        pub2.send(publish_pkt("d/q2-early", b"d/q2-early", qos=2, pid=7))
+        self.assertEqual(pub2.expect(PUBREC, timeout=WAIT).pid, 7)
 
         self.fault("write ENOSPC")
         # Two publishes in one turn: both records fail to reach the log.
@@ -247,10 +252,13 @@ class HostileDisk(unittest.TestCase):
                  publish_pkt("d/during-q2", b"d/during-q2", qos=2, pid=3))
         self.assertIsNotNone(b.wait_log(r"write to .* failed: No space left", timeout=WAIT))
         self.assert_ping_first(pub)
+        pub2.send(ack_pkt(PUBREL, 7))
+        self.assert_ping_first(pub2)
         watch.wait("state", lambda v: v == "degraded")
         # Retried (with backoff) and still failing: still held.
         watch.wait("write_errors", lambda v: int(v) >= 3)
         self.assert_ping_first(pub)
+        self.assert_ping_first(pub2)
         self.assert_still_serving(b, fsync)
         self.assert_durable_refused(b, fsync)
         self.assertEqual(self.count(b, r"write to .* failed"), 1, "logged once per episode")
@@ -265,6 +273,7 @@ class HostileDisk(unittest.TestCase):
         self.assertEqual(rec.pid, 3)
         pub.send(ack_pkt(PUBREL, 3))
         self.assertEqual(pub.expect(PUBCOMP, timeout=WAIT).pid, 3)
+        self.assertEqual(pub2.expect(PUBCOMP, timeout=WAIT).pid, 7)
         self.assertIsNotNone(b.wait_log(r"writable again", timeout=WAIT))
         watch.wait("state", lambda v: v == "ok")
         self.acked_qos1(pub, "d/after", 4)
@@ -272,7 +281,7 @@ class HostileDisk(unittest.TestCase):
 
         b2 = self.start(fsync)
         got = self.drain(b2.port)
-        want = {"d/before", "d/during-q1", "d/during-q2", "d/after"}
+        want = {"d/before", "d/q2-early", "d/during-q1", "d/during-q2", "d/after"}
         self.assertTrue(want <= got, "acknowledged but lost: %s" % sorted(want - got))
         b2.stop()
 
