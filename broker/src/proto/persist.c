@@ -352,7 +352,6 @@ bool persist_refuses_durable(const struct broker *b)
 	       (store_fsync_mode(st) == STORE_FSYNC_ALWAYS && store_needs_rewrite(st));
 }
 
-
 bool persist_ack_must_wait(const struct broker *b, const struct conn *c, uint64_t since)
 {
 	if (!b->persist.store)
