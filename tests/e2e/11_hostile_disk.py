@@ -193,16 +193,17 @@ class HostileDisk(unittest.TestCase):
         except Closed:
             pass
 
-    def drain(self, port):
-        """Everything the broker has for the persistent subscriber."""
+    def drain(self, port, want):
+        """The persistent subscriber's messages, read until every one in
+        `want` came (or nothing came for WAIT seconds)."""
         c, rc = self.client(port, "disk-sub", clean=False)
         self.assertEqual(rc, 0)
         self.assertTrue(c.session_present)
         got = set()
-        while True:
+        while not want <= got:
             try:
-                p = c.recv_publish(timeout=2.0)
-            except AssertionError:  # quiet for 2 s: the queue is drained
+                p = c.recv_publish(timeout=WAIT)
+            except AssertionError:  # nothing more within WAIT
                 break
             got.add(p.payload.decode())
         return got
@@ -280,8 +281,8 @@ class HostileDisk(unittest.TestCase):
         b.stop()  # SIGTERM: exit status 0 and no sanitizer report
 
         b2 = self.start(fsync)
-        got = self.drain(b2.port)
         want = {"d/before", "d/q2-early", "d/during-q1", "d/during-q2", "d/after"}
+        got = self.drain(b2.port, want)
         self.assertTrue(want <= got, "acknowledged but lost: %s" % sorted(want - got))
         b2.stop()
 
@@ -317,8 +318,8 @@ class HostileDisk(unittest.TestCase):
         self.kill9(b)
 
         b2 = self.start("everysec")
-        got = self.drain(b2.port)
         want = {"d/before", "d/during", "d/during2", "d/after"}
+        got = self.drain(b2.port, want)
         self.assertTrue(want <= got, "acknowledged but lost: %s" % sorted(want - got))
         b2.stop()
 
@@ -352,8 +353,8 @@ class HostileDisk(unittest.TestCase):
         self.kill9(b)
 
         b2 = self.start("always")
-        got = self.drain(b2.port)
         want = {"d/before", "d/during", "d/after"}
+        got = self.drain(b2.port, want)
         self.assertTrue(want <= got, "acknowledged but lost: %s" % sorted(want - got))
         b2.stop()
 
