@@ -113,10 +113,11 @@ static void before_sleep(struct loop *l, void *ctx)
 		list_remove(n);
 		broker_read_more(b, c);
 	}
-	/* The turn's records reach the OS before any of its acks leave; if they
-	 * cannot, no output leaves this turn (it stays queued for the next). */
-	bool stored = persist_flush(b);
-	while (stored && (n = list_first(&b->conns.dirty)) != NULL) {
+	/* The turn's records reach the OS before the acks that vouch for them
+	 * are queued (persist.c holds those until then); everything else
+	 * flows even while the disk fails. */
+	persist_flush(b);
+	while ((n = list_first(&b->conns.dirty)) != NULL) {
 		struct conn *c = container_of(n, struct conn, work_link);
 		list_remove(n);
 		flush_conn(b, c);
@@ -124,7 +125,7 @@ static void before_sleep(struct loop *l, void *ctx)
 	while ((n = list_first(&b->conns.closing)) != NULL) {
 		struct conn *c = container_of(n, struct conn, work_link);
 		/* Best effort: a refusing CONNACK or the last acks may still fit. */
-		if (stored && !outq_empty(&c->out))
+		if (!outq_empty(&c->out))
 			outq_flush(&c->out, c->t);
 		((struct broker_listener *)c->listener)->conn_count--;
 		conn_free(c);

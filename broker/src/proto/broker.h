@@ -113,12 +113,17 @@ struct broker {
 	struct {
 		struct store *store;     /* NULL: persistence off */
 		struct loop_io io;       /* the store's durable-seq eventfd */
-		struct list_node held;   /* acks waiting for an fsync, in seq order */
+		struct held_ack *held;   /* ring of acks waiting for their records, in seq order */
+		size_t held_head, held_len, held_cap;
 		uint64_t durable;        /* highest fsynced record seq */
 		uint64_t append_errors;
 		uint32_t emit_gen;       /* compaction pass, to write each message once */
 		bool loading;
-		bool flush_failing;
+		struct loop_timer retry_timer; /* wakes the loop for a retry */
+		uint64_t write_retry_at, compact_retry_at; /* loop ms */
+		uint32_t write_backoff_s, compact_backoff_s;
+		uint64_t compact_errors_seen, compactions_seen;
+		uint64_t refused;        /* durable work refused while degraded */
 	} persist;
 	const char *route_topic;     /* the topic being routed, for read ACL checks */
 	size_t route_topic_len;

@@ -148,6 +148,14 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 		wisp_free(username);
 		return refuse(b, c, MQTT_CONNACK_NOT_AUTHORIZED, why, "client id belongs to another user's session");
 	}
+	/* A persistent session is a promise the store cannot keep right now;
+	 * clean sessions never touch it and are still served. */
+	if (!p->clean_start && persist_refuses_durable(b)) {
+		wisp_free(username);
+		b->persist.refused++;
+		return refuse(b, c, MQTT_CONNACK_SERVER_UNAVAILABLE, why,
+			      "persistent session refused: the store cannot write (see $SYS/broker/store/state)");
+	}
 	struct acl_client *acl = NULL;
 	if (make_acl_client(b, username, id, id_len, &acl) != 0) {
 		wisp_free(username);

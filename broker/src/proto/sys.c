@@ -140,6 +140,16 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/heap/current", heap);
 	publish_u64(b, "$SYS/broker/heap/maximum", st->heap_max);
 	publish_u64(b, "$SYS/broker/store/messages/count", stored);
+	struct persist_status ps;
+	persist_status(b, &ps);
+	if (ps.enabled) {
+		publish(b, "$SYS/broker/store/state", ps.degraded ? "degraded" : "ok");
+		publish_u64(b, "$SYS/broker/store/write_errors", ps.write_errors);
+		publish_u64(b, "$SYS/broker/store/fsync_errors", ps.fsync_errors);
+		publish_u64(b, "$SYS/broker/store/compaction_errors", ps.compact_errors);
+		publish_u64(b, "$SYS/broker/store/refused", ps.refused);
+		publish_u64(b, "$SYS/broker/store/held_acks", ps.held_acks);
+	}
 
 	if (interval > 0) {
 		update_load(&st->msgs_received, s->msgs_received, interval);
