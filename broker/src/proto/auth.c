@@ -134,8 +134,8 @@ static enum auth_verdict start_verify(struct broker *b, struct conn *c, const st
 static enum auth_verdict fail(struct broker *b, struct conn *c, enum auth_verdict v, const char *user, size_t ulen)
 {
 	b->auth.failed_logins++;
-	log_msg(LOG_NOTICE, "auth", "%s: login refused for user '%.*s': %s", conn_peer(c), (int)ulen, user,
-		v == AUTH_BAD_CREDENTIALS ? "bad user name or password" : "not authorised");
+	log_limited("login refused", LOG_NOTICE, "auth", "%s: login refused for user '%.*s': %s", conn_peer(c),
+		    (int)ulen, user, v == AUTH_BAD_CREDENTIALS ? "bad user name or password" : "not authorised");
 	return v;
 }
 
@@ -169,7 +169,8 @@ enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mq
 		    !passwd_memo_hit(b->auth.passwd->db, user, ulen, (const char *)p->password.ptr, p->password.len)) {
 			enum auth_verdict v = start_verify(b, c, p);
 			if (v != AUTH_PENDING)
-				log_msg(LOG_WARNING, "auth", "%s: login refused: too many logins being verified", conn_peer(c));
+				log_limited("login refused: verifier busy", LOG_WARNING, "auth",
+					    "%s: login refused: too many logins being verified", conn_peer(c));
 			return v;
 		}
 	} else if (!bl->cfg->allow_anonymous) {

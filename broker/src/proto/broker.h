@@ -48,6 +48,8 @@ struct broker_stats {
 	uint64_t malformed;          /* connections closed for bad input */
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t keepalive_expired;
+	uint64_t handshakes_refused; /* TLS connections refused by a handshake cap */
+	uint64_t handshakes_failed;  /* TLS handshakes that failed or timed out */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -105,6 +107,8 @@ struct broker {
 	uint32_t route_gen;          /* wraps; collect() checks the slot too */
 	size_t route_gen_count;     /* entries used in route[] this publish */
 	uint64_t id_seq;             /* for assigned client ids */
+	uint32_t handshake_budget;   /* TLS handshake steps left this turn */
+	struct loop_timer housekeeping; /* log summaries and heap trims, while due */
 };
 
 /* Builds the broker and opens every listener. 0, or a negative WISP_E* with
@@ -140,6 +144,11 @@ void broker_resume_input(struct broker *b, struct conn *c);
 /* Reads more from a connection whose transport still holds decrypted input
  * after its read budget ran out (dispatch.c). */
 void broker_read_more(struct broker *b, struct conn *c);
+/* Runs one TLS handshake step deferred from an earlier turn (dispatch.c). */
+void broker_handshake_step(struct broker *b, struct conn *c);
+/* A connection leaves CONN_HANDSHAKE (done or closing): its listener's
+ * handshake caps count it no more. */
+void broker_handshake_end(struct conn *c);
 
 /*
  * Applies the reloadable parts of `next` (TLS material, log settings; auth
