@@ -99,9 +99,9 @@ char *wisp_strndup(const char *s, size_t len)
 	return p;
 }
 
-int wisp_mem_charge(size_t bytes, bool force)
+int wisp_mem_charge(size_t bytes)
 {
-	if (!force && limit && used + bytes > limit)
+	if (limit && used + bytes > limit)
 		return WISP_ENOMEM;
 	used += bytes;
 	return 0;

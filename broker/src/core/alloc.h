@@ -28,10 +28,9 @@ void wisp_mem_set_limit(size_t bytes);
  * MBEDTLS_PLATFORM_MEMORY): its owner charges an estimate before the
  * library allocates, so that it counts in wisp_mem_used and against the
  * limit. 0, or WISP_ENOMEM if the charge would pass the limit (nothing is
- * charged then). `force` charges even past the limit (a correction of an
- * earlier estimate, which cannot be refused any more).
+ * charged then). Uncharging counts towards the next trim.
  */
-int wisp_mem_charge(size_t bytes, bool force);
+int wisp_mem_charge(size_t bytes);
 void wisp_mem_uncharge(size_t bytes);
 /*
  * Hands free heap pages back to the OS (malloc_trim; under ASan, its

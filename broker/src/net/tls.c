@@ -798,7 +798,7 @@ static int ensure_setup(struct tls_transport *tt)
 		if (hdr[0] != TLS_RECORD_HANDSHAKE || (n > 1 && hdr[1] != TLS_RECORD_MAJOR))
 			return refuse(tt, "not a TLS handshake record (plaintext or garbage)", WISP_EPROTO);
 	}
-	if (wisp_mem_charge(TLS_MEM_SESSION + TLS_MEM_HANDSHAKE, false) != 0)
+	if (wisp_mem_charge(TLS_MEM_SESSION + TLS_MEM_HANDSHAKE) != 0)
 		return refuse(tt, "out of memory (memory_limit)", WISP_ENOMEM);
 	tt->charged = TLS_MEM_SESSION + TLS_MEM_HANDSHAKE;
 	int ret = mbedtls_ssl_setup(&tt->ssl, &tt->ctx->conf);

@@ -26,9 +26,11 @@
  * 86/183 ms unbounded (0.2 ms idle); handshake rate the same. */
 #define HANDSHAKE_STEPS_PER_TURN 1
 
-/* TLS memory given back to the C heap after which the heap is trimmed (at
- * most once a second, from the housekeeping timer). */
-#define TRIM_AFTER_BYTES (1u << 20)
+/* TLS memory given back to the C heap (~200 sessions) after which the heap
+ * is trimmed, at most once a second, from the housekeeping timer: a trim
+ * walks the whole heap, so steady TLS churn must not cause one a second,
+ * while a burst's memory goes back within a second or two of its end. */
+#define TRIM_AFTER_BYTES (8u << 20)
 
 const char *broker_conn_name(const struct conn *c)
 {
