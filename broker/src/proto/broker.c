@@ -1,7 +1,9 @@
 /*
- * Broker lifecycle: listeners and accepted connections, the per-turn flush
- * of coalesced output, deferred freeing of closed connections, and the
- * connect-timeout / keepalive timer.
+ * Broker lifecycle: listeners and accepted connections (with the TLS
+ * handshake caps), the per-turn flush of coalesced output, the per-turn
+ * budget of TLS handshake steps, deferred freeing of closed connections,
+ * the connect-timeout / keepalive timer, and a housekeeping timer that runs
+ * only while log summaries or a heap trim are due.
  */
 #include "broker.h"
 
