@@ -223,10 +223,6 @@ static void release_session(struct session *s)
 	s->acl = NULL;
 }
 
-/* Password verifications waiting or running at once; past this a CONNECT
- * is refused with "server unavailable" rather than queued without bound. */
-#define AUTH_MAX_PENDING 256
-
 void broker_tls_error(const char *file, size_t listener, const char *why, char *err, size_t errlen)
 {
 	/* tls.c says "<option>: <file>: <reason>"; the operator wants the key
@@ -254,6 +250,23 @@ int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, c
 	if (lc->tls.min_version)
 		o.min_version = lc->tls.min_version;
 	return tls_ctx_new_server(&o, out, err, errlen);
+}
+
+int broker_check_tls(const struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->listener_count; i++) {
+		const struct config_listener *lc = &cfg->listeners[i];
+		if (lc->protocol != CONFIG_PROTO_MQTTS)
+			continue;
+		struct tls_ctx *ctx = NULL;
+		char why[384];
+		if (broker_tls_context(lc, &ctx, why, sizeof why) != 0) {
+			broker_tls_error(cfg->path, i, why, err, errlen);
+			return WISP_ECONFIG;
+		}
+		tls_ctx_unref(ctx);
+	}
+	return 0;
 }
 
 int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char *err, size_t errlen)
@@ -287,7 +300,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 	b->sessions.on_free = release_session;
 	if (auth_load(cfg, &b->auth, err, errlen) != 0)
 		goto fail;
-	b->bg = bg_new(l, AUTH_MAX_PENDING);
+	b->bg = bg_new(l, AUTH_MAX_PENDING, AUTH_VERIFY_THREADS);
 	if (!b->bg) {
 		snprintf(err, errlen, "cannot start the background thread");
 		goto fail;
@@ -299,6 +312,8 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		struct broker_listener *bl = &b->listeners[i];
 		bl->b = b;
 		bl->cfg = lc;
+		bl->allow_anonymous = lc->allow_anonymous;
+		bl->use_identity_as_username = lc->tls.use_identity_as_username;
 		bl->net.io.fd = -1;
 		if (lc->protocol == CONFIG_PROTO_MQTTS) {
 			char why[384];

@@ -3,11 +3,48 @@
  * acknowledgement its QoS asks for. QoS 2 is exactly-once on the way in:
  * the packet id is held from PUBLISH to PUBREL and a repeated PUBLISH with
  * that id is acknowledged again but not routed again [MQTT-4.3.3-2].
+ *
+ * $SYS/ is the broker's: a client publish there is dropped unless an ACL
+ * rule grants it by name (no ACL at all grants nothing there, and a leading
+ * wildcard never reaches '$' topics [MQTT-4.7.2-1]), and $SYS/broker/,
+ * where the broker's own statistics live, is never client-writable, so a
+ * retained value there is always the broker's.
  */
 #include "broker.h"
 
+#include <string.h>
+
 #include "err.h"
 #include "log.h"
+
+static bool has_prefix_level(const char *topic, size_t len, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	return len >= n && memcmp(topic, prefix, n) == 0 && (len == n || topic[n] == '/');
+}
+
+bool broker_sys_write_allowed(const struct acl_client *acl, const char *topic, size_t len)
+{
+	if (!has_prefix_level(topic, len, "$SYS"))
+		return true;
+	if (!acl || has_prefix_level(topic, len, "$SYS/broker"))
+		return false;
+	return acl_client_check(acl, topic, len, ACL_WRITE);
+}
+
+/* A PUBLISH that is not routed is still acknowledged per its QoS, as
+ * Mosquitto does: 3.1.1 has no negative acknowledgement [MQTT-4.3.2-2]
+ * [MQTT-4.3.3-2], and a publisher that got none would retry forever. */
+static int ack_unrouted(struct broker *b, struct conn *c, const struct mqtt_publish *p)
+{
+	if (p->qos == 1)
+		return broker_send_ack(b, c, MQTT_PKT_PUBACK, p->packet_id);
+	if (p->qos == 2 && sess_qos2_in_add(c->sess, p->packet_id) >= 0) {
+		persist_qos2_in(b, c->sess, p->packet_id, true);
+		return broker_send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id);
+	}
+	return 0;
+}
 
 int broker_send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id)
 {
@@ -37,17 +74,18 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		*why = "topic has more levels than max_topic_levels";
 		return WISP_ELIMIT;
 	}
-	if (!acl_client_check(c->sess->acl, topic, topic_len, ACL_WRITE)) {
-		/* Acknowledged per its QoS but not routed, as Mosquitto does: the
-		 * publisher cannot tell, and must not retry forever. */
-		log_msg(LOG_DEBUG, "acl", "%s: publish to '%.*s' denied", c->sess->client_id, (int)topic_len, topic);
-		if (p->qos == 1)
-			return broker_send_ack(b, c, MQTT_PKT_PUBACK, p->packet_id);
-		if (p->qos == 2 && sess_qos2_in_add(c->sess, p->packet_id) >= 0) {
-			persist_qos2_in(b, c->sess, p->packet_id, true);
-			return broker_send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id);
+	if (topic[0] == '$' && !broker_sys_write_allowed(c->sess->acl, topic, topic_len)) {
+		b->stats.sys_publish_dropped++;
+		if (!c->sess->sys_write_logged) {
+			c->sess->sys_write_logged = true;
+			log_msg(LOG_NOTICE, "acl", "%s: publish to '%.*s' dropped: $SYS is the broker's (logged once per client)",
+				c->sess->client_id, (int)topic_len, topic);
 		}
-		return 0;
+		return ack_unrouted(b, c, p);
+	}
+	if (!acl_client_check(c->sess->acl, topic, topic_len, ACL_WRITE)) {
+		log_msg(LOG_DEBUG, "acl", "%s: publish to '%.*s' denied", c->sess->client_id, (int)topic_len, topic);
+		return ack_unrouted(b, c, p);
 	}
 	if (p->qos == 2) {
 		int rc = sess_qos2_in_add(c->sess, p->packet_id);

@@ -151,11 +151,25 @@ static void on_cleared(void *ctx, struct session *s, struct sess_msg *e)
 	durable_unref(b, e->msg);
 }
 
+/* A queued message dropped unsent (an access re-check): QUEUE_DEL, so a
+ * restart does not bring it back. */
+static void on_unqueued(void *ctx, struct session *s, struct sess_msg *e)
+{
+	struct broker *b = ctx;
+	if (!is_persistent(s) || !e->durable)
+		return;
+	int rc = store_append_queue_del(b->persist.store, s->client_id, s->id_len, e->msg->store_id);
+	if (rc != 0)
+		append_failed(b, rc);
+	durable_unref(b, e->msg);
+}
+
 static const struct delivery_hooks hooks = {
 	.queued = on_queued,
 	.flight = on_flight,
 	.done = on_done,
 	.cleared = on_cleared,
+	.unqueued = on_unqueued,
 };
 
 /* ---- state changes from the handlers ---- */
