@@ -111,6 +111,8 @@ static const struct bad_case bad_cases[] = {
 	 "t.json: limits.memory_limit: out of range: 1e+300 (allowed 0 to 9007199254740992)"},
 	{"{\"limits\": {\"max_topic_levels\": 1025}}",
 	 "t.json: limits.max_topic_levels: out of range: 1025 (allowed 1 to 1024)"},
+	{"{\"limits\": {\"max_topic_length\": 0}}",
+	 "t.json: limits.max_topic_length: out of range: 0 (allowed 1 to 65535)"},
 	{"{\"sys_interval\": 86401}", "t.json: sys_interval: out of range: 86401 (allowed 0 to 86400)"},
 	/* enums */
 	{"{\"listeners\": [{\"protocol\": \"http\"}]}",
@@ -238,9 +240,10 @@ static void check_defaults(const struct config *cfg)
 	CU_ASSERT_EQUAL(cfg->limits.max_keepalive, 65535);
 	CU_ASSERT_EQUAL(cfg->limits.connect_timeout, 10);
 	CU_ASSERT_EQUAL(cfg->limits.max_topic_levels, 128);
+	CU_ASSERT_EQUAL(cfg->limits.max_topic_length, 4096);
 	CU_ASSERT_EQUAL(cfg->limits.max_connections, 0);
 	CU_ASSERT_EQUAL(cfg->limits.max_output_buffer, 1048576);
-	CU_ASSERT_EQUAL(cfg->limits.max_subscriptions, 0);
+	CU_ASSERT_EQUAL(cfg->limits.max_subscriptions, 1000);
 	CU_ASSERT_EQUAL(cfg->limits.max_retained, 0);
 	CU_ASSERT_EQUAL(cfg->limits.max_retained_bytes, 0);
 	CU_ASSERT_EQUAL(cfg->limits.memory_limit, 0);
@@ -329,7 +332,7 @@ static void test_full_document_is_parsed(void)
 		"  ],\n"
 		"  \"limits\": {\"max_packet_size\": 65536, \"max_inflight\": 10, \"max_queued_messages\": 50,\n"
 		"    \"max_queued_bytes\": 9007199254740992, \"max_keepalive\": 600, \"connect_timeout\": 5,\n"
-		"    \"max_topic_levels\": 16, \"max_connections\": 10000, \"max_output_buffer\": 2048,\n"
+		"    \"max_topic_levels\": 16, \"max_topic_length\": 300, \"max_connections\": 10000, \"max_output_buffer\": 2048,\n"
 		"    \"max_subscriptions\": 64, \"max_retained\": 1000, \"max_retained_bytes\": 1e6,\n"
 		"    \"memory_limit\": 268435456},\n"
 		"  \"auth\": {\"password_file\": \"passwd\", \"acl_file\": \"acl\"},\n"
@@ -368,6 +371,7 @@ static void test_full_document_is_parsed(void)
 	CU_ASSERT_EQUAL(cfg->limits.max_keepalive, 600);
 	CU_ASSERT_EQUAL(cfg->limits.connect_timeout, 5);
 	CU_ASSERT_EQUAL(cfg->limits.max_topic_levels, 16);
+	CU_ASSERT_EQUAL(cfg->limits.max_topic_length, 300);
 	CU_ASSERT_EQUAL(cfg->limits.max_connections, 10000);
 	CU_ASSERT_EQUAL(cfg->limits.max_output_buffer, 2048);
 	CU_ASSERT_EQUAL(cfg->limits.max_subscriptions, 64);

@@ -145,6 +145,25 @@ static void test_split_hard_limit(void)
 	free(s);
 }
 
+/* Agrees with topic_split on every table case, and counts 32,760 levels
+ * of a 32,759-byte filter without a bound (what max_topic_levels checks). */
+static void test_level_count(void)
+{
+	for (size_t i = 0; i < sizeof SPLIT_CASES / sizeof SPLIT_CASES[0]; i++) {
+		const struct split_case *c = &SPLIT_CASES[i];
+		struct topic_level out[8];
+		int n = topic_split(c->s, strlen(c->s), out, 8);
+		CU_ASSERT_EQUAL(topic_level_count(c->s, strlen(c->s)), (size_t)n);
+	}
+	size_t len = 32759;
+	char *s = malloc(len);
+	CU_ASSERT_FATAL(s != NULL);
+	memset(s, '/', len);
+	CU_ASSERT_EQUAL(topic_level_count(s, len), 32760);
+	CU_ASSERT_EQUAL(topic_level_count(s, 0), 1);
+	free(s);
+}
+
 static void test_matches_table(void)
 {
 	for (size_t i = 0; i < MATCH_CASES_N; i++) {
@@ -185,6 +204,7 @@ static CU_TestInfo validity_tests[] = {
 static CU_TestInfo split_tests[] = {
 	{"split table, empty levels and limits", test_split_table},
 	{"split at TOPIC_MAX_LEVELS_HARD", test_split_hard_limit},
+	{"level count agrees with split, unbounded", test_level_count},
 	CU_TEST_INFO_NULL,
 };
 

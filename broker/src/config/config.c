@@ -161,10 +161,12 @@ static const struct field limits_fields[] = {
 	F_NUM(struct config_limits, FT_U16, "max_keepalive", max_keepalive, 1, 65535, 65535),
 	F_NUM(struct config_limits, FT_U32, "connect_timeout", connect_timeout, 1, 3600, 10),
 	F_NUM(struct config_limits, FT_U16, "max_topic_levels", max_topic_levels, 1, 1024, 128),
+	/* Bounds a filter's cost with max_topic_levels; see config/README.md. */
+	F_NUM(struct config_limits, FT_U16, "max_topic_length", max_topic_length, 1, 65535, 4096),
 	F_NUM(struct config_limits, FT_U32, "max_connections", max_connections, 0, UINT32_MAX, 0),
 	F_NUM(struct config_limits, FT_U64, "max_output_buffer", max_output_buffer, 1024, JSON_INT_MAX,
 	      1048576),
-	F_NUM(struct config_limits, FT_U32, "max_subscriptions", max_subscriptions, 0, UINT32_MAX, 0),
+	F_NUM(struct config_limits, FT_U32, "max_subscriptions", max_subscriptions, 0, UINT32_MAX, 1000),
 	F_NUM(struct config_limits, FT_U32, "max_retained", max_retained, 0, UINT32_MAX, 0),
 	F_NUM(struct config_limits, FT_U64, "max_retained_bytes", max_retained_bytes, 0, JSON_INT_MAX,
 	      0),

@@ -47,9 +47,10 @@ struct config_limits {
 	uint16_t max_keepalive;       /* seconds; clients asking more are clamped (v5) or refused; default 65535 */
 	uint32_t connect_timeout;     /* seconds to wait for CONNECT; default 10 */
 	uint16_t max_topic_levels;    /* default 128 */
+	uint16_t max_topic_length;    /* bytes of a topic name or filter; default 4096 */
 	uint32_t max_connections;     /* whole broker; default 0 = fd limit */
 	uint64_t max_output_buffer;   /* bytes of unsent output per connection before QoS 0 is dropped; default 1 MiB */
-	uint32_t max_subscriptions;   /* per client; default 0 = unlimited */
+	uint32_t max_subscriptions;   /* per client; default 1000; 0 = unlimited */
 	uint32_t max_retained;        /* retained messages; default 0 = unlimited */
 	uint64_t max_retained_bytes;  /* default 0 = unlimited */
 	uint64_t memory_limit;        /* broker heap ceiling in bytes; default 0 = none */

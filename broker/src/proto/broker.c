@@ -189,6 +189,7 @@ static void before_sleep(struct loop *l, void *ctx)
 	if (!list_empty(&b->conns.handshake_wait))
 		loop_request_turn(b->loop);
 	b->handshake_budget = HANDSHAKE_STEPS_PER_TURN;
+	broker_sub_turn(b);
 	while ((n = list_first(&b->conns.read_more)) != NULL) {
 		struct conn *c = container_of(n, struct conn, read_link);
 		list_remove(n);
@@ -283,6 +284,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 	list_init(&b->housekeeping.link);
 	b->handshake_budget = HANDSHAKE_STEPS_PER_TURN;
 	log_set_rate_limit(cfg->log.rate_limit, cfg->log.rate_burst);
+	list_init(&b->sub_work.waiting);
 	b->dlim = (struct delivery_limits){
 		.max_inflight = cfg->limits.max_inflight ? cfg->limits.max_inflight : 1,
 		.max_queued = cfg->limits.max_queued_messages,
@@ -396,6 +398,7 @@ void broker_drop(struct broker *b, struct conn *c, bool graceful, const char *re
 	c->will = NULL;
 	auth_forget_conn(c);
 	persist_forget_conn(b, c);
+	broker_sub_forget_conn(b, c);
 	if (s) {
 		s->conn = NULL;
 		c->sess = NULL;

@@ -59,6 +59,8 @@ struct broker_stats {
 	uint64_t dropped[DROP_REASON_COUNT]; /* deliveries dropped, by reason (drop.h) */
 	uint64_t handshakes_refused; /* TLS connections refused by a handshake cap */
 	uint64_t handshakes_failed;  /* TLS handshakes that failed or timed out */
+	uint64_t subs_refused;       /* filters refused by max_topic_length/levels, max_subscriptions or memory */
+	uint64_t topics_refused;     /* PUBLISH and will topics over max_topic_length/levels */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -76,6 +78,19 @@ struct sys_state {
 	size_t clients_max;
 	size_t heap_max;
 	struct sys_load msgs_received, msgs_sent, bytes_received, bytes_sent, dropped, connections;
+};
+
+struct sub_job;
+
+/* SUBSCRIBE and UNSUBSCRIBE work spread over loop turns (handle_subscribe.c). */
+struct sub_work {
+	struct list_node waiting;  /* struct sub_job, continued at the next turn */
+	struct sub_job *resuming;  /* the one broker_sub_turn() is continuing */
+	const struct conn *owner;  /* whose filter budget `left` is, during `owner_turn` */
+	uint32_t turn;
+	uint32_t owner_turn;
+	uint32_t left;
+	bool replay_logged;        /* a stored subscription was skipped: logged once */
 };
 
 struct route_entry {
@@ -123,6 +138,7 @@ struct broker {
 	uint64_t id_seq;             /* for assigned client ids */
 	uint32_t handshake_budget;   /* TLS handshake steps left this turn */
 	struct loop_timer housekeeping; /* log summaries and heap trims, while due */
+	struct sub_work sub_work;
 };
 
 /* Counts one message dropped by a bound (drop.h); $SYS publishes the count
@@ -180,6 +196,19 @@ void broker_handshake_end(struct conn *c);
  * `next` is only read during the call.
  */
 int broker_reload(struct broker *b, const struct config *next);
+
+/* Once per loop turn, before the read_more pass: continues the SUBSCRIBE and
+ * UNSUBSCRIBE packets that ran out of their filter budget (handle_subscribe.c). */
+void broker_sub_turn(struct broker *b);
+/* Forgets the (UN)SUBSCRIBE a connection being dropped left half handled. */
+void broker_sub_forget_conn(struct broker *b, struct conn *c);
+/* A topic name or filter against limits.max_topic_length and max_topic_levels. */
+enum topic_bound {
+	TOPIC_WITHIN_LIMITS = 0,
+	TOPIC_TOO_LONG = 1,
+	TOPIC_TOO_DEEP = 2,
+};
+enum topic_bound broker_topic_bound(const struct broker *b, const char *topic, size_t len);
 
 /* Re-evaluates the ACL class of every subscription of `s` against its
  * current ACL client (after a login or a reload). */

@@ -76,6 +76,15 @@ static int make_will(struct broker *b, struct conn *c, const struct mqtt_connect
 		*why = "invalid will topic"; /* [MQTT-3.1.3-10] a topic name, no wildcards */
 		return WISP_EPROTO;
 	}
+	/* A will is routed like a PUBLISH, so the same bounds: refused now
+	 * rather than dropped unseen when it fires. */
+	enum topic_bound bound = broker_topic_bound(b, topic, p->will_topic.len);
+	if (bound != TOPIC_WITHIN_LIMITS) {
+		b->stats.topics_refused++;
+		return refuse(b, c, MQTT_CONNACK_NOT_AUTHORIZED, why,
+			      bound == TOPIC_TOO_LONG ? "will topic longer than limits.max_topic_length"
+						      : "will topic has more levels than limits.max_topic_levels");
+	}
 	/* Checked now, as Mosquitto 2 does, so a client learns at CONNECT that
 	 * its will could never be published. */
 	if (acl && !acl_client_check(acl, topic, p->will_topic.len, ACL_WRITE))

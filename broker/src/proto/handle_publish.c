@@ -74,12 +74,18 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		*why = "invalid topic name in PUBLISH"; /* [MQTT-3.3.2-2] no wildcards */
 		return WISP_EPROTO;
 	}
+	if (b->cfg->limits.max_topic_length && topic_len > b->cfg->limits.max_topic_length) {
+		b->stats.topics_refused++;
+		*why = "topic longer than max_topic_length";
+		return WISP_ELIMIT;
+	}
 	struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
 	size_t max_levels = b->cfg->limits.max_topic_levels;
 	if (max_levels == 0 || max_levels > TOPIC_MAX_LEVELS_HARD)
 		max_levels = TOPIC_MAX_LEVELS_HARD;
 	int nlevels = topic_split(topic, topic_len, levels, max_levels);
 	if (nlevels < 0) {
+		b->stats.topics_refused++;
 		*why = "topic has more levels than max_topic_levels";
 		return WISP_ELIMIT;
 	}

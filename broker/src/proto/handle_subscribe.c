@@ -1,8 +1,27 @@
 /*
- * SUBSCRIBE and UNSUBSCRIBE. Each filter is validated on its own: an
- * invalid one gets 0x80 in SUBACK while the others are granted [MQTT-3.9.3].
+ * SUBSCRIBE and UNSUBSCRIBE. A packet with several filters is handled as a
+ * sequence of one-filter packets answered by one SUBACK [MQTT-3.8.4-4]
+ * [MQTT-3.10.4-6], with one code per filter in order [MQTT-3.8.4-5]
+ * [MQTT-3.9.3-1]: a filter that is invalid, over limits.max_topic_length,
+ * max_topic_levels or max_subscriptions, past memory_limit, or denied by
+ * the ACL gets 0x80 while the others are granted. Refusals by a limit are
+ * counted ($SYS/broker/subscriptions/refused) and logged once per session.
  * Retained messages matching a new or replaced subscription follow the
  * SUBACK [MQTT-3.3.1-6][MQTT-3.8.4-3], with the retain flag set.
+ *
+ * Work per loop turn is bounded. A connection handles at most
+ * SUB_TURN_FILTERS filters per turn (over all its packets), and a packet
+ * is cut into at most SUB_SLICES_MAX slices per phase (filters, then
+ * retained messages) so that a big one is not decoded again too often: a
+ * handler that runs out returns WISP_EAGAIN, dispatch.c keeps the packet
+ * unread with the connection's input paused, and broker_sub_turn() hands
+ * it back at the next turn, where a struct sub_job says how far it got.
+ * Other clients are served in between; this client's later packets wait,
+ * so its packets stay in order.
+ *
+ * Cost: a packet handled within one turn allocates nothing (up to
+ * CODES_ON_STACK filters); a longer one holds a job of about 64 bytes plus
+ * a byte per filter until its SUBACK. Single threaded: loop thread only.
  */
 #include "broker.h"
 
@@ -14,6 +33,36 @@
 
 /* SUBACK codes stay on the stack for ordinary requests. */
 #define CODES_ON_STACK 64
+/* Filters (subscribed, refused, unsubscribed or matched against the
+ * retained store) per connection and loop turn: a fairness quantum, like
+ * dispatch.c's read budget, not a limit on what a client may ask. */
+#define SUB_TURN_FILTERS 1024u
+/* Each turn re-decodes the packet, so a packet of more than
+ * SUB_SLICES_MAX * SUB_TURN_FILTERS filters takes bigger slices. */
+#define SUB_SLICES_MAX 16u
+/* Bytes of a refused filter quoted in the log. */
+#define LOG_FILTER_MAX 80
+
+enum job_phase {
+	PHASE_FILTERS = 0,
+	PHASE_RETAINED = 1,
+};
+
+/* How far a SUBSCRIBE or UNSUBSCRIBE got. On the stack while the packet is
+ * handled within one turn; on the heap (codes after it) once it waits. */
+struct sub_job {
+	struct list_node link; /* on sub_work.waiting while it waits */
+	struct conn *c;
+	uint8_t *codes;        /* one per filter */
+	size_t pos;            /* offset in the packet's entries of the next one */
+	uint32_t turn;         /* sub_work.turn when it was put on the list */
+	uint16_t packet_id;
+	uint16_t count;
+	uint16_t done;         /* entries handled in this phase */
+	uint8_t type;          /* MQTT_PKT_SUBSCRIBE or MQTT_PKT_UNSUBSCRIBE */
+	uint8_t phase;         /* enum job_phase */
+	bool on_heap;          /* one allocation with its codes */
+};
 
 struct retained_ctx {
 	struct broker *b;
@@ -64,6 +113,126 @@ void broker_reclassify_subs(struct broker *b, struct session *s)
 	}
 }
 
+enum topic_bound broker_topic_bound(const struct broker *b, const char *topic, size_t len)
+{
+	const struct config_limits *lim = &b->cfg->limits;
+	/* Length first: it costs nothing, and bounds the level count's scan. */
+	if (lim->max_topic_length && len > lim->max_topic_length)
+		return TOPIC_TOO_LONG;
+	if (lim->max_topic_levels && topic_level_count(topic, len) > lim->max_topic_levels)
+		return TOPIC_TOO_DEEP;
+	return TOPIC_WITHIN_LIMITS;
+}
+
+static const char *bound_text(enum topic_bound bound)
+{
+	return bound == TOPIC_TOO_LONG ? "longer than limits.max_topic_length"
+	       : bound == TOPIC_TOO_DEEP ? "more levels than limits.max_topic_levels"
+					 : NULL;
+}
+
+/* Counted always, logged once per session: a client retrying a refused
+ * filter in a loop must not be able to fill the log. */
+static void note_refusal(struct broker *b, struct session *s, const char *filter, size_t len, const char *why)
+{
+	b->stats.subs_refused++;
+	if (s->sess_flags & SESS_FLAG_SUB_REFUSED)
+		return;
+	s->sess_flags |= SESS_FLAG_SUB_REFUSED;
+	log_msg(LOG_NOTICE, "sub",
+		"client %s: subscription to '%.*s'%s (%zu bytes) refused: %s; further refusals for this session are "
+		"only counted ($SYS/broker/subscriptions/refused)",
+		s->client_id, (int)(len < LOG_FILTER_MAX ? len : LOG_FILTER_MAX), filter,
+		len > LOG_FILTER_MAX ? "..." : "", len, why);
+}
+
+/* Subscribes one filter; its SUBACK code. */
+static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f, size_t len, uint8_t options)
+{
+	uint8_t qos = options & MQTT_SUBOPT_QOS_MASK;
+	const char *over = bound_text(broker_topic_bound(b, f, len));
+	const char *verdict = over;
+	int rc = WISP_EINVAL;
+	if (over) {
+		note_refusal(b, s, f, len, over);
+	} else if (!topic_filter_valid(f, len)) {
+		verdict = "invalid filter";
+	} else {
+		int bits = acl_bits(s, f, len);
+		if (bits < 0) {
+			verdict = "denied by the ACL";
+		} else {
+			rc = sess_subscribe(s, b->subs, f, len, (uint8_t)(options | bits),
+					    b->cfg->limits.max_subscriptions);
+			if (rc >= 0) {
+				persist_sub_add(b, s, f, len, options);
+				verdict = "granted";
+			} else {
+				verdict = rc == WISP_ELIMIT ? "over limits.max_subscriptions"
+				        : rc == WISP_ENOMEM ? "out of memory (limits.memory_limit)"
+							    : wisp_strerror(rc);
+				note_refusal(b, s, f, len, verdict);
+			}
+		}
+	}
+	log_msg(LOG_DEBUG, "sub", "%s subscribe '%.*s' qos %u: %s", s->client_id,
+		(int)(len < LOG_FILTER_MAX ? len : LOG_FILTER_MAX), f, qos, verdict);
+	return rc >= 0 ? qos : MQTT_SUBACK_FAILURE;
+}
+
+static uint8_t unsubscribe_one(struct broker *b, struct session *s, const char *f, size_t len)
+{
+	int rc = sess_unsubscribe(s, b->subs, f, len);
+	if (rc == 0)
+		persist_sub_del(b, s, f, len);
+	return rc == 0 ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+}
+
+static void retained_one(struct broker *b, struct session *s, const char *f, size_t len, uint8_t code)
+{
+	if (code == MQTT_SUBACK_FAILURE)
+		return;
+	struct retained_ctx ctx = {b, s, code, acl_bits(s, f, len) != 0};
+	retained_match(b->retained, f, len, send_retained, &ctx);
+}
+
+/* Handles up to `max` entries of the job's phase from where it stopped;
+ * returns how many. Stops early if the connection was dropped meanwhile
+ * (its session may be gone then). */
+static size_t advance(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, struct sub_job *job,
+		      size_t max)
+{
+	struct session *s = c->sess;
+	bool is_sub = job->type == MQTT_PKT_SUBSCRIBE;
+	struct mqtt_sub_iter it;
+	struct mqtt_str filter;
+	uint8_t options = 0;
+	size_t n = 0;
+	mqtt_sub_iter_init(p, is_sub, &it);
+	it.pos += job->pos;
+	while (n < max && job->done < job->count && mqtt_sub_next(&it, &filter, is_sub ? &options : NULL)) {
+		const char *f = (const char *)filter.ptr;
+		uint8_t *code = &job->codes[job->done];
+		if (job->phase == PHASE_RETAINED)
+			retained_one(b, s, f, filter.len, *code);
+		else if (is_sub)
+			*code = subscribe_one(b, s, f, filter.len, options);
+		else
+			*code = unsubscribe_one(b, s, f, filter.len);
+		job->done++;
+		n++;
+		if (c->state == CONN_CLOSING)
+			return n;
+	}
+	job->pos = (size_t)(it.pos - p->entries.ptr);
+	if (n < max && job->done < job->count) {
+		/* Unreachable on a decoded packet, whose count says how many. */
+		memset(job->codes + job->done, MQTT_SUBACK_FAILURE, (size_t)(job->count - job->done));
+		job->done = job->count;
+	}
+	return n;
+}
+
 static int send_codes(struct conn *c, uint8_t type, uint16_t packet_id, const uint8_t *codes, size_t count)
 {
 	uint8_t stack[CODES_ON_STACK + 16];
@@ -79,81 +248,186 @@ static int send_codes(struct conn *c, uint8_t type, uint16_t packet_id, const ui
 	return rc;
 }
 
-int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why)
+/* Filters the connection may still handle this turn for a packet of
+ * `count`; 0 when it must wait for the next turn. */
+static size_t budget(struct sub_work *w, const struct conn *c, uint16_t count)
 {
-	uint8_t stack[CODES_ON_STACK];
-	uint8_t *codes = p->count <= CODES_ON_STACK ? stack : wisp_malloc(p->count);
-	if (!codes) {
-		*why = "out of memory";
-		return WISP_ENOMEM;
+	if (w->owner != c || w->owner_turn != w->turn) {
+		w->owner = c;
+		w->owner_turn = w->turn;
+		w->left = SUB_TURN_FILTERS;
 	}
-	struct session *s = c->sess;
-	struct mqtt_sub_iter it;
-	struct mqtt_str filter;
-	uint8_t options;
-	size_t i = 0;
-	mqtt_sub_iter_init(p, true, &it);
-	while (i < p->count && mqtt_sub_next(&it, &filter, &options)) {
-		const char *f = (const char *)filter.ptr;
-		uint8_t qos = options & MQTT_SUBOPT_QOS_MASK;
-		int rc = WISP_EINVAL;
-		const char *verdict = "invalid filter";
-		if (topic_filter_valid(f, filter.len)) {
-			int bits = acl_bits(s, f, filter.len);
-			if (bits < 0) {
-				verdict = "denied by the ACL";
-			} else {
-				rc = sess_subscribe(s, b->subs, f, filter.len, (uint8_t)(options | bits),
-						    b->cfg->limits.max_subscriptions);
-				if (rc >= 0)
-					persist_sub_add(b, s, f, filter.len, options);
-				verdict = rc >= 0 ? "granted" : wisp_strerror(rc);
-			}
-		}
-		codes[i++] = rc >= 0 ? qos : MQTT_SUBACK_FAILURE;
-		log_msg(LOG_DEBUG, "sub", "%s subscribe '%.*s' qos %u: %s", s->client_id, (int)filter.len, f, qos,
-			verdict);
-	}
-	int rc = send_codes(c, MQTT_PKT_SUBACK, p->packet_id, codes, i);
+	if (w->left == 0)
+		return 0;
+	size_t slice = ((size_t)count + SUB_SLICES_MAX - 1) / SUB_SLICES_MAX;
+	return slice > w->left ? slice : w->left;
+}
 
-	/* Retained messages after the SUBACK, for every granted filter. */
-	mqtt_sub_iter_init(p, true, &it);
-	for (size_t k = 0; rc == 0 && k < i && mqtt_sub_next(&it, &filter, &options); k++) {
-		if (codes[k] == MQTT_SUBACK_FAILURE)
-			continue;
-		struct retained_ctx ctx = {b, s, codes[k],
-					   acl_bits(s, (const char *)filter.ptr, filter.len) != 0};
-		retained_match(b->retained, (const char *)filter.ptr, filter.len, send_retained, &ctx);
+static void spend(struct sub_work *w, size_t n)
+{
+	w->left = n >= w->left ? 0 : w->left - (uint32_t)n;
+}
+
+static void job_free(struct sub_job *job)
+{
+	if (job->on_heap)
+		wisp_free(job);
+	else if (job->count > CODES_ON_STACK)
+		wisp_free(job->codes);
+}
+
+/* The job `c` left waiting, unlinked and now the caller's, or NULL. */
+static struct sub_job *take_job(struct broker *b, const struct conn *c)
+{
+	struct sub_work *w = &b->sub_work;
+	struct session *s = c->sess;
+	if (!s || !(s->sess_flags & SESS_FLAG_SUB_JOB))
+		return NULL;
+	s->sess_flags &= (uint8_t)~SESS_FLAG_SUB_JOB;
+	struct sub_job *job = w->resuming && w->resuming->c == c ? w->resuming : NULL;
+	struct list_node *n;
+	for (n = w->waiting.next; !job && n != &w->waiting; n = n->next)
+		if (container_of(n, struct sub_job, link)->c == c)
+			job = container_of(n, struct sub_job, link);
+	if (!job)
+		return NULL;
+	if (w->resuming == job)
+		w->resuming = NULL;
+	if (list_linked(&job->link))
+		list_remove(&job->link);
+	return job;
+}
+
+/* Puts the job (moved to the heap if it was on the stack) on the waiting
+ * list. WISP_EAGAIN, or WISP_ENOMEM with the job freed. */
+static int defer(struct broker *b, struct conn *c, struct sub_job *job)
+{
+	struct sub_work *w = &b->sub_work;
+	struct sub_job *heap = job;
+	if (!job->on_heap) {
+		log_msg(LOG_DEBUG, "sub", "client %s: %s of %u filters (packet id %u) goes on at the next loop turn",
+			c->sess->client_id, job->type == MQTT_PKT_SUBSCRIBE ? "SUBSCRIBE" : "UNSUBSCRIBE",
+			(unsigned)job->count, (unsigned)job->packet_id);
+		heap = wisp_malloc(sizeof *heap + job->count);
+		if (!heap) {
+			job_free(job);
+			return WISP_ENOMEM;
+		}
+		*heap = *job;
+		heap->codes = (uint8_t *)(heap + 1);
+		heap->on_heap = true;
+		memcpy(heap->codes, job->codes, job->count);
+		job_free(job);
+		list_init(&heap->link);
 	}
-	if (codes != stack)
-		wisp_free(codes);
+	heap->turn = w->turn;
+	list_push_back(&w->waiting, &heap->link);
+	c->sess->sess_flags |= SESS_FLAG_SUB_JOB;
+	loop_request_turn(b->loop);
+	return WISP_EAGAIN;
+}
+
+/* SUBSCRIBE and UNSUBSCRIBE, first seen or handed back by broker_sub_turn(). */
+static int handle(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, uint8_t type, const char **why)
+{
+	struct sub_work *w = &b->sub_work;
+	uint8_t stack[CODES_ON_STACK];
+	struct sub_job local;
+	struct sub_job *job = take_job(b, c);
+	if (job && (job->type != type || job->packet_id != p->packet_id || job->count != p->count)) {
+		/* Not the packet it was made for (cannot happen: the same bytes
+		 * come back): start afresh rather than mix them. */
+		job_free(job);
+		job = NULL;
+	}
+	if (!job) {
+		local = (struct sub_job){.c = c, .packet_id = p->packet_id, .count = p->count, .type = type};
+		list_init(&local.link);
+		local.codes = p->count <= CODES_ON_STACK ? stack : wisp_malloc(p->count);
+		if (!local.codes) {
+			*why = "out of memory";
+			return WISP_ENOMEM;
+		}
+		job = &local;
+	}
+	size_t allowed = budget(w, c, p->count), used = 0;
+	int rc = 0;
+	if (job->phase == PHASE_FILTERS) {
+		used += advance(b, c, p, job, allowed);
+		if (c->state == CONN_CLOSING)
+			goto done;
+		if (job->done < job->count)
+			goto wait;
+		rc = send_codes(c, type == MQTT_PKT_SUBSCRIBE ? MQTT_PKT_SUBACK : MQTT_PKT_UNSUBACK, job->packet_id,
+				job->codes, job->count);
+		if (rc != 0 || type != MQTT_PKT_SUBSCRIBE || retained_count(b->retained) == 0)
+			goto done;
+		job->phase = PHASE_RETAINED;
+		job->done = 0;
+		job->pos = 0;
+	}
+	used += advance(b, c, p, job, allowed > used ? allowed - used : 0);
+	if (job->done < job->count && c->state != CONN_CLOSING)
+		goto wait;
+done:
+	spend(w, used);
+	job_free(job);
 	if (rc != 0)
+		*why = "out of memory";
+	return rc;
+wait:
+	spend(w, used);
+	rc = defer(b, c, job);
+	if (rc == WISP_ENOMEM)
 		*why = "out of memory";
 	return rc;
 }
 
+int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why)
+{
+	return handle(b, c, p, MQTT_PKT_SUBSCRIBE, why);
+}
+
 int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why)
 {
-	uint8_t stack[CODES_ON_STACK];
-	uint8_t *codes = p->count <= CODES_ON_STACK ? stack : wisp_malloc(p->count);
-	if (!codes) {
-		*why = "out of memory";
-		return WISP_ENOMEM;
+	return handle(b, c, p, MQTT_PKT_UNSUBSCRIBE, why);
+}
+
+void broker_sub_forget_conn(struct broker *b, struct conn *c)
+{
+	struct sub_job *job = take_job(b, c);
+	if (job)
+		job_free(job);
+}
+
+void broker_sub_turn(struct broker *b)
+{
+	struct sub_work *w = &b->sub_work;
+	w->turn++;
+	struct list_node *n;
+	/* Jobs put back during this pass carry the new turn: they wait. */
+	while ((n = list_first(&w->waiting)) != NULL) {
+		struct sub_job *job = container_of(n, struct sub_job, link);
+		if (job->turn == w->turn)
+			break;
+		struct conn *c = job->c;
+		w->resuming = job;
+		broker_resume_input(b, c);
+		if (w->resuming == job) {
+			/* Its packet did not come back (cannot happen while the
+			 * input is paused): forget it rather than spin. */
+			w->resuming = NULL;
+			if (c->sess)
+				c->sess->sess_flags &= (uint8_t)~SESS_FLAG_SUB_JOB;
+			list_remove(&job->link);
+			job_free(job);
+			log_msg(LOG_WARNING, "sub", "client %s: a pending SUBSCRIBE was lost", broker_conn_name(c));
+		}
+		/* Decrypted input inside TLS is not reported by epoll. */
+		if (c->state != CONN_CLOSING && !c->read_paused && transport_pending(c->t) &&
+		    !list_linked(&c->read_link)) {
+			list_push_back(&c->set->read_more, &c->read_link);
+			loop_request_turn(b->loop);
+		}
 	}
-	struct mqtt_sub_iter it;
-	struct mqtt_str filter;
-	size_t i = 0;
-	mqtt_sub_iter_init(p, false, &it);
-	while (i < p->count && mqtt_sub_next(&it, &filter, NULL)) {
-		int rc = sess_unsubscribe(c->sess, b->subs, (const char *)filter.ptr, filter.len);
-		if (rc == 0)
-			persist_sub_del(b, c->sess, (const char *)filter.ptr, filter.len);
-		codes[i++] = rc == 0 ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
-	}
-	int rc = send_codes(c, MQTT_PKT_UNSUBACK, p->packet_id, codes, i);
-	if (codes != stack)
-		wisp_free(codes);
-	if (rc != 0)
-		*why = "out of memory";
-	return rc;
 }

@@ -638,19 +638,52 @@ static int v_session_del(void *ctx, const struct store_session *r)
 	return 0;
 }
 
+/*
+ * A stored subscription goes through the bounds a SUBSCRIBE would meet
+ * today (max_topic_length, max_topic_levels, max_subscriptions, memory):
+ * one granted under looser limits, or one that no longer fits in memory,
+ * is skipped, counted and logged (the first at WARNING, the rest at
+ * DEBUG), never a reason to refuse to start, which would only restart
+ * into the same store. The session stays, without it. With a memory_limit,
+ * replayed subscriptions stop at 7/8 of it, so the broker that started can
+ * still accept connections (one filter overshoots by at most its bounded
+ * cost: 2 x max_topic_length plus a node per level).
+ */
 static int v_sub_add(void *ctx, const struct store_sub *r)
 {
 	struct broker *b = ctx;
 	struct session *s = get_session(b, r->client);
 	if (!s)
 		return WISP_ENOMEM;
-	if (!topic_filter_valid(r->filter.ptr, r->filter.len))
+	const char *skip = NULL;
+	enum topic_bound bound = broker_topic_bound(b, r->filter.ptr, r->filter.len);
+	if (bound != TOPIC_WITHIN_LIMITS) {
+		skip = bound == TOPIC_TOO_LONG ? "longer than limits.max_topic_length"
+					       : "more levels than limits.max_topic_levels";
+	} else if (!topic_filter_valid(r->filter.ptr, r->filter.len)) {
 		return 0;
-	/* ACL classification happens when the client logs in again; until
-	 * then, deliveries to the offline session are checked per topic. */
-	uint8_t opts = (uint8_t)(r->options | (b->auth.acl ? SESS_SUBOPT_ACL_CHECK : 0));
-	int rc = sess_subscribe(s, b->subs, r->filter.ptr, r->filter.len, opts, 0);
-	return rc < 0 ? rc : 0;
+	} else if (b->cfg->limits.memory_limit &&
+		   wisp_mem_used() > b->cfg->limits.memory_limit - b->cfg->limits.memory_limit / 8) {
+		skip = "over 7/8 of limits.memory_limit, the rest is kept for running";
+	} else {
+		/* ACL classification happens when the client logs in again; until
+		 * then, deliveries to the offline session are checked per topic. */
+		uint8_t opts = (uint8_t)(r->options | (b->auth.acl ? SESS_SUBOPT_ACL_CHECK : 0));
+		int rc = sess_subscribe(s, b->subs, r->filter.ptr, r->filter.len, opts,
+					b->cfg->limits.max_subscriptions);
+		if (rc >= 0)
+			return 0;
+		skip = rc == WISP_ELIMIT ? "over limits.max_subscriptions" : "out of memory (limits.memory_limit)";
+	}
+	b->stats.subs_refused++;
+	size_t shown = r->filter.len < 80 ? r->filter.len : 80;
+	log_msg(b->sub_work.replay_logged ? LOG_DEBUG : LOG_WARNING, "store",
+		"session %.*s: stored subscription to '%.*s'%s (%zu bytes) skipped: %s%s", (int)r->client.len,
+		r->client.ptr, (int)shown, r->filter.ptr, shown < r->filter.len ? "..." : "", r->filter.len, skip,
+		b->sub_work.replay_logged ? "" : " (further ones are logged at debug level and counted in "
+						 "$SYS/broker/subscriptions/refused)");
+	b->sub_work.replay_logged = true;
+	return 0;
 }
 
 static int v_sub_del(void *ctx, const struct store_sub *r)

@@ -130,6 +130,8 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/bytes/received", s->bytes_received);
 	publish_u64(b, "$SYS/broker/bytes/sent", s->bytes_sent);
 	publish_u64(b, "$SYS/broker/subscriptions/count", tree_count(b->subs));
+	publish_u64(b, "$SYS/broker/subscriptions/refused", s->subs_refused);
+	publish_u64(b, "$SYS/broker/topics/refused", s->topics_refused);
 	publish_u64(b, "$SYS/broker/retained messages/count", retained_count(b->retained));
 	publish_u64(b, "$SYS/broker/clients/login_failures", b->auth.failed_logins);
 	publish_u64(b, "$SYS/broker/clients/login_checks/refused_busy", b->auth.pending_max_hit);

@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -35,6 +36,7 @@ static void free_session(const struct session_table *tab, struct tree *tree, str
 		tree_detach(tree, &sub->handle);
 		wisp_free(sub);
 	}
+	wisp_free(s->sub_index);
 	delivery_clear(s);
 	if (tab->on_free)
 		tab->on_free(s);
@@ -124,29 +126,186 @@ void sess_destroy(struct session_table *tab, struct tree *tree, struct session *
 	free_session(tab, tree, s);
 }
 
-static struct sess_sub *find_sub(struct session *s, const char *filter, size_t len)
+/*
+ * The filter index of a session with many subscriptions: open addressing,
+ * linear probing, a power-of-two table at most 3/4 full, backward-shift
+ * deletion (no tombstones). Entries cache their hash (sess_sub.hash), so
+ * growing never rehashes strings. The seed differs per index; a client
+ * crafting colliding filters only slows its own session, whose size
+ * limits.max_subscriptions bounds.
+ */
+struct sess_sub_index {
+	uint32_t seed;
+	uint8_t cap_log2;
+	struct sess_sub *slots[];
+};
+
+#define INDEX_MIN_LOG2 4
+
+_Static_assert(offsetof(struct sess_sub, filter) <= 64, "a subscription header stays at 64 bytes");
+
+static uint64_t compares;
+
+uint64_t sess_debug_compares(void) { return compares; }
+
+static uint32_t mix32(uint32_t h)
 {
-	struct list_node *n, *tmp;
-	list_for_each_safe(n, tmp, &s->subs) {
-		struct sess_sub *sub = container_of(n, struct sess_sub, link);
-		if (sub->filter_len == len && memcmp(sub->filter, filter, len) == 0)
-			return sub;
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
+	return h;
+}
+
+static uint32_t filter_hash(uint32_t seed, const char *f, size_t len)
+{
+	uint32_t h = 2166136261u ^ seed;
+	for (size_t i = 0; i < len; i++) {
+		h ^= (uint8_t)f[i];
+		h *= 16777619u;
 	}
+	return mix32(h);
+}
+
+static bool sub_is(const struct sess_sub *sub, const char *filter, size_t len)
+{
+	compares++;
+	return sub->filter_len == len && memcmp(sub->filter, filter, len) == 0;
+}
+
+static size_t index_mask(const struct sess_sub_index *x) { return ((size_t)1 << x->cap_log2) - 1; }
+
+/* Places `sub` (hash cached) in a table known to have a free slot. */
+static void index_put(struct sess_sub_index *x, struct sess_sub *sub)
+{
+	size_t mask = index_mask(x);
+	size_t i = sub->hash & mask;
+	while (x->slots[i])
+		i = (i + 1) & mask;
+	x->slots[i] = sub;
+}
+
+/* A table of 1 << log2 slots holding every subscription of `s`, replacing
+ * the old one. 0, or WISP_ENOMEM with `s` unchanged. */
+static int index_rebuild(struct session *s, unsigned log2)
+{
+	static uint32_t made;
+	size_t cap = (size_t)1 << log2;
+	struct sess_sub_index *x = wisp_calloc(1, sizeof *x + cap * sizeof x->slots[0]);
+	if (!x)
+		return WISP_ENOMEM;
+	x->cap_log2 = (uint8_t)log2;
+	x->seed = s->sub_index ? s->sub_index->seed
+			       : mix32((uint32_t)(uintptr_t)x ^ (uint32_t)((uintptr_t)s >> 4) ^ ++made);
+	struct list_node *n;
+	for (n = s->subs.next; n != &s->subs; n = n->next) {
+		struct sess_sub *sub = container_of(n, struct sess_sub, link);
+		if (!s->sub_index)
+			sub->hash = filter_hash(x->seed, sub->filter, sub->filter_len);
+		index_put(x, sub);
+	}
+	wisp_free(s->sub_index);
+	s->sub_index = x;
+	return 0;
+}
+
+/* Makes room for one more subscription: builds the index when the session
+ * reaches SESS_SUB_INDEX_MIN, doubles it past 3/4. 0 or WISP_ENOMEM. */
+static int index_reserve(struct session *s)
+{
+	size_t want = (size_t)s->sub_count + 1;
+	if (!s->sub_index && want < SESS_SUB_INDEX_MIN)
+		return 0;
+	unsigned log2 = s->sub_index ? s->sub_index->cap_log2 : INDEX_MIN_LOG2;
+	if (s->sub_index && want * 4 <= ((size_t)1 << log2) * 3)
+		return 0;
+	while (want * 4 > ((size_t)1 << log2) * 3)
+		log2++;
+	return index_rebuild(s, log2);
+}
+
+static void index_remove(struct sess_sub_index *x, const struct sess_sub *sub)
+{
+	size_t mask = index_mask(x);
+	size_t i = sub->hash & mask;
+	while (x->slots[i] != sub)
+		i = (i + 1) & mask;
+	for (;;) {
+		x->slots[i] = NULL;
+		size_t j = i;
+		for (;;) {
+			j = (j + 1) & mask;
+			if (!x->slots[j])
+				return;
+			size_t home = x->slots[j]->hash & mask;
+			/* An entry whose home lies cyclically in (i, j] stays put. */
+			bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+			if (!stays)
+				break;
+		}
+		x->slots[i] = x->slots[j];
+		i = j;
+	}
+}
+
+/* After a removal: memory goes back once the session is mostly empty. A
+ * failed shrink keeps the bigger table, which is still correct. */
+static void index_shrink(struct session *s)
+{
+	struct sess_sub_index *x = s->sub_index;
+	if (!x)
+		return;
+	if (s->sub_count < SESS_SUB_INDEX_MIN / 2) {
+		wisp_free(x);
+		s->sub_index = NULL;
+		return;
+	}
+	size_t cap = (size_t)1 << x->cap_log2;
+	if ((size_t)s->sub_count * 8 >= cap || x->cap_log2 <= INDEX_MIN_LOG2)
+		return;
+	unsigned log2 = INDEX_MIN_LOG2;
+	while (((size_t)1 << log2) * 3 < (size_t)s->sub_count * 8)
+		log2++;
+	(void)index_rebuild(s, log2);
+}
+
+struct sess_sub *sess_find_sub(const struct session *s, const char *filter, size_t len)
+{
+	const struct sess_sub_index *x = s->sub_index;
+	if (!x) {
+		/* Fewer than SESS_SUB_INDEX_MIN entries. */
+		struct list_node *n;
+		for (n = s->subs.next; n != &s->subs; n = n->next) {
+			struct sess_sub *sub = container_of(n, struct sess_sub, link);
+			if (sub_is(sub, filter, len))
+				return sub;
+		}
+		return NULL;
+	}
+	uint32_t h = filter_hash(x->seed, filter, len);
+	size_t mask = index_mask(x);
+	/* Never full, so the probe meets a free slot. */
+	for (size_t i = h & mask; x->slots[i]; i = (i + 1) & mask)
+		if (x->slots[i]->hash == h && sub_is(x->slots[i], filter, len))
+			return x->slots[i];
 	return NULL;
 }
 
 int sess_subscribe(struct session *s, struct tree *tree, const char *filter, size_t len,
 		   uint8_t options, size_t max_subs)
 {
-	struct sess_sub *sub = find_sub(s, filter, len);
+	struct sess_sub *sub = sess_find_sub(s, filter, len);
 	if (sub) {
 		tree_sub_set_options(&sub->handle, options, 0);
 		return 0;
 	}
-	if (max_subs && s->sub_count >= max_subs)
+	if ((max_subs && s->sub_count >= max_subs) || s->sub_count == UINT32_MAX)
 		return WISP_ELIMIT;
 	if (len > UINT16_MAX)
 		return WISP_EINVAL;
+	if (index_reserve(s) != 0)
+		return WISP_ENOMEM;
 	sub = wisp_malloc(sizeof *sub + len);
 	if (!sub)
 		return WISP_ENOMEM;
@@ -158,18 +317,25 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 	memcpy(sub->filter, filter, len);
 	list_push_back(&s->subs, &sub->link);
 	s->sub_count++;
+	if (s->sub_index) {
+		sub->hash = filter_hash(s->sub_index->seed, filter, len);
+		index_put(s->sub_index, sub);
+	}
 	return 1;
 }
 
 int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, size_t len)
 {
-	struct sess_sub *sub = find_sub(s, filter, len);
+	struct sess_sub *sub = sess_find_sub(s, filter, len);
 	if (!sub)
 		return WISP_ENOENT;
+	if (s->sub_index)
+		index_remove(s->sub_index, sub);
 	tree_detach(tree, &sub->handle);
 	list_remove(&sub->link);
 	s->sub_count--;
 	wisp_free(sub);
+	index_shrink(s);
 	return 0;
 }
 

@@ -9,6 +9,17 @@
  * their tree handles, so unsubscribing or ending a session touches only that
  * session's entries. This module is where a durable store will hook in
  * later: every change of a session's state goes through a function here.
+ *
+ * Finding a session's subscription by filter (a repeated SUBSCRIBE replaces
+ * it [MQTT-3.8.4-3], UNSUBSCRIBE removes it) is O(1): a session with fewer
+ * than SESS_SUB_INDEX_MIN subscriptions scans its short list; from that
+ * many on it builds a hash index of its filters (8 bytes a slot, at most
+ * 3/4 full, so 11 to 21 bytes per subscription), dropped again when it
+ * shrinks to half that. An idle session with one subscription pays nothing
+ * for it: struct session keeps its size (152 bytes: the index pointer
+ * replaces the old size_t count, a 32-bit count and a flags byte fill what
+ * were padding) and a subscription keeps its 64-byte header (the cached
+ * hash sits in former padding).
  * Single threaded.
  */
 #ifndef WISP_SESSION_SESSION_H
@@ -32,8 +43,18 @@ struct sess_sub {
 	struct list_node link;
 	struct tree_sub handle;   /* embedded: one allocation per subscription */
 	uint16_t filter_len;
+	uint32_t hash;            /* of the filter under the index's seed, while indexed */
 	char filter[];
 };
+
+/* Subscriptions from which a session indexes its filters. */
+#define SESS_SUB_INDEX_MIN 8
+
+/* sess_flags bits, kept for proto/handle_subscribe.c. */
+#define SESS_FLAG_SUB_JOB 0x01       /* a (UN)SUBSCRIBE is being handled over several loop turns */
+#define SESS_FLAG_SUB_REFUSED 0x02   /* a filter was refused by a limit and that was logged */
+
+struct sess_sub_index; /* session.c */
 
 /* An outbound QoS 1/2 message of a session, queued or in flight. */
 enum sess_msg_state {
@@ -63,7 +84,7 @@ struct session {
 	char *username;           /* who last connected with this id; NULL: anonymous */
 	struct acl_client *acl;   /* that user's rules (owned by proto/), or NULL */
 	struct list_node subs;    /* struct sess_sub */
-	size_t sub_count;
+	struct sess_sub_index *sub_index; /* NULL below SESS_SUB_INDEX_MIN subscriptions */
 	/* Scratch used while routing one publish, to deliver once per session
 	 * when several of its filters match. */
 	uint32_t match_gen;
@@ -73,6 +94,7 @@ struct session {
 	 * session; another user cannot take it over (proto/handle_connect.c).
 	 * False for a session restored from the store until its next login. */
 	bool owned;
+	uint8_t sess_flags;         /* SESS_FLAG_* */
 	uint16_t drop_episodes;     /* a bit per enum drop_reason already logged (proto/route.c) */
 	struct list_node inflight;  /* struct sess_msg, in send order */
 	struct list_node queue;     /* struct sess_msg, waiting for the window */
@@ -85,6 +107,7 @@ struct session {
 	uint16_t *qos2_in;
 	uint16_t qos2_in_count;
 	uint16_t qos2_in_cap;
+	uint32_t sub_count;       /* in what was trailing padding: client_id moves, the allocation does not */
 	char client_id[];         /* NUL-terminated */
 };
 
@@ -110,13 +133,21 @@ void sess_destroy(struct session_table *tab, struct tree *tree, struct session *
 /*
  * Subscribes the session to the valid `filter` with the SUBSCRIBE options
  * byte; an existing subscription to the same filter is replaced
- * [MQTT-3.8.4-3]. Returns 1 when it was new, 0 when replaced, or
- * WISP_ENOMEM / WISP_ELIMIT (over max_subs, if non-zero).
+ * [MQTT-3.8.4-3] (found in O(1), see above). Returns 1 when it was new, 0
+ * when replaced, or WISP_ENOMEM (nothing changed) / WISP_ELIMIT (over
+ * max_subs, if non-zero; a replacement is never over it). `filter` is
+ * copied.
  */
 int sess_subscribe(struct session *s, struct tree *tree, const char *filter, size_t len,
 		   uint8_t options, size_t max_subs);
-/* 0, or WISP_ENOENT when the session had no such filter. */
+/* 0, or WISP_ENOENT when the session had no such filter. O(1) plus the
+ * tree's pruning. */
 int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, size_t len);
+/* The session's subscription to exactly `filter`, or NULL. O(1). */
+struct sess_sub *sess_find_sub(const struct session *s, const char *filter, size_t len);
+
+/* Test hook: filter comparisons made by lookups since the start. */
+uint64_t sess_debug_compares(void);
 
 /* Inbound QoS 2 bookkeeping. sess_qos2_in_add returns 1 if the id was
  * added, 0 if it was already there, WISP_ELIMIT past SESS_QOS2_IN_MAX, or

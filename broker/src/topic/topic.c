@@ -80,6 +80,17 @@ bool topic_filter_valid(const char *filter, size_t len)
 	return true;
 }
 
+size_t topic_level_count(const char *topic, size_t len)
+{
+	size_t levels = 1;
+	const char *p = topic, *end = topic + len;
+	while (p < end && (p = memchr(p, '/', (size_t)(end - p))) != NULL) {
+		levels++;
+		p++;
+	}
+	return levels;
+}
+
 int topic_split(const char *topic, size_t len, struct topic_level *out, size_t max)
 {
 	struct level_iter it;

@@ -27,6 +27,11 @@ struct topic_level {
 bool topic_name_valid(const char *name, size_t len);
 bool topic_filter_valid(const char *filter, size_t len);
 
+/* Levels of a topic name or filter: one more than its '/' count. O(len),
+ * never allocates: what limits.max_topic_levels is checked with before a
+ * filter reaches the tree (where each level costs a node). */
+size_t topic_level_count(const char *topic, size_t len);
+
 /*
  * Splits `topic` at '/' into `out` (capacity `max`). Returns the number of
  * levels, or -1 when there are more than `max`. "a//b" has three levels, the

@@ -1,0 +1,330 @@
+/*
+ * Unit tests for a session's subscriptions (session.c): replacing a
+ * subscription to the same filter [MQTT-3.8.4-3], unsubscribing, the
+ * per-session filter index (lookups stay O(1): counted in filter
+ * comparisons, never timed), limits.max_subscriptions, a seeded random
+ * sequence against a naive model, the index giving memory back, and an
+ * out-of-memory loop. No sockets: sessions and the tree only.
+ */
+#include <CUnit/Basic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "unit_main.h"
+#include "alloc.h"
+#include "err.h"
+#include "session.h"
+#include "topic.h"
+#include "tree.h"
+#include "trie.h"
+
+static struct session_table tab;
+static struct tree *tree;
+static struct session *s;
+
+static void set_up(void)
+{
+	CU_ASSERT_EQUAL_FATAL(sess_table_init(&tab), 0);
+	tree = tree_new();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(tree);
+	s = sess_create(&tab, "subs", 4, false);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+}
+
+static void tear_down(void)
+{
+	sess_table_free(&tab, tree);
+	tree_free(tree);
+}
+
+static int sub(const char *f, uint8_t options, size_t max)
+{
+	return sess_subscribe(s, tree, f, strlen(f), options, max);
+}
+
+struct seen {
+	size_t calls;
+	uint8_t options;
+};
+
+static void on_match(void *subscriber, uint8_t options, uint32_t subscription_id, void *ctx)
+{
+	struct seen *seen = ctx;
+	(void)subscription_id;
+	CU_ASSERT_PTR_EQUAL(subscriber, s);
+	seen->calls++;
+	seen->options = options;
+}
+
+static struct seen match(const char *name)
+{
+	struct topic_level levels[TOPIC_MAX_LEVELS_DEFAULT];
+	int n = topic_split(name, strlen(name), levels, TOPIC_MAX_LEVELS_DEFAULT);
+	CU_ASSERT_FATAL(n > 0);
+	struct seen seen = {0};
+	tree_match(tree, levels, (size_t)n, on_match, &seen);
+	return seen;
+}
+
+static void filter_name(char *buf, size_t len, size_t i)
+{
+	snprintf(buf, len, "site/%zu/+/temp", i);
+}
+
+/* [MQTT-3.8.4-3] the same filter again replaces the subscription: one
+ * subscription, one delivery, the new options. Below and above the size
+ * from which the session indexes its filters. */
+static void test_resubscribe_replaces(void)
+{
+	for (size_t extra = 0; extra < 2 * SESS_SUB_INDEX_MIN; extra += SESS_SUB_INDEX_MIN) {
+		set_up();
+		char f[64];
+		for (size_t i = 0; i < extra; i++) {
+			filter_name(f, sizeof f, i + 1000);
+			CU_ASSERT_EQUAL(sub(f, 0, 0), 1);
+		}
+		CU_ASSERT_EQUAL(sub("a/+/c", 0, 0), 1);
+		CU_ASSERT_EQUAL(sub("a/+/c", 2, 0), 0);
+		CU_ASSERT_EQUAL(sub("a/+/c", 1, 0), 0);
+		CU_ASSERT_EQUAL(s->sub_count, extra + 1);
+		CU_ASSERT_EQUAL(tree_count(tree), extra + 1);
+		struct seen seen = match("a/b/c");
+		CU_ASSERT_EQUAL(seen.calls, 1);
+		CU_ASSERT_EQUAL(seen.options, 1);
+		CU_ASSERT_PTR_NOT_NULL(sess_find_sub(s, "a/+/c", 5));
+		CU_ASSERT_PTR_NULL(sess_find_sub(s, "a/+/", 4));
+		CU_ASSERT_PTR_NULL(sess_find_sub(s, "a/+/d", 5));
+		tear_down();
+	}
+}
+
+static void test_unsubscribe(void)
+{
+	set_up();
+	CU_ASSERT_EQUAL(sub("a/b", 1, 0), 1);
+	CU_ASSERT_EQUAL(sub("a/#", 0, 0), 1);
+	CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, "a/c", 3), WISP_ENOENT);
+	CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, "a/b", 3), 0);
+	CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, "a/b", 3), WISP_ENOENT);
+	CU_ASSERT_EQUAL(s->sub_count, 1);
+	CU_ASSERT_EQUAL(tree_count(tree), 1);
+	CU_ASSERT_EQUAL(match("a/b").calls, 1); /* through a/# only */
+	CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, "a/#", 3), 0);
+	CU_ASSERT_EQUAL(match("a/b").calls, 0);
+	CU_ASSERT_EQUAL(tree_count(tree), 0);
+	CU_ASSERT_EQUAL(tree_debug_nodes(tree), 0);
+	tear_down();
+}
+
+/* Lookups compare at most a few filters however many the session holds.
+ * With the former list walk, subscribing N filters made N^2/2 comparisons. */
+static void test_lookup_is_constant(void)
+{
+	enum { N = 20000 };
+	set_up();
+	char f[64];
+	uint64_t before = sess_debug_compares();
+	for (size_t i = 0; i < N; i++) {
+		filter_name(f, sizeof f, i);
+		CU_ASSERT_EQUAL_FATAL(sub(f, 0, 0), 1);
+	}
+	/* New filters: a comparison only on a full 32-bit hash match. */
+	CU_ASSERT(sess_debug_compares() - before < SESS_SUB_INDEX_MIN * SESS_SUB_INDEX_MIN + N / 100);
+	before = sess_debug_compares();
+	for (size_t i = 0; i < N; i++) {
+		filter_name(f, sizeof f, i);
+		CU_ASSERT_EQUAL_FATAL(sub(f, 1, 0), 0); /* replaced */
+	}
+	CU_ASSERT(sess_debug_compares() - before < N + N / 100);
+	CU_ASSERT_EQUAL(s->sub_count, N);
+	CU_ASSERT_EQUAL(tree_count(tree), N);
+	before = sess_debug_compares();
+	for (size_t i = 0; i < N; i += 2) {
+		filter_name(f, sizeof f, i);
+		CU_ASSERT_EQUAL_FATAL(sess_unsubscribe(s, tree, f, strlen(f)), 0);
+	}
+	CU_ASSERT(sess_debug_compares() - before < N / 2 + N / 100);
+	CU_ASSERT_EQUAL(s->sub_count, N / 2);
+	CU_ASSERT_EQUAL(match("site/1/x/temp").calls, 1);
+	CU_ASSERT_EQUAL(match("site/2/x/temp").calls, 0);
+	tear_down();
+}
+
+/* limits.max_subscriptions: a new filter past it is refused, a repeated
+ * one is still replaced (it adds nothing). */
+static void test_max_subscriptions(void)
+{
+	set_up();
+	CU_ASSERT_EQUAL(sub("a", 0, 2), 1);
+	CU_ASSERT_EQUAL(sub("b", 0, 2), 1);
+	CU_ASSERT_EQUAL(sub("c", 0, 2), WISP_ELIMIT);
+	CU_ASSERT_EQUAL(sub("b", 1, 2), 0);
+	CU_ASSERT_EQUAL(s->sub_count, 2);
+	CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, "a", 1), 0);
+	CU_ASSERT_EQUAL(sub("c", 0, 2), 1);
+	tear_down();
+}
+
+/* A seeded random mix of subscribes and unsubscribes over a small filter
+ * space, so the index grows, shrinks, is dropped and rebuilt, and its
+ * deletions shift probe chains; every answer is checked against a plain
+ * array. */
+static void test_random_against_model(void)
+{
+	enum { SPACE = 300, STEPS = 60000 };
+	set_up();
+	static bool model[SPACE];
+	memset(model, 0, sizeof model);
+	size_t count = 0;
+	uint32_t rnd = 12345;
+	char f[64];
+	for (size_t step = 0; step < STEPS; step++) {
+		rnd = rnd * 1103515245u + 12345u;
+		/* Phases favour growth, then shrinking, so the size swings. */
+		bool grow = (step / 5000) % 2 == 0;
+		size_t i = (rnd >> 8) % SPACE;
+		filter_name(f, sizeof f, i);
+		bool add = ((rnd >> 20) % 4) != 0 ? grow : !grow;
+		if (add) {
+			CU_ASSERT_EQUAL_FATAL(sub(f, (uint8_t)(step % 3), 0), model[i] ? 0 : 1);
+			if (!model[i])
+				count++;
+			model[i] = true;
+		} else {
+			CU_ASSERT_EQUAL_FATAL(sess_unsubscribe(s, tree, f, strlen(f)), model[i] ? 0 : WISP_ENOENT);
+			if (model[i])
+				count--;
+			model[i] = false;
+		}
+		CU_ASSERT_EQUAL_FATAL(s->sub_count, count);
+		if (step % 997 == 0) {
+			for (size_t k = 0; k < SPACE; k++) {
+				filter_name(f, sizeof f, k);
+				CU_ASSERT_EQUAL_FATAL(sess_find_sub(s, f, strlen(f)) != NULL, model[k]);
+			}
+			CU_ASSERT_EQUAL(tree_count(tree), count);
+		}
+	}
+	tear_down();
+}
+
+/* The index costs nothing until SESS_SUB_INDEX_MIN subscriptions and is
+ * freed again once the session shrinks to half that. */
+static void test_index_memory(void)
+{
+	set_up();
+	char f[64];
+	for (size_t i = 0; i + 1 < SESS_SUB_INDEX_MIN; i++) {
+		filter_name(f, sizeof f, i);
+		CU_ASSERT_EQUAL(sub(f, 0, 0), 1);
+	}
+	CU_ASSERT_PTR_NULL(s->sub_index);
+	filter_name(f, sizeof f, 99);
+	CU_ASSERT_EQUAL(sub(f, 0, 0), 1);
+	CU_ASSERT_PTR_NOT_NULL(s->sub_index);
+	CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, f, strlen(f)), 0);
+	for (size_t i = 0; i < SESS_SUB_INDEX_MIN / 2; i++) {
+		filter_name(f, sizeof f, i);
+		CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, f, strlen(f)), 0);
+	}
+	CU_ASSERT_PTR_NULL(s->sub_index);
+	for (size_t i = SESS_SUB_INDEX_MIN / 2; i + 1 < SESS_SUB_INDEX_MIN; i++) {
+		filter_name(f, sizeof f, i);
+		CU_ASSERT_PTR_NOT_NULL(sess_find_sub(s, f, strlen(f)));
+	}
+	tear_down();
+}
+
+/* Failing any allocation of a subscribe (the one that builds or grows the
+ * index included) changes nothing and leaks nothing; destroying a session
+ * gives back everything its subscriptions took. */
+static void test_oom_and_destroy(void)
+{
+	set_up();
+	sess_destroy(&tab, tree, s);
+	size_t base = wisp_mem_used();
+	s = sess_create(&tab, "subs", 4, false);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+	char f[64];
+	size_t failures = 0;
+	for (size_t i = 0; i < 40; i++) {
+		filter_name(f, sizeof f, i);
+		size_t count = s->sub_count, subs = tree_count(tree), nodes = tree_debug_nodes(tree);
+		int rc = WISP_ENOMEM;
+		for (uint64_t n = 1; n <= 16 && rc == WISP_ENOMEM; n++) {
+			wisp_mem_fail_after(n, 0);
+			rc = sub(f, 0, 0);
+			wisp_mem_fail_after(0, 0);
+			if (rc == WISP_ENOMEM) {
+				failures++;
+				CU_ASSERT_EQUAL_FATAL(s->sub_count, count);
+				CU_ASSERT_EQUAL_FATAL(tree_count(tree), subs);
+				CU_ASSERT_EQUAL_FATAL(tree_debug_nodes(tree), nodes);
+				CU_ASSERT_PTR_NULL_FATAL(sess_find_sub(s, f, strlen(f)));
+			}
+		}
+		CU_ASSERT_EQUAL_FATAL(rc, 1);
+	}
+	CU_ASSERT(failures >= 40);
+	for (size_t i = 0; i < 40; i++) {
+		filter_name(f, sizeof f, i);
+		CU_ASSERT_PTR_NOT_NULL(sess_find_sub(s, f, strlen(f)));
+	}
+	sess_destroy(&tab, tree, s);
+	s = NULL;
+	CU_ASSERT_EQUAL(tree_count(tree), 0);
+	CU_ASSERT_EQUAL(tree_debug_nodes(tree), 0);
+	CU_ASSERT_EQUAL(wisp_mem_used(), base);
+	tear_down();
+}
+
+/* Subscriptions are counted against limits.memory_limit (wisp_malloc's
+ * ceiling): past it a subscribe fails cleanly and the broker goes on. */
+static void test_memory_limit(void)
+{
+	set_up();
+	char f[256];
+	wisp_mem_set_limit(wisp_mem_used() + 64 * 1024);
+	size_t granted = 0;
+	int rc = 0;
+	for (size_t i = 0; i < 10000 && rc >= 0; i++) {
+		/* Deep filters of their own: 64 trie nodes each. */
+		int n = snprintf(f, sizeof f, "%zu", i);
+		for (int l = 0; l < 63; l++)
+			n += snprintf(f + n, sizeof f - (size_t)n, "/x");
+		rc = sub(f, 0, 0);
+		if (rc == 1)
+			granted++;
+	}
+	wisp_mem_set_limit(0);
+	CU_ASSERT_EQUAL(rc, WISP_ENOMEM);
+	CU_ASSERT(granted > 0 && granted < 100);
+	CU_ASSERT_EQUAL(s->sub_count, granted);
+	CU_ASSERT_EQUAL(tree_count(tree), granted);
+	CU_ASSERT_EQUAL(sub("after/limit", 0, 0), 1);
+	tear_down();
+}
+
+static CU_TestInfo tests[] = {
+	{"[MQTT-3.8.4-3] subscribing again replaces, below and above the index size", test_resubscribe_replaces},
+	{"unsubscribe removes one filter; unknown filters are ENOENT", test_unsubscribe},
+	{"lookups make O(1) filter comparisons with 20,000 subscriptions", test_lookup_is_constant},
+	{"max_subscriptions refuses new filters, not replacements", test_max_subscriptions},
+	{"seeded random subscribe/unsubscribe agree with a model", test_random_against_model},
+	{"the index is built at SESS_SUB_INDEX_MIN and freed below half", test_index_memory},
+	{"OOM at every allocation of a subscribe changes nothing; destroy frees all", test_oom_and_destroy},
+	{"subscriptions count against memory_limit", test_memory_limit},
+	CU_TEST_INFO_NULL,
+};
+
+static CU_SuiteInfo suites[] = {
+	{"session_subscriptions", NULL, NULL, NULL, NULL, tests},
+	CU_SUITE_INFO_NULL,
+};
+
+int main(void)
+{
+	return unit_run(suites);
+}
