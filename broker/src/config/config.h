@@ -38,10 +38,10 @@ struct config_listener {
 };
 
 struct config_limits {
-	uint32_t max_packet_size;     /* bytes, whole packet; default 268435455 + 5 capped to 256 MiB */
+	uint32_t max_packet_size;     /* bytes, whole packet; default 1 MiB (protocol maximum 268435455 + 5) */
 	uint16_t max_inflight;        /* outbound QoS 1/2 window per client; default 20 */
 	uint32_t max_queued_messages; /* per offline/slow client; default 1000 */
-	uint64_t max_queued_bytes;    /* per client; default 0 = unlimited by bytes */
+	uint64_t max_queued_bytes;    /* per client; default 8 MiB; 0 = unlimited by bytes */
 	uint16_t max_keepalive;       /* seconds; clients asking more are clamped (v5) or refused; default 65535 */
 	uint32_t connect_timeout;     /* seconds to wait for CONNECT; default 10 */
 	uint16_t max_topic_levels;    /* default 128 */
@@ -51,6 +51,7 @@ struct config_limits {
 	uint32_t max_retained;        /* retained messages; default 0 = unlimited */
 	uint64_t max_retained_bytes;  /* default 0 = unlimited */
 	uint64_t memory_limit;        /* broker heap ceiling in bytes; default 0 = none */
+	uint64_t max_queued_bytes_total; /* queued QoS 1/2 bytes of all sessions; default 256 MiB */
 };
 
 struct config_acl_rule; /* defined by auth/ (issue #5) */

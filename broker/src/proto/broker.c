@@ -185,6 +185,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		.max_queued = cfg->limits.max_queued_messages,
 		.max_queued_bytes = cfg->limits.max_queued_bytes,
 		.max_output = cfg->limits.max_output_buffer,
+		.max_queued_bytes_total = cfg->limits.max_queued_bytes_total,
 	};
 	b->subs = tree_new();
 	b->retained = retained_new(release_retained, cfg->limits.max_retained, cfg->limits.max_retained_bytes);

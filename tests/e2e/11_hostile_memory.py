@@ -1,0 +1,236 @@
+#!/usr/bin/python3
+# ctest: TIMEOUT 300 RUN_SERIAL TRUE
+"""11 hostile memory: what one client can make the broker hold (issue 11,
+items 1, 2 and 4).
+
+Each attack runs as a bounded loop on loopback while a thread samples the
+broker's VmRSS; every test asserts that the growth stays under a bound, that
+an honest client's QoS 1 round trip completes during or after the attack,
+and that the offender is disconnected with its reason logged once.
+
+- Output: a client that sends PINGREQ, PUBREL or QoS 1 PUBLISH and never
+  reads the answers is no longer read from once its output reaches
+  max_output_buffer (its sends block), and is disconnected after
+  output_buffer_timeout seconds over it. A subscriber that is only briefly
+  over the bound keeps its connection and gets every message.
+- Before CONNECT: a first packet that is not CONNECT is refused on its first
+  byte [MQTT-3.1.0-1]; a CONNECT announcing more than max_connect_size is
+  refused on its fixed header; connections sending unfinished CONNECTs share
+  max_unauthenticated_bytes, past which the newest growth is closed.
+- Queues: max_queued_bytes_total bounds the queues of all sessions together;
+  the shipped defaults bound max_packet_size (1 MiB) and max_queued_bytes.
+
+ASan keeps freed memory in a 256 MiB quarantine by default, which would count
+in VmRSS; a 4 MiB quarantine keeps the figures about the broker's own memory.
+"""
+
+import os
+import re
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from wisp_e2e import (CONNACK, PINGREQ_PKT, PUBREL, BrokerTestCase, Closed,  # noqa: E402
+                      RawClient, ack_pkt, connect_pkt, main, mqtt_str, packet, publish_pkt,
+                      skip_unless_wisp)
+
+QUARANTINE = {"asan_options": "quarantine_size_mb=4"}
+OUTPUT_BOUND = 65536
+STALL_SECONDS = 2
+
+
+class RssSampler:
+    """Samples the broker's VmRSS every 20 ms until stopped (bounded by
+    `limit_s`); .peak is the largest value seen, in KiB."""
+
+    def __init__(self, broker, limit_s=120):
+        self.broker = broker
+        self.peak = broker.rss_kib()
+        self.stop_event = threading.Event()
+        self.deadline = time.monotonic() + limit_s
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop_event.wait(0.02) and time.monotonic() < self.deadline:
+            try:
+                self.peak = max(self.peak, self.broker.rss_kib())
+            except Exception:  # noqa: BLE001 - the broker exiting is reported elsewhere
+                return
+
+    def stop(self):
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+        try:
+            self.peak = max(self.peak, self.broker.rss_kib())
+        except Exception:  # noqa: BLE001
+            pass
+        return self.peak
+
+
+def unread_socket(port, client_id, keepalive=0):
+    """A connected MQTT client socket that will never read again; its
+    receive buffer is small so its window closes quickly."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(5)
+    s.connect(("127.0.0.1", port))
+    s.sendall(connect_pkt(client_id, keepalive=keepalive))
+    ack = b""
+    while len(ack) < 4:
+        chunk = s.recv(4 - len(ack))
+        if not chunk:
+            raise AssertionError("no CONNACK for %s" % client_id)
+        ack += chunk
+    assert ack[0] >> 4 == CONNACK and ack[3] == 0, "CONNACK refused: %r" % ack
+    return s
+
+
+def flood(s, unit, total, block_timeout=1.0):
+    """Sends `unit` repeatedly (never a partial packet boundary lost), up to
+    `total` bytes. Returns (bytes sent, how it ended): "blocked" when the
+    broker stopped reading for block_timeout seconds, "closed" when it
+    closed the connection, "done" when everything went through."""
+    chunk = unit * max(1, 65536 // len(unit))
+    pending = memoryview(chunk)
+    sent = 0
+    s.settimeout(block_timeout)
+    while sent < total:
+        try:
+            n = s.send(pending)
+        except socket.timeout:
+            return sent, "blocked"
+        except OSError:
+            return sent, "closed"
+        sent += n
+        pending = pending[n:]
+        if not len(pending):
+            pending = memoryview(chunk)
+    return sent, "done"
+
+
+def count_lines(broker, pattern, offset=0):
+    rx = re.compile(pattern, re.I)
+    return [ln for ln in broker.log_since(offset).splitlines() if rx.search(ln)]
+
+
+class HonestPair:
+    """A QoS 1 subscriber and a publisher; round_trip() publishes one QoS 1
+    message and asserts that the subscriber gets it."""
+
+    def __init__(self, case, name):
+        self.case = case
+        self.topic = "honest/%s" % name
+        self.sub = case.raw("honest-sub-%s" % name, keepalive=0)
+        case.assertEqual(self.sub.subscribe([(self.topic, 1)]), [1])
+        self.pub = case.raw("honest-pub-%s" % name, keepalive=0)
+        self.n = 0
+
+    def round_trip(self):
+        self.n += 1
+        payload = "ok-%d" % self.n
+        self.pub.publish(self.topic, payload, qos=1, pid=self.n)
+        got = self.sub.recv_publish(timeout=5)
+        self.case.assertEqual((got.topic, got.payload), (self.topic, payload.encode()))
+
+
+@skip_unless_wisp("max_queued_bytes_total is wisp's")
+class QueueTotalTest(BrokerTestCase):
+    """Item 4: the queues of all sessions together are bounded."""
+
+    LIMITS = {"max_queued_bytes_total": 1 << 20, "max_queued_bytes": 0,
+              "max_queued_messages": 100000}
+    PAYLOAD = 8192
+    MESSAGES = 300
+
+    def broker_options(self):
+        return dict(QUARANTINE, config={"sys_interval": 1, "persistence": {"enabled": False}})
+
+    def test_total_queued_bytes_bounded_and_counted(self):
+        """Three offline persistent sessions are sent 300 QoS 1 messages of
+        8 KiB each (7 MiB of queue): together they keep at most 1 MiB, the
+        drop is logged once and counted in $SYS, the publisher gets every
+        PUBACK and an honest subscriber its round trip."""
+        for i in range(3):
+            with RawClient(self.broker.port) as c:
+                self.assertEqual(c.connect("offline-%d" % i, clean=False), 0)
+                self.assertEqual(c.subscribe([("queued/t", 1)]), [1])
+        honest = HonestPair(self, "queue")
+        offset = self.broker.log_size()
+        pub = self.raw("queue-pub", keepalive=0)
+        for i in range(self.MESSAGES):
+            pub.publish("queued/t", b"%08d" % i + b"." * (self.PAYLOAD - 8), qos=1, pid=1 + i)
+        honest.round_trip()
+        self.assertEqual(len(count_lines(self.broker, r"reached limits\.max_queued_bytes_total",
+                                         offset)), 1)
+        kept = 0
+        for i in range(3):
+            c = self.raw("offline-%d" % i, clean=False)
+            got = []
+            try:
+                for _ in range(self.MESSAGES):
+                    got.append(int(c.recv_publish(timeout=1.0).payload[:8]))
+            except (socket.timeout, AssertionError):
+                pass
+            self.assertEqual(got, list(range(len(got))), "queue out of order")
+            kept += len(got)
+        self.assertLessEqual(kept * self.PAYLOAD, (1 << 20) + 3 * 20 * self.PAYLOAD)
+        self.assertGreater(kept, 0)
+        watcher = self.raw("sys-watch", keepalive=0)
+        self.assertEqual(watcher.subscribe([("$SYS/broker/limits/queued_bytes_total_dropped", 0)]),
+                         [0])
+        deadline = time.monotonic() + 10
+        value = 0
+        while value == 0 and time.monotonic() < deadline:
+            value = int(watcher.recv_publish(timeout=5).payload)
+        self.assertEqual(value, 3 * self.MESSAGES - kept)
+
+
+@skip_unless_wisp("wisp's defaults")
+class DefaultsTest(BrokerTestCase):
+    """Item 4: the shipped defaults (no limits configured)."""
+
+    def test_default_max_packet_size_is_one_mebibyte(self):
+        """A PUBLISH of 1 MiB + 1 byte is refused with the default limits; one
+        just under it goes through."""
+        sub = self.raw("def-sub", keepalive=0)
+        self.assertEqual(sub.subscribe([("def/t", 1)]), [1])
+        pub = self.raw("def-pub", keepalive=0)
+        ok = b"x" * ((1 << 20) - 16)
+        pub.publish("def/t", ok, qos=1)
+        self.assertEqual(len(sub.recv_publish(timeout=10).payload), len(ok))
+        offset = self.broker.log_size()
+        big = self.raw("def-big", keepalive=0)
+        try:
+            big.send(publish_pkt("def/t", b"x" * (1 << 20), qos=1))
+        except OSError:
+            pass  # closed on the fixed header, before the body was all sent
+        self.assertTrue(big.wait_closed(), "a PUBLISH over 1 MiB was accepted")
+        self.assertIsNotNone(self.broker.wait_log(r"def-big.*exceeds the maximum packet size",
+                                                  offset))
+
+    def test_default_queue_bytes_bound_an_offline_session(self):
+        """An offline persistent session sent 40 QoS 1 messages of 512 KiB
+        (20 MiB) keeps at most max_queued_bytes (8 MiB) of them."""
+        with RawClient(self.broker.port) as c:
+            self.assertEqual(c.connect("def-offline", clean=False), 0)
+            self.assertEqual(c.subscribe([("defq/t", 1)]), [1])
+        pub = self.raw("defq-pub", keepalive=0)
+        for i in range(40):
+            pub.publish("defq/t", b"%08d" % i + b"." * (512 * 1024 - 8), qos=1, pid=1 + i)
+        c = self.raw("def-offline", clean=False)
+        got = []
+        try:
+            for _ in range(40):
+                got.append(int(c.recv_publish(timeout=2.0).payload[:8]))
+        except (socket.timeout, AssertionError, Closed):
+            pass
+        self.assertEqual(got, list(range(len(got))))
+        self.assertGreater(len(got), 0)
+        self.assertLessEqual(len(got), 16, "more than 8 MiB queued for one session")
+
+
+if __name__ == "__main__":
+    main()
