@@ -136,6 +136,92 @@ class HonestPair:
         self.case.assertEqual((got.topic, got.payload), (self.topic, payload.encode()))
 
 
+@skip_unless_wisp("output_buffer_timeout and the paused input are wisp's")
+class OutputFloodTest(BrokerTestCase):
+    """Item 1: answers to control packets count against max_output_buffer."""
+
+    LIMITS = {"max_output_buffer": OUTPUT_BOUND, "output_buffer_timeout": STALL_SECONDS}
+    # Bytes of requests per attack: the kernel's socket buffers absorb a few
+    # MiB of answers before the broker's own queue grows (unbounded, these
+    # became ~400 MB of queue).
+    ATTACK_BYTES = 8 << 20
+    RSS_GROWTH_KIB = 24 * 1024
+
+    def broker_options(self):
+        return QUARANTINE
+
+    def run_attack(self, name, unit, attack_bytes=ATTACK_BYTES):
+        honest = HonestPair(self, name)
+        honest.round_trip()  # warm-up through the same path
+        offset = self.broker.log_size()
+        base = self.broker.rss_kib()
+        sampler = RssSampler(self.broker)
+        try:
+            s = unread_socket(self.broker.port, "flood-%s" % name)
+            self.on_cleanup(s.close)
+            sent, how = flood(s, unit, attack_bytes)
+            # The broker stopped reading this client; the others are served.
+            honest.round_trip()
+            reason = self.broker.wait_log(r"flood-%s.*disconnected: output over "
+                                          r"limits\.max_output_buffer" % name, offset,
+                                          timeout=STALL_SECONDS + 10)
+            honest.round_trip()
+        finally:
+            peak = sampler.stop()
+        sys.stderr.write("[%s: sent %d KiB (%s), VmRSS %d KiB, peak +%d KiB] "
+                         % (name, sent >> 10, how, base, peak - base))
+        self.assertLess(peak - base, self.RSS_GROWTH_KIB,
+                        "VmRSS grew by %d KiB while a client sent %d KiB of %s and read nothing"
+                        % (peak - base, sent >> 10, name))
+        self.assertEqual(how, "blocked", "the broker kept reading a client that reads nothing "
+                         "(%d KiB accepted)" % (sent >> 10))
+        self.assertIsNotNone(reason, "the flooding client was not disconnected")
+        lines = count_lines(self.broker, r"flood-%s.*output over" % name, offset)
+        self.assertEqual(len(lines), 1, "reason logged %d times" % len(lines))
+        self.assert_broker_alive()
+
+    def test_pingreq_flood_without_reading(self):
+        """PINGREQ [MQTT-3.12.4-1] answered while the client reads nothing:
+        input stops at max_output_buffer, the client is disconnected after
+        output_buffer_timeout, RSS stays bounded."""
+        self.run_attack("pingreq", PINGREQ_PKT)
+
+    def test_pubrel_flood_without_reading(self):
+        """PUBREL for unknown ids, each answered by a PUBCOMP [MQTT-4.3.3]."""
+        self.run_attack("pubrel", ack_pkt(PUBREL, 7))
+
+    def test_qos1_publish_flood_without_reading(self):
+        """QoS 1 PUBLISH to a topic nobody reads, each answered by a PUBACK
+        (7 bytes in, 4 out: more input is needed to fill the socket buffers)."""
+        self.run_attack("publish", publish_pkt("n", b"", qos=1, pid=9), 24 << 20)
+
+
+class SlowSubscriberTest(BrokerTestCase):
+    """A subscriber briefly over max_output_buffer is paused, not cut."""
+
+    LIMITS = {"max_output_buffer": OUTPUT_BOUND, "output_buffer_timeout": 30,
+              "max_inflight": 100, "max_queued_messages": 1000}
+    MESSAGES = 200
+    PAYLOAD = 8192
+
+    def test_briefly_full_subscriber_keeps_its_connection(self):
+        """200 QoS 1 messages of 8 KiB (25 times the output bound) reach a
+        subscriber that starts reading only after all of them were
+        published: it gets every one, in order, and stays connected."""
+        sub = self.raw("slow-sub", keepalive=0)
+        self.assertEqual(sub.subscribe([("slow/t", 1)]), [1])
+        pub = self.raw("slow-pub", keepalive=0)
+        offset = self.broker.log_size()
+        for i in range(self.MESSAGES):
+            pub.publish("slow/t", b"%08d" % i + b"." * (self.PAYLOAD - 8), qos=1, pid=1 + i)
+        got = []
+        for _ in range(self.MESSAGES):
+            got.append(int(sub.recv_publish(timeout=10).payload[:8]))
+        self.assertEqual(got, list(range(self.MESSAGES)))
+        self.assertTrue(sub.is_open(), "the slow subscriber was disconnected")
+        self.assertEqual(count_lines(self.broker, r"slow-sub.*disconnected", offset), [])
+
+
 @skip_unless_wisp("max_queued_bytes_total is wisp's")
 class QueueTotalTest(BrokerTestCase):
     """Item 4: the queues of all sessions together are bounded."""

@@ -167,6 +167,9 @@ static const struct field limits_fields[] = {
 	F_NUM(struct config_limits, FT_U64, "max_retained_bytes", max_retained_bytes, 0, JSON_INT_MAX,
 	      0),
 	F_NUM(struct config_limits, FT_U64, "memory_limit", memory_limit, 0, JSON_INT_MAX, 0),
+	/* A client over max_output_buffer is not read from; this long over it
+	 * and it is disconnected (redis: pubsub clients, 60 s soft limit). */
+	F_NUM(struct config_limits, FT_U32, "output_buffer_timeout", output_buffer_timeout, 1, 86400, 60),
 	F_NUM(struct config_limits, FT_U64, "max_queued_bytes_total", max_queued_bytes_total, 0, JSON_INT_MAX,
 	      256u << 20),
 	{0},

@@ -46,11 +46,12 @@ struct config_limits {
 	uint32_t connect_timeout;     /* seconds to wait for CONNECT; default 10 */
 	uint16_t max_topic_levels;    /* default 128 */
 	uint32_t max_connections;     /* whole broker; default 0 = fd limit */
-	uint64_t max_output_buffer;   /* bytes of unsent output per connection before QoS 0 is dropped; default 1 MiB */
+	uint64_t max_output_buffer;   /* unsent output per connection: QoS 0 dropped, input paused; default 1 MiB */
 	uint32_t max_subscriptions;   /* per client; default 0 = unlimited */
 	uint32_t max_retained;        /* retained messages; default 0 = unlimited */
 	uint64_t max_retained_bytes;  /* default 0 = unlimited */
 	uint64_t memory_limit;        /* broker heap ceiling in bytes; default 0 = none */
+	uint32_t output_buffer_timeout; /* seconds a client may stay over max_output_buffer; default 60 */
 	uint64_t max_queued_bytes_total; /* queued QoS 1/2 bytes of all sessions; default 256 MiB */
 };
 

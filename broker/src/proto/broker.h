@@ -48,6 +48,7 @@ struct broker_stats {
 	uint64_t malformed;          /* connections closed for bad input */
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t keepalive_expired;
+	uint64_t output_stalled;     /* clients disconnected for staying over max_output_buffer */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -137,6 +138,9 @@ void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events);
 /* Resumes reading a connection that paused for a password verification,
  * starting with the CONNECT it left unconsumed (dispatch.c). */
 void broker_resume_input(struct broker *b, struct conn *c);
+/* Reads again from a connection whose output has drained under
+ * max_output_buffer (dispatch.c). */
+void broker_resume_output_paused(struct broker *b, struct conn *c);
 /* Reads more from a connection whose transport still holds decrypted input
  * after its read budget ran out (dispatch.c). */
 void broker_read_more(struct broker *b, struct conn *c);

@@ -8,6 +8,11 @@
  * grown as its bytes arrive (never to the announced size up front), so a
  * bogus huge Remaining Length costs nothing until the bytes are really
  * sent, and idle connections hold no buffer at all.
+ *
+ * Input stops while the connection's output is at or over
+ * limits.max_output_buffer (after the packet that put it there), so a
+ * client that does not read its answers cannot make the broker queue them
+ * without bound; the flush resumes it (proto/broker.c).
  */
 #include "broker.h"
 
@@ -77,9 +82,20 @@ static void refresh_keepalive(struct broker *b, struct conn *c)
 					(loop_now_ms(b->loop) + (uint64_t)c->keepalive * 1500u + 999u) / 1000u);
 }
 
+static bool is_reading(const struct conn *c)
+{
+	return !c->read_paused && c->output_state == CONN_OUT_OK;
+}
+
 static void pause_input(struct broker *b, struct conn *c)
 {
 	c->read_paused = true;
+	loop_io_set(b->loop, &c->io, (c->io.events & LOOP_WRITE));
+}
+
+static void pause_for_output(struct broker *b, struct conn *c)
+{
+	c->output_state = CONN_OUT_PAUSED;
 	loop_io_set(b->loop, &c->io, (c->io.events & LOOP_WRITE));
 }
 
@@ -122,12 +138,24 @@ static ssize_t process(struct broker *b, struct conn *c, const uint8_t *buf, siz
 			return -1;
 		}
 		refresh_keepalive(b, c);
+		if (conn_output_bytes(c) >= b->dlim.max_output && c->state != CONN_CLOSING) {
+			/* Every queued byte counts, answers to control packets too:
+			 * read no more until the client takes its output. */
+			pause_for_output(b, c);
+			break;
+		}
 	}
 	return (ssize_t)off;
 }
 
+static void drop_for_input(struct broker *b, struct conn *c, int rc)
+{
+	(void)rc;
+	broker_drop(b, c, false, "out of memory for input");
+}
+
 /* Keeps `len` bytes of an incomplete packet for the next read. */
-static int keep_tail(struct conn *c, const uint8_t *tail, size_t len)
+static int keep_tail(struct broker *b, struct conn *c, const uint8_t *tail, size_t len)
 {
 	if (len == 0) {
 		/* Idle connections hold no input buffer. */
@@ -175,12 +203,13 @@ static int grow_rbuf(struct broker *b, struct conn *c)
 static void read_input(struct broker *b, struct conn *c)
 {
 	size_t budget = READ_BUDGET;
-	while (budget && c->state != CONN_CLOSING && !c->read_paused) {
+	while (budget && c->state != CONN_CLOSING && is_reading(c)) {
 		uint8_t *buf;
 		size_t room;
 		if (c->rlen) {
-			if (grow_rbuf(b, c) != 0) {
-				broker_drop(b, c, false, "out of memory for input");
+			int rc = grow_rbuf(b, c);
+			if (rc != 0) {
+				drop_for_input(b, c, rc);
 				return;
 			}
 			buf = c->rbuf + c->rlen;
@@ -205,8 +234,9 @@ static void read_input(struct broker *b, struct conn *c)
 			return;
 		if (c->state == CONN_CLOSING)
 			return;
-		if (keep_tail(c, data + used, len - (size_t)used) != 0) {
-			broker_drop(b, c, false, "out of memory for input");
+		int rc = keep_tail(b, c, data + used, len - (size_t)used);
+		if (rc != 0) {
+			drop_for_input(b, c, rc);
 			return;
 		}
 		if ((size_t)n < room && transport_pending(c->t) == 0)
@@ -220,23 +250,55 @@ static void read_input(struct broker *b, struct conn *c)
 	}
 }
 
+/* Handles the whole packets left in the carried buffer (input paused in
+ * the middle of a read). False once the connection was dropped. */
+static bool process_carried(struct broker *b, struct conn *c)
+{
+	ssize_t used = process(b, c, c->rbuf, c->rlen);
+	if (used < 0 || c->state == CONN_CLOSING)
+		return false;
+	int rc = keep_tail(b, c, c->rbuf + used, c->rlen - (size_t)used);
+	if (rc != 0) {
+		drop_for_input(b, c, rc);
+		return false;
+	}
+	return true;
+}
+
 void broker_resume_input(struct broker *b, struct conn *c)
 {
 	if (c->state == CONN_CLOSING)
 		return;
 	c->read_paused = false;
-	loop_io_set(b->loop, &c->io, LOOP_READ | (c->io.events & LOOP_WRITE));
-	ssize_t used = process(b, c, c->rbuf, c->rlen);
-	if (used < 0 || c->state == CONN_CLOSING)
+	if (is_reading(c))
+		loop_io_set(b->loop, &c->io, LOOP_READ | (c->io.events & LOOP_WRITE));
+	process_carried(b, c);
+}
+
+void broker_resume_output_paused(struct broker *b, struct conn *c)
+{
+	if (c->state == CONN_CLOSING || c->output_state == CONN_OUT_OK)
 		return;
-	if (keep_tail(c, c->rbuf + used, c->rlen - (size_t)used) != 0)
-		broker_drop(b, c, false, "out of memory for input");
+	c->output_state = CONN_OUT_OK;
+	if (!is_reading(c))
+		return;
+	loop_io_set(b->loop, &c->io, LOOP_READ | (c->io.events & LOOP_WRITE));
+	/* Whole packets may wait in the carried buffer, or decrypted ones in
+	 * the transport, which epoll will not report: read them next turn,
+	 * before that turn's records are flushed (never from the flush). */
+	if ((c->rlen || transport_pending(c->t)) && !list_linked(&c->read_link)) {
+		list_push_back(&c->set->read_more, &c->read_link);
+		loop_request_turn(b->loop);
+	}
 }
 
 void broker_read_more(struct broker *b, struct conn *c)
 {
-	if (c->state != CONN_CLOSING)
-		read_input(b, c);
+	if (c->state == CONN_CLOSING || !is_reading(c))
+		return;
+	if (c->rlen && !process_carried(b, c))
+		return;
+	read_input(b, c);
 }
 
 /* Drives a TLS handshake; true once it is done and MQTT may start. */

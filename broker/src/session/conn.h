@@ -11,6 +11,14 @@
  * Memory: an idle connection holds no input buffer (reads go through a
  * shared scratch buffer and only a partial packet is kept per connection)
  * and an empty output queue. Single threaded.
+ *
+ * Output is bounded by limits.max_output_buffer, counting every queued byte
+ * (deliveries, acks, PINGRESPs): while a connection's unsent output is at or
+ * over it the broker stops reading from it (CONN_OUT_PAUSED), so a client
+ * that sends requests and never reads the answers holds at most the bound
+ * plus one packet's answers; one that stays over it for
+ * limits.output_buffer_timeout seconds is disconnected (CONN_OUT_STALLED
+ * while that timer runs).
  */
 #ifndef WISP_SESSION_CONN_H
 #define WISP_SESSION_CONN_H
@@ -60,6 +68,13 @@ struct conn_set {
 	size_t count;
 };
 
+/* Where a connection's output stands against max_output_buffer. */
+enum conn_out_state {
+	CONN_OUT_OK = 0,
+	CONN_OUT_PAUSED = 1,  /* over the bound: input not read until it drains */
+	CONN_OUT_STALLED = 2, /* still over it after a flush: the disconnect timer runs */
+};
+
 struct conn {
 	struct loop_io io;
 	struct transport *t;      /* &tcp, or a TLS transport */
@@ -86,6 +101,7 @@ struct conn {
 	uint8_t auth_result;      /* enum conn_auth */
 	uint32_t held_acks;       /* acks waiting for an fsync (proto/persist.c) */
 	struct conn_addr peer;    /* formatted only when logged */
+	uint8_t output_state;     /* enum conn_out_state; 240 -> 248 bytes, the same 256-byte malloc chunk */
 };
 
 /* Allocates a connection around `t` (taking it). NULL when out of memory
@@ -102,6 +118,14 @@ const char *conn_peer(const struct conn *c);
 /* The same formatting for an address not yet in a connection. */
 const char *conn_format_addr(const struct conn_addr *a);
 void conn_addr_set(struct conn_addr *a, const struct sockaddr *sa);
+
+/* Output bytes held for the connection, counted against max_output_buffer:
+ * its queue, plus acks waiting for an fsync (proto/persist.c) at their
+ * 3.1.1 size, so a stalled disk cannot let them grow without bound either. */
+static inline size_t conn_output_bytes(const struct conn *c)
+{
+	return c->out.bytes + (size_t)c->held_acks * 4u;
+}
 
 /* Queues an encoded control packet; marks the connection for flushing. */
 int conn_send_bytes(struct conn *c, const uint8_t *bytes, size_t len);
