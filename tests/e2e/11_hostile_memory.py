@@ -222,6 +222,107 @@ class SlowSubscriberTest(BrokerTestCase):
         self.assertEqual(count_lines(self.broker, r"slow-sub.*disconnected", offset), [])
 
 
+@skip_unless_wisp("max_connect_size and max_unauthenticated_bytes are wisp's")
+class BeforeConnectTest(BrokerTestCase):
+    """Item 2: what a client that has not sent a whole CONNECT can hold."""
+
+    # A large max_packet_size, as before the new default: the bounds below
+    # must hold without it.
+    LIMITS = {"max_packet_size": 64 << 20, "max_unauthenticated_bytes": 1 << 20}
+    RSS_GROWTH_KIB = 24 * 1024
+
+    def broker_options(self):
+        return QUARANTINE
+
+    def open_raw(self):
+        s = socket.create_connection(("127.0.0.1", self.broker.port), timeout=5)
+        self.on_cleanup(s.close)
+        return s
+
+    def test_first_packet_publish_refused_on_its_first_byte(self):
+        """20 connections each start with a PUBLISH announcing 60 MiB and
+        send 2 MiB of it: each is closed at once [MQTT-3.1.0-1], logged once,
+        nothing is buffered."""
+        honest = HonestPair(self, "first")
+        offset = self.broker.log_size()
+        base = self.broker.rss_kib()
+        sampler = RssSampler(self.broker)
+        outcomes = []
+        try:
+            for i in range(20):
+                s = self.open_raw()
+                head = b"\x30" + bytes([0x80, 0x80, 0x80, 0x1e]) + mqtt_str("t/%d" % i)
+                sent, how = flood(s, head + b"\x00" * (64 * 1024 - len(head)), 2 << 20)
+                outcomes.append(how)
+                s.close()
+            honest.round_trip()
+        finally:
+            peak = sampler.stop()
+        sys.stderr.write("[%s, peak +%d KiB] " % (outcomes[:3], peak - base))
+        self.assertLess(peak - base, self.RSS_GROWTH_KIB)
+        self.assertNotIn("done", outcomes, "a first-packet PUBLISH was read to its end")
+        lines = count_lines(self.broker, r"closed: first packet is not CONNECT", offset)
+        self.assertEqual(len(lines), 20, "\n".join(lines[:5]))
+
+    def test_connect_over_max_connect_size_refused_on_its_header(self):
+        """A CONNECT announcing 50 MiB (over max_connect_size, 327701 by
+        default: the largest a 3.1.1 CONNECT can be) is refused as soon as
+        its fixed header arrives."""
+        honest = HonestPair(self, "big")
+        offset = self.broker.log_size()
+        s = self.open_raw()
+        head = b"\x10" + bytes([0x80, 0x80, 0x80, 0x19]) + mqtt_str("MQTT") + b"\x04\x02\x00\x3c"
+        sent, how = flood(s, head + b"\x00" * (64 * 1024 - len(head)), 8 << 20)
+        self.assertNotEqual(how, "done", "a 50 MiB CONNECT was read to its end")
+        line = self.broker.wait_log(r"closed: CONNECT of \d+ bytes exceeds limits\.max_connect_size",
+                                    offset)
+        self.assertIsNotNone(line)
+        honest.round_trip()
+        self.assertEqual(len(count_lines(self.broker, r"exceeds limits\.max_connect_size",
+                                         offset)), 1)
+
+    def test_unfinished_connects_share_a_budget(self):
+        """100 connections each send 300,000 bytes of a 320,000-byte CONNECT
+        (30 MB in all) and stop: with max_unauthenticated_bytes at 1 MiB
+        the connections that would pass it are closed, the episode is logged
+        once, RSS stays bounded and an honest client connects and round-trips."""
+        honest = HonestPair(self, "budget")
+        offset = self.broker.log_size()
+        base = self.broker.rss_kib()
+        sampler = RssSampler(self.broker)
+        body_len = 320000
+        head = b"\x10" + bytes([body_len & 0x7f | 0x80, (body_len >> 7) & 0x7f | 0x80,
+                                body_len >> 14]) + mqtt_str("MQTT") + b"\x04\x02\x00\x3c"
+        socks = []
+        try:
+            for _ in range(100):
+                s = self.open_raw()
+                flood(s, head + b"\x00" * (300000 - len(head)), 300000)
+                socks.append(s)
+            # Everything sent has been read once an honest client gets through.
+            with RawClient(self.broker.port) as late:
+                self.assertEqual(late.connect("late-honest"), 0)
+            honest.round_trip()
+        finally:
+            peak = sampler.stop()
+        closed = 0
+        for s in socks:
+            s.settimeout(0.5)
+            try:
+                if s.recv(1) == b"":
+                    closed += 1
+            except socket.timeout:
+                pass
+            except OSError:
+                closed += 1
+        sys.stderr.write("[closed %d of 100, peak +%d KiB] " % (closed, peak - base))
+        self.assertLess(peak - base, self.RSS_GROWTH_KIB)
+        self.assertGreaterEqual(closed, 90, "connections over the budget were kept")
+        self.assertEqual(len(count_lines(self.broker, r"max_unauthenticated_bytes is", offset)), 1)
+        self.assertEqual(len(count_lines(self.broker, r"closed: input buffer over "
+                                         r"limits\.max_unauthenticated_bytes", offset)), closed)
+
+
 @skip_unless_wisp("max_queued_bytes_total is wisp's")
 class QueueTotalTest(BrokerTestCase):
     """Item 4: the queues of all sessions together are bounded."""

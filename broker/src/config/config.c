@@ -170,6 +170,11 @@ static const struct field limits_fields[] = {
 	/* A client over max_output_buffer is not read from; this long over it
 	 * and it is disconnected (redis: pubsub clients, 60 s soft limit). */
 	F_NUM(struct config_limits, FT_U32, "output_buffer_timeout", output_buffer_timeout, 1, 86400, 60),
+	/* The largest CONNECT MQTT 3.1/3.1.1 can carry: 4-byte fixed header,
+	 * 12-byte MQIsdp variable header, five strings of 2 + 65535 bytes. */
+	F_NUM(struct config_limits, FT_U32, "max_connect_size", max_connect_size, 16, 268435460, 327701),
+	F_NUM(struct config_limits, FT_U64, "max_unauthenticated_bytes", max_unauthenticated_bytes, 0,
+	      JSON_INT_MAX, 32u << 20),
 	F_NUM(struct config_limits, FT_U64, "max_queued_bytes_total", max_queued_bytes_total, 0, JSON_INT_MAX,
 	      256u << 20),
 	{0},

@@ -52,6 +52,8 @@ struct config_limits {
 	uint64_t max_retained_bytes;  /* default 0 = unlimited */
 	uint64_t memory_limit;        /* broker heap ceiling in bytes; default 0 = none */
 	uint32_t output_buffer_timeout; /* seconds a client may stay over max_output_buffer; default 60 */
+	uint32_t max_connect_size;    /* bytes of a CONNECT before authentication; default 327701 (3.1.1 maximum) */
+	uint64_t max_unauthenticated_bytes; /* input held by connections before CONNECT, broker-wide; default 32 MiB */
 	uint64_t max_queued_bytes_total; /* queued QoS 1/2 bytes of all sessions; default 256 MiB */
 };
 

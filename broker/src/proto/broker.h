@@ -49,6 +49,7 @@ struct broker_stats {
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t keepalive_expired;
 	uint64_t output_stalled;     /* clients disconnected for staying over max_output_buffer */
+	uint64_t unauth_refused;     /* closed before CONNECT by max_connect_size or max_unauthenticated_bytes */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -106,6 +107,7 @@ struct broker {
 	uint32_t route_gen;          /* wraps; collect() checks the slot too */
 	size_t route_gen_count;     /* entries used in route[] this publish */
 	uint64_t id_seq;             /* for assigned client ids */
+	bool unauth_over;            /* max_unauthenticated_bytes episode, logged once */
 };
 
 /* Builds the broker and opens every listener. 0, or a negative WISP_E* with

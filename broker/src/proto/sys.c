@@ -125,6 +125,7 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/heap/maximum", st->heap_max);
 	publish_u64(b, "$SYS/broker/store/messages/count", stored);
 	publish_u64(b, "$SYS/broker/limits/output_stalled", s->output_stalled);
+	publish_u64(b, "$SYS/broker/limits/unauthenticated_refused", s->unauth_refused);
 	publish_u64(b, "$SYS/broker/limits/queued_bytes_total_dropped", delivery_totals()->dropped);
 
 	if (interval > 0) {

@@ -18,7 +18,9 @@
  * that sends requests and never reads the answers holds at most the bound
  * plus one packet's answers; one that stays over it for
  * limits.output_buffer_timeout seconds is disconnected (CONN_OUT_STALLED
- * while that timer runs).
+ * while that timer runs). Before CONNECT, the partial input buffers of all
+ * connections together are bounded by limits.max_unauthenticated_bytes,
+ * tracked in conn_set.unauth_bytes.
  */
 #ifndef WISP_SESSION_CONN_H
 #define WISP_SESSION_CONN_H
@@ -66,6 +68,7 @@ struct conn_set {
 	struct list_node closing; /* to free after this turn */
 	struct list_node read_more; /* decrypted input left when the read budget ran out */
 	size_t count;
+	size_t unauth_bytes;      /* input buffers of connections before CONN_ACTIVE */
 };
 
 /* Where a connection's output stands against max_output_buffer. */
@@ -102,6 +105,7 @@ struct conn {
 	uint32_t held_acks;       /* acks waiting for an fsync (proto/persist.c) */
 	struct conn_addr peer;    /* formatted only when logged */
 	uint8_t output_state;     /* enum conn_out_state; 240 -> 248 bytes, the same 256-byte malloc chunk */
+	bool input_counted;       /* rcap is counted in set->unauth_bytes */
 };
 
 /* Allocates a connection around `t` (taking it). NULL when out of memory
@@ -134,6 +138,14 @@ int conn_send_publish(struct conn *c, struct msg *m, uint8_t qos, bool retain, b
 		      uint16_t packet_id);
 /* Marks the connection dirty so the loop flushes it before sleeping. */
 void conn_mark_dirty(struct conn *c);
+
+/* Input bytes held by a connection before it is CONN_ACTIVE count towards
+ * set->unauth_bytes; call with the buffer's new capacity before rcap takes
+ * it (only counted while the connection is unauthenticated). */
+void conn_account_rbuf(struct conn *c, size_t new_cap);
+/* Stops counting the connection's buffer (it left the unauthenticated
+ * states: CONNECT accepted, or closing). Idempotent. */
+void conn_unauth_release(struct conn *c);
 
 /*
  * Starts closing: stops reading, keeps already-queued output for one last
