@@ -303,6 +303,11 @@ class BeforeConnectTest(BrokerTestCase):
             with RawClient(self.broker.port) as late:
                 self.assertEqual(late.connect("late-honest"), 0)
             honest.round_trip()
+            # Bounded wait until the broker has judged every connection.
+            deadline = time.monotonic() + 10
+            while (len(count_lines(self.broker, r"max_unauthenticated_bytes before", offset)) < 90
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
         finally:
             peak = sampler.stop()
         closed = 0
@@ -368,11 +373,13 @@ class QueueTotalTest(BrokerTestCase):
         watcher = self.raw("sys-watch", keepalive=0)
         self.assertEqual(watcher.subscribe([("$SYS/broker/limits/queued_bytes_total_dropped", 0)]),
                          [0])
+        # $SYS is published every second: wait (bounded) for the final count.
+        expected = 3 * self.MESSAGES - kept
         deadline = time.monotonic() + 10
-        value = 0
-        while value == 0 and time.monotonic() < deadline:
+        value = None
+        while value != expected and time.monotonic() < deadline:
             value = int(watcher.recv_publish(timeout=5).payload)
-        self.assertEqual(value, 3 * self.MESSAGES - kept)
+        self.assertEqual(value, expected)
 
 
 @skip_unless_wisp("wisp's defaults")
