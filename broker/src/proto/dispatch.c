@@ -160,7 +160,7 @@ static ssize_t process(struct broker *b, struct conn *c, const uint8_t *buf, siz
 		}
 		const char *why = NULL;
 		int rc = dispatch(b, c, &p, &why);
-		if (c->state != CONN_AWAIT_CONNECT)
+		if (c->input_counted && c->state != CONN_AWAIT_CONNECT)
 			conn_unauth_release(c); /* accepted (or closed): no longer a stranger's bytes */
 		if (rc == WISP_EAGAIN) {
 			/* A CONNECT waiting for its password check: keep it and
@@ -196,7 +196,7 @@ static int unauth_budget(struct broker *b, struct conn *c, size_t cap)
 	uint64_t budget = b->cfg->limits.max_unauthenticated_bytes;
 	if (budget == 0 || (c->state != CONN_AWAIT_CONNECT && c->state != CONN_HANDSHAKE) || cap <= c->rcap)
 		return 0;
-	size_t total = c->set->unauth_bytes - c->rcap + cap;
+	size_t total = c->set->unauth_bytes - (c->input_counted ? c->rcap : 0) + cap;
 	if (total <= budget) {
 		if (b->unauth_over && total <= budget / 2) {
 			b->unauth_over = false;
