@@ -111,6 +111,18 @@ def flood(s, unit, total, block_timeout=1.0):
     return sent, "done"
 
 
+def wait_sys(case, topic, expected, timeout=10):
+    """Subscribes to a $SYS counter (sys_interval must be 1) and waits,
+    bounded, until it reads `expected`; asserts the last value read."""
+    watcher = case.raw(None, keepalive=0)
+    case.assertEqual(watcher.subscribe([(topic, 0)]), [0])
+    deadline = time.monotonic() + timeout
+    value = None
+    while value != expected and time.monotonic() < deadline:
+        value = int(watcher.recv_publish(timeout=5).payload)
+    case.assertEqual(value, expected, topic)
+
+
 def count_lines(broker, pattern, offset=0):
     rx = re.compile(pattern, re.I)
     return [ln for ln in broker.log_since(offset).splitlines() if rx.search(ln)]
@@ -148,7 +160,7 @@ class OutputFloodTest(BrokerTestCase):
     RSS_GROWTH_KIB = 24 * 1024
 
     def broker_options(self):
-        return QUARANTINE
+        return dict(QUARANTINE, config={"sys_interval": 1})
 
     def run_attack(self, name, unit, attack_bytes=ATTACK_BYTES):
         honest = HonestPair(self, name)
@@ -178,6 +190,7 @@ class OutputFloodTest(BrokerTestCase):
         self.assertIsNotNone(reason, "the flooding client was not disconnected")
         lines = count_lines(self.broker, r"flood-%s.*output over" % name, offset)
         self.assertEqual(len(lines), 1, "reason logged %d times" % len(lines))
+        wait_sys(self, "$SYS/broker/limits/output_stalled", 1)
         self.assert_broker_alive()
 
     def test_pingreq_flood_without_reading(self):
@@ -232,7 +245,7 @@ class BeforeConnectTest(BrokerTestCase):
     RSS_GROWTH_KIB = 24 * 1024
 
     def broker_options(self):
-        return QUARANTINE
+        return dict(QUARANTINE, config={"sys_interval": 1})
 
     def open_raw(self):
         s = socket.create_connection(("127.0.0.1", self.broker.port), timeout=5)
@@ -291,6 +304,7 @@ class BeforeConnectTest(BrokerTestCase):
         honest.round_trip()
         self.assertEqual(len(count_lines(self.broker, r"exceeds limits\.max_connect_size",
                                          offset)), 1)
+        wait_sys(self, "$SYS/broker/limits/unauthenticated_refused", 1)
 
     def test_unfinished_connects_share_a_budget(self):
         """100 connections each send 300,000 bytes of a 320,000-byte CONNECT
@@ -337,6 +351,7 @@ class BeforeConnectTest(BrokerTestCase):
         self.assertEqual(len(count_lines(self.broker, r"max_unauthenticated_bytes is", offset)), 1)
         self.assertEqual(len(count_lines(self.broker, r"closed: input buffer over "
                                          r"limits\.max_unauthenticated_bytes", offset)), closed)
+        wait_sys(self, "$SYS/broker/limits/unauthenticated_refused", closed)
 
 
 @skip_unless_wisp("max_queued_bytes_total is wisp's")
