@@ -26,15 +26,18 @@ in VmRSS; a 4 MiB quarantine keeps the figures about the broker's own memory.
 
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import (CONNACK, PINGREQ_PKT, PUBREL, BrokerTestCase, Closed,  # noqa: E402
-                      RawClient, ack_pkt, connect_pkt, main, mqtt_str, packet, publish_pkt,
-                      skip_unless_wisp)
+                      RawClient, ack_pkt, client_tls_context, connect_pkt, main, make_certs,
+                      mqtt_str, publish_pkt, skip_unless_wisp, subscribe_pkt)
 
 QUARANTINE = {"asan_options": "quarantine_size_mb=4"}
 OUTPUT_BOUND = 65536
@@ -70,13 +73,16 @@ class RssSampler:
         return self.peak
 
 
-def unread_socket(port, client_id, keepalive=0):
+def unread_socket(port, client_id, keepalive=0, tls=None):
     """A connected MQTT client socket that will never read again; its
-    receive buffer is small so its window closes quickly."""
+    receive buffer is small so its window closes quickly. tls: an
+    ssl.SSLContext to speak MQTT over TLS."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(5)
     s.connect(("127.0.0.1", port))
+    if tls is not None:
+        s = tls.wrap_socket(s, server_hostname="localhost")
     s.sendall(connect_pkt(client_id, keepalive=keepalive))
     ack = b""
     while len(ack) < 4:
@@ -88,12 +94,13 @@ def unread_socket(port, client_id, keepalive=0):
     return s
 
 
-def flood(s, unit, total, block_timeout=1.0):
+def flood(s, unit, total, block_timeout=1.0, write_size=65536):
     """Sends `unit` repeatedly (never a partial packet boundary lost), up to
-    `total` bytes. Returns (bytes sent, how it ended): "blocked" when the
-    broker stopped reading for block_timeout seconds, "closed" when it
-    closed the connection, "done" when everything went through."""
-    chunk = unit * max(1, 65536 // len(unit))
+    `total` bytes, in writes of about write_size bytes. Returns (bytes sent,
+    how it ended): "blocked" when the broker stopped reading for
+    block_timeout seconds, "closed" when it closed the connection, "done"
+    when everything went through."""
+    chunk = unit * max(1, write_size // len(unit))
     pending = memoryview(chunk)
     sent = 0
     s.settimeout(block_timeout)
@@ -114,7 +121,7 @@ def flood(s, unit, total, block_timeout=1.0):
 def wait_sys(case, topic, expected, timeout=10):
     """Subscribes to a $SYS counter (sys_interval must be 1) and waits,
     bounded, until it reads `expected`; asserts the last value read."""
-    watcher = case.raw(None, keepalive=0)
+    watcher = case.raw(None, keepalive=0, tls=getattr(case, "client_tls", None))
     case.assertEqual(watcher.subscribe([(topic, 0)]), [0])
     deadline = time.monotonic() + timeout
     value = None
@@ -135,9 +142,10 @@ class HonestPair:
     def __init__(self, case, name):
         self.case = case
         self.topic = "honest/%s" % name
-        self.sub = case.raw("honest-sub-%s" % name, keepalive=0)
+        tls = getattr(case, "client_tls", None)
+        self.sub = case.raw("honest-sub-%s" % name, keepalive=0, tls=tls)
         case.assertEqual(self.sub.subscribe([(self.topic, 1)]), [1])
-        self.pub = case.raw("honest-pub-%s" % name, keepalive=0)
+        self.pub = case.raw("honest-pub-%s" % name, keepalive=0, tls=tls)
         self.n = 0
 
     def round_trip(self):
@@ -169,7 +177,8 @@ class OutputFloodTest(BrokerTestCase):
         base = self.broker.rss_kib()
         sampler = RssSampler(self.broker)
         try:
-            s = unread_socket(self.broker.port, "flood-%s" % name)
+            s = unread_socket(self.broker.port, "flood-%s" % name,
+                              tls=getattr(self, "client_tls", None))
             self.on_cleanup(s.close)
             sent, how = flood(s, unit, attack_bytes)
             # The broker stopped reading this client; the others are served.
@@ -209,6 +218,33 @@ class OutputFloodTest(BrokerTestCase):
         self.run_attack("publish", publish_pkt("n", b"", qos=1, pid=9), 24 << 20)
 
 
+@skip_unless_wisp("output_buffer_timeout and the paused input are wisp's")
+@unittest.skipIf(shutil.which("openssl") is None, "the openssl command-line tool is required")
+class TlsOutputFloodTest(OutputFloodTest):
+    """The same over TLS, where decrypted input can wait inside the
+    transport while reading is paused and must be read when it resumes."""
+
+    certs = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.certs = make_certs(tempfile.mkdtemp(prefix="wisp-e2e-certs-"))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.certs, ignore_errors=True)
+
+    def broker_options(self):
+        self.client_tls = client_tls_context(os.path.join(self.certs, "ca.crt"))
+        tls = {"cert": os.path.join(self.certs, "server.crt"),
+               "key": os.path.join(self.certs, "server.key")}
+        return dict(super().broker_options(), listener={"protocol": "mqtts", "tls": tls})
+
+    # PUBREL and PUBLISH over TLS add nothing the PINGREQ case does not show.
+    test_pubrel_flood_without_reading = None
+    test_qos1_publish_flood_without_reading = None
+
+
 class SlowSubscriberTest(BrokerTestCase):
     """A subscriber briefly over max_output_buffer is paused, not cut."""
 
@@ -233,6 +269,78 @@ class SlowSubscriberTest(BrokerTestCase):
         self.assertEqual(got, list(range(self.MESSAGES)))
         self.assertTrue(sub.is_open(), "the slow subscriber was disconnected")
         self.assertEqual(count_lines(self.broker, r"slow-sub.*disconnected", offset), [])
+
+
+class ResumeTest(BrokerTestCase):
+    """A paused client that starts reading again is resumed without losing
+    a packet. The smallest output bound makes the broker pause in the middle
+    of every read, so whole packets wait in the carried buffer when the
+    socket is already empty: they must be handled on resume, not when more
+    bytes arrive (which they never do here)."""
+
+    LIMITS = {"max_output_buffer": 1024, "output_buffer_timeout": 30}
+    EXACT = True
+
+    def test_paused_client_resumes_and_gets_every_answer(self):
+        """A client floods PINGREQ without reading until the broker stops
+        reading it, then reads: it gets one PINGRESP per PINGREQ sent
+        [MQTT-3.12.4-1], none lost across the pause, then the SUBACK of a
+        SUBSCRIBE sent last, and stays connected."""
+        s = unread_socket(self.broker.port, "resume", tls=getattr(self, "client_tls", None))
+        self.on_cleanup(s.close)
+        offset = self.broker.log_size()
+        # Small writes: over TLS a write cut by the timeout is not counted.
+        sent, how = flood(s, PINGREQ_PKT, 8 << 20, write_size=2048)
+        self.assertEqual(how, "blocked")
+        s.settimeout(10)
+        stream = bytearray()
+        deadline = time.monotonic() + 60
+        while len(stream) < sent and time.monotonic() < deadline:
+            chunk = s.recv(1 << 20)
+            self.assertTrue(chunk, "closed after %d of %d bytes" % (len(stream), sent))
+            stream += chunk
+        # The broker reads again: a last packet marks the end of the stream.
+        s.sendall(subscribe_pkt(77, [("resume/t", 0)]))
+        suback = bytes([0x90, 0x03, 0x00, 77, 0x00])
+        while not stream.endswith(suback) and time.monotonic() < deadline:
+            chunk = s.recv(1 << 20)
+            self.assertTrue(chunk, "closed after %d bytes" % len(stream))
+            stream += chunk
+        self.assertTrue(stream.endswith(suback), "no SUBACK after the PINGRESPs")
+        answers = bytes(stream[:-len(suback)])
+        self.assertEqual(answers, PINGREQ_PKT.replace(b"\xc0", b"\xd0") * (len(answers) // 2),
+                         "answers are not all PINGRESP")
+        # Over TCP every byte sent was counted; over TLS the last write cut
+        # by the timeout may have gone through uncounted.
+        self.assertGreaterEqual(len(answers), sent)
+        self.assertLess(len(answers), sent + (0 if self.EXACT else 2 * 2048) + 1)
+        s.sendall(PINGREQ_PKT)
+        self.assertEqual(s.recv(2), b"\xd0\x00")
+        self.assertEqual(count_lines(self.broker, r"resume.*disconnected", offset), [])
+
+
+@skip_unless_wisp("TLS listeners as wisp configures them")
+@unittest.skipIf(shutil.which("openssl") is None, "the openssl command-line tool is required")
+class TlsResumeTest(ResumeTest):
+    """The same over TLS: decrypted PINGREQs wait inside the transport as
+    well as in the carried buffer while reading is paused."""
+
+    EXACT = False
+    certs = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.certs = make_certs(tempfile.mkdtemp(prefix="wisp-e2e-certs-"))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.certs, ignore_errors=True)
+
+    def broker_options(self):
+        self.client_tls = client_tls_context(os.path.join(self.certs, "ca.crt"))
+        tls = {"cert": os.path.join(self.certs, "server.crt"),
+               "key": os.path.join(self.certs, "server.key")}
+        return {"listener": {"protocol": "mqtts", "tls": tls}}
 
 
 @skip_unless_wisp("max_connect_size and max_unauthenticated_bytes are wisp's")
