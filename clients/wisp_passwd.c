@@ -297,6 +297,19 @@ static int check_username(const char *user)
 		fprintf(stderr, "Error: Username longer than %u bytes.\n", PASSWD_USERNAME_MAX);
 		return -1;
 	}
+	if (user[0] == '#') {
+		/* The broker would read the line as a comment: the user could
+		 * never log in, and -D could not find it again. */
+		fprintf(stderr, "Error: Username must not start with '#'.\n");
+		return -1;
+	}
+	/* Whatever else the broker's loader refuses: a file it cannot load
+	 * locks everyone out at the next start or reload. */
+	char why[128];
+	if (passwd_check_username(user, strlen(user), why, sizeof why) != 0) {
+		fprintf(stderr, "Error: Username refused: %s.\n", why);
+		return -1;
+	}
 	return 0;
 }
 

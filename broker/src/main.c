@@ -28,9 +28,14 @@ struct signals {
 	const char *config_path; /* NULL: the embedded default, nothing to reload */
 };
 
-/* SIGHUP: re-read the file; broker_reload applies it or keeps the old one. */
+/* SIGHUP: reopen the log file, then re-read the configuration file;
+ * broker_reload applies it or keeps the old one. */
 static void reload(struct signals *sig)
 {
+	/* First, and whatever becomes of the new configuration: logrotate has
+	 * renamed the file and expects the next line in a new one. */
+	if (log_reopen() != 0)
+		log_msg(LOG_WARNING, "main", "SIGHUP: cannot reopen the log file; still writing to the old one");
 	if (!sig->config_path || !sig->b) {
 		log_msg(LOG_NOTICE, "main", "SIGHUP: running on the embedded default, nothing to reload");
 		return;
@@ -159,6 +164,12 @@ int main(int argc, char **argv)
 	if (check_path) {
 		if (config_load(check_path, &cfg, err, sizeof err) != 0) {
 			fprintf(stderr, "%s\n", err);
+			return 1;
+		}
+		/* What start-up would refuse, the check refuses, in the same words. */
+		if (broker_check_tls(cfg, err, sizeof err) != 0) {
+			fprintf(stderr, "%s\n", err);
+			config_free(cfg);
 			return 1;
 		}
 		printf("%s: configuration OK\n", check_path);

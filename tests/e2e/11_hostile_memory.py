@@ -505,7 +505,7 @@ class QueueTotalTest(BrokerTestCase):
         self.assertLessEqual(kept * self.PAYLOAD, (1 << 20) + 3 * 20 * self.PAYLOAD)
         self.assertGreater(kept, 0)
         watcher = self.raw("sys-watch", keepalive=0)
-        self.assertEqual(watcher.subscribe([("$SYS/broker/limits/queued_bytes_total_dropped", 0)]),
+        self.assertEqual(watcher.subscribe([("$SYS/broker/messages/dropped/queue_total", 0)]),
                          [0])
         # $SYS is published every second: wait (bounded) for the final count.
         expected = 3 * self.MESSAGES - kept

@@ -119,10 +119,13 @@ static struct msg *mk(const char *payload, uint8_t qos)
 	return m;
 }
 
+/* The reason of the last drop by offer() (DROP_REASON_COUNT: none yet). */
+static enum drop_reason last_why = DROP_REASON_COUNT;
+
 static enum delivery_result offer(const struct delivery_limits *lim, const char *payload, uint8_t qos)
 {
 	struct msg *m = mk(payload, qos);
-	enum delivery_result r = delivery_offer(s, lim, m, qos, false);
+	enum delivery_result r = delivery_offer(s, lim, m, qos, false, &last_why);
 	msg_unref(m);
 	return r;
 }
@@ -232,8 +235,20 @@ static void test_offline_queue_is_bounded_by_count(void)
 	CU_ASSERT_EQUAL(offer(&lim, "a", 1), DELIVERY_QUEUED);
 	CU_ASSERT_EQUAL(offer(&lim, "b", 2), DELIVERY_QUEUED);
 	CU_ASSERT_EQUAL(offer(&lim, "c", 1), DELIVERY_DROPPED);
+	CU_ASSERT_EQUAL(last_why, DROP_QUEUE_FULL);
 	CU_ASSERT_EQUAL(s->queued_count, 2);
 	CU_ASSERT_EQUAL(s->dropped, 1);
+}
+
+/* config/README.md: max_queued_messages 0 means no count bound. */
+static void test_offline_queue_zero_means_unlimited(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 5, .max_queued = 0, .max_output = 1u << 20};
+	detach();
+	for (int i = 0; i < 2000; i++)
+		CU_ASSERT_EQUAL(offer(&lim, "m", 1), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(s->queued_count, 2000);
+	CU_ASSERT_EQUAL(s->dropped, 0);
 }
 
 static void test_offline_queue_is_bounded_by_bytes(void)
@@ -242,9 +257,11 @@ static void test_offline_queue_is_bounded_by_bytes(void)
 	const struct delivery_limits lim = {
 		.max_inflight = 5, .max_queued = 100, .max_queued_bytes = 2 * msg_size(m) + 1, .max_output = 1u << 20};
 	detach();
-	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false), DELIVERY_QUEUED);
-	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false), DELIVERY_QUEUED);
-	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false), DELIVERY_DROPPED);
+	enum drop_reason why = DROP_REASON_COUNT;
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_DROPPED);
+	CU_ASSERT_EQUAL(why, DROP_QUEUE_BYTES);
 	CU_ASSERT_EQUAL(s->queued_bytes, 2 * msg_size(m));
 	CU_ASSERT_EQUAL(m->refcnt, 3); /* ours plus one per queued entry: shared, not copied */
 	msg_unref(m);
@@ -260,12 +277,15 @@ static void test_qos0_dropped_when_offline_or_output_full(void)
 		enum delivery_result r = offer(&lim, "payload", 0);
 		sent += r == DELIVERY_SENT;
 		dropped += r == DELIVERY_DROPPED;
+		if (r == DELIVERY_DROPPED)
+			CU_ASSERT_EQUAL(last_why, DROP_OUTPUT_FULL);
 	}
 	CU_ASSERT(sent > 0 && sent < 50);
 	CU_ASSERT_EQUAL(sent + dropped, 50);
 	CU_ASSERT(c->out.bytes < 64 + 32); /* bounded by the cap plus one message */
 	detach();
 	CU_ASSERT_EQUAL(offer(&lim, "late", 0), DELIVERY_DROPPED);
+	CU_ASSERT_EQUAL(last_why, DROP_OFFLINE_QOS0);
 }
 
 /* Output over the cap: QoS 1 waits in the queue instead of the output. */
@@ -315,6 +335,42 @@ static void test_resume_resends_window_with_dup_then_queue(void)
 	CU_ASSERT_STRING_EQUAL(w.payload[0], "q3");
 	CU_ASSERT_STRING_EQUAL(w.payload[1], "q4");
 	CU_ASSERT(!w.dup[0] && !w.dup[1]);
+}
+
+static bool keep_not_x(void *ctx, const struct session *sess, const struct msg *m)
+{
+	(void)ctx;
+	(void)sess;
+	return msg_payload(m)[0] != 'x';
+}
+
+/* An access re-check removes refused messages from the window and the
+ * queue, keeps a QoS 2 message past PUBREC (delivered already), counts
+ * what it removed, and what is left resumes in order. */
+static void test_filter_removes_refused_queued_and_inflight(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 3, .max_queued = 10, .max_output = 1u << 20};
+	CU_ASSERT_EQUAL(offer(&lim, "x-rec", 2), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(offer(&lim, "x-fly", 1), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(offer(&lim, "ok-1", 1), DELIVERY_SENT);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, w.id[0]), 0); /* x-rec: only its PUBREL is left */
+	detach();
+	CU_ASSERT_EQUAL(offer(&lim, "x-q", 1), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(offer(&lim, "ok-2", 1), DELIVERY_QUEUED);
+	uint64_t dropped = s->dropped;
+	CU_ASSERT_EQUAL(delivery_filter(s, keep_not_x, NULL), 2);
+	CU_ASSERT_EQUAL(s->dropped, dropped + 2);
+	CU_ASSERT_EQUAL(s->inflight_count, 2);
+	CU_ASSERT_EQUAL(s->queued_count, 1);
+	attach();
+	delivery_resume(s, &lim);
+	w = flush_and_decode();
+	CU_ASSERT_EQUAL_FATAL(w.n, 3);
+	CU_ASSERT_EQUAL(w.type[0], MQTT_PKT_PUBREL);
+	CU_ASSERT_STRING_EQUAL(w.payload[1], "ok-1");
+	CU_ASSERT(w.dup[1]);
+	CU_ASSERT_STRING_EQUAL(w.payload[2], "ok-2");
 }
 
 /* [MQTT-4.3.3-2] inbound QoS 2: an id is held from PUBLISH until PUBREL. */
@@ -392,12 +448,14 @@ static void test_total_queued_bytes_bound_all_sessions(void)
 	uint64_t queued0 = t->queued_bytes, dropped0 = t->dropped;
 	struct session *s2 = sess_create(&tab, "sub2", 4, false);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(s2);
+	enum drop_reason why = DROP_REASON_COUNT;
 	detach(); /* both offline: everything queues */
-	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false), DELIVERY_QUEUED);
-	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false), DELIVERY_QUEUED);
-	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false), DELIVERY_QUEUED);
-	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false), DELIVERY_DROPPED);
-	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false), DELIVERY_DROPPED);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false, &why), DELIVERY_DROPPED);
+	CU_ASSERT_EQUAL(why, DROP_QUEUE_TOTAL);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_DROPPED);
 	CU_ASSERT_EQUAL(t->queued_bytes - queued0, 3 * msg_size(m));
 	CU_ASSERT_EQUAL(t->dropped - dropped0, 2);
 	CU_ASSERT(t->full);
@@ -406,7 +464,7 @@ static void test_total_queued_bytes_bound_all_sessions(void)
 	sess_destroy(&tab, tree, s);
 	s = NULL;
 	CU_ASSERT_EQUAL(t->queued_bytes - queued0, msg_size(m));
-	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false, &why), DELIVERY_QUEUED);
 	CU_ASSERT(!t->full);
 	sess_destroy(&tab, tree, s2);
 	CU_ASSERT_EQUAL(t->queued_bytes, queued0);
@@ -453,11 +511,13 @@ static CU_TestInfo delivery_tests[] = {
 	{"an ack of the wrong kind matches nothing", test_ack_of_the_wrong_kind_matches_nothing},
 	{"packet ids wrap and skip ids in use [MQTT-2.3.1-2]", test_packet_ids_wrap_and_skip_ids_in_use},
 	{"offline queue bounded by count", test_offline_queue_is_bounded_by_count},
+	{"offline queue: max_queued 0 means unlimited", test_offline_queue_zero_means_unlimited},
 	{"offline queue bounded by bytes, messages shared", test_offline_queue_is_bounded_by_bytes},
 	{"QoS 0 dropped when offline or output full", test_qos0_dropped_when_offline_or_output_full},
 	{"QoS 1 queues while output is full, then drains", test_qos1_queues_while_output_is_full_then_drains},
 	{"resume re-sends window with DUP, then queue [MQTT-4.4.0-1]", test_resume_resends_window_with_dup_then_queue},
 	{"inbound QoS 2 ids held until PUBREL [MQTT-4.3.3-2]", test_inbound_qos2_ids_held_until_pubrel},
+	{"filter removes refused queued and in-flight messages", test_filter_removes_refused_queued_and_inflight},
 	{"control packets share items, counted and in order", test_control_packets_share_items_and_keep_order},
 	{"max_queued_bytes_total bounds all sessions together", test_total_queued_bytes_bound_all_sessions},
 	{"input before CONNECT counted until CONNECT or close", test_unauthenticated_input_is_counted_until_connect},

@@ -276,6 +276,80 @@ static void test_check_line_for_upgrade(void)
 	CU_ASSERT_EQUAL(passwd_check_line("a:plain", 7, err, sizeof err), WISP_EINVAL);
 }
 
+/* An unknown user is verified at the highest iteration count in the file,
+ * wherever that line is, so a refusal for a user that does not exist takes
+ * as long as one for the dearest user that does (no enumeration by timing). */
+static void test_unknown_user_costs_the_highest_iteration_count(void)
+{
+	static const struct {
+		const char *doc;
+		unsigned want;
+	} cases[] = {
+		{"", 0},
+		{"a:$pbkdf2-sha512$5$c2FsdHNhbHQ=$c2FsdHNhbHRzYWx0c2FsdA==\n", 5},
+		{"a:$pbkdf2-sha512$1$c2FsdHNhbHQ=$c2FsdHNhbHRzYWx0c2FsdA==\n"
+		 "b:$7$900$c2FsdHNhbHQ=$c2FsdHNhbHRzYWx0c2FsdA==\n"
+		 "c:$pbkdf2-sha512$3$c2FsdHNhbHQ=$c2FsdHNhbHRzYWx0c2FsdA==\n",
+		 900},
+		{"# the dearest user last\n"
+		 "a:$pbkdf2-sha512$2$c2FsdHNhbHQ=$c2FsdHNhbHRzYWx0c2FsdA==\n"
+		 "b:$pbkdf2-sha512$40$c2FsdHNhbHQ=$c2FsdHNhbHRzYWx0c2FsdA==\n",
+		 40},
+		{"a:$pbkdf2-sha512$70$c2FsdHNhbHQ=$c2FsdHNhbHRzYWx0c2FsdA==\n"
+		 "b:$pbkdf2-sha512$8$c2FsdHNhbHQ=$c2FsdHNhbHRzYWx0c2FsdA==\n",
+		 70},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct passwd_db *db = parse_ok(cases[i].doc);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+		CU_ASSERT_EQUAL(passwd_unknown_user_iterations(db), cases[i].want);
+		CU_ASSERT_FALSE(passwd_verify(db, "nobody", 6, "x", 1));
+		passwd_free(db);
+	}
+}
+
+/* What wisp_passwd must refuse: user names the loader cannot read back. */
+static void test_user_names_the_loader_cannot_read_back(void)
+{
+	static const struct {
+		const char *user;
+		const char *err; /* NULL: accepted */
+	} cases[] = {
+		{"alice", NULL},
+		{"a#b", NULL},
+		{" alice", NULL},
+		{"#alice", "user name starts with '#' (the line would be read as a comment)"},
+		{"", "empty user name"},
+		{"a:b", "':' in user name (it ends the name in the file)"},
+		{"a\nb", "control character in user name"},
+		{"a\rb", "control character in user name"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char err[128] = "";
+		int rc = passwd_check_username(cases[i].user, strlen(cases[i].user), err, sizeof err);
+		if (!cases[i].err) {
+			CU_ASSERT_EQUAL(rc, 0);
+			/* and the loader really reads it back */
+			char line[PASSWD_LINE_MAX];
+			snprintf(line, sizeof line, "%s:$pbkdf2-sha512$5$c2FsdHNhbHQ=$c2FsdHNhbHRzYWx0c2FsdA==\n",
+				 cases[i].user);
+			struct passwd_db *db = parse_ok(line);
+			CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+			CU_ASSERT_TRUE(passwd_has_user(db, cases[i].user, strlen(cases[i].user)));
+			passwd_free(db);
+		} else {
+			CU_ASSERT_EQUAL(rc, WISP_EINVAL);
+			CU_ASSERT_STRING_EQUAL(err, cases[i].err);
+		}
+	}
+	char long_name[PASSWD_USERNAME_MAX + 2];
+	memset(long_name, 'x', sizeof long_name - 1);
+	long_name[sizeof long_name - 1] = '\0';
+	char err[128];
+	CU_ASSERT_EQUAL(passwd_check_username(long_name, strlen(long_name), err, sizeof err), WISP_EINVAL);
+	CU_ASSERT_EQUAL(passwd_check_username(long_name, PASSWD_USERNAME_MAX, err, sizeof err), 0);
+}
+
 static void test_out_of_memory_at_every_allocation(void)
 {
 	char doc[4096];
@@ -318,6 +392,8 @@ static CU_TestInfo passwd_tests[] = {
 	{"many users round trip through a file", test_many_users_round_trip_through_a_file},
 	{"check_line tells hashed from plain", test_check_line_for_upgrade},
 	{"example config/passwd", test_example_passwd_file},
+	{"unknown user costs the highest iteration count", test_unknown_user_costs_the_highest_iteration_count},
+	{"user names the loader cannot read back", test_user_names_the_loader_cannot_read_back},
 	{"out of memory at every allocation", test_out_of_memory_at_every_allocation},
 	CU_TEST_INFO_NULL,
 };

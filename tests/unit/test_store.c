@@ -25,6 +25,7 @@
 #include "log.h"
 #include "scan.h"
 #include "store.h"
+#include "store_int.h" /* the log fd, to make its disk fail */
 
 #define S(lit) ((struct store_str){(lit), sizeof(lit) - 1})
 #define B(lit) ((struct store_bytes){(const uint8_t *)(lit), sizeof(lit) - 1})
@@ -1015,6 +1016,153 @@ static void test_fsync_no_never_claims_durability_but_data_is_in_os(void)
 	trace_free(&want);
 }
 
+/* ---- a failing disk: nothing sticky, nothing lost ---- */
+
+/* Points the store's log fd at `fd` (a failing file); returns the saved
+ * real one for restore_log(). */
+static int swap_log(struct store *s, int fd)
+{
+	int saved = dup(s->log_fd);
+	CU_ASSERT_FATAL(saved >= 0);
+	CU_ASSERT_FATAL(dup2(fd, s->log_fd) == s->log_fd);
+	return saved;
+}
+
+static void restore_log(struct store *s, int saved)
+{
+	CU_ASSERT_FATAL(dup2(saved, s->log_fd) == s->log_fd);
+	close(saved);
+}
+
+static void test_failed_write_keeps_records_and_retry_writes_them_once(void)
+{
+	struct trace t = {0}, want = {0};
+	struct store_stats st;
+	struct store *s = open_load(STORE_FSYNC_EVERYSEC, &t, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+	append_all(s, samples, 3);
+	CU_ASSERT_EQUAL(store_flush(s), 0);
+	CU_ASSERT_EQUAL(store_written_seq(s), 3);
+
+	int full = open("/dev/full", O_WRONLY | O_CLOEXEC);
+	CU_ASSERT_FATAL(full >= 0);
+	int saved = swap_log(s, full);
+	append_all(s, samples + 3, NSAMPLES - 3);
+	/* ENOSPC: the records stay buffered and are not called written. */
+	for (int i = 0; i < 3; i++) {
+		CU_ASSERT_EQUAL(store_flush(s), WISP_EIO);
+		CU_ASSERT_TRUE(store_write_failing(s));
+		CU_ASSERT_EQUAL(store_error(s), WISP_EIO);
+		CU_ASSERT_EQUAL(store_written_seq(s), 3);
+		if (i == 0) /* later: /dev/full cannot be truncated either */
+			CU_ASSERT_EQUAL(store_last_errno(s), ENOSPC);
+	}
+	store_get_stats(s, &st);
+	CU_ASSERT_EQUAL(st.write_errors, 3);
+	/* Appends go on meanwhile; they join the buffered ones. */
+	CU_ASSERT_EQUAL(store_append(s, &samples[0]), 0);
+	/* Compaction waits for the buffer to reach the log first. */
+	CU_ASSERT_EQUAL(store_compact(s, emit_live, NULL), WISP_EIO);
+
+	restore_log(s, saved);
+	close(full);
+	CU_ASSERT_EQUAL(store_flush(s), 0);
+	CU_ASSERT_FALSE(store_write_failing(s));
+	CU_ASSERT_EQUAL(store_error(s), 0);
+	CU_ASSERT_EQUAL(store_written_seq(s), store_seq(s));
+	CU_ASSERT_EQUAL(store_seq(s), NSAMPLES + 1);
+	store_close(s);
+	trace_free(&t);
+
+	/* Every record exactly once, in order: nothing lost, nothing doubled. */
+	struct store_rec all[NSAMPLES + 1];
+	memcpy(all, samples, sizeof samples);
+	all[NSAMPLES] = samples[0];
+	memset(&t, 0, sizeof t);
+	s = open_load(STORE_FSYNC_EVERYSEC, &t, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+	CU_ASSERT_STRING_EQUAL(t.buf, trace_of(&want, all, NSAMPLES + 1, SIZE_MAX));
+	store_close(s);
+	trace_free(&t);
+	trace_free(&want);
+}
+
+/* Bounded wait (at most 30 s) for the helper to report a failed fsync. */
+static bool wait_tainted(struct store *s)
+{
+	for (int i = 0; i < 300 && !store_needs_rewrite(s); i++) {
+		struct pollfd p = {.fd = store_durable_fd(s), .events = POLLIN};
+		poll(&p, 1, 100);
+		store_durable_seq(s);
+	}
+	return store_needs_rewrite(s);
+}
+
+static void test_failed_fsync_is_not_sticky_compaction_recovers(void)
+{
+	static const enum store_fsync modes[] = {STORE_FSYNC_EVERYSEC, STORE_FSYNC_ALWAYS};
+	for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+		struct store_options o = {.dir = dir, .fsync = modes[m]};
+		struct store_rec live[2 * NMSG + 8];
+		struct trace t = {0}, want = {0};
+		struct store_stats st;
+		struct store *s = NULL;
+		rm_dir(dir);
+		CU_ASSERT_EQUAL_FATAL(store_open(&o, &s, NULL, 0), 0);
+		CU_ASSERT_EQUAL_FATAL(store_load(s, &tracer, &t, NULL, NULL, 0), 0);
+		history(s);
+		CU_ASSERT_EQUAL(store_flush(s), 0);
+		CU_ASSERT(wait_durable(s, store_seq(s), NULL) >= store_seq(s));
+		CU_ASSERT_FALSE(store_compact_due(s));
+
+		/* fdatasync on a pipe fails (EINVAL): a log whose fsync failed.
+		 * What is written to it is lost, as dirty pages may be. */
+		int pfd[2];
+		CU_ASSERT_FATAL(pipe(pfd) == 0);
+		int saved = swap_log(s, pfd[1]);
+		uint64_t durable = store_durable_seq(s);
+		CU_ASSERT_EQUAL(store_append_queue_del(s, "c1", 2, 2), 0);
+		CU_ASSERT_EQUAL(store_flush(s), 0); /* write() works */
+		CU_ASSERT_TRUE(wait_tainted(s));
+		CU_ASSERT_EQUAL(store_error(s), WISP_EIO);
+		CU_ASSERT_EQUAL(store_durable_seq(s), durable); /* never claimed */
+		store_get_stats(s, &st);
+		CU_ASSERT(st.fsync_errors >= 1);
+		CU_ASSERT_TRUE(store_compact_due(s)); /* the state must be rewritten */
+		restore_log(s, saved);
+		close(pfd[0]);
+		close(pfd[1]);
+
+		/* Writes still work, and flushes are not refused. */
+		CU_ASSERT_EQUAL(store_append_qos2_in_add(s, "c1", 2, 5), 0);
+		CU_ASSERT_EQUAL(store_flush(s), 0);
+		uint64_t seq = store_seq(s);
+		/* The compaction's synced snapshot replaces the tainted log. */
+		CU_ASSERT_EQUAL(store_compact(s, emit_live, NULL), 0);
+		wait_compaction(s, 1);
+		CU_ASSERT(wait_durable(s, seq, NULL) >= seq);
+		CU_ASSERT_FALSE(store_needs_rewrite(s));
+		CU_ASSERT_EQUAL(store_error(s), 0);
+		CU_ASSERT_FALSE(store_compact_due(s));
+		/* And later records become durable again. */
+		CU_ASSERT_EQUAL(store_append_qos2_in_add(s, "c1", 2, 6), 0);
+		CU_ASSERT_EQUAL(store_flush(s), 0);
+		CU_ASSERT(wait_durable(s, store_seq(s), NULL) >= store_seq(s));
+		store_close(s);
+		trace_free(&t);
+
+		memset(&t, 0, sizeof t);
+		s = open_load(modes[m], &t, NULL);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+		size_t n = live_state(live);
+		live[n++] = (struct store_rec){.type = STORE_REC_QOS2_IN_ADD, .u.qos2 = {S("c1"), 6}};
+		CU_ASSERT_STRING_EQUAL(t.buf, trace_of(&want, live, n, SIZE_MAX));
+		store_close(s);
+		trace_free(&t);
+		trace_free(&want);
+	}
+}
+
 static void test_fsync_parse(void)
 {
 	enum store_fsync m;
@@ -1111,6 +1259,8 @@ static CU_TestInfo file_tests[] = {
 	{"fsync everysec: durable seq advances", test_fsync_everysec_durable_seq_advances},
 	{"fsync no: never durable, data in the OS", test_fsync_no_never_claims_durability_but_data_is_in_os},
 	{"fsync policy names", test_fsync_parse},
+	{"failed write: records kept, retried, written once", test_failed_write_keeps_records_and_retry_writes_them_once},
+	{"failed fsync: not sticky, a compaction recovers", test_failed_fsync_is_not_sticky_compaction_recovers},
 	{"lock prevents a second open", test_lock_prevents_second_open},
 	{"open creates nested directories", test_open_creates_nested_directory},
 	{"allocation and visitor failures fail cleanly", test_allocation_failures_fail_cleanly},

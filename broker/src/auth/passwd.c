@@ -133,6 +133,33 @@ struct parsed {
 	uint8_t hash[HASH_MAX];
 };
 
+int passwd_check_username(const char *user, size_t ulen, char *err, size_t errlen)
+{
+	if (ulen == 0) {
+		set_err(err, errlen, "empty user name");
+		return WISP_EINVAL;
+	}
+	if (ulen > PASSWD_USERNAME_MAX) {
+		set_err(err, errlen, "user name longer than %u bytes", PASSWD_USERNAME_MAX);
+		return WISP_EINVAL;
+	}
+	if (user[0] == '#') {
+		set_err(err, errlen, "user name starts with '#' (the line would be read as a comment)");
+		return WISP_EINVAL;
+	}
+	for (size_t i = 0; i < ulen; i++) {
+		if ((unsigned char)user[i] < 0x20 || user[i] == 0x7F) {
+			set_err(err, errlen, "control character in user name");
+			return WISP_EINVAL;
+		}
+		if (user[i] == ':') {
+			set_err(err, errlen, "':' in user name (it ends the name in the file)");
+			return WISP_EINVAL;
+		}
+	}
+	return 0;
+}
+
 /* Parses "user:encoded" (no line terminator). On error returns WISP_EINVAL
  * with a reason that never quotes the secret part. */
 static int parse_line(const char *line, size_t len, struct parsed *out, char *err, size_t errlen)
@@ -143,20 +170,8 @@ static int parse_line(const char *line, size_t len, struct parsed *out, char *er
 		return WISP_EINVAL;
 	}
 	size_t ulen = (size_t)(colon - line);
-	if (ulen == 0) {
-		set_err(err, errlen, "empty user name");
+	if (passwd_check_username(line, ulen, err, errlen) != 0)
 		return WISP_EINVAL;
-	}
-	if (ulen > PASSWD_USERNAME_MAX) {
-		set_err(err, errlen, "user name longer than %u bytes", PASSWD_USERNAME_MAX);
-		return WISP_EINVAL;
-	}
-	for (size_t i = 0; i < ulen; i++) {
-		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7F) {
-			set_err(err, errlen, "control character in user name");
-			return WISP_EINVAL;
-		}
-	}
 	const char *p = colon + 1;
 	size_t rest = len - ulen - 1;
 	size_t plen;
@@ -349,12 +364,18 @@ int passwd_parse(const char *text, size_t len, const char *name, struct passwd_d
 			wisp_free(e);
 			goto nomem;
 		}
+		/* An unknown user costs what the dearest real user costs: with
+		 * the first line's count instead, a file of mixed counts
+		 * (wisp_passwd -I, imported $7$ lines) would tell by timing which
+		 * user names exist. PBKDF2's cost is its iteration count (every
+		 * hash here is at most one SHA-512 block long). */
 		if (!db->dummy) {
-			/* Unknown users cost what the first real user costs. */
 			db->dummy = entry_new(&p);
 			if (!db->dummy)
 				goto nomem;
 			memset(db->dummy->hash, 0, sizeof db->dummy->hash);
+		} else if (p.iterations > db->dummy->iterations) {
+			db->dummy->iterations = p.iterations;
 		}
 	}
 	*out = db;
@@ -410,6 +431,11 @@ void passwd_free(struct passwd_db *db)
 }
 
 size_t passwd_count(const struct passwd_db *db) { return db ? db->count : 0; }
+
+unsigned passwd_unknown_user_iterations(const struct passwd_db *db)
+{
+	return db && db->dummy ? db->dummy->iterations : 0;
+}
 
 bool passwd_has_user(const struct passwd_db *db, const char *username, size_t ulen)
 {

@@ -57,11 +57,17 @@ void passwd_free(struct passwd_db *db);
 size_t passwd_count(const struct passwd_db *db);
 bool passwd_has_user(const struct passwd_db *db, const char *username, size_t ulen);
 
+/* The PBKDF2 iteration count an unknown user name is verified at: the
+ * highest count in the file (0 for an empty file), so a refusal takes as
+ * long whether or not the user exists. */
+unsigned passwd_unknown_user_iterations(const struct passwd_db *db);
+
 /*
  * True when `username` is in the file and `password` (binary, as in the
  * MQTT CONNECT packet) is its password. The hash comparison is constant
- * time; an unknown user costs a full PBKDF2 against a dummy entry, so
- * timing does not reveal which user names exist. Thread-safe.
+ * time; an unknown user costs a full PBKDF2 against a dummy entry at the
+ * file's highest iteration count, so timing does not reveal which user
+ * names exist. Thread-safe.
  * As with every HMAC-based KDF, trailing NUL bytes of a password do not
  * change the key: "pw" and "pw\0" verify alike (only matters for binary
  * passwords).
@@ -97,6 +103,13 @@ void passwd_memo_set(struct passwd_db *db, const char *username, size_t ulen, co
  * or WISP_EIO (no entropy). Not thread-safe (one DRBG).
  */
 int passwd_hash(const char *password, size_t plen, unsigned iterations, char *out, size_t outlen);
+
+/* Whether passwd_parse can read `user` back from a line: 1..
+ * PASSWD_USERNAME_MAX bytes, no ':' or control character (newline
+ * included), and no leading '#' (a comment line). 0, or WISP_EINVAL with
+ * the reason in err. For wisp_passwd, which must not write a user the
+ * broker cannot load. */
+int passwd_check_username(const char *user, size_t ulen, char *err, size_t errlen);
 
 /* Checks one "username:encoded" line as passwd_parse would (no '\n'); 0 or
  * WISP_EINVAL with the reason in err. For wisp_passwd -U, which must tell

@@ -184,6 +184,10 @@ static const struct field auth_fields[] = {
 	F_FILE(struct config_auth, "password_file", password_file),
 	F_FILE(struct config_auth, "acl_file", acl_file),
 	F_CUSTOM(struct config_auth, "acl", acl_inline, parse_acl),
+	/* 8: a NAT'd site's first logins after a restart still get through a
+	 * few at a time, while one address cannot hold more than 8 x one
+	 * PBKDF2 of the helper threads' time ahead of everyone else. */
+	F_NUM(struct config_auth, FT_U32, "max_pending_per_address", max_pending_per_address, 0, 256, 8),
 	{0},
 };
 

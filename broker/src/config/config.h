@@ -63,6 +63,7 @@ struct config_auth {
 	char *password_file;
 	char *acl_file;
 	char *acl_inline; /* the inline "acl" array serialised back to text rules, or NULL */
+	uint32_t max_pending_per_address; /* password checks queued per source address; 0 = no cap; default 8 */
 };
 
 struct config_log {

@@ -14,7 +14,8 @@
 struct bg {
 	struct loop *loop;
 	struct loop_io io;        /* the eventfd */
-	pthread_t thread;
+	pthread_t threads[BG_MAX_THREADS];
+	unsigned nthreads;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	struct bg_job *todo_head, *todo_tail; /* guarded by lock */
@@ -85,8 +86,10 @@ static void on_event(struct loop *l, struct loop_io *io, uint32_t events)
 	drain(bg);
 }
 
-struct bg *bg_new(struct loop *l, size_t max_jobs)
+struct bg *bg_new(struct loop *l, size_t max_jobs, unsigned threads)
 {
+	if (threads < 1 || threads > BG_MAX_THREADS)
+		return NULL;
 	struct bg *bg = wisp_calloc(1, sizeof *bg);
 	if (!bg)
 		return NULL;
@@ -99,10 +102,17 @@ struct bg *bg_new(struct loop *l, size_t max_jobs)
 		goto fail_fd;
 	pthread_mutex_init(&bg->lock, NULL);
 	pthread_cond_init(&bg->wake, NULL);
-	if (pthread_create(&bg->thread, NULL, worker, bg) != 0)
-		goto fail_io;
+	for (; bg->nthreads < threads; bg->nthreads++)
+		if (pthread_create(&bg->threads[bg->nthreads], NULL, worker, bg) != 0)
+			goto fail_threads;
 	return bg;
-fail_io:
+fail_threads:
+	pthread_mutex_lock(&bg->lock);
+	bg->stopping = true;
+	pthread_cond_broadcast(&bg->wake);
+	pthread_mutex_unlock(&bg->lock);
+	for (unsigned i = 0; i < bg->nthreads; i++)
+		pthread_join(bg->threads[i], NULL);
 	pthread_cond_destroy(&bg->wake);
 	pthread_mutex_destroy(&bg->lock);
 	loop_io_stop(l, &bg->io);
@@ -119,9 +129,10 @@ void bg_free(struct bg *bg)
 		return;
 	pthread_mutex_lock(&bg->lock);
 	bg->stopping = true;
-	pthread_cond_signal(&bg->wake);
+	pthread_cond_broadcast(&bg->wake);
 	pthread_mutex_unlock(&bg->lock);
-	pthread_join(bg->thread, NULL);
+	for (unsigned i = 0; i < bg->nthreads; i++)
+		pthread_join(bg->threads[i], NULL);
 	drain(bg);
 	loop_io_stop(bg->loop, &bg->io);
 	close(bg->io.fd);
@@ -140,6 +151,29 @@ int bg_submit(struct bg *bg, struct bg_job *job)
 	pthread_cond_signal(&bg->wake);
 	pthread_mutex_unlock(&bg->lock);
 	return 0;
+}
+
+bool bg_cancel(struct bg *bg, struct bg_job *job)
+{
+	bool found = false;
+	pthread_mutex_lock(&bg->lock);
+	struct bg_job *prev = NULL;
+	for (struct bg_job *j = bg->todo_head; j; prev = j, j = j->next) {
+		if (j != job)
+			continue;
+		if (prev)
+			prev->next = j->next;
+		else
+			bg->todo_head = j->next;
+		if (bg->todo_tail == j)
+			bg->todo_tail = prev;
+		found = true;
+		break;
+	}
+	pthread_mutex_unlock(&bg->lock);
+	if (found)
+		bg->pending--;
+	return found;
 }
 
 size_t bg_pending(const struct bg *bg) { return bg->pending; }

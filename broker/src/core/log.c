@@ -53,6 +53,7 @@ static enum log_level cur_level = LOG_NOTICE;
 static enum log_format cur_format = LOG_FORMAT_TEXT;
 static enum log_dest cur_dest = DEST_STDERR;
 static int cur_fd = -1; /* DEST_FILE only */
+static char cur_path[4096]; /* DEST_FILE only: what log_reopen opens again */
 
 static const char *const level_names[] = {"error", "warning", "notice", "info", "debug"};
 static const char *const level_upper[] = {"ERROR", "WARNING", "NOTICE", "INFO", "DEBUG"};
@@ -106,6 +107,9 @@ int log_set_destination(const char *dest)
 		cur_dest = DEST_SYSLOG;
 		return 0;
 	}
+	size_t len = strlen(dest);
+	if (len >= sizeof cur_path)
+		return WISP_EINVAL;
 	int fd;
 	do
 		fd = open(dest, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
@@ -118,7 +122,14 @@ int log_set_destination(const char *dest)
 		closelog();
 	cur_fd = fd;
 	cur_dest = DEST_FILE;
+	if (dest != cur_path)
+		memcpy(cur_path, dest, len + 1);
 	return 0;
+}
+
+int log_reopen(void)
+{
+	return cur_dest == DEST_FILE ? log_set_destination(cur_path) : 0;
 }
 
 struct line {

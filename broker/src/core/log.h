@@ -29,6 +29,10 @@ void log_set_level(enum log_level level);
 /* "stderr" (default), "syslog", or a file path opened for append.
  * 0, or a negative WISP_E* with the old destination kept. */
 int log_set_destination(const char *dest);
+/* Opens the current log file again by its path, for logrotate (which
+ * renames the file, then sends SIGHUP). No-op for stderr and syslog.
+ * 0, or a negative WISP_E* with the old file kept. */
+int log_reopen(void);
 void log_set_format(enum log_format format);
 /* Cheap check for callers that build expensive arguments. */
 bool log_enabled(enum log_level level);

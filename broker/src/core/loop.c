@@ -68,9 +68,14 @@ void loop_free(struct loop *l)
 	wisp_free(l);
 }
 
+/* EPOLLRDHUP is always asked for, so a socket whose reading is paused
+ * (events 0) still learns that its peer closed, as LOOP_READ: it cannot be
+ * masked like EPOLLHUP, and an owner that does not want to read takes
+ * readability it did not ask for as "the peer is gone". */
 static uint32_t to_epoll(uint32_t events)
 {
-	return ((events & LOOP_READ) ? (uint32_t)EPOLLIN : 0u) | ((events & LOOP_WRITE) ? (uint32_t)EPOLLOUT : 0u);
+	return (uint32_t)EPOLLRDHUP | ((events & LOOP_READ) ? (uint32_t)EPOLLIN : 0u) |
+	       ((events & LOOP_WRITE) ? (uint32_t)EPOLLOUT : 0u);
 }
 
 int loop_io_start(struct loop *l, struct loop_io *io, int fd, uint32_t events, loop_io_fn cb)
@@ -207,7 +212,7 @@ int loop_run(struct loop *l)
 			struct loop_io *io = l->events[i].data.ptr;
 			uint32_t e = l->events[i].events;
 			uint32_t ev = 0;
-			if (e & (EPOLLIN | EPOLLHUP | EPOLLERR))
+			if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 				ev |= LOOP_READ;
 			if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 				ev |= LOOP_WRITE;

@@ -18,6 +18,8 @@ struct auth_job {
 	struct broker *b;
 	struct conn *c;
 	struct auth_passwd *passwd;
+	struct conn_addr peer;  /* port 0: counted per address */
+	size_t slot;            /* in auth_state.jobs */
 	bool ok;
 	size_t ulen, plen;
 	char data[]; /* username, then password */
@@ -33,7 +35,10 @@ static void passwd_unref(struct auth_passwd *p)
 
 int auth_load(const struct config *cfg, struct auth_state *out, char *err, size_t errlen)
 {
-	struct auth_state a = {0};
+	/* Counters and the verifications in flight carry over. */
+	struct auth_state a = *out;
+	a.passwd = NULL;
+	a.acl = NULL;
 	if (cfg->auth.password_file) {
 		struct passwd_db *db;
 		if (passwd_load(cfg->auth.password_file, &db, err, errlen) != 0)
@@ -59,8 +64,6 @@ int auth_load(const struct config *cfg, struct auth_state *out, char *err, size_
 		passwd_unref(a.passwd);
 		return WISP_ECONFIG;
 	}
-	a.failed_logins = out->failed_logins;
-	a.pending_max_hit = out->pending_max_hit;
 	*out = a;
 	return 0;
 }
@@ -79,32 +82,85 @@ static void verify_work(struct bg_job *job)
 	j->ok = passwd_verify(j->passwd->db, j->data, j->ulen, j->data + j->ulen, j->plen);
 }
 
+/* Ends a job on the loop thread: out of the per-address table, secrets
+ * wiped, memory freed. */
+static void job_free(struct auth_job *j)
+{
+	struct auth_state *a = &j->b->auth;
+	a->jobs[j->slot] = NULL;
+	if (--a->job_count == 0)
+		a->address_hit_logged = false; /* the episode is over */
+	memset(j->data, 0, j->ulen + j->plen); /* no passwords left in freed memory */
+	passwd_unref(j->passwd);
+	wisp_free(j);
+}
+
 static void verify_done(struct bg_job *job)
 {
 	struct auth_job *j = container_of(job, struct auth_job, job);
 	if (j->ok)
 		passwd_memo_set(j->passwd->db, j->data, j->ulen, j->data + j->ulen, j->plen);
 	struct conn *c = j->c;
+	struct broker *b = j->b;
+	bool ok = j->ok;
+	job_free(j);
 	if (c) {
 		c->auth_job = NULL;
-		c->auth_result = j->ok ? CONN_AUTH_OK : CONN_AUTH_BAD;
-		broker_resume_input(j->b, c);
+		c->auth_result = ok ? CONN_AUTH_OK : CONN_AUTH_BAD;
+		broker_resume_input(b, c);
 	}
-	memset(j->data, 0, j->ulen + j->plen); /* no passwords left in freed memory */
-	passwd_unref(j->passwd);
-	wisp_free(j);
 }
 
 void auth_forget_conn(struct conn *c)
 {
-	if (c->auth_job) {
-		c->auth_job->c = NULL;
-		c->auth_job = NULL;
+	struct auth_job *j = c->auth_job;
+	if (!j)
+		return;
+	c->auth_job = NULL;
+	j->c = NULL;
+	if (bg_cancel(j->b->bg, &j->job)) {
+		/* Not started: a flood of CONNECTs that hang up costs nothing. */
+		j->b->auth.verify_cancelled++;
+		job_free(j);
 	}
+}
+
+/* Verifications queued or running for connections from `peer`'s address. */
+static size_t pending_from(const struct auth_state *a, const struct conn_addr *peer)
+{
+	size_t n = 0, seen = 0;
+	for (size_t i = 0; i < AUTH_MAX_PENDING && seen < a->job_count; i++) {
+		const struct auth_job *j = a->jobs[i];
+		if (!j)
+			continue;
+		seen++;
+		if (j->peer.family == peer->family && memcmp(j->peer.addr, peer->addr, sizeof peer->addr) == 0)
+			n++;
+	}
+	return n;
 }
 
 static enum auth_verdict start_verify(struct broker *b, struct conn *c, const struct mqtt_connect *p)
 {
+	struct auth_state *a = &b->auth;
+	size_t cap = b->cfg->auth.max_pending_per_address;
+	if (cap && pending_from(a, &c->peer) >= cap) {
+		a->pending_address_hit++;
+		if (!a->address_hit_logged) {
+			a->address_hit_logged = true;
+			log_msg(LOG_WARNING, "auth",
+				"%s: login refused: %zu logins from this address are being verified "
+				"(auth.max_pending_per_address); further refusals are counted, not logged, until the "
+				"verifications drain",
+				conn_peer(c), cap);
+		}
+		return AUTH_UNAVAILABLE;
+	}
+	if (a->job_count >= AUTH_MAX_PENDING) {
+		a->pending_max_hit++;
+		log_msg(LOG_WARNING, "auth", "%s: login refused: too many logins being verified", conn_peer(c));
+		return AUTH_UNAVAILABLE;
+	}
 	struct auth_job *j = wisp_malloc(sizeof *j + p->username.len + p->password.len);
 	if (!j)
 		return AUTH_UNAVAILABLE;
@@ -113,6 +169,8 @@ static enum auth_verdict start_verify(struct broker *b, struct conn *c, const st
 	j->b = b;
 	j->c = c;
 	j->passwd = b->auth.passwd;
+	j->peer = c->peer;
+	j->peer.port = 0;
 	j->ok = false;
 	j->ulen = p->username.len;
 	j->plen = p->password.len;
@@ -122,13 +180,42 @@ static enum auth_verdict start_verify(struct broker *b, struct conn *c, const st
 	if (bg_submit(b->bg, &j->job) != 0) {
 		memset(j->data, 0, j->ulen + j->plen);
 		wisp_free(j);
-		b->auth.pending_max_hit++;
+		a->pending_max_hit++;
+		log_msg(LOG_WARNING, "auth", "%s: login refused: too many logins being verified", conn_peer(c));
 		return AUTH_UNAVAILABLE;
 	}
+	for (j->slot = 0; a->jobs[j->slot]; j->slot++)
+		; /* a free slot exists: job_count < AUTH_MAX_PENDING */
+	a->jobs[j->slot] = j;
+	a->job_count++;
 	j->passwd->refs++;
+	log_msg(LOG_DEBUG, "auth", "%s: verifying the password of '%.*s' (%zu checks pending)", conn_peer(c),
+		(int)j->ulen, j->data, a->job_count);
 	c->auth_job = j;
 	c->auth_result = CONN_AUTH_PENDING;
 	return AUTH_PENDING;
+}
+
+static bool may_read(void *ctx, const struct session *s, const struct msg *m)
+{
+	(void)ctx;
+	/* With an ACL configured, a session without rules (they could not be
+	 * built) reads nothing rather than everything. */
+	return s->acl && acl_client_check(s->acl, msg_topic(m), m->topic_len, ACL_READ);
+}
+
+size_t auth_recheck_messages(struct broker *b, struct session *s)
+{
+	if (!b->auth.acl || (!s->queued_count && !s->inflight_count))
+		return 0;
+	size_t n = delivery_filter(s, may_read, NULL);
+	if (n) {
+		b->stats.acl_dropped_queued += n;
+		log_msg(LOG_NOTICE, "acl", "%s: dropped %zu queued or in-flight message(s) that %s%s%s may not read",
+			s->client_id, n, s->username ? "user '" : "", s->username ? s->username : "anonymous clients",
+			s->username ? "'" : "");
+	}
+	return n;
 }
 
 static enum auth_verdict fail(struct broker *b, struct conn *c, enum auth_verdict v, const char *user, size_t ulen)
@@ -144,7 +231,7 @@ enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mq
 	const struct broker_listener *bl = c->listener;
 	*username = NULL;
 
-	if (bl->cfg->tls.use_identity_as_username) {
+	if (bl->use_identity_as_username) {
 		/* The verified certificate is the credential; the CONNECT's user
 		 * name and password are ignored, as Mosquitto does. */
 		char cn[256];
@@ -154,7 +241,7 @@ enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mq
 		return *username ? AUTH_OK : AUTH_UNAVAILABLE;
 	}
 	if (!p->has_username) {
-		if (!bl->cfg->allow_anonymous)
+		if (!bl->allow_anonymous)
 			return fail(b, c, AUTH_NOT_AUTHORIZED, "", 0); /* [MQTT-3.2.2.3] code 5 */
 		return AUTH_OK;
 	}
@@ -167,12 +254,9 @@ enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mq
 			return fail(b, c, AUTH_BAD_CREDENTIALS, user, ulen);
 		if (r != CONN_AUTH_OK &&
 		    !passwd_memo_hit(b->auth.passwd->db, user, ulen, (const char *)p->password.ptr, p->password.len)) {
-			enum auth_verdict v = start_verify(b, c, p);
-			if (v != AUTH_PENDING)
-				log_msg(LOG_WARNING, "auth", "%s: login refused: too many logins being verified", conn_peer(c));
-			return v;
+			return start_verify(b, c, p);
 		}
-	} else if (!bl->cfg->allow_anonymous) {
+	} else if (!bl->allow_anonymous) {
 		/* No password file, so no user name can be proven. */
 		return fail(b, c, AUTH_NOT_AUTHORIZED, user, ulen);
 	}

@@ -8,6 +8,13 @@
  * verified on the background thread (core/bg.h) while that connection
  * waits, unread; everyone else keeps being served. A right password is
  * remembered per user (passwd_memo_*), so reconnect storms stay cheap.
+ *
+ * Against a flood of wrong passwords: at most AUTH_MAX_PENDING checks are
+ * queued or running in all, at most auth.max_pending_per_address from one
+ * source address, and the check of a connection that goes away before its
+ * turn is taken out of the queue, so closed connections cost no helper
+ * time. Past a cap the CONNECT gets "server unavailable" and the client
+ * retries later.
  */
 #ifndef WISP_PROTO_AUTH_H
 #define WISP_PROTO_AUTH_H
@@ -23,6 +30,7 @@
 struct broker;
 struct config;
 struct conn;
+struct session;
 
 /* The password file, shared with in-flight verifications (which keep the
  * one they started with alive across a reload). */
@@ -31,11 +39,27 @@ struct auth_passwd {
 	struct passwd_db *db;
 };
 
+/* Password verifications waiting or running at once; past this a CONNECT
+ * is refused with "server unavailable" rather than queued without bound. */
+#define AUTH_MAX_PENDING 256
+/* Helper threads for verifications: two, so one long PBKDF2 does not hold
+ * up every other first login, while a flood still gets at most two cores. */
+#define AUTH_VERIFY_THREADS 2
+
+struct auth_job;
+
 struct auth_state {
 	struct auth_passwd *passwd; /* NULL: no password file */
 	struct acl *acl;            /* NULL: no ACL, everything allowed */
 	uint64_t failed_logins;
 	uint64_t pending_max_hit;   /* CONNECTs refused because the queue was full */
+	uint64_t pending_address_hit; /* refused: auth.max_pending_per_address reached */
+	uint64_t verify_cancelled;  /* checks dropped unrun: their connection went away */
+	bool address_hit_logged;    /* this episode (until the queue drains) */
+	/* Verifications not yet done, for the per-address count. Carried over
+	 * a reload like the counters. */
+	struct auth_job *jobs[AUTH_MAX_PENDING];
+	size_t job_count;
 };
 
 /* Loads the password file and ACL named by cfg. 0, or WISP_ECONFIG with
@@ -63,7 +87,16 @@ enum auth_verdict {
  */
 enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, char **username);
 
-/* A connection going away while its verification runs. */
+/*
+ * Re-checks read access for the queued and in-flight messages of `s`
+ * against its current ACL client (after a login or an ACL reload): what
+ * the session's user may no longer read is dropped, counted and logged.
+ * Returns how many. Nothing to do without an ACL.
+ */
+size_t auth_recheck_messages(struct broker *b, struct session *s);
+
+/* A connection going away while its verification is queued (the check is
+ * dropped) or runs (its result is ignored). */
 void auth_forget_conn(struct conn *c);
 
 #endif

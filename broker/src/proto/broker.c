@@ -152,10 +152,11 @@ static void before_sleep(struct loop *l, void *ctx)
 		list_remove(n);
 		broker_read_more(b, c);
 	}
-	/* The turn's records reach the OS before any of its acks leave; if they
-	 * cannot, no output leaves this turn (it stays queued for the next). */
-	bool stored = persist_flush(b);
-	while (stored && (n = list_first(&b->conns.dirty)) != NULL) {
+	/* The turn's records reach the OS before the acks that vouch for them
+	 * are queued (persist.c holds those until then); everything else
+	 * flows even while the disk fails. */
+	persist_flush(b);
+	while ((n = list_first(&b->conns.dirty)) != NULL) {
 		struct conn *c = container_of(n, struct conn, work_link);
 		list_remove(n);
 		flush_conn(b, c);
@@ -163,7 +164,7 @@ static void before_sleep(struct loop *l, void *ctx)
 	while ((n = list_first(&b->conns.closing)) != NULL) {
 		struct conn *c = container_of(n, struct conn, work_link);
 		/* Best effort: a refusing CONNACK or the last acks may still fit. */
-		if (stored && !outq_empty(&c->out))
+		if (!outq_empty(&c->out))
 			outq_flush(&c->out, c->t);
 		((struct broker_listener *)c->listener)->conn_count--;
 		conn_free(c);
@@ -177,10 +178,6 @@ static void release_session(struct session *s)
 	acl_client_free(s->acl);
 	s->acl = NULL;
 }
-
-/* Password verifications waiting or running at once; past this a CONNECT
- * is refused with "server unavailable" rather than queued without bound. */
-#define AUTH_MAX_PENDING 256
 
 void broker_tls_error(const char *file, size_t listener, const char *why, char *err, size_t errlen)
 {
@@ -211,6 +208,23 @@ int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, c
 	return tls_ctx_new_server(&o, out, err, errlen);
 }
 
+int broker_check_tls(const struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->listener_count; i++) {
+		const struct config_listener *lc = &cfg->listeners[i];
+		if (lc->protocol != CONFIG_PROTO_MQTTS)
+			continue;
+		struct tls_ctx *ctx = NULL;
+		char why[384];
+		if (broker_tls_context(lc, &ctx, why, sizeof why) != 0) {
+			broker_tls_error(cfg->path, i, why, err, errlen);
+			return WISP_ECONFIG;
+		}
+		tls_ctx_unref(ctx);
+	}
+	return 0;
+}
+
 int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char *err, size_t errlen)
 {
 	memset(b, 0, sizeof *b);
@@ -239,7 +253,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 	b->sessions.on_free = release_session;
 	if (auth_load(cfg, &b->auth, err, errlen) != 0)
 		goto fail;
-	b->bg = bg_new(l, AUTH_MAX_PENDING);
+	b->bg = bg_new(l, AUTH_MAX_PENDING, AUTH_VERIFY_THREADS);
 	if (!b->bg) {
 		snprintf(err, errlen, "cannot start the background thread");
 		goto fail;
@@ -251,6 +265,8 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		struct broker_listener *bl = &b->listeners[i];
 		bl->b = b;
 		bl->cfg = lc;
+		bl->allow_anonymous = lc->allow_anonymous;
+		bl->use_identity_as_username = lc->tls.use_identity_as_username;
 		bl->net.io.fd = -1;
 		if (lc->protocol == CONFIG_PROTO_MQTTS) {
 			char why[384];

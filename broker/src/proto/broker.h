@@ -16,6 +16,7 @@
 #include "bg.h"
 #include "conn.h"
 #include "delivery.h"
+#include "drop.h"
 #include "listener.h"
 #include "loop.h"
 #include "msg.h"
@@ -35,6 +36,10 @@ struct broker_listener {
 	const struct config_listener *cfg;
 	struct tls_ctx *tls;          /* NULL for plain MQTT */
 	size_t conn_count;
+	/* Copies of cfg's auth switches: cfg is the start-up configuration,
+	 * and these two change on SIGHUP (proto/reload.c). */
+	bool allow_anonymous;
+	bool use_identity_as_username;
 };
 
 /* Plain counters bumped inline; $SYS publishes them. */
@@ -44,12 +49,16 @@ struct broker_stats {
 	uint64_t msgs_sent;          /* PUBLISH packets queued out */
 	uint64_t bytes_received;
 	uint64_t bytes_sent;
-	uint64_t publish_dropped;    /* deliveries dropped (full output, offline QoS 0) */
+	uint64_t publish_dropped;    /* deliveries dropped, all reasons: the sum of dropped[] */
 	uint64_t malformed;          /* connections closed for bad input */
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t keepalive_expired;
 	uint64_t output_stalled;     /* clients disconnected for staying over max_output_buffer */
 	uint64_t unauth_refused;     /* closed before CONNECT by max_connect_size or max_unauthenticated_bytes */
+	uint64_t sys_publish_dropped; /* client PUBLISHes to $SYS/ not routed */
+	uint64_t acl_dropped_queued; /* queued/in-flight messages dropped by an access re-check */
+	uint64_t takeover_refused;   /* CONNECTs refused: the client id's session is another user's */
+	uint64_t dropped[DROP_REASON_COUNT]; /* deliveries dropped, by reason (drop.h) */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -91,12 +100,17 @@ struct broker {
 	struct {
 		struct store *store;     /* NULL: persistence off */
 		struct loop_io io;       /* the store's durable-seq eventfd */
-		struct list_node held;   /* acks waiting for an fsync, in seq order */
+		struct held_ack *held;   /* ring of acks waiting for their records, in seq order */
+		size_t held_head, held_len, held_cap;
 		uint64_t durable;        /* highest fsynced record seq */
 		uint64_t append_errors;
 		uint32_t emit_gen;       /* compaction pass, to write each message once */
 		bool loading;
-		bool flush_failing;
+		struct loop_timer retry_timer; /* wakes the loop for a retry */
+		uint64_t write_retry_at, compact_retry_at; /* loop ms */
+		uint32_t write_backoff_s, compact_backoff_s;
+		uint64_t compact_errors_seen, compactions_seen;
+		uint64_t refused;        /* durable work refused while degraded */
 	} persist;
 	const char *route_topic;     /* the topic being routed, for read ACL checks */
 	size_t route_topic_len;
@@ -109,6 +123,15 @@ struct broker {
 	uint64_t id_seq;             /* for assigned client ids */
 	bool unauth_over;            /* max_unauthenticated_bytes episode, logged once */
 };
+
+/* Counts one message dropped by a bound (drop.h); $SYS publishes the count
+ * per reason and in total. Logging the episode is the caller's (for a
+ * delivery: broker_deliver). */
+static inline void broker_count_drop(struct broker *b, enum drop_reason why)
+{
+	b->stats.dropped[why]++;
+	b->stats.publish_dropped++;
+}
 
 /* Builds the broker and opens every listener. 0, or a negative WISP_E* with
  * the reason in err. */
@@ -165,6 +188,12 @@ void broker_tls_error(const char *file, size_t listener, const char *why, char *
 /* Builds the TLS context of an mqtts listener from its configuration. */
 int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, char *err, size_t errlen);
 
+/* For --check-config: builds and frees every mqtts listener's TLS context
+ * the way broker_init does (certificate and key content, CA, cipher suites,
+ * min_version against what the TLS library supports), so the check reports
+ * exactly the error start-up would. 0, or WISP_ECONFIG with it in err. */
+int broker_check_tls(const struct config *cfg, char *err, size_t errlen);
+
 /* Packet handlers: 0, or a negative WISP_E* after which the caller drops the
  * connection (the handler has logged why and set `*why`). */
 int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, const char **why);
@@ -173,6 +202,11 @@ int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt
 int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why);
 int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why);
 int handle_ping(struct broker *b, struct conn *c, const char **why);
+
+/* Whether a client with these rules may write `topic` as far as $SYS/ is
+ * concerned (true for every other topic): only with an ACL rule naming it,
+ * and never under $SYS/broker/ (handle_publish.c). */
+bool broker_sys_write_allowed(const struct acl_client *acl, const char *topic, size_t len);
 
 /* Queues a PUBACK, PUBREC, PUBREL or PUBCOMP; with fsync "always" it waits for
  * the records it vouches for to be durable (persist_send_ack). */

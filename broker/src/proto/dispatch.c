@@ -416,6 +416,13 @@ void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events)
 			return;
 		events |= LOOP_READ; /* the client's CONNECT may already be decrypted */
 	}
+	if (!is_reading(c) && (events & LOOP_READ) && !(c->io.events & LOOP_READ)) {
+		/* Readability that was not asked for is EPOLLHUP or EPOLLERR,
+		 * which epoll reports whatever the mask: the peer is gone. Left
+		 * alone it would be reported again at once, every turn. */
+		broker_drop(b, c, false, "peer closed the connection while its input was paused");
+		return;
+	}
 	if ((events & LOOP_WRITE) && !outq_empty(&c->out))
 		conn_mark_dirty(c);
 	/* A TLS read can wait for writability (the transport says so in want). */

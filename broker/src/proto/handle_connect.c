@@ -2,6 +2,13 @@
  * CONNECT: protocol checks, client id rules, authentication (possibly
  * waiting for a background verification), will, session takeover and
  * resumption, CONNACK, then the keepalive timer.
+ *
+ * A session belongs to the user whose CONNECT created it: a client id is
+ * not a credential, so a CONNECT by another user (or anonymous) with that
+ * id is refused with "not authorised" and the owner's connection and
+ * session are left alone. The one exception is a session restored from the
+ * store, whose owner is not recorded: the next login binds it, and what
+ * that user may not read is dropped from its queue (auth_recheck_messages).
  */
 #include "broker.h"
 
@@ -20,6 +27,11 @@ static int send_connack(struct conn *c, bool session_present, uint8_t code)
 	if (n < 0)
 		return WISP_EINVAL;
 	return conn_send_bytes(c, buf, (size_t)n);
+}
+
+static bool same_user(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
 static int refuse(struct broker *b, struct conn *c, uint8_t code, const char **why, const char *reason)
@@ -68,6 +80,8 @@ static int make_will(struct broker *b, struct conn *c, const struct mqtt_connect
 	 * its will could never be published. */
 	if (acl && !acl_client_check(acl, topic, p->will_topic.len, ACL_WRITE))
 		return refuse(b, c, MQTT_CONNACK_NOT_AUTHORIZED, why, "will topic not authorised by the ACL");
+	if (!broker_sys_write_allowed(acl, topic, p->will_topic.len))
+		return refuse(b, c, MQTT_CONNACK_NOT_AUTHORIZED, why, "will topic under $SYS/");
 	c->will = msg_new(topic, p->will_topic.len, p->will_payload.ptr, p->will_payload.len, p->will_qos,
 			  p->will_retain);
 	if (!c->will) {
@@ -113,6 +127,26 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	case AUTH_UNAVAILABLE:
 		return refuse(b, c, MQTT_CONNACK_SERVER_UNAVAILABLE, why, "server busy verifying other logins");
 	}
+	/* Authorisation (3.1.4 step 3) comes before the takeover of step 4
+	 * [MQTT-3.1.4-2], so a refused CONNECT leaves the owner connected. */
+	const struct session *held = sess_find(&b->sessions, id, id_len);
+	if (held && held->owned && !same_user(held->username, username)) {
+		b->stats.takeover_refused++;
+		log_msg(LOG_NOTICE, "auth", "%s: client id '%.*s' refused to %s%s%s: its session belongs to %s%s%s",
+			conn_peer(c), (int)id_len, id, username ? "user '" : "", username ? username : "an anonymous client",
+			username ? "'" : "", held->username ? "user '" : "", held->username ? held->username : "an anonymous client",
+			held->username ? "'" : "");
+		wisp_free(username);
+		return refuse(b, c, MQTT_CONNACK_NOT_AUTHORIZED, why, "client id belongs to another user's session");
+	}
+	/* A persistent session is a promise the store cannot keep right now;
+	 * clean sessions never touch it and are still served. */
+	if (!p->clean_start && persist_refuses_durable(b)) {
+		wisp_free(username);
+		b->persist.refused++;
+		return refuse(b, c, MQTT_CONNACK_SERVER_UNAVAILABLE, why,
+			      "persistent session refused: the store cannot write (see $SYS/broker/store/state)");
+	}
 	struct acl_client *acl = NULL;
 	if (make_acl_client(b, username, id, id_len, &acl) != 0) {
 		wisp_free(username);
@@ -153,8 +187,11 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	s->username = username;
 	acl_client_free(s->acl);
 	s->acl = acl;
-	if (present)
+	s->owned = true;
+	if (present) {
 		broker_reclassify_subs(b, s);
+		auth_recheck_messages(b, s); /* before anything is re-sent */
+	}
 	s->conn = c;
 	c->sess = s;
 	persist_session_put(b, s);

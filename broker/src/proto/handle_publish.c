@@ -3,20 +3,66 @@
  * acknowledgement its QoS asks for. QoS 2 is exactly-once on the way in:
  * the packet id is held from PUBLISH to PUBREL and a repeated PUBLISH with
  * that id is acknowledged again but not routed again [MQTT-4.3.3-2].
+ *
+ * $SYS/ is the broker's: a client publish there is dropped unless an ACL
+ * rule grants it by name (no ACL at all grants nothing there, and a leading
+ * wildcard never reaches '$' topics [MQTT-4.7.2-1]), and $SYS/broker/,
+ * where the broker's own statistics live, is never client-writable, so a
+ * retained value there is always the broker's.
  */
 #include "broker.h"
+
+#include <string.h>
 
 #include "err.h"
 #include "log.h"
 
-int broker_send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id)
+static bool has_prefix_level(const char *topic, size_t len, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	return len >= n && memcmp(topic, prefix, n) == 0 && (len == n || topic[n] == '/');
+}
+
+bool broker_sys_write_allowed(const struct acl_client *acl, const char *topic, size_t len)
+{
+	if (!has_prefix_level(topic, len, "$SYS"))
+		return true;
+	if (!acl || has_prefix_level(topic, len, "$SYS/broker"))
+		return false;
+	return acl_client_check(acl, topic, len, ACL_WRITE);
+}
+
+/* An ack that vouches for the records appended after seq `since` (see
+ * persist_send_ack_since); UINT64_MAX: decided by the session (persist_send_ack). */
+static int send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id, uint64_t since)
 {
 	uint8_t buf[8];
 	struct mqtt_ack ack = {.packet_id = packet_id};
 	ssize_t n = mqtt_encode_ack(buf, sizeof buf, c->version, type, &ack);
 	if (n < 0)
 		return WISP_EINVAL;
-	return persist_send_ack(b, c, buf, (size_t)n);
+	if (since == UINT64_MAX)
+		return persist_send_ack(b, c, buf, (size_t)n);
+	return persist_send_ack_since(b, c, buf, (size_t)n, since);
+}
+
+int broker_send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id)
+{
+	return send_ack(b, c, type, packet_id, UINT64_MAX);
+}
+
+/* A PUBLISH that is not routed is still acknowledged per its QoS, as
+ * Mosquitto does: 3.1.1 has no negative acknowledgement [MQTT-4.3.2-2]
+ * [MQTT-4.3.3-2], and a publisher that got none would retry forever. */
+static int ack_unrouted(struct broker *b, struct conn *c, const struct mqtt_publish *p, uint64_t seq_before)
+{
+	if (p->qos == 1)
+		return send_ack(b, c, MQTT_PKT_PUBACK, p->packet_id, seq_before);
+	if (p->qos == 2 && sess_qos2_in_add(c->sess, p->packet_id) >= 0) {
+		persist_qos2_in(b, c->sess, p->packet_id, true);
+		return send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id, seq_before);
+	}
+	return 0;
 }
 
 int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *p, const char **why)
@@ -37,17 +83,19 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		*why = "topic has more levels than max_topic_levels";
 		return WISP_ELIMIT;
 	}
-	if (!acl_client_check(c->sess->acl, topic, topic_len, ACL_WRITE)) {
-		/* Acknowledged per its QoS but not routed, as Mosquitto does: the
-		 * publisher cannot tell, and must not retry forever. */
-		log_msg(LOG_DEBUG, "acl", "%s: publish to '%.*s' denied", c->sess->client_id, (int)topic_len, topic);
-		if (p->qos == 1)
-			return broker_send_ack(b, c, MQTT_PKT_PUBACK, p->packet_id);
-		if (p->qos == 2 && sess_qos2_in_add(c->sess, p->packet_id) >= 0) {
-			persist_qos2_in(b, c->sess, p->packet_id, true);
-			return broker_send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id);
+	uint64_t seq_before = persist_seq(b);
+	if (topic[0] == '$' && !broker_sys_write_allowed(c->sess->acl, topic, topic_len)) {
+		b->stats.sys_publish_dropped++;
+		if (!c->sess->sys_write_logged) {
+			c->sess->sys_write_logged = true;
+			log_msg(LOG_NOTICE, "acl", "%s: publish to '%.*s' dropped: $SYS is the broker's (logged once per client)",
+				c->sess->client_id, (int)topic_len, topic);
 		}
-		return 0;
+		return ack_unrouted(b, c, p, seq_before);
+	}
+	if (!acl_client_check(c->sess->acl, topic, topic_len, ACL_WRITE)) {
+		log_msg(LOG_DEBUG, "acl", "%s: publish to '%.*s' denied", c->sess->client_id, (int)topic_len, topic);
+		return ack_unrouted(b, c, p, seq_before);
 	}
 	if (p->qos == 2) {
 		int rc = sess_qos2_in_add(c->sess, p->packet_id);
@@ -56,6 +104,15 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		if (rc < 0) {
 			*why = rc == WISP_ELIMIT ? "too many QoS 2 messages awaiting PUBREL" : "out of memory";
 			return rc;
+		}
+		if (persist_refuses_durable(b)) {
+			/* Refused before routing: routed and then refused, a clean
+			 * publisher's resend would be routed again, and exactly
+			 * once would be lost [MQTT-4.3.3-2]. */
+			sess_qos2_in_release(c->sess, p->packet_id);
+			b->persist.refused++;
+			*why = "QoS 2 publish refused: the store cannot write (see $SYS/broker/store/state)";
+			return WISP_EIO;
 		}
 		persist_qos2_in(b, c->sess, p->packet_id, true);
 	}
@@ -69,9 +126,23 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		broker_retain(b, m);
 	broker_route(b, m, levels, (size_t)nlevels);
 	msg_unref(m);
+	/* 3.1.1 has no negative PUBACK: while the store cannot write, a
+	 * publish whose ack would wait for it is refused by closing the
+	 * connection, unacknowledged, so the publisher keeps it and sends it
+	 * again later (a QoS 1 message already routed may then arrive twice;
+	 * QoS 2 was refused before routing). The
+	 * records appended stay buffered and are written when the disk is
+	 * back; nothing acknowledged depends on them. */
+	if (p->qos > 0 && persist_refuses_durable(b) && persist_ack_must_wait(b, c, seq_before)) {
+		b->persist.refused++;
+		*why = "QoS 1/2 publish refused: the store cannot write (see $SYS/broker/store/state)";
+		return WISP_EIO;
+	}
+	/* The ack vouches for what this publish appended (queued copies for
+	 * persistent sessions, the QoS 2 id): nothing appended, nothing to wait for. */
 	if (p->qos == 1)
-		return broker_send_ack(b, c, MQTT_PKT_PUBACK, p->packet_id);
+		return send_ack(b, c, MQTT_PKT_PUBACK, p->packet_id, seq_before);
 	if (p->qos == 2)
-		return broker_send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id);
+		return send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id, seq_before);
 	return 0;
 }

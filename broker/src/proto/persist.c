@@ -10,14 +10,26 @@
 #include "log.h"
 #include "store.h"
 
-/* An acknowledgement waiting for the fsync of the records it vouches for. */
+/* An acknowledgement waiting for the records it vouches for: written to the
+ * OS in every mode, and fsynced with fsync "always". They wait in a FIFO
+ * ring (b->persist.held*) in seq order: in every mode the acks of a turn
+ * that appended records pass through it until the turn's write, so it is
+ * reused rather than allocated per ack. */
 struct held_ack {
-	struct list_node link;
-	struct conn *c;
+	struct conn *c;   /* NULL once its connection closed */
 	uint64_t seq;
 	uint8_t len;
-	uint8_t bytes[7]; /* PUBACK, PUBREC, PUBCOMP: 4 bytes in 3.1.1 */
+	uint8_t bytes[7]; /* PUBACK, PUBREC, PUBREL, PUBCOMP: 4 bytes in 3.1.1 */
 };
+
+/* Retrying a failed write or compaction: exponential backoff, in seconds
+ * (the loop's timers tick in seconds). A disk that is full for an hour
+ * costs one write attempt every WRITE_RETRY_MAX_S seconds, not one per
+ * loop turn, and the log says so once per episode (store.c). */
+#define WRITE_RETRY_MIN_S 1u
+#define WRITE_RETRY_MAX_S 8u
+#define COMPACT_RETRY_MIN_S 1u
+#define COMPACT_RETRY_MAX_S 64u
 
 static bool is_persistent(const struct session *s) { return s && !s->clean; }
 
@@ -151,11 +163,25 @@ static void on_cleared(void *ctx, struct session *s, struct sess_msg *e)
 	durable_unref(b, e->msg);
 }
 
+/* A queued message dropped unsent (an access re-check): QUEUE_DEL, so a
+ * restart does not bring it back. */
+static void on_unqueued(void *ctx, struct session *s, struct sess_msg *e)
+{
+	struct broker *b = ctx;
+	if (!is_persistent(s) || !e->durable)
+		return;
+	int rc = store_append_queue_del(b->persist.store, s->client_id, s->id_len, e->msg->store_id);
+	if (rc != 0)
+		append_failed(b, rc);
+	durable_unref(b, e->msg);
+}
+
 static const struct delivery_hooks hooks = {
 	.queued = on_queued,
 	.flight = on_flight,
 	.done = on_done,
 	.cleared = on_cleared,
+	.unqueued = on_unqueued,
 };
 
 /* ---- state changes from the handlers ---- */
@@ -241,55 +267,126 @@ void persist_retain_released(struct broker *b, struct msg *m)
 
 /* ---- acknowledgements ---- */
 
-static void release_held(struct broker *b, uint64_t durable)
+uint64_t persist_seq(const struct broker *b) { return b->persist.store ? store_seq(b->persist.store) : 0; }
+
+/* Records up to this seq are as safe as the mode promises. */
+static uint64_t safe_seq(const struct broker *b)
 {
-	struct list_node *n;
-	while ((n = list_first(&b->persist.held)) != NULL) {
-		struct held_ack *h = container_of(n, struct held_ack, link);
-		if (h->seq > durable)
+	struct store *st = b->persist.store;
+	uint64_t written = store_written_seq(st);
+	if (store_fsync_mode(st) == STORE_FSYNC_ALWAYS && b->persist.durable < written)
+		return b->persist.durable;
+	return written;
+}
+
+static void release_held(struct broker *b)
+{
+	uint64_t safe = safe_seq(b);
+	while (b->persist.held_len > 0) {
+		struct held_ack *h = &b->persist.held[b->persist.held_head];
+		if (h->seq > safe)
 			break;
-		list_remove(n);
-		h->c->held_acks--;
-		conn_send_bytes(h->c, h->bytes, h->len);
-		wisp_free(h);
+		if (h->c) {
+			h->c->held_acks--;
+			conn_send_bytes(h->c, h->bytes, h->len);
+		}
+		b->persist.held_head = (b->persist.held_head + 1) & (b->persist.held_cap - 1);
+		b->persist.held_len--;
 	}
+}
+
+static int held_grow(struct broker *b)
+{
+	size_t cap = b->persist.held_cap ? b->persist.held_cap * 2 : 64;
+	struct held_ack *v = wisp_malloc(cap * sizeof *v);
+	if (!v)
+		return WISP_ENOMEM;
+	for (size_t i = 0; i < b->persist.held_len; i++)
+		v[i] = b->persist.held[(b->persist.held_head + i) & (b->persist.held_cap - 1)];
+	wisp_free(b->persist.held);
+	b->persist.held = v;
+	b->persist.held_head = 0;
+	b->persist.held_cap = cap;
+	return 0;
+}
+
+int persist_send_ack_since(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since)
+{
+	struct store *st = b->persist.store;
+	if (!st || len > sizeof ((struct held_ack *)0)->bytes)
+		return conn_send_bytes(c, bytes, len);
+	uint64_t seq = store_seq(st);
+	/* Conservative: it waits for everything appended so far, not only for
+	 * its own records (they are the last ones anyway). */
+	uint64_t dep = seq > since ? seq : 0;
+	/* Acks leave in the order their PUBLISHes came [MQTT-4.6.0-2], so once
+	 * one waits, the ones after it wait too. */
+	if (dep <= safe_seq(b) && c->held_acks == 0)
+		return conn_send_bytes(c, bytes, len);
+	if (b->persist.held_len == b->persist.held_cap && held_grow(b) != 0)
+		return WISP_ENOMEM;
+	struct held_ack *h = &b->persist.held[(b->persist.held_head + b->persist.held_len) & (b->persist.held_cap - 1)];
+	h->c = c;
+	h->seq = dep;
+	h->len = (uint8_t)len;
+	memcpy(h->bytes, bytes, len);
+	b->persist.held_len++;
+	c->held_acks++;
+	return 0;
 }
 
 int persist_send_ack(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len)
 {
-	struct store *st = b->persist.store;
-	if (!st || store_fsync_mode(st) != STORE_FSYNC_ALWAYS || len > sizeof ((struct held_ack *)0)->bytes)
-		return conn_send_bytes(c, bytes, len);
-	uint64_t seq = store_seq(st);
-	/* Acks leave in the order their PUBLISHes came [MQTT-4.6.0-2], so once
-	 * one waits, the ones after it wait too. */
-	if (seq <= b->persist.durable && c->held_acks == 0)
-		return conn_send_bytes(c, bytes, len);
-	struct held_ack *h = wisp_malloc(sizeof *h);
-	if (!h)
-		return WISP_ENOMEM;
-	h->c = c;
-	h->seq = seq;
-	h->len = (uint8_t)len;
-	memcpy(h->bytes, bytes, len);
-	list_push_back(&b->persist.held, &h->link);
-	c->held_acks++;
-	return 0;
+	/* A clean session's acks vouch for no record: its QoS 2 state and its
+	 * outbound messages never touch the store. */
+	uint64_t since = is_persistent(c->sess) ? 0 : persist_seq(b);
+	return persist_send_ack_since(b, c, bytes, len, since);
 }
 
 void persist_forget_conn(struct broker *b, struct conn *c)
 {
 	if (!c->held_acks)
 		return;
-	struct list_node *n, *tmp;
-	list_for_each_safe(n, tmp, &b->persist.held) {
-		struct held_ack *h = container_of(n, struct held_ack, link);
-		if (h->c == c) {
-			list_remove(n);
-			wisp_free(h);
-		}
+	for (size_t i = 0; i < b->persist.held_len; i++) {
+		struct held_ack *h = &b->persist.held[(b->persist.held_head + i) & (b->persist.held_cap - 1)];
+		if (h->c == c)
+			h->c = NULL;
 	}
 	c->held_acks = 0;
+}
+
+bool persist_refuses_durable(const struct broker *b)
+{
+	struct store *st = b->persist.store;
+	if (!st)
+		return false;
+	/* everysec/no: a failed fsync does not delay acks (they never waited
+	 * for one), so new work is still accepted while the log is rewritten. */
+	return store_write_failing(st) ||
+	       (store_fsync_mode(st) == STORE_FSYNC_ALWAYS && store_needs_rewrite(st));
+}
+
+bool persist_ack_must_wait(const struct broker *b, const struct conn *c, uint64_t since)
+{
+	if (!b->persist.store)
+		return false;
+	return c->held_acks > 0 || store_seq(b->persist.store) > since;
+}
+
+void persist_status(const struct broker *b, struct persist_status *out)
+{
+	struct store_stats ss = {0};
+	memset(out, 0, sizeof *out);
+	if (!b->persist.store)
+		return;
+	store_get_stats(b->persist.store, &ss);
+	out->enabled = true;
+	out->degraded = store_error(b->persist.store) != 0 || b->persist.compact_backoff_s > 0;
+	out->write_errors = ss.write_errors;
+	out->fsync_errors = ss.fsync_errors;
+	out->compact_errors = ss.compact_errors;
+	out->refused = b->persist.refused;
+	out->held_acks = b->persist.held_len;
 }
 
 static void on_durable(struct loop *l, struct loop_io *io, uint32_t events)
@@ -298,7 +395,7 @@ static void on_durable(struct loop *l, struct loop_io *io, uint32_t events)
 	(void)l;
 	(void)events;
 	b->persist.durable = store_durable_seq(b->persist.store);
-	release_held(b, b->persist.durable);
+	release_held(b);
 }
 
 /* ---- compaction: the whole live state, each message written once ---- */
@@ -388,29 +485,75 @@ static int emit_state(void *ctx, struct store *st)
 	return x.rc;
 }
 
-bool persist_flush(struct broker *b)
+/* Nothing to do: the timer only makes the loop turn, and before_sleep retries. */
+static void on_retry(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	(void)t;
+}
+
+static uint32_t next_backoff(uint32_t cur, uint32_t min, uint32_t max)
+{
+	return cur == 0 ? min : cur >= max / 2 ? max : cur * 2;
+}
+
+/* Wakes the loop at loop time `at_ms` (or a little later: timers tick in
+ * seconds), unless it is already due to wake earlier. */
+static void wake_at(struct broker *b, uint64_t at_ms, uint64_t now_ms)
+{
+	struct loop_timer *t = &b->persist.retry_timer;
+	uint64_t seconds = at_ms > now_ms ? (at_ms - now_ms + 999u) / 1000u : 1u;
+	if (loop_timer_armed(t)) {
+		if (t->deadline <= loop_now_s(b->loop) + seconds)
+			return;
+		loop_timer_stop(b->loop, t);
+	}
+	loop_timer_start(b->loop, t, seconds, on_retry);
+}
+
+/* A compaction failed (now, or on the helper since the last turn): wait
+ * before the next one; one that succeeded resets the wait. */
+static void note_compactions(struct broker *b, uint64_t now)
+{
+	struct store_stats ss;
+	store_get_stats(b->persist.store, &ss);
+	if (ss.compact_errors != b->persist.compact_errors_seen) {
+		b->persist.compact_errors_seen = ss.compact_errors;
+		b->persist.compact_backoff_s = next_backoff(b->persist.compact_backoff_s, COMPACT_RETRY_MIN_S,
+							    COMPACT_RETRY_MAX_S);
+		b->persist.compact_retry_at = now + b->persist.compact_backoff_s * 1000u;
+	} else if (ss.compactions != b->persist.compactions_seen) {
+		b->persist.compactions_seen = ss.compactions;
+		b->persist.compact_backoff_s = 0;
+	}
+}
+
+void persist_flush(struct broker *b)
 {
 	struct store *st = b->persist.store;
 	if (!st)
-		return true;
-	if (store_flush(st) != 0) {
-		if (!b->persist.flush_failing)
-			log_msg(LOG_ERROR, "store", "cannot write the log: acknowledgements wait until it can");
-		b->persist.flush_failing = true;
-		return false;
+		return;
+	uint64_t now = loop_now_ms(b->loop);
+	if (!store_write_failing(st) || now >= b->persist.write_retry_at) {
+		if (store_flush(st) != 0) {
+			b->persist.write_backoff_s = next_backoff(b->persist.write_backoff_s, WRITE_RETRY_MIN_S,
+								  WRITE_RETRY_MAX_S);
+			b->persist.write_retry_at = now + b->persist.write_backoff_s * 1000u;
+		} else {
+			b->persist.write_backoff_s = 0;
+		}
 	}
-	if (b->persist.flush_failing)
-		log_msg(LOG_NOTICE, "store", "the log is writable again");
-	b->persist.flush_failing = false;
-	if (store_fsync_mode(st) != STORE_FSYNC_ALWAYS)
-		release_held(b, UINT64_MAX);
-	if (store_compact_due(st)) {
-		int rc = store_compact(st, emit_state, b);
-		if (rc != 0 && rc != WISP_EAGAIN)
-			log_msg(LOG_WARNING, "store", "compaction failed (%s); the log keeps growing",
-				wisp_strerror(rc));
+	release_held(b);
+	note_compactions(b, now);
+	if (!store_write_failing(st) && now >= b->persist.compact_retry_at && store_compact_due(st)) {
+		store_compact(st, emit_state, b); /* failures: logged by the store, paced here */
+		note_compactions(b, now);
 	}
-	return true;
+	/* Nothing else may wake an idle loop for the next attempt. */
+	if (store_write_failing(st))
+		wake_at(b, b->persist.write_retry_at, now);
+	else if (b->persist.compact_retry_at > now && store_compact_due(st))
+		wake_at(b, b->persist.compact_retry_at, now);
 }
 
 /* ---- start-up: replaying the store into the broker ---- */
@@ -631,7 +774,6 @@ static enum store_fsync fsync_mode(enum config_fsync f)
 int persist_open(struct broker *b, char *err, size_t errlen)
 {
 	const struct config_persistence *pc = &b->cfg->persistence;
-	list_init(&b->persist.held);
 	b->persist.io.fd = -1;
 	if (!pc->enabled)
 		return 0;
@@ -674,11 +816,10 @@ void persist_close(struct broker *b)
 		return;
 	delivery_set_hooks(NULL, NULL);
 	loop_io_stop(b->loop, &b->persist.io);
+	loop_timer_stop(b->loop, &b->persist.retry_timer);
 	store_close(b->persist.store);
 	b->persist.store = NULL;
-	struct list_node *n;
-	while ((n = list_first(&b->persist.held)) != NULL) {
-		list_remove(n);
-		wisp_free(container_of(n, struct held_ack, link));
-	}
+	wisp_free(b->persist.held);
+	b->persist.held = NULL;
+	b->persist.held_len = b->persist.held_cap = 0;
 }

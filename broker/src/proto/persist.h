@@ -9,10 +9,15 @@
  * and in-flight QoS 1/2 messages and inbound QoS 2 packet ids. Clean
  * sessions and QoS 0 traffic never touch the disk.
  *
- * The promise: an acknowledgement (PUBACK, PUBREC, PUBCOMP) leaves only
- * after the records of what it acknowledges were written to the OS (every
- * mode: they survive kill -9) and, with fsync "always", fsynced (they
- * survive power loss): such acks wait, in order, for the group commit.
+ * The promise: an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP) leaves
+ * only after the records of what it acknowledges were written to the OS
+ * (every mode: they survive kill -9) and, with fsync "always", fsynced (they
+ * survive power loss): such acks wait, in order per connection, for the
+ * write and the group commit. Everything else (CONNACK, SUBACK, PINGRESP,
+ * QoS 0, acks that vouch for no unwritten record) never waits, so a failing
+ * disk delays only what depends on it. While the store cannot write (or,
+ * with "always", cannot sync), new durable work is refused: see
+ * persist_refuses_durable and docs/persistence.md "When the disk fails".
  *
  * With persistence disabled every function is a cheap no-op.
  */
@@ -35,13 +40,39 @@ int persist_open(struct broker *b, char *err, size_t errlen);
 void persist_close(struct broker *b);
 
 /* Once per loop turn, before any output is flushed: writes the turn's
- * records. false when they could not be written: the turn's output must
- * wait (acks must not leave before their records). */
-bool persist_flush(struct broker *b);
+ * records (a failed write is retried with backoff, not every turn),
+ * releases the held acks they vouch for and compacts when due. */
+void persist_flush(struct broker *b);
 
-/* Queues an ack, holding it back until its records are durable when the
- * mode asks so. Same contract as conn_send_bytes. */
+/* Queues an ack, holding it back until its records are written (and, with
+ * fsync "always", fsynced). Same contract as conn_send_bytes. An ack of a
+ * persistent session vouches for every record appended so far; one of a
+ * clean session for none (it waits only behind c's held acks). */
 int persist_send_ack(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len);
+/* The same for an ack that vouches for the records appended after seq
+ * `since` (and everything before them); none appended: it vouches for
+ * nothing. handle_publish uses it, since routing appends for others. */
+int persist_send_ack_since(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since);
+
+/* True while new durable work must be refused: the log cannot be written,
+ * or (fsync "always") it cannot be synced. */
+bool persist_refuses_durable(const struct broker *b);
+/* The store's last appended seq (0 without persistence). */
+uint64_t persist_seq(const struct broker *b);
+/* Whether an ack queued on c now would wait for records appended after
+ * seq `since` (or behind an earlier held ack of c). */
+bool persist_ack_must_wait(const struct broker *b, const struct conn *c, uint64_t since);
+
+struct persist_status {
+	bool enabled;
+	bool degraded;          /* writes, fsyncs or compactions are failing */
+	uint64_t write_errors;
+	uint64_t fsync_errors;
+	uint64_t compact_errors;
+	uint64_t refused;       /* CONNECTs and PUBLISHes refused while degraded */
+	uint64_t held_acks;     /* acks waiting for their records now */
+};
+void persist_status(const struct broker *b, struct persist_status *out);
 /* Forgets a closing connection's held acks. */
 void persist_forget_conn(struct broker *b, struct conn *c);
 

@@ -1,9 +1,15 @@
 /*
  * SIGHUP: apply what can change without dropping connections (password
- * file, ACL, log settings and TLS material), all or nothing. Every new piece is built
+ * file, ACL, each listener's allow_anonymous and use_identity_as_username,
+ * log settings and TLS material), all or nothing. Every new piece is built
  * first; only when all of them succeed are they swapped in, so a reload
  * with a bad file keeps the running configuration. Listener addresses and
  * limits need a restart; a changed value is logged, not applied.
+ *
+ * A connected client the new authentication settings would refuse (an
+ * anonymous client where anonymity is no longer allowed, a user no longer
+ * in the password file) is disconnected, as Mosquitto does; its persistent
+ * session stays.
  *
  * Connections accepted before the reload keep the TLS context they
  * started with (reference counted) until they close.
@@ -21,8 +27,9 @@ static bool same_str(const char *a, const char *b)
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-/* Every session gets a client for the new rules and its subscriptions are
- * classified again; a session whose rules cannot be built (out of memory)
+/* Every session gets a client for the new rules, its subscriptions are
+ * classified again and its queued and in-flight messages re-checked for
+ * read access; a session whose rules cannot be built (out of memory)
  * keeps none, which denies it everything rather than allowing it all. */
 static void reapply_acl(struct broker *b)
 {
@@ -33,7 +40,58 @@ static void reapply_acl(struct broker *b)
 			if (b->auth.acl && acl_client_new(b->auth.acl, s->username, s->client_id, &s->acl) != 0)
 				log_msg(LOG_WARNING, "acl", "%s: out of memory rebuilding its ACL", s->client_id);
 			broker_reclassify_subs(b, s);
+			if (auth_recheck_messages(b, s) && s->conn)
+				delivery_pump(s, &b->dlim); /* the window may have room now */
 		}
+}
+
+/* The per-listener auth switches; each change is logged. */
+static void apply_listener_auth(struct broker *b, const struct config *next)
+{
+	for (size_t i = 0; i < b->listener_count && i < next->listener_count; i++) {
+		const struct config_listener *nl = &next->listeners[i];
+		struct broker_listener *bl = &b->listeners[i];
+		if (nl->allow_anonymous != bl->allow_anonymous)
+			log_msg(LOG_NOTICE, "main", "reload: %s: allow_anonymous is now %s", bl->net.name,
+				nl->allow_anonymous ? "true" : "false");
+		if (nl->tls.use_identity_as_username != bl->use_identity_as_username)
+			log_msg(LOG_NOTICE, "main", "reload: %s: use_identity_as_username is now %s (for new connections)",
+				bl->net.name, nl->tls.use_identity_as_username ? "true" : "false");
+		bl->allow_anonymous = nl->allow_anonymous;
+		bl->use_identity_as_username = nl->tls.use_identity_as_username;
+	}
+}
+
+/* Whether the login of a connected client would still be accepted: the
+ * same rules as auth_connect, minus the password (which is not kept). */
+static bool still_allowed(const struct broker *b, const struct conn *c)
+{
+	const struct broker_listener *bl = c->listener;
+	const char *user = c->sess->username;
+	if (!user)
+		return bl->allow_anonymous;
+	if (bl->use_identity_as_username)
+		return true;
+	if (b->auth.passwd)
+		return passwd_has_user(b->auth.passwd->db, user, strlen(user));
+	return bl->allow_anonymous;
+}
+
+static void drop_refused_logins(struct broker *b)
+{
+	size_t dropped = 0;
+	struct list_node *n, *tmp;
+	list_for_each_safe(n, tmp, &b->conns.all) {
+		struct conn *c = container_of(n, struct conn, all_link);
+		if (c->state != CONN_ACTIVE || !c->sess || still_allowed(b, c))
+			continue;
+		broker_drop(b, c, false, c->sess->username ? "user no longer in the password file after reload"
+							   : "anonymous clients no longer allowed after reload");
+		dropped++;
+	}
+	if (dropped)
+		log_msg(LOG_NOTICE, "main", "reload: disconnected %zu client(s) the new authentication settings refuse",
+			dropped);
 }
 
 int broker_reload(struct broker *b, const struct config *next)
@@ -72,6 +130,8 @@ int broker_reload(struct broker *b, const struct config *next)
 	}
 	auth_release(&b->auth);
 	b->auth = auth;
+	apply_listener_auth(b, next);
+	drop_refused_logins(b);
 	reapply_acl(b);
 	for (size_t i = 0; i < b->listener_count; i++) {
 		if (!fresh[i])

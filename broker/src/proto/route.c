@@ -6,8 +6,15 @@
  * generation counter marks sessions already seen during this publish, so
  * deduplication costs O(1) per match and no per-publish allocation once the
  * route array has grown to the largest fan-out seen.
+ *
+ * A delivery dropped by a bound is counted per reason (drop.h) and logged
+ * once per episode per client: the first drop logs, the episode ends when
+ * the bound is at most half used again. The check costs one test of a
+ * byte of the session on the delivery path while no episode is open.
  */
 #include "broker.h"
+
+#include <stdio.h>
 
 #include "alloc.h"
 #include "err.h"
@@ -33,7 +40,7 @@ static void collect(void *subscriber, uint8_t options, uint32_t subscription_id,
 		size_t cap = b->route_cap ? b->route_cap * 2 : 64;
 		struct route_entry *r = wisp_realloc(b->route, cap * sizeof *r);
 		if (!r) {
-			b->stats.publish_dropped++;
+			broker_count_drop(b, DROP_NO_MEMORY);
 			return;
 		}
 		b->route = r;
@@ -84,16 +91,87 @@ void broker_retain(struct broker *b, struct msg *m)
 	msg_unref(old);
 }
 
+_Static_assert(DROP_REASON_COUNT <= 16, "session.drop_episodes has a bit per drop reason");
+
+#define EPISODE(why) ((uint16_t)(1u << (why)))
+
+static uint64_t bound_value(const struct broker *b, enum drop_reason why)
+{
+	switch (why) {
+	case DROP_QUEUE_FULL:
+		return b->dlim.max_queued;
+	case DROP_QUEUE_BYTES:
+		return b->dlim.max_queued_bytes;
+	case DROP_OUTPUT_FULL:
+		return b->dlim.max_output;
+	case DROP_NO_MEMORY:
+		return b->cfg->limits.memory_limit;
+	default:
+		return 0;
+	}
+}
+
+/* Counts the drop, and logs it when it starts an episode for this client:
+ * a subscriber stuck at its bound loses every further message, and one line
+ * per message would flood the log (mosquitto's is_dropping). */
+static void note_drop(struct broker *b, struct session *s, enum drop_reason why)
+{
+	broker_count_drop(b, why);
+	const char *key = drop_reason_key(why);
+	if (!key || (s->drop_episodes & EPISODE(why)))
+		return;
+	s->drop_episodes |= EPISODE(why);
+	uint64_t bound = bound_value(b, why);
+	char hit[96];
+	if (why == DROP_NO_MEMORY && !bound)
+		snprintf(hit, sizeof hit, "out of memory");
+	else
+		snprintf(hit, sizeof hit, "%s reached (%llu)", key, (unsigned long long)bound);
+	log_msg(LOG_WARNING, "queue", "client %s: dropping messages for it: %s; counted in $SYS/broker/messages/dropped/%s",
+		s->client_id, hit, drop_reason_name(why));
+}
+
+/* Whether the bound behind an episode has room again. Half the bound, not
+ * one free slot: a subscriber reading at the rate messages arrive frees one
+ * slot per ack, and ending the episode then would log at that rate. */
+static bool has_room_again(const struct broker *b, const struct session *s, enum drop_reason why)
+{
+	switch (why) {
+	case DROP_QUEUE_FULL:
+		return s->queued_count <= b->dlim.max_queued / 2;
+	case DROP_QUEUE_BYTES:
+		return s->queued_bytes <= b->dlim.max_queued_bytes / 2;
+	case DROP_OUTPUT_FULL:
+		return !s->conn || s->conn->out.bytes <= b->dlim.max_output / 2;
+	default:
+		return false; /* no_memory: ends when a delivery succeeds */
+	}
+}
+
+static void end_episode(struct session *s, enum drop_reason why)
+{
+	s->drop_episodes &= (uint16_t)~EPISODE(why);
+	log_msg(LOG_NOTICE, "queue", "client %s: room again under %s (%llu messages dropped for it so far)",
+		s->client_id, drop_reason_key(why), (unsigned long long)s->dropped);
+}
+
 void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain)
 {
-	switch (delivery_offer(s, &b->dlim, m, qos, retain)) {
+	if (s->drop_episodes)
+		for (int r = 0; r < DROP_REASON_COUNT; r++)
+			if ((s->drop_episodes & EPISODE(r)) && has_room_again(b, s, (enum drop_reason)r))
+				end_episode(s, (enum drop_reason)r);
+	enum drop_reason why = DROP_NO_MEMORY;
+	switch (delivery_offer(s, &b->dlim, m, qos, retain, &why)) {
 	case DELIVERY_SENT:
 		b->stats.msgs_sent++;
 		break;
 	case DELIVERY_QUEUED:
 		break;
 	case DELIVERY_DROPPED:
-		b->stats.publish_dropped++;
-		break;
+		note_drop(b, s, why);
+		return;
 	}
+	if (s->drop_episodes & EPISODE(DROP_NO_MEMORY))
+		end_episode(s, DROP_NO_MEMORY);
 }

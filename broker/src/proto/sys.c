@@ -5,6 +5,9 @@
  * every interval. The counters themselves are plain integers bumped on the
  * hot path (struct broker_stats); all the work is here, once per interval.
  *
+ * Dropped messages are published in total (Mosquitto's topic) and per
+ * reason under $SYS/broker/messages/dropped/<reason> (drop.h).
+ *
  * Load figures are exponentially damped per-minute rates over 1, 5 and 15
  * minutes, the way Mosquitto and Unix load averages compute them.
  */
@@ -116,17 +119,37 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/publish/messages/received", s->msgs_received);
 	publish_u64(b, "$SYS/broker/publish/messages/sent", s->msgs_sent);
 	publish_u64(b, "$SYS/broker/publish/messages/dropped", s->publish_dropped);
+	publish_u64(b, "$SYS/broker/publish/messages/sys_dropped", s->sys_publish_dropped);
+	publish_u64(b, "$SYS/broker/publish/messages/acl_dropped", s->acl_dropped_queued);
+	publish_u64(b, "$SYS/broker/clients/takeover_refused", s->takeover_refused);
+	for (int r = 0; r < DROP_REASON_COUNT; r++) {
+		char topic[96];
+		snprintf(topic, sizeof topic, "$SYS/broker/messages/dropped/%s", drop_reason_name((enum drop_reason)r));
+		publish_u64(b, topic, s->dropped[r]);
+	}
 	publish_u64(b, "$SYS/broker/bytes/received", s->bytes_received);
 	publish_u64(b, "$SYS/broker/bytes/sent", s->bytes_sent);
 	publish_u64(b, "$SYS/broker/subscriptions/count", tree_count(b->subs));
 	publish_u64(b, "$SYS/broker/retained messages/count", retained_count(b->retained));
 	publish_u64(b, "$SYS/broker/clients/login_failures", b->auth.failed_logins);
+	publish_u64(b, "$SYS/broker/clients/login_checks/refused_busy", b->auth.pending_max_hit);
+	publish_u64(b, "$SYS/broker/clients/login_checks/refused_per_address", b->auth.pending_address_hit);
+	publish_u64(b, "$SYS/broker/clients/login_checks/cancelled", b->auth.verify_cancelled);
 	publish_u64(b, "$SYS/broker/heap/current", heap);
 	publish_u64(b, "$SYS/broker/heap/maximum", st->heap_max);
 	publish_u64(b, "$SYS/broker/store/messages/count", stored);
+	struct persist_status ps;
+	persist_status(b, &ps);
+	if (ps.enabled) {
+		publish(b, "$SYS/broker/store/state", ps.degraded ? "degraded" : "ok");
+		publish_u64(b, "$SYS/broker/store/write_errors", ps.write_errors);
+		publish_u64(b, "$SYS/broker/store/fsync_errors", ps.fsync_errors);
+		publish_u64(b, "$SYS/broker/store/compaction_errors", ps.compact_errors);
+		publish_u64(b, "$SYS/broker/store/refused", ps.refused);
+		publish_u64(b, "$SYS/broker/store/held_acks", ps.held_acks);
+	}
 	publish_u64(b, "$SYS/broker/limits/output_stalled", s->output_stalled);
 	publish_u64(b, "$SYS/broker/limits/unauthenticated_refused", s->unauth_refused);
-	publish_u64(b, "$SYS/broker/limits/queued_bytes_total_dropped", delivery_totals()->dropped);
 
 	if (interval > 0) {
 		update_load(&st->msgs_received, s->msgs_received, interval);

@@ -128,26 +128,46 @@ static void free_entry(struct sess_msg *e)
 }
 
 enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
-				    uint8_t qos, bool retain)
+				    uint8_t qos, bool retain, enum drop_reason *why)
 {
 	if (qos == 0) {
 		/* QoS 0 is never queued: a subscriber that is offline or does not
 		 * read loses it rather than growing the broker's memory. */
-		if (!online(s) || !output_has_room(s, lim))
+		if (!online(s)) {
+			*why = DROP_OFFLINE_QOS0;
 			goto drop;
-		return conn_send_publish(s->conn, m, 0, retain, false, 0) == 0 ? DELIVERY_SENT : DELIVERY_DROPPED;
+		}
+		if (!output_has_room(s, lim)) {
+			*why = DROP_OUTPUT_FULL;
+			goto drop;
+		}
+		if (conn_send_publish(s->conn, m, 0, retain, false, 0) == 0)
+			return DELIVERY_SENT;
+		*why = DROP_NO_MEMORY;
+		goto drop;
 	}
 	bool direct = online(s) && list_empty(&s->queue) && s->inflight_count < lim->max_inflight &&
 		      output_has_room(s, lim);
 	if (!direct) {
-		if (s->queued_count >= lim->max_queued ||
-		    (lim->max_queued_bytes && s->queued_bytes + msg_size(m) > lim->max_queued_bytes) ||
-		    !total_has_room(lim, msg_size(m)))
+		/* 0 means unlimited for either bound, as config/README.md says. */
+		if (lim->max_queued && s->queued_count >= lim->max_queued) {
+			*why = DROP_QUEUE_FULL;
 			goto drop;
+		}
+		if (lim->max_queued_bytes && s->queued_bytes + msg_size(m) > lim->max_queued_bytes) {
+			*why = DROP_QUEUE_BYTES;
+			goto drop;
+		}
+		if (!total_has_room(lim, msg_size(m))) {
+			*why = DROP_QUEUE_TOTAL;
+			goto drop;
+		}
 	}
 	struct sess_msg *e = wisp_malloc(sizeof *e);
-	if (!e)
+	if (!e) {
+		*why = DROP_NO_MEMORY;
 		goto drop;
+	}
 	e->msg = msg_ref(m);
 	e->qos = qos;
 	e->retain = retain;
@@ -271,6 +291,39 @@ void delivery_clear(struct session *s)
 	s->inflight_count = 0;
 	s->queued_count = 0;
 	queue_sub(s, s->queued_bytes);
+}
+
+size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
+{
+	size_t removed = 0;
+	struct list_node *n, *next;
+	for (n = s->inflight.next; n != &s->inflight; n = next) {
+		next = n->next;
+		struct sess_msg *e = container_of(n, struct sess_msg, link);
+		if (e->state == SESS_MSG_WAIT_PUBCOMP || keep(ctx, s, e->msg))
+			continue;
+		/* Never re-sent now; a late PUBACK/PUBREC for its id finds
+		 * nothing and is ignored. */
+		list_remove(n);
+		s->inflight_count--;
+		HOOK(done, s, e);
+		free_entry(e);
+		removed++;
+	}
+	for (n = s->queue.next; n != &s->queue; n = next) {
+		next = n->next;
+		struct sess_msg *e = container_of(n, struct sess_msg, link);
+		if (keep(ctx, s, e->msg))
+			continue;
+		list_remove(n);
+		s->queued_count--;
+		queue_sub(s, msg_size(e->msg));
+		HOOK(unqueued, s, e);
+		free_entry(e);
+		removed++;
+	}
+	s->dropped += removed;
+	return removed;
 }
 
 static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain)

@@ -25,12 +25,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "drop.h"
 #include "msg.h"
 #include "session.h"
 
 struct delivery_limits {
 	uint16_t max_inflight;        /* >= 1 */
-	uint32_t max_queued;          /* messages; 0 = none may queue */
+	uint32_t max_queued;          /* messages; 0 = no message limit */
 	uint64_t max_queued_bytes;    /* 0 = no byte limit */
 	uint64_t max_output;          /* bytes of unsent output on the connection */
 	uint64_t max_queued_bytes_total; /* queued bytes of all sessions together; 0 = no bound */
@@ -52,9 +53,11 @@ enum delivery_result {
 };
 
 /* Sends, queues or drops `m` for `s` at `qos` (the granted one), with the
- * retain flag as it must appear on the wire. Takes its own reference. */
+ * retain flag as it must appear on the wire. Takes its own reference. On
+ * DELIVERY_DROPPED `*why` says which bound dropped it (untouched otherwise);
+ * counting and logging the drop is the caller's. */
 enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
-				    uint8_t qos, bool retain);
+				    uint8_t qos, bool retain, enum drop_reason *why);
 
 /* Moves queued messages into the window while it and the output have room.
  * Returns how many were sent. */
@@ -73,6 +76,17 @@ void delivery_resume(struct session *s, const struct delivery_limits *lim);
 /* Releases every in-flight and queued message (session ends). */
 void delivery_clear(struct session *s);
 
+/* Whether a session may still have message `m` (an access re-check). */
+typedef bool (*delivery_keep_fn)(void *ctx, const struct session *s, const struct msg *m);
+/*
+ * Removes the queued and in-flight messages `keep` refuses, as if they had
+ * been dropped by a limit (counted in s->dropped). A QoS 2 message past
+ * PUBREC stays: it has been delivered, only its PUBREL is left. Returns
+ * how many were removed. The caller pumps the queue afterwards if the
+ * session is online. O(queued + in flight).
+ */
+size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx);
+
 /*
  * Observers of outbound state changes, for the durable store. Registered
  * once at start-up (NULL members are skipped); called on the loop thread
@@ -84,6 +98,7 @@ struct delivery_hooks {
 	void (*flight)(void *ctx, struct session *s, struct sess_msg *e);  /* entered the window or changed state */
 	void (*done)(void *ctx, struct session *s, struct sess_msg *e);    /* acknowledged, about to be freed */
 	void (*cleared)(void *ctx, struct session *s, struct sess_msg *e); /* freed with its session */
+	void (*unqueued)(void *ctx, struct session *s, struct sess_msg *e); /* left the queue unsent, about to be freed */
 };
 void delivery_set_hooks(const struct delivery_hooks *hooks, void *ctx);
 

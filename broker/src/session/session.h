@@ -58,6 +58,7 @@ struct session {
 	uint32_t hash;
 	uint16_t id_len;
 	bool clean;
+	bool sys_write_logged;    /* a dropped $SYS publish was logged (once per client) */
 	struct conn *conn;        /* NULL while offline */
 	char *username;           /* who last connected with this id; NULL: anonymous */
 	struct acl_client *acl;   /* that user's rules (owned by proto/), or NULL */
@@ -68,6 +69,11 @@ struct session {
 	uint32_t match_gen;
 	uint32_t match_slot;
 	uint16_t next_packet_id;
+	/* username is the owner's, set by the CONNECT that created the
+	 * session; another user cannot take it over (proto/handle_connect.c).
+	 * False for a session restored from the store until its next login. */
+	bool owned;
+	uint16_t drop_episodes;     /* a bit per enum drop_reason already logged (proto/route.c) */
 	struct list_node inflight;  /* struct sess_msg, in send order */
 	struct list_node queue;     /* struct sess_msg, waiting for the window */
 	uint16_t inflight_count;

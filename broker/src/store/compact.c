@@ -33,6 +33,18 @@
 #include "log.h"
 #include "store_int.h"
 
+/* One error line per episode of failing compactions (the caller retries
+ * with backoff); the next success says so. */
+static int compact_failed(struct store *s, int rc, const char *what, const char *name, int err)
+{
+	s->stats.compact_errors++;
+	if (!s->compact_failing)
+		log_msg(LOG_ERROR, "store", "compaction: %s %s/%s failed: %s; keeping the old files", what, s->dir,
+			name, err ? strerror(-err) : wisp_strerror(rc));
+	s->compact_failing = true;
+	return rc;
+}
+
 static uint64_t now_ms(void)
 {
 	struct timespec ts;
@@ -61,11 +73,8 @@ int store_compact(struct store *s, store_emit_fn emit, void *ctx)
 	store_name(log_name, "log", gen, "");
 
 	rc = store_create_file(s, sw.tmp_name, STORE_FILE_SNAP, gen, &s->snap_salt);
-	if (rc < 0) {
-		log_msg(LOG_ERROR, "store", "compaction: cannot create %s/%s: %s", s->dir, sw.tmp_name,
-			strerror(-rc));
-		return WISP_EIO;
-	}
+	if (rc < 0)
+		return compact_failed(s, WISP_EIO, "creating", sw.tmp_name, rc);
 	s->snap_fd = rc;
 	s->snap_written = STORE_FILE_HDR;
 	s->snap_err = 0;
@@ -76,19 +85,16 @@ int store_compact(struct store *s, store_emit_fn emit, void *ctx)
 		s->snap_err = store_write_all(s->snap_fd, s->buf, s->len);
 	s->snap_written += s->len;
 	s->len = 0;
-	if (rc == 0 && s->snap_err != 0) {
-		log_msg(LOG_ERROR, "store", "compaction: writing %s/%s failed: %s", s->dir, sw.tmp_name,
-			strerror(-s->snap_err));
-		rc = WISP_EIO;
-	}
+	if (rc == 0 && s->snap_err != 0)
+		rc = compact_failed(s, WISP_EIO, "writing", sw.tmp_name, s->snap_err);
+	else if (rc != 0)
+		compact_failed(s, rc, "emitting the state into", sw.tmp_name, 0);
 	if (rc != 0)
 		goto fail_snap;
 
 	log_fd = store_create_file(s, log_name, STORE_FILE_LOG, gen, &log_salt);
 	if (log_fd < 0) {
-		log_msg(LOG_ERROR, "store", "compaction: cannot create %s/%s: %s", s->dir, log_name,
-			strerror(-log_fd));
-		rc = WISP_EIO;
+		rc = compact_failed(s, WISP_EIO, "creating", log_name, log_fd);
 		goto fail_snap;
 	}
 	sw.old_fd = s->log_fd;
@@ -125,10 +131,13 @@ void store_finish_compaction(struct store *s, int err)
 		 * snapshot and both logs. The next compaction tries again. */
 		store_name(name, "snap", s->finishing_gen, ".tmp");
 		unlinkat(s->dir_fd, name, 0);
-		log_msg(LOG_ERROR, "store", "compaction to generation %" PRIu64 " failed: %s; keeping the old files",
-			s->finishing_gen, strerror(-err));
+		compact_failed(s, WISP_EIO, "syncing", name, err);
 		return;
 	}
+	if (s->compact_failing)
+		log_msg(LOG_NOTICE, "store", "compaction works again (%" PRIu64 " failed attempts in all)",
+			s->stats.compact_errors);
+	s->compact_failing = false;
 	s->snap_size = s->snap_written;
 	s->stats.compactions++;
 	store_remove_older(s, s->finishing_gen);

@@ -407,27 +407,43 @@ int store_append_qos2_in_del(struct store *s, const char *client, size_t client_
 
 uint64_t store_seq(const struct store *s) { return s->seq; }
 
+/* One error line per episode: a full disk must not fill the log too. */
+static int flush_failed(struct store *s, int rc)
+{
+	s->stats.write_errors++;
+	s->last_errno = -rc;
+	if (!s->write_failing)
+		log_msg(LOG_ERROR, "store", "write to %s/log.%016" PRIx64 " failed: %s; the records stay buffered "
+			"and are retried", s->dir, s->gen, strerror(-rc));
+	s->write_failing = true;
+	return WISP_EIO;
+}
+
 int store_flush(struct store *s)
 {
 	if (!s->loaded || s->compacting)
 		return WISP_EINVAL;
-	if (s->err != 0)
-		return s->err;
 	if (s->len == 0)
 		return 0;
+	/* O_APPEND: a partial record left by a failed write must go before
+	 * anything else is appended, or the next frames would follow garbage. */
+	if (s->need_truncate && ftruncate(s->log_fd, (off_t)s->log_size) == -1)
+		return flush_failed(s, -errno);
+	s->need_truncate = false;
 	int rc = store_write_all(s->log_fd, s->buf, s->len);
 	if (rc != 0) {
-		/* Cut a partial record back off so the next attempt appends
-		 * whole frames; if even that fails, the loader's tail repair
-		 * handles it at the next start, but we stop promising. */
+		/* The records stay buffered (seq unchanged) for the next call. */
 		if (ftruncate(s->log_fd, (off_t)s->log_size) == -1)
-			s->err = WISP_EIO;
-		log_msg(LOG_ERROR, "store", "write to %s/log.%016" PRIx64 " failed: %s", s->dir, s->gen,
-			strerror(-rc));
-		return WISP_EIO;
+			s->need_truncate = true;
+		return flush_failed(s, rc);
 	}
+	if (s->write_failing)
+		log_msg(LOG_NOTICE, "store", "the log in %s is writable again (%" PRIu64 " failed attempts in all)",
+			s->dir, s->stats.write_errors);
+	s->write_failing = false;
 	s->log_size += s->len;
 	s->len = 0;
+	s->written_seq = s->seq;
 	s->stats.flushes++;
 	buf_trim(s);
 	sync_written(s->sync, s->seq);
@@ -442,24 +458,34 @@ uint64_t store_durable_seq(struct store *s)
 	if (s->sync == NULL)
 		return 0;
 	sync_collect(s->sync, &rep);
-	if (rep.sync_err != 0 && s->err == 0) {
-		s->err = WISP_EIO;
+	if (rep.fsync_errors > s->stats.fsync_errors)
+		s->last_errno = -rep.sync_err;
+	s->stats.fsync_errors = rep.fsync_errors;
+	if (rep.tainted && !s->tainted)
 		log_msg(LOG_ERROR, "store",
-			"fsync in %s failed: %s; durability can no longer be guaranteed", s->dir,
-			strerror(-rep.sync_err));
-	}
+			"fsync in %s failed: %s; the log is no longer trusted and will be rewritten by a compaction",
+			s->dir, strerror(-rep.sync_err));
 	if (rep.switch_done)
 		store_finish_compaction(s, rep.switch_err);
+	if (!rep.tainted && s->tainted)
+		log_msg(LOG_NOTICE, "store", "%s: the state was rewritten and synced; durability is back", s->dir);
+	s->tainted = rep.tainted;
 	return sync_durable(s->sync);
 }
 
-int store_error(const struct store *s) { return s->err; }
+int store_error(const struct store *s) { return s->write_failing || s->tainted ? WISP_EIO : 0; }
+bool store_write_failing(const struct store *s) { return s->write_failing; }
+bool store_needs_rewrite(const struct store *s) { return s->tainted; }
+uint64_t store_written_seq(const struct store *s) { return s->written_seq; }
+int store_last_errno(const struct store *s) { return s->last_errno; }
 enum store_fsync store_fsync_mode(const struct store *s) { return s->mode; }
 
 bool store_compact_due(const struct store *s)
 {
 	if (!s->loaded || s->finishing)
 		return false;
+	if (s->tainted)
+		return true;
 	uint64_t data = s->log_size + s->len;
 	return data >= s->min_bytes && data / s->ratio >= s->snap_size;
 }
@@ -476,7 +502,7 @@ void store_close(struct store *s)
 {
 	if (s == NULL)
 		return;
-	if (s->loaded && s->err == 0)
+	if (s->loaded)
 		store_flush(s);
 	/* Joining the helper runs its final fsync (except in mode "no") and
 	 * lets a compaction in progress finish. */

@@ -164,22 +164,36 @@ uint64_t store_seq(const struct store *s);
  * Writes the buffered records with one write() (loop thread; no fsync) and
  * wakes the helper. Call once per loop turn, before sending that turn's
  * acks: afterwards the records are in the OS and survive kill -9.
- * 0; WISP_EIO if the write failed (the log is cut back to its last whole
- * record, the records stay buffered for the next call, and the broker must
- * not ack them) or if an fsync failed earlier (see store_error).
+ * 0; or WISP_EIO if the write failed: the log is cut back to its last whole
+ * record, the records stay buffered (and are retried at the next call: the
+ * caller paces the calls), store_write_failing() is true until a flush
+ * succeeds, and the broker must not ack them. One error line per episode.
  */
 int store_flush(struct store *s);
 
 /* The eventfd the loop polls for reading: it becomes readable when the
- * durable seq advanced or a compaction finished. */
+ * durable seq advanced, an fsync failed or a compaction finished. */
 int store_durable_fd(const struct store *s);
 /* Drains the eventfd, completes a finished compaction (removes old files,
- * logs) and returns the highest seq known to be fsynced. Call from the
- * eventfd's read callback. */
+ * logs), learns about failed fsyncs and returns the highest seq known to be
+ * fsynced. Call from the eventfd's read callback. */
 uint64_t store_durable_seq(struct store *s);
-/* 0, or the sticky WISP_EIO after a failed fsync or write: durability is
- * no longer guaranteed and the broker should stop acknowledging. */
+/* Seq of the last record write() accepted: what survives kill -9. */
+uint64_t store_written_seq(const struct store *s);
+/* The last flush failed and its records wait in memory. */
+bool store_write_failing(const struct store *s);
+/*
+ * An fsync of the log failed. After that Linux may have dropped the dirty
+ * pages, so a later fsync of the same file would not prove anything: the
+ * durable seq stops advancing until a compaction has rewritten the whole
+ * state into fresh files (store_compact_due() is true meanwhile). Not
+ * sticky: the successful compaction clears it.
+ */
+bool store_needs_rewrite(const struct store *s);
+/* WISP_EIO while store_write_failing() or store_needs_rewrite(), else 0. */
 int store_error(const struct store *s);
+/* errno of the last failed write or fsync (0 if none), for messages. */
+int store_last_errno(const struct store *s);
 enum store_fsync store_fsync_mode(const struct store *s);
 
 /* Broker callback that re-emits its whole live state with store_append_*
@@ -187,7 +201,8 @@ enum store_fsync store_fsync_mode(const struct store *s);
  * message before any record naming it. Non-zero aborts the compaction. */
 typedef int (*store_emit_fn)(void *ctx, struct store *s);
 
-/* True when the active log is large enough to compact (see options). */
+/* True when the active log is large enough to compact (see options), or
+ * when store_needs_rewrite(). */
 bool store_compact_due(const struct store *s);
 /*
  * Writes a snapshot of the live state through emit and starts a new log;
@@ -204,6 +219,9 @@ struct store_stats {
 	uint64_t generation;
 	uint64_t compactions;
 	uint64_t flushes;
+	uint64_t write_errors;   /* failed log writes (flush attempts) */
+	uint64_t fsync_errors;   /* failed log fsyncs */
+	uint64_t compact_errors; /* failed compactions */
 };
 void store_get_stats(const struct store *s, struct store_stats *out);
 

@@ -39,7 +39,13 @@ struct store {
 	uint64_t seq;           /* last appended */
 	uint64_t next_msg_id;
 	struct store_sync *sync;
-	int err;                /* sticky WISP_EIO after a failed write/fsync */
+	uint64_t written_seq;   /* last seq whose record write() returned */
+	int last_errno;         /* of the last failed write or fsync, for logs */
+	bool write_failing;     /* the last flush failed: records still buffered */
+	bool need_truncate;     /* a failed write left a partial record to cut */
+	bool tainted;           /* an fsync of the log failed (sync.c); a
+				   compaction must rewrite the state */
+	bool compact_failing;   /* the last compaction failed (log once) */
 	/* Compaction */
 	bool compacting;        /* emit callback running: appends go to snap_fd */
 	bool finishing;         /* helper finishing the switch */

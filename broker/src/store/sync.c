@@ -10,9 +10,14 @@
  * rename it, fsync the directory), because a snapshot that replaces logs
  * must be durable before the logs may go, whatever the policy.
  *
- * A failed log fsync is sticky: durability is never claimed again for this
- * process (after a failed fsync Linux may have dropped the dirty pages, so
- * a later success would lie). The loop learns it through sync_collect().
+ * A failed log fsync taints that log. After a failed fsync Linux may have
+ * dropped the dirty pages (or marked them clean), so a later fsync of the
+ * same file that succeeds proves nothing about what was written before it.
+ * While tainted, the durable seq does not advance and the helper stops
+ * syncing the log; the loop learns it through sync_collect() and starts a
+ * compaction, which writes the whole state into fresh files. Only when that
+ * snapshot is fsynced and renamed (so it replaces the tainted log) is the
+ * taint cleared and the durable seq moved to the retired log's last seq.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -42,9 +47,32 @@ struct store_sync {
 	bool has_switch;
 	bool switch_done;
 	int switch_err;
-	int sync_err;
+	int sync_err;           /* last failed log fsync, -errno */
+	uint64_t fsync_errors;
+	uint32_t epoch;         /* which log is current: bumped by each switch */
+	bool tainted;           /* a log fsync failed ... */
+	uint32_t taint_epoch;   /* ... on the log of this epoch (or an older one) */
 	struct sync_switch sw;
 };
+
+/* Locked. A failed fsync of the log of `epoch`. */
+static void taint(struct store_sync *sy, int err, uint32_t epoch)
+{
+	sy->sync_err = err;
+	sy->fsync_errors++;
+	if (!sy->tainted || epoch < sy->taint_epoch)
+		sy->taint_epoch = epoch;
+	sy->tainted = true;
+}
+
+/* Locked. Records up to seq are on disk (unless a tainted log is below). */
+static void advance_durable(struct store_sync *sy, uint64_t seq)
+{
+	if (sy->tainted || seq <= sy->synced)
+		return;
+	sy->synced = seq;
+	atomic_store(&sy->durable, seq);
+}
 
 static int retry_fsync(int fd, bool data_only)
 {
@@ -77,19 +105,19 @@ static int finish_switch(struct store_sync *sy, const struct sync_switch *sw)
 	int err = 0;
 
 	if (sy->mode != STORE_FSYNC_NO) {
-		err = retry_fsync(sw->old_fd, true);
+		/* Lets "always" acks go before the snapshot is done. A failure
+		 * here does not stop the switch: the snapshot makes the old log
+		 * redundant, which is how a tainted log is recovered. */
+		int old_err = retry_fsync(sw->old_fd, true);
 		pthread_mutex_lock(&sy->mu);
-		if (err == 0 && sw->old_seq > sy->synced) {
-			sy->synced = sw->old_seq;
-			atomic_store(&sy->durable, sw->old_seq);
-		} else if (err != 0 && sy->sync_err == 0) {
-			sy->sync_err = err;
-		}
+		if (old_err == 0)
+			advance_durable(sy, sw->old_seq);
+		else
+			taint(sy, old_err, sw->old_epoch);
 		pthread_mutex_unlock(&sy->mu);
 	}
 	close_quiet(sw->old_fd);
-	if (err == 0)
-		err = retry_fsync(sw->snap_fd, false);
+	err = retry_fsync(sw->snap_fd, false);
 	close_quiet(sw->snap_fd);
 	/* Makes the new log's and the temp file's directory entries durable
 	 * before the rename and before any record of the new log is declared
@@ -100,6 +128,13 @@ static int finish_switch(struct store_sync *sy, const struct sync_switch *sw)
 		err = -errno;
 	if (err == 0)
 		err = retry_fsync(sy->dir_fd, false);
+	if (err == 0 && sy->mode != STORE_FSYNC_NO) {
+		pthread_mutex_lock(&sy->mu);
+		if (sy->tainted && sy->taint_epoch <= sw->old_epoch)
+			sy->tainted = false;
+		advance_durable(sy, sw->old_seq);
+		pthread_mutex_unlock(&sy->mu);
+	}
 	return err;
 }
 
@@ -137,18 +172,20 @@ static void *helper_main(void *arg)
 		}
 		bool tick = sy->mode == STORE_FSYNC_EVERYSEC && reached(&next);
 		bool due = sy->mode == STORE_FSYNC_ALWAYS || sy->stop || tick;
-		if (sy->mode != STORE_FSYNC_NO && sy->sync_err == 0 && due && sy->written > sy->synced) {
+		/* A tainted log is not synced again (see the file comment): the
+		 * loop's compaction replaces it, and retrying it here would spin
+		 * in mode always. */
+		if (sy->mode != STORE_FSYNC_NO && !sy->tainted && due && sy->written > sy->synced) {
 			uint64_t target = sy->written;
 			int fd = sy->log_fd;
+			uint32_t epoch = sy->epoch;
 			pthread_mutex_unlock(&sy->mu);
 			int err = retry_fsync(fd, true);
 			pthread_mutex_lock(&sy->mu);
-			if (err != 0) {
-				sy->sync_err = err;
-			} else if (target > sy->synced) {
-				sy->synced = target;
-				atomic_store(&sy->durable, target);
-			}
+			if (err != 0)
+				taint(sy, err, epoch);
+			else
+				advance_durable(sy, target);
 			notify(sy);
 			if (tick)
 				deadline_in_1s(&next);
@@ -227,6 +264,8 @@ void sync_stop(struct store_sync *sy, struct sync_report *out)
 		out->switch_done = sy->switch_done;
 		out->switch_err = sy->switch_err;
 		out->sync_err = sy->sync_err;
+		out->tainted = sy->tainted;
+		out->fsync_errors = sy->fsync_errors;
 	}
 	pthread_cond_destroy(&sy->cond);
 	pthread_mutex_destroy(&sy->mu);
@@ -249,6 +288,7 @@ void sync_switch(struct store_sync *sy, const struct sync_switch *sw, int new_lo
 {
 	pthread_mutex_lock(&sy->mu);
 	sy->sw = *sw;
+	sy->sw.old_epoch = sy->epoch++;
 	sy->has_switch = true;
 	sy->log_fd = new_log_fd;
 	pthread_cond_signal(&sy->cond);
@@ -271,6 +311,8 @@ void sync_collect(struct store_sync *sy, struct sync_report *out)
 	out->switch_done = sy->switch_done;
 	out->switch_err = sy->switch_err;
 	out->sync_err = sy->sync_err;
+	out->tainted = sy->tainted;
+	out->fsync_errors = sy->fsync_errors;
 	sy->switch_done = false;
 	pthread_mutex_unlock(&sy->mu);
 }

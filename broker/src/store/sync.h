@@ -23,6 +23,7 @@ struct store_sync;
 struct sync_switch {
 	int old_fd;          /* the log being retired */
 	uint64_t old_seq;    /* last sequence number written to it */
+	uint32_t old_epoch;  /* filled in by sync_switch */
 	int snap_fd;         /* the written, not yet synced, temp snapshot */
 	char tmp_name[64];
 	char snap_name[64];
@@ -40,16 +41,20 @@ void sync_stop(struct store_sync *sy, struct sync_report *out);
 
 /* Records up to `seq` are in the OS (write() returned). */
 void sync_written(struct store_sync *sy, uint64_t seq);
-/* Hands over a compaction tail and makes `new_log_fd` current. */
+/* Hands over a compaction tail and makes `new_log_fd` current. A
+ * successful switch also clears the taint of a failed fsync on any log it
+ * retires: the snapshot holds everything that log held. */
 void sync_switch(struct store_sync *sy, const struct sync_switch *sw, int new_log_fd);
 
 int sync_event_fd(const struct store_sync *sy);
 uint64_t sync_durable(const struct store_sync *sy);
 
 struct sync_report {
-	bool switch_done;   /* a sync_switch finished since the last call */
-	int switch_err;     /* its result: 0 or -errno */
-	int sync_err;       /* sticky -errno of a failed log fsync, or 0 */
+	bool switch_done;      /* a sync_switch finished since the last call */
+	int switch_err;        /* its result: 0 or -errno */
+	int sync_err;          /* -errno of the last failed log fsync, or 0 */
+	bool tainted;          /* a log fsync failed and no snapshot has replaced that log yet */
+	uint64_t fsync_errors; /* failed log fsyncs since start */
 };
 /* Drains the eventfd and collects what the helper finished. */
 void sync_collect(struct store_sync *sy, struct sync_report *out);
