@@ -353,7 +353,10 @@ class BeforeConnectTest(BrokerTestCase):
     RSS_GROWTH_KIB = 24 * 1024
 
     def broker_options(self):
-        return dict(QUARANTINE, config={"sys_interval": 1})
+        # Every refusal is logged here (log.rate_limit 0): the test counts
+        # one line per connection closed.
+        return dict(QUARANTINE, config={"sys_interval": 1,
+                                        "log": {"level": "debug", "rate_limit": 0}})
 
     def open_raw(self):
         s = socket.create_connection(("127.0.0.1", self.broker.port), timeout=5)

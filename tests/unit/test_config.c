@@ -225,6 +225,10 @@ static void check_defaults(const struct config *cfg)
 	CU_ASSERT_EQUAL(cfg->listeners[0].protocol, CONFIG_PROTO_MQTT);
 	CU_ASSERT_TRUE(cfg->listeners[0].allow_anonymous);
 	CU_ASSERT_EQUAL(cfg->listeners[0].max_connections, 0);
+	CU_ASSERT_EQUAL(cfg->listeners[0].max_handshakes, 512);
+	CU_ASSERT_EQUAL(cfg->listeners[0].max_handshakes_per_address, 64);
+	CU_ASSERT_EQUAL(cfg->log.rate_limit, 10);
+	CU_ASSERT_EQUAL(cfg->log.rate_burst, 100);
 	CU_ASSERT_PTR_NULL(cfg->listeners[0].tls.cert);
 	CU_ASSERT_STRING_EQUAL(cfg->listeners[0].tls.min_version, "tls1.2");
 	CU_ASSERT_EQUAL(cfg->limits.max_packet_size, 1048576u);

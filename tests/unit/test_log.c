@@ -1,7 +1,8 @@
 /*
  * Logging: level names, filtering, the exact text and JSON line shapes,
- * escaping of client-controlled strings, and destination switching. Writes
- * to a scratch file and reads it back.
+ * escaping of client-controlled strings, destination switching, and the
+ * per-reason rate limiter (with an injected clock). Writes to a scratch
+ * file and reads it back.
  */
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
@@ -178,6 +179,139 @@ static void test_syslog_destination(void)
 	CU_ASSERT_EQUAL(log_set_destination("stderr"), 0);
 }
 
+
+/* ---- rate limiting: the clock is injected, so no test sleeps ---- */
+
+static uint64_t fake_now = 1000000;
+static uint64_t fake_clock(void) { return fake_now; }
+
+static size_t count_substr(const char *hay, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+static void limiter_reset(uint32_t per_second, uint32_t burst)
+{
+	reset();
+	log_set_clock(fake_clock);
+	fake_now += 10000000; /* every bucket refills completely */
+	log_set_rate_limit(per_second, burst);
+	log_limit_flush(); /* reports leftovers of earlier tests */
+	reset();
+}
+
+static void test_limit_burst_then_summary(void)
+{
+	static char buf[65536];
+	limiter_reset(2, 5);
+	uint64_t before = log_suppressed_total();
+	for (int i = 0; i < 1000; i++)
+		log_limited("refused", LOG_NOTICE, "conn", "refusing client %d", i);
+	slurp(buf, sizeof buf);
+	CU_ASSERT_EQUAL(count_substr(buf, "refusing client"), 5);
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "refusing client 4\n"));
+	CU_ASSERT_PTR_NULL(strstr(buf, "suppressed"));
+	CU_ASSERT_EQUAL(log_suppressed_total() - before, 995);
+	CU_ASSERT_TRUE(log_limit_pending());
+	/* Not a whole token yet: the summary waits. */
+	fake_now += 499;
+	log_limit_flush();
+	slurp(buf, sizeof buf);
+	CU_ASSERT_PTR_NULL(strstr(buf, "suppressed"));
+	fake_now += 1;
+	log_limit_flush();
+	slurp(buf, sizeof buf);
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, " NOTICE [conn] 995 similar messages suppressed in the last 1 s (refused)\n"));
+	CU_ASSERT_FALSE(log_limit_pending());
+	log_set_clock(NULL);
+}
+
+static void test_limit_refills_at_rate(void)
+{
+	static char buf[65536];
+	limiter_reset(10, 1);
+	/* 10 seconds of a steady flood at 1000 lines/s: about 10 lines a second
+	 * get through, plus one summary each time the flood is interrupted by a
+	 * written line. */
+	for (int ms = 0; ms < 10000; ms++) {
+		log_limited("login", LOG_NOTICE, "auth", "login refused %d", ms);
+		fake_now++;
+	}
+	slurp(buf, sizeof buf);
+	size_t lines = count_substr(buf, "login refused"), summaries = count_substr(buf, "suppressed");
+	CU_ASSERT(lines >= 99 && lines <= 101);
+	/* A summary precedes each written line once the bucket has run dry. */
+	CU_ASSERT(summaries >= 98 && summaries <= 100);
+	log_set_clock(NULL);
+}
+
+static void test_limit_reasons_are_independent(void)
+{
+	static char buf[65536];
+	limiter_reset(1, 3);
+	for (int i = 0; i < 100; i++)
+		log_limited("tls", LOG_NOTICE, "conn", "tls failure %d", i);
+	/* Another reason is not hidden by the first one's flood; the same text
+	 * at another address is the same reason. */
+	char other[] = "login";
+	log_limited(other, LOG_NOTICE, "auth", "login refused");
+	log_limited("login", LOG_NOTICE, "auth", "login refused again");
+	slurp(buf, sizeof buf);
+	CU_ASSERT_EQUAL(count_substr(buf, "tls failure"), 3);
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "login refused\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "login refused again\n"));
+	log_set_clock(NULL);
+}
+
+static void test_limit_filtered_level_not_counted(void)
+{
+	limiter_reset(1, 1);
+	log_set_level(LOG_WARNING);
+	uint64_t before = log_suppressed_total();
+	for (int i = 0; i < 10; i++)
+		log_limited("quiet", LOG_INFO, "conn", "hidden %d", i);
+	CU_ASSERT_EQUAL(log_suppressed_total(), before);
+	CU_ASSERT_FALSE(log_limit_pending());
+	log_set_clock(NULL);
+}
+
+static void test_limit_off_writes_everything(void)
+{
+	static char buf[65536];
+	limiter_reset(0, 1);
+	for (int i = 0; i < 50; i++)
+		log_limited("off", LOG_NOTICE, "conn", "line %d", i);
+	slurp(buf, sizeof buf);
+	CU_ASSERT_EQUAL(count_substr(buf, "[conn] line "), 50);
+	log_set_rate_limit(10, 100);
+	log_set_clock(NULL);
+}
+
+static void test_limit_many_reasons_share_last_bucket(void)
+{
+	static char buf[65536];
+	static char names[LOG_LIMIT_REASONS + 8][16];
+	limiter_reset(1, 1);
+	/* Fill the table (earlier tests used some slots already). */
+	for (int i = 0; i < LOG_LIMIT_REASONS + 8; i++) {
+		snprintf(names[i], sizeof names[i], "reason-%d", i);
+		log_limited(names[i], LOG_NOTICE, "x", "first of %s", names[i]);
+		log_limited(names[i], LOG_NOTICE, "x", "second of %s", names[i]);
+	}
+	slurp(buf, sizeof buf);
+	/* Never more than one line per reason, and the overflow ones share. */
+	CU_ASSERT(count_substr(buf, "second of") == 0);
+	CU_ASSERT(count_substr(buf, "first of") < LOG_LIMIT_REASONS + 8);
+	fake_now += 2000;
+	log_limit_flush();
+	slurp(buf, sizeof buf);
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "(other reasons)\n"));
+	log_set_clock(NULL);
+}
+
 static CU_TestInfo log_tests[] = {
 	{"level names round trip", test_level_names_round_trip},
 	{"text line shape", test_text_line_shape},
@@ -188,6 +322,12 @@ static CU_TestInfo log_tests[] = {
 	{"bad destination keeps old one", test_bad_destination_keeps_old_one},
 	{"reopen appends", test_reopen_appends},
 	{"syslog destination", test_syslog_destination},
+	{"limit: burst, then one summary", test_limit_burst_then_summary},
+	{"limit: refills at the configured rate", test_limit_refills_at_rate},
+	{"limit: reasons are independent", test_limit_reasons_are_independent},
+	{"limit: filtered level not counted", test_limit_filtered_level_not_counted},
+	{"limit: off writes everything", test_limit_off_writes_everything},
+	{"limit: overflow reasons share a bucket", test_limit_many_reasons_share_last_bucket},
 	CU_TEST_INFO_NULL,
 };
 

@@ -5,7 +5,10 @@
  * a bounded poll loop (verification, mutual TLS, peer CN, ciphersuites),
  * then data flows both ways, including 100 KiB writes through a small
  * socket buffer so that WANT_WRITE and the retry rule are exercised;
- * plaintext sent to a TLS server fails the handshake cleanly.
+ * plaintext sent to a TLS server fails the handshake cleanly. A server
+ * session is allocated only when a handshake record arrives, and the
+ * estimate of mbed TLS's memory is charged to the allocator (and refused
+ * past its limit) and uncharged at close.
  *
  * Suite init makes certificates with certs/make-certs.sh in a temp dir.
  */
@@ -22,6 +25,7 @@
 #include <unistd.h>
 
 #include "unit_main.h"
+#include "alloc.h"
 #include "err.h"
 #include "tls.h"
 #include "transport.h"
@@ -769,6 +773,68 @@ static void test_context_outlives_reload(void)
 	tls_ctx_unref(NULL);
 }
 
+
+/* mbed TLS's memory is charged when the session starts, not at accept. */
+static void test_session_paid_when_handshake_starts(void)
+{
+	int fds[2];
+	CU_ASSERT_FATAL(make_pair(fds) == 0);
+	struct tls_ctx *sc = server_ctx(false, NULL);
+	struct tls_ctx *cc = client_ctx(NULL, "ca.crt", false, "localhost", false, NULL);
+	CU_ASSERT_FATAL(sc && cc);
+	size_t base = wisp_mem_used();
+	struct side s = {.t = tls_transport_new(sc, fds[0])}, c = {.t = NULL};
+	CU_ASSERT_FATAL(s.t != NULL);
+	size_t idle = wisp_mem_used() - base;
+	CU_ASSERT(idle < 2048);
+	/* Nothing sent yet: no session, and the loop is told to wait for input. */
+	CU_ASSERT_EQUAL(transport_handshake(s.t), WISP_EAGAIN);
+	CU_ASSERT_EQUAL(s.t->want, TRANSPORT_WANT_READ);
+	CU_ASSERT_EQUAL(wisp_mem_used() - base, idle);
+	CU_ASSERT_EQUAL(transport_pending(s.t), 0);
+	/* The client's first step sends its ClientHello; the server's next
+	 * step starts the session and is charged the handshake estimate. */
+	size_t before_client = wisp_mem_used();
+	c.t = tls_transport_new(cc, fds[1]);
+	CU_ASSERT_FATAL(c.t != NULL);
+	side_step(&c);
+	size_t client_cost = wisp_mem_used() - before_client;
+	CU_ASSERT(client_cost >= 58u * 1024u);
+	side_step(&s);
+	CU_ASSERT(wisp_mem_used() - base - client_cost >= idle + 58u * 1024u);
+	/* Done: both sides keep the session estimate, not the handshake one. */
+	CU_ASSERT_FATAL(drive(&s, &c) && s.done && c.done);
+	size_t done = wisp_mem_used() - base;
+	CU_ASSERT(done >= 2 * 38u * 1024u && done < 2 * 38u * 1024u + 4096u);
+	close_side(&s);
+	close_side(&c);
+	CU_ASSERT_EQUAL(wisp_mem_used(), base);
+	CU_ASSERT(wisp_mem_untrimmed() >= 2 * 38u * 1024u);
+	wisp_mem_trim(0);
+	CU_ASSERT_EQUAL(wisp_mem_untrimmed(), 0);
+	tls_ctx_unref(sc);
+	tls_ctx_unref(cc);
+}
+
+/* A session that would pass memory_limit is refused before mbed TLS allocates. */
+static void test_session_refused_past_memory_limit(void)
+{
+	struct side s, c;
+	CU_ASSERT_FATAL(connect_pair(server_ctx(false, NULL),
+	                             client_ctx(NULL, "ca.crt", false, "localhost", false, NULL), &s, &c));
+	side_step(&c); /* ClientHello sent */
+	size_t used = wisp_mem_used();
+	wisp_mem_set_limit(used + 16u * 1024u);
+	CU_ASSERT_EQUAL(transport_handshake(s.t), WISP_ENOMEM);
+	CU_ASSERT_EQUAL(wisp_mem_used(), used);
+	char why[256];
+	tls_transport_last_error(s.t, why, sizeof why);
+	CU_ASSERT_PTR_NOT_NULL(strstr(why, "memory_limit"));
+	wisp_mem_set_limit(0);
+	close_side(&s);
+	close_side(&c);
+}
+
 static CU_TestInfo validation_tests[] = {
 	{"tls_ctx_new_* refuse bad options and files, naming them", test_validation_table},
 	{"error buffer is truncated safely or may be NULL", test_error_buffer_truncated_or_absent},
@@ -786,6 +852,8 @@ static CU_TestInfo handshake_tests[] = {
 	{"retry after EAGAIN with fewer bytes is refused", test_retry_with_fewer_bytes_is_refused},
 	{"peer CN: buffer size, TLS vs TCP transports", test_peer_cn_edge_cases},
 	{"a context outlives a reload through its connections", test_context_outlives_reload},
+	{"a server session is paid when the handshake starts, and counted", test_session_paid_when_handshake_starts},
+	{"a session past memory_limit is refused", test_session_refused_past_memory_limit},
 	CU_TEST_INFO_NULL,
 };
 

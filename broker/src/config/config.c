@@ -139,6 +139,12 @@ static const struct field listener_fields[] = {
 	F_ENUM(struct config_listener, "protocol", protocol, protocol_names, CONFIG_PROTO_MQTT),
 	F_BOOL(struct config_listener, "allow_anonymous", allow_anonymous, 1),
 	F_NUM(struct config_listener, FT_U32, "max_connections", max_connections, 0, UINT32_MAX, 0),
+	/* A handshake holds ~58 KiB (mbed TLS record buffers plus handshake
+	 * state) and ~5 ms of CPU: 512 is 2.5 s of handshake work, well inside
+	 * connect_timeout, and bounds handshake memory to ~29 MiB. */
+	F_NUM(struct config_listener, FT_U32, "max_handshakes", max_handshakes, 0, UINT32_MAX, 512),
+	F_NUM(struct config_listener, FT_U32, "max_handshakes_per_address", max_handshakes_per_address, 0,
+	      UINT32_MAX, 64),
 	F_OBJ(struct config_listener, "tls", tls, tls_fields),
 	{0},
 };
@@ -196,6 +202,8 @@ static const struct field log_fields[] = {
 	{.key = "destination", .type = FT_CUSTOM, .def_str = "stderr",
 	 .offset = offsetof(struct config_log, destination), .custom = parse_log_destination},
 	F_ENUM(struct config_log, "format", format, format_names, LOG_FORMAT_TEXT),
+	F_NUM(struct config_log, FT_U32, "rate_limit", rate_limit, 0, 1000000, 10),
+	F_NUM(struct config_log, FT_U32, "rate_burst", rate_burst, 1, 1000000, 100),
 	{0},
 };
 

@@ -34,6 +34,8 @@ struct config_listener {
 	enum config_protocol protocol;
 	bool allow_anonymous;
 	uint32_t max_connections; /* 0 = unlimited (bounded by the fd limit) */
+	uint32_t max_handshakes;  /* mqtts: TLS handshakes at once; 0 = unlimited; default 512 */
+	uint32_t max_handshakes_per_address; /* mqtts: the same per source address (IPv6: per /64); default 64 */
 	struct config_tls tls;
 };
 
@@ -70,6 +72,8 @@ struct config_log {
 	int level;          /* enum log_level */
 	char *destination;  /* "stderr", "syslog" or a path */
 	int format;         /* enum log_format */
+	uint32_t rate_limit; /* lines a second per reason for client-caused lines; 0 = off; default 10 */
+	uint32_t rate_burst; /* lines at once per reason before rate_limit applies; default 100 */
 };
 
 enum config_fsync {

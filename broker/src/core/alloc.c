@@ -4,6 +4,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "err.h"
+
+/* ASan owns the heap in sanitizer builds; malloc_trim would only trim
+ * glibc's, which ASan does not use. */
+#if defined(__SANITIZE_ADDRESS__)
+#define WISP_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WISP_ASAN 1
+#endif
+#endif
+#ifdef WISP_ASAN
+void __sanitizer_purge_allocator(void);
+#endif
+
 /*
  * Accounting asks the C library for each block's usable size instead of
  * keeping a size header in front of it: a header would cost 16 bytes on
@@ -11,6 +26,7 @@
  */
 static size_t used;
 static size_t limit;
+static size_t untrimmed;
 static uint64_t fail_countdown;
 static int fail_sticky;
 
@@ -82,6 +98,35 @@ char *wisp_strndup(const char *s, size_t len)
 	}
 	return p;
 }
+
+int wisp_mem_charge(size_t bytes)
+{
+	if (limit && used + bytes > limit)
+		return WISP_ENOMEM;
+	used += bytes;
+	return 0;
+}
+
+void wisp_mem_uncharge(size_t bytes)
+{
+	used -= bytes < used ? bytes : used;
+	untrimmed += bytes;
+}
+
+bool wisp_mem_trim(size_t threshold)
+{
+	if (untrimmed == 0 || untrimmed < threshold)
+		return false;
+	untrimmed = 0;
+#ifdef WISP_ASAN
+	__sanitizer_purge_allocator();
+#else
+	malloc_trim(0);
+#endif
+	return true;
+}
+
+size_t wisp_mem_untrimmed(void) { return untrimmed; }
 
 size_t wisp_mem_used(void) { return used; }
 void wisp_mem_set_limit(size_t bytes) { limit = bytes; }

@@ -11,10 +11,14 @@
  * holding "\n" cannot forge a log line. JSON output is always valid JSON:
  * invalid UTF-8 becomes U+FFFD. Lines are cut at LOG_LINE_MAX bytes.
  *
- * Not done here: rate limiting of per-client floods (callers log once per
- * episode, see STYLE.md). Single-threaded: the loop thread only. Costs one
- * clock_gettime, one vsnprintf and one write per emitted line; a disabled
- * level costs one comparison.
+ * Rate limiting: log_limited() keeps one token bucket per reason (a
+ * static string, compared by pointer, then by content), so one flooding
+ * reason is summarised without hiding the others. Per-client episodes are
+ * still the callers' business (log once per episode, see STYLE.md).
+ *
+ * Single-threaded: the loop thread only. Costs one clock_gettime, one
+ * vsnprintf and one write per emitted line; a disabled level costs one
+ * comparison, a suppressed line a bucket lookup and one monotonic clock read.
  */
 
 /* syslog.h defines LOG_WARNING, LOG_NOTICE, LOG_INFO and LOG_DEBUG as
@@ -54,6 +58,25 @@ static enum log_format cur_format = LOG_FORMAT_TEXT;
 static enum log_dest cur_dest = DEST_STDERR;
 static int cur_fd = -1; /* DEST_FILE only */
 static char cur_path[4096]; /* DEST_FILE only: what log_reopen opens again */
+
+/* One per reason. Tokens are counted in thousandths of a line, so a refill
+ * of `elapsed_ms * per_second` needs no division. */
+struct log_bucket {
+	const char *reason;     /* NULL: free slot */
+	const char *module;     /* of the last suppressed line, for the summary */
+	uint64_t tokens_milli;
+	uint64_t refilled_ms;
+	uint64_t suppressed;    /* not yet reported */
+	uint64_t first_suppressed_ms;
+	enum log_level level;   /* of the last suppressed line */
+};
+
+static struct log_bucket buckets[LOG_LIMIT_REASONS + 1]; /* the last one is shared */
+static uint32_t rate_per_second = 10;
+static uint32_t rate_burst = 100;
+static uint64_t suppressed_total;
+static size_t pending_buckets;
+static uint64_t (*clock_fn)(void);
 
 static const char *const level_names[] = {"error", "warning", "notice", "info", "debug"};
 static const char *const level_upper[] = {"ERROR", "WARNING", "NOTICE", "INFO", "DEBUG"};
@@ -247,15 +270,11 @@ static void write_all(int fd, const char *buf, size_t len)
 	}
 }
 
-void log_msg(enum log_level level, const char *module, const char *fmt, ...)
+__attribute__((format(printf, 3, 0))) static void log_vmsg(enum log_level level, const char *module,
+							     const char *fmt, va_list ap)
 {
-	if (!log_enabled(level))
-		return;
 	char msg[LOG_MSG_MAX];
-	va_list ap;
-	va_start(ap, fmt);
 	int n = vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
 	if (n < 0)
 		snprintf(msg, sizeof msg, "(unformattable message)");
 	else if ((size_t)n >= sizeof msg)
@@ -311,4 +330,137 @@ void log_msg(enum log_level level, const char *module, const char *fmt, ...)
 	}
 	l.buf[l.len++] = '\n';
 	write_all(cur_dest == DEST_FILE ? cur_fd : STDERR_FILENO, l.buf, l.len);
+}
+
+void log_msg(enum log_level level, const char *module, const char *fmt, ...)
+{
+	if (!log_enabled(level))
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(level, module, fmt, ap);
+	va_end(ap);
+}
+
+static uint64_t now_ms(void)
+{
+	if (clock_fn)
+		return clock_fn();
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void log_set_clock(uint64_t (*fn)(void)) { clock_fn = fn; }
+
+void log_set_rate_limit(uint32_t per_second, uint32_t burst)
+{
+	rate_per_second = per_second;
+	rate_burst = burst ? burst : 1;
+	for (size_t i = 0; i < sizeof buckets / sizeof buckets[0]; i++)
+		if (buckets[i].tokens_milli > (uint64_t)rate_burst * 1000u)
+			buckets[i].tokens_milli = (uint64_t)rate_burst * 1000u;
+}
+
+bool log_limit_pending(void) { return pending_buckets > 0; }
+
+uint64_t log_suppressed_total(void) { return suppressed_total; }
+
+static struct log_bucket *find_bucket(const char *reason, uint64_t now)
+{
+	size_t n = LOG_LIMIT_REASONS;
+	for (size_t i = 0; i < n; i++) {
+		struct log_bucket *bk = &buckets[i];
+		if (bk->reason == reason || (bk->reason && strcmp(bk->reason, reason) == 0))
+			return bk;
+		if (!bk->reason) {
+			/* A new reason starts with a full bucket. */
+			bk->reason = reason;
+			bk->tokens_milli = (uint64_t)rate_burst * 1000u;
+			bk->refilled_ms = now;
+			return bk;
+		}
+	}
+	struct log_bucket *shared = &buckets[n];
+	if (!shared->reason) {
+		shared->reason = "other reasons";
+		shared->tokens_milli = (uint64_t)rate_burst * 1000u;
+		shared->refilled_ms = now;
+	}
+	return shared;
+}
+
+static void refill(struct log_bucket *bk, uint64_t now)
+{
+	uint64_t cap = (uint64_t)rate_burst * 1000u;
+	if (now > bk->refilled_ms) {
+		/* Clamped so the product cannot overflow: 1e9 ms fills any bucket. */
+		uint64_t elapsed = now - bk->refilled_ms;
+		if (elapsed > 1000000000u)
+			elapsed = 1000000000u;
+		bk->tokens_milli += elapsed * rate_per_second;
+		if (bk->tokens_milli > cap)
+			bk->tokens_milli = cap;
+		bk->refilled_ms = now;
+	}
+}
+
+/* Writes the summary of a bucket that has a token for it. A summary written
+ * just before a line rides on that line's token; alone, it spends one. */
+static void report(struct log_bucket *bk, uint64_t now, bool spend)
+{
+	uint64_t secs = (now - bk->first_suppressed_ms + 999u) / 1000u;
+	log_msg(bk->level, bk->module, "%llu similar messages suppressed in the last %llu s (%s)",
+		(unsigned long long)bk->suppressed, (unsigned long long)(secs ? secs : 1), bk->reason);
+	bk->suppressed = 0;
+	if (spend)
+		bk->tokens_milli -= 1000u;
+	pending_buckets--;
+}
+
+void log_limited(const char *reason, enum log_level level, const char *module, const char *fmt, ...)
+{
+	if (!log_enabled(level))
+		return;
+	va_list ap;
+	if (rate_per_second == 0) {
+		va_start(ap, fmt);
+		log_vmsg(level, module, fmt, ap);
+		va_end(ap);
+		return;
+	}
+	uint64_t now = now_ms();
+	struct log_bucket *bk = find_bucket(reason, now);
+	refill(bk, now);
+	if (bk->suppressed && bk->tokens_milli >= 1000u)
+		report(bk, now, false);
+	if (bk->tokens_milli < 1000u) {
+		if (bk->suppressed++ == 0) {
+			bk->first_suppressed_ms = now;
+			pending_buckets++;
+		}
+		bk->level = level;
+		bk->module = module ? module : "-";
+		suppressed_total++;
+		return;
+	}
+	bk->tokens_milli -= 1000u;
+	va_start(ap, fmt);
+	log_vmsg(level, module, fmt, ap);
+	va_end(ap);
+}
+
+void log_limit_flush(void)
+{
+	if (!pending_buckets)
+		return;
+	uint64_t now = now_ms();
+	for (size_t i = 0; i < sizeof buckets / sizeof buckets[0]; i++) {
+		struct log_bucket *bk = &buckets[i];
+		if (!bk->suppressed)
+			continue;
+		refill(bk, now);
+		if (bk->tokens_milli >= 1000u)
+			report(bk, now, true);
+	}
 }

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -10,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "err.h"
 #include "list.h"
 #include "log.h"
@@ -17,6 +19,128 @@
 /* Accepts per readiness event: enough to drain a burst, few enough that a
  * connection storm cannot starve the clients already connected. */
 #define ACCEPT_BATCH 64
+
+/* A source address as the per-address cap sees it: family plus up to 16
+ * bytes (IPv6 cut to its /64). count 0 marks a free slot. */
+struct listener_hs_slot {
+	uint8_t key[17];
+	uint32_t count;
+};
+
+static void hs_key(int family, const uint8_t *addr, uint8_t key[17])
+{
+	memset(key, 0, 17);
+	key[0] = (uint8_t)family;
+	if (family == AF_INET) {
+		memcpy(key + 1, addr, 4);
+		return;
+	}
+	/* One host usually holds a whole /64: per /128 would be no cap. */
+	memcpy(key + 1, addr, 8);
+}
+
+/* FNV-1a: the table is small and keys are short. */
+static uint32_t hs_hash(const uint8_t key[17])
+{
+	uint32_t h = 2166136261u;
+	for (int i = 0; i < 17; i++)
+		h = (h ^ key[i]) * 16777619u;
+	return h;
+}
+
+static struct listener_hs_slot *hs_find(struct listener_handshakes *hs, const uint8_t key[17])
+{
+	uint32_t mask = hs->nslots - 1;
+	for (uint32_t i = hs_hash(key) & mask;; i = (i + 1) & mask) {
+		struct listener_hs_slot *sl = &hs->slots[i];
+		if (sl->count == 0 || memcmp(sl->key, key, 17) == 0)
+			return sl;
+	}
+}
+
+/* Keeps the table at most half full, so probes stay short and a free slot
+ * always ends a probe. */
+static int hs_grow(struct listener_handshakes *hs)
+{
+	if (hs->nslots && (hs->used + 1) * 2 <= hs->nslots)
+		return 0;
+	uint32_t n = hs->nslots ? hs->nslots * 2 : 64;
+	struct listener_hs_slot *old = hs->slots;
+	uint32_t oldn = hs->nslots;
+	hs->slots = wisp_calloc(n, sizeof *hs->slots);
+	if (!hs->slots) {
+		hs->slots = old;
+		return WISP_ENOMEM;
+	}
+	hs->nslots = n;
+	for (uint32_t i = 0; i < oldn; i++)
+		if (old[i].count)
+			*hs_find(hs, old[i].key) = old[i];
+	wisp_free(old);
+	return 0;
+}
+
+/* Linear-probing deletion without tombstones: later entries of the run
+ * move back into the hole if their home slot allows it. */
+static void hs_remove(struct listener_handshakes *hs, struct listener_hs_slot *hole)
+{
+	uint32_t mask = hs->nslots - 1;
+	uint32_t i = (uint32_t)(hole - hs->slots);
+	for (uint32_t j = (i + 1) & mask; hs->slots[j].count; j = (j + 1) & mask) {
+		uint32_t home = hs_hash(hs->slots[j].key) & mask;
+		/* j's entry may fill hole i unless its home lies in (i, j]. */
+		bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+		if (!stays) {
+			hs->slots[i] = hs->slots[j];
+			i = j;
+		}
+	}
+	hs->slots[i].count = 0;
+	hs->used--;
+}
+
+void listener_set_handshake_caps(struct listener *ls, uint32_t max, uint32_t max_per_address)
+{
+	ls->hs.max = max;
+	ls->hs.max_per_address = max_per_address;
+}
+
+enum listener_hs_verdict listener_handshake_begin(struct listener *ls, int family, const uint8_t *addr)
+{
+	struct listener_handshakes *hs = &ls->hs;
+	if (hs->max && hs->count >= hs->max)
+		return LISTENER_HS_LISTENER_FULL;
+	if (family == AF_INET || family == AF_INET6) {
+		uint8_t key[17];
+		hs_key(family, addr, key);
+		if (hs_grow(hs) != 0)
+			return LISTENER_HS_NOMEM;
+		struct listener_hs_slot *sl = hs_find(hs, key);
+		if (hs->max_per_address && sl->count >= hs->max_per_address)
+			return LISTENER_HS_ADDRESS_FULL;
+		if (sl->count == 0) {
+			memcpy(sl->key, key, sizeof key);
+			hs->used++;
+		}
+		sl->count++;
+	}
+	hs->count++;
+	return LISTENER_HS_OK;
+}
+
+void listener_handshake_end(struct listener *ls, int family, const uint8_t *addr)
+{
+	struct listener_handshakes *hs = &ls->hs;
+	if (hs->count)
+		hs->count--;
+	if ((family != AF_INET && family != AF_INET6) || !hs->nslots)
+		return;
+	uint8_t key[17];
+	hs_key(family, addr, key);
+	struct listener_hs_slot *sl = hs_find(hs, key);
+	if (sl->count && --sl->count == 0)
+		hs_remove(hs, sl);
+}
 
 void net_format_addr(const void *sa_ptr, char *buf, size_t len)
 {
@@ -126,6 +250,9 @@ int listener_open(struct listener *ls, struct loop *l, const char *bind_addr, ui
 
 void listener_close(struct listener *ls, struct loop *l)
 {
+	wisp_free(ls->hs.slots);
+	ls->hs.slots = NULL;
+	ls->hs.nslots = ls->hs.used = ls->hs.count = 0;
 	if (ls->io.fd < 0)
 		return;
 	loop_timer_stop(l, &ls->pause);

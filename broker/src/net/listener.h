@@ -5,6 +5,14 @@
  *
  * When the process runs out of file descriptors, accepting pauses for a
  * second instead of spinning on a listen socket that stays readable.
+ *
+ * Handshake caps: the owner counts connections whose transport handshake
+ * (TLS) is unfinished with listener_handshake_begin/_end, which refuse a
+ * new one past `max` for the listener or `max_per_address` for one source
+ * address. An IPv6 source is keyed by its /64, the block one host usually
+ * gets; IPv4 by its whole address. The per-address counts live in an
+ * open-addressing table holding only addresses with a handshake under way,
+ * so its size follows the handshakes in progress, not the peers ever seen.
  * Single threaded.
  */
 #ifndef WISP_NET_LISTENER_H
@@ -20,6 +28,25 @@ struct listener;
 /* `peer` is the client's address (valid during the call). The callback owns fd. */
 typedef void (*listener_accept_fn)(struct listener *ls, int fd, const struct sockaddr *peer, void *ctx);
 
+struct listener_hs_slot;
+
+/* Concurrent handshakes allowed and under way (see the file comment). */
+struct listener_handshakes {
+	uint32_t max;             /* 0 = unlimited */
+	uint32_t max_per_address; /* 0 = unlimited */
+	uint32_t count;
+	uint32_t nslots;          /* power of two, or 0 before the first one */
+	uint32_t used;
+	struct listener_hs_slot *slots;
+};
+
+enum listener_hs_verdict {
+	LISTENER_HS_OK = 0,
+	LISTENER_HS_LISTENER_FULL = 1, /* max reached */
+	LISTENER_HS_ADDRESS_FULL = 2,  /* max_per_address reached for this source */
+	LISTENER_HS_NOMEM = 3,
+};
+
 struct listener {
 	struct loop_io io;
 	struct loop_timer pause;
@@ -27,6 +54,7 @@ struct listener {
 	void *ctx;
 	uint16_t port;       /* the bound port (the real one when 0 was asked) */
 	char name[64];       /* "127.0.0.1:1883" for logs */
+	struct listener_handshakes hs;
 };
 
 /*
@@ -37,6 +65,17 @@ struct listener {
 int listener_open(struct listener *ls, struct loop *l, const char *bind_addr, uint16_t port,
 		  listener_accept_fn on_accept, void *ctx, char *err, size_t errlen);
 void listener_close(struct listener *ls, struct loop *l);
+
+/* Sets the handshake caps (0 = unlimited); counts under way are kept. */
+void listener_set_handshake_caps(struct listener *ls, uint32_t max, uint32_t max_per_address);
+/*
+ * Counts a handshake from the source `family`/`addr` (AF_INET: 4 bytes,
+ * AF_INET6: 16; other families are counted for the listener only), or
+ * refuses it: LISTENER_HS_OK, or the cap that refused it. Every OK is
+ * matched by one listener_handshake_end with the same address.
+ */
+enum listener_hs_verdict listener_handshake_begin(struct listener *ls, int family, const uint8_t *addr);
+void listener_handshake_end(struct listener *ls, int family, const uint8_t *addr);
 
 /* Formats a socket address as "addr:port" / "[addr]:port". */
 void net_format_addr(const void *sockaddr, char *buf, size_t len);

@@ -30,6 +30,18 @@
  * writev stages into a 16 KiB stack buffer, so idle connections hold no
  * staging memory.
  *
+ * Paid late: a server transport calls mbedtls_ssl_setup() only once the
+ * peer's first bytes are there and look like a TLS handshake record, so a
+ * socket that connects and sends nothing, or sends plaintext, costs the
+ * transport struct (~800 bytes) and never the buffers.
+ *
+ * Counted: Debian's mbed TLS has no MBEDTLS_PLATFORM_MEMORY (no
+ * mbedtls_platform_set_calloc_free), so its allocations cannot go through
+ * wisp_malloc. Each transport charges the estimates TLS_MEM_SESSION and,
+ * while the handshake runs, TLS_MEM_HANDSHAKE to the allocator's count
+ * (wisp_mem_charge), before mbed TLS allocates: they show in the heap
+ * figures and a handshake that would pass memory_limit is refused.
+ *
  * Threading: loop thread only. The process-wide entropy/CTR-DRBG is seeded
  * on first use and never torn down (mbed TLS locks it internally anyway).
  */
@@ -74,6 +86,18 @@
 
 #define TLS_STAGE_LEN MBEDTLS_SSL_OUT_CONTENT_LEN
 
+/* Estimates of what mbed TLS allocates (glibc usable sizes, measured with
+ * mallinfo2 on libmbedtls 2.28.3: certs/README.md): the two record buffers
+ * and the session for the connection's life, and the handshake state
+ * (checksums, ECDHE, the peer's certificate chain while it is verified)
+ * until the handshake ends. */
+#define TLS_MEM_SESSION (38u * 1024u)
+#define TLS_MEM_HANDSHAKE (20u * 1024u)
+
+/* First byte of a TLS record carrying a handshake message (ClientHello). */
+#define TLS_RECORD_HANDSHAKE 0x16
+#define TLS_RECORD_MAJOR 3
+
 /* ECDHE key exchange (forward secrecy) and AEAD ciphers only. */
 static const char *const default_suites[] = {
 	"TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
@@ -110,8 +134,11 @@ struct tls_transport {
 	struct tls_ctx *ctx; /* one reference */
 	mbedtls_ssl_context ssl;
 	size_t write_pending; /* plaintext length of a record not yet fully sent */
+	size_t charged;       /* bytes charged to the allocator (wisp_mem_charge) */
 	int last_ret;         /* last fatal mbed TLS error, 0 if none */
 	int last_errno;       /* errno behind a NET_* error */
+	const char *refusal;  /* why the session was refused before it started */
+	bool is_setup;        /* mbedtls_ssl_setup done: the buffers exist */
 	bool handshake_done;
 	bool failed; /* fatal error: no close_notify on close */
 };
@@ -721,6 +748,72 @@ static int map_ret(struct tls_transport *tt, int ret)
 	}
 }
 
+static int refuse(struct tls_transport *tt, const char *why, int rc)
+{
+	tt->refusal = why;
+	tt->failed = true;
+	return rc;
+}
+
+/* Moves the charge from "handshaking" to "established" once it is done. */
+static void handshake_finished(struct tls_transport *tt)
+{
+	tt->handshake_done = true;
+	if (tt->charged > TLS_MEM_SESSION) {
+		wisp_mem_uncharge(tt->charged - TLS_MEM_SESSION);
+		tt->charged = TLS_MEM_SESSION;
+	}
+}
+
+/*
+ * Allocates the session (mbedtls_ssl_setup) when there is something to run
+ * it on. A server waits for the peer's first bytes and checks them without
+ * consuming them (MSG_PEEK): EOF, or a first byte that cannot start a TLS
+ * handshake record (plaintext MQTT, garbage), ends the connection before
+ * anything is allocated. 0 once set up, WISP_EAGAIN (want READ), or an
+ * error as the transport's operations return them.
+ */
+static int ensure_setup(struct tls_transport *tt)
+{
+	if (tt->is_setup)
+		return 0;
+	if (tt->failed)
+		return WISP_EPROTO;
+	if (tt->ctx->is_server) {
+		unsigned char hdr[2];
+		ssize_t n;
+		do
+			n = recv(tt->base.fd, hdr, sizeof hdr, MSG_PEEK);
+		while (n == -1 && errno == EINTR);
+		if (n == 0)
+			return refuse(tt, "closed by the peer before the handshake", WISP_ECLOSED);
+		if (n == -1) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				tt->base.want = TRANSPORT_WANT_READ;
+				return WISP_EAGAIN;
+			}
+			tt->last_errno = errno;
+			return refuse(tt, "receive failed", WISP_EIO);
+		}
+		if (hdr[0] != TLS_RECORD_HANDSHAKE || (n > 1 && hdr[1] != TLS_RECORD_MAJOR))
+			return refuse(tt, "not a TLS handshake record (plaintext or garbage)", WISP_EPROTO);
+	}
+	if (wisp_mem_charge(TLS_MEM_SESSION + TLS_MEM_HANDSHAKE) != 0)
+		return refuse(tt, "out of memory (memory_limit)", WISP_ENOMEM);
+	tt->charged = TLS_MEM_SESSION + TLS_MEM_HANDSHAKE;
+	int ret = mbedtls_ssl_setup(&tt->ssl, &tt->ctx->conf);
+	if (ret == 0 && !tt->ctx->is_server && tt->ctx->hostname)
+		ret = mbedtls_ssl_set_hostname(&tt->ssl, tt->ctx->hostname);
+	if (ret != 0) {
+		tt->last_ret = ret;
+		tt->failed = true;
+		return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? WISP_ENOMEM : WISP_EPROTO;
+	}
+	mbedtls_ssl_set_bio(&tt->ssl, tt, bio_send, bio_recv, NULL);
+	tt->is_setup = true;
+	return 0;
+}
+
 static int tls_handshake(struct transport *t)
 {
 	struct tls_transport *tt = (struct tls_transport *)t;
@@ -728,10 +821,13 @@ static int tls_handshake(struct transport *t)
 		return 0;
 	if (tt->failed)
 		return WISP_EPROTO;
+	int rc = ensure_setup(tt);
+	if (rc != 0)
+		return rc;
 	int ret = mbedtls_ssl_handshake(&tt->ssl);
 	if (ret != 0)
 		return map_ret(tt, ret);
-	tt->handshake_done = true;
+	handshake_finished(tt);
 	return 0;
 }
 
@@ -742,9 +838,13 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t len)
 		return WISP_EIO;
 	if (len == 0)
 		return 0;
+	int rc = ensure_setup(tt);
+	if (rc != 0)
+		return rc;
 	int ret = mbedtls_ssl_read(&tt->ssl, buf, len > INT_MAX ? INT_MAX : len);
 	if (ret > 0) {
-		tt->handshake_done = true;
+		if (!tt->handshake_done)
+			handshake_finished(tt);
 		return ret;
 	}
 	if (ret == 0)
@@ -763,6 +863,9 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 			return WISP_EINVAL;
 		total += iov[i].iov_len;
 	}
+	int rc = ensure_setup(tt);
+	if (rc != 0)
+		return rc;
 	size_t n;
 	if (tt->write_pending) {
 		/* mbed TLS's retry rule: same data, same length as the call that
@@ -800,7 +903,8 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 	int ret = mbedtls_ssl_write(&tt->ssl, p, n);
 	if (ret >= 0) {
 		tt->write_pending = 0;
-		tt->handshake_done = true;
+		if (!tt->handshake_done)
+			handshake_finished(tt);
 		return ret;
 	}
 	if (ret == MBEDTLS_ERR_SSL_WANT_WRITE || ret == MBEDTLS_ERR_SSL_WANT_READ)
@@ -811,7 +915,7 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 static size_t tls_pending(struct transport *t)
 {
 	struct tls_transport *tt = (struct tls_transport *)t;
-	return mbedtls_ssl_get_bytes_avail(&tt->ssl);
+	return tt->is_setup ? mbedtls_ssl_get_bytes_avail(&tt->ssl) : 0;
 }
 
 static void tls_close(struct transport *t)
@@ -822,6 +926,7 @@ static void tls_close(struct transport *t)
 	if (tt->handshake_done && !tt->failed)
 		(void)mbedtls_ssl_close_notify(&tt->ssl);
 	mbedtls_ssl_free(&tt->ssl);
+	wisp_mem_uncharge(tt->charged);
 	if (t->fd >= 0)
 		close(t->fd);
 	tls_ctx_unref(tt->ctx);
@@ -846,20 +951,11 @@ struct transport *tls_transport_new(struct tls_ctx *c, int fd)
 	}
 	tt->base.ops = &tls_ops;
 	tt->base.fd = fd;
+	/* No allocation: ensure_setup() pays for the session when it starts. */
 	mbedtls_ssl_init(&tt->ssl);
-	if (mbedtls_ssl_setup(&tt->ssl, &c->conf) != 0)
-		goto fail;
-	if (!c->is_server && c->hostname && mbedtls_ssl_set_hostname(&tt->ssl, c->hostname) != 0)
-		goto fail;
-	mbedtls_ssl_set_bio(&tt->ssl, tt, bio_send, bio_recv, NULL);
 	tls_ctx_ref(c);
 	tt->ctx = c;
 	return &tt->base;
-fail:
-	mbedtls_ssl_free(&tt->ssl);
-	close(fd);
-	wisp_free(tt);
-	return NULL;
 }
 
 bool tls_transport_is(const struct transport *t)
@@ -902,11 +998,15 @@ void tls_transport_last_error(const struct transport *t, char *buf, size_t len)
 		return;
 	const struct tls_transport *tt = (const struct tls_transport *)t;
 	size_t off = 0;
-	if (tt->last_ret) {
+	if (tt->refusal) {
+		int w = snprintf(buf, len, "%s", tt->refusal);
+		off = w < 0 ? 0 : (size_t)w;
+	}
+	if (tt->last_ret && off < len) {
 		char msg[200];
 		mbed_errstr(tt->last_ret, msg, sizeof msg);
-		int w = snprintf(buf, len, "%s", msg);
-		off = w < 0 ? 0 : (size_t)w;
+		int w = snprintf(buf + off, len - off, "%s%s", off ? ": " : "", msg);
+		off += w < 0 ? 0 : (size_t)w;
 	}
 	if (tt->last_errno && off < len) {
 		int w = snprintf(buf + off, len - off, "%s%s", off ? ": " : "", strerror(tt->last_errno));

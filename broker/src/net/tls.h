@@ -83,9 +83,13 @@ void tls_ctx_unref(struct tls_ctx *c);
  * pending() is plaintext decrypted but not yet returned by read().
  * close sends close_notify (best effort, never blocks) and frees.
  *
- * Memory: ~38 KiB per connection (see certs/README.md), from the C heap
- * through mbed TLS, not through wisp_malloc (Debian's build has no
- * MBEDTLS_PLATFORM_MEMORY): only the transport struct is counted.
+ * Memory: the transport struct (~800 bytes, wisp_malloc) until the
+ * session starts: a server starts it when the peer's first bytes arrive
+ * and look like a TLS handshake (else WISP_EPROTO, nothing allocated).
+ * Then ~38 KiB for the connection's life plus ~20 KiB during the handshake
+ * (see certs/README.md), from the C heap through mbed TLS (Debian's build
+ * has no MBEDTLS_PLATFORM_MEMORY), charged to wisp_mem_charge as an
+ * estimate: past memory_limit the handshake fails with WISP_ENOMEM.
  */
 struct transport *tls_transport_new(struct tls_ctx *c, int fd);
 

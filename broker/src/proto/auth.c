@@ -158,7 +158,8 @@ static enum auth_verdict start_verify(struct broker *b, struct conn *c, const st
 	}
 	if (a->job_count >= AUTH_MAX_PENDING) {
 		a->pending_max_hit++;
-		log_msg(LOG_WARNING, "auth", "%s: login refused: too many logins being verified", conn_peer(c));
+		log_limited("login refused: verifier busy", LOG_WARNING, "auth",
+			    "%s: login refused: too many logins being verified", conn_peer(c));
 		return AUTH_UNAVAILABLE;
 	}
 	struct auth_job *j = wisp_malloc(sizeof *j + p->username.len + p->password.len);
@@ -181,7 +182,8 @@ static enum auth_verdict start_verify(struct broker *b, struct conn *c, const st
 		memset(j->data, 0, j->ulen + j->plen);
 		wisp_free(j);
 		a->pending_max_hit++;
-		log_msg(LOG_WARNING, "auth", "%s: login refused: too many logins being verified", conn_peer(c));
+		log_limited("login refused: verifier busy", LOG_WARNING, "auth",
+			    "%s: login refused: too many logins being verified", conn_peer(c));
 		return AUTH_UNAVAILABLE;
 	}
 	for (j->slot = 0; a->jobs[j->slot]; j->slot++)
@@ -221,8 +223,8 @@ size_t auth_recheck_messages(struct broker *b, struct session *s)
 static enum auth_verdict fail(struct broker *b, struct conn *c, enum auth_verdict v, const char *user, size_t ulen)
 {
 	b->auth.failed_logins++;
-	log_msg(LOG_NOTICE, "auth", "%s: login refused for user '%.*s': %s", conn_peer(c), (int)ulen, user,
-		v == AUTH_BAD_CREDENTIALS ? "bad user name or password" : "not authorised");
+	log_limited("login refused", LOG_NOTICE, "auth", "%s: login refused for user '%.*s': %s", conn_peer(c),
+		    (int)ulen, user, v == AUTH_BAD_CREDENTIALS ? "bad user name or password" : "not authorised");
 	return v;
 }
 

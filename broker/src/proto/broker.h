@@ -59,6 +59,8 @@ struct broker_stats {
 	uint64_t acl_dropped_queued; /* queued/in-flight messages dropped by an access re-check */
 	uint64_t takeover_refused;   /* CONNECTs refused: the client id's session is another user's */
 	uint64_t dropped[DROP_REASON_COUNT]; /* deliveries dropped, by reason (drop.h) */
+	uint64_t handshakes_refused; /* TLS connections refused by a handshake cap */
+	uint64_t handshakes_failed;  /* TLS handshakes that failed or timed out */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -122,6 +124,8 @@ struct broker {
 	size_t route_gen_count;     /* entries used in route[] this publish */
 	uint64_t id_seq;             /* for assigned client ids */
 	bool unauth_over;            /* max_unauthenticated_bytes episode, logged once */
+	uint32_t handshake_budget;   /* TLS handshake steps left this turn */
+	struct loop_timer housekeeping; /* log summaries and heap trims, while due */
 };
 
 /* Counts one message dropped by a bound (drop.h); $SYS publishes the count
@@ -169,6 +173,11 @@ void broker_resume_output_paused(struct broker *b, struct conn *c);
 /* Reads more from a connection whose transport still holds decrypted input
  * after its read budget ran out (dispatch.c). */
 void broker_read_more(struct broker *b, struct conn *c);
+/* Runs one TLS handshake step deferred from an earlier turn (dispatch.c). */
+void broker_handshake_step(struct broker *b, struct conn *c);
+/* A connection leaves CONN_HANDSHAKE (done or closing): its listener's
+ * handshake caps count it no more. */
+void broker_handshake_end(struct conn *c);
 
 /*
  * Applies the reloadable parts of `next` (TLS material, log settings; auth

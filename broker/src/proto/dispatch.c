@@ -383,6 +383,7 @@ static bool handshake(struct broker *b, struct conn *c)
 {
 	int rc = transport_handshake(c->t);
 	if (rc == 0) {
+		broker_handshake_end(c);
 		c->state = CONN_AWAIT_CONNECT;
 		loop_io_set(b->loop, &c->io, LOOP_READ);
 		log_msg(LOG_DEBUG, "conn", "%s: TLS handshake done", conn_peer(c));
@@ -404,6 +405,29 @@ static bool handshake(struct broker *b, struct conn *c)
 	return false;
 }
 
+/* Takes one of the turn's handshake steps, or queues the connection behind
+ * those already waiting (not watched meanwhile: level-triggered epoll would
+ * report it every turn). False when deferred. */
+static bool handshake_step_admitted(struct broker *b, struct conn *c)
+{
+	if (list_linked(&c->read_link))
+		return false; /* already waiting (an EPOLLHUP cannot be masked) */
+	if (b->handshake_budget && list_empty(&c->set->handshake_wait)) {
+		b->handshake_budget--;
+		return true;
+	}
+	loop_io_set(b->loop, &c->io, 0);
+	list_push_back(&c->set->handshake_wait, &c->read_link);
+	loop_request_turn(b->loop);
+	return false;
+}
+
+void broker_handshake_step(struct broker *b, struct conn *c)
+{
+	if (c->state == CONN_HANDSHAKE && handshake(b, c))
+		read_input(b, c); /* the client's CONNECT may already be decrypted */
+}
+
 void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct conn *c = container_of(io, struct conn, io);
@@ -412,7 +436,7 @@ void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events)
 	if (c->state == CONN_CLOSING)
 		return;
 	if (c->state == CONN_HANDSHAKE) {
-		if (!handshake(b, c))
+		if (!handshake_step_admitted(b, c) || !handshake(b, c))
 			return;
 		events |= LOOP_READ; /* the client's CONNECT may already be decrypted */
 	}

@@ -143,6 +143,7 @@ int broker_reload(struct broker *b, const struct config *next)
 	}
 	log_set_level((enum log_level)next->log.level);
 	log_set_format((enum log_format)next->log.format);
+	log_set_rate_limit(next->log.rate_limit, next->log.rate_burst);
 	if (next->log.destination && !same_str(next->log.destination, cur->log.destination) &&
 	    log_set_destination(next->log.destination) != 0)
 		log_msg(LOG_WARNING, "main", "reload: cannot open log destination '%s'; keeping the old one",

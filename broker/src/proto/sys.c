@@ -148,6 +148,13 @@ void sys_publish(struct broker *b)
 		publish_u64(b, "$SYS/broker/store/refused", ps.refused);
 		publish_u64(b, "$SYS/broker/store/held_acks", ps.held_acks);
 	}
+	uint64_t handshaking = 0;
+	for (size_t i = 0; i < b->listener_count; i++)
+		handshaking += b->listeners[i].net.hs.count;
+	publish_u64(b, "$SYS/broker/tls/handshakes/current", handshaking);
+	publish_u64(b, "$SYS/broker/tls/handshakes/refused", s->handshakes_refused);
+	publish_u64(b, "$SYS/broker/tls/handshakes/failed", s->handshakes_failed);
+	publish_u64(b, "$SYS/broker/log/suppressed", log_suppressed_total());
 	publish_u64(b, "$SYS/broker/limits/output_stalled", s->output_stalled);
 	publish_u64(b, "$SYS/broker/limits/unauthenticated_refused", s->unauth_refused);
 

@@ -67,6 +67,7 @@ struct conn_set {
 	struct list_node dirty;   /* output queued this turn, to flush before sleeping */
 	struct list_node closing; /* to free after this turn */
 	struct list_node read_more; /* decrypted input left when the read budget ran out */
+	struct list_node handshake_wait; /* TLS handshake steps over the turn's budget (via read_link) */
 	size_t count;
 	size_t unauth_bytes;      /* input buffers of connections before CONN_ACTIVE */
 };
@@ -90,7 +91,7 @@ struct conn {
 	struct loop_timer timer;  /* connect timeout, then keepalive */
 	struct list_node all_link;
 	struct list_node work_link; /* on set->dirty, or on set->closing */
-	struct list_node read_link; /* on set->read_more */
+	struct list_node read_link; /* on set->read_more, or set->handshake_wait */
 	struct outq out;
 	uint8_t *rbuf;            /* partial packet carried between reads, or NULL */
 	uint32_t rlen;
