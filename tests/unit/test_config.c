@@ -233,10 +233,10 @@ static void check_defaults(const struct config *cfg)
 	CU_ASSERT_EQUAL(cfg->log.rate_burst, 100);
 	CU_ASSERT_PTR_NULL(cfg->listeners[0].tls.cert);
 	CU_ASSERT_STRING_EQUAL(cfg->listeners[0].tls.min_version, "tls1.2");
-	CU_ASSERT_EQUAL(cfg->limits.max_packet_size, 268435460u);
+	CU_ASSERT_EQUAL(cfg->limits.max_packet_size, 1048576u);
 	CU_ASSERT_EQUAL(cfg->limits.max_inflight, 20);
 	CU_ASSERT_EQUAL(cfg->limits.max_queued_messages, 1000);
-	CU_ASSERT_EQUAL(cfg->limits.max_queued_bytes, 0);
+	CU_ASSERT_EQUAL(cfg->limits.max_queued_bytes, 8388608u);
 	CU_ASSERT_EQUAL(cfg->limits.max_keepalive, 65535);
 	CU_ASSERT_EQUAL(cfg->limits.connect_timeout, 10);
 	CU_ASSERT_EQUAL(cfg->limits.max_topic_levels, 128);
@@ -247,6 +247,10 @@ static void check_defaults(const struct config *cfg)
 	CU_ASSERT_EQUAL(cfg->limits.max_retained, 0);
 	CU_ASSERT_EQUAL(cfg->limits.max_retained_bytes, 0);
 	CU_ASSERT_EQUAL(cfg->limits.memory_limit, 0);
+	CU_ASSERT_EQUAL(cfg->limits.output_buffer_timeout, 60);
+	CU_ASSERT_EQUAL(cfg->limits.max_connect_size, 327701u);
+	CU_ASSERT_EQUAL(cfg->limits.max_unauthenticated_bytes, 33554432u);
+	CU_ASSERT_EQUAL(cfg->limits.max_queued_bytes_total, 268435456u);
 	CU_ASSERT_PTR_NULL(cfg->auth.password_file);
 	CU_ASSERT_PTR_NULL(cfg->auth.acl_file);
 	CU_ASSERT_PTR_NULL(cfg->auth.acl_inline);
@@ -334,7 +338,8 @@ static void test_full_document_is_parsed(void)
 		"    \"max_queued_bytes\": 9007199254740992, \"max_keepalive\": 600, \"connect_timeout\": 5,\n"
 		"    \"max_topic_levels\": 16, \"max_topic_length\": 300, \"max_connections\": 10000, \"max_output_buffer\": 2048,\n"
 		"    \"max_subscriptions\": 64, \"max_retained\": 1000, \"max_retained_bytes\": 1e6,\n"
-		"    \"memory_limit\": 268435456},\n"
+		"    \"memory_limit\": 268435456, \"output_buffer_timeout\": 5, \"max_connect_size\": 1024,\n"
+		"    \"max_unauthenticated_bytes\": 0, \"max_queued_bytes_total\": 1e9},\n"
 		"  \"auth\": {\"password_file\": \"passwd\", \"acl_file\": \"acl\"},\n"
 		"  \"log\": {\"level\": \"debug\", \"destination\": \"out.log\", \"format\": \"json\"},\n"
 		"  \"persistence\": {\"enabled\": true, \"dir\": \"/var/lib/wisp\", \"fsync\": \"always\"},\n"
@@ -378,6 +383,10 @@ static void test_full_document_is_parsed(void)
 	CU_ASSERT_EQUAL(cfg->limits.max_retained, 1000);
 	CU_ASSERT_EQUAL(cfg->limits.max_retained_bytes, 1000000);
 	CU_ASSERT_EQUAL(cfg->limits.memory_limit, 268435456);
+	CU_ASSERT_EQUAL(cfg->limits.output_buffer_timeout, 5);
+	CU_ASSERT_EQUAL(cfg->limits.max_connect_size, 1024);
+	CU_ASSERT_EQUAL(cfg->limits.max_unauthenticated_bytes, 0);
+	CU_ASSERT_EQUAL(cfg->limits.max_queued_bytes_total, 1000000000u);
 	CU_ASSERT_STRING_EQUAL(cfg->auth.password_file, "passwd");
 	CU_ASSERT_STRING_EQUAL(cfg->auth.acl_file, "acl");
 	CU_ASSERT_PTR_NULL(cfg->auth.acl_inline);

@@ -16,6 +16,7 @@
 #include "delivery.h"
 #include "err.h"
 #include "fake_transport.h"
+#include "loop.h"
 #include "session.h"
 
 #define MAX_SEEN 64
@@ -63,7 +64,9 @@ static void set_up(void)
 	list_init(&set.all);
 	list_init(&set.dirty);
 	list_init(&set.closing);
+	list_init(&set.read_more);
 	set.count = 0;
+	set.unauth_bytes = 0;
 	CU_ASSERT_EQUAL_FATAL(sess_table_init(&tab), 0);
 	tree = tree_new();
 	s = sess_create(&tab, "sub", 3, false);
@@ -384,6 +387,123 @@ static void test_inbound_qos2_ids_held_until_pubrel(void)
 	CU_ASSERT_EQUAL(sess_qos2_in_add(s, 60000), WISP_ELIMIT);
 }
 
+/* Control packets queued back to back share items (a client that never
+ * reads its PINGRESPs must not cost an item per 2 bytes), and every byte is
+ * counted and written in order across short writes, a delivery in between. */
+static void test_control_packets_share_items_and_keep_order(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 5, .max_queued = 10, .max_output = 1u << 20};
+	uint8_t ping[2], ack[8];
+	CU_ASSERT_EQUAL_FATAL(mqtt_encode_empty(ping, sizeof ping, MQTT_PKT_PINGRESP), 2);
+	size_t wire = 0;
+	for (uint16_t i = 1; i <= 600; i++) {
+		if (i == 300) {
+			CU_ASSERT_EQUAL(offer(&lim, "mid", 1), DELIVERY_SENT);
+			wire = c->out.bytes;
+		}
+		struct mqtt_ack a = {.packet_id = i};
+		ssize_t n = i % 2 ? mqtt_encode_empty(ack, sizeof ack, MQTT_PKT_PINGRESP)
+				  : mqtt_encode_ack(ack, sizeof ack, MQTT_PROTO_V311, MQTT_PKT_PUBACK, &a);
+		CU_ASSERT_FATAL(n > 0);
+		CU_ASSERT_EQUAL_FATAL(conn_send_bytes(c, ack, (size_t)n), 0);
+		wire += (size_t)n;
+	}
+	CU_ASSERT_EQUAL(c->out.bytes, wire);       /* every queued byte is counted */
+	CU_ASSERT(c->out.count <= 8);               /* 1800 bytes of acks in a few items */
+	/* The subscriber reads 7 bytes at a time: items end mid-packet. */
+	for (int turn = 0; turn < 10000 && c->out.count; turn++) {
+		ft->accept_limit = 7;
+		outq_flush(&c->out, c->t);
+	}
+	CU_ASSERT_EQUAL_FATAL(c->out.count, 0);
+	CU_ASSERT_EQUAL(c->out.bytes, 0);
+	CU_ASSERT_EQUAL_FATAL(ft->written_len, wire);
+	struct mqtt_codec_opts opts = {.version = MQTT_PROTO_V311};
+	size_t off = 0;
+	for (uint16_t i = 1; i <= 600; i++) {
+		struct mqtt_pkt p;
+		ssize_t n = mqtt_decode(ft->written + off, ft->written_len - off, &opts, &p);
+		CU_ASSERT_FATAL(n > 0);
+		off += (size_t)n;
+		if (i == 300) {
+			CU_ASSERT_EQUAL_FATAL(p.type, MQTT_PKT_PUBLISH);
+			n = mqtt_decode(ft->written + off, ft->written_len - off, &opts, &p);
+			CU_ASSERT_FATAL(n > 0);
+			off += (size_t)n;
+		}
+		CU_ASSERT_EQUAL_FATAL(p.type, i % 2 ? MQTT_PKT_PINGRESP : MQTT_PKT_PUBACK);
+		if (p.type == MQTT_PKT_PUBACK)
+			CU_ASSERT_EQUAL(p.u.ack.packet_id, i);
+	}
+	CU_ASSERT_EQUAL(off, wire);
+}
+
+/* limits.max_queued_bytes_total: the queues of all sessions together. */
+static void test_total_queued_bytes_bound_all_sessions(void)
+{
+	struct msg *m = mk("0123456789", 1);
+	const struct delivery_limits lim = {.max_inflight = 5, .max_queued = 100, .max_output = 1u << 20,
+					    .max_queued_bytes_total = 3 * msg_size(m)};
+	const struct delivery_totals *t = delivery_totals();
+	uint64_t queued0 = t->queued_bytes, dropped0 = t->dropped;
+	struct session *s2 = sess_create(&tab, "sub2", 4, false);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s2);
+	enum drop_reason why = DROP_REASON_COUNT;
+	detach(); /* both offline: everything queues */
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false, &why), DELIVERY_DROPPED);
+	CU_ASSERT_EQUAL(why, DROP_QUEUE_TOTAL);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_DROPPED);
+	CU_ASSERT_EQUAL(t->queued_bytes - queued0, 3 * msg_size(m));
+	CU_ASSERT_EQUAL(t->dropped - dropped0, 2);
+	CU_ASSERT(t->full);
+	CU_ASSERT_EQUAL(s->dropped + s2->dropped, 2);
+	/* A session that ends gives its share back; the episode ends under 3/4. */
+	sess_destroy(&tab, tree, s);
+	s = NULL;
+	CU_ASSERT_EQUAL(t->queued_bytes - queued0, msg_size(m));
+	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false, &why), DELIVERY_QUEUED);
+	CU_ASSERT(!t->full);
+	sess_destroy(&tab, tree, s2);
+	CU_ASSERT_EQUAL(t->queued_bytes, queued0);
+	msg_unref(m);
+}
+
+/* Input held before CONNECT is counted in the set while the connection is
+ * unauthenticated, and given back when CONNECT is accepted or it closes. */
+static void test_unauthenticated_input_is_counted_until_connect(void)
+{
+	struct loop *l = loop_new();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+	set.unauth_bytes = 0;
+	c->state = CONN_AWAIT_CONNECT;
+	conn_account_rbuf(c, 256);
+	c->rcap = 256;
+	conn_account_rbuf(c, 1024);
+	c->rcap = 1024;
+	CU_ASSERT_EQUAL(set.unauth_bytes, 1024);
+	c->state = CONN_ACTIVE; /* CONNECT accepted */
+	conn_unauth_release(c);
+	conn_unauth_release(c);
+	CU_ASSERT_EQUAL(set.unauth_bytes, 0);
+	conn_account_rbuf(c, 2048); /* an authenticated client's buffer is its own */
+	CU_ASSERT_EQUAL(set.unauth_bytes, 0);
+	c->rcap = 0;
+	c->state = CONN_AWAIT_CONNECT;
+	conn_account_rbuf(c, 512);
+	c->rcap = 512;
+	CU_ASSERT_EQUAL(set.unauth_bytes, 512);
+	c->sess = NULL;
+	s->conn = NULL;
+	conn_close(l, c); /* refused before CONNECT */
+	CU_ASSERT_EQUAL(set.unauth_bytes, 0);
+	conn_free(c);
+	c = NULL;
+	loop_free(l);
+}
+
 static CU_TestInfo delivery_tests[] = {
 	{"window bounds in-flight, queue drains in order [MQTT-4.6.0]", test_window_bounds_inflight_and_queue_drains_in_order},
 	{"PUBACK for an unknown or repeated id is ignored", test_puback_for_unknown_or_repeated_id_is_ignored},
@@ -398,6 +518,9 @@ static CU_TestInfo delivery_tests[] = {
 	{"resume re-sends window with DUP, then queue [MQTT-4.4.0-1]", test_resume_resends_window_with_dup_then_queue},
 	{"inbound QoS 2 ids held until PUBREL [MQTT-4.3.3-2]", test_inbound_qos2_ids_held_until_pubrel},
 	{"filter removes refused queued and in-flight messages", test_filter_removes_refused_queued_and_inflight},
+	{"control packets share items, counted and in order", test_control_packets_share_items_and_keep_order},
+	{"max_queued_bytes_total bounds all sessions together", test_total_queued_bytes_bound_all_sessions},
+	{"input before CONNECT counted until CONNECT or close", test_unauthenticated_input_is_counted_until_connect},
 	CU_TEST_INFO_NULL,
 };
 

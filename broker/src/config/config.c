@@ -151,13 +151,17 @@ static const struct field listener_fields[] = {
 
 static const struct field limits_fields[] = {
 	/* 2 bytes is the smallest MQTT packet; the maximum is the largest
-	 * Remaining Length (268435455) plus a 5-byte fixed header. */
+	 * Remaining Length (268435455) plus a 5-byte fixed header. The default
+	 * is EMQX's 1 MiB: sensors send far less, and it bounds what one
+	 * connection or one queued message can pin (config/README.md). */
 	F_NUM(struct config_limits, FT_U32, "max_packet_size", max_packet_size, 2, 268435460,
-	      268435460),
+	      1048576),
 	F_NUM(struct config_limits, FT_U16, "max_inflight", max_inflight, 1, 65535, 20),
 	F_NUM(struct config_limits, FT_U32, "max_queued_messages", max_queued_messages, 0, UINT32_MAX,
 	      1000),
-	F_NUM(struct config_limits, FT_U64, "max_queued_bytes", max_queued_bytes, 0, JSON_INT_MAX, 0),
+	/* 1000 queued messages of 8 KiB; without it a stalled QoS 1/2
+	 * subscriber could pin 1000 x max_packet_size. */
+	F_NUM(struct config_limits, FT_U64, "max_queued_bytes", max_queued_bytes, 0, JSON_INT_MAX, 8u << 20),
 	F_NUM(struct config_limits, FT_U16, "max_keepalive", max_keepalive, 1, 65535, 65535),
 	F_NUM(struct config_limits, FT_U32, "connect_timeout", connect_timeout, 1, 3600, 10),
 	F_NUM(struct config_limits, FT_U16, "max_topic_levels", max_topic_levels, 1, 1024, 128),
@@ -171,6 +175,16 @@ static const struct field limits_fields[] = {
 	F_NUM(struct config_limits, FT_U64, "max_retained_bytes", max_retained_bytes, 0, JSON_INT_MAX,
 	      0),
 	F_NUM(struct config_limits, FT_U64, "memory_limit", memory_limit, 0, JSON_INT_MAX, 0),
+	/* A client over max_output_buffer is not read from; this long over it
+	 * and it is disconnected (redis: pubsub clients, 60 s soft limit). */
+	F_NUM(struct config_limits, FT_U32, "output_buffer_timeout", output_buffer_timeout, 1, 86400, 60),
+	/* The largest CONNECT MQTT 3.1/3.1.1 can carry: 4-byte fixed header,
+	 * 12-byte MQIsdp variable header, five strings of 2 + 65535 bytes. */
+	F_NUM(struct config_limits, FT_U32, "max_connect_size", max_connect_size, 16, 268435460, 327701),
+	F_NUM(struct config_limits, FT_U64, "max_unauthenticated_bytes", max_unauthenticated_bytes, 0,
+	      JSON_INT_MAX, 32u << 20),
+	F_NUM(struct config_limits, FT_U64, "max_queued_bytes_total", max_queued_bytes_total, 0, JSON_INT_MAX,
+	      256u << 20),
 	{0},
 };
 

@@ -40,20 +40,24 @@ struct config_listener {
 };
 
 struct config_limits {
-	uint32_t max_packet_size;     /* bytes, whole packet; default 268435455 + 5 capped to 256 MiB */
+	uint32_t max_packet_size;     /* bytes, whole packet; default 1 MiB (protocol maximum 268435455 + 5) */
 	uint16_t max_inflight;        /* outbound QoS 1/2 window per client; default 20 */
 	uint32_t max_queued_messages; /* per offline/slow client; default 1000 */
-	uint64_t max_queued_bytes;    /* per client; default 0 = unlimited by bytes */
+	uint64_t max_queued_bytes;    /* per client; default 8 MiB; 0 = unlimited by bytes */
 	uint16_t max_keepalive;       /* seconds; clients asking more are clamped (v5) or refused; default 65535 */
 	uint32_t connect_timeout;     /* seconds to wait for CONNECT; default 10 */
 	uint16_t max_topic_levels;    /* default 128 */
 	uint16_t max_topic_length;    /* bytes of a topic name or filter; default 4096 */
 	uint32_t max_connections;     /* whole broker; default 0 = fd limit */
-	uint64_t max_output_buffer;   /* bytes of unsent output per connection before QoS 0 is dropped; default 1 MiB */
+	uint64_t max_output_buffer;   /* unsent output per connection: QoS 0 dropped, input paused; default 1 MiB */
 	uint32_t max_subscriptions;   /* per client; default 1000; 0 = unlimited */
 	uint32_t max_retained;        /* retained messages; default 0 = unlimited */
 	uint64_t max_retained_bytes;  /* default 0 = unlimited */
 	uint64_t memory_limit;        /* broker heap ceiling in bytes; default 0 = none */
+	uint32_t output_buffer_timeout; /* seconds a client may stay over max_output_buffer; default 60 */
+	uint32_t max_connect_size;    /* bytes of a CONNECT before authentication; default 327701 (3.1.1 maximum) */
+	uint64_t max_unauthenticated_bytes; /* input held by connections before CONNECT, broker-wide; default 32 MiB */
+	uint64_t max_queued_bytes_total; /* queued QoS 1/2 bytes of all sessions; default 256 MiB */
 };
 
 struct config_acl_rule; /* defined by auth/ (issue #5) */

@@ -18,7 +18,9 @@
 	X(QUEUE_BYTES, "queue_bytes", "limits.max_queued_bytes")            \
 	X(OUTPUT_FULL, "output_full", "limits.max_output_buffer")           \
 	X(OFFLINE_QOS0, "offline_qos0", NULL)                               \
-	X(NO_MEMORY, "no_memory", "limits.memory_limit")
+	X(NO_MEMORY, "no_memory", "limits.memory_limit")                    \
+	/* broker-wide: logged once per episode by session/delivery.c */     \
+	X(QUEUE_TOTAL, "queue_total", NULL)
 
 enum drop_reason {
 #define DROP_ENUM(id, name, key) DROP_##id,

@@ -45,7 +45,13 @@ static void on_timer(struct loop *l, struct loop_timer *t)
 	struct conn *c = container_of(t, struct conn, timer);
 	struct broker *b = ((struct broker_listener *)c->listener)->b;
 	(void)l;
-	if (c->state == CONN_ACTIVE) {
+	if (c->state == CONN_ACTIVE && c->output_state == CONN_OUT_STALLED) {
+		char reason[128];
+		snprintf(reason, sizeof reason, "output over limits.max_output_buffer for %u s (%zu bytes unsent)",
+			 b->cfg->limits.output_buffer_timeout, c->out.bytes);
+		b->stats.output_stalled++;
+		broker_drop(b, c, false, reason);
+	} else if (c->state == CONN_ACTIVE) {
 		b->stats.keepalive_expired++;
 		broker_drop(b, c, false, "keepalive expired");
 	} else {
@@ -134,6 +140,37 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	log_msg(LOG_DEBUG, "conn", "new connection from %s on %s", peer, bl->net.name);
 }
 
+/*
+ * limits.max_output_buffer after a flush. Input was paused by dispatch.c
+ * when a packet's answers took the output over the bound; still over after
+ * the socket took what it could, the connection starts its
+ * output_buffer_timeout (the keepalive timer stands in for it: nothing is
+ * read meanwhile, so no packet can refresh the keepalive). Under the bound
+ * it reads again, and its keepalive starts afresh, since packets it sent
+ * while paused were not read.
+ */
+static void check_output_bound(struct broker *b, struct conn *c)
+{
+	bool over = conn_output_bytes(c) >= b->dlim.max_output;
+	if (!over) {
+		if (c->output_state == CONN_OUT_STALLED) {
+			if (c->keepalive)
+				loop_timer_start(b->loop, &c->timer, ((uint64_t)c->keepalive * 3u + 1u) / 2u, on_timer);
+			else
+				loop_timer_stop(b->loop, &c->timer);
+		}
+		broker_resume_output_paused(b, c);
+		return;
+	}
+	if (c->output_state == CONN_OUT_STALLED || c->state != CONN_ACTIVE)
+		return;
+	c->output_state = CONN_OUT_STALLED;
+	loop_io_set(b->loop, &c->io, c->io.events & LOOP_WRITE);
+	loop_timer_start(b->loop, &c->timer, b->cfg->limits.output_buffer_timeout, on_timer);
+	log_msg(LOG_DEBUG, "conn", "client %s: %zu bytes unsent, over max_output_buffer: not reading it",
+		broker_conn_name(c), c->out.bytes);
+}
+
 /* Flush once per turn: every delivery queued during the turn goes out in as
  * few writev calls as the socket allows. EPOLLOUT is armed only for
  * connections that could not write everything. */
@@ -142,23 +179,26 @@ static void flush_conn(struct broker *b, struct conn *c)
 	size_t before = c->out.bytes;
 	int rc = outq_flush(&c->out, c->t);
 	b->stats.bytes_sent += before - c->out.bytes;
+	if (rc != 0 && rc != WISP_EAGAIN) {
+		broker_drop(b, c, false, "write error");
+		return;
+	}
 	/* Room again in the output: queued QoS 1/2 messages move on. Pumping
 	 * marks the connection dirty, so the loop in before_sleep flushes it
 	 * again this turn. */
-	if (rc != WISP_EIO && rc != WISP_ECLOSED && c->sess && c->sess->queued_count &&
-	    c->out.bytes < b->dlim.max_output && delivery_pump(c->sess, &b->dlim))
+	if (c->sess && c->sess->queued_count && c->out.bytes < b->dlim.max_output &&
+	    delivery_pump(c->sess, &b->dlim))
 		return;
-	if (rc == 0) {
-		if (c->io.events & LOOP_WRITE)
-			loop_io_set(b->loop, &c->io, c->read_paused ? 0 : LOOP_READ);
-	} else if (rc == WISP_EAGAIN) {
-		uint32_t ev = LOOP_WRITE | (c->read_paused ? 0 : LOOP_READ);
+	check_output_bound(b, c);
+	bool reading = !c->read_paused && c->output_state == CONN_OUT_OK;
+	uint32_t ev = reading ? LOOP_READ : 0;
+	if (rc == WISP_EAGAIN) {
+		ev |= LOOP_WRITE;
 		if (c->t->want & TRANSPORT_WANT_READ)
 			ev |= LOOP_READ;
-		loop_io_set(b->loop, &c->io, ev);
-	} else {
-		broker_drop(b, c, false, "write error");
 	}
+	if (ev != c->io.events)
+		loop_io_set(b->loop, &c->io, ev);
 }
 
 /* Runs while something is due: suppressed log lines to report, or TLS
@@ -290,6 +330,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		.max_queued = cfg->limits.max_queued_messages,
 		.max_queued_bytes = cfg->limits.max_queued_bytes,
 		.max_output = cfg->limits.max_output_buffer,
+		.max_queued_bytes_total = cfg->limits.max_queued_bytes_total,
 	};
 	b->subs = tree_new();
 	b->retained = retained_new(release_retained, cfg->limits.max_retained, cfg->limits.max_retained_bytes);

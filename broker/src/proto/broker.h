@@ -53,6 +53,8 @@ struct broker_stats {
 	uint64_t malformed;          /* connections closed for bad input */
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t keepalive_expired;
+	uint64_t output_stalled;     /* clients disconnected for staying over max_output_buffer */
+	uint64_t unauth_refused;     /* closed before CONNECT by max_connect_size or max_unauthenticated_bytes */
 	uint64_t sys_publish_dropped; /* client PUBLISHes to $SYS/ not routed */
 	uint64_t acl_dropped_queued; /* queued/in-flight messages dropped by an access re-check */
 	uint64_t takeover_refused;   /* CONNECTs refused: the client id's session is another user's */
@@ -136,6 +138,7 @@ struct broker {
 	uint32_t route_gen;          /* wraps; collect() checks the slot too */
 	size_t route_gen_count;     /* entries used in route[] this publish */
 	uint64_t id_seq;             /* for assigned client ids */
+	bool unauth_over;            /* max_unauthenticated_bytes episode, logged once */
 	uint32_t handshake_budget;   /* TLS handshake steps left this turn */
 	struct loop_timer housekeeping; /* log summaries and heap trims, while due */
 	struct sub_work sub_work;
@@ -180,6 +183,9 @@ void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events);
 /* Resumes reading a connection that paused for a password verification,
  * starting with the CONNECT it left unconsumed (dispatch.c). */
 void broker_resume_input(struct broker *b, struct conn *c);
+/* Reads again from a connection whose output has drained under
+ * max_output_buffer (dispatch.c). */
+void broker_resume_output_paused(struct broker *b, struct conn *c);
 /* Reads more from a connection whose transport still holds decrypted input
  * after its read budget ran out (dispatch.c). */
 void broker_read_more(struct broker *b, struct conn *c);

@@ -8,6 +8,18 @@
  * grown as its bytes arrive (never to the announced size up front), so a
  * bogus huge Remaining Length costs nothing until the bytes are really
  * sent, and idle connections hold no buffer at all.
+ *
+ * Before CONNECT less is accepted: a first byte that is not CONNECT closes
+ * the connection at once [MQTT-3.1.0-1], a CONNECT longer than
+ * limits.max_connect_size is refused from its fixed header, and the partial
+ * buffers of all unauthenticated connections together stay under
+ * limits.max_unauthenticated_bytes (the connection that would pass it is
+ * closed).
+ *
+ * Input stops while the connection's output is at or over
+ * limits.max_output_buffer (after the packet that put it there), so a
+ * client that does not read its answers cannot make the broker queue them
+ * without bound; the flush resumes it (proto/broker.c).
  */
 #include "broker.h"
 
@@ -77,10 +89,41 @@ static void refresh_keepalive(struct broker *b, struct conn *c)
 					(loop_now_ms(b->loop) + (uint64_t)c->keepalive * 1500u + 999u) / 1000u);
 }
 
+static bool is_reading(const struct conn *c)
+{
+	return !c->read_paused && c->output_state == CONN_OUT_OK;
+}
+
 static void pause_input(struct broker *b, struct conn *c)
 {
 	c->read_paused = true;
 	loop_io_set(b->loop, &c->io, (c->io.events & LOOP_WRITE));
+}
+
+static void pause_for_output(struct broker *b, struct conn *c)
+{
+	c->output_state = CONN_OUT_PAUSED;
+	loop_io_set(b->loop, &c->io, (c->io.events & LOOP_WRITE));
+}
+
+/* Bounds that apply before CONNECT, judged from the first bytes of the
+ * first packet so nothing is buffered for a client that breaks them. */
+static const char *refuse_before_connect(struct broker *b, const uint8_t *buf, size_t len, char *why,
+					 size_t whylen)
+{
+	if ((buf[0] >> 4) != MQTT_PKT_CONNECT) {
+		b->stats.malformed++;
+		return "first packet is not CONNECT"; /* [MQTT-3.1.0-1] */
+	}
+	struct mqtt_codec_opts unlimited = {.max_packet_size = 0};
+	ssize_t frame = mqtt_frame_size(buf, len, &unlimited);
+	uint32_t cap = b->cfg->limits.max_connect_size;
+	if (frame > 0 && (uint64_t)frame > cap && cap < b->cfg->limits.max_packet_size) {
+		b->stats.unauth_refused++;
+		snprintf(why, whylen, "CONNECT of %zd bytes exceeds limits.max_connect_size (%u)", frame, cap);
+		return why;
+	}
+	return NULL; /* the decoder judges the rest, max_packet_size included */
 }
 
 /* Handles every whole packet at the start of buf. Returns the bytes
@@ -92,6 +135,13 @@ static ssize_t process(struct broker *b, struct conn *c, const uint8_t *buf, siz
 		.max_packet_size = b->cfg->limits.max_packet_size,
 	};
 	while (off < len && c->state != CONN_CLOSING) {
+		char refusal[96];
+		const char *early;
+		if (c->state == CONN_AWAIT_CONNECT &&
+		    (early = refuse_before_connect(b, buf + off, len - off, refusal, sizeof refusal)) != NULL) {
+			broker_drop(b, c, false, early);
+			return -1;
+		}
 		opts.version = conn_version(c);
 		struct mqtt_pkt p;
 		ssize_t n = mqtt_decode(buf + off, len - off, &opts, &p);
@@ -110,6 +160,8 @@ static ssize_t process(struct broker *b, struct conn *c, const uint8_t *buf, siz
 		}
 		const char *why = NULL;
 		int rc = dispatch(b, c, &p, &why);
+		if (c->input_counted && c->state != CONN_AWAIT_CONNECT)
+			conn_unauth_release(c); /* accepted (or closed): no longer a stranger's bytes */
 		if (rc == WISP_EAGAIN) {
 			/* A CONNECT waiting for its password check: keep it and
 			 * everything after it unread until the answer comes. */
@@ -122,15 +174,60 @@ static ssize_t process(struct broker *b, struct conn *c, const uint8_t *buf, siz
 			return -1;
 		}
 		refresh_keepalive(b, c);
+		if (conn_output_bytes(c) >= b->dlim.max_output && c->state != CONN_CLOSING) {
+			/* Every queued byte counts, answers to control packets too:
+			 * read no more until the client takes its output. */
+			pause_for_output(b, c);
+			break;
+		}
 	}
 	return (ssize_t)off;
 }
 
+/*
+ * limits.max_unauthenticated_bytes: may `c` (re)size its input buffer to
+ * `cap` bytes? Always, once it is authenticated. Past the budget the
+ * connection asking is refused: it is the newest growth, and closing it
+ * gives its bytes back. Logged once per episode (until the total falls to
+ * half the budget), each refusal counted.
+ */
+static int unauth_budget(struct broker *b, struct conn *c, size_t cap)
+{
+	uint64_t budget = b->cfg->limits.max_unauthenticated_bytes;
+	if (budget == 0 || (c->state != CONN_AWAIT_CONNECT && c->state != CONN_HANDSHAKE) || cap <= c->rcap)
+		return 0;
+	size_t total = c->set->unauth_bytes - (c->input_counted ? c->rcap : 0) + cap;
+	if (total <= budget) {
+		if (b->unauth_over && total <= budget / 2) {
+			b->unauth_over = false;
+			log_msg(LOG_NOTICE, "conn", "unauthenticated connections are under max_unauthenticated_bytes again");
+		}
+		return 0;
+	}
+	b->stats.unauth_refused++;
+	if (!b->unauth_over) {
+		b->unauth_over = true;
+		log_msg(LOG_WARNING, "conn",
+			"unauthenticated connections hold %zu bytes of input, limits.max_unauthenticated_bytes is %llu: "
+			"closing those that ask for more",
+			c->set->unauth_bytes, (unsigned long long)budget);
+	}
+	return WISP_ELIMIT;
+}
+
+static void drop_for_input(struct broker *b, struct conn *c, int rc)
+{
+	broker_drop(b, c, false,
+		    rc == WISP_ELIMIT ? "input buffer over limits.max_unauthenticated_bytes before CONNECT"
+				      : "out of memory for input");
+}
+
 /* Keeps `len` bytes of an incomplete packet for the next read. */
-static int keep_tail(struct conn *c, const uint8_t *tail, size_t len)
+static int keep_tail(struct broker *b, struct conn *c, const uint8_t *tail, size_t len)
 {
 	if (len == 0) {
 		/* Idle connections hold no input buffer. */
+		conn_account_rbuf(c, 0);
 		wisp_free(c->rbuf);
 		c->rbuf = NULL;
 		c->rlen = c->rcap = 0;
@@ -140,9 +237,13 @@ static int keep_tail(struct conn *c, const uint8_t *tail, size_t len)
 		/* Only when the tail is in the scratch buffer: a tail inside
 		 * rbuf is never longer than rbuf. */
 		size_t cap = len < RBUF_MIN ? RBUF_MIN : len;
+		int rc = unauth_budget(b, c, cap);
+		if (rc != 0)
+			return rc;
 		uint8_t *nb = wisp_realloc(c->rbuf, cap);
 		if (!nb)
 			return WISP_ENOMEM;
+		conn_account_rbuf(c, cap);
 		c->rbuf = nb;
 		c->rcap = (uint32_t)cap;
 	}
@@ -164,9 +265,13 @@ static int grow_rbuf(struct broker *b, struct conn *c)
 		want = (size_t)frame;
 	if (want <= c->rlen)
 		want = (size_t)c->rlen + RBUF_MIN;
+	int rc = unauth_budget(b, c, want);
+	if (rc != 0)
+		return rc;
 	uint8_t *nb = wisp_realloc(c->rbuf, want);
 	if (!nb)
 		return WISP_ENOMEM;
+	conn_account_rbuf(c, want);
 	c->rbuf = nb;
 	c->rcap = (uint32_t)want;
 	return 0;
@@ -175,12 +280,13 @@ static int grow_rbuf(struct broker *b, struct conn *c)
 static void read_input(struct broker *b, struct conn *c)
 {
 	size_t budget = READ_BUDGET;
-	while (budget && c->state != CONN_CLOSING && !c->read_paused) {
+	while (budget && c->state != CONN_CLOSING && is_reading(c)) {
 		uint8_t *buf;
 		size_t room;
 		if (c->rlen) {
-			if (grow_rbuf(b, c) != 0) {
-				broker_drop(b, c, false, "out of memory for input");
+			int rc = grow_rbuf(b, c);
+			if (rc != 0) {
+				drop_for_input(b, c, rc);
 				return;
 			}
 			buf = c->rbuf + c->rlen;
@@ -205,8 +311,9 @@ static void read_input(struct broker *b, struct conn *c)
 			return;
 		if (c->state == CONN_CLOSING)
 			return;
-		if (keep_tail(c, data + used, len - (size_t)used) != 0) {
-			broker_drop(b, c, false, "out of memory for input");
+		int rc = keep_tail(b, c, data + used, len - (size_t)used);
+		if (rc != 0) {
+			drop_for_input(b, c, rc);
 			return;
 		}
 		if ((size_t)n < room && transport_pending(c->t) == 0)
@@ -220,23 +327,55 @@ static void read_input(struct broker *b, struct conn *c)
 	}
 }
 
+/* Handles the whole packets left in the carried buffer (input paused in
+ * the middle of a read). False once the connection was dropped. */
+static bool process_carried(struct broker *b, struct conn *c)
+{
+	ssize_t used = process(b, c, c->rbuf, c->rlen);
+	if (used < 0 || c->state == CONN_CLOSING)
+		return false;
+	int rc = keep_tail(b, c, c->rbuf + used, c->rlen - (size_t)used);
+	if (rc != 0) {
+		drop_for_input(b, c, rc);
+		return false;
+	}
+	return true;
+}
+
 void broker_resume_input(struct broker *b, struct conn *c)
 {
 	if (c->state == CONN_CLOSING)
 		return;
 	c->read_paused = false;
-	loop_io_set(b->loop, &c->io, LOOP_READ | (c->io.events & LOOP_WRITE));
-	ssize_t used = process(b, c, c->rbuf, c->rlen);
-	if (used < 0 || c->state == CONN_CLOSING)
+	if (is_reading(c))
+		loop_io_set(b->loop, &c->io, LOOP_READ | (c->io.events & LOOP_WRITE));
+	process_carried(b, c);
+}
+
+void broker_resume_output_paused(struct broker *b, struct conn *c)
+{
+	if (c->state == CONN_CLOSING || c->output_state == CONN_OUT_OK)
 		return;
-	if (keep_tail(c, c->rbuf + used, c->rlen - (size_t)used) != 0)
-		broker_drop(b, c, false, "out of memory for input");
+	c->output_state = CONN_OUT_OK;
+	if (!is_reading(c))
+		return;
+	loop_io_set(b->loop, &c->io, LOOP_READ | (c->io.events & LOOP_WRITE));
+	/* Whole packets may wait in the carried buffer, or decrypted ones in
+	 * the transport, which epoll will not report: read them next turn,
+	 * before that turn's records are flushed (never from the flush). */
+	if ((c->rlen || transport_pending(c->t)) && !list_linked(&c->read_link)) {
+		list_push_back(&c->set->read_more, &c->read_link);
+		loop_request_turn(b->loop);
+	}
 }
 
 void broker_read_more(struct broker *b, struct conn *c)
 {
-	if (c->state != CONN_CLOSING)
-		read_input(b, c);
+	if (c->state == CONN_CLOSING || !is_reading(c))
+		return;
+	if (c->rlen && !process_carried(b, c))
+		return;
+	read_input(b, c);
 }
 
 /* Drives a TLS handshake; true once it is done and MQTT may start. */
@@ -301,7 +440,7 @@ void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events)
 			return;
 		events |= LOOP_READ; /* the client's CONNECT may already be decrypted */
 	}
-	if (c->read_paused && (events & LOOP_READ) && !(c->io.events & LOOP_READ)) {
+	if (!is_reading(c) && (events & LOOP_READ) && !(c->io.events & LOOP_READ)) {
 		/* Readability that was not asked for is EPOLLHUP or EPOLLERR,
 		 * which epoll reports whatever the mask: the peer is gone. Left
 		 * alone it would be reported again at once, every turn. */

@@ -96,10 +96,33 @@ int conn_send_publish(struct conn *c, struct msg *m, uint8_t qos, bool retain, b
 	return rc;
 }
 
+static bool is_unauthenticated(const struct conn *c)
+{
+	return c->state == CONN_HANDSHAKE || c->state == CONN_AWAIT_CONNECT;
+}
+
+void conn_unauth_release(struct conn *c)
+{
+	if (c->input_counted) {
+		c->set->unauth_bytes -= c->rcap;
+		c->input_counted = false;
+	}
+}
+
+void conn_account_rbuf(struct conn *c, size_t new_cap)
+{
+	conn_unauth_release(c);
+	if (is_unauthenticated(c)) {
+		c->set->unauth_bytes += new_cap;
+		c->input_counted = true;
+	}
+}
+
 void conn_close(struct loop *l, struct conn *c)
 {
 	if (c->state == CONN_CLOSING)
 		return;
+	conn_unauth_release(c); /* going away: no longer counted */
 	c->state = CONN_CLOSING;
 	loop_io_stop(l, &c->io);
 	loop_timer_stop(l, &c->timer);

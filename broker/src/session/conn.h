@@ -11,6 +11,16 @@
  * Memory: an idle connection holds no input buffer (reads go through a
  * shared scratch buffer and only a partial packet is kept per connection)
  * and an empty output queue. Single threaded.
+ *
+ * Output is bounded by limits.max_output_buffer, counting every queued byte
+ * (deliveries, acks, PINGRESPs): while a connection's unsent output is at or
+ * over it the broker stops reading from it (CONN_OUT_PAUSED), so a client
+ * that sends requests and never reads the answers holds at most the bound
+ * plus one packet's answers; one that stays over it for
+ * limits.output_buffer_timeout seconds is disconnected (CONN_OUT_STALLED
+ * while that timer runs). Before CONNECT, the partial input buffers of all
+ * connections together are bounded by limits.max_unauthenticated_bytes,
+ * tracked in conn_set.unauth_bytes.
  */
 #ifndef WISP_SESSION_CONN_H
 #define WISP_SESSION_CONN_H
@@ -59,6 +69,14 @@ struct conn_set {
 	struct list_node read_more; /* decrypted input left when the read budget ran out */
 	struct list_node handshake_wait; /* TLS handshake steps over the turn's budget (via read_link) */
 	size_t count;
+	size_t unauth_bytes;      /* input buffers of connections before CONN_ACTIVE */
+};
+
+/* Where a connection's output stands against max_output_buffer. */
+enum conn_out_state {
+	CONN_OUT_OK = 0,
+	CONN_OUT_PAUSED = 1,  /* over the bound: input not read until it drains */
+	CONN_OUT_STALLED = 2, /* still over it after a flush: the disconnect timer runs */
 };
 
 struct conn {
@@ -87,6 +105,8 @@ struct conn {
 	uint8_t auth_result;      /* enum conn_auth */
 	uint32_t held_acks;       /* acks waiting for an fsync (proto/persist.c) */
 	struct conn_addr peer;    /* formatted only when logged */
+	uint8_t output_state;     /* enum conn_out_state; 240 -> 248 bytes, the same 256-byte malloc chunk */
+	bool input_counted;       /* rcap is counted in set->unauth_bytes */
 };
 
 /* Allocates a connection around `t` (taking it). NULL when out of memory
@@ -104,6 +124,14 @@ const char *conn_peer(const struct conn *c);
 const char *conn_format_addr(const struct conn_addr *a);
 void conn_addr_set(struct conn_addr *a, const struct sockaddr *sa);
 
+/* Output bytes held for the connection, counted against max_output_buffer:
+ * its queue, plus acks waiting for an fsync (proto/persist.c) at their
+ * 3.1.1 size, so a stalled disk cannot let them grow without bound either. */
+static inline size_t conn_output_bytes(const struct conn *c)
+{
+	return c->out.bytes + (size_t)c->held_acks * 4u;
+}
+
 /* Queues an encoded control packet; marks the connection for flushing. */
 int conn_send_bytes(struct conn *c, const uint8_t *bytes, size_t len);
 /* Queues a delivery of `m` (see outq_push_publish). */
@@ -111,6 +139,14 @@ int conn_send_publish(struct conn *c, struct msg *m, uint8_t qos, bool retain, b
 		      uint16_t packet_id);
 /* Marks the connection dirty so the loop flushes it before sleeping. */
 void conn_mark_dirty(struct conn *c);
+
+/* Input bytes held by a connection before it is CONN_ACTIVE count towards
+ * set->unauth_bytes; call with the buffer's new capacity before rcap takes
+ * it (only counted while the connection is unauthenticated). */
+void conn_account_rbuf(struct conn *c, size_t new_cap);
+/* Stops counting the connection's buffer (it left the unauthenticated
+ * states: CONNECT accepted, or closing). Idempotent. */
+void conn_unauth_release(struct conn *c);
 
 /*
  * Starts closing: stops reading, keeps already-queued output for one last

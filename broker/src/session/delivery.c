@@ -4,9 +4,55 @@
 #include "codec.h"
 #include "conn.h"
 #include "err.h"
+#include "log.h"
 
 static struct delivery_hooks hooks;
 static void *hooks_ctx;
+static struct delivery_totals totals;
+
+const struct delivery_totals *delivery_totals(void) { return &totals; }
+
+static void queue_add(struct session *s, uint64_t bytes)
+{
+	s->queued_bytes += bytes;
+	totals.queued_bytes += bytes;
+}
+
+static void queue_sub(struct session *s, uint64_t bytes)
+{
+	s->queued_bytes -= bytes;
+	totals.queued_bytes -= bytes;
+}
+
+/* max_queued_bytes_total: may `bytes` more be queued? An episode starts at
+ * the first refusal (one warning) and ends once the total is back under
+ * three quarters of the bound (one notice with the count), so a queue
+ * hovering at the bound does not log per message. */
+static bool total_has_room(const struct delivery_limits *lim, uint64_t bytes)
+{
+	uint64_t bound = lim->max_queued_bytes_total;
+	if (bound == 0)
+		return true;
+	if (totals.queued_bytes + bytes <= bound) {
+		if (totals.full && totals.queued_bytes + bytes <= bound - bound / 4) {
+			log_msg(LOG_NOTICE, "queue", "queued messages under max_queued_bytes_total again; %llu dropped meanwhile",
+				(unsigned long long)totals.episode_dropped);
+			totals.full = false;
+		}
+		return true;
+	}
+	totals.dropped++;
+	totals.episode_dropped++;
+	if (!totals.full) {
+		totals.full = true;
+		totals.episode_dropped = 1;
+		log_msg(LOG_WARNING, "queue",
+			"queued messages of all sessions reached limits.max_queued_bytes_total (%llu bytes): "
+			"dropping QoS 1/2 messages for offline and slow clients",
+			(unsigned long long)bound);
+	}
+	return false;
+}
 
 void delivery_set_hooks(const struct delivery_hooks *h, void *ctx)
 {
@@ -112,6 +158,10 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 			*why = DROP_QUEUE_BYTES;
 			goto drop;
 		}
+		if (!total_has_room(lim, msg_size(m))) {
+			*why = DROP_QUEUE_TOTAL;
+			goto drop;
+		}
 	}
 	struct sess_msg *e = wisp_malloc(sizeof *e);
 	if (!e) {
@@ -130,7 +180,7 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 	e->state = SESS_MSG_QUEUED;
 	list_push_back(&s->queue, &e->link);
 	s->queued_count++;
-	s->queued_bytes += msg_size(m);
+	queue_add(s, msg_size(m));
 	HOOK(queued, s, e);
 	return DELIVERY_QUEUED;
 drop:
@@ -148,7 +198,7 @@ size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		list_remove(n);
 		s->queued_count--;
-		s->queued_bytes -= msg_size(e->msg);
+		queue_sub(s, msg_size(e->msg));
 		start_flight(s, e);
 		sent++;
 	}
@@ -240,7 +290,7 @@ void delivery_clear(struct session *s)
 	}
 	s->inflight_count = 0;
 	s->queued_count = 0;
-	s->queued_bytes = 0;
+	queue_sub(s, s->queued_bytes);
 }
 
 size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
@@ -267,7 +317,7 @@ size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
 			continue;
 		list_remove(n);
 		s->queued_count--;
-		s->queued_bytes -= msg_size(e->msg);
+		queue_sub(s, msg_size(e->msg));
 		HOOK(unqueued, s, e);
 		free_entry(e);
 		removed++;
@@ -308,7 +358,7 @@ int delivery_restore_queued(struct session *s, struct msg *m, uint8_t qos, bool 
 		return WISP_ENOMEM;
 	list_push_back(&s->queue, &e->link);
 	s->queued_count++;
-	s->queued_bytes += msg_size(m);
+	queue_add(s, msg_size(m));
 	return 0;
 }
 
@@ -331,7 +381,7 @@ void delivery_restore_unqueue(struct session *s, const struct msg *m)
 		if (e->msg == m) {
 			list_remove(n);
 			s->queued_count--;
-			s->queued_bytes -= msg_size(e->msg);
+			queue_sub(s, msg_size(e->msg));
 			drop_restored(e);
 			return;
 		}

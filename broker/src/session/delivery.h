@@ -7,7 +7,10 @@
  * with room in the window and room in the connection's output), queued
  * (QoS 1/2 while offline, while the window is full or the output is over
  * its cap), or dropped and counted (QoS 0 that does not fit; anything past
- * the queue limits). The queue drains in order as acknowledgements free the
+ * the queue limits, per session or max_queued_bytes_total for all of them;
+ * the latter is logged once per episode). Messages restored from the store
+ * count towards the total but are never refused by it: they were
+ * acknowledged. The queue drains in order as acknowledgements free the
  * window and the output drains [MQTT-4.6.0-6].
  *
  * In-flight entries keep their state (awaiting PUBACK, PUBREC or PUBCOMP)
@@ -31,7 +34,17 @@ struct delivery_limits {
 	uint32_t max_queued;          /* messages; 0 = no message limit */
 	uint64_t max_queued_bytes;    /* 0 = no byte limit */
 	uint64_t max_output;          /* bytes of unsent output on the connection */
+	uint64_t max_queued_bytes_total; /* queued bytes of all sessions together; 0 = no bound */
 };
+
+/* The queues of all sessions together (one broker per process). */
+struct delivery_totals {
+	uint64_t queued_bytes;  /* sum of every session's queued_bytes */
+	uint64_t dropped;       /* messages refused by max_queued_bytes_total */
+	uint64_t episode_dropped; /* of those, since the bound was last reached */
+	bool full;              /* the bound was reached; logged once per episode */
+};
+const struct delivery_totals *delivery_totals(void);
 
 enum delivery_result {
 	DELIVERY_SENT = 0,

@@ -14,6 +14,16 @@
  */
 #define INLINE 24
 #define FREE_LIST_MAX 4096
+/*
+ * Control packets queued back to back (PINGRESPs, or the acks of a QoS 1/2
+ * stream the client does not read) share items: a 2-byte PINGRESP would
+ * otherwise cost a 64-byte item, and a client could turn 60 MiB of PINGREQ
+ * into 2 GB of queue. The first packet of a run takes an INLINE item from
+ * the free list; later ones are appended while it has room, then go into
+ * CONTROL_CHUNK-byte items, so a run costs about 1.1 bytes of heap per
+ * queued byte.
+ */
+#define CONTROL_CHUNK 512
 
 struct outq_item {
 	struct list_node link;
@@ -97,7 +107,17 @@ int outq_push_bytes(struct outq *q, const uint8_t *bytes, size_t len)
 {
 	if (len > UINT16_MAX)
 		return WISP_EINVAL;
-	struct outq_item *it = item_get(len);
+	struct outq_item *tail = q->count ? container_of(q->items.prev, struct outq_item, link) : NULL;
+	bool run = tail && !tail->msg;
+	if (run && (size_t)tail->cap - tail->len >= len) {
+		/* Appending to a partly sent item is fine: `sent` still counts
+		 * from its start. */
+		memcpy(tail->bytes + tail->len, bytes, len);
+		tail->len += (uint32_t)len;
+		q->bytes += len;
+		return 0;
+	}
+	struct outq_item *it = item_get(run && len < CONTROL_CHUNK ? CONTROL_CHUNK : len);
 	if (!it)
 		return WISP_ENOMEM;
 	it->msg = NULL;

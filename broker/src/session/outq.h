@@ -21,15 +21,16 @@
 
 struct outq {
 	struct list_node items;
-	size_t bytes;  /* unsent bytes */
-	size_t count;
+	size_t bytes;  /* unsent bytes on the wire, control packets included */
+	size_t count;  /* items (a run of control packets may share one) */
 };
 
 void outq_init(struct outq *q);
 /* Drops everything unsent, releasing message references. */
 void outq_clear(struct outq *q);
 
-/* Appends a whole encoded control packet (copied). 0 or WISP_ENOMEM. */
+/* Appends a whole encoded control packet (copied; consecutive control
+ * packets share an item). 0 or WISP_ENOMEM. */
 int outq_push_bytes(struct outq *q, const uint8_t *bytes, size_t len);
 
 /*
