@@ -100,12 +100,15 @@ class BrokerProcess:
                     problem = "the %s broker exited with status %s after SIGTERM" % (self.kind, status)
         self.log.close()
         log = self.log_text()
-        if problem is None and SANITIZER_RE.search(log):
-            problem = "sanitizer report in the %s broker log" % self.kind
+        excerpt = log[-30000:]
+        report = SANITIZER_RE.search(log)
+        if report:  # the report itself, wherever it is in a long log
+            excerpt = log[max(0, report.start() - 2000):report.start() + 28000]
+            problem = (problem + "; " if problem else "") + "sanitizer report in the %s broker log" % self.kind
         shutil.rmtree(self.dir, ignore_errors=True)
         if problem:
-            raise AssertionError("%s\n----- broker log -----\n%s----- end of broker log -----"
-                                 % (problem, log[-30000:]))
+            raise AssertionError("%s\n----- broker log (excerpt) -----\n%s\n----- end of broker log -----"
+                                 % (problem, excerpt))
 
 
 class Broker(BrokerProcess):
@@ -208,6 +211,7 @@ class BgTool:
         return rc, bytes(self.out), bytes(self.err)
 
     def kill(self):
+        """Kills it if it still runs (idempotent)."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=TIMEOUT)
@@ -281,6 +285,11 @@ class CompareCase(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.broker.stop()
+
+    def bg(self, tool):
+        """tool (a BgTool or MosqSub), killed at the end of the test whatever happens."""
+        self.addCleanup(tool.kill)
+        return tool
 
     def topic(self):
         return "e2e/%s/%d" % (self.id().split(".")[-1], os.getpid())

@@ -20,7 +20,8 @@ class PubBehaviour(clitest.CompareCase):
         """Runs `prog args` while a mosquitto_sub, subscribed before (its
         SUBACK seen), waits for `count` messages: all of them must arrive."""
         t = self.current
-        sub = clitest.MosqSub(self.port, [t, t + "/#"], FMT, ["-q", sub_qos, "-C", str(count), "-W", "15"])
+        sub = self.bg(clitest.MosqSub(self.port, [t, t + "/#"], FMT,
+                                      ["-q", sub_qos, "-C", str(count), "-W", "15"]))
         sub.wait_subscribed([int(sub_qos)] * 2)
         rc, out, err = clitest.run(prog, args, stdin=stdin)
         src, sout, serr = sub.finish()
@@ -85,8 +86,10 @@ class PubBehaviour(clitest.CompareCase):
         # -l publishes each line before EOF: the subscriber sees the first
         # line while the publisher still waits for more input.
         t = self.topic()
-        sub = clitest.MosqSub(self.port, [t], "%p", ["-C", "1"]).wait_subscribed([0])
+        sub = self.bg(clitest.MosqSub(self.port, [t], "%p", ["-C", "1"]))
+        sub.wait_subscribed([0])
         pub = subprocess.Popen([clitest.WISP_PUB, "-p", self.port, "-t", t, "-l"], stdin=subprocess.PIPE)
+        self.addCleanup(lambda: pub.poll() is None and (pub.kill(), pub.wait()))
         pub.stdin.write(b"first\n")
         pub.stdin.flush()
         rc, out, err = sub.finish()

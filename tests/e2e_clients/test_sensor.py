@@ -26,8 +26,9 @@ class Sensor(clitest.CompareCase):
         sentinel_topic = "sentinel/%s" % site
         mark = self.sentinel(sentinel_topic)
         self.addCleanup(self.clear, sentinel_topic)
-        sub = clitest.BgTool([clitest.WISP_SUB, "-p", self.port, "-t", "sensors/%s/+" % site, "-t", sentinel_topic,
-                              "-q", "1", "-C", str(devices * count + 1), "-W", "100", "-v"])
+        sub = self.bg(clitest.BgTool([clitest.WISP_SUB, "-p", self.port, "-t", "sensors/%s/+" % site,
+                                      "-t", sentinel_topic, "-q", "1", "-C", str(devices * count + 1),
+                                      "-W", "100", "-v"]))
         sub.wait_for(mark)
         rc, out, err = clitest.run(SENSOR, ["-p", self.port, "-n", str(devices), "-c", str(count), "-i", "0.5",
                                             "-q", "1", "--site", site, "--json"], timeout=100)
@@ -58,12 +59,13 @@ class Sensor(clitest.CompareCase):
                                    "-W", "30"], stdout=subprocess.PIPE)
         sensor = subprocess.Popen([SENSOR, "-p", self.port, "-n", str(n), "-i", "60", "--site", site, "--quiet"],
                                   stdout=subprocess.DEVNULL)
+        self.addCleanup(lambda: sensor.poll() is None and (sensor.kill(), sensor.wait()))
         out, _ = online.communicate(timeout=40)
         self.assertEqual(online.returncode, 0)
         self.assertEqual(sorted(l.split()[1] for l in out.decode().splitlines()), ["online"] * n)
         # The n retained "online" printed: subscribed before the kill.
-        offline = clitest.BgTool([clitest.WISP_SUB, "-p", self.port, "-t", status, "-v", "-W", "30",
-                                  "-F", "%r %t %p", "-C", str(2 * n)])
+        offline = self.bg(clitest.BgTool([clitest.WISP_SUB, "-p", self.port, "-t", status, "-v", "-W", "30",
+                                          "-F", "%r %t %p", "-C", str(2 * n)]))
         offline.wait_for(lambda out: out.count(b"\n") >= n)
         sensor.send_signal(signal.SIGKILL)
         sensor.wait(timeout=10)

@@ -60,7 +60,8 @@ class SubOutput(clitest.CompareCase):
             outs = {}
             mark = self.sentinel(t)
             for name, prog in clitest.tools("sub").items():
-                p = clitest.BgTool([prog, "-p", self.port, "-t", t, "-q", qos, "-C", "3", "-F", "%t %q %r %m %p"])
+                p = self.bg(clitest.BgTool([prog, "-p", self.port, "-t", t, "-q", qos, "-C", "3",
+                                            "-F", "%t %q %r %m %p"]))
                 p.wait_for(mark)
                 self.pub(t, "one", "-q", qos)
                 self.pub(t, "two", "-q", qos)
@@ -80,7 +81,7 @@ class SubOutput(clitest.CompareCase):
         mark = self.sentinel(t)
         procs = {}
         for name, prog in clitest.tools("sub").items():
-            procs[name] = clitest.BgTool([prog, "-p", self.port] + args)
+            procs[name] = self.bg(clitest.BgTool([prog, "-p", self.port] + args))
         for p in procs.values():
             p.wait_for(mark)
         publish()
@@ -138,7 +139,7 @@ class SubOutput(clitest.CompareCase):
         outs = {}
         for name, prog in clitest.tools("sub").items():
             # Both retained ones printed: subscribed, so the live message ends the run.
-            p = clitest.BgTool([prog, "-p", self.port, "-t", base + "/#", "--retained-only", "-v"])
+            p = self.bg(clitest.BgTool([prog, "-p", self.port, "-t", base + "/#", "--retained-only", "-v"]))
             p.wait_for(lambda out: all(k in out for k in kept))
             self.pub(base + "/live", "live")
             outs[name] = p.finish()
