@@ -126,10 +126,18 @@ class SubOutput(clitest.CompareCase):
             ["-t", base + "/#", "-C", "3", "-v", "-M", "5", "--quiet"],
         ]
         for args in cases:
+            # What both must show, so that "both printed nothing" cannot pass:
+            # -C n lines (exit 0); -W 1 all three then the timeout (27);
+            # -E and -R nothing (0 and 27).
+            if "-C" in args:
+                want = (0, int(args[args.index("-C") + 1]))
+            else:
+                want = (27 if "-W" in args else 0, 0 if "-E" in args or "-R" in args else 3)
             if "-L" not in args:
                 args = ["-p", self.port] + args
             with self.subTest(args=args):
-                self.compare("sub", args)
+                rc, out, err = self.compare("sub", args)
+                self.assertEqual((rc, len(out.splitlines())), want, out)
 
     def test_retained_only_and_remove(self):
         base = self.topic()
