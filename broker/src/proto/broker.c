@@ -99,6 +99,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	(void)ls;
 	if ((lim->max_connections && b->conns.count >= lim->max_connections) ||
 	    (bl->cfg->max_connections && bl->conn_count >= bl->cfg->max_connections)) {
+		b->stats.conn_limit_refused++;
 		log_limited("refused: connection limit", LOG_WARNING, "conn",
 			    "%s: refusing %s: connection limit reached", bl->net.name, peer);
 		close(fd);

@@ -53,6 +53,7 @@ struct broker_stats {
 	uint64_t malformed;          /* connections closed for bad input */
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t keepalive_expired;
+	uint64_t conn_limit_refused; /* connections closed at accept by max_connections */
 	uint64_t output_stalled;     /* clients disconnected for staying over max_output_buffer */
 	uint64_t unauth_refused;     /* closed before CONNECT by max_connect_size or max_unauthenticated_bytes */
 	uint64_t sys_publish_dropped; /* client PUBLISHes to $SYS/ not routed */

@@ -122,6 +122,10 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/publish/messages/sys_dropped", s->sys_publish_dropped);
 	publish_u64(b, "$SYS/broker/publish/messages/acl_dropped", s->acl_dropped_queued);
 	publish_u64(b, "$SYS/broker/clients/takeover_refused", s->takeover_refused);
+	publish_u64(b, "$SYS/broker/clients/refused", s->refused);
+	publish_u64(b, "$SYS/broker/clients/malformed", s->malformed);
+	publish_u64(b, "$SYS/broker/clients/keepalive_expired", s->keepalive_expired);
+	publish_u64(b, "$SYS/broker/clients/connection_limit_refused", s->conn_limit_refused);
 	for (int r = 0; r < DROP_REASON_COUNT; r++) {
 		char topic[96];
 		snprintf(topic, sizeof topic, "$SYS/broker/messages/dropped/%s", drop_reason_name((enum drop_reason)r));
