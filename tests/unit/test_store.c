@@ -885,7 +885,8 @@ static size_t live_state(struct store_rec *out)
 	for (uint64_t id = 2; id <= NMSG; id += 2)
 		out[n++] = mk_msg(id);
 	out[n++] = (struct store_rec){.type = STORE_REC_RETAIN_SET, .u.retain = {{topics[2], strlen(topics[2])}, 2}};
-	out[n++] = (struct store_rec){.type = STORE_REC_SESSION_PUT, .u.session = {S("c1"), 4, 0, 9, 0, STORE_OWNER_NONE, {NULL, 0}}};
+	out[n++] = (struct store_rec){.type = STORE_REC_SESSION_PUT,
+				      .u.session = {.client = S("c1"), .proto = 4, .next_packet_id = 9}};
 	out[n++] = (struct store_rec){.type = STORE_REC_SUB_ADD, .u.sub = {S("c1"), S("t/#"), 1, 0}};
 	for (uint64_t id = 2; id <= NMSG; id += 2)
 		out[n++] = (struct store_rec){.type = STORE_REC_QUEUE_ADD, .u.queue = {S("c1"), id, 1, 0}};
@@ -894,7 +895,9 @@ static size_t live_state(struct store_rec *out)
 
 static void history(struct store *s)
 {
-	CU_ASSERT_EQUAL(store_append_session_put(s, &(struct store_session){S("c1"), 4, 0, 9, 0, STORE_OWNER_NONE, {NULL, 0}}), 0);
+	CU_ASSERT_EQUAL(store_append_session_put(s, &(struct store_session){.client = S("c1"), .proto = 4,
+									    .next_packet_id = 9}),
+			0);
 	CU_ASSERT_EQUAL(store_append_sub_add(s, &(struct store_sub){S("c1"), S("t/#"), 1, 0}), 0);
 	CU_ASSERT_EQUAL(store_append_sub_add(s, &(struct store_sub){S("c1"), S("old"), 1, 0}), 0);
 	CU_ASSERT_EQUAL(store_append_sub_del(s, "c1", 2, "old", 3), 0);
