@@ -152,9 +152,17 @@ class ListenerMaxConnectionsTest(LimitCase):
         self.broker.start()
 
     def test_listener_bound_refuses_only_on_that_listener(self):
+        """listeners[0].max_connections 2: one client and one connection
+        that has not sent CONNECT fill it (unfinished CONNECTs count); a
+        third is closed at accept; the second listener still takes three
+        clients, and clients of both are served."""
         a1 = self.raw("a1")
         self.assertEqual(a1.subscribe([("ml/t", 1)]), [1])
-        a2 = self.raw("a2")
+        offset = self.broker.log_size()
+        bare = socket.create_connection(("127.0.0.1", self.broker.port), timeout=5)
+        self.on_cleanup(bare.close)
+        self.assertIsNotNone(self.broker.wait_log(r"new connection from 127\.0\.0\.1:%d "
+                                                  % bare.getsockname()[1], offset))
         offset = self.broker.log_size()
         self.assertTrue(refused_at_accept(self.broker.port), "a 3rd connection on the listener")
         self.assertIsNotNone(self.broker.wait_log(r"refusing .*connection limit reached", offset))
@@ -164,8 +172,7 @@ class ListenerMaxConnectionsTest(LimitCase):
             self.on_cleanup(c.close)
             self.assertEqual(c.connect("b%d" % i), 0)
             others.append(c)
-        self.round_trip(a1, a2, "ml/t", b"listener A")
-        self.round_trip(a1, others[2], "ml/t", b"listener B")
+        self.round_trip(a1, others[2], "ml/t", b"listener B to A")
         w = others[0]
         self.assertEqual(w.subscribe([("$SYS/broker/limits/connections_refused", 0)]), [0])
         self.sys_values(w, {"$SYS/broker/limits/connections_refused": "1"})
@@ -252,20 +259,26 @@ class MaxRetainedTest(RetainedCase):
         self.assertIn("limits.max_retained", lines[0])
         w = self.watcher(["$SYS/broker/retained messages/refused"])
         self.sys_values(w, {"$SYS/broker/retained messages/refused": "2"})
-        pub.publish("r/1", b"v1 replaced", qos=1, retain=True, pid=7)
+        offset = self.broker.log_size()
+        pub.publish("r/1", b"v1 replaced", qos=1, retain=True, pid=7)  # stored: the episode ends
         pub.publish("r/0", b"", qos=1, retain=True, pid=8)  # [MQTT-3.3.1-10] deletes
         pub.publish("r/3", b"fits now", qos=1, retain=True, pid=9)
         self.retained_on("r/#", {"r/1": b"v1 replaced", "r/2": b"v2", "r/3": b"fits now"})
+        self.assertIsNotNone(self.broker.wait_log(r"retained messages are stored again", offset),
+                             "the episode did not end")
+        pub.publish("r/5", b"a new episode", qos=1, retain=True, pid=10)
+        self.assertIsNotNone(self.broker.wait_log(r"'r/5' not stored: limits\.max_retained reached", offset))
 
 
 @skip_unless_wisp("mosquitto has no retained bounds")
 class MaxRetainedBytesTest(RetainedCase):
-    # Each retained message counts its topic and payload plus a header of
-    # about 32 bytes: three of 4 + 300 bytes fit in 1,100, a fourth does not.
-    LIMITS = {"max_retained_bytes": 1100}
+    # Each retained message counts its topic and payload plus a 32-byte
+    # header: three of 3 + 300 bytes fit in 1,250, a fourth does not (it
+    # would without the header, and three would not with one over 113).
+    LIMITS = {"max_retained_bytes": 1250}
 
     def test_retained_over_the_bytes_keeps_the_old_value(self):
-        """max_retained_bytes 1,100: three 300-byte values fit; a fourth
+        """max_retained_bytes 1,250: three 300-byte values fit; a fourth
         topic is not stored, and a larger value for a stored topic that would
         pass the bound leaves the old value in place (delivered live, logged
         once, counted)."""
@@ -307,6 +320,7 @@ class MemoryLimitTest(LimitCase):
         still complete a QoS 1 round trip, a second newcomer is refused too,
         the refusals are counted, and once the retained messages are deleted
         new connections are accepted again."""
+        w = self.watcher(["$SYS/broker/limits/connections_refused", "$SYS/broker/subscriptions/refused"])
         sub = self.raw("mem-sub")
         self.assertEqual(sub.subscribe([("mem/t", 1)]), [1])
         pub = self.raw("mem-pub")
@@ -324,9 +338,28 @@ class MemoryLimitTest(LimitCase):
         self.round_trip(sub, pub, "mem/t", b"served near the limit", pid=1)
         self.round_trip(sub, pub, "mem/t", b"and again", pid=2)
         self.assertTrue(refused_at_accept(self.broker.port))
-        w = sub
-        self.assertEqual(w.subscribe([("$SYS/broker/limits/connections_refused", 0)], pid=3), [0])
-        self.sys_values(w, {"$SYS/broker/limits/connections_refused": lambda v: int(v) >= 2})
+        self.sys_values(w, {"$SYS/broker/limits/connections_refused": lambda v: int(v) >= 2,
+                            "$SYS/broker/subscriptions/refused": "0"})
+
+        # Subscriptions count against the limit too: in the last eighth a
+        # client's filters of 128 levels (about 10 KiB each) are granted
+        # until one would pass it, which gets 0x80; the client stays.
+        granted = []
+        refused = False
+        for k in range(200):  # bounded: 200 x 8 x 10 KiB is far past the last eighth
+            filters = ["mem%03d-%d" % (k, i) + "/x" * 127 for i in range(8)]
+            codes = filler.subscribe([(f, 0) for f in filters], pid=1 + k)
+            granted += [f for f, code in zip(filters, codes) if code == 0]
+            if FAILURE in codes:
+                refused = True
+                break
+        self.assertTrue(refused, "memory_limit never refused a subscription")
+        self.assertGreater(len(granted), 0)
+        self.assertTrue(filler.is_open(), "the subscribing client was dropped instead")
+        self.sys_values(w, {"$SYS/broker/subscriptions/refused": lambda v: int(v) >= 1})
+        for i in range(0, len(granted), 50):
+            filler.unsubscribe(granted[i:i + 50], pid=1 + i)
+        self.round_trip(sub, pub, "mem/t", b"after the subscriptions", pid=4)
         for i in range(1, filled + 1):
             filler.publish("fill/%d" % i, b"", qos=1, retain=True, pid=i)
         self.assertFalse(refused_at_accept(self.broker.port), "memory freed, still refused")

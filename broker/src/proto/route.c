@@ -101,22 +101,22 @@ void broker_retain(struct broker *b, struct msg *m)
 	struct msg *old = retained_get(b->retained, msg_topic(m), m->topic_len);
 	if (old)
 		msg_ref(old);
+	/* The broker's own figures (no client may write under $SYS/broker/)
+	 * are charged 0, so they use neither retained bound: a small
+	 * max_retained must not refuse $SYS, nor $SYS fill it. */
+	bool own = m->topic_len >= SYS_BROKER_PREFIX_LEN &&
+		   memcmp(msg_topic(m), SYS_BROKER_PREFIX, SYS_BROKER_PREFIX_LEN) == 0;
 	int rc;
 	if (m->payload_len == 0) {
 		rc = retained_set(b->retained, msg_topic(m), m->topic_len, NULL, 0);
 	} else {
-		/* The broker's own figures (no client may write under $SYS/broker/)
-		 * are charged 0, so they use neither retained bound: a small
-		 * max_retained must not refuse $SYS, nor $SYS fill it. */
-		bool own = m->topic_len >= SYS_BROKER_PREFIX_LEN &&
-			   memcmp(msg_topic(m), SYS_BROKER_PREFIX, SYS_BROKER_PREFIX_LEN) == 0;
 		rc = retained_set(b->retained, msg_topic(m), m->topic_len, msg_ref(m), own ? 0 : msg_size(m));
 		if (rc != 0) {
 			msg_unref(m);
 			retained_refused(b, m, rc);
 		}
 	}
-	if (rc == 0 && m->payload_len && b->retained_full) {
+	if (rc == 0 && m->payload_len && !own && b->retained_full) {
 		b->retained_full = false;
 		log_msg(LOG_NOTICE, "retain", "retained messages are stored again");
 	}
