@@ -341,12 +341,12 @@ class MemoryLimitTest(LimitCase):
         self.sys_values(w, {"$SYS/broker/limits/connections_refused": lambda v: int(v) >= 2,
                             "$SYS/broker/subscriptions/refused": "0"})
 
-        # Subscriptions count against the limit too: in the last eighth a
+        # Subscriptions count against the limit too: in the last sixteenth a
         # client's filters of 128 levels (about 10 KiB each) are granted
         # until one would pass it, which gets 0x80; the client stays.
         granted = []
         refused = False
-        for k in range(200):  # bounded: 200 x 8 x 10 KiB is far past the last eighth
+        for k in range(200):  # bounded: 200 x 8 x 10 KiB is far past the last sixteenth
             filters = ["mem%03d-%d" % (k, i) + "/x" * 127 for i in range(8)]
             codes = filler.subscribe([(f, 0) for f in filters], pid=1 + k)
             granted += [f for f, code in zip(filters, codes) if code == 0]

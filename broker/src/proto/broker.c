@@ -107,15 +107,16 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 		close(fd);
 		return;
 	}
-	/* The last eighth of memory_limit is kept for the clients already
-	 * connected: a newcomer would otherwise take the heap to the limit,
+	/* The last sixteenth of memory_limit is kept for the clients already
+	 * connected: newcomers would otherwise take the heap to the limit,
 	 * after which their next PUBLISH fails and they are dropped. So near
 	 * the limit new connections are refused, and those the broker has are
-	 * served (the same 7/8 the store's restore stops at). */
-	if (lim->memory_limit && wisp_mem_used() >= lim->memory_limit - lim->memory_limit / 8) {
+	 * served. The store's restore stops at 7/8, below this, so the sessions
+	 * it restored can still reconnect. */
+	if (lim->memory_limit && wisp_mem_used() >= lim->memory_limit - lim->memory_limit / 16) {
 		b->stats.conns_refused++;
 		log_limited("refused: memory_limit", LOG_WARNING, "conn",
-			    "%s: refusing %s: heap over 7/8 of limits.memory_limit (%zu of %llu bytes)", bl->net.name,
+			    "%s: refusing %s: heap over 15/16 of limits.memory_limit (%zu of %llu bytes)", bl->net.name,
 			    peer, wisp_mem_used(), (unsigned long long)lim->memory_limit);
 		close(fd);
 		return;
