@@ -53,7 +53,6 @@ struct broker_stats {
 	uint64_t malformed;          /* connections closed for bad input */
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t keepalive_expired;
-	uint64_t conn_limit_refused; /* connections closed at accept by max_connections */
 	uint64_t output_stalled;     /* clients disconnected for staying over max_output_buffer */
 	uint64_t unauth_refused;     /* closed before CONNECT by max_connect_size or max_unauthenticated_bytes */
 	uint64_t sys_publish_dropped; /* client PUBLISHes to $SYS/ not routed */
@@ -64,6 +63,8 @@ struct broker_stats {
 	uint64_t handshakes_failed;  /* TLS handshakes that failed or timed out */
 	uint64_t subs_refused;       /* filters refused by max_topic_length/levels, max_subscriptions or memory */
 	uint64_t topics_refused;     /* PUBLISH and will topics over max_topic_length/levels */
+	uint64_t retained_refused;   /* retained messages not stored: max_retained or max_retained_bytes */
+	uint64_t conns_refused;      /* connections closed at accept: max_connections or memory_limit */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -106,6 +107,7 @@ struct broker {
 	const struct config *cfg;
 	struct tree *subs;
 	struct retained *retained;
+	bool retained_full; /* a retained message was refused by a bound; logged once until one is stored */
 	struct session_table sessions;
 	struct conn_set conns;
 	struct broker_listener *listeners;
