@@ -2,7 +2,8 @@
  * A transport over memory for session and protocol tests: no sockets.
  * Everything written is appended to `written`; `accept_limit` bounds how
  * many more bytes it takes before answering WISP_EAGAIN, to play a
- * subscriber that stops reading.
+ * subscriber that stops reading. It keeps the transport contract: a write
+ * cut short by accept_limit sets `want` (as TCP's full socket does).
  */
 #ifndef WISP_TESTS_FAKE_TRANSPORT_H
 #define WISP_TESTS_FAKE_TRANSPORT_H
@@ -17,6 +18,10 @@ struct fake_transport {
 	uint8_t *written;
 	size_t written_len;
 	size_t accept_limit; /* SIZE_MAX = unlimited */
+	/* Plays a record transport (TLS): at most this many bytes per writev
+	 * (0 = no cap), a short result without `want` ("call again"). */
+	size_t per_call;
+	size_t writev_calls;  /* every writev, EAGAIN included */
 	int closed;
 };
 

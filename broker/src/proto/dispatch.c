@@ -31,7 +31,8 @@
 #include "log.h"
 
 /* Per connection and turn: enough for a burst, bounded so one fast
- * publisher cannot starve the others (level-triggered epoll calls again). */
+ * publisher cannot starve the others (level-triggered epoll calls again).
+ * Reads repeat until the transport would block or this is spent. */
 #define READ_BUDGET (256u * 1024u)
 #define RBUF_MIN 256u
 
@@ -316,8 +317,11 @@ static void read_input(struct broker *b, struct conn *c)
 			drop_for_input(b, c, rc);
 			return;
 		}
-		if ((size_t)n < room && transport_pending(c->t) == 0)
-			return; /* drained the socket */
+		/* A short read is not "drained" (a TLS read stops at its records):
+		 * only would-block is, which the transport reports in `want` with
+		 * the bytes, or as WISP_EAGAIN on the next call (transport.h). */
+		if ((size_t)n < room && c->t->want)
+			return;
 	}
 	/* Out of budget with decrypted bytes still inside the transport: epoll
 	 * will not report them, so come back next turn. */
