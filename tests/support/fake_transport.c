@@ -15,10 +15,20 @@ static int fake_handshake(struct transport *t)
 
 static ssize_t fake_read(struct transport *t, void *buf, size_t len)
 {
-	(void)buf;
-	(void)len;
-	t->want = TRANSPORT_WANT_READ;
-	return WISP_EAGAIN;
+	struct fake_transport *f = (struct fake_transport *)t;
+	f->read_calls++;
+	size_t left = f->input_len - f->input_off;
+	if (left == 0) {
+		t->want = TRANSPORT_WANT_READ;
+		return WISP_EAGAIN;
+	}
+	size_t n = len < left ? len : left;
+	if (f->read_per_call && n > f->read_per_call)
+		n = f->read_per_call;
+	memcpy(buf, f->input + f->input_off, n);
+	f->input_off += n;
+	t->want = !f->read_per_call && n < len ? TRANSPORT_WANT_READ : 0;
+	return (ssize_t)n;
 }
 
 static ssize_t fake_writev(struct transport *t, const struct iovec *iov, int iovcnt)

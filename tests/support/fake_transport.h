@@ -22,6 +22,14 @@ struct fake_transport {
 	 * (0 = no cap), a short result without `want` ("call again"). */
 	size_t per_call;
 	size_t writev_calls;  /* every writev, EAGAIN included */
+	/* What the peer "sent": read() hands it out, at most read_per_call
+	 * bytes a call (0 = as much as asked). With read_per_call it plays a
+	 * record transport (a short read without `want`: call again), without
+	 * it TCP (a short read says would-block). Then WISP_EAGAIN. */
+	const uint8_t *input;
+	size_t input_len, input_off;
+	size_t read_per_call;
+	size_t read_calls;    /* every read, EAGAIN included */
 	int closed;
 };
 
