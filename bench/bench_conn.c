@@ -256,7 +256,7 @@ static void handshake(struct bench_run *r, struct bconn *c)
 	}
 	if (rc != 0) {
 		char why[160];
-		tls_transport_last_error(c->t, why, sizeof why);
+		transport_last_error(c->t, why, sizeof why);
 		fail(r, "TLS handshake failed: %s%s%s", wisp_strerror(rc), why[0] ? ": " : "", why);
 		return;
 	}

@@ -603,7 +603,7 @@ static void test_plaintext_to_tls_port_fails_cleanly(void)
 			rc = transport_handshake(t);
 		CHECK(rc == junk[i].rc, junk[i].label);
 		char why[256];
-		tls_transport_last_error(t, why, sizeof why);
+		transport_last_error(t, why, sizeof why);
 		CHECK(why[0] != '\0', junk[i].label);
 		/* Further calls keep failing instead of touching a dead session. */
 		char buf[8];
@@ -737,6 +737,12 @@ static void test_peer_cn_edge_cases(void)
 	CU_ASSERT_STRING_EQUAL(exact, "sensor-0001");
 	CU_ASSERT_TRUE(tls_transport_is(s.t));
 	CU_ASSERT_STRING_EQUAL(s.t->ops->name, "tls");
+	/* The same through the transport interface, which proto/ uses. */
+	struct transport_peer_info info;
+	CU_ASSERT_EQUAL(transport_peer_info(s.t, &info), 0);
+	CU_ASSERT_STRING_EQUAL(info.identity, "sensor-0001");
+	CU_ASSERT_EQUAL(transport_peer_info(c.t, &info), 0); /* the server's, verified by the client */
+	CU_ASSERT_STRING_EQUAL(info.identity, "localhost");
 	close_side(&s);
 	close_side(&c);
 
@@ -749,6 +755,12 @@ static void test_peer_cn_edge_cases(void)
 	char why[16] = "x";
 	tls_transport_last_error(tcp, why, sizeof why);
 	CU_ASSERT_STRING_EQUAL(why, "");
+	strcpy(why, "x");
+	transport_last_error(tcp, why, sizeof why);
+	CU_ASSERT_STRING_EQUAL(why, "");
+	memset(&info, 'x', sizeof info);
+	CU_ASSERT_EQUAL(transport_peer_info(tcp, &info), 0);
+	CU_ASSERT_STRING_EQUAL(info.identity, "");
 	transport_close(tcp);
 	close(fds[1]);
 }

@@ -991,12 +991,23 @@ static void tls_close(struct transport *t)
 	wisp_free(tt);
 }
 
+static int tls_peer_info(struct transport *t, struct transport_peer_info *out)
+{
+	int rc = tls_transport_peer_cn(t, out->identity, sizeof out->identity);
+	if (rc == 0)
+		return 0;
+	out->identity[0] = '\0';
+	return rc == WISP_ENOENT ? 0 : WISP_EPROTO;
+}
+
 static const struct transport_ops tls_ops = {
 	.name = "tls",
 	.handshake = tls_handshake,
 	.read = tls_read,
 	.writev = tls_writev,
 	.pending = tls_pending,
+	.peer_info = tls_peer_info,
+	.last_error = tls_transport_last_error,
 	.close = tls_close,
 };
 

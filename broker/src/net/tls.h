@@ -2,7 +2,8 @@
  * TLS transport over mbed TLS 2.28 (TLS 1.2). Only tls.c includes mbed TLS;
  * callers see struct tls_ctx as opaque and a TLS connection as a plain
  * struct transport (see transport.h), so nothing above net/ knows which one
- * it talks to, except for tls_transport_peer_cn() at CONNECT time.
+ * it talks to: the verified certificate's CN is the transport's peer_info
+ * identity, and tls_transport_last_error() its last_error.
  *
  * A tls_ctx holds what is shared by all connections of one listener (or of
  * one client): certificate, key, CA chain, ciphersuites, verification mode.

@@ -36,6 +36,16 @@
 
 struct transport;
 
+#define TRANSPORT_IDENTITY_MAX 256
+
+/* What a transport knows of its peer beyond the socket address (which the
+ * connection keeps from accept). */
+struct transport_peer_info {
+	/* The peer's verified identity (TLS: the Common Name of a certificate
+	 * that was verified), NUL-terminated; "" when there is none. */
+	char identity[TRANSPORT_IDENTITY_MAX];
+};
+
 struct transport_ops {
 	const char *name; /* "tcp", "tls" */
 	/* Finishes any handshake: 0 when done, WISP_EAGAIN (see want), or an
@@ -50,6 +60,10 @@ struct transport_ops {
 	/* Bytes already read from the socket and decoded but not yet returned
 	 * by read(), so the caller drains them without waiting for epoll. */
 	size_t (*pending)(struct transport *t);
+	/* What the transport proved about the peer (may be NULL: nothing). */
+	int (*peer_info)(struct transport *t, struct transport_peer_info *out);
+	/* Why the last operation failed, for a log line (may be NULL). */
+	void (*last_error)(const struct transport *t, char *buf, size_t len);
 	/* Releases everything, closes the socket and frees `t`. */
 	void (*close)(struct transport *t);
 };
@@ -71,6 +85,26 @@ static inline ssize_t transport_writev(struct transport *t, const struct iovec *
 }
 static inline size_t transport_pending(struct transport *t) { return t->ops->pending(t); }
 static inline void transport_close(struct transport *t) { t->ops->close(t); }
+
+/* Fills `out`: 0, or WISP_EPROTO when the peer presented an identity that
+ * cannot be used (e.g. a certificate CN with a NUL byte, or longer than
+ * TRANSPORT_IDENTITY_MAX - 1): out->identity is then "". */
+static inline int transport_peer_info(struct transport *t, struct transport_peer_info *out)
+{
+	out->identity[0] = '\0';
+	return t->ops->peer_info ? t->ops->peer_info(t, out) : 0;
+}
+
+/* The last failure in words (TLS: mbed TLS's error, the certificate's
+ * problems), always NUL-terminated; "" when the transport has nothing to
+ * add to the WISP_E* code. */
+static inline void transport_last_error(const struct transport *t, char *buf, size_t len)
+{
+	if (len)
+		buf[0] = '\0';
+	if (t->ops->last_error && len)
+		t->ops->last_error(t, buf, len);
+}
 
 /* Plain TCP over a connected, non-blocking socket; takes ownership of fd.
  * NULL when out of memory (fd is then closed). */

@@ -418,7 +418,7 @@ static bool handshake(struct broker *b, struct conn *c)
 		return false;
 	}
 	char why[160], reason[200];
-	tls_transport_last_error(c->t, why, sizeof why);
+	transport_last_error(c->t, why, sizeof why);
 	snprintf(reason, sizeof reason, "TLS handshake failed: %s", why);
 	broker_drop(b, c, false, reason);
 	return false;
