@@ -5,7 +5,8 @@
  * transport; the "peer" has sent CONNECT and a burst of PUBLISHes, and one
  * readable event must handle all of it up to the read budget, whether the
  * transport hands it out a record at a time (TLS) or all at once (TCP,
- * which must cost no read beyond the one that came back short).
+ * which must cost no read beyond the one that came back short, and none
+ * when the socket turns writable for queued output).
  */
 #include <CUnit/Basic.h>
 #include <netinet/in.h>
@@ -49,6 +50,7 @@ static size_t make_input(uint8_t *buf, size_t cap)
 struct run {
 	uint64_t received;
 	size_t reads;
+	size_t reads_on_writable;
 	bool all_read;
 };
 
@@ -86,6 +88,14 @@ static struct run one_event(size_t read_per_call)
 	r.all_read = ft->input_off == ft->input_len;
 	CU_ASSERT_EQUAL(c->state, CONN_ACTIVE);
 
+	/* Writable, with output queued (the CONNACK: nothing flushed yet) and
+	 * want left at WRITE by a short writev: the flush's event, no read. */
+	CU_ASSERT_FALSE(outq_empty(&c->out));
+	ft->base.want = TRANSPORT_WANT_WRITE;
+	size_t before = ft->read_calls;
+	broker_on_conn_io(l, &c->io, LOOP_WRITE);
+	r.reads_on_writable = ft->read_calls - before;
+
 	broker_free(&b); /* closes the connection and its transport */
 	loop_free(l);
 	config_free(cfg);
@@ -113,6 +123,7 @@ static void test_tcp_short_read_ends_the_event(void)
 	CU_ASSERT_EQUAL(r.received, PUBLISHES);
 	/* 200 KiB through the 64 KiB scratch buffer: 3 full reads, 1 short. */
 	CU_ASSERT(r.reads <= 4);
+	CU_ASSERT_EQUAL(r.reads_on_writable, 0);
 }
 
 static CU_TestInfo dispatch_tests[] = {

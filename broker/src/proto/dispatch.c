@@ -468,7 +468,12 @@ void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 	if ((events & LOOP_WRITE) && !outq_empty(&c->out))
 		conn_mark_dirty(c);
-	/* A TLS read can wait for writability (the transport says so in want). */
-	if ((events & LOOP_READ) || ((events & LOOP_WRITE) && (c->t->want & TRANSPORT_WANT_WRITE)))
+	/* A TLS read can wait for writability (the transport says so in want).
+	 * With output queued, want is the last writev's (TCP sets it after a
+	 * short one): that EPOLLOUT is the flush's, and a read now would only
+	 * hear EAGAIN. After the handshake mbed TLS 2.28 reads never wait for
+	 * writability anyway (no renegotiation). */
+	if ((events & LOOP_READ) ||
+	    ((events & LOOP_WRITE) && (c->t->want & TRANSPORT_WANT_WRITE) && outq_empty(&c->out)))
 		read_input(b, c);
 }
