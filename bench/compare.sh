@@ -3,7 +3,7 @@
 # mosquitto, side by side, on loopback only.
 #
 #   bench/compare.sh [--quick] [--reps N] [--out DIR] [--payload-size B]
-#                    [--only "ID ..."] [--wisp PATH] [--bench PATH] [--mosquitto PATH]
+#                    [--only "ID|GLOB ..."] [--wisp PATH] [--bench PATH] [--mosquitto PATH]
 #
 # Each run gets a fresh broker pinned on CPU 0 (taskset -c 0) and the
 # generator pinned on CPU 1; the two brokers alternate (A B, then B A) over
@@ -51,7 +51,9 @@ fi
 [ -x "$MOSQ" ] || die "no mosquitto at $MOSQ (apt-get install mosquitto)"
 command -v taskset >/dev/null || die "taskset missing (apt-get install util-linux)"
 [ -x /usr/bin/python3 ] || die "/usr/bin/python3 missing (apt-get install python3)"
-command -v gnuplot >/dev/null || die "gnuplot missing: apt-get install gnuplot-nox"
+HAVE_GNUPLOT=1
+command -v gnuplot >/dev/null ||
+	{ HAVE_GNUPLOT=0; echo "warning: gnuplot missing (apt-get install gnuplot-nox): no chart" >&2; }
 [ "$(nproc)" -ge 2 ] || echo "warning: fewer than 2 CPUs; broker and generator will share one" >&2
 
 OUT=${OUT:-$ROOT/build/bench-results/$(date +%Y%m%d-%H%M%S)}
@@ -96,6 +98,18 @@ SCENARIOS=(
 	"persist-mem|pairs -q 1 --persistent" "persist-no|pairs -q 1 --persistent"
 	"persist-everysec|pairs -q 1 --persistent" "persist-always|pairs -q 1 --persistent"
 )
+# Throughput over TLS next to the same row in plain TCP (issue 13): fanin,
+# fanout to 4 and pairs, QoS 0 and 1, 64 B and 4 KiB payloads. An id ending
+# in -tls runs over an mqtts listener with the same certificate for both
+# brokers; -s in the arguments overrides --payload-size.
+for shape in "fanin|fanin" "fanout|fanout -S 4" "pairs|pairs"; do
+	for q in 0 1; do
+		for size in "64B|64" "4K|4096"; do
+			id="${shape%%|*}-q$q-${size%%|*}" args="${shape#*|} -q $q -s ${size#*|}"
+			SCENARIOS+=("$id|$args" "$id-tls|$args")
+		done
+	done
+done
 
 free_port() {
 	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -177,8 +191,9 @@ stop_broker() {
 RUNS=$OUT/runs.jsonl
 : >"$RUNS"
 run_one() { # broker id args rep
-	local b=$1 id=$2 args=$3 rep=$4 tls=0 port cfg rc extra=()
-	[ "$id" = tls ] && tls=1
+	local b=$1 id=$2 args=$3 rep=$4 tls=0 port cfg rc extra=() size=(-s "$PAYLOAD")
+	case "$id" in tls|*-tls) tls=1 ;; esac
+	case " $args " in *" -s "*) size=() ;; esac
 	if [ "$tls" = 1 ] && [ "$HAVE_CERTS" = 0 ]; then
 		echo "{\"broker\":\"$b\",\"id\":\"$id\",\"rep\":$rep,\"rc\":77,\"note\":\"no certificates\",\"result\":null}" >>"$RUNS"
 		return
@@ -193,8 +208,9 @@ run_one() { # broker id args rep
 		return
 	fi
 	[ "$tls" = 1 ] && extra=(--cafile "$TMP/certs/ca.crt")
+	[ "$tls" = 1 ] && [ "$id" != tls ] && extra+=(--tls)
 	# shellcheck disable=SC2086
-	taskset -c 1 "$BENCH" $args "${WIN[@]}" -s "$PAYLOAD" -p "$port" --broker-pid "$BROKER_PID" \
+	taskset -c 1 "$BENCH" $args "${WIN[@]}" "${size[@]}" -p "$port" --broker-pid "$BROKER_PID" \
 		"${extra[@]}" --json >"$TMP/out.json" 2>"$TMP/err.txt"
 	rc=$?
 	stop_broker
@@ -209,7 +225,16 @@ START=$(date +%s)
 echo "compare.sh: $REPS repetition(s), payload $PAYLOAD B, results in $OUT"
 for s in "${SCENARIOS[@]}"; do
 	id=${s%%|*} args=${s#*|}
-	if [ -n "$ONLY" ] && [[ " $ONLY " != *" $id "* ]]; then continue; fi
+	if [ -n "$ONLY" ]; then
+		hit=0
+		set -f # patterns, not file names
+		for pat in $ONLY; do
+			# shellcheck disable=SC2053
+			[[ $id == $pat ]] && hit=1
+		done
+		set +f
+		[ "$hit" = 1 ] || continue
+	fi
 	for rep in $(seq "$REPS"); do
 		if [ $((rep % 2)) = 1 ]; then order="wisp mosquitto"; else order="mosquitto wisp"; fi
 		for b in $order; do run_one "$b" "$id" "$args" "$rep"; done
@@ -223,7 +248,7 @@ MACHINE="$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | se
 	--meta "date=$(date -u +%Y-%m-%dT%H:%MZ)" --meta "commit=$COMMIT" --meta "machine=$MACHINE" \
 	--meta "reps=$REPS" --meta "payload=$PAYLOAD" --meta "elapsed_s=$ELAPSED" \
 	--meta "mosquitto=$("$MOSQ" -h 2>/dev/null | head -1 | sed 's/^mosquitto version //')" || die "summary failed"
-gnuplot "$OUT/results.gp" || die "gnuplot failed"
+if [ "$HAVE_GNUPLOT" = 1 ]; then gnuplot "$OUT/results.gp" || die "gnuplot failed"; fi
 cat "$OUT/results.md"
 echo
 echo "files: $OUT/results.md $OUT/results.json $OUT/results.png $OUT/runs.jsonl (${ELAPSED}s)"

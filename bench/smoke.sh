@@ -115,6 +115,14 @@ EOF
 		if start_wisp "$TMP/tls.json" "$TPORT"; then
 			out=$("$BENCH" tls -p "$TPORT" -d 1 -w 0.2 --cafile "$TMP/certs/ca.crt" --json --broker-pid "$BROKER_PID" 2>&1)
 			check "tls" 0 "$out" $?
+			# Throughput over TLS (compare.sh's -tls rows): records of many
+			# packets, and packets of many records, without loss.
+			for args in "fanout -q 1 -S 4 -s 64" "pairs -q 1 -s 4096"; do
+				# shellcheck disable=SC2086
+				out=$("$BENCH" $args --tls --cafile "$TMP/certs/ca.crt" -p "$TPORT" -d 1 -w 0.2 --drain 3 \
+					--setup-timeout 10 --json --broker-pid "$BROKER_PID" 2>&1)
+				check "$args over TLS" 1 "$out" $?
+			done
 			stop_wisp "TLS broker"
 		else
 			echo "FAIL: tls: the TLS build's broker did not start on an mqtts listener:"

@@ -166,7 +166,7 @@ static void write_big_state(void)
 	for (unsigned c = 0; c < SESSIONS; c++) {
 		client_name(client, sizeof client, c);
 		size_t cl = strlen(client);
-		struct store_session ss = {{client, cl}, 4, 0, 1, 0};
+		struct store_session ss = {.client = {client, cl}, .proto = 4, .next_packet_id = 1};
 		struct store_sub sub = {{client, cl}, {"cmd/#", 5}, 1, 0};
 		must(store_append_session_put(s, &ss), "session");
 		must(store_append_sub_add(s, &sub), "sub");
@@ -308,7 +308,7 @@ static int emit_big(void *ctx, struct store *s)
 	for (unsigned c = 0; c < SESSIONS; c++) {
 		client_name(client, sizeof client, c);
 		size_t cl = strlen(client);
-		struct store_session ss = {{client, cl}, 4, 0, 1, 0};
+		struct store_session ss = {.client = {client, cl}, .proto = 4, .next_packet_id = 1};
 		struct store_sub sub = {{client, cl}, {"cmd/#", 5}, 1, 0};
 		if (store_append_session_put(s, &ss) || store_append_sub_add(s, &sub))
 			return WISP_ENOMEM;

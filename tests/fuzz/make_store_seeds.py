@@ -43,12 +43,15 @@ def b32(b):
     return struct.pack("<I", len(b)) + b
 
 
-# Record payloads, one per type (see record.h).
+SESSION_V1 = s16(b"c1") + struct.pack("<BBHI", 4, 0, 1, 0)
+
+# Record payloads, one per type (see record.h), as (type, payload) or
+# (type, payload, record version); the version is 1 unless given.
 PAYLOADS = [
     (1, struct.pack("<QQBB", 7, 0, 1, 1) + s16(b"a/b") + b32(b"") + b32(b"hi")),  # MSG_PUT
     (3, struct.pack("<Q", 7) + s16(b"a/b")),                                      # RETAIN_SET
     (4, s16(b"x")),                                                               # RETAIN_DEL
-    (5, s16(b"c1") + struct.pack("<BBHI", 4, 0, 1, 0)),                           # SESSION_PUT
+    (5, SESSION_V1),                                                              # SESSION_PUT, no owner
     (7, s16(b"c1") + s16(b"a/#") + struct.pack("<BI", 1, 0)),                     # SUB_ADD
     (8, s16(b"c1") + s16(b"a/#")),                                                # SUB_DEL
     (9, s16(b"c1") + struct.pack("<QBB", 7, 1, 0)),                               # QUEUE_ADD
@@ -60,6 +63,8 @@ PAYLOADS = [
     (10, s16(b"c1") + struct.pack("<Q", 7)),                                      # QUEUE_DEL
     (2, struct.pack("<Q", 7)),                                                    # MSG_DEL
     (6, s16(b"c1")),                                                              # SESSION_DEL
+    (5, SESSION_V1 + b"\x01" + s16(b"alice"), 2),                                 # SESSION_PUT, user owner
+    (5, SESSION_V1 + b"\x02" + s16(b""), 2),                                      # SESSION_PUT, anonymous owner
 ]
 
 SALT = 0x1234
@@ -75,8 +80,13 @@ def frame(rtype, payload, salt=SALT, version=1):
     return h + struct.pack("<II", crc32c(h, salt), crc32c(payload, salt)) + payload
 
 
+def recs():
+    """PAYLOADS as (type, version, payload)."""
+    return [(r[0], r[2] if len(r) > 2 else 1, r[1]) for r in PAYLOADS]
+
+
 def log_file(magic=b"WISP-LOG"):
-    return header(magic) + b"".join(frame(t, p) for t, p in PAYLOADS)
+    return header(magic) + b"".join(frame(t, p, version=v) for t, v, p in recs())
 
 
 def main():
@@ -97,9 +107,18 @@ def main():
     seeds["file-unknown-type"] = b"\x00" + header(b"WISP-LOG") + frame(99 % 256, b"??") + frame(*PAYLOADS[2])
     seeds["file-newer-version"] = b"\x00" + header(b"WISP-LOG") + frame(4, s16(b"x"), version=2)
     seeds["file-wrong-gen"] = b"\x00" + header(b"WISP-LOG", gen=5)
-    for i, (t, p) in enumerate(PAYLOADS):
-        seeds["rec-%02d-type%d" % (i, t)] = b"\x01" + bytes([t, 1, len(p)]) + p
-    allrecs = b"".join(bytes([t, 1, len(p)]) + p for t, p in PAYLOADS)
+    # SESSION_PUT versions: an owner under version 1, none under version 2
+    # (owner 0), an unknown version 3: each refused, the rest kept.
+    seeds["file-session-owner-forms"] = b"\x00" + header(b"WISP-LOG") + b"".join([
+        frame(5, SESSION_V1 + b"\x01" + s16(b"alice")),
+        frame(5, SESSION_V1 + b"\x00" + s16(b""), version=2),
+        frame(5, SESSION_V1 + b"\x02" + s16(b"x"), version=2),
+        frame(5, SESSION_V1 + b"\x01" + s16(b"a\x00b"), version=2),
+        frame(5, SESSION_V1 + b"\x01" + s16(b"alice"), version=3),
+        frame(5, SESSION_V1 + b"\x01" + s16(b"alice"), version=2)])
+    for i, (t, v, p) in enumerate(recs()):
+        seeds["rec-%02d-type%d" % (i, t) + ("-v%d" % v if v != 1 else "")] = b"\x01" + bytes([t, v, len(p)]) + p
+    allrecs = b"".join(bytes([t, v, len(p)]) + p for t, v, p in recs())
     seeds["recs-all"] = b"\x01" + allrecs
     seeds["recs-all-flip"] = b"\x02\x01\x40\x00" + allrecs
     seeds["recs-all-cut"] = b"\x02\x00\x00\x07" + allrecs

@@ -15,22 +15,39 @@ static int fake_handshake(struct transport *t)
 
 static ssize_t fake_read(struct transport *t, void *buf, size_t len)
 {
-	(void)buf;
-	(void)len;
-	t->want = TRANSPORT_WANT_READ;
-	return WISP_EAGAIN;
+	struct fake_transport *f = (struct fake_transport *)t;
+	f->read_calls++;
+	size_t left = f->input_len - f->input_off;
+	if (left == 0) {
+		t->want = TRANSPORT_WANT_READ;
+		return WISP_EAGAIN;
+	}
+	size_t n = len < left ? len : left;
+	if (f->read_per_call && n > f->read_per_call)
+		n = f->read_per_call;
+	memcpy(buf, f->input + f->input_off, n);
+	f->input_off += n;
+	t->want = !f->read_per_call && n < len ? TRANSPORT_WANT_READ : 0;
+	return (ssize_t)n;
 }
 
 static ssize_t fake_writev(struct transport *t, const struct iovec *iov, int iovcnt)
 {
 	struct fake_transport *f = (struct fake_transport *)t;
-	size_t total = 0;
+	size_t total = 0, asked = 0;
+	size_t cap = f->per_call && f->per_call < f->accept_limit ? f->per_call : f->accept_limit;
+	f->writev_calls++;
+	for (int i = 0; i < iovcnt; i++)
+		asked += iov[i].iov_len;
 	for (int i = 0; i < iovcnt; i++) {
 		size_t n = iov[i].iov_len;
-		if (n > f->accept_limit - total)
-			n = f->accept_limit - total;
-		if (n == 0)
-			break;
+		if (n > cap - total)
+			n = cap - total;
+		if (n == 0) {
+			if (total == cap)
+				break;
+			continue;
+		}
 		uint8_t *w = realloc(f->written, f->written_len + n);
 		if (!w)
 			abort();
@@ -41,10 +58,13 @@ static ssize_t fake_writev(struct transport *t, const struct iovec *iov, int iov
 	}
 	if (f->accept_limit != SIZE_MAX)
 		f->accept_limit -= total;
-	if (total == 0) {
+	if (total == 0 && asked > 0) {
 		t->want = TRANSPORT_WANT_WRITE;
 		return WISP_EAGAIN;
 	}
+	/* Short because the "socket" is full: say so. Short because of
+	 * per_call: a record transport, call again. */
+	t->want = total < asked && f->accept_limit == 0 ? TRANSPORT_WANT_WRITE : 0;
 	return (ssize_t)total;
 }
 

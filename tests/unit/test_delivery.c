@@ -438,6 +438,50 @@ static void test_control_packets_share_items_and_keep_order(void)
 	CU_ASSERT_EQUAL(off, wire);
 }
 
+/*
+ * The transport contract (transport.h) from outq_flush's side: a short
+ * writev from a record transport (TLS: what its records hold) means "call
+ * again", so one flush writes everything the transport takes; a short
+ * writev that says it would block (TCP's full socket) ends the flush at
+ * once, without a second call just to hear WISP_EAGAIN.
+ */
+static void test_flush_calls_again_after_short_write_until_would_block(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 5, .max_queued = 10, .max_output = 8u << 20};
+	static char payload[4096];
+	memset(payload, 'p', sizeof payload);
+	for (int i = 0; i < 256; i++) { /* 1 MiB of output */
+		struct msg *m = msg_new("t/x", 3, payload, sizeof payload, 0, false);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+		CU_ASSERT_EQUAL_FATAL(delivery_offer(s, &lim, m, 0, false, &last_why), DELIVERY_SENT);
+		msg_unref(m);
+	}
+	size_t wire = c->out.bytes;
+	ft->per_call = 16384; /* one TLS record per call */
+	ft->writev_calls = 0;
+	CU_ASSERT_EQUAL(outq_flush(&c->out, c->t), 0);
+	CU_ASSERT_EQUAL(ft->written_len, wire);
+	CU_ASSERT_EQUAL(ft->writev_calls, (wire + 16383) / 16384);
+	fake_transport_reset(ft);
+
+	for (int i = 0; i < 256; i++) {
+		struct msg *m = msg_new("t/x", 3, payload, sizeof payload, 0, false);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+		CU_ASSERT_EQUAL_FATAL(delivery_offer(s, &lim, m, 0, false, &last_why), DELIVERY_SENT);
+		msg_unref(m);
+	}
+	ft->per_call = 0;
+	ft->accept_limit = 100000; /* a socket that fills after 100,000 bytes */
+	ft->writev_calls = 0;
+	CU_ASSERT_EQUAL(outq_flush(&c->out, c->t), WISP_EAGAIN);
+	CU_ASSERT_EQUAL(ft->written_len, 100000);
+	CU_ASSERT_EQUAL(ft->writev_calls, 1);
+	CU_ASSERT_EQUAL(c->t->want, TRANSPORT_WANT_WRITE);
+	ft->accept_limit = SIZE_MAX;
+	CU_ASSERT_EQUAL(outq_flush(&c->out, c->t), 0);
+	CU_ASSERT_EQUAL(ft->written_len, wire);
+}
+
 /* limits.max_queued_bytes_total: the queues of all sessions together. */
 static void test_total_queued_bytes_bound_all_sessions(void)
 {
@@ -519,6 +563,7 @@ static CU_TestInfo delivery_tests[] = {
 	{"inbound QoS 2 ids held until PUBREL [MQTT-4.3.3-2]", test_inbound_qos2_ids_held_until_pubrel},
 	{"filter removes refused queued and in-flight messages", test_filter_removes_refused_queued_and_inflight},
 	{"control packets share items, counted and in order", test_control_packets_share_items_and_keep_order},
+	{"flush calls again after a short write, until would-block", test_flush_calls_again_after_short_write_until_would_block},
 	{"max_queued_bytes_total bounds all sessions together", test_total_queued_bytes_bound_all_sessions},
 	{"input before CONNECT counted until CONNECT or close", test_unauthenticated_input_is_counted_until_connect},
 	CU_TEST_INFO_NULL,

@@ -324,7 +324,7 @@ static void test_caps_count_and_bytes(void)
 	CU_ASSERT_EQUAL(set(r, "b", &m[1], 40), 0);
 	size_t mem = wisp_mem_used();
 	/* Over the count: refused, value not taken, nothing allocated. */
-	CU_ASSERT_EQUAL(set(r, "c/d", &m[2], 1), -1);
+	CU_ASSERT_EQUAL(set(r, "c/d", &m[2], 1), RETAINED_OVER_COUNT);
 	CU_ASSERT_EQUAL(m[2].refs, 0);
 	CU_ASSERT_PTR_NULL(retained_get(r, "c/d", 3));
 	CU_ASSERT_EQUAL(wisp_mem_used(), mem);
@@ -333,7 +333,7 @@ static void test_caps_count_and_bytes(void)
 	CU_ASSERT_EQUAL(m[0].refs, 0);
 	CU_ASSERT_EQUAL(retained_bytes(r), 100);
 	/* Over the bytes by one: refused, the old value stays. */
-	CU_ASSERT_EQUAL(set(r, "b", &m[3], 41), -1);
+	CU_ASSERT_EQUAL(set(r, "b", &m[3], 41), RETAINED_OVER_BYTES);
 	CU_ASSERT_EQUAL(m[3].refs, 0);
 	CU_ASSERT_PTR_EQUAL(retained_get(r, "b", 1), &m[1]);
 	CU_ASSERT_EQUAL(retained_bytes(r), 100);
@@ -344,9 +344,37 @@ static void test_caps_count_and_bytes(void)
 	CU_ASSERT_EQUAL(retained_count(r), 2);
 	CU_ASSERT_EQUAL(retained_bytes(r), 100);
 	/* A size that would overflow the total is refused, not wrapped. */
-	CU_ASSERT_EQUAL(set(r, "c/d", &m[1], SIZE_MAX), -1);
+	CU_ASSERT_EQUAL(set(r, "c/d", &m[1], SIZE_MAX), RETAINED_OVER_BYTES);
 	retained_free(r);
 	for (size_t i = 0; i < 4; i++)
+		CU_ASSERT_EQUAL(m[i].refs, 0);
+}
+
+/* Values set with bytes 0 (the broker's own $SYS figures) use neither cap:
+ * they are stored on a full store, and a full store of them leaves the caps
+ * to charged values; they still count in retained_count(). */
+static void test_exempt_values_use_no_cap(void)
+{
+	struct fake_msg m[5] = {{0, 0}};
+	struct retained *r = retained_new(on_release, 1, 50);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+	CU_ASSERT_EQUAL(set(r, "$SYS/a", &m[0], 0), 0);
+	CU_ASSERT_EQUAL(set(r, "$SYS/b", &m[1], 0), 0);
+	CU_ASSERT_EQUAL(set(r, "x", &m[2], 50), 0);
+	CU_ASSERT_EQUAL(set(r, "y", &m[3], 1), RETAINED_OVER_COUNT);
+	CU_ASSERT_EQUAL(set(r, "$SYS/a", &m[3], 0), 0); /* replacing an exempt value */
+	CU_ASSERT_EQUAL(set(r, "$SYS/c", &m[4], 0), 0);
+	CU_ASSERT_EQUAL(retained_count(r), 4);
+	CU_ASSERT_EQUAL(retained_bytes(r), 50);
+	/* Deleting exempt values frees no room for charged ones... */
+	CU_ASSERT_EQUAL(set(r, "$SYS/b", NULL, 0), 0);
+	CU_ASSERT_EQUAL(set(r, "y", &m[1], 1), RETAINED_OVER_COUNT);
+	/* ...deleting a charged one does. */
+	CU_ASSERT_EQUAL(set(r, "x", NULL, 0), 0);
+	CU_ASSERT_EQUAL(set(r, "y", &m[1], 1), 0);
+	CU_ASSERT_EQUAL(retained_count(r), 3);
+	retained_free(r);
+	for (size_t i = 0; i < 5; i++)
 		CU_ASSERT_EQUAL(m[i].refs, 0);
 }
 
@@ -356,7 +384,7 @@ static void test_unlimited_bytes_overflow_refused(void)
 	struct retained *r = retained_new(on_release, 0, 0);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(r);
 	CU_ASSERT_EQUAL(set(r, "a", &m[0], SIZE_MAX - 1), 0);
-	CU_ASSERT_EQUAL(set(r, "b", &m[1], 2), -1);
+	CU_ASSERT_EQUAL(set(r, "b", &m[1], 2), RETAINED_OVER_BYTES);
 	CU_ASSERT_EQUAL(m[1].refs, 0);
 	CU_ASSERT_EQUAL(retained_bytes(r), SIZE_MAX - 1);
 	retained_free(r);
@@ -478,6 +506,7 @@ static CU_TestInfo match_tests[] = {
 
 static CU_TestInfo cap_tests[] = {
 	{"count and byte caps refuse without taking the value", test_caps_count_and_bytes},
+	{"values set with bytes 0 use neither cap", test_exempt_values_use_no_cap},
 	{"byte total never wraps", test_unlimited_bytes_overflow_refused},
 	{"names over TOPIC_MAX_LEVELS_HARD levels are refused", test_level_cap},
 	{"OOM at every allocation of set leaves the store unchanged", test_oom_set_leaves_store_unchanged},

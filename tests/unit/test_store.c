@@ -140,6 +140,10 @@ static void fmt_rec(struct trace *t, const struct store_rec *r)
 		tstr(t, r->u.session.client);
 		tprintf(t, " v=%u f=%u pid=%u exp=%u", r->u.session.proto, r->u.session.flags,
 			r->u.session.next_packet_id, r->u.session.expiry_s);
+		if (r->u.session.owner != STORE_OWNER_NONE) {
+			tprintf(t, " owner=%u ", r->u.session.owner);
+			tstr(t, r->u.session.owner_name);
+		}
 		break;
 	case STORE_REC_SESSION_DEL:
 		tstr(t, r->u.session.client);
@@ -296,7 +300,7 @@ static const struct store_rec samples[] = {
 	{.type = STORE_REC_MSG_PUT, .u.msg = {.id = 8, .qos = 1, .topic = S("x")}},
 	{.type = STORE_REC_RETAIN_SET, .u.retain = {S("a/b"), 7}},
 	{.type = STORE_REC_RETAIN_DEL, .u.retain = {S("x/y"), 0}},
-	{.type = STORE_REC_SESSION_PUT, .u.session = {S("c1"), 5, 1, 42, 3600}},
+	{.type = STORE_REC_SESSION_PUT, .u.session = {S("c1"), 5, 1, 42, 3600, STORE_OWNER_NONE, {NULL, 0}}},
 	{.type = STORE_REC_SUB_ADD, .u.sub = {S("c1"), S("a/#"), 0x02, 17}},
 	{.type = STORE_REC_SUB_ADD, .u.sub = {S("c1"), S("x"), 0x01, 0}},
 	{.type = STORE_REC_SUB_DEL, .u.sub = {S("c1"), S("x"), 0, 0}},
@@ -309,8 +313,12 @@ static const struct store_rec samples[] = {
 	{.type = STORE_REC_QOS2_IN_ADD, .u.qos2 = {S("c1"), 99}},
 	{.type = STORE_REC_QOS2_IN_DEL, .u.qos2 = {S("c1"), 99}},
 	{.type = STORE_REC_MSG_DEL, .u.msg_id = 8},
-	{.type = STORE_REC_SESSION_PUT, .u.session = {S(""), 4, 0, 1, 0}},
-	{.type = STORE_REC_SESSION_DEL, .u.session = {S("c1"), 0, 0, 0, 0}},
+	{.type = STORE_REC_SESSION_PUT, .u.session = {S(""), 4, 0, 1, 0, STORE_OWNER_NONE, {NULL, 0}}},
+	/* Version 2: the owner, a user (also one with an empty name) or anonymous. */
+	{.type = STORE_REC_SESSION_PUT, .u.session = {S("c1"), 4, 0, 42, 0, STORE_OWNER_USER, S("alice")}},
+	{.type = STORE_REC_SESSION_PUT, .u.session = {S("c2"), 4, 0, 1, 0, STORE_OWNER_USER, S("")}},
+	{.type = STORE_REC_SESSION_PUT, .u.session = {S("c3"), 5, 0, 9, 60, STORE_OWNER_ANONYMOUS, {NULL, 0}}},
+	{.type = STORE_REC_SESSION_DEL, .u.session = {S("c1"), 0, 0, 0, 0, STORE_OWNER_NONE, {NULL, 0}}},
 };
 #define NSAMPLES (sizeof samples / sizeof samples[0])
 
@@ -469,10 +477,15 @@ static void test_record_decode_rejects_short_long_and_unknown(void)
 		size_t plen = (size_t)n - STORE_FRAME_HDR;
 		const uint8_t *p = buf + STORE_FRAME_HDR;
 		for (size_t cut = 0; cut < plen; cut++)
-			CU_ASSERT_EQUAL(store_rec_decode(buf[4], 1, p, cut, &out), WISP_EPROTO);
+			CU_ASSERT_EQUAL(store_rec_decode(buf[4], buf[5], p, cut, &out), WISP_EPROTO);
 		buf[n] = 0;
-		CU_ASSERT_EQUAL(store_rec_decode(buf[4], 1, p, plen + 1, &out), WISP_EPROTO);
-		CU_ASSERT_EQUAL(store_rec_decode(buf[4], 2, p, plen, &out), WISP_ENOENT);
+		CU_ASSERT_EQUAL(store_rec_decode(buf[4], buf[5], p, plen + 1, &out), WISP_EPROTO);
+		CU_ASSERT_EQUAL(store_rec_decode(buf[4], STORE_REC_VERSION_SESSION_OWNER + 1, p, plen, &out),
+				WISP_ENOENT);
+		CU_ASSERT_EQUAL(store_rec_decode(buf[4], 0, p, plen, &out), WISP_ENOENT);
+		/* Only SESSION_PUT has a version 2; any other type with it is from a newer writer. */
+		if (buf[4] != STORE_REC_SESSION_PUT)
+			CU_ASSERT_EQUAL(store_rec_decode(buf[4], 2, p, plen, &out), WISP_ENOENT);
 		CU_ASSERT_EQUAL(store_rec_decode(0, 1, p, plen, &out), WISP_ENOENT);
 		CU_ASSERT_EQUAL(store_rec_decode(STORE_REC_TYPE_MAX + 1, 1, p, plen, &out), WISP_ENOENT);
 	}
@@ -497,13 +510,110 @@ static void test_record_encode_rejects_out_of_range(void)
 		{.type = STORE_REC_FLIGHT_SET, .u.flight = {S("c"), 1, 1, 1, 0, 0}},
 		{.type = STORE_REC_FLIGHT_SET, .u.flight = {S("c"), 0, 1, STORE_FLIGHT_WAIT_PUBACK, 1, 0}},
 		{.type = STORE_REC_QOS2_IN_ADD, .u.qos2 = {S("c"), 0}},
-		{.type = STORE_REC_SESSION_PUT, .u.session = {{NULL, 3}, 4, 0, 0, 0}},
+		{.type = STORE_REC_SESSION_PUT, .u.session = {{NULL, 3}, 4, 0, 0, 0, STORE_OWNER_NONE, {NULL, 0}}},
+		/* Owners: unknown kind, a name where none belongs, a NUL inside one,
+		 * an owner on SESSION_DEL. */
+		{.type = STORE_REC_SESSION_PUT, .u.session = {S("c"), 4, 0, 0, 0, 3, {NULL, 0}}},
+		{.type = STORE_REC_SESSION_PUT, .u.session = {S("c"), 4, 0, 0, 0, STORE_OWNER_NONE, S("a")}},
+		{.type = STORE_REC_SESSION_PUT, .u.session = {S("c"), 4, 0, 0, 0, STORE_OWNER_ANONYMOUS, S("a")}},
+		{.type = STORE_REC_SESSION_PUT, .u.session = {S("c"), 4, 0, 0, 0, STORE_OWNER_USER, S("al\0ce")}},
+		{.type = STORE_REC_SESSION_PUT, .u.session = {S("c"), 4, 0, 0, 0, STORE_OWNER_USER, {big, 65536}}},
+		{.type = STORE_REC_SESSION_DEL, .u.session = {S("c"), 0, 0, 0, 0, STORE_OWNER_USER, S("a")}},
 	};
 	uint8_t buf[64];
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		CU_ASSERT_EQUAL(store_rec_size(&bad[i]), WISP_EINVAL);
 		CU_ASSERT_EQUAL(store_rec_encode(&bad[i], 0, buf, sizeof buf), WISP_EINVAL);
 	}
+}
+
+/* A frame around a payload built by hand, with the given version byte. */
+static size_t frame_by_hand(uint8_t *out, uint8_t type, uint8_t version, const uint8_t *p, size_t plen)
+{
+	out[0] = (uint8_t)plen, out[1] = out[2] = out[3] = 0;
+	out[4] = type, out[5] = version, out[6] = out[7] = 0;
+	uint32_t h = store_crc32c(0x5eedu, out, 8), c = store_crc32c(0x5eedu, p, plen);
+	for (int i = 0; i < 4; i++) {
+		out[8 + i] = (uint8_t)(h >> (8 * i));
+		out[12 + i] = (uint8_t)(c >> (8 * i));
+	}
+	memcpy(out + STORE_FRAME_HDR, p, plen);
+	return STORE_FRAME_HDR + plen;
+}
+
+/* SESSION_PUT as the previous Wisp wrote it (version 1, no owner) still
+ * decodes, to an unknown owner, and is written back byte for byte; version 2
+ * carries the owner and is as strict as every other record. */
+static void test_session_owner_old_and_new_form(void)
+{
+	/* str client "c1", proto 4, flags 0, next packet id 7, expiry 0 */
+	static const uint8_t v1[] = {2, 0, 'c', '1', 4, 0, 7, 0, 0, 0, 0, 0};
+	/* the same, then owner 1 (user) and str "alice" */
+	static const uint8_t v2_user[] = {2, 0, 'c', '1', 4, 0, 7, 0, 0, 0, 0, 0, 1, 5, 0, 'a', 'l', 'i', 'c', 'e'};
+	/* owner 2 (anonymous), empty str */
+	static const uint8_t v2_anon[] = {2, 0, 'c', '1', 4, 0, 7, 0, 0, 0, 0, 0, 2, 0, 0};
+	struct store_rec out;
+	uint8_t buf[128], again[128];
+
+	CU_ASSERT_EQUAL_FATAL(store_rec_decode(STORE_REC_SESSION_PUT, 1, v1, sizeof v1, &out), 0);
+	CU_ASSERT_EQUAL(out.u.session.owner, STORE_OWNER_NONE);
+	CU_ASSERT_EQUAL(out.u.session.owner_name.len, 0);
+	CU_ASSERT_EQUAL(out.u.session.next_packet_id, 7);
+	size_t n = frame_by_hand(buf, STORE_REC_SESSION_PUT, 1, v1, sizeof v1);
+	CU_ASSERT_EQUAL(store_rec_encode(&out, 0x5eedu, again, sizeof again), (ssize_t)n);
+	CU_ASSERT_EQUAL(memcmp(buf, again, n), 0);
+
+	CU_ASSERT_EQUAL_FATAL(store_rec_decode(STORE_REC_SESSION_PUT, 2, v2_user, sizeof v2_user, &out), 0);
+	CU_ASSERT_EQUAL(out.u.session.owner, STORE_OWNER_USER);
+	CU_ASSERT_EQUAL(out.u.session.owner_name.len, 5);
+	CU_ASSERT_EQUAL(memcmp(out.u.session.owner_name.ptr, "alice", 5), 0);
+	n = frame_by_hand(buf, STORE_REC_SESSION_PUT, 2, v2_user, sizeof v2_user);
+	CU_ASSERT_EQUAL(store_rec_encode(&out, 0x5eedu, again, sizeof again), (ssize_t)n);
+	CU_ASSERT_EQUAL(memcmp(buf, again, n), 0);
+
+	CU_ASSERT_EQUAL_FATAL(store_rec_decode(STORE_REC_SESSION_PUT, 2, v2_anon, sizeof v2_anon, &out), 0);
+	CU_ASSERT_EQUAL(out.u.session.owner, STORE_OWNER_ANONYMOUS);
+	n = frame_by_hand(buf, STORE_REC_SESSION_PUT, 2, v2_anon, sizeof v2_anon);
+	CU_ASSERT_EQUAL(store_rec_encode(&out, 0x5eedu, again, sizeof again), (ssize_t)n);
+	CU_ASSERT_EQUAL(memcmp(buf, again, n), 0);
+
+	/* Each form under the other's version: the length is wrong. */
+	CU_ASSERT_EQUAL(store_rec_decode(STORE_REC_SESSION_PUT, 2, v1, sizeof v1, &out), WISP_EPROTO);
+	CU_ASSERT_EQUAL(store_rec_decode(STORE_REC_SESSION_PUT, 1, v2_user, sizeof v2_user, &out), WISP_EPROTO);
+	/* Version 2 without an owner, an unknown owner kind, a named anonymous
+	 * owner, a NUL in a user name: each malformed. */
+	uint8_t bad[sizeof v2_user];
+	memcpy(bad, v2_anon, sizeof v2_anon);
+	bad[12] = STORE_OWNER_NONE;
+	CU_ASSERT_EQUAL(store_rec_decode(STORE_REC_SESSION_PUT, 2, bad, sizeof v2_anon, &out), WISP_EPROTO);
+	bad[12] = 3;
+	CU_ASSERT_EQUAL(store_rec_decode(STORE_REC_SESSION_PUT, 2, bad, sizeof v2_anon, &out), WISP_EPROTO);
+	memcpy(bad, v2_user, sizeof v2_user);
+	bad[12] = STORE_OWNER_ANONYMOUS;
+	CU_ASSERT_EQUAL(store_rec_decode(STORE_REC_SESSION_PUT, 2, bad, sizeof v2_user, &out), WISP_EPROTO);
+	memcpy(bad, v2_user, sizeof v2_user);
+	bad[17] = 0;
+	CU_ASSERT_EQUAL(store_rec_decode(STORE_REC_SESSION_PUT, 2, bad, sizeof v2_user, &out), WISP_EPROTO);
+
+	/* A log holding both forms loads both: the old one with no owner. */
+	uint8_t file[256];
+	size_t len = STORE_FILE_HDR;
+	store_file_header_encode(STORE_FILE_LOG, 1, 0x5eedu, file);
+	len += frame_by_hand(file + len, STORE_REC_SESSION_PUT, 1, v1, sizeof v1);
+	len += frame_by_hand(file + len, STORE_REC_SESSION_PUT, 2, v2_user, sizeof v2_user);
+	len += frame_by_hand(file + len, STORE_REC_SESSION_PUT, 2, v2_anon, sizeof v2_anon);
+	write_all_bytes(LOG1, file, len);
+	struct trace t = {0};
+	struct store_load_stats st;
+	struct store *s = open_load(STORE_FSYNC_NO, &t, &st);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+	CU_ASSERT_EQUAL(st.records, 3);
+	CU_ASSERT_EQUAL(st.damaged + st.truncated_bytes, 0);
+	CU_ASSERT_STRING_EQUAL(t.buf, "SESSION_PUT'c1' v=4 f=0 pid=7 exp=0\n"
+				      "SESSION_PUT'c1' v=4 f=0 pid=7 exp=0 owner=1 'alice'\n"
+				      "SESSION_PUT'c1' v=4 f=0 pid=7 exp=0 owner=2 ''\n");
+	store_close(s);
+	trace_free(&t);
 }
 
 static void test_append_reopen_load_same_state(void)
@@ -555,7 +665,7 @@ static void test_typed_appends(void)
 {
 	struct trace t = {0}, want = {0};
 	const struct store_msg m = {.id = 3, .qos = 1, .topic = S("t"), .payload = B("p")};
-	const struct store_session ss = {S("c"), 4, 0, 7, 0};
+	const struct store_session ss = {S("c"), 4, 0, 7, 0, STORE_OWNER_USER, S("u")};
 	const struct store_sub sub = {S("c"), S("t/#"), 1, 0};
 	const struct store_flight fl = {S("c"), 3, 5, STORE_FLIGHT_WAIT_PUBACK, 1, 0};
 	const struct store_rec recs[] = {
@@ -572,7 +682,7 @@ static void test_typed_appends(void)
 		{.type = STORE_REC_SUB_DEL, .u.sub = {S("c"), S("t/#"), 0, 0}},
 		{.type = STORE_REC_RETAIN_DEL, .u.retain = {S("t"), 0}},
 		{.type = STORE_REC_MSG_DEL, .u.msg_id = 3},
-		{.type = STORE_REC_SESSION_DEL, .u.session = {S("c"), 0, 0, 0, 0}},
+		{.type = STORE_REC_SESSION_DEL, .u.session = {S("c"), 0, 0, 0, 0, STORE_OWNER_NONE, {NULL, 0}}},
 	};
 	struct store *s = open_load(STORE_FSYNC_NO, &t, NULL);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(s);
@@ -775,7 +885,8 @@ static size_t live_state(struct store_rec *out)
 	for (uint64_t id = 2; id <= NMSG; id += 2)
 		out[n++] = mk_msg(id);
 	out[n++] = (struct store_rec){.type = STORE_REC_RETAIN_SET, .u.retain = {{topics[2], strlen(topics[2])}, 2}};
-	out[n++] = (struct store_rec){.type = STORE_REC_SESSION_PUT, .u.session = {S("c1"), 4, 0, 9, 0}};
+	out[n++] = (struct store_rec){.type = STORE_REC_SESSION_PUT,
+				      .u.session = {.client = S("c1"), .proto = 4, .next_packet_id = 9}};
 	out[n++] = (struct store_rec){.type = STORE_REC_SUB_ADD, .u.sub = {S("c1"), S("t/#"), 1, 0}};
 	for (uint64_t id = 2; id <= NMSG; id += 2)
 		out[n++] = (struct store_rec){.type = STORE_REC_QUEUE_ADD, .u.queue = {S("c1"), id, 1, 0}};
@@ -784,7 +895,9 @@ static size_t live_state(struct store_rec *out)
 
 static void history(struct store *s)
 {
-	CU_ASSERT_EQUAL(store_append_session_put(s, &(struct store_session){S("c1"), 4, 0, 9, 0}), 0);
+	CU_ASSERT_EQUAL(store_append_session_put(s, &(struct store_session){.client = S("c1"), .proto = 4,
+									    .next_packet_id = 9}),
+			0);
 	CU_ASSERT_EQUAL(store_append_sub_add(s, &(struct store_sub){S("c1"), S("t/#"), 1, 0}), 0);
 	CU_ASSERT_EQUAL(store_append_sub_add(s, &(struct store_sub){S("c1"), S("old"), 1, 0}), 0);
 	CU_ASSERT_EQUAL(store_append_sub_del(s, "c1", 2, "old", 3), 0);
@@ -1248,6 +1361,7 @@ static CU_TestInfo file_tests[] = {
 	{"append, reopen, load gives the same records", test_append_reopen_load_same_state},
 	{"append before load and bad records are rejected", test_append_before_load_and_bad_record_rejected},
 	{"typed append functions", test_typed_appends},
+	{"SESSION_PUT with and without its owner (versions 1 and 2)", test_session_owner_old_and_new_form},
 	{"torn tail at every offset: prefix loaded, file truncated", test_truncated_tail_every_offset_loads_prefix_and_truncates},
 	{"bit flip in a middle record skips only that record", test_bit_flip_in_middle_record_skips_only_it},
 	{"unknown message ids skipped, orphans released", test_dangling_reference_skipped_and_orphan_released},

@@ -1,12 +1,16 @@
 /*
  * Plain TCP transport: a thin shell over a non-blocking socket. EINTR is
  * retried, EAGAIN becomes WISP_EAGAIN with the matching `want`, and every
- * other errno is WISP_EIO (the caller logs and closes).
+ * other errno is WISP_EIO (the caller logs and closes). A short read or
+ * write on a stream socket means its buffer ran empty or full, so it sets
+ * `want` too: the caller stops there instead of paying one more syscall
+ * for the WISP_EAGAIN (transport.h).
  */
 #include "transport.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -22,8 +26,10 @@ static ssize_t tcp_read(struct transport *t, void *buf, size_t len)
 {
 	for (;;) {
 		ssize_t n = read(t->fd, buf, len);
-		if (n > 0)
+		if (n > 0) {
+			t->want = (size_t)n < len ? TRANSPORT_WANT_READ : 0;
 			return n;
+		}
 		if (n == 0)
 			return WISP_ECLOSED;
 		if (errno == EINTR)
@@ -36,14 +42,29 @@ static ssize_t tcp_read(struct transport *t, void *buf, size_t len)
 	}
 }
 
+static size_t iov_total(const struct iovec *iov, int iovcnt)
+{
+	size_t total = 0;
+	for (int i = 0; i < iovcnt; i++)
+		total += iov[i].iov_len;
+	return total;
+}
+
 static ssize_t tcp_writev(struct transport *t, const struct iovec *iov, int iovcnt)
 {
-	if (iovcnt > IOV_MAX)
+	bool capped = iovcnt > IOV_MAX;
+	if (capped)
 		iovcnt = IOV_MAX;
 	for (;;) {
 		ssize_t n = writev(t->fd, iov, iovcnt);
-		if (n >= 0)
+		if (n >= 0) {
+			/* Short against the whole request: full socket, unless we
+			 * offered only the first IOV_MAX pieces. */
+			t->want = 0;
+			if (!capped && iovcnt > 0 && (size_t)n < iov_total(iov, iovcnt))
+				t->want = TRANSPORT_WANT_WRITE;
 			return n;
+		}
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {

@@ -136,6 +136,7 @@ struct tls_transport {
 	size_t write_pending; /* plaintext length of a record not yet fully sent */
 	size_t charged;       /* bytes charged to the allocator (wisp_mem_charge) */
 	int last_ret;         /* last fatal mbed TLS error, 0 if none */
+	int read_error;       /* WISP_E* met by a read that returned bytes, for the next read */
 	int last_errno;       /* errno behind a NET_* error */
 	const char *refusal;  /* why the session was refused before it started */
 	bool is_setup;        /* mbedtls_ssl_setup done: the buffers exist */
@@ -831,9 +832,20 @@ static int tls_handshake(struct transport *t)
 	return 0;
 }
 
+/*
+ * Reads every decrypted record there is, up to len: mbedtls_ssl_read()
+ * returns at most one record per call, and a caller that took a short
+ * result for "drained" would leave the rest of the socket for the next
+ * loop turn. Stops at WANT_READ/WANT_WRITE (returning what it has, with
+ * `want` set: nothing is pending then) or at an error, which a call that
+ * already has bytes keeps for the next call.
+ */
 static ssize_t tls_read(struct transport *t, void *buf, size_t len)
 {
 	struct tls_transport *tt = (struct tls_transport *)t;
+	t->want = 0;
+	if (tt->read_error)
+		return tt->read_error;
 	if (tt->failed)
 		return WISP_EIO;
 	if (len == 0)
@@ -841,20 +853,52 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t len)
 	int rc = ensure_setup(tt);
 	if (rc != 0)
 		return rc;
-	int ret = mbedtls_ssl_read(&tt->ssl, buf, len > INT_MAX ? INT_MAX : len);
-	if (ret > 0) {
-		if (!tt->handshake_done)
-			handshake_finished(tt);
-		return ret;
+	unsigned char *p = buf;
+	size_t got = 0;
+	while (got < len) {
+		size_t ask = len - got > INT_MAX ? INT_MAX : len - got;
+		int ret = mbedtls_ssl_read(&tt->ssl, p + got, ask);
+		if (ret > 0) {
+			if (!tt->handshake_done)
+				handshake_finished(tt);
+			got += (size_t)ret;
+			continue;
+		}
+		rc = ret == 0 ? WISP_ECLOSED : map_ret(tt, ret);
+		if (got == 0)
+			return rc;
+		if (rc != WISP_EAGAIN)
+			tt->read_error = rc; /* want stays 0: call again to see it */
+		break;
 	}
-	if (ret == 0)
-		return WISP_ECLOSED;
-	return map_ret(tt, ret);
+	return (ssize_t)got;
 }
 
+/* Copies n bytes from the iovecs, starting `skip` bytes into iov[i], to out. */
+static void stage_copy(unsigned char *out, size_t n, const struct iovec *iov, int i, size_t skip)
+{
+	size_t off = 0;
+	for (; off < n; i++, skip = 0) {
+		size_t avail = iov[i].iov_len - skip;
+		size_t take = avail < n - off ? avail : n - off;
+		memcpy(out + off, (const unsigned char *)iov[i].iov_base + skip, take);
+		off += take;
+	}
+}
+
+/*
+ * Writes record after record until every byte is taken or the socket is
+ * full (WANT_WRITE: then the bytes already taken are returned, with `want`
+ * set, or WISP_EAGAIN if none). Each record carries up to the maximum
+ * fragment: small pieces (many MQTT packets) are staged into one record,
+ * as many share one writev on TCP, and a piece that holds a whole record
+ * (a big payload) is encrypted from where it is. mbed TLS writes one
+ * record per send(), so a burst costs one syscall per 16 KiB.
+ */
 static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovcnt)
 {
 	struct tls_transport *tt = (struct tls_transport *)t;
+	t->want = 0;
 	if (tt->failed)
 		return WISP_EIO;
 	size_t total = 0;
@@ -866,50 +910,64 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 	int rc = ensure_setup(tt);
 	if (rc != 0)
 		return rc;
-	size_t n;
-	if (tt->write_pending) {
-		/* mbed TLS's retry rule: same data, same length as the call that
-		 * returned WANT_WRITE; the caller promised the same bytes lead iov. */
-		if (total < tt->write_pending)
-			return WISP_EINVAL;
-		n = tt->write_pending;
-	} else {
-		if (total == 0)
-			return 0;
-		int max = mbedtls_ssl_get_max_out_record_payload(&tt->ssl);
-		if (max <= 0)
-			return max < 0 ? map_ret(tt, max) : WISP_EIO;
-		n = total;
-		if (n > (size_t)max)
-			n = (size_t)max;
-		if (n > TLS_STAGE_LEN)
-			n = TLS_STAGE_LEN;
-	}
-	/* One record per call: several small MQTT pieces go out as one record,
-	 * not one record (and 29 bytes of overhead) each. */
+	if (total == 0)
+		return 0;
+	/* mbed TLS's retry rule: same data, same length as the call that
+	 * returned WANT_WRITE; the caller promised the same bytes lead iov. */
+	if (tt->write_pending && total < tt->write_pending)
+		return WISP_EINVAL;
+	int max = mbedtls_ssl_get_max_out_record_payload(&tt->ssl);
+	if (max <= 0)
+		return max < 0 ? map_ret(tt, max) : WISP_EIO;
+	size_t record = (size_t)max < TLS_STAGE_LEN ? (size_t)max : TLS_STAGE_LEN;
 	unsigned char stage[TLS_STAGE_LEN];
-	const unsigned char *p;
-	if (iovcnt > 0 && iov[0].iov_len >= n) {
-		p = iov[0].iov_base;
-	} else {
-		size_t off = 0;
-		for (int i = 0; off < n; i++) {
-			size_t take = iov[i].iov_len < n - off ? iov[i].iov_len : n - off;
-			memcpy(stage + off, iov[i].iov_base, take);
-			off += take;
+	size_t done = 0, skip = 0; /* position: `skip` bytes into iov[i] */
+	int i = 0;
+	while (done < total) {
+		while (skip == iov[i].iov_len) {
+			i++;
+			skip = 0;
 		}
-		p = stage;
-	}
-	int ret = mbedtls_ssl_write(&tt->ssl, p, n);
-	if (ret >= 0) {
+		size_t n = tt->write_pending ? tt->write_pending : total - done;
+		if (n > record)
+			n = record;
+		const unsigned char *p;
+		if (iov[i].iov_len - skip >= n) {
+			p = (const unsigned char *)iov[i].iov_base + skip;
+		} else {
+			stage_copy(stage, n, iov, i, skip);
+			p = stage;
+		}
+		int ret = mbedtls_ssl_write(&tt->ssl, p, n);
+		if (ret < 0) {
+			if (ret == MBEDTLS_ERR_SSL_WANT_WRITE || ret == MBEDTLS_ERR_SSL_WANT_READ)
+				tt->write_pending = n;
+			rc = map_ret(tt, ret);
+			/* A fatal error after some records: report the bytes; the
+			 * next call fails (tt->failed). */
+			if (done == 0)
+				return rc;
+			if (rc != WISP_EAGAIN)
+				t->want = 0;
+			break;
+		}
 		tt->write_pending = 0;
 		if (!tt->handshake_done)
 			handshake_finished(tt);
-		return ret;
+		/* mbed TLS takes at most one record: ret <= n. */
+		done += (size_t)ret;
+		for (size_t adv = (size_t)ret; adv;) {
+			size_t avail = iov[i].iov_len - skip;
+			if (adv < avail) {
+				skip += adv;
+				break;
+			}
+			adv -= avail;
+			i++;
+			skip = 0;
+		}
 	}
-	if (ret == MBEDTLS_ERR_SSL_WANT_WRITE || ret == MBEDTLS_ERR_SSL_WANT_READ)
-		tt->write_pending = n;
-	return map_ret(tt, ret);
+	return (ssize_t)done;
 }
 
 static size_t tls_pending(struct transport *t)
@@ -933,12 +991,23 @@ static void tls_close(struct transport *t)
 	wisp_free(tt);
 }
 
+static int tls_peer_info(struct transport *t, struct transport_peer_info *out)
+{
+	int rc = tls_transport_peer_cn(t, out->identity, sizeof out->identity);
+	if (rc == 0)
+		return 0;
+	out->identity[0] = '\0';
+	return rc == WISP_ENOENT ? 0 : WISP_EPROTO;
+}
+
 static const struct transport_ops tls_ops = {
 	.name = "tls",
 	.handshake = tls_handshake,
 	.read = tls_read,
 	.writev = tls_writev,
 	.pending = tls_pending,
+	.peer_info = tls_peer_info,
+	.last_error = tls_transport_last_error,
 	.close = tls_close,
 };
 

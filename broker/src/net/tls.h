@@ -2,7 +2,8 @@
  * TLS transport over mbed TLS 2.28 (TLS 1.2). Only tls.c includes mbed TLS;
  * callers see struct tls_ctx as opaque and a TLS connection as a plain
  * struct transport (see transport.h), so nothing above net/ knows which one
- * it talks to, except for tls_transport_peer_cn() at CONNECT time.
+ * it talks to: the verified certificate's CN is the transport's peer_info
+ * identity, and tls_transport_last_error() its last_error.
  *
  * A tls_ctx holds what is shared by all connections of one listener (or of
  * one client): certificate, key, CA chain, ciphersuites, verification mode.
@@ -76,11 +77,15 @@ void tls_ctx_unref(struct tls_ctx *c);
  * error), WISP_EPROTO (TLS alert, bad record, failed verification: e.g.
  * plaintext sent to a TLS port); tls_transport_last_error() says more.
  *
- * writev encrypts at most one record (16 KiB of plaintext) per call, staged
- * from the iovecs, and returns the plaintext bytes accepted. After it
- * returns WISP_EAGAIN the caller must call it again with the same bytes at
- * the front of iov (more may follow them), as mbed TLS requires.
- * pending() is plaintext decrypted but not yet returned by read().
+ * writev encrypts record after record (up to 16 KiB of plaintext each,
+ * small pieces staged together into one record) until everything is taken
+ * or the socket is full, and returns the plaintext bytes accepted; short
+ * means full, and `want` says so (transport.h). After it returns
+ * WISP_EAGAIN, or a short count, the caller must call it again with the
+ * same bytes (those not yet accepted) at the front of iov, more may follow
+ * them, as mbed TLS requires. read returns every decrypted record that fits,
+ * until the socket has no more. pending() is plaintext decrypted but not
+ * yet returned by read().
  * close sends close_notify (best effort, never blocks) and frees.
  *
  * Memory: the transport struct (~800 bytes, wisp_malloc) until the

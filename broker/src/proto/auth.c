@@ -236,10 +236,10 @@ enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mq
 	if (bl->use_identity_as_username) {
 		/* The verified certificate is the credential; the CONNECT's user
 		 * name and password are ignored, as Mosquitto does. */
-		char cn[256];
-		if (tls_transport_peer_cn(c->t, cn, sizeof cn) != 0)
+		struct transport_peer_info peer;
+		if (transport_peer_info(c->t, &peer) != 0 || !peer.identity[0])
 			return fail(b, c, AUTH_NOT_AUTHORIZED, "", 0);
-		*username = wisp_strndup(cn, strlen(cn));
+		*username = wisp_strndup(peer.identity, strlen(peer.identity));
 		return *username ? AUTH_OK : AUTH_UNAVAILABLE;
 	}
 	if (!p->has_username) {

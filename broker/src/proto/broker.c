@@ -99,8 +99,25 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	(void)ls;
 	if ((lim->max_connections && b->conns.count >= lim->max_connections) ||
 	    (bl->cfg->max_connections && bl->conn_count >= bl->cfg->max_connections)) {
+		b->stats.conns_refused++;
 		log_limited("refused: connection limit", LOG_WARNING, "conn",
-			    "%s: refusing %s: connection limit reached", bl->net.name, peer);
+			    "%s: refusing %s: connection limit reached (%s)", bl->net.name, peer,
+			    lim->max_connections && b->conns.count >= lim->max_connections
+				    ? "limits.max_connections" : "the listener's max_connections");
+		close(fd);
+		return;
+	}
+	/* The last sixteenth of memory_limit is kept for the clients already
+	 * connected: newcomers would otherwise take the heap to the limit,
+	 * after which their next PUBLISH fails and they are dropped. So near
+	 * the limit new connections are refused, and those the broker has are
+	 * served. The store's restore stops at 7/8, below this, so the sessions
+	 * it restored can still reconnect. */
+	if (lim->memory_limit && wisp_mem_used() >= lim->memory_limit - lim->memory_limit / 16) {
+		b->stats.conns_refused++;
+		log_limited("refused: memory_limit", LOG_WARNING, "conn",
+			    "%s: refusing %s: heap over 15/16 of limits.memory_limit (%zu of %llu bytes)", bl->net.name,
+			    peer, wisp_mem_used(), (unsigned long long)lim->memory_limit);
 		close(fd);
 		return;
 	}

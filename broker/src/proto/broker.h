@@ -63,6 +63,8 @@ struct broker_stats {
 	uint64_t handshakes_failed;  /* TLS handshakes that failed or timed out */
 	uint64_t subs_refused;       /* filters refused by max_topic_length/levels, max_subscriptions or memory */
 	uint64_t topics_refused;     /* PUBLISH and will topics over max_topic_length/levels */
+	uint64_t retained_refused;   /* retained messages not stored: max_retained or max_retained_bytes */
+	uint64_t conns_refused;      /* connections closed at accept: max_connections or memory_limit */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -105,6 +107,7 @@ struct broker {
 	const struct config *cfg;
 	struct tree *subs;
 	struct retained *retained;
+	bool retained_full; /* a retained message was refused by a bound; logged once until one is stored */
 	struct session_table sessions;
 	struct conn_set conns;
 	struct broker_listener *listeners;

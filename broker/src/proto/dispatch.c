@@ -7,7 +7,12 @@
  * packet that has not fully arrived is copied into a per-connection buffer,
  * grown as its bytes arrive (never to the announced size up front), so a
  * bogus huge Remaining Length costs nothing until the bytes are really
- * sent, and idle connections hold no buffer at all.
+ * sent, and idle connections hold no buffer at all. A small carried tail
+ * continues in the scratch buffer at the next read, so a packet cut by a
+ * read costs a copy, not a read of its own.
+ *
+ * Reads repeat until the transport would block or the turn's budget is
+ * spent: a short read alone is not "drained" (net/transport.h).
  *
  * Before CONNECT less is accepted: a first byte that is not CONNECT closes
  * the connection at once [MQTT-3.1.0-1], a CONNECT longer than
@@ -31,9 +36,13 @@
 #include "log.h"
 
 /* Per connection and turn: enough for a burst, bounded so one fast
- * publisher cannot starve the others (level-triggered epoll calls again). */
+ * publisher cannot starve the others (level-triggered epoll calls again).
+ * Reads repeat until the transport would block or this is spent. */
 #define READ_BUDGET (256u * 1024u)
 #define RBUF_MIN 256u
+/* A carried tail up to this size continues in the scratch buffer (a copy);
+ * a bigger one, a big packet arriving, is read into its own buffer. */
+#define SCRATCH_TAIL_MAX (16u * 1024u)
 
 static uint8_t conn_version(const struct conn *c) { return c->version ? c->version : MQTT_PROTO_V311; }
 
@@ -281,21 +290,29 @@ static void read_input(struct broker *b, struct conn *c)
 {
 	size_t budget = READ_BUDGET;
 	while (budget && c->state != CONN_CLOSING && is_reading(c)) {
-		uint8_t *buf;
-		size_t room;
-		if (c->rlen) {
+		uint8_t *data; /* the carried tail, then what this read adds */
+		size_t have = c->rlen, room;
+		if (have && have <= SCRATCH_TAIL_MAX) {
+			/* A packet cut by the last read: continue it in the scratch
+			 * buffer rather than read just its rest into rbuf, a read
+			 * (a syscall on TCP) per cut packet. rbuf stays, for the
+			 * next tail. */
+			memcpy(b->scratch, c->rbuf, have);
+			data = b->scratch;
+			room = b->scratch_cap - have;
+		} else if (have) {
 			int rc = grow_rbuf(b, c);
 			if (rc != 0) {
 				drop_for_input(b, c, rc);
 				return;
 			}
-			buf = c->rbuf + c->rlen;
-			room = c->rcap - c->rlen;
+			data = c->rbuf;
+			room = c->rcap - have;
 		} else {
-			buf = b->scratch;
+			data = b->scratch;
 			room = b->scratch_cap;
 		}
-		ssize_t n = transport_read(c->t, buf, room);
+		ssize_t n = transport_read(c->t, data + have, room);
 		if (n == WISP_EAGAIN)
 			return;
 		if (n < 0) {
@@ -304,8 +321,7 @@ static void read_input(struct broker *b, struct conn *c)
 		}
 		b->stats.bytes_received += (uint64_t)n;
 		budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
-		const uint8_t *data = c->rlen ? c->rbuf : b->scratch;
-		size_t len = c->rlen ? c->rlen + (size_t)n : (size_t)n;
+		size_t len = have + (size_t)n;
 		ssize_t used = process(b, c, data, len);
 		if (used < 0)
 			return;
@@ -316,8 +332,11 @@ static void read_input(struct broker *b, struct conn *c)
 			drop_for_input(b, c, rc);
 			return;
 		}
-		if ((size_t)n < room && transport_pending(c->t) == 0)
-			return; /* drained the socket */
+		/* A short read is not "drained" (a TLS read stops at its records):
+		 * only would-block is, which the transport reports in `want` with
+		 * the bytes, or as WISP_EAGAIN on the next call (transport.h). */
+		if ((size_t)n < room && c->t->want)
+			return;
 	}
 	/* Out of budget with decrypted bytes still inside the transport: epoll
 	 * will not report them, so come back next turn. */
@@ -399,7 +418,7 @@ static bool handshake(struct broker *b, struct conn *c)
 		return false;
 	}
 	char why[160], reason[200];
-	tls_transport_last_error(c->t, why, sizeof why);
+	transport_last_error(c->t, why, sizeof why);
 	snprintf(reason, sizeof reason, "TLS handshake failed: %s", why);
 	broker_drop(b, c, false, reason);
 	return false;
@@ -449,7 +468,12 @@ void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 	if ((events & LOOP_WRITE) && !outq_empty(&c->out))
 		conn_mark_dirty(c);
-	/* A TLS read can wait for writability (the transport says so in want). */
-	if ((events & LOOP_READ) || ((events & LOOP_WRITE) && (c->t->want & TRANSPORT_WANT_WRITE)))
+	/* A TLS read can wait for writability (the transport says so in want).
+	 * With output queued, want is the last writev's (TCP sets it after a
+	 * short one): that EPOLLOUT is the flush's, and a read now would only
+	 * hear EAGAIN. After the handshake mbed TLS 2.28 reads never wait for
+	 * writability anyway (no renegotiation). */
+	if ((events & LOOP_READ) ||
+	    ((events & LOOP_WRITE) && (c->t->want & TRANSPORT_WANT_WRITE) && outq_empty(&c->out)))
 		read_input(b, c);
 }

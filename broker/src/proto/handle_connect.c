@@ -6,9 +6,11 @@
  * A session belongs to the user whose CONNECT created it: a client id is
  * not a credential, so a CONNECT by another user (or anonymous) with that
  * id is refused with "not authorised" and the owner's connection and
- * session are left alone. The one exception is a session restored from the
- * store, whose owner is not recorded: the next login binds it, and what
- * that user may not read is dropped from its queue (auth_recheck_messages).
+ * session are left alone. The store keeps the owner (proto/persist.c), so
+ * this holds after a restart; the one exception is a session restored from
+ * a store written before owners were recorded: its next login binds it
+ * (and persist_session_put records that owner), and what that user may not
+ * read is dropped from its queue (auth_recheck_messages).
  */
 #include "broker.h"
 

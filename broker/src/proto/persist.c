@@ -186,6 +186,29 @@ static const struct delivery_hooks hooks = {
 
 /* ---- state changes from the handlers ---- */
 
+/* The owner goes with every SESSION_PUT, so that after a restart a CONNECT
+ * by another user is refused as it was before (proto/handle_connect.c). A
+ * session restored without one (written by an older Wisp) is written
+ * without one until its first login binds it; that login's SESSION_PUT
+ * records the owner. */
+static void set_owner(struct store_session *rec, const struct session *s)
+{
+	if (!s->owned)
+		return;
+	if (!s->username) {
+		rec->owner = STORE_OWNER_ANONYMOUS;
+		return;
+	}
+	/* A CONNECT's user name fits a record's u16 length; a TLS identity
+	 * longer than that would fail every SESSION_PUT and every compaction,
+	 * so it is stored as unknown (bound again at the next login) instead. */
+	size_t len = strlen(s->username);
+	if (len > 0xffffu)
+		return;
+	rec->owner = STORE_OWNER_USER;
+	rec->owner_name = str_of(s->username, len);
+}
+
 void persist_session_put(struct broker *b, struct session *s)
 {
 	if (!b->persist.store || !is_persistent(s))
@@ -195,6 +218,7 @@ void persist_session_put(struct broker *b, struct session *s)
 		.proto = s->conn ? s->conn->version : MQTT_PROTO_V311,
 		.next_packet_id = s->next_packet_id,
 	};
+	set_owner(&rec, s);
 	int rc = store_append_session_put(b->persist.store, &rec);
 	if (rc != 0)
 		append_failed(b, rc);
@@ -437,6 +461,7 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 	struct store *st = x->st;
 	struct store_session rec = {.client = str_of(s->client_id, s->id_len), .next_packet_id = s->next_packet_id,
 				    .proto = MQTT_PROTO_V311};
+	set_owner(&rec, s);
 	int rc = store_append_session_put(st, &rec);
 	struct list_node *n;
 	for (n = s->subs.next; !rc && n != &s->subs; n = n->next) {
@@ -626,6 +651,28 @@ static int v_session_put(void *ctx, const struct store_session *r)
 		return WISP_ENOMEM;
 	if (r->next_packet_id > s->next_packet_id)
 		s->next_packet_id = r->next_packet_id;
+	/* A record without an owner (an older Wisp's) says nothing about it:
+	 * it does not unbind an owner an earlier record named. */
+	if (r->owner == STORE_OWNER_NONE)
+		return 0;
+	char *name = NULL;
+	if (r->owner == STORE_OWNER_USER) {
+		name = wisp_strndup(r->owner_name.ptr ? r->owner_name.ptr : "", r->owner_name.len);
+		if (!name)
+			return WISP_ENOMEM;
+	}
+	/* The owner's rules, so that what reaches the session while it is
+	 * offline is checked against them, as before the restart. */
+	struct acl_client *acl = NULL;
+	if (b->auth.acl && acl_client_new(b->auth.acl, name, s->client_id, &acl) != 0) {
+		wisp_free(name);
+		return WISP_ENOMEM;
+	}
+	wisp_free(s->username);
+	s->username = name;
+	acl_client_free(s->acl);
+	s->acl = acl;
+	s->owned = true;
 	return 0;
 }
 

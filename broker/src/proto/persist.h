@@ -5,7 +5,7 @@
  * docs/persistence.md describes the store itself.
  *
  * What is stored: retained messages (but not the broker's own $SYS ones),
- * persistent sessions (clean session 0) with their subscriptions, queued
+ * persistent sessions (clean session 0) with their owner, subscriptions, queued
  * and in-flight QoS 1/2 messages and inbound QoS 2 packet ids. Clean
  * sessions and QoS 0 traffic never touch the disk.
  *

@@ -15,6 +15,7 @@
 #include "broker.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "alloc.h"
 #include "err.h"
@@ -66,22 +67,58 @@ void broker_route(struct broker *b, struct msg *m, const struct topic_level *lev
 	}
 }
 
+#define SYS_BROKER_PREFIX "$SYS/broker/"
+#define SYS_BROKER_PREFIX_LEN (sizeof SYS_BROKER_PREFIX - 1)
+
+/* A retained message over a bound is still delivered (the caller routes
+ * it) but not stored, and the topic keeps its previous value. Counted
+ * always; logged once per episode, which ends when a retained message is
+ * stored again, so a client that keeps publishing into a full store cannot
+ * flood the log. */
+static void retained_refused(struct broker *b, const struct msg *m, int rc)
+{
+	b->stats.retained_refused++;
+	if (b->retained_full)
+		return;
+	b->retained_full = true;
+	const struct config_limits *lim = &b->cfg->limits;
+	if (rc == RETAINED_OVER_COUNT)
+		log_msg(LOG_WARNING, "retain", "retained message on '%.*s' not stored: limits.max_retained reached (%u); "
+			"further ones are counted in $SYS/broker/retained messages/refused",
+			(int)m->topic_len, msg_topic(m), lim->max_retained);
+	else if (rc == RETAINED_OVER_BYTES)
+		log_msg(LOG_WARNING, "retain", "retained message on '%.*s' not stored: limits.max_retained_bytes "
+			"reached (%llu); further ones are counted in $SYS/broker/retained messages/refused",
+			(int)m->topic_len, msg_topic(m), (unsigned long long)lim->max_retained_bytes);
+	else
+		log_msg(LOG_WARNING, "retain", "retained message on '%.*s' not stored: out of memory (limits.memory_limit)",
+			(int)m->topic_len, msg_topic(m));
+}
+
 void broker_retain(struct broker *b, struct msg *m)
 {
 	/* Kept alive across the set, so the store can let go of it after. */
 	struct msg *old = retained_get(b->retained, msg_topic(m), m->topic_len);
 	if (old)
 		msg_ref(old);
+	/* The broker's own figures (no client may write under $SYS/broker/)
+	 * are charged 0, so they use neither retained bound: a small
+	 * max_retained must not refuse $SYS, nor $SYS fill it. */
+	bool own = m->topic_len >= SYS_BROKER_PREFIX_LEN &&
+		   memcmp(msg_topic(m), SYS_BROKER_PREFIX, SYS_BROKER_PREFIX_LEN) == 0;
 	int rc;
 	if (m->payload_len == 0) {
 		rc = retained_set(b->retained, msg_topic(m), m->topic_len, NULL, 0);
 	} else {
-		rc = retained_set(b->retained, msg_topic(m), m->topic_len, msg_ref(m), msg_size(m));
+		rc = retained_set(b->retained, msg_topic(m), m->topic_len, msg_ref(m), own ? 0 : msg_size(m));
 		if (rc != 0) {
 			msg_unref(m);
-			log_msg(LOG_WARNING, "retain", "retained message on '%.*s' not stored: retained limit reached",
-				(int)m->topic_len, msg_topic(m));
+			retained_refused(b, m, rc);
 		}
+	}
+	if (rc == 0 && m->payload_len && !own && b->retained_full) {
+		b->retained_full = false;
+		log_msg(LOG_NOTICE, "retain", "retained messages are stored again");
 	}
 	if (rc == 0) {
 		persist_retain(b, m);

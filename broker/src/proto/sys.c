@@ -122,6 +122,9 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/publish/messages/sys_dropped", s->sys_publish_dropped);
 	publish_u64(b, "$SYS/broker/publish/messages/acl_dropped", s->acl_dropped_queued);
 	publish_u64(b, "$SYS/broker/clients/takeover_refused", s->takeover_refused);
+	publish_u64(b, "$SYS/broker/clients/refused", s->refused);
+	publish_u64(b, "$SYS/broker/clients/malformed", s->malformed);
+	publish_u64(b, "$SYS/broker/clients/keepalive_expired", s->keepalive_expired);
 	for (int r = 0; r < DROP_REASON_COUNT; r++) {
 		char topic[96];
 		snprintf(topic, sizeof topic, "$SYS/broker/messages/dropped/%s", drop_reason_name((enum drop_reason)r));
@@ -133,6 +136,7 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/subscriptions/refused", s->subs_refused);
 	publish_u64(b, "$SYS/broker/topics/refused", s->topics_refused);
 	publish_u64(b, "$SYS/broker/retained messages/count", retained_count(b->retained));
+	publish_u64(b, "$SYS/broker/retained messages/refused", s->retained_refused);
 	publish_u64(b, "$SYS/broker/clients/login_failures", b->auth.failed_logins);
 	publish_u64(b, "$SYS/broker/clients/login_checks/refused_busy", b->auth.pending_max_hit);
 	publish_u64(b, "$SYS/broker/clients/login_checks/refused_per_address", b->auth.pending_address_hit);
@@ -159,6 +163,7 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/log/suppressed", log_suppressed_total());
 	publish_u64(b, "$SYS/broker/limits/output_stalled", s->output_stalled);
 	publish_u64(b, "$SYS/broker/limits/unauthenticated_refused", s->unauth_refused);
+	publish_u64(b, "$SYS/broker/limits/connections_refused", s->conns_refused);
 
 	if (interval > 0) {
 		update_load(&st->msgs_received, s->msgs_received, interval);

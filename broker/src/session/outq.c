@@ -213,6 +213,11 @@ int outq_flush(struct outq *q, struct transport *t)
 		ssize_t w = transport_writev(t, iov, n);
 		if (w < 0)
 			return (int)w;
+		if (w == 0) {
+			/* Broken promise (transport.h): wait rather than spin. */
+			t->want = TRANSPORT_WANT_WRITE;
+			return WISP_EAGAIN;
+		}
 		size_t left = (size_t)w;
 		q->bytes -= left;
 		while (left) {
@@ -227,8 +232,11 @@ int outq_flush(struct outq *q, struct transport *t)
 			q->count--;
 			item_put(it);
 		}
-		if (q->count && pos == &q->items)
-			return WISP_EAGAIN; /* short write: the socket is full */
+		/* A short write is "call again" (TLS writes what its records
+		 * hold): only a transport that says it would block stops us, as
+		 * TCP does on a short writev, at no extra syscall. */
+		if (q->count && t->want)
+			return WISP_EAGAIN;
 	}
 	return 0;
 }

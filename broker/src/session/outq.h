@@ -42,8 +42,9 @@ int outq_push_publish(struct outq *q, struct msg *m, uint8_t version, uint8_t qo
 		      bool dup, uint16_t packet_id);
 
 /*
- * Writes as much as the transport takes. Returns 0 when the queue is empty,
- * WISP_EAGAIN when bytes remain (wait for t->want), or WISP_EIO.
+ * Writes until the queue is empty or the transport would block (a short
+ * writev alone does not stop it: transport.h). Returns 0 when the queue is
+ * empty, WISP_EAGAIN when bytes remain (wait for t->want), or WISP_EIO.
  */
 int outq_flush(struct outq *q, struct transport *t);
 

@@ -92,7 +92,9 @@ struct session {
 	uint16_t next_packet_id;
 	/* username is the owner's, set by the CONNECT that created the
 	 * session; another user cannot take it over (proto/handle_connect.c).
-	 * False for a session restored from the store until its next login. */
+	 * The store keeps the owner (SESSION_PUT version 2); false only for a
+	 * session restored from a store written before that, until its next
+	 * login. */
 	bool owned;
 	uint8_t sess_flags;         /* SESS_FLAG_* */
 	uint16_t drop_episodes;     /* a bit per enum drop_reason already logged (proto/route.c) */

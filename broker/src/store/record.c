@@ -137,6 +137,31 @@ static struct store_bytes getbytes(struct rcur *r)
 static bool str_ok(struct store_str s) { return s.len <= 0xffffu && (s.len == 0 || s.ptr); }
 static bool bytes_ok(struct store_bytes b) { return b.len <= STORE_MAX_PAYLOAD && (b.len == 0 || b.ptr); }
 
+/* The broker keeps user names as C strings: a NUL inside one would name
+ * another user after the restore. An anonymous or unknown owner has no name,
+ * so each owner has exactly one encoding. */
+static bool owner_ok(const struct store_session *s)
+{
+	switch (s->owner) {
+	case STORE_OWNER_USER:
+		return str_ok(s->owner_name) &&
+		       (s->owner_name.len == 0 || !memchr(s->owner_name.ptr, 0, s->owner_name.len));
+	case STORE_OWNER_NONE:
+	case STORE_OWNER_ANONYMOUS:
+		return s->owner_name.len == 0;
+	default:
+		return false;
+	}
+}
+
+/* The frame's version byte for r (see STORE_REC_VERSION_SESSION_OWNER). */
+static uint8_t rec_version(const struct store_rec *r)
+{
+	if (r->type == STORE_REC_SESSION_PUT && r->u.session.owner != STORE_OWNER_NONE)
+		return STORE_REC_VERSION_SESSION_OWNER;
+	return STORE_REC_VERSION;
+}
+
 static bool rec_valid(const struct store_rec *r)
 {
 	switch (r->type) {
@@ -153,8 +178,10 @@ static bool rec_valid(const struct store_rec *r)
 	case STORE_REC_RETAIN_DEL:
 		return str_ok(r->u.retain.topic);
 	case STORE_REC_SESSION_PUT:
+		return str_ok(r->u.session.client) && owner_ok(&r->u.session);
 	case STORE_REC_SESSION_DEL:
-		return str_ok(r->u.session.client);
+		return str_ok(r->u.session.client) && r->u.session.owner == STORE_OWNER_NONE &&
+		       r->u.session.owner_name.len == 0;
 	case STORE_REC_SUB_ADD:
 	case STORE_REC_SUB_DEL:
 		return str_ok(r->u.sub.client) && str_ok(r->u.sub.filter);
@@ -193,7 +220,8 @@ static size_t payload_size(const struct store_rec *r)
 	case STORE_REC_RETAIN_DEL:
 		return 2 + r->u.retain.topic.len;
 	case STORE_REC_SESSION_PUT:
-		return 2 + r->u.session.client.len + 1 + 1 + 2 + 4;
+		return 2 + r->u.session.client.len + 1 + 1 + 2 + 4 +
+		       (r->u.session.owner != STORE_OWNER_NONE ? 1 + 2 + r->u.session.owner_name.len : 0);
 	case STORE_REC_SESSION_DEL:
 		return 2 + r->u.session.client.len;
 	case STORE_REC_SUB_ADD:
@@ -249,6 +277,10 @@ static void encode_payload(const struct store_rec *r, struct wcur *w)
 		put8(w, r->u.session.flags);
 		put16(w, r->u.session.next_packet_id);
 		put32(w, r->u.session.expiry_s);
+		if (r->u.session.owner != STORE_OWNER_NONE) {
+			put8(w, r->u.session.owner);
+			putstr(w, r->u.session.owner_name);
+		}
 		break;
 	case STORE_REC_SESSION_DEL:
 		putstr(w, r->u.session.client);
@@ -300,7 +332,7 @@ ssize_t store_rec_encode(const struct store_rec *r, uint32_t salt, uint8_t *buf,
 	struct wcur w = {buf};
 	put32(&w, (uint32_t)plen);
 	put8(&w, r->type);
-	put8(&w, STORE_REC_VERSION);
+	put8(&w, rec_version(r));
 	put16(&w, 0);
 	put32(&w, store_crc32c(salt, buf, 8));
 	uint8_t *crc_at = w.p;
@@ -316,7 +348,10 @@ int store_rec_decode(uint8_t type, uint8_t version, const uint8_t *p, size_t len
 {
 	struct rcur r = {p, len, false};
 
-	if (type == 0 || type > STORE_REC_TYPE_MAX || version != STORE_REC_VERSION)
+	if (type == 0 || type > STORE_REC_TYPE_MAX)
+		return WISP_ENOENT;
+	if (version != STORE_REC_VERSION &&
+	    !(type == STORE_REC_SESSION_PUT && version == STORE_REC_VERSION_SESSION_OWNER))
 		return WISP_ENOENT;
 	memset(out, 0, sizeof *out);
 	out->type = type;
@@ -346,6 +381,13 @@ int store_rec_decode(uint8_t type, uint8_t version, const uint8_t *p, size_t len
 		out->u.session.flags = get8(&r);
 		out->u.session.next_packet_id = get16(&r);
 		out->u.session.expiry_s = get32(&r);
+		if (version == STORE_REC_VERSION_SESSION_OWNER) {
+			out->u.session.owner = get8(&r);
+			out->u.session.owner_name = getstr(&r);
+			/* Version 2 always names an owner: NONE is written as version 1. */
+			if (out->u.session.owner == STORE_OWNER_NONE)
+				r.bad = true;
+		}
 		break;
 	case STORE_REC_SESSION_DEL:
 		out->u.session.client = getstr(&r);

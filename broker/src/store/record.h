@@ -11,6 +11,9 @@
  *     u32 crc32c(bytes 0..27).
  *   record frame, 16 bytes + payload: u32 payload length, u8 type, u8 record
  *     version, u16 reserved (0), u32 header crc, u32 payload crc, payload.
+ *     The version is 1 for every record except a SESSION_PUT that names its
+ *     owner (2); the decoder takes the version from the frame, the encoder
+ *     derives it from the record.
  * Both CRCs are CRC-32C seeded with the file's random salt, so a frame that
  * a client smuggled inside a message payload never validates when the
  * loader resynchronises after damage.
@@ -25,6 +28,9 @@
 
 #define STORE_FORMAT_VERSION 1u
 #define STORE_REC_VERSION 1u
+/* SESSION_PUT alone has a second version, which adds the session's owner;
+ * a session without a known owner is still written as version 1. */
+#define STORE_REC_VERSION_SESSION_OWNER 2u
 #define STORE_FILE_HDR 32u
 #define STORE_FRAME_HDR 16u
 /* MQTT's largest payload (268,435,455) plus topic, properties and slack. */
@@ -93,15 +99,26 @@ struct store_retain {
 	uint64_t msg_id;
 };
 
+/* Who a persistent session belongs to (proto/handle_connect.c refuses its
+ * client id to anyone else). NONE: not known, as for a session written by a
+ * Wisp that did not record owners; its next login binds it. */
+enum store_owner {
+	STORE_OWNER_NONE = 0,      /* SESSION_PUT version 1 */
+	STORE_OWNER_USER = 1,      /* version 2, owner_name is the user name */
+	STORE_OWNER_ANONYMOUS = 2, /* version 2, owner_name empty */
+};
+
 /* SESSION_PUT creates or updates a persistent session's metadata without
- * touching its subscriptions or messages; SESSION_DEL (client only) drops
- * the session with everything it owns. */
+ * touching its subscriptions or messages; SESSION_DEL (client only; owner
+ * NONE) drops the session with everything it owns. */
 struct store_session {
 	struct store_str client;
 	uint8_t proto;          /* MQTT protocol level (3, 4, 5) */
 	uint8_t flags;          /* reserved for the broker, stored verbatim */
 	uint16_t next_packet_id;
 	uint32_t expiry_s;      /* MQTT 5 session expiry interval */
+	uint8_t owner;          /* enum store_owner */
+	struct store_str owner_name; /* USER: the user name (no NUL byte, may be empty) */
 };
 
 /* SUB_ADD (upsert by client+filter) and SUB_DEL (client, filter). */

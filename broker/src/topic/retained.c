@@ -15,7 +15,9 @@
  * Bounds: max_count values, max_bytes of values as the caller counts them,
  * and names of at most TOPIC_MAX_LEVELS_HARD levels, which bounds the
  * recursion of retained_match(). A set over any bound fails and changes
- * nothing. Single threaded: loop thread only.
+ * nothing. Values set with bytes 0 are exempt from both caps and counted
+ * apart (`exempt`), so the caps bound only what callers charge. Single
+ * threaded: loop thread only.
  */
 #include "retained.h"
 
@@ -34,6 +36,7 @@ struct retained {
 	retained_release_fn release;
 	size_t max_count, max_bytes;
 	size_t count, bytes;
+	size_t exempt; /* values stored with bytes 0, not under max_count */
 };
 
 static bool node_in_use(const struct trie_node *n)
@@ -84,6 +87,8 @@ static int delete_topic(struct retained *r, const char *topic, size_t len)
 		return 0;
 	void *old = n->u.ret.value;
 	r->count--;
+	if (n->u.ret.bytes == 0)
+		r->exempt--;
 	r->bytes -= n->u.ret.bytes;
 	n->u.ret.value = NULL;
 	n->u.ret.bytes = 0;
@@ -117,10 +122,11 @@ int retained_set(struct retained *r, const char *topic, size_t len, void *value,
 	bool replacing = n && n->u.ret.value;
 	size_t kept = r->bytes - (replacing ? n->u.ret.bytes : 0);
 	size_t count = r->count + (replacing ? 0 : 1);
-	if (r->max_count && count > r->max_count)
-		return -1;
+	size_t exempt = r->exempt - (replacing && n->u.ret.bytes == 0 ? 1 : 0) + (bytes == 0 ? 1 : 0);
+	if (bytes && r->max_count && count - exempt > r->max_count)
+		return RETAINED_OVER_COUNT;
 	if (bytes > SIZE_MAX - kept || (r->max_bytes && kept + bytes > r->max_bytes))
-		return -1;
+		return RETAINED_OVER_BYTES;
 
 	if (!n) {
 		n = trie_insert(&r->trie, topic, len, false);
@@ -131,6 +137,7 @@ int retained_set(struct retained *r, const char *topic, size_t len, void *value,
 	n->u.ret.value = value;
 	n->u.ret.bytes = bytes;
 	r->count = count;
+	r->exempt = exempt;
 	r->bytes = kept + bytes;
 	if (old)
 		release_value(r, old);

@@ -10,8 +10,11 @@
  * filters that start with '$' themselves [MQTT-4.7.2-1].
  *
  * Bounded: max_count messages and max_bytes of values (as reported by the
- * caller) at most; a set beyond either cap fails with -1 and leaves the
- * store unchanged. Single threaded.
+ * caller) at most; a set beyond either cap fails (RETAINED_OVER_COUNT or
+ * RETAINED_OVER_BYTES) and leaves the store unchanged. A value stored with
+ * bytes 0 is the caller's own (the broker's $SYS figures): it counts in
+ * retained_count() but uses neither cap, so those values can never crowd
+ * out clients' retained messages, nor be refused for them. Single threaded.
  */
 #ifndef WISP_TOPIC_RETAINED_H
 #define WISP_TOPIC_RETAINED_H
@@ -31,8 +34,11 @@ void retained_free(struct retained *r);
  * Stores `value` (taking the caller's reference) under the valid topic name,
  * replacing and releasing any previous value. A NULL value deletes the topic
  * (MQTT's zero-length retained payload [MQTT-3.3.1-10]) and prunes nodes.
- * Returns 0, or -1 (out of memory or over a cap; the value is not taken).
+ * Returns 0, -1 (invalid name or out of memory), RETAINED_OVER_COUNT or
+ * RETAINED_OVER_BYTES; on failure the value is not taken. bytes 0 exempts
+ * the value from both caps (see above).
  */
+enum { RETAINED_OVER_COUNT = -2, RETAINED_OVER_BYTES = -3 };
 int retained_set(struct retained *r, const char *topic, size_t len, void *value, size_t bytes);
 
 /* The value stored under `topic`, or NULL; the store keeps its reference. */
