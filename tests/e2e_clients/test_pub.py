@@ -4,7 +4,6 @@ status must be the same."""
 import os
 import subprocess
 import tempfile
-import time
 import unittest
 
 import clitest
@@ -18,15 +17,19 @@ class PubBehaviour(clitest.CompareCase):
         os.environ.pop("XDG_CONFIG_HOME", None)
 
     def received(self, prog, args, count, stdin=None, sub_qos="2"):
-        """Runs `prog args` while a mosquitto_sub counts `count` messages."""
+        """Runs `prog args` while a mosquitto_sub, subscribed before (its
+        SUBACK seen), waits for `count` messages: all of them must arrive."""
         t = self.current
-        sub = subprocess.Popen(["mosquitto_sub", "-p", self.port, "-t", t, "-t", t + "/#", "-q", sub_qos,
-                                "-C", str(count), "-F", FMT, "-W", "15"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(0.3)  # subscription in place; ordering only
+        sub = self.bg(clitest.MosqSub(self.port, [t, t + "/#"], FMT,
+                                      ["-q", sub_qos, "-C", str(count), "-W", "15"]))
+        sub.wait_subscribed([int(sub_qos)] * 2)
         rc, out, err = clitest.run(prog, args, stdin=stdin)
-        sout, serr = sub.communicate(timeout=clitest.TIMEOUT)
-        return rc, clitest.normalise(out.decode(), prog), clitest.normalise(err.decode(), prog), sout
+        src, sout, serr = sub.finish()
+        self.assertEqual(src, 0, "%s: the subscriber did not get %d message(s):\n%s"
+                         % (prog, count, sub.describe()))
+        msgs = sub.messages(sout)
+        self.assertEqual(len(msgs), count, sub.describe())
+        return rc, clitest.normalise(out.decode(), prog), clitest.normalise(err.decode(), prog), msgs
 
     def both(self, args, count=1, stdin=None):
         res = {}
@@ -83,13 +86,14 @@ class PubBehaviour(clitest.CompareCase):
         # -l publishes each line before EOF: the subscriber sees the first
         # line while the publisher still waits for more input.
         t = self.topic()
-        sub = subprocess.Popen(["mosquitto_sub", "-p", self.port, "-t", t, "-C", "1"], stdout=subprocess.PIPE)
-        time.sleep(0.3)
+        sub = self.bg(clitest.MosqSub(self.port, [t], "%p", ["-C", "1"]))
+        sub.wait_subscribed([0])
         pub = subprocess.Popen([clitest.WISP_PUB, "-p", self.port, "-t", t, "-l"], stdin=subprocess.PIPE)
+        self.addCleanup(lambda: pub.poll() is None and (pub.kill(), pub.wait()))
         pub.stdin.write(b"first\n")
         pub.stdin.flush()
-        out, _ = sub.communicate(timeout=clitest.TIMEOUT)
-        self.assertEqual(out, b"first\n")
+        rc, out, err = sub.finish()
+        self.assertEqual((rc, sub.messages(out)), (0, ["first"]), sub.describe())
         self.assertIsNone(pub.poll())
         pub.stdin.close()
         self.assertEqual(pub.wait(timeout=clitest.TIMEOUT), 0)

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import unittest
 
 import clitest
@@ -22,20 +21,27 @@ class Sensor(clitest.CompareCase):
     def test_every_qos1_reading_arrives(self):
         site = "count%d" % os.getpid()
         devices, count = 1000, 3
-        sub = subprocess.Popen([clitest.WISP_SUB, "-p", self.port, "-t", "sensors/%s/+" % site, "-q", "1",
-                                "-C", str(devices * count), "-W", "100", "-v"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(0.5)  # subscribed before the fleet starts; no timing asserted
+        # A retained sentinel on a second filter of the same SUBSCRIBE: once
+        # printed, the subscriber is in place before the fleet starts.
+        sentinel_topic = "sentinel/%s" % site
+        mark = self.sentinel(sentinel_topic)
+        self.addCleanup(self.clear, sentinel_topic)
+        sub = self.bg(clitest.BgTool([clitest.WISP_SUB, "-p", self.port, "-t", "sensors/%s/+" % site,
+                                      "-t", sentinel_topic, "-q", "1", "-C", str(devices * count + 1),
+                                      "-W", "100", "-v"]))
+        sub.wait_for(mark)
         rc, out, err = clitest.run(SENSOR, ["-p", self.port, "-n", str(devices), "-c", str(count), "-i", "0.5",
                                             "-q", "1", "--site", site, "--json"], timeout=100)
         self.assertEqual(rc, 0, err)
         stats = json.loads(out)
         self.assertEqual(stats["published"], devices * count)
         self.assertEqual(stats["acked"], devices * count)
-        sout, serr = sub.communicate(timeout=110)
-        self.assertEqual(sub.returncode, 0, "%s after %d readings" % (serr, len(sout.splitlines())))
+        src, sout, serr = sub.finish(timeout=110)
+        lines = sout.decode().splitlines()
+        self.assertEqual(src, 0, "%s after %d readings" % (serr, len(lines) - 1))
+        self.assertEqual(lines[0].split(" ")[0], sentinel_topic)
         per_device = collections.Counter()
-        for line in sout.decode().splitlines():
+        for line in lines[1:]:
             topic, payload = line.split(" ", 1)
             reading = json.loads(payload)
             self.assertEqual(topic.split("/")[-1], reading["device"])
@@ -53,20 +59,24 @@ class Sensor(clitest.CompareCase):
                                    "-W", "30"], stdout=subprocess.PIPE)
         sensor = subprocess.Popen([SENSOR, "-p", self.port, "-n", str(n), "-i", "60", "--site", site, "--quiet"],
                                   stdout=subprocess.DEVNULL)
+        self.addCleanup(lambda: sensor.poll() is None and (sensor.kill(), sensor.wait()))
         out, _ = online.communicate(timeout=40)
         self.assertEqual(online.returncode, 0)
         self.assertEqual(sorted(l.split()[1] for l in out.decode().splitlines()), ["online"] * n)
-        offline = subprocess.Popen([clitest.WISP_SUB, "-p", self.port, "-t", status, "-v", "-W", "30",
-                                    "-F", "%r %t %p", "-C", str(2 * n)], stdout=subprocess.PIPE)
-        time.sleep(0.5)  # the retained "online" lines arrive first
+        # The n retained "online" printed: subscribed before the kill.
+        offline = self.bg(clitest.BgTool([clitest.WISP_SUB, "-p", self.port, "-t", status, "-v", "-W", "30",
+                                          "-F", "%r %t %p", "-C", str(2 * n)]))
+        offline.wait_for(lambda out: out.count(b"\n") >= n)
         sensor.send_signal(signal.SIGKILL)
         sensor.wait(timeout=10)
-        out, _ = offline.communicate(timeout=40)
+        rc, out, err = offline.finish(timeout=40)
+        self.assertEqual(rc, 0, offline.describe())
         lines = out.decode().splitlines()
+        self.assertEqual(sorted(l.split()[2] for l in lines[:n]), ["online"] * n)
         self.assertEqual(sorted(l.split()[2] for l in lines[n:]), ["offline"] * n)
         # The retained state now says offline for every device.
         rc, out, _ = clitest.run(clitest.WISP_SUB, ["-p", self.port, "-t", status, "-C", str(n), "-F", "%p"])
-        self.assertEqual(out.decode().split(), ["offline"] * n)
+        self.assertEqual((rc, out.decode().split()), (0, ["offline"] * n))
 
     def test_clean_stop_publishes_offline(self):
         site = "stop%d" % os.getpid()
@@ -76,7 +86,7 @@ class Sensor(clitest.CompareCase):
         self.assertEqual(json.loads(out)["published"], 9)
         rc, out, _ = clitest.run(clitest.WISP_SUB, ["-p", self.port, "-t", "sensors/%s/+/status" % site,
                                                     "-C", "3", "-F", "%p"])
-        self.assertEqual(out.decode().split(), ["offline"] * 3)
+        self.assertEqual((rc, out.decode().split()), (0, ["offline"] * 3))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
 """wisp_sub against mosquitto_sub: the same retained messages, the same
 options, byte-identical output and the same exit status."""
 import os
-import subprocess
-import time
 import unittest
 
 import clitest
@@ -55,40 +53,55 @@ class SubOutput(clitest.CompareCase):
 
     def test_qos_levels_and_mid(self):
         # Live (not retained) messages at each QoS, so %m and %q differ.
+        # A retained sentinel first: once it is printed, the subscription is
+        # in place, and -C 3 with exit status 0 shows both live ones arrived.
         for qos in ("0", "1", "2"):
             t = self.topic() + "/q" + qos
             outs = {}
+            mark = self.sentinel(t)
             for name, prog in clitest.tools("sub").items():
-                p = subprocess.Popen([prog, "-p", self.port, "-t", t, "-q", qos, "-C", "2", "-F", "%t %q %r %m %p"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                time.sleep(0.3)  # the subscription is in place (no wall-clock assertion)
+                p = self.bg(clitest.BgTool([prog, "-p", self.port, "-t", t, "-q", qos, "-C", "3",
+                                            "-F", "%t %q %r %m %p"]))
+                p.wait_for(mark)
                 self.pub(t, "one", "-q", qos)
                 self.pub(t, "two", "-q", qos)
-                out, err = p.communicate(timeout=clitest.TIMEOUT)
-                outs[name] = (p.returncode, out, err)
+                outs[name] = p.finish()
+                self.assertEqual(outs[name][0], 0, p.describe())
+            self.clear(t)
             self.assertEqual(outs["wisp"], outs["mosquitto"], qos)
+            self.assertEqual(outs["wisp"][1].decode().splitlines()[1:],
+                             ["%s %s 0 %s one" % (t, qos, "0" if qos == "0" else "2"),
+                              "%s %s 0 %s two" % (t, qos, "0" if qos == "0" else "3")], qos)
 
     def live(self, args, publish):
-        """Runs both tools subscribed at once, publishes, compares."""
+        """Runs both tools subscribed at once, publishes, compares. args
+        hold -C for the messages publish() sends plus one: a retained
+        sentinel, printed once the subscription is in place."""
+        t = args[args.index("-t") + 1]
+        mark = self.sentinel(t)
         procs = {}
         for name, prog in clitest.tools("sub").items():
-            procs[name] = subprocess.Popen([prog, "-p", self.port] + args, stdout=subprocess.PIPE,
-                                           stderr=subprocess.PIPE)
-        time.sleep(0.5)  # both subscribed; only ordering, no timing is asserted
+            procs[name] = self.bg(clitest.BgTool([prog, "-p", self.port] + args))
+        for p in procs.values():
+            p.wait_for(mark)
         publish()
         outs = {}
         for name, p in procs.items():
-            out, err = p.communicate(timeout=clitest.TIMEOUT)
-            outs[name] = (p.returncode, clitest.mask_times(out), err)
+            rc, out, err = p.finish()
+            self.assertEqual(rc, 0, p.describe())  # -C reached: every message arrived
+            outs[name] = (rc, clitest.mask_times(out), err)
+        self.clear(t)
         self.assertEqual(outs["wisp"], outs["mosquitto"], args)
+        return outs["wisp"]
 
     def test_zero_length_live(self):
         t = self.topic()
         for args in (["-v"], [], ["-N", "-v"], ["-F", "%t|%p|%l|%x|%j|%J"], ["-F", "%J", "--pretty"]):
             with self.subTest(args=args):
-                self.live(["-t", t, "-C", "2"] + args,
-                          lambda: (clitest.run("mosquitto_pub", ["-p", self.port, "-t", t, "-n"]),
-                                   self.pub(t, "after")))
+                rc, out, err = self.live(["-t", t, "-C", "3"] + args,
+                                         lambda: (self.pub(t, None), self.pub(t, "after")))
+                if "%J" not in args:  # %J: "after" is not JSON, an error for both
+                    self.assertIn(b"after", out)
 
     def test_retained_filters(self):
         base = self.topic()
@@ -113,24 +126,34 @@ class SubOutput(clitest.CompareCase):
             ["-t", base + "/#", "-C", "3", "-v", "-M", "5", "--quiet"],
         ]
         for args in cases:
+            # What both must show, so that "both printed nothing" cannot pass:
+            # -C n lines (exit 0); -W 1 all three then the timeout (27);
+            # -E and -R nothing (0 and 27).
+            if "-C" in args:
+                want = (0, int(args[args.index("-C") + 1]))
+            else:
+                want = (27 if "-W" in args else 0, 0 if "-E" in args or "-R" in args else 3)
             if "-L" not in args:
                 args = ["-p", self.port] + args
             with self.subTest(args=args):
-                self.compare("sub", args)
+                rc, out, err = self.compare("sub", args)
+                self.assertEqual((rc, len(out.splitlines())), want, out)
 
     def test_retained_only_and_remove(self):
         base = self.topic()
         for i in range(2):
             self.pub("%s/%d" % (base, i), "r%d" % i, "-r")
+        kept = sorted(("%s/%d r%d" % (base, i, i)).encode() for i in range(2))
         outs = {}
         for name, prog in clitest.tools("sub").items():
-            p = subprocess.Popen([prog, "-p", self.port, "-t", base + "/#", "--retained-only", "-v"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            time.sleep(0.3)
+            # Both retained ones printed: subscribed, so the live message ends the run.
+            p = self.bg(clitest.BgTool([prog, "-p", self.port, "-t", base + "/#", "--retained-only", "-v"]))
+            p.wait_for(lambda out: all(k in out for k in kept))
             self.pub(base + "/live", "live")
-            out, err = p.communicate(timeout=clitest.TIMEOUT)
-            outs[name] = (p.returncode, out, err)
+            outs[name] = p.finish()
         self.assertEqual(outs["wisp"], outs["mosquitto"])
+        rc, out, err = outs["wisp"]
+        self.assertEqual((rc, sorted(out.splitlines()), err), (0, kept, b""))
         # --remove-retained clears them (wisp does it here; mosquitto checks).
         rc, out, err = clitest.run(clitest.WISP_SUB, ["-p", self.port, "-t", base + "/#", "--remove-retained",
                                                       "-C", "2", "-v", "-T", base + "/live"])
