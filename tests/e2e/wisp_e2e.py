@@ -681,6 +681,38 @@ class Broker:
     def rss_kib(self):
         return self.status_kib("VmRSS")
 
+    def unread_bytes(self):
+        """(sockets, bytes) of input waiting, unread, in the receive queues of
+        the broker's established connections on its port (/proc/net/tcp*)."""
+        socks = total = 0
+        for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(name) as f:
+                    lines = f.readlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port != self.port or fields[3] != "01":  # 01: ESTABLISHED
+                    continue
+                socks += 1
+                total += int(fields[4].split(":")[1], 16)
+        return socks, total
+
+    def wait_input_read(self, timeout=10.0):
+        """Waits until the broker has read everything its clients sent (no
+        byte left in any receive queue of its port), so a measurement taken
+        next sees what that input cost. Fails after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            socks, unread = self.unread_bytes()
+            if unread == 0:
+                return socks
+            if time.monotonic() > deadline:
+                raise AssertionError("the broker left %d bytes unread on %d sockets" % (unread, socks))
+            time.sleep(0.02)
+
     def cleanup(self):
         shutil.rmtree(self.dir, ignore_errors=True)
 
