@@ -342,6 +342,14 @@ class StoreCase(unittest.TestCase):
         self.brokers.append(b)
         return b.start()
 
+    def kill9(self, b):
+        """SIGKILL; the broker must have been alive until then, with no sanitizer report."""
+        b.proc.send_signal(signal.SIGKILL)
+        status = b.proc.wait(timeout=10)
+        b.exit_status = status  # stop() must not call it a crash: checked here
+        self.assertEqual(status, -signal.SIGKILL, "the broker died before the SIGKILL")
+        self.assertIsNone(SANITIZER_RE.search(b.log()), "sanitizer report in a killed broker's log")
+
 
 class CrashTest(StoreCase):
     PREFIX = "wisp-crash-"
@@ -379,13 +387,6 @@ class CrashTest(StoreCase):
             for p in live:
                 if p.sock in r:
                     p.read()
-
-    def kill9(self, b):
-        b.proc.send_signal(signal.SIGKILL)
-        status = b.proc.wait(timeout=10)
-        b.exit_status = status  # stop() must not call it a crash: checked here
-        self.assertEqual(status, -signal.SIGKILL, "the broker died before the SIGKILL")
-        self.assertIsNone(SANITIZER_RE.search(b.log()), "sanitizer report in a killed broker's log")
 
     def load_and_kill(self, b, rnd, rng, pub, live):
         """Traffic, then SIGKILL once the broker answered a PINGREQ."""
@@ -570,8 +571,7 @@ class TornWriteTest(StoreCase):
         before = os.path.getsize(path)
         pub.send(publish_pkt("torn/x", b"torn", qos=2, pid=7))
         pub.expect(PUBREC)  # sent once its records were written
-        b.proc.send_signal(signal.SIGKILL)
-        b.exit_status = b.proc.wait(timeout=10)
+        self.kill9(b)
         pub.close()
         frames = self.frames(path, before)
         self.assertEqual(sorted(t for _, _, t in frames), [1, 9, 13], "MSG_PUT, QUEUE_ADD, QOS2_IN_ADD")
