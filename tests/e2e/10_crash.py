@@ -605,6 +605,54 @@ class TornWriteTest(StoreCase):
                 self.assertEqual(got.count(b"torn"), 1, what)
 
 
+class RedeliveryTest(StoreCase):
+    """A PUBLISH the broker puts on the wire to a persistent subscriber is
+    recorded as in flight before it leaves, so that after kill -9 it is
+    re-sent as what it is: a re-delivery, with DUP set [MQTT-3.3.1-1] and its
+    packet id [MQTT-4.4.0-1]. Also one that waited in the queue for room in
+    the subscriber's output buffer and was sent by the flush that made the
+    room: the broker is killed while idle, so no later turn writes what the
+    last one left pending. (Sent anew, it gets a packet id chosen again,
+    which after the 16-bit ids wrap is not the one a QoS 2 receiver still
+    holds: it would deliver the message twice.)"""
+
+    def test_messages_on_the_wire_come_back_with_dup_and_their_ids(self):
+        def broker():
+            return self.start({"dir": self.data, "fsync": "no"},
+                              limits={"max_output_buffer": 1024, "max_inflight": 20})
+        b = broker()
+        sub = RawClient(b.port)
+        sub.connect("redel-sub", clean=False)
+        sub.subscribe([("redel/#", 1)])
+        pub = RawClient(b.port)
+        pub.connect("redel-pub")
+        n = 20  # 120-byte messages: about 8 fit under max_output_buffer, the rest queue
+        pub.send(b"".join(publish_pkt("redel/x", b"m%02d-" % i + b"x" * 100, qos=1, pid=i + 1)
+                          for i in range(n)))
+        for _ in range(n):
+            pub.expect(PUBACK)
+        sent = {}
+        for _ in range(n):  # all in flight: none acknowledged
+            p = sub.expect(PUBLISH)
+            sent[p.payload] = (p.pid, True)
+        self.kill9(b)
+        sub.close()
+        pub.close()
+        b = broker()
+        again = {}
+        with RawClient(b.port) as sub:
+            sub.send(connect_pkt("redel-sub", clean=False, keepalive=0))
+            self.assertEqual(sub.expect(CONNACK).body, b"\x01\x00")
+            for _ in range(n):
+                p = sub.expect(PUBLISH)
+                again[p.payload] = (p.pid, p.dup)
+                sub.send(ack_pkt(PUBACK, p.pid))
+            sub.ping()
+        b.stop()
+        wrong = sorted(k[:3] for k in sent if again.get(k) != sent[k])
+        self.assertEqual(wrong, [], "not re-sent with DUP and their packet id (of %d)" % n)
+
+
 class CompactionTest(StoreCase):
     """Compaction rewrites the live state into a snapshot: after several
     compactions and a restart, queued messages are all there once and in
