@@ -230,6 +230,20 @@ static void housekeeping(struct loop *l, struct loop_timer *t)
 		loop_timer_start(l, &b->housekeeping, 1, housekeeping);
 }
 
+/* Moves every node of `from` to the empty list `to`, in O(1). */
+static void take_all(struct list_node *from, struct list_node *to)
+{
+	if (list_empty(from)) {
+		list_init(to);
+		return;
+	}
+	to->next = from->next;
+	to->prev = from->prev;
+	to->next->prev = to;
+	to->prev->next = to;
+	list_init(from);
+}
+
 static void before_sleep(struct loop *l, void *ctx)
 {
 	struct broker *b = ctx;
@@ -254,13 +268,21 @@ static void before_sleep(struct loop *l, void *ctx)
 	}
 	/* The turn's records reach the OS before the acks that vouch for them
 	 * are queued (persist.c holds those until then); everything else
-	 * flows even while the disk fails. */
-	persist_flush(b);
-	while ((n = list_first(&b->conns.dirty)) != NULL) {
-		struct conn *c = container_of(n, struct conn, work_link);
-		list_remove(n);
-		flush_conn(b, c);
-	}
+	 * flows even while the disk fails. A flush that makes room moves
+	 * queued QoS 1/2 messages into flight, appending their records: they
+	 * are written before the next round sends those PUBLISHes, so after
+	 * kill -9 a message on the wire is re-sent as a re-delivery, with DUP
+	 * and its packet id [MQTT-4.4.0-1], not as a new one. */
+	do {
+		persist_flush(b);
+		struct list_node round;
+		take_all(&b->conns.dirty, &round);
+		while ((n = list_first(&round)) != NULL) {
+			struct conn *c = container_of(n, struct conn, work_link);
+			list_remove(n);
+			flush_conn(b, c);
+		}
+	} while (!list_empty(&b->conns.dirty));
 	while ((n = list_first(&b->conns.closing)) != NULL) {
 		struct conn *c = container_of(n, struct conn, work_link);
 		/* Best effort: a refusing CONNACK or the last acks may still fit. */

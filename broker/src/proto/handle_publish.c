@@ -120,11 +120,13 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 			*why = "QoS 2 publish refused: the store cannot write (see $SYS/broker/store/state)";
 			return WISP_EIO;
 		}
-		persist_qos2_in(b, c->sess, p->packet_id, true);
 	}
 	struct msg *m = msg_new(topic, topic_len, p->payload.ptr, p->payload.len, p->qos, p->retain);
 	if (!m) {
-		/* Not acknowledged, so the publisher will send it again. */
+		/* Not acknowledged, so the publisher will send it again, and
+		 * that copy must be routed, not taken for a retransmission. */
+		if (p->qos == 2)
+			sess_qos2_in_release(c->sess, p->packet_id);
 		*why = "out of memory for a message";
 		return WISP_ENOMEM;
 	}
@@ -132,6 +134,13 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		broker_retain(b, m);
 	broker_route(b, m, levels, (size_t)nlevels);
 	msg_unref(m);
+	/* The id is recorded after the message's records: kill -9 can tear
+	 * the turn's write anywhere, and a stored id whose message was torn
+	 * off would make the broker take the publisher's re-send for a
+	 * duplicate and drop an acknowledged message. Torn the other way,
+	 * the re-send is routed again (a copy may arrive twice). */
+	if (p->qos == 2)
+		persist_qos2_in(b, c->sess, p->packet_id, true);
 	/* 3.1.1 has no negative PUBACK: while the store cannot write, a
 	 * publish whose ack would wait for it is refused by closing the
 	 * connection, unacknowledged, so the publisher keeps it and sends it
