@@ -145,9 +145,9 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	 * publish whose ack would wait for it is refused by closing the
 	 * connection, unacknowledged, so the publisher keeps it and sends it
 	 * again later (a QoS 1 message already routed may then arrive twice;
-	 * QoS 2 was refused before routing). The
-	 * records appended stay buffered and are written when the disk is
-	 * back; nothing acknowledged depends on them. */
+	 * QoS 2 was refused before routing). The records appended stay
+	 * buffered and are written when the disk is back; nothing
+	 * acknowledged depends on them. */
 	if (p->qos > 0 && persist_refuses_durable(b) && persist_ack_must_wait(b, c, seq_before)) {
 		b->persist.refused++;
 		*why = "QoS 1/2 publish refused: the store cannot write (see $SYS/broker/store/state)";
