@@ -86,6 +86,18 @@ static void on_event(struct loop *l, struct loop_io *io, uint32_t events)
 	drain(bg);
 }
 
+/* Wakes every helper thread with the stop flag set and joins them; a job
+ * already running finishes first. */
+static void stop_workers(struct bg *bg)
+{
+	pthread_mutex_lock(&bg->lock);
+	bg->stopping = true;
+	pthread_cond_broadcast(&bg->wake);
+	pthread_mutex_unlock(&bg->lock);
+	for (unsigned i = 0; i < bg->nthreads; i++)
+		pthread_join(bg->threads[i], NULL);
+}
+
 struct bg *bg_new(struct loop *l, size_t max_jobs, unsigned threads)
 {
 	if (threads < 1 || threads > BG_MAX_THREADS)
@@ -107,12 +119,7 @@ struct bg *bg_new(struct loop *l, size_t max_jobs, unsigned threads)
 			goto fail_threads;
 	return bg;
 fail_threads:
-	pthread_mutex_lock(&bg->lock);
-	bg->stopping = true;
-	pthread_cond_broadcast(&bg->wake);
-	pthread_mutex_unlock(&bg->lock);
-	for (unsigned i = 0; i < bg->nthreads; i++)
-		pthread_join(bg->threads[i], NULL);
+	stop_workers(bg);
 	pthread_cond_destroy(&bg->wake);
 	pthread_mutex_destroy(&bg->lock);
 	loop_io_stop(l, &bg->io);
@@ -127,12 +134,7 @@ void bg_free(struct bg *bg)
 {
 	if (!bg)
 		return;
-	pthread_mutex_lock(&bg->lock);
-	bg->stopping = true;
-	pthread_cond_broadcast(&bg->wake);
-	pthread_mutex_unlock(&bg->lock);
-	for (unsigned i = 0; i < bg->nthreads; i++)
-		pthread_join(bg->threads[i], NULL);
+	stop_workers(bg);
 	drain(bg);
 	loop_io_stop(bg->loop, &bg->io);
 	close(bg->io.fd);

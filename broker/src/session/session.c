@@ -6,6 +6,7 @@
 #include "alloc.h"
 #include "delivery.h"
 #include "err.h"
+#include "hash.h"
 
 /* FNV-1a: client ids are short, and the table is not exposed to hash
  * flooding worse than any per-client cost (ids come from connected clients). */
@@ -148,26 +149,6 @@ static uint64_t compares;
 
 uint64_t sess_debug_compares(void) { return compares; }
 
-static uint32_t mix32(uint32_t h)
-{
-	h ^= h >> 16;
-	h *= 0x85ebca6bu;
-	h ^= h >> 13;
-	h *= 0xc2b2ae35u;
-	h ^= h >> 16;
-	return h;
-}
-
-static uint32_t filter_hash(uint32_t seed, const char *f, size_t len)
-{
-	uint32_t h = 2166136261u ^ seed;
-	for (size_t i = 0; i < len; i++) {
-		h ^= (uint8_t)f[i];
-		h *= 16777619u;
-	}
-	return mix32(h);
-}
-
 static bool sub_is(const struct sess_sub *sub, const char *filter, size_t len)
 {
 	compares++;
@@ -197,12 +178,12 @@ static int index_rebuild(struct session *s, unsigned log2)
 		return WISP_ENOMEM;
 	x->cap_log2 = (uint8_t)log2;
 	x->seed = s->sub_index ? s->sub_index->seed
-			       : mix32((uint32_t)(uintptr_t)x ^ (uint32_t)((uintptr_t)s >> 4) ^ ++made);
+			       : hash_mix32((uint32_t)(uintptr_t)x ^ (uint32_t)((uintptr_t)s >> 4) ^ ++made);
 	struct list_node *n;
 	for (n = s->subs.next; n != &s->subs; n = n->next) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
 		if (!s->sub_index)
-			sub->hash = filter_hash(x->seed, sub->filter, sub->filter_len);
+			sub->hash = hash_bytes(x->seed, sub->filter, sub->filter_len);
 		index_put(x, sub);
 	}
 	wisp_free(s->sub_index);
@@ -283,7 +264,7 @@ struct sess_sub *sess_find_sub(const struct session *s, const char *filter, size
 		}
 		return NULL;
 	}
-	uint32_t h = filter_hash(x->seed, filter, len);
+	uint32_t h = hash_bytes(x->seed, filter, len);
 	size_t mask = index_mask(x);
 	/* Never full, so the probe meets a free slot. */
 	for (size_t i = h & mask; x->slots[i]; i = (i + 1) & mask)
@@ -318,7 +299,7 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 	list_push_back(&s->subs, &sub->link);
 	s->sub_count++;
 	if (s->sub_index) {
-		sub->hash = filter_hash(s->sub_index->seed, filter, len);
+		sub->hash = hash_bytes(s->sub_index->seed, filter, len);
 		index_put(s->sub_index, sub);
 	}
 	return 1;

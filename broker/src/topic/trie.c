@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "hash.h"
 
 #define LEVEL_MAX 65535u
 /* The first table; a lone child needs none. */
@@ -18,33 +19,6 @@
 
 /* The per-node cost stated in trie.h; keep it from creeping up. */
 _Static_assert(sizeof(struct trie_node) <= 64, "a trie node header fits 64 bytes");
-
-/*
- * FNV-1a over the level with a per-trie seed, then murmur3's finaliser so
- * that the low bits used as the slot index depend on every byte. The seed
- * makes slot order differ between runs; it is not a defence against a
- * client that crafts colliding levels, which per-client subscription and
- * retained caps bound instead.
- */
-static uint32_t mix32(uint32_t h)
-{
-	h ^= h >> 16;
-	h *= 0x85ebca6bu;
-	h ^= h >> 13;
-	h *= 0xc2b2ae35u;
-	h ^= h >> 16;
-	return h;
-}
-
-static uint32_t level_hash(uint32_t seed, const char *s, size_t len)
-{
-	uint32_t h = 2166136261u ^ seed;
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 16777619u;
-	}
-	return mix32(h);
-}
 
 static bool level_eq(const struct trie_node *n, uint32_t hv, const char *lvl, size_t len)
 {
@@ -115,7 +89,7 @@ struct trie_node *trie_child(const struct trie *t, const struct trie_node *n, co
 		const struct trie_node *c = n->kids.one;
 		return c->len == len && memcmp(c->level, lvl, len) == 0 ? n->kids.one : NULL;
 	}
-	uint32_t hv = level_hash(t->seed, lvl, len);
+	uint32_t hv = hash_bytes(t->seed, lvl, len);
 	size_t mask = ((size_t)1 << n->cap_log2) - 1;
 	/* The table is never full, so the probe meets a free slot. */
 	for (size_t i = hv & mask; n->kids.slots[i]; i = (i + 1) & mask)
@@ -227,8 +201,8 @@ int trie_init(struct trie *t, trie_in_use_fn in_use, trie_init_fn init)
 	memset(t, 0, sizeof *t);
 	t->in_use = in_use;
 	t->init = init;
-	/* Varies with ASLR and per trie; see level_hash(). */
-	t->seed = mix32((uint32_t)(uintptr_t)t ^ (uint32_t)((uintptr_t)&runs >> 4) ^ ++runs);
+	/* Varies with ASLR and per trie; see core/hash.h. */
+	t->seed = hash_mix32((uint32_t)(uintptr_t)t ^ (uint32_t)((uintptr_t)&runs >> 4) ^ ++runs);
 	t->root = node_new(t, "", 0, 0);
 	t->dollar = node_new(t, "", 0, 0);
 	if (!t->root || !t->dollar) {
@@ -349,7 +323,7 @@ static struct trie_node *insert_rest(struct trie *t, struct trie_node *n, const 
 		const char *slash = p < end ? memchr(p, '/', (size_t)(end - p)) : NULL;
 		size_t len = (size_t)((slash ? slash : end) - p);
 		bool special = wildcards && len == 1 && (p[0] == '+' || p[0] == '#');
-		struct trie_node *c = node_new(t, p, len, special ? 0 : level_hash(t->seed, p, len));
+		struct trie_node *c = node_new(t, p, len, special ? 0 : hash_bytes(t->seed, p, len));
 		if (!c)
 			goto fail;
 		added++;
