@@ -21,8 +21,8 @@
  * keys and an empty cache, so a ticket from before it gets a full
  * handshake, under the new certificate and CA. A resumed handshake skips
  * the signature and the ECDHE (~5 ms of CPU on P-256 with mbed TLS 2.28).
- * The ticket keys and the cache entries (~1 KiB each, the peer's
- * certificate included under mutual TLS) are allocated by mbed TLS outside
+ * The ticket keys and the cache entries (~0.2 KiB each, ~0.8 KiB with the
+ * client's certificate under mutual TLS) are allocated by mbed TLS outside
  * wisp_malloc and not charged: the cache is bounded instead.
  *
  * Invariants:
