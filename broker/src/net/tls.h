@@ -6,7 +6,9 @@
  * identity, and tls_transport_last_error() its last_error.
  *
  * A tls_ctx holds what is shared by all connections of one listener (or of
- * one client): certificate, key, CA chain, ciphersuites, verification mode.
+ * one client): certificate, key, CA chain, ciphersuites, verification mode,
+ * and for a server the session ticket keys and the session cache, so a
+ * session resumes only under the context that verified it.
  * It is reference counted: every transport takes a reference, so a reload
  * (SIGHUP) builds a new context for new connections, drops the listener's
  * reference to the old one, and existing connections keep theirs until they
