@@ -98,6 +98,7 @@ struct bconn {
 	struct bench_pub *pub;
 	struct bench_sub *sub;
 	uint64_t started_ns;     /* tls scenario: when this attempt began */
+	struct tls_session *session; /* tls --resume: offered on every reconnect */
 };
 
 struct bench_opts {
@@ -121,6 +122,7 @@ struct bench_opts {
 	const char *cafile;
 	const char *tls_hostname;
 	bool insecure;
+	bool resume;             /* tls scenario: reconnect with the first session (ticket or ID) */
 	const char *topic_prefix;
 	bool persistent;         /* subscribers keep a persistent session (clean session 0) */
 };
@@ -139,6 +141,7 @@ struct bench_counts {
 	uint64_t stalls;         /* closed loop waits given up on (suspected loss) */
 	uint64_t connects;       /* CONNACKs received */
 	uint64_t handshakes;     /* tls scenario: full connect cycles */
+	uint64_t resumed;        /* tls scenario: cycles whose handshake resumed a session */
 	uint64_t connect_failures;
 };
 

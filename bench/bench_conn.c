@@ -261,6 +261,12 @@ static void handshake(struct bench_run *r, struct bconn *c)
 		return;
 	}
 	c->t->want = 0;
+	if (r->o->resume) {
+		if (tls_transport_resumed(c->t))
+			r->c.resumed++;
+		else if (!c->session && tls_transport_save_session(c->t, &c->session) != 0)
+			fail(r, "connection %u: cannot save the TLS session", c->index);
+	}
 	send_connect(r, c);
 	set_interest(r, c);
 }
@@ -298,6 +304,10 @@ static void connected(struct bench_run *r, struct bconn *c)
 		return;
 	}
 	if (r->tls_ctx) {
+		if (c->session && tls_transport_set_session(c->t, c->session) != 0) {
+			fail(r, "connection %u: cannot offer the TLS session", c->index);
+			return;
+		}
 		handshake(r, c);
 		return;
 	}

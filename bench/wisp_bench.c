@@ -99,6 +99,8 @@ static void usage(FILE *f)
 		"      --cafile FILE          TLS: verify the broker against this CA\n"
 		"      --insecure             TLS: do not verify the broker (default without --cafile)\n"
 		"      --tls-hostname NAME    TLS: name to verify (localhost)\n"
+		"      --resume               tls: reconnect with the session of each client's first\n"
+		"                             handshake (ticket or session ID): resumed handshakes\n"
 		"      --json                 one JSON object on stdout instead of the text report\n"
 		"exit status: 0 ok, 1 loss/duplicates where the QoS forbids them, 2 usage,\n"
 		"             3 error (connect, protocol, timeout), 77 scenario not available\n");
@@ -118,6 +120,7 @@ static bool parse_num(const char *s, double lo, double hi, double *out)
 enum {
 	OPT_DRAIN = 256, OPT_OUTSTANDING, OPT_INFLIGHT, OPT_CONC, OPT_SRC, OPT_KEEPALIVE, OPT_PID,
 	OPT_SETUP, OPT_PREFIX, OPT_TLS, OPT_CAFILE, OPT_INSECURE, OPT_TLSHOST, OPT_JSON, OPT_PERSISTENT,
+	OPT_RESUME,
 };
 
 static int parse_args(int argc, char **argv, struct bench_opts *o)
@@ -148,6 +151,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		{"tls", no_argument, NULL, OPT_TLS},
 		{"cafile", required_argument, NULL, OPT_CAFILE},
 		{"insecure", no_argument, NULL, OPT_INSECURE},
+		{"resume", no_argument, NULL, OPT_RESUME},
 		{"tls-hostname", required_argument, NULL, OPT_TLSHOST},
 		{"json", no_argument, NULL, OPT_JSON},
 		{"persistent", no_argument, NULL, OPT_PERSISTENT},
@@ -191,6 +195,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_TLS: o->tls = true; break;
 		case OPT_CAFILE: o->cafile = optarg; break;
 		case OPT_INSECURE: o->insecure = true; break;
+		case OPT_RESUME: o->resume = true; break;
 		case OPT_TLSHOST: o->tls_hostname = optarg; break;
 		case OPT_JSON: o->json = true; break;
 		case OPT_PERSISTENT: o->persistent = true; break;
@@ -516,9 +521,12 @@ static void close_all(struct bench_run *r)
 		if (r->conns[i].state == BC_READY)
 			bconn_disconnect(r, &r->conns[i]);
 	bconn_flush_all(r);
-	for (uint32_t i = 0; i < r->nconns; i++)
+	for (uint32_t i = 0; i < r->nconns; i++) {
 		if (r->conns[i].fd >= 0)
 			bconn_close(r, &r->conns[i]);
+		tls_session_free(r->conns[i].session);
+		r->conns[i].session = NULL;
+	}
 }
 
 /* ---- the report ---- */
@@ -809,20 +817,25 @@ static int run_tls(struct bench_run *r)
 	struct report rep = {0};
 	window_figures(r, &a, &b, &rep);
 	uint64_t hs = b.c.handshakes - a.c.handshakes;
+	uint64_t resumed = b.c.resumed - a.c.resumed;
 	double rate = (double)hs / rep.window_s;
 	double cpu = hs && rep.has_broker ? rep.broker_cpu_s * 1e6 / (double)hs : 0;
 	if (o->json) {
-		printf("{\"scenario\":\"tls\",\"clients\":%u,\"window_s\":%.3f,\"handshakes\":%llu,\"handshake_rate\":%.1f,"
+		printf("{\"scenario\":\"tls\",\"clients\":%u,\"window_s\":%.3f,\"handshakes\":%llu,\"resumed\":%llu,"
+		       "\"handshake_rate\":%.1f,"
 		       "\"broker_cpu_us_per_handshake\":%.1f,\"broker_cpu_pct\":%.1f,\"broker_rss_bytes\":%llu,"
 		       "\"has_broker\":%s,\"generator_cpu_pct\":%.1f,\"limit\":\"%s\",\"ok\":%s}\n",
-		       o->clients, rep.window_s, (unsigned long long)hs, rate, cpu, rep.broker_cpu_pct,
+		       o->clients, rep.window_s, (unsigned long long)hs, (unsigned long long)resumed, rate, cpu, rep.broker_cpu_pct,
 		       (unsigned long long)rep.rss, rep.has_broker ? "true" : "false", rep.gen_cpu_pct, rep.limit,
 		       hs ? "true" : "false");
 	} else {
 		printf("tls  %u concurrent clients: TLS handshake + CONNECT/CONNACK + DISCONNECT, %s\n", o->clients,
 		       o->cafile ? "server verified" : "server not verified");
 		printf("  window      %.2f s (after %.2f s warm-up)\n", rep.window_s, o->warmup_s);
-		printf("  handshakes  %llu  %.0f per second\n", (unsigned long long)hs, rate);
+		printf("  handshakes  %llu  %.0f per second", (unsigned long long)hs, rate);
+		if (o->resume)
+			printf(", %llu resumed", (unsigned long long)resumed);
+		printf("\n");
 		if (rep.has_broker)
 			printf("  broker      CPU %.1f%% of a core, %.0f us per handshake\n", rep.broker_cpu_pct, cpu);
 		else

@@ -8,7 +8,10 @@
  * plaintext sent to a TLS server fails the handshake cleanly. A server
  * session is allocated only when a handshake record arrives, and the
  * estimate of mbed TLS's memory is charged to the allocator (and refused
- * past its limit) and uncharged at close.
+ * past its limit) and uncharged at close. Session resumption: a client
+ * that offers its saved session is resumed from a ticket or from the
+ * server's cache, and falls back to a full handshake when the server's
+ * context (its ticket keys and cache) is a different one.
  *
  * Suite init makes certificates with certs/make-certs.sh in a temp dir.
  */
@@ -791,6 +794,141 @@ static void test_context_outlives_reload(void)
 }
 
 
+/* ---- session resumption ---- */
+
+static struct tls_ctx *resume_server_ctx(bool require, bool tickets, unsigned cache)
+{
+	struct tls_opts o;
+	tls_opts_init(&o);
+	o.cert_file = P("server.crt");
+	o.key_file = P("server.key");
+	if (require) {
+		o.ca_file = P("ca.crt");
+		o.require_peer_cert = true;
+	}
+	o.session_tickets = tickets;
+	o.session_cache_size = cache;
+	struct tls_ctx *c = NULL;
+	char err[512];
+	if (tls_ctx_new_server(&o, &c, err, sizeof err) != 0)
+		fprintf(stderr, "server ctx: %s\n", err);
+	return c;
+}
+
+/*
+ * One connection from a client context (kept by the caller) to sc (ditto),
+ * offering `offer` if not NULL: true if the handshake completed and data
+ * flowed; *resumed says what each side saw (server, client), *saved gets the
+ * client's session when asked.
+ */
+static bool resume_round(struct tls_ctx *sc, struct tls_ctx *cc, const struct tls_session *offer,
+                         bool resumed[2], struct tls_session **saved, const char *want_cn)
+{
+	tls_ctx_ref(sc);
+	tls_ctx_ref(cc);
+	struct side s, c;
+	if (!connect_pair(sc, cc, &s, &c)) {
+		close_side(&s);
+		close_side(&c);
+		return false;
+	}
+	bool ok = !offer || tls_transport_set_session(c.t, offer) == 0;
+	ok = ok && drive(&s, &c) && s.done && c.done;
+	size_t eagains = 0;
+	ok = ok && transfer(c.t, s.t, "resumed?", 8, &eagains) && transfer(s.t, c.t, "yes", 3, &eagains);
+	if (ok) {
+		resumed[0] = tls_transport_resumed(s.t);
+		resumed[1] = tls_transport_resumed(c.t);
+		if (want_cn)
+			check_cn(s.t, want_cn, "CN after resumption");
+	}
+	if (ok && saved)
+		ok = tls_transport_save_session(c.t, saved) == 0;
+	close_side(&s);
+	close_side(&c);
+	return ok;
+}
+
+struct rcase {
+	const char *label;
+	bool tickets;
+	unsigned cache;
+	bool other_server; /* resume against a different server context (reload) */
+	bool expect_resumed;
+};
+
+static const struct rcase rcases[] = {
+	{"ticket, no cache", true, 0, false, true},
+	{"cache, no tickets", false, 16, false, true},
+	{"ticket and cache (the defaults)", true, 1000, false, true},
+	{"neither: full handshake", false, 0, false, false},
+	{"ticket from another context (reload): full handshake", true, 0, true, false},
+	{"ticket and cache of another context: full handshake", true, 1000, true, false},
+};
+
+static void test_resumption_table(void)
+{
+	for (size_t i = 0; i < sizeof rcases / sizeof rcases[0]; i++) {
+		const struct rcase *r = &rcases[i];
+		struct tls_ctx *sc = resume_server_ctx(false, r->tickets, r->cache);
+		struct tls_ctx *sc2 = r->other_server ? resume_server_ctx(false, r->tickets, r->cache) : NULL;
+		struct tls_ctx *cc = client_ctx(NULL, "ca.crt", false, "localhost", false, NULL);
+		CHECK(sc && cc && (!r->other_server || sc2), r->label);
+		if (!sc || !cc || (r->other_server && !sc2)) {
+			tls_ctx_unref(sc);
+			tls_ctx_unref(sc2);
+			tls_ctx_unref(cc);
+			continue;
+		}
+		bool first[2] = {true, true}, second[2] = {false, false};
+		struct tls_session *sess = NULL;
+		CHECK(resume_round(sc, cc, NULL, first, &sess, NULL), r->label);
+		CHECK(!first[0] && !first[1], r->label); /* nothing to resume yet */
+		CHECK(resume_round(sc2 ? sc2 : sc, cc, sess, second, NULL, NULL), r->label);
+		CHECK(second[0] == r->expect_resumed && second[1] == r->expect_resumed, r->label);
+		tls_session_free(sess);
+		tls_ctx_unref(sc);
+		tls_ctx_unref(sc2);
+		tls_ctx_unref(cc);
+	}
+}
+
+/* Mutual TLS: the resumed session carries the verified client certificate,
+ * so use_identity_as_username sees the same CN. */
+static void test_resumed_session_keeps_client_cn(void)
+{
+	for (int tickets = 0; tickets < 2; tickets++) {
+		struct tls_ctx *sc = resume_server_ctx(true, tickets, tickets ? 0 : 16);
+		struct tls_ctx *cc = client_ctx("sensor-0001", "ca.crt", false, "localhost", false, NULL);
+		CU_ASSERT_FATAL(sc && cc);
+		bool first[2], second[2] = {false, false};
+		struct tls_session *sess = NULL;
+		CU_ASSERT(resume_round(sc, cc, NULL, first, &sess, "sensor-0001"));
+		CU_ASSERT(resume_round(sc, cc, sess, second, NULL, "sensor-0001"));
+		CU_ASSERT(second[0] && second[1]);
+		tls_session_free(sess);
+		tls_ctx_unref(sc);
+		tls_ctx_unref(cc);
+	}
+}
+
+static void test_session_lifetime_validated(void)
+{
+	unsigned bad[] = {0, TLS_SESSION_LIFETIME_MAX + 1};
+	for (size_t i = 0; i < 2; i++) {
+		struct tls_opts o;
+		tls_opts_init(&o);
+		o.cert_file = P("server.crt");
+		o.key_file = P("server.key");
+		o.session_lifetime = bad[i];
+		struct tls_ctx *c = NULL;
+		char err[512];
+		CU_ASSERT_EQUAL(tls_ctx_new_server(&o, &c, err, sizeof err), WISP_ECONFIG);
+		CU_ASSERT(strstr(err, "session_ticket_lifetime") != NULL);
+		CU_ASSERT_PTR_NULL(c);
+	}
+}
+
 /* mbed TLS's memory is charged when the session starts, not at accept. */
 static void test_session_paid_when_handshake_starts(void)
 {
@@ -1063,6 +1201,9 @@ static CU_TestInfo handshake_tests[] = {
 	{"a context outlives a reload through its connections", test_context_outlives_reload},
 	{"a server session is paid when the handshake starts, and counted", test_session_paid_when_handshake_starts},
 	{"a session past memory_limit is refused", test_session_refused_past_memory_limit},
+	{"resumption: ticket, cache, neither, another context", test_resumption_table},
+	{"resumption under mutual TLS keeps the client's CN", test_resumed_session_keeps_client_cn},
+	{"session lifetime out of range is refused", test_session_lifetime_validated},
 	CU_TEST_INFO_NULL,
 };
 

@@ -26,6 +26,9 @@ struct config_tls {
 	bool use_identity_as_username;
 	char *ciphersuites; /* colon-separated IANA names, NULL = modern default */
 	char *min_version;  /* "tls1.2" (default) or "tls1.3" */
+	bool session_tickets;             /* RFC 5077 resumption; default true */
+	uint32_t session_ticket_lifetime; /* seconds, also ticket key rotation and cache entry age; default 86400 */
+	uint32_t session_cache_size;      /* server-side session cache entries; default 1000; 0 = off */
 };
 
 struct config_listener {

@@ -6,7 +6,9 @@
  * identity, and tls_transport_last_error() its last_error.
  *
  * A tls_ctx holds what is shared by all connections of one listener (or of
- * one client): certificate, key, CA chain, ciphersuites, verification mode.
+ * one client): certificate, key, CA chain, ciphersuites, verification mode,
+ * and for a server the session ticket keys and the session cache, so a
+ * session resumes only under the context that verified it.
  * It is reference counted: every transport takes a reference, so a reload
  * (SIGHUP) builds a new context for new connections, drops the listener's
  * reference to the old one, and existing connections keep theirs until they
@@ -46,9 +48,22 @@ struct tls_opts {
 	bool insecure;          /* client: verify the chain, skip the name check */
 	const char *ciphersuites; /* colon-separated IANA names, NULL = defaults */
 	const char *min_version;  /* "tls1.2" (default, NULL); "tls1.3" refused */
+	/* Server: session resumption, so a reconnecting client skips the
+	 * certificate signature and ECDHE (an abbreviated handshake). */
+	bool session_tickets;          /* RFC 5077 tickets (default true) */
+	unsigned session_lifetime;     /* seconds a ticket or cache entry resumes,
+	                                  and the ticket key rotation period
+	                                  (default 86400, 1..604800) */
+	unsigned session_cache_size;   /* server-side cache entries, 0 = no cache
+	                                  (default 1000) */
 };
 
 void tls_opts_init(struct tls_opts *o);
+
+/* Session resumption defaults (see config/README.md for the reasoning). */
+#define TLS_SESSION_LIFETIME_DEFAULT 86400u
+#define TLS_SESSION_LIFETIME_MAX 604800u
+#define TLS_SESSION_CACHE_DEFAULT 1000u
 
 /*
  * Build a context. 0 with *out holding one reference, or a negative WISP_E*
@@ -116,5 +131,24 @@ int tls_transport_peer_cn(struct transport *t, char *buf, size_t len);
  * "" when there was none.
  */
 void tls_transport_last_error(const struct transport *t, char *buf, size_t len);
+
+/*
+ * True once the handshake is done if it was abbreviated: the session was
+ * resumed from a ticket or the server's session cache (either side).
+ */
+bool tls_transport_resumed(const struct transport *t);
+
+/*
+ * Client side of resumption. tls_transport_save_session() copies the
+ * session of a client transport whose handshake is done (with the ticket
+ * the server sent, if any) into *out (free with tls_session_free());
+ * tls_transport_set_session() offers it on a client transport whose
+ * handshake has not started. 0, WISP_EINVAL (not a TLS client transport,
+ * wrong state), WISP_ENOMEM or WISP_EPROTO.
+ */
+struct tls_session;
+int tls_transport_save_session(struct transport *t, struct tls_session **out);
+int tls_transport_set_session(struct transport *t, const struct tls_session *s);
+void tls_session_free(struct tls_session *s);
 
 #endif

@@ -308,7 +308,8 @@ void broker_tls_error(const char *file, size_t listener, const char *why, char *
 {
 	/* tls.c says "<option>: <file>: <reason>"; the operator wants the key
 	 * path of the configuration, like every other configuration error. */
-	static const char *const keys[] = {"cert", "key", "ca", "ciphersuites", "min_version"};
+	static const char *const keys[] = {"cert", "key", "ca", "ciphersuites", "min_version",
+	                                   "session_ticket_lifetime", "session_cache_size"};
 	for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
 		size_t n = strlen(keys[k]);
 		if (strncmp(why, keys[k], n) == 0 && why[n] == ':') {
@@ -330,6 +331,9 @@ int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, c
 	o.ciphersuites = lc->tls.ciphersuites;
 	if (lc->tls.min_version)
 		o.min_version = lc->tls.min_version;
+	o.session_tickets = lc->tls.session_tickets;
+	o.session_lifetime = lc->tls.session_ticket_lifetime;
+	o.session_cache_size = lc->tls.session_cache_size;
 	return tls_ctx_new_server(&o, out, err, errlen);
 }
 

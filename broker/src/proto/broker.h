@@ -61,6 +61,7 @@ struct broker_stats {
 	uint64_t dropped[DROP_REASON_COUNT]; /* deliveries dropped, by reason (drop.h) */
 	uint64_t handshakes_refused; /* TLS connections refused by a handshake cap */
 	uint64_t handshakes_failed;  /* TLS handshakes that failed or timed out */
+	uint64_t handshakes_resumed; /* TLS handshakes that resumed a session (ticket or cache) */
 	uint64_t subs_refused;       /* filters refused by max_topic_length/levels, max_subscriptions or memory */
 	uint64_t topics_refused;     /* PUBLISH and will topics over max_topic_length/levels */
 	uint64_t retained_refused;   /* retained messages not stored: max_retained or max_retained_bytes */

@@ -405,7 +405,10 @@ static bool handshake(struct broker *b, struct conn *c)
 		broker_handshake_end(c);
 		c->state = CONN_AWAIT_CONNECT;
 		loop_io_set(b->loop, &c->io, LOOP_READ);
-		log_msg(LOG_DEBUG, "conn", "%s: TLS handshake done", conn_peer(c));
+		bool resumed = tls_transport_resumed(c->t);
+		if (resumed)
+			b->stats.handshakes_resumed++;
+		log_msg(LOG_DEBUG, "conn", "%s: TLS handshake done%s", conn_peer(c), resumed ? " (resumed)" : "");
 		return true;
 	}
 	if (rc == WISP_EAGAIN) {
