@@ -13,6 +13,7 @@
 
 #include "alloc.h"
 #include "err.h"
+#include "hash.h"
 #include "list.h"
 #include "log.h"
 
@@ -39,19 +40,10 @@ static void hs_key(int family, const uint8_t *addr, uint8_t key[17])
 	memcpy(key + 1, addr, 8);
 }
 
-/* FNV-1a: the table is small and keys are short. */
-static uint32_t hs_hash(const uint8_t key[17])
-{
-	uint32_t h = 2166136261u;
-	for (int i = 0; i < 17; i++)
-		h = (h ^ key[i]) * 16777619u;
-	return h;
-}
-
 static struct listener_hs_slot *hs_find(struct listener_handshakes *hs, const uint8_t key[17])
 {
 	uint32_t mask = hs->nslots - 1;
-	for (uint32_t i = hs_hash(key) & mask;; i = (i + 1) & mask) {
+	for (uint32_t i = hash_bytes(hs->seed, (const char *)key, 17) & mask;; i = (i + 1) & mask) {
 		struct listener_hs_slot *sl = &hs->slots[i];
 		if (sl->count == 0 || memcmp(sl->key, key, 17) == 0)
 			return sl;
@@ -65,6 +57,8 @@ static int hs_grow(struct listener_handshakes *hs)
 	if (hs->nslots && (hs->used + 1) * 2 <= hs->nslots)
 		return 0;
 	uint32_t n = hs->nslots ? hs->nslots * 2 : 64;
+	if (!hs->nslots) /* varies with ASLR and per listener, as the trie's */
+		hs->seed = hash_mix32((uint32_t)(uintptr_t)hs ^ (uint32_t)((uintptr_t)&hs_grow >> 4));
 	struct listener_hs_slot *old = hs->slots;
 	uint32_t oldn = hs->nslots;
 	hs->slots = wisp_calloc(n, sizeof *hs->slots);
@@ -87,7 +81,7 @@ static void hs_remove(struct listener_handshakes *hs, struct listener_hs_slot *h
 	uint32_t mask = hs->nslots - 1;
 	uint32_t i = (uint32_t)(hole - hs->slots);
 	for (uint32_t j = (i + 1) & mask; hs->slots[j].count; j = (j + 1) & mask) {
-		uint32_t home = hs_hash(hs->slots[j].key) & mask;
+		uint32_t home = hash_bytes(hs->seed, (const char *)hs->slots[j].key, 17) & mask;
 		/* j's entry may fill hole i unless its home lies in (i, j]. */
 		bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
 		if (!stays) {

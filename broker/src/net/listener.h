@@ -37,6 +37,7 @@ struct listener_handshakes {
 	uint32_t count;
 	uint32_t nslots;          /* power of two, or 0 before the first one */
 	uint32_t used;
+	uint32_t seed;            /* per table, so slot order cannot be predicted */
 	struct listener_hs_slot *slots;
 };
 

@@ -140,6 +140,16 @@ static size_t pending_from(const struct auth_state *a, const struct conn_addr *p
 	return n;
 }
 
+/* Every check slot is taken (AUTH_MAX_PENDING): answer "server unavailable"
+ * rather than queue without bound. */
+static enum auth_verdict refuse_busy(struct auth_state *a, const struct conn *c)
+{
+	a->pending_max_hit++;
+	log_limited("login refused: verifier busy", LOG_WARNING, "auth",
+		    "%s: login refused: too many logins being verified", conn_peer(c));
+	return AUTH_UNAVAILABLE;
+}
+
 static enum auth_verdict start_verify(struct broker *b, struct conn *c, const struct mqtt_connect *p)
 {
 	struct auth_state *a = &b->auth;
@@ -157,10 +167,7 @@ static enum auth_verdict start_verify(struct broker *b, struct conn *c, const st
 		return AUTH_UNAVAILABLE;
 	}
 	if (a->job_count >= AUTH_MAX_PENDING) {
-		a->pending_max_hit++;
-		log_limited("login refused: verifier busy", LOG_WARNING, "auth",
-			    "%s: login refused: too many logins being verified", conn_peer(c));
-		return AUTH_UNAVAILABLE;
+		return refuse_busy(a, c);
 	}
 	struct auth_job *j = wisp_malloc(sizeof *j + p->username.len + p->password.len);
 	if (!j)
@@ -181,10 +188,7 @@ static enum auth_verdict start_verify(struct broker *b, struct conn *c, const st
 	if (bg_submit(b->bg, &j->job) != 0) {
 		memset(j->data, 0, j->ulen + j->plen);
 		wisp_free(j);
-		a->pending_max_hit++;
-		log_limited("login refused: verifier busy", LOG_WARNING, "auth",
-			    "%s: login refused: too many logins being verified", conn_peer(c));
-		return AUTH_UNAVAILABLE;
+		return refuse_busy(a, c);
 	}
 	for (j->slot = 0; a->jobs[j->slot]; j->slot++)
 		; /* a free slot exists: job_count < AUTH_MAX_PENDING */
