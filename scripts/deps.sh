@@ -3,15 +3,21 @@
 #   scripts/deps.sh          build dependencies (compiler, cmake, mbedTLS, cJSON)
 #   scripts/deps.sh --test   also what the tests use (CUnit, mosquitto and its
 #                            clients as reference peers, Paho for Python,
-#                            clang for libFuzzer, openssl for test certificates)
+#                            clang for libFuzzer, openssl for test certificates,
+#                            Node.js with MQTT.js and playwright-core from npm,
+#                            chromium, prometheus, nats-server, Paho C)
 # Runs apt-get through sudo unless already root.
 set -eu
 
-pkgs="build-essential cmake pkg-config libmbedtls-dev libcjson-dev"
+pkgs="build-essential cmake pkg-config libmbedtls-dev libcjson-dev libwslay-dev libhttp-parser-dev libnats-dev"
 if [ "${1:-}" = "--test" ]; then
 	# libclang-rt-14-dev holds libFuzzer; clang only recommends it, and we
 	# install without recommends.
 	pkgs="$pkgs libcunit1-dev mosquitto mosquitto-clients python3 python3-paho-mqtt clang libclang-rt-14-dev openssl procps"
+	pkgs="$pkgs chromium prometheus nats-server libpaho-mqtt-dev valgrind"
+	# A machine may carry its own Node.js with npm (NodeSource's conflicts
+	# with Debian's npm): Debian's only when there is none.
+	command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 elif [ -n "${1:-}" ]; then
 	echo "usage: $0 [--test]" >&2
 	exit 2
@@ -23,11 +29,19 @@ else
 	as_root="sudo"
 fi
 
+npm_tests() {
+	# The JavaScript peers, pinned by tests/js/package-lock.json.
+	if [ "${1:-}" = "--test" ]; then
+		npm ci --prefix "$(dirname "$0")/../tests/js" --no-audit --no-fund --loglevel=error
+	fi
+}
+
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -z "$missing" ]; then
+	npm_tests "${1:-}"
 	exit 0
 fi
 echo "Installing:$missing"
@@ -35,3 +49,4 @@ export DEBIAN_FRONTEND=noninteractive
 $as_root apt-get update -qq
 # shellcheck disable=SC2086
 $as_root apt-get install -y -qq --no-install-recommends $missing
+npm_tests "${1:-}"
