@@ -100,6 +100,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	if ((lim->max_connections && b->conns.count >= lim->max_connections) ||
 	    (bl->cfg->max_connections && bl->conn_count >= bl->cfg->max_connections)) {
 		b->stats.conns_refused++;
+		bl->conns_refused++;
 		log_limited("refused: connection limit", LOG_WARNING, "conn",
 			    "%s: refusing %s: connection limit reached (%s)", bl->net.name, peer,
 			    lim->max_connections && b->conns.count >= lim->max_connections
@@ -115,6 +116,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	 * it restored can still reconnect. */
 	if (lim->memory_limit && wisp_mem_used() >= lim->memory_limit - lim->memory_limit / 16) {
 		b->stats.conns_refused++;
+		bl->conns_refused++;
 		log_limited("refused: memory_limit", LOG_WARNING, "conn",
 			    "%s: refusing %s: heap over 15/16 of limits.memory_limit (%zu of %llu bytes)", bl->net.name,
 			    peer, wisp_mem_used(), (unsigned long long)lim->memory_limit);

@@ -36,6 +36,7 @@ struct broker_listener {
 	const struct config_listener *cfg;
 	struct tls_ctx *tls;          /* NULL for plain MQTT */
 	size_t conn_count;
+	uint64_t conns_refused;       /* closed at accept by a connection limit (also in stats.conns_refused) */
 	/* Copies of cfg's auth switches: cfg is the start-up configuration,
 	 * and these two change on SIGHUP (proto/reload.c). */
 	bool allow_anonymous;
