@@ -15,6 +15,7 @@
 #include "broker.h"
 #include "config.h"
 #include "err.h"
+#include "http_server.h"
 #include "log.h"
 #include "loop.h"
 
@@ -205,6 +206,8 @@ int main(int argc, char **argv)
 	int status = 1;
 	struct loop *l = loop_new();
 	struct broker b;
+	struct http_server http;
+	bool http_open = false;
 	struct signals sig = {.io.fd = -1};
 	if (!l) {
 		fprintf(stderr, "wisp: cannot create the event loop\n");
@@ -218,6 +221,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "wisp: %s\n", err);
 		goto out;
 	}
+	if (http_server_open(&http, &b, err, sizeof err) != 0) {
+		fprintf(stderr, "wisp: %s\n", err);
+		broker_free(&b);
+		goto out;
+	}
+	http_open = true;
 	sig.b = &b;
 	sig.config_path = config_path;
 	log_msg(LOG_NOTICE, "main", "wisp %s running (config %s)", WISP_VERSION, cfg->path);
@@ -225,6 +234,8 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		log_msg(LOG_ERROR, "main", "event loop failed: %s", wisp_strerror(rc));
 	sig.b = NULL;
+	if (http_open)
+		http_server_close(&http);
 	broker_free(&b);
 	log_msg(LOG_NOTICE, "main", "wisp stopped");
 	status = rc == 0 ? 0 : 1;

@@ -115,8 +115,21 @@ static const struct bad_case bad_cases[] = {
 	 "t.json: limits.max_topic_length: out of range: 0 (allowed 1 to 65535)"},
 	{"{\"sys_interval\": 86401}", "t.json: sys_interval: out of range: 86401 (allowed 0 to 86400)"},
 	/* enums */
-	{"{\"listeners\": [{\"protocol\": \"http\"}]}",
-	 "t.json: listeners[0].protocol: invalid value \"http\" (expected one of \"mqtt\", \"mqtts\")"},
+	{"{\"listeners\": [{\"protocol\": \"gopher\"}]}",
+	 "t.json: listeners[0].protocol: invalid value \"gopher\" (expected one of \"mqtt\", \"mqtts\", \"http\")"},
+	/* the http listener protocol */
+	{"{\"listeners\": [{\"http\": {}}]}", "t.json: listeners[0].http: only allowed when protocol is \"http\""},
+	{"{\"listeners\": [{\"protocol\": \"http\", \"bind\": \"0.0.0.0\"}]}",
+	 "t.json: listeners[0].bind: an http listener reachable from other hosts (or with require_auth \"always\") "
+	 "needs auth.password_file for its users"},
+	{"{\"listeners\": [{\"protocol\": \"http\", \"http\": {\"require_auth\": \"always\"}}]}",
+	 "t.json: listeners[0].bind: an http listener reachable from other hosts (or with require_auth \"always\") "
+	 "needs auth.password_file for its users"},
+	{"{\"listeners\": [{\"protocol\": \"http\", \"http\": {\"max_header_size\": 100}}]}",
+	 "t.json: listeners[0].http.max_header_size: out of range: 100 (allowed 256 to 1048576)"},
+	{"{\"listeners\": [{\"protocol\": \"http\", \"http\": {\"idle_timeout\": 0}}]}",
+	 "t.json: listeners[0].http.idle_timeout: out of range: 0 (allowed 1 to 3600)"},
+	{"{\"dashboard\": {\"max_topics\": 0}}", "t.json: dashboard.max_topics: out of range: 0 (allowed 1 to 10000000)"},
 	{"{\"log\": {\"level\": \"verbose\"}}",
 	 "t.json: log.level: invalid value \"verbose\" (expected one of \"error\", \"warning\", "
 	 "\"notice\", \"info\", \"debug\")"},

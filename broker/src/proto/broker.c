@@ -404,6 +404,16 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		bl->allow_anonymous = lc->allow_anonymous;
 		bl->use_identity_as_username = lc->tls.use_identity_as_username;
 		bl->net.io.fd = -1;
+		if (lc->protocol == CONFIG_PROTO_HTTP) {
+			/* Opened by http/ (main.c wires it), which serves it. */
+			b->listener_count = i + 1;
+			if (lc->http.dashboard && !b->activity &&
+			    !(b->activity = activity_new(cfg->dashboard.max_topics, cfg->dashboard.max_value_bytes))) {
+				snprintf(err, errlen, "out of memory");
+				goto fail;
+			}
+			continue;
+		}
 		if (lc->protocol == CONFIG_PROTO_MQTTS) {
 			char why[384];
 			if (broker_tls_context(lc, &bl->tls, why, sizeof why) != 0) {
@@ -454,6 +464,7 @@ void broker_free(struct broker *b)
 	if (b->sessions.buckets)
 		sess_table_free(&b->sessions, b->subs);
 	retained_free(b->retained);
+	activity_free(b->activity);
 	tree_free(b->subs);
 	wisp_free(b->listeners);
 	wisp_free(b->scratch);

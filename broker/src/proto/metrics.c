@@ -115,6 +115,16 @@ const struct metric metrics_table[] = {
 	 STAT(unauth_refused), .sys = "limits/unauthenticated_refused"},
 	{"connections_refused_total", "Connections closed at accept by a connection limit or memory_limit.", COUNTER,
 	 STAT(conns_refused), .sys = "limits/connections_refused"},
+	{"http_requests_total", "HTTP requests answered by the http listeners.", COUNTER, STAT(http_requests),
+	 .sys = "http/requests"},
+	{"http_refused_total", "HTTP connections closed for a malformed or oversized request, or a limit.", COUNTER,
+	 STAT(http_refused), .sys = "http/refused"},
+	{"http_auth_failures_total", "HTTP requests refused (401) for missing or wrong credentials.", COUNTER,
+	 STAT(http_auth_failures), .sys = "http/auth_failures"},
+	{"dashboard_topics", "Topics in the dashboard's table of recently published topics.", GAUGE,
+	 SNAP(dashboard_topics), .sys = "dashboard/topics"},
+	{"dashboard_topics_evicted_total", "Topics the dashboard's table forgot for dashboard.max_topics.", COUNTER,
+	 SNAP(dashboard_evicted), .sys = "dashboard/topics_evicted"},
 	{"load_messages_received", "Damped per-minute rate of PUBLISH packets received.", LOAD(msgs_received),
 	 .sys = "load/messages/received/%s"},
 	{"load_messages_sent", "Damped per-minute rate of PUBLISH packets sent.", LOAD(msgs_sent),
@@ -175,6 +185,10 @@ void metrics_snapshot(struct broker *b, struct metrics_snap *out)
 	for (size_t i = 0; i < b->listener_count; i++)
 		out->handshakes_current += b->listeners[i].net.hs.count;
 	out->log_suppressed = log_suppressed_total();
+	if (b->activity) {
+		out->dashboard_topics = activity_count(b->activity);
+		out->dashboard_evicted = activity_evicted(b->activity);
+	}
 }
 
 size_t metrics_label_count(const struct broker *b, const struct metric *m)

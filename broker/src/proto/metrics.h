@@ -90,6 +90,7 @@ struct metrics_snap {
 	uint64_t store_refused, store_held_acks;
 	uint64_t handshakes_current;
 	uint64_t log_suppressed;
+	uint64_t dashboard_topics, dashboard_evicted;
 	bool persist_enabled;
 };
 

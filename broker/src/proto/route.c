@@ -55,6 +55,9 @@ static void collect(void *subscriber, uint8_t options, uint32_t subscription_id,
 
 void broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels)
 {
+	if (b->activity) /* a dashboard is served: one branch otherwise */
+		activity_note(b->activity, msg_topic(m), m->topic_len, msg_payload(m), m->payload_len,
+			      loop_now_ms(b->loop));
 	b->route_gen++;
 	b->route_gen_count = 0;
 	b->route_topic = msg_topic(m);
