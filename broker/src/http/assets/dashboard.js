@@ -10,7 +10,7 @@ const HISTORY = 120;          // samples in the charts: two minutes
 const MAX_OPEN_REFRESH = 32;  // open tree levels refreshed per poll
 
 const $ = (id) => document.getElementById(id);
-const history = { msgIn: [], msgOut: [], bytesIn: [], bytesOut: [] };
+const series = { msgIn: [], msgOut: [], bytesIn: [], bytesOut: [] };
 let last = null;              // previous /api/stats sample: counters and time
 const open = new Set(['']);   // tree levels shown open, by path ('' = top)
 
@@ -108,22 +108,23 @@ function updateFigures(stats) {
   };
   if (last && now > last.now) {
     const dt = (now - last.now) / 1000;
-    for (const k of Object.keys(c)) push(history[k], Math.max(0, (c[k] - last.c[k]) / dt));
+    for (const k of Object.keys(c)) push(series[k], Math.max(0, (c[k] - last.c[k]) / dt));
   }
   last = { now, c };
   const tail = (arr) => (arr.length ? arr[arr.length - 1] : null);
   $('clients-connected').textContent = fmt(metricValue(stats, 'clients_connected'));
-  $('rate-msg-in').textContent = fmt(tail(history.msgIn));
-  $('rate-msg-out').textContent = fmt(tail(history.msgOut));
-  $('rate-bytes-in').textContent = fmt(tail(history.bytesIn));
-  $('rate-bytes-out').textContent = fmt(tail(history.bytesOut));
+  $('rate-msg-in').textContent = fmt(tail(series.msgIn));
+  $('rate-msg-out').textContent = fmt(tail(series.msgOut));
+  $('rate-bytes-in').textContent = fmt(tail(series.bytesIn));
+  $('rate-bytes-out').textContent = fmt(tail(series.bytesOut));
   $('dropped').textContent = fmt(metricValue(stats, 'messages_dropped_all_total'));
   $('uptime').textContent = 'up ' + fmt(metricValue(stats, 'uptime_seconds')) + ' s';
   const info = stats.metrics.find((m) => m.name === 'info');
   if (info) $('version').textContent = 'version ' + info.label;
   $('topic-count').textContent = '(' + fmt(metricValue(stats, 'dashboard_topics')) + ' tracked)';
-  drawChart($('chart-msgs'), history.msgIn, history.msgOut);
-  drawChart($('chart-bytes'), history.bytesIn, history.bytesOut);
+  $('chart-msgs').dataset.samples = series.msgIn.length;
+  drawChart($('chart-msgs'), series.msgIn, series.msgOut);
+  drawChart($('chart-bytes'), series.bytesIn, series.bytesOut);
   renderSys(stats);
 }
 
