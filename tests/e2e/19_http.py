@@ -277,6 +277,10 @@ class BadRequests(HttpCase):
         cases = [
             (b"NOT HTTP AT ALL\r\n\r\n", (400, 501)),
             (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4000 + b"\r\n\r\n", (431,)),
+            # Still sending when refused: the 431 must survive the close
+            # (a lingering close, not a reset).
+            (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Filler: " + b"f" * 60 + b"\r\n" * 1 + b"\r\n".join(
+                b"X-%d: %s" % (i, b"y" * 100) for i in range(300)) + b"\r\n\r\n", (431,)),
             (b"GET /" + b"p" * 4000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", (414, 431)),
             (b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n\r\n", (413,)),
             (b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n", (411,)),

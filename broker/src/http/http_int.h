@@ -39,6 +39,8 @@ struct http_conn {
 	bool close_after_write;
 	bool peer_loopback;
 	bool is_head;                 /* HEAD: the response has no body */
+	bool draining;                /* last response sent: reading and dropping what the peer still sends */
+	uint32_t drained;             /* bytes dropped while draining */
 	char *body;                   /* the request's body, body_want bytes */
 	size_t body_len, body_want;
 	struct sbuf out;              /* the unsent response */

@@ -27,8 +27,13 @@
  * stays far below it. */
 #define HTTP_MAX_RESPONSE (16u << 20)
 
+/* The lingering close's bounds (see flush). */
+#define LINGER_SECONDS 2
+#define LINGER_BYTES (256u * 1024u)
+
 static void hconn_close(struct http_conn *c, const char *why);
 static void process(struct http_conn *c);
+static void on_idle(struct loop *l, struct loop_timer *t);
 
 /* ---- output ---- */
 
@@ -98,8 +103,16 @@ static int flush(struct http_conn *c)
 	c->out.max = HTTP_MAX_RESPONSE;
 	c->out_off = 0;
 	if (c->close_after_write) {
+		/* A lingering close (RFC 9112 9.6; nginx's lingering_close):
+		 * closing with unread input sends a reset, which can destroy the
+		 * response before the client reads it (a 431 to a client still
+		 * sending its headers). So: FIN, then read and drop what still
+		 * comes, for at most LINGER_SECONDS and LINGER_BYTES. */
 		shutdown(c->tcp.fd, SHUT_WR);
-		hconn_close(c, NULL);
+		c->draining = true;
+		c->in_len = c->in_off = 0;
+		loop_timer_start(srv->loop, &c->timer, LINGER_SECONDS, on_idle);
+		loop_io_set(srv->loop, &c->io, LOOP_READ);
 		return WISP_ECLOSED;
 	}
 	loop_io_set(srv->loop, &c->io, LOOP_READ);
@@ -173,8 +186,11 @@ static void on_idle(struct loop *l, struct loop_timer *t)
 {
 	struct http_conn *c = container_of(t, struct http_conn, timer);
 	(void)l;
-	hconn_close(c, c->have_head || c->in_len || c->requests == 0 ? "no complete request within idle_timeout"
-								       : NULL);
+	if (c->draining)
+		hconn_close(c, NULL);
+	else
+		hconn_close(c, c->have_head || c->in_len || c->requests == 0 ? "no complete request within idle_timeout"
+									     : NULL);
 }
 
 /* A request the connection cannot go on after: its status, then close. */
@@ -276,6 +292,7 @@ static void auth_done(struct bg_job *job)
 	wisp_free(c->body);
 	c->body = NULL;
 	http_req_reset(c->parser);
+	loop_timer_start(c->hl->srv->loop, &c->timer, c->hl->cfg->idle_timeout, on_idle);
 	if (flush(c) == 0 && c->out.len == 0)
 		process(c);
 }
@@ -382,7 +399,7 @@ static void dispatch(struct http_conn *c)
 /* Works through the buffered input while no response is unsent. */
 static void process(struct http_conn *c)
 {
-	while (!c->closed && !c->auth && c->out.len == 0) {
+	while (!c->closed && !c->draining && !c->auth && c->out.len == 0) {
 		if (c->have_head && c->body_len == c->body_want) {
 			dispatch(c);
 			if (!c->closed && c->out.len)
@@ -442,6 +459,14 @@ static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct http_conn *c = container_of(io, struct http_conn, io);
 	(void)l;
+	if (c->draining) {
+		ssize_t n = transport_read(&c->tcp, c->in, sizeof c->in);
+		if (n > 0)
+			c->drained += (uint32_t)n;
+		if (n != WISP_EAGAIN && (n <= 0 || c->drained >= LINGER_BYTES))
+			hconn_close(c, NULL);
+		return;
+	}
 	if ((events & LOOP_WRITE) && c->out.len) {
 		if (flush(c) != 0 || c->out.len)
 			return;
@@ -449,7 +474,7 @@ static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
 		if (c->closed || c->out.len || c->auth)
 			return;
 	}
-	if (!(events & LOOP_READ) || c->closed || c->out.len || c->auth)
+	if (!(events & LOOP_READ) || c->closed || c->draining || c->out.len || c->auth)
 		return;
 	if (c->in_off)
 		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
