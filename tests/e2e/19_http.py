@@ -91,7 +91,9 @@ class HttpBroker(Broker):
 
 
 def raw_http(port, data, timeout=5.0):
-    """Sends bytes, reads until the server closes: (bytes, closed)."""
+    """Sends bytes, reads until the server closes: (bytes, closed). A reset
+    counts as closed: a connection refused at accept is closed with its
+    request unread."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         s.sendall(data)
@@ -102,6 +104,8 @@ def raw_http(port, data, timeout=5.0):
                 d = s.recv(65536)
             except socket.timeout:
                 return out, False
+            except ConnectionResetError:
+                return out, True  # closed at accept with the request unread
             if not d:
                 return out, True
             out += d

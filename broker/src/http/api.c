@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "form.h"
 #include "metrics.h"
 
 static bool str_is(struct http_str s, const char *z)
@@ -47,66 +48,10 @@ static void text(struct http_conn *c, int status, const char *body)
 	http_respond(c, status, "text/plain; charset=utf-8", body, strlen(body), NULL);
 }
 
-/* ---- query strings and forms ---- */
-
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-/* Percent-decodes (and '+' to space) in place; the new length. */
-static size_t url_decode(char *s, size_t n)
-{
-	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '+') {
-			s[o++] = ' ';
-		} else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-			s[o++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-			i += 2;
-		} else {
-			s[o++] = s[i];
-		}
-	}
-	return o;
-}
-
-/*
- * Finds `key` in an application/x-www-form-urlencoded string and decodes
- * its value into out (cap bytes, NUL-terminated). Its length, or -1 when
- * absent or longer than cap - 1.
- */
-static ssize_t form_get(const char *s, size_t n, const char *key, char *out, size_t cap)
-{
-	size_t klen = strlen(key);
-	size_t i = 0;
-	while (i < n) {
-		const char *amp = memchr(s + i, '&', n - i);
-		size_t end = amp ? (size_t)(amp - s) : n;
-		if (end - i > klen && memcmp(s + i, key, klen) == 0 && s[i + klen] == '=') {
-			size_t vlen = end - i - klen - 1;
-			if (vlen >= cap)
-				return -1;
-			memcpy(out, s + i + klen + 1, vlen);
-			vlen = url_decode(out, vlen);
-			out[vlen] = '\0';
-			return (ssize_t)vlen;
-		}
-		i = end + 1;
-	}
-	return -1;
-}
-
 static size_t query_offset(const struct http_request *req)
 {
 	char v[24];
-	if (form_get(req->query.ptr, req->query.len, "offset", v, sizeof v) <= 0)
+	if (http_form_get(req->query.ptr, req->query.len, "offset", v, sizeof v) <= 0)
 		return 0;
 	return (size_t)strtoull(v, NULL, 10);
 }
@@ -218,7 +163,7 @@ static void tree(struct http_conn *c)
 {
 	struct broker *b = c->hl->srv->b;
 	char path[4096];
-	ssize_t plen = form_get(c->req.query.ptr, c->req.query.len, "path", path, sizeof path);
+	ssize_t plen = http_form_get(c->req.query.ptr, c->req.query.len, "path", path, sizeof path);
 	if (plen < 0) {
 		path[0] = '\0';
 		plen = 0;
@@ -307,18 +252,18 @@ static void publish(struct http_conn *c)
 	const char *body = c->body ? c->body : "";
 	size_t blen = c->body_len;
 	char topic[1024], qos_s[4], retain_s[8];
-	ssize_t tlen = form_get(body, blen, "topic", topic, sizeof topic);
+	ssize_t tlen = http_form_get(body, blen, "topic", topic, sizeof topic);
 	size_t cap = blen + 1;
 	char *payload = wisp_malloc(cap);
 	if (!payload) {
 		text(c, 503, "out of memory\n");
 		return;
 	}
-	ssize_t plen = form_get(body, blen, "payload", payload, cap);
+	ssize_t plen = http_form_get(body, blen, "payload", payload, cap);
 	if (plen < 0)
 		plen = 0;
-	long qos = form_get(body, blen, "qos", qos_s, sizeof qos_s) > 0 ? strtol(qos_s, NULL, 10) : 0;
-	bool retain = form_get(body, blen, "retain", retain_s, sizeof retain_s) > 0 &&
+	long qos = http_form_get(body, blen, "qos", qos_s, sizeof qos_s) > 0 ? strtol(qos_s, NULL, 10) : 0;
+	bool retain = http_form_get(body, blen, "retain", retain_s, sizeof retain_s) > 0 &&
 		      (strcmp(retain_s, "1") == 0 || strcmp(retain_s, "true") == 0 || strcmp(retain_s, "on") == 0);
 	const char *bad = NULL;
 	if (tlen <= 0)

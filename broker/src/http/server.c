@@ -19,6 +19,7 @@
 #include "auth.h"
 #include "bg.h"
 #include "err.h"
+#include "form.h"
 #include "log.h"
 #include "passwd.h"
 
@@ -211,45 +212,6 @@ static void refuse(struct http_conn *c, int status, const char *why)
 
 /* ---- authentication ---- */
 
-static int b64val(int ch)
-{
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	if (ch == '+')
-		return 62;
-	if (ch == '/')
-		return 63;
-	return -1;
-}
-
-/* Standard base64 (padding optional) into out; its length, or -1. */
-static ssize_t b64decode(const char *s, size_t n, char *out, size_t cap)
-{
-	uint32_t acc = 0;
-	int bits = 0;
-	size_t o = 0;
-	while (n && s[n - 1] == '=')
-		n--;
-	for (size_t i = 0; i < n; i++) {
-		int v = b64val((unsigned char)s[i]);
-		if (v < 0)
-			return -1;
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o == cap)
-				return -1;
-			out[o++] = (char)((acc >> bits) & 0xffu);
-		}
-	}
-	return (ssize_t)o;
-}
-
 static void auth_work(struct bg_job *job)
 {
 	struct http_auth_job *j = container_of(job, struct http_auth_job, job);
@@ -318,7 +280,7 @@ static int authorize(struct http_conn *c)
 	while (n && *p == ' ')
 		p++, n--;
 	char cred[512];
-	ssize_t cl = b64decode(p, n, cred, sizeof cred);
+	ssize_t cl = http_base64_decode(p, n, cred, sizeof cred);
 	const char *colon = cl > 0 ? memchr(cred, ':', (size_t)cl) : NULL;
 	if (!colon || !b->auth.passwd) {
 		unauthorized(c, !b->auth.passwd ? "no password file" : "malformed credentials");
