@@ -36,7 +36,7 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import (REPO_ROOT, Broker, BrokerTestCase, free_port, main,  # noqa: E402
+from wisp_e2e import (REPO_ROOT, Broker, BrokerTestCase, RawClient, free_port, main,  # noqa: E402
                       make_passwd, skip_unless_wisp)
 
 PROMTOOL = os.environ.get("WISP_PROMTOOL") or shutil.which("promtool") or "/usr/bin/promtool"
@@ -359,6 +359,41 @@ class Limits(HttpCase):
         head, body = a.request("/metrics")
         self.assertIn("%s 1\n" % label, body.decode())
         self.broker.wait_log(r"refusing 127\.0\.0\.1:\d+: connection limit reached \(the listener's max_connections\)")
+
+
+@skip_unless_wisp("the http listener is Wisp's")
+class BrokerWideLimit(HttpCase):
+    LIMITS = {"max_connections": 2}
+
+    def test_http_and_mqtt_share_max_connections(self):
+        # start() probed both ports, and those connections may still count:
+        # get one http connection in, then wait on it until they are gone.
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                web = KeepAlive(self.broker.http_port)
+                web.request("/healthz")
+                break
+            except (OSError, AssertionError):
+                self.assertLess(time.monotonic(), deadline, "no http connection admitted")
+                time.sleep(0.05)
+        self.on_cleanup(web.close)
+        mqtt_conns = 'wisp_listener_connections{listener="127.0.0.1:%d"} 0\n' % self.broker.port
+        while mqtt_conns not in web.request("/metrics")[1].decode():
+            self.assertLess(time.monotonic(), deadline, "the MQTT probe connection never went")
+            time.sleep(0.05)
+        refused_before = float(re.search(r"(?m)^wisp_connections_refused_total (\S+)$",
+                                         web.request("/metrics")[1].decode()).group(1))
+        self.raw("first")  # 2 of 2: one http, one MQTT
+        late = RawClient(self.broker.port)
+        self.on_cleanup(late.close)
+        late.wait_closed()
+        out, closed = raw_http(self.broker.http_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(closed)
+        self.assertEqual(out, b"")
+        _, body = web.request("/metrics")
+        self.assertIn("\nwisp_connections_refused_total %d\n" % (refused_before + 2), body.decode())
+        self.broker.wait_log(r"connection limit reached \(limits\.max_connections\)")
 
 
 @skip_unless_wisp("the http listener is Wisp's")

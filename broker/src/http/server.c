@@ -178,6 +178,7 @@ static void hconn_close(struct http_conn *c, const char *why)
 	}
 	c->hl->bl->conn_count--;
 	srv->count--;
+	srv->b->http_conns--;
 	list_remove(&c->link);
 	list_push_back(&srv->closing, &c->link);
 	loop_timer_start(srv->loop, &srv->reaper, 0, reap);
@@ -484,7 +485,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	char peer[64];
 	net_format_addr(sa, peer, sizeof peer);
 	(void)ls;
-	bool broker_full = lim->max_connections && b->conns.count + srv->count >= lim->max_connections;
+	bool broker_full = lim->max_connections && b->conns.count + b->http_conns >= lim->max_connections;
 	if (broker_full || (bl->cfg->max_connections && bl->conn_count >= bl->cfg->max_connections)) {
 		b->stats.conns_refused++;
 		bl->conns_refused++;
@@ -521,6 +522,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	}
 	list_push_back(&srv->conns, &c->link);
 	srv->count++;
+	b->http_conns++;
 	bl->conn_count++;
 	loop_timer_start(srv->loop, &c->timer, hl->cfg->idle_timeout, on_idle);
 }

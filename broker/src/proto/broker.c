@@ -97,13 +97,13 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	struct broker *b = bl->b;
 	const struct config_limits *lim = &b->cfg->limits;
 	(void)ls;
-	if ((lim->max_connections && b->conns.count >= lim->max_connections) ||
+	if ((lim->max_connections && b->conns.count + b->http_conns >= lim->max_connections) ||
 	    (bl->cfg->max_connections && bl->conn_count >= bl->cfg->max_connections)) {
 		b->stats.conns_refused++;
 		bl->conns_refused++;
 		log_limited("refused: connection limit", LOG_WARNING, "conn",
 			    "%s: refusing %s: connection limit reached (%s)", bl->net.name, peer,
-			    lim->max_connections && b->conns.count >= lim->max_connections
+			    lim->max_connections && b->conns.count + b->http_conns >= lim->max_connections
 				    ? "limits.max_connections" : "the listener's max_connections");
 		close(fd);
 		return;

@@ -152,6 +152,7 @@ struct broker {
 	struct loop_timer housekeeping; /* log summaries and heap trims, while due */
 	struct sub_work sub_work;
 	struct activity *activity;   /* the dashboard's topic table; NULL without a dashboard */
+	size_t http_conns;           /* http/'s connections: they count in limits.max_connections too */
 };
 
 /* Counts one message dropped by a bound (drop.h); $SYS publishes the count
