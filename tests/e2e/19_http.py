@@ -428,6 +428,33 @@ class Auth(HttpCase):
         self.assertRegex(text, r"(?m)^wisp_http_auth_failures_total 3$")
 
 
+    def auth_header(self, user, password):
+        return "Authorization: %s\r\n" % self.basic(user, password)["Authorization"]
+
+    def test_credentials_are_checked_again_when_they_change(self):
+        c = KeepAlive(self.broker.http_port)
+        self.on_cleanup(c.close)
+        head, _ = c.request("/metrics", self.auth_header("admin", "s3cret"))
+        self.assertIn(" 200 ", head)
+        head, _ = c.request("/metrics", self.auth_header("admin", "s3cret"))
+        self.assertIn(" 200 ", head)
+        head, _ = c.request("/api/stats", self.auth_header("admin", "guess"))
+        self.assertIn(" 401 ", head, "a wrong password after a right one on the same connection")
+        self.assertTrue(c.closed(), "one wrong guess per connection")
+
+    def test_reload_makes_a_connection_verify_again(self):
+        c = KeepAlive(self.broker.http_port)
+        self.on_cleanup(c.close)
+        head, _ = c.request("/metrics", self.auth_header("admin", "s3cret"))
+        self.assertIn(" 200 ", head)
+        make_passwd(os.path.join(self.pw_dir, "passwd"), {"admin": "n3w"})
+        offset = self.broker.log_size()
+        self.broker.reload()
+        self.broker.wait_log(r"configuration reloaded", offset)
+        head, _ = c.request("/metrics", self.auth_header("admin", "s3cret"))
+        self.assertIn(" 401 ", head, "the old password after a reload")
+
+
 @skip_unless_wisp("the http listener is Wisp's")
 class Dashboard(HttpCase):
     def test_dashboard_in_chromium(self):

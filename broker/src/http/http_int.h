@@ -23,6 +23,7 @@ struct http_listener {
 };
 
 struct http_auth_job;
+struct auth_passwd;
 
 struct http_conn {
 	struct loop_io io;
@@ -33,6 +34,7 @@ struct http_conn {
 	struct list_node link;        /* srv->conns, then srv->closing */
 	struct http_auth_job *auth;   /* a password check in flight, or NULL */
 	char *auth_ok;                /* the Authorization value that verified, or NULL */
+	const struct auth_passwd *auth_passwd; /* the password file it verified against */
 	struct http_request req;
 	bool have_head;
 	bool closed;

@@ -35,6 +35,7 @@
 static void hconn_close(struct http_conn *c, const char *why);
 static void process(struct http_conn *c);
 static void on_idle(struct loop *l, struct loop_timer *t);
+static void forget_auth(struct http_conn *c);
 
 /* ---- output ---- */
 
@@ -171,11 +172,7 @@ static void hconn_close(struct http_conn *c, const char *why)
 	sbuf_free(&c->out);
 	wisp_free(c->body);
 	c->body = NULL;
-	if (c->auth_ok) {
-		memset(c->auth_ok, 0, strlen(c->auth_ok));
-		wisp_free(c->auth_ok);
-		c->auth_ok = NULL;
-	}
+	forget_auth(c);
 	c->hl->bl->conn_count--;
 	srv->count--;
 	srv->b->http_conns--;
@@ -230,14 +227,36 @@ static void unauthorized(struct http_conn *c, const char *why)
 		     "WWW-Authenticate: Basic realm=\"wisp\", charset=\"UTF-8\"\r\n");
 }
 
+static void forget_auth(struct http_conn *c)
+{
+	if (!c->auth_ok)
+		return;
+	memset(c->auth_ok, 0, strlen(c->auth_ok));
+	wisp_free(c->auth_ok);
+	c->auth_ok = NULL;
+	c->auth_passwd = NULL;
+}
+
+/* The request's credentials verified against `pw`: later requests on the
+ * connection with the same header pass without a check, as long as the
+ * password file is still `pw` (a reload makes them verify again). */
+static void remember_auth(struct http_conn *c, const struct auth_passwd *pw)
+{
+	struct http_str h = c->req.hdr[HTTP_HDR_AUTHORIZATION];
+	forget_auth(c);
+	c->auth_ok = wisp_strndup(h.ptr, h.len);
+	if (c->auth_ok)
+		c->auth_passwd = pw;
+}
+
 static void auth_done(struct bg_job *job)
 {
 	struct http_auth_job *j = container_of(job, struct http_auth_job, job);
 	struct http_conn *c = j->c;
-	if (c && j->ok) {
+	bool ok = j->ok;
+	if (c && ok) {
 		passwd_memo_set(j->passwd->db, j->data, j->ulen, j->data + j->ulen, j->plen);
-		struct http_str h = c->req.hdr[HTTP_HDR_AUTHORIZATION];
-		c->auth_ok = wisp_strndup(h.ptr, h.len);
+		remember_auth(c, j->passwd);
 	}
 	auth_passwd_unref(j->passwd);
 	memset(j->data, 0, j->ulen + j->plen);
@@ -245,7 +264,7 @@ static void auth_done(struct bg_job *job)
 	if (!c)
 		return;
 	c->auth = NULL;
-	if (!c->auth_ok) {
+	if (!ok) {
 		c->close_after_write = true; /* one guess per connection */
 		unauthorized(c, "wrong user name or password");
 	} else {
@@ -270,8 +289,10 @@ static int authorize(struct http_conn *c)
 	if (c->peer_loopback && c->hl->cfg->require_auth != CONFIG_HTTP_AUTH_ALWAYS)
 		return 1;
 	struct http_str h = c->req.hdr[HTTP_HDR_AUTHORIZATION];
-	if (c->auth_ok && strlen(c->auth_ok) == h.len && memcmp(c->auth_ok, h.ptr, h.len) == 0)
+	if (c->auth_ok && c->auth_passwd == b->auth.passwd && strlen(c->auth_ok) == h.len &&
+	    memcmp(c->auth_ok, h.ptr, h.len) == 0)
 		return 1;
+	forget_auth(c);
 	if (h.len < 6 || strncasecmp(h.ptr, "Basic ", 6) != 0) {
 		unauthorized(c, h.len ? "not Basic credentials" : "no credentials");
 		return 0;
@@ -290,7 +311,7 @@ static int authorize(struct http_conn *c)
 	size_t ulen = (size_t)(colon - cred), plen = (size_t)cl - ulen - 1;
 	if (passwd_memo_hit(b->auth.passwd->db, cred, ulen, colon + 1, plen)) {
 		memset(cred, 0, sizeof cred);
-		c->auth_ok = wisp_strndup(h.ptr, h.len);
+		remember_auth(c, b->auth.passwd);
 		return 1;
 	}
 	struct http_auth_job *j = wisp_malloc(sizeof *j + ulen + plen);
