@@ -86,20 +86,26 @@ static void metrics(struct http_conn *c)
 
 static void stats(struct http_conn *c)
 {
-	struct broker *b = c->hl->srv->b;
-	struct metrics_snap snap;
-	metrics_snapshot(b, &snap);
+	struct http_server *srv = c->hl->srv;
+	struct broker *b = srv->b;
+	uint64_t now = loop_now_ms(b->loop);
+	if (!srv->snap_valid || now - srv->snap_ms >= 1000) {
+		metrics_snapshot(b, &srv->snap);
+		srv->snap_ms = now;
+		srv->snap_valid = true;
+	}
+	const struct metrics_snap *snap = &srv->snap;
 	struct sbuf out = {0};
-	sbuf_addf(&out, "{\"now_ms\":%llu,\"metrics\":[", (unsigned long long)loop_now_ms(b->loop));
+	sbuf_addf(&out, "{\"now_ms\":%llu,\"metrics\":[", (unsigned long long)now);
 	bool first = true;
 	for (size_t r = 0; r < metrics_count; r++) {
 		const struct metric *m = &metrics_table[r];
-		if (!metrics_shown(m, &snap))
+		if (!metrics_shown(m, snap))
 			continue;
 		for (size_t i = 0; i < metrics_label_count(b, m); i++) {
 			uint64_t u;
 			double d;
-			bool is_float = metrics_value(b, &snap, m, i, &u, &d);
+			bool is_float = metrics_value(b, snap, m, i, &u, &d);
 			const char *lv = m->label != METRIC_LABEL_NONE ? metrics_label_value(b, m, i) : NULL;
 			sbuf_addf(&out, "%s{\"name\":\"%s\",\"type\":\"%s\",\"help\":\"", first ? "" : ",", m->name,
 				  m->type == METRIC_COUNTER ? "counter" : "gauge");

@@ -36,6 +36,7 @@
 #include "broker.h"
 #include "list.h"
 #include "loop.h"
+#include "metrics.h"
 
 struct http_listener;
 
@@ -48,6 +49,11 @@ struct http_server {
 	struct list_node closing;        /* closed this turn, freed by `reaper` */
 	struct loop_timer reaper;
 	size_t count;                    /* connections open, all http listeners */
+	/* /api/stats reuses a snapshot up to a second old: taking one walks
+	 * every session, and each open dashboard asks once a second. */
+	struct metrics_snap snap;
+	uint64_t snap_ms;
+	bool snap_valid;
 };
 
 /* Opens every http listener of b's configuration. 0 (also when there are
