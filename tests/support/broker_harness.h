@@ -1,0 +1,67 @@
+/*
+ * A whole broker driven turn by turn over the fake transport, for scripted
+ * packet exchanges (tests/unit/test_broker_script.c) and the broker fuzzer
+ * (tests/fuzz/fuzz_broker.c). No sockets carry MQTT: each client is a
+ * fake_transport whose input the script appends to and whose output the
+ * script takes, byte-exact.
+ *
+ * The entry points that know how the broker accepts and reads connections
+ * are few and all here (harness_new, harness_connect, harness_run); a
+ * redesign of proto/ adapts this file, not the scripts.
+ *
+ * Turns are real loop turns (loop_run): a "kick" socket the harness keeps
+ * readable stops the loop after one turn, and each client's socketpair is
+ * kept readable so every turn reads what its script added. Timers only
+ * fire when their second comes, so scripts never wait for them.
+ */
+#ifndef WISP_TESTS_BROKER_HARNESS_H
+#define WISP_TESTS_BROKER_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct broker;
+struct harness;
+struct hclient;
+
+/* Called with every byte the broker writes to a client, as it writes it. */
+typedef void (*harness_write_fn)(void *ctx, struct hclient *c, const uint8_t *bytes, size_t len);
+
+/* A broker built from `config_json` (its listeners bind 127.0.0.1:0). NULL
+ * with the reason on stderr. */
+struct harness *harness_new(const char *config_json);
+/* Frees the broker (closing every client, wills unsent) and the clients. */
+void harness_free(struct harness *h);
+struct broker *harness_broker(struct harness *h);
+void harness_on_write(struct harness *h, harness_write_fn fn, void *ctx);
+
+/* A new connection on the first listener, as accepted from the network.
+ * The harness owns it; it stays valid (closed) after the broker drops it. */
+struct hclient *harness_connect(struct harness *h);
+/* Runs loop turns until one reads and writes nothing (bounded). */
+void harness_run(struct harness *h);
+
+/* Appends bytes to what the client "sent" and runs the broker. */
+void client_send(struct hclient *c, const uint8_t *bytes, size_t len);
+/* The same from a script: hex digits, spaces ignored, and 'text' for its
+ * bytes as they are ("10 0f 00 04 'MQTT' 04 02 00 3c 00 03 'pub'"). */
+void client_send_hex(struct hclient *c, const char *hex);
+/* The peer closes its end without DISCONNECT; the broker runs. */
+void client_close(struct hclient *c);
+/* True once the broker closed the connection. */
+bool client_closed(const struct hclient *c);
+
+/* What the broker wrote to the client since the last take or expect. */
+const uint8_t *client_output(const struct hclient *c, size_t *len);
+/* Forgets the output so far. */
+void client_take(struct hclient *c);
+/* True when the output since the last take is exactly `hex`; consumes it
+ * either way, printing both to stderr when they differ. */
+bool client_expect_hex(struct hclient *c, const char *hex, const char *where);
+
+/* The number of bytes a script (as client_send_hex's) decodes to (at most cap written to out), or
+ * SIZE_MAX when it is not hex. */
+size_t harness_unhex(const char *hex, uint8_t *out, size_t cap);
+
+#endif
