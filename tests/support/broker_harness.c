@@ -1,6 +1,7 @@
 #include "broker_harness.h"
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,9 @@
 /* Turns harness_run allows before it gives up on quiet: far more than any
  * script needs, so a broker that keeps writing cannot hang a test. */
 #define MAX_TURNS 64
+/* Waits for the store's group commit, bounded: 50 x 100 ms. */
+#define DURABLE_WAITS 50
+#define DURABLE_WAIT_MS 100
 
 struct harness {
 	struct loop *loop;
@@ -29,6 +33,8 @@ struct harness {
 	uint16_t next_port;
 	harness_write_fn on_write;
 	void *on_write_ctx;
+	harness_read_fn on_read;
+	void *on_read_ctx;
 };
 
 struct hclient {
@@ -87,8 +93,11 @@ static ssize_t harness_read(struct transport *t, void *buf, size_t len)
 		c->h->activity = true;
 		return WISP_ECLOSED;
 	}
-	if (n > 0)
+	if (n > 0) {
 		c->h->activity = true;
+		if (c->h->on_read)
+			c->h->on_read(c->h->on_read_ctx, c, (size_t)n);
+	}
 	return n;
 }
 
@@ -186,6 +195,12 @@ void harness_on_write(struct harness *h, harness_write_fn fn, void *ctx)
 	h->on_write_ctx = ctx;
 }
 
+void harness_on_read(struct harness *h, harness_read_fn fn, void *ctx)
+{
+	h->on_read = fn;
+	h->on_read_ctx = ctx;
+}
+
 /* What broker.c's on_accept does for a plain TCP connection, minus the
  * connection caps and the connect timeout (a timer scripts never reach). */
 struct hclient *harness_connect(struct harness *h)
@@ -230,12 +245,20 @@ struct hclient *harness_connect(struct harness *h)
 
 void harness_run(struct harness *h)
 {
+	int waits = 0;
 	for (int turn = 0; turn < MAX_TURNS; turn++) {
 		h->activity = false;
 		if (loop_run(h->loop) != 0)
 			abort();
-		if (!h->activity)
+		if (h->activity)
+			continue;
+		/* Quiet, but with fsync "always" acks may wait for the store's
+		 * helper thread: wait for it (its eventfd) so scripts see them. */
+		if (!h->b.persist.held_len || waits++ == DURABLE_WAITS)
 			return;
+		struct pollfd p = {.fd = h->b.persist.io.fd, .events = POLLIN};
+		poll(&p, 1, DURABLE_WAIT_MS);
+		turn--;
 	}
 }
 

@@ -27,6 +27,9 @@ struct hclient;
 
 /* Called with every byte the broker writes to a client, as it writes it. */
 typedef void (*harness_write_fn)(void *ctx, struct hclient *c, const uint8_t *bytes, size_t len);
+/* Called when the broker reads `len` more of a client's bytes, before it
+ * handles them. */
+typedef void (*harness_read_fn)(void *ctx, struct hclient *c, size_t len);
 
 /* A broker built from `config_json` (its listeners bind 127.0.0.1:0). NULL
  * with the reason on stderr. */
@@ -35,6 +38,7 @@ struct harness *harness_new(const char *config_json);
 void harness_free(struct harness *h);
 struct broker *harness_broker(struct harness *h);
 void harness_on_write(struct harness *h, harness_write_fn fn, void *ctx);
+void harness_on_read(struct harness *h, harness_read_fn fn, void *ctx);
 
 /* A new connection on the first listener, as accepted from the network.
  * The harness owns it; it stays valid (closed) after the broker drops it. */
