@@ -35,6 +35,7 @@ struct harness {
 	void *on_write_ctx;
 	harness_read_fn on_read;
 	void *on_read_ctx;
+	bool packet_reads;
 };
 
 struct hclient {
@@ -47,6 +48,7 @@ struct hclient {
 	uint8_t *out;             /* everything the broker wrote */
 	size_t out_len, out_cap, out_taken;
 	bool peer_closed;
+	size_t pkt_start, pkt_end; /* the packet being read (packet_reads); end 0: not known yet */
 };
 
 /* The fake transport's own operations, and ours around them: the harness
@@ -82,22 +84,61 @@ static void append(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *bytes
 	*len += n;
 }
 
+/* A packet's total length from its fixed header: 0 while the header is
+ * incomplete, SIZE_MAX when it is no length at all. */
+static size_t frame_len(const uint8_t *p, size_t n)
+{
+	size_t len = 0;
+	for (size_t i = 1; i < 5; i++) {
+		if (i >= n)
+			return 0;
+		len |= (size_t)(p[i] & 0x7f) << (7 * (i - 1));
+		if (!(p[i] & 0x80))
+			return 1 + i + len;
+	}
+	return SIZE_MAX;
+}
+
+/* packet_reads: how much the next read may hand out, up to the end of the
+ * packet it is in (all that is there while its header is incomplete). */
+static size_t packet_read_limit(struct hclient *c)
+{
+	size_t off = c->f->input_off;
+	if (c->pkt_end && c->pkt_end != SIZE_MAX && off >= c->pkt_end) {
+		c->pkt_start = c->pkt_end;
+		c->pkt_end = 0;
+	}
+	if (!c->pkt_end) {
+		size_t n = frame_len(c->in + c->pkt_start, c->in_len - c->pkt_start);
+		if (n)
+			c->pkt_end = n == SIZE_MAX ? SIZE_MAX : c->pkt_start + n;
+	}
+	size_t left = c->in_len - off;
+	if (!c->pkt_end || c->pkt_end == SIZE_MAX || c->pkt_end - off > left)
+		return left;
+	return c->pkt_end - off;
+}
+
 static ssize_t harness_read(struct transport *t, void *buf, size_t len)
 {
 	struct hclient *c = client_of(t);
+	struct harness *h = c->h;
 	c->f->input = c->in; /* in may have moved since the last read */
 	c->f->input_len = c->in_len;
+	if (h->packet_reads) {
+		size_t limit = packet_read_limit(c);
+		c->f->read_per_call = limit ? limit : 1;
+	}
 	ssize_t n = fake_ops->read(t, buf, len);
+	if (h->on_read)
+		h->on_read(h->on_read_ctx, c, n > 0 ? (size_t)n : 0);
 	if (n == WISP_EAGAIN && c->peer_closed) {
 		t->want = 0;
-		c->h->activity = true;
+		h->activity = true;
 		return WISP_ECLOSED;
 	}
-	if (n > 0) {
-		c->h->activity = true;
-		if (c->h->on_read)
-			c->h->on_read(c->h->on_read_ctx, c, (size_t)n);
-	}
+	if (n > 0)
+		h->activity = true;
 	return n;
 }
 
@@ -200,6 +241,8 @@ void harness_on_read(struct harness *h, harness_read_fn fn, void *ctx)
 	h->on_read = fn;
 	h->on_read_ctx = ctx;
 }
+
+void harness_packet_reads(struct harness *h, bool on) { h->packet_reads = on; }
 
 /* What broker.c's on_accept does for a plain TCP connection, minus the
  * connection caps and the connect timeout (a timer scripts never reach). */

@@ -27,8 +27,8 @@ struct hclient;
 
 /* Called with every byte the broker writes to a client, as it writes it. */
 typedef void (*harness_write_fn)(void *ctx, struct hclient *c, const uint8_t *bytes, size_t len);
-/* Called when the broker reads `len` more of a client's bytes, before it
- * handles them. */
+/* Called at every read of a client's bytes, before the broker handles
+ * them: `len` bytes, or 0 when it found none. */
 typedef void (*harness_read_fn)(void *ctx, struct hclient *c, size_t len);
 
 /* A broker built from `config_json` (its listeners bind 127.0.0.1:0). NULL
@@ -39,6 +39,11 @@ void harness_free(struct harness *h);
 struct broker *harness_broker(struct harness *h);
 void harness_on_write(struct harness *h, harness_write_fn fn, void *ctx);
 void harness_on_read(struct harness *h, harness_read_fn fn, void *ctx);
+/* From now on each read hands out at most one packet (or the rest of one),
+ * as a TLS transport hands out records: the broker reads again at once,
+ * so the read hook runs between any two packets it handles. Off: reads
+ * take all there is, as TCP. */
+void harness_packet_reads(struct harness *h, bool on);
 
 /* A new connection on the first listener, as accepted from the network.
  * The harness owns it; it stays valid (closed) after the broker drops it. */
