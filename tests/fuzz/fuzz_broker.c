@@ -3,8 +3,7 @@
  * four clients' byte streams go through the real read, dispatch, routing,
  * delivery and persistence code over the fake transport
  * (tests/support/broker_harness.h), with persistence on in a temporary
- * directory (made once with mkdtemp, emptied between inputs, removed at
- * exit). Also built with replay_main.c as a plain program, so gcc builds
+ * directory (mkdtemp, removed after each input; a crash leaves it). Also built with replay_main.c as a plain program, so gcc builds
  * and CTest replay the corpus.
  *
  * Input: byte 0 picks the configuration (bits 0-1 fsync: no, everysec,
@@ -41,9 +40,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <dirent.h>
-#include <unistd.h>
 
 #include "alloc.h"
 #include "broker.h"
@@ -90,42 +86,6 @@ static void fail(const char *what)
 {
 	fprintf(stderr, "fuzz_broker: %s\n", what);
 	abort();
-}
-
-static void clear_dir(void)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	char p[512];
-	if (d == NULL)
-		return;
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-		unlink(p);
-	}
-	closedir(d);
-}
-
-static void remove_dir(void)
-{
-	clear_dir();
-	rmdir(dir);
-}
-
-/* A fixed header's total length, 0 if incomplete, SIZE_MAX if not a length. */
-static size_t frame_len(const uint8_t *p, size_t n)
-{
-	size_t len = 0;
-	for (size_t i = 1; i < 5; i++) {
-		if (i >= n)
-			return 0;
-		len |= (size_t)(p[i] & 0x7f) << (7 * (i - 1));
-		if (!(p[i] & 0x80))
-			return 1 + i + len;
-	}
-	return SIZE_MAX;
 }
 
 static struct slot *slot_of(const struct hclient *c)
@@ -182,7 +142,7 @@ static void on_read(void *ctx, struct hclient *c, size_t len)
 	s->read_len += len;
 	while (!s->in_broken && s->parsed < s->read_len) {
 		const uint8_t *p = s->in + s->parsed;
-		size_t n = frame_len(p, s->read_len - s->parsed);
+		size_t n = harness_frame_len(p, s->read_len - s->parsed);
 		if (n == SIZE_MAX) {
 			s->in_broken = true;
 			break;
@@ -219,7 +179,7 @@ static void on_write(void *ctx, struct hclient *c, const uint8_t *bytes, size_t 
 	const uint8_t *out = client_output(c, &n_out);
 	while (s->out_parsed < n_out) {
 		const uint8_t *p = out + s->out_parsed;
-		size_t n = frame_len(p, n_out - s->out_parsed);
+		size_t n = harness_frame_len(p, n_out - s->out_parsed);
 		if (n == SIZE_MAX)
 			fail("the broker wrote a malformed fixed header");
 		if (n == 0 || n > n_out - s->out_parsed)
@@ -274,14 +234,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return 0;
-	if (dir[0] == '\0') {
-		strcpy(dir, "/tmp/wisp-fuzz-broker-XXXXXX");
-		if (mkdtemp(dir) == NULL)
-			fail("mkdtemp");
-		atexit(remove_dir);
-		trace = getenv("WISP_FUZZ_TRACE") != NULL;
-	}
-	clear_dir();
+	trace = getenv("WISP_FUZZ_TRACE") != NULL;
+	/* A directory per input, removed at its end: libFuzzer leaves with
+	 * _Exit, so an atexit() clean-up would never run. */
+	if (harness_temp_dir(dir, sizeof dir, "wisp-fuzz-broker") != 0)
+		fail("mkdtemp");
 	static const char *const modes[] = {"no", "everysec", "always", "no"};
 	check_acks = !(data[0] & 32);
 	fsync_mode = (data[0] & 3) == 1 ? FSYNC_EVERYSEC : (data[0] & 3) == 2 ? FSYNC_ALWAYS : FSYNC_NO;
@@ -326,6 +283,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	harness_free(H);
 	H = NULL;
+	harness_remove_dir(dir);
 	if (wisp_mem_used() != mem_before)
 		fail("wisp_malloc bytes not given back after broker_free");
 	return 0;

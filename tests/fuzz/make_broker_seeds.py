@@ -11,31 +11,13 @@ committed there under other names are kept)."""
 import os
 import struct
 
+from make_seeds import pkt, s  # the codec seeds' packet builders
+
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "broker")
 
 # byte 0
 FSYNC_NO, FSYNC_EVERYSEC, FSYNC_ALWAYS = 0, 1, 2
 SMALL_INFLIGHT, SMALL_QUEUE, SMALL_PACKETS, TCP_READS = 4, 8, 16, 32
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def s(x):
-    if isinstance(x, str):
-        x = x.encode()
-    return struct.pack(">H", len(x)) + x
-
-
-def pkt(byte0, body):
-    return bytes([byte0]) + varint(len(body)) + body
 
 
 def connect(cid, clean=True, will=None, level=4, keepalive=60):

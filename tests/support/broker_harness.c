@@ -1,5 +1,6 @@
 #include "broker_harness.h"
 
+#include <dirent.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -84,9 +85,7 @@ static void append(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *bytes
 	*len += n;
 }
 
-/* A packet's total length from its fixed header: 0 while the header is
- * incomplete, SIZE_MAX when it is no length at all. */
-static size_t frame_len(const uint8_t *p, size_t n)
+size_t harness_frame_len(const uint8_t *p, size_t n)
 {
 	size_t len = 0;
 	for (size_t i = 1; i < 5; i++) {
@@ -108,8 +107,8 @@ static size_t packet_read_limit(struct hclient *c)
 		c->pkt_start = c->pkt_end;
 		c->pkt_end = 0;
 	}
-	if (!c->pkt_end) {
-		size_t n = frame_len(c->in + c->pkt_start, c->in_len - c->pkt_start);
+	if (!c->pkt_end && c->in_len > c->pkt_start) {
+		size_t n = harness_frame_len(c->in + c->pkt_start, c->in_len - c->pkt_start);
 		if (n)
 			c->pkt_end = n == SIZE_MAX ? SIZE_MAX : c->pkt_start + n;
 	}
@@ -369,7 +368,7 @@ bool client_closed(const struct hclient *c) { return c->f == NULL; }
 const uint8_t *client_output(const struct hclient *c, size_t *len)
 {
 	*len = c->out_len - c->out_taken;
-	return c->out + c->out_taken;
+	return c->out ? c->out + c->out_taken : NULL;
 }
 
 void client_take(struct hclient *c) { c->out_taken = c->out_len; }
@@ -398,4 +397,28 @@ bool client_expect_hex(struct hclient *c, const char *hex, const char *where)
 	}
 	client_take(c);
 	return same;
+}
+
+int harness_temp_dir(char *buf, size_t len, const char *prefix)
+{
+	if (snprintf(buf, len, "/tmp/%s-XXXXXX", prefix) >= (int)len)
+		return -1;
+	return mkdtemp(buf) ? 0 : -1;
+}
+
+void harness_remove_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char p[512];
+	if (!d)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+		unlink(p);
+	}
+	closedir(d);
+	rmdir(dir);
 }

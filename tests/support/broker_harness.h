@@ -69,6 +69,15 @@ void client_take(struct hclient *c);
  * either way, printing both to stderr when they differ. */
 bool client_expect_hex(struct hclient *c, const char *hex, const char *where);
 
+/* A packet's total length from its fixed header at p[0..n): 0 while the
+ * header is incomplete, SIZE_MAX when it holds no valid length. */
+size_t harness_frame_len(const uint8_t *p, size_t n);
+
+/* A fresh directory under /tmp (mkdtemp) named `prefix`-XXXXXX into buf;
+ * 0 or -1. harness_remove_dir empties (files only) and removes one. */
+int harness_temp_dir(char *buf, size_t len, const char *prefix);
+void harness_remove_dir(const char *dir);
+
 /* The number of bytes a script (as client_send_hex's) decodes to (at most cap written to out), or
  * SIZE_MAX when it is not hex. */
 size_t harness_unhex(const char *hex, uint8_t *out, size_t cap);

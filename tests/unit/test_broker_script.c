@@ -9,11 +9,8 @@
  * Script notation: hex bytes, with 'text' for the bytes of a string.
  */
 #include <CUnit/Basic.h>
-#include <dirent.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "unit_main.h"
 #include "broker_harness.h"
@@ -427,27 +424,9 @@ static void persistent_config(char *buf, size_t len, const char *fsync)
 		 data_dir, fsync);
 }
 
-static void remove_data_dir(void)
-{
-	DIR *d = opendir(data_dir);
-	struct dirent *e;
-	char p[512];
-	if (!d)
-		return;
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof p, "%s/%s", data_dir, e->d_name);
-		unlink(p);
-	}
-	closedir(d);
-	rmdir(data_dir);
-}
-
 static void setup_persistent(void)
 {
-	strcpy(data_dir, "/tmp/wisp-script-XXXXXX");
-	CU_ASSERT_FATAL(mkdtemp(data_dir) != NULL);
+	CU_ASSERT_FATAL(harness_temp_dir(data_dir, sizeof data_dir, "wisp-script") == 0);
 	char config[512];
 	persistent_config(config, sizeof config, "always");
 	start(config);
@@ -456,7 +435,7 @@ static void setup_persistent(void)
 static void teardown_persistent(void)
 {
 	teardown();
-	remove_data_dir();
+	harness_remove_dir(data_dir);
 }
 
 /* With fsync "always" the PUBACK waits for the group commit, then comes;
