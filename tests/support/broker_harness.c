@@ -19,9 +19,10 @@
 /* Turns harness_run allows before it gives up on quiet: far more than any
  * script needs, so a broker that keeps writing cannot hang a test. */
 #define MAX_TURNS 64
-/* Waits for the store's group commit, bounded: 50 x 100 ms. */
-#define DURABLE_WAITS 50
-#define DURABLE_WAIT_MS 100
+/* Waits for a helper thread (group commit, password check), bounded:
+ * 500 x 10 ms. */
+#define HELPER_WAITS 500
+#define HELPER_WAIT_MS 10
 
 struct harness {
 	struct loop *loop;
@@ -294,12 +295,17 @@ void harness_run(struct harness *h)
 			abort();
 		if (h->activity)
 			continue;
-		/* Quiet, but with fsync "always" acks may wait for the store's
-		 * helper thread: wait for it (its eventfd) so scripts see them. */
-		if (!h->b.persist.held_len || waits++ == DURABLE_WAITS)
+		/* Quiet, but helper threads may still owe an answer: the store's
+		 * group commit (fsync "always" acks wait for its eventfd) or a
+		 * password check (a CONNECT waits). Wait, so scripts see it. */
+		bool verifying = false;
+		struct list_node *n, *tmp;
+		list_for_each_safe(n, tmp, &h->b.conns.all)
+			verifying |= container_of(n, struct conn, all_link)->auth_job != NULL;
+		if ((!h->b.persist.held_len && !verifying) || waits++ == HELPER_WAITS)
 			return;
 		struct pollfd p = {.fd = h->b.persist.io.fd, .events = POLLIN};
-		poll(&p, 1, DURABLE_WAIT_MS);
+		poll(&p, h->b.persist.held_len ? 1 : 0, HELPER_WAIT_MS);
 		turn--;
 	}
 }

@@ -128,6 +128,46 @@ static void test_connect_refused_not_authorised(void)
 	CU_ASSERT_TRUE(client_closed(c));
 }
 
+/* A password file (one user, "alice" / "secret", 1000 PBKDF2 rounds so the
+ * check is quick): the right password is accepted, a wrong one or an
+ * unknown user gets code 4 [MQTT-3.1.4-2 step 3]. The check runs on a
+ * helper thread; harness_run waits for it. */
+static void test_connect_password(void)
+{
+	static const char line[] = "alice:$pbkdf2-sha512$1000$d2lzcC10ZXN0LXNhbHQxNg==$y6X/Sh2QBMxbszdX28W9kP4S0uT/"
+				   "PjPvpbzG3K9mvvLAqvgOomnRexC+tj77kvkADXAyyQv1ROisO7r+n64bWw==\n";
+	char dir[64], path[96], config[512];
+	CU_ASSERT_FATAL(harness_temp_dir(dir, sizeof dir, "wisp-script-pw") == 0);
+	snprintf(path, sizeof path, "%s/passwd", dir);
+	FILE *f = fopen(path, "w");
+	CU_ASSERT_FATAL(f != NULL);
+	fputs(line, f);
+	fclose(f);
+	snprintf(config, sizeof config,
+		 "{\"listeners\": [{\"bind\": \"127.0.0.1\", \"port\": 0}], \"auth\": {\"password_file\": \"%s\"},"
+		 " \"persistence\": {\"enabled\": false}, \"log\": {\"level\": \"error\"}}",
+		 path);
+	harness_free(h);
+	start(config);
+	/* CONNECT with user name and password flags (0xc2), id "pw". */
+	struct hclient *ok = harness_connect(h);
+	SEND(ok, "10 1d 00 04 'MQTT' 04 c2 00 3c 00 02 'pw' 00 05 'alice' 00 06 'secret'");
+	EXPECT(ok, CONNACK_OK);
+	struct hclient *bad = harness_connect(h);
+	SEND(bad, "10 1d 00 04 'MQTT' 04 c2 00 3c 00 02 'pw' 00 05 'alice' 00 06 'Secret'");
+	EXPECT(bad, "20 02 00 04");
+	CU_ASSERT_TRUE(client_closed(bad));
+	CU_ASSERT_FALSE(client_closed(ok)); /* a refused CONNECT takes nothing over */
+	struct hclient *who = harness_connect(h);
+	SEND(who, "10 1b 00 04 'MQTT' 04 c2 00 3c 00 02 'p2' 00 03 'bob' 00 06 'secret'");
+	EXPECT(who, "20 02 00 04");
+	/* Without a user name: not authorised (the listener is not anonymous). */
+	struct hclient *anon = harness_connect(h);
+	SEND(anon, CONNECT_PUB);
+	EXPECT(anon, "20 02 00 05");
+	harness_remove_dir(dir);
+}
+
 /* [MQTT-3.1.0-1] the first packet must be CONNECT: closed, nothing written. */
 static void test_first_packet_not_connect(void)
 {
@@ -578,6 +618,7 @@ static CU_TestInfo connect_tests[] = {
 	{"empty id with clean session 0: CONNACK 2 [MQTT-3.1.3-8]", test_connect_refused_empty_id_persistent},
 	{"3.1 empty id: CONNACK 2", test_connect_31_refused_empty_id},
 	{"anonymous not allowed: CONNACK 5", test_connect_refused_not_authorised},
+	{"password file: CONNACK 0, 4 and 5", test_connect_password},
 	{"first packet not CONNECT: closed [MQTT-3.1.0-1]", test_first_packet_not_connect},
 	{"second CONNECT: closed [MQTT-3.1.0-2]", test_second_connect_closes},
 	CU_TEST_INFO_NULL,
