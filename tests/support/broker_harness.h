@@ -12,7 +12,9 @@
  * Turns are real loop turns (loop_run): a "kick" socket the harness keeps
  * readable stops the loop after one turn, and each client's socketpair is
  * kept readable so every turn reads what its script added. Timers only
- * fire when their second comes, so scripts never wait for them.
+ * fire when their second comes, so scripts never wait for them; helper
+ * threads (the store's group commit, password checks) are waited for,
+ * bounded, by harness_run.
  */
 #ifndef WISP_TESTS_BROKER_HARNESS_H
 #define WISP_TESTS_BROKER_HARNESS_H
@@ -48,7 +50,8 @@ void harness_packet_reads(struct harness *h, bool on);
 /* A new connection on the first listener, as accepted from the network.
  * The harness owns it; it stays valid (closed) after the broker drops it. */
 struct hclient *harness_connect(struct harness *h);
-/* Runs loop turns until one reads and writes nothing (bounded). */
+/* Runs loop turns until one reads and writes nothing and no ack waits for
+ * an fsync nor a CONNECT for its password check (all bounded). */
 void harness_run(struct harness *h);
 
 /* Appends bytes to what the client "sent" and runs the broker. */
