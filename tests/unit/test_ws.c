@@ -622,6 +622,45 @@ static void test_writev_frames_and_retry(void)
 	free_pair(&p);
 }
 
+/* Test messages: the first byte is the whole message's length. */
+static size_t byte_length(const uint8_t *head, size_t len) { return len ? head[0] : 0; }
+
+static void test_frame_per_message(void)
+{
+	struct pair p;
+	struct ws_opts o = default_opts();
+	o.frame_per_message = byte_length;
+	CU_ASSERT_EQUAL_FATAL(make_pair(&p, &o), 0);
+	CU_ASSERT_FATAL(upgrade(&p, NULL));
+	/* Three messages over pieces that do not follow them. */
+	struct iovec iov[3] = {{"\x03" "a", 2}, {"b\x04" "cd", 4}, {"e\x02" "f", 3}};
+	size_t total = 9, sent = 0;
+	for (int i = 0; i < 10 && sent < total; i++) {
+		struct iovec v[3];
+		int n = 0;
+		size_t skip = sent;
+		for (int k = 0; k < 3; k++) {
+			if (skip >= iov[k].iov_len) {
+				skip -= iov[k].iov_len;
+				continue;
+			}
+			v[n++] = (struct iovec){(char *)iov[k].iov_base + skip, iov[k].iov_len - skip};
+			skip = 0;
+		}
+		ssize_t w = transport_writev(p.t, v, n);
+		CU_ASSERT_FATAL(w > 0);
+		sent += (size_t)w;
+	}
+	static const char *const want[] = {"\x03" "ab", "\x04" "cde", "\x02" "f"};
+	for (int i = 0; i < 3; i++) {
+		uint8_t payload[16];
+		size_t plen = 0;
+		CU_ASSERT_EQUAL(client_read_frame(p.client, payload, sizeof payload, &plen), 0x2);
+		CU_ASSERT(plen == strlen(want[i]) && memcmp(payload, want[i], plen) == 0);
+	}
+	free_pair(&p);
+}
+
 static void test_forwarded_for(void)
 {
 	struct ws_opts o = default_opts();
@@ -697,6 +736,7 @@ static CU_TestInfo tests[] = {
 	{"close handshake both ways, EOF without close", test_close_handshake},
 	{"writev: one frame per call, retry through a full socket", test_writev_frames_and_retry},
 	{"X-Forwarded-For only from a trusted proxy", test_forwarded_for},
+	{"one frame per message when asked (Paho C)", test_frame_per_message},
 	{"idle connections return their frame context", test_frame_pool},
 	{"out of memory", test_oom},
 	CU_TEST_INFO_NULL,

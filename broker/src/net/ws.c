@@ -305,6 +305,23 @@ static void flush_control(struct ws_transport *ws)
 	}
 }
 
+/* The size of the message at the front of iov when frames follow
+ * messages, else (or when it cannot tell) all of `total`. */
+static size_t first_message(const struct ws_transport *ws, const struct iovec *iov, int iovcnt, size_t total)
+{
+	if (!ws->opts.frame_per_message)
+		return total;
+	uint8_t head[5];
+	size_t n = 0;
+	for (int i = 0; i < iovcnt && n < sizeof head; i++) {
+		size_t take = iov[i].iov_len < sizeof head - n ? iov[i].iov_len : sizeof head - n;
+		memcpy(head + n, iov[i].iov_base, take);
+		n += take;
+	}
+	size_t size = ws->opts.frame_per_message(head, n);
+	return size && size < total ? size : total;
+}
+
 /* Takes the first `want` bytes of iov into out; the pieces used. */
 static int take_payload(struct iovec *out, int room, const struct iovec *iov, int iovcnt, size_t want)
 {
@@ -362,11 +379,11 @@ static ssize_t ws_writev(struct transport *t, const struct iovec *iov, int iovcn
 			if (ws->close_sent || ws->cout_is_close) {
 				p = 0; /* the close goes alone */
 			} else {
-				ws->hdr_len = frame_header(ws->hdr, WS_OP_BINARY, total);
+				p = first_message(ws, iov, iovcnt, total);
+				ws->hdr_len = frame_header(ws->hdr, WS_OP_BINARY, p);
 				ws->hdr_off = 0;
-				ws->out_left = total;
+				ws->out_left = p;
 				b = ws->hdr_len;
-				p = total;
 			}
 		}
 		if (a)
@@ -645,7 +662,7 @@ static int refuse(struct ws_transport *ws, int status, const char *why, const ch
 	stats.refused++;
 	if (status == 431 || status == 414)
 		stats.head_too_large++;
-	set_error(ws, "WebSocket upgrade refused with HTTP %d: %s", status, why);
+	set_error(ws, "upgrade refused with HTTP %d: %s", status, why);
 	return fail_plain(ws, WISP_EPROTO);
 }
 

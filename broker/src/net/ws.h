@@ -28,7 +28,9 @@
  * Frames out: the server's frames are unmasked, so a frame is a 2-10 byte
  * header ahead of the caller's own buffers: one frame per writev, the
  * header one more iovec in the inner transport's writev, no copy of the
- * payload. Many MQTT packets share a frame and a system call. The header
+ * payload. Many MQTT packets share a frame and a system call (unless
+ * ws_opts.frame_per_message: then one frame, and one call, per message).
+ * The header
  * is encoded here: wslay_frame_send reports progress through a send
  * callback per piece, which cannot put header and payload into one writev.
  *
@@ -57,11 +59,22 @@
 #include "http.h"
 #include "transport.h"
 
+/*
+ * One frame per message instead of one per writev, for clients that assume
+ * frames and messages align (Paho C 1.3 does: it reads a frame up to its
+ * first MQTT packet and then waits for the socket). Given the first bytes
+ * of the stream at a message boundary (at most 5), returns the size of the
+ * message starting there, or 0 if it cannot tell (the rest goes as one
+ * frame). The owner supplies it, so this file stays ignorant of MQTT.
+ */
+typedef size_t (*ws_message_size_fn)(const uint8_t *head, size_t len);
+
 struct ws_opts {
 	struct http_limits http; /* the Upgrade request's head */
 	uint64_t max_frame_size; /* payload bytes of one client data frame */
 	const char *path;        /* NULL or "": any request path */
 	bool trust_proxy;        /* take the client address from X-Forwarded-For */
+	ws_message_size_fn frame_per_message; /* NULL: one frame per writev */
 };
 
 /*
