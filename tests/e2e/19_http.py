@@ -271,7 +271,8 @@ class Probes(HttpCase):
 
 @skip_unless_wisp("the http listener is Wisp's")
 class BadRequests(HttpCase):
-    HTTP_KEYS = {"max_header_size": 1024, "max_body_size": 100, "idle_timeout": 2}
+    HTTP_KEYS = {"max_body_size": 100, "idle_timeout": 2}
+    HTTP_LISTENER = {"max_header_bytes": 1024}
 
     def test_each_bad_request_closes_only_its_connection(self):
         good = KeepAlive(self.broker.http_port)

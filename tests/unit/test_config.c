@@ -116,7 +116,8 @@ static const struct bad_case bad_cases[] = {
 	{"{\"sys_interval\": 86401}", "t.json: sys_interval: out of range: 86401 (allowed 0 to 86400)"},
 	/* enums */
 	{"{\"listeners\": [{\"protocol\": \"gopher\"}]}",
-	 "t.json: listeners[0].protocol: invalid value \"gopher\" (expected one of \"mqtt\", \"mqtts\", \"http\")"},
+	 "t.json: listeners[0].protocol: invalid value \"gopher\" (expected one of \"mqtt\", \"mqtts\", "
+	 "\"ws\", \"wss\", \"http\")"},
 	/* the http listener protocol */
 	{"{\"listeners\": [{\"http\": {}}]}", "t.json: listeners[0].http: only allowed when protocol is \"http\""},
 	{"{\"listeners\": [{\"protocol\": \"http\", \"bind\": \"0.0.0.0\"}]}",
@@ -125,8 +126,12 @@ static const struct bad_case bad_cases[] = {
 	{"{\"listeners\": [{\"protocol\": \"http\", \"http\": {\"require_auth\": \"always\"}}]}",
 	 "t.json: listeners[0].bind: an http listener reachable from other hosts (or with require_auth \"always\") "
 	 "needs auth.password_file for its users"},
-	{"{\"listeners\": [{\"protocol\": \"http\", \"http\": {\"max_header_size\": 100}}]}",
-	 "t.json: listeners[0].http.max_header_size: out of range: 100 (allowed 256 to 1048576)"},
+	{"{\"listeners\": [{\"protocol\": \"http\", \"max_header_bytes\": 100}]}",
+	 "t.json: listeners[0].max_header_bytes: out of range: 100 (allowed 256 to 1048576)"},
+	{"{\"listeners\": [{\"protocol\": \"http\", \"path\": \"/x\"}]}",
+	 "t.json: listeners[0].path: only allowed when protocol is \"ws\" or \"wss\""},
+	{"{\"listeners\": [{\"max_headers\": 10}]}",
+	 "t.json: listeners[0].max_headers: only allowed when protocol is \"ws\", \"wss\" or \"http\""},
 	{"{\"listeners\": [{\"protocol\": \"http\", \"http\": {\"idle_timeout\": 0}}]}",
 	 "t.json: listeners[0].http.idle_timeout: out of range: 0 (allowed 1 to 3600)"},
 	{"{\"dashboard\": {\"max_topics\": 0}}", "t.json: dashboard.max_topics: out of range: 0 (allowed 1 to 10000000)"},
@@ -150,7 +155,21 @@ static const struct bad_case bad_cases[] = {
 	{"{\"listeners\": [{\"protocol\": \"mqtts\", \"tls\": {\"cert\": \"cert.pem\"}}]}",
 	 "t.json: listeners[0].tls.key: required when protocol is \"mqtts\""},
 	{"{\"listeners\": [{\"tls\": {\"cert\": \"cert.pem\", \"key\": \"key.pem\"}}]}",
-	 "t.json: listeners[0].tls: only allowed when protocol is \"mqtts\""},
+	 "t.json: listeners[0].tls: only allowed when protocol is \"mqtts\" or \"wss\""},
+	{"{\"listeners\": [{\"protocol\": \"ws\", \"tls\": {\"cert\": \"cert.pem\", \"key\": \"key.pem\"}}]}",
+	 "t.json: listeners[0].tls: only allowed when protocol is \"mqtts\" or \"wss\""},
+	{"{\"listeners\": [{\"protocol\": \"wss\"}]}",
+	 "t.json: listeners[0].tls: required when protocol is \"wss\""},
+	{"{\"listeners\": [{\"protocol\": \"wss\", \"tls\": {\"key\": \"key.pem\"}}]}",
+	 "t.json: listeners[0].tls.cert: required when protocol is \"wss\""},
+	{"{\"listeners\": [{\"path\": \"/mqtt\"}]}",
+	 "t.json: listeners[0].path: only allowed when protocol is \"ws\" or \"wss\""},
+	{"{\"listeners\": [{\"protocol\": \"mqtts\", \"max_frame_size\": 10}]}",
+	 "t.json: listeners[0].max_frame_size: only allowed when protocol is \"ws\" or \"wss\""},
+	{"{\"listeners\": [{\"protocol\": \"ws\", \"path\": \"mqtt\"}]}",
+	 "t.json: listeners[0].path: must start with '/'"},
+	{"{\"listeners\": [{\"protocol\": \"ws\", \"max_header_bytes\": 100}]}",
+	 "t.json: listeners[0].max_header_bytes: out of range: 100 (allowed 256 to 1048576)"},
 	{"{\"listeners\": [{}, {\"port\": 8883, \"protocol\": \"mqtts\", \"tls\": {\"cert\": "
 	 "\"/x/y.pem\"}}]}",
 	 "t.json: listeners[1].tls.cert: file not found: /x/y.pem"},
@@ -333,6 +352,39 @@ static void test_load_missing_file(void)
 	CU_ASSERT_STRING_EQUAL(err, "missing.json: (root): cannot open: No such file or directory");
 }
 
+static void test_websocket_listeners(void)
+{
+	static const char doc[] =
+		"{\"listeners\": [{\"protocol\": \"ws\"},\n"
+		" {\"protocol\": \"ws\", \"port\": 9001, \"path\": \"/mqtt\", \"max_header_bytes\": 4096,\n"
+		"  \"max_headers\": 20, \"max_frame_size\": 65536, \"trust_proxy\": true},\n"
+		" {\"protocol\": \"wss\", \"tls\": {\"cert\": \"cert.pem\", \"key\": \"key.pem\"}}]}";
+	struct config *cfg;
+	char err[256];
+	int rc = config_parse(doc, sizeof doc - 1, "ws.json", &cfg, err, sizeof err);
+	if (rc)
+		fprintf(stderr, "\n%s\n", err);
+	CU_ASSERT_EQUAL_FATAL(rc, 0);
+	const struct config_listener *l = cfg->listeners;
+	CU_ASSERT_EQUAL(l[0].protocol, CONFIG_PROTO_WS);
+	CU_ASSERT_EQUAL(l[0].port, 8083);
+	CU_ASSERT_PTR_NULL(l[0].path);
+	CU_ASSERT_EQUAL(l[0].max_header_bytes, 8192);
+	CU_ASSERT_EQUAL(l[0].max_headers, 100);
+	CU_ASSERT_EQUAL(l[0].max_frame_size, 0);
+	CU_ASSERT_FALSE(l[0].trust_proxy);
+	CU_ASSERT_STRING_EQUAL(l[1].path, "/mqtt");
+	CU_ASSERT_EQUAL(l[1].port, 9001);
+	CU_ASSERT_EQUAL(l[1].max_header_bytes, 4096);
+	CU_ASSERT_EQUAL(l[1].max_headers, 20);
+	CU_ASSERT_EQUAL(l[1].max_frame_size, 65536);
+	CU_ASSERT_TRUE(l[1].trust_proxy);
+	CU_ASSERT_EQUAL(l[2].protocol, CONFIG_PROTO_WSS);
+	CU_ASSERT_EQUAL(l[2].port, 8084);
+	CU_ASSERT_TRUE(config_proto_is_tls(l[2].protocol) && config_proto_is_ws(l[2].protocol));
+	config_free(cfg);
+}
+
 static void test_full_document_is_parsed(void)
 {
 	static const char doc[] =
@@ -508,8 +560,8 @@ static void test_http_listener_keys(void)
 {
 	static const char doc[] =
 		"{\"listeners\": [{\"protocol\": \"http\"},\n"
-		"  {\"protocol\": \"http\", \"bind\": \"::1\", \"port\": 9100, \"http\": {\"max_header_size\": 4096,\n"
-		"   \"max_headers\": 10, \"max_body_size\": 0, \"max_requests\": 5, \"idle_timeout\": 2,\n"
+		"  {\"protocol\": \"http\", \"bind\": \"::1\", \"port\": 9100, \"max_header_bytes\": 4096,\n"
+		"   \"max_headers\": 10, \"http\": {\"max_body_size\": 0, \"max_requests\": 5, \"idle_timeout\": 2,\n"
 		"   \"tree_page_size\": 50, \"dashboard\": false, \"require_auth\": \"remote\"}}],\n"
 		" \"dashboard\": {\"max_topics\": 42, \"max_value_bytes\": 0}}";
 	struct config *cfg;
@@ -522,8 +574,8 @@ static void test_http_listener_keys(void)
 	CU_ASSERT_EQUAL(d->protocol, CONFIG_PROTO_HTTP);
 	CU_ASSERT_EQUAL(d->port, 8080);
 	CU_ASSERT_STRING_EQUAL(d->bind, "127.0.0.1");
-	CU_ASSERT_EQUAL(d->http.max_header_size, 8192);
-	CU_ASSERT_EQUAL(d->http.max_headers, 64);
+	CU_ASSERT_EQUAL(d->max_header_bytes, 8192);
+	CU_ASSERT_EQUAL(d->max_headers, 100);
 	CU_ASSERT_EQUAL(d->http.max_body_size, 65536);
 	CU_ASSERT_EQUAL(d->http.max_requests, 1000);
 	CU_ASSERT_EQUAL(d->http.idle_timeout, 30);
@@ -531,8 +583,8 @@ static void test_http_listener_keys(void)
 	CU_ASSERT_TRUE(d->http.dashboard);
 	CU_ASSERT_EQUAL(d->http.require_auth, CONFIG_HTTP_AUTH_REMOTE);
 	CU_ASSERT_EQUAL(l->port, 9100);
-	CU_ASSERT_EQUAL(l->http.max_header_size, 4096);
-	CU_ASSERT_EQUAL(l->http.max_headers, 10);
+	CU_ASSERT_EQUAL(l->max_header_bytes, 4096);
+	CU_ASSERT_EQUAL(l->max_headers, 10);
 	CU_ASSERT_EQUAL(l->http.max_body_size, 0);
 	CU_ASSERT_EQUAL(l->http.max_requests, 5);
 	CU_ASSERT_EQUAL(l->http.idle_timeout, 2);
@@ -564,6 +616,7 @@ static CU_TestInfo config_tests[] = {
 	{"example files are valid", test_example_files_are_valid},
 	{"http listener keys and defaults", test_http_listener_keys},
 	{"full document parsed", test_full_document_is_parsed},
+	{"ws and wss listeners", test_websocket_listeners},
 	{"inline acl becomes acl text", test_inline_acl_becomes_acl_text},
 	{"password file turns anonymous off unless explicit",
 	 test_password_file_turns_anonymous_off_unless_explicit},

@@ -103,7 +103,8 @@ struct field {
 #define F_CUSTOM(st, k, m, fn) {.key = k, .type = FT_CUSTOM, .offset = offsetof(st, m), .custom = fn}
 
 static const struct enum_name protocol_names[] = {
-	{"mqtt", CONFIG_PROTO_MQTT}, {"mqtts", CONFIG_PROTO_MQTTS}, {"http", CONFIG_PROTO_HTTP}, {NULL, 0}};
+	{"mqtt", CONFIG_PROTO_MQTT}, {"mqtts", CONFIG_PROTO_MQTTS}, {"ws", CONFIG_PROTO_WS},
+	{"wss", CONFIG_PROTO_WSS},   {"http", CONFIG_PROTO_HTTP},   {NULL, 0}};
 static const struct enum_name http_auth_names[] = {
 	{"remote", CONFIG_HTTP_AUTH_REMOTE}, {"always", CONFIG_HTTP_AUTH_ALWAYS}, {NULL, 0}};
 static const struct enum_name level_names[] = {
@@ -145,16 +146,14 @@ static const struct field tls_fields[] = {
 	{0},
 };
 
-/* Why these defaults: 8 KiB of head is what nginx and most servers take by
- * default and ten times what a browser sends; 64 KiB of body holds any test
+/* The request head is bounded by the listener's max_header_bytes and
+ * max_headers, as for ws. Why these defaults: 64 KiB of body holds any test
  * message a person types; 1000 requests (nginx's keepalive_requests) is 16
  * minutes of the dashboard's once-a-second polling on one connection; 30 s
  * idle lets a polling page keep its connection while a silent one is gone
  * soon; 500 children a request keeps a response under ~200 KiB however
  * many topics the broker has. */
 static const struct field http_fields[] = {
-	F_NUM(struct config_http, FT_U32, "max_header_size", max_header_size, 256, 1048576, 8192),
-	F_NUM(struct config_http, FT_U32, "max_headers", max_headers, 4, 1024, 64),
 	F_NUM(struct config_http, FT_U32, "max_body_size", max_body_size, 0, 16777216, 65536),
 	F_NUM(struct config_http, FT_U32, "max_requests", max_requests, 1, UINT32_MAX, 1000),
 	F_NUM(struct config_http, FT_U32, "idle_timeout", idle_timeout, 1, 3600, 30),
@@ -178,6 +177,23 @@ static const struct field listener_fields[] = {
 	      UINT32_MAX, 64),
 	F_OBJ(struct config_listener, "tls", tls, tls_fields),
 	F_OBJ(struct config_listener, "http", http, http_fields),
+	/* WebSocket (and, for the first two, http) listeners. Browsers send 0.5-2 KiB of head, more with
+	 * cookies; 8 KiB is nginx's large_client_header_buffers line size and
+	 * what Mosquitto's libwebsockets accepts by default, and bounds what a
+	 * handshake holds. 100 lines is Apache's LimitRequestFields: no real
+	 * client sends a tenth of it. */
+	F_STR(struct config_listener, "path", path, NULL),
+	F_NUM(struct config_listener, FT_U32, "max_header_bytes", max_header_bytes, 256, 1048576, 8192),
+	F_NUM(struct config_listener, FT_U32, "max_headers", max_headers, 1, 10000, 100),
+	/* A frame is streamed into the MQTT input, never held whole, so its
+	 * size costs no memory; the bound is for the operator who wants
+	 * clients to frame per packet. 0 follows limits.max_packet_size: a
+	 * client framing one packet per frame always fits. */
+	F_NUM(struct config_listener, FT_U32, "max_frame_size", max_frame_size, 0, UINT32_MAX, 0),
+	F_BOOL(struct config_listener, "trust_proxy", trust_proxy, 0),
+	/* Off: one frame carries every packet a loop turn queued, as
+	 * [MQTT-6.0.0-2] allows; on for clients that cannot read that. */
+	F_BOOL(struct config_listener, "frame_per_packet", frame_per_packet, 0),
 	{0},
 };
 
@@ -879,32 +895,56 @@ static int check_listener(struct parser *p, struct config *cfg, const cJSON *lj,
 	if (!cJSON_HasObjectItem(lj, "allow_anonymous") && cfg->auth.password_file)
 		l->allow_anonymous = false;
 
-	if (l->protocol != CONFIG_PROTO_HTTP && http) {
+	bool is_tls = l->protocol == CONFIG_PROTO_MQTTS || l->protocol == CONFIG_PROTO_WSS;
+	bool is_ws = l->protocol == CONFIG_PROTO_WS || l->protocol == CONFIG_PROTO_WSS;
+	bool is_http = l->protocol == CONFIG_PROTO_HTTP;
+	const char *proto = l->protocol == CONFIG_PROTO_WSS ? "wss" : "mqtts";
+	/* The first HEAD_KEYS bound any HTTP request head: http listeners take them too. */
+	enum { HEAD_KEYS = 2 };
+	static const char *const ws_keys[] = {"max_header_bytes", "max_headers", "path", "max_frame_size",
+					      "trust_proxy", "frame_per_packet"};
+	if (!cJSON_HasObjectItem(lj, "port") && l->protocol == CONFIG_PROTO_WS)
+		l->port = 8083;
+	if (!cJSON_HasObjectItem(lj, "port") && l->protocol == CONFIG_PROTO_WSS)
+		l->port = 8084;
+	for (size_t k = 0; !is_ws && k < sizeof ws_keys / sizeof ws_keys[0]; k++) {
+		if (is_http && k < HEAD_KEYS)
+			continue;
+		if (cJSON_HasObjectItem(lj, ws_keys[k])) {
+			path_push_key(p, ws_keys[k]);
+			rc = fail(p, k < HEAD_KEYS ? "only allowed when protocol is \"ws\", \"wss\" or \"http\""
+						   : "only allowed when protocol is \"ws\" or \"wss\"");
+			break;
+		}
+	}
+	if (rc) {
+		/* reported */
+	} else if (!is_http && http) {
 		path_push_key(p, "http");
 		rc = fail(p, "only allowed when protocol is \"http\"");
-	} else if (l->protocol == CONFIG_PROTO_HTTP && tls) {
+	} else if (is_http && tls) {
 		path_push_key(p, "tls");
 		rc = fail(p, "not supported for protocol \"http\" (put it behind a TLS proxy, or bind it to loopback)");
-	} else if (l->protocol == CONFIG_PROTO_HTTP && !cfg->auth.password_file &&
+	} else if (is_http && !cfg->auth.password_file &&
 		   (l->http.require_auth == CONFIG_HTTP_AUTH_ALWAYS || !config_is_loopback(l->bind))) {
 		/* Off loopback the dashboard can publish and shows every
 		 * topic: it must not be open to whoever reaches the port. */
 		path_push_key(p, "bind");
 		rc = fail(p, "an http listener reachable from other hosts (or with require_auth \"always\") "
 			     "needs auth.password_file for its users");
-	} else if (l->protocol == CONFIG_PROTO_MQTT && tls) {
+	} else if (!is_tls && tls) {
 		path_push_key(p, "tls");
-		rc = fail(p, "only allowed when protocol is \"mqtts\"");
-	} else if (l->protocol == CONFIG_PROTO_MQTTS) {
+		rc = fail(p, "only allowed when protocol is \"mqtts\" or \"wss\"");
+	} else if (is_tls) {
 		if (!tls) {
 			path_push_key(p, "tls");
-			rc = fail(p, "required when protocol is \"mqtts\"");
+			rc = fail(p, "required when protocol is \"%s\"", proto);
 		} else if (!l->tls.cert) {
 			path_push_key(p, "tls.cert");
-			rc = fail(p, "required when protocol is \"mqtts\"");
+			rc = fail(p, "required when protocol is \"%s\"", proto);
 		} else if (!l->tls.key) {
 			path_push_key(p, "tls.key");
-			rc = fail(p, "required when protocol is \"mqtts\"");
+			rc = fail(p, "required when protocol is \"%s\"", proto);
 		} else if (l->tls.require_certificate && !l->tls.ca) {
 			path_push_key(p, "tls.ca");
 			rc = fail(p, "required when require_certificate is true");
@@ -912,6 +952,10 @@ static int check_listener(struct parser *p, struct config *cfg, const cJSON *lj,
 			path_push_key(p, "tls.use_identity_as_username");
 			rc = fail(p, "needs require_certificate to be true");
 		}
+	}
+	if (!rc && l->path && l->path[0] != '/') {
+		path_push_key(p, "path");
+		rc = fail(p, "must start with '/'");
 	}
 	for (size_t j = 0; !rc && j < i; j++) {
 		const struct config_listener *o = &cfg->listeners[j];

@@ -16,6 +16,8 @@
 enum config_protocol {
 	CONFIG_PROTO_MQTT = 0,  /* plain TCP */
 	CONFIG_PROTO_MQTTS = 1, /* TLS */
+	CONFIG_PROTO_WS = 2,    /* MQTT over WebSocket over TCP */
+	CONFIG_PROTO_WSS = 3,   /* MQTT over WebSocket over TLS */
 	CONFIG_PROTO_HTTP = 4,  /* /metrics, /healthz, /readyz and the dashboard (http/) */
 };
 
@@ -24,10 +26,9 @@ enum config_http_auth {
 	CONFIG_HTTP_AUTH_ALWAYS = 1, /* for every peer */
 };
 
-/* The http listener protocol (listeners[].http). */
+/* The http listener protocol (listeners[].http); the request head's bounds
+ * are the listener's max_header_bytes and max_headers, as for ws. */
 struct config_http {
-	uint32_t max_header_size; /* request line + headers; default 8192 */
-	uint32_t max_headers;     /* header lines; default 64 */
 	uint32_t max_body_size;   /* POST bodies (the dashboard's publish form); default 65536 */
 	uint32_t max_requests;    /* per connection, then it is closed; default 1000 */
 	uint32_t idle_timeout;    /* seconds without a complete request; default 30 */
@@ -35,6 +36,16 @@ struct config_http {
 	bool dashboard;           /* serve the dashboard and its API; default true */
 	int require_auth;         /* enum config_http_auth */
 };
+
+static inline bool config_proto_is_tls(enum config_protocol p)
+{
+	return p == CONFIG_PROTO_MQTTS || p == CONFIG_PROTO_WSS;
+}
+
+static inline bool config_proto_is_ws(enum config_protocol p)
+{
+	return p == CONFIG_PROTO_WS || p == CONFIG_PROTO_WSS;
+}
 
 struct config_tls {
 	char *cert;     /* PEM certificate chain file */
@@ -59,6 +70,14 @@ struct config_listener {
 	uint32_t max_handshakes_per_address; /* mqtts: the same per source address (IPv6: per /64); default 64 */
 	struct config_tls tls;
 	struct config_http http;
+	/* ws, wss: the HTTP Upgrade request and the frames (http: the first two
+	 * bound its requests too). */
+	uint32_t max_header_bytes; /* request line + headers; default 8192 */
+	uint32_t max_headers;      /* header lines; default 100 */
+	char *path;                /* request path to accept; NULL = any */
+	uint32_t max_frame_size;   /* payload of one client data frame; 0 (default) = limits.max_packet_size */
+	bool trust_proxy;          /* take the client address from X-Forwarded-For; default false */
+	bool frame_per_packet;     /* one WebSocket frame per MQTT packet (Paho C); default false */
 };
 
 struct config_limits {

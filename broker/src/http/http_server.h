@@ -9,8 +9,9 @@
  * max_connections and limits.max_connections, refused like MQTT ones
  * (counted in $SYS/broker/limits/connections_refused).
  *
- * Bounds per connection, from listeners[].http: the request head
- * (max_header_size, max_headers), the body (max_body_size), requests
+ * Bounds per connection: the request head (the listener's max_header_bytes
+ * and max_headers, as for ws), and from listeners[].http the body
+ * (max_body_size), requests
  * (max_requests, then Connection: close) and idle_timeout, the time to
  * send a complete request after accept or after the previous response
  * (so a slow sender is closed too). Output is produced a response at a

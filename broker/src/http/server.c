@@ -516,7 +516,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 		close(fd);
 		return;
 	}
-	struct http_limits hlim = {.max_head_bytes = hl->cfg->max_header_size, .max_headers = hl->cfg->max_headers};
+	struct http_limits hlim = {.max_head_bytes = bl->cfg->max_header_bytes, .max_headers = bl->cfg->max_headers};
 	struct http_conn *c = wisp_calloc(1, sizeof *c);
 	struct http_req_parser *parser = c ? http_req_new(&hlim) : NULL;
 	if (!parser) {

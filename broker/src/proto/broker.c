@@ -34,6 +34,19 @@
  * while a burst's memory goes back within a second or two of its end. */
 #define TRIM_AFTER_BYTES (8u << 20)
 
+/* ws_opts.frame_per_message: the MQTT packet at the front of a stream. */
+static size_t mqtt_message_size(const uint8_t *head, size_t len)
+{
+	struct mqtt_codec_opts opts = {.max_packet_size = 0};
+	ssize_t n = mqtt_frame_size(head, len, &opts);
+	return n > 0 ? (size_t)n : 0;
+}
+
+const char *broker_handshake_kind(const struct conn *c)
+{
+	return ws_transport_inner_ready(c->t) ? "WebSocket" : "TLS";
+}
+
 const char *broker_conn_name(const struct conn *c)
 {
 	return c->sess ? c->sess->client_id : conn_peer(c);
@@ -55,8 +68,9 @@ static void on_timer(struct loop *l, struct loop_timer *t)
 		b->stats.keepalive_expired++;
 		broker_drop(b, c, false, "keepalive expired");
 	} else {
-		broker_drop(b, c, false,
-			    c->state == CONN_HANDSHAKE ? "TLS handshake timed out" : "no CONNECT within the connect timeout");
+		char reason[64];
+		snprintf(reason, sizeof reason, "%s handshake timed out", broker_handshake_kind(c));
+		broker_drop(b, c, false, c->state == CONN_HANDSHAKE ? reason : "no CONNECT within the connect timeout");
 	}
 }
 
@@ -66,22 +80,24 @@ void broker_handshake_end(struct conn *c)
 	listener_handshake_end(&bl->net, c->peer.family, c->peer.addr);
 }
 
-/* A TLS connection takes a handshake slot of its listener and source
- * address; false (counted, logged within the rate limit) when a cap is full. */
+/* A TLS or WebSocket connection takes a handshake slot of its listener and
+ * source address; false (counted, logged within the rate limit) when a cap
+ * is full. */
 static bool handshake_admitted(struct broker_listener *bl, const struct conn_addr *addr, const char *peer)
 {
 	enum listener_hs_verdict v = listener_handshake_begin(&bl->net, addr->family, addr->addr);
 	if (v == LISTENER_HS_OK)
 		return true;
 	bl->b->stats.handshakes_refused++;
+	const char *kind = bl->tls ? "TLS" : "WebSocket";
 	if (v == LISTENER_HS_LISTENER_FULL)
 		log_limited("refused: TLS handshake limit", LOG_WARNING, "conn",
-			    "%s: refusing %s: %u TLS handshakes under way (max_handshakes)", bl->net.name, peer,
-			    bl->net.hs.count);
+			    "%s: refusing %s: %u %s handshakes under way (max_handshakes)", bl->net.name, peer,
+			    bl->net.hs.count, kind);
 	else if (v == LISTENER_HS_ADDRESS_FULL)
 		log_limited("refused: TLS handshakes per address", LOG_WARNING, "conn",
-			    "%s: refusing %s: %u TLS handshakes under way from that address "
-			    "(max_handshakes_per_address)", bl->net.name, peer, bl->net.hs.max_per_address);
+			    "%s: refusing %s: %u %s handshakes under way from that address "
+			    "(max_handshakes_per_address)", bl->net.name, peer, bl->net.hs.max_per_address, kind);
 	else
 		log_limited("refused: out of memory", LOG_WARNING, "conn", "%s: refusing %s: out of memory",
 			    bl->net.name, peer);
@@ -123,12 +139,19 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 		close(fd);
 		return;
 	}
-	if (bl->tls && !handshake_admitted(bl, &addr, peer)) {
+	bool hs = bl->tls || bl->ws;
+	if (hs && !handshake_admitted(bl, &addr, peer)) {
 		close(fd);
 		return;
 	}
 	struct transport *t = NULL; /* plain TCP: embedded in the connection */
-	if (bl->tls && !(t = tls_transport_new(bl->tls, fd))) {
+	if (bl->tls)
+		t = tls_transport_new(bl->tls, fd);
+	else if (bl->ws)
+		t = tcp_transport_new(fd);
+	if (t && bl->ws)
+		t = ws_transport_new(t, &bl->ws_opts);
+	if (hs && !t) {
 		listener_handshake_end(&bl->net, addr.family, addr.addr);
 		log_limited("refused: out of memory", LOG_WARNING, "conn", "%s: refusing %s: out of memory",
 			    bl->net.name, peer);
@@ -136,14 +159,14 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	}
 	struct conn *c = conn_new(&b->conns, t, fd, bl, sa);
 	if (!c) {
-		if (bl->tls)
+		if (hs)
 			listener_handshake_end(&bl->net, addr.family, addr.addr);
 		log_limited("refused: out of memory", LOG_WARNING, "conn", "%s: refusing %s: out of memory",
 			    bl->net.name, peer);
 		return;
 	}
 	if (loop_io_start(b->loop, &c->io, fd, LOOP_READ, broker_on_conn_io) != 0) {
-		if (bl->tls)
+		if (hs)
 			broker_handshake_end(c);
 		log_limited("refused: cannot watch socket", LOG_WARNING, "conn",
 			    "%s: refusing %s: cannot watch socket", bl->net.name, peer);
@@ -152,8 +175,9 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 		return;
 	}
 	bl->conn_count++;
-	c->state = bl->tls ? CONN_HANDSHAKE : CONN_AWAIT_CONNECT;
-	/* One deadline covers the TLS handshake and the CONNECT after it, so a
+	c->state = hs ? CONN_HANDSHAKE : CONN_AWAIT_CONNECT;
+	/* One deadline covers the TLS handshake, the WebSocket upgrade and the
+	 * CONNECT after them, so a
 	 * client that stalls anywhere before CONNACK is dropped in time. */
 	loop_timer_start(b->loop, &c->timer, lim->connect_timeout, on_timer);
 	log_msg(LOG_DEBUG, "conn", "new connection from %s on %s", peer, bl->net.name);
@@ -343,7 +367,7 @@ int broker_check_tls(const struct config *cfg, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < cfg->listener_count; i++) {
 		const struct config_listener *lc = &cfg->listeners[i];
-		if (lc->protocol != CONFIG_PROTO_MQTTS)
+		if (!config_proto_is_tls(lc->protocol))
 			continue;
 		struct tls_ctx *ctx = NULL;
 		char why[384];
@@ -414,7 +438,17 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 			}
 			continue;
 		}
-		if (lc->protocol == CONFIG_PROTO_MQTTS) {
+		if (config_proto_is_ws(lc->protocol)) {
+			bl->ws = true;
+			bl->ws_opts = (struct ws_opts){
+				.http = {.max_head_bytes = lc->max_header_bytes, .max_headers = lc->max_headers},
+				.max_frame_size = lc->max_frame_size ? lc->max_frame_size : cfg->limits.max_packet_size,
+				.path = lc->path,
+				.trust_proxy = lc->trust_proxy,
+				.frame_per_message = lc->frame_per_packet ? mqtt_message_size : NULL,
+			};
+		}
+		if (config_proto_is_tls(lc->protocol)) {
 			char why[384];
 			if (broker_tls_context(lc, &bl->tls, why, sizeof why) != 0) {
 				broker_tls_error(cfg->path, i, why, err, errlen);
@@ -426,7 +460,9 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		if (rc != 0)
 			goto fail;
 		listener_set_handshake_caps(&bl->net, lc->max_handshakes, lc->max_handshakes_per_address);
-		log_msg(LOG_NOTICE, "main", "listening on %s (%s)", bl->net.name, bl->tls ? "mqtts" : "mqtt");
+		static const char *const proto_names[] = {"mqtt", "mqtts", "ws", "wss"};
+		log_msg(LOG_NOTICE, "main", "listening on %s (%s)", bl->net.name,
+			(size_t)lc->protocol < sizeof proto_names / sizeof proto_names[0] ? proto_names[lc->protocol] : "?");
 	}
 	loop_set_before_sleep(l, before_sleep, b);
 	sys_start(b);
@@ -470,6 +506,7 @@ void broker_free(struct broker *b)
 	wisp_free(b->scratch);
 	wisp_free(b->route);
 	outq_release_cache();
+	ws_release_pool();
 	memset(b, 0, sizeof *b);
 }
 
@@ -484,11 +521,15 @@ void broker_drop(struct broker *b, struct conn *c, bool graceful, const char *re
 			    graceful ? LOG_INFO : LOG_NOTICE, "conn", "client %s (%s) disconnected: %s",
 			    broker_conn_name(c), conn_peer(c), reason);
 	else
-		log_limited(c->state == CONN_HANDSHAKE ? "closed during the TLS handshake"
-						       : "closed before CONNECT",
+		log_limited(c->state != CONN_HANDSHAKE	       ? "closed before CONNECT"
+			    : ws_transport_inner_ready(c->t) ? "closed during the WebSocket handshake"
+							      : "closed during the TLS handshake",
 			    LOG_NOTICE, "conn", "connection from %s closed: %s", conn_peer(c), reason);
 	if (c->state == CONN_HANDSHAKE) {
-		b->stats.handshakes_failed++;
+		/* The TLS part of a wss handshake counts as TLS; the
+		 * WebSocket part is counted by ws.c ($SYS/broker/ws/). */
+		if (((struct broker_listener *)c->listener)->tls && !ws_transport_inner_ready(c->t))
+			b->stats.handshakes_failed++;
 		broker_handshake_end(c);
 	}
 	struct msg *will = c->will;

@@ -25,6 +25,7 @@
 #include "retained.h"
 #include "session.h"
 #include "tls.h"
+#include "ws.h"
 #include "topic.h"
 #include "tree.h"
 
@@ -36,6 +37,8 @@ struct broker_listener {
 	struct broker *b;
 	const struct config_listener *cfg;
 	struct tls_ctx *tls;          /* NULL for plain MQTT */
+	bool ws;                      /* ws, wss: a WebSocket transport over tcp or tls */
+	struct ws_opts ws_opts;
 	size_t conn_count;
 	uint64_t conns_refused;       /* closed at accept by a connection limit (also in stats.conns_refused) */
 	/* Copies of cfg's auth switches: cfg is the start-up configuration,
@@ -263,5 +266,7 @@ int broker_send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t pac
 
 /* The name logs use for a connection: its client id once known, else its address. */
 const char *broker_conn_name(const struct conn *c);
+/* "TLS" or "WebSocket": the handshake a CONN_HANDSHAKE connection is in. */
+const char *broker_handshake_kind(const struct conn *c);
 
 #endif

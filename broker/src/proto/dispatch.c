@@ -286,6 +286,23 @@ static int grow_rbuf(struct broker *b, struct conn *c)
 	return 0;
 }
 
+/* A failed read: the transport's own words when it has some (a WebSocket
+ * close code, a frame that broke the protocol). */
+static void drop_for_read(struct broker *b, struct conn *c, int rc)
+{
+	const char *what = rc == WISP_ECLOSED ? "connection closed by peer" : "read error";
+	char why[160], reason[200];
+	why[0] = '\0';
+	if (rc != WISP_ECLOSED || ws_transport_is(c->t))
+		transport_last_error(c->t, why, sizeof why);
+	if (!why[0]) {
+		broker_drop(b, c, false, what);
+		return;
+	}
+	snprintf(reason, sizeof reason, "%s: %s", what, why);
+	broker_drop(b, c, false, reason);
+}
+
 static void read_input(struct broker *b, struct conn *c)
 {
 	size_t budget = READ_BUDGET;
@@ -316,7 +333,7 @@ static void read_input(struct broker *b, struct conn *c)
 		if (n == WISP_EAGAIN)
 			return;
 		if (n < 0) {
-			broker_drop(b, c, false, n == WISP_ECLOSED ? "connection closed by peer" : "read error");
+			drop_for_read(b, c, (int)n);
 			return;
 		}
 		b->stats.bytes_received += (uint64_t)n;
@@ -405,10 +422,24 @@ static bool handshake(struct broker *b, struct conn *c)
 		broker_handshake_end(c);
 		c->state = CONN_AWAIT_CONNECT;
 		loop_io_set(b->loop, &c->io, LOOP_READ);
-		bool resumed = tls_transport_resumed(c->t);
+		bool resumed = tls_transport_resumed(ws_transport_inner(c->t));
 		if (resumed)
 			b->stats.handshakes_resumed++;
-		log_msg(LOG_DEBUG, "conn", "%s: TLS handshake done%s", conn_peer(c), resumed ? " (resumed)" : "");
+		log_msg(LOG_DEBUG, "conn", "%s: %s handshake done%s", conn_peer(c),
+			ws_transport_is(c->t) ? "WebSocket" : "TLS", resumed ? " (resumed)" : "");
+		if (ws_transport_is(c->t)) {
+			/* Behind a trusted proxy the client is who it says
+			 * (X-Forwarded-For): logs and per-address caps see it. The
+			 * handshake slot was released under the socket's address. */
+			struct transport_peer_info info;
+			transport_peer_info(c->t, &info);
+			if (info.forwarded.ss_family != AF_UNSPEC) {
+				char was[64];
+				snprintf(was, sizeof was, "%s", conn_peer(c));
+				conn_addr_set(&c->peer, (const struct sockaddr *)&info.forwarded);
+				log_msg(LOG_DEBUG, "conn", "%s: forwarded for %s", was, conn_peer(c));
+			}
+		}
 		return true;
 	}
 	if (rc == WISP_EAGAIN) {
@@ -422,7 +453,7 @@ static bool handshake(struct broker *b, struct conn *c)
 	}
 	char why[160], reason[200];
 	transport_last_error(c->t, why, sizeof why);
-	snprintf(reason, sizeof reason, "TLS handshake failed: %s", why);
+	snprintf(reason, sizeof reason, "%s handshake failed: %s", broker_handshake_kind(c), why);
 	broker_drop(b, c, false, reason);
 	return false;
 }

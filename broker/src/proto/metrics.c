@@ -106,6 +106,16 @@ const struct metric metrics_table[] = {
 	 STAT(handshakes_failed), .sys = "tls/handshakes/failed"},
 	{"tls_handshakes_resumed_total", "TLS handshakes that resumed a session.", COUNTER, STAT(handshakes_resumed),
 	 .sys = "tls/handshakes/resumed"},
+	{"ws_upgrades_total", "WebSocket upgrades completed (101 sent) on ws and wss listeners.", COUNTER,
+	 SNAP(ws_upgrades), .sys = "ws/upgrades"},
+	{"ws_refused_total", "WebSocket upgrade requests answered with an HTTP error.", COUNTER, SNAP(ws_refused),
+	 .sys = "ws/refused"},
+	{"ws_refused_head_too_large_total", "WebSocket upgrade requests over max_header_bytes or max_headers.",
+	 COUNTER, SNAP(ws_head_too_large), .sys = "ws/refused/head_too_large"},
+	{"ws_protocol_errors_total", "WebSocket connections closed with status 1002 or 1003.", COUNTER,
+	 SNAP(ws_protocol_errors), .sys = "ws/protocol_errors"},
+	{"ws_frames_too_large_total", "WebSocket connections closed with status 1009 (a frame over max_frame_size).",
+	 COUNTER, SNAP(ws_frames_too_large), .sys = "ws/frames_too_large"},
 	{"log_suppressed_total", "Log lines held back by log.rate_limit.", COUNTER, SNAP(log_suppressed),
 	 .sys = "log/suppressed"},
 	{"output_stalled_total", "Clients disconnected for staying over max_output_buffer.", COUNTER,
@@ -185,6 +195,12 @@ void metrics_snapshot(struct broker *b, struct metrics_snap *out)
 	for (size_t i = 0; i < b->listener_count; i++)
 		out->handshakes_current += b->listeners[i].net.hs.count;
 	out->log_suppressed = log_suppressed_total();
+	const struct ws_stats *ws = ws_stats_get();
+	out->ws_upgrades = ws->upgrades;
+	out->ws_refused = ws->refused;
+	out->ws_head_too_large = ws->head_too_large;
+	out->ws_protocol_errors = ws->protocol_errors;
+	out->ws_frames_too_large = ws->frames_too_large;
 	if (b->activity) {
 		out->dashboard_topics = activity_count(b->activity);
 		out->dashboard_evicted = activity_evicted(b->activity);

@@ -89,6 +89,7 @@ struct metrics_snap {
 	uint64_t store_degraded, store_write_errors, store_fsync_errors, store_compact_errors;
 	uint64_t store_refused, store_held_acks;
 	uint64_t handshakes_current;
+	uint64_t ws_upgrades, ws_refused, ws_head_too_large, ws_protocol_errors, ws_frames_too_large;
 	uint64_t log_suppressed;
 	uint64_t dashboard_topics, dashboard_evicted;
 	bool persist_enabled;
