@@ -312,6 +312,7 @@ class BadRequests(HttpCase):
         self.assertEqual(s.recv(1), b"", "closed by idle_timeout")
         self.broker.wait_log(r"no complete request within idle_timeout")
         self.assertEqual(self.get("/healthz")[0], 200)
+        self.assertEqual(self.metric("wisp_http_refused_total"), 1.0)
 
     def test_oversized_head_does_not_grow_the_broker(self):
         before = self.broker.rss_kib()

@@ -37,6 +37,7 @@ struct http_conn {
 	const struct auth_passwd *auth_passwd; /* the password file it verified against */
 	struct http_request req;
 	bool have_head;
+	bool partial;                 /* part of a request head arrived, not all of it */
 	bool closed;
 	bool close_after_write;
 	bool peer_loopback;

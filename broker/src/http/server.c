@@ -185,11 +185,12 @@ static void on_idle(struct loop *l, struct loop_timer *t)
 {
 	struct http_conn *c = container_of(t, struct http_conn, timer);
 	(void)l;
-	if (c->draining)
-		hconn_close(c, NULL);
-	else
-		hconn_close(c, c->have_head || c->in_len || c->requests == 0 ? "no complete request within idle_timeout"
-									     : NULL);
+	if (c->draining || !(c->partial || c->have_head)) {
+		hconn_close(c, NULL); /* idle between requests (or a browser's preconnect): normal */
+		return;
+	}
+	c->hl->srv->b->stats.http_refused++;
+	hconn_close(c, "no complete request within idle_timeout");
 }
 
 /* A request the connection cannot go on after: its status, then close. */
@@ -411,10 +412,12 @@ static void process(struct http_conn *c)
 		}
 		if (used == 0) {
 			c->in_off = c->in_len;
+			c->partial = true;
 			break;
 		}
 		c->in_off += (size_t)used;
 		c->have_head = true;
+		c->partial = false;
 		c->body_len = c->body_want = 0;
 		if (!c->req.has_body)
 			continue;
