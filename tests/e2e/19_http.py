@@ -37,7 +37,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import (REPO_ROOT, Broker, BrokerTestCase, RawClient, free_port, main,  # noqa: E402
-                      make_passwd, skip_unless_wisp)
+                      make_passwd, publish_pkt, skip_unless_wisp)
 
 PROMTOOL = os.environ.get("WISP_PROMTOOL") or shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS = os.environ.get("WISP_PROMETHEUS") or shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -455,6 +455,35 @@ class Auth(HttpCase):
         self.broker.wait_log(r"configuration reloaded", offset)
         head, _ = c.request("/metrics", self.auth_header("admin", "s3cret"))
         self.assertIn(" 401 ", head, "the old password after a reload")
+
+
+@skip_unless_wisp("the http listener is Wisp's")
+class TopicTree(HttpCase):
+    """The tree walk is bounded per request: a level with thousands of
+    children comes a page at a time, and the table keeps at most
+    dashboard.max_topics topics."""
+    HTTP_KEYS = {"tree_page_size": 100}
+    CONFIG = {"dashboard": {"max_topics": 2000, "max_value_bytes": 8}}
+
+    def test_pages_and_the_topic_bound(self):
+        pub = self.raw("many")
+        batch = b"".join(publish_pkt("many/%d" % i, b"value-%d" % i) for i in range(3000))
+        pub.send(batch)
+        pub.ping()  # everything before the PINGRESP was handled
+        status, _, text = self.get("/api/tree?path=many")
+        self.assertEqual(status, 200)
+        page = json.loads(text)
+        self.assertEqual(page["total"], 2000, "max_topics: the 1000 oldest forgotten")
+        self.assertEqual(len(page["children"]), 100, "one page of tree_page_size")
+        self.assertTrue(all(int(c["name"]) >= 1000 for c in page["children"]), "the newest kept")
+        self.assertTrue(all(len(c["value"]) <= 8 and c["size"] >= 7 for c in page["children"]))
+        last = json.loads(self.get("/api/tree?path=many&offset=1950")[2])
+        self.assertEqual(len(last["children"]), 50)
+        top = json.loads(self.get("/api/tree?path=")[2])
+        self.assertIn("many", [c["name"] for c in top["children"]])
+        # the 1000 oldest "many" topics, and the $SYS ones published before them
+        self.assertGreaterEqual(self.metric("wisp_dashboard_topics_evicted_total"), 1000.0)
+        self.assertLessEqual(self.metric("wisp_dashboard_topics"), 2000.0)
 
 
 @skip_unless_wisp("the http listener is Wisp's")
