@@ -199,6 +199,9 @@ static void test_malformed(void)
 		{"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 501, WISP_EPROTO}, /* TLS on a ws port */
 		{"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c", 501, WISP_EPROTO},         /* MQTT on a ws port */
 		{"GET / HTTP/2.0\r\n\r\n", 505, WISP_EPROTO},
+		/* HTTP/0.9 (no version) must not let the request after it through:
+		 * found by fuzz_http. */
+		{"GET http://h\n\r\nGET / HTTP/1.1\r\n\r\n", 505, WISP_EPROTO},
 		{"CONNECT h:1 HTTP/1.1\r\n\r\n", 501, WISP_EPROTO},
 		{"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400, WISP_EPROTO},
 		{"GET /\x7f HTTP/1.1\r\n\r\n", 400, WISP_EPROTO},

@@ -55,6 +55,13 @@ struct http_req_parser {
 	int status; /* of the failure, 0 while fine */
 	const char *error;
 	bool done;
+	/* Bounds passed, reported at the end of the head: http-parser calls
+	 * back lazily (a name or value cut by the end of a piece is reported
+	 * at once, a whole one when it ends), so a check made in a callback
+	 * could see a syntax error first or not depending on where the pieces
+	 * end. A malformed head is then a 400 however it arrives. */
+	bool over_headers;
+	bool over_arena;
 	bool in_value; /* the last callback was a header value */
 	bool in_url;   /* still in the request target (for 414) */
 	char field[HTTP_FIELD_MAX];
@@ -78,8 +85,10 @@ static int fail(struct http_req_parser *p, int status, const char *why)
 /* Appends to the arena at its tail; the span being built must end there. */
 static int arena_append(struct http_req_parser *p, struct span *s, const char *at, size_t len)
 {
-	if (len > p->lim.max_head_bytes - p->used)
-		return fail(p, 431, "request head too large");
+	if (p->over_arena || len > p->lim.max_head_bytes - p->used) {
+		p->over_arena = true;
+		return 0;
+	}
 	memcpy(p->arena + p->used, at, len);
 	p->used += len;
 	s->len += len;
@@ -112,8 +121,10 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
 		p->in_value = false;
 		p->field_len = 0;
 		p->cur = -1;
-		if (++p->headers > p->lim.max_headers)
-			return fail(p, 431, "too many header lines");
+		/* Checked when the value begins: http-parser reports a name cut
+		 * by the end of a piece before it has seen the rest of the line,
+		 * and the verdict must not depend on where pieces end. */
+		p->headers++;
 	}
 	if (p->field_len + len <= HTTP_FIELD_MAX)
 		memcpy(p->field + p->field_len, at, len);
@@ -126,6 +137,8 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
 static int value_begin(struct http_req_parser *p)
 {
 	p->cur = -1;
+	if (p->headers > p->lim.max_headers)
+		p->over_headers = true;
 	if (p->field_len > HTTP_FIELD_MAX)
 		return 0;
 	for (int h = 0; h < HTTP_HDR_COUNT; h++) {
@@ -149,8 +162,10 @@ static int value_begin(struct http_req_parser *p)
 	/* Join with ", ": move the earlier value to the tail unless it is there. */
 	if (s->off + s->len != p->used) {
 		size_t old = s->off;
-		if (s->len > p->lim.max_head_bytes - p->used)
-			return fail(p, 431, "request head too large");
+		if (p->over_arena || s->len > p->lim.max_head_bytes - p->used) {
+			p->over_arena = true;
+			return 0;
+		}
 		memcpy(p->arena + p->used, p->arena + old, s->len);
 		s->off = p->used;
 		p->used += s->len;
@@ -174,8 +189,13 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
 static int on_headers_complete(http_parser *hp)
 {
 	struct http_req_parser *p = hp->data;
+	/* Not fail()'s 1: here 1 and 2 mean "no body", only others stop. */
+	if (p->headers > p->lim.max_headers || p->over_headers)
+		return fail(p, 431, "too many header lines"), -1;
+	if (p->over_arena)
+		return fail(p, 431, "request head too large"), -1;
 	if (hp->http_major != 1)
-		return fail(p, 505, "HTTP version not supported");
+		return fail(p, 505, "HTTP version not supported"), -1;
 	p->done = true;
 	/* Stop here: whatever follows the head is the caller's. */
 	http_parser_pause(hp, 1);
@@ -288,7 +308,7 @@ ssize_t http_req_feed(struct http_req_parser *p, const void *buf, size_t len,
 	size_t used = http_parser_execute(&p->hp, &settings, buf, n);
 	enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
 
-	if (p->done && e == HPE_PAUSED) {
+	if (p->done && e == HPE_PAUSED && p->status == 0) {
 		/* Paused in on_headers_complete, http-parser reports the offset
 		 * of the head's final LF, not past it. */
 		used++;
@@ -370,6 +390,8 @@ const char *http_reason(int status)
 }
 
 static void resp_printf(struct http_resp *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void resp_vprintf(struct http_resp *r, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 static void resp_vprintf(struct http_resp *r, const char *fmt, va_list ap)
 {
