@@ -268,6 +268,42 @@ class Probes(HttpCase):
         status, headers, _ = self.get("/nowhere")
         self.assertEqual(status, 404)
 
+    def test_methods_and_head(self):
+        c = KeepAlive(self.broker.http_port)
+        self.on_cleanup(c.close)
+        c.sock.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                       b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        out = b""
+        while out.count(b"HTTP/1.1 200 OK") < 2 or not out.endswith(b"ok\n"):
+            d = c.sock.recv(4096)
+            self.assertTrue(d, "closed early: %r" % out)
+            out += d
+        head_resp, get_resp = out.split(b"HTTP/1.1 200 OK")[1:]
+        self.assertIn(b"Content-Length: 3", head_resp)
+        self.assertTrue(head_resp.endswith(b"\r\n\r\n"), "HEAD: no body")
+        self.assertTrue(get_resp.endswith(b"\r\n\r\nok\n"))
+        req = urllib.request.Request(self.url("/metrics"), data=b"x=1", method="POST")
+        with self.assertRaises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=WAIT)
+        self.assertEqual(e.exception.code, 405)
+        self.assertEqual(e.exception.headers["Allow"], "GET, HEAD")
+
+    def test_dashboard_is_self_contained(self):
+        """The page and everything it loads come from the broker: a CSP of
+        'self' and no URL of another site in any of its files."""
+        status, headers, html = self.get("/")
+        self.assertEqual(status, 200)
+        self.assertIn("text/html", headers["Content-Type"])
+        self.assertIn("default-src 'self'", headers["Content-Security-Policy"])
+        assets = re.findall(r'(?:src|href)="(/[^"]*\.(?:js|css))"', html)
+        self.assertEqual(sorted(assets), ["/dashboard.css", "/dashboard.js"])
+        for path in assets:
+            st, h, body = self.get(path)
+            self.assertEqual(st, 200, path)
+            self.assertIn("default-src 'self'", h["Content-Security-Policy"])
+            self.assertNotRegex(body, r"https?://", path)
+        self.assertNotRegex(html, r"(src|href)=\"(https?:)?//")
+
 
 @skip_unless_wisp("the http listener is Wisp's")
 class BadRequests(HttpCase):
