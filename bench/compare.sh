@@ -151,6 +151,10 @@ write_config() { # broker port tls id
 		echo "$TMP/wisp.json"
 	else
 		{
+			# Mosquitto 2.0.11 exits with "Unable to start any listening
+			# sockets" when its only listener is a websockets one: a plain
+			# listener on another port keeps it up.
+			[ "$ws" = 1 ] && echo "listener $(free_port) 127.0.0.1"
 			echo "listener $port 127.0.0.1"
 			[ "$ws" = 1 ] && echo "protocol websockets"
 			if [ "$tls" = 1 ]; then

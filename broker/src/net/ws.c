@@ -79,6 +79,7 @@ struct ws_transport {
 	int fail_rc;
 	bool client;       /* the client side (load generators, tests) */
 	bool inner_failed; /* last_error is the inner transport's */
+	bool inner_ready;  /* the inner handshake (TLS) is done */
 
 	/* Handshake only. */
 	struct http_req_parser *http;
@@ -931,6 +932,7 @@ static int ws_handshake(struct transport *t)
 			ws->inner_failed = true;
 			return fail_plain(ws, rc);
 		}
+		ws->inner_ready = true;
 		ws->state = ws->client ? WS_RESPOND : WS_HEAD;
 		if (ws->client && client_request(ws) != 0)
 			return ws->fail_rc;
@@ -1038,5 +1040,5 @@ struct transport *ws_transport_inner(struct transport *t)
 
 bool ws_transport_inner_ready(const struct transport *t)
 {
-	return ws_transport_is(t) && ((const struct ws_transport *)t)->state != WS_INNER;
+	return ws_transport_is(t) && ((const struct ws_transport *)t)->inner_ready;
 }

@@ -77,27 +77,29 @@ static void on_timer(struct loop *l, struct loop_timer *t)
 void broker_handshake_end(struct conn *c)
 {
 	struct broker_listener *bl = c->listener;
-	listener_handshake_end(&bl->net, c->peer.family, c->peer.addr);
+	if (bl->tls)
+		listener_handshake_end(&bl->net, c->peer.family, c->peer.addr);
 }
 
-/* A TLS or WebSocket connection takes a handshake slot of its listener and
+/* A TLS connection (mqtts, wss) takes a handshake slot of its listener and
  * source address; false (counted, logged within the rate limit) when a cap
- * is full. */
+ * is full. A plain WebSocket upgrade takes none: it costs one round trip and
+ * max_header_bytes, bounded by connect_timeout and max_connections, and a
+ * proxy in front of a ws listener brings every client from one address. */
 static bool handshake_admitted(struct broker_listener *bl, const struct conn_addr *addr, const char *peer)
 {
 	enum listener_hs_verdict v = listener_handshake_begin(&bl->net, addr->family, addr->addr);
 	if (v == LISTENER_HS_OK)
 		return true;
 	bl->b->stats.handshakes_refused++;
-	const char *kind = bl->tls ? "TLS" : "WebSocket";
 	if (v == LISTENER_HS_LISTENER_FULL)
 		log_limited("refused: TLS handshake limit", LOG_WARNING, "conn",
-			    "%s: refusing %s: %u %s handshakes under way (max_handshakes)", bl->net.name, peer,
-			    bl->net.hs.count, kind);
+			    "%s: refusing %s: %u TLS handshakes under way (max_handshakes)", bl->net.name, peer,
+			    bl->net.hs.count);
 	else if (v == LISTENER_HS_ADDRESS_FULL)
 		log_limited("refused: TLS handshakes per address", LOG_WARNING, "conn",
-			    "%s: refusing %s: %u %s handshakes under way from that address "
-			    "(max_handshakes_per_address)", bl->net.name, peer, bl->net.hs.max_per_address, kind);
+			    "%s: refusing %s: %u TLS handshakes under way from that address "
+			    "(max_handshakes_per_address)", bl->net.name, peer, bl->net.hs.max_per_address);
 	else
 		log_limited("refused: out of memory", LOG_WARNING, "conn", "%s: refusing %s: out of memory",
 			    bl->net.name, peer);
@@ -138,7 +140,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 		return;
 	}
 	bool hs = bl->tls || bl->ws;
-	if (hs && !handshake_admitted(bl, &addr, peer)) {
+	if (bl->tls && !handshake_admitted(bl, &addr, peer)) {
 		close(fd);
 		return;
 	}
@@ -150,14 +152,15 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	if (t && bl->ws)
 		t = ws_transport_new(t, &bl->ws_opts);
 	if (hs && !t) {
-		listener_handshake_end(&bl->net, addr.family, addr.addr);
+		if (bl->tls)
+			listener_handshake_end(&bl->net, addr.family, addr.addr);
 		log_limited("refused: out of memory", LOG_WARNING, "conn", "%s: refusing %s: out of memory",
 			    bl->net.name, peer);
 		return;
 	}
 	struct conn *c = conn_new(&b->conns, t, fd, bl, sa);
 	if (!c) {
-		if (hs)
+		if (bl->tls)
 			listener_handshake_end(&bl->net, addr.family, addr.addr);
 		log_limited("refused: out of memory", LOG_WARNING, "conn", "%s: refusing %s: out of memory",
 			    bl->net.name, peer);

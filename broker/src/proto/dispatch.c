@@ -465,6 +465,9 @@ static bool handshake_step_admitted(struct broker *b, struct conn *c)
 {
 	if (list_linked(&c->read_link))
 		return false; /* already waiting (an EPOLLHUP cannot be masked) */
+	/* A plain WebSocket upgrade is a parse and a write: no budget. */
+	if (!((struct broker_listener *)c->listener)->tls)
+		return true;
 	if (b->handshake_budget && list_empty(&c->set->handshake_wait)) {
 		b->handshake_budget--;
 		return true;
