@@ -49,14 +49,13 @@ static void on_timer(struct loop *l, struct loop_timer *t)
 		char reason[128];
 		snprintf(reason, sizeof reason, "output over limits.max_output_buffer for %u s (%zu bytes unsent)",
 			 b->cfg->limits.output_buffer_timeout, c->out.bytes);
-		b->stats.output_stalled++;
-		broker_drop(b, c, false, reason);
+		broker_drop(b, c, REASON_OUTPUT_STALLED, reason);
 	} else if (c->state == CONN_ACTIVE) {
-		b->stats.keepalive_expired++;
-		broker_drop(b, c, false, "keepalive expired");
+		broker_drop(b, c, REASON_KEEPALIVE_TIMEOUT, NULL);
+	} else if (c->state == CONN_HANDSHAKE) {
+		broker_drop(b, c, REASON_HANDSHAKE_FAILED, "TLS handshake timed out");
 	} else {
-		broker_drop(b, c, false,
-			    c->state == CONN_HANDSHAKE ? "TLS handshake timed out" : "no CONNECT within the connect timeout");
+		broker_drop(b, c, REASON_CONNECT_TIMEOUT, NULL);
 	}
 }
 
@@ -197,7 +196,7 @@ static void flush_conn(struct broker *b, struct conn *c)
 	int rc = outq_flush(&c->out, c->t);
 	b->stats.bytes_sent += before - c->out.bytes;
 	if (rc != 0 && rc != WISP_EAGAIN) {
-		broker_drop(b, c, false, "write error");
+		broker_drop(b, c, REASON_WRITE_ERROR, NULL);
 		return;
 	}
 	/* Room again in the output: queued QoS 1/2 messages move on. Pumping
@@ -434,7 +433,7 @@ void broker_free(struct broker *b)
 		if (c->state != CONN_CLOSING) {
 			/* Shutting down is not the clients' fault: wills stay unsent,
 			 * as after a DISCONNECT. */
-			broker_drop(b, c, true, "broker shutting down");
+			broker_drop(b, c, REASON_SHUTDOWN, NULL);
 		}
 	}
 	if (b->loop) {
@@ -460,11 +459,16 @@ void broker_free(struct broker *b)
 	memset(b, 0, sizeof *b);
 }
 
-void broker_drop(struct broker *b, struct conn *c, bool graceful, const char *reason)
+void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *detail)
 {
 	if (c->state == CONN_CLOSING)
 		return;
 	struct session *s = c->sess;
+	const struct reason_info *ri = reason_info(r);
+	bool graceful = r == REASON_CLIENT_DISCONNECT || r == REASON_CLIENT_DISCONNECT_WILL || r == REASON_SHUTDOWN;
+	const char *reason = detail ? detail : ri->text;
+	b->stats.reasons[r]++;
+	broker_answer_reason(b, c, r);
 	/* Each of these a client can cause at will: rate limited per kind. */
 	if (c->state == CONN_ACTIVE)
 		log_limited(graceful ? "client disconnected" : "client disconnected abnormally",
@@ -491,7 +495,7 @@ void broker_drop(struct broker *b, struct conn *c, bool graceful, const char *re
 	}
 	conn_close(b->loop, c);
 	if (will) {
-		if (!graceful) {
+		if (!(ri->flags & REASON_F_KEEP_WILL)) {
 			struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
 			int n = topic_split(msg_topic(will), will->topic_len, levels, TOPIC_MAX_LEVELS_HARD);
 			if (will->retain)

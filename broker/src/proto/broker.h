@@ -20,6 +20,7 @@
 #include "listener.h"
 #include "loop.h"
 #include "msg.h"
+#include "reason.h"
 #include "persist.h"
 #include "retained.h"
 #include "session.h"
@@ -50,14 +51,10 @@ struct broker_stats {
 	uint64_t bytes_received;
 	uint64_t bytes_sent;
 	uint64_t publish_dropped;    /* deliveries dropped, all reasons: the sum of dropped[] */
-	uint64_t malformed;          /* connections closed for bad input */
 	uint64_t refused;            /* CONNACKs with a refusal code */
-	uint64_t keepalive_expired;
-	uint64_t output_stalled;     /* clients disconnected for staying over max_output_buffer */
-	uint64_t unauth_refused;     /* closed before CONNECT by max_connect_size or max_unauthenticated_bytes */
+	uint64_t reasons[REASON_COUNT]; /* connections ended or refused, by reason (reason.h) */
 	uint64_t sys_publish_dropped; /* client PUBLISHes to $SYS/ not routed */
 	uint64_t acl_dropped_queued; /* queued/in-flight messages dropped by an access re-check */
-	uint64_t takeover_refused;   /* CONNECTs refused: the client id's session is another user's */
 	uint64_t dropped[DROP_REASON_COUNT]; /* deliveries dropped, by reason (drop.h) */
 	uint64_t handshakes_refused; /* TLS connections refused by a handshake cap */
 	uint64_t handshakes_failed;  /* TLS handshakes that failed or timed out */
@@ -176,11 +173,19 @@ void broker_retain(struct broker *b, struct msg *m);
 void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain);
 
 /*
- * Ends a connection. `graceful` is true after DISCONNECT (the will is
- * discarded [MQTT-3.1.2-10]); otherwise the will is published. The session
- * is detached (and destroyed if clean). `reason` is logged.
+ * Ends a connection for `r` (session/reason.h): answers it as its protocol
+ * level allows (broker_answer_reason), counts it, logs `detail` (a more
+ * precise text with figures) or else the reason's text, and publishes the
+ * will unless the reason keeps it [MQTT-3.1.2-10]. The session is detached
+ * (and destroyed if clean).
  */
-void broker_drop(struct broker *b, struct conn *c, bool graceful, const char *reason);
+void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *detail);
+
+/* The one mapping of a reason to the wire (dispatch.c): a refusing CONNACK
+ * (the v5 reason code, or the 3.1/3.1.1 return code) while the CONNECT is
+ * being answered; a v5 DISCONNECT with the reason code once active; else
+ * nothing (3.1.1 closes). Counts clients/refused for a refusing CONNACK. */
+void broker_answer_reason(struct broker *b, struct conn *c, enum reason r);
 
 /* The connection's I/O callback (dispatch.c). */
 void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events);
@@ -237,13 +242,14 @@ int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, c
 int broker_check_tls(const struct config *cfg, char *err, size_t errlen);
 
 /* Packet handlers: 0, or a negative WISP_E* after which the caller drops the
- * connection (the handler has logged why and set `*why`). */
-int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, const char **why);
-int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *p, const char **why);
-int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt_ack *p, const char **why);
-int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why);
-int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why);
-int handle_ping(struct broker *b, struct conn *c, const char **why);
+ * connection for the reason the handler set in `*why` (a CONNECT refusal
+ * included: dispatch answers it). */
+int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, enum reason *why);
+int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *p, enum reason *why);
+int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt_ack *p, enum reason *why);
+int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, enum reason *why);
+int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, enum reason *why);
+int handle_ping(struct broker *b, struct conn *c, enum reason *why);
 
 /* Whether a client with these rules may write `topic` as far as $SYS/ is
  * concerned (true for every other topic): only with an ACL rule naming it,

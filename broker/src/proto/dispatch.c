@@ -1,7 +1,8 @@
 /*
  * Input: read, frame, decode, and one switch into the packet handlers.
- * Decoder errors are mapped to a logged reason and a dropped connection in
- * this one place; a refusing CONNACK is sent where 3.1.1 asks for one.
+ * Decoder errors and handler refusals become a reason (session/reason.h),
+ * which broker_answer_reason maps to the wire in this one place: a refusing
+ * CONNACK, a v5 DISCONNECT, or a plain close.
  *
  * Reads go into the broker's shared scratch buffer; only the tail of a
  * packet that has not fully arrived is copied into a per-connection buffer,
@@ -46,22 +47,64 @@
 
 static uint8_t conn_version(const struct conn *c) { return c->version ? c->version : MQTT_PROTO_V311; }
 
-static void refuse_version(struct conn *c)
+/*
+ * The one mapping of a reason (session/reason.h) to the wire. While the
+ * CONNECT is being answered: a refusing CONNACK, with the v5 reason code
+ * for a v5 CONNECT [MQTT-3.2.2-6], the 3.1/3.1.1 return code otherwise, or
+ * none where 3.1.1 has no code for it (the connection just closes). Before
+ * the CONNECT was read (c->version 0) the answer has the 3.1.1 shape: a
+ * client of an unknown level cannot be assumed to read v5, so an
+ * unsupported level gets return code 1 [MQTT-3.1.2-2] (as Mosquitto's).
+ * Once active, a v5 client gets a DISCONNECT with the reason code before
+ * the close [MQTT-3.14.2.1]; a 3.1.1 client is just closed.
+ */
+void broker_answer_reason(struct broker *b, struct conn *c, enum reason r)
 {
-	/* [MQTT-3.1.2-2]: answer an unsupported level with return code 1, then
-	 * close. A client of an unknown level cannot be assumed to read v5, so
-	 * the answer has the 3.1.1 shape (as Mosquitto's). */
+	const struct reason_info *ri = reason_info(r);
 	uint8_t buf[8];
-	struct mqtt_connack ack = {.code = MQTT_CONNACK_BAD_PROTOCOL};
-	ssize_t n = mqtt_encode_connack(buf, sizeof buf, MQTT_PROTO_V311, &ack);
+	ssize_t n = 0;
+	if (ri->flags & REASON_F_SILENT)
+		return;
+	if (c->state == CONN_AWAIT_CONNECT) {
+		struct mqtt_connack ack = {.code = ri->v311};
+		uint8_t version = c->version ? c->version : MQTT_PROTO_V311;
+		if (version == MQTT_PROTO_V5)
+			ack.code = reason_v5_connack_allowed(ri->v5) && ri->v5 ? ri->v5 : MQTT_RC_UNSPECIFIED;
+		else if (ri->v311 == REASON_CLOSE)
+			return;
+		n = mqtt_encode_connack(buf, sizeof buf, version, &ack);
+		if (n > 0)
+			b->stats.refused++;
+	} else if (c->state == CONN_ACTIVE && c->version == MQTT_PROTO_V5) {
+		if (!reason_v5_disconnect_allowed(ri->v5))
+			return;
+		struct mqtt_reason_pkt d = {.reason = ri->v5};
+		n = mqtt_encode_reason(buf, sizeof buf, MQTT_PROTO_V5, MQTT_PKT_DISCONNECT, &d);
+	}
 	if (n > 0)
 		conn_send_bytes(c, buf, (size_t)n);
 }
 
-static int dispatch(struct broker *b, struct conn *c, const struct mqtt_pkt *p, const char **why)
+/* The reason a decoder error ends the connection for. */
+static enum reason decode_reason(ssize_t err)
+{
+	switch (err) {
+	case MQTT_ETOOBIG:
+		return REASON_PACKET_TOO_LARGE;
+	case MQTT_EVERSION:
+		return REASON_BAD_PROTOCOL_VERSION;
+	case MQTT_EPROTOCOL:
+	case MQTT_EPROPS:
+		return REASON_PROTOCOL_ERROR;
+	default:
+		return REASON_MALFORMED_PACKET;
+	}
+}
+
+static int dispatch(struct broker *b, struct conn *c, const struct mqtt_pkt *p, enum reason *why)
 {
 	if (c->state == CONN_AWAIT_CONNECT && p->type != MQTT_PKT_CONNECT) {
-		*why = "first packet is not CONNECT"; /* [MQTT-3.1.0-1] */
+		*why = REASON_NOT_CONNECT; /* [MQTT-3.1.0-1] */
 		return WISP_EPROTO;
 	}
 	switch (p->type) {
@@ -81,11 +124,15 @@ static int dispatch(struct broker *b, struct conn *c, const struct mqtt_pkt *p, 
 	case MQTT_PKT_PINGREQ:
 		return handle_ping(b, c, why);
 	case MQTT_PKT_DISCONNECT:
-		broker_drop(b, c, true, "client sent DISCONNECT");
+		/* v5: 0x04 asks for the will to be published [MQTT-3.14.4-3]. */
+		broker_drop(b, c,
+			    p->u.reason.reason == MQTT_RC_DISCONNECT_WITH_WILL ? REASON_CLIENT_DISCONNECT_WILL
+									     : REASON_CLIENT_DISCONNECT,
+			    NULL);
 		return 0;
 	default:
 		/* CONNACK, SUBACK, UNSUBACK, PINGRESP, AUTH: server-to-client only. */
-		*why = "packet type not accepted from a client";
+		*why = REASON_PACKET_NOT_ACCEPTED;
 		return WISP_EPROTO;
 	}
 }
@@ -117,22 +164,22 @@ static void pause_for_output(struct broker *b, struct conn *c)
 
 /* Bounds that apply before CONNECT, judged from the first bytes of the
  * first packet so nothing is buffered for a client that breaks them. */
-static const char *refuse_before_connect(struct broker *b, const uint8_t *buf, size_t len, char *why,
-					 size_t whylen)
+static bool refuse_before_connect(struct broker *b, const uint8_t *buf, size_t len, enum reason *why,
+				  char *detail, size_t detail_len)
 {
 	if ((buf[0] >> 4) != MQTT_PKT_CONNECT) {
-		b->stats.malformed++;
-		return "first packet is not CONNECT"; /* [MQTT-3.1.0-1] */
+		*why = REASON_NOT_CONNECT; /* [MQTT-3.1.0-1] */
+		return true;
 	}
 	struct mqtt_codec_opts unlimited = {.max_packet_size = 0};
 	ssize_t frame = mqtt_frame_size(buf, len, &unlimited);
 	uint32_t cap = b->cfg->limits.max_connect_size;
 	if (frame > 0 && (uint64_t)frame > cap && cap < b->cfg->limits.max_packet_size) {
-		b->stats.unauth_refused++;
-		snprintf(why, whylen, "CONNECT of %zd bytes exceeds limits.max_connect_size (%u)", frame, cap);
-		return why;
+		*why = REASON_CONNECT_TOO_LARGE;
+		snprintf(detail, detail_len, "CONNECT of %zd bytes exceeds limits.max_connect_size (%u)", frame, cap);
+		return true;
 	}
-	return NULL; /* the decoder judges the rest, max_packet_size included */
+	return false; /* the decoder judges the rest, max_packet_size included */
 }
 
 /* Handles every whole packet at the start of buf. Returns the bytes
@@ -144,12 +191,14 @@ static ssize_t process(struct broker *b, struct conn *c, const uint8_t *buf, siz
 		.max_packet_size = b->cfg->limits.max_packet_size,
 	};
 	while (off < len && c->state != CONN_CLOSING) {
-		char refusal[96];
-		const char *early;
-		if (c->state == CONN_AWAIT_CONNECT &&
-		    (early = refuse_before_connect(b, buf + off, len - off, refusal, sizeof refusal)) != NULL) {
-			broker_drop(b, c, false, early);
-			return -1;
+		enum reason why = REASON_PROTOCOL_ERROR;
+		if (c->state == CONN_AWAIT_CONNECT) {
+			char detail[96];
+			detail[0] = '\0';
+			if (refuse_before_connect(b, buf + off, len - off, &why, detail, sizeof detail)) {
+				broker_drop(b, c, why, detail[0] ? detail : NULL);
+				return -1;
+			}
 		}
 		opts.version = conn_version(c);
 		struct mqtt_pkt p;
@@ -157,17 +206,9 @@ static ssize_t process(struct broker *b, struct conn *c, const uint8_t *buf, siz
 		if (n == 0)
 			break;
 		if (n < 0) {
-			if (n == MQTT_EVERSION && c->state == CONN_AWAIT_CONNECT) {
-				refuse_version(c);
-				b->stats.refused++;
-			}
-			b->stats.malformed++;
-			char reason[96];
-			snprintf(reason, sizeof reason, "%s", mqtt_strerror((int)n));
-			broker_drop(b, c, false, reason);
+			broker_drop(b, c, decode_reason(n), mqtt_strerror((int)n));
 			return -1;
 		}
-		const char *why = NULL;
 		int rc = dispatch(b, c, &p, &why);
 		if (c->input_counted && c->state != CONN_AWAIT_CONNECT)
 			conn_unauth_release(c); /* accepted (or closed): no longer a stranger's bytes */
@@ -179,7 +220,7 @@ static ssize_t process(struct broker *b, struct conn *c, const uint8_t *buf, siz
 		}
 		off += (size_t)n;
 		if (rc != 0) {
-			broker_drop(b, c, false, why ? why : "protocol error");
+			broker_drop(b, c, why, NULL);
 			return -1;
 		}
 		refresh_keepalive(b, c);
@@ -213,7 +254,6 @@ static int unauth_budget(struct broker *b, struct conn *c, size_t cap)
 		}
 		return 0;
 	}
-	b->stats.unauth_refused++;
 	if (!b->unauth_over) {
 		b->unauth_over = true;
 		log_msg(LOG_WARNING, "conn",
@@ -226,9 +266,10 @@ static int unauth_budget(struct broker *b, struct conn *c, size_t cap)
 
 static void drop_for_input(struct broker *b, struct conn *c, int rc)
 {
-	broker_drop(b, c, false,
-		    rc == WISP_ELIMIT ? "input buffer over limits.max_unauthenticated_bytes before CONNECT"
-				      : "out of memory for input");
+	if (rc == WISP_ELIMIT)
+		broker_drop(b, c, REASON_UNAUTH_BYTES, NULL);
+	else
+		broker_drop(b, c, REASON_NO_MEMORY, "out of memory for input");
 }
 
 /* Keeps `len` bytes of an incomplete packet for the next read. */
@@ -316,7 +357,7 @@ static void read_input(struct broker *b, struct conn *c)
 		if (n == WISP_EAGAIN)
 			return;
 		if (n < 0) {
-			broker_drop(b, c, false, n == WISP_ECLOSED ? "connection closed by peer" : "read error");
+			broker_drop(b, c, n == WISP_ECLOSED ? REASON_PEER_CLOSED : REASON_READ_ERROR, NULL);
 			return;
 		}
 		b->stats.bytes_received += (uint64_t)n;
@@ -423,7 +464,7 @@ static bool handshake(struct broker *b, struct conn *c)
 	char why[160], reason[200];
 	transport_last_error(c->t, why, sizeof why);
 	snprintf(reason, sizeof reason, "TLS handshake failed: %s", why);
-	broker_drop(b, c, false, reason);
+	broker_drop(b, c, REASON_HANDSHAKE_FAILED, reason);
 	return false;
 }
 
@@ -466,7 +507,7 @@ void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events)
 		/* Readability that was not asked for is EPOLLHUP or EPOLLERR,
 		 * which epoll reports whatever the mask: the peer is gone. Left
 		 * alone it would be reported again at once, every turn. */
-		broker_drop(b, c, false, "peer closed the connection while its input was paused");
+		broker_drop(b, c, REASON_PEER_CLOSED, "peer closed the connection while its input was paused");
 		return;
 	}
 	if ((events & LOOP_WRITE) && !outq_empty(&c->out))

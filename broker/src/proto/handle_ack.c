@@ -8,7 +8,7 @@
 
 #include "err.h"
 
-int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt_ack *p, const char **why)
+int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt_ack *p, enum reason *why)
 {
 	(void)why;
 	switch (type) {

@@ -36,11 +36,10 @@ static bool same_user(const char *a, const char *b)
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-static int refuse(struct broker *b, struct conn *c, uint8_t code, const char **why, const char *reason)
+/* A refusal: dispatch answers it with the reason's CONNACK code (reason.h). */
+static int refuse(enum reason *why, enum reason r)
 {
-	send_connack(c, false, code);
-	b->stats.refused++;
-	*why = reason;
+	*why = r;
 	return WISP_EPROTO;
 }
 
@@ -69,45 +68,41 @@ static int make_acl_client(struct broker *b, const char *username, const char *i
 }
 
 static int make_will(struct broker *b, struct conn *c, const struct mqtt_connect *p,
-		     const struct acl_client *acl, const char **why)
+		     const struct acl_client *acl, enum reason *why)
 {
 	if (!p->has_will)
 		return 0;
 	const char *topic = (const char *)p->will_topic.ptr;
 	if (!topic_name_valid(topic, p->will_topic.len)) {
-		*why = "invalid will topic"; /* [MQTT-3.1.3-10] a topic name, no wildcards */
-		return WISP_EPROTO;
+		return refuse(why, REASON_WILL_TOPIC_INVALID); /* [MQTT-3.1.3-10] a topic name, no wildcards */
 	}
 	/* A will is routed like a PUBLISH, so the same bounds: refused now
 	 * rather than dropped unseen when it fires. */
 	enum topic_bound bound = broker_topic_bound(b, topic, p->will_topic.len);
 	if (bound != TOPIC_WITHIN_LIMITS) {
 		b->stats.topics_refused++;
-		return refuse(b, c, MQTT_CONNACK_NOT_AUTHORIZED, why,
-			      bound == TOPIC_TOO_LONG ? "will topic longer than limits.max_topic_length"
-						      : "will topic has more levels than limits.max_topic_levels");
+		return refuse(why, bound == TOPIC_TOO_LONG ? REASON_WILL_TOPIC_TOO_LONG : REASON_WILL_TOPIC_TOO_DEEP);
 	}
 	/* Checked now, as Mosquitto 2 does, so a client learns at CONNECT that
 	 * its will could never be published. */
 	if (acl && !acl_client_check(acl, topic, p->will_topic.len, ACL_WRITE))
-		return refuse(b, c, MQTT_CONNACK_NOT_AUTHORIZED, why, "will topic not authorised by the ACL");
+		return refuse(why, REASON_WILL_NOT_AUTHORIZED);
 	if (!broker_sys_write_allowed(acl, topic, p->will_topic.len))
-		return refuse(b, c, MQTT_CONNACK_NOT_AUTHORIZED, why, "will topic under $SYS/");
+		return refuse(why, REASON_WILL_SYS);
 	c->will = msg_new(topic, p->will_topic.len, p->will_payload.ptr, p->will_payload.len, p->will_qos,
 			  p->will_retain);
 	if (!c->will) {
-		*why = "out of memory for the will";
+		*why = REASON_NO_MEMORY;
 		return WISP_ENOMEM;
 	}
 	(void)b;
 	return 0;
 }
 
-int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, const char **why)
+int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, enum reason *why)
 {
 	if (c->state != CONN_AWAIT_CONNECT) {
-		*why = "second CONNECT"; /* [MQTT-3.1.0-2] */
-		return WISP_EPROTO;
+		return refuse(why, REASON_SECOND_CONNECT); /* [MQTT-3.1.0-2] */
 	}
 	c->version = p->version;
 	const struct config_limits *lim = &b->cfg->limits;
@@ -118,12 +113,12 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	if (id_len == 0) {
 		/* [MQTT-3.1.3-7][MQTT-3.1.3-8]: an empty id needs clean session; 3.1 needs an id. */
 		if (!p->clean_start || p->version == MQTT_PROTO_V31)
-			return refuse(b, c, MQTT_CONNACK_ID_REJECTED, why, "empty client id refused");
+			return refuse(why, REASON_CLIENT_ID_REJECTED);
 		id_len = assign_id(b, idbuf, sizeof idbuf);
 		id = idbuf;
 	}
 	if (lim->max_keepalive && p->keepalive > lim->max_keepalive)
-		return refuse(b, c, MQTT_CONNACK_ID_REJECTED, why, "keepalive above max_keepalive");
+		return refuse(why, REASON_KEEPALIVE_TOO_LONG);
 
 	char *username = NULL;
 	switch (auth_connect(b, c, p, &username)) {
@@ -132,36 +127,34 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	case AUTH_PENDING:
 		return WISP_EAGAIN;
 	case AUTH_BAD_CREDENTIALS:
-		return refuse(b, c, MQTT_CONNACK_BAD_CREDENTIALS, why, "bad user name or password");
+		return refuse(why, REASON_BAD_CREDENTIALS);
 	case AUTH_NOT_AUTHORIZED:
-		return refuse(b, c, MQTT_CONNACK_NOT_AUTHORIZED, why, "not authorised");
+		return refuse(why, REASON_NOT_AUTHORIZED);
 	case AUTH_UNAVAILABLE:
-		return refuse(b, c, MQTT_CONNACK_SERVER_UNAVAILABLE, why, "server busy verifying other logins");
+		return refuse(why, REASON_AUTH_BUSY);
 	}
 	/* Authorisation (3.1.4 step 3) comes before the takeover of step 4
 	 * [MQTT-3.1.4-2], so a refused CONNECT leaves the owner connected. */
 	const struct session *held = sess_find(&b->sessions, id, id_len);
 	if (held && held->owned && !same_user(held->username, username)) {
-		b->stats.takeover_refused++;
 		log_msg(LOG_NOTICE, "auth", "%s: client id '%.*s' refused to %s%s%s: its session belongs to %s%s%s",
 			conn_peer(c), (int)id_len, id, username ? "user '" : "", username ? username : "an anonymous client",
 			username ? "'" : "", held->username ? "user '" : "", held->username ? held->username : "an anonymous client",
 			held->username ? "'" : "");
 		wisp_free(username);
-		return refuse(b, c, MQTT_CONNACK_NOT_AUTHORIZED, why, "client id belongs to another user's session");
+		return refuse(why, REASON_TAKEOVER_REFUSED);
 	}
 	/* A persistent session is a promise the store cannot keep right now;
 	 * clean sessions never touch it and are still served. */
 	if (!p->clean_start && persist_refuses_durable(b)) {
 		wisp_free(username);
 		b->persist.refused++;
-		return refuse(b, c, MQTT_CONNACK_SERVER_UNAVAILABLE, why,
-			      "persistent session refused: the store cannot write (see $SYS/broker/store/state)");
+		return refuse(why, REASON_STORE_REFUSED_SESSION);
 	}
 	struct acl_client *acl = NULL;
 	if (make_acl_client(b, username, id, id_len, &acl) != 0) {
 		wisp_free(username);
-		return refuse(b, c, MQTT_CONNACK_SERVER_UNAVAILABLE, why, "out of memory for the ACL");
+		return refuse(why, REASON_NO_MEMORY);
 	}
 	int rc = make_will(b, c, p, acl, why);
 	if (rc != 0) {
@@ -173,7 +166,7 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	struct session *s = sess_find(&b->sessions, id, id_len);
 	if (s && s->conn) {
 		/* [MQTT-3.1.4-2] the existing connection of this id is closed. */
-		broker_drop(b, s->conn, false, "session taken over by a new connection");
+		broker_drop(b, s->conn, REASON_SESSION_TAKEN_OVER, NULL);
 		s = sess_find(&b->sessions, id, id_len); /* a clean one is gone now */
 	}
 	bool present = false;
@@ -190,7 +183,7 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 		if (!s) {
 			acl_client_free(acl);
 			wisp_free(username);
-			return refuse(b, c, MQTT_CONNACK_SERVER_UNAVAILABLE, why, "out of memory for the session");
+			return refuse(why, REASON_NO_MEMORY);
 		}
 	}
 	/* The session now acts for whoever proved this connection. */

@@ -328,7 +328,7 @@ static int defer(struct broker *b, struct conn *c, struct sub_job *job)
 }
 
 /* SUBSCRIBE and UNSUBSCRIBE, first seen or handed back by broker_sub_turn(). */
-static int handle(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, uint8_t type, const char **why)
+static int handle(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, uint8_t type, enum reason *why)
 {
 	struct sub_work *w = &b->sub_work;
 	uint8_t stack[CODES_ON_STACK];
@@ -345,7 +345,7 @@ static int handle(struct broker *b, struct conn *c, const struct mqtt_subscribe 
 		list_init(&local.link);
 		local.codes = p->count <= CODES_ON_STACK ? stack : wisp_malloc(p->count);
 		if (!local.codes) {
-			*why = "out of memory";
+			*why = REASON_NO_MEMORY;
 			return WISP_ENOMEM;
 		}
 		job = &local;
@@ -373,22 +373,22 @@ done:
 	spend(w, used);
 	job_free(job);
 	if (rc != 0)
-		*why = "out of memory";
+		*why = REASON_NO_MEMORY;
 	return rc;
 wait:
 	spend(w, used);
 	rc = defer(b, c, job);
 	if (rc == WISP_ENOMEM)
-		*why = "out of memory";
+		*why = REASON_NO_MEMORY;
 	return rc;
 }
 
-int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why)
+int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, enum reason *why)
 {
 	return handle(b, c, p, MQTT_PKT_SUBSCRIBE, why);
 }
 
-int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why)
+int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, enum reason *why)
 {
 	return handle(b, c, p, MQTT_PKT_UNSUBSCRIBE, why);
 }

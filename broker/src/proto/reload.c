@@ -85,8 +85,7 @@ static void drop_refused_logins(struct broker *b)
 		struct conn *c = container_of(n, struct conn, all_link);
 		if (c->state != CONN_ACTIVE || !c->sess || still_allowed(b, c))
 			continue;
-		broker_drop(b, c, false, c->sess->username ? "user no longer in the password file after reload"
-							   : "anonymous clients no longer allowed after reload");
+		broker_drop(b, c, c->sess->username ? REASON_USER_REMOVED : REASON_ANONYMOUS_REVOKED, NULL);
 		dropped++;
 	}
 	if (dropped)
