@@ -6,6 +6,7 @@
 #include "alloc.h"
 #include "bg.h"
 #include "broker.h"
+#include "input.h"
 #include "err.h"
 #include "log.h"
 #include "tls.h"
@@ -101,13 +102,12 @@ static void verify_done(struct bg_job *job)
 	if (j->ok)
 		passwd_memo_set(j->passwd->db, j->data, j->ulen, j->data + j->ulen, j->plen);
 	struct conn *c = j->c;
-	struct broker *b = j->b;
 	bool ok = j->ok;
 	job_free(j);
 	if (c) {
 		c->auth_job = NULL;
 		c->auth_result = ok ? CONN_AUTH_OK : CONN_AUTH_BAD;
-		broker_resume_input(b, c);
+		conn_input_resume(c);
 	}
 }
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "input.h"
 #include "sys.h"
 #include "err.h"
 #include "log.h"
@@ -33,6 +34,12 @@
  * walks the whole heap, so steady TLS churn must not cause one a second,
  * while a burst's memory goes back within a second or two of its end. */
 #define TRIM_AFTER_BYTES (8u << 20)
+
+/* on_close of session/input.h. */
+static void on_close(void *ctx, struct conn *c, enum reason r, const char *detail)
+{
+	broker_drop(ctx, c, r, detail);
+}
 
 const char *broker_conn_name(const struct conn *c)
 {
@@ -175,7 +182,7 @@ static void check_output_bound(struct broker *b, struct conn *c)
 			else
 				loop_timer_stop(b->loop, &c->timer);
 		}
-		broker_resume_output_paused(b, c);
+		conn_input_output_drained(c);
 		return;
 	}
 	if (c->output_state == CONN_OUT_STALLED || c->state != CONN_ACTIVE)
@@ -263,7 +270,7 @@ static void before_sleep(struct loop *l, void *ctx)
 	while ((n = list_first(&b->conns.read_more)) != NULL) {
 		struct conn *c = container_of(n, struct conn, read_link);
 		list_remove(n);
-		broker_read_more(b, c);
+		conn_input_read_more(c);
 	}
 	/* The turn's records reach the OS before the acks that vouch for them
 	 * are queued (persist.c holds those until then); everything else
@@ -376,10 +383,20 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 	};
 	b->subs = tree_new();
 	b->retained = retained_new(release_retained, cfg->limits.max_retained, cfg->limits.max_retained_bytes);
-	b->scratch_cap = SCRATCH_SIZE;
-	b->scratch = wisp_malloc(b->scratch_cap);
+	b->conns.in = (struct conn_input){
+		.on_packet = broker_on_packet,
+		.on_close = on_close,
+		.ctx = b,
+		.loop = l,
+		.scratch = wisp_malloc(SCRATCH_SIZE),
+		.scratch_cap = SCRATCH_SIZE,
+		.max_packet_size = cfg->limits.max_packet_size,
+		.max_connect_size = cfg->limits.max_connect_size,
+		.max_unauth_bytes = cfg->limits.max_unauthenticated_bytes,
+		.max_output = cfg->limits.max_output_buffer,
+	};
 	b->listeners = wisp_calloc(cfg->listener_count, sizeof *b->listeners);
-	if (!b->subs || !b->retained || !b->scratch || !b->listeners || sess_table_init(&b->sessions) != 0) {
+	if (!b->subs || !b->retained || !b->conns.in.scratch || !b->listeners || sess_table_init(&b->sessions) != 0) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -453,7 +470,7 @@ void broker_free(struct broker *b)
 	retained_free(b->retained);
 	tree_free(b->subs);
 	wisp_free(b->listeners);
-	wisp_free(b->scratch);
+	wisp_free(b->conns.in.scratch);
 	wisp_free(b->route);
 	outq_release_cache();
 	memset(b, 0, sizeof *b);

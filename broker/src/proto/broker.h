@@ -48,8 +48,7 @@ struct broker_stats {
 	uint64_t clients_total;      /* CONNECTs accepted since start */
 	uint64_t msgs_received;      /* PUBLISH packets in */
 	uint64_t msgs_sent;          /* PUBLISH packets queued out */
-	uint64_t bytes_received;
-	uint64_t bytes_sent;
+	uint64_t bytes_sent;         /* (bytes received: conns.in.bytes_received) */
 	uint64_t publish_dropped;    /* deliveries dropped, all reasons: the sum of dropped[] */
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t reasons[REASON_COUNT]; /* connections ended or refused, by reason (reason.h) */
@@ -132,14 +131,11 @@ struct broker {
 	} persist;
 	const char *route_topic;     /* the topic being routed, for read ACL checks */
 	size_t route_topic_len;
-	uint8_t *scratch;            /* shared read buffer: idle connections hold none */
-	size_t scratch_cap;
 	struct route_entry *route;   /* one entry per matched session, per publish */
 	size_t route_cap;
 	uint32_t route_gen;          /* wraps; collect() checks the slot too */
 	size_t route_gen_count;     /* entries used in route[] this publish */
 	uint64_t id_seq;             /* for assigned client ids */
-	bool unauth_over;            /* max_unauthenticated_bytes episode, logged once */
 	uint32_t handshake_budget;   /* TLS handshake steps left this turn */
 	struct loop_timer housekeeping; /* log summaries and heap trims, while due */
 	struct sub_work sub_work;
@@ -189,15 +185,8 @@ void broker_answer_reason(struct broker *b, struct conn *c, enum reason r);
 
 /* The connection's I/O callback (dispatch.c). */
 void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events);
-/* Resumes reading a connection that paused for a password verification,
- * starting with the CONNECT it left unconsumed (dispatch.c). */
-void broker_resume_input(struct broker *b, struct conn *c);
-/* Reads again from a connection whose output has drained under
- * max_output_buffer (dispatch.c). */
-void broker_resume_output_paused(struct broker *b, struct conn *c);
-/* Reads more from a connection whose transport still holds decrypted input
- * after its read budget ran out (dispatch.c). */
-void broker_read_more(struct broker *b, struct conn *c);
+/* on_packet of session/input.h: a decoded packet into its handler (dispatch.c). */
+int broker_on_packet(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum reason *why);
 /* Runs one TLS handshake step deferred from an earlier turn (dispatch.c). */
 void broker_handshake_step(struct broker *b, struct conn *c);
 /* A connection leaves CONN_HANDSHAKE (done or closing): its listener's

@@ -24,6 +24,7 @@
  * a byte per filter until its SUBACK. Single threaded: loop thread only.
  */
 #include "broker.h"
+#include "input.h"
 
 #include <string.h>
 
@@ -412,7 +413,7 @@ void broker_sub_turn(struct broker *b)
 			break;
 		struct conn *c = job->c;
 		w->resuming = job;
-		broker_resume_input(b, c);
+		conn_input_resume(c);
 		if (w->resuming == job) {
 			/* Its packet did not come back (cannot happen while the
 			 * input is paused): forget it rather than spin. */

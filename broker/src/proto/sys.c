@@ -155,7 +155,7 @@ void sys_publish(struct broker *b)
 		snprintf(topic, sizeof topic, "$SYS/broker/messages/dropped/%s", drop_reason_name((enum drop_reason)r));
 		publish_u64(b, topic, s->dropped[r]);
 	}
-	publish_u64(b, "$SYS/broker/bytes/received", s->bytes_received);
+	publish_u64(b, "$SYS/broker/bytes/received", b->conns.in.bytes_received);
 	publish_u64(b, "$SYS/broker/bytes/sent", s->bytes_sent);
 	publish_u64(b, "$SYS/broker/subscriptions/count", tree_count(b->subs));
 	publish_u64(b, "$SYS/broker/subscriptions/refused", s->subs_refused);
@@ -192,7 +192,7 @@ void sys_publish(struct broker *b)
 	if (interval > 0) {
 		update_load(&st->msgs_received, s->msgs_received, interval);
 		update_load(&st->msgs_sent, s->msgs_sent, interval);
-		update_load(&st->bytes_received, s->bytes_received, interval);
+		update_load(&st->bytes_received, b->conns.in.bytes_received, interval);
 		update_load(&st->bytes_sent, s->bytes_sent, interval);
 		update_load(&st->dropped, s->publish_dropped, interval);
 		update_load(&st->connections, s->clients_total, interval);

@@ -2,6 +2,8 @@
  * which code. */
 #include "reason.h"
 
+#include "codec.h"
+
 static const struct reason_info table[REASON_COUNT] = {
 #define REASON_ROW(id, v5c, v3c, sysname, grp, fl, txt)                                      \
 	[REASON_##id] = {.v5 = (v5c), .v311 = (v3c), .group = REASON_G_##grp, .flags = (fl), \
@@ -39,5 +41,20 @@ bool reason_v5_disconnect_allowed(uint8_t code)
 		return true;
 	default:
 		return false;
+	}
+}
+
+enum reason reason_from_decode(int err)
+{
+	switch (err) {
+	case MQTT_ETOOBIG:
+		return REASON_PACKET_TOO_LARGE;
+	case MQTT_EVERSION:
+		return REASON_BAD_PROTOCOL_VERSION;
+	case MQTT_EPROTOCOL:
+	case MQTT_EPROPS:
+		return REASON_PROTOCOL_ERROR;
+	default:
+		return REASON_MALFORMED_PACKET;
 	}
 }

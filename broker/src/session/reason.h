@@ -130,6 +130,9 @@ struct reason_info {
 /* The row of `r` (r < REASON_COUNT). */
 const struct reason_info *reason_info(enum reason r);
 
+/* The reason a decoder error (a negative MQTT_E*) ends a connection for. */
+enum reason reason_from_decode(int err);
+
 /* Whether `code` may stand in a v5 CONNACK / DISCONNECT [MQTT-3.2.2.2],
  * [MQTT-3.14.2.1]: a reason whose code the packet cannot carry is closed
  * without it. */
