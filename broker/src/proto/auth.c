@@ -234,7 +234,7 @@ static enum auth_verdict fail(struct broker *b, struct conn *c, enum auth_verdic
 
 enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, char **username)
 {
-	const struct broker_listener *bl = c->listener;
+	const struct server_listener *bl = server_listener_of(c);
 	*username = NULL;
 
 	if (bl->use_identity_as_username) {

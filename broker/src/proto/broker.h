@@ -23,6 +23,7 @@
 #include "reason.h"
 #include "persist.h"
 #include "retained.h"
+#include "server.h"
 #include "session.h"
 #include "tls.h"
 #include "topic.h"
@@ -31,37 +32,20 @@
 struct broker;
 struct store;
 
-struct broker_listener {
-	struct listener net;
-	struct broker *b;
-	const struct config_listener *cfg;
-	struct tls_ctx *tls;          /* NULL for plain MQTT */
-	size_t conn_count;
-	/* Copies of cfg's auth switches: cfg is the start-up configuration,
-	 * and these two change on SIGHUP (proto/reload.c). */
-	bool allow_anonymous;
-	bool use_identity_as_username;
-};
-
 /* Plain counters bumped inline; $SYS publishes them. */
 struct broker_stats {
 	uint64_t clients_total;      /* CONNECTs accepted since start */
 	uint64_t msgs_received;      /* PUBLISH packets in */
 	uint64_t msgs_sent;          /* PUBLISH packets queued out */
-	uint64_t bytes_sent;         /* (bytes received: conns.in.bytes_received) */
 	uint64_t publish_dropped;    /* deliveries dropped, all reasons: the sum of dropped[] */
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t reasons[REASON_COUNT]; /* connections ended or refused, by reason (reason.h) */
 	uint64_t sys_publish_dropped; /* client PUBLISHes to $SYS/ not routed */
 	uint64_t acl_dropped_queued; /* queued/in-flight messages dropped by an access re-check */
 	uint64_t dropped[DROP_REASON_COUNT]; /* deliveries dropped, by reason (drop.h) */
-	uint64_t handshakes_refused; /* TLS connections refused by a handshake cap */
-	uint64_t handshakes_failed;  /* TLS handshakes that failed or timed out */
-	uint64_t handshakes_resumed; /* TLS handshakes that resumed a session (ticket or cache) */
 	uint64_t subs_refused;       /* filters refused by max_topic_length/levels, max_subscriptions or memory */
 	uint64_t topics_refused;     /* PUBLISH and will topics over max_topic_length/levels */
 	uint64_t retained_refused;   /* retained messages not stored: max_retained or max_retained_bytes */
-	uint64_t conns_refused;      /* connections closed at accept: max_connections or memory_limit */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -106,9 +90,7 @@ struct broker {
 	struct retained *retained;
 	bool retained_full; /* a retained message was refused by a bound; logged once until one is stored */
 	struct session_table sessions;
-	struct conn_set conns;
-	struct broker_listener *listeners;
-	size_t listener_count;
+	struct server srv;           /* listeners, connections, flush (server/server.h) */
 	struct broker_stats stats;
 	struct delivery_limits dlim;
 	struct sys_state sys;
@@ -136,8 +118,6 @@ struct broker {
 	uint32_t route_gen;          /* wraps; collect() checks the slot too */
 	size_t route_gen_count;     /* entries used in route[] this publish */
 	uint64_t id_seq;             /* for assigned client ids */
-	uint32_t handshake_budget;   /* TLS handshake steps left this turn */
-	struct loop_timer housekeeping; /* log summaries and heap trims, while due */
 	struct sub_work sub_work;
 };
 
@@ -183,15 +163,8 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
  * nothing (3.1.1 closes). Counts clients/refused for a refusing CONNACK. */
 void broker_answer_reason(struct broker *b, struct conn *c, enum reason r);
 
-/* The connection's I/O callback (dispatch.c). */
-void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events);
 /* on_packet of session/input.h: a decoded packet into its handler (dispatch.c). */
 int broker_on_packet(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum reason *why);
-/* Runs one TLS handshake step deferred from an earlier turn (dispatch.c). */
-void broker_handshake_step(struct broker *b, struct conn *c);
-/* A connection leaves CONN_HANDSHAKE (done or closing): its listener's
- * handshake caps count it no more. */
-void broker_handshake_end(struct conn *c);
 
 /*
  * Applies the reloadable parts of `next` (TLS material, log settings; auth
@@ -217,18 +190,6 @@ enum topic_bound broker_topic_bound(const struct broker *b, const char *topic, s
 /* Re-evaluates the ACL class of every subscription of `s` against its
  * current ACL client (after a login or a reload). */
 void broker_reclassify_subs(struct broker *b, struct session *s);
-
-/* Formats a TLS context error as "<file>: listeners[i].tls.<key>: <reason>". */
-void broker_tls_error(const char *file, size_t listener, const char *why, char *err, size_t errlen);
-
-/* Builds the TLS context of an mqtts listener from its configuration. */
-int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, char *err, size_t errlen);
-
-/* For --check-config: builds and frees every mqtts listener's TLS context
- * the way broker_init does (certificate and key content, CA, cipher suites,
- * min_version against what the TLS library supports), so the check reports
- * exactly the error start-up would. 0, or WISP_ECONFIG with it in err. */
-int broker_check_tls(const struct config *cfg, char *err, size_t errlen);
 
 /* Packet handlers: 0, or a negative WISP_E* after which the caller drops the
  * connection for the reason the handler set in `*why` (a CONNECT refusal

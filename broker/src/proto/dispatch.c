@@ -1,8 +1,7 @@
 /*
  * The protocol's side of a connection: the one switch into the packet
- * handlers (on_packet of session/input.h, which reads and frames), the one
- * mapping of a reason to the wire (broker_answer_reason), and the TLS
- * handshake steps before MQTT starts.
+ * handlers (on_packet of session/input.h, which reads and frames) and the
+ * one mapping of a reason to the wire (broker_answer_reason).
  */
 #include "broker.h"
 #include "input.h"
@@ -88,88 +87,4 @@ int broker_on_packet(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum r
 		*why = REASON_PACKET_NOT_ACCEPTED;
 		return WISP_EPROTO;
 	}
-}
-
-/* Drives a TLS handshake; true once it is done and MQTT may start. */
-static bool handshake(struct broker *b, struct conn *c)
-{
-	int rc = transport_handshake(c->t);
-	if (rc == 0) {
-		broker_handshake_end(c);
-		c->state = CONN_AWAIT_CONNECT;
-		loop_io_set(b->loop, &c->io, LOOP_READ);
-		bool resumed = tls_transport_resumed(c->t);
-		if (resumed)
-			b->stats.handshakes_resumed++;
-		log_msg(LOG_DEBUG, "conn", "%s: TLS handshake done%s", conn_peer(c), resumed ? " (resumed)" : "");
-		return true;
-	}
-	if (rc == WISP_EAGAIN) {
-		uint32_t ev = 0;
-		if (c->t->want & TRANSPORT_WANT_READ)
-			ev |= LOOP_READ;
-		if (c->t->want & TRANSPORT_WANT_WRITE)
-			ev |= LOOP_WRITE;
-		loop_io_set(b->loop, &c->io, ev ? ev : LOOP_READ);
-		return false;
-	}
-	char why[160], reason[200];
-	transport_last_error(c->t, why, sizeof why);
-	snprintf(reason, sizeof reason, "TLS handshake failed: %s", why);
-	broker_drop(b, c, REASON_HANDSHAKE_FAILED, reason);
-	return false;
-}
-
-/* Takes one of the turn's handshake steps, or queues the connection behind
- * those already waiting (not watched meanwhile: level-triggered epoll would
- * report it every turn). False when deferred. */
-static bool handshake_step_admitted(struct broker *b, struct conn *c)
-{
-	if (list_linked(&c->read_link))
-		return false; /* already waiting (an EPOLLHUP cannot be masked) */
-	if (b->handshake_budget && list_empty(&c->set->handshake_wait)) {
-		b->handshake_budget--;
-		return true;
-	}
-	loop_io_set(b->loop, &c->io, 0);
-	list_push_back(&c->set->handshake_wait, &c->read_link);
-	loop_request_turn(b->loop);
-	return false;
-}
-
-void broker_handshake_step(struct broker *b, struct conn *c)
-{
-	if (c->state == CONN_HANDSHAKE && handshake(b, c))
-		conn_input_read(c); /* the client's CONNECT may already be decrypted */
-}
-
-void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events)
-{
-	struct conn *c = container_of(io, struct conn, io);
-	struct broker *b = ((struct broker_listener *)c->listener)->b;
-	(void)l;
-	if (c->state == CONN_CLOSING)
-		return;
-	if (c->state == CONN_HANDSHAKE) {
-		if (!handshake_step_admitted(b, c) || !handshake(b, c))
-			return;
-		events |= LOOP_READ; /* the client's CONNECT may already be decrypted */
-	}
-	if (!conn_input_is_reading(c) && (events & LOOP_READ) && !(c->io.events & LOOP_READ)) {
-		/* Readability that was not asked for is EPOLLHUP or EPOLLERR,
-		 * which epoll reports whatever the mask: the peer is gone. Left
-		 * alone it would be reported again at once, every turn. */
-		broker_drop(b, c, REASON_PEER_CLOSED, "peer closed the connection while its input was paused");
-		return;
-	}
-	if ((events & LOOP_WRITE) && !outq_empty(&c->out))
-		conn_mark_dirty(c);
-	/* A TLS read can wait for writability (the transport says so in want).
-	 * With output queued, want is the last writev's (TCP sets it after a
-	 * short one): that EPOLLOUT is the flush's, and a read now would only
-	 * hear EAGAIN. After the handshake mbed TLS 2.28 reads never wait for
-	 * writability anyway (no renegotiation). */
-	if ((events & LOOP_READ) ||
-	    ((events & LOOP_WRITE) && (c->t->want & TRANSPORT_WANT_WRITE) && outq_empty(&c->out)))
-		conn_input_read(c);
 }

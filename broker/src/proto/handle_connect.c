@@ -208,7 +208,7 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	if (!c->keepalive)
 		loop_timer_stop(b->loop, &c->timer); /* keepalive 0: no limit [MQTT-3.1.2-23] */
 	log_msg(LOG_NOTICE, "conn", "client %s connected from %s on %s (p%u, c%u, k%u%s%s%s)", s->client_id,
-		conn_peer(c), ((struct broker_listener *)c->listener)->net.name, p->version, p->clean_start ? 1u : 0u,
+		conn_peer(c), server_listener_of(c)->net.name, p->version, p->clean_start ? 1u : 0u,
 		p->keepalive, s->username ? ", u'" : "", s->username ? s->username : "", s->username ? "'" : "");
 	if (present)
 		log_msg(LOG_INFO, "conn", "client %s resumed its session (%u in flight, %u queued)", s->client_id,

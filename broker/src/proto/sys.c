@@ -155,8 +155,8 @@ void sys_publish(struct broker *b)
 		snprintf(topic, sizeof topic, "$SYS/broker/messages/dropped/%s", drop_reason_name((enum drop_reason)r));
 		publish_u64(b, topic, s->dropped[r]);
 	}
-	publish_u64(b, "$SYS/broker/bytes/received", b->conns.in.bytes_received);
-	publish_u64(b, "$SYS/broker/bytes/sent", s->bytes_sent);
+	publish_u64(b, "$SYS/broker/bytes/received", b->srv.conns.in.bytes_received);
+	publish_u64(b, "$SYS/broker/bytes/sent", b->srv.stats.bytes_sent);
 	publish_u64(b, "$SYS/broker/subscriptions/count", tree_count(b->subs));
 	publish_u64(b, "$SYS/broker/subscriptions/refused", s->subs_refused);
 	publish_u64(b, "$SYS/broker/topics/refused", s->topics_refused);
@@ -180,20 +180,20 @@ void sys_publish(struct broker *b)
 		publish_u64(b, "$SYS/broker/store/held_acks", ps.held_acks);
 	}
 	uint64_t handshaking = 0;
-	for (size_t i = 0; i < b->listener_count; i++)
-		handshaking += b->listeners[i].net.hs.count;
+	for (size_t i = 0; i < b->srv.listener_count; i++)
+		handshaking += b->srv.listeners[i].net.hs.count;
 	publish_u64(b, "$SYS/broker/tls/handshakes/current", handshaking);
-	publish_u64(b, "$SYS/broker/tls/handshakes/refused", s->handshakes_refused);
-	publish_u64(b, "$SYS/broker/tls/handshakes/failed", s->handshakes_failed);
-	publish_u64(b, "$SYS/broker/tls/handshakes/resumed", s->handshakes_resumed);
+	publish_u64(b, "$SYS/broker/tls/handshakes/refused", b->srv.stats.handshakes_refused);
+	publish_u64(b, "$SYS/broker/tls/handshakes/failed", b->srv.stats.handshakes_failed);
+	publish_u64(b, "$SYS/broker/tls/handshakes/resumed", b->srv.stats.handshakes_resumed);
 	publish_u64(b, "$SYS/broker/log/suppressed", log_suppressed_total());
-	publish_u64(b, "$SYS/broker/limits/connections_refused", s->conns_refused);
+	publish_u64(b, "$SYS/broker/limits/connections_refused", b->srv.stats.conns_refused);
 
 	if (interval > 0) {
 		update_load(&st->msgs_received, s->msgs_received, interval);
 		update_load(&st->msgs_sent, s->msgs_sent, interval);
-		update_load(&st->bytes_received, b->conns.in.bytes_received, interval);
-		update_load(&st->bytes_sent, s->bytes_sent, interval);
+		update_load(&st->bytes_received, b->srv.conns.in.bytes_received, interval);
+		update_load(&st->bytes_sent, b->srv.stats.bytes_sent, interval);
 		update_load(&st->dropped, s->publish_dropped, interval);
 		update_load(&st->connections, s->clients_total, interval);
 	}
