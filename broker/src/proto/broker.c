@@ -12,6 +12,7 @@
 
 #include "alloc.h"
 #include "input.h"
+#include "session_v5.h"
 #include "sys.h"
 #include "err.h"
 #include "log.h"
@@ -36,6 +37,7 @@ static void release_retained(void *value) { msg_unref(value); }
 
 static void release_session(struct session *s)
 {
+	session_v5_free(s);
 	acl_client_free(s->acl);
 	s->acl = NULL;
 }
@@ -132,25 +134,39 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 	}
 	struct msg *will = c->will;
 	c->will = NULL;
+	if (will && (ri->flags & REASON_F_KEEP_WILL)) {
+		msg_unref(will); /* [MQTT-3.1.2-10] */
+		will = NULL;
+	}
 	auth_forget_conn(c);
 	persist_forget_conn(b, c);
 	broker_sub_forget_conn(b, c);
+	bool offline = false;
 	if (s) {
 		s->conn = NULL;
 		c->sess = NULL;
 		if (s->clean)
 			sess_destroy(&b->sessions, b->subs, s);
+		else
+			offline = true;
 	}
 	conn_close(b->loop, c);
-	if (will) {
-		if (!(ri->flags & REASON_F_KEEP_WILL)) {
-			struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
-			int n = topic_split(msg_topic(will), will->topic_len, levels, TOPIC_MAX_LEVELS_HARD);
-			if (will->retain)
-				broker_retain(b, will);
-			if (n > 0)
-				broker_route(b, will, levels, (size_t)n);
-		}
+	if (offline) {
+		/* The will waits for its delay, or the session's end, whichever
+		 * is first [MQTT-3.1.3-9] (no delay: now). */
+		session_v5_offline(b, s, will);
+	} else if (will) {
+		broker_publish_will(b, will);
 		msg_unref(will);
 	}
+}
+
+void broker_publish_will(struct broker *b, struct msg *will)
+{
+	struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
+	int n = topic_split(msg_topic(will), will->topic_len, levels, TOPIC_MAX_LEVELS_HARD);
+	if (will->retain)
+		broker_retain(b, will);
+	if (n > 0)
+		broker_route(b, will, levels, (size_t)n);
 }

@@ -157,6 +157,9 @@ void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t 
  */
 void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *detail);
 
+/* Publishes a will now (retained if it says so); the caller keeps its reference. */
+void broker_publish_will(struct broker *b, struct msg *will);
+
 /* The one mapping of a reason to the wire (dispatch.c): a refusing CONNACK
  * (the v5 reason code, or the 3.1/3.1.1 return code) while the CONNECT is
  * being answered; a v5 DISCONNECT with the reason code once active; else
@@ -200,6 +203,7 @@ int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt
 int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, enum reason *why);
 int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, enum reason *why);
 int handle_ping(struct broker *b, struct conn *c, enum reason *why);
+int handle_disconnect(struct broker *b, struct conn *c, const struct mqtt_reason_pkt *p, enum reason *why);
 
 /* Whether a client with these rules may write `topic` as far as $SYS/ is
  * concerned (true for every other topic): only with an ACL rule naming it,

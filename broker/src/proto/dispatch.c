@@ -76,12 +76,7 @@ int broker_on_packet(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum r
 	case MQTT_PKT_PINGREQ:
 		return handle_ping(b, c, why);
 	case MQTT_PKT_DISCONNECT:
-		/* v5: 0x04 asks for the will to be published [MQTT-3.14.4-3]. */
-		broker_drop(b, c,
-			    p->u.reason.reason == MQTT_RC_DISCONNECT_WITH_WILL ? REASON_CLIENT_DISCONNECT_WILL
-									     : REASON_CLIENT_DISCONNECT,
-			    NULL);
-		return 0;
+		return handle_disconnect(b, c, &p->u.reason, why);
 	default:
 		/* CONNACK, SUBACK, UNSUBACK, PINGRESP, AUTH: server-to-client only. */
 		*why = REASON_PACKET_NOT_ACCEPTED;

@@ -11,6 +11,7 @@
  * retained value there is always the broker's.
  */
 #include "broker.h"
+#include "session_v5.h"
 
 #include <string.h>
 
@@ -70,6 +71,19 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	const char *topic = (const char *)p->topic.ptr;
 	size_t topic_len = p->topic.len;
 	b->stats.msgs_received++;
+	if (p->qos > b->cfg->limits.max_qos) {
+		*why = REASON_QOS_NOT_SUPPORTED; /* [MQTT-3.2.2-11] */
+		return WISP_EPROTO;
+	}
+	if (p->retain && !b->cfg->limits.retain_available) {
+		*why = REASON_RETAIN_NOT_SUPPORTED; /* [MQTT-3.2.2-14] */
+		return WISP_EPROTO;
+	}
+	if (p->props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS)) {
+		int rc = session_v5_alias(b, c->sess, p->props.topic_alias, &topic, &topic_len, why);
+		if (rc != 0)
+			return rc;
+	}
 	if (!topic_name_valid(topic, topic_len)) {
 		*why = REASON_TOPIC_INVALID; /* [MQTT-3.3.2-2] no wildcards */
 		return WISP_EPROTO;

@@ -72,6 +72,16 @@ enum reason_group {
 	  "topic has more levels than max_topic_levels")                                                 \
 	X(QOS2_TOO_MANY, 0x93, REASON_CLOSE, "qos2_receive_maximum", NONE, 0,                            \
 	  "too many QoS 2 messages awaiting PUBREL")                                                     \
+	X(TOPIC_ALIAS_INVALID, 0x94, REASON_CLOSE, "topic_alias_invalid", NONE, 0,                       \
+	  "topic alias 0 or over the maximum announced")                                                 \
+	X(TOPIC_ALIAS_UNKNOWN, 0x82, REASON_CLOSE, "topic_alias_unknown", NONE, 0,                       \
+	  "PUBLISH with an empty topic and a topic alias not set on this connection")                    \
+	X(QOS_NOT_SUPPORTED, 0x9B, REASON_CLOSE, "qos_not_supported", NONE, 0,                           \
+	  "PUBLISH QoS over limits.max_qos")                                                             \
+	X(RETAIN_NOT_SUPPORTED, 0x9A, REASON_CLOSE, "retain_not_supported", NONE, 0,                     \
+	  "retained PUBLISH while limits.retain_available is false")                                     \
+	X(SESSION_EXPIRY_AT_DISCONNECT, 0x82, REASON_CLOSE, "session_expiry_at_disconnect", NONE, 0,     \
+	  "DISCONNECT sets a Session Expiry Interval after CONNECT had 0")                               \
 	/* CONNECT refused */                                                                            \
 	X(WILL_TOPIC_INVALID, 0x90, REASON_CLOSE, "will_topic_invalid", NONE, 0, "invalid will topic")   \
 	X(WILL_TOPIC_TOO_LONG, 0x90, 5, "will_topic_too_long", NONE, 0,                                  \
@@ -81,7 +91,13 @@ enum reason_group {
 	X(WILL_NOT_AUTHORIZED, 0x87, 5, "will_not_authorised", NONE, 0,                                  \
 	  "will topic not authorised by the ACL")                                                        \
 	X(WILL_SYS, 0x87, 5, "will_sys", NONE, 0, "will topic under $SYS/")                              \
+	X(WILL_QOS_NOT_SUPPORTED, 0x9B, REASON_CLOSE, "will_qos_not_supported", NONE, 0,                 \
+	  "will QoS over limits.max_qos")                                                                \
+	X(WILL_RETAIN_NOT_SUPPORTED, 0x9A, REASON_CLOSE, "will_retain_not_supported", NONE, 0,           \
+	  "retained will while limits.retain_available is false")                                        \
 	X(CLIENT_ID_REJECTED, 0x85, 2, "client_id_rejected", NONE, 0, "empty client id refused")         \
+	X(BAD_AUTH_METHOD, 0x8C, REASON_CLOSE, "bad_authentication_method", NONE, 0,                     \
+	  "authentication method not supported")                                                         \
 	X(KEEPALIVE_TOO_LONG, 0x85, 2, "keepalive_too_long", NONE, 0, "keepalive above max_keepalive")   \
 	X(BAD_CREDENTIALS, 0x86, 4, "bad_credentials", NONE, 0, "bad user name or password")             \
 	X(NOT_AUTHORIZED, 0x87, 5, "not_authorised", NONE, 0, "not authorised")                          \
