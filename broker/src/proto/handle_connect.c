@@ -167,6 +167,12 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	if (v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD)))
 		return refuse(why, REASON_BAD_AUTH_METHOD); /* no enhanced authentication offered (MQTT 5, 4.12) */
 
+	/* Control characters (MQTT-1.5.4 lets us refuse them; Mosquitto does):
+	 * the connection is closed, no CONNACK is due for malformed input. */
+	if (mqtt_utf8_has_control(p->client_id.ptr, p->client_id.len) ||
+	    (p->has_username && mqtt_utf8_has_control(p->username.ptr, p->username.len)) ||
+	    (p->has_will && mqtt_utf8_has_control(p->will_topic.ptr, p->will_topic.len)))
+		return refuse(why, REASON_CONTROL_CHARACTER);
 	char idbuf[64];
 	const char *id = (const char *)p->client_id.ptr;
 	size_t id_len = p->client_id.len;

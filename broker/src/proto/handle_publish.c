@@ -84,6 +84,10 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		if (rc != 0)
 			return rc;
 	}
+	if (mqtt_utf8_has_control((const uint8_t *)topic, topic_len)) {
+		*why = REASON_CONTROL_CHARACTER;
+		return WISP_EPROTO;
+	}
 	if (!topic_name_valid(topic, topic_len)) {
 		*why = REASON_TOPIC_INVALID; /* [MQTT-3.3.2-2] no wildcards */
 		return WISP_EPROTO;

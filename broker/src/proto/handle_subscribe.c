@@ -328,6 +328,28 @@ static int defer(struct broker *b, struct conn *c, struct sub_job *job)
 	return WISP_EAGAIN;
 }
 
+/* Filters that end the connection rather than earn a refusal code: a
+ * zero-length one [MQTT-4.7.3-1], or one with a control character (as
+ * Mosquitto). Checked over the whole packet before any filter is used. */
+static bool filters_acceptable(const struct mqtt_subscribe *p, uint8_t type, enum reason *why)
+{
+	struct mqtt_sub_iter it;
+	struct mqtt_str f;
+	uint8_t opts;
+	mqtt_sub_iter_init(p, type == MQTT_PKT_SUBSCRIBE, &it);
+	while (mqtt_sub_next(&it, &f, &opts) == 1) {
+		if (f.len == 0) {
+			*why = REASON_EMPTY_FILTER;
+			return false;
+		}
+		if (mqtt_utf8_has_control(f.ptr, f.len)) {
+			*why = REASON_CONTROL_CHARACTER;
+			return false;
+		}
+	}
+	return true;
+}
+
 /* SUBSCRIBE and UNSUBSCRIBE, first seen or handed back by broker_sub_turn(). */
 static int handle(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, uint8_t type, enum reason *why)
 {
@@ -342,6 +364,8 @@ static int handle(struct broker *b, struct conn *c, const struct mqtt_subscribe 
 		job = NULL;
 	}
 	if (!job) {
+		if (!filters_acceptable(p, type, why))
+			return WISP_EPROTO;
 		local = (struct sub_job){.c = c, .packet_id = p->packet_id, .count = p->count, .type = type};
 		list_init(&local.link);
 		local.codes = p->count <= CODES_ON_STACK ? stack : wisp_malloc(p->count);

@@ -51,6 +51,8 @@ enum reason reason_from_decode(int err)
 		return REASON_PACKET_TOO_LARGE;
 	case MQTT_EVERSION:
 		return REASON_BAD_PROTOCOL_VERSION;
+	case MQTT_EPROTONAME:
+		return REASON_BAD_PROTOCOL_NAME;
 	case MQTT_EPROTOCOL:
 	case MQTT_EPROPS:
 		return REASON_PROTOCOL_ERROR;

@@ -62,6 +62,14 @@ enum reason_group {
 	  "packet exceeds the maximum packet size")                                                      \
 	X(BAD_PROTOCOL_VERSION, 0x84, 1, "unsupported_protocol_version", MALFORMED, 0,                   \
 	  "unsupported protocol name or level")                                                          \
+	X(BAD_PROTOCOL_NAME, 0x82, REASON_CLOSE, "unknown_protocol_name", MALFORMED, 0,                  \
+	  "unknown protocol name")                                                                       \
+	X(CONTROL_CHARACTER, 0x81, REASON_CLOSE, "control_character", MALFORMED, 0,                      \
+	  "control character in a client id, user name, topic or filter")                                \
+	X(EMPTY_FILTER, 0x82, REASON_CLOSE, "empty_filter", MALFORMED, 0,                                \
+	  "zero-length topic filter")                                                                    \
+	X(WRONG_ACK, 0x82, REASON_CLOSE, "wrong_ack", NONE, 0,                                           \
+	  "PUBREC for a QoS 1 message, or PUBACK for a QoS 2 one")                                       \
 	X(SECOND_CONNECT, 0x82, REASON_CLOSE, "second_connect", NONE, 0, "second CONNECT")               \
 	X(PACKET_NOT_ACCEPTED, 0x82, REASON_CLOSE, "packet_not_accepted", NONE, 0,                       \
 	  "packet type not accepted from a client")                                                      \
