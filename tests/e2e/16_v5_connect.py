@@ -14,7 +14,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import (CONNACK, DISCONNECT, MOSQUITTO_BIN, PUBLISH, BrokerTestCase,  # noqa: E402
+import signal  # noqa: E402
+import unittest  # noqa: E402
+
+from wisp_e2e import (CONNACK, DISCONNECT, MOSQUITTO_BIN, PUBLISH, Broker, BrokerTestCase,  # noqa: E402
                       RawClient, free_port, keepalive_close_bound, main, mqtt_str, packet,
                       skip_unless_wisp)
 
@@ -441,6 +444,84 @@ class PahoV5Test(BrokerTestCase):
         flags, rc, _ = acks.get(timeout=5)
         self.assertEqual((rc, flags.get("session present")), (0, 1))
         c.disconnect()
+
+
+@skip_unless_wisp("restarts wisp on its own store")
+class SessionDurabilityTest(unittest.TestCase):
+    """The v5 Session Expiry Interval survives a restart and kill -9 (in
+    SESSION_PUT, docs/persistence.md), including a change at DISCONNECT."""
+
+    def setUp(self):
+        self.data = tempfile.mkdtemp(prefix="wisp-v5-")
+        self.brokers = []
+
+    def tearDown(self):
+        for b in self.brokers:
+            if b.alive():
+                b.stop()
+            b.cleanup()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def start(self):
+        b = Broker(config={"persistence": {"enabled": True, "dir": self.data}})
+        self.brokers.append(b)
+        b.start()
+        return b
+
+    def client(self, b):
+        c = V5Client(b.port)
+        self.addCleanup(c.close)
+        return c
+
+    def test_disconnect_expiry_survives_kill_9(self):
+        """The expiry a DISCONNECT set (section 3.14.2.2.2) is in the store:
+        after kill -9 the restored session expires by its timer, 2 s after
+        the restart (not after the 600 s of its CONNECT), and a CONNECT then
+        finds no session."""
+        b = self.start()
+        c = self.client(b)
+        self.assertEqual(c.connect5("dur", clean=False, props=expiry_prop(600))[:2], (False, 0))
+        self.assertEqual(c.subscribe5("d/t", 1), [1])
+        c.send(disconnect5(0, expiry_prop(2)))
+        self.assertTrue(c.wait_closed())
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait(10)
+        b2 = self.start()
+        self.assertIsNotNone(b2.wait_log(r"session dur expired", 0, timeout=6))
+        self.assertEqual(self.client(b2).connect5("dur", clean=False, props=expiry_prop(60))[:2],
+                         (False, 0))
+
+    def test_kept_session_resumes_after_kill_9(self):
+        """Within its expiry a restored v5 session resumes (present 1) and its
+        subscription delivers."""
+        b = self.start()
+        c = self.client(b)
+        self.assertEqual(c.connect5("back5", clean=False, props=expiry_prop(60))[1], 0)
+        self.assertEqual(c.subscribe5("k/t", 1), [1])
+        c.send(disconnect5(0))
+        self.assertTrue(c.wait_closed())
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait(10)
+        b2 = self.start()
+        again = self.client(b2)
+        self.assertEqual(again.connect5("back5", clean=False, props=expiry_prop(60))[:2], (True, 0))
+        pub = self.client(b2)
+        self.assertEqual(pub.connect5("back5-pub")[1], 0)
+        pub.send(publish5("k/t", b"kept"))
+        self.assertEqual(again.recv_publish5()[0::2], ("k/t", b"kept"))
+
+    def test_restored_session_expires_after_restart(self):
+        """A session that went offline with expiry 2 and was restored from
+        the store expires 2 s after the restart, without reconnecting."""
+        b = self.start()
+        c = self.client(b)
+        self.assertEqual(c.connect5("lapse", clean=False, props=expiry_prop(2))[1], 0)
+        self.assertEqual(c.subscribe5("l/t", 1), [1])
+        c.send(disconnect5(0))
+        self.assertTrue(c.wait_closed())
+        b.stop()
+        b2 = self.start()
+        self.assertIsNotNone(b2.wait_log(r"session lapse expired", 0, timeout=6))
 
 
 if __name__ == "__main__":

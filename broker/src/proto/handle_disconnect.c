@@ -24,6 +24,8 @@ int handle_disconnect(struct broker *b, struct conn *c, const struct mqtt_reason
 			if (v->expiry == 0 && !s->clean) {
 				persist_session_del(b, s); /* ends with this connection now */
 				s->clean = true;
+			} else {
+				persist_session_put(b, s); /* the new expiry survives a restart */
 			}
 		}
 	}

@@ -171,3 +171,22 @@ int session_v5_alias(struct broker *b, struct session *s, uint16_t alias, const 
 	(void)b;
 	return 0;
 }
+
+void session_v5_restored(struct broker *b)
+{
+	uint32_t bound = b->cfg->limits.max_session_expiry;
+	for (size_t i = 0; i < b->sessions.nbuckets; i++) {
+		struct session *s = b->sessions.buckets[i];
+		while (s) {
+			struct session *next = s->hash_next; /* never freed here: timers fire later */
+			struct sess_v5 *v = s->v5;
+			if (!v && bound && (v = session_v5_get(b, s)) != NULL)
+				v->expiry = SESS_EXPIRY_NEVER;
+			if (v && bound && v->expiry > bound)
+				v->expiry = bound;
+			if (v && !s->conn && v->expiry != SESS_EXPIRY_NEVER)
+				loop_timer_start(b->loop, &v->expiry_timer, v->expiry, on_expiry);
+			s = next;
+		}
+	}
+}

@@ -30,6 +30,10 @@ void session_v5_offline(struct broker *b, struct session *s, struct msg *will);
  * published first [MQTT-3.1.3-9]. */
 void session_v5_end(struct broker *b, struct session *s);
 
+/* After the store's replay: every restored session starts its expiry (a
+ * 3.1.1 one too when limits.max_session_expiry bounds it). */
+void session_v5_restored(struct broker *b);
+
 /* The topic a PUBLISH with a Topic Alias stands for: sets the alias when
  * the PUBLISH has a topic, else looks it up. 0 with topic and len set, or
  * WISP_EPROTO with `why` (alias 0 or over the maximum: 0x94
