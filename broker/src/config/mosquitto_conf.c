@@ -107,6 +107,7 @@ struct mosq_key {
 	long long unlimited;    /* ... */
 	long long wisp_unlimited; /* ... and Wisp's way of saying it */
 	const char *why;        /* refusals: the reason */
+	bool rest_of_line;      /* the value is the rest of the line (file names may hold spaces) */
 };
 
 struct reader {
@@ -857,30 +858,31 @@ static int conv_include_dir(struct reader *r, const struct mosq_key *k, const ch
 	{.name = n, .scope = sc, .wisp = w, .conv = conv_int, .min = lo, .max = hi, .has_unlimited = true, \
 	 .unlimited = unl, .wisp_unlimited = wunl}
 #define K_CONV(n, sc, w, fn) {.name = n, .scope = sc, .wisp = w, .conv = fn}
+#define K_REST(n, sc, w, fn) {.name = n, .scope = sc, .wisp = w, .conv = fn, .rest_of_line = true}
 #define K_REFUSE(n, reason) {.name = n, .scope = MK_OTHER, .conv = conv_refuse, .why = reason}
 #define K_NOT_YET(n, reason) {.name = n, .scope = MK_OTHER, .conv = conv_not_yet, .why = reason}
 #define K_BRIDGE(n) {.name = n, .scope = MK_OTHER, .conv = conv_bridge}
 
 static const struct mosq_key mosq_keys[] = {
 	/* listeners */
-	K_CONV("listener", MK_OTHER, "port", conv_listener),
+	K_REST("listener", MK_OTHER, "port", conv_listener),
 	K_CONV("port", MK_DEFAULT, "port", conv_port),
 	K_CONV("bind_address", MK_DEFAULT, "bind", conv_bind_address),
 	K_CONV("protocol", MK_LISTENER, "protocol", conv_protocol),
 	K_CONV("socket_domain", MK_LISTENER, NULL, conv_socket_domain),
 	K_CONV("max_connections", MK_LISTENER, "max_connections", conv_max_connections),
 	/* TLS */
-	K_CONV("cafile", MK_LISTENER, "tls.ca", conv_tls_file),
-	K_CONV("certfile", MK_LISTENER, "tls.cert", conv_tls_file),
-	K_CONV("keyfile", MK_LISTENER, "tls.key", conv_tls_file),
+	K_REST("cafile", MK_LISTENER, "tls.ca", conv_tls_file),
+	K_REST("certfile", MK_LISTENER, "tls.cert", conv_tls_file),
+	K_REST("keyfile", MK_LISTENER, "tls.key", conv_tls_file),
 	K_CONV("require_certificate", MK_LISTENER, "tls.require_certificate", conv_tls_bool),
 	K_CONV("use_identity_as_username", MK_LISTENER, "tls.use_identity_as_username", conv_tls_bool),
 	K_CONV("tls_version", MK_LISTENER, "tls.min_version", conv_tls_version),
-	K_CONV("ciphers", MK_LISTENER, "tls.ciphersuites", conv_ciphers),
+	K_REST("ciphers", MK_LISTENER, "tls.ciphersuites", conv_ciphers),
 	/* authentication and access control */
 	K_CONV("allow_anonymous", MK_SECURITY, "allow_anonymous", conv_security),
-	K_CONV("password_file", MK_SECURITY, "auth.password_file", conv_security),
-	K_CONV("acl_file", MK_SECURITY, "auth.acl_file", conv_security),
+	K_REST("password_file", MK_SECURITY, "auth.password_file", conv_security),
+	K_REST("acl_file", MK_SECURITY, "auth.acl_file", conv_security),
 	K_CONV("per_listener_settings", MK_GLOBAL, NULL, conv_per_listener),
 	/* limits */
 	K_INT_UNL("max_inflight_messages", MK_GLOBAL, "limits.max_inflight", 1, INT32_MAX, 0, 65535),
@@ -897,15 +899,15 @@ static const struct mosq_key mosq_keys[] = {
 	K_NOT_YET("persistent_client_expiration", "session expiry is being added with MQTT 5"),
 	/* persistence */
 	K_CONV("persistence", MK_GLOBAL, "persistence.enabled", conv_bool),
-	K_CONV("persistence_location", MK_GLOBAL, "persistence.dir", conv_string),
-	K_CONV("persistence_file", MK_GLOBAL, NULL, conv_persistence_file),
+	K_REST("persistence_location", MK_GLOBAL, "persistence.dir", conv_string),
+	K_REST("persistence_file", MK_GLOBAL, NULL, conv_persistence_file),
 	K_CONV("autosave_interval", MK_GLOBAL, "persistence.fsync", conv_autosave),
 	/* logging */
-	K_CONV("log_dest", MK_GLOBAL, "log.destination", conv_log_dest),
+	K_REST("log_dest", MK_GLOBAL, "log.destination", conv_log_dest),
 	K_CONV("log_type", MK_GLOBAL, "log.level", conv_log_type),
 	K_CONV("log_timestamp", MK_GLOBAL, NULL, conv_log_timestamp),
 	K_INT("sys_interval", MK_GLOBAL, "sys_interval", 0, INT32_MAX),
-	K_CONV("include_dir", MK_OTHER, NULL, conv_include_dir),
+	K_REST("include_dir", MK_OTHER, NULL, conv_include_dir),
 	/* Mosquitto keys Wisp has no meaning for */
 	K_REFUSE("pid_file", "Wisp writes no pid file (a service manager tracks the process)"),
 	K_REFUSE("user", "Wisp does not change user; start it as the user it should run as (systemd User=)"),
@@ -1018,11 +1020,11 @@ static int read_line(struct reader *r, char *line)
 		rc = fail(r, "not supported by Wisp: no plugins");
 	else if (!k || n >= sizeof key)
 		rc = fail(r, "unknown key");
+	else if (k->conv == conv_refuse || k->conv == conv_not_yet || k->conv == conv_bridge)
+		rc = k->conv(r, k, value);
 	else if (!*value)
 		rc = fail(r, "missing value");
-	else if (k->conv != conv_listener && k->conv != conv_log_dest && k->conv != conv_ciphers &&
-		 k->conv != conv_string && k->conv != conv_tls_file && k->conv != conv_security &&
-		 k->conv != conv_include_dir && k->conv != conv_persistence_file && !is_single_token(value))
+	else if (!k->rest_of_line && !is_single_token(value))
 		rc = fail(r, "expected one value, got '%s'", value);
 	else
 		rc = k->conv(r, k, value);
