@@ -262,6 +262,7 @@ static const struct bad_case bad_cases[] = {
 	{"connection uplink\naddress 10.0.0.1:1883\n", "m.conf:1: connection: bridges are not supported yet"},
 	{"topic # both 0\n", "m.conf:1: topic: bridges are not supported yet"},
 	{"max_qos 1\n", "m.conf:1: max_qos: not supported yet (the maximum QoS is being added with MQTT 5)"},
+	{"listener 1884\nmaximum_qos 1\n", "m.conf:2: maximum_qos: not supported yet (the maximum QoS is being added with MQTT 5)"},
 	{"retain_available false\n",
 	 "m.conf:1: retain_available: not supported yet (retain_available is being added with MQTT 5)"},
 	{"listener 1884\nmax_topic_alias 5\n",

@@ -894,6 +894,7 @@ static const struct mosq_key mosq_keys[] = {
 	K_INT("memory_limit", MK_GLOBAL, "limits.memory_limit", 0, INT64_MAX),
 	/* MQTT 5 keys: their Wisp counterparts are being added (branch reshape) */
 	K_NOT_YET("max_qos", "the maximum QoS is being added with MQTT 5"),
+	K_NOT_YET("maximum_qos", "the maximum QoS is being added with MQTT 5"),
 	K_NOT_YET("retain_available", "retain_available is being added with MQTT 5"),
 	K_NOT_YET("max_topic_alias", "topic aliases are being added with MQTT 5"),
 	K_NOT_YET("persistent_client_expiration", "session expiry is being added with MQTT 5"),
@@ -909,6 +910,7 @@ static const struct mosq_key mosq_keys[] = {
 	K_INT("sys_interval", MK_GLOBAL, "sys_interval", 0, INT32_MAX),
 	K_REST("include_dir", MK_OTHER, NULL, conv_include_dir),
 	/* Mosquitto keys Wisp has no meaning for */
+	K_REFUSE("retry_interval", "deprecated in Mosquitto, where it has no effect; remove it"),
 	K_REFUSE("pid_file", "Wisp writes no pid file (a service manager tracks the process)"),
 	K_REFUSE("user", "Wisp does not change user; start it as the user it should run as (systemd User=)"),
 	K_REFUSE("allow_duplicate_messages", "deprecated in Mosquitto; remove it"),
