@@ -179,32 +179,37 @@ __attribute__((format(printf, 5, 6))) static int fail_at(struct reader *r, const
 
 /* ---- JSON tree helpers ---- */
 
+/* Remembers that the value at `path` in `scope` came from file:line, key. */
+static int add_origin_at(struct reader *r, int scope, const char *path, const char *file, unsigned line,
+			 const char *key)
+{
+	struct origin *o = NULL;
+	for (size_t i = 0; i < r->norigins && !o; i++)
+		if (r->origins[i].scope == scope && strcmp(r->origins[i].path, path) == 0)
+			o = &r->origins[i];
+	if (!o) {
+		if (r->norigins == r->cap_origins) {
+			size_t cap = r->cap_origins ? r->cap_origins * 2 : 32;
+			struct origin *n = wisp_realloc(r->origins, cap * sizeof *n);
+			if (!n)
+				return fail_nomem(r);
+			r->origins = n;
+			r->cap_origins = cap;
+		}
+		o = &r->origins[r->norigins++];
+		o->scope = scope;
+		snprintf(o->path, sizeof o->path, "%s", path);
+	}
+	o->file = file;
+	o->line = line;
+	snprintf(o->key, sizeof o->key, "%s", key ? key : "");
+	return 0;
+}
+
+/* ... from the line being read. */
 static int add_origin(struct reader *r, int scope, const char *path)
 {
-	for (size_t i = 0; i < r->norigins; i++) {
-		struct origin *o = &r->origins[i];
-		if (o->scope == scope && strcmp(o->path, path) == 0) {
-			o->file = r->file;
-			o->line = r->line;
-			snprintf(o->key, sizeof o->key, "%s", r->key ? r->key : "");
-			return 0;
-		}
-	}
-	if (r->norigins == r->cap_origins) {
-		size_t cap = r->cap_origins ? r->cap_origins * 2 : 32;
-		struct origin *n = wisp_realloc(r->origins, cap * sizeof *n);
-		if (!n)
-			return fail_nomem(r);
-		r->origins = n;
-		r->cap_origins = cap;
-	}
-	struct origin *o = &r->origins[r->norigins++];
-	o->scope = scope;
-	snprintf(o->path, sizeof o->path, "%s", path);
-	o->file = r->file;
-	o->line = r->line;
-	snprintf(o->key, sizeof o->key, "%s", r->key ? r->key : "");
-	return 0;
+	return add_origin_at(r, scope, path, r->file, r->line, r->key);
 }
 
 /* Puts `item` (taken) at the dotted `path` under `obj`, creating the
@@ -1156,19 +1161,8 @@ static int set_auth(struct reader *r, cJSON *root, const struct sec_val *v, cons
 {
 	if (!v->set)
 		return 0;
-	const char *file = r->file;
-	unsigned line = r->line;
-	const char *k = r->key;
-	r->file = v->file;
-	r->line = v->line;
-	r->key = key;
 	int rc = set_at(r, root, path, cJSON_CreateString(v->s));
-	if (!rc)
-		rc = add_origin(r, SCOPE_GLOBAL, path);
-	r->file = file;
-	r->line = line;
-	r->key = k;
-	return rc;
+	return rc ? rc : add_origin_at(r, SCOPE_GLOBAL, path, v->file, v->line, key);
 }
 
 static int build(struct reader *r, cJSON **out)
@@ -1212,19 +1206,9 @@ static int build(struct reader *r, cJSON **out)
 		    (rc = check_same(r, ls, n, "acl_file", offsetof(struct sec, acl_file))))
 			goto fail;
 	}
-	if (r->def.used && !find_origin(r, SCOPE_DEFAULT, "")) {
-		const char *file = r->file;
-		unsigned line = r->line;
-		r->file = r->def.file;
-		r->line = r->def.line;
-		r->key = "default listener";
-		rc = add_origin(r, SCOPE_DEFAULT, "");
-		r->file = file;
-		r->line = line;
-		r->key = NULL;
-		if (rc)
-			goto fail;
-	}
+	if (r->def.used && !find_origin(r, SCOPE_DEFAULT, "") &&
+	    (rc = add_origin_at(r, SCOPE_DEFAULT, "", r->def.file, r->def.line, "default listener")))
+		goto fail;
 	const struct sec *gs = r->per_listener ? &ls[0]->sec : &r->gsec;
 	if ((rc = set_auth(r, r->global, &gs->password_file, "auth.password_file", "password_file")) ||
 	    (rc = set_auth(r, r->global, &gs->acl_file, "auth.acl_file", "acl_file")))
@@ -1244,20 +1228,9 @@ static int build(struct reader *r, cJSON **out)
 			bool anon = a->set && !strcmp(a->s, "true");
 			if ((rc = emit_listener(r, arr, ls[i], anon)))
 				goto fail;
-			if (a->set) {
-				/* allow_anonymous errors point at its line */
-				const char *file = r->file;
-				unsigned line = r->line;
-				r->file = a->file;
-				r->line = a->line;
-				r->key = "allow_anonymous";
-				rc = add_origin(r, ls[i]->id, "allow_anonymous");
-				r->file = file;
-				r->line = line;
-				r->key = NULL;
-				if (rc)
-					goto fail;
-			}
+			if (a->set && (rc = add_origin_at(r, ls[i]->id, "allow_anonymous", a->file, a->line,
+							  "allow_anonymous")))
+				goto fail;
 		}
 	}
 
@@ -1286,21 +1259,10 @@ static int build(struct reader *r, cJSON **out)
 			     "not supported by Wisp: Wisp always logs errors; add log_type error");
 		goto fail;
 	}
-	{
-		const char *file = r->file;
-		unsigned line = r->line;
-		r->file = r->log_type_file ? r->log_type_file : r->main_file;
-		r->line = r->log_type_line;
-		r->key = "log_type";
-		rc = set_at(r, r->global, "log.level", cJSON_CreateString(log_levels[top]));
-		if (!rc && r->log_type_file)
-			rc = add_origin(r, SCOPE_GLOBAL, "log.level");
-		r->file = file;
-		r->line = line;
-		r->key = NULL;
-		if (rc)
-			goto fail;
-	}
+	if ((rc = set_at(r, r->global, "log.level", cJSON_CreateString(log_levels[top]))) ||
+	    (r->log_type_file &&
+	     (rc = add_origin_at(r, SCOPE_GLOBAL, "log.level", r->log_type_file, r->log_type_line, "log_type"))))
+		goto fail;
 
 	/* The top-level keys after "listeners", in the order they first appeared. */
 	while (r->global->child) {
