@@ -370,6 +370,34 @@ class MosquittoConfTest(unittest.TestCase):
         self.assertEqual(cp.returncode, 1, cp.stdout)
         self.assertIn("%s:2: queue_qos0_messages: not supported by Wisp" % inc, cp.stdout)
 
+    def test_sighup_rereads_the_mosquitto_conf_under_both(self):
+        """A reload reads the mosquitto.conf again (allow_anonymous turned
+        on), under both brokers alike."""
+        path = os.path.join(self.dir, "reload.conf")
+        with open(self.conf) as f:
+            text = f.read()
+        for argv in ([MOSQUITTO_BIN, "-c", path], [self.wisp, "-c", path]):
+            with open(path, "w") as f:
+                f.write(text)
+            broker = ConfBroker(argv, self.port, os.path.join(self.dir, "broker.log"))
+            broker.start()
+            try:
+                self.assertEqual(outcome("anonymous publish", pub(self.port, "sensors/t", "x")),
+                                 "login refused")
+                with open(path, "w") as f:
+                    f.write(text.replace("allow_anonymous false", "allow_anonymous true"))
+                broker.proc.send_signal(signal.SIGHUP)
+                # The reload is asynchronous: retry, bounded in count and time.
+                deadline = time.monotonic() + 10
+                for _ in range(100):
+                    got = pub(self.port, "anon/t", "x", qos=0)
+                    if got[0] == 0 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.1)
+                self.assertEqual(got, (0, ""), "%s: anonymous still refused after SIGHUP" % argv[0])
+            finally:
+                broker.stop()
+
     def test_port_without_configuration_keeps_the_embedded_default(self):
         port = free_port()
         # cwd: the default store, ./wisp-data, goes there
