@@ -63,7 +63,7 @@ struct origin {
  * its meaning depends on per_listener_settings and on the listeners. */
 struct sec_val {
 	bool set;
-	char *s; /* cJSON-allocated copy of the value */
+	char *s; /* wisp_malloc'd copy of the value */
 	const char *file;
 	unsigned line;
 };
