@@ -139,7 +139,7 @@ static int convert_mosquitto(const char *path)
 	char *json = NULL;
 	int status = 1;
 	if (mosq_conf_parse(path, buf, len, &cfg, err, sizeof err) != 0 ||
-	    broker_check_tls(cfg, err, sizeof err) != 0 ||
+	    server_check_tls(cfg, err, sizeof err) != 0 ||
 	    mosq_conf_convert(path, buf, len, &json, err, sizeof err) != 0) {
 		fprintf(stderr, "%s\n", err);
 	} else {

@@ -140,6 +140,20 @@ static const struct map_case map_cases[] = {
 	{"max_packet_size 2048\n", "\"max_packet_size\":2048"},
 	{"max_keepalive 600\n", "\"max_keepalive\":600"},
 	{"memory_limit 100000000\n", "\"memory_limit\":100000000"},
+	/* MQTT 5 */
+	{"listener 1884 127.0.0.1\nmax_qos 1\n", "\"max_qos\":1"},
+	{"listener 1884 127.0.0.1\nmaximum_qos 0\nlistener 1885 127.0.0.1\nmax_qos 0\n", "\"max_qos\":0"},
+	{"listener 1884 127.0.0.1\nmax_topic_alias 10\nlistener 1885 127.0.0.1\n", "\"max_topic_alias\":10"},
+	{"max_topic_alias 0\n", "\"max_topic_alias\":0"},
+	/* before any listener it makes Mosquitto's default listener, on every address */
+	{"max_qos 1\n", "\"listeners\":[{\"bind\":\"0.0.0.0\",\"port\":1883,\"allow_anonymous\":false},{\"bind\":\"::\","
+			 "\"port\":1883,\"allow_anonymous\":false}],\"limits\":{\"max_qos\":1}"},
+	{"retain_available false\n", "\"retain_available\":false"},
+	{"persistent_client_expiration 2h\n", "\"max_session_expiry\":7200"},
+	{"persistent_client_expiration 14d\n", "\"max_session_expiry\":1209600"},
+	{"persistent_client_expiration 1w\n", "\"max_session_expiry\":604800"},
+	{"persistent_client_expiration 1m\n", "\"max_session_expiry\":2592000"},
+	{"persistent_client_expiration 1y\n", "\"max_session_expiry\":31536000"},
 	/* persistence */
 	{"persistence false\n", "\"persistence\":{\"enabled\":false}"},
 	{"persistence true\npersistence_location data/\npersistence_file mosquitto.db\nautosave_interval 1800\n",
@@ -261,14 +275,21 @@ static const struct bad_case bad_cases[] = {
 	{"auth_opt_db x\n", "m.conf:1: auth_opt_db: not supported by Wisp: no plugins"},
 	{"connection uplink\naddress 10.0.0.1:1883\n", "m.conf:1: connection: bridges are not supported yet"},
 	{"topic # both 0\n", "m.conf:1: topic: bridges are not supported yet"},
-	{"max_qos 1\n", "m.conf:1: max_qos: not supported yet (the maximum QoS is being added with MQTT 5)"},
-	{"listener 1884\nmaximum_qos 1\n", "m.conf:2: maximum_qos: not supported yet (the maximum QoS is being added with MQTT 5)"},
-	{"retain_available false\n",
-	 "m.conf:1: retain_available: not supported yet (retain_available is being added with MQTT 5)"},
-	{"listener 1884\nmax_topic_alias 5\n",
-	 "m.conf:2: max_topic_alias: not supported yet (topic aliases are being added with MQTT 5)"},
-	{"persistent_client_expiration 14d\n",
-	 "m.conf:1: persistent_client_expiration: not supported yet (session expiry is being added with MQTT 5)"},
+	/* per-listener keys Wisp has broker-wide */
+	{"listener 1884 127.0.0.1\nmax_qos 1\nlistener 1885 127.0.0.1\nmax_qos 2\n",
+	 "m.conf:4: max_qos: not supported by Wisp: max_qos is per listener in Mosquitto and for the whole broker in "
+	 "Wisp, so every listener must have the same (this one has 2, the listener at m.conf:1 has 1)"},
+	{"listener 1884 127.0.0.1\nmax_topic_alias 5\nlistener 1885 127.0.0.1\n",
+	 "m.conf:3: listener: not supported by Wisp: max_topic_alias is per listener in Mosquitto and for the whole "
+	 "broker in Wisp, so every listener must have the same (this one has 10, the listener at m.conf:1 has 5)"},
+	{"max_topic_alias 5\nlistener 1884 127.0.0.1\n",
+	 "m.conf:1: max_topic_alias: before any listener line this applies to the default listener (port, "
+	 "bind_address), which this file does not define, so Mosquitto ignores it; move it after a listener line"},
+	{"listener 1884 127.0.0.1\nmax_qos 3\n", "m.conf:2: max_qos: out of range: 3 (Mosquitto allows 0 to 2)"},
+	{"persistent_client_expiration 14\n",
+	 "m.conf:1: persistent_client_expiration: expected a duration such as 12h, 14d, 2w, 6m or 1y, got '14'"},
+	{"persistent_client_expiration 200y\n", "m.conf:1: persistent_client_expiration: out of range: 200y"},
+	{"retain_available no\n", "m.conf:1: retain_available: expected true or false, got 'no'"},
 	/* values the JSON validator refuses, reported at their line */
 	{"\nmax_inflight_messages 70000\n",
 	 "m.conf:2: max_inflight_messages: out of range: 70000 (allowed 1 to 65535) (Wisp key limits.max_inflight)"},

@@ -73,7 +73,8 @@ struct sec {
 };
 
 struct mlistener {
-	cJSON *obj; /* Wisp listener keys */
+	cJSON *obj;  /* Wisp listener keys */
+	cJSON *wide; /* per-listener Mosquitto keys that are broker-wide in Wisp, by Wisp path */
 	struct sec sec;
 	int id;     /* scope of its origins */
 	int domain; /* 0: IPv4 and IPv6; 4; 6 */
@@ -108,6 +109,8 @@ struct mosq_key {
 	long long wisp_unlimited; /* ... and Wisp's way of saying it */
 	const char *why;        /* refusals: the reason */
 	bool rest_of_line;      /* the value is the rest of the line (file names may hold spaces) */
+	long long dflt;         /* per-listener keys Wisp has broker-wide: Mosquitto's default */
+	bool no_default_listener; /* ... and before any `listener`, it does not make the default one real */
 };
 
 struct reader {
@@ -385,8 +388,12 @@ static struct mlistener *new_listener(struct reader *r)
 	struct mlistener *l = &r->ls[r->nls];
 	memset(l, 0, sizeof *l);
 	l->obj = cJSON_CreateObject();
-	if (!l->obj)
+	l->wide = cJSON_CreateObject();
+	if (!l->obj || !l->wide) {
+		cJSON_Delete(l->obj);
+		cJSON_Delete(l->wide);
 		return NULL;
+	}
 	l->id = (int)r->nls;
 	l->used = true;
 	l->file = r->file;
@@ -578,6 +585,49 @@ static int conv_max_connections(struct reader *r, const struct mosq_key *k, cons
 	if (v < -1)
 		return fail(r, "out of range: %lld (-1 means unlimited)", v);
 	return put(r, k, cJSON_CreateNumber(v == -1 ? 0.0 : (double)v));
+}
+
+/* A per-listener Mosquitto key that Wisp has for the whole broker
+ * (max_qos, max_topic_alias): kept per listener until the end, where every
+ * listener must have the same value (build). */
+static int conv_listener_wide(struct reader *r, const struct mosq_key *k, const char *value)
+{
+	long long v;
+	int rc = parse_int(r, value, &v);
+	if (rc)
+		return rc;
+	if (v < k->min || v > k->max)
+		return fail(r, "out of range: %lld (Mosquitto allows %lld to %lld)", v, k->min, k->max);
+	int scope = r->cur->id;
+	if (!k->no_default_listener)
+		target(r, MK_LISTENER, &scope);
+	rc = set_at(r, r->cur->wide, k->wisp, cJSON_CreateNumber((double)v));
+	return rc ? rc : add_origin(r, scope, k->wisp);
+}
+
+/* <n>h, d, w, m (30 days) or y (365 days), as Mosquitto reads it. */
+static int conv_expiration(struct reader *r, const struct mosq_key *k, const char *value)
+{
+	static const struct {
+		char unit;
+		long long seconds;
+	} units[] = {{'h', 3600}, {'d', 86400}, {'w', 7 * 86400}, {'m', 30 * 86400}, {'y', 365 * 86400}};
+	size_t len = strlen(value);
+	char num[24];
+	long long mult = 0;
+	for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+		if (value[len - 1] == units[i].unit)
+			mult = units[i].seconds;
+	if (!mult || len < 2 || len - 1 >= sizeof num)
+		return fail(r, "expected a duration such as 12h, 14d, 2w, 6m or 1y, got '%s'", value);
+	snprintf(num, sizeof num, "%.*s", (int)(len - 1), value);
+	long long v;
+	int rc = parse_int(r, num, &v);
+	if (rc)
+		return rc;
+	if (v < 0 || v > (long long)UINT32_MAX / mult)
+		return fail(r, "out of range: %s", value);
+	return put(r, k, cJSON_CreateNumber((double)(v * mult)));
 }
 
 static int conv_message_size_limit(struct reader *r, const struct mosq_key *k, const char *value)
@@ -864,6 +914,9 @@ static int conv_include_dir(struct reader *r, const struct mosq_key *k, const ch
 	 .unlimited = unl, .wisp_unlimited = wunl}
 #define K_CONV(n, sc, w, fn) {.name = n, .scope = sc, .wisp = w, .conv = fn}
 #define K_REST(n, sc, w, fn) {.name = n, .scope = sc, .wisp = w, .conv = fn, .rest_of_line = true}
+#define K_WIDE(n, w, lo, hi, d, nodef)                                                                 \
+	{.name = n, .scope = MK_LISTENER, .wisp = w, .conv = conv_listener_wide, .min = lo, .max = hi, .dflt = d, \
+	 .no_default_listener = nodef}
 #define K_REFUSE(n, reason) {.name = n, .scope = MK_OTHER, .conv = conv_refuse, .why = reason}
 #define K_NOT_YET(n, reason) {.name = n, .scope = MK_OTHER, .conv = conv_not_yet, .why = reason}
 #define K_BRIDGE(n) {.name = n, .scope = MK_OTHER, .conv = conv_bridge}
@@ -897,12 +950,16 @@ static const struct mosq_key mosq_keys[] = {
 	K_INT_UNL("max_packet_size", MK_GLOBAL, "limits.max_packet_size", 20, INT32_MAX, 0, 268435460),
 	K_INT("max_keepalive", MK_GLOBAL, "limits.max_keepalive", 0, 65535),
 	K_INT("memory_limit", MK_GLOBAL, "limits.memory_limit", 0, INT64_MAX),
-	/* MQTT 5 keys: their Wisp counterparts are being added (branch reshape) */
-	K_NOT_YET("max_qos", "the maximum QoS is being added with MQTT 5"),
-	K_NOT_YET("maximum_qos", "the maximum QoS is being added with MQTT 5"),
-	K_NOT_YET("retain_available", "retain_available is being added with MQTT 5"),
-	K_NOT_YET("max_topic_alias", "topic aliases are being added with MQTT 5"),
-	K_NOT_YET("persistent_client_expiration", "session expiry is being added with MQTT 5"),
+	/* per listener in Mosquitto, for the whole broker in Wisp; Mosquitto
+	 * 2.0.11 reads maximum_qos as max_qos */
+	K_WIDE("max_qos", "limits.max_qos", 0, 2, 2, false),
+	K_WIDE("maximum_qos", "limits.max_qos", 0, 2, 2, false),
+	K_WIDE("max_topic_alias", "limits.max_topic_alias", 0, 65535, 10, true),
+	K_CONV("retain_available", MK_GLOBAL, "limits.retain_available", conv_bool),
+	/* Mosquitto expires only sessions that would never expire (3.1.1 clean
+	 * session 0, v5 0xFFFFFFFF); Wisp's bound also shortens a longer v5
+	 * Session Expiry Interval (README.md, Migrating from Mosquitto). */
+	K_CONV("persistent_client_expiration", MK_GLOBAL, "limits.max_session_expiry", conv_expiration),
 	/* persistence */
 	K_CONV("persistence", MK_GLOBAL, "persistence.enabled", conv_bool),
 	K_REST("persistence_location", MK_GLOBAL, "persistence.dir", conv_string),
@@ -1165,6 +1222,40 @@ static int set_auth(struct reader *r, cJSON *root, const struct sec_val *v, cons
 	return rc ? rc : add_origin_at(r, SCOPE_GLOBAL, path, v->file, v->line, key);
 }
 
+static double wide_value(const struct mlistener *l, const struct mosq_key *k)
+{
+	const cJSON *v = get_at(l->wide, k->wisp);
+	return v ? v->valuedouble : (double)k->dflt;
+}
+
+/* A per-listener Mosquitto key Wisp has broker-wide: every listener must
+ * have the same value (Mosquitto's default where a listener is silent). */
+static int resolve_wide(struct reader *r, struct mlistener **ls, size_t n, bool local_only, const struct mosq_key *k)
+{
+	const struct origin *o = find_origin(r, SCOPE_DEFAULT, k->wisp);
+	if (o && !r->def.used && !local_only)
+		return fail_at(r, o->file, o->line, o->key,
+			       "before any listener line this applies to the default listener (port, bind_address), "
+			       "which this file does not define, so Mosquitto ignores it; move it after a listener line");
+	const struct origin *first = NULL;
+	for (size_t i = 0; i < n && !first; i++)
+		first = find_origin(r, ls[i]->id, k->wisp);
+	if (!first)
+		return 0;
+	double want = wide_value(ls[0], k);
+	for (size_t i = 1; i < n; i++) {
+		if (wide_value(ls[i], k) == want)
+			continue;
+		const struct origin *at = find_origin(r, ls[i]->id, k->wisp);
+		return fail_at(r, at ? at->file : ls[i]->file, at ? at->line : ls[i]->line, at ? at->key : "listener",
+			       "not supported by Wisp: %s is per listener in Mosquitto and for the whole broker in Wisp, "
+			       "so every listener must have the same (this one has %g, the listener at %s:%u has %g)",
+			       k->name, wide_value(ls[i], k), ls[0]->file ? ls[0]->file : r->main_file, ls[0]->line, want);
+	}
+	int rc = set_at(r, r->global, k->wisp, cJSON_CreateNumber(want));
+	return rc ? rc : add_origin_at(r, SCOPE_GLOBAL, k->wisp, first->file, first->line, first->key);
+}
+
 static int build(struct reader *r, cJSON **out)
 {
 	int rc;
@@ -1209,6 +1300,15 @@ static int build(struct reader *r, cJSON **out)
 	if (r->def.used && !find_origin(r, SCOPE_DEFAULT, "") &&
 	    (rc = add_origin_at(r, SCOPE_DEFAULT, "", r->def.file, r->def.line, "default listener")))
 		goto fail;
+	for (const struct mosq_key *k = mosq_keys; k->name; k++) {
+		if (k->conv != conv_listener_wide)
+			continue;
+		const struct mosq_key *same = mosq_keys; /* max_qos and maximum_qos: once */
+		while (same != k && !(same->conv == conv_listener_wide && !strcmp(same->wisp, k->wisp)))
+			same++;
+		if (same == k && (rc = resolve_wide(r, ls, n, local_only, k)))
+			goto fail;
+	}
 	const struct sec *gs = r->per_listener ? &ls[0]->sec : &r->gsec;
 	if ((rc = set_auth(r, r->global, &gs->password_file, "auth.password_file", "password_file")) ||
 	    (rc = set_auth(r, r->global, &gs->acl_file, "auth.acl_file", "acl_file")))
@@ -1283,12 +1383,14 @@ static void reader_free(struct reader *r)
 {
 	for (size_t i = 0; i < r->nls; i++) {
 		cJSON_Delete(r->ls[i].obj);
+		cJSON_Delete(r->ls[i].wide);
 		wisp_free(r->ls[i].sec.password_file.s);
 		wisp_free(r->ls[i].sec.acl_file.s);
 		wisp_free(r->ls[i].sec.allow_anonymous.s);
 	}
 	wisp_free(r->ls);
 	cJSON_Delete(r->def.obj);
+	cJSON_Delete(r->def.wide);
 	struct sec *secs[] = {&r->def.sec, &r->gsec};
 	for (size_t i = 0; i < 2; i++) {
 		wisp_free(secs[i]->password_file.s);
@@ -1307,11 +1409,12 @@ static int convert(struct reader *r, const char *path, const char *text, size_t 
 {
 	r->def.id = SCOPE_DEFAULT;
 	r->def.obj = cJSON_CreateObject();
+	r->def.wide = cJSON_CreateObject();
 	r->global = cJSON_CreateObject();
 	r->cur = &r->def;
 	r->main_file = path;
 	r->file = path;
-	if (!r->def.obj || !r->global)
+	if (!r->def.obj || !r->def.wide || !r->global)
 		return fail_nomem(r);
 	const char *name = intern_file(r, path);
 	if (!name)
