@@ -20,6 +20,7 @@ test is the configuration.
 import json
 import os
 import pwd
+import queue
 import shutil
 import signal
 import socket
@@ -153,6 +154,24 @@ def pub(port, topic, message, user=None, password=None, qos=1):
                                                                    "-q", str(qos)]
     cp = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=15)
     return cp.returncode, (cp.stdout + cp.stderr).decode("utf-8", "replace").strip()
+
+
+def connack_properties(port, user, password):
+    """Maximum QoS and Topic Alias Maximum from a v5 CONNACK (paho)."""
+    import paho.mqtt.client as mqtt
+    got = queue.Queue()
+    client = mqtt.Client(client_id="v5-probe", protocol=mqtt.MQTTv5)
+    client.username_pw_set(user, password)
+    client.on_connect = lambda c, u, f, rc, props=None: got.put((rc, props))
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        rc, props = got.get(timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert rc == 0, "CONNACK %s" % rc
+    return {name: getattr(props, name) for name in ("MaximumQoS", "TopicAliasMaximum") if hasattr(props, name)}
 
 
 def stop_sub(sub):
@@ -397,6 +416,25 @@ class MosquittoConfTest(unittest.TestCase):
                 self.assertEqual(got, (0, ""), "%s: anonymous still refused after SIGHUP" % argv[0])
             finally:
                 broker.stop()
+
+    def test_mqtt5_listener_limits_are_announced_alike(self):
+        """max_qos and max_topic_alias on the listener reach a v5 client's
+        CONNACK the same way under both brokers."""
+        path = os.path.join(self.dir, "v5.conf")
+        with open(self.conf) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(text.replace("max_connections -1\n", "max_connections -1\nmax_qos 1\nmax_topic_alias 5\n"))
+        seen = []
+        for argv in ([MOSQUITTO_BIN, "-c", path], [self.wisp, "-c", path]):
+            broker = ConfBroker(argv, self.port, os.path.join(self.dir, "broker.log"))
+            broker.start()
+            try:
+                seen.append(connack_properties(self.port, "alice", "alicepw"))
+            finally:
+                broker.stop()
+        self.assertEqual(seen[0], {"MaximumQoS": 1, "TopicAliasMaximum": 5})
+        self.assertEqual(seen[1], seen[0])
 
     def test_port_without_configuration_keeps_the_embedded_default(self):
         port = free_port()
