@@ -18,9 +18,13 @@
  * validator refuses is reported as "<file>:<line>: <key>: <reason>" too.
  *
  * What it does not do: bridges (refused as "not supported yet" until the
- * bridge issue lands), plugins, and every key whose meaning Wisp cannot
- * honour: those are refused with the reason, never skipped. A key whose Wisp
- * counterpart is still being written is one table row with conv_not_yet.
+ * bridge issue lands), WebSockets (conv_protocol, until the ws listener
+ * lands), plugins, and every key whose meaning Wisp cannot honour: those
+ * are refused with the reason, never skipped. A key whose Wisp counterpart
+ * is still being written is one table row with K_NOT_YET. Mosquitto's
+ * per-listener keys that Wisp has broker-wide (max_qos, max_topic_alias,
+ * and password_file/acl_file under per_listener_settings) are accepted
+ * when every listener agrees, refused otherwise.
  *
  * Cost: start-up and reload only; keys are looked up linearly (~120 rows).
  * Single-threaded; no global state. The cJSON tree uses cJSON's allocator
