@@ -121,7 +121,16 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 			return WISP_EIO;
 		}
 	}
-	struct msg *m = msg_new(topic, topic_len, p->payload.ptr, p->payload.len, p->qos, p->retain);
+	struct msg_spec spec = {
+		.topic = topic,
+		.topic_len = topic_len,
+		.payload = p->payload.ptr,
+		.payload_len = p->payload.len,
+		.qos = p->qos,
+		.retain = p->retain,
+		.origin = c->sess,
+	};
+	struct msg *m = msg_create(&spec);
 	if (!m) {
 		/* Not acknowledged, so the publisher will send it again, and
 		 * that copy must be routed, not taken for a retransmission. */

@@ -48,42 +48,78 @@ static void append_failed(struct broker *b, int rc)
 
 static struct store_str str_of(const char *p, size_t len) { return (struct store_str){p, len}; }
 
+/*
+ * The store's bookkeeping for a message it holds a record of, hung on
+ * msg->stored: the record's id, how many stored records (retained entry,
+ * queue and flight entries) still need it, and the compaction that last
+ * wrote it. Allocated when the first record needs the message and freed
+ * when the last one lets go (a MSG_DEL record says so); a plain block, so
+ * msg_unref can free what a closed store left behind.
+ */
+struct persist_msg {
+	uint64_t id;
+	uint32_t refs;
+	uint32_t emit_gen;
+};
+
+static uint64_t stored_id(const struct msg *m) { return m && m->stored ? m->stored->id : 0; }
+
+static int attach_stored(struct msg *m, uint64_t id)
+{
+	struct persist_msg *pm = wisp_malloc(sizeof *pm);
+	if (!pm)
+		return WISP_ENOMEM;
+	*pm = (struct persist_msg){.id = id};
+	m->stored = pm;
+	return 0;
+}
+
+static struct store_msg msg_record(const struct msg *m, uint64_t id)
+{
+	return (struct store_msg){
+		.id = id,
+		.qos = m->qos,
+		.flags = m->retain ? STORE_MSG_RETAIN : 0,
+		.topic = {msg_topic(m), m->topic_len},
+		.payload = {msg_payload(m), m->payload_len},
+	};
+}
+
 /* Takes a durable reference on m, writing the message itself on first use. */
 static void durable_ref(struct broker *b, struct msg *m)
 {
 	struct store *st = b->persist.store;
-	if (!m->store_id) {
-		struct store_msg rec = {
-			.id = store_next_msg_id(st),
-			.qos = m->qos,
-			.flags = m->retain ? STORE_MSG_RETAIN : 0,
-			.topic = str_of(msg_topic(m), m->topic_len),
-			.payload = {msg_payload(m), m->payload_len},
-		};
-		int rc = store_append_msg_put(st, &rec);
+	if (!m->stored) {
+		struct store_msg rec = msg_record(m, store_next_msg_id(st));
+		int rc = attach_stored(m, rec.id);
+		if (rc == 0)
+			rc = store_append_msg_put(st, &rec);
 		if (rc != 0) {
+			wisp_free(m->stored);
+			m->stored = NULL;
 			append_failed(b, rc);
 			return;
 		}
-		m->store_id = rec.id;
-		m->durable_refs = 0;
 	}
-	m->durable_refs++;
+	m->stored->refs++;
 }
 
 static void durable_unref(struct broker *b, struct msg *m)
 {
-	if (!m || !m->store_id || m->durable_refs == 0)
+	if (!m || !m->stored || m->stored->refs == 0)
 		return;
 	if (b->persist.loading) {
-		m->durable_refs--; /* replay: the log already says what it says */
+		/* Replay: the log already says what it says, and queue entries
+		 * are counted once it is over (count_entry_refs). */
+		m->stored->refs--;
 		return;
 	}
-	if (--m->durable_refs == 0) {
-		int rc = store_append_msg_del(b->persist.store, m->store_id);
+	if (--m->stored->refs == 0) {
+		int rc = store_append_msg_del(b->persist.store, m->stored->id);
 		if (rc != 0)
 			append_failed(b, rc);
-		m->store_id = 0;
+		wisp_free(m->stored);
+		m->stored = NULL;
 	}
 }
 
@@ -108,7 +144,7 @@ static void on_queued(void *ctx, struct session *s, struct sess_msg *e)
 		return;
 	durable_ref(b, e->msg);
 	e->durable = true;
-	int rc = store_append_queue_add(b->persist.store, s->client_id, s->id_len, e->msg->store_id, e->qos,
+	int rc = store_append_queue_add(b->persist.store, s->client_id, s->id_len, stored_id(e->msg), e->qos,
 					e->retain ? STORE_MSG_RETAIN : 0);
 	if (rc != 0)
 		append_failed(b, rc);
@@ -126,7 +162,7 @@ static void on_flight(void *ctx, struct session *s, struct sess_msg *e)
 	}
 	struct store_flight f = {
 		.client = str_of(s->client_id, s->id_len),
-		.msg_id = pubcomp_wait ? 0 : e->msg->store_id,
+		.msg_id = pubcomp_wait ? 0 : stored_id(e->msg),
 		.packet_id = e->packet_id,
 		.state = flight_state(e),
 		.qos = e->qos,
@@ -170,7 +206,7 @@ static void on_unqueued(void *ctx, struct session *s, struct sess_msg *e)
 	struct broker *b = ctx;
 	if (!is_persistent(s) || !e->durable)
 		return;
-	int rc = store_append_queue_del(b->persist.store, s->client_id, s->id_len, e->msg->store_id);
+	int rc = store_append_queue_del(b->persist.store, s->client_id, s->id_len, stored_id(e->msg));
 	if (rc != 0)
 		append_failed(b, rc);
 	durable_unref(b, e->msg);
@@ -276,7 +312,7 @@ void persist_retain(struct broker *b, struct msg *m)
 		rc = store_append_retain_del(b->persist.store, msg_topic(m), m->topic_len);
 	} else {
 		durable_ref(b, m);
-		rc = store_append_retain_set(b->persist.store, msg_topic(m), m->topic_len, m->store_id);
+		rc = store_append_retain_set(b->persist.store, msg_topic(m), m->topic_len, stored_id(m));
 	}
 	if (rc != 0)
 		append_failed(b, rc);
@@ -432,16 +468,10 @@ struct emit_ctx {
 
 static int emit_msg(struct emit_ctx *x, struct msg *m)
 {
-	if (m->emit_gen == x->b->persist.emit_gen)
+	if (m->stored->emit_gen == x->b->persist.emit_gen)
 		return 0;
-	m->emit_gen = x->b->persist.emit_gen;
-	struct store_msg rec = {
-		.id = m->store_id,
-		.qos = m->qos,
-		.flags = m->retain ? STORE_MSG_RETAIN : 0,
-		.topic = str_of(msg_topic(m), m->topic_len),
-		.payload = {msg_payload(m), m->payload_len},
-	};
+	m->stored->emit_gen = x->b->persist.emit_gen;
+	struct store_msg rec = msg_record(m, m->stored->id);
 	return store_append_msg_put(x->st, &rec);
 }
 
@@ -449,11 +479,11 @@ static void emit_retained(const char *topic, size_t len, void *value, void *ctx)
 {
 	struct emit_ctx *x = ctx;
 	struct msg *m = value;
-	if (x->rc || !m->store_id)
+	if (x->rc || !m->stored)
 		return;
 	x->rc = emit_msg(x, m);
 	if (!x->rc)
-		x->rc = store_append_retain_set(x->st, topic, len, m->store_id);
+		x->rc = store_append_retain_set(x->st, topic, len, m->stored->id);
 }
 
 static int emit_session(struct emit_ctx *x, struct session *s)
@@ -472,10 +502,10 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 	}
 	for (n = s->inflight.next; !rc && n != &s->inflight; n = n->next) {
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
-		if (e->msg && e->msg->store_id)
+		if (stored_id(e->msg))
 			rc = emit_msg(x, e->msg);
 		struct store_flight f = {.client = rec.client,
-					 .msg_id = e->msg ? e->msg->store_id : 0,
+					 .msg_id = e->msg ? stored_id(e->msg) : 0,
 					 .packet_id = e->packet_id,
 					 .state = flight_state(e),
 					 .qos = e->qos,
@@ -485,11 +515,11 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 	}
 	for (n = s->queue.next; !rc && n != &s->queue; n = n->next) {
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
-		if (!e->msg->store_id)
+		if (!stored_id(e->msg))
 			continue;
 		rc = emit_msg(x, e->msg);
 		if (!rc)
-			rc = store_append_queue_add(st, s->client_id, s->id_len, e->msg->store_id, e->qos,
+			rc = store_append_queue_add(st, s->client_id, s->id_len, stored_id(e->msg), e->qos,
 						    e->retain ? STORE_MSG_RETAIN : 0);
 	}
 	for (uint16_t i = 0; !rc && i < s->qos2_in_count; i++)
@@ -605,7 +635,10 @@ static int v_msg_put(void *ctx, const struct store_msg *r, void **handle)
 				(r->flags & STORE_MSG_RETAIN) != 0);
 	if (!m)
 		return WISP_ENOMEM;
-	m->store_id = r->id;
+	if (attach_stored(m, r->id) != 0) {
+		msg_unref(m);
+		return WISP_ENOMEM;
+	}
 	*handle = m;
 	return 0;
 }
@@ -622,14 +655,14 @@ static int v_retain_set(void *ctx, const struct store_retain *r, void *value)
 	struct msg *m = value;
 	struct msg *old = retained_get(b->retained, r->topic.ptr, r->topic.len);
 	if (old)
-		old->durable_refs--;
+		durable_unref(b, old);
 	if (retained_set(b->retained, r->topic.ptr, r->topic.len, msg_ref(m), msg_size(m)) != 0) {
 		msg_unref(m);
 		log_msg(LOG_WARNING, "store", "retained message on '%.*s' not restored: retained limit reached",
 			(int)r->topic.len, r->topic.ptr);
 		return 0;
 	}
-	m->durable_refs++;
+	m->stored->refs++;
 	return 0;
 }
 
@@ -638,7 +671,7 @@ static int v_retain_del(void *ctx, const struct store_retain *r)
 	struct broker *b = ctx;
 	struct msg *old = retained_get(b->retained, r->topic.ptr, r->topic.len);
 	if (old)
-		old->durable_refs--;
+		durable_unref(b, old);
 	retained_set(b->retained, r->topic.ptr, r->topic.len, NULL, 0);
 	return 0;
 }
@@ -760,7 +793,7 @@ static int v_queue_del(void *ctx, const struct store_queue *r)
 	struct list_node *n;
 	for (n = s->queue.next; n != &s->queue; n = n->next) {
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
-		if (e->msg->store_id == r->msg_id) {
+		if (stored_id(e->msg) == r->msg_id) {
 			delivery_restore_unqueue(s, e->msg);
 			break;
 		}
@@ -838,6 +871,24 @@ static const struct store_visitor visitor = {
 	.qos2_in_del = v_qos2_del,
 };
 
+/* After the replay: the restored queue and flight entries are the store's
+ * references to their messages. Counted here, from the state the replay
+ * ended with, rather than record by record, so that session/delivery.c
+ * knows nothing of the store's bookkeeping. */
+static void count_entry_refs(struct broker *b)
+{
+	for (size_t i = 0; i < b->sessions.nbuckets; i++)
+		for (struct session *s = b->sessions.buckets[i]; s; s = s->hash_next) {
+			struct list_node *lists[2] = {&s->inflight, &s->queue};
+			for (int k = 0; k < 2; k++)
+				for (struct list_node *n = lists[k]->next; n != lists[k]; n = n->next) {
+					struct sess_msg *e = container_of(n, struct sess_msg, link);
+					if (e->durable && e->msg && e->msg->stored)
+						e->msg->stored->refs++;
+				}
+		}
+}
+
 static enum store_fsync fsync_mode(enum config_fsync f)
 {
 	switch (f) {
@@ -871,6 +922,7 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 		store_close(st);
 		return rc;
 	}
+	count_entry_refs(b);
 	b->persist.store = st;
 	if (loop_io_start(b->loop, &b->persist.io, store_durable_fd(st), LOOP_READ, on_durable) != 0) {
 		snprintf(err, errlen, "%s: cannot watch the store's sync events", pc->dir);

@@ -336,19 +336,10 @@ static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain)
 	e->retain = retain;
 	e->packet_id = 0;
 	e->state = SESS_MSG_QUEUED;
-	/* Restored entries are the store's references to their message. */
+	/* Restored entries are the store's references to their message
+	 * (counted by the store once its replay is over). */
 	e->durable = m != NULL;
-	if (m)
-		m->durable_refs++;
 	return e;
-}
-
-/* Frees a restored entry, giving back its durable reference. */
-static void drop_restored(struct sess_msg *e)
-{
-	if (e->durable && e->msg)
-		e->msg->durable_refs--;
-	free_entry(e);
 }
 
 int delivery_restore_queued(struct session *s, struct msg *m, uint8_t qos, bool retain)
@@ -382,7 +373,7 @@ void delivery_restore_unqueue(struct session *s, const struct msg *m)
 			list_remove(n);
 			s->queued_count--;
 			queue_sub(s, msg_size(e->msg));
-			drop_restored(e);
+			free_entry(e);
 			return;
 		}
 	}
@@ -397,8 +388,6 @@ int delivery_restore_flight(struct session *s, struct msg *m, uint16_t packet_id
 	if (e) {
 		/* An update (PUBREC seen): keep the entry and its place in the window. */
 		if (!m && e->msg) {
-			if (e->durable)
-				e->msg->durable_refs--;
 			e->durable = false;
 			msg_unref(e->msg);
 			e->msg = NULL;
@@ -425,5 +414,5 @@ void delivery_restore_unflight(struct session *s, uint16_t packet_id)
 		return;
 	list_remove(&e->link);
 	s->inflight_count--;
-	drop_restored(e);
+	free_entry(e);
 }

@@ -172,7 +172,7 @@ static int item_pieces(const struct outq_item *it, struct iovec *out)
 	const struct msg *m = it->msg;
 	int n = 0;
 	out[n++] = (struct iovec){(void *)it->bytes, it->head_len};
-	if (it->mid_len == 0) {
+	if (it->mid_len == 0 && m->props_len == 0) {
 		out[n++] = (struct iovec){(void *)msg_topic(m), (size_t)m->topic_len + m->payload_len};
 	} else {
 		out[n++] = (struct iovec){(void *)msg_topic(m), m->topic_len};

@@ -71,7 +71,7 @@ struct sess_msg {
 	uint8_t qos;
 	uint8_t state;  /* enum sess_msg_state */
 	bool retain;    /* as it goes on the wire */
-	bool durable;   /* holds one of msg->durable_refs (proto/persist.c) */
+	bool durable;   /* is one of the store's references to msg (proto/persist.c) */
 };
 
 struct session {
