@@ -374,8 +374,10 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		.max_queued_bytes = cfg->limits.max_queued_bytes,
 		.max_output = cfg->limits.max_output_buffer,
 		.max_queued_bytes_total = cfg->limits.max_queued_bytes_total,
+		.totals = &b->route.totals,
 	};
 	b->subs = tree_new();
+	route_init(&b->route, b->subs);
 	b->retained = retained_new(release_retained, cfg->limits.max_retained, cfg->limits.max_retained_bytes);
 	b->scratch_cap = SCRATCH_SIZE;
 	b->scratch = wisp_malloc(b->scratch_cap);
@@ -385,6 +387,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		goto fail;
 	}
 	b->sessions.on_free = release_session;
+	b->sessions.dlim = &b->dlim;
 	if (auth_load(cfg, &b->auth, err, errlen) != 0)
 		goto fail;
 	b->bg = bg_new(l, AUTH_MAX_PENDING, AUTH_VERIFY_THREADS);
@@ -455,7 +458,7 @@ void broker_free(struct broker *b)
 	tree_free(b->subs);
 	wisp_free(b->listeners);
 	wisp_free(b->scratch);
-	wisp_free(b->route);
+	route_free(&b->route);
 	outq_release_cache();
 	memset(b, 0, sizeof *b);
 }
@@ -463,6 +466,10 @@ void broker_free(struct broker *b)
 void broker_drop(struct broker *b, struct conn *c, bool graceful, const char *reason)
 {
 	if (c->state == CONN_CLOSING)
+		return;
+	/* A drop during a delivery (it may free a session routing still
+	 * holds, and publish a will) waits until the delivery loop is over. */
+	if (route_defer_drop(b, c, graceful, reason))
 		return;
 	struct session *s = c->sess;
 	/* Each of these a client can cause at will: rate limited per kind. */

@@ -21,6 +21,7 @@
 #include "loop.h"
 #include "msg.h"
 #include "persist.h"
+#include "router.h"
 #include "retained.h"
 #include "session.h"
 #include "tls.h"
@@ -98,11 +99,6 @@ struct sub_work {
 	bool replay_logged;        /* a stored subscription was skipped: logged once */
 };
 
-struct route_entry {
-	struct session *s;
-	uint8_t qos;
-};
-
 struct broker {
 	struct loop *loop;
 	const struct config *cfg;
@@ -133,14 +129,9 @@ struct broker {
 		uint64_t compact_errors_seen, compactions_seen;
 		uint64_t refused;        /* durable work refused while degraded */
 	} persist;
-	const char *route_topic;     /* the topic being routed, for read ACL checks */
-	size_t route_topic_len;
+	struct route_ctx route;      /* the router and its per-publish scratch (router.h) */
 	uint8_t *scratch;            /* shared read buffer: idle connections hold none */
 	size_t scratch_cap;
-	struct route_entry *route;   /* one entry per matched session, per publish */
-	size_t route_cap;
-	uint32_t route_gen;          /* wraps; collect() checks the slot too */
-	size_t route_gen_count;     /* entries used in route[] this publish */
 	uint64_t id_seq;             /* for assigned client ids */
 	bool unauth_over;            /* max_unauthenticated_bytes episode, logged once */
 	uint32_t handshake_budget;   /* TLS handshake steps left this turn */
@@ -163,17 +154,20 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 /* Closes every connection and frees everything. */
 void broker_free(struct broker *b);
 
-/* Routes `m` to every matching session (the caller keeps its reference).
- * `levels` is the topic split by topic_split. */
+/* Routes `m` to every matching session through the router (the caller
+ * keeps its reference). `levels` is the topic split by topic_split. */
 void broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels);
 
 /* Stores `m` as the retained message of its topic (a zero-length payload
  * deletes it [MQTT-3.3.1-10]). Logs when a retained cap refuses it. */
 void broker_retain(struct broker *b, struct msg *m);
 
-/* Delivers one message to one session at `qos`, with the retain flag as
- * given (set only for retained messages sent on subscribe [MQTT-3.3.1-8]). */
-void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain);
+/* The sink of routing: delivers one message to one session at the granted
+ * `qos`, with RETAIN as it goes on the wire (set for retained messages sent
+ * on subscribe [MQTT-3.3.1-8], and kept with Retain As Published) and the
+ * matching subscriptions' identifiers (NULL: none). */
+void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
+		    const struct route_sub_ids *ids);
 
 /*
  * Ends a connection. `graceful` is true after DISCONNECT (the will is

@@ -77,7 +77,7 @@ static void send_retained(const char *topic, size_t len, void *value, void *ctx)
 	struct msg *m = value;
 	if (r->acl_check && !acl_client_check(r->s->acl, topic, len, ACL_READ))
 		return;
-	broker_deliver(r->b, r->s, m, m->qos < r->qos ? m->qos : r->qos, true);
+	broker_deliver(r->b, r->s, m, m->qos < r->qos ? m->qos : r->qos, true, NULL);
 }
 
 /* The options bit that makes routing ask the ACL per delivered topic, or
@@ -162,8 +162,8 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 		if (bits < 0) {
 			verdict = "denied by the ACL";
 		} else {
-			rc = sess_subscribe(s, b->subs, f, len, (uint8_t)(options | bits),
-					    b->cfg->limits.max_subscriptions);
+			rc = router_interest_add(&b->route.router, s, f, len, (uint8_t)(options | bits), 0,
+						 b->cfg->limits.max_subscriptions);
 			if (rc >= 0) {
 				persist_sub_add(b, s, f, len, options);
 				verdict = "granted";
@@ -182,7 +182,7 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 
 static uint8_t unsubscribe_one(struct broker *b, struct session *s, const char *f, size_t len)
 {
-	int rc = sess_unsubscribe(s, b->subs, f, len);
+	int rc = router_interest_remove(&b->route.router, s, f, len);
 	if (rc == 0)
 		persist_sub_del(b, s, f, len);
 	return rc == 0 ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;

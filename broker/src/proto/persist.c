@@ -749,8 +749,8 @@ static int v_sub_add(void *ctx, const struct store_sub *r)
 		/* ACL classification happens when the client logs in again; until
 		 * then, deliveries to the offline session are checked per topic. */
 		uint8_t opts = (uint8_t)(r->options | (b->auth.acl ? SESS_SUBOPT_ACL_CHECK : 0));
-		int rc = sess_subscribe(s, b->subs, r->filter.ptr, r->filter.len, opts,
-					b->cfg->limits.max_subscriptions);
+		int rc = router_interest_add(&b->route.router, s, r->filter.ptr, r->filter.len, opts, 0,
+					     b->cfg->limits.max_subscriptions);
 		if (rc >= 0)
 			return 0;
 		skip = rc == WISP_ELIMIT ? "over limits.max_subscriptions" : "out of memory (limits.memory_limit)";
@@ -771,7 +771,7 @@ static int v_sub_del(void *ctx, const struct store_sub *r)
 	struct broker *b = ctx;
 	struct session *s = find_session(b, r->client);
 	if (s)
-		sess_unsubscribe(s, b->subs, r->filter.ptr, r->filter.len);
+		router_interest_remove(&b->route.router, s, r->filter.ptr, r->filter.len);
 	return 0;
 }
 
@@ -781,7 +781,7 @@ static int v_queue_add(void *ctx, const struct store_queue *r, void *value)
 	struct session *s = get_session(b, r->client);
 	if (!s)
 		return WISP_ENOMEM;
-	return delivery_restore_queued(s, value, r->qos, (r->flags & STORE_MSG_RETAIN) != 0);
+	return delivery_restore_queued(s, &b->dlim, value, r->qos, (r->flags & STORE_MSG_RETAIN) != 0);
 }
 
 static int v_queue_del(void *ctx, const struct store_queue *r)
@@ -794,7 +794,7 @@ static int v_queue_del(void *ctx, const struct store_queue *r)
 	for (n = s->queue.next; n != &s->queue; n = n->next) {
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		if (stored_id(e->msg) == r->msg_id) {
-			delivery_restore_unqueue(s, e->msg);
+			delivery_restore_unqueue(s, &b->dlim, e->msg);
 			break;
 		}
 	}
@@ -822,7 +822,7 @@ static int v_flight_set(void *ctx, const struct store_flight *r, void *value)
 	uint8_t state = sess_state(r->state);
 	if (state != SESS_MSG_WAIT_PUBCOMP && !value)
 		return 0; /* a message that was lost: nothing to resend */
-	return delivery_restore_flight(s, state == SESS_MSG_WAIT_PUBCOMP ? NULL : value, r->packet_id, r->qos,
+	return delivery_restore_flight(s, &b->dlim, state == SESS_MSG_WAIT_PUBCOMP ? NULL : value, r->packet_id, r->qos,
 				       state, (r->flags & STORE_MSG_RETAIN) != 0);
 }
 

@@ -8,20 +8,19 @@
 
 static struct delivery_hooks hooks;
 static void *hooks_ctx;
-static struct delivery_totals totals;
 
-const struct delivery_totals *delivery_totals(void) { return &totals; }
-
-static void queue_add(struct session *s, uint64_t bytes)
+static void queue_add(struct session *s, const struct delivery_limits *lim, uint64_t bytes)
 {
 	s->queued_bytes += bytes;
-	totals.queued_bytes += bytes;
+	if (lim && lim->totals)
+		lim->totals->queued_bytes += bytes;
 }
 
-static void queue_sub(struct session *s, uint64_t bytes)
+static void queue_sub(struct session *s, const struct delivery_limits *lim, uint64_t bytes)
 {
 	s->queued_bytes -= bytes;
-	totals.queued_bytes -= bytes;
+	if (lim && lim->totals)
+		lim->totals->queued_bytes -= bytes;
 }
 
 /* max_queued_bytes_total: may `bytes` more be queued? An episode starts at
@@ -31,21 +30,21 @@ static void queue_sub(struct session *s, uint64_t bytes)
 static bool total_has_room(const struct delivery_limits *lim, uint64_t bytes)
 {
 	uint64_t bound = lim->max_queued_bytes_total;
-	if (bound == 0)
+	struct delivery_totals *t = lim->totals;
+	if (bound == 0 || !t)
 		return true;
-	if (totals.queued_bytes + bytes <= bound) {
-		if (totals.full && totals.queued_bytes + bytes <= bound - bound / 4) {
+	if (t->queued_bytes + bytes <= bound) {
+		if (t->full && t->queued_bytes + bytes <= bound - bound / 4) {
 			log_msg(LOG_NOTICE, "queue", "queued messages under max_queued_bytes_total again; %llu dropped meanwhile",
-				(unsigned long long)totals.episode_dropped);
-			totals.full = false;
+				(unsigned long long)t->episode_dropped);
+			t->full = false;
 		}
 		return true;
 	}
-	totals.dropped++;
-	totals.episode_dropped++;
-	if (!totals.full) {
-		totals.full = true;
-		totals.episode_dropped = 1;
+	t->episode_dropped++;
+	if (!t->full) {
+		t->full = true;
+		t->episode_dropped = 1;
 		log_msg(LOG_WARNING, "queue",
 			"queued messages of all sessions reached limits.max_queued_bytes_total (%llu bytes): "
 			"dropping QoS 1/2 messages for offline and slow clients",
@@ -127,25 +126,13 @@ static void free_entry(struct sess_msg *e)
 	wisp_free(e);
 }
 
-enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
-				    uint8_t qos, bool retain, enum drop_reason *why)
+/* QoS 1 and 2: sent at once into the window, queued, or dropped. Out of
+ * line, so that the QoS 0 path of delivery_offer stays short. */
+__attribute__((noinline)) static enum delivery_result offer_acked(struct session *s,
+								   const struct delivery_limits *lim,
+								   struct msg *m, uint8_t qos, bool retain,
+								   enum drop_reason *why)
 {
-	if (qos == 0) {
-		/* QoS 0 is never queued: a subscriber that is offline or does not
-		 * read loses it rather than growing the broker's memory. */
-		if (!online(s)) {
-			*why = DROP_OFFLINE_QOS0;
-			goto drop;
-		}
-		if (!output_has_room(s, lim)) {
-			*why = DROP_OUTPUT_FULL;
-			goto drop;
-		}
-		if (conn_send_publish(s->conn, m, 0, retain, false, 0) == 0)
-			return DELIVERY_SENT;
-		*why = DROP_NO_MEMORY;
-		goto drop;
-	}
 	bool direct = online(s) && list_empty(&s->queue) && s->inflight_count < lim->max_inflight &&
 		      output_has_room(s, lim);
 	if (!direct) {
@@ -180,10 +167,30 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 	e->state = SESS_MSG_QUEUED;
 	list_push_back(&s->queue, &e->link);
 	s->queued_count++;
-	queue_add(s, msg_size(m));
+	queue_add(s, lim, msg_size(m));
 	HOOK(queued, s, e);
 	return DELIVERY_QUEUED;
 drop:
+	s->dropped++;
+	return DELIVERY_DROPPED;
+}
+
+enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
+				    uint8_t qos, bool retain, enum drop_reason *why)
+{
+	if (qos != 0)
+		return offer_acked(s, lim, m, qos, retain, why);
+	/* QoS 0 is never queued: a subscriber that is offline or does not
+	 * read loses it rather than growing the broker's memory. */
+	if (!online(s)) {
+		*why = DROP_OFFLINE_QOS0;
+	} else if (!output_has_room(s, lim)) {
+		*why = DROP_OUTPUT_FULL;
+	} else {
+		if (conn_send_publish(s->conn, m, 0, retain, false, 0) == 0)
+			return DELIVERY_SENT;
+		*why = DROP_NO_MEMORY;
+	}
 	s->dropped++;
 	return DELIVERY_DROPPED;
 }
@@ -198,7 +205,7 @@ size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		list_remove(n);
 		s->queued_count--;
-		queue_sub(s, msg_size(e->msg));
+		queue_sub(s, lim, msg_size(e->msg));
 		start_flight(s, e);
 		sent++;
 	}
@@ -275,7 +282,7 @@ void delivery_resume(struct session *s, const struct delivery_limits *lim)
 	delivery_pump(s, lim);
 }
 
-void delivery_clear(struct session *s)
+void delivery_clear(struct session *s, const struct delivery_limits *lim)
 {
 	struct list_node *n;
 	while ((n = list_first(&s->inflight)) != NULL) {
@@ -290,10 +297,10 @@ void delivery_clear(struct session *s)
 	}
 	s->inflight_count = 0;
 	s->queued_count = 0;
-	queue_sub(s, s->queued_bytes);
+	queue_sub(s, lim, s->queued_bytes);
 }
 
-size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
+size_t delivery_filter(struct session *s, const struct delivery_limits *lim, delivery_keep_fn keep, void *ctx)
 {
 	size_t removed = 0;
 	struct list_node *n, *next;
@@ -317,7 +324,7 @@ size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
 			continue;
 		list_remove(n);
 		s->queued_count--;
-		queue_sub(s, msg_size(e->msg));
+		queue_sub(s, lim, msg_size(e->msg));
 		HOOK(unqueued, s, e);
 		free_entry(e);
 		removed++;
@@ -342,14 +349,15 @@ static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain)
 	return e;
 }
 
-int delivery_restore_queued(struct session *s, struct msg *m, uint8_t qos, bool retain)
+int delivery_restore_queued(struct session *s, const struct delivery_limits *lim, struct msg *m, uint8_t qos,
+			    bool retain)
 {
 	struct sess_msg *e = new_entry(m, qos, retain);
 	if (!e)
 		return WISP_ENOMEM;
 	list_push_back(&s->queue, &e->link);
 	s->queued_count++;
-	queue_add(s, msg_size(m));
+	queue_add(s, lim, msg_size(m));
 	return 0;
 }
 
@@ -364,7 +372,7 @@ static struct sess_msg *find_by_id(struct session *s, uint16_t packet_id)
 	return NULL;
 }
 
-void delivery_restore_unqueue(struct session *s, const struct msg *m)
+void delivery_restore_unqueue(struct session *s, const struct delivery_limits *lim, const struct msg *m)
 {
 	struct list_node *n;
 	for (n = s->queue.next; n != &s->queue; n = n->next) {
@@ -372,18 +380,18 @@ void delivery_restore_unqueue(struct session *s, const struct msg *m)
 		if (e->msg == m) {
 			list_remove(n);
 			s->queued_count--;
-			queue_sub(s, msg_size(e->msg));
+			queue_sub(s, lim, msg_size(e->msg));
 			free_entry(e);
 			return;
 		}
 	}
 }
 
-int delivery_restore_flight(struct session *s, struct msg *m, uint16_t packet_id, uint8_t qos,
-			    uint8_t state, bool retain)
+int delivery_restore_flight(struct session *s, const struct delivery_limits *lim, struct msg *m,
+			    uint16_t packet_id, uint8_t qos, uint8_t state, bool retain)
 {
 	if (m)
-		delivery_restore_unqueue(s, m);
+		delivery_restore_unqueue(s, lim, m);
 	struct sess_msg *e = find_by_id(s, packet_id);
 	if (e) {
 		/* An update (PUBREC seen): keep the entry and its place in the window. */

@@ -29,22 +29,26 @@
 #include "msg.h"
 #include "session.h"
 
+/* The queues of all sessions together. Owned by the routing context
+ * (proto/route.c), not a process global: two brokers in one process (the
+ * unit tests) keep apart. Drops by max_queued_bytes_total are counted by
+ * the caller (DROP_QUEUE_TOTAL), like every other drop. */
+struct delivery_totals {
+	uint64_t queued_bytes;  /* sum of every session's queued_bytes */
+	uint64_t episode_dropped; /* refused by max_queued_bytes_total since the bound was last reached */
+	bool full;              /* the bound was reached; logged once per episode */
+};
+
+/* What every delivery function is given: the bounds, and the totals they
+ * are checked against (NULL: max_queued_bytes_total is not enforced). */
 struct delivery_limits {
 	uint16_t max_inflight;        /* >= 1 */
 	uint32_t max_queued;          /* messages; 0 = no message limit */
 	uint64_t max_queued_bytes;    /* 0 = no byte limit */
 	uint64_t max_output;          /* bytes of unsent output on the connection */
 	uint64_t max_queued_bytes_total; /* queued bytes of all sessions together; 0 = no bound */
+	struct delivery_totals *totals;
 };
-
-/* The queues of all sessions together (one broker per process). */
-struct delivery_totals {
-	uint64_t queued_bytes;  /* sum of every session's queued_bytes */
-	uint64_t dropped;       /* messages refused by max_queued_bytes_total */
-	uint64_t episode_dropped; /* of those, since the bound was last reached */
-	bool full;              /* the bound was reached; logged once per episode */
-};
-const struct delivery_totals *delivery_totals(void);
 
 enum delivery_result {
 	DELIVERY_SENT = 0,
@@ -73,8 +77,9 @@ int delivery_on_pubcomp(struct session *s, const struct delivery_limits *lim, ui
 /* After a reconnect with a kept session: re-sends the window, then pumps. */
 void delivery_resume(struct session *s, const struct delivery_limits *lim);
 
-/* Releases every in-flight and queued message (session ends). */
-void delivery_clear(struct session *s);
+/* Releases every in-flight and queued message (session ends). `lim` may
+ * be NULL (no totals to update). */
+void delivery_clear(struct session *s, const struct delivery_limits *lim);
 
 /* Whether a session may still have message `m` (an access re-check). */
 typedef bool (*delivery_keep_fn)(void *ctx, const struct session *s, const struct msg *m);
@@ -85,7 +90,7 @@ typedef bool (*delivery_keep_fn)(void *ctx, const struct session *s, const struc
  * how many were removed. The caller pumps the queue afterwards if the
  * session is online. O(queued + in flight).
  */
-size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx);
+size_t delivery_filter(struct session *s, const struct delivery_limits *lim, delivery_keep_fn keep, void *ctx);
 
 /*
  * Observers of outbound state changes, for the durable store. Registered
@@ -103,11 +108,12 @@ struct delivery_hooks {
 void delivery_set_hooks(const struct delivery_hooks *hooks, void *ctx);
 
 /* Rebuilding a session from the store (no hooks are called). */
-int delivery_restore_queued(struct session *s, struct msg *m, uint8_t qos, bool retain);
-int delivery_restore_flight(struct session *s, struct msg *m, uint16_t packet_id, uint8_t qos,
-			    uint8_t state, bool retain);
+int delivery_restore_queued(struct session *s, const struct delivery_limits *lim, struct msg *m, uint8_t qos,
+			    bool retain);
+int delivery_restore_flight(struct session *s, const struct delivery_limits *lim, struct msg *m,
+			    uint16_t packet_id, uint8_t qos, uint8_t state, bool retain);
 /* Removes a restored queue entry of message `m` / in-flight entry `packet_id`. */
-void delivery_restore_unqueue(struct session *s, const struct msg *m);
+void delivery_restore_unqueue(struct session *s, const struct delivery_limits *lim, const struct msg *m);
 void delivery_restore_unflight(struct session *s, uint16_t packet_id);
 
 #endif

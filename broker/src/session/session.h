@@ -34,6 +34,7 @@
 
 struct conn;
 struct acl_client;
+struct delivery_limits;
 
 /* Set in a subscription's options byte (a bit MQTT 5 reserves, so never
  * set by a client) when the ACL must be asked for every delivered topic. */
@@ -120,6 +121,9 @@ struct session_table {
 	/* Called before a session is freed, for what upper layers hung on it
 	 * (its ACL client). */
 	void (*on_free)(struct session *s);
+	/* What a freed session's queues are cleared with (delivery_clear);
+	 * NULL: no totals to update. */
+	const struct delivery_limits *dlim;
 };
 
 int sess_table_init(struct session_table *tab);
@@ -134,14 +138,14 @@ void sess_destroy(struct session_table *tab, struct tree *tree, struct session *
 
 /*
  * Subscribes the session to the valid `filter` with the SUBSCRIBE options
- * byte; an existing subscription to the same filter is replaced
+ * byte and a v5 Subscription Identifier (0: none); an existing subscription to the same filter is replaced
  * [MQTT-3.8.4-3] (found in O(1), see above). Returns 1 when it was new, 0
  * when replaced, or WISP_ENOMEM (nothing changed) / WISP_ELIMIT (over
  * max_subs, if non-zero; a replacement is never over it). `filter` is
  * copied.
  */
 int sess_subscribe(struct session *s, struct tree *tree, const char *filter, size_t len,
-		   uint8_t options, size_t max_subs);
+		   uint8_t options, uint32_t subscription_id, size_t max_subs);
 /* 0, or WISP_ENOENT when the session had no such filter. O(1) plus the
  * tree's pruning. */
 int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, size_t len);
