@@ -159,7 +159,85 @@ static void test_drop_during_delivery_waits_for_the_loop(void)
 	close(fds[1]);
 }
 
+/* Events of the session observer, counted. */
+static struct {
+	int sub_add, sub_del, queued, retain_set, retain_released;
+	uint8_t last_options;
+	uint32_t last_sub_id;
+} seen;
+
+static void count_sub_add(void *ctx, struct session *s, const struct sess_sub *sub)
+{
+	(void)ctx;
+	(void)s;
+	seen.sub_add++;
+	seen.last_options = tree_sub_options(&sub->handle);
+	seen.last_sub_id = tree_sub_id(&sub->handle);
+}
+static void count_sub_del(void *ctx, struct session *s, const char *f, size_t len)
+{
+	(void)ctx, (void)s, (void)f, (void)len;
+	seen.sub_del++;
+}
+static void count_queued(void *ctx, struct session *s, struct sess_msg *e)
+{
+	(void)ctx, (void)s, (void)e;
+	seen.queued++;
+}
+static void count_retain_set(void *ctx, struct msg *m)
+{
+	(void)ctx, (void)m;
+	seen.retain_set++;
+}
+static void count_retain_released(void *ctx, struct msg *m)
+{
+	(void)ctx, (void)m;
+	seen.retain_released++;
+}
+
+/* Every change reaches the observer once, from wherever it is made: the
+ * router's interest_add/remove (with the subscription's options and
+ * identifier as stored), delivery's queue, the retained store. */
+static void test_observer_sees_each_change_once(void)
+{
+	setup();
+	static const struct sess_observer_ops ops = {
+		.sub_add = count_sub_add,
+		.sub_del = count_sub_del,
+		.queued = count_queued,
+		.retain_set = count_retain_set,
+		.retain_released = count_retain_released,
+	};
+	memset(&seen, 0, sizeof seen);
+	b.observer = (struct sess_observer){&ops, NULL};
+	struct session *s = offline("obs");
+	subscribe(s, "o/#", 1 | MQTT_SUBOPT_NO_LOCAL, 7);
+	CU_ASSERT_EQUAL(seen.sub_add, 1);
+	CU_ASSERT_EQUAL(seen.last_options, 1 | MQTT_SUBOPT_NO_LOCAL);
+	CU_ASSERT_EQUAL(seen.last_sub_id, 7);
+	subscribe(s, "o/#", 1, 0); /* replaced [MQTT-3.8.4-3] */
+	CU_ASSERT_EQUAL(seen.sub_add, 2);
+	CU_ASSERT_EQUAL(seen.last_sub_id, 0);
+	publish("o/x", 1, false, NULL);
+	CU_ASSERT_EQUAL(seen.queued, 1);
+	struct msg *r1 = msg_new("o/r", 3, "1", 1, 0, true);
+	struct msg *r2 = msg_new("o/r", 3, "2", 1, 0, true);
+	CU_ASSERT_FATAL(r1 && r2);
+	broker_retain(&b, r1);
+	broker_retain(&b, r2);
+	CU_ASSERT_EQUAL(seen.retain_set, 2);
+	CU_ASSERT_EQUAL(seen.retain_released, 1);
+	msg_unref(r1);
+	msg_unref(r2);
+	CU_ASSERT_EQUAL(router_interest_remove(&b.route.router, s, "o/#", 3), 0);
+	CU_ASSERT_EQUAL(router_interest_remove(&b.route.router, s, "o/#", 3), WISP_ENOENT);
+	CU_ASSERT_EQUAL(seen.sub_del, 1);
+	b.observer = (struct sess_observer){0};
+	teardown();
+}
+
 static CU_TestInfo route_tests[] = {
+	{"the session observer sees each change once", test_observer_sees_each_change_once},
 	{"overlapping subscriptions deliver once at the best QoS", test_overlapping_subscriptions_deliver_once_at_best_qos},
 	{"MQTT-3.8.3-3 No Local applies per subscription", test_no_local_applies_per_subscription},
 	{"MQTT-3.3.1-12 RETAIN forwarded only with Retain As Published", test_retain_as_published},

@@ -375,6 +375,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		.max_output = cfg->limits.max_output_buffer,
 		.max_queued_bytes_total = cfg->limits.max_queued_bytes_total,
 		.totals = &b->route.totals,
+		.observer = &b->observer,
 	};
 	b->subs = tree_new();
 	route_init(&b->route, b->subs);

@@ -111,6 +111,7 @@ struct broker {
 	size_t listener_count;
 	struct broker_stats stats;
 	struct delivery_limits dlim;
+	struct sess_observer observer; /* of durable state changes: the store's, when persistence is on */
 	struct sys_state sys;
 	struct auth_state auth;
 	struct bg *bg;               /* password verification off the loop */

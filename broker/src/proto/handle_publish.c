@@ -59,7 +59,7 @@ static int ack_unrouted(struct broker *b, struct conn *c, const struct mqtt_publ
 	if (p->qos == 1)
 		return send_ack(b, c, MQTT_PKT_PUBACK, p->packet_id, seq_before);
 	if (p->qos == 2 && sess_qos2_in_add(c->sess, p->packet_id) >= 0) {
-		persist_qos2_in(b, c->sess, p->packet_id, true);
+		SESS_OBSERVE(&b->observer, qos2_in, c->sess, p->packet_id, true);
 		return send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id, seq_before);
 	}
 	return 0;
@@ -149,7 +149,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	 * duplicate and drop an acknowledged message. Torn the other way,
 	 * the re-send is routed again (a copy may arrive twice). */
 	if (p->qos == 2)
-		persist_qos2_in(b, c->sess, p->packet_id, true);
+		SESS_OBSERVE(&b->observer, qos2_in, c->sess, p->packet_id, true);
 	/* 3.1.1 has no negative PUBACK: while the store cannot write, a
 	 * publish whose ack would wait for it is refused by closing the
 	 * connection, unacknowledged, so the publisher keeps it and sends it

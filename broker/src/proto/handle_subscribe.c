@@ -165,7 +165,6 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 			rc = router_interest_add(&b->route.router, s, f, len, (uint8_t)(options | bits), 0,
 						 b->cfg->limits.max_subscriptions);
 			if (rc >= 0) {
-				persist_sub_add(b, s, f, len, options);
 				verdict = "granted";
 			} else {
 				verdict = rc == WISP_ELIMIT ? "over limits.max_subscriptions"
@@ -183,8 +182,6 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 static uint8_t unsubscribe_one(struct broker *b, struct session *s, const char *f, size_t len)
 {
 	int rc = router_interest_remove(&b->route.router, s, f, len);
-	if (rc == 0)
-		persist_sub_del(b, s, f, len);
 	return rc == 0 ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
 }
 

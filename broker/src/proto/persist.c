@@ -123,7 +123,7 @@ static void durable_unref(struct broker *b, struct msg *m)
 	}
 }
 
-/* ---- delivery hooks: outbound QoS 1/2 state of persistent sessions ---- */
+/* ---- observer events: outbound QoS 1/2 state of persistent sessions ---- */
 
 static uint8_t flight_state(const struct sess_msg *e)
 {
@@ -212,15 +212,7 @@ static void on_unqueued(void *ctx, struct session *s, struct sess_msg *e)
 	durable_unref(b, e->msg);
 }
 
-static const struct delivery_hooks hooks = {
-	.queued = on_queued,
-	.flight = on_flight,
-	.done = on_done,
-	.cleared = on_cleared,
-	.unqueued = on_unqueued,
-};
-
-/* ---- state changes from the handlers ---- */
+/* ---- observer events: sessions, subscriptions, QoS 2 ids, retained ---- */
 
 /* The owner goes with every SESSION_PUT, so that after a restart a CONNECT
  * by another user is refused as it was before (proto/handle_connect.c). A
@@ -245,8 +237,9 @@ static void set_owner(struct store_session *rec, const struct session *s)
 	rec->owner_name = str_of(s->username, len);
 }
 
-void persist_session_put(struct broker *b, struct session *s)
+static void on_session_put(void *ctx, struct session *s)
 {
+	struct broker *b = ctx;
 	if (!b->persist.store || !is_persistent(s))
 		return;
 	struct store_session rec = {
@@ -260,8 +253,9 @@ void persist_session_put(struct broker *b, struct session *s)
 		append_failed(b, rc);
 }
 
-void persist_session_del(struct broker *b, struct session *s)
+static void on_session_del(void *ctx, struct session *s)
 {
+	struct broker *b = ctx;
 	if (!b->persist.store || !is_persistent(s) || b->persist.loading)
 		return;
 	int rc = store_append_session_del(b->persist.store, s->client_id, s->id_len);
@@ -269,32 +263,42 @@ void persist_session_del(struct broker *b, struct session *s)
 		append_failed(b, rc);
 }
 
-void persist_sub_add(struct broker *b, struct session *s, const char *filter, size_t len, uint8_t options)
+/* A subscription as the store keeps it: the one place that says which of
+ * its fields are durable. */
+static struct store_sub sub_record(const struct session *s, const struct sess_sub *sub)
 {
-	if (!b->persist.store || !is_persistent(s))
-		return;
-	struct store_sub rec = {
+	return (struct store_sub){
 		.client = str_of(s->client_id, s->id_len),
-		.filter = str_of(filter, len),
+		.filter = str_of(sub->filter, sub->filter_len),
 		/* The ACL bit is ours and is recomputed at every login. */
-		.options = options & (uint8_t)~SESS_SUBOPT_ACL_CHECK,
+		.options = tree_sub_options(&sub->handle) & (uint8_t)~SESS_SUBOPT_ACL_CHECK,
 	};
+}
+
+static void on_sub_add(void *ctx, struct session *s, const struct sess_sub *sub)
+{
+	struct broker *b = ctx;
+	if (!b->persist.store || !is_persistent(s) || b->persist.loading)
+		return;
+	struct store_sub rec = sub_record(s, sub);
 	int rc = store_append_sub_add(b->persist.store, &rec);
 	if (rc != 0)
 		append_failed(b, rc);
 }
 
-void persist_sub_del(struct broker *b, struct session *s, const char *filter, size_t len)
+static void on_sub_del(void *ctx, struct session *s, const char *filter, size_t len)
 {
-	if (!b->persist.store || !is_persistent(s))
+	struct broker *b = ctx;
+	if (!b->persist.store || !is_persistent(s) || b->persist.loading)
 		return;
 	int rc = store_append_sub_del(b->persist.store, s->client_id, s->id_len, filter, len);
 	if (rc != 0)
 		append_failed(b, rc);
 }
 
-void persist_qos2_in(struct broker *b, struct session *s, uint16_t packet_id, bool add)
+static void on_qos2_in(void *ctx, struct session *s, uint16_t packet_id, bool add)
 {
+	struct broker *b = ctx;
 	if (!b->persist.store || !is_persistent(s))
 		return;
 	int rc = add ? store_append_qos2_in_add(b->persist.store, s->client_id, s->id_len, packet_id)
@@ -303,8 +307,9 @@ void persist_qos2_in(struct broker *b, struct session *s, uint16_t packet_id, bo
 		append_failed(b, rc);
 }
 
-void persist_retain(struct broker *b, struct msg *m)
+static void on_retain_set(void *ctx, struct msg *m)
 {
+	struct broker *b = ctx;
 	if (!b->persist.store || is_sys(m) || b->persist.loading)
 		return;
 	int rc;
@@ -318,12 +323,30 @@ void persist_retain(struct broker *b, struct msg *m)
 		append_failed(b, rc);
 }
 
-void persist_retain_released(struct broker *b, struct msg *m)
+static void on_retain_released(void *ctx, struct msg *m)
 {
+	struct broker *b = ctx;
 	if (!b->persist.store || b->persist.loading || is_sys(m))
 		return;
 	durable_unref(b, m);
 }
+
+/* The store's implementation of the session observer (observer.h),
+ * registered once the replay is over. */
+static const struct sess_observer_ops observer_ops = {
+	.session_put = on_session_put,
+	.session_del = on_session_del,
+	.sub_add = on_sub_add,
+	.sub_del = on_sub_del,
+	.qos2_in = on_qos2_in,
+	.queued = on_queued,
+	.flight = on_flight,
+	.done = on_done,
+	.cleared = on_cleared,
+	.unqueued = on_unqueued,
+	.retain_set = on_retain_set,
+	.retain_released = on_retain_released,
+};
 
 /* ---- acknowledgements ---- */
 
@@ -496,8 +519,7 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 	struct list_node *n;
 	for (n = s->subs.next; !rc && n != &s->subs; n = n->next) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
-		struct store_sub r = {.client = rec.client, .filter = str_of(sub->filter, sub->filter_len),
-				      .options = tree_sub_options(&sub->handle) & (uint8_t)~SESS_SUBOPT_ACL_CHECK};
+		struct store_sub r = sub_record(s, sub);
 		rc = store_append_sub_add(st, &r);
 	}
 	for (n = s->inflight.next; !rc && n != &s->inflight; n = n->next) {
@@ -930,7 +952,7 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 		store_close(st);
 		return WISP_EIO;
 	}
-	delivery_set_hooks(&hooks, b);
+	b->observer = (struct sess_observer){&observer_ops, b};
 	size_t sessions = b->sessions.count, queued = 0;
 	for (size_t i = 0; i < b->sessions.nbuckets; i++)
 		for (struct session *s = b->sessions.buckets[i]; s; s = s->hash_next)
@@ -946,7 +968,7 @@ void persist_close(struct broker *b)
 {
 	if (!b->persist.store)
 		return;
-	delivery_set_hooks(NULL, NULL);
+	b->observer = (struct sess_observer){0};
 	loop_io_stop(b->loop, &b->persist.io);
 	loop_timer_stop(b->loop, &b->persist.retry_timer);
 	store_close(b->persist.store);

@@ -222,13 +222,19 @@ static int local_interest_add(struct router *r, struct session *s, const char *f
 			      uint8_t options, uint32_t subscription_id, size_t max_subs)
 {
 	struct route_ctx *rc = container_of(r, struct route_ctx, router);
-	return sess_subscribe(s, rc->subs, filter, len, options, subscription_id, max_subs);
+	int ret = sess_subscribe(s, rc->subs, filter, len, options, subscription_id, max_subs);
+	if (ret >= 0)
+		SESS_OBSERVE(&broker_of(rc)->observer, sub_add, s, sess_find_sub(s, filter, len));
+	return ret;
 }
 
 static int local_interest_remove(struct router *r, struct session *s, const char *filter, size_t len)
 {
 	struct route_ctx *rc = container_of(r, struct route_ctx, router);
-	return sess_unsubscribe(s, rc->subs, filter, len);
+	int ret = sess_unsubscribe(s, rc->subs, filter, len);
+	if (ret == 0)
+		SESS_OBSERVE(&broker_of(rc)->observer, sub_del, s, filter, len);
+	return ret;
 }
 
 static const struct router_ops local_ops = {
@@ -314,9 +320,9 @@ void broker_retain(struct broker *b, struct msg *m)
 		log_msg(LOG_NOTICE, "retain", "retained messages are stored again");
 	}
 	if (rc == 0) {
-		persist_retain(b, m);
+		SESS_OBSERVE(&b->observer, retain_set, m);
 		if (old)
-			persist_retain_released(b, old);
+			SESS_OBSERVE(&b->observer, retain_released, old);
 	}
 	msg_unref(old);
 }

@@ -6,9 +6,6 @@
 #include "err.h"
 #include "log.h"
 
-static struct delivery_hooks hooks;
-static void *hooks_ctx;
-
 static void queue_add(struct session *s, const struct delivery_limits *lim, uint64_t bytes)
 {
 	s->queued_bytes += bytes;
@@ -53,17 +50,8 @@ static bool total_has_room(const struct delivery_limits *lim, uint64_t bytes)
 	return false;
 }
 
-void delivery_set_hooks(const struct delivery_hooks *h, void *ctx)
-{
-	hooks = h ? *h : (struct delivery_hooks){0};
-	hooks_ctx = ctx;
-}
-
-#define HOOK(name, s, e)                                  \
-	do {                                              \
-		if (hooks.name)                           \
-			hooks.name(hooks_ctx, (s), (e));  \
-	} while (0)
+/* Reports a change of outbound state to the observer (observer.h). */
+#define HOOK(lim, event, s, e) SESS_OBSERVE((lim) ? (lim)->observer : NULL, event, (s), (e))
 
 static bool online(const struct session *s)
 {
@@ -108,13 +96,13 @@ static int send_pubrel(struct session *s, uint16_t packet_id)
 }
 
 /* Puts a queued entry on the wire and into the window. */
-static void start_flight(struct session *s, struct sess_msg *e)
+static void start_flight(struct session *s, const struct delivery_limits *lim, struct sess_msg *e)
 {
 	e->packet_id = next_packet_id(s);
 	e->state = e->qos == 1 ? SESS_MSG_WAIT_PUBACK : SESS_MSG_WAIT_PUBREC;
 	list_push_back(&s->inflight, &e->link);
 	s->inflight_count++;
-	HOOK(flight, s, e);
+	HOOK(lim, flight, s, e);
 	/* If the send fails (out of memory) the entry stays in flight and is
 	 * re-sent when the session resumes, like any unacknowledged message. */
 	send_publish(s, e, false);
@@ -161,14 +149,14 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 	e->durable = false;
 	e->packet_id = 0;
 	if (direct) {
-		start_flight(s, e);
+		start_flight(s, lim, e);
 		return DELIVERY_SENT;
 	}
 	e->state = SESS_MSG_QUEUED;
 	list_push_back(&s->queue, &e->link);
 	s->queued_count++;
 	queue_add(s, lim, msg_size(m));
-	HOOK(queued, s, e);
+	HOOK(lim, queued, s, e);
 	return DELIVERY_QUEUED;
 drop:
 	s->dropped++;
@@ -206,7 +194,7 @@ size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 		list_remove(n);
 		s->queued_count--;
 		queue_sub(s, lim, msg_size(e->msg));
-		start_flight(s, e);
+		start_flight(s, lim, e);
 		sent++;
 	}
 	return sent;
@@ -227,7 +215,7 @@ static void complete(struct session *s, const struct delivery_limits *lim, struc
 {
 	list_remove(&e->link);
 	s->inflight_count--;
-	HOOK(done, s, e);
+	HOOK(lim, done, s, e);
 	free_entry(e);
 	delivery_pump(s, lim);
 }
@@ -243,13 +231,12 @@ int delivery_on_puback(struct session *s, const struct delivery_limits *lim, uin
 
 int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
 {
-	(void)lim;
 	struct sess_msg *e = find_inflight(s, packet_id, SESS_MSG_WAIT_PUBREC);
 	if (e) {
 		/* [MQTT-4.3.3-1] from here on the message is never sent again;
 		 * only the PUBREL is. The payload is no longer needed. */
 		e->state = SESS_MSG_WAIT_PUBCOMP;
-		HOOK(flight, s, e);
+		HOOK(lim, flight, s, e);
 		msg_unref(e->msg);
 		e->msg = NULL;
 	} else if (!find_inflight(s, packet_id, SESS_MSG_WAIT_PUBCOMP)) {
@@ -287,12 +274,12 @@ void delivery_clear(struct session *s, const struct delivery_limits *lim)
 	struct list_node *n;
 	while ((n = list_first(&s->inflight)) != NULL) {
 		list_remove(n);
-		HOOK(cleared, s, container_of(n, struct sess_msg, link));
+		HOOK(lim, cleared, s, container_of(n, struct sess_msg, link));
 		free_entry(container_of(n, struct sess_msg, link));
 	}
 	while ((n = list_first(&s->queue)) != NULL) {
 		list_remove(n);
-		HOOK(cleared, s, container_of(n, struct sess_msg, link));
+		HOOK(lim, cleared, s, container_of(n, struct sess_msg, link));
 		free_entry(container_of(n, struct sess_msg, link));
 	}
 	s->inflight_count = 0;
@@ -313,7 +300,7 @@ size_t delivery_filter(struct session *s, const struct delivery_limits *lim, del
 		 * nothing and is ignored. */
 		list_remove(n);
 		s->inflight_count--;
-		HOOK(done, s, e);
+		HOOK(lim, done, s, e);
 		free_entry(e);
 		removed++;
 	}
@@ -325,7 +312,7 @@ size_t delivery_filter(struct session *s, const struct delivery_limits *lim, del
 		list_remove(n);
 		s->queued_count--;
 		queue_sub(s, lim, msg_size(e->msg));
-		HOOK(unqueued, s, e);
+		HOOK(lim, unqueued, s, e);
 		free_entry(e);
 		removed++;
 	}

@@ -15,8 +15,8 @@
  *
  * In-flight entries keep their state (awaiting PUBACK, PUBREC or PUBCOMP)
  * so a resumed session re-sends them first: PUBLISH with DUP set, or PUBREL
- * [MQTT-4.4.0-1]. Every change of outbound state happens here, which is
- * where a durable store hooks in. Single threaded.
+ * [MQTT-4.4.0-1]. Every change of outbound state happens here and is
+ * reported to the session observer (observer.h). Single threaded.
  */
 #ifndef WISP_SESSION_DELIVERY_H
 #define WISP_SESSION_DELIVERY_H
@@ -27,6 +27,7 @@
 
 #include "drop.h"
 #include "msg.h"
+#include "observer.h"
 #include "session.h"
 
 /* The queues of all sessions together. Owned by the routing context
@@ -39,8 +40,9 @@ struct delivery_totals {
 	bool full;              /* the bound was reached; logged once per episode */
 };
 
-/* What every delivery function is given: the bounds, and the totals they
- * are checked against (NULL: max_queued_bytes_total is not enforced). */
+/* What every delivery function is given: the bounds, the totals they are
+ * checked against (NULL: max_queued_bytes_total is not enforced), and the
+ * observer told of every change of outbound state (NULL: none). */
 struct delivery_limits {
 	uint16_t max_inflight;        /* >= 1 */
 	uint32_t max_queued;          /* messages; 0 = no message limit */
@@ -48,6 +50,7 @@ struct delivery_limits {
 	uint64_t max_output;          /* bytes of unsent output on the connection */
 	uint64_t max_queued_bytes_total; /* queued bytes of all sessions together; 0 = no bound */
 	struct delivery_totals *totals;
+	const struct sess_observer *observer;
 };
 
 enum delivery_result {
@@ -92,22 +95,7 @@ typedef bool (*delivery_keep_fn)(void *ctx, const struct session *s, const struc
  */
 size_t delivery_filter(struct session *s, const struct delivery_limits *lim, delivery_keep_fn keep, void *ctx);
 
-/*
- * Observers of outbound state changes, for the durable store. Registered
- * once at start-up (NULL members are skipped); called on the loop thread
- * right after the change, while the entry (and its message, if any) is
- * still valid.
- */
-struct delivery_hooks {
-	void (*queued)(void *ctx, struct session *s, struct sess_msg *e);  /* entered the queue */
-	void (*flight)(void *ctx, struct session *s, struct sess_msg *e);  /* entered the window or changed state */
-	void (*done)(void *ctx, struct session *s, struct sess_msg *e);    /* acknowledged, about to be freed */
-	void (*cleared)(void *ctx, struct session *s, struct sess_msg *e); /* freed with its session */
-	void (*unqueued)(void *ctx, struct session *s, struct sess_msg *e); /* left the queue unsent, about to be freed */
-};
-void delivery_set_hooks(const struct delivery_hooks *hooks, void *ctx);
-
-/* Rebuilding a session from the store (no hooks are called). */
+/* Rebuilding a session from the store (the observer is not told). */
 int delivery_restore_queued(struct session *s, const struct delivery_limits *lim, struct msg *m, uint8_t qos,
 			    bool retain);
 int delivery_restore_flight(struct session *s, const struct delivery_limits *lim, struct msg *m,

@@ -7,8 +7,9 @@
  * Sessions are found by client id through a hash table that grows by
  * doubling. Each session keeps its subscriptions in a list of filters with
  * their tree handles, so unsubscribing or ending a session touches only that
- * session's entries. This module is where a durable store will hook in
- * later: every change of a session's state goes through a function here.
+ * session's entries. Changes of durable state are reported by whoever
+ * makes them to the session observer (observer.h), which the durable
+ * store implements.
  *
  * Finding a session's subscription by filter (a repeated SUBSCRIBE replaces
  * it [MQTT-3.8.4-3], UNSUBSCRIBE removes it) is O(1): a session with fewer
