@@ -376,6 +376,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		.max_queued_bytes_total = cfg->limits.max_queued_bytes_total,
 		.totals = &b->route.totals,
 		.observer = &b->observer,
+		.clock = l,
 	};
 	b->subs = tree_new();
 	route_init(&b->route, b->subs);

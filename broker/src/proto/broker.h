@@ -168,7 +168,7 @@ void broker_retain(struct broker *b, struct msg *m);
  * on subscribe [MQTT-3.3.1-8], and kept with Retain As Published) and the
  * matching subscriptions' identifiers (NULL: none). */
 void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
-		    const struct route_sub_ids *ids);
+		    const struct delivery_sub_ids *ids);
 
 /*
  * Ends a connection. `graceful` is true after DISCONNECT (the will is

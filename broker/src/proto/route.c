@@ -209,7 +209,7 @@ static void local_publish(struct router *r, struct msg *m, const struct topic_le
 			broker_deliver(b, e->s, m, qos, retain, NULL);
 			continue;
 		}
-		struct route_sub_ids ids = {entry_sub_ids(rc, e), e->sub_id_count};
+		struct delivery_sub_ids ids = {entry_sub_ids(rc, e), e->sub_id_count};
 		broker_deliver(b, e->s, m, qos, retain, ids.ids ? &ids : NULL);
 	}
 	rc->busy = false;
@@ -392,15 +392,14 @@ static void end_episode(struct session *s, enum drop_reason why)
 }
 
 void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
-		    const struct route_sub_ids *ids)
+		    const struct delivery_sub_ids *ids)
 {
-	(void)ids; /* carried to the encoder by the v5 delivery path */
 	if (s->drop_episodes)
 		for (int r = 0; r < DROP_REASON_COUNT; r++)
 			if ((s->drop_episodes & EPISODE(r)) && has_room_again(b, s, (enum drop_reason)r))
 				end_episode(s, (enum drop_reason)r);
 	enum drop_reason why = DROP_NO_MEMORY;
-	switch (delivery_offer(s, &b->dlim, m, qos, retain, &why)) {
+	switch (delivery_offer(s, &b->dlim, m, qos, retain, ids, &why)) {
 	case DELIVERY_SENT:
 		b->stats.msgs_sent++;
 		break;

@@ -62,14 +62,6 @@ static inline int router_interest_remove(struct router *r, struct session *s, co
 	return r->ops->interest_remove(r, s, filter, len);
 }
 
-/* The Subscription Identifiers of every matching subscription that has
- * one, in match order, for one delivery (the sink borrows them until it
- * returns) [MQTT-3.3.4-3]. */
-struct route_sub_ids {
-	const uint32_t *ids;
-	uint16_t count;
-};
-
 /* A matched session, while one publish is routed. */
 struct route_entry {
 	struct session *s;

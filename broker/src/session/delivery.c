@@ -1,5 +1,7 @@
 #include "delivery.h"
 
+#include <string.h>
+
 #include "alloc.h"
 #include "codec.h"
 #include "conn.h"
@@ -82,9 +84,26 @@ static uint16_t next_packet_id(struct session *s)
 	}
 }
 
-static int send_publish(struct session *s, struct sess_msg *e, bool dup)
+/* The remaining Message Expiry Interval forwarded with m [MQTT-3.3.2-6]. */
+static uint32_t expiry_left(const struct delivery_limits *lim, const struct msg *m)
 {
-	return conn_send_publish(s->conn, e->msg, e->qos, e->retain, dup, e->packet_id);
+	if (!m->expires_at || !lim || !lim->clock)
+		return 0;
+	return msg_expiry_left(m, loop_now_s(lim->clock));
+}
+
+static int send_publish(struct session *s, const struct delivery_limits *lim, struct sess_msg *e, bool dup)
+{
+	struct outq_delivery d = {
+		.qos = e->qos,
+		.retain = e->retain,
+		.dup = dup,
+		.packet_id = e->packet_id,
+		.expiry_left = expiry_left(lim, e->msg),
+		.sub_ids = e->sub_ids,
+		.sub_id_count = e->sub_id_count,
+	};
+	return conn_send_publish(s->conn, e->msg, &d);
 }
 
 static int send_pubrel(struct session *s, uint16_t packet_id)
@@ -105,7 +124,7 @@ static void start_flight(struct session *s, const struct delivery_limits *lim, s
 	HOOK(lim, flight, s, e);
 	/* If the send fails (out of memory) the entry stays in flight and is
 	 * re-sent when the session resumes, like any unacknowledged message. */
-	send_publish(s, e, false);
+	send_publish(s, lim, e, false);
 }
 
 static void free_entry(struct sess_msg *e)
@@ -119,6 +138,7 @@ static void free_entry(struct sess_msg *e)
 __attribute__((noinline)) static enum delivery_result offer_acked(struct session *s,
 								   const struct delivery_limits *lim,
 								   struct msg *m, uint8_t qos, bool retain,
+								   const struct delivery_sub_ids *ids,
 								   enum drop_reason *why)
 {
 	bool direct = online(s) && list_empty(&s->queue) && s->inflight_count < lim->max_inflight &&
@@ -138,7 +158,8 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 			goto drop;
 		}
 	}
-	struct sess_msg *e = wisp_malloc(sizeof *e);
+	uint16_t nids = ids ? ids->count : 0;
+	struct sess_msg *e = wisp_malloc(sizeof *e + nids * sizeof e->sub_ids[0]);
 	if (!e) {
 		*why = DROP_NO_MEMORY;
 		goto drop;
@@ -148,6 +169,9 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 	e->retain = retain;
 	e->durable = false;
 	e->packet_id = 0;
+	e->sub_id_count = nids;
+	if (nids)
+		memcpy(e->sub_ids, ids->ids, nids * sizeof e->sub_ids[0]);
 	if (direct) {
 		start_flight(s, lim, e);
 		return DELIVERY_SENT;
@@ -164,10 +188,11 @@ drop:
 }
 
 enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
-				    uint8_t qos, bool retain, enum drop_reason *why)
+				    uint8_t qos, bool retain, const struct delivery_sub_ids *ids,
+				    enum drop_reason *why)
 {
 	if (qos != 0)
-		return offer_acked(s, lim, m, qos, retain, why);
+		return offer_acked(s, lim, m, qos, retain, ids, why);
 	/* QoS 0 is never queued: a subscriber that is offline or does not
 	 * read loses it rather than growing the broker's memory. */
 	if (!online(s)) {
@@ -175,7 +200,12 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 	} else if (!output_has_room(s, lim)) {
 		*why = DROP_OUTPUT_FULL;
 	} else {
-		if (conn_send_publish(s->conn, m, 0, retain, false, 0) == 0)
+		struct outq_delivery d = {.retain = retain, .expiry_left = expiry_left(lim, m)};
+		if (ids) {
+			d.sub_ids = ids->ids;
+			d.sub_id_count = ids->count;
+		}
+		if (conn_send_publish(s->conn, m, &d) == 0)
 			return DELIVERY_SENT;
 		*why = DROP_NO_MEMORY;
 	}
@@ -264,7 +294,7 @@ void delivery_resume(struct session *s, const struct delivery_limits *lim)
 		if (e->state == SESS_MSG_WAIT_PUBCOMP)
 			send_pubrel(s, e->packet_id);
 		else
-			send_publish(s, e, true); /* [MQTT-3.3.1-1] DUP on re-delivery */
+			send_publish(s, lim, e, true); /* [MQTT-3.3.1-1] DUP on re-delivery */
 	}
 	delivery_pump(s, lim);
 }
@@ -329,6 +359,7 @@ static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain)
 	e->qos = qos;
 	e->retain = retain;
 	e->packet_id = 0;
+	e->sub_id_count = 0;
 	e->state = SESS_MSG_QUEUED;
 	/* Restored entries are the store's references to their message
 	 * (counted by the store once its replay is over). */

@@ -40,6 +40,15 @@ struct delivery_totals {
 	bool full;              /* the bound was reached; logged once per episode */
 };
 
+/* The Subscription Identifiers of one delivery, in match order (the
+ * matching subscriptions' that have one) [MQTT-3.3.4-3]. */
+struct delivery_sub_ids {
+	const uint32_t *ids;
+	uint16_t count;
+};
+
+struct loop;
+
 /* What every delivery function is given: the bounds, the totals they are
  * checked against (NULL: max_queued_bytes_total is not enforced), and the
  * observer told of every change of outbound state (NULL: none). */
@@ -51,6 +60,7 @@ struct delivery_limits {
 	uint64_t max_queued_bytes_total; /* queued bytes of all sessions together; 0 = no bound */
 	struct delivery_totals *totals;
 	const struct sess_observer *observer;
+	const struct loop *clock;     /* loop_now_s for Message Expiry; NULL: no expiry is forwarded */
 };
 
 enum delivery_result {
@@ -60,11 +70,13 @@ enum delivery_result {
 };
 
 /* Sends, queues or drops `m` for `s` at `qos` (the granted one), with the
- * retain flag as it must appear on the wire. Takes its own reference. On
- * DELIVERY_DROPPED `*why` says which bound dropped it (untouched otherwise);
- * counting and logging the drop is the caller's. */
+ * retain flag as it must appear on the wire and the subscription
+ * identifiers `ids` (NULL: none; copied into a queued entry). Takes its own
+ * reference. On DELIVERY_DROPPED `*why` says which bound dropped it
+ * (untouched otherwise); counting and logging the drop is the caller's. */
 enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
-				    uint8_t qos, bool retain, enum drop_reason *why);
+				    uint8_t qos, bool retain, const struct delivery_sub_ids *ids,
+				    enum drop_reason *why);
 
 /* Moves queued messages into the window while it and the output have room.
  * Returns how many were sent. */

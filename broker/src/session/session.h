@@ -74,6 +74,8 @@ struct sess_msg {
 	uint8_t state;  /* enum sess_msg_state */
 	bool retain;    /* as it goes on the wire */
 	bool durable;   /* is one of the store's references to msg (proto/persist.c) */
+	uint16_t sub_id_count;
+	uint32_t sub_ids[]; /* v5 Subscription Identifiers of this delivery [MQTT-3.3.4-3]: none for 3.1.1 */
 };
 
 struct session {
