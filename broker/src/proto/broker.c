@@ -377,6 +377,8 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		.totals = &b->route.totals,
 		.observer = &b->observer,
 		.clock = l,
+		.on_drop = broker_delivery_dropped,
+		.drop_ctx = b,
 	};
 	b->subs = tree_new();
 	route_init(&b->route, b->subs);

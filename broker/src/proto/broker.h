@@ -156,8 +156,17 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 void broker_free(struct broker *b);
 
 /* Routes `m` to every matching session through the router (the caller
- * keeps its reference). `levels` is the topic split by topic_split. */
-void broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels);
+ * keeps its reference); returns how many matched. `levels` is the topic
+ * split by topic_split. */
+size_t broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels);
+
+/* Deletes the retained message `m` (if its topic still holds it) because
+ * its Message Expiry Interval ran out [MQTT-3.3.2-5]; counted. */
+void broker_retain_expired(struct broker *b, struct msg *m);
+
+/* delivery_limits.on_drop: counts (and logs per episode) a message
+ * session/delivery.c dropped on its own (route.c). */
+void broker_delivery_dropped(void *ctx, struct session *s, enum drop_reason why);
 
 /* Stores `m` as the retained message of its topic (a zero-length payload
  * deletes it [MQTT-3.3.1-10]). Logs when a retained cap refuses it. */

@@ -146,7 +146,7 @@ static int defer(struct route_ctx *rc, const struct route_later *w)
 	return 0;
 }
 
-static void local_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels);
+static size_t local_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels);
 
 /* The work deliveries queued, oldest first; what it queues in turn is done
  * in the same pass. */
@@ -181,7 +181,7 @@ bool route_defer_drop(struct broker *b, struct conn *c, bool graceful, const cha
 	return true;
 }
 
-static void local_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels)
+static size_t local_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels)
 {
 	struct route_ctx *rc = container_of(r, struct route_ctx, router);
 	struct broker *b = broker_of(rc);
@@ -189,8 +189,9 @@ static void local_publish(struct router *r, struct msg *m, const struct topic_le
 		if (defer(rc, &(struct route_later){.m = msg_ref(m)}) != 0) {
 			msg_unref(m);
 			broker_count_drop(b, DROP_NO_MEMORY);
+			return 0;
 		}
-		return;
+		return 1;
 	}
 	rc->gen++;
 	rc->count = 0;
@@ -214,8 +215,10 @@ static void local_publish(struct router *r, struct msg *m, const struct topic_le
 	}
 	rc->busy = false;
 	rc->msg = NULL;
+	size_t matched = rc->count;
 	if (rc->later_len && !rc->draining)
 		run_later(rc);
+	return matched;
 }
 
 static int local_interest_add(struct router *r, struct session *s, const char *filter, size_t len,
@@ -261,9 +264,9 @@ void route_free(struct route_ctx *rc)
 	memset(rc, 0, sizeof *rc);
 }
 
-void broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels)
+size_t broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels)
 {
-	router_publish(&b->route.router, m, levels, nlevels);
+	return router_publish(&b->route.router, m, levels, nlevels);
 }
 
 #define SYS_BROKER_PREFIX "$SYS/broker/"
@@ -327,6 +330,18 @@ void broker_retain(struct broker *b, struct msg *m)
 	msg_unref(old);
 }
 
+void broker_retain_expired(struct broker *b, struct msg *m)
+{
+	if (retained_get(b->retained, msg_topic(m), m->topic_len) != m)
+		return; /* replaced meanwhile */
+	struct msg *empty = msg_new(msg_topic(m), m->topic_len, NULL, 0, 0, true);
+	if (!empty)
+		return; /* tried again at the next SUBSCRIBE that finds it */
+	broker_retain(b, empty); /* deletes it, in the store too */
+	msg_unref(empty);
+	broker_count_drop(b, DROP_EXPIRED);
+}
+
 _Static_assert(DROP_REASON_COUNT <= 16, "session.drop_episodes has a bit per drop reason");
 
 #define EPISODE(why) ((uint16_t)(1u << (why)))
@@ -382,6 +397,11 @@ static bool has_room_again(const struct broker *b, const struct session *s, enum
 	default:
 		return false; /* no_memory: ends when a delivery succeeds */
 	}
+}
+
+void broker_delivery_dropped(void *ctx, struct session *s, enum drop_reason why)
+{
+	note_drop(ctx, s, why);
 }
 
 static void end_episode(struct session *s, enum drop_reason why)

@@ -9,7 +9,9 @@
  *    per subscription [MQTT-3.8.3-3] and carrying Retain As Published
  *    [MQTT-3.3.1-12] and every matching Subscription Identifier
  *    [MQTT-3.3.4-3] [MQTT-3.3.4-4] into the delivery. Borrows `m` (takes
- *    its own references for what it keeps).
+ *    its own references for what it keeps). Returns how many sessions
+ *    matched (for v5's 0x10 No matching subscribers); a publish that had
+ *    to wait (routing was busy) counts as matched.
  *  - interest_add: subscribes a session to a valid filter with the
  *    SUBSCRIBE options byte and a v5 Subscription Identifier (0: none).
  *    1 when new, 0 when it replaced the session's subscription to the same
@@ -36,7 +38,7 @@ struct session;
 struct topic_level;
 
 struct router_ops {
-	void (*publish)(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels);
+	size_t (*publish)(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels);
 	int (*interest_add)(struct router *r, struct session *s, const char *filter, size_t len, uint8_t options,
 			    uint32_t subscription_id, size_t max_subs);
 	int (*interest_remove)(struct router *r, struct session *s, const char *filter, size_t len);
@@ -46,9 +48,10 @@ struct router {
 	const struct router_ops *ops;
 };
 
-static inline void router_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels)
+static inline size_t router_publish(struct router *r, struct msg *m, const struct topic_level *levels,
+				    size_t nlevels)
 {
-	r->ops->publish(r, m, levels, nlevels);
+	return r->ops->publish(r, m, levels, nlevels);
 }
 
 static inline int router_interest_add(struct router *r, struct session *s, const char *filter, size_t len,

@@ -224,6 +224,15 @@ size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 		list_remove(n);
 		s->queued_count--;
 		queue_sub(s, lim, msg_size(e->msg));
+		if (e->msg->expires_at && lim->clock && msg_expired(e->msg, loop_now_s(lim->clock))) {
+			/* [MQTT-3.3.2-5] not delivered once its interval has passed */
+			HOOK(lim, unqueued, s, e);
+			free_entry(e);
+			s->dropped++;
+			if (lim->on_drop)
+				lim->on_drop(lim->drop_ctx, s, DROP_EXPIRED);
+			continue;
+		}
 		start_flight(s, lim, e);
 		sent++;
 	}

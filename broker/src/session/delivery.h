@@ -60,7 +60,12 @@ struct delivery_limits {
 	uint64_t max_queued_bytes_total; /* queued bytes of all sessions together; 0 = no bound */
 	struct delivery_totals *totals;
 	const struct sess_observer *observer;
-	const struct loop *clock;     /* loop_now_s for Message Expiry; NULL: no expiry is forwarded */
+	const struct loop *clock;     /* loop_now_s for Message Expiry; NULL: no message expires */
+	/* Told of a message delivery drops on its own (DROP_EXPIRED: its
+	 * Message Expiry Interval ran out in the queue [MQTT-3.3.2-5]), for
+	 * counting; NULL: only s->dropped counts it. */
+	void (*on_drop)(void *ctx, struct session *s, enum drop_reason why);
+	void *drop_ctx;
 };
 
 enum delivery_result {

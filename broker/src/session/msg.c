@@ -25,7 +25,8 @@ struct msg *msg_create(const struct msg_spec *spec)
 	memcpy(p, spec->topic, spec->topic_len);
 	p += spec->topic_len;
 	if (spec->props_len) {
-		memcpy(p, spec->props, spec->props_len);
+		if (spec->props)
+			memcpy(p, spec->props, spec->props_len);
 		p += spec->props_len;
 	}
 	if (spec->payload_len)

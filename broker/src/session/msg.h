@@ -61,7 +61,7 @@ struct msg {
 struct msg_spec {
 	const char *topic;
 	size_t topic_len;
-	const uint8_t *props;  /* forwarded v5 properties, or NULL */
+	const uint8_t *props;  /* forwarded v5 properties; NULL: written by the creator (msg_props_mut) */
 	size_t props_len;
 	const void *payload;
 	size_t payload_len;
@@ -97,6 +97,9 @@ static inline const uint8_t *msg_payload(const struct msg *m)
 {
 	return (const uint8_t *)m->data + m->topic_len + m->props_len;
 }
+/* The property block, writable by the message's creator only, before it
+ * shares the message (msg_create with spec->props NULL leaves it unset). */
+static inline uint8_t *msg_props_mut(struct msg *m) { return (uint8_t *)m->data + m->topic_len; }
 /* Whether the message is past its Message Expiry Interval at loop second `now`. */
 static inline bool msg_expired(const struct msg *m, uint64_t now)
 {
