@@ -142,12 +142,12 @@ static void test_drop_during_delivery_waits_for_the_loop(void)
 	ft->base.fd = fds[0];
 	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(40000),
 				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct conn *c = conn_new(&b.conns, &ft->base, fds[0], &b.listeners[0], (const struct sockaddr *)&peer);
+	struct conn *c = conn_new(&b.srv.conns, &ft->base, fds[0], &b.srv.listeners[0], (const struct sockaddr *)&peer);
 	CU_ASSERT_FATAL(c != NULL);
-	b.listeners[0].conn_count++;
+	b.srv.listeners[0].conn_count++;
 	c->state = CONN_AWAIT_CONNECT;
 	b.route.busy = true; /* as broker_deliver runs */
-	broker_drop(&b, c, false, "dropped during a delivery");
+	broker_drop(&b, c, REASON_PROTOCOL_ERROR, "dropped during a delivery");
 	CU_ASSERT_NOT_EQUAL(c->state, CONN_CLOSING);
 	CU_ASSERT_EQUAL(b.route.later_len, 1);
 	b.route.busy = false;

@@ -163,21 +163,21 @@ static void run_later(struct route_ctx *rc)
 				local_publish(&rc->router, w.m, levels, (size_t)n);
 			msg_unref(w.m);
 		} else {
-			broker_drop(b, w.c, w.graceful, w.reason);
+			broker_drop(b, w.c, w.reason, w.detail);
 		}
 	}
 	rc->later_len = 0;
 	rc->draining = false;
 }
 
-bool route_defer_drop(struct broker *b, struct conn *c, bool graceful, const char *reason)
+bool route_defer_drop(struct broker *b, struct conn *c, enum reason r, const char *detail)
 {
 	struct route_ctx *rc = &b->route;
 	if (!rc->busy)
 		return false;
-	if (defer(rc, &(struct route_later){.c = c, .reason = reason, .graceful = graceful}) != 0)
+	if (defer(rc, &(struct route_later){.c = c, .reason = r, .detail = detail}) != 0)
 		log_msg(LOG_WARNING, "route", "client %s: out of memory while delivering: not dropped (%s)",
-			broker_conn_name(c), reason);
+			broker_conn_name(c), detail ? detail : reason_info(r)->text);
 	return true;
 }
 

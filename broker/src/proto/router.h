@@ -32,6 +32,7 @@
 
 #include "delivery.h"
 #include "msg.h"
+#include "reason.h"
 
 struct router;
 struct session;
@@ -80,8 +81,8 @@ struct route_entry {
 struct route_later {
 	struct msg *m;          /* publish this (a reference), or NULL: */
 	struct conn *c;         /* drop this connection (broker_drop) */
-	const char *reason;     /* static text */
-	bool graceful;
+	enum reason reason;
+	const char *detail;     /* static text, or NULL */
 };
 
 /*
@@ -122,6 +123,6 @@ void route_free(struct route_ctx *rc);
 struct broker;
 /* Whether a drop of `c` now would re-enter routing; if so it is queued
  * and done when the current delivery loop ends (true returned). */
-bool route_defer_drop(struct broker *b, struct conn *c, bool graceful, const char *reason);
+bool route_defer_drop(struct broker *b, struct conn *c, enum reason r, const char *detail);
 
 #endif

@@ -355,7 +355,7 @@ size_t delivery_filter(struct session *s, const struct delivery_limits *lim, del
 		free_entry(e);
 		removed++;
 	}
-	s->dropped += removed;
+	s->dropped += (uint32_t)removed;
 	return removed;
 }
 
