@@ -718,6 +718,54 @@ static void test_v5_suback_reason_codes(void)
 	EXPECT(c, "90 06 00 01 00 01 8f 9e");
 }
 
+#define CONNECT_V5_PERSIST "10 15 00 04 'MQTT' 05 00 00 3c 05 11 00 00 0e 10 00 03 's5p'"
+
+/* A v5 CONNACK (flags and reason pinned, as expect_v5_connack) followed by
+ * exactly `rest`. */
+static void expect_v5_connack_then(struct hclient *c, uint8_t flags, const char *rest, const char *where)
+{
+	harness_run(h);
+	size_t n;
+	const uint8_t *p = client_output(c, &n);
+	size_t first = harness_frame_len(p, n);
+	uint8_t want[256];
+	size_t wn = harness_unhex(rest, want, sizeof want);
+	bool ok = first >= 5 && first <= n && p[0] == 0x20 && p[2] == flags && p[3] == 0 && n - first == wn &&
+		  memcmp(p + first, want, wn) == 0;
+	if (!ok)
+		fprintf(stderr, "%s: not a v5 CONNACK (flags %02x) then the expected bytes\n", where, flags);
+	CU_ASSERT(ok);
+	client_take(c);
+}
+
+/* A v5 persistent session's subscription (identifier, No Local, Retain As
+ * Published) and its queued message (properties, its delivery's
+ * identifier) are the same after a restart [MQTT-3.1.2-4]. */
+static void test_v5_restart_keeps_options_identifiers_and_properties(void)
+{
+	struct hclient *s = harness_connect(h);
+	SEND(s, CONNECT_V5_PERSIST);
+	expect_v5_connack(s, 0x00, 0x00, "v5 persistent connack");
+	SEND(s, "82 0b 00 01 02 0b 07 00 03 'v/t' 0d");
+	EXPECT(s, "90 04 00 01 00 01");
+	SEND(s, "e0 00");
+	struct hclient *p = connected_v5(CONNECT_V5_PUB);
+	SEND(p, "33 10 00 03 'v/t' 00 05 07 26 00 01 'k' 00 01 'v' 'x'");
+	EXPECT(p, "40 02 00 05");
+
+	harness_free(h);
+	char config[512];
+	persistent_config(config, sizeof config, "always");
+	start(config);
+
+	struct hclient *s2 = harness_connect(h);
+	SEND(s2, CONNECT_V5_PERSIST);
+	expect_v5_connack_then(s2, 0x01, "33 12 00 03 'v/t' 00 01 09 0b 07 26 00 01 'k' 00 01 'v' 'x'", "resumed");
+	SEND(s2, "40 02 00 01");
+	SEND(s2, "30 07 00 03 'v/t' 00 'y'"); /* No Local still holds */
+	NOTHING(s2);
+}
+
 static CU_TestInfo connect_tests[] = {
 	{"CONNECT accepted: CONNACK 0", test_connect_accepted},
 	{"CONNECT a byte at a time", test_connect_byte_by_byte},
@@ -758,6 +806,7 @@ static CU_TestInfo session_tests[] = {
 static CU_TestInfo persist_tests[] = {
 	{"restart keeps session, queue and retained [MQTT-3.1.2-4]", test_restart_keeps_session_queue_and_retained},
 	{"restart keeps inbound QoS 2 packet ids [MQTT-4.3.3-2]", test_restart_keeps_inbound_qos2},
+	{"v5 restart keeps options, identifiers, properties", test_v5_restart_keeps_options_identifiers_and_properties},
 	CU_TEST_INFO_NULL,
 };
 

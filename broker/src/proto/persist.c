@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "broker.h"
@@ -75,13 +76,37 @@ static int attach_stored(struct msg *m, uint64_t id)
 	return 0;
 }
 
-static struct store_msg msg_record(const struct msg *m, uint64_t id)
+/* The store keeps a Message Expiry deadline in Unix seconds (the loop's
+ * clock starts afresh with every process). */
+static uint64_t expiry_to_unix(const struct broker *b, const struct msg *m)
+{
+	if (!m->expires_at)
+		return 0;
+	uint64_t now = loop_now_s(b->loop);
+	uint64_t left = m->expires_at > now ? m->expires_at - now : 0;
+	return (uint64_t)time(NULL) + left;
+}
+
+static uint64_t expiry_from_unix(const struct broker *b, uint64_t unix_s)
+{
+	if (!unix_s)
+		return 0;
+	uint64_t wall = (uint64_t)time(NULL);
+	uint64_t at = loop_now_s(b->loop) + (unix_s > wall ? unix_s - wall : 0);
+	return at ? at : 1; /* 0 would mean "never" */
+}
+
+/* A message as the store keeps it: the one place that says which of its
+ * fields are durable (the forwarded v5 properties and the expiry too). */
+static struct store_msg msg_record(const struct broker *b, const struct msg *m, uint64_t id)
 {
 	return (struct store_msg){
 		.id = id,
+		.expiry = expiry_to_unix(b, m),
 		.qos = m->qos,
 		.flags = m->retain ? STORE_MSG_RETAIN : 0,
 		.topic = {msg_topic(m), m->topic_len},
+		.props = {msg_props(m), m->props_len},
 		.payload = {msg_payload(m), m->payload_len},
 	};
 }
@@ -91,7 +116,7 @@ static void durable_ref(struct broker *b, struct msg *m)
 {
 	struct store *st = b->persist.store;
 	if (!m->stored) {
-		struct store_msg rec = msg_record(m, store_next_msg_id(st));
+		struct store_msg rec = msg_record(b, m, store_next_msg_id(st));
 		int rc = attach_stored(m, rec.id);
 		if (rc == 0)
 			rc = store_append_msg_put(st, &rec);
@@ -138,6 +163,81 @@ static uint8_t flight_state(const struct sess_msg *e)
 	}
 }
 
+/* A delivery's Subscription Identifiers as the store keeps them: a u32
+ * little-endian each. Built on the stack for the usual few. */
+struct ids_bytes {
+	uint8_t stack[16 * 4];
+	uint8_t *heap;
+	struct store_bytes b;
+};
+
+static void ids_encode(const struct sess_msg *e, struct ids_bytes *x)
+{
+	x->heap = NULL;
+	x->b = (struct store_bytes){NULL, 0};
+	size_t need = (size_t)e->sub_id_count * 4;
+	if (!need)
+		return;
+	uint8_t *p = need <= sizeof x->stack ? x->stack : (x->heap = wisp_malloc(need));
+	if (!p)
+		return; /* out of memory: the delivery is kept without its identifiers */
+	for (uint16_t i = 0; i < e->sub_id_count; i++) {
+		uint32_t id = e->sub_ids[i];
+		p[4 * i] = (uint8_t)id;
+		p[4 * i + 1] = (uint8_t)(id >> 8);
+		p[4 * i + 2] = (uint8_t)(id >> 16);
+		p[4 * i + 3] = (uint8_t)(id >> 24);
+	}
+	x->b = (struct store_bytes){p, need};
+}
+
+/* Queue and flight entries as the store keeps them: the one place that
+ * says which fields of a delivery are durable. */
+static struct store_queue queue_record(const struct session *s, const struct sess_msg *e, struct store_bytes ids)
+{
+	return (struct store_queue){
+		.client = str_of(s->client_id, s->id_len),
+		.msg_id = stored_id(e->msg),
+		.qos = e->qos,
+		.flags = e->retain ? STORE_MSG_RETAIN : 0,
+		.sub_ids = ids,
+	};
+}
+
+static struct store_flight flight_record(const struct session *s, const struct sess_msg *e, struct store_bytes ids)
+{
+	bool pubcomp_wait = e->state == SESS_MSG_WAIT_PUBCOMP;
+	return (struct store_flight){
+		.client = str_of(s->client_id, s->id_len),
+		.msg_id = pubcomp_wait ? 0 : stored_id(e->msg),
+		.packet_id = e->packet_id,
+		.state = flight_state(e),
+		.qos = e->qos,
+		.flags = e->retain ? STORE_MSG_RETAIN : 0,
+		.sub_ids = pubcomp_wait ? (struct store_bytes){NULL, 0} : ids,
+	};
+}
+
+static int append_queue(struct store *st, const struct session *s, const struct sess_msg *e)
+{
+	struct ids_bytes ids;
+	ids_encode(e, &ids);
+	struct store_queue q = queue_record(s, e, ids.b);
+	int rc = store_append_queue(st, &q);
+	wisp_free(ids.heap);
+	return rc;
+}
+
+static int append_flight(struct store *st, const struct session *s, const struct sess_msg *e)
+{
+	struct ids_bytes ids;
+	ids_encode(e, &ids);
+	struct store_flight f = flight_record(s, e, ids.b);
+	int rc = store_append_flight_set(st, &f);
+	wisp_free(ids.heap);
+	return rc;
+}
+
 static void on_queued(void *ctx, struct session *s, struct sess_msg *e)
 {
 	struct broker *b = ctx;
@@ -145,8 +245,7 @@ static void on_queued(void *ctx, struct session *s, struct sess_msg *e)
 		return;
 	durable_ref(b, e->msg);
 	e->durable = true;
-	int rc = store_append_queue_add(b->persist.store, s->client_id, s->id_len, stored_id(e->msg), e->qos,
-					e->retain ? STORE_MSG_RETAIN : 0);
+	int rc = append_queue(b->persist.store, s, e);
 	if (rc != 0)
 		append_failed(b, rc);
 }
@@ -161,15 +260,7 @@ static void on_flight(void *ctx, struct session *s, struct sess_msg *e)
 		durable_ref(b, e->msg); /* sent at once, never queued */
 		e->durable = true;
 	}
-	struct store_flight f = {
-		.client = str_of(s->client_id, s->id_len),
-		.msg_id = pubcomp_wait ? 0 : stored_id(e->msg),
-		.packet_id = e->packet_id,
-		.state = flight_state(e),
-		.qos = e->qos,
-		.flags = e->retain ? STORE_MSG_RETAIN : 0,
-	};
-	int rc = store_append_flight_set(b->persist.store, &f);
+	int rc = append_flight(b->persist.store, s, e);
 	if (rc != 0)
 		append_failed(b, rc);
 	if (pubcomp_wait && e->durable) {
@@ -283,6 +374,7 @@ static struct store_sub sub_record(const struct session *s, const struct sess_su
 		.filter = str_of(sub->filter, sub->filter_len),
 		/* The ACL bit is ours and is recomputed at every login. */
 		.options = tree_sub_options(&sub->handle) & (uint8_t)~SESS_SUBOPT_ACL_CHECK,
+		.sub_id = tree_sub_id(&sub->handle),
 	};
 }
 
@@ -505,7 +597,7 @@ static int emit_msg(struct emit_ctx *x, struct msg *m)
 	if (m->stored->emit_gen == x->b->persist.emit_gen)
 		return 0;
 	m->stored->emit_gen = x->b->persist.emit_gen;
-	struct store_msg rec = msg_record(m, m->stored->id);
+	struct store_msg rec = msg_record(x->b, m, m->stored->id);
 	return store_append_msg_put(x->st, &rec);
 }
 
@@ -537,14 +629,8 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		if (stored_id(e->msg))
 			rc = emit_msg(x, e->msg);
-		struct store_flight f = {.client = rec.client,
-					 .msg_id = e->msg ? stored_id(e->msg) : 0,
-					 .packet_id = e->packet_id,
-					 .state = flight_state(e),
-					 .qos = e->qos,
-					 .flags = e->retain ? STORE_MSG_RETAIN : 0};
 		if (!rc)
-			rc = store_append_flight_set(st, &f);
+			rc = append_flight(st, s, e);
 	}
 	for (n = s->queue.next; !rc && n != &s->queue; n = n->next) {
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
@@ -552,8 +638,7 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 			continue;
 		rc = emit_msg(x, e->msg);
 		if (!rc)
-			rc = store_append_queue_add(st, s->client_id, s->id_len, stored_id(e->msg), e->qos,
-						    e->retain ? STORE_MSG_RETAIN : 0);
+			rc = append_queue(st, s, e);
 	}
 	for (uint16_t i = 0; !rc && i < s->qos2_in_count; i++)
 		rc = store_append_qos2_in_add(st, s->client_id, s->id_len, s->qos2_in[i]);
@@ -663,9 +748,19 @@ static struct session *get_session(struct broker *b, struct store_str client)
 
 static int v_msg_put(void *ctx, const struct store_msg *r, void **handle)
 {
-	(void)ctx;
-	struct msg *m = msg_new(r->topic.ptr, r->topic.len, r->payload.ptr, r->payload.len, r->qos,
-				(r->flags & STORE_MSG_RETAIN) != 0);
+	struct broker *b = ctx;
+	struct msg_spec spec = {
+		.topic = r->topic.ptr,
+		.topic_len = r->topic.len,
+		.props = r->props.ptr,
+		.props_len = r->props.len,
+		.payload = r->payload.ptr,
+		.payload_len = r->payload.len,
+		.qos = r->qos,
+		.retain = (r->flags & STORE_MSG_RETAIN) != 0,
+		.expires_at = expiry_from_unix(b, r->expiry),
+	};
+	struct msg *m = msg_create(&spec);
 	if (!m)
 		return WISP_ENOMEM;
 	if (attach_stored(m, r->id) != 0) {
@@ -791,7 +886,7 @@ static int v_sub_add(void *ctx, const struct store_sub *r)
 		/* ACL classification happens when the client logs in again; until
 		 * then, deliveries to the offline session are checked per topic. */
 		uint8_t opts = (uint8_t)(r->options | (b->auth.acl ? SESS_SUBOPT_ACL_CHECK : 0));
-		int rc = router_interest_add(&b->route.router, s, r->filter.ptr, r->filter.len, opts, 0,
+		int rc = router_interest_add(&b->route.router, s, r->filter.ptr, r->filter.len, opts, r->sub_id,
 					     b->cfg->limits.max_subscriptions);
 		if (rc >= 0)
 			return 0;
@@ -817,13 +912,43 @@ static int v_sub_del(void *ctx, const struct store_sub *r)
 	return 0;
 }
 
+/* A stored delivery's identifiers back as numbers (a u32 LE each). */
+struct ids_nums {
+	uint32_t stack[16];
+	uint32_t *heap;
+	struct delivery_sub_ids ids;
+};
+
+static int ids_decode(struct store_bytes b, struct ids_nums *x)
+{
+	size_t n = b.len / 4;
+	x->heap = NULL;
+	x->ids = (struct delivery_sub_ids){NULL, 0};
+	if (!n)
+		return 0;
+	uint32_t *v = n <= sizeof x->stack / sizeof x->stack[0] ? x->stack : (x->heap = wisp_malloc(n * 4));
+	if (!v)
+		return WISP_ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		v[i] = (uint32_t)b.ptr[4 * i] | (uint32_t)b.ptr[4 * i + 1] << 8 | (uint32_t)b.ptr[4 * i + 2] << 16 |
+		       (uint32_t)b.ptr[4 * i + 3] << 24;
+	x->ids = (struct delivery_sub_ids){v, (uint16_t)n};
+	return 0;
+}
+
 static int v_queue_add(void *ctx, const struct store_queue *r, void *value)
 {
 	struct broker *b = ctx;
 	struct session *s = get_session(b, r->client);
 	if (!s)
 		return WISP_ENOMEM;
-	return delivery_restore_queued(s, &b->dlim, value, r->qos, (r->flags & STORE_MSG_RETAIN) != 0);
+	struct ids_nums x;
+	int rc = ids_decode(r->sub_ids, &x);
+	if (rc == 0)
+		rc = delivery_restore_queued(s, &b->dlim, value, r->qos, (r->flags & STORE_MSG_RETAIN) != 0,
+					     x.ids.count ? &x.ids : NULL);
+	wisp_free(x.heap);
+	return rc;
 }
 
 static int v_queue_del(void *ctx, const struct store_queue *r)
@@ -864,8 +989,14 @@ static int v_flight_set(void *ctx, const struct store_flight *r, void *value)
 	uint8_t state = sess_state(r->state);
 	if (state != SESS_MSG_WAIT_PUBCOMP && !value)
 		return 0; /* a message that was lost: nothing to resend */
-	return delivery_restore_flight(s, &b->dlim, state == SESS_MSG_WAIT_PUBCOMP ? NULL : value, r->packet_id, r->qos,
-				       state, (r->flags & STORE_MSG_RETAIN) != 0);
+	struct ids_nums x;
+	int rc = ids_decode(r->sub_ids, &x);
+	if (rc == 0)
+		rc = delivery_restore_flight(s, &b->dlim, state == SESS_MSG_WAIT_PUBCOMP ? NULL : value, r->packet_id,
+					     r->qos, state, (r->flags & STORE_MSG_RETAIN) != 0,
+					     x.ids.count ? &x.ids : NULL);
+	wisp_free(x.heap);
+	return rc;
 }
 
 static int v_flight_del(void *ctx, const struct store_flight *r)

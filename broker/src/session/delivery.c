@@ -359,16 +359,19 @@ size_t delivery_filter(struct session *s, const struct delivery_limits *lim, del
 	return removed;
 }
 
-static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain)
+static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain, const struct delivery_sub_ids *ids)
 {
-	struct sess_msg *e = wisp_malloc(sizeof *e);
+	uint16_t nids = ids ? ids->count : 0;
+	struct sess_msg *e = wisp_malloc(sizeof *e + nids * sizeof e->sub_ids[0]);
 	if (!e)
 		return NULL;
 	e->msg = m ? msg_ref(m) : NULL;
 	e->qos = qos;
 	e->retain = retain;
 	e->packet_id = 0;
-	e->sub_id_count = 0;
+	e->sub_id_count = nids;
+	if (nids)
+		memcpy(e->sub_ids, ids->ids, nids * sizeof e->sub_ids[0]);
 	e->state = SESS_MSG_QUEUED;
 	/* Restored entries are the store's references to their message
 	 * (counted by the store once its replay is over). */
@@ -377,9 +380,9 @@ static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain)
 }
 
 int delivery_restore_queued(struct session *s, const struct delivery_limits *lim, struct msg *m, uint8_t qos,
-			    bool retain)
+			    bool retain, const struct delivery_sub_ids *ids)
 {
-	struct sess_msg *e = new_entry(m, qos, retain);
+	struct sess_msg *e = new_entry(m, qos, retain, ids);
 	if (!e)
 		return WISP_ENOMEM;
 	list_push_back(&s->queue, &e->link);
@@ -415,7 +418,8 @@ void delivery_restore_unqueue(struct session *s, const struct delivery_limits *l
 }
 
 int delivery_restore_flight(struct session *s, const struct delivery_limits *lim, struct msg *m,
-			    uint16_t packet_id, uint8_t qos, uint8_t state, bool retain)
+			    uint16_t packet_id, uint8_t qos, uint8_t state, bool retain,
+			    const struct delivery_sub_ids *ids)
 {
 	if (m)
 		delivery_restore_unqueue(s, lim, m);
@@ -430,7 +434,7 @@ int delivery_restore_flight(struct session *s, const struct delivery_limits *lim
 		e->state = state;
 		return 0;
 	}
-	e = new_entry(m, qos, retain);
+	e = new_entry(m, qos, retain, m ? ids : NULL);
 	if (!e)
 		return WISP_ENOMEM;
 	e->packet_id = packet_id;

@@ -114,9 +114,10 @@ size_t delivery_filter(struct session *s, const struct delivery_limits *lim, del
 
 /* Rebuilding a session from the store (the observer is not told). */
 int delivery_restore_queued(struct session *s, const struct delivery_limits *lim, struct msg *m, uint8_t qos,
-			    bool retain);
+			    bool retain, const struct delivery_sub_ids *ids);
 int delivery_restore_flight(struct session *s, const struct delivery_limits *lim, struct msg *m,
-			    uint16_t packet_id, uint8_t qos, uint8_t state, bool retain);
+			    uint16_t packet_id, uint8_t qos, uint8_t state, bool retain,
+			    const struct delivery_sub_ids *ids);
 /* Removes a restored queue entry of message `m` / in-flight entry `packet_id`. */
 void delivery_restore_unqueue(struct session *s, const struct delivery_limits *lim, const struct msg *m);
 void delivery_restore_unflight(struct session *s, uint16_t packet_id);
