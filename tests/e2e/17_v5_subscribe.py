@@ -6,12 +6,17 @@ codes. Real v5 clients: paho-mqtt MQTTv5, mosquitto_sub -V 5, MQTT.js
 protocolVersion 5; raw packets where the bytes matter."""
 
 import os
+import shutil
+import signal
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import MSG_PREFIX, SUBACK, BrokerTestCase, main, skip_unless_wisp  # noqa: E402
-from v5_clients import (MqttJs, paho5, paho5_get, paho5_nothing, paho5_stop,  # noqa: E402
-                        paho5_subscribe, prop_varint, raw5, subscribe5)
+from wisp_e2e import (CONNACK, MSG_PREFIX, PUBACK, SUBACK, Broker, BrokerTestCase,  # noqa: E402
+                      RawClient, main, skip_unless_wisp)
+from v5_clients import (MqttJs, connect5, paho5, paho5_get, paho5_nothing, paho5_stop,  # noqa: E402
+                        paho5_subscribe, prop_str, prop_u32, prop_user, prop_varint, publish5,
+                        raw5, subscribe5)
 
 
 class V5SubscribeTest(BrokerTestCase):
@@ -144,6 +149,69 @@ c.on('message', (topic, payload, packet) => { c.end(); done({payload: payload.to
         c = self.raw("old-codes")
         codes = c.subscribe([("ok/a", 1), ("bad/#/x", 0)])
         self.assertEqual(list(codes), [1, 0x80])
+
+
+@skip_unless_wisp("kills and restarts the broker on its own store")
+class V5DurabilityTest(BrokerTestCase):
+    """Every v5 field of a subscription and of a queued message survives
+    kill -9: the ack came after the records were written."""
+
+    def setUp(self):
+        self._closers = []
+        self.data = tempfile.mkdtemp(prefix="wisp-v5-store-")
+        self.brokers = []
+        self.broker = self.start_broker()
+
+    def tearDown(self):
+        for c in reversed(self._closers):
+            try:
+                c()
+            except Exception:  # noqa: BLE001 - cleanup must not hide the test result
+                pass
+        self.broker.stop()
+        for b in self.brokers:
+            b.cleanup()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def start_broker(self):
+        b = Broker(config={"persistence": {"enabled": True, "dir": self.data, "fsync": "no"}})
+        self.brokers.append(b)
+        return b.start()
+
+    def test_kill9_keeps_subscription_options_and_message_fields(self):
+        sub = paho5(self.broker.port, "k9-sub", clean_start=False, session_expiry=3600)
+        self.assertEqual(paho5_subscribe(sub, "k9/#", qos=1, no_local=True, rap=True, sub_id=11), [1])
+        paho5_stop(sub)
+        pub = RawClient(self.broker.port)
+        self.on_cleanup(pub.close)
+        pub.send(connect5("k9-pub"))
+        pub.expect(CONNACK)
+        props = prop_u32(0x02, 3600) + prop_user("k", "v") + prop_str(0x03, "text/k9")
+        pub.send(publish5("k9/t", b"survives", qos=1, pid=3, retain=True, props=props))
+        self.assertEqual(pub.expect(PUBACK).body, b"\x00\x03")
+        pub.close()
+
+        self.broker.proc.send_signal(signal.SIGKILL)
+        self.assertEqual(self.broker.proc.wait(timeout=10), -signal.SIGKILL)
+        self.broker.exit_status = -signal.SIGKILL
+        self.broker = self.start_broker()
+
+        sub = paho5(self.broker.port, "k9-sub", clean_start=False, session_expiry=3600)
+        self.on_cleanup(lambda: paho5_stop(sub))
+        got = paho5_get(sub)
+        self.assertEqual((got.topic, got.payload, got.retain), ("k9/t", b"survives", 1))  # Retain As Published
+        p = got.properties
+        self.assertEqual(p.UserProperty, [("k", "v")])
+        self.assertEqual(p.ContentType, "text/k9")
+        self.assertEqual(p.SubscriptionIdentifier, [11])
+        self.assertTrue(1 <= p.MessageExpiryInterval <= 3600, p.MessageExpiryInterval)
+        # No Local survived too: its own message does not come back; another's does.
+        sub.publish("k9/own", "own", qos=1).wait_for_publish(5)
+        other = paho5(self.broker.port, "k9-other")
+        self.on_cleanup(lambda: paho5_stop(other))
+        other.publish("k9/other", "other", qos=1).wait_for_publish(5)
+        self.assertEqual(paho5_get(sub).payload, b"other")
+        paho5_nothing(sub)
 
 
 if __name__ == "__main__":
