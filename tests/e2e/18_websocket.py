@@ -22,6 +22,13 @@ Covers:
 - a close frame in the middle of an MQTT packet: the close is echoed
   (1000), the connection ends abnormally (its will is published);
 - ping/pong, and a PUBLISH split across frames / many packets in a frame;
+- in a browser: MQTT.js's browser bundle in Debian's Chromium (headless,
+  playwright-core, tests/js/browser_mqtt.js) over ws:// and wss://. For
+  wss Chromium is told to accept the test server's key by its SPKI hash
+  (--ignore-certificate-errors-spki-list), since the test cannot add the
+  test CA to Chromium's store without NSS's certutil; not
+  --ignore-certificate-errors;
+- plaintext on the wss port fails as a TLS handshake, counted as one;
 - a WebSocket subscriber that stops reading is bounded exactly as a TCP one
   (limits.max_output_buffer, then output_buffer_timeout): both are
   disconnected for it while the broker's RSS stays bounded.
@@ -54,9 +61,22 @@ WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 MASK = b"\x11\x22\x33\x44"
 
 
+SPKI = None
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_JS = os.path.join(REPO_ROOT, "tests", "js", "browser_mqtt.js")
+
+
 def setUpModule():
-    global CERTS
+    global CERTS, SPKI
     CERTS = make_certs(tempfile.mkdtemp(prefix="wisp-e2e-ws-certs-"))
+    # The server key's SPKI hash, for Chromium (see browser_mqtt.js).
+    pub = subprocess.run(["openssl", "x509", "-in", os.path.join(CERTS, "server.crt"), "-pubkey", "-noout"],
+                         capture_output=True, timeout=30, check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub,
+                         capture_output=True, timeout=30, check=True).stdout
+    import base64
+    import hashlib
+    SPKI = base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
 def tearDownModule():
@@ -436,6 +456,22 @@ c.on('message', (topic, payload, packet) => {
 
 
 @skip_unless_wisp("wisp's ws listener")
+class BrowserPage(WsTestCase):
+
+    def test_mqttjs_browser_bundle_ws_and_wss(self):
+        """MQTT.js's browser bundle in headless Chromium: QoS 0, 1, 2 round
+        trips over ws:// and wss://."""
+        self.assertTrue(os.path.exists(CHROMIUM), "Debian's chromium package is needed")
+        urls = ["ws://127.0.0.1:%d/mqtt" % self.broker.port, "wss://localhost:%d/mqtt" % self.broker.wss_port]
+        cp = subprocess.run([NODE, BROWSER_JS, os.path.join(REPO_ROOT, "tests", "js"), SPKI] + urls,
+                            capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+        out = cp.stdout.decode(errors="replace")
+        self.assertEqual(cp.returncode, 0, out + cp.stderr.decode(errors="replace")[-2000:])
+        for url in urls:
+            self.assertIn("ok " + url, out)
+
+
+@skip_unless_wisp("wisp's ws listener")
 class HttpRefusals(WsTestCase):
     WS_KEYS = {"max_header_bytes": 2048}
 
@@ -466,6 +502,17 @@ class HttpRefusals(WsTestCase):
         """A plain GET: 426 Upgrade Required, naming the version spoken."""
         self.check_refused(b"GET /mqtt HTTP/1.1\r\nHost: localhost\r\n\r\n", 426,
                            r"upgrade refused with HTTP 426: not a WebSocket upgrade request")
+
+    def test_plaintext_on_wss_port(self):
+        """An upgrade request in plaintext on the wss port fails the TLS
+        handshake (logged as TLS, counted in tls/handshakes/failed)."""
+        pattern = r"closed: TLS handshake failed"
+        status, _ = raw_http(self.broker.wss_port,
+                             b"GET /mqtt HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\r\n")
+        self.assertIsNone(status)
+        self.broker.wait_log(pattern, timeout=IO_TIMEOUT)
+        self.wait_sys("tls/handshakes/failed", lambda v: v == 1)
+        self.honest_round_trip()
 
     def test_mqtt_bytes_on_ws_port(self):
         """Raw MQTT (a CONNECT) sent to the ws port is not HTTP: refused, the broker serves on."""
@@ -542,6 +589,21 @@ class Streams(WsTestCase):
         self.assertEqual(c.recv_publish().payload, b"split payload")
         c.send(b"".join(publish_pkt("s/t", b"%d" % i) for i in range(10)))
         self.assertEqual([c.recv_publish().payload for _ in range(10)], [b"%d" % i for i in range(10)])
+
+    def test_many_upgrades_from_one_address(self):
+        """100 WebSocket upgrades under way at once from one address (a
+        reverse proxy, a burst of browsers behind NAT) all complete: plain ws
+        upgrades are not capped by max_handshakes_per_address (64)."""
+        socks = []
+        for _ in range(100):
+            c = WsClient(self.broker.port, upgrade=False)
+            self.on_cleanup(c.close)
+            socks.append(c)
+        for c in socks:
+            status, head = c.upgrade()
+            self.assertEqual(status, 101, head)
+        for i, c in enumerate(socks[:5]):
+            self.assertEqual(c.connect("burst-%d" % i), 0)
 
     def test_ping_pong(self):
         """A ping is answered with a pong carrying its payload; MQTT goes on."""

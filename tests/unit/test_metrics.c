@@ -43,8 +43,8 @@ static int setup(void)
 	uint64_t *stats = (uint64_t *)(void *)&b.stats;
 	for (size_t i = 0; i < sizeof b.stats / sizeof(uint64_t); i++)
 		stats[i] = 1000 + i;
-	b.listeners[1].conns_refused = 7;
-	b.listeners[0].conn_count = 3;
+	b.srv.listeners[1].conns_refused = 7;
+	b.srv.listeners[0].conn_count = 3;
 	sys_publish(&b);
 	metrics_render_prometheus(&b, &prom);
 	return prom.failed || !prom.data;
@@ -94,7 +94,7 @@ static void test_sys_and_prometheus_agree(void)
 				snprintf(sample, sizeof sample, "wisp_%s", m->name);
 			else
 				snprintf(sample, sizeof sample, "wisp_%s{%s=\"%s\"}", m->name,
-					 m->label == METRIC_LABEL_REASON ? "reason"
+					 m->label == METRIC_LABEL_REASON || m->label == METRIC_LABEL_DISCONNECT ? "reason"
 					 : m->label == METRIC_LABEL_WINDOW ? "window" : "version", lv);
 			struct msg *sys = retained_get(b.retained, topic, strlen(topic));
 			const char *pv = sample_value(sample);
@@ -152,18 +152,42 @@ static void test_every_drop_reason_in_both(void)
 	}
 }
 
+/* Every disconnect and refusal reason of session/reason.h is a $SYS topic
+ * and a Prometheus sample with the counter's value; the older aggregate
+ * topics are the sums of their groups in both. */
+static void test_every_disconnect_reason_in_both(void)
+{
+	uint64_t malformed = 0;
+	for (int r = 0; r < REASON_COUNT; r++) {
+		char topic[128], sample[128], want[32];
+		const struct reason_info *ri = reason_info((enum reason)r);
+		snprintf(topic, sizeof topic, "$SYS/broker/clients/disconnects/%s", ri->name);
+		snprintf(sample, sizeof sample, "wisp_disconnects_total{reason=\"%s\"}", ri->name);
+		snprintf(want, sizeof want, "%llu\n", (unsigned long long)b.stats.reasons[r]);
+		CU_ASSERT_PTR_NOT_NULL(retained_get(b.retained, topic, strlen(topic)));
+		const char *pv = sample_value(sample);
+		CU_ASSERT(pv && strncmp(pv, want, strlen(want)) == 0);
+		if (ri->group == REASON_G_MALFORMED)
+			malformed += b.stats.reasons[r];
+	}
+	char want[32];
+	snprintf(want, sizeof want, "%llu\n", (unsigned long long)malformed);
+	const char *pv = sample_value("wisp_clients_malformed_total");
+	CU_ASSERT(malformed > 0 && pv && strncmp(pv, want, strlen(want)) == 0);
+}
+
 /* Listener families carry the listener label, one sample per listener. */
 static void test_listener_labels(void)
 {
 	char sample[160];
-	snprintf(sample, sizeof sample, "wisp_listener_connections{listener=\"%s\"}", b.listeners[0].net.name);
+	snprintf(sample, sizeof sample, "wisp_listener_connections{listener=\"%s\"}", b.srv.listeners[0].net.name);
 	const char *v = sample_value(sample);
 	CU_ASSERT(v && strncmp(v, "3\n", 2) == 0);
 	snprintf(sample, sizeof sample, "wisp_listener_connections_refused_total{listener=\"%s\"}",
-		 b.listeners[1].net.name);
+		 b.srv.listeners[1].net.name);
 	v = sample_value(sample);
 	CU_ASSERT(v && strncmp(v, "7\n", 2) == 0);
-	snprintf(sample, sizeof sample, "wisp_listener_up{listener=\"%s\"}", b.listeners[1].net.name);
+	snprintf(sample, sizeof sample, "wisp_listener_up{listener=\"%s\"}", b.srv.listeners[1].net.name);
 	v = sample_value(sample);
 	CU_ASSERT(v && strncmp(v, "1\n", 2) == 0);
 }
@@ -215,15 +239,15 @@ static void test_exposition_format(void)
 /* A label value with a quote, a backslash or a newline is escaped. */
 static void test_label_escaping(void)
 {
-	char saved[sizeof b.listeners[0].net.name];
-	memcpy(saved, b.listeners[0].net.name, sizeof saved);
-	snprintf(b.listeners[0].net.name, sizeof b.listeners[0].net.name, "a\"b\\c\nd");
+	char saved[sizeof b.srv.listeners[0].net.name];
+	memcpy(saved, b.srv.listeners[0].net.name, sizeof saved);
+	snprintf(b.srv.listeners[0].net.name, sizeof b.srv.listeners[0].net.name, "a\"b\\c\nd");
 	struct sbuf out = {0};
 	metrics_render_prometheus(&b, &out);
 	CU_ASSERT_FALSE(out.failed);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out.data, "wisp_listener_up{listener=\"a\\\"b\\\\c\\nd\"} 1\n"));
 	sbuf_free(&out);
-	memcpy(b.listeners[0].net.name, saved, sizeof saved);
+	memcpy(b.srv.listeners[0].net.name, saved, sizeof saved);
 }
 
 /* Out of memory, or past max, the rendering reports failure, leaking nothing. */
@@ -255,6 +279,7 @@ static void test_sbuf_json_escaping(void)
 static CU_TestInfo metric_tests[] = {
 	{"every $SYS figure has the same value in Prometheus", test_sys_and_prometheus_agree},
 	{"every drop reason is in $SYS and Prometheus", test_every_drop_reason_in_both},
+	{"every disconnect reason is in $SYS and Prometheus", test_every_disconnect_reason_in_both},
 	{"listener families are labelled by listener", test_listener_labels},
 	{"exposition format 0.0.4: HELP, TYPE, names, _total", test_exposition_format},
 	{"label values are escaped", test_label_escaping},

@@ -42,6 +42,7 @@
 #include "file.h"
 #include "err.h"
 #include "log.h"
+#include "mosquitto_conf.h"
 
 /* Largest integer a JSON number (a double in cJSON) holds exactly. */
 #define JSON_INT_MAX 9007199254740992ULL
@@ -233,6 +234,14 @@ static const struct field limits_fields[] = {
 	      JSON_INT_MAX, 32u << 20),
 	F_NUM(struct config_limits, FT_U64, "max_queued_bytes_total", max_queued_bytes_total, 0, JSON_INT_MAX,
 	      256u << 20),
+	/* MQTT 5 (announced in CONNACK). Mosquitto's defaults: 10 inbound
+	 * topic aliases per connection (a 10-pointer table, only for v5
+	 * connections that use one), QoS 2, retained messages on, and
+	 * sessions that never expire kept forever. */
+	F_NUM(struct config_limits, FT_U16, "max_topic_alias", max_topic_alias, 0, 65535, 10),
+	F_NUM(struct config_limits, FT_U16, "max_qos", max_qos, 0, 2, 2),
+	F_BOOL(struct config_limits, "retain_available", retain_available, 1),
+	F_NUM(struct config_limits, FT_U32, "max_session_expiry", max_session_expiry, 0, UINT32_MAX - 1, 0),
 	{0},
 };
 
@@ -1110,7 +1119,11 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	default:
 		return fail(&p, "cannot read: %s", strerror(errno));
 	}
-	rc = config_parse(buf ? buf : "", len, path, out, err, errlen);
+	/* A Mosquitto configuration is translated to this same JSON first. */
+	if (mosq_conf_detect(buf ? buf : "", len))
+		rc = mosq_conf_parse(path, buf, len, out, err, errlen);
+	else
+		rc = config_parse(buf ? buf : "", len, path, out, err, errlen);
 	wisp_free(buf);
 	return rc;
 }

@@ -64,10 +64,10 @@ static void readyz(struct http_conn *c)
 	struct sbuf why = {0};
 	if (b->persist.loading)
 		sbuf_adds(&why, "store: loading\n");
-	for (size_t i = 0; i < b->listener_count; i++)
-		if (b->listeners[i].net.io.fd < 0)
-			sbuf_addf(&why, "listener %s:%u: not listening\n", b->listeners[i].cfg->bind,
-				  (unsigned)b->listeners[i].cfg->port);
+	for (size_t i = 0; i < b->srv.listener_count; i++)
+		if (b->srv.listeners[i].net.io.fd < 0)
+			sbuf_addf(&why, "listener %s:%u: not listening\n", b->srv.listeners[i].cfg->bind,
+				  (unsigned)b->srv.listeners[i].cfg->port);
 	if (why.len == 0)
 		text(c, 200, "ready\n");
 	else
@@ -193,12 +193,12 @@ static void clients(struct http_conn *c)
 	size_t offset = query_offset(&c->req);
 	size_t left = c->hl->cfg->tree_page_size;
 	struct sbuf out = {0};
-	sbuf_addf(&out, "{\"total\":%zu,\"offset\":%zu,\"clients\":[", b->conns.count, offset);
+	sbuf_addf(&out, "{\"total\":%zu,\"offset\":%zu,\"clients\":[", b->srv.conns.count, offset);
 	bool first = true;
 	struct list_node *n;
 	/* The connection list, not the session table: a page costs
 	 * offset + page_size steps, whatever the number of sessions. */
-	for (n = b->conns.all.next; n != &b->conns.all; n = n->next) {
+	for (n = b->srv.conns.all.next; n != &b->srv.conns.all; n = n->next) {
 		if (!left)
 			break;
 		if (offset) {
@@ -206,7 +206,7 @@ static void clients(struct http_conn *c)
 			continue;
 		}
 		const struct conn *k = container_of(n, struct conn, all_link);
-		const struct broker_listener *bl = k->listener;
+		const struct server_listener *bl = k->listener;
 		sbuf_adds(&out, first ? "{\"id\":" : ",{\"id\":");
 		first = false;
 		if (k->sess) {

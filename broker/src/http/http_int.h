@@ -18,7 +18,7 @@
 
 struct http_listener {
 	struct http_server *srv;
-	struct broker_listener *bl;
+	struct server_listener *bl;
 	const struct config_http *cfg;
 };
 

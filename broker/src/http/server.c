@@ -175,7 +175,7 @@ static void hconn_close(struct http_conn *c, const char *why)
 	forget_auth(c);
 	c->hl->bl->conn_count--;
 	srv->count--;
-	srv->b->http_conns--;
+	srv->b->srv.other_conns--;
 	list_remove(&c->link);
 	list_push_back(&srv->closing, &c->link);
 	loop_timer_start(srv->loop, &srv->reaper, 0, reap);
@@ -504,14 +504,14 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	struct http_listener *hl = ctx;
 	struct http_server *srv = hl->srv;
 	struct broker *b = srv->b;
-	struct broker_listener *bl = hl->bl;
+	struct server_listener *bl = hl->bl;
 	const struct config_limits *lim = &b->cfg->limits;
 	char peer[64];
 	net_format_addr(sa, peer, sizeof peer);
 	(void)ls;
-	bool broker_full = lim->max_connections && b->conns.count + b->http_conns >= lim->max_connections;
+	bool broker_full = lim->max_connections && b->srv.conns.count + b->srv.other_conns >= lim->max_connections;
 	if (broker_full || (bl->cfg->max_connections && bl->conn_count >= bl->cfg->max_connections)) {
-		b->stats.conns_refused++;
+		b->srv.stats.conns_refused++;
 		bl->conns_refused++;
 		log_limited("refused: connection limit", LOG_WARNING, "conn",
 			    "%s: refusing %s: connection limit reached (%s)", bl->net.name, peer,
@@ -524,7 +524,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	struct http_req_parser *parser = c ? http_req_new(&hlim) : NULL;
 	if (!parser) {
 		wisp_free(c);
-		b->stats.conns_refused++;
+		b->srv.stats.conns_refused++;
 		bl->conns_refused++;
 		log_limited("refused: out of memory", LOG_WARNING, "conn", "%s: refusing %s: out of memory",
 			    bl->net.name, peer);
@@ -546,7 +546,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	}
 	list_push_back(&srv->conns, &c->link);
 	srv->count++;
-	b->http_conns++;
+	b->srv.other_conns++;
 	bl->conn_count++;
 	loop_timer_start(srv->loop, &c->timer, hl->cfg->idle_timeout, on_idle);
 }
@@ -560,8 +560,8 @@ int http_server_open(struct http_server *s, struct broker *b, char *err, size_t 
 	list_init(&s->closing);
 	list_init(&s->reaper.link);
 	size_t n = 0;
-	for (size_t i = 0; i < b->listener_count; i++)
-		n += b->listeners[i].cfg->protocol == CONFIG_PROTO_HTTP;
+	for (size_t i = 0; i < b->srv.listener_count; i++)
+		n += b->srv.listeners[i].cfg->protocol == CONFIG_PROTO_HTTP;
 	if (n == 0)
 		return 0;
 	s->listeners = wisp_calloc(n, sizeof *s->listeners);
@@ -569,8 +569,8 @@ int http_server_open(struct http_server *s, struct broker *b, char *err, size_t 
 		snprintf(err, errlen, "out of memory");
 		return WISP_ENOMEM;
 	}
-	for (size_t i = 0; i < b->listener_count; i++) {
-		struct broker_listener *bl = &b->listeners[i];
+	for (size_t i = 0; i < b->srv.listener_count; i++) {
+		struct server_listener *bl = &b->srv.listeners[i];
 		if (bl->cfg->protocol != CONFIG_PROTO_HTTP)
 			continue;
 		struct http_listener *hl = &s->listeners[s->listener_count++];

@@ -50,6 +50,8 @@
 #define WS_HEAD_CHUNK 2048
 #define WS_RESP_MAX 320
 
+/* Server: INNER, HEAD (request), RESPOND (101), OPEN. Client: INNER,
+ * RESPOND (the request going out), HEAD (the 101 coming in), OPEN. */
 enum ws_state { WS_INNER, WS_HEAD, WS_RESPOND, WS_OPEN, WS_FAILED };
 
 enum {
@@ -75,7 +77,9 @@ struct ws_transport {
 	struct ws_opts opts;
 	enum ws_state state;
 	int fail_rc;
+	bool client;       /* the client side (load generators, tests) */
 	bool inner_failed; /* last_error is the inner transport's */
+	bool inner_ready;  /* the inner handshake (TLS) is done */
 
 	/* Handshake only. */
 	struct http_req_parser *http;
@@ -101,12 +105,12 @@ struct ws_transport {
 	uint8_t cin[WS_CTRL_MAX];
 
 	/* Frames out. */
-	uint8_t cout[2 + WS_CTRL_MAX];
+	uint8_t cout[6 + WS_CTRL_MAX];
 	uint8_t cout_len, cout_off;
 	bool cout_offered; /* part of an offering: frozen until written */
 	bool cout_is_close;
 	bool close_sent, close_received;
-	uint8_t hdr[10];
+	uint8_t hdr[14];
 	uint8_t hdr_len, hdr_off;
 	uint64_t out_left;
 
@@ -232,23 +236,31 @@ void ws_release_pool(void)
 
 /* ---- frames out ---- */
 
-static uint8_t frame_header(uint8_t out[10], uint8_t opcode, uint64_t len)
+/* A client's frames are masked: with an all-zero key, so the payload goes
+ * out unchanged and uncopied (see ws_client_transport_new). */
+static uint8_t frame_header(uint8_t out[14], uint8_t opcode, uint64_t len, bool masked)
 {
+	uint8_t n;
 	out[0] = (uint8_t)(0x80u | opcode); /* FIN: every frame of ours is whole */
 	if (len < 126) {
 		out[1] = (uint8_t)len;
-		return 2;
-	}
-	if (len <= 0xffffu) {
+		n = 2;
+	} else if (len <= 0xffffu) {
 		out[1] = 126;
 		out[2] = (uint8_t)(len >> 8);
 		out[3] = (uint8_t)len;
-		return 4;
+		n = 4;
+	} else {
+		out[1] = 127;
+		for (int i = 0; i < 8; i++)
+			out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
+		n = 10;
 	}
-	out[1] = 127;
-	for (int i = 0; i < 8; i++)
-		out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
-	return 10;
+	if (!masked)
+		return n;
+	out[1] |= 0x80u;
+	memset(out + n, 0, 4);
+	return (uint8_t)(n + 4);
 }
 
 static bool data_owed(const struct ws_transport *ws) { return ws->hdr_off < ws->hdr_len || ws->out_left; }
@@ -259,10 +271,9 @@ static bool queue_control(struct ws_transport *ws, uint8_t opcode, const uint8_t
 {
 	if (ws->close_sent || ws->cout_is_close || (ws->cout_offered && ws->cout_off < ws->cout_len))
 		return false;
-	ws->cout[0] = (uint8_t)(0x80u | opcode);
-	ws->cout[1] = (uint8_t)len;
-	memcpy(ws->cout + 2, payload, len);
-	ws->cout_len = (uint8_t)(2 + len);
+	uint8_t h = frame_header(ws->cout, opcode, len, ws->client);
+	memcpy(ws->cout + h, payload, len);
+	ws->cout_len = (uint8_t)(h + len);
 	ws->cout_off = 0;
 	ws->cout_offered = false;
 	ws->cout_is_close = opcode == WS_OP_CLOSE;
@@ -380,7 +391,7 @@ static ssize_t ws_writev(struct transport *t, const struct iovec *iov, int iovcn
 				p = 0; /* the close goes alone */
 			} else {
 				p = first_message(ws, iov, iovcnt, total);
-				ws->hdr_len = frame_header(ws->hdr, WS_OP_BINARY, p);
+				ws->hdr_len = frame_header(ws->hdr, WS_OP_BINARY, p, ws->client);
 				ws->hdr_off = 0;
 				ws->out_left = p;
 				b = ws->hdr_len;
@@ -477,7 +488,9 @@ static int frame_begin(struct ws_transport *ws, const struct wslay_frame_iocb *i
 	ws->consumed += header_size(io->payload_length, io->mask);
 	if (io->rsv)
 		return fail_close(ws, WS_CLOSE_PROTOCOL, "RSV bits set, no extension was negotiated");
-	if (!io->mask)
+	if (ws->client && io->mask)
+		return fail_close(ws, WS_CLOSE_PROTOCOL, "masked server frame");
+	if (!ws->client && !io->mask)
 		return fail_close(ws, WS_CLOSE_PROTOCOL, "unmasked client frame");
 	switch (io->opcode) {
 	case WS_OP_CONT:
@@ -825,9 +838,82 @@ static int send_response(struct ws_transport *ws)
 	}
 	wisp_free(ws->resp);
 	ws->resp = NULL;
+	if (ws->client)
+		return 0;
 	ws->state = WS_OPEN;
 	stats.upgrades++;
 	return 0;
+}
+
+/* Client: sends the request (in ws->resp), then reads the response head
+ * into a buffer of max_head_bytes. */
+static int client_request(struct ws_transport *ws)
+{
+	if (!ws->resp) {
+		ws->resp = wisp_malloc(WS_RESP_MAX);
+		if (!ws->resp) {
+			set_error(ws, "WebSocket: out of memory for the handshake");
+			return fail_plain(ws, WISP_ENOMEM);
+		}
+		int n = snprintf(ws->resp, WS_RESP_MAX,
+				 "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+				 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+				 "Sec-WebSocket-Protocol: mqtt\r\n\r\n",
+				 ws->opts.path && ws->opts.path[0] ? ws->opts.path : "/mqtt",
+				 ws->opts.host ? ws->opts.host : "localhost", "dGhlIHNhbXBsZSBub25jZQ==");
+		if (n < 0 || n >= WS_RESP_MAX) {
+			set_error(ws, "WebSocket: request too long");
+			return fail_plain(ws, WISP_EINVAL);
+		}
+		ws->resp_len = (size_t)n;
+		ws->resp_off = 0;
+	}
+	return 0;
+}
+
+static int client_read_status(struct ws_transport *ws)
+{
+	size_t cap = ws->opts.http.max_head_bytes;
+	if (!ws->early && !(ws->early = wisp_malloc(cap))) {
+		set_error(ws, "WebSocket: out of memory for the handshake");
+		return fail_plain(ws, WISP_ENOMEM);
+	}
+	for (;;) {
+		if (ws->early_len == cap) {
+			set_error(ws, "WebSocket: response head over %zu bytes", cap);
+			return fail_plain(ws, WISP_EPROTO);
+		}
+		ssize_t n = transport_read(ws->inner, ws->early + ws->early_len, cap - ws->early_len);
+		if (n == WISP_EAGAIN) {
+			ws->base.want = ws->inner->want;
+			return WISP_EAGAIN;
+		}
+		if (n < 0) {
+			ws->inner_failed = n != WISP_ECLOSED;
+			set_error(ws, "WebSocket: closed during the handshake");
+			return fail_plain(ws, (int)n);
+		}
+		size_t from = ws->early_len > 3 ? ws->early_len - 3 : 0;
+		ws->early_len += (size_t)n;
+		const uint8_t *end = memmem(ws->early + from, ws->early_len - from, "\r\n\r\n", 4);
+		if (!end)
+			continue;
+		size_t head = (size_t)(end - ws->early) + 4;
+		if (head < 13 || memcmp(ws->early, "HTTP/1.1 101 ", 13) != 0) {
+			set_error(ws, "WebSocket: the server refused the upgrade: %.40s", (const char *)ws->early);
+			return fail_plain(ws, WISP_EPROTO);
+		}
+		/* What follows the head is frames already. */
+		ws->early_off = head;
+		if (ws->early_off == ws->early_len) {
+			wisp_free(ws->early);
+			ws->early = NULL;
+			ws->early_len = ws->early_off = 0;
+		}
+		ws->state = WS_OPEN;
+		stats.upgrades++;
+		return 0;
+	}
 }
 
 static int ws_handshake(struct transport *t)
@@ -846,7 +932,19 @@ static int ws_handshake(struct transport *t)
 			ws->inner_failed = true;
 			return fail_plain(ws, rc);
 		}
-		ws->state = WS_HEAD;
+		ws->inner_ready = true;
+		ws->state = ws->client ? WS_RESPOND : WS_HEAD;
+		if (ws->client && client_request(ws) != 0)
+			return ws->fail_rc;
+	}
+	if (ws->client) {
+		if (ws->state == WS_RESPOND) {
+			int rc = send_response(ws);
+			if (rc != 0)
+				return rc;
+			ws->state = WS_HEAD;
+		}
+		return ws->state == WS_HEAD ? client_read_status(ws) : 0;
 	}
 	if (ws->state == WS_HEAD) {
 		int rc = read_head(ws);
@@ -925,6 +1023,14 @@ struct transport *ws_transport_new(struct transport *inner, const struct ws_opts
 	return &ws->base;
 }
 
+struct transport *ws_client_transport_new(struct transport *inner, const struct ws_opts *o)
+{
+	struct transport *t = ws_transport_new(inner, o);
+	if (t)
+		((struct ws_transport *)t)->client = true;
+	return t;
+}
+
 bool ws_transport_is(const struct transport *t) { return t->ops == &ws_ops; }
 
 struct transport *ws_transport_inner(struct transport *t)
@@ -934,5 +1040,5 @@ struct transport *ws_transport_inner(struct transport *t)
 
 bool ws_transport_inner_ready(const struct transport *t)
 {
-	return ws_transport_is(t) && ((const struct ws_transport *)t)->state != WS_INNER;
+	return ws_transport_is(t) && ((const struct ws_transport *)t)->inner_ready;
 }

@@ -75,6 +75,7 @@ struct ws_opts {
 	const char *path;        /* NULL or "": any request path */
 	bool trust_proxy;        /* take the client address from X-Forwarded-For */
 	ws_message_size_fn frame_per_message; /* NULL: one frame per writev */
+	const char *host;        /* client: the Host header (default "localhost") */
 };
 
 /*
@@ -84,6 +85,16 @@ struct ws_opts {
  * transport. NULL when out of memory.
  */
 struct transport *ws_transport_new(struct transport *inner, const struct ws_opts *o);
+
+/*
+ * The client side, for load generators and tests (wisp_bench --ws): sends
+ * an upgrade request for o->path (default "/mqtt") with subprotocol mqtt,
+ * accepts a 101 (the accept key is not checked) and masks its frames with
+ * an all-zero key, which RFC 6455 5.3 says should be unpredictable: the
+ * server unmasks every byte as usual while the generator spends nothing on
+ * it and copies no payload. Not for use towards untrusted servers.
+ */
+struct transport *ws_client_transport_new(struct transport *inner, const struct ws_opts *o);
 
 bool ws_transport_is(const struct transport *t);
 /* The wrapped transport (TLS for wss), e.g. to ask it about resumption. */

@@ -24,6 +24,8 @@
 #define SNAP(field) .source = METRIC_FROM_SNAP, .offset = offsetof(struct metrics_snap, field)
 #define LOAD(field) .source = METRIC_FROM_LOAD, .offset = offsetof(struct sys_state, field), \
 		    .label = METRIC_LABEL_WINDOW, .sys_format = METRIC_SYS_FLOAT2, .type = METRIC_GAUGE
+#define SERVER(field) .source = METRIC_FROM_SERVER, .offset = offsetof(struct server_stats, field)
+#define GROUP(g) .source = METRIC_FROM_REASON_GROUP, .offset = REASON_G_##g
 #define LISTENER(which) .source = METRIC_FROM_LISTENER, .offset = which, .label = METRIC_LABEL_LISTENER
 #define COUNTER .type = METRIC_COUNTER
 #define GAUGE .type = METRIC_GAUGE
@@ -53,16 +55,16 @@ const struct metric metrics_table[] = {
 	{"acl_dropped_total", "Queued or in-flight messages dropped because their reader may no longer read them.",
 	 COUNTER, STAT(acl_dropped_queued), .sys = "publish/messages/acl_dropped"},
 	{"clients_takeover_refused_total", "CONNECTs refused: the client id's session belongs to another user.",
-	 COUNTER, STAT(takeover_refused), .sys = "clients/takeover_refused"},
+	 COUNTER, GROUP(TAKEOVER), .sys = "clients/takeover_refused"},
 	{"clients_refused_total", "CONNECTs answered with a refusing CONNACK, all reasons.", COUNTER,
 	 STAT(refused), .sys = "clients/refused"},
 	{"clients_malformed_total", "Connections closed for input that breaks the protocol.", COUNTER,
-	 STAT(malformed), .sys = "clients/malformed"},
+	 GROUP(MALFORMED), .sys = "clients/malformed"},
 	{"clients_keepalive_expired_total", "Connections closed after 1.5 keep-alive periods of silence.", COUNTER,
-	 STAT(keepalive_expired), .sys = "clients/keepalive_expired"},
-	{"bytes_received_total", "Bytes received from MQTT clients.", COUNTER, STAT(bytes_received),
+	 GROUP(KEEPALIVE), .sys = "clients/keepalive_expired"},
+	{"bytes_received_total", "Bytes received from MQTT clients.", COUNTER, SNAP(bytes_received),
 	 .sys = "bytes/received"},
-	{"bytes_sent_total", "Bytes sent to MQTT clients.", COUNTER, STAT(bytes_sent), .sys = "bytes/sent"},
+	{"bytes_sent_total", "Bytes sent to MQTT clients.", COUNTER, SERVER(bytes_sent), .sys = "bytes/sent"},
 	{"subscriptions", "Subscriptions of all sessions.", GAUGE, SNAP(subscriptions), .sys = "subscriptions/count"},
 	{"subscriptions_refused_total", "Filters refused by a topic bound, max_subscriptions or memory.", COUNTER,
 	 STAT(subs_refused), .sys = "subscriptions/refused"},
@@ -101,11 +103,11 @@ const struct metric metrics_table[] = {
 	{"tls_handshakes_current", "TLS handshakes under way on all listeners.", GAUGE, SNAP(handshakes_current),
 	 .sys = "tls/handshakes/current"},
 	{"tls_handshakes_refused_total", "TLS connections closed at accept by max_handshakes(_per_address).", COUNTER,
-	 STAT(handshakes_refused), .sys = "tls/handshakes/refused"},
+	 SERVER(handshakes_refused), .sys = "tls/handshakes/refused"},
 	{"tls_handshakes_failed_total", "TLS handshakes that failed, timed out or met plaintext.", COUNTER,
-	 STAT(handshakes_failed), .sys = "tls/handshakes/failed"},
-	{"tls_handshakes_resumed_total", "TLS handshakes that resumed a session.", COUNTER, STAT(handshakes_resumed),
-	 .sys = "tls/handshakes/resumed"},
+	 SERVER(handshakes_failed), .sys = "tls/handshakes/failed"},
+	{"tls_handshakes_resumed_total", "TLS handshakes that resumed a session.", COUNTER,
+	 SERVER(handshakes_resumed), .sys = "tls/handshakes/resumed"},
 	{"ws_upgrades_total", "WebSocket upgrades completed (101 sent) on ws and wss listeners.", COUNTER,
 	 SNAP(ws_upgrades), .sys = "ws/upgrades"},
 	{"ws_refused_total", "WebSocket upgrade requests answered with an HTTP error.", COUNTER, SNAP(ws_refused),
@@ -119,12 +121,12 @@ const struct metric metrics_table[] = {
 	{"log_suppressed_total", "Log lines held back by log.rate_limit.", COUNTER, SNAP(log_suppressed),
 	 .sys = "log/suppressed"},
 	{"output_stalled_total", "Clients disconnected for staying over max_output_buffer.", COUNTER,
-	 STAT(output_stalled), .sys = "limits/output_stalled"},
+	 GROUP(OUTPUT_STALLED), .sys = "limits/output_stalled"},
 	{"unauthenticated_refused_total",
 	 "Connections closed before CONNECT by max_connect_size or max_unauthenticated_bytes.", COUNTER,
-	 STAT(unauth_refused), .sys = "limits/unauthenticated_refused"},
+	 GROUP(UNAUTH), .sys = "limits/unauthenticated_refused"},
 	{"connections_refused_total", "Connections closed at accept by a connection limit or memory_limit.", COUNTER,
-	 STAT(conns_refused), .sys = "limits/connections_refused"},
+	 SERVER(conns_refused), .sys = "limits/connections_refused"},
 	{"http_requests_total", "HTTP requests answered by the http listeners.", COUNTER, STAT(http_requests),
 	 .sys = "http/requests"},
 	{"http_refused_total", "HTTP connections closed for a malformed or oversized request, or a limit.", COUNTER,
@@ -150,6 +152,11 @@ const struct metric metrics_table[] = {
 	{"listener_connections_refused_total", "Connections the listener closed at accept by a connection limit.",
 	 COUNTER, LISTENER(METRIC_LISTENER_REFUSED)},
 	{"listener_up", "1 while the listener's socket is listening.", GAUGE, LISTENER(METRIC_LISTENER_UP)},
+	/* Last: a $SYS subscriber with a small output bound gets the older
+	 * topics first, as before there were sixty of these. */
+	{"disconnects_total",
+	 "Connections ended or CONNECTs refused, by reason (session/reason.h: its v5 code, 3.1.1 code and log text).",
+	 COUNTER, .source = METRIC_FROM_REASONS, .label = METRIC_LABEL_DISCONNECT, .sys = "clients/disconnects/%s"},
 };
 const size_t metrics_count = sizeof metrics_table / sizeof metrics_table[0];
 
@@ -192,9 +199,10 @@ void metrics_snapshot(struct broker *b, struct metrics_snap *out)
 	out->store_compact_errors = ps.compact_errors;
 	out->store_refused = ps.refused;
 	out->store_held_acks = ps.held_acks;
-	for (size_t i = 0; i < b->listener_count; i++)
-		out->handshakes_current += b->listeners[i].net.hs.count;
+	for (size_t i = 0; i < b->srv.listener_count; i++)
+		out->handshakes_current += b->srv.listeners[i].net.hs.count;
 	out->log_suppressed = log_suppressed_total();
+	out->bytes_received = b->srv.conns.in.bytes_received;
 	const struct ws_stats *ws = ws_stats_get();
 	out->ws_upgrades = ws->upgrades;
 	out->ws_refused = ws->refused;
@@ -215,7 +223,9 @@ size_t metrics_label_count(const struct broker *b, const struct metric *m)
 	case METRIC_LABEL_WINDOW:
 		return SYS_LOAD_WINDOWS;
 	case METRIC_LABEL_LISTENER:
-		return b->listener_count;
+		return b->srv.listener_count;
+	case METRIC_LABEL_DISCONNECT:
+		return REASON_COUNT;
 	case METRIC_LABEL_NONE:
 	case METRIC_LABEL_VERSION:
 		break;
@@ -229,6 +239,7 @@ static const char *const label_names[] = {
 	[METRIC_LABEL_WINDOW] = "window",
 	[METRIC_LABEL_LISTENER] = "listener",
 	[METRIC_LABEL_VERSION] = "version",
+	[METRIC_LABEL_DISCONNECT] = "reason",
 };
 
 const char *metrics_label_value(const struct broker *b, const struct metric *m, size_t i)
@@ -239,7 +250,9 @@ const char *metrics_label_value(const struct broker *b, const struct metric *m, 
 	case METRIC_LABEL_WINDOW:
 		return window_names[i];
 	case METRIC_LABEL_LISTENER:
-		return b->listeners[i].net.name;
+		return b->srv.listeners[i].net.name;
+	case METRIC_LABEL_DISCONNECT:
+		return reason_info((enum reason)i)->name;
 	case METRIC_LABEL_VERSION:
 		return WISP_VERSION;
 	case METRIC_LABEL_NONE:
@@ -274,7 +287,7 @@ bool metrics_value(const struct broker *b, const struct metrics_snap *snap, cons
 		return true;
 	}
 	case METRIC_FROM_LISTENER: {
-		const struct broker_listener *bl = &b->listeners[i];
+		const struct server_listener *bl = &b->srv.listeners[i];
 		if (m->offset == METRIC_LISTENER_CONNECTIONS)
 			*u = bl->conn_count;
 		else if (m->offset == METRIC_LISTENER_REFUSED)
@@ -285,6 +298,17 @@ bool metrics_value(const struct broker *b, const struct metrics_snap *snap, cons
 	}
 	case METRIC_FROM_ONE:
 		*u = 1;
+		return false;
+	case METRIC_FROM_SERVER:
+		memcpy(u, (const char *)&b->srv.stats + m->offset, sizeof *u);
+		return false;
+	case METRIC_FROM_REASONS:
+		*u = b->stats.reasons[i];
+		return false;
+	case METRIC_FROM_REASON_GROUP:
+		for (size_t r = 0; r < REASON_COUNT; r++)
+			if ((size_t)reason_info((enum reason)r)->group == m->offset)
+				*u += b->stats.reasons[r];
 		return false;
 	}
 	return false;

@@ -8,7 +8,8 @@
  * them), and where the value is read.
  *
  * A row with a label is a family: one sample per drop reason (drop.h), per
- * load window, or per listener. Its $SYS topic is then a format taking the
+ * disconnect or refusal reason (session/reason.h), per load window, or per
+ * listener. Its $SYS topic is then a format taking the
  * label's value ("messages/dropped/%s").
  *
  * Values that need a walk (sessions online and offline, queued messages)
@@ -38,6 +39,7 @@ enum metric_label {
 	METRIC_LABEL_WINDOW = 2,   /* 1min, 5min, 15min: label "window" */
 	METRIC_LABEL_LISTENER = 3, /* each listener: label "listener" ("127.0.0.1:1883") */
 	METRIC_LABEL_VERSION = 4,  /* one sample, label "version" */
+	METRIC_LABEL_DISCONNECT = 5, /* session/reason.h reasons: label "reason" */
 };
 
 /* How $SYS writes the value. */
@@ -57,6 +59,9 @@ enum metric_source {
 	METRIC_FROM_LOAD = 3,     /* struct sys_load in struct sys_state at `offset`, [window] */
 	METRIC_FROM_LISTENER = 4, /* a figure of each listener, `offset` one of METRIC_LISTENER_* */
 	METRIC_FROM_ONE = 5,      /* the constant 1 (an info metric) */
+	METRIC_FROM_SERVER = 6,   /* uint64_t in struct server_stats at `offset` */
+	METRIC_FROM_REASONS = 7,  /* broker_stats.reasons[reason] */
+	METRIC_FROM_REASON_GROUP = 8, /* the sum of the reasons of group `offset` (reason.h) */
 };
 
 #define METRIC_PERSIST_ONLY 0x1u /* only while persistence is on */
@@ -91,6 +96,7 @@ struct metrics_snap {
 	uint64_t handshakes_current;
 	uint64_t ws_upgrades, ws_refused, ws_head_too_large, ws_protocol_errors, ws_frames_too_large;
 	uint64_t log_suppressed;
+	uint64_t bytes_received;
 	uint64_t dashboard_topics, dashboard_evicted;
 	bool persist_enabled;
 };

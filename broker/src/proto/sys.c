@@ -8,7 +8,10 @@
  * The figures and their topics come from the table in metrics.c, which
  * the Prometheus endpoint renders too, so the two never drift. Dropped
  * messages are published in total (Mosquitto's topic) and per reason under
- * $SYS/broker/messages/dropped/<reason> (drop.h).
+ * $SYS/broker/messages/dropped/<reason> (drop.h); connections ended or
+ * refused per reason under $SYS/broker/clients/disconnects/<name>
+ * (session/reason.h), and the older aggregate topics (clients/malformed...)
+ * as the sums of their groups.
  *
  * Load figures are exponentially damped per-minute rates over 1, 5 and 15
  * minutes, the way Mosquitto and Unix load averages compute them.
@@ -99,8 +102,8 @@ void sys_publish(struct broker *b)
 	if (interval > 0) {
 		update_load(&st->msgs_received, s->msgs_received, interval);
 		update_load(&st->msgs_sent, s->msgs_sent, interval);
-		update_load(&st->bytes_received, s->bytes_received, interval);
-		update_load(&st->bytes_sent, s->bytes_sent, interval);
+		update_load(&st->bytes_received, b->srv.conns.in.bytes_received, interval);
+		update_load(&st->bytes_sent, b->srv.stats.bytes_sent, interval);
 		update_load(&st->dropped, s->publish_dropped, interval);
 		update_load(&st->connections, s->clients_total, interval);
 	}
