@@ -1,5 +1,5 @@
 /*
- * wisp_sub: a drop-in for mosquitto_sub 2.0 (MQTT 3.1/3.1.1; v5 without
+ * wisp_sub: a drop-in for mosquitto_sub 2.0 (MQTT 3.1, 3.1.1 and 5 with -D
  * properties). Subscribes, prints messages exactly as mosquitto_sub does
  * (see common/sub_format.h) and exits with mosquitto_sub's statuses.
  *
@@ -36,13 +36,19 @@ struct sub_state {
 	int exit_code;
 };
 
+static void disconnect(struct sub_state *s, uint8_t reason)
+{
+	const struct cli_props *dp = &s->cfg.props.list[CLI_PROPS_DISCONNECT];
+	mqtt_client_disconnect_props(s->cc.client, reason, dp->buf, dp->len);
+}
+
 static void finish(struct sub_state *s, int code)
 {
 	if (s->done)
 		return;
 	s->done = true;
 	s->exit_code = code;
-	mqtt_client_disconnect(s->cc.client, 0);
+	disconnect(s, 0);
 }
 
 static void on_log(struct mqtt_client *c, const char *line, void *ud)
@@ -79,10 +85,13 @@ static void on_connect(struct mqtt_client *c, uint8_t code, bool session_present
 				options[i] |= MQTT_SUBOPT_RETAIN_AS_PUBLISHED;
 		}
 	}
-	mqtt_client_subscribe(c, (const char *const *)s->cfg.topics.v, options, s->cfg.topics.n, NULL);
+	const struct cli_props *sp = &s->cfg.props.list[CLI_PROPS_SUBSCRIBE];
+	const struct cli_props *up = &s->cfg.props.list[CLI_PROPS_UNSUBSCRIBE];
+	mqtt_client_subscribe(c, (const char *const *)s->cfg.topics.v, options, s->cfg.topics.n, sp->buf, sp->len,
+			      NULL);
 	wisp_free(options);
 	for (size_t i = 0; i < s->cfg.unsub_topics.n; i++)
-		mqtt_client_unsubscribe(c, (const char *const *)&s->cfg.unsub_topics.v[i], 1, NULL);
+		mqtt_client_unsubscribe(c, (const char *const *)&s->cfg.unsub_topics.v[i], 1, up->buf, up->len, NULL);
 }
 
 static void on_subscribe(struct mqtt_client *c, uint16_t mid, const uint8_t *codes, size_t count, void *ud)
@@ -216,7 +225,7 @@ static void on_signal(int signo, void *ud)
 	/* v5: "disconnect with will message", so the will is still sent. */
 	s->done = true;
 	s->exit_code = 0;
-	mqtt_client_disconnect(s->cc.client, MQTT_RC_DISCONNECT_WITH_WILL);
+	disconnect(s, MQTT_RC_DISCONNECT_WITH_WILL);
 }
 
 int main(int argc, char **argv)

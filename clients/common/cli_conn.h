@@ -48,6 +48,8 @@ int cli_conn_start(struct cli_conn *cc, const struct cli_cfg *cfg);
 int cli_conn_report_failure(struct cli_conn *cc, const struct cli_cfg *cfg, int err);
 void cli_conn_cleanup(struct cli_conn *cc);
 
+/* mosquitto_reason_string(): the text of a v5 reason code. */
+const char *cli_reason_string(uint8_t code);
 /* "Connection Refused: not authorised." etc. for v3 codes; v5 reason text. */
 const char *cli_connack_string(int version, uint8_t code);
 /* Prints "Connection error: ..." as mosquitto_pub/sub do on a refused CONNACK. */

@@ -226,11 +226,12 @@ static int o_count(struct cli_cfg *c, const char *v)
 	return 0;
 }
 
+/* Never called: -D takes a variable number of arguments, parsed in
+ * cli_cfg_parse_args(). */
 static int o_property(struct cli_cfg *c, const char *v)
 {
+	(void)c;
 	(void)v;
-	c->has_properties = true;
-	fprintf(stderr, "Error: MQTT v5 properties (-D) are not supported by %s yet.\n", c->prog);
 	return 1;
 }
 
@@ -601,7 +602,12 @@ int cli_cfg_parse_args(struct cli_cfg *cfg, int argc, char **argv)
 			return CLI_PARSE_ERROR;
 		}
 		if (o->fn == o_property) {
-			return o_property(cfg, NULL);
+			int used = cli_props_parse(&cfg->props, argv + i + 1, argc - i - 1);
+			if (used < 0)
+				return CLI_PARSE_ERROR;
+			i += used;
+			cfg->protocol_version = MQTT_PROTO_V5; /* properties force v5, as in mosquitto */
+			continue;
 		}
 		if (!o->missing) {
 			if (o->fn(cfg, NULL))
@@ -721,6 +727,13 @@ int cli_cfg_load(struct cli_cfg *cfg, enum cli_kind kind, int argc, char **argv)
 			fprintf(stderr, "Error: You must provide a client id if you are using an infinite session expiry interval.\n");
 			return CLI_PARSE_ERROR;
 		}
+		/* [MQTT-3.1.2.11.2]; after the -D ones, so a second one is a duplicate. */
+		if (cfg->session_expiry > 0 &&
+		    cli_props_add_u32(&cfg->props.list[CLI_PROPS_CONNECT], MQTT_PROP_SESSION_EXPIRY,
+				      (uint32_t)cfg->session_expiry) != 0) {
+			fprintf(stderr, "Error: Out of memory.\n");
+			return CLI_PARSE_ERROR;
+		}
 	} else if (!cfg->clean_session && (cfg->id_prefix || !cfg->id)) {
 		fprintf(stderr, "Error: You must provide a client id if you are using the -c option.\n");
 		return CLI_PARSE_ERROR;
@@ -731,7 +744,7 @@ int cli_cfg_load(struct cli_cfg *cfg, enum cli_kind kind, int argc, char **argv)
 	}
 	if (!cfg->host && set_str(&cfg->host, "localhost"))
 		return CLI_PARSE_ERROR;
-	return 0;
+	return cli_props_check_all(&cfg->props, cfg->quiet) ? CLI_PARSE_ERROR : 0;
 }
 
 int cli_cfg_port(const struct cli_cfg *cfg)
@@ -756,4 +769,5 @@ void cli_cfg_cleanup(struct cli_cfg *cfg)
 	strv_free(&cfg->topics);
 	strv_free(&cfg->filter_outs);
 	strv_free(&cfg->unsub_topics);
+	cli_props_cleanup(&cfg->props);
 }

@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cli_props.h"
+
 enum cli_kind { CLI_PUB, CLI_SUB };
 
 enum cli_msg_mode {
@@ -67,7 +69,7 @@ struct cli_cfg {
 	char *will_payload;
 	int will_qos;
 	bool will_retain;
-	bool has_properties; /* -D given: v5 properties, not supported yet */
+	struct cli_prop_set props; /* -D, and -x as the CONNECT session expiry */
 	/* TLS */
 	char *cafile, *capath, *certfile, *keyfile, *keyform, *tls_engine, *tls_engine_kpass_sha1;
 	char *ciphers, *tls_version, *tls_alpn, *psk, *psk_identity, *proxy;
