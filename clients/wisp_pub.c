@@ -247,6 +247,14 @@ static void on_disconnect(struct mqtt_client *c, int err, void *ud)
 		loop_stop(s->cc.loop);
 		return;
 	}
+	if (err == MQTT_CLIENT_EPROTOCOL && s->connected_once) {
+		/* mosquitto_loop_forever() gives up on a protocol error. */
+		cli_err(&s->cfg, "Error: A network protocol error occurred when communicating with the broker.\n");
+		s->exit_code = CLI_EXIT_PROTOCOL;
+		s->done = true;
+		loop_stop(s->cc.loop);
+		return;
+	}
 	if (!s->connected_once) {
 		s->exit_code = cli_conn_report_failure(&s->cc, &s->cfg, err);
 		s->done = true;

@@ -109,12 +109,14 @@ static void on_subscribe(struct mqtt_client *c, uint16_t mid, const uint8_t *cod
 	if (s->cfg.debug && !s->cfg.quiet && count)
 		printf("\n");
 	if (!some_allowed) {
+		finish(s, 0);
 		cli_err(&s->cfg, "All subscription requests were denied.\n");
-		finish(s, 0);
-		return;
 	}
-	if (s->cfg.exit_after_sub)
+	if (s->cfg.exit_after_sub) {
 		finish(s, 0);
+		if (!some_allowed)
+			disconnect(s, 0); /* mosquitto_sub disconnects a second time */
+	}
 }
 
 static bool filtered_out(const struct sub_state *s, const struct mqtt_publish *p)
@@ -197,6 +199,14 @@ static void on_disconnect(struct mqtt_client *c, int err, void *ud)
 	(void)c;
 	struct sub_state *s = ud;
 	if (s->done || err == MQTT_CLIENT_OK || err == MQTT_CLIENT_EREFUSED) {
+		loop_stop(s->cc.loop);
+		return;
+	}
+	if (err == MQTT_CLIENT_EPROTOCOL && s->connected_once) {
+		/* mosquitto_loop_forever() gives up on a protocol error. */
+		cli_err(&s->cfg, "Error: A network protocol error occurred when communicating with the broker.\n");
+		s->exit_code = CLI_EXIT_PROTOCOL;
+		s->done = true;
 		loop_stop(s->cc.loop);
 		return;
 	}

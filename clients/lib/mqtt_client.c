@@ -618,16 +618,18 @@ static void free_aliases(struct mqtt_client *c)
 }
 
 /* A v5 Topic Alias from the server [MQTT-3.3.2.3.4]: with a topic it sets
- * the alias, without one it stands for the topic set before. An alias of 0
- * or above the maximum we declared [MQTT-3.3.2-8, MQTT-3.3.2-9], or one
- * never set, is a protocol error. */
+ * the alias, without one it stands for the topic set before. A PUBLISH
+ * with a topic is taken whatever its alias, as libmosquitto takes it, but
+ * only aliases up to the maximum we declared are remembered
+ * [MQTT-3.3.2-8]; a topic-less one whose alias is unknown is a protocol
+ * error. */
 static int resolve_alias(struct mqtt_client *c, struct mqtt_publish *p)
 {
 	if (c->o.version != MQTT_PROTO_V5 || !(p->props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS)))
 		return 0;
 	uint16_t a = p->props.topic_alias;
 	if (a == 0 || a > c->alias_max)
-		return MQTT_CLIENT_EPROTOCOL;
+		return p->topic.len ? 0 : MQTT_CLIENT_EPROTOCOL;
 	if (!c->aliases && !(c->aliases = wisp_calloc(c->alias_max, sizeof *c->aliases)))
 		return MQTT_CLIENT_ENOMEM;
 	if (p->topic.len) {
@@ -1090,6 +1092,13 @@ void mqtt_client_disconnect(struct mqtt_client *c, uint8_t reason)
 void mqtt_client_disconnect_props(struct mqtt_client *c, uint8_t reason, const uint8_t *props,
 				  size_t props_len)
 {
+	if (c->user_disconnect && (c->state == ST_CLOSING || c->state == ST_IDLE)) {
+		/* Asked twice (mosquitto_sub -E after all subscriptions were
+		 * denied): libmosquitto writes a second DISCONNECT on the
+		 * closing socket and traces it; the trace is what shows. */
+		trace(c, "sending DISCONNECT");
+		return;
+	}
 	c->want_reconnect = false;
 	c->user_disconnect = true;
 	mtimer_stop(c->timers, &c->retry_timer);
