@@ -7,7 +7,9 @@
  * reading on sensors/<site>/<device> or one per metric on
  * sensors/<site>/<device>/<metric>. Every device keeps a retained status
  * topic sensors/<site>/<device>/status: "online" once connected, "offline"
- * from its will when it dies and explicitly when it stops cleanly.
+ * from its will when it dies and explicitly when it stops cleanly. With
+ * --protocol 5 the devices speak MQTT v5 and mark each reading as UTF-8
+ * JSON (payload format indicator 1, content type application/json).
  *
  * The run ends after --duration seconds or once every device has published
  * --count readings (and, for QoS > 0, had them acknowledged); then each
