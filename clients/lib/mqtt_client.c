@@ -115,7 +115,7 @@ struct mqtt_client {
 	uint32_t retry_attempt;
 	int last_errno;
 	uint8_t connack_code;
-	uint8_t disconnect_reason;
+	uint8_t disconnect_reason; /* of the server's last v5 DISCONNECT */
 };
 
 const char *mqtt_client_strerror(int err)
@@ -785,6 +785,7 @@ static int handle_packet(struct mqtt_client *c, const struct mqtt_pkt *pkt)
 		if (c->o.version == MQTT_PROTO_V5) {
 			/* libmosquitto's line has no "Client <id>" in front. */
 			trace_bare(c, "Received DISCONNECT (%u)", (unsigned)pkt->u.reason.reason);
+			c->disconnect_reason = pkt->u.reason.reason;
 			return MQTT_CLIENT_ESERVER;
 		}
 		return MQTT_CLIENT_EPROTOCOL;
@@ -1238,5 +1239,6 @@ size_t mqtt_client_pending(const struct mqtt_client *c)
 size_t mqtt_client_out_pending(const struct mqtt_client *c) { return c->olen - c->ooff; }
 int mqtt_client_errno(const struct mqtt_client *c) { return c->last_errno; }
 uint8_t mqtt_client_connack_code(const struct mqtt_client *c) { return c->connack_code; }
+uint8_t mqtt_client_disconnect_reason(const struct mqtt_client *c) { return c->disconnect_reason; }
 const char *mqtt_client_id(const struct mqtt_client *c) { return c->client_id; }
 void *mqtt_client_ud(const struct mqtt_client *c) { return c->o.ud; }

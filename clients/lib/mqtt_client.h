@@ -173,6 +173,8 @@ size_t mqtt_client_out_pending(const struct mqtt_client *c);
 int mqtt_client_errno(const struct mqtt_client *c);
 /* The last CONNACK code (0 until one arrives). */
 uint8_t mqtt_client_connack_code(const struct mqtt_client *c);
+/* The reason code of the server's last v5 DISCONNECT (MQTT_CLIENT_ESERVER). */
+uint8_t mqtt_client_disconnect_reason(const struct mqtt_client *c);
 const char *mqtt_client_id(const struct mqtt_client *c);
 void *mqtt_client_ud(const struct mqtt_client *c);
 

@@ -227,7 +227,9 @@ class V5RoundTrip(clitest.CompareCase):
         t = self.topic()
         self.pub(t, "kept", "-r", "-q", "1")
         for args in (["-V", "5", "--retain-as-published", "-F", "%r %p"], ["-V", "5", "-R", "-W", "1"],
-                     ["-F", "%r %p", "--retain-as-published"], ["-V", "311", "--retain-as-published", "-F", "%r"]):
+                     ["-F", "%r %p", "--retain-as-published"], ["-V", "311", "--retain-as-published", "-F", "%r"],
+                     ["-U", t + "/other", "-D", "unsubscribe", "user-property", "u", "v", "-D", "disconnect",
+                      "session-expiry-interval", "0", "-D", "disconnect", "reason-string", "bye", "-d", "-i", "rap"]):
             with self.subTest(args=args):
                 self.compare("sub", ["-p", self.port, "-t", t, "-C", "1"] + args)
         self.clear(t)
@@ -324,8 +326,9 @@ class FakeBroker:
     `publish` (PUBLISH packets sent after the SUBACK), then DISCONNECT or
     EOF ends the connection. Serves any number of clients in turn."""
 
-    def __init__(self, connack=0, suback=None, puback=0, publish=()):
+    def __init__(self, connack=0, suback=None, puback=0, publish=(), disconnect=None):
         self.connack, self.suback, self.puback, self.publish = connack, suback, puback, list(publish)
+        self.disconnect = disconnect  # reason of a DISCONNECT sent instead of SUBACK/PUBACK
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4)
@@ -375,6 +378,9 @@ class FakeBroker:
                 conn.sendall(_packet(0x20, bytes([0, self.connack]) + _props(b"")))
                 if self.connack >= 0x80:
                     return
+            elif kind in (3, 8) and self.disconnect is not None:
+                conn.sendall(_packet(0xE0, bytes([self.disconnect]) + _props(b"")))
+                return
             elif kind == 8:  # SUBSCRIBE
                 codes = self.suback if self.suback is not None else [0]
                 conn.sendall(_packet(0x90, body[:2] + _props(b"") + bytes(codes)))
@@ -454,6 +460,15 @@ class V5ReasonCodes(unittest.TestCase):
                     self.assertEqual(rc, 0)
                     if code >= 0x80:
                         self.assertIn("Warning: Publish 1 failed: ", err)
+
+    def test_server_disconnect(self):
+        """A v5 DISCONNECT from the server ends the run: mosquitto_sub
+        quietly with status 0, mosquitto_pub with 'not connected' (4)."""
+        for reason in (0x00, 0x81, 0x87, 0x8B, 0x8E, 0x93, 0x9C):
+            b = self.fake(disconnect=reason)
+            with self.subTest(reason=hex(reason)):
+                self.compare("sub", ["-t", "a", "-V", "5", "-d", "-i", "f", "-C", "1"], b)
+                self.compare("pub", ["-t", "a", "-m", "x", "-V", "5", "-d", "-i", "f", "-q", "1"], b)
 
     def test_server_properties(self):
         """What Mosquitto never sends: topic aliases, at each QoS, next to
