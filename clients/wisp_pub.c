@@ -241,26 +241,13 @@ static void on_publish(struct mqtt_client *c, uint16_t mid, uint8_t reason, void
 
 static void on_disconnect(struct mqtt_client *c, int err, void *ud)
 {
+	(void)c;
 	struct pub_state *s = ud;
 	if (s->done || err == MQTT_CLIENT_OK || err == MQTT_CLIENT_EREFUSED) {
 		loop_stop(s->cc.loop);
 		return;
 	}
-	if (err == MQTT_CLIENT_ESERVER) {
-		/* A v5 DISCONNECT from the server ends mosquitto_pub's loop:
-		 * quietly for reason 0, else with MOSQ_ERR_NO_CONN. */
-		if (mqtt_client_disconnect_reason(c) != 0) {
-			cli_err(&s->cfg, "Error: The client is not currently connected.\n");
-			s->exit_code = CLI_EXIT_NO_CONN;
-		}
-		s->done = true;
-		loop_stop(s->cc.loop);
-		return;
-	}
-	if (err == MQTT_CLIENT_EPROTOCOL && s->connected_once) {
-		/* mosquitto_loop_forever() gives up on a protocol error. */
-		cli_err(&s->cfg, "Error: A network protocol error occurred when communicating with the broker.\n");
-		s->exit_code = CLI_EXIT_PROTOCOL;
+	if (s->connected_once && cli_conn_loop_ends(&s->cc, &s->cfg, err, &s->exit_code)) {
 		s->done = true;
 		loop_stop(s->cc.loop);
 		return;

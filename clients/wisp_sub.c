@@ -202,17 +202,7 @@ static void on_disconnect(struct mqtt_client *c, int err, void *ud)
 		loop_stop(s->cc.loop);
 		return;
 	}
-	if (err == MQTT_CLIENT_ESERVER) {
-		/* A v5 DISCONNECT from the server ends mosquitto_sub's loop
-		 * quietly, with status 0. */
-		s->done = true;
-		loop_stop(s->cc.loop);
-		return;
-	}
-	if (err == MQTT_CLIENT_EPROTOCOL && s->connected_once) {
-		/* mosquitto_loop_forever() gives up on a protocol error. */
-		cli_err(&s->cfg, "Error: A network protocol error occurred when communicating with the broker.\n");
-		s->exit_code = CLI_EXIT_PROTOCOL;
+	if (s->connected_once && cli_conn_loop_ends(&s->cc, &s->cfg, err, &s->exit_code)) {
 		s->done = true;
 		loop_stop(s->cc.loop);
 		return;

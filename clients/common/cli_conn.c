@@ -249,6 +249,26 @@ int cli_conn_report_failure(struct cli_conn *cc, const struct cli_cfg *cfg, int 
 	return CLI_EXIT_CONN_LOST;
 }
 
+bool cli_conn_loop_ends(struct cli_conn *cc, const struct cli_cfg *cfg, int err, int *code)
+{
+	if (err == MQTT_CLIENT_ESERVER) {
+		/* mosquitto_sub stops quietly; mosquitto_pub's own loop reports
+		 * MOSQ_ERR_NO_CONN unless the reason was 0. */
+		if (cfg->kind == CLI_PUB && mqtt_client_disconnect_reason(cc->client) != 0) {
+			cli_err(cfg, "Error: The client is not currently connected.\n");
+			*code = CLI_EXIT_NO_CONN;
+		}
+		return true;
+	}
+	if (err == MQTT_CLIENT_EPROTOCOL) {
+		/* mosquitto_loop_forever() gives up on a protocol error. */
+		cli_err(cfg, "Error: A network protocol error occurred when communicating with the broker.\n");
+		*code = CLI_EXIT_PROTOCOL;
+		return true;
+	}
+	return false;
+}
+
 int cli_conn_start(struct cli_conn *cc, const struct cli_cfg *cfg)
 {
 	if (cfg->props.list[CLI_PROPS_CONNECT].len && cfg->protocol_version != MQTT_PROTO_V5) {

@@ -7,6 +7,7 @@
 #ifndef WISP_CLIENTS_CLI_CONN_H
 #define WISP_CLIENTS_CLI_CONN_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cli_opts.h"
@@ -46,6 +47,11 @@ int cli_conn_start(struct cli_conn *cc, const struct cli_cfg *cfg);
 /* For an asynchronous connect failure reported through on_disconnect:
  * prints the message and returns the exit status. */
 int cli_conn_report_failure(struct cli_conn *cc, const struct cli_cfg *cfg, int err);
+/* For a connection lost after CONNACK: true (message printed, *code set
+ * when it is not 0) when mosquitto's network loop would end the run there
+ * (a v5 DISCONNECT from the server, a protocol error) instead of
+ * reconnecting. */
+bool cli_conn_loop_ends(struct cli_conn *cc, const struct cli_cfg *cfg, int err, int *code);
 void cli_conn_cleanup(struct cli_conn *cc);
 
 /* mosquitto_reason_string(): the text of a v5 reason code. */
