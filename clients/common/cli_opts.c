@@ -62,7 +62,34 @@ static void strv_free(struct cli_strv *sv)
 	sv->n = 0;
 }
 
-bool cli_utf8_valid(const char *s) { return mqtt_utf8_valid((const uint8_t *)s, strlen(s)); }
+bool cli_utf8_valid(const char *s)
+{
+	const uint8_t *p = (const uint8_t *)s;
+	size_t len = strlen(s);
+	if (!mqtt_utf8_valid(p, len))
+		return false;
+	/* Well-formed; now what mosquitto_validate_utf8() refuses on top:
+	 * control characters and Unicode noncharacters [MQTT-1.5.4-3 says
+	 * SHOULD NOT; libmosquitto makes it an error]. */
+	for (size_t i = 0; i < len;) {
+		uint32_t cp;
+		size_t n = p[i] < 0x80 ? 1 : p[i] < 0xE0 ? 2 : p[i] < 0xF0 ? 3 : 4;
+		if (n == 1)
+			cp = p[i];
+		else if (n == 2)
+			cp = (uint32_t)(p[i] & 0x1F) << 6 | (p[i + 1] & 0x3F);
+		else if (n == 3)
+			cp = (uint32_t)(p[i] & 0x0F) << 12 | (uint32_t)(p[i + 1] & 0x3F) << 6 | (p[i + 2] & 0x3F);
+		else
+			cp = (uint32_t)(p[i] & 0x07) << 18 | (uint32_t)(p[i + 1] & 0x3F) << 12 |
+			     (uint32_t)(p[i + 2] & 0x3F) << 6 | (p[i + 3] & 0x3F);
+		if (cp <= 0x1F || (cp >= 0x7F && cp <= 0x9F) || (cp >= 0xFDD0 && cp <= 0xFDEF) ||
+		    (cp & 0xFFFF) == 0xFFFE || (cp & 0xFFFF) == 0xFFFF)
+			return false;
+		i += n;
+	}
+	return true;
+}
 
 bool cli_pub_topic_valid(const char *t)
 {

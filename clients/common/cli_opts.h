@@ -120,7 +120,8 @@ int cli_check_format(const char *fmt);
 /* Topic rules: a publish topic has no wildcards; a filter uses them whole-level. */
 bool cli_pub_topic_valid(const char *t);
 bool cli_sub_topic_valid(const char *t);
-/* UTF-8 well-formed, no U+0000 (the codec's check on a C string). */
+/* mosquitto_validate_utf8(): well-formed UTF-8 (the codec's check) and no
+ * control characters or noncharacters. */
 bool cli_utf8_valid(const char *s);
 
 /* The port actually used: -p, else 8883 with --cafile/--capath/--psk, else 1883. */

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "alloc.h"
+#include "cli_opts.h"
 #include "codec.h"
 
 /* libmosquitto's property type numbers: they appear in "Error adding
@@ -188,13 +189,13 @@ static int add(struct cli_props *p, uint8_t id, enum prop_type type, long num, c
 		rc = mqtt_props_put_str(p->buf, p->cap, &p->len, id, mstr(value));
 		break;
 	case T_STRING:
-		if (!mqtt_utf8_valid((const uint8_t *)value, slen))
+		if (!cli_utf8_valid(value))
 			return -1;
 		rc = mqtt_props_put_str(p->buf, p->cap, &p->len, id, mstr(value));
 		break;
 	case T_PAIR:
 		/* 2.0.11 checks the name's UTF-8 but, by a slip, not the value's. */
-		if (!mqtt_utf8_valid((const uint8_t *)key, klen))
+		if (!cli_utf8_valid(key))
 			return -1;
 		rc = mqtt_props_put_pair(p->buf, p->cap, &p->len, mstr(key), mstr(value));
 		break;

@@ -54,6 +54,11 @@ D_ERRORS = [
     ["-D", "unsubscribe", "user-property", "a", "b", "-D", "unsubscribe", "reason-string", "x"],
     ["-D", "publish", "content-type", "\udcff"], ["-D", "publish", "user-property", "\udcff", "v"],
     ["-D", "publish", "correlation-data", "x" * 65536], ["-D", "PUBLISH", "Topic-Alias", "0"],
+    # libmosquitto's UTF-8 check also refuses controls and noncharacters.
+    ["-D", "publish", "content-type", "a\x01b"], ["-D", "publish", "response-topic", "\x7f"],
+    ["-D", "publish", "user-property", "\u0085", "v"], ["-D", "will", "content-type", "\ufdd0"],
+    ["-D", "connect", "authentication-method", "\U0001ffff"], ["-D", "publish", "content-type", "\ufffe"],
+    ["-D", "publish", "content-type", "\u00a0\ud7ff\U0010fffd"], ["--will-topic", "w\x1f"],
     # Properties, then v3: mosquitto refuses them at connect or will time.
     ["-D", "connect", "user-property", "a", "b", "-V", "311"],
     ["-D", "will", "user-property", "a", "b", "--will-topic", "w", "-V", "mqttv31"],
