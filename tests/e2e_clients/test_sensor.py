@@ -88,8 +88,6 @@ class Sensor(clitest.CompareCase):
                                                     "-C", "3", "-F", "%p"])
         self.assertEqual((rc, out.decode().split()), (0, ["offline"] * 3))
 
-    # Turn on for wisp once its broker forwards v5 PUBLISH properties (issue 12).
-    @unittest.skipIf(clitest.BROKER == "wisp", "the wisp broker does not forward v5 properties yet")
     def test_protocol_5_properties(self):
         """--protocol 5: v5 connections, readings marked as UTF-8 JSON
         (payload format 1, content type application/json), as a v5

@@ -5,7 +5,8 @@ Three parts, each comparing the same command line run through both tools
 (stdout, stderr with program names normalised, exit status):
 - option errors: every way -D can be wrong, no broker needed;
 - round trips through a Debian Mosquitto broker (it speaks v5 fully, so
-  nothing here depends on the wisp broker): properties a publisher sets
+  the comparison does not depend on the wisp broker; e2e_clients_v5_wisp
+  runs them through the wisp broker too): properties a publisher sets
   and a subscriber prints, will and subscribe properties, CONNACK refusals;
 - a scripted fake broker (one per test, on a loopback port) that answers
   with chosen v5 reason codes and sends what Mosquitto never does (topic
@@ -70,6 +71,12 @@ def _arg(a):
     return a.encode("utf-8", "surrogateescape")
 
 
+# Argument errors and the fake broker involve no real broker: run once, in
+# the Mosquitto variant.
+NO_BROKER_NEEDED = unittest.skipIf(clitest.BROKER == "wisp", "runs in the mosquitto variant")
+
+
+@NO_BROKER_NEEDED
 class V5ArgErrors(unittest.TestCase):
     def setUp(self):
         self.home = os.path.join(clitest.tempfile.mkdtemp(), "")
@@ -239,6 +246,7 @@ class V5RoundTrip(clitest.CompareCase):
                 self.compare("sub", ["-p", self.port, "-t", t, "-C", "1"] + args)
         self.clear(t)
 
+    @unittest.skipIf(clitest.BROKER == "wisp", "the wisp broker publishes a will without its v5 properties")
     def test_will_properties(self):
         """A will with properties, sent when SIGINT ends the subscriber (v5:
         DISCONNECT 0x04 keeps the will)."""
@@ -416,6 +424,7 @@ def server_publish(topic, payload, props=b"", qos=0, mid=1):
     return _packet(0x30 | (qos << 1), body)
 
 
+@NO_BROKER_NEEDED
 class V5ReasonCodes(unittest.TestCase):
     """Reason codes and server-side properties from a scripted broker."""
 
