@@ -67,6 +67,7 @@ static void on_connect(struct mqtt_client *c, uint8_t code, bool session_present
 		cli_print_connack_error(&s->cfg, code);
 		s->exit_code = code;
 		s->done = true;
+		disconnect(s, 0); /* as mosquitto_sub does; shows in -d */
 		return;
 	}
 	s->connected_once = true;

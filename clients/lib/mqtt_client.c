@@ -115,6 +115,7 @@ struct mqtt_client {
 	uint32_t retry_attempt;
 	int last_errno;
 	uint8_t connack_code;
+	bool in_refusal; /* inside on_connect for a refused CONNACK */
 	uint8_t disconnect_reason; /* of the server's last v5 DISCONNECT */
 };
 
@@ -575,8 +576,10 @@ static int handle_connack(struct mqtt_client *c, const struct mqtt_connack *ca)
 	trace(c, "received CONNACK (%u)", (unsigned)ca->code);
 	c->connack_code = ca->code;
 	if (ca->code != 0) {
+		c->in_refusal = true;
 		if (c->o.cbs && c->o.cbs->on_connect)
 			c->o.cbs->on_connect(c, ca->code, false, c->o.ud);
+		c->in_refusal = false;
 		return MQTT_CLIENT_EREFUSED;
 	}
 	if (c->o.version == MQTT_PROTO_V5 && ca->props.present & MQTT_PROP_BIT(MQTT_PROP_ASSIGNED_CLIENT_ID)) {
@@ -1093,6 +1096,15 @@ void mqtt_client_disconnect(struct mqtt_client *c, uint8_t reason)
 void mqtt_client_disconnect_props(struct mqtt_client *c, uint8_t reason, const uint8_t *props,
 				  size_t props_len)
 {
+	if (c->in_refusal) {
+		/* mosquitto_sub disconnects from inside its CONNACK callback;
+		 * libmosquitto writes that DISCONNECT and traces it. The refused
+		 * connection closes when the callback returns. */
+		trace(c, "sending DISCONNECT");
+		c->want_reconnect = false;
+		c->user_disconnect = true;
+		return;
+	}
 	if (c->user_disconnect && (c->state == ST_CLOSING || c->state == ST_IDLE)) {
 		/* Asked twice (mosquitto_sub -E after all subscriptions were
 		 * denied): libmosquitto writes a second DISCONNECT on the

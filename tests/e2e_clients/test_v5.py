@@ -306,7 +306,7 @@ class V5Refused(clitest.CompareCase):
         for v in ("5", "mqttv5", "311", "31"):
             for kind, extra in (("pub", ["-m", "x"]), ("sub", [])):
                 with self.subTest(v=v, kind=kind):
-                    rc, out, err = self.compare(kind, ["-p", self.port, "-t", "a", "-V", v] + extra)
+                    rc, out, err = self.compare(kind, ["-p", self.port, "-t", "a", "-V", v, "-d", "-i", "x"] + extra)
                     self.assertEqual(rc, 135 if "5" in v else 5)
 
 
@@ -452,7 +452,7 @@ class V5ReasonCodes(unittest.TestCase):
             b = self.fake(connack=code)
             for kind, extra in (("pub", ["-m", "x"]), ("sub", [])):
                 with self.subTest(code=hex(code), kind=kind):
-                    rc, out, err = self.compare(kind, ["-t", "a", "-V", "5"] + extra, b)
+                    rc, out, err = self.compare(kind, ["-t", "a", "-V", "5", "-d", "-i", "x"] + extra, b)
                     self.assertEqual(rc, code)
 
     def test_suback_codes(self):
