@@ -514,6 +514,19 @@ class V5ReasonCodes(unittest.TestCase):
             with self.subTest(extra=extra):
                 rc, out, err = self.compare("sub", ["-t", "#", "-C", "1", "-V", "5", "-F", "%t"] + extra, b)
                 self.assertEqual(rc, 2)
+        # A property a PUBLISH may not carry [MQTT-3.3.2.3], and a
+        # truncated PUBLISH, end it the same way.
+        for name, pkt in (("reason-string", server_publish("a", b"x", bytes([0x1F]) + _str("why"))),
+                          ("malformed", _packet(0x30, b"\x00"))):
+            b = self.fake(publish=[pkt])
+            with self.subTest(name):
+                rc, out, err = self.compare("sub", ["-t", "#", "-C", "1", "-V", "5", "-F", "%t"], b)
+                self.assertEqual(rc, 2)
+        # Payload format 1 with a payload that is not UTF-8 is printed as
+        # it is: neither client checks it.
+        b = self.fake(publish=[server_publish("a", b"\xff\xfe", bytes([1, 1]))])
+        rc, out, err = self.compare("sub", ["-t", "#", "-C", "1", "-V", "5", "-F", "%t %x %F"], b)
+        self.assertEqual((rc, out), (0, "a fffe 1\n"))
 
     def test_alias_resolution(self):
         """wisp_sub resolves a topic alias the server set earlier (what a
