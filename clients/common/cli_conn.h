@@ -1,8 +1,9 @@
 /*
  * Connection set-up shared by wisp_pub and wisp_sub: turns the parsed
- * options into an mqtt_client (client id rules, will, credentials, v5
- * session expiry, TLS context from --cafile/--capath/--cert/--key/...),
- * and maps connection outcomes to mosquitto's messages and exit codes.
+ * options into an mqtt_client (client id rules, will, credentials, the v5
+ * CONNECT and will properties of -D and -x, TLS context from
+ * --cafile/--capath/--cert/--key/...), and maps connection outcomes to
+ * mosquitto's messages and exit codes.
  */
 #ifndef WISP_CLIENTS_CLI_CONN_H
 #define WISP_CLIENTS_CLI_CONN_H
