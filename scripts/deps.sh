@@ -5,7 +5,9 @@
 #                            clients as reference peers, Paho for Python,
 #                            clang for libFuzzer, openssl for test certificates,
 #                            Node.js with MQTT.js and playwright-core from npm,
-#                            chromium, prometheus, nats-server, Paho C)
+#                            chromium, prometheus, nats-server, Paho C,
+#                            and for the Debian package test debootstrap,
+#                            systemd-analyze, dpkg-shlibdeps, file, man)
 # Runs apt-get through sudo unless already root.
 set -eu
 
@@ -15,6 +17,7 @@ if [ "${1:-}" = "--test" ]; then
 	# install without recommends.
 	pkgs="$pkgs libcunit1-dev mosquitto mosquitto-clients python3 python3-paho-mqtt clang libclang-rt-14-dev openssl procps"
 	pkgs="$pkgs chromium prometheus nats-server libpaho-mqtt-dev valgrind"
+	pkgs="$pkgs debootstrap systemd dpkg-dev file man-db"
 	# A machine may carry its own Node.js with npm (NodeSource's conflicts
 	# with Debian's npm): Debian's only when there is none.
 	command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
