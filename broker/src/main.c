@@ -167,7 +167,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		/* What start-up would refuse, the check refuses, in the same words. */
-		if (broker_check_tls(cfg, err, sizeof err) != 0) {
+		if (server_check_tls(cfg, err, sizeof err) != 0) {
 			fprintf(stderr, "%s\n", err);
 			config_free(cfg);
 			return 1;

@@ -632,7 +632,7 @@ static const struct bad_case bad_cases[] = {
 	BAD("CONNECT empty", 0, MQTT_EMALFORMED, "\x10\x00"),
 	BAD("CONNECT name truncated", 0, MQTT_EMALFORMED, "\x10\x04\x00\x04MQ"),
 	BAD("CONNECT no level", 0, MQTT_EMALFORMED, "\x10\x06\x00\x04MQTT"),
-	BAD("[MQTT-3.1.2-1] unknown protocol name", 0, MQTT_EVERSION,
+	BAD("[MQTT-3.1.2-1] unknown protocol name", 0, MQTT_EPROTONAME,
 	    "\x10\x0E\x00\x04MQTX\x04\x02\x00\x3C\x00\x02" "c1"),
 	BAD("[MQTT-3.1.2-2] level 6", 0, MQTT_EVERSION, "\x10\x0E\x00\x04MQTT\x06\x02\x00\x3C\x00\x02" "c1"),
 	BAD("[MQTT-3.1.2-2] MQTT with level 3", 0, MQTT_EVERSION,
@@ -822,7 +822,6 @@ static void test_connect_bad_level_reports_level(void)
 	} t[] = {
 		{"\x10\x0E\x00\x04MQTT\x06\x02\x00\x3C\x00\x02" "c1", 16, 6},
 		{"\x10\x0E\x00\x04MQTT\x03\x02\x00\x3C\x00\x02" "c1", 16, 3},
-		{"\x10\x07\x00\x04HTTP\x04", 9, 4},
 		{"\x10\x09\x00\x06MQIsdp\x05", 11, 5},
 	};
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
@@ -1251,7 +1250,8 @@ static void test_strerror(void)
 {
 	static const int errs[] = {MQTT_EMALFORMED, MQTT_EPROTOCOL, MQTT_ETOOBIG, MQTT_EVARINT,
 				   MQTT_EFLAGS,     MQTT_EUTF8,     MQTT_EQOS,    MQTT_ETYPE,
-				   MQTT_EVERSION,   MQTT_EPROPS,    MQTT_ENOSPC,  MQTT_EINVAL};
+				   MQTT_EVERSION,   MQTT_EPROPS,    MQTT_ENOSPC,  MQTT_EINVAL,
+				   MQTT_EPROTONAME};
 	for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++)
 		CU_ASSERT(strcmp(mqtt_strerror(errs[i]), "unknown error") != 0);
 	CU_ASSERT_STRING_EQUAL(mqtt_strerror(0), "unknown error");

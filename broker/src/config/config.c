@@ -195,6 +195,14 @@ static const struct field limits_fields[] = {
 	      JSON_INT_MAX, 32u << 20),
 	F_NUM(struct config_limits, FT_U64, "max_queued_bytes_total", max_queued_bytes_total, 0, JSON_INT_MAX,
 	      256u << 20),
+	/* MQTT 5 (announced in CONNACK). Mosquitto's defaults: 10 inbound
+	 * topic aliases per connection (a 10-pointer table, only for v5
+	 * connections that use one), QoS 2, retained messages on, and
+	 * sessions that never expire kept forever. */
+	F_NUM(struct config_limits, FT_U16, "max_topic_alias", max_topic_alias, 0, 65535, 10),
+	F_NUM(struct config_limits, FT_U16, "max_qos", max_qos, 0, 2, 2),
+	F_BOOL(struct config_limits, "retain_available", retain_available, 1),
+	F_NUM(struct config_limits, FT_U32, "max_session_expiry", max_session_expiry, 0, UINT32_MAX - 1, 0),
 	{0},
 };
 

@@ -61,6 +61,10 @@ struct config_limits {
 	uint32_t max_connect_size;    /* bytes of a CONNECT before authentication; default 327701 (3.1.1 maximum) */
 	uint64_t max_unauthenticated_bytes; /* input held by connections before CONNECT, broker-wide; default 32 MiB */
 	uint64_t max_queued_bytes_total; /* queued QoS 1/2 bytes of all sessions; default 256 MiB */
+	uint16_t max_topic_alias;     /* v5 inbound topic aliases per connection; default 10; 0 = none */
+	uint16_t max_qos;             /* highest QoS accepted (v5: Maximum QoS); default 2 */
+	bool retain_available;        /* retained messages accepted (v5: Retain Available); default true */
+	uint32_t max_session_expiry;  /* seconds an offline session is kept at most; default 0 = as asked */
 };
 
 struct config_acl_rule; /* defined by auth/ (issue #5) */

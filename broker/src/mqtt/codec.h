@@ -60,7 +60,8 @@ enum mqtt_pkt_type {
 	X(MQTT_EVERSION, -9, "unsupported protocol name or level")             \
 	X(MQTT_EPROPS, -10, "invalid property")                                \
 	X(MQTT_ENOSPC, -11, "output buffer too small")                         \
-	X(MQTT_EINVAL, -12, "invalid argument to encoder")
+	X(MQTT_EINVAL, -12, "invalid argument to encoder")                     \
+	X(MQTT_EPROTONAME, -13, "unknown protocol name")
 
 enum mqtt_err {
 #define MQTT_ERR_ENUM(name, value, text) name = value,
@@ -348,8 +349,10 @@ ssize_t mqtt_frame_size(const uint8_t *buf, size_t len, const struct mqtt_codec_
  * Topic name and filter wildcard rules are left to topic/ (a v3 SUBSCRIBE
  * with a bad filter gets 0x80, not a disconnect); an empty PUBLISH topic is
  * refused here (MQTT_EPROTOCOL) unless a v5 Topic Alias stands in for it.
- * On MQTT_EVERSION, out->type and out->u.connect.version are filled with
- * what the CONNECT said, so the broker can answer in kind [MQTT-3.1.2-2];
+ * On MQTT_EVERSION (a known protocol name with a level not its own) and
+ * MQTT_EPROTONAME (neither "MQTT" nor "MQIsdp"), out->type and
+ * out->u.connect.version are filled with what the CONNECT said, so the
+ * broker can answer in kind [MQTT-3.1.2-1][MQTT-3.1.2-2];
  * after other errors `out` is unspecified.
  */
 ssize_t mqtt_decode(const uint8_t *buf, size_t len, const struct mqtt_codec_opts *opts,
@@ -364,6 +367,10 @@ ssize_t mqtt_varint_decode(const uint8_t *buf, size_t len, uint32_t *out);
 
 /* True when `s` is well-formed UTF-8 without U+0000 or surrogates [MQTT-1.5.3]. */
 bool mqtt_utf8_valid(const uint8_t *s, size_t len);
+/* True when `s` holds a control character U+0001..U+001F or U+007F..U+009F
+ * (allowed by [MQTT-1.5.4-3] to be refused; the broker refuses them in
+ * client ids, user names, topic names and filters, as Mosquitto does). */
+bool mqtt_utf8_has_control(const uint8_t *s, size_t len);
 
 /*
  * Encoders write one whole packet into `buf` and return its length, or

@@ -11,6 +11,7 @@
  * retained value there is always the broker's.
  */
 #include "broker.h"
+#include "session_v5.h"
 
 #include <string.h>
 
@@ -65,18 +66,35 @@ static int ack_unrouted(struct broker *b, struct conn *c, const struct mqtt_publ
 	return 0;
 }
 
-int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *p, const char **why)
+int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *p, enum reason *why)
 {
 	const char *topic = (const char *)p->topic.ptr;
 	size_t topic_len = p->topic.len;
 	b->stats.msgs_received++;
+	if (p->qos > b->cfg->limits.max_qos) {
+		*why = REASON_QOS_NOT_SUPPORTED; /* [MQTT-3.2.2-11] */
+		return WISP_EPROTO;
+	}
+	if (p->retain && !b->cfg->limits.retain_available) {
+		*why = REASON_RETAIN_NOT_SUPPORTED; /* [MQTT-3.2.2-14] */
+		return WISP_EPROTO;
+	}
+	if (p->props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS)) {
+		int rc = session_v5_alias(b, c->sess, p->props.topic_alias, &topic, &topic_len, why);
+		if (rc != 0)
+			return rc;
+	}
+	if (mqtt_utf8_has_control((const uint8_t *)topic, topic_len)) {
+		*why = REASON_CONTROL_CHARACTER;
+		return WISP_EPROTO;
+	}
 	if (!topic_name_valid(topic, topic_len)) {
-		*why = "invalid topic name in PUBLISH"; /* [MQTT-3.3.2-2] no wildcards */
+		*why = REASON_TOPIC_INVALID; /* [MQTT-3.3.2-2] no wildcards */
 		return WISP_EPROTO;
 	}
 	if (b->cfg->limits.max_topic_length && topic_len > b->cfg->limits.max_topic_length) {
 		b->stats.topics_refused++;
-		*why = "topic longer than max_topic_length";
+		*why = REASON_TOPIC_TOO_LONG;
 		return WISP_ELIMIT;
 	}
 	struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
@@ -86,7 +104,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	int nlevels = topic_split(topic, topic_len, levels, max_levels);
 	if (nlevels < 0) {
 		b->stats.topics_refused++;
-		*why = "topic has more levels than max_topic_levels";
+		*why = REASON_TOPIC_TOO_DEEP;
 		return WISP_ELIMIT;
 	}
 	uint64_t seq_before = persist_seq(b);
@@ -108,7 +126,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		if (rc == 0) /* a retransmission: acknowledge, do not route twice */
 			return broker_send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id);
 		if (rc < 0) {
-			*why = rc == WISP_ELIMIT ? "too many QoS 2 messages awaiting PUBREL" : "out of memory";
+			*why = rc == WISP_ELIMIT ? REASON_QOS2_TOO_MANY : REASON_NO_MEMORY;
 			return rc;
 		}
 		if (persist_refuses_durable(b)) {
@@ -117,7 +135,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 			 * once would be lost [MQTT-4.3.3-2]. */
 			sess_qos2_in_release(c->sess, p->packet_id);
 			b->persist.refused++;
-			*why = "QoS 2 publish refused: the store cannot write (see $SYS/broker/store/state)";
+			*why = REASON_STORE_REFUSED_PUBLISH;
 			return WISP_EIO;
 		}
 	}
@@ -127,7 +145,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		 * that copy must be routed, not taken for a retransmission. */
 		if (p->qos == 2)
 			sess_qos2_in_release(c->sess, p->packet_id);
-		*why = "out of memory for a message";
+		*why = REASON_NO_MEMORY;
 		return WISP_ENOMEM;
 	}
 	if (p->retain)
@@ -150,7 +168,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	 * acknowledged depends on them. */
 	if (p->qos > 0 && persist_refuses_durable(b) && persist_ack_must_wait(b, c, seq_before)) {
 		b->persist.refused++;
-		*why = "QoS 1/2 publish refused: the store cannot write (see $SYS/broker/store/state)";
+		*why = REASON_STORE_REFUSED_PUBLISH;
 		return WISP_EIO;
 	}
 	/* The ack vouches for what this publish appended (queued copies for

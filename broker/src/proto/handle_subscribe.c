@@ -24,6 +24,7 @@
  * a byte per filter until its SUBACK. Single threaded: loop thread only.
  */
 #include "broker.h"
+#include "input.h"
 
 #include <string.h>
 
@@ -327,8 +328,30 @@ static int defer(struct broker *b, struct conn *c, struct sub_job *job)
 	return WISP_EAGAIN;
 }
 
+/* Filters that end the connection rather than earn a refusal code: a
+ * zero-length one [MQTT-4.7.3-1], or one with a control character (as
+ * Mosquitto). Checked over the whole packet before any filter is used. */
+static bool filters_acceptable(const struct mqtt_subscribe *p, uint8_t type, enum reason *why)
+{
+	struct mqtt_sub_iter it;
+	struct mqtt_str f;
+	uint8_t opts;
+	mqtt_sub_iter_init(p, type == MQTT_PKT_SUBSCRIBE, &it);
+	while (mqtt_sub_next(&it, &f, &opts) == 1) {
+		if (f.len == 0) {
+			*why = REASON_EMPTY_FILTER;
+			return false;
+		}
+		if (mqtt_utf8_has_control(f.ptr, f.len)) {
+			*why = REASON_CONTROL_CHARACTER;
+			return false;
+		}
+	}
+	return true;
+}
+
 /* SUBSCRIBE and UNSUBSCRIBE, first seen or handed back by broker_sub_turn(). */
-static int handle(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, uint8_t type, const char **why)
+static int handle(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, uint8_t type, enum reason *why)
 {
 	struct sub_work *w = &b->sub_work;
 	uint8_t stack[CODES_ON_STACK];
@@ -341,11 +364,13 @@ static int handle(struct broker *b, struct conn *c, const struct mqtt_subscribe 
 		job = NULL;
 	}
 	if (!job) {
+		if (!filters_acceptable(p, type, why))
+			return WISP_EPROTO;
 		local = (struct sub_job){.c = c, .packet_id = p->packet_id, .count = p->count, .type = type};
 		list_init(&local.link);
 		local.codes = p->count <= CODES_ON_STACK ? stack : wisp_malloc(p->count);
 		if (!local.codes) {
-			*why = "out of memory";
+			*why = REASON_NO_MEMORY;
 			return WISP_ENOMEM;
 		}
 		job = &local;
@@ -373,22 +398,22 @@ done:
 	spend(w, used);
 	job_free(job);
 	if (rc != 0)
-		*why = "out of memory";
+		*why = REASON_NO_MEMORY;
 	return rc;
 wait:
 	spend(w, used);
 	rc = defer(b, c, job);
 	if (rc == WISP_ENOMEM)
-		*why = "out of memory";
+		*why = REASON_NO_MEMORY;
 	return rc;
 }
 
-int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why)
+int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, enum reason *why)
 {
 	return handle(b, c, p, MQTT_PKT_SUBSCRIBE, why);
 }
 
-int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why)
+int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, enum reason *why)
 {
 	return handle(b, c, p, MQTT_PKT_UNSUBSCRIBE, why);
 }
@@ -412,7 +437,7 @@ void broker_sub_turn(struct broker *b)
 			break;
 		struct conn *c = job->c;
 		w->resuming = job;
-		broker_resume_input(b, c);
+		conn_input_resume(c);
 		if (w->resuming == job) {
 			/* Its packet did not come back (cannot happen while the
 			 * input is paused): forget it rather than spin. */

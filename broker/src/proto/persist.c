@@ -1,4 +1,5 @@
 #include "persist.h"
+#include "session_v5.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -191,6 +192,15 @@ static const struct delivery_hooks hooks = {
  * session restored without one (written by an older Wisp) is written
  * without one until its first login binds it; that login's SESSION_PUT
  * records the owner. */
+/* A session's expiry in SESSION_PUT: its v5 Session Expiry Interval, or 0
+ * for a session without one (3.1.1: kept until it connects with clean
+ * session 1), as every record before v5 sessions were kept said. A v5
+ * session with interval 0 is never stored, so 0 is not ambiguous. */
+static uint32_t persist_expiry(const struct session *s)
+{
+	return s->v5 ? s->v5->expiry : 0;
+}
+
 static void set_owner(struct store_session *rec, const struct session *s)
 {
 	if (!s->owned)
@@ -217,6 +227,7 @@ void persist_session_put(struct broker *b, struct session *s)
 		.client = str_of(s->client_id, s->id_len),
 		.proto = s->conn ? s->conn->version : MQTT_PROTO_V311,
 		.next_packet_id = s->next_packet_id,
+		.expiry_s = persist_expiry(s),
 	};
 	set_owner(&rec, s);
 	int rc = store_append_session_put(b->persist.store, &rec);
@@ -460,7 +471,7 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 {
 	struct store *st = x->st;
 	struct store_session rec = {.client = str_of(s->client_id, s->id_len), .next_packet_id = s->next_packet_id,
-				    .proto = MQTT_PROTO_V311};
+				    .proto = MQTT_PROTO_V311, .expiry_s = persist_expiry(s)};
 	set_owner(&rec, s);
 	int rc = store_append_session_put(st, &rec);
 	struct list_node *n;
@@ -651,6 +662,15 @@ static int v_session_put(void *ctx, const struct store_session *r)
 		return WISP_ENOMEM;
 	if (r->next_packet_id > s->next_packet_id)
 		s->next_packet_id = r->next_packet_id;
+	if (r->expiry_s) {
+		/* Its expiry runs again from the restart (persist_open): how long it
+		 * was offline before is not recorded, so it may live longer, never
+		 * shorter, than asked. */
+		struct sess_v5 *v = session_v5_get(b, s);
+		if (!v)
+			return WISP_ENOMEM;
+		v->expiry = r->expiry_s;
+	}
 	/* A record without an owner (an older Wisp's) says nothing about it:
 	 * it does not unbind an owner an earlier record named. */
 	if (r->owner == STORE_OWNER_NONE)
@@ -871,6 +891,7 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 		store_close(st);
 		return rc;
 	}
+	session_v5_restored(b);
 	b->persist.store = st;
 	if (loop_io_start(b->loop, &b->persist.io, store_durable_fd(st), LOOP_READ, on_durable) != 0) {
 		snprintf(err, errlen, "%s: cannot watch the store's sync events", pc->dir);

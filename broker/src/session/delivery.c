@@ -322,7 +322,7 @@ size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
 		free_entry(e);
 		removed++;
 	}
-	s->dropped += removed;
+	s->dropped += (uint32_t)removed;
 	return removed;
 }
 

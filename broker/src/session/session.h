@@ -30,10 +30,43 @@
 #include <stdint.h>
 
 #include "list.h"
+#include "loop.h"
 #include "tree.h"
 
 struct conn;
 struct acl_client;
+struct msg;
+struct session;
+
+/* Session Expiry Interval meaning "never" [MQTT-3.1.2-11]. */
+#define SESS_EXPIRY_NEVER UINT32_MAX
+
+/* An inbound topic alias of the current connection (v5). */
+struct sess_alias {
+	char *topic;   /* NULL: not set */
+	uint16_t len;
+};
+
+/*
+ * The MQTT 5 state of a session, allocated apart and only for sessions
+ * that need it (a v5 client's, or a 3.1.1 persistent session while
+ * limits.max_session_expiry bounds it): an idle 3.1.1 connection costs
+ * one NULL pointer, in what was padding. Owned by proto/ (session_v5.c),
+ * which arms the timers and frees it with the session.
+ */
+struct sess_v5 {
+	struct session *s;
+	void *ctx;                      /* the broker, for the timers */
+	struct loop_timer expiry_timer; /* offline, with a finite expiry */
+	struct loop_timer will_timer;   /* a will waiting for its delay */
+	struct msg *will;               /* the delayed will (a reference), or NULL */
+	uint32_t expiry;                /* Session Expiry Interval, s; SESS_EXPIRY_NEVER */
+	uint32_t will_delay;            /* of the current connection's will */
+	/* The current connection's inbound topic aliases [MQTT-3.3.2-12]:
+	 * `alias_max` entries, allocated at the first alias used. */
+	struct sess_alias *aliases;
+	uint16_t alias_max;
+};
 
 /* Set in a subscription's options byte (a bit MQTT 5 reserves, so never
  * set by a client) when the ACL must be asked for every delivered topic. */
@@ -98,12 +131,13 @@ struct session {
 	bool owned;
 	uint8_t sess_flags;         /* SESS_FLAG_* */
 	uint16_t drop_episodes;     /* a bit per enum drop_reason already logged (proto/route.c) */
+	uint16_t inflight_count;    /* in what was padding, so v5 fits without growing the session */
 	struct list_node inflight;  /* struct sess_msg, in send order */
 	struct list_node queue;     /* struct sess_msg, waiting for the window */
-	uint16_t inflight_count;
 	uint32_t queued_count;
+	uint32_t dropped;           /* messages this session lost to limits (for logs: wraps) */
 	uint64_t queued_bytes;
-	uint64_t dropped;           /* messages this session lost to limits */
+	struct sess_v5 *v5;         /* MQTT 5 state, or NULL (see struct sess_v5) */
 	/* Inbound QoS 2 packet ids between PUBREC and PUBREL: a PUBLISH
 	 * repeating one of them is not routed again [MQTT-4.3.3-2]. */
 	uint16_t *qos2_in;
