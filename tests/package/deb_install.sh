@@ -13,13 +13,14 @@
 #    has) and runs `apt install ./wisp_*.deb` in it, as the README says;
 # 4. in that root: the wisp user exists, nothing was started or enabled,
 #    `wisp --check-config /etc/wisp/wisp.json` passes, the broker runs as
-#    wisp and carries a retained message from wisp_pub to wisp_sub, and
+#    wisp and carries a retained message from wisp_pub to wisp_sub, logrotate
+#    (installed for it) rotates /var/log/wisp/wisp.log with the snippet, and
 #    `systemd-analyze verify` and `security --offline` accept the unit;
 # 5. purges the package: its files and data go, the user stays.
 #
 # Needs root (debootstrap, chroot) and deb.debian.org (WISP_DEBIAN_MIRROR
 # overrides it). Each step prints the seconds since the start; measured on
-# the 2-core development VM: 100 to 215 s, 60 to 145 s of it debootstrap.
+# the 2-core development VM: 100 to 231 s, 60 to 165 s of it debootstrap.
 # WISP_KEEP_ROOT=1 keeps WORK_DIR/root for inspection.
 set -eu
 PATH=$PATH:/usr/sbin:/sbin
@@ -148,6 +149,18 @@ BROKER_PID=""
 [ -n "$(find "$ROOT/var/lib/wisp" -uid "$uid" -type f)" ] || fail "the broker wrote no state into /var/lib/wisp"
 echo "broker ran as wisp on port $port: retained message round trip, clean stop"
 
+step "logrotate /etc/logrotate.d/wisp"
+in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends logrotate' \
+	>"$WORK/logrotate-install.log" 2>&1 || { cat "$WORK/logrotate-install.log"; fail "apt-get install logrotate"; }
+install -d -o "$uid" -g "$gid" -m 0750 "$ROOT/var/log/wisp"
+echo "a line" >"$ROOT/var/log/wisp/wisp.log"
+out=$(in_root logrotate -v -f -s /tmp/logrotate.state /etc/logrotate.d/wisp 2>&1) ||
+	fail "logrotate -f /etc/logrotate.d/wisp: $out"
+echo "$out" | grep -qi 'error' && fail "logrotate: $out"
+[ -f "$ROOT/var/log/wisp/wisp.log.1" ] && [ ! -e "$ROOT/var/log/wisp/wisp.log" ] ||
+	fail "logrotate did not rename wisp.log to wisp.log.1 (nocreate: the broker makes the new one on SIGHUP)"
+echo "logrotate renamed /var/log/wisp/wisp.log to wisp.log.1"
+
 step "systemd-analyze verify and security"
 # --man=no: man-db is not in the root (the pages were checked above).
 out=$(cd "$WORK" && systemd-analyze verify --man=no --root="$ROOT" wisp.service 2>&1) ||
@@ -162,7 +175,7 @@ awk -v l="$level" 'BEGIN { exit !(l <= 2.0) }' || fail "unit exposure $level, ab
 step "apt purge wisp"
 in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get purge -y wisp' >"$WORK/purge.log" 2>&1 ||
 	{ cat "$WORK/purge.log"; fail "apt-get purge wisp"; }
-for f in /usr/sbin/wisp /etc/wisp/wisp.json /usr/lib/systemd/system/wisp.service /var/lib/wisp; do
+for f in /usr/sbin/wisp /etc/wisp/wisp.json /usr/lib/systemd/system/wisp.service /var/lib/wisp /var/log/wisp; do
 	[ ! -e "$ROOT$f" ] || fail "$f is left after purge"
 done
 in_root getent passwd wisp >/dev/null || fail "purge removed the wisp user (Debian leaves system users)"
