@@ -526,6 +526,28 @@ class HttpRefusals(WsTestCase):
 
 
 @skip_unless_wisp("wisp's ws listener")
+class Timeouts(WsTestCase):
+    LIMITS = {"connect_timeout": 1}
+
+    def test_silent_connections_time_out_in_their_handshake(self):
+        """A ws connection that sends nothing, and a wss one that stops
+        after TLS, are closed by connect_timeout, each logged as the
+        handshake it was in."""
+        silent = socket.create_connection(("127.0.0.1", self.broker.port), timeout=IO_TIMEOUT)
+        self.on_cleanup(silent.close)
+        tls = client_tls_context(ca_file()).wrap_socket(
+            socket.create_connection(("127.0.0.1", self.broker.wss_port), timeout=IO_TIMEOUT),
+            server_hostname="localhost")
+        self.on_cleanup(tls.close)
+        for s in (silent, tls):
+            self.assertEqual(s.recv(1), b"")  # closed within IO_TIMEOUT
+        self.broker.wait_log(r"connection from 127\.0\.0\.1:\d+ closed: WebSocket handshake timed out",
+                             timeout=IO_TIMEOUT)
+        self.assertEqual(self.count_log(r"closed: WebSocket handshake timed out"), 2)
+        self.assertEqual(self.count_log(r"TLS handshake timed out"), 0)
+
+
+@skip_unless_wisp("wisp's ws listener")
 class FrameViolations(WsTestCase):
     WS_KEYS = {"max_frame_size": 4096}
 

@@ -1023,6 +1023,9 @@ struct transport *ws_transport_new(struct transport *inner, const struct ws_opts
 	ws->inner = inner;
 	ws->opts = *o;
 	ws->state = WS_INNER;
+	/* Plain TCP has no handshake of its own: a ws connection that never
+	 * sends a byte is in its WebSocket handshake, not in a TLS one. */
+	ws->inner_ready = strcmp(inner->ops->name, "tcp") == 0;
 	ws->forwarded.sin6_family = AF_UNSPEC;
 	return &ws->base;
 }
