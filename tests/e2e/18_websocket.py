@@ -8,7 +8,7 @@ for this run in a temp dir), so every client meets every other.
 
 Covers:
 - real clients: MQTT.js 5.16 on Node (tests/js) over ws:// and wss:// with
-  the test CA, QoS 0, 1 and 2, MQTT 3.1.1; Python paho-mqtt with
+  the test CA, QoS 0, 1 and 2, MQTT 3.1.1 (and 5 over ws); Python paho-mqtt with
   transport="websockets" over ws and wss; Eclipse Paho C (Debian's
   libpaho-mqtt, tests/support/paho_ws_client.c) over ws:// and wss://;
   messages cross between WebSocket and plain TCP clients;
@@ -23,7 +23,8 @@ Covers:
   (1000), the connection ends abnormally (its will is published);
 - ping/pong, and a PUBLISH split across frames / many packets in a frame;
 - in a browser: MQTT.js's browser bundle in Debian's Chromium (headless,
-  playwright-core, tests/js/browser_mqtt.js) over ws:// and wss://. For
+  playwright-core, tests/js/browser_mqtt.js) over ws:// and wss://, MQTT
+  3.1.1 and 5. For
   wss Chromium is told to accept the test server's key by its SPKI hash
   (--ignore-certificate-errors-spki-list), since the test cannot add the
   test CA to Chromium's store without NSS's certutil; not
@@ -338,11 +339,11 @@ class WsTestCase(BrokerTestCase):
 @skip_unless_wisp("wisp's ws listener")
 class RealClients(WsTestCase):
 
-    def run_node(self, url, ca=None):
+    def run_node(self, url, ca=None, version=4):
         script = os.path.join(self.broker.dir, "client.js")
         with open(script, "w") as f:
             f.write(NODE_CLIENT)
-        argv = [NODE, script, MQTT_JS, url] + ([ca] if ca else [])
+        argv = [NODE, script, MQTT_JS, url, str(version)] + ([ca] if ca else [])
         cp = subprocess.run(argv, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
         out = cp.stdout.decode(errors="replace")
         self.assertEqual(cp.returncode, 0, "MQTT.js: %s %s" % (out, cp.stderr.decode(errors="replace")))
@@ -353,6 +354,10 @@ class RealClients(WsTestCase):
         round trips, MQTT 3.1.1."""
         self.assertTrue(os.path.isdir(MQTT_JS), "npm ci --prefix tests/js first")
         self.run_node("ws://127.0.0.1:%d/mqtt" % self.broker.port)
+
+    def test_mqttjs_ws_mqtt5(self):
+        """MQTT.js over ws:// with MQTT 5."""
+        self.run_node("ws://127.0.0.1:%d/mqtt" % self.broker.port, version=5)
 
     def test_mqttjs_wss_qos012(self):
         """MQTT.js over wss:// trusting the test CA (no verification turned off)."""
@@ -425,10 +430,10 @@ class PahoC(WsTestCase):
 
 
 NODE_CLIENT = r"""
-const [mqttPath, url, ca] = process.argv.slice(2);
+const [mqttPath, url, version, ca] = process.argv.slice(2);
 const mqtt = require(mqttPath);
 const fs = require('fs');
-const opts = {protocolVersion: 4, clientId: 'mqttjs-' + process.pid, reconnectPeriod: 0,
+const opts = {protocolVersion: Number(version), clientId: 'mqttjs-' + process.pid, reconnectPeriod: 0,
               connectTimeout: 10000};
 if (ca) {
   opts.ca = fs.readFileSync(ca);
@@ -460,7 +465,7 @@ class BrowserPage(WsTestCase):
 
     def test_mqttjs_browser_bundle_ws_and_wss(self):
         """MQTT.js's browser bundle in headless Chromium: QoS 0, 1, 2 round
-        trips over ws:// and wss://."""
+        trips over ws:// and wss://, MQTT 3.1.1 and 5."""
         self.assertTrue(os.path.exists(CHROMIUM), "Debian's chromium package is needed")
         urls = ["ws://127.0.0.1:%d/mqtt" % self.broker.port, "wss://localhost:%d/mqtt" % self.broker.wss_port]
         cp = subprocess.run([NODE, BROWSER_JS, os.path.join(REPO_ROOT, "tests", "js"), SPKI] + urls,
@@ -468,7 +473,8 @@ class BrowserPage(WsTestCase):
         out = cp.stdout.decode(errors="replace")
         self.assertEqual(cp.returncode, 0, out + cp.stderr.decode(errors="replace")[-2000:])
         for url in urls:
-            self.assertIn("ok " + url, out)
+            for version in (4, 5):
+                self.assertIn("ok v%d %s" % (version, url), out)
 
 
 @skip_unless_wisp("wisp's ws listener")
@@ -517,6 +523,28 @@ class HttpRefusals(WsTestCase):
     def test_mqtt_bytes_on_ws_port(self):
         """Raw MQTT (a CONNECT) sent to the ws port is not HTTP: refused, the broker serves on."""
         self.check_refused(connect_pkt("raw-on-ws"), 501, r"upgrade refused with HTTP 501")
+
+
+@skip_unless_wisp("wisp's ws listener")
+class Timeouts(WsTestCase):
+    LIMITS = {"connect_timeout": 1}
+
+    def test_silent_connections_time_out_in_their_handshake(self):
+        """A ws connection that sends nothing, and a wss one that stops
+        after TLS, are closed by connect_timeout, each logged as the
+        handshake it was in."""
+        silent = socket.create_connection(("127.0.0.1", self.broker.port), timeout=IO_TIMEOUT)
+        self.on_cleanup(silent.close)
+        tls = client_tls_context(ca_file()).wrap_socket(
+            socket.create_connection(("127.0.0.1", self.broker.wss_port), timeout=IO_TIMEOUT),
+            server_hostname="localhost")
+        self.on_cleanup(tls.close)
+        for s in (silent, tls):
+            self.assertEqual(s.recv(1), b"")  # closed within IO_TIMEOUT
+        self.broker.wait_log(r"connection from 127\.0\.0\.1:\d+ closed: WebSocket handshake timed out",
+                             timeout=IO_TIMEOUT)
+        self.assertEqual(self.count_log(r"closed: WebSocket handshake timed out"), 2)
+        self.assertEqual(self.count_log(r"TLS handshake timed out"), 0)
 
 
 @skip_unless_wisp("wisp's ws listener")

@@ -1,7 +1,7 @@
 // Loads MQTT.js's browser bundle (dist/mqtt.min.js) into Debian's Chromium,
 // headless, driven by playwright-core, and runs QoS 0, 1 and 2 round trips
-// (MQTT 3.1.1) from the page over each ws:// or wss:// URL given. Prints
-// "ok <url>" per URL; exits non-zero if any failed. Used by
+// with MQTT 3.1.1 and with MQTT 5 from the page over each ws:// or wss://
+// URL given. Prints "ok v<4|5> <url>" per pair; exits non-zero if any failed. Used by
 // tests/e2e/18_websocket.py.
 //
 //   node browser_mqtt.js TESTS_JS_DIR SPKI URL...
@@ -24,9 +24,9 @@ const { chromium } = require(path.join(jsDir, 'node_modules', 'playwright-core')
     page.on('console', (m) => console.error('page: ' + m.text()));
     await page.setContent('<!doctype html><title>wisp ws test</title><body></body>');
     await page.addScriptTag({ path: path.join(jsDir, 'node_modules', 'mqtt', 'dist', 'mqtt.min.js') });
-    for (const url of urls) {
-      const res = await page.evaluate((url) => new Promise((resolve) => {
-        const c = mqtt.connect(url, { protocolVersion: 4, clientId: 'browser-' + Math.random().toString(16).slice(2), reconnectPeriod: 0, connectTimeout: 10000 });
+    for (const [url, version] of urls.flatMap((u) => [[u, 4], [u, 5]])) {
+      const res = await page.evaluate(([url, version]) => new Promise((resolve) => {
+        const c = mqtt.connect(url, { protocolVersion: version, clientId: 'browser-' + Math.random().toString(16).slice(2), reconnectPeriod: 0, connectTimeout: 10000 });
         const left = new Set([0, 1, 2]);
         c.on('error', (e) => resolve('error: ' + e.message));
         c.on('close', () => { if (left.size) resolve('closed with ' + left.size + ' left'); });
@@ -38,8 +38,8 @@ const { chromium } = require(path.join(jsDir, 'node_modules', 'playwright-core')
           if (p.toString() === 'qos ' + packet.qos) left.delete(packet.qos);
           if (!left.size) c.end(false, {}, () => resolve('ok'));
         });
-      }), url);
-      console.log(res + ' ' + url);
+      }), [url, version]);
+      console.log(res + ' v' + version + ' ' + url);
       if (res !== 'ok') process.exitCode = 1;
     }
   } finally {

@@ -114,8 +114,10 @@ struct ws_transport {
 	uint8_t hdr_len, hdr_off;
 	uint64_t out_left;
 
-	struct sockaddr_storage forwarded; /* AF_UNSPEC unless a trusted proxy said */
-	char error[160];
+	/* AF_UNSPEC unless a trusted proxy said; sockaddr_in6 holds an IPv4
+	 * sockaddr_in too, in 28 bytes instead of sockaddr_storage's 128. */
+	struct sockaddr_in6 forwarded;
+	char error[112];
 };
 
 static struct ws_stats stats;
@@ -700,8 +702,9 @@ static void take_forwarded(struct ws_transport *ws, struct http_str v)
 		return;
 	memcpy(addr, v.ptr + start, end - start);
 	addr[end - start] = '\0';
+	_Static_assert(sizeof(struct sockaddr_in) <= sizeof ws->forwarded, "an IPv4 address fits");
 	struct sockaddr_in *in = (struct sockaddr_in *)(void *)&ws->forwarded;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)(void *)&ws->forwarded;
+	struct sockaddr_in6 *in6 = &ws->forwarded;
 	memset(&ws->forwarded, 0, sizeof ws->forwarded);
 	if (inet_pton(AF_INET, addr, &in->sin_addr) == 1)
 		in->sin_family = AF_INET;
@@ -962,7 +965,8 @@ static int ws_peer_info(struct transport *t, struct transport_peer_info *out)
 {
 	struct ws_transport *ws = (struct ws_transport *)t;
 	int rc = transport_peer_info(ws->inner, out);
-	out->forwarded = ws->forwarded;
+	memset(&out->forwarded, 0, sizeof out->forwarded);
+	memcpy(&out->forwarded, &ws->forwarded, sizeof ws->forwarded);
 	return rc;
 }
 
@@ -1019,7 +1023,10 @@ struct transport *ws_transport_new(struct transport *inner, const struct ws_opts
 	ws->inner = inner;
 	ws->opts = *o;
 	ws->state = WS_INNER;
-	ws->forwarded.ss_family = AF_UNSPEC;
+	/* Plain TCP has no handshake of its own: a ws connection that never
+	 * sends a byte is in its WebSocket handshake, not in a TLS one. */
+	ws->inner_ready = strcmp(inner->ops->name, "tcp") == 0;
+	ws->forwarded.sin6_family = AF_UNSPEC;
 	return &ws->base;
 }
 

@@ -43,10 +43,13 @@
  * way, are written at once from read() when the socket takes them, and
  * otherwise go out ahead of the next writev (MQTT's keepalive makes one).
  *
- * Memory: ~0.5 KiB per connection, plus the HTTP parser (max_header_bytes)
- * during the handshake only, plus a wslay frame context (~4.2 KiB, from
- * malloc, charged to wisp_mem_charge) only while a frame is partly
- * parsed: idle connections give theirs back to a small pool.
+ * Memory: ~0.7 KiB per connection (this struct and the inner transport;
+ * measured: an idle ws connection with one subscription costs the broker
+ * ~1.38 KB of RSS, a TCP one 0.63 KB, Mosquitto's ws one 6.3 KB), plus the
+ * HTTP parser (max_header_bytes) during the handshake only, plus a wslay
+ * frame context (~4.2 KiB, from malloc, charged to wisp_mem_charge) only
+ * while a frame is partly parsed: idle connections give theirs back to a
+ * small pool.
  *
  * Single-threaded, on the loop thread.
  */
