@@ -169,7 +169,7 @@ static void note_refusal(struct broker *b, struct session *s, const char *filter
 }
 
 /* A refused filter's SUBACK code: v5 says why [MQTT-3.9.3], 3.1.1 has only 0x80. */
-static uint8_t refused(const struct session *s, uint8_t v5_code)
+static uint8_t suback_refusal(const struct session *s, uint8_t v5_code)
 {
 	return s->conn && s->conn->version == MQTT_PROTO_V5 ? v5_code : MQTT_SUBACK_FAILURE;
 }
@@ -187,22 +187,22 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 	int rc = WISP_EINVAL;
 	size_t inner_at = 0; /* where a shared subscription's filter starts */
 	if (over) {
-		code = refused(s, MQTT_RC_QUOTA_EXCEEDED);
+		code = suback_refusal(s, MQTT_RC_QUOTA_EXCEEDED);
 		note_refusal(b, s, f, len, over);
 	} else if (!topic_filter_valid(f, len)) {
-		code = refused(s, MQTT_RC_TOPIC_FILTER_INVALID);
+		code = suback_refusal(s, MQTT_RC_TOPIC_FILTER_INVALID);
 		verdict = "invalid filter";
 	} else if (share_parse(f, len, &inner_at) == SHARE_MALFORMED) {
 		/* [MQTT-4.8.2-1] [MQTT-4.8.2-2] (3.1.1 knows no $share/: 0x80,
 		 * as Mosquitto answers) */
-		code = refused(s, MQTT_RC_TOPIC_FILTER_INVALID);
+		code = suback_refusal(s, MQTT_RC_TOPIC_FILTER_INVALID);
 		verdict = "malformed shared subscription";
 	} else {
 		/* A shared subscription reads the topics its inner filter matches:
 		 * the ACL is asked about that filter. */
 		int bits = acl_bits(s, f + inner_at, len - inner_at);
 		if (bits < 0) {
-			code = refused(s, MQTT_RC_NOT_AUTHORIZED);
+			code = suback_refusal(s, MQTT_RC_NOT_AUTHORIZED);
 			verdict = "denied by the ACL";
 		} else {
 			rc = router_interest_add(&b->route.router, s, f, len, (uint8_t)(options | bits), sub_id,
@@ -213,7 +213,7 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 				verdict = rc == WISP_ELIMIT ? "over limits.max_subscriptions"
 				        : rc == WISP_ENOMEM ? "out of memory (limits.memory_limit)"
 							    : wisp_strerror(rc);
-				code = refused(s, rc == WISP_ELIMIT ? MQTT_RC_QUOTA_EXCEEDED : MQTT_RC_UNSPECIFIED);
+				code = suback_refusal(s, rc == WISP_ELIMIT ? MQTT_RC_QUOTA_EXCEEDED : MQTT_RC_UNSPECIFIED);
 				note_refusal(b, s, f, len, verdict);
 			}
 		}
