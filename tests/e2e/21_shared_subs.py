@@ -198,6 +198,23 @@ c.on('message', (topic, payload) => say('MSG ' + payload.toString()));
         self.assertEqual((pkt.first, pkt.body), (0xE0, b"\x82"))
         c.wait_closed()
 
+    def test_identifier_and_user_properties_as_for_ordinary_subscriptions(self):
+        """A member's Subscription Identifier comes with the message
+        [MQTT-3.3.4-3] and the publisher's User Properties are forwarded
+        unchanged [MQTT-3.3.2-17], as on an ordinary subscription."""
+        from paho.mqtt.properties import Properties
+        from paho.mqtt.packettypes import PacketTypes
+
+        m = self.paho5("id-m")
+        self.assertEqual(paho5_subscribe(m, "$share/g/id/t", qos=1, sub_id=7), [1])
+        pub = self.paho5("id-pub")
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = [("k", "v"), ("k", "w")]
+        pub.publish("id/t", "x", qos=1, properties=props).wait_for_publish(IO_TIMEOUT)
+        got = paho5_get(m)
+        self.assertEqual(got.properties.SubscriptionIdentifier, [7])
+        self.assertEqual(got.properties.UserProperty, [("k", "v"), ("k", "w")])
+
     def test_connack_announces_shared_subscriptions(self):
         """Shared Subscription Available is absent from the v5 CONNACK, which
         means 1: the broker supports them [MQTT-3.2.2.3.15]."""
@@ -225,6 +242,29 @@ c.on('message', (topic, payload) => say('MSG ' + payload.toString()));
                     n = int.from_bytes(props[i:i + 2], "big")
                     i += 2 + n
         c.send(DISCONNECT_PKT)
+
+
+@skip_unless_wisp("Wisp's ACL file")
+class SharedAclTest(BrokerTestCase):
+    """The ACL is asked about the filter a shared subscription reads, not
+    about the $share/... string."""
+
+    def broker_options(self):
+        self.dir = tempfile.mkdtemp(prefix="wisp-shared-acl-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        acl = os.path.join(self.dir, "acl")
+        with open(acl, "w") as f:
+            f.write("topic read acl/ok/#\ntopic write acl/#\n")
+        return {"config": {"auth": {"acl_file": acl}}}
+
+    def test_acl_on_the_inner_filter(self):
+        c = self.raw("acl-m")
+        self.assertEqual(list(c.subscribe([("$share/g/acl/ok/#", 1), ("$share/g/acl/no/#", 1),
+                                           ("$share/acl/ok/#", 1)])), [1, 0x80, 0x80])
+        self.pub("acl/ok/t", "yes", qos=1)
+        self.assertEqual(c.recv_publish().payload, b"yes")
+        self.pub("acl/no/t", "no", qos=1)
+        c.assert_no_packet(0.3)
 
 
 @skip_unless_wisp("kills and restarts the broker on its own store")
