@@ -212,8 +212,9 @@ static void deliver_to_member(struct broker *b, struct sess_sub *sub, struct msg
 
 /* One delivery per matched group (section 4.8.2), after the ordinary ones:
  * a session with an ordinary and a shared subscription matching may get
- * two copies, as 4.8.2 allows. Returns the groups delivered to. */
-static size_t deliver_shared(struct route_ctx *rc, struct msg *m)
+ * two copies, as 4.8.2 allows. Returns the groups delivered to. Not
+ * inlined, so that the ordinary delivery loop keeps its code. */
+__attribute__((noinline)) static size_t deliver_shared(struct route_ctx *rc, struct msg *m)
 {
 	struct broker *b = broker_of(rc);
 	size_t n = 0;
