@@ -272,27 +272,26 @@ class SharedDurabilityTest(BrokerTestCase):
     """Group membership is a subscription like any other: after kill -9
     the members of a persistent session are back in their group."""
 
+    def broker_options(self):
+        return {"config": {"persistence": {"enabled": True, "dir": self.data, "fsync": "no"}}}
+
     def setUp(self):
-        self._closers = []
         self.data = tempfile.mkdtemp(prefix="wisp-shared-store-")
-        self.brokers = []
-        self.broker = self.start_broker()
+        self.killed = []
+        super().setUp()
 
     def tearDown(self):
-        for c in reversed(self._closers):
-            try:
-                c()
-            except Exception:  # noqa: BLE001 - cleanup must not hide the test result
-                pass
-        self.broker.stop()
-        for b in self.brokers:
+        super().tearDown()
+        for b in self.killed:
             b.cleanup()
         shutil.rmtree(self.data, ignore_errors=True)
 
-    def start_broker(self):
-        b = Broker(config={"persistence": {"enabled": True, "dir": self.data, "fsync": "no"}})
-        self.brokers.append(b)
-        return b.start()
+    def restart_after_kill9(self):
+        self.broker.proc.send_signal(signal.SIGKILL)
+        self.assertEqual(self.broker.proc.wait(timeout=10), -signal.SIGKILL)
+        self.broker.exit_status = -signal.SIGKILL
+        self.killed.append(self.broker)
+        self.broker = Broker(**self.broker_options()).start()
 
     def test_kill9_keeps_group_membership(self):
         import paho.mqtt.client as mqtt
@@ -303,10 +302,7 @@ class SharedDurabilityTest(BrokerTestCase):
         self.assertEqual(paho5_subscribe(b, "$share/g/k9/t", qos=1), [1])
         paho5_stop(b)
 
-        self.broker.proc.send_signal(signal.SIGKILL)
-        self.assertEqual(self.broker.proc.wait(timeout=10), -signal.SIGKILL)
-        self.broker.exit_status = -signal.SIGKILL
-        self.broker = self.start_broker()
+        self.restart_after_kill9()
 
         a = paho_client(self.broker.port, "k9-a", clean_session=False, protocol=mqtt.MQTTv311)
         self.on_cleanup(lambda: paho_stop(a))
