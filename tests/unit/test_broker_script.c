@@ -885,6 +885,15 @@ static void test_v5_restart_keeps_options_identifiers_and_properties(void)
 	NOTHING(s2);
 }
 
+static CU_TestInfo shared_tests[] = {
+	{"one delivery per group, round-robin, min QoS (4.8.2)", test_shared_round_robin},
+	{"malformed share name: 0x8F / 0x80 [MQTT-4.8.2-1] [MQTT-4.8.2-2]", test_shared_malformed},
+	{"No Local on a shared subscription: DISCONNECT 0x82 [MQTT-3.8.3-4]", test_shared_no_local_protocol_error},
+	{"no retained messages on a shared subscription [MQTT-3.3.1-6]", test_shared_no_retained},
+	{"unacknowledged messages handed over on leave", test_shared_hand_over},
+	CU_TEST_INFO_NULL,
+};
+
 static CU_TestInfo connect_tests[] = {
 	{"CONNECT accepted: CONNACK 0", test_connect_accepted},
 	{"CONNECT a byte at a time", test_connect_byte_by_byte},
@@ -938,15 +947,6 @@ static CU_TestInfo v5_tests[] = {
 	{"Retain Handling 0/1/2 [MQTT-3.3.1-9..11]", test_v5_retain_handling},
 	{"MQTT-3.3.4-4 one copy with both identifiers", test_v5_one_copy_with_both_identifiers},
 	{"SUBACK 0x8F per filter [MQTT-3.9.3-1]", test_v5_suback_reason_codes},
-	CU_TEST_INFO_NULL,
-};
-
-static CU_TestInfo shared_tests[] = {
-	{"one delivery per group, round-robin, min QoS (4.8.2)", test_shared_round_robin},
-	{"malformed share name: 0x8F / 0x80 [MQTT-4.8.2-1] [MQTT-4.8.2-2]", test_shared_malformed},
-	{"No Local on a shared subscription: DISCONNECT 0x82 [MQTT-3.8.3-4]", test_shared_no_local_protocol_error},
-	{"no retained messages on a shared subscription [MQTT-3.3.1-6]", test_shared_no_retained},
-	{"unacknowledged messages handed over on leave", test_shared_hand_over},
 	CU_TEST_INFO_NULL,
 };
 
