@@ -837,6 +837,15 @@ static void test_shared_hand_over(void)
 	EXPECT(b, "32 08 00 03 's/t' 00 04 'w'");
 }
 
+static CU_TestInfo shared_tests[] = {
+	{"one delivery per group, round-robin, min QoS (4.8.2)", test_shared_round_robin},
+	{"malformed share name: 0x8F / 0x80 [MQTT-4.8.2-1] [MQTT-4.8.2-2]", test_shared_malformed},
+	{"No Local on a shared subscription: DISCONNECT 0x82 [MQTT-3.8.3-4]", test_shared_no_local_protocol_error},
+	{"no retained messages on a shared subscription [MQTT-3.3.1-6]", test_shared_no_retained},
+	{"unacknowledged messages handed over on leave", test_shared_hand_over},
+	CU_TEST_INFO_NULL,
+};
+
 #define CONNECT_V5_PERSIST "10 15 00 04 'MQTT' 05 00 00 3c 05 11 00 00 0e 10 00 03 's5p'"
 
 /* A v5 CONNACK (flags and reason pinned, as expect_v5_connack) followed by
@@ -884,15 +893,6 @@ static void test_v5_restart_keeps_options_identifiers_and_properties(void)
 	SEND(s2, "30 07 00 03 'v/t' 00 'y'"); /* No Local still holds */
 	NOTHING(s2);
 }
-
-static CU_TestInfo shared_tests[] = {
-	{"one delivery per group, round-robin, min QoS (4.8.2)", test_shared_round_robin},
-	{"malformed share name: 0x8F / 0x80 [MQTT-4.8.2-1] [MQTT-4.8.2-2]", test_shared_malformed},
-	{"No Local on a shared subscription: DISCONNECT 0x82 [MQTT-3.8.3-4]", test_shared_no_local_protocol_error},
-	{"no retained messages on a shared subscription [MQTT-3.3.1-6]", test_shared_no_retained},
-	{"unacknowledged messages handed over on leave", test_shared_hand_over},
-	CU_TEST_INFO_NULL,
-};
 
 static CU_TestInfo connect_tests[] = {
 	{"CONNECT accepted: CONNACK 0", test_connect_accepted},
