@@ -244,6 +244,41 @@ c.on('message', (topic, payload) => say('MSG ' + payload.toString()));
         c.send(DISCONNECT_PKT)
 
 
+@skip_unless_wisp("Wisp's $SYS topics")
+class SharedSysTest(BrokerTestCase):
+    """$SYS/broker/subscriptions/shared_groups counts the groups; the
+    groups' own tree handles are not counted as subscriptions."""
+
+    def broker_options(self):
+        return {"config": {"sys_interval": 1}}
+
+    def wait_sys(self, c, topic, want):
+        """The value `topic` has once it reaches `want` (bounded: a few
+        updates of one second)."""
+        last = None
+        for _ in range(200):
+            pkt = c.recv_publish(timeout=IO_TIMEOUT)
+            if pkt.topic == topic:
+                last = pkt.payload
+                if last == want:
+                    return
+        self.fail("%s never became %r (last %r)" % (topic, want, last))
+
+    def test_shared_groups_counted(self):
+        a = self.raw("sys-a")
+        self.assertEqual(list(a.subscribe([("$share/g/sys/t", 0), ("$share/h/sys/t", 0)])), [0, 0])
+        b = self.raw("sys-b")
+        self.assertEqual(list(b.subscribe([("$share/g/sys/t", 0)])), [0])
+        watch = self.raw("sys-watch")
+        watch.subscribe([("$SYS/broker/subscriptions/shared_groups", 0), ("$SYS/broker/subscriptions/count", 0)])
+        self.wait_sys(watch, "$SYS/broker/subscriptions/shared_groups", b"2")
+        self.wait_sys(watch, "$SYS/broker/subscriptions/count", b"5")
+        b.send(unsubscribe_pkt(2, ["$share/g/sys/t"]))
+        b.expect(UNSUBACK)
+        a.close()
+        self.wait_sys(watch, "$SYS/broker/subscriptions/shared_groups", b"0")
+
+
 @skip_unless_wisp("Wisp's ACL file")
 class SharedAclTest(BrokerTestCase):
     """The ACL is asked about the filter a shared subscription reads, not
