@@ -6,7 +6,13 @@ round-robin over the connected members, with real clients of both
 versions (paho-mqtt MQTTv5 and MQTTv311, mosquitto_sub -V 5 and 311,
 MQTT.js); unacknowledged QoS 1 messages of a member that leaves reach
 another member; no retained messages on a shared subscription; malformed
-share names refused; membership survives kill -9."""
+share names refused; membership survives kill -9.
+
+Run against Mosquitto 2.0.11 (WISP_E2E_BROKER=mosquitto), round-robin,
+identifiers and two groups side by side pass; where it differs it is
+said on the skipped test (it sends retained messages on a shared
+subscription, grants No Local on one, closes the connection on a
+malformed share name, and keeps a leaving member's messages)."""
 
 import os
 import queue
@@ -152,15 +158,18 @@ c.on('message', (topic, payload) => say('MSG ' + payload.toString()));
         pub.publish("ho/t", "after", qos=1).wait_for_publish(IO_TIMEOUT)
         self.assertEqual(paho5_get(other).payload, b"after")
 
+    @skip_unless_wisp("Mosquitto 2.0.11 keeps them for the member that left")
     def test_unacked_messages_reach_another_member_on_unsubscribe(self):
         def leave(raw):
             raw.send(unsubscribe_pkt(9, ["$share/g/ho/t"]))
             raw.expect(UNSUBACK)
         self._hand_over(leave)
 
+    @skip_unless_wisp("Mosquitto 2.0.11 keeps them for the member that left")
     def test_unacked_messages_reach_another_member_on_disconnect(self):
         self._hand_over(lambda raw: raw.close())
 
+    @skip_unless_wisp("Mosquitto 2.0.11 sends retained messages on shared subscriptions")
     def test_no_retained_on_shared_subscription(self):
         """Retained messages go to a new Non-shared Subscription only
         [MQTT-3.3.1-6]: none on a shared one (mosquitto_sub -V 311, paho
@@ -175,6 +184,7 @@ c.on('message', (topic, payload) => say('MSG ' + payload.toString()));
         self.assertEqual(m3.get()[3], "live")
         self.assertEqual(paho5_get(p5).payload, b"live")
 
+    @skip_unless_wisp("Mosquitto 2.0.11 closes the connection instead")
     def test_malformed_share_names(self):
         """[MQTT-4.8.2-1] a ShareName of at least one character,
         [MQTT-4.8.2-2] without '/', '+', '#' and followed by '/' and a
@@ -186,6 +196,7 @@ c.on('message', (topic, payload) => say('MSG ' + payload.toString()));
         c.send(subscribe5(3, [(f, 1) for f in bad] + [("$share/g/t", 1)]))
         self.assertEqual(c.expect(SUBACK).body, b"\x00\x03\x00" + bytes([0x8F] * len(bad) + [0x01]))
 
+    @skip_unless_wisp("Mosquitto 2.0.11 grants it")
     def test_no_local_on_shared_is_protocol_error(self):
         """[MQTT-3.8.3-4] No Local on a shared subscription: DISCONNECT 0x82
         and the connection closes."""
