@@ -172,7 +172,7 @@ c.on('message', (topic, payload) => say('MSG ' + payload.toString()));
     @skip_unless_wisp("Mosquitto 2.0.11 sends retained messages on shared subscriptions")
     def test_no_retained_on_shared_subscription(self):
         """Retained messages go to a new Non-shared Subscription only
-        [MQTT-3.3.1-6]: none on a shared one (mosquitto_sub -V 311, paho
+        (MQTT 5 section 3.3.1.3): none on a shared one (mosquitto_sub -V 311, paho
         v5); live messages do arrive."""
         self.pub("nr/t", "kept", qos=1, retain=True)
         m3 = self.sub("$share/g/nr/t", qos=1, extra=["-V", "311"]).wait_subscribed()

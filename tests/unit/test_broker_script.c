@@ -786,8 +786,8 @@ static void test_shared_no_local_protocol_error(void)
 	CU_ASSERT(client_closed(c));
 }
 
-/* Retained messages go to a new Non-shared Subscription only
- * [MQTT-3.3.1-6]: a shared one gets the SUBACK alone, then live messages. */
+/* Retained messages go to a new Non-shared Subscription only (MQTT 5
+ * section 3.3.1.3): a shared one gets the SUBACK alone, then live messages. */
 static void test_shared_no_retained(void)
 {
 	struct hclient *p = connected(CONNECT_PUB);
@@ -841,7 +841,7 @@ static CU_TestInfo shared_tests[] = {
 	{"one delivery per group, round-robin, min QoS (4.8.2)", test_shared_round_robin},
 	{"malformed share name: 0x8F / 0x80 [MQTT-4.8.2-1] [MQTT-4.8.2-2]", test_shared_malformed},
 	{"No Local on a shared subscription: DISCONNECT 0x82 [MQTT-3.8.3-4]", test_shared_no_local_protocol_error},
-	{"no retained messages on a shared subscription [MQTT-3.3.1-6]", test_shared_no_retained},
+	{"no retained messages on a shared subscription (3.3.1.3)", test_shared_no_retained},
 	{"unacknowledged messages handed over on leave", test_shared_hand_over},
 	CU_TEST_INFO_NULL,
 };

@@ -240,8 +240,9 @@ static uint8_t unsubscribe_one(struct broker *b, struct session *s, const char *
 static void retained_one(struct broker *b, struct session *s, const char *f, size_t len, uint8_t code,
 			 uint32_t sub_id)
 {
-	/* Retained messages go to a new Non-shared Subscription only
-	 * [MQTT-3.3.1-6] (section 3.3.1.3): never on a shared one. */
+	/* MQTT 5 section 3.3.1.3 sends retained messages when a new
+	 * Non-shared Subscription is made (3.1.1's [MQTT-3.3.1-6] said any
+	 * new subscription): never on a shared one. */
 	if (code >= MQTT_SUBACK_FAILURE || (code & CODE_NO_RETAINED) || share_is_shared(f, len))
 		return;
 	const struct delivery_sub_ids ids = {&sub_id, 1};
