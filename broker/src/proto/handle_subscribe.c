@@ -7,7 +7,10 @@
  * the ACL gets 0x80 while the others are granted. Refusals by a limit are
  * counted ($SYS/broker/subscriptions/refused) and logged once per session.
  * Retained messages matching a new or replaced subscription follow the
- * SUBACK [MQTT-3.3.1-6][MQTT-3.8.4-3], with the retain flag set.
+ * SUBACK [MQTT-3.3.1-6][MQTT-3.8.4-3], with the retain flag set; none on a
+ * shared subscription, `$share/{group}/{filter}` (share.h), whose share
+ * name is checked here [MQTT-4.8.2-1] [MQTT-4.8.2-2] and whose inner
+ * filter is what the ACL judges.
  *
  * Work per loop turn is bounded. A connection handles at most
  * SUB_TURN_FILTERS filters per turn (over all its packets), and a packet

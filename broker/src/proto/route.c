@@ -8,6 +8,10 @@
  * subscription with No Local does not match its own session's messages
  * [MQTT-3.8.3-3]; another subscription of that session still may.
  *
+ * A shared subscription group (share.h) is one more match of the walk,
+ * kept on a list through the group itself; after the ordinary deliveries
+ * each matched group delivers to one member (deliver_shared).
+ *
  * A generation counter marks sessions already seen during this publish, so
  * deduplication costs O(1) per match and no per-publish allocation once the
  * entry and identifier arrays have grown to the largest fan-out seen.

@@ -5,7 +5,8 @@
  * and a router spanning cluster nodes (later) are interchangeable.
  *
  *  - publish: delivers the message to every matching subscriber, once per
- *    session however many of its subscriptions match, applying No Local
+ *    session however many of its subscriptions match (and once more to
+ *    one member of each matching shared group, share.h), applying No Local
  *    per subscription [MQTT-3.8.3-3] and carrying Retain As Published
  *    [MQTT-3.3.1-12] and every matching Subscription Identifier
  *    [MQTT-3.3.4-3] [MQTT-3.3.4-4] into the delivery. Borrows `m` (takes

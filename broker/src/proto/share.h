@@ -21,7 +21,7 @@
  * Cost: nothing on a publish that matches no group (routing tests one
  * options bit it already loads). Per matched group, the pick scans the
  * members from the cursor until a connected one: O(1) while most are
- * connected. Memory: a group is ~80 bytes plus its key and a pointer per
+ * connected. Memory: a group is about 90 bytes plus its key and a pointer per
  * member; groups live in a hash table that doubles. Single threaded: loop
  * thread only.
  */
