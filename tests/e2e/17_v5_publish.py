@@ -121,6 +121,29 @@ c.on('message', (topic, payload, packet) => { c.end(); done({topic, payload: pay
         self.assertEqual(r["props"].get("contentType"), "text/x")
         self.assertEqual(r["props"].get("responseTopic"), "js/reply")
 
+    def test_client_maximum_packet_size_and_receive_maximum_with_mqttjs(self):
+        """[MQTT-3.1.2-25] MQTT.js with Maximum Packet Size 64 never gets the
+        200-byte message (dropped for it alone; a paho subscriber gets it);
+        with Receive Maximum 1 [MQTT-3.3.4-9] it still gets every small
+        QoS 1 message, one in flight at a time."""
+        js = self.mqttjs("""
+const c = mqtt.connect({host: '127.0.0.1', port: PORT, protocolVersion: 5, clientId: 'js-small',
+  properties: {maximumPacketSize: 64, receiveMaximum: 1}});
+const got = [];
+c.on('connect', () => c.subscribe('mps/t', {qos: 1}, (err) => { if (err) process.exit(1); say('SUBSCRIBED'); }));
+c.on('message', (topic, payload) => { got.push(payload.toString());
+  if (payload.toString() === 'end') { c.end(); done({got}); } });
+""")
+        js.wait_line("SUBSCRIBED")
+        other = self.paho5("mps-other")
+        paho5_subscribe(other, "mps/t", qos=1)
+        self.pub("mps/t", "x" * 200, qos=1, extra=["-V", "5"])
+        for i in range(3):
+            self.pub("mps/t", "small%d" % i, qos=1, extra=["-V", "5"])
+        self.pub("mps/t", "end", qos=1, extra=["-V", "5"])
+        self.assertEqual(js.result()["got"], ["small0", "small1", "small2", "end"])
+        self.assertEqual(paho5_get(other).payload, b"x" * 200)
+
     def test_puback_no_matching_subscribers(self):
         """PUBACK 0x10 when nobody subscribed; a PUBREC too (QoS 2 then
         goes on); the short form when there was a subscriber."""

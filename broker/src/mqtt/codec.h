@@ -444,6 +444,8 @@ struct mqtt_publish_split {
 ssize_t mqtt_encode_publish_split(uint8_t *head, size_t head_cap, uint8_t *mid, size_t mid_cap,
 				  size_t *mid_len, uint8_t version, const struct mqtt_publish_split *p);
 size_t mqtt_publish_split_mid_max(size_t sub_id_count);
+/* The whole packet's size in bytes, or 0 if it cannot be encoded. */
+size_t mqtt_publish_split_size(uint8_t version, const struct mqtt_publish_split *p);
 
 /* Property builders for v5 encoders: append one property to `buf` at `*off`.
  * Return 0, or MQTT_ENOSPC (nothing written, *off unchanged), or MQTT_EINVAL

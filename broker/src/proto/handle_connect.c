@@ -289,6 +289,11 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 		session_v5_online(b, s);
 		v->expiry = expiry;
 		v->will_delay = p->has_will && v5 ? p->will_props.will_delay : 0;
+		/* What this connection lets Wisp send (session/delivery.c). */
+		v->send_max = v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM))
+				      ? p->props.receive_maximum : 0;
+		v->packet_max = v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE))
+					? p->props.maximum_packet_size : 0;
 		if (!v5)
 			v->alias_max = 0;
 	} else if (s->v5) {

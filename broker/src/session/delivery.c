@@ -92,18 +92,44 @@ static uint32_t expiry_left(const struct delivery_limits *lim, const struct msg 
 	return msg_expiry_left(m, loop_now_s(lim->clock));
 }
 
-static int send_publish(struct session *s, const struct delivery_limits *lim, struct sess_msg *e, bool dup)
+static struct outq_delivery entry_delivery(const struct delivery_limits *lim, const struct sess_msg *e, bool dup)
 {
-	struct outq_delivery d = {
+	return (struct outq_delivery){
 		.qos = e->qos,
 		.retain = e->retain,
 		.dup = dup,
-		.packet_id = e->packet_id,
+		.packet_id = e->packet_id ? e->packet_id : 1, /* its size, before an id is taken */
 		.expiry_left = expiry_left(lim, e->msg),
 		.sub_ids = e->sub_ids,
 		.sub_id_count = e->sub_id_count,
 	};
+}
+
+static int send_publish(struct session *s, const struct delivery_limits *lim, struct sess_msg *e, bool dup)
+{
+	struct outq_delivery d = entry_delivery(lim, e, dup);
 	return conn_send_publish(s->conn, e->msg, &d);
+}
+
+/* The in-flight window: max_inflight, or less if the client's Receive
+ * Maximum says so [MQTT-3.3.4-9]. */
+static uint16_t window(const struct session *s, const struct delivery_limits *lim)
+{
+	uint16_t w = lim->max_inflight;
+	if (s->v5 && s->v5->send_max && s->v5->send_max < w)
+		w = s->v5->send_max;
+	return w;
+}
+
+/* [MQTT-3.1.2-25] nothing over the client's Maximum Packet Size is sent:
+ * such a delivery is dropped for that client alone (and counted). */
+static bool fits(const struct session *s, const struct msg *m, const struct outq_delivery *d)
+{
+	uint32_t max = s->v5 ? s->v5->packet_max : 0;
+	if (!max)
+		return true;
+	size_t size = outq_publish_size(m, s->conn->version, d);
+	return size && size <= max;
 }
 
 static int send_pubrel(struct session *s, uint16_t packet_id)
@@ -114,9 +140,13 @@ static int send_pubrel(struct session *s, uint16_t packet_id)
 	return n < 0 ? WISP_EINVAL : conn_send_bytes(s->conn, buf, (size_t)n);
 }
 
-/* Puts a queued entry on the wire and into the window. */
-static void start_flight(struct session *s, const struct delivery_limits *lim, struct sess_msg *e)
+/* Puts a queued entry on the wire and into the window; WISP_ELIMIT
+ * (nothing done) when it is over the client's Maximum Packet Size. */
+static int start_flight(struct session *s, const struct delivery_limits *lim, struct sess_msg *e)
 {
+	struct outq_delivery d = entry_delivery(lim, e, false);
+	if (!fits(s, e->msg, &d))
+		return WISP_ELIMIT;
 	e->packet_id = next_packet_id(s);
 	e->state = e->qos == 1 ? SESS_MSG_WAIT_PUBACK : SESS_MSG_WAIT_PUBREC;
 	list_push_back(&s->inflight, &e->link);
@@ -125,6 +155,7 @@ static void start_flight(struct session *s, const struct delivery_limits *lim, s
 	/* If the send fails (out of memory) the entry stays in flight and is
 	 * re-sent when the session resumes, like any unacknowledged message. */
 	send_publish(s, lim, e, false);
+	return 0;
 }
 
 static void free_entry(struct sess_msg *e)
@@ -141,7 +172,7 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 								   const struct delivery_sub_ids *ids,
 								   enum drop_reason *why)
 {
-	bool direct = online(s) && list_empty(&s->queue) && s->inflight_count < lim->max_inflight &&
+	bool direct = online(s) && list_empty(&s->queue) && s->inflight_count < window(s, lim) &&
 		      output_has_room(s, lim);
 	if (!direct) {
 		/* 0 means unlimited for either bound, as config/README.md says. */
@@ -173,8 +204,11 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 	if (nids)
 		memcpy(e->sub_ids, ids->ids, nids * sizeof e->sub_ids[0]);
 	if (direct) {
-		start_flight(s, lim, e);
-		return DELIVERY_SENT;
+		if (start_flight(s, lim, e) == 0)
+			return DELIVERY_SENT;
+		free_entry(e);
+		*why = DROP_TOO_LARGE;
+		goto drop;
 	}
 	e->state = SESS_MSG_QUEUED;
 	list_push_back(&s->queue, &e->link);
@@ -205,9 +239,12 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 			d.sub_ids = ids->ids;
 			d.sub_id_count = ids->count;
 		}
-		if (conn_send_publish(s->conn, m, &d) == 0)
+		if (s->v5 && s->v5->packet_max && !fits(s, m, &d))
+			*why = DROP_TOO_LARGE;
+		else if (conn_send_publish(s->conn, m, &d) == 0)
 			return DELIVERY_SENT;
-		*why = DROP_NO_MEMORY;
+		else
+			*why = DROP_NO_MEMORY;
 	}
 	s->dropped++;
 	return DELIVERY_DROPPED;
@@ -216,7 +253,7 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 {
 	size_t sent = 0;
-	while (online(s) && s->inflight_count < lim->max_inflight && output_has_room(s, lim)) {
+	while (online(s) && s->inflight_count < window(s, lim) && output_has_room(s, lim)) {
 		struct list_node *n = list_first(&s->queue);
 		if (!n)
 			break;
@@ -224,17 +261,20 @@ size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 		list_remove(n);
 		s->queued_count--;
 		queue_sub(s, lim, msg_size(e->msg));
-		if (e->msg->expires_at && lim->clock && msg_expired(e->msg, loop_now_s(lim->clock))) {
-			/* [MQTT-3.3.2-5] not delivered once its interval has passed */
-			HOOK(lim, unqueued, s, e);
-			free_entry(e);
-			s->dropped++;
-			if (lim->on_drop)
-				lim->on_drop(lim->drop_ctx, s, DROP_EXPIRED);
+		enum drop_reason why = DROP_EXPIRED;
+		/* [MQTT-3.3.2-5] not delivered once its interval has passed */
+		bool expired = e->msg->expires_at && lim->clock && msg_expired(e->msg, loop_now_s(lim->clock));
+		if (!expired && start_flight(s, lim, e) == 0) {
+			sent++;
 			continue;
 		}
-		start_flight(s, lim, e);
-		sent++;
+		if (!expired)
+			why = DROP_TOO_LARGE;
+		HOOK(lim, unqueued, s, e);
+		free_entry(e);
+		s->dropped++;
+		if (lim->on_drop)
+			lim->on_drop(lim->drop_ctx, s, why);
 	}
 	return sent;
 }
