@@ -144,6 +144,29 @@ c.on('message', (topic, payload) => { got.push(payload.toString());
         self.assertEqual(js.result()["got"], ["small0", "small1", "small2", "end"])
         self.assertEqual(paho5_get(other).payload, b"x" * 200)
 
+    def test_outbound_topic_aliases_with_mqttjs(self):
+        """[MQTT-3.3.2-9..11] MQTT.js accepts 2 topic aliases: Wisp sends
+        repeated topics as aliases (the raw packets show empty topics) and
+        MQTT.js resolves every message to its topic."""
+        js = self.mqttjs("""
+const c = mqtt.connect({host: '127.0.0.1', port: PORT, protocolVersion: 5, clientId: 'js-alias',
+  properties: {topicAliasMaximum: 2}});
+const got = []; let aliased = 0;
+c.on('packetreceive', (p) => { if (p.cmd === 'publish' && p.topic === '') aliased++; });
+c.on('connect', () => c.subscribe('al/#', {qos: 1}, (err) => { if (err) process.exit(1); say('SUBSCRIBED'); }));
+c.on('message', (topic, payload) => { got.push(topic + '=' + payload.toString());
+  if (got.length === 6) { c.end(); done({got, aliased}); } });
+""")
+        js.wait_line("SUBSCRIBED")
+        pub = raw5(self, "al-pub")
+        sent = [("al/1", "a"), ("al/1", "b"), ("al/2", "c"), ("al/3", "d"), ("al/2", "e"), ("al/1", "f")]
+        for i, (t, m) in enumerate(sent):
+            pub.send(publish5(t, m, qos=1, pid=i + 1))
+            pub.expect(PUBACK)
+        r = js.result()
+        self.assertEqual(r["got"], ["%s=%s" % tm for tm in sent])
+        self.assertGreaterEqual(r["aliased"], 2)
+
     def test_puback_no_matching_subscribers(self):
         """PUBACK 0x10 when nobody subscribed; a PUBREC too (QoS 2 then
         goes on); the short form when there was a subscriber."""

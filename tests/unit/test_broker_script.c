@@ -807,6 +807,36 @@ static void test_v5_receive_maximum_exceeded(void)
 	CU_ASSERT(client_closed(p));
 }
 
+/* [MQTT-3.3.2-9..11] outbound Topic Aliases up to the client's Topic Alias
+ * Maximum (2): a new topic goes with its name and an alias, a repeated one
+ * as the alias alone, slots reused round robin. */
+static void test_v5_outbound_topic_aliases(void)
+{
+	struct hclient *c = harness_connect(h);
+	SEND(c, "10 13 00 04 'MQTT' 05 02 00 3c 03 22 00 02 00 03 'tam'");
+	expect_v5_connack(c, 0x00, 0x00, "connack");
+	SEND(c, "82 09 00 01 00 00 03 'a/#' 00");
+	EXPECT(c, "90 04 00 01 00 00");
+	struct hclient *p = connected_v5(CONNECT_V5_PUB);
+	SEND(p, "30 07 00 03 'a/1' 00 'x'");
+	EXPECT(c, "30 0a 00 03 'a/1' 03 23 00 01 'x'");
+	SEND(p, "30 07 00 03 'a/1' 00 'y'");
+	EXPECT(c, "30 07 00 00 03 23 00 01 'y'");
+	SEND(p, "30 07 00 03 'a/2' 00 'z'");
+	EXPECT(c, "30 0a 00 03 'a/2' 03 23 00 02 'z'");
+	SEND(p, "30 07 00 03 'a/3' 00 'w'");
+	EXPECT(c, "30 0a 00 03 'a/3' 03 23 00 01 'w'");
+	SEND(p, "30 07 00 03 'a/1' 00 'v'");
+	EXPECT(c, "30 0a 00 03 'a/1' 03 23 00 02 'v'");
+	/* A client that gave no maximum gets no alias [MQTT-3.3.2-9]. */
+	struct hclient *s = connected_v5(CONNECT_V5_SUB);
+	SEND(s, "82 09 00 01 00 00 03 'a/#' 00");
+	EXPECT(s, "90 04 00 01 00 00");
+	SEND(p, "30 07 00 03 'a/1' 00 'u'");
+	EXPECT(s, "30 07 00 03 'a/1' 00 'u'");
+	EXPECT(c, "30 07 00 00 03 23 00 02 'u'");
+}
+
 static CU_TestInfo connect_tests[] = {
 	{"CONNECT accepted: CONNACK 0", test_connect_accepted},
 	{"CONNECT a byte at a time", test_connect_byte_by_byte},
@@ -863,6 +893,7 @@ static CU_TestInfo v5_tests[] = {
 	{"client Receive Maximum and Maximum Packet Size [MQTT-3.3.4-9] [MQTT-3.1.2-25]",
 	 test_v5_client_receive_maximum_and_packet_size},
 	{"Receive Maximum exceeded: DISCONNECT 0x93", test_v5_receive_maximum_exceeded},
+	{"outbound topic aliases [MQTT-3.3.2-9..11]", test_v5_outbound_topic_aliases},
 	CU_TEST_INFO_NULL,
 };
 

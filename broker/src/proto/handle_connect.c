@@ -294,6 +294,11 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 				      ? p->props.receive_maximum : 0;
 		v->packet_max = v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE))
 					? p->props.maximum_packet_size : 0;
+		/* Outbound aliases: what the client accepts [MQTT-3.3.2-9], up to
+		 * limits.max_topic_alias. */
+		uint16_t out_max = v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM))
+					   ? p->props.topic_alias_maximum : 0;
+		v->out_alias_max = out_max < b->cfg->limits.max_topic_alias ? out_max : b->cfg->limits.max_topic_alias;
 		if (!v5)
 			v->alias_max = 0;
 	} else if (s->v5) {

@@ -105,10 +105,62 @@ static struct outq_delivery entry_delivery(const struct delivery_limits *lim, co
 	};
 }
 
+/*
+ * Outbound Topic Alias [MQTT-3.3.2-9..11]: a topic sent before on this
+ * connection goes as its alias alone; a new one takes the next slot
+ * (round robin) and goes with its name and the alias. alias_prepare fills
+ * `d` and returns the slot to remember once the packet is queued
+ * (alias_commit), or -1: a slot is only taken by a packet that is sent.
+ * A linear scan of at most limits.max_topic_alias entries (default 10),
+ * for v5 clients that accept aliases only.
+ */
+static int alias_prepare(const struct session *s, const struct msg *m, struct outq_delivery *d)
+{
+	const struct sess_v5 *v = s->v5;
+	if (!v || !v->out_alias_max || s->conn->version != MQTT_PROTO_V5)
+		return -1;
+	if (v->out_aliases)
+		for (uint16_t i = 0; i < v->out_alias_max; i++)
+			if (v->out_aliases[i].topic && v->out_aliases[i].len == m->topic_len &&
+			    memcmp(v->out_aliases[i].topic, msg_topic(m), m->topic_len) == 0) {
+				d->topic_alias = (uint16_t)(i + 1);
+				d->topic_omitted = true;
+				return -1;
+			}
+	d->topic_alias = (uint16_t)(v->out_alias_next + 1);
+	return v->out_alias_next;
+}
+
+static void alias_commit(struct session *s, const struct msg *m, int slot)
+{
+	struct sess_v5 *v = s->v5;
+	if (slot < 0)
+		return;
+	if (!v->out_aliases)
+		v->out_aliases = wisp_calloc(v->out_alias_max, sizeof *v->out_aliases);
+	char *copy = v->out_aliases ? wisp_malloc((size_t)m->topic_len + 1) : NULL;
+	if (!copy) {
+		/* The packet carries the alias with its name: the client maps it;
+		 * we just do not reuse it. Nothing is wrong on the wire. */
+		return;
+	}
+	memcpy(copy, msg_topic(m), m->topic_len);
+	copy[m->topic_len] = '\0';
+	struct sess_alias *a = &v->out_aliases[slot];
+	wisp_free(a->topic);
+	a->topic = copy;
+	a->len = m->topic_len;
+	v->out_alias_next = (uint16_t)((slot + 1) % v->out_alias_max);
+}
+
 static int send_publish(struct session *s, const struct delivery_limits *lim, struct sess_msg *e, bool dup)
 {
 	struct outq_delivery d = entry_delivery(lim, e, dup);
-	return conn_send_publish(s->conn, e->msg, &d);
+	int slot = alias_prepare(s, e->msg, &d);
+	int rc = conn_send_publish(s->conn, e->msg, &d);
+	if (rc == 0)
+		alias_commit(s, e->msg, slot);
+	return rc;
 }
 
 /* The in-flight window: max_inflight, or less if the client's Receive
@@ -129,7 +181,8 @@ static bool fits(const struct session *s, const struct msg *m, const struct outq
 	if (!max)
 		return true;
 	size_t size = outq_publish_size(m, s->conn->version, d);
-	return size && size <= max;
+	/* An outbound alias, if one is taken, adds at most its 3 bytes. */
+	return size && size + (s->v5->out_alias_max ? 3u : 0u) <= max;
 }
 
 static int send_pubrel(struct session *s, uint16_t packet_id)
@@ -239,12 +292,16 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 			d.sub_ids = ids->ids;
 			d.sub_id_count = ids->count;
 		}
-		if (s->v5 && s->v5->packet_max && !fits(s, m, &d))
+		int slot = s->v5 ? alias_prepare(s, m, &d) : -1;
+		if (s->v5 && s->v5->packet_max && !fits(s, m, &d)) {
 			*why = DROP_TOO_LARGE;
-		else if (conn_send_publish(s->conn, m, &d) == 0)
+		} else if (conn_send_publish(s->conn, m, &d) == 0) {
+			if (slot >= 0)
+				alias_commit(s, m, slot);
 			return DELIVERY_SENT;
-		else
+		} else {
 			*why = DROP_NO_MEMORY;
+		}
 	}
 	s->dropped++;
 	return DELIVERY_DROPPED;

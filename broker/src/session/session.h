@@ -74,6 +74,12 @@ struct sess_v5 {
 	 * sent [MQTT-3.1.2-25]. 0: not given (65535, no limit). */
 	uint16_t send_max;
 	uint32_t packet_max;
+	/* Outbound topic aliases of the current connection: up to the
+	 * client's Topic Alias Maximum (capped by limits.max_topic_alias),
+	 * allocated at the first one, reused round robin (session/delivery.c). */
+	struct sess_alias *out_aliases;
+	uint16_t out_alias_max;
+	uint16_t out_alias_next;
 };
 
 /* Set in a subscription's options byte (a bit MQTT 5 reserves, so never
