@@ -156,27 +156,27 @@ class V5DurabilityTest(BrokerTestCase):
     """Every v5 field of a subscription and of a queued message survives
     kill -9: the ack came after the records were written."""
 
+    def broker_options(self):
+        return {"config": {"persistence": {"enabled": True, "dir": self.data, "fsync": "no"}}}
+
     def setUp(self):
-        self._closers = []
         self.data = tempfile.mkdtemp(prefix="wisp-v5-store-")
-        self.brokers = []
-        self.broker = self.start_broker()
+        self.killed = []
+        super().setUp()
 
     def tearDown(self):
-        for c in reversed(self._closers):
-            try:
-                c()
-            except Exception:  # noqa: BLE001 - cleanup must not hide the test result
-                pass
-        self.broker.stop()
-        for b in self.brokers:
+        super().tearDown()
+        for b in self.killed:
             b.cleanup()
         shutil.rmtree(self.data, ignore_errors=True)
 
-    def start_broker(self):
-        b = Broker(config={"persistence": {"enabled": True, "dir": self.data, "fsync": "no"}})
-        self.brokers.append(b)
-        return b.start()
+    def restart_after_kill9(self):
+        self.broker.proc.send_signal(signal.SIGKILL)
+        self.assertEqual(self.broker.proc.wait(timeout=10), -signal.SIGKILL)
+        self.broker.exit_status = -signal.SIGKILL
+        self.killed.append(self.broker)
+        self.broker = Broker(**self.broker_options())
+        self.broker.start()
 
     def test_kill9_keeps_subscription_options_and_message_fields(self):
         sub = paho5(self.broker.port, "k9-sub", clean_start=False, session_expiry=3600)
@@ -191,10 +191,7 @@ class V5DurabilityTest(BrokerTestCase):
         self.assertEqual(pub.expect(PUBACK).body, b"\x00\x03")
         pub.close()
 
-        self.broker.proc.send_signal(signal.SIGKILL)
-        self.assertEqual(self.broker.proc.wait(timeout=10), -signal.SIGKILL)
-        self.broker.exit_status = -signal.SIGKILL
-        self.broker = self.start_broker()
+        self.restart_after_kill9()
 
         sub = paho5(self.broker.port, "k9-sub", clean_start=False, session_expiry=3600)
         self.on_cleanup(lambda: paho5_stop(sub))
