@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import (CONNACK, MSG_PREFIX, PUBACK, SUBACK, Broker, BrokerTestCase,  # noqa: E402
+from wisp_e2e import (CONNACK, MSG_PREFIX, PUBACK, PUBLISH, SUBACK, Broker, BrokerTestCase,  # noqa: E402
                       RawClient, main, skip_unless_wisp)
 from v5_clients import (MqttJs, connect5, paho5, paho5_get, paho5_nothing, paho5_stop,  # noqa: E402
                         paho5_subscribe, prop_str, prop_u32, prop_user, prop_varint, publish5,
@@ -149,6 +149,31 @@ c.on('message', (topic, payload, packet) => { c.end(); done({payload: payload.to
         c = self.raw("old-codes")
         codes = c.subscribe([("ok/a", 1), ("bad/#/x", 0)])
         self.assertEqual(list(codes), [1, 0x80])
+
+
+@skip_unless_wisp("Wisp's ACL file")
+class V5AclTest(BrokerTestCase):
+    """What the ACL refuses a v5 client is answered 0x87 [MQTT-3.9.3]."""
+
+    def broker_options(self):
+        self.dir = tempfile.mkdtemp(prefix="wisp-v5-acl-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        acl = os.path.join(self.dir, "acl")
+        with open(acl, "w") as f:
+            f.write("topic readwrite open/#\n")
+        return {"config": {"auth": {"acl_file": acl}}}
+
+    def test_acl_refusals_are_0x87(self):
+        c = raw5(self, "acl-v5")
+        c.send(subscribe5(1, [("open/#", 1), ("closed/#", 1)]))
+        self.assertEqual(c.expect(SUBACK).body, b"\x00\x01\x00\x01\x87")
+        c.send(publish5("closed/x", b"no", qos=1, pid=2))
+        self.assertEqual(c.expect(PUBACK).body, b"\x00\x02\x87")
+        c.send(publish5("open/x", b"yes", qos=1, pid=3))
+        self.assertEqual(c.expect(PUBLISH).body, b"\x00\x06open/x\x00\x01\x00yes")  # routed to its own subscription,
+        self.assertEqual(c.expect(PUBACK).body, b"\x00\x03")  # then acknowledged
+        old = self.raw("acl-311")
+        self.assertEqual(old.subscribe([("closed/#", 1)]), [0x80])
 
 
 @skip_unless_wisp("kills and restarts the broker on its own store")

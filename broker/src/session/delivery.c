@@ -52,6 +52,10 @@ static bool total_has_room(const struct delivery_limits *lim, uint64_t bytes)
 	return false;
 }
 
+/* A 3.1.1 delivery's entry (no identifiers) keeps its 32 bytes: the
+ * identifier count sits in what was padding. */
+_Static_assert(sizeof(struct sess_msg) == 32, "struct sess_msg grew");
+
 /* Reports a change of outbound state to the observer (observer.h). */
 #define HOOK(lim, event, s, e) SESS_OBSERVE((lim) ? (lim)->observer : NULL, event, (s), (e))
 
