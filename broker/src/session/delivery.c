@@ -278,7 +278,7 @@ drop:
 	return DELIVERY_DROPPED;
 }
 
-/* QoS 0 to a session with v5 state: identifiers, outbound Topic Alias,
+/* QoS 0 to a v5 connection (or a session with v5 state): identifiers, outbound Topic Alias,
  * the client's Maximum Packet Size. Out of line, so that a 3.1.1 QoS 0
  * delivery costs what it did. */
 __attribute__((noinline)) static enum delivery_result offer_v5_qos0(struct session *s,
@@ -293,7 +293,7 @@ __attribute__((noinline)) static enum delivery_result offer_v5_qos0(struct sessi
 		d.sub_id_count = ids->count;
 	}
 	int slot = alias_prepare(s, m, &d);
-	if (s->v5->packet_max && !fits(s, m, &d)) {
+	if (s->v5 && s->v5->packet_max && !fits(s, m, &d)) {
 		*why = DROP_TOO_LARGE;
 	} else if (conn_send_publish(s->conn, m, &d) == 0) {
 		alias_commit(s, m, slot);
@@ -317,7 +317,7 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 		*why = DROP_OFFLINE_QOS0;
 	} else if (!output_has_room(s, lim)) {
 		*why = DROP_OUTPUT_FULL;
-	} else if (s->v5) {
+	} else if (s->v5 || s->conn->version == MQTT_PROTO_V5) {
 		return offer_v5_qos0(s, lim, m, retain, ids, why);
 	} else {
 		/* 3.1.1: no property is written, so neither identifiers nor
