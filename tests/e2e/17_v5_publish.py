@@ -13,7 +13,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import PUBACK, PUBLISH, PUBREC, BrokerTestCase, main, skip_unless_wisp  # noqa: E402
+from wisp_e2e import (CONNACK, PUBACK, PUBLISH, PUBREC, BrokerTestCase, main, mqtt_str,  # noqa: E402
+                      packet, skip_unless_wisp)
 from v5_clients import (MqttJs, paho5, paho5_get, paho5_nothing, paho5_stop,  # noqa: E402
                         paho5_subscribe, prop_str, prop_u8, prop_u32, prop_user, publish5,
                         raw5, subscribe5)
@@ -166,6 +167,30 @@ c.on('message', (topic, payload) => { got.push(topic + '=' + payload.toString())
         r = js.result()
         self.assertEqual(r["got"], ["%s=%s" % tm for tm in sent])
         self.assertGreaterEqual(r["aliased"], 2)
+
+    def test_will_properties_and_expiry_from_publication(self):
+        """A v5 will's properties reach the subscriber unchanged; its Message
+        Expiry Interval (2 s) starts when the will is published (section
+        3.1.3.2.4), not at CONNECT: a will whose client lived longer than
+        that still reaches an offline subscriber that comes back at once."""
+        sub = self.paho5("will-sub", clean_start=False, session_expiry=300)
+        paho5_subscribe(sub, "will/t", qos=1)
+        paho5_stop(sub)
+        wprops = prop_u32(0x02, 2) + prop_user("why", "gone") + prop_str(0x03, "text/w")
+        var = mqtt_str("MQTT") + bytes([5, 0x02 | 0x04 | 0x08]) + struct.pack("!H", 60) + b"\x00"
+        payload = mqtt_str("will-client") + bytes([len(wprops)]) + wprops + mqtt_str("will/t") + mqtt_str("bye")
+        w = self.raw(connect=False)
+        w.send(packet(0x10, var + payload))
+        self.assertEqual(w.expect(CONNACK).body[1], 0)
+        time.sleep(2.5)  # longer than the will's expiry: it must count from publication
+        w.close()
+        self.broker.wait_log("will-client.*disconnected", timeout=5)
+        sub = self.paho5("will-sub", clean_start=False, session_expiry=300)
+        got = paho5_get(sub)
+        self.assertEqual((got.topic, got.payload), ("will/t", b"bye"))
+        self.assertEqual(got.properties.UserProperty, [("why", "gone")])
+        self.assertEqual(got.properties.ContentType, "text/w")
+        self.assertTrue(1 <= got.properties.MessageExpiryInterval <= 2)
 
     def test_puback_no_matching_subscribers(self):
         """PUBACK 0x10 when nobody subscribed; a PUBREC too (QoS 2 then

@@ -837,6 +837,27 @@ static void test_v5_outbound_topic_aliases(void)
 	EXPECT(c, "30 07 00 00 03 23 00 02 'u'");
 }
 
+/* A v5 will's properties reach subscribers like a PUBLISH's, unchanged
+ * and in order [MQTT-3.3.2-17]; its Message Expiry Interval starts when
+ * it is published and goes as the time left (section 3.1.3.2.4); a 3.1.1
+ * subscriber gets none. */
+static void test_v5_will_properties(void)
+{
+	struct hclient *watch = connected_v5(CONNECT_V5_SUB);
+	SEND(watch, "82 09 00 01 00 00 03 'w/t' 00");
+	EXPECT(watch, "90 04 00 01 00 00");
+	struct hclient *old = connected(CONNECT_SUB);
+	SEND(old, "82 08 00 01 00 03 'w/t' 00");
+	EXPECT(old, "90 03 00 01 00");
+	struct hclient *w = harness_connect(h);
+	SEND(w, "10 27 00 04 'MQTT' 05 06 00 3c 00 00 03 'wil' 0c 02 00 00 00 64 26 00 01 'k' 00 01 'v'"
+		" 00 03 'w/t' 00 03 'bye'");
+	expect_v5_connack(w, 0x00, 0x00, "will connack");
+	client_close(w);
+	EXPECT(watch, "30 15 00 03 'w/t' 0c 02 00 00 00 64 26 00 01 'k' 00 01 'v' 'bye'");
+	EXPECT(old, "30 08 00 03 'w/t' 'bye'");
+}
+
 static CU_TestInfo connect_tests[] = {
 	{"CONNECT accepted: CONNACK 0", test_connect_accepted},
 	{"CONNECT a byte at a time", test_connect_byte_by_byte},
@@ -894,6 +915,7 @@ static CU_TestInfo v5_tests[] = {
 	 test_v5_client_receive_maximum_and_packet_size},
 	{"Receive Maximum exceeded: DISCONNECT 0x93", test_v5_receive_maximum_exceeded},
 	{"outbound topic aliases [MQTT-3.3.2-9..11]", test_v5_outbound_topic_aliases},
+	{"v5 will properties forwarded, expiry from publication", test_v5_will_properties},
 	CU_TEST_INFO_NULL,
 };
 

@@ -168,6 +168,14 @@ void mqtt_props_iter_init(const struct mqtt_props *props, struct mqtt_prop_iter 
  * validated by the decoder, so it cannot fail on decoded packets. */
 int mqtt_props_next(struct mqtt_prop_iter *it, struct mqtt_prop *out);
 
+/* Copies the block's properties whose bit (MQTT_PROP_BIT) is not in
+ * `drop` to `out`, unchanged and in order; returns their length (with
+ * `out` NULL, only measures). `present` must describe the block (as
+ * decoded): nothing dropped is one memcpy. */
+size_t mqtt_props_filter(const struct mqtt_props *props, uint64_t drop, uint8_t *out);
+/* 1 and the first property `id` in `out`, or 0. Only `raw` is read. */
+int mqtt_props_find(const struct mqtt_props *props, uint8_t id, struct mqtt_prop *out);
+
 /* CONNECT flags byte [MQTT-3.1.2.3]. */
 #define MQTT_CONNECT_CLEAN 0x02
 #define MQTT_CONNECT_WILL 0x04

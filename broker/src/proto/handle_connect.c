@@ -140,12 +140,26 @@ static int make_will(struct broker *b, struct conn *c, const struct mqtt_connect
 		return refuse(why, REASON_WILL_NOT_AUTHORIZED);
 	if (!broker_sys_write_allowed(acl, topic, p->will_topic.len))
 		return refuse(why, REASON_WILL_SYS);
-	c->will = msg_new(topic, p->will_topic.len, p->will_payload.ptr, p->will_payload.len, p->will_qos,
-			  p->will_retain);
+	/* The will keeps its properties as the CONNECT gave them but the Will
+	 * Delay Interval: its Message Expiry Interval starts when it is
+	 * published (broker_publish_will). */
+	const uint64_t delay = MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY);
+	struct msg_spec spec = {
+		.topic = topic,
+		.topic_len = p->will_topic.len,
+		.props_len = p->will_props.present ? mqtt_props_filter(&p->will_props, delay, NULL) : 0,
+		.payload = p->will_payload.ptr,
+		.payload_len = p->will_payload.len,
+		.qos = p->will_qos,
+		.retain = p->will_retain,
+	};
+	c->will = msg_create(&spec);
 	if (!c->will) {
 		*why = REASON_NO_MEMORY;
 		return WISP_ENOMEM;
 	}
+	if (spec.props_len)
+		mqtt_props_filter(&p->will_props, delay, msg_props_mut(c->will));
 	(void)b;
 	return 0;
 }
