@@ -30,6 +30,7 @@ Covers:
   test CA to Chromium's store without NSS's certutil; not
   --ignore-certificate-errors;
 - plaintext on the wss port fails as a TLS handshake, counted as one;
+- X-Forwarded-For names the client only on a trust_proxy listener;
 - a WebSocket subscriber that stops reading is bounded exactly as a TCP one
   (limits.max_output_buffer, then output_buffer_timeout): both are
   disconnected for it while the broker's RSS stays bounded.
@@ -545,6 +546,35 @@ class Timeouts(WsTestCase):
                              timeout=IO_TIMEOUT)
         self.assertEqual(self.count_log(r"closed: WebSocket handshake timed out"), 2)
         self.assertEqual(self.count_log(r"TLS handshake timed out"), 0)
+
+
+@skip_unless_wisp("wisp's ws listener")
+class TrustProxy(WsTestCase):
+    WS_KEYS = {"trust_proxy": True}
+
+    def test_forwarded_for_names_the_client(self):
+        """Behind a trusted proxy the client is the last X-Forwarded-For
+        entry: the broker logs it as the client's address."""
+        c = WsClient(self.broker.port, upgrade=False)
+        self.on_cleanup(c.close)
+        status, head = c.upgrade(extra="X-Forwarded-For: 198.51.100.1, 203.0.113.7\r\n")
+        self.assertEqual(status, 101, head)
+        self.assertEqual(c.connect("behind-proxy"), 0)
+        self.broker.wait_log(r"client behind-proxy connected from 203\.0\.113\.7:0", timeout=IO_TIMEOUT)
+
+
+@skip_unless_wisp("wisp's ws listener")
+class UntrustedForwardedFor(WsTestCase):
+
+    def test_forwarded_for_ignored_without_trust_proxy(self):
+        """Without trust_proxy, X-Forwarded-For changes nothing."""
+        c = WsClient(self.broker.port, upgrade=False)
+        self.on_cleanup(c.close)
+        status, head = c.upgrade(extra="X-Forwarded-For: 203.0.113.7\r\n")
+        self.assertEqual(status, 101, head)
+        self.assertEqual(c.connect("no-proxy"), 0)
+        self.broker.wait_log(r"client no-proxy connected from 127\.0\.0\.1:\d+", timeout=IO_TIMEOUT)
+        self.assertNotIn("203.0.113.7", self.broker.log())
 
 
 @skip_unless_wisp("wisp's ws listener")
