@@ -136,11 +136,15 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 			    graceful ? LOG_INFO : LOG_NOTICE, "conn", "client %s (%s) disconnected: %s",
 			    broker_conn_name(c), conn_peer(c), reason);
 	else
-		log_limited(c->state == CONN_HANDSHAKE ? "closed during the TLS handshake"
-						       : "closed before CONNECT",
+		log_limited(c->state != CONN_HANDSHAKE	       ? "closed before CONNECT"
+			    : ws_transport_inner_ready(c->t) ? "closed during the WebSocket handshake"
+							      : "closed during the TLS handshake",
 			    LOG_NOTICE, "conn", "connection from %s closed: %s", conn_peer(c), reason);
 	if (c->state == CONN_HANDSHAKE) {
-		b->srv.stats.handshakes_failed++;
+		/* The TLS part of a wss handshake counts as TLS; the
+		 * WebSocket part is counted by ws.c ($SYS/broker/ws/). */
+		if (server_listener_of(c)->tls && !ws_transport_inner_ready(c->t))
+			b->srv.stats.handshakes_failed++;
 		server_handshake_end(c);
 	}
 	struct msg *will = c->will;
