@@ -650,7 +650,7 @@ static int emit_state(void *ctx, struct store *st)
 	struct broker *b = ctx;
 	struct emit_ctx x = {b, st, 0};
 	b->persist.emit_gen++;
-	retained_match(b->retained, "#", 1, emit_retained, &x);
+	retained_each(b->retained, emit_retained, &x);
 	for (size_t i = 0; !x.rc && i < b->sessions.nbuckets; i++)
 		for (struct session *s = b->sessions.buckets[i]; !x.rc && s; s = s->hash_next)
 			if (is_persistent(s))
