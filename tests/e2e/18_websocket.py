@@ -30,6 +30,7 @@ Covers:
   test CA to Chromium's store without NSS's certutil; not
   --ignore-certificate-errors;
 - plaintext on the wss port fails as a TLS handshake, counted as one;
+- X-Forwarded-For names the client only on a trust_proxy listener;
 - a WebSocket subscriber that stops reading is bounded exactly as a TCP one
   (limits.max_output_buffer, then output_buffer_timeout): both are
   disconnected for it while the broker's RSS stays bounded.
@@ -411,14 +412,21 @@ class RealClients(WsTestCase):
 
 
 @skip_unless_wisp("wisp's ws listener")
+class RealClientsCoalesced(RealClients):
+    """The same clients with frame_per_packet off: one frame carries
+    everything a connection queued in a loop turn, which [MQTT-6.0.0-2]
+    allows and MQTT.js, paho-mqtt and browsers read."""
+    WS_KEYS = {"frame_per_packet": False}
+
+
+@skip_unless_wisp("wisp's ws listener")
 class PahoC(WsTestCase):
-    # Paho C 1.3 reads a frame only up to its first MQTT packet: it needs
-    # the listener's frame_per_packet (config/README.md).
-    WS_KEYS = {"frame_per_packet": True}
+    # Paho C 1.3 reads a frame only up to its first MQTT packet: it works
+    # because frame_per_packet is on by default (config/README.md).
 
     def test_paho_c_ws_and_wss(self):
         """Eclipse Paho C (libpaho-mqtt3as) with ws:// and wss:// URIs: QoS 0,
-        1, 2 published back to back and received, on a frame_per_packet listener."""
+        1, 2 published back to back and received, on a listener with the defaults."""
         self.assertTrue(PAHO_WS and os.path.exists(PAHO_WS), "WISP_PAHO_WS: paho_ws_client not built")
         for uri, extra in (("ws://127.0.0.1:%d/mqtt" % self.broker.port, []),
                            ("wss://localhost:%d/mqtt" % self.broker.wss_port, [ca_file()])):
@@ -545,6 +553,35 @@ class Timeouts(WsTestCase):
                              timeout=IO_TIMEOUT)
         self.assertEqual(self.count_log(r"closed: WebSocket handshake timed out"), 2)
         self.assertEqual(self.count_log(r"TLS handshake timed out"), 0)
+
+
+@skip_unless_wisp("wisp's ws listener")
+class TrustProxy(WsTestCase):
+    WS_KEYS = {"trust_proxy": True}
+
+    def test_forwarded_for_names_the_client(self):
+        """Behind a trusted proxy the client is the last X-Forwarded-For
+        entry: the broker logs it as the client's address."""
+        c = WsClient(self.broker.port, upgrade=False)
+        self.on_cleanup(c.close)
+        status, head = c.upgrade(extra="X-Forwarded-For: 198.51.100.1, 203.0.113.7\r\n")
+        self.assertEqual(status, 101, head)
+        self.assertEqual(c.connect("behind-proxy"), 0)
+        self.broker.wait_log(r"client behind-proxy connected from 203\.0\.113\.7:0", timeout=IO_TIMEOUT)
+
+
+@skip_unless_wisp("wisp's ws listener")
+class UntrustedForwardedFor(WsTestCase):
+
+    def test_forwarded_for_ignored_without_trust_proxy(self):
+        """Without trust_proxy, X-Forwarded-For changes nothing."""
+        c = WsClient(self.broker.port, upgrade=False)
+        self.on_cleanup(c.close)
+        status, head = c.upgrade(extra="X-Forwarded-For: 203.0.113.7\r\n")
+        self.assertEqual(status, 101, head)
+        self.assertEqual(c.connect("no-proxy"), 0)
+        self.broker.wait_log(r"client no-proxy connected from 127\.0\.0\.1:\d+", timeout=IO_TIMEOUT)
+        self.assertNotIn("203.0.113.7", self.broker.log())
 
 
 @skip_unless_wisp("wisp's ws listener")

@@ -77,6 +77,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		goto fail;
 	}
 	b->sessions.on_free = release_session;
+	b->sessions.on_end = route_share_session_end;
 	b->sessions.dlim = &b->dlim;
 	if (auth_load(cfg, &b->auth, err, errlen) != 0)
 		goto fail;
@@ -118,6 +119,7 @@ void broker_free(struct broker *b)
 	auth_release(&b->auth);
 	if (b->sessions.buckets)
 		sess_table_free(&b->sessions, b->subs);
+	share_table_free(&b->route.shares, b->subs); /* before the tree its groups are filed in */
 	retained_free(b->retained);
 	activity_free(b->activity);
 	tree_free(b->subs);
@@ -175,6 +177,10 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 			sess_destroy(&b->sessions, b->subs, s);
 		else
 			offline = true;
+		/* Its unacknowledged shared-subscription messages go to a member
+		 * still connected (a shutdown leaves them: nobody is). */
+		if (offline && r != REASON_SHUTDOWN)
+			route_share_hand_over(b, s, NULL);
 	}
 	conn_close(b->loop, c);
 	if (offline) {
@@ -187,12 +193,47 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 	}
 }
 
-void broker_publish_will(struct broker *b, struct msg *will)
+/* The will as it is published: a Message Expiry Interval it carries
+ * starts now (section 3.1.3.2.4) and is forwarded as the time
+ * left, like a PUBLISH's. The will itself when it has none (no copy);
+ * NULL when out of memory. */
+static struct msg *will_message(struct broker *b, struct msg *will)
 {
+	struct mqtt_prop expiry;
+	struct mqtt_props props = {.raw = {msg_props(will), will->props_len}};
+	if (!will->props_len || !mqtt_props_find(&props, MQTT_PROP_MESSAGE_EXPIRY, &expiry))
+		return will;
+	props.present = MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY);
+	struct msg_spec spec = {
+		.topic = msg_topic(will),
+		.topic_len = will->topic_len,
+		.props_len = mqtt_props_filter(&props, BROKER_PROPS_NOT_FORWARDED, NULL),
+		.payload = msg_payload(will),
+		.payload_len = will->payload_len,
+		.qos = will->qos,
+		.retain = will->retain,
+		.expires_at = loop_now_s(b->loop) + expiry.value,
+		.origin = will->origin,
+	};
+	struct msg *m = msg_create(&spec);
+	if (m && spec.props_len)
+		mqtt_props_filter(&props, BROKER_PROPS_NOT_FORWARDED, msg_props_mut(m));
+	return m;
+}
+
+void broker_publish_will(struct broker *b, struct msg *given)
+{
+	struct msg *will = will_message(b, given);
+	if (!will) {
+		broker_count_drop(b, DROP_NO_MEMORY);
+		return;
+	}
 	struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
 	int n = topic_split(msg_topic(will), will->topic_len, levels, TOPIC_MAX_LEVELS_HARD);
 	if (will->retain)
 		broker_retain(b, will);
 	if (n > 0)
 		broker_route(b, will, levels, (size_t)n);
+	if (will != given)
+		msg_unref(will);
 }

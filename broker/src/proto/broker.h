@@ -142,6 +142,15 @@ size_t broker_route(struct broker *b, struct msg *m, const struct topic_level *l
  * its Message Expiry Interval ran out [MQTT-3.3.2-5]; counted. */
 void broker_retain_expired(struct broker *b, struct msg *m);
 
+/* What a subscriber gets of a PUBLISH's (or a will's) properties,
+ * unchanged and in order [MQTT-3.3.2-17] [MQTT-3.3.2-18], is all but these:
+ * the Topic Alias (the connection's), the Message Expiry Interval
+ * (forwarded as the time left [MQTT-3.3.2-6]), a Subscription Identifier
+ * (the subscriber's own) and a will's Will Delay Interval (the broker's). */
+#define BROKER_PROPS_NOT_FORWARDED                                                                       \
+	(MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) | MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY) |                \
+	 MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID) | MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY))
+
 /* delivery_limits.on_drop: counts (and logs per episode) a message
  * session/delivery.c dropped on its own (route.c). */
 void broker_delivery_dropped(void *ctx, struct session *s, enum drop_reason why);

@@ -66,6 +66,8 @@ const struct metric metrics_table[] = {
 	 .sys = "bytes/received"},
 	{"bytes_sent_total", "Bytes sent to MQTT clients.", COUNTER, SERVER(bytes_sent), .sys = "bytes/sent"},
 	{"subscriptions", "Subscriptions of all sessions.", GAUGE, SNAP(subscriptions), .sys = "subscriptions/count"},
+	{"subscriptions_shared_groups", "Shared subscription groups ($share/{group}/{filter}) with a member.", GAUGE,
+	 SNAP(shared_groups), .sys = "subscriptions/shared_groups"},
 	{"subscriptions_refused_total", "Filters refused by a topic bound, max_subscriptions or memory.", COUNTER,
 	 STAT(subs_refused), .sys = "subscriptions/refused"},
 	{"topics_refused_total", "PUBLISH and will topics refused by max_topic_length or max_topic_levels.", COUNTER,
@@ -184,7 +186,9 @@ void metrics_snapshot(struct broker *b, struct metrics_snap *out)
 	if (out->heap > st->heap_max)
 		st->heap_max = out->heap;
 	out->heap_max = st->heap_max;
-	out->subscriptions = tree_count(b->subs);
+	/* A shared group's own tree handle is no client's subscription. */
+	out->subscriptions = tree_count(b->subs) - b->route.shares.count;
+	out->shared_groups = b->route.shares.count;
 	out->retained = retained_count(b->retained);
 	out->login_failures = b->auth.failed_logins;
 	out->login_busy = b->auth.pending_max_hit;

@@ -373,7 +373,7 @@ static struct store_sub sub_record(const struct session *s, const struct sess_su
 		.client = str_of(s->client_id, s->id_len),
 		.filter = str_of(sub->filter, sub->filter_len),
 		/* The ACL bit is ours and is recomputed at every login. */
-		.options = tree_sub_options(&sub->handle) & (uint8_t)~SESS_SUBOPT_ACL_CHECK,
+		.options = tree_sub_options(&sub->handle) & (uint8_t)~(SESS_SUBOPT_ACL_CHECK | SESS_SUBOPT_SHARED),
 		.sub_id = tree_sub_id(&sub->handle),
 	};
 }
@@ -650,7 +650,7 @@ static int emit_state(void *ctx, struct store *st)
 	struct broker *b = ctx;
 	struct emit_ctx x = {b, st, 0};
 	b->persist.emit_gen++;
-	retained_match(b->retained, "#", 1, emit_retained, &x);
+	retained_each(b->retained, emit_retained, &x);
 	for (size_t i = 0; !x.rc && i < b->sessions.nbuckets; i++)
 		for (struct session *s = b->sessions.buckets[i]; !x.rc && s; s = s->hash_next)
 			if (is_persistent(s))

@@ -68,11 +68,26 @@ struct sess_v5 {
 	 * `alias_max` entries, allocated at the first alias used. */
 	struct sess_alias *aliases;
 	uint16_t alias_max;
+	/* What the current connection's CONNECT asked of what Wisp sends
+	 * (session/delivery.c): its Receive Maximum bounds the in-flight
+	 * window [MQTT-3.3.4-9], and nothing over its Maximum Packet Size is
+	 * sent [MQTT-3.1.2-25]. 0: not given (65535, no limit). */
+	uint16_t send_max;
+	uint32_t packet_max;
+	/* Outbound topic aliases of the current connection: up to the
+	 * client's Topic Alias Maximum (capped by limits.max_topic_alias),
+	 * allocated at the first one, reused round robin (session/delivery.c). */
+	struct sess_alias *out_aliases;
+	uint16_t out_alias_max;
+	uint16_t out_alias_next;
 };
 
 /* Set in a subscription's options byte (a bit MQTT 5 reserves, so never
  * set by a client) when the ACL must be asked for every delivered topic. */
 #define SESS_SUBOPT_ACL_CHECK 0x40
+/* Set on a member of a shared subscription (proto/share.h): its handle is
+ * filed under the literal "$share/..." filter, and routing skips it. */
+#define SESS_SUBOPT_SHARED 0x80
 
 struct sess_sub {
 	struct list_node link;
@@ -158,6 +173,9 @@ struct session_table {
 	/* Called before a session is freed, for what upper layers hung on it
 	 * (its ACL client). */
 	void (*on_free)(struct session *s);
+	/* Called first, while the session still has its subscriptions and
+	 * messages (proto/ hands over what its shared subscriptions hold). */
+	void (*on_end)(struct session_table *tab, struct session *s);
 	/* What a freed session's queues are cleared with (delivery_clear);
 	 * NULL: no totals to update. */
 	const struct delivery_limits *dlim;
