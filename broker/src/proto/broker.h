@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "activity.h"
 #include "codec.h"
 #include "config.h"
 #include "auth.h"
@@ -47,6 +48,9 @@ struct broker_stats {
 	uint64_t subs_refused;       /* filters refused by max_topic_length/levels, max_subscriptions or memory */
 	uint64_t topics_refused;     /* PUBLISH and will topics over max_topic_length/levels */
 	uint64_t retained_refused;   /* retained messages not stored: max_retained or max_retained_bytes */
+	uint64_t http_requests;      /* HTTP requests answered (http/) */
+	uint64_t http_refused;       /* HTTP connections closed for a malformed or oversized request */
+	uint64_t http_auth_failures; /* HTTP requests refused 401 for missing or wrong credentials */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -111,6 +115,7 @@ struct broker {
 	struct route_ctx route;      /* the router and its per-publish scratch (router.h) */
 	uint64_t id_seq;             /* for assigned client ids */
 	struct sub_work sub_work;
+	struct activity *activity;   /* the dashboard's topic table; NULL without a dashboard */
 };
 
 /* Counts one message dropped by a bound (drop.h); $SYS publishes the count
