@@ -709,6 +709,101 @@ static void test_large_writes_with_want_write(void)
 
 /* After WISP_EAGAIN the caller owes the same bytes again: offering fewer
  * than the pending record is refused rather than corrupting the stream. */
+/* A server context with the given ECDHE groups (NULL: defaults). */
+static struct tls_ctx *curve_server_ctx(const char *curves)
+{
+	struct tls_opts o;
+	tls_opts_init(&o);
+	o.cert_file = P("server.crt");
+	o.key_file = P("server.key");
+	o.curves = curves;
+	struct tls_ctx *c = NULL;
+	char err[512];
+	if (tls_ctx_new_server(&o, &c, err, sizeof err) != 0)
+		fprintf(stderr, "server ctx: %s\n", err);
+	return c;
+}
+
+static struct tls_ctx *curve_client_ctx(const char *curves, const char *suites)
+{
+	struct tls_opts o;
+	tls_opts_init(&o);
+	o.ca_file = P("ca.crt");
+	o.hostname = "localhost";
+	o.curves = curves;
+	o.ciphersuites = suites;
+	struct tls_ctx *c = NULL;
+	char err[512];
+	if (tls_ctx_new_client(&o, &c, err, sizeof err) != 0)
+		fprintf(stderr, "client ctx: %s\n", err);
+	return c;
+}
+
+/*
+ * The server's suite order decides (ChaCha20-Poly1305 first by default,
+ * measured faster than mbed TLS 2.28's AES-GCM), whatever the client's
+ * order; a server's group list restricts what a client may pick. An ECDSA
+ * P-256 certificate needs P-256 among the client's groups (TLS 1.2
+ * supported_groups covers the signature curve too).
+ */
+static void test_suite_and_curve_preference(void)
+{
+	static const struct {
+		const char *label, *srv_curves, *cli_curves, *cli_suites;
+		bool ok;
+		const char *suite; /* negotiated */
+	} cases[] = {
+		{"default server prefers ChaCha20-Poly1305 over the client's AES-GCM first", NULL, NULL,
+		 "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256:TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", true,
+		 "TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256"},
+		{"AES-GCM when the client offers nothing else", NULL, NULL,
+		 "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", true, "TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384"},
+		{"client offering X25519 and P-256", NULL, "x25519:secp256r1", NULL, true, NULL},
+		{"client offering P-256 only", NULL, "secp256r1", NULL, true, NULL},
+		{"server restricted to P-256, client prefers X25519", "secp256r1", "x25519:secp256r1", NULL,
+		 true, NULL},
+		{"no group in common refused", "secp384r1", "x25519:secp256r1", NULL, false, NULL},
+		{"client without the certificate's curve refused", NULL, "x25519", NULL, false, NULL},
+	};
+	static const struct {
+		const char *curves, *err;
+	} bad[] = {
+		{"x25519:prime256v1", "curves: prime256v1: unknown curve"},
+		{"::", "curves: ::: empty list"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		struct tls_opts o;
+		tls_opts_init(&o);
+		o.cert_file = P("server.crt");
+		o.key_file = P("server.key");
+		o.curves = bad[i].curves;
+		struct tls_ctx *ctx = NULL;
+		char err[512];
+		CHECK(tls_ctx_new_server(&o, &ctx, err, sizeof err) == WISP_ECONFIG, bad[i].curves);
+		CHECK(ctx == NULL && strncmp(err, bad[i].err, strlen(bad[i].err)) == 0, bad[i].curves);
+	}
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct side s, c;
+		bool ok = connect_pair(curve_server_ctx(cases[i].srv_curves),
+		                       curve_client_ctx(cases[i].cli_curves, cases[i].cli_suites), &s, &c);
+		CHECK(ok, cases[i].label);
+		if (ok) {
+			CHECK(drive(&s, &c), cases[i].label);
+			CHECK((s.done && c.done) == cases[i].ok, cases[i].label);
+			if (cases[i].ok && s.done && c.done) {
+				const char *suite = tls_transport_ciphersuite(s.t);
+				CHECK(suite != NULL, cases[i].label);
+				CHECK(cases[i].suite == NULL || (suite && strcmp(suite, cases[i].suite) == 0),
+				      cases[i].label);
+				if (suite && cases[i].suite && strcmp(suite, cases[i].suite) != 0)
+					fprintf(stderr, "\n[%s] negotiated %s\n", cases[i].label, suite);
+			}
+		}
+		close_side(&s);
+		close_side(&c);
+	}
+}
+
 static void test_retry_with_fewer_bytes_is_refused(void)
 {
 	struct side s, c;
@@ -1197,6 +1292,7 @@ static CU_TestInfo handshake_tests[] = {
 	{"read() before handshake() completes the handshake", test_read_before_handshake_completes_it},
 	{"100 KiB each way in records, with WANT_WRITE retries", test_large_writes_with_want_write},
 	{"retry after EAGAIN with fewer bytes is refused", test_retry_with_fewer_bytes_is_refused},
+	{"suite order is the server's, groups restrict", test_suite_and_curve_preference},
 	{"peer CN: buffer size, TLS vs TCP transports", test_peer_cn_edge_cases},
 	{"a context outlives a reload through its connections", test_context_outlives_reload},
 	{"a server session is paid when the handshake starts, and counted", test_session_paid_when_handshake_starts},

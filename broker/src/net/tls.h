@@ -48,6 +48,11 @@ struct tls_opts {
 	bool insecure;          /* client: verify the chain, skip the name check */
 	const char *ciphersuites; /* colon-separated IANA names, NULL = defaults */
 	const char *min_version;  /* "tls1.2" (default, NULL); "tls1.3" refused */
+	const char *curves;       /* ECDHE groups, colon-separated mbed TLS names
+	                             ("x25519:secp256r1"), NULL = defaults. A
+	                             server takes the client's first group that
+	                             is in this list, so the list restricts, and
+	                             a client's order is its preference. */
 	/* Server: session resumption, so a reconnecting client skips the
 	 * certificate signature and ECDHE (an abbreviated handshake). */
 	bool session_tickets;          /* RFC 5077 tickets (default true) */
@@ -137,6 +142,10 @@ void tls_transport_last_error(const struct transport *t, char *buf, size_t len);
  * resumed from a ticket or the server's session cache (either side).
  */
 bool tls_transport_resumed(const struct transport *t);
+
+/* The negotiated ciphersuite's IANA-style name (mbed TLS spelling, with
+ * dashes) once the handshake is done, else NULL. Static storage. */
+const char *tls_transport_ciphersuite(const struct transport *t);
 
 /*
  * Client side of resumption. tls_transport_save_session() copies the
