@@ -988,6 +988,74 @@ static void test_resumption_table(void)
 	}
 }
 
+static uint64_t fake_now;
+static uint64_t fake_clock(void) { return fake_now; }
+
+/*
+ * Ticket keys rotate every lifetime on the (monotonic) clock: a ticket
+ * sealed under the previous key still resumes, one from before two
+ * rotations gets a full handshake (its key is gone), and so does one from
+ * before an explicit rotation followed by the timed one. No cache, so only
+ * the ticket can resume.
+ */
+static void test_ticket_key_rotation(void)
+{
+	static const struct {
+		const char *label;
+		uint64_t advance;   /* seconds the clock moves after those */
+		int manual;         /* explicit rotations after the ticket is issued */
+		bool expect_resumed;
+	} cases[] = {
+		/* label, advance, manual, expect_resumed */
+		{"same key: resumed", 0, 0, true},
+		{"just before the timer: resumed", 99, 0, true},
+		{"after one timed rotation (previous key): resumed", 100, 0, true},
+		{"after one explicit rotation (previous key): resumed", 0, 1, true},
+		{"after two explicit rotations: full handshake", 0, 2, false},
+		{"explicit rotation, then the timed one: full handshake", 100, 1, false},
+	};
+	fake_now = 1000;
+	tls_set_clock(fake_clock);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct tls_opts o;
+		tls_opts_init(&o);
+		o.cert_file = P("server.crt");
+		o.key_file = P("server.key");
+		o.session_cache_size = 0;
+		o.session_lifetime = 100;
+		struct tls_ctx *sc = NULL;
+		char err[512];
+		CHECK(tls_ctx_new_server(&o, &sc, err, sizeof err) == 0, cases[i].label);
+		struct tls_ctx *cc = client_ctx(NULL, "ca.crt", false, "localhost", false, NULL);
+		CHECK(sc && cc, cases[i].label);
+		if (!sc || !cc) {
+			tls_ctx_unref(sc);
+			tls_ctx_unref(cc);
+			continue;
+		}
+		bool first[2] = {true, true}, second[2] = {false, false};
+		struct tls_session *sess = NULL;
+		CHECK(resume_round(sc, cc, NULL, first, &sess, NULL), cases[i].label);
+		CHECK(!first[0], cases[i].label);
+		for (int m = 0; m < cases[i].manual; m++)
+			CHECK(tls_ctx_rotate_ticket_keys(sc) == 0, cases[i].label);
+		fake_now += cases[i].advance;
+		/* The timed rotation happens when a key is next used: here. */
+		CHECK(resume_round(sc, cc, sess, second, NULL, NULL), cases[i].label);
+		CHECK(second[0] == cases[i].expect_resumed && second[1] == cases[i].expect_resumed,
+		      cases[i].label);
+		tls_session_free(sess);
+		tls_ctx_unref(sc);
+		tls_ctx_unref(cc);
+	}
+	tls_set_clock(NULL);
+	/* Without tickets there is nothing to rotate. */
+	struct tls_ctx *nt = resume_server_ctx(false, false, 16);
+	CU_ASSERT_FATAL(nt != NULL);
+	CU_ASSERT_EQUAL(tls_ctx_rotate_ticket_keys(nt), WISP_EINVAL);
+	tls_ctx_unref(nt);
+}
+
 /* Mutual TLS: the resumed session carries the verified client certificate,
  * so use_identity_as_username sees the same CN. */
 static void test_resumed_session_keeps_client_cn(void)
@@ -1298,6 +1366,8 @@ static CU_TestInfo handshake_tests[] = {
 	{"a server session is paid when the handshake starts, and counted", test_session_paid_when_handshake_starts},
 	{"a session past memory_limit is refused", test_session_refused_past_memory_limit},
 	{"resumption: ticket, cache, neither, another context", test_resumption_table},
+	{"ticket keys rotate on the clock and on demand; the previous key still opens",
+	 test_ticket_key_rotation},
 	{"resumption under mutual TLS keeps the client's CN", test_resumed_session_keeps_client_cn},
 	{"session lifetime out of range is refused", test_session_lifetime_validated},
 	CU_TEST_INFO_NULL,

@@ -14,11 +14,13 @@
  * RSA >= 2048, P-256+), no renegotiation.
  *
  * Resumption (server): RFC 5077 session tickets, sealed with AES-256-GCM
- * keys that mbed TLS rotates every session_lifetime (a ticket stays valid
- * for one lifetime, so the previous key is still accepted), and a bounded
- * session cache (session_cache_size entries, oldest reused first) for
- * clients without tickets. Both belong to the tls_ctx: a reload builds new
- * keys and an empty cache, so a ticket from before it gets a full
+ * keys we rotate every session_lifetime on the monotonic clock (checked
+ * whenever a ticket is sealed or opened); the previous key still opens the
+ * tickets it sealed, so a ticket stays valid for its lifetime and no key
+ * lives longer than two. A bounded session cache (session_cache_size
+ * entries, oldest reused first) serves clients without tickets. Both
+ * belong to the tls_ctx: a reload (SIGHUP) builds new keys and an empty
+ * cache, so a ticket from before it gets a full
  * handshake, under the new certificate and CA. A resumed handshake skips
  * the signature and the ECDHE (~5 ms of CPU on P-256 with mbed TLS 2.28).
  * The ticket keys and the cache entries (~0.2 KiB each, ~0.8 KiB with the
@@ -70,6 +72,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -157,7 +160,11 @@ struct tls_ctx {
 	int *suites;    /* 0-terminated; conf points at it */
 	mbedtls_ecp_group_id *curves; /* NONE-terminated, or NULL: tls_curves */
 	char *hostname; /* client: SNI and expected name, or NULL */
-	mbedtls_ssl_ticket_context tickets; /* server: ticket keys (session_tickets) */
+	/* Server, session_tickets: [0] seals new tickets, [1] (the previous
+	 * key, or NULL) still opens the tickets it sealed. */
+	mbedtls_ssl_ticket_context *tickets[2];
+	uint64_t tickets_born;      /* tls_clock() when tickets[0] was made */
+	unsigned ticket_lifetime;   /* seconds: rotation period and ticket life */
 	mbedtls_ssl_cache_context cache;    /* server: session cache (session_cache_size) */
 };
 
@@ -588,6 +595,100 @@ static int verify_cb(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 	return 0;
 }
 
+/* ---- session ticket keys ---- */
+
+static uint64_t clock_monotonic(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec;
+}
+
+/* Seconds on a clock that never jumps (a wall-clock change must not rotate
+ * keys early or keep them late); tests replace it. */
+static uint64_t (*tls_clock)(void) = clock_monotonic;
+
+void tls_set_clock(uint64_t (*now)(void))
+{
+	tls_clock = now ? now : clock_monotonic;
+}
+
+static void ticket_keys_free(mbedtls_ssl_ticket_context *k)
+{
+	if (!k)
+		return;
+	mbedtls_ssl_ticket_free(k);
+	wisp_free(k);
+}
+
+/* A fresh AES-256-GCM ticket key from the DRBG, or NULL with the mbed TLS
+ * error in *ret. mbed TLS's own lazy rotation inside it (on the wall
+ * clock, after `lifetime`) is harmless: we replace it by then. */
+static mbedtls_ssl_ticket_context *ticket_keys_new(unsigned lifetime, int *ret)
+{
+	mbedtls_ssl_ticket_context *k = wisp_malloc(sizeof *k);
+	if (!k) {
+		*ret = MBEDTLS_ERR_SSL_ALLOC_FAILED;
+		return NULL;
+	}
+	mbedtls_ssl_ticket_init(k);
+	*ret = mbedtls_ssl_ticket_setup(k, mbedtls_ctr_drbg_random, &rng_drbg, MBEDTLS_CIPHER_AES_256_GCM,
+	                                lifetime);
+	if (*ret != 0) {
+		ticket_keys_free(k);
+		return NULL;
+	}
+	return k;
+}
+
+int tls_ctx_rotate_ticket_keys(struct tls_ctx *c)
+{
+	if (!c->tickets[0])
+		return WISP_EINVAL;
+	int ret;
+	mbedtls_ssl_ticket_context *k = ticket_keys_new(c->ticket_lifetime, &ret);
+	if (!k)
+		return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED || ret == MBEDTLS_ERR_CIPHER_ALLOC_FAILED ? WISP_ENOMEM
+		                                                                                      : WISP_EIO;
+	ticket_keys_free(c->tickets[1]);
+	c->tickets[1] = c->tickets[0];
+	c->tickets[0] = k;
+	c->tickets_born = tls_clock();
+	return 0;
+}
+
+/* The timer: due once a lifetime has passed since the key was made. Checked
+ * whenever a ticket is sealed or opened, the only times a key is used, so
+ * no loop timer is needed. If making the new key fails, the old one serves
+ * until the next try. */
+static void ticket_keys_maybe_rotate(struct tls_ctx *c)
+{
+	if (tls_clock() - c->tickets_born >= c->ticket_lifetime)
+		(void)tls_ctx_rotate_ticket_keys(c);
+}
+
+static int ticket_write(void *p, const mbedtls_ssl_session *session, unsigned char *start,
+                        const unsigned char *end, size_t *tlen, uint32_t *lifetime)
+{
+	struct tls_ctx *c = p;
+	ticket_keys_maybe_rotate(c);
+	return mbedtls_ssl_ticket_write(c->tickets[0], session, start, end, tlen, lifetime);
+}
+
+/* A ticket names its key (4 bytes): one sealed under neither the current nor
+ * the previous key reads as expired, and the client gets a full handshake.
+ * mbed TLS decrypts in place only once it found the named key, so trying
+ * the previous key after the current one sees the ticket intact. */
+static int ticket_parse(void *p, mbedtls_ssl_session *session, unsigned char *buf, size_t len)
+{
+	struct tls_ctx *c = p;
+	ticket_keys_maybe_rotate(c);
+	int ret = mbedtls_ssl_ticket_parse(c->tickets[0], session, buf, len);
+	if (ret == MBEDTLS_ERR_SSL_SESSION_TICKET_EXPIRED && c->tickets[1])
+		ret = mbedtls_ssl_ticket_parse(c->tickets[1], session, buf, len);
+	return ret;
+}
+
 static struct tls_ctx *ctx_alloc(bool is_server)
 {
 	struct tls_ctx *c = wisp_calloc(1, sizeof *c);
@@ -599,7 +700,6 @@ static struct tls_ctx *ctx_alloc(bool is_server)
 	mbedtls_x509_crt_init(&c->cert);
 	mbedtls_pk_init(&c->key);
 	mbedtls_x509_crt_init(&c->ca);
-	mbedtls_ssl_ticket_init(&c->tickets);
 	mbedtls_ssl_cache_init(&c->cache);
 	return c;
 }
@@ -610,7 +710,8 @@ static void ctx_free(struct tls_ctx *c)
 	mbedtls_x509_crt_free(&c->cert);
 	mbedtls_pk_free(&c->key);
 	mbedtls_x509_crt_free(&c->ca);
-	mbedtls_ssl_ticket_free(&c->tickets);
+	ticket_keys_free(c->tickets[0]);
+	ticket_keys_free(c->tickets[1]);
 	mbedtls_ssl_cache_free(&c->cache);
 	wisp_free(c->suites);
 	wisp_free(c->curves);
@@ -662,9 +763,11 @@ static int setup_resumption(struct tls_ctx *c, const struct tls_opts *o, char *e
 	if (o->session_cache_size > INT_MAX)
 		return seterr(err, errlen, "session_cache_size: %u: out of range", o->session_cache_size);
 	if (o->session_tickets) {
-		int ret = mbedtls_ssl_ticket_setup(&c->tickets, mbedtls_ctr_drbg_random, &rng_drbg,
-		                                   MBEDTLS_CIPHER_AES_256_GCM, o->session_lifetime);
-		if (ret != 0) {
+		int ret;
+		c->ticket_lifetime = o->session_lifetime;
+		c->tickets[0] = ticket_keys_new(o->session_lifetime, &ret);
+		c->tickets_born = tls_clock();
+		if (!c->tickets[0]) {
 			char msg[128];
 			mbed_errstr(ret, msg, sizeof msg);
 			seterr(err, errlen, "session_tickets: (keys): cannot set up ticket keys: %s", msg);
@@ -672,8 +775,7 @@ static int setup_resumption(struct tls_ctx *c, const struct tls_opts *o, char *e
 			               ? WISP_ENOMEM
 			               : WISP_EIO;
 		}
-		mbedtls_ssl_conf_session_tickets_cb(&c->conf, mbedtls_ssl_ticket_write, mbedtls_ssl_ticket_parse,
-		                                    &c->tickets);
+		mbedtls_ssl_conf_session_tickets_cb(&c->conf, ticket_write, ticket_parse, c);
 	}
 	if (o->session_cache_size > 0) {
 		mbedtls_ssl_cache_set_max_entries(&c->cache, (int)o->session_cache_size);
@@ -1343,6 +1445,14 @@ int tls_ctx_new_client(const struct tls_opts *o, struct tls_ctx **out, char *err
 }
 
 void tls_ctx_ref(struct tls_ctx *c) { (void)c; }
+
+int tls_ctx_rotate_ticket_keys(struct tls_ctx *c)
+{
+	(void)c;
+	return WISP_EINVAL;
+}
+
+void tls_set_clock(uint64_t (*now)(void)) { (void)now; }
 void tls_ctx_unref(struct tls_ctx *c) { (void)c; }
 
 struct transport *tls_transport_new(struct tls_ctx *c, int fd)

@@ -25,6 +25,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "transport.h"
 
@@ -81,6 +82,20 @@ void tls_opts_init(struct tls_opts *o);
  */
 int tls_ctx_new_server(const struct tls_opts *o, struct tls_ctx **out, char *err, size_t errlen);
 int tls_ctx_new_client(const struct tls_opts *o, struct tls_ctx **out, char *err, size_t errlen);
+
+/*
+ * Server: a new session ticket key seals tickets from now on; the previous
+ * one still opens the tickets it sealed, the one before it is destroyed
+ * (its tickets get a full handshake). Runs by itself every
+ * session_lifetime; a reload replaces the whole context instead. 0,
+ * WISP_EINVAL (no tickets in this context), WISP_ENOMEM or WISP_EIO (the
+ * old keys stay then).
+ */
+int tls_ctx_rotate_ticket_keys(struct tls_ctx *c);
+
+/* Tests: the clock (seconds, monotonic) that ticket key rotation runs on;
+ * NULL restores the real one. */
+void tls_set_clock(uint64_t (*now)(void));
 
 void tls_ctx_ref(struct tls_ctx *c);
 /* Frees the context when the last reference goes; NULL is a no-op. */
