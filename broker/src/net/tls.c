@@ -24,8 +24,7 @@
  * handshake, under the new certificate and CA. A resumed handshake skips
  * the signature and the ECDHE (~5 ms of CPU on P-256 with mbed TLS 2.28).
  * The ticket keys and the cache entries (~0.2 KiB each, ~0.8 KiB with the
- * client's certificate under mutual TLS) are allocated by mbed TLS outside
- * wisp_malloc and not charged: the cache is bounded instead.
+ * client's certificate under mutual TLS) count in the heap like the rest.
  *
  * Invariants:
  * - A transport holds a reference on its context, whose mbedtls_ssl_config
@@ -50,11 +49,13 @@
  * transport struct (~800 bytes) and never the buffers.
  *
  * Counted: Debian's mbed TLS has no MBEDTLS_PLATFORM_MEMORY (no
- * mbedtls_platform_set_calloc_free), so its allocations cannot go through
- * wisp_malloc. Each transport charges the estimates TLS_MEM_SESSION and,
- * while the handshake runs, TLS_MEM_HANDSHAKE to the allocator's count
- * (wisp_mem_charge), before mbed TLS allocates: they show in the heap
- * figures and a handshake that would pass memory_limit is refused.
+ * mbedtls_platform_set_calloc_free), so we link copies of its static
+ * archives whose calloc/free are renamed to wisp_tls_calloc/wisp_tls_free
+ * (cmake/FindMbedTLS.cmake, core/alloc.h): every byte mbed TLS holds is in
+ * the heap figures, and an allocation past memory_limit fails in mbed TLS,
+ * which fails that one connection (WISP_ENOMEM). A session does not start
+ * unless TLS_MEM_SESSION + TLS_MEM_HANDSHAKE would fit, so a handshake is
+ * refused before its CPU is spent rather than halfway.
  *
  * Threading: loop thread only. The process-wide entropy/CTR-DRBG is seeded
  * on first use and never torn down (mbed TLS locks it internally anyway).
@@ -78,9 +79,13 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include <mbedtls/bignum.h>
+#include <mbedtls/cipher.h>
 #include <mbedtls/ctr_drbg.h>
+#include <mbedtls/ecp.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
+#include <mbedtls/md.h>
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
@@ -103,11 +108,11 @@
 
 #define TLS_STAGE_LEN MBEDTLS_SSL_OUT_CONTENT_LEN
 
-/* Estimates of what mbed TLS allocates (glibc usable sizes, measured with
- * mallinfo2 on libmbedtls 2.28.3: certs/README.md): the two record buffers
- * and the session for the connection's life, and the handshake state
- * (checksums, ECDHE, the peer's certificate chain while it is verified)
- * until the handshake ends. */
+/* What a session needs from mbed TLS (glibc usable sizes, measured on
+ * libmbedtls 2.28.3: certs/README.md): the two record buffers and the
+ * session for the connection's life, and the handshake state (checksums,
+ * ECDHE, the peer's certificate chain while it is verified) until the
+ * handshake ends. Only for refusing early: the real bytes are counted. */
 #define TLS_MEM_SESSION (38u * 1024u)
 #define TLS_MEM_HANDSHAKE (20u * 1024u)
 
@@ -173,7 +178,6 @@ struct tls_transport {
 	struct tls_ctx *ctx; /* one reference */
 	mbedtls_ssl_context ssl;
 	size_t write_pending; /* plaintext length of a record not yet fully sent */
-	size_t charged;       /* bytes charged to the allocator (wisp_mem_charge) */
 	int last_ret;         /* last fatal mbed TLS error, 0 if none */
 	int read_error;       /* WISP_E* met by a read that returned bytes, for the next read */
 	int last_errno;       /* errno behind a NET_* error */
@@ -942,6 +946,22 @@ static int bio_recv(void *p, unsigned char *buf, size_t len)
 	}
 }
 
+/* mbed TLS returns a high-level code (SSL, X.509, PK...) plus a low-level
+ * one (MPI, ECP, cipher...): an allocation failure may hide in either. */
+static bool is_alloc_failure(int ret)
+{
+	static const int codes[] = {
+		MBEDTLS_ERR_SSL_ALLOC_FAILED, MBEDTLS_ERR_X509_ALLOC_FAILED, MBEDTLS_ERR_PK_ALLOC_FAILED,
+		MBEDTLS_ERR_MPI_ALLOC_FAILED, MBEDTLS_ERR_ECP_ALLOC_FAILED, MBEDTLS_ERR_CIPHER_ALLOC_FAILED,
+		MBEDTLS_ERR_MD_ALLOC_FAILED,
+	};
+	int high = -(-ret & 0xFF80), low = -(-ret & 0x007F);
+	for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+		if (ret == codes[i] || high == codes[i] || low == codes[i])
+			return true;
+	return false;
+}
+
 /* Maps a negative mbed TLS result to a transport result. */
 static int map_ret(struct tls_transport *tt, int ret)
 {
@@ -969,7 +989,7 @@ static int map_ret(struct tls_transport *tt, int ret)
 	default:
 		tt->last_ret = ret;
 		tt->failed = true;
-		return WISP_EPROTO;
+		return is_alloc_failure(ret) ? WISP_ENOMEM : WISP_EPROTO;
 	}
 }
 
@@ -980,14 +1000,9 @@ static int refuse(struct tls_transport *tt, const char *why, int rc)
 	return rc;
 }
 
-/* Moves the charge from "handshaking" to "established" once it is done. */
 static void handshake_finished(struct tls_transport *tt)
 {
 	tt->handshake_done = true;
-	if (tt->charged > TLS_MEM_SESSION) {
-		wisp_mem_uncharge(tt->charged - TLS_MEM_SESSION);
-		tt->charged = TLS_MEM_SESSION;
-	}
 }
 
 /*
@@ -1023,9 +1038,8 @@ static int ensure_setup(struct tls_transport *tt)
 		if (hdr[0] != TLS_RECORD_HANDSHAKE || (n > 1 && hdr[1] != TLS_RECORD_MAJOR))
 			return refuse(tt, "not a TLS handshake record (plaintext or garbage)", WISP_EPROTO);
 	}
-	if (wisp_mem_charge(TLS_MEM_SESSION + TLS_MEM_HANDSHAKE) != 0)
+	if (!wisp_mem_has_room(TLS_MEM_SESSION + TLS_MEM_HANDSHAKE))
 		return refuse(tt, "out of memory (memory_limit)", WISP_ENOMEM);
-	tt->charged = TLS_MEM_SESSION + TLS_MEM_HANDSHAKE;
 	int ret = mbedtls_ssl_setup(&tt->ssl, &tt->ctx->conf);
 	if (ret == 0 && !tt->ctx->is_server && tt->ctx->hostname)
 		ret = mbedtls_ssl_set_hostname(&tt->ssl, tt->ctx->hostname);
@@ -1231,7 +1245,6 @@ static void tls_close(struct transport *t)
 	if (tt->handshake_done && !tt->failed)
 		(void)mbedtls_ssl_close_notify(&tt->ssl);
 	mbedtls_ssl_free(&tt->ssl);
-	wisp_mem_uncharge(tt->charged);
 	if (t->fd >= 0)
 		close(t->fd);
 	tls_ctx_unref(tt->ctx);

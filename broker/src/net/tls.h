@@ -127,9 +127,10 @@ void tls_ctx_unref(struct tls_ctx *c);
  * session starts: a server starts it when the peer's first bytes arrive
  * and look like a TLS handshake (else WISP_EPROTO, nothing allocated).
  * Then ~38 KiB for the connection's life plus ~20 KiB during the handshake
- * (see certs/README.md), from the C heap through mbed TLS (Debian's build
- * has no MBEDTLS_PLATFORM_MEMORY), charged to wisp_mem_charge as an
- * estimate: past memory_limit the handshake fails with WISP_ENOMEM.
+ * (see certs/README.md), allocated by mbed TLS through wisp_tls_calloc, so
+ * counted in the heap figures: a session that would not fit within
+ * memory_limit does not start, and one whose allocation fails later fails
+ * with WISP_ENOMEM.
  */
 struct transport *tls_transport_new(struct tls_ctx *c, int fd);
 
