@@ -93,11 +93,14 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_cache.h>
 #include <mbedtls/ssl_ciphersuites.h>
+#include <mbedtls/ssl_internal.h>
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
 
 #include "alloc.h"
+#include "list.h"
+#include "loop.h"
 
 #if MBEDTLS_VERSION_MAJOR != 2
 #error "tls.c is written for the mbed TLS 2.28 API"
@@ -170,6 +173,9 @@ struct tls_ctx {
 	mbedtls_ssl_ticket_context *tickets[2];
 	uint64_t tickets_born;      /* tls_clock() when tickets[0] was made */
 	unsigned ticket_lifetime;   /* seconds: rotation period and ticket life */
+	unsigned hibernate_after;   /* seconds idle before hibernation, 0 = never */
+	struct list_node awake;     /* established awake transports, least recently used first */
+	struct loop_timer sweep;    /* armed while `awake` is not empty */
 	mbedtls_ssl_cache_context cache;    /* server: session cache (session_cache_size) */
 };
 
@@ -186,6 +192,11 @@ struct tls_transport {
 	bool handshake_done;
 	bool full_handshake; /* a certificate was sent or received: not resumed */
 	bool failed; /* fatal error: no close_notify on close */
+	bool hibernated;      /* record buffers freed (tls_transport_hibernate) */
+	struct list_node lru; /* in ctx->awake while established, awake, and hibernation is on */
+	uint64_t last_active; /* loop_now_s() of the last read or write that moved bytes */
+	unsigned char in_ctr[8], out_ctr[8]; /* record sequence numbers, kept while asleep:
+	                                        mbed TLS stores them in the buffers */
 };
 
 struct tls_session {
@@ -193,6 +204,9 @@ struct tls_session {
 };
 
 static const struct transport_ops tls_ops;
+
+static struct loop *hib_loop; /* tls_hibernation_attach() */
+static size_t hib_count;       /* transports hibernated now */
 
 static mbedtls_entropy_context rng_entropy;
 static mbedtls_ctr_drbg_context rng_drbg;
@@ -705,6 +719,7 @@ static struct tls_ctx *ctx_alloc(bool is_server)
 	mbedtls_pk_init(&c->key);
 	mbedtls_x509_crt_init(&c->ca);
 	mbedtls_ssl_cache_init(&c->cache);
+	list_init(&c->awake);
 	return c;
 }
 
@@ -797,6 +812,7 @@ void tls_opts_init(struct tls_opts *o)
 	o->session_tickets = true;
 	o->session_lifetime = TLS_SESSION_LIFETIME_DEFAULT;
 	o->session_cache_size = TLS_SESSION_CACHE_DEFAULT;
+	o->hibernate_after = TLS_HIBERNATE_DEFAULT;
 }
 
 int tls_ctx_new_server(const struct tls_opts *o, struct tls_ctx **out, char *err, size_t errlen)
@@ -836,6 +852,12 @@ int tls_ctx_new_server(const struct tls_opts *o, struct tls_ctx **out, char *err
 	}
 	if ((rc = setup_resumption(c, o, err, errlen)) != 0)
 		goto fail;
+	if (o->hibernate_after > TLS_HIBERNATE_MAX) {
+		rc = seterr(err, errlen, "hibernate_after: %u: out of range (0..%u seconds)", o->hibernate_after,
+		            TLS_HIBERNATE_MAX);
+		goto fail;
+	}
+	c->hibernate_after = o->hibernate_after;
 	*out = c;
 	return 0;
 fail:
@@ -1000,9 +1022,147 @@ static int refuse(struct tls_transport *tt, const char *why, int rc)
 	return rc;
 }
 
+/* ---- hibernation: idle connections give their record buffers back ---- */
+
+static void sweep(struct loop *l, struct loop_timer *t);
+
+/* A read or write moved bytes: the connection goes to the back of its
+ * context's idle order, and the sweep is armed if it was not. */
+static void touch(struct tls_transport *tt)
+{
+	struct tls_ctx *c = tt->ctx;
+	if (!hib_loop || !c->hibernate_after || !tt->handshake_done || tt->failed || tt->hibernated)
+		return;
+	tt->last_active = loop_now_s(hib_loop);
+	if (list_linked(&tt->lru))
+		list_remove(&tt->lru);
+	list_push_back(&c->awake, &tt->lru);
+	if (!loop_timer_armed(&c->sweep))
+		loop_timer_start(hib_loop, &c->sweep, c->hibernate_after, sweep);
+}
+
+static void leave_lru(struct tls_transport *tt)
+{
+	if (!list_linked(&tt->lru))
+		return;
+	list_remove(&tt->lru);
+	if (list_empty(&tt->ctx->awake) && hib_loop && loop_timer_armed(&tt->ctx->sweep))
+		loop_timer_stop(hib_loop, &tt->ctx->sweep);
+}
+
+/*
+ * mbed TLS 2.28 cannot serialise a TLS (stream) context:
+ * mbedtls_ssl_context_save() says "Only DTLS is supported". But between
+ * records an established context needs its buffers for nothing except the
+ * 8-byte sequence numbers it keeps in them, so we keep those, free the
+ * buffers, and on waking allocate them again and let mbed TLS recompute
+ * its pointers into them (mbedtls_ssl_reset_in_out_pointers, then the
+ * output pointers for the current transform's explicit IV), as its own
+ * MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH resizing does.
+ */
+static int hibernate(struct tls_transport *tt)
+{
+	mbedtls_ssl_context *ssl = &tt->ssl;
+	if (tt->hibernated)
+		return 0;
+	if (!tt->handshake_done || !tt->is_setup || tt->failed || ssl->state != MBEDTLS_SSL_HANDSHAKE_OVER)
+		return WISP_EINVAL;
+	/* Nothing half read, half written or decrypted and waiting. */
+	if (tt->write_pending || tt->read_error || ssl->in_left || ssl->in_msglen || ssl->in_offt ||
+	    ssl->in_hslen || ssl->keep_current_message || ssl->out_left)
+		return WISP_EAGAIN;
+	memcpy(tt->in_ctr, ssl->in_ctr, sizeof tt->in_ctr);
+	memcpy(tt->out_ctr, ssl->out_ctr, sizeof tt->out_ctr);
+	mbedtls_platform_zeroize(ssl->in_buf, MBEDTLS_SSL_IN_BUFFER_LEN);
+	mbedtls_platform_zeroize(ssl->out_buf, MBEDTLS_SSL_OUT_BUFFER_LEN);
+	wisp_tls_free(ssl->in_buf);
+	wisp_tls_free(ssl->out_buf);
+	ssl->in_buf = ssl->out_buf = NULL;
+	ssl->in_ctr = ssl->in_hdr = ssl->in_len = ssl->in_iv = ssl->in_msg = NULL;
+	ssl->out_ctr = ssl->out_hdr = ssl->out_len = ssl->out_iv = ssl->out_msg = NULL;
+	tt->hibernated = true;
+	hib_count++;
+	leave_lru(tt);
+	return 0;
+}
+
+/* Allocates the buffers again: 0, or WISP_ENOMEM (past memory_limit: the
+ * connection fails, as any that cannot get its buffers). */
+static int wake(struct tls_transport *tt)
+{
+	if (!tt->hibernated)
+		return 0;
+	mbedtls_ssl_context *ssl = &tt->ssl;
+	unsigned char *in = wisp_tls_calloc(1, MBEDTLS_SSL_IN_BUFFER_LEN);
+	unsigned char *out = in ? wisp_tls_calloc(1, MBEDTLS_SSL_OUT_BUFFER_LEN) : NULL;
+	if (!out) {
+		wisp_tls_free(in);
+		tt->refusal = "out of memory waking from hibernation (memory_limit)";
+		return WISP_ENOMEM;
+	}
+	ssl->in_buf = in;
+	ssl->out_buf = out;
+	mbedtls_ssl_reset_in_out_pointers(ssl);
+	mbedtls_ssl_update_out_pointers(ssl, ssl->transform_out);
+	memcpy(ssl->in_ctr, tt->in_ctr, sizeof tt->in_ctr);
+	memcpy(ssl->out_ctr, tt->out_ctr, sizeof tt->out_ctr);
+	tt->hibernated = false;
+	hib_count--;
+	touch(tt);
+	return 0;
+}
+
+/*
+ * The context's timer: hibernates the connections idle for hibernate_after,
+ * oldest first, and re-arms for the next one due. A busy one (a record half
+ * read or written) waits another period. O(connections put to sleep).
+ */
+static void sweep(struct loop *l, struct loop_timer *t)
+{
+	struct tls_ctx *c = container_of(t, struct tls_ctx, sweep);
+	uint64_t now = loop_now_s(l);
+	struct list_node *n;
+	while ((n = list_first(&c->awake)) != NULL) {
+		struct tls_transport *tt = container_of(n, struct tls_transport, lru);
+		uint64_t due = tt->last_active + c->hibernate_after;
+		if (due > now) {
+			loop_timer_start(l, t, due - now, sweep);
+			return;
+		}
+		if (hibernate(tt) != 0) {
+			tt->last_active = now;
+			list_remove(n);
+			list_push_back(&c->awake, n);
+		}
+	}
+}
+
+void tls_hibernation_attach(struct loop *l)
+{
+	hib_loop = l;
+}
+
+size_t tls_hibernated_count(void)
+{
+	return hib_count;
+}
+
+int tls_transport_hibernate(struct transport *t)
+{
+	if (!tls_transport_is(t))
+		return WISP_EINVAL;
+	return hibernate((struct tls_transport *)t);
+}
+
+bool tls_transport_hibernated(const struct transport *t)
+{
+	return tls_transport_is(t) && ((const struct tls_transport *)t)->hibernated;
+}
+
 static void handshake_finished(struct tls_transport *tt)
 {
 	tt->handshake_done = true;
+	touch(tt);
 }
 
 /*
@@ -1113,6 +1273,8 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t len)
 		if (ret != 0)
 			return map_ret(tt, ret);
 	}
+	if ((rc = wake(tt)) != 0)
+		return rc;
 	unsigned char *p = buf;
 	size_t got = 0;
 	while (got < len) {
@@ -1129,6 +1291,7 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t len)
 			tt->read_error = rc; /* want stays 0: call again to see it */
 		break;
 	}
+	touch(tt);
 	return (ssize_t)got;
 }
 
@@ -1175,6 +1338,8 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 		if (ret != 0)
 			return map_ret(tt, ret);
 	}
+	if ((rc = wake(tt)) != 0)
+		return rc;
 	/* mbed TLS's retry rule: same data, same length as the call that
 	 * returned WANT_WRITE; the caller promised the same bytes lead iov. */
 	if (tt->write_pending && total < tt->write_pending)
@@ -1228,6 +1393,7 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 			skip = 0;
 		}
 	}
+	touch(tt);
 	return (ssize_t)done;
 }
 
@@ -1242,8 +1408,11 @@ static void tls_close(struct transport *t)
 	struct tls_transport *tt = (struct tls_transport *)t;
 	/* Best effort: on a full socket buffer the peer just sees EOF, which
 	 * MQTT tolerates (it has its own DISCONNECT). */
-	if (tt->handshake_done && !tt->failed)
+	if (tt->handshake_done && !tt->failed && wake(tt) == 0)
 		(void)mbedtls_ssl_close_notify(&tt->ssl);
+	if (tt->hibernated)
+		hib_count--;
+	leave_lru(tt);
 	mbedtls_ssl_free(&tt->ssl);
 	if (t->fd >= 0)
 		close(t->fd);
@@ -1441,6 +1610,7 @@ void tls_opts_init(struct tls_opts *o)
 	o->session_tickets = true;
 	o->session_lifetime = TLS_SESSION_LIFETIME_DEFAULT;
 	o->session_cache_size = TLS_SESSION_CACHE_DEFAULT;
+	o->hibernate_after = TLS_HIBERNATE_DEFAULT;
 }
 
 int tls_ctx_new_server(const struct tls_opts *o, struct tls_ctx **out, char *err, size_t errlen)
@@ -1497,6 +1667,21 @@ void tls_transport_last_error(const struct transport *t, char *buf, size_t len)
 }
 
 bool tls_transport_resumed(const struct transport *t)
+{
+	(void)t;
+	return false;
+}
+
+void tls_hibernation_attach(struct loop *l) { (void)l; }
+size_t tls_hibernated_count(void) { return 0; }
+
+int tls_transport_hibernate(struct transport *t)
+{
+	(void)t;
+	return WISP_EINVAL;
+}
+
+bool tls_transport_hibernated(const struct transport *t)
 {
 	(void)t;
 	return false;

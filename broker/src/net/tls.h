@@ -62,6 +62,11 @@ struct tls_opts {
 	                                  (default 86400, 1..604800) */
 	unsigned session_cache_size;   /* server-side cache entries, 0 = no cache
 	                                  (default 1000) */
+	/* Server: an established connection with nothing to read or write for
+	 * this many seconds frees its two 16 KiB record buffers until it is
+	 * used again (0 = never; default TLS_HIBERNATE_DEFAULT). Needs
+	 * tls_hibernation_attach(). */
+	unsigned hibernate_after;
 };
 
 void tls_opts_init(struct tls_opts *o);
@@ -70,6 +75,21 @@ void tls_opts_init(struct tls_opts *o);
 #define TLS_SESSION_LIFETIME_DEFAULT 86400u
 #define TLS_SESSION_LIFETIME_MAX 604800u
 #define TLS_SESSION_CACHE_DEFAULT 1000u
+#define TLS_HIBERNATE_DEFAULT 5u
+#define TLS_HIBERNATE_MAX 86400u
+
+struct loop;
+
+/*
+ * Hibernation of idle connections runs on this loop's timers (one per
+ * context that hibernates, armed while it has awake connections). Call once
+ * before serving; without it nothing hibernates by itself (tests call
+ * tls_transport_hibernate()).
+ */
+void tls_hibernation_attach(struct loop *l);
+
+/* Established TLS connections whose record buffers are freed right now. */
+size_t tls_hibernated_count(void);
 
 /*
  * Build a context. 0 with *out holding one reference, or a negative WISP_E*
@@ -158,6 +178,18 @@ void tls_transport_last_error(const struct transport *t, char *buf, size_t len);
  * resumed from a ticket or the server's session cache (either side).
  */
 bool tls_transport_resumed(const struct transport *t);
+
+/*
+ * Puts an established, idle connection to sleep: its two record buffers
+ * (2 x 16,717 bytes) are freed; the keys, sequence numbers and session stay.
+ * The next read, writev or close allocates them again, transparently, so a
+ * caller never needs to know (the sweep of hibernate_after calls this).
+ * 0 (asleep), WISP_EAGAIN (not now: a record is half read or half
+ * written, or decrypted data waits), WISP_EINVAL (not a TLS transport, or
+ * no finished handshake).
+ */
+int tls_transport_hibernate(struct transport *t);
+bool tls_transport_hibernated(const struct transport *t);
 
 /* The negotiated ciphersuite's IANA-style name (mbed TLS spelling, with
  * dashes) once the handshake is done, else NULL. Static storage. */
