@@ -100,6 +100,7 @@
 
 #include "alloc.h"
 #include "list.h"
+#include "log.h"
 #include "loop.h"
 
 #if MBEDTLS_VERSION_MAJOR != 2
@@ -1121,20 +1122,27 @@ static void sweep(struct loop *l, struct loop_timer *t)
 {
 	struct tls_ctx *c = container_of(t, struct tls_ctx, sweep);
 	uint64_t now = loop_now_s(l);
+	size_t slept = 0;
 	struct list_node *n;
 	while ((n = list_first(&c->awake)) != NULL) {
 		struct tls_transport *tt = container_of(n, struct tls_transport, lru);
 		uint64_t due = tt->last_active + c->hibernate_after;
 		if (due > now) {
 			loop_timer_start(l, t, due - now, sweep);
-			return;
+			break;
 		}
-		if (hibernate(tt) != 0) {
+		if (hibernate(tt) == 0) {
+			slept++;
+		} else {
 			tt->last_active = now;
 			list_remove(n);
 			list_push_back(&c->awake, n);
 		}
 	}
+	/* One line per sweep (at most one a second per listener), never per
+	 * connection. */
+	if (slept)
+		log_msg(LOG_DEBUG, "tls", "%zu idle connection(s) hibernated, %zu asleep", slept, hib_count);
 }
 
 void tls_hibernation_attach(struct loop *l)

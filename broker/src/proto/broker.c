@@ -309,7 +309,7 @@ void broker_tls_error(const char *file, size_t listener, const char *why, char *
 	/* tls.c says "<option>: <file>: <reason>"; the operator wants the key
 	 * path of the configuration, like every other configuration error. */
 	static const char *const keys[] = {"cert", "key", "ca", "ciphersuites", "min_version",
-	                                   "session_ticket_lifetime", "session_cache_size"};
+	                                   "session_ticket_lifetime", "session_cache_size", "hibernate_after"};
 	for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
 		size_t n = strlen(keys[k]);
 		if (strncmp(why, keys[k], n) == 0 && why[n] == ':') {
@@ -334,6 +334,7 @@ int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, c
 	o.session_tickets = lc->tls.session_tickets;
 	o.session_lifetime = lc->tls.session_ticket_lifetime;
 	o.session_cache_size = lc->tls.session_cache_size;
+	o.hibernate_after = lc->tls.hibernate_after;
 	return tls_ctx_new_server(&o, out, err, errlen);
 }
 
@@ -394,6 +395,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 	}
 	if (persist_open(b, err, errlen) != 0)
 		goto fail;
+	tls_hibernation_attach(l);
 	for (size_t i = 0; i < cfg->listener_count; i++) {
 		const struct config_listener *lc = &cfg->listeners[i];
 		struct broker_listener *bl = &b->listeners[i];

@@ -161,6 +161,7 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/tls/handshakes/refused", s->handshakes_refused);
 	publish_u64(b, "$SYS/broker/tls/handshakes/failed", s->handshakes_failed);
 	publish_u64(b, "$SYS/broker/tls/handshakes/resumed", s->handshakes_resumed);
+	publish_u64(b, "$SYS/broker/tls/connections/hibernated", tls_hibernated_count());
 	publish_u64(b, "$SYS/broker/log/suppressed", log_suppressed_total());
 	publish_u64(b, "$SYS/broker/limits/output_stalled", s->output_stalled);
 	publish_u64(b, "$SYS/broker/limits/unauthenticated_refused", s->unauth_refused);
