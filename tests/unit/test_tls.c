@@ -414,6 +414,17 @@ static const struct hcase hcases[] = {
 	 false, "localhost", false, "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", false, 's', NULL, NULL},
 };
 
+/* A context from o, or NULL with the reason on stderr. */
+static struct tls_ctx *new_ctx(bool server, const struct tls_opts *o)
+{
+	struct tls_ctx *c = NULL;
+	char err[512];
+	int rc = server ? tls_ctx_new_server(o, &c, err, sizeof err) : tls_ctx_new_client(o, &c, err, sizeof err);
+	if (rc != 0)
+		fprintf(stderr, "%s ctx: %s\n", server ? "server" : "client", err);
+	return c;
+}
+
 static struct tls_ctx *server_ctx(bool require, const char *suites)
 {
 	struct tls_opts o;
@@ -425,11 +436,7 @@ static struct tls_ctx *server_ctx(bool require, const char *suites)
 		o.require_peer_cert = true;
 	}
 	o.ciphersuites = suites;
-	struct tls_ctx *c = NULL;
-	char err[512];
-	if (tls_ctx_new_server(&o, &c, err, sizeof err) != 0)
-		fprintf(stderr, "server ctx: %s\n", err);
-	return c;
+	return new_ctx(true, &o);
 }
 
 static struct tls_ctx *client_ctx(const char *stem, const char *ca, bool no_verify, const char *host,
@@ -449,11 +456,7 @@ static struct tls_ctx *client_ctx(const char *stem, const char *ca, bool no_veri
 	o.hostname = host;
 	o.insecure = insecure;
 	o.ciphersuites = suites;
-	struct tls_ctx *c = NULL;
-	char err[512];
-	if (tls_ctx_new_client(&o, &c, err, sizeof err) != 0)
-		fprintf(stderr, "client ctx: %s\n", err);
-	return c;
+	return new_ctx(false, &o);
 }
 
 /* A connected pair; both contexts' references are dropped here, so the
@@ -717,11 +720,7 @@ static struct tls_ctx *curve_server_ctx(const char *curves)
 	o.cert_file = P("server.crt");
 	o.key_file = P("server.key");
 	o.curves = curves;
-	struct tls_ctx *c = NULL;
-	char err[512];
-	if (tls_ctx_new_server(&o, &c, err, sizeof err) != 0)
-		fprintf(stderr, "server ctx: %s\n", err);
-	return c;
+	return new_ctx(true, &o);
 }
 
 static struct tls_ctx *curve_client_ctx(const char *curves, const char *suites)
@@ -732,11 +731,7 @@ static struct tls_ctx *curve_client_ctx(const char *curves, const char *suites)
 	o.hostname = "localhost";
 	o.curves = curves;
 	o.ciphersuites = suites;
-	struct tls_ctx *c = NULL;
-	char err[512];
-	if (tls_ctx_new_client(&o, &c, err, sizeof err) != 0)
-		fprintf(stderr, "client ctx: %s\n", err);
-	return c;
+	return new_ctx(false, &o);
 }
 
 /*
@@ -903,11 +898,7 @@ static struct tls_ctx *resume_server_ctx(bool require, bool tickets, unsigned ca
 	}
 	o.session_tickets = tickets;
 	o.session_cache_size = cache;
-	struct tls_ctx *c = NULL;
-	char err[512];
-	if (tls_ctx_new_server(&o, &c, err, sizeof err) != 0)
-		fprintf(stderr, "server ctx: %s\n", err);
-	return c;
+	return new_ctx(true, &o);
 }
 
 /*
