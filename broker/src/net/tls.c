@@ -122,6 +122,9 @@
 #define TLS_MEM_SESSION (38u * 1024u)
 #define TLS_MEM_HANDSHAKE (20u * 1024u)
 
+/* Freed bytes after which a sweep that hibernated something trims the heap. */
+#define TLS_HIBERNATE_TRIM (16u * MBEDTLS_SSL_IN_BUFFER_LEN)
+
 /* First byte of a TLS record carrying a handshake message (ClientHello). */
 #define TLS_RECORD_HANDSHAKE 0x16
 #define TLS_RECORD_MAJOR 3
@@ -1142,9 +1145,16 @@ static void sweep(struct loop *l, struct loop_timer *t)
 		}
 	}
 	/* One line per sweep (at most one a second per listener), never per
-	 * connection. */
-	if (slept)
+	 * connection. The buffers just freed go back to the system now: the
+	 * broker's own trim waits for 8 MiB, which the last few hundred
+	 * connections of a burst to fall asleep never reach (measured: 6.3
+	 * instead of 4.4 KiB of RSS per idle connection). A trim walks the
+	 * heap, so it runs at most once per sweep, and only for 16 buffers or
+	 * more. */
+	if (slept) {
 		log_msg(LOG_DEBUG, "tls", "%zu idle connection(s) hibernated, %zu asleep", slept, hib_count);
+		wisp_mem_trim(TLS_HIBERNATE_TRIM);
+	}
 }
 
 void tls_hibernation_attach(struct loop *l)
