@@ -203,6 +203,9 @@ run_one() { # broker id args rep
 	local b=$1 id=$2 args=$3 rep=$4 tls=0 port cfg rc extra=() size=(-s "$PAYLOAD")
 	case "$id" in tls|tls-*|*-tls) tls=1 ;; esac
 	case " $args " in *" -s "*) size=() ;; esac
+	# A row's own -d (conns: the hold time) wins over the window's.
+	local win=("${WIN[@]}")
+	case " $args " in *" -d "*) win=("${WIN[@]:2}") ;; esac
 	if [ "$tls" = 1 ] && [ "$HAVE_CERTS" = 0 ]; then
 		echo "{\"broker\":\"$b\",\"id\":\"$id\",\"rep\":$rep,\"rc\":77,\"note\":\"no certificates\",\"result\":null}" >>"$RUNS"
 		return
@@ -219,7 +222,7 @@ run_one() { # broker id args rep
 	[ "$tls" = 1 ] && extra=(--cafile "$TMP/certs/ca.crt")
 	[ "$tls" = 1 ] && [ "$id" != tls ] && extra+=(--tls)
 	# shellcheck disable=SC2086
-	taskset -c 1 "$BENCH" $args "${WIN[@]}" "${size[@]}" -p "$port" --broker-pid "$BROKER_PID" \
+	taskset -c 1 "$BENCH" $args "${win[@]}" "${size[@]}" -p "$port" --broker-pid "$BROKER_PID" \
 		"${extra[@]}" --json >"$TMP/out.json" 2>"$TMP/err.txt"
 	rc=$?
 	stop_broker
