@@ -3,6 +3,7 @@
  * broker, the loop.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +16,10 @@
 #include "broker.h"
 #include "config.h"
 #include "err.h"
+#include "file.h"
 #include "log.h"
 #include "loop.h"
+#include "mosquitto_conf.h"
 
 #ifndef WISP_VERSION
 #define WISP_VERSION "0.0.0"
@@ -57,12 +60,16 @@ static void usage(FILE *out)
 		"\n"
 		"Usage: wisp [-c FILE] [-p PORT] [-v]\n"
 		"       wisp --check-config FILE\n"
+		"       wisp --convert-mosquitto-conf FILE\n"
 		"\n"
-		" -c, --config FILE    load the JSON configuration FILE (default: the embedded\n"
-		"                      default, anonymous MQTT on 127.0.0.1:1883)\n"
+		" -c, --config FILE    load the configuration FILE: Wisp's JSON, or a Mosquitto\n"
+		"                      mosquitto.conf (default: the embedded default,\n"
+		"                      anonymous MQTT on 127.0.0.1:1883)\n"
 		" -p, --port PORT      listen on PORT instead of the first listener's port\n"
 		" -v, --verbose        log everything (level debug)\n"
 		"     --check-config FILE  validate FILE, print the result, exit 0 or 1\n"
+		"     --convert-mosquitto-conf FILE  print the Wisp JSON equivalent to the\n"
+		"                      mosquitto.conf FILE (validated as --check-config does)\n"
 		" -h, --help           show this help\n"
 		"     --version        print the version\n"
 		"\n"
@@ -112,6 +119,59 @@ static void raise_fd_limit(void)
 	}
 }
 
+/* --convert-mosquitto-conf: the translation -c uses, validated as
+ * --check-config validates, printed only when Wisp would run it. */
+static int convert_mosquitto(const char *path)
+{
+	char err[512];
+	char *buf = NULL;
+	size_t len = 0;
+	int rc = wisp_read_file(path, 4u * 1024u * 1024u, &buf, &len);
+	if (rc) {
+		fprintf(stderr, "%s: cannot read: %s\n", path, rc == WISP_ELIMIT ? "file too large" : strerror(errno));
+		return 1;
+	}
+	if (!mosq_conf_detect(buf ? buf : "", len)) {
+		fprintf(stderr, "%s: already a JSON configuration (its first character is '{' or '[')\n", path);
+		wisp_free(buf);
+		return 1;
+	}
+	struct config *cfg = NULL;
+	char *json = NULL;
+	int status = 1;
+	if (mosq_conf_parse(path, buf, len, &cfg, err, sizeof err) != 0 ||
+	    server_check_tls(cfg, err, sizeof err) != 0 ||
+	    mosq_conf_convert(path, buf, len, &json, err, sizeof err) != 0) {
+		fprintf(stderr, "%s\n", err);
+	} else {
+		fputs(json, stdout);
+		status = fflush(stdout) == 0 ? 0 : 1;
+	}
+	wisp_free(json);
+	config_free(cfg);
+	wisp_free(buf);
+	return status;
+}
+
+/* Mosquitto's pid_file: written once the listeners are open, so a script
+ * that waits for it can connect. 0, or -1 with errno. */
+static int write_pid_file(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	char line[24];
+	int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+	if (write(fd, line, (size_t)n) != (ssize_t)n) {
+		int e = errno ? errno : EIO;
+		close(fd);
+		unlink(path);
+		errno = e;
+		return -1;
+	}
+	return close(fd);
+}
+
 static int parse_port(const char *s, uint16_t *out)
 {
 	char *end;
@@ -146,6 +206,8 @@ int main(int argc, char **argv)
 			config_path = argv[++i];
 		} else if (!strcmp(a, "--check-config") && has_value) {
 			check_path = argv[++i];
+		} else if (!strcmp(a, "--convert-mosquitto-conf") && has_value) {
+			return convert_mosquitto(argv[++i]);
 		} else if ((!strcmp(a, "-p") || !strcmp(a, "--port")) && has_value) {
 			if (parse_port(argv[++i], &port) != 0) {
 				fprintf(stderr, "wisp: invalid port '%s' (1-65535)\n", argv[i]);
@@ -167,7 +229,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		/* What start-up would refuse, the check refuses, in the same words. */
-		if (broker_check_tls(cfg, err, sizeof err) != 0) {
+		if (server_check_tls(cfg, err, sizeof err) != 0) {
 			fprintf(stderr, "%s\n", err);
 			config_free(cfg);
 			return 1;
@@ -218,6 +280,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "wisp: %s\n", err);
 		goto out;
 	}
+	if (cfg->pid_file && write_pid_file(cfg->pid_file) != 0) {
+		fprintf(stderr, "wisp: %s: pid_file: cannot write '%s': %s\n", cfg->path, cfg->pid_file, strerror(errno));
+		broker_free(&b);
+		goto out;
+	}
 	sig.b = &b;
 	sig.config_path = config_path;
 	log_msg(LOG_NOTICE, "main", "wisp %s running (config %s)", WISP_VERSION, cfg->path);
@@ -226,6 +293,8 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERROR, "main", "event loop failed: %s", wisp_strerror(rc));
 	sig.b = NULL;
 	broker_free(&b);
+	if (cfg->pid_file)
+		unlink(cfg->pid_file);
 	log_msg(LOG_NOTICE, "main", "wisp stopped");
 	status = rc == 0 ? 0 : 1;
 out:

@@ -276,12 +276,12 @@ struct hclient *harness_connect(struct harness *h)
 	struct broker *b = &h->b;
 	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(h->next_port++),
 				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct conn *cn = conn_new(&b->conns, &c->f->base, c->fds[0], &b->listeners[0], (const struct sockaddr *)&peer);
+	struct conn *cn = conn_new(&b->srv.conns, &c->f->base, c->fds[0], &b->srv.listeners[0], (const struct sockaddr *)&peer);
 	if (!cn)
 		abort(); /* conn_new closed the transport: the harness cannot go on */
-	if (loop_io_start(h->loop, &cn->io, c->fds[0], LOOP_READ, broker_on_conn_io) != 0)
+	if (loop_io_start(h->loop, &cn->io, c->fds[0], LOOP_READ, server_on_conn_io) != 0)
 		abort();
-	b->listeners[0].conn_count++;
+	b->srv.listeners[0].conn_count++;
 	cn->state = CONN_AWAIT_CONNECT;
 	return c;
 }
@@ -300,7 +300,7 @@ void harness_run(struct harness *h)
 		 * password check (a CONNECT waits). Wait, so scripts see it. */
 		bool verifying = false;
 		struct list_node *n, *tmp;
-		list_for_each_safe(n, tmp, &h->b.conns.all)
+		list_for_each_safe(n, tmp, &h->b.srv.conns.all)
 			verifying |= container_of(n, struct conn, all_link)->auth_job != NULL;
 		if ((!h->b.persist.held_len && !verifying) || waits++ == HELPER_WAITS)
 			return;

@@ -1,6 +1,7 @@
 /*
- * dispatch.c's read_input against the transport contract (transport.h): a
- * short read is "call again", only would-block ends a readiness event. A
+ * session/input.c, through the server's I/O callback, against the
+ * transport contract (transport.h): a short read is "call again", only
+ * would-block ends a readiness event. A
  * real broker (no listener traffic) runs one connection over the fake
  * transport; the "peer" has sent CONNECT and a burst of PUBLISHes, and one
  * readable event must handle all of it up to the read budget, whether the
@@ -78,13 +79,13 @@ static struct run one_event(size_t read_per_call)
 	ft->read_per_call = read_per_call;
 	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(40000),
 				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct conn *c = conn_new(&b.conns, &ft->base, fds[0], &b.listeners[0], (const struct sockaddr *)&peer);
+	struct conn *c = conn_new(&b.srv.conns, &ft->base, fds[0], &b.srv.listeners[0], (const struct sockaddr *)&peer);
 	CU_ASSERT_FATAL(c != NULL);
-	CU_ASSERT_FATAL(loop_io_start(l, &c->io, fds[0], LOOP_READ, broker_on_conn_io) == 0);
-	b.listeners[0].conn_count++;
+	CU_ASSERT_FATAL(loop_io_start(l, &c->io, fds[0], LOOP_READ, server_on_conn_io) == 0);
+	b.srv.listeners[0].conn_count++;
 	c->state = CONN_AWAIT_CONNECT;
 
-	broker_on_conn_io(l, &c->io, LOOP_READ); /* one readable event */
+	server_on_conn_io(l, &c->io, LOOP_READ); /* one readable event */
 	r.received = b.stats.msgs_received;
 	r.reads = ft->read_calls;
 	r.all_read = ft->input_off == ft->input_len;
@@ -95,7 +96,7 @@ static struct run one_event(size_t read_per_call)
 	CU_ASSERT_FALSE(outq_empty(&c->out));
 	ft->base.want = TRANSPORT_WANT_WRITE;
 	size_t before = ft->read_calls;
-	broker_on_conn_io(l, &c->io, LOOP_WRITE);
+	server_on_conn_io(l, &c->io, LOOP_WRITE);
 	r.reads_on_writable = ft->read_calls - before;
 
 	broker_free(&b); /* closes the connection and its transport */

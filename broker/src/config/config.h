@@ -16,7 +16,19 @@
 enum config_protocol {
 	CONFIG_PROTO_MQTT = 0,  /* plain TCP */
 	CONFIG_PROTO_MQTTS = 1, /* TLS */
+	CONFIG_PROTO_WS = 2,    /* MQTT over WebSocket over TCP */
+	CONFIG_PROTO_WSS = 3,   /* MQTT over WebSocket over TLS */
 };
+
+static inline bool config_proto_is_tls(enum config_protocol p)
+{
+	return p == CONFIG_PROTO_MQTTS || p == CONFIG_PROTO_WSS;
+}
+
+static inline bool config_proto_is_ws(enum config_protocol p)
+{
+	return p == CONFIG_PROTO_WS || p == CONFIG_PROTO_WSS;
+}
 
 struct config_tls {
 	char *cert;     /* PEM certificate chain file */
@@ -41,6 +53,13 @@ struct config_listener {
 	uint32_t max_handshakes;  /* mqtts: TLS handshakes at once; 0 = unlimited; default 512 */
 	uint32_t max_handshakes_per_address; /* mqtts: the same per source address (IPv6: per /64); default 64 */
 	struct config_tls tls;
+	/* ws, wss: the HTTP Upgrade request and the frames. */
+	char *path;                /* request path to accept; NULL = any */
+	uint32_t max_header_bytes; /* request line + headers; default 8192 */
+	uint32_t max_headers;      /* header lines; default 100 */
+	uint32_t max_frame_size;   /* payload of one client data frame; 0 (default) = limits.max_packet_size */
+	bool trust_proxy;          /* take the client address from X-Forwarded-For; default false */
+	bool frame_per_packet;     /* one WebSocket frame per MQTT packet (Paho C); default true */
 };
 
 struct config_limits {
@@ -62,6 +81,10 @@ struct config_limits {
 	uint32_t max_connect_size;    /* bytes of a CONNECT before authentication; default 327701 (3.1.1 maximum) */
 	uint64_t max_unauthenticated_bytes; /* input held by connections before CONNECT, broker-wide; default 32 MiB */
 	uint64_t max_queued_bytes_total; /* queued QoS 1/2 bytes of all sessions; default 256 MiB */
+	uint16_t max_topic_alias;     /* v5 inbound topic aliases per connection; default 10; 0 = none */
+	uint16_t max_qos;             /* highest QoS accepted (v5: Maximum QoS); default 2 */
+	bool retain_available;        /* retained messages accepted (v5: Retain Available); default true */
+	uint32_t max_session_expiry;  /* seconds an offline session is kept at most; default 0 = as asked */
 };
 
 struct config_acl_rule; /* defined by auth/ (issue #5) */
@@ -103,6 +126,7 @@ struct config {
 	struct config_log log;
 	struct config_persistence persistence;
 	uint32_t sys_interval; /* seconds between $SYS updates; 0 = off; default 10 */
+	char *pid_file;        /* written once the listeners are open, removed at exit; NULL: none */
 };
 
 /*
@@ -113,7 +137,9 @@ struct config {
 struct config *config_default(void);
 
 /*
- * Loads and validates `path`. On success returns 0 and sets *out (caller
+ * Loads and validates `path`: Wisp's JSON, or a Mosquitto configuration
+ * (any file whose first non-blank character is not '{' or '[', translated
+ * by mosquitto_conf.c into the same JSON). On success returns 0 and sets *out (caller
  * frees with config_free). On failure returns a negative WISP_E* and writes
  * "<file>: <key path>: <reason>" into err (always NUL-terminated).
  */

@@ -144,6 +144,20 @@ void wisp_tls_free(void *ptr)
 	free(ptr);
 }
 
+int wisp_mem_charge(size_t bytes)
+{
+	if (!wisp_mem_has_room(bytes))
+		return WISP_ENOMEM;
+	used += bytes;
+	return 0;
+}
+
+void wisp_mem_uncharge(size_t bytes)
+{
+	used -= bytes < used ? bytes : used;
+	untrimmed += bytes;
+}
+
 bool wisp_mem_has_room(size_t bytes)
 {
 	return !limit || used + atomic_load_explicit(&tls_used, memory_order_relaxed) + bytes <= limit;

@@ -173,9 +173,11 @@ static int decode_connect(struct mqtt_rd *rd, struct mqtt_connect *c)
 		return rc;
 	/* Filled before judging, so the broker can answer with the level it saw [MQTT-3.1.2-2]. */
 	c->version = level;
-	if (!((str_is(name, "MQTT", 4) && (level == MQTT_PROTO_V311 || level == MQTT_PROTO_V5)) ||
-	      (str_is(name, "MQIsdp", 6) && level == MQTT_PROTO_V31)))
-		return MQTT_EVERSION; /* [MQTT-3.1.2-1] [MQTT-3.1.2-2] */
+	bool v31_name = str_is(name, "MQIsdp", 6);
+	if (!v31_name && !str_is(name, "MQTT", 4))
+		return MQTT_EPROTONAME; /* [MQTT-3.1.2-1] not this protocol */
+	if (!(v31_name ? level == MQTT_PROTO_V31 : (level == MQTT_PROTO_V311 || level == MQTT_PROTO_V5)))
+		return MQTT_EVERSION; /* [MQTT-3.1.2-2] */
 
 	if ((rc = rd_u8(rd, &flags)) != 0)
 		return rc;

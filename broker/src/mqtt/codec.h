@@ -60,7 +60,8 @@ enum mqtt_pkt_type {
 	X(MQTT_EVERSION, -9, "unsupported protocol name or level")             \
 	X(MQTT_EPROPS, -10, "invalid property")                                \
 	X(MQTT_ENOSPC, -11, "output buffer too small")                         \
-	X(MQTT_EINVAL, -12, "invalid argument to encoder")
+	X(MQTT_EINVAL, -12, "invalid argument to encoder")                     \
+	X(MQTT_EPROTONAME, -13, "unknown protocol name")
 
 enum mqtt_err {
 #define MQTT_ERR_ENUM(name, value, text) name = value,
@@ -167,6 +168,14 @@ void mqtt_props_iter_init(const struct mqtt_props *props, struct mqtt_prop_iter 
  * validated by the decoder, so it cannot fail on decoded packets. */
 int mqtt_props_next(struct mqtt_prop_iter *it, struct mqtt_prop *out);
 
+/* Copies the block's properties whose bit (MQTT_PROP_BIT) is not in
+ * `drop` to `out`, unchanged and in order; returns their length (with
+ * `out` NULL, only measures). `present` must describe the block (as
+ * decoded): nothing dropped is one memcpy. */
+size_t mqtt_props_filter(const struct mqtt_props *props, uint64_t drop, uint8_t *out);
+/* 1 and the first property `id` in `out`, or 0. Only `raw` is read. */
+int mqtt_props_find(const struct mqtt_props *props, uint8_t id, struct mqtt_prop *out);
+
 /* CONNECT flags byte [MQTT-3.1.2.3]. */
 #define MQTT_CONNECT_CLEAN 0x02
 #define MQTT_CONNECT_WILL 0x04
@@ -231,6 +240,8 @@ enum mqtt_reason {
 	MQTT_RC_QUOTA_EXCEEDED = 0x97,
 	MQTT_RC_KEEP_ALIVE_TIMEOUT = 0x8D,
 	MQTT_RC_QOS_NOT_SUPPORTED = 0x9B,
+	MQTT_RC_PAYLOAD_FORMAT_INVALID = 0x99,
+	MQTT_RC_SHARED_SUB_NOT_SUPPORTED = 0x9E,
 };
 
 /* The 3.1.1 SUBACK failure return code [MQTT-3.9.3]. */
@@ -348,8 +359,10 @@ ssize_t mqtt_frame_size(const uint8_t *buf, size_t len, const struct mqtt_codec_
  * Topic name and filter wildcard rules are left to topic/ (a v3 SUBSCRIBE
  * with a bad filter gets 0x80, not a disconnect); an empty PUBLISH topic is
  * refused here (MQTT_EPROTOCOL) unless a v5 Topic Alias stands in for it.
- * On MQTT_EVERSION, out->type and out->u.connect.version are filled with
- * what the CONNECT said, so the broker can answer in kind [MQTT-3.1.2-2];
+ * On MQTT_EVERSION (a known protocol name with a level not its own) and
+ * MQTT_EPROTONAME (neither "MQTT" nor "MQIsdp"), out->type and
+ * out->u.connect.version are filled with what the CONNECT said, so the
+ * broker can answer in kind [MQTT-3.1.2-1][MQTT-3.1.2-2];
  * after other errors `out` is unspecified.
  */
 ssize_t mqtt_decode(const uint8_t *buf, size_t len, const struct mqtt_codec_opts *opts,
@@ -364,6 +377,10 @@ ssize_t mqtt_varint_decode(const uint8_t *buf, size_t len, uint32_t *out);
 
 /* True when `s` is well-formed UTF-8 without U+0000 or surrogates [MQTT-1.5.3]. */
 bool mqtt_utf8_valid(const uint8_t *s, size_t len);
+/* True when `s` holds a control character U+0001..U+001F or U+007F..U+009F
+ * (allowed by [MQTT-1.5.4-3] to be refused; the broker refuses them in
+ * client ids, user names, topic names and filters, as Mosquitto does). */
+bool mqtt_utf8_has_control(const uint8_t *s, size_t len);
 
 /*
  * Encoders write one whole packet into `buf` and return its length, or
@@ -405,6 +422,38 @@ ssize_t mqtt_encode_reason(uint8_t *buf, size_t cap, uint8_t version, uint8_t ty
  */
 ssize_t mqtt_encode_publish_parts(uint8_t *head, size_t head_cap, uint8_t *mid, size_t mid_cap,
 				  size_t *mid_len, uint8_t version, const struct mqtt_publish *p);
+
+/*
+ * PUBLISH split for fan-out when the message carries v5 properties shared by
+ * every copy: the broker keeps topic, shared properties and payload in one
+ * block and writes per delivery only the head (fixed header, Remaining
+ * Length, topic length) and the middle part (packet id; for v5 the
+ * property length and the per-delivery properties: Topic Alias, the
+ * remaining Message Expiry Interval, Subscription Identifiers). The caller
+ * sends head | topic | mid | shared properties | payload. For versions
+ * below 5 no property is written and shared_props_len is ignored.
+ */
+struct mqtt_publish_split {
+	uint8_t qos;
+	bool dup;
+	bool retain;
+	uint16_t packet_id;       /* QoS > 0 */
+	size_t topic_len;         /* 0 only with a Topic Alias (v5) */
+	size_t shared_props_len;  /* v5: property bytes the caller sends after mid */
+	size_t payload_len;
+	uint16_t topic_alias;     /* v5, 0: none */
+	uint32_t message_expiry;  /* v5, 0: none */
+	const uint32_t *sub_ids;  /* v5, each 1 to 268,435,455 */
+	size_t sub_id_count;
+};
+/* Returns the head's length (at most MQTT_MAX_FIXED_HEADER + 2), or a
+ * negative MQTT_E*; `*mid_len` receives the middle part's length, at most
+ * mqtt_publish_split_mid_max(p->sub_id_count). */
+ssize_t mqtt_encode_publish_split(uint8_t *head, size_t head_cap, uint8_t *mid, size_t mid_cap,
+				  size_t *mid_len, uint8_t version, const struct mqtt_publish_split *p);
+size_t mqtt_publish_split_mid_max(size_t sub_id_count);
+/* The whole packet's size in bytes, or 0 if it cannot be encoded. */
+size_t mqtt_publish_split_size(uint8_t version, const struct mqtt_publish_split *p);
 
 /* Property builders for v5 encoders: append one property to `buf` at `*off`.
  * Return 0, or MQTT_ENOSPC (nothing written, *off unchanged), or MQTT_EINVAL

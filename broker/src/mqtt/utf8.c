@@ -3,9 +3,11 @@
  * (no overlong forms, nothing above U+10FFFF), no surrogate code points
  * U+D800..U+DFFF [MQTT-1.5.4-1] and no U+0000 [MQTT-1.5.4-2].
  *
- * Other control characters and non-characters such as U+FFFF are accepted:
- * the specification lets a receiver refuse them but forbids skipping them
- * [MQTT-1.5.4-3], and refusing them would break interoperable clients.
+ * Other control characters and non-characters such as U+FFFF are accepted
+ * here: the specification lets a receiver refuse them but forbids skipping
+ * them [MQTT-1.5.4-3]. mqtt_utf8_has_control() finds the C0 and C1
+ * controls, which the broker refuses in identifiers and topics (as
+ * Mosquitto does).
  *
  * Cost: one pass, no table, an ASCII fast path. Pure; thread-safe.
  */
@@ -56,4 +58,16 @@ bool mqtt_utf8_valid(const uint8_t *s, size_t len)
 		i += need + 1;
 	}
 	return true;
+}
+
+bool mqtt_utf8_has_control(const uint8_t *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if ((s[i] >= 0x01 && s[i] <= 0x1F) || s[i] == 0x7F)
+			return true;
+		/* U+0080..U+009F encode as C2 80..C2 9F. */
+		if (s[i] == 0xC2 && i + 1 < len && s[i + 1] >= 0x80 && s[i + 1] <= 0x9F)
+			return true;
+	}
+	return false;
 }

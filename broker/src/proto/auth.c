@@ -6,6 +6,7 @@
 #include "alloc.h"
 #include "bg.h"
 #include "broker.h"
+#include "input.h"
 #include "err.h"
 #include "log.h"
 #include "tls.h"
@@ -101,13 +102,12 @@ static void verify_done(struct bg_job *job)
 	if (j->ok)
 		passwd_memo_set(j->passwd->db, j->data, j->ulen, j->data + j->ulen, j->plen);
 	struct conn *c = j->c;
-	struct broker *b = j->b;
 	bool ok = j->ok;
 	job_free(j);
 	if (c) {
 		c->auth_job = NULL;
 		c->auth_result = ok ? CONN_AUTH_OK : CONN_AUTH_BAD;
-		broker_resume_input(b, c);
+		conn_input_resume(c);
 	}
 }
 
@@ -214,7 +214,7 @@ size_t auth_recheck_messages(struct broker *b, struct session *s)
 {
 	if (!b->auth.acl || (!s->queued_count && !s->inflight_count))
 		return 0;
-	size_t n = delivery_filter(s, may_read, NULL);
+	size_t n = delivery_filter(s, &b->dlim, may_read, NULL);
 	if (n) {
 		b->stats.acl_dropped_queued += n;
 		log_msg(LOG_NOTICE, "acl", "%s: dropped %zu queued or in-flight message(s) that %s%s%s may not read",
@@ -234,7 +234,7 @@ static enum auth_verdict fail(struct broker *b, struct conn *c, enum auth_verdic
 
 enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, char **username)
 {
-	const struct broker_listener *bl = c->listener;
+	const struct server_listener *bl = server_listener_of(c);
 	*username = NULL;
 
 	if (bl->use_identity_as_username) {

@@ -20,8 +20,11 @@
 #include "listener.h"
 #include "loop.h"
 #include "msg.h"
+#include "reason.h"
 #include "persist.h"
+#include "router.h"
 #include "retained.h"
+#include "server.h"
 #include "session.h"
 #include "tls.h"
 #include "topic.h"
@@ -30,42 +33,20 @@
 struct broker;
 struct store;
 
-struct broker_listener {
-	struct listener net;
-	struct broker *b;
-	const struct config_listener *cfg;
-	struct tls_ctx *tls;          /* NULL for plain MQTT */
-	size_t conn_count;
-	/* Copies of cfg's auth switches: cfg is the start-up configuration,
-	 * and these two change on SIGHUP (proto/reload.c). */
-	bool allow_anonymous;
-	bool use_identity_as_username;
-};
-
 /* Plain counters bumped inline; $SYS publishes them. */
 struct broker_stats {
 	uint64_t clients_total;      /* CONNECTs accepted since start */
 	uint64_t msgs_received;      /* PUBLISH packets in */
 	uint64_t msgs_sent;          /* PUBLISH packets queued out */
-	uint64_t bytes_received;
-	uint64_t bytes_sent;
 	uint64_t publish_dropped;    /* deliveries dropped, all reasons: the sum of dropped[] */
-	uint64_t malformed;          /* connections closed for bad input */
 	uint64_t refused;            /* CONNACKs with a refusal code */
-	uint64_t keepalive_expired;
-	uint64_t output_stalled;     /* clients disconnected for staying over max_output_buffer */
-	uint64_t unauth_refused;     /* closed before CONNECT by max_connect_size or max_unauthenticated_bytes */
+	uint64_t reasons[REASON_COUNT]; /* connections ended or refused, by reason (reason.h) */
 	uint64_t sys_publish_dropped; /* client PUBLISHes to $SYS/ not routed */
 	uint64_t acl_dropped_queued; /* queued/in-flight messages dropped by an access re-check */
-	uint64_t takeover_refused;   /* CONNECTs refused: the client id's session is another user's */
 	uint64_t dropped[DROP_REASON_COUNT]; /* deliveries dropped, by reason (drop.h) */
-	uint64_t handshakes_refused; /* TLS connections refused by a handshake cap */
-	uint64_t handshakes_failed;  /* TLS handshakes that failed or timed out */
-	uint64_t handshakes_resumed; /* TLS handshakes that resumed a session (ticket or cache) */
 	uint64_t subs_refused;       /* filters refused by max_topic_length/levels, max_subscriptions or memory */
 	uint64_t topics_refused;     /* PUBLISH and will topics over max_topic_length/levels */
 	uint64_t retained_refused;   /* retained messages not stored: max_retained or max_retained_bytes */
-	uint64_t conns_refused;      /* connections closed at accept: max_connections or memory_limit */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -98,11 +79,6 @@ struct sub_work {
 	bool replay_logged;        /* a stored subscription was skipped: logged once */
 };
 
-struct route_entry {
-	struct session *s;
-	uint8_t qos;
-};
-
 struct broker {
 	struct loop *loop;
 	const struct config *cfg;
@@ -110,11 +86,10 @@ struct broker {
 	struct retained *retained;
 	bool retained_full; /* a retained message was refused by a bound; logged once until one is stored */
 	struct session_table sessions;
-	struct conn_set conns;
-	struct broker_listener *listeners;
-	size_t listener_count;
+	struct server srv;           /* listeners, connections, flush (server/server.h) */
 	struct broker_stats stats;
 	struct delivery_limits dlim;
+	struct sess_observer observer; /* of durable state changes: the store's, when persistence is on */
 	struct sys_state sys;
 	struct auth_state auth;
 	struct bg *bg;               /* password verification off the loop */
@@ -133,18 +108,8 @@ struct broker {
 		uint64_t compact_errors_seen, compactions_seen;
 		uint64_t refused;        /* durable work refused while degraded */
 	} persist;
-	const char *route_topic;     /* the topic being routed, for read ACL checks */
-	size_t route_topic_len;
-	uint8_t *scratch;            /* shared read buffer: idle connections hold none */
-	size_t scratch_cap;
-	struct route_entry *route;   /* one entry per matched session, per publish */
-	size_t route_cap;
-	uint32_t route_gen;          /* wraps; collect() checks the slot too */
-	size_t route_gen_count;     /* entries used in route[] this publish */
+	struct route_ctx route;      /* the router and its per-publish scratch (router.h) */
 	uint64_t id_seq;             /* for assigned client ids */
-	bool unauth_over;            /* max_unauthenticated_bytes episode, logged once */
-	uint32_t handshake_budget;   /* TLS handshake steps left this turn */
-	struct loop_timer housekeeping; /* log summaries and heap trims, while due */
 	struct sub_work sub_work;
 };
 
@@ -163,41 +128,59 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 /* Closes every connection and frees everything. */
 void broker_free(struct broker *b);
 
-/* Routes `m` to every matching session (the caller keeps its reference).
- * `levels` is the topic split by topic_split. */
-void broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels);
+/* Routes `m` to every matching session through the router (the caller
+ * keeps its reference); returns how many matched. `levels` is the topic
+ * split by topic_split. */
+size_t broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels);
+
+/* Deletes the retained message `m` (if its topic still holds it) because
+ * its Message Expiry Interval ran out [MQTT-3.3.2-5]; counted. */
+void broker_retain_expired(struct broker *b, struct msg *m);
+
+/* What a subscriber gets of a PUBLISH's (or a will's) properties,
+ * unchanged and in order [MQTT-3.3.2-17] [MQTT-3.3.2-18], is all but these:
+ * the Topic Alias (the connection's), the Message Expiry Interval
+ * (forwarded as the time left [MQTT-3.3.2-6]), a Subscription Identifier
+ * (the subscriber's own) and a will's Will Delay Interval (the broker's). */
+#define BROKER_PROPS_NOT_FORWARDED                                                                       \
+	(MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) | MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY) |                \
+	 MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID) | MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY))
+
+/* delivery_limits.on_drop: counts (and logs per episode) a message
+ * session/delivery.c dropped on its own (route.c). */
+void broker_delivery_dropped(void *ctx, struct session *s, enum drop_reason why);
 
 /* Stores `m` as the retained message of its topic (a zero-length payload
  * deletes it [MQTT-3.3.1-10]). Logs when a retained cap refuses it. */
 void broker_retain(struct broker *b, struct msg *m);
 
-/* Delivers one message to one session at `qos`, with the retain flag as
- * given (set only for retained messages sent on subscribe [MQTT-3.3.1-8]). */
-void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain);
+/* The sink of routing: delivers one message to one session at the granted
+ * `qos`, with RETAIN as it goes on the wire (set for retained messages sent
+ * on subscribe [MQTT-3.3.1-8], and kept with Retain As Published) and the
+ * matching subscriptions' identifiers (NULL: none). */
+void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
+		    const struct delivery_sub_ids *ids);
 
 /*
- * Ends a connection. `graceful` is true after DISCONNECT (the will is
- * discarded [MQTT-3.1.2-10]); otherwise the will is published. The session
- * is detached (and destroyed if clean). `reason` is logged.
+ * Ends a connection for `r` (session/reason.h): answers it as its protocol
+ * level allows (broker_answer_reason), counts it, logs `detail` (a more
+ * precise text with figures) or else the reason's text, and publishes the
+ * will unless the reason keeps it [MQTT-3.1.2-10]. The session is detached
+ * (and destroyed if clean).
  */
-void broker_drop(struct broker *b, struct conn *c, bool graceful, const char *reason);
+void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *detail);
 
-/* The connection's I/O callback (dispatch.c). */
-void broker_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events);
-/* Resumes reading a connection that paused for a password verification,
- * starting with the CONNECT it left unconsumed (dispatch.c). */
-void broker_resume_input(struct broker *b, struct conn *c);
-/* Reads again from a connection whose output has drained under
- * max_output_buffer (dispatch.c). */
-void broker_resume_output_paused(struct broker *b, struct conn *c);
-/* Reads more from a connection whose transport still holds decrypted input
- * after its read budget ran out (dispatch.c). */
-void broker_read_more(struct broker *b, struct conn *c);
-/* Runs one TLS handshake step deferred from an earlier turn (dispatch.c). */
-void broker_handshake_step(struct broker *b, struct conn *c);
-/* A connection leaves CONN_HANDSHAKE (done or closing): its listener's
- * handshake caps count it no more. */
-void broker_handshake_end(struct conn *c);
+/* Publishes a will now (retained if it says so); the caller keeps its reference. */
+void broker_publish_will(struct broker *b, struct msg *will);
+
+/* The one mapping of a reason to the wire (dispatch.c): a refusing CONNACK
+ * (the v5 reason code, or the 3.1/3.1.1 return code) while the CONNECT is
+ * being answered; a v5 DISCONNECT with the reason code once active; else
+ * nothing (3.1.1 closes). Counts clients/refused for a refusing CONNACK. */
+void broker_answer_reason(struct broker *b, struct conn *c, enum reason r);
+
+/* on_packet of session/input.h: a decoded packet into its handler (dispatch.c). */
+int broker_on_packet(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum reason *why);
 
 /*
  * Applies the reloadable parts of `next` (TLS material, log settings; auth
@@ -224,26 +207,16 @@ enum topic_bound broker_topic_bound(const struct broker *b, const char *topic, s
  * current ACL client (after a login or a reload). */
 void broker_reclassify_subs(struct broker *b, struct session *s);
 
-/* Formats a TLS context error as "<file>: listeners[i].tls.<key>: <reason>". */
-void broker_tls_error(const char *file, size_t listener, const char *why, char *err, size_t errlen);
-
-/* Builds the TLS context of an mqtts listener from its configuration. */
-int broker_tls_context(const struct config_listener *lc, struct tls_ctx **out, char *err, size_t errlen);
-
-/* For --check-config: builds and frees every mqtts listener's TLS context
- * the way broker_init does (certificate and key content, CA, cipher suites,
- * min_version against what the TLS library supports), so the check reports
- * exactly the error start-up would. 0, or WISP_ECONFIG with it in err. */
-int broker_check_tls(const struct config *cfg, char *err, size_t errlen);
-
 /* Packet handlers: 0, or a negative WISP_E* after which the caller drops the
- * connection (the handler has logged why and set `*why`). */
-int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, const char **why);
-int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *p, const char **why);
-int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt_ack *p, const char **why);
-int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why);
-int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, const char **why);
-int handle_ping(struct broker *b, struct conn *c, const char **why);
+ * connection for the reason the handler set in `*why` (a CONNECT refusal
+ * included: dispatch answers it). */
+int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *p, enum reason *why);
+int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *p, enum reason *why);
+int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt_ack *p, enum reason *why);
+int handle_subscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, enum reason *why);
+int handle_unsubscribe(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, enum reason *why);
+int handle_ping(struct broker *b, struct conn *c, enum reason *why);
+int handle_disconnect(struct broker *b, struct conn *c, const struct mqtt_reason_pkt *p, enum reason *why);
 
 /* Whether a client with these rules may write `topic` as far as $SYS/ is
  * concerned (true for every other topic): only with an ACL rule naming it,

@@ -8,13 +8,32 @@
 
 #include "err.h"
 
-int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt_ack *p, const char **why)
+/* The state of the outbound message in flight under `packet_id`, or -1. */
+static int inflight_state(const struct session *s, uint16_t packet_id)
 {
-	(void)why;
+	for (const struct list_node *n = s->inflight.next; n != &s->inflight; n = n->next) {
+		const struct sess_msg *e = container_of(n, struct sess_msg, link);
+		if (e->packet_id == packet_id)
+			return e->state;
+	}
+	return -1;
+}
+
+int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt_ack *p, enum reason *why)
+{
+	/* The answer must fit the QoS the message was sent at (sections 4.3.2
+	 * and 4.3.3): PUBREC to a QoS 1 PUBLISH, or PUBACK to a QoS 2 one, is a
+	 * protocol violation (closed, as Mosquitto does). */
+	int state = type == MQTT_PKT_PUBACK || type == MQTT_PKT_PUBREC ? inflight_state(c->sess, p->packet_id) : -1;
+	if ((type == MQTT_PKT_PUBREC && state == SESS_MSG_WAIT_PUBACK) ||
+	    (type == MQTT_PKT_PUBACK && (state == SESS_MSG_WAIT_PUBREC || state == SESS_MSG_WAIT_PUBCOMP))) {
+		*why = REASON_WRONG_ACK;
+		return WISP_EPROTO;
+	}
 	switch (type) {
 	case MQTT_PKT_PUBREL:
 		if (sess_qos2_in_release(c->sess, p->packet_id))
-			persist_qos2_in(b, c->sess, p->packet_id, false);
+			SESS_OBSERVE(&b->observer, qos2_in, c->sess, p->packet_id, false);
 		return broker_send_ack(b, c, MQTT_PKT_PUBCOMP, p->packet_id);
 	case MQTT_PKT_PUBACK:
 		delivery_on_puback(c->sess, &b->dlim, p->packet_id);

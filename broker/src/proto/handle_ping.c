@@ -3,7 +3,7 @@
 #include "err.h"
 
 /* PINGREQ: answered at once [MQTT-3.12.4-1]; the keepalive was refreshed by dispatch. */
-int handle_ping(struct broker *b, struct conn *c, const char **why)
+int handle_ping(struct broker *b, struct conn *c, enum reason *why)
 {
 	uint8_t buf[2];
 	(void)b;

@@ -11,6 +11,7 @@
  * retained value there is always the broker's.
  */
 #include "broker.h"
+#include "session_v5.h"
 
 #include <string.h>
 
@@ -33,17 +34,25 @@ bool broker_sys_write_allowed(const struct acl_client *acl, const char *topic, s
 }
 
 /* An ack that vouches for the records appended after seq `since` (see
- * persist_send_ack_since); UINT64_MAX: decided by the session (persist_send_ack). */
-static int send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id, uint64_t since)
+ * persist_send_ack_since); UINT64_MAX: decided by the session (persist_send_ack).
+ * `reason` is a v5 reason code (ignored below 5); 0 gives the two-byte
+ * short form [MQTT-3.4.2.1]. */
+static int send_ack_reason(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id, uint64_t since,
+			   uint8_t reason)
 {
 	uint8_t buf[8];
-	struct mqtt_ack ack = {.packet_id = packet_id};
+	struct mqtt_ack ack = {.packet_id = packet_id, .reason = c->version == MQTT_PROTO_V5 ? reason : 0};
 	ssize_t n = mqtt_encode_ack(buf, sizeof buf, c->version, type, &ack);
 	if (n < 0)
 		return WISP_EINVAL;
 	if (since == UINT64_MAX)
 		return persist_send_ack(b, c, buf, (size_t)n);
 	return persist_send_ack_since(b, c, buf, (size_t)n, since);
+}
+
+static int send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id, uint64_t since)
+{
+	return send_ack_reason(b, c, type, packet_id, since, MQTT_RC_SUCCESS);
 }
 
 int broker_send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id)
@@ -53,30 +62,61 @@ int broker_send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t pac
 
 /* A PUBLISH that is not routed is still acknowledged per its QoS, as
  * Mosquitto does: 3.1.1 has no negative acknowledgement [MQTT-4.3.2-2]
- * [MQTT-4.3.3-2], and a publisher that got none would retry forever. */
-static int ack_unrouted(struct broker *b, struct conn *c, const struct mqtt_publish *p, uint64_t seq_before)
+ * [MQTT-4.3.3-2], and a publisher that got none would retry forever. A v5
+ * publisher is told why (`reason`, 0x80 or more); a PUBREC with such a
+ * reason ends the QoS 2 flow [MQTT-4.3.3-8], so no packet id is held. */
+static int ack_unrouted(struct broker *b, struct conn *c, const struct mqtt_publish *p, uint64_t seq_before,
+			uint8_t reason)
 {
 	if (p->qos == 1)
-		return send_ack(b, c, MQTT_PKT_PUBACK, p->packet_id, seq_before);
+		return send_ack_reason(b, c, MQTT_PKT_PUBACK, p->packet_id, seq_before, reason);
+	if (p->qos == 2 && c->version == MQTT_PROTO_V5)
+		return send_ack_reason(b, c, MQTT_PKT_PUBREC, p->packet_id, seq_before, reason);
 	if (p->qos == 2 && sess_qos2_in_add(c->sess, p->packet_id) >= 0) {
-		persist_qos2_in(b, c->sess, p->packet_id, true);
+		SESS_OBSERVE(&b->observer, qos2_in, c->sess, p->packet_id, true);
 		return send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id, seq_before);
 	}
 	return 0;
 }
 
-int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *p, const char **why)
+
+/* A Payload Format Indicator of 1 promises UTF-8 [MQTT-3.3.2-4]: a payload
+ * that breaks it is answered 0x99 and not routed. */
+static bool payload_format_broken(const struct mqtt_publish *p)
+{
+	return (p->props.present & MQTT_PROP_BIT(MQTT_PROP_PAYLOAD_FORMAT)) && p->props.payload_format == 1 &&
+	       !mqtt_utf8_valid(p->payload.ptr, p->payload.len);
+}
+
+int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *p, enum reason *why)
 {
 	const char *topic = (const char *)p->topic.ptr;
 	size_t topic_len = p->topic.len;
 	b->stats.msgs_received++;
+	if (p->qos > b->cfg->limits.max_qos) {
+		*why = REASON_QOS_NOT_SUPPORTED; /* [MQTT-3.2.2-11] */
+		return WISP_EPROTO;
+	}
+	if (p->retain && !b->cfg->limits.retain_available) {
+		*why = REASON_RETAIN_NOT_SUPPORTED; /* [MQTT-3.2.2-14] */
+		return WISP_EPROTO;
+	}
+	if (p->props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS)) {
+		int rc = session_v5_alias(b, c->sess, p->props.topic_alias, &topic, &topic_len, why);
+		if (rc != 0)
+			return rc;
+	}
+	if (mqtt_utf8_has_control((const uint8_t *)topic, topic_len)) {
+		*why = REASON_CONTROL_CHARACTER;
+		return WISP_EPROTO;
+	}
 	if (!topic_name_valid(topic, topic_len)) {
-		*why = "invalid topic name in PUBLISH"; /* [MQTT-3.3.2-2] no wildcards */
+		*why = REASON_TOPIC_INVALID; /* [MQTT-3.3.2-2] no wildcards */
 		return WISP_EPROTO;
 	}
 	if (b->cfg->limits.max_topic_length && topic_len > b->cfg->limits.max_topic_length) {
 		b->stats.topics_refused++;
-		*why = "topic longer than max_topic_length";
+		*why = REASON_TOPIC_TOO_LONG;
 		return WISP_ELIMIT;
 	}
 	struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
@@ -86,7 +126,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	int nlevels = topic_split(topic, topic_len, levels, max_levels);
 	if (nlevels < 0) {
 		b->stats.topics_refused++;
-		*why = "topic has more levels than max_topic_levels";
+		*why = REASON_TOPIC_TOO_DEEP;
 		return WISP_ELIMIT;
 	}
 	uint64_t seq_before = persist_seq(b);
@@ -97,19 +137,33 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 			log_msg(LOG_NOTICE, "acl", "%s: publish to '%.*s' dropped: $SYS is the broker's (logged once per client)",
 				c->sess->client_id, (int)topic_len, topic);
 		}
-		return ack_unrouted(b, c, p, seq_before);
+		return ack_unrouted(b, c, p, seq_before, MQTT_RC_NOT_AUTHORIZED);
 	}
 	if (!acl_client_check(c->sess->acl, topic, topic_len, ACL_WRITE)) {
 		log_msg(LOG_DEBUG, "acl", "%s: publish to '%.*s' denied", c->sess->client_id, (int)topic_len, topic);
-		return ack_unrouted(b, c, p, seq_before);
+		return ack_unrouted(b, c, p, seq_before, MQTT_RC_NOT_AUTHORIZED);
+	}
+	if (p->props.present && payload_format_broken(p)) {
+		broker_count_drop(b, DROP_PAYLOAD_INVALID);
+		log_limited("payload format invalid", LOG_NOTICE, "publish",
+			    "%s: publish to '%.*s' dropped: Payload Format Indicator 1 with a payload that is not UTF-8",
+			    c->sess->client_id, (int)topic_len, topic);
+		return ack_unrouted(b, c, p, seq_before, MQTT_RC_PAYLOAD_FORMAT_INVALID);
 	}
 	if (p->qos == 2) {
 		int rc = sess_qos2_in_add(c->sess, p->packet_id);
 		if (rc == 0) /* a retransmission: acknowledge, do not route twice */
 			return broker_send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id);
 		if (rc < 0) {
-			*why = rc == WISP_ELIMIT ? "too many QoS 2 messages awaiting PUBREL" : "out of memory";
+			*why = rc == WISP_ELIMIT ? REASON_QOS2_TOO_MANY : REASON_NO_MEMORY;
 			return rc;
+		}
+		/* More unacknowledged QoS 2 than the Receive Maximum the CONNACK
+		 * announced (limits.max_inflight): DISCONNECT 0x93 (section 3.3.4). */
+		if (c->version == MQTT_PROTO_V5 && c->sess->qos2_in_count > b->dlim.max_inflight) {
+			sess_qos2_in_release(c->sess, p->packet_id);
+			*why = REASON_QOS2_TOO_MANY;
+			return WISP_ELIMIT;
 		}
 		if (persist_refuses_durable(b)) {
 			/* Refused before routing: routed and then refused, a clean
@@ -117,22 +171,37 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 			 * once would be lost [MQTT-4.3.3-2]. */
 			sess_qos2_in_release(c->sess, p->packet_id);
 			b->persist.refused++;
-			*why = "QoS 2 publish refused: the store cannot write (see $SYS/broker/store/state)";
+			*why = REASON_STORE_REFUSED_PUBLISH;
 			return WISP_EIO;
 		}
 	}
-	struct msg *m = msg_new(topic, topic_len, p->payload.ptr, p->payload.len, p->qos, p->retain);
+	struct msg_spec spec = {
+		.topic = topic,
+		.topic_len = topic_len,
+		.props_len = p->props.present ? mqtt_props_filter(&p->props, BROKER_PROPS_NOT_FORWARDED, NULL) : 0,
+		.payload = p->payload.ptr,
+		.payload_len = p->payload.len,
+		.qos = p->qos,
+		.retain = p->retain,
+		.origin = c->sess,
+	};
+	/* [MQTT-3.3.2-5] delivered only while its Message Expiry Interval lasts */
+	if (p->props.present & MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY))
+		spec.expires_at = loop_now_s(b->loop) + p->props.message_expiry;
+	struct msg *m = msg_create(&spec);
 	if (!m) {
 		/* Not acknowledged, so the publisher will send it again, and
 		 * that copy must be routed, not taken for a retransmission. */
 		if (p->qos == 2)
 			sess_qos2_in_release(c->sess, p->packet_id);
-		*why = "out of memory for a message";
+		*why = REASON_NO_MEMORY;
 		return WISP_ENOMEM;
 	}
+	if (spec.props_len)
+		mqtt_props_filter(&p->props, BROKER_PROPS_NOT_FORWARDED, msg_props_mut(m));
 	if (p->retain)
 		broker_retain(b, m);
-	broker_route(b, m, levels, (size_t)nlevels);
+	size_t matched = broker_route(b, m, levels, (size_t)nlevels);
 	msg_unref(m);
 	/* The id is recorded after the message's records: kill -9 can tear
 	 * the turn's write anywhere, and a stored id whose message was torn
@@ -140,7 +209,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	 * duplicate and drop an acknowledged message. Torn the other way,
 	 * the re-send is routed again (a copy may arrive twice). */
 	if (p->qos == 2)
-		persist_qos2_in(b, c->sess, p->packet_id, true);
+		SESS_OBSERVE(&b->observer, qos2_in, c->sess, p->packet_id, true);
 	/* 3.1.1 has no negative PUBACK: while the store cannot write, a
 	 * publish whose ack would wait for it is refused by closing the
 	 * connection, unacknowledged, so the publisher keeps it and sends it
@@ -150,14 +219,16 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	 * acknowledged depends on them. */
 	if (p->qos > 0 && persist_refuses_durable(b) && persist_ack_must_wait(b, c, seq_before)) {
 		b->persist.refused++;
-		*why = "QoS 1/2 publish refused: the store cannot write (see $SYS/broker/store/state)";
+		*why = REASON_STORE_REFUSED_PUBLISH;
 		return WISP_EIO;
 	}
 	/* The ack vouches for what this publish appended (queued copies for
 	 * persistent sessions, the QoS 2 id): nothing appended, nothing to wait for. */
+	/* v5: 0x10, accepted but nobody subscribed (a retained message is still stored). */
+	uint8_t reason = matched ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
 	if (p->qos == 1)
-		return send_ack(b, c, MQTT_PKT_PUBACK, p->packet_id, seq_before);
+		return send_ack_reason(b, c, MQTT_PKT_PUBACK, p->packet_id, seq_before, reason);
 	if (p->qos == 2)
-		return send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id, seq_before);
+		return send_ack_reason(b, c, MQTT_PKT_PUBREC, p->packet_id, seq_before, reason);
 	return 0;
 }

@@ -48,9 +48,9 @@ static void reapply_acl(struct broker *b)
 /* The per-listener auth switches; each change is logged. */
 static void apply_listener_auth(struct broker *b, const struct config *next)
 {
-	for (size_t i = 0; i < b->listener_count && i < next->listener_count; i++) {
+	for (size_t i = 0; i < b->srv.listener_count && i < next->listener_count; i++) {
 		const struct config_listener *nl = &next->listeners[i];
-		struct broker_listener *bl = &b->listeners[i];
+		struct server_listener *bl = &b->srv.listeners[i];
 		if (nl->allow_anonymous != bl->allow_anonymous)
 			log_msg(LOG_NOTICE, "main", "reload: %s: allow_anonymous is now %s", bl->net.name,
 				nl->allow_anonymous ? "true" : "false");
@@ -66,7 +66,7 @@ static void apply_listener_auth(struct broker *b, const struct config *next)
  * same rules as auth_connect, minus the password (which is not kept). */
 static bool still_allowed(const struct broker *b, const struct conn *c)
 {
-	const struct broker_listener *bl = c->listener;
+	const struct server_listener *bl = server_listener_of(c);
 	const char *user = c->sess->username;
 	if (!user)
 		return bl->allow_anonymous;
@@ -81,12 +81,11 @@ static void drop_refused_logins(struct broker *b)
 {
 	size_t dropped = 0;
 	struct list_node *n, *tmp;
-	list_for_each_safe(n, tmp, &b->conns.all) {
+	list_for_each_safe(n, tmp, &b->srv.conns.all) {
 		struct conn *c = container_of(n, struct conn, all_link);
 		if (c->state != CONN_ACTIVE || !c->sess || still_allowed(b, c))
 			continue;
-		broker_drop(b, c, false, c->sess->username ? "user no longer in the password file after reload"
-							   : "anonymous clients no longer allowed after reload");
+		broker_drop(b, c, c->sess->username ? REASON_USER_REMOVED : REASON_ANONYMOUS_REVOKED, NULL);
 		dropped++;
 	}
 	if (dropped)
@@ -97,25 +96,25 @@ static void drop_refused_logins(struct broker *b)
 int broker_reload(struct broker *b, const struct config *next)
 {
 	const struct config *cur = b->cfg;
-	struct tls_ctx **fresh = wisp_calloc(b->listener_count ? b->listener_count : 1, sizeof *fresh);
+	struct tls_ctx **fresh = wisp_calloc(b->srv.listener_count ? b->srv.listener_count : 1, sizeof *fresh);
 	if (!fresh) {
 		log_msg(LOG_ERROR, "main", "reload refused: out of memory");
 		return WISP_ENOMEM;
 	}
 	int rc = 0;
 
-	if (next->listener_count != b->listener_count)
+	if (next->listener_count != b->srv.listener_count)
 		log_msg(LOG_WARNING, "main", "reload: the number of listeners changed; that needs a restart");
-	for (size_t i = 0; i < b->listener_count && i < next->listener_count; i++) {
+	for (size_t i = 0; i < b->srv.listener_count && i < next->listener_count; i++) {
 		const struct config_listener *nl = &next->listeners[i];
-		struct broker_listener *bl = &b->listeners[i];
+		struct server_listener *bl = &b->srv.listeners[i];
 		if (nl->port != bl->cfg->port || !same_str(nl->bind, bl->cfg->bind) || nl->protocol != bl->cfg->protocol)
 			log_msg(LOG_WARNING, "main", "reload: listeners[%zu] address or protocol changed; that needs a restart", i);
-		if (!bl->tls || nl->protocol != CONFIG_PROTO_MQTTS)
+		if (!bl->tls || !config_proto_is_tls(nl->protocol))
 			continue;
 		char why[384], err[512];
-		if (broker_tls_context(nl, &fresh[i], why, sizeof why) != 0) {
-			broker_tls_error(next->path, i, why, err, sizeof err);
+		if (server_tls_context(nl, &fresh[i], why, sizeof why) != 0) {
+			server_tls_error(next->path, i, why, err, sizeof err);
 			log_msg(LOG_ERROR, "main", "reload refused, keeping the running configuration: %s", err);
 			rc = WISP_ECONFIG;
 			goto out;
@@ -133,13 +132,13 @@ int broker_reload(struct broker *b, const struct config *next)
 	apply_listener_auth(b, next);
 	drop_refused_logins(b);
 	reapply_acl(b);
-	for (size_t i = 0; i < b->listener_count; i++) {
+	for (size_t i = 0; i < b->srv.listener_count; i++) {
 		if (!fresh[i])
 			continue;
-		tls_ctx_unref(b->listeners[i].tls);
-		b->listeners[i].tls = fresh[i];
+		tls_ctx_unref(b->srv.listeners[i].tls);
+		b->srv.listeners[i].tls = fresh[i];
 		fresh[i] = NULL;
-		log_msg(LOG_NOTICE, "main", "reload: new TLS certificate and key for %s", b->listeners[i].net.name);
+		log_msg(LOG_NOTICE, "main", "reload: new TLS certificate and key for %s", b->srv.listeners[i].net.name);
 	}
 	log_set_level((enum log_level)next->log.level);
 	log_set_format((enum log_format)next->log.format);
@@ -150,7 +149,7 @@ int broker_reload(struct broker *b, const struct config *next)
 			next->log.destination);
 	log_msg(LOG_NOTICE, "main", "configuration reloaded from %s", next->path);
 out:
-	for (size_t i = 0; i < b->listener_count; i++)
+	for (size_t i = 0; i < b->srv.listener_count; i++)
 		if (fresh[i])
 			tls_ctx_unref(fresh[i]);
 	wisp_free(fresh);

@@ -29,10 +29,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec.h"
 #include "list.h"
 #include "loop.h"
 #include "msg.h"
 #include "outq.h"
+#include "reason.h"
 #include "transport.h"
 
 enum conn_state {
@@ -61,8 +63,37 @@ enum conn_auth {
 	CONN_AUTH_BAD = 3,
 };
 
+struct conn;
+
+/* Called for each decoded packet (session/input.c). 0 to go on; WISP_EAGAIN
+ * to stop reading the connection, leaving this packet and what follows
+ * unread until conn_input_resume(); another negative WISP_E* ends the
+ * connection for `*why` (on_close is then called). */
+typedef int conn_packet_fn(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum reason *why);
+/* Ends a connection for `r`; `detail` (or NULL) is a more precise log text.
+ * Must leave the connection CONN_CLOSING. */
+typedef void conn_close_fn(void *ctx, struct conn *c, enum reason r, const char *detail);
+
+/* What the input layer (session/input.c) needs: the callbacks up, the
+ * shared read buffer, and the bounds on input. Set by the layer above. */
+struct conn_input {
+	conn_packet_fn *on_packet;
+	conn_close_fn *on_close;
+	void *ctx;
+	struct loop *loop;
+	uint8_t *scratch;            /* shared read buffer: idle connections hold none */
+	size_t scratch_cap;
+	uint32_t max_packet_size;    /* 0: the protocol's maximum */
+	uint32_t max_connect_size;
+	uint64_t max_unauth_bytes;   /* 0: no bound */
+	size_t max_output;           /* input pauses while output is at or over this */
+	uint64_t bytes_received;
+	bool unauth_over;            /* max_unauth_bytes episode, logged once */
+};
+
 /* The connections a broker owns, and the per-turn work lists. */
 struct conn_set {
+	struct conn_input in;
 	struct list_node all;
 	struct list_node dirty;   /* output queued this turn, to flush before sleeping */
 	struct list_node closing; /* to free after this turn */
@@ -135,8 +166,7 @@ static inline size_t conn_output_bytes(const struct conn *c)
 /* Queues an encoded control packet; marks the connection for flushing. */
 int conn_send_bytes(struct conn *c, const uint8_t *bytes, size_t len);
 /* Queues a delivery of `m` (see outq_push_publish). */
-int conn_send_publish(struct conn *c, struct msg *m, uint8_t qos, bool retain, bool dup,
-		      uint16_t packet_id);
+int conn_send_publish(struct conn *c, struct msg *m, const struct outq_delivery *d);
 /* Marks the connection dirty so the loop flushes it before sleeping. */
 void conn_mark_dirty(struct conn *c);
 

@@ -1,27 +1,25 @@
 #include "delivery.h"
 
+#include <string.h>
+
 #include "alloc.h"
 #include "codec.h"
 #include "conn.h"
 #include "err.h"
 #include "log.h"
 
-static struct delivery_hooks hooks;
-static void *hooks_ctx;
-static struct delivery_totals totals;
-
-const struct delivery_totals *delivery_totals(void) { return &totals; }
-
-static void queue_add(struct session *s, uint64_t bytes)
+static void queue_add(struct session *s, const struct delivery_limits *lim, uint64_t bytes)
 {
 	s->queued_bytes += bytes;
-	totals.queued_bytes += bytes;
+	if (lim && lim->totals)
+		lim->totals->queued_bytes += bytes;
 }
 
-static void queue_sub(struct session *s, uint64_t bytes)
+static void queue_sub(struct session *s, const struct delivery_limits *lim, uint64_t bytes)
 {
 	s->queued_bytes -= bytes;
-	totals.queued_bytes -= bytes;
+	if (lim && lim->totals)
+		lim->totals->queued_bytes -= bytes;
 }
 
 /* max_queued_bytes_total: may `bytes` more be queued? An episode starts at
@@ -31,21 +29,21 @@ static void queue_sub(struct session *s, uint64_t bytes)
 static bool total_has_room(const struct delivery_limits *lim, uint64_t bytes)
 {
 	uint64_t bound = lim->max_queued_bytes_total;
-	if (bound == 0)
+	struct delivery_totals *t = lim->totals;
+	if (bound == 0 || !t)
 		return true;
-	if (totals.queued_bytes + bytes <= bound) {
-		if (totals.full && totals.queued_bytes + bytes <= bound - bound / 4) {
+	if (t->queued_bytes + bytes <= bound) {
+		if (t->full && t->queued_bytes + bytes <= bound - bound / 4) {
 			log_msg(LOG_NOTICE, "queue", "queued messages under max_queued_bytes_total again; %llu dropped meanwhile",
-				(unsigned long long)totals.episode_dropped);
-			totals.full = false;
+				(unsigned long long)t->episode_dropped);
+			t->full = false;
 		}
 		return true;
 	}
-	totals.dropped++;
-	totals.episode_dropped++;
-	if (!totals.full) {
-		totals.full = true;
-		totals.episode_dropped = 1;
+	t->episode_dropped++;
+	if (!t->full) {
+		t->full = true;
+		t->episode_dropped = 1;
 		log_msg(LOG_WARNING, "queue",
 			"queued messages of all sessions reached limits.max_queued_bytes_total (%llu bytes): "
 			"dropping QoS 1/2 messages for offline and slow clients",
@@ -54,17 +52,12 @@ static bool total_has_room(const struct delivery_limits *lim, uint64_t bytes)
 	return false;
 }
 
-void delivery_set_hooks(const struct delivery_hooks *h, void *ctx)
-{
-	hooks = h ? *h : (struct delivery_hooks){0};
-	hooks_ctx = ctx;
-}
+/* A 3.1.1 delivery's entry (no identifiers) keeps its 32 bytes: the
+ * identifier count sits in what was padding. */
+_Static_assert(sizeof(struct sess_msg) == 32, "struct sess_msg grew");
 
-#define HOOK(name, s, e)                                  \
-	do {                                              \
-		if (hooks.name)                           \
-			hooks.name(hooks_ctx, (s), (e));  \
-	} while (0)
+/* Reports a change of outbound state to the observer (observer.h). */
+#define HOOK(lim, event, s, e) SESS_OBSERVE((lim) ? (lim)->observer : NULL, event, (s), (e))
 
 static bool online(const struct session *s)
 {
@@ -95,9 +88,105 @@ static uint16_t next_packet_id(struct session *s)
 	}
 }
 
-static int send_publish(struct session *s, struct sess_msg *e, bool dup)
+/* The remaining Message Expiry Interval forwarded with m [MQTT-3.3.2-6]. */
+static uint32_t expiry_left(const struct delivery_limits *lim, const struct msg *m)
 {
-	return conn_send_publish(s->conn, e->msg, e->qos, e->retain, dup, e->packet_id);
+	if (!m->expires_at || !lim || !lim->clock)
+		return 0;
+	return msg_expiry_left(m, loop_now_s(lim->clock));
+}
+
+static struct outq_delivery entry_delivery(const struct delivery_limits *lim, const struct sess_msg *e, bool dup)
+{
+	return (struct outq_delivery){
+		.qos = e->qos,
+		.retain = e->retain,
+		.dup = dup,
+		.packet_id = e->packet_id ? e->packet_id : 1, /* its size, before an id is taken */
+		.expiry_left = expiry_left(lim, e->msg),
+		.sub_ids = e->sub_ids,
+		.sub_id_count = e->sub_id_count,
+	};
+}
+
+/*
+ * Outbound Topic Alias [MQTT-3.3.2-9..11]: a topic sent before on this
+ * connection goes as its alias alone; a new one takes the next slot
+ * (round robin) and goes with its name and the alias. alias_prepare fills
+ * `d` and returns the slot to remember once the packet is queued
+ * (alias_commit), or -1: a slot is only taken by a packet that is sent.
+ * A linear scan of at most limits.max_topic_alias entries (default 10),
+ * for v5 clients that accept aliases only.
+ */
+static int alias_prepare(const struct session *s, const struct msg *m, struct outq_delivery *d)
+{
+	const struct sess_v5 *v = s->v5;
+	if (!v || !v->out_alias_max || s->conn->version != MQTT_PROTO_V5)
+		return -1;
+	if (v->out_aliases)
+		for (uint16_t i = 0; i < v->out_alias_max; i++)
+			if (v->out_aliases[i].topic && v->out_aliases[i].len == m->topic_len &&
+			    memcmp(v->out_aliases[i].topic, msg_topic(m), m->topic_len) == 0) {
+				d->topic_alias = (uint16_t)(i + 1);
+				d->topic_omitted = true;
+				return -1;
+			}
+	d->topic_alias = (uint16_t)(v->out_alias_next + 1);
+	return v->out_alias_next;
+}
+
+static void alias_commit(struct session *s, const struct msg *m, int slot)
+{
+	struct sess_v5 *v = s->v5;
+	if (slot < 0)
+		return;
+	if (!v->out_aliases)
+		v->out_aliases = wisp_calloc(v->out_alias_max, sizeof *v->out_aliases);
+	char *copy = v->out_aliases ? wisp_malloc((size_t)m->topic_len + 1) : NULL;
+	if (!copy) {
+		/* The packet carries the alias with its name: the client maps it;
+		 * we just do not reuse it. Nothing is wrong on the wire. */
+		return;
+	}
+	memcpy(copy, msg_topic(m), m->topic_len);
+	copy[m->topic_len] = '\0';
+	struct sess_alias *a = &v->out_aliases[slot];
+	wisp_free(a->topic);
+	a->topic = copy;
+	a->len = m->topic_len;
+	v->out_alias_next = (uint16_t)((slot + 1) % v->out_alias_max);
+}
+
+static int send_publish(struct session *s, const struct delivery_limits *lim, struct sess_msg *e, bool dup)
+{
+	struct outq_delivery d = entry_delivery(lim, e, dup);
+	int slot = alias_prepare(s, e->msg, &d);
+	int rc = conn_send_publish(s->conn, e->msg, &d);
+	if (rc == 0)
+		alias_commit(s, e->msg, slot);
+	return rc;
+}
+
+/* The in-flight window: max_inflight, or less if the client's Receive
+ * Maximum says so [MQTT-3.3.4-9]. */
+static uint16_t window(const struct session *s, const struct delivery_limits *lim)
+{
+	uint16_t w = lim->max_inflight;
+	if (s->v5 && s->v5->send_max && s->v5->send_max < w)
+		w = s->v5->send_max;
+	return w;
+}
+
+/* [MQTT-3.1.2-25] nothing over the client's Maximum Packet Size is sent:
+ * such a delivery is dropped for that client alone (and counted). */
+static bool fits(const struct session *s, const struct msg *m, const struct outq_delivery *d)
+{
+	uint32_t max = s->v5 ? s->v5->packet_max : 0;
+	if (!max)
+		return true;
+	size_t size = outq_publish_size(m, s->conn->version, d);
+	/* An outbound alias, if one is taken, adds at most its 3 bytes. */
+	return size && size + (s->v5->out_alias_max ? 3u : 0u) <= max;
 }
 
 static int send_pubrel(struct session *s, uint16_t packet_id)
@@ -108,17 +197,22 @@ static int send_pubrel(struct session *s, uint16_t packet_id)
 	return n < 0 ? WISP_EINVAL : conn_send_bytes(s->conn, buf, (size_t)n);
 }
 
-/* Puts a queued entry on the wire and into the window. */
-static void start_flight(struct session *s, struct sess_msg *e)
+/* Puts a queued entry on the wire and into the window; WISP_ELIMIT
+ * (nothing done) when it is over the client's Maximum Packet Size. */
+static int start_flight(struct session *s, const struct delivery_limits *lim, struct sess_msg *e)
 {
+	struct outq_delivery d = entry_delivery(lim, e, false);
+	if (!fits(s, e->msg, &d))
+		return WISP_ELIMIT;
 	e->packet_id = next_packet_id(s);
 	e->state = e->qos == 1 ? SESS_MSG_WAIT_PUBACK : SESS_MSG_WAIT_PUBREC;
 	list_push_back(&s->inflight, &e->link);
 	s->inflight_count++;
-	HOOK(flight, s, e);
+	HOOK(lim, flight, s, e);
 	/* If the send fails (out of memory) the entry stays in flight and is
 	 * re-sent when the session resumes, like any unacknowledged message. */
-	send_publish(s, e, false);
+	send_publish(s, lim, e, false);
+	return 0;
 }
 
 static void free_entry(struct sess_msg *e)
@@ -127,26 +221,15 @@ static void free_entry(struct sess_msg *e)
 	wisp_free(e);
 }
 
-enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
-				    uint8_t qos, bool retain, enum drop_reason *why)
+/* QoS 1 and 2: sent at once into the window, queued, or dropped. Out of
+ * line, so that the QoS 0 path of delivery_offer stays short. */
+__attribute__((noinline)) static enum delivery_result offer_acked(struct session *s,
+								   const struct delivery_limits *lim,
+								   struct msg *m, uint8_t qos, bool retain,
+								   const struct delivery_sub_ids *ids,
+								   enum drop_reason *why)
 {
-	if (qos == 0) {
-		/* QoS 0 is never queued: a subscriber that is offline or does not
-		 * read loses it rather than growing the broker's memory. */
-		if (!online(s)) {
-			*why = DROP_OFFLINE_QOS0;
-			goto drop;
-		}
-		if (!output_has_room(s, lim)) {
-			*why = DROP_OUTPUT_FULL;
-			goto drop;
-		}
-		if (conn_send_publish(s->conn, m, 0, retain, false, 0) == 0)
-			return DELIVERY_SENT;
-		*why = DROP_NO_MEMORY;
-		goto drop;
-	}
-	bool direct = online(s) && list_empty(&s->queue) && s->inflight_count < lim->max_inflight &&
+	bool direct = online(s) && list_empty(&s->queue) && s->inflight_count < window(s, lim) &&
 		      output_has_room(s, lim);
 	if (!direct) {
 		/* 0 means unlimited for either bound, as config/README.md says. */
@@ -163,7 +246,8 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 			goto drop;
 		}
 	}
-	struct sess_msg *e = wisp_malloc(sizeof *e);
+	uint16_t nids = ids ? ids->count : 0;
+	struct sess_msg *e = wisp_malloc(sizeof *e + nids * sizeof e->sub_ids[0]);
 	if (!e) {
 		*why = DROP_NO_MEMORY;
 		goto drop;
@@ -173,17 +257,76 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 	e->retain = retain;
 	e->durable = false;
 	e->packet_id = 0;
+	e->sub_id_count = nids;
+	if (nids)
+		memcpy(e->sub_ids, ids->ids, nids * sizeof e->sub_ids[0]);
 	if (direct) {
-		start_flight(s, e);
-		return DELIVERY_SENT;
+		if (start_flight(s, lim, e) == 0)
+			return DELIVERY_SENT;
+		free_entry(e);
+		*why = DROP_TOO_LARGE;
+		goto drop;
 	}
 	e->state = SESS_MSG_QUEUED;
 	list_push_back(&s->queue, &e->link);
 	s->queued_count++;
-	queue_add(s, msg_size(m));
-	HOOK(queued, s, e);
+	queue_add(s, lim, msg_size(m));
+	HOOK(lim, queued, s, e);
 	return DELIVERY_QUEUED;
 drop:
+	s->dropped++;
+	return DELIVERY_DROPPED;
+}
+
+/* QoS 0 to a v5 connection (or a session with v5 state): identifiers, outbound Topic Alias,
+ * the client's Maximum Packet Size. Out of line, so that a 3.1.1 QoS 0
+ * delivery costs what it did. */
+__attribute__((noinline)) static enum delivery_result offer_v5_qos0(struct session *s,
+								   const struct delivery_limits *lim,
+								   struct msg *m, bool retain,
+								   const struct delivery_sub_ids *ids,
+								   enum drop_reason *why)
+{
+	struct outq_delivery d = {.retain = retain, .expiry_left = expiry_left(lim, m)};
+	if (ids) {
+		d.sub_ids = ids->ids;
+		d.sub_id_count = ids->count;
+	}
+	int slot = alias_prepare(s, m, &d);
+	if (s->v5 && s->v5->packet_max && !fits(s, m, &d)) {
+		*why = DROP_TOO_LARGE;
+	} else if (conn_send_publish(s->conn, m, &d) == 0) {
+		alias_commit(s, m, slot);
+		return DELIVERY_SENT;
+	} else {
+		*why = DROP_NO_MEMORY;
+	}
+	s->dropped++;
+	return DELIVERY_DROPPED;
+}
+
+enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
+				    uint8_t qos, bool retain, const struct delivery_sub_ids *ids,
+				    enum drop_reason *why)
+{
+	if (qos != 0)
+		return offer_acked(s, lim, m, qos, retain, ids, why);
+	/* QoS 0 is never queued: a subscriber that is offline or does not
+	 * read loses it rather than growing the broker's memory. */
+	if (!online(s)) {
+		*why = DROP_OFFLINE_QOS0;
+	} else if (!output_has_room(s, lim)) {
+		*why = DROP_OUTPUT_FULL;
+	} else if (s->v5 || s->conn->version == MQTT_PROTO_V5) {
+		return offer_v5_qos0(s, lim, m, retain, ids, why);
+	} else {
+		/* 3.1.1: no property is written, so neither identifiers nor
+		 * expiry matter here. */
+		struct outq_delivery d = {.retain = retain};
+		if (conn_send_publish(s->conn, m, &d) == 0)
+			return DELIVERY_SENT;
+		*why = DROP_NO_MEMORY;
+	}
 	s->dropped++;
 	return DELIVERY_DROPPED;
 }
@@ -191,16 +334,28 @@ drop:
 size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 {
 	size_t sent = 0;
-	while (online(s) && s->inflight_count < lim->max_inflight && output_has_room(s, lim)) {
+	while (online(s) && s->inflight_count < window(s, lim) && output_has_room(s, lim)) {
 		struct list_node *n = list_first(&s->queue);
 		if (!n)
 			break;
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		list_remove(n);
 		s->queued_count--;
-		queue_sub(s, msg_size(e->msg));
-		start_flight(s, e);
-		sent++;
+		queue_sub(s, lim, msg_size(e->msg));
+		enum drop_reason why = DROP_EXPIRED;
+		/* [MQTT-3.3.2-5] not delivered once its interval has passed */
+		bool expired = e->msg->expires_at && lim->clock && msg_expired(e->msg, loop_now_s(lim->clock));
+		if (!expired && start_flight(s, lim, e) == 0) {
+			sent++;
+			continue;
+		}
+		if (!expired)
+			why = DROP_TOO_LARGE;
+		HOOK(lim, unqueued, s, e);
+		free_entry(e);
+		s->dropped++;
+		if (lim->on_drop)
+			lim->on_drop(lim->drop_ctx, s, why);
 	}
 	return sent;
 }
@@ -220,7 +375,7 @@ static void complete(struct session *s, const struct delivery_limits *lim, struc
 {
 	list_remove(&e->link);
 	s->inflight_count--;
-	HOOK(done, s, e);
+	HOOK(lim, done, s, e);
 	free_entry(e);
 	delivery_pump(s, lim);
 }
@@ -236,13 +391,12 @@ int delivery_on_puback(struct session *s, const struct delivery_limits *lim, uin
 
 int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
 {
-	(void)lim;
 	struct sess_msg *e = find_inflight(s, packet_id, SESS_MSG_WAIT_PUBREC);
 	if (e) {
 		/* [MQTT-4.3.3-1] from here on the message is never sent again;
 		 * only the PUBREL is. The payload is no longer needed. */
 		e->state = SESS_MSG_WAIT_PUBCOMP;
-		HOOK(flight, s, e);
+		HOOK(lim, flight, s, e);
 		msg_unref(e->msg);
 		e->msg = NULL;
 	} else if (!find_inflight(s, packet_id, SESS_MSG_WAIT_PUBCOMP)) {
@@ -270,30 +424,30 @@ void delivery_resume(struct session *s, const struct delivery_limits *lim)
 		if (e->state == SESS_MSG_WAIT_PUBCOMP)
 			send_pubrel(s, e->packet_id);
 		else
-			send_publish(s, e, true); /* [MQTT-3.3.1-1] DUP on re-delivery */
+			send_publish(s, lim, e, true); /* [MQTT-3.3.1-1] DUP on re-delivery */
 	}
 	delivery_pump(s, lim);
 }
 
-void delivery_clear(struct session *s)
+void delivery_clear(struct session *s, const struct delivery_limits *lim)
 {
 	struct list_node *n;
 	while ((n = list_first(&s->inflight)) != NULL) {
 		list_remove(n);
-		HOOK(cleared, s, container_of(n, struct sess_msg, link));
+		HOOK(lim, cleared, s, container_of(n, struct sess_msg, link));
 		free_entry(container_of(n, struct sess_msg, link));
 	}
 	while ((n = list_first(&s->queue)) != NULL) {
 		list_remove(n);
-		HOOK(cleared, s, container_of(n, struct sess_msg, link));
+		HOOK(lim, cleared, s, container_of(n, struct sess_msg, link));
 		free_entry(container_of(n, struct sess_msg, link));
 	}
 	s->inflight_count = 0;
 	s->queued_count = 0;
-	queue_sub(s, s->queued_bytes);
+	queue_sub(s, lim, s->queued_bytes);
 }
 
-size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
+size_t delivery_filter(struct session *s, const struct delivery_limits *lim, delivery_keep_fn keep, void *ctx)
 {
 	size_t removed = 0;
 	struct list_node *n, *next;
@@ -306,7 +460,7 @@ size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
 		 * nothing and is ignored. */
 		list_remove(n);
 		s->inflight_count--;
-		HOOK(done, s, e);
+		HOOK(lim, done, s, e);
 		free_entry(e);
 		removed++;
 	}
@@ -317,48 +471,44 @@ size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
 			continue;
 		list_remove(n);
 		s->queued_count--;
-		queue_sub(s, msg_size(e->msg));
-		HOOK(unqueued, s, e);
+		queue_sub(s, lim, msg_size(e->msg));
+		HOOK(lim, unqueued, s, e);
 		free_entry(e);
 		removed++;
 	}
-	s->dropped += removed;
+	s->dropped += (uint32_t)removed;
 	return removed;
 }
 
-static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain)
+static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain, const struct delivery_sub_ids *ids)
 {
-	struct sess_msg *e = wisp_malloc(sizeof *e);
+	uint16_t nids = ids ? ids->count : 0;
+	struct sess_msg *e = wisp_malloc(sizeof *e + nids * sizeof e->sub_ids[0]);
 	if (!e)
 		return NULL;
 	e->msg = m ? msg_ref(m) : NULL;
 	e->qos = qos;
 	e->retain = retain;
 	e->packet_id = 0;
+	e->sub_id_count = nids;
+	if (nids)
+		memcpy(e->sub_ids, ids->ids, nids * sizeof e->sub_ids[0]);
 	e->state = SESS_MSG_QUEUED;
-	/* Restored entries are the store's references to their message. */
+	/* Restored entries are the store's references to their message
+	 * (counted by the store once its replay is over). */
 	e->durable = m != NULL;
-	if (m)
-		m->durable_refs++;
 	return e;
 }
 
-/* Frees a restored entry, giving back its durable reference. */
-static void drop_restored(struct sess_msg *e)
+int delivery_restore_queued(struct session *s, const struct delivery_limits *lim, struct msg *m, uint8_t qos,
+			    bool retain, const struct delivery_sub_ids *ids)
 {
-	if (e->durable && e->msg)
-		e->msg->durable_refs--;
-	free_entry(e);
-}
-
-int delivery_restore_queued(struct session *s, struct msg *m, uint8_t qos, bool retain)
-{
-	struct sess_msg *e = new_entry(m, qos, retain);
+	struct sess_msg *e = new_entry(m, qos, retain, ids);
 	if (!e)
 		return WISP_ENOMEM;
 	list_push_back(&s->queue, &e->link);
 	s->queued_count++;
-	queue_add(s, msg_size(m));
+	queue_add(s, lim, msg_size(m));
 	return 0;
 }
 
@@ -373,7 +523,7 @@ static struct sess_msg *find_by_id(struct session *s, uint16_t packet_id)
 	return NULL;
 }
 
-void delivery_restore_unqueue(struct session *s, const struct msg *m)
+void delivery_restore_unqueue(struct session *s, const struct delivery_limits *lim, const struct msg *m)
 {
 	struct list_node *n;
 	for (n = s->queue.next; n != &s->queue; n = n->next) {
@@ -381,24 +531,23 @@ void delivery_restore_unqueue(struct session *s, const struct msg *m)
 		if (e->msg == m) {
 			list_remove(n);
 			s->queued_count--;
-			queue_sub(s, msg_size(e->msg));
-			drop_restored(e);
+			queue_sub(s, lim, msg_size(e->msg));
+			free_entry(e);
 			return;
 		}
 	}
 }
 
-int delivery_restore_flight(struct session *s, struct msg *m, uint16_t packet_id, uint8_t qos,
-			    uint8_t state, bool retain)
+int delivery_restore_flight(struct session *s, const struct delivery_limits *lim, struct msg *m,
+			    uint16_t packet_id, uint8_t qos, uint8_t state, bool retain,
+			    const struct delivery_sub_ids *ids)
 {
 	if (m)
-		delivery_restore_unqueue(s, m);
+		delivery_restore_unqueue(s, lim, m);
 	struct sess_msg *e = find_by_id(s, packet_id);
 	if (e) {
 		/* An update (PUBREC seen): keep the entry and its place in the window. */
 		if (!m && e->msg) {
-			if (e->durable)
-				e->msg->durable_refs--;
 			e->durable = false;
 			msg_unref(e->msg);
 			e->msg = NULL;
@@ -406,7 +555,7 @@ int delivery_restore_flight(struct session *s, struct msg *m, uint16_t packet_id
 		e->state = state;
 		return 0;
 	}
-	e = new_entry(m, qos, retain);
+	e = new_entry(m, qos, retain, m ? ids : NULL);
 	if (!e)
 		return WISP_ENOMEM;
 	e->packet_id = packet_id;
@@ -425,5 +574,5 @@ void delivery_restore_unflight(struct session *s, uint16_t packet_id)
 		return;
 	list_remove(&e->link);
 	s->inflight_count--;
-	drop_restored(e);
+	free_entry(e);
 }

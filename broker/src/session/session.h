@@ -7,8 +7,9 @@
  * Sessions are found by client id through a hash table that grows by
  * doubling. Each session keeps its subscriptions in a list of filters with
  * their tree handles, so unsubscribing or ending a session touches only that
- * session's entries. This module is where a durable store will hook in
- * later: every change of a session's state goes through a function here.
+ * session's entries. Changes of durable state are reported by whoever
+ * makes them to the session observer (observer.h), which the durable
+ * store implements.
  *
  * Finding a session's subscription by filter (a repeated SUBSCRIBE replaces
  * it [MQTT-3.8.4-3], UNSUBSCRIBE removes it) is O(1): a session with fewer
@@ -30,10 +31,56 @@
 #include <stdint.h>
 
 #include "list.h"
+#include "loop.h"
 #include "tree.h"
 
 struct conn;
 struct acl_client;
+struct delivery_limits;
+struct msg;
+struct session;
+
+/* Session Expiry Interval meaning "never" [MQTT-3.1.2-11]. */
+#define SESS_EXPIRY_NEVER UINT32_MAX
+
+/* An inbound topic alias of the current connection (v5). */
+struct sess_alias {
+	char *topic;   /* NULL: not set */
+	uint16_t len;
+};
+
+/*
+ * The MQTT 5 state of a session, allocated apart and only for sessions
+ * that need it (a v5 client's, or a 3.1.1 persistent session while
+ * limits.max_session_expiry bounds it): an idle 3.1.1 connection costs
+ * one NULL pointer, in what was padding. Owned by proto/ (session_v5.c),
+ * which arms the timers and frees it with the session.
+ */
+struct sess_v5 {
+	struct session *s;
+	void *ctx;                      /* the broker, for the timers */
+	struct loop_timer expiry_timer; /* offline, with a finite expiry */
+	struct loop_timer will_timer;   /* a will waiting for its delay */
+	struct msg *will;               /* the delayed will (a reference), or NULL */
+	uint32_t expiry;                /* Session Expiry Interval, s; SESS_EXPIRY_NEVER */
+	uint32_t will_delay;            /* of the current connection's will */
+	/* The current connection's inbound topic aliases [MQTT-3.3.2-12]:
+	 * `alias_max` entries, allocated at the first alias used. */
+	struct sess_alias *aliases;
+	uint16_t alias_max;
+	/* What the current connection's CONNECT asked of what Wisp sends
+	 * (session/delivery.c): its Receive Maximum bounds the in-flight
+	 * window [MQTT-3.3.4-9], and nothing over its Maximum Packet Size is
+	 * sent [MQTT-3.1.2-25]. 0: not given (65535, no limit). */
+	uint16_t send_max;
+	uint32_t packet_max;
+	/* Outbound topic aliases of the current connection: up to the
+	 * client's Topic Alias Maximum (capped by limits.max_topic_alias),
+	 * allocated at the first one, reused round robin (session/delivery.c). */
+	struct sess_alias *out_aliases;
+	uint16_t out_alias_max;
+	uint16_t out_alias_next;
+};
 
 /* Set in a subscription's options byte (a bit MQTT 5 reserves, so never
  * set by a client) when the ACL must be asked for every delivered topic. */
@@ -71,7 +118,9 @@ struct sess_msg {
 	uint8_t qos;
 	uint8_t state;  /* enum sess_msg_state */
 	bool retain;    /* as it goes on the wire */
-	bool durable;   /* holds one of msg->durable_refs (proto/persist.c) */
+	bool durable;   /* is one of the store's references to msg (proto/persist.c) */
+	uint16_t sub_id_count;
+	uint32_t sub_ids[]; /* v5 Subscription Identifiers of this delivery [MQTT-3.3.4-3]: none for 3.1.1 */
 };
 
 struct session {
@@ -98,12 +147,13 @@ struct session {
 	bool owned;
 	uint8_t sess_flags;         /* SESS_FLAG_* */
 	uint16_t drop_episodes;     /* a bit per enum drop_reason already logged (proto/route.c) */
+	uint16_t inflight_count;    /* in what was padding, so v5 fits without growing the session */
 	struct list_node inflight;  /* struct sess_msg, in send order */
 	struct list_node queue;     /* struct sess_msg, waiting for the window */
-	uint16_t inflight_count;
 	uint32_t queued_count;
+	uint32_t dropped;           /* messages this session lost to limits (for logs: wraps) */
 	uint64_t queued_bytes;
-	uint64_t dropped;           /* messages this session lost to limits */
+	struct sess_v5 *v5;         /* MQTT 5 state, or NULL (see struct sess_v5) */
 	/* Inbound QoS 2 packet ids between PUBREC and PUBREL: a PUBLISH
 	 * repeating one of them is not routed again [MQTT-4.3.3-2]. */
 	uint16_t *qos2_in;
@@ -120,6 +170,9 @@ struct session_table {
 	/* Called before a session is freed, for what upper layers hung on it
 	 * (its ACL client). */
 	void (*on_free)(struct session *s);
+	/* What a freed session's queues are cleared with (delivery_clear);
+	 * NULL: no totals to update. */
+	const struct delivery_limits *dlim;
 };
 
 int sess_table_init(struct session_table *tab);
@@ -134,14 +187,14 @@ void sess_destroy(struct session_table *tab, struct tree *tree, struct session *
 
 /*
  * Subscribes the session to the valid `filter` with the SUBSCRIBE options
- * byte; an existing subscription to the same filter is replaced
+ * byte and a v5 Subscription Identifier (0: none); an existing subscription to the same filter is replaced
  * [MQTT-3.8.4-3] (found in O(1), see above). Returns 1 when it was new, 0
  * when replaced, or WISP_ENOMEM (nothing changed) / WISP_ELIMIT (over
  * max_subs, if non-zero; a replacement is never over it). `filter` is
  * copied.
  */
 int sess_subscribe(struct session *s, struct tree *tree, const char *filter, size_t len,
-		   uint8_t options, size_t max_subs);
+		   uint8_t options, uint32_t subscription_id, size_t max_subs);
 /* 0, or WISP_ENOENT when the session had no such filter. O(1) plus the
  * tree's pruning. */
 int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, size_t len);

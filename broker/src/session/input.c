@@ -1,0 +1,350 @@
+/*
+ * Connection input (input.h): the read loop, framing against the bounds
+ * that apply before CONNECT, the carried partial packet, and the read
+ * budget. Packets go up through conn_set.in.on_packet; an end caused by
+ * input through conn_set.in.on_close.
+ */
+#include "input.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "err.h"
+#include "log.h"
+
+/* Per connection and turn: enough for a burst, bounded so one fast
+ * publisher cannot starve the others (level-triggered epoll calls again).
+ * Reads repeat until the transport would block or this is spent. */
+#define READ_BUDGET (256u * 1024u)
+#define RBUF_MIN 256u
+/* A carried tail up to this size continues in the scratch buffer (a copy);
+ * a bigger one, a big packet arriving, is read into its own buffer. */
+#define SCRATCH_TAIL_MAX (16u * 1024u)
+
+
+
+static uint8_t conn_version(const struct conn *c) { return c->version ? c->version : MQTT_PROTO_V311; }
+
+static void close_conn(struct conn *c, enum reason r, const char *detail)
+{
+	c->set->in.on_close(c->set->in.ctx, c, r, detail);
+}
+
+/* A failed read, in the transport's own words when it has some (a
+ * WebSocket close code, a frame that broke the protocol). A clean EOF's
+ * words come only from the WebSocket transport, which knows the close
+ * code; TLS keeps its last failure there, which an EOF is not. */
+static void close_for_read(struct conn *c, int rc)
+{
+	enum reason r = rc == WISP_ECLOSED ? REASON_PEER_CLOSED : REASON_READ_ERROR;
+	char why[160], detail[220];
+	why[0] = '\0';
+	if (rc != WISP_ECLOSED || strcmp(c->t->ops->name, "ws") == 0)
+		transport_last_error(c->t, why, sizeof why);
+	if (!why[0]) {
+		close_conn(c, r, NULL);
+		return;
+	}
+	snprintf(detail, sizeof detail, "%s: %s", reason_info(r)->text, why);
+	close_conn(c, r, detail);
+}
+
+/* Keepalive: 1.5 times the interval after the last packet [MQTT-3.1.2-24]. */
+static void refresh_keepalive(struct conn *c)
+{
+	if (c->state == CONN_ACTIVE && c->keepalive)
+		loop_timer_set_deadline(c->set->in.loop, &c->timer,
+					(loop_now_ms(c->set->in.loop) + (uint64_t)c->keepalive * 1500u + 999u) / 1000u);
+}
+
+
+static void pause_input(struct conn *c)
+{
+	c->read_paused = true;
+	loop_io_set(c->set->in.loop, &c->io, (c->io.events & LOOP_WRITE));
+}
+
+static void pause_for_output(struct conn *c)
+{
+	c->output_state = CONN_OUT_PAUSED;
+	loop_io_set(c->set->in.loop, &c->io, (c->io.events & LOOP_WRITE));
+}
+
+/* Bounds that apply before CONNECT, judged from the first bytes of the
+ * first packet so nothing is buffered for a client that breaks them. */
+static bool refuse_before_connect(const struct conn_input *in, const uint8_t *buf, size_t len, enum reason *why,
+				  char *detail, size_t detail_len)
+{
+	if ((buf[0] >> 4) != MQTT_PKT_CONNECT) {
+		*why = REASON_NOT_CONNECT; /* [MQTT-3.1.0-1] */
+		return true;
+	}
+	struct mqtt_codec_opts unlimited = {.max_packet_size = 0};
+	ssize_t frame = mqtt_frame_size(buf, len, &unlimited);
+	uint32_t cap = in->max_connect_size;
+	if (frame > 0 && (uint64_t)frame > cap && cap < in->max_packet_size) {
+		*why = REASON_CONNECT_TOO_LARGE;
+		snprintf(detail, detail_len, "CONNECT of %zd bytes exceeds limits.max_connect_size (%u)", frame, cap);
+		return true;
+	}
+	return false; /* the decoder judges the rest, max_packet_size included */
+}
+
+/* Handles every whole packet at the start of buf. Returns the bytes
+ * consumed, or -1 once the connection was dropped. */
+static ssize_t process(struct conn *c, const uint8_t *buf, size_t len)
+{
+	size_t off = 0;
+	struct mqtt_codec_opts opts = {
+		.max_packet_size = c->set->in.max_packet_size,
+	};
+	while (off < len && c->state != CONN_CLOSING) {
+		enum reason why = REASON_PROTOCOL_ERROR;
+		if (c->state == CONN_AWAIT_CONNECT) {
+			char detail[96];
+			detail[0] = '\0';
+			if (refuse_before_connect(&c->set->in, buf + off, len - off, &why, detail, sizeof detail)) {
+				close_conn(c, why, detail[0] ? detail : NULL);
+				return -1;
+			}
+		}
+		opts.version = conn_version(c);
+		struct mqtt_pkt p;
+		ssize_t n = mqtt_decode(buf + off, len - off, &opts, &p);
+		if (n == 0)
+			break;
+		if (n < 0) {
+			close_conn(c, reason_from_decode((int)n), mqtt_strerror((int)n));
+			return -1;
+		}
+		int rc = c->set->in.on_packet(c->set->in.ctx, c, &p, &why);
+		if (c->input_counted && c->state != CONN_AWAIT_CONNECT)
+			conn_unauth_release(c); /* accepted (or closed): no longer a stranger's bytes */
+		if (rc == WISP_EAGAIN) {
+			/* A CONNECT waiting for its password check: keep it and
+			 * everything after it unread until the answer comes. */
+			pause_input(c);
+			break;
+		}
+		off += (size_t)n;
+		if (rc != 0) {
+			close_conn(c, why, NULL);
+			return -1;
+		}
+		refresh_keepalive(c);
+		if (conn_output_bytes(c) >= c->set->in.max_output && c->state != CONN_CLOSING) {
+			/* Every queued byte counts, answers to control packets too:
+			 * read no more until the client takes its output. */
+			pause_for_output(c);
+			break;
+		}
+	}
+	return (ssize_t)off;
+}
+
+
+/*
+ * limits.max_unauthenticated_bytes: may `c` (re)size its input buffer to
+ * `cap` bytes? Always, once it is authenticated. Past the budget the
+ * connection asking is refused: it is the newest growth, and closing it
+ * gives its bytes back. Logged once per episode (until the total falls to
+ * half the budget), each refusal counted.
+ */
+static int unauth_budget(struct conn *c, size_t cap)
+{
+	uint64_t budget = c->set->in.max_unauth_bytes;
+	if (budget == 0 || (c->state != CONN_AWAIT_CONNECT && c->state != CONN_HANDSHAKE) || cap <= c->rcap)
+		return 0;
+	size_t total = c->set->unauth_bytes - (c->input_counted ? c->rcap : 0) + cap;
+	if (total <= budget) {
+		if (c->set->in.unauth_over && total <= budget / 2) {
+			c->set->in.unauth_over = false;
+			log_msg(LOG_NOTICE, "conn", "unauthenticated connections are under max_unauthenticated_bytes again");
+		}
+		return 0;
+	}
+	if (!c->set->in.unauth_over) {
+		c->set->in.unauth_over = true;
+		log_msg(LOG_WARNING, "conn",
+			"unauthenticated connections hold %zu bytes of input, limits.max_unauthenticated_bytes is %llu: "
+			"closing those that ask for more",
+			c->set->unauth_bytes, (unsigned long long)budget);
+	}
+	return WISP_ELIMIT;
+}
+
+static void drop_for_input(struct conn *c, int rc)
+{
+	if (rc == WISP_ELIMIT)
+		close_conn(c, REASON_UNAUTH_BYTES, NULL);
+	else
+		close_conn(c, REASON_NO_MEMORY, "out of memory for input");
+}
+
+/* Keeps `len` bytes of an incomplete packet for the next read. */
+static int keep_tail(struct conn *c, const uint8_t *tail, size_t len)
+{
+	if (len == 0) {
+		/* Idle connections hold no input buffer. */
+		conn_account_rbuf(c, 0);
+		wisp_free(c->rbuf);
+		c->rbuf = NULL;
+		c->rlen = c->rcap = 0;
+		return 0;
+	}
+	if (len > c->rcap) {
+		/* Only when the tail is in the scratch buffer: a tail inside
+		 * rbuf is never longer than rbuf. */
+		size_t cap = len < RBUF_MIN ? RBUF_MIN : len;
+		int rc = unauth_budget(c, cap);
+		if (rc != 0)
+			return rc;
+		uint8_t *nb = wisp_realloc(c->rbuf, cap);
+		if (!nb)
+			return WISP_ENOMEM;
+		conn_account_rbuf(c, cap);
+		c->rbuf = nb;
+		c->rcap = (uint32_t)cap;
+	}
+	memmove(c->rbuf, tail, len);
+	c->rlen = (uint32_t)len;
+	return 0;
+}
+
+/* Room for the next read into the carried buffer: up to the packet's
+ * size when the header says it, growing by doubling as bytes arrive. */
+static int grow_rbuf(struct conn *c)
+{
+	if (c->rlen < c->rcap)
+		return 0;
+	struct mqtt_codec_opts opts = {.max_packet_size = c->set->in.max_packet_size};
+	ssize_t frame = mqtt_frame_size(c->rbuf, c->rlen, &opts);
+	size_t want = (size_t)c->rcap * 2;
+	if (frame > 0 && (size_t)frame < want)
+		want = (size_t)frame;
+	if (want <= c->rlen)
+		want = (size_t)c->rlen + RBUF_MIN;
+	int rc = unauth_budget(c, want);
+	if (rc != 0)
+		return rc;
+	uint8_t *nb = wisp_realloc(c->rbuf, want);
+	if (!nb)
+		return WISP_ENOMEM;
+	conn_account_rbuf(c, want);
+	c->rbuf = nb;
+	c->rcap = (uint32_t)want;
+	return 0;
+}
+
+void conn_input_read(struct conn *c)
+{
+	size_t budget = READ_BUDGET;
+	while (budget && c->state != CONN_CLOSING && conn_input_is_reading(c)) {
+		uint8_t *data; /* the carried tail, then what this read adds */
+		size_t have = c->rlen, room;
+		if (have && have <= SCRATCH_TAIL_MAX) {
+			/* A packet cut by the last read: continue it in the scratch
+			 * buffer rather than read just its rest into rbuf, a read
+			 * (a syscall on TCP) per cut packet. rbuf stays, for the
+			 * next tail. */
+			memcpy(c->set->in.scratch, c->rbuf, have);
+			data = c->set->in.scratch;
+			room = c->set->in.scratch_cap - have;
+		} else if (have) {
+			int rc = grow_rbuf(c);
+			if (rc != 0) {
+				drop_for_input(c, rc);
+				return;
+			}
+			data = c->rbuf;
+			room = c->rcap - have;
+		} else {
+			data = c->set->in.scratch;
+			room = c->set->in.scratch_cap;
+		}
+		ssize_t n = transport_read(c->t, data + have, room);
+		if (n == WISP_EAGAIN)
+			return;
+		if (n < 0) {
+			close_for_read(c, (int)n);
+			return;
+		}
+		c->set->in.bytes_received += (uint64_t)n;
+		budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
+		size_t len = have + (size_t)n;
+		ssize_t used = process(c, data, len);
+		if (used < 0)
+			return;
+		if (c->state == CONN_CLOSING)
+			return;
+		int rc = keep_tail(c, data + used, len - (size_t)used);
+		if (rc != 0) {
+			drop_for_input(c, rc);
+			return;
+		}
+		/* A short read is not "drained" (a TLS read stops at its records):
+		 * only would-block is, which the transport reports in `want` with
+		 * the bytes, or as WISP_EAGAIN on the next call (transport.h). */
+		if ((size_t)n < room && c->t->want)
+			return;
+	}
+	/* Out of budget with decrypted bytes still inside the transport: epoll
+	 * will not report them, so come back next turn. */
+	if (c->state != CONN_CLOSING && transport_pending(c->t) && !list_linked(&c->read_link)) {
+		list_push_back(&c->set->read_more, &c->read_link);
+		loop_request_turn(c->set->in.loop);
+	}
+}
+
+/* Handles the whole packets left in the carried buffer (input paused in
+ * the middle of a read). False once the connection was dropped. */
+static bool process_carried(struct conn *c)
+{
+	ssize_t used = process(c, c->rbuf, c->rlen);
+	if (used < 0 || c->state == CONN_CLOSING)
+		return false;
+	int rc = keep_tail(c, c->rbuf + used, c->rlen - (size_t)used);
+	if (rc != 0) {
+		drop_for_input(c, rc);
+		return false;
+	}
+	return true;
+}
+
+void conn_input_resume(struct conn *c)
+{
+	if (c->state == CONN_CLOSING)
+		return;
+	c->read_paused = false;
+	if (conn_input_is_reading(c))
+		loop_io_set(c->set->in.loop, &c->io, LOOP_READ | (c->io.events & LOOP_WRITE));
+	process_carried(c);
+}
+
+void conn_input_output_drained(struct conn *c)
+{
+	if (c->state == CONN_CLOSING || c->output_state == CONN_OUT_OK)
+		return;
+	c->output_state = CONN_OUT_OK;
+	if (!conn_input_is_reading(c))
+		return;
+	loop_io_set(c->set->in.loop, &c->io, LOOP_READ | (c->io.events & LOOP_WRITE));
+	/* Whole packets may wait in the carried buffer, or decrypted ones in
+	 * the transport, which epoll will not report: read them next turn,
+	 * before that turn's records are flushed (never from the flush). */
+	if ((c->rlen || transport_pending(c->t)) && !list_linked(&c->read_link)) {
+		list_push_back(&c->set->read_more, &c->read_link);
+		loop_request_turn(c->set->in.loop);
+	}
+}
+
+void conn_input_read_more(struct conn *c)
+{
+	if (c->state == CONN_CLOSING || !conn_input_is_reading(c))
+		return;
+	if (c->rlen && !process_carried(c))
+		return;
+	conn_input_read(c);
+}
+
