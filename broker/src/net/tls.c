@@ -33,7 +33,7 @@
  *   same length again (write_pending): mbed TLS has already encrypted that
  *   record and only finishes sending it.
  *
- * Cost model per connection (measured, see certs/README.md): ~38 KiB at
+ * Cost model per connection (measured, see certs/README.md): ~36 KiB at
  * rest, nearly all of it the input and output record buffers (16717 bytes
  * each) that mbedtls_ssl_setup() allocates for the life of the connection
  * (Debian's build lacks MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH, and the input

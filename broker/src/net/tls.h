@@ -146,7 +146,7 @@ void tls_ctx_unref(struct tls_ctx *c);
  * Memory: the transport struct (~800 bytes, wisp_malloc) until the
  * session starts: a server starts it when the peer's first bytes arrive
  * and look like a TLS handshake (else WISP_EPROTO, nothing allocated).
- * Then ~38 KiB for the connection's life plus ~20 KiB during the handshake
+ * Then ~36 KiB while it is awake (~2 KiB hibernated) plus a few KiB during the handshake
  * (see certs/README.md), allocated by mbed TLS through wisp_tls_calloc, so
  * counted in the heap figures: a session that would not fit within
  * memory_limit does not start, and one whose allocation fails later fails
