@@ -301,6 +301,14 @@ class LimitedServerTest(V5Case):
         c = self.v5()
         self.assertEqual(c.connect5("w", will=("w/t", b"x", 2, False, b""))[1], 0x9B)
 
+    def test_subscription_granted_at_max_qos(self):
+        """[MQTT-3.2.2-10] a SUBSCRIBE asking QoS 2 is granted Maximum QoS 1
+        (v5 and 3.1.1), and deliveries come at most at QoS 1."""
+        c = self.v5("sub-q")
+        self.assertEqual(c.subscribe5("g/t", 2), [1])
+        old = self.raw("sub-q-311", keepalive=10)
+        self.assertEqual(old.subscribe([("g/t", 2)]), [1])
+
     def test_3_1_1_keepalive_over_max_still_refused(self):
         """3.1.1 has no Server Keep Alive: over max_keepalive is still CONNACK 2."""
         self.assertEqual(self.raw(connect=False).connect("old", keepalive=60), 2)

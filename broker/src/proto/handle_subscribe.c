@@ -151,6 +151,12 @@ static void note_refusal(struct broker *b, struct session *s, const char *filter
 static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f, size_t len, uint8_t options)
 {
 	uint8_t qos = options & MQTT_SUBOPT_QOS_MASK;
+	if (qos > b->cfg->limits.max_qos) {
+		/* Granted at the broker's Maximum QoS [MQTT-3.2.2-10] (as Mosquitto
+		 * grants max_qos), and stored so. */
+		qos = (uint8_t)b->cfg->limits.max_qos;
+		options = (uint8_t)((options & ~MQTT_SUBOPT_QOS_MASK) | qos);
+	}
 	const char *over = bound_text(broker_topic_bound(b, f, len));
 	const char *verdict = over;
 	int rc = WISP_EINVAL;
