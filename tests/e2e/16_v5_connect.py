@@ -4,6 +4,7 @@ close the broker causes is answered with its MQTT 5 reason code (the one
 reason table, broker/src/session/reason.h), where 3.1.1 gets its return
 code or a plain close. Raw packets, so the bytes are checked exactly."""
 
+import json
 import os
 import shutil
 import socket
@@ -17,9 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import signal  # noqa: E402
 import unittest  # noqa: E402
 
-from wisp_e2e import (CONNACK, DISCONNECT, MOSQUITTO_BIN, PUBLISH, Broker, BrokerTestCase,  # noqa: E402
-                      RawClient, free_port, keepalive_close_bound, main, mqtt_str, packet,
-                      skip_unless_wisp)
+from wisp_e2e import (CONNACK, DISCONNECT, MOSQUITTO_BIN, MOSQUITTO_PUB, MOSQUITTO_SUB,  # noqa: E402
+                      PUBLISH, REPO_ROOT, Broker, BrokerTestCase, RawClient, free_port,
+                      keepalive_close_bound, main, mqtt_str, packet, skip_unless_wisp)
 
 
 def v5_props(props=b""):
@@ -452,6 +453,80 @@ class PahoV5Test(BrokerTestCase):
         flags, rc, _ = acks.get(timeout=5)
         self.assertEqual((rc, flags.get("session present")), (0, 1))
         c.disconnect()
+
+
+class MosquittoClientsV5Test(BrokerTestCase):
+
+    def run_tool(self, argv, timeout=10):
+        cp = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        return cp.returncode, cp.stdout.decode(errors="replace"), cp.stderr.decode(errors="replace")
+
+    def test_mosquitto_sub_v5_session_expiry(self):
+        """mosquitto_sub -V 5 -c -x 60 keeps its session: a QoS 1 message
+        published while it is away (mosquitto_pub -V 5) is delivered when it
+        comes back [MQTT-3.1.2-11]; with -x 0 nothing is kept."""
+        base = ["-h", "127.0.0.1", "-p", str(self.broker.port), "-V", "5", "-q", "1"]
+        sub = [MOSQUITTO_SUB] + base + ["-c", "-i", "msub5", "-t", "m/t"]
+        rc, _, err = self.run_tool(sub + ["-x", "60", "-E"])
+        self.assertEqual(rc, 0, err)
+        rc, _, err = self.run_tool([MOSQUITTO_PUB] + base + ["-t", "m/t", "-m", "while-away"])
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.run_tool(sub + ["-x", "60", "-C", "1", "-W", "5"])
+        self.assertEqual((rc, out.strip()), (0, "while-away"), err)
+        # Expiry 0: the session ends with the connection, so nothing waits.
+        rc, _, err = self.run_tool(sub + ["-x", "0", "-E"])
+        self.assertEqual(rc, 0, err)
+        self.run_tool([MOSQUITTO_PUB] + base + ["-t", "m/t", "-m", "lost"])
+        rc, out, _ = self.run_tool(sub + ["-x", "0", "-C", "1", "-W", "2"])
+        self.assertNotIn("lost", out)
+
+
+MQTTJS_SCRIPT = r"""
+const mqtt = require('mqtt');
+const port = Number(process.argv[process.argv.length - 1]);
+const out = {};
+const sub = mqtt.connect({host: '127.0.0.1', port, protocolVersion: 5, clientId: 'js-sub'});
+sub.on('connect', (ack) => {
+  out.connack = ack.properties || {};
+  sub.subscribe('js/t', {qos: 0}, () => {
+    const pub = mqtt.connect({host: '127.0.0.1', port, protocolVersion: 5, clientId: 'js-pub'});
+    pub.on('connect', () => {
+      pub.publish('js/t', 'one', {properties: {topicAlias: 1}});
+      pub.publish('', 'two', {properties: {topicAlias: 1}});
+    });
+    const got = [];
+    sub.on('message', (topic, payload) => {
+      got.push([topic, payload.toString()]);
+      if (got.length === 2) {
+        out.got = got;
+        console.log(JSON.stringify(out));
+        pub.end(); sub.end();
+      }
+    });
+  });
+});
+setTimeout(() => { console.log(JSON.stringify(out)); process.exit(1); }, 8000).unref();
+"""
+
+
+class MqttJsV5Test(BrokerTestCase):
+
+    def test_mqtt_js_v5_connack_and_topic_alias(self):
+        """MQTT.js 5 (protocolVersion 5) reads Topic Alias Maximum 10 and
+        Receive Maximum 20 from CONNACK, and its PUBLISHes with a topic alias
+        (set, then used with an empty topic) reach the subscriber with the
+        topic [MQTT-3.3.2-12]."""
+        node = shutil.which("node")
+        modules = os.path.join(REPO_ROOT, "tests", "js", "node_modules")
+        if not node or not os.path.isdir(os.path.join(modules, "mqtt")):
+            self.skipTest("node or tests/js/node_modules (npm ci --prefix tests/js) missing")
+        cp = subprocess.run([node, "-e", MQTTJS_SCRIPT, str(self.broker.port)], capture_output=True,
+                            timeout=20, env=dict(os.environ, NODE_PATH=modules))
+        self.assertEqual(cp.returncode, 0, cp.stdout.decode() + cp.stderr.decode())
+        out = json.loads(cp.stdout.decode().strip().splitlines()[-1])
+        self.assertEqual(out["connack"].get("topicAliasMaximum"), 10)
+        self.assertEqual(out["connack"].get("receiveMaximum"), 20)
+        self.assertEqual(out["got"], [["js/t", "one"], ["js/t", "two"]])
 
 
 @skip_unless_wisp("restarts wisp on its own store")
