@@ -15,8 +15,10 @@
 #include "broker.h"
 #include "config.h"
 #include "err.h"
+#include "file.h"
 #include "log.h"
 #include "loop.h"
+#include "mosquitto_conf.h"
 
 #ifndef WISP_VERSION
 #define WISP_VERSION "0.0.0"
@@ -57,12 +59,16 @@ static void usage(FILE *out)
 		"\n"
 		"Usage: wisp [-c FILE] [-p PORT] [-v]\n"
 		"       wisp --check-config FILE\n"
+		"       wisp --convert-mosquitto-conf FILE\n"
 		"\n"
-		" -c, --config FILE    load the JSON configuration FILE (default: the embedded\n"
-		"                      default, anonymous MQTT on 127.0.0.1:1883)\n"
+		" -c, --config FILE    load the configuration FILE: Wisp's JSON, or a Mosquitto\n"
+		"                      mosquitto.conf (default: the embedded default,\n"
+		"                      anonymous MQTT on 127.0.0.1:1883)\n"
 		" -p, --port PORT      listen on PORT instead of the first listener's port\n"
 		" -v, --verbose        log everything (level debug)\n"
 		"     --check-config FILE  validate FILE, print the result, exit 0 or 1\n"
+		"     --convert-mosquitto-conf FILE  print the Wisp JSON equivalent to the\n"
+		"                      mosquitto.conf FILE (validated as --check-config does)\n"
 		" -h, --help           show this help\n"
 		"     --version        print the version\n"
 		"\n"
@@ -112,6 +118,40 @@ static void raise_fd_limit(void)
 	}
 }
 
+/* --convert-mosquitto-conf: the translation -c uses, validated as
+ * --check-config validates, printed only when Wisp would run it. */
+static int convert_mosquitto(const char *path)
+{
+	char err[512];
+	char *buf = NULL;
+	size_t len = 0;
+	int rc = wisp_read_file(path, 4u * 1024u * 1024u, &buf, &len);
+	if (rc) {
+		fprintf(stderr, "%s: cannot read: %s\n", path, rc == WISP_ELIMIT ? "file too large" : strerror(errno));
+		return 1;
+	}
+	if (!mosq_conf_detect(buf ? buf : "", len)) {
+		fprintf(stderr, "%s: already a JSON configuration (its first character is '{' or '[')\n", path);
+		wisp_free(buf);
+		return 1;
+	}
+	struct config *cfg = NULL;
+	char *json = NULL;
+	int status = 1;
+	if (mosq_conf_parse(path, buf, len, &cfg, err, sizeof err) != 0 ||
+	    server_check_tls(cfg, err, sizeof err) != 0 ||
+	    mosq_conf_convert(path, buf, len, &json, err, sizeof err) != 0) {
+		fprintf(stderr, "%s\n", err);
+	} else {
+		fputs(json, stdout);
+		status = fflush(stdout) == 0 ? 0 : 1;
+	}
+	wisp_free(json);
+	config_free(cfg);
+	wisp_free(buf);
+	return status;
+}
+
 static int parse_port(const char *s, uint16_t *out)
 {
 	char *end;
@@ -146,6 +186,8 @@ int main(int argc, char **argv)
 			config_path = argv[++i];
 		} else if (!strcmp(a, "--check-config") && has_value) {
 			check_path = argv[++i];
+		} else if (!strcmp(a, "--convert-mosquitto-conf") && has_value) {
+			return convert_mosquitto(argv[++i]);
 		} else if ((!strcmp(a, "-p") || !strcmp(a, "--port")) && has_value) {
 			if (parse_port(argv[++i], &port) != 0) {
 				fprintf(stderr, "wisp: invalid port '%s' (1-65535)\n", argv[i]);

@@ -53,8 +53,11 @@ class PasswordThreadTest(BrokerTestCase):
 
     def broker_options(self):
         self.tmp = tempfile.mkdtemp(prefix="wisp-e2e-auth-")
+        # connect_timeout also bounds the verification: under a loaded CI
+        # machine 2,000,000 iterations can take longer than its 10 s default.
         return {"listener": {"allow_anonymous": True},
-                "config": {"auth": {"password_file": slow_passwd(self.tmp)}}}
+                "config": {"auth": {"password_file": slow_passwd(self.tmp)},
+                           "limits": {"connect_timeout": VERIFY_TIMEOUT}}}
 
     def tearDown(self):
         super().tearDown()

@@ -610,6 +610,162 @@ static void test_v5_and_v311_interwork(void)
 	EXPECT(v3, "30 08 00 03 'c/d' 'v5!'");
 }
 
+/* ---- MQTT 5 messages (issue #12, route5) ---- */
+
+#define CONNECT_V5_SUB "10 10 00 04 'MQTT' 05 02 00 3c 00 00 03 's5b'"
+#define CONNECT_V5_PUB "10 10 00 04 'MQTT' 05 02 00 3c 00 00 03 'p5b'"
+
+static struct hclient *connected_v5(const char *connect)
+{
+	struct hclient *c = harness_connect(h);
+	SEND(c, connect);
+	expect_v5_connack(c, 0x00, 0x00, "v5 connack");
+	return c;
+}
+
+/* [MQTT-3.3.2-17] [MQTT-3.3.2-18] the publisher's properties arrive
+ * unchanged and in order, after the subscriber's own: the Message Expiry
+ * Interval as the time left [MQTT-3.3.2-6] (none has passed) and its
+ * Subscription Identifier [MQTT-3.3.4-3]; a 3.1.1 subscriber gets none. */
+static void test_v5_properties_forwarded(void)
+{
+	struct hclient *s = connected_v5(CONNECT_V5_SUB);
+	SEND(s, "82 0b 00 01 02 0b 05 00 03 'p/t' 00");
+	EXPECT(s, "90 04 00 01 00 00");
+	struct hclient *old = connected(CONNECT_SUB);
+	SEND(old, "82 08 00 01 00 03 'p/t' 00");
+	EXPECT(old, "90 03 00 01 00");
+	struct hclient *p = connected_v5(CONNECT_V5_PUB);
+	SEND(p, "30 18 00 03 'p/t' 11 02 00 00 0e 10 03 00 02 'ct' 26 00 01 'k' 00 01 'v' 'x'");
+	EXPECT(s, "30 1a 00 03 'p/t' 13 02 00 00 0e 10 0b 05 03 00 02 'ct' 26 00 01 'k' 00 01 'v' 'x'");
+	EXPECT(old, "30 06 00 03 'p/t' 'x'");
+}
+
+/* PUBACK 0x10 when no subscription matched, the short form when one did
+ * [MQTT-3.4.2.1]; 0x99 for a Payload Format Indicator 1 payload that is
+ * not UTF-8 [MQTT-3.3.2-4], not routed. */
+static void test_v5_puback_reason_codes(void)
+{
+	struct hclient *p = connected_v5(CONNECT_V5_PUB);
+	SEND(p, "32 09 00 03 'n/t' 00 07 00 'x'");
+	EXPECT(p, "40 03 00 07 10");
+	struct hclient *s = connected_v5(CONNECT_V5_SUB);
+	SEND(s, "82 09 00 01 00 00 03 'n/t' 00");
+	EXPECT(s, "90 04 00 01 00 00");
+	SEND(p, "32 0b 00 03 'n/t' 00 08 02 01 01 ff");
+	EXPECT(p, "40 03 00 08 99");
+	NOTHING(s);
+	SEND(p, "32 0b 00 03 'n/t' 00 09 02 01 01 'x'");
+	EXPECT(p, "40 02 00 09");
+	EXPECT(s, "30 09 00 03 'n/t' 02 01 01 'x'");
+}
+
+/* [MQTT-3.8.3-3] No Local; [MQTT-3.3.1-12] RETAIN cleared on forwarding
+ * without Retain As Published, kept with it [MQTT-3.3.1-13]. */
+static void test_v5_no_local_and_retain_as_published(void)
+{
+	struct hclient *c = connected_v5(CONNECT_V5_SUB);
+	SEND(c, "82 09 00 01 00 00 03 'n/l' 04");
+	EXPECT(c, "90 04 00 01 00 00");
+	SEND(c, "30 07 00 03 'n/l' 00 'x'");
+	NOTHING(c);
+	SEND(c, "82 0f 00 02 00 00 03 'r/a' 08 00 03 'r/b' 00");
+	EXPECT(c, "90 05 00 02 00 00 00");
+	SEND(c, "31 07 00 03 'r/a' 00 'y'");
+	EXPECT(c, "31 07 00 03 'r/a' 00 'y'");
+	SEND(c, "31 07 00 03 'r/b' 00 'z'");
+	EXPECT(c, "30 07 00 03 'r/b' 00 'z'");
+}
+
+/* Retain Handling 0: retained messages on every SUBSCRIBE [MQTT-3.3.1-9];
+ * 1: only for a new subscription [MQTT-3.3.1-10]; 2: never [MQTT-3.3.1-11]. */
+static void test_v5_retain_handling(void)
+{
+	struct hclient *p = connected_v5(CONNECT_V5_PUB);
+	SEND(p, "31 07 00 03 'k/t' 00 'r'");
+	struct hclient *c = connected_v5(CONNECT_V5_SUB);
+	SEND(c, "82 09 00 01 00 00 03 'k/t' 20");
+	EXPECT(c, "90 04 00 01 00 00");
+	SEND(c, "82 09 00 02 00 00 03 'k/t' 10");
+	EXPECT(c, "90 04 00 02 00 00");
+	SEND(c, "82 09 00 03 00 00 03 'k/+' 10");
+	EXPECT(c, "90 04 00 03 00 00 31 07 00 03 'k/t' 00 'r'");
+	SEND(c, "82 09 00 04 00 00 03 'k/+' 00");
+	EXPECT(c, "90 04 00 04 00 00 31 07 00 03 'k/t' 00 'r'");
+}
+
+/* [MQTT-3.3.4-3] [MQTT-3.3.4-4] overlapping subscriptions with identifiers
+ * 1 and 2: one copy carrying both. */
+static void test_v5_one_copy_with_both_identifiers(void)
+{
+	struct hclient *c = connected_v5(CONNECT_V5_SUB);
+	SEND(c, "82 0b 00 01 02 0b 01 00 03 'o/#' 00");
+	EXPECT(c, "90 04 00 01 00 00");
+	SEND(c, "82 0b 00 02 02 0b 02 00 03 'o/+' 01");
+	EXPECT(c, "90 04 00 02 00 01");
+	struct hclient *p = connected_v5(CONNECT_V5_PUB);
+	SEND(p, "32 09 00 03 'o/x' 00 01 00 'x'");
+	EXPECT(p, "40 02 00 01");
+	EXPECT(c, "32 0d 00 03 'o/x' 00 01 04 0b 01 0b 02 'x'");
+}
+
+/* [MQTT-3.9.3-1] a code per filter: 0x8F invalid filter, 0x9E shared
+ * subscriptions (not supported yet). */
+static void test_v5_suback_reason_codes(void)
+{
+	struct hclient *c = connected_v5(CONNECT_V5_SUB);
+	SEND(c, "82 1e 00 01 00 00 03 'a/b' 01 00 05 'a/#/b' 00 00 0a '$share/g/t' 00");
+	EXPECT(c, "90 06 00 01 00 01 8f 9e");
+}
+
+#define CONNECT_V5_PERSIST "10 15 00 04 'MQTT' 05 00 00 3c 05 11 00 00 0e 10 00 03 's5p'"
+
+/* A v5 CONNACK (flags and reason pinned, as expect_v5_connack) followed by
+ * exactly `rest`. */
+static void expect_v5_connack_then(struct hclient *c, uint8_t flags, const char *rest, const char *where)
+{
+	harness_run(h);
+	size_t n;
+	const uint8_t *p = client_output(c, &n);
+	size_t first = harness_frame_len(p, n);
+	uint8_t want[256];
+	size_t wn = harness_unhex(rest, want, sizeof want);
+	bool ok = first >= 5 && first <= n && p[0] == 0x20 && p[2] == flags && p[3] == 0 && n - first == wn &&
+		  memcmp(p + first, want, wn) == 0;
+	if (!ok)
+		fprintf(stderr, "%s: not a v5 CONNACK (flags %02x) then the expected bytes\n", where, flags);
+	CU_ASSERT(ok);
+	client_take(c);
+}
+
+/* A v5 persistent session's subscription (identifier, No Local, Retain As
+ * Published) and its queued message (properties, its delivery's
+ * identifier) are the same after a restart [MQTT-3.1.2-4]. */
+static void test_v5_restart_keeps_options_identifiers_and_properties(void)
+{
+	struct hclient *s = harness_connect(h);
+	SEND(s, CONNECT_V5_PERSIST);
+	expect_v5_connack(s, 0x00, 0x00, "v5 persistent connack");
+	SEND(s, "82 0b 00 01 02 0b 07 00 03 'v/t' 0d");
+	EXPECT(s, "90 04 00 01 00 01");
+	SEND(s, "e0 00");
+	struct hclient *p = connected_v5(CONNECT_V5_PUB);
+	SEND(p, "33 10 00 03 'v/t' 00 05 07 26 00 01 'k' 00 01 'v' 'x'");
+	EXPECT(p, "40 02 00 05");
+
+	harness_free(h);
+	char config[512];
+	persistent_config(config, sizeof config, "always");
+	start(config);
+
+	struct hclient *s2 = harness_connect(h);
+	SEND(s2, CONNECT_V5_PERSIST);
+	expect_v5_connack_then(s2, 0x01, "33 12 00 03 'v/t' 00 01 09 0b 07 26 00 01 'k' 00 01 'v' 'x'", "resumed");
+	SEND(s2, "40 02 00 01");
+	SEND(s2, "30 07 00 03 'v/t' 00 'y'"); /* No Local still holds */
+	NOTHING(s2);
+}
+
 static CU_TestInfo connect_tests[] = {
 	{"CONNECT accepted: CONNACK 0", test_connect_accepted},
 	{"CONNECT a byte at a time", test_connect_byte_by_byte},
@@ -650,6 +806,7 @@ static CU_TestInfo session_tests[] = {
 static CU_TestInfo persist_tests[] = {
 	{"restart keeps session, queue and retained [MQTT-3.1.2-4]", test_restart_keeps_session_queue_and_retained},
 	{"restart keeps inbound QoS 2 packet ids [MQTT-4.3.3-2]", test_restart_keeps_inbound_qos2},
+	{"v5 restart keeps options, identifiers, properties", test_v5_restart_keeps_options_identifiers_and_properties},
 	CU_TEST_INFO_NULL,
 };
 
@@ -799,6 +956,12 @@ static CU_TestInfo v5_session_tests[] = {
 static CU_TestInfo v5_tests[] = {
 	{"v5 CONNECT, PINGREQ, SUBSCRIBE, PUBLISH, UNSUBSCRIBE", test_v5_connect_ping_subscribe_publish},
 	{"v5 and 3.1.1 clients exchange messages", test_v5_and_v311_interwork},
+	{"MQTT-3.3.2-17/18 properties forwarded unchanged, in order", test_v5_properties_forwarded},
+	{"PUBACK 0x10, short form, 0x99 [MQTT-3.3.2-4]", test_v5_puback_reason_codes},
+	{"MQTT-3.8.3-3 No Local, MQTT-3.3.1-12 Retain As Published", test_v5_no_local_and_retain_as_published},
+	{"Retain Handling 0/1/2 [MQTT-3.3.1-9..11]", test_v5_retain_handling},
+	{"MQTT-3.3.4-4 one copy with both identifiers", test_v5_one_copy_with_both_identifiers},
+	{"SUBACK 0x8F, 0x9E per filter [MQTT-3.9.3-1]", test_v5_suback_reason_codes},
 	CU_TEST_INFO_NULL,
 };
 

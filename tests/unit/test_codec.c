@@ -563,7 +563,99 @@ static void run_roundtrip(const struct rt_case *c)
 				CHECK(mqtt_encode_publish_parts(head, sizeof(head), mid, mid_len - 1, &mid_len,
 								c->version, p) == MQTT_ENOSPC, c->name);
 		}
+		/* The split with the properties kept apart (shared by every
+		 * copy) and none per delivery: head | topic | mid | props | payload.
+		 * (A broker's Topic Alias is per delivery: not this table's cases
+		 * without a topic.) */
+		struct mqtt_publish_split sp = {
+			.qos = p->qos, .dup = p->dup, .retain = p->retain, .packet_id = p->packet_id,
+			.topic_len = p->topic.len, .shared_props_len = p->props.raw.len, .payload_len = p->payload.len,
+		};
+		h = p->topic.len ? mqtt_encode_publish_split(head, sizeof(head), mid, sizeof(mid), &mid_len,
+							      c->version, &sp)
+				 : 0;
+		CHECK(!p->topic.len || (h > 0 && mid_len <= mqtt_publish_split_mid_max(0)), c->name);
+		if (h > 0) {
+			memcpy(cat, head, (size_t)h);
+			off = (size_t)h;
+			memcpy(cat + off, p->topic.ptr, p->topic.len);
+			off += p->topic.len;
+			memcpy(cat + off, mid, mid_len);
+			off += mid_len;
+			if (c->version == MQTT_PROTO_V5 && p->props.raw.len) {
+				memcpy(cat + off, p->props.raw.ptr, p->props.raw.len);
+				off += p->props.raw.len;
+			}
+			if (p->payload.len > 0)
+				memcpy(cat + off, p->payload.ptr, p->payload.len);
+			off += p->payload.len;
+			CHECK(off == (size_t)n && memcmp(cat, out, off) == 0, c->name);
+		}
 	}
+}
+
+/* A v5 delivery's own properties (Topic Alias, the remaining Message
+ * Expiry Interval [MQTT-3.3.2-6], every Subscription Identifier
+ * [MQTT-3.3.4-3]) go in the middle part, before the shared ones, which
+ * arrive unchanged and in order [MQTT-3.3.2-17] [MQTT-3.3.2-18]. */
+static void test_publish_split_per_delivery_properties(void)
+{
+	uint8_t shared[64];
+	size_t slen = 0;
+	CU_ASSERT_FATAL(mqtt_props_put_pair(shared, sizeof shared, &slen, (struct mqtt_str){(const uint8_t *)"k", 1},
+					   (struct mqtt_str){(const uint8_t *)"v", 1}) == 0);
+	CU_ASSERT_FATAL(mqtt_props_put_str(shared, sizeof shared, &slen, MQTT_PROP_CONTENT_TYPE,
+					   (struct mqtt_str){(const uint8_t *)"text", 4}) == 0);
+	const uint32_t ids[] = {1, 300};
+	struct mqtt_publish_split sp = {
+		.qos = 1, .packet_id = 9, .topic_len = 3, .shared_props_len = slen, .payload_len = 2,
+		.topic_alias = 4, .message_expiry = 10, .sub_ids = ids, .sub_id_count = 2,
+	};
+	uint8_t head[8], mid[64], cat[256];
+	size_t mid_len = 0;
+	ssize_t h = mqtt_encode_publish_split(head, sizeof head, mid, sizeof mid, &mid_len, MQTT_PROTO_V5, &sp);
+	CU_ASSERT_FATAL(h > 0);
+	CU_ASSERT(mid_len <= mqtt_publish_split_mid_max(2));
+	size_t off = 0;
+	memcpy(cat, head, (size_t)h);
+	off += (size_t)h;
+	memcpy(cat + off, "a/b", 3);
+	off += 3;
+	memcpy(cat + off, mid, mid_len);
+	off += mid_len;
+	memcpy(cat + off, shared, slen);
+	off += slen;
+	memcpy(cat + off, "hi", 2);
+	off += 2;
+	struct mqtt_pkt pkt;
+	struct mqtt_codec_opts o = {.version = MQTT_PROTO_V5};
+	CU_ASSERT_FATAL(mqtt_decode(cat, off, &o, &pkt) == (ssize_t)off);
+	const struct mqtt_publish *p = &pkt.u.publish;
+	CU_ASSERT_EQUAL(p->packet_id, 9);
+	CU_ASSERT(p->payload.len == 2 && memcmp(p->payload.ptr, "hi", 2) == 0);
+	const uint8_t want[] = {MQTT_PROP_TOPIC_ALIAS, MQTT_PROP_MESSAGE_EXPIRY, MQTT_PROP_SUBSCRIPTION_ID,
+				MQTT_PROP_SUBSCRIPTION_ID, MQTT_PROP_USER_PROPERTY, MQTT_PROP_CONTENT_TYPE};
+	const uint32_t values[] = {4, 10, 1, 300};
+	struct mqtt_prop_iter it;
+	struct mqtt_prop pr;
+	size_t i = 0;
+	mqtt_props_iter_init(&p->props, &it);
+	while (mqtt_props_next(&it, &pr) == 1 && i < sizeof want) {
+		CU_ASSERT_EQUAL(pr.id, want[i]);
+		if (i < 4)
+			CU_ASSERT_EQUAL(pr.value, values[i]);
+		i++;
+	}
+	CU_ASSERT_EQUAL(i, sizeof want);
+	/* 3.1.1: no property at all, the same head and topic. */
+	h = mqtt_encode_publish_split(head, sizeof head, mid, sizeof mid, &mid_len, MQTT_PROTO_V311, &sp);
+	CU_ASSERT(h > 0 && mid_len == 2);
+	/* An identifier of 0 cannot be sent [MQTT-3.3.4-6]. */
+	const uint32_t zero = 0;
+	sp.sub_ids = &zero;
+	sp.sub_id_count = 1;
+	CU_ASSERT_EQUAL(mqtt_encode_publish_split(head, sizeof head, mid, sizeof mid, &mid_len, MQTT_PROTO_V5, &sp),
+			MQTT_EINVAL);
 }
 
 static void test_roundtrip_every_type(void)
@@ -1320,6 +1412,7 @@ static void test_utf8_controls(void)
 
 static CU_TestInfo codec_tests[] = {
 	{"control characters found at every offset (mqtt_utf8_has_control)", test_utf8_controls},
+	{"PUBLISH split: per-delivery v5 properties before the shared ones", test_publish_split_per_delivery_properties},
 	{"round trip of every packet type, 3.1/3.1.1/5: whole, per byte, split, ENOSPC", test_roundtrip_every_type},
 	{"CONNECT cases cover levels 3, 4 and 5", test_connect_levels_covered},
 	{"malformed packets rejected with their error code", test_malformed_table},

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "unit_main.h"
+#include "alloc.h"
 #include "codec.h"
 #include "conn.h"
 #include "delivery.h"
@@ -125,7 +126,7 @@ static enum drop_reason last_why = DROP_REASON_COUNT;
 static enum delivery_result offer(const struct delivery_limits *lim, const char *payload, uint8_t qos)
 {
 	struct msg *m = mk(payload, qos);
-	enum delivery_result r = delivery_offer(s, lim, m, qos, false, &last_why);
+	enum delivery_result r = delivery_offer(s, lim, m, qos, false, NULL, &last_why);
 	msg_unref(m);
 	return r;
 }
@@ -258,9 +259,9 @@ static void test_offline_queue_is_bounded_by_bytes(void)
 		.max_inflight = 5, .max_queued = 100, .max_queued_bytes = 2 * msg_size(m) + 1, .max_output = 1u << 20};
 	detach();
 	enum drop_reason why = DROP_REASON_COUNT;
-	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_QUEUED);
-	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_QUEUED);
-	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_DROPPED);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, NULL, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, NULL, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, NULL, &why), DELIVERY_DROPPED);
 	CU_ASSERT_EQUAL(why, DROP_QUEUE_BYTES);
 	CU_ASSERT_EQUAL(s->queued_bytes, 2 * msg_size(m));
 	CU_ASSERT_EQUAL(m->refcnt, 3); /* ours plus one per queued entry: shared, not copied */
@@ -359,7 +360,7 @@ static void test_filter_removes_refused_queued_and_inflight(void)
 	CU_ASSERT_EQUAL(offer(&lim, "x-q", 1), DELIVERY_QUEUED);
 	CU_ASSERT_EQUAL(offer(&lim, "ok-2", 1), DELIVERY_QUEUED);
 	uint64_t dropped = s->dropped;
-	CU_ASSERT_EQUAL(delivery_filter(s, keep_not_x, NULL), 2);
+	CU_ASSERT_EQUAL(delivery_filter(s, &lim, keep_not_x, NULL), 2);
 	CU_ASSERT_EQUAL(s->dropped, dropped + 2);
 	CU_ASSERT_EQUAL(s->inflight_count, 2);
 	CU_ASSERT_EQUAL(s->queued_count, 1);
@@ -453,7 +454,7 @@ static void test_flush_calls_again_after_short_write_until_would_block(void)
 	for (int i = 0; i < 256; i++) { /* 1 MiB of output */
 		struct msg *m = msg_new("t/x", 3, payload, sizeof payload, 0, false);
 		CU_ASSERT_PTR_NOT_NULL_FATAL(m);
-		CU_ASSERT_EQUAL_FATAL(delivery_offer(s, &lim, m, 0, false, &last_why), DELIVERY_SENT);
+		CU_ASSERT_EQUAL_FATAL(delivery_offer(s, &lim, m, 0, false, NULL, &last_why), DELIVERY_SENT);
 		msg_unref(m);
 	}
 	size_t wire = c->out.bytes;
@@ -467,7 +468,7 @@ static void test_flush_calls_again_after_short_write_until_would_block(void)
 	for (int i = 0; i < 256; i++) {
 		struct msg *m = msg_new("t/x", 3, payload, sizeof payload, 0, false);
 		CU_ASSERT_PTR_NOT_NULL_FATAL(m);
-		CU_ASSERT_EQUAL_FATAL(delivery_offer(s, &lim, m, 0, false, &last_why), DELIVERY_SENT);
+		CU_ASSERT_EQUAL_FATAL(delivery_offer(s, &lim, m, 0, false, NULL, &last_why), DELIVERY_SENT);
 		msg_unref(m);
 	}
 	ft->per_call = 0;
@@ -486,32 +487,34 @@ static void test_flush_calls_again_after_short_write_until_would_block(void)
 static void test_total_queued_bytes_bound_all_sessions(void)
 {
 	struct msg *m = mk("0123456789", 1);
+	struct delivery_totals totals = {0}, *t = &totals;
 	const struct delivery_limits lim = {.max_inflight = 5, .max_queued = 100, .max_output = 1u << 20,
-					    .max_queued_bytes_total = 3 * msg_size(m)};
-	const struct delivery_totals *t = delivery_totals();
-	uint64_t queued0 = t->queued_bytes, dropped0 = t->dropped;
+					    .max_queued_bytes_total = 3 * msg_size(m), .totals = t};
+	uint64_t queued0 = t->queued_bytes;
+	tab.dlim = &lim; /* sessions that end give their queued bytes back to these totals */
 	struct session *s2 = sess_create(&tab, "sub2", 4, false);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(s2);
 	enum drop_reason why = DROP_REASON_COUNT;
 	detach(); /* both offline: everything queues */
-	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_QUEUED);
-	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false, &why), DELIVERY_QUEUED);
-	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_QUEUED);
-	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false, &why), DELIVERY_DROPPED);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, NULL, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false, NULL, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, NULL, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false, NULL, &why), DELIVERY_DROPPED);
 	CU_ASSERT_EQUAL(why, DROP_QUEUE_TOTAL);
-	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, &why), DELIVERY_DROPPED);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, NULL, &why), DELIVERY_DROPPED);
 	CU_ASSERT_EQUAL(t->queued_bytes - queued0, 3 * msg_size(m));
-	CU_ASSERT_EQUAL(t->dropped - dropped0, 2);
+	CU_ASSERT_EQUAL(t->episode_dropped, 2);
 	CU_ASSERT(t->full);
 	CU_ASSERT_EQUAL(s->dropped + s2->dropped, 2);
 	/* A session that ends gives its share back; the episode ends under 3/4. */
 	sess_destroy(&tab, tree, s);
 	s = NULL;
 	CU_ASSERT_EQUAL(t->queued_bytes - queued0, msg_size(m));
-	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false, &why), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(delivery_offer(s2, &lim, m, 1, false, NULL, &why), DELIVERY_QUEUED);
 	CU_ASSERT(!t->full);
 	sess_destroy(&tab, tree, s2);
 	CU_ASSERT_EQUAL(t->queued_bytes, queued0);
+	tab.dlim = NULL;
 	msg_unref(m);
 }
 
@@ -548,7 +551,75 @@ static void test_unauthenticated_input_is_counted_until_connect(void)
 	loop_free(l);
 }
 
+/* Decodes the one PUBLISH written since the last reset. */
+static struct mqtt_publish decode_one(uint8_t version, struct mqtt_pkt *pkt)
+{
+	outq_flush(&c->out, c->t);
+	struct mqtt_codec_opts opts = {.version = version};
+	CU_ASSERT_FATAL(mqtt_decode(ft->written, ft->written_len, &opts, pkt) == (ssize_t)ft->written_len);
+	CU_ASSERT_FATAL(pkt->type == MQTT_PKT_PUBLISH);
+	return pkt->u.publish;
+}
+
+/*
+ * A message's v5 properties are one copy, sent after each v5 delivery's own
+ * (its Subscription Identifiers [MQTT-3.3.4-3]), unchanged and in order
+ * [MQTT-3.3.2-17] [MQTT-3.3.2-18]; a 3.1.1 subscriber gets none. Steady-state
+ * QoS 0 fan-out allocates nothing, v5 identifiers included.
+ */
+static void test_v5_properties_shared_and_per_delivery_parts(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 5, .max_queued = 10, .max_output = 8u << 20};
+	uint8_t props[64];
+	size_t plen = 0;
+	CU_ASSERT_FATAL(mqtt_props_put_str(props, sizeof props, &plen, MQTT_PROP_RESPONSE_TOPIC,
+					   (struct mqtt_str){(const uint8_t *)"re/ply", 6}) == 0);
+	CU_ASSERT_FATAL(mqtt_props_put_pair(props, sizeof props, &plen, (struct mqtt_str){(const uint8_t *)"k", 1},
+					    (struct mqtt_str){(const uint8_t *)"v", 1}) == 0);
+	struct msg_spec spec = {.topic = "t/v5", .topic_len = 4, .props = props, .props_len = plen,
+				.payload = "body", .payload_len = 4};
+	struct msg *m = msg_create(&spec);
+	CU_ASSERT_FATAL(m != NULL);
+	const uint32_t id = 42;
+	const struct delivery_sub_ids ids = {&id, 1};
+	struct mqtt_pkt pkt;
+
+	c->version = MQTT_PROTO_V5;
+	fake_transport_reset(ft);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 0, false, &ids, &last_why), DELIVERY_SENT);
+	struct mqtt_publish p = decode_one(MQTT_PROTO_V5, &pkt);
+	CU_ASSERT(p.topic.len == 4 && memcmp(p.topic.ptr, "t/v5", 4) == 0);
+	CU_ASSERT(p.payload.len == 4 && memcmp(p.payload.ptr, "body", 4) == 0);
+	CU_ASSERT_EQUAL(p.props.subscription_id, 42);
+	/* The subscriber's identifier first, then the publisher's block as it came. */
+	CU_ASSERT_EQUAL_FATAL(p.props.raw.len, 2 + plen);
+	CU_ASSERT(memcmp(p.props.raw.ptr + 2, props, plen) == 0);
+
+	c->version = MQTT_PROTO_V311;
+	fake_transport_reset(ft);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 0, false, &ids, &last_why), DELIVERY_SENT);
+	p = decode_one(MQTT_PROTO_V311, &pkt);
+	CU_ASSERT(p.topic.len == 4 && memcmp(p.topic.ptr, "t/v5", 4) == 0);
+	CU_ASSERT(p.payload.len == 4 && memcmp(p.payload.ptr, "body", 4) == 0);
+
+	/* Warm the free list, then the same fan-out again allocates nothing. */
+	c->version = MQTT_PROTO_V5;
+	for (int round = 0; round < 2; round++) {
+		size_t before = wisp_mem_used();
+		for (int i = 0; i < 100; i++)
+			CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 0, false, &ids, &last_why), DELIVERY_SENT);
+		outq_flush(&c->out, c->t);
+		fake_transport_reset(ft);
+		if (round == 1)
+			CU_ASSERT_EQUAL(wisp_mem_used(), before);
+	}
+	c->version = MQTT_PROTO_V311;
+	msg_unref(m);
+}
+
 static CU_TestInfo delivery_tests[] = {
+	{"v5 properties: one shared copy, per-delivery parts apart, no allocation per QoS 0 delivery",
+	 test_v5_properties_shared_and_per_delivery_parts},
 	{"window bounds in-flight, queue drains in order [MQTT-4.6.0]", test_window_bounds_inflight_and_queue_drains_in_order},
 	{"PUBACK for an unknown or repeated id is ignored", test_puback_for_unknown_or_repeated_id_is_ignored},
 	{"QoS 2 outbound state machine [MQTT-4.3.3]", test_qos2_outbound_state_machine},

@@ -41,7 +41,7 @@ static void tear_down(void)
 
 static int sub(const char *f, uint8_t options, size_t max)
 {
-	return sess_subscribe(s, tree, f, strlen(f), options, max);
+	return sess_subscribe(s, tree, f, strlen(f), options, 0, max);
 }
 
 struct seen {

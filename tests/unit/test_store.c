@@ -467,6 +467,49 @@ static void test_record_roundtrip_every_type(void)
 		CU_ASSERT(seen[t]);
 }
 
+/* A v5 delivery's Subscription Identifiers survive in QUEUE_ADD and
+ * FLIGHT_SET version 2; without any the record stays version 1 (3.1.1
+ * and older stores), a version 2 without any or with an identifier out of
+ * 1..268435455 is not a record [MQTT-3.3.4-6 range]. */
+static void test_delivery_sub_ids_version_2(void)
+{
+	static const uint8_t ids[] = {1, 0, 0, 0, 0xff, 0xff, 0xff, 0x0f}; /* 1 and 268435455 */
+	static const uint8_t zero[] = {0, 0, 0, 0};
+	struct store_rec q = {.type = STORE_REC_QUEUE_ADD,
+			      .u.queue = {.client = S("c"), .msg_id = 4, .qos = 1, .sub_ids = {ids, sizeof ids}}};
+	struct store_rec f = {.type = STORE_REC_FLIGHT_SET,
+			      .u.flight = {.client = S("c"), .msg_id = 4, .packet_id = 9,
+					   .state = STORE_FLIGHT_WAIT_PUBACK, .qos = 1, .sub_ids = {ids, sizeof ids}}};
+	const struct store_rec *recs[] = {&q, &f};
+	for (size_t i = 0; i < 2; i++) {
+		uint8_t buf[128];
+		struct store_rec out;
+		ssize_t n = store_rec_encode(recs[i], 7, buf, sizeof buf);
+		CU_ASSERT_FATAL(n > 0);
+		CU_ASSERT_EQUAL(buf[5], STORE_REC_VERSION_SUB_IDS);
+		CU_ASSERT_EQUAL_FATAL(store_rec_decode(buf[4], buf[5], buf + STORE_FRAME_HDR,
+						       (size_t)n - STORE_FRAME_HDR, &out), 0);
+		struct store_bytes got = i == 0 ? out.u.queue.sub_ids : out.u.flight.sub_ids;
+		CU_ASSERT(got.len == sizeof ids && memcmp(got.ptr, ids, sizeof ids) == 0);
+		/* The same record read as version 1 has trailing bytes: refused. */
+		CU_ASSERT_NOT_EQUAL(store_rec_decode(buf[4], STORE_REC_VERSION, buf + STORE_FRAME_HDR,
+						     (size_t)n - STORE_FRAME_HDR, &out), 0);
+	}
+	q.u.queue.sub_ids = (struct store_bytes){zero, sizeof zero};
+	uint8_t buf[128];
+	CU_ASSERT_EQUAL(store_rec_encode(&q, 7, buf, sizeof buf), WISP_EINVAL);
+	q.u.queue.sub_ids = (struct store_bytes){ids, 3};
+	CU_ASSERT_EQUAL(store_rec_encode(&q, 7, buf, sizeof buf), WISP_EINVAL);
+	q.u.queue.sub_ids = (struct store_bytes){NULL, 0};
+	ssize_t n = store_rec_encode(&q, 7, buf, sizeof buf);
+	CU_ASSERT_FATAL(n > 0);
+	CU_ASSERT_EQUAL(buf[5], STORE_REC_VERSION);
+	struct store_rec out;
+	/* A version 1 body read as version 2 lacks its identifiers: refused. */
+	CU_ASSERT_NOT_EQUAL(store_rec_decode(buf[4], STORE_REC_VERSION_SUB_IDS, buf + STORE_FRAME_HDR,
+					     (size_t)n - STORE_FRAME_HDR, &out), 0);
+}
+
 static void test_record_decode_rejects_short_long_and_unknown(void)
 {
 	for (size_t i = 0; i < NSAMPLES; i++) {
@@ -483,9 +526,14 @@ static void test_record_decode_rejects_short_long_and_unknown(void)
 		CU_ASSERT_EQUAL(store_rec_decode(buf[4], STORE_REC_VERSION_SESSION_OWNER + 1, p, plen, &out),
 				WISP_ENOENT);
 		CU_ASSERT_EQUAL(store_rec_decode(buf[4], 0, p, plen, &out), WISP_ENOENT);
-		/* Only SESSION_PUT has a version 2; any other type with it is from a newer writer. */
-		if (buf[4] != STORE_REC_SESSION_PUT)
+		/* SESSION_PUT, QUEUE_ADD and FLIGHT_SET have a version 2 (a version
+		 * 1 body read as 2 lacks its last field: malformed); any other
+		 * type with it is from a newer writer. */
+		if (buf[4] == STORE_REC_QUEUE_ADD || buf[4] == STORE_REC_FLIGHT_SET) {
+			CU_ASSERT_EQUAL(store_rec_decode(buf[4], 2, p, plen, &out), WISP_EPROTO);
+		} else if (buf[4] != STORE_REC_SESSION_PUT) {
 			CU_ASSERT_EQUAL(store_rec_decode(buf[4], 2, p, plen, &out), WISP_ENOENT);
+		}
 		CU_ASSERT_EQUAL(store_rec_decode(0, 1, p, plen, &out), WISP_ENOENT);
 		CU_ASSERT_EQUAL(store_rec_decode(STORE_REC_TYPE_MAX + 1, 1, p, plen, &out), WISP_ENOENT);
 	}
@@ -667,7 +715,7 @@ static void test_typed_appends(void)
 	const struct store_msg m = {.id = 3, .qos = 1, .topic = S("t"), .payload = B("p")};
 	const struct store_session ss = {S("c"), 4, 0, 7, 0, STORE_OWNER_USER, S("u")};
 	const struct store_sub sub = {S("c"), S("t/#"), 1, 0};
-	const struct store_flight fl = {S("c"), 3, 5, STORE_FLIGHT_WAIT_PUBACK, 1, 0};
+	const struct store_flight fl = {S("c"), 3, 5, STORE_FLIGHT_WAIT_PUBACK, 1, 0, {NULL, 0}};
 	const struct store_rec recs[] = {
 		{.type = STORE_REC_MSG_PUT, .u.msg = m},
 		{.type = STORE_REC_RETAIN_SET, .u.retain = {S("t"), 3}},
@@ -1352,6 +1400,7 @@ static void test_allocation_failures_fail_cleanly(void)
 static CU_TestInfo record_tests[] = {
 	{"CRC-32C check value and incremental use", test_crc32c_check_value},
 	{"encode/decode round trip for every record type", test_record_roundtrip_every_type},
+	{"QUEUE_ADD and FLIGHT_SET carry subscription identifiers (version 2)", test_delivery_sub_ids_version_2},
 	{"decode rejects short, long, unknown type and version", test_record_decode_rejects_short_long_and_unknown},
 	{"encode rejects out-of-range fields", test_record_encode_rejects_out_of_range},
 	CU_TEST_INFO_NULL,

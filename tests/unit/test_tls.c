@@ -1037,7 +1037,7 @@ static struct burst_result run_burst(struct transport *w, struct transport *r, s
 		memcpy(body, &i, sizeof i);
 		struct msg *m = msg_new(TOPIC, sizeof TOPIC - 1, body, payload, 0, false);
 		CU_ASSERT_FATAL(m != NULL);
-		CU_ASSERT_FATAL(outq_push_publish(&q, m, MQTT_PROTO_V311, 0, false, false, 0) == 0);
+		CU_ASSERT_FATAL(outq_push_publish(&q, m, MQTT_PROTO_V311, &(struct outq_delivery){0}) == 0);
 		msg_unref(m);
 	}
 	size_t have = 0, next = 0;

@@ -42,6 +42,7 @@
 #include "file.h"
 #include "err.h"
 #include "log.h"
+#include "mosquitto_conf.h"
 
 /* Largest integer a JSON number (a double in cJSON) holds exactly. */
 #define JSON_INT_MAX 9007199254740992ULL
@@ -1021,7 +1022,11 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	default:
 		return fail(&p, "cannot read: %s", strerror(errno));
 	}
-	rc = config_parse(buf ? buf : "", len, path, out, err, errlen);
+	/* A Mosquitto configuration is translated to this same JSON first. */
+	if (mosq_conf_detect(buf ? buf : "", len))
+		rc = mosq_conf_parse(path, buf, len, out, err, errlen);
+	else
+		rc = config_parse(buf ? buf : "", len, path, out, err, errlen);
 	wisp_free(buf);
 	return rc;
 }

@@ -116,7 +116,9 @@ struct config {
 struct config *config_default(void);
 
 /*
- * Loads and validates `path`. On success returns 0 and sets *out (caller
+ * Loads and validates `path`: Wisp's JSON, or a Mosquitto configuration
+ * (any file whose first non-blank character is not '{' or '[', translated
+ * by mosquitto_conf.c into the same JSON). On success returns 0 and sets *out (caller
  * frees with config_free). On failure returns a negative WISP_E* and writes
  * "<file>: <key path>: <reason>" into err (always NUL-terminated).
  */

@@ -19,6 +19,8 @@
 	X(OUTPUT_FULL, "output_full", "limits.max_output_buffer")           \
 	X(OFFLINE_QOS0, "offline_qos0", NULL)                               \
 	X(NO_MEMORY, "no_memory", "limits.memory_limit")                    \
+	X(EXPIRED, "expired", NULL)                                         \
+	X(PAYLOAD_INVALID, "payload_format_invalid", NULL)                  \
 	/* broker-wide: logged once per episode by session/delivery.c */     \
 	X(QUEUE_TOTAL, "queue_total", NULL)
 

@@ -232,6 +232,8 @@ enum mqtt_reason {
 	MQTT_RC_QUOTA_EXCEEDED = 0x97,
 	MQTT_RC_KEEP_ALIVE_TIMEOUT = 0x8D,
 	MQTT_RC_QOS_NOT_SUPPORTED = 0x9B,
+	MQTT_RC_PAYLOAD_FORMAT_INVALID = 0x99,
+	MQTT_RC_SHARED_SUB_NOT_SUPPORTED = 0x9E,
 };
 
 /* The 3.1.1 SUBACK failure return code [MQTT-3.9.3]. */
@@ -417,6 +419,36 @@ ssize_t mqtt_encode_reason(uint8_t *buf, size_t cap, uint8_t version, uint8_t ty
  */
 ssize_t mqtt_encode_publish_parts(uint8_t *head, size_t head_cap, uint8_t *mid, size_t mid_cap,
 				  size_t *mid_len, uint8_t version, const struct mqtt_publish *p);
+
+/*
+ * PUBLISH split for fan-out when the message carries v5 properties shared by
+ * every copy: the broker keeps topic, shared properties and payload in one
+ * block and writes per delivery only the head (fixed header, Remaining
+ * Length, topic length) and the middle part (packet id; for v5 the
+ * property length and the per-delivery properties: Topic Alias, the
+ * remaining Message Expiry Interval, Subscription Identifiers). The caller
+ * sends head | topic | mid | shared properties | payload. For versions
+ * below 5 no property is written and shared_props_len is ignored.
+ */
+struct mqtt_publish_split {
+	uint8_t qos;
+	bool dup;
+	bool retain;
+	uint16_t packet_id;       /* QoS > 0 */
+	size_t topic_len;         /* 0 only with a Topic Alias (v5) */
+	size_t shared_props_len;  /* v5: property bytes the caller sends after mid */
+	size_t payload_len;
+	uint16_t topic_alias;     /* v5, 0: none */
+	uint32_t message_expiry;  /* v5, 0: none */
+	const uint32_t *sub_ids;  /* v5, each 1 to 268,435,455 */
+	size_t sub_id_count;
+};
+/* Returns the head's length (at most MQTT_MAX_FIXED_HEADER + 2), or a
+ * negative MQTT_E*; `*mid_len` receives the middle part's length, at most
+ * mqtt_publish_split_mid_max(p->sub_id_count). */
+ssize_t mqtt_encode_publish_split(uint8_t *head, size_t head_cap, uint8_t *mid, size_t mid_cap,
+				  size_t *mid_len, uint8_t version, const struct mqtt_publish_split *p);
+size_t mqtt_publish_split_mid_max(size_t sub_id_count);
 
 /* Property builders for v5 encoders: append one property to `buf` at `*off`.
  * Return 0, or MQTT_ENOSPC (nothing written, *off unchanged), or MQTT_EINVAL

@@ -267,6 +267,80 @@ ssize_t mqtt_encode_publish_parts(uint8_t *head, size_t head_cap, uint8_t *mid, 
 	return (ssize_t)hlen;
 }
 
+/* The per-delivery v5 properties of a split PUBLISH, in bytes. */
+static bool split_own_props(const struct mqtt_publish_split *p, size_t *len)
+{
+	size_t n = 0;
+	if (p->topic_alias)
+		n += 3;
+	if (p->message_expiry)
+		n += 5;
+	for (size_t i = 0; i < p->sub_id_count; i++) {
+		uint32_t id = p->sub_ids[i];
+		if (id == 0 || id > MQTT_MAX_REMAINING_LEN)
+			return false; /* [MQTT-3.3.4-6] 1 to 268,435,455 */
+		n += 1 + mqtt_varint_size(id);
+	}
+	*len = n;
+	return true;
+}
+
+size_t mqtt_publish_split_mid_max(size_t sub_id_count)
+{
+	/* packet id, property length, Topic Alias, Message Expiry, identifiers */
+	return 2 + 4 + 3 + 5 + sub_id_count * 5;
+}
+
+ssize_t mqtt_encode_publish_split(uint8_t *head, size_t head_cap, uint8_t *mid, size_t mid_cap,
+				  size_t *mid_len, uint8_t version, const struct mqtt_publish_split *p)
+{
+	bool v5 = version == MQTT_PROTO_V5;
+	if (p->qos > 2 || (p->qos == 0 && p->dup) || (p->qos > 0 && p->packet_id == 0))
+		return MQTT_EINVAL; /* [MQTT-3.3.1-4] [MQTT-3.3.1-2] [MQTT-2.3.1-1] */
+	if (p->topic_len > UINT16_MAX || (p->topic_len == 0 && !(v5 && p->topic_alias)))
+		return MQTT_EINVAL; /* only a 5.0 Topic Alias can replace the name */
+	size_t own = 0, props = 0, mlen = p->qos > 0 ? 2 : 0;
+	if (v5) {
+		if (!split_own_props(p, &own) || p->shared_props_len > MQTT_MAX_REMAINING_LEN - own)
+			return MQTT_EINVAL;
+		props = own + p->shared_props_len;
+		mlen += mqtt_varint_size((uint32_t)props) + own;
+	}
+	size_t rl = mlen;
+	if ((v5 && !grow(&rl, p->shared_props_len)) || !grow(&rl, 2 + p->topic_len) ||
+	    p->payload_len > MQTT_MAX_REMAINING_LEN || !grow(&rl, p->payload_len))
+		return MQTT_EINVAL;
+	size_t hlen = 1 + mqtt_varint_size((uint32_t)rl) + 2;
+	if (head_cap < hlen || mid_cap < mlen)
+		return MQTT_ENOSPC;
+	struct wr w = {head};
+	w_u8(&w, first_byte(MQTT_PKT_PUBLISH,
+			    (uint8_t)((p->dup ? 0x8 : 0) | (p->qos << 1) | (p->retain ? 0x1 : 0))));
+	w_varint(&w, rl);
+	w_u16(&w, (uint16_t)p->topic_len);
+	w.p = mid;
+	if (p->qos > 0)
+		w_u16(&w, p->packet_id);
+	if (v5) {
+		w_varint(&w, props);
+		if (p->topic_alias) {
+			w_u8(&w, MQTT_PROP_TOPIC_ALIAS);
+			w_u16(&w, p->topic_alias);
+		}
+		if (p->message_expiry) {
+			w_u8(&w, MQTT_PROP_MESSAGE_EXPIRY);
+			put_be32(w.p, p->message_expiry);
+			w.p += 4;
+		}
+		for (size_t i = 0; i < p->sub_id_count; i++) {
+			w_u8(&w, MQTT_PROP_SUBSCRIPTION_ID);
+			w_varint(&w, p->sub_ids[i]);
+		}
+	}
+	*mid_len = mlen;
+	return (ssize_t)hlen;
+}
+
 static bool is_ack_type(uint8_t type)
 {
 	return type == MQTT_PKT_PUBACK || type == MQTT_PKT_PUBREC || type == MQTT_PKT_PUBREL ||

@@ -214,7 +214,7 @@ size_t auth_recheck_messages(struct broker *b, struct session *s)
 {
 	if (!b->auth.acl || (!s->queued_count && !s->inflight_count))
 		return 0;
-	size_t n = delivery_filter(s, may_read, NULL);
+	size_t n = delivery_filter(s, &b->dlim, may_read, NULL);
 	if (n) {
 		b->stats.acl_dropped_queued += n;
 		log_msg(LOG_NOTICE, "acl", "%s: dropped %zu queued or in-flight message(s) that %s%s%s may not read",

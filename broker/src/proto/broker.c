@@ -55,8 +55,14 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		.max_queued_bytes = cfg->limits.max_queued_bytes,
 		.max_output = cfg->limits.max_output_buffer,
 		.max_queued_bytes_total = cfg->limits.max_queued_bytes_total,
+		.totals = &b->route.totals,
+		.observer = &b->observer,
+		.clock = l,
+		.on_drop = broker_delivery_dropped,
+		.drop_ctx = b,
 	};
 	b->subs = tree_new();
+	route_init(&b->route, b->subs);
 	b->retained = retained_new(release_retained, cfg->limits.max_retained, cfg->limits.max_retained_bytes);
 	int srv_rc = server_init(&b->srv, l, cfg);
 	b->srv.conns.in.on_packet = broker_on_packet;
@@ -71,6 +77,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		goto fail;
 	}
 	b->sessions.on_free = release_session;
+	b->sessions.dlim = &b->dlim;
 	if (auth_load(cfg, &b->auth, err, errlen) != 0)
 		goto fail;
 	b->bg = bg_new(l, AUTH_MAX_PENDING, AUTH_VERIFY_THREADS);
@@ -104,7 +111,7 @@ void broker_free(struct broker *b)
 	retained_free(b->retained);
 	tree_free(b->subs);
 	server_free(&b->srv);
-	wisp_free(b->route);
+	route_free(&b->route);
 	outq_release_cache();
 	memset(b, 0, sizeof *b);
 }
@@ -112,6 +119,10 @@ void broker_free(struct broker *b)
 void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *detail)
 {
 	if (c->state == CONN_CLOSING)
+		return;
+	/* A drop during a delivery (it may free a session routing still
+	 * holds, and publish a will) waits until the delivery loop is over. */
+	if (route_defer_drop(b, c, r, detail))
 		return;
 	struct session *s = c->sess;
 	const struct reason_info *ri = reason_info(r);

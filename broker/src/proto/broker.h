@@ -22,6 +22,7 @@
 #include "msg.h"
 #include "reason.h"
 #include "persist.h"
+#include "router.h"
 #include "retained.h"
 #include "server.h"
 #include "session.h"
@@ -78,11 +79,6 @@ struct sub_work {
 	bool replay_logged;        /* a stored subscription was skipped: logged once */
 };
 
-struct route_entry {
-	struct session *s;
-	uint8_t qos;
-};
-
 struct broker {
 	struct loop *loop;
 	const struct config *cfg;
@@ -93,6 +89,7 @@ struct broker {
 	struct server srv;           /* listeners, connections, flush (server/server.h) */
 	struct broker_stats stats;
 	struct delivery_limits dlim;
+	struct sess_observer observer; /* of durable state changes: the store's, when persistence is on */
 	struct sys_state sys;
 	struct auth_state auth;
 	struct bg *bg;               /* password verification off the loop */
@@ -111,12 +108,7 @@ struct broker {
 		uint64_t compact_errors_seen, compactions_seen;
 		uint64_t refused;        /* durable work refused while degraded */
 	} persist;
-	const char *route_topic;     /* the topic being routed, for read ACL checks */
-	size_t route_topic_len;
-	struct route_entry *route;   /* one entry per matched session, per publish */
-	size_t route_cap;
-	uint32_t route_gen;          /* wraps; collect() checks the slot too */
-	size_t route_gen_count;     /* entries used in route[] this publish */
+	struct route_ctx route;      /* the router and its per-publish scratch (router.h) */
 	uint64_t id_seq;             /* for assigned client ids */
 	struct sub_work sub_work;
 };
@@ -136,17 +128,29 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 /* Closes every connection and frees everything. */
 void broker_free(struct broker *b);
 
-/* Routes `m` to every matching session (the caller keeps its reference).
- * `levels` is the topic split by topic_split. */
-void broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels);
+/* Routes `m` to every matching session through the router (the caller
+ * keeps its reference); returns how many matched. `levels` is the topic
+ * split by topic_split. */
+size_t broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels);
+
+/* Deletes the retained message `m` (if its topic still holds it) because
+ * its Message Expiry Interval ran out [MQTT-3.3.2-5]; counted. */
+void broker_retain_expired(struct broker *b, struct msg *m);
+
+/* delivery_limits.on_drop: counts (and logs per episode) a message
+ * session/delivery.c dropped on its own (route.c). */
+void broker_delivery_dropped(void *ctx, struct session *s, enum drop_reason why);
 
 /* Stores `m` as the retained message of its topic (a zero-length payload
  * deletes it [MQTT-3.3.1-10]). Logs when a retained cap refuses it. */
 void broker_retain(struct broker *b, struct msg *m);
 
-/* Delivers one message to one session at `qos`, with the retain flag as
- * given (set only for retained messages sent on subscribe [MQTT-3.3.1-8]). */
-void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain);
+/* The sink of routing: delivers one message to one session at the granted
+ * `qos`, with RETAIN as it goes on the wire (set for retained messages sent
+ * on subscribe [MQTT-3.3.1-8], and kept with Retain As Published) and the
+ * matching subscriptions' identifiers (NULL: none). */
+void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
+		    const struct delivery_sub_ids *ids);
 
 /*
  * Ends a connection for `r` (session/reason.h): answers it as its protocol

@@ -33,7 +33,7 @@ int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt
 	switch (type) {
 	case MQTT_PKT_PUBREL:
 		if (sess_qos2_in_release(c->sess, p->packet_id))
-			persist_qos2_in(b, c->sess, p->packet_id, false);
+			SESS_OBSERVE(&b->observer, qos2_in, c->sess, p->packet_id, false);
 		return broker_send_ack(b, c, MQTT_PKT_PUBCOMP, p->packet_id);
 	case MQTT_PKT_PUBACK:
 		delivery_on_puback(c->sess, &b->dlim, p->packet_id);

@@ -9,7 +9,7 @@
  * session are left alone. The store keeps the owner (proto/persist.c), so
  * this holds after a restart; the one exception is a session restored from
  * a store written before owners were recorded: its next login binds it
- * (and persist_session_put records that owner), and what that user may not
+ * (and the store records that owner at the session_put event), and what that user may not
  * read is dropped from its queue (auth_recheck_messages).
  */
 #include "broker.h"
@@ -258,14 +258,14 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	bool present = false;
 	if (s && p->clean_start) {
 		session_v5_end(b, s); /* a delayed will goes out as the session ends */
-		persist_session_del(b, s); /* [MQTT-3.1.2-6] the stored session ends */
+		SESS_OBSERVE(&b->observer, session_del, s); /* [MQTT-3.1.2-6] the stored session ends */
 		sess_destroy(&b->sessions, b->subs, s);
 		s = NULL;
 	}
 	if (s) {
 		present = true; /* [MQTT-3.2.2-2] */
 		if (!persistent)
-			persist_session_del(b, s); /* v5 expiry 0: ends with this connection */
+			SESS_OBSERVE(&b->observer, session_del, s); /* v5 expiry 0: ends with this connection */
 		s->clean = !persistent;
 	} else {
 		s = sess_create(&b->sessions, id, id_len, !persistent);
@@ -307,7 +307,7 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	}
 	s->conn = c;
 	c->sess = s;
-	persist_session_put(b, s);
+	SESS_OBSERVE(&b->observer, session_put, s);
 	c->keepalive = keepalive;
 	c->state = CONN_ACTIVE;
 	b->stats.clients_total++;

@@ -22,10 +22,10 @@ int handle_disconnect(struct broker *b, struct conn *c, const struct mqtt_reason
 			uint32_t bound = b->cfg->limits.max_session_expiry;
 			v->expiry = bound && asked > bound ? bound : asked;
 			if (v->expiry == 0 && !s->clean) {
-				persist_session_del(b, s); /* ends with this connection now */
+				SESS_OBSERVE(&b->observer, session_del, s); /* ends with this connection now */
 				s->clean = true;
 			} else {
-				persist_session_put(b, s); /* the new expiry survives a restart */
+				SESS_OBSERVE(&b->observer, session_put, s); /* the new expiry survives a restart */
 			}
 		}
 	}

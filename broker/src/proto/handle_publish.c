@@ -34,17 +34,25 @@ bool broker_sys_write_allowed(const struct acl_client *acl, const char *topic, s
 }
 
 /* An ack that vouches for the records appended after seq `since` (see
- * persist_send_ack_since); UINT64_MAX: decided by the session (persist_send_ack). */
-static int send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id, uint64_t since)
+ * persist_send_ack_since); UINT64_MAX: decided by the session (persist_send_ack).
+ * `reason` is a v5 reason code (ignored below 5); 0 gives the two-byte
+ * short form [MQTT-3.4.2.1]. */
+static int send_ack_reason(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id, uint64_t since,
+			   uint8_t reason)
 {
 	uint8_t buf[8];
-	struct mqtt_ack ack = {.packet_id = packet_id};
+	struct mqtt_ack ack = {.packet_id = packet_id, .reason = c->version == MQTT_PROTO_V5 ? reason : 0};
 	ssize_t n = mqtt_encode_ack(buf, sizeof buf, c->version, type, &ack);
 	if (n < 0)
 		return WISP_EINVAL;
 	if (since == UINT64_MAX)
 		return persist_send_ack(b, c, buf, (size_t)n);
 	return persist_send_ack_since(b, c, buf, (size_t)n, since);
+}
+
+static int send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id, uint64_t since)
+{
+	return send_ack_reason(b, c, type, packet_id, since, MQTT_RC_SUCCESS);
 }
 
 int broker_send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id)
@@ -54,16 +62,64 @@ int broker_send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t pac
 
 /* A PUBLISH that is not routed is still acknowledged per its QoS, as
  * Mosquitto does: 3.1.1 has no negative acknowledgement [MQTT-4.3.2-2]
- * [MQTT-4.3.3-2], and a publisher that got none would retry forever. */
-static int ack_unrouted(struct broker *b, struct conn *c, const struct mqtt_publish *p, uint64_t seq_before)
+ * [MQTT-4.3.3-2], and a publisher that got none would retry forever. A v5
+ * publisher is told why (`reason`, 0x80 or more); a PUBREC with such a
+ * reason ends the QoS 2 flow [MQTT-4.3.3-8], so no packet id is held. */
+static int ack_unrouted(struct broker *b, struct conn *c, const struct mqtt_publish *p, uint64_t seq_before,
+			uint8_t reason)
 {
 	if (p->qos == 1)
-		return send_ack(b, c, MQTT_PKT_PUBACK, p->packet_id, seq_before);
+		return send_ack_reason(b, c, MQTT_PKT_PUBACK, p->packet_id, seq_before, reason);
+	if (p->qos == 2 && c->version == MQTT_PROTO_V5)
+		return send_ack_reason(b, c, MQTT_PKT_PUBREC, p->packet_id, seq_before, reason);
 	if (p->qos == 2 && sess_qos2_in_add(c->sess, p->packet_id) >= 0) {
-		persist_qos2_in(b, c->sess, p->packet_id, true);
+		SESS_OBSERVE(&b->observer, qos2_in, c->sess, p->packet_id, true);
 		return send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id, seq_before);
 	}
 	return 0;
+}
+
+/* What a subscriber gets of a PUBLISH's properties, unchanged and in order
+ * [MQTT-3.3.2-17] [MQTT-3.3.2-18]: not the Topic Alias (the connection's),
+ * the Message Expiry Interval (forwarded as the time left [MQTT-3.3.2-6])
+ * or a Subscription Identifier (the subscriber's own). */
+#define NOT_FORWARDED (MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) | MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY) | \
+		       MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID))
+
+static bool is_forwarded(uint8_t id)
+{
+	return id < 64 && !(MQTT_PROP_BIT(id) & NOT_FORWARDED);
+}
+
+/* Bytes of the forwarded properties; copies them to `out` unless NULL. */
+static size_t forwarded_props(const struct mqtt_props *props, uint8_t *out)
+{
+	if (!(props->present & NOT_FORWARDED)) {
+		if (out && props->raw.len)
+			memcpy(out, props->raw.ptr, props->raw.len);
+		return props->raw.len;
+	}
+	struct mqtt_prop_iter it;
+	struct mqtt_prop pr;
+	size_t len = 0;
+	mqtt_props_iter_init(props, &it);
+	for (const uint8_t *at = it.pos; mqtt_props_next(&it, &pr) == 1; at = it.pos) {
+		if (!is_forwarded(pr.id))
+			continue;
+		size_t n = (size_t)(it.pos - at);
+		if (out)
+			memcpy(out + len, at, n);
+		len += n;
+	}
+	return len;
+}
+
+/* A Payload Format Indicator of 1 promises UTF-8 [MQTT-3.3.2-4]: a payload
+ * that breaks it is answered 0x99 and not routed. */
+static bool payload_format_broken(const struct mqtt_publish *p)
+{
+	return (p->props.present & MQTT_PROP_BIT(MQTT_PROP_PAYLOAD_FORMAT)) && p->props.payload_format == 1 &&
+	       !mqtt_utf8_valid(p->payload.ptr, p->payload.len);
 }
 
 int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *p, enum reason *why)
@@ -116,11 +172,18 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 			log_msg(LOG_NOTICE, "acl", "%s: publish to '%.*s' dropped: $SYS is the broker's (logged once per client)",
 				c->sess->client_id, (int)topic_len, topic);
 		}
-		return ack_unrouted(b, c, p, seq_before);
+		return ack_unrouted(b, c, p, seq_before, MQTT_RC_NOT_AUTHORIZED);
 	}
 	if (!acl_client_check(c->sess->acl, topic, topic_len, ACL_WRITE)) {
 		log_msg(LOG_DEBUG, "acl", "%s: publish to '%.*s' denied", c->sess->client_id, (int)topic_len, topic);
-		return ack_unrouted(b, c, p, seq_before);
+		return ack_unrouted(b, c, p, seq_before, MQTT_RC_NOT_AUTHORIZED);
+	}
+	if (p->props.present && payload_format_broken(p)) {
+		broker_count_drop(b, DROP_PAYLOAD_INVALID);
+		log_limited("payload format invalid", LOG_NOTICE, "publish",
+			    "%s: publish to '%.*s' dropped: Payload Format Indicator 1 with a payload that is not UTF-8",
+			    c->sess->client_id, (int)topic_len, topic);
+		return ack_unrouted(b, c, p, seq_before, MQTT_RC_PAYLOAD_FORMAT_INVALID);
 	}
 	if (p->qos == 2) {
 		int rc = sess_qos2_in_add(c->sess, p->packet_id);
@@ -140,7 +203,20 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 			return WISP_EIO;
 		}
 	}
-	struct msg *m = msg_new(topic, topic_len, p->payload.ptr, p->payload.len, p->qos, p->retain);
+	struct msg_spec spec = {
+		.topic = topic,
+		.topic_len = topic_len,
+		.props_len = p->props.present ? forwarded_props(&p->props, NULL) : 0,
+		.payload = p->payload.ptr,
+		.payload_len = p->payload.len,
+		.qos = p->qos,
+		.retain = p->retain,
+		.origin = c->sess,
+	};
+	/* [MQTT-3.3.2-5] delivered only while its Message Expiry Interval lasts */
+	if (p->props.present & MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY))
+		spec.expires_at = loop_now_s(b->loop) + p->props.message_expiry;
+	struct msg *m = msg_create(&spec);
 	if (!m) {
 		/* Not acknowledged, so the publisher will send it again, and
 		 * that copy must be routed, not taken for a retransmission. */
@@ -149,9 +225,11 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		*why = REASON_NO_MEMORY;
 		return WISP_ENOMEM;
 	}
+	if (spec.props_len)
+		forwarded_props(&p->props, msg_props_mut(m));
 	if (p->retain)
 		broker_retain(b, m);
-	broker_route(b, m, levels, (size_t)nlevels);
+	size_t matched = broker_route(b, m, levels, (size_t)nlevels);
 	msg_unref(m);
 	/* The id is recorded after the message's records: kill -9 can tear
 	 * the turn's write anywhere, and a stored id whose message was torn
@@ -159,7 +237,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	 * duplicate and drop an acknowledged message. Torn the other way,
 	 * the re-send is routed again (a copy may arrive twice). */
 	if (p->qos == 2)
-		persist_qos2_in(b, c->sess, p->packet_id, true);
+		SESS_OBSERVE(&b->observer, qos2_in, c->sess, p->packet_id, true);
 	/* 3.1.1 has no negative PUBACK: while the store cannot write, a
 	 * publish whose ack would wait for it is refused by closing the
 	 * connection, unacknowledged, so the publisher keeps it and sends it
@@ -174,9 +252,11 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	}
 	/* The ack vouches for what this publish appended (queued copies for
 	 * persistent sessions, the QoS 2 id): nothing appended, nothing to wait for. */
+	/* v5: 0x10, accepted but nobody subscribed (a retained message is still stored). */
+	uint8_t reason = matched ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
 	if (p->qos == 1)
-		return send_ack(b, c, MQTT_PKT_PUBACK, p->packet_id, seq_before);
+		return send_ack_reason(b, c, MQTT_PKT_PUBACK, p->packet_id, seq_before, reason);
 	if (p->qos == 2)
-		return send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id, seq_before);
+		return send_ack_reason(b, c, MQTT_PKT_PUBREC, p->packet_id, seq_before, reason);
 	return 0;
 }

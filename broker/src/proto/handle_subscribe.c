@@ -65,20 +65,41 @@ struct sub_job {
 	bool on_heap;          /* one allocation with its codes */
 };
 
+/* Set in a granted SUBACK code between the subscribe and retained phases:
+ * Retain Handling says to send no retained messages for this filter
+ * (2, or 1 for a subscription that existed) [MQTT-3.3.1-10, -11]. Masked
+ * off the SUBACK on the wire (send_codes). */
+#define CODE_NO_RETAINED 0x40
+
+/* Expired retained messages found while sending, deleted after the walk
+ * (the retained store must not change during it); a few per SUBSCRIBE. */
+#define EXPIRED_PER_WALK 8
+
 struct retained_ctx {
 	struct broker *b;
 	struct session *s;
 	uint8_t qos;
 	bool acl_check;
+	const struct delivery_sub_ids *ids;
+	struct msg *expired[EXPIRED_PER_WALK];
+	size_t expired_count;
 };
 
 static void send_retained(const char *topic, size_t len, void *value, void *ctx)
 {
 	struct retained_ctx *r = ctx;
 	struct msg *m = value;
+	if (m->expires_at && msg_expired(m, loop_now_s(r->b->loop))) {
+		/* [MQTT-3.3.2-5] an expired retained message is not sent */
+		if (r->expired_count < EXPIRED_PER_WALK)
+			r->expired[r->expired_count++] = msg_ref(m);
+		return;
+	}
 	if (r->acl_check && !acl_client_check(r->s->acl, topic, len, ACL_READ))
 		return;
-	broker_deliver(r->b, r->s, m, m->qos < r->qos ? m->qos : r->qos, true);
+	/* [MQTT-3.3.1-8] RETAIN set (in v5 too, whatever Retain As Published
+	 * says: section 3.3.1.3), with the subscription's identifier [MQTT-3.3.4-3] */
+	broker_deliver(r->b, r->s, m, m->qos < r->qos ? m->qos : r->qos, true, r->ids);
 }
 
 /* The options bit that makes routing ask the ACL per delivered topic, or
@@ -147,8 +168,19 @@ static void note_refusal(struct broker *b, struct session *s, const char *filter
 		len > LOG_FILTER_MAX ? "..." : "", len, why);
 }
 
-/* Subscribes one filter; its SUBACK code. */
-static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f, size_t len, uint8_t options)
+/* A refused filter's SUBACK code: v5 says why [MQTT-3.9.3], 3.1.1 has only 0x80. */
+static uint8_t refused(const struct session *s, uint8_t v5_code)
+{
+	return s->conn && s->conn->version == MQTT_PROTO_V5 ? v5_code : MQTT_SUBACK_FAILURE;
+}
+
+#define SHARE_PREFIX "$share/"
+
+/* Subscribes one filter with the packet's Subscription Identifier (0:
+ * none); its SUBACK code, with CODE_NO_RETAINED when Retain Handling
+ * says so. */
+static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f, size_t len, uint8_t options,
+			     uint32_t sub_id)
 {
 	uint8_t qos = options & MQTT_SUBOPT_QOS_MASK;
 	if (qos > b->cfg->limits.max_qos) {
@@ -159,48 +191,68 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 	}
 	const char *over = bound_text(broker_topic_bound(b, f, len));
 	const char *verdict = over;
+	uint8_t code = MQTT_SUBACK_FAILURE;
 	int rc = WISP_EINVAL;
 	if (over) {
+		code = refused(s, MQTT_RC_QUOTA_EXCEEDED);
 		note_refusal(b, s, f, len, over);
 	} else if (!topic_filter_valid(f, len)) {
+		code = refused(s, MQTT_RC_TOPIC_FILTER_INVALID);
 		verdict = "invalid filter";
+	} else if (s->conn && s->conn->version == MQTT_PROTO_V5 && len >= sizeof SHARE_PREFIX - 1 &&
+		   memcmp(f, SHARE_PREFIX, sizeof SHARE_PREFIX - 1) == 0) {
+		/* Not implemented yet: refused rather than stored as a literal
+		 * filter that would never match. */
+		code = MQTT_RC_SHARED_SUB_NOT_SUPPORTED;
+		verdict = "shared subscriptions are not supported";
 	} else {
 		int bits = acl_bits(s, f, len);
 		if (bits < 0) {
+			code = refused(s, MQTT_RC_NOT_AUTHORIZED);
 			verdict = "denied by the ACL";
 		} else {
-			rc = sess_subscribe(s, b->subs, f, len, (uint8_t)(options | bits),
-					    b->cfg->limits.max_subscriptions);
+			rc = router_interest_add(&b->route.router, s, f, len, (uint8_t)(options | bits), sub_id,
+						 b->cfg->limits.max_subscriptions);
 			if (rc >= 0) {
-				persist_sub_add(b, s, f, len, options);
 				verdict = "granted";
 			} else {
 				verdict = rc == WISP_ELIMIT ? "over limits.max_subscriptions"
 				        : rc == WISP_ENOMEM ? "out of memory (limits.memory_limit)"
 							    : wisp_strerror(rc);
+				code = refused(s, rc == WISP_ELIMIT ? MQTT_RC_QUOTA_EXCEEDED : MQTT_RC_UNSPECIFIED);
 				note_refusal(b, s, f, len, verdict);
 			}
 		}
 	}
 	log_msg(LOG_DEBUG, "sub", "%s subscribe '%.*s' qos %u: %s", s->client_id,
 		(int)(len < LOG_FILTER_MAX ? len : LOG_FILTER_MAX), f, qos, verdict);
-	return rc >= 0 ? qos : MQTT_SUBACK_FAILURE;
+	if (rc < 0)
+		return code;
+	uint8_t handling = (options & MQTT_SUBOPT_RETAIN_HANDLING_MASK) >> MQTT_SUBOPT_RETAIN_HANDLING_SHIFT;
+	if (handling == 2 || (handling == 1 && rc == 0))
+		return qos | CODE_NO_RETAINED;
+	return qos;
 }
 
 static uint8_t unsubscribe_one(struct broker *b, struct session *s, const char *f, size_t len)
 {
-	int rc = sess_unsubscribe(s, b->subs, f, len);
-	if (rc == 0)
-		persist_sub_del(b, s, f, len);
+	int rc = router_interest_remove(&b->route.router, s, f, len);
 	return rc == 0 ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
 }
 
-static void retained_one(struct broker *b, struct session *s, const char *f, size_t len, uint8_t code)
+static void retained_one(struct broker *b, struct session *s, const char *f, size_t len, uint8_t code,
+			 uint32_t sub_id)
 {
-	if (code == MQTT_SUBACK_FAILURE)
+	if (code >= MQTT_SUBACK_FAILURE || (code & CODE_NO_RETAINED))
 		return;
-	struct retained_ctx ctx = {b, s, code, acl_bits(s, f, len) != 0};
+	const struct delivery_sub_ids ids = {&sub_id, 1};
+	struct retained_ctx ctx = {.b = b, .s = s, .qos = code & MQTT_SUBOPT_QOS_MASK,
+				   .acl_check = acl_bits(s, f, len) != 0, .ids = sub_id ? &ids : NULL};
 	retained_match(b->retained, f, len, send_retained, &ctx);
+	for (size_t i = 0; i < ctx.expired_count; i++) {
+		broker_retain_expired(b, ctx.expired[i]);
+		msg_unref(ctx.expired[i]);
+	}
 }
 
 /* Handles up to `max` entries of the job's phase from where it stopped;
@@ -215,15 +267,16 @@ static size_t advance(struct broker *b, struct conn *c, const struct mqtt_subscr
 	struct mqtt_str filter;
 	uint8_t options = 0;
 	size_t n = 0;
+	uint32_t sub_id = (p->props.present & MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID)) ? p->props.subscription_id : 0;
 	mqtt_sub_iter_init(p, is_sub, &it);
 	it.pos += job->pos;
 	while (n < max && job->done < job->count && mqtt_sub_next(&it, &filter, is_sub ? &options : NULL)) {
 		const char *f = (const char *)filter.ptr;
 		uint8_t *code = &job->codes[job->done];
 		if (job->phase == PHASE_RETAINED)
-			retained_one(b, s, f, filter.len, *code);
+			retained_one(b, s, f, filter.len, *code, sub_id);
 		else if (is_sub)
-			*code = subscribe_one(b, s, f, filter.len, options);
+			*code = subscribe_one(b, s, f, filter.len, options, sub_id);
 		else
 			*code = unsubscribe_one(b, s, f, filter.len);
 		job->done++;
@@ -249,6 +302,11 @@ static int send_codes(struct conn *c, uint8_t type, uint16_t packet_id, const ui
 		return WISP_ENOMEM;
 	struct mqtt_suback ack = {.packet_id = packet_id, .codes = {codes, count}};
 	ssize_t n = mqtt_encode_suback(buf, cap, c->version, type, &ack);
+	/* The codes end the packet: CODE_NO_RETAINED stays ours. */
+	if (n > 0 && type == MQTT_PKT_SUBACK)
+		for (size_t i = (size_t)n - count; i < (size_t)n; i++)
+			if (buf[i] < MQTT_SUBACK_FAILURE)
+				buf[i] &= MQTT_SUBOPT_QOS_MASK;
 	int rc = n < 0 ? WISP_EINVAL : conn_send_bytes(c, buf, (size_t)n);
 	if (buf != stack)
 		wisp_free(buf);

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "broker.h"
@@ -49,46 +50,106 @@ static void append_failed(struct broker *b, int rc)
 
 static struct store_str str_of(const char *p, size_t len) { return (struct store_str){p, len}; }
 
+/*
+ * The store's bookkeeping for a message it holds a record of, hung on
+ * msg->stored: the record's id, how many stored records (retained entry,
+ * queue and flight entries) still need it, and the compaction that last
+ * wrote it. Allocated when the first record needs the message and freed
+ * when the last one lets go (a MSG_DEL record says so); a plain block, so
+ * msg_unref can free what a closed store left behind.
+ */
+struct persist_msg {
+	uint64_t id;
+	uint32_t refs;
+	uint32_t emit_gen;
+};
+
+static uint64_t stored_id(const struct msg *m) { return m && m->stored ? m->stored->id : 0; }
+
+static int attach_stored(struct msg *m, uint64_t id)
+{
+	struct persist_msg *pm = wisp_malloc(sizeof *pm);
+	if (!pm)
+		return WISP_ENOMEM;
+	*pm = (struct persist_msg){.id = id};
+	m->stored = pm;
+	return 0;
+}
+
+/* The store keeps a Message Expiry deadline in Unix seconds (the loop's
+ * clock starts afresh with every process). */
+static uint64_t expiry_to_unix(const struct broker *b, const struct msg *m)
+{
+	if (!m->expires_at)
+		return 0;
+	uint64_t now = loop_now_s(b->loop);
+	uint64_t left = m->expires_at > now ? m->expires_at - now : 0;
+	return (uint64_t)time(NULL) + left;
+}
+
+static uint64_t expiry_from_unix(const struct broker *b, uint64_t unix_s)
+{
+	if (!unix_s)
+		return 0;
+	uint64_t wall = (uint64_t)time(NULL);
+	uint64_t at = loop_now_s(b->loop) + (unix_s > wall ? unix_s - wall : 0);
+	return at ? at : 1; /* 0 would mean "never" */
+}
+
+/* A message as the store keeps it: the one place that says which of its
+ * fields are durable (the forwarded v5 properties and the expiry too). */
+static struct store_msg msg_record(const struct broker *b, const struct msg *m, uint64_t id)
+{
+	return (struct store_msg){
+		.id = id,
+		.expiry = expiry_to_unix(b, m),
+		.qos = m->qos,
+		.flags = m->retain ? STORE_MSG_RETAIN : 0,
+		.topic = {msg_topic(m), m->topic_len},
+		.props = {msg_props(m), m->props_len},
+		.payload = {msg_payload(m), m->payload_len},
+	};
+}
+
 /* Takes a durable reference on m, writing the message itself on first use. */
 static void durable_ref(struct broker *b, struct msg *m)
 {
 	struct store *st = b->persist.store;
-	if (!m->store_id) {
-		struct store_msg rec = {
-			.id = store_next_msg_id(st),
-			.qos = m->qos,
-			.flags = m->retain ? STORE_MSG_RETAIN : 0,
-			.topic = str_of(msg_topic(m), m->topic_len),
-			.payload = {msg_payload(m), m->payload_len},
-		};
-		int rc = store_append_msg_put(st, &rec);
+	if (!m->stored) {
+		struct store_msg rec = msg_record(b, m, store_next_msg_id(st));
+		int rc = attach_stored(m, rec.id);
+		if (rc == 0)
+			rc = store_append_msg_put(st, &rec);
 		if (rc != 0) {
+			wisp_free(m->stored);
+			m->stored = NULL;
 			append_failed(b, rc);
 			return;
 		}
-		m->store_id = rec.id;
-		m->durable_refs = 0;
 	}
-	m->durable_refs++;
+	m->stored->refs++;
 }
 
 static void durable_unref(struct broker *b, struct msg *m)
 {
-	if (!m || !m->store_id || m->durable_refs == 0)
+	if (!m || !m->stored || m->stored->refs == 0)
 		return;
 	if (b->persist.loading) {
-		m->durable_refs--; /* replay: the log already says what it says */
+		/* Replay: the log already says what it says, and queue entries
+		 * are counted once it is over (count_entry_refs). */
+		m->stored->refs--;
 		return;
 	}
-	if (--m->durable_refs == 0) {
-		int rc = store_append_msg_del(b->persist.store, m->store_id);
+	if (--m->stored->refs == 0) {
+		int rc = store_append_msg_del(b->persist.store, m->stored->id);
 		if (rc != 0)
 			append_failed(b, rc);
-		m->store_id = 0;
+		wisp_free(m->stored);
+		m->stored = NULL;
 	}
 }
 
-/* ---- delivery hooks: outbound QoS 1/2 state of persistent sessions ---- */
+/* ---- observer events: outbound QoS 1/2 state of persistent sessions ---- */
 
 static uint8_t flight_state(const struct sess_msg *e)
 {
@@ -102,6 +163,81 @@ static uint8_t flight_state(const struct sess_msg *e)
 	}
 }
 
+/* A delivery's Subscription Identifiers as the store keeps them: a u32
+ * little-endian each. Built on the stack for the usual few. */
+struct ids_bytes {
+	uint8_t stack[16 * 4];
+	uint8_t *heap;
+	struct store_bytes b;
+};
+
+static void ids_encode(const struct sess_msg *e, struct ids_bytes *x)
+{
+	x->heap = NULL;
+	x->b = (struct store_bytes){NULL, 0};
+	size_t need = (size_t)e->sub_id_count * 4;
+	if (!need)
+		return;
+	uint8_t *p = need <= sizeof x->stack ? x->stack : (x->heap = wisp_malloc(need));
+	if (!p)
+		return; /* out of memory: the delivery is kept without its identifiers */
+	for (uint16_t i = 0; i < e->sub_id_count; i++) {
+		uint32_t id = e->sub_ids[i];
+		p[4 * i] = (uint8_t)id;
+		p[4 * i + 1] = (uint8_t)(id >> 8);
+		p[4 * i + 2] = (uint8_t)(id >> 16);
+		p[4 * i + 3] = (uint8_t)(id >> 24);
+	}
+	x->b = (struct store_bytes){p, need};
+}
+
+/* Queue and flight entries as the store keeps them: the one place that
+ * says which fields of a delivery are durable. */
+static struct store_queue queue_record(const struct session *s, const struct sess_msg *e, struct store_bytes ids)
+{
+	return (struct store_queue){
+		.client = str_of(s->client_id, s->id_len),
+		.msg_id = stored_id(e->msg),
+		.qos = e->qos,
+		.flags = e->retain ? STORE_MSG_RETAIN : 0,
+		.sub_ids = ids,
+	};
+}
+
+static struct store_flight flight_record(const struct session *s, const struct sess_msg *e, struct store_bytes ids)
+{
+	bool pubcomp_wait = e->state == SESS_MSG_WAIT_PUBCOMP;
+	return (struct store_flight){
+		.client = str_of(s->client_id, s->id_len),
+		.msg_id = pubcomp_wait ? 0 : stored_id(e->msg),
+		.packet_id = e->packet_id,
+		.state = flight_state(e),
+		.qos = e->qos,
+		.flags = e->retain ? STORE_MSG_RETAIN : 0,
+		.sub_ids = pubcomp_wait ? (struct store_bytes){NULL, 0} : ids,
+	};
+}
+
+static int append_queue(struct store *st, const struct session *s, const struct sess_msg *e)
+{
+	struct ids_bytes ids;
+	ids_encode(e, &ids);
+	struct store_queue q = queue_record(s, e, ids.b);
+	int rc = store_append_queue(st, &q);
+	wisp_free(ids.heap);
+	return rc;
+}
+
+static int append_flight(struct store *st, const struct session *s, const struct sess_msg *e)
+{
+	struct ids_bytes ids;
+	ids_encode(e, &ids);
+	struct store_flight f = flight_record(s, e, ids.b);
+	int rc = store_append_flight_set(st, &f);
+	wisp_free(ids.heap);
+	return rc;
+}
+
 static void on_queued(void *ctx, struct session *s, struct sess_msg *e)
 {
 	struct broker *b = ctx;
@@ -109,8 +245,7 @@ static void on_queued(void *ctx, struct session *s, struct sess_msg *e)
 		return;
 	durable_ref(b, e->msg);
 	e->durable = true;
-	int rc = store_append_queue_add(b->persist.store, s->client_id, s->id_len, e->msg->store_id, e->qos,
-					e->retain ? STORE_MSG_RETAIN : 0);
+	int rc = append_queue(b->persist.store, s, e);
 	if (rc != 0)
 		append_failed(b, rc);
 }
@@ -125,15 +260,7 @@ static void on_flight(void *ctx, struct session *s, struct sess_msg *e)
 		durable_ref(b, e->msg); /* sent at once, never queued */
 		e->durable = true;
 	}
-	struct store_flight f = {
-		.client = str_of(s->client_id, s->id_len),
-		.msg_id = pubcomp_wait ? 0 : e->msg->store_id,
-		.packet_id = e->packet_id,
-		.state = flight_state(e),
-		.qos = e->qos,
-		.flags = e->retain ? STORE_MSG_RETAIN : 0,
-	};
-	int rc = store_append_flight_set(b->persist.store, &f);
+	int rc = append_flight(b->persist.store, s, e);
 	if (rc != 0)
 		append_failed(b, rc);
 	if (pubcomp_wait && e->durable) {
@@ -171,21 +298,13 @@ static void on_unqueued(void *ctx, struct session *s, struct sess_msg *e)
 	struct broker *b = ctx;
 	if (!is_persistent(s) || !e->durable)
 		return;
-	int rc = store_append_queue_del(b->persist.store, s->client_id, s->id_len, e->msg->store_id);
+	int rc = store_append_queue_del(b->persist.store, s->client_id, s->id_len, stored_id(e->msg));
 	if (rc != 0)
 		append_failed(b, rc);
 	durable_unref(b, e->msg);
 }
 
-static const struct delivery_hooks hooks = {
-	.queued = on_queued,
-	.flight = on_flight,
-	.done = on_done,
-	.cleared = on_cleared,
-	.unqueued = on_unqueued,
-};
-
-/* ---- state changes from the handlers ---- */
+/* ---- observer events: sessions, subscriptions, QoS 2 ids, retained ---- */
 
 /* The owner goes with every SESSION_PUT, so that after a restart a CONNECT
  * by another user is refused as it was before (proto/handle_connect.c). A
@@ -219,8 +338,9 @@ static void set_owner(struct store_session *rec, const struct session *s)
 	rec->owner_name = str_of(s->username, len);
 }
 
-void persist_session_put(struct broker *b, struct session *s)
+static void on_session_put(void *ctx, struct session *s)
 {
+	struct broker *b = ctx;
 	if (!b->persist.store || !is_persistent(s))
 		return;
 	struct store_session rec = {
@@ -235,8 +355,9 @@ void persist_session_put(struct broker *b, struct session *s)
 		append_failed(b, rc);
 }
 
-void persist_session_del(struct broker *b, struct session *s)
+static void on_session_del(void *ctx, struct session *s)
 {
+	struct broker *b = ctx;
 	if (!b->persist.store || !is_persistent(s) || b->persist.loading)
 		return;
 	int rc = store_append_session_del(b->persist.store, s->client_id, s->id_len);
@@ -244,32 +365,43 @@ void persist_session_del(struct broker *b, struct session *s)
 		append_failed(b, rc);
 }
 
-void persist_sub_add(struct broker *b, struct session *s, const char *filter, size_t len, uint8_t options)
+/* A subscription as the store keeps it: the one place that says which of
+ * its fields are durable. */
+static struct store_sub sub_record(const struct session *s, const struct sess_sub *sub)
 {
-	if (!b->persist.store || !is_persistent(s))
-		return;
-	struct store_sub rec = {
+	return (struct store_sub){
 		.client = str_of(s->client_id, s->id_len),
-		.filter = str_of(filter, len),
+		.filter = str_of(sub->filter, sub->filter_len),
 		/* The ACL bit is ours and is recomputed at every login. */
-		.options = options & (uint8_t)~SESS_SUBOPT_ACL_CHECK,
+		.options = tree_sub_options(&sub->handle) & (uint8_t)~SESS_SUBOPT_ACL_CHECK,
+		.sub_id = tree_sub_id(&sub->handle),
 	};
+}
+
+static void on_sub_add(void *ctx, struct session *s, const struct sess_sub *sub)
+{
+	struct broker *b = ctx;
+	if (!b->persist.store || !is_persistent(s) || b->persist.loading)
+		return;
+	struct store_sub rec = sub_record(s, sub);
 	int rc = store_append_sub_add(b->persist.store, &rec);
 	if (rc != 0)
 		append_failed(b, rc);
 }
 
-void persist_sub_del(struct broker *b, struct session *s, const char *filter, size_t len)
+static void on_sub_del(void *ctx, struct session *s, const char *filter, size_t len)
 {
-	if (!b->persist.store || !is_persistent(s))
+	struct broker *b = ctx;
+	if (!b->persist.store || !is_persistent(s) || b->persist.loading)
 		return;
 	int rc = store_append_sub_del(b->persist.store, s->client_id, s->id_len, filter, len);
 	if (rc != 0)
 		append_failed(b, rc);
 }
 
-void persist_qos2_in(struct broker *b, struct session *s, uint16_t packet_id, bool add)
+static void on_qos2_in(void *ctx, struct session *s, uint16_t packet_id, bool add)
 {
+	struct broker *b = ctx;
 	if (!b->persist.store || !is_persistent(s))
 		return;
 	int rc = add ? store_append_qos2_in_add(b->persist.store, s->client_id, s->id_len, packet_id)
@@ -278,8 +410,9 @@ void persist_qos2_in(struct broker *b, struct session *s, uint16_t packet_id, bo
 		append_failed(b, rc);
 }
 
-void persist_retain(struct broker *b, struct msg *m)
+static void on_retain_set(void *ctx, struct msg *m)
 {
+	struct broker *b = ctx;
 	if (!b->persist.store || is_sys(m) || b->persist.loading)
 		return;
 	int rc;
@@ -287,18 +420,36 @@ void persist_retain(struct broker *b, struct msg *m)
 		rc = store_append_retain_del(b->persist.store, msg_topic(m), m->topic_len);
 	} else {
 		durable_ref(b, m);
-		rc = store_append_retain_set(b->persist.store, msg_topic(m), m->topic_len, m->store_id);
+		rc = store_append_retain_set(b->persist.store, msg_topic(m), m->topic_len, stored_id(m));
 	}
 	if (rc != 0)
 		append_failed(b, rc);
 }
 
-void persist_retain_released(struct broker *b, struct msg *m)
+static void on_retain_released(void *ctx, struct msg *m)
 {
+	struct broker *b = ctx;
 	if (!b->persist.store || b->persist.loading || is_sys(m))
 		return;
 	durable_unref(b, m);
 }
+
+/* The store's implementation of the session observer (observer.h),
+ * registered once the replay is over. */
+static const struct sess_observer_ops observer_ops = {
+	.session_put = on_session_put,
+	.session_del = on_session_del,
+	.sub_add = on_sub_add,
+	.sub_del = on_sub_del,
+	.qos2_in = on_qos2_in,
+	.queued = on_queued,
+	.flight = on_flight,
+	.done = on_done,
+	.cleared = on_cleared,
+	.unqueued = on_unqueued,
+	.retain_set = on_retain_set,
+	.retain_released = on_retain_released,
+};
 
 /* ---- acknowledgements ---- */
 
@@ -443,16 +594,10 @@ struct emit_ctx {
 
 static int emit_msg(struct emit_ctx *x, struct msg *m)
 {
-	if (m->emit_gen == x->b->persist.emit_gen)
+	if (m->stored->emit_gen == x->b->persist.emit_gen)
 		return 0;
-	m->emit_gen = x->b->persist.emit_gen;
-	struct store_msg rec = {
-		.id = m->store_id,
-		.qos = m->qos,
-		.flags = m->retain ? STORE_MSG_RETAIN : 0,
-		.topic = str_of(msg_topic(m), m->topic_len),
-		.payload = {msg_payload(m), m->payload_len},
-	};
+	m->stored->emit_gen = x->b->persist.emit_gen;
+	struct store_msg rec = msg_record(x->b, m, m->stored->id);
 	return store_append_msg_put(x->st, &rec);
 }
 
@@ -460,11 +605,11 @@ static void emit_retained(const char *topic, size_t len, void *value, void *ctx)
 {
 	struct emit_ctx *x = ctx;
 	struct msg *m = value;
-	if (x->rc || !m->store_id)
+	if (x->rc || !m->stored)
 		return;
 	x->rc = emit_msg(x, m);
 	if (!x->rc)
-		x->rc = store_append_retain_set(x->st, topic, len, m->store_id);
+		x->rc = store_append_retain_set(x->st, topic, len, m->stored->id);
 }
 
 static int emit_session(struct emit_ctx *x, struct session *s)
@@ -477,31 +622,23 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 	struct list_node *n;
 	for (n = s->subs.next; !rc && n != &s->subs; n = n->next) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
-		struct store_sub r = {.client = rec.client, .filter = str_of(sub->filter, sub->filter_len),
-				      .options = tree_sub_options(&sub->handle) & (uint8_t)~SESS_SUBOPT_ACL_CHECK};
+		struct store_sub r = sub_record(s, sub);
 		rc = store_append_sub_add(st, &r);
 	}
 	for (n = s->inflight.next; !rc && n != &s->inflight; n = n->next) {
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
-		if (e->msg && e->msg->store_id)
+		if (stored_id(e->msg))
 			rc = emit_msg(x, e->msg);
-		struct store_flight f = {.client = rec.client,
-					 .msg_id = e->msg ? e->msg->store_id : 0,
-					 .packet_id = e->packet_id,
-					 .state = flight_state(e),
-					 .qos = e->qos,
-					 .flags = e->retain ? STORE_MSG_RETAIN : 0};
 		if (!rc)
-			rc = store_append_flight_set(st, &f);
+			rc = append_flight(st, s, e);
 	}
 	for (n = s->queue.next; !rc && n != &s->queue; n = n->next) {
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
-		if (!e->msg->store_id)
+		if (!stored_id(e->msg))
 			continue;
 		rc = emit_msg(x, e->msg);
 		if (!rc)
-			rc = store_append_queue_add(st, s->client_id, s->id_len, e->msg->store_id, e->qos,
-						    e->retain ? STORE_MSG_RETAIN : 0);
+			rc = append_queue(st, s, e);
 	}
 	for (uint16_t i = 0; !rc && i < s->qos2_in_count; i++)
 		rc = store_append_qos2_in_add(st, s->client_id, s->id_len, s->qos2_in[i]);
@@ -611,12 +748,25 @@ static struct session *get_session(struct broker *b, struct store_str client)
 
 static int v_msg_put(void *ctx, const struct store_msg *r, void **handle)
 {
-	(void)ctx;
-	struct msg *m = msg_new(r->topic.ptr, r->topic.len, r->payload.ptr, r->payload.len, r->qos,
-				(r->flags & STORE_MSG_RETAIN) != 0);
+	struct broker *b = ctx;
+	struct msg_spec spec = {
+		.topic = r->topic.ptr,
+		.topic_len = r->topic.len,
+		.props = r->props.ptr,
+		.props_len = r->props.len,
+		.payload = r->payload.ptr,
+		.payload_len = r->payload.len,
+		.qos = r->qos,
+		.retain = (r->flags & STORE_MSG_RETAIN) != 0,
+		.expires_at = expiry_from_unix(b, r->expiry),
+	};
+	struct msg *m = msg_create(&spec);
 	if (!m)
 		return WISP_ENOMEM;
-	m->store_id = r->id;
+	if (attach_stored(m, r->id) != 0) {
+		msg_unref(m);
+		return WISP_ENOMEM;
+	}
 	*handle = m;
 	return 0;
 }
@@ -633,14 +783,14 @@ static int v_retain_set(void *ctx, const struct store_retain *r, void *value)
 	struct msg *m = value;
 	struct msg *old = retained_get(b->retained, r->topic.ptr, r->topic.len);
 	if (old)
-		old->durable_refs--;
+		durable_unref(b, old);
 	if (retained_set(b->retained, r->topic.ptr, r->topic.len, msg_ref(m), msg_size(m)) != 0) {
 		msg_unref(m);
 		log_msg(LOG_WARNING, "store", "retained message on '%.*s' not restored: retained limit reached",
 			(int)r->topic.len, r->topic.ptr);
 		return 0;
 	}
-	m->durable_refs++;
+	m->stored->refs++;
 	return 0;
 }
 
@@ -649,7 +799,7 @@ static int v_retain_del(void *ctx, const struct store_retain *r)
 	struct broker *b = ctx;
 	struct msg *old = retained_get(b->retained, r->topic.ptr, r->topic.len);
 	if (old)
-		old->durable_refs--;
+		durable_unref(b, old);
 	retained_set(b->retained, r->topic.ptr, r->topic.len, NULL, 0);
 	return 0;
 }
@@ -736,8 +886,8 @@ static int v_sub_add(void *ctx, const struct store_sub *r)
 		/* ACL classification happens when the client logs in again; until
 		 * then, deliveries to the offline session are checked per topic. */
 		uint8_t opts = (uint8_t)(r->options | (b->auth.acl ? SESS_SUBOPT_ACL_CHECK : 0));
-		int rc = sess_subscribe(s, b->subs, r->filter.ptr, r->filter.len, opts,
-					b->cfg->limits.max_subscriptions);
+		int rc = router_interest_add(&b->route.router, s, r->filter.ptr, r->filter.len, opts, r->sub_id,
+					     b->cfg->limits.max_subscriptions);
 		if (rc >= 0)
 			return 0;
 		skip = rc == WISP_ELIMIT ? "over limits.max_subscriptions" : "out of memory (limits.memory_limit)";
@@ -758,7 +908,31 @@ static int v_sub_del(void *ctx, const struct store_sub *r)
 	struct broker *b = ctx;
 	struct session *s = find_session(b, r->client);
 	if (s)
-		sess_unsubscribe(s, b->subs, r->filter.ptr, r->filter.len);
+		router_interest_remove(&b->route.router, s, r->filter.ptr, r->filter.len);
+	return 0;
+}
+
+/* A stored delivery's identifiers back as numbers (a u32 LE each). */
+struct ids_nums {
+	uint32_t stack[16];
+	uint32_t *heap;
+	struct delivery_sub_ids ids;
+};
+
+static int ids_decode(struct store_bytes b, struct ids_nums *x)
+{
+	size_t n = b.len / 4;
+	x->heap = NULL;
+	x->ids = (struct delivery_sub_ids){NULL, 0};
+	if (!n)
+		return 0;
+	uint32_t *v = n <= sizeof x->stack / sizeof x->stack[0] ? x->stack : (x->heap = wisp_malloc(n * 4));
+	if (!v)
+		return WISP_ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		v[i] = (uint32_t)b.ptr[4 * i] | (uint32_t)b.ptr[4 * i + 1] << 8 | (uint32_t)b.ptr[4 * i + 2] << 16 |
+		       (uint32_t)b.ptr[4 * i + 3] << 24;
+	x->ids = (struct delivery_sub_ids){v, (uint16_t)n};
 	return 0;
 }
 
@@ -768,7 +942,13 @@ static int v_queue_add(void *ctx, const struct store_queue *r, void *value)
 	struct session *s = get_session(b, r->client);
 	if (!s)
 		return WISP_ENOMEM;
-	return delivery_restore_queued(s, value, r->qos, (r->flags & STORE_MSG_RETAIN) != 0);
+	struct ids_nums x;
+	int rc = ids_decode(r->sub_ids, &x);
+	if (rc == 0)
+		rc = delivery_restore_queued(s, &b->dlim, value, r->qos, (r->flags & STORE_MSG_RETAIN) != 0,
+					     x.ids.count ? &x.ids : NULL);
+	wisp_free(x.heap);
+	return rc;
 }
 
 static int v_queue_del(void *ctx, const struct store_queue *r)
@@ -780,8 +960,8 @@ static int v_queue_del(void *ctx, const struct store_queue *r)
 	struct list_node *n;
 	for (n = s->queue.next; n != &s->queue; n = n->next) {
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
-		if (e->msg->store_id == r->msg_id) {
-			delivery_restore_unqueue(s, e->msg);
+		if (stored_id(e->msg) == r->msg_id) {
+			delivery_restore_unqueue(s, &b->dlim, e->msg);
 			break;
 		}
 	}
@@ -809,8 +989,14 @@ static int v_flight_set(void *ctx, const struct store_flight *r, void *value)
 	uint8_t state = sess_state(r->state);
 	if (state != SESS_MSG_WAIT_PUBCOMP && !value)
 		return 0; /* a message that was lost: nothing to resend */
-	return delivery_restore_flight(s, state == SESS_MSG_WAIT_PUBCOMP ? NULL : value, r->packet_id, r->qos,
-				       state, (r->flags & STORE_MSG_RETAIN) != 0);
+	struct ids_nums x;
+	int rc = ids_decode(r->sub_ids, &x);
+	if (rc == 0)
+		rc = delivery_restore_flight(s, &b->dlim, state == SESS_MSG_WAIT_PUBCOMP ? NULL : value, r->packet_id,
+					     r->qos, state, (r->flags & STORE_MSG_RETAIN) != 0,
+					     x.ids.count ? &x.ids : NULL);
+	wisp_free(x.heap);
+	return rc;
 }
 
 static int v_flight_del(void *ctx, const struct store_flight *r)
@@ -858,6 +1044,24 @@ static const struct store_visitor visitor = {
 	.qos2_in_del = v_qos2_del,
 };
 
+/* After the replay: the restored queue and flight entries are the store's
+ * references to their messages. Counted here, from the state the replay
+ * ended with, rather than record by record, so that session/delivery.c
+ * knows nothing of the store's bookkeeping. */
+static void count_entry_refs(struct broker *b)
+{
+	for (size_t i = 0; i < b->sessions.nbuckets; i++)
+		for (struct session *s = b->sessions.buckets[i]; s; s = s->hash_next) {
+			struct list_node *lists[2] = {&s->inflight, &s->queue};
+			for (int k = 0; k < 2; k++)
+				for (struct list_node *n = lists[k]->next; n != lists[k]; n = n->next) {
+					struct sess_msg *e = container_of(n, struct sess_msg, link);
+					if (e->durable && e->msg && e->msg->stored)
+						e->msg->stored->refs++;
+				}
+		}
+}
+
 static enum store_fsync fsync_mode(enum config_fsync f)
 {
 	switch (f) {
@@ -891,6 +1095,7 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 		store_close(st);
 		return rc;
 	}
+	count_entry_refs(b);
 	session_v5_restored(b);
 	b->persist.store = st;
 	if (loop_io_start(b->loop, &b->persist.io, store_durable_fd(st), LOOP_READ, on_durable) != 0) {
@@ -899,7 +1104,7 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 		store_close(st);
 		return WISP_EIO;
 	}
-	delivery_set_hooks(&hooks, b);
+	b->observer = (struct sess_observer){&observer_ops, b};
 	size_t sessions = b->sessions.count, queued = 0;
 	for (size_t i = 0; i < b->sessions.nbuckets; i++)
 		for (struct session *s = b->sessions.buckets[i]; s; s = s->hash_next)
@@ -915,7 +1120,7 @@ void persist_close(struct broker *b)
 {
 	if (!b->persist.store)
 		return;
-	delivery_set_hooks(NULL, NULL);
+	b->observer = (struct sess_observer){0};
 	loop_io_stop(b->loop, &b->persist.io);
 	loop_timer_stop(b->loop, &b->persist.retry_timer);
 	store_close(b->persist.store);

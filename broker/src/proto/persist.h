@@ -76,15 +76,8 @@ void persist_status(const struct broker *b, struct persist_status *out);
 /* Forgets a closing connection's held acks. */
 void persist_forget_conn(struct broker *b, struct conn *c);
 
-/* State changes. Each checks whether the session is persistent. */
-void persist_session_put(struct broker *b, struct session *s);
-void persist_session_del(struct broker *b, struct session *s);
-void persist_sub_add(struct broker *b, struct session *s, const char *filter, size_t len, uint8_t options);
-void persist_sub_del(struct broker *b, struct session *s, const char *filter, size_t len);
-void persist_qos2_in(struct broker *b, struct session *s, uint16_t packet_id, bool add);
-/* A retained message stored (m) or the topic cleared (m has an empty payload). */
-void persist_retain(struct broker *b, struct msg *m);
-/* The retained store let go of `m` (replaced or deleted). */
-void persist_retain_released(struct broker *b, struct msg *m);
+/* State changes reach the store as events of the session observer
+ * (session/observer.h): persist_open registers the store's implementation
+ * in b->observer once the replay is over, persist_close removes it. */
 
 #endif

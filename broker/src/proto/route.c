@@ -1,11 +1,21 @@
 /*
- * Routing a PUBLISH: one walk of the subscription tree, one delivery per
- * matching session. A session with several matching filters gets the
- * message once, at the highest QoS its matching subscriptions granted (the
- * choice MQTT-3.3.5 allows; Mosquitto sends one copy per filter). A
- * generation counter marks sessions already seen during this publish, so
+ * The local router (router.h): one walk of the subscription tree, one
+ * delivery per matching session. A session with several matching filters
+ * gets the message once, at the highest QoS its matching subscriptions
+ * granted (the choice MQTT-3.3.5 allows; Mosquitto sends one copy per
+ * filter), with the Subscription Identifiers of all of them [MQTT-3.3.4-3]
+ * and RETAIN kept if any of them asked for Retain As Published. A
+ * subscription with No Local does not match its own session's messages
+ * [MQTT-3.8.3-3]; another subscription of that session still may.
+ *
+ * A generation counter marks sessions already seen during this publish, so
  * deduplication costs O(1) per match and no per-publish allocation once the
- * route array has grown to the largest fan-out seen.
+ * entry and identifier arrays have grown to the largest fan-out seen.
+ *
+ * Routing is not re-entered. While the delivery loop runs (`busy`), a drop
+ * of a connection (which may destroy a session still in entries[], and
+ * publishes a will) and any publish are queued in `later` and done, in
+ * order, once the loop is over.
  *
  * A delivery dropped by a bound is counted per reason (drop.h) and logged
  * once per episode per client: the first drop logs, the episode ends when
@@ -21,50 +31,242 @@
 #include "err.h"
 #include "log.h"
 
-static void collect(void *subscriber, uint8_t options, uint32_t subscription_id, void *ctx)
+static struct broker *broker_of(struct route_ctx *rc) { return container_of(rc, struct broker, route); }
+
+/* Appends a subscription identifier to entry e's chain. */
+static void add_sub_id(struct route_ctx *rc, struct route_entry *e, uint32_t id)
 {
-	struct broker *b = ctx;
-	struct session *s = subscriber;
-	uint8_t qos = options & MQTT_SUBOPT_QOS_MASK;
-	(void)subscription_id;
-	if ((options & SESS_SUBOPT_ACL_CHECK) &&
-	    !acl_client_check(s->acl, b->route_topic, b->route_topic_len, ACL_READ))
-		return;
-	if (s->match_gen == b->route_gen && s->match_slot < b->route_gen_count && b->route[s->match_slot].s == s) {
-		struct route_entry *e = &b->route[s->match_slot];
-		if (qos > e->qos)
-			e->qos = qos;
-		return;
+	if (rc->sub_ids_count == rc->sub_ids_cap) {
+		size_t cap = rc->sub_ids_cap ? rc->sub_ids_cap * 2 : 16;
+		struct route_sub_id *v = wisp_realloc(rc->sub_ids, cap * sizeof *v);
+		if (!v)
+			return; /* the delivery goes out without this identifier */
+		rc->sub_ids = v;
+		rc->sub_ids_cap = cap;
 	}
-	size_t n = b->route_gen_count;
-	if (n == b->route_cap) {
-		size_t cap = b->route_cap ? b->route_cap * 2 : 64;
-		struct route_entry *r = wisp_realloc(b->route, cap * sizeof *r);
-		if (!r) {
-			broker_count_drop(b, DROP_NO_MEMORY);
-			return;
-		}
-		b->route = r;
-		b->route_cap = cap;
-	}
-	s->match_gen = b->route_gen;
-	s->match_slot = (uint32_t)n;
-	b->route[n] = (struct route_entry){s, qos};
-	b->route_gen_count = n + 1;
+	uint32_t at = (uint32_t)rc->sub_ids_count++;
+	rc->sub_ids[at] = (struct route_sub_id){id, e->sub_id_first};
+	e->sub_id_first = at; /* newest first; deliver() puts them back in order */
+	e->sub_id_count++;
 }
 
-void broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels)
+static int grow_entries(struct route_ctx *rc)
 {
-	b->route_gen++;
-	b->route_gen_count = 0;
-	b->route_topic = msg_topic(m);
-	b->route_topic_len = m->topic_len;
-	tree_match(b->subs, levels, nlevels, collect, b);
-	for (size_t i = 0; i < b->route_gen_count; i++) {
-		struct route_entry *e = &b->route[i];
-		uint8_t qos = e->qos < m->qos ? e->qos : m->qos;
-		broker_deliver(b, e->s, m, qos, false);
+	size_t cap = rc->cap ? rc->cap * 2 : 64;
+	struct route_entry *v = wisp_realloc(rc->entries, cap * sizeof *v);
+	if (!v) {
+		broker_count_drop(broker_of(rc), DROP_NO_MEMORY);
+		return WISP_ENOMEM;
 	}
+	rc->entries = v;
+	rc->cap = cap;
+	return 0;
+}
+
+/* The entry of s for this publish: the one an earlier match of s made, or
+ * a new one; NULL when out of memory. */
+static inline struct route_entry *entry_of(struct route_ctx *rc, struct session *s, uint8_t qos)
+{
+	if (s->match_gen == rc->gen && s->match_slot < rc->count && rc->entries[s->match_slot].s == s) {
+		struct route_entry *e = &rc->entries[s->match_slot];
+		if (qos > e->qos)
+			e->qos = qos;
+		return e;
+	}
+	size_t n = rc->count;
+	if (n == rc->cap && grow_entries(rc) != 0)
+		return NULL;
+	s->match_gen = rc->gen;
+	s->match_slot = (uint32_t)n;
+	rc->count = n + 1;
+	struct route_entry *e = &rc->entries[n];
+	*e = (struct route_entry){.s = s, .sub_id_first = ROUTE_NO_ID, .qos = qos};
+	return e;
+}
+
+/* A subscription with v5 options, an identifier or an ACL to ask. Kept
+ * out of collect() so that the plain match (every v3.1.1 subscription
+ * without an ACL) stays a QoS merge. */
+__attribute__((noinline)) static void collect_options(struct route_ctx *rc, struct session *s, uint8_t options,
+						      uint32_t subscription_id)
+{
+	const struct msg *m = rc->msg;
+	if ((options & MQTT_SUBOPT_NO_LOCAL) && m->origin == s)
+		return; /* [MQTT-3.8.3-3] */
+	if ((options & SESS_SUBOPT_ACL_CHECK) && !acl_client_check(s->acl, msg_topic(m), m->topic_len, ACL_READ))
+		return;
+	struct route_entry *e = entry_of(rc, s, options & MQTT_SUBOPT_QOS_MASK);
+	if (!e)
+		return;
+	if (options & MQTT_SUBOPT_RETAIN_AS_PUBLISHED)
+		e->retain_as_published = true;
+	if (subscription_id)
+		add_sub_id(rc, e, subscription_id);
+}
+
+#define OPTIONS_BEYOND_QOS (MQTT_SUBOPT_NO_LOCAL | MQTT_SUBOPT_RETAIN_AS_PUBLISHED | SESS_SUBOPT_ACL_CHECK)
+
+static void collect(void *subscriber, uint8_t options, uint32_t subscription_id, void *ctx)
+{
+	struct route_ctx *rc = ctx;
+	if ((options & OPTIONS_BEYOND_QOS) || subscription_id) {
+		collect_options(rc, subscriber, options, subscription_id);
+		return;
+	}
+	entry_of(rc, subscriber, options & MQTT_SUBOPT_QOS_MASK);
+}
+
+/* Entry e's identifiers in the order their subscriptions matched. */
+static const uint32_t *entry_sub_ids(struct route_ctx *rc, const struct route_entry *e)
+{
+	if (e->sub_id_count > rc->sub_id_scratch_cap) {
+		uint32_t *v = wisp_realloc(rc->sub_id_scratch, e->sub_id_count * sizeof *v);
+		if (!v)
+			return NULL;
+		rc->sub_id_scratch = v;
+		rc->sub_id_scratch_cap = e->sub_id_count;
+	}
+	size_t i = e->sub_id_count;
+	for (uint32_t at = e->sub_id_first; at != ROUTE_NO_ID && i > 0; at = rc->sub_ids[at].next)
+		rc->sub_id_scratch[--i] = rc->sub_ids[at].id;
+	return rc->sub_id_scratch;
+}
+
+static int defer(struct route_ctx *rc, const struct route_later *w)
+{
+	if (rc->later_len == rc->later_cap) {
+		size_t cap = rc->later_cap ? rc->later_cap * 2 : 8;
+		struct route_later *v = wisp_realloc(rc->later, cap * sizeof *v);
+		if (!v)
+			return WISP_ENOMEM;
+		rc->later = v;
+		rc->later_cap = cap;
+	}
+	rc->later[rc->later_len++] = *w;
+	return 0;
+}
+
+static size_t local_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels);
+
+/* The work deliveries queued, oldest first; what it queues in turn is done
+ * in the same pass. */
+static void run_later(struct route_ctx *rc)
+{
+	struct broker *b = broker_of(rc);
+	rc->draining = true;
+	for (size_t i = 0; i < rc->later_len; i++) {
+		struct route_later w = rc->later[i];
+		if (w.m) {
+			struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
+			int n = topic_split(msg_topic(w.m), w.m->topic_len, levels, TOPIC_MAX_LEVELS_HARD);
+			if (n > 0)
+				local_publish(&rc->router, w.m, levels, (size_t)n);
+			msg_unref(w.m);
+		} else {
+			broker_drop(b, w.c, w.reason, w.detail);
+		}
+	}
+	rc->later_len = 0;
+	rc->draining = false;
+}
+
+bool route_defer_drop(struct broker *b, struct conn *c, enum reason r, const char *detail)
+{
+	struct route_ctx *rc = &b->route;
+	if (!rc->busy)
+		return false;
+	if (defer(rc, &(struct route_later){.c = c, .reason = r, .detail = detail}) != 0)
+		log_msg(LOG_WARNING, "route", "client %s: out of memory while delivering: not dropped (%s)",
+			broker_conn_name(c), detail ? detail : reason_info(r)->text);
+	return true;
+}
+
+static size_t local_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels)
+{
+	struct route_ctx *rc = container_of(r, struct route_ctx, router);
+	struct broker *b = broker_of(rc);
+	if (rc->busy) {
+		if (defer(rc, &(struct route_later){.m = msg_ref(m)}) != 0) {
+			msg_unref(m);
+			broker_count_drop(b, DROP_NO_MEMORY);
+			return 0;
+		}
+		return 1;
+	}
+	rc->gen++;
+	rc->count = 0;
+	rc->sub_ids_count = 0;
+	rc->msg = m;
+	tree_match(rc->subs, levels, nlevels, collect, rc);
+	rc->busy = true;
+	uint8_t msg_qos = m->qos;
+	bool msg_retain = m->retain;
+	for (size_t i = 0; i < rc->count; i++) {
+		const struct route_entry *e = &rc->entries[i];
+		uint8_t qos = e->qos < msg_qos ? e->qos : msg_qos;
+		/* [MQTT-3.3.1-12] RETAIN is cleared unless Retain As Published */
+		bool retain = msg_retain && e->retain_as_published;
+		if (e->sub_id_count == 0) {
+			broker_deliver(b, e->s, m, qos, retain, NULL);
+			continue;
+		}
+		struct delivery_sub_ids ids = {entry_sub_ids(rc, e), e->sub_id_count};
+		broker_deliver(b, e->s, m, qos, retain, ids.ids ? &ids : NULL);
+	}
+	rc->busy = false;
+	rc->msg = NULL;
+	size_t matched = rc->count;
+	if (rc->later_len && !rc->draining)
+		run_later(rc);
+	return matched;
+}
+
+static int local_interest_add(struct router *r, struct session *s, const char *filter, size_t len,
+			      uint8_t options, uint32_t subscription_id, size_t max_subs)
+{
+	struct route_ctx *rc = container_of(r, struct route_ctx, router);
+	int ret = sess_subscribe(s, rc->subs, filter, len, options, subscription_id, max_subs);
+	if (ret >= 0)
+		SESS_OBSERVE(&broker_of(rc)->observer, sub_add, s, sess_find_sub(s, filter, len));
+	return ret;
+}
+
+static int local_interest_remove(struct router *r, struct session *s, const char *filter, size_t len)
+{
+	struct route_ctx *rc = container_of(r, struct route_ctx, router);
+	int ret = sess_unsubscribe(s, rc->subs, filter, len);
+	if (ret == 0)
+		SESS_OBSERVE(&broker_of(rc)->observer, sub_del, s, filter, len);
+	return ret;
+}
+
+static const struct router_ops local_ops = {
+	.publish = local_publish,
+	.interest_add = local_interest_add,
+	.interest_remove = local_interest_remove,
+};
+
+void route_init(struct route_ctx *rc, struct tree *subs)
+{
+	memset(rc, 0, sizeof *rc);
+	rc->router.ops = &local_ops;
+	rc->subs = subs;
+}
+
+void route_free(struct route_ctx *rc)
+{
+	for (size_t i = 0; i < rc->later_len; i++)
+		msg_unref(rc->later[i].m);
+	wisp_free(rc->later);
+	wisp_free(rc->entries);
+	wisp_free(rc->sub_ids);
+	wisp_free(rc->sub_id_scratch);
+	memset(rc, 0, sizeof *rc);
+}
+
+size_t broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels)
+{
+	return router_publish(&b->route.router, m, levels, nlevels);
 }
 
 #define SYS_BROKER_PREFIX "$SYS/broker/"
@@ -121,11 +323,23 @@ void broker_retain(struct broker *b, struct msg *m)
 		log_msg(LOG_NOTICE, "retain", "retained messages are stored again");
 	}
 	if (rc == 0) {
-		persist_retain(b, m);
+		SESS_OBSERVE(&b->observer, retain_set, m);
 		if (old)
-			persist_retain_released(b, old);
+			SESS_OBSERVE(&b->observer, retain_released, old);
 	}
 	msg_unref(old);
+}
+
+void broker_retain_expired(struct broker *b, struct msg *m)
+{
+	if (retained_get(b->retained, msg_topic(m), m->topic_len) != m)
+		return; /* replaced meanwhile */
+	struct msg *empty = msg_new(msg_topic(m), m->topic_len, NULL, 0, 0, true);
+	if (!empty)
+		return; /* tried again at the next SUBSCRIBE that finds it */
+	broker_retain(b, empty); /* deletes it, in the store too */
+	msg_unref(empty);
+	broker_count_drop(b, DROP_EXPIRED);
 }
 
 _Static_assert(DROP_REASON_COUNT <= 16, "session.drop_episodes has a bit per drop reason");
@@ -185,6 +399,11 @@ static bool has_room_again(const struct broker *b, const struct session *s, enum
 	}
 }
 
+void broker_delivery_dropped(void *ctx, struct session *s, enum drop_reason why)
+{
+	note_drop(ctx, s, why);
+}
+
 static void end_episode(struct session *s, enum drop_reason why)
 {
 	s->drop_episodes &= (uint16_t)~EPISODE(why);
@@ -192,14 +411,15 @@ static void end_episode(struct session *s, enum drop_reason why)
 		s->client_id, drop_reason_key(why), (unsigned long long)s->dropped);
 }
 
-void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain)
+void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
+		    const struct delivery_sub_ids *ids)
 {
 	if (s->drop_episodes)
 		for (int r = 0; r < DROP_REASON_COUNT; r++)
 			if ((s->drop_episodes & EPISODE(r)) && has_room_again(b, s, (enum drop_reason)r))
 				end_episode(s, (enum drop_reason)r);
 	enum drop_reason why = DROP_NO_MEMORY;
-	switch (delivery_offer(s, &b->dlim, m, qos, retain, &why)) {
+	switch (delivery_offer(s, &b->dlim, m, qos, retain, ids, &why)) {
 	case DELIVERY_SENT:
 		b->stats.msgs_sent++;
 		break;

@@ -2,7 +2,7 @@
  * MQTT 5 session state (session_v5.h). Expiry and will delay are loop
  * timers (second granularity, O(1) to arm and stop) inside the session's
  * struct sess_v5; the store learns of an expired session through
- * persist_session_del like any other session end.
+ * the observer's session_del like any other session end.
  */
 #include "session_v5.h"
 
@@ -101,7 +101,7 @@ static void on_expiry(struct loop *l, struct loop_timer *t)
 	(void)l;
 	log_msg(LOG_INFO, "conn", "session %s expired after %u s offline", s->client_id, (unsigned)v->expiry);
 	publish_will(b, v); /* the will's delay ends with the session */
-	persist_session_del(b, s);
+	SESS_OBSERVE(&b->observer, session_del, s);
 	sess_destroy(&b->sessions, b->subs, s); /* frees v */
 }
 

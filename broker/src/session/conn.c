@@ -85,12 +85,11 @@ int conn_send_bytes(struct conn *c, const uint8_t *bytes, size_t len)
 	return rc;
 }
 
-int conn_send_publish(struct conn *c, struct msg *m, uint8_t qos, bool retain, bool dup,
-		      uint16_t packet_id)
+int conn_send_publish(struct conn *c, struct msg *m, const struct outq_delivery *d)
 {
 	if (c->state == CONN_CLOSING)
 		return WISP_ECLOSED;
-	int rc = outq_push_publish(&c->out, m, c->version, qos, retain, dup, packet_id);
+	int rc = outq_push_publish(&c->out, m, c->version, d);
 	if (rc == 0)
 		conn_mark_dirty(c);
 	return rc;

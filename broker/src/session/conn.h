@@ -166,8 +166,7 @@ static inline size_t conn_output_bytes(const struct conn *c)
 /* Queues an encoded control packet; marks the connection for flushing. */
 int conn_send_bytes(struct conn *c, const uint8_t *bytes, size_t len);
 /* Queues a delivery of `m` (see outq_push_publish). */
-int conn_send_publish(struct conn *c, struct msg *m, uint8_t qos, bool retain, bool dup,
-		      uint16_t packet_id);
+int conn_send_publish(struct conn *c, struct msg *m, const struct outq_delivery *d);
 /* Marks the connection dirty so the loop flushes it before sleeping. */
 void conn_mark_dirty(struct conn *c);
 

@@ -1,27 +1,25 @@
 #include "delivery.h"
 
+#include <string.h>
+
 #include "alloc.h"
 #include "codec.h"
 #include "conn.h"
 #include "err.h"
 #include "log.h"
 
-static struct delivery_hooks hooks;
-static void *hooks_ctx;
-static struct delivery_totals totals;
-
-const struct delivery_totals *delivery_totals(void) { return &totals; }
-
-static void queue_add(struct session *s, uint64_t bytes)
+static void queue_add(struct session *s, const struct delivery_limits *lim, uint64_t bytes)
 {
 	s->queued_bytes += bytes;
-	totals.queued_bytes += bytes;
+	if (lim && lim->totals)
+		lim->totals->queued_bytes += bytes;
 }
 
-static void queue_sub(struct session *s, uint64_t bytes)
+static void queue_sub(struct session *s, const struct delivery_limits *lim, uint64_t bytes)
 {
 	s->queued_bytes -= bytes;
-	totals.queued_bytes -= bytes;
+	if (lim && lim->totals)
+		lim->totals->queued_bytes -= bytes;
 }
 
 /* max_queued_bytes_total: may `bytes` more be queued? An episode starts at
@@ -31,21 +29,21 @@ static void queue_sub(struct session *s, uint64_t bytes)
 static bool total_has_room(const struct delivery_limits *lim, uint64_t bytes)
 {
 	uint64_t bound = lim->max_queued_bytes_total;
-	if (bound == 0)
+	struct delivery_totals *t = lim->totals;
+	if (bound == 0 || !t)
 		return true;
-	if (totals.queued_bytes + bytes <= bound) {
-		if (totals.full && totals.queued_bytes + bytes <= bound - bound / 4) {
+	if (t->queued_bytes + bytes <= bound) {
+		if (t->full && t->queued_bytes + bytes <= bound - bound / 4) {
 			log_msg(LOG_NOTICE, "queue", "queued messages under max_queued_bytes_total again; %llu dropped meanwhile",
-				(unsigned long long)totals.episode_dropped);
-			totals.full = false;
+				(unsigned long long)t->episode_dropped);
+			t->full = false;
 		}
 		return true;
 	}
-	totals.dropped++;
-	totals.episode_dropped++;
-	if (!totals.full) {
-		totals.full = true;
-		totals.episode_dropped = 1;
+	t->episode_dropped++;
+	if (!t->full) {
+		t->full = true;
+		t->episode_dropped = 1;
 		log_msg(LOG_WARNING, "queue",
 			"queued messages of all sessions reached limits.max_queued_bytes_total (%llu bytes): "
 			"dropping QoS 1/2 messages for offline and slow clients",
@@ -54,17 +52,8 @@ static bool total_has_room(const struct delivery_limits *lim, uint64_t bytes)
 	return false;
 }
 
-void delivery_set_hooks(const struct delivery_hooks *h, void *ctx)
-{
-	hooks = h ? *h : (struct delivery_hooks){0};
-	hooks_ctx = ctx;
-}
-
-#define HOOK(name, s, e)                                  \
-	do {                                              \
-		if (hooks.name)                           \
-			hooks.name(hooks_ctx, (s), (e));  \
-	} while (0)
+/* Reports a change of outbound state to the observer (observer.h). */
+#define HOOK(lim, event, s, e) SESS_OBSERVE((lim) ? (lim)->observer : NULL, event, (s), (e))
 
 static bool online(const struct session *s)
 {
@@ -95,9 +84,26 @@ static uint16_t next_packet_id(struct session *s)
 	}
 }
 
-static int send_publish(struct session *s, struct sess_msg *e, bool dup)
+/* The remaining Message Expiry Interval forwarded with m [MQTT-3.3.2-6]. */
+static uint32_t expiry_left(const struct delivery_limits *lim, const struct msg *m)
 {
-	return conn_send_publish(s->conn, e->msg, e->qos, e->retain, dup, e->packet_id);
+	if (!m->expires_at || !lim || !lim->clock)
+		return 0;
+	return msg_expiry_left(m, loop_now_s(lim->clock));
+}
+
+static int send_publish(struct session *s, const struct delivery_limits *lim, struct sess_msg *e, bool dup)
+{
+	struct outq_delivery d = {
+		.qos = e->qos,
+		.retain = e->retain,
+		.dup = dup,
+		.packet_id = e->packet_id,
+		.expiry_left = expiry_left(lim, e->msg),
+		.sub_ids = e->sub_ids,
+		.sub_id_count = e->sub_id_count,
+	};
+	return conn_send_publish(s->conn, e->msg, &d);
 }
 
 static int send_pubrel(struct session *s, uint16_t packet_id)
@@ -109,16 +115,16 @@ static int send_pubrel(struct session *s, uint16_t packet_id)
 }
 
 /* Puts a queued entry on the wire and into the window. */
-static void start_flight(struct session *s, struct sess_msg *e)
+static void start_flight(struct session *s, const struct delivery_limits *lim, struct sess_msg *e)
 {
 	e->packet_id = next_packet_id(s);
 	e->state = e->qos == 1 ? SESS_MSG_WAIT_PUBACK : SESS_MSG_WAIT_PUBREC;
 	list_push_back(&s->inflight, &e->link);
 	s->inflight_count++;
-	HOOK(flight, s, e);
+	HOOK(lim, flight, s, e);
 	/* If the send fails (out of memory) the entry stays in flight and is
 	 * re-sent when the session resumes, like any unacknowledged message. */
-	send_publish(s, e, false);
+	send_publish(s, lim, e, false);
 }
 
 static void free_entry(struct sess_msg *e)
@@ -127,25 +133,14 @@ static void free_entry(struct sess_msg *e)
 	wisp_free(e);
 }
 
-enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
-				    uint8_t qos, bool retain, enum drop_reason *why)
+/* QoS 1 and 2: sent at once into the window, queued, or dropped. Out of
+ * line, so that the QoS 0 path of delivery_offer stays short. */
+__attribute__((noinline)) static enum delivery_result offer_acked(struct session *s,
+								   const struct delivery_limits *lim,
+								   struct msg *m, uint8_t qos, bool retain,
+								   const struct delivery_sub_ids *ids,
+								   enum drop_reason *why)
 {
-	if (qos == 0) {
-		/* QoS 0 is never queued: a subscriber that is offline or does not
-		 * read loses it rather than growing the broker's memory. */
-		if (!online(s)) {
-			*why = DROP_OFFLINE_QOS0;
-			goto drop;
-		}
-		if (!output_has_room(s, lim)) {
-			*why = DROP_OUTPUT_FULL;
-			goto drop;
-		}
-		if (conn_send_publish(s->conn, m, 0, retain, false, 0) == 0)
-			return DELIVERY_SENT;
-		*why = DROP_NO_MEMORY;
-		goto drop;
-	}
 	bool direct = online(s) && list_empty(&s->queue) && s->inflight_count < lim->max_inflight &&
 		      output_has_room(s, lim);
 	if (!direct) {
@@ -163,7 +158,8 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 			goto drop;
 		}
 	}
-	struct sess_msg *e = wisp_malloc(sizeof *e);
+	uint16_t nids = ids ? ids->count : 0;
+	struct sess_msg *e = wisp_malloc(sizeof *e + nids * sizeof e->sub_ids[0]);
 	if (!e) {
 		*why = DROP_NO_MEMORY;
 		goto drop;
@@ -173,17 +169,46 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 	e->retain = retain;
 	e->durable = false;
 	e->packet_id = 0;
+	e->sub_id_count = nids;
+	if (nids)
+		memcpy(e->sub_ids, ids->ids, nids * sizeof e->sub_ids[0]);
 	if (direct) {
-		start_flight(s, e);
+		start_flight(s, lim, e);
 		return DELIVERY_SENT;
 	}
 	e->state = SESS_MSG_QUEUED;
 	list_push_back(&s->queue, &e->link);
 	s->queued_count++;
-	queue_add(s, msg_size(m));
-	HOOK(queued, s, e);
+	queue_add(s, lim, msg_size(m));
+	HOOK(lim, queued, s, e);
 	return DELIVERY_QUEUED;
 drop:
+	s->dropped++;
+	return DELIVERY_DROPPED;
+}
+
+enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
+				    uint8_t qos, bool retain, const struct delivery_sub_ids *ids,
+				    enum drop_reason *why)
+{
+	if (qos != 0)
+		return offer_acked(s, lim, m, qos, retain, ids, why);
+	/* QoS 0 is never queued: a subscriber that is offline or does not
+	 * read loses it rather than growing the broker's memory. */
+	if (!online(s)) {
+		*why = DROP_OFFLINE_QOS0;
+	} else if (!output_has_room(s, lim)) {
+		*why = DROP_OUTPUT_FULL;
+	} else {
+		struct outq_delivery d = {.retain = retain, .expiry_left = expiry_left(lim, m)};
+		if (ids) {
+			d.sub_ids = ids->ids;
+			d.sub_id_count = ids->count;
+		}
+		if (conn_send_publish(s->conn, m, &d) == 0)
+			return DELIVERY_SENT;
+		*why = DROP_NO_MEMORY;
+	}
 	s->dropped++;
 	return DELIVERY_DROPPED;
 }
@@ -198,8 +223,17 @@ size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		list_remove(n);
 		s->queued_count--;
-		queue_sub(s, msg_size(e->msg));
-		start_flight(s, e);
+		queue_sub(s, lim, msg_size(e->msg));
+		if (e->msg->expires_at && lim->clock && msg_expired(e->msg, loop_now_s(lim->clock))) {
+			/* [MQTT-3.3.2-5] not delivered once its interval has passed */
+			HOOK(lim, unqueued, s, e);
+			free_entry(e);
+			s->dropped++;
+			if (lim->on_drop)
+				lim->on_drop(lim->drop_ctx, s, DROP_EXPIRED);
+			continue;
+		}
+		start_flight(s, lim, e);
 		sent++;
 	}
 	return sent;
@@ -220,7 +254,7 @@ static void complete(struct session *s, const struct delivery_limits *lim, struc
 {
 	list_remove(&e->link);
 	s->inflight_count--;
-	HOOK(done, s, e);
+	HOOK(lim, done, s, e);
 	free_entry(e);
 	delivery_pump(s, lim);
 }
@@ -236,13 +270,12 @@ int delivery_on_puback(struct session *s, const struct delivery_limits *lim, uin
 
 int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
 {
-	(void)lim;
 	struct sess_msg *e = find_inflight(s, packet_id, SESS_MSG_WAIT_PUBREC);
 	if (e) {
 		/* [MQTT-4.3.3-1] from here on the message is never sent again;
 		 * only the PUBREL is. The payload is no longer needed. */
 		e->state = SESS_MSG_WAIT_PUBCOMP;
-		HOOK(flight, s, e);
+		HOOK(lim, flight, s, e);
 		msg_unref(e->msg);
 		e->msg = NULL;
 	} else if (!find_inflight(s, packet_id, SESS_MSG_WAIT_PUBCOMP)) {
@@ -270,30 +303,30 @@ void delivery_resume(struct session *s, const struct delivery_limits *lim)
 		if (e->state == SESS_MSG_WAIT_PUBCOMP)
 			send_pubrel(s, e->packet_id);
 		else
-			send_publish(s, e, true); /* [MQTT-3.3.1-1] DUP on re-delivery */
+			send_publish(s, lim, e, true); /* [MQTT-3.3.1-1] DUP on re-delivery */
 	}
 	delivery_pump(s, lim);
 }
 
-void delivery_clear(struct session *s)
+void delivery_clear(struct session *s, const struct delivery_limits *lim)
 {
 	struct list_node *n;
 	while ((n = list_first(&s->inflight)) != NULL) {
 		list_remove(n);
-		HOOK(cleared, s, container_of(n, struct sess_msg, link));
+		HOOK(lim, cleared, s, container_of(n, struct sess_msg, link));
 		free_entry(container_of(n, struct sess_msg, link));
 	}
 	while ((n = list_first(&s->queue)) != NULL) {
 		list_remove(n);
-		HOOK(cleared, s, container_of(n, struct sess_msg, link));
+		HOOK(lim, cleared, s, container_of(n, struct sess_msg, link));
 		free_entry(container_of(n, struct sess_msg, link));
 	}
 	s->inflight_count = 0;
 	s->queued_count = 0;
-	queue_sub(s, s->queued_bytes);
+	queue_sub(s, lim, s->queued_bytes);
 }
 
-size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
+size_t delivery_filter(struct session *s, const struct delivery_limits *lim, delivery_keep_fn keep, void *ctx)
 {
 	size_t removed = 0;
 	struct list_node *n, *next;
@@ -306,7 +339,7 @@ size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
 		 * nothing and is ignored. */
 		list_remove(n);
 		s->inflight_count--;
-		HOOK(done, s, e);
+		HOOK(lim, done, s, e);
 		free_entry(e);
 		removed++;
 	}
@@ -317,8 +350,8 @@ size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
 			continue;
 		list_remove(n);
 		s->queued_count--;
-		queue_sub(s, msg_size(e->msg));
-		HOOK(unqueued, s, e);
+		queue_sub(s, lim, msg_size(e->msg));
+		HOOK(lim, unqueued, s, e);
 		free_entry(e);
 		removed++;
 	}
@@ -326,39 +359,35 @@ size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx)
 	return removed;
 }
 
-static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain)
+static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain, const struct delivery_sub_ids *ids)
 {
-	struct sess_msg *e = wisp_malloc(sizeof *e);
+	uint16_t nids = ids ? ids->count : 0;
+	struct sess_msg *e = wisp_malloc(sizeof *e + nids * sizeof e->sub_ids[0]);
 	if (!e)
 		return NULL;
 	e->msg = m ? msg_ref(m) : NULL;
 	e->qos = qos;
 	e->retain = retain;
 	e->packet_id = 0;
+	e->sub_id_count = nids;
+	if (nids)
+		memcpy(e->sub_ids, ids->ids, nids * sizeof e->sub_ids[0]);
 	e->state = SESS_MSG_QUEUED;
-	/* Restored entries are the store's references to their message. */
+	/* Restored entries are the store's references to their message
+	 * (counted by the store once its replay is over). */
 	e->durable = m != NULL;
-	if (m)
-		m->durable_refs++;
 	return e;
 }
 
-/* Frees a restored entry, giving back its durable reference. */
-static void drop_restored(struct sess_msg *e)
+int delivery_restore_queued(struct session *s, const struct delivery_limits *lim, struct msg *m, uint8_t qos,
+			    bool retain, const struct delivery_sub_ids *ids)
 {
-	if (e->durable && e->msg)
-		e->msg->durable_refs--;
-	free_entry(e);
-}
-
-int delivery_restore_queued(struct session *s, struct msg *m, uint8_t qos, bool retain)
-{
-	struct sess_msg *e = new_entry(m, qos, retain);
+	struct sess_msg *e = new_entry(m, qos, retain, ids);
 	if (!e)
 		return WISP_ENOMEM;
 	list_push_back(&s->queue, &e->link);
 	s->queued_count++;
-	queue_add(s, msg_size(m));
+	queue_add(s, lim, msg_size(m));
 	return 0;
 }
 
@@ -373,7 +402,7 @@ static struct sess_msg *find_by_id(struct session *s, uint16_t packet_id)
 	return NULL;
 }
 
-void delivery_restore_unqueue(struct session *s, const struct msg *m)
+void delivery_restore_unqueue(struct session *s, const struct delivery_limits *lim, const struct msg *m)
 {
 	struct list_node *n;
 	for (n = s->queue.next; n != &s->queue; n = n->next) {
@@ -381,24 +410,23 @@ void delivery_restore_unqueue(struct session *s, const struct msg *m)
 		if (e->msg == m) {
 			list_remove(n);
 			s->queued_count--;
-			queue_sub(s, msg_size(e->msg));
-			drop_restored(e);
+			queue_sub(s, lim, msg_size(e->msg));
+			free_entry(e);
 			return;
 		}
 	}
 }
 
-int delivery_restore_flight(struct session *s, struct msg *m, uint16_t packet_id, uint8_t qos,
-			    uint8_t state, bool retain)
+int delivery_restore_flight(struct session *s, const struct delivery_limits *lim, struct msg *m,
+			    uint16_t packet_id, uint8_t qos, uint8_t state, bool retain,
+			    const struct delivery_sub_ids *ids)
 {
 	if (m)
-		delivery_restore_unqueue(s, m);
+		delivery_restore_unqueue(s, lim, m);
 	struct sess_msg *e = find_by_id(s, packet_id);
 	if (e) {
 		/* An update (PUBREC seen): keep the entry and its place in the window. */
 		if (!m && e->msg) {
-			if (e->durable)
-				e->msg->durable_refs--;
 			e->durable = false;
 			msg_unref(e->msg);
 			e->msg = NULL;
@@ -406,7 +434,7 @@ int delivery_restore_flight(struct session *s, struct msg *m, uint16_t packet_id
 		e->state = state;
 		return 0;
 	}
-	e = new_entry(m, qos, retain);
+	e = new_entry(m, qos, retain, m ? ids : NULL);
 	if (!e)
 		return WISP_ENOMEM;
 	e->packet_id = packet_id;
@@ -425,5 +453,5 @@ void delivery_restore_unflight(struct session *s, uint16_t packet_id)
 		return;
 	list_remove(&e->link);
 	s->inflight_count--;
-	drop_restored(e);
+	free_entry(e);
 }

@@ -15,8 +15,8 @@
  *
  * In-flight entries keep their state (awaiting PUBACK, PUBREC or PUBCOMP)
  * so a resumed session re-sends them first: PUBLISH with DUP set, or PUBREL
- * [MQTT-4.4.0-1]. Every change of outbound state happens here, which is
- * where a durable store hooks in. Single threaded.
+ * [MQTT-4.4.0-1]. Every change of outbound state happens here and is
+ * reported to the session observer (observer.h). Single threaded.
  */
 #ifndef WISP_SESSION_DELIVERY_H
 #define WISP_SESSION_DELIVERY_H
@@ -27,24 +27,46 @@
 
 #include "drop.h"
 #include "msg.h"
+#include "observer.h"
 #include "session.h"
 
+/* The queues of all sessions together. Owned by the routing context
+ * (proto/route.c), not a process global: two brokers in one process (the
+ * unit tests) keep apart. Drops by max_queued_bytes_total are counted by
+ * the caller (DROP_QUEUE_TOTAL), like every other drop. */
+struct delivery_totals {
+	uint64_t queued_bytes;  /* sum of every session's queued_bytes */
+	uint64_t episode_dropped; /* refused by max_queued_bytes_total since the bound was last reached */
+	bool full;              /* the bound was reached; logged once per episode */
+};
+
+/* The Subscription Identifiers of one delivery, in match order (the
+ * matching subscriptions' that have one) [MQTT-3.3.4-3]. */
+struct delivery_sub_ids {
+	const uint32_t *ids;
+	uint16_t count;
+};
+
+struct loop;
+
+/* What every delivery function is given: the bounds, the totals they are
+ * checked against (NULL: max_queued_bytes_total is not enforced), and the
+ * observer told of every change of outbound state (NULL: none). */
 struct delivery_limits {
 	uint16_t max_inflight;        /* >= 1 */
 	uint32_t max_queued;          /* messages; 0 = no message limit */
 	uint64_t max_queued_bytes;    /* 0 = no byte limit */
 	uint64_t max_output;          /* bytes of unsent output on the connection */
 	uint64_t max_queued_bytes_total; /* queued bytes of all sessions together; 0 = no bound */
+	struct delivery_totals *totals;
+	const struct sess_observer *observer;
+	const struct loop *clock;     /* loop_now_s for Message Expiry; NULL: no message expires */
+	/* Told of a message delivery drops on its own (DROP_EXPIRED: its
+	 * Message Expiry Interval ran out in the queue [MQTT-3.3.2-5]), for
+	 * counting; NULL: only s->dropped counts it. */
+	void (*on_drop)(void *ctx, struct session *s, enum drop_reason why);
+	void *drop_ctx;
 };
-
-/* The queues of all sessions together (one broker per process). */
-struct delivery_totals {
-	uint64_t queued_bytes;  /* sum of every session's queued_bytes */
-	uint64_t dropped;       /* messages refused by max_queued_bytes_total */
-	uint64_t episode_dropped; /* of those, since the bound was last reached */
-	bool full;              /* the bound was reached; logged once per episode */
-};
-const struct delivery_totals *delivery_totals(void);
 
 enum delivery_result {
 	DELIVERY_SENT = 0,
@@ -53,11 +75,13 @@ enum delivery_result {
 };
 
 /* Sends, queues or drops `m` for `s` at `qos` (the granted one), with the
- * retain flag as it must appear on the wire. Takes its own reference. On
- * DELIVERY_DROPPED `*why` says which bound dropped it (untouched otherwise);
- * counting and logging the drop is the caller's. */
+ * retain flag as it must appear on the wire and the subscription
+ * identifiers `ids` (NULL: none; copied into a queued entry). Takes its own
+ * reference. On DELIVERY_DROPPED `*why` says which bound dropped it
+ * (untouched otherwise); counting and logging the drop is the caller's. */
 enum delivery_result delivery_offer(struct session *s, const struct delivery_limits *lim, struct msg *m,
-				    uint8_t qos, bool retain, enum drop_reason *why);
+				    uint8_t qos, bool retain, const struct delivery_sub_ids *ids,
+				    enum drop_reason *why);
 
 /* Moves queued messages into the window while it and the output have room.
  * Returns how many were sent. */
@@ -73,8 +97,9 @@ int delivery_on_pubcomp(struct session *s, const struct delivery_limits *lim, ui
 /* After a reconnect with a kept session: re-sends the window, then pumps. */
 void delivery_resume(struct session *s, const struct delivery_limits *lim);
 
-/* Releases every in-flight and queued message (session ends). */
-void delivery_clear(struct session *s);
+/* Releases every in-flight and queued message (session ends). `lim` may
+ * be NULL (no totals to update). */
+void delivery_clear(struct session *s, const struct delivery_limits *lim);
 
 /* Whether a session may still have message `m` (an access re-check). */
 typedef bool (*delivery_keep_fn)(void *ctx, const struct session *s, const struct msg *m);
@@ -85,29 +110,16 @@ typedef bool (*delivery_keep_fn)(void *ctx, const struct session *s, const struc
  * how many were removed. The caller pumps the queue afterwards if the
  * session is online. O(queued + in flight).
  */
-size_t delivery_filter(struct session *s, delivery_keep_fn keep, void *ctx);
+size_t delivery_filter(struct session *s, const struct delivery_limits *lim, delivery_keep_fn keep, void *ctx);
 
-/*
- * Observers of outbound state changes, for the durable store. Registered
- * once at start-up (NULL members are skipped); called on the loop thread
- * right after the change, while the entry (and its message, if any) is
- * still valid.
- */
-struct delivery_hooks {
-	void (*queued)(void *ctx, struct session *s, struct sess_msg *e);  /* entered the queue */
-	void (*flight)(void *ctx, struct session *s, struct sess_msg *e);  /* entered the window or changed state */
-	void (*done)(void *ctx, struct session *s, struct sess_msg *e);    /* acknowledged, about to be freed */
-	void (*cleared)(void *ctx, struct session *s, struct sess_msg *e); /* freed with its session */
-	void (*unqueued)(void *ctx, struct session *s, struct sess_msg *e); /* left the queue unsent, about to be freed */
-};
-void delivery_set_hooks(const struct delivery_hooks *hooks, void *ctx);
-
-/* Rebuilding a session from the store (no hooks are called). */
-int delivery_restore_queued(struct session *s, struct msg *m, uint8_t qos, bool retain);
-int delivery_restore_flight(struct session *s, struct msg *m, uint16_t packet_id, uint8_t qos,
-			    uint8_t state, bool retain);
+/* Rebuilding a session from the store (the observer is not told). */
+int delivery_restore_queued(struct session *s, const struct delivery_limits *lim, struct msg *m, uint8_t qos,
+			    bool retain, const struct delivery_sub_ids *ids);
+int delivery_restore_flight(struct session *s, const struct delivery_limits *lim, struct msg *m,
+			    uint16_t packet_id, uint8_t qos, uint8_t state, bool retain,
+			    const struct delivery_sub_ids *ids);
 /* Removes a restored queue entry of message `m` / in-flight entry `packet_id`. */
-void delivery_restore_unqueue(struct session *s, const struct msg *m);
+void delivery_restore_unqueue(struct session *s, const struct delivery_limits *lim, const struct msg *m);
 void delivery_restore_unflight(struct session *s, uint16_t packet_id);
 
 #endif

@@ -2,8 +2,10 @@
  * A connection's ordered output: control packets and PUBLISH deliveries
  * waiting to be written. Deliveries hold a reference to the shared message
  * plus only the bytes that differ per subscriber (fixed header, lengths,
- * packet id), and outq_flush() sends many of them per writev: nothing is
- * copied per subscriber and nothing is written per message.
+ * packet id, per-delivery v5 properties: Topic Alias, remaining Message
+ * Expiry, Subscription Identifiers), and outq_flush() sends many of them
+ * per writev: nothing is copied per subscriber and nothing is written per
+ * message.
  *
  * Items come from a free list, so steady-state delivery does not allocate.
  * Single threaded.
@@ -33,13 +35,29 @@ void outq_clear(struct outq *q);
  * packets share an item). 0 or WISP_ENOMEM. */
 int outq_push_bytes(struct outq *q, const uint8_t *bytes, size_t len);
 
+/* What differs per delivery of a shared message. */
+struct outq_delivery {
+	uint8_t qos;
+	bool retain;
+	bool dup;
+	bool topic_omitted;       /* v5: the client knows topic_alias's topic */
+	uint16_t packet_id;       /* QoS > 0 */
+	uint16_t topic_alias;     /* v5, 0: none */
+	uint32_t expiry_left;     /* v5: remaining Message Expiry Interval, 0: none */
+	const uint32_t *sub_ids;  /* v5: Subscription Identifiers, borrowed until return */
+	uint16_t sub_id_count;
+};
+
 /*
- * Appends a PUBLISH of `m` (taking a new reference) with the given
- * per-delivery QoS, retain, dup and packet id, for protocol `version`.
+ * Appends a PUBLISH of `m` (taking a new reference) as `d` says, for
+ * protocol `version`: the item holds only the per-delivery bytes (head,
+ * packet id, per-delivery v5 properties); topic, the message's shared v5
+ * properties (sent to v5 clients only) and payload are written from `m`.
+ * No allocation while the free list has items and the per-delivery bytes
+ * fit an inline item (every 3.1.1 delivery; v5 up to two identifiers).
  * 0, WISP_ENOMEM, or WISP_EINVAL if the packet cannot be encoded.
  */
-int outq_push_publish(struct outq *q, struct msg *m, uint8_t version, uint8_t qos, bool retain,
-		      bool dup, uint16_t packet_id);
+int outq_push_publish(struct outq *q, struct msg *m, uint8_t version, const struct outq_delivery *d);
 
 /*
  * Writes until the queue is empty or the transport would block (a short

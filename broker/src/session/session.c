@@ -25,6 +25,7 @@ int sess_table_init(struct session_table *tab)
 	tab->nbuckets = 64;
 	tab->count = 0;
 	tab->on_free = NULL;
+	tab->dlim = NULL;
 	tab->buckets = wisp_calloc(tab->nbuckets, sizeof *tab->buckets);
 	return tab->buckets ? 0 : WISP_ENOMEM;
 }
@@ -38,7 +39,7 @@ static void free_session(const struct session_table *tab, struct tree *tree, str
 		wisp_free(sub);
 	}
 	wisp_free(s->sub_index);
-	delivery_clear(s);
+	delivery_clear(s, tab->dlim);
 	if (tab->on_free)
 		tab->on_free(s);
 	wisp_free(s->username);
@@ -274,11 +275,11 @@ struct sess_sub *sess_find_sub(const struct session *s, const char *filter, size
 }
 
 int sess_subscribe(struct session *s, struct tree *tree, const char *filter, size_t len,
-		   uint8_t options, size_t max_subs)
+		   uint8_t options, uint32_t subscription_id, size_t max_subs)
 {
 	struct sess_sub *sub = sess_find_sub(s, filter, len);
 	if (sub) {
-		tree_sub_set_options(&sub->handle, options, 0);
+		tree_sub_set_options(&sub->handle, options, subscription_id);
 		return 0;
 	}
 	if ((max_subs && s->sub_count >= max_subs) || s->sub_count == UINT32_MAX)
@@ -290,7 +291,7 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 	sub = wisp_malloc(sizeof *sub + len);
 	if (!sub)
 		return WISP_ENOMEM;
-	if (tree_attach(tree, filter, len, &sub->handle, s, options, 0) != 0) {
+	if (tree_attach(tree, filter, len, &sub->handle, s, options, subscription_id) != 0) {
 		wisp_free(sub);
 		return WISP_ENOMEM;
 	}

@@ -7,8 +7,9 @@
  * Sessions are found by client id through a hash table that grows by
  * doubling. Each session keeps its subscriptions in a list of filters with
  * their tree handles, so unsubscribing or ending a session touches only that
- * session's entries. This module is where a durable store will hook in
- * later: every change of a session's state goes through a function here.
+ * session's entries. Changes of durable state are reported by whoever
+ * makes them to the session observer (observer.h), which the durable
+ * store implements.
  *
  * Finding a session's subscription by filter (a repeated SUBSCRIBE replaces
  * it [MQTT-3.8.4-3], UNSUBSCRIBE removes it) is O(1): a session with fewer
@@ -35,6 +36,7 @@
 
 struct conn;
 struct acl_client;
+struct delivery_limits;
 struct msg;
 struct session;
 
@@ -104,7 +106,9 @@ struct sess_msg {
 	uint8_t qos;
 	uint8_t state;  /* enum sess_msg_state */
 	bool retain;    /* as it goes on the wire */
-	bool durable;   /* holds one of msg->durable_refs (proto/persist.c) */
+	bool durable;   /* is one of the store's references to msg (proto/persist.c) */
+	uint16_t sub_id_count;
+	uint32_t sub_ids[]; /* v5 Subscription Identifiers of this delivery [MQTT-3.3.4-3]: none for 3.1.1 */
 };
 
 struct session {
@@ -154,6 +158,9 @@ struct session_table {
 	/* Called before a session is freed, for what upper layers hung on it
 	 * (its ACL client). */
 	void (*on_free)(struct session *s);
+	/* What a freed session's queues are cleared with (delivery_clear);
+	 * NULL: no totals to update. */
+	const struct delivery_limits *dlim;
 };
 
 int sess_table_init(struct session_table *tab);
@@ -168,14 +175,14 @@ void sess_destroy(struct session_table *tab, struct tree *tree, struct session *
 
 /*
  * Subscribes the session to the valid `filter` with the SUBSCRIBE options
- * byte; an existing subscription to the same filter is replaced
+ * byte and a v5 Subscription Identifier (0: none); an existing subscription to the same filter is replaced
  * [MQTT-3.8.4-3] (found in O(1), see above). Returns 1 when it was new, 0
  * when replaced, or WISP_ENOMEM (nothing changed) / WISP_ELIMIT (over
  * max_subs, if non-zero; a replacement is never over it). `filter` is
  * copied.
  */
 int sess_subscribe(struct session *s, struct tree *tree, const char *filter, size_t len,
-		   uint8_t options, size_t max_subs);
+		   uint8_t options, uint32_t subscription_id, size_t max_subs);
 /* 0, or WISP_ENOENT when the session had no such filter. O(1) plus the
  * tree's pruning. */
 int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, size_t len);

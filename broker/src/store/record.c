@@ -159,7 +159,24 @@ static uint8_t rec_version(const struct store_rec *r)
 {
 	if (r->type == STORE_REC_SESSION_PUT && r->u.session.owner != STORE_OWNER_NONE)
 		return STORE_REC_VERSION_SESSION_OWNER;
+	if ((r->type == STORE_REC_QUEUE_ADD && r->u.queue.sub_ids.len) ||
+	    (r->type == STORE_REC_FLIGHT_SET && r->u.flight.sub_ids.len))
+		return STORE_REC_VERSION_SUB_IDS;
 	return STORE_REC_VERSION;
+}
+
+/* A delivery's identifiers: whole u32s, each a valid Subscription
+ * Identifier [MQTT-3.3.4-6 range], at most STORE_MAX_SUB_IDS. */
+static bool sub_ids_ok(struct store_bytes b)
+{
+	if (b.len % 4 || b.len / 4 > STORE_MAX_SUB_IDS || (b.len && !b.ptr))
+		return false;
+	for (size_t i = 0; i < b.len; i += 4) {
+		uint32_t id = rd32(b.ptr + i);
+		if (id == 0 || id > 268435455u)
+			return false;
+	}
+	return true;
 }
 
 static bool rec_valid(const struct store_rec *r)
@@ -187,14 +204,14 @@ static bool rec_valid(const struct store_rec *r)
 		return str_ok(r->u.sub.client) && str_ok(r->u.sub.filter);
 	case STORE_REC_QUEUE_ADD:
 		return str_ok(r->u.queue.client) && r->u.queue.msg_id != 0 && r->u.queue.qos <= 2 &&
-		       (r->u.queue.flags & ~STORE_MSG_FLAGS_KNOWN) == 0;
+		       (r->u.queue.flags & ~STORE_MSG_FLAGS_KNOWN) == 0 && sub_ids_ok(r->u.queue.sub_ids);
 	case STORE_REC_QUEUE_DEL:
 		return str_ok(r->u.queue.client) && r->u.queue.msg_id != 0;
 	case STORE_REC_FLIGHT_SET: {
 		const struct store_flight *f = &r->u.flight;
 		return str_ok(f->client) && f->packet_id != 0 && f->state >= STORE_FLIGHT_WAIT_PUBACK &&
 		       f->state <= STORE_FLIGHT_WAIT_PUBCOMP && f->qos >= 1 && f->qos <= 2 &&
-		       (f->flags & ~STORE_MSG_FLAGS_KNOWN) == 0 &&
+		       (f->flags & ~STORE_MSG_FLAGS_KNOWN) == 0 && sub_ids_ok(f->sub_ids) &&
 		       (f->msg_id != 0 || f->state == STORE_FLIGHT_WAIT_PUBCOMP);
 	}
 	case STORE_REC_FLIGHT_DEL:
@@ -229,11 +246,12 @@ static size_t payload_size(const struct store_rec *r)
 	case STORE_REC_SUB_DEL:
 		return 2 + r->u.sub.client.len + 2 + r->u.sub.filter.len;
 	case STORE_REC_QUEUE_ADD:
-		return 2 + r->u.queue.client.len + 8 + 1 + 1;
+		return 2 + r->u.queue.client.len + 8 + 1 + 1 + (r->u.queue.sub_ids.len ? 4 + r->u.queue.sub_ids.len : 0);
 	case STORE_REC_QUEUE_DEL:
 		return 2 + r->u.queue.client.len + 8;
 	case STORE_REC_FLIGHT_SET:
-		return 2 + r->u.flight.client.len + 8 + 2 + 1 + 1 + 1;
+		return 2 + r->u.flight.client.len + 8 + 2 + 1 + 1 + 1 +
+		       (r->u.flight.sub_ids.len ? 4 + r->u.flight.sub_ids.len : 0);
 	case STORE_REC_FLIGHT_DEL:
 		return 2 + r->u.flight.client.len + 2;
 	default: /* QOS2_IN_ADD, QOS2_IN_DEL */
@@ -301,6 +319,8 @@ static void encode_payload(const struct store_rec *r, struct wcur *w)
 		if (r->type == STORE_REC_QUEUE_ADD) {
 			put8(w, r->u.queue.qos);
 			put8(w, r->u.queue.flags);
+			if (r->u.queue.sub_ids.len)
+				putbytes(w, r->u.queue.sub_ids);
 		}
 		break;
 	case STORE_REC_FLIGHT_SET:
@@ -310,6 +330,8 @@ static void encode_payload(const struct store_rec *r, struct wcur *w)
 		put8(w, r->u.flight.state);
 		put8(w, r->u.flight.qos);
 		put8(w, r->u.flight.flags);
+		if (r->u.flight.sub_ids.len)
+			putbytes(w, r->u.flight.sub_ids);
 		break;
 	case STORE_REC_FLIGHT_DEL:
 		putstr(w, r->u.flight.client);
@@ -350,7 +372,9 @@ int store_rec_decode(uint8_t type, uint8_t version, const uint8_t *p, size_t len
 
 	if (type == 0 || type > STORE_REC_TYPE_MAX)
 		return WISP_ENOENT;
-	if (version != STORE_REC_VERSION &&
+	bool with_ids = version == STORE_REC_VERSION_SUB_IDS &&
+			(type == STORE_REC_QUEUE_ADD || type == STORE_REC_FLIGHT_SET);
+	if (version != STORE_REC_VERSION && !with_ids &&
 	    !(type == STORE_REC_SESSION_PUT && version == STORE_REC_VERSION_SESSION_OWNER))
 		return WISP_ENOENT;
 	memset(out, 0, sizeof *out);
@@ -408,6 +432,12 @@ int store_rec_decode(uint8_t type, uint8_t version, const uint8_t *p, size_t len
 		if (type == STORE_REC_QUEUE_ADD) {
 			out->u.queue.qos = get8(&r);
 			out->u.queue.flags = get8(&r);
+			if (with_ids) {
+				out->u.queue.sub_ids = getbytes(&r);
+				/* Version 2 always carries some: none is written as version 1. */
+				if (out->u.queue.sub_ids.len == 0)
+					r.bad = true;
+			}
 		}
 		break;
 	case STORE_REC_FLIGHT_SET:
@@ -417,6 +447,11 @@ int store_rec_decode(uint8_t type, uint8_t version, const uint8_t *p, size_t len
 		out->u.flight.state = get8(&r);
 		out->u.flight.qos = get8(&r);
 		out->u.flight.flags = get8(&r);
+		if (with_ids) {
+			out->u.flight.sub_ids = getbytes(&r);
+			if (out->u.flight.sub_ids.len == 0)
+				r.bad = true;
+		}
 		break;
 	case STORE_REC_FLIGHT_DEL:
 		out->u.flight.client = getstr(&r);

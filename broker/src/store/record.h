@@ -31,6 +31,12 @@
 /* SESSION_PUT alone has a second version, which adds the session's owner;
  * a session without a known owner is still written as version 1. */
 #define STORE_REC_VERSION_SESSION_OWNER 2u
+/* QUEUE_ADD and FLIGHT_SET have a second version, which adds the MQTT 5
+ * Subscription Identifiers of the delivery; one without any (every 3.1.1
+ * delivery) is still written as version 1. */
+#define STORE_REC_VERSION_SUB_IDS 2u
+/* Identifiers a delivery record may carry (one per matching subscription). */
+#define STORE_MAX_SUB_IDS 65535u
 #define STORE_FILE_HDR 32u
 #define STORE_FRAME_HDR 16u
 /* MQTT's largest payload (268,435,455) plus topic, properties and slack. */
@@ -136,6 +142,7 @@ struct store_queue {
 	uint64_t msg_id;
 	uint8_t qos;            /* delivery QoS for this session */
 	uint8_t flags;          /* STORE_MSG_RETAIN as it goes on the wire */
+	struct store_bytes sub_ids; /* QUEUE_ADD: 4 bytes (u32 LE) per identifier, each 1..268435455 */
 };
 
 /* FLIGHT_SET upserts the in-flight entry keyed by client+packet_id and
@@ -149,6 +156,7 @@ struct store_flight {
 	uint8_t state;          /* enum store_flight_state */
 	uint8_t qos;
 	uint8_t flags;          /* STORE_MSG_RETAIN, STORE_MSG_DUP */
+	struct store_bytes sub_ids; /* as in struct store_queue */
 };
 
 /* QOS2_IN_ADD / QOS2_IN_DEL: inbound QoS 2 packet id awaiting PUBREL. */

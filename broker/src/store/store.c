@@ -359,11 +359,13 @@ int store_append_sub_del(struct store *s, const char *client, size_t client_len,
 int store_append_queue_add(struct store *s, const char *client, size_t client_len,
 			   uint64_t msg_id, uint8_t qos, uint8_t flags)
 {
-	struct store_rec r = {.type = STORE_REC_QUEUE_ADD,
-			      .u.queue = {.client = str_of(client, client_len),
-					  .msg_id = msg_id,
-					  .qos = qos,
-					  .flags = flags}};
+	struct store_queue q = {.client = str_of(client, client_len), .msg_id = msg_id, .qos = qos, .flags = flags};
+	return store_append_queue(s, &q);
+}
+
+int store_append_queue(struct store *s, const struct store_queue *q)
+{
+	struct store_rec r = {.type = STORE_REC_QUEUE_ADD, .u.queue = *q};
 	return store_append(s, &r);
 }
 

@@ -147,6 +147,9 @@ int store_append_sub_del(struct store *s, const char *client, size_t client_len,
 			 const char *filter, size_t filter_len);
 int store_append_queue_add(struct store *s, const char *client, size_t client_len,
 			   uint64_t msg_id, uint8_t qos, uint8_t flags);
+/* QUEUE_ADD with everything struct store_queue holds (the delivery's
+ * Subscription Identifiers too). */
+int store_append_queue(struct store *s, const struct store_queue *q);
 int store_append_queue_del(struct store *s, const char *client, size_t client_len,
 			   uint64_t msg_id);
 int store_append_flight_set(struct store *s, const struct store_flight *f);
