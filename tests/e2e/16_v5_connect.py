@@ -387,6 +387,19 @@ class WillDelayTest(V5Case):
         self.assertEqual(again.connect5("back", clean=False, props=expiry_prop(60))[:2], (True, 0))
         w.assert_no_packet(3)
 
+    def test_will_properties_reach_the_subscriber(self):
+        """Will properties (MQTT 5, 3.1.3.2) go to a v5 subscriber as a
+        PUBLISH's would, in order (Content Type, User Property); the Will
+        Delay Interval is not forwarded."""
+        w = self.v5("props-watch")
+        self.assertEqual(w.subscribe5("will/#"), [0])
+        wprops = (will_delay_prop(0) + b"\x03\x00\x04text" + b"\x26\x00\x01k\x00\x01v")
+        c = self.v5("props", will=("will/props", b"gone", 0, False, wprops))
+        c.close()
+        topic, props, payload = w.recv_publish5(timeout=5)
+        self.assertEqual((topic, payload), ("will/props", b"gone"))
+        self.assertEqual(props, b"\x03\x00\x04text\x26\x00\x01k\x00\x01v")
+
     def test_session_end_publishes_the_will_before_its_delay(self):
         """[MQTT-3.1.3-9] the will goes out at the earlier of its delay and
         the session's end: with session expiry 0, at once."""

@@ -876,6 +876,26 @@ static void test_v5_disconnect_with_will(void)
 	EXPECT(w, "30 08 00 03 'w/t' 'bye'");
 }
 
+/* Will properties reach a v5 subscriber as a PUBLISH's would (MQTT 5,
+ * 3.1.3.2): Message Expiry Interval (its time left, counted from the
+ * will's publication), Content Type and a User Property, in order; the
+ * Will Delay Interval is the broker's and is not forwarded. */
+static void test_v5_will_properties(void)
+{
+	struct hclient *w = harness_connect(h);
+	SEND(w, CONNECT_V5_SUB);
+	EXPECT(w, CONNACK_V5);
+	SEND(w, "82 09 00 01 00 00 03 'w/t' 00");
+	EXPECT(w, "90 04 00 01 00 00");
+	struct hclient *c = harness_connect(h);
+	SEND(c, "10 2f 00 04 'MQTT' 05 06 00 3c 00 00 02 'v5' 15 18 00 00 00 00 02 00 00 00 3c 03 00 01 't'"
+		" 26 00 01 'k' 00 01 'v' 00 03 'w/t' 00 03 'bye'");
+	EXPECT(c, CONNACK_V5);
+	SEND(c, "e0 02 04 00");
+	CU_ASSERT_TRUE(client_closed(c));
+	EXPECT(w, "30 19 00 03 'w/t' 10 02 00 00 00 3c 03 00 01 't' 26 00 01 'k' 00 01 'v' 'bye'");
+}
+
 /* Topic aliases [MQTT-3.3.2-12]: set with a topic, then used with an
  * empty one; alias 11 (over the maximum of 10) is DISCONNECT 0x94. */
 static void test_v5_topic_alias(void)
@@ -947,6 +967,7 @@ static CU_TestInfo v5_session_tests[] = {
 	{"v5 refusals: 0x85, 0x8C, no properties, closed", test_v5_refusals},
 	{"v5 server DISCONNECT 0x8E takeover, 0x82 second CONNECT", test_v5_server_disconnect},
 	{"v5 DISCONNECT 0x04 publishes the will", test_v5_disconnect_with_will},
+	{"v5 will properties forwarded, will delay not", test_v5_will_properties},
 	{"v5 inbound topic aliases, 0x94 over the maximum", test_v5_topic_alias},
 	{"v5 Clean Start and Session Expiry Interval", test_v5_session_expiry},
 	{"3.1 client id limit and session present", test_31_strictness},

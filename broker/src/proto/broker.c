@@ -174,6 +174,8 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 
 void broker_publish_will(struct broker *b, struct msg *will)
 {
+	if (will->expires_at)
+		will->expires_at += loop_now_s(b->loop);
 	struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
 	int n = topic_split(msg_topic(will), will->topic_len, levels, TOPIC_MAX_LEVELS_HARD);
 	if (will->retain)

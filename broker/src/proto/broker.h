@@ -161,8 +161,16 @@ void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t 
  */
 void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *detail);
 
-/* Publishes a will now (retained if it says so); the caller keeps its reference. */
+/* Publishes a will now (retained if it says so); the caller keeps its
+ * reference. Until then a will's expires_at holds its Message Expiry
+ * Interval, which starts when it is published (MQTT 5, 3.1.3.2.4); this makes
+ * it a deadline (the will is the caller's alone until this call). */
 void broker_publish_will(struct broker *b, struct msg *will);
+
+/* The properties of a PUBLISH (or a will) forwarded to subscribers,
+ * unchanged and in order; copies them to `out` unless NULL; their length
+ * (handle_publish.c). */
+size_t broker_forwarded_props(const struct mqtt_props *props, uint8_t *out);
 
 /* The one mapping of a reason to the wire (dispatch.c): a refusing CONNACK
  * (the v5 reason code, or the 3.1/3.1.1 return code) while the CONNECT is

@@ -140,8 +140,23 @@ static int make_will(struct broker *b, struct conn *c, const struct mqtt_connect
 		return refuse(why, REASON_WILL_NOT_AUTHORIZED);
 	if (!broker_sys_write_allowed(acl, topic, p->will_topic.len))
 		return refuse(why, REASON_WILL_SYS);
-	c->will = msg_new(topic, p->will_topic.len, p->will_payload.ptr, p->will_payload.len, p->will_qos,
-			  p->will_retain);
+	/* v5 will properties go to subscribers as a PUBLISH's would
+	 * (MQTT 5, 3.1.3.2); the Message Expiry Interval is kept relative until
+	 * the will is published (broker_publish_will). */
+	const struct mqtt_props *wp = &p->will_props;
+	struct msg_spec spec = {
+		.topic = topic,
+		.topic_len = p->will_topic.len,
+		.props_len = wp->present ? broker_forwarded_props(wp, NULL) : 0,
+		.payload = p->will_payload.ptr,
+		.payload_len = p->will_payload.len,
+		.qos = p->will_qos,
+		.retain = p->will_retain,
+		.expires_at = (wp->present & MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY)) ? wp->message_expiry : 0,
+	};
+	c->will = msg_create(&spec);
+	if (c->will && spec.props_len)
+		broker_forwarded_props(wp, msg_props_mut(c->will));
 	if (!c->will) {
 		*why = REASON_NO_MEMORY;
 		return WISP_ENOMEM;

@@ -84,15 +84,16 @@ static int ack_unrouted(struct broker *b, struct conn *c, const struct mqtt_publ
  * the Message Expiry Interval (forwarded as the time left [MQTT-3.3.2-6])
  * or a Subscription Identifier (the subscriber's own). */
 #define NOT_FORWARDED (MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) | MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY) | \
-		       MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID))
+		       MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID) | MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY))
 
 static bool is_forwarded(uint8_t id)
 {
 	return id < 64 && !(MQTT_PROP_BIT(id) & NOT_FORWARDED);
 }
 
-/* Bytes of the forwarded properties; copies them to `out` unless NULL. */
-static size_t forwarded_props(const struct mqtt_props *props, uint8_t *out)
+/* Bytes of the forwarded properties; copies them to `out` unless NULL.
+ * Will properties too (the Will Delay Interval is the broker's). */
+size_t broker_forwarded_props(const struct mqtt_props *props, uint8_t *out)
 {
 	if (!(props->present & NOT_FORWARDED)) {
 		if (out && props->raw.len)
@@ -206,7 +207,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	struct msg_spec spec = {
 		.topic = topic,
 		.topic_len = topic_len,
-		.props_len = p->props.present ? forwarded_props(&p->props, NULL) : 0,
+		.props_len = p->props.present ? broker_forwarded_props(&p->props, NULL) : 0,
 		.payload = p->payload.ptr,
 		.payload_len = p->payload.len,
 		.qos = p->qos,
@@ -226,7 +227,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		return WISP_ENOMEM;
 	}
 	if (spec.props_len)
-		forwarded_props(&p->props, msg_props_mut(m));
+		broker_forwarded_props(&p->props, msg_props_mut(m));
 	if (p->retain)
 		broker_retain(b, m);
 	size_t matched = broker_route(b, m, levels, (size_t)nlevels);
