@@ -358,6 +358,30 @@ class SessionExpiryTest(V5Case):
         self.assertEqual(self.v5().connect5("ender", clean=False, props=expiry_prop(600))[:2], (False, 0))
 
 
+@skip_unless_wisp("limits.max_session_expiry is wisp's key")
+class SessionExpiryBoundTest(V5Case):
+
+    LIMITS = {"max_session_expiry": 1}
+
+    def test_bound_applies_to_v5_and_3_1_1(self):
+        """limits.max_session_expiry (Mosquitto's persistent_client_expiration):
+        a v5 session asking "never" (0xFFFFFFFF) and a 3.1.1 persistent
+        session both end 1 s after going offline, by the timer."""
+        v5 = self.v5("forever5", clean=False, props=expiry_prop(0xFFFFFFFF))
+        self.assertEqual(v5.subscribe5("b/t", 1), [1])
+        old = self.raw("forever311", clean=False)
+        self.assertEqual(old.subscribe([("b/t", 1)]), [1])
+        off = self.broker.log_size()
+        v5.close()
+        old.close()
+        self.assertIsNotNone(self.broker.wait_log(r"session forever5 expired", off, timeout=5))
+        self.assertIsNotNone(self.broker.wait_log(r"session forever311 expired", off, timeout=5))
+        self.assertEqual(self.v5().connect5("forever5", clean=False, props=expiry_prop(60))[:2], (False, 0))
+        again = self.raw(connect=False)
+        self.assertEqual(again.connect("forever311", clean=False), 0)
+        self.assertFalse(again.session_present)
+
+
 class WillDelayTest(V5Case):
 
     def watcher(self):
