@@ -630,6 +630,51 @@ class SessionDurabilityTest(unittest.TestCase):
         pub.send(publish5("k/t", b"kept"))
         self.assertEqual(again.recv_publish5()[0::2], ("k/t", b"kept"))
 
+    def test_will_survives_kill_9(self):
+        """A v5 persistent session's will (with its delay and properties)
+        is in the store: after kill -9 the restarted broker publishes it
+        once its Will Delay Interval has passed, counted from the restart,
+        with its properties [MQTT-3.1.3-9]; a client that comes back in
+        time cancels it."""
+        b = self.start()
+        gone = self.client(b)
+        wprops = will_delay_prop(1) + b"\x03\x00\x04text"
+        self.assertEqual(gone.connect5("w-gone", clean=False, props=expiry_prop(60),
+                                       will=("will/gone", b"bye", 0, False, wprops))[1], 0)
+        back = self.client(b)
+        self.assertEqual(back.connect5("w-back", clean=False, props=expiry_prop(60),
+                                       will=("will/back", b"bye", 0, False, will_delay_prop(3)))[1], 0)
+        gone.ping()
+        back.ping()  # both CONNECTs handled: their records are written
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait(10)
+        b2 = self.start()
+        w = self.client(b2)
+        self.assertEqual(w.connect5("w-watch")[1], 0)
+        self.assertEqual(w.subscribe5("will/#"), [0])
+        again = self.client(b2)
+        self.assertEqual(again.connect5("w-back", clean=False, props=expiry_prop(60))[:2], (True, 0))
+        topic, props, payload = w.recv_publish5(timeout=5)
+        self.assertEqual((topic, props, payload), ("will/gone", b"\x03\x00\x04text", b"bye"))
+        w.assert_no_packet(3.5)  # w-back came back within its delay
+
+    def test_disconnect_removes_the_stored_will(self):
+        """A normal DISCONNECT discards the will [MQTT-3.1.2-10], in the
+        store too: after kill -9 nothing is published."""
+        b = self.start()
+        c = self.client(b)
+        self.assertEqual(c.connect5("w-quit", clean=False, props=expiry_prop(60),
+                                    will=("will/quit", b"bye", 0, False, will_delay_prop(0)))[1], 0)
+        c.send(disconnect5(0))
+        self.assertTrue(c.wait_closed())
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait(10)
+        b2 = self.start()
+        w = self.client(b2)
+        self.assertEqual(w.connect5("w-watch2")[1], 0)
+        self.assertEqual(w.subscribe5("will/#"), [0])
+        w.assert_no_packet(1.5)
+
     def test_restored_session_expires_after_restart(self):
         """A session that went offline with expiry 2 and was restored from
         the store expires 2 s after the restart, without reconnecting."""

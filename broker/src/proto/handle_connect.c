@@ -323,6 +323,8 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	s->conn = c;
 	c->sess = s;
 	SESS_OBSERVE(&b->observer, session_put, s);
+	if (v5 && persistent && c->will)
+		SESS_OBSERVE(&b->observer, will_set, s, c->will); /* survives kill -9 (docs/persistence.md) */
 	c->keepalive = keepalive;
 	c->state = CONN_ACTIVE;
 	b->stats.clients_total++;
