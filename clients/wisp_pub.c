@@ -1,5 +1,5 @@
 /*
- * wisp_pub: a drop-in for mosquitto_pub 2.0 (MQTT 3.1/3.1.1; v5 without
+ * wisp_pub: a drop-in for mosquitto_pub 2.0 (MQTT 3.1, 3.1.1 and 5 with -D
  * properties). Publishes one message (-m, -f, -s, -n), possibly --repeat'ed,
  * or one message per stdin line (-l) as lines arrive, then disconnects once
  * everything is acknowledged. Output and exit statuses are mosquitto_pub's.
@@ -19,6 +19,8 @@
 #include "cli_opts.h"
 
 #define STDIN_CHUNK 65536
+/* libmosquitto's MOSQ_ERR_NOT_SUPPORTED: v5 properties on a v3 publish. */
+#define PUB_NOT_SUPPORTED 10
 
 struct pub_state {
 	struct cli_cfg cfg;
@@ -38,9 +40,17 @@ struct pub_state {
 	size_t line_len, line_cap;
 	bool stdin_eof;
 	bool connected_once;
+	bool refused;        /* CONNACK refused the connection */
+	bool published_once; /* with -D publish topic-alias, later ones go without the topic */
 	bool done;
 	int exit_code;
 };
+
+static void disconnect(struct pub_state *s, uint8_t reason)
+{
+	const struct cli_props *dp = &s->cfg.props.list[CLI_PROPS_DISCONNECT];
+	mqtt_client_disconnect_props(s->cc.client, reason, dp->buf, dp->len);
+}
 
 static void finish(struct pub_state *s, int code)
 {
@@ -48,7 +58,21 @@ static void finish(struct pub_state *s, int code)
 		return;
 	s->done = true;
 	s->exit_code = code;
-	mqtt_client_disconnect(s->cc.client, 0);
+	disconnect(s, 0);
+}
+
+/* mosquitto_pub's my_publish(): 0, PUB_NOT_SUPPORTED or a negative
+ * MQTT_CLIENT_E*. */
+static int publish(struct pub_state *s, const void *payload, size_t len)
+{
+	const struct cli_props *pp = &s->cfg.props.list[CLI_PROPS_PUBLISH];
+	if (pp->len && s->cfg.protocol_version != MQTT_PROTO_V5)
+		return PUB_NOT_SUPPORTED;
+	/* The topic once, then only its alias [MQTT-3.3.2.3.4]. */
+	const char *topic = s->cfg.props.have_topic_alias && s->published_once ? "" : s->cfg.topic;
+	s->published_once = true;
+	return mqtt_client_publish_props(s->cc.client, topic, payload, len, (uint8_t)s->cfg.qos, s->cfg.retain,
+					 pp->buf, pp->len, &s->last_mid);
 }
 
 static void on_log(struct mqtt_client *c, const char *line, void *ud)
@@ -62,8 +86,11 @@ static void on_log(struct mqtt_client *c, const char *line, void *ud)
 static void publish_once(struct pub_state *s)
 {
 	s->sent++;
-	int rc = mqtt_client_publish(s->cc.client, s->cfg.topic, s->payload, s->payload_len, (uint8_t)s->cfg.qos,
-				     s->cfg.retain, &s->last_mid);
+	int rc = publish(s, s->payload, s->payload_len);
+	if (rc == PUB_NOT_SUPPORTED) {
+		finish(s, 0); /* mosquitto_pub says nothing and exits 0 */
+		return;
+	}
 	if (rc != 0) {
 		cli_err(&s->cfg, "Error: %s\n", mqtt_client_strerror(rc));
 		finish(s, CLI_EXIT_ERROR);
@@ -85,8 +112,7 @@ static void maybe_finish_lines(struct pub_state *s)
 
 static void publish_line(struct pub_state *s, const char *p, size_t len)
 {
-	char *topic = s->cfg.topic;
-	int rc = mqtt_client_publish(s->cc.client, topic, p, len, (uint8_t)s->cfg.qos, s->cfg.retain, &s->last_mid);
+	int rc = publish(s, p, len);
 	if (rc != 0)
 		cli_err(&s->cfg, "Error: Publish returned %d, disconnecting.\n", rc);
 }
@@ -177,6 +203,7 @@ static void on_connect(struct mqtt_client *c, uint8_t code, bool session_present
 	struct pub_state *s = ud;
 	if (code != 0) {
 		cli_print_connack_error(&s->cfg, code);
+		s->refused = true;
 		s->exit_code = code;
 		s->done = true;
 		return;
@@ -220,6 +247,11 @@ static void on_disconnect(struct mqtt_client *c, int err, void *ud)
 		loop_stop(s->cc.loop);
 		return;
 	}
+	if (s->connected_once && cli_conn_loop_ends(&s->cc, &s->cfg, err, &s->exit_code)) {
+		s->done = true;
+		loop_stop(s->cc.loop);
+		return;
+	}
 	if (!s->connected_once) {
 		s->exit_code = cli_conn_report_failure(&s->cc, &s->cfg, err);
 		s->done = true;
@@ -234,7 +266,7 @@ static void on_signal(int signo, void *ud)
 	if (!mqtt_client_is_connected(s->cc.client))
 		exit(255);
 	s->done = true;
-	mqtt_client_disconnect(s->cc.client, 0);
+	disconnect(s, 0);
 }
 
 /* Reads all of `f` into s->payload. 0 or -1. */
@@ -331,6 +363,12 @@ int main(int argc, char **argv)
 	if (rc == 0) {
 		loop_run(s.cc.loop);
 		rc = s.exit_code;
+		/* mosquitto_pub then reports what its network loop returned. */
+		if (s.refused)
+			cli_err(&s.cfg, "Error: %s\n",
+				s.cfg.protocol_version == MQTT_PROTO_V5
+					? "A network protocol error occurred when communicating with the broker."
+					: "The connection was refused.");
 	}
 	fflush(stdout);
 	if (s.cc.timers) {

@@ -7,7 +7,9 @@
  * reading on sensors/<site>/<device> or one per metric on
  * sensors/<site>/<device>/<metric>. Every device keeps a retained status
  * topic sensors/<site>/<device>/status: "online" once connected, "offline"
- * from its will when it dies and explicitly when it stops cleanly.
+ * from its will when it dies and explicitly when it stops cleanly. With
+ * --protocol 5 the devices speak MQTT v5 and mark each reading as UTF-8
+ * JSON (payload format indicator 1, content type application/json).
  *
  * The run ends after --duration seconds or once every device has published
  * --count readings (and, for QoS > 0, had them acknowledged); then each
@@ -62,6 +64,13 @@ struct sensor_opts {
 	int connect_rate;
 	bool json;
 	bool quiet;
+	uint8_t version; /* MQTT_PROTO_V311 or MQTT_PROTO_V5 (--protocol) */
+};
+
+/* v5 readings say what they carry: UTF-8 JSON [MQTT-3.3.2.3.2, 3.3.2.3.9]. */
+static const uint8_t READING_PROPS[] = {
+	MQTT_PROP_PAYLOAD_FORMAT, 1,
+	MQTT_PROP_CONTENT_TYPE, 0, 16, 'a', 'p', 'p', 'l', 'i', 'c', 'a', 't', 'i', 'o', 'n', '/', 'j', 's', 'o', 'n',
 };
 
 struct walk {
@@ -143,7 +152,8 @@ static void publish_json(struct device *d, const char *topic, cJSON *obj)
 	char *s = cJSON_PrintUnformatted(obj);
 	if (!s)
 		return;
-	int rc = mqtt_client_publish(d->client, topic, s, strlen(s), (uint8_t)f->o.qos, f->o.retain, NULL);
+	int rc = mqtt_client_publish_props(d->client, topic, s, strlen(s), (uint8_t)f->o.qos, f->o.retain,
+					   READING_PROPS, sizeof READING_PROPS, NULL);
 	if (rc == 0) {
 		f->st.published++;
 		if (f->o.qos > 0)
@@ -315,7 +325,7 @@ static int device_start(struct fleet *f, struct device *d)
 	struct mqtt_client_opts o = {
 		.host = f->o.host,
 		.port = (uint16_t)f->o.port,
-		.version = MQTT_PROTO_V311,
+		.version = f->o.version,
 		.client_id = d->id,
 		.clean_session = true,
 		.keepalive = (uint16_t)f->o.keepalive,
@@ -500,13 +510,16 @@ static void usage(FILE *out)
 		"      --connect-rate N    new connections per second (1000)\n"
 		"      --json              final statistics as one JSON object\n"
 		"      --quiet             no progress line\n"
+		"      --protocol VERSION  MQTT version: 311 (default) or 5; mqttv311, mqttv5 too.\n"
+		"                          v5 readings carry payload-format-indicator 1 and\n"
+		"                          content-type application/json\n"
 		"      --help\n");
 }
 
 static int parse_args(struct sensor_opts *o, int argc, char **argv)
 {
 	enum { O_SITE = 256, O_JITTER, O_PER_METRIC, O_CAFILE, O_CERTS, O_INSECURE, O_RATE, O_JSON, O_QUIET,
-	       O_HELP, O_PREFIX };
+	       O_HELP, O_PREFIX, O_PROTOCOL };
 	static const struct option longs[] = {
 		{"host", required_argument, NULL, 'h'}, {"port", required_argument, NULL, 'p'},
 		{"devices", required_argument, NULL, 'n'}, {"site", required_argument, NULL, O_SITE},
@@ -518,11 +531,12 @@ static int parse_args(struct sensor_opts *o, int argc, char **argv)
 		{"password", required_argument, NULL, 'P'}, {"cafile", required_argument, NULL, O_CAFILE},
 		{"certs-dir", required_argument, NULL, O_CERTS}, {"insecure", no_argument, NULL, O_INSECURE},
 		{"connect-rate", required_argument, NULL, O_RATE}, {"json", no_argument, NULL, O_JSON},
-		{"quiet", no_argument, NULL, O_QUIET}, {"help", no_argument, NULL, O_HELP}, {NULL, 0, NULL, 0},
+		{"quiet", no_argument, NULL, O_QUIET}, {"help", no_argument, NULL, O_HELP},
+		{"protocol", required_argument, NULL, O_PROTOCOL}, {NULL, 0, NULL, 0},
 	};
 	*o = (struct sensor_opts){.host = "localhost", .port = -1, .devices = 10, .site = "site1",
 				  .id_prefix = "sensor-", .interval_s = 1.0, .jitter = 0.2, .qos = 1,
-				  .keepalive = 60, .connect_rate = 1000};
+				  .keepalive = 60, .connect_rate = 1000, .version = MQTT_PROTO_V311};
 	int c;
 	while ((c = getopt_long(argc, argv, "h:p:n:i:q:rd:c:k:u:P:", longs, NULL)) != -1) {
 		switch (c) {
@@ -547,6 +561,14 @@ static int parse_args(struct sensor_opts *o, int argc, char **argv)
 		case O_RATE: o->connect_rate = atoi(optarg); break;
 		case O_JSON: o->json = true; break;
 		case O_QUIET: o->quiet = true; break;
+		case O_PROTOCOL:
+			if (!strcmp(optarg, "5") || !strcmp(optarg, "mqttv5"))
+				o->version = MQTT_PROTO_V5;
+			else if (!strcmp(optarg, "311") || !strcmp(optarg, "mqttv311"))
+				o->version = MQTT_PROTO_V311;
+			else
+				o->version = 0; /* refused below */
+			break;
 		case O_HELP: usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -555,7 +577,7 @@ static int parse_args(struct sensor_opts *o, int argc, char **argv)
 		o->port = (o->cafile || o->certs_dir) ? 8883 : 1883;
 	if (o->devices < 1 || o->devices > 1000000 || o->qos < 0 || o->qos > 2 || o->interval_s <= 0 ||
 	    o->jitter < 0 || o->jitter >= 1 || o->port > 65535 || o->keepalive < 0 || o->keepalive > 65535 ||
-	    o->connect_rate < 1 || optind != argc) {
+	    o->connect_rate < 1 || o->version == 0 || optind != argc) {
 		fprintf(stderr, "wisp_sensor: invalid arguments\n");
 		usage(stderr);
 		return -1;

@@ -1,5 +1,5 @@
 /*
- * wisp_sub: a drop-in for mosquitto_sub 2.0 (MQTT 3.1/3.1.1; v5 without
+ * wisp_sub: a drop-in for mosquitto_sub 2.0 (MQTT 3.1, 3.1.1 and 5 with -D
  * properties). Subscribes, prints messages exactly as mosquitto_sub does
  * (see common/sub_format.h) and exits with mosquitto_sub's statuses.
  *
@@ -36,13 +36,19 @@ struct sub_state {
 	int exit_code;
 };
 
+static void disconnect(struct sub_state *s, uint8_t reason)
+{
+	const struct cli_props *dp = &s->cfg.props.list[CLI_PROPS_DISCONNECT];
+	mqtt_client_disconnect_props(s->cc.client, reason, dp->buf, dp->len);
+}
+
 static void finish(struct sub_state *s, int code)
 {
 	if (s->done)
 		return;
 	s->done = true;
 	s->exit_code = code;
-	mqtt_client_disconnect(s->cc.client, 0);
+	disconnect(s, 0);
 }
 
 static void on_log(struct mqtt_client *c, const char *line, void *ud)
@@ -61,6 +67,7 @@ static void on_connect(struct mqtt_client *c, uint8_t code, bool session_present
 		cli_print_connack_error(&s->cfg, code);
 		s->exit_code = code;
 		s->done = true;
+		disconnect(s, 0); /* as mosquitto_sub does; shows in -d */
 		return;
 	}
 	s->connected_once = true;
@@ -79,10 +86,13 @@ static void on_connect(struct mqtt_client *c, uint8_t code, bool session_present
 				options[i] |= MQTT_SUBOPT_RETAIN_AS_PUBLISHED;
 		}
 	}
-	mqtt_client_subscribe(c, (const char *const *)s->cfg.topics.v, options, s->cfg.topics.n, NULL);
+	const struct cli_props *sp = &s->cfg.props.list[CLI_PROPS_SUBSCRIBE];
+	const struct cli_props *up = &s->cfg.props.list[CLI_PROPS_UNSUBSCRIBE];
+	mqtt_client_subscribe(c, (const char *const *)s->cfg.topics.v, options, s->cfg.topics.n, sp->buf, sp->len,
+			      NULL);
 	wisp_free(options);
 	for (size_t i = 0; i < s->cfg.unsub_topics.n; i++)
-		mqtt_client_unsubscribe(c, (const char *const *)&s->cfg.unsub_topics.v[i], 1, NULL);
+		mqtt_client_unsubscribe(c, (const char *const *)&s->cfg.unsub_topics.v[i], 1, up->buf, up->len, NULL);
 }
 
 static void on_subscribe(struct mqtt_client *c, uint16_t mid, const uint8_t *codes, size_t count, void *ud)
@@ -100,12 +110,14 @@ static void on_subscribe(struct mqtt_client *c, uint16_t mid, const uint8_t *cod
 	if (s->cfg.debug && !s->cfg.quiet && count)
 		printf("\n");
 	if (!some_allowed) {
+		finish(s, 0);
 		cli_err(&s->cfg, "All subscription requests were denied.\n");
-		finish(s, 0);
-		return;
 	}
-	if (s->cfg.exit_after_sub)
+	if (s->cfg.exit_after_sub) {
 		finish(s, 0);
+		if (!some_allowed)
+			disconnect(s, 0); /* mosquitto_sub disconnects a second time */
+	}
 }
 
 static bool filtered_out(const struct sub_state *s, const struct mqtt_publish *p)
@@ -191,6 +203,11 @@ static void on_disconnect(struct mqtt_client *c, int err, void *ud)
 		loop_stop(s->cc.loop);
 		return;
 	}
+	if (s->connected_once && cli_conn_loop_ends(&s->cc, &s->cfg, err, &s->exit_code)) {
+		s->done = true;
+		loop_stop(s->cc.loop);
+		return;
+	}
 	if (!s->connected_once) {
 		/* The first connect failed: mosquitto_sub's blocking connect
 		 * would have reported it before the loop started. */
@@ -216,7 +233,7 @@ static void on_signal(int signo, void *ud)
 	/* v5: "disconnect with will message", so the will is still sent. */
 	s->done = true;
 	s->exit_code = 0;
-	mqtt_client_disconnect(s->cc.client, MQTT_RC_DISCONNECT_WITH_WILL);
+	disconnect(s, MQTT_RC_DISCONNECT_WITH_WILL);
 }
 
 int main(int argc, char **argv)

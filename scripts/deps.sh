@@ -1,20 +1,26 @@
 #!/bin/sh
 # Installs what Wisp needs from Debian 12 packages.
-#   scripts/deps.sh          build dependencies (compiler, cmake, mbedTLS, cJSON)
+#   scripts/deps.sh          build dependencies (compiler, cmake, mbedTLS, cJSON,
+#                            what cpack -G DEB uses)
 #   scripts/deps.sh --test   also what the tests use (CUnit, mosquitto and its
 #                            clients as reference peers, Paho for Python,
 #                            clang for libFuzzer, openssl for test certificates,
 #                            Node.js with MQTT.js and playwright-core from npm,
-#                            chromium, prometheus, nats-server, Paho C)
+#                            chromium, prometheus, nats-server, Paho C,
+#                            and for the Debian package test debootstrap,
+#                            systemd-analyze, man)
 # Runs apt-get through sudo unless already root.
 set -eu
 
 pkgs="build-essential cmake pkg-config libmbedtls-dev libcjson-dev libwslay-dev libhttp-parser-dev libnats-dev"
+# cpack -G DEB: dpkg-shlibdeps (dpkg-dev) and file find the library dependencies.
+pkgs="$pkgs dpkg-dev file"
 if [ "${1:-}" = "--test" ]; then
 	# libclang-rt-14-dev holds libFuzzer; clang only recommends it, and we
 	# install without recommends.
 	pkgs="$pkgs libcunit1-dev mosquitto mosquitto-clients python3 python3-paho-mqtt clang libclang-rt-14-dev openssl procps"
 	pkgs="$pkgs chromium prometheus nats-server libpaho-mqtt-dev valgrind"
+	pkgs="$pkgs debootstrap systemd man-db"
 	# A machine may carry its own Node.js with npm (NodeSource's conflicts
 	# with Debian's npm): Debian's only when there is none.
 	command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"

@@ -3,6 +3,7 @@
  * broker, the loop.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,6 +153,25 @@ static int convert_mosquitto(const char *path)
 	return status;
 }
 
+/* Mosquitto's pid_file: written once the listeners are open, so a script
+ * that waits for it can connect. 0, or -1 with errno. */
+static int write_pid_file(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	char line[24];
+	int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+	if (write(fd, line, (size_t)n) != (ssize_t)n) {
+		int e = errno ? errno : EIO;
+		close(fd);
+		unlink(path);
+		errno = e;
+		return -1;
+	}
+	return close(fd);
+}
+
 static int parse_port(const char *s, uint16_t *out)
 {
 	char *end;
@@ -260,6 +280,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "wisp: %s\n", err);
 		goto out;
 	}
+	if (cfg->pid_file && write_pid_file(cfg->pid_file) != 0) {
+		fprintf(stderr, "wisp: %s: pid_file: cannot write '%s': %s\n", cfg->path, cfg->pid_file, strerror(errno));
+		broker_free(&b);
+		goto out;
+	}
 	sig.b = &b;
 	sig.config_path = config_path;
 	log_msg(LOG_NOTICE, "main", "wisp %s running (config %s)", WISP_VERSION, cfg->path);
@@ -268,6 +293,8 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERROR, "main", "event loop failed: %s", wisp_strerror(rc));
 	sig.b = NULL;
 	broker_free(&b);
+	if (cfg->pid_file)
+		unlink(cfg->pid_file);
 	log_msg(LOG_NOTICE, "main", "wisp stopped");
 	status = rc == 0 ? 0 : 1;
 out:

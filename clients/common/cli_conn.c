@@ -22,34 +22,61 @@ void cli_rand_init(void)
 	srandom((unsigned)ts.tv_nsec ^ (unsigned)getpid());
 }
 
+/* libmosquitto 2.0.11's mosquitto_reason_string(), for every v5 reason. */
+const char *cli_reason_string(uint8_t code)
+{
+	switch (code) {
+	case 0x00: return "Success";
+	case 0x01: return "Granted QoS 1";
+	case 0x02: return "Granted QoS 2";
+	case 0x04: return "Disconnect with Will Message";
+	case 0x10: return "No matching subscribers";
+	case 0x11: return "No subscription existed";
+	case 0x18: return "Continue authentication";
+	case 0x19: return "Re-authenticate";
+	case 0x80: return "Unspecified error";
+	case 0x81: return "Malformed Packet";
+	case 0x82: return "Protocol Error";
+	case 0x83: return "Implementation specific error";
+	case 0x84: return "Unsupported Protocol Version";
+	case 0x85: return "Client Identifier not valid";
+	case 0x86: return "Bad User Name or Password";
+	case 0x87: return "Not authorized";
+	case 0x88: return "Server unavailable";
+	case 0x89: return "Server busy";
+	case 0x8A: return "Banned";
+	case 0x8B: return "Server shutting down";
+	case 0x8C: return "Bad authentication method";
+	case 0x8D: return "Keep Alive timeout";
+	case 0x8E: return "Session taken over";
+	case 0x8F: return "Topic Filter invalid";
+	case 0x90: return "Topic Name invalid";
+	case 0x91: return "Packet Identifier in use";
+	case 0x92: return "Packet Identifier not found";
+	case 0x93: return "Receive Maximum exceeded";
+	case 0x94: return "Topic Alias invalid";
+	case 0x95: return "Packet too large";
+	case 0x96: return "Message rate too high";
+	case 0x97: return "Quota exceeded";
+	case 0x98: return "Administrative action";
+	case 0x99: return "Payload format invalid";
+	case 0x9A: return "Retain not supported";
+	case 0x9B: return "QoS not supported";
+	case 0x9C: return "Use another server";
+	case 0x9D: return "Server moved";
+	case 0x9E: return "Shared Subscriptions not supported";
+	case 0x9F: return "Connection rate exceeded";
+	case 0xA0: return "Maximum connect time";
+	case 0xA1: return "Subscription identifiers not supported";
+	case 0xA2: return "Wildcard Subscriptions not supported";
+	}
+	return "Unknown reason";
+}
+
 const char *cli_connack_string(int version, uint8_t code)
 {
-	if (version == MQTT_PROTO_V5) {
-		switch (code) {
-		case 0x80: return "Unspecified error";
-		case 0x81: return "Malformed Packet";
-		case 0x82: return "Protocol Error";
-		case 0x83: return "Implementation specific error";
-		case 0x84: return "Unsupported Protocol Version";
-		case 0x85: return "Client Identifier not valid";
-		case 0x86: return "Bad User Name or Password";
-		case 0x87: return "Not authorized";
-		case 0x88: return "Server unavailable";
-		case 0x89: return "Server busy";
-		case 0x8A: return "Banned";
-		case 0x8C: return "Bad authentication method";
-		case 0x90: return "Topic Name invalid";
-		case 0x95: return "Packet too large";
-		case 0x97: return "Quota exceeded";
-		case 0x99: return "Payload format invalid";
-		case 0x9A: return "Retain not supported";
-		case 0x9B: return "QoS not supported";
-		case 0x9C: return "Use another server";
-		case 0x9D: return "Server moved";
-		case 0x9F: return "Connection rate exceeded";
-		}
-		return "Unknown reason";
-	}
+	if (version == MQTT_PROTO_V5)
+		return cli_reason_string(code);
 	switch (code) {
 	case 0: return "Connection Accepted.";
 	case 1: return "Connection Refused: unacceptable protocol version.";
@@ -157,12 +184,12 @@ int cli_conn_setup(struct cli_conn *cc, const struct cli_cfg *cfg, const struct 
 		random_id(cc->id, sizeof cc->id); /* v3 needs an id from the client */
 		generated = true;
 	}
-	/* v5 session expiry [MQTT-3.1.2.11.2], the only CONNECT property the
-	 * tools send. */
-	uint8_t props[8];
-	size_t plen = 0;
-	if (cfg->protocol_version == MQTT_PROTO_V5 && cfg->session_expiry > 0)
-		mqtt_props_put_u32(props, sizeof props, &plen, MQTT_PROP_SESSION_EXPIRY, (uint32_t)cfg->session_expiry);
+	const struct cli_props *cp = &cfg->props.list[CLI_PROPS_CONNECT], *wp = &cfg->props.list[CLI_PROPS_WILL];
+	if (cfg->will_topic && wp->len && cfg->protocol_version != MQTT_PROTO_V5) {
+		/* mosquitto_will_set_v5() refuses properties on a v3 connection. */
+		cli_err(cfg, "Error: Problem setting will.\n");
+		return CLI_EXIT_ERROR;
+	}
 
 	o.host = cfg->host;
 	o.port = (uint16_t)cli_cfg_port(cfg);
@@ -180,8 +207,10 @@ int cli_conn_setup(struct cli_conn *cc, const struct cli_cfg *cfg, const struct 
 	o.will_len = cfg->will_payload ? strlen(cfg->will_payload) : 0;
 	o.will_qos = (uint8_t)cfg->will_qos;
 	o.will_retain = cfg->will_retain;
-	o.connect_props = plen ? props : NULL;
-	o.connect_props_len = plen;
+	o.connect_props = cp->buf;
+	o.connect_props_len = cp->len;
+	o.will_props = wp->buf;
+	o.will_props_len = wp->len;
 	o.max_inflight = (uint16_t)(cfg->max_inflight > 65535 ? 65535 : cfg->max_inflight);
 	/* mosquitto's clients retry a lost connection every second or so. */
 	o.reconnect = false;
@@ -220,8 +249,33 @@ int cli_conn_report_failure(struct cli_conn *cc, const struct cli_cfg *cfg, int 
 	return CLI_EXIT_CONN_LOST;
 }
 
+bool cli_conn_loop_ends(struct cli_conn *cc, const struct cli_cfg *cfg, int err, int *code)
+{
+	if (err == MQTT_CLIENT_ESERVER) {
+		/* mosquitto_sub stops quietly; mosquitto_pub's own loop reports
+		 * MOSQ_ERR_NO_CONN unless the reason was 0. */
+		if (cfg->kind == CLI_PUB && mqtt_client_disconnect_reason(cc->client) != 0) {
+			cli_err(cfg, "Error: The client is not currently connected.\n");
+			*code = CLI_EXIT_NO_CONN;
+		}
+		return true;
+	}
+	if (err == MQTT_CLIENT_EPROTOCOL) {
+		/* mosquitto_loop_forever() gives up on a protocol error. */
+		cli_err(cfg, "Error: A network protocol error occurred when communicating with the broker.\n");
+		*code = CLI_EXIT_PROTOCOL;
+		return true;
+	}
+	return false;
+}
+
 int cli_conn_start(struct cli_conn *cc, const struct cli_cfg *cfg)
 {
+	if (cfg->props.list[CLI_PROPS_CONNECT].len && cfg->protocol_version != MQTT_PROTO_V5) {
+		/* mosquitto_connect_bind_v5() on a v3 connection (-D ... -V 311). */
+		cli_err(cfg, "Unable to connect (This feature is not supported.).\n");
+		return CLI_EXIT_ERROR;
+	}
 	int rc = mqtt_client_connect(cc->client);
 	if (rc == 0)
 		return 0;

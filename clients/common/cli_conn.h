@@ -1,12 +1,14 @@
 /*
  * Connection set-up shared by wisp_pub and wisp_sub: turns the parsed
- * options into an mqtt_client (client id rules, will, credentials, v5
- * session expiry, TLS context from --cafile/--capath/--cert/--key/...),
- * and maps connection outcomes to mosquitto's messages and exit codes.
+ * options into an mqtt_client (client id rules, will, credentials, the v5
+ * CONNECT and will properties of -D and -x, TLS context from
+ * --cafile/--capath/--cert/--key/...), and maps connection outcomes to
+ * mosquitto's messages and exit codes.
  */
 #ifndef WISP_CLIENTS_CLI_CONN_H
 #define WISP_CLIENTS_CLI_CONN_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cli_opts.h"
@@ -46,8 +48,15 @@ int cli_conn_start(struct cli_conn *cc, const struct cli_cfg *cfg);
 /* For an asynchronous connect failure reported through on_disconnect:
  * prints the message and returns the exit status. */
 int cli_conn_report_failure(struct cli_conn *cc, const struct cli_cfg *cfg, int err);
+/* For a connection lost after CONNACK: true (message printed, *code set
+ * when it is not 0) when mosquitto's network loop would end the run there
+ * (a v5 DISCONNECT from the server, a protocol error) instead of
+ * reconnecting. */
+bool cli_conn_loop_ends(struct cli_conn *cc, const struct cli_cfg *cfg, int err, int *code);
 void cli_conn_cleanup(struct cli_conn *cc);
 
+/* mosquitto_reason_string(): the text of a v5 reason code. */
+const char *cli_reason_string(uint8_t code);
 /* "Connection Refused: not authorised." etc. for v3 codes; v5 reason text. */
 const char *cli_connack_string(int version, uint8_t code);
 /* Prints "Connection error: ..." as mosquitto_pub/sub do on a refused CONNACK. */

@@ -62,7 +62,34 @@ static void strv_free(struct cli_strv *sv)
 	sv->n = 0;
 }
 
-bool cli_utf8_valid(const char *s) { return mqtt_utf8_valid((const uint8_t *)s, strlen(s)); }
+bool cli_utf8_valid(const char *s)
+{
+	const uint8_t *p = (const uint8_t *)s;
+	size_t len = strlen(s);
+	if (!mqtt_utf8_valid(p, len))
+		return false;
+	/* Well-formed; now what mosquitto_validate_utf8() refuses on top:
+	 * control characters and Unicode noncharacters [MQTT-1.5.4-3 says
+	 * SHOULD NOT; libmosquitto makes it an error]. */
+	for (size_t i = 0; i < len;) {
+		uint32_t cp;
+		size_t n = p[i] < 0x80 ? 1 : p[i] < 0xE0 ? 2 : p[i] < 0xF0 ? 3 : 4;
+		if (n == 1)
+			cp = p[i];
+		else if (n == 2)
+			cp = (uint32_t)(p[i] & 0x1F) << 6 | (p[i + 1] & 0x3F);
+		else if (n == 3)
+			cp = (uint32_t)(p[i] & 0x0F) << 12 | (uint32_t)(p[i + 1] & 0x3F) << 6 | (p[i + 2] & 0x3F);
+		else
+			cp = (uint32_t)(p[i] & 0x07) << 18 | (uint32_t)(p[i + 1] & 0x3F) << 12 |
+			     (uint32_t)(p[i + 2] & 0x3F) << 6 | (p[i + 3] & 0x3F);
+		if (cp <= 0x1F || (cp >= 0x7F && cp <= 0x9F) || (cp >= 0xFDD0 && cp <= 0xFDEF) ||
+		    (cp & 0xFFFF) == 0xFFFE || (cp & 0xFFFF) == 0xFFFF)
+			return false;
+		i += n;
+	}
+	return true;
+}
 
 bool cli_pub_topic_valid(const char *t)
 {
@@ -226,11 +253,12 @@ static int o_count(struct cli_cfg *c, const char *v)
 	return 0;
 }
 
+/* Never called: -D takes a variable number of arguments, parsed in
+ * cli_cfg_parse_args(). */
 static int o_property(struct cli_cfg *c, const char *v)
 {
+	(void)c;
 	(void)v;
-	c->has_properties = true;
-	fprintf(stderr, "Error: MQTT v5 properties (-D) are not supported by %s yet.\n", c->prog);
 	return 1;
 }
 
@@ -601,7 +629,12 @@ int cli_cfg_parse_args(struct cli_cfg *cfg, int argc, char **argv)
 			return CLI_PARSE_ERROR;
 		}
 		if (o->fn == o_property) {
-			return o_property(cfg, NULL);
+			int used = cli_props_parse(&cfg->props, argv + i + 1, argc - i - 1);
+			if (used < 0)
+				return CLI_PARSE_ERROR;
+			i += used;
+			cfg->protocol_version = MQTT_PROTO_V5; /* properties force v5, as in mosquitto */
+			continue;
 		}
 		if (!o->missing) {
 			if (o->fn(cfg, NULL))
@@ -721,6 +754,13 @@ int cli_cfg_load(struct cli_cfg *cfg, enum cli_kind kind, int argc, char **argv)
 			fprintf(stderr, "Error: You must provide a client id if you are using an infinite session expiry interval.\n");
 			return CLI_PARSE_ERROR;
 		}
+		/* [MQTT-3.1.2.11.2]; after the -D ones, so a second one is a duplicate. */
+		if (cfg->session_expiry > 0 &&
+		    cli_props_add_u32(&cfg->props.list[CLI_PROPS_CONNECT], MQTT_PROP_SESSION_EXPIRY,
+				      (uint32_t)cfg->session_expiry) != 0) {
+			fprintf(stderr, "Error: Out of memory.\n");
+			return CLI_PARSE_ERROR;
+		}
 	} else if (!cfg->clean_session && (cfg->id_prefix || !cfg->id)) {
 		fprintf(stderr, "Error: You must provide a client id if you are using the -c option.\n");
 		return CLI_PARSE_ERROR;
@@ -731,7 +771,7 @@ int cli_cfg_load(struct cli_cfg *cfg, enum cli_kind kind, int argc, char **argv)
 	}
 	if (!cfg->host && set_str(&cfg->host, "localhost"))
 		return CLI_PARSE_ERROR;
-	return 0;
+	return cli_props_check_all(&cfg->props, cfg->quiet) ? CLI_PARSE_ERROR : 0;
 }
 
 int cli_cfg_port(const struct cli_cfg *cfg)
@@ -756,4 +796,5 @@ void cli_cfg_cleanup(struct cli_cfg *cfg)
 	strv_free(&cfg->topics);
 	strv_free(&cfg->filter_outs);
 	strv_free(&cfg->unsub_topics);
+	cli_props_cleanup(&cfg->props);
 }

@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cli_props.h"
+
 enum cli_kind { CLI_PUB, CLI_SUB };
 
 enum cli_msg_mode {
@@ -67,7 +69,7 @@ struct cli_cfg {
 	char *will_payload;
 	int will_qos;
 	bool will_retain;
-	bool has_properties; /* -D given: v5 properties, not supported yet */
+	struct cli_prop_set props; /* -D, and -x as the CONNECT session expiry */
 	/* TLS */
 	char *cafile, *capath, *certfile, *keyfile, *keyform, *tls_engine, *tls_engine_kpass_sha1;
 	char *ciphers, *tls_version, *tls_alpn, *psk, *psk_identity, *proxy;
@@ -118,7 +120,8 @@ int cli_check_format(const char *fmt);
 /* Topic rules: a publish topic has no wildcards; a filter uses them whole-level. */
 bool cli_pub_topic_valid(const char *t);
 bool cli_sub_topic_valid(const char *t);
-/* UTF-8 well-formed, no U+0000 (the codec's check on a C string). */
+/* mosquitto_validate_utf8(): well-formed UTF-8 (the codec's check) and no
+ * control characters or noncharacters. */
 bool cli_utf8_valid(const char *s);
 
 /* The port actually used: -p, else 8883 with --cafile/--capath/--psk, else 1883. */

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+
 struct field {
 	char align; /* '-' or 0 */
 	char pad;   /* ' ' or '0' */
@@ -98,7 +100,90 @@ static void json_timestamp(char *buf, size_t cap, const struct tm *ti, long ns)
 	snprintf(buf, cap, "%s.%06ldZ%s", base, ns / 1000, zone);
 }
 
-/* 0, or 1 when `raw` is set and the payload is not one whole JSON value. */
+/* A C string copy of a property string or binary, as libmosquitto's
+ * property readers hand them out (binary data ends at its first NUL). */
+static char *prop_cstr(struct mqtt_str s)
+{
+	return wisp_strndup((const char *)s.ptr, s.len);
+}
+
+static bool add_string(cJSON *obj, const char *key, struct mqtt_str s)
+{
+	char *v = prop_cstr(s);
+	if (!v)
+		return false;
+	cJSON_AddItemToObject(obj, key, cJSON_CreateString(v));
+	wisp_free(v);
+	return true;
+}
+
+/*
+ * mosquitto_sub's "properties" object: the PUBLISH properties in wire
+ * order, named as mosquitto_property_identifier_to_string() names them,
+ * user properties gathered in "user-properties" (a repeated name is
+ * repeated, as cJSON allows). One quirk is kept: topic-alias prints the
+ * length of the last correlation data before it (0 if none), because
+ * 2.0.11 reads it with the wrong identifier. False when out of memory.
+ */
+static bool json_props(cJSON *root, const struct mqtt_props *props)
+{
+	static const char *const names[] = {
+		[MQTT_PROP_PAYLOAD_FORMAT] = "payload-format-indicator",
+		[MQTT_PROP_MESSAGE_EXPIRY] = "message-expiry-interval",
+		[MQTT_PROP_CONTENT_TYPE] = "content-type",
+		[MQTT_PROP_RESPONSE_TOPIC] = "response-topic",
+		[MQTT_PROP_CORRELATION_DATA] = "correlation-data",
+		[MQTT_PROP_SUBSCRIPTION_ID] = "subscription-identifier",
+		[MQTT_PROP_TOPIC_ALIAS] = "topic-alias",
+	};
+	cJSON *obj = cJSON_CreateObject(), *user = NULL;
+	if (!obj)
+		return false;
+	cJSON_AddItemToObject(root, "properties", obj);
+	struct mqtt_prop_iter it;
+	struct mqtt_prop p;
+	uint16_t last_len = 0;
+	mqtt_props_iter_init(props, &it);
+	while (mqtt_props_next(&it, &p)) {
+		switch (p.id) {
+		case MQTT_PROP_PAYLOAD_FORMAT:
+		case MQTT_PROP_MESSAGE_EXPIRY:
+		case MQTT_PROP_SUBSCRIPTION_ID:
+			cJSON_AddItemToObject(obj, names[p.id], cJSON_CreateNumber(p.value));
+			break;
+		case MQTT_PROP_TOPIC_ALIAS:
+			cJSON_AddItemToObject(obj, names[p.id], cJSON_CreateNumber(last_len));
+			break;
+		case MQTT_PROP_CORRELATION_DATA:
+			last_len = (uint16_t)p.str.len;
+			if (!add_string(obj, names[p.id], p.str))
+				return false;
+			break;
+		case MQTT_PROP_CONTENT_TYPE:
+		case MQTT_PROP_RESPONSE_TOPIC:
+			if (!add_string(obj, names[p.id], p.str))
+				return false;
+			break;
+		case MQTT_PROP_USER_PROPERTY: {
+			if (!user) {
+				if (!(user = cJSON_CreateObject()))
+					return false;
+				cJSON_AddItemToObject(obj, "user-properties", user);
+			}
+			char *key = prop_cstr(p.str);
+			bool ok = key && add_string(user, key, p.value_str);
+			wisp_free(key);
+			if (!ok)
+				return false;
+			break;
+		}
+		}
+	}
+	return true;
+}
+
+/* 0; 1 when `raw` is set and the payload is not one whole JSON value; 2
+ * when out of memory. */
 static int put_json(FILE *out, const struct sub_msg *m, const struct tm *ti, long ns, bool raw, bool pretty)
 {
 	char tst[100];
@@ -113,6 +198,10 @@ static int put_json(FILE *out, const struct sub_msg *m, const struct tm *ti, lon
 	cJSON_AddItemToObject(root, "payloadlen", cJSON_CreateNumber((double)m->len));
 	if (m->qos > 0)
 		cJSON_AddItemToObject(root, "mid", cJSON_CreateNumber(m->mid));
+	if (m->props && m->props->raw.len && !json_props(root, m->props)) {
+		cJSON_Delete(root);
+		return 2;
+	}
 	cJSON *payload;
 	if (!m->payload) {
 		payload = cJSON_CreateNull();
@@ -197,12 +286,16 @@ static void put_field(FILE *out, FILE *err, const struct sub_format_opts *o, con
 			put_padding(out, f->width, ' ');
 		break;
 	case 'j':
-		put_json(out, m, local_tm(cv), cv->now->tv_nsec, false, o->pretty);
+	case 'J': {
+		int rc = put_json(out, m, local_tm(cv), cv->now->tv_nsec, spec == 'J', o->pretty);
+		if (rc && !o->quiet) {
+			if (rc == 2)
+				fprintf(err, "Error: Out of memory.\n");
+			else
+				fprintf(err, "Error: Message payload is not valid JSON on topic %s.\n", m->topic);
+		}
 		break;
-	case 'J':
-		if (put_json(out, m, local_tm(cv), cv->now->tv_nsec, true, o->pretty) && !o->quiet)
-			fprintf(err, "Error: Message payload is not valid JSON on topic %s.\n", m->topic);
-		break;
+	}
 	case 'l':
 		put_int(out, (long long)m->len, f);
 		break;

@@ -4,7 +4,9 @@
  * (% fields, @ strftime fields, \ escapes, %j/%J JSON with --pretty), byte
  * for byte as mosquitto_sub prints them, quirks included (a field width
  * truncates %p/%x payloads; an invalid %J payload drops the field and
- * reports on stderr).
+ * reports on stderr; %E is signed; %j's topic-alias shows the length of
+ * the correlation data before it). v5 properties come from the message's
+ * decoded property block (%P %C %D %E %F %R %S %A, %j's "properties").
  *
  * Pure: writes to the given streams; the wall-clock time is passed in so
  * tests are deterministic. Uses cJSON for %j/%J, as mosquitto does, so the

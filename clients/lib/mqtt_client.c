@@ -61,20 +61,20 @@ struct out_msg {
 	uint8_t state;
 	bool sent; /* went out at least once: a resend carries DUP [MQTT-3.3.1-1] */
 	size_t topic_len;
+	size_t props_len; /* v5 property block */
 	size_t payload_len;
-	uint8_t data[]; /* topic then payload */
+	uint8_t data[]; /* topic, properties, payload */
 };
 
 /* An incoming QoS 2 message held until PUBREL, when it is delivered: as
- * libmosquitto does, so -C counts and -d traces match mosquitto_sub.
- * v5 properties are not kept. */
+ * libmosquitto does, so -C counts and -d traces match mosquitto_sub. Kept
+ * as the PUBLISH packet itself (with an aliased topic filled in), decoded
+ * again on PUBREL so the callback sees its v5 properties. */
 struct in_msg {
 	struct list_node link;
 	uint16_t mid;
-	bool retain;
-	size_t topic_len;
-	size_t payload_len;
-	uint8_t data[];
+	size_t len;
+	uint8_t packet[];
 };
 
 struct mqtt_client {
@@ -87,8 +87,8 @@ struct mqtt_client {
 
 	/* Copied options. */
 	char *host, *bind_address, *client_id, *log_name, *username, *password, *will_topic;
-	uint8_t *will_payload, *connect_props;
-	size_t will_len, connect_props_len;
+	uint8_t *will_payload, *connect_props, *will_props;
+	size_t will_len, connect_props_len, will_props_len;
 	struct mqtt_client_opts o; /* pointers above replace its strings */
 
 	uint8_t *rbuf;
@@ -101,6 +101,10 @@ struct mqtt_client {
 	struct list_node queued;
 	size_t inflight_count;
 	struct list_node rx_qos2; /* struct in_msg: incoming QoS 2 awaiting PUBREL */
+	/* v5 topic aliases from the server [MQTT-3.3.2.3.4]: aliases[n - 1] is
+	 * alias n's topic; allocated at the first alias. */
+	char **aliases;
+	uint16_t alias_max; /* the Topic Alias Maximum our CONNECT sent */
 
 	struct mtimer ka_timer;
 	struct mtimer retry_timer;
@@ -111,7 +115,8 @@ struct mqtt_client {
 	uint32_t retry_attempt;
 	int last_errno;
 	uint8_t connack_code;
-	uint8_t disconnect_reason;
+	bool in_refusal; /* inside on_connect for a refused CONNACK */
+	uint8_t disconnect_reason; /* of the server's last v5 DISCONNECT */
 };
 
 const char *mqtt_client_strerror(int err)
@@ -135,21 +140,39 @@ static void close_connection(struct mqtt_client *c, int err);
 static void update_interest(struct mqtt_client *c);
 static void flush_out(struct mqtt_client *c);
 static void send_queued(struct mqtt_client *c);
+static void free_aliases(struct mqtt_client *c);
 
-__attribute__((format(printf, 2, 3))) static void trace(struct mqtt_client *c, const char *fmt, ...)
+__attribute__((format(printf, 3, 0))) static void vtrace(struct mqtt_client *c, bool with_name, const char *fmt,
+							   va_list ap)
 {
 	if (!c->o.cbs || !c->o.cbs->on_log)
 		return;
 	char line[512];
-	const char *name = c->log_name ? c->log_name : c->client_id;
-	int n = snprintf(line, sizeof line, "Client %s ", name && name[0] ? name : "(null)");
-	if (n < 0 || (size_t)n >= sizeof line)
-		return;
+	int n = 0;
+	if (with_name) {
+		const char *name = c->log_name ? c->log_name : c->client_id;
+		n = snprintf(line, sizeof line, "Client %s ", name && name[0] ? name : "(null)");
+		if (n < 0 || (size_t)n >= sizeof line)
+			return;
+	}
+	vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+	c->o.cbs->on_log(c, line, c->o.ud);
+}
+
+__attribute__((format(printf, 2, 3))) static void trace(struct mqtt_client *c, const char *fmt, ...)
+{
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+	vtrace(c, true, fmt, ap);
 	va_end(ap);
-	c->o.cbs->on_log(c, line, c->o.ud);
+}
+
+__attribute__((format(printf, 2, 3))) static void trace_bare(struct mqtt_client *c, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vtrace(c, false, fmt, ap);
+	va_end(ap);
 }
 
 static char *dup_str(const char *s)
@@ -225,10 +248,12 @@ static bool is_up(const struct mqtt_client *c)
 }
 
 static int encode_publish(struct mqtt_client *c, const struct out_msg *m, const uint8_t *topic,
-			  size_t tlen, const uint8_t *payload, size_t plen, uint8_t qos, bool retain,
-			  bool dup)
+			  size_t tlen, const uint8_t *props, size_t props_len, const uint8_t *payload,
+			  size_t plen, uint8_t qos, bool retain, bool dup)
 {
 	struct mqtt_publish p = {0};
+	p.props.raw.ptr = props;
+	p.props.raw.len = props_len;
 	p.qos = qos;
 	p.dup = dup;
 	p.retain = retain;
@@ -238,7 +263,7 @@ static int encode_publish(struct mqtt_client *c, const struct out_msg *m, const 
 	p.payload.ptr = payload;
 	p.payload.len = plen;
 	int rc;
-	OUT_ENCODE(c, tlen + plen + 16, mqtt_encode_publish(buf, cap, c->o.version, &p));
+	OUT_ENCODE(c, tlen + props_len + plen + 16, mqtt_encode_publish(buf, cap, c->o.version, &p));
 	return rc;
 }
 
@@ -246,7 +271,7 @@ static int send_out_msg(struct mqtt_client *c, struct out_msg *m)
 {
 	bool dup = m->sent;
 	m->sent = true;
-	const uint8_t *topic = m->data, *payload = m->data + m->topic_len;
+	const uint8_t *topic = m->data, *props = m->data + m->topic_len, *payload = props + m->props_len;
 	if (m->state == OUT_WAIT_COMP) {
 		struct mqtt_ack a = {.packet_id = m->mid};
 		trace(c, "sending PUBREL (m%u)", (unsigned)m->mid);
@@ -254,10 +279,12 @@ static int send_out_msg(struct mqtt_client *c, struct out_msg *m)
 		OUT_ENCODE(c, 8, mqtt_encode_ack(buf, cap, c->o.version, MQTT_PKT_PUBREL, &a));
 		return rc;
 	}
+	/* libmosquitto prints a topic left out for its alias as (null). */
 	trace(c, "sending PUBLISH (d%d, q%u, r%d, m%u, '%.*s', ... (%zu bytes))", dup ? 1 : 0,
-	      (unsigned)m->qos, m->retain ? 1 : 0, (unsigned)m->mid, (int)m->topic_len, (const char *)topic,
-	      m->payload_len);
-	return encode_publish(c, m, topic, m->topic_len, payload, m->payload_len, m->qos, m->retain, dup);
+	      (unsigned)m->qos, m->retain ? 1 : 0, (unsigned)m->mid, m->topic_len ? (int)m->topic_len : 6,
+	      m->topic_len ? (const char *)topic : "(null)", m->payload_len);
+	return encode_publish(c, m, topic, m->topic_len, props, m->props_len, payload, m->payload_len, m->qos,
+			      m->retain, dup);
 }
 
 /* ---- timers ------------------------------------------------------------ */
@@ -357,6 +384,7 @@ static void close_connection(struct mqtt_client *c, int err)
 	c->state = ST_IDLE;
 	mtimer_stop(c->timers, &c->ka_timer);
 	reset_buffers(c);
+	free_aliases(c); /* they live as long as the connection [MQTT-3.3.2-7] */
 	c->ping_outstanding = false;
 	/* Everything sent but unacknowledged goes back to the resend path:
 	 * PUBLISH again with DUP, or PUBREL again. */
@@ -385,6 +413,8 @@ static void send_connect(struct mqtt_client *c)
 		m.will_topic.len = strlen(c->will_topic);
 		m.will_payload.ptr = c->will_payload;
 		m.will_payload.len = c->will_len;
+		m.will_props.raw.ptr = c->will_props;
+		m.will_props.raw.len = c->will_props_len;
 	}
 	if (c->username) {
 		m.has_username = true;
@@ -402,7 +432,7 @@ static void send_connect(struct mqtt_client *c)
 	}
 	trace(c, "sending CONNECT");
 	size_t hint = 64 + m.client_id.len + m.will_topic.len + m.will_payload.len + m.username.len +
-		      m.password.len + m.props.raw.len;
+		      m.password.len + m.props.raw.len + m.will_props.raw.len;
 	int rc;
 	OUT_ENCODE(c, hint, mqtt_encode_connect(buf, cap, &m));
 	if (rc != 0) {
@@ -546,8 +576,10 @@ static int handle_connack(struct mqtt_client *c, const struct mqtt_connack *ca)
 	trace(c, "received CONNACK (%u)", (unsigned)ca->code);
 	c->connack_code = ca->code;
 	if (ca->code != 0) {
+		c->in_refusal = true;
 		if (c->o.cbs && c->o.cbs->on_connect)
 			c->o.cbs->on_connect(c, ca->code, false, c->o.ud);
+		c->in_refusal = false;
 		return MQTT_CLIENT_EREFUSED;
 	}
 	if (c->o.version == MQTT_PROTO_V5 && ca->props.present & MQTT_PROP_BIT(MQTT_PROP_ASSIGNED_CLIENT_ID)) {
@@ -578,31 +610,81 @@ static int handle_connack(struct mqtt_client *c, const struct mqtt_connack *ca)
 	return 0;
 }
 
-static int handle_publish(struct mqtt_client *c, const struct mqtt_publish *p)
+static void free_aliases(struct mqtt_client *c)
 {
+	if (!c->aliases)
+		return;
+	for (size_t i = 0; i < c->alias_max; i++)
+		wisp_free(c->aliases[i]);
+	wisp_free(c->aliases);
+	c->aliases = NULL;
+}
+
+/* A v5 Topic Alias from the server [MQTT-3.3.2.3.4]: with a topic it sets
+ * the alias, without one it stands for the topic set before. A PUBLISH
+ * with a topic is taken whatever its alias, as libmosquitto takes it, but
+ * only aliases up to the maximum we declared are remembered
+ * [MQTT-3.3.2-8]; a topic-less one whose alias is unknown is a protocol
+ * error. */
+static int resolve_alias(struct mqtt_client *c, struct mqtt_publish *p)
+{
+	if (c->o.version != MQTT_PROTO_V5 || !(p->props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS)))
+		return 0;
+	uint16_t a = p->props.topic_alias;
+	if (a == 0 || a > c->alias_max)
+		return p->topic.len ? 0 : MQTT_CLIENT_EPROTOCOL;
+	if (!c->aliases && !(c->aliases = wisp_calloc(c->alias_max, sizeof *c->aliases)))
+		return MQTT_CLIENT_ENOMEM;
+	if (p->topic.len) {
+		char *t = wisp_strndup((const char *)p->topic.ptr, p->topic.len);
+		if (!t)
+			return MQTT_CLIENT_ENOMEM;
+		wisp_free(c->aliases[a - 1]);
+		c->aliases[a - 1] = t;
+		return 0;
+	}
+	if (!c->aliases[a - 1])
+		return MQTT_CLIENT_EPROTOCOL;
+	p->topic.ptr = (const uint8_t *)c->aliases[a - 1];
+	p->topic.len = strlen(c->aliases[a - 1]);
+	return 0;
+}
+
+/* Keeps an incoming QoS 2 PUBLISH until its PUBREL. */
+static int hold_qos2(struct mqtt_client *c, const struct mqtt_publish *p)
+{
+	size_t cap = p->topic.len + p->props.raw.len + p->payload.len + 16;
+	struct in_msg *m = wisp_malloc(sizeof *m + cap);
+	if (!m)
+		return MQTT_CLIENT_ENOMEM;
+	ssize_t n = mqtt_encode_publish(m->packet, cap, c->o.version, p);
+	if (n <= 0) {
+		wisp_free(m);
+		return MQTT_CLIENT_EPROTOCOL;
+	}
+	m->mid = p->packet_id;
+	m->len = (size_t)n;
+	list_push_back(&c->rx_qos2, &m->link);
+	return 0;
+}
+
+static int handle_publish(struct mqtt_client *c, const struct mqtt_publish *in)
+{
+	struct mqtt_publish resolved = *in, *p = &resolved;
+	int rc = resolve_alias(c, p);
+	if (rc != 0)
+		return rc;
 	trace(c, "received PUBLISH (d%d, q%u, r%d, m%u, '%.*s', ... (%zu bytes))", p->dup ? 1 : 0,
 	      (unsigned)p->qos, p->retain ? 1 : 0, (unsigned)p->packet_id, (int)p->topic.len,
 	      (const char *)p->topic.ptr, p->payload.len);
 	if (p->qos == 2) {
 		/* Held until PUBREL; a DUP resend of a held id is not stored
 		 * twice ([MQTT-4.3.3-2], method A). */
-		if (!find_rx(c, p->packet_id)) {
-			struct in_msg *m = wisp_malloc(sizeof *m + p->topic.len + p->payload.len);
-			if (!m)
-				return MQTT_CLIENT_ENOMEM;
-			m->mid = p->packet_id;
-			m->retain = p->retain;
-			m->topic_len = p->topic.len;
-			m->payload_len = p->payload.len;
-			memcpy(m->data, p->topic.ptr, p->topic.len);
-			if (p->payload.len)
-				memcpy(m->data + p->topic.len, p->payload.ptr, p->payload.len);
-			list_push_back(&c->rx_qos2, &m->link);
-		}
+		if (!find_rx(c, p->packet_id) && (rc = hold_qos2(c, p)) != 0)
+			return rc;
 		trace(c, "sending PUBREC (m%u, rc0)", (unsigned)p->packet_id);
 		return send_ack(c, MQTT_PKT_PUBREC, p->packet_id);
 	}
-	int rc = 0;
 	if (p->qos == 1) {
 		/* Ack before delivery, like libmosquitto: the callback may
 		 * disconnect, and the ack must still go out first. */
@@ -624,15 +706,12 @@ static int handle_pubrel(struct mqtt_client *c, uint16_t mid)
 		return rc;
 	list_remove(&m->link);
 	if (rc == 0 && c->o.cbs && c->o.cbs->on_message) {
-		struct mqtt_publish p = {0};
-		p.qos = 2;
-		p.retain = m->retain;
-		p.packet_id = m->mid;
-		p.topic.ptr = m->data;
-		p.topic.len = m->topic_len;
-		p.payload.ptr = m->data + m->topic_len;
-		p.payload.len = m->payload_len;
-		c->o.cbs->on_message(c, &p, c->o.ud);
+		struct mqtt_codec_opts copts = {.version = c->o.version};
+		struct mqtt_pkt pkt;
+		if (mqtt_decode(m->packet, m->len, &copts, &pkt) == (ssize_t)m->len)
+			c->o.cbs->on_message(c, &pkt.u.publish, c->o.ud);
+		else
+			rc = MQTT_CLIENT_EPROTOCOL; /* we encoded it: cannot happen */
 	}
 	wisp_free(m);
 	return rc;
@@ -707,7 +786,9 @@ static int handle_packet(struct mqtt_client *c, const struct mqtt_pkt *pkt)
 		return 0;
 	case MQTT_PKT_DISCONNECT:
 		if (c->o.version == MQTT_PROTO_V5) {
-			trace(c, "received DISCONNECT (%u)", (unsigned)pkt->u.reason.reason);
+			/* libmosquitto's line has no "Client <id>" in front. */
+			trace_bare(c, "Received DISCONNECT (%u)", (unsigned)pkt->u.reason.reason);
+			c->disconnect_reason = pkt->u.reason.reason;
 			return MQTT_CLIENT_ESERVER;
 		}
 		return MQTT_CLIENT_EPROTOCOL;
@@ -897,7 +978,16 @@ static uint16_t alloc_mid(struct mqtt_client *c)
 int mqtt_client_publish(struct mqtt_client *c, const char *topic, const void *payload, size_t len,
 			uint8_t qos, bool retain, uint16_t *mid_out)
 {
+	return mqtt_client_publish_props(c, topic, payload, len, qos, retain, NULL, 0, mid_out);
+}
+
+int mqtt_client_publish_props(struct mqtt_client *c, const char *topic, const void *payload, size_t len,
+			      uint8_t qos, bool retain, const uint8_t *props, size_t props_len,
+			      uint16_t *mid_out)
+{
 	size_t tlen = strlen(topic);
+	if (c->o.version != MQTT_PROTO_V5)
+		props_len = 0;
 	uint16_t mid = alloc_mid(c);
 	if (mid_out)
 		*mid_out = mid;
@@ -905,8 +995,9 @@ int mqtt_client_publish(struct mqtt_client *c, const char *topic, const void *pa
 		if (c->state != ST_CONNECTED)
 			return MQTT_CLIENT_ELOST; /* QoS 0 is not queued offline */
 		trace(c, "sending PUBLISH (d0, q0, r%d, m%u, '%s', ... (%zu bytes))", retain ? 1 : 0,
-		      (unsigned)mid, topic, len);
-		int rc = encode_publish(c, NULL, (const uint8_t *)topic, tlen, payload, len, 0, retain, false);
+		      (unsigned)mid, tlen ? topic : "(null)", len);
+		int rc = encode_publish(c, NULL, (const uint8_t *)topic, tlen, props, props_len, payload, len, 0,
+					retain, false);
 		if (rc != 0)
 			return rc;
 		flush_out(c);
@@ -914,9 +1005,12 @@ int mqtt_client_publish(struct mqtt_client *c, const char *topic, const void *pa
 			c->o.cbs->on_publish(c, mid, 0, c->o.ud);
 		return 0;
 	}
-	struct out_msg *m = wisp_malloc(sizeof *m + tlen + len);
+	struct out_msg *m = wisp_malloc(sizeof *m + tlen + props_len + len);
 	if (!m)
 		return MQTT_CLIENT_ENOMEM;
+	m->props_len = props_len;
+	if (props_len)
+		memcpy(m->data + tlen, props, props_len);
 	m->mid = mid;
 	m->qos = qos;
 	m->retain = retain;
@@ -926,7 +1020,7 @@ int mqtt_client_publish(struct mqtt_client *c, const char *topic, const void *pa
 	m->payload_len = len;
 	memcpy(m->data, topic, tlen);
 	if (len)
-		memcpy(m->data + tlen, payload, len);
+		memcpy(m->data + tlen + props_len, payload, len);
 	list_push_back(&c->queued, &m->link);
 	send_queued(c);
 	if (c->state == ST_CONNECTED)
@@ -935,14 +1029,14 @@ int mqtt_client_publish(struct mqtt_client *c, const char *topic, const void *pa
 }
 
 int mqtt_client_subscribe(struct mqtt_client *c, const char *const *filters, const uint8_t *options,
-			  size_t count, uint16_t *mid_out)
+			  size_t count, const uint8_t *props, size_t props_len, uint16_t *mid_out)
 {
 	if (c->state != ST_CONNECTED)
 		return MQTT_CLIENT_ELOST;
 	struct mqtt_str *f = wisp_calloc(count ? count : 1, sizeof *f);
 	if (!f)
 		return MQTT_CLIENT_ENOMEM;
-	size_t hint = 16;
+	size_t hint = 16 + props_len;
 	for (size_t i = 0; i < count; i++) {
 		f[i].ptr = (const uint8_t *)filters[i];
 		f[i].len = strlen(filters[i]);
@@ -953,9 +1047,9 @@ int mqtt_client_subscribe(struct mqtt_client *c, const char *const *filters, con
 		trace(c, "sending SUBSCRIBE (Mid: %u, Topic: %s, QoS: %u, Options: 0x%02x)", (unsigned)mid,
 		      filters[i], (unsigned)(options[i] & MQTT_SUBOPT_QOS_MASK),
 		      (unsigned)(options[i] & ~MQTT_SUBOPT_QOS_MASK));
-	struct mqtt_props none = {0};
+	struct mqtt_props pr = {.raw = {props, props_len}};
 	int rc;
-	OUT_ENCODE(c, hint, mqtt_encode_subscribe(buf, cap, c->o.version, mid, &none, f, options, count));
+	OUT_ENCODE(c, hint, mqtt_encode_subscribe(buf, cap, c->o.version, mid, &pr, f, options, count));
 	wisp_free(f);
 	if (rc == 0) {
 		if (mid_out)
@@ -966,14 +1060,14 @@ int mqtt_client_subscribe(struct mqtt_client *c, const char *const *filters, con
 }
 
 int mqtt_client_unsubscribe(struct mqtt_client *c, const char *const *filters, size_t count,
-			    uint16_t *mid_out)
+			    const uint8_t *props, size_t props_len, uint16_t *mid_out)
 {
 	if (c->state != ST_CONNECTED)
 		return MQTT_CLIENT_ELOST;
 	struct mqtt_str *f = wisp_calloc(count ? count : 1, sizeof *f);
 	if (!f)
 		return MQTT_CLIENT_ENOMEM;
-	size_t hint = 16;
+	size_t hint = 16 + props_len;
 	for (size_t i = 0; i < count; i++) {
 		f[i].ptr = (const uint8_t *)filters[i];
 		f[i].len = strlen(filters[i]);
@@ -982,9 +1076,9 @@ int mqtt_client_unsubscribe(struct mqtt_client *c, const char *const *filters, s
 	uint16_t mid = alloc_mid(c);
 	for (size_t i = 0; i < count; i++)
 		trace(c, "sending UNSUBSCRIBE (Mid: %u, Topic: %s)", (unsigned)mid, filters[i]);
-	struct mqtt_props none = {0};
+	struct mqtt_props pr = {.raw = {props, props_len}};
 	int rc;
-	OUT_ENCODE(c, hint, mqtt_encode_unsubscribe(buf, cap, c->o.version, mid, &none, f, count));
+	OUT_ENCODE(c, hint, mqtt_encode_unsubscribe(buf, cap, c->o.version, mid, &pr, f, count));
 	wisp_free(f);
 	if (rc == 0) {
 		if (mid_out)
@@ -996,6 +1090,28 @@ int mqtt_client_unsubscribe(struct mqtt_client *c, const char *const *filters, s
 
 void mqtt_client_disconnect(struct mqtt_client *c, uint8_t reason)
 {
+	mqtt_client_disconnect_props(c, reason, NULL, 0);
+}
+
+void mqtt_client_disconnect_props(struct mqtt_client *c, uint8_t reason, const uint8_t *props,
+				  size_t props_len)
+{
+	if (c->in_refusal) {
+		/* mosquitto_sub disconnects from inside its CONNACK callback;
+		 * libmosquitto writes that DISCONNECT and traces it. The refused
+		 * connection closes when the callback returns. */
+		trace(c, "sending DISCONNECT");
+		c->want_reconnect = false;
+		c->user_disconnect = true;
+		return;
+	}
+	if (c->user_disconnect && (c->state == ST_CLOSING || c->state == ST_IDLE)) {
+		/* Asked twice (mosquitto_sub -E after all subscriptions were
+		 * denied): libmosquitto writes a second DISCONNECT on the
+		 * closing socket and traces it; the trace is what shows. */
+		trace(c, "sending DISCONNECT");
+		return;
+	}
 	c->want_reconnect = false;
 	c->user_disconnect = true;
 	mtimer_stop(c->timers, &c->retry_timer);
@@ -1005,9 +1121,9 @@ void mqtt_client_disconnect(struct mqtt_client *c, uint8_t reason)
 		return;
 	}
 	trace(c, "sending DISCONNECT");
-	struct mqtt_reason_pkt r = {.reason = reason};
+	struct mqtt_reason_pkt r = {.reason = reason, .props.raw = {props, props_len}};
 	int rc;
-	OUT_ENCODE(c, 8, mqtt_encode_reason(buf, cap, c->o.version, MQTT_PKT_DISCONNECT, &r));
+	OUT_ENCODE(c, 8 + props_len, mqtt_encode_reason(buf, cap, c->o.version, MQTT_PKT_DISCONNECT, &r));
 	if (rc != 0) {
 		close_connection(c, MQTT_CLIENT_OK);
 		return;
@@ -1058,6 +1174,18 @@ struct mqtt_client *mqtt_client_new(struct loop *l, struct mtimers *timers, cons
 		if (!(c->connect_props = dup_bytes(o->connect_props, o->connect_props_len)))
 			goto fail;
 		c->connect_props_len = o->connect_props_len;
+		struct mqtt_props view = {.raw = {c->connect_props, c->connect_props_len}};
+		struct mqtt_prop_iter it;
+		struct mqtt_prop p;
+		mqtt_props_iter_init(&view, &it);
+		while (mqtt_props_next(&it, &p))
+			if (p.id == MQTT_PROP_TOPIC_ALIAS_MAXIMUM)
+				c->alias_max = (uint16_t)p.value;
+	}
+	if (o->will_topic && o->will_props && o->will_props_len) {
+		if (!(c->will_props = dup_bytes(o->will_props, o->will_props_len)))
+			goto fail;
+		c->will_props_len = o->will_props_len;
 	}
 	return c;
 fail:
@@ -1105,6 +1233,8 @@ void mqtt_client_free(struct mqtt_client *c)
 	wisp_free(c->will_topic);
 	wisp_free(c->will_payload);
 	wisp_free(c->connect_props);
+	wisp_free(c->will_props);
+	free_aliases(c);
 	wisp_free(c);
 }
 
@@ -1121,5 +1251,6 @@ size_t mqtt_client_pending(const struct mqtt_client *c)
 size_t mqtt_client_out_pending(const struct mqtt_client *c) { return c->olen - c->ooff; }
 int mqtt_client_errno(const struct mqtt_client *c) { return c->last_errno; }
 uint8_t mqtt_client_connack_code(const struct mqtt_client *c) { return c->connack_code; }
+uint8_t mqtt_client_disconnect_reason(const struct mqtt_client *c) { return c->disconnect_reason; }
 const char *mqtt_client_id(const struct mqtt_client *c) { return c->client_id; }
 void *mqtt_client_ud(const struct mqtt_client *c) { return c->o.ud; }

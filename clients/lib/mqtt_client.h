@@ -4,9 +4,10 @@
  * One struct mqtt_client is one connection (with its session state); many
  * of them share one loop and one millisecond timer heap, so wisp_sensor can
  * run ten thousand devices in a single thread. It speaks MQTT 3.1, 3.1.1 and
- * 5 through the shared codec (v5: no properties beyond a caller-supplied
- * CONNECT block), over plain TCP or any transport a caller-supplied factory
- * wraps around the connected socket (TLS).
+ * 5 through the shared codec (v5 properties: caller-built blocks on
+ * CONNECT, will, PUBLISH, SUBSCRIBE, UNSUBSCRIBE and DISCONNECT; received
+ * properties reach the callbacks), over plain TCP or any transport a
+ * caller-supplied factory wraps around the connected socket (TLS).
  *
  * What it does: connect (resolve, TCP, optional transport handshake,
  * CONNECT/CONNACK), QoS 0/1/2 in both directions with in-flight tracking and
@@ -15,8 +16,9 @@
  * persistent sessions (in-flight messages are resent with DUP after a
  * reconnect), automatic reconnect with exponential backoff and jitter, and
  * a graceful disconnect that flushes what was queued before DISCONNECT.
- * What it does not: persist anything to disk, v5 properties on PUBLISH or
- * SUBSCRIBE, topic aliases, AUTH.
+ * v5 topic aliases the server sends are resolved (up to the Topic Alias
+ * Maximum our CONNECT declared); outgoing ones are the caller's business.
+ * What it does not: persist anything to disk, AUTH.
  *
  * Callbacks run on the loop thread from inside the library. They may call
  * any mqtt_client_* function on any client except mqtt_client_free(); free
@@ -24,8 +26,10 @@
  *
  * Memory: wisp_malloc only. Per client: the struct, a read buffer that
  * grows to the largest packet seen (starts at 0, 256 bytes once connected),
- * an output buffer released when it drains above 64 KiB, and one copy of
- * each unacknowledged QoS 1/2 message.
+ * an output buffer released when it drains above 64 KiB, one copy of
+ * each unacknowledged QoS 1/2 message, one of each received QoS 2 message
+ * until its PUBREL, and (v5, when the CONNECT allowed topic aliases) one
+ * copy of each topic the server gave an alias.
  */
 #ifndef WISP_CLIENTS_MQTT_CLIENT_H
 #define WISP_CLIENTS_MQTT_CLIENT_H
@@ -102,6 +106,9 @@ struct mqtt_client_opts {
 	/* v5 CONNECT property block (without its length), e.g. session expiry. */
 	const uint8_t *connect_props;
 	size_t connect_props_len;
+	/* v5 will properties, e.g. will delay interval. */
+	const uint8_t *will_props;
+	size_t will_props_len;
 	uint16_t max_inflight;    /* QoS>0 publishes in flight; 0 means 20 */
 	uint32_t max_packet_size; /* largest packet accepted; 0: protocol maximum */
 	bool reconnect;           /* reconnect after a lost connection */
@@ -135,17 +142,26 @@ int mqtt_client_connect(struct mqtt_client *c);
  */
 int mqtt_client_publish(struct mqtt_client *c, const char *topic, const void *payload, size_t len,
 			uint8_t qos, bool retain, uint16_t *mid_out);
-/* SUBSCRIBE with `count` filters, each at options[i] (QoS in the low bits). */
+/* The same with a v5 property block (copied; ignored for v3). An empty
+ * topic needs a Topic Alias in `props` [MQTT-3.3.2-8]. */
+int mqtt_client_publish_props(struct mqtt_client *c, const char *topic, const void *payload, size_t len,
+			      uint8_t qos, bool retain, const uint8_t *props, size_t props_len,
+			      uint16_t *mid_out);
+/* SUBSCRIBE with `count` filters, each at options[i] (QoS in the low bits),
+ * and a v5 property block (NULL/0: none; ignored for v3). */
 int mqtt_client_subscribe(struct mqtt_client *c, const char *const *filters, const uint8_t *options,
-			  size_t count, uint16_t *mid_out);
+			  size_t count, const uint8_t *props, size_t props_len, uint16_t *mid_out);
 int mqtt_client_unsubscribe(struct mqtt_client *c, const char *const *filters, size_t count,
-			    uint16_t *mid_out);
+			    const uint8_t *props, size_t props_len, uint16_t *mid_out);
 /*
  * Sends DISCONNECT (v5: with `reason`) after everything queued so far and
  * closes once it is written; on_disconnect(MQTT_CLIENT_OK) follows. Stops
  * reconnecting. If not connected, closes at once.
  */
 void mqtt_client_disconnect(struct mqtt_client *c, uint8_t reason);
+/* The same with a v5 property block (copied into the packet at once). */
+void mqtt_client_disconnect_props(struct mqtt_client *c, uint8_t reason, const uint8_t *props,
+				  size_t props_len);
 
 void mqtt_client_set_reconnect(struct mqtt_client *c, bool on);
 bool mqtt_client_is_connected(const struct mqtt_client *c);
@@ -157,6 +173,8 @@ size_t mqtt_client_out_pending(const struct mqtt_client *c);
 int mqtt_client_errno(const struct mqtt_client *c);
 /* The last CONNACK code (0 until one arrives). */
 uint8_t mqtt_client_connack_code(const struct mqtt_client *c);
+/* The reason code of the server's last v5 DISCONNECT (MQTT_CLIENT_ESERVER). */
+uint8_t mqtt_client_disconnect_reason(const struct mqtt_client *c);
 const char *mqtt_client_id(const struct mqtt_client *c);
 void *mqtt_client_ud(const struct mqtt_client *c);
 

@@ -436,6 +436,45 @@ class MosquittoConfTest(unittest.TestCase):
         self.assertEqual(seen[0], {"MaximumQoS": 1, "TopicAliasMaximum": 5})
         self.assertEqual(seen[1], seen[0])
 
+    def test_debian_stock_file_runs_unchanged(self):
+        """Debian's own /etc/mosquitto/mosquitto.conf (pid_file, persistence,
+        log file, include_dir), with only its absolute paths moved into the
+        test directory, runs under Wisp: the pid file holds the broker's pid
+        while it runs and is gone after SIGTERM."""
+        with open("/etc/mosquitto/mosquitto.conf") as f:
+            stock = f.read()
+        root = os.path.join(self.dir, "stock")
+        for d in ("run/mosquitto", "var/lib/mosquitto", "var/log/mosquitto", "etc/mosquitto/conf.d"):
+            os.makedirs(os.path.join(root, d), exist_ok=True)
+        for d in ("/run/", "/var/lib/", "/var/log/", "/etc/mosquitto/"):
+            self.assertIn(d, stock)
+            stock = stock.replace(" " + d, " " + root + d)
+        conf = os.path.join(root, "etc/mosquitto/mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(stock)
+        port = free_port()
+        with open(os.path.join(root, "etc/mosquitto/conf.d/local.conf"), "w") as f:
+            f.write("listener %d 127.0.0.1\nallow_anonymous true\n" % port)
+        pid_file = os.path.join(root, "run/mosquitto/mosquitto.pid")
+        broker = ConfBroker([self.wisp, "-c", conf], port, os.path.join(root, "var/log/mosquitto/mosquitto.log"))
+        broker.start()
+        try:
+            # The port accepts (into its backlog) just before the file is written.
+            deadline = time.monotonic() + START_TIMEOUT
+            text = ""
+            while not text.endswith("\n") and time.monotonic() < deadline:
+                try:
+                    with open(pid_file) as f:
+                        text = f.read()
+                except FileNotFoundError:
+                    time.sleep(0.01)
+            self.assertEqual(text.strip(), str(broker.proc.pid))
+            self.assertEqual(pub(port, "stock/topic", "x"), (0, ""))
+        finally:
+            broker.stop()
+        self.assertFalse(os.path.exists(pid_file), "the pid_file was left behind")
+        self.assertTrue(os.listdir(os.path.join(root, "var/lib/mosquitto")), "nothing persisted")
+
     def test_port_without_configuration_keeps_the_embedded_default(self):
         port = free_port()
         # cwd: the default store, ./wisp-data, goes there

@@ -88,6 +88,26 @@ class Sensor(clitest.CompareCase):
                                                     "-C", "3", "-F", "%p"])
         self.assertEqual((rc, out.decode().split()), (0, ["offline"] * 3))
 
+    def test_protocol_5_properties(self):
+        """--protocol 5: v5 connections, readings marked as UTF-8 JSON
+        (payload format 1, content type application/json), as a v5
+        mosquitto_sub prints them."""
+        site = "v5%d" % os.getpid()
+        devices, count = 5, 2
+        probe = self.bg(clitest.MosqSub(self.port, ["sensors/%s/+" % site], "%F|%C|%q",
+                                        ["-V", "5", "-q", "1", "-C", str(devices * count), "-W", "30"]))
+        probe.wait_subscribed([1])
+        rc, out, err = clitest.run(SENSOR, ["-p", self.port, "-n", str(devices), "-c", str(count), "-i", "0.1",
+                                            "--site", site, "--protocol", "5", "--json"])
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["acked"], devices * count)
+        rc, sout, serr = probe.finish(timeout=40)
+        self.assertEqual(rc, 0, probe.describe())
+        self.assertEqual(probe.messages(sout), ["1|application/json|1"] * (devices * count))
+        rc, out, err = clitest.run(SENSOR, ["-p", self.port, "--protocol", "4"])
+        self.assertEqual(rc, 1)
+        self.assertIn(b"invalid arguments", err)
+
 
 if __name__ == "__main__":
     unittest.main()

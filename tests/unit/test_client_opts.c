@@ -54,6 +54,25 @@ static const struct opt_case CASES[] = {
 	{"-x infinity symbol", CLI_SUB, {"-t", "a", "-x", "\xe2\x88\x9e"}, 0},
 	{"-x out of range", CLI_SUB, {"-t", "a", "-x", "4294967296"}, CLI_PARSE_ERROR},
 	{"missing value", CLI_SUB, {"-t"}, CLI_PARSE_ERROR},
+	{"-D publish property", CLI_PUB, {"-t", "a", "-n", "-D", "publish", "content-type", "x"}, 0},
+	{"-D user-property", CLI_SUB, {"-t", "a", "-D", "CONNECT", "User-Property", "k", "v"}, 0},
+	{"-D user-property without value", CLI_SUB, {"-t", "a", "-D", "connect", "user-property", "k"},
+	 CLI_PARSE_ERROR},
+	{"-D unknown command", CLI_SUB, {"-t", "a", "-D", "suback", "user-property", "k", "v"}, CLI_PARSE_ERROR},
+	{"-D unknown property", CLI_SUB, {"-t", "a", "-D", "connect", "colour", "red"}, CLI_PARSE_ERROR},
+	{"-D wrong packet", CLI_SUB, {"-t", "a", "-D", "connect", "content-type", "x"}, CLI_PARSE_ERROR},
+	{"-D not for subscribe", CLI_SUB, {"-t", "a", "-D", "subscribe", "reason-string", "x"}, CLI_PARSE_ERROR},
+	{"-D byte out of range", CLI_PUB, {"-t", "a", "-n", "-D", "publish", "payload-format-indicator", "256"},
+	 CLI_PARSE_ERROR},
+	{"-D varint too big", CLI_SUB, {"-t", "a", "-D", "subscribe", "subscription-identifier", "268435456"},
+	 CLI_PARSE_ERROR},
+	{"-D duplicate", CLI_PUB, {"-t", "a", "-n", "-D", "publish", "topic-alias", "1", "-D", "publish",
+				   "topic-alias", "2"}, CLI_PARSE_ERROR},
+	{"-D zero receive maximum", CLI_SUB, {"-t", "a", "-D", "connect", "receive-maximum", "0"}, CLI_PARSE_ERROR},
+	{"-D and -x are one property", CLI_SUB, {"-t", "a", "-x", "5", "-D", "connect", "session-expiry-interval",
+						 "6"}, CLI_PARSE_ERROR},
+	{"-D connack is refused silently", CLI_SUB, {"-t", "a", "-D", "connack", "user-property", "k", "v"},
+	 CLI_PARSE_ERROR},
 };
 
 static void test_option_cases(void)
@@ -98,6 +117,37 @@ static void test_values_and_defaults(void)
 	cli_cfg_cleanup(&cfg);
 }
 
+static void test_v5_properties(void)
+{
+	struct cli_cfg cfg;
+	const char *args[] = {"-t", "a", "-m", "x", "-D", "publish", "topic-alias", "7", "-D", "publish",
+			      "user-property", "k", "v", "-D", "will", "will-delay-interval", "300",
+			      "-D", "disconnect", "session-expiry-interval", "abc", "-i", "me", "-c", NULL};
+	CU_ASSERT_EQUAL_FATAL(parse(&cfg, CLI_PUB, args), 0);
+	CU_ASSERT_EQUAL(cfg.protocol_version, 5); /* -D selects v5 */
+	CU_ASSERT(cfg.props.have_topic_alias);
+	static const uint8_t publish[] = {0x23, 0, 7, 0x26, 0, 1, 'k', 0, 1, 'v'};
+	CU_ASSERT_EQUAL(cfg.props.list[CLI_PROPS_PUBLISH].len, sizeof publish);
+	CU_ASSERT(memcmp(cfg.props.list[CLI_PROPS_PUBLISH].buf, publish, sizeof publish) == 0);
+	static const uint8_t will[] = {0x18, 0, 0, 1, 44};
+	CU_ASSERT_EQUAL(cfg.props.list[CLI_PROPS_WILL].len, sizeof will);
+	CU_ASSERT(memcmp(cfg.props.list[CLI_PROPS_WILL].buf, will, sizeof will) == 0);
+	/* atol("abc") is 0, as in mosquitto. */
+	static const uint8_t disconnect[] = {0x11, 0, 0, 0, 0};
+	CU_ASSERT(memcmp(cfg.props.list[CLI_PROPS_DISCONNECT].buf, disconnect, sizeof disconnect) == 0);
+	/* -c with v5: a session that never expires, appended to CONNECT. */
+	static const uint8_t connect[] = {0x11, 0xff, 0xff, 0xff, 0xff};
+	CU_ASSERT_EQUAL(cfg.props.list[CLI_PROPS_CONNECT].len, sizeof connect);
+	CU_ASSERT(memcmp(cfg.props.list[CLI_PROPS_CONNECT].buf, connect, sizeof connect) == 0);
+	cli_cfg_cleanup(&cfg);
+
+	/* -V after -D wins, as in mosquitto (the properties then fail at connect). */
+	const char *v3[] = {"-t", "a", "-D", "subscribe", "user-property", "k", "v", "-V", "311", NULL};
+	CU_ASSERT_EQUAL_FATAL(parse(&cfg, CLI_SUB, v3), 0);
+	CU_ASSERT_EQUAL(cfg.protocol_version, 4);
+	cli_cfg_cleanup(&cfg);
+}
+
 struct match_case {
 	const char *filter, *topic;
 	bool match;
@@ -123,6 +173,7 @@ static void test_topic_matching(void)
 static CU_TestInfo tests[] = {
 	{"accepted and refused option lines", test_option_cases},
 	{"values and defaults", test_values_and_defaults},
+	{"-D properties: encoding, -V, -x", test_v5_properties},
 	{"-T filter matching [MQTT-4.7.1-2] [MQTT-4.7.2-1]", test_topic_matching},
 	CU_TEST_INFO_NULL,
 };

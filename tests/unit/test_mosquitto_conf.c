@@ -159,6 +159,7 @@ static const struct map_case map_cases[] = {
 	{"persistence true\npersistence_location data/\npersistence_file mosquitto.db\nautosave_interval 1800\n",
 	 "\"persistence\":{\"enabled\":true,\"dir\":\"data/\",\"fsync\":\"everysec\"}"},
 	{"autosave_interval 0\n", "\"fsync\":\"no\""},
+	{"pid_file /run/mosquitto/mosquitto.pid\n", "\"pid_file\":\"/run/mosquitto/mosquitto.pid\""},
 	/* logging: Mosquitto's default types are error to information */
 	{"sys_interval 0\n", "\"log\":{\"level\":\"info\"}"},
 	{"log_type error\nlog_type warning\n", "\"level\":\"warning\""},
@@ -269,9 +270,7 @@ static const struct bad_case bad_cases[] = {
 	{"log_timestamp false\n",
 	 "m.conf:1: log_timestamp: not supported by Wisp: every text log line starts with its time"},
 	{"include_dir nowhere\n", "m.conf:1: include_dir: cannot open directory nowhere: No such file or directory"},
-	/* keys Wisp has no meaning for, bridges, and keys waiting for MQTT 5 */
-	{"pid_file /run/mosquitto.pid\n",
-	 "m.conf:1: pid_file: not supported by Wisp: Wisp writes no pid file (a service manager tracks the process)"},
+	/* plugins, bridges, and keys waiting for MQTT 5 */
 	{"auth_opt_db x\n", "m.conf:1: auth_opt_db: not supported by Wisp: no plugins"},
 	{"connection uplink\naddress 10.0.0.1:1883\n", "m.conf:1: connection: bridges are not supported yet"},
 	{"topic # both 0\n", "m.conf:1: topic: bridges are not supported yet"},

@@ -244,6 +244,7 @@ static const struct field top_fields[] = {
 	F_OBJ(struct config, "log", log, log_fields),
 	F_OBJ(struct config, "persistence", persistence, persistence_fields),
 	F_NUM(struct config, FT_U32, "sys_interval", sys_interval, 0, 86400, 10),
+	F_STR(struct config, "pid_file", pid_file, NULL),
 	{0},
 };
 

@@ -106,6 +106,7 @@ struct config {
 	struct config_log log;
 	struct config_persistence persistence;
 	uint32_t sys_interval; /* seconds between $SYS updates; 0 = off; default 10 */
+	char *pid_file;        /* written once the listeners are open, removed at exit; NULL: none */
 };
 
 /*

@@ -977,7 +977,7 @@ static const struct mosq_key mosq_keys[] = {
 	K_REST("include_dir", MK_OTHER, NULL, conv_include_dir),
 	/* Mosquitto keys Wisp has no meaning for */
 	K_REFUSE("retry_interval", "deprecated in Mosquitto, where it has no effect; remove it"),
-	K_REFUSE("pid_file", "Wisp writes no pid file (a service manager tracks the process)"),
+	K_REST("pid_file", MK_GLOBAL, "pid_file", conv_string),
 	K_REFUSE("user", "Wisp does not change user; start it as the user it should run as (systemd User=)"),
 	K_REFUSE("allow_duplicate_messages", "deprecated in Mosquitto; remove it"),
 	K_REFUSE("allow_zero_length_clientid", "Wisp always assigns an id to a client that sends none"),
