@@ -434,6 +434,26 @@ class WillDelayTest(V5Case):
         self.assertEqual(got.topic, "will/soon")
 
 
+class ReceiveMaximumTest(V5Case):
+
+    def test_client_receive_maximum_bounds_what_is_sent(self):
+        """[MQTT-3.3.4-9] with Receive Maximum 1 in its CONNECT, a v5
+        subscriber has at most one unacknowledged QoS 1 PUBLISH: the next
+        comes after its PUBACK."""
+        sub = self.v5("rm1", props=b"\x21\x00\x01")
+        self.assertEqual(sub.subscribe5("rm/t", 1), [1])
+        pub = self.raw("rm-pub")
+        for i in range(3):
+            pub.publish("rm/t", b"m%d" % i, qos=1, pid=1 + i)
+        got = []
+        for i in range(3):
+            pkt = sub.expect(PUBLISH)
+            got.append(pkt.body[-2:])
+            sub.assert_no_packet(0.3)  # nothing more until the PUBACK
+            sub.send(packet(0x40, struct.pack("!H", pkt.pid)))
+        self.assertEqual(got, [b"m0", b"m1", b"m2"])
+
+
 class TopicAliasTest(V5Case):
 
     def test_inbound_aliases(self):

@@ -304,6 +304,9 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 		session_v5_online(b, s);
 		v->expiry = expiry;
 		v->will_delay = p->has_will && v5 ? p->will_props.will_delay : 0;
+		/* [MQTT-3.3.4-9] never more unacknowledged QoS 1/2 PUBLISHes than this */
+		v->receive_max = v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM))
+					 ? p->props.receive_maximum : 0;
 		if (!v5)
 			v->alias_max = 0;
 	} else if (s->v5) {

@@ -55,6 +55,14 @@ static bool total_has_room(const struct delivery_limits *lim, uint64_t bytes)
 /* Reports a change of outbound state to the observer (observer.h). */
 #define HOOK(lim, event, s, e) SESS_OBSERVE((lim) ? (lim)->observer : NULL, event, (s), (e))
 
+/* QoS 1/2 messages the session may have in flight: limits.max_inflight,
+ * or the client's Receive Maximum when smaller [MQTT-3.3.4-9]. */
+static uint16_t window(const struct session *s, const struct delivery_limits *lim)
+{
+	uint16_t rm = s->v5 ? s->v5->receive_max : 0;
+	return rm && rm < lim->max_inflight ? rm : lim->max_inflight;
+}
+
 static bool online(const struct session *s)
 {
 	return s->conn && s->conn->state == CONN_ACTIVE;
@@ -141,7 +149,7 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 								   const struct delivery_sub_ids *ids,
 								   enum drop_reason *why)
 {
-	bool direct = online(s) && list_empty(&s->queue) && s->inflight_count < lim->max_inflight &&
+	bool direct = online(s) && list_empty(&s->queue) && s->inflight_count < window(s, lim) &&
 		      output_has_room(s, lim);
 	if (!direct) {
 		/* 0 means unlimited for either bound, as config/README.md says. */
@@ -216,7 +224,7 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 {
 	size_t sent = 0;
-	while (online(s) && s->inflight_count < lim->max_inflight && output_has_room(s, lim)) {
+	while (online(s) && s->inflight_count < window(s, lim) && output_has_room(s, lim)) {
 		struct list_node *n = list_first(&s->queue);
 		if (!n)
 			break;
