@@ -454,6 +454,23 @@ class ReceiveMaximumTest(V5Case):
         self.assertEqual(got, [b"m0", b"m1", b"m2"])
 
 
+class InboundReceiveMaximumTest(V5Case):
+
+    LIMITS = {"max_inflight": 2}
+
+    def test_client_over_receive_maximum_disconnect_0x93(self):
+        """[MQTT-3.3.4-8] a v5 client sending more QoS 2 PUBLISHes than the
+        announced Receive Maximum (2) without completing them gets
+        DISCONNECT 0x93 (Receive Maximum exceeded)."""
+        c = self.v5("rm-over")
+        c.send(publish5("x/t", b"1", qos=2, pid=1))
+        c.expect(5)  # PUBREC
+        c.send(publish5("x/t", b"2", qos=2, pid=2))
+        c.expect(5)
+        c.send(publish5("x/t", b"3", qos=2, pid=3))
+        c.expect_disconnect(0x93)
+
+
 class TopicAliasTest(V5Case):
 
     def test_inbound_aliases(self):

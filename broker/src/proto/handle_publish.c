@@ -194,6 +194,14 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 			*why = rc == WISP_ELIMIT ? REASON_QOS2_TOO_MANY : REASON_NO_MEMORY;
 			return rc;
 		}
+		/* v5: CONNACK announced Receive Maximum (limits.max_inflight); a
+		 * client with more QoS 2 PUBLISHes unacknowledged than that
+		 * broke it [MQTT-3.3.4-8]: DISCONNECT 0x93. */
+		if (c->version == MQTT_PROTO_V5 && c->sess->qos2_in_count > b->dlim.max_inflight) {
+			sess_qos2_in_release(c->sess, p->packet_id);
+			*why = REASON_QOS2_TOO_MANY;
+			return WISP_ELIMIT;
+		}
 		if (persist_refuses_durable(b)) {
 			/* Refused before routing: routed and then refused, a clean
 			 * publisher's resend would be routed again, and exactly
