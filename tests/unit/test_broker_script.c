@@ -896,6 +896,27 @@ static void test_v5_will_properties(void)
 	EXPECT(w, "30 19 00 03 'w/t' 10 02 00 00 00 3c 03 00 01 't' 26 00 01 'k' 00 01 'v' 'bye'");
 }
 
+/* [MQTT-3.1.2-25] the client's Maximum Packet Size, to the byte: the
+ * 11-byte v5 PUBLISH reaches a client whose maximum is 11, not one whose
+ * maximum is 10. */
+static void test_v5_client_maximum_packet_size(void)
+{
+	struct hclient *fits = harness_connect(h);
+	SEND(fits, "10 15 00 04 'MQTT' 05 02 00 3c 05 27 00 00 00 0b 00 03 's11'");
+	EXPECT(fits, CONNACK_V5);
+	SEND(fits, "82 09 00 01 00 00 03 'a/b' 00");
+	EXPECT(fits, "90 04 00 01 00 00");
+	struct hclient *tight = harness_connect(h);
+	SEND(tight, "10 15 00 04 'MQTT' 05 02 00 3c 05 27 00 00 00 0a 00 03 's10'");
+	EXPECT(tight, CONNACK_V5);
+	SEND(tight, "82 09 00 01 00 00 03 'a/b' 00");
+	EXPECT(tight, "90 04 00 01 00 00");
+	struct hclient *pub = connected(CONNECT_PUB);
+	SEND(pub, "30 08 00 03 'a/b' 'hi!'");
+	EXPECT(fits, "30 09 00 03 'a/b' 00 'hi!'");
+	NOTHING(tight);
+}
+
 /* Topic aliases [MQTT-3.3.2-12]: set with a topic, then used with an
  * empty one; alias 11 (over the maximum of 10) is DISCONNECT 0x94. */
 static void test_v5_topic_alias(void)
@@ -968,6 +989,7 @@ static CU_TestInfo v5_session_tests[] = {
 	{"v5 server DISCONNECT 0x8E takeover, 0x82 second CONNECT", test_v5_server_disconnect},
 	{"v5 DISCONNECT 0x04 publishes the will", test_v5_disconnect_with_will},
 	{"v5 will properties forwarded, will delay not", test_v5_will_properties},
+	{"v5 client Maximum Packet Size, to the byte", test_v5_client_maximum_packet_size},
 	{"v5 inbound topic aliases, 0x94 over the maximum", test_v5_topic_alias},
 	{"v5 Clean Start and Session Expiry Interval", test_v5_session_expiry},
 	{"3.1 client id limit and session present", test_31_strictness},

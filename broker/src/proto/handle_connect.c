@@ -307,6 +307,9 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 		/* [MQTT-3.3.4-9] never more unacknowledged QoS 1/2 PUBLISHes than this */
 		v->receive_max = v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM))
 					 ? p->props.receive_maximum : 0;
+		/* [MQTT-3.1.2-24] nothing larger is sent to it (route.c drops it) */
+		v->max_packet = v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE))
+					? p->props.maximum_packet_size : 0;
 		if (!v5)
 			v->alias_max = 0;
 	} else if (s->v5) {

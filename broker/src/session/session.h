@@ -66,6 +66,7 @@ struct sess_v5 {
 	uint32_t will_delay;            /* of the current connection's will */
 	bool will_stored;               /* a WILL_SET for this session is in the store */
 	uint16_t receive_max;           /* the client's Receive Maximum; 0: not sent (65535) */
+	uint32_t max_packet;            /* the client's Maximum Packet Size; 0: not sent */
 	/* The current connection's inbound topic aliases [MQTT-3.3.2-12]:
 	 * `alias_max` entries, allocated at the first alias used. */
 	struct sess_alias *aliases;
