@@ -367,7 +367,11 @@ class SessionExpiryBoundTest(V5Case):
         """limits.max_session_expiry (Mosquitto's persistent_client_expiration):
         a v5 session asking "never" (0xFFFFFFFF) and a 3.1.1 persistent
         session both end 1 s after going offline, by the timer."""
-        v5 = self.v5("forever5", clean=False, props=expiry_prop(0xFFFFFFFF))
+        v5 = self.v5()
+        present, code, props = v5.connect5("forever5", clean=False, props=expiry_prop(0xFFFFFFFF))
+        self.assertEqual((present, code), (False, 0))
+        # MQTT 5, 3.2.2.3.2: the CONNACK says the interval used (1), last.
+        self.assertTrue(props.endswith(b"\x11\x00\x00\x00\x01"), props)
         self.assertEqual(v5.subscribe5("b/t", 1), [1])
         old = self.raw("forever311", clean=False)
         self.assertEqual(old.subscribe([("b/t", 1)]), [1])
