@@ -2,7 +2,7 @@
  * wisp_bench: an MQTT 3.1.1 load generator for comparing brokers.
  *
  * One process, one thread, one epoll loop, many client connections speaking
- * raw MQTT over TCP (or TLS through net/tls.h), encoded and decoded with the
+ * raw MQTT over TCP (or TLS through net/tls.h, or WebSocket through net/ws.h), encoded and decoded with the
  * shared codec (mqtt/codec.h). Not a client library: it knows exactly the
  * packets its scenarios need and treats anything else as a protocol error.
  *
@@ -125,6 +125,8 @@ struct bench_opts {
 	bool resume;             /* tls scenario: reconnect with the first session (ticket or ID) */
 	const char *topic_prefix;
 	bool persistent;         /* subscribers keep a persistent session (clean session 0) */
+	bool ws;                 /* MQTT over WebSocket (over TLS with tls) */
+	const char *ws_path;     /* upgrade request path, NULL = /mqtt */
 };
 
 /* Counters for the whole run; the report takes differences of snapshots. */

@@ -39,6 +39,7 @@
 #include "err.h"
 #include "tls.h"
 #include "transport.h"
+#include "ws.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -257,14 +258,15 @@ static void handshake(struct bench_run *r, struct bconn *c)
 	if (rc != 0) {
 		char why[160];
 		transport_last_error(c->t, why, sizeof why);
-		fail(r, "TLS handshake failed: %s%s%s", wisp_strerror(rc), why[0] ? ": " : "", why);
+		fail(r, "%s handshake failed: %s%s%s", r->o->ws ? "WebSocket" : "TLS", wisp_strerror(rc),
+		     why[0] ? ": " : "", why);
 		return;
 	}
 	c->t->want = 0;
 	if (r->o->resume) {
-		if (tls_transport_resumed(c->t))
+		if (tls_transport_resumed(ws_transport_inner(c->t)))
 			r->c.resumed++;
-		else if (!c->session && tls_transport_save_session(c->t, &c->session) != 0)
+		else if (!c->session && tls_transport_save_session(ws_transport_inner(c->t), &c->session) != 0)
 			fail(r, "connection %u: cannot save the TLS session", c->index);
 	}
 	send_connect(r, c);
@@ -298,9 +300,23 @@ static void connected(struct bench_run *r, struct bconn *c)
 	} else {
 		c->t = tcp_transport_new(fd);
 	}
+	if (c->t && r->o->ws) {
+		struct ws_opts wo = {
+			.http = {.max_head_bytes = 4096, .max_headers = 100},
+			.max_frame_size = UINT64_MAX,
+			.path = r->o->ws_path,
+			.host = r->o->host,
+		};
+		c->t = ws_client_transport_new(c->t, &wo);
+		c->state = BC_HANDSHAKE;
+	}
 	if (!c->t) {
 		c->fd = -1;
 		fail(r, "out of memory");
+		return;
+	}
+	if (r->o->ws) {
+		handshake(r, c);
 		return;
 	}
 	if (r->tls_ctx) {

@@ -111,6 +111,15 @@ for shape in "fanin|fanin" "fanout|fanout -S 4" "pairs|pairs"; do
 	done
 done
 
+# MQTT over WebSocket (issue 15) next to the same rows in plain TCP: an id
+# ending in -ws runs over a ws listener for Wisp and Mosquitto's own
+# WebSocket listener (libwebsockets: `listener PORT` + `protocol websockets`).
+for shape in "fanin|fanin" "fanout|fanout -S 100" "pairs|pairs"; do
+	for q in 0 1; do
+		SCENARIOS+=("${shape%%|*}-q$q-ws|${shape#*|} -q $q")
+	done
+done
+
 free_port() {
 	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -121,7 +130,8 @@ free_port() {
 # also avoids the 2.0.11 inflight-quota bug that strands queued QoS 1/2
 # messages (fixed upstream in 2.0.13).
 write_config() { # broker port tls id
-	local b=$1 port=$2 tls=$3 id=$4
+	local b=$1 port=$2 tls=$3 id=$4 ws=0
+	case "$id" in *-ws) ws=1 ;; esac
 	rm -rf "$TMP/data"
 	if [ "$b" = wisp ]; then
 		local persist='{"enabled": false}'
@@ -131,6 +141,7 @@ write_config() { # broker port tls id
 		esac
 		local l="{\"bind\": \"127.0.0.1\", \"port\": $port}"
 		[ "$tls" = 1 ] && l="{\"bind\": \"127.0.0.1\", \"port\": $port, \"protocol\": \"mqtts\", \"tls\": {\"cert\": \"$TMP/certs/server.crt\", \"key\": \"$TMP/certs/server.key\"}}"
+		[ "$ws" = 1 ] && l="{\"bind\": \"127.0.0.1\", \"port\": $port, \"protocol\": \"ws\"}"
 		cat >"$TMP/wisp.json" <<-EOF
 		{"listeners": [$l],
 		 "limits": {"max_inflight": 65535, "max_queued_messages": 100000, "max_output_buffer": 67108864},
@@ -140,7 +151,12 @@ write_config() { # broker port tls id
 		echo "$TMP/wisp.json"
 	else
 		{
+			# Mosquitto 2.0.11 exits with "Unable to start any listening
+			# sockets" when its only listener is a websockets one: a plain
+			# listener on another port keeps it up.
+			[ "$ws" = 1 ] && echo "listener $(free_port) 127.0.0.1"
 			echo "listener $port 127.0.0.1"
+			[ "$ws" = 1 ] && echo "protocol websockets"
 			if [ "$tls" = 1 ]; then
 				echo "cafile $TMP/certs/ca.crt"
 				echo "certfile $TMP/certs/server.crt"
@@ -209,6 +225,7 @@ run_one() { # broker id args rep
 	fi
 	[ "$tls" = 1 ] && extra=(--cafile "$TMP/certs/ca.crt")
 	[ "$tls" = 1 ] && [ "$id" != tls ] && extra+=(--tls)
+	case "$id" in *-ws) extra+=(--ws) ;; esac
 	# shellcheck disable=SC2086
 	taskset -c 1 "$BENCH" $args "${WIN[@]}" "${size[@]}" -p "$port" --broker-pid "$BROKER_PID" \
 		"${extra[@]}" --json >"$TMP/out.json" 2>"$TMP/err.txt"

@@ -100,6 +100,27 @@ out=$("$BENCH" conns -C 500 "${COMMON[@]}" 2>&1)
 check "conns" 0 "$out" $?
 stop_wisp "plain broker"
 
+# Over WebSocket (compare.sh's -ws rows): frames of many packets, packets
+# of many frames, without loss.
+WPORT=$(free_port)
+cat >"$TMP/ws.json" <<EOF
+{"listeners": [{"bind": "127.0.0.1", "port": $WPORT, "protocol": "ws"}], "log": {"level": "warning"}}
+EOF
+if start_wisp "$TMP/ws.json" "$WPORT"; then
+	for args in "fanout -q 1 -S 4 -s 64" "pairs -q 1 -s 4096" "fanin -q 0"; do
+		# shellcheck disable=SC2086
+		out=$("$BENCH" $args --ws -p "$WPORT" -d 1 -w 0.2 --drain 3 --setup-timeout 10 --json \
+			--broker-pid "$BROKER_PID" 2>&1)
+		q=${args#* -q }
+		check "$args over WebSocket" "${q%% *}" "$out" $?
+	done
+	stop_wisp "WebSocket broker"
+else
+	echo "FAIL: ws: the broker did not start on a ws listener:"
+	cat "$TMP/wisp.log"
+	failures=$((failures + 1))
+fi
+
 TPORT=$(free_port)
 if ! [ -x "$MAKE_CERTS" ] || ! "$MAKE_CERTS" --dir "$TMP/certs" >"$TMP/certs.log" 2>&1; then
 	echo "FAIL: tls: cannot make test certificates (needs openssl: scripts/deps.sh --test):"

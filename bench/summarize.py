@@ -139,6 +139,34 @@ def main():
                       f"{'-' if ratio is None else f'{ratio:.2f}'} | "
                       f"{'; '.join(notes) if key == figures_for(sid)[0][0] else ''} |")
         summary["scenarios"].append(entry)
+    # WebSocket rows against the same row in plain TCP, per broker (issue 15).
+    ws_rows = [sid for sid in order if sid.endswith("-ws") and sid[:-3] in order]
+    if ws_rows:
+        def med_cpu(sid, b):
+            vals = [value(r["result"], "broker_cpu_us_per_msg") for r in runs.get((sid, b), [])
+                    if r.get("result") and r["rc"] in (0, 1)]
+            vals = [v for v in vals if v is not None]
+            return statistics.median(vals) if vals else None
+        md.append("")
+        md.append("WebSocket against plain TCP: broker CPU per delivered message (us), and the ratio ws/tcp.")
+        md.append("")
+        md.append("| scenario | wisp tcp | wisp ws | wisp ws/tcp | mosquitto tcp | mosquitto ws | "
+                  "mosquitto ws/tcp | wisp ws / mosquitto ws |")
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        summary["ws_vs_tcp"] = []
+        for sid in ws_rows:
+            base = sid[:-3]
+            c = {b: (med_cpu(base, b), med_cpu(sid, b)) for b in ("wisp", "mosquitto")}
+            def ratio(a, b):
+                return a / b if a is not None and b else None
+            rw, rm = ratio(c["wisp"][1], c["wisp"][0]), ratio(c["mosquitto"][1], c["mosquitto"][0])
+            rx = ratio(c["wisp"][1], c["mosquitto"][1])
+            summary["ws_vs_tcp"].append({"id": sid, "wisp_tcp": c["wisp"][0], "wisp_ws": c["wisp"][1],
+                                         "mosquitto_tcp": c["mosquitto"][0], "mosquitto_ws": c["mosquitto"][1],
+                                         "wisp_ws_over_tcp": rw, "wisp_ws_over_mosquitto_ws": rx})
+            f2 = lambda v: "-" if v is None else f"{v:.2f}"
+            md.append(f"| {base} | {fmt(c['wisp'][0])} | {fmt(c['wisp'][1])} | {f2(rw)} | "
+                      f"{fmt(c['mosquitto'][0])} | {fmt(c['mosquitto'][1])} | {f2(rm)} | {f2(rx)} |")
     md.append("")
     md.append("± is half the min-max spread as a share of the median. Ratio below 1 is better for Wisp on "
               "CPU, RSS and latency; above 1 is better on rates. GENERATOR-BOUND: wisp_bench used a whole "

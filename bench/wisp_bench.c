@@ -101,6 +101,9 @@ static void usage(FILE *f)
 		"      --tls-hostname NAME    TLS: name to verify (localhost)\n"
 		"      --resume               tls: reconnect with the session of each client's first\n"
 		"                             handshake (ticket or session ID): resumed handshakes\n"
+		"      --ws                   MQTT over WebSocket (RFC 6455; wss with --tls): an upgrade\n"
+		"                             per connection, binary frames masked with a zero key\n"
+		"      --ws-path PATH         WebSocket: the request path (/mqtt)\n"
 		"      --json                 one JSON object on stdout instead of the text report\n"
 		"exit status: 0 ok, 1 loss/duplicates where the QoS forbids them, 2 usage,\n"
 		"             3 error (connect, protocol, timeout), 77 scenario not available\n");
@@ -120,6 +123,7 @@ static bool parse_num(const char *s, double lo, double hi, double *out)
 enum {
 	OPT_DRAIN = 256, OPT_OUTSTANDING, OPT_INFLIGHT, OPT_CONC, OPT_SRC, OPT_KEEPALIVE, OPT_PID,
 	OPT_SETUP, OPT_PREFIX, OPT_TLS, OPT_CAFILE, OPT_INSECURE, OPT_TLSHOST, OPT_JSON, OPT_PERSISTENT,
+	OPT_WS, OPT_WS_PATH,
 	OPT_RESUME,
 };
 
@@ -155,6 +159,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		{"tls-hostname", required_argument, NULL, OPT_TLSHOST},
 		{"json", no_argument, NULL, OPT_JSON},
 		{"persistent", no_argument, NULL, OPT_PERSISTENT},
+		{"ws", no_argument, NULL, OPT_WS},
+		{"ws-path", required_argument, NULL, OPT_WS_PATH},
 		{"help", no_argument, NULL, 'H'},
 		{NULL, 0, NULL, 0},
 	};
@@ -199,6 +205,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_TLSHOST: o->tls_hostname = optarg; break;
 		case OPT_JSON: o->json = true; break;
 		case OPT_PERSISTENT: o->persistent = true; break;
+		case OPT_WS: o->ws = true; break;
+		case OPT_WS_PATH: o->ws_path = optarg; break;
 		case 'H': usage(stdout); exit(BENCH_EXIT_OK);
 		default: usage(stderr); return -1;
 		}

@@ -479,9 +479,9 @@ class ClientMaximumPacketSizeTest(V5Case):
 
     def test_larger_messages_dropped_for_that_client_alone(self):
         """[MQTT-3.1.2-25] a PUBLISH larger than the Maximum Packet Size in a
-        v5 client's CONNECT is not sent to it (dropped, counted, logged
-        once); a client without the limit gets it, and smaller ones still
-        reach the first."""
+        v5 client's CONNECT is not sent to it (dropped for it alone); a
+        client without the limit gets it, and smaller ones still reach the
+        first."""
         small = self.v5("mps-small", props=b"\x27\x00\x00\x00\x20")  # 32 bytes
         self.assertEqual(small.subscribe5("mp/t"), [0])
         big = self.v5("mps-any")
@@ -492,8 +492,6 @@ class ClientMaximumPacketSizeTest(V5Case):
         self.assertEqual(big.recv_publish5()[2], b"x" * 100)
         self.assertEqual(big.recv_publish5()[2], b"ok")
         self.assertEqual(small.recv_publish5()[2], b"ok")  # the large one never came
-        self.assertIsNotNone(self.broker.wait_log(r"client mps-small: dropping messages for it: .*Maximum "
-                                                  r"Packet Size \(32 bytes\)"))
 
 
 class TopicAliasTest(V5Case):

@@ -13,7 +13,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import PUBACK, PUBLISH, PUBREC, BrokerTestCase, main, skip_unless_wisp  # noqa: E402
+from wisp_e2e import (CONNACK, PUBACK, PUBLISH, PUBREC, BrokerTestCase, main, mqtt_str,  # noqa: E402
+                      packet, skip_unless_wisp)
 from v5_clients import (MqttJs, paho5, paho5_get, paho5_nothing, paho5_stop,  # noqa: E402
                         paho5_subscribe, prop_str, prop_u8, prop_u32, prop_user, publish5,
                         raw5, subscribe5)
@@ -120,6 +121,76 @@ c.on('message', (topic, payload, packet) => { c.end(); done({topic, payload: pay
         self.assertEqual(r["props"].get("userProperties"), {"who": "mosq"})
         self.assertEqual(r["props"].get("contentType"), "text/x")
         self.assertEqual(r["props"].get("responseTopic"), "js/reply")
+
+    def test_client_maximum_packet_size_and_receive_maximum_with_mqttjs(self):
+        """[MQTT-3.1.2-25] MQTT.js with Maximum Packet Size 64 never gets the
+        200-byte message (dropped for it alone; a paho subscriber gets it);
+        with Receive Maximum 1 [MQTT-3.3.4-9] it still gets every small
+        QoS 1 message, one in flight at a time."""
+        js = self.mqttjs("""
+const c = mqtt.connect({host: '127.0.0.1', port: PORT, protocolVersion: 5, clientId: 'js-small',
+  properties: {maximumPacketSize: 64, receiveMaximum: 1}});
+const got = [];
+c.on('connect', () => c.subscribe('mps/t', {qos: 1}, (err) => { if (err) process.exit(1); say('SUBSCRIBED'); }));
+c.on('message', (topic, payload) => { got.push(payload.toString());
+  if (payload.toString() === 'end') { c.end(); done({got}); } });
+""")
+        js.wait_line("SUBSCRIBED")
+        other = self.paho5("mps-other")
+        paho5_subscribe(other, "mps/t", qos=1)
+        self.pub("mps/t", "x" * 200, qos=1, extra=["-V", "5"])
+        for i in range(3):
+            self.pub("mps/t", "small%d" % i, qos=1, extra=["-V", "5"])
+        self.pub("mps/t", "end", qos=1, extra=["-V", "5"])
+        self.assertEqual(js.result()["got"], ["small0", "small1", "small2", "end"])
+        self.assertEqual(paho5_get(other).payload, b"x" * 200)
+
+    def test_outbound_topic_aliases_with_mqttjs(self):
+        """[MQTT-3.3.2-9..11] MQTT.js accepts 2 topic aliases: Wisp sends
+        repeated topics as aliases (the raw packets show empty topics) and
+        MQTT.js resolves every message to its topic."""
+        js = self.mqttjs("""
+const c = mqtt.connect({host: '127.0.0.1', port: PORT, protocolVersion: 5, clientId: 'js-alias',
+  properties: {topicAliasMaximum: 2}});
+const got = []; let aliased = 0;
+c.on('packetreceive', (p) => { if (p.cmd === 'publish' && p.topic === '') aliased++; });
+c.on('connect', () => c.subscribe('al/#', {qos: 1}, (err) => { if (err) process.exit(1); say('SUBSCRIBED'); }));
+c.on('message', (topic, payload) => { got.push(topic + '=' + payload.toString());
+  if (got.length === 6) { c.end(); done({got, aliased}); } });
+""")
+        js.wait_line("SUBSCRIBED")
+        pub = raw5(self, "al-pub")
+        sent = [("al/1", "a"), ("al/1", "b"), ("al/2", "c"), ("al/3", "d"), ("al/2", "e"), ("al/1", "f")]
+        for i, (t, m) in enumerate(sent):
+            pub.send(publish5(t, m, qos=1, pid=i + 1))
+            pub.expect(PUBACK)
+        r = js.result()
+        self.assertEqual(r["got"], ["%s=%s" % tm for tm in sent])
+        self.assertGreaterEqual(r["aliased"], 2)
+
+    def test_will_properties_and_expiry_from_publication(self):
+        """A v5 will's properties reach the subscriber unchanged; its Message
+        Expiry Interval (2 s) starts when the will is published (section
+        3.1.3.2.4), not at CONNECT: a will whose client lived longer than
+        that still reaches an offline subscriber that comes back at once."""
+        sub = self.paho5("will-sub", clean_start=False, session_expiry=300)
+        paho5_subscribe(sub, "will/t", qos=1)
+        paho5_stop(sub)
+        wprops = prop_u32(0x02, 2) + prop_user("why", "gone") + prop_str(0x03, "text/w")
+        var = mqtt_str("MQTT") + bytes([5, 0x02 | 0x04 | 0x08]) + struct.pack("!H", 60) + b"\x00"
+        payload = mqtt_str("will-client") + bytes([len(wprops)]) + wprops + mqtt_str("will/t") + mqtt_str("bye")
+        w = self.raw(connect=False)
+        w.send(packet(0x10, var + payload))
+        self.assertEqual(w.expect(CONNACK).body[1], 0)
+        time.sleep(2.5)  # longer than the will's expiry: it must count from publication
+        w.close()
+        self.broker.wait_log("will-client.*disconnected", timeout=5)
+        sub = self.paho5("will-sub", clean_start=False, session_expiry=300)
+        got = paho5_get(sub)
+        self.assertEqual((got.topic, got.payload), ("will/t", b"bye"))
+        self.assertEqual(got.properties.UserProperty, [("why", "gone")])
+        self.assertEqual(got.properties.ContentType, "text/w")
+        self.assertTrue(1 <= got.properties.MessageExpiryInterval <= 2)
 
     def test_puback_no_matching_subscribers(self):
         """PUBACK 0x10 when nobody subscribed; a PUBREC too (QoS 2 then

@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import (CONNACK, MSG_PREFIX, PUBACK, SUBACK, Broker, BrokerTestCase,  # noqa: E402
+from wisp_e2e import (CONNACK, MSG_PREFIX, PUBACK, PUBLISH, SUBACK, Broker, BrokerTestCase,  # noqa: E402
                       RawClient, main, skip_unless_wisp)
 from v5_clients import (MqttJs, connect5, paho5, paho5_get, paho5_nothing, paho5_stop,  # noqa: E402
                         paho5_subscribe, prop_str, prop_u32, prop_user, prop_varint, publish5,
@@ -151,32 +151,57 @@ c.on('message', (topic, payload, packet) => { c.end(); done({payload: payload.to
         self.assertEqual(list(codes), [1, 0x80])
 
 
+@skip_unless_wisp("Wisp's ACL file")
+class V5AclTest(BrokerTestCase):
+    """What the ACL refuses a v5 client is answered 0x87 [MQTT-3.9.3]."""
+
+    def broker_options(self):
+        self.dir = tempfile.mkdtemp(prefix="wisp-v5-acl-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        acl = os.path.join(self.dir, "acl")
+        with open(acl, "w") as f:
+            f.write("topic readwrite open/#\n")
+        return {"config": {"auth": {"acl_file": acl}}}
+
+    def test_acl_refusals_are_0x87(self):
+        c = raw5(self, "acl-v5")
+        c.send(subscribe5(1, [("open/#", 1), ("closed/#", 1)]))
+        self.assertEqual(c.expect(SUBACK).body, b"\x00\x01\x00\x01\x87")
+        c.send(publish5("closed/x", b"no", qos=1, pid=2))
+        self.assertEqual(c.expect(PUBACK).body, b"\x00\x02\x87")
+        c.send(publish5("open/x", b"yes", qos=1, pid=3))
+        self.assertEqual(c.expect(PUBLISH).body, b"\x00\x06open/x\x00\x01\x00yes")  # routed to its own subscription,
+        self.assertEqual(c.expect(PUBACK).body, b"\x00\x03")  # then acknowledged
+        old = self.raw("acl-311")
+        self.assertEqual(old.subscribe([("closed/#", 1)]), [0x80])
+
+
 @skip_unless_wisp("kills and restarts the broker on its own store")
 class V5DurabilityTest(BrokerTestCase):
     """Every v5 field of a subscription and of a queued message survives
     kill -9: the ack came after the records were written."""
 
+    def broker_options(self):
+        return {"config": {"persistence": {"enabled": True, "dir": self.data, "fsync": "no"}}}
+
     def setUp(self):
-        self._closers = []
         self.data = tempfile.mkdtemp(prefix="wisp-v5-store-")
-        self.brokers = []
-        self.broker = self.start_broker()
+        self.killed = []
+        super().setUp()
 
     def tearDown(self):
-        for c in reversed(self._closers):
-            try:
-                c()
-            except Exception:  # noqa: BLE001 - cleanup must not hide the test result
-                pass
-        self.broker.stop()
-        for b in self.brokers:
+        super().tearDown()
+        for b in self.killed:
             b.cleanup()
         shutil.rmtree(self.data, ignore_errors=True)
 
-    def start_broker(self):
-        b = Broker(config={"persistence": {"enabled": True, "dir": self.data, "fsync": "no"}})
-        self.brokers.append(b)
-        return b.start()
+    def restart_after_kill9(self):
+        self.broker.proc.send_signal(signal.SIGKILL)
+        self.assertEqual(self.broker.proc.wait(timeout=10), -signal.SIGKILL)
+        self.broker.exit_status = -signal.SIGKILL
+        self.killed.append(self.broker)
+        self.broker = Broker(**self.broker_options())
+        self.broker.start()
 
     def test_kill9_keeps_subscription_options_and_message_fields(self):
         sub = paho5(self.broker.port, "k9-sub", clean_start=False, session_expiry=3600)
@@ -191,10 +216,7 @@ class V5DurabilityTest(BrokerTestCase):
         self.assertEqual(pub.expect(PUBACK).body, b"\x00\x03")
         pub.close()
 
-        self.broker.proc.send_signal(signal.SIGKILL)
-        self.assertEqual(self.broker.proc.wait(timeout=10), -signal.SIGKILL)
-        self.broker.exit_status = -signal.SIGKILL
-        self.broker = self.start_broker()
+        self.restart_after_kill9()
 
         sub = paho5(self.broker.port, "k9-sub", clean_start=False, session_expiry=3600)
         self.on_cleanup(lambda: paho5_stop(sub))

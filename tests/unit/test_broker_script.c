@@ -766,6 +766,98 @@ static void test_v5_restart_keeps_options_identifiers_and_properties(void)
 	NOTHING(s2);
 }
 
+/* The client's Receive Maximum (1) bounds what Wisp has in flight to it
+ * [MQTT-3.3.4-9]; nothing over its Maximum Packet Size (30) is sent
+ * [MQTT-3.1.2-25]: that message is dropped for it alone. */
+static void test_v5_client_receive_maximum_and_packet_size(void)
+{
+	struct hclient *c = harness_connect(h);
+	SEND(c, "10 18 00 04 'MQTT' 05 02 00 3c 08 21 00 01 27 00 00 00 1e 00 03 'rmx'");
+	expect_v5_connack(c, 0x00, 0x00, "connack");
+	SEND(c, "82 09 00 01 00 00 03 'r/t' 01");
+	EXPECT(c, "90 04 00 01 00 01");
+	struct hclient *p = connected_v5(CONNECT_V5_PUB);
+	SEND(p, "32 09 00 03 'r/t' 00 01 00 'a'");
+	EXPECT(p, "40 02 00 01");
+	EXPECT(c, "32 09 00 03 'r/t' 00 01 00 'a'");
+	SEND(p, "32 09 00 03 'r/t' 00 02 00 'b'");
+	EXPECT(p, "40 02 00 02");
+	NOTHING(c); /* the window of 1 is full */
+	SEND(c, "40 02 00 01");
+	EXPECT(c, "32 09 00 03 'r/t' 00 02 00 'b'");
+	SEND(p, "30 24 00 03 'r/t' 00 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'"); /* 38 bytes to c: over 30 */
+	SEND(p, "30 07 00 03 'r/t' 00 'c'");
+	EXPECT(c, "30 07 00 03 'r/t' 00 'c'");
+}
+
+/* A v5 client with more unacknowledged QoS 2 PUBLISHes than the Receive
+ * Maximum Wisp announced (limits.max_inflight) gets DISCONNECT 0x93. */
+static void test_v5_receive_maximum_exceeded(void)
+{
+	harness_free(h);
+	start("{\"listeners\": [{\"bind\": \"127.0.0.1\", \"port\": 0}], \"limits\": {\"max_inflight\": 2},"
+	      " \"persistence\": {\"enabled\": false}, \"log\": {\"level\": \"error\"}}");
+	struct hclient *p = connected_v5(CONNECT_V5_PUB);
+	SEND(p, "34 09 00 03 'q/2' 00 01 00 'a'");
+	EXPECT(p, "50 03 00 01 10");
+	SEND(p, "34 09 00 03 'q/2' 00 02 00 'b'");
+	EXPECT(p, "50 03 00 02 10");
+	SEND(p, "34 09 00 03 'q/2' 00 03 00 'c'");
+	EXPECT(p, "e0 01 93");
+	CU_ASSERT(client_closed(p));
+}
+
+/* [MQTT-3.3.2-9..11] outbound Topic Aliases up to the client's Topic Alias
+ * Maximum (2): a new topic goes with its name and an alias, a repeated one
+ * as the alias alone, slots reused round robin. */
+static void test_v5_outbound_topic_aliases(void)
+{
+	struct hclient *c = harness_connect(h);
+	SEND(c, "10 13 00 04 'MQTT' 05 02 00 3c 03 22 00 02 00 03 'tam'");
+	expect_v5_connack(c, 0x00, 0x00, "connack");
+	SEND(c, "82 09 00 01 00 00 03 'a/#' 00");
+	EXPECT(c, "90 04 00 01 00 00");
+	struct hclient *p = connected_v5(CONNECT_V5_PUB);
+	SEND(p, "30 07 00 03 'a/1' 00 'x'");
+	EXPECT(c, "30 0a 00 03 'a/1' 03 23 00 01 'x'");
+	SEND(p, "30 07 00 03 'a/1' 00 'y'");
+	EXPECT(c, "30 07 00 00 03 23 00 01 'y'");
+	SEND(p, "30 07 00 03 'a/2' 00 'z'");
+	EXPECT(c, "30 0a 00 03 'a/2' 03 23 00 02 'z'");
+	SEND(p, "30 07 00 03 'a/3' 00 'w'");
+	EXPECT(c, "30 0a 00 03 'a/3' 03 23 00 01 'w'");
+	SEND(p, "30 07 00 03 'a/1' 00 'v'");
+	EXPECT(c, "30 0a 00 03 'a/1' 03 23 00 02 'v'");
+	/* A client that gave no maximum gets no alias [MQTT-3.3.2-9]. */
+	struct hclient *s = connected_v5(CONNECT_V5_SUB);
+	SEND(s, "82 09 00 01 00 00 03 'a/#' 00");
+	EXPECT(s, "90 04 00 01 00 00");
+	SEND(p, "30 07 00 03 'a/1' 00 'u'");
+	EXPECT(s, "30 07 00 03 'a/1' 00 'u'");
+	EXPECT(c, "30 07 00 00 03 23 00 02 'u'");
+}
+
+/* A v5 will's properties reach subscribers like a PUBLISH's, unchanged
+ * and in order [MQTT-3.3.2-17]; its Message Expiry Interval starts when
+ * it is published and goes as the time left (section 3.1.3.2.4); a 3.1.1
+ * subscriber gets none. */
+static void test_v5_will_properties(void)
+{
+	struct hclient *watch = connected_v5(CONNECT_V5_SUB);
+	SEND(watch, "82 09 00 01 00 00 03 'w/t' 00");
+	EXPECT(watch, "90 04 00 01 00 00");
+	struct hclient *old = connected(CONNECT_SUB);
+	SEND(old, "82 08 00 01 00 03 'w/t' 00");
+	EXPECT(old, "90 03 00 01 00");
+	struct hclient *w = harness_connect(h);
+	SEND(w, "10 27 00 04 'MQTT' 05 06 00 3c 00 00 03 'wil' 0c 02 00 00 00 64 26 00 01 'k' 00 01 'v'"
+		" 00 03 'w/t' 00 03 'bye'");
+	expect_v5_connack(w, 0x00, 0x00, "will connack");
+	client_close(w);
+	EXPECT(watch, "30 15 00 03 'w/t' 0c 02 00 00 00 64 26 00 01 'k' 00 01 'v' 'bye'");
+	EXPECT(old, "30 08 00 03 'w/t' 'bye'");
+}
+
 static CU_TestInfo connect_tests[] = {
 	{"CONNECT accepted: CONNACK 0", test_connect_accepted},
 	{"CONNECT a byte at a time", test_connect_byte_by_byte},
@@ -880,7 +972,7 @@ static void test_v5_disconnect_with_will(void)
  * 3.1.3.2): Message Expiry Interval (its time left, counted from the
  * will's publication), Content Type and a User Property, in order; the
  * Will Delay Interval is the broker's and is not forwarded. */
-static void test_v5_will_properties(void)
+static void test_v5_will_delay_not_forwarded(void)
 {
 	struct hclient *w = harness_connect(h);
 	SEND(w, CONNECT_V5_SUB);
@@ -988,7 +1080,7 @@ static CU_TestInfo v5_session_tests[] = {
 	{"v5 refusals: 0x85, 0x8C, no properties, closed", test_v5_refusals},
 	{"v5 server DISCONNECT 0x8E takeover, 0x82 second CONNECT", test_v5_server_disconnect},
 	{"v5 DISCONNECT 0x04 publishes the will", test_v5_disconnect_with_will},
-	{"v5 will properties forwarded, will delay not", test_v5_will_properties},
+	{"v5 will properties forwarded, will delay not", test_v5_will_delay_not_forwarded},
 	{"v5 client Maximum Packet Size, to the byte", test_v5_client_maximum_packet_size},
 	{"v5 inbound topic aliases, 0x94 over the maximum", test_v5_topic_alias},
 	{"v5 Clean Start and Session Expiry Interval", test_v5_session_expiry},
@@ -1005,6 +1097,11 @@ static CU_TestInfo v5_tests[] = {
 	{"Retain Handling 0/1/2 [MQTT-3.3.1-9..11]", test_v5_retain_handling},
 	{"MQTT-3.3.4-4 one copy with both identifiers", test_v5_one_copy_with_both_identifiers},
 	{"SUBACK 0x8F, 0x9E per filter [MQTT-3.9.3-1]", test_v5_suback_reason_codes},
+	{"client Receive Maximum and Maximum Packet Size [MQTT-3.3.4-9] [MQTT-3.1.2-25]",
+	 test_v5_client_receive_maximum_and_packet_size},
+	{"Receive Maximum exceeded: DISCONNECT 0x93", test_v5_receive_maximum_exceeded},
+	{"outbound topic aliases [MQTT-3.3.2-9..11]", test_v5_outbound_topic_aliases},
+	{"v5 will properties forwarded, expiry from publication", test_v5_will_properties},
 	CU_TEST_INFO_NULL,
 };
 

@@ -116,7 +116,8 @@ static const struct bad_case bad_cases[] = {
 	{"{\"sys_interval\": 86401}", "t.json: sys_interval: out of range: 86401 (allowed 0 to 86400)"},
 	/* enums */
 	{"{\"listeners\": [{\"protocol\": \"http\"}]}",
-	 "t.json: listeners[0].protocol: invalid value \"http\" (expected one of \"mqtt\", \"mqtts\")"},
+	 "t.json: listeners[0].protocol: invalid value \"http\" (expected one of \"mqtt\", \"mqtts\", "
+	 "\"ws\", \"wss\")"},
 	{"{\"log\": {\"level\": \"verbose\"}}",
 	 "t.json: log.level: invalid value \"verbose\" (expected one of \"error\", \"warning\", "
 	 "\"notice\", \"info\", \"debug\")"},
@@ -137,7 +138,21 @@ static const struct bad_case bad_cases[] = {
 	{"{\"listeners\": [{\"protocol\": \"mqtts\", \"tls\": {\"cert\": \"cert.pem\"}}]}",
 	 "t.json: listeners[0].tls.key: required when protocol is \"mqtts\""},
 	{"{\"listeners\": [{\"tls\": {\"cert\": \"cert.pem\", \"key\": \"key.pem\"}}]}",
-	 "t.json: listeners[0].tls: only allowed when protocol is \"mqtts\""},
+	 "t.json: listeners[0].tls: only allowed when protocol is \"mqtts\" or \"wss\""},
+	{"{\"listeners\": [{\"protocol\": \"ws\", \"tls\": {\"cert\": \"cert.pem\", \"key\": \"key.pem\"}}]}",
+	 "t.json: listeners[0].tls: only allowed when protocol is \"mqtts\" or \"wss\""},
+	{"{\"listeners\": [{\"protocol\": \"wss\"}]}",
+	 "t.json: listeners[0].tls: required when protocol is \"wss\""},
+	{"{\"listeners\": [{\"protocol\": \"wss\", \"tls\": {\"key\": \"key.pem\"}}]}",
+	 "t.json: listeners[0].tls.cert: required when protocol is \"wss\""},
+	{"{\"listeners\": [{\"path\": \"/mqtt\"}]}",
+	 "t.json: listeners[0].path: only allowed when protocol is \"ws\" or \"wss\""},
+	{"{\"listeners\": [{\"protocol\": \"mqtts\", \"max_frame_size\": 10}]}",
+	 "t.json: listeners[0].max_frame_size: only allowed when protocol is \"ws\" or \"wss\""},
+	{"{\"listeners\": [{\"protocol\": \"ws\", \"path\": \"mqtt\"}]}",
+	 "t.json: listeners[0].path: must start with '/'"},
+	{"{\"listeners\": [{\"protocol\": \"ws\", \"max_header_bytes\": 100}]}",
+	 "t.json: listeners[0].max_header_bytes: out of range: 100 (allowed 256 to 1048576)"},
 	{"{\"listeners\": [{}, {\"port\": 8883, \"protocol\": \"mqtts\", \"tls\": {\"cert\": "
 	 "\"/x/y.pem\"}}]}",
 	 "t.json: listeners[1].tls.cert: file not found: /x/y.pem"},
@@ -298,7 +313,7 @@ static void test_default_json_file_matches_embedded_default(void)
 /* The shipped examples stay valid (their files stand in the scratch dir). */
 static void test_example_files_are_valid(void)
 {
-	static const char *const files[] = {"default.json", "tls.json", "secure.json"};
+	static const char *const files[] = {"default.json", "tls.json", "secure.json", "websocket.json"};
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
 		char path[1024], err[512];
 		struct config *cfg;
@@ -318,6 +333,39 @@ static void test_load_missing_file(void)
 	char err[256];
 	CU_ASSERT_EQUAL(config_load("missing.json", &cfg, err, sizeof err), WISP_ECONFIG);
 	CU_ASSERT_STRING_EQUAL(err, "missing.json: (root): cannot open: No such file or directory");
+}
+
+static void test_websocket_listeners(void)
+{
+	static const char doc[] =
+		"{\"listeners\": [{\"protocol\": \"ws\"},\n"
+		" {\"protocol\": \"ws\", \"port\": 9001, \"path\": \"/mqtt\", \"max_header_bytes\": 4096,\n"
+		"  \"max_headers\": 20, \"max_frame_size\": 65536, \"trust_proxy\": true},\n"
+		" {\"protocol\": \"wss\", \"tls\": {\"cert\": \"cert.pem\", \"key\": \"key.pem\"}}]}";
+	struct config *cfg;
+	char err[256];
+	int rc = config_parse(doc, sizeof doc - 1, "ws.json", &cfg, err, sizeof err);
+	if (rc)
+		fprintf(stderr, "\n%s\n", err);
+	CU_ASSERT_EQUAL_FATAL(rc, 0);
+	const struct config_listener *l = cfg->listeners;
+	CU_ASSERT_EQUAL(l[0].protocol, CONFIG_PROTO_WS);
+	CU_ASSERT_EQUAL(l[0].port, 8083);
+	CU_ASSERT_PTR_NULL(l[0].path);
+	CU_ASSERT_EQUAL(l[0].max_header_bytes, 8192);
+	CU_ASSERT_EQUAL(l[0].max_headers, 100);
+	CU_ASSERT_EQUAL(l[0].max_frame_size, 0);
+	CU_ASSERT_FALSE(l[0].trust_proxy);
+	CU_ASSERT_STRING_EQUAL(l[1].path, "/mqtt");
+	CU_ASSERT_EQUAL(l[1].port, 9001);
+	CU_ASSERT_EQUAL(l[1].max_header_bytes, 4096);
+	CU_ASSERT_EQUAL(l[1].max_headers, 20);
+	CU_ASSERT_EQUAL(l[1].max_frame_size, 65536);
+	CU_ASSERT_TRUE(l[1].trust_proxy);
+	CU_ASSERT_EQUAL(l[2].protocol, CONFIG_PROTO_WSS);
+	CU_ASSERT_EQUAL(l[2].port, 8084);
+	CU_ASSERT_TRUE(config_proto_is_tls(l[2].protocol) && config_proto_is_ws(l[2].protocol));
+	config_free(cfg);
 }
 
 static void test_full_document_is_parsed(void)
@@ -500,6 +548,7 @@ static CU_TestInfo config_tests[] = {
 	{"missing file", test_load_missing_file},
 	{"example files are valid", test_example_files_are_valid},
 	{"full document parsed", test_full_document_is_parsed},
+	{"ws and wss listeners", test_websocket_listeners},
 	{"inline acl becomes acl text", test_inline_acl_becomes_acl_text},
 	{"password file turns anonymous off unless explicit",
 	 test_password_file_turns_anonymous_off_unless_explicit},

@@ -105,6 +105,11 @@ static const struct map_case map_cases[] = {
 	{"listener 1884\nsocket_domain ipv4\n", "\"listeners\":[{\"port\":1884,\"bind\":\"0.0.0.0\",\"allow_anonymous\":false}]"},
 	{"listener 1884\nsocket_domain ipv6\n", "\"listeners\":[{\"port\":1884,\"bind\":\"::\",\"allow_anonymous\":false}]"},
 	{"listener 1884 127.0.0.1\nprotocol mqtt\n", "\"listeners\":[{\"port\":1884,\"bind\":\"127.0.0.1\",\"allow_anonymous\":false}]"},
+	/* MQTT over WebSockets: ws, and wss with TLS keys */
+	{"listener 9001 127.0.0.1\nprotocol websockets\n", "{\"port\":9001,\"bind\":\"127.0.0.1\",\"protocol\":\"ws\""},
+	{"listener 9001 127.0.0.1\nprotocol websockets\ncertfile cert.pem\nkeyfile key.pem\n", "\"protocol\":\"wss\""},
+	{"listener 1883 127.0.0.1\nlistener 9001 127.0.0.1\nprotocol websockets\nlog_type websockets\n",
+	 "{\"port\":1883,\"bind\":\"127.0.0.1\",\"allow_anonymous\":false},{\"port\":9001,\"bind\":\"127.0.0.1\",\"protocol\":\"ws\""},
 	/* the default listener: `port` and `bind_address`, placed after the others */
 	{"port 1885\nbind_address 127.0.0.1\n", "\"listeners\":[{\"port\":1885,\"bind\":\"127.0.0.1\",\"allow_anonymous\":false}]"},
 	{"bind_address 127.0.0.1\nlistener 1884 127.0.0.2\n",
@@ -217,8 +222,7 @@ static const struct bad_case bad_cases[] = {
 	 "m.conf:1: listener: not supported by Wisp: port 0 means a Unix socket in Mosquitto; Wisp listens on TCP only"},
 	{"listener 70000\n", "m.conf:1: listener: port out of range: 70000 (allowed 1 to 65535)"},
 	{"listener 1884 a b\n", "m.conf:1: listener: expected 'listener <port> [<address>]', got '1884 a b'"},
-	{"listener 1884\nprotocol websockets\n",
-	 "m.conf:2: protocol: not supported yet: protocol websockets (MQTT over WebSockets is being added)"},
+	{"listener 1884\nprotocol ftp\n", "m.conf:2: protocol: expected mqtt or websockets, got 'ftp'"},
 	{"listener 1884\nsocket_domain ipx\n", "m.conf:2: socket_domain: expected ipv4 or ipv6, got 'ipx'"},
 	{"listener 1884\nmax_connections 10\n",
 	 "m.conf:2: max_connections: not supported by Wisp on a listener without an address: Wisp listens on IPv4 "
@@ -266,7 +270,6 @@ static const struct bad_case bad_cases[] = {
 	 "debug"},
 	{"log_type none\n",
 	 "m.conf:1: log_type: not supported by Wisp: Wisp always logs errors (use log_dest none to discard the log)"},
-	{"log_type websockets\n", "m.conf:1: log_type: not supported yet (MQTT over WebSockets is being added)"},
 	{"log_timestamp false\n",
 	 "m.conf:1: log_timestamp: not supported by Wisp: every text log line starts with its time"},
 	{"include_dir nowhere\n", "m.conf:1: include_dir: cannot open directory nowhere: No such file or directory"},

@@ -148,6 +148,31 @@ static void test_free_releases_everything(void)
 	CU_ASSERT_EQUAL(wisp_mem_used(), mem0);
 }
 
+/* A snapshot walks every topic: '#' skips '$' names [MQTT-4.7.2-1], so a
+ * compaction that walked with '#' lost clients' retained '$' topics. */
+static void test_each_visits_dollar_topics(void)
+{
+	struct fake_msg m[5] = {{0, 0}};
+	const char *topics[] = {"a", "a/b", "$SYS/x", "$app/state", "/"};
+	struct retained *r = retained_new(on_release, 0, 0);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+	for (size_t i = 0; i < 5; i++)
+		CU_ASSERT_EQUAL(set(r, topics[i], &m[i], 1), 0);
+	static struct seen s;
+	s.n = 0;
+	CU_ASSERT_EQUAL(retained_each(r, on_visit, &s), 5);
+	CU_ASSERT_EQUAL_FATAL(s.n, 5);
+	for (size_t i = 0; i < 5; i++) {
+		size_t found = 0;
+		for (size_t j = 0; j < s.n; j++)
+			if (strcmp(s.names[j], topics[i]) == 0 && s.values[j] == &m[i])
+				found++;
+		CU_ASSERT_EQUAL(found, 1);
+	}
+	CU_ASSERT_EQUAL(match(r, "#", &s), 3);
+	retained_free(r);
+}
+
 /* The spec's match table: each case's name stored alone, matched by its filter. */
 static void test_match_table(void)
 {
@@ -492,6 +517,7 @@ static void test_oom_retained_new(void)
 static CU_TestInfo store_tests[] = {
 	{"set, get, replace, delete [MQTT-3.3.1-10] with release accounting", test_set_get_replace_delete},
 	{"retained_free releases every value", test_free_releases_everything},
+	{"retained_each visits '$' topics too, '#' does not [MQTT-4.7.2-1]", test_each_visits_dollar_topics},
 	{"empty and over-long topics", test_bad_lengths},
 	CU_TEST_INFO_NULL,
 };

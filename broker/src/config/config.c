@@ -104,7 +104,8 @@ struct field {
 #define F_CUSTOM(st, k, m, fn) {.key = k, .type = FT_CUSTOM, .offset = offsetof(st, m), .custom = fn}
 
 static const struct enum_name protocol_names[] = {
-	{"mqtt", CONFIG_PROTO_MQTT}, {"mqtts", CONFIG_PROTO_MQTTS}, {NULL, 0}};
+	{"mqtt", CONFIG_PROTO_MQTT}, {"mqtts", CONFIG_PROTO_MQTTS}, {"ws", CONFIG_PROTO_WS},
+	{"wss", CONFIG_PROTO_WSS},   {NULL, 0}};
 static const struct enum_name level_names[] = {
 	{"error", LOG_ERROR}, {"warning", LOG_WARNING}, {"notice", LOG_NOTICE},
 	{"info", LOG_INFO},   {"debug", LOG_DEBUG},     {NULL, 0}};
@@ -157,6 +158,23 @@ static const struct field listener_fields[] = {
 	F_NUM(struct config_listener, FT_U32, "max_handshakes_per_address", max_handshakes_per_address, 0,
 	      UINT32_MAX, 64),
 	F_OBJ(struct config_listener, "tls", tls, tls_fields),
+	/* WebSocket listeners. Browsers send 0.5-2 KiB of head, more with
+	 * cookies; 8 KiB is nginx's large_client_header_buffers line size and
+	 * what Mosquitto's libwebsockets accepts by default, and bounds what a
+	 * handshake holds. 100 lines is Apache's LimitRequestFields: no real
+	 * client sends a tenth of it. */
+	F_STR(struct config_listener, "path", path, NULL),
+	F_NUM(struct config_listener, FT_U32, "max_header_bytes", max_header_bytes, 256, 1048576, 8192),
+	F_NUM(struct config_listener, FT_U32, "max_headers", max_headers, 1, 10000, 100),
+	/* A frame is streamed into the MQTT input, never held whole, so its
+	 * size costs no memory; the bound is for the operator who wants
+	 * clients to frame per packet. 0 follows limits.max_packet_size: a
+	 * client framing one packet per frame always fits. */
+	F_NUM(struct config_listener, FT_U32, "max_frame_size", max_frame_size, 0, UINT32_MAX, 0),
+	F_BOOL(struct config_listener, "trust_proxy", trust_proxy, 0),
+	/* Off: one frame carries every packet a loop turn queued, as
+	 * [MQTT-6.0.0-2] allows; on for clients that cannot read that. */
+	F_BOOL(struct config_listener, "frame_per_packet", frame_per_packet, 1),
 	{0},
 };
 
@@ -849,19 +867,37 @@ static int check_listener(struct parser *p, struct config *cfg, const cJSON *lj,
 	if (!cJSON_HasObjectItem(lj, "allow_anonymous") && cfg->auth.password_file)
 		l->allow_anonymous = false;
 
-	if (l->protocol == CONFIG_PROTO_MQTT && tls) {
+	bool is_tls = l->protocol == CONFIG_PROTO_MQTTS || l->protocol == CONFIG_PROTO_WSS;
+	bool is_ws = l->protocol == CONFIG_PROTO_WS || l->protocol == CONFIG_PROTO_WSS;
+	const char *proto = l->protocol == CONFIG_PROTO_WSS ? "wss" : "mqtts";
+	static const char *const ws_keys[] = {"path", "max_header_bytes", "max_headers", "max_frame_size",
+					      "trust_proxy", "frame_per_packet"};
+	if (!cJSON_HasObjectItem(lj, "port") && l->protocol == CONFIG_PROTO_WS)
+		l->port = 8083;
+	if (!cJSON_HasObjectItem(lj, "port") && l->protocol == CONFIG_PROTO_WSS)
+		l->port = 8084;
+	for (size_t k = 0; !is_ws && k < sizeof ws_keys / sizeof ws_keys[0]; k++) {
+		if (cJSON_HasObjectItem(lj, ws_keys[k])) {
+			path_push_key(p, ws_keys[k]);
+			rc = fail(p, "only allowed when protocol is \"ws\" or \"wss\"");
+			break;
+		}
+	}
+	if (rc) {
+		/* reported */
+	} else if (!is_tls && tls) {
 		path_push_key(p, "tls");
-		rc = fail(p, "only allowed when protocol is \"mqtts\"");
-	} else if (l->protocol == CONFIG_PROTO_MQTTS) {
+		rc = fail(p, "only allowed when protocol is \"mqtts\" or \"wss\"");
+	} else if (is_tls) {
 		if (!tls) {
 			path_push_key(p, "tls");
-			rc = fail(p, "required when protocol is \"mqtts\"");
+			rc = fail(p, "required when protocol is \"%s\"", proto);
 		} else if (!l->tls.cert) {
 			path_push_key(p, "tls.cert");
-			rc = fail(p, "required when protocol is \"mqtts\"");
+			rc = fail(p, "required when protocol is \"%s\"", proto);
 		} else if (!l->tls.key) {
 			path_push_key(p, "tls.key");
-			rc = fail(p, "required when protocol is \"mqtts\"");
+			rc = fail(p, "required when protocol is \"%s\"", proto);
 		} else if (l->tls.require_certificate && !l->tls.ca) {
 			path_push_key(p, "tls.ca");
 			rc = fail(p, "required when require_certificate is true");
@@ -869,6 +905,10 @@ static int check_listener(struct parser *p, struct config *cfg, const cJSON *lj,
 			path_push_key(p, "tls.use_identity_as_username");
 			rc = fail(p, "needs require_certificate to be true");
 		}
+	}
+	if (!rc && l->path && l->path[0] != '/') {
+		path_push_key(p, "path");
+		rc = fail(p, "must start with '/'");
 	}
 	for (size_t j = 0; !rc && j < i; j++) {
 		const struct config_listener *o = &cfg->listeners[j];

@@ -16,7 +16,19 @@
 enum config_protocol {
 	CONFIG_PROTO_MQTT = 0,  /* plain TCP */
 	CONFIG_PROTO_MQTTS = 1, /* TLS */
+	CONFIG_PROTO_WS = 2,    /* MQTT over WebSocket over TCP */
+	CONFIG_PROTO_WSS = 3,   /* MQTT over WebSocket over TLS */
 };
+
+static inline bool config_proto_is_tls(enum config_protocol p)
+{
+	return p == CONFIG_PROTO_MQTTS || p == CONFIG_PROTO_WSS;
+}
+
+static inline bool config_proto_is_ws(enum config_protocol p)
+{
+	return p == CONFIG_PROTO_WS || p == CONFIG_PROTO_WSS;
+}
 
 struct config_tls {
 	char *cert;     /* PEM certificate chain file */
@@ -40,6 +52,13 @@ struct config_listener {
 	uint32_t max_handshakes;  /* mqtts: TLS handshakes at once; 0 = unlimited; default 512 */
 	uint32_t max_handshakes_per_address; /* mqtts: the same per source address (IPv6: per /64); default 64 */
 	struct config_tls tls;
+	/* ws, wss: the HTTP Upgrade request and the frames. */
+	char *path;                /* request path to accept; NULL = any */
+	uint32_t max_header_bytes; /* request line + headers; default 8192 */
+	uint32_t max_headers;      /* header lines; default 100 */
+	uint32_t max_frame_size;   /* payload of one client data frame; 0 (default) = limits.max_packet_size */
+	bool trust_proxy;          /* take the client address from X-Forwarded-For; default false */
+	bool frame_per_packet;     /* one WebSocket frame per MQTT packet (Paho C); default true */
 };
 
 struct config_limits {

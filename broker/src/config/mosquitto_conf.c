@@ -18,8 +18,7 @@
  * validator refuses is reported as "<file>:<line>: <key>: <reason>" too.
  *
  * What it does not do: bridges (refused as "not supported yet" until the
- * bridge issue lands), WebSockets (conv_protocol, until the ws listener
- * lands), plugins, and every key whose meaning Wisp cannot honour: those
+ * bridge issue lands), plugins, and every key whose meaning Wisp cannot honour: those
  * are refused with the reason, never skipped. A key whose Wisp counterpart
  * is still being written is one table row with K_NOT_YET. Mosquitto's
  * per-listener keys that Wisp has broker-wide (max_qos, max_topic_alias,
@@ -85,6 +84,7 @@ struct mlistener {
 	bool has_bind;
 	bool used; /* the default listener: one of its keys appeared */
 	bool tls_keys;
+	bool websockets; /* protocol websockets */
 	const char *file;
 	unsigned line;
 	size_t first, count; /* the Wisp listeners made from it */
@@ -472,16 +472,16 @@ static int conv_bind_address(struct reader *r, const struct mosq_key *k, const c
 	return rc;
 }
 
-/* `protocol websockets` becomes a "ws" listener once the ws branch lands:
- * this row's converter is the one line to change. */
+/* `protocol websockets` makes the listener a "ws" one, "wss" with TLS keys
+ * (add_listener_json). */
 static int conv_protocol(struct reader *r, const struct mosq_key *k, const char *value)
 {
-	(void)k;
-	if (!strcmp(value, "mqtt"))
-		return 0; /* the default */
-	if (!strcmp(value, "websockets"))
-		return fail(r, "not supported yet: protocol websockets (MQTT over WebSockets is being added)");
-	return fail(r, "expected mqtt or websockets, got '%s'", value);
+	int scope;
+	if (strcmp(value, "mqtt") != 0 && strcmp(value, "websockets") != 0)
+		return fail(r, "expected mqtt or websockets, got '%s'", value);
+	target(r, k->scope, &scope);
+	r->cur->websockets = !strcmp(value, "websockets");
+	return add_origin(r, scope, "protocol");
 }
 
 static int conv_socket_domain(struct reader *r, const struct mosq_key *k, const char *value)
@@ -780,7 +780,7 @@ static int conv_log_type(struct reader *r, const struct mosq_key *k, const char 
 	else if (!strcmp(value, "none"))
 		return fail(r, "not supported by Wisp: Wisp always logs errors (use log_dest none to discard the log)");
 	else if (!strcmp(value, "websockets"))
-		return fail(r, "not supported yet (MQTT over WebSockets is being added)");
+		return 0; /* libwebsockets' own log: Wisp logs WebSocket events with the connections */
 	if (!bit)
 		return fail(r, "expected debug, error, warning, notice, information, subscribe, unsubscribe, "
 			       "websockets, none or all, got '%s'",
@@ -1141,7 +1141,8 @@ static int add_listener_json(struct reader *r, cJSON *arr, struct mlistener *l, 
 		cJSON_Delete(o);
 		return fail_nomem(r);
 	}
-	if (l->tls_keys && !cJSON_AddStringToObject(o, "protocol", "mqtts")) {
+	const char *proto = l->websockets ? (l->tls_keys ? "wss" : "ws") : l->tls_keys ? "mqtts" : NULL;
+	if (proto && !cJSON_AddStringToObject(o, "protocol", proto)) {
 		cJSON_Delete(o);
 		return fail_nomem(r);
 	}

@@ -21,7 +21,7 @@
 	X(NO_MEMORY, "no_memory", "limits.memory_limit")                    \
 	X(EXPIRED, "expired", NULL)                                         \
 	X(PAYLOAD_INVALID, "payload_format_invalid", NULL)                  \
-	X(TOO_LARGE, "too_large_for_client", "the client's Maximum Packet Size") \
+	X(TOO_LARGE, "packet_too_large", NULL)                              \
 	/* broker-wide: logged once per episode by session/delivery.c */     \
 	X(QUEUE_TOTAL, "queue_total", NULL)
 

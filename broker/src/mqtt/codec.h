@@ -168,6 +168,14 @@ void mqtt_props_iter_init(const struct mqtt_props *props, struct mqtt_prop_iter 
  * validated by the decoder, so it cannot fail on decoded packets. */
 int mqtt_props_next(struct mqtt_prop_iter *it, struct mqtt_prop *out);
 
+/* Copies the block's properties whose bit (MQTT_PROP_BIT) is not in
+ * `drop` to `out`, unchanged and in order; returns their length (with
+ * `out` NULL, only measures). `present` must describe the block (as
+ * decoded): nothing dropped is one memcpy. */
+size_t mqtt_props_filter(const struct mqtt_props *props, uint64_t drop, uint8_t *out);
+/* 1 and the first property `id` in `out`, or 0. Only `raw` is read. */
+int mqtt_props_find(const struct mqtt_props *props, uint8_t id, struct mqtt_prop *out);
+
 /* CONNECT flags byte [MQTT-3.1.2.3]. */
 #define MQTT_CONNECT_CLEAN 0x02
 #define MQTT_CONNECT_WILL 0x04
@@ -449,6 +457,8 @@ struct mqtt_publish_split {
 ssize_t mqtt_encode_publish_split(uint8_t *head, size_t head_cap, uint8_t *mid, size_t mid_cap,
 				  size_t *mid_len, uint8_t version, const struct mqtt_publish_split *p);
 size_t mqtt_publish_split_mid_max(size_t sub_id_count);
+/* The whole packet's size in bytes, or 0 if it cannot be encoded. */
+size_t mqtt_publish_split_size(uint8_t version, const struct mqtt_publish_split *p);
 
 /* Property builders for v5 encoders: append one property to `buf` at `*off`.
  * Return 0, or MQTT_ENOSPC (nothing written, *off unchanged), or MQTT_EINVAL

@@ -285,6 +285,20 @@ static bool split_own_props(const struct mqtt_publish_split *p, size_t *len)
 	return true;
 }
 
+size_t mqtt_publish_split_size(uint8_t version, const struct mqtt_publish_split *p)
+{
+	size_t own = 0, rl = (p->qos > 0 ? 2 : 0) + 2 + p->topic_len + p->payload_len;
+	if (version == MQTT_PROTO_V5) {
+		if (!split_own_props(p, &own))
+			return 0;
+		size_t props = own + p->shared_props_len;
+		rl += mqtt_varint_size((uint32_t)props) + props;
+	}
+	if (rl > MQTT_MAX_REMAINING_LEN)
+		return 0;
+	return 1 + mqtt_varint_size((uint32_t)rl) + rl;
+}
+
 size_t mqtt_publish_split_mid_max(size_t sub_id_count)
 {
 	/* packet id, property length, Topic Alias, Message Expiry, identifiers */

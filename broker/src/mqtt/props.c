@@ -285,6 +285,38 @@ void mqtt_props_iter_init(const struct mqtt_props *props, struct mqtt_prop_iter 
 	out->end = props->raw.ptr ? props->raw.ptr + props->raw.len : NULL;
 }
 
+size_t mqtt_props_filter(const struct mqtt_props *props, uint64_t drop, uint8_t *out)
+{
+	if (!(props->present & drop)) {
+		if (out && props->raw.len)
+			memcpy(out, props->raw.ptr, props->raw.len);
+		return props->raw.len;
+	}
+	struct mqtt_prop_iter it;
+	struct mqtt_prop pr;
+	size_t len = 0;
+	mqtt_props_iter_init(props, &it);
+	for (const uint8_t *at = it.pos; mqtt_props_next(&it, &pr) == 1; at = it.pos) {
+		if (pr.id < 64 && (MQTT_PROP_BIT(pr.id) & drop))
+			continue;
+		size_t n = (size_t)(it.pos - at);
+		if (out)
+			memcpy(out + len, at, n);
+		len += n;
+	}
+	return len;
+}
+
+int mqtt_props_find(const struct mqtt_props *props, uint8_t id, struct mqtt_prop *out)
+{
+	struct mqtt_prop_iter it;
+	mqtt_props_iter_init(props, &it);
+	while (mqtt_props_next(&it, out) == 1)
+		if (out->id == id)
+			return 1;
+	return 0;
+}
+
 /*
  * Bounded even on blocks the decoder never saw (a caller's own builder
  * output): anything it cannot read ends the walk.

@@ -1,6 +1,6 @@
 /*
- * A transport moves bytes for one connection: plain TCP, TLS, later
- * WebSocket (which will wrap another transport). It knows nothing of MQTT.
+ * A transport moves bytes for one connection: plain TCP, TLS, WebSocket
+ * (which wraps one of the other two: net/ws.h). It knows nothing of MQTT.
  *
  * The contract (every caller relies on it, every transport keeps it):
  * - All operations are non-blocking. Only WISP_EAGAIN means "would block":
@@ -28,6 +28,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -44,10 +45,13 @@ struct transport_peer_info {
 	/* The peer's verified identity (TLS: the Common Name of a certificate
 	 * that was verified), NUL-terminated; "" when there is none. */
 	char identity[TRANSPORT_IDENTITY_MAX];
+	/* The client's address as a proxy the listener trusts reported it
+	 * (WebSocket: X-Forwarded-For); ss_family AF_UNSPEC when none. */
+	struct sockaddr_storage forwarded;
 };
 
 struct transport_ops {
-	const char *name; /* "tcp", "tls" */
+	const char *name; /* "tcp", "tls", "ws" */
 	/* Finishes any handshake: 0 when done, WISP_EAGAIN (see want), or an
 	 * error. Plain TCP is done at once. */
 	int (*handshake)(struct transport *t);
@@ -92,6 +96,7 @@ static inline void transport_close(struct transport *t) { t->ops->close(t); }
 static inline int transport_peer_info(struct transport *t, struct transport_peer_info *out)
 {
 	out->identity[0] = '\0';
+	out->forwarded.ss_family = AF_UNSPEC;
 	return t->ops->peer_info ? t->ops->peer_info(t, out) : 0;
 }
 

@@ -136,11 +136,15 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 			    graceful ? LOG_INFO : LOG_NOTICE, "conn", "client %s (%s) disconnected: %s",
 			    broker_conn_name(c), conn_peer(c), reason);
 	else
-		log_limited(c->state == CONN_HANDSHAKE ? "closed during the TLS handshake"
-						       : "closed before CONNECT",
+		log_limited(c->state != CONN_HANDSHAKE	       ? "closed before CONNECT"
+			    : ws_transport_inner_ready(c->t) ? "closed during the WebSocket handshake"
+							      : "closed during the TLS handshake",
 			    LOG_NOTICE, "conn", "connection from %s closed: %s", conn_peer(c), reason);
 	if (c->state == CONN_HANDSHAKE) {
-		b->srv.stats.handshakes_failed++;
+		/* The TLS part of a wss handshake counts as TLS; the
+		 * WebSocket part is counted by ws.c ($SYS/broker/ws/). */
+		if (server_listener_of(c)->tls && !ws_transport_inner_ready(c->t))
+			b->srv.stats.handshakes_failed++;
 		server_handshake_end(c);
 	}
 	struct msg *will = c->will;
@@ -176,14 +180,47 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 	}
 }
 
-void broker_publish_will(struct broker *b, struct msg *will)
+/* The will as it is published: a Message Expiry Interval it carries
+ * starts now (section 3.1.3.2.4) and is forwarded as the time
+ * left, like a PUBLISH's. The will itself when it has none (no copy);
+ * NULL when out of memory. */
+static struct msg *will_message(struct broker *b, struct msg *will)
 {
-	if (will->expires_at)
-		will->expires_at += loop_now_s(b->loop);
+	struct mqtt_prop expiry;
+	struct mqtt_props props = {.raw = {msg_props(will), will->props_len}};
+	if (!will->props_len || !mqtt_props_find(&props, MQTT_PROP_MESSAGE_EXPIRY, &expiry))
+		return will;
+	props.present = MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY);
+	struct msg_spec spec = {
+		.topic = msg_topic(will),
+		.topic_len = will->topic_len,
+		.props_len = mqtt_props_filter(&props, BROKER_PROPS_NOT_FORWARDED, NULL),
+		.payload = msg_payload(will),
+		.payload_len = will->payload_len,
+		.qos = will->qos,
+		.retain = will->retain,
+		.expires_at = loop_now_s(b->loop) + expiry.value,
+		.origin = will->origin,
+	};
+	struct msg *m = msg_create(&spec);
+	if (m && spec.props_len)
+		mqtt_props_filter(&props, BROKER_PROPS_NOT_FORWARDED, msg_props_mut(m));
+	return m;
+}
+
+void broker_publish_will(struct broker *b, struct msg *given)
+{
+	struct msg *will = will_message(b, given);
+	if (!will) {
+		broker_count_drop(b, DROP_NO_MEMORY);
+		return;
+	}
 	struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
 	int n = topic_split(msg_topic(will), will->topic_len, levels, TOPIC_MAX_LEVELS_HARD);
 	if (will->retain)
 		broker_retain(b, will);
 	if (n > 0)
 		broker_route(b, will, levels, (size_t)n);
+	if (will != given)
+		msg_unref(will);
 }

@@ -137,6 +137,15 @@ size_t broker_route(struct broker *b, struct msg *m, const struct topic_level *l
  * its Message Expiry Interval ran out [MQTT-3.3.2-5]; counted. */
 void broker_retain_expired(struct broker *b, struct msg *m);
 
+/* What a subscriber gets of a PUBLISH's (or a will's) properties,
+ * unchanged and in order [MQTT-3.3.2-17] [MQTT-3.3.2-18], is all but these:
+ * the Topic Alias (the connection's), the Message Expiry Interval
+ * (forwarded as the time left [MQTT-3.3.2-6]), a Subscription Identifier
+ * (the subscriber's own) and a will's Will Delay Interval (the broker's). */
+#define BROKER_PROPS_NOT_FORWARDED                                                                       \
+	(MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) | MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY) |                \
+	 MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID) | MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY))
+
 /* delivery_limits.on_drop: counts (and logs per episode) a message
  * session/delivery.c dropped on its own (route.c). */
 void broker_delivery_dropped(void *ctx, struct session *s, enum drop_reason why);
@@ -162,15 +171,10 @@ void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t 
 void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *detail);
 
 /* Publishes a will now (retained if it says so); the caller keeps its
- * reference. Until then a will's expires_at holds its Message Expiry
- * Interval, which starts when it is published (MQTT 5, 3.1.3.2.4); this makes
- * it a deadline (the will is the caller's alone until this call). */
+ * reference. A Message Expiry Interval among its properties starts now
+ * (MQTT 5, 3.1.3.2.4). */
 void broker_publish_will(struct broker *b, struct msg *will);
 
-/* The properties of a PUBLISH (or a will) forwarded to subscribers,
- * unchanged and in order; copies them to `out` unless NULL; their length
- * (handle_publish.c). */
-size_t broker_forwarded_props(const struct mqtt_props *props, uint8_t *out);
 
 /* The one mapping of a reason to the wire (dispatch.c): a refusing CONNACK
  * (the v5 reason code, or the 3.1/3.1.1 return code) while the CONNECT is

@@ -147,27 +147,26 @@ static int make_will(struct broker *b, struct conn *c, const struct mqtt_connect
 		return refuse(why, REASON_WILL_NOT_AUTHORIZED);
 	if (!broker_sys_write_allowed(acl, topic, p->will_topic.len))
 		return refuse(why, REASON_WILL_SYS);
-	/* v5 will properties go to subscribers as a PUBLISH's would
-	 * (MQTT 5, 3.1.3.2); the Message Expiry Interval is kept relative until
-	 * the will is published (broker_publish_will). */
-	const struct mqtt_props *wp = &p->will_props;
+	/* The will keeps its properties as the CONNECT gave them but the Will
+	 * Delay Interval: its Message Expiry Interval starts when it is
+	 * published (broker_publish_will). */
+	const uint64_t delay = MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY);
 	struct msg_spec spec = {
 		.topic = topic,
 		.topic_len = p->will_topic.len,
-		.props_len = wp->present ? broker_forwarded_props(wp, NULL) : 0,
+		.props_len = p->will_props.present ? mqtt_props_filter(&p->will_props, delay, NULL) : 0,
 		.payload = p->will_payload.ptr,
 		.payload_len = p->will_payload.len,
 		.qos = p->will_qos,
 		.retain = p->will_retain,
-		.expires_at = (wp->present & MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY)) ? wp->message_expiry : 0,
 	};
 	c->will = msg_create(&spec);
-	if (c->will && spec.props_len)
-		broker_forwarded_props(wp, msg_props_mut(c->will));
 	if (!c->will) {
 		*why = REASON_NO_MEMORY;
 		return WISP_ENOMEM;
 	}
+	if (spec.props_len)
+		mqtt_props_filter(&p->will_props, delay, msg_props_mut(c->will));
 	(void)b;
 	return 0;
 }
@@ -315,12 +314,16 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 		session_v5_online(b, s);
 		v->expiry = expiry;
 		v->will_delay = p->has_will && v5 ? p->will_props.will_delay : 0;
-		/* [MQTT-3.3.4-9] never more unacknowledged QoS 1/2 PUBLISHes than this */
-		v->receive_max = v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM))
-					 ? p->props.receive_maximum : 0;
-		/* [MQTT-3.1.2-24] nothing larger is sent to it (route.c drops it) */
-		v->max_packet = v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE))
+		/* What this connection lets Wisp send (session/delivery.c). */
+		v->send_max = v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM))
+				      ? p->props.receive_maximum : 0;
+		v->packet_max = v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE))
 					? p->props.maximum_packet_size : 0;
+		/* Outbound aliases: what the client accepts [MQTT-3.3.2-9], up to
+		 * limits.max_topic_alias. */
+		uint16_t out_max = v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM))
+					   ? p->props.topic_alias_maximum : 0;
+		v->out_alias_max = out_max < b->cfg->limits.max_topic_alias ? out_max : b->cfg->limits.max_topic_alias;
 		if (!v5)
 			v->alias_max = 0;
 	} else if (s->v5) {

@@ -79,41 +79,6 @@ static int ack_unrouted(struct broker *b, struct conn *c, const struct mqtt_publ
 	return 0;
 }
 
-/* What a subscriber gets of a PUBLISH's properties, unchanged and in order
- * [MQTT-3.3.2-17] [MQTT-3.3.2-18]: not the Topic Alias (the connection's),
- * the Message Expiry Interval (forwarded as the time left [MQTT-3.3.2-6])
- * or a Subscription Identifier (the subscriber's own). */
-#define NOT_FORWARDED (MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) | MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY) | \
-		       MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID) | MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY))
-
-static bool is_forwarded(uint8_t id)
-{
-	return id < 64 && !(MQTT_PROP_BIT(id) & NOT_FORWARDED);
-}
-
-/* Bytes of the forwarded properties; copies them to `out` unless NULL.
- * Will properties too (the Will Delay Interval is the broker's). */
-size_t broker_forwarded_props(const struct mqtt_props *props, uint8_t *out)
-{
-	if (!(props->present & NOT_FORWARDED)) {
-		if (out && props->raw.len)
-			memcpy(out, props->raw.ptr, props->raw.len);
-		return props->raw.len;
-	}
-	struct mqtt_prop_iter it;
-	struct mqtt_prop pr;
-	size_t len = 0;
-	mqtt_props_iter_init(props, &it);
-	for (const uint8_t *at = it.pos; mqtt_props_next(&it, &pr) == 1; at = it.pos) {
-		if (!is_forwarded(pr.id))
-			continue;
-		size_t n = (size_t)(it.pos - at);
-		if (out)
-			memcpy(out + len, at, n);
-		len += n;
-	}
-	return len;
-}
 
 /* A Payload Format Indicator of 1 promises UTF-8 [MQTT-3.3.2-4]: a payload
  * that breaks it is answered 0x99 and not routed. */
@@ -194,9 +159,8 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 			*why = rc == WISP_ELIMIT ? REASON_QOS2_TOO_MANY : REASON_NO_MEMORY;
 			return rc;
 		}
-		/* v5: CONNACK announced Receive Maximum (limits.max_inflight); a
-		 * client with more QoS 2 PUBLISHes unacknowledged than that
-		 * broke it [MQTT-3.3.4-8]: DISCONNECT 0x93. */
+		/* More unacknowledged QoS 2 than the Receive Maximum the CONNACK
+		 * announced (limits.max_inflight): DISCONNECT 0x93 (section 3.3.4). */
 		if (c->version == MQTT_PROTO_V5 && c->sess->qos2_in_count > b->dlim.max_inflight) {
 			sess_qos2_in_release(c->sess, p->packet_id);
 			*why = REASON_QOS2_TOO_MANY;
@@ -215,7 +179,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	struct msg_spec spec = {
 		.topic = topic,
 		.topic_len = topic_len,
-		.props_len = p->props.present ? broker_forwarded_props(&p->props, NULL) : 0,
+		.props_len = p->props.present ? mqtt_props_filter(&p->props, BROKER_PROPS_NOT_FORWARDED, NULL) : 0,
 		.payload = p->payload.ptr,
 		.payload_len = p->payload.len,
 		.qos = p->qos,
@@ -235,7 +199,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		return WISP_ENOMEM;
 	}
 	if (spec.props_len)
-		broker_forwarded_props(&p->props, msg_props_mut(m));
+		mqtt_props_filter(&p->props, BROKER_PROPS_NOT_FORWARDED, msg_props_mut(m));
 	if (p->retain)
 		broker_retain(b, m);
 	size_t matched = broker_route(b, m, levels, (size_t)nlevels);

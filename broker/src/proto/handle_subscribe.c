@@ -169,7 +169,7 @@ static void note_refusal(struct broker *b, struct session *s, const char *filter
 }
 
 /* A refused filter's SUBACK code: v5 says why [MQTT-3.9.3], 3.1.1 has only 0x80. */
-static uint8_t refused(const struct session *s, uint8_t v5_code)
+static uint8_t suback_refusal(const struct session *s, uint8_t v5_code)
 {
 	return s->conn && s->conn->version == MQTT_PROTO_V5 ? v5_code : MQTT_SUBACK_FAILURE;
 }
@@ -194,10 +194,10 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 	uint8_t code = MQTT_SUBACK_FAILURE;
 	int rc = WISP_EINVAL;
 	if (over) {
-		code = refused(s, MQTT_RC_QUOTA_EXCEEDED);
+		code = suback_refusal(s, MQTT_RC_QUOTA_EXCEEDED);
 		note_refusal(b, s, f, len, over);
 	} else if (!topic_filter_valid(f, len)) {
-		code = refused(s, MQTT_RC_TOPIC_FILTER_INVALID);
+		code = suback_refusal(s, MQTT_RC_TOPIC_FILTER_INVALID);
 		verdict = "invalid filter";
 	} else if (s->conn && s->conn->version == MQTT_PROTO_V5 && len >= sizeof SHARE_PREFIX - 1 &&
 		   memcmp(f, SHARE_PREFIX, sizeof SHARE_PREFIX - 1) == 0) {
@@ -208,7 +208,7 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 	} else {
 		int bits = acl_bits(s, f, len);
 		if (bits < 0) {
-			code = refused(s, MQTT_RC_NOT_AUTHORIZED);
+			code = suback_refusal(s, MQTT_RC_NOT_AUTHORIZED);
 			verdict = "denied by the ACL";
 		} else {
 			rc = router_interest_add(&b->route.router, s, f, len, (uint8_t)(options | bits), sub_id,
@@ -219,7 +219,7 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 				verdict = rc == WISP_ELIMIT ? "over limits.max_subscriptions"
 				        : rc == WISP_ENOMEM ? "out of memory (limits.memory_limit)"
 							    : wisp_strerror(rc);
-				code = refused(s, rc == WISP_ELIMIT ? MQTT_RC_QUOTA_EXCEEDED : MQTT_RC_UNSPECIFIED);
+				code = suback_refusal(s, rc == WISP_ELIMIT ? MQTT_RC_QUOTA_EXCEEDED : MQTT_RC_UNSPECIFIED);
 				note_refusal(b, s, f, len, verdict);
 			}
 		}

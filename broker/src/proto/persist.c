@@ -435,8 +435,9 @@ static void on_retain_released(void *ctx, struct msg *m)
 }
 
 /* A v5 persistent session's will: WILL_SET, self-contained (docs/
- * persistence.md). Its expires_at still holds the relative Message Expiry
- * Interval (broker_publish_will makes it a deadline). */
+ * persistence.md). Its properties are the CONNECT's but the Will Delay
+ * Interval, a Message Expiry Interval among them (it starts when the will
+ * is published: broker_publish_will). */
 static void on_will_set(void *ctx, struct session *s, struct msg *will)
 {
 	struct broker *b = ctx;
@@ -445,7 +446,6 @@ static void on_will_set(void *ctx, struct session *s, struct msg *will)
 	struct store_will rec = {
 		.client = str_of(s->client_id, s->id_len),
 		.delay_s = s->v5->will_delay,
-		.expiry_s = will->expires_at > UINT32_MAX ? UINT32_MAX : (uint32_t)will->expires_at,
 		.qos = will->qos,
 		.flags = will->retain ? STORE_MSG_RETAIN : 0,
 		.topic = str_of(msg_topic(will), will->topic_len),
@@ -664,8 +664,7 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 		struct store_will w = {
 			.client = rec.client,
 			.delay_s = s->v5->will_delay,
-			.expiry_s = will->expires_at > UINT32_MAX ? UINT32_MAX : (uint32_t)will->expires_at,
-			.qos = will->qos,
+				.qos = will->qos,
 			.flags = will->retain ? STORE_MSG_RETAIN : 0,
 			.topic = str_of(msg_topic(will), will->topic_len),
 			.props = {msg_props(will), will->props_len},
@@ -704,7 +703,7 @@ static int emit_state(void *ctx, struct store *st)
 	struct broker *b = ctx;
 	struct emit_ctx x = {b, st, 0};
 	b->persist.emit_gen++;
-	retained_match(b->retained, "#", 1, emit_retained, &x);
+	retained_each(b->retained, emit_retained, &x);
 	for (size_t i = 0; !x.rc && i < b->sessions.nbuckets; i++)
 		for (struct session *s = b->sessions.buckets[i]; !x.rc && s; s = s->hash_next)
 			if (is_persistent(s))
@@ -1100,7 +1099,6 @@ static int v_will_set(void *ctx, const struct store_will *r)
 		.payload_len = r->payload.len,
 		.qos = r->qos,
 		.retain = (r->flags & STORE_MSG_RETAIN) != 0,
-		.expires_at = r->expiry_s, /* relative until published */
 	};
 	struct msg *m = msg_create(&spec);
 	if (!m)

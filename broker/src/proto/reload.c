@@ -110,7 +110,7 @@ int broker_reload(struct broker *b, const struct config *next)
 		struct server_listener *bl = &b->srv.listeners[i];
 		if (nl->port != bl->cfg->port || !same_str(nl->bind, bl->cfg->bind) || nl->protocol != bl->cfg->protocol)
 			log_msg(LOG_WARNING, "main", "reload: listeners[%zu] address or protocol changed; that needs a restart", i);
-		if (!bl->tls || nl->protocol != CONFIG_PROTO_MQTTS)
+		if (!bl->tls || !config_proto_is_tls(nl->protocol))
 			continue;
 		char why[384], err[512];
 		if (server_tls_context(nl, &fresh[i], why, sizeof why) != 0) {

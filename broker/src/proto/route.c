@@ -374,9 +374,7 @@ static void note_drop(struct broker *b, struct session *s, enum drop_reason why)
 	s->drop_episodes |= EPISODE(why);
 	uint64_t bound = bound_value(b, why);
 	char hit[96];
-	if (why == DROP_TOO_LARGE)
-		snprintf(hit, sizeof hit, "a message over %s (%u bytes)", key, s->v5 ? (unsigned)s->v5->max_packet : 0u);
-	else if (why == DROP_NO_MEMORY && !bound)
+	if (why == DROP_NO_MEMORY && !bound)
 		snprintf(hit, sizeof hit, "out of memory");
 	else
 		snprintf(hit, sizeof hit, "%s reached (%llu)", key, (unsigned long long)bound);
@@ -413,28 +411,9 @@ static void end_episode(struct session *s, enum drop_reason why)
 		s->client_id, drop_reason_key(why), (unsigned long long)s->dropped);
 }
 
-/* Bytes of the v5 PUBLISH this delivery would be: fixed header, topic,
- * packet id, the per-delivery properties (the Message Expiry Interval
- * left, 5 bytes; each Subscription Identifier) and the shared ones, the
- * payload. Outbound topic aliases are not used, so the topic is whole. */
-static size_t publish_size_v5(const struct msg *m, uint8_t qos, const struct delivery_sub_ids *ids)
-{
-	size_t props = m->props_len + (m->expires_at ? 5u : 0u);
-	for (size_t i = 0; ids && i < ids->count; i++)
-		props += 1 + mqtt_varint_size(ids->ids[i]);
-	size_t rl = 2 + m->topic_len + (qos ? 2u : 0u) + mqtt_varint_size((uint32_t)props) + props + m->payload_len;
-	return 1 + mqtt_varint_size((uint32_t)rl) + rl;
-}
-
 void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
 		    const struct delivery_sub_ids *ids)
 {
-	/* [MQTT-3.1.2-24][MQTT-3.1.2-25] a message over the client's Maximum
-	 * Packet Size is dropped for that client alone, counted and logged. */
-	if (s->v5 && s->v5->max_packet && publish_size_v5(m, qos, ids) > s->v5->max_packet) {
-		note_drop(b, s, DROP_TOO_LARGE);
-		return;
-	}
 	if (s->drop_episodes)
 		for (int r = 0; r < DROP_REASON_COUNT; r++)
 			if ((s->drop_episodes & EPISODE(r)) && has_room_again(b, s, (enum drop_reason)r))

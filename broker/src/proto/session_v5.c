@@ -29,14 +29,24 @@ struct sess_v5 *session_v5_get(struct broker *b, struct session *s)
 	return v;
 }
 
+static void free_table(struct sess_alias *t, size_t n)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < n; i++)
+		wisp_free(t[i].topic);
+	wisp_free(t);
+}
+
+/* Both directions' aliases belong to one connection [MQTT-3.3.2-10]. */
 static void free_aliases(struct sess_v5 *v)
 {
-	if (!v->aliases)
-		return;
-	for (size_t i = 0; i < v->alias_max; i++)
-		wisp_free(v->aliases[i].topic);
-	wisp_free(v->aliases);
+	free_table(v->aliases, v->alias_max);
 	v->aliases = NULL;
+	free_table(v->out_aliases, v->out_alias_max);
+	v->out_aliases = NULL;
+	v->out_alias_max = 0;
+	v->out_alias_next = 0;
 }
 
 void session_v5_free(struct session *s)

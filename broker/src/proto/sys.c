@@ -186,6 +186,12 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/tls/handshakes/refused", b->srv.stats.handshakes_refused);
 	publish_u64(b, "$SYS/broker/tls/handshakes/failed", b->srv.stats.handshakes_failed);
 	publish_u64(b, "$SYS/broker/tls/handshakes/resumed", b->srv.stats.handshakes_resumed);
+	const struct ws_stats *ws = ws_stats_get();
+	publish_u64(b, "$SYS/broker/ws/upgrades", ws->upgrades);
+	publish_u64(b, "$SYS/broker/ws/refused", ws->refused);
+	publish_u64(b, "$SYS/broker/ws/refused/head_too_large", ws->head_too_large);
+	publish_u64(b, "$SYS/broker/ws/protocol_errors", ws->protocol_errors);
+	publish_u64(b, "$SYS/broker/ws/frames_too_large", ws->frames_too_large);
 	publish_u64(b, "$SYS/broker/log/suppressed", log_suppressed_total());
 	publish_u64(b, "$SYS/broker/limits/connections_refused", b->srv.stats.conns_refused);
 

@@ -52,6 +52,17 @@ static const char *conn_name(const struct conn *c)
 
 static void handshake_step(struct server *srv, struct conn *c);
 
+/* The handshake a CONN_HANDSHAKE connection is in, for logs and reasons. */
+static bool in_ws_upgrade(const struct conn *c) { return ws_transport_inner_ready(c->t); }
+
+/* ws_opts.frame_per_message: the MQTT packet at the front of a stream. */
+static size_t mqtt_message_size(const uint8_t *head, size_t len)
+{
+	struct mqtt_codec_opts opts = {.max_packet_size = 0};
+	ssize_t n = mqtt_frame_size(head, len, &opts);
+	return n > 0 ? (size_t)n : 0;
+}
+
 /* Connect timeout before CONNECT, keepalive after: both end the connection. */
 static void on_timer(struct loop *l, struct loop_timer *t)
 {
@@ -65,6 +76,8 @@ static void on_timer(struct loop *l, struct loop_timer *t)
 		drop(c, REASON_OUTPUT_STALLED, reason);
 	} else if (c->state == CONN_ACTIVE) {
 		drop(c, REASON_KEEPALIVE_TIMEOUT, NULL);
+	} else if (c->state == CONN_HANDSHAKE && in_ws_upgrade(c)) {
+		drop(c, REASON_WS_HANDSHAKE_FAILED, "WebSocket handshake timed out");
 	} else if (c->state == CONN_HANDSHAKE) {
 		drop(c, REASON_HANDSHAKE_FAILED, "TLS handshake timed out");
 	} else {
@@ -75,11 +88,15 @@ static void on_timer(struct loop *l, struct loop_timer *t)
 void server_handshake_end(struct conn *c)
 {
 	struct server_listener *sl = c->listener;
-	listener_handshake_end(&sl->net, c->peer.family, c->peer.addr);
+	if (sl->tls)
+		listener_handshake_end(&sl->net, c->peer.family, c->peer.addr);
 }
 
-/* A TLS connection takes a handshake slot of its listener and source
- * address; false (counted, logged within the rate limit) when a cap is full. */
+/* A TLS connection (mqtts, wss) takes a handshake slot of its listener and
+ * source address; false (counted, logged within the rate limit) when a cap
+ * is full. A plain WebSocket upgrade takes none: it costs one round trip and
+ * max_header_bytes, bounded by connect_timeout and max_connections, and a
+ * proxy in front of a ws listener brings every client from one address. */
 static bool handshake_admitted(struct server_listener *bl, const struct conn_addr *addr, const char *peer)
 {
 	enum listener_hs_verdict v = listener_handshake_begin(&bl->net, addr->family, addr->addr);
@@ -138,8 +155,15 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 		return;
 	}
 	struct transport *t = NULL; /* plain TCP: embedded in the connection */
-	if (bl->tls && !(t = tls_transport_new(bl->tls, fd))) {
-		listener_handshake_end(&bl->net, addr.family, addr.addr);
+	if (bl->tls)
+		t = tls_transport_new(bl->tls, fd);
+	else if (bl->ws)
+		t = tcp_transport_new(fd);
+	if (t && bl->ws)
+		t = ws_transport_new(t, &bl->ws_opts);
+	if ((bl->tls || bl->ws) && !t) {
+		if (bl->tls)
+			listener_handshake_end(&bl->net, addr.family, addr.addr);
 		log_limited("refused: out of memory", LOG_WARNING, "conn", "%s: refusing %s: out of memory",
 			    bl->net.name, peer);
 		return;
@@ -162,9 +186,10 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 		return;
 	}
 	bl->conn_count++;
-	c->state = bl->tls ? CONN_HANDSHAKE : CONN_AWAIT_CONNECT;
-	/* One deadline covers the TLS handshake and the CONNECT after it, so a
-	 * client that stalls anywhere before CONNACK is dropped in time. */
+	c->state = bl->tls || bl->ws ? CONN_HANDSHAKE : CONN_AWAIT_CONNECT;
+	/* One deadline covers the TLS handshake, the WebSocket upgrade and the
+	 * CONNECT after them, so a client that stalls anywhere before CONNACK
+	 * is dropped in time. */
 	loop_timer_start(srv->loop, &c->timer, lim->connect_timeout, on_timer);
 	log_msg(LOG_DEBUG, "conn", "new connection from %s on %s", peer, bl->net.name);
 }
@@ -310,7 +335,23 @@ static void before_sleep(struct loop *l, void *ctx)
 		loop_timer_start(srv->loop, &srv->housekeeping, 1, housekeeping);
 }
 
-/* Drives a TLS handshake; true once it is done and MQTT may start. */
+/* Behind a trusted proxy the client is who it says (X-Forwarded-For): logs
+ * and per-address bounds see it from now on. Called after the handshake
+ * slot was released under the socket's address. */
+static void take_forwarded_address(struct conn *c)
+{
+	struct transport_peer_info info;
+	transport_peer_info(c->t, &info);
+	if (info.forwarded.ss_family == AF_UNSPEC)
+		return;
+	char was[64];
+	snprintf(was, sizeof was, "%s", conn_peer(c));
+	conn_addr_set(&c->peer, (const struct sockaddr *)&info.forwarded);
+	log_msg(LOG_DEBUG, "conn", "%s: forwarded for %s", was, conn_peer(c));
+}
+
+/* Drives a TLS handshake and/or a WebSocket upgrade; true once it is done
+ * and MQTT may start. */
 static bool handshake(struct server *srv, struct conn *c)
 {
 	int rc = transport_handshake(c->t);
@@ -318,10 +359,13 @@ static bool handshake(struct server *srv, struct conn *c)
 		server_handshake_end(c);
 		c->state = CONN_AWAIT_CONNECT;
 		loop_io_set(srv->loop, &c->io, LOOP_READ);
-		bool resumed = tls_transport_resumed(c->t);
+		bool resumed = tls_transport_resumed(ws_transport_inner(c->t));
 		if (resumed)
 			srv->stats.handshakes_resumed++;
-		log_msg(LOG_DEBUG, "conn", "%s: TLS handshake done%s", conn_peer(c), resumed ? " (resumed)" : "");
+		log_msg(LOG_DEBUG, "conn", "%s: %s handshake done%s", conn_peer(c),
+			ws_transport_is(c->t) ? "WebSocket" : "TLS", resumed ? " (resumed)" : "");
+		if (ws_transport_is(c->t))
+			take_forwarded_address(c);
 		return true;
 	}
 	if (rc == WISP_EAGAIN) {
@@ -334,9 +378,10 @@ static bool handshake(struct server *srv, struct conn *c)
 		return false;
 	}
 	char why[160], reason[200];
+	bool ws = in_ws_upgrade(c);
 	transport_last_error(c->t, why, sizeof why);
-	snprintf(reason, sizeof reason, "TLS handshake failed: %s", why);
-	drop(c, REASON_HANDSHAKE_FAILED, reason);
+	snprintf(reason, sizeof reason, "%s handshake failed: %s", ws ? "WebSocket" : "TLS", why);
+	drop(c, ws ? REASON_WS_HANDSHAKE_FAILED : REASON_HANDSHAKE_FAILED, reason);
 	return false;
 }
 
@@ -347,6 +392,9 @@ static bool handshake_step_admitted(struct server *srv, struct conn *c)
 {
 	if (list_linked(&c->read_link))
 		return false; /* already waiting (an EPOLLHUP cannot be masked) */
+	/* A plain WebSocket upgrade is a parse and a write: no budget. */
+	if (!server_listener_of(c)->tls)
+		return true;
 	if (srv->handshake_budget && list_empty(&c->set->handshake_wait)) {
 		srv->handshake_budget--;
 		return true;
@@ -431,7 +479,7 @@ int server_check_tls(const struct config *cfg, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < cfg->listener_count; i++) {
 		const struct config_listener *lc = &cfg->listeners[i];
-		if (lc->protocol != CONFIG_PROTO_MQTTS)
+		if (!config_proto_is_tls(lc->protocol))
 			continue;
 		struct tls_ctx *ctx = NULL;
 		char why[384];
@@ -483,7 +531,17 @@ int server_listen(struct server *srv, char *err, size_t errlen)
 		bl->allow_anonymous = lc->allow_anonymous;
 		bl->use_identity_as_username = lc->tls.use_identity_as_username;
 		bl->net.io.fd = -1;
-		if (lc->protocol == CONFIG_PROTO_MQTTS) {
+		if (config_proto_is_ws(lc->protocol)) {
+			bl->ws = true;
+			bl->ws_opts = (struct ws_opts){
+				.http = {.max_head_bytes = lc->max_header_bytes, .max_headers = lc->max_headers},
+				.max_frame_size = lc->max_frame_size ? lc->max_frame_size : cfg->limits.max_packet_size,
+				.path = lc->path,
+				.trust_proxy = lc->trust_proxy,
+				.frame_per_message = lc->frame_per_packet ? mqtt_message_size : NULL,
+			};
+		}
+		if (config_proto_is_tls(lc->protocol)) {
 			char why[384];
 			if (server_tls_context(lc, &bl->tls, why, sizeof why) != 0) {
 				server_tls_error(cfg->path, i, why, err, errlen);
@@ -495,7 +553,9 @@ int server_listen(struct server *srv, char *err, size_t errlen)
 		if (rc != 0)
 			return rc;
 		listener_set_handshake_caps(&bl->net, lc->max_handshakes, lc->max_handshakes_per_address);
-		log_msg(LOG_NOTICE, "main", "listening on %s (%s)", bl->net.name, bl->tls ? "mqtts" : "mqtt");
+		static const char *const proto_names[] = {"mqtt", "mqtts", "ws", "wss"};
+		log_msg(LOG_NOTICE, "main", "listening on %s (%s)", bl->net.name,
+			(size_t)lc->protocol < sizeof proto_names / sizeof proto_names[0] ? proto_names[lc->protocol] : "?");
 	}
 	loop_set_before_sleep(srv->loop, before_sleep, srv);
 	return 0;
@@ -524,5 +584,6 @@ void server_free(struct server *srv)
 	}
 	wisp_free(srv->listeners);
 	wisp_free(srv->conns.in.scratch);
+	ws_release_pool();
 	memset(srv, 0, sizeof *srv);
 }

@@ -1,7 +1,8 @@
 /*
  * The server: listeners, accepted connections and their lifecycle up to
  * the protocol. It accepts (with the connection and TLS handshake caps),
- * steps TLS handshakes under a per-turn budget, watches each connection's
+ * wraps ws/wss connections in the WebSocket transport (net/ws.h), steps
+ * TLS handshakes under a per-turn budget (WebSocket upgrades without one), watches each connection's
  * socket and hands readable ones to session/input.c, runs the connect
  * timeout / keepalive / output-stall timer, flushes coalesced output once
  * per turn, and frees connections closed during the turn. It knows nothing
@@ -25,6 +26,7 @@
 #include "listener.h"
 #include "loop.h"
 #include "tls.h"
+#include "ws.h"
 
 struct server;
 
@@ -33,6 +35,8 @@ struct server_listener {
 	struct server *srv;
 	const struct config_listener *cfg;
 	struct tls_ctx *tls;          /* NULL for plain MQTT */
+	bool ws;                      /* ws, wss: a WebSocket transport over tcp or tls */
+	struct ws_opts ws_opts;
 	size_t conn_count;
 	/* Copies of cfg's auth switches: cfg is the start-up configuration,
 	 * and these two change on SIGHUP (proto/reload.c). */

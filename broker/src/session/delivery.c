@@ -52,16 +52,12 @@ static bool total_has_room(const struct delivery_limits *lim, uint64_t bytes)
 	return false;
 }
 
+/* A 3.1.1 delivery's entry (no identifiers) keeps its 32 bytes: the
+ * identifier count sits in what was padding. */
+_Static_assert(sizeof(struct sess_msg) == 32, "struct sess_msg grew");
+
 /* Reports a change of outbound state to the observer (observer.h). */
 #define HOOK(lim, event, s, e) SESS_OBSERVE((lim) ? (lim)->observer : NULL, event, (s), (e))
-
-/* QoS 1/2 messages the session may have in flight: limits.max_inflight,
- * or the client's Receive Maximum when smaller [MQTT-3.3.4-9]. */
-static uint16_t window(const struct session *s, const struct delivery_limits *lim)
-{
-	uint16_t rm = s->v5 ? s->v5->receive_max : 0;
-	return rm && rm < lim->max_inflight ? rm : lim->max_inflight;
-}
 
 static bool online(const struct session *s)
 {
@@ -100,18 +96,97 @@ static uint32_t expiry_left(const struct delivery_limits *lim, const struct msg 
 	return msg_expiry_left(m, loop_now_s(lim->clock));
 }
 
-static int send_publish(struct session *s, const struct delivery_limits *lim, struct sess_msg *e, bool dup)
+static struct outq_delivery entry_delivery(const struct delivery_limits *lim, const struct sess_msg *e, bool dup)
 {
-	struct outq_delivery d = {
+	return (struct outq_delivery){
 		.qos = e->qos,
 		.retain = e->retain,
 		.dup = dup,
-		.packet_id = e->packet_id,
+		.packet_id = e->packet_id ? e->packet_id : 1, /* its size, before an id is taken */
 		.expiry_left = expiry_left(lim, e->msg),
 		.sub_ids = e->sub_ids,
 		.sub_id_count = e->sub_id_count,
 	};
-	return conn_send_publish(s->conn, e->msg, &d);
+}
+
+/*
+ * Outbound Topic Alias [MQTT-3.3.2-9..11]: a topic sent before on this
+ * connection goes as its alias alone; a new one takes the next slot
+ * (round robin) and goes with its name and the alias. alias_prepare fills
+ * `d` and returns the slot to remember once the packet is queued
+ * (alias_commit), or -1: a slot is only taken by a packet that is sent.
+ * A linear scan of at most limits.max_topic_alias entries (default 10),
+ * for v5 clients that accept aliases only.
+ */
+static int alias_prepare(const struct session *s, const struct msg *m, struct outq_delivery *d)
+{
+	const struct sess_v5 *v = s->v5;
+	if (!v || !v->out_alias_max || s->conn->version != MQTT_PROTO_V5)
+		return -1;
+	if (v->out_aliases)
+		for (uint16_t i = 0; i < v->out_alias_max; i++)
+			if (v->out_aliases[i].topic && v->out_aliases[i].len == m->topic_len &&
+			    memcmp(v->out_aliases[i].topic, msg_topic(m), m->topic_len) == 0) {
+				d->topic_alias = (uint16_t)(i + 1);
+				d->topic_omitted = true;
+				return -1;
+			}
+	d->topic_alias = (uint16_t)(v->out_alias_next + 1);
+	return v->out_alias_next;
+}
+
+static void alias_commit(struct session *s, const struct msg *m, int slot)
+{
+	struct sess_v5 *v = s->v5;
+	if (slot < 0)
+		return;
+	if (!v->out_aliases)
+		v->out_aliases = wisp_calloc(v->out_alias_max, sizeof *v->out_aliases);
+	char *copy = v->out_aliases ? wisp_malloc((size_t)m->topic_len + 1) : NULL;
+	if (!copy) {
+		/* The packet carries the alias with its name: the client maps it;
+		 * we just do not reuse it. Nothing is wrong on the wire. */
+		return;
+	}
+	memcpy(copy, msg_topic(m), m->topic_len);
+	copy[m->topic_len] = '\0';
+	struct sess_alias *a = &v->out_aliases[slot];
+	wisp_free(a->topic);
+	a->topic = copy;
+	a->len = m->topic_len;
+	v->out_alias_next = (uint16_t)((slot + 1) % v->out_alias_max);
+}
+
+static int send_publish(struct session *s, const struct delivery_limits *lim, struct sess_msg *e, bool dup)
+{
+	struct outq_delivery d = entry_delivery(lim, e, dup);
+	int slot = alias_prepare(s, e->msg, &d);
+	int rc = conn_send_publish(s->conn, e->msg, &d);
+	if (rc == 0)
+		alias_commit(s, e->msg, slot);
+	return rc;
+}
+
+/* The in-flight window: max_inflight, or less if the client's Receive
+ * Maximum says so [MQTT-3.3.4-9]. */
+static uint16_t window(const struct session *s, const struct delivery_limits *lim)
+{
+	uint16_t w = lim->max_inflight;
+	if (s->v5 && s->v5->send_max && s->v5->send_max < w)
+		w = s->v5->send_max;
+	return w;
+}
+
+/* [MQTT-3.1.2-25] nothing over the client's Maximum Packet Size is sent:
+ * such a delivery is dropped for that client alone (and counted). */
+static bool fits(const struct session *s, const struct msg *m, const struct outq_delivery *d)
+{
+	uint32_t max = s->v5 ? s->v5->packet_max : 0;
+	if (!max)
+		return true;
+	size_t size = outq_publish_size(m, s->conn->version, d);
+	/* An outbound alias, if one is taken, adds at most its 3 bytes. */
+	return size && size + (s->v5->out_alias_max ? 3u : 0u) <= max;
 }
 
 static int send_pubrel(struct session *s, uint16_t packet_id)
@@ -122,9 +197,13 @@ static int send_pubrel(struct session *s, uint16_t packet_id)
 	return n < 0 ? WISP_EINVAL : conn_send_bytes(s->conn, buf, (size_t)n);
 }
 
-/* Puts a queued entry on the wire and into the window. */
-static void start_flight(struct session *s, const struct delivery_limits *lim, struct sess_msg *e)
+/* Puts a queued entry on the wire and into the window; WISP_ELIMIT
+ * (nothing done) when it is over the client's Maximum Packet Size. */
+static int start_flight(struct session *s, const struct delivery_limits *lim, struct sess_msg *e)
 {
+	struct outq_delivery d = entry_delivery(lim, e, false);
+	if (!fits(s, e->msg, &d))
+		return WISP_ELIMIT;
 	e->packet_id = next_packet_id(s);
 	e->state = e->qos == 1 ? SESS_MSG_WAIT_PUBACK : SESS_MSG_WAIT_PUBREC;
 	list_push_back(&s->inflight, &e->link);
@@ -133,6 +212,7 @@ static void start_flight(struct session *s, const struct delivery_limits *lim, s
 	/* If the send fails (out of memory) the entry stays in flight and is
 	 * re-sent when the session resumes, like any unacknowledged message. */
 	send_publish(s, lim, e, false);
+	return 0;
 }
 
 static void free_entry(struct sess_msg *e)
@@ -181,8 +261,11 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 	if (nids)
 		memcpy(e->sub_ids, ids->ids, nids * sizeof e->sub_ids[0]);
 	if (direct) {
-		start_flight(s, lim, e);
-		return DELIVERY_SENT;
+		if (start_flight(s, lim, e) == 0)
+			return DELIVERY_SENT;
+		free_entry(e);
+		*why = DROP_TOO_LARGE;
+		goto drop;
 	}
 	e->state = SESS_MSG_QUEUED;
 	list_push_back(&s->queue, &e->link);
@@ -191,6 +274,33 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 	HOOK(lim, queued, s, e);
 	return DELIVERY_QUEUED;
 drop:
+	s->dropped++;
+	return DELIVERY_DROPPED;
+}
+
+/* QoS 0 to a v5 connection (or a session with v5 state): identifiers, outbound Topic Alias,
+ * the client's Maximum Packet Size. Out of line, so that a 3.1.1 QoS 0
+ * delivery costs what it did. */
+__attribute__((noinline)) static enum delivery_result offer_v5_qos0(struct session *s,
+								   const struct delivery_limits *lim,
+								   struct msg *m, bool retain,
+								   const struct delivery_sub_ids *ids,
+								   enum drop_reason *why)
+{
+	struct outq_delivery d = {.retain = retain, .expiry_left = expiry_left(lim, m)};
+	if (ids) {
+		d.sub_ids = ids->ids;
+		d.sub_id_count = ids->count;
+	}
+	int slot = alias_prepare(s, m, &d);
+	if (s->v5 && s->v5->packet_max && !fits(s, m, &d)) {
+		*why = DROP_TOO_LARGE;
+	} else if (conn_send_publish(s->conn, m, &d) == 0) {
+		alias_commit(s, m, slot);
+		return DELIVERY_SENT;
+	} else {
+		*why = DROP_NO_MEMORY;
+	}
 	s->dropped++;
 	return DELIVERY_DROPPED;
 }
@@ -207,12 +317,12 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 		*why = DROP_OFFLINE_QOS0;
 	} else if (!output_has_room(s, lim)) {
 		*why = DROP_OUTPUT_FULL;
+	} else if (s->v5 || s->conn->version == MQTT_PROTO_V5) {
+		return offer_v5_qos0(s, lim, m, retain, ids, why);
 	} else {
-		struct outq_delivery d = {.retain = retain, .expiry_left = expiry_left(lim, m)};
-		if (ids) {
-			d.sub_ids = ids->ids;
-			d.sub_id_count = ids->count;
-		}
+		/* 3.1.1: no property is written, so neither identifiers nor
+		 * expiry matter here. */
+		struct outq_delivery d = {.retain = retain};
 		if (conn_send_publish(s->conn, m, &d) == 0)
 			return DELIVERY_SENT;
 		*why = DROP_NO_MEMORY;
@@ -232,17 +342,20 @@ size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 		list_remove(n);
 		s->queued_count--;
 		queue_sub(s, lim, msg_size(e->msg));
-		if (e->msg->expires_at && lim->clock && msg_expired(e->msg, loop_now_s(lim->clock))) {
-			/* [MQTT-3.3.2-5] not delivered once its interval has passed */
-			HOOK(lim, unqueued, s, e);
-			free_entry(e);
-			s->dropped++;
-			if (lim->on_drop)
-				lim->on_drop(lim->drop_ctx, s, DROP_EXPIRED);
+		enum drop_reason why = DROP_EXPIRED;
+		/* [MQTT-3.3.2-5] not delivered once its interval has passed */
+		bool expired = e->msg->expires_at && lim->clock && msg_expired(e->msg, loop_now_s(lim->clock));
+		if (!expired && start_flight(s, lim, e) == 0) {
+			sent++;
 			continue;
 		}
-		start_flight(s, lim, e);
-		sent++;
+		if (!expired)
+			why = DROP_TOO_LARGE;
+		HOOK(lim, unqueued, s, e);
+		free_entry(e);
+		s->dropped++;
+		if (lim->on_drop)
+			lim->on_drop(lim->drop_ctx, s, why);
 	}
 	return sent;
 }

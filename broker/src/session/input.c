@@ -31,6 +31,25 @@ static void close_conn(struct conn *c, enum reason r, const char *detail)
 	c->set->in.on_close(c->set->in.ctx, c, r, detail);
 }
 
+/* A failed read, in the transport's own words when it has some (a
+ * WebSocket close code, a frame that broke the protocol). A clean EOF's
+ * words come only from the WebSocket transport, which knows the close
+ * code; TLS keeps its last failure there, which an EOF is not. */
+static void close_for_read(struct conn *c, int rc)
+{
+	enum reason r = rc == WISP_ECLOSED ? REASON_PEER_CLOSED : REASON_READ_ERROR;
+	char why[160], detail[220];
+	why[0] = '\0';
+	if (rc != WISP_ECLOSED || strcmp(c->t->ops->name, "ws") == 0)
+		transport_last_error(c->t, why, sizeof why);
+	if (!why[0]) {
+		close_conn(c, r, NULL);
+		return;
+	}
+	snprintf(detail, sizeof detail, "%s: %s", reason_info(r)->text, why);
+	close_conn(c, r, detail);
+}
+
 /* Keepalive: 1.5 times the interval after the last packet [MQTT-3.1.2-24]. */
 static void refresh_keepalive(struct conn *c)
 {
@@ -248,7 +267,7 @@ void conn_input_read(struct conn *c)
 		if (n == WISP_EAGAIN)
 			return;
 		if (n < 0) {
-			close_conn(c, n == WISP_ECLOSED ? REASON_PEER_CLOSED : REASON_READ_ERROR, NULL);
+			close_for_read(c, (int)n);
 			return;
 		}
 		c->set->in.bytes_received += (uint64_t)n;

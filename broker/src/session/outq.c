@@ -141,16 +141,8 @@ int outq_push_bytes(struct outq *q, const uint8_t *bytes, size_t len)
 	return 0;
 }
 
-int outq_push_publish(struct outq *q, struct msg *m, uint8_t version, const struct outq_delivery *d)
+static struct mqtt_publish_split split_of(const struct msg *m, bool v5, const struct outq_delivery *d)
 {
-	bool v5 = version == MQTT_PROTO_V5;
-	size_t mid_max = mqtt_publish_split_mid_max(v5 ? d->sub_id_count : 0);
-	if (MID_AT + mid_max > UINT16_MAX)
-		return WISP_EINVAL;
-	struct outq_item *it = item_get(MID_AT + mid_max);
-	if (!it)
-		return WISP_ENOMEM;
-	it->msg = NULL;
 	struct mqtt_publish_split p = {
 		.qos = d->qos,
 		.dup = d->dup,
@@ -166,6 +158,26 @@ int outq_push_publish(struct outq *q, struct msg *m, uint8_t version, const stru
 		p.sub_ids = d->sub_ids;
 		p.sub_id_count = d->sub_id_count;
 	}
+	return p;
+}
+
+size_t outq_publish_size(const struct msg *m, uint8_t version, const struct outq_delivery *d)
+{
+	struct mqtt_publish_split p = split_of(m, version == MQTT_PROTO_V5, d);
+	return mqtt_publish_split_size(version, &p);
+}
+
+int outq_push_publish(struct outq *q, struct msg *m, uint8_t version, const struct outq_delivery *d)
+{
+	bool v5 = version == MQTT_PROTO_V5;
+	size_t mid_max = mqtt_publish_split_mid_max(v5 ? d->sub_id_count : 0);
+	if (MID_AT + mid_max > UINT16_MAX)
+		return WISP_EINVAL;
+	struct outq_item *it = item_get(MID_AT + mid_max);
+	if (!it)
+		return WISP_ENOMEM;
+	it->msg = NULL;
+	struct mqtt_publish_split p = split_of(m, v5, d);
 	size_t mid_len = 0;
 	ssize_t head_len = mqtt_encode_publish_split(it->bytes, MQTT_MAX_FIXED_HEADER + 2, it->bytes + MID_AT,
 						     (size_t)it->cap - MID_AT, &mid_len, version, &p);

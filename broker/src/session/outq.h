@@ -59,6 +59,10 @@ struct outq_delivery {
  */
 int outq_push_publish(struct outq *q, struct msg *m, uint8_t version, const struct outq_delivery *d);
 
+/* The PUBLISH's size on the wire (0: it cannot be encoded), to hold it
+ * against the client's Maximum Packet Size before queueing. */
+size_t outq_publish_size(const struct msg *m, uint8_t version, const struct outq_delivery *d);
+
 /*
  * Writes until the queue is empty or the transport would block (a short
  * writev alone does not stop it: transport.h). Returns 0 when the queue is

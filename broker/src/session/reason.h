@@ -53,6 +53,8 @@ enum reason_group {
 	X(WRITE_ERROR, 0x00, REASON_CLOSE, "write_error", NONE, REASON_F_SILENT, "write error")                   \
 	X(HANDSHAKE_FAILED, 0x00, REASON_CLOSE, "tls_handshake_failed", NONE, REASON_F_SILENT,                    \
 	  "TLS handshake failed")                                                                        \
+	X(WS_HANDSHAKE_FAILED, 0x00, REASON_CLOSE, "ws_handshake_failed", NONE, REASON_F_SILENT,                  \
+	  "WebSocket handshake failed")                                                                  \
 	/* input that breaks the protocol */                                                             \
 	X(NOT_CONNECT, 0x82, REASON_CLOSE, "first_packet_not_connect", MALFORMED, 0,                     \
 	  "first packet is not CONNECT")                                                                 \

@@ -65,12 +65,22 @@ struct sess_v5 {
 	uint32_t expiry;                /* Session Expiry Interval, s; SESS_EXPIRY_NEVER */
 	uint32_t will_delay;            /* of the current connection's will */
 	bool will_stored;               /* a WILL_SET for this session is in the store */
-	uint16_t receive_max;           /* the client's Receive Maximum; 0: not sent (65535) */
-	uint32_t max_packet;            /* the client's Maximum Packet Size; 0: not sent */
 	/* The current connection's inbound topic aliases [MQTT-3.3.2-12]:
 	 * `alias_max` entries, allocated at the first alias used. */
 	struct sess_alias *aliases;
 	uint16_t alias_max;
+	/* What the current connection's CONNECT asked of what Wisp sends
+	 * (session/delivery.c): its Receive Maximum bounds the in-flight
+	 * window [MQTT-3.3.4-9], and nothing over its Maximum Packet Size is
+	 * sent [MQTT-3.1.2-25]. 0: not given (65535, no limit). */
+	uint16_t send_max;
+	uint32_t packet_max;
+	/* Outbound topic aliases of the current connection: up to the
+	 * client's Topic Alias Maximum (capped by limits.max_topic_alias),
+	 * allocated at the first one, reused round robin (session/delivery.c). */
+	struct sess_alias *out_aliases;
+	uint16_t out_alias_max;
+	uint16_t out_alias_next;
 };
 
 /* Set in a subscription's options byte (a bit MQTT 5 reserves, so never

@@ -175,7 +175,7 @@ struct store_qos2 {
 struct store_will {
 	struct store_str client;
 	uint32_t delay_s;         /* Will Delay Interval */
-	uint32_t expiry_s;        /* its Message Expiry Interval, 0 = none (starts at publication) */
+	uint32_t expiry_s;        /* reserved, written 0: the will's Message Expiry Interval is among its props */
 	uint8_t qos;
 	uint8_t flags;            /* STORE_MSG_RETAIN */
 	struct store_str topic;

@@ -245,6 +245,15 @@ size_t retained_match(const struct retained *r, const char *filter, size_t len,
 	return m.calls;
 }
 
+size_t retained_each(const struct retained *r, retained_visit_fn fn, void *ctx)
+{
+	char name[NAME_MAX_LEN];
+	struct match_ctx m = {.trie = &r->trie, .fn = fn, .ctx = ctx, .calls = 0, .name = name};
+	visit_subtree(&m, r->trie.root, 0);
+	visit_subtree(&m, r->trie.dollar, 0);
+	return m.calls;
+}
+
 size_t retained_count(const struct retained *r) { return r->count; }
 size_t retained_bytes(const struct retained *r) { return r->bytes; }
 

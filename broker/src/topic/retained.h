@@ -50,6 +50,10 @@ void *retained_get(const struct retained *r, const char *topic, size_t len);
 size_t retained_match(const struct retained *r, const char *filter, size_t len,
 		      retained_visit_fn fn, void *ctx);
 
+/* Calls `fn` for every stored topic, '$' topics included: what a snapshot of
+ * the store must see, where no filter (not even '#' [MQTT-4.7.2-1]) does. */
+size_t retained_each(const struct retained *r, retained_visit_fn fn, void *ctx);
+
 size_t retained_count(const struct retained *r);
 size_t retained_bytes(const struct retained *r);
 
