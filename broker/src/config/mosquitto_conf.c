@@ -328,7 +328,7 @@ static bool is_single_token(const char *value) { return !strpbrk(value, " \t"); 
 
 static int conv_bool(struct reader *r, const struct mosq_key *k, const char *value)
 {
-	bool b;
+	bool b = false;
 	int rc = parse_bool(r, value, &b);
 	return rc ? rc : put(r, k, cJSON_CreateBool(b));
 }
@@ -656,7 +656,7 @@ static int conv_security(struct reader *r, const struct mosq_key *k, const char 
 			    : !strcmp(k->name, "acl_file")    ? &sec->acl_file
 							      : &sec->allow_anonymous;
 	if (v == &sec->allow_anonymous) {
-		bool b;
+		bool b = false;
 		int rc = parse_bool(r, value, &b);
 		if (rc)
 			return rc;
@@ -683,7 +683,7 @@ static int conv_security(struct reader *r, const struct mosq_key *k, const char 
 static int conv_per_listener(struct reader *r, const struct mosq_key *k, const char *value)
 {
 	(void)k;
-	bool b;
+	bool b = false;
 	int rc = parse_bool(r, value, &b);
 	if (rc)
 		return rc;
@@ -794,7 +794,7 @@ static int conv_log_type(struct reader *r, const struct mosq_key *k, const char 
 static int conv_log_timestamp(struct reader *r, const struct mosq_key *k, const char *value)
 {
 	(void)k;
-	bool b;
+	bool b = false;
 	int rc = parse_bool(r, value, &b);
 	if (rc)
 		return rc;
