@@ -77,6 +77,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		goto fail;
 	}
 	b->sessions.on_free = release_session;
+	b->sessions.on_end = route_share_session_end;
 	b->sessions.dlim = &b->dlim;
 	if (auth_load(cfg, &b->auth, err, errlen) != 0)
 		goto fail;
@@ -108,6 +109,7 @@ void broker_free(struct broker *b)
 	auth_release(&b->auth);
 	if (b->sessions.buckets)
 		sess_table_free(&b->sessions, b->subs);
+	share_table_free(&b->route.shares, b->subs); /* before the tree its groups are filed in */
 	retained_free(b->retained);
 	tree_free(b->subs);
 	server_free(&b->srv);
@@ -164,6 +166,10 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 			sess_destroy(&b->sessions, b->subs, s);
 		else
 			offline = true;
+		/* Its unacknowledged shared-subscription messages go to a member
+		 * still connected (a shutdown leaves them: nobody is). */
+		if (offline && r != REASON_SHUTDOWN)
+			route_share_hand_over(b, s, NULL);
 	}
 	conn_close(b->loop, c);
 	if (offline) {

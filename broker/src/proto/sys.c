@@ -157,7 +157,9 @@ void sys_publish(struct broker *b)
 	}
 	publish_u64(b, "$SYS/broker/bytes/received", b->srv.conns.in.bytes_received);
 	publish_u64(b, "$SYS/broker/bytes/sent", b->srv.stats.bytes_sent);
-	publish_u64(b, "$SYS/broker/subscriptions/count", tree_count(b->subs));
+	/* A shared group's own tree handle is no client's subscription. */
+	publish_u64(b, "$SYS/broker/subscriptions/count", tree_count(b->subs) - b->route.shares.count);
+	publish_u64(b, "$SYS/broker/subscriptions/shared_groups", b->route.shares.count);
 	publish_u64(b, "$SYS/broker/subscriptions/refused", s->subs_refused);
 	publish_u64(b, "$SYS/broker/topics/refused", s->topics_refused);
 	publish_u64(b, "$SYS/broker/retained messages/count", retained_count(b->retained));
