@@ -262,14 +262,20 @@ class Interop5BasicTest(Interop5Case):
         self.assertEqual((msg.topic, msg.payload), ("will5/t", b"gone"))
 
     def test_zero_length_clientid(self):
-        """[MQTT-3.1.3-6] [MQTT-3.2.2-16] an empty client id is accepted and
-        CONNACK carries the Assigned Client Identifier."""
-        c = self.raw5("")
+        """[MQTT-3.1.3-6] [MQTT-3.1.3-7] [MQTT-3.2.2-16] an empty client id
+        is accepted, with Clean Start 1 and (unlike 3.1.1) with Clean Start 0,
+        and CONNACK carries the Assigned Client Identifier; a client that
+        chose its id gets none."""
+        c = self.raw5("", clean=False)
         assigned = connack_props(c.connack).get(0x12)
         self.assertTrue(assigned, "no Assigned Client Identifier")
+        self.assertEqual(c.connack.body[0] & 1, 0, "session present for a new id")
+        self.assertTrue(c.is_open())
         p = self.client("")
         self.assertTrue(p.connack[2].AssignedClientIdentifier)
         self.assertNotEqual(p.connack[2].AssignedClientIdentifier, assigned.decode())
+        named = self.client("client0")
+        self.assertFalse(hasattr(named.connack[2], "AssignedClientIdentifier"))
 
     def test_offline_message_queueing(self):
         """[MQTT-3.1.2-4] [MQTT-3.1.2-23] a session with an expiry interval
@@ -305,6 +311,29 @@ class Interop5BasicTest(Interop5Case):
         self.assertEqual(msg.qos, 2)
         self.assertEqual(sorted(msg.properties.SubscriptionIdentifier), [2, 3])
         self.nothing(c, 0.5)
+
+    def test_will_properties_on_keepalive_expiry(self):
+        """[MQTT-3.1.3-10] the will keeps its user properties, in order, when a
+        paho client stops answering (its network loop stopped) and
+        [MQTT-3.1.2-24] its keep alive (2 s) runs out."""
+        w = self.client("willp5-watch")
+        self.assertEqual(self.subscribe(w, "willp5/t", 2), [2])
+        c = mqtt.Client(client_id="willp5", protocol=mqtt.MQTTv5)
+        props = Properties(PacketTypes.WILLMESSAGE)
+        props.WillDelayInterval = 0
+        props.UserProperty = ("a", "2")
+        props.UserProperty = ("c", "3")
+        c.will_set("willp5/t", b"will message", properties=props)
+        connected = queue.Queue()
+        c.on_connect = lambda cl, ud, flags, rc, p=None: connected.put(rc)
+        c.connect("127.0.0.1", self.broker.port, 2)
+        c.loop_start()
+        self.on_cleanup(lambda: c.socket() and c.socket().close())
+        self.assertEqual(connected.get(timeout=WAIT), 0)
+        c.loop_stop()  # no more PINGREQ
+        msg = self.get(w, timeout=keepalive_close_bound(2) + 1)
+        self.assertEqual((msg.payload, msg.properties.UserProperty),
+                         (b"will message", [("a", "2"), ("c", "3")]))
 
     def test_keepalive(self):
         """[MQTT-3.1.2-24] silent for 1.5 keep-alive periods: the broker
@@ -563,6 +592,10 @@ class Interop5SubscribeOptionsTest(Interop5Case):
                 self.assertEqual(self.get(c).payload, b"kept")
             else:
                 self.nothing(c, 0.3)
+        _, mid = c.unsubscribe("rh5/t")
+        self.assertEqual(c.unsubacks.get(timeout=WAIT), mid)
+        self.assertEqual(self.subscribe(c, "rh5/t", 1, handling=1), [1])
+        self.assertEqual(self.get(c).payload, b"kept", "new again after UNSUBSCRIBE")
         fresh = self.client("rh5-new")
         self.assertEqual(self.subscribe(fresh, "rh5/t", 1, handling=1), [1])
         self.assertEqual(self.get(fresh).payload, b"kept")
@@ -599,12 +632,29 @@ class Interop5AliasTest(Interop5Case):
         self.assertEqual([(m.topic, m.payload) for m in (self.get(sub), self.get(sub))],
                          [("ca5/topic", b"one"), ("ca5/topic", b"two")])
 
+    def test_client_topic_aliases_end_with_the_connection(self):
+        """[MQTT-3.3.2-7] topic aliases belong to the network connection: a
+        resumed session does not bring them back, so an empty topic with
+        the old alias is refused with a DISCONNECT."""
+        expiry = prop_u32(0x11, 60)
+        c = self.raw5("ca5-end", clean=False, props=expiry)
+        c.send(publish5("ca5/end", b"set", qos=1, pid=1, props=prop_u16(0x23, 1)))
+        c.expect(PUBACK)
+        c.send(b"\xe0\x00")
+        self.assertTrue(c.wait_closed())
+        again = self.raw5("ca5-end", clean=False, props=expiry)
+        self.assertEqual(again.connack.body[0] & 1, 1, "session present")
+        again.send(publish5("", b"stale", qos=1, pid=2, props=prop_u16(0x23, 1)))
+        pkt = again.expect(DISCONNECT)
+        self.assertGreaterEqual(pkt.body[0], 0x80, "DISCONNECT reason")
+        self.assertTrue(again.wait_closed())
+
     @skip_unless_wisp("mosquitto 2.0.11 never assigns topic aliases to outgoing messages")
     def test_server_topic_aliases(self):
         """[MQTT-3.3.2-10] [MQTT-3.3.2-11] a client announcing Topic Alias
-        Maximum 2 gets repeated topics as aliases (alias 1..2, topic empty
-        the second time); paho and MQTT.js resolve them to the topic."""
-        c = self.raw5("sa5", props=prop_u16(0x22, 2))
+        Maximum 1 gets repeated topics as alias 1 (topic empty from the
+        second time on); MQTT.js resolves them to the topic."""
+        c = self.raw5("sa5", props=prop_u16(0x22, 1))
         self.assertEqual(self.raw_subscribe(c, "sa5/#", 1), [1])
         pub = self.client("sa5-pub")
         for i in range(3):
@@ -613,7 +663,7 @@ class Interop5AliasTest(Interop5Case):
         for _ in range(3):
             topic, props, payload = publish_parts(c.recv_publish())
             alias = dict(props).get(0x23)
-            self.assertTrue(alias is not None and 1 <= alias <= 2, props)
+            self.assertEqual(alias, 1, props)
             seen.append((topic, payload))
         self.assertEqual(seen, [("sa5/long/topic/name", b"m0"), ("", b"m1"), ("", b"m2")])
         js = MqttJs(self.broker.port, """
@@ -629,9 +679,32 @@ c.on('message', (t, p, pkt) => { got.push([t, p.toString()]); if (got.length ===
         self.assertEqual(js.result(), [["sa5/long/topic/name", "j%d" % i] for i in range(3)])
 
 
+    def test_no_server_aliases_unless_allowed(self):
+        """[MQTT-3.1.2-26] [MQTT-3.3.2-9] a client announcing no Topic Alias
+        Maximum (or 0) never gets a Topic Alias."""
+        for name, props in (("na5-absent", b""), ("na5-zero", prop_u16(0x22, 0))):
+            c = self.raw5(name, props=props)
+            self.assertEqual(self.raw_subscribe(c, "na5/#", 2), [2])
+            pub = self.client(name + "-pub")
+            for qos in range(3):
+                self.publish(pub, "na5/topic", "q%d" % qos, qos)
+            for _ in range(3):
+                topic, props_got, _ = publish_parts(c.recv_publish())
+                self.assertEqual(topic, "na5/topic")
+                self.assertNotIn(0x23, dict(props_got))
+
+
 class Interop5LimitsTest(Interop5Case):
 
-    LIMITS = {"max_keepalive": 10, "max_inflight": 2}
+    LIMITS = {"max_keepalive": 10, "max_inflight": 2, "max_packet_size": 2048}
+
+    def test_server_maximum_packet_size(self):
+        """[MQTT-3.2.2-15] [MQTT-3.1.2-24] the broker announces its Maximum
+        Packet Size; a PUBLISH over it gets DISCONNECT 0x95 Packet too large."""
+        c = self.raw5("smps5")
+        self.assertEqual(connack_props(c.connack).get(0x27), 2048)
+        c.send(publish5("smps5/t", b"." * 2048))
+        self.expect_disconnect(c, 0x95)
 
     def test_maximum_packet_size(self):
         """[MQTT-3.1.2-24] [MQTT-3.1.2-25] a message larger than the
