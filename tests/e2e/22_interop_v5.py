@@ -632,6 +632,15 @@ class Interop5AliasTest(Interop5Case):
         self.assertEqual([(m.topic, m.payload) for m in (self.get(sub), self.get(sub))],
                          [("ca5/topic", b"one"), ("ca5/topic", b"two")])
 
+    def test_topic_alias_zero_refused(self):
+        """[MQTT-3.3.2-8] Topic Alias 0 is not permitted: the broker answers
+        with a DISCONNECT (an error reason) and closes."""
+        c = self.raw5("ca5-zero")
+        c.send(publish5("ca5/zero", b"x", qos=1, pid=1, props=prop_u16(0x23, 0)))
+        pkt = c.expect(DISCONNECT)
+        self.assertGreaterEqual(pkt.body[0], 0x80, "DISCONNECT reason")
+        self.assertTrue(c.wait_closed())
+
     def test_client_topic_aliases_end_with_the_connection(self):
         """[MQTT-3.3.2-7] topic aliases belong to the network connection: a
         resumed session does not bring them back, so an empty topic with
@@ -747,10 +756,9 @@ class Interop5LimitsTest(Interop5Case):
         DISCONNECT 0x93."""
         c = self.raw5("rmx5")
         self.assertEqual(connack_props(c.connack).get(0x21), 2)
-        for pid in (1, 2):
-            c.send(publish5("rmx5/t", b"x", qos=2, pid=pid))
-            self.assertEqual(c.expect(PUBREC).pid, pid)
-        c.send(publish5("rmx5/t", b"x", qos=2, pid=3))
+        # sent in one burst, PUBRECs unanswered, as a pipelining client does
+        c.send(b"".join(publish5("rmx5/t", b"x", qos=2, pid=pid) for pid in (1, 2, 3)))
+        self.assertEqual([c.expect(PUBREC).pid for _ in range(2)], [1, 2])
         self.expect_disconnect(c, 0x93)
 
 
@@ -782,6 +790,17 @@ class Interop5WillDelayTest(Interop5Case):
         c.close()
         self.raw5("wd2", clean=False, props=prop_u32(0x11, 10))
         self.nothing(w, 3)
+
+    def test_will_at_session_expiry_before_delay(self):
+        """[MQTT-3.1.3-9] session expiry (1 s) shorter than the will delay
+        (5 s): the will goes out when the session ends, well before 5 s."""
+        w = self.watcher("wd4")
+        c = self.raw5("wd4", props=prop_u32(0x11, 1),
+                      will=("wd4/will", b"at expiry", 1, False, prop_u32(0x18, 5)))
+        start = time.monotonic()
+        c.close()
+        self.assertEqual(self.get(w, timeout=4).payload, b"at expiry")
+        self.assertGreaterEqual(time.monotonic() - start, 0.9, "will sent before the session ended")
 
     @skip_unless_wisp("mosquitto 2.0.11 waits for the will delay even when the session "
                       "(expiry 0) has ended")
