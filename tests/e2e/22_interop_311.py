@@ -207,6 +207,29 @@ class Interop311Test(BrokerTestCase):
         again.send(ack_pkt(PUBCOMP, first[2].pid))
         self.assertTrue(again.is_open())
 
+    def test_inbound_qos2_across_reconnect(self):
+        """[MQTT-4.3.3-2] a QoS 2 PUBLISH the broker has PUBREC'd is, until
+        its PUBREL, acknowledged again with PUBREC when resent (DUP) and
+        never delivered twice, also after a reconnect to the persistent
+        session, whose state holds it [MQTT-3.1.2-4]; the PUBREL of the new
+        connection completes it (PUBCOMP)."""
+        watcher = self.raw("in2-watch")
+        self.assertEqual(watcher.subscribe([("in2/#", 2)]), [2])
+        c = self.raw("in2", clean=False)
+        c.send(publish_pkt("in2/t", b"once", qos=2, pid=7))
+        self.assertEqual(c.expect(PUBREC).pid, 7)
+        c.close()  # the PUBREL never went out
+        again = self.raw(connect=False)
+        self.assertEqual(again.connect("in2", clean=False), 0)
+        self.assertTrue(again.session_present)
+        again.send(publish_pkt("in2/t", b"once", qos=2, pid=7, dup=True))
+        self.assertEqual(again.expect(PUBREC).pid, 7)
+        again.send(ack_pkt(PUBREL, 7))
+        self.assertEqual(again.expect(PUBCOMP).pid, 7)
+        got = watcher.recv_publish()
+        self.assertEqual((got.topic, got.payload), ("in2/t", b"once"))
+        watcher.assert_no_packet(0.5)
+
     def test_dollar_topics(self):
         """[MQTT-4.7.2-1] filters starting with a wildcard (#, +/...) do not
         match topics beginning with $; a filter naming the $ level does."""

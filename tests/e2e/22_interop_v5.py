@@ -369,6 +369,29 @@ class Interop5BasicTest(Interop5Case):
         self.assertEqual(pubs, [("redo5/q1", 1, True), ("redo5/q2", 2, True)])
         self.assertEqual([p.pid for p in got if p.type == PUBREL], [first[2].pid])
 
+    def test_inbound_qos2_across_reconnect(self):
+        """[MQTT-4.3.3-10] [MQTT-4.3.3-11] until its PUBREL, a resent QoS 2
+        PUBLISH (DUP) is answered with PUBREC again and not delivered twice,
+        also after the session is resumed; the new connection's PUBREL
+        completes it."""
+        w = self.client("in5-watch")
+        self.assertEqual(self.subscribe(w, "in5/#", 2), [2])
+        expiry = prop_u32(0x11, 60)
+        c = self.raw5("in5", clean=False, props=expiry)
+        c.send(publish5("in5/t", b"once", qos=2, pid=7))
+        self.assertEqual(c.expect(PUBREC).pid, 7)
+        c.close()
+        again = self.raw5("in5", clean=False, props=expiry)
+        self.assertEqual(again.connack.body[0] & 1, 1, "session present")
+        dup = bytearray(publish5("in5/t", b"once", qos=2, pid=7))
+        dup[0] |= 0x08
+        again.send(bytes(dup))
+        self.assertEqual(again.expect(PUBREC).pid, 7)
+        again.send(ack_pkt(PUBREL, 7))
+        self.assertEqual(again.expect(PUBCOMP).pid, 7)
+        self.assertEqual(self.get(w).payload, b"once")
+        self.nothing(w, 0.5)
+
     def test_dollar_topics(self):
         """[MQTT-4.7.2-1] #, +/... do not match topics beginning with $."""
         c = self.client("dollar5")
