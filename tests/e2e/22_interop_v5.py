@@ -280,14 +280,17 @@ class Interop5BasicTest(Interop5Case):
     def test_offline_message_queueing(self):
         """[MQTT-3.1.2-4] [MQTT-3.1.2-23] a session with an expiry interval
         keeps its subscriptions while the client is away; QoS 1 and 2
-        messages published meanwhile arrive when it resumes it."""
+        messages published meanwhile arrive when it resumes it, also with a
+        CONNECT that names no expiry (as Paho's suite reconnects)."""
         sub = self.client("off5", clean_start=False, expiry=60)
         self.assertEqual(self.subscribe(sub, "offline/+", 2), [2])
         self.stop(sub)
         pub = self.client("off5-pub")
         for qos in (0, 1, 2):
             self.publish(pub, "offline/qos%d" % qos, "away", qos)
-        back = self.client("off5", clean_start=False, expiry=60)
+        # resumed by a CONNECT without Session Expiry Interval: the kept
+        # session is resumed, the new interval (0) applies from then on
+        back = self.client("off5", clean_start=False)
         self.assertEqual(back.connack[0]["session present"], 1)
         got = set()
         for _ in range(3):
@@ -532,29 +535,52 @@ class Interop5MessageTest(Interop5Case):
                          (1, "application/json"))
 
     def test_publication_expiry(self):
-        """[MQTT-3.3.2-5] a message whose expiry passed while its subscriber
-        was away is not delivered; [MQTT-3.3.2-6] the others carry the
-        remaining interval, smaller than the one published."""
-        c = self.client("exp5", clean_start=False, expiry=60)
-        self.assertEqual(self.subscribe(c, "exp5/+", 1), [1])
-        self.stop(c)
+        """[MQTT-3.3.2-5] messages whose expiry (1 s) passed while their
+        subscriber was away are not delivered, at QoS 1 or 2; [MQTT-3.3.2-6]
+        the others (6 s) carry the remaining interval, smaller than the one
+        published. The session's expiry was raised at DISCONNECT (section
+        3.14.2.2.2), and the CONNECT resuming it names none."""
+        c = self.client("exp5", clean_start=True, expiry=99999)
+        self.assertEqual(self.subscribe(c, "exp5/+", 2), [2])
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 999999999
+        self.stop(c, props)
         pub = self.client("exp5-pub")
-        for topic, expiry in (("exp5/short", 1), ("exp5/long", 60), ("exp5/never", None)):
+        for topic, qos, expiry in (("exp5/q1short", 1, 1), ("exp5/q2short", 2, 1),
+                                   ("exp5/q1long", 1, 6), ("exp5/q2long", 2, 6),
+                                   ("exp5/never", 1, None)):
             props = Properties(PacketTypes.PUBLISH)
             if expiry is not None:
                 props.MessageExpiryInterval = expiry
-            self.publish(pub, topic, topic, 1, props=props if expiry else None)
+            self.publish(pub, topic, topic, qos, props=props if expiry else None)
         time.sleep(2.2)
-        back = self.client("exp5", clean_start=False, expiry=60)
+        back = self.client("exp5", clean_start=False)
+        self.assertEqual(back.connack[0]["session present"], 1)
         got = {}
-        for _ in range(2):
+        for _ in range(3):
             m = self.get(back)
             got[m.topic] = getattr(m.properties, "MessageExpiryInterval", None)
-        self.assertEqual(set(got), {"exp5/long", "exp5/never"})
+        self.assertEqual(set(got), {"exp5/q1long", "exp5/q2long", "exp5/never"})
         self.assertIsNone(got["exp5/never"])
-        self.assertLess(got["exp5/long"], 60)
-        self.assertGreaterEqual(got["exp5/long"], 50)
+        for topic in ("exp5/q1long", "exp5/q2long"):
+            self.assertLess(got[topic], 6)
+            self.assertGreaterEqual(got[topic], 2)
         self.nothing(back, 0.3)
+
+    @skip_unless_wisp("mosquitto 2.0.11 sends one copy per subscription, each with one identifier")
+    def test_subscription_identifiers_parent_level(self):
+        """[MQTT-3.3.4-3] [MQTT-3.3.4-4] "a/#" also matches "a" [MQTT-4.7.1-2]:
+        a client subscribed to both with identifiers 2 and 3 gets one copy
+        carrying both; another client's identifier (456789) reaches it alone."""
+        a = self.client("sidp-a")
+        self.assertEqual(self.subscribe(a, "sidp/TopicA", 2, sub_id=456789), [2])
+        b = self.client("sidp-b")
+        self.assertEqual(self.subscribe(b, "sidp/TopicA", 2, sub_id=2), [2])
+        self.assertEqual(self.subscribe(b, "sidp/TopicA/#", 2, sub_id=3), [2])
+        self.publish(b, "sidp/TopicA", "ids", 1)
+        self.assertEqual(self.get(a).properties.SubscriptionIdentifier, [456789])
+        self.assertEqual(sorted(self.get(b).properties.SubscriptionIdentifier), [2, 3])
+        self.nothing(b, 0.5)
 
     def test_request_response(self):
         """[MQTT-3.3.2-15] [MQTT-3.3.2-16] Response Topic and Correlation Data
