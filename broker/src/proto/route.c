@@ -409,6 +409,9 @@ void route_share_session_end(struct session_table *tab, struct session *s)
 
 size_t broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels)
 {
+	if (b->activity) /* a dashboard is served: one branch otherwise */
+		activity_note(b->activity, msg_topic(m), m->topic_len, msg_payload(m), m->payload_len,
+			      loop_now_ms(b->loop));
 	return router_publish(&b->route.router, m, levels, nlevels);
 }
 
