@@ -124,15 +124,27 @@ class ReasonCodeTest(BrokerTestCase):
 
     def test_refusal_has_v5_code_and_no_session(self):
         """[MQTT-3.2.2-6][MQTT-3.2.2-7] a refusing v5 CONNACK carries a v5
-        reason code (0x85 Client Identifier not valid for an empty id without
-        Clean Start, not 3.1.1's 2), session present 0, and the connection
-        closes; the 3.1.1 client still gets return code 2."""
+        reason code (0x8C Bad authentication method for a method the broker
+        does not offer, where 3.1.1 has no code), session present 0 with
+        Clean Start 0, and the connection closes; the 3.1.1 client refused
+        for an empty id without clean session still gets return code 2."""
         c = self.v5()
-        present, code, _ = c.connect5("", clean=False)
-        self.assertEqual((present, code), (False, 0x85))
+        present, code, _ = c.connect5("refused", clean=False,
+                                      props=b"\x11\x00\x00\x00\x3c\x15\x00\x04SCRA")
+        self.assertEqual((present, code), (False, 0x8C))
         self.assertTrue(c.wait_closed())
         old = self.raw(connect=False)
         self.assertEqual(old.connect("", clean=False), 2)
+
+    def test_empty_id_without_clean_start_accepted(self):
+        """[MQTT-3.1.3-6][MQTT-3.1.3-7] v5 dropped 3.1.1's condition on an
+        empty client id (clean session, else CONNACK 2): with Clean Start 0
+        it is accepted and assigned an id, as Mosquitto does and Paho's
+        client_test5 expects; 3.1.1 still refuses it with 2 [MQTT-3.1.3-8]."""
+        present, code, props = self.v5().connect5("", clean=False)
+        self.assertEqual((present, code), (False, 0))
+        self.assertIn(b"\x12\x00", props)
+        self.assertEqual(self.raw(connect=False).connect("", clean=False), 2)
 
     def test_keepalive_timeout_disconnect_0x8d(self):
         """[MQTT-3.1.2-22] a v5 client silent for 1.5 keep-alive periods

@@ -202,8 +202,11 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	const char *id = (const char *)p->client_id.ptr;
 	size_t id_len = p->client_id.len;
 	if (id_len == 0) {
-		/* [MQTT-3.1.3-7][MQTT-3.1.3-8]: an empty id needs clean session; 3.1 needs an id. */
-		if (!p->clean_start || p->version == MQTT_PROTO_V31)
+		/* 3.1.1: an empty id needs clean session [MQTT-3.1.3-7][MQTT-3.1.3-8];
+		 * 3.1 needs an id. v5 dropped that condition: the assigned id is
+		 * used as if the client had sent it, whatever Clean Start says
+		 * [MQTT-3.1.3-6][MQTT-3.1.3-7] (Paho's client_test5 and Mosquitto). */
+		if ((!p->clean_start && !v5) || p->version == MQTT_PROTO_V31)
 			return refuse(why, REASON_CLIENT_ID_REJECTED);
 		id_len = assign_id(b, idbuf, sizeof idbuf);
 		id = idbuf;
