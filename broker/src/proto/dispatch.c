@@ -4,6 +4,7 @@
  * one mapping of a reason to the wire (broker_answer_reason).
  */
 #include "broker.h"
+#include "enhanced_auth.h"
 #include "input.h"
 
 #include <stdio.h>
@@ -55,7 +56,9 @@ void broker_answer_reason(struct broker *b, struct conn *c, enum reason r)
 int broker_on_packet(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum reason *why)
 {
 	struct broker *b = ctx;
-	if (c->state == CONN_AWAIT_CONNECT && p->type != MQTT_PKT_CONNECT) {
+	/* AUTH may come between CONNECT and CONNACK (MQTT 5, 4.12): handle_auth
+	 * judges it. */
+	if (c->state == CONN_AWAIT_CONNECT && p->type != MQTT_PKT_CONNECT && p->type != MQTT_PKT_AUTH) {
 		*why = REASON_NOT_CONNECT; /* [MQTT-3.1.0-1] */
 		return WISP_EPROTO;
 	}
@@ -77,6 +80,8 @@ int broker_on_packet(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum r
 		return handle_ping(b, c, why);
 	case MQTT_PKT_DISCONNECT:
 		return handle_disconnect(b, c, &p->u.reason, why);
+	case MQTT_PKT_AUTH:
+		return handle_auth(b, c, &p->u.reason, why);
 	default:
 		/* CONNACK, SUBACK, UNSUBACK, PINGRESP, AUTH: server-to-client only. */
 		*why = REASON_PACKET_NOT_ACCEPTED;
