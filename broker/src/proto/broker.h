@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "activity.h"
 #include "codec.h"
 #include "config.h"
 #include "auth.h"
@@ -47,6 +48,9 @@ struct broker_stats {
 	uint64_t subs_refused;       /* filters refused by max_topic_length/levels, max_subscriptions or memory */
 	uint64_t topics_refused;     /* PUBLISH and will topics over max_topic_length/levels */
 	uint64_t retained_refused;   /* retained messages not stored: max_retained or max_retained_bytes */
+	uint64_t http_requests;      /* HTTP requests answered (http/) */
+	uint64_t http_refused;       /* HTTP connections closed for a malformed or oversized request */
+	uint64_t http_auth_failures; /* HTTP requests refused 401 for missing or wrong credentials */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -111,6 +115,7 @@ struct broker {
 	struct route_ctx route;      /* the router and its per-publish scratch (router.h) */
 	uint64_t id_seq;             /* for assigned client ids */
 	struct sub_work sub_work;
+	struct activity *activity;   /* the dashboard's topic table; NULL without a dashboard */
 };
 
 /* Counts one message dropped by a bound (drop.h); $SYS publishes the count
@@ -170,8 +175,11 @@ void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t 
  */
 void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *detail);
 
-/* Publishes a will now (retained if it says so); the caller keeps its reference. */
+/* Publishes a will now (retained if it says so); the caller keeps its
+ * reference. A Message Expiry Interval among its properties starts now
+ * (MQTT 5, 3.1.3.2.4). */
 void broker_publish_will(struct broker *b, struct msg *will);
+
 
 /* The one mapping of a reason to the wire (dispatch.c): a refusing CONNACK
  * (the v5 reason code, or the 3.1/3.1.1 return code) while the CONNECT is

@@ -126,12 +126,13 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	struct server *srv = bl->srv;
 	const struct config_limits *lim = &srv->cfg->limits;
 	(void)ls;
-	if ((lim->max_connections && srv->conns.count >= lim->max_connections) ||
+	if ((lim->max_connections && srv->conns.count + srv->other_conns >= lim->max_connections) ||
 	    (bl->cfg->max_connections && bl->conn_count >= bl->cfg->max_connections)) {
 		srv->stats.conns_refused++;
+		bl->conns_refused++;
 		log_limited("refused: connection limit", LOG_WARNING, "conn",
 			    "%s: refusing %s: connection limit reached (%s)", bl->net.name, peer,
-			    lim->max_connections && srv->conns.count >= lim->max_connections
+			    lim->max_connections && srv->conns.count + srv->other_conns >= lim->max_connections
 				    ? "limits.max_connections" : "the listener's max_connections");
 		close(fd);
 		return;
@@ -144,6 +145,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	 * it restored can still reconnect. */
 	if (lim->memory_limit && wisp_mem_used() >= lim->memory_limit - lim->memory_limit / 16) {
 		srv->stats.conns_refused++;
+		bl->conns_refused++;
 		log_limited("refused: memory_limit", LOG_WARNING, "conn",
 			    "%s: refusing %s: heap over 15/16 of limits.memory_limit (%zu of %llu bytes)", bl->net.name,
 			    peer, wisp_mem_used(), (unsigned long long)lim->memory_limit);
@@ -447,7 +449,7 @@ void server_tls_error(const char *file, size_t listener, const char *why, char *
 	/* tls.c says "<option>: <file>: <reason>"; the operator wants the key
 	 * path of the configuration, like every other configuration error. */
 	static const char *const keys[] = {"cert", "key", "ca", "ciphersuites", "min_version",
-	                                   "session_ticket_lifetime", "session_cache_size"};
+	                                   "session_ticket_lifetime", "session_cache_size", "hibernate_after"};
 	for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
 		size_t n = strlen(keys[k]);
 		if (strncmp(why, keys[k], n) == 0 && why[n] == ':') {
@@ -472,6 +474,7 @@ int server_tls_context(const struct config_listener *lc, struct tls_ctx **out, c
 	o.session_tickets = lc->tls.session_tickets;
 	o.session_lifetime = lc->tls.session_ticket_lifetime;
 	o.session_cache_size = lc->tls.session_cache_size;
+	o.hibernate_after = lc->tls.hibernate_after;
 	return tls_ctx_new_server(&o, out, err, errlen);
 }
 
@@ -505,6 +508,7 @@ int server_init(struct server *srv, struct loop *l, const struct config *cfg)
 	list_init(&srv->conns.handshake_wait);
 	list_init(&srv->housekeeping.link);
 	srv->handshake_budget = HANDSHAKE_STEPS_PER_TURN;
+	tls_hibernation_attach(l); /* idle TLS connections sleep on this loop's timers */
 	srv->conns.in = (struct conn_input){
 		.loop = l,
 		.scratch = wisp_malloc(SCRATCH_SIZE),
@@ -531,6 +535,11 @@ int server_listen(struct server *srv, char *err, size_t errlen)
 		bl->allow_anonymous = lc->allow_anonymous;
 		bl->use_identity_as_username = lc->tls.use_identity_as_username;
 		bl->net.io.fd = -1;
+		if (lc->protocol == CONFIG_PROTO_HTTP) {
+			/* Opened and served by http/ (main.c wires it). */
+			srv->listener_count = i + 1;
+			continue;
+		}
 		if (config_proto_is_ws(lc->protocol)) {
 			bl->ws = true;
 			bl->ws_opts = (struct ws_opts){

@@ -64,6 +64,7 @@ struct sess_v5 {
 	struct msg *will;               /* the delayed will (a reference), or NULL */
 	uint32_t expiry;                /* Session Expiry Interval, s; SESS_EXPIRY_NEVER */
 	uint32_t will_delay;            /* of the current connection's will */
+	bool will_stored;               /* a WILL_SET for this session is in the store */
 	/* The current connection's inbound topic aliases [MQTT-3.3.2-12]:
 	 * `alias_max` entries, allocated at the first alias used. */
 	struct sess_alias *aliases;
@@ -85,6 +86,9 @@ struct sess_v5 {
 /* Set in a subscription's options byte (a bit MQTT 5 reserves, so never
  * set by a client) when the ACL must be asked for every delivered topic. */
 #define SESS_SUBOPT_ACL_CHECK 0x40
+/* Set on a member of a shared subscription (proto/share.h): its handle is
+ * filed under the literal "$share/..." filter, and routing skips it. */
+#define SESS_SUBOPT_SHARED 0x80
 
 struct sess_sub {
 	struct list_node link;
@@ -170,6 +174,9 @@ struct session_table {
 	/* Called before a session is freed, for what upper layers hung on it
 	 * (its ACL client). */
 	void (*on_free)(struct session *s);
+	/* Called first, while the session still has its subscriptions and
+	 * messages (proto/ hands over what its shared subscriptions hold). */
+	void (*on_end)(struct session_table *tab, struct session *s);
 	/* What a freed session's queues are cleared with (delivery_clear);
 	 * NULL: no totals to update. */
 	const struct delivery_limits *dlim;
