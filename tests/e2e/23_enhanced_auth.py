@@ -13,7 +13,9 @@ CONNACK 0x86 and is logged once; an unknown method 0x8C [MQTT-4.12.0-1];
 AUTH naming another method 0x82 [MQTT-4.12.0-5]; an exchange left
 unfinished is closed by limits.connect_timeout; the same user logs in with
 the password in a 3.1.1 CONNECT; re-authentication is refused with
-DISCONNECT 0x87 [MQTT-4.12.1-2].
+DISCONNECT 0x87 [MQTT-4.12.1-2]; past auth.max_exchanges exchanges under way
+a CONNECT naming a method gets 0x89, counted in $SYS and logged once, and an
+honest client logs in again once the stalled exchanges are gone.
 """
 
 import base64
@@ -21,6 +23,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -111,9 +114,11 @@ class Scram:
         return (without_proof + ",p=" + base64.b64encode(proof).decode()).encode()
 
 
-@skip_unless_wisp("enhanced authentication (SCRAM-SHA-256) is Wisp's; Mosquitto has no SCRAM method")
-class EnhancedAuthTest(BrokerTestCase):
+class ScramCase(BrokerTestCase):
+    """A broker whose password file has USERS in the SCRAM form."""
     LIMITS = {"connect_timeout": 2}
+    AUTH = {}
+    CONFIG = {}
 
     def broker_options(self):
         d = tempfile.mkdtemp(prefix="wisp-e2e-scram-")
@@ -127,7 +132,7 @@ class EnhancedAuthTest(BrokerTestCase):
                   ["-b", self.passwd, user, pw]
             subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
         return {"listener": {"allow_anonymous": False},
-                "config": {"auth": {"password_file": self.passwd}}}
+                "config": dict({"auth": dict({"password_file": self.passwd}, **self.AUTH)}, **self.CONFIG)}
 
     def start_exchange(self, user, password, client_id):
         """A raw client that sent client-first: (client, scram, server-first)."""
@@ -145,6 +150,10 @@ class EnhancedAuthTest(BrokerTestCase):
         c.send(auth_pkt(0x18, METHOD, s.final(sf)))
         ack = c.expect(CONNACK)
         return c, s, ack
+
+
+@skip_unless_wisp("enhanced authentication (SCRAM-SHA-256) is Wisp's; Mosquitto has no SCRAM method")
+class EnhancedAuthTest(ScramCase):
 
     def test_scram_success_then_qos1_round_trip(self):
         c, s, ack = self.scram_login("alice", USERS["alice"], "scram-ok")
@@ -243,6 +252,44 @@ c.on('connect', (ack) => {
         self.addCleanup(js.kill)
         r = js.result()
         self.assertEqual(r, {"rc": 0, "serverFinalOk": True, "method": METHOD, "message": "hi"})
+
+
+@skip_unless_wisp("enhanced authentication (SCRAM-SHA-256) is Wisp's; Mosquitto has no SCRAM method")
+class ExchangeBoundTest(ScramCase):
+    """auth.max_exchanges: stalled exchanges cannot pile up state."""
+    LIMITS = {"connect_timeout": 60}
+    AUTH = {"max_exchanges": 2}
+    CONFIG = {"sys_interval": 1}
+
+    def test_exchanges_over_the_bound_refused_0x89(self):
+        watcher = self.raw("sys-watch", username="bob", password=USERS["bob"])
+        watcher.subscribe([("$SYS/broker/clients/login_checks/refused_exchanges", 0)])
+        stalled = [self.start_exchange("alice", USERS["alice"], "stall-%d" % i)[0] for i in range(2)]
+        for i in range(3):
+            c = self.raw(connect=False)
+            c.send(connect5("over-%d" % i, props=auth_props(METHOD, Scram("alice", "x").first())))
+            ack = c.expect(CONNACK)
+            self.assertEqual(ack.body[1], 0x89, "server busy past auth.max_exchanges")
+            self.assertTrue(c.wait_closed())
+        self.broker.wait_log(r"enhanced-authentication exchanges under way \(auth.max_exchanges\)")
+        self.assertEqual(len(re.findall(r"auth.max_exchanges\); further", self.broker.log())), 1,
+                         "logged once per episode")
+        deadline = time.monotonic() + 15
+        while True:
+            p = watcher.recv_publish(timeout=max(deadline - time.monotonic(), 0.1))
+            if p.payload == b"3":
+                break
+            self.assertLess(time.monotonic(), deadline, "refused_exchanges never reached 3")
+        for c in stalled:
+            c.close()
+        # The stalled exchanges' state goes with their connections.
+        deadline = time.monotonic() + 10
+        while True:
+            c, _, ack = self.scram_login("bob", USERS["bob"], "after-%d" % time.monotonic_ns())
+            if ack.body[1] == 0:
+                break
+            self.assertEqual(ack.body[1], 0x89)
+            self.assertLess(time.monotonic(), deadline, "exchanges never freed")
 
 
 if __name__ == "__main__":

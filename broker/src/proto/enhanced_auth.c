@@ -14,6 +14,7 @@
 #define MQTT_RC_REAUTHENTICATE 0x19u
 
 struct enhanced_auth {
+	size_t *count;          /* auth_state.exchanges, which this one is in */
 	struct auth_exchange *x;
 	char *user;             /* proven, until handle_connect takes it */
 	size_t final_len;
@@ -49,6 +50,7 @@ void enhanced_auth_forget(struct conn *c)
 		return;
 	struct enhanced_auth *ea = c->enhanced_auth;
 	c->enhanced_auth = NULL;
+	--*ea->count;
 	auth_exchange_free(ea->x);
 	wisp_free(ea->user);
 	memset(ea->connect, 0, ea->connect_len); /* it may hold a password */
@@ -124,6 +126,20 @@ int enhanced_auth_connect(struct broker *b, struct conn *c, const struct mqtt_co
 			    (const char *)name->ptr);
 		return refuse(why, REASON_BAD_AUTH_METHOD); /* [MQTT-4.12.0-1] */
 	}
+	struct auth_state *a = &b->auth;
+	if (a->exchanges < b->cfg->auth.max_exchanges / 2)
+		a->exchanges_over_logged = false; /* the episode is over */
+	if (a->exchanges >= b->cfg->auth.max_exchanges) {
+		a->exchanges_refused++;
+		if (!a->exchanges_over_logged) {
+			a->exchanges_over_logged = true;
+			log_msg(LOG_WARNING, "auth",
+				"%s: login refused: %zu enhanced-authentication exchanges under way (auth.max_exchanges); "
+				"further refusals are counted, not logged, until half of them are done",
+				conn_peer(c), a->exchanges);
+		}
+		return refuse(why, REASON_AUTH_BUSY);
+	}
 	size_t cap = connect_size(p);
 	ea = wisp_malloc(sizeof *ea + cap);
 	if (!ea)
@@ -135,6 +151,8 @@ int enhanced_auth_connect(struct broker *b, struct conn *c, const struct mqtt_co
 		return refuse(why, REASON_NO_MEMORY);
 	}
 	ea->connect_len = (size_t)n;
+	ea->count = &a->exchanges;
+	a->exchanges++;
 	c->enhanced_auth = ea;
 	c->auth_method = true; /* freed by auth_forget_conn from now on */
 	struct auth_method_env env = {.db = b->auth.passwd->db, .nonce = make_nonce};
