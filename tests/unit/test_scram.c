@@ -9,6 +9,7 @@
 
 #include <mbedtls/base64.h>
 
+#include "alloc.h"
 #include "err.h"
 #include "method.h"
 #include "passwd.h"
@@ -232,12 +233,31 @@ static void test_table_and_step_bound(void)
 	auth_exchange_free(x);
 }
 
+/* Out of memory at the exchange's allocation: WISP_ENOMEM, nothing kept. */
+static void test_out_of_memory(void)
+{
+	struct passwd_db *db = rfc_db();
+	struct auth_method_env env = {.db = db, .nonce = rfc_nonce};
+	struct auth_exchange *x = NULL;
+	struct auth_out out;
+	enum auth_step r;
+	size_t base = wisp_mem_used();
+	wisp_mem_fail_after(1, 0);
+	CU_ASSERT_EQUAL(auth_exchange_start(&scram_sha256_method, &env, in_of(RFC_CLIENT_FIRST, NULL), &out, &x, &r),
+			WISP_ENOMEM);
+	wisp_mem_fail_after(0, 0);
+	CU_ASSERT_PTR_NULL(x);
+	CU_ASSERT_EQUAL(wisp_mem_used(), base);
+	passwd_free(db);
+}
+
 static CU_TestInfo scram_tests[] = {
 	{"RFC 7677 example exchange, byte for byte", test_rfc7677_exchange},
 	{"wrong proof 0x86, bad nonce/binding/user 0x87", test_failures},
 	{"saslname escapes", test_escaped_user_name},
 	{"password file $scram-sha-256$ entries", test_password_file_entries},
 	{"method table and step bound", test_table_and_step_bound},
+	{"out of memory", test_out_of_memory},
 	CU_TEST_INFO_NULL,
 };
 
