@@ -1166,7 +1166,8 @@ static void test_v5_scram_wrong_password(void)
 
 /* During the exchange the client's AUTH names the CONNECT's method
  * [MQTT-4.12.0-5] and says 0x18 [MQTT-4.12.0-3]: else CONNACK 0x82. A
- * second CONNECT is refused too [MQTT-3.1.0-2]. */
+ * second CONNECT is refused too [MQTT-3.1.0-2], and any packet but AUTH
+ * and DISCONNECT [MQTT-3.1.2-30]. */
 static void test_v5_auth_mismatch(void)
 {
 	char dir[64], sf[256];
@@ -1185,6 +1186,18 @@ static void test_v5_auth_mismatch(void)
 	send_connect_auth(e, "SCRAM-SHA-256", "n,," CLIENT_FIRST_BARE);
 	EXPECT(e, "20 03 00 82 00");
 	CU_ASSERT_TRUE(client_closed(e));
+	/* Only AUTH or DISCONNECT until the CONNACK [MQTT-3.1.2-30]: a PINGREQ
+	 * is refused, a DISCONNECT just ends it. */
+	struct hclient *f = harness_connect(h);
+	scram_first(f, sf, sizeof sf);
+	SEND(f, "c0 00");
+	EXPECT(f, "20 03 00 82 00");
+	CU_ASSERT_TRUE(client_closed(f));
+	struct hclient *g = harness_connect(h);
+	scram_first(g, sf, sizeof sf);
+	SEND(g, "e0 00");
+	NOTHING(g);
+	CU_ASSERT_TRUE(client_closed(g));
 	harness_remove_dir(dir);
 }
 
@@ -1467,7 +1480,7 @@ static CU_TestInfo v5_tests[] = {
 	{"AUTH without a method: DISCONNECT 0x82 [MQTT-4.12.0-6]", test_v5_auth_without_method},
 	{"SCRAM-SHA-256 exchange, CONNACK with method and data [MQTT-4.12.0-5]", test_v5_scram_success},
 	{"SCRAM-SHA-256 wrong password: CONNACK 0x86", test_v5_scram_wrong_password},
-	{"AUTH with another method or reason: CONNACK 0x82", test_v5_auth_mismatch},
+	{"AUTH with another method or reason, other packets: CONNACK 0x82 [MQTT-3.1.2-30]", test_v5_auth_mismatch},
 	CU_TEST_INFO_NULL,
 };
 

@@ -56,10 +56,14 @@ void broker_answer_reason(struct broker *b, struct conn *c, enum reason r)
 int broker_on_packet(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum reason *why)
 {
 	struct broker *b = ctx;
-	/* AUTH may come between CONNECT and CONNACK (MQTT 5, 4.12): handle_auth
-	 * judges it. */
+	/* Between a CONNECT naming an Authentication Method and its CONNACK the
+	 * client sends only AUTH (handle_auth judges it) or DISCONNECT (it
+	 * leaves) [MQTT-3.1.2-30]. */
 	if (c->state == CONN_AWAIT_CONNECT && p->type != MQTT_PKT_CONNECT && p->type != MQTT_PKT_AUTH) {
-		*why = REASON_NOT_CONNECT; /* [MQTT-3.1.0-1] */
+		if (c->auth_method)
+			*why = p->type == MQTT_PKT_DISCONNECT ? REASON_CLIENT_DISCONNECT : REASON_AUTH_UNEXPECTED;
+		else
+			*why = REASON_NOT_CONNECT; /* [MQTT-3.1.0-1] */
 		return WISP_EPROTO;
 	}
 	switch (p->type) {

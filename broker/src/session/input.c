@@ -77,9 +77,12 @@ static bool refuse_before_connect(const struct conn *c, const uint8_t *buf, size
 				  char *detail, size_t detail_len)
 {
 	const struct conn_input *in = &c->set->in;
-	/* After a v5 CONNECT (c->version set) AUTH packets may follow it
-	 * before the CONNACK (MQTT 5, 4.12), under the same size bound. */
-	if ((buf[0] >> 4) != MQTT_PKT_CONNECT && !((buf[0] >> 4) == MQTT_PKT_AUTH && c->version == MQTT_PROTO_V5)) {
+	/* After a v5 CONNECT (c->version set) AUTH and DISCONNECT may follow it
+	 * before the CONNACK (MQTT 5, 4.12; [MQTT-3.1.2-30]), under the same
+	 * size bound; the protocol layer judges them. */
+	uint8_t type = buf[0] >> 4;
+	if (type != MQTT_PKT_CONNECT &&
+	    !((type == MQTT_PKT_AUTH || type == MQTT_PKT_DISCONNECT) && c->version == MQTT_PROTO_V5)) {
 		*why = REASON_NOT_CONNECT; /* [MQTT-3.1.0-1] */
 		return true;
 	}
