@@ -15,6 +15,9 @@
  *
  * Re-authentication (AUTH 0x19 after CONNACK, 4.12.1) is not offered: it
  * is treated as a failed re-authentication, DISCONNECT 0x87 [MQTT-4.12.1-2].
+ * An exchange on a live connection would have no deadline (connect_timeout
+ * ends with the CONNACK) and could hold its state and an auth.max_exchanges
+ * slot for the connection's life; the client reconnects instead.
  */
 #ifndef WISP_PROTO_ENHANCED_AUTH_H
 #define WISP_PROTO_ENHANCED_AUTH_H
