@@ -14,6 +14,8 @@
 
 #include "unit_main.h"
 #include "broker_harness.h"
+#include "passwd.h"
+#include "scram_client.h"
 
 #define STR2(x) #x
 #define STR(x) STR2(x)
@@ -1004,6 +1006,250 @@ static void test_v5_will_properties(void)
 	EXPECT(old, "30 08 00 03 'w/t' 'bye'");
 }
 
+
+/* ---- MQTT 5 enhanced authentication (4.12) ---- */
+
+/* A v5 packet: type byte, then `body` with its Remaining Length. */
+static size_t packet(uint8_t type, const uint8_t *body, size_t n, uint8_t *out)
+{
+	size_t o = 0;
+	out[o++] = type;
+	size_t rl = n;
+	do {
+		uint8_t b = rl & 0x7f;
+		rl >>= 7;
+		out[o++] = (uint8_t)(b | (rl ? 0x80 : 0));
+	} while (rl);
+	memcpy(out + o, body, n);
+	return o + n;
+}
+
+/* Authentication Method and Data properties, with their length first
+ * (a varint: one or two bytes here). */
+static size_t auth_props(const char *method, const char *data, uint8_t *out)
+{
+	uint8_t p[400];
+	size_t ml = strlen(method), dl = data ? strlen(data) : 0, o = 0;
+	p[o++] = 0x15;
+	p[o++] = (uint8_t)(ml >> 8);
+	p[o++] = (uint8_t)ml;
+	memcpy(p + o, method, ml);
+	o += ml;
+	if (data) {
+		p[o++] = 0x16;
+		p[o++] = (uint8_t)(dl >> 8);
+		p[o++] = (uint8_t)dl;
+		memcpy(p + o, data, dl);
+		o += dl;
+	}
+	size_t head = 0;
+	if (o < 128) {
+		out[head++] = (uint8_t)o;
+	} else {
+		out[head++] = (uint8_t)(0x80 | (o & 0x7f));
+		out[head++] = (uint8_t)(o >> 7);
+	}
+	memcpy(out + head, p, o);
+	return head + o;
+}
+
+/* CONNECT v5, clean start, keepalive 60, id "sc", naming `method`. */
+static void send_connect_auth(struct hclient *c, const char *method, const char *data)
+{
+	uint8_t body[512], pkt[520];
+	size_t n = harness_unhex("00 04 'MQTT' 05 02 00 3c", body, sizeof body);
+	n += auth_props(method, data, body + n);
+	n += harness_unhex("00 02 'sc'", body + n, sizeof body - n);
+	client_send(c, pkt, packet(0x10, body, n, pkt));
+}
+
+static void send_auth(struct hclient *c, uint8_t reason, const char *method, const char *data)
+{
+	uint8_t body[512], pkt[520];
+	body[0] = reason;
+	size_t n = 1 + auth_props(method, data, body + 1);
+	client_send(c, pkt, packet(0xf0, body, n, pkt));
+}
+
+/* A broker whose password file holds "scram" / "pencil" in SCRAM form. */
+static void start_scram(char *dir, size_t dirlen)
+{
+	char enc[PASSWD_ENCODED_MAX], path[96], config[512];
+	CU_ASSERT_FATAL(passwd_hash_scram("pencil", 6, 4096, enc, sizeof enc) > 0);
+	CU_ASSERT_FATAL(harness_temp_dir(dir, dirlen, "wisp-script-scram") == 0);
+	snprintf(path, sizeof path, "%s/passwd", dir);
+	FILE *f = fopen(path, "w");
+	CU_ASSERT_FATAL(f != NULL);
+	fprintf(f, "scram:%s\n", enc);
+	fclose(f);
+	snprintf(config, sizeof config,
+		 "{\"listeners\": [{\"bind\": \"127.0.0.1\", \"port\": 0, \"allow_anonymous\": true}],"
+		 " \"auth\": {\"password_file\": \"%s\"},"
+		 " \"persistence\": {\"enabled\": false}, \"log\": {\"level\": \"error\"}}",
+		 path);
+	harness_free(h);
+	start(config);
+}
+
+#define CLIENT_FIRST_BARE "n=scram,r=fyko+d2lbbFgONRv9qkxdawL"
+
+/* Sends client-first, checks the server-first AUTH 0x18 byte for byte but
+ * for the server's 30 random nonce characters, and returns it in sf. */
+static size_t scram_first(struct hclient *c, char *sf, size_t cap)
+{
+	send_connect_auth(c, "SCRAM-SHA-256", "n,," CLIENT_FIRST_BARE);
+	size_t n;
+	const uint8_t *p = client_output(c, &n);
+	/* f0 rl 18 pl 15 00 0d 'SCRAM-SHA-256' 16 00 len 'r=<client nonce><30>,s=<24>,i=4096' */
+	static const char head[] = "\xf0\x6f\x18\x6d\x15\x00\x0dSCRAM-SHA-256\x16\x00\x5a"
+				   "r=fyko+d2lbbFgONRv9qkxdawL";
+	bool ok = n == 0x71 && memcmp(p, head, sizeof head - 1) == 0 &&
+		  memcmp(p + sizeof head - 1 + 30, ",s=", 3) == 0 && memcmp(p + n - 7, ",i=4096", 7) == 0;
+	CU_ASSERT_FATAL(ok);
+	size_t len = (size_t)p[21] << 8 | p[22];
+	CU_ASSERT_FATAL(len < cap && 23 + len == n);
+	memcpy(sf, p + 23, len);
+	sf[len] = '\0';
+	client_take(c);
+	return len;
+}
+
+/* The plain v5 CONNACK of this broker (its properties), for comparison. */
+static size_t plain_connack(uint8_t *out, size_t cap)
+{
+	struct hclient *p = harness_connect(h);
+	SEND(p, CONNECT_V5);
+	size_t n;
+	const uint8_t *b = client_output(p, &n);
+	CU_ASSERT_FATAL(n <= cap);
+	memcpy(out, b, n);
+	client_take(p);
+	client_close(p);
+	return n;
+}
+
+/* SCRAM-SHA-256: CONNECT with client-first, AUTH 0x18 both ways, then the
+ * CONNACK with the method [MQTT-4.12.0-5] and server-final as its
+ * Authentication Data; the client is then served. Re-authentication is
+ * refused with DISCONNECT 0x87 [MQTT-4.12.1-2]. */
+static void test_v5_scram_success(void)
+{
+	char dir[64], sf[256], final[320], v[128];
+	start_scram(dir, sizeof dir);
+	uint8_t plain[128], want[256];
+	size_t pn = plain_connack(plain, sizeof plain);
+	struct hclient *c = harness_connect(h);
+	size_t sflen = scram_first(c, sf, sizeof sf);
+	CU_ASSERT_FATAL(scram_client_final("pencil", CLIENT_FIRST_BARE, sf, sflen, final, sizeof final, v,
+					   sizeof v) == 0);
+	send_auth(c, 0x18, "SCRAM-SHA-256", final);
+	/* The plain CONNACK's properties, then the method and server-final. */
+	uint8_t body[256];
+	size_t bn = pn - 2;
+	memcpy(body, plain + 2, bn);
+	size_t extra = auth_props("SCRAM-SHA-256", v, body + bn) - 1; /* under 128: one length byte */
+	memmove(body + bn, body + bn + 1, extra);
+	CU_ASSERT_FATAL(body[2] + extra < 128);
+	body[2] = (uint8_t)(body[2] + extra);
+	bn += extra;
+	size_t wn = packet(0x20, body, bn, want);
+	size_t n;
+	const uint8_t *got = client_output(c, &n);
+	CU_ASSERT_TRUE(n == wn && memcmp(got, want, n) == 0);
+	CU_ASSERT_EQUAL(v[0], 'v');
+	client_take(c);
+	SEND(c, "c0 00");
+	EXPECT(c, "d0 00");
+	send_auth(c, 0x19, "SCRAM-SHA-256", "n,," CLIENT_FIRST_BARE);
+	EXPECT(c, "e0 01 87");
+	CU_ASSERT_TRUE(client_closed(c));
+	harness_remove_dir(dir);
+}
+
+/* A wrong password: the proof fails, CONNACK 0x86 as for a wrong password
+ * in CONNECT (MQTT 5 leaves the code to the server, 4.12.0-4). */
+static void test_v5_scram_wrong_password(void)
+{
+	char dir[64], sf[256], final[320], v[128];
+	start_scram(dir, sizeof dir);
+	struct hclient *c = harness_connect(h);
+	size_t sflen = scram_first(c, sf, sizeof sf);
+	CU_ASSERT_FATAL(scram_client_final("Pencil", CLIENT_FIRST_BARE, sf, sflen, final, sizeof final, v,
+					   sizeof v) == 0);
+	send_auth(c, 0x18, "SCRAM-SHA-256", final);
+	EXPECT(c, "20 03 00 86 00");
+	CU_ASSERT_TRUE(client_closed(c));
+	harness_remove_dir(dir);
+}
+
+/* During the exchange the client's AUTH names the CONNECT's method
+ * [MQTT-4.12.0-5] and says 0x18 [MQTT-4.12.0-3]: else CONNACK 0x82. A
+ * second CONNECT is refused too [MQTT-3.1.0-2], and any packet but AUTH
+ * and DISCONNECT [MQTT-3.1.2-30]. */
+static void test_v5_auth_mismatch(void)
+{
+	char dir[64], sf[256];
+	start_scram(dir, sizeof dir);
+	struct hclient *c = harness_connect(h);
+	scram_first(c, sf, sizeof sf);
+	send_auth(c, 0x18, "SCRAM-SHA-1", "c=biws");
+	EXPECT(c, "20 03 00 82 00");
+	CU_ASSERT_TRUE(client_closed(c));
+	struct hclient *d = harness_connect(h);
+	scram_first(d, sf, sizeof sf);
+	send_auth(d, 0x19, "SCRAM-SHA-256", "c=biws");
+	EXPECT(d, "20 03 00 82 00");
+	struct hclient *e = harness_connect(h);
+	scram_first(e, sf, sizeof sf);
+	send_connect_auth(e, "SCRAM-SHA-256", "n,," CLIENT_FIRST_BARE);
+	EXPECT(e, "20 03 00 82 00");
+	CU_ASSERT_TRUE(client_closed(e));
+	/* Only AUTH or DISCONNECT until the CONNACK [MQTT-3.1.2-30]: a PINGREQ
+	 * is refused, a DISCONNECT just ends it. */
+	struct hclient *f = harness_connect(h);
+	scram_first(f, sf, sizeof sf);
+	SEND(f, "c0 00");
+	EXPECT(f, "20 03 00 82 00");
+	CU_ASSERT_TRUE(client_closed(f));
+	struct hclient *g = harness_connect(h);
+	scram_first(g, sf, sizeof sf);
+	SEND(g, "e0 00");
+	NOTHING(g);
+	CU_ASSERT_TRUE(client_closed(g));
+	harness_remove_dir(dir);
+}
+
+/* A method Wisp does not offer: CONNACK 0x8C [MQTT-4.12.0-1], then close;
+ * SCRAM-SHA-256 without a password file is not offered either. */
+static void test_v5_unknown_auth_method(void)
+{
+	struct hclient *c = harness_connect(h);
+	send_connect_auth(c, "KERBEROS", NULL);
+	EXPECT(c, "20 03 00 8c 00");
+	CU_ASSERT_TRUE(client_closed(c));
+	struct hclient *d = harness_connect(h);
+	send_connect_auth(d, "SCRAM-SHA-256", "n,," CLIENT_FIRST_BARE);
+	EXPECT(d, "20 03 00 8c 00");
+	CU_ASSERT_TRUE(client_closed(d));
+}
+
+/* A client whose CONNECT named no method must not send AUTH
+ * [MQTT-4.12.0-6]: DISCONNECT 0x82, and the connection closes. */
+static void test_v5_auth_without_method(void)
+{
+	struct hclient *c = harness_connect(h);
+	SEND(c, CONNECT_V5);
+	expect_v5_connack(c, 0x00, 0x00, "v5 connack");
+	SEND(c, "f0 02 18 00");
+	EXPECT(c, "e0 01 82"); /* the short form [MQTT-3.14.2.1] */
+	CU_ASSERT_TRUE(client_closed(c));
+	/* Before any CONNECT, AUTH is not a CONNECT: closed [MQTT-3.1.0-1]. */
+	struct hclient *d = harness_connect(h);
+	SEND(d, "f0 02 18 00");
+	NOTHING(d);
+	CU_ASSERT_TRUE(client_closed(d));
+}
+
 static CU_TestInfo connect_tests[] = {
 	{"CONNECT accepted: CONNACK 0", test_connect_accepted},
 	{"CONNECT a byte at a time", test_connect_byte_by_byte},
@@ -1247,6 +1493,11 @@ static CU_TestInfo v5_tests[] = {
 	{"Receive Maximum exceeded: DISCONNECT 0x93", test_v5_receive_maximum_exceeded},
 	{"outbound topic aliases [MQTT-3.3.2-9..11]", test_v5_outbound_topic_aliases},
 	{"v5 will properties forwarded, expiry from publication", test_v5_will_properties},
+	{"unknown Authentication Method: CONNACK 0x8C [MQTT-4.12.0-1]", test_v5_unknown_auth_method},
+	{"AUTH without a method: DISCONNECT 0x82 [MQTT-4.12.0-6]", test_v5_auth_without_method},
+	{"SCRAM-SHA-256 exchange, CONNACK with method and data [MQTT-4.12.0-5]", test_v5_scram_success},
+	{"SCRAM-SHA-256 wrong password: CONNACK 0x86", test_v5_scram_wrong_password},
+	{"AUTH with another method or reason, other packets: CONNACK 0x82 [MQTT-3.1.2-30]", test_v5_auth_mismatch},
 	CU_TEST_INFO_NULL,
 };
 

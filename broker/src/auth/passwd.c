@@ -29,9 +29,11 @@
 #include "alloc.h"
 #include "file.h"
 #include "err.h"
+#include "scram.h"
 
 #define PREFIX_WISP "$pbkdf2-sha512$"
 #define PREFIX_MOSQ "$7$"
+#define PREFIX_SCRAM "$scram-sha-256$"
 #define SALT_MIN 8u
 #define SALT_MAX 64u
 #define HASH_MIN 16u
@@ -40,6 +42,7 @@
 
 struct entry {
 	struct entry *next; /* bucket chain */
+	bool scram;         /* hash is StoredKey || ServerKey (SCRAM-SHA-256) */
 	unsigned iterations;
 	size_t salt_len, hash_len;
 	uint8_t salt[SALT_MAX];
@@ -127,6 +130,7 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errl
 struct parsed {
 	const char *user;
 	size_t ulen;
+	bool scram;
 	unsigned iterations;
 	size_t salt_len, hash_len;
 	uint8_t salt[SALT_MAX];
@@ -175,7 +179,11 @@ static int parse_line(const char *line, size_t len, struct parsed *out, char *er
 	const char *p = colon + 1;
 	size_t rest = len - ulen - 1;
 	size_t plen;
-	if (rest >= sizeof PREFIX_WISP - 1 && memcmp(p, PREFIX_WISP, sizeof PREFIX_WISP - 1) == 0) {
+	bool scram = false;
+	if (rest >= sizeof PREFIX_SCRAM - 1 && memcmp(p, PREFIX_SCRAM, sizeof PREFIX_SCRAM - 1) == 0) {
+		plen = sizeof PREFIX_SCRAM - 1;
+		scram = true;
+	} else if (rest >= sizeof PREFIX_WISP - 1 && memcmp(p, PREFIX_WISP, sizeof PREFIX_WISP - 1) == 0) {
 		plen = sizeof PREFIX_WISP - 1;
 	} else if (rest >= sizeof PREFIX_MOSQ - 1 &&
 		   memcmp(p, PREFIX_MOSQ, sizeof PREFIX_MOSQ - 1) == 0) {
@@ -229,6 +237,26 @@ static int parse_line(const char *line, size_t len, struct parsed *out, char *er
 			line, SALT_MIN, SALT_MAX);
 		return WISP_EINVAL;
 	}
+	if (scram) {
+		/* <StoredKey>$<ServerKey>, each base64 of 32 bytes */
+		const char *d3 = memchr(hash, '$', (size_t)(end - hash));
+		if (!d3 || b64_decode(hash, (size_t)(d3 - hash), out->hash, SCRAM_KEY_LEN) != SCRAM_KEY_LEN ||
+		    b64_decode(d3 + 1, (size_t)(end - d3 - 1), out->hash + SCRAM_KEY_LEN, SCRAM_KEY_LEN) !=
+			    SCRAM_KEY_LEN) {
+			set_err(err, errlen,
+				"user '%.*s': expected <iterations>$<salt>$<StoredKey>$<ServerKey> after "
+				"$scram-sha-256$, each key base64 of %u bytes",
+				(int)ulen, line, SCRAM_KEY_LEN);
+			return WISP_EINVAL;
+		}
+		out->user = line;
+		out->ulen = ulen;
+		out->scram = true;
+		out->iterations = (unsigned)it;
+		out->salt_len = salt_len;
+		out->hash_len = 2 * SCRAM_KEY_LEN;
+		return 0;
+	}
 	size_t hash_len = b64_decode(hash, (size_t)(end - hash), out->hash, sizeof out->hash);
 	if (hash_len < HASH_MIN || hash_len > HASH_MAX) {
 		set_err(err, errlen, "user '%.*s': hash must be base64 of %u to %u bytes", (int)ulen,
@@ -237,6 +265,7 @@ static int parse_line(const char *line, size_t len, struct parsed *out, char *er
 	}
 	out->user = line;
 	out->ulen = ulen;
+	out->scram = false;
 	out->iterations = (unsigned)it;
 	out->salt_len = salt_len;
 	out->hash_len = hash_len;
@@ -257,6 +286,7 @@ static struct entry *entry_new(const struct parsed *p)
 	if (!e)
 		return NULL;
 	memset(e, 0, sizeof *e);
+	e->scram = p->scram;
 	e->iterations = p->iterations;
 	e->salt_len = p->salt_len;
 	e->hash_len = p->hash_len;
@@ -460,6 +490,16 @@ static int pbkdf2(const uint8_t *salt, size_t slen, unsigned iterations, const c
 static bool verify_entry(const struct entry *e, const char *password, size_t plen)
 {
 	uint8_t got[HASH_MAX];
+	if (e->scram) {
+		/* A SCRAM user may still log in with the password in CONNECT:
+		 * the same PBKDF2 gives the StoredKey to compare. */
+		uint8_t server_key[SCRAM_KEY_LEN];
+		bool ok = scram_keys(password, plen, e->salt, e->salt_len, e->iterations, got, server_key) == 0 &&
+			  ct_equal(got, e->hash, SCRAM_KEY_LEN);
+		memset(got, 0, sizeof got);
+		memset(server_key, 0, sizeof server_key);
+		return ok;
+	}
 	if (pbkdf2(e->salt, e->salt_len, e->iterations, password, plen, got, e->hash_len))
 		return false;
 	bool ok = ct_equal(got, e->hash, e->hash_len);
@@ -542,7 +582,7 @@ static mbedtls_entropy_context entropy;
 static mbedtls_ctr_drbg_context drbg;
 static bool drbg_ready;
 
-static int random_bytes(uint8_t *out, size_t n)
+int passwd_random(uint8_t *out, size_t n)
 {
 	if (!drbg_ready) {
 		static const char pers[] = "wisp passwd salt";
@@ -566,7 +606,7 @@ int passwd_hash(const char *password, size_t plen, unsigned iterations, char *ou
 	if (!password)
 		password = "";
 	uint8_t salt[PASSWD_SALT_LEN], hash[PASSWD_HASH_LEN];
-	int rc = random_bytes(salt, sizeof salt);
+	int rc = passwd_random(salt, sizeof salt);
 	if (rc)
 		return rc;
 	if ((rc = pbkdf2(salt, sizeof salt, iterations, password, plen, hash, sizeof hash)))
@@ -581,6 +621,50 @@ int passwd_hash(const char *password, size_t plen, unsigned iterations, char *ou
 	memset(hash, 0, sizeof hash);
 	int n = snprintf(out, outlen, PREFIX_WISP "%u$%s$%s", iterations, (const char *)s64,
 			 (const char *)h64);
+	if (n < 0 || (size_t)n >= outlen) {
+		if (outlen)
+			out[0] = '\0';
+		return WISP_ELIMIT;
+	}
+	return n;
+}
+
+bool passwd_scram_get(const struct passwd_db *db, const char *username, size_t ulen, struct passwd_scram *out)
+{
+	const struct entry *e = db && username ? lookup(db, username, ulen) : NULL;
+	if (!e || !e->scram)
+		return false;
+	out->iterations = e->iterations;
+	out->salt_len = e->salt_len;
+	memcpy(out->salt, e->salt, e->salt_len);
+	memcpy(out->stored_key, e->hash, SCRAM_KEY_LEN);
+	memcpy(out->server_key, e->hash + SCRAM_KEY_LEN, SCRAM_KEY_LEN);
+	return true;
+}
+
+int passwd_hash_scram(const char *password, size_t plen, unsigned iterations, char *out, size_t outlen)
+{
+	if ((!password && plen) || iterations < SCRAM_ITERATIONS_MIN || iterations > PASSWD_ITERATIONS_MAX)
+		return WISP_EINVAL;
+	if (!password)
+		password = "";
+	uint8_t salt[PASSWD_SALT_LEN], stored[SCRAM_KEY_LEN], server[SCRAM_KEY_LEN];
+	int rc = passwd_random(salt, sizeof salt);
+	if (rc)
+		return rc;
+	if ((rc = scram_keys(password, plen, salt, sizeof salt, iterations, stored, server)))
+		return rc;
+	unsigned char s64[64], k1[64], k2[64];
+	size_t sl, l1, l2;
+	rc = mbedtls_base64_encode(s64, sizeof s64, &sl, salt, sizeof salt) ||
+	     mbedtls_base64_encode(k1, sizeof k1, &l1, stored, sizeof stored) ||
+	     mbedtls_base64_encode(k2, sizeof k2, &l2, server, sizeof server);
+	memset(stored, 0, sizeof stored);
+	memset(server, 0, sizeof server);
+	if (rc)
+		return WISP_ELIMIT;
+	int n = snprintf(out, outlen, PREFIX_SCRAM "%u$%s$%s$%s", iterations, (const char *)s64, (const char *)k1,
+			 (const char *)k2);
 	if (n < 0 || (size_t)n >= outlen) {
 		if (outlen)
 			out[0] = '\0';

@@ -25,6 +25,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* OWASP's 2023 recommendation for PBKDF2-HMAC-SHA512. */
 #define PASSWD_ITERATIONS_DEFAULT 210000u
@@ -115,5 +116,35 @@ int passwd_check_username(const char *user, size_t ulen, char *err, size_t errle
  * WISP_EINVAL with the reason in err. For wisp_passwd -U, which must tell
  * hashed lines from plain-text ones. */
 int passwd_check_line(const char *line, size_t len, char *err, size_t errlen);
+
+/*
+ * SCRAM-SHA-256 entries (auth/scram.h), for the enhanced authentication
+ * method of the same name:
+ *
+ *     username:$scram-sha-256$<iterations>$<base64 salt>$<base64 StoredKey>$<base64 ServerKey>
+ *
+ * A $pbkdf2-sha512$ hash cannot serve SCRAM (SCRAM needs keys derived with
+ * PBKDF2-HMAC-SHA256 from the password, which the file does not keep), so
+ * a user who logs in with SCRAM has this form; the same user can still log
+ * in with the password in CONNECT (passwd_verify derives the StoredKey).
+ */
+struct passwd_scram {
+	unsigned iterations;
+	size_t salt_len;
+	uint8_t salt[64];
+	uint8_t stored_key[32];
+	uint8_t server_key[32];
+};
+
+/* True and *out filled when `username` has a SCRAM-SHA-256 entry. */
+bool passwd_scram_get(const struct passwd_db *db, const char *username, size_t ulen, struct passwd_scram *out);
+
+/* passwd_hash for the SCRAM form: "$scram-sha-256$<iterations>$...",
+ * iterations SCRAM_ITERATIONS_MIN..PASSWD_ITERATIONS_MAX. */
+int passwd_hash_scram(const char *password, size_t plen, unsigned iterations, char *out, size_t outlen);
+
+/* Random bytes from the CTR-DRBG passwd_hash uses. 0 or WISP_EIO. Not
+ * thread-safe: the loop thread or the tool only. */
+int passwd_random(uint8_t *out, size_t n);
 
 #endif

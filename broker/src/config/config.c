@@ -259,6 +259,10 @@ static const struct field auth_fields[] = {
 	 * few at a time, while one address cannot hold more than 8 x one
 	 * PBKDF2 of the helper threads' time ahead of everyone else. */
 	F_NUM(struct config_auth, FT_U32, "max_pending_per_address", max_pending_per_address, 0, 256, 8),
+	/* 1024 enhanced-authentication exchanges of ~2.4 KiB plus their
+	 * CONNECT: a few MiB at most, while a real fleet's logins, each done
+	 * in one round trip, never come near it. */
+	F_NUM(struct config_auth, FT_U32, "max_exchanges", max_exchanges, 1, 1000000, 1024),
 	{0},
 };
 

@@ -113,6 +113,7 @@ struct config_auth {
 	char *acl_file;
 	char *acl_inline; /* the inline "acl" array serialised back to text rules, or NULL */
 	uint32_t max_pending_per_address; /* password checks queued per source address; 0 = no cap; default 8 */
+	uint32_t max_exchanges; /* MQTT 5 enhanced-authentication exchanges under way at once; default 1024 */
 };
 
 struct config_log {

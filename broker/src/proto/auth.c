@@ -6,6 +6,7 @@
 #include "alloc.h"
 #include "bg.h"
 #include "broker.h"
+#include "enhanced_auth.h"
 #include "input.h"
 #include "err.h"
 #include "log.h"
@@ -122,6 +123,10 @@ static void verify_done(struct bg_job *job)
 
 void auth_forget_conn(struct conn *c)
 {
+	if (c->auth_method) {
+		enhanced_auth_forget(c); /* the union holds the exchange, not a job */
+		return;
+	}
 	struct auth_job *j = c->auth_job;
 	if (!j)
 		return;

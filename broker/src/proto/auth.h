@@ -55,6 +55,9 @@ struct auth_state {
 	uint64_t pending_max_hit;   /* CONNECTs refused because the queue was full */
 	uint64_t pending_address_hit; /* refused: auth.max_pending_per_address reached */
 	uint64_t verify_cancelled;  /* checks dropped unrun: their connection went away */
+	size_t exchanges;           /* enhanced-authentication exchanges under way (proto/enhanced_auth.c) */
+	uint64_t exchanges_refused; /* CONNECTs refused: auth.max_exchanges were under way */
+	bool exchanges_over_logged; /* this episode (until half of them are done) */
 	bool address_hit_logged;    /* this episode (until the queue drains) */
 	/* Verifications not yet done, for the per-address count. Carried over
 	 * a reload like the counters. */

@@ -4,6 +4,7 @@
  * one mapping of a reason to the wire (broker_answer_reason).
  */
 #include "broker.h"
+#include "enhanced_auth.h"
 #include "input.h"
 
 #include <stdio.h>
@@ -55,8 +56,14 @@ void broker_answer_reason(struct broker *b, struct conn *c, enum reason r)
 int broker_on_packet(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum reason *why)
 {
 	struct broker *b = ctx;
-	if (c->state == CONN_AWAIT_CONNECT && p->type != MQTT_PKT_CONNECT) {
-		*why = REASON_NOT_CONNECT; /* [MQTT-3.1.0-1] */
+	/* Between a CONNECT naming an Authentication Method and its CONNACK the
+	 * client sends only AUTH (handle_auth judges it) or DISCONNECT (it
+	 * leaves) [MQTT-3.1.2-30]. */
+	if (c->state == CONN_AWAIT_CONNECT && p->type != MQTT_PKT_CONNECT && p->type != MQTT_PKT_AUTH) {
+		if (c->auth_method)
+			*why = p->type == MQTT_PKT_DISCONNECT ? REASON_CLIENT_DISCONNECT : REASON_AUTH_UNEXPECTED;
+		else
+			*why = REASON_NOT_CONNECT; /* [MQTT-3.1.0-1] */
 		return WISP_EPROTO;
 	}
 	switch (p->type) {
@@ -77,6 +84,8 @@ int broker_on_packet(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum r
 		return handle_ping(b, c, why);
 	case MQTT_PKT_DISCONNECT:
 		return handle_disconnect(b, c, &p->u.reason, why);
+	case MQTT_PKT_AUTH:
+		return handle_auth(b, c, &p->u.reason, why);
 	default:
 		/* CONNACK, SUBACK, UNSUBACK, PINGRESP, AUTH: server-to-client only. */
 		*why = REASON_PACKET_NOT_ACCEPTED;

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "enhanced_auth.h"
 #include "err.h"
 #include "log.h"
 #include "session_v5.h"
@@ -29,6 +30,8 @@ struct connack_extra {
 	size_t assigned_len;
 	bool expiry_changed;       /* limits.max_session_expiry cut the client's interval */
 	uint32_t expiry;           /* the interval granted, then */
+	struct mqtt_str auth_method; /* enhanced authentication: its name and final data */
+	struct mqtt_str auth_data;
 };
 
 /* The CONNACK properties of a v5 accept, in the order Mosquitto 2.0 writes
@@ -57,15 +60,19 @@ static int connack_props(const struct config_limits *lim, const struct connack_e
 		rc |= mqtt_props_put_u8(buf, cap, off, MQTT_PROP_MAXIMUM_QOS, (uint8_t)lim->max_qos);
 	/* The client learns the interval the broker uses when it is not the
 	 * one asked (MQTT 5, 3.2.2.3.2); Mosquitto never cuts it, so this has
-	 * no place in its order: last. */
+	 * no place in its order: last but enhanced authentication's. */
 	if (x->expiry_changed)
 		rc |= mqtt_props_put_u32(buf, cap, off, MQTT_PROP_SESSION_EXPIRY, x->expiry);
+	if (x->auth_method.ptr) /* [MQTT-4.12.0-5] */
+		rc |= mqtt_props_put_str(buf, cap, off, MQTT_PROP_AUTH_METHOD, x->auth_method);
+	if (x->auth_data.len)
+		rc |= mqtt_props_put_str(buf, cap, off, MQTT_PROP_AUTH_DATA, x->auth_data);
 	return rc ? WISP_EINVAL : 0;
 }
 
 static int send_connack(struct broker *b, struct conn *c, bool session_present, const struct connack_extra *x)
 {
-	uint8_t buf[192], props[160];
+	uint8_t buf[800], props[768]; /* room for Authentication Data (AUTH_METHOD_DATA_MAX) */
 	/* [MQTT-3.2.2-1] 3.1 has no session present flag: the byte is reserved. */
 	struct mqtt_connack ack = {.session_present = session_present && c->version != MQTT_PROTO_V31,
 				   .code = MQTT_CONNACK_ACCEPTED};
@@ -189,8 +196,6 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	}
 	expiry = granted_expiry(lim, expiry);
 	bool persistent = expiry != 0;
-	if (v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD)))
-		return refuse(why, REASON_BAD_AUTH_METHOD); /* no enhanced authentication offered (MQTT 5, 4.12) */
 
 	/* Control characters (MQTT-1.5.4 lets us refuse them; Mosquitto does):
 	 * the connection is closed, no CONNACK is due for malformed input. */
@@ -235,7 +240,14 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 		return refuse(why, REASON_WILL_RETAIN_NOT_SUPPORTED); /* [MQTT-3.2.2-13] */
 
 	char *username = NULL;
-	switch (auth_connect(b, c, p, &username)) {
+	bool enhanced = v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD));
+	if (enhanced) {
+		bool pending;
+		int rc = enhanced_auth_connect(b, c, p, &username, &extra.auth_data, &pending, why);
+		if (rc != 0 || pending)
+			return rc; /* refused, or the CONNECT is answered after the exchange */
+		extra.auth_method = p->props.auth_method;
+	} else switch (auth_connect(b, c, p, &username)) {
 	case AUTH_OK:
 		break;
 	case AUTH_PENDING:
@@ -362,5 +374,6 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	if (present)
 		log_msg(LOG_INFO, "conn", "client %s resumed its session (%u in flight, %u queued)", s->client_id,
 			(unsigned)s->inflight_count, (unsigned)s->queued_count);
+	enhanced_auth_forget(c); /* the CONNACK carried its final data */
 	return 0;
 }

@@ -83,6 +83,9 @@ const struct metric metrics_table[] = {
 	{"clients_login_refused_per_address_total",
 	 "CONNECTs refused because auth.max_pending_per_address checks were pending from that address.", COUNTER,
 	 SNAP(login_per_address), .sys = "clients/login_checks/refused_per_address"},
+	{"clients_login_refused_exchanges_total",
+	 "CONNECTs naming an Authentication Method refused because auth.max_exchanges were under way.", COUNTER,
+	 SNAP(login_exchanges), .sys = "clients/login_checks/refused_exchanges"},
 	{"clients_login_cancelled_total", "Password checks dropped unrun because their connection closed.", COUNTER,
 	 SNAP(login_cancelled), .sys = "clients/login_checks/cancelled"},
 	{"heap_bytes", "Bytes allocated by the broker now.", GAUGE, SNAP(heap), .sys = "heap/current"},
@@ -196,6 +199,7 @@ void metrics_snapshot(struct broker *b, struct metrics_snap *out)
 	out->login_busy = b->auth.pending_max_hit;
 	out->login_per_address = b->auth.pending_address_hit;
 	out->login_cancelled = b->auth.verify_cancelled;
+	out->login_exchanges = b->auth.exchanges_refused;
 	struct persist_status ps;
 	persist_status(b, &ps);
 	out->persist_enabled = ps.enabled;

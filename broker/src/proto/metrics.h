@@ -90,7 +90,7 @@ struct metrics_snap {
 	uint64_t stored_msgs;
 	uint64_t heap, heap_max;
 	uint64_t subscriptions, shared_groups, retained;
-	uint64_t login_failures, login_busy, login_per_address, login_cancelled;
+	uint64_t login_failures, login_busy, login_per_address, login_cancelled, login_exchanges;
 	uint64_t store_degraded, store_write_errors, store_fsync_errors, store_compact_errors;
 	uint64_t store_refused, store_held_acks;
 	uint64_t handshakes_current;

@@ -46,6 +46,7 @@ enum conn_state {
 
 struct session;
 struct auth_job;
+struct enhanced_auth;
 struct sockaddr;
 
 /* A peer address in 20 bytes instead of a 56-byte string per connection. */
@@ -118,7 +119,10 @@ struct conn {
 	void *listener;           /* opaque: the listener it came in on */
 	struct session *sess;     /* set once CONNECT is accepted */
 	struct msg *will;         /* published on abnormal close */
-	struct auth_job *auth_job; /* password verification in flight, or NULL */
+	union {
+		struct auth_job *auth_job; /* password verification in flight, or NULL */
+		struct enhanced_auth *enhanced_auth; /* with auth_method: its exchange (proto/enhanced_auth.c) */
+	};
 	struct loop_timer timer;  /* connect timeout, then keepalive */
 	struct list_node all_link;
 	struct list_node work_link; /* on set->dirty, or on set->closing */
@@ -138,6 +142,7 @@ struct conn {
 	struct conn_addr peer;    /* formatted only when logged */
 	uint8_t output_state;     /* enum conn_out_state; 240 -> 248 bytes, the same 256-byte malloc chunk */
 	bool input_counted;       /* rcap is counted in set->unauth_bytes */
+	bool auth_method;         /* authenticates with a v5 Authentication Method: the union holds enhanced_auth */
 };
 
 /* Allocates a connection around `t` (taking it). NULL when out of memory

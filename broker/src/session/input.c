@@ -73,10 +73,16 @@ static void pause_for_output(struct conn *c)
 
 /* Bounds that apply before CONNECT, judged from the first bytes of the
  * first packet so nothing is buffered for a client that breaks them. */
-static bool refuse_before_connect(const struct conn_input *in, const uint8_t *buf, size_t len, enum reason *why,
+static bool refuse_before_connect(const struct conn *c, const uint8_t *buf, size_t len, enum reason *why,
 				  char *detail, size_t detail_len)
 {
-	if ((buf[0] >> 4) != MQTT_PKT_CONNECT) {
+	const struct conn_input *in = &c->set->in;
+	/* After a v5 CONNECT (c->version set) AUTH and DISCONNECT may follow it
+	 * before the CONNACK (MQTT 5, 4.12; [MQTT-3.1.2-30]), under the same
+	 * size bound; the protocol layer judges them. */
+	uint8_t type = buf[0] >> 4;
+	if (type != MQTT_PKT_CONNECT &&
+	    !((type == MQTT_PKT_AUTH || type == MQTT_PKT_DISCONNECT) && c->version == MQTT_PROTO_V5)) {
 		*why = REASON_NOT_CONNECT; /* [MQTT-3.1.0-1] */
 		return true;
 	}
@@ -104,7 +110,7 @@ static ssize_t process(struct conn *c, const uint8_t *buf, size_t len)
 		if (c->state == CONN_AWAIT_CONNECT) {
 			char detail[96];
 			detail[0] = '\0';
-			if (refuse_before_connect(&c->set->in, buf + off, len - off, &why, detail, sizeof detail)) {
+			if (refuse_before_connect(c, buf + off, len - off, &why, detail, sizeof detail)) {
 				close_conn(c, why, detail[0] ? detail : NULL);
 				return -1;
 			}

@@ -108,6 +108,10 @@ enum reason_group {
 	X(CLIENT_ID_REJECTED, 0x85, 2, "client_id_rejected", NONE, 0, "empty client id refused")         \
 	X(BAD_AUTH_METHOD, 0x8C, REASON_CLOSE, "bad_authentication_method", NONE, 0,                     \
 	  "authentication method not supported")                                                         \
+	X(AUTH_UNEXPECTED, 0x82, REASON_CLOSE, "auth_unexpected", NONE, 0,                                \
+	  "AUTH out of turn or naming another method, or another packet during an authentication exchange") \
+	X(REAUTH_REFUSED, 0x87, REASON_CLOSE, "reauthentication_refused", NONE, 0,                     \
+	  "re-authentication is not offered")                                                            \
 	X(KEEPALIVE_TOO_LONG, 0x85, 2, "keepalive_too_long", NONE, 0, "keepalive above max_keepalive")   \
 	X(BAD_CREDENTIALS, 0x86, 4, "bad_credentials", NONE, 0, "bad user name or password")             \
 	X(NOT_AUTHORIZED, 0x87, 5, "not_authorised", NONE, 0, "not authorised")                          \
