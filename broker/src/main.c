@@ -14,6 +14,7 @@
 
 #include "alloc.h"
 #include "broker.h"
+#include "cluster.h"
 #include "config.h"
 #include "err.h"
 #include "file.h"
@@ -280,8 +281,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "wisp: %s\n", err);
 		goto out;
 	}
+	struct cluster *cluster = NULL;
+	if (cluster_start(&b, &cluster, err, sizeof err) != 0) {
+		fprintf(stderr, "wisp: %s\n", err);
+		broker_free(&b);
+		goto out;
+	}
 	if (cfg->pid_file && write_pid_file(cfg->pid_file) != 0) {
 		fprintf(stderr, "wisp: %s: pid_file: cannot write '%s': %s\n", cfg->path, cfg->pid_file, strerror(errno));
+		cluster_stop(cluster);
 		broker_free(&b);
 		goto out;
 	}
@@ -292,6 +300,7 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		log_msg(LOG_ERROR, "main", "event loop failed: %s", wisp_strerror(rc));
 	sig.b = NULL;
+	cluster_stop(cluster);
 	broker_free(&b);
 	if (cfg->pid_file)
 		unlink(cfg->pid_file);

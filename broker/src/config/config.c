@@ -122,6 +122,7 @@ static int parse_acl(struct parser *p, const cJSON *item, void *base, const stru
 static int parse_min_version(struct parser *p, const cJSON *item, void *base, const struct field *f);
 static int parse_log_destination(struct parser *p, const cJSON *item, void *base,
 				 const struct field *f);
+static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, const struct field *f);
 
 static const struct field tls_fields[] = {
 	F_FILE(struct config_tls, "cert", cert),
@@ -255,12 +256,25 @@ static const struct field persistence_fields[] = {
 	{0},
 };
 
+static const struct field cluster_fields[] = {
+	F_CUSTOM(struct config_cluster, "nats", nats, parse_nats_urls),
+	F_STR(struct config_cluster, "node", node, NULL),
+	F_STR(struct config_cluster, "subject_prefix", subject_prefix, "wisp"),
+	/* Messages NATS delivered that the loop has not taken yet. 65536 is
+	 * about a second of a busy node's inbound rate and, as pointers, 512
+	 * KiB; the messages themselves are cnats's (bounded by its pending
+	 * limits). Over it a message is dropped and counted. */
+	F_NUM(struct config_cluster, FT_U32, "inbound_queue", inbound_queue, 16, 16777216, 65536),
+	{0},
+};
+
 static const struct field top_fields[] = {
 	F_CUSTOM(struct config, "listeners", listeners, parse_listeners),
 	F_OBJ(struct config, "limits", limits, limits_fields),
 	F_OBJ(struct config, "auth", auth, auth_fields),
 	F_OBJ(struct config, "log", log, log_fields),
 	F_OBJ(struct config, "persistence", persistence, persistence_fields),
+	F_OBJ(struct config, "cluster", cluster, cluster_fields),
 	F_NUM(struct config, FT_U32, "sys_interval", sys_interval, 0, 86400, 10),
 	F_STR(struct config, "pid_file", pid_file, NULL),
 	{0},
@@ -825,6 +839,44 @@ static int parse_acl(struct parser *p, const cJSON *item, void *base, const stru
 		}
 		if (!rc)
 			path_pop(p, old);
+	}
+	if (rc) {
+		wisp_free(b.s);
+		return rc;
+	}
+	char **dst = (char **)((char *)base + f->offset);
+	wisp_free(*dst);
+	*dst = b.s;
+	return 0;
+}
+
+/* "nats": a URL or an array of them, kept as cnats's comma-separated list. */
+static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	struct strbuf b = {0};
+	if (sb_add(&b, "", 0))
+		return fail_nomem(p);
+	int rc = 0;
+	if (cJSON_IsString(item)) {
+		if (!*item->valuestring || strchr(item->valuestring, ','))
+			rc = fail(p, "a NATS URL, without commas");
+		else if (sb_addz(&b, item->valuestring))
+			rc = fail_nomem(p);
+	} else if (cJSON_IsArray(item) && item->child) {
+		size_t i = 0;
+		for (const cJSON *c = item->child; c && !rc; c = c->next, i++) {
+			size_t old = path_push_index(p, i);
+			if (!cJSON_IsString(c))
+				rc = fail_type(p, "a string", c);
+			else if (!*c->valuestring || strchr(c->valuestring, ','))
+				rc = fail(p, "a NATS URL, without commas");
+			else if ((i && sb_addz(&b, ",")) || sb_addz(&b, c->valuestring))
+				rc = fail_nomem(p);
+			if (!rc)
+				path_pop(p, old);
+		}
+	} else {
+		rc = fail_type(p, "a URL or a non-empty array of URLs", item);
 	}
 	if (rc) {
 		wisp_free(b.s);

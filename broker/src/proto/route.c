@@ -266,7 +266,7 @@ void route_free(struct route_ctx *rc)
 
 size_t broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels)
 {
-	return router_publish(&b->route.router, m, levels, nlevels);
+	return router_publish(b->router, m, levels, nlevels);
 }
 
 #define SYS_BROKER_PREFIX "$SYS/broker/"

@@ -169,6 +169,15 @@ void sys_publish(struct broker *b)
 	publish_u64(b, "$SYS/broker/heap/current", heap);
 	publish_u64(b, "$SYS/broker/heap/maximum", st->heap_max);
 	publish_u64(b, "$SYS/broker/store/messages/count", stored);
+	/* Always published (zeros and "off" without a cluster), so a
+	 * dashboard's topic list does not depend on the configuration. */
+	publish(b, "$SYS/broker/cluster/state",
+		!b->cfg->cluster.nats ? "off" : s->cluster.connected ? "connected" : "disconnected");
+	publish_u64(b, "$SYS/broker/cluster/messages/sent", s->cluster.sent);
+	publish_u64(b, "$SYS/broker/cluster/messages/received", s->cluster.received);
+	publish_u64(b, "$SYS/broker/cluster/messages/dropped", s->cluster.dropped);
+	publish_u64(b, "$SYS/broker/cluster/messages/send_failed", s->cluster.send_failed);
+	publish_u64(b, "$SYS/broker/cluster/subjects", s->cluster.subjects);
 	struct persist_status ps;
 	persist_status(b, &ps);
 	if (ps.enabled) {
