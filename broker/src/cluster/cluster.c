@@ -16,6 +16,8 @@
  *
  * Headers (the names NATS-native tools see):
  *   Wisp-Node    publishing node's name
+ *   Wisp-Seq     <run id>-<number>: drops the extra copies overlapping
+ *                filters bring (seen_before)
  *   Wisp-QoS     0, 1 or 2 as published (absent: 0)
  *   Wisp-Retain  "1" when RETAIN was set (for Retain As Published)
  *   Wisp-Expiry  seconds of Message Expiry Interval left
@@ -29,7 +31,9 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <mbedtls/base64.h>
@@ -60,6 +64,15 @@ struct interest {
 	char filter[];
 };
 
+/* The newest sequence number seen from one publishing node's run. */
+struct origin_seen {
+	char key[96];     /* Wisp-Node "/" Wisp-Seq's run id */
+	uint64_t seq;
+	uint64_t used;    /* take_seq's clock, for replacing the oldest */
+};
+
+#define ORIGINS_MAX 64
+
 struct cluster {
 	struct router router;
 	struct router *local;
@@ -74,6 +87,11 @@ struct cluster {
 	bool drop_logged;
 	char *node;
 	char *prefix;
+	char run[17];     /* this run's id (hex), so a restarted node's numbering is new */
+	uint64_t seq;     /* of the last message sent */
+	struct origin_seen origins[ORIGINS_MAX];
+	size_t norigins;
+	uint64_t origins_clock;
 	char *buf;        /* subject or topic scratch, SUBJECT_MAX of the longest topic */
 	size_t buf_cap;
 };
@@ -217,6 +235,11 @@ static int send_to_nats(struct cluster *c, const struct msg *m)
 	natsStatus st = natsMsg_Create(&nm, c->buf, NULL, (const char *)msg_payload(m), (int)m->payload_len);
 	if (st == NATS_OK)
 		st = natsMsgHeader_Set(nm, "Wisp-Node", c->node);
+	if (st == NATS_OK) {
+		char seq[48];
+		snprintf(seq, sizeof seq, "%s-%llu", c->run, (unsigned long long)++c->seq);
+		st = natsMsgHeader_Set(nm, "Wisp-Seq", seq);
+	}
 	if (st == NATS_OK && m->qos) {
 		char q[2] = {(char)('0' + m->qos), '\0'};
 		st = natsMsgHeader_Set(nm, "Wisp-QoS", q);
@@ -289,6 +312,44 @@ static bool props_ok(const uint8_t *p, size_t len)
 	return rc == 0 && it.pos == it.end;
 }
 
+/*
+ * Whether this message was already routed here. A node holding two
+ * overlapping filters ("a/+" and "a/#") has two NATS subscriptions, and
+ * NATS sends one copy per subscription; the local tree matches every
+ * filter from one copy, so the others must go. nats-server sends all the
+ * copies of one publish before the next publish of the same connection,
+ * and cnats's one delivery thread keeps that order, so per publishing run
+ * a copy is one whose number is not above the newest seen.
+ */
+static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr)
+{
+	const char *dash = seq_hdr ? strrchr(seq_hdr, '-') : NULL;
+	if (!node || !dash)
+		return false; /* a NATS-native publisher: no numbering */
+	uint64_t seq = strtoull(dash + 1, NULL, 10);
+	char key[sizeof c->origins[0].key];
+	snprintf(key, sizeof key, "%s/%.*s", node, (int)(dash - seq_hdr), seq_hdr);
+	struct origin_seen *o = NULL, *oldest = &c->origins[0];
+	for (size_t i = 0; i < c->norigins; i++) {
+		if (strcmp(c->origins[i].key, key) == 0) {
+			o = &c->origins[i];
+			break;
+		}
+		if (c->origins[i].used < oldest->used)
+			oldest = &c->origins[i];
+	}
+	if (!o) {
+		o = c->norigins < ORIGINS_MAX ? &c->origins[c->norigins++] : oldest;
+		snprintf(o->key, sizeof o->key, "%s", key);
+		o->seq = 0;
+	}
+	o->used = ++c->origins_clock;
+	if (seq <= o->seq)
+		return true;
+	o->seq = seq;
+	return false;
+}
+
 /* Why a message from NATS is not routed; NULL: it was. */
 static const char *route_remote(struct cluster *c, natsMsg *nm)
 {
@@ -296,6 +357,8 @@ static const char *route_remote(struct cluster *c, natsMsg *nm)
 	const char *node = header(nm, "Wisp-Node");
 	if (node && strcmp(node, c->node) == 0)
 		return "this node's own message";
+	if (seen_before(c, node, header(nm, "Wisp-Seq")))
+		return ""; /* another subscription's copy: not a drop */
 	const char *subj = natsMsg_GetSubject(nm);
 	ssize_t tlen = subject_to_topic(c->prefix, subj, strlen(subj), c->buf, c->buf_cap);
 	if (tlen <= 0 || tlen > UINT16_MAX || !mqtt_utf8_valid((const uint8_t *)c->buf, (size_t)tlen))
@@ -385,7 +448,7 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 	for (size_t i = 0; i < n; i++) {
 		const char *why = route_remote(c, batch[i]);
-		if (why) {
+		if (why && *why) {
 			b->stats.cluster.dropped++;
 			log_msg(LOG_INFO, "cluster", "message from NATS on '%s' dropped: %s",
 				natsMsg_GetSubject(batch[i]), why);
@@ -489,6 +552,10 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		c->node = wisp_strndup(host, strlen(host));
 	}
 	c->prefix = wisp_strndup(cfg->subject_prefix, strlen(cfg->subject_prefix));
+	uint64_t run = 0;
+	if (getentropy(&run, sizeof run) != 0)
+		run = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL);
+	snprintf(c->run, sizeof c->run, "%016llx", (unsigned long long)run);
 	c->nbuckets = 256;
 	c->buckets = wisp_calloc(c->nbuckets, sizeof *c->buckets);
 	size_t longest = b->cfg->limits.max_topic_length;
