@@ -488,26 +488,6 @@ static void on_closed(natsConnection *nc, void *closure)
 
 /* ---- start and stop ---- */
 
-static bool prefix_ok(const char *p)
-{
-	if (!*p)
-		return true;
-	size_t tok = 0;
-	for (; *p; p++) {
-		unsigned char ch = (unsigned char)*p;
-		if (ch <= ' ' || ch == 0x7f || ch == '*' || ch == '>')
-			return false;
-		if (ch == '.') {
-			if (!tok)
-				return false;
-			tok = 0;
-		} else {
-			tok++;
-		}
-	}
-	return tok > 0;
-}
-
 /* Interest of the sessions the store restored before the cluster started. */
 static void count_existing(struct cluster *c)
 {
@@ -530,11 +510,6 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	*out = NULL;
 	if (!cfg->nats)
 		return 0;
-	if (!prefix_ok(cfg->subject_prefix)) {
-		snprintf(err, errlen, "%s: cluster.subject_prefix: '%s' is not a NATS literal subject", b->cfg->path,
-			 cfg->subject_prefix);
-		return WISP_ECONFIG;
-	}
 	struct cluster *c = wisp_calloc(1, sizeof *c);
 	if (!c)
 		goto nomem;

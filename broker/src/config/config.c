@@ -123,6 +123,7 @@ static int parse_min_version(struct parser *p, const cJSON *item, void *base, co
 static int parse_log_destination(struct parser *p, const cJSON *item, void *base,
 				 const struct field *f);
 static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, const struct field *f);
+static int parse_subject_prefix(struct parser *p, const cJSON *item, void *base, const struct field *f);
 
 static const struct field tls_fields[] = {
 	F_FILE(struct config_tls, "cert", cert),
@@ -259,7 +260,8 @@ static const struct field persistence_fields[] = {
 static const struct field cluster_fields[] = {
 	F_CUSTOM(struct config_cluster, "nats", nats, parse_nats_urls),
 	F_STR(struct config_cluster, "node", node, NULL),
-	F_STR(struct config_cluster, "subject_prefix", subject_prefix, "wisp"),
+	{.key = "subject_prefix", .type = FT_CUSTOM, .def_str = "wisp",
+	 .offset = offsetof(struct config_cluster, subject_prefix), .custom = parse_subject_prefix},
 	/* Messages NATS delivered that the loop has not taken yet. 65536 is
 	 * about a second of a busy node's inbound rate and, as pointers, 512
 	 * KiB; the messages themselves are cnats's (bounded by its pending
@@ -885,6 +887,37 @@ static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, cons
 	char **dst = (char **)((char *)base + f->offset);
 	wisp_free(*dst);
 	*dst = b.s;
+	return 0;
+}
+
+/* "subject_prefix": a NATS literal subject (tokens joined by '.', none
+ * empty, no whitespace, no '*' or '>' token), or "" for none. */
+static int parse_subject_prefix(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	if (!cJSON_IsString(item))
+		return fail_type(p, "a string", item);
+	const char *v = item->valuestring;
+	size_t tok = 0;
+	for (const char *c = v; *v; c++) { /* "" is valid: no prefix */
+		unsigned char ch = (unsigned char)*c;
+		if (ch == '.' || ch == '\0') {
+			if (tok == 0 || (tok == 1 && (c[-1] == '*' || c[-1] == '>')))
+				return fail(p, "\"%s\" is not a NATS literal subject (empty token or wildcard)", v);
+			tok = 0;
+			if (ch == '\0')
+				break;
+			continue;
+		}
+		if (ch <= ' ' || ch == 0x7f)
+			return fail(p, "\"%s\" is not a NATS literal subject (whitespace or control character)", v);
+		tok++;
+	}
+	char *copy = wisp_strndup(v, strlen(v));
+	if (!copy)
+		return fail_nomem(p);
+	char **dst = (char **)((char *)base + f->offset);
+	wisp_free(*dst);
+	*dst = copy;
 	return 0;
 }
 
