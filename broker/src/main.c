@@ -18,6 +18,7 @@
 #include "config.h"
 #include "err.h"
 #include "file.h"
+#include "http_server.h"
 #include "log.h"
 #include "loop.h"
 #include "mosquitto_conf.h"
@@ -268,6 +269,8 @@ int main(int argc, char **argv)
 	int status = 1;
 	struct loop *l = loop_new();
 	struct broker b;
+	struct http_server http;
+	bool http_open = false;
 	struct signals sig = {.io.fd = -1};
 	if (!l) {
 		fprintf(stderr, "wisp: cannot create the event loop\n");
@@ -287,8 +290,16 @@ int main(int argc, char **argv)
 		broker_free(&b);
 		goto out;
 	}
+	if (http_server_open(&http, &b, err, sizeof err) != 0) {
+		fprintf(stderr, "wisp: %s\n", err);
+		cluster_stop(cluster);
+		broker_free(&b);
+		goto out;
+	}
+	http_open = true;
 	if (cfg->pid_file && write_pid_file(cfg->pid_file) != 0) {
 		fprintf(stderr, "wisp: %s: pid_file: cannot write '%s': %s\n", cfg->path, cfg->pid_file, strerror(errno));
+		http_server_close(&http);
 		cluster_stop(cluster);
 		broker_free(&b);
 		goto out;
@@ -300,6 +311,8 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		log_msg(LOG_ERROR, "main", "event loop failed: %s", wisp_strerror(rc));
 	sig.b = NULL;
+	if (http_open)
+		http_server_close(&http);
 	cluster_stop(cluster);
 	broker_free(&b);
 	if (cfg->pid_file)

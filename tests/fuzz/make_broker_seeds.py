@@ -147,6 +147,26 @@ def seeds():
         send(0, ack(PUBACK, 1)),
         send(1, ack(PUBACK, 1)),
     ])
+    # Shared subscriptions: round-robin, a member leaving with unacked
+    # messages (close, then UNSUBSCRIBE), membership across a restart.
+    yield "shared", bytes([FSYNC_NO]) + b"".join([
+        send(0, connect("ma", clean=False)),
+        send(0, subscribe(1, "$share/g/s/#", 1)),
+        send(1, connect("mb", clean=False)),
+        send(1, subscribe(1, "$share/g/s/#", 1, v5=False)),
+        send(2, connect("pub")),
+        send(2, publish("s/1", b"one", qos=1, pid=1)),
+        send(2, publish("s/2", b"two", qos=1, pid=2)),
+        close(0),
+        send(1, ack(PUBACK, 1)),
+        restart(),
+        send(0, connect("ma", clean=False)),
+        send(1, connect("mb", clean=False)),
+        send(2, connect("pub")),
+        send(2, publish("s/3", b"three", qos=1, pid=3)),
+        send(0, unsubscribe(2, "$share/g/s/#")),
+        send(1, ack(PUBACK, 2)),
+    ])
     # One stream cut at awkward places: a packet split over sends, and
     # several packets in one send.
     stream = (connect("cut", clean=False) + subscribe(1, "c", 1) + publish("c", b"self", qos=1, pid=5)

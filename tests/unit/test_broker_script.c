@@ -709,14 +709,142 @@ static void test_v5_one_copy_with_both_identifiers(void)
 	EXPECT(c, "32 0d 00 03 'o/x' 00 01 04 0b 01 0b 02 'x'");
 }
 
-/* [MQTT-3.9.3-1] a code per filter: 0x8F invalid filter, 0x9E shared
- * subscriptions (not supported yet). */
+/* [MQTT-3.9.3-1] a code per filter: 0x8F invalid filter; a shared
+ * subscription is granted. */
 static void test_v5_suback_reason_codes(void)
 {
 	struct hclient *c = connected_v5(CONNECT_V5_SUB);
 	SEND(c, "82 1e 00 01 00 00 03 'a/b' 01 00 05 'a/#/b' 00 00 0a '$share/g/t' 00");
-	EXPECT(c, "90 06 00 01 00 01 8f 9e");
+	EXPECT(c, "90 06 00 01 00 01 8f 00");
 }
+
+/* ---- Shared subscriptions (section 4.8.2) ---- */
+
+#define CONNECT_SA "10 0e 00 04 'MQTT' 04 02 00 3c 00 02 'sa'"
+#define CONNECT_SB "10 0e 00 04 'MQTT' 04 02 00 3c 00 02 'sb'"
+/* Persistent (clean session 0). */
+#define CONNECT_PA "10 0e 00 04 'MQTT' 04 00 00 3c 00 02 'pa'"
+#define CONNECT_PB "10 0e 00 04 'MQTT' 04 00 00 3c 00 02 'pb'"
+#define SUB_SHARED_Q1 "82 11 00 01 00 0c '$share/g/s/t' 01"
+#define SUB_SHARED_Q0 "82 11 00 01 00 0c '$share/g/s/t' 00"
+
+/* One delivery per message for the group, round-robin in the order the
+ * members joined, each at min(message QoS, its granted QoS); an ordinary
+ * subscriber to the same topic gets every message. */
+static void test_shared_round_robin(void)
+{
+	struct hclient *a = connected(CONNECT_SA);
+	SEND(a, SUB_SHARED_Q1);
+	EXPECT(a, "90 03 00 01 01");
+	struct hclient *b = connected(CONNECT_SB);
+	SEND(b, SUB_SHARED_Q0);
+	EXPECT(b, "90 03 00 01 00");
+	struct hclient *o = connected(CONNECT_SUB);
+	SEND(o, "82 08 00 01 00 03 's/t' 00");
+	EXPECT(o, "90 03 00 01 00");
+	struct hclient *p = connected(CONNECT_PUB);
+	SEND(p, "32 08 00 03 's/t' 00 05 'x'");
+	EXPECT(p, "40 02 00 05");
+	EXPECT(a, "32 08 00 03 's/t' 00 01 'x'");
+	NOTHING(b);
+	EXPECT(o, "30 06 00 03 's/t' 'x'");
+	SEND(p, "32 08 00 03 's/t' 00 06 'y'");
+	EXPECT(p, "40 02 00 06");
+	NOTHING(a);
+	EXPECT(b, "30 06 00 03 's/t' 'y'");
+	EXPECT(o, "30 06 00 03 's/t' 'y'");
+	SEND(p, "30 06 00 03 's/t' 'z'");
+	EXPECT(a, "30 06 00 03 's/t' 'z'");
+	NOTHING(b);
+	EXPECT(o, "30 06 00 03 's/t' 'z'");
+	/* A topic "$share/g/s/t" published literally reaches no member. */
+	SEND(p, "30 0f 00 0c '$share/g/s/t' 'w'");
+	NOTHING(a);
+	NOTHING(b);
+}
+
+/* [MQTT-4.8.2-1] a ShareName of at least one character, [MQTT-4.8.2-2]
+ * without '/', '+', '#', followed by '/' and a filter: else 0x8F in v5,
+ * 0x80 for 3.1.1. */
+static void test_shared_malformed(void)
+{
+	struct hclient *c = connected_v5(CONNECT_V5_SUB);
+	SEND(c, "82 33 00 01 00 00 09 '$share//t' 00 00 0a '$share/+/t' 00 00 08 '$share/g' 00 00 09 '$share/g/' 00");
+	EXPECT(c, "90 07 00 01 00 8f 8f 8f 8f");
+	struct hclient *o = connected(CONNECT_SUB);
+	SEND(o, "82 32 00 01 00 09 '$share//t' 00 00 0a '$share/+/t' 00 00 08 '$share/g' 00 00 09 '$share/g/' 00");
+	EXPECT(o, "90 06 00 01 80 80 80 80");
+}
+
+/* [MQTT-3.8.3-4] No Local on a shared subscription is a Protocol Error:
+ * DISCONNECT 0x82, then the connection is closed. */
+static void test_shared_no_local_protocol_error(void)
+{
+	struct hclient *c = connected_v5(CONNECT_V5_SUB);
+	SEND(c, "82 12 00 01 00 00 0c '$share/g/s/t' 04");
+	EXPECT(c, "e0 01 82");
+	CU_ASSERT(client_closed(c));
+}
+
+/* Retained messages go to a new Non-shared Subscription only (MQTT 5
+ * section 3.3.1.3): a shared one gets the SUBACK alone, then live messages. */
+static void test_shared_no_retained(void)
+{
+	struct hclient *p = connected(CONNECT_PUB);
+	SEND(p, "31 06 00 03 's/t' 'r'");
+	struct hclient *a = connected(CONNECT_SA);
+	SEND(a, SUB_SHARED_Q1);
+	EXPECT(a, "90 03 00 01 01");
+	SEND(p, "31 06 00 03 's/t' 'n'");
+	EXPECT(a, "30 06 00 03 's/t' 'n'");
+}
+
+/* A member leaving with unacknowledged QoS 1 messages: they go to another
+ * connected member, by UNSUBSCRIBE and by disconnect of a persistent
+ * session; an offline member is skipped while another is connected. */
+static void test_shared_hand_over(void)
+{
+	struct hclient *a = connected(CONNECT_PA);
+	SEND(a, SUB_SHARED_Q1);
+	EXPECT(a, "90 03 00 01 01");
+	struct hclient *b = connected(CONNECT_PB);
+	SEND(b, SUB_SHARED_Q1);
+	EXPECT(b, "90 03 00 01 01");
+	struct hclient *p = connected(CONNECT_PUB);
+	SEND(p, "32 08 00 03 's/t' 00 05 'x'");
+	EXPECT(p, "40 02 00 05");
+	EXPECT(a, "32 08 00 03 's/t' 00 01 'x'");
+	client_close(a); /* PUBACK never sent */
+	harness_run(h);
+	EXPECT(b, "32 08 00 03 's/t' 00 01 'x'");
+	SEND(b, "40 02 00 01");
+	SEND(p, "32 08 00 03 's/t' 00 06 'y'");
+	EXPECT(p, "40 02 00 06");
+	EXPECT(b, "32 08 00 03 's/t' 00 02 'y'"); /* pa is offline: skipped */
+	struct hclient *c = connected(CONNECT_SA);
+	SEND(c, SUB_SHARED_Q1);
+	EXPECT(c, "90 03 00 01 01");
+	SEND(p, "32 08 00 03 's/t' 00 07 'z'");
+	EXPECT(p, "40 02 00 07");
+	EXPECT(b, "32 08 00 03 's/t' 00 03 'z'"); /* the cursor had wrapped to pa, offline */
+	NOTHING(c);
+	SEND(b, "40 02 00 03");
+	SEND(p, "32 08 00 03 's/t' 00 08 'w'");
+	EXPECT(p, "40 02 00 08");
+	EXPECT(c, "32 08 00 03 's/t' 00 01 'w'");
+	SEND(c, "a2 10 00 02 00 0c '$share/g/s/t'");
+	EXPECT(c, "b0 02 00 02");
+	EXPECT(b, "32 08 00 03 's/t' 00 04 'w'");
+}
+
+static CU_TestInfo shared_tests[] = {
+	{"one delivery per group, round-robin, min QoS (4.8.2)", test_shared_round_robin},
+	{"malformed share name: 0x8F / 0x80 [MQTT-4.8.2-1] [MQTT-4.8.2-2]", test_shared_malformed},
+	{"No Local on a shared subscription: DISCONNECT 0x82 [MQTT-3.8.3-4]", test_shared_no_local_protocol_error},
+	{"no retained messages on a shared subscription (3.3.1.3)", test_shared_no_retained},
+	{"unacknowledged messages handed over on leave", test_shared_hand_over},
+	CU_TEST_INFO_NULL,
+};
 
 #define CONNECT_V5_PERSIST "10 15 00 04 'MQTT' 05 00 00 3c 05 11 00 00 0e 10 00 03 's5p'"
 
@@ -910,7 +1038,7 @@ static CU_TestInfo v5_tests[] = {
 	{"MQTT-3.8.3-3 No Local, MQTT-3.3.1-12 Retain As Published", test_v5_no_local_and_retain_as_published},
 	{"Retain Handling 0/1/2 [MQTT-3.3.1-9..11]", test_v5_retain_handling},
 	{"MQTT-3.3.4-4 one copy with both identifiers", test_v5_one_copy_with_both_identifiers},
-	{"SUBACK 0x8F, 0x9E per filter [MQTT-3.9.3-1]", test_v5_suback_reason_codes},
+	{"SUBACK 0x8F per filter [MQTT-3.9.3-1]", test_v5_suback_reason_codes},
 	{"client Receive Maximum and Maximum Packet Size [MQTT-3.3.4-9] [MQTT-3.1.2-25]",
 	 test_v5_client_receive_maximum_and_packet_size},
 	{"Receive Maximum exceeded: DISCONNECT 0x93", test_v5_receive_maximum_exceeded},
@@ -925,6 +1053,7 @@ static CU_SuiteInfo suites[] = {
 	{"wills and sessions", NULL, NULL, setup, teardown, session_tests},
 	{"persistence", NULL, NULL, setup_persistent, teardown_persistent, persist_tests},
 	{"mqtt 5 (today's right answers)", NULL, NULL, setup, teardown, v5_tests},
+	{"shared subscriptions", NULL, NULL, setup, teardown, shared_tests},
 	CU_SUITE_INFO_NULL,
 };
 

@@ -115,9 +115,26 @@ static const struct bad_case bad_cases[] = {
 	 "t.json: limits.max_topic_length: out of range: 0 (allowed 1 to 65535)"},
 	{"{\"sys_interval\": 86401}", "t.json: sys_interval: out of range: 86401 (allowed 0 to 86400)"},
 	/* enums */
-	{"{\"listeners\": [{\"protocol\": \"http\"}]}",
-	 "t.json: listeners[0].protocol: invalid value \"http\" (expected one of \"mqtt\", \"mqtts\", "
-	 "\"ws\", \"wss\")"},
+	{"{\"listeners\": [{\"protocol\": \"gopher\"}]}",
+	 "t.json: listeners[0].protocol: invalid value \"gopher\" (expected one of \"mqtt\", \"mqtts\", "
+	 "\"ws\", \"wss\", \"http\")"},
+	/* the http listener protocol */
+	{"{\"listeners\": [{\"http\": {}}]}", "t.json: listeners[0].http: only allowed when protocol is \"http\""},
+	{"{\"listeners\": [{\"protocol\": \"http\", \"bind\": \"0.0.0.0\"}]}",
+	 "t.json: listeners[0].bind: an http listener reachable from other hosts (or with require_auth \"always\") "
+	 "needs auth.password_file for its users"},
+	{"{\"listeners\": [{\"protocol\": \"http\", \"http\": {\"require_auth\": \"always\"}}]}",
+	 "t.json: listeners[0].bind: an http listener reachable from other hosts (or with require_auth \"always\") "
+	 "needs auth.password_file for its users"},
+	{"{\"listeners\": [{\"protocol\": \"http\", \"max_header_bytes\": 100}]}",
+	 "t.json: listeners[0].max_header_bytes: out of range: 100 (allowed 256 to 1048576)"},
+	{"{\"listeners\": [{\"protocol\": \"http\", \"path\": \"/x\"}]}",
+	 "t.json: listeners[0].path: only allowed when protocol is \"ws\" or \"wss\""},
+	{"{\"listeners\": [{\"max_headers\": 10}]}",
+	 "t.json: listeners[0].max_headers: only allowed when protocol is \"ws\", \"wss\" or \"http\""},
+	{"{\"listeners\": [{\"protocol\": \"http\", \"http\": {\"idle_timeout\": 0}}]}",
+	 "t.json: listeners[0].http.idle_timeout: out of range: 0 (allowed 1 to 3600)"},
+	{"{\"dashboard\": {\"max_topics\": 0}}", "t.json: dashboard.max_topics: out of range: 0 (allowed 1 to 10000000)"},
 	{"{\"log\": {\"level\": \"verbose\"}}",
 	 "t.json: log.level: invalid value \"verbose\" (expected one of \"error\", \"warning\", "
 	 "\"notice\", \"info\", \"debug\")"},
@@ -330,7 +347,7 @@ static void test_default_json_file_matches_embedded_default(void)
 /* The shipped examples stay valid (their files stand in the scratch dir). */
 static void test_example_files_are_valid(void)
 {
-	static const char *const files[] = {"default.json", "tls.json", "secure.json", "websocket.json"};
+	static const char *const files[] = {"default.json", "tls.json", "secure.json", "websocket.json", "http.json"};
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
 		char path[1024], err[512];
 		struct config *cfg;
@@ -580,6 +597,56 @@ static void test_cluster_section(void)
 	config_free(cfg);
 }
 
+/* The http listener protocol: its keys, their defaults, the dashboard's. */
+static void test_http_listener_keys(void)
+{
+	static const char doc[] =
+		"{\"listeners\": [{\"protocol\": \"http\"},\n"
+		"  {\"protocol\": \"http\", \"bind\": \"::1\", \"port\": 9100, \"max_header_bytes\": 4096,\n"
+		"   \"max_headers\": 10, \"http\": {\"max_body_size\": 0, \"max_requests\": 5, \"idle_timeout\": 2,\n"
+		"   \"tree_page_size\": 50, \"dashboard\": false, \"require_auth\": \"remote\"}}],\n"
+		" \"dashboard\": {\"max_topics\": 42, \"max_value_bytes\": 0}}";
+	struct config *cfg;
+	char err[256];
+	int rc = config_parse(doc, sizeof doc - 1, "t.json", &cfg, err, sizeof err);
+	if (rc)
+		fprintf(stderr, "\n%s\n", err);
+	CU_ASSERT_EQUAL_FATAL(rc, 0);
+	const struct config_listener *d = &cfg->listeners[0], *l = &cfg->listeners[1];
+	CU_ASSERT_EQUAL(d->protocol, CONFIG_PROTO_HTTP);
+	CU_ASSERT_EQUAL(d->port, 8080);
+	CU_ASSERT_STRING_EQUAL(d->bind, "127.0.0.1");
+	CU_ASSERT_EQUAL(d->max_header_bytes, 8192);
+	CU_ASSERT_EQUAL(d->max_headers, 100);
+	CU_ASSERT_EQUAL(d->http.max_body_size, 65536);
+	CU_ASSERT_EQUAL(d->http.max_requests, 1000);
+	CU_ASSERT_EQUAL(d->http.idle_timeout, 30);
+	CU_ASSERT_EQUAL(d->http.tree_page_size, 500);
+	CU_ASSERT_TRUE(d->http.dashboard);
+	CU_ASSERT_EQUAL(d->http.require_auth, CONFIG_HTTP_AUTH_REMOTE);
+	CU_ASSERT_EQUAL(l->port, 9100);
+	CU_ASSERT_EQUAL(l->max_header_bytes, 4096);
+	CU_ASSERT_EQUAL(l->max_headers, 10);
+	CU_ASSERT_EQUAL(l->http.max_body_size, 0);
+	CU_ASSERT_EQUAL(l->http.max_requests, 5);
+	CU_ASSERT_EQUAL(l->http.idle_timeout, 2);
+	CU_ASSERT_EQUAL(l->http.tree_page_size, 50);
+	CU_ASSERT_FALSE(l->http.dashboard);
+	CU_ASSERT_EQUAL(cfg->dashboard.max_topics, 42);
+	CU_ASSERT_EQUAL(cfg->dashboard.max_value_bytes, 0);
+	config_free(cfg);
+	CU_ASSERT_EQUAL_FATAL(config_parse("{}", 2, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_EQUAL(cfg->dashboard.max_topics, 10000);
+	CU_ASSERT_EQUAL(cfg->dashboard.max_value_bytes, 256);
+	config_free(cfg);
+	CU_ASSERT_TRUE(config_is_loopback("127.0.0.1"));
+	CU_ASSERT_TRUE(config_is_loopback("::1"));
+	CU_ASSERT_TRUE(config_is_loopback("localhost"));
+	CU_ASSERT_FALSE(config_is_loopback("0.0.0.0"));
+	CU_ASSERT_FALSE(config_is_loopback("::"));
+	CU_ASSERT_FALSE(config_is_loopback("192.168.1.2"));
+}
+
 static CU_TestInfo config_tests[] = {
 	{"cluster section: off by default, URL or URLs, bounds", test_cluster_section},
 	{"bad documents name key path and reason", test_bad_documents_name_key_path_and_reason},
@@ -590,6 +657,7 @@ static CU_TestInfo config_tests[] = {
 	{"config/default.json equals embedded default", test_default_json_file_matches_embedded_default},
 	{"missing file", test_load_missing_file},
 	{"example files are valid", test_example_files_are_valid},
+	{"http listener keys and defaults", test_http_listener_keys},
 	{"full document parsed", test_full_document_is_parsed},
 	{"ws and wss listeners", test_websocket_listeners},
 	{"inline acl becomes acl text", test_inline_acl_becomes_acl_text},

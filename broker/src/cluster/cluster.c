@@ -425,15 +425,15 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	size_t n = inbox_take(&c->inbox, batch, TAKE_BATCH, &ev, &dropped);
 	struct broker *b = c->b;
 	if (ev & EV_DISCONNECTED && b->stats.cluster.connected) {
-		b->stats.cluster.connected = false;
+		b->stats.cluster.connected = 0;
 		log_msg(LOG_WARNING, "cluster", "lost the NATS connection: serving local clients only, reconnecting");
 	}
 	if (ev & EV_CONNECTED && !b->stats.cluster.connected) {
-		b->stats.cluster.connected = true;
+		b->stats.cluster.connected = 1;
 		log_msg(LOG_NOTICE, "cluster", "connected to NATS as node '%s'", c->node);
 	}
 	if (ev & EV_CLOSED) {
-		b->stats.cluster.connected = false;
+		b->stats.cluster.connected = 0;
 		log_msg(LOG_ERROR, "cluster", "the NATS connection is closed for good: serving local clients only");
 	}
 	if (dropped != c->dropped_seen) {

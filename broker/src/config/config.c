@@ -105,7 +105,9 @@ struct field {
 
 static const struct enum_name protocol_names[] = {
 	{"mqtt", CONFIG_PROTO_MQTT}, {"mqtts", CONFIG_PROTO_MQTTS}, {"ws", CONFIG_PROTO_WS},
-	{"wss", CONFIG_PROTO_WSS},   {NULL, 0}};
+	{"wss", CONFIG_PROTO_WSS},   {"http", CONFIG_PROTO_HTTP},   {NULL, 0}};
+static const struct enum_name http_auth_names[] = {
+	{"remote", CONFIG_HTTP_AUTH_REMOTE}, {"always", CONFIG_HTTP_AUTH_ALWAYS}, {NULL, 0}};
 static const struct enum_name level_names[] = {
 	{"error", LOG_ERROR}, {"warning", LOG_WARNING}, {"notice", LOG_NOTICE},
 	{"info", LOG_INFO},   {"debug", LOG_DEBUG},     {NULL, 0}};
@@ -147,6 +149,23 @@ static const struct field tls_fields[] = {
 	{0},
 };
 
+/* The request head is bounded by the listener's max_header_bytes and
+ * max_headers, as for ws. Why these defaults: 64 KiB of body holds any test
+ * message a person types; 1000 requests (nginx's keepalive_requests) is 16
+ * minutes of the dashboard's once-a-second polling on one connection; 30 s
+ * idle lets a polling page keep its connection while a silent one is gone
+ * soon; 500 children a request keeps a response under ~200 KiB however
+ * many topics the broker has. */
+static const struct field http_fields[] = {
+	F_NUM(struct config_http, FT_U32, "max_body_size", max_body_size, 0, 16777216, 65536),
+	F_NUM(struct config_http, FT_U32, "max_requests", max_requests, 1, UINT32_MAX, 1000),
+	F_NUM(struct config_http, FT_U32, "idle_timeout", idle_timeout, 1, 3600, 30),
+	F_NUM(struct config_http, FT_U32, "tree_page_size", tree_page_size, 1, 100000, 500),
+	F_BOOL(struct config_http, "dashboard", dashboard, 1),
+	F_ENUM(struct config_http, "require_auth", require_auth, http_auth_names, CONFIG_HTTP_AUTH_REMOTE),
+	{0},
+};
+
 static const struct field listener_fields[] = {
 	F_STR(struct config_listener, "bind", bind, "127.0.0.1"),
 	F_NUM(struct config_listener, FT_U16, "port", port, 0, 65535, 1883),
@@ -160,7 +179,8 @@ static const struct field listener_fields[] = {
 	F_NUM(struct config_listener, FT_U32, "max_handshakes_per_address", max_handshakes_per_address, 0,
 	      UINT32_MAX, 64),
 	F_OBJ(struct config_listener, "tls", tls, tls_fields),
-	/* WebSocket listeners. Browsers send 0.5-2 KiB of head, more with
+	F_OBJ(struct config_listener, "http", http, http_fields),
+	/* WebSocket (and, for the first two, http) listeners. Browsers send 0.5-2 KiB of head, more with
 	 * cookies; 8 KiB is nginx's large_client_header_buffers line size and
 	 * what Mosquitto's libwebsockets accepts by default, and bounds what a
 	 * handshake holds. 100 lines is Apache's LimitRequestFields: no real
@@ -270,6 +290,15 @@ static const struct field cluster_fields[] = {
 	{0},
 };
 
+/* 10000 topics of at most 256 bytes each bound the table near 4 MiB
+ * (~400 B a topic with its trie node); a broker with more topics shows the
+ * most recently published ones. */
+static const struct field dashboard_fields[] = {
+	F_NUM(struct config_dashboard, FT_U32, "max_topics", max_topics, 1, 10000000, 10000),
+	F_NUM(struct config_dashboard, FT_U32, "max_value_bytes", max_value_bytes, 0, 65536, 256),
+	{0},
+};
+
 static const struct field top_fields[] = {
 	F_CUSTOM(struct config, "listeners", listeners, parse_listeners),
 	F_OBJ(struct config, "limits", limits, limits_fields),
@@ -277,6 +306,7 @@ static const struct field top_fields[] = {
 	F_OBJ(struct config, "log", log, log_fields),
 	F_OBJ(struct config, "persistence", persistence, persistence_fields),
 	F_OBJ(struct config, "cluster", cluster, cluster_fields),
+	F_OBJ(struct config, "dashboard", dashboard, dashboard_fields),
 	F_NUM(struct config, FT_U32, "sys_interval", sys_interval, 0, 86400, 10),
 	F_STR(struct config, "pid_file", pid_file, NULL),
 	{0},
@@ -938,6 +968,11 @@ static const cJSON *listener_json(const cJSON *root, size_t i)
 	return arr ? cJSON_GetArrayItem(arr, (int)i) : NULL;
 }
 
+bool config_is_loopback(const char *bind)
+{
+	return strcmp(bind, "localhost") == 0 || strcmp(bind, "::1") == 0 || strncmp(bind, "127.", 4) == 0;
+}
+
 static int check_listener(struct parser *p, struct config *cfg, const cJSON *lj, size_t i)
 {
 	struct config_listener *l = &cfg->listeners[i];
@@ -947,6 +982,9 @@ static int check_listener(struct parser *p, struct config *cfg, const cJSON *lj,
 	int rc = 0;
 	if (!cJSON_HasObjectItem(lj, "port") && l->protocol == CONFIG_PROTO_MQTTS)
 		l->port = 8883;
+	if (!cJSON_HasObjectItem(lj, "port") && l->protocol == CONFIG_PROTO_HTTP)
+		l->port = 8080;
+	const cJSON *http = cJSON_GetObjectItemCaseSensitive(lj, "http");
 	/* A broker with a password file wants passwords unless a listener
 	 * says otherwise explicitly. */
 	if (!cJSON_HasObjectItem(lj, "allow_anonymous") && cfg->auth.password_file)
@@ -954,22 +992,41 @@ static int check_listener(struct parser *p, struct config *cfg, const cJSON *lj,
 
 	bool is_tls = l->protocol == CONFIG_PROTO_MQTTS || l->protocol == CONFIG_PROTO_WSS;
 	bool is_ws = l->protocol == CONFIG_PROTO_WS || l->protocol == CONFIG_PROTO_WSS;
+	bool is_http = l->protocol == CONFIG_PROTO_HTTP;
 	const char *proto = l->protocol == CONFIG_PROTO_WSS ? "wss" : "mqtts";
-	static const char *const ws_keys[] = {"path", "max_header_bytes", "max_headers", "max_frame_size",
+	/* The first HEAD_KEYS bound any HTTP request head: http listeners take them too. */
+	enum { HEAD_KEYS = 2 };
+	static const char *const ws_keys[] = {"max_header_bytes", "max_headers", "path", "max_frame_size",
 					      "trust_proxy", "frame_per_packet"};
 	if (!cJSON_HasObjectItem(lj, "port") && l->protocol == CONFIG_PROTO_WS)
 		l->port = 8083;
 	if (!cJSON_HasObjectItem(lj, "port") && l->protocol == CONFIG_PROTO_WSS)
 		l->port = 8084;
 	for (size_t k = 0; !is_ws && k < sizeof ws_keys / sizeof ws_keys[0]; k++) {
+		if (is_http && k < HEAD_KEYS)
+			continue;
 		if (cJSON_HasObjectItem(lj, ws_keys[k])) {
 			path_push_key(p, ws_keys[k]);
-			rc = fail(p, "only allowed when protocol is \"ws\" or \"wss\"");
+			rc = fail(p, k < HEAD_KEYS ? "only allowed when protocol is \"ws\", \"wss\" or \"http\""
+						   : "only allowed when protocol is \"ws\" or \"wss\"");
 			break;
 		}
 	}
 	if (rc) {
 		/* reported */
+	} else if (!is_http && http) {
+		path_push_key(p, "http");
+		rc = fail(p, "only allowed when protocol is \"http\"");
+	} else if (is_http && tls) {
+		path_push_key(p, "tls");
+		rc = fail(p, "not supported for protocol \"http\" (put it behind a TLS proxy, or bind it to loopback)");
+	} else if (is_http && !cfg->auth.password_file &&
+		   (l->http.require_auth == CONFIG_HTTP_AUTH_ALWAYS || !config_is_loopback(l->bind))) {
+		/* Off loopback the dashboard can publish and shows every
+		 * topic: it must not be open to whoever reaches the port. */
+		path_push_key(p, "bind");
+		rc = fail(p, "an http listener reachable from other hosts (or with require_auth \"always\") "
+			     "needs auth.password_file for its users");
 	} else if (!is_tls && tls) {
 		path_push_key(p, "tls");
 		rc = fail(p, "only allowed when protocol is \"mqtts\" or \"wss\"");

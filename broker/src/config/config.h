@@ -18,6 +18,23 @@ enum config_protocol {
 	CONFIG_PROTO_MQTTS = 1, /* TLS */
 	CONFIG_PROTO_WS = 2,    /* MQTT over WebSocket over TCP */
 	CONFIG_PROTO_WSS = 3,   /* MQTT over WebSocket over TLS */
+	CONFIG_PROTO_HTTP = 4,  /* /metrics, /healthz, /readyz and the dashboard (http/) */
+};
+
+enum config_http_auth {
+	CONFIG_HTTP_AUTH_REMOTE = 0, /* Basic auth for peers that are not loopback */
+	CONFIG_HTTP_AUTH_ALWAYS = 1, /* for every peer */
+};
+
+/* The http listener protocol (listeners[].http); the request head's bounds
+ * are the listener's max_header_bytes and max_headers, as for ws. */
+struct config_http {
+	uint32_t max_body_size;   /* POST bodies (the dashboard's publish form); default 65536 */
+	uint32_t max_requests;    /* per connection, then it is closed; default 1000 */
+	uint32_t idle_timeout;    /* seconds without a complete request; default 30 */
+	uint32_t tree_page_size;  /* topic tree children per dashboard request; default 500 */
+	bool dashboard;           /* serve the dashboard and its API; default true */
+	int require_auth;         /* enum config_http_auth */
 };
 
 static inline bool config_proto_is_tls(enum config_protocol p)
@@ -52,10 +69,12 @@ struct config_listener {
 	uint32_t max_handshakes;  /* mqtts: TLS handshakes at once; 0 = unlimited; default 512 */
 	uint32_t max_handshakes_per_address; /* mqtts: the same per source address (IPv6: per /64); default 64 */
 	struct config_tls tls;
-	/* ws, wss: the HTTP Upgrade request and the frames. */
-	char *path;                /* request path to accept; NULL = any */
+	struct config_http http;
+	/* ws, wss: the HTTP Upgrade request and the frames (http: the first two
+	 * bound its requests too). */
 	uint32_t max_header_bytes; /* request line + headers; default 8192 */
 	uint32_t max_headers;      /* header lines; default 100 */
+	char *path;                /* request path to accept; NULL = any */
 	uint32_t max_frame_size;   /* payload of one client data frame; 0 (default) = limits.max_packet_size */
 	bool trust_proxy;          /* take the client address from X-Forwarded-For; default false */
 	bool frame_per_packet;     /* one WebSocket frame per MQTT packet (Paho C); default true */
@@ -124,6 +143,12 @@ struct config_cluster {
 	uint32_t inbound_queue; /* NATS messages waiting for the loop thread; default 65536 */
 };
 
+/* The dashboard's table of recently published topics (topic/activity.h). */
+struct config_dashboard {
+	uint32_t max_topics;      /* default 10000; the least recently published are forgotten past it */
+	uint32_t max_value_bytes; /* bytes of each topic's last payload kept; default 256 */
+};
+
 struct config {
 	char *path; /* the file it came from, or "<default>" */
 	struct config_listener *listeners;
@@ -133,6 +158,7 @@ struct config {
 	struct config_log log;
 	struct config_persistence persistence;
 	struct config_cluster cluster;
+	struct config_dashboard dashboard;
 	uint32_t sys_interval; /* seconds between $SYS updates; 0 = off; default 10 */
 	char *pid_file;        /* written once the listeners are open, removed at exit; NULL: none */
 };
@@ -158,5 +184,9 @@ int config_parse(const char *json, size_t len, const char *name, struct config *
 		 size_t errlen);
 
 void config_free(struct config *cfg);
+
+/* Whether a listener's `bind` is a loopback address ("127.x.y.z", "::1",
+ * "localhost"): only local processes can reach it. */
+bool config_is_loopback(const char *bind);
 
 #endif

@@ -34,6 +34,15 @@ static void passwd_unref(struct auth_passwd *p)
 	}
 }
 
+struct auth_passwd *auth_passwd_ref(struct auth_state *a)
+{
+	if (a->passwd)
+		a->passwd->refs++;
+	return a->passwd;
+}
+
+void auth_passwd_unref(struct auth_passwd *p) { passwd_unref(p); }
+
 int auth_load(const struct config *cfg, struct auth_state *out, char *err, size_t errlen)
 {
 	/* Counters and the verifications in flight carry over. */

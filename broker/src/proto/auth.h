@@ -68,6 +68,12 @@ int auth_load(const struct config *cfg, struct auth_state *out, char *err, size_
 /* Releases what auth_load built (in-flight jobs keep their references). */
 void auth_release(struct auth_state *a);
 
+/* The current password file with a reference the caller drops with
+ * auth_passwd_unref (loop thread), so a verification running on a helper
+ * thread keeps it alive across a reload. NULL without a password file. */
+struct auth_passwd *auth_passwd_ref(struct auth_state *a);
+void auth_passwd_unref(struct auth_passwd *p);
+
 enum auth_verdict {
 	AUTH_OK = 0,
 	AUTH_PENDING = 1,        /* verification running: finish later */

@@ -78,6 +78,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		goto fail;
 	}
 	b->sessions.on_free = release_session;
+	b->sessions.on_end = route_share_session_end;
 	b->sessions.dlim = &b->dlim;
 	if (auth_load(cfg, &b->auth, err, errlen) != 0)
 		goto fail;
@@ -88,6 +89,16 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 	}
 	if (persist_open(b, err, errlen) != 0)
 		goto fail;
+	/* An http listener serving a dashboard (opened by http/, which main.c
+	 * wires) needs the table of recently published topics. */
+	for (size_t i = 0; i < cfg->listener_count && !b->activity; i++) {
+		const struct config_listener *lc = &cfg->listeners[i];
+		if (lc->protocol == CONFIG_PROTO_HTTP && lc->http.dashboard &&
+		    !(b->activity = activity_new(cfg->dashboard.max_topics, cfg->dashboard.max_value_bytes))) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+	}
 	if (server_listen(&b->srv, err, errlen) != 0)
 		goto fail;
 	sys_start(b);
@@ -109,7 +120,9 @@ void broker_free(struct broker *b)
 	auth_release(&b->auth);
 	if (b->sessions.buckets)
 		sess_table_free(&b->sessions, b->subs);
+	share_table_free(&b->route.shares, b->subs); /* before the tree its groups are filed in */
 	retained_free(b->retained);
+	activity_free(b->activity);
 	tree_free(b->subs);
 	server_free(&b->srv);
 	route_free(&b->route);
@@ -165,6 +178,10 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 			sess_destroy(&b->sessions, b->subs, s);
 		else
 			offline = true;
+		/* Its unacknowledged shared-subscription messages go to a member
+		 * still connected (a shutdown leaves them: nobody is). */
+		if (offline && r != REASON_SHUTDOWN)
+			route_share_hand_over(b, s, NULL);
 	}
 	conn_close(b->loop, c);
 	if (offline) {

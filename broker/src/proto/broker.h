@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "activity.h"
 #include "codec.h"
 #include "config.h"
 #include "auth.h"
@@ -53,8 +54,11 @@ struct broker_stats {
 		uint64_t dropped;        /* from NATS, dropped: cluster.inbound_queue full, or unusable */
 		uint64_t send_failed;    /* not published to NATS (disconnected and its buffer full, ...) */
 		uint64_t subjects;       /* NATS subscriptions held for local interest */
-		bool connected;
+		uint64_t connected;      /* 1 while connected to NATS */
 	} cluster;
+	uint64_t http_requests;      /* HTTP requests answered (http/) */
+	uint64_t http_refused;       /* HTTP connections closed for a malformed or oversized request */
+	uint64_t http_auth_failures; /* HTTP requests refused 401 for missing or wrong credentials */
 };
 
 #define SYS_LOAD_WINDOWS 3
@@ -120,6 +124,7 @@ struct broker {
 	struct router *router;       /* where publishes and interest go: &route.router, or the cluster's on top of it */
 	uint64_t id_seq;             /* for assigned client ids */
 	struct sub_work sub_work;
+	struct activity *activity;   /* the dashboard's topic table; NULL without a dashboard */
 };
 
 /* Counts one message dropped by a bound (drop.h); $SYS publishes the count

@@ -7,7 +7,10 @@
  * the ACL gets 0x80 while the others are granted. Refusals by a limit are
  * counted ($SYS/broker/subscriptions/refused) and logged once per session.
  * Retained messages matching a new or replaced subscription follow the
- * SUBACK [MQTT-3.3.1-6][MQTT-3.8.4-3], with the retain flag set.
+ * SUBACK [MQTT-3.3.1-6][MQTT-3.8.4-3], with the retain flag set; none on a
+ * shared subscription, `$share/{group}/{filter}` (share.h), whose share
+ * name is checked here [MQTT-4.8.2-1] [MQTT-4.8.2-2] and whose inner
+ * filter is what the ACL judges.
  *
  * Work per loop turn is bounded. A connection handles at most
  * SUB_TURN_FILTERS filters per turn (over all its packets), and a packet
@@ -126,7 +129,10 @@ void broker_reclassify_subs(struct broker *b, struct session *s)
 	struct list_node *n;
 	for (n = s->subs.next; n != &s->subs; n = n->next) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
-		int bits = acl_bits(s, sub->filter, sub->filter_len);
+		size_t at = 0; /* a shared subscription is judged by its inner filter */
+		if (share_parse(sub->filter, sub->filter_len, &at) != SHARE_OK)
+			at = 0;
+		int bits = acl_bits(s, sub->filter + at, sub->filter_len - at);
 		/* A subscription the new rules deny stays (MQTT has no way to tell
 		 * the client) but receives nothing: every topic is checked and refused. */
 		uint8_t opts = (uint8_t)((tree_sub_options(&sub->handle) & ~SESS_SUBOPT_ACL_CHECK) |
@@ -174,8 +180,6 @@ static uint8_t suback_refusal(const struct session *s, uint8_t v5_code)
 	return s->conn && s->conn->version == MQTT_PROTO_V5 ? v5_code : MQTT_SUBACK_FAILURE;
 }
 
-#define SHARE_PREFIX "$share/"
-
 /* Subscribes one filter with the packet's Subscription Identifier (0:
  * none); its SUBACK code, with CODE_NO_RETAINED when Retain Handling
  * says so. */
@@ -187,20 +191,22 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 	const char *verdict = over;
 	uint8_t code = MQTT_SUBACK_FAILURE;
 	int rc = WISP_EINVAL;
+	size_t inner_at = 0; /* where a shared subscription's filter starts */
 	if (over) {
 		code = suback_refusal(s, MQTT_RC_QUOTA_EXCEEDED);
 		note_refusal(b, s, f, len, over);
 	} else if (!topic_filter_valid(f, len)) {
 		code = suback_refusal(s, MQTT_RC_TOPIC_FILTER_INVALID);
 		verdict = "invalid filter";
-	} else if (s->conn && s->conn->version == MQTT_PROTO_V5 && len >= sizeof SHARE_PREFIX - 1 &&
-		   memcmp(f, SHARE_PREFIX, sizeof SHARE_PREFIX - 1) == 0) {
-		/* Not implemented yet: refused rather than stored as a literal
-		 * filter that would never match. */
-		code = MQTT_RC_SHARED_SUB_NOT_SUPPORTED;
-		verdict = "shared subscriptions are not supported";
+	} else if (share_parse(f, len, &inner_at) == SHARE_MALFORMED) {
+		/* [MQTT-4.8.2-1] [MQTT-4.8.2-2] (3.1.1 knows no $share/: 0x80,
+		 * as Mosquitto answers) */
+		code = suback_refusal(s, MQTT_RC_TOPIC_FILTER_INVALID);
+		verdict = "malformed shared subscription";
 	} else {
-		int bits = acl_bits(s, f, len);
+		/* A shared subscription reads the topics its inner filter matches:
+		 * the ACL is asked about that filter. */
+		int bits = acl_bits(s, f + inner_at, len - inner_at);
 		if (bits < 0) {
 			code = suback_refusal(s, MQTT_RC_NOT_AUTHORIZED);
 			verdict = "denied by the ACL";
@@ -237,7 +243,10 @@ static uint8_t unsubscribe_one(struct broker *b, struct session *s, const char *
 static void retained_one(struct broker *b, struct session *s, const char *f, size_t len, uint8_t code,
 			 uint32_t sub_id)
 {
-	if (code >= MQTT_SUBACK_FAILURE || (code & CODE_NO_RETAINED))
+	/* MQTT 5 section 3.3.1.3 sends retained messages when a new
+	 * Non-shared Subscription is made (3.1.1's [MQTT-3.3.1-6] said any
+	 * new subscription): never on a shared one. */
+	if (code >= MQTT_SUBACK_FAILURE || (code & CODE_NO_RETAINED) || share_is_shared(f, len))
 		return;
 	const struct delivery_sub_ids ids = {&sub_id, 1};
 	struct retained_ctx ctx = {.b = b, .s = s, .qos = code & MQTT_SUBOPT_QOS_MASK,
@@ -387,8 +396,8 @@ static int defer(struct broker *b, struct conn *c, struct sub_job *job)
 }
 
 /* Filters that end the connection rather than earn a refusal code: a
- * zero-length one [MQTT-4.7.3-1], or one with a control character (as
- * Mosquitto). Checked over the whole packet before any filter is used. */
+ * zero-length one [MQTT-4.7.3-1], one with a control character (as
+ * Mosquitto), or a shared one with No Local [MQTT-3.8.3-4]. Checked over the whole packet before any filter is used. */
 static bool filters_acceptable(const struct mqtt_subscribe *p, uint8_t type, enum reason *why)
 {
 	struct mqtt_sub_iter it;
@@ -402,6 +411,12 @@ static bool filters_acceptable(const struct mqtt_subscribe *p, uint8_t type, enu
 		}
 		if (mqtt_utf8_has_control(f.ptr, f.len)) {
 			*why = REASON_CONTROL_CHARACTER;
+			return false;
+		}
+		size_t inner_at;
+		if (type == MQTT_PKT_SUBSCRIBE && (opts & MQTT_SUBOPT_NO_LOCAL) &&
+		    share_parse((const char *)f.ptr, f.len, &inner_at) == SHARE_OK) {
+			*why = REASON_PROTOCOL_ERROR; /* [MQTT-3.8.3-4] */
 			return false;
 		}
 	}

@@ -8,6 +8,10 @@
  * subscription with No Local does not match its own session's messages
  * [MQTT-3.8.3-3]; another subscription of that session still may.
  *
+ * A shared subscription group (share.h) is one more match of the walk,
+ * kept on a list through the group itself; after the ordinary deliveries
+ * each matched group delivers to one member (deliver_shared).
+ *
  * A generation counter marks sessions already seen during this publish, so
  * deduplication costs O(1) per match and no per-publish allocation once the
  * entry and identifier arrays have grown to the largest fan-out seen.
@@ -87,10 +91,21 @@ static inline struct route_entry *entry_of(struct route_ctx *rc, struct session 
 /* A subscription with v5 options, an identifier or an ACL to ask. Kept
  * out of collect() so that the plain match (every v3.1.1 subscription
  * without an ACL) stays a QoS merge. */
-__attribute__((noinline)) static void collect_options(struct route_ctx *rc, struct session *s, uint8_t options,
+__attribute__((noinline)) static void collect_options(struct route_ctx *rc, void *subscriber, uint8_t options,
 						      uint32_t subscription_id)
 {
 	const struct msg *m = rc->msg;
+	if (options & SESS_SUBOPT_SHARED) {
+		/* A group meets a publish once (one handle, one filter); its
+		 * members' own handles, under "$share/...", take nothing. */
+		if (subscription_id == SHARE_GROUP_MARK) {
+			struct share_group *g = subscriber;
+			g->match_next = rc->shared_matched;
+			rc->shared_matched = g;
+		}
+		return;
+	}
+	struct session *s = subscriber;
 	if ((options & MQTT_SUBOPT_NO_LOCAL) && m->origin == s)
 		return; /* [MQTT-3.8.3-3] */
 	if ((options & SESS_SUBOPT_ACL_CHECK) && !acl_client_check(s->acl, msg_topic(m), m->topic_len, ACL_READ))
@@ -104,7 +119,8 @@ __attribute__((noinline)) static void collect_options(struct route_ctx *rc, stru
 		add_sub_id(rc, e, subscription_id);
 }
 
-#define OPTIONS_BEYOND_QOS (MQTT_SUBOPT_NO_LOCAL | MQTT_SUBOPT_RETAIN_AS_PUBLISHED | SESS_SUBOPT_ACL_CHECK)
+#define OPTIONS_BEYOND_QOS \
+	(MQTT_SUBOPT_NO_LOCAL | MQTT_SUBOPT_RETAIN_AS_PUBLISHED | SESS_SUBOPT_ACL_CHECK | SESS_SUBOPT_SHARED)
 
 static void collect(void *subscriber, uint8_t options, uint32_t subscription_id, void *ctx)
 {
@@ -181,6 +197,42 @@ bool route_defer_drop(struct broker *b, struct conn *c, enum reason r, const cha
 	return true;
 }
 
+static bool is_shared(const struct sess_sub *sub) { return tree_sub_options(&sub->handle) & SESS_SUBOPT_SHARED; }
+
+/* One copy to one member of a shared subscription, as an ordinary
+ * subscription of that member would have it: at min(message QoS, granted
+ * QoS), RETAIN per Retain As Published, with its Subscription Identifier. */
+static void deliver_to_member(struct broker *b, struct sess_sub *sub, struct msg *m)
+{
+	uint8_t opts = tree_sub_options(&sub->handle);
+	uint8_t granted = opts & MQTT_SUBOPT_QOS_MASK;
+	uint32_t id = tree_sub_id(&sub->handle);
+	const struct delivery_sub_ids ids = {&id, 1};
+	/* [MQTT-3.3.1-12] */
+	bool retain = m->retain && (opts & MQTT_SUBOPT_RETAIN_AS_PUBLISHED);
+	broker_deliver(b, tree_sub_subscriber(&sub->handle), m, granted < m->qos ? granted : m->qos, retain,
+		       id ? &ids : NULL);
+}
+
+/* One delivery per matched group (section 4.8.2), after the ordinary ones:
+ * a session with an ordinary and a shared subscription matching may get
+ * two copies, as 4.8.2 allows. Returns the groups delivered to. Not
+ * inlined, so that the ordinary delivery loop keeps its code. */
+__attribute__((noinline)) static size_t deliver_shared(struct route_ctx *rc, struct msg *m)
+{
+	struct broker *b = broker_of(rc);
+	size_t n = 0;
+	for (struct share_group *g = rc->shared_matched; g; g = g->match_next) {
+		struct sess_sub *sub = share_pick(g, msg_topic(m), m->topic_len, NULL, false);
+		if (!sub)
+			continue;
+		deliver_to_member(b, sub, m);
+		n++;
+	}
+	rc->shared_matched = NULL;
+	return n;
+}
+
 static size_t local_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels)
 {
 	struct route_ctx *rc = container_of(r, struct route_ctx, router);
@@ -197,6 +249,7 @@ static size_t local_publish(struct router *r, struct msg *m, const struct topic_
 	rc->count = 0;
 	rc->sub_ids_count = 0;
 	rc->msg = m;
+	rc->shared_matched = NULL;
 	tree_match(rc->subs, levels, nlevels, collect, rc);
 	rc->busy = true;
 	uint8_t msg_qos = m->qos;
@@ -213,9 +266,11 @@ static size_t local_publish(struct router *r, struct msg *m, const struct topic_
 		struct delivery_sub_ids ids = {entry_sub_ids(rc, e), e->sub_id_count};
 		broker_deliver(b, e->s, m, qos, retain, ids.ids ? &ids : NULL);
 	}
+	size_t matched = rc->count;
+	if (rc->shared_matched)
+		matched += deliver_shared(rc, m);
 	rc->busy = false;
 	rc->msg = NULL;
-	size_t matched = rc->count;
 	if (rc->later_len && !rc->draining)
 		run_later(rc);
 	return matched;
@@ -225,15 +280,32 @@ static int local_interest_add(struct router *r, struct session *s, const char *f
 			      uint8_t options, uint32_t subscription_id, size_t max_subs)
 {
 	struct route_ctx *rc = container_of(r, struct route_ctx, router);
+	size_t inner_at;
+	bool shared = share_parse(filter, len, &inner_at) == SHARE_OK;
+	if (shared)
+		options |= SESS_SUBOPT_SHARED;
 	int ret = sess_subscribe(s, rc->subs, filter, len, options, subscription_id, max_subs);
-	if (ret >= 0)
-		SESS_OBSERVE(&broker_of(rc)->observer, sub_add, s, sess_find_sub(s, filter, len));
+	if (ret < 0)
+		return ret;
+	struct sess_sub *sub = sess_find_sub(s, filter, len);
+	if (shared && share_join(&rc->shares, rc->subs, sub) != 0) {
+		if (ret == 1)
+			sess_unsubscribe(s, rc->subs, filter, len);
+		return WISP_ENOMEM;
+	}
+	SESS_OBSERVE(&broker_of(rc)->observer, sub_add, s, sub);
 	return ret;
 }
 
 static int local_interest_remove(struct router *r, struct session *s, const char *filter, size_t len)
 {
 	struct route_ctx *rc = container_of(r, struct route_ctx, router);
+	struct sess_sub *sub = share_is_shared(filter, len) ? sess_find_sub(s, filter, len) : NULL;
+	if (sub && is_shared(sub)) {
+		/* Out of the group first, so it is no candidate for its own messages. */
+		share_leave(&rc->shares, rc->subs, sub);
+		route_share_hand_over(broker_of(rc), s, sub);
+	}
 	int ret = sess_unsubscribe(s, rc->subs, filter, len);
 	if (ret == 0)
 		SESS_OBSERVE(&broker_of(rc)->observer, sub_del, s, filter, len);
@@ -255,6 +327,7 @@ void route_init(struct route_ctx *rc, struct tree *subs)
 
 void route_free(struct route_ctx *rc)
 {
+	share_table_free(&rc->shares, rc->subs);
 	for (size_t i = 0; i < rc->later_len; i++)
 		msg_unref(rc->later[i].m);
 	wisp_free(rc->later);
@@ -264,8 +337,81 @@ void route_free(struct route_ctx *rc)
 	memset(rc, 0, sizeof *rc);
 }
 
+struct hand_over {
+	struct broker *b;
+	const struct sess_sub *only;
+	size_t moved;
+};
+
+/* delivery_keep_fn: keeps what s is owed anyway, moves the rest if it can. */
+static bool keep_or_move(void *ctx, const struct session *s, const struct msg *m)
+{
+	struct hand_over *h = ctx;
+	struct route_ctx *rc = &h->b->route;
+	const char *topic = msg_topic(m);
+	const struct list_node *n;
+	for (n = s->subs.next; n != &s->subs; n = n->next) {
+		const struct sess_sub *sub = container_of(n, struct sess_sub, link);
+		if (!is_shared(sub) && topic_matches(sub->filter, sub->filter_len, topic, m->topic_len))
+			return true;
+	}
+	const struct sess_sub *only = h->only;
+	for (n = s->subs.next; n != &s->subs; n = n->next) {
+		const struct sess_sub *sub = only ? only : container_of(n, struct sess_sub, link);
+		struct share_group *g = is_shared(sub) ? share_find(&rc->shares, sub->filter, sub->filter_len) : NULL;
+		if (g && topic_matches(g->key + g->filter_at, (size_t)(g->key_len - g->filter_at), topic, m->topic_len)) {
+			struct sess_sub *to = share_pick(g, topic, m->topic_len, s, true);
+			if (to) {
+				deliver_to_member(h->b, to, (struct msg *)m);
+				h->moved++;
+				return false;
+			}
+		}
+		if (only)
+			break;
+	}
+	return true;
+}
+
+size_t route_share_hand_over(struct broker *b, struct session *s, const struct sess_sub *only)
+{
+	struct route_ctx *rc = &b->route;
+	if (!rc->shares.count || (!s->queued_count && !s->inflight_count))
+		return 0;
+	struct hand_over h = {.b = b, .only = only};
+	/* Deliveries to the others may drop one of them: after, as in routing. */
+	bool was_busy = rc->busy;
+	rc->busy = true;
+	delivery_filter(s, &b->dlim, keep_or_move, &h);
+	rc->busy = was_busy;
+	if (h.moved)
+		log_msg(LOG_INFO, "share", "client %s: %zu unacknowledged shared-subscription message(s) handed to other members",
+			s->client_id, h.moved);
+	if (!was_busy && rc->later_len && !rc->draining)
+		run_later(rc);
+	return h.moved;
+}
+
+void route_share_session_end(struct session_table *tab, struct session *s)
+{
+	struct broker *b = container_of(tab, struct broker, sessions);
+	struct route_ctx *rc = &b->route;
+	if (!rc->shares.count)
+		return;
+	struct list_node *n;
+	for (n = s->subs.next; n != &s->subs; n = n->next) {
+		const struct sess_sub *sub = container_of(n, struct sess_sub, link);
+		if (is_shared(sub))
+			share_leave(&rc->shares, rc->subs, sub);
+	}
+	route_share_hand_over(b, s, NULL);
+}
+
 size_t broker_route(struct broker *b, struct msg *m, const struct topic_level *levels, size_t nlevels)
 {
+	if (b->activity) /* a dashboard is served: one branch otherwise */
+		activity_note(b->activity, msg_topic(m), m->topic_len, msg_payload(m), m->payload_len,
+			      loop_now_ms(b->loop));
 	return router_publish(b->router, m, levels, nlevels);
 }
 

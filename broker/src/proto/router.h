@@ -5,7 +5,8 @@
  * and a router spanning cluster nodes (later) are interchangeable.
  *
  *  - publish: delivers the message to every matching subscriber, once per
- *    session however many of its subscriptions match, applying No Local
+ *    session however many of its subscriptions match (and once more to
+ *    one member of each matching shared group, share.h), applying No Local
  *    per subscription [MQTT-3.8.3-3] and carrying Retain As Published
  *    [MQTT-3.3.1-12] and every matching Subscription Identifier
  *    [MQTT-3.3.4-3] [MQTT-3.3.4-4] into the delivery. Borrows `m` (takes
@@ -33,6 +34,7 @@
 #include "delivery.h"
 #include "msg.h"
 #include "reason.h"
+#include "share.h"
 
 struct router;
 struct session;
@@ -113,6 +115,8 @@ struct route_ctx {
 	struct route_later *later;
 	size_t later_len, later_cap;
 	struct delivery_totals totals;
+	struct share_table shares;        /* shared subscription groups (share.h) */
+	struct share_group *shared_matched; /* groups this publish matched, through match_next */
 };
 
 /* Sets up the local router over the tree `subs` (borrowed: the broker
@@ -124,5 +128,15 @@ struct broker;
 /* Whether a drop of `c` now would re-enter routing; if so it is queued
  * and done when the current delivery loop ends (true returned). */
 bool route_defer_drop(struct broker *b, struct conn *c, enum reason r, const char *detail);
+
+/* A member of shared subscriptions leaving: its queued and unacknowledged
+ * QoS 1/2 messages that one of its groups matches (and no ordinary
+ * subscription of it does) go to another connected member of that group,
+ * if there is one; the others stay. `only`: that subscription's group
+ * (an UNSUBSCRIBE), or NULL for all of them (disconnect, session end).
+ * Returns how many moved. */
+size_t route_share_hand_over(struct broker *b, struct session *s, const struct sess_sub *only);
+/* session_table.on_end: hands over, then leaves every group. */
+void route_share_session_end(struct session_table *tab, struct session *s);
 
 #endif

@@ -5,10 +5,13 @@
  * every interval. The counters themselves are plain integers bumped on the
  * hot path (struct broker_stats); all the work is here, once per interval.
  *
- * Dropped messages are published in total (Mosquitto's topic) and per
- * reason under $SYS/broker/messages/dropped/<reason> (drop.h); connections
- * ended or refused per reason under $SYS/broker/clients/disconnects/<name>
- * (session/reason.h).
+ * The figures and their topics come from the table in metrics.c, which
+ * the Prometheus endpoint renders too, so the two never drift. Dropped
+ * messages are published in total (Mosquitto's topic) and per reason under
+ * $SYS/broker/messages/dropped/<reason> (drop.h); connections ended or
+ * refused per reason under $SYS/broker/clients/disconnects/<name>
+ * (session/reason.h), and the older aggregate topics (clients/malformed...)
+ * as the sums of their groups.
  *
  * Load figures are exponentially damped per-minute rates over 1, 5 and 15
  * minutes, the way Mosquitto and Unix load averages compute them.
@@ -21,13 +24,13 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "metrics.h"
 
 #ifndef WISP_VERSION
 #define WISP_VERSION "0.0.0"
 #endif
 
 static const double load_minutes[SYS_LOAD_WINDOWS] = {1.0, 5.0, 15.0};
-static const char *const load_names[SYS_LOAD_WINDOWS] = {"1min", "5min", "15min"};
 
 static void publish(struct broker *b, const char *topic, const char *value)
 {
@@ -44,13 +47,6 @@ static void publish(struct broker *b, const char *topic, const char *value)
 	msg_unref(m);
 }
 
-static void publish_u64(struct broker *b, const char *topic, uint64_t v)
-{
-	char buf[32];
-	snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
-	publish(b, topic, buf);
-}
-
 /* One damped rate per window, fed with the count of the last interval. */
 static void update_load(struct sys_load *l, uint64_t now_value, double interval_s)
 {
@@ -62,58 +58,38 @@ static void update_load(struct sys_load *l, uint64_t now_value, double interval_
 	}
 }
 
-static void publish_load(struct broker *b, const char *what, const struct sys_load *l)
+/* One $SYS value as the row's format asks. */
+static void format_sys(const struct metric *m, uint64_t u, double d, bool is_float, char *buf, size_t len)
 {
-	char topic[96], value[32];
-	for (int i = 0; i < SYS_LOAD_WINDOWS; i++) {
-		snprintf(topic, sizeof topic, "$SYS/broker/load/%s/%s", what, load_names[i]);
-		snprintf(value, sizeof value, "%.2f", l->avg[i]);
-		publish(b, topic, value);
+	switch ((enum metric_sys_format)m->sys_format) {
+	case METRIC_SYS_FLOAT2:
+		snprintf(buf, len, "%.2f", is_float ? d : (double)u);
+		return;
+	case METRIC_SYS_SECONDS:
+		snprintf(buf, len, "%llu seconds", (unsigned long long)u);
+		return;
+	case METRIC_SYS_VERSION:
+		snprintf(buf, len, "wisp version %s", WISP_VERSION);
+		return;
+	case METRIC_SYS_STATE:
+		snprintf(buf, len, "%s", u ? "degraded" : "ok");
+		return;
+	case METRIC_SYS_INT:
+		break;
 	}
+	snprintf(buf, len, "%llu", (unsigned long long)u);
 }
 
-/* The aggregate topics that predate the reason table, by group (reason.h). */
-static const char *const group_topics[REASON_G_COUNT] = {
-	[REASON_G_MALFORMED] = "$SYS/broker/clients/malformed",
-	[REASON_G_KEEPALIVE] = "$SYS/broker/clients/keepalive_expired",
-	[REASON_G_TAKEOVER] = "$SYS/broker/clients/takeover_refused",
-	[REASON_G_OUTPUT_STALLED] = "$SYS/broker/limits/output_stalled",
-	[REASON_G_UNAUTH] = "$SYS/broker/limits/unauthenticated_refused",
-};
-
-/* Every reason's count under clients/disconnects/<name>, and each older
- * aggregate topic as the sum of its group. */
-static void publish_reasons(struct broker *b, const struct broker_stats *s)
+/* "$SYS/broker/" + the row's topic, with the label's value for a family. */
+static void sys_topic(const char *pattern, const char *label_value, char *buf, size_t len)
 {
-	uint64_t groups[REASON_G_COUNT] = {0};
-	for (int r = 0; r < REASON_COUNT; r++) {
-		const struct reason_info *ri = reason_info((enum reason)r);
-		char topic[96];
-		snprintf(topic, sizeof topic, "$SYS/broker/clients/disconnects/%s", ri->name);
-		publish_u64(b, topic, s->reasons[r]);
-		groups[ri->group] += s->reasons[r];
+	int n = snprintf(buf, len, "$SYS/broker/");
+	const char *pct = strstr(pattern, "%s");
+	if (!pct || !label_value) {
+		snprintf(buf + n, len - (size_t)n, "%s", pattern);
+		return;
 	}
-	for (int g = 0; g < REASON_G_COUNT; g++)
-		if (group_topics[g])
-			publish_u64(b, group_topics[g], groups[g]);
-}
-
-/* Walks the sessions once per interval rather than keeping gauges on the
- * hot path. `stored` counts QoS 1/2 messages queued or in flight. */
-static size_t connected_clients(const struct broker *b, size_t *offline, size_t *stored)
-{
-	size_t online = 0, off = 0, msgs = 0;
-	for (size_t i = 0; i < b->sessions.nbuckets; i++)
-		for (const struct session *s = b->sessions.buckets[i]; s; s = s->hash_next) {
-			if (s->conn)
-				online++;
-			else
-				off++;
-			msgs += s->queued_count + s->inflight_count;
-		}
-	*offline = off;
-	*stored = msgs;
-	return online;
+	snprintf(buf + n, len - (size_t)n, "%.*s%s%s", (int)(pct - pattern), pattern, label_value, pct + 2);
 }
 
 void sys_publish(struct broker *b)
@@ -123,87 +99,6 @@ void sys_publish(struct broker *b)
 	uint64_t now = loop_now_s(b->loop);
 	double interval = st->last_tick ? (double)(now - st->last_tick) : 0.0;
 	st->last_tick = now;
-
-	size_t offline, stored;
-	size_t online = connected_clients(b, &offline, &stored);
-	if (online > st->clients_max)
-		st->clients_max = online;
-	size_t heap = wisp_mem_used();
-	if (heap > st->heap_max)
-		st->heap_max = heap;
-
-	char buf[64];
-	publish(b, "$SYS/broker/version", "wisp version " WISP_VERSION);
-	snprintf(buf, sizeof buf, "%llu seconds", (unsigned long long)(now - st->start));
-	publish(b, "$SYS/broker/uptime", buf);
-	publish_u64(b, "$SYS/broker/clients/connected", online);
-	publish_u64(b, "$SYS/broker/clients/active", online);
-	publish_u64(b, "$SYS/broker/clients/disconnected", offline);
-	publish_u64(b, "$SYS/broker/clients/inactive", offline);
-	publish_u64(b, "$SYS/broker/clients/total", online + offline);
-	publish_u64(b, "$SYS/broker/clients/maximum", st->clients_max);
-	publish_u64(b, "$SYS/broker/messages/received", s->msgs_received);
-	publish_u64(b, "$SYS/broker/messages/sent", s->msgs_sent);
-	publish_u64(b, "$SYS/broker/publish/messages/received", s->msgs_received);
-	publish_u64(b, "$SYS/broker/publish/messages/sent", s->msgs_sent);
-	publish_u64(b, "$SYS/broker/publish/messages/dropped", s->publish_dropped);
-	publish_u64(b, "$SYS/broker/publish/messages/sys_dropped", s->sys_publish_dropped);
-	publish_u64(b, "$SYS/broker/publish/messages/acl_dropped", s->acl_dropped_queued);
-	publish_u64(b, "$SYS/broker/clients/refused", s->refused);
-	for (int r = 0; r < DROP_REASON_COUNT; r++) {
-		char topic[96];
-		snprintf(topic, sizeof topic, "$SYS/broker/messages/dropped/%s", drop_reason_name((enum drop_reason)r));
-		publish_u64(b, topic, s->dropped[r]);
-	}
-	publish_u64(b, "$SYS/broker/bytes/received", b->srv.conns.in.bytes_received);
-	publish_u64(b, "$SYS/broker/bytes/sent", b->srv.stats.bytes_sent);
-	publish_u64(b, "$SYS/broker/subscriptions/count", tree_count(b->subs));
-	publish_u64(b, "$SYS/broker/subscriptions/refused", s->subs_refused);
-	publish_u64(b, "$SYS/broker/topics/refused", s->topics_refused);
-	publish_u64(b, "$SYS/broker/retained messages/count", retained_count(b->retained));
-	publish_u64(b, "$SYS/broker/retained messages/refused", s->retained_refused);
-	publish_u64(b, "$SYS/broker/clients/login_failures", b->auth.failed_logins);
-	publish_u64(b, "$SYS/broker/clients/login_checks/refused_busy", b->auth.pending_max_hit);
-	publish_u64(b, "$SYS/broker/clients/login_checks/refused_per_address", b->auth.pending_address_hit);
-	publish_u64(b, "$SYS/broker/clients/login_checks/cancelled", b->auth.verify_cancelled);
-	publish_u64(b, "$SYS/broker/heap/current", heap);
-	publish_u64(b, "$SYS/broker/heap/maximum", st->heap_max);
-	publish_u64(b, "$SYS/broker/store/messages/count", stored);
-	/* Always published (zeros and "off" without a cluster), so a
-	 * dashboard's topic list does not depend on the configuration. */
-	publish(b, "$SYS/broker/cluster/state",
-		!b->cfg->cluster.nats ? "off" : s->cluster.connected ? "connected" : "disconnected");
-	publish_u64(b, "$SYS/broker/cluster/messages/sent", s->cluster.sent);
-	publish_u64(b, "$SYS/broker/cluster/messages/received", s->cluster.received);
-	publish_u64(b, "$SYS/broker/cluster/messages/dropped", s->cluster.dropped);
-	publish_u64(b, "$SYS/broker/cluster/messages/send_failed", s->cluster.send_failed);
-	publish_u64(b, "$SYS/broker/cluster/subjects", s->cluster.subjects);
-	struct persist_status ps;
-	persist_status(b, &ps);
-	if (ps.enabled) {
-		publish(b, "$SYS/broker/store/state", ps.degraded ? "degraded" : "ok");
-		publish_u64(b, "$SYS/broker/store/write_errors", ps.write_errors);
-		publish_u64(b, "$SYS/broker/store/fsync_errors", ps.fsync_errors);
-		publish_u64(b, "$SYS/broker/store/compaction_errors", ps.compact_errors);
-		publish_u64(b, "$SYS/broker/store/refused", ps.refused);
-		publish_u64(b, "$SYS/broker/store/held_acks", ps.held_acks);
-	}
-	uint64_t handshaking = 0;
-	for (size_t i = 0; i < b->srv.listener_count; i++)
-		handshaking += b->srv.listeners[i].net.hs.count;
-	publish_u64(b, "$SYS/broker/tls/handshakes/current", handshaking);
-	publish_u64(b, "$SYS/broker/tls/handshakes/refused", b->srv.stats.handshakes_refused);
-	publish_u64(b, "$SYS/broker/tls/handshakes/failed", b->srv.stats.handshakes_failed);
-	publish_u64(b, "$SYS/broker/tls/handshakes/resumed", b->srv.stats.handshakes_resumed);
-	const struct ws_stats *ws = ws_stats_get();
-	publish_u64(b, "$SYS/broker/ws/upgrades", ws->upgrades);
-	publish_u64(b, "$SYS/broker/ws/refused", ws->refused);
-	publish_u64(b, "$SYS/broker/ws/refused/head_too_large", ws->head_too_large);
-	publish_u64(b, "$SYS/broker/ws/protocol_errors", ws->protocol_errors);
-	publish_u64(b, "$SYS/broker/ws/frames_too_large", ws->frames_too_large);
-	publish_u64(b, "$SYS/broker/log/suppressed", log_suppressed_total());
-	publish_u64(b, "$SYS/broker/limits/connections_refused", b->srv.stats.conns_refused);
-
 	if (interval > 0) {
 		update_load(&st->msgs_received, s->msgs_received, interval);
 		update_load(&st->msgs_sent, s->msgs_sent, interval);
@@ -212,15 +107,29 @@ void sys_publish(struct broker *b)
 		update_load(&st->dropped, s->publish_dropped, interval);
 		update_load(&st->connections, s->clients_total, interval);
 	}
-	publish_load(b, "messages/received", &st->msgs_received);
-	publish_load(b, "messages/sent", &st->msgs_sent);
-	publish_load(b, "bytes/received", &st->bytes_received);
-	publish_load(b, "bytes/sent", &st->bytes_sent);
-	publish_load(b, "publish/dropped", &st->dropped);
-	publish_load(b, "connections", &st->connections);
-	/* Last: a subscriber with a small output bound gets the older topics
-	 * first, as before there were forty of these. */
-	publish_reasons(b, s);
+
+	/* Every row of the shared table that has a $SYS topic (metrics.h). */
+	struct metrics_snap snap;
+	metrics_snapshot(b, &snap);
+	for (size_t r = 0; r < metrics_count; r++) {
+		const struct metric *m = &metrics_table[r];
+		if (!m->sys || !metrics_shown(m, &snap))
+			continue;
+		size_t n = metrics_label_count(b, m);
+		for (size_t i = 0; i < n; i++) {
+			char topic[160], value[64];
+			uint64_t u;
+			double d;
+			bool is_float = metrics_value(b, &snap, m, i, &u, &d);
+			format_sys(m, u, d, is_float, value, sizeof value);
+			sys_topic(m->sys, metrics_label_value(b, m, i), topic, sizeof topic);
+			publish(b, topic, value);
+			if (m->sys_alias) {
+				sys_topic(m->sys_alias, NULL, topic, sizeof topic);
+				publish(b, topic, value);
+			}
+		}
+	}
 }
 
 static void on_tick(struct loop *l, struct loop_timer *t)

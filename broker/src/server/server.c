@@ -126,12 +126,13 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	struct server *srv = bl->srv;
 	const struct config_limits *lim = &srv->cfg->limits;
 	(void)ls;
-	if ((lim->max_connections && srv->conns.count >= lim->max_connections) ||
+	if ((lim->max_connections && srv->conns.count + srv->other_conns >= lim->max_connections) ||
 	    (bl->cfg->max_connections && bl->conn_count >= bl->cfg->max_connections)) {
 		srv->stats.conns_refused++;
+		bl->conns_refused++;
 		log_limited("refused: connection limit", LOG_WARNING, "conn",
 			    "%s: refusing %s: connection limit reached (%s)", bl->net.name, peer,
-			    lim->max_connections && srv->conns.count >= lim->max_connections
+			    lim->max_connections && srv->conns.count + srv->other_conns >= lim->max_connections
 				    ? "limits.max_connections" : "the listener's max_connections");
 		close(fd);
 		return;
@@ -144,6 +145,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	 * it restored can still reconnect. */
 	if (lim->memory_limit && wisp_mem_used() >= lim->memory_limit - lim->memory_limit / 16) {
 		srv->stats.conns_refused++;
+		bl->conns_refused++;
 		log_limited("refused: memory_limit", LOG_WARNING, "conn",
 			    "%s: refusing %s: heap over 15/16 of limits.memory_limit (%zu of %llu bytes)", bl->net.name,
 			    peer, wisp_mem_used(), (unsigned long long)lim->memory_limit);
@@ -531,6 +533,11 @@ int server_listen(struct server *srv, char *err, size_t errlen)
 		bl->allow_anonymous = lc->allow_anonymous;
 		bl->use_identity_as_username = lc->tls.use_identity_as_username;
 		bl->net.io.fd = -1;
+		if (lc->protocol == CONFIG_PROTO_HTTP) {
+			/* Opened and served by http/ (main.c wires it). */
+			srv->listener_count = i + 1;
+			continue;
+		}
 		if (config_proto_is_ws(lc->protocol)) {
 			bl->ws = true;
 			bl->ws_opts = (struct ws_opts){

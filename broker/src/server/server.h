@@ -38,6 +38,7 @@ struct server_listener {
 	bool ws;                      /* ws, wss: a WebSocket transport over tcp or tls */
 	struct ws_opts ws_opts;
 	size_t conn_count;
+	uint64_t conns_refused;       /* closed at accept by a connection limit (also in stats.conns_refused) */
 	/* Copies of cfg's auth switches: cfg is the start-up configuration,
 	 * and these two change on SIGHUP (proto/reload.c). */
 	bool allow_anonymous;
@@ -69,6 +70,7 @@ struct server {
 	server_turn_fn *before_flush;
 	void *hook_ctx;
 	struct server_stats stats;
+	size_t other_conns;           /* connections served elsewhere (http/): they count in limits.max_connections */
 	uint32_t handshake_budget;    /* TLS handshake steps left this turn */
 	struct loop_timer housekeeping; /* log summaries and heap trims, while due */
 };

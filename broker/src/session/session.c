@@ -27,13 +27,16 @@ int sess_table_init(struct session_table *tab)
 	tab->on_free = NULL;
 	tab->on_sub_gone = NULL;
 	tab->sub_gone_ctx = NULL;
+	tab->on_end = NULL;
 	tab->dlim = NULL;
 	tab->buckets = wisp_calloc(tab->nbuckets, sizeof *tab->buckets);
 	return tab->buckets ? 0 : WISP_ENOMEM;
 }
 
-static void free_session(const struct session_table *tab, struct tree *tree, struct session *s)
+static void free_session(struct session_table *tab, struct tree *tree, struct session *s)
 {
+	if (tab->on_end)
+		tab->on_end(tab, s);
 	struct list_node *n, *tmp;
 	list_for_each_safe(n, tmp, &s->subs) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);

@@ -85,6 +85,9 @@ struct sess_v5 {
 /* Set in a subscription's options byte (a bit MQTT 5 reserves, so never
  * set by a client) when the ACL must be asked for every delivered topic. */
 #define SESS_SUBOPT_ACL_CHECK 0x40
+/* Set on a member of a shared subscription (proto/share.h): its handle is
+ * filed under the literal "$share/..." filter, and routing skips it. */
+#define SESS_SUBOPT_SHARED 0x80
 
 struct sess_sub {
 	struct list_node link;
@@ -170,6 +173,9 @@ struct session_table {
 	/* Called before a session is freed, for what upper layers hung on it
 	 * (its ACL client). */
 	void (*on_free)(struct session *s);
+	/* Called first, while the session still has its subscriptions and
+	 * messages (proto/ hands over what its shared subscriptions hold). */
+	void (*on_end)(struct session_table *tab, struct session *s);
 	/* What a freed session's queues are cleared with (delivery_clear);
 	 * NULL: no totals to update. */
 	const struct delivery_limits *dlim;
