@@ -195,6 +195,43 @@ class ClusterTest(unittest.TestCase):
         sub_b.close()
         self.nats.wait_subjects("b", {PREFIX + ".u.keep"}, present=False)
 
+    def test_shared_subscription_members_on_another_node_get_the_message(self):
+        # One group per node for now (README): the member on b gets every
+        # message published on a, and leaving the group withdraws interest.
+        member = self.client("b", "member-b")
+        self.assertEqual(member.subscribe([("$share/g/sh/+", 1)]), [1])
+        self.nats.wait_subjects("b", {PREFIX + ".sh.*"})
+        pub = self.client("a", "pub-a")
+        pub.publish("sh/1", b"shared", qos=1, pid=1)
+        self.expect_payloads(member, [("sh/1", b"shared")])
+        member.unsubscribe(["$share/g/sh/+"], pid=2)
+        self.nats.wait_subjects("b", {PREFIX + ".sh.*"}, present=False)
+
+    def test_restarted_node_resubscribes_for_its_stored_sessions(self):
+        # A node with persistence restores its offline sessions at start-up,
+        # before the cluster starts: their filters are interest too.
+        d = Broker(config={"cluster": {"nats": ["nats://127.0.0.1:%d" % self.nats.port], "node": "d"}})
+        self.nodes["d"] = d
+        d.start()
+        self.assertIsNotNone(d.wait_log("connected to NATS as node 'd'", timeout=WAIT))
+        keep = RawClient(d.port)
+        self.assertEqual(keep.connect("keep", clean=False), 0)
+        self.assertEqual(keep.subscribe([("rs/t", 1)]), [1])
+        keep.close()
+        self.nats.wait_subjects("d", {PREFIX + ".rs.t"})
+        d.stop()
+        d.exit_status = None
+        offset = d.log_size()
+        d.start()
+        self.assertIsNotNone(d.wait_log("connected to NATS as node 'd'", offset=offset, timeout=WAIT))
+        self.nats.wait_subjects("d", {PREFIX + ".rs.t"})
+        pub = self.client("a", "pub-a")
+        pub.publish("rs/t", b"queued", qos=1, pid=1)
+        back = RawClient(d.port)
+        self.clients.append(back)
+        self.assertEqual(back.connect("keep", clean=False), 0)
+        self.expect_payloads(back, [("rs/t", b"queued")])
+
     def test_v5_properties_and_escaped_topics_cross_nodes(self):
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
