@@ -849,6 +849,20 @@ static int acl_object_to_line(struct parser *p, const cJSON *obj, struct strbuf 
 }
 
 /* The inline "acl" array becomes ACL file text, so auth/ has one parser. */
+/* Ends a custom parser that built `b`: on success the field owns b's text
+ * (replacing its default), on failure b is freed and rc returned. */
+static int set_built_string(struct strbuf *b, int rc, void *base, const struct field *f)
+{
+	if (rc) {
+		wisp_free(b->s);
+		return rc;
+	}
+	char **dst = (char **)((char *)base + f->offset);
+	wisp_free(*dst);
+	*dst = b->s;
+	return 0;
+}
+
 static int parse_acl(struct parser *p, const cJSON *item, void *base, const struct field *f)
 {
 	if (!cJSON_IsArray(item))
@@ -872,14 +886,7 @@ static int parse_acl(struct parser *p, const cJSON *item, void *base, const stru
 		if (!rc)
 			path_pop(p, old);
 	}
-	if (rc) {
-		wisp_free(b.s);
-		return rc;
-	}
-	char **dst = (char **)((char *)base + f->offset);
-	wisp_free(*dst);
-	*dst = b.s;
-	return 0;
+	return set_built_string(&b, rc, base, f);
 }
 
 /* "nats": a URL or an array of them, kept as cnats's comma-separated list. */
@@ -910,14 +917,7 @@ static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, cons
 	} else {
 		rc = fail_type(p, "a URL or a non-empty array of URLs", item);
 	}
-	if (rc) {
-		wisp_free(b.s);
-		return rc;
-	}
-	char **dst = (char **)((char *)base + f->offset);
-	wisp_free(*dst);
-	*dst = b.s;
-	return 0;
+	return set_built_string(&b, rc, base, f);
 }
 
 /* "subject_prefix": a NATS literal subject (tokens joined by '.', none
@@ -942,13 +942,9 @@ static int parse_subject_prefix(struct parser *p, const cJSON *item, void *base,
 			return fail(p, "\"%s\" is not a NATS literal subject (whitespace or control character)", v);
 		tok++;
 	}
-	char *copy = wisp_strndup(v, strlen(v));
-	if (!copy)
-		return fail_nomem(p);
-	char **dst = (char **)((char *)base + f->offset);
-	wisp_free(*dst);
-	*dst = copy;
-	return 0;
+	struct strbuf b = {0};
+	int rc = sb_addz(&b, v) ? fail_nomem(p) : 0;
+	return set_built_string(&b, rc, base, f);
 }
 
 /* ---- whole-document rules ---- */
