@@ -99,8 +99,14 @@ class ClusterTest(unittest.TestCase):
 
     def setUp(self):
         self.nats = Nats()
+        # Cleanups run even when setUp fails half way (tearDown would not):
+        # no nats-server or node outlives the test.
+        self.addCleanup(shutil.rmtree, self.nats.dir, True)
+        self.addCleanup(self.nats.kill)
         self.nats.start()
         self.nodes = {}
+        self.clients = []
+        self.addCleanup(self.stop_nodes)
         for name in ("a", "b", "c"):
             cfg = {"cluster": {"nats": ["nats://127.0.0.1:%d" % self.nats.port], "node": name},
                    "persistence": {"enabled": False}}
@@ -110,9 +116,8 @@ class ClusterTest(unittest.TestCase):
         for name, b in self.nodes.items():
             self.assertIsNotNone(b.wait_log("connected to NATS as node '%s'" % name, timeout=WAIT),
                                  "node %s never connected to NATS" % name)
-        self.clients = []
 
-    def tearDown(self):
+    def stop_nodes(self):
         for c in self.clients:
             try:
                 c.close()
@@ -124,10 +129,10 @@ class ClusterTest(unittest.TestCase):
                 b.stop()
             except AssertionError as e:
                 errors.append(str(e))
-        self.nats.kill()
+            except Exception:  # noqa: BLE001 - a node that never started
+                pass
         for b in self.nodes.values():
             b.cleanup()
-        shutil.rmtree(self.nats.dir, ignore_errors=True)
         if errors:
             self.fail("\n".join(errors))
 
