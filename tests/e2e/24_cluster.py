@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -95,6 +96,39 @@ class Nats:
         return self.connections()[node][1]
 
 
+class Node(Broker):
+    """A cluster node: its MQTT listener plus an http listener for /readyz
+    and /metrics."""
+
+    def __init__(self, name, nats_port, persistence=False):
+        cfg = {"cluster": {"nats": ["nats://127.0.0.1:%d" % nats_port], "node": name}}
+        if not persistence:
+            cfg["persistence"] = {"enabled": False}
+        super().__init__(config=cfg)
+        self.http_port = free_port()
+
+    def config(self):
+        cfg = super().config()
+        cfg["listeners"].append({"bind": "127.0.0.1", "port": self.http_port, "protocol": "http"})
+        return cfg
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.http_port, path), timeout=IO_TIMEOUT) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def wait_ready(self, ready):
+        """Waits until /readyz says ready (or not); returns its last answer."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            status, body = self.get("/readyz")
+            if (status == 200) == ready or time.monotonic() > deadline:
+                return status, body
+            time.sleep(0.05)
+
+
 class ClusterTest(unittest.TestCase):
 
     def setUp(self):
@@ -108,9 +142,7 @@ class ClusterTest(unittest.TestCase):
         self.clients = []
         self.addCleanup(self.stop_nodes)
         for name in ("a", "b", "c"):
-            cfg = {"cluster": {"nats": ["nats://127.0.0.1:%d" % self.nats.port], "node": name},
-                   "persistence": {"enabled": False}}
-            b = Broker(config=cfg)
+            b = Node(name, self.nats.port)
             self.nodes[name] = b
             b.start()
         for name, b in self.nodes.items():
@@ -215,7 +247,7 @@ class ClusterTest(unittest.TestCase):
     def test_restarted_node_resubscribes_for_its_stored_sessions(self):
         # A node with persistence restores its offline sessions at start-up,
         # before the cluster starts: their filters are interest too.
-        d = Broker(config={"cluster": {"nats": ["nats://127.0.0.1:%d" % self.nats.port], "node": "d"}})
+        d = Node("d", self.nats.port, persistence=True)
         self.nodes["d"] = d
         d.start()
         self.assertIsNotNone(d.wait_log("connected to NATS as node 'd'", timeout=WAIT))
@@ -280,6 +312,10 @@ class ClusterTest(unittest.TestCase):
         for name in ("a", "b"):
             self.assertIsNotNone(self.nodes[name].wait_log("lost the NATS connection", offset=offsets[name],
                                                            timeout=WAIT), "node %s did not notice" % name)
+        # Not ready for new clients, and says why; the gauge says it too.
+        status, body = self.nodes["a"].wait_ready(False)
+        self.assertEqual((status, body), (503, "cluster: not connected to NATS\n"))
+        self.assertRegex(self.nodes["a"].get("/metrics")[1], r"(?m)^wisp_cluster_connected 0$")
         # Local delivery goes on without NATS.
         pub.publish("f/t", b"during")
         self.expect_payloads(local, [("f/t", b"during")])
@@ -289,6 +325,8 @@ class ClusterTest(unittest.TestCase):
             self.assertIsNotNone(b.wait_log("connected to NATS as node '%s'" % name, offset=offsets[name],
                                             timeout=WAIT), "node %s did not reconnect" % name)
         self.nats.wait_subjects("b", {PREFIX + ".f.t"})
+        self.assertEqual(self.nodes["a"].wait_ready(True), (200, "ready\n"))
+        self.assertRegex(self.nodes["a"].get("/metrics")[1], r"(?m)^wisp_cluster_connected 1$")
         pub.publish("f/t", b"after")
         self.expect_payloads(local, [("f/t", b"after")])
         # "during" may still reach b (cnats buffers while reconnecting):
