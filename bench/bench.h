@@ -122,6 +122,8 @@ struct bench_opts {
 	const char *cafile;
 	const char *tls_hostname;
 	bool insecure;
+	const char *tls_curves;  /* ECDHE groups offered, in order (NULL = defaults) */
+	const char *tls_suites;  /* ciphersuites offered, in order (NULL = defaults) */
 	bool resume;             /* tls scenario: reconnect with the first session (ticket or ID) */
 	const char *topic_prefix;
 	bool persistent;         /* subscribers keep a persistent session (clean session 0) */

@@ -84,6 +84,11 @@ if [ "$QUICK" = 1 ]; then
 else
 	WIN=(-d 2.5 -w 0.5) CONNS=19000 HOLD=1
 fi
+# Idle TLS connections: held past Wisp's default hibernate_after (5 s) and
+# the heap trim that follows (1 s), so the row shows what an idle TLS
+# connection costs once it is idle. 16 handshakes at a time keep each one
+# far inside connect_timeout on a busy machine.
+TLS_CONNS=1000 TLS_HOLD=12
 SCENARIOS=(
 	"fanin-q0|fanin -q 0" "fanin-q1|fanin -q 1" "fanin-q2|fanin -q 2"
 	"fanout-q0|fanout -q 0 -S 100" "fanout-q1|fanout -q 1 -S 100" "fanout-q2|fanout -q 2 -S 100"
@@ -91,6 +96,10 @@ SCENARIOS=(
 	"latency-q0|latency -q 0 -r 10000" "latency-q1|latency -q 1 -r 10000"
 	"conns|conns -C $CONNS -d $HOLD"
 	"tls|tls -K 4"
+	# Reconnects that resume the session of their first handshake (a ticket
+	# for Wisp and Mosquitto alike): the cost of a sensor's reconnect.
+	"tls-resume|tls -K 4 --resume"
+	"conns-tls|conns -C $TLS_CONNS -d $TLS_HOLD --connect-concurrency 16 --setup-timeout 300"
 	# Durability: QoS 1 pairs whose subscribers hold persistent sessions, so
 	# every delivery is a stored message. Wisp runs in memory and with each
 	# fsync policy; Mosquitto with persistence on (its autosave writes
@@ -208,8 +217,11 @@ RUNS=$OUT/runs.jsonl
 : >"$RUNS"
 run_one() { # broker id args rep
 	local b=$1 id=$2 args=$3 rep=$4 tls=0 port cfg rc extra=() size=(-s "$PAYLOAD")
-	case "$id" in tls|*-tls) tls=1 ;; esac
+	case "$id" in tls|tls-*|*-tls) tls=1 ;; esac
 	case " $args " in *" -s "*) size=() ;; esac
+	# A row's own -d (conns: the hold time) wins over the window's.
+	local win=("${WIN[@]}")
+	case " $args " in *" -d "*) win=("${WIN[@]:2}") ;; esac
 	if [ "$tls" = 1 ] && [ "$HAVE_CERTS" = 0 ]; then
 		echo "{\"broker\":\"$b\",\"id\":\"$id\",\"rep\":$rep,\"rc\":77,\"note\":\"no certificates\",\"result\":null}" >>"$RUNS"
 		return
@@ -227,7 +239,7 @@ run_one() { # broker id args rep
 	[ "$tls" = 1 ] && [ "$id" != tls ] && extra+=(--tls)
 	case "$id" in *-ws) extra+=(--ws) ;; esac
 	# shellcheck disable=SC2086
-	taskset -c 1 "$BENCH" $args "${WIN[@]}" "${size[@]}" -p "$port" --broker-pid "$BROKER_PID" \
+	taskset -c 1 "$BENCH" $args "${win[@]}" "${size[@]}" -p "$port" --broker-pid "$BROKER_PID" \
 		"${extra[@]}" --json >"$TMP/out.json" 2>"$TMP/err.txt"
 	rc=$?
 	stop_broker

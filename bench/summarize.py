@@ -37,9 +37,9 @@ TLS = [
 def figures_for(scen_id):
     if scen_id.startswith("latency"):
         return LAT
-    if scen_id == "conns":
+    if scen_id.startswith("conns"):
         return CONNS
-    if scen_id == "tls":
+    if scen_id in ("tls", "tls-resume"):
         return TLS
     return MSG
 

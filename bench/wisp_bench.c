@@ -99,6 +99,8 @@ static void usage(FILE *f)
 		"      --cafile FILE          TLS: verify the broker against this CA\n"
 		"      --insecure             TLS: do not verify the broker (default without --cafile)\n"
 		"      --tls-hostname NAME    TLS: name to verify (localhost)\n"
+		"      --tls-curves LIST      TLS: ECDHE groups to offer, in order (x25519:secp256r1)\n"
+		"      --tls-suites LIST      TLS: ciphersuites to offer, in order (IANA names)\n"
 		"      --resume               tls: reconnect with the session of each client's first\n"
 		"                             handshake (ticket or session ID): resumed handshakes\n"
 		"      --ws                   MQTT over WebSocket (RFC 6455; wss with --tls): an upgrade\n"
@@ -125,6 +127,8 @@ enum {
 	OPT_SETUP, OPT_PREFIX, OPT_TLS, OPT_CAFILE, OPT_INSECURE, OPT_TLSHOST, OPT_JSON, OPT_PERSISTENT,
 	OPT_WS, OPT_WS_PATH,
 	OPT_RESUME,
+	OPT_TLSCURVES,
+	OPT_TLSSUITES,
 };
 
 static int parse_args(int argc, char **argv, struct bench_opts *o)
@@ -156,6 +160,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		{"cafile", required_argument, NULL, OPT_CAFILE},
 		{"insecure", no_argument, NULL, OPT_INSECURE},
 		{"resume", no_argument, NULL, OPT_RESUME},
+		{"tls-curves", required_argument, NULL, OPT_TLSCURVES},
+		{"tls-suites", required_argument, NULL, OPT_TLSSUITES},
 		{"tls-hostname", required_argument, NULL, OPT_TLSHOST},
 		{"json", no_argument, NULL, OPT_JSON},
 		{"persistent", no_argument, NULL, OPT_PERSISTENT},
@@ -202,6 +208,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_CAFILE: o->cafile = optarg; break;
 		case OPT_INSECURE: o->insecure = true; break;
 		case OPT_RESUME: o->resume = true; break;
+		case OPT_TLSCURVES: o->tls_curves = optarg; break;
+		case OPT_TLSSUITES: o->tls_suites = optarg; break;
 		case OPT_TLSHOST: o->tls_hostname = optarg; break;
 		case OPT_JSON: o->json = true; break;
 		case OPT_PERSISTENT: o->persistent = true; break;
@@ -863,6 +871,8 @@ static int make_tls(struct bench_run *r, const struct bench_opts *o)
 	to.ca_file = o->cafile;
 	to.hostname = o->tls_hostname;
 	to.verify_peer = o->cafile != NULL && !o->insecure;
+	to.curves = o->tls_curves;
+	to.ciphersuites = o->tls_suites;
 	char err[256];
 	struct tls_ctx *ctx;
 	if (tls_ctx_new_client(&to, &ctx, err, sizeof err) != 0) {

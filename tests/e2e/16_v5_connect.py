@@ -4,6 +4,7 @@ close the broker causes is answered with its MQTT 5 reason code (the one
 reason table, broker/src/session/reason.h), where 3.1.1 gets its return
 code or a plain close. Raw packets, so the bytes are checked exactly."""
 
+import json
 import os
 import shutil
 import socket
@@ -17,9 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import signal  # noqa: E402
 import unittest  # noqa: E402
 
-from wisp_e2e import (CONNACK, DISCONNECT, MOSQUITTO_BIN, PUBLISH, Broker, BrokerTestCase,  # noqa: E402
-                      RawClient, free_port, keepalive_close_bound, main, mqtt_str, packet,
-                      skip_unless_wisp)
+from wisp_e2e import (CONNACK, DISCONNECT, MOSQUITTO_BIN, MOSQUITTO_PUB, MOSQUITTO_SUB,  # noqa: E402
+                      PUBLISH, REPO_ROOT, Broker, BrokerTestCase, RawClient, free_port,
+                      keepalive_close_bound, main, mqtt_str, packet, skip_unless_wisp)
 
 
 def v5_props(props=b""):
@@ -301,6 +302,14 @@ class LimitedServerTest(V5Case):
         c = self.v5()
         self.assertEqual(c.connect5("w", will=("w/t", b"x", 2, False, b""))[1], 0x9B)
 
+    def test_subscription_granted_at_max_qos(self):
+        """[MQTT-3.2.2-10] a SUBSCRIBE asking QoS 2 is granted Maximum QoS 1
+        (v5 and 3.1.1), and deliveries come at most at QoS 1."""
+        c = self.v5("sub-q")
+        self.assertEqual(c.subscribe5("g/t", 2), [1])
+        old = self.raw("sub-q-311", keepalive=10)
+        self.assertEqual(old.subscribe([("g/t", 2)]), [1])
+
     def test_3_1_1_keepalive_over_max_still_refused(self):
         """3.1.1 has no Server Keep Alive: over max_keepalive is still CONNACK 2."""
         self.assertEqual(self.raw(connect=False).connect("old", keepalive=60), 2)
@@ -349,6 +358,34 @@ class SessionExpiryTest(V5Case):
         self.assertEqual(self.v5().connect5("ender", clean=False, props=expiry_prop(600))[:2], (False, 0))
 
 
+@skip_unless_wisp("limits.max_session_expiry is wisp's key")
+class SessionExpiryBoundTest(V5Case):
+
+    LIMITS = {"max_session_expiry": 1}
+
+    def test_bound_applies_to_v5_and_3_1_1(self):
+        """limits.max_session_expiry (Mosquitto's persistent_client_expiration):
+        a v5 session asking "never" (0xFFFFFFFF) and a 3.1.1 persistent
+        session both end 1 s after going offline, by the timer."""
+        v5 = self.v5()
+        present, code, props = v5.connect5("forever5", clean=False, props=expiry_prop(0xFFFFFFFF))
+        self.assertEqual((present, code), (False, 0))
+        # MQTT 5, 3.2.2.3.2: the CONNACK says the interval used (1), last.
+        self.assertTrue(props.endswith(b"\x11\x00\x00\x00\x01"), props)
+        self.assertEqual(v5.subscribe5("b/t", 1), [1])
+        old = self.raw("forever311", clean=False)
+        self.assertEqual(old.subscribe([("b/t", 1)]), [1])
+        off = self.broker.log_size()
+        v5.close()
+        old.close()
+        self.assertIsNotNone(self.broker.wait_log(r"session forever5 expired", off, timeout=5))
+        self.assertIsNotNone(self.broker.wait_log(r"session forever311 expired", off, timeout=5))
+        self.assertEqual(self.v5().connect5("forever5", clean=False, props=expiry_prop(60))[:2], (False, 0))
+        again = self.raw(connect=False)
+        self.assertEqual(again.connect("forever311", clean=False), 0)
+        self.assertFalse(again.session_present)
+
+
 class WillDelayTest(V5Case):
 
     def watcher(self):
@@ -378,6 +415,19 @@ class WillDelayTest(V5Case):
         self.assertEqual(again.connect5("back", clean=False, props=expiry_prop(60))[:2], (True, 0))
         w.assert_no_packet(3)
 
+    def test_will_properties_reach_the_subscriber(self):
+        """Will properties (MQTT 5, 3.1.3.2) go to a v5 subscriber as a
+        PUBLISH's would, in order (Content Type, User Property); the Will
+        Delay Interval is not forwarded."""
+        w = self.v5("props-watch")
+        self.assertEqual(w.subscribe5("will/#"), [0])
+        wprops = (will_delay_prop(0) + b"\x03\x00\x04text" + b"\x26\x00\x01k\x00\x01v")
+        c = self.v5("props", will=("will/props", b"gone", 0, False, wprops))
+        c.close()
+        topic, props, payload = w.recv_publish5(timeout=5)
+        self.assertEqual((topic, payload), ("will/props", b"gone"))
+        self.assertEqual(props, b"\x03\x00\x04text\x26\x00\x01k\x00\x01v")
+
     def test_session_end_publishes_the_will_before_its_delay(self):
         """[MQTT-3.1.3-9] the will goes out at the earlier of its delay and
         the session's end: with session expiry 0, at once."""
@@ -386,6 +436,62 @@ class WillDelayTest(V5Case):
         c.close()
         got = w.recv_publish(timeout=5)
         self.assertEqual(got.topic, "will/soon")
+
+
+class ReceiveMaximumTest(V5Case):
+
+    def test_client_receive_maximum_bounds_what_is_sent(self):
+        """[MQTT-3.3.4-9] with Receive Maximum 1 in its CONNECT, a v5
+        subscriber has at most one unacknowledged QoS 1 PUBLISH: the next
+        comes after its PUBACK."""
+        sub = self.v5("rm1", props=b"\x21\x00\x01")
+        self.assertEqual(sub.subscribe5("rm/t", 1), [1])
+        pub = self.raw("rm-pub")
+        for i in range(3):
+            pub.publish("rm/t", b"m%d" % i, qos=1, pid=1 + i)
+        got = []
+        for i in range(3):
+            pkt = sub.expect(PUBLISH)
+            got.append(pkt.body[-2:])
+            sub.assert_no_packet(0.3)  # nothing more until the PUBACK
+            sub.send(packet(0x40, struct.pack("!H", pkt.pid)))
+        self.assertEqual(got, [b"m0", b"m1", b"m2"])
+
+
+class InboundReceiveMaximumTest(V5Case):
+
+    LIMITS = {"max_inflight": 2}
+
+    def test_client_over_receive_maximum_disconnect_0x93(self):
+        """[MQTT-3.3.4-8] a v5 client sending more QoS 2 PUBLISHes than the
+        announced Receive Maximum (2) without completing them gets
+        DISCONNECT 0x93 (Receive Maximum exceeded)."""
+        c = self.v5("rm-over")
+        c.send(publish5("x/t", b"1", qos=2, pid=1))
+        c.expect(5)  # PUBREC
+        c.send(publish5("x/t", b"2", qos=2, pid=2))
+        c.expect(5)
+        c.send(publish5("x/t", b"3", qos=2, pid=3))
+        c.expect_disconnect(0x93)
+
+
+class ClientMaximumPacketSizeTest(V5Case):
+
+    def test_larger_messages_dropped_for_that_client_alone(self):
+        """[MQTT-3.1.2-25] a PUBLISH larger than the Maximum Packet Size in a
+        v5 client's CONNECT is not sent to it (dropped for it alone); a
+        client without the limit gets it, and smaller ones still reach the
+        first."""
+        small = self.v5("mps-small", props=b"\x27\x00\x00\x00\x20")  # 32 bytes
+        self.assertEqual(small.subscribe5("mp/t"), [0])
+        big = self.v5("mps-any")
+        self.assertEqual(big.subscribe5("mp/t"), [0])
+        pub = self.raw("mps-pub")
+        pub.publish("mp/t", b"x" * 100)
+        pub.publish("mp/t", b"ok")
+        self.assertEqual(big.recv_publish5()[2], b"x" * 100)
+        self.assertEqual(big.recv_publish5()[2], b"ok")
+        self.assertEqual(small.recv_publish5()[2], b"ok")  # the large one never came
 
 
 class TopicAliasTest(V5Case):
@@ -444,6 +550,80 @@ class PahoV5Test(BrokerTestCase):
         flags, rc, _ = acks.get(timeout=5)
         self.assertEqual((rc, flags.get("session present")), (0, 1))
         c.disconnect()
+
+
+class MosquittoClientsV5Test(BrokerTestCase):
+
+    def run_tool(self, argv, timeout=10):
+        cp = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        return cp.returncode, cp.stdout.decode(errors="replace"), cp.stderr.decode(errors="replace")
+
+    def test_mosquitto_sub_v5_session_expiry(self):
+        """mosquitto_sub -V 5 -c -x 60 keeps its session: a QoS 1 message
+        published while it is away (mosquitto_pub -V 5) is delivered when it
+        comes back [MQTT-3.1.2-11]; with -x 0 nothing is kept."""
+        base = ["-h", "127.0.0.1", "-p", str(self.broker.port), "-V", "5", "-q", "1"]
+        sub = [MOSQUITTO_SUB] + base + ["-c", "-i", "msub5", "-t", "m/t"]
+        rc, _, err = self.run_tool(sub + ["-x", "60", "-E"])
+        self.assertEqual(rc, 0, err)
+        rc, _, err = self.run_tool([MOSQUITTO_PUB] + base + ["-t", "m/t", "-m", "while-away"])
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.run_tool(sub + ["-x", "60", "-C", "1", "-W", "5"])
+        self.assertEqual((rc, out.strip()), (0, "while-away"), err)
+        # Expiry 0: the session ends with the connection, so nothing waits.
+        rc, _, err = self.run_tool(sub + ["-x", "0", "-E"])
+        self.assertEqual(rc, 0, err)
+        self.run_tool([MOSQUITTO_PUB] + base + ["-t", "m/t", "-m", "lost"])
+        rc, out, _ = self.run_tool(sub + ["-x", "0", "-C", "1", "-W", "2"])
+        self.assertNotIn("lost", out)
+
+
+MQTTJS_SCRIPT = r"""
+const mqtt = require('mqtt');
+const port = Number(process.argv[process.argv.length - 1]);
+const out = {};
+const sub = mqtt.connect({host: '127.0.0.1', port, protocolVersion: 5, clientId: 'js-sub'});
+sub.on('connect', (ack) => {
+  out.connack = ack.properties || {};
+  sub.subscribe('js/t', {qos: 0}, () => {
+    const pub = mqtt.connect({host: '127.0.0.1', port, protocolVersion: 5, clientId: 'js-pub'});
+    pub.on('connect', () => {
+      pub.publish('js/t', 'one', {properties: {topicAlias: 1}});
+      pub.publish('', 'two', {properties: {topicAlias: 1}});
+    });
+    const got = [];
+    sub.on('message', (topic, payload) => {
+      got.push([topic, payload.toString()]);
+      if (got.length === 2) {
+        out.got = got;
+        console.log(JSON.stringify(out));
+        pub.end(); sub.end();
+      }
+    });
+  });
+});
+setTimeout(() => { console.log(JSON.stringify(out)); process.exit(1); }, 8000).unref();
+"""
+
+
+class MqttJsV5Test(BrokerTestCase):
+
+    def test_mqtt_js_v5_connack_and_topic_alias(self):
+        """MQTT.js 5 (protocolVersion 5) reads Topic Alias Maximum 10 and
+        Receive Maximum 20 from CONNACK, and its PUBLISHes with a topic alias
+        (set, then used with an empty topic) reach the subscriber with the
+        topic [MQTT-3.3.2-12]."""
+        node = shutil.which("node")
+        modules = os.path.join(REPO_ROOT, "tests", "js", "node_modules")
+        if not node or not os.path.isdir(os.path.join(modules, "mqtt")):
+            self.skipTest("node or tests/js/node_modules (npm ci --prefix tests/js) missing")
+        cp = subprocess.run([node, "-e", MQTTJS_SCRIPT, str(self.broker.port)], capture_output=True,
+                            timeout=20, env=dict(os.environ, NODE_PATH=modules))
+        self.assertEqual(cp.returncode, 0, cp.stdout.decode() + cp.stderr.decode())
+        out = json.loads(cp.stdout.decode().strip().splitlines()[-1])
+        self.assertEqual(out["connack"].get("topicAliasMaximum"), 10)
+        self.assertEqual(out["connack"].get("receiveMaximum"), 20)
+        self.assertEqual(out["got"], [["js/t", "one"], ["js/t", "two"]])
 
 
 @skip_unless_wisp("restarts wisp on its own store")
@@ -509,6 +689,51 @@ class SessionDurabilityTest(unittest.TestCase):
         self.assertEqual(pub.connect5("back5-pub")[1], 0)
         pub.send(publish5("k/t", b"kept"))
         self.assertEqual(again.recv_publish5()[0::2], ("k/t", b"kept"))
+
+    def test_will_survives_kill_9(self):
+        """A v5 persistent session's will (with its delay and properties)
+        is in the store: after kill -9 the restarted broker publishes it
+        once its Will Delay Interval has passed, counted from the restart,
+        with its properties [MQTT-3.1.3-9]; a client that comes back in
+        time cancels it."""
+        b = self.start()
+        gone = self.client(b)
+        wprops = will_delay_prop(1) + b"\x03\x00\x04text"
+        self.assertEqual(gone.connect5("w-gone", clean=False, props=expiry_prop(60),
+                                       will=("will/gone", b"bye", 0, False, wprops))[1], 0)
+        back = self.client(b)
+        self.assertEqual(back.connect5("w-back", clean=False, props=expiry_prop(60),
+                                       will=("will/back", b"bye", 0, False, will_delay_prop(3)))[1], 0)
+        gone.ping()
+        back.ping()  # both CONNECTs handled: their records are written
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait(10)
+        b2 = self.start()
+        w = self.client(b2)
+        self.assertEqual(w.connect5("w-watch")[1], 0)
+        self.assertEqual(w.subscribe5("will/#"), [0])
+        again = self.client(b2)
+        self.assertEqual(again.connect5("w-back", clean=False, props=expiry_prop(60))[:2], (True, 0))
+        topic, props, payload = w.recv_publish5(timeout=5)
+        self.assertEqual((topic, props, payload), ("will/gone", b"\x03\x00\x04text", b"bye"))
+        w.assert_no_packet(3.5)  # w-back came back within its delay
+
+    def test_disconnect_removes_the_stored_will(self):
+        """A normal DISCONNECT discards the will [MQTT-3.1.2-10], in the
+        store too: after kill -9 nothing is published."""
+        b = self.start()
+        c = self.client(b)
+        self.assertEqual(c.connect5("w-quit", clean=False, props=expiry_prop(60),
+                                    will=("will/quit", b"bye", 0, False, will_delay_prop(0)))[1], 0)
+        c.send(disconnect5(0))
+        self.assertTrue(c.wait_closed())
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait(10)
+        b2 = self.start()
+        w = self.client(b2)
+        self.assertEqual(w.connect5("w-watch2")[1], 0)
+        self.assertEqual(w.subscribe5("will/#"), [0])
+        w.assert_no_packet(1.5)
 
     def test_restored_session_expires_after_restart(self):
         """A session that went offline with expiry 2 and was restored from

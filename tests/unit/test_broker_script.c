@@ -3,8 +3,8 @@
  * safety net of the proto/ redesign. Each exchange is what a client sends
  * and exactly what the broker writes back, over the fake transport
  * (tests/support/broker_harness.h), for MQTT 3.1.1, 3.1 where it differs,
- * and the few v5 exchanges that are already right today (CONNACK is only
- * checked for its code and flags: the v5 work adds properties to it).
+ * and MQTT 5 (CONNACK properties byte for byte as Mosquitto 2.0.11 sends
+ * them, refusals, server DISCONNECT, sessions, topic aliases).
  *
  * Script notation: hex bytes, with 'text' for the bytes of a string.
  */
@@ -1030,6 +1030,192 @@ static CU_TestInfo persist_tests[] = {
 	CU_TEST_INFO_NULL,
 };
 
+/* ---- MQTT 5: CONNACK properties, refusals, server DISCONNECT, sessions ---- */
+
+/* What Mosquitto 2.0.11 sends with max_inflight_messages 20 and
+ * max_packet_size 1048576 (the broker's defaults): Topic Alias Maximum 10,
+ * Maximum Packet Size, Receive Maximum 20, in that order [MQTT-3.2.2.3]. */
+#define CONNACK_V5 "20 0e 00 00 0b 22 00 0a 27 00 10 00 00 21 00 14"
+
+static void test_v5_connack_properties(void)
+{
+	struct hclient *c = harness_connect(h);
+	SEND(c, CONNECT_V5);
+	EXPECT(c, CONNACK_V5);
+	/* Keep alive 0: Server Keep Alive 65535 (limits.max_keepalive) after
+	 * the Topic Alias Maximum, as Mosquitto [MQTT-3.2.2-21]. */
+	struct hclient *k = harness_connect(h);
+	SEND(k, "10 0f 00 04 'MQTT' 05 02 00 00 00 00 02 'k0'");
+	EXPECT(k, "20 11 00 00 0e 22 00 0a 13 ff ff 27 00 10 00 00 21 00 14");
+}
+
+/* [MQTT-3.2.2-6][MQTT-3.2.2-7] a refusing v5 CONNACK: a v5 code, no
+ * properties, session present 0, then the close; nothing was created. */
+static void test_v5_refusals(void)
+{
+	struct hclient *c = harness_connect(h);
+	SEND(c, "10 0d 00 04 'MQTT' 05 00 00 3c 00 00 00"); /* empty id, Clean Start 0 */
+	EXPECT(c, "20 03 00 85 00");
+	CU_ASSERT_TRUE(client_closed(c));
+	/* An authentication method: 0x8C Bad authentication method. */
+	struct hclient *a = harness_connect(h);
+	SEND(a, "10 15 00 04 'MQTT' 05 02 00 3c 07 15 00 04 'SCRA' 00 01 'x'");
+	EXPECT(a, "20 03 00 8c 00");
+	CU_ASSERT_TRUE(client_closed(a));
+}
+
+/* Server DISCONNECT before the close, with the reason code only (Remaining
+ * Length 1, as Mosquitto writes it) [MQTT-3.14.2.1]. */
+static void test_v5_server_disconnect(void)
+{
+	struct hclient *first = harness_connect(h);
+	SEND(first, CONNECT_V5);
+	EXPECT(first, CONNACK_V5);
+	struct hclient *second = harness_connect(h);
+	SEND(second, CONNECT_V5);
+	EXPECT(second, CONNACK_V5);
+	EXPECT(first, "e0 01 8e"); /* Session taken over [MQTT-3.1.4-3] */
+	CU_ASSERT_TRUE(client_closed(first));
+	SEND(second, CONNECT_V5); /* a second CONNECT: Protocol Error */
+	EXPECT(second, "e0 01 82");
+	CU_ASSERT_TRUE(client_closed(second));
+}
+
+/* DISCONNECT 0x04 publishes the will [MQTT-3.14.4-3]; 0x00 does not. */
+static void test_v5_disconnect_with_will(void)
+{
+	struct hclient *w = connected(CONNECT_SUB);
+	SEND(w, "82 08 00 01 00 03 'w/t' 00");
+	EXPECT(w, "90 03 00 01 00");
+	struct hclient *c = harness_connect(h);
+	/* v5, will flag, clean start; will properties empty, topic w/t, payload "bye" */
+	SEND(c, "10 1a 00 04 'MQTT' 05 06 00 3c 00 00 02 'v5' 00 00 03 'w/t' 00 03 'bye'");
+	EXPECT(c, CONNACK_V5);
+	SEND(c, "e0 02 04 00");
+	CU_ASSERT_TRUE(client_closed(c));
+	EXPECT(w, "30 08 00 03 'w/t' 'bye'");
+}
+
+/* Will properties reach a v5 subscriber as a PUBLISH's would (MQTT 5,
+ * 3.1.3.2): Message Expiry Interval (its time left, counted from the
+ * will's publication), Content Type and a User Property, in order; the
+ * Will Delay Interval is the broker's and is not forwarded. */
+static void test_v5_will_delay_not_forwarded(void)
+{
+	struct hclient *w = harness_connect(h);
+	SEND(w, CONNECT_V5_SUB);
+	EXPECT(w, CONNACK_V5);
+	SEND(w, "82 09 00 01 00 00 03 'w/t' 00");
+	EXPECT(w, "90 04 00 01 00 00");
+	struct hclient *c = harness_connect(h);
+	SEND(c, "10 2f 00 04 'MQTT' 05 06 00 3c 00 00 02 'v5' 15 18 00 00 00 00 02 00 00 00 3c 03 00 01 't'"
+		" 26 00 01 'k' 00 01 'v' 00 03 'w/t' 00 03 'bye'");
+	EXPECT(c, CONNACK_V5);
+	SEND(c, "e0 02 04 00");
+	CU_ASSERT_TRUE(client_closed(c));
+	EXPECT(w, "30 19 00 03 'w/t' 10 02 00 00 00 3c 03 00 01 't' 26 00 01 'k' 00 01 'v' 'bye'");
+}
+
+/* [MQTT-3.1.2-25] the client's Maximum Packet Size, to the byte: the
+ * 11-byte v5 PUBLISH reaches a client whose maximum is 11, not one whose
+ * maximum is 10. */
+static void test_v5_client_maximum_packet_size(void)
+{
+	struct hclient *fits = harness_connect(h);
+	SEND(fits, "10 15 00 04 'MQTT' 05 02 00 3c 05 27 00 00 00 0b 00 03 's11'");
+	EXPECT(fits, CONNACK_V5);
+	SEND(fits, "82 09 00 01 00 00 03 'a/b' 00");
+	EXPECT(fits, "90 04 00 01 00 00");
+	struct hclient *tight = harness_connect(h);
+	SEND(tight, "10 15 00 04 'MQTT' 05 02 00 3c 05 27 00 00 00 0a 00 03 's10'");
+	EXPECT(tight, CONNACK_V5);
+	SEND(tight, "82 09 00 01 00 00 03 'a/b' 00");
+	EXPECT(tight, "90 04 00 01 00 00");
+	struct hclient *pub = connected(CONNECT_PUB);
+	SEND(pub, "30 08 00 03 'a/b' 'hi!'");
+	EXPECT(fits, "30 09 00 03 'a/b' 00 'hi!'");
+	NOTHING(tight);
+}
+
+/* Topic aliases [MQTT-3.3.2-12]: set with a topic, then used with an
+ * empty one; alias 11 (over the maximum of 10) is DISCONNECT 0x94. */
+static void test_v5_topic_alias(void)
+{
+	struct hclient *sub = connected(CONNECT_SUB);
+	SEND(sub, "82 08 00 01 00 03 'a/b' 00");
+	EXPECT(sub, "90 03 00 01 00");
+	struct hclient *c = harness_connect(h);
+	SEND(c, CONNECT_V5);
+	EXPECT(c, CONNACK_V5);
+	SEND(c, "30 0c 00 03 'a/b' 03 23 00 01 'one'");
+	EXPECT(sub, "30 08 00 03 'a/b' 'one'");
+	SEND(c, "30 09 00 00 03 23 00 01 'two'");
+	EXPECT(sub, "30 08 00 03 'a/b' 'two'");
+	SEND(c, "30 0c 00 03 'a/b' 03 23 00 0b 'bad'");
+	EXPECT(c, "e0 01 94");
+	CU_ASSERT_TRUE(client_closed(c));
+}
+
+/* [MQTT-3.1.2-23] Clean Start 0 without a Session Expiry Interval: the
+ * session ends with the connection; with one, it is kept. */
+static void test_v5_session_expiry(void)
+{
+	struct hclient *c = harness_connect(h);
+	SEND(c, "10 0f 00 04 'MQTT' 05 00 00 3c 00 00 02 'v5'");
+	EXPECT(c, CONNACK_V5);
+	SEND(c, "e0 00");
+	struct hclient *again = harness_connect(h);
+	SEND(again, "10 0f 00 04 'MQTT' 05 00 00 3c 00 00 02 'v5'");
+	EXPECT(again, CONNACK_V5); /* session present 0 */
+	SEND(again, "e0 00");
+	/* Session Expiry Interval 60: kept, session present 1 on return. */
+	struct hclient *kept = harness_connect(h);
+	SEND(kept, "10 14 00 04 'MQTT' 05 00 00 3c 05 11 00 00 00 3c 00 02 'v5'");
+	EXPECT(kept, CONNACK_V5);
+	SEND(kept, "e0 00");
+	struct hclient *back = harness_connect(h);
+	SEND(back, "10 14 00 04 'MQTT' 05 00 00 3c 05 11 00 00 00 3c 00 02 'v5'");
+	EXPECT(back, "20 0e 01 00 0b 22 00 0a 27 00 10 00 00 21 00 14");
+	/* [MQTT-3.14.2-2] not from 0 at DISCONNECT: this one had 60, fine;
+	 * a connection that had 0 and sets one gets DISCONNECT 0x82. */
+	struct hclient *zero = harness_connect(h);
+	SEND(zero, "10 0f 00 04 'MQTT' 05 02 00 3c 00 00 02 'z0'");
+	EXPECT(zero, CONNACK_V5);
+	SEND(zero, "e0 07 00 05 11 00 00 00 3c");
+	EXPECT(zero, "e0 01 82");
+	CU_ASSERT_TRUE(client_closed(zero));
+}
+
+/* 3.1: ids over 23 characters get CONNACK 2; the CONNACK of a resumed
+ * session leaves the (reserved) session present bit clear. */
+static void test_31_strictness(void)
+{
+	struct hclient *c = harness_connect(h);
+	SEND(c, "10 26 00 06 'MQIsdp' 03 02 00 3c 00 18 'abcdefghijklmnopqrstuvwx'");
+	EXPECT(c, "20 02 00 02");
+	CU_ASSERT_TRUE(client_closed(c));
+	struct hclient *p = harness_connect(h);
+	SEND(p, "10 13 00 06 'MQIsdp' 03 00 00 3c 00 05 'keep3'");
+	EXPECT(p, "20 02 00 00");
+	SEND(p, "e0 00");
+	struct hclient *r = harness_connect(h);
+	SEND(r, "10 13 00 06 'MQIsdp' 03 00 00 3c 00 05 'keep3'");
+	EXPECT(r, "20 02 00 00");
+}
+
+static CU_TestInfo v5_session_tests[] = {
+	{"v5 CONNACK properties as Mosquitto 2.0.11 writes them", test_v5_connack_properties},
+	{"v5 refusals: 0x85, 0x8C, no properties, closed", test_v5_refusals},
+	{"v5 server DISCONNECT 0x8E takeover, 0x82 second CONNECT", test_v5_server_disconnect},
+	{"v5 DISCONNECT 0x04 publishes the will", test_v5_disconnect_with_will},
+	{"v5 will properties forwarded, will delay not", test_v5_will_delay_not_forwarded},
+	{"v5 client Maximum Packet Size, to the byte", test_v5_client_maximum_packet_size},
+	{"v5 inbound topic aliases, 0x94 over the maximum", test_v5_topic_alias},
+	{"v5 Clean Start and Session Expiry Interval", test_v5_session_expiry},
+	{"3.1 client id limit and session present", test_31_strictness},
+	CU_TEST_INFO_NULL,
+};
+
 static CU_TestInfo v5_tests[] = {
 	{"v5 CONNECT, PINGREQ, SUBSCRIBE, PUBLISH, UNSUBSCRIBE", test_v5_connect_ping_subscribe_publish},
 	{"v5 and 3.1.1 clients exchange messages", test_v5_and_v311_interwork},
@@ -1054,6 +1240,7 @@ static CU_SuiteInfo suites[] = {
 	{"persistence", NULL, NULL, setup_persistent, teardown_persistent, persist_tests},
 	{"mqtt 5 (today's right answers)", NULL, NULL, setup, teardown, v5_tests},
 	{"shared subscriptions", NULL, NULL, setup, teardown, shared_tests},
+	{"mqtt 5 connect and sessions", NULL, NULL, setup, teardown, v5_session_tests},
 	CU_SUITE_INFO_NULL,
 };
 

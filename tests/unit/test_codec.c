@@ -1099,6 +1099,19 @@ static void test_utf8_table(void)
 		uint8_t *buf = dup_exact((const uint8_t *)t[i].s, t[i].len);
 		CHECK(mqtt_utf8_valid(buf, t[i].len) == t[i].valid, t[i].name);
 		free(buf);
+		/* The same after 1..17 printable bytes and before 0..9, so each
+		 * case also meets the eight-byte fast path and its overlapping
+		 * last window. */
+		for (size_t pre = 1; pre <= 17; pre++) {
+			for (size_t post = 0; post <= 9; post++) {
+				size_t n = pre + t[i].len + post;
+				uint8_t *w = malloc(n);
+				memset(w, 'p', n);
+				memcpy(w + pre, t[i].s, t[i].len);
+				CHECK(mqtt_utf8_valid(w, n) == t[i].valid, t[i].name);
+				free(w);
+			}
+		}
 	}
 }
 
@@ -1350,7 +1363,55 @@ static void test_strerror(void)
 	CU_ASSERT_STRING_EQUAL(mqtt_strerror(-99), "unknown error");
 }
 
+/* The naive definition mqtt_utf8_has_control must agree with. */
+static bool naive_has_control(const uint8_t *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if ((s[i] >= 0x01 && s[i] <= 0x1F) || s[i] == 0x7F)
+			return true;
+		if (s[i] == 0xC2 && i + 1 < len && s[i + 1] >= 0x80 && s[i + 1] <= 0x9F)
+			return true;
+	}
+	return false;
+}
+
+/* Control characters U+0001..U+001F, U+007F..U+009F (MQTT-1.5.4 lets a
+ * server refuse them): each placed at every offset of a 40-byte topic,
+ * across the 8-byte steps, and near misses that are not controls. */
+static void test_utf8_controls(void)
+{
+	static const struct {
+		const char *bytes;
+		size_t len;
+		bool control;
+	} t[] = {
+		{"\x01", 1, true},     {"\x1F", 1, true},     {"\x7F", 1, true},
+		{"\xC2\x80", 2, true}, {"\xC2\x9F", 2, true}, {"\x20", 1, false},
+		{"\x7E", 1, false},    {"\xC2\xA0", 2, false}, {"\xC2\xB0", 2, false},
+		{"\xC3\x80", 2, false}, {"\xE2\x82\xAC", 3, false},
+	};
+	uint8_t buf[48];
+	for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+		for (size_t at = 0; at + t[i].len <= 40; at++) {
+			memset(buf, 'a', 40);
+			memcpy(buf + at, t[i].bytes, t[i].len);
+			bool got = mqtt_utf8_has_control(buf, 40);
+			CU_ASSERT_EQUAL(got, t[i].control);
+			CU_ASSERT_EQUAL(got, naive_has_control(buf, 40));
+			/* and in every shorter prefix that holds it whole */
+			for (size_t n = at + t[i].len; n <= 40; n += 7)
+				CU_ASSERT_EQUAL(mqtt_utf8_has_control(buf, n), t[i].control);
+		}
+	}
+	/* A C2 lead cut at the end is no control. */
+	memset(buf, 'a', 16);
+	buf[15] = 0xC2;
+	CU_ASSERT_FALSE(mqtt_utf8_has_control(buf, 16));
+	CU_ASSERT_FALSE(mqtt_utf8_has_control(buf, 0));
+}
+
 static CU_TestInfo codec_tests[] = {
+	{"control characters found at every offset (mqtt_utf8_has_control)", test_utf8_controls},
 	{"PUBLISH split: per-delivery v5 properties before the shared ones", test_publish_split_per_delivery_properties},
 	{"round trip of every packet type, 3.1/3.1.1/5: whole, per byte, split, ENOSPC", test_roundtrip_every_type},
 	{"CONNECT cases cover levels 3, 4 and 5", test_connect_levels_covered},

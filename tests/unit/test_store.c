@@ -241,6 +241,8 @@ V_SIMPLE(v_queue_del, STORE_REC_QUEUE_DEL, queue, struct store_queue)
 V_SIMPLE(v_flight_del, STORE_REC_FLIGHT_DEL, flight, struct store_flight)
 V_SIMPLE(v_qos2_add, STORE_REC_QOS2_IN_ADD, qos2, struct store_qos2)
 V_SIMPLE(v_qos2_del, STORE_REC_QOS2_IN_DEL, qos2, struct store_qos2)
+V_SIMPLE(v_will_set, STORE_REC_WILL_SET, will, struct store_will)
+V_SIMPLE(v_will_del, STORE_REC_WILL_DEL, will, struct store_will)
 
 static int v_queue_add(void *ctx, const struct store_queue *x, void *h)
 {
@@ -287,6 +289,8 @@ static const struct store_visitor tracer = {
 	.flight_del = v_flight_del,
 	.qos2_in_add = v_qos2_add,
 	.qos2_in_del = v_qos2_del,
+	.will_set = v_will_set,
+	.will_del = v_will_del,
 };
 
 /* ---- sample records: one or more of every type, in a replayable order ---- */
@@ -318,6 +322,11 @@ static const struct store_rec samples[] = {
 	{.type = STORE_REC_SESSION_PUT, .u.session = {S("c1"), 4, 0, 42, 0, STORE_OWNER_USER, S("alice")}},
 	{.type = STORE_REC_SESSION_PUT, .u.session = {S("c2"), 4, 0, 1, 0, STORE_OWNER_USER, S("")}},
 	{.type = STORE_REC_SESSION_PUT, .u.session = {S("c3"), 5, 0, 9, 60, STORE_OWNER_ANONYMOUS, {NULL, 0}}},
+	{.type = STORE_REC_WILL_SET,
+	 .u.will = {S("c3"), 30, 60, 1, STORE_MSG_RETAIN, S("w/t"), {(const uint8_t *)"\x03\x00\x01t", 4},
+		    {(const uint8_t *)"bye", 3}}},
+	{.type = STORE_REC_WILL_SET, .u.will = {S("c3"), 0, 0, 0, 0, S("w/u"), {NULL, 0}, {NULL, 0}}},
+	{.type = STORE_REC_WILL_DEL, .u.will = {S("c3"), 0, 0, 0, 0, {NULL, 0}, {NULL, 0}, {NULL, 0}}},
 	{.type = STORE_REC_SESSION_DEL, .u.session = {S("c1"), 0, 0, 0, 0, STORE_OWNER_NONE, {NULL, 0}}},
 };
 #define NSAMPLES (sizeof samples / sizeof samples[0])

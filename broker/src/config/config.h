@@ -58,6 +58,7 @@ struct config_tls {
 	bool session_tickets;             /* RFC 5077 resumption; default true */
 	uint32_t session_ticket_lifetime; /* seconds, also ticket key rotation and cache entry age; default 86400 */
 	uint32_t session_cache_size;      /* server-side session cache entries; default 1000; 0 = off */
+	uint32_t hibernate_after;         /* seconds idle before the record buffers are freed; default 5; 0 = never */
 };
 
 struct config_listener {

@@ -24,23 +24,39 @@ size_t wisp_mem_used(void);
 /* 0 means unlimited. */
 void wisp_mem_set_limit(size_t bytes);
 /*
- * Memory a library allocates behind our back (mbed TLS, built without
- * MBEDTLS_PLATFORM_MEMORY): its owner charges an estimate before the
- * library allocates, so that it counts in wisp_mem_used and against the
- * limit. 0, or WISP_ENOMEM if the charge would pass the limit (nothing is
- * charged then). Uncharging counts towards the next trim.
+ * mbed TLS's allocator. Debian's mbed TLS has no MBEDTLS_PLATFORM_MEMORY,
+ * so the build links copies of its static archives whose calls to calloc
+ * and free are renamed to these (cmake/FindMbedTLS.cmake). On the thread
+ * that started the process (the loop) they count, fail and inject faults
+ * like wisp_calloc; on a helper thread (password hashing) they count
+ * without the limit check, since only the loop thread owns it: what mbed
+ * TLS allocates there is a hash context for the length of one call.
+ * Counted with an atomic, so a block may be freed on another thread.
+ */
+void *wisp_tls_calloc(size_t n, size_t size);
+void wisp_tls_free(void *ptr);
+/*
+ * Memory a library allocates behind our back with no way to route it here
+ * (libwslay's frame context, from malloc): its owner charges an estimate
+ * before the library allocates, so that it counts in wisp_mem_used and
+ * against the limit. 0, or WISP_ENOMEM if the charge would pass the limit
+ * (nothing is charged then). Uncharging counts towards the next trim.
  */
 int wisp_mem_charge(size_t bytes);
 void wisp_mem_uncharge(size_t bytes);
+/* True if `bytes` more would stay within memory_limit (or there is none):
+ * lets a caller refuse work it cannot finish before starting it. */
+bool wisp_mem_has_room(size_t bytes);
+
 /*
  * Hands free heap pages back to the OS (malloc_trim; under ASan, its
- * allocator's purge) once at least `threshold` bytes were uncharged since
- * the last time: after a burst of TLS connections closes, the C heap keeps
- * their freed record buffers otherwise. True if it trimmed. The caller
- * calls it at most about once a second: a trim walks the whole heap.
+ * allocator's purge) once at least `threshold` bytes were freed by mbed TLS
+ * in large blocks (record buffers) or uncharged since the last time: after a burst of TLS
+ * connections closes, the C heap keeps them otherwise. True if it trimmed.
+ * The caller calls it at most about once a second: a trim walks the heap.
  */
 bool wisp_mem_trim(size_t threshold);
-/* Bytes uncharged since the last trim. */
+/* Bytes freed in large mbed TLS blocks or uncharged since the last trim. */
 size_t wisp_mem_untrimmed(void);
 
 /* Tests: make allocation number n (1-based, counted from now) and every one

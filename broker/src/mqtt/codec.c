@@ -240,8 +240,14 @@ static int decode_publish(struct mqtt_rd *rd, bool v5, uint8_t flags, struct mqt
 	p->qos = (uint8_t)((flags >> 1) & 0x3);
 	p->dup = (flags & 0x8) != 0;
 	p->retain = (flags & 0x1) != 0;
-	if ((rc = rd_str(rd, &p->topic)) != 0) /* [MQTT-3.3.2-1] */
+	if ((rc = rd_bin(rd, &p->topic)) != 0)
 		return rc;
+	/* [MQTT-3.3.2-1] UTF-8; the same pass notes control characters, which
+	 * the broker refuses (so its PUBLISH path walks the topic once). */
+	int scan = mqtt_utf8_scan(p->topic.ptr, p->topic.len);
+	if (scan < 0)
+		return MQTT_EUTF8;
+	p->topic_control = scan > 0;
 	if (p->qos > 0 && (rc = rd_packet_id(rd, &p->packet_id)) != 0)
 		return rc;
 	if (v5 && (rc = mqtt_props_parse(rd, MQTT_PKT_PUBLISH, &p->props)) != 0)

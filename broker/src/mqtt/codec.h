@@ -258,6 +258,7 @@ struct mqtt_publish {
 	bool dup;
 	bool retain;
 	struct mqtt_str topic;  /* may be empty in v5 when a topic alias is set */
+	bool topic_control;     /* the topic holds a control character (mqtt_utf8_scan) */
 	uint16_t packet_id;     /* 0 for QoS 0 */
 	struct mqtt_str payload;
 	struct mqtt_props props;
@@ -377,10 +378,14 @@ ssize_t mqtt_varint_decode(const uint8_t *buf, size_t len, uint32_t *out);
 
 /* True when `s` is well-formed UTF-8 without U+0000 or surrogates [MQTT-1.5.3]. */
 bool mqtt_utf8_valid(const uint8_t *s, size_t len);
-/* True when `s` holds a control character U+0001..U+001F or U+007F..U+009F
- * (allowed by [MQTT-1.5.4-3] to be refused; the broker refuses them in
- * client ids, user names, topic names and filters, as Mosquitto does). */
+/* True when the valid UTF-8 `s` holds a control character U+0001..U+001F
+ * or U+007F..U+009F (allowed by [MQTT-1.5.4-3] to be refused; the broker
+ * refuses them in client ids, user names, topic names and filters, as
+ * Mosquitto does); false for invalid UTF-8. */
 bool mqtt_utf8_has_control(const uint8_t *s, size_t len);
+/* Both in one pass: -1 invalid UTF-8, 1 valid with a control character as
+ * above, 0 valid without. Printable ASCII goes eight bytes at a time. */
+int mqtt_utf8_scan(const uint8_t *s, size_t len);
 
 /*
  * Encoders write one whole packet into `buf` and return its length, or

@@ -13,10 +13,36 @@
  */
 #include "codec.h"
 
-bool mqtt_utf8_valid(const uint8_t *s, size_t len)
+#include <string.h>
+
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* True when all eight bytes of x are printable ASCII (0x20..0x7E): per
+ * byte b, b + 1 reaches 0x80 only at 0x7F, b + 0x60 stays below 0x80 only
+ * under 0x20, and a byte with the high bit set is caught by x itself (its
+ * sums may carry into the next byte, which only makes a flagged word more
+ * flagged). The fast path of every topic and id. */
+static inline bool word_printable(const uint8_t *p)
+{
+	uint64_t x;
+	memcpy(&x, p, sizeof x);
+	return (((x + ONES) | x | ~(x + ONES * 0x60)) & HIGHS) == 0;
+}
+
+int mqtt_utf8_scan(const uint8_t *s, size_t len)
 {
 	size_t i = 0;
+	int control = 0;
 
+	/* Printable ASCII eight bytes at a time; the last window overlaps the
+	 * one before, so a string of 8 or more such bytes has no tail. */
+	if (len >= 8) {
+		while (i + 8 <= len && word_printable(s + i))
+			i += 8;
+		if (i < len && i + 8 > len && word_printable(s + len - 8))
+			i = len;
+	}
 	while (i < len) {
 		uint8_t c = s[i];
 		uint8_t lo = 0x80, hi = 0xBF; /* range of the first continuation byte */
@@ -24,12 +50,14 @@ bool mqtt_utf8_valid(const uint8_t *s, size_t len)
 
 		if (c < 0x80) {
 			if (c == 0) /* [MQTT-1.5.4-2] */
-				return false;
+				return -1;
+			if (c < 0x20 || c == 0x7F)
+				control = 1;
 			i++;
 			continue;
 		}
 		if (c < 0xC2) { /* a stray continuation, or an overlong 2-byte lead */
-			return false;
+			return -1;
 		} else if (c < 0xE0) {
 			need = 1;
 		} else if (c < 0xF0) {
@@ -45,29 +73,29 @@ bool mqtt_utf8_valid(const uint8_t *s, size_t len)
 			else if (c == 0xF4)
 				hi = 0x8F; /* above U+10FFFF */
 		} else {
-			return false;
+			return -1;
 		}
 		if (len - i - 1 < need)
-			return false; /* truncated sequence */
+			return -1; /* truncated sequence */
 		if (s[i + 1] < lo || s[i + 1] > hi)
-			return false;
+			return -1;
+		if (c == 0xC2 && s[i + 1] <= 0x9F)
+			control = 1; /* U+0080..U+009F */
 		for (size_t k = 2; k <= need; k++) {
 			if ((s[i + k] & 0xC0) != 0x80)
-				return false;
+				return -1;
 		}
 		i += need + 1;
 	}
-	return true;
+	return control;
+}
+
+bool mqtt_utf8_valid(const uint8_t *s, size_t len)
+{
+	return mqtt_utf8_scan(s, len) >= 0;
 }
 
 bool mqtt_utf8_has_control(const uint8_t *s, size_t len)
 {
-	for (size_t i = 0; i < len; i++) {
-		if ((s[i] >= 0x01 && s[i] <= 0x1F) || s[i] == 0x7F)
-			return true;
-		/* U+0080..U+009F encode as C2 80..C2 9F. */
-		if (s[i] == 0xC2 && i + 1 < len && s[i + 1] >= 0x80 && s[i + 1] <= 0x9F)
-			return true;
-	}
-	return false;
+	return mqtt_utf8_scan(s, len) == 1;
 }

@@ -25,6 +25,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "transport.h"
 
@@ -48,6 +49,11 @@ struct tls_opts {
 	bool insecure;          /* client: verify the chain, skip the name check */
 	const char *ciphersuites; /* colon-separated IANA names, NULL = defaults */
 	const char *min_version;  /* "tls1.2" (default, NULL); "tls1.3" refused */
+	const char *curves;       /* ECDHE groups, colon-separated mbed TLS names
+	                             ("x25519:secp256r1"), NULL = defaults. A
+	                             server takes the client's first group that
+	                             is in this list, so the list restricts, and
+	                             a client's order is its preference. */
 	/* Server: session resumption, so a reconnecting client skips the
 	 * certificate signature and ECDHE (an abbreviated handshake). */
 	bool session_tickets;          /* RFC 5077 tickets (default true) */
@@ -56,6 +62,11 @@ struct tls_opts {
 	                                  (default 86400, 1..604800) */
 	unsigned session_cache_size;   /* server-side cache entries, 0 = no cache
 	                                  (default 1000) */
+	/* Server: an established connection with nothing to read or write for
+	 * this many seconds frees its two 16 KiB record buffers until it is
+	 * used again (0 = never; default TLS_HIBERNATE_DEFAULT). Needs
+	 * tls_hibernation_attach(). */
+	unsigned hibernate_after;
 };
 
 void tls_opts_init(struct tls_opts *o);
@@ -64,6 +75,21 @@ void tls_opts_init(struct tls_opts *o);
 #define TLS_SESSION_LIFETIME_DEFAULT 86400u
 #define TLS_SESSION_LIFETIME_MAX 604800u
 #define TLS_SESSION_CACHE_DEFAULT 1000u
+#define TLS_HIBERNATE_DEFAULT 5u
+#define TLS_HIBERNATE_MAX 86400u
+
+struct loop;
+
+/*
+ * Hibernation of idle connections runs on this loop's timers (one per
+ * context that hibernates, armed while it has awake connections). Call once
+ * before serving; without it nothing hibernates by itself (tests call
+ * tls_transport_hibernate()).
+ */
+void tls_hibernation_attach(struct loop *l);
+
+/* Established TLS connections whose record buffers are freed right now. */
+size_t tls_hibernated_count(void);
 
 /*
  * Build a context. 0 with *out holding one reference, or a negative WISP_E*
@@ -76,6 +102,20 @@ void tls_opts_init(struct tls_opts *o);
  */
 int tls_ctx_new_server(const struct tls_opts *o, struct tls_ctx **out, char *err, size_t errlen);
 int tls_ctx_new_client(const struct tls_opts *o, struct tls_ctx **out, char *err, size_t errlen);
+
+/*
+ * Server: a new session ticket key seals tickets from now on; the previous
+ * one still opens the tickets it sealed, the one before it is destroyed
+ * (its tickets get a full handshake). Runs by itself every
+ * session_lifetime; a reload replaces the whole context instead. 0,
+ * WISP_EINVAL (no tickets in this context), WISP_ENOMEM or WISP_EIO (the
+ * old keys stay then).
+ */
+int tls_ctx_rotate_ticket_keys(struct tls_ctx *c);
+
+/* Tests: the clock (seconds, monotonic) that ticket key rotation runs on;
+ * NULL restores the real one. */
+void tls_set_clock(uint64_t (*now)(void));
 
 void tls_ctx_ref(struct tls_ctx *c);
 /* Frees the context when the last reference goes; NULL is a no-op. */
@@ -106,10 +146,11 @@ void tls_ctx_unref(struct tls_ctx *c);
  * Memory: the transport struct (~800 bytes, wisp_malloc) until the
  * session starts: a server starts it when the peer's first bytes arrive
  * and look like a TLS handshake (else WISP_EPROTO, nothing allocated).
- * Then ~38 KiB for the connection's life plus ~20 KiB during the handshake
- * (see certs/README.md), from the C heap through mbed TLS (Debian's build
- * has no MBEDTLS_PLATFORM_MEMORY), charged to wisp_mem_charge as an
- * estimate: past memory_limit the handshake fails with WISP_ENOMEM.
+ * Then ~36 KiB while it is awake (~2 KiB hibernated) plus a few KiB during the handshake
+ * (see certs/README.md), allocated by mbed TLS through wisp_tls_calloc, so
+ * counted in the heap figures: a session that would not fit within
+ * memory_limit does not start, and one whose allocation fails later fails
+ * with WISP_ENOMEM.
  */
 struct transport *tls_transport_new(struct tls_ctx *c, int fd);
 
@@ -137,6 +178,22 @@ void tls_transport_last_error(const struct transport *t, char *buf, size_t len);
  * resumed from a ticket or the server's session cache (either side).
  */
 bool tls_transport_resumed(const struct transport *t);
+
+/*
+ * Puts an established, idle connection to sleep: its two record buffers
+ * (2 x 16,717 bytes) are freed; the keys, sequence numbers and session stay.
+ * The next read, writev or close allocates them again, transparently, so a
+ * caller never needs to know (the sweep of hibernate_after calls this).
+ * 0 (asleep), WISP_EAGAIN (not now: a record is half read or half
+ * written, or decrypted data waits), WISP_EINVAL (not a TLS transport, or
+ * no finished handshake).
+ */
+int tls_transport_hibernate(struct transport *t);
+bool tls_transport_hibernated(const struct transport *t);
+
+/* The negotiated ciphersuite's IANA-style name (mbed TLS spelling, with
+ * dashes) once the handshake is done, else NULL. Static storage. */
+const char *tls_transport_ciphersuite(const struct transport *t);
 
 /*
  * Client side of resumption. tls_transport_save_session() copies the

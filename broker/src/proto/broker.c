@@ -166,6 +166,10 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 	if (will && (ri->flags & REASON_F_KEEP_WILL)) {
 		msg_unref(will); /* [MQTT-3.1.2-10] */
 		will = NULL;
+		/* A stored will is discarded with it; one kept through a shutdown
+		 * goes out after the restart unless its client comes back. */
+		if (s && r == REASON_CLIENT_DISCONNECT)
+			SESS_OBSERVE(&b->observer, will_del, s);
 	}
 	auth_forget_conn(c);
 	persist_forget_conn(b, c);

@@ -184,8 +184,11 @@ void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t 
  */
 void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *detail);
 
-/* Publishes a will now (retained if it says so); the caller keeps its reference. */
+/* Publishes a will now (retained if it says so); the caller keeps its
+ * reference. A Message Expiry Interval among its properties starts now
+ * (MQTT 5, 3.1.3.2.4). */
 void broker_publish_will(struct broker *b, struct msg *will);
+
 
 /* The one mapping of a reason to the wire (dispatch.c): a refusing CONNACK
  * (the v5 reason code, or the 3.1/3.1.1 return code) while the CONNECT is

@@ -27,6 +27,8 @@ struct connack_extra {
 	uint16_t server_keepalive; /* 0: the client's keep alive stands */
 	const char *assigned_id;   /* NULL: the client chose its id */
 	size_t assigned_len;
+	bool expiry_changed;       /* limits.max_session_expiry cut the client's interval */
+	uint32_t expiry;           /* the interval granted, then */
 };
 
 /* The CONNACK properties of a v5 accept, in the order Mosquitto 2.0 writes
@@ -53,6 +55,11 @@ static int connack_props(const struct config_limits *lim, const struct connack_e
 		rc |= mqtt_props_put_u16(buf, cap, off, MQTT_PROP_RECEIVE_MAXIMUM, lim->max_inflight);
 	if (lim->max_qos < 2)
 		rc |= mqtt_props_put_u8(buf, cap, off, MQTT_PROP_MAXIMUM_QOS, (uint8_t)lim->max_qos);
+	/* The client learns the interval the broker uses when it is not the
+	 * one asked (MQTT 5, 3.2.2.3.2); Mosquitto never cuts it, so this has
+	 * no place in its order: last. */
+	if (x->expiry_changed)
+		rc |= mqtt_props_put_u32(buf, cap, off, MQTT_PROP_SESSION_EXPIRY, x->expiry);
 	return rc ? WISP_EINVAL : 0;
 }
 
@@ -175,9 +182,13 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	/* v5: the session outlives the connection only with a Session Expiry
 	 * Interval [MQTT-3.1.2-23] (absent is 0); 3.1.1: clean session 0. */
 	uint32_t expiry = v5 ? p->props.session_expiry : (p->clean_start ? 0 : SESS_EXPIRY_NEVER);
+	struct connack_extra extra = {0};
+	if (v5 && granted_expiry(lim, expiry) != expiry) {
+		extra.expiry_changed = true;
+		extra.expiry = granted_expiry(lim, expiry);
+	}
 	expiry = granted_expiry(lim, expiry);
 	bool persistent = expiry != 0;
-	struct connack_extra extra = {0};
 	if (v5 && (p->props.present & MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD)))
 		return refuse(why, REASON_BAD_AUTH_METHOD); /* no enhanced authentication offered (MQTT 5, 4.12) */
 
@@ -332,6 +343,8 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	s->conn = c;
 	c->sess = s;
 	SESS_OBSERVE(&b->observer, session_put, s);
+	if (v5 && persistent && c->will)
+		SESS_OBSERVE(&b->observer, will_set, s, c->will); /* survives kill -9 (docs/persistence.md) */
 	c->keepalive = keepalive;
 	c->state = CONN_ACTIVE;
 	b->stats.clients_total++;

@@ -101,14 +101,15 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		*why = REASON_RETAIN_NOT_SUPPORTED; /* [MQTT-3.2.2-14] */
 		return WISP_EPROTO;
 	}
+	if (p->topic_control) { /* found by the decoder's UTF-8 pass */
+		*why = REASON_CONTROL_CHARACTER;
+		return WISP_EPROTO;
+	}
 	if (p->props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS)) {
+		/* An alias stands for a topic checked when it was set. */
 		int rc = session_v5_alias(b, c->sess, p->props.topic_alias, &topic, &topic_len, why);
 		if (rc != 0)
 			return rc;
-	}
-	if (mqtt_utf8_has_control((const uint8_t *)topic, topic_len)) {
-		*why = REASON_CONTROL_CHARACTER;
-		return WISP_EPROTO;
 	}
 	if (!topic_name_valid(topic, topic_len)) {
 		*why = REASON_TOPIC_INVALID; /* [MQTT-3.3.2-2] no wildcards */

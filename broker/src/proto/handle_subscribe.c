@@ -187,6 +187,12 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 			     uint32_t sub_id)
 {
 	uint8_t qos = options & MQTT_SUBOPT_QOS_MASK;
+	if (qos > b->cfg->limits.max_qos) {
+		/* Granted at the broker's Maximum QoS [MQTT-3.2.2-10] (as Mosquitto
+		 * grants max_qos), and stored so. */
+		qos = (uint8_t)b->cfg->limits.max_qos;
+		options = (uint8_t)((options & ~MQTT_SUBOPT_QOS_MASK) | qos);
+	}
 	const char *over = bound_text(broker_topic_bound(b, f, len));
 	const char *verdict = over;
 	uint8_t code = MQTT_SUBACK_FAILURE;

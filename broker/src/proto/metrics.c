@@ -122,6 +122,8 @@ const struct metric metrics_table[] = {
 	 SERVER(handshakes_failed), .sys = "tls/handshakes/failed"},
 	{"tls_handshakes_resumed_total", "TLS handshakes that resumed a session.", COUNTER,
 	 SERVER(handshakes_resumed), .sys = "tls/handshakes/resumed"},
+	{"tls_connections_hibernated", "Idle TLS connections whose record buffers are freed (tls.hibernate_after).",
+	 GAUGE, SNAP(tls_hibernated), .sys = "tls/connections/hibernated"},
 	{"ws_upgrades_total", "WebSocket upgrades completed (101 sent) on ws and wss listeners.", COUNTER,
 	 SNAP(ws_upgrades), .sys = "ws/upgrades"},
 	{"ws_refused_total", "WebSocket upgrade requests answered with an HTTP error.", COUNTER, SNAP(ws_refused),
@@ -218,6 +220,7 @@ void metrics_snapshot(struct broker *b, struct metrics_snap *out)
 	for (size_t i = 0; i < b->srv.listener_count; i++)
 		out->handshakes_current += b->srv.listeners[i].net.hs.count;
 	out->log_suppressed = log_suppressed_total();
+	out->tls_hibernated = tls_hibernated_count();
 	out->bytes_received = b->srv.conns.in.bytes_received;
 	const struct ws_stats *ws = ws_stats_get();
 	out->ws_upgrades = ws->upgrades;

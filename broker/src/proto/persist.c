@@ -434,6 +434,42 @@ static void on_retain_released(void *ctx, struct msg *m)
 	durable_unref(b, m);
 }
 
+/* A v5 persistent session's will: WILL_SET, self-contained (docs/
+ * persistence.md). Its properties are the CONNECT's but the Will Delay
+ * Interval, a Message Expiry Interval among them (it starts when the will
+ * is published: broker_publish_will). */
+static void on_will_set(void *ctx, struct session *s, struct msg *will)
+{
+	struct broker *b = ctx;
+	if (!b->persist.store || !is_persistent(s) || !s->v5)
+		return;
+	struct store_will rec = {
+		.client = str_of(s->client_id, s->id_len),
+		.delay_s = s->v5->will_delay,
+		.qos = will->qos,
+		.flags = will->retain ? STORE_MSG_RETAIN : 0,
+		.topic = str_of(msg_topic(will), will->topic_len),
+		.props = {msg_props(will), will->props_len},
+		.payload = {msg_payload(will), will->payload_len},
+	};
+	int rc = store_append_will_set(b->persist.store, &rec);
+	if (rc != 0)
+		append_failed(b, rc);
+	else
+		s->v5->will_stored = true;
+}
+
+static void on_will_del(void *ctx, struct session *s)
+{
+	struct broker *b = ctx;
+	if (!b->persist.store || !s->v5 || !s->v5->will_stored)
+		return;
+	s->v5->will_stored = false;
+	int rc = store_append_will_del(b->persist.store, s->client_id, s->id_len);
+	if (rc != 0)
+		append_failed(b, rc);
+}
+
 /* The store's implementation of the session observer (observer.h),
  * registered once the replay is over. */
 static const struct sess_observer_ops observer_ops = {
@@ -449,6 +485,8 @@ static const struct sess_observer_ops observer_ops = {
 	.unqueued = on_unqueued,
 	.retain_set = on_retain_set,
 	.retain_released = on_retain_released,
+	.will_set = on_will_set,
+	.will_del = on_will_del,
 };
 
 /* ---- acknowledgements ---- */
@@ -619,6 +657,21 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 				    .proto = MQTT_PROTO_V311, .expiry_s = persist_expiry(s)};
 	set_owner(&rec, s);
 	int rc = store_append_session_put(st, &rec);
+	/* The will: offline, the delayed one; online, the connection's. */
+	struct msg *will = s->v5 && s->v5->will_stored ? (s->v5->will ? s->v5->will : s->conn ? s->conn->will : NULL)
+						       : NULL;
+	if (!rc && will) {
+		struct store_will w = {
+			.client = rec.client,
+			.delay_s = s->v5->will_delay,
+				.qos = will->qos,
+			.flags = will->retain ? STORE_MSG_RETAIN : 0,
+			.topic = str_of(msg_topic(will), will->topic_len),
+			.props = {msg_props(will), will->props_len},
+			.payload = {msg_payload(will), will->payload_len},
+		};
+		rc = store_append_will_set(st, &w);
+	}
 	struct list_node *n;
 	for (n = s->subs.next; !rc && n != &s->subs; n = n->next) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
@@ -1027,6 +1080,48 @@ static int v_qos2_del(void *ctx, const struct store_qos2 *r)
 	return 0;
 }
 
+/* A stored will: held by the session's v5 state, to go out after its delay
+ * or at the session's end, counted from the restart (session_v5_restored),
+ * unless the client reconnects first. */
+static int v_will_set(void *ctx, const struct store_will *r)
+{
+	struct broker *b = ctx;
+	struct session *s = get_session(b, r->client);
+	struct sess_v5 *v = s ? session_v5_get(b, s) : NULL;
+	if (!v)
+		return WISP_ENOMEM;
+	struct msg_spec spec = {
+		.topic = r->topic.ptr,
+		.topic_len = r->topic.len,
+		.props = r->props.ptr,
+		.props_len = r->props.len,
+		.payload = r->payload.ptr,
+		.payload_len = r->payload.len,
+		.qos = r->qos,
+		.retain = (r->flags & STORE_MSG_RETAIN) != 0,
+	};
+	struct msg *m = msg_create(&spec);
+	if (!m)
+		return WISP_ENOMEM;
+	msg_unref(v->will);
+	v->will = m;
+	v->will_delay = r->delay_s;
+	v->will_stored = true;
+	return 0;
+}
+
+static int v_will_del(void *ctx, const struct store_will *r)
+{
+	struct broker *b = ctx;
+	struct session *s = find_session(b, r->client);
+	if (s && s->v5) {
+		msg_unref(s->v5->will);
+		s->v5->will = NULL;
+		s->v5->will_stored = false;
+	}
+	return 0;
+}
+
 static const struct store_visitor visitor = {
 	.msg_put = v_msg_put,
 	.msg_release = v_msg_release,
@@ -1042,6 +1137,8 @@ static const struct store_visitor visitor = {
 	.flight_del = v_flight_del,
 	.qos2_in_add = v_qos2_add,
 	.qos2_in_del = v_qos2_del,
+	.will_set = v_will_set,
+	.will_del = v_will_del,
 };
 
 /* After the replay: the restored queue and flight entries are the store's

@@ -75,6 +75,7 @@ void session_v5_online(struct broker *b, struct session *s)
 		msg_unref(v->will);
 		v->will = NULL;
 	}
+	SESS_OBSERVE(&b->observer, will_del, s); /* the new CONNECT's will replaces it */
 	free_aliases(v);
 	v->alias_max = b->cfg->limits.max_topic_alias;
 }
@@ -86,6 +87,7 @@ static void publish_will(struct broker *b, struct sess_v5 *v)
 	loop_timer_stop(b->loop, &v->will_timer);
 	if (!will)
 		return;
+	SESS_OBSERVE(&b->observer, will_del, v->s);
 	broker_publish_will(b, will);
 	msg_unref(will);
 }
@@ -127,6 +129,7 @@ void session_v5_offline(struct broker *b, struct session *s, struct msg *will)
 	}
 	free_aliases(v);
 	if (will && v->will_delay == 0) {
+		SESS_OBSERVE(&b->observer, will_del, s);
 		broker_publish_will(b, will);
 		msg_unref(will);
 		will = NULL;
@@ -196,6 +199,11 @@ void session_v5_restored(struct broker *b)
 				v->expiry = bound;
 			if (v && !s->conn && v->expiry != SESS_EXPIRY_NEVER)
 				loop_timer_start(b->loop, &v->expiry_timer, v->expiry, on_expiry);
+			/* A stored will: its connection ended with the broker. It goes
+			 * out after its delay, from now, or with the session (a timer
+			 * even for no delay: routing waits for the loop). */
+			if (v && v->will && (v->will_delay < v->expiry || v->expiry == SESS_EXPIRY_NEVER))
+				loop_timer_start(b->loop, &v->will_timer, v->will_delay, on_will_delay);
 			s = next;
 		}
 	}

@@ -449,7 +449,7 @@ void server_tls_error(const char *file, size_t listener, const char *why, char *
 	/* tls.c says "<option>: <file>: <reason>"; the operator wants the key
 	 * path of the configuration, like every other configuration error. */
 	static const char *const keys[] = {"cert", "key", "ca", "ciphersuites", "min_version",
-	                                   "session_ticket_lifetime", "session_cache_size"};
+	                                   "session_ticket_lifetime", "session_cache_size", "hibernate_after"};
 	for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
 		size_t n = strlen(keys[k]);
 		if (strncmp(why, keys[k], n) == 0 && why[n] == ':') {
@@ -474,6 +474,7 @@ int server_tls_context(const struct config_listener *lc, struct tls_ctx **out, c
 	o.session_tickets = lc->tls.session_tickets;
 	o.session_lifetime = lc->tls.session_ticket_lifetime;
 	o.session_cache_size = lc->tls.session_cache_size;
+	o.hibernate_after = lc->tls.hibernate_after;
 	return tls_ctx_new_server(&o, out, err, errlen);
 }
 
@@ -507,6 +508,7 @@ int server_init(struct server *srv, struct loop *l, const struct config *cfg)
 	list_init(&srv->conns.handshake_wait);
 	list_init(&srv->housekeeping.link);
 	srv->handshake_budget = HANDSHAKE_STEPS_PER_TURN;
+	tls_hibernation_attach(l); /* idle TLS connections sleep on this loop's timers */
 	srv->conns.in = (struct conn_input){
 		.loop = l,
 		.scratch = wisp_malloc(SCRATCH_SIZE),

@@ -15,7 +15,9 @@
  *    changed state, acknowledged, cleared with their session, dropped from
  *    the queue unsent;
  *  - retained messages (proto/route.c): set or cleared, and released by
- *    the retained store.
+ *    the retained store;
+ *  - the will of a v5 persistent session (proto/handle_connect.c,
+ *    session_v5.c): set, and gone (published or discarded).
  *
  * A NULL observer, or a NULL member, is skipped: without persistence no
  * event costs more than a test. The observer decides what it records
@@ -44,6 +46,11 @@ struct sess_observer_ops {
 	void (*unqueued)(void *ctx, struct session *s, struct sess_msg *e); /* left the queue unsent, about to be freed */
 	void (*retain_set)(void *ctx, struct msg *m);      /* stored; an empty payload: its topic cleared */
 	void (*retain_released)(void *ctx, struct msg *m); /* the retained store let go of m */
+	/* A v5 persistent session's will (proto/handle_connect.c, session_v5.c):
+	 * set by a CONNECT (its delay in s->v5), gone when published or
+	 * discarded. */
+	void (*will_set)(void *ctx, struct session *s, struct msg *will);
+	void (*will_del)(void *ctx, struct session *s);
 };
 
 struct sess_observer {

@@ -64,6 +64,7 @@ struct sess_v5 {
 	struct msg *will;               /* the delayed will (a reference), or NULL */
 	uint32_t expiry;                /* Session Expiry Interval, s; SESS_EXPIRY_NEVER */
 	uint32_t will_delay;            /* of the current connection's will */
+	bool will_stored;               /* a WILL_SET for this session is in the store */
 	/* The current connection's inbound topic aliases [MQTT-3.3.2-12]:
 	 * `alias_max` entries, allocated at the first alias used. */
 	struct sess_alias *aliases;

@@ -230,6 +230,10 @@ static int on_record(void *ctx, const struct store_rec *r, size_t off)
 		return CALL(qos2_in_add, &r->u.qos2);
 	case STORE_REC_QOS2_IN_DEL:
 		return CALL(qos2_in_del, &r->u.qos2);
+	case STORE_REC_WILL_SET:
+		return CALL(will_set, &r->u.will);
+	case STORE_REC_WILL_DEL:
+		return CALL(will_del, &r->u.will);
 	default:
 		return 0;
 	}

@@ -23,6 +23,7 @@ static const char *const type_names[STORE_REC_TYPE_MAX + 1] = {
 	[STORE_REC_QUEUE_ADD] = "QUEUE_ADD",     [STORE_REC_QUEUE_DEL] = "QUEUE_DEL",
 	[STORE_REC_FLIGHT_SET] = "FLIGHT_SET",   [STORE_REC_FLIGHT_DEL] = "FLIGHT_DEL",
 	[STORE_REC_QOS2_IN_ADD] = "QOS2_IN_ADD", [STORE_REC_QOS2_IN_DEL] = "QOS2_IN_DEL",
+	[STORE_REC_WILL_SET] = "WILL_SET", [STORE_REC_WILL_DEL] = "WILL_DEL",
 };
 
 const char *store_rec_type_name(uint8_t type)
@@ -219,6 +220,14 @@ static bool rec_valid(const struct store_rec *r)
 	case STORE_REC_QOS2_IN_ADD:
 	case STORE_REC_QOS2_IN_DEL:
 		return str_ok(r->u.qos2.client) && r->u.qos2.packet_id != 0;
+	case STORE_REC_WILL_SET: {
+		const struct store_will *w = &r->u.will;
+		return str_ok(w->client) && w->qos <= 2 && (w->flags & ~STORE_MSG_RETAIN) == 0 && str_ok(w->topic) &&
+		       w->topic.len > 0 && bytes_ok(w->props) && bytes_ok(w->payload) &&
+		       w->props.len + w->payload.len <= STORE_MAX_PAYLOAD;
+	}
+	case STORE_REC_WILL_DEL:
+		return str_ok(r->u.will.client);
 	default:
 		return false;
 	}
@@ -254,6 +263,11 @@ static size_t payload_size(const struct store_rec *r)
 		       (r->u.flight.sub_ids.len ? 4 + r->u.flight.sub_ids.len : 0);
 	case STORE_REC_FLIGHT_DEL:
 		return 2 + r->u.flight.client.len + 2;
+	case STORE_REC_WILL_SET:
+		return 2 + r->u.will.client.len + 4 + 4 + 1 + 1 + 2 + r->u.will.topic.len + 4 + r->u.will.props.len +
+		       4 + r->u.will.payload.len;
+	case STORE_REC_WILL_DEL:
+		return 2 + r->u.will.client.len;
 	default: /* QOS2_IN_ADD, QOS2_IN_DEL */
 		return 2 + r->u.qos2.client.len + 2;
 	}
@@ -336,6 +350,19 @@ static void encode_payload(const struct store_rec *r, struct wcur *w)
 	case STORE_REC_FLIGHT_DEL:
 		putstr(w, r->u.flight.client);
 		put16(w, r->u.flight.packet_id);
+		break;
+	case STORE_REC_WILL_SET:
+		putstr(w, r->u.will.client);
+		put32(w, r->u.will.delay_s);
+		put32(w, r->u.will.expiry_s);
+		put8(w, r->u.will.qos);
+		put8(w, r->u.will.flags);
+		putstr(w, r->u.will.topic);
+		putbytes(w, r->u.will.props);
+		putbytes(w, r->u.will.payload);
+		break;
+	case STORE_REC_WILL_DEL:
+		putstr(w, r->u.will.client);
 		break;
 	default:
 		putstr(w, r->u.qos2.client);
@@ -456,6 +483,19 @@ int store_rec_decode(uint8_t type, uint8_t version, const uint8_t *p, size_t len
 	case STORE_REC_FLIGHT_DEL:
 		out->u.flight.client = getstr(&r);
 		out->u.flight.packet_id = get16(&r);
+		break;
+	case STORE_REC_WILL_SET:
+		out->u.will.client = getstr(&r);
+		out->u.will.delay_s = get32(&r);
+		out->u.will.expiry_s = get32(&r);
+		out->u.will.qos = get8(&r);
+		out->u.will.flags = get8(&r);
+		out->u.will.topic = getstr(&r);
+		out->u.will.props = getbytes(&r);
+		out->u.will.payload = getbytes(&r);
+		break;
+	case STORE_REC_WILL_DEL:
+		out->u.will.client = getstr(&r);
 		break;
 	default:
 		out->u.qos2.client = getstr(&r);

@@ -62,7 +62,9 @@ enum store_rec_type {
 	STORE_REC_FLIGHT_DEL = 12,
 	STORE_REC_QOS2_IN_ADD = 13,
 	STORE_REC_QOS2_IN_DEL = 14,
-	STORE_REC_TYPE_MAX = 14,
+	STORE_REC_WILL_SET = 15,
+	STORE_REC_WILL_DEL = 16,
+	STORE_REC_TYPE_MAX = 16,
 };
 
 /* Message flags (store_msg.flags, store_queue.flags, store_flight.flags). */
@@ -165,6 +167,22 @@ struct store_qos2 {
 	uint16_t packet_id;     /* != 0 */
 };
 
+/* WILL_SET: the will of a v5 persistent session's connection, kept so
+ * that after kill -9 it is published at the earlier of its Will Delay
+ * Interval and the session's end, counted from the restart, unless the
+ * client reconnects first. Self-contained (not a MSG_PUT reference): it is
+ * replaced or deleted whole. WILL_DEL: client only. */
+struct store_will {
+	struct store_str client;
+	uint32_t delay_s;         /* Will Delay Interval */
+	uint32_t expiry_s;        /* reserved, written 0: the will's Message Expiry Interval is among its props */
+	uint8_t qos;
+	uint8_t flags;            /* STORE_MSG_RETAIN */
+	struct store_str topic;
+	struct store_bytes props; /* forwarded will properties, opaque */
+	struct store_bytes payload;
+};
+
 struct store_rec {
 	uint8_t type; /* enum store_rec_type */
 	union {
@@ -176,6 +194,7 @@ struct store_rec {
 		struct store_queue queue;    /* QUEUE_ADD, QUEUE_DEL */
 		struct store_flight flight;  /* FLIGHT_SET, FLIGHT_DEL */
 		struct store_qos2 qos2;      /* QOS2_IN_ADD, QOS2_IN_DEL */
+		struct store_will will;      /* WILL_SET, WILL_DEL */
 	} u;
 };
 

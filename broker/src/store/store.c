@@ -407,6 +407,18 @@ int store_append_qos2_in_del(struct store *s, const char *client, size_t client_
 	return store_append(s, &r);
 }
 
+int store_append_will_set(struct store *s, const struct store_will *w)
+{
+	struct store_rec r = {.type = STORE_REC_WILL_SET, .u.will = *w};
+	return store_append(s, &r);
+}
+
+int store_append_will_del(struct store *s, const char *client, size_t client_len)
+{
+	struct store_rec r = {.type = STORE_REC_WILL_DEL, .u.will = {.client = str_of(client, client_len)}};
+	return store_append(s, &r);
+}
+
 uint64_t store_seq(const struct store *s) { return s->seq; }
 
 /* One error line per episode: a full disk must not fill the log too. */

@@ -102,6 +102,8 @@ struct store_visitor {
 	int (*flight_del)(void *ctx, const struct store_flight *f);
 	int (*qos2_in_add)(void *ctx, const struct store_qos2 *q);
 	int (*qos2_in_del)(void *ctx, const struct store_qos2 *q);
+	int (*will_set)(void *ctx, const struct store_will *w); /* NULL: skipped */
+	int (*will_del)(void *ctx, const struct store_will *w);
 };
 
 struct store_load_stats {
@@ -157,6 +159,8 @@ int store_append_flight_del(struct store *s, const char *client, size_t client_l
 			    uint16_t packet_id);
 int store_append_qos2_in_add(struct store *s, const char *client, size_t client_len,
 			     uint16_t packet_id);
+int store_append_will_set(struct store *s, const struct store_will *w);
+int store_append_will_del(struct store *s, const char *client, size_t client_len);
 int store_append_qos2_in_del(struct store *s, const char *client, size_t client_len,
 			     uint16_t packet_id);
 
