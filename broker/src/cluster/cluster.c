@@ -518,6 +518,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	c->local = b->router;
 	c->router.ops = &cluster_ops;
 	c->inbox.efd = -1;
+	c->io.fd = -1; /* not watched until loop_io_start */
 	char host[256];
 	if (cfg->node) {
 		c->node = wisp_strndup(cfg->node, strlen(cfg->node));
@@ -623,8 +624,7 @@ void cluster_stop(struct cluster *c)
 	/* cnats may still run a callback on its threads after Destroy: wait
 	 * for them before the inbox goes. */
 	nats_CloseAndWait(5000);
-	if (c->inbox.efd != -1)
-		loop_io_stop(b->loop, &c->io);
+	loop_io_stop(b->loop, &c->io);
 	inbox_free(&c->inbox, free_msg);
 	wisp_free(c->buckets);
 	wisp_free(c->buf);
