@@ -14,6 +14,7 @@
 
 #include "alloc.h"
 #include "broker.h"
+#include "cluster.h"
 #include "config.h"
 #include "err.h"
 #include "file.h"
@@ -283,8 +284,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "wisp: %s\n", err);
 		goto out;
 	}
+	struct cluster *cluster = NULL;
+	if (cluster_start(&b, &cluster, err, sizeof err) != 0) {
+		fprintf(stderr, "wisp: %s\n", err);
+		broker_free(&b);
+		goto out;
+	}
 	if (http_server_open(&http, &b, err, sizeof err) != 0) {
 		fprintf(stderr, "wisp: %s\n", err);
+		cluster_stop(cluster);
 		broker_free(&b);
 		goto out;
 	}
@@ -292,6 +300,7 @@ int main(int argc, char **argv)
 	if (cfg->pid_file && write_pid_file(cfg->pid_file) != 0) {
 		fprintf(stderr, "wisp: %s: pid_file: cannot write '%s': %s\n", cfg->path, cfg->pid_file, strerror(errno));
 		http_server_close(&http);
+		cluster_stop(cluster);
 		broker_free(&b);
 		goto out;
 	}
@@ -304,6 +313,7 @@ int main(int argc, char **argv)
 	sig.b = NULL;
 	if (http_open)
 		http_server_close(&http);
+	cluster_stop(cluster);
 	broker_free(&b);
 	if (cfg->pid_file)
 		unlink(cfg->pid_file);

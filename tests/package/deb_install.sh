@@ -68,7 +68,7 @@ step "built $(basename "$DEB") ($(stat -c %s "$DEB") bytes)"
 
 depends=$(dpkg-deb -f "$DEB" Depends)
 echo "Depends: $depends"
-for dep in 'libc6 (>=' 'libcjson1' 'libwslay1' 'libhttp-parser2.9' 'adduser' 'procps'; do
+for dep in 'libc6 (>=' 'libcjson1' 'libwslay1' 'libhttp-parser2.9' 'libnats3.4' 'adduser' 'procps'; do
 	case "$depends" in *"$dep"*) ;; *) fail "Depends lacks $dep (dpkg-shlibdeps or CPACK_DEBIAN_PACKAGE_DEPENDS)" ;; esac
 done
 # mbed TLS is linked statically, with its allocations counted (packaging/README.md).

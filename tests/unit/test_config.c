@@ -216,6 +216,23 @@ static const struct bad_case bad_cases[] = {
 	 "t.json: auth.acl[0]: needs exactly one of \"topic\" or \"pattern\""},
 	{"{\"auth\": {\"acl\": [true]}}",
 	 "t.json: auth.acl[0]: expected a string or an object, got a boolean"},
+	/* cluster */
+	{"{\"cluster\": {\"nats\": []}}",
+	 "t.json: cluster.nats: expected a URL or a non-empty array of URLs, got an array"},
+	{"{\"cluster\": {\"nats\": [\"nats://a:1\", 4222]}}",
+	 "t.json: cluster.nats[1]: expected a string, got a number"},
+	{"{\"cluster\": {\"nats\": \"nats://a:1,nats://b:2\"}}",
+	 "t.json: cluster.nats: a NATS URL, without commas"},
+	{"{\"cluster\": {\"nats\": [\"\"]}}", "t.json: cluster.nats[0]: a NATS URL, without commas"},
+	{"{\"cluster\": {\"nats\": \"nats://a:1\", \"inbound_queue\": 8}}",
+	 "t.json: cluster.inbound_queue: out of range: 8 (allowed 16 to 16777216)"},
+	{"{\"cluster\": {\"subject_prefix\": \"a..b\"}}",
+	 "t.json: cluster.subject_prefix: \"a..b\" is not a NATS literal subject (empty token or wildcard)"},
+	{"{\"cluster\": {\"subject_prefix\": \"a.>\"}}",
+	 "t.json: cluster.subject_prefix: \"a.>\" is not a NATS literal subject (empty token or wildcard)"},
+	{"{\"cluster\": {\"subject_prefix\": \"a b\"}}",
+	 "t.json: cluster.subject_prefix: \"a b\" is not a NATS literal subject (whitespace or control character)"},
+	{"{\"cluster\": {\"nod\": \"a\"}}", "t.json: cluster.nod: unknown key (did you mean 'node'?)"},
 };
 
 static void test_bad_documents_name_key_path_and_reason(void)
@@ -330,7 +347,8 @@ static void test_default_json_file_matches_embedded_default(void)
 /* The shipped examples stay valid (their files stand in the scratch dir). */
 static void test_example_files_are_valid(void)
 {
-	static const char *const files[] = {"default.json", "tls.json", "secure.json", "websocket.json", "http.json"};
+	static const char *const files[] = {"default.json", "tls.json", "secure.json", "websocket.json", "http.json",
+					     "cluster.json"};
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
 		char path[1024], err[512];
 		struct config *cfg;
@@ -555,6 +573,31 @@ static void test_out_of_memory_at_every_allocation(void)
 	CU_ASSERT_TRUE(ok);
 }
 
+static void test_cluster_section(void)
+{
+	struct config *cfg;
+	char err[256];
+	static const char off[] = "{}";
+	CU_ASSERT_EQUAL_FATAL(config_parse(off, sizeof off - 1, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_PTR_NULL(cfg->cluster.nats); /* no section: no cluster */
+	CU_ASSERT_PTR_NULL(cfg->cluster.node);
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.subject_prefix, "wisp");
+	CU_ASSERT_EQUAL(cfg->cluster.inbound_queue, 65536);
+	config_free(cfg);
+	static const char two[] = "{\"cluster\": {\"nats\": [\"nats://127.0.0.1:4222\", \"nats://h:4223\"], "
+				  "\"node\": \"a\", \"subject_prefix\": \"\", \"inbound_queue\": 16}}";
+	CU_ASSERT_EQUAL_FATAL(config_parse(two, sizeof two - 1, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.nats, "nats://127.0.0.1:4222,nats://h:4223");
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.node, "a");
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.subject_prefix, "");
+	CU_ASSERT_EQUAL(cfg->cluster.inbound_queue, 16);
+	config_free(cfg);
+	static const char one[] = "{\"cluster\": {\"nats\": \"nats://127.0.0.1:4222\"}}";
+	CU_ASSERT_EQUAL_FATAL(config_parse(one, sizeof one - 1, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.nats, "nats://127.0.0.1:4222");
+	config_free(cfg);
+}
+
 /* The http listener protocol: its keys, their defaults, the dashboard's. */
 static void test_http_listener_keys(void)
 {
@@ -606,6 +649,7 @@ static void test_http_listener_keys(void)
 }
 
 static CU_TestInfo config_tests[] = {
+	{"cluster section: off by default, URL or URLs, bounds", test_cluster_section},
 	{"bad documents name key path and reason", test_bad_documents_name_key_path_and_reason},
 	{"embedded NUL refused with position", test_embedded_nul_is_refused_with_position},
 	{"error buffer truncated safely", test_error_buffer_is_truncated_safely},

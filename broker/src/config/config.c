@@ -124,6 +124,8 @@ static int parse_acl(struct parser *p, const cJSON *item, void *base, const stru
 static int parse_min_version(struct parser *p, const cJSON *item, void *base, const struct field *f);
 static int parse_log_destination(struct parser *p, const cJSON *item, void *base,
 				 const struct field *f);
+static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, const struct field *f);
+static int parse_subject_prefix(struct parser *p, const cJSON *item, void *base, const struct field *f);
 
 static const struct field tls_fields[] = {
 	F_FILE(struct config_tls, "cert", cert),
@@ -285,6 +287,19 @@ static const struct field persistence_fields[] = {
 	{0},
 };
 
+static const struct field cluster_fields[] = {
+	F_CUSTOM(struct config_cluster, "nats", nats, parse_nats_urls),
+	F_STR(struct config_cluster, "node", node, NULL),
+	{.key = "subject_prefix", .type = FT_CUSTOM, .def_str = "wisp",
+	 .offset = offsetof(struct config_cluster, subject_prefix), .custom = parse_subject_prefix},
+	/* Messages NATS delivered that the loop has not taken yet. 65536 is
+	 * about a second of a busy node's inbound rate and, as pointers, 512
+	 * KiB; the messages themselves are cnats's (bounded by its pending
+	 * limits). Over it a message is dropped and counted. */
+	F_NUM(struct config_cluster, FT_U32, "inbound_queue", inbound_queue, 16, 16777216, 65536),
+	{0},
+};
+
 /* 10000 topics of at most 256 bytes each bound the table near 4 MiB
  * (~400 B a topic with its trie node); a broker with more topics shows the
  * most recently published ones. */
@@ -300,6 +315,7 @@ static const struct field top_fields[] = {
 	F_OBJ(struct config, "auth", auth, auth_fields),
 	F_OBJ(struct config, "log", log, log_fields),
 	F_OBJ(struct config, "persistence", persistence, persistence_fields),
+	F_OBJ(struct config, "cluster", cluster, cluster_fields),
 	F_OBJ(struct config, "dashboard", dashboard, dashboard_fields),
 	F_NUM(struct config, FT_U32, "sys_interval", sys_interval, 0, 86400, 10),
 	F_STR(struct config, "pid_file", pid_file, NULL),
@@ -843,6 +859,20 @@ static int acl_object_to_line(struct parser *p, const cJSON *obj, struct strbuf 
 }
 
 /* The inline "acl" array becomes ACL file text, so auth/ has one parser. */
+/* Ends a custom parser that built `b`: on success the field owns b's text
+ * (replacing its default), on failure b is freed and rc returned. */
+static int set_built_string(struct strbuf *b, int rc, void *base, const struct field *f)
+{
+	if (rc) {
+		wisp_free(b->s);
+		return rc;
+	}
+	char **dst = (char **)((char *)base + f->offset);
+	wisp_free(*dst);
+	*dst = b->s;
+	return 0;
+}
+
 static int parse_acl(struct parser *p, const cJSON *item, void *base, const struct field *f)
 {
 	if (!cJSON_IsArray(item))
@@ -866,14 +896,65 @@ static int parse_acl(struct parser *p, const cJSON *item, void *base, const stru
 		if (!rc)
 			path_pop(p, old);
 	}
-	if (rc) {
-		wisp_free(b.s);
-		return rc;
+	return set_built_string(&b, rc, base, f);
+}
+
+/* "nats": a URL or an array of them, kept as cnats's comma-separated list. */
+static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	struct strbuf b = {0};
+	if (sb_add(&b, "", 0))
+		return fail_nomem(p);
+	int rc = 0;
+	if (cJSON_IsString(item)) {
+		if (!*item->valuestring || strchr(item->valuestring, ','))
+			rc = fail(p, "a NATS URL, without commas");
+		else if (sb_addz(&b, item->valuestring))
+			rc = fail_nomem(p);
+	} else if (cJSON_IsArray(item) && item->child) {
+		size_t i = 0;
+		for (const cJSON *c = item->child; c && !rc; c = c->next, i++) {
+			size_t old = path_push_index(p, i);
+			if (!cJSON_IsString(c))
+				rc = fail_type(p, "a string", c);
+			else if (!*c->valuestring || strchr(c->valuestring, ','))
+				rc = fail(p, "a NATS URL, without commas");
+			else if ((i && sb_addz(&b, ",")) || sb_addz(&b, c->valuestring))
+				rc = fail_nomem(p);
+			if (!rc)
+				path_pop(p, old);
+		}
+	} else {
+		rc = fail_type(p, "a URL or a non-empty array of URLs", item);
 	}
-	char **dst = (char **)((char *)base + f->offset);
-	wisp_free(*dst);
-	*dst = b.s;
-	return 0;
+	return set_built_string(&b, rc, base, f);
+}
+
+/* "subject_prefix": a NATS literal subject (tokens joined by '.', none
+ * empty, no whitespace, no '*' or '>' token), or "" for none. */
+static int parse_subject_prefix(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	if (!cJSON_IsString(item))
+		return fail_type(p, "a string", item);
+	const char *v = item->valuestring;
+	size_t tok = 0;
+	for (const char *c = v; *v; c++) { /* "" is valid: no prefix */
+		unsigned char ch = (unsigned char)*c;
+		if (ch == '.' || ch == '\0') {
+			if (tok == 0 || (tok == 1 && (c[-1] == '*' || c[-1] == '>')))
+				return fail(p, "\"%s\" is not a NATS literal subject (empty token or wildcard)", v);
+			tok = 0;
+			if (ch == '\0')
+				break;
+			continue;
+		}
+		if (ch <= ' ' || ch == 0x7f)
+			return fail(p, "\"%s\" is not a NATS literal subject (whitespace or control character)", v);
+		tok++;
+	}
+	struct strbuf b = {0};
+	int rc = sb_addz(&b, v) ? fail_nomem(p) : 0;
+	return set_built_string(&b, rc, base, f);
 }
 
 /* ---- whole-document rules ---- */

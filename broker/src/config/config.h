@@ -137,6 +137,14 @@ struct config_persistence {
 	uint64_t compact_min_size; /* bytes of log before compaction is considered; default 16 MiB */
 };
 
+/* Scale-out over NATS (broker/src/cluster/); off while `nats` is NULL. */
+struct config_cluster {
+	char *nats;             /* server URLs, comma-separated (the JSON array joined); NULL: no cluster */
+	char *node;             /* this node's name, unique in the cluster; default: the host name */
+	char *subject_prefix;   /* NATS subjects are <prefix>.<mapped topic>; "" for none; default "wisp" */
+	uint32_t inbound_queue; /* NATS messages waiting for the loop thread; default 65536 */
+};
+
 /* The dashboard's table of recently published topics (topic/activity.h). */
 struct config_dashboard {
 	uint32_t max_topics;      /* default 10000; the least recently published are forgotten past it */
@@ -151,6 +159,7 @@ struct config {
 	struct config_auth auth;
 	struct config_log log;
 	struct config_persistence persistence;
+	struct config_cluster cluster;
 	struct config_dashboard dashboard;
 	uint32_t sys_interval; /* seconds between $SYS updates; 0 = off; default 10 */
 	char *pid_file;        /* written once the listeners are open, removed at exit; NULL: none */

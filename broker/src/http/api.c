@@ -2,8 +2,9 @@
  * What each path of an http listener answers.
  *
  *   GET /healthz        200 "ok": the process is serving (no authentication)
- *   GET /readyz         200 when the store is loaded and every listener is
- *                       listening, else 503 naming what is not (no authentication)
+ *   GET /readyz         200 when the store is loaded, every listener is
+ *                       listening and (with a cluster) NATS is connected,
+ *                       else 503 naming what is not (no authentication)
  *   GET /metrics        Prometheus text format 0.0.4 (proto/metrics.c)
  *   GET /               the dashboard (assets/, embedded at build time)
  *   GET /api/stats      every figure of the metrics table, as JSON
@@ -68,6 +69,10 @@ static void readyz(struct http_conn *c)
 		if (b->srv.listeners[i].net.io.fd < 0)
 			sbuf_addf(&why, "listener %s:%u: not listening\n", b->srv.listeners[i].cfg->bind,
 				  (unsigned)b->srv.listeners[i].cfg->port);
+	/* Its local clients are still served, but a balancer should send new
+	 * ones to a node that reaches the rest of the cluster. */
+	if (b->cfg->cluster.nats && !b->stats.cluster.connected)
+		sbuf_adds(&why, "cluster: not connected to NATS\n");
 	if (why.len == 0)
 		text(c, 200, "ready\n");
 	else

@@ -63,6 +63,7 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 	};
 	b->subs = tree_new();
 	route_init(&b->route, b->subs);
+	b->router = &b->route.router;
 	b->retained = retained_new(release_retained, cfg->limits.max_retained, cfg->limits.max_retained_bytes);
 	int srv_rc = server_init(&b->srv, l, cfg);
 	b->srv.conns.in.on_packet = broker_on_packet;

@@ -48,6 +48,14 @@ struct broker_stats {
 	uint64_t subs_refused;       /* filters refused by max_topic_length/levels, max_subscriptions or memory */
 	uint64_t topics_refused;     /* PUBLISH and will topics over max_topic_length/levels */
 	uint64_t retained_refused;   /* retained messages not stored: max_retained or max_retained_bytes */
+	struct {                     /* cluster/cluster.c, when a cluster is configured */
+		uint64_t sent;           /* messages published to NATS */
+		uint64_t received;       /* messages from NATS routed locally */
+		uint64_t dropped;        /* from NATS, dropped: cluster.inbound_queue full, or unusable */
+		uint64_t send_failed;    /* not published to NATS (disconnected and its buffer full, ...) */
+		uint64_t subjects;       /* NATS subscriptions held for local interest */
+		uint64_t connected;      /* 1 while connected to NATS */
+	} cluster;
 	uint64_t http_requests;      /* HTTP requests answered (http/) */
 	uint64_t http_refused;       /* HTTP connections closed for a malformed or oversized request */
 	uint64_t http_auth_failures; /* HTTP requests refused 401 for missing or wrong credentials */
@@ -112,7 +120,8 @@ struct broker {
 		uint64_t compact_errors_seen, compactions_seen;
 		uint64_t refused;        /* durable work refused while degraded */
 	} persist;
-	struct route_ctx route;      /* the router and its per-publish scratch (router.h) */
+	struct route_ctx route;      /* the local router and its per-publish scratch (router.h) */
+	struct router *router;       /* where publishes and interest go: &route.router, or the cluster's on top of it */
 	uint64_t id_seq;             /* for assigned client ids */
 	struct sub_work sub_work;
 	struct activity *activity;   /* the dashboard's topic table; NULL without a dashboard */

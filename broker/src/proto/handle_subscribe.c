@@ -217,7 +217,7 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 			code = suback_refusal(s, MQTT_RC_NOT_AUTHORIZED);
 			verdict = "denied by the ACL";
 		} else {
-			rc = router_interest_add(&b->route.router, s, f, len, (uint8_t)(options | bits), sub_id,
+			rc = router_interest_add(b->router, s, f, len, (uint8_t)(options | bits), sub_id,
 						 b->cfg->limits.max_subscriptions);
 			if (rc >= 0) {
 				verdict = "granted";
@@ -242,7 +242,7 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 
 static uint8_t unsubscribe_one(struct broker *b, struct session *s, const char *f, size_t len)
 {
-	int rc = router_interest_remove(&b->route.router, s, f, len);
+	int rc = router_interest_remove(b->router, s, f, len);
 	return rc == 0 ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
 }
 

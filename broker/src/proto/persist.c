@@ -939,7 +939,7 @@ static int v_sub_add(void *ctx, const struct store_sub *r)
 		/* ACL classification happens when the client logs in again; until
 		 * then, deliveries to the offline session are checked per topic. */
 		uint8_t opts = (uint8_t)(r->options | (b->auth.acl ? SESS_SUBOPT_ACL_CHECK : 0));
-		int rc = router_interest_add(&b->route.router, s, r->filter.ptr, r->filter.len, opts, r->sub_id,
+		int rc = router_interest_add(b->router, s, r->filter.ptr, r->filter.len, opts, r->sub_id,
 					     b->cfg->limits.max_subscriptions);
 		if (rc >= 0)
 			return 0;
@@ -961,7 +961,7 @@ static int v_sub_del(void *ctx, const struct store_sub *r)
 	struct broker *b = ctx;
 	struct session *s = find_session(b, r->client);
 	if (s)
-		router_interest_remove(&b->route.router, s, r->filter.ptr, r->filter.len);
+		router_interest_remove(b->router, s, r->filter.ptr, r->filter.len);
 	return 0;
 }
 

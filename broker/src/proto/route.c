@@ -412,7 +412,7 @@ size_t broker_route(struct broker *b, struct msg *m, const struct topic_level *l
 	if (b->activity) /* a dashboard is served: one branch otherwise */
 		activity_note(b->activity, msg_topic(m), m->topic_len, msg_payload(m), m->payload_len,
 			      loop_now_ms(b->loop));
-	return router_publish(&b->route.router, m, levels, nlevels);
+	return router_publish(b->router, m, levels, nlevels);
 }
 
 #define SYS_BROKER_PREFIX "$SYS/broker/"

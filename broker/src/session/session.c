@@ -25,6 +25,8 @@ int sess_table_init(struct session_table *tab)
 	tab->nbuckets = 64;
 	tab->count = 0;
 	tab->on_free = NULL;
+	tab->on_sub_gone = NULL;
+	tab->sub_gone_ctx = NULL;
 	tab->on_end = NULL;
 	tab->dlim = NULL;
 	tab->buckets = wisp_calloc(tab->nbuckets, sizeof *tab->buckets);
@@ -38,6 +40,8 @@ static void free_session(struct session_table *tab, struct tree *tree, struct se
 	struct list_node *n, *tmp;
 	list_for_each_safe(n, tmp, &s->subs) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
+		if (tab->on_sub_gone)
+			tab->on_sub_gone(tab->sub_gone_ctx, sub->filter, sub->filter_len);
 		tree_detach(tree, &sub->handle);
 		wisp_free(sub);
 	}

@@ -180,6 +180,11 @@ struct session_table {
 	/* What a freed session's queues are cleared with (delivery_clear);
 	 * NULL: no totals to update. */
 	const struct delivery_limits *dlim;
+	/* Called for each subscription a freed session still holds, before it
+	 * leaves the tree (a router counting interest per filter: the
+	 * cluster's); NULL: nobody counts. */
+	void (*on_sub_gone)(void *ctx, const char *filter, size_t len);
+	void *sub_gone_ctx;
 };
 
 int sess_table_init(struct session_table *tab);

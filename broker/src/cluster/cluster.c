@@ -1,0 +1,634 @@
+/*
+ * The cluster router of cluster.h.
+ *
+ * Interest: a small chained hash table, filter -> (count of local
+ * subscriptions, the one or two NATS subscriptions for it). "a/#" also
+ * matches "a" [MQTT-4.7.1-2], which NATS's "a.>" does not, so such a
+ * filter holds a second subscription to "a". A shared subscription
+ * ($share/group/filter) is interest in its filter; the group is per node
+ * for now (each node's group gets a copy).
+ *
+ * A message out: one natsMsg (subject, headers, payload copied by cnats)
+ * per client PUBLISH, nothing per subscriber. In: the message is copied
+ * once into a struct msg, the same single allocation a local PUBLISH
+ * makes, then routed like one; its origin is this struct, which no
+ * session is, so No Local never applies to a remote publisher's message.
+ *
+ * Headers (the names NATS-native tools see):
+ *   Wisp-Node    publishing node's name
+ *   Wisp-Seq     <run id>-<number>: drops the extra copies overlapping
+ *                filters bring (seen_before)
+ *   Wisp-QoS     0, 1 or 2 as published (absent: 0)
+ *   Wisp-Retain  "1" when RETAIN was set (for Retain As Published)
+ *   Wisp-Expiry  seconds of Message Expiry Interval left
+ *   Wisp-Props   forwarded v5 properties, base64 of the MQTT encoding
+ * A message without them (a NATS-native publisher) is delivered at QoS 0.
+ *
+ * Loop thread only, except the cnats callbacks at the end of this file,
+ * which touch nothing but the inbox.
+ */
+#include "cluster.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mbedtls/base64.h>
+#include <nats/nats.h>
+
+#include "alloc.h"
+#include "broker.h"
+#include "err.h"
+#include "hash.h"
+#include "inbox.h"
+#include "log.h"
+#include "subject.h"
+
+#define EV_CONNECTED 0x1u
+#define EV_DISCONNECTED 0x2u
+#define EV_CLOSED 0x4u
+
+/* Messages taken from the inbox per loop wake-up, so NATS traffic cannot
+ * starve the node's own clients. */
+#define TAKE_BATCH 256
+
+struct interest {
+	struct interest *next;
+	uint32_t hash;
+	uint32_t count;
+	natsSubscription *sub, *parent_sub;
+	uint16_t len;
+	char filter[];
+};
+
+/* The newest sequence number seen from one publishing node's run. */
+struct origin_seen {
+	char key[96];     /* Wisp-Node "/" Wisp-Seq's run id */
+	uint64_t seq;
+	uint64_t used;    /* take_seq's clock, for replacing the oldest */
+};
+
+#define ORIGINS_MAX 64
+
+struct cluster {
+	struct router router;
+	struct router *local;
+	struct broker *b;
+	natsOptions *opts;
+	natsConnection *nc;
+	struct inbox inbox;
+	struct loop_io io;
+	struct interest **buckets;
+	size_t nbuckets, count;
+	uint64_t dropped_seen;
+	bool drop_logged;
+	char *node;
+	char *prefix;
+	char run[17];     /* this run's id (hex), so a restarted node's numbering is new */
+	uint64_t seq;     /* of the last message sent */
+	struct origin_seen origins[ORIGINS_MAX];
+	size_t norigins;
+	uint64_t origins_clock;
+	char *buf;        /* subject or topic scratch, SUBJECT_MAX of the longest topic */
+	size_t buf_cap;
+};
+
+static struct cluster *of(struct router *r) { return container_of(r, struct cluster, router); }
+
+/* ---- interest ---- */
+
+/* "$share/group/filter" is interest in "filter". */
+static void strip_share(const char **filter, size_t *len)
+{
+	static const char share[] = "$share/";
+	if (*len <= sizeof share - 1 || memcmp(*filter, share, sizeof share - 1) != 0)
+		return;
+	const char *group_end = memchr(*filter + sizeof share - 1, '/', *len - (sizeof share - 1));
+	if (!group_end)
+		return;
+	*len -= (size_t)(group_end + 1 - *filter);
+	*filter = group_end + 1;
+}
+
+static struct interest **find(struct cluster *c, const char *filter, size_t len, uint32_t h)
+{
+	struct interest **pp = &c->buckets[h & (c->nbuckets - 1)];
+	for (; *pp; pp = &(*pp)->next)
+		if ((*pp)->hash == h && (*pp)->len == len && memcmp((*pp)->filter, filter, len) == 0)
+			break;
+	return pp;
+}
+
+static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
+
+static int nats_subscribe(struct cluster *c, struct interest *in)
+{
+	bool parent_too = false;
+	ssize_t n = subject_from_filter(c->prefix, in->filter, in->len, c->buf, c->buf_cap, &parent_too);
+	if (n < 0)
+		return (int)n;
+	natsStatus st = natsConnection_Subscribe(&in->sub, c->nc, c->buf, on_nats_msg, c);
+	if (st == NATS_OK && parent_too) {
+		c->buf[n - 2] = '\0'; /* without ".>" */
+		st = natsConnection_Subscribe(&in->parent_sub, c->nc, c->buf, on_nats_msg, c);
+	}
+	if (st != NATS_OK) {
+		log_msg(LOG_WARNING, "cluster", "cannot subscribe to NATS for '%.*s': %s", (int)in->len, in->filter,
+			natsStatus_GetText(st));
+		return WISP_EIO;
+	}
+	c->b->stats.cluster.subjects += in->parent_sub ? 2 : 1;
+	return 0;
+}
+
+static void nats_unsubscribe(struct cluster *c, struct interest *in)
+{
+	natsSubscription **subs[2] = {&in->sub, &in->parent_sub};
+	for (int i = 0; i < 2; i++) {
+		if (!*subs[i])
+			continue;
+		natsSubscription_Unsubscribe(*subs[i]);
+		natsSubscription_Destroy(*subs[i]);
+		*subs[i] = NULL;
+		c->b->stats.cluster.subjects--;
+	}
+}
+
+static void interest_ref(struct cluster *c, const char *filter, size_t len)
+{
+	strip_share(&filter, &len);
+	uint32_t h = hash_bytes(0, filter, len);
+	struct interest **pp = find(c, filter, len, h);
+	if (*pp) {
+		(*pp)->count++;
+		return;
+	}
+	struct interest *in = wisp_calloc(1, sizeof *in + len);
+	if (!in) {
+		log_msg(LOG_WARNING, "cluster", "out of memory: '%.*s' gets no messages from other nodes",
+			(int)len, filter);
+		return;
+	}
+	in->hash = h;
+	in->count = 1;
+	in->len = (uint16_t)len;
+	memcpy(in->filter, filter, len);
+	*pp = in;
+	c->count++;
+	/* A failed subscribe keeps the entry (and its count), so the
+	 * unsubscribes stay balanced; the filter just gets nothing remote. */
+	nats_subscribe(c, in);
+}
+
+static void interest_unref(struct cluster *c, const char *filter, size_t len)
+{
+	strip_share(&filter, &len);
+	struct interest **pp = find(c, filter, len, hash_bytes(0, filter, len));
+	struct interest *in = *pp;
+	if (!in || --in->count > 0)
+		return;
+	nats_unsubscribe(c, in);
+	*pp = in->next;
+	c->count--;
+	wisp_free(in);
+}
+
+static void on_sub_gone(void *ctx, const char *filter, size_t len) { interest_unref(ctx, filter, len); }
+
+static int cluster_interest_add(struct router *r, struct session *s, const char *filter, size_t len,
+				uint8_t options, uint32_t subscription_id, size_t max_subs)
+{
+	struct cluster *c = of(r);
+	int rc = router_interest_add(c->local, s, filter, len, options, subscription_id, max_subs);
+	if (rc == 1)
+		interest_ref(c, filter, len);
+	return rc;
+}
+
+static int cluster_interest_remove(struct router *r, struct session *s, const char *filter, size_t len)
+{
+	struct cluster *c = of(r);
+	int rc = router_interest_remove(c->local, s, filter, len);
+	if (rc == 0)
+		interest_unref(c, filter, len);
+	return rc;
+}
+
+/* ---- publish: out to NATS ---- */
+
+static bool is_sys(const struct msg *m)
+{
+	return m->topic_len >= 5 && memcmp(msg_topic(m), "$SYS/", 5) == 0;
+}
+
+static int send_to_nats(struct cluster *c, const struct msg *m)
+{
+	ssize_t n = subject_from_topic(c->prefix, msg_topic(m), m->topic_len, c->buf, c->buf_cap);
+	if (n < 0)
+		return (int)n;
+	if (m->payload_len > INT_MAX)
+		return WISP_ELIMIT;
+	natsMsg *nm = NULL;
+	natsStatus st = natsMsg_Create(&nm, c->buf, NULL, (const char *)msg_payload(m), (int)m->payload_len);
+	if (st == NATS_OK)
+		st = natsMsgHeader_Set(nm, "Wisp-Node", c->node);
+	if (st == NATS_OK) {
+		char seq[48];
+		snprintf(seq, sizeof seq, "%s-%llu", c->run, (unsigned long long)++c->seq);
+		st = natsMsgHeader_Set(nm, "Wisp-Seq", seq);
+	}
+	if (st == NATS_OK && m->qos) {
+		char q[2] = {(char)('0' + m->qos), '\0'};
+		st = natsMsgHeader_Set(nm, "Wisp-QoS", q);
+	}
+	if (st == NATS_OK && m->retain)
+		st = natsMsgHeader_Set(nm, "Wisp-Retain", "1");
+	if (st == NATS_OK && m->expires_at) {
+		char left[16];
+		snprintf(left, sizeof left, "%u", msg_expiry_left(m, loop_now_s(c->b->loop)));
+		st = natsMsgHeader_Set(nm, "Wisp-Expiry", left);
+	}
+	if (st == NATS_OK && m->props_len) {
+		size_t b64_len = 4 * ((m->props_len + 2) / 3) + 1;
+		unsigned char *b64 = wisp_malloc(b64_len);
+		size_t olen = 0;
+		if (!b64 || mbedtls_base64_encode(b64, b64_len, &olen, msg_props(m), m->props_len) != 0)
+			st = NATS_NO_MEMORY;
+		else
+			st = natsMsgHeader_Set(nm, "Wisp-Props", (const char *)b64);
+		wisp_free(b64);
+	}
+	if (st == NATS_OK)
+		st = natsConnection_PublishMsg(c->nc, nm);
+	natsMsg_Destroy(nm);
+	return st == NATS_OK ? 0 : WISP_EIO;
+}
+
+static size_t cluster_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels)
+{
+	struct cluster *c = of(r);
+	bool sent = false;
+	if (m->origin != c && !is_sys(m)) {
+		if (send_to_nats(c, m) == 0) {
+			c->b->stats.cluster.sent++;
+			sent = true;
+		} else {
+			c->b->stats.cluster.send_failed++;
+		}
+	}
+	size_t matched = router_publish(c->local, m, levels, nlevels);
+	/* Subscribers elsewhere are unknown here: a message NATS took counts
+	 * as matched (no v5 0x10 No matching subscribers). */
+	return matched == 0 && sent ? 1 : matched;
+}
+
+static const struct router_ops cluster_ops = {
+	.publish = cluster_publish,
+	.interest_add = cluster_interest_add,
+	.interest_remove = cluster_interest_remove,
+};
+
+/* ---- from NATS, on the loop thread ---- */
+
+static const char *header(natsMsg *nm, const char *key)
+{
+	const char *v = NULL;
+	return natsMsgHeader_Get(nm, key, &v) == NATS_OK ? v : NULL;
+}
+
+/* A forwarded property block must be well formed and hold only what a
+ * broker forwards: it goes to subscribers as is. */
+static bool props_ok(const uint8_t *p, size_t len)
+{
+	struct mqtt_prop_iter it = {p, p + len};
+	struct mqtt_prop prop;
+	int rc;
+	while ((rc = mqtt_props_next(&it, &prop)) == 1)
+		if (MQTT_PROP_BIT(prop.id) & BROKER_PROPS_NOT_FORWARDED)
+			return false;
+	return rc == 0 && it.pos == it.end;
+}
+
+/*
+ * Whether this message was already routed here. A node holding two
+ * overlapping filters ("a/+" and "a/#") has two NATS subscriptions, and
+ * NATS sends one copy per subscription; the local tree matches every
+ * filter from one copy, so the others must go. nats-server sends all the
+ * copies of one publish before the next publish of the same connection,
+ * and cnats's one delivery thread keeps that order, so per publishing run
+ * a copy is one whose number is not above the newest seen.
+ */
+static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr)
+{
+	const char *dash = seq_hdr ? strrchr(seq_hdr, '-') : NULL;
+	if (!node || !dash)
+		return false; /* a NATS-native publisher: no numbering */
+	uint64_t seq = strtoull(dash + 1, NULL, 10);
+	char key[sizeof c->origins[0].key];
+	snprintf(key, sizeof key, "%s/%.*s", node, (int)(dash - seq_hdr), seq_hdr);
+	struct origin_seen *o = NULL, *oldest = &c->origins[0];
+	for (size_t i = 0; i < c->norigins; i++) {
+		if (strcmp(c->origins[i].key, key) == 0) {
+			o = &c->origins[i];
+			break;
+		}
+		if (c->origins[i].used < oldest->used)
+			oldest = &c->origins[i];
+	}
+	if (!o) {
+		o = c->norigins < ORIGINS_MAX ? &c->origins[c->norigins++] : oldest;
+		snprintf(o->key, sizeof o->key, "%s", key);
+		o->seq = 0;
+	}
+	o->used = ++c->origins_clock;
+	if (seq <= o->seq)
+		return true;
+	o->seq = seq;
+	return false;
+}
+
+/* Why a message from NATS is not routed; NULL: it was. */
+static const char *route_remote(struct cluster *c, natsMsg *nm)
+{
+	struct broker *b = c->b;
+	const char *node = header(nm, "Wisp-Node");
+	if (node && strcmp(node, c->node) == 0)
+		return "this node's own message";
+	if (seen_before(c, node, header(nm, "Wisp-Seq")))
+		return ""; /* another subscription's copy: not a drop */
+	const char *subj = natsMsg_GetSubject(nm);
+	ssize_t tlen = subject_to_topic(c->prefix, subj, strlen(subj), c->buf, c->buf_cap);
+	if (tlen <= 0 || tlen > UINT16_MAX || !mqtt_utf8_valid((const uint8_t *)c->buf, (size_t)tlen))
+		return "a subject that maps to no valid topic";
+	if (broker_topic_bound(b, c->buf, (size_t)tlen) != TOPIC_WITHIN_LIMITS)
+		return "a topic over limits.max_topic_length or max_topic_levels";
+	const char *q = header(nm, "Wisp-QoS");
+	uint8_t qos = q && q[0] >= '0' && q[0] <= '2' && !q[1] ? (uint8_t)(q[0] - '0') : 0;
+	const char *exp = header(nm, "Wisp-Expiry");
+	uint64_t expires_at = 0;
+	if (exp) {
+		unsigned long left = strtoul(exp, NULL, 10);
+		expires_at = loop_now_s(b->loop) + (left ? left : 1);
+	}
+	uint8_t *props = NULL;
+	size_t props_len = 0;
+	const char *p64 = header(nm, "Wisp-Props");
+	if (p64 && *p64) {
+		size_t n = strlen(p64);
+		props = wisp_malloc(n);
+		if (!props)
+			return "out of memory";
+		if (mbedtls_base64_decode(props, n, &props_len, (const unsigned char *)p64, n) != 0 ||
+		    !props_ok(props, props_len)) {
+			wisp_free(props);
+			return "malformed Wisp-Props";
+		}
+	}
+	int dlen = natsMsg_GetDataLength(nm);
+	struct msg_spec spec = {
+		.topic = c->buf,
+		.topic_len = (size_t)tlen,
+		.props = props,
+		.props_len = props_len,
+		.payload = natsMsg_GetData(nm),
+		.payload_len = dlen > 0 ? (size_t)dlen : 0,
+		.qos = qos,
+		.retain = header(nm, "Wisp-Retain") != NULL,
+		.expires_at = expires_at,
+		.origin = c,
+	};
+	struct msg *m = msg_create(&spec);
+	wisp_free(props);
+	if (!m)
+		return "out of memory";
+	struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
+	int nl = topic_split(msg_topic(m), m->topic_len, levels, TOPIC_MAX_LEVELS_HARD);
+	if (nl > 0) {
+		b->stats.cluster.received++;
+		router_publish(c->local, m, levels, (size_t)nl);
+	}
+	msg_unref(m);
+	return nl > 0 ? NULL : "too many topic levels";
+}
+
+static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	(void)l;
+	(void)events;
+	struct cluster *c = container_of(io, struct cluster, io);
+	void *batch[TAKE_BATCH];
+	unsigned ev = 0;
+	uint64_t dropped = 0;
+	size_t n = inbox_take(&c->inbox, batch, TAKE_BATCH, &ev, &dropped);
+	struct broker *b = c->b;
+	if (ev & EV_DISCONNECTED && b->stats.cluster.connected) {
+		b->stats.cluster.connected = 0;
+		log_msg(LOG_WARNING, "cluster", "lost the NATS connection: serving local clients only, reconnecting");
+	}
+	if (ev & EV_CONNECTED && !b->stats.cluster.connected) {
+		b->stats.cluster.connected = 1;
+		log_msg(LOG_NOTICE, "cluster", "connected to NATS as node '%s'", c->node);
+	}
+	if (ev & EV_CLOSED) {
+		b->stats.cluster.connected = 0;
+		log_msg(LOG_ERROR, "cluster", "the NATS connection is closed for good: serving local clients only");
+	}
+	if (dropped != c->dropped_seen) {
+		b->stats.cluster.dropped += dropped - c->dropped_seen;
+		if (!c->drop_logged)
+			log_msg(LOG_WARNING, "cluster", "dropping messages from NATS: cluster.inbound_queue full (%zu); "
+				"counted in $SYS/broker/cluster/messages/dropped", c->inbox.cap);
+		c->drop_logged = true;
+		c->dropped_seen = dropped;
+	} else if (n < TAKE_BATCH) {
+		c->drop_logged = false; /* the episode ends once the loop keeps up */
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *why = route_remote(c, batch[i]);
+		if (why && *why) {
+			b->stats.cluster.dropped++;
+			/* Anyone who can publish on NATS can cause this line. */
+			log_limited("cluster_dropped", LOG_INFO, "cluster", "message from NATS on '%s' dropped: %s",
+				    natsMsg_GetSubject(batch[i]), why);
+		}
+		natsMsg_Destroy(batch[i]);
+	}
+}
+
+/* ---- cnats threads: hand over, nothing else ---- */
+
+static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	struct cluster *c = closure;
+	if (!inbox_push(&c->inbox, msg))
+		natsMsg_Destroy(msg); /* counted by the inbox */
+}
+
+static void on_connected(natsConnection *nc, void *closure)
+{
+	(void)nc;
+	inbox_raise(&((struct cluster *)closure)->inbox, EV_CONNECTED);
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+	(void)nc;
+	inbox_raise(&((struct cluster *)closure)->inbox, EV_DISCONNECTED);
+}
+
+static void on_closed(natsConnection *nc, void *closure)
+{
+	(void)nc;
+	inbox_raise(&((struct cluster *)closure)->inbox, EV_CLOSED);
+}
+
+/* ---- start and stop ---- */
+
+/* Interest of the sessions the store restored before the cluster started. */
+static void count_existing(struct cluster *c)
+{
+	const struct session_table *tab = &c->b->sessions;
+	for (size_t i = 0; i < tab->nbuckets; i++)
+		for (struct session *s = tab->buckets[i]; s; s = s->hash_next) {
+			struct list_node *n, *tmp;
+			list_for_each_safe(n, tmp, &s->subs) {
+				const struct sess_sub *sub = container_of(n, struct sess_sub, link);
+				interest_ref(c, sub->filter, sub->filter_len);
+			}
+		}
+}
+
+static void free_msg(void *m) { natsMsg_Destroy(m); }
+
+int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errlen)
+{
+	const struct config_cluster *cfg = &b->cfg->cluster;
+	*out = NULL;
+	if (!cfg->nats)
+		return 0;
+	struct cluster *c = wisp_calloc(1, sizeof *c);
+	if (!c)
+		goto nomem;
+	c->b = b;
+	c->local = b->router;
+	c->router.ops = &cluster_ops;
+	c->inbox.efd = -1;
+	c->io.fd = -1; /* not watched until loop_io_start */
+	char host[256];
+	if (cfg->node) {
+		c->node = wisp_strndup(cfg->node, strlen(cfg->node));
+	} else {
+		if (gethostname(host, sizeof host) != 0)
+			snprintf(host, sizeof host, "wisp");
+		host[sizeof host - 1] = '\0';
+		c->node = wisp_strndup(host, strlen(host));
+	}
+	c->prefix = wisp_strndup(cfg->subject_prefix, strlen(cfg->subject_prefix));
+	uint64_t run = 0;
+	if (getentropy(&run, sizeof run) != 0)
+		run = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL);
+	snprintf(c->run, sizeof c->run, "%016llx", (unsigned long long)run);
+	c->nbuckets = 256;
+	c->buckets = wisp_calloc(c->nbuckets, sizeof *c->buckets);
+	size_t longest = b->cfg->limits.max_topic_length;
+	c->buf_cap = SUBJECT_MAX(strlen(c->prefix), longest > 65535 ? 65535 : longest) + 8;
+	if (c->buf_cap < 65536 + 1)
+		c->buf_cap = 65536 + 1; /* a topic back from NATS before its bound is checked */
+	c->buf = wisp_malloc(c->buf_cap);
+	if (!c->node || !c->prefix || !c->buckets || !c->buf)
+		goto nomem;
+	if (inbox_init(&c->inbox, cfg->inbound_queue) != 0)
+		goto nomem;
+	if (loop_io_start(b->loop, &c->io, c->inbox.efd, LOOP_READ, on_inbox) != 0) {
+		snprintf(err, errlen, "cluster: cannot watch the NATS inbox");
+		goto fail;
+	}
+	natsStatus st = natsOptions_Create(&c->opts);
+	if (st == NATS_OK)
+		st = natsOptions_SetURL(c->opts, cfg->nats);
+	if (st == NATS_OK)
+		st = natsOptions_SetName(c->opts, c->node);
+	if (st == NATS_OK)
+		st = natsOptions_SetNoEcho(c->opts, true);
+	/* One delivery thread for every subscription, not one per filter. */
+	if (st == NATS_OK)
+		st = natsOptions_UseGlobalMessageDelivery(c->opts, true);
+	if (st == NATS_OK)
+		st = natsOptions_SetMaxReconnect(c->opts, -1);
+	if (st == NATS_OK)
+		st = natsOptions_SetReconnectWait(c->opts, 500);
+	if (st == NATS_OK)
+		st = natsOptions_SetDisconnectedCB(c->opts, on_disconnected, c);
+	if (st == NATS_OK)
+		st = natsOptions_SetReconnectedCB(c->opts, on_connected, c);
+	if (st == NATS_OK)
+		st = natsOptions_SetClosedCB(c->opts, on_closed, c);
+	if (st == NATS_OK)
+		st = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, c);
+	if (st == NATS_OK) {
+		st = natsConnection_Connect(&c->nc, c->opts);
+		if (st == NATS_OK)
+			on_connected(c->nc, c);
+		else if (st == NATS_NOT_YET_CONNECTED)
+			st = NATS_OK; /* retried in the background; on_connected says when */
+	}
+	if (st != NATS_OK) {
+		snprintf(err, errlen, "cluster: cannot set up the NATS connection to %s: %s", cfg->nats,
+			 natsStatus_GetText(st));
+		goto fail;
+	}
+	count_existing(c);
+	b->sessions.on_sub_gone = on_sub_gone;
+	b->sessions.sub_gone_ctx = c;
+	b->router = &c->router;
+	log_msg(LOG_NOTICE, "cluster", "node '%s' joining the cluster over NATS %s (subjects %s%s)", c->node,
+		cfg->nats, *c->prefix ? c->prefix : "", *c->prefix ? ".>" : ">");
+	*out = c;
+	return 0;
+nomem:
+	snprintf(err, errlen, "cluster: out of memory");
+fail:
+	cluster_stop(c);
+	return WISP_EIO;
+}
+
+void cluster_stop(struct cluster *c)
+{
+	if (!c)
+		return;
+	struct broker *b = c->b;
+	if (b->router == &c->router)
+		b->router = c->local;
+	if (b->sessions.sub_gone_ctx == c) {
+		b->sessions.on_sub_gone = NULL;
+		b->sessions.sub_gone_ctx = NULL;
+	}
+	for (size_t i = 0; c->buckets && i < c->nbuckets; i++)
+		while (c->buckets[i]) {
+			struct interest *in = c->buckets[i];
+			c->buckets[i] = in->next;
+			nats_unsubscribe(c, in);
+			wisp_free(in);
+		}
+	/* Close joins cnats's threads: no callback runs after it. */
+	if (c->nc) {
+		natsConnection_Close(c->nc);
+		natsConnection_Destroy(c->nc);
+	}
+	natsOptions_Destroy(c->opts);
+	/* cnats may still run a callback on its threads after Destroy: wait
+	 * for them before the inbox goes. */
+	nats_CloseAndWait(5000);
+	loop_io_stop(b->loop, &c->io);
+	inbox_free(&c->inbox, free_msg);
+	wisp_free(c->buckets);
+	wisp_free(c->buf);
+	wisp_free(c->node);
+	wisp_free(c->prefix);
+	wisp_free(c);
+}

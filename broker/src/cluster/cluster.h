@@ -1,0 +1,48 @@
+/*
+ * Scale-out over NATS: a router (proto/router.h) on top of the broker's
+ * local one, so several Wisp nodes sharing a NATS server act as one broker
+ * for publish/subscribe.
+ *
+ *  - publish: a client's message goes to the local subscribers (the local
+ *    router) and once to NATS, on the subject of its topic (subject.h),
+ *    with its QoS, RETAIN, remaining Message Expiry Interval, forwarded v5
+ *    properties and this node's name as NATS headers; the payload is the
+ *    raw MQTT payload, so NATS-native consumers read it as is. $SYS topics
+ *    stay on their node.
+ *  - interest: the node subscribes on NATS to the subject of each filter
+ *    its local sessions hold, counted per filter: the first local
+ *    subscription to a filter subscribes, the last one gone (UNSUBSCRIBE,
+ *    or its session ending) unsubscribes. A message published elsewhere
+ *    therefore reaches this node only when something here wants it.
+ *  - a message from NATS is routed to the local subscribers only (never
+ *    back to NATS). The connection is no-echo, so NATS never returns a
+ *    node's own messages; one carrying this node's name anyway is dropped
+ *    and counted.
+ *
+ * cnats runs its own threads (connection, reconnect, message delivery);
+ * they only hand messages and connection events to the loop thread through
+ * inbox.h. Everything else runs on the loop thread.
+ *
+ * Not done yet (issue 16): QoS 1/2 durability across nodes (a message is
+ * at most once across the NATS hop), cluster-wide client ids, sessions,
+ * retained messages and shared subscription groups.
+ */
+#ifndef WISP_CLUSTER_CLUSTER_H
+#define WISP_CLUSTER_CLUSTER_H
+
+#include <stddef.h>
+
+struct broker;
+struct cluster;
+
+/*
+ * Puts a cluster router in front of b's router when b's configuration has
+ * a `cluster` section (else does nothing and sets *out NULL). Connects to
+ * NATS in the background: the broker serves local clients while NATS is
+ * unreachable. 0, or a negative WISP_E* with the reason in err.
+ */
+int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errlen);
+/* Closes the NATS connection and gives b its local router back. NULL: no-op. */
+void cluster_stop(struct cluster *c);
+
+#endif

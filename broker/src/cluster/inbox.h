@@ -1,0 +1,52 @@
+/*
+ * The one place where the NATS client's threads meet the broker's loop
+ * thread: a bounded ring of opaque items (received NATS messages) and a
+ * set of event bits (connection state changes), guarded by a mutex, with
+ * an eventfd the loop polls.
+ *
+ * Producers (any thread) push; a push into a full ring fails and is
+ * counted in `dropped`, never blocks, never grows the ring: a NATS server
+ * or a remote node faster than this loop costs counted drops, not memory.
+ * The eventfd is written when the ring goes from empty to non-empty or an
+ * event is raised, so a busy stream costs one write per drain, not per
+ * message. The consumer (the loop thread only) takes a batch at a time.
+ *
+ * Memory: cap pointers, fixed at init. Locking: one mutex, held only to
+ * move pointers in and out of the ring.
+ */
+#ifndef WISP_CLUSTER_INBOX_H
+#define WISP_CLUSTER_INBOX_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct inbox {
+	pthread_mutex_t mu;
+	void **items;
+	size_t cap, head, len;
+	unsigned events;   /* raised bits, cleared by inbox_take */
+	uint64_t dropped;  /* pushes refused because the ring was full */
+	int efd;
+};
+
+/* 0, or WISP_ENOMEM / WISP_EIO (eventfd). cap >= 1. */
+int inbox_init(struct inbox *q, size_t cap);
+/* Frees what is still queued with free_item (may be NULL), then the ring. */
+void inbox_free(struct inbox *q, void (*free_item)(void *));
+
+/* Any thread. true: queued (the inbox owns it until taken); false: full,
+ * counted, the caller still owns it. */
+bool inbox_push(struct inbox *q, void *item);
+/* Any thread: raises event bits and wakes the loop. */
+void inbox_raise(struct inbox *q, unsigned events);
+
+/*
+ * Loop thread: takes up to max items (oldest first) into out, and the
+ * raised events and the drop count so far. Resets the eventfd, and sets it
+ * again if items remain, so a level-triggered loop comes back for them.
+ */
+size_t inbox_take(struct inbox *q, void **out, size_t max, unsigned *events, uint64_t *dropped);
+
+#endif
