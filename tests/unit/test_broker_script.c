@@ -1327,6 +1327,19 @@ static void test_v5_refusals(void)
 	CU_ASSERT_TRUE(client_closed(a));
 }
 
+/* A will whose Payload Format Indicator promises UTF-8 and whose payload is
+ * not: CONNACK 0x99 (MQTT 5 section 3.1.3.2.3), no session. */
+static void test_v5_will_payload_format_invalid(void)
+{
+	struct hclient *c = harness_connect(h);
+	SEND(c, "10 1a 00 04 'MQTT' 05 06 00 3c 00 00 02 'v5' 02 01 01 00 03 'w/t' 00 01 ff");
+	EXPECT(c, "20 03 00 99 00");
+	CU_ASSERT_TRUE(client_closed(c));
+	struct hclient *ok = harness_connect(h);
+	SEND(ok, "10 1a 00 04 'MQTT' 05 06 00 3c 00 00 02 'v5' 02 01 01 00 03 'w/t' 00 01 'k'");
+	EXPECT(ok, CONNACK_V5);
+}
+
 /* Server DISCONNECT before the close, with the reason code only (Remaining
  * Length 1, as Mosquitto writes it) [MQTT-3.14.2.1]. */
 static void test_v5_server_disconnect(void)
@@ -1469,6 +1482,7 @@ static void test_31_strictness(void)
 static CU_TestInfo v5_session_tests[] = {
 	{"v5 CONNACK properties as Mosquitto 2.0.11 writes them", test_v5_connack_properties},
 	{"v5 refusals: 0x8C, no properties, closed", test_v5_refusals},
+	{"v5 will with Payload Format 1 and a payload that is not UTF-8: CONNACK 0x99", test_v5_will_payload_format_invalid},
 	{"v5 server DISCONNECT 0x8E takeover, 0x82 second CONNECT", test_v5_server_disconnect},
 	{"v5 DISCONNECT 0x04 publishes the will", test_v5_disconnect_with_will},
 	{"v5 will properties forwarded, will delay not", test_v5_will_delay_not_forwarded},

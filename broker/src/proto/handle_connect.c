@@ -154,6 +154,11 @@ static int make_will(struct broker *b, struct conn *c, const struct mqtt_connect
 		return refuse(why, REASON_WILL_NOT_AUTHORIZED);
 	if (!broker_sys_write_allowed(acl, topic, p->will_topic.len))
 		return refuse(why, REASON_WILL_SYS);
+	/* Checked now rather than when it fires, as a PUBLISH's is (MQTT 5
+	 * section 3.1.3.2.3: the Server may answer 0x99). */
+	if ((p->will_props.present & MQTT_PROP_BIT(MQTT_PROP_PAYLOAD_FORMAT)) && p->will_props.payload_format == 1 &&
+	    !mqtt_utf8_valid(p->will_payload.ptr, p->will_payload.len))
+		return refuse(why, REASON_WILL_PAYLOAD_FORMAT_INVALID);
 	/* The will keeps its properties as the CONNECT gave them but the Will
 	 * Delay Interval: its Message Expiry Interval starts when it is
 	 * published (broker_publish_will). */

@@ -101,6 +101,8 @@ enum reason_group {
 	X(WILL_NOT_AUTHORIZED, 0x87, 5, "will_not_authorised", NONE, 0,                                  \
 	  "will topic not authorised by the ACL")                                                        \
 	X(WILL_SYS, 0x87, 5, "will_sys", NONE, 0, "will topic under $SYS/")                              \
+	X(WILL_PAYLOAD_FORMAT_INVALID, 0x99, REASON_CLOSE, "will_payload_format_invalid", NONE, 0,       \
+	  "will with Payload Format Indicator 1 and a payload that is not UTF-8")                        \
 	X(WILL_QOS_NOT_SUPPORTED, 0x9B, REASON_CLOSE, "will_qos_not_supported", NONE, 0,                 \
 	  "will QoS over limits.max_qos")                                                                \
 	X(WILL_RETAIN_NOT_SUPPORTED, 0x9A, REASON_CLOSE, "will_retain_not_supported", NONE, 0,           \
