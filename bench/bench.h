@@ -1,5 +1,6 @@
 /*
- * wisp_bench: an MQTT 3.1.1 load generator for comparing brokers.
+ * wisp_bench: an MQTT 3.1.1 (or, with -V 5, MQTT 5) load generator for
+ * comparing brokers.
  *
  * One process, one thread, one epoll loop, many client connections speaking
  * raw MQTT over TCP (or TLS through net/tls.h, or WebSocket through net/ws.h), encoded and decoded with the
@@ -15,7 +16,9 @@
  * CLOCK_MONOTONIC), all big-endian. Subscribers check sequence numbers per
  * publisher and measure latency from the scheduled time, so a generator
  * that falls behind its schedule shows up as latency, not as a lower rate
- * (no coordinated omission).
+ * (no coordinated omission). With --props the payload is declared UTF-8
+ * (Payload Format Indicator 1), so the same header is written as 16
+ * printable characters instead (bench_conn.c: header_put_text).
  *
  * Threading: single-threaded throughout.
  */
@@ -30,6 +33,9 @@
 
 #define BENCH_MSG_HEADER 16u
 #define BENCH_PID_SPACE 65536u
+/* --topic-alias: the Topic Alias Maximum subscribers announce (Mosquitto's
+ * and Wisp's default for their own side). */
+#define BENCH_TOPIC_ALIAS_MAX 10u
 
 /* Exit statuses, documented in bench/README.md. */
 enum bench_exit {
@@ -70,10 +76,13 @@ struct bench_pub {
 	uint64_t delivered;      /* deliveries of its messages seen by subscribers */
 	uint64_t written_off;    /* closed loop: deliveries given up on after a stall */
 	uint32_t inflight;       /* QoS > 0 packets not yet completed */
+	uint32_t window;         /* QoS > 0: --inflight, or the broker's v5 Receive Maximum if lower */
 	uint16_t next_pid;
 	uint8_t *pid_state;      /* BENCH_PID_SPACE entries for QoS > 0, else NULL */
 	uint64_t next_due_ns;    /* fixed-rate mode: scheduled time of the next message */
 	uint64_t stall_since_ns; /* closed loop: 0, or when it started waiting */
+	uint16_t alias_max;      /* --topic-alias: the broker's Topic Alias Maximum (CONNACK) */
+	bool alias_set;          /* --topic-alias: alias 1 stands for the topic at the broker */
 };
 
 /* Subscribing side of a connection. */
@@ -81,6 +90,10 @@ struct bench_sub {
 	char filter[96];
 	uint32_t *expect;        /* next expected sequence number, per publisher */
 	uint8_t *pid_rx;         /* QoS 2: ids between PUBREC and PUBREL */
+	/* --topic-alias: for each alias the broker set towards us, the index of
+	 * the publisher whose topic it stands for (UINT32_MAX: not set), so an
+	 * aliased delivery is checked against the topic it was published on. */
+	uint32_t *alias_pub;     /* BENCH_TOPIC_ALIAS_MAX + 1 entries, or NULL */
 };
 
 struct bconn {
@@ -129,6 +142,10 @@ struct bench_opts {
 	bool persistent;         /* subscribers keep a persistent session (clean session 0) */
 	bool ws;                 /* MQTT over WebSocket (over TLS with tls) */
 	const char *ws_path;     /* upgrade request path, NULL = /mqtt */
+	uint8_t version;         /* MQTT protocol level of every connection: 4 (3.1.1) or 5 */
+	bool props;              /* v5: each PUBLISH carries content type, a user property,
+				  * a message expiry interval and payload format 1 */
+	bool topic_alias;        /* v5: subscribers accept aliases, publishers use one */
 };
 
 /* Counters for the whole run; the report takes differences of snapshots. */
@@ -142,6 +159,7 @@ struct bench_counts {
 	uint64_t qos2_redelivered; /* QoS 2 PUBLISH for an id still awaiting PUBREL */
 	uint64_t foreign;        /* payloads that are not ours (bad header) */
 	uint64_t unexpected_acks;
+	uint64_t bad_props;      /* v5: a delivery whose properties or topic alias differ from what was sent */
 	uint64_t stalls;         /* closed loop waits given up on (suspected loss) */
 	uint64_t connects;       /* CONNACKs received */
 	uint64_t handshakes;     /* tls scenario: full connect cycles */
@@ -203,6 +221,7 @@ struct bench_run {
 	uint32_t not_ready;         /* connections not yet READY */
 	uint32_t connecting;        /* connections between connect() and READY */
 	bool refused;               /* a connect was refused */
+	uint64_t epoch_ns;          /* --props: text headers carry times relative to this */
 	char error[256];            /* first fatal error; non-empty stops the run */
 };
 

@@ -1,7 +1,9 @@
 /*
- * wisp_bench connections: TCP connect, optional TLS, and the MQTT 3.1.1
- * flows a benchmark client needs (CONNECT, SUBSCRIBE, PUBLISH at QoS 0/1/2
- * in both directions, DISCONNECT).
+ * wisp_bench connections: TCP connect, optional TLS, and the MQTT 3.1.1 or
+ * MQTT 5 flows a benchmark client needs (CONNECT, SUBSCRIBE, PUBLISH at QoS
+ * 0/1/2 in both directions, DISCONNECT). The 3.1.1 path writes the same
+ * bytes as before v5 was added; v5 adds, on request, the PUBLISH properties
+ * of a realistic message (--props) and topic aliases (--topic-alias).
  *
  * I/O model: level-triggered epoll. Reads go into a per-connection buffer
  * that starts small (idle connections must stay cheap for the conns
@@ -16,6 +18,10 @@
  * (or reordering, which MQTT forbids for one publisher and topic
  * [MQTT-4.6.0-6]). A QoS 2 PUBLISH whose packet id is still awaiting PUBREL
  * is a protocol resend and is not delivered twice [MQTT-4.3.3-2].
+ * In v5 every delivery's properties are checked against what was published
+ * (bad_props): the same content type, user property and payload format, a
+ * remaining expiry not above the one sent [MQTT-3.3.2-6], nothing else; and
+ * a topic alias must stand for the topic the message was published on.
  *
  * Any packet the run did not ask for, a refused CONNACK or SUBACK, or a
  * connection closed by the broker is fatal: r->error is set and the run
@@ -50,6 +56,20 @@
 #define RBUF_GROW_LIMIT (256u * 1024u)
 /* Publishers stop filling a connection whose socket is this far behind. */
 #define WBUF_PUBLISH_LIMIT (256u * 1024u)
+
+/* --props: what every PUBLISH carries, and every delivery must carry back
+ * (user properties unchanged and in order [MQTT-3.3.2-17][MQTT-3.3.2-18],
+ * content type and payload format unaltered [MQTT-3.3.2-20][MQTT-3.3.2-4]). */
+#define PROP_CONTENT_TYPE "text/plain; charset=utf-8"
+#define PROP_USER_KEY "source"
+#define PROP_USER_VALUE "wisp_bench"
+#define PROP_EXPIRY_S 3600u
+#define PROP_BLOCK_MAX 96u
+/* Text header (--props): 6 bits per printable character from '0'. */
+#define TEXT_BASE 0x30u
+#define TEXT_IDX_CHARS 3
+#define TEXT_SEQ_CHARS 6
+#define TEXT_TIME_CHARS 7
 
 /* Packet id states of a publisher. */
 enum { PID_FREE = 0, PID_AWAIT_ACK = 1, PID_AWAIT_COMP = 2 };
@@ -146,7 +166,7 @@ size_t bconn_pending_out(const struct bconn *c)
 static void send_ack(struct bench_run *r, struct bconn *c, uint8_t type, uint16_t pid)
 {
 	struct mqtt_ack a = {.packet_id = pid};
-	APPEND(r, c, 4, mqtt_encode_ack(buf, cap, MQTT_PROTO_V311, type, &a));
+	APPEND(r, c, 4, mqtt_encode_ack(buf, cap, r->o->version, type, &a));
 }
 
 static void send_connect(struct bench_run *r, struct bconn *c)
@@ -154,13 +174,25 @@ static void send_connect(struct bench_run *r, struct bconn *c)
 	char id[48];
 	int n = snprintf(id, sizeof id, "wb%ld-%u", (long)getpid(), c->index);
 	struct mqtt_connect m = {
-		.version = MQTT_PROTO_V311,
+		.version = r->o->version,
 		/* Persistent subscribers make a durable broker write every QoS 1/2
 		 * delivery to its store before acknowledging the publisher. */
 		.clean_start = !(r->o->persistent && c->sub),
 		.keepalive = r->o->keepalive,
 		.client_id = {(const uint8_t *)id, (size_t)n},
 	};
+	uint8_t props[16];
+	size_t plen = 0;
+	if (r->o->version == MQTT_PROTO_V5) {
+		/* v5 ends a session at disconnect unless asked [MQTT-3.1.2-23];
+		 * persistent subscribers keep theirs as in 3.1.1. */
+		if (!m.clean_start)
+			(void)mqtt_props_put_u32(props, sizeof props, &plen, MQTT_PROP_SESSION_EXPIRY, UINT32_MAX);
+		if (r->o->topic_alias && c->sub)
+			(void)mqtt_props_put_u16(props, sizeof props, &plen, MQTT_PROP_TOPIC_ALIAS_MAXIMUM,
+						 BENCH_TOPIC_ALIAS_MAX);
+		m.props.raw = (struct mqtt_str){props, plen};
+	}
 	APPEND(r, c, 128, mqtt_encode_connect(buf, cap, &m));
 	c->state = BC_AWAIT_CONNACK;
 }
@@ -169,7 +201,7 @@ static void send_subscribe(struct bench_run *r, struct bconn *c)
 {
 	struct mqtt_str f = {(const uint8_t *)c->sub->filter, strlen(c->sub->filter)};
 	uint8_t opt = r->o->qos;
-	APPEND(r, c, 16 + f.len, mqtt_encode_subscribe(buf, cap, MQTT_PROTO_V311, 1, NULL, &f, &opt, 1));
+	APPEND(r, c, 16 + f.len, mqtt_encode_subscribe(buf, cap, r->o->version, 1, NULL, &f, &opt, 1));
 	c->state = BC_AWAIT_SUBACK;
 }
 
@@ -331,6 +363,61 @@ static void connected(struct bench_run *r, struct bconn *c)
 	set_interest(r, c);
 }
 
+static uint64_t text_get(const uint8_t *s, int chars, bool *bad)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < chars; i++) {
+		if (s[i] < TEXT_BASE || s[i] >= TEXT_BASE + 64u)
+			*bad = true;
+		v = v << 6 | ((s[i] - TEXT_BASE) & 63u);
+	}
+	return v;
+}
+
+static void text_put(uint8_t *s, int chars, uint64_t v)
+{
+	for (int i = chars - 1; i >= 0; i--, v >>= 6)
+		s[i] = (uint8_t)(TEXT_BASE + (v & 63u));
+}
+
+/* The v5 checks of one delivery (see the file header); false counts it in
+ * bad_props. `idx` is the publisher the payload names. */
+static bool v5_delivery_ok(struct bench_run *r, struct bconn *c, const struct mqtt_publish *p, uint32_t idx)
+{
+	const struct mqtt_props *pp = &p->props;
+	uint64_t present = pp->present;
+	if (present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS)) {
+		uint32_t *map = c->sub->alias_pub;
+		uint16_t alias = pp->topic_alias;
+		/* Never above what we announced [MQTT-3.3.2-9]. */
+		if (!map || alias == 0 || alias > BENCH_TOPIC_ALIAS_MAX)
+			return false;
+		if (p->topic.len)
+			map[alias] = idx;
+		else if (map[alias] != idx)
+			return false;
+		present &= ~MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS);
+	}
+	if (c->sub->alias_pub && p->topic.len &&
+	    (p->topic.len != r->pubs[idx].topic_len || memcmp(p->topic.ptr, r->pubs[idx].topic, p->topic.len) != 0))
+		return false;
+	if (!r->o->props)
+		return present == 0 && pp->user_property_count == 0;
+	static const uint64_t want = MQTT_PROP_BIT(MQTT_PROP_PAYLOAD_FORMAT) |
+				     MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY) |
+				     MQTT_PROP_BIT(MQTT_PROP_CONTENT_TYPE) |
+				     MQTT_PROP_BIT(MQTT_PROP_USER_PROPERTY);
+	struct mqtt_prop up;
+	return present == want && pp->payload_format == 1 && pp->message_expiry >= 1 &&
+	       pp->message_expiry <= PROP_EXPIRY_S && pp->content_type.len == sizeof PROP_CONTENT_TYPE - 1 &&
+	       memcmp(pp->content_type.ptr, PROP_CONTENT_TYPE, sizeof PROP_CONTENT_TYPE - 1) == 0 &&
+	       pp->user_property_count == 1 && mqtt_props_find(pp, MQTT_PROP_USER_PROPERTY, &up) &&
+	       up.str.len == sizeof PROP_USER_KEY - 1 &&
+	       memcmp(up.str.ptr, PROP_USER_KEY, sizeof PROP_USER_KEY - 1) == 0 &&
+	       up.value_str.len == sizeof PROP_USER_VALUE - 1 &&
+	       memcmp(up.value_str.ptr, PROP_USER_VALUE, sizeof PROP_USER_VALUE - 1) == 0;
+}
+
 static void on_delivery(struct bench_run *r, struct bconn *c, const struct mqtt_publish *p)
 {
 	if (p->payload.len < BENCH_MSG_HEADER) {
@@ -338,15 +425,27 @@ static void on_delivery(struct bench_run *r, struct bconn *c, const struct mqtt_
 		return;
 	}
 	const uint8_t *h = p->payload.ptr;
-	uint32_t idx = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-	uint32_t seq = (uint32_t)h[4] << 24 | (uint32_t)h[5] << 16 | (uint32_t)h[6] << 8 | h[7];
+	uint32_t idx, seq;
 	uint64_t sched = 0;
-	for (int i = 8; i < 16; i++)
-		sched = sched << 8 | h[i];
+	if (r->o->props) {
+		bool bad = false;
+		idx = (uint32_t)text_get(h, TEXT_IDX_CHARS, &bad);
+		seq = (uint32_t)text_get(h + TEXT_IDX_CHARS, TEXT_SEQ_CHARS, &bad);
+		sched = r->epoch_ns + text_get(h + TEXT_IDX_CHARS + TEXT_SEQ_CHARS, TEXT_TIME_CHARS, &bad);
+		if (bad)
+			idx = UINT32_MAX;
+	} else {
+		idx = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+		seq = (uint32_t)h[4] << 24 | (uint32_t)h[5] << 16 | (uint32_t)h[6] << 8 | h[7];
+		for (int i = 8; i < 16; i++)
+			sched = sched << 8 | h[i];
+	}
 	if (idx >= r->npubs) {
 		r->c.foreign++;
 		return;
 	}
+	if (r->o->version == MQTT_PROTO_V5 && !v5_delivery_ok(r, c, p, idx))
+		r->c.bad_props++;
 	r->c.delivered++;
 	r->pubs[idx].delivered++;
 	uint32_t *exp = &c->sub->expect[idx];
@@ -424,6 +523,22 @@ static void on_packet(struct bench_run *r, struct bconn *c, const struct mqtt_pk
 			return;
 		}
 		r->c.connects++;
+		if (c->pub) {
+			/* v5: never more unacknowledged QoS 1/2 PUBLISHes than the
+			 * broker's Receive Maximum [MQTT-3.3.4-7]. */
+			const struct mqtt_props *cp = &pkt->u.connack.props;
+			c->pub->window = r->o->inflight;
+			if ((cp->present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM)) &&
+			    cp->receive_maximum < c->pub->window)
+				c->pub->window = cp->receive_maximum;
+		}
+		if (c->pub && r->o->topic_alias) {
+			c->pub->alias_max = pkt->u.connack.props.topic_alias_maximum;
+			if (c->pub->alias_max == 0) {
+				fail(r, "--topic-alias: the broker's CONNACK allows no topic alias");
+				return;
+			}
+		}
 		if (r->o->scenario == SCEN_TLS) {
 			/* One cycle done: DISCONNECT, then the driver reconnects. */
 			r->c.handshakes++;
@@ -468,6 +583,10 @@ static void on_packet(struct bench_run *r, struct bconn *c, const struct mqtt_pk
 	case MQTT_PKT_PUBACK:
 	case MQTT_PKT_PUBREC:
 	case MQTT_PKT_PUBCOMP:
+		if (pkt->u.ack.reason >= MQTT_RC_UNSPECIFIED) { /* a v5 refusal */
+			r->c.unexpected_acks++;
+			return;
+		}
 		on_pub_ack(r, c, pkt->type, pkt->u.ack.packet_id);
 		break;
 	case MQTT_PKT_PUBREL:
@@ -479,6 +598,9 @@ static void on_packet(struct bench_run *r, struct bconn *c, const struct mqtt_pk
 		break;
 	case MQTT_PKT_PINGRESP:
 		break;
+	case MQTT_PKT_DISCONNECT: /* v5: the broker says why it closes */
+		fail(r, "connection %u: DISCONNECT from the broker, reason 0x%02x", c->index, pkt->u.reason.reason);
+		break;
 	default:
 		fail(r, "connection %u: unexpected packet type %u", c->index, pkt->type);
 		break;
@@ -487,7 +609,7 @@ static void on_packet(struct bench_run *r, struct bconn *c, const struct mqtt_pk
 
 static void parse(struct bench_run *r, struct bconn *c)
 {
-	static const struct mqtt_codec_opts opts = {.max_packet_size = 0, .version = MQTT_PROTO_V311};
+	const struct mqtt_codec_opts opts = {.max_packet_size = 0, .version = r->o->version};
 	size_t off = 0;
 	while (off < c->rlen && !r->error[0] && c->state != BC_IDLE && c->state != BC_CLOSED) {
 		struct mqtt_pkt pkt;
@@ -616,7 +738,7 @@ bool bconn_publish(struct bench_run *r, struct bconn *c, uint64_t sched_ns)
 		return false;
 	uint16_t pid = 0;
 	if (o->qos > 0) {
-		if (pub->inflight >= o->inflight)
+		if (pub->inflight >= pub->window)
 			return false;
 		for (uint32_t tries = 0; tries < BENCH_PID_SPACE; tries++) {
 			pub->next_pid = (uint16_t)(pub->next_pid == UINT16_MAX ? 1 : pub->next_pid + 1);
@@ -629,22 +751,53 @@ bool bconn_publish(struct bench_run *r, struct bconn *c, uint64_t sched_ns)
 	}
 	uint8_t *h = r->payload;
 	uint32_t seq = (uint32_t)pub->sent;
-	for (int i = 0; i < 4; i++) {
-		h[i] = (uint8_t)(pub->index >> (24 - 8 * i));
-		h[4 + i] = (uint8_t)(seq >> (24 - 8 * i));
+	if (o->props) {
+		/* Payload Format 1 declares UTF-8 [MQTT-3.3.2-4]: printable characters. */
+		text_put(h, TEXT_IDX_CHARS, pub->index);
+		text_put(h + TEXT_IDX_CHARS, TEXT_SEQ_CHARS, seq);
+		text_put(h + TEXT_IDX_CHARS + TEXT_SEQ_CHARS, TEXT_TIME_CHARS,
+			 sched_ns > r->epoch_ns ? sched_ns - r->epoch_ns : 0);
+	} else {
+		for (int i = 0; i < 4; i++) {
+			h[i] = (uint8_t)(pub->index >> (24 - 8 * i));
+			h[4 + i] = (uint8_t)(seq >> (24 - 8 * i));
+		}
+		for (int i = 0; i < 8; i++)
+			h[8 + i] = (uint8_t)(sched_ns >> (56 - 8 * i));
 	}
-	for (int i = 0; i < 8; i++)
-		h[8 + i] = (uint8_t)(sched_ns >> (56 - 8 * i));
 	struct mqtt_publish p = {
 		.qos = o->qos,
 		.topic = {(const uint8_t *)pub->topic, pub->topic_len},
 		.packet_id = pid,
 		.payload = {r->payload, o->payload_size},
 	};
-	size_t need = 16 + pub->topic_len + o->payload_size;
+	uint8_t props[PROP_BLOCK_MAX];
+	if (o->version == MQTT_PROTO_V5) {
+		size_t plen = 0;
+		if (o->props) {
+			(void)mqtt_props_put_u8(props, sizeof props, &plen, MQTT_PROP_PAYLOAD_FORMAT, 1);
+			(void)mqtt_props_put_u32(props, sizeof props, &plen, MQTT_PROP_MESSAGE_EXPIRY, PROP_EXPIRY_S);
+			(void)mqtt_props_put_str(props, sizeof props, &plen, MQTT_PROP_CONTENT_TYPE,
+						 (struct mqtt_str){(const uint8_t *)PROP_CONTENT_TYPE,
+								   sizeof PROP_CONTENT_TYPE - 1});
+			(void)mqtt_props_put_pair(props, sizeof props, &plen,
+						  (struct mqtt_str){(const uint8_t *)PROP_USER_KEY, sizeof PROP_USER_KEY - 1},
+						  (struct mqtt_str){(const uint8_t *)PROP_USER_VALUE,
+								    sizeof PROP_USER_VALUE - 1});
+		}
+		if (o->topic_alias) {
+			/* The first PUBLISH sets alias 1, the rest send only the alias [MQTT-3.3.2-12]. */
+			(void)mqtt_props_put_u16(props, sizeof props, &plen, MQTT_PROP_TOPIC_ALIAS, 1);
+			if (pub->alias_set)
+				p.topic.len = 0;
+			pub->alias_set = true;
+		}
+		p.props.raw = (struct mqtt_str){props, plen};
+	}
+	size_t need = 16 + PROP_BLOCK_MAX + pub->topic_len + o->payload_size;
 	if (!wbuf_reserve(r, c, need))
 		return false;
-	ssize_t n = mqtt_encode_publish(c->wbuf + c->wlen, c->wcap - c->wlen, MQTT_PROTO_V311, &p);
+	ssize_t n = mqtt_encode_publish(c->wbuf + c->wlen, c->wcap - c->wlen, o->version, &p);
 	if (n < 0) {
 		fail(r, "encode PUBLISH: %s", mqtt_strerror((int)n));
 		return false;

@@ -106,9 +106,16 @@ static void usage(FILE *f)
 		"      --ws                   MQTT over WebSocket (RFC 6455; wss with --tls): an upgrade\n"
 		"                             per connection, binary frames masked with a zero key\n"
 		"      --ws-path PATH         WebSocket: the request path (/mqtt)\n"
+		"  -V, --mqtt-version 4|5     MQTT protocol level of every connection (4: 3.1.1)\n"
+		"      --props                v5: each PUBLISH carries content type, a user property, a\n"
+		"                             message expiry interval and payload format 1 (UTF-8);\n"
+		"                             subscribers check that they arrive intact\n"
+		"      --topic-alias          v5: subscribers allow %u topic aliases, publishers send\n"
+		"                             alias 1 instead of the topic after their first PUBLISH\n"
 		"      --json                 one JSON object on stdout instead of the text report\n"
 		"exit status: 0 ok, 1 loss/duplicates where the QoS forbids them, 2 usage,\n"
-		"             3 error (connect, protocol, timeout), 77 scenario not available\n");
+		"             3 error (connect, protocol, timeout), 77 scenario not available\n",
+		BENCH_TOPIC_ALIAS_MAX);
 }
 
 static bool parse_num(const char *s, double lo, double hi, double *out)
@@ -129,6 +136,8 @@ enum {
 	OPT_RESUME,
 	OPT_TLSCURVES,
 	OPT_TLSSUITES,
+	OPT_PROPS,
+	OPT_TOPIC_ALIAS,
 };
 
 static int parse_args(int argc, char **argv, struct bench_opts *o)
@@ -167,6 +176,9 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		{"persistent", no_argument, NULL, OPT_PERSISTENT},
 		{"ws", no_argument, NULL, OPT_WS},
 		{"ws-path", required_argument, NULL, OPT_WS_PATH},
+		{"mqtt-version", required_argument, NULL, 'V'},
+		{"props", no_argument, NULL, OPT_PROPS},
+		{"topic-alias", no_argument, NULL, OPT_TOPIC_ALIAS},
 		{"help", no_argument, NULL, 'H'},
 		{NULL, 0, NULL, 0},
 	};
@@ -175,11 +187,11 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		.setup_timeout_s = 30, .count = 100000000, .payload_size = 16, .publishers = 10,
 		.subscribers = 100, .pairs = 10, .conns = 1000, .clients = 4, .rate = -1,
 		.outstanding = 64, .inflight = 32, .connect_concurrency = 256, .src_addrs = 0,
-		.tls_hostname = "localhost", .topic_prefix = "bench",
+		.tls_hostname = "localhost", .topic_prefix = "bench", .version = 4,
 	};
 	int ch;
 	double v;
-	while ((ch = getopt_long(argc, argv, "h:p:q:d:w:n:s:P:S:N:C:K:r:", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "h:p:q:d:w:n:s:P:S:N:C:K:r:V:", longopts, NULL)) != -1) {
 		const char *bad = NULL;
 		switch (ch) {
 		case 'h': o->host = optarg; break;
@@ -215,6 +227,9 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		case OPT_PERSISTENT: o->persistent = true; break;
 		case OPT_WS: o->ws = true; break;
 		case OPT_WS_PATH: o->ws_path = optarg; break;
+		case 'V': if (!parse_num(optarg, 4, 5, &v) || v != floor(v)) bad = "--mqtt-version (4 or 5)"; else o->version = (uint8_t)v; break;
+		case OPT_PROPS: o->props = true; break;
+		case OPT_TOPIC_ALIAS: o->topic_alias = true; break;
 		case 'H': usage(stdout); exit(BENCH_EXIT_OK);
 		default: usage(stderr); return -1;
 		}
@@ -244,6 +259,10 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 	}
 	if (o->scenario == SCEN_TLS)
 		o->tls = true;
+	if ((o->props || o->topic_alias) && o->version != 5) {
+		fprintf(stderr, "wisp_bench: --props and --topic-alias need -V 5\n");
+		return -1;
+	}
 	if (strlen(o->topic_prefix) > 40) {
 		fprintf(stderr, "wisp_bench: --topic-prefix is limited to 40 bytes\n");
 		return -1;
@@ -289,6 +308,7 @@ static int setup(struct bench_run *r, const struct bench_opts *o)
 	if (!r->conns || !r->pubs || !subs || !r->payload || !r->lat)
 		return -1;
 	memset(r->payload, 'x', o->payload_size);
+	r->epoch_ns = bench_now_ns();
 	/* Connections are started in array order: subscribers first, so
 	 * every subscription exists before the first message. */
 	for (uint32_t i = 0; i < r->nconns; i++) {
@@ -310,6 +330,13 @@ static int setup(struct bench_run *r, const struct bench_opts *o)
 				s->expect = wisp_calloc(npub, sizeof *s->expect);
 				if (!s->expect)
 					return -1;
+			}
+			if (o->topic_alias) {
+				s->alias_pub = wisp_malloc((BENCH_TOPIC_ALIAS_MAX + 1) * sizeof *s->alias_pub);
+				if (!s->alias_pub)
+					return -1;
+				for (uint32_t a = 0; a <= BENCH_TOPIC_ALIAS_MAX; a++)
+					s->alias_pub[a] = UINT32_MAX;
 			}
 			if (o->qos == 2 && o->scenario != SCEN_CONNS) {
 				s->pid_rx = wisp_calloc(BENCH_PID_SPACE, 1);
@@ -612,7 +639,8 @@ static void print_messages(const struct bench_run *r, const struct sample *a, co
 		       "\"broker_rss_bytes\":%llu,\"broker_rss_max_bytes\":%llu,\"has_broker\":%s,"
 		       "\"generator_cpu_pct\":%.1f,\"limit\":\"%s\",\"total_published\":%llu,\"total_delivered\":%llu,"
 		       "\"lost\":%llu,\"gaps\":%llu,\"dups\":%llu,\"qos2_redelivered\":%llu,\"foreign\":%llu,"
-		       "\"unexpected_acks\":%llu,\"stalls\":%llu,\"incomplete\":%llu,\"ok\":%s}\n",
+		       "\"unexpected_acks\":%llu,\"bad_props\":%llu,\"mqtt_version\":%u,\"stalls\":%llu,"
+		       "\"incomplete\":%llu,\"ok\":%s}\n",
 		       scenario_names[o->scenario], o->qos, o->payload_size, r->npubs, nsub,
 		       o->rate > 0 ? "fixed-rate" : "closed-loop", o->rate, rep->window_s,
 		       (unsigned long long)pub, (unsigned long long)del, prate, rate, us(p50), us(p90), us(p99),
@@ -622,8 +650,8 @@ static void print_messages(const struct bench_run *r, const struct sample *a, co
 		       (unsigned long long)r->c.published, (unsigned long long)r->c.delivered,
 		       (unsigned long long)r->c.lost, (unsigned long long)r->c.gaps, (unsigned long long)r->c.dups,
 		       (unsigned long long)r->c.qos2_redelivered, (unsigned long long)r->c.foreign,
-		       (unsigned long long)r->c.unexpected_acks, (unsigned long long)r->c.stalls,
-		       (unsigned long long)(o->qos ? r->c.published - r->c.completed : 0), ok ? "true" : "false");
+		       (unsigned long long)r->c.unexpected_acks, (unsigned long long)r->c.bad_props, o->version,
+		       (unsigned long long)r->c.stalls, (unsigned long long)(o->qos ? r->c.published - r->c.completed : 0), ok ? "true" : "false");
 		return;
 	}
 	printf("%s  qos %u  payload %zu B  %u publisher%s -> %u subscriber%s  %s",
@@ -649,10 +677,10 @@ static void print_messages(const struct bench_run *r, const struct sample *a, co
 	printf("  generator   CPU %.1f%% of a core\n", rep->gen_cpu_pct);
 	printf("  limit       %s\n", limit_text(rep->limit));
 	printf("  integrity   lost %llu  gaps %llu  duplicates %llu  qos2-resent %llu  foreign %llu  "
-	       "unexpected-acks %llu  stalls %llu  (whole run: %llu published, %llu delivered)\n",
+	       "unexpected-acks %llu  bad-v5-props %llu  stalls %llu  (whole run: %llu published, %llu delivered)\n",
 	       (unsigned long long)r->c.lost, (unsigned long long)r->c.gaps, (unsigned long long)r->c.dups,
 	       (unsigned long long)r->c.qos2_redelivered, (unsigned long long)r->c.foreign,
-	       (unsigned long long)r->c.unexpected_acks, (unsigned long long)r->c.stalls,
+	       (unsigned long long)r->c.unexpected_acks, (unsigned long long)r->c.bad_props, (unsigned long long)r->c.stalls,
 	       (unsigned long long)r->c.published, (unsigned long long)r->c.delivered);
 	printf("  result      %s\n", verdict);
 }
@@ -672,6 +700,9 @@ static bool integrity_ok(const struct bench_run *r, char *why, size_t len)
 			 (unsigned long long)(c->published - c->completed), r->o->qos);
 	else if (c->unexpected_acks || c->foreign)
 		snprintf(why, len, "FAIL: protocol anomalies (unexpected acks or foreign payloads)");
+	else if (c->bad_props)
+		snprintf(why, len, "FAIL: %llu deliveries with v5 properties or topic alias not as published",
+			 (unsigned long long)c->bad_props);
 	else if (c->published == 0 && r->npubs > 0)
 		snprintf(why, len, "FAIL: nothing was published");
 	else {
@@ -891,6 +922,7 @@ static void teardown(struct bench_run *r)
 	for (uint32_t i = 0; r->subs && i < r->nsubs; i++) {
 		wisp_free(r->subs[i].expect);
 		wisp_free(r->subs[i].pid_rx);
+		wisp_free(r->subs[i].alias_pub);
 	}
 	wisp_free(r->subs);
 	wisp_free(r->conns);
