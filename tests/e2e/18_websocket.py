@@ -412,21 +412,14 @@ class RealClients(WsTestCase):
 
 
 @skip_unless_wisp("wisp's ws listener")
-class RealClientsCoalesced(RealClients):
-    """The same clients with frame_per_packet off: one frame carries
-    everything a connection queued in a loop turn, which [MQTT-6.0.0-2]
-    allows and MQTT.js, paho-mqtt and browsers read."""
-    WS_KEYS = {"frame_per_packet": False}
-
-
-@skip_unless_wisp("wisp's ws listener")
 class PahoC(WsTestCase):
-    # Paho C 1.3 reads a frame only up to its first MQTT packet: it works
-    # because frame_per_packet is on by default (config/README.md).
+    # Paho C 1.3 reads a frame only up to its first MQTT packet: it needs
+    # the listener's frame_per_packet (config/README.md).
+    WS_KEYS = {"frame_per_packet": True}
 
     def test_paho_c_ws_and_wss(self):
         """Eclipse Paho C (libpaho-mqtt3as) with ws:// and wss:// URIs: QoS 0,
-        1, 2 published back to back and received, on a listener with the defaults."""
+        1, 2 published back to back and received, on a frame_per_packet listener."""
         self.assertTrue(PAHO_WS and os.path.exists(PAHO_WS), "WISP_PAHO_WS: paho_ws_client not built")
         for uri, extra in (("ws://127.0.0.1:%d/mqtt" % self.broker.port, []),
                            ("wss://localhost:%d/mqtt" % self.broker.wss_port, [ca_file()])):

@@ -202,7 +202,7 @@ static const struct field listener_fields[] = {
 	F_BOOL(struct config_listener, "trust_proxy", trust_proxy, 0),
 	/* Off: one frame carries every packet a loop turn queued, as
 	 * [MQTT-6.0.0-2] allows; on for clients that cannot read that. */
-	F_BOOL(struct config_listener, "frame_per_packet", frame_per_packet, 1),
+	F_BOOL(struct config_listener, "frame_per_packet", frame_per_packet, 0),
 	{0},
 };
 

@@ -78,7 +78,7 @@ struct config_listener {
 	char *path;                /* request path to accept; NULL = any */
 	uint32_t max_frame_size;   /* payload of one client data frame; 0 (default) = limits.max_packet_size */
 	bool trust_proxy;          /* take the client address from X-Forwarded-For; default false */
-	bool frame_per_packet;     /* one WebSocket frame per MQTT packet (Paho C); default true */
+	bool frame_per_packet;     /* one WebSocket frame per MQTT packet (Paho C); default false */
 };
 
 struct config_limits {
