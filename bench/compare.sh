@@ -38,11 +38,11 @@ die() { echo "compare.sh: $*" >&2; exit 2; }
 # ---- tools ----
 BUILD=$ROOT/build/bench
 if [ -z "$WISP" ] || [ -z "$BENCH" ]; then
-	if [ ! -x "$BUILD/broker/wisp" ] || [ ! -x "$BUILD/bench/wisp_bench" ]; then
-		echo "building wisp and wisp_bench (RelWithDebInfo) in $BUILD ..."
-		cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWISP_BUILD_TESTS=OFF >/dev/null &&
-			cmake --build "$BUILD" -j2 --target wisp wisp_bench >/dev/null || die "build failed"
-	fi
+	# Always (incrementally) rebuilt: a binary left from an older checkout
+	# would be measured and stamped with this checkout's commit.
+	echo "building wisp and wisp_bench (RelWithDebInfo) in $BUILD ..."
+	cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWISP_BUILD_TESTS=OFF >/dev/null &&
+		cmake --build "$BUILD" -j2 --target wisp wisp_bench >/dev/null || die "build failed"
 	WISP=${WISP:-$BUILD/broker/wisp}
 	BENCH=${BENCH:-$BUILD/bench/wisp_bench}
 fi
