@@ -233,16 +233,17 @@ class ClusterTest(unittest.TestCase):
         self.nats.wait_subjects("b", {PREFIX + ".u.keep"}, present=False)
 
     def test_shared_subscription_members_on_another_node_get_the_message(self):
-        # One group per node for now (README): the member on b gets every
+        # The group is a NATS queue subscription on b's second connection
+        # (26_cluster_state tests the split): the member on b gets every
         # message published on a, and leaving the group withdraws interest.
         member = self.client("b", "member-b")
         self.assertEqual(member.subscribe([("$share/g/sh/+", 1)]), [1])
-        self.nats.wait_subjects("b", {PREFIX + ".sh.*"})
+        self.nats.wait_subjects("b-share", {PREFIX + ".sh.*"})
         pub = self.client("a", "pub-a")
         pub.publish("sh/1", b"shared", qos=1, pid=1)
         self.expect_payloads(member, [("sh/1", b"shared")])
         member.unsubscribe(["$share/g/sh/+"], pid=2)
-        self.nats.wait_subjects("b", {PREFIX + ".sh.*"}, present=False)
+        self.nats.wait_subjects("b-share", {PREFIX + ".sh.*"}, present=False)
 
     def test_restarted_node_resubscribes_for_its_stored_sessions(self):
         # A node with persistence restores its offline sessions at start-up,

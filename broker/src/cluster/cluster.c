@@ -5,8 +5,7 @@
  * subscriptions, the one or two NATS subscriptions for it). "a/#" also
  * matches "a" [MQTT-4.7.1-2], which NATS's "a.>" does not, so such a
  * filter holds a second subscription to "a". A shared subscription
- * ($share/group/filter) is interest in its filter; the group is per node
- * for now (each node's group gets a copy).
+ * ($share/group/filter) is a NATS queue subscription instead (groups.h).
  *
  * A message out: one natsMsg (subject, headers, payload copied by cnats)
  * per client PUBLISH, nothing per subscriber. In: the message is copied
@@ -42,6 +41,7 @@
 #include "alloc.h"
 #include "broker.h"
 #include "err.h"
+#include "groups.h"
 #include "hash.h"
 #include "inbox.h"
 #include "log.h"
@@ -80,6 +80,7 @@ struct cluster {
 	natsOptions *opts;
 	natsConnection *nc;
 	struct inbox inbox;
+	struct cluster_groups *groups; /* shared subscriptions (groups.h) */
 	struct loop_io io;
 	struct interest **buckets;
 	size_t nbuckets, count;
@@ -99,19 +100,6 @@ struct cluster {
 static struct cluster *of(struct router *r) { return container_of(r, struct cluster, router); }
 
 /* ---- interest ---- */
-
-/* "$share/group/filter" is interest in "filter". */
-static void strip_share(const char **filter, size_t *len)
-{
-	static const char share[] = "$share/";
-	if (*len <= sizeof share - 1 || memcmp(*filter, share, sizeof share - 1) != 0)
-		return;
-	const char *group_end = memchr(*filter + sizeof share - 1, '/', *len - (sizeof share - 1));
-	if (!group_end)
-		return;
-	*len -= (size_t)(group_end + 1 - *filter);
-	*filter = group_end + 1;
-}
 
 static struct interest **find(struct cluster *c, const char *filter, size_t len, uint32_t h)
 {
@@ -159,7 +147,10 @@ static void nats_unsubscribe(struct cluster *c, struct interest *in)
 
 static void interest_ref(struct cluster *c, const char *filter, size_t len)
 {
-	strip_share(&filter, &len);
+	if (share_is_shared(filter, len)) {
+		groups_ref(c->groups, filter, len);
+		return;
+	}
 	uint32_t h = hash_bytes(0, filter, len);
 	struct interest **pp = find(c, filter, len, h);
 	if (*pp) {
@@ -185,7 +176,10 @@ static void interest_ref(struct cluster *c, const char *filter, size_t len)
 
 static void interest_unref(struct cluster *c, const char *filter, size_t len)
 {
-	strip_share(&filter, &len);
+	if (share_is_shared(filter, len)) {
+		groups_unref(c->groups, filter, len);
+		return;
+	}
 	struct interest **pp = find(c, filter, len, hash_bytes(0, filter, len));
 	struct interest *in = *pp;
 	if (!in || --in->count > 0)
@@ -279,6 +273,9 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 			c->b->stats.cluster.send_failed++;
 		}
 	}
+	/* NATS picks the node for the shared groups of what it took; while
+	 * it is away, the local groups are served here (groups.h). */
+	c->b->route.shares_elsewhere = sent && c->b->stats.cluster.connected;
 	size_t matched = router_publish(c->local, m, levels, nlevels);
 	/* Subscribers elsewhere are unknown here: a message NATS took counts
 	 * as matched (no v5 0x10 No matching subscribers). */
@@ -354,10 +351,16 @@ static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr
 static const char *route_remote(struct cluster *c, natsMsg *nm)
 {
 	struct broker *b = c->b;
+	const char *share_key = NULL;
+	size_t share_len = 0;
+	bool for_group = groups_message(c->groups, nm, &share_key, &share_len);
 	const char *node = header(nm, "Wisp-Node");
-	if (node && strcmp(node, c->node) == 0)
+	if (for_group && !share_key)
+		return ""; /* its group left this node meanwhile, as a local group's last member may */
+	if (!for_group && node && strcmp(node, c->node) == 0)
 		return "this node's own message";
-	if (seen_before(c, node, header(nm, "Wisp-Seq")))
+	/* Each group's copy is its own: never one of overlapping filters. */
+	if (!for_group && seen_before(c, node, header(nm, "Wisp-Seq")))
 		return ""; /* another subscription's copy: not a drop */
 	const char *subj = natsMsg_GetSubject(nm);
 	ssize_t tlen = subject_to_topic(c->prefix, subj, strlen(subj), c->buf, c->buf_cap);
@@ -406,8 +409,12 @@ static const char *route_remote(struct cluster *c, natsMsg *nm)
 		return "out of memory";
 	struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
 	int nl = topic_split(msg_topic(m), m->topic_len, levels, TOPIC_MAX_LEVELS_HARD);
-	if (nl > 0) {
+	if (nl > 0 && for_group) {
 		b->stats.cluster.received++;
+		route_share_deliver(b, share_key, share_len, m);
+	} else if (nl > 0) {
+		b->stats.cluster.received++;
+		b->route.shares_elsewhere = true; /* NATS sent the groups' copies apart */
 		router_publish(c->local, m, levels, (size_t)nl);
 	}
 	msg_unref(m);
@@ -582,6 +589,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 			 natsStatus_GetText(st));
 		goto fail;
 	}
+	if (groups_start(&c->groups, cfg->nats, c->node, c->prefix, &c->inbox, err, errlen) != 0)
+		goto fail;
 	count_existing(c);
 	b->sessions.on_sub_gone = on_sub_gone;
 	b->sessions.sub_gone_ctx = c;
@@ -615,6 +624,7 @@ void cluster_stop(struct cluster *c)
 			nats_unsubscribe(c, in);
 			wisp_free(in);
 		}
+	groups_close(c->groups);
 	/* Close joins cnats's threads: no callback runs after it. */
 	if (c->nc) {
 		natsConnection_Close(c->nc);
@@ -626,6 +636,7 @@ void cluster_stop(struct cluster *c)
 	nats_CloseAndWait(5000);
 	loop_io_stop(b->loop, &c->io);
 	inbox_free(&c->inbox, free_msg);
+	groups_free(c->groups);
 	wisp_free(c->buckets);
 	wisp_free(c->buf);
 	wisp_free(c->node);
