@@ -13,6 +13,7 @@ one fails the test, never skips it."""
 
 import importlib.util
 import os
+import re
 import socket
 import sys
 import time
@@ -47,6 +48,62 @@ class ClusterStateTest(cluster24.ClusterTest):
                     continue  # nothing from this one within the slice
                 got.append((i, p.topic, p.payload))
         return got
+
+    def metric(self, node, name):
+        body = self.nodes[node].get("/metrics")[1]
+        m = re.search(r"(?m)^wisp_%s (\d+)$" % name, body)
+        return int(m.group(1)) if m else 0
+
+    def wait_applied(self, nodes, at_least):
+        """Waits until each node applied at_least retained records from the bucket."""
+        deadline = time.monotonic() + WAIT
+        for n in nodes:
+            while self.metric(n, "cluster_retained_applied_total") < at_least:
+                if time.monotonic() > deadline:
+                    self.fail("node %s applied %d retained records, wanted %d" % (
+                        n, self.metric(n, "cluster_retained_applied_total"), at_least))
+                time.sleep(0.02)
+
+    def retained(self, node, client_id, filt, count):
+        """A new subscriber on node to filt: the count retained messages it
+        is sent, sorted, and nothing more."""
+        c = self.client(node, client_id)
+        self.assertEqual(c.subscribe([(filt, 1)]), [1])
+        got = []
+        for _ in range(count):
+            p = c.recv_publish(timeout=WAIT)
+            self.assertTrue(p.retain, "a retained message is sent with RETAIN set [MQTT-3.3.1-6]")
+            got.append((p.topic, p.payload))
+        c.assert_no_packet(wait=0.3)  # each once, nothing stale
+        return sorted(got)
+
+    def test_retained_is_cluster_wide_and_reaches_a_late_node(self):
+        for n in ("a", "b", "c"):
+            self.assertIsNotNone(self.nodes[n].wait_log("in step with bucket", timeout=WAIT))
+        pub = self.client("a", "pub-a")
+        pub.publish("ret/x", b"kept", qos=1, retain=True, pid=1)
+        pub.publish("ret/zz", b"marker", qos=1, retain=True, pid=2)
+        # Every node follows the bucket, the publishing one too (its own echo).
+        self.wait_applied(("a", "b", "c"), 2)
+        both = [("ret/x", b"kept"), ("ret/zz", b"marker")]
+        for n in ("b", "c", "a"):
+            self.assertEqual(self.retained(n, "sub-" + n, "ret/#", 2), both, "node %s" % n)
+        # Replaced on b, then cleared on c [MQTT-3.3.1-10]: every node sees both.
+        self.client("b", "pub-b").publish("ret/x", b"newer", qos=1, retain=True, pid=1)
+        self.wait_applied(("a", "b", "c"), 3)
+        for n in ("a", "c"):
+            self.assertEqual(self.retained(n, "sub2-" + n, "ret/x", 1), [("ret/x", b"newer")], "node %s" % n)
+        self.client("c", "pub-c").publish("ret/x", b"", qos=1, retain=True, pid=1)
+        self.wait_applied(("a", "b", "c"), 4)
+        for n in ("a", "b", "c"):
+            self.assertEqual(self.retained(n, "sub3-" + n, "ret/#", 1), [("ret/zz", b"marker")],
+                             "node %s: ret/x cleared everywhere" % n)
+        # A node started now gets what is retained, from the bucket.
+        d = Node("d", self.nats.port)
+        self.nodes["d"] = d
+        d.start()
+        self.assertIsNotNone(d.wait_log("in step with bucket", timeout=WAIT), "d never caught up")
+        self.assertEqual(self.retained("d", "sub-d", "ret/#", 1), [("ret/zz", b"marker")])
 
     def test_shared_group_spans_nodes_one_delivery_per_message_per_group(self):
         members = [self.client(n, "member-" + n) for n in ("a", "b", "c")]

@@ -45,6 +45,7 @@
 #include "hash.h"
 #include "inbox.h"
 #include "log.h"
+#include "retained_kv.h"
 #include "subject.h"
 
 #define EV_CONNECTED 0x1u
@@ -81,6 +82,7 @@ struct cluster {
 	natsConnection *nc;
 	struct inbox inbox;
 	struct cluster_groups *groups; /* shared subscriptions (groups.h) */
+	struct retained_kv *retained;  /* retained messages (retained_kv.h) */
 	struct loop_io io;
 	struct interest **buckets;
 	size_t nbuckets, count;
@@ -272,6 +274,8 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 		} else {
 			c->b->stats.cluster.send_failed++;
 		}
+		if (m->retain)
+			retained_kv_publish(c->retained, m);
 	}
 	/* NATS picks the node for the shared groups of what it took; while
 	 * it is away, the local groups are served here (groups.h). */
@@ -351,6 +355,8 @@ static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr
 static const char *route_remote(struct cluster *c, natsMsg *nm)
 {
 	struct broker *b = c->b;
+	if (retained_kv_message(c->retained, nm))
+		return NULL;
 	const char *share_key = NULL;
 	size_t share_len = 0;
 	bool for_group = groups_message(c->groups, nm, &share_key, &share_len);
@@ -439,6 +445,8 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		b->stats.cluster.connected = 1;
 		log_msg(LOG_NOTICE, "cluster", "connected to NATS as node '%s'", c->node);
 	}
+	if (ev & RETAINED_KV_EVENT)
+		retained_kv_event(c->retained);
 	if (ev & EV_CLOSED) {
 		b->stats.cluster.connected = 0;
 		log_msg(LOG_ERROR, "cluster", "the NATS connection is closed for good: serving local clients only");
@@ -591,6 +599,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	}
 	if (groups_start(&c->groups, cfg->nats, c->node, c->prefix, &c->inbox, err, errlen) != 0)
 		goto fail;
+	if (retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c) != 0)
+		goto nomem;
 	count_existing(c);
 	b->sessions.on_sub_gone = on_sub_gone;
 	b->sessions.sub_gone_ctx = c;
@@ -625,6 +635,7 @@ void cluster_stop(struct cluster *c)
 			wisp_free(in);
 		}
 	groups_close(c->groups);
+	retained_kv_stop(c->retained);
 	/* Close joins cnats's threads: no callback runs after it. */
 	if (c->nc) {
 		natsConnection_Close(c->nc);
@@ -637,6 +648,7 @@ void cluster_stop(struct cluster *c)
 	loop_io_stop(b->loop, &c->io);
 	inbox_free(&c->inbox, free_msg);
 	groups_free(c->groups);
+	retained_kv_free(c->retained);
 	wisp_free(c->buckets);
 	wisp_free(c->buf);
 	wisp_free(c->node);

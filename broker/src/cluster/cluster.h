@@ -23,11 +23,11 @@
  * they only hand messages and connection events to the loop thread through
  * inbox.h. Everything else runs on the loop thread.
  *
- *  - shared subscription groups are NATS queue groups (groups.h).
+ *  - shared subscription groups are NATS queue groups (groups.h);
+ *    retained messages go through a JetStream KV bucket (retained_kv.h).
  *
  * Not done yet (issue 16): QoS 1/2 durability across nodes (a message is
- * at most once across the NATS hop), cluster-wide client ids, sessions and
- * retained messages.
+ * at most once across the NATS hop), cluster-wide client ids and sessions.
  */
 #ifndef WISP_CLUSTER_CLUSTER_H
 #define WISP_CLUSTER_CLUSTER_H

@@ -55,6 +55,7 @@ struct broker_stats {
 		uint64_t send_failed;    /* not published to NATS (disconnected and its buffer full, ...) */
 		uint64_t subjects;       /* NATS subscriptions held for local interest */
 		uint64_t connected;      /* 1 while connected to NATS */
+		uint64_t retained_applied; /* retained records from the JetStream bucket applied here (retained_kv.h) */
 	} cluster;
 	uint64_t http_requests;      /* HTTP requests answered (http/) */
 	uint64_t http_refused;       /* HTTP connections closed for a malformed or oversized request */

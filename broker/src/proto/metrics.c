@@ -117,6 +117,8 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.send_failed), .sys = "cluster/messages/send_failed"},
 	{"cluster_subjects", "NATS subscriptions held for this node's filters.", GAUGE, STAT(cluster.subjects),
 	 .sys = "cluster/subjects"},
+	{"cluster_retained_applied_total", "Retained records from the cluster's JetStream bucket applied to this node's store.",
+	 COUNTER, STAT(cluster.retained_applied), .sys = "cluster/retained/applied"},
 	{"tls_handshakes_current", "TLS handshakes under way on all listeners.", GAUGE, SNAP(handshakes_current),
 	 .sys = "tls/handshakes/current"},
 	{"tls_handshakes_refused_total", "TLS connections closed at accept by max_handshakes(_per_address).", COUNTER,
