@@ -78,7 +78,8 @@ class Nats:
         with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as r:
             data = json.load(r)
         # _INBOX.*: replies to the node's JetStream requests and the
-        # retained bucket's consumer (26_cluster_state tests those).
+        # retained bucket's consumer (26_cluster_state tests those; the
+        # client-id claims and shared groups are on <node>-share).
         return {c.get("name"): ({s for s in c.get("subscriptions_list") or [] if not s.startswith("_INBOX.")},
                                 c["out_msgs"])
                 for c in data.get("connections", [])}

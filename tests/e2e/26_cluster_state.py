@@ -15,18 +15,26 @@ import importlib.util
 import os
 import re
 import socket
+import struct
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import RawClient, main  # noqa: E402
+from wisp_e2e import CONNACK, DISCONNECT, RawClient, main, mqtt_str, packet  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
     "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
 cluster24 = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cluster24)
 PREFIX, WAIT, Node = cluster24.PREFIX, cluster24.WAIT, cluster24.Node
+
+
+def connect5(client_id, clean=True, expiry=0):
+    """A v5 CONNECT, with a Session Expiry Interval when expiry."""
+    props = b"\x11" + struct.pack("!I", expiry) if expiry else b""
+    var = mqtt_str("MQTT") + bytes([5, 0x02 if clean else 0]) + struct.pack("!H", 60) + bytes([len(props)]) + props
+    return packet(0x10, var + mqtt_str(client_id))
 
 
 class ClusterStateTest(cluster24.ClusterTest):
@@ -104,6 +112,51 @@ class ClusterStateTest(cluster24.ClusterTest):
         d.start()
         self.assertIsNotNone(d.wait_log("in step with bucket", timeout=WAIT), "d never caught up")
         self.assertEqual(self.retained("d", "sub-d", "ret/#", 1), [("ret/zz", b"marker")])
+
+    def v5_client(self, node, client_id, **kw):
+        c = RawClient(self.nodes[node].port)
+        self.clients.append(c)
+        c.send(connect5(client_id, **kw))
+        ack = c.expect(CONNACK)
+        self.assertEqual(ack.body[1], 0, "CONNACK reason")
+        return c, bool(ack.body[0] & 1)
+
+    def test_client_id_taken_over_across_nodes(self):
+        # [MQTT-3.1.4-3] a v5 connection at a, taken over from b: DISCONNECT
+        # 0x8E, then the close; its persistent session at a ends.
+        old5, _ = self.v5_client("a", "twin", clean=False, expiry=3600)
+        old311 = self.client("a", "twin311")
+        new5, present = self.v5_client("b", "twin")
+        self.assertFalse(present, "the session is not carried from a to b (docs/cluster.md)")
+        pkt = old5.expect(DISCONNECT, timeout=WAIT)
+        self.assertEqual(pkt.body[:1], b"\x8e", "DISCONNECT reason: Session taken over")
+        self.assertTrue(old5.wait_closed(), "a closes the taken-over connection")
+        # 3.1.1 has no DISCONNECT from the server: the connection just closes.
+        self.client("c", "twin311")
+        self.assertTrue(old311.wait_closed(timeout=WAIT), "a closes the 3.1.1 connection taken over from c")
+        self.assertTrue(new5.is_open())
+        self.assertEqual(self.metric("a", "cluster_taken_over_total"), 2)
+        # Back at a: its session there ended with the takeover.
+        back, present = self.v5_client("a", "twin", clean=False, expiry=3600)
+        self.assertFalse(present, "a ended its session of twin when b took the client over")
+        new5_closed = new5.wait_closed(timeout=WAIT)
+        self.assertTrue(new5_closed, "and b lets go of it in turn")
+        self.assertTrue(back.is_open())
+
+    def test_will_of_a_killed_client_on_b_reaches_a_and_c(self):
+        subs = {n: self.client(n, "will-sub-" + n) for n in ("a", "c")}
+        for n, c in subs.items():
+            self.assertEqual(c.subscribe([("will/#", 1)]), [1])
+            self.nats.wait_subjects(n, {PREFIX + ".will.>"})
+        doomed = RawClient(self.nodes["b"].port)
+        self.clients.append(doomed)
+        self.assertEqual(doomed.connect("doomed", will=("will/doomed", b"gone", 1, False)), 0)
+        doomed.sock.shutdown(socket.SHUT_RDWR)  # no DISCONNECT: the will goes out [MQTT-3.1.2-8]
+        doomed.close()
+        for n, c in subs.items():
+            p = c.recv_publish(timeout=WAIT)
+            self.assertEqual((p.topic, p.payload, p.qos), ("will/doomed", b"gone", 1), "node %s" % n)
+            c.assert_no_packet(wait=0.3)
 
     def test_shared_group_spans_nodes_one_delivery_per_message_per_group(self):
         members = [self.client(n, "member-" + n) for n in ("a", "b", "c")]

@@ -45,6 +45,7 @@
 #include "hash.h"
 #include "inbox.h"
 #include "log.h"
+#include "presence.h"
 #include "retained_kv.h"
 #include "subject.h"
 
@@ -83,6 +84,7 @@ struct cluster {
 	struct inbox inbox;
 	struct cluster_groups *groups; /* shared subscriptions (groups.h) */
 	struct retained_kv *retained;  /* retained messages (retained_kv.h) */
+	struct presence *presence;     /* client ids cluster-wide (presence.h) */
 	struct loop_io io;
 	struct interest **buckets;
 	size_t nbuckets, count;
@@ -355,7 +357,7 @@ static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr
 static const char *route_remote(struct cluster *c, natsMsg *nm)
 {
 	struct broker *b = c->b;
-	if (retained_kv_message(c->retained, nm))
+	if (retained_kv_message(c->retained, nm) || presence_message(c->presence, nm))
 		return NULL;
 	const char *share_key = NULL;
 	size_t share_len = 0;
@@ -481,7 +483,7 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 	(void)sub;
 	struct cluster *c = closure;
 	if (!inbox_push(&c->inbox, msg))
-		natsMsg_Destroy(msg); /* counted by the inbox */
+		natsMsg_Destroy(msg); /* counted by the inbox, unless it is closing */
 }
 
 static void on_connected(natsConnection *nc, void *closure)
@@ -599,7 +601,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	}
 	if (groups_start(&c->groups, cfg->nats, c->node, c->prefix, &c->inbox, err, errlen) != 0)
 		goto fail;
-	if (retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c) != 0)
+	if (retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c) != 0 ||
+	    presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0)
 		goto nomem;
 	count_existing(c);
 	b->sessions.on_sub_gone = on_sub_gone;
@@ -634,6 +637,7 @@ void cluster_stop(struct cluster *c)
 			nats_unsubscribe(c, in);
 			wisp_free(in);
 		}
+	presence_stop(c->presence); /* on the groups' connection */
 	groups_close(c->groups);
 	retained_kv_stop(c->retained);
 	/* Close joins cnats's threads: no callback runs after it. */
@@ -642,6 +646,9 @@ void cluster_stop(struct cluster *c)
 		natsConnection_Destroy(c->nc);
 	}
 	natsOptions_Destroy(c->opts);
+	/* Freed while cnats can still free them; a late callback's message is
+	 * refused and freed by the callback itself. */
+	inbox_close(&c->inbox, free_msg);
 	/* cnats may still run a callback on its threads after Destroy: wait
 	 * for them before the inbox goes. */
 	nats_CloseAndWait(5000);
@@ -649,6 +656,7 @@ void cluster_stop(struct cluster *c)
 	inbox_free(&c->inbox, free_msg);
 	groups_free(c->groups);
 	retained_kv_free(c->retained);
+	presence_free(c->presence);
 	wisp_free(c->buckets);
 	wisp_free(c->buf);
 	wisp_free(c->node);

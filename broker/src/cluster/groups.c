@@ -210,6 +210,8 @@ bool groups_message(struct cluster_groups *g, natsMsg *nm, const char **key, siz
 	return true;
 }
 
+natsConnection *groups_connection(const struct cluster_groups *g) { return g->nc; }
+
 size_t groups_count(const struct cluster_groups *g) { return g ? g->count : 0; }
 
 int groups_start(struct cluster_groups **out, const char *url, const char *node, const char *prefix,
@@ -264,6 +266,12 @@ nomem:
 	groups_close(g);
 	groups_free(g);
 	return WISP_ENOMEM;
+}
+
+void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms)
+{
+	if (sub && natsSubscription_Drain(sub) == NATS_OK)
+		natsSubscription_WaitForDrainCompletion(sub, timeout_ms);
 }
 
 void groups_close(struct cluster_groups *g)

@@ -12,7 +12,8 @@
  *
  * The queue subscriptions live on a second NATS connection, with echo on:
  * the main one is no-echo, and a node's own members must be candidates for
- * the messages its own clients publish. cnats's delivery thread tags each
+ * the messages its own clients publish. The same connection carries the
+ * client-id claims (presence.h). cnats's delivery thread tags each
  * message from it with the subscription's number (header Wisp-Share) and
  * hands it to the cluster's inbox; the loop thread maps the number back to
  * the group (a number whose group is gone maps to nothing: the message is
@@ -53,6 +54,15 @@ void groups_unref(struct cluster_groups *g, const char *key, size_t len);
  * is its group's key ("$share/g/f", *len bytes) or NULL when the group has
  * gone since. */
 bool groups_message(struct cluster_groups *g, natsMsg *nm, const char **key, size_t *len);
+
+/* The second connection, for the cluster's own control traffic
+ * (presence.h), which must not count as data on the main one. */
+natsConnection *groups_connection(const struct cluster_groups *g);
+
+/* Ends sub after cnats handed over what it still holds for it (at most
+ * timeout_ms): a message left in cnats's delivery queue when the library
+ * shuts down is never freed. Blocks; for shutdown. NULL: no-op. */
+void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms);
 
 /* Queue subscriptions held (for $SYS). */
 size_t groups_count(const struct cluster_groups *g);

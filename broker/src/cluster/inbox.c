@@ -51,9 +51,25 @@ static void wake(int efd)
 		;
 }
 
+void inbox_close(struct inbox *q, void (*free_item)(void *))
+{
+	if (!q->items)
+		return;
+	pthread_mutex_lock(&q->mu);
+	q->closed = true;
+	for (; q->len; q->len--, q->head = (q->head + 1) % q->cap)
+		if (free_item)
+			free_item(q->items[q->head]);
+	pthread_mutex_unlock(&q->mu);
+}
+
 bool inbox_push(struct inbox *q, void *item)
 {
 	pthread_mutex_lock(&q->mu);
+	if (q->closed) {
+		pthread_mutex_unlock(&q->mu);
+		return false;
+	}
 	if (q->len == q->cap) {
 		q->dropped++;
 		pthread_mutex_unlock(&q->mu);

@@ -10,9 +10,10 @@
  *   Wisp-Props    forwarded v5 properties, base64 of the MQTT encoding
  *   KV-Operation  DEL for a deletion (the KV convention, so `nats kv` reads it)
  *
- * Threads: the set-up thread touches only the fields under `mu` and the
- * immutable ones; the consumer's callback (cnats's delivery thread) only
- * tags and hands over; everything else runs on the loop thread.
+ * Threads: this module's thread sets up, then reads the consumer (a
+ * synchronous subscription) and only tags and hands over the records; it
+ * touches only the fields under `mu`, the immutable ones, js and sub.
+ * Everything else runs on the loop thread.
  */
 #include "retained_kv.h"
 
@@ -45,6 +46,7 @@
 #define PENDING_STALE_S 30u
 #define SETUP_WAIT_MS 2000
 #define SETUP_RETRY_S 1
+#define READ_WAIT_MS 200
 
 struct pending {
 	struct pending *next;
@@ -337,13 +339,10 @@ void retained_kv_event(struct retained_kv *r)
 	}
 }
 
-/* ---- the consumer's callback (cnats's delivery thread) ---- */
+/* ---- the consumer's records (this module's thread) ---- */
 
-static void on_record(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+static void on_record(struct retained_kv *r, natsMsg *msg)
 {
-	(void)nc;
-	(void)sub;
-	struct retained_kv *r = closure;
 	jsMsgMetaData *meta = NULL;
 	bool last = natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta->NumPending == 0;
 	jsMsgMetaData_Destroy(meta);
@@ -387,9 +386,12 @@ static natsStatus setup(struct retained_kv *r, bool *empty, char *err, size_t er
 		jsSubOptions so;
 		jsSubOptions_Init(&so);
 		so.Stream = stream;
-		so.Ordered = true;
+		so.Config.AckPolicy = js_AckNone;
 		so.Config.DeliverPolicy = js_DeliverLastPerSubject;
-		st = js_Subscribe(&r->sub, r->js, subject, on_record, r, NULL, &so, &jerr);
+		/* Synchronous: this module's thread reads it (setup_main), so
+		 * no record waits in cnats's shared delivery queue at exit,
+		 * where cnats would never free it. */
+		st = js_SubscribeSync(&r->sub, r->js, subject, NULL, &so, &jerr);
 	}
 	if (st != NATS_OK)
 		snprintf(err, errlen, "%s (JetStream error %d)", natsStatus_GetText(st), (int)jerr);
@@ -418,7 +420,21 @@ static void *setup_main(void *arg)
 		while (!r->stopping && pthread_cond_timedwait(&r->cv, &r->mu, &until) != ETIMEDOUT)
 			;
 	}
+	bool stopping = r->stopping;
 	pthread_mutex_unlock(&r->mu);
+	/* Then the records, until retained_kv_stop: the wait bounds how long
+	 * a stop waits for this thread. */
+	while (!stopping) {
+		natsMsg *msg = NULL;
+		natsStatus st = natsSubscription_NextMsg(&msg, r->sub, READ_WAIT_MS);
+		if (st == NATS_OK)
+			on_record(r, msg);
+		else if (st != NATS_TIMEOUT)
+			nats_Sleep(READ_WAIT_MS); /* the connection is away: cnats reconnects it */
+		pthread_mutex_lock(&r->mu);
+		stopping = r->stopping;
+		pthread_mutex_unlock(&r->mu);
+	}
 	return NULL;
 }
 
@@ -476,11 +492,12 @@ void retained_kv_stop(struct retained_kv *r)
 		pthread_join(r->thread, NULL);
 		r->thread_started = false;
 	}
-	if (r->sub) {
-		natsSubscription_Unsubscribe(r->sub);
-		natsSubscription_Destroy(r->sub);
-		r->sub = NULL;
-	}
+	/* Not unsubscribed: that would ask JetStream to delete the consumer,
+	 * and the answer, arriving as the connection closes, is never freed
+	 * by cnats. The server drops the ephemeral consumer with the
+	 * connection's interest. */
+	natsSubscription_Destroy(r->sub);
+	r->sub = NULL;
 	jsCtx_Destroy(r->js);
 	r->js = NULL;
 }

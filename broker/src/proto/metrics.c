@@ -119,6 +119,8 @@ const struct metric metrics_table[] = {
 	 .sys = "cluster/subjects"},
 	{"cluster_retained_applied_total", "Retained records from the cluster's JetStream bucket applied to this node's store.",
 	 COUNTER, STAT(cluster.retained_applied), .sys = "cluster/retained/applied"},
+	{"cluster_taken_over_total", "Sessions ended here because their client id connected at another node.", COUNTER,
+	 STAT(cluster.taken_over), .sys = "cluster/clients/taken_over"},
 	{"tls_handshakes_current", "TLS handshakes under way on all listeners.", GAUGE, SNAP(handshakes_current),
 	 .sys = "tls/handshakes/current"},
 	{"tls_handshakes_refused_total", "TLS connections closed at accept by max_handshakes(_per_address).", COUNTER,
