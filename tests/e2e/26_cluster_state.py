@@ -27,7 +27,19 @@ _spec = importlib.util.spec_from_file_location(
     "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
 cluster24 = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cluster24)
-PREFIX, WAIT, Node = cluster24.PREFIX, cluster24.WAIT, cluster24.Node
+PREFIX, WAIT = cluster24.PREFIX, cluster24.WAIT
+
+
+class Node(cluster24.Node):
+    """A node publishing $SYS every second (the cluster totals too)."""
+
+    def config(self):
+        cfg = super().config()
+        cfg["sys_interval"] = 1
+        return cfg
+
+
+cluster24.Node = Node  # ClusterTest.setUp makes its nodes from this one
 
 
 def connect5(client_id, clean=True, expiry=0):
@@ -157,6 +169,24 @@ class ClusterStateTest(cluster24.ClusterTest):
             p = c.recv_publish(timeout=WAIT)
             self.assertEqual((p.topic, p.payload, p.qos), ("will/doomed", b"gone", 1), "node %s" % n)
             c.assert_no_packet(wait=0.3)
+
+    def test_sys_cluster_totals_sum_every_node(self):
+        watch = self.client("a", "sys-watch")
+        self.assertEqual(watch.subscribe([("$SYS/cluster/#", 0), ("$SYS/broker/clients/connected", 0)]), [0, 0])
+        others = [self.client(n, "busy-%s-%d" % (n, i)) for n, i in (("b", 1), ("c", 1), ("c", 2))]
+        want = {"$SYS/cluster/nodes": b"3", "$SYS/cluster/clients/connected": b"4",
+                "$SYS/broker/clients/connected": b"1"}  # per node: a's own only
+        seen = {}
+        deadline = time.monotonic() + WAIT
+        while any(seen.get(t) != v for t, v in want.items()) and time.monotonic() < deadline:
+            try:
+                p = watch.recv_publish(timeout=max(0.05, deadline - time.monotonic()))
+            except AssertionError:
+                break
+            seen[p.topic] = p.payload
+        self.assertEqual({t: seen.get(t) for t in want}, want)
+        self.assertIn("$SYS/cluster/messages/received", seen)
+        self.assertEqual(len(others), 3)
 
     def test_shared_group_spans_nodes_one_delivery_per_message_per_group(self):
         members = [self.client(n, "member-" + n) for n in ("a", "b", "c")]

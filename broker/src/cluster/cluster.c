@@ -48,6 +48,7 @@
 #include "presence.h"
 #include "retained_kv.h"
 #include "subject.h"
+#include "totals.h"
 
 #define EV_CONNECTED 0x1u
 #define EV_DISCONNECTED 0x2u
@@ -85,6 +86,7 @@ struct cluster {
 	struct cluster_groups *groups; /* shared subscriptions (groups.h) */
 	struct retained_kv *retained;  /* retained messages (retained_kv.h) */
 	struct presence *presence;     /* client ids cluster-wide (presence.h) */
+	struct totals *totals;         /* $SYS/cluster/ (totals.h) */
 	struct loop_io io;
 	struct interest **buckets;
 	size_t nbuckets, count;
@@ -357,7 +359,7 @@ static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr
 static const char *route_remote(struct cluster *c, natsMsg *nm)
 {
 	struct broker *b = c->b;
-	if (retained_kv_message(c->retained, nm) || presence_message(c->presence, nm))
+	if (retained_kv_message(c->retained, nm) || presence_message(c->presence, nm) || totals_message(c->totals, nm))
 		return NULL;
 	const char *share_key = NULL;
 	size_t share_len = 0;
@@ -602,7 +604,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	if (groups_start(&c->groups, cfg->nats, c->node, c->prefix, &c->inbox, err, errlen) != 0)
 		goto fail;
 	if (retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c) != 0 ||
-	    presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0)
+	    presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0 ||
+	    totals_start(&c->totals, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0)
 		goto nomem;
 	count_existing(c);
 	b->sessions.on_sub_gone = on_sub_gone;
@@ -638,6 +641,7 @@ void cluster_stop(struct cluster *c)
 			wisp_free(in);
 		}
 	presence_stop(c->presence); /* on the groups' connection */
+	totals_stop(c->totals);
 	groups_close(c->groups);
 	retained_kv_stop(c->retained);
 	/* Close joins cnats's threads: no callback runs after it. */
@@ -657,6 +661,7 @@ void cluster_stop(struct cluster *c)
 	groups_free(c->groups);
 	retained_kv_free(c->retained);
 	presence_free(c->presence);
+	totals_free(c->totals);
 	wisp_free(c->buckets);
 	wisp_free(c->buf);
 	wisp_free(c->node);

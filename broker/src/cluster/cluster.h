@@ -25,7 +25,8 @@
  *
  *  - shared subscription groups are NATS queue groups (groups.h);
  *    retained messages go through a JetStream KV bucket (retained_kv.h);
- *    a client id connected here is taken over elsewhere (presence.h).
+ *    a client id connected here is taken over elsewhere (presence.h);
+ *    $SYS/cluster/ sums every node's figures (totals.h).
  *
  * Not done yet (issue 16): QoS 1/2 durability across nodes (a message is
  * at most once across the NATS hop); persistent sessions moving with

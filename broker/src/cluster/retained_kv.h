@@ -22,8 +22,9 @@
  * are not applied, so the publishing node's store never steps back.
  *
  * The bucket is created (or bound) and the consumer made on a thread of
- * this module, retried every second until JetStream answers: the loop
- * thread never waits for NATS. Without JetStream the node logs it once and
+ * this module, retried every second until JetStream answers, and the same
+ * thread then reads the consumer (a synchronous subscription) into the
+ * inbox: the loop thread never waits for NATS. Without JetStream the node logs it once and
  * retained messages stay per node, as before.
  *
  * Memory: the pending table, one entry per topic with a write in flight
