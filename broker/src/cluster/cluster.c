@@ -282,8 +282,9 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 			retained_kv_publish(c->retained, m);
 	}
 	/* NATS picks the node for the shared groups of what it took; while
-	 * it is away, the local groups are served here (groups.h). */
-	c->b->route.shares_elsewhere = sent && c->b->stats.cluster.connected;
+	 * it is away (either connection), the local groups are served here
+	 * (groups.h). */
+	c->b->route.shares_elsewhere = sent && c->b->stats.cluster.connected && groups_connected(c->groups);
 	size_t matched = router_publish(c->local, m, levels, nlevels);
 	/* Subscribers elsewhere are unknown here: a message NATS took counts
 	 * as matched (no v5 0x10 No matching subscribers). */

@@ -212,6 +212,11 @@ bool groups_message(struct cluster_groups *g, natsMsg *nm, const char **key, siz
 
 natsConnection *groups_connection(const struct cluster_groups *g) { return g->nc; }
 
+bool groups_connected(const struct cluster_groups *g)
+{
+	return g && g->nc && natsConnection_Status(g->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
 size_t groups_count(const struct cluster_groups *g) { return g ? g->count : 0; }
 
 int groups_start(struct cluster_groups **out, const char *url, const char *node, const char *prefix,

@@ -64,6 +64,10 @@ natsConnection *groups_connection(const struct cluster_groups *g);
  * shuts down is never freed. Blocks; for shutdown. NULL: no-op. */
 void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms);
 
+/* Whether the queue subscriptions' connection is up now (so NATS can pick
+ * this node's groups). Loop thread. */
+bool groups_connected(const struct cluster_groups *g);
+
 /* Queue subscriptions held (for $SYS). */
 size_t groups_count(const struct cluster_groups *g);
 

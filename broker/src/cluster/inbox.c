@@ -27,6 +27,7 @@ int inbox_init(struct inbox *q, size_t cap)
 	q->head = q->len = 0;
 	q->events = 0;
 	q->dropped = 0;
+	q->closed = false;
 	return 0;
 }
 

@@ -26,6 +26,7 @@
 #include "groups.h"
 #include "hash.h"
 #include "log.h"
+#include "rules.h"
 #include "session_v5.h"
 
 #define PRESENCE_RECENT 1024u
@@ -122,7 +123,7 @@ bool presence_message(struct presence *p, natsMsg *nm)
 		uint64_t at = strtoull(at_hdr, NULL, 10);
 		uint64_t mine = connected_at(p, id, (size_t)len);
 		/* Both nodes see both claims: the later connect stays. */
-		if (mine > at || (mine == at && strcmp(p->node, node) > 0))
+		if (claim_loses_to_local(mine, p->node, at, node))
 			return true;
 		log_limited("cluster_takeover", LOG_NOTICE, "cluster", "client %s: taken over by a connection at node '%s'",
 			    s->client_id, node);

@@ -35,6 +35,7 @@
 #include "hash.h"
 #include "inbox.h"
 #include "log.h"
+#include "rules.h"
 #include "subject.h"
 
 #define TAG_HEADER "Wisp-KV"
@@ -210,12 +211,15 @@ static bool superseded(struct retained_kv *r, natsMsg *nm, const char *topic, si
 	const char *dash = seq ? strrchr(seq, '-') : NULL;
 	bool own = node && dash && strcmp(node, r->node) == 0 && (size_t)(dash - seq) == strlen(r->run) &&
 		   memcmp(seq, r->run, strlen(r->run)) == 0;
-	if (!own)
-		return true; /* before the pending write in the stream */
-	uint64_t n = strtoull(dash + 1, NULL, 10);
-	if (n < (*pp)->seq)
+	switch (retained_record_verdict(true, (*pp)->seq, own, own ? strtoull(dash + 1, NULL, 10) : 0)) {
+	case RECORD_APPLY:
+		return false;
+	case RECORD_SKIP_ARRIVED:
+		pending_drop(r, pp);
 		return true;
-	pending_drop(r, pp); /* the pending write itself: the store has it */
+	case RECORD_SKIP:
+		break;
+	}
 	return true;
 }
 

@@ -18,6 +18,7 @@
 #include "groups.h"
 #include "log.h"
 #include "metrics.h"
+#include "rules.h"
 #include "sys.h"
 
 #define TOTALS_NODES_MAX 256u
@@ -88,24 +89,8 @@ bool totals_message(struct totals *t, natsMsg *nm)
 	if (!f)
 		return true;
 	f->seen_at = loop_now_s(t->b->loop);
-	/* "name=value" pairs; the payload is not NUL-terminated. */
-	const char *p = natsMsg_GetData(nm), *end = p + natsMsg_GetDataLength(nm);
-	while (p < end) {
-		const char *sp = memchr(p, ' ', (size_t)(end - p));
-		const char *item_end = sp ? sp : end;
-		const char *eq = memchr(p, '=', (size_t)(item_end - p));
-		if (eq) {
-			char num[24];
-			size_t nlen = (size_t)(item_end - eq - 1);
-			for (size_t i = 0; i < NSUMMED && nlen < sizeof num; i++)
-				if (strlen(summed[i]) == (size_t)(eq - p) && memcmp(summed[i], p, (size_t)(eq - p)) == 0) {
-					memcpy(num, eq + 1, nlen);
-					num[nlen] = '\0';
-					f->v[i] = strtoull(num, NULL, 10);
-				}
-		}
-		p = item_end + 1;
-	}
+	int len = natsMsg_GetDataLength(nm);
+	figures_parse(natsMsg_GetData(nm), len > 0 ? (size_t)len : 0, summed, NSUMMED, f->v);
 	return true;
 }
 
