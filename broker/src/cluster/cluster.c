@@ -35,7 +35,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <mbedtls/base64.h>
 #include <nats/nats.h>
 
 #include "alloc.h"
@@ -49,6 +48,7 @@
 #include "retained_kv.h"
 #include "subject.h"
 #include "totals.h"
+#include "wire.h"
 
 #define EV_CONNECTED 0x1u
 #define EV_DISCONNECTED 0x2u
@@ -252,14 +252,7 @@ static int send_to_nats(struct cluster *c, const struct msg *m)
 		st = natsMsgHeader_Set(nm, "Wisp-Expiry", left);
 	}
 	if (st == NATS_OK && m->props_len) {
-		size_t b64_len = 4 * ((m->props_len + 2) / 3) + 1;
-		unsigned char *b64 = wisp_malloc(b64_len);
-		size_t olen = 0;
-		if (!b64 || mbedtls_base64_encode(b64, b64_len, &olen, msg_props(m), m->props_len) != 0)
-			st = NATS_NO_MEMORY;
-		else
-			st = natsMsgHeader_Set(nm, "Wisp-Props", (const char *)b64);
-		wisp_free(b64);
+		st = wire_set_props(nm, msg_props(m), m->props_len);
 	}
 	if (st == NATS_OK)
 		st = natsConnection_PublishMsg(c->nc, nm);
@@ -299,24 +292,7 @@ static const struct router_ops cluster_ops = {
 
 /* ---- from NATS, on the loop thread ---- */
 
-static const char *header(natsMsg *nm, const char *key)
-{
-	const char *v = NULL;
-	return natsMsgHeader_Get(nm, key, &v) == NATS_OK ? v : NULL;
-}
 
-/* A forwarded property block must be well formed and hold only what a
- * broker forwards: it goes to subscribers as is. */
-static bool props_ok(const uint8_t *p, size_t len)
-{
-	struct mqtt_prop_iter it = {p, p + len};
-	struct mqtt_prop prop;
-	int rc;
-	while ((rc = mqtt_props_next(&it, &prop)) == 1)
-		if (MQTT_PROP_BIT(prop.id) & BROKER_PROPS_NOT_FORWARDED)
-			return false;
-	return rc == 0 && it.pos == it.end;
-}
 
 /*
  * Whether this message was already routed here. A node holding two
@@ -365,13 +341,13 @@ static const char *route_remote(struct cluster *c, natsMsg *nm)
 	const char *share_key = NULL;
 	size_t share_len = 0;
 	bool for_group = groups_message(c->groups, nm, &share_key, &share_len);
-	const char *node = header(nm, "Wisp-Node");
+	const char *node = wire_header(nm, "Wisp-Node");
 	if (for_group && !share_key)
 		return ""; /* its group left this node meanwhile, as a local group's last member may */
 	if (!for_group && node && strcmp(node, c->node) == 0)
 		return "this node's own message";
 	/* Each group's copy is its own: never one of overlapping filters. */
-	if (!for_group && seen_before(c, node, header(nm, "Wisp-Seq")))
+	if (!for_group && seen_before(c, node, wire_header(nm, "Wisp-Seq")))
 		return ""; /* another subscription's copy: not a drop */
 	const char *subj = natsMsg_GetSubject(nm);
 	ssize_t tlen = subject_to_topic(c->prefix, subj, strlen(subj), c->buf, c->buf_cap);
@@ -379,9 +355,9 @@ static const char *route_remote(struct cluster *c, natsMsg *nm)
 		return "a subject that maps to no valid topic";
 	if (broker_topic_bound(b, c->buf, (size_t)tlen) != TOPIC_WITHIN_LIMITS)
 		return "a topic over limits.max_topic_length or max_topic_levels";
-	const char *q = header(nm, "Wisp-QoS");
+	const char *q = wire_header(nm, "Wisp-QoS");
 	uint8_t qos = q && q[0] >= '0' && q[0] <= '2' && !q[1] ? (uint8_t)(q[0] - '0') : 0;
-	const char *exp = header(nm, "Wisp-Expiry");
+	const char *exp = wire_header(nm, "Wisp-Expiry");
 	uint64_t expires_at = 0;
 	if (exp) {
 		unsigned long left = strtoul(exp, NULL, 10);
@@ -389,18 +365,9 @@ static const char *route_remote(struct cluster *c, natsMsg *nm)
 	}
 	uint8_t *props = NULL;
 	size_t props_len = 0;
-	const char *p64 = header(nm, "Wisp-Props");
-	if (p64 && *p64) {
-		size_t n = strlen(p64);
-		props = wisp_malloc(n);
-		if (!props)
-			return "out of memory";
-		if (mbedtls_base64_decode(props, n, &props_len, (const unsigned char *)p64, n) != 0 ||
-		    !props_ok(props, props_len)) {
-			wisp_free(props);
-			return "malformed Wisp-Props";
-		}
-	}
+	const char *bad = wire_get_props(nm, &props, &props_len);
+	if (bad)
+		return bad;
 	int dlen = natsMsg_GetDataLength(nm);
 	struct msg_spec spec = {
 		.topic = c->buf,
@@ -410,7 +377,7 @@ static const char *route_remote(struct cluster *c, natsMsg *nm)
 		.payload = natsMsg_GetData(nm),
 		.payload_len = dlen > 0 ? (size_t)dlen : 0,
 		.qos = qos,
-		.retain = header(nm, "Wisp-Retain") != NULL,
+		.retain = wire_header(nm, "Wisp-Retain") != NULL,
 		.expires_at = expires_at,
 		.origin = c,
 	};

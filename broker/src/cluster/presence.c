@@ -28,6 +28,7 @@
 #include "log.h"
 #include "rules.h"
 #include "session_v5.h"
+#include "wire.h"
 
 #define PRESENCE_RECENT 1024u
 #define ID_SEED_LO 0x243f6a88u
@@ -99,19 +100,14 @@ static void on_connected(void *ctx, struct session *s, bool clean_start, bool as
 		p->b->stats.cluster.send_failed++;
 }
 
-static const char *header(natsMsg *nm, const char *key)
-{
-	const char *v = NULL;
-	return natsMsgHeader_Get(nm, key, &v) == NATS_OK ? v : NULL;
-}
 
 bool presence_message(struct presence *p, natsMsg *nm)
 {
 	if (!p || strcmp(natsMsg_GetSubject(nm), p->subject) != 0)
 		return false;
 	struct broker *b = p->b;
-	const char *node = header(nm, "Wisp-Node");
-	const char *at_hdr = header(nm, "Wisp-At");
+	const char *node = wire_header(nm, "Wisp-Node");
+	const char *at_hdr = wire_header(nm, "Wisp-At");
 	int len = natsMsg_GetDataLength(nm);
 	if (!node || !at_hdr || len <= 0 || strcmp(node, p->node) == 0)
 		return true; /* malformed, or this node's own (no-echo should spare it) */

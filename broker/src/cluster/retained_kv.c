@@ -27,8 +27,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <mbedtls/base64.h>
-
 #include "alloc.h"
 #include "broker.h"
 #include "err.h"
@@ -37,6 +35,7 @@
 #include "log.h"
 #include "rules.h"
 #include "subject.h"
+#include "wire.h"
 
 #define TAG_HEADER "Wisp-KV"
 #define LAST_HEADER "Wisp-KV-Last"
@@ -162,14 +161,7 @@ void retained_kv_publish(struct retained_kv *r, const struct msg *m)
 		st = natsMsgHeader_Set(nm, "Wisp-Expires", at);
 	}
 	if (st == NATS_OK && m->payload_len && m->props_len) {
-		size_t b64_len = 4 * ((m->props_len + 2) / 3) + 1;
-		unsigned char *b64 = wisp_malloc(b64_len);
-		size_t olen = 0;
-		if (!b64 || mbedtls_base64_encode(b64, b64_len, &olen, msg_props(m), m->props_len) != 0)
-			st = NATS_NO_MEMORY;
-		else
-			st = natsMsgHeader_Set(nm, "Wisp-Props", (const char *)b64);
-		wisp_free(b64);
+		st = wire_set_props(nm, msg_props(m), m->props_len);
 	}
 	/* A plain publish: JetStream stores it (the bucket's stream listens
 	 * on the subject) and the loop never waits for its answer. */
@@ -189,11 +181,6 @@ void retained_kv_publish(struct retained_kv *r, const struct msg *m)
 
 /* ---- in: a record from the bucket (loop thread) ---- */
 
-static const char *header(natsMsg *nm, const char *key)
-{
-	const char *v = NULL;
-	return natsMsgHeader_Get(nm, key, &v) == NATS_OK ? v : NULL;
-}
 
 /* Whether the record should not be applied, because one of this node's own
  * writes to the topic comes after it in the stream. */
@@ -206,8 +193,8 @@ static bool superseded(struct retained_kv *r, natsMsg *nm, const char *topic, si
 		pending_drop(r, pp);
 		return false;
 	}
-	const char *node = header(nm, "Wisp-Node");
-	const char *seq = header(nm, "Wisp-Seq");
+	const char *node = wire_header(nm, "Wisp-Node");
+	const char *seq = wire_header(nm, "Wisp-Seq");
 	const char *dash = seq ? strrchr(seq, '-') : NULL;
 	bool own = node && dash && strcmp(node, r->node) == 0 && (size_t)(dash - seq) == strlen(r->run) &&
 		   memcmp(seq, r->run, strlen(r->run)) == 0;
@@ -221,17 +208,6 @@ static bool superseded(struct retained_kv *r, natsMsg *nm, const char *topic, si
 		break;
 	}
 	return true;
-}
-
-static bool props_ok(const uint8_t *p, size_t len)
-{
-	struct mqtt_prop_iter it = {p, p + len};
-	struct mqtt_prop prop;
-	int rc;
-	while ((rc = mqtt_props_next(&it, &prop)) == 1)
-		if (MQTT_PROP_BIT(prop.id) & BROKER_PROPS_NOT_FORWARDED)
-			return false;
-	return rc == 0 && it.pos == it.end;
 }
 
 static const char *apply(struct retained_kv *r, natsMsg *nm)
@@ -248,10 +224,10 @@ static const char *apply(struct retained_kv *r, natsMsg *nm)
 		return NULL;
 	}
 	int dlen = natsMsg_GetDataLength(nm);
-	const char *op = header(nm, "KV-Operation");
+	const char *op = wire_header(nm, "KV-Operation");
 	bool clear = dlen <= 0 || (op && (strcmp(op, "DEL") == 0 || strcmp(op, "PURGE") == 0));
 	uint64_t expires_at = 0;
-	const char *exp = header(nm, "Wisp-Expires");
+	const char *exp = wire_header(nm, "Wisp-Expires");
 	if (!clear && exp) {
 		uint64_t at = strtoull(exp, NULL, 10);
 		uint64_t now = (uint64_t)time(NULL);
@@ -262,19 +238,10 @@ static const char *apply(struct retained_kv *r, natsMsg *nm)
 	}
 	uint8_t *props = NULL;
 	size_t props_len = 0;
-	const char *p64 = clear ? NULL : header(nm, "Wisp-Props");
-	if (p64 && *p64) {
-		size_t n = strlen(p64);
-		props = wisp_malloc(n);
-		if (!props)
-			return "out of memory";
-		if (mbedtls_base64_decode(props, n, &props_len, (const unsigned char *)p64, n) != 0 ||
-		    !props_ok(props, props_len)) {
-			wisp_free(props);
-			return "malformed Wisp-Props";
-		}
-	}
-	const char *q = header(nm, "Wisp-QoS");
+	const char *bad = clear ? NULL : wire_get_props(nm, &props, &props_len);
+	if (bad)
+		return bad;
+	const char *q = wire_header(nm, "Wisp-QoS");
 	struct msg_spec spec = {
 		.topic = r->buf,
 		.topic_len = (size_t)tlen,
@@ -299,7 +266,7 @@ static const char *apply(struct retained_kv *r, natsMsg *nm)
 
 bool retained_kv_message(struct retained_kv *r, natsMsg *nm)
 {
-	const char *tag = r ? header(nm, TAG_HEADER) : NULL;
+	const char *tag = r ? wire_header(nm, TAG_HEADER) : NULL;
 	if (!tag || strcmp(tag, r->secret) != 0)
 		return false;
 	const char *why = apply(r, nm);
@@ -308,7 +275,7 @@ bool retained_kv_message(struct retained_kv *r, natsMsg *nm)
 		log_limited("cluster_dropped", LOG_INFO, "cluster", "retained record '%s' not applied: %s",
 			    natsMsg_GetSubject(nm), why);
 	}
-	if (!r->synced && header(nm, LAST_HEADER)) {
+	if (!r->synced && wire_header(nm, LAST_HEADER)) {
 		r->synced = true;
 		log_msg(LOG_NOTICE, "cluster", "retained messages in step with bucket '%s' (%zu stored here)",
 			r->bucket, retained_count(r->b->retained));
