@@ -10,7 +10,10 @@
  *
  * A shared subscription group (share.h) is one more match of the walk,
  * kept on a list through the group itself; after the ordinary deliveries
- * each matched group delivers to one member (deliver_shared).
+ * each matched group delivers to one member (deliver_shared), unless a
+ * cluster router serves the groups cluster-wide for this message
+ * (route_ctx.shares_elsewhere): it then picks the node, and
+ * route_share_deliver the member there.
  *
  * A generation counter marks sessions already seen during this publish, so
  * deduplication costs O(1) per match and no per-publish allocation once the
