@@ -199,6 +199,8 @@ class ClusterStateTest(cluster24.ClusterTest):
         self.assertEqual(plain.subscribe([("sh/+", 1)]), [1])
         for n in ("a", "b", "c"):
             self.nats.wait_subjects(n + "-share", {PREFIX + ".sh.*"})
+        # a holds the group's queue subscription only; b also its plain filter.
+        self.assertEqual((self.metric("a", "cluster_subjects"), self.metric("b", "cluster_subjects")), (1, 2))
         pub = self.client("a", "pub-a")
         count = 30
         for i in range(count):

@@ -569,7 +569,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 			 natsStatus_GetText(st));
 		goto fail;
 	}
-	if (groups_start(&c->groups, cfg->nats, c->node, c->prefix, &c->inbox, err, errlen) != 0)
+	if (groups_start(&c->groups, cfg->nats, c->node, c->prefix, &c->inbox, &b->stats.cluster.subjects, err, errlen) != 0)
 		goto fail;
 	if (retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c) != 0 ||
 	    presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0 ||

@@ -57,7 +57,7 @@ struct cluster_groups {
 	struct inbox *inbox;
 	char *prefix;
 	char secret[17];
-	size_t count;              /* NATS queue subscriptions held */
+	uint64_t *count;           /* NATS queue subscriptions held: the broker's cluster/subjects figure */
 	struct group_sub *by_key[GROUPS_BUCKETS];
 	struct sid_link *by_sid[GROUPS_BUCKETS];
 	char *buf;
@@ -125,7 +125,7 @@ static void unsubscribe(struct cluster_groups *g, struct group_sub *gs)
 		natsSubscription_Unsubscribe(*subs[i]);
 		natsSubscription_Destroy(*subs[i]);
 		*subs[i] = NULL;
-		g->count--;
+		(*g->count)--;
 	}
 }
 
@@ -147,14 +147,14 @@ static void subscribe(struct cluster_groups *g, struct group_sub *gs)
 	natsStatus st = natsConnection_QueueSubscribe(&gs->sub, g->nc, g->buf, queue, on_group_msg, g);
 	if (st == NATS_OK) {
 		link_sid(g, gs, 0, gs->sub);
-		g->count++;
+		(*g->count)++;
 	}
 	if (st == NATS_OK && parent_too) {
 		g->buf[n - 2] = '\0'; /* without ".>" */
 		st = natsConnection_QueueSubscribe(&gs->parent_sub, g->nc, g->buf, queue, on_group_msg, g);
 		if (st == NATS_OK) {
 			link_sid(g, gs, 1, gs->parent_sub);
-			g->count++;
+			(*g->count)++;
 		}
 	}
 	if (st != NATS_OK)
@@ -217,16 +217,15 @@ bool groups_connected(const struct cluster_groups *g)
 	return g && g->nc && natsConnection_Status(g->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
-size_t groups_count(const struct cluster_groups *g) { return g ? g->count : 0; }
-
 int groups_start(struct cluster_groups **out, const char *url, const char *node, const char *prefix,
-		 struct inbox *inbox, char *err, size_t errlen)
+		 struct inbox *inbox, uint64_t *count, char *err, size_t errlen)
 {
 	*out = NULL;
 	struct cluster_groups *g = wisp_calloc(1, sizeof *g);
 	if (!g)
 		goto nomem;
 	g->inbox = inbox;
+	g->count = count;
 	g->prefix = wisp_strndup(prefix, strlen(prefix));
 	/* The longest filter: max_topic_length is at most 65535. */
 	g->buf_cap = SUBJECT_MAX(strlen(prefix), 65535);

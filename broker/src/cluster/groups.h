@@ -28,6 +28,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <nats/nats.h>
 
@@ -35,10 +36,12 @@ struct inbox;
 struct cluster_groups;
 
 /* Connects the second connection (in the background, as the main one) to
- * `url` as "<node>-share", handing its messages to `inbox`. Borrows inbox
- * until groups_stop. 0, or WISP_ENOMEM / WISP_EIO with err set. */
+ * `url` as "<node>-share", handing its messages to `inbox`, and keeps
+ * *count (the cluster/subjects figure) up by the queue subscriptions it
+ * holds. Borrows both until groups_free. 0, or WISP_ENOMEM / WISP_EIO
+ * with err set. */
 int groups_start(struct cluster_groups **out, const char *url, const char *node, const char *prefix,
-		 struct inbox *inbox, char *err, size_t errlen);
+		 struct inbox *inbox, uint64_t *count, char *err, size_t errlen);
 /* Leaves every group and closes the connection; groups_free, once cnats's
  * threads are gone (nats_CloseAndWait), frees the rest. NULL: no-op. */
 void groups_close(struct cluster_groups *g);
@@ -68,7 +71,5 @@ void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms);
  * this node's groups). Loop thread. */
 bool groups_connected(const struct cluster_groups *g);
 
-/* Queue subscriptions held (for $SYS). */
-size_t groups_count(const struct cluster_groups *g);
 
 #endif
