@@ -13,9 +13,10 @@
  * The queue subscriptions live on a second NATS connection, with echo on:
  * the main one is no-echo, and a node's own members must be candidates for
  * the messages its own clients publish. The same connection carries the
- * client-id claims (presence.h) and the $SYS figures (totals.h). cnats's delivery thread tags each
- * message from it with the subscription's number (header Wisp-Share) and
- * hands it to the cluster's inbox; the loop thread maps the number back to
+ * client-id claims (presence.h) and the $SYS figures (totals.h). cnats's
+ * delivery thread tags each message of a queue subscription with the
+ * subscription's number (header Wisp-Share) and hands it to the cluster's
+ * inbox; the loop thread maps the number back to
  * the group (a number whose group is gone maps to nothing: the message is
  * dropped, as a local group that just lost its last member drops it).
  *
