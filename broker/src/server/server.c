@@ -508,6 +508,8 @@ int server_init(struct server *srv, struct loop *l, const struct config *cfg)
 	list_init(&srv->conns.handshake_wait);
 	list_init(&srv->housekeeping.link);
 	srv->handshake_budget = HANDSHAKE_STEPS_PER_TURN;
+	/* Large messages' blocks are reused, not faulted in afresh each time. */
+	wisp_mem_tune_large_blocks();
 	tls_hibernation_attach(l); /* idle TLS connections sleep on this loop's timers */
 	srv->conns.in = (struct conn_input){
 		.loop = l,
