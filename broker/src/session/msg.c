@@ -15,13 +15,9 @@ static bool lengths_fit(const struct msg_spec *spec)
 	       spec->payload_len + spec->props_len <= UINT32_MAX;
 }
 
-struct msg *msg_create(const struct msg_spec *spec)
+/* One reference, lengths that lengths_fit() checked. */
+static void set_header(struct msg *m, const struct msg_spec *spec, uint32_t data_off)
 {
-	if (!lengths_fit(spec))
-		return NULL;
-	struct msg *m = wisp_malloc(sizeof *m + spec->topic_len + spec->props_len + spec->payload_len);
-	if (!m)
-		return NULL;
 	m->refcnt = 1;
 	m->qos = spec->qos;
 	m->retain = spec->retain;
@@ -29,9 +25,19 @@ struct msg *msg_create(const struct msg_spec *spec)
 	m->payload_len = (uint32_t)spec->payload_len;
 	m->props_len = (uint32_t)spec->props_len;
 	m->expires_at = expiry32(spec->expires_at);
-	m->data_off = 0;
+	m->data_off = data_off;
 	m->origin = spec->origin;
 	m->stored = NULL;
+}
+
+struct msg *msg_create(const struct msg_spec *spec)
+{
+	if (!lengths_fit(spec))
+		return NULL;
+	struct msg *m = wisp_malloc(sizeof *m + spec->topic_len + spec->props_len + spec->payload_len);
+	if (!m)
+		return NULL;
+	set_header(m, spec, 0);
 	char *p = m->data;
 	memcpy(p, spec->topic, spec->topic_len);
 	p += spec->topic_len;
@@ -65,16 +71,7 @@ struct msg *msg_adopt(void *block, const struct msg_spec *spec)
 	if (spec->props_len)
 		memmove(topic + spec->topic_len, spec->props, spec->props_len);
 	memmove(topic, spec->topic, spec->topic_len);
-	m->refcnt = 1;
-	m->qos = spec->qos;
-	m->retain = spec->retain;
-	m->topic_len = (uint16_t)spec->topic_len;
-	m->payload_len = (uint32_t)spec->payload_len;
-	m->props_len = (uint32_t)spec->props_len;
-	m->expires_at = expiry32(spec->expires_at);
-	m->data_off = (uint32_t)(before - head);
-	m->origin = spec->origin;
-	m->stored = NULL;
+	set_header(m, spec, (uint32_t)(before - head));
 	return m;
 }
 
