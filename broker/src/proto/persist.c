@@ -658,7 +658,7 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 	set_owner(&rec, s);
 	int rc = store_append_session_put(st, &rec);
 	/* The will: offline, the delayed one; online, the connection's. */
-	struct msg *will = s->v5 && s->v5->will_stored ? (s->v5->will ? s->v5->will : s->conn ? s->conn->will : NULL)
+	struct msg *will = s->v5 && s->v5->will_stored ? (s->v5->will ? s->v5->will : s->conn ? conn_will(s->conn) : NULL)
 						       : NULL;
 	if (!rc && will) {
 		struct store_will w = {
