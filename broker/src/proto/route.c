@@ -565,7 +565,17 @@ void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t 
 			if ((s->drop_episodes & EPISODE(r)) && has_room_again(b, s, (enum drop_reason)r))
 				end_episode(s, (enum drop_reason)r);
 	enum drop_reason why = DROP_NO_MEMORY;
-	switch (delivery_offer(s, &b->dlim, m, qos, retain, ids, &why)) {
+	enum delivery_result res;
+	if (__builtin_expect(s->sess_flags & SESS_FLAG_BRIDGE, 0)) {
+		/* A bridge's session: its own queue bounds, its topic mapping. */
+		struct delivery_limits lim = b->dlim;
+		struct msg *mapped = b->outbound->offer(b->outbound_ctx, s, m, &lim);
+		res = delivery_offer(s, &lim, mapped ? mapped : m, qos, retain, ids, &why);
+		msg_unref(mapped);
+	} else {
+		res = delivery_offer(s, &b->dlim, m, qos, retain, ids, &why);
+	}
+	switch (res) {
 	case DELIVERY_SENT:
 		b->stats.msgs_sent++;
 		break;
