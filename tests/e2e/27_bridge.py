@@ -19,7 +19,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import re
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -117,7 +119,8 @@ class BridgeTest(unittest.TestCase):
         c = RawClient(self.remote.port)
         self.addCleanup(c.close)
         self.assertEqual(c.connect(client_id, clean=clean), 0)
-        c.subscribe(filters)
+        if filters:
+            c.subscribe(filters)
         return c
 
     def local_client(self, client_id, filters=None):
@@ -128,9 +131,196 @@ class BridgeTest(unittest.TestCase):
             c.subscribe(filters)
         return c
 
-    def wait_remote_subscribed(self, topic):
-        """A probe the bridge must carry in: published on the remote until
-        it arrives locally (the bridge's SUBSCRIBE has reached it)."""
+    def sys_values(self, client, want, timeout=WAIT):
+        """$SYS/broker/bridges/up/* values, read until want(values) holds."""
+        values = {}
+        deadline = time.monotonic() + timeout
+        while not want(values):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("$SYS bridge values never matched: %r" % values)
+            try:
+                got = client.recv_publish(timeout=left)
+            except AssertionError:
+                continue
+            values[got.topic[len("$SYS/broker/bridges/up/"):]] = got.payload.decode()
+        return values
+
+    def collect(self, client, count, timeout=WAIT * 4, order=None):
+        """Integer payloads until `count` distinct ones arrived (counting
+        those already in `order`): their first-seen order."""
+        order = list(order or [])
+        seen = set(order)
+        deadline = time.monotonic() + timeout
+        while len(seen) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("%d of %d messages arrived; missing: %s"
+                                     % (len(seen), count, sorted(set(range(count)) - seen)[:20]))
+            try:
+                got = client.recv_publish(timeout=left)
+            except (AssertionError, Closed) as e:
+                raise AssertionError("%d of %d messages arrived (%s); missing: %s"
+                                     % (len(seen), count, e, sorted(set(range(count)) - seen)[:20])) from None
+            n = int(got.payload)
+            if n not in seen:
+                seen.add(n)
+                order.append(n)
+        return order
+
+    def test_remote_restart_under_qos1_load(self):
+        """The remote stops (SIGTERM: Mosquitto saves its sessions) for 10 s
+        while a local publisher keeps sending QoS 1; every message Wisp
+        acknowledged reaches the remote subscriber, in order."""
+        self.start_wisp(bridge_config(self.remote, [{"pattern": "load/#", "direction": "out", "qos": 1}]))
+        far = self.remote_client("far", [("load/#", 1)], clean=False)
+        pub = self.local_client("loader")
+        stats = {"acked": 0}
+        stop = threading.Event()
+        failure = []
+
+        def publish_loop():
+            try:
+                i = 0
+                while not stop.is_set() and i < 50000:
+                    pub.publish("load/x", str(i).encode(), qos=1, pid=(i % 65535) + 1)
+                    i += 1
+                    stats["acked"] = i
+                    time.sleep(0.001)  # a steady load, not a flood: the point is the outage
+            except Exception as e:  # noqa: BLE001 - reported by the main thread
+                failure.append(e)
+
+        t = threading.Thread(target=publish_loop, daemon=True)
+        t.start()
+        self.addCleanup(t.join, 10)
+        self.addCleanup(stop.set)
+        # Under load: the remote has delivered some before it stops.
+        first = self.collect(far, 200)
+        offset = self.wisp.log_size()
+        self.remote.stop()
+        far.close()
+        self.assertIsNotNone(self.wisp.wait_log(r"bridge up: disconnected", offset=offset, timeout=WAIT),
+                             "the bridge did not notice the remote's end")
+        during = stats["acked"]
+        time.sleep(10)  # the outage itself is the scenario: 10 s, publishing all along
+        self.assertGreater(stats["acked"], during, "Wisp stopped acknowledging while the uplink was down")
+        offset = self.wisp.log_size()
+        self.remote.start()
+        self.wait_connected(offset)
+        stop.set()
+        t.join(IO_TIMEOUT * 2)
+        self.assertEqual(failure, [])
+        total = stats["acked"]
+        far = self.remote_client("far", None, clean=False)  # its session is Mosquitto's
+        order = self.collect(far, total, order=first)
+        self.assertEqual(order, sorted(order), "messages arrived out of order")
+        self.assertEqual(set(order), set(range(total)))
+
+    def test_kill9_while_uplink_down(self):
+        """Messages acknowledged while the remote is unreachable wait in the
+        store: kill -9 of Wisp loses none, and they drain after the restart.
+        $SYS shows the bridge down with its queue."""
+        cfg = bridge_config(self.remote, [{"pattern": "q/#", "direction": "out", "qos": 1}])
+        cfg["sys_interval"] = 1
+        wisp = self.start_wisp(cfg)
+        far = self.remote_client("far-q", [("q/#", 1)], clean=False)
+        far.close()
+        offset = wisp.log_size()
+        self.remote.stop()
+        self.assertIsNotNone(wisp.wait_log(r"bridge up: disconnected", offset=offset, timeout=WAIT))
+        pub = self.local_client("queuer")
+        count = 300
+        for i in range(count):
+            pub.publish("q/x", str(i).encode(), qos=1, pid=i + 1)
+        sysw = self.local_client("sys-watch", [("$SYS/broker/bridges/#", 0)])
+        v = self.sys_values(sysw, lambda v: v.get("queued") == str(count) and v.get("connected") == "0"
+                            and v.get("last_error", "none") != "none")
+        self.assertEqual(set(v), {"connected", "queued", "dropped", "connects", "last_error"})
+        self.assertEqual(v["dropped"], "0")
+        wisp.proc.kill()  # kill -9
+        wisp.proc.wait(timeout=10)
+        for c in (pub, sysw):
+            c.close()
+        wisp.start()
+        self.remote.start()
+        offset = 0
+        self.assertIsNotNone(wisp.wait_log(r"bridge up: connected to .*, %d queued" % count, offset=offset,
+                                           timeout=WAIT), "the queue did not survive kill -9")
+        far = self.remote_client("far-q", None, clean=False)
+        order = self.collect(far, count)
+        self.assertEqual(order, list(range(count)))
+
+    def test_queue_bound_drops_and_counts(self):
+        """max_queued_messages bounds what waits for the remote: past it a
+        message is dropped, counted in $SYS and logged once per episode."""
+        cfg = bridge_config(self.remote, [{"pattern": "b/#", "direction": "out", "qos": 1}],
+                            max_queued_messages=10)
+        cfg["sys_interval"] = 1
+        wisp = self.start_wisp(cfg)
+        offset = wisp.log_size()
+        self.remote.stop()
+        self.assertIsNotNone(wisp.wait_log(r"bridge up: disconnected", offset=offset, timeout=WAIT))
+        pub = self.local_client("over")
+        for i in range(25):
+            pub.publish("b/x", str(i).encode(), qos=1, pid=i + 1)
+        sysw = self.local_client("sys-watch", [("$SYS/broker/bridges/#", 0)])
+        v = self.sys_values(sysw, lambda v: v.get("dropped") == "15")
+        self.assertEqual(v.get("queued"), "10")
+        self.assertEqual(len(re.findall(r"client \$bridge/up: .*queue_full", wisp.log())), 1,
+                         "the drops were not logged once")
+
+    def test_no_echo_loop(self):
+        """The same topics in and out: a message crosses once each way and
+        never comes back (3.1.1: try_private; 5: No Local)."""
+        for version in ("mqttv311", "mqttv50"):
+            with self.subTest(version=version):
+                cfg = bridge_config(self.remote, [{"pattern": "loop/#", "direction": "both", "qos": 1}],
+                                    version=version, client_id="loop-" + version)
+                wisp = Broker(config=cfg)
+                self.wisp = wisp
+                try:
+                    wisp.start()
+                    self.wait_connected()
+                    near = RawClient(wisp.port)
+                    self.assertEqual(near.connect("near"), 0)
+                    near.subscribe([("loop/#", 1)])
+                    far = RawClient(self.remote.port)
+                    self.assertEqual(far.connect("far"), 0)
+                    far.subscribe([("loop/#", 1)])
+                    # The bridge's SUBSCRIBE on the remote: a probe from
+                    # the remote side reaches the local subscriber.
+                    probe = RawClient(self.remote.port)
+                    self.assertEqual(probe.connect("probe"), 0)
+                    deadline = time.monotonic() + WAIT
+                    while True:
+                        probe.publish("loop/probe", b"p", qos=1)
+                        try:
+                            near.recv_publish(timeout=0.5)
+                            break
+                        except AssertionError:
+                            if time.monotonic() > deadline:
+                                raise
+                    pub = RawClient(wisp.port)
+                    self.assertEqual(pub.connect("pub"), 0)
+                    pub.publish("loop/a", b"once", qos=1)
+                    # Two markers, one from each side, end the watch.
+                    pub.publish("loop/end", b"local", qos=1, pid=2)
+                    probe.publish("loop/end", b"remote", qos=1, pid=3)
+                    for client, name in ((near, "local"), (far, "remote")):
+                        seen = []
+                        ends = 0
+                        while ends < 2:
+                            got = client.recv_publish(timeout=WAIT)
+                            if got.topic == "loop/end":
+                                ends += 1
+                            elif got.topic == "loop/a":
+                                seen.append(got.payload)
+                        self.assertEqual(seen, [b"once"], "%s subscriber: loop/a %d times" % (name, len(seen)))
+                    for c in (near, far, probe, pub):
+                        c.close()
+                finally:
+                    wisp.stop()
+                    wisp.cleanup()
 
     def test_both_directions_each_qos(self):
         for version in ("mqttv311", "mqttv50"):

@@ -318,7 +318,7 @@ static const struct enum_name bridge_dir_names[] = {
 static const struct enum_name bridge_version_names[] = {
 	{"mqttv311", 4}, {"3.1.1", 4}, {"mqttv50", 5}, {"5", 5}, {NULL, 0}};
 
-static const struct field bridge_topic_fields[] = {
+static const struct field topic_fields[] = {
 	F_STR(struct config_bridge_topic, "pattern", pattern, "#"),
 	F_ENUM(struct config_bridge_topic, "direction", direction, bridge_dir_names, CONFIG_BRIDGE_OUT),
 	F_NUM(struct config_bridge_topic, FT_U32, "qos", qos, 0, 2, 1),
@@ -1057,7 +1057,7 @@ static int parse_bridge_topics(struct parser *p, const cJSON *item, void *base, 
 	struct config_bridge *br = base;
 	void *arr = NULL;
 	(void)f;
-	int rc = parse_array(p, item, bridge_topic_fields, sizeof *br->topics, &arr, &br->topic_count);
+	int rc = parse_array(p, item, topic_fields, sizeof *br->topics, &arr, &br->topic_count);
 	br->topics = arr;
 	return rc;
 }
@@ -1444,7 +1444,7 @@ void config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->bridge_count; i++) {
 		struct config_bridge *br = &cfg->bridges[i];
 		for (size_t t = 0; t < br->topic_count; t++)
-			free_fields(bridge_topic_fields, &br->topics[t]);
+			free_fields(topic_fields, &br->topics[t]);
 		wisp_free(br->topics);
 		free_fields(bridge_fields, br);
 	}
