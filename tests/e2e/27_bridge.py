@@ -377,6 +377,43 @@ class BridgeTest(unittest.TestCase):
                     wisp.stop()
                     wisp.cleanup()
 
+    def test_mosquitto_conf_connection_runs(self):
+        """A mosquitto.conf with a `connection` runs unchanged under Wisp:
+        the bridge it describes carries both ways, with prefixes."""
+        self.wisp = Broker()
+        self.addCleanup(self.wisp.cleanup)
+        port = free_port()
+        conf = os.path.join(self.wisp.dir, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type all\n"
+                    "connection up\naddress 127.0.0.1:%d\nremote_clientid gw-conf\nkeepalive_interval 10\n"
+                    "restart_timeout 1 2\ntopic t/# out 1 site/ central/site/\ntopic c/# in 1 \"\" down/\n"
+                    % (port, self.remote.port))
+        log = open(self.wisp.log_path, "ab")
+        self.wisp.port = port
+        self.wisp.proc = subprocess.Popen([os.environ["WISP_BIN"], "-c", conf], stdout=log,
+                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          cwd=self.wisp.dir)
+        log.close()
+        self.wait_connected()
+        far = self.remote_client("far-conf", [("central/#", 1)])
+        near = self.local_client("near-conf", [("c/#", 1)])
+        self.local_client("pub-conf").publish("site/t/temp", b"21", qos=1)
+        got = far.recv_publish(timeout=WAIT)
+        self.assertEqual((got.topic, got.payload), ("central/site/t/temp", b"21"))
+        rpub = self.remote_client("rpub-conf", None)
+        deadline = time.monotonic() + WAIT
+        while True:  # until the bridge's SUBSCRIBE has reached the remote
+            rpub.publish("down/c/open", b"1", qos=1)
+            try:
+                got = near.recv_publish(timeout=0.5)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+        self.assertEqual((got.topic, got.payload), ("c/open", b"1"))
+        self.wisp.stop()
+
 
 if __name__ == "__main__":
     main()

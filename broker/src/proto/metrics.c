@@ -176,7 +176,7 @@ const struct metric metrics_table[] = {
 	 BRIDGE(METRIC_BRIDGE_CONNECTED), .sys = "bridges/%s/connected"},
 	{"bridge_queued", "Messages of the bridge waiting for its remote or in flight to it.", GAUGE,
 	 BRIDGE(METRIC_BRIDGE_QUEUED), .sys = "bridges/%s/queued"},
-	{"bridge_dropped_total", "Messages for the bridge's remote dropped: its max_queued_messages or max_queued_bytes.",
+	{"bridge_dropped_total", "Messages for the bridge's remote dropped: QoS 0 while it is away, or past max_queued_messages/bytes.",
 	 COUNTER, BRIDGE(METRIC_BRIDGE_DROPPED), .sys = "bridges/%s/dropped"},
 	{"bridge_connects_total", "Times the bridge's remote accepted it since start.", COUNTER,
 	 BRIDGE(METRIC_BRIDGE_CONNECTS), .sys = "bridges/%s/connects"},

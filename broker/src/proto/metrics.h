@@ -74,7 +74,7 @@ enum metric_source {
 
 #define METRIC_BRIDGE_CONNECTED 0 /* 1 while the remote has accepted the bridge */
 #define METRIC_BRIDGE_QUEUED 1    /* messages waiting for the remote or in flight to it */
-#define METRIC_BRIDGE_DROPPED 2   /* messages for the remote dropped by its queue bounds */
+#define METRIC_BRIDGE_DROPPED 2   /* messages for the remote dropped: QoS 0 while away, or past its queue bounds */
 #define METRIC_BRIDGE_CONNECTS 3  /* CONNACKs accepted since start */
 
 struct metric {
