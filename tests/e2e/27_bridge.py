@@ -23,10 +23,11 @@ import threading
 import time
 import re
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import (IO_TIMEOUT, PUBLISH, Broker, Closed, RawClient,  # noqa: E402
-                      free_port, main)
+                      client_tls_context, free_port, main, make_certs)
 
 MOSQUITTO = os.environ.get("MOSQUITTO_BIN", "/usr/sbin/mosquitto")
 WAIT = 15.0  # seconds a bridge event (connect, drain) may take
@@ -36,11 +37,12 @@ class Remote:
     """A Mosquitto on a loopback port, with persistence, so a subscriber's
     queued messages outlive a stop and start (SIGTERM: Mosquitto saves)."""
 
-    def __init__(self):
+    def __init__(self, extra=None):
         if not os.path.exists(MOSQUITTO):
             raise AssertionError("mosquitto not installed at %s" % MOSQUITTO)
         self.dir = tempfile.mkdtemp(prefix="wisp-bridge-remote-")
         self.port = free_port()
+        self.extra = list(extra or [])  # more mosquitto.conf lines for the listener (TLS)
         self.proc = None
         self.log_path = os.path.join(self.dir, "mosquitto.log")
 
@@ -48,7 +50,7 @@ class Remote:
         conf = os.path.join(self.dir, "mosquitto.conf")
         lines = ["listener %d 127.0.0.1" % self.port, "allow_anonymous true",
                  "persistence true", "persistence_location %s/" % self.dir,
-                 "log_dest stderr", "log_type all", "max_queued_messages 100000"]
+                 "log_dest stderr", "log_type all", "max_queued_messages 100000"] + self.extra
         if os.geteuid() == 0:
             lines.append("user root")
         with open(conf, "w") as f:
@@ -96,6 +98,27 @@ def bridge_config(remote, topics, version="mqttv311", **extra):
           "topics": topics}
     br.update(extra)
     return {"bridges": [br]}
+
+
+class MetricsBroker(Broker):
+    """Wisp with an http listener too, for /metrics."""
+
+    def config(self):
+        cfg = super().config()
+        self.http_port = free_port()
+        cfg["listeners"].append({"bind": "127.0.0.1", "port": self.http_port, "protocol": "http"})
+        return cfg
+
+    def metrics(self):
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.http_port, timeout=5) as r:
+                    return r.read().decode()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
 
 class BridgeTest(unittest.TestCase):
@@ -249,6 +272,67 @@ class BridgeTest(unittest.TestCase):
         far = self.remote_client("far-q", None, clean=False)
         order = self.collect(far, count)
         self.assertEqual(order, list(range(count)))
+
+    def test_inbound_survives_kill9_mid_stream(self):
+        """The remote's messages are acknowledged to it only once stored
+        here: kill -9 of Wisp in the middle of an inbound QoS 1 stream loses
+        none (what Wisp did not acknowledge, the remote sends again)."""
+        # The local subscriber's queue holds the whole stream (it is
+        # offline while Wisp restarts and the remote resends).
+        wisp = self.start_wisp(bridge_config(self.remote, [{"pattern": "in/#", "direction": "in", "qos": 1}]),
+                               limits={"max_queued_messages": 10000})
+        near = self.local_client("store-sub", None)
+        near.close()
+        near = RawClient(wisp.port)
+        self.assertEqual(near.connect("store-sub", clean=False), 0)
+        near.subscribe([("in/#", 1)])
+        rpub = self.remote_client("rpub-in", None)
+        deadline = time.monotonic() + WAIT  # the bridge's SUBSCRIBE has reached the remote
+        while True:
+            rpub.publish("in/probe", b"-1", qos=1)
+            try:
+                near.recv_publish(timeout=0.5)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+        count = 2000
+        failure = []
+
+        def publish_all():
+            try:
+                for i in range(count):
+                    rpub.publish("in/x", str(i).encode(), qos=1, pid=(i % 65535) + 1)
+            except Exception as e:  # noqa: BLE001 - reported below
+                failure.append(e)
+
+        t = threading.Thread(target=publish_all, daemon=True)
+        t.start()
+        seen = set()
+        while len(seen) < 300:
+            got = near.recv_publish(timeout=WAIT)
+            if got.topic == "in/x":
+                seen.add(int(got.payload))
+        wisp.proc.kill()  # kill -9 in the middle of the stream
+        wisp.proc.wait(timeout=10)
+        near.close()
+        t.join(WAIT * 2)
+        self.assertEqual(failure, [])
+        wisp.start()
+        near = RawClient(wisp.port)
+        self.addCleanup(near.close)
+        self.assertEqual(near.connect("store-sub", clean=False), 0)
+        self.assertTrue(near.session_present)
+        deadline = time.monotonic() + WAIT * 4
+        while len(seen) < count and time.monotonic() < deadline:
+            try:
+                got = near.recv_publish(timeout=WAIT)
+            except AssertionError:
+                break
+            if got.topic == "in/x":
+                seen.add(int(got.payload))
+        self.assertEqual(sorted(set(range(count)) - seen)[:20], [], "inbound messages lost by kill -9 (%d of %d)\n%s"
+                         % (len(seen), count, "\n".join(l for l in wisp.log().splitlines() if "bridge" in l)))
 
     def test_queue_bound_drops_and_counts(self):
         """max_queued_messages bounds what waits for the remote: past it a
@@ -413,6 +497,81 @@ class BridgeTest(unittest.TestCase):
                     raise
         self.assertEqual((got.topic, got.payload), ("c/open", b"1"))
         self.wisp.stop()
+
+
+class BridgeTlsTest(unittest.TestCase):
+    """Mutual TLS to a Mosquitto that requires a client certificate, after
+    failing over from an address where nothing listens; /metrics shows the
+    bridge."""
+
+    def setUp(self):
+        self.certs = tempfile.mkdtemp(prefix="wisp-bridge-certs-")
+        self.addCleanup(shutil.rmtree, self.certs, True)
+        make_certs(self.certs)
+        make_certs(self.certs, "client", "gateway")
+        c = lambda n: os.path.join(self.certs, n)  # noqa: E731
+        self.remote = Remote(["cafile %s" % c("ca.crt"), "certfile %s" % c("server.crt"),
+                              "keyfile %s" % c("server.key"), "require_certificate true"])
+        self.addCleanup(self.remote.cleanup)
+        self.remote.start()
+
+    def bridge(self, **tls):
+        dead = free_port()  # nothing listens there: the first address fails
+        return {"bridges": [{
+            "name": "up", "addresses": ["localhost:%d" % dead, "localhost:%d" % self.remote.port],
+            "client_id": "gateway-tls", "reconnect_min": 1, "reconnect_max": 1,
+            "topics": [{"pattern": "s/#", "direction": "out", "qos": 1}], **tls}]}
+
+    def test_mutual_tls_after_failover(self):
+        c = lambda n: os.path.join(self.certs, n)  # noqa: E731
+        wisp = MetricsBroker(config=self.bridge(cafile=c("ca.crt"), certfile=c("gateway.crt"),
+                                                keyfile=c("gateway.key")))
+        self.addCleanup(wisp.cleanup)
+        wisp.start()
+        self.assertIsNotNone(wisp.wait_log(r"bridge up: localhost:\d+: connect: Connection refused", timeout=WAIT))
+        self.assertIsNotNone(wisp.wait_log(r"bridge up: connected to localhost:%d" % self.remote.port,
+                                           timeout=WAIT), "no failover to the second address")
+        far = RawClient(self.remote.port, tls=client_tls_context(c("ca.crt"), c("gateway.crt"),
+                                                                   c("gateway.key")))
+        self.addCleanup(far.close)
+        self.assertEqual(far.connect("far-tls"), 0)
+        far.subscribe([("s/#", 1)])
+        pub = RawClient(wisp.port)
+        self.addCleanup(pub.close)
+        self.assertEqual(pub.connect("pub-tls"), 0)
+        pub.publish("s/1", b"over tls", qos=1)
+        got = far.recv_publish(timeout=WAIT)
+        self.assertEqual((got.topic, got.payload), ("s/1", b"over tls"))
+        text = wisp.metrics()
+        self.assertIn('wisp_bridge_connected{bridge="up"} 1', text)
+        self.assertIn('wisp_bridge_queued{bridge="up"} 0', text)
+        self.assertIn('wisp_bridge_connects_total{bridge="up"} 1', text)
+        self.assertIn('wisp_bridge_dropped_total{bridge="up"} 0', text)
+        wisp.stop()
+
+    def test_without_client_certificate_is_refused_and_said(self):
+        """The remote requires a certificate: the bridge stays down, says
+        why in $SYS, and backs off (it does not spin)."""
+        c = lambda n: os.path.join(self.certs, n)  # noqa: E731
+        cfg = self.bridge(cafile=c("ca.crt"))
+        cfg["sys_interval"] = 1
+        wisp = Broker(config=cfg)
+        self.addCleanup(wisp.cleanup)
+        wisp.start()
+        sysw = RawClient(wisp.port)
+        self.addCleanup(sysw.close)
+        self.assertEqual(sysw.connect("sys-tls"), 0)
+        sysw.subscribe([("$SYS/broker/bridges/up/last_error", 0)])
+        deadline = time.monotonic() + WAIT
+        while True:
+            got = sysw.recv_publish(timeout=WAIT)
+            if "TLS handshake failed" in got.payload.decode() or time.monotonic() > deadline:
+                break
+        self.assertIn("TLS handshake failed", got.payload.decode())
+        # Each attempt waits at least reconnect_min/2: a handful, not thousands.
+        attempts = len(re.findall(r"bridge up: localhost:\d+:", wisp.log()))
+        self.assertLess(attempts, 40, "the bridge reconnects without backing off")
+        wisp.stop()
 
 
 if __name__ == "__main__":
