@@ -245,7 +245,8 @@ class BridgeTest(unittest.TestCase):
         $SYS shows the bridge down with its queue."""
         cfg = bridge_config(self.remote, [{"pattern": "q/#", "direction": "out", "qos": 1}])
         cfg["sys_interval"] = 1
-        wisp = self.start_wisp(cfg)
+        # Offline sessions expire after 1 s here: never the bridge's.
+        wisp = self.start_wisp(cfg, limits={"max_session_expiry": 1})
         far = self.remote_client("far-q", [("q/#", 1)], clean=False)
         far.close()
         offset = wisp.log_size()
@@ -265,6 +266,7 @@ class BridgeTest(unittest.TestCase):
         for c in (pub, sysw):
             c.close()
         wisp.start()
+        time.sleep(2.5)  # past max_session_expiry with the uplink still down
         self.remote.start()
         offset = 0
         self.assertIsNotNone(wisp.wait_log(r"bridge up: connected to .*, %d queued" % count, offset=offset,
@@ -350,8 +352,28 @@ class BridgeTest(unittest.TestCase):
         sysw = self.local_client("sys-watch", [("$SYS/broker/bridges/#", 0)])
         v = self.sys_values(sysw, lambda v: v.get("dropped") == "15")
         self.assertEqual(v.get("queued"), "10")
+        # Nobody local takes the bridge's session (and its queue) over.
+        thief = RawClient(wisp.port)
+        self.addCleanup(thief.close)
+        self.assertEqual(thief.connect("$bridge/up", clean=False), 2)
         self.assertEqual(len(re.findall(r"client \$bridge/up: .*queue_full", wisp.log())), 1,
                          "the drops were not logged once")
+
+    def test_reload_keeps_bridges_and_says_so(self):
+        """SIGHUP does not restart bridges: a changed bridges section is
+        logged as needing a restart, and the running bridge carries on."""
+        cfg = bridge_config(self.remote, [{"pattern": "r/#", "direction": "out", "qos": 1}])
+        wisp = self.start_wisp(cfg)
+        cfg2 = wisp.config()
+        cfg2["bridges"][0]["addresses"] = ["127.0.0.1:1"]
+        wisp.write_config(cfg2)
+        offset = wisp.log_size()
+        wisp.reload()
+        self.assertIsNotNone(wisp.wait_log(r"reload: the bridges changed; that needs a restart", offset=offset,
+                                           timeout=WAIT))
+        far = self.remote_client("far-r", [("r/#", 1)])
+        self.local_client("pub-r").publish("r/1", b"still", qos=1)
+        self.assertEqual(far.recv_publish(timeout=WAIT).payload, b"still")
 
     def test_no_echo_loop(self):
         """The same topics in and out: a message crosses once each way and

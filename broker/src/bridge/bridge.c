@@ -20,6 +20,7 @@
 #include "dial.h"
 #include "err.h"
 #include "log.h"
+#include "session_v5.h"
 #include "tls.h"
 #include "topic.h"
 
@@ -409,6 +410,13 @@ static int on_connack(struct bridge *br, struct conn *c, const struct mqtt_conna
 	c->sess = br->s;
 	br->s->conn = c;
 	c->keepalive = (uint16_t)br->cfg->keepalive;
+	/* What the remote takes: no more unacknowledged QoS 1/2 than its
+	 * Receive Maximum [MQTT-3.3.4-9], nothing over its Maximum Packet
+	 * Size [MQTT-3.1.2-25] (3.1.1: neither is said). */
+	struct sess_v5 *v = br->s->v5;
+	v->send_max = (a->props.present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM)) ? a->props.receive_maximum : 0;
+	v->packet_max =
+		(a->props.present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE)) ? a->props.maximum_packet_size : 0;
 	log_msg(LOG_NOTICE, "bridge", "bridge %s: connected to %s:%u (MQTT %s%s), %u queued", br->cfg->name,
 		br->addrs[br->addr_next].host, (unsigned)br->addrs[br->addr_next].port,
 		c->version == MQTT_PROTO_V5 ? "5" : "3.1.1", a->session_present ? ", session present" : "",
@@ -679,6 +687,17 @@ static int bind_session(struct bridge *br, char *err, size_t errlen)
 		snprintf(err, errlen, "bridges: %s: out of memory", br->cfg->name);
 		return WISP_ENOMEM;
 	}
+	/* The queue must outlive any outage: the session never expires, even
+	 * where limits.max_session_expiry bounds the others (a restored one
+	 * has its expiry timer running already). Its v5 state also carries the
+	 * remote's Receive Maximum and Maximum Packet Size (on_connack). */
+	struct sess_v5 *v = session_v5_get(b, s);
+	if (!v) {
+		snprintf(err, errlen, "bridges: %s: out of memory", br->cfg->name);
+		return WISP_ENOMEM;
+	}
+	session_v5_online(b, s);
+	v->expiry = SESS_EXPIRY_NEVER;
 	br->s = s;
 	s->sess_flags |= SESS_FLAG_BRIDGE;
 	s->owned = true;
