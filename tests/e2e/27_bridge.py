@@ -26,7 +26,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import (IO_TIMEOUT, PUBLISH, Broker, Closed, RawClient,  # noqa: E402
+from wisp_e2e import (IO_TIMEOUT, Broker, Closed, RawClient,  # noqa: E402
                       client_tls_context, free_port, main, make_certs)
 
 MOSQUITTO = os.environ.get("MOSQUITTO_BIN", "/usr/sbin/mosquitto")
@@ -90,6 +90,19 @@ class Remote:
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def probe_in(remote_pub, topic, payload, local_sub, qos=1):
+    """Publishes `topic` on the remote until the local subscriber gets a
+    copy (the bridge's SUBSCRIBE has reached the remote); that copy."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        remote_pub.publish(topic, payload, qos=qos)
+        try:
+            return local_sub.recv_publish(timeout=0.5)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
 
 
 def bridge_config(remote, topics, version="mqttv311", **extra):
@@ -289,15 +302,7 @@ class BridgeTest(unittest.TestCase):
         self.assertEqual(near.connect("store-sub", clean=False), 0)
         near.subscribe([("in/#", 1)])
         rpub = self.remote_client("rpub-in", None)
-        deadline = time.monotonic() + WAIT  # the bridge's SUBSCRIBE has reached the remote
-        while True:
-            rpub.publish("in/probe", b"-1", qos=1)
-            try:
-                near.recv_publish(timeout=0.5)
-                break
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
+        probe_in(rpub, "in/probe", b"-1", near)
         count = 2000
         failure = []
 
@@ -397,15 +402,7 @@ class BridgeTest(unittest.TestCase):
                     # the remote side reaches the local subscriber.
                     probe = RawClient(self.remote.port)
                     self.assertEqual(probe.connect("probe"), 0)
-                    deadline = time.monotonic() + WAIT
-                    while True:
-                        probe.publish("loop/probe", b"p", qos=1)
-                        try:
-                            near.recv_publish(timeout=0.5)
-                            break
-                        except AssertionError:
-                            if time.monotonic() > deadline:
-                                raise
+                    probe_in(probe, "loop/probe", b"p", near)
                     pub = RawClient(wisp.port)
                     self.assertEqual(pub.connect("pub"), 0)
                     pub.publish("loop/a", b"once", qos=1)
@@ -460,15 +457,7 @@ class BridgeTest(unittest.TestCase):
                                          ("site/t%d" % qos, b"out-%d" % qos, qos))
                     # In: the bridge's SUBSCRIBE reached the remote before its
                     # CONNACK log line's turn ended; probe until it carries.
-                    deadline = time.monotonic() + WAIT
-                    while True:
-                        rpub.publish("cmd/probe", b"p", qos=0)
-                        try:
-                            got = near.recv_publish(timeout=0.5)
-                            break
-                        except AssertionError:
-                            if time.monotonic() > deadline:
-                                raise
+                    probe_in(rpub, "cmd/probe", b"p", near, qos=0)
                     for qos in (0, 1, 2):
                         rpub.publish("cmd/c%d" % qos, b"in-%d" % qos, qos=qos, pid=20 + qos)
                         for _ in range(20):  # probes still on their way
@@ -508,15 +497,7 @@ class BridgeTest(unittest.TestCase):
         got = far.recv_publish(timeout=WAIT)
         self.assertEqual((got.topic, got.payload), ("central/site/t/temp", b"21"))
         rpub = self.remote_client("rpub-conf", None)
-        deadline = time.monotonic() + WAIT
-        while True:  # until the bridge's SUBSCRIBE has reached the remote
-            rpub.publish("down/c/open", b"1", qos=1)
-            try:
-                got = near.recv_publish(timeout=0.5)
-                break
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
+        got = probe_in(rpub, "down/c/open", b"1", near)
         self.assertEqual((got.topic, got.payload), ("c/open", b"1"))
         self.wisp.stop()
 
