@@ -380,6 +380,53 @@ class BridgeTest(unittest.TestCase):
         self.local_client("pub-r").publish("r/1", b"still", qos=1)
         self.assertEqual(far.recv_publish(timeout=WAIT).payload, b"still")
 
+    def test_failures_are_named(self):
+        """Why a bridge is down is logged and in $SYS last_error: a remote
+        that never answers CONNECT; a v5 remote that accepts and then ends
+        the session with DISCONNECT 0x8E (session taken over)."""
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        taker = socket.socket()
+        taker.bind(("127.0.0.1", 0))
+        taker.listen(8)
+        self.addCleanup(taker.close)
+        taker.settimeout(WAIT)
+
+        def take_over():
+            conn, _ = taker.accept()
+            with conn:
+                conn.settimeout(WAIT)
+                conn.recv(4096)  # the CONNECT
+                conn.sendall(bytes([0x20, 0x03, 0x00, 0x00, 0x00]) + bytes([0xE0, 0x01, 0x8E]))
+                try:
+                    conn.recv(4096)  # until the bridge closes
+                except OSError:
+                    pass
+
+        t = threading.Thread(target=take_over, daemon=True)
+        t.start()
+        self.addCleanup(t.join, WAIT)
+        cfg = bridge_config(self.remote, [{"pattern": "f/#", "direction": "out", "qos": 1}], version="mqttv50",
+                            client_id="gw-f", connect_timeout=1)
+        cfg["bridges"][0]["addresses"] = ["127.0.0.1:%d" % silent.getsockname()[1],
+                                          "127.0.0.1:%d" % taker.getsockname()[1]]
+        cfg["sys_interval"] = 1
+        self.wisp = Broker(config=cfg)
+        self.addCleanup(self.wisp.cleanup)
+        self.wisp.start()
+        self.assertIsNotNone(self.wisp.wait_log(r"bridge up: disconnected from 127\.0\.0\.1:%d: no CONNACK within 1 s"
+                                                % silent.getsockname()[1], timeout=WAIT), self.wisp.log())
+        self.assertIsNotNone(self.wisp.wait_log(r"bridge up: disconnected from 127\.0\.0\.1:%d: the remote "
+                                                r"disconnected \(reason 0x8e\)" % taker.getsockname()[1],
+                                                timeout=WAIT), self.wisp.log())
+        sysw = self.local_client("sys-f", [("$SYS/broker/bridges/up/last_error", 0)])
+        v = self.sys_values(sysw, lambda v: v.get("last_error") in ("no CONNACK within 1 s",
+                                                                   "the remote disconnected (reason 0x8e)"))
+        self.assertIn(v["last_error"], ("no CONNACK within 1 s", "the remote disconnected (reason 0x8e)"))
+        self.wisp.stop()
+
     def test_no_echo_loop(self):
         """The same topics in and out: a message crosses once each way and
         never comes back (3.1.1: try_private; 5: No Local)."""

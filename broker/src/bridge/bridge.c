@@ -508,8 +508,8 @@ static int on_packet(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum r
 		return 0;
 	case MQTT_PKT_DISCONNECT:
 		set_error(br, "the remote disconnected (reason 0x%02x)", p->u.reason.reason);
-		*why = REASON_PEER_CLOSED;
-		return WISP_ECLOSED;
+		broker_drop(b, c, REASON_PEER_CLOSED, br->last_error);
+		return 0;
 	default:
 		*why = REASON_PACKET_NOT_ACCEPTED;
 		return WISP_EPROTO;
@@ -526,7 +526,9 @@ static void on_drop(void *ctx, struct conn *c, enum reason r, const char *detail
 		return;
 	br->conn = NULL;
 	loop_timer_stop(bs->b->loop, &br->timer);
-	if (br->state != BRIDGE_UP || !br->last_error[0] || r != REASON_PEER_CLOSED)
+	if (br->state == BRIDGE_CONNECTING && r == REASON_KEEPALIVE_TIMEOUT) /* server_adopt's timer */
+		set_error(br, "no CONNACK within %u s", br->cfg->connect_timeout);
+	else if (detail != br->last_error) /* the callers below pass last_error itself */
 		set_error(br, "%s", detail ? detail : reason_info(r)->text);
 	br->stat->connected = 0;
 	if (r == REASON_SHUTDOWN)
