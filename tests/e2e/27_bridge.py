@@ -427,6 +427,56 @@ class BridgeTest(unittest.TestCase):
         self.assertIn(v["last_error"], ("no CONNACK within 1 s", "the remote disconnected (reason 0x8e)"))
         self.wisp.stop()
 
+    def test_remote_maximum_qos_is_honoured(self):
+        """A v5 remote whose CONNACK says Maximum QoS 1 gets QoS 1, not the
+        rule's 2 [MQTT-3.2.2-11]."""
+        fake = socket.socket()
+        fake.bind(("127.0.0.1", 0))
+        fake.listen(8)
+        fake.settimeout(WAIT)
+        self.addCleanup(fake.close)
+        cfg = bridge_config(self.remote, [{"pattern": "m/#", "direction": "out", "qos": 2}], version="mqttv50")
+        cfg["bridges"][0]["addresses"] = ["127.0.0.1:%d" % fake.getsockname()[1]]
+        self.wisp = Broker(config=cfg)
+        self.addCleanup(self.wisp.cleanup)
+        self.wisp.start()
+        conn, _ = fake.accept()
+        self.addCleanup(conn.close)
+        conn.settimeout(WAIT)
+        buf = [b""]
+
+        def packet():
+            """The next whole packet from the bridge: (first byte, body)."""
+            while True:
+                b = buf[0]
+                if len(b) >= 2:
+                    n, mult, pos = 0, 1, 1
+                    while pos < len(b) and pos <= 4:
+                        n += (b[pos] & 0x7F) * mult
+                        mult *= 128
+                        pos += 1
+                        if not b[pos - 1] & 0x80:
+                            if len(b) >= pos + n:
+                                buf[0] = b[pos + n:]
+                                return b[0], b[pos:pos + n]
+                            break
+                chunk = conn.recv(4096)
+                if not chunk:
+                    raise AssertionError("the bridge closed the connection")
+                buf[0] += chunk
+
+        self.assertEqual(packet()[0] >> 4, 1, "the bridge's first packet is CONNECT")
+        conn.sendall(bytes([0x20, 0x05, 0x00, 0x00, 0x02, 0x24, 0x01]))  # CONNACK, Maximum QoS 1
+        self.wait_connected()
+        self.local_client("pub-m").publish("m/x", b"q", qos=2)
+        for _ in range(10):  # PINGREQs may come first
+            first, _body = packet()
+            if first >> 4 == 3:
+                break
+        self.assertEqual(first >> 4, 3, "no PUBLISH reached the remote")
+        self.assertEqual((first >> 1) & 3, 1, "PUBLISH QoS over the remote's Maximum QoS")
+        self.wisp.stop()
+
     def test_no_echo_loop(self):
         """The same topics in and out: a message crosses once each way and
         never comes back (3.1.1: try_private; 5: No Local)."""

@@ -64,6 +64,7 @@ struct bridge {
 	struct loop_timer timer; /* reconnect wait, dial deadline, PINGREQ interval */
 	uint32_t backoff;        /* the next wait's ceiling, seconds */
 	uint8_t state;           /* enum bridge_state */
+	uint8_t remote_max_qos;  /* from the last v5 CONNACK; 2 until one says less */
 	uint16_t next_packet_id; /* for SUBSCRIBE (publishes use the session's) */
 	char *topic_buf;         /* an inbound topic under its local name */
 	size_t topic_cap;
@@ -417,6 +418,7 @@ static int on_connack(struct bridge *br, struct conn *c, const struct mqtt_conna
 	v->send_max = (a->props.present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM)) ? a->props.receive_maximum : 0;
 	v->packet_max =
 		(a->props.present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE)) ? a->props.maximum_packet_size : 0;
+	br->remote_max_qos = (a->props.present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_QOS)) ? a->props.maximum_qos : 2;
 	log_msg(LOG_NOTICE, "bridge", "bridge %s: connected to %s:%u (MQTT %s%s), %u queued", br->cfg->name,
 		br->addrs[br->addr_next].host, (unsigned)br->addrs[br->addr_next].port,
 		c->version == MQTT_PROTO_V5 ? "5" : "3.1.1", a->session_present ? ", session present" : "",
@@ -541,13 +543,17 @@ static void on_drop(void *ctx, struct conn *c, enum reason r, const char *detail
 	schedule_retry(br);
 }
 
-/* broker_outbound_ops.offer: the bridge's queue bounds, and the message
- * under its remote topic when the rule's prefixes say so. */
-static struct msg *on_offer(void *ctx, struct session *s, struct msg *m, struct delivery_limits *lim)
+/* broker_outbound_ops.offer: the bridge's queue bounds, the remote's
+ * Maximum QoS (the last one it said; messages queued before it said less
+ * keep theirs), and the message under its remote topic when the rule's
+ * prefixes say so. */
+static struct msg *on_offer(void *ctx, struct session *s, struct msg *m, uint8_t *qos, struct delivery_limits *lim)
 {
 	struct bridge *br = bridge_of_session(ctx, s);
 	if (!br)
 		return NULL;
+	if (*qos > br->remote_max_qos) /* [MQTT-3.2.2-11]: the remote refuses more */
+		*qos = br->remote_max_qos;
 	lim->max_queued = br->cfg->max_queued_messages;
 	lim->max_queued_bytes = br->cfg->max_queued_bytes;
 	const char *topic = msg_topic(m);
@@ -760,6 +766,7 @@ int bridges_start(struct broker *b, struct bridges **out, char *err, size_t errl
 		br->dial.fd = -1;
 		list_init(&br->timer.link);
 		br->backoff = br->cfg->reconnect_min;
+		br->remote_max_qos = 2;
 		snprintf(br->listener.net.name, sizeof br->listener.net.name, "bridge %s", br->cfg->name);
 		br->listener.allow_anonymous = true; /* a reload's re-check keeps it */
 	}

@@ -93,14 +93,14 @@ struct broker_bridge_stat {
  * The owner of connections the broker dialled itself (bridge/, a client of
  * another broker; conn.outbound set), registered once at start: their
  * packets and their end go to it, and so does a delivery to a session
- * flagged SESS_FLAG_BRIDGE, which it may give other bounds (*lim) and
- * another message: a new reference to offer instead of `m`, or NULL to
- * offer `m` itself.
+ * flagged SESS_FLAG_BRIDGE, which it may give other bounds (*lim), a lower
+ * QoS (*qos) and another message: a new reference to offer instead of `m`,
+ * or NULL to offer `m` itself.
  */
 struct broker_outbound_ops {
 	int (*on_packet)(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum reason *why);
 	void (*on_drop)(void *ctx, struct conn *c, enum reason r, const char *detail);
-	struct msg *(*offer)(void *ctx, struct session *s, struct msg *m, struct delivery_limits *lim);
+	struct msg *(*offer)(void *ctx, struct session *s, struct msg *m, uint8_t *qos, struct delivery_limits *lim);
 };
 
 /* SUBSCRIBE and UNSUBSCRIBE work spread over loop turns (handle_subscribe.c). */

@@ -568,7 +568,7 @@ void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t 
 	if (__builtin_expect(s->sess_flags & SESS_FLAG_BRIDGE, 0)) {
 		/* A bridge's session: its own queue bounds, its topic mapping. */
 		own = b->dlim;
-		mapped = b->outbound->offer(b->outbound_ctx, s, m, &own);
+		mapped = b->outbound->offer(b->outbound_ctx, s, m, &qos, &own);
 		lim = &own;
 	}
 	if (s->drop_episodes)
