@@ -171,10 +171,16 @@ static void send_connect(struct bridge *br, struct conn *c)
 			mqtt_props_put_u32(props, sizeof props, &poff, MQTT_PROP_SESSION_EXPIRY, expiry);
 		cp.props.raw = (struct mqtt_str){props, poff};
 	}
-	uint8_t buf[1024];
-	ssize_t n = mqtt_encode_connect(buf, sizeof buf, &cp);
+	/* Fixed header, protocol name and level, flags, keep alive and the
+	 * properties fit in 64 bytes; each string adds its length and 2. */
+	size_t cap = 64 + cp.client_id.len + cp.username.len + cp.password.len + 6;
+	uint8_t *buf = wisp_malloc(cap);
+	ssize_t n = buf ? mqtt_encode_connect(buf, cap, &cp) : 0;
 	if (n <= 0) {
-		broker_drop(br->set->b, c, REASON_PROTOCOL_ERROR, "bridge: CONNECT does not encode (credentials too long?)");
+		bool nomem = !buf;
+		wisp_free(buf);
+		set_error(br, "%s", nomem ? "out of memory" : "CONNECT does not encode (a string over 65535 bytes?)");
+		broker_drop(br->set->b, c, nomem ? REASON_NO_MEMORY : REASON_PROTOCOL_ERROR, br->last_error);
 		return;
 	}
 	if (!v5 && cfg->try_private) {
@@ -185,7 +191,11 @@ static void send_connect(struct bridge *br, struct conn *c)
 			head++;
 		buf[head + 6] |= 0x80;
 	}
-	conn_send_bytes(c, buf, (size_t)n);
+	if (conn_send_bytes(c, buf, (size_t)n) != 0) {
+		set_error(br, "out of memory");
+		broker_drop(br->set->b, c, REASON_NO_MEMORY, br->last_error);
+	}
+	wisp_free(buf);
 }
 
 /* TCP (and TLS) is up: the connection joins the server's set, CONNECT goes. */
@@ -253,7 +263,10 @@ static void on_dial_io(struct loop *l, struct loop_io *io, uint32_t events)
 	int rc = dial_finish(&br->dial);
 	if (rc == WISP_EAGAIN) { /* the next address of this name */
 		loop_io_stop(l, io);
-		loop_io_start(l, io, br->dial.fd, LOOP_WRITE, on_dial_io);
+		if (loop_io_start(l, io, br->dial.fd, LOOP_WRITE, on_dial_io) != 0) {
+			set_error(br, "cannot watch the socket");
+			attempt_failed(br);
+		}
 		return;
 	}
 	if (rc != 0) {
