@@ -149,7 +149,8 @@ class BridgeTest(unittest.TestCase):
         return self.wisp
 
     def wait_connected(self, offset=0):
-        self.wisp.wait_log(r"bridge up: connected to", offset=offset, timeout=WAIT)
+        self.assertIsNotNone(self.wisp.wait_log(r"bridge up: connected to", offset=offset, timeout=WAIT),
+                             "the bridge did not connect\n%s" % self.wisp.log()[-4000:])
 
     def remote_client(self, client_id, filters, clean=True):
         c = RawClient(self.remote.port)
@@ -476,6 +477,12 @@ class BridgeTest(unittest.TestCase):
         self.assertEqual(first >> 4, 3, "no PUBLISH reached the remote")
         self.assertEqual((first >> 1) & 3, 1, "PUBLISH QoS over the remote's Maximum QoS")
         self.wisp.stop()
+
+    def test_long_credentials(self):
+        """A CONNECT of several KiB (a long token as the password) goes out
+        whole: Mosquitto accepts the bridge."""
+        self.start_wisp(bridge_config(self.remote, [{"pattern": "l/#", "direction": "out", "qos": 1}],
+                                      username="gateway", password="t" * 3000))
 
     def test_no_echo_loop(self):
         """The same topics in and out: a message crosses once each way and
