@@ -27,7 +27,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import (IO_TIMEOUT, Broker, Closed, RawClient,  # noqa: E402
-                      client_tls_context, free_port, main, make_certs)
+                      client_tls_context, free_port, main, make_certs, run_wisp)
 
 MOSQUITTO = os.environ.get("MOSQUITTO_BIN", "/usr/sbin/mosquitto")
 WAIT = 15.0  # seconds a bridge event (connect, drain) may take
@@ -655,6 +655,22 @@ class BridgeTlsTest(unittest.TestCase):
         self.assertIn('wisp_bridge_connects_total{bridge="up"} 1', text)
         self.assertIn('wisp_bridge_dropped_total{bridge="up"} 0', text)
         wisp.stop()
+
+    def test_bad_ca_file_is_refused_by_check_and_start_alike(self):
+        """A CA file that is not PEM: --check-config refuses it with the
+        same words start-up does (and start-up does)."""
+        bad = os.path.join(self.certs, "not-a-ca.pem")
+        with open(bad, "w") as f:
+            f.write("not a certificate\n")
+        wisp = Broker(config=self.bridge(cafile=bad))
+        self.addCleanup(wisp.cleanup)
+        status, log = wisp.start_failing()
+        self.assertNotEqual(status, 0)
+        line = [l for l in log.splitlines() if "bridges[0]" in l]
+        self.assertTrue(line, log)
+        check = run_wisp(["--check-config", wisp.config_path])
+        self.assertEqual(check.returncode, 1, check.stdout)
+        self.assertIn(line[0].replace("wisp: ", "", 1), check.stdout)
 
     def test_without_client_certificate_is_refused_and_said(self):
         """The remote requires a certificate: the bridge stays down, says

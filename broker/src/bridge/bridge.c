@@ -625,6 +625,42 @@ static char *concat(const char *a, const char *b)
 	return s;
 }
 
+/* The client TLS context for one address of bridge `i` (its host is the
+ * name the remote's certificate must carry). 0, or a negative WISP_E* with
+ * "<file>: bridges[i]: <what>: <file>: <reason>" in err. */
+static int tls_context(const struct config *cfg, size_t i, const char *host, struct tls_ctx **out, char *err,
+		       size_t errlen)
+{
+	const struct config_bridge *bc = &cfg->bridges[i];
+	struct tls_opts o;
+	tls_opts_init(&o);
+	o.ca_file = bc->cafile;
+	o.cert_file = bc->certfile;
+	o.key_file = bc->keyfile;
+	o.verify_peer = true;
+	o.hostname = host;
+	o.insecure = bc->tls_insecure;
+	char why[256];
+	int rc = tls_ctx_new_client(&o, out, why, sizeof why);
+	if (rc != 0)
+		snprintf(err, errlen, "%s: bridges[%zu]: %s", cfg->path, i, why);
+	return rc;
+}
+
+int bridges_check_tls(const struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->bridge_count; i++) {
+		struct tls_ctx *ctx = NULL;
+		if (!cfg->bridges[i].cafile)
+			continue;
+		int rc = tls_context(cfg, i, "localhost", &ctx, err, errlen);
+		tls_ctx_unref(ctx);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
 static int parse_addrs(struct bridge *br, char *err, size_t errlen)
 {
 	const char *list = br->cfg->addresses;
@@ -653,20 +689,10 @@ static int parse_addrs(struct bridge *br, char *err, size_t errlen)
 		if (!a->host)
 			return WISP_ENOMEM;
 		if (br->cfg->cafile) {
-			struct tls_opts o;
-			tls_opts_init(&o);
-			o.ca_file = br->cfg->cafile;
-			o.cert_file = br->cfg->certfile;
-			o.key_file = br->cfg->keyfile;
-			o.verify_peer = true;
-			o.hostname = a->host;
-			o.insecure = br->cfg->tls_insecure;
-			char why[256];
-			int rc = tls_ctx_new_client(&o, &a->tls, why, sizeof why);
-			if (rc != 0) {
-				snprintf(err, errlen, "bridges: %s: %s", br->cfg->name, why);
+			const struct config *cfg = br->set->b->cfg;
+			int rc = tls_context(cfg, (size_t)(br->cfg - cfg->bridges), a->host, &a->tls, err, errlen);
+			if (rc != 0)
 				return rc;
-			}
 		}
 		p = end ? end + 1 : p + len;
 	}

@@ -53,11 +53,17 @@
 
 struct broker;
 struct bridges;
+struct config;
 
 /* Starts every configured bridge (none: *out NULL, nothing done). After
  * broker_init, so sessions restored from the store are found. 0, or a
  * negative WISP_E* with the reason in err. */
 int bridges_start(struct broker *b, struct bridges **out, char *err, size_t errlen);
+/* For --check-config: builds and frees each bridge's TLS client context as
+ * start-up would, so the check refuses what start-up refuses, in the same
+ * words. 0, or a negative WISP_E* with the reason in err. */
+int bridges_check_tls(const struct config *cfg, char *err, size_t errlen);
+
 /* Closes the connections and stops the timers (before broker_free, which
  * frees the closed connections: they still name the bridges' stand-in
  * listeners, and their end still reaches this module). */
