@@ -953,16 +953,23 @@ static int parse_acl(struct parser *p, const cJSON *item, void *base, const stru
 	return set_built_string(&b, rc, base, f);
 }
 
-/* "nats": a URL or an array of them, kept as cnats's comma-separated list. */
-static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, const struct field *f)
+/* A string or a non-empty array of them, each one checked by `why_bad`
+ * (NULL: fine; else the reason, possibly written into `buf`), kept
+ * comma-separated. `want` names the accepted shapes for a wrong type. */
+typedef const char *why_bad_fn(const char *v, char *buf, size_t len);
+
+static int parse_string_list(struct parser *p, const cJSON *item, void *base, const struct field *f,
+			     why_bad_fn *why_bad, const char *want)
 {
 	struct strbuf b = {0};
 	if (sb_add(&b, "", 0))
 		return fail_nomem(p);
 	int rc = 0;
+	char buf[160];
+	const char *why;
 	if (cJSON_IsString(item)) {
-		if (!*item->valuestring || strchr(item->valuestring, ','))
-			rc = fail(p, "a NATS URL, without commas");
+		if ((why = why_bad(item->valuestring, buf, sizeof buf)))
+			rc = fail(p, "%s", why);
 		else if (sb_addz(&b, item->valuestring))
 			rc = fail_nomem(p);
 	} else if (cJSON_IsArray(item) && item->child) {
@@ -971,17 +978,30 @@ static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, cons
 			size_t old = path_push_index(p, i);
 			if (!cJSON_IsString(c))
 				rc = fail_type(p, "a string", c);
-			else if (!*c->valuestring || strchr(c->valuestring, ','))
-				rc = fail(p, "a NATS URL, without commas");
+			else if ((why = why_bad(c->valuestring, buf, sizeof buf)))
+				rc = fail(p, "%s", why);
 			else if ((i && sb_addz(&b, ",")) || sb_addz(&b, c->valuestring))
 				rc = fail_nomem(p);
 			if (!rc)
 				path_pop(p, old);
 		}
 	} else {
-		rc = fail_type(p, "a URL or a non-empty array of URLs", item);
+		rc = fail_type(p, want, item);
 	}
 	return set_built_string(&b, rc, base, f);
+}
+
+static const char *nats_url_bad(const char *v, char *buf, size_t len)
+{
+	(void)buf;
+	(void)len;
+	return !*v || strchr(v, ',') ? "a NATS URL, without commas" : NULL;
+}
+
+/* "nats": a URL or an array of them, kept as cnats's comma-separated list. */
+static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	return parse_string_list(p, item, base, f, nats_url_bad, "a URL or a non-empty array of URLs");
 }
 
 /* "subject_prefix": a NATS literal subject (tokens joined by '.', none
@@ -1075,36 +1095,19 @@ static bool address_valid(const char *a)
 	return !*end && port >= 1 && port <= 65535;
 }
 
+static const char *address_bad(const char *v, char *buf, size_t len)
+{
+	if (address_valid(v))
+		return NULL;
+	snprintf(buf, len, "\"%.100s\" is not host:port", v);
+	return buf;
+}
+
 /* "addresses": "host:port" or an array of them (tried in order), kept
  * comma-separated. */
 static int parse_addresses(struct parser *p, const cJSON *item, void *base, const struct field *f)
 {
-	struct strbuf b = {0};
-	if (sb_add(&b, "", 0))
-		return fail_nomem(p);
-	int rc = 0;
-	if (cJSON_IsString(item)) {
-		if (!address_valid(item->valuestring))
-			rc = fail(p, "\"%s\" is not host:port", item->valuestring);
-		else if (sb_addz(&b, item->valuestring))
-			rc = fail_nomem(p);
-	} else if (cJSON_IsArray(item) && item->child) {
-		size_t i = 0;
-		for (const cJSON *c = item->child; c && !rc; c = c->next, i++) {
-			size_t old = path_push_index(p, i);
-			if (!cJSON_IsString(c))
-				rc = fail_type(p, "a string", c);
-			else if (!address_valid(c->valuestring))
-				rc = fail(p, "\"%s\" is not host:port", c->valuestring);
-			else if ((i && sb_addz(&b, ",")) || sb_addz(&b, c->valuestring))
-				rc = fail_nomem(p);
-			if (!rc)
-				path_pop(p, old);
-		}
-	} else {
-		rc = fail_type(p, "\"host:port\" or a non-empty array of them", item);
-	}
-	return set_built_string(&b, rc, base, f);
+	return parse_string_list(p, item, base, f, address_bad, "\"host:port\" or a non-empty array of them");
 }
 
 /* A topic prefix: "" or topic levels without wildcards. */
