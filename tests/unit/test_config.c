@@ -374,7 +374,7 @@ static void test_default_json_file_matches_embedded_default(void)
 static void test_example_files_are_valid(void)
 {
 	static const char *const files[] = {"default.json", "tls.json", "secure.json", "websocket.json", "http.json",
-					     "cluster.json"};
+					     "cluster.json", "bridge.json"};
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
 		char path[1024], err[512];
 		struct config *cfg;
