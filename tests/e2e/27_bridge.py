@@ -478,6 +478,39 @@ class BridgeTest(unittest.TestCase):
         self.assertEqual((first >> 1) & 3, 1, "PUBLISH QoS over the remote's Maximum QoS")
         self.wisp.stop()
 
+    def test_retained_go_out_once_when_a_rule_is_new(self):
+        """What is retained locally when an out rule first appears goes to
+        the remote (retained there too); a restart with the same rule does
+        not send it again."""
+        wisp = Broker()
+        self.addCleanup(wisp.cleanup)
+        wisp.start()
+        pub = RawClient(wisp.port)
+        self.assertEqual(pub.connect("ret-pub"), 0)
+        pub.publish("ret/a", b"last", qos=1, retain=True)
+        pub.close()
+        wisp.stop()
+        wisp.exit_status = None
+        wisp.extra_config.update(bridge_config(self.remote, [{"pattern": "ret/#", "direction": "out", "qos": 1}]))
+        self.wisp = wisp
+        wisp.start()
+        self.wait_connected()
+        far = self.remote_client("far-ret", [("ret/#", 1)])
+        got = far.recv_publish(timeout=WAIT)
+        self.assertEqual((got.topic, got.payload, got.retain), ("ret/a", b"last", True))
+        wisp.stop()
+        wisp.exit_status = None
+        offset = wisp.log_size()
+        wisp.start()
+        self.wait_connected(offset)
+        # A marker published after the restart arrives first: nothing was re-sent.
+        marker = RawClient(wisp.port)
+        self.addCleanup(marker.close)
+        self.assertEqual(marker.connect("ret-marker"), 0)
+        marker.publish("ret/marker", b"m", qos=1)
+        got = far.recv_publish(timeout=WAIT)
+        self.assertEqual(got.topic, "ret/marker")
+
     def test_long_credentials(self):
         """A CONNECT of several KiB (a long token as the password) goes out
         whole: Mosquitto accepts the bridge."""

@@ -722,6 +722,20 @@ static int build_rules(struct bridge *br)
 	return 0;
 }
 
+struct retained_walk {
+	struct bridge *br;
+	uint8_t qos;
+};
+
+static void send_retained(const char *topic, size_t len, void *value, void *ctx)
+{
+	struct retained_walk *w = ctx;
+	struct msg *m = value;
+	(void)topic;
+	(void)len;
+	broker_deliver(w->br->set->b, w->br->s, m, m->qos < w->qos ? m->qos : w->qos, true, NULL);
+}
+
 /* The local session "$bridge/<name>": found (restored from the store, with
  * what waited in it) or made, and subscribed to exactly the out rules. */
 static int bind_session(struct bridge *br, char *err, size_t errlen)
@@ -767,11 +781,19 @@ static int bind_session(struct bridge *br, char *err, size_t errlen)
 		/* No Local: what came in over this bridge does not go back
 		 * out [MQTT-3.8.3-3]; Retain As Published [MQTT-3.3.1-12]. */
 		uint8_t options = (uint8_t)(r->cfg->qos | MQTT_SUBOPT_NO_LOCAL | MQTT_SUBOPT_RETAIN_AS_PUBLISHED);
-		int rc = router_interest_add(b->router, s, r->local_filter, strlen(r->local_filter), options, 0, 0);
+		size_t flen = strlen(r->local_filter);
+		int rc = router_interest_add(b->router, s, r->local_filter, flen, options, 0, 0);
 		if (rc < 0) {
 			snprintf(err, errlen, "bridges: %s: cannot subscribe to %s: %s", br->cfg->name, r->local_filter,
 				 wisp_strerror(rc));
 			return rc;
+		}
+		/* A new rule sends what is retained under it once, like any new
+		 * subscription [MQTT-3.8.4-4] (a rule restored from the store
+		 * sent it when it was new). The expired are skipped by delivery. */
+		if (rc == 1) {
+			struct retained_walk w = {.br = br, .qos = (uint8_t)r->cfg->qos};
+			retained_match(b->retained, r->local_filter, flen, send_retained, &w);
 		}
 	}
 	return 0;
