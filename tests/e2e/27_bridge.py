@@ -511,6 +511,27 @@ class BridgeTest(unittest.TestCase):
         got = far.recv_publish(timeout=WAIT)
         self.assertEqual(got.topic, "ret/marker")
 
+    def test_removed_bridge_session_ends(self):
+        """A bridge taken out of the configuration: its stored session (and
+        what waited in it) ends at the next start, logged, instead of
+        filling up forever."""
+        wisp = self.start_wisp(bridge_config(self.remote, [{"pattern": "gone/#", "direction": "out", "qos": 1}]))
+        offset = wisp.log_size()
+        self.remote.stop()
+        self.assertIsNotNone(wisp.wait_log(r"bridge up: disconnected", offset=offset, timeout=WAIT))
+        pub = self.local_client("gone-pub")
+        for i in range(5):
+            pub.publish("gone/x", b"%d" % i, qos=1, pid=i + 1)
+        pub.close()
+        wisp.stop()
+        wisp.exit_status = None
+        del wisp.extra_config["bridges"]
+        offset = wisp.log_size()
+        wisp.start()
+        self.assertIsNotNone(wisp.wait_log(r"\$bridge/up: no such bridge in the configuration any more: its "
+                                           r"session ends, with 5 messages", offset=offset, timeout=WAIT))
+        wisp.stop()
+
     def test_long_credentials(self):
         """A CONNECT of several KiB (a long token as the password) goes out
         whole: Mosquitto accepts the bridge."""

@@ -799,10 +799,42 @@ static int bind_session(struct bridge *br, char *err, size_t errlen)
 	return 0;
 }
 
+static bool configured(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->bridge_count; i++)
+		if (!strcmp(cfg->bridges[i].name, name))
+			return true;
+	return false;
+}
+
+/* Stored "$bridge/<name>" sessions whose bridge is no longer configured:
+ * their queue has nowhere to go and no client may take the id, so they
+ * end (logged, with what they held). The table never shrinks, so the walk
+ * survives the removals. */
+static void forget_removed(struct broker *b)
+{
+	for (size_t i = 0; i < b->sessions.nbuckets; i++) {
+		struct session *s = b->sessions.buckets[i];
+		while (s) {
+			struct session *next = s->hash_next;
+			if (s->id_len > 8 && !memcmp(s->client_id, "$bridge/", 8) && !configured(b->cfg, s->client_id + 8)) {
+				log_msg(LOG_NOTICE, "bridge", "%s: no such bridge in the configuration any more: its session "
+					"ends, with %u messages that were waiting for it", s->client_id,
+					s->queued_count + s->inflight_count);
+				session_v5_end(b, s);
+				SESS_OBSERVE(&b->observer, session_del, s);
+				sess_destroy(&b->sessions, b->subs, s);
+			}
+			s = next;
+		}
+	}
+}
+
 int bridges_start(struct broker *b, struct bridges **out, char *err, size_t errlen)
 {
 	const struct config *cfg = b->cfg;
 	*out = NULL;
+	forget_removed(b);
 	if (!cfg->bridge_count)
 		return 0;
 	struct bridges *bs = wisp_calloc(1, sizeof *bs);
