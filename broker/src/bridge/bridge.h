@@ -35,6 +35,10 @@
  * level | 0x80, try_private), with which Mosquitto does not send a bridge
  * its own messages back.
  *
+ * A new out rule sends what is retained under it once, as a new
+ * subscription does; a stored bridge session whose bridge left the
+ * configuration ends at start.
+ *
  * Topic mapping: a rule's local topic is local_prefix + pattern match,
  * the remote one remote_prefix + the same. Out, a message whose prefixes
  * differ is copied once under its remote topic (without prefixes the
