@@ -85,6 +85,15 @@ static void on_timer(struct loop *l, struct loop_timer *t)
 	}
 }
 
+int server_adopt(struct server *srv, struct conn *c, uint32_t timeout)
+{
+	if (loop_io_start(srv->loop, &c->io, c->t->fd, LOOP_READ, server_on_conn_io) != 0)
+		return WISP_EIO;
+	((struct server_listener *)c->listener)->conn_count++;
+	loop_timer_start(srv->loop, &c->timer, timeout, on_timer);
+	return 0;
+}
+
 void server_handshake_end(struct conn *c)
 {
 	struct server_listener *sl = c->listener;

@@ -151,6 +151,7 @@ struct conn {
 	uint8_t output_state;     /* enum conn_out_state; 240 -> 248 bytes, the same 256-byte malloc chunk */
 	bool input_counted;       /* rcap is counted in set->unauth_bytes */
 	bool auth_method;         /* authenticates with a v5 Authentication Method: the union holds enhanced_auth */
+	bool outbound;            /* the broker dialled it (a bridge): its packets go to proto's outbound owner (in padding) */
 };
 
 /* Allocates a connection around `t` (taking it). NULL when out of memory
