@@ -2,11 +2,13 @@
 # for the headers and the three libraries ourselves.
 #
 # Imported targets (static copies whose calloc/free are ours, see below):
-#   MbedTLS::mbedcrypto (links wisp_core), MbedTLS::mbedx509 (links mbedcrypto),
+#   MbedTLS::mbedcrypto (links wisp_core, and wisp_tls_ecp when Nettle is
+#   found: see below), MbedTLS::mbedx509 (links mbedcrypto),
 #   MbedTLS::mbedtls (links mbedx509, hence mbedtls mbedx509 mbedcrypto in
 #   that order, as static linking needs).
 # Variables: MbedTLS_FOUND, MbedTLS_VERSION, MbedTLS_INCLUDE_DIR,
-#   MbedTLS_LIBRARY, MbedX509_LIBRARY, MbedCrypto_LIBRARY.
+#   MbedTLS_LIBRARY, MbedX509_LIBRARY, MbedCrypto_LIBRARY, WISP_TLS_ECP_NETTLE,
+#   WISP_NETTLE_INCLUDE_DIR, WISP_NETTLE_LIBRARIES.
 # Hints: MbedTLS_ROOT.
 
 find_path(MbedTLS_INCLUDE_DIR NAMES mbedtls/ssl.h)
@@ -43,6 +45,58 @@ find_package_handle_standard_args(MbedTLS
 # (broker/src/core/alloc.c), and link the copies. Every byte mbed TLS
 # allocates then counts in the broker's heap figure and against
 # memory_limit. The copies link wisp_core, which defines the two functions.
+# Nettle's X25519 and P-256 fixed-base multiplication (issue 13: mbed TLS
+# 2.28's generic bignum made a full handshake cost 3.5 times Mosquitto's
+# CPU, 85% of it in those multiplications). In the counted copy of
+# libmbedcrypto.a, ecdh.o and ecdsa.o are rewritten to call
+# wisp_ecp_mul_restartable (broker/src/net/tls_ecp.c) where they called
+# mbedtls_ecp_mul_restartable; ecp.o keeps its own, which tls_ecp.c calls for
+# every case it does not take. Only those two members change, so the
+# rest of mbed TLS (verification, other curves) is untouched. Without
+# Nettle's development files (nettle-dev) the archive is left as it is and
+# handshakes use mbed TLS's code: slower, equally correct.
+# WISP_TLS_ECP_NETTLE says which; WISP_NETTLE_LIBRARIES and
+# WISP_NETTLE_INCLUDE_DIR are what tls_ecp.c needs.
+find_path(WISP_NETTLE_INCLUDE_DIR NAMES nettle/curve25519.h)
+find_library(WISP_HOGWEED_LIBRARY NAMES libhogweed.a)
+find_library(WISP_NETTLE_LIBRARY NAMES libnettle.a)
+find_library(WISP_GMP_LIBRARY NAMES libgmp.a)
+if(MbedTLS_FOUND AND WISP_NETTLE_INCLUDE_DIR AND WISP_HOGWEED_LIBRARY AND WISP_NETTLE_LIBRARY
+   AND WISP_GMP_LIBRARY)
+  set(WISP_TLS_ECP_NETTLE ON)
+  set(WISP_NETTLE_LIBRARIES "${WISP_HOGWEED_LIBRARY};${WISP_NETTLE_LIBRARY};${WISP_GMP_LIBRARY}")
+else()
+  set(WISP_TLS_ECP_NETTLE OFF)
+  message(STATUS "Nettle (nettle-dev) not found: TLS handshakes use mbed TLS's slower X25519 and P-256")
+endif()
+mark_as_advanced(WISP_NETTLE_INCLUDE_DIR WISP_HOGWEED_LIBRARY WISP_NETTLE_LIBRARY WISP_GMP_LIBRARY)
+
+function(wisp_mbedtls_ecp_hook archive workdir)
+  set(_members ecdh.c.o ecdsa.c.o)
+  set(_tmp "${workdir}/ecp-hook")
+  file(REMOVE_RECURSE "${_tmp}")
+  file(MAKE_DIRECTORY "${_tmp}")
+  execute_process(COMMAND "${CMAKE_AR}" x "${archive}" ${_members}
+                  WORKING_DIRECTORY "${_tmp}" RESULT_VARIABLE _rc)
+  if(NOT _rc EQUAL 0)
+    message(FATAL_ERROR "mbed TLS: ${archive} has no ${_members}")
+  endif()
+  foreach(_m ${_members})
+    execute_process(COMMAND "${WISP_OBJCOPY}"
+                            --redefine-sym mbedtls_ecp_mul_restartable=wisp_ecp_mul_restartable
+                            "${_tmp}/${_m}" RESULT_VARIABLE _rc)
+    if(NOT _rc EQUAL 0)
+      message(FATAL_ERROR "mbed TLS: objcopy failed on ${_m}")
+    endif()
+  endforeach()
+  execute_process(COMMAND "${CMAKE_AR}" r "${archive}" ${_members}
+                  WORKING_DIRECTORY "${_tmp}" RESULT_VARIABLE _rc)
+  if(NOT _rc EQUAL 0)
+    message(FATAL_ERROR "mbed TLS: could not put ${_members} back into ${archive}")
+  endif()
+  file(REMOVE_RECURSE "${_tmp}")
+endfunction()
+
 if(MbedTLS_FOUND)
   find_program(WISP_OBJCOPY NAMES objcopy REQUIRED)
   set(_dir "${CMAKE_BINARY_DIR}/mbedtls-counted")
@@ -56,13 +110,26 @@ if(MbedTLS_FOUND)
                           "Wisp links a copy whose allocations it counts")
     endif()
     set(_out "${_dir}/${_base}.a")
-    if(NOT EXISTS "${_out}" OR "${_static}" IS_NEWER_THAN "${_out}")
+    set(_stamp "${_out}.rewrite")
+    set(_rewrite "counted")
+    if(_lib STREQUAL "MbedCrypto" AND WISP_TLS_ECP_NETTLE)
+      set(_rewrite "counted;ecp-nettle")
+    endif()
+    set(_done "")
+    if(EXISTS "${_stamp}")
+      file(READ "${_stamp}" _done)
+    endif()
+    if(NOT EXISTS "${_out}" OR "${_static}" IS_NEWER_THAN "${_out}" OR NOT _done STREQUAL _rewrite)
       execute_process(COMMAND "${WISP_OBJCOPY}" --redefine-sym calloc=wisp_tls_calloc
                               --redefine-sym free=wisp_tls_free "${_static}" "${_out}"
                       RESULT_VARIABLE _rc)
       if(NOT _rc EQUAL 0)
         message(FATAL_ERROR "mbed TLS: objcopy failed on ${_static}")
       endif()
+      if(_rewrite MATCHES "ecp-nettle")
+        wisp_mbedtls_ecp_hook("${_out}" "${_dir}")
+      endif()
+      file(WRITE "${_stamp}" "${_rewrite}")
     endif()
     set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${_static}")
     set(${_lib}_LIBRARY "${_out}")
@@ -74,6 +141,9 @@ if(MbedTLS_FOUND)
   unset(_static)
   unset(_out)
   unset(_rc)
+  unset(_stamp)
+  unset(_rewrite)
+  unset(_done)
 endif()
 
 if(MbedTLS_FOUND)
@@ -83,6 +153,10 @@ if(MbedTLS_FOUND)
       IMPORTED_LOCATION "${MbedCrypto_LIBRARY}"
       INTERFACE_INCLUDE_DIRECTORIES "${MbedTLS_INCLUDE_DIR}")
     set_property(TARGET MbedTLS::mbedcrypto PROPERTY INTERFACE_LINK_LIBRARIES wisp_core)
+    if(WISP_TLS_ECP_NETTLE)
+      # wisp_tls_ecp (broker/CMakeLists.txt) defines what ecdh.o and ecdsa.o now call.
+      set_property(TARGET MbedTLS::mbedcrypto APPEND PROPERTY INTERFACE_LINK_LIBRARIES wisp_tls_ecp)
+    endif()
   endif()
   if(NOT TARGET MbedTLS::mbedx509)
     add_library(MbedTLS::mbedx509 UNKNOWN IMPORTED)
