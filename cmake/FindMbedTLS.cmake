@@ -2,12 +2,12 @@
 # for the headers and the three libraries ourselves.
 #
 # Imported targets (static copies whose calloc/free are ours, see below):
-#   MbedTLS::mbedcrypto (links wisp_core, and wisp_tls_ecp when Nettle is
+#   MbedTLS::mbedcrypto (links wisp_core, and wisp_tls_nettle when Nettle is
 #   found: see below), MbedTLS::mbedx509 (links mbedcrypto),
 #   MbedTLS::mbedtls (links mbedx509, hence mbedtls mbedx509 mbedcrypto in
 #   that order, as static linking needs).
 # Variables: MbedTLS_FOUND, MbedTLS_VERSION, MbedTLS_INCLUDE_DIR,
-#   MbedTLS_LIBRARY, MbedX509_LIBRARY, MbedCrypto_LIBRARY, WISP_TLS_ECP_NETTLE,
+#   MbedTLS_LIBRARY, MbedX509_LIBRARY, MbedCrypto_LIBRARY, WISP_TLS_NETTLE,
 #   WISP_NETTLE_INCLUDE_DIR, WISP_NETTLE_LIBRARIES.
 # Hints: MbedTLS_ROOT.
 
@@ -45,35 +45,43 @@ find_package_handle_standard_args(MbedTLS
 # (broker/src/core/alloc.c), and link the copies. Every byte mbed TLS
 # allocates then counts in the broker's heap figure and against
 # memory_limit. The copies link wisp_core, which defines the two functions.
-# Nettle's X25519 and P-256 fixed-base multiplication (issue 13: mbed TLS
-# 2.28's generic bignum made a full handshake cost 3.5 times Mosquitto's
-# CPU, 85% of it in those multiplications). In the counted copy of
-# libmbedcrypto.a, ecdh.o and ecdsa.o are rewritten to call
-# wisp_ecp_mul_restartable (broker/src/net/tls_ecp.c) where they called
-# mbedtls_ecp_mul_restartable; ecp.o keeps its own, which tls_ecp.c calls for
-# every case it does not take. Only those two members change, so the
-# rest of mbed TLS (verification, other curves) is untouched. Without
-# Nettle's development files (nettle-dev) the archive is left as it is and
-# handshakes use mbed TLS's code: slower, equally correct.
-# WISP_TLS_ECP_NETTLE says which; WISP_NETTLE_LIBRARIES and
-# WISP_NETTLE_INCLUDE_DIR are what tls_ecp.c needs.
+# Nettle behind mbed TLS's slowest primitives (issue 13): X25519 and the
+# P-256 k*G of an ECDSA signature (mbed TLS 2.28's generic bignum made a full
+# handshake cost 3.5 times Mosquitto's CPU), and AES-GCM (its one-block-at-a-
+# time GCM made a 4 KiB message over TLS cost three times Mosquitto's). In
+# the counted copy of libmbedcrypto.a, three members are rewritten to call
+# Wisp's functions (broker/src/net/tls_ecp.c, tls_gcm.c) instead of mbed
+# TLS's: ecdh.o and ecdsa.o call wisp_ecp_mul_restartable for
+# mbedtls_ecp_mul_restartable, and cipher.o calls wisp_gcm_crypt_and_tag and
+# wisp_gcm_auth_decrypt for mbedtls_gcm_crypt_and_tag and
+# mbedtls_gcm_auth_decrypt. ecp.o and gcm.o keep their own functions, which
+# Wisp's call for every case they do not take. Only those members change,
+# so the rest of mbed TLS (verification, other curves and ciphers) is
+# untouched. Without Nettle's development files (nettle-dev) the archive is
+# left as it is and TLS uses mbed TLS's code: slower, equally correct.
+# WISP_TLS_NETTLE says which; WISP_NETTLE_LIBRARIES and
+# WISP_NETTLE_INCLUDE_DIR are what those files need.
 find_path(WISP_NETTLE_INCLUDE_DIR NAMES nettle/curve25519.h)
 find_library(WISP_HOGWEED_LIBRARY NAMES libhogweed.a)
 find_library(WISP_NETTLE_LIBRARY NAMES libnettle.a)
 find_library(WISP_GMP_LIBRARY NAMES libgmp.a)
 if(MbedTLS_FOUND AND WISP_NETTLE_INCLUDE_DIR AND WISP_HOGWEED_LIBRARY AND WISP_NETTLE_LIBRARY
    AND WISP_GMP_LIBRARY)
-  set(WISP_TLS_ECP_NETTLE ON)
+  set(WISP_TLS_NETTLE ON)
   set(WISP_NETTLE_LIBRARIES "${WISP_HOGWEED_LIBRARY};${WISP_NETTLE_LIBRARY};${WISP_GMP_LIBRARY}")
 else()
-  set(WISP_TLS_ECP_NETTLE OFF)
-  message(STATUS "Nettle (nettle-dev) not found: TLS handshakes use mbed TLS's slower X25519 and P-256")
+  set(WISP_TLS_NETTLE OFF)
+  message(STATUS "Nettle (nettle-dev) not found: TLS uses mbed TLS's slower X25519, P-256 and AES-GCM")
 endif()
 mark_as_advanced(WISP_NETTLE_INCLUDE_DIR WISP_HOGWEED_LIBRARY WISP_NETTLE_LIBRARY WISP_GMP_LIBRARY)
 
-function(wisp_mbedtls_ecp_hook archive workdir)
-  set(_members ecdh.c.o ecdsa.c.o)
-  set(_tmp "${workdir}/ecp-hook")
+function(wisp_mbedtls_nettle_hook archive workdir)
+  set(_rename_ecdh.c.o mbedtls_ecp_mul_restartable=wisp_ecp_mul_restartable)
+  set(_rename_ecdsa.c.o mbedtls_ecp_mul_restartable=wisp_ecp_mul_restartable)
+  set(_rename_cipher.c.o mbedtls_gcm_crypt_and_tag=wisp_gcm_crypt_and_tag
+                         mbedtls_gcm_auth_decrypt=wisp_gcm_auth_decrypt)
+  set(_members ecdh.c.o ecdsa.c.o cipher.c.o)
+  set(_tmp "${workdir}/nettle-hook")
   file(REMOVE_RECURSE "${_tmp}")
   file(MAKE_DIRECTORY "${_tmp}")
   execute_process(COMMAND "${CMAKE_AR}" x "${archive}" ${_members}
@@ -82,9 +90,11 @@ function(wisp_mbedtls_ecp_hook archive workdir)
     message(FATAL_ERROR "mbed TLS: ${archive} has no ${_members}")
   endif()
   foreach(_m ${_members})
-    execute_process(COMMAND "${WISP_OBJCOPY}"
-                            --redefine-sym mbedtls_ecp_mul_restartable=wisp_ecp_mul_restartable
-                            "${_tmp}/${_m}" RESULT_VARIABLE _rc)
+    set(_args "")
+    foreach(_r ${_rename_${_m}})
+      list(APPEND _args --redefine-sym "${_r}")
+    endforeach()
+    execute_process(COMMAND "${WISP_OBJCOPY}" ${_args} "${_tmp}/${_m}" RESULT_VARIABLE _rc)
     if(NOT _rc EQUAL 0)
       message(FATAL_ERROR "mbed TLS: objcopy failed on ${_m}")
     endif()
@@ -112,8 +122,8 @@ if(MbedTLS_FOUND)
     set(_out "${_dir}/${_base}.a")
     set(_stamp "${_out}.rewrite")
     set(_rewrite "counted")
-    if(_lib STREQUAL "MbedCrypto" AND WISP_TLS_ECP_NETTLE)
-      set(_rewrite "counted;ecp-nettle")
+    if(_lib STREQUAL "MbedCrypto" AND WISP_TLS_NETTLE)
+      set(_rewrite "counted;nettle-ecp-gcm")
     endif()
     set(_done "")
     if(EXISTS "${_stamp}")
@@ -126,8 +136,8 @@ if(MbedTLS_FOUND)
       if(NOT _rc EQUAL 0)
         message(FATAL_ERROR "mbed TLS: objcopy failed on ${_static}")
       endif()
-      if(_rewrite MATCHES "ecp-nettle")
-        wisp_mbedtls_ecp_hook("${_out}" "${_dir}")
+      if(_rewrite MATCHES "nettle")
+        wisp_mbedtls_nettle_hook("${_out}" "${_dir}")
       endif()
       file(WRITE "${_stamp}" "${_rewrite}")
     endif()
@@ -153,9 +163,9 @@ if(MbedTLS_FOUND)
       IMPORTED_LOCATION "${MbedCrypto_LIBRARY}"
       INTERFACE_INCLUDE_DIRECTORIES "${MbedTLS_INCLUDE_DIR}")
     set_property(TARGET MbedTLS::mbedcrypto PROPERTY INTERFACE_LINK_LIBRARIES wisp_core)
-    if(WISP_TLS_ECP_NETTLE)
-      # wisp_tls_ecp (broker/CMakeLists.txt) defines what ecdh.o and ecdsa.o now call.
-      set_property(TARGET MbedTLS::mbedcrypto APPEND PROPERTY INTERFACE_LINK_LIBRARIES wisp_tls_ecp)
+    if(WISP_TLS_NETTLE)
+      # wisp_tls_nettle (broker/CMakeLists.txt) defines what ecdh.o, ecdsa.o and cipher.o now call.
+      set_property(TARGET MbedTLS::mbedcrypto APPEND PROPERTY INTERFACE_LINK_LIBRARIES wisp_tls_nettle)
     endif()
   endif()
   if(NOT TARGET MbedTLS::mbedx509)

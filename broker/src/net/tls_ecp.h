@@ -20,7 +20,7 @@
  * access depends on the scalar), as mbed TLS's are; neither allocates (their
  * scratch space is on the stack).
  *
- * Built only when FindMbedTLS found Nettle (WISP_TLS_ECP_NETTLE); otherwise
+ * Built only when FindMbedTLS found Nettle (WISP_TLS_NETTLE); otherwise
  * the archive is not rewritten and this file is not linked.
  */
 #ifndef WISP_NET_TLS_ECP_H
