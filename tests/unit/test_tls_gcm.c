@@ -2,10 +2,10 @@
  * Nettle's AES-GCM behind mbed TLS's (net/tls_gcm.c): the GCM specification's
  * test cases 4 (AES-128) and 16 (AES-256) through mbed TLS's cipher layer, as
  * TLS records use it (proof that the rewrite of cipher.o took effect: a
- * counter); a forged tag refused with no plaintext left; and the same bytes
- * and tags as mbed TLS's own GCM for random keys, nonces, additional data
- * and lengths, in place or not, with what Nettle does not take (other nonce
- * or tag lengths) left to mbed TLS.
+ * counter, on a CPU with AES-NI and PCLMULQDQ); a forged tag refused with
+ * no plaintext left; and the same bytes and tags as mbed TLS's own GCM for
+ * random keys, nonces, additional data and lengths, in place or not, with
+ * what Nettle does not take (other nonce or tag lengths) left to mbed TLS.
  */
 #include <CUnit/CUnit.h>
 #include <stdio.h>
@@ -87,7 +87,7 @@ static void check_vector(mbedtls_cipher_type_t type, const char *key_hex, const 
 	                                                p_len + 16, opened, sizeof opened, &olen, 16), 0);
 	CU_ASSERT_EQUAL(olen, p_len);
 	CU_ASSERT_EQUAL(memcmp(opened, p, p_len), 0);
-	CU_ASSERT_EQUAL(tls_gcm_fast_count(), before + 2);
+	CU_ASSERT_EQUAL(tls_gcm_fast_count(), before + (tls_gcm_is_fast() ? 2 : 0));
 
 	/* A forged tag: refused, and nothing of the plaintext is handed out. */
 	sealed[p_len + 15] ^= 1;
@@ -144,7 +144,7 @@ static void test_gcm_matches_mbedtls(void)
 		mbedtls_gcm_context g;
 		mbedtls_gcm_init(&g);
 		CU_ASSERT_EQUAL_FATAL(mbedtls_gcm_setkey(&g, MBEDTLS_CIPHER_ID_AES, key, bits), 0);
-		bool fast = iv_len == 12 && tag_len == 16;
+		bool fast = tls_gcm_is_fast() && iv_len == 12 && tag_len == 16;
 		uint64_t before = tls_gcm_fast_count();
 		CU_ASSERT_EQUAL(wisp_gcm_crypt_and_tag(&g, MBEDTLS_GCM_ENCRYPT, len, iv, iv_len, ad, ad_len,
 		                                       plain, mine, tag_len, tag_mine), 0);

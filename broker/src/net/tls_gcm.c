@@ -30,6 +30,9 @@ bool tls_gcm_is_fast(void)
 #endif
 }
 
+/* Only there: without AES-NI and PCLMULQDQ Nettle's AES and GHASH are
+ * table-based like mbed TLS's, no faster to matter, so mbed TLS keeps them. */
+
 /* The AES key mbed TLS was given, from its expanded schedule: 16 or 32
  * bytes, or 0 when this is not a GCM over AES-128/256 we take. */
 static size_t aes_key(const mbedtls_gcm_context *ctx, unsigned char key[32])
@@ -95,7 +98,7 @@ int wisp_gcm_crypt_and_tag(mbedtls_gcm_context *ctx, int mode, size_t length,
 {
 	unsigned char key[32];
 	size_t key_len = 0;
-	if (iv_len == TLS_GCM_IV_LEN && tag_len == TLS_GCM_TAG_LEN &&
+	if (tls_gcm_is_fast() && iv_len == TLS_GCM_IV_LEN && tag_len == TLS_GCM_TAG_LEN &&
 	    (mode == MBEDTLS_GCM_ENCRYPT || mode == MBEDTLS_GCM_DECRYPT))
 		key_len = aes_key(ctx, key);
 	if (key_len == 0)
@@ -117,7 +120,7 @@ int wisp_gcm_auth_decrypt(mbedtls_gcm_context *ctx, size_t length, const unsigne
 {
 	unsigned char key[32];
 	size_t key_len = 0;
-	if (iv_len == TLS_GCM_IV_LEN && tag_len == TLS_GCM_TAG_LEN)
+	if (tls_gcm_is_fast() && iv_len == TLS_GCM_IV_LEN && tag_len == TLS_GCM_TAG_LEN)
 		key_len = aes_key(ctx, key);
 	if (key_len == 0)
 		return mbedtls_gcm_auth_decrypt(ctx, length, iv, iv_len, add, add_len, tag, tag_len,

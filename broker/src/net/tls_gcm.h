@@ -11,8 +11,8 @@
  * wisp_gcm_crypt_and_tag() and wisp_gcm_auth_decrypt() instead of
  * mbedtls_gcm_crypt_and_tag() and mbedtls_gcm_auth_decrypt(). These take
  * what TLS 1.2 uses (AES-128 or AES-256, a 12-byte nonce, a 16-byte tag)
- * and hand everything else to mbed TLS's own functions, which gcm.o still
- * defines. The key is the first round key of the AES context mbed TLS
+ * on a CPU with AES-NI and PCLMULQDQ (tls_gcm_is_fast) and hand everything
+ * else to mbed TLS's own functions, which gcm.o still defines. The key is the first round key of the AES context mbed TLS
  * expanded (AES's key schedule starts with the key itself); Nettle's
  * context is built on the stack per record (0.3 us) and wiped, so a
  * connection holds no second copy of its keys and no more memory.
