@@ -232,6 +232,10 @@ static const struct bad_case bad_cases[] = {
 	 "t.json: cluster.subject_prefix: \"a.>\" is not a NATS literal subject (empty token or wildcard)"},
 	{"{\"cluster\": {\"subject_prefix\": \"a b\"}}",
 	 "t.json: cluster.subject_prefix: \"a b\" is not a NATS literal subject (whitespace or control character)"},
+	{"{\"cluster\": {\"retained_bucket\": \"a.b\"}}",
+	 "t.json: cluster.retained_bucket: \"a.b\" is not a JetStream bucket name (1 to 64 of A-Z a-z 0-9 _ -)"},
+	{"{\"cluster\": {\"retained_bucket\": \"\"}}",
+	 "t.json: cluster.retained_bucket: \"\" is not a JetStream bucket name (1 to 64 of A-Z a-z 0-9 _ -)"},
 	{"{\"cluster\": {\"nod\": \"a\"}}", "t.json: cluster.nod: unknown key (did you mean 'node'?)"},
 };
 
@@ -583,14 +587,19 @@ static void test_cluster_section(void)
 	CU_ASSERT_PTR_NULL(cfg->cluster.node);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.subject_prefix, "wisp");
 	CU_ASSERT_EQUAL(cfg->cluster.inbound_queue, 65536);
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.retained_bucket, "wisp_retained");
+	CU_ASSERT_EQUAL(cfg->cluster.retained_replicas, 1);
 	config_free(cfg);
 	static const char two[] = "{\"cluster\": {\"nats\": [\"nats://127.0.0.1:4222\", \"nats://h:4223\"], "
-				  "\"node\": \"a\", \"subject_prefix\": \"\", \"inbound_queue\": 16}}";
+				  "\"node\": \"a\", \"subject_prefix\": \"\", \"inbound_queue\": 16, "
+				  "\"retained_bucket\": \"R-1_x\", \"retained_replicas\": 3}}";
 	CU_ASSERT_EQUAL_FATAL(config_parse(two, sizeof two - 1, "t.json", &cfg, err, sizeof err), 0);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.nats, "nats://127.0.0.1:4222,nats://h:4223");
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.node, "a");
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.subject_prefix, "");
 	CU_ASSERT_EQUAL(cfg->cluster.inbound_queue, 16);
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.retained_bucket, "R-1_x");
+	CU_ASSERT_EQUAL(cfg->cluster.retained_replicas, 3);
 	config_free(cfg);
 	static const char one[] = "{\"cluster\": {\"nats\": \"nats://127.0.0.1:4222\"}}";
 	CU_ASSERT_EQUAL_FATAL(config_parse(one, sizeof one - 1, "t.json", &cfg, err, sizeof err), 0);

@@ -126,6 +126,7 @@ static int parse_log_destination(struct parser *p, const cJSON *item, void *base
 				 const struct field *f);
 static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, const struct field *f);
 static int parse_subject_prefix(struct parser *p, const cJSON *item, void *base, const struct field *f);
+static int parse_bucket_name(struct parser *p, const cJSON *item, void *base, const struct field *f);
 
 static const struct field tls_fields[] = {
 	F_FILE(struct config_tls, "cert", cert),
@@ -297,6 +298,10 @@ static const struct field cluster_fields[] = {
 	 * KiB; the messages themselves are cnats's (bounded by its pending
 	 * limits). Over it a message is dropped and counted. */
 	F_NUM(struct config_cluster, FT_U32, "inbound_queue", inbound_queue, 16, 16777216, 65536),
+	{.key = "retained_bucket", .type = FT_CUSTOM, .def_str = "wisp_retained",
+	 .offset = offsetof(struct config_cluster, retained_bucket), .custom = parse_bucket_name},
+	/* JetStream's own range: 1 (one NATS server) to 5. */
+	F_NUM(struct config_cluster, FT_U32, "retained_replicas", retained_replicas, 1, 5, 1),
 	{0},
 };
 
@@ -952,6 +957,21 @@ static int parse_subject_prefix(struct parser *p, const cJSON *item, void *base,
 			return fail(p, "\"%s\" is not a NATS literal subject (whitespace or control character)", v);
 		tok++;
 	}
+	struct strbuf b = {0};
+	int rc = sb_addz(&b, v) ? fail_nomem(p) : 0;
+	return set_built_string(&b, rc, base, f);
+}
+
+/* A JetStream KV bucket name: what nats-server accepts, [A-Za-z0-9_-]+
+ * (it becomes the stream KV_<name> and the subjects $KV.<name>.>). */
+static int parse_bucket_name(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	if (!cJSON_IsString(item))
+		return fail_type(p, "a string", item);
+	const char *v = item->valuestring;
+	size_t n = strlen(v);
+	if (n == 0 || n > 64 || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != n)
+		return fail(p, "\"%s\" is not a JetStream bucket name (1 to 64 of A-Z a-z 0-9 _ -)", v);
 	struct strbuf b = {0};
 	int rc = sb_addz(&b, v) ? fail_nomem(p) : 0;
 	return set_built_string(&b, rc, base, f);

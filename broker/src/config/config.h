@@ -143,6 +143,8 @@ struct config_cluster {
 	char *node;             /* this node's name, unique in the cluster; default: the host name */
 	char *subject_prefix;   /* NATS subjects are <prefix>.<mapped topic>; "" for none; default "wisp" */
 	uint32_t inbound_queue; /* NATS messages waiting for the loop thread; default 65536 */
+	char *retained_bucket;  /* JetStream KV bucket of the retained messages; default "wisp_retained" */
+	uint32_t retained_replicas; /* its replicas; default 1 */
 };
 
 /* The dashboard's table of recently published topics (topic/activity.h). */

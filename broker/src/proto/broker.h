@@ -55,6 +55,8 @@ struct broker_stats {
 		uint64_t send_failed;    /* not published to NATS (disconnected and its buffer full, ...) */
 		uint64_t subjects;       /* NATS subscriptions held for local interest */
 		uint64_t connected;      /* 1 while connected to NATS */
+		uint64_t retained_applied; /* retained records from the JetStream bucket applied here (retained_kv.h) */
+		uint64_t taken_over;     /* sessions ended here because their client connected at another node */
 	} cluster;
 	uint64_t http_requests;      /* HTTP requests answered (http/) */
 	uint64_t http_refused;       /* HTTP connections closed for a malformed or oversized request */
@@ -122,6 +124,11 @@ struct broker {
 	} persist;
 	struct route_ctx route;      /* the local router and its per-publish scratch (router.h) */
 	struct router *router;       /* where publishes and interest go: &route.router, or the cluster's on top of it */
+	/* A cluster (cluster/presence.h): told of each client connected here,
+	 * after its CONNACK is queued, so other nodes can let go of its id
+	 * (`assigned`: the broker chose the id, unique on this node only). */
+	void (*on_client_connected)(void *ctx, struct session *s, bool clean_start, bool assigned);
+	void *client_connected_ctx;
 	uint64_t id_seq;             /* for assigned client ids */
 	struct sub_work sub_work;
 	struct activity *activity;   /* the dashboard's topic table; NULL without a dashboard */

@@ -369,6 +369,8 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	c->state = CONN_ACTIVE;
 	b->stats.clients_total++;
 	send_connack(b, c, present, &extra);
+	if (b->on_client_connected)
+		b->on_client_connected(b->client_connected_ctx, s, p->clean_start, id == idbuf);
 	if (present)
 		delivery_resume(s, &b->dlim); /* [MQTT-4.4.0-1] */
 	if (!c->keepalive)

@@ -10,7 +10,10 @@
  *
  * A shared subscription group (share.h) is one more match of the walk,
  * kept on a list through the group itself; after the ordinary deliveries
- * each matched group delivers to one member (deliver_shared).
+ * each matched group delivers to one member (deliver_shared), unless a
+ * cluster router serves the groups cluster-wide for this message
+ * (route_ctx.shares_elsewhere): it then picks the node, and
+ * route_share_deliver the member there.
  *
  * A generation counter marks sessions already seen during this publish, so
  * deduplication costs O(1) per match and no per-publish allocation once the
@@ -28,6 +31,7 @@
  */
 #include "broker.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -175,8 +179,10 @@ static void run_later(struct route_ctx *rc)
 		if (w.m) {
 			struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
 			int n = topic_split(msg_topic(w.m), w.m->topic_len, levels, TOPIC_MAX_LEVELS_HARD);
+			rc->shares_elsewhere = w.shares_elsewhere;
 			if (n > 0)
 				local_publish(&rc->router, w.m, levels, (size_t)n);
+			rc->shares_elsewhere = false;
 			msg_unref(w.m);
 		} else {
 			broker_drop(b, w.c, w.reason, w.detail);
@@ -237,8 +243,10 @@ static size_t local_publish(struct router *r, struct msg *m, const struct topic_
 {
 	struct route_ctx *rc = container_of(r, struct route_ctx, router);
 	struct broker *b = broker_of(rc);
+	bool shares_elsewhere = rc->shares_elsewhere;
+	rc->shares_elsewhere = false;
 	if (rc->busy) {
-		if (defer(rc, &(struct route_later){.m = msg_ref(m)}) != 0) {
+		if (defer(rc, &(struct route_later){.m = msg_ref(m), .shares_elsewhere = shares_elsewhere}) != 0) {
 			msg_unref(m);
 			broker_count_drop(b, DROP_NO_MEMORY);
 			return 0;
@@ -267,13 +275,34 @@ static size_t local_publish(struct router *r, struct msg *m, const struct topic_
 		broker_deliver(b, e->s, m, qos, retain, ids.ids ? &ids : NULL);
 	}
 	size_t matched = rc->count;
-	if (rc->shared_matched)
+	if (shares_elsewhere)
+		rc->shared_matched = NULL;
+	else if (rc->shared_matched)
 		matched += deliver_shared(rc, m);
 	rc->busy = false;
 	rc->msg = NULL;
 	if (rc->later_len && !rc->draining)
 		run_later(rc);
 	return matched;
+}
+
+size_t route_share_deliver(struct broker *b, const char *key, size_t len, struct msg *m)
+{
+	struct route_ctx *rc = &b->route;
+	struct share_group *g = share_find(&rc->shares, key, len);
+	if (!g)
+		return 0;
+	assert(!rc->busy); /* called from the cluster's inbox, never inside a delivery */
+	rc->busy = true;
+	rc->msg = m;
+	struct sess_sub *sub = share_pick(g, msg_topic(m), m->topic_len, NULL, false);
+	if (sub)
+		deliver_to_member(b, sub, m);
+	rc->busy = false;
+	rc->msg = NULL;
+	if (rc->later_len && !rc->draining)
+		run_later(rc);
+	return sub ? 1 : 0;
 }
 
 static int local_interest_add(struct router *r, struct session *s, const char *filter, size_t len,

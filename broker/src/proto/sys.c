@@ -47,6 +47,8 @@ static void publish(struct broker *b, const char *topic, const char *value)
 	msg_unref(m);
 }
 
+void sys_publish_value(struct broker *b, const char *topic, const char *value) { publish(b, topic, value); }
+
 /* One damped rate per window, fed with the count of the last interval. */
 static void update_load(struct sys_load *l, uint64_t now_value, double interval_s)
 {
