@@ -82,6 +82,29 @@ struct sys_state {
 
 struct sub_job;
 
+/* A bridge's state as $SYS and /metrics show it (bridge/ keeps it). */
+struct broker_bridge_stat {
+	const char *name;
+	const struct session *session; /* its queue: queued_count + inflight_count */
+	const char *last_error;        /* "" after a successful CONNACK */
+	uint64_t connected;            /* 1 while the remote accepted us */
+	uint64_t connects;             /* CONNACKs accepted since start */
+};
+
+/*
+ * The owner of connections the broker dialled itself (bridge/, a client of
+ * another broker; conn.outbound set), registered once at start: their
+ * packets and their end go to it, and so does a delivery to a session
+ * flagged SESS_FLAG_BRIDGE, which it may give other bounds (*lim), a lower
+ * QoS (*qos) and another message: a new reference to offer instead of `m`,
+ * or NULL to offer `m` itself.
+ */
+struct broker_outbound_ops {
+	int (*on_packet)(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum reason *why);
+	void (*on_drop)(void *ctx, struct conn *c, enum reason r, const char *detail);
+	struct msg *(*offer)(void *ctx, struct session *s, struct msg *m, uint8_t *qos, struct delivery_limits *lim);
+};
+
 /* SUBSCRIBE and UNSUBSCRIBE work spread over loop turns (handle_subscribe.c). */
 struct sub_work {
 	struct list_node waiting;  /* struct sub_job, continued at the next turn */
@@ -132,6 +155,10 @@ struct broker {
 	uint64_t id_seq;             /* for assigned client ids */
 	struct sub_work sub_work;
 	struct activity *activity;   /* the dashboard's topic table; NULL without a dashboard */
+	const struct broker_outbound_ops *outbound; /* bridges, or NULL */
+	void *outbound_ctx;
+	struct broker_bridge_stat *bridge_stats; /* bridge_count of them, or NULL */
+	size_t bridge_count;
 };
 
 /* Counts one message dropped by a bound (drop.h); $SYS publishes the count

@@ -232,6 +232,10 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	 * 3.1.1 lifted it [MQTT-3.1.3-5]. */
 	if (p->version == MQTT_PROTO_V31 && id_len > 23)
 		return refuse(why, REASON_CLIENT_ID_REJECTED);
+	/* "$bridge/<name>" is a bridge's local session (bridge/): a client
+	 * taking it over would read what waits for the remote [MQTT-3.1.3-9]. */
+	if (id_len >= 8 && memcmp(id, "$bridge/", 8) == 0)
+		return refuse(why, REASON_CLIENT_ID_REJECTED);
 	uint16_t keepalive = p->keepalive;
 	if (lim->max_keepalive && (p->keepalive > lim->max_keepalive || (v5 && p->keepalive == 0))) {
 		/* v5: the server's keep alive replaces the client's

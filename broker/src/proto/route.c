@@ -521,15 +521,15 @@ _Static_assert(DROP_REASON_COUNT <= 16, "session.drop_episodes has a bit per dro
 
 #define EPISODE(why) ((uint16_t)(1u << (why)))
 
-static uint64_t bound_value(const struct broker *b, enum drop_reason why)
+static uint64_t bound_value(const struct broker *b, const struct delivery_limits *lim, enum drop_reason why)
 {
 	switch (why) {
 	case DROP_QUEUE_FULL:
-		return b->dlim.max_queued;
+		return lim->max_queued;
 	case DROP_QUEUE_BYTES:
-		return b->dlim.max_queued_bytes;
+		return lim->max_queued_bytes;
 	case DROP_OUTPUT_FULL:
-		return b->dlim.max_output;
+		return lim->max_output;
 	case DROP_NO_MEMORY:
 		return b->cfg->limits.memory_limit;
 	default:
@@ -539,15 +539,16 @@ static uint64_t bound_value(const struct broker *b, enum drop_reason why)
 
 /* Counts the drop, and logs it when it starts an episode for this client:
  * a subscriber stuck at its bound loses every further message, and one line
- * per message would flood the log (mosquitto's is_dropping). */
-static void note_drop(struct broker *b, struct session *s, enum drop_reason why)
+ * per message would flood the log (mosquitto's is_dropping). `lim`: the
+ * session's bounds (a bridge's are its own). */
+static void note_drop(struct broker *b, const struct delivery_limits *lim, struct session *s, enum drop_reason why)
 {
 	broker_count_drop(b, why);
 	const char *key = drop_reason_key(why);
 	if (!key || (s->drop_episodes & EPISODE(why)))
 		return;
 	s->drop_episodes |= EPISODE(why);
-	uint64_t bound = bound_value(b, why);
+	uint64_t bound = bound_value(b, lim, why);
 	char hit[96];
 	if (why == DROP_NO_MEMORY && !bound)
 		snprintf(hit, sizeof hit, "out of memory");
@@ -560,15 +561,15 @@ static void note_drop(struct broker *b, struct session *s, enum drop_reason why)
 /* Whether the bound behind an episode has room again. Half the bound, not
  * one free slot: a subscriber reading at the rate messages arrive frees one
  * slot per ack, and ending the episode then would log at that rate. */
-static bool has_room_again(const struct broker *b, const struct session *s, enum drop_reason why)
+static bool has_room_again(const struct delivery_limits *lim, const struct session *s, enum drop_reason why)
 {
 	switch (why) {
 	case DROP_QUEUE_FULL:
-		return s->queued_count <= b->dlim.max_queued / 2;
+		return s->queued_count <= lim->max_queued / 2;
 	case DROP_QUEUE_BYTES:
-		return s->queued_bytes <= b->dlim.max_queued_bytes / 2;
+		return s->queued_bytes <= lim->max_queued_bytes / 2;
 	case DROP_OUTPUT_FULL:
-		return !s->conn || s->conn->out.bytes <= b->dlim.max_output / 2;
+		return !s->conn || s->conn->out.bytes <= lim->max_output / 2;
 	default:
 		return false; /* no_memory: ends when a delivery succeeds */
 	}
@@ -576,7 +577,8 @@ static bool has_room_again(const struct broker *b, const struct session *s, enum
 
 void broker_delivery_dropped(void *ctx, struct session *s, enum drop_reason why)
 {
-	note_drop(ctx, s, why);
+	struct broker *b = ctx;
+	note_drop(b, &b->dlim, s, why);
 }
 
 static void end_episode(struct session *s, enum drop_reason why)
@@ -589,19 +591,30 @@ static void end_episode(struct session *s, enum drop_reason why)
 void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
 		    const struct delivery_sub_ids *ids)
 {
+	const struct delivery_limits *lim = &b->dlim;
+	struct delivery_limits own;
+	struct msg *mapped = NULL;
+	if (__builtin_expect(s->sess_flags & SESS_FLAG_BRIDGE, 0)) {
+		/* A bridge's session: its own queue bounds, its topic mapping. */
+		own = b->dlim;
+		mapped = b->outbound->offer(b->outbound_ctx, s, m, &qos, &own);
+		lim = &own;
+	}
 	if (s->drop_episodes)
 		for (int r = 0; r < DROP_REASON_COUNT; r++)
-			if ((s->drop_episodes & EPISODE(r)) && has_room_again(b, s, (enum drop_reason)r))
+			if ((s->drop_episodes & EPISODE(r)) && has_room_again(lim, s, (enum drop_reason)r))
 				end_episode(s, (enum drop_reason)r);
 	enum drop_reason why = DROP_NO_MEMORY;
-	switch (delivery_offer(s, &b->dlim, m, qos, retain, ids, &why)) {
+	enum delivery_result res = delivery_offer(s, lim, mapped ? mapped : m, qos, retain, ids, &why);
+	msg_unref(mapped);
+	switch (res) {
 	case DELIVERY_SENT:
 		b->stats.msgs_sent++;
 		break;
 	case DELIVERY_QUEUED:
 		break;
 	case DELIVERY_DROPPED:
-		note_drop(b, s, why);
+		note_drop(b, lim, s, why);
 		return;
 	}
 	if (s->drop_episodes & EPISODE(DROP_NO_MEMORY))

@@ -132,6 +132,15 @@ void sys_publish(struct broker *b)
 			}
 		}
 	}
+	/* A bridge's last error is words, which the numeric table has no
+	 * row for; "none" since the last CONNACK (an empty retained payload
+	 * would delete the topic). */
+	for (size_t i = 0; i < b->bridge_count; i++) {
+		char topic[160];
+		snprintf(topic, sizeof topic, "$SYS/broker/bridges/%s/last_error", b->bridge_stats[i].name);
+		const char *e = b->bridge_stats[i].last_error;
+		publish(b, topic, e && *e ? e : "none");
+	}
 }
 
 static void on_tick(struct loop *l, struct loop_timer *t)

@@ -143,6 +143,7 @@ struct conn {
 	bool read_paused : 1;     /* not reading: waiting for a password verification */
 	bool input_counted : 1;   /* rcap is counted in set->unauth_bytes */
 	bool auth_method : 1;     /* authenticates with a v5 Authentication Method: rare's union holds enhanced_auth */
+	bool outbound : 1;        /* the broker dialled it (a bridge): its packets go to proto's outbound owner */
 	uint32_t held_acks;       /* acks waiting for an fsync (proto/persist.c) */
 	struct conn_addr peer;    /* the peer's address: per-address bounds, and logs */
 };
