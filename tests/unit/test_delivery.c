@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "unit_main.h"
@@ -597,6 +598,72 @@ static void test_flush_calls_again_after_short_write_until_would_block(void)
 	CU_ASSERT_EQUAL(ft->written_len, wire);
 }
 
+/*
+ * Small deliveries are staged into one contiguous stretch (outq.c): a run
+ * of them is one iovec, not 3-4 each; large ones stay by reference; and
+ * the bytes are the same, in order, however short the writes.
+ */
+static void test_small_deliveries_staged_into_one_iovec(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 200, .max_queued = 10, .max_output = 8u << 20};
+	for (int i = 0; i < 100; i++)
+		CU_ASSERT_EQUAL(offer(&lim, "small", 1), DELIVERY_SENT);
+	ft->writev_calls = 0;
+	CU_ASSERT_EQUAL(outq_flush(&c->out, c->t), 0);
+	CU_ASSERT_EQUAL(ft->writev_calls, 1);
+	CU_ASSERT_EQUAL(ft->last_iovcnt, 1);
+	fake_transport_reset(ft);
+	delivery_clear(s, &lim);
+
+	/* Small, large, control bytes, small: written byte for byte in order,
+	 * 7 bytes at a time, the large payload by reference (three pieces). */
+	static char big[1000];
+	memset(big, 'B', sizeof big);
+	struct msg *large = msg_new("t/x", 3, big, sizeof big, 1, false);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(large);
+	s->next_packet_id = 0;
+	CU_ASSERT_EQUAL(offer(&lim, "s1", 1), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, large, 1, false, NULL, &last_why), DELIVERY_SENT);
+	msg_unref(large);
+	uint8_t ping[2];
+	CU_ASSERT_EQUAL_FATAL(mqtt_encode_empty(ping, sizeof ping, MQTT_PKT_PINGRESP), 2);
+	CU_ASSERT_EQUAL(conn_send_bytes(c, ping, sizeof ping), 0);
+	CU_ASSERT_EQUAL(offer(&lim, "s2", 0), DELIVERY_SENT);
+	size_t wire = c->out.bytes;
+	ft->accept_limit = SIZE_MAX;
+	CU_ASSERT_EQUAL(outq_flush(&c->out, c->t), 0);
+	CU_ASSERT_EQUAL(ft->last_iovcnt, 6); /* s1 | head | topic | id | payload | ping + s2 */
+	uint8_t *whole = malloc(wire);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(whole);
+	CU_ASSERT_EQUAL_FATAL(ft->written_len, wire);
+	memcpy(whole, ft->written, wire);
+	fake_transport_reset(ft);
+	/* The same output again, drained 7 bytes a call. */
+	delivery_clear(s, &lim);
+	s->next_packet_id = 0;
+	large = msg_new("t/x", 3, big, sizeof big, 1, false);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(large);
+	CU_ASSERT_EQUAL(offer(&lim, "s1", 1), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, large, 1, false, NULL, &last_why), DELIVERY_SENT);
+	msg_unref(large);
+	CU_ASSERT_EQUAL(conn_send_bytes(c, ping, sizeof ping), 0);
+	CU_ASSERT_EQUAL(offer(&lim, "s2", 0), DELIVERY_SENT);
+	for (int turn = 0; turn < 10000 && c->out.count; turn++) {
+		ft->accept_limit = 7;
+		outq_flush(&c->out, c->t);
+	}
+	ft->accept_limit = SIZE_MAX;
+	CU_ASSERT_EQUAL(c->out.count, 0);
+	CU_ASSERT_EQUAL_FATAL(ft->written_len, wire);
+	CU_ASSERT(memcmp(ft->written, whole, wire) == 0);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL(w.n, 4);
+	CU_ASSERT_STRING_EQUAL(w.payload[0], "s1");
+	CU_ASSERT_EQUAL(w.type[2], MQTT_PKT_PINGRESP);
+	CU_ASSERT_STRING_EQUAL(w.payload[3], "s2");
+	free(whole);
+}
+
 /* limits.max_queued_bytes_total: the queues of all sessions together. */
 static void test_total_queued_bytes_bound_all_sessions(void)
 {
@@ -754,6 +821,8 @@ static CU_TestInfo delivery_tests[] = {
 	{"filter removes refused queued and in-flight messages", test_filter_removes_refused_queued_and_inflight},
 	{"control packets share items, counted and in order", test_control_packets_share_items_and_keep_order},
 	{"flush calls again after a short write, until would-block", test_flush_calls_again_after_short_write_until_would_block},
+	{"small deliveries staged into one iovec, same bytes across short writes",
+	 test_small_deliveries_staged_into_one_iovec},
 	{"max_queued_bytes_total bounds all sessions together", test_total_queued_bytes_bound_all_sessions},
 	{"input before CONNECT counted until CONNECT or close", test_unauthenticated_input_is_counted_until_connect},
 	CU_TEST_INFO_NULL,
