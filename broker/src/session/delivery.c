@@ -390,7 +390,8 @@ static void complete(struct session *s, const struct delivery_limits *lim, struc
 	unflight(s, e);
 	HOOK(lim, done, s, e);
 	free_entry(e);
-	delivery_pump(s, lim);
+	if (!list_empty(&s->queue))
+		delivery_pump(s, lim);
 }
 
 int delivery_on_puback(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
