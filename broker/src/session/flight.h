@@ -16,7 +16,7 @@
  *   a free list (at most 256), so one message at a time does not call
  *   malloc.
  * - Entries (struct sess_msg) without Subscription Identifiers, the
- *   every-delivery case, come from a free list of at most FLIGHT_FREE_MAX
+ *   every-delivery case, come from a free list of at most 16,384
  *   entries shared by every session, so steady-state QoS 1/2 delivery does
  *   not call malloc (the outq items' scheme, outq.c).
  *
