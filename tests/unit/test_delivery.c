@@ -85,6 +85,7 @@ static void tear_down(void)
 	tree_free(tree);
 	outq_release_cache();
 	flight_release_cache();
+	msg_release_cache();
 }
 
 /* Flushes the connection and decodes everything written since last time. */
@@ -664,6 +665,39 @@ static void test_small_deliveries_staged_into_one_iovec(void)
 	free(whole);
 }
 
+/* Small message blocks are recycled by size class (msg.c): creating and
+ * dropping messages allocates nothing once warm, at every class boundary,
+ * the contents stay intact, and a large message still gets its own block. */
+static void test_small_messages_recycled_by_size_class(void)
+{
+	static char body[200];
+	for (size_t i = 0; i < sizeof body; i++)
+		body[i] = (char)('a' + i % 26);
+	/* A 40-byte header and a 3-byte topic: payloads that end each class
+	 * exactly, one byte past it, and beyond the largest. */
+	static const size_t sizes[] = {0, 21, 22, 53, 54, 85, 86, 150};
+	for (int round = 0; round < 2; round++) {
+		if (round == 1)
+			wisp_mem_fail_after(1, 1); /* warm: nothing small may allocate */
+		for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+			struct msg *m = msg_new("t/x", 3, body, sizes[i], 1, false);
+			if (round == 1 && sizes[i] > 85) {
+				CU_ASSERT_PTR_NULL(m); /* 40 + 3 + 86 > 128: its own malloc, which fails */
+				continue;
+			}
+			CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+			CU_ASSERT_EQUAL(m->payload_len, sizes[i]);
+			CU_ASSERT(memcmp(msg_topic(m), "t/x", 3) == 0);
+			CU_ASSERT(memcmp(msg_payload(m), body, sizes[i]) == 0);
+			CU_ASSERT_EQUAL(m->refcnt, 1);
+			CU_ASSERT_PTR_NULL(m->stored);
+			msg_unref(m);
+		}
+		wisp_mem_fail_after(0, 0);
+	}
+	msg_release_cache();
+}
+
 /* limits.max_queued_bytes_total: the queues of all sessions together. */
 static void test_total_queued_bytes_bound_all_sessions(void)
 {
@@ -823,6 +857,7 @@ static CU_TestInfo delivery_tests[] = {
 	{"flush calls again after a short write, until would-block", test_flush_calls_again_after_short_write_until_would_block},
 	{"small deliveries staged into one iovec, same bytes across short writes",
 	 test_small_deliveries_staged_into_one_iovec},
+	{"small messages recycled by size class, large ones allocated", test_small_messages_recycled_by_size_class},
 	{"max_queued_bytes_total bounds all sessions together", test_total_queued_bytes_bound_all_sessions},
 	{"input before CONNECT counted until CONNECT or close", test_unauthenticated_input_is_counted_until_connect},
 	CU_TEST_INFO_NULL,
