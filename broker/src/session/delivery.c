@@ -154,14 +154,21 @@ static void alias_commit(struct session *s, const struct msg *m, int slot)
 	v->out_alias_next = (uint16_t)((slot + 1) % v->out_alias_max);
 }
 
-static int send_publish(struct session *s, const struct delivery_limits *lim, struct sess_msg *e, bool dup)
+/* Sends `e` as `d` describes it (d's packet id and alias are filled in). */
+static int send_described(struct session *s, struct sess_msg *e, struct outq_delivery *d)
 {
-	struct outq_delivery d = entry_delivery(lim, e, dup);
-	int slot = alias_prepare(s, e->msg, &d);
-	int rc = conn_send_publish(s->conn, e->msg, &d);
+	d->packet_id = e->packet_id;
+	int slot = alias_prepare(s, e->msg, d);
+	int rc = conn_send_publish(s->conn, e->msg, d);
 	if (rc == 0)
 		alias_commit(s, e->msg, slot);
 	return rc;
+}
+
+static int send_publish(struct session *s, const struct delivery_limits *lim, struct sess_msg *e, bool dup)
+{
+	struct outq_delivery d = entry_delivery(lim, e, dup);
+	return send_described(s, e, &d);
 }
 
 /* The in-flight window: max_inflight, or less if the client's Receive
@@ -211,8 +218,10 @@ static int start_flight(struct session *s, const struct delivery_limits *lim, st
 	s->inflight_count++;
 	HOOK(lim, flight, s, e);
 	/* If the send fails (out of memory) the entry stays in flight and is
-	 * re-sent when the session resumes, like any unacknowledged message. */
-	send_publish(s, lim, e, false);
+	 * re-sent when the session resumes, like any unacknowledged message.
+	 * The description checked against the Maximum Packet Size is the one
+	 * sent: built once per delivery. */
+	send_described(s, e, &d);
 	return 0;
 }
 
