@@ -23,9 +23,14 @@
  * they only hand messages and connection events to the loop thread through
  * inbox.h. Everything else runs on the loop thread.
  *
+ *  - shared subscription groups are NATS queue groups (groups.h);
+ *    retained messages go through a JetStream KV bucket (retained_kv.h);
+ *    a client id connected here is taken over elsewhere (presence.h);
+ *    $SYS/cluster/ sums every node's figures (totals.h).
+ *
  * Not done yet (issue 16): QoS 1/2 durability across nodes (a message is
- * at most once across the NATS hop), cluster-wide client ids, sessions,
- * retained messages and shared subscription groups.
+ * at most once across the NATS hop); persistent sessions moving with
+ * their client (docs/cluster.md).
  */
 #ifndef WISP_CLUSTER_CLUSTER_H
 #define WISP_CLUSTER_CLUSTER_H
