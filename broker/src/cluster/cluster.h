@@ -7,8 +7,8 @@
  *    router) and once to NATS, on the subject of its topic (subject.h),
  *    with its QoS, RETAIN, remaining Message Expiry Interval, forwarded v5
  *    properties and this node's name as NATS headers; the payload is the
- *    raw MQTT payload, so NATS-native consumers read it as is. $SYS topics
- *    stay on their node.
+ *    raw MQTT payload, so NATS-native consumers read it as is (QoS 1/2:
+ *    on the stream's subject, durable.h). $SYS topics stay on their node.
  *  - interest: the node subscribes on NATS to the subject of each filter
  *    its local sessions hold, counted per filter: the first local
  *    subscription to a filter subscribes, the last one gone (UNSUBSCRIBE,
@@ -23,9 +23,12 @@
  * they only hand messages and connection events to the loop thread through
  * inbox.h. Everything else runs on the loop thread.
  *
- * Not done yet (issue 16): QoS 1/2 durability across nodes (a message is
- * at most once across the NATS hop), cluster-wide client ids, sessions,
- * retained messages and shared subscription groups.
+ * QoS 1/2 (cluster.durable, the default) go through a JetStream stream
+ * instead of the core subject, their publishers' acks held until it
+ * stored them: durable.h.
+ *
+ * Not done yet (issue 16): cluster-wide client ids, sessions, retained
+ * messages and shared subscription groups.
  */
 #ifndef WISP_CLUSTER_CLUSTER_H
 #define WISP_CLUSTER_CLUSTER_H

@@ -139,6 +139,7 @@ struct conn {
 	bool read_paused;         /* not reading: waiting for a password verification */
 	uint8_t auth_result;      /* enum conn_auth */
 	uint32_t held_acks;       /* acks waiting for an fsync (proto/persist.c) */
+	uint32_t gate_held_acks;  /* acks waiting for the broker's ack_gate (cluster/durable.c) */
 	struct conn_addr peer;    /* formatted only when logged */
 	uint8_t output_state;     /* enum conn_out_state; 240 -> 248 bytes, the same 256-byte malloc chunk */
 	bool input_counted;       /* rcap is counted in set->unauth_bytes */

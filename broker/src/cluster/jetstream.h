@@ -1,0 +1,73 @@
+/*
+ * The JetStream worker: the one thread that talks to JetStream for the
+ * durable half of the cluster (durable.h), so the loop thread never waits
+ * on NATS.
+ *
+ *  - It makes sure the stream exists (file storage, interest retention:
+ *    a message is kept until every node's consumer acknowledged it, and
+ *    at most max_age seconds) and binds this node's durable push consumer
+ *    to it (explicit acks, DeliverNew when created, so a new node does not
+ *    replay the stream's history). It retries every half second until
+ *    both are there, then raises JSW_EV_READY on `events`.
+ *  - Publishes: the loop hands it a natsMsg with a Nats-Msg-Id (the
+ *    stream drops a re-send of the same id within its duplicate window)
+ *    through a bounded ring; it publishes with js_PublishMsgAsync and a
+ *    MaxWait, and the ack handler (a cnats thread) hands the message's
+ *    ticket back on `acks`. A failed or timed-out publish is published
+ *    again (after a pause), never given up: its ack waits for it, and the
+ *    loop bounds how many may be outstanding (cluster.outbound_queue).
+ *  - Consumer acks: the loop hands it the received natsMsg to acknowledge
+ *    once the message is safe on this node; it acks and destroys it.
+ *  - Received messages go to `msgs` unacknowledged; a full inbox drops
+ *    one (JetStream delivers it again after the ack wait).
+ *
+ * Rings: `out_cap` publishes (the loop never has more outstanding) and
+ * `ack_cap` consumer acks (the consumer's MaxAckPending bounds them).
+ * Locking: one mutex and a condition variable around the rings; cnats
+ * calls happen outside it.
+ */
+#ifndef WISP_CLUSTER_JETSTREAM_H
+#define WISP_CLUSTER_JETSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nats/nats.h>
+
+#include "inbox.h"
+
+#define JSW_EV_READY 0x10u
+#define JSW_EV_SETUP_FAILED 0x20u /* logged by the worker's caller once per episode */
+
+struct jsw_config {
+	const char *stream;        /* the stream's name, and its subjects' first token */
+	const char *consumer;      /* this node's durable consumer name */
+	int replicas;
+	int64_t max_age_s;
+	size_t out_cap;            /* publishes outstanding at most */
+	size_t ack_cap;            /* consumer MaxAckPending */
+};
+
+struct jsw;
+
+/* Starts the worker thread on nc (borrowed until jsw_stop). acks receive
+ * tickets (as uintptr_t) and the JSW_EV_* events, msgs the received
+ * natsMsgs; both are the caller's, sized as jetstream.c's comment says.
+ * 0 or WISP_ENOMEM / WISP_EIO. */
+int jsw_start(struct jsw **out, natsConnection *nc, const struct jsw_config *cfg, struct inbox *acks,
+	      struct inbox *msgs);
+/* Joins the thread (no-op if stopped). Then close the NATS connection
+ * and wait for cnats's threads before jsw_free, which destroys what was
+ * not published or acked (a publish not acked by JetStream was never
+ * acknowledged to its client either). NULL: no-op. */
+void jsw_stop(struct jsw *w);
+void jsw_free(struct jsw *w);
+
+/* Loop thread. Takes m (with its Nats-Msg-Id header) and the ticket the
+ * ack brings back. The caller keeps at most out_cap outstanding. */
+void jsw_publish(struct jsw *w, natsMsg *m, uint64_t ticket);
+/* Loop thread. Takes m, a message from msgs, to acknowledge to JetStream. */
+void jsw_ack(struct jsw *w, natsMsg *m);
+
+#endif
