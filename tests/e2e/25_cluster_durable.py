@@ -207,6 +207,41 @@ class DurableClusterTest(unittest.TestCase):
         self.assert_qos2_once(got)
         self.assertEqual(a.wait_ready(True), (200, "ready\n"))
 
+    def test_qos2_resent_on_a_new_connection_is_acknowledged_only_once_safe(self):
+        sub = self.subscriber("b", "sub-b", "re/#")
+        a = self.nodes["a"]
+        pub = RawClient(a.port)
+        self.clients.append(pub)
+        self.assertEqual(pub.connect("pub-re", clean=False), 0)
+        pub.publish("re/warm", b"warm", qos=2, pid=1)
+        self.assertEqual(self.collect(sub, {b"warm"}), [b"warm"])
+        offset = a.log_size()
+        self.nats.kill()
+        self.assertIsNotNone(a.wait_log("lost the NATS connection", offset=offset, timeout=WAIT))
+        pub.send(publish_pkt("re/t", b"2:once", qos=2, pid=7))
+        with self.assertRaises(socket.timeout, msg="PUBREC before the message was safe"):
+            pub.recv_packet(1.0)
+        pub.close()
+        # The same session on a new connection sends it again (DUP): the
+        # packet id is known, so it is not routed again [MQTT-4.3.3-2], and
+        # its PUBREC must still wait for the first copy to be safe.
+        pub = RawClient(a.port)
+        self.clients.append(pub)
+        self.assertEqual(pub.connect("pub-re", clean=False), 0)
+        pub.send(publish_pkt("re/t", b"2:once", qos=2, dup=True, pid=7))
+        with self.assertRaises(socket.timeout, msg="PUBREC of the re-send before the message was safe"):
+            pub.recv_packet(1.0)
+        offset = a.log_size()
+        self.nats.start()
+        self.assertIsNotNone(a.wait_log("connected to NATS as node 'a'", offset=offset, timeout=WAIT))
+        rec = pub.expect(PUBREC, timeout=WAIT)
+        self.assertEqual(rec.pid, 7)
+        pub.send(ack_pkt(PUBREL, 7))
+        self.assertEqual(pub.expect(PUBCOMP, timeout=WAIT).pid, 7)
+        got = self.collect(sub, {b"2:once"})
+        sub.assert_no_packet(wait=0.5)
+        self.assert_qos2_once(got)
+
     def test_restarted_subscriber_node_gets_what_was_acknowledged_meanwhile(self):
         keep = self.subscriber("b", "keep", "rs/#", clean=False)
         keep.close()

@@ -226,8 +226,10 @@ static bool is_sys(const struct msg *m)
 	return m->topic_len >= 5 && memcmp(msg_topic(m), "$SYS/", 5) == 0;
 }
 
-/* The NATS message for m, on `prefix`'s subject of its topic. */
-static int make_nats_msg(struct cluster *c, const struct msg *m, const char *prefix, natsMsg **out)
+/* The NATS message for m, on `prefix`'s subject of its topic, with a reply
+ * subject or NULL. */
+static int make_nats_msg(struct cluster *c, const struct msg *m, const char *prefix, const char *reply,
+			 natsMsg **out)
 {
 	*out = NULL;
 	ssize_t n = subject_from_topic(prefix, msg_topic(m), m->topic_len, c->buf, c->buf_cap);
@@ -236,7 +238,7 @@ static int make_nats_msg(struct cluster *c, const struct msg *m, const char *pre
 	if (m->payload_len > INT_MAX)
 		return WISP_ELIMIT;
 	natsMsg *nm = NULL;
-	natsStatus st = natsMsg_Create(&nm, c->buf, NULL, (const char *)msg_payload(m), (int)m->payload_len);
+	natsStatus st = natsMsg_Create(&nm, c->buf, reply, (const char *)msg_payload(m), (int)m->payload_len);
 	if (st == NATS_OK)
 		st = natsMsgHeader_Set(nm, "Wisp-Node", c->node);
 	if (st == NATS_OK) {
@@ -278,15 +280,18 @@ static int send_to_nats(struct cluster *c, const struct msg *m)
 	natsMsg *nm = NULL;
 	/* QoS 1/2: through the stream, its publisher's ack waiting for it
 	 * (durable.h); at most once (core NATS) when too many wait already. */
-	if (m->qos && c->durable) {
-		int rc = make_nats_msg(c, m, durable_stream(c->durable), &nm);
-		if (rc != 0)
-			return rc;
-		if (durable_publish(c->durable, nm, m) == 0)
+	char reply[128];
+	uint64_t ticket = m->qos && c->durable ? durable_reserve(c->durable, reply, sizeof reply) : 0;
+	if (ticket) {
+		if (make_nats_msg(c, m, durable_stream(c->durable), reply, &nm) != 0) {
+			durable_cancel(c->durable, ticket);
+			return WISP_ENOMEM;
+		}
+		if (durable_publish(c->durable, nm, m, ticket) == 0)
 			return 0;
 		natsMsg_Destroy(nm);
 	}
-	int rc = make_nats_msg(c, m, c->prefix, &nm);
+	int rc = make_nats_msg(c, m, c->prefix, NULL, &nm);
 	if (rc != 0)
 		return rc;
 	natsStatus st = natsConnection_PublishMsg(c->nc, nm);

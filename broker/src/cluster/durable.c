@@ -121,6 +121,12 @@ static bool gate_hold(void *ctx, struct conn *c, const uint8_t *bytes, size_t le
 	if (d->ack_ticket && c->sess && c->sess == d->ack_origin) {
 		ticket = d->ack_ticket;
 		d->ack_ticket = 0;
+	} else if (len && bytes[0] >> 4 == MQTT_PKT_PUBREC && d->last_ticket > d->floor) {
+		/* A PUBREC for a re-sent QoS 2 PUBLISH, not routed again
+		 * [MQTT-4.3.3-2]: the first copy may still be on its way to
+		 * JetStream (its held PUBREC forgotten with an old connection),
+		 * so this one waits for everything handed over so far. */
+		ticket = d->last_ticket;
 	}
 	if ((ticket == 0 || ticket <= d->floor) && c->gate_held_acks == 0)
 		return false;
@@ -167,7 +173,7 @@ static void store_progress(void *ctx)
 
 /* ---- out ---- */
 
-int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m)
+uint64_t durable_reserve(struct durable *d, char *reply, size_t cap)
 {
 	struct broker *b = d->b;
 	if (d->last_ticket - d->floor >= d->out_cap) {
@@ -178,16 +184,39 @@ int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m)
 				"at most once until it drains; counted in $SYS/broker/cluster/messages/overflow",
 				d->out_cap);
 		d->overflow_logged = true;
-		return WISP_ELIMIT;
+		return 0;
 	}
-	uint64_t ticket = d->last_ticket + 1;
-	char id[160];
-	snprintf(id, sizeof id, "%s-%s-%llu", d->node, d->run, (unsigned long long)ticket);
-	if (natsMsgHeader_Set(nm, "Nats-Msg-Id", id) != NATS_OK)
-		return WISP_ENOMEM;
-	d->last_ticket = ticket;
+	uint64_t ticket = ++d->last_ticket;
 	d->done[ticket % d->out_cap] = 0;
 	b->stats.cluster.pending = d->last_ticket - d->floor;
+	snprintf(reply, cap, "%s%llu", jsw_reply_prefix(d->w), (unsigned long long)ticket);
+	return ticket;
+}
+
+static void advance(struct durable *d)
+{
+	while (d->floor < d->last_ticket && d->done[(d->floor + 1) % d->out_cap])
+		d->floor++;
+	d->b->stats.cluster.pending = d->last_ticket - d->floor;
+	if (d->last_ticket - d->floor < d->out_cap / 2)
+		d->overflow_logged = false; /* the episode ends once it has drained */
+	release(d);
+}
+
+void durable_cancel(struct durable *d, uint64_t ticket)
+{
+	d->done[ticket % d->out_cap] = 1;
+	advance(d);
+}
+
+int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m, uint64_t ticket)
+{
+	char id[160];
+	snprintf(id, sizeof id, "%s-%s-%llu", d->node, d->run, (unsigned long long)ticket);
+	if (natsMsgHeader_Set(nm, "Nats-Msg-Id", id) != NATS_OK) {
+		durable_cancel(d, ticket);
+		return WISP_ENOMEM;
+	}
 	d->ack_ticket = ticket;
 	d->ack_origin = m->origin;
 	jsw_publish(d->w, nm, ticket);
@@ -220,12 +249,7 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 		if (t > d->floor && t <= d->last_ticket)
 			d->done[t % d->out_cap] = 1;
 	}
-	while (d->floor < d->last_ticket && d->done[(d->floor + 1) % d->out_cap])
-		d->floor++;
-	d->b->stats.cluster.pending = d->last_ticket - d->floor;
-	if (d->last_ticket - d->floor < d->out_cap / 2)
-		d->overflow_logged = false; /* the episode ends once it has drained */
-	release(d);
+	advance(d);
 }
 
 /* ---- in ---- */
@@ -378,7 +402,22 @@ void durable_stop(struct durable *d)
 {
 	if (!d)
 		return;
-	jsw_stop(d->w);
+	jsw_stop(d->w); /* no stream message arrives after it */
+	/* Received messages go unacked (JetStream delivers them again), and
+	 * before the connection closes: cnats's shutdown frees what
+	 * destroying one needs. */
+	while (d->pend_len) {
+		natsMsg_Destroy(d->pend[d->pend_head].m);
+		d->pend_head = (d->pend_head + 1) % d->pend_cap;
+		d->pend_len--;
+	}
+	void *batch[TAKE_BATCH];
+	unsigned ev;
+	uint64_t dropped;
+	size_t n;
+	while (d->msgs.items && (n = inbox_take(&d->msgs, batch, TAKE_BATCH, &ev, &dropped)) > 0)
+		for (size_t i = 0; i < n; i++)
+			natsMsg_Destroy(batch[i]);
 }
 
 static void free_msg(void *m) { natsMsg_Destroy(m); }
@@ -395,11 +434,6 @@ void durable_free(struct durable *d)
 		struct held *h = &d->held[(d->held_head + i) & (d->held_cap - 1)];
 		if (h->c)
 			h->c->gate_held_acks = 0;
-	}
-	while (d->pend_len) {
-		natsMsg_Destroy(d->pend[d->pend_head].m);
-		d->pend_head = (d->pend_head + 1) % d->pend_cap;
-		d->pend_len--;
 	}
 	jsw_free(d->w);
 	if (d->acks_io.fd >= 0)

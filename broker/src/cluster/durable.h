@@ -53,10 +53,19 @@ void durable_free(struct durable *d);
 /* The stream's name, the first token of its subjects. */
 const char *durable_stream(const struct durable *d);
 /*
- * Takes nm (a message for m on the stream's subject) when there is room:
- * 0, and the ack of m's publisher waits for it. WISP_ELIMIT: too many
- * outstanding (counted, logged once per episode); the caller keeps nm.
+ * A ticket for a QoS 1/2 message to go through the stream, with the reply
+ * subject its NATS message must carry written to reply; 0 when too many
+ * wait already (counted, logged once per episode): the message then
+ * crosses at most once.
  */
-int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m);
+uint64_t durable_reserve(struct durable *d, char *reply, size_t cap);
+/* Gives back a reserved ticket unused (its message could not be made). */
+void durable_cancel(struct durable *d, uint64_t ticket);
+/*
+ * Takes nm (m's message on the stream's subject, made with the ticket's
+ * reply subject): 0, and the ack of m's publisher waits for it.
+ * WISP_ENOMEM: the ticket is given back, the caller keeps nm.
+ */
+int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m, uint64_t ticket);
 
 #endif

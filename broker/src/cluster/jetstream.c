@@ -33,10 +33,30 @@ struct ring {
 	size_t cap, head, len;
 };
 
+/* A ring of tickets (new publishes, and replies: ticket << 1 | ok). */
+struct tring {
+	uint64_t *items;
+	size_t cap, head, len;
+};
+
+enum slot_state { SLOT_EMPTY, SLOT_QUEUED, SLOT_SENT, SLOT_FAILED };
+
+/* A publish waiting for JetStream's reply: the worker's (only the worker
+ * destroys one, so a reply racing with a re-send never frees it early). */
+struct slot {
+	natsMsg *m;
+	uint64_t ticket;
+	int64_t sent_ms;
+	uint8_t state;
+};
+
 struct jsw {
 	natsConnection *nc;
 	jsCtx *js;
-	natsSubscription *sub;
+	natsSubscription *sub;       /* the durable consumer's */
+	natsSubscription *reply_sub; /* <inbox>.*: JetStream's publish replies */
+	natsInbox *inbox;
+	char *reply_prefix;          /* "<inbox>." */
 	struct jsw_config cfg;
 	char *stream, *consumer, *subjects;
 	struct inbox *acks, *msgs;
@@ -45,10 +65,39 @@ struct jsw {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool stop;
-	struct ring out;     /* to publish (loop) */
-	struct ring retry;   /* failed publishes (cnats threads) */
+	bool resetup;        /* the stream seems gone (a NATS server without its store): set up again */
+	struct slot *slots;  /* out_cap, by ticket % out_cap */
+	struct tring out;    /* tickets to publish (loop) */
+	struct tring replies; /* JetStream's replies (cnats thread) */
 	struct ring ack;     /* consumer acks (loop) */
 };
+
+static int tring_init(struct tring *r, size_t cap)
+{
+	r->items = wisp_calloc(cap, sizeof *r->items);
+	r->cap = cap;
+	r->head = r->len = 0;
+	return r->items ? 0 : WISP_ENOMEM;
+}
+
+/* Under mu. false: full (the caller says what that costs). */
+static bool tring_push(struct tring *r, uint64_t v)
+{
+	if (r->len == r->cap)
+		return false;
+	r->items[(r->head + r->len++) % r->cap] = v;
+	return true;
+}
+
+static bool tring_pop(struct tring *r, uint64_t *out)
+{
+	if (!r->len)
+		return false;
+	*out = r->items[r->head];
+	r->head = (r->head + 1) % r->cap;
+	r->len--;
+	return true;
+}
 
 static int ring_init(struct ring *r, size_t cap)
 {
@@ -82,37 +131,47 @@ static natsMsg *ring_pop(struct ring *r)
 static void ring_free(struct ring *r)
 {
 	natsMsg *m;
-	while ((m = ring_pop(r)))
+	while (r->items && (m = ring_pop(r)))
 		natsMsg_Destroy(m);
 	wisp_free(r->items);
-}
-
-static uint64_t ticket_of(natsMsg *m)
-{
-	const char *id = NULL;
-	if (natsMsgHeader_Get(m, "Nats-Msg-Id", &id) != NATS_OK || !id)
-		return 0;
-	const char *dash = strrchr(id, '-');
-	return dash ? strtoull(dash + 1, NULL, 10) : 0;
+	r->items = NULL;
+	r->cap = 0;
 }
 
 /* ---- cnats threads ---- */
 
-static void on_pub_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+static bool has_error(const char *data, size_t len)
 {
-	(void)js;
+	static const char key[] = "\"error\"";
+	for (size_t i = 0; i + sizeof key - 1 <= len; i++)
+		if (memcmp(data + i, key, sizeof key - 1) == 0)
+			return true;
+	return false;
+}
+
+/* JetStream's reply to a publish, on <inbox>.<ticket>: a pub ack
+ * ({"stream":..,"seq":..}, also for a duplicate of an id already stored),
+ * an error ({"error":..}), or an empty 503 status when no stream listens. */
+static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+	(void)nc;
+	(void)sub;
 	struct jsw *w = closure;
-	if (pa && !pae) {
-		uint64_t t = ticket_of(m);
-		if (t)
-			inbox_push(w->acks, (void *)(uintptr_t)t);
-		natsMsg_Destroy(m);
+	const char *subj = natsMsg_GetSubject(m);
+	const char *dot = strrchr(subj, '.');
+	uint64_t ticket = dot ? strtoull(dot + 1, NULL, 10) : 0;
+	const char *data = natsMsg_GetData(m);
+	int len = natsMsg_GetDataLength(m);
+	bool ok = len > 0 && data && !has_error(data, (size_t)len);
+	natsMsg_Destroy(m);
+	if (!ticket)
 		return;
-	}
-	/* Not stored (yet): publish it again from the worker, after a pause. */
 	pthread_mutex_lock(&w->mu);
-	ring_push(&w->retry, m);
-	pthread_cond_signal(&w->cv);
+	if (!ok && len <= 0)
+		w->resetup = true;
+	/* Full: the reply is lost, the publish times out and goes again. */
+	if (tring_push(&w->replies, ticket << 1 | (ok ? 1u : 0u)))
+		pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 }
 
@@ -154,18 +213,45 @@ static natsStatus ensure_stream(struct jsw *w)
 	return st;
 }
 
+/*
+ * The node's durable push consumer, made here (js_AddConsumer) and bound
+ * to, not made by js_Subscribe: a consumer js_Subscribe made is deleted by
+ * natsSubscription_Unsubscribe, which a stopping node must call (a
+ * subscription left open at close leaks cnats's close notice). Its
+ * delivery subject is fixed, so a restarted node binds to it again.
+ */
 static natsStatus ensure_consumer(struct jsw *w)
 {
+	if (w->sub) {
+		/* Set up again after the stream was lost: the old consumer went
+		 * with it. */
+		natsSubscription_Destroy(w->sub);
+		w->sub = NULL;
+	}
+	jsConsumerInfo *ci = NULL;
+	jsErrCode jerr = 0;
+	natsStatus st = js_GetConsumerInfo(&ci, w->js, w->stream, w->consumer, NULL, &jerr);
+	if (st != NATS_OK) {
+		char deliver[256];
+		snprintf(deliver, sizeof deliver, "_WISP_DELIVER.%s.%s", w->stream, w->consumer);
+		jsConsumerConfig cc;
+		jsConsumerConfig_Init(&cc);
+		cc.Durable = w->consumer;
+		cc.DeliverSubject = deliver;
+		cc.DeliverPolicy = js_DeliverNew;
+		cc.AckPolicy = js_AckExplicit;
+		cc.AckWait = (int64_t)ACK_WAIT_S * 1000000000LL;
+		cc.MaxAckPending = (int64_t)w->cfg.ack_cap;
+		st = js_AddConsumer(&ci, w->js, w->stream, &cc, NULL, &jerr);
+	}
+	jsConsumerInfo_Destroy(ci);
+	if (st != NATS_OK)
+		return st;
 	jsSubOptions so;
 	jsSubOptions_Init(&so);
 	so.Stream = w->stream;
+	so.Consumer = w->consumer;
 	so.ManualAck = true;
-	so.Config.Durable = w->consumer;
-	so.Config.DeliverPolicy = js_DeliverNew;
-	so.Config.AckPolicy = js_AckExplicit;
-	so.Config.AckWait = (int64_t)ACK_WAIT_S * 1000000000LL;
-	so.Config.MaxAckPending = (int64_t)w->cfg.ack_cap;
-	jsErrCode jerr = 0;
 	return js_Subscribe(&w->sub, w->js, w->subjects, on_js_msg, w, NULL, &so, &jerr);
 }
 
@@ -179,15 +265,68 @@ static void wait_ms(struct jsw *w, long ms)
 	pthread_cond_timedwait(&w->cv, &w->mu, &ts);
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Under mu; drops it to publish slot `sl`'s message (only the worker
+ * frees one, so it stays valid). */
+static void send_slot(struct jsw *w, struct slot *sl)
+{
+	sl->state = SLOT_SENT;
+	sl->sent_ms = now_ms();
+	natsMsg *m = sl->m;
+	pthread_mutex_unlock(&w->mu);
+	/* Disconnected: cnats buffers it (8 MiB) or refuses; refused or lost,
+	 * it times out below and goes again. */
+	natsConnection_PublishMsg(w->nc, m);
+	pthread_mutex_lock(&w->mu);
+}
+
+/* Under mu: a reply came for a ticket. */
+static void settle(struct jsw *w, uint64_t reply)
+{
+	uint64_t ticket = reply >> 1;
+	struct slot *sl = &w->slots[ticket % w->cfg.out_cap];
+	if (sl->state == SLOT_EMPTY || sl->ticket != ticket)
+		return; /* a second reply (a re-send's) */
+	if (!(reply & 1)) {
+		sl->state = SLOT_FAILED;
+		return;
+	}
+	natsMsg_Destroy(sl->m);
+	sl->m = NULL;
+	sl->state = SLOT_EMPTY;
+	/* After the slot is free: the loop may reuse it once it has the ticket. */
+	inbox_push(w->acks, (void *)(uintptr_t)ticket);
+}
+
+/* Under mu: publishes again what failed or had no reply in time (the
+ * same Nats-Msg-Id: the stream keeps one copy). */
+static void resend_due(struct jsw *w)
+{
+	int64_t now = now_ms();
+	for (size_t i = 0; i < w->cfg.out_cap && !w->stop; i++) {
+		struct slot *sl = &w->slots[i];
+		if (sl->state == SLOT_FAILED || (sl->state == SLOT_SENT && now - sl->sent_ms > PUBLISH_MAX_WAIT_MS))
+			send_slot(w, sl);
+	}
+}
+
 static void *run(void *arg)
 {
 	struct jsw *w = arg;
 	bool ready = false, failed_said = false;
-	jsPubOptions po;
-	jsPubOptions_Init(&po);
-	po.MaxWait = PUBLISH_MAX_WAIT_MS;
+	int64_t last_sweep = now_ms();
 	pthread_mutex_lock(&w->mu);
 	while (!w->stop) {
+		if (w->resetup) {
+			w->resetup = false;
+			ready = false;
+		}
 		if (!ready) {
 			pthread_mutex_unlock(&w->mu);
 			natsStatus st = NATS_NOT_YET_CONNECTED;
@@ -209,35 +348,30 @@ static void *run(void *arg)
 				continue;
 			}
 		}
+		uint64_t v;
+		while (tring_pop(&w->replies, &v))
+			settle(w, v);
+		if (now_ms() - last_sweep >= RETRY_MS) {
+			resend_due(w);
+			last_sweep = now_ms();
+			continue;
+		}
 		natsMsg *ack = ring_pop(&w->ack);
-		natsMsg *pub = ack ? NULL : ring_pop(&w->out);
-		if (!ack && !pub && w->retry.len) {
-			/* Failures come in bursts (a lost connection): pause once,
-			 * then publish the whole burst again. out and retry hold
-			 * at most out_cap together (the loop's bound). */
-			wait_ms(w, RETRY_MS);
-			natsMsg *m;
-			while ((m = ring_pop(&w->retry)))
-				ring_push(&w->out, m);
-			continue;
-		}
-		if (!ack && !pub) {
-			pthread_cond_wait(&w->cv, &w->mu);
-			continue;
-		}
-		pthread_mutex_unlock(&w->mu);
 		if (ack) {
+			pthread_mutex_unlock(&w->mu);
 			/* A lost ack only means a redelivery, deduplicated. */
 			natsMsg_Ack(ack, NULL);
 			natsMsg_Destroy(ack);
-		} else if (js_PublishMsgAsync(w->js, &pub, &po) != NATS_OK && pub) {
 			pthread_mutex_lock(&w->mu);
-			ring_push(&w->retry, pub);
-			pthread_mutex_unlock(&w->mu);
-			pub = NULL;
+			continue;
 		}
-		natsMsg_Destroy(pub); /* NULL once cnats took it */
-		pthread_mutex_lock(&w->mu);
+		if (tring_pop(&w->out, &v)) {
+			struct slot *sl = &w->slots[v % w->cfg.out_cap];
+			if (sl->state == SLOT_QUEUED && sl->ticket == v)
+				send_slot(w, sl);
+			continue;
+		}
+		wait_ms(w, RETRY_MS);
 	}
 	pthread_mutex_unlock(&w->mu);
 	return NULL;
@@ -260,18 +394,22 @@ int jsw_start(struct jsw **out, natsConnection *nc, const struct jsw_config *cfg
 	w->stream = wisp_strndup(cfg->stream, slen);
 	w->consumer = wisp_strndup(cfg->consumer, strlen(cfg->consumer));
 	w->subjects = wisp_malloc(slen + 3);
-	if (!w->stream || !w->consumer || !w->subjects || ring_init(&w->out, cfg->out_cap) != 0 ||
-	    ring_init(&w->retry, cfg->out_cap) != 0 || ring_init(&w->ack, cfg->ack_cap * 2) != 0)
+	w->slots = wisp_calloc(cfg->out_cap, sizeof *w->slots);
+	if (!w->stream || !w->consumer || !w->subjects || !w->slots || tring_init(&w->out, cfg->out_cap) != 0 ||
+	    tring_init(&w->replies, 2 * cfg->out_cap) != 0 || ring_init(&w->ack, cfg->ack_cap * 2) != 0)
 		goto fail;
 	snprintf(w->subjects, slen + 3, "%s.>", cfg->stream);
-	jsOptions jo;
-	jsOptions_Init(&jo);
-	/* The loop bounds what is outstanding; cnats's own bound must not
-	 * stall the worker before it. */
-	jo.PublishAsync.MaxPending = (int64_t)cfg->out_cap + 1;
-	jo.PublishAsync.AckHandler = on_pub_ack;
-	jo.PublishAsync.AckHandlerClosure = w;
-	if (natsConnection_JetStream(&w->js, nc, &jo) != NATS_OK)
+	if (natsInbox_Create(&w->inbox) != NATS_OK)
+		goto fail;
+	size_t ilen = strlen(w->inbox);
+	w->reply_prefix = wisp_malloc(ilen + 3);
+	if (!w->reply_prefix)
+		goto fail;
+	snprintf(w->reply_prefix, ilen + 3, "%s.*", w->inbox);
+	if (natsConnection_Subscribe(&w->reply_sub, nc, w->reply_prefix, on_reply, w) != NATS_OK)
+		goto fail;
+	w->reply_prefix[ilen + 1] = '\0'; /* "<inbox>." */
+	if (natsConnection_JetStream(&w->js, nc, NULL) != NATS_OK)
 		goto fail;
 	if (pthread_create(&w->thread, NULL, run, w) != 0)
 		goto fail;
@@ -283,22 +421,38 @@ fail:
 	return WISP_EIO;
 }
 
+const char *jsw_reply_prefix(const struct jsw *w) { return w->reply_prefix; }
+
 void jsw_stop(struct jsw *w)
 {
-	if (!w || !w->started)
+	if (!w)
 		return;
-	pthread_mutex_lock(&w->mu);
-	w->stop = true;
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->mu);
-	pthread_join(w->thread, NULL);
-	w->started = false;
-	/* Before the connection closes: a subscription still open then
-	 * leaves cnats's close notice undelivered (leaked). Destroy without
-	 * Unsubscribe keeps the durable consumer (cnats 3.4), so a stopping
-	 * node resumes where it was. */
-	natsSubscription_Destroy(w->sub);
-	w->sub = NULL;
+	if (w->started) {
+		pthread_mutex_lock(&w->mu);
+		w->stop = true;
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		pthread_join(w->thread, NULL);
+		w->started = false;
+	}
+	/* Messages are destroyed before the connection closes: after cnats's
+	 * library is shut down, destroying one touches freed state. Acks
+	 * first, while their subscription exists. */
+	ring_free(&w->ack);
+	for (size_t i = 0; w->slots && i < w->cfg.out_cap; i++) {
+		natsMsg_Destroy(w->slots[i].m);
+		w->slots[i] = (struct slot){0};
+	}
+	/* Unsubscribed before the connection closes (a subscription still
+	 * open then leaks cnats's close notice); the consumer stays (it was
+	 * not made by js_Subscribe), so a restarted node resumes from it. */
+	natsSubscription **subs[2] = {&w->sub, &w->reply_sub};
+	for (int i = 0; i < 2; i++)
+		if (*subs[i]) {
+			natsSubscription_Unsubscribe(*subs[i]);
+			natsSubscription_Destroy(*subs[i]);
+			*subs[i] = NULL;
+		}
 }
 
 void jsw_free(struct jsw *w)
@@ -307,13 +461,13 @@ void jsw_free(struct jsw *w)
 		return;
 	jsw_stop(w);
 	jsCtx_Destroy(w->js);
-	/* What is left was never acknowledged to a client (publishes) or is
-	 * delivered again by JetStream (consumer acks). */
-	ring_free(&w->ack);
-	ring_free(&w->out);
-	ring_free(&w->retry);
+	wisp_free(w->slots);
+	wisp_free(w->out.items);
+	wisp_free(w->replies.items);
+	natsInbox_Destroy(w->inbox);
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);
+	wisp_free(w->reply_prefix);
 	wisp_free(w->stream);
 	wisp_free(w->consumer);
 	wisp_free(w->subjects);
@@ -322,9 +476,16 @@ void jsw_free(struct jsw *w)
 
 void jsw_publish(struct jsw *w, natsMsg *m, uint64_t ticket)
 {
-	(void)ticket; /* carried in m's Nats-Msg-Id */
 	pthread_mutex_lock(&w->mu);
-	ring_push(&w->out, m);
+	struct slot *sl = &w->slots[ticket % w->cfg.out_cap];
+	/* The loop keeps at most out_cap outstanding and learns a ticket is
+	 * done only after its slot was emptied, so the slot is free. */
+	if (sl->state != SLOT_EMPTY || !tring_push(&w->out, ticket)) {
+		pthread_mutex_unlock(&w->mu);
+		natsMsg_Destroy(m);
+		return;
+	}
+	*sl = (struct slot){.m = m, .ticket = ticket, .state = SLOT_QUEUED};
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 }

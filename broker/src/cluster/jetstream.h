@@ -6,23 +6,30 @@
  *  - It makes sure the stream exists (file storage, interest retention:
  *    a message is kept until every node's consumer acknowledged it, and
  *    at most max_age seconds) and binds this node's durable push consumer
- *    to it (explicit acks, DeliverNew when created, so a new node does not
- *    replay the stream's history). It retries every half second until
+ *    to it (made with js_AddConsumer, so unsubscribing keeps it; explicit
+ *    acks, DeliverNew when created, so a new node does not replay the
+ *    stream's history; delivered to _WISP_DELIVER.<stream>.<consumer>). It retries every half second until
  *    both are there, then raises JSW_EV_READY on `events`.
- *  - Publishes: the loop hands it a natsMsg with a Nats-Msg-Id (the
- *    stream drops a re-send of the same id within its duplicate window)
- *    through a bounded ring; it publishes with js_PublishMsgAsync and a
- *    MaxWait, and the ack handler (a cnats thread) hands the message's
- *    ticket back on `acks`. A failed or timed-out publish is published
- *    again (after a pause), never given up: its ack waits for it, and the
- *    loop bounds how many may be outstanding (cluster.outbound_queue).
+ *  - Publishes: the loop hands it a natsMsg whose reply subject is
+ *    <reply prefix><ticket> and which carries a Nats-Msg-Id (the stream
+ *    drops a re-send of the same id within its duplicate window); the
+ *    worker publishes it on the core connection (JetStream's publish is a
+ *    request) and keeps it until the reply: a pub ack frees it and hands
+ *    the ticket back on `acks`; an error, a 503 (no stream), or no reply
+ *    within 5 s publishes it again, every half second, never giving up: its
+ *    client's ack waits for it, and the loop bounds how many may be
+ *    outstanding (cluster.outbound_queue). cnats's own async publish is
+ *    not used: 3.4 cannot give back the messages still pending at
+ *    shutdown (they stay marked as its own), and this keeps every message
+ *    in one place.
  *  - Consumer acks: the loop hands it the received natsMsg to acknowledge
  *    once the message is safe on this node; it acks and destroys it.
  *  - Received messages go to `msgs` unacknowledged; a full inbox drops
  *    one (JetStream delivers it again after the ack wait).
  *
- * Rings: `out_cap` publishes (the loop never has more outstanding) and
- * `ack_cap` consumer acks (the consumer's MaxAckPending bounds them).
+ * Memory: `out_cap` slots of pending publishes (the loop never has more
+ * outstanding) with their ticket rings, and `2 x ack_cap` consumer acks
+ * (the consumer's MaxAckPending bounds them).
  * Locking: one mutex and a condition variable around the rings; cnats
  * calls happen outside it.
  */
@@ -57,15 +64,20 @@ struct jsw;
  * 0 or WISP_ENOMEM / WISP_EIO. */
 int jsw_start(struct jsw **out, natsConnection *nc, const struct jsw_config *cfg, struct inbox *acks,
 	      struct inbox *msgs);
-/* Joins the thread (no-op if stopped). Then close the NATS connection
- * and wait for cnats's threads before jsw_free, which destroys what was
- * not published or acked (a publish not acked by JetStream was never
- * acknowledged to its client either). NULL: no-op. */
+/* Joins the thread, destroys what was not published or acked (a publish
+ * JetStream did not ack was never acknowledged to its client either; an
+ * unacked received message is delivered again) and unsubscribes; before
+ * the NATS connection closes. jsw_free after cnats's threads ended. NULL:
+ * no-op. */
 void jsw_stop(struct jsw *w);
 void jsw_free(struct jsw *w);
 
-/* Loop thread. Takes m (with its Nats-Msg-Id header) and the ticket the
- * ack brings back. The caller keeps at most out_cap outstanding. */
+/* The reply subject prefix ("<inbox>.") a publish's reply subject is
+ * made of, followed by its ticket. */
+const char *jsw_reply_prefix(const struct jsw *w);
+/* Loop thread. Takes m (its reply subject and Nats-Msg-Id made for
+ * `ticket`). The caller keeps at most out_cap outstanding, and reuses a
+ * ticket's slot only after the ticket came back. */
 void jsw_publish(struct jsw *w, natsMsg *m, uint64_t ticket);
 /* Loop thread. Takes m, a message from msgs, to acknowledge to JetStream. */
 void jsw_ack(struct jsw *w, natsMsg *m);
