@@ -1,13 +1,14 @@
 /*
  * Fuzz target: the WebSocket transport (net/ws.c: the upgrade, frames in
- * through wslay, frames out, control frames, the retry rule) over an
- * in-memory inner transport.
+ * through its own parser, frames out, control frames, the retry rule)
+ * over an in-memory inner transport.
  *
  * Input: byte 0 sets how many bytes the inner transport returns per read
  * (1..256) and accepts per write (its low bits), byte 1 the options (a
  * canned valid upgrade request ahead of the data or none, frame per
- * message, a small max_frame_size, small reads); the rest is what the
- * client sends. Between reads the target writes a known byte pattern.
+ * message, a small max_frame_size, 7-byte reads, reads of 1..64 bytes
+ * varying); the rest is what the client sends. Between reads the target
+ * writes a known byte pattern.
  *
  * Checked: no crash or leak whatever the bytes; the inner transport sees
  * the retry rule kept (what it did not accept is offered again first,
@@ -15,6 +16,14 @@
  * followed by unmasked, final frames whose binary payloads are exactly the
  * pattern bytes writev reported as taken, in order, with at most one close
  * frame, last.
+ *
+ * After the canned upgrade, the frames in are also parsed by libwslay's
+ * frame parser (wslay_frame_recv, what ws.c used before it parsed in the
+ * reader's buffer) with ws.c's rules applied to each header it returns:
+ * the byte stream read from the transport must be exactly the payload of
+ * the data frames wslay found, unmasked, and the transport must end as the
+ * reference does: waiting for more, closed by the client with the same
+ * code, or failed with the same close status.
  *
  * Built with libFuzzer (WISP_BUILD_FUZZ) and as a replay program over
  * tests/fuzz/corpus/ws/ (seeds: make_ws_seeds.py).
@@ -24,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <wslay/wslay.h>
 
 #include "alloc.h"
 #include "err.h"
@@ -218,6 +228,146 @@ static void check_output(const struct mem *m, size_t accepted, bool upgraded)
 	CHECK(data == accepted);
 }
 
+/* ---- the reference: wslay's frame parser and ws.c's rules ---- */
+
+enum ref_end { REF_MORE, REF_CLOSED, REF_FAILED };
+
+struct ref {
+	const uint8_t *wire;
+	size_t len, fed;
+	enum ref_end end;
+	unsigned code;
+	uint8_t *data; /* the data frames' payload, unmasked */
+	size_t data_len;
+};
+
+static ssize_t ref_recv(uint8_t *buf, size_t len, int flags, void *user)
+{
+	struct ref *r = user;
+	(void)flags;
+	size_t n = r->len - r->fed < len ? r->len - r->fed : len;
+	if (n == 0)
+		return -1;
+	memcpy(buf, r->wire + r->fed, n);
+	r->fed += n;
+	return (ssize_t)n;
+}
+
+/* ws.c's rules for a client frame's header: its close status, or 0. */
+static unsigned ref_rules(uint8_t rsv, bool mask, uint8_t op, uint64_t len, bool in_message, uint64_t max)
+{
+	if (rsv || !mask)
+		return 1002;
+	switch (op) {
+	case 0x0:
+		if (!in_message)
+			return 1002;
+		break;
+	case 0x2:
+		if (in_message)
+			return 1002;
+		break;
+	case 0x1:
+		return 1003;
+	case 0x8:
+	case 0x9:
+	case 0xA:
+		break;
+	default:
+		return 1002;
+	}
+	return !(op & 8) && len > max ? 1009 : 0;
+}
+
+static void ref_run(struct ref *r, uint64_t max_frame_size)
+{
+	static const struct wslay_frame_callbacks cb = {.recv_callback = ref_recv};
+	wslay_frame_context_ptr ctx;
+	CHECK(wslay_frame_context_init(&ctx, &cb, r) == 0);
+	bool in_frame = false, in_message = false, fin = false;
+	uint8_t op = 0, cin[125];
+	size_t cin_len = 0, consumed = 0;
+	uint64_t left = 0;
+	r->end = REF_MORE;
+	for (size_t guard = 0; guard <= 4 * r->len + 8; guard++) {
+		struct wslay_frame_iocb io;
+		ssize_t n = wslay_frame_recv(ctx, &io);
+		if (n == WSLAY_ERR_WANT_READ) {
+			if (r->fed == r->len)
+				break;
+			continue;
+		}
+		if (n < 0) {
+			r->end = REF_FAILED;
+			r->code = 1002;
+			goto done;
+		}
+		if (!in_frame) {
+			uint64_t l = io.payload_length;
+			consumed += (l < 126 ? 2u : l <= 0xffff ? 4u : 10u) + (io.mask ? 4u : 0u);
+			r->code = ref_rules(io.rsv, io.mask, io.opcode, l, in_message, max_frame_size);
+			if (r->code) {
+				r->end = REF_FAILED;
+				goto done;
+			}
+			in_frame = true;
+			op = io.opcode;
+			fin = io.fin;
+			left = l;
+			cin_len = 0;
+		}
+		consumed += io.data_length;
+		left -= io.data_length;
+		if (op & 8) {
+			memcpy(cin + cin_len, io.data, io.data_length);
+			cin_len += io.data_length;
+		} else {
+			memcpy(r->data + r->data_len, io.data, io.data_length);
+			r->data_len += io.data_length;
+		}
+		if (left)
+			continue;
+		in_frame = false;
+		if (!(op & 8)) {
+			in_message = !fin;
+		} else if (op == 0x8) {
+			unsigned code = cin_len >= 2 ? (unsigned)cin[0] << 8 | cin[1] : 1005;
+			bool valid = (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+				     (code >= 3000 && code <= 4999) || cin_len == 0;
+			r->end = cin_len != 1 && valid ? REF_CLOSED : REF_FAILED;
+			r->code = r->end == REF_CLOSED ? code : 1002;
+			goto done;
+		}
+	}
+	/* Out of input. wslay returns a header with the first payload byte:
+	 * one it holds whole with none yet is judged here. */
+	if (!in_frame && r->len - consumed >= 2) {
+		const uint8_t *h = r->wire + consumed;
+		size_t avail = r->len - consumed, ext = (h[1] & 0x7f) == 126 ? 2 : (h[1] & 0x7f) == 127 ? 8 : 0;
+		size_t size = 2 + ext + (h[1] & 0x80 ? 4 : 0);
+		if (avail >= size) {
+			uint64_t l = h[1] & 0x7f;
+			if (ext) {
+				l = 0;
+				for (size_t i = 0; i < ext; i++)
+					l = l << 8 | h[2 + i];
+			}
+			r->code = ref_rules((h[0] >> 4) & 7, h[1] & 0x80, h[0] & 0x0f, l, in_message, max_frame_size);
+			if (r->code)
+				r->end = REF_FAILED;
+		}
+	}
+done:
+	wslay_frame_context_free(ctx);
+}
+
+/* What the transport's last error says of how it ended: the code. */
+static unsigned said_code(const char *why, const char *before)
+{
+	const char *at = strstr(why, before);
+	return at ? (unsigned)strtoul(at + strlen(before), NULL, 10) : 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 2)
@@ -252,14 +402,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		rc = transport_handshake(t);
 	bool upgraded = rc == 0;
 	size_t accepted = 0;
+	static uint8_t stream[1u << 17];
+	size_t stream_len = 0;
+	ssize_t last = WISP_EAGAIN;
+	bool ran_out = false;
 	if (upgraded) {
 		uint8_t buf[4096];
-		size_t room = flags & 32 ? 7 : sizeof buf;
 		for (int i = 0; i < 4096; i++) {
+			size_t room = flags & 64 ? (size_t)(i * 13 % 64) + 1 : flags & 32 ? 7 : sizeof buf;
 			ssize_t n = transport_read(t, buf, room);
+			last = n;
 			if (n == 0 || (n < 0 && n != WISP_EAGAIN))
 				break;
 			CHECK(n == WISP_EAGAIN || (size_t)n <= room);
+			if (n > 0 && stream_len + (size_t)n <= sizeof stream) {
+				memcpy(stream + stream_len, buf, (size_t)n);
+				stream_len += (size_t)n;
+			}
 			/* A write of the pattern, 1..40 bytes in two pieces, retried as
 			 * outq does: the unaccepted bytes lead the next call. */
 			uint8_t out[80];
@@ -271,16 +430,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(w != 0);
 			if (w > 0)
 				accepted += (size_t)w;
-			if (n == WISP_EAGAIN && m.in_off[s] == m.in_len[s] && (s == 0 || m.in_off[0] == m.in_len[0]))
+			if (n == WISP_EAGAIN && m.in_off[s] == m.in_len[s] && (s == 0 || m.in_off[0] == m.in_len[0])) {
+				ran_out = true;
 				break;
+			}
 		}
 		(void)transport_pending(t);
 	}
 	char why[160];
 	transport_last_error(t, why, sizeof why);
+	/* The canned upgrade: everything after it is frames. Compared when the
+	 * transport read it all or stopped. */
+	if (upgraded && (flags & 1) && size - 2 <= sizeof stream && (ran_out || last != WISP_EAGAIN)) {
+		static uint8_t ref_data[sizeof stream];
+		struct ref r = {.wire = data + 2, .len = size - 2, .data = ref_data};
+		ref_run(&r, o.max_frame_size);
+		CHECK(stream_len == r.data_len && memcmp(stream, ref_data, r.data_len) == 0);
+		switch (r.end) {
+		case REF_MORE:
+			CHECK(last == WISP_EAGAIN);
+			break;
+		case REF_CLOSED:
+			CHECK(last == WISP_ECLOSED);
+			CHECK(said_code(why, "closed by the client (") == r.code);
+			break;
+		case REF_FAILED:
+			CHECK(last == WISP_EPROTO);
+			CHECK(said_code(why, "closing with ") == r.code);
+			break;
+		}
+	}
 	transport_close(t);
 	CHECK(m.closed);
 	check_output(&m, accepted, upgraded);
-	ws_release_pool();
 	return 0;
 }

@@ -66,6 +66,26 @@ WS = {
     "per-message": (7, 1 | 2 | 32, frame(2, PUBLISH * 4)),
     "raw-upgrade": (9, 8 | 16, UPGRADE + frame(2, PUBLISH)),
     "raw-garbage": (1, 0, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"),
+    # The parser in the reader's buffer (net/ws.c), against wslay's.
+    "unaligned": (255, 1, frame(2, bytes(range(37))) + frame(2, bytes(range(200, 255)) * 5)
+                  + frame(2, b"") + frame(2, b"q" * 1000)),
+    "unaligned-bytewise": (0, 1 | 64, frame(2, bytes(range(37))) + frame(9, b"p") + frame(2, b"r" * 130)),
+    "short-reads": (3, 1 | 64, frame(2, PUBLISH, fin=False) + frame(10, b"x")
+                    + frame(0, PUBLISH * 20, fin=False) + frame(0, PUBLISH)),
+    "len16-not-minimal": (16, 1, bytes([0x82, 0xfe, 0x00, 0x05]) + b"\0\0\0\0" + b"abcde"),
+    "len64-not-minimal": (16, 1, bytes([0x82, 0xff]) + (300).to_bytes(8, "big") + b"\0\0\0\0" + b"a" * 300),
+    "len64-top-bit": (16, 1, frame(2, PUBLISH) + bytes([0x82, 0xff, 0x80] + [0] * 7)),
+    "len64-cut-at-key": (16, 1, bytes([0x82, 0xff, 0, 0, 0, 0, 0, 0, 0, 1])),
+    "rsv": (16, 1, bytes([0xc2]) + frame(2, b"abc")[1:]),
+    "reserved-opcode": (16, 1, frame(3, b"abc")),
+    "reserved-control": (16, 1, frame(0xb, b"abc")),
+    "control-126": (16, 1, frame(9, b"a" * 126)),
+    "orphan-continuation": (16, 1, frame(0, b"abc")),
+    "message-in-message": (16, 1, frame(2, b"abc", fin=False) + frame(2, b"def")),
+    "close-1005": (16, 1, frame(2, PUBLISH) + frame(8, b"") + frame(2, PUBLISH)),
+    "close-after-data": (5, 1 | 32, frame(2, PUBLISH * 2) + frame(8, b"\x0f\xa0") + frame(2, b"z")),
+    "close-reserved-code": (16, 1, frame(8, b"\x03\xec")),
+    "header-only": (16, 1 | 4, frame(2, PUBLISH) + frame(2, b"z" * 100)[:6]),
 }
 
 

@@ -7,7 +7,7 @@
  * offset, fragmented messages, frames pipelined behind the request, ping
  * and pong, the close handshake, each protocol violation with its close
  * code, writes through a full socket buffer (the retry rule), one frame
- * per writev, and the frame-context pool.
+ * per writev, and reading without a buffer of its own.
  */
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
@@ -375,6 +375,46 @@ static void test_stream_split_everywhere(void)
 	}
 }
 
+/* The payload is unmasked where it lands, moved down over the headers:
+ * whatever the size of the reader's buffer, and whatever the key's phase
+ * at a cut, the stream comes out whole (unmasked 8 bytes at a time, the
+ * tail byte by byte). */
+static void test_stream_small_reads(void)
+{
+	static uint8_t wire[8192], stream[4096], got[4096];
+	size_t wlen = 0, slen = 0;
+	for (size_t i = 0; i < sizeof stream; i++)
+		stream[i] = (uint8_t)(i * 11 + (i >> 8));
+	static const size_t sizes[] = {1, 7, 8, 9, 15, 16, 17, 31, 125, 126, 127, 1000, 0, 3};
+	/* One message in fragments (a continuation of length 0 among them). */
+	size_t count = sizeof sizes / sizeof sizes[0];
+	for (size_t i = 0; i < count; i++) {
+		wlen += frame(wire + wlen, i + 1 == count, i == 0 ? 0x2 : 0x0, true, stream + slen, sizes[i]);
+		slen += sizes[i];
+	}
+	struct ws_opts o = default_opts();
+	for (size_t room = 1; room <= 20; room++) {
+		struct pair p;
+		CU_ASSERT_EQUAL_FATAL(make_pair(&p, &o), 0);
+		CU_ASSERT_FATAL(upgrade(&p, NULL));
+		client_send(p.client, wire, wlen);
+		size_t have = 0;
+		for (int i = 0; i < 20000 && have < slen; i++) {
+			size_t ask = slen - have < room ? slen - have : room;
+			ssize_t n = transport_read(p.t, got + have, ask);
+			if (n == WISP_EAGAIN) {
+				wait_fd(p.t->fd, POLLIN);
+				continue;
+			}
+			CU_ASSERT_FATAL(n > 0 && (size_t)n <= ask);
+			have += (size_t)n;
+		}
+		CU_ASSERT_EQUAL(have, slen);
+		CU_ASSERT(memcmp(got, stream, slen) == 0);
+		free_pair(&p);
+	}
+}
+
 /* Reads that stop at a small buffer leave the rest pending, not lost. */
 static void test_small_reads_and_pending(void)
 {
@@ -414,7 +454,7 @@ struct violation {
 static void test_violations_close_with_status(void)
 {
 	static uint8_t big[200];
-	struct violation v[8];
+	struct violation v[14];
 	size_t n = 0;
 	memset(v, 0, sizeof v);
 	v[n].name = "unmasked";
@@ -449,6 +489,36 @@ static void test_violations_close_with_status(void)
 	v[n].len = frame(v[n].wire, true, 0x8, true, "\x03\xed", 2); /* 1005 may not be sent */
 	v[n].code = 1002;
 	v[n++].why = "invalid code";
+	/* [RFC 6455 5.2] the header itself. */
+	v[n].name = "RSV bit";
+	v[n].len = frame(v[n].wire, true, 0x2, true, "abc", 3);
+	v[n].wire[0] |= 0x40;
+	v[n].code = 1002;
+	v[n++].why = "RSV bits";
+	v[n].name = "reserved control opcode";
+	v[n].len = frame(v[n].wire, true, 0xb, true, "abc", 3);
+	v[n].code = 1002;
+	v[n++].why = "reserved opcode 0xb";
+	v[n].name = "16-bit length under 126";
+	memcpy(v[n].wire, "\x82\xfe\x00\x03\0\0\0\0abc", 11);
+	v[n].len = 11;
+	v[n].code = 1002;
+	v[n++].why = "16-bit length under 126";
+	v[n].name = "64-bit length under 65536";
+	memcpy(v[n].wire, "\x82\xff\0\0\0\0\0\0\x01\0", 10);
+	v[n].len = 10; /* judged before the mask key and the payload come */
+	v[n].code = 1002;
+	v[n++].why = "64-bit length under 65536";
+	v[n].name = "64-bit length with its top bit set";
+	memcpy(v[n].wire, "\x82\xff\x80\0\0\0\0\0\0\0", 10);
+	v[n].len = 10; /* 1002, not 1009: malformed before too large */
+	v[n].code = 1002;
+	v[n++].why = "top bit set";
+	v[n].name = "new message inside a fragmented one";
+	v[n].len = frame(v[n].wire, false, 0x2, true, "ab", 2);
+	v[n].len += frame(v[n].wire + v[n].len, true, 0x2, true, "cd", 2);
+	v[n].code = 1002;
+	v[n++].why = "inside a fragmented one";
 
 	struct ws_opts o = default_opts();
 	o.max_frame_size = 100;
@@ -689,11 +759,11 @@ static void test_forwarded_for(void)
 	free_pair(&p);
 }
 
-/* Idle connections give their frame context back; memory returns. */
-static void test_frame_pool(void)
+/* Reading allocates nothing: frames are parsed in the reader's buffer,
+ * and a header or payload cut by a read waits in the connection itself. */
+static void test_no_read_buffer(void)
 {
 	struct ws_opts o = default_opts();
-	ws_release_pool();
 	size_t before = wisp_mem_used();
 	struct pair p[4];
 	for (int i = 0; i < 4; i++) {
@@ -701,17 +771,27 @@ static void test_frame_pool(void)
 		CU_ASSERT_FATAL(upgrade(&p[i], NULL));
 	}
 	size_t upgraded = wisp_mem_used();
-	uint8_t wire[32], got[8];
+	uint8_t wire[64], got[8];
 	size_t wlen = frame(wire, true, 0x2, true, "abcd", 4);
+	wlen += frame(wire + wlen, true, 0x2, true, "efgh", 4);
 	for (int i = 0; i < 4; i++) {
-		client_send(p[i].client, wire, wlen);
+		/* A whole frame, then one cut in its header (i even) or in
+		 * its payload (i odd): both wait in the connection. */
+		size_t cut = i & 1 ? 18 : 13;
+		client_send(p[i].client, wire, cut);
 		CU_ASSERT_EQUAL(server_read(&p[i], got, 4), 4);
+		CU_ASSERT(memcmp(got, "abcd", 4) == 0);
+		ssize_t k = transport_read(p[i].t, got, sizeof got);
+		size_t have = k > 0 ? (size_t)k : 0;
+		CU_ASSERT_EQUAL(have, i & 1 ? 2u : 0u);
+		CU_ASSERT_EQUAL(wisp_mem_used(), upgraded);
+		client_send(p[i].client, wire + cut, wlen - cut);
+		CU_ASSERT_EQUAL(server_read(&p[i], got + have, 4 - have), (ssize_t)(4 - have));
+		CU_ASSERT(memcmp(got, "efgh", 4) == 0);
 	}
-	/* All idle again: one context serves them all, from the pool. */
-	CU_ASSERT(wisp_mem_used() <= upgraded + 4400);
+	CU_ASSERT_EQUAL(wisp_mem_used(), upgraded);
 	for (int i = 0; i < 4; i++)
 		free_pair(&p[i]);
-	ws_release_pool();
 	CU_ASSERT_EQUAL(wisp_mem_used(), before);
 }
 
@@ -790,12 +870,13 @@ static CU_TestInfo tests[] = {
 	{"refused upgrades answer their HTTP status", test_refusals},
 	{"the byte stream across frames, split at every offset", test_stream_split_everywhere},
 	{"frames behind the request; small reads leave the rest pending", test_small_reads_and_pending},
+	{"unmasked in place through reads of 1..20 bytes", test_stream_small_reads},
 	{"each violation closes with its status code", test_violations_close_with_status},
 	{"close handshake both ways, EOF without close", test_close_handshake},
 	{"writev: one frame per call, retry through a full socket", test_writev_frames_and_retry},
 	{"X-Forwarded-For only from a trusted proxy", test_forwarded_for},
 	{"one frame per message when asked (Paho C)", test_frame_per_message},
-	{"idle connections return their frame context", test_frame_pool},
+	{"reading allocates nothing, cut frames wait in the connection", test_no_read_buffer},
 	{"our client side against our server side", test_client_against_server},
 	{"out of memory", test_oom},
 	CU_TEST_INFO_NULL,

@@ -37,7 +37,7 @@ void *wisp_tls_calloc(size_t n, size_t size);
 void wisp_tls_free(void *ptr);
 /*
  * Memory a library allocates behind our back with no way to route it here
- * (libwslay's frame context, from malloc): its owner charges an estimate
+ * (a library context from malloc): its owner charges an estimate
  * before the library allocates, so that it counts in wisp_mem_used and
  * against the limit. 0, or WISP_ENOMEM if the charge would pass the limit
  * (nothing is charged then). Uncharging counts towards the next trim.

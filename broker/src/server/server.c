@@ -593,6 +593,5 @@ void server_free(struct server *srv)
 	}
 	wisp_free(srv->listeners);
 	wisp_free(srv->conns.in.scratch);
-	ws_release_pool();
 	memset(srv, 0, sizeof *srv);
 }
