@@ -621,7 +621,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 			 natsStatus_GetText(st));
 		goto fail;
 	}
-	if (cfg->durable && durable_start(b, c->nc, c->node, c->run, route_stream_msg, c, &c->durable) != 0) {
+	if (cfg->durable && durable_start(b, c->node, c->run, route_stream_msg, c, &c->durable) != 0) {
 		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
 		goto fail;
 	}
@@ -658,7 +658,7 @@ void cluster_stop(struct cluster *c)
 			nats_unsubscribe(c, in);
 			wisp_free(in);
 		}
-	durable_stop(c->durable); /* its thread uses the connection */
+	durable_stop(c->durable); /* closes its own connection first */
 	/* Close joins cnats's threads: no callback runs after it. */
 	if (c->nc) {
 		natsConnection_Close(c->nc);

@@ -336,7 +336,7 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 
 /* ---- start and stop ---- */
 
-int durable_start(struct broker *b, natsConnection *nc, const char *node, const char *run, durable_route_fn route,
+int durable_start(struct broker *b, const char *node, const char *run, durable_route_fn route,
 		  void *route_ctx, struct durable **out)
 {
 	const struct config_cluster *cfg = &b->cfg->cluster;
@@ -383,7 +383,7 @@ int durable_start(struct broker *b, natsConnection *nc, const char *node, const 
 		.out_cap = d->out_cap,
 		.ack_cap = in_cap,
 	};
-	rc = jsw_start(&d->w, nc, &wc, &d->acks, &d->msgs);
+	rc = jsw_start(&d->w, cfg->nats, &wc, &d->acks, &d->msgs);
 	if (rc != 0)
 		goto fail;
 	b->ack_gate.hold = gate_hold;

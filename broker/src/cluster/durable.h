@@ -41,9 +41,10 @@ struct msg;
  * and logs it). Borrows nm. */
 typedef const char *(*durable_route_fn)(void *ctx, natsMsg *nm);
 
-/* Starts the worker on nc for node `node` whose run is `run` (both
- * borrowed for the durable's life). 0, or WISP_ENOMEM / WISP_EIO. */
-int durable_start(struct broker *b, natsConnection *nc, const char *node, const char *run, durable_route_fn route,
+/* Starts the worker (its own NATS connection, to cluster.nats) for node
+ * `node` whose run is `run` (both borrowed for the durable's life). 0, or
+ * WISP_ENOMEM / WISP_EIO. */
+int durable_start(struct broker *b, const char *node, const char *run, durable_route_fn route,
 		  void *route_ctx, struct durable **out);
 /* Stops the worker thread: before the NATS connection closes. NULL: no-op. */
 void durable_stop(struct durable *d);

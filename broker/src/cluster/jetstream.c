@@ -51,7 +51,8 @@ struct slot {
 };
 
 struct jsw {
-	natsConnection *nc;
+	natsOptions *opts;
+	natsConnection *nc;          /* the worker's own connection */
 	jsCtx *js;
 	natsSubscription *sub;       /* the durable consumer's */
 	natsSubscription *reply_sub; /* <inbox>.*: JetStream's publish replies */
@@ -223,8 +224,9 @@ static natsStatus ensure_stream(struct jsw *w)
 static natsStatus ensure_consumer(struct jsw *w)
 {
 	if (w->sub) {
-		/* Set up again after the stream was lost: the old consumer went
-		 * with it. */
+		/* Set up again (JetStream answered 503): bind afresh, to a new
+		 * consumer if the old one went with its stream. */
+		natsSubscription_Unsubscribe(w->sub);
 		natsSubscription_Destroy(w->sub);
 		w->sub = NULL;
 	}
@@ -377,14 +379,43 @@ static void *run(void *arg)
 	return NULL;
 }
 
-int jsw_start(struct jsw **out, natsConnection *nc, const struct jsw_config *cfg, struct inbox *acks,
+/*
+ * The worker's own NATS connection, apart from the core one: JetStream's
+ * API requests make cnats open an internal reply subscription that only
+ * closing the connection ends, and with the core connection's global
+ * delivery pool that close leaked cnats's close notice. Its own
+ * connection, closed first, uses per-subscription delivery. It also keeps
+ * JetStream traffic out of the core connection's figures (nats-server's
+ * /connz shows it as "<node>-js").
+ */
+static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
+{
+	natsStatus st = natsOptions_Create(&w->opts);
+	if (st == NATS_OK)
+		st = natsOptions_SetURL(w->opts, urls);
+	if (st == NATS_OK)
+		st = natsOptions_SetName(w->opts, name);
+	if (st == NATS_OK)
+		st = natsOptions_SetMaxReconnect(w->opts, -1);
+	if (st == NATS_OK)
+		st = natsOptions_SetReconnectWait(w->opts, 500);
+	if (st == NATS_OK)
+		st = natsOptions_SetRetryOnFailedConnect(w->opts, true, NULL, NULL);
+	if (st == NATS_OK) {
+		st = natsConnection_Connect(&w->nc, w->opts);
+		if (st == NATS_NOT_YET_CONNECTED)
+			st = NATS_OK; /* retried in the background; run() waits for it */
+	}
+	return st;
+}
+
+int jsw_start(struct jsw **out, const char *urls, const struct jsw_config *cfg, struct inbox *acks,
 	      struct inbox *msgs)
 {
 	*out = NULL;
 	struct jsw *w = wisp_calloc(1, sizeof *w);
 	if (!w)
 		return WISP_ENOMEM;
-	w->nc = nc;
 	w->cfg = *cfg;
 	w->acks = acks;
 	w->msgs = msgs;
@@ -399,17 +430,19 @@ int jsw_start(struct jsw **out, natsConnection *nc, const struct jsw_config *cfg
 	    tring_init(&w->replies, 2 * cfg->out_cap) != 0 || ring_init(&w->ack, cfg->ack_cap * 2) != 0)
 		goto fail;
 	snprintf(w->subjects, slen + 3, "%s.>", cfg->stream);
-	if (natsInbox_Create(&w->inbox) != NATS_OK)
+	char name[192];
+	snprintf(name, sizeof name, "%s-js", cfg->consumer);
+	if (connect_own(w, urls, name) != NATS_OK || natsInbox_Create(&w->inbox) != NATS_OK)
 		goto fail;
 	size_t ilen = strlen(w->inbox);
 	w->reply_prefix = wisp_malloc(ilen + 3);
 	if (!w->reply_prefix)
 		goto fail;
 	snprintf(w->reply_prefix, ilen + 3, "%s.*", w->inbox);
-	if (natsConnection_Subscribe(&w->reply_sub, nc, w->reply_prefix, on_reply, w) != NATS_OK)
+	if (natsConnection_Subscribe(&w->reply_sub, w->nc, w->reply_prefix, on_reply, w) != NATS_OK)
 		goto fail;
 	w->reply_prefix[ilen + 1] = '\0'; /* "<inbox>." */
-	if (natsConnection_JetStream(&w->js, nc, NULL) != NATS_OK)
+	if (natsConnection_JetStream(&w->js, w->nc, NULL) != NATS_OK)
 		goto fail;
 	if (pthread_create(&w->thread, NULL, run, w) != 0)
 		goto fail;
@@ -453,6 +486,8 @@ void jsw_stop(struct jsw *w)
 			natsSubscription_Destroy(*subs[i]);
 			*subs[i] = NULL;
 		}
+	if (w->nc)
+		natsConnection_Close(w->nc);
 }
 
 void jsw_free(struct jsw *w)
@@ -461,6 +496,8 @@ void jsw_free(struct jsw *w)
 		return;
 	jsw_stop(w);
 	jsCtx_Destroy(w->js);
+	natsConnection_Destroy(w->nc);
+	natsOptions_Destroy(w->opts);
 	wisp_free(w->slots);
 	wisp_free(w->out.items);
 	wisp_free(w->replies.items);

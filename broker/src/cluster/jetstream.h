@@ -58,16 +58,17 @@ struct jsw_config {
 
 struct jsw;
 
-/* Starts the worker thread on nc (borrowed until jsw_stop). acks receive
+/* Starts the worker thread, with its own connection to `urls` (named
+ * "<consumer>-js"). acks receive
  * tickets (as uintptr_t) and the JSW_EV_* events, msgs the received
  * natsMsgs; both are the caller's, sized as jetstream.c's comment says.
  * 0 or WISP_ENOMEM / WISP_EIO. */
-int jsw_start(struct jsw **out, natsConnection *nc, const struct jsw_config *cfg, struct inbox *acks,
+int jsw_start(struct jsw **out, const char *urls, const struct jsw_config *cfg, struct inbox *acks,
 	      struct inbox *msgs);
 /* Joins the thread, destroys what was not published or acked (a publish
  * JetStream did not ack was never acknowledged to its client either; an
- * unacked received message is delivered again) and unsubscribes; before
- * the NATS connection closes. jsw_free after cnats's threads ended. NULL:
+ * unacked received message is delivered again), unsubscribes and closes
+ * its connection; before the core NATS connection closes. jsw_free after cnats's threads ended. NULL:
  * no-op. */
 void jsw_stop(struct jsw *w);
 void jsw_free(struct jsw *w);
