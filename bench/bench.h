@@ -53,6 +53,7 @@ enum bench_scenario {
 	SCEN_LATENCY,
 	SCEN_CONNS,
 	SCEN_TLS,
+	SCEN_STORM,
 };
 
 enum bconn_state {
@@ -112,6 +113,7 @@ struct bconn {
 	struct bench_sub *sub;
 	uint64_t started_ns;     /* tls scenario: when this attempt began */
 	struct tls_session *session; /* tls --resume: offered on every reconnect */
+	bool probe;              /* storm: the established client that pings */
 };
 
 struct bench_opts {
@@ -165,6 +167,7 @@ struct bench_counts {
 	uint64_t handshakes;     /* tls scenario: full connect cycles */
 	uint64_t resumed;        /* tls scenario: cycles whose handshake resumed a session */
 	uint64_t connect_failures;
+	uint64_t pings;          /* storm: PINGRESPs the probe received */
 };
 
 /* ---- bench_stats.c ---- */
@@ -222,6 +225,8 @@ struct bench_run {
 	uint32_t connecting;        /* connections between connect() and READY */
 	bool refused;               /* a connect was refused */
 	uint64_t epoch_ns;          /* --props: text headers carry times relative to this */
+	uint64_t ping_sent_ns;      /* storm: when the probe's outstanding PINGREQ went out, or 0 */
+	struct bench_hist *ping;    /* storm: the probe's PINGREQ round trips */
 	char error[256];            /* first fatal error; non-empty stops the run */
 };
 
@@ -234,6 +239,8 @@ void bconn_flush_all(struct bench_run *r);
 /* Queues one PUBLISH from c's publisher with scheduled time `sched_ns`;
  * false when the window or the output buffer is full. */
 bool bconn_publish(struct bench_run *r, struct bconn *c, uint64_t sched_ns);
+/* Queues a PINGREQ (storm: the probe's, timed by r->ping_sent_ns). */
+void bconn_ping(struct bench_run *r, struct bconn *c);
 /* Queues a DISCONNECT. */
 void bconn_disconnect(struct bench_run *r, struct bconn *c);
 /* Closes the socket and frees buffers. */

@@ -205,6 +205,12 @@ static void send_subscribe(struct bench_run *r, struct bconn *c)
 	c->state = BC_AWAIT_SUBACK;
 }
 
+void bconn_ping(struct bench_run *r, struct bconn *c)
+{
+	APPEND(r, c, 2, mqtt_encode_empty(buf, cap, MQTT_PKT_PINGREQ));
+	r->ping_sent_ns = bench_now_ns();
+}
+
 void bconn_disconnect(struct bench_run *r, struct bconn *c)
 {
 	if (c->state != BC_READY && c->state != BC_AWAIT_CONNACK && c->state != BC_AWAIT_SUBACK)
@@ -597,6 +603,11 @@ static void on_packet(struct bench_run *r, struct bconn *c, const struct mqtt_pk
 		send_ack(r, c, MQTT_PKT_PUBCOMP, pkt->u.ack.packet_id);
 		break;
 	case MQTT_PKT_PINGRESP:
+		if (c->probe && r->ping_sent_ns) {
+			bench_hist_add(r->ping, bench_now_ns() - r->ping_sent_ns);
+			r->ping_sent_ns = 0;
+			r->c.pings++;
+		}
 		break;
 	case MQTT_PKT_DISCONNECT: /* v5: the broker says why it closes */
 		fail(r, "connection %u: DISCONNECT from the broker, reason 0x%02x", c->index, pkt->u.reason.reason);

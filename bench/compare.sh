@@ -95,6 +95,11 @@ SCENARIOS=(
 	"pairs-q0|pairs -q 0" "pairs-q1|pairs -q 1" "pairs-q2|pairs -q 2"
 	"latency-q0|latency -q 0 -r 10000" "latency-q1|latency -q 1 -r 10000"
 	"conns|conns -C $CONNS -d $HOLD"
+	# Large messages (issue 18): 1 MiB payloads, 4 pairs with 4 messages
+	# each outstanding, so 16 MiB in flight. Broker CPU per delivered
+	# message is CPU per MiB delivered; Wisp reads a message over 16 KiB
+	# straight into the block that becomes the message.
+	"pairs-q0-1M|pairs -q 0 -s 1048576 -N 4 --outstanding 4"
 	"tls|tls -K 4"
 	# Reconnects that resume the session of their first handshake (a ticket
 	# for Wisp and Mosquitto alike): the cost of a sensor's reconnect.
@@ -165,7 +170,8 @@ write_config() { # broker port tls id
 		[ "$ws" = 1 ] && l="{\"bind\": \"127.0.0.1\", \"port\": $port, \"protocol\": \"ws\"}"
 		cat >"$TMP/wisp.json" <<-EOF
 		{"listeners": [$l],
-		 "limits": {"max_inflight": 65535, "max_queued_messages": 100000, "max_output_buffer": 67108864},
+		 "limits": {"max_inflight": 65535, "max_queued_messages": 100000, "max_output_buffer": 67108864,
+		            "max_packet_size": 16777216},
 		 "persistence": $persist,
 		 "log": {"level": "warning"}}
 		EOF

@@ -49,7 +49,7 @@
 #define GEN_BOUND_PCT 90.0
 #define BROKER_BOUND_PCT 90.0
 
-static const char *const scenario_names[] = {"fanin", "fanout", "pairs", "latency", "conns", "tls"};
+static const char *const scenario_names[] = {"fanin", "fanout", "pairs", "latency", "conns", "tls", "storm"};
 
 static volatile sig_atomic_t interrupted;
 
@@ -70,6 +70,8 @@ static void usage(FILE *f)
 		"  latency   N pairs at a fixed total --rate; latency percentiles\n"
 		"  conns     C idle connections with one subscription each; connect rate, RSS per connection\n"
 		"  tls       TLS handshake + CONNECT + DISCONNECT cycles on --clients connections\n"
+		"  storm     C clients connect at once, are cut off and reconnect at once, while an\n"
+		"            established client pings; every CONNACK and each PINGRESP in its keep-alive\n"
 		"options:\n"
 		"  -h, --host ADDR            broker address (127.0.0.1)\n"
 		"  -p, --port PORT            broker port (1883)\n"
@@ -259,6 +261,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 	}
 	if (o->scenario == SCEN_TLS)
 		o->tls = true;
+	if (o->scenario == SCEN_STORM && o->keepalive == 0)
+		o->keepalive = 10; /* the probe's PINGRESPs are judged against it */
 	if ((o->props || o->topic_alias) && o->version != 5) {
 		fprintf(stderr, "wisp_bench: --props and --topic-alias need -V 5\n");
 		return -1;
@@ -295,6 +299,7 @@ static int setup(struct bench_run *r, const struct bench_opts *o)
 	case SCEN_LATENCY: npub = nsub = o->pairs; break;
 	case SCEN_CONNS: nsub = o->conns; break;
 	case SCEN_TLS: nidle = o->clients; break;
+	case SCEN_STORM: nsub = o->conns; nidle = 1; break; /* the probe comes last */
 	}
 	r->npubs = npub;
 	r->nconns = npub + nsub + nidle;
@@ -305,7 +310,8 @@ static int setup(struct bench_run *r, const struct bench_opts *o)
 	r->nsubs = nsub;
 	r->payload = wisp_malloc(o->payload_size);
 	r->lat = wisp_calloc(1, sizeof *r->lat);
-	if (!r->conns || !r->pubs || !subs || !r->payload || !r->lat)
+	r->ping = wisp_calloc(1, sizeof *r->ping);
+	if (!r->conns || !r->pubs || !subs || !r->payload || !r->lat || !r->ping)
 		return -1;
 	memset(r->payload, 'x', o->payload_size);
 	r->epoch_ns = bench_now_ns();
@@ -323,7 +329,8 @@ static int setup(struct bench_run *r, const struct bench_opts *o)
 			switch (o->scenario) {
 			case SCEN_FANIN: snprintf(s->filter, sizeof s->filter, "%s/fanin/+", pre); break;
 			case SCEN_FANOUT: snprintf(s->filter, sizeof s->filter, "%s/fanout", pre); break;
-			case SCEN_CONNS: snprintf(s->filter, sizeof s->filter, "%s/conns/%u", pre, i); break;
+			case SCEN_CONNS:
+			case SCEN_STORM: snprintf(s->filter, sizeof s->filter, "%s/conns/%u", pre, i); break;
 			default: snprintf(s->filter, sizeof s->filter, "%s/pairs/%u", pre, i); break;
 			}
 			if (npub) {
@@ -781,6 +788,117 @@ static int run_messages(struct bench_run *r)
 	return ok ? 0 : 1;
 }
 
+/* storm: how often the probe pings while a storm runs. */
+#define STORM_PING_NS 20000000ull
+/* storm: connect() calls per loop turn (no limit on how many are pending). */
+#define STORM_SLICE 128u
+
+/* One storm round: every client not READY connects at once (no
+ * --connect-concurrency), while the probe sends a PINGREQ every
+ * STORM_PING_NS once the last was answered. Fails when a PINGRESP is
+ * later than the probe's keep-alive: the broker would have been allowed
+ * to drop a client that waited that long for it. */
+static int storm_round(struct bench_run *r, struct bconn *probe, double *secs)
+{
+	const struct bench_opts *o = r->o;
+	uint64_t t0 = bench_now_ns();
+	uint64_t deadline = t0 + (uint64_t)(o->setup_timeout_s * NS_PER_S);
+	uint64_t keepalive_ns = (uint64_t)o->keepalive * 1000000000ull;
+	uint64_t next_ping = t0;
+	uint32_t cursor = 0;
+	r->not_ready = r->nconns - 1;
+	while (!r->error[0] && !interrupted) {
+		/* A slice of connects per turn, so the probe's own reads and
+		 * pings are not held up behind 19,000 connect() calls here. */
+		for (uint32_t k = 0; k < STORM_SLICE && cursor < r->nconns - 1 && !r->error[0]; k++)
+			if (bconn_start(r, &r->conns[cursor++]) != 0)
+				break;
+		uint64_t now = bench_now_ns();
+		if (r->not_ready == 0 && cursor >= r->nconns - 1 && r->ping_sent_ns == 0)
+			break;
+		if (r->ping_sent_ns == 0 && now >= next_ping) {
+			bconn_ping(r, probe);
+			next_ping = now + STORM_PING_NS;
+		}
+		if (r->ping_sent_ns && now > r->ping_sent_ns && now - r->ping_sent_ns > keepalive_ns) {
+			snprintf(r->error, sizeof r->error, "no PINGRESP within the probe's keep-alive (%u s)",
+				 o->keepalive);
+			break;
+		}
+		if (now > deadline) {
+			snprintf(r->error, sizeof r->error, "setup timeout: %u of %u clients not connected after %.1f s",
+				 r->not_ready, r->nconns - 1, o->setup_timeout_s);
+			break;
+		}
+		uint64_t wake = cursor < r->nconns - 1 ? now : now + 5000000u;
+		if (r->ping_sent_ns == 0 && next_ping < wake)
+			wake = next_ping;
+		poll_once(r, wake);
+	}
+	*secs = (double)(bench_now_ns() - t0) / NS_PER_S;
+	return r->error[0] || interrupted ? -1 : 0;
+}
+
+static int run_storm(struct bench_run *r)
+{
+	const struct bench_opts *o = r->o;
+	struct bconn *probe = &r->conns[r->nconns - 1];
+	probe->probe = true;
+	uint64_t deadline = bench_now_ns() + (uint64_t)(o->setup_timeout_s * NS_PER_S);
+	r->not_ready = 1;
+	if (bconn_start(r, probe) != 0)
+		return -1;
+	while (r->not_ready && !r->error[0] && !interrupted && bench_now_ns() < deadline)
+		poll_once(r, bench_now_ns() + 10000000u);
+	if (r->not_ready) {
+		if (!r->error[0])
+			snprintf(r->error, sizeof r->error, "the probe did not connect");
+		return -1;
+	}
+	struct sample a, b;
+	take_sample(r, &a);
+	double first_s = 0, second_s = 0;
+	if (storm_round(r, probe, &first_s) != 0)
+		return -1;
+	/* The reconnect: every client is cut off (no DISCONNECT, as a network
+	 * failure or a restart of their gateway looks to the broker) and all
+	 * of them connect again at once with the same client ids, so some
+	 * CONNECTs arrive before the broker has seen their old socket close. */
+	for (uint32_t i = 0; i + 1 < r->nconns; i++) {
+		bconn_close(r, &r->conns[i]);
+		r->conns[i].state = BC_IDLE;
+	}
+	uint64_t connects_before = r->c.connects;
+	if (storm_round(r, probe, &second_s) != 0)
+		return -1;
+	take_sample(r, &b);
+	uint32_t clients = r->nconns - 1;
+	bool all = r->c.connects - connects_before == clients;
+	double cpu_us = b.has_broker && a.has_broker
+				? (double)(b.broker.cpu_ticks - a.broker.cpu_ticks) * bench_proc_tick_s() * 1e6 / (2.0 * clients)
+				: 0;
+	double p99 = (double)bench_hist_quantile(r->ping, 0.99) / 1e6, max = (double)r->ping->max / 1e6;
+	if (o->json) {
+		printf("{\"scenario\":\"storm\",\"clients\":%u,\"connect_s\":%.3f,\"reconnect_s\":%.3f,"
+		       "\"reconnect_rate\":%.1f,\"all_connected\":%s,\"pings\":%llu,\"ping_p99_ms\":%.2f,"
+		       "\"ping_max_ms\":%.2f,\"keepalive_s\":%u,\"broker_cpu_us_per_conn\":%.2f,\"ok\":%s}\n",
+		       clients, first_s, second_s, clients / second_s, all ? "true" : "false",
+		       (unsigned long long)r->c.pings, p99, max, o->keepalive, cpu_us, all ? "true" : "false");
+	} else {
+		printf("storm  %u clients at once, then cut off and reconnected at once (%u source address%s)\n",
+		       clients, o->src_addrs, o->src_addrs == 1 ? "" : "es");
+		printf("  connect     %.3f s for all (%.0f/s); reconnect %.3f s (%.0f/s)\n", first_s,
+		       clients / first_s, second_s, clients / second_s);
+		printf("  probe       %llu PINGREQs answered, p99 %.2f ms, max %.2f ms (keep-alive %u s)\n",
+		       (unsigned long long)r->c.pings, p99, max, o->keepalive);
+		if (cpu_us > 0)
+			printf("  broker      %.1f us CPU per connection\n", cpu_us);
+		printf("  result      %s\n", all ? "OK" : "NOT ALL CONNECTED");
+	}
+	close_all(r);
+	return all ? 0 : -1;
+}
+
 static int run_conns(struct bench_run *r)
 {
 	const struct bench_opts *o = r->o;
@@ -931,6 +1049,7 @@ static void teardown(struct bench_run *r)
 	wisp_free(r->pubs);
 	wisp_free(r->payload);
 	wisp_free(r->lat);
+	wisp_free(r->ping);
 	wisp_free(r->dst);
 	if (r->tls_ctx)
 		tls_ctx_unref(r->tls_ctx);
@@ -941,7 +1060,7 @@ static void teardown(struct bench_run *r)
 static int run(struct bench_run *r, struct bench_opts *o)
 {
 	if (o->src_addrs == 0)
-		o->src_addrs = o->scenario == SCEN_CONNS && o->conns > 16000 ? 4 : 1;
+		o->src_addrs = (o->scenario == SCEN_CONNS || o->scenario == SCEN_STORM) && o->conns > 16000 ? 4 : 1;
 	if (setup(r, o) != 0) {
 		fprintf(stderr, "wisp_bench: out of memory\n");
 		return BENCH_EXIT_ERROR;
@@ -969,6 +1088,7 @@ static int run(struct bench_run *r, struct bench_opts *o)
 	switch (o->scenario) {
 	case SCEN_CONNS: rc = run_conns(r); break;
 	case SCEN_TLS: rc = run_tls(r); break;
+	case SCEN_STORM: rc = run_storm(r); break;
 	default: rc = run_messages(r); break;
 	}
 	if (rc < 0) {

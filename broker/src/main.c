@@ -14,6 +14,7 @@
 
 #include "alloc.h"
 #include "broker.h"
+#include "bridge.h"
 #include "cluster.h"
 #include "config.h"
 #include "err.h"
@@ -142,7 +143,7 @@ static int convert_mosquitto(const char *path)
 	char *json = NULL;
 	int status = 1;
 	if (mosq_conf_parse(path, buf, len, &cfg, err, sizeof err) != 0 ||
-	    server_check_tls(cfg, err, sizeof err) != 0 ||
+	    server_check_tls(cfg, err, sizeof err) != 0 || bridges_check_tls(cfg, err, sizeof err) != 0 ||
 	    mosq_conf_convert(path, buf, len, &json, err, sizeof err) != 0) {
 		fprintf(stderr, "%s\n", err);
 	} else {
@@ -231,7 +232,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		/* What start-up would refuse, the check refuses, in the same words. */
-		if (server_check_tls(cfg, err, sizeof err) != 0) {
+		if (server_check_tls(cfg, err, sizeof err) != 0 || bridges_check_tls(cfg, err, sizeof err) != 0) {
 			fprintf(stderr, "%s\n", err);
 			config_free(cfg);
 			return 1;
@@ -290,18 +291,29 @@ int main(int argc, char **argv)
 		broker_free(&b);
 		goto out;
 	}
-	if (http_server_open(&http, &b, err, sizeof err) != 0) {
+	struct bridges *bridges = NULL;
+	if (bridges_start(&b, &bridges, err, sizeof err) != 0) {
 		fprintf(stderr, "wisp: %s\n", err);
 		cluster_stop(cluster);
 		broker_free(&b);
+		goto out;
+	}
+	if (http_server_open(&http, &b, err, sizeof err) != 0) {
+		fprintf(stderr, "wisp: %s\n", err);
+		bridges_stop(bridges);
+		cluster_stop(cluster);
+		broker_free(&b);
+		bridges_free(bridges);
 		goto out;
 	}
 	http_open = true;
 	if (cfg->pid_file && write_pid_file(cfg->pid_file) != 0) {
 		fprintf(stderr, "wisp: %s: pid_file: cannot write '%s': %s\n", cfg->path, cfg->pid_file, strerror(errno));
 		http_server_close(&http);
+		bridges_stop(bridges);
 		cluster_stop(cluster);
 		broker_free(&b);
+		bridges_free(bridges);
 		goto out;
 	}
 	sig.b = &b;
@@ -313,8 +325,10 @@ int main(int argc, char **argv)
 	sig.b = NULL;
 	if (http_open)
 		http_server_close(&http);
+	bridges_stop(bridges);
 	cluster_stop(cluster);
 	broker_free(&b);
+	bridges_free(bridges);
 	if (cfg->pid_file)
 		unlink(cfg->pid_file);
 	log_msg(LOG_NOTICE, "main", "wisp stopped");

@@ -371,13 +371,15 @@ class MosquittoConfTest(unittest.TestCase):
             text = f.read()
         lines = text.count("\n")
         with open(path, "w") as f:
-            f.write(text + "connection uplink\naddress 192.0.2.1:1883\n")
+            f.write(text + "connection uplink\naddress 192.0.2.1:1883\nlocal_clientid gw\n")
+        want = ("%s:%d: local_clientid: not supported by Wisp's bridges: the local session is $bridge/<connection>"
+                % (path, lines + 3))
         cp = run_wisp(["-c", path])
         self.assertEqual(cp.returncode, 1, cp.stdout)
-        self.assertIn("%s:%d: connection: bridges are not supported yet" % (path, lines + 1), cp.stdout)
+        self.assertIn(want, cp.stdout)
         check = run_wisp(["--check-config", path])
         self.assertEqual(check.returncode, 1)
-        self.assertIn("%s:%d: connection: bridges are not supported yet" % (path, lines + 1), check.stdout)
+        self.assertIn(want, check.stdout)
         # an included file names itself
         inc = os.path.join(self.dir, "conf.d", "zz-bad.conf")
         with open(inc, "w") as f:

@@ -64,6 +64,37 @@ static void *produce(void *arg)
 	return NULL;
 }
 
+static size_t closed_freed;
+static void count_freed(void *item)
+{
+	(void)item;
+	closed_freed++;
+}
+
+/* Shutdown: what is queued is freed while the NATS library still can, and
+ * a late producer's push is refused (it frees its item), not counted. */
+static void test_close_frees_and_refuses(void)
+{
+	struct inbox q;
+	CU_ASSERT_EQUAL_FATAL(inbox_init(&q, 4), 0);
+	for (uintptr_t i = 1; i <= 5; i++) /* the fifth wraps the ring's head */
+		inbox_push(&q, (void *)i);
+	void *out[4];
+	unsigned ev = 0;
+	uint64_t dropped = 0;
+	CU_ASSERT_EQUAL(inbox_take(&q, out, 2, &ev, &dropped), 2);
+	CU_ASSERT_TRUE(inbox_push(&q, (void *)6));
+	closed_freed = 0;
+	inbox_close(&q, count_freed);
+	CU_ASSERT_EQUAL(closed_freed, 3);
+	CU_ASSERT_FALSE(inbox_push(&q, (void *)7));
+	CU_ASSERT_EQUAL(inbox_take(&q, out, 4, &ev, &dropped), 0);
+	CU_ASSERT_EQUAL(dropped, 1); /* only the full ring's refusal */
+	closed_freed = 0;
+	inbox_free(&q, count_freed);
+	CU_ASSERT_EQUAL(closed_freed, 0);
+}
+
 static void test_threads_hand_over_in_order(void)
 {
 	struct inbox q;
@@ -109,6 +140,7 @@ static void test_threads_hand_over_in_order(void)
 }
 
 static CU_TestInfo tests[] = {
+	{"close frees what is queued and refuses later pushes", test_close_frees_and_refuses},
 	{"bounded: a full inbox refuses and counts", test_bounded_and_counted},
 	{"producer threads: nothing lost but the counted, order kept", test_threads_hand_over_in_order},
 	CU_TEST_INFO_NULL,

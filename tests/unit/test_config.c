@@ -216,6 +216,32 @@ static const struct bad_case bad_cases[] = {
 	 "t.json: auth.acl[0]: needs exactly one of \"topic\" or \"pattern\""},
 	{"{\"auth\": {\"acl\": [true]}}",
 	 "t.json: auth.acl[0]: expected a string or an object, got a boolean"},
+	/* bridges */
+	{"{\"bridges\": []}", "t.json: bridges: must not be empty"},
+	{"{\"bridges\": [{\"addresses\": \"h:1\", \"topics\": [{}]}]}", "t.json: bridges[0]: needs a \"name\""},
+	{"{\"bridges\": [{\"name\": \"a/b\", \"addresses\": \"h:1\", \"topics\": [{}]}]}",
+	 "t.json: bridges[0]: name \"a/b\": 1 to 64 characters, none of / + #"},
+	{"{\"bridges\": [{\"name\": \"a\", \"addresses\": \"h:1\", \"topics\": [{}]},"
+	 " {\"name\": \"a\", \"addresses\": \"h:1\", \"topics\": [{}]}]}",
+	 "t.json: bridges[1]: name \"a\" is also bridges[0]'s"},
+	{"{\"bridges\": [{\"name\": \"a\", \"topics\": [{}]}]}", "t.json: bridges[0]: needs \"addresses\""},
+	{"{\"bridges\": [{\"name\": \"a\", \"addresses\": \"h:1\"}]}",
+	 "t.json: bridges[0]: needs \"topics\" (what crosses the bridge)"},
+	{"{\"bridges\": [{\"name\": \"a\", \"addresses\": [\"h:1\", \"h\"], \"topics\": [{}]}]}",
+	 "t.json: bridges[0].addresses[1]: \"h\" is not host:port"},
+	{"{\"bridges\": [{\"name\": \"a\", \"addresses\": \"h:70000\", \"topics\": [{}]}]}",
+	 "t.json: bridges[0].addresses: \"h:70000\" is not host:port"},
+	{"{\"bridges\": [{\"name\": \"a\", \"addresses\": \"h:1\", \"topics\": [{\"pattern\": \"a/#/b\"}]}]}",
+	 "t.json: bridges[0].topics[0]: pattern \"a/#/b\" is not a valid topic filter"},
+	{"{\"bridges\": [{\"name\": \"a\", \"addresses\": \"h:1\", \"topics\": [{\"direction\": \"up\"}]}]}",
+	 "t.json: bridges[0].topics[0].direction: invalid value \"up\" (expected one of \"out\", \"in\", \"both\")"},
+	{"{\"bridges\": [{\"name\": \"a\", \"addresses\": \"h:1\", \"topics\": [{\"local_prefix\": \"x/+/\"}]}]}",
+	 "t.json: bridges[0].topics[0].local_prefix: \"x/+/\": a prefix has no wildcards"},
+	{"{\"bridges\": [{\"name\": \"a\", \"addresses\": \"h:1\", \"topics\": [{\"qos\": 3}]}]}",
+	 "t.json: bridges[0].topics[0].qos: out of range: 3 (allowed 0 to 2)"},
+	{"{\"bridges\": [{\"name\": \"a\", \"addresses\": \"h:1\", \"topics\": [{}], \"reconnect_min\": 9, "
+	 "\"reconnect_max\": 8}]}",
+	 "t.json: bridges[0]: reconnect_max (8) is below reconnect_min (9)"},
 	/* cluster */
 	{"{\"cluster\": {\"nats\": []}}",
 	 "t.json: cluster.nats: expected a URL or a non-empty array of URLs, got an array"},
@@ -238,6 +264,10 @@ static const struct bad_case bad_cases[] = {
 	 "t.json: cluster.subject_prefix: \"a.>\" is not a NATS literal subject (empty token or wildcard)"},
 	{"{\"cluster\": {\"subject_prefix\": \"a b\"}}",
 	 "t.json: cluster.subject_prefix: \"a b\" is not a NATS literal subject (whitespace or control character)"},
+	{"{\"cluster\": {\"retained_bucket\": \"a.b\"}}",
+	 "t.json: cluster.retained_bucket: \"a.b\" is not a JetStream bucket name (1 to 64 of A-Z a-z 0-9 _ -)"},
+	{"{\"cluster\": {\"retained_bucket\": \"\"}}",
+	 "t.json: cluster.retained_bucket: \"\" is not a JetStream bucket name (1 to 64 of A-Z a-z 0-9 _ -)"},
 	{"{\"cluster\": {\"nod\": \"a\"}}", "t.json: cluster.nod: unknown key (did you mean 'node'?)"},
 };
 
@@ -354,7 +384,7 @@ static void test_default_json_file_matches_embedded_default(void)
 static void test_example_files_are_valid(void)
 {
 	static const char *const files[] = {"default.json", "tls.json", "secure.json", "websocket.json", "http.json",
-					     "cluster.json"};
+					     "cluster.json", "bridge.json"};
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
 		char path[1024], err[512];
 		struct config *cfg;
@@ -558,10 +588,12 @@ static void test_out_of_memory_at_every_allocation(void)
 {
 	static const char doc[] = "{\"listeners\": [{\"bind\": \"0.0.0.0\"}, {\"port\": 2}],"
 				  "\"auth\": {\"acl\": [\"user a\", {\"pattern\": \"x/%u\"}]},"
-				  "\"log\": {\"destination\": \"syslog\"}}";
+				  "\"log\": {\"destination\": \"syslog\"},"
+				  "\"bridges\": [{\"name\": \"a\", \"addresses\": [\"h:1\", \"k:2\"],"
+				  " \"topics\": [{\"local_prefix\": \"l/\"}, {\"pattern\": \"x\"}]}]}";
 	size_t base = wisp_mem_used();
 	int ok = 0;
-	for (uint64_t n = 1; n < 200 && !ok; n++) {
+	for (uint64_t n = 1; n < 400 && !ok; n++) {
 		struct config *cfg = NULL;
 		char err[256];
 		wisp_mem_fail_after(n, 0);
@@ -594,10 +626,13 @@ static void test_cluster_section(void)
 	CU_ASSERT_EQUAL(cfg->cluster.replicas, 1);
 	CU_ASSERT_EQUAL(cfg->cluster.stream_max_age, 86400);
 	CU_ASSERT_EQUAL(cfg->cluster.outbound_queue, 65536);
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.retained_bucket, "wisp_retained");
+	CU_ASSERT_EQUAL(cfg->cluster.retained_replicas, 1);
 	config_free(cfg);
 	static const char two[] = "{\"cluster\": {\"nats\": [\"nats://127.0.0.1:4222\", \"nats://h:4223\"], "
 				  "\"node\": \"a\", \"subject_prefix\": \"\", \"inbound_queue\": 16, "
-				  "\"durable\": false, \"stream\": \"MQTT_Q\", \"outbound_queue\": 100}}";
+				  "\"durable\": false, \"stream\": \"MQTT_Q\", \"outbound_queue\": 100, "
+				  "\"retained_bucket\": \"R-1_x\", \"retained_replicas\": 3}}";
 	CU_ASSERT_EQUAL_FATAL(config_parse(two, sizeof two - 1, "t.json", &cfg, err, sizeof err), 0);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.nats, "nats://127.0.0.1:4222,nats://h:4223");
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.node, "a");
@@ -606,10 +641,75 @@ static void test_cluster_section(void)
 	CU_ASSERT_FALSE(cfg->cluster.durable);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.stream, "MQTT_Q");
 	CU_ASSERT_EQUAL(cfg->cluster.outbound_queue, 100);
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.retained_bucket, "R-1_x");
+	CU_ASSERT_EQUAL(cfg->cluster.retained_replicas, 3);
 	config_free(cfg);
 	static const char one[] = "{\"cluster\": {\"nats\": \"nats://127.0.0.1:4222\"}}";
 	CU_ASSERT_EQUAL_FATAL(config_parse(one, sizeof one - 1, "t.json", &cfg, err, sizeof err), 0);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.nats, "nats://127.0.0.1:4222");
+	config_free(cfg);
+}
+
+/* Bridges: the defaults, and every key where it lands. */
+static void test_bridges_section(void)
+{
+	struct config *cfg;
+	char err[256];
+	static const char min[] = "{\"bridges\": [{\"name\": \"up\", \"addresses\": \"[::1]:1883\", \"topics\": [{}]}]}";
+	CU_ASSERT_EQUAL_FATAL(config_parse(min, sizeof min - 1, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_EQUAL_FATAL(cfg->bridge_count, 1);
+	const struct config_bridge *b = &cfg->bridges[0];
+	CU_ASSERT_STRING_EQUAL(b->addresses, "[::1]:1883");
+	CU_ASSERT_EQUAL(b->protocol_version, 4);
+	CU_ASSERT_PTR_NULL(b->client_id);
+	CU_ASSERT_EQUAL(b->keepalive, 60);
+	CU_ASSERT_FALSE(b->clean_start);
+	CU_ASSERT_TRUE(b->try_private);
+	CU_ASSERT_EQUAL(b->max_queued_messages, 100000);
+	CU_ASSERT_EQUAL(b->max_queued_bytes, 64u << 20);
+	CU_ASSERT_EQUAL(b->reconnect_min, 1);
+	CU_ASSERT_EQUAL(b->reconnect_max, 60);
+	CU_ASSERT_EQUAL_FATAL(b->topic_count, 1);
+	CU_ASSERT_STRING_EQUAL(b->topics[0].pattern, "#");
+	CU_ASSERT_EQUAL(b->topics[0].direction, CONFIG_BRIDGE_OUT);
+	CU_ASSERT_EQUAL(b->topics[0].qos, 1);
+	CU_ASSERT_STRING_EQUAL(b->topics[0].local_prefix, "");
+	CU_ASSERT_STRING_EQUAL(b->topics[0].remote_prefix, "");
+	config_free(cfg);
+	static const char full[] =
+		"{\"bridges\": [{\"name\": \"a\", \"addresses\": [\"h:1\", \"k:2\"], \"protocol_version\": \"5\", "
+		"\"client_id\": \"gw\", \"username\": \"u\", \"password\": \"p\", \"keepalive\": 5, \"clean_start\": true, "
+		"\"session_expiry\": 600, \"try_private\": false, \"max_queued_messages\": 7, \"max_queued_bytes\": 2048, "
+		"\"reconnect_min\": 2, \"reconnect_max\": 9, \"connect_timeout\": 3, "
+		"\"topics\": [{\"pattern\": \"s/+\", \"direction\": \"both\", \"qos\": 2, \"local_prefix\": \"l/\", "
+		"\"remote_prefix\": \"r/\"}, {\"pattern\": \"c/#\", \"direction\": \"in\", \"qos\": 0}]}, "
+		"{\"name\": \"b\", \"addresses\": \"h:1\", \"topics\": [{}]}]}";
+	CU_ASSERT_EQUAL_FATAL(config_parse(full, sizeof full - 1, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_EQUAL_FATAL(cfg->bridge_count, 2);
+	b = &cfg->bridges[0];
+	CU_ASSERT_STRING_EQUAL(b->addresses, "h:1,k:2");
+	CU_ASSERT_EQUAL(b->protocol_version, 5);
+	CU_ASSERT_STRING_EQUAL(b->client_id, "gw");
+	CU_ASSERT_STRING_EQUAL(b->username, "u");
+	CU_ASSERT_STRING_EQUAL(b->password, "p");
+	CU_ASSERT_EQUAL(b->keepalive, 5);
+	CU_ASSERT_TRUE(b->clean_start);
+	CU_ASSERT_EQUAL(b->session_expiry, 600);
+	CU_ASSERT_FALSE(b->try_private);
+	CU_ASSERT_EQUAL(b->max_queued_messages, 7);
+	CU_ASSERT_EQUAL(b->max_queued_bytes, 2048);
+	CU_ASSERT_EQUAL(b->reconnect_min, 2);
+	CU_ASSERT_EQUAL(b->reconnect_max, 9);
+	CU_ASSERT_EQUAL(b->connect_timeout, 3);
+	CU_ASSERT_EQUAL_FATAL(b->topic_count, 2);
+	CU_ASSERT_STRING_EQUAL(b->topics[0].pattern, "s/+");
+	CU_ASSERT_EQUAL(b->topics[0].direction, CONFIG_BRIDGE_BOTH);
+	CU_ASSERT_EQUAL(b->topics[0].qos, 2);
+	CU_ASSERT_STRING_EQUAL(b->topics[0].local_prefix, "l/");
+	CU_ASSERT_STRING_EQUAL(b->topics[0].remote_prefix, "r/");
+	CU_ASSERT_EQUAL(b->topics[1].direction, CONFIG_BRIDGE_IN);
+	CU_ASSERT_EQUAL(b->topics[1].qos, 0);
+	CU_ASSERT_STRING_EQUAL(cfg->bridges[1].name, "b");
 	config_free(cfg);
 }
 
@@ -665,6 +765,7 @@ static void test_http_listener_keys(void)
 
 static CU_TestInfo config_tests[] = {
 	{"cluster section: off by default, URL or URLs, bounds", test_cluster_section},
+	{"bridges section: defaults and every key", test_bridges_section},
 	{"bad documents name key path and reason", test_bad_documents_name_key_path_and_reason},
 	{"embedded NUL refused with position", test_embedded_nul_is_refused_with_position},
 	{"error buffer truncated safely", test_error_buffer_is_truncated_safely},

@@ -177,6 +177,22 @@ static const struct map_case map_cases[] = {
 	{"log_dest none\n", "\"destination\":\"/dev/null\""},
 	{"log_timestamp true\n", "\"level\":\"info\""},
 	{"sys_interval 30\n", "\"sys_interval\":30"},
+	/* bridges: a connection and its keys */
+	{"connection up\naddress 10.0.0.1:1884 10.0.0.2\ntopic sensors/# out 1 \"\" site/\n",
+	 "\"bridges\":[{\"name\":\"up\",\"addresses\":[\"10.0.0.1:1884\",\"10.0.0.2:1883\"],\"topics\":[{\"pattern\":"
+	 "\"sensors/#\",\"direction\":\"out\",\"qos\":1,\"local_prefix\":\"\",\"remote_prefix\":\"site/\"}]"},
+	{"connection up\naddress h:1\ntopic #\nbridge_protocol_version mqttv50\nremote_clientid gw\nremote_username u\n"
+	 "remote_password p\ncleansession true\nkeepalive_interval 30\ntry_private false\nrestart_timeout 2 30\n"
+	 "bridge_cafile ca.pem\nbridge_certfile cert.pem\nbridge_keyfile key.pem\nbridge_insecure true\n"
+	 "notifications false\nstart_type automatic\n",
+	 "\"topics\":[{\"pattern\":\"#\",\"direction\":\"out\",\"qos\":0}],\"protocol_version\":\"mqttv50\",\"client_id\":"
+	 "\"gw\",\"username\":\"u\",\"password\":\"p\",\"clean_start\":true,\"keepalive\":30,\"try_private\":false,"
+	 "\"reconnect_min\":2,\"reconnect_max\":30,\"cafile\":\"ca.pem\",\"certfile\":\"cert.pem\",\"keyfile\":\"key.pem\","
+	 "\"tls_insecure\":true}]"},
+	/* Mosquitto's default client id: <host name>.<connection> */
+	{"connection up\naddress h\ntopic x in\nconnection two\naddress h\ntopic y both 2\n",
+	 "\"topics\":[{\"pattern\":\"y\",\"direction\":\"both\",\"qos\":2}],\"client_id\":\""},
+	{"connection up\naddress h\ntopic x in\nrestart_timeout 5\n", "\"reconnect_min\":5,\"reconnect_max\":5"},
 	/* comments, blank lines, CRLF, a byte order mark, trailing blanks */
 	{"\xEF\xBB\xBF# comment\r\n\r\n   \n  # indented comment\nsys_interval 3  \r\n", "\"sys_interval\":3"},
 };
@@ -275,8 +291,20 @@ static const struct bad_case bad_cases[] = {
 	{"include_dir nowhere\n", "m.conf:1: include_dir: cannot open directory nowhere: No such file or directory"},
 	/* plugins, bridges, and keys waiting for MQTT 5 */
 	{"auth_opt_db x\n", "m.conf:1: auth_opt_db: not supported by Wisp: no plugins"},
-	{"connection uplink\naddress 10.0.0.1:1883\n", "m.conf:1: connection: bridges are not supported yet"},
-	{"topic # both 0\n", "m.conf:1: topic: bridges are not supported yet"},
+	{"topic # both 0\n", "m.conf:1: topic: a bridge key needs a `connection` line before it"},
+	{"try_private false\n", "m.conf:1: try_private: a bridge key needs a `connection` line before it"},
+	{"connection up\naddress h\ntopic # sideways\n", "m.conf:3: topic: direction 'sideways': expected out, in or both"},
+	{"connection up\naddress h\ntopic # in 3\n", "m.conf:3: topic: qos 3: expected 0, 1 or 2"},
+	{"connection up\naddress h\ntopic # in 1 a/\n",
+	 "m.conf:3: topic: expected pattern [direction [qos [local_prefix remote_prefix]]], got '# in 1 a/'"},
+	{"connection up\nconnection up\n", "m.conf:2: connection: a second connection named 'up'"},
+	{"connection up\nbridge_protocol_version mqttv31\n",
+	 "m.conf:2: bridge_protocol_version: 'mqttv31': Wisp's bridges speak mqttv311 or mqttv50"},
+	{"connection up\nlocal_clientid x\n",
+	 "m.conf:2: local_clientid: not supported by Wisp's bridges: the local session is $bridge/<connection>"},
+	{"connection up\nnotifications true\n",
+	 "m.conf:2: notifications: not supported by Wisp's bridges: only 'false' (the bridge's state is in "
+	 "$SYS/broker/bridges/<name>/)"},
 	/* per-listener keys Wisp has broker-wide */
 	{"listener 1884 127.0.0.1\nmax_qos 1\nlistener 1885 127.0.0.1\nmax_qos 2\n",
 	 "m.conf:4: max_qos: not supported by Wisp: max_qos is per listener in Mosquitto and for the whole broker in "
@@ -482,7 +510,7 @@ static void test_config_load_reads_a_mosquitto_file(void)
 	config_free(cfg);
 	CU_ASSERT_EQUAL_FATAL(write_file("main.conf", "listener 1884 127.0.0.1\nbridge_cafile x\n"), 0);
 	CU_ASSERT_EQUAL(config_load("main.conf", &cfg, err, sizeof err), WISP_ECONFIG);
-	CU_ASSERT_STRING_EQUAL(err, "main.conf:2: bridge_cafile: bridges are not supported yet");
+	CU_ASSERT_STRING_EQUAL(err, "main.conf:2: bridge_cafile: a bridge key needs a `connection` line before it");
 }
 
 static void test_out_of_memory_at_every_allocation(void)

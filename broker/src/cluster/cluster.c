@@ -5,8 +5,7 @@
  * subscriptions, the one or two NATS subscriptions for it). "a/#" also
  * matches "a" [MQTT-4.7.1-2], which NATS's "a.>" does not, so such a
  * filter holds a second subscription to "a". A shared subscription
- * ($share/group/filter) is interest in its filter; the group is per node
- * for now (each node's group gets a copy).
+ * ($share/group/filter) is a NATS queue subscription instead (groups.h).
  *
  * A message out: one natsMsg (subject, headers, payload copied by cnats)
  * per client PUBLISH, nothing per subscriber. In: the message is copied
@@ -36,17 +35,21 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <mbedtls/base64.h>
 #include <nats/nats.h>
 
 #include "alloc.h"
 #include "broker.h"
 #include "durable.h"
 #include "err.h"
+#include "groups.h"
 #include "hash.h"
 #include "inbox.h"
 #include "log.h"
+#include "presence.h"
+#include "retained_kv.h"
 #include "subject.h"
+#include "totals.h"
+#include "wire.h"
 
 #define EV_CONNECTED 0x1u
 #define EV_DISCONNECTED 0x2u
@@ -81,6 +84,10 @@ struct cluster {
 	natsOptions *opts;
 	natsConnection *nc;
 	struct inbox inbox;
+	struct cluster_groups *groups; /* shared subscriptions (groups.h) */
+	struct retained_kv *retained;  /* retained messages (retained_kv.h) */
+	struct presence *presence;     /* client ids cluster-wide (presence.h) */
+	struct totals *totals;         /* $SYS/cluster/ (totals.h) */
 	struct loop_io io;
 	struct interest **buckets;
 	size_t nbuckets, count;
@@ -101,19 +108,6 @@ struct cluster {
 static struct cluster *of(struct router *r) { return container_of(r, struct cluster, router); }
 
 /* ---- interest ---- */
-
-/* "$share/group/filter" is interest in "filter". */
-static void strip_share(const char **filter, size_t *len)
-{
-	static const char share[] = "$share/";
-	if (*len <= sizeof share - 1 || memcmp(*filter, share, sizeof share - 1) != 0)
-		return;
-	const char *group_end = memchr(*filter + sizeof share - 1, '/', *len - (sizeof share - 1));
-	if (!group_end)
-		return;
-	*len -= (size_t)(group_end + 1 - *filter);
-	*filter = group_end + 1;
-}
 
 static struct interest **find(struct cluster *c, const char *filter, size_t len, uint32_t h)
 {
@@ -161,7 +155,10 @@ static void nats_unsubscribe(struct cluster *c, struct interest *in)
 
 static void interest_ref(struct cluster *c, const char *filter, size_t len)
 {
-	strip_share(&filter, &len);
+	if (share_is_shared(filter, len)) {
+		groups_ref(c->groups, filter, len);
+		return;
+	}
 	uint32_t h = hash_bytes(0, filter, len);
 	struct interest **pp = find(c, filter, len, h);
 	if (*pp) {
@@ -187,7 +184,10 @@ static void interest_ref(struct cluster *c, const char *filter, size_t len)
 
 static void interest_unref(struct cluster *c, const char *filter, size_t len)
 {
-	strip_share(&filter, &len);
+	if (share_is_shared(filter, len)) {
+		groups_unref(c->groups, filter, len);
+		return;
+	}
 	struct interest **pp = find(c, filter, len, hash_bytes(0, filter, len));
 	struct interest *in = *pp;
 	if (!in || --in->count > 0)
@@ -258,14 +258,7 @@ static int make_nats_msg(struct cluster *c, const struct msg *m, const char *pre
 		st = natsMsgHeader_Set(nm, "Wisp-Expiry", left);
 	}
 	if (st == NATS_OK && m->props_len) {
-		size_t b64_len = 4 * ((m->props_len + 2) / 3) + 1;
-		unsigned char *b64 = wisp_malloc(b64_len);
-		size_t olen = 0;
-		if (!b64 || mbedtls_base64_encode(b64, b64_len, &olen, msg_props(m), m->props_len) != 0)
-			st = NATS_NO_MEMORY;
-		else
-			st = natsMsgHeader_Set(nm, "Wisp-Props", (const char *)b64);
-		wisp_free(b64);
+		st = wire_set_props(nm, msg_props(m), m->props_len);
 	}
 	if (st != NATS_OK) {
 		natsMsg_Destroy(nm);
@@ -287,8 +280,17 @@ static int send_to_nats(struct cluster *c, const struct msg *m)
 			durable_cancel(c->durable, ticket);
 			return WISP_ENOMEM;
 		}
-		if (durable_publish(c->durable, nm, m, ticket) == 0)
+		if (durable_publish(c->durable, nm, m, ticket) == 0) {
+			/* Shared groups are NATS queue groups on the core subject
+			 * (groups.h): they get a copy there (at most once), marked
+			 * so that ordinary subscriptions leave it to the stream. */
+			if (make_nats_msg(c, m, c->prefix, NULL, &nm) == 0) {
+				if (natsMsgHeader_Set(nm, "Wisp-Stream", "1") == NATS_OK)
+					natsConnection_PublishMsg(c->nc, nm);
+				natsMsg_Destroy(nm);
+			}
 			return 0;
+		}
 		natsMsg_Destroy(nm);
 	}
 	int rc = make_nats_msg(c, m, c->prefix, NULL, &nm);
@@ -310,7 +312,13 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 		} else {
 			c->b->stats.cluster.send_failed++;
 		}
+		if (m->retain)
+			retained_kv_publish(c->retained, m);
 	}
+	/* NATS picks the node for the shared groups of what it took; while
+	 * it is away (either connection), the local groups are served here
+	 * (groups.h). */
+	c->b->route.shares_elsewhere = sent && c->b->stats.cluster.connected && groups_connected(c->groups);
 	size_t matched = router_publish(c->local, m, levels, nlevels);
 	/* Subscribers elsewhere are unknown here: a message NATS took counts
 	 * as matched (no v5 0x10 No matching subscribers). */
@@ -325,24 +333,7 @@ static const struct router_ops cluster_ops = {
 
 /* ---- from NATS, on the loop thread ---- */
 
-static const char *header(natsMsg *nm, const char *key)
-{
-	const char *v = NULL;
-	return natsMsgHeader_Get(nm, key, &v) == NATS_OK ? v : NULL;
-}
 
-/* A forwarded property block must be well formed and hold only what a
- * broker forwards: it goes to subscribers as is. */
-static bool props_ok(const uint8_t *p, size_t len)
-{
-	struct mqtt_prop_iter it = {p, p + len};
-	struct mqtt_prop prop;
-	int rc;
-	while ((rc = mqtt_props_next(&it, &prop)) == 1)
-		if (MQTT_PROP_BIT(prop.id) & BROKER_PROPS_NOT_FORWARDED)
-			return false;
-	return rc == 0 && it.pos == it.end;
-}
 
 /*
  * Whether this message was already routed here. A node holding two
@@ -387,10 +378,21 @@ static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr
 static const char *route_remote(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream)
 {
 	struct broker *b = c->b;
-	const char *node = header(nm, "Wisp-Node");
-	if (node && strcmp(node, c->node) == 0)
+	if (retained_kv_message(c->retained, nm) || presence_message(c->presence, nm) || totals_message(c->totals, nm))
+		return NULL;
+	const char *share_key = NULL;
+	size_t share_len = 0;
+	bool for_group = groups_message(c->groups, nm, &share_key, &share_len);
+	const char *node = wire_header(nm, "Wisp-Node");
+	if (for_group && !share_key)
+		return ""; /* its group left this node meanwhile, as a local group's last member may */
+	if (!for_group && node && strcmp(node, c->node) == 0)
 		return "this node's own message";
-	if (!from_stream && seen_before(c, node, header(nm, "Wisp-Seq")))
+	if (!for_group && !from_stream && wire_header(nm, "Wisp-Stream"))
+		return ""; /* the groups' copy of a stream message: the stream brings it */
+	/* Each group's copy is its own: never one of overlapping filters; a
+	 * stream message is deduplicated by durable.c. */
+	if (!for_group && !from_stream && seen_before(c, node, wire_header(nm, "Wisp-Seq")))
 		return ""; /* another subscription's copy: not a drop */
 	const char *subj = natsMsg_GetSubject(nm);
 	ssize_t tlen = subject_to_topic(prefix, subj, strlen(subj), c->buf, c->buf_cap);
@@ -398,9 +400,9 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 		return "a subject that maps to no valid topic";
 	if (broker_topic_bound(b, c->buf, (size_t)tlen) != TOPIC_WITHIN_LIMITS)
 		return "a topic over limits.max_topic_length or max_topic_levels";
-	const char *q = header(nm, "Wisp-QoS");
+	const char *q = wire_header(nm, "Wisp-QoS");
 	uint8_t qos = q && q[0] >= '0' && q[0] <= '2' && !q[1] ? (uint8_t)(q[0] - '0') : 0;
-	const char *exp = header(nm, "Wisp-Expiry");
+	const char *exp = wire_header(nm, "Wisp-Expiry");
 	uint64_t expires_at = 0;
 	if (exp) {
 		unsigned long left = strtoul(exp, NULL, 10);
@@ -408,18 +410,9 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 	}
 	uint8_t *props = NULL;
 	size_t props_len = 0;
-	const char *p64 = header(nm, "Wisp-Props");
-	if (p64 && *p64) {
-		size_t n = strlen(p64);
-		props = wisp_malloc(n);
-		if (!props)
-			return "out of memory";
-		if (mbedtls_base64_decode(props, n, &props_len, (const unsigned char *)p64, n) != 0 ||
-		    !props_ok(props, props_len)) {
-			wisp_free(props);
-			return "malformed Wisp-Props";
-		}
-	}
+	const char *bad = wire_get_props(nm, &props, &props_len);
+	if (bad)
+		return bad;
 	int dlen = natsMsg_GetDataLength(nm);
 	struct msg_spec spec = {
 		.topic = c->buf,
@@ -429,7 +422,7 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 		.payload = natsMsg_GetData(nm),
 		.payload_len = dlen > 0 ? (size_t)dlen : 0,
 		.qos = qos,
-		.retain = header(nm, "Wisp-Retain") != NULL,
+		.retain = wire_header(nm, "Wisp-Retain") != NULL,
 		.expires_at = expires_at,
 		.origin = c,
 	};
@@ -439,8 +432,12 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 		return "out of memory";
 	struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
 	int nl = topic_split(msg_topic(m), m->topic_len, levels, TOPIC_MAX_LEVELS_HARD);
-	if (nl > 0) {
+	if (nl > 0 && for_group) {
 		b->stats.cluster.received++;
+		route_share_deliver(b, share_key, share_len, m);
+	} else if (nl > 0) {
+		b->stats.cluster.received++;
+		b->route.shares_elsewhere = true; /* NATS sent the groups' copies apart */
 		router_publish(c->local, m, levels, (size_t)nl);
 	}
 	msg_unref(m);
@@ -465,6 +462,8 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		b->stats.cluster.connected = 1;
 		log_msg(LOG_NOTICE, "cluster", "connected to NATS as node '%s'", c->node);
 	}
+	if (ev & RETAINED_KV_EVENT)
+		retained_kv_event(c->retained);
 	if (ev & EV_CLOSED) {
 		b->stats.cluster.connected = 0;
 		log_msg(LOG_ERROR, "cluster", "the NATS connection is closed for good: serving local clients only");
@@ -499,7 +498,7 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 	(void)sub;
 	struct cluster *c = closure;
 	if (!inbox_push(&c->inbox, msg))
-		natsMsg_Destroy(msg); /* counted by the inbox */
+		natsMsg_Destroy(msg); /* counted by the inbox, unless it is closing */
 }
 
 static void on_connected(natsConnection *nc, void *closure)
@@ -621,6 +620,12 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 			 natsStatus_GetText(st));
 		goto fail;
 	}
+	if (groups_start(&c->groups, cfg->nats, c->node, c->prefix, &c->inbox, &b->stats.cluster.subjects, err, errlen) != 0)
+		goto fail;
+	if (retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c) != 0 ||
+	    presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0 ||
+	    totals_start(&c->totals, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0)
+		goto nomem;
 	if (cfg->durable && durable_start(b, c->node, c->run, route_stream_msg, c, &c->durable) != 0) {
 		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
 		goto fail;
@@ -659,18 +664,29 @@ void cluster_stop(struct cluster *c)
 			wisp_free(in);
 		}
 	durable_stop(c->durable); /* closes its own connection first */
+	presence_stop(c->presence); /* on the groups' connection */
+	totals_stop(c->totals);
+	groups_close(c->groups);
+	retained_kv_stop(c->retained);
 	/* Close joins cnats's threads: no callback runs after it. */
 	if (c->nc) {
 		natsConnection_Close(c->nc);
 		natsConnection_Destroy(c->nc);
 	}
 	natsOptions_Destroy(c->opts);
+	/* Freed while cnats can still free them; a late callback's message is
+	 * refused and freed by the callback itself. */
+	inbox_close(&c->inbox, free_msg);
 	/* cnats may still run a callback on its threads after Destroy: wait
 	 * for them before the inbox goes. */
 	nats_CloseAndWait(5000);
 	durable_free(c->durable);
 	loop_io_stop(b->loop, &c->io);
 	inbox_free(&c->inbox, free_msg);
+	groups_free(c->groups);
+	retained_kv_free(c->retained);
+	presence_free(c->presence);
+	totals_free(c->totals);
 	wisp_free(c->buckets);
 	wisp_free(c->buf);
 	wisp_free(c->node);

@@ -23,12 +23,16 @@
  * they only hand messages and connection events to the loop thread through
  * inbox.h. Everything else runs on the loop thread.
  *
- * QoS 1/2 (cluster.durable, the default) go through a JetStream stream
- * instead of the core subject, their publishers' acks held until it
- * stored them: durable.h.
+ *  - shared subscription groups are NATS queue groups (groups.h);
+ *    retained messages go through a JetStream KV bucket (retained_kv.h);
+ *    a client id connected here is taken over elsewhere (presence.h);
+ *    $SYS/cluster/ sums every node's figures (totals.h).
  *
- * Not done yet (issue 16): cluster-wide client ids, sessions, retained
- * messages and shared subscription groups.
+ *  - QoS 1/2 (cluster.durable, the default) go through a JetStream stream
+ *    as well, their publishers' acks held until it stored them (durable.h).
+ *
+ * Not done yet (issue 16): persistent sessions moving with their client
+ * (docs/cluster.md).
  */
 #ifndef WISP_CLUSTER_CLUSTER_H
 #define WISP_CLUSTER_CLUSTER_H

@@ -27,6 +27,7 @@ int inbox_init(struct inbox *q, size_t cap)
 	q->head = q->len = 0;
 	q->events = 0;
 	q->dropped = 0;
+	q->closed = false;
 	return 0;
 }
 
@@ -51,9 +52,25 @@ static void wake(int efd)
 		;
 }
 
+void inbox_close(struct inbox *q, void (*free_item)(void *))
+{
+	if (!q->items)
+		return;
+	pthread_mutex_lock(&q->mu);
+	q->closed = true;
+	for (; q->len; q->len--, q->head = (q->head + 1) % q->cap)
+		if (free_item)
+			free_item(q->items[q->head]);
+	pthread_mutex_unlock(&q->mu);
+}
+
 bool inbox_push(struct inbox *q, void *item)
 {
 	pthread_mutex_lock(&q->mu);
+	if (q->closed) {
+		pthread_mutex_unlock(&q->mu);
+		return false;
+	}
 	if (q->len == q->cap) {
 		q->dropped++;
 		pthread_mutex_unlock(&q->mu);

@@ -28,6 +28,7 @@ struct inbox {
 	size_t cap, head, len;
 	unsigned events;   /* raised bits, cleared by inbox_take */
 	uint64_t dropped;  /* pushes refused because the ring was full */
+	bool closed;       /* inbox_close: pushes refused (not counted) */
 	int efd;
 };
 
@@ -36,6 +37,10 @@ int inbox_init(struct inbox *q, size_t cap);
 /* Frees what is still queued with free_item (may be NULL), then the ring. */
 void inbox_free(struct inbox *q, void (*free_item)(void *));
 
+/* Refuses every later push and frees what is queued with free_item: while
+ * the NATS library can still free its messages (before nats_CloseAndWait,
+ * after which a late callback's push must not find the ring open). */
+void inbox_close(struct inbox *q, void (*free_item)(void *));
 /* Any thread. true: queued (the inbox owns it until taken); false: full,
  * counted, the caller still owns it. */
 bool inbox_push(struct inbox *q, void *item);

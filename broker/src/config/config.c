@@ -127,6 +127,11 @@ static int parse_log_destination(struct parser *p, const cJSON *item, void *base
 static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, const struct field *f);
 static int parse_subject_prefix(struct parser *p, const cJSON *item, void *base, const struct field *f);
 static int parse_stream_name(struct parser *p, const cJSON *item, void *base, const struct field *f);
+static int parse_bridges(struct parser *p, const cJSON *item, void *base, const struct field *f);
+static int parse_bridge_topics(struct parser *p, const cJSON *item, void *base, const struct field *f);
+static int parse_addresses(struct parser *p, const cJSON *item, void *base, const struct field *f);
+static int parse_prefix(struct parser *p, const cJSON *item, void *base, const struct field *f);
+static int parse_bucket_name(struct parser *p, const cJSON *item, void *base, const struct field *f);
 
 static const struct field tls_fields[] = {
 	F_FILE(struct config_tls, "cert", cert),
@@ -312,6 +317,10 @@ static const struct field cluster_fields[] = {
 	 * cnats (~ its size + 200 bytes of headers). 65536 rides out a NATS
 	 * restart of a few seconds at ~10k msg/s; past it, at most once. */
 	F_NUM(struct config_cluster, FT_U32, "outbound_queue", outbound_queue, 16, 16777216, 65536),
+	{.key = "retained_bucket", .type = FT_CUSTOM, .def_str = "wisp_retained",
+	 .offset = offsetof(struct config_cluster, retained_bucket), .custom = parse_bucket_name},
+	/* JetStream's own range: 1 (one NATS server) to 5. */
+	F_NUM(struct config_cluster, FT_U32, "retained_replicas", retained_replicas, 1, 5, 1),
 	{0},
 };
 
@@ -324,6 +333,54 @@ static const struct field dashboard_fields[] = {
 	{0},
 };
 
+static const struct enum_name bridge_dir_names[] = {
+	{"out", CONFIG_BRIDGE_OUT}, {"in", CONFIG_BRIDGE_IN}, {"both", CONFIG_BRIDGE_BOTH}, {NULL, 0}};
+static const struct enum_name bridge_version_names[] = {
+	{"mqttv311", 4}, {"3.1.1", 4}, {"mqttv50", 5}, {"5", 5}, {NULL, 0}};
+
+static const struct field topic_fields[] = {
+	F_STR(struct config_bridge_topic, "pattern", pattern, "#"),
+	F_ENUM(struct config_bridge_topic, "direction", direction, bridge_dir_names, CONFIG_BRIDGE_OUT),
+	F_NUM(struct config_bridge_topic, FT_U32, "qos", qos, 0, 2, 1),
+	{.key = "local_prefix", .type = FT_CUSTOM, .def_str = "",
+	 .offset = offsetof(struct config_bridge_topic, local_prefix), .custom = parse_prefix},
+	{.key = "remote_prefix", .type = FT_CUSTOM, .def_str = "",
+	 .offset = offsetof(struct config_bridge_topic, remote_prefix), .custom = parse_prefix},
+	{0},
+};
+
+static const struct field bridge_fields[] = {
+	F_STR(struct config_bridge, "name", name, NULL),
+	F_CUSTOM(struct config_bridge, "addresses", addresses, parse_addresses),
+	F_ENUM(struct config_bridge, "protocol_version", protocol_version, bridge_version_names, 4),
+	F_STR(struct config_bridge, "client_id", client_id, NULL),
+	F_STR(struct config_bridge, "username", username, NULL),
+	F_STR(struct config_bridge, "password", password, NULL),
+	/* Mosquitto's bridge default; the remote drops us after 1.5 times it. */
+	F_NUM(struct config_bridge, FT_U32, "keepalive", keepalive, 5, 65535, 60),
+	F_BOOL(struct config_bridge, "clean_start", clean_start, false),
+	F_NUM(struct config_bridge, FT_U32, "session_expiry", session_expiry, 0, UINT32_MAX, 0),
+	F_BOOL(struct config_bridge, "try_private", try_private, true),
+	F_FILE(struct config_bridge, "cafile", cafile),
+	F_FILE(struct config_bridge, "certfile", certfile),
+	F_FILE(struct config_bridge, "keyfile", keyfile),
+	F_BOOL(struct config_bridge, "tls_insecure", tls_insecure, false),
+	F_CUSTOM(struct config_bridge, "topics", topics, parse_bridge_topics),
+	/* What waits for the remote while it is unreachable: 100000 messages
+	 * or 64 MiB, about 15 minutes of a gateway sending 100 messages a
+	 * second of up to ~600 bytes. Past either bound a new message is
+	 * dropped, counted and logged once per episode. */
+	F_NUM(struct config_bridge, FT_U32, "max_queued_messages", max_queued_messages, 1, UINT32_MAX, 100000),
+	F_NUM(struct config_bridge, FT_U64, "max_queued_bytes", max_queued_bytes, 1024, UINT64_MAX, 64u << 20),
+	/* Reconnect backoff: from 1 s, doubling to 60 s, each wait drawn
+	 * between half and all of it, so gateways that lost the same remote
+	 * do not come back at the same instant. */
+	F_NUM(struct config_bridge, FT_U32, "reconnect_min", reconnect_min, 1, 3600, 1),
+	F_NUM(struct config_bridge, FT_U32, "reconnect_max", reconnect_max, 1, 86400, 60),
+	F_NUM(struct config_bridge, FT_U32, "connect_timeout", connect_timeout, 1, 3600, 10),
+	{0},
+};
+
 static const struct field top_fields[] = {
 	F_CUSTOM(struct config, "listeners", listeners, parse_listeners),
 	F_OBJ(struct config, "limits", limits, limits_fields),
@@ -332,6 +389,7 @@ static const struct field top_fields[] = {
 	F_OBJ(struct config, "persistence", persistence, persistence_fields),
 	F_OBJ(struct config, "cluster", cluster, cluster_fields),
 	F_OBJ(struct config, "dashboard", dashboard, dashboard_fields),
+	F_CUSTOM(struct config, "bridges", bridges, parse_bridges),
 	F_NUM(struct config, FT_U32, "sys_interval", sys_interval, 0, 86400, 10),
 	F_STR(struct config, "pid_file", pid_file, NULL),
 	{0},
@@ -675,7 +733,8 @@ static void free_fields(const struct field *fields, void *base)
 		if (f->type == FT_OBJECT) {
 			free_fields(f->sub, dst);
 		} else if (f->type == FT_STR || f->type == FT_FILE ||
-			   (f->type == FT_CUSTOM && f->custom != parse_listeners)) {
+			   (f->type == FT_CUSTOM && f->custom != parse_listeners && f->custom != parse_bridges &&
+			    f->custom != parse_bridge_topics)) {
 			char *s;
 			memcpy(&s, dst, sizeof s);
 			wisp_free(s);
@@ -914,16 +973,23 @@ static int parse_acl(struct parser *p, const cJSON *item, void *base, const stru
 	return set_built_string(&b, rc, base, f);
 }
 
-/* "nats": a URL or an array of them, kept as cnats's comma-separated list. */
-static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, const struct field *f)
+/* A string or a non-empty array of them, each one checked by `why_bad`
+ * (NULL: fine; else the reason, possibly written into `buf`), kept
+ * comma-separated. `want` names the accepted shapes for a wrong type. */
+typedef const char *why_bad_fn(const char *v, char *buf, size_t len);
+
+static int parse_string_list(struct parser *p, const cJSON *item, void *base, const struct field *f,
+			     why_bad_fn *why_bad, const char *want)
 {
 	struct strbuf b = {0};
 	if (sb_add(&b, "", 0))
 		return fail_nomem(p);
 	int rc = 0;
+	char buf[160];
+	const char *why;
 	if (cJSON_IsString(item)) {
-		if (!*item->valuestring || strchr(item->valuestring, ','))
-			rc = fail(p, "a NATS URL, without commas");
+		if ((why = why_bad(item->valuestring, buf, sizeof buf)))
+			rc = fail(p, "%s", why);
 		else if (sb_addz(&b, item->valuestring))
 			rc = fail_nomem(p);
 	} else if (cJSON_IsArray(item) && item->child) {
@@ -932,17 +998,30 @@ static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, cons
 			size_t old = path_push_index(p, i);
 			if (!cJSON_IsString(c))
 				rc = fail_type(p, "a string", c);
-			else if (!*c->valuestring || strchr(c->valuestring, ','))
-				rc = fail(p, "a NATS URL, without commas");
+			else if ((why = why_bad(c->valuestring, buf, sizeof buf)))
+				rc = fail(p, "%s", why);
 			else if ((i && sb_addz(&b, ",")) || sb_addz(&b, c->valuestring))
 				rc = fail_nomem(p);
 			if (!rc)
 				path_pop(p, old);
 		}
 	} else {
-		rc = fail_type(p, "a URL or a non-empty array of URLs", item);
+		rc = fail_type(p, want, item);
 	}
 	return set_built_string(&b, rc, base, f);
+}
+
+static const char *nats_url_bad(const char *v, char *buf, size_t len)
+{
+	(void)buf;
+	(void)len;
+	return !*v || strchr(v, ',') ? "a NATS URL, without commas" : NULL;
+}
+
+/* "nats": a URL or an array of them, kept as cnats's comma-separated list. */
+static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	return parse_string_list(p, item, base, f, nats_url_bad, "a URL or a non-empty array of URLs");
 }
 
 /* "subject_prefix": a NATS literal subject (tokens joined by '.', none
@@ -972,6 +1051,21 @@ static int parse_subject_prefix(struct parser *p, const cJSON *item, void *base,
 	return set_built_string(&b, rc, base, f);
 }
 
+/* A JetStream KV bucket name: what nats-server accepts, [A-Za-z0-9_-]+
+ * (it becomes the stream KV_<name> and the subjects $KV.<name>.>). */
+static int parse_bucket_name(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	if (!cJSON_IsString(item))
+		return fail_type(p, "a string", item);
+	const char *v = item->valuestring;
+	size_t n = strlen(v);
+	if (n == 0 || n > 64 || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != n)
+		return fail(p, "\"%s\" is not a JetStream bucket name (1 to 64 of A-Z a-z 0-9 _ -)", v);
+	struct strbuf b = {0};
+	int rc = sb_addz(&b, v) ? fail_nomem(p) : 0;
+	return set_built_string(&b, rc, base, f);
+}
+
 /* A JetStream stream name, also the first token of its subjects. */
 static int parse_stream_name(struct parser *p, const cJSON *item, void *base, const struct field *f)
 {
@@ -987,6 +1081,146 @@ static int parse_stream_name(struct parser *p, const cJSON *item, void *base, co
 	struct strbuf b = {0};
 	int rc = sb_addz(&b, v) ? fail_nomem(p) : 0;
 	return set_built_string(&b, rc, base, f);
+}
+
+/* ---- bridges ---- */
+
+/* An array of objects described by `fields` into a new array of `size`-byte
+ * elements, defaults applied first. */
+static int parse_array(struct parser *p, const cJSON *item, const struct field *fields, size_t size,
+		       void **out, size_t *count)
+{
+	if (!cJSON_IsArray(item))
+		return fail_type(p, "an array", item);
+	size_t n = (size_t)cJSON_GetArraySize(item);
+	if (n == 0)
+		return fail(p, "must not be empty");
+	char *arr = wisp_calloc(n, size);
+	if (!arr)
+		return fail_nomem(p);
+	*out = arr;
+	*count = n;
+	for (size_t i = 0; i < n; i++)
+		if (apply_defaults(fields, arr + i * size))
+			return fail_nomem(p);
+	size_t i = 0;
+	for (const cJSON *c = item->child; c; c = c->next, i++) {
+		size_t old = path_push_index(p, i);
+		int rc = parse_object(p, c, fields, arr + i * size);
+		if (rc)
+			return rc;
+		path_pop(p, old);
+	}
+	return 0;
+}
+
+static int parse_bridges(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	struct config *cfg = base;
+	void *arr = NULL;
+	(void)f;
+	int rc = parse_array(p, item, bridge_fields, sizeof *cfg->bridges, &arr, &cfg->bridge_count);
+	cfg->bridges = arr;
+	return rc;
+}
+
+static int parse_bridge_topics(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	struct config_bridge *br = base;
+	void *arr = NULL;
+	(void)f;
+	int rc = parse_array(p, item, topic_fields, sizeof *br->topics, &arr, &br->topic_count);
+	br->topics = arr;
+	return rc;
+}
+
+/* "host:port" (an IPv6 host in brackets), port 1..65535. */
+static bool address_valid(const char *a)
+{
+	const char *colon = strrchr(a, ':');
+	if (!colon || colon == a || !colon[1] || strchr(a, ','))
+		return false;
+	if (a[0] == '[' && colon[-1] != ']')
+		return false;
+	char *end;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	return !*end && port >= 1 && port <= 65535;
+}
+
+static const char *address_bad(const char *v, char *buf, size_t len)
+{
+	if (address_valid(v))
+		return NULL;
+	snprintf(buf, len, "\"%.100s\" is not host:port", v);
+	return buf;
+}
+
+/* "addresses": "host:port" or an array of them (tried in order), kept
+ * comma-separated. */
+static int parse_addresses(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	return parse_string_list(p, item, base, f, address_bad, "\"host:port\" or a non-empty array of them");
+}
+
+/* A topic prefix: "" or topic levels without wildcards. */
+static int parse_prefix(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	if (!cJSON_IsString(item))
+		return fail_type(p, "a string", item);
+	if (strpbrk(item->valuestring, "+#"))
+		return fail(p, "\"%s\": a prefix has no wildcards", item->valuestring);
+	return store_str(p, (char *)base + f->offset, item->valuestring);
+}
+
+/* A valid topic filter: '+' a whole level, '#' the whole last one. */
+static bool filter_valid(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 65535)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		bool level_start = i == 0 || s[i - 1] == '/';
+		bool level_end = i + 1 == n || s[i + 1] == '/';
+		if (s[i] == '+' && !(level_start && level_end))
+			return false;
+		if (s[i] == '#' && !(level_start && i + 1 == n))
+			return false;
+	}
+	return true;
+}
+
+static int check_bridge(struct parser *p, struct config *cfg, size_t i)
+{
+	struct config_bridge *br = &cfg->bridges[i];
+	size_t old = path_push_key(p, "bridges");
+	path_push_index(p, i);
+	if (!br->name)
+		return fail(p, "needs a \"name\"");
+	if (!*br->name || strpbrk(br->name, "/+#") || strlen(br->name) > 64)
+		return fail(p, "name \"%s\": 1 to 64 characters, none of / + #", br->name);
+	for (size_t j = 0; j < i; j++)
+		if (strcmp(cfg->bridges[j].name, br->name) == 0)
+			return fail(p, "name \"%s\" is also bridges[%zu]'s", br->name, j);
+	if (!br->addresses)
+		return fail(p, "needs \"addresses\"");
+	if (!br->topics)
+		return fail(p, "needs \"topics\" (what crosses the bridge)");
+	if ((br->certfile != NULL) != (br->keyfile != NULL))
+		return fail(p, "certfile and keyfile go together (mutual TLS)");
+	if (br->certfile && !br->cafile)
+		return fail(p, "certfile needs cafile (TLS)");
+	if (br->reconnect_max < br->reconnect_min)
+		return fail(p, "reconnect_max (%u) is below reconnect_min (%u)", br->reconnect_max, br->reconnect_min);
+	for (size_t t = 0; t < br->topic_count; t++) {
+		const struct config_bridge_topic *r = &br->topics[t];
+		if (!filter_valid(r->pattern)) {
+			path_push_key(p, "topics");
+			path_push_index(p, t);
+			return fail(p, "pattern \"%s\" is not a valid topic filter", r->pattern);
+		}
+	}
+	path_pop(p, old);
+	return 0;
 }
 
 /* ---- whole-document rules ---- */
@@ -1116,6 +1350,9 @@ static int finalize(struct parser *p, struct config *cfg, const cJSON *root)
 		if (!lj && cfg->auth.password_file)
 			cfg->listeners[i].allow_anonymous = false;
 	}
+	for (size_t i = 0; i < cfg->bridge_count; i++)
+		if ((rc = check_bridge(p, cfg, i)))
+			return rc;
 	if (cfg->auth.acl_file && cfg->auth.acl_inline) {
 		path_push_key(p, "auth.acl");
 		return fail(p, "cannot be combined with auth.acl_file (choose one)");
@@ -1259,6 +1496,14 @@ void config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->listener_count; i++)
 		free_fields(listener_fields, &cfg->listeners[i]);
 	wisp_free(cfg->listeners);
+	for (size_t i = 0; i < cfg->bridge_count; i++) {
+		struct config_bridge *br = &cfg->bridges[i];
+		for (size_t t = 0; t < br->topic_count; t++)
+			free_fields(topic_fields, &br->topics[t]);
+		wisp_free(br->topics);
+		free_fields(bridge_fields, br);
+	}
+	wisp_free(cfg->bridges);
 	free_fields(top_fields, cfg);
 	wisp_free(cfg->path);
 	wisp_free(cfg);

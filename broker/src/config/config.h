@@ -148,12 +148,50 @@ struct config_cluster {
 	uint32_t replicas;      /* its replicas; default 1 */
 	uint32_t stream_max_age; /* seconds a message stays in it at most; default 86400 */
 	uint32_t outbound_queue; /* QoS 1/2 messages waiting for JetStream's ack; default 65536 */
+	char *retained_bucket;  /* JetStream KV bucket of the retained messages; default "wisp_retained" */
+	uint32_t retained_replicas; /* its replicas; default 1 */
 };
 
 /* The dashboard's table of recently published topics (topic/activity.h). */
 struct config_dashboard {
 	uint32_t max_topics;      /* default 10000; the least recently published are forgotten past it */
 	uint32_t max_value_bytes; /* bytes of each topic's last payload kept; default 256 */
+};
+
+/* Bridges to other brokers (broker/src/bridge/): one topic rule, as
+ * Mosquitto's `topic pattern direction qos local_prefix remote_prefix`. */
+enum config_bridge_dir {
+	CONFIG_BRIDGE_OUT = 0,  /* local publishes go to the remote */
+	CONFIG_BRIDGE_IN = 1,   /* the remote's go to local subscribers */
+	CONFIG_BRIDGE_BOTH = 2,
+};
+
+struct config_bridge_topic {
+	char *pattern;        /* a topic filter; default "#" */
+	int direction;        /* enum config_bridge_dir; default out */
+	uint32_t qos;         /* 0..2; default 1 */
+	char *local_prefix;   /* prepended on this side; default "" */
+	char *remote_prefix;  /* prepended on the remote; default "" */
+};
+
+struct config_bridge {
+	char *name;              /* unique; the local session is "$bridge/<name>" */
+	char *addresses;         /* "host:port" list, comma-separated, tried in order (failover) */
+	int protocol_version;    /* 4 (3.1.1) or 5; default 4 */
+	char *client_id;         /* default: the name */
+	char *username, *password;
+	uint32_t keepalive;      /* seconds; default 60 */
+	bool clean_start;        /* default false: the remote keeps our session */
+	uint32_t session_expiry; /* v5, seconds; default 0 (with clean_start false: never) */
+	bool try_private;        /* 3.1.1: protocol level | 0x80 (Mosquitto's bridge flag); default true */
+	char *cafile, *certfile, *keyfile; /* cafile: TLS; certfile+keyfile: mutual TLS */
+	bool tls_insecure;       /* do not check the server's name; default false */
+	struct config_bridge_topic *topics;
+	size_t topic_count;
+	uint32_t max_queued_messages; /* waiting for the remote; default 100000 */
+	uint64_t max_queued_bytes;    /* default 64 MiB */
+	uint32_t reconnect_min, reconnect_max; /* backoff, seconds; default 1 and 60 */
+	uint32_t connect_timeout;     /* seconds for TCP, TLS and CONNACK; default 10 */
 };
 
 struct config {
@@ -166,6 +204,8 @@ struct config {
 	struct config_persistence persistence;
 	struct config_cluster cluster;
 	struct config_dashboard dashboard;
+	struct config_bridge *bridges;
+	size_t bridge_count;
 	uint32_t sys_interval; /* seconds between $SYS updates; 0 = off; default 10 */
 	char *pid_file;        /* written once the listeners are open, removed at exit; NULL: none */
 };

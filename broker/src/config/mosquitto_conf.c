@@ -17,8 +17,15 @@
  * Each value remembers the file and line it came from, so a value the
  * validator refuses is reported as "<file>:<line>: <key>: <reason>" too.
  *
- * What it does not do: bridges (refused as "not supported yet" until the
- * bridge issue lands), plugins, and every key whose meaning Wisp cannot honour: those
+ * Bridges: a `connection` line starts a Wisp bridge (bridges[]); the bridge
+ * keys after it (address, topic, bridge_protocol_version, remote_clientid,
+ * remote_username/password, cleansession, keepalive_interval, try_private,
+ * bridge_cafile/certfile/keyfile, bridge_insecure, restart_timeout) fill
+ * it in, with Mosquitto's defaults where Wisp's differ (client id
+ * "<host name>.<connection>", topic QoS 0). Bridge keys Wisp has no
+ * counterpart for are refused.
+ *
+ * What it does not do: plugins, and every key whose meaning Wisp cannot honour: those
  * are refused with the reason, never skipped. A key whose Wisp counterpart
  * is still being written is one table row with K_NOT_YET. Mosquitto's
  * per-listener keys that Wisp has broker-wide (max_qos, max_topic_alias,
@@ -38,6 +45,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -138,6 +146,8 @@ struct reader {
 	const char *log_dest_file;
 	unsigned log_dest_line;
 	bool in_include;
+	cJSON *bridges;    /* bridges[], NULL until a `connection` line */
+	cJSON *bridge;     /* the one the bridge keys go to: the last `connection` */
 	char *err;
 	size_t errlen;
 	const char *file; /* current position, for messages */
@@ -378,9 +388,200 @@ static int conv_not_yet(struct reader *r, const struct mosq_key *k, const char *
 
 static int conv_bridge(struct reader *r, const struct mosq_key *k, const char *value)
 {
-	(void)k;
 	(void)value;
-	return fail(r, "bridges are not supported yet");
+	return fail(r, "not supported by Wisp's bridges: %s", k->why ? k->why : "no counterpart");
+}
+
+/* ---- bridges ---- */
+
+static int bridge_put(struct reader *r, const char *path, cJSON *item)
+{
+	if (!r->bridge) {
+		cJSON_Delete(item);
+		return fail(r, "a bridge key needs a `connection` line before it");
+	}
+	cJSON_DeleteItemFromObjectCaseSensitive(r->bridge, path); /* a repeated key: the last one counts */
+	return set_at(r, r->bridge, path, item);
+}
+
+static int conv_connection(struct reader *r, const struct mosq_key *k, const char *value)
+{
+	(void)k;
+	if (!r->bridges && !(r->bridges = cJSON_CreateArray()))
+		return fail_nomem(r);
+	for (const cJSON *b = r->bridges->child; b; b = b->next)
+		if (!strcmp(cJSON_GetObjectItemCaseSensitive(b, "name")->valuestring, value))
+			return fail(r, "a second connection named '%s'", value);
+	cJSON *b = cJSON_CreateObject();
+	if (!b || !cJSON_AddStringToObject(b, "name", value)) {
+		cJSON_Delete(b);
+		return fail_nomem(r);
+	}
+	cJSON_AddItemToArray(r->bridges, b);
+	r->bridge = b;
+	return 0;
+}
+
+/* `address host[:port] [host[:port]...]`: port 1883 by default. */
+static int conv_address(struct reader *r, const struct mosq_key *k, const char *value)
+{
+	(void)k;
+	cJSON *arr = cJSON_CreateArray();
+	if (!arr)
+		return fail_nomem(r);
+	const char *p = value;
+	while (*p) {
+		size_t n = strcspn(p, " \t");
+		char one[300];
+		if (n >= 256) {
+			cJSON_Delete(arr);
+			return fail(r, "address too long");
+		}
+		bool has_port = memchr(p, ':', n) && !(p[0] == '[' && p[n - 1] == ']');
+		snprintf(one, sizeof one, "%.*s%s", (int)n, p, has_port ? "" : ":1883");
+		cJSON *s = cJSON_CreateString(one);
+		if (!s) {
+			cJSON_Delete(arr);
+			return fail_nomem(r);
+		}
+		cJSON_AddItemToArray(arr, s);
+		p += n;
+		while (*p == ' ' || *p == '\t')
+			p++;
+	}
+	return bridge_put(r, "addresses", arr);
+}
+
+/* `topic pattern [[[out|in|both] qos] local-prefix remote-prefix]`; `""`
+ * is an empty prefix. Mosquitto's QoS default is 0. */
+static int conv_topic(struct reader *r, const struct mosq_key *k, const char *value)
+{
+	(void)k;
+	if (!r->bridge)
+		return fail(r, "a bridge key needs a `connection` line before it");
+	char buf[1024];
+	char *tok[6];
+	size_t n = 0;
+	snprintf(buf, sizeof buf, "%s", value);
+	for (char *save = NULL, *t = strtok_r(buf, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+		if (n == 5)
+			return fail(r, "expected pattern [direction [qos [local_prefix remote_prefix]]], got '%s'", value);
+		tok[n++] = !strcmp(t, "\"\"") ? t + 2 : t;
+	}
+	if (n == 0 || n == 4)
+		return fail(r, "expected pattern [direction [qos [local_prefix remote_prefix]]], got '%s'", value);
+	if (!*tok[0])
+		return fail(r, "not supported by Wisp's bridges: an empty pattern (the prefix alone as the topic)");
+	const char *dir = n > 1 ? tok[1] : "out";
+	if (strcmp(dir, "out") && strcmp(dir, "in") && strcmp(dir, "both"))
+		return fail(r, "direction '%s': expected out, in or both", dir);
+	long long qos = 0;
+	if (n > 2) {
+		int rc = parse_int(r, tok[2], &qos);
+		if (rc)
+			return rc;
+		if (qos < 0 || qos > 2)
+			return fail(r, "qos %lld: expected 0, 1 or 2", qos);
+	}
+	cJSON *t = cJSON_CreateObject();
+	if (!t || !cJSON_AddStringToObject(t, "pattern", tok[0]) || !cJSON_AddStringToObject(t, "direction", dir) ||
+	    !cJSON_AddNumberToObject(t, "qos", (double)qos) ||
+	    (n == 5 && (!cJSON_AddStringToObject(t, "local_prefix", tok[3]) ||
+			!cJSON_AddStringToObject(t, "remote_prefix", tok[4])))) {
+		cJSON_Delete(t);
+		return fail_nomem(r);
+	}
+	cJSON *topics = cJSON_GetObjectItemCaseSensitive(r->bridge, "topics");
+	if (!topics && !(topics = cJSON_AddArrayToObject(r->bridge, "topics"))) {
+		cJSON_Delete(t);
+		return fail_nomem(r);
+	}
+	cJSON_AddItemToArray(topics, t);
+	return 0;
+}
+
+/* Keys whose value goes to the bridge as it is (k->wisp), as a string, a
+ * boolean or an integer by the key's bounds. */
+static int conv_bridge_string(struct reader *r, const struct mosq_key *k, const char *value)
+{
+	return bridge_put(r, k->wisp, cJSON_CreateString(value));
+}
+
+static int conv_bridge_bool(struct reader *r, const struct mosq_key *k, const char *value)
+{
+	bool b;
+	int rc = parse_bool(r, value, &b);
+	return rc ? rc : bridge_put(r, k->wisp, cJSON_CreateBool(b));
+}
+
+static int conv_bridge_int(struct reader *r, const struct mosq_key *k, const char *value)
+{
+	long long v;
+	int rc = parse_int(r, value, &v);
+	if (rc)
+		return rc;
+	if (v < k->min || v > k->max)
+		return fail(r, "out of range: %lld (allowed %lld to %lld)", v, k->min, k->max);
+	return bridge_put(r, k->wisp, cJSON_CreateNumber((double)v));
+}
+
+static int conv_bridge_version(struct reader *r, const struct mosq_key *k, const char *value)
+{
+	if (strcmp(value, "mqttv311") && strcmp(value, "mqttv50"))
+		return fail(r, "'%s': Wisp's bridges speak mqttv311 or mqttv50", value);
+	return bridge_put(r, k->wisp, cJSON_CreateString(value));
+}
+
+/* `restart_timeout base [cap]`: one value is a constant wait, two are
+ * Mosquitto's backoff from base to cap (Wisp's doubles with jitter). */
+static int conv_restart_timeout(struct reader *r, const struct mosq_key *k, const char *value)
+{
+	(void)k;
+	long long lo, hi;
+	char a[32], b[32];
+	int n = sscanf(value, "%31s %31s", a, b);
+	int rc = parse_int(r, a, &lo);
+	if (rc)
+		return rc;
+	hi = lo;
+	if (n == 2 && (rc = parse_int(r, b, &hi)))
+		return rc;
+	if (lo < 1 || lo > 3600 || hi < lo || hi > 86400)
+		return fail(r, "'%s': expected 1..3600 [and a cap up to 86400, not below it]", value);
+	if ((rc = bridge_put(r, "reconnect_min", cJSON_CreateNumber((double)lo))))
+		return rc;
+	return bridge_put(r, "reconnect_max", cJSON_CreateNumber((double)hi));
+}
+
+/* `notifications false`, `start_type automatic`: what Wisp does anyway. */
+static int conv_bridge_only(struct reader *r, const struct mosq_key *k, const char *value)
+{
+	if (!r->bridge)
+		return fail(r, "a bridge key needs a `connection` line before it");
+	if (strcmp(value, k->wisp))
+		return fail(r, "not supported by Wisp's bridges: only '%s' (%s)", k->wisp, k->why);
+	return 0;
+}
+
+/* Mosquitto's default client id, "<host name>.<connection>", where the
+ * file names none. */
+static int finish_bridges(struct reader *r)
+{
+	if (!r->bridges)
+		return 0;
+	char host[256];
+	if (gethostname(host, sizeof host) != 0)
+		snprintf(host, sizeof host, "localhost");
+	host[sizeof host - 1] = '\0';
+	for (cJSON *b = r->bridges->child; b; b = b->next) {
+		if (cJSON_HasObjectItem(b, "client_id"))
+			continue;
+		char id[400];
+		snprintf(id, sizeof id, "%s.%s", host, cJSON_GetObjectItemCaseSensitive(b, "name")->valuestring);
+		if (!cJSON_AddStringToObject(b, "client_id", id))
+			return fail_nomem(r);
+	}
+	return 0;
 }
 
 static struct mlistener *new_listener(struct reader *r)
@@ -923,7 +1124,6 @@ static int conv_include_dir(struct reader *r, const struct mosq_key *k, const ch
 	 .no_default_listener = nodef}
 #define K_REFUSE(n, reason) {.name = n, .scope = MK_OTHER, .conv = conv_refuse, .why = reason}
 #define K_NOT_YET(n, reason) {.name = n, .scope = MK_OTHER, .conv = conv_not_yet, .why = reason}
-#define K_BRIDGE(n) {.name = n, .scope = MK_OTHER, .conv = conv_bridge}
 
 static const struct mosq_key mosq_keys[] = {
 	/* listeners */
@@ -1011,47 +1211,54 @@ static const struct mosq_key mosq_keys[] = {
 	K_REFUSE("tls_keyform", "keys are read from PEM files"),
 	K_REFUSE("websockets_log_level", "no libwebsockets"),
 	K_REFUSE("websockets_headers_size", "no libwebsockets"),
-	/* bridges (another issue adds them) */
-	K_BRIDGE("connection"),
-	K_BRIDGE("address"),
-	K_BRIDGE("addresses"),
-	K_BRIDGE("topic"),
-	K_BRIDGE("bridge_attempt_unsubscribe"),
-	K_BRIDGE("bridge_bind_address"),
-	K_BRIDGE("bridge_cafile"),
-	K_BRIDGE("bridge_capath"),
-	K_BRIDGE("bridge_certfile"),
-	K_BRIDGE("bridge_keyfile"),
-	K_BRIDGE("bridge_alpn"),
-	K_BRIDGE("bridge_identity"),
-	K_BRIDGE("bridge_insecure"),
-	K_BRIDGE("bridge_max_packet_size"),
-	K_BRIDGE("bridge_outgoing_retain"),
-	K_BRIDGE("bridge_protocol_version"),
-	K_BRIDGE("bridge_psk"),
-	K_BRIDGE("bridge_require_ocsp"),
-	K_BRIDGE("bridge_tls_version"),
-	K_BRIDGE("cleansession"),
-	K_BRIDGE("local_cleansession"),
-	K_BRIDGE("clientid"),
-	K_BRIDGE("keepalive_interval"),
-	K_BRIDGE("idle_timeout"),
-	K_BRIDGE("local_clientid"),
-	K_BRIDGE("local_password"),
-	K_BRIDGE("local_username"),
-	K_BRIDGE("notifications"),
-	K_BRIDGE("notifications_local_only"),
-	K_BRIDGE("notification_topic"),
-	K_BRIDGE("remote_clientid"),
-	K_BRIDGE("remote_password"),
-	K_BRIDGE("remote_username"),
-	K_BRIDGE("password"),
-	K_BRIDGE("username"),
-	K_BRIDGE("restart_timeout"),
-	K_BRIDGE("round_robin"),
-	K_BRIDGE("start_type"),
-	K_BRIDGE("threshold"),
-	K_BRIDGE("try_private"),
+	/* bridges: a `connection` line, then its keys */
+	K_CONV("connection", MK_OTHER, NULL, conv_connection),
+	K_REST("address", MK_OTHER, NULL, conv_address),
+	K_REST("addresses", MK_OTHER, NULL, conv_address),
+	K_REST("topic", MK_OTHER, NULL, conv_topic),
+	K_CONV("bridge_protocol_version", MK_OTHER, "protocol_version", conv_bridge_version),
+	K_CONV("remote_clientid", MK_OTHER, "client_id", conv_bridge_string),
+	K_CONV("clientid", MK_OTHER, "client_id", conv_bridge_string),
+	K_CONV("remote_username", MK_OTHER, "username", conv_bridge_string),
+	K_CONV("username", MK_OTHER, "username", conv_bridge_string),
+	K_CONV("remote_password", MK_OTHER, "password", conv_bridge_string),
+	K_CONV("password", MK_OTHER, "password", conv_bridge_string),
+	K_CONV("cleansession", MK_OTHER, "clean_start", conv_bridge_bool),
+	{.name = "keepalive_interval", .scope = MK_OTHER, .wisp = "keepalive", .conv = conv_bridge_int, .min = 5,
+	 .max = 65535},
+	K_CONV("try_private", MK_OTHER, "try_private", conv_bridge_bool),
+	K_REST("bridge_cafile", MK_OTHER, "cafile", conv_bridge_string),
+	K_REST("bridge_certfile", MK_OTHER, "certfile", conv_bridge_string),
+	K_REST("bridge_keyfile", MK_OTHER, "keyfile", conv_bridge_string),
+	K_CONV("bridge_insecure", MK_OTHER, "tls_insecure", conv_bridge_bool),
+	K_REST("restart_timeout", MK_OTHER, NULL, conv_restart_timeout),
+	{.name = "notifications", .scope = MK_OTHER, .wisp = "false", .conv = conv_bridge_only,
+	 .why = "the bridge's state is in $SYS/broker/bridges/<name>/"},
+	{.name = "start_type", .scope = MK_OTHER, .wisp = "automatic", .conv = conv_bridge_only,
+	 .why = "a bridge connects at start and reconnects by itself"},
+	{.name = "bridge_attempt_unsubscribe", .scope = MK_OTHER, .conv = conv_bridge, .why = "no unsubscribing"},
+	{.name = "bridge_bind_address", .scope = MK_OTHER, .conv = conv_bridge, .why = "the kernel picks the source"},
+	{.name = "bridge_capath", .scope = MK_OTHER, .conv = conv_bridge, .why = "use bridge_cafile"},
+	{.name = "bridge_alpn", .scope = MK_OTHER, .conv = conv_bridge, .why = "no ALPN"},
+	{.name = "bridge_identity", .scope = MK_OTHER, .conv = conv_bridge, .why = "no TLS-PSK"},
+	{.name = "bridge_psk", .scope = MK_OTHER, .conv = conv_bridge, .why = "no TLS-PSK"},
+	{.name = "bridge_max_packet_size", .scope = MK_OTHER, .conv = conv_bridge, .why = "no per-bridge packet bound"},
+	{.name = "bridge_outgoing_retain", .scope = MK_OTHER, .conv = conv_bridge,
+	 .why = "the retain flag always crosses as published"},
+	{.name = "bridge_require_ocsp", .scope = MK_OTHER, .conv = conv_bridge, .why = "no OCSP"},
+	{.name = "bridge_tls_version", .scope = MK_OTHER, .conv = conv_bridge, .why = "TLS 1.2 (mbedTLS 2.28)"},
+	{.name = "local_cleansession", .scope = MK_OTHER, .conv = conv_bridge,
+	 .why = "the local side is always a persistent session (store-and-forward)"},
+	{.name = "local_clientid", .scope = MK_OTHER, .conv = conv_bridge,
+	 .why = "the local session is $bridge/<connection>"},
+	{.name = "local_username", .scope = MK_OTHER, .conv = conv_bridge, .why = "the local side is not a login"},
+	{.name = "local_password", .scope = MK_OTHER, .conv = conv_bridge, .why = "the local side is not a login"},
+	{.name = "idle_timeout", .scope = MK_OTHER, .conv = conv_bridge, .why = "only start_type automatic"},
+	{.name = "threshold", .scope = MK_OTHER, .conv = conv_bridge, .why = "only start_type automatic"},
+	{.name = "notifications_local_only", .scope = MK_OTHER, .conv = conv_bridge, .why = "no notifications"},
+	{.name = "notification_topic", .scope = MK_OTHER, .conv = conv_bridge, .why = "no notifications"},
+	{.name = "round_robin", .scope = MK_OTHER, .conv = conv_bridge,
+	 .why = "addresses are tried in turn after each failure, never returning to the first while one works"},
 	{0},
 };
 
@@ -1375,6 +1582,12 @@ static int build(struct reader *r, cJSON **out)
 		cJSON_AddItemToObject(root, c->string, c);
 		/* cJSON_AddItemToObject copies the key; the detached item keeps its own. */
 	}
+	if ((rc = finish_bridges(r)))
+		goto fail;
+	if (r->bridges) {
+		cJSON_AddItemToObject(root, "bridges", r->bridges);
+		r->bridges = r->bridge = NULL;
+	}
 	wisp_free(ls);
 	*out = root;
 	return 0;
@@ -1403,6 +1616,7 @@ static void reader_free(struct reader *r)
 		wisp_free(secs[i]->allow_anonymous.s);
 	}
 	cJSON_Delete(r->global);
+	cJSON_Delete(r->bridges);
 	for (size_t i = 0; i < r->nfiles; i++)
 		wisp_free(r->files[i]);
 	wisp_free(r->files);

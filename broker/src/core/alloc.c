@@ -178,6 +178,14 @@ bool wisp_mem_trim(size_t threshold)
 
 size_t wisp_mem_untrimmed(void) { return untrimmed; }
 
+void wisp_mem_tune_large_blocks(void)
+{
+#ifndef WISP_ASAN
+	mallopt(M_MMAP_THRESHOLD, (int)WISP_MEM_MMAP_MAX);
+	mallopt(M_TRIM_THRESHOLD, (int)WISP_MEM_KEEP_FREE);
+#endif
+}
+
 size_t wisp_mem_used(void) { return used + atomic_load_explicit(&tls_used, memory_order_relaxed); }
 void wisp_mem_set_limit(size_t bytes) { limit = bytes; }
 

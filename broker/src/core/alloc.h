@@ -59,6 +59,20 @@ bool wisp_mem_trim(size_t threshold);
 /* Bytes freed in large mbed TLS blocks or uncharged since the last trim. */
 size_t wisp_mem_untrimmed(void);
 
+/*
+ * Fixes the C library's thresholds for large blocks (call once, before
+ * the loop runs): blocks up to WISP_MEM_MMAP_MAX come from the heap, and
+ * free() keeps up to WISP_MEM_KEEP_FREE bytes of free heap top for the
+ * next ones instead of handing each back to the OS. glibc's own dynamic
+ * thresholds otherwise return a large message's pages when it is freed and
+ * fault fresh ones in for the next (measured: a third of the broker's CPU
+ * per 1 MiB message). What the heap keeps beyond that still goes back
+ * through free() past the threshold, and through wisp_mem_trim.
+ */
+void wisp_mem_tune_large_blocks(void);
+#define WISP_MEM_MMAP_MAX (32u << 20)
+#define WISP_MEM_KEEP_FREE (16u << 20)
+
 /* Tests: make allocation number n (1-based, counted from now) and every one
  * after it fail if `sticky`; 0 turns injection off. */
 void wisp_mem_fail_after(uint64_t n, int sticky);

@@ -181,8 +181,6 @@ static void on_readable(struct loop *l, struct loop_io *io, uint32_t events)
 			}
 			return; /* EAGAIN: drained */
 		}
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 		ls->on_accept(ls, fd, (const struct sockaddr *)&ss, ls->ctx);
 	}
 }
@@ -214,6 +212,10 @@ int listener_open(struct listener *ls, struct loop *l, const char *bind_addr, ui
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 		if (ai->ai_family == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+		/* Accepted sockets inherit TCP_NODELAY from the listening one
+		 * (Linux copies the listener's options into each child): one
+		 * setsockopt here instead of one per accept. */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
 			break;
 		saved = errno;

@@ -138,6 +138,8 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 	 * holds, and publish a will) waits until the delivery loop is over. */
 	if (route_defer_drop(b, c, r, detail))
 		return;
+	if (c->outbound)
+		b->outbound->on_drop(b->outbound_ctx, c, r, detail);
 	struct session *s = c->sess;
 	const struct reason_info *ri = reason_info(r);
 	bool graceful = r == REASON_CLIENT_DISCONNECT || r == REASON_CLIENT_DISCONNECT_WILL || r == REASON_SHUTDOWN;

@@ -58,6 +58,8 @@ struct broker_stats {
 		uint64_t durable_ready;  /* 1 while the JetStream stream and this node's consumer are bound */
 		uint64_t pending;        /* QoS 1/2 messages waiting for JetStream's ack (their PUBACKs wait) */
 		uint64_t overflow;       /* QoS 1/2 sent at most once: cluster.outbound_queue full */
+		uint64_t retained_applied; /* retained records from the JetStream bucket applied here (retained_kv.h) */
+		uint64_t taken_over;     /* sessions ended here because their client connected at another node */
 	} cluster;
 	uint64_t http_requests;      /* HTTP requests answered (http/) */
 	uint64_t http_refused;       /* HTTP connections closed for a malformed or oversized request */
@@ -82,6 +84,29 @@ struct sys_state {
 };
 
 struct sub_job;
+
+/* A bridge's state as $SYS and /metrics show it (bridge/ keeps it). */
+struct broker_bridge_stat {
+	const char *name;
+	const struct session *session; /* its queue: queued_count + inflight_count */
+	const char *last_error;        /* "" after a successful CONNACK */
+	uint64_t connected;            /* 1 while the remote accepted us */
+	uint64_t connects;             /* CONNACKs accepted since start */
+};
+
+/*
+ * The owner of connections the broker dialled itself (bridge/, a client of
+ * another broker; conn.outbound set), registered once at start: their
+ * packets and their end go to it, and so does a delivery to a session
+ * flagged SESS_FLAG_BRIDGE, which it may give other bounds (*lim), a lower
+ * QoS (*qos) and another message: a new reference to offer instead of `m`,
+ * or NULL to offer `m` itself.
+ */
+struct broker_outbound_ops {
+	int (*on_packet)(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum reason *why);
+	void (*on_drop)(void *ctx, struct conn *c, enum reason r, const char *detail);
+	struct msg *(*offer)(void *ctx, struct session *s, struct msg *m, uint8_t *qos, struct delivery_limits *lim);
+};
 
 /* SUBSCRIBE and UNSUBSCRIBE work spread over loop turns (handle_subscribe.c). */
 struct sub_work {
@@ -136,9 +161,18 @@ struct broker {
 	} ack_gate;
 	struct route_ctx route;      /* the local router and its per-publish scratch (router.h) */
 	struct router *router;       /* where publishes and interest go: &route.router, or the cluster's on top of it */
+	/* A cluster (cluster/presence.h): told of each client connected here,
+	 * after its CONNACK is queued, so other nodes can let go of its id
+	 * (`assigned`: the broker chose the id, unique on this node only). */
+	void (*on_client_connected)(void *ctx, struct session *s, bool clean_start, bool assigned);
+	void *client_connected_ctx;
 	uint64_t id_seq;             /* for assigned client ids */
 	struct sub_work sub_work;
 	struct activity *activity;   /* the dashboard's topic table; NULL without a dashboard */
+	const struct broker_outbound_ops *outbound; /* bridges, or NULL */
+	void *outbound_ctx;
+	struct broker_bridge_stat *bridge_stats; /* bridge_count of them, or NULL */
+	size_t bridge_count;
 };
 
 /* Counts one message dropped by a bound (drop.h); $SYS publishes the count

@@ -56,6 +56,8 @@ void broker_answer_reason(struct broker *b, struct conn *c, enum reason r)
 int broker_on_packet(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum reason *why)
 {
 	struct broker *b = ctx;
+	if (c->outbound)
+		return b->outbound->on_packet(b->outbound_ctx, c, p, why);
 	/* Between a CONNECT naming an Authentication Method and its CONNACK the
 	 * client sends only AUTH (handle_auth judges it) or DISCONNECT (it
 	 * leaves) [MQTT-3.1.2-30]. */

@@ -229,6 +229,10 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	 * 3.1.1 lifted it [MQTT-3.1.3-5]. */
 	if (p->version == MQTT_PROTO_V31 && id_len > 23)
 		return refuse(why, REASON_CLIENT_ID_REJECTED);
+	/* "$bridge/<name>" is a bridge's local session (bridge/): a client
+	 * taking it over would read what waits for the remote [MQTT-3.1.3-9]. */
+	if (id_len >= 8 && memcmp(id, "$bridge/", 8) == 0)
+		return refuse(why, REASON_CLIENT_ID_REJECTED);
 	uint16_t keepalive = p->keepalive;
 	if (lim->max_keepalive && (p->keepalive > lim->max_keepalive || (v5 && p->keepalive == 0))) {
 		/* v5: the server's keep alive replaces the client's
@@ -369,6 +373,8 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	c->state = CONN_ACTIVE;
 	b->stats.clients_total++;
 	send_connack(b, c, present, &extra);
+	if (b->on_client_connected)
+		b->on_client_connected(b->client_connected_ctx, s, p->clean_start, id == idbuf);
 	if (present)
 		delivery_resume(s, &b->dlim); /* [MQTT-4.4.0-1] */
 	if (!c->keepalive)

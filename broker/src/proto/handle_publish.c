@@ -15,7 +15,9 @@
 
 #include <string.h>
 
+#include "alloc.h"
 #include "err.h"
+#include "input.h"
 #include "log.h"
 
 static bool has_prefix_level(const char *topic, size_t len, const char *prefix)
@@ -79,6 +81,39 @@ static int ack_unrouted(struct broker *b, struct conn *c, const struct mqtt_publ
 	return 0;
 }
 
+
+/*
+ * The message for a PUBLISH. A large one was read into the connection's
+ * carried buffer, which becomes the message where it lies (msg_adopt): its
+ * payload is not copied again. The forwarded properties are filtered
+ * first, out of the bytes the move may cover. Otherwise (and when the
+ * packet's own bytes cannot hold the header, as with a long topic alias)
+ * topic, properties and payload are copied into a new message, whose
+ * properties the caller writes (spec->props NULL).
+ */
+static struct msg *make_msg(struct conn *c, const struct mqtt_publish *p, struct msg_spec *spec)
+{
+	uint8_t *block = conn_input_take_block(c);
+	if (!block)
+		return msg_create(spec);
+	uint8_t *props = NULL;
+	if (spec->props_len) {
+		props = wisp_malloc(spec->props_len);
+		if (!props) {
+			wisp_free(block);
+			return NULL;
+		}
+		mqtt_props_filter(&p->props, BROKER_PROPS_NOT_FORWARDED, props);
+		spec->props = props;
+	}
+	struct msg *m = msg_adopt(block, spec);
+	if (!m) {
+		m = msg_create(spec);
+		wisp_free(block);
+	}
+	wisp_free(props);
+	return m;
+}
 
 /* A Payload Format Indicator of 1 promises UTF-8 [MQTT-3.3.2-4]: a payload
  * that breaks it is answered 0x99 and not routed. */
@@ -189,7 +224,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	/* [MQTT-3.3.2-5] delivered only while its Message Expiry Interval lasts */
 	if (p->props.present & MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY))
 		spec.expires_at = loop_now_s(b->loop) + p->props.message_expiry;
-	struct msg *m = msg_create(&spec);
+	struct msg *m = make_msg(c, p, &spec);
 	if (!m) {
 		/* Not acknowledged, so the publisher will send it again, and
 		 * that copy must be routed, not taken for a retransmission. */
@@ -198,8 +233,12 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		*why = REASON_NO_MEMORY;
 		return WISP_ENOMEM;
 	}
-	if (spec.props_len)
+	if (spec.props_len && !spec.props)
 		mqtt_props_filter(&p->props, BROKER_PROPS_NOT_FORWARDED, msg_props_mut(m));
+	if (msg_topic(m) != topic) {
+		/* Adopted: the topic moved, and the levels pointed into it. */
+		nlevels = topic_split(msg_topic(m), m->topic_len, levels, max_levels);
+	}
 	if (p->retain)
 		broker_retain(b, m);
 	size_t matched = broker_route(b, m, levels, (size_t)nlevels);

@@ -27,6 +27,7 @@
 #define SERVER(field) .source = METRIC_FROM_SERVER, .offset = offsetof(struct server_stats, field)
 #define GROUP(g) .source = METRIC_FROM_REASON_GROUP, .offset = REASON_G_##g
 #define LISTENER(which) .source = METRIC_FROM_LISTENER, .offset = which, .label = METRIC_LABEL_LISTENER
+#define BRIDGE(which) .source = METRIC_FROM_BRIDGE, .offset = which, .label = METRIC_LABEL_BRIDGE
 #define COUNTER .type = METRIC_COUNTER
 #define GAUGE .type = METRIC_GAUGE
 
@@ -123,6 +124,10 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.pending), .sys = "cluster/messages/pending"},
 	{"cluster_overflow_total", "QoS 1/2 messages sent at most once: cluster.outbound_queue full.", COUNTER,
 	 STAT(cluster.overflow), .sys = "cluster/messages/overflow"},
+	{"cluster_retained_applied_total", "Retained records from the cluster's JetStream bucket applied to this node's store.",
+	 COUNTER, STAT(cluster.retained_applied), .sys = "cluster/retained/applied"},
+	{"cluster_taken_over_total", "Sessions ended here because their client id connected at another node.", COUNTER,
+	 STAT(cluster.taken_over), .sys = "cluster/clients/taken_over"},
 	{"tls_handshakes_current", "TLS handshakes under way on all listeners.", GAUGE, SNAP(handshakes_current),
 	 .sys = "tls/handshakes/current"},
 	{"tls_handshakes_refused_total", "TLS connections closed at accept by max_handshakes(_per_address).", COUNTER,
@@ -177,6 +182,14 @@ const struct metric metrics_table[] = {
 	{"listener_connections_refused_total", "Connections the listener closed at accept by a connection limit.",
 	 COUNTER, LISTENER(METRIC_LISTENER_REFUSED)},
 	{"listener_up", "1 while the listener's socket is listening.", GAUGE, LISTENER(METRIC_LISTENER_UP)},
+	{"bridge_connected", "1 while the bridge's remote broker has accepted it (CONNACK), else 0.", GAUGE,
+	 BRIDGE(METRIC_BRIDGE_CONNECTED), .sys = "bridges/%s/connected"},
+	{"bridge_queued", "Messages of the bridge waiting for its remote or in flight to it.", GAUGE,
+	 BRIDGE(METRIC_BRIDGE_QUEUED), .sys = "bridges/%s/queued"},
+	{"bridge_dropped_total", "Messages for the bridge's remote dropped: QoS 0 while it is away, or past max_queued_messages/bytes.",
+	 COUNTER, BRIDGE(METRIC_BRIDGE_DROPPED), .sys = "bridges/%s/dropped"},
+	{"bridge_connects_total", "Times the bridge's remote accepted it since start.", COUNTER,
+	 BRIDGE(METRIC_BRIDGE_CONNECTS), .sys = "bridges/%s/connects"},
 	/* Last: a $SYS subscriber with a small output bound gets the older
 	 * topics first, as before there were sixty of these. */
 	{"disconnects_total",
@@ -255,6 +268,8 @@ size_t metrics_label_count(const struct broker *b, const struct metric *m)
 		return b->srv.listener_count;
 	case METRIC_LABEL_DISCONNECT:
 		return REASON_COUNT;
+	case METRIC_LABEL_BRIDGE:
+		return b->bridge_count;
 	case METRIC_LABEL_NONE:
 	case METRIC_LABEL_VERSION:
 		break;
@@ -269,6 +284,7 @@ static const char *const label_names[] = {
 	[METRIC_LABEL_LISTENER] = "listener",
 	[METRIC_LABEL_VERSION] = "version",
 	[METRIC_LABEL_DISCONNECT] = "reason",
+	[METRIC_LABEL_BRIDGE] = "bridge",
 };
 
 const char *metrics_label_value(const struct broker *b, const struct metric *m, size_t i)
@@ -284,6 +300,8 @@ const char *metrics_label_value(const struct broker *b, const struct metric *m, 
 		return reason_info((enum reason)i)->name;
 	case METRIC_LABEL_VERSION:
 		return WISP_VERSION;
+	case METRIC_LABEL_BRIDGE:
+		return b->bridge_stats[i].name;
 	case METRIC_LABEL_NONE:
 		break;
 	}
@@ -328,6 +346,18 @@ bool metrics_value(const struct broker *b, const struct metrics_snap *snap, cons
 	case METRIC_FROM_ONE:
 		*u = 1;
 		return false;
+	case METRIC_FROM_BRIDGE: {
+		const struct broker_bridge_stat *bs = &b->bridge_stats[i];
+		if (m->offset == METRIC_BRIDGE_CONNECTED)
+			*u = bs->connected;
+		else if (m->offset == METRIC_BRIDGE_QUEUED)
+			*u = bs->session ? (uint64_t)bs->session->queued_count + bs->session->inflight_count : 0;
+		else if (m->offset == METRIC_BRIDGE_DROPPED)
+			*u = bs->session ? bs->session->dropped : 0;
+		else
+			*u = bs->connects;
+		return false;
+	}
 	case METRIC_FROM_SERVER:
 		memcpy(u, (const char *)&b->srv.stats + m->offset, sizeof *u);
 		return false;

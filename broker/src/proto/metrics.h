@@ -8,8 +8,8 @@
  * them), and where the value is read.
  *
  * A row with a label is a family: one sample per drop reason (drop.h), per
- * disconnect or refusal reason (session/reason.h), per load window, or per
- * listener. Its $SYS topic is then a format taking the
+ * disconnect or refusal reason (session/reason.h), per load window, per
+ * listener, or per bridge ("bridges/%s/queued"). Its $SYS topic is then a format taking the
  * label's value ("messages/dropped/%s").
  *
  * Values that need a walk (sessions online and offline, queued messages)
@@ -40,6 +40,7 @@ enum metric_label {
 	METRIC_LABEL_LISTENER = 3, /* each listener: label "listener" ("127.0.0.1:1883") */
 	METRIC_LABEL_VERSION = 4,  /* one sample, label "version" */
 	METRIC_LABEL_DISCONNECT = 5, /* session/reason.h reasons: label "reason" */
+	METRIC_LABEL_BRIDGE = 6,   /* each bridge (bridge/): label "bridge" (its name) */
 };
 
 /* How $SYS writes the value. */
@@ -62,6 +63,7 @@ enum metric_source {
 	METRIC_FROM_SERVER = 6,   /* uint64_t in struct server_stats at `offset` */
 	METRIC_FROM_REASONS = 7,  /* broker_stats.reasons[reason] */
 	METRIC_FROM_REASON_GROUP = 8, /* the sum of the reasons of group `offset` (reason.h) */
+	METRIC_FROM_BRIDGE = 9,   /* a figure of each bridge, `offset` one of METRIC_BRIDGE_* */
 };
 
 #define METRIC_PERSIST_ONLY 0x1u /* only while persistence is on */
@@ -69,6 +71,11 @@ enum metric_source {
 #define METRIC_LISTENER_CONNECTIONS 0 /* connections open now */
 #define METRIC_LISTENER_REFUSED 1     /* connections closed at accept by a connection limit */
 #define METRIC_LISTENER_UP 2          /* 1 while its socket is listening */
+
+#define METRIC_BRIDGE_CONNECTED 0 /* 1 while the remote has accepted the bridge */
+#define METRIC_BRIDGE_QUEUED 1    /* messages waiting for the remote or in flight to it */
+#define METRIC_BRIDGE_DROPPED 2   /* messages for the remote dropped: QoS 0 while away, or past its queue bounds */
+#define METRIC_BRIDGE_CONNECTS 3  /* CONNACKs accepted since start */
 
 struct metric {
 	const char *name;     /* Prometheus name without the "wisp_" prefix */

@@ -103,6 +103,13 @@ int broker_reload(struct broker *b, const struct config *next)
 	}
 	int rc = 0;
 
+	/* Bridges (bridge/) keep the configuration they started with. */
+	bool bridges_changed = next->bridge_count != cur->bridge_count;
+	for (size_t i = 0; i < next->bridge_count && !bridges_changed; i++)
+		bridges_changed = !same_str(next->bridges[i].name, cur->bridges[i].name) ||
+				  !same_str(next->bridges[i].addresses, cur->bridges[i].addresses);
+	if (bridges_changed)
+		log_msg(LOG_WARNING, "main", "reload: the bridges changed; that needs a restart");
 	if (next->listener_count != b->srv.listener_count)
 		log_msg(LOG_WARNING, "main", "reload: the number of listeners changed; that needs a restart");
 	for (size_t i = 0; i < b->srv.listener_count && i < next->listener_count; i++) {

@@ -10,7 +10,10 @@
  *
  * A shared subscription group (share.h) is one more match of the walk,
  * kept on a list through the group itself; after the ordinary deliveries
- * each matched group delivers to one member (deliver_shared).
+ * each matched group delivers to one member (deliver_shared), unless a
+ * cluster router serves the groups cluster-wide for this message
+ * (route_ctx.shares_elsewhere): it then picks the node, and
+ * route_share_deliver the member there.
  *
  * A generation counter marks sessions already seen during this publish, so
  * deduplication costs O(1) per match and no per-publish allocation once the
@@ -28,6 +31,7 @@
  */
 #include "broker.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -175,8 +179,10 @@ static void run_later(struct route_ctx *rc)
 		if (w.m) {
 			struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
 			int n = topic_split(msg_topic(w.m), w.m->topic_len, levels, TOPIC_MAX_LEVELS_HARD);
+			rc->shares_elsewhere = w.shares_elsewhere;
 			if (n > 0)
 				local_publish(&rc->router, w.m, levels, (size_t)n);
+			rc->shares_elsewhere = false;
 			msg_unref(w.m);
 		} else {
 			broker_drop(b, w.c, w.reason, w.detail);
@@ -237,8 +243,10 @@ static size_t local_publish(struct router *r, struct msg *m, const struct topic_
 {
 	struct route_ctx *rc = container_of(r, struct route_ctx, router);
 	struct broker *b = broker_of(rc);
+	bool shares_elsewhere = rc->shares_elsewhere;
+	rc->shares_elsewhere = false;
 	if (rc->busy) {
-		if (defer(rc, &(struct route_later){.m = msg_ref(m)}) != 0) {
+		if (defer(rc, &(struct route_later){.m = msg_ref(m), .shares_elsewhere = shares_elsewhere}) != 0) {
 			msg_unref(m);
 			broker_count_drop(b, DROP_NO_MEMORY);
 			return 0;
@@ -267,13 +275,34 @@ static size_t local_publish(struct router *r, struct msg *m, const struct topic_
 		broker_deliver(b, e->s, m, qos, retain, ids.ids ? &ids : NULL);
 	}
 	size_t matched = rc->count;
-	if (rc->shared_matched)
+	if (shares_elsewhere)
+		rc->shared_matched = NULL;
+	else if (rc->shared_matched)
 		matched += deliver_shared(rc, m);
 	rc->busy = false;
 	rc->msg = NULL;
 	if (rc->later_len && !rc->draining)
 		run_later(rc);
 	return matched;
+}
+
+size_t route_share_deliver(struct broker *b, const char *key, size_t len, struct msg *m)
+{
+	struct route_ctx *rc = &b->route;
+	struct share_group *g = share_find(&rc->shares, key, len);
+	if (!g)
+		return 0;
+	assert(!rc->busy); /* called from the cluster's inbox, never inside a delivery */
+	rc->busy = true;
+	rc->msg = m;
+	struct sess_sub *sub = share_pick(g, msg_topic(m), m->topic_len, NULL, false);
+	if (sub)
+		deliver_to_member(b, sub, m);
+	rc->busy = false;
+	rc->msg = NULL;
+	if (rc->later_len && !rc->draining)
+		run_later(rc);
+	return sub ? 1 : 0;
 }
 
 static int local_interest_add(struct router *r, struct session *s, const char *filter, size_t len,
@@ -492,15 +521,15 @@ _Static_assert(DROP_REASON_COUNT <= 16, "session.drop_episodes has a bit per dro
 
 #define EPISODE(why) ((uint16_t)(1u << (why)))
 
-static uint64_t bound_value(const struct broker *b, enum drop_reason why)
+static uint64_t bound_value(const struct broker *b, const struct delivery_limits *lim, enum drop_reason why)
 {
 	switch (why) {
 	case DROP_QUEUE_FULL:
-		return b->dlim.max_queued;
+		return lim->max_queued;
 	case DROP_QUEUE_BYTES:
-		return b->dlim.max_queued_bytes;
+		return lim->max_queued_bytes;
 	case DROP_OUTPUT_FULL:
-		return b->dlim.max_output;
+		return lim->max_output;
 	case DROP_NO_MEMORY:
 		return b->cfg->limits.memory_limit;
 	default:
@@ -510,15 +539,16 @@ static uint64_t bound_value(const struct broker *b, enum drop_reason why)
 
 /* Counts the drop, and logs it when it starts an episode for this client:
  * a subscriber stuck at its bound loses every further message, and one line
- * per message would flood the log (mosquitto's is_dropping). */
-static void note_drop(struct broker *b, struct session *s, enum drop_reason why)
+ * per message would flood the log (mosquitto's is_dropping). `lim`: the
+ * session's bounds (a bridge's are its own). */
+static void note_drop(struct broker *b, const struct delivery_limits *lim, struct session *s, enum drop_reason why)
 {
 	broker_count_drop(b, why);
 	const char *key = drop_reason_key(why);
 	if (!key || (s->drop_episodes & EPISODE(why)))
 		return;
 	s->drop_episodes |= EPISODE(why);
-	uint64_t bound = bound_value(b, why);
+	uint64_t bound = bound_value(b, lim, why);
 	char hit[96];
 	if (why == DROP_NO_MEMORY && !bound)
 		snprintf(hit, sizeof hit, "out of memory");
@@ -531,15 +561,15 @@ static void note_drop(struct broker *b, struct session *s, enum drop_reason why)
 /* Whether the bound behind an episode has room again. Half the bound, not
  * one free slot: a subscriber reading at the rate messages arrive frees one
  * slot per ack, and ending the episode then would log at that rate. */
-static bool has_room_again(const struct broker *b, const struct session *s, enum drop_reason why)
+static bool has_room_again(const struct delivery_limits *lim, const struct session *s, enum drop_reason why)
 {
 	switch (why) {
 	case DROP_QUEUE_FULL:
-		return s->queued_count <= b->dlim.max_queued / 2;
+		return s->queued_count <= lim->max_queued / 2;
 	case DROP_QUEUE_BYTES:
-		return s->queued_bytes <= b->dlim.max_queued_bytes / 2;
+		return s->queued_bytes <= lim->max_queued_bytes / 2;
 	case DROP_OUTPUT_FULL:
-		return !s->conn || s->conn->out.bytes <= b->dlim.max_output / 2;
+		return !s->conn || s->conn->out.bytes <= lim->max_output / 2;
 	default:
 		return false; /* no_memory: ends when a delivery succeeds */
 	}
@@ -547,7 +577,8 @@ static bool has_room_again(const struct broker *b, const struct session *s, enum
 
 void broker_delivery_dropped(void *ctx, struct session *s, enum drop_reason why)
 {
-	note_drop(ctx, s, why);
+	struct broker *b = ctx;
+	note_drop(b, &b->dlim, s, why);
 }
 
 static void end_episode(struct session *s, enum drop_reason why)
@@ -560,19 +591,30 @@ static void end_episode(struct session *s, enum drop_reason why)
 void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
 		    const struct delivery_sub_ids *ids)
 {
+	const struct delivery_limits *lim = &b->dlim;
+	struct delivery_limits own;
+	struct msg *mapped = NULL;
+	if (__builtin_expect(s->sess_flags & SESS_FLAG_BRIDGE, 0)) {
+		/* A bridge's session: its own queue bounds, its topic mapping. */
+		own = b->dlim;
+		mapped = b->outbound->offer(b->outbound_ctx, s, m, &qos, &own);
+		lim = &own;
+	}
 	if (s->drop_episodes)
 		for (int r = 0; r < DROP_REASON_COUNT; r++)
-			if ((s->drop_episodes & EPISODE(r)) && has_room_again(b, s, (enum drop_reason)r))
+			if ((s->drop_episodes & EPISODE(r)) && has_room_again(lim, s, (enum drop_reason)r))
 				end_episode(s, (enum drop_reason)r);
 	enum drop_reason why = DROP_NO_MEMORY;
-	switch (delivery_offer(s, &b->dlim, m, qos, retain, ids, &why)) {
+	enum delivery_result res = delivery_offer(s, lim, mapped ? mapped : m, qos, retain, ids, &why);
+	msg_unref(mapped);
+	switch (res) {
 	case DELIVERY_SENT:
 		b->stats.msgs_sent++;
 		break;
 	case DELIVERY_QUEUED:
 		break;
 	case DELIVERY_DROPPED:
-		note_drop(b, s, why);
+		note_drop(b, lim, s, why);
 		return;
 	}
 	if (s->drop_episodes & EPISODE(DROP_NO_MEMORY))

@@ -85,6 +85,7 @@ struct route_later {
 	struct conn *c;         /* drop this connection (broker_drop) */
 	enum reason reason;
 	const char *detail;     /* static text, or NULL */
+	bool shares_elsewhere;  /* m's shared_elsewhere, kept while it waits */
 };
 
 /*
@@ -117,6 +118,10 @@ struct route_ctx {
 	struct delivery_totals totals;
 	struct share_table shares;        /* shared subscription groups (share.h) */
 	struct share_group *shared_matched; /* groups this publish matched, through match_next */
+	/* Set by a cluster router for the next publish only: the message's
+	 * shared groups are served cluster-wide (cluster/groups.h picks the
+	 * node, route_share_deliver the member), so this walk skips them. */
+	bool shares_elsewhere;
 };
 
 /* Sets up the local router over the tree `subs` (borrowed: the broker
@@ -136,6 +141,10 @@ bool route_defer_drop(struct broker *b, struct conn *c, enum reason r, const cha
  * (an UNSUBSCRIBE), or NULL for all of them (disconnect, session end).
  * Returns how many moved. */
 size_t route_share_hand_over(struct broker *b, struct session *s, const struct sess_sub *only);
+/* A cluster router: one copy of m to one member of the local group `key`
+ * ("$share/g/f"), which NATS picked this node for. Not while routing.
+ * Returns 1 when a member took it, 0 when the group is gone. */
+size_t route_share_deliver(struct broker *b, const char *key, size_t len, struct msg *m);
 /* session_table.on_end: hands over, then leaves every group. */
 void route_share_session_end(struct session_table *tab, struct session *s);
 

@@ -47,6 +47,8 @@ static void publish(struct broker *b, const char *topic, const char *value)
 	msg_unref(m);
 }
 
+void sys_publish_value(struct broker *b, const char *topic, const char *value) { publish(b, topic, value); }
+
 /* One damped rate per window, fed with the count of the last interval. */
 static void update_load(struct sys_load *l, uint64_t now_value, double interval_s)
 {
@@ -129,6 +131,15 @@ void sys_publish(struct broker *b)
 				publish(b, topic, value);
 			}
 		}
+	}
+	/* A bridge's last error is words, which the numeric table has no
+	 * row for; "none" since the last CONNACK (an empty retained payload
+	 * would delete the topic). */
+	for (size_t i = 0; i < b->bridge_count; i++) {
+		char topic[160];
+		snprintf(topic, sizeof topic, "$SYS/broker/bridges/%s/last_error", b->bridge_stats[i].name);
+		const char *e = b->bridge_stats[i].last_error;
+		publish(b, topic, e && *e ? e : "none");
 	}
 }
 

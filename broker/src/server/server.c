@@ -85,6 +85,15 @@ static void on_timer(struct loop *l, struct loop_timer *t)
 	}
 }
 
+int server_adopt(struct server *srv, struct conn *c, uint32_t timeout)
+{
+	if (loop_io_start(srv->loop, &c->io, c->t->fd, LOOP_READ, server_on_conn_io) != 0)
+		return WISP_EIO;
+	((struct server_listener *)c->listener)->conn_count++;
+	loop_timer_start(srv->loop, &c->timer, timeout, on_timer);
+	return 0;
+}
+
 void server_handshake_end(struct conn *c)
 {
 	struct server_listener *sl = c->listener;
@@ -97,7 +106,7 @@ void server_handshake_end(struct conn *c)
  * is full. A plain WebSocket upgrade takes none: it costs one round trip and
  * max_header_bytes, bounded by connect_timeout and max_connections, and a
  * proxy in front of a ws listener brings every client from one address. */
-static bool handshake_admitted(struct server_listener *bl, const struct conn_addr *addr, const char *peer)
+static bool handshake_admitted(struct server_listener *bl, const struct conn_addr *addr)
 {
 	enum listener_hs_verdict v = listener_handshake_begin(&bl->net, addr->family, addr->addr);
 	if (v == LISTENER_HS_OK)
@@ -105,15 +114,15 @@ static bool handshake_admitted(struct server_listener *bl, const struct conn_add
 	bl->srv->stats.handshakes_refused++;
 	if (v == LISTENER_HS_LISTENER_FULL)
 		log_limited("refused: TLS handshake limit", LOG_WARNING, "conn",
-			    "%s: refusing %s: %u TLS handshakes under way (max_handshakes)", bl->net.name, peer,
+			    "%s: refusing %s: %u TLS handshakes under way (max_handshakes)", bl->net.name, conn_format_addr(addr),
 			    bl->net.hs.count);
 	else if (v == LISTENER_HS_ADDRESS_FULL)
 		log_limited("refused: TLS handshakes per address", LOG_WARNING, "conn",
 			    "%s: refusing %s: %u TLS handshakes under way from that address "
-			    "(max_handshakes_per_address)", bl->net.name, peer, bl->net.hs.max_per_address);
+			    "(max_handshakes_per_address)", bl->net.name, conn_format_addr(addr), bl->net.hs.max_per_address);
 	else
 		log_limited("refused: out of memory", LOG_WARNING, "conn", "%s: refusing %s: out of memory",
-			    bl->net.name, peer);
+			    bl->net.name, conn_format_addr(addr));
 	return false;
 }
 
@@ -121,7 +130,8 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 {
 	struct conn_addr addr;
 	conn_addr_set(&addr, sa);
-	const char *peer = conn_format_addr(&addr);
+	/* The peer's text only for a log line: formatting it costs an
+	 * snprintf per accept, most of which log nothing. */
 	struct server_listener *bl = ctx;
 	struct server *srv = bl->srv;
 	const struct config_limits *lim = &srv->cfg->limits;
@@ -131,7 +141,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 		srv->stats.conns_refused++;
 		bl->conns_refused++;
 		log_limited("refused: connection limit", LOG_WARNING, "conn",
-			    "%s: refusing %s: connection limit reached (%s)", bl->net.name, peer,
+			    "%s: refusing %s: connection limit reached (%s)", bl->net.name, conn_format_addr(&addr),
 			    lim->max_connections && srv->conns.count + srv->other_conns >= lim->max_connections
 				    ? "limits.max_connections" : "the listener's max_connections");
 		close(fd);
@@ -148,11 +158,11 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 		bl->conns_refused++;
 		log_limited("refused: memory_limit", LOG_WARNING, "conn",
 			    "%s: refusing %s: heap over 15/16 of limits.memory_limit (%zu of %llu bytes)", bl->net.name,
-			    peer, wisp_mem_used(), (unsigned long long)lim->memory_limit);
+			    conn_format_addr(&addr), wisp_mem_used(), (unsigned long long)lim->memory_limit);
 		close(fd);
 		return;
 	}
-	if (bl->tls && !handshake_admitted(bl, &addr, peer)) {
+	if (bl->tls && !handshake_admitted(bl, &addr)) {
 		close(fd);
 		return;
 	}
@@ -167,7 +177,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 		if (bl->tls)
 			listener_handshake_end(&bl->net, addr.family, addr.addr);
 		log_limited("refused: out of memory", LOG_WARNING, "conn", "%s: refusing %s: out of memory",
-			    bl->net.name, peer);
+			    bl->net.name, conn_format_addr(&addr));
 		return;
 	}
 	struct conn *c = conn_new(&srv->conns, t, fd, bl, sa);
@@ -175,14 +185,14 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 		if (bl->tls)
 			listener_handshake_end(&bl->net, addr.family, addr.addr);
 		log_limited("refused: out of memory", LOG_WARNING, "conn", "%s: refusing %s: out of memory",
-			    bl->net.name, peer);
+			    bl->net.name, conn_format_addr(&addr));
 		return;
 	}
 	if (loop_io_start(srv->loop, &c->io, fd, LOOP_READ, server_on_conn_io) != 0) {
 		if (bl->tls)
 			server_handshake_end(c);
 		log_limited("refused: cannot watch socket", LOG_WARNING, "conn",
-			    "%s: refusing %s: cannot watch socket", bl->net.name, peer);
+			    "%s: refusing %s: cannot watch socket", bl->net.name, conn_format_addr(&addr));
 		c->state = CONN_CLOSING;
 		conn_free(c);
 		return;
@@ -193,7 +203,8 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	 * CONNECT after them, so a client that stalls anywhere before CONNACK
 	 * is dropped in time. */
 	loop_timer_start(srv->loop, &c->timer, lim->connect_timeout, on_timer);
-	log_msg(LOG_DEBUG, "conn", "new connection from %s on %s", peer, bl->net.name);
+	if (log_enabled(LOG_DEBUG))
+		log_msg(LOG_DEBUG, "conn", "new connection from %s on %s", conn_format_addr(&addr), bl->net.name);
 }
 
 /*
@@ -508,6 +519,8 @@ int server_init(struct server *srv, struct loop *l, const struct config *cfg)
 	list_init(&srv->conns.handshake_wait);
 	list_init(&srv->housekeeping.link);
 	srv->handshake_budget = HANDSHAKE_STEPS_PER_TURN;
+	/* Large messages' blocks are reused, not faulted in afresh each time. */
+	wisp_mem_tune_large_blocks();
 	tls_hibernation_attach(l); /* idle TLS connections sleep on this loop's timers */
 	srv->conns.in = (struct conn_input){
 		.loop = l,

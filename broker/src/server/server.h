@@ -87,6 +87,12 @@ void server_shutdown(struct server *srv);
 /* Closes the listeners and frees the server's memory (after server_shutdown). */
 void server_free(struct server *srv);
 
+/* Serves a connection the layer above opened itself (a bridge's, to
+ * another broker; c->listener is its stand-in listener): watches its
+ * socket and starts its timer at `timeout` seconds (then the keepalive).
+ * 0, or WISP_EIO (the caller frees it). */
+int server_adopt(struct server *srv, struct conn *c, uint32_t timeout);
+
 /* The connection's I/O callback: TLS handshake steps, then input. */
 void server_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events);
 /* A connection leaves CONN_HANDSHAKE (done or closing): its listener's

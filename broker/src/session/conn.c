@@ -140,7 +140,8 @@ void conn_free(struct conn *c)
 	c->set->count--;
 	outq_clear(&c->out);
 	msg_unref(c->will);
-	wisp_free(c->rbuf);
+	if (c->rbuf)
+		wisp_free(c->rbuf - CONN_RBUF_HEADROOM);
 	transport_close(c->t);
 	wisp_free(c);
 }

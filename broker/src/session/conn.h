@@ -90,7 +90,15 @@ struct conn_input {
 	size_t max_output;           /* input pauses while output is at or over this */
 	uint64_t bytes_received;
 	bool unauth_over;            /* max_unauth_bytes episode, logged once */
+	/* While on_packet runs: the carried buffer the packet alone fills,
+	 * which the handler may take (conn_input_take_block), or NULL. */
+	const uint8_t *offered;
 };
+
+/* The carried input buffer (conn.rbuf) starts this far into its
+ * allocation, so a large PUBLISH read into it can become its message
+ * without a copy (msg_adopt; session/input.h: conn_input_take_block). */
+#define CONN_RBUF_HEADROOM (sizeof(struct msg))
 
 /* The connections a broker owns, and the per-turn work lists. */
 struct conn_set {
@@ -128,7 +136,7 @@ struct conn {
 	struct list_node work_link; /* on set->dirty, or on set->closing */
 	struct list_node read_link; /* on set->read_more, or set->handshake_wait */
 	struct outq out;
-	uint8_t *rbuf;            /* partial packet carried between reads, or NULL */
+	uint8_t *rbuf;            /* partial packet carried between reads, or NULL; CONN_RBUF_HEADROOM into its block */
 	uint32_t rlen;
 	uint32_t rcap;
 	uint16_t keepalive;       /* seconds; 0 = none */
@@ -144,6 +152,7 @@ struct conn {
 	uint8_t output_state;     /* enum conn_out_state; 240 -> 248 bytes, the same 256-byte malloc chunk */
 	bool input_counted;       /* rcap is counted in set->unauth_bytes */
 	bool auth_method;         /* authenticates with a v5 Authentication Method: the union holds enhanced_auth */
+	bool outbound;            /* the broker dialled it (a bridge): its packets go to proto's outbound owner (in padding) */
 };
 
 /* Allocates a connection around `t` (taking it). NULL when out of memory

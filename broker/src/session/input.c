@@ -26,6 +26,33 @@
 
 static uint8_t conn_version(const struct conn *c) { return c->version ? c->version : MQTT_PROTO_V311; }
 
+/* The carried buffer lives CONN_RBUF_HEADROOM bytes into its block. */
+static uint8_t *rbuf_resize(struct conn *c, size_t cap)
+{
+	uint8_t *block = wisp_realloc(c->rbuf ? c->rbuf - CONN_RBUF_HEADROOM : NULL, CONN_RBUF_HEADROOM + cap);
+	return block ? block + CONN_RBUF_HEADROOM : NULL;
+}
+
+static void rbuf_free(struct conn *c)
+{
+	if (c->rbuf)
+		wisp_free(c->rbuf - CONN_RBUF_HEADROOM);
+	c->rbuf = NULL;
+	c->rlen = c->rcap = 0;
+}
+
+uint8_t *conn_input_take_block(struct conn *c)
+{
+	if (!c->rbuf || c->set->in.offered != c->rbuf)
+		return NULL;
+	uint8_t *block = c->rbuf - CONN_RBUF_HEADROOM;
+	conn_account_rbuf(c, 0);
+	c->rbuf = NULL;
+	c->rlen = c->rcap = 0;
+	c->set->in.offered = NULL;
+	return block;
+}
+
 static void close_conn(struct conn *c, enum reason r, const char *detail)
 {
 	c->set->in.on_close(c->set->in.ctx, c, r, detail);
@@ -124,7 +151,11 @@ static ssize_t process(struct conn *c, const uint8_t *buf, size_t len)
 			close_conn(c, reason_from_decode((int)n), mqtt_strerror((int)n));
 			return -1;
 		}
+		/* A packet that alone fills the carried buffer may become its
+		 * message where it lies (conn_input_take_block). */
+		c->set->in.offered = buf == c->rbuf && off == 0 && (size_t)n == len ? buf : NULL;
 		int rc = c->set->in.on_packet(c->set->in.ctx, c, &p, &why);
+		c->set->in.offered = NULL;
 		if (c->input_counted && c->state != CONN_AWAIT_CONNECT)
 			conn_unauth_release(c); /* accepted (or closed): no longer a stranger's bytes */
 		if (rc == WISP_EAGAIN) {
@@ -194,9 +225,7 @@ static int keep_tail(struct conn *c, const uint8_t *tail, size_t len)
 	if (len == 0) {
 		/* Idle connections hold no input buffer. */
 		conn_account_rbuf(c, 0);
-		wisp_free(c->rbuf);
-		c->rbuf = NULL;
-		c->rlen = c->rcap = 0;
+		rbuf_free(c);
 		return 0;
 	}
 	if (len > c->rcap) {
@@ -206,7 +235,7 @@ static int keep_tail(struct conn *c, const uint8_t *tail, size_t len)
 		int rc = unauth_budget(c, cap);
 		if (rc != 0)
 			return rc;
-		uint8_t *nb = wisp_realloc(c->rbuf, cap);
+		uint8_t *nb = rbuf_resize(c, cap);
 		if (!nb)
 			return WISP_ENOMEM;
 		conn_account_rbuf(c, cap);
@@ -226,15 +255,18 @@ static int grow_rbuf(struct conn *c)
 		return 0;
 	struct mqtt_codec_opts opts = {.max_packet_size = c->set->in.max_packet_size};
 	ssize_t frame = mqtt_frame_size(c->rbuf, c->rlen, &opts);
+	/* Twice what arrived, or the whole packet once that is at most an
+	 * eighth more: a packet just over a power of two is not copied again
+	 * for its last few bytes. */
 	size_t want = (size_t)c->rcap * 2;
-	if (frame > 0 && (size_t)frame < want)
+	if (frame > 0 && (size_t)frame <= want + want / 8)
 		want = (size_t)frame;
 	if (want <= c->rlen)
 		want = (size_t)c->rlen + RBUF_MIN;
 	int rc = unauth_budget(c, want);
 	if (rc != 0)
 		return rc;
-	uint8_t *nb = wisp_realloc(c->rbuf, want);
+	uint8_t *nb = rbuf_resize(c, want);
 	if (!nb)
 		return WISP_ENOMEM;
 	conn_account_rbuf(c, want);
@@ -279,11 +311,19 @@ void conn_input_read(struct conn *c)
 		c->set->in.bytes_received += (uint64_t)n;
 		budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
 		size_t len = have + (size_t)n;
+		bool in_rbuf = data == c->rbuf;
 		ssize_t used = process(c, data, len);
 		if (used < 0)
 			return;
 		if (c->state == CONN_CLOSING)
 			return;
+		if (in_rbuf && c->rbuf != data) {
+			/* The packet filling it took the buffer (it became a
+			 * message, maybe freed already): nothing is carried. */
+			if ((size_t)n < room && c->t->want)
+				return;
+			continue;
+		}
 		int rc = keep_tail(c, data + used, len - (size_t)used);
 		if (rc != 0) {
 			drop_for_input(c, rc);
@@ -307,9 +347,12 @@ void conn_input_read(struct conn *c)
  * the middle of a read). False once the connection was dropped. */
 static bool process_carried(struct conn *c)
 {
+	const uint8_t *carried = c->rbuf;
 	ssize_t used = process(c, c->rbuf, c->rlen);
 	if (used < 0 || c->state == CONN_CLOSING)
 		return false;
+	if (c->rbuf != carried)
+		return true; /* taken by the packet that filled it: nothing left */
 	int rc = keep_tail(c, c->rbuf + used, c->rlen - (size_t)used);
 	if (rc != 0) {
 		drop_for_input(c, rc);

@@ -11,7 +11,11 @@
  * size up front), so a bogus huge Remaining Length costs nothing until the
  * bytes are really sent, and idle connections hold no buffer at all. A
  * small carried tail continues in the scratch buffer at the next read, so a
- * packet cut by a read costs a copy, not a read of its own.
+ * packet cut by a read costs a copy, not a read of its own. A big packet
+ * is read into its carried buffer, whose last growth is to the packet's
+ * exact size, with room for a message header in front: a PUBLISH there
+ * becomes its message where it lies (conn_input_take_block), so its bytes
+ * are copied about once in all (by the doubling), not again into a message.
  *
  * Reads repeat until the transport would block or the turn's budget is
  * spent: a short read alone is not "drained" (net/transport.h).
@@ -51,5 +55,16 @@ void conn_input_output_drained(struct conn *c);
  * left inside the transport when the read budget ran out, or whole packets
  * in its carried buffer). */
 void conn_input_read_more(struct conn *c);
+
+/*
+ * For the packet handler (on_packet), while it runs: when the packet is
+ * big enough to have been read into the connection's carried buffer and
+ * fills it alone, hands that buffer's allocation over (the packet starts
+ * CONN_RBUF_HEADROOM bytes into it) so the PUBLISH it holds can become its
+ * message without a copy (msg_adopt). The caller then owns the block and
+ * frees it with wisp_free. NULL otherwise (a small packet, read in the
+ * shared scratch buffer), and nothing changes.
+ */
+uint8_t *conn_input_take_block(struct conn *c);
 
 #endif

@@ -4,23 +4,40 @@
 
 #include "alloc.h"
 
-struct msg *msg_create(const struct msg_spec *spec)
+static uint32_t expiry32(uint64_t expires_at)
 {
-	if (spec->topic_len > UINT16_MAX || spec->payload_len > UINT32_MAX || spec->props_len > UINT32_MAX ||
-	    spec->payload_len + spec->props_len > UINT32_MAX)
-		return NULL;
-	struct msg *m = wisp_malloc(sizeof *m + spec->topic_len + spec->props_len + spec->payload_len);
-	if (!m)
-		return NULL;
+	return expires_at > UINT32_MAX ? UINT32_MAX : (uint32_t)expires_at;
+}
+
+static bool lengths_fit(const struct msg_spec *spec)
+{
+	return spec->topic_len <= UINT16_MAX && spec->payload_len <= UINT32_MAX && spec->props_len <= UINT32_MAX &&
+	       spec->payload_len + spec->props_len <= UINT32_MAX;
+}
+
+/* One reference, lengths that lengths_fit() checked. */
+static void set_header(struct msg *m, const struct msg_spec *spec, uint32_t data_off)
+{
 	m->refcnt = 1;
 	m->qos = spec->qos;
 	m->retain = spec->retain;
 	m->topic_len = (uint16_t)spec->topic_len;
 	m->payload_len = (uint32_t)spec->payload_len;
 	m->props_len = (uint32_t)spec->props_len;
-	m->expires_at = spec->expires_at;
+	m->expires_at = expiry32(spec->expires_at);
+	m->data_off = data_off;
 	m->origin = spec->origin;
 	m->stored = NULL;
+}
+
+struct msg *msg_create(const struct msg_spec *spec)
+{
+	if (!lengths_fit(spec))
+		return NULL;
+	struct msg *m = wisp_malloc(sizeof *m + spec->topic_len + spec->props_len + spec->payload_len);
+	if (!m)
+		return NULL;
+	set_header(m, spec, 0);
 	char *p = m->data;
 	memcpy(p, spec->topic, spec->topic_len);
 	p += spec->topic_len;
@@ -31,6 +48,30 @@ struct msg *msg_create(const struct msg_spec *spec)
 	}
 	if (spec->payload_len)
 		memcpy(p, spec->payload, spec->payload_len);
+	return m;
+}
+
+struct msg *msg_adopt(void *block, const struct msg_spec *spec)
+{
+	struct msg *m = block;
+	const char *payload = spec->payload;
+	if (!lengths_fit(spec) || (spec->props_len && !spec->props) || !payload || payload < m->data)
+		return NULL;
+	/* Topic and props end where the payload starts: the wire put at least
+	 * the fixed header and the topic's length prefix before the topic, and
+	 * forwards at most the properties it carried. */
+	size_t before = (size_t)(payload - m->data);
+	size_t head = spec->topic_len + spec->props_len;
+	if (head > before || before - head > UINT32_MAX)
+		return NULL;
+	char *topic = (char *)payload - head;
+	/* The props first: the topic's move may cover where they were read
+	 * from (never the other way round: the props follow the topic on the
+	 * wire, and both only move towards the payload). */
+	if (spec->props_len)
+		memmove(topic + spec->topic_len, spec->props, spec->props_len);
+	memmove(topic, spec->topic, spec->topic_len);
+	set_header(m, spec, (uint32_t)(before - head));
 	return m;
 }
 

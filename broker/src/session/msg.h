@@ -51,11 +51,18 @@ struct msg {
 	uint16_t topic_len;
 	uint32_t payload_len;
 	uint32_t props_len;
-	uint64_t expires_at;
+	/* Loop seconds fit 32 bits (as loop timers' do): a larger expiry is
+	 * stored as UINT32_MAX, 136 years after the broker started. */
+	uint32_t expires_at;
+	/* Where topic | props | payload start after data[]: 0, except in a
+	 * message adopted from the input buffer its PUBLISH was read into
+	 * (msg_adopt), whose payload stayed where it was read. */
+	uint32_t data_off;
 	const void *origin;
 	struct persist_msg *stored;
-	char data[];       /* topic, then props, then payload */
+	char data[];       /* (data_off bytes unused), topic, then props, then payload */
 };
+_Static_assert(sizeof(struct msg) == 40, "the message header stays 40 bytes");
 
 /* What a message is made of; the bytes are copied. */
 struct msg_spec {
@@ -75,6 +82,21 @@ struct msg_spec {
  * length does not fit its field. */
 struct msg *msg_create(const struct msg_spec *spec);
 
+/*
+ * A message made from a PUBLISH already in memory, without copying its
+ * payload: `block` is a wisp_malloc'd allocation whose first
+ * sizeof(struct msg) bytes are free and which holds the packet after them,
+ * with spec->payload (and spec->topic and spec->props, which may lie in it
+ * or elsewhere) pointing into it. The topic and props are moved to just
+ * before the payload and the header is written at the start of the block,
+ * which becomes the message (one reference; freed with it). NULL, with the
+ * block untouched, when the bytes before the payload cannot hold the
+ * header, topic and props (a v5 topic alias longer than the packet's
+ * topic) or a length does not fit: the caller then uses msg_create.
+ * spec->props must not be NULL when props_len is not 0.
+ */
+struct msg *msg_adopt(void *block, const struct msg_spec *spec);
+
 /* The common case: no properties, no expiry, no origin. */
 struct msg *msg_new(const char *topic, size_t topic_len, const void *payload, size_t payload_len,
 		    uint8_t qos, bool retain);
@@ -88,18 +110,21 @@ static inline struct msg *msg_ref(struct msg *m)
 
 void msg_unref(struct msg *m);
 
-static inline const char *msg_topic(const struct msg *m) { return m->data; }
+static inline const char *msg_topic(const struct msg *m) { return m->data + m->data_off; }
 static inline const uint8_t *msg_props(const struct msg *m)
 {
-	return (const uint8_t *)m->data + m->topic_len;
+	return (const uint8_t *)m->data + m->data_off + m->topic_len;
 }
 static inline const uint8_t *msg_payload(const struct msg *m)
 {
-	return (const uint8_t *)m->data + m->topic_len + m->props_len;
+	return (const uint8_t *)m->data + m->data_off + m->topic_len + m->props_len;
 }
 /* The property block, writable by the message's creator only, before it
  * shares the message (msg_create with spec->props NULL leaves it unset). */
-static inline uint8_t *msg_props_mut(struct msg *m) { return (uint8_t *)m->data + m->topic_len; }
+static inline uint8_t *msg_props_mut(struct msg *m)
+{
+	return (uint8_t *)m->data + m->data_off + m->topic_len;
+}
 /* Whether the message is past its Message Expiry Interval at loop second `now`. */
 static inline bool msg_expired(const struct msg *m, uint64_t now)
 {
@@ -119,7 +144,7 @@ static inline uint32_t msg_expiry_left(const struct msg *m, uint64_t now)
 /* Bytes the message accounts for in queue limits. */
 static inline size_t msg_size(const struct msg *m)
 {
-	return sizeof *m + m->topic_len + m->props_len + m->payload_len;
+	return sizeof *m + m->data_off + m->topic_len + m->props_len + m->payload_len;
 }
 
 #endif

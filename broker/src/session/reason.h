@@ -107,7 +107,8 @@ enum reason_group {
 	  "will QoS over limits.max_qos")                                                                \
 	X(WILL_RETAIN_NOT_SUPPORTED, 0x9A, REASON_CLOSE, "will_retain_not_supported", NONE, 0,           \
 	  "retained will while limits.retain_available is false")                                        \
-	X(CLIENT_ID_REJECTED, 0x85, 2, "client_id_rejected", NONE, 0, "empty client id refused")         \
+	X(CLIENT_ID_REJECTED, 0x85, 2, "client_id_rejected", NONE, 0,                                    \
+	  "client id refused (empty, over 23 characters in 3.1, or a bridge's)")                         \
 	X(BAD_AUTH_METHOD, 0x8C, REASON_CLOSE, "bad_authentication_method", NONE, 0,                     \
 	  "authentication method not supported")                                                         \
 	X(AUTH_UNEXPECTED, 0x82, REASON_CLOSE, "auth_unexpected", NONE, 0,                                \

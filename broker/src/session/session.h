@@ -104,6 +104,7 @@ struct sess_sub {
 /* sess_flags bits, kept for proto/handle_subscribe.c. */
 #define SESS_FLAG_SUB_JOB 0x01       /* a (UN)SUBSCRIBE is being handled over several loop turns */
 #define SESS_FLAG_SUB_REFUSED 0x02   /* a filter was refused by a limit and that was logged */
+#define SESS_FLAG_BRIDGE 0x04        /* a bridge's local session: deliveries go through broker.outbound */
 
 struct sess_sub_index; /* session.c */
 

@@ -10,8 +10,8 @@
  *
  * Single-threaded: everything runs on the loop thread.
  */
-#ifndef WISP_CLIENTS_MTIMER_H
-#define WISP_CLIENTS_MTIMER_H
+#ifndef WISP_CLIENT_MTIMER_H
+#define WISP_CLIENT_MTIMER_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,7 @@
 /*
- * A non-blocking MQTT client for the client tools, driven by core/loop.
+ * A non-blocking MQTT client for the client tools (clients/), driven by
+ * core/loop. (The broker's bridges, bridge/, are clients too, but deliver
+ * through the broker's own sessions and store instead: see bridge.h.)
  *
  * One struct mqtt_client is one connection (with its session state); many
  * of them share one loop and one millisecond timer heap, so wisp_sensor can
@@ -31,8 +33,8 @@
  * until its PUBREL, and (v5, when the CONNECT allowed topic aliases) one
  * copy of each topic the server gave an alias.
  */
-#ifndef WISP_CLIENTS_MQTT_CLIENT_H
-#define WISP_CLIENTS_MQTT_CLIENT_H
+#ifndef WISP_CLIENT_MQTT_CLIENT_H
+#define WISP_CLIENT_MQTT_CLIENT_H
 
 #include <stdbool.h>
 #include <stddef.h>

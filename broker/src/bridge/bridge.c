@@ -1,0 +1,939 @@
+/*
+ * The bridges of bridge.h: dialling, CONNECT/CONNACK, SUBSCRIBE, PINGREQ,
+ * the reconnect backoff, and the topic mapping. Everything a message
+ * needs once the connection is up (delivery, acknowledgements, the store)
+ * is the broker's own machinery, reached through the session.
+ */
+#include "bridge.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "broker.h"
+#include "dial.h"
+#include "err.h"
+#include "log.h"
+#include "session_v5.h"
+#include "tls.h"
+#include "topic.h"
+
+/* What one topic rule needs at run time: its filters on either side. */
+struct bridge_rule {
+	const struct config_bridge_topic *cfg;
+	char *local_filter;  /* local_prefix + pattern */
+	char *remote_filter; /* remote_prefix + pattern */
+	size_t local_prefix_len, remote_prefix_len;
+	bool out, in;
+};
+
+struct bridge_addr {
+	char *host;
+	uint16_t port;
+	struct tls_ctx *tls; /* NULL: plain TCP */
+};
+
+enum bridge_state {
+	BRIDGE_WAITING = 0,  /* for the reconnect timer */
+	BRIDGE_DIALING = 1,  /* TCP connect under way */
+	BRIDGE_HANDSHAKE = 2, /* TLS handshake under way */
+	BRIDGE_CONNECTING = 3, /* CONNECT sent, no CONNACK yet */
+	BRIDGE_UP = 4,
+};
+
+struct bridge {
+	struct bridges *set;
+	const struct config_bridge *cfg;
+	struct broker_bridge_stat *stat;
+	struct server_listener listener; /* the stand-in its connection names */
+	struct session *s;
+	struct conn *conn;       /* from BRIDGE_CONNECTING on; NULL otherwise */
+	struct bridge_rule *rules;
+	size_t rule_count;
+	struct bridge_addr *addrs;
+	size_t addr_count, addr_next;
+	struct dial dial;
+	struct transport *t;     /* a TLS transport during its handshake */
+	struct loop_io io;       /* the socket while dialling or in the handshake */
+	struct loop_timer timer; /* reconnect wait, dial deadline, PINGREQ interval */
+	uint32_t backoff;        /* the next wait's ceiling, seconds */
+	uint8_t state;           /* enum bridge_state */
+	uint8_t remote_max_qos;  /* from the last v5 CONNACK; 2 until one says less */
+	uint16_t next_packet_id; /* for SUBSCRIBE (publishes use the session's) */
+	char *topic_buf;         /* an inbound topic under its local name */
+	size_t topic_cap;
+	char last_error[160];
+};
+
+struct bridges {
+	struct broker *b;
+	struct bridge *v;
+	struct broker_bridge_stat *stats; /* the broker's bridge_stats */
+	size_t n;
+	uint64_t rand_state;
+};
+
+static void connect_next(struct bridge *br);
+static void schedule_retry(struct bridge *br);
+
+/* xorshift64*: the backoff's jitter; nothing depends on its quality. */
+static uint32_t next_rand(struct bridges *bs)
+{
+	uint64_t x = bs->rand_state;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	bs->rand_state = x;
+	return (uint32_t)((x * 0x2545F4914F6CDD1DULL) >> 32);
+}
+
+static void set_error(struct bridge *br, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(struct bridge *br, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(br->last_error, sizeof br->last_error, fmt, ap);
+	va_end(ap);
+}
+
+static struct bridge *bridge_of_conn(struct bridges *bs, const struct conn *c)
+{
+	for (size_t i = 0; i < bs->n; i++)
+		if (bs->v[i].conn == c)
+			return &bs->v[i];
+	return NULL;
+}
+
+static struct bridge *bridge_of_session(struct bridges *bs, const struct session *s)
+{
+	for (size_t i = 0; i < bs->n; i++)
+		if (bs->v[i].s == s)
+			return &bs->v[i];
+	return NULL;
+}
+
+/* ---- the connection ---- */
+
+static void stop_io(struct bridge *br)
+{
+	struct loop *l = br->set->b->loop;
+	if (br->io.fd >= 0)
+		loop_io_stop(l, &br->io);
+	br->io.fd = -1;
+	if (br->t) {
+		transport_close(br->t);
+		br->t = NULL;
+	}
+	dial_cleanup(&br->dial);
+	br->dial.fd = -1;
+}
+
+/* A dial or handshake failed: this address is done, the next waits for
+ * the backoff. */
+static void attempt_failed(struct bridge *br)
+{
+	stop_io(br);
+	log_msg(LOG_NOTICE, "bridge", "bridge %s: %s:%u: %s", br->cfg->name, br->addrs[br->addr_next].host,
+		(unsigned)br->addrs[br->addr_next].port, br->last_error);
+	br->addr_next = (br->addr_next + 1) % br->addr_count;
+	schedule_retry(br);
+}
+
+static void send_connect(struct bridge *br, struct conn *c)
+{
+	const struct config_bridge *cfg = br->cfg;
+	uint8_t props[16];
+	size_t poff = 0;
+	bool v5 = cfg->protocol_version == MQTT_PROTO_V5;
+	const char *id = cfg->client_id ? cfg->client_id : cfg->name;
+	struct mqtt_connect cp = {
+		.version = v5 ? MQTT_PROTO_V5 : MQTT_PROTO_V311,
+		.clean_start = cfg->clean_start,
+		.keepalive = (uint16_t)cfg->keepalive,
+		.client_id = {(const uint8_t *)id, strlen(id)},
+		.has_username = cfg->username != NULL,
+		.username = {(const uint8_t *)cfg->username, cfg->username ? strlen(cfg->username) : 0},
+		.has_password = cfg->password != NULL,
+		.password = {(const uint8_t *)cfg->password, cfg->password ? strlen(cfg->password) : 0},
+	};
+	if (v5) {
+		/* A kept session at the remote outlives the connection: for
+		 * session_expiry seconds, or (0 with clean_start false) for
+		 * good, as a 3.1.1 clean session 0 does. */
+		uint32_t expiry = cfg->session_expiry ? cfg->session_expiry : (cfg->clean_start ? 0 : UINT32_MAX);
+		if (expiry)
+			mqtt_props_put_u32(props, sizeof props, &poff, MQTT_PROP_SESSION_EXPIRY, expiry);
+		cp.props.raw = (struct mqtt_str){props, poff};
+	}
+	/* Fixed header, protocol name and level, flags, keep alive and the
+	 * properties fit in 64 bytes; each string adds its length and 2. */
+	size_t cap = 64 + cp.client_id.len + cp.username.len + cp.password.len + 6;
+	uint8_t *buf = wisp_malloc(cap);
+	ssize_t n = buf ? mqtt_encode_connect(buf, cap, &cp) : 0;
+	if (n <= 0) {
+		bool nomem = !buf;
+		wisp_free(buf);
+		set_error(br, "%s", nomem ? "out of memory" : "CONNECT does not encode (a string over 65535 bytes?)");
+		broker_drop(br->set->b, c, nomem ? REASON_NO_MEMORY : REASON_PROTOCOL_ERROR, br->last_error);
+		return;
+	}
+	if (!v5 && cfg->try_private) {
+		/* Mosquitto's bridge convention: the protocol level with its
+		 * top bit set (right after the 2-byte length and "MQTT"). */
+		size_t head = 2;
+		while (buf[head - 1] & 0x80)
+			head++;
+		buf[head + 6] |= 0x80;
+	}
+	if (conn_send_bytes(c, buf, (size_t)n) != 0) {
+		set_error(br, "out of memory");
+		broker_drop(br->set->b, c, REASON_NO_MEMORY, br->last_error);
+	}
+	wisp_free(buf);
+}
+
+/* TCP (and TLS) is up: the connection joins the server's set, CONNECT goes. */
+static void start_mqtt(struct bridge *br, struct transport *t, int fd)
+{
+	struct broker *b = br->set->b;
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof peer;
+	memset(&peer, 0, sizeof peer);
+	getpeername(fd, (struct sockaddr *)&peer, &plen);
+	struct conn *c = conn_new(&b->srv.conns, t, fd, &br->listener, (const struct sockaddr *)&peer);
+	if (!c) {
+		set_error(br, "out of memory");
+		attempt_failed(br);
+		return;
+	}
+	c->outbound = true;
+	/* Active from the start: what the remote sends is answers, judged
+	 * here (the accept side's before-CONNECT rules do not apply). */
+	c->state = CONN_ACTIVE;
+	c->version = br->cfg->protocol_version == 5 ? MQTT_PROTO_V5 : MQTT_PROTO_V311;
+	if (server_adopt(&b->srv, c, br->cfg->connect_timeout) != 0) {
+		c->state = CONN_CLOSING;
+		conn_free(c);
+		set_error(br, "cannot watch the socket");
+		attempt_failed(br);
+		return;
+	}
+	br->conn = c;
+	br->state = BRIDGE_CONNECTING;
+	send_connect(br, c);
+}
+
+static void on_handshake_io(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct bridge *br = container_of(io, struct bridge, io);
+	(void)events;
+	int rc = transport_handshake(br->t);
+	if (rc == WISP_EAGAIN) {
+		uint32_t ev = (br->t->want & TRANSPORT_WANT_WRITE) ? LOOP_WRITE : 0;
+		if (br->t->want & TRANSPORT_WANT_READ)
+			ev |= LOOP_READ;
+		loop_io_set(l, io, ev ? ev : LOOP_READ);
+		return;
+	}
+	if (rc != 0) {
+		char why[128];
+		transport_last_error(br->t, why, sizeof why);
+		set_error(br, "TLS handshake failed: %s", why[0] ? why : wisp_strerror(rc));
+		attempt_failed(br);
+		return;
+	}
+	loop_io_stop(l, io);
+	br->io.fd = -1;
+	struct transport *t = br->t;
+	br->t = NULL;
+	loop_timer_stop(l, &br->timer);
+	start_mqtt(br, t, t->fd);
+}
+
+static void on_dial_io(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct bridge *br = container_of(io, struct bridge, io);
+	(void)events;
+	int rc = dial_finish(&br->dial);
+	if (rc == WISP_EAGAIN) { /* the next address of this name */
+		loop_io_stop(l, io);
+		if (loop_io_start(l, io, br->dial.fd, LOOP_WRITE, on_dial_io) != 0) {
+			set_error(br, "cannot watch the socket");
+			attempt_failed(br);
+		}
+		return;
+	}
+	if (rc != 0) {
+		set_error(br, "connect: %s", strerror(br->dial.last_errno));
+		attempt_failed(br);
+		return;
+	}
+	int fd = io->fd; /* dial_finish handed it over (d->fd is -1 now) */
+	loop_io_stop(l, io);
+	br->io.fd = -1;
+	dial_cleanup(&br->dial); /* the names only */
+	const struct bridge_addr *a = &br->addrs[br->addr_next];
+	if (!a->tls) {
+		loop_timer_stop(l, &br->timer);
+		start_mqtt(br, NULL, fd);
+		return;
+	}
+	br->t = tls_transport_new(a->tls, fd);
+	if (!br->t) {
+		set_error(br, "out of memory for TLS");
+		attempt_failed(br);
+		return;
+	}
+	br->state = BRIDGE_HANDSHAKE;
+	if (loop_io_start(l, &br->io, fd, LOOP_READ | LOOP_WRITE, on_handshake_io) != 0) {
+		set_error(br, "cannot watch the socket");
+		attempt_failed(br);
+	}
+}
+
+static void on_timer(struct loop *l, struct loop_timer *t)
+{
+	struct bridge *br = container_of(t, struct bridge, timer);
+	switch (br->state) {
+	case BRIDGE_WAITING:
+		connect_next(br);
+		break;
+	case BRIDGE_DIALING:
+	case BRIDGE_HANDSHAKE:
+		set_error(br, "%s timed out after %u s", br->state == BRIDGE_DIALING ? "connect" : "TLS handshake",
+			  br->cfg->connect_timeout);
+		attempt_failed(br);
+		break;
+	case BRIDGE_UP: {
+		/* The remote drops us after 1.5 keepalives of silence; the
+		 * PINGRESP refreshes our own deadline on it (server.c). */
+		uint8_t ping[2];
+		if (mqtt_encode_empty(ping, sizeof ping, MQTT_PKT_PINGREQ) == 2)
+			conn_send_bytes(br->conn, ping, 2);
+		loop_timer_start(l, t, br->cfg->keepalive, on_timer);
+		break;
+	}
+	case BRIDGE_CONNECTING:
+		break; /* the connection's own timer ends a missing CONNACK */
+	}
+}
+
+static void connect_next(struct bridge *br)
+{
+	struct loop *l = br->set->b->loop;
+	const struct bridge_addr *a = &br->addrs[br->addr_next];
+	struct dial_opts o = {.host = a->host, .port = a->port, .nodelay = true};
+	br->state = BRIDGE_DIALING;
+	int rc = dial_start(&br->dial, &o);
+	if (rc != 0) {
+		if (rc == WISP_ENOENT)
+			set_error(br, "cannot resolve %s: %s", a->host, gai_strerror(br->dial.gai_error));
+		else
+			set_error(br, "connect: %s", strerror(br->dial.last_errno));
+		br->dial.fd = -1;
+		attempt_failed(br);
+		return;
+	}
+	if (loop_io_start(l, &br->io, br->dial.fd, LOOP_WRITE, on_dial_io) != 0) {
+		set_error(br, "cannot watch the socket");
+		attempt_failed(br);
+		return;
+	}
+	loop_timer_start(l, &br->timer, br->cfg->connect_timeout, on_timer);
+}
+
+/* Waits between half and all of the backoff, which then doubles up to
+ * reconnect_max. */
+static void schedule_retry(struct bridge *br)
+{
+	uint32_t ceiling = br->backoff;
+	uint32_t half = ceiling / 2;
+	uint32_t wait = half + next_rand(br->set) % (ceiling - half + 1);
+	if (wait == 0)
+		wait = 1;
+	br->backoff = ceiling > br->cfg->reconnect_max / 2 ? br->cfg->reconnect_max : ceiling * 2;
+	br->state = BRIDGE_WAITING;
+	br->stat->connected = 0;
+	loop_timer_start(br->set->b->loop, &br->timer, wait, on_timer);
+}
+
+/* ---- what the remote sends (broker_outbound_ops.on_packet) ---- */
+
+static int subscribe_in_rules(struct bridge *br, struct conn *c)
+{
+	struct mqtt_str filters[64];
+	uint8_t options[64];
+	size_t n = 0;
+	for (size_t i = 0; i < br->rule_count && n < 64; i++) {
+		const struct bridge_rule *r = &br->rules[i];
+		if (!r->in)
+			continue;
+		filters[n] = (struct mqtt_str){(const uint8_t *)r->remote_filter, strlen(r->remote_filter)};
+		options[n] = (uint8_t)r->cfg->qos;
+		if (c->version == MQTT_PROTO_V5) /* what we sent must not come back [MQTT-3.8.3-3] */
+			options[n] |= MQTT_SUBOPT_NO_LOCAL | MQTT_SUBOPT_RETAIN_AS_PUBLISHED;
+		n++;
+	}
+	if (n == 0)
+		return 0;
+	size_t cap = 16;
+	for (size_t i = 0; i < n; i++)
+		cap += filters[i].len + 3;
+	uint8_t *buf = wisp_malloc(cap);
+	if (!buf)
+		return WISP_ENOMEM;
+	if (++br->next_packet_id == 0)
+		br->next_packet_id = 1;
+	struct mqtt_props none = {0};
+	ssize_t len = mqtt_encode_subscribe(buf, cap, c->version, br->next_packet_id, &none, filters, options, n);
+	int rc = len > 0 ? conn_send_bytes(c, buf, (size_t)len) : WISP_EINVAL;
+	wisp_free(buf);
+	return rc;
+}
+
+static int on_connack(struct bridge *br, struct conn *c, const struct mqtt_connack *a, enum reason *why)
+{
+	struct broker *b = br->set->b;
+	if (br->state != BRIDGE_CONNECTING) {
+		*why = REASON_PROTOCOL_ERROR;
+		return WISP_EPROTO;
+	}
+	if (a->code != 0) {
+		set_error(br, "CONNACK refused: code 0x%02x", a->code);
+		broker_drop(b, c, REASON_NOT_AUTHORIZED, br->last_error);
+		return 0;
+	}
+	if (br->s->conn) {
+		/* Held by someone else: cannot happen while local clients
+		 * cannot name "$bridge/..." (handle_connect.c); refuse anyway. */
+		set_error(br, "local session busy");
+		broker_drop(b, c, REASON_PROTOCOL_ERROR, br->last_error);
+		return 0;
+	}
+	br->state = BRIDGE_UP;
+	br->backoff = br->cfg->reconnect_min;
+	br->last_error[0] = '\0';
+	br->stat->connected = 1;
+	br->stat->connects++;
+	c->sess = br->s;
+	br->s->conn = c;
+	c->keepalive = (uint16_t)br->cfg->keepalive;
+	/* What the remote takes: no more unacknowledged QoS 1/2 than its
+	 * Receive Maximum [MQTT-3.3.4-9], nothing over its Maximum Packet
+	 * Size [MQTT-3.1.2-25] (3.1.1: neither is said). */
+	struct sess_v5 *v = br->s->v5;
+	v->send_max = (a->props.present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM)) ? a->props.receive_maximum : 0;
+	v->packet_max =
+		(a->props.present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE)) ? a->props.maximum_packet_size : 0;
+	br->remote_max_qos = (a->props.present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_QOS)) ? a->props.maximum_qos : 2;
+	log_msg(LOG_NOTICE, "bridge", "bridge %s: connected to %s:%u (MQTT %s%s), %u queued", br->cfg->name,
+		br->addrs[br->addr_next].host, (unsigned)br->addrs[br->addr_next].port,
+		c->version == MQTT_PROTO_V5 ? "5" : "3.1.1", a->session_present ? ", session present" : "",
+		br->s->queued_count + br->s->inflight_count);
+	int rc = subscribe_in_rules(br, c);
+	if (rc != 0) {
+		*why = REASON_NO_MEMORY;
+		return rc;
+	}
+	/* The unacknowledged window again (DUP), then the queue, in order
+	 * [MQTT-4.4.0-1] [MQTT-4.6.0-6]. */
+	delivery_resume(br->s, &b->dlim);
+	loop_timer_start(b->loop, &br->timer, br->cfg->keepalive, on_timer);
+	return 0;
+}
+
+/* An inbound topic under its local name: the first in rule whose remote
+ * filter matches gives the prefixes. *out points at the topic itself when
+ * nothing changes. */
+static int map_inbound(struct bridge *br, struct mqtt_str *topic)
+{
+	for (size_t i = 0; i < br->rule_count; i++) {
+		const struct bridge_rule *r = &br->rules[i];
+		if (!r->in || !topic_matches(r->remote_filter, strlen(r->remote_filter), (const char *)topic->ptr,
+					     topic->len))
+			continue;
+		if (!r->local_prefix_len && !r->remote_prefix_len)
+			return 0;
+		size_t tail = topic->len - r->remote_prefix_len;
+		size_t need = r->local_prefix_len + tail;
+		if (need > 65535)
+			return WISP_ELIMIT;
+		if (need + 1 > br->topic_cap) {
+			char *nb = wisp_realloc(br->topic_buf, need + 1);
+			if (!nb)
+				return WISP_ENOMEM;
+			br->topic_buf = nb;
+			br->topic_cap = need + 1;
+		}
+		memcpy(br->topic_buf, r->cfg->local_prefix, r->local_prefix_len);
+		memcpy(br->topic_buf + r->local_prefix_len, topic->ptr + r->remote_prefix_len, tail);
+		*topic = (struct mqtt_str){(const uint8_t *)br->topic_buf, need};
+		return 0;
+	}
+	return 0;
+}
+
+static int on_packet(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum reason *why)
+{
+	struct bridges *bs = ctx;
+	struct broker *b = bs->b;
+	struct bridge *br = bridge_of_conn(bs, c);
+	if (!br) {
+		*why = REASON_PROTOCOL_ERROR;
+		return WISP_EPROTO;
+	}
+	if (p->type == MQTT_PKT_CONNACK)
+		return on_connack(br, c, &p->u.connack, why);
+	if (br->state != BRIDGE_UP) { /* the first packet is CONNACK [MQTT-3.2.0-1] */
+		set_error(br, "packet type %u before CONNACK", (unsigned)p->type);
+		*why = REASON_PROTOCOL_ERROR;
+		return WISP_EPROTO;
+	}
+	switch (p->type) {
+	case MQTT_PKT_PUBLISH: {
+		struct mqtt_publish q = p->u.publish;
+		int rc = map_inbound(br, &q.topic);
+		if (rc != 0) {
+			*why = rc == WISP_ENOMEM ? REASON_NO_MEMORY : REASON_TOPIC_TOO_LONG;
+			return rc;
+		}
+		return handle_publish(b, c, &q, why);
+	}
+	case MQTT_PKT_PUBACK:
+	case MQTT_PKT_PUBREC:
+	case MQTT_PKT_PUBREL:
+	case MQTT_PKT_PUBCOMP:
+		return handle_ack(b, c, p->type, &p->u.ack, why);
+	case MQTT_PKT_SUBACK:
+		for (size_t i = 0; i < p->u.suback.codes.len; i++)
+			if (p->u.suback.codes.ptr[i] >= 0x80) {
+				set_error(br, "the remote refused subscription %zu (code 0x%02x)", i,
+					  p->u.suback.codes.ptr[i]);
+				log_msg(LOG_WARNING, "bridge", "bridge %s: %s", br->cfg->name, br->last_error);
+			}
+		return 0;
+	case MQTT_PKT_UNSUBACK:
+	case MQTT_PKT_PINGRESP:
+		return 0;
+	case MQTT_PKT_DISCONNECT:
+		set_error(br, "the remote disconnected (reason 0x%02x)", p->u.reason.reason);
+		broker_drop(b, c, REASON_PEER_CLOSED, br->last_error);
+		return 0;
+	default:
+		*why = REASON_PACKET_NOT_ACCEPTED;
+		return WISP_EPROTO;
+	}
+}
+
+/* broker_outbound_ops.on_drop: the connection ends (the broker detaches
+ * the session, which keeps its messages); a reconnect is due. */
+static void on_drop(void *ctx, struct conn *c, enum reason r, const char *detail)
+{
+	struct bridges *bs = ctx;
+	struct bridge *br = bridge_of_conn(bs, c);
+	if (!br)
+		return;
+	br->conn = NULL;
+	loop_timer_stop(bs->b->loop, &br->timer);
+	if (br->state == BRIDGE_CONNECTING && r == REASON_KEEPALIVE_TIMEOUT) /* server_adopt's timer */
+		set_error(br, "no CONNACK within %u s", br->cfg->connect_timeout);
+	else if (detail != br->last_error) /* the callers below pass last_error itself */
+		set_error(br, "%s", detail ? detail : reason_info(r)->text);
+	br->stat->connected = 0;
+	if (r == REASON_SHUTDOWN)
+		return;
+	log_msg(LOG_NOTICE, "bridge", "bridge %s: disconnected from %s:%u: %s (%u queued)", br->cfg->name,
+		br->addrs[br->addr_next].host, (unsigned)br->addrs[br->addr_next].port, br->last_error,
+		br->s->queued_count + br->s->inflight_count);
+	if (br->state != BRIDGE_UP)
+		br->addr_next = (br->addr_next + 1) % br->addr_count;
+	schedule_retry(br);
+}
+
+/* broker_outbound_ops.offer: the bridge's queue bounds, the remote's
+ * Maximum QoS (the last one it said; messages queued before it said less
+ * keep theirs), and the message under its remote topic when the rule's
+ * prefixes say so. */
+static struct msg *on_offer(void *ctx, struct session *s, struct msg *m, uint8_t *qos, struct delivery_limits *lim)
+{
+	struct bridge *br = bridge_of_session(ctx, s);
+	if (!br)
+		return NULL;
+	if (*qos > br->remote_max_qos) /* [MQTT-3.2.2-11]: the remote refuses more */
+		*qos = br->remote_max_qos;
+	lim->max_queued = br->cfg->max_queued_messages;
+	lim->max_queued_bytes = br->cfg->max_queued_bytes;
+	const char *topic = msg_topic(m);
+	for (size_t i = 0; i < br->rule_count; i++) {
+		const struct bridge_rule *r = &br->rules[i];
+		if (!r->out || !topic_matches(r->local_filter, strlen(r->local_filter), topic, m->topic_len))
+			continue;
+		if (r->local_prefix_len == r->remote_prefix_len &&
+		    memcmp(r->cfg->local_prefix, r->cfg->remote_prefix, r->local_prefix_len) == 0)
+			return NULL; /* the same topic on both sides: the shared message goes */
+		size_t tail = m->topic_len - r->local_prefix_len;
+		size_t len = r->remote_prefix_len + tail;
+		char stack[512];
+		char *t = len <= sizeof stack ? stack : wisp_malloc(len);
+		if (!t)
+			return NULL;
+		memcpy(t, r->cfg->remote_prefix, r->remote_prefix_len);
+		memcpy(t + r->remote_prefix_len, topic + r->local_prefix_len, tail);
+		struct msg_spec spec = {
+			.topic = t,
+			.topic_len = len,
+			.props_len = m->props_len,
+			.payload = msg_payload(m),
+			.payload_len = m->payload_len,
+			.qos = m->qos,
+			.retain = m->retain,
+			.expires_at = m->expires_at,
+			.origin = m->origin,
+		};
+		struct msg *mapped = len <= 65535 ? msg_create(&spec) : NULL;
+		if (mapped && m->props_len)
+			memcpy(msg_props_mut(mapped), msg_props(m), m->props_len);
+		if (t != stack)
+			wisp_free(t);
+		return mapped;
+	}
+	return NULL;
+}
+
+static const struct broker_outbound_ops outbound_ops = {
+	.on_packet = on_packet,
+	.on_drop = on_drop,
+	.offer = on_offer,
+};
+
+/* ---- start and stop ---- */
+
+static char *concat(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	char *s = wisp_malloc(la + lb + 1);
+	if (s) {
+		memcpy(s, a, la);
+		memcpy(s + la, b, lb + 1);
+	}
+	return s;
+}
+
+/* The client TLS context for one address of bridge `i` (its host is the
+ * name the remote's certificate must carry). 0, or a negative WISP_E* with
+ * "<file>: bridges[i]: <what>: <file>: <reason>" in err. */
+static int tls_context(const struct config *cfg, size_t i, const char *host, struct tls_ctx **out, char *err,
+		       size_t errlen)
+{
+	const struct config_bridge *bc = &cfg->bridges[i];
+	struct tls_opts o;
+	tls_opts_init(&o);
+	o.ca_file = bc->cafile;
+	o.cert_file = bc->certfile;
+	o.key_file = bc->keyfile;
+	o.verify_peer = true;
+	o.hostname = host;
+	o.insecure = bc->tls_insecure;
+	char why[256];
+	int rc = tls_ctx_new_client(&o, out, why, sizeof why);
+	if (rc != 0)
+		snprintf(err, errlen, "%s: bridges[%zu]: %s", cfg->path, i, why);
+	return rc;
+}
+
+int bridges_check_tls(const struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->bridge_count; i++) {
+		struct tls_ctx *ctx = NULL;
+		if (!cfg->bridges[i].cafile)
+			continue;
+		int rc = tls_context(cfg, i, "localhost", &ctx, err, errlen);
+		tls_ctx_unref(ctx);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int parse_addrs(struct bridge *br, char *err, size_t errlen)
+{
+	const char *list = br->cfg->addresses;
+	size_t n = 1;
+	for (const char *p = list; *p; p++)
+		n += *p == ',';
+	br->addrs = wisp_calloc(n, sizeof *br->addrs);
+	if (!br->addrs)
+		return WISP_ENOMEM;
+	const char *p = list;
+	for (size_t i = 0; i < n; i++) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		const char *colon = p + len;
+		while (colon > p && *colon != ':')
+			colon--;
+		const char *host = p;
+		size_t hlen = (size_t)(colon - p);
+		if (hlen >= 2 && host[0] == '[') {
+			host++;
+			hlen -= 2;
+		}
+		struct bridge_addr *a = &br->addrs[br->addr_count++];
+		a->host = wisp_strndup(host, hlen);
+		a->port = (uint16_t)strtoul(colon + 1, NULL, 10);
+		if (!a->host)
+			return WISP_ENOMEM;
+		if (br->cfg->cafile) {
+			const struct config *cfg = br->set->b->cfg;
+			int rc = tls_context(cfg, (size_t)(br->cfg - cfg->bridges), a->host, &a->tls, err, errlen);
+			if (rc != 0)
+				return rc;
+		}
+		p = end ? end + 1 : p + len;
+	}
+	return 0;
+}
+
+static int build_rules(struct bridge *br)
+{
+	const struct config_bridge *cfg = br->cfg;
+	br->rules = wisp_calloc(cfg->topic_count, sizeof *br->rules);
+	if (!br->rules)
+		return WISP_ENOMEM;
+	br->rule_count = cfg->topic_count;
+	for (size_t i = 0; i < cfg->topic_count; i++) {
+		const struct config_bridge_topic *t = &cfg->topics[i];
+		struct bridge_rule *r = &br->rules[i];
+		r->cfg = t;
+		r->out = t->direction != CONFIG_BRIDGE_IN;
+		r->in = t->direction != CONFIG_BRIDGE_OUT;
+		r->local_prefix_len = strlen(t->local_prefix);
+		r->remote_prefix_len = strlen(t->remote_prefix);
+		r->local_filter = concat(t->local_prefix, t->pattern);
+		r->remote_filter = concat(t->remote_prefix, t->pattern);
+		if (!r->local_filter || !r->remote_filter)
+			return WISP_ENOMEM;
+	}
+	return 0;
+}
+
+struct retained_walk {
+	struct bridge *br;
+	uint8_t qos;
+};
+
+static void send_retained(const char *topic, size_t len, void *value, void *ctx)
+{
+	struct retained_walk *w = ctx;
+	struct msg *m = value;
+	(void)topic;
+	(void)len;
+	broker_deliver(w->br->set->b, w->br->s, m, m->qos < w->qos ? m->qos : w->qos, true, NULL);
+}
+
+/* The local session "$bridge/<name>": found (restored from the store, with
+ * what waited in it) or made, and subscribed to exactly the out rules. */
+static int bind_session(struct bridge *br, char *err, size_t errlen)
+{
+	struct broker *b = br->set->b;
+	char id[80];
+	int idlen = snprintf(id, sizeof id, "$bridge/%s", br->cfg->name);
+	struct session *s = sess_find(&b->sessions, id, (size_t)idlen);
+	if (!s && !(s = sess_create(&b->sessions, id, (size_t)idlen, false))) {
+		snprintf(err, errlen, "bridges: %s: out of memory", br->cfg->name);
+		return WISP_ENOMEM;
+	}
+	/* The queue must outlive any outage: the session never expires, even
+	 * where limits.max_session_expiry bounds the others (a restored one
+	 * has its expiry timer running already). Its v5 state also carries the
+	 * remote's Receive Maximum and Maximum Packet Size (on_connack). */
+	struct sess_v5 *v = session_v5_get(b, s);
+	if (!v) {
+		snprintf(err, errlen, "bridges: %s: out of memory", br->cfg->name);
+		return WISP_ENOMEM;
+	}
+	session_v5_online(b, s);
+	v->expiry = SESS_EXPIRY_NEVER;
+	br->s = s;
+	s->sess_flags |= SESS_FLAG_BRIDGE;
+	s->owned = true;
+	SESS_OBSERVE(&b->observer, session_put, s);
+	/* Stored subscriptions no rule asks for any more go. */
+	struct list_node *n, *tmp;
+	list_for_each_safe(n, tmp, &s->subs) {
+		struct sess_sub *sub = container_of(n, struct sess_sub, link);
+		bool wanted = false;
+		for (size_t i = 0; i < br->rule_count && !wanted; i++)
+			wanted = br->rules[i].out && strlen(br->rules[i].local_filter) == sub->filter_len &&
+				 memcmp(br->rules[i].local_filter, sub->filter, sub->filter_len) == 0;
+		if (!wanted)
+			router_interest_remove(b->router, s, sub->filter, sub->filter_len);
+	}
+	for (size_t i = 0; i < br->rule_count; i++) {
+		const struct bridge_rule *r = &br->rules[i];
+		if (!r->out)
+			continue;
+		/* No Local: what came in over this bridge does not go back
+		 * out [MQTT-3.8.3-3]; Retain As Published [MQTT-3.3.1-12]. */
+		uint8_t options = (uint8_t)(r->cfg->qos | MQTT_SUBOPT_NO_LOCAL | MQTT_SUBOPT_RETAIN_AS_PUBLISHED);
+		size_t flen = strlen(r->local_filter);
+		int rc = router_interest_add(b->router, s, r->local_filter, flen, options, 0, 0);
+		if (rc < 0) {
+			snprintf(err, errlen, "bridges: %s: cannot subscribe to %s: %s", br->cfg->name, r->local_filter,
+				 wisp_strerror(rc));
+			return rc;
+		}
+		/* A new rule sends what is retained under it once, like any new
+		 * subscription [MQTT-3.8.4-4] (a rule restored from the store
+		 * sent it when it was new). The expired are skipped by delivery. */
+		if (rc == 1) {
+			struct retained_walk w = {.br = br, .qos = (uint8_t)r->cfg->qos};
+			retained_match(b->retained, r->local_filter, flen, send_retained, &w);
+		}
+	}
+	return 0;
+}
+
+static bool configured(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->bridge_count; i++)
+		if (!strcmp(cfg->bridges[i].name, name))
+			return true;
+	return false;
+}
+
+/* Stored "$bridge/<name>" sessions whose bridge is no longer configured:
+ * their queue has nowhere to go and no client may take the id, so they
+ * end (logged, with what they held). The table never shrinks, so the walk
+ * survives the removals. */
+static void forget_removed(struct broker *b)
+{
+	for (size_t i = 0; i < b->sessions.nbuckets; i++) {
+		struct session *s = b->sessions.buckets[i];
+		while (s) {
+			struct session *next = s->hash_next;
+			if (s->id_len > 8 && !memcmp(s->client_id, "$bridge/", 8) && !configured(b->cfg, s->client_id + 8)) {
+				log_msg(LOG_NOTICE, "bridge", "%s: no such bridge in the configuration any more: its session "
+					"ends, with %u messages that were waiting for it", s->client_id,
+					s->queued_count + s->inflight_count);
+				session_v5_end(b, s);
+				SESS_OBSERVE(&b->observer, session_del, s);
+				sess_destroy(&b->sessions, b->subs, s);
+			}
+			s = next;
+		}
+	}
+}
+
+int bridges_start(struct broker *b, struct bridges **out, char *err, size_t errlen)
+{
+	const struct config *cfg = b->cfg;
+	*out = NULL;
+	forget_removed(b);
+	if (!cfg->bridge_count)
+		return 0;
+	struct bridges *bs = wisp_calloc(1, sizeof *bs);
+	if (!bs)
+		goto nomem;
+	bs->b = b;
+	bs->rand_state = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
+	bs->v = wisp_calloc(cfg->bridge_count, sizeof *bs->v);
+	b->bridge_stats = wisp_calloc(cfg->bridge_count, sizeof *b->bridge_stats);
+	bs->stats = b->bridge_stats;
+	if (!bs->v || !b->bridge_stats)
+		goto nomem;
+	bs->n = cfg->bridge_count;
+	b->outbound = &outbound_ops;
+	b->outbound_ctx = bs;
+	for (size_t i = 0; i < bs->n; i++) {
+		struct bridge *br = &bs->v[i];
+		br->set = bs;
+		br->cfg = &cfg->bridges[i];
+		br->stat = &b->bridge_stats[i];
+		br->io.fd = -1;
+		br->dial.fd = -1;
+		list_init(&br->timer.link);
+		br->backoff = br->cfg->reconnect_min;
+		br->remote_max_qos = 2;
+		snprintf(br->listener.net.name, sizeof br->listener.net.name, "bridge %s", br->cfg->name);
+		br->listener.allow_anonymous = true; /* a reload's re-check keeps it */
+	}
+	b->bridge_count = bs->n;
+	for (size_t i = 0; i < bs->n; i++) {
+		struct bridge *br = &bs->v[i];
+		int rc = build_rules(br);
+		if (rc == 0)
+			rc = parse_addrs(br, err, errlen);
+		if (rc == WISP_ENOMEM)
+			snprintf(err, errlen, "bridges: %s: out of memory", br->cfg->name);
+		if (rc == 0)
+			rc = bind_session(br, err, errlen);
+		if (rc != 0) {
+			bridges_stop(bs);
+			b->outbound = NULL;
+			b->bridge_stats = NULL;
+			b->bridge_count = 0;
+			bridges_free(bs);
+			return rc;
+		}
+		br->stat->name = br->cfg->name;
+		br->stat->session = br->s;
+		br->stat->last_error = br->last_error;
+		set_error(br, "not connected yet");
+		connect_next(br);
+	}
+	*out = bs;
+	return 0;
+nomem:
+	snprintf(err, errlen, "bridges: out of memory");
+	if (bs)
+		wisp_free(bs->v);
+	wisp_free(bs);
+	wisp_free(b->bridge_stats);
+	b->bridge_stats = NULL;
+	return WISP_ENOMEM;
+}
+
+void bridges_stop(struct bridges *bs)
+{
+	if (!bs)
+		return;
+	struct broker *b = bs->b;
+	for (size_t i = 0; i < bs->n; i++) {
+		struct bridge *br = &bs->v[i];
+		if (br->conn)
+			broker_drop(b, br->conn, REASON_SHUTDOWN, NULL);
+		br->conn = NULL;
+		if (br->state == BRIDGE_DIALING || br->state == BRIDGE_HANDSHAKE)
+			stop_io(br);
+		loop_timer_stop(b->loop, &br->timer);
+	}
+}
+
+void bridges_free(struct bridges *bs)
+{
+	if (!bs)
+		return;
+	for (size_t i = 0; i < bs->n; i++) {
+		struct bridge *br = &bs->v[i];
+		for (size_t r = 0; r < br->rule_count; r++) {
+			wisp_free(br->rules[r].local_filter);
+			wisp_free(br->rules[r].remote_filter);
+		}
+		wisp_free(br->rules);
+		for (size_t a = 0; a < br->addr_count; a++) {
+			wisp_free(br->addrs[a].host);
+			tls_ctx_unref(br->addrs[a].tls);
+		}
+		wisp_free(br->addrs);
+		wisp_free(br->topic_buf);
+	}
+	wisp_free(bs->stats);
+	wisp_free(bs->v);
+	wisp_free(bs);
+}

@@ -1,0 +1,307 @@
+/*
+ * Cluster-wide shared subscription groups (groups.h).
+ *
+ * Queue name: "wisp-share-" and the first 16 bytes of SHA-256("$share/g/f")
+ * in hex. NATS groups queue subscribers by queue name across subjects, so
+ * the name must tell "$share/g/a/+" from "$share/g/a/#" (two groups in
+ * MQTT); the digest keeps it short and free of the characters NATS refuses
+ * in a queue name, whatever the group and filter hold. A filter ending in
+ * "/#" holds a second queue subscription on its parent subject, under the
+ * same queue name: one message matches only one of the two subjects.
+ *
+ * The tag a message gets on cnats's thread is "<run secret>.<number>", so a
+ * NATS publisher cannot address a group by setting the header itself.
+ */
+#include "groups.h"
+
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mbedtls/sha256.h>
+
+#include "alloc.h"
+#include "err.h"
+#include "hash.h"
+#include "inbox.h"
+#include "log.h"
+#include "subject.h"
+
+#define GROUPS_BUCKETS 1024u
+#define TAG_HEADER "Wisp-Share"
+
+/* One NATS subscription of a group, found by its sid on the loop thread. */
+struct sid_link {
+	struct sid_link *next;
+	int64_t sid;
+	struct group_sub *gs;
+};
+
+struct group_sub {
+	struct group_sub *by_key_next;
+	struct sid_link links[2];  /* sub's and parent_sub's */
+	natsSubscription *sub, *parent_sub;
+	uint32_t hash;
+	uint32_t count;            /* local member subscriptions */
+	uint16_t len;
+	char key[];
+};
+
+struct cluster_groups {
+	natsOptions *opts;
+	natsConnection *nc;
+	struct inbox *inbox;
+	char *prefix;
+	char secret[17];
+	uint64_t *count;           /* NATS queue subscriptions held: the broker's cluster/subjects figure */
+	struct group_sub *by_key[GROUPS_BUCKETS];
+	struct sid_link *by_sid[GROUPS_BUCKETS];
+	char *buf;
+	size_t buf_cap;
+};
+
+static struct group_sub **find_key(struct cluster_groups *g, const char *key, size_t len, uint32_t h)
+{
+	struct group_sub **pp = &g->by_key[h % GROUPS_BUCKETS];
+	for (; *pp; pp = &(*pp)->by_key_next)
+		if ((*pp)->hash == h && (*pp)->len == len && memcmp((*pp)->key, key, len) == 0)
+			break;
+	return pp;
+}
+
+static struct sid_link **find_sid(struct cluster_groups *g, int64_t sid)
+{
+	struct sid_link **pp = &g->by_sid[(uint64_t)sid % GROUPS_BUCKETS];
+	for (; *pp; pp = &(*pp)->next)
+		if ((*pp)->sid == sid)
+			break;
+	return pp;
+}
+
+/* cnats's delivery thread: tag and hand over, nothing else. It reads only
+ * the secret, written before the connection exists. */
+static void on_group_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+	(void)nc;
+	struct cluster_groups *g = closure;
+	char tag[48];
+	snprintf(tag, sizeof tag, "%s.%" PRId64, g->secret, natsSubscription_GetID(sub));
+	if (natsMsgHeader_Set(msg, TAG_HEADER, tag) != NATS_OK || !inbox_push(g->inbox, msg))
+		natsMsg_Destroy(msg); /* a full inbox counts it */
+}
+
+static void queue_name(const char *key, size_t len, char out[64])
+{
+	unsigned char digest[32];
+	mbedtls_sha256_ret((const unsigned char *)key, len, digest, 0);
+	int n = snprintf(out, 64, "wisp-share-");
+	for (int i = 0; i < 16; i++)
+		n += snprintf(out + n, (size_t)(64 - n), "%02x", digest[i]);
+}
+
+static void link_sid(struct cluster_groups *g, struct group_sub *gs, int i, natsSubscription *sub)
+{
+	struct sid_link *l = &gs->links[i];
+	l->sid = natsSubscription_GetID(sub);
+	l->gs = gs;
+	struct sid_link **pp = &g->by_sid[(uint64_t)l->sid % GROUPS_BUCKETS];
+	l->next = *pp;
+	*pp = l;
+}
+
+static void unsubscribe(struct cluster_groups *g, struct group_sub *gs)
+{
+	natsSubscription **subs[2] = {&gs->sub, &gs->parent_sub};
+	for (int i = 0; i < 2; i++) {
+		if (!*subs[i])
+			continue;
+		struct sid_link **pp = find_sid(g, gs->links[i].sid);
+		if (*pp)
+			*pp = (*pp)->next;
+		natsSubscription_Unsubscribe(*subs[i]);
+		natsSubscription_Destroy(*subs[i]);
+		*subs[i] = NULL;
+		(*g->count)--;
+	}
+}
+
+static void subscribe(struct cluster_groups *g, struct group_sub *gs)
+{
+	size_t at = 0;
+	while (at < gs->len && gs->key[at] != '/')
+		at++; /* "$share" */
+	at++;
+	while (at < gs->len && gs->key[at] != '/')
+		at++; /* the group */
+	at++;
+	bool parent_too = false;
+	ssize_t n = subject_from_filter(g->prefix, gs->key + at, gs->len - at, g->buf, g->buf_cap, &parent_too);
+	if (n < 0)
+		return;
+	char queue[64];
+	queue_name(gs->key, gs->len, queue);
+	natsStatus st = natsConnection_QueueSubscribe(&gs->sub, g->nc, g->buf, queue, on_group_msg, g);
+	if (st == NATS_OK) {
+		link_sid(g, gs, 0, gs->sub);
+		(*g->count)++;
+	}
+	if (st == NATS_OK && parent_too) {
+		g->buf[n - 2] = '\0'; /* without ".>" */
+		st = natsConnection_QueueSubscribe(&gs->parent_sub, g->nc, g->buf, queue, on_group_msg, g);
+		if (st == NATS_OK) {
+			link_sid(g, gs, 1, gs->parent_sub);
+			(*g->count)++;
+		}
+	}
+	if (st != NATS_OK)
+		log_msg(LOG_WARNING, "cluster", "cannot join NATS queue group for '%.*s': %s: its members get "
+			"only this node's messages' share", (int)gs->len, gs->key, natsStatus_GetText(st));
+}
+
+void groups_ref(struct cluster_groups *g, const char *key, size_t len)
+{
+	uint32_t h = hash_bytes(0, key, len);
+	struct group_sub **pp = find_key(g, key, len, h);
+	if (*pp) {
+		(*pp)->count++;
+		return;
+	}
+	struct group_sub *gs = wisp_calloc(1, sizeof *gs + len);
+	if (!gs) {
+		log_msg(LOG_WARNING, "cluster", "out of memory: shared subscription '%.*s' gets no messages from "
+			"other nodes", (int)len, key);
+		return;
+	}
+	gs->hash = h;
+	gs->count = 1;
+	gs->len = (uint16_t)len;
+	memcpy(gs->key, key, len);
+	*pp = gs;
+	/* A failed subscribe keeps the entry, so the unrefs stay balanced. */
+	subscribe(g, gs);
+}
+
+void groups_unref(struct cluster_groups *g, const char *key, size_t len)
+{
+	struct group_sub **pp = find_key(g, key, len, hash_bytes(0, key, len));
+	struct group_sub *gs = *pp;
+	if (!gs || --gs->count > 0)
+		return;
+	unsubscribe(g, gs);
+	*pp = gs->by_key_next;
+	wisp_free(gs);
+}
+
+bool groups_message(struct cluster_groups *g, natsMsg *nm, const char **key, size_t *len)
+{
+	const char *tag = NULL;
+	if (natsMsgHeader_Get(nm, TAG_HEADER, &tag) != NATS_OK || !tag)
+		return false;
+	size_t slen = strlen(g->secret);
+	if (strncmp(tag, g->secret, slen) != 0 || tag[slen] != '.')
+		return false; /* set by a NATS publisher, not by on_group_msg */
+	struct sid_link *l = *find_sid(g, strtoll(tag + slen + 1, NULL, 10));
+	*key = l ? l->gs->key : NULL;
+	*len = l ? l->gs->len : 0;
+	return true;
+}
+
+natsConnection *groups_connection(const struct cluster_groups *g) { return g->nc; }
+
+bool groups_connected(const struct cluster_groups *g)
+{
+	return g && g->nc && natsConnection_Status(g->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+int groups_start(struct cluster_groups **out, const char *url, const char *node, const char *prefix,
+		 struct inbox *inbox, uint64_t *count, char *err, size_t errlen)
+{
+	*out = NULL;
+	struct cluster_groups *g = wisp_calloc(1, sizeof *g);
+	if (!g)
+		goto nomem;
+	g->inbox = inbox;
+	g->count = count;
+	g->prefix = wisp_strndup(prefix, strlen(prefix));
+	/* The longest filter: max_topic_length is at most 65535. */
+	g->buf_cap = SUBJECT_MAX(strlen(prefix), 65535);
+	g->buf = wisp_malloc(g->buf_cap);
+	if (!g->prefix || !g->buf)
+		goto nomem;
+	uint64_t secret = 0;
+	if (getentropy(&secret, sizeof secret) != 0)
+		secret = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)g;
+	snprintf(g->secret, sizeof g->secret, "%016" PRIx64, secret);
+	char name[300];
+	snprintf(name, sizeof name, "%s-share", node);
+	natsStatus st = natsOptions_Create(&g->opts);
+	if (st == NATS_OK)
+		st = natsOptions_SetURL(g->opts, url);
+	if (st == NATS_OK)
+		st = natsOptions_SetName(g->opts, name);
+	if (st == NATS_OK)
+		st = natsOptions_UseGlobalMessageDelivery(g->opts, true);
+	if (st == NATS_OK)
+		st = natsOptions_SetMaxReconnect(g->opts, -1);
+	if (st == NATS_OK)
+		st = natsOptions_SetReconnectWait(g->opts, 500);
+	if (st == NATS_OK)
+		st = natsOptions_SetRetryOnFailedConnect(g->opts, true, NULL, NULL);
+	if (st == NATS_OK) {
+		st = natsConnection_Connect(&g->nc, g->opts);
+		if (st == NATS_NOT_YET_CONNECTED)
+			st = NATS_OK;
+	}
+	if (st != NATS_OK) {
+		snprintf(err, errlen, "cluster: cannot set up the shared-subscription NATS connection to %s: %s", url,
+			 natsStatus_GetText(st));
+		groups_close(g);
+		groups_free(g);
+		return WISP_EIO;
+	}
+	*out = g;
+	return 0;
+nomem:
+	snprintf(err, errlen, "cluster: out of memory");
+	groups_close(g);
+	groups_free(g);
+	return WISP_ENOMEM;
+}
+
+void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms)
+{
+	if (sub && natsSubscription_Drain(sub) == NATS_OK)
+		natsSubscription_WaitForDrainCompletion(sub, timeout_ms);
+}
+
+void groups_close(struct cluster_groups *g)
+{
+	if (!g)
+		return;
+	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
+		while (g->by_key[i]) {
+			struct group_sub *gs = g->by_key[i];
+			g->by_key[i] = gs->by_key_next;
+			unsubscribe(g, gs);
+			wisp_free(gs);
+		}
+	if (g->nc) {
+		natsConnection_Close(g->nc);
+		natsConnection_Destroy(g->nc);
+		g->nc = NULL;
+	}
+}
+
+void groups_free(struct cluster_groups *g)
+{
+	if (!g)
+		return;
+	natsOptions_Destroy(g->opts);
+	wisp_free(g->buf);
+	wisp_free(g->prefix);
+	wisp_free(g);
+}

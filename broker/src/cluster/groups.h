@@ -1,0 +1,76 @@
+/*
+ * Shared subscription groups cluster-wide: `$share/g/f` is one group over
+ * every node's members, so a message goes to one member of the group in
+ * the whole cluster, once [MQTT-4.8.2-3 ... one session per group].
+ *
+ * Each node with members of a group holds one NATS queue subscription for
+ * it (queue name: a digest of "$share/g/f", subject: f's subject); NATS
+ * gives each message to one queue subscriber of the group among all the
+ * nodes, and that node gives it to one of its members (proto/share.c's
+ * round robin, route_share_deliver). The node that publishes skips its own
+ * groups (route_ctx.shares_elsewhere), since NATS picks for them too.
+ *
+ * The queue subscriptions live on a second NATS connection, with echo on:
+ * the main one is no-echo, and a node's own members must be candidates for
+ * the messages its own clients publish. The same connection carries the
+ * client-id claims (presence.h) and the $SYS figures (totals.h). cnats's
+ * delivery thread tags each message of a queue subscription with the
+ * subscription's number (header Wisp-Share) and hands it to the cluster's
+ * inbox; the loop thread maps the number back to
+ * the group (a number whose group is gone maps to nothing: the message is
+ * dropped, as a local group that just lost its last member drops it).
+ *
+ * Memory: one entry per distinct shared filter this node's sessions hold
+ * (about 64 bytes plus the key), in two fixed hash tables of GROUPS_BUCKETS.
+ * Loop thread only, except the message callback.
+ */
+#ifndef WISP_CLUSTER_GROUPS_H
+#define WISP_CLUSTER_GROUPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nats/nats.h>
+
+struct inbox;
+struct cluster_groups;
+
+/* Connects the second connection (in the background, as the main one) to
+ * `url` as "<node>-share", handing its messages to `inbox`, and keeps
+ * *count (the cluster/subjects figure) up by the queue subscriptions it
+ * holds. Borrows both until groups_free. 0, or WISP_ENOMEM / WISP_EIO
+ * with err set. */
+int groups_start(struct cluster_groups **out, const char *url, const char *node, const char *prefix,
+		 struct inbox *inbox, uint64_t *count, char *err, size_t errlen);
+/* Leaves every group and closes the connection; groups_free, once cnats's
+ * threads are gone (nats_CloseAndWait), frees the rest. NULL: no-op. */
+void groups_close(struct cluster_groups *g);
+void groups_free(struct cluster_groups *g);
+
+/* One more (less) local member subscription of the shared filter `key`
+ * ("$share/g/f", valid): the first subscribes the queue, the last gone
+ * unsubscribes it. */
+void groups_ref(struct cluster_groups *g, const char *key, size_t len);
+void groups_unref(struct cluster_groups *g, const char *key, size_t len);
+
+/* Whether nm came from a queue subscription (it has the tag); if so, *key
+ * is its group's key ("$share/g/f", *len bytes) or NULL when the group has
+ * gone since. */
+bool groups_message(struct cluster_groups *g, natsMsg *nm, const char **key, size_t *len);
+
+/* The second connection, for the cluster's own control traffic
+ * (presence.h), which must not count as data on the main one. */
+natsConnection *groups_connection(const struct cluster_groups *g);
+
+/* Ends sub after cnats handed over what it still holds for it (at most
+ * timeout_ms): a message left in cnats's delivery queue when the library
+ * shuts down is never freed. Blocks; for shutdown. NULL: no-op. */
+void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms);
+
+/* Whether the queue subscriptions' connection is up now (so NATS can pick
+ * this node's groups). Loop thread. */
+bool groups_connected(const struct cluster_groups *g);
+
+
+#endif

@@ -1,0 +1,190 @@
+/*
+ * Cluster-wide client ids (presence.h).
+ *
+ * A claim: subject "$WISP.<prefix>.claim" ("$WISP.claim" without a
+ * prefix), payload the client id as sent (any UTF-8: not a header value),
+ * headers Wisp-Node (the claiming node), Wisp-At (the connect's wall-clock
+ * time in ns) and Wisp-Clean ("1" for Clean Start).
+ *
+ * The recent-connect ring holds a 64-bit digest of each id (two 32-bit
+ * hashes) and its connect time; a lookup scans it (PRESENCE_RECENT
+ * entries), only when a claim finds a connected session of its id here.
+ */
+#include "presence.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "broker.h"
+#include "err.h"
+#include "groups.h"
+#include "hash.h"
+#include "log.h"
+#include "rules.h"
+#include "session_v5.h"
+#include "wire.h"
+
+#define PRESENCE_RECENT 1024u
+#define ID_SEED_LO 0x243f6a88u
+#define ID_SEED_HI 0x85a308d3u
+
+struct recent {
+	uint64_t digest;
+	uint64_t at_ns;
+};
+
+struct presence {
+	struct broker *b;
+	natsConnection *nc;
+	natsSubscription *sub;
+	char *node;
+	char *subject;
+	struct recent ring[PRESENCE_RECENT];
+	size_t next;
+};
+
+static uint64_t id_digest(const char *id, size_t len)
+{
+	return (uint64_t)hash_bytes(ID_SEED_HI, id, len) << 32 | hash_bytes(ID_SEED_LO, id, len);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The time this node connected `id`, if among the recent connects; 0 if not. */
+static uint64_t connected_at(const struct presence *p, const char *id, size_t len)
+{
+	uint64_t d = id_digest(id, len), at = 0;
+	for (size_t i = 0; i < PRESENCE_RECENT; i++)
+		if (p->ring[i].digest == d && p->ring[i].at_ns > at)
+			at = p->ring[i].at_ns;
+	return at;
+}
+
+static void on_connected(void *ctx, struct session *s, bool clean_start, bool assigned)
+{
+	struct presence *p = ctx;
+	if (assigned)
+		return; /* the broker's own choice, unique on this node only: nobody else holds it */
+	uint64_t at = now_ns();
+	size_t id_len = strlen(s->client_id); /* no U+0000 in an MQTT string [MQTT-1.5.4-2] */
+	if (id_len > INT_MAX)
+		return;
+	p->ring[p->next] = (struct recent){id_digest(s->client_id, id_len), at};
+	p->next = (p->next + 1) % PRESENCE_RECENT;
+	natsMsg *nm = NULL;
+	natsStatus st = natsMsg_Create(&nm, p->subject, NULL, s->client_id, (int)id_len);
+	if (st == NATS_OK)
+		st = natsMsgHeader_Set(nm, "Wisp-Node", p->node);
+	if (st == NATS_OK) {
+		char t[24];
+		snprintf(t, sizeof t, "%" PRIu64, at);
+		st = natsMsgHeader_Set(nm, "Wisp-At", t);
+	}
+	if (st == NATS_OK)
+		st = natsMsgHeader_Set(nm, "Wisp-Clean", clean_start ? "1" : "0");
+	if (st == NATS_OK)
+		st = natsConnection_PublishMsg(p->nc, nm);
+	natsMsg_Destroy(nm);
+	if (st != NATS_OK)
+		p->b->stats.cluster.send_failed++;
+}
+
+
+bool presence_message(struct presence *p, natsMsg *nm)
+{
+	if (!p || strcmp(natsMsg_GetSubject(nm), p->subject) != 0)
+		return false;
+	struct broker *b = p->b;
+	const char *node = wire_header(nm, "Wisp-Node");
+	const char *at_hdr = wire_header(nm, "Wisp-At");
+	int len = natsMsg_GetDataLength(nm);
+	if (!node || !at_hdr || len <= 0 || strcmp(node, p->node) == 0)
+		return true; /* malformed, or this node's own (no-echo should spare it) */
+	const char *id = natsMsg_GetData(nm);
+	struct session *s = sess_find(&b->sessions, id, (size_t)len);
+	if (!s)
+		return true;
+	if (s->conn) {
+		uint64_t at = strtoull(at_hdr, NULL, 10);
+		uint64_t mine = connected_at(p, id, (size_t)len);
+		/* Both nodes see both claims: the later connect stays. */
+		if (claim_loses_to_local(mine, p->node, at, node))
+			return true;
+		log_limited("cluster_takeover", LOG_NOTICE, "cluster", "client %s: taken over by a connection at node '%s'",
+			    s->client_id, node);
+		/* [MQTT-3.1.4-3] as on one node: 0x8E for v5, a close for 3.1.1. */
+		broker_drop(b, s->conn, REASON_SESSION_TAKEN_OVER, "session taken over at another node");
+		s = sess_find(&b->sessions, id, (size_t)len); /* a clean one is gone now */
+	}
+	if (s) {
+		/* Its client is at the other node now: ending it here keeps its
+		 * messages from being queued (and delivered again) here. */
+		session_v5_end(b, s);
+		SESS_OBSERVE(&b->observer, session_del, s);
+		sess_destroy(&b->sessions, b->subs, s);
+	}
+	b->stats.cluster.taken_over++;
+	return true;
+}
+
+int presence_start(struct presence **out, struct broker *b, natsConnection *nc, const char *node,
+		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure)
+{
+	*out = NULL;
+	struct presence *p = wisp_calloc(1, sizeof *p);
+	if (!p)
+		return WISP_ENOMEM;
+	p->b = b;
+	p->nc = nc;
+	p->node = wisp_strndup(node, strlen(node));
+	size_t n = strlen("$WISP.") + strlen(prefix) + strlen(".claim") + 1;
+	p->subject = wisp_malloc(n);
+	if (!p->node || !p->subject) {
+		presence_free(p);
+		return WISP_ENOMEM;
+	}
+	snprintf(p->subject, n, "$WISP.%s%sclaim", prefix, *prefix ? "." : "");
+	if (natsConnection_Subscribe(&p->sub, nc, p->subject, on_msg, on_msg_closure) != NATS_OK) {
+		presence_free(p);
+		return WISP_EIO;
+	}
+	b->on_client_connected = on_connected;
+	b->client_connected_ctx = p;
+	*out = p;
+	return 0;
+}
+
+void presence_stop(struct presence *p)
+{
+	if (!p)
+		return;
+	if (p->b->client_connected_ctx == p) {
+		p->b->on_client_connected = NULL;
+		p->b->client_connected_ctx = NULL;
+	}
+	/* Claims arrive at any time, also while the node stops. */
+	cluster_nats_drain_sub(p->sub, 500);
+	natsSubscription_Destroy(p->sub); /* before nats_CloseAndWait, which waits for every cnats object */
+	p->sub = NULL;
+}
+
+void presence_free(struct presence *p)
+{
+	if (!p)
+		return;
+	presence_stop(p);
+	wisp_free(p->subject);
+	wisp_free(p->node);
+	wisp_free(p);
+}

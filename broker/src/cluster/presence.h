@@ -1,0 +1,50 @@
+/*
+ * Client ids cluster-wide: a client id is connected at one node at a time.
+ *
+ * When a client connects here, this node publishes a claim for its id on
+ * NATS, over the node's second connection (groups.h: control traffic stays
+ * off the data connection's figures; its echo of the node's own claims is
+ * ignored) (subject "$WISP.<subject_prefix>.claim": outside the topic subjects,
+ * and a '$' topic should it ever be read as one, so no '#' subscriber sees
+ * it), with the connect time and the Clean Start flag. Every other node that
+ * holds a session of that id lets go of it, as the node a second CONNECT of
+ * the id reaches does on its own:
+ *  - its connection is closed as a takeover [MQTT-3.1.4-3]: DISCONNECT with
+ *    0x8E Session taken over for v5, a close for 3.1.1 (its will goes out
+ *    by the single-node rules);
+ *  - the session then ends there (it is not carried to the new node, see
+ *    docs/cluster.md): kept, it would queue for a client that is elsewhere
+ *    and deliver those messages again should the client come back, which
+ *    QoS 2 forbids.
+ * Two connects of one id at two nodes at once: each node gets the other's
+ * claim; the later connect (its node's clock, then the node name) wins, so
+ * exactly one stays. A node remembers the time of its last PRESENCE_RECENT
+ * connects for this; an older connection is older than any claim that can
+ * still be in flight.
+ *
+ * Memory: PRESENCE_RECENT entries of 16 bytes. Loop thread only.
+ */
+#ifndef WISP_CLUSTER_PRESENCE_H
+#define WISP_CLUSTER_PRESENCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <nats/nats.h>
+
+struct broker;
+struct presence;
+
+/* Subscribes to the claims on nc (borrowed until presence_stop) and
+ * hooks the broker's connects. 0 or WISP_ENOMEM / WISP_EIO. */
+int presence_start(struct presence **out, struct broker *b, natsConnection *nc, const char *node,
+		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure);
+/* Unhooks and ends the subscription (drained), before the connection closes. */
+void presence_stop(struct presence *p);
+/* Frees it, once cnats's threads are gone. NULL: no-op. */
+void presence_free(struct presence *p);
+
+/* Whether nm is a claim (on the claim subject); if so, acts on it. */
+bool presence_message(struct presence *p, natsMsg *nm);
+
+#endif

@@ -1,0 +1,69 @@
+/*
+ * Retained messages cluster-wide, through a JetStream key-value bucket
+ * (`cluster.retained_bucket`, replicated `cluster.retained_replicas` times).
+ *
+ * Every node keeps its own retained store (topic/retained.h) and serves
+ * SUBSCRIBE from it, as a single node does; the bucket keeps those stores
+ * equal:
+ *  - a retained PUBLISH (or will) accepted here is stored locally as
+ *    always, and published to the bucket's subject for its topic
+ *    ("$KV.<bucket>.<mapped topic>", subject.h's mapping), with the QoS,
+ *    the forwarded v5 properties and the absolute expiry as headers; an
+ *    empty payload publishes a KV delete marker [MQTT-3.3.1-10];
+ *  - every node (this one too) follows the bucket with a JetStream ordered
+ *    consumer that starts with the last record of each topic, so a node
+ *    started later receives everything retained so far, and applies each
+ *    record to its own store (a delete marker, an empty payload or an
+ *    expired record clears the topic).
+ * Records are applied in the stream's order, so all stores converge on the
+ * bucket. A node's own record echoes back to it: while one of its own
+ * writes to a topic is on its way (pending), older records of that topic
+ * (its own earlier ones, or another node's that the stream put before it)
+ * are not applied, so the publishing node's store never steps back.
+ *
+ * The bucket is created (or bound) and the consumer made on a thread of
+ * this module, retried every second until JetStream answers, and the same
+ * thread then reads the consumer (a synchronous subscription) into the
+ * inbox: the loop thread never waits for NATS. Without JetStream the node logs it once and
+ * retained messages stay per node, as before.
+ *
+ * Memory: the pending table, one entry per topic with a write in flight
+ * (a few per topic and round trip), capped at RETAINED_KV_PENDING_MAX.
+ */
+#ifndef WISP_CLUSTER_RETAINED_KV_H
+#define WISP_CLUSTER_RETAINED_KV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <nats/nats.h>
+
+struct broker;
+struct inbox;
+struct msg;
+struct retained_kv;
+
+/* The inbox event bit the module raises when its set-up thread has news
+ * (retained_kv_event reads it). */
+#define RETAINED_KV_EVENT 0x100u
+
+/* Starts the set-up thread on the connection nc (borrowed until
+ * retained_kv_stop). Messages go to inbox, news as RETAINED_KV_EVENT.
+ * `origin` marks the messages this module makes. 0 or WISP_ENOMEM/WISP_EIO. */
+int retained_kv_start(struct retained_kv **out, struct broker *b, natsConnection *nc, struct inbox *inbox,
+		      const char *node, const void *origin);
+/* Stops the thread and the consumer; before the connection closes. */
+void retained_kv_stop(struct retained_kv *r);
+/* Frees the rest, once cnats's threads are gone. NULL: no-op. */
+void retained_kv_free(struct retained_kv *r);
+
+/* Loop thread: m (retain set, not $SYS) was accepted on this node:
+ * publish it to the bucket. */
+void retained_kv_publish(struct retained_kv *r, const struct msg *m);
+/* Loop thread: when nm came from the bucket's consumer, applies it to the
+ * local store and returns true (the caller still destroys nm). */
+bool retained_kv_message(struct retained_kv *r, natsMsg *nm);
+/* Loop thread, on RETAINED_KV_EVENT: logs the set-up's outcome. */
+void retained_kv_event(struct retained_kv *r);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * The pure decisions of the cluster's shared state, apart from NATS so
+ * they are unit-tested (tests/unit/test_cluster_rules.c):
+ *  - which of two connects of one client id stays (presence.h);
+ *  - whether a record from the retained bucket is applied (retained_kv.h);
+ *  - a node's figures message (totals.h).
+ */
+#ifndef WISP_CLUSTER_RULES_H
+#define WISP_CLUSTER_RULES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Whether this node's connection of an id (connected at mine_ns by its
+ * clock, 0: not among the recent connects, so older than any claim still
+ * in flight) stays against another node's claim made at claim_ns: the
+ * later connect stays, equal times go to the greater node name. */
+bool claim_loses_to_local(uint64_t mine_ns, const char *my_node, uint64_t claim_ns, const char *claim_node);
+
+/* What to do with a record of a topic while one of this node's own writes
+ * to it (numbered pending_seq) is on its way. */
+enum record_verdict {
+	RECORD_APPLY,         /* no write of ours on its way (or it was lost): apply */
+	RECORD_SKIP,          /* older than our pending write in the stream: skip */
+	RECORD_SKIP_ARRIVED,  /* our pending write itself: the store has it; forget the pending entry */
+};
+/* has_pending: an own write to the topic is on its way and not stale;
+ * own: the record is this node's run's, numbered own_seq. */
+enum record_verdict retained_record_verdict(bool has_pending, uint64_t pending_seq, bool own, uint64_t own_seq);
+
+/* Parses "name=value name=value ..." (len bytes, no NUL needed): for each
+ * names[i] present, values[i] = its value (others untouched). Malformed
+ * items and unknown names are skipped. Returns how many were set. */
+size_t figures_parse(const char *p, size_t len, const char *const *names, size_t n, uint64_t *values);
+
+#endif

@@ -1,0 +1,35 @@
+/*
+ * $SYS cluster-wide totals: every sys_interval each node sends its own
+ * figures (a fixed set of metrics.c's rows, by name) on NATS subject
+ * "$WISP.<subject_prefix>.figures", over its second connection (groups.h),
+ * and publishes, retained, under $SYS/cluster/ the sum of the latest
+ * figures of every node heard from within three intervals (itself
+ * included), with $SYS/cluster/nodes the number of such nodes. The
+ * per-node $SYS/broker/ figures are unchanged. Retained messages are not
+ * summed: every node holds the same ones.
+ *
+ * Memory: TOTALS_NODES_MAX nodes' figures (about 200 bytes each); a node
+ * past that is not counted (logged once). Loop thread only.
+ */
+#ifndef WISP_CLUSTER_TOTALS_H
+#define WISP_CLUSTER_TOTALS_H
+
+#include <stdbool.h>
+
+#include <nats/nats.h>
+
+struct broker;
+struct totals;
+
+/* Does nothing (and sets *out NULL) when sys_interval is 0. Borrows nc
+ * until totals_stop. 0 or WISP_ENOMEM / WISP_EIO. */
+int totals_start(struct totals **out, struct broker *b, natsConnection *nc, const char *node, const char *prefix,
+		 natsMsgHandler on_msg, void *on_msg_closure);
+/* Stops the timer, ends the subscription; before the connection closes. */
+void totals_stop(struct totals *t);
+void totals_free(struct totals *t);
+
+/* Whether nm is another node's figures; if so, records them. */
+bool totals_message(struct totals *t, natsMsg *nm);
+
+#endif

@@ -1,0 +1,94 @@
+/*
+ * The cluster's pure decisions (cluster/rules.h): which of two connects of
+ * one client id stays, whether a retained record is applied while an own
+ * write is on its way, and the figures message of $SYS/cluster/.
+ */
+#include <CUnit/CUnit.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "rules.h"
+#include "unit_main.h"
+
+static void test_later_connect_stays(void)
+{
+	static const struct {
+		uint64_t mine;
+		const char *my_node;
+		uint64_t claim;
+		const char *claim_node;
+		bool keep_local;
+		const char *why;
+	} cases[] = {
+		{200, "a", 100, "b", true, "ours is later: the claim loses"},
+		{100, "a", 200, "b", false, "the claim is later: ours goes [MQTT-3.1.4-3]"},
+		{0, "a", 1, "b", false, "ours is not among the recent connects: older than any claim"},
+		{150, "b", 150, "a", true, "same instant: the greater node name stays"},
+		{150, "a", 150, "b", false, "same instant, seen from the other node: exactly one stays"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		bool got = claim_loses_to_local(cases[i].mine, cases[i].my_node, cases[i].claim, cases[i].claim_node);
+		if (got != cases[i].keep_local)
+			fprintf(stderr, "\ncase %zu: %s\n", i, cases[i].why);
+		CU_ASSERT_EQUAL(got, cases[i].keep_local);
+	}
+	/* Symmetry: for any two connects, exactly one side keeps its own. */
+	for (uint64_t x = 0; x < 4; x++)
+		for (uint64_t y = 0; y < 4; y++)
+			CU_ASSERT_NOT_EQUAL(claim_loses_to_local(x, "a", y, "b"), claim_loses_to_local(y, "b", x, "a"));
+}
+
+static void test_retained_record_verdict(void)
+{
+	CU_ASSERT_EQUAL(retained_record_verdict(false, 0, false, 0), RECORD_APPLY);
+	CU_ASSERT_EQUAL(retained_record_verdict(false, 0, true, 7), RECORD_APPLY); /* an earlier run's, or stale */
+	CU_ASSERT_EQUAL(retained_record_verdict(true, 5, false, 0), RECORD_SKIP);  /* another node's, before ours */
+	CU_ASSERT_EQUAL(retained_record_verdict(true, 5, true, 4), RECORD_SKIP);   /* our older write */
+	CU_ASSERT_EQUAL(retained_record_verdict(true, 5, true, 5), RECORD_SKIP_ARRIVED);
+}
+
+static const char *const names[] = {"clients_connected", "messages_received_total", "heap_bytes"};
+
+static void test_figures_parse(void)
+{
+	uint64_t v[3] = {9, 9, 9};
+	static const char full[] = "clients_connected=3 messages_received_total=18446744073709551615 heap_bytes=0";
+	CU_ASSERT_EQUAL(figures_parse(full, sizeof full - 1, names, 3, v), 3);
+	CU_ASSERT_EQUAL(v[0], 3);
+	CU_ASSERT_EQUAL(v[1], UINT64_MAX);
+	CU_ASSERT_EQUAL(v[2], 0);
+	/* Unknown names (a newer node), malformed items: skipped, the rest kept. */
+	uint64_t w[3] = {9, 9, 9};
+	static const char odd[] = "future_figure=5 clients_connected= =4 heap_bytes=12x messages_received_total=7";
+	CU_ASSERT_EQUAL(figures_parse(odd, sizeof odd - 1, names, 3, w), 1);
+	CU_ASSERT_EQUAL(w[0], 9);
+	CU_ASSERT_EQUAL(w[1], 7);
+	CU_ASSERT_EQUAL(w[2], 9);
+	/* Not NUL-terminated: a value running to the end of the buffer stops there. */
+	char buf[] = {'h', 'e', 'a', 'p', '_', 'b', 'y', 't', 'e', 's', '=', '4', '2', '9'};
+	uint64_t x[3] = {0, 0, 0};
+	CU_ASSERT_EQUAL(figures_parse(buf, sizeof buf - 1, names, 3, x), 1);
+	CU_ASSERT_EQUAL(x[2], 42);
+	CU_ASSERT_EQUAL(figures_parse("", 0, names, 3, x), 0);
+	/* 21 digits: over UINT64_MAX's 20, refused rather than wrapped. */
+	static const char big[] = "heap_bytes=123456789012345678901";
+	CU_ASSERT_EQUAL(figures_parse(big, sizeof big - 1, names, 3, x), 0);
+}
+
+static CU_TestInfo tests[] = {
+	{"two connects of one id: the later stays, exactly one", test_later_connect_stays},
+	{"retained record while an own write is on its way", test_retained_record_verdict},
+	{"figures message: names, malformed items, bounds", test_figures_parse},
+	CU_TEST_INFO_NULL,
+};
+
+static CU_SuiteInfo suites[] = {
+	{"cluster_rules", NULL, NULL, NULL, NULL, tests},
+	CU_SUITE_INFO_NULL,
+};
+
+int main(void)
+{
+	return unit_run(suites);
+}
