@@ -71,6 +71,9 @@
 #define TEXT_SEQ_CHARS 6
 #define TEXT_TIME_CHARS 7
 
+/* --ws: the subprotocol offered, as MQTT clients do [MQTT-6.0.0-4]. */
+static const char *const ws_subprotocols[] = {"mqtt", NULL};
+
 /* Packet id states of a publisher. */
 enum { PID_FREE = 0, PID_AWAIT_ACK = 1, PID_AWAIT_COMP = 2 };
 
@@ -342,7 +345,8 @@ static void connected(struct bench_run *r, struct bconn *c)
 		struct ws_opts wo = {
 			.http = {.max_head_bytes = 4096, .max_headers = 100},
 			.max_frame_size = UINT64_MAX,
-			.path = r->o->ws_path,
+			.path = r->o->ws_path ? r->o->ws_path : "/mqtt",
+			.subprotocols = ws_subprotocols,
 			.host = r->o->host,
 		};
 		c->t = ws_client_transport_new(c->t, &wo);

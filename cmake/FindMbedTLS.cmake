@@ -2,11 +2,13 @@
 # for the headers and the three libraries ourselves.
 #
 # Imported targets (static copies whose calloc/free are ours, see below):
-#   MbedTLS::mbedcrypto (links wisp_core), MbedTLS::mbedx509 (links mbedcrypto),
+#   MbedTLS::mbedcrypto (links wisp_core, and wisp_tls_nettle when Nettle is
+#   found: see below), MbedTLS::mbedx509 (links mbedcrypto),
 #   MbedTLS::mbedtls (links mbedx509, hence mbedtls mbedx509 mbedcrypto in
 #   that order, as static linking needs).
 # Variables: MbedTLS_FOUND, MbedTLS_VERSION, MbedTLS_INCLUDE_DIR,
-#   MbedTLS_LIBRARY, MbedX509_LIBRARY, MbedCrypto_LIBRARY.
+#   MbedTLS_LIBRARY, MbedX509_LIBRARY, MbedCrypto_LIBRARY, WISP_TLS_NETTLE,
+#   WISP_NETTLE_INCLUDE_DIR, WISP_NETTLE_LIBRARIES.
 # Hints: MbedTLS_ROOT.
 
 find_path(MbedTLS_INCLUDE_DIR NAMES mbedtls/ssl.h)
@@ -43,6 +45,68 @@ find_package_handle_standard_args(MbedTLS
 # (broker/src/core/alloc.c), and link the copies. Every byte mbed TLS
 # allocates then counts in the broker's heap figure and against
 # memory_limit. The copies link wisp_core, which defines the two functions.
+# Nettle behind mbed TLS's slowest primitives (issue 13): X25519 and the
+# P-256 k*G of an ECDSA signature (mbed TLS 2.28's generic bignum made a full
+# handshake cost 3.5 times Mosquitto's CPU), and AES-GCM (its one-block-at-a-
+# time GCM made a 4 KiB message over TLS cost three times Mosquitto's). In
+# the counted copy of libmbedcrypto.a, three members are rewritten to call
+# Wisp's functions (broker/src/net/tls_ecp.c, tls_gcm.c) instead of mbed
+# TLS's: ecdh.o and ecdsa.o call wisp_ecp_mul_restartable for
+# mbedtls_ecp_mul_restartable, and cipher.o calls wisp_gcm_crypt_and_tag and
+# wisp_gcm_auth_decrypt for mbedtls_gcm_crypt_and_tag and
+# mbedtls_gcm_auth_decrypt. ecp.o and gcm.o keep their own functions, which
+# Wisp's call for every case they do not take. Only those members change,
+# so the rest of mbed TLS (verification, other curves and ciphers) is
+# untouched. Without Nettle's development files (nettle-dev) the archive is
+# left as it is and TLS uses mbed TLS's code: slower, equally correct.
+# WISP_TLS_NETTLE says which; WISP_NETTLE_LIBRARIES and
+# WISP_NETTLE_INCLUDE_DIR are what those files need.
+find_path(WISP_NETTLE_INCLUDE_DIR NAMES nettle/curve25519.h)
+find_library(WISP_HOGWEED_LIBRARY NAMES libhogweed.a)
+find_library(WISP_NETTLE_LIBRARY NAMES libnettle.a)
+find_library(WISP_GMP_LIBRARY NAMES libgmp.a)
+if(MbedTLS_FOUND AND WISP_NETTLE_INCLUDE_DIR AND WISP_HOGWEED_LIBRARY AND WISP_NETTLE_LIBRARY
+   AND WISP_GMP_LIBRARY)
+  set(WISP_TLS_NETTLE ON)
+  set(WISP_NETTLE_LIBRARIES "${WISP_HOGWEED_LIBRARY};${WISP_NETTLE_LIBRARY};${WISP_GMP_LIBRARY}")
+else()
+  set(WISP_TLS_NETTLE OFF)
+  message(STATUS "Nettle (nettle-dev) not found: TLS uses mbed TLS's slower X25519, P-256 and AES-GCM")
+endif()
+mark_as_advanced(WISP_NETTLE_INCLUDE_DIR WISP_HOGWEED_LIBRARY WISP_NETTLE_LIBRARY WISP_GMP_LIBRARY)
+
+function(wisp_mbedtls_nettle_hook archive workdir)
+  set(_rename_ecdh.c.o mbedtls_ecp_mul_restartable=wisp_ecp_mul_restartable)
+  set(_rename_ecdsa.c.o mbedtls_ecp_mul_restartable=wisp_ecp_mul_restartable)
+  set(_rename_cipher.c.o mbedtls_gcm_crypt_and_tag=wisp_gcm_crypt_and_tag
+                         mbedtls_gcm_auth_decrypt=wisp_gcm_auth_decrypt)
+  set(_members ecdh.c.o ecdsa.c.o cipher.c.o)
+  set(_tmp "${workdir}/nettle-hook")
+  file(REMOVE_RECURSE "${_tmp}")
+  file(MAKE_DIRECTORY "${_tmp}")
+  execute_process(COMMAND "${CMAKE_AR}" x "${archive}" ${_members}
+                  WORKING_DIRECTORY "${_tmp}" RESULT_VARIABLE _rc)
+  if(NOT _rc EQUAL 0)
+    message(FATAL_ERROR "mbed TLS: ${archive} has no ${_members}")
+  endif()
+  foreach(_m ${_members})
+    set(_args "")
+    foreach(_r ${_rename_${_m}})
+      list(APPEND _args --redefine-sym "${_r}")
+    endforeach()
+    execute_process(COMMAND "${WISP_OBJCOPY}" ${_args} "${_tmp}/${_m}" RESULT_VARIABLE _rc)
+    if(NOT _rc EQUAL 0)
+      message(FATAL_ERROR "mbed TLS: objcopy failed on ${_m}")
+    endif()
+  endforeach()
+  execute_process(COMMAND "${CMAKE_AR}" r "${archive}" ${_members}
+                  WORKING_DIRECTORY "${_tmp}" RESULT_VARIABLE _rc)
+  if(NOT _rc EQUAL 0)
+    message(FATAL_ERROR "mbed TLS: could not put ${_members} back into ${archive}")
+  endif()
+  file(REMOVE_RECURSE "${_tmp}")
+endfunction()
+
 if(MbedTLS_FOUND)
   find_program(WISP_OBJCOPY NAMES objcopy REQUIRED)
   set(_dir "${CMAKE_BINARY_DIR}/mbedtls-counted")
@@ -56,13 +120,26 @@ if(MbedTLS_FOUND)
                           "Wisp links a copy whose allocations it counts")
     endif()
     set(_out "${_dir}/${_base}.a")
-    if(NOT EXISTS "${_out}" OR "${_static}" IS_NEWER_THAN "${_out}")
+    set(_stamp "${_out}.rewrite")
+    set(_rewrite "counted")
+    if(_lib STREQUAL "MbedCrypto" AND WISP_TLS_NETTLE)
+      set(_rewrite "counted;nettle-ecp-gcm")
+    endif()
+    set(_done "")
+    if(EXISTS "${_stamp}")
+      file(READ "${_stamp}" _done)
+    endif()
+    if(NOT EXISTS "${_out}" OR "${_static}" IS_NEWER_THAN "${_out}" OR NOT _done STREQUAL _rewrite)
       execute_process(COMMAND "${WISP_OBJCOPY}" --redefine-sym calloc=wisp_tls_calloc
                               --redefine-sym free=wisp_tls_free "${_static}" "${_out}"
                       RESULT_VARIABLE _rc)
       if(NOT _rc EQUAL 0)
         message(FATAL_ERROR "mbed TLS: objcopy failed on ${_static}")
       endif()
+      if(_rewrite MATCHES "nettle")
+        wisp_mbedtls_nettle_hook("${_out}" "${_dir}")
+      endif()
+      file(WRITE "${_stamp}" "${_rewrite}")
     endif()
     set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${_static}")
     set(${_lib}_LIBRARY "${_out}")
@@ -74,6 +151,9 @@ if(MbedTLS_FOUND)
   unset(_static)
   unset(_out)
   unset(_rc)
+  unset(_stamp)
+  unset(_rewrite)
+  unset(_done)
 endif()
 
 if(MbedTLS_FOUND)
@@ -83,6 +163,10 @@ if(MbedTLS_FOUND)
       IMPORTED_LOCATION "${MbedCrypto_LIBRARY}"
       INTERFACE_INCLUDE_DIRECTORIES "${MbedTLS_INCLUDE_DIR}")
     set_property(TARGET MbedTLS::mbedcrypto PROPERTY INTERFACE_LINK_LIBRARIES wisp_core)
+    if(WISP_TLS_NETTLE)
+      # wisp_tls_nettle (broker/CMakeLists.txt) defines what ecdh.o, ecdsa.o and cipher.o now call.
+      set_property(TARGET MbedTLS::mbedcrypto APPEND PROPERTY INTERFACE_LINK_LIBRARIES wisp_tls_nettle)
+    endif()
   endif()
   if(NOT TARGET MbedTLS::mbedx509)
     add_library(MbedTLS::mbedx509 UNKNOWN IMPORTED)

@@ -250,7 +250,8 @@ class HandshakeMemoryTest(HostileTlsCase):
     def test_started_handshakes_counted_and_given_back(self):
         """600 half ClientHellos: the sessions they start are counted in
         $SYS/broker/heap/current (at least their two 16,717-byte record
-        buffers each: mbed TLS's real allocations); an honest client
+        buffers each, charged whole although mapped and resident only where
+        touched); an honest client
         completes its QoS 1 round trip meanwhile; after they close, VmRSS
         falls back by at least half of what they added."""
         w = self.sys_watch()
@@ -275,7 +276,10 @@ class HandshakeMemoryTest(HostileTlsCase):
             rss2 = self.broker.rss_kib()
         sys.stderr.write("[heap %d -> %d -> %d KiB; VmRSS %d -> %d -> %d KiB] "
                          % (heap0 // 1024, heap1 // 1024, heap2 // 1024, rss0, rss1, rss2))
-        self.assertGreater(added, HALF_HELLOS * 20, "the handshakes did not cost what they should")
+        # Each costs its handshake state and the pages of its record
+        # buffers it touched (they are mappings: the ClientHello reaches one
+        # page of the input buffer), ~15 KiB, not the buffers' whole 40 KiB.
+        self.assertGreater(added, HALF_HELLOS * 8, "the handshakes did not cost what they should")
         self.assertLessEqual(rss2, rss1 - added // 2,
                              "VmRSS stayed at %d KiB after the handshakes closed (%d before, %d at peak)"
                              % (rss2, rss0, rss1))

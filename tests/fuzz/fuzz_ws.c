@@ -151,6 +151,8 @@ static const struct transport_ops mem_ops = {
 	.close = mem_close,
 };
 
+static const char *const subprotocols[] = {"mqtt", "mqttv3.1", NULL};
+
 /* Test messages for frame_per_message: the first byte is the length. */
 static size_t byte_length(const uint8_t *head, size_t len) { return len ? (size_t)(head[0] % 32) + 1 : 0; }
 
@@ -391,6 +393,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.http = {.max_head_bytes = 1024, .max_headers = 16},
 		.max_frame_size = flags & 4 ? 64 : 1u << 20,
 		.path = flags & 8 ? "/mqtt" : NULL,
+		.subprotocols = subprotocols,
 		.trust_proxy = flags & 16,
 		.frame_per_message = flags & 2 ? byte_length : NULL,
 	};

@@ -35,12 +35,16 @@
 static const char rfc_key[] = "dGhlIHNhbXBsZSBub25jZQ==";
 static const char rfc_accept[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
+/* What server/ gives a ws listener: MQTT's subprotocols. */
+static const char *const mqtt_subprotocols[] = {"mqtt", "mqttv3.1", NULL};
+
 static struct ws_opts default_opts(void)
 {
 	return (struct ws_opts){
 		.http = {.max_head_bytes = 4096, .max_headers = 32},
 		.max_frame_size = 1u << 20,
 		.path = NULL,
+		.subprotocols = mqtt_subprotocols,
 		.trust_proxy = false,
 	};
 }
@@ -264,6 +268,62 @@ static void test_upgrade_rfc_example(void)
 	CU_ASSERT_EQUAL_FATAL(make_pair(&p, &o), 0);
 	CU_ASSERT(upgrade(&p, ""));
 	free_pair(&p);
+}
+
+/* The transport knows no subprotocol or path of its own: its owner's. */
+static void test_owner_subprotocols_and_path(void)
+{
+	static const char *const chat[] = {"chat", NULL};
+	struct ws_opts o = default_opts();
+	o.subprotocols = chat;
+	struct pair p;
+	char req[1024], resp[1024], why[200];
+	CU_ASSERT_EQUAL_FATAL(make_pair(&p, &o), 0);
+	request(req, sizeof req, "Sec-WebSocket-Protocol: mqtt\r\n");
+	client_send(p.client, req, strlen(req));
+	CU_ASSERT_EQUAL(server_handshake(&p), WISP_EPROTO);
+	client_read_head(p.client, resp, sizeof resp);
+	CU_ASSERT(strncmp(resp, "HTTP/1.1 400 ", 13) == 0);
+	transport_last_error(p.t, why, sizeof why);
+	CU_ASSERT(strstr(why, "no subprotocol chat offered") != NULL);
+	free_pair(&p);
+	CU_ASSERT_EQUAL_FATAL(make_pair(&p, &o), 0);
+	request(req, sizeof req, "Sec-WebSocket-Protocol: superchat, chat\r\n");
+	client_send(p.client, req, strlen(req));
+	CU_ASSERT_EQUAL(server_handshake(&p), 0);
+	client_read_head(p.client, resp, sizeof resp);
+	CU_ASSERT(strstr(resp, "\r\nSec-WebSocket-Protocol: chat\r\n") != NULL);
+	free_pair(&p);
+	/* None: whatever is offered, none is chosen. */
+	o.subprotocols = NULL;
+	CU_ASSERT_EQUAL_FATAL(make_pair(&p, &o), 0);
+	request(req, sizeof req, "Sec-WebSocket-Protocol: mqtt\r\n");
+	client_send(p.client, req, strlen(req));
+	CU_ASSERT_EQUAL(server_handshake(&p), 0);
+	client_read_head(p.client, resp, sizeof resp);
+	CU_ASSERT(strncmp(resp, "HTTP/1.1 101 ", 13) == 0);
+	CU_ASSERT(strstr(resp, "Sec-WebSocket-Protocol") == NULL);
+	free_pair(&p);
+
+	/* The client side asks for "/" unless told, offering what it is given. */
+	static const char *const two[] = {"a", "b", NULL};
+	for (int k = 0; k < 2; k++) {
+		int fds[2];
+		CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+		struct ws_opts co = default_opts();
+		co.subprotocols = k ? two : NULL;
+		co.path = k ? "/x" : NULL;
+		struct transport *c = ws_client_transport_new(tcp_transport_new(fds[0]), &co);
+		CU_ASSERT_FATAL(c != NULL);
+		CU_ASSERT_EQUAL(transport_handshake(c), WISP_EAGAIN); /* the request is out */
+		fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) & ~O_NONBLOCK);
+		client_read_head(fds[1], resp, sizeof resp);
+		CU_ASSERT(strncmp(resp, k ? "GET /x HTTP/1.1\r\n" : "GET / HTTP/1.1\r\n", k ? 17 : 16) == 0);
+		const char *offer = strstr(resp, "Sec-WebSocket-Protocol");
+		CU_ASSERT(k ? offer && strncmp(offer, "Sec-WebSocket-Protocol: a, b\r\n", 30) == 0 : offer == NULL);
+		transport_close(c);
+		close(fds[1]);
+	}
 }
 
 struct refusal {
@@ -868,6 +928,7 @@ static void test_oom(void)
 static CU_TestInfo tests[] = {
 	{"upgrade: RFC 6455's example key, subprotocols", test_upgrade_rfc_example},
 	{"refused upgrades answer their HTTP status", test_refusals},
+	{"subprotocols and path are the owner's", test_owner_subprotocols_and_path},
 	{"the byte stream across frames, split at every offset", test_stream_split_everywhere},
 	{"frames behind the request; small reads leave the rest pending", test_small_reads_and_pending},
 	{"unmasked in place through reads of 1..20 bytes", test_stream_small_reads},

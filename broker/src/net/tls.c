@@ -33,17 +33,18 @@
  *   same length again (write_pending): mbed TLS has already encrypted that
  *   record and only finishes sending it.
  *
- * Cost model per connection (measured, see certs/README.md): ~36 KiB at
- * rest, nearly all of it the input and output record buffers (16717 bytes
- * each) that mbedtls_ssl_setup() allocates for the life of the connection
- * (Debian's build lacks MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH, and the input
- * side must hold a 16 KiB record since clients do not negotiate
- * max_fragment_length), plus the 736-byte mbedtls_ssl_context, the session
- * and the peer certificate. The handshake needs ~20 KiB more transiently.
- * writev stages into a 16 KiB stack buffer, so idle connections hold no
- * staging memory. Hibernated (idle for hibernate_after), a connection
- * frees both record buffers and keeps ~1.9 KiB (ChaCha20-Poly1305; ~2.8
- * KiB with AES-GCM): the context, session and keys.
+ * Cost model per connection (measured, see certs/README.md): the input
+ * and output record buffers (16717 bytes each, mapped as 20 KiB: see
+ * record_buf_alloc) for the life of the connection (Debian's build lacks
+ * MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH, and the input side must hold a 16
+ * KiB record since clients do not negotiate max_fragment_length), of which
+ * only the pages records reach become resident; plus the 736-byte
+ * mbedtls_ssl_context, the session and the peer certificate. The handshake
+ * needs ~20 KiB more transiently. writev stages into a 16 KiB stack
+ * buffer, so idle connections hold no staging memory. Hibernated (idle for
+ * hibernate_after), a connection unmaps both record buffers and keeps ~1.9
+ * KiB (ChaCha20-Poly1305; ~2.8 KiB with AES-GCM): the context, session and
+ * keys.
  *
  * Paid late: a server transport calls mbedtls_ssl_setup() only once the
  * peer's first bytes are there and look like a TLS handshake record, so a
@@ -76,6 +77,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -100,6 +102,10 @@
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
 
+#ifdef WISP_TLS_NETTLE
+#include "tls_gcm.h"
+#endif
+
 #include "alloc.h"
 #include "list.h"
 #include "log.h"
@@ -115,11 +121,12 @@
 #define TLS_STAGE_LEN MBEDTLS_SSL_OUT_CONTENT_LEN
 
 /* What a session needs from mbed TLS (glibc usable sizes, measured on
- * libmbedtls 2.28.3: certs/README.md): the two record buffers and the
- * session for the connection's life, and the handshake state (checksums,
- * ECDHE, the peer's certificate chain while it is verified) until the
- * handshake ends. Only for refusing early: the real bytes are counted. */
-#define TLS_MEM_SESSION (38u * 1024u)
+ * libmbedtls 2.28.3: certs/README.md): the two record buffers (mapped,
+ * 20 KiB each once rounded to pages) and the session for the connection's
+ * life, and the handshake state (checksums, ECDHE, the peer's certificate
+ * chain while it is verified) until the handshake ends. Only for refusing
+ * early: the real bytes are counted. */
+#define TLS_MEM_SESSION (44u * 1024u)
 #define TLS_MEM_HANDSHAKE (20u * 1024u)
 
 /* Freed bytes after which a sweep that hibernated something trims the heap. */
@@ -132,13 +139,24 @@
 /*
  * ECDHE key exchange (forward secrecy) and AEAD ciphers only. A server
  * picks the first suite of this list the client offers (Debian's build has
- * no MBEDTLS_SSL_SRV_RESPECT_CLIENT_PREFERENCE), so ChaCha20-Poly1305 comes
- * first: mbed TLS 2.28's GCM runs AES-NI and PCLMULQDQ one 16-byte block at
- * a time, and sealing a 4 KiB record measured 21.5 us with AES-128-GCM
- * against 16.3 us with ChaCha20-Poly1305 on this machine (bench/README.md).
- * Both are 128-bit-secure AEADs (RFC 5288, RFC 7905).
+ * no MBEDTLS_SSL_SRV_RESPECT_CLIENT_PREFERENCE), so the cheapest AEAD here
+ * comes first. With Nettle's AES-GCM (net/tls_gcm.h) on a CPU with AES-NI
+ * and PCLMULQDQ that is AES-GCM: sealing a 4 KiB record takes 2.5 us with
+ * AES-128-GCM against 12.9 us with Nettle's ChaCha20-Poly1305 and 20 us
+ * with mbed TLS's. Otherwise ChaCha20-Poly1305: mbed TLS 2.28's own GCM
+ * runs AES-NI and PCLMULQDQ one 16-byte block at a time (28 us per 4 KiB
+ * here), and without AES-NI AES is table-based. Both are 128-bit-secure
+ * AEADs (RFC 5288, RFC 7905).
  */
-static const char *const default_suites[] = {
+static const char *const suites_gcm_first[] = {
+	"TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
+	"TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384",
+	"TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256",
+	"TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256",
+	"TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384",
+	"TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256",
+};
+static const char *const suites_chacha_first[] = {
 	"TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256",
 	"TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
 	"TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384",
@@ -146,6 +164,16 @@ static const char *const default_suites[] = {
 	"TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256",
 	"TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384",
 };
+_Static_assert(sizeof suites_gcm_first == sizeof suites_chacha_first, "the same suites, reordered");
+
+bool tls_default_prefers_gcm(void)
+{
+#ifdef WISP_TLS_NETTLE
+	return tls_gcm_is_fast();
+#else
+	return false;
+#endif
+}
 
 /*
  * ECDHE groups. A server takes the client's first group that is in this
@@ -454,7 +482,7 @@ static int build_suites(struct tls_ctx *c, const char *list, char *err, size_t e
 		for (const char *p = list; *p; p++)
 			n += *p == ':';
 	} else {
-		n = sizeof default_suites / sizeof default_suites[0];
+		n = sizeof suites_gcm_first / sizeof suites_gcm_first[0];
 	}
 	c->suites = wisp_calloc(n + 1, sizeof *c->suites);
 	if (!c->suites) {
@@ -463,8 +491,10 @@ static int build_suites(struct tls_ctx *c, const char *list, char *err, size_t e
 	}
 	size_t k = 0;
 	if (!list) {
+		const char *const *defaults = tls_default_prefers_gcm() ? suites_gcm_first
+		                                                        : suites_chacha_first;
 		for (size_t i = 0; i < n; i++) {
-			int id = mbedtls_ssl_get_ciphersuite_id(default_suites[i]);
+			int id = mbedtls_ssl_get_ciphersuite_id(defaults[i]);
 			if (id != 0)
 				c->suites[k++] = id;
 		}
@@ -1028,6 +1058,81 @@ static int refuse(struct tls_transport *tt, const char *why, int rc)
 	return rc;
 }
 
+/* ---- record buffers: their own mappings, not the heap ---- */
+
+/*
+ * The two 16 KiB record buffers are mapped, not taken from the heap. Freed
+ * heap buffers left holes between the small objects every connection keeps
+ * (its transport, session and keys, allocated around them during the
+ * handshake), and the partly used pages around those holes stayed resident:
+ * an idle hibernated connection measured 4.4-4.9 KiB of RSS for ~2.5 KiB of
+ * live objects (bench/README.md). A mapping leaves no hole when unmapped,
+ * and pages of it that are never touched (a connection whose records are
+ * small uses the first page or two) never become resident at all. Cost:
+ * an mmap and a munmap per buffer, per handshake and per wake from
+ * hibernation, a few microseconds against a handshake's hundreds.
+ * Charged to memory_limit and the heap figures whole (page-rounded).
+ */
+static size_t record_buf_len(size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	return (len + page - 1) / page * page;
+}
+
+static unsigned char *record_buf_alloc(size_t len)
+{
+	size_t mapped = record_buf_len(len);
+	if (wisp_mem_charge(mapped) != 0)
+		return NULL;
+	void *p = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		wisp_mem_uncharge(mapped);
+		return NULL;
+	}
+	return p;
+}
+
+/* No zeroing first: the pages go back to the kernel, which clears them
+ * before anyone else sees them, and touching them would make them
+ * resident just to drop them. */
+static void record_buf_free(unsigned char *p, size_t len)
+{
+	if (!p)
+		return;
+	size_t mapped = record_buf_len(len);
+	(void)munmap(p, mapped);
+	wisp_mem_uncharge(mapped);
+}
+
+/* mbedtls_ssl_setup() has just taken its buffers from the heap (calloc:
+ * Debian's build offers no hook); mapped ones replace them at once. After
+ * this, a context's buffers are mapped or NULL, never from the heap (so
+ * unmap_record_buffers() is always right): on failure,
+ * MBEDTLS_ERR_SSL_ALLOC_FAILED, they are NULL and the connection fails. */
+static int map_record_buffers(mbedtls_ssl_context *ssl)
+{
+	unsigned char *in = record_buf_alloc(MBEDTLS_SSL_IN_BUFFER_LEN);
+	unsigned char *out = in ? record_buf_alloc(MBEDTLS_SSL_OUT_BUFFER_LEN) : NULL;
+	if (!out)
+		record_buf_free(in, MBEDTLS_SSL_IN_BUFFER_LEN);
+	wisp_tls_free(ssl->in_buf);
+	wisp_tls_free(ssl->out_buf);
+	ssl->in_buf = out ? in : NULL;
+	ssl->out_buf = out;
+	if (!out)
+		return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+	mbedtls_ssl_reset_in_out_pointers(ssl);
+	return 0;
+}
+
+/* Before mbedtls_ssl_free(), which would hand them to free(). */
+static void unmap_record_buffers(mbedtls_ssl_context *ssl)
+{
+	record_buf_free(ssl->in_buf, MBEDTLS_SSL_IN_BUFFER_LEN);
+	record_buf_free(ssl->out_buf, MBEDTLS_SSL_OUT_BUFFER_LEN);
+	ssl->in_buf = ssl->out_buf = NULL;
+}
+
 /* ---- hibernation: idle connections give their record buffers back ---- */
 
 static void sweep(struct loop *l, struct loop_timer *t);
@@ -1079,11 +1184,7 @@ static int hibernate(struct tls_transport *tt)
 		return WISP_EAGAIN;
 	memcpy(tt->in_ctr, ssl->in_ctr, sizeof tt->in_ctr);
 	memcpy(tt->out_ctr, ssl->out_ctr, sizeof tt->out_ctr);
-	mbedtls_platform_zeroize(ssl->in_buf, MBEDTLS_SSL_IN_BUFFER_LEN);
-	mbedtls_platform_zeroize(ssl->out_buf, MBEDTLS_SSL_OUT_BUFFER_LEN);
-	wisp_tls_free(ssl->in_buf);
-	wisp_tls_free(ssl->out_buf);
-	ssl->in_buf = ssl->out_buf = NULL;
+	unmap_record_buffers(ssl);
 	ssl->in_ctr = ssl->in_hdr = ssl->in_len = ssl->in_iv = ssl->in_msg = NULL;
 	ssl->out_ctr = ssl->out_hdr = ssl->out_len = ssl->out_iv = ssl->out_msg = NULL;
 	tt->hibernated = true;
@@ -1099,10 +1200,10 @@ static int wake(struct tls_transport *tt)
 	if (!tt->hibernated)
 		return 0;
 	mbedtls_ssl_context *ssl = &tt->ssl;
-	unsigned char *in = wisp_tls_calloc(1, MBEDTLS_SSL_IN_BUFFER_LEN);
-	unsigned char *out = in ? wisp_tls_calloc(1, MBEDTLS_SSL_OUT_BUFFER_LEN) : NULL;
+	unsigned char *in = record_buf_alloc(MBEDTLS_SSL_IN_BUFFER_LEN);
+	unsigned char *out = in ? record_buf_alloc(MBEDTLS_SSL_OUT_BUFFER_LEN) : NULL;
 	if (!out) {
-		wisp_tls_free(in);
+		record_buf_free(in, MBEDTLS_SSL_IN_BUFFER_LEN);
 		tt->refusal = "out of memory waking from hibernation (memory_limit)";
 		return WISP_ENOMEM;
 	}
@@ -1179,6 +1280,32 @@ bool tls_transport_hibernated(const struct transport *t)
 	return tls_transport_is(t) && ((const struct tls_transport *)t)->hibernated;
 }
 
+static size_t resident_bytes(const unsigned char *p, size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), mapped = record_buf_len(len), n = 0;
+	unsigned char vec[64];
+	if (!p || mapped / page > sizeof vec || mincore((void *)(uintptr_t)p, mapped, vec) != 0)
+		return 0;
+	for (size_t i = 0; i < mapped / page; i++)
+		n += (vec[i] & 1) ? page : 0;
+	return n;
+}
+
+void tls_transport_buffer_residency(const struct transport *t, size_t *out_mapped,
+                                    size_t *out_resident)
+{
+	*out_mapped = *out_resident = 0;
+	if (!tls_transport_is(t))
+		return;
+	const mbedtls_ssl_context *ssl = &((const struct tls_transport *)t)->ssl;
+	if (ssl->in_buf)
+		*out_mapped += record_buf_len(MBEDTLS_SSL_IN_BUFFER_LEN);
+	if (ssl->out_buf)
+		*out_mapped += record_buf_len(MBEDTLS_SSL_OUT_BUFFER_LEN);
+	*out_resident = resident_bytes(ssl->in_buf, MBEDTLS_SSL_IN_BUFFER_LEN) +
+	                resident_bytes(ssl->out_buf, MBEDTLS_SSL_OUT_BUFFER_LEN);
+}
+
 static void handshake_finished(struct tls_transport *tt)
 {
 	tt->handshake_done = true;
@@ -1221,6 +1348,8 @@ static int ensure_setup(struct tls_transport *tt)
 	if (!wisp_mem_has_room(TLS_MEM_SESSION + TLS_MEM_HANDSHAKE))
 		return refuse(tt, "out of memory (memory_limit)", WISP_ENOMEM);
 	int ret = mbedtls_ssl_setup(&tt->ssl, &tt->ctx->conf);
+	if (ret == 0)
+		ret = map_record_buffers(&tt->ssl);
 	if (ret == 0 && !tt->ctx->is_server && tt->ctx->hostname)
 		ret = mbedtls_ssl_set_hostname(&tt->ssl, tt->ctx->hostname);
 	if (ret != 0) {
@@ -1433,6 +1562,8 @@ static void tls_close(struct transport *t)
 	if (tt->hibernated)
 		hib_count--;
 	leave_lru(tt);
+	if (!tt->hibernated)
+		unmap_record_buffers(&tt->ssl);
 	mbedtls_ssl_free(&tt->ssl);
 	if (t->fd >= 0)
 		close(t->fd);
@@ -1613,6 +1744,11 @@ void tls_transport_last_error(const struct transport *t, char *buf, size_t len)
 
 #include <unistd.h>
 
+bool tls_default_prefers_gcm(void)
+{
+	return false;
+}
+
 static int no_tls(char *err, size_t errlen)
 {
 	if (err && errlen) {
@@ -1705,6 +1841,13 @@ bool tls_transport_hibernated(const struct transport *t)
 {
 	(void)t;
 	return false;
+}
+
+void tls_transport_buffer_residency(const struct transport *t, size_t *out_mapped,
+                                    size_t *out_resident)
+{
+	(void)t;
+	*out_mapped = *out_resident = 0;
 }
 
 const char *tls_transport_ciphersuite(const struct transport *t)

@@ -71,6 +71,11 @@ struct tls_opts {
 
 void tls_opts_init(struct tls_opts *o);
 
+/* Whether the default suite list (ciphersuites unset) puts AES-GCM before
+ * ChaCha20-Poly1305: true when AES-GCM is the cheaper here (Nettle's, on a
+ * CPU with AES-NI and PCLMULQDQ; see tls.c). */
+bool tls_default_prefers_gcm(void);
+
 /* Session resumption defaults (see config/README.md for the reasoning). */
 #define TLS_SESSION_LIFETIME_DEFAULT 86400u
 #define TLS_SESSION_LIFETIME_MAX 604800u
@@ -190,6 +195,16 @@ bool tls_transport_resumed(const struct transport *t);
  */
 int tls_transport_hibernate(struct transport *t);
 bool tls_transport_hibernated(const struct transport *t);
+
+/*
+ * The connection's record buffers as the kernel sees them: bytes mapped for
+ * them and bytes of those resident in memory (mincore). Both 0 while
+ * hibernated or before the handshake starts. For tests and diagnostics:
+ * the buffers are mappings of their own, so pages a connection never
+ * touched cost no memory and a hibernated one holds none.
+ */
+void tls_transport_buffer_residency(const struct transport *t, size_t *out_mapped,
+                                    size_t *out_resident);
 
 /* The negotiated ciphersuite's IANA-style name (mbed TLS spelling, with
  * dashes) once the handshake is done, else NULL. Static storage. */

@@ -131,6 +131,26 @@ static void set_error(struct ws_transport *ws, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* snprintf at buf + *n, cap in all: false (and buf cut, terminated) once
+ * it does not fit. */
+static bool append(char *buf, size_t cap, size_t *n, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static bool append(char *buf, size_t cap, size_t *n, const char *fmt, ...)
+{
+	if (*n >= cap)
+		return false;
+	va_list ap;
+	va_start(ap, fmt);
+	int w = vsnprintf(buf + *n, cap - *n, fmt, ap);
+	va_end(ap);
+	if (w < 0 || (size_t)w >= cap - *n) {
+		*n = cap;
+		return false;
+	}
+	*n += (size_t)w;
+	return true;
+}
+
 /* ---- frames out ---- */
 
 /* A client's frames are masked: with an all-zero key, so the payload goes
@@ -746,7 +766,6 @@ static void take_forwarded(struct ws_transport *ws, struct http_str v)
 /* Checks the request ([RFC 6455 4.2.1]) and prepares the 101. */
 static int accept_upgrade(struct ws_transport *ws, const struct http_request *req)
 {
-	static const char *const subprotocols[] = {"mqtt", "mqttv3.1"};
 	static const char upgrade_hint[] = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
 	if (strcmp(req->method, "GET") != 0)
 		return refuse(ws, 405, "method is not GET", "Allow: GET\r\n");
@@ -771,11 +790,18 @@ static int accept_upgrade(struct ws_transport *ws, const struct http_request *re
 		return refuse(ws, 400, "Sec-WebSocket-Key is not 16 bytes in base64", NULL);
 	const char *proto = NULL;
 	struct http_str offered = req->hdr[HTTP_HDR_WS_PROTOCOL];
-	for (size_t i = 0; i < sizeof subprotocols / sizeof subprotocols[0] && !proto; i++)
-		if (http_has_token(offered, subprotocols[i]))
-			proto = subprotocols[i];
-	if (offered.len && !proto)
-		return refuse(ws, 400, "no subprotocol mqtt or mqttv3.1 offered", NULL);
+	const char *const *ours = ws->opts.subprotocols;
+	for (size_t i = 0; ours && ours[i] && !proto; i++)
+		if (http_has_token(offered, ours[i]))
+			proto = ours[i];
+	if (offered.len && ours && ours[0] && !proto) {
+		char why[96];
+		size_t n = 0;
+		for (size_t i = 0; ours[i]; i++)
+			(void)append(why, sizeof why, &n, "%s %s", i ? " or" : "no subprotocol", ours[i]);
+		(void)append(why, sizeof why, &n, " offered");
+		return refuse(ws, 400, why, NULL);
+	}
 	if (ws->opts.trust_proxy && req->hdr[HTTP_HDR_FORWARDED_FOR].len)
 		take_forwarded(ws, req->hdr[HTTP_HDR_FORWARDED_FOR]);
 
@@ -889,17 +915,23 @@ static int client_request(struct ws_transport *ws)
 			set_error(ws, "WebSocket: out of memory for the handshake");
 			return fail_plain(ws, WISP_ENOMEM);
 		}
-		int n = snprintf(ws->resp, WS_RESP_MAX,
-				 "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-				 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-				 "Sec-WebSocket-Protocol: mqtt\r\n\r\n",
-				 ws->opts.path && ws->opts.path[0] ? ws->opts.path : "/mqtt",
-				 ws->opts.host ? ws->opts.host : "localhost", "dGhlIHNhbXBsZSBub25jZQ==");
-		if (n < 0 || n >= WS_RESP_MAX) {
+		size_t n = 0;
+		bool fits = append(ws->resp, WS_RESP_MAX, &n,
+				   "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+				   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n",
+				   ws->opts.path && ws->opts.path[0] ? ws->opts.path : "/",
+				   ws->opts.host ? ws->opts.host : "localhost", "dGhlIHNhbXBsZSBub25jZQ==");
+		const char *const *offer = ws->opts.subprotocols;
+		for (size_t i = 0; offer && offer[i]; i++)
+			fits = fits && append(ws->resp, WS_RESP_MAX, &n, "%s%s",
+					      i ? ", " : "Sec-WebSocket-Protocol: ", offer[i]);
+		if (offer && offer[0])
+			fits = fits && append(ws->resp, WS_RESP_MAX, &n, "\r\n");
+		if (!fits || !append(ws->resp, WS_RESP_MAX, &n, "\r\n")) {
 			set_error(ws, "WebSocket: request too long");
 			return fail_plain(ws, WISP_EINVAL);
 		}
-		ws->resp_len = (size_t)n;
+		ws->resp_len = n;
 		ws->resp_off = 0;
 	}
 	return 0;

@@ -9,10 +9,11 @@
  * then an HTTP/1.1 Upgrade request (net/http.h, bounded by
  * ws_opts.http), answered with 101 or with an HTTP error and the
  * connection failed. Any request path is accepted unless ws_opts.path is
- * set. Subprotocols: "mqtt", then "mqttv3.1" for old clients, are chosen
- * from those the client offers; a client that offers others only is
- * refused (400), one that offers none is accepted without the header
- * (lenient: [MQTT-6.0.0-3] puts the duty on the client).
+ * set. Subprotocols are the owner's (ws_opts.subprotocols; server/ gives
+ * MQTT's): the first of them, in the owner's order, that the client
+ * offers is chosen; a client that offers others only is refused (400),
+ * one that offers none is accepted without the header (lenient: MQTT's
+ * [MQTT-6.0.0-3] puts the duty on the client).
  *
  * Frames in: the client's frames must be masked ([RFC 6455 5.1], else
  * close 1002), binary ([MQTT-6.0.0-1]: a text frame closes with 1003),
@@ -77,7 +78,11 @@ typedef size_t (*ws_message_size_fn)(const uint8_t *head, size_t len);
 struct ws_opts {
 	struct http_limits http; /* the Upgrade request's head */
 	uint64_t max_frame_size; /* payload bytes of one client data frame */
-	const char *path;        /* NULL or "": any request path */
+	const char *path;        /* server: the path to accept, NULL or "": any; client: the path asked for (NULL or "": "/") */
+	/* The subprotocols spoken over the stream, by preference, NULL-terminated
+	 * ([RFC 6455 1.9]); NULL: none. Server: chosen from the client's offer;
+	 * client: offered, all of them. */
+	const char *const *subprotocols;
 	bool trust_proxy;        /* take the client address from X-Forwarded-For */
 	ws_message_size_fn frame_per_message; /* NULL: one frame per writev */
 	const char *host;        /* client: the Host header (default "localhost") */
@@ -86,15 +91,14 @@ struct ws_opts {
 /*
  * A WebSocket transport over `inner` (connected, non-blocking, its
  * handshake not yet done or done); takes ownership of inner (closed on
- * failure too). `o` is copied; o->path is borrowed and must outlive the
- * transport. NULL when out of memory.
+ * failure too). `o` is copied; o->path, o->subprotocols and o->host are
+ * borrowed and must outlive the transport. NULL when out of memory.
  */
 struct transport *ws_transport_new(struct transport *inner, const struct ws_opts *o);
 
 /*
  * The client side, for load generators and tests (wisp_bench --ws): sends
- * an upgrade request for o->path (default "/mqtt") with subprotocol mqtt,
- * accepts a 101 (the accept key is not checked) and masks its frames with
+ * an upgrade request for o->path offering o->subprotocols, accepts a 101 (the accept key is not checked) and masks its frames with
  * an all-zero key, which RFC 6455 5.3 says should be unpredictable: the
  * server unmasks every byte as usual while the generator spends nothing on
  * it and copies no payload. Not for use towards untrusted servers.

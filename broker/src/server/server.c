@@ -63,6 +63,10 @@ static size_t mqtt_message_size(const uint8_t *head, size_t len)
 	return n > 0 ? (size_t)n : 0;
 }
 
+/* ws_opts.subprotocols: "mqtt" for MQTT 3.1.1 and 5.0 [MQTT-6.0.0-4],
+ * then "mqttv3.1", which MQTT 3.1 clients offer. */
+static const char *const mqtt_ws_subprotocols[] = {"mqtt", "mqttv3.1", NULL};
+
 /* Connect timeout before CONNECT, keepalive after: both end the connection. */
 static void on_timer(struct loop *l, struct loop_timer *t)
 {
@@ -559,6 +563,7 @@ int server_listen(struct server *srv, char *err, size_t errlen)
 				.http = {.max_head_bytes = lc->max_header_bytes, .max_headers = lc->max_headers},
 				.max_frame_size = lc->max_frame_size ? lc->max_frame_size : cfg->limits.max_packet_size,
 				.path = lc->path,
+				.subprotocols = mqtt_ws_subprotocols,
 				.trust_proxy = lc->trust_proxy,
 				.frame_per_message = lc->frame_per_packet ? mqtt_message_size : NULL,
 			};
