@@ -22,6 +22,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "broker.h"
@@ -258,7 +259,7 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 static bool seen(struct durable *d, uint64_t seq)
 {
 	if (d->seen_floor == 0)
-		d->seen_floor = seq - 1; /* the first one: DeliverNew or resuming */
+		d->seen_floor = seq - 1; /* the first one: from the start time, or resuming */
 	if (seq <= d->seen_floor)
 		return true;
 	if (seq - d->seen_floor > d->seen_span) {
@@ -382,6 +383,7 @@ int durable_start(struct broker *b, const char *node, const char *run, durable_r
 		.max_age_s = (int64_t)cfg->stream_max_age,
 		.out_cap = d->out_cap,
 		.ack_cap = in_cap,
+		.start_ns = (int64_t)time(NULL) * 1000000000LL,
 	};
 	rc = jsw_start(&d->w, cfg->nats, &wc, &d->acks, &d->msgs);
 	if (rc != 0)

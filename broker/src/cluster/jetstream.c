@@ -240,7 +240,11 @@ static natsStatus ensure_consumer(struct jsw *w)
 		jsConsumerConfig_Init(&cc);
 		cc.Durable = w->consumer;
 		cc.DeliverSubject = deliver;
-		cc.DeliverPolicy = js_DeliverNew;
+		/* From this node's start, not from now: its clients may have
+		 * subscribed (and other nodes published) while this consumer
+		 * was being made. */
+		cc.DeliverPolicy = js_DeliverByStartTime;
+		cc.OptStartTime = w->cfg.start_ns;
 		cc.AckPolicy = js_AckExplicit;
 		cc.AckWait = (int64_t)ACK_WAIT_S * 1000000000LL;
 		cc.MaxAckPending = (int64_t)w->cfg.ack_cap;

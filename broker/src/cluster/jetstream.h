@@ -7,8 +7,9 @@
  *    a message is kept until every node's consumer acknowledged it, and
  *    at most max_age seconds) and binds this node's durable push consumer
  *    to it (made with js_AddConsumer, so unsubscribing keeps it; explicit
- *    acks, DeliverNew when created, so a new node does not replay the
- *    stream's history; delivered to _WISP_DELIVER.<stream>.<consumer>). It retries every half second until
+ *    acks; when created, it starts at the node's start time, so a new node
+ *    does not replay the stream's history but misses nothing published
+ *    after it started, however long JetStream took to answer; delivered to _WISP_DELIVER.<stream>.<consumer>). It retries every half second until
  *    both are there, then raises JSW_EV_READY on `events`.
  *  - Publishes: the loop hands it a natsMsg whose reply subject is
  *    <reply prefix><ticket> and which carries a Nats-Msg-Id (the stream
@@ -54,6 +55,7 @@ struct jsw_config {
 	int64_t max_age_s;
 	size_t out_cap;            /* publishes outstanding at most */
 	size_t ack_cap;            /* consumer MaxAckPending */
+	int64_t start_ns;          /* a new consumer starts at this node's start (Unix ns) */
 };
 
 struct jsw;
