@@ -308,8 +308,8 @@ static const struct field cluster_fields[] = {
 	{.key = "stream", .type = FT_CUSTOM, .def_str = "WISP",
 	 .offset = offsetof(struct config_cluster, stream), .custom = parse_stream_name},
 	F_NUM(struct config_cluster, FT_U32, "replicas", replicas, 1, 5, 1),
-	/* A day: a node down longer than that is a new node (its consumer
-	 * starts at new messages anyway); the stream's disk stays bounded by
+	/* A day: a node down longer than that misses what it did not
+	 * acknowledge before it aged out; the stream's disk stays bounded by
 	 * a day of QoS 1/2 traffic that some node has not acknowledged. */
 	F_NUM(struct config_cluster, FT_U32, "stream_max_age", stream_max_age, 1, 31536000, 86400),
 	/* QoS 1/2 messages waiting for JetStream's ack (their publishers'
