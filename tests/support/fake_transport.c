@@ -37,6 +37,7 @@ static ssize_t fake_writev(struct transport *t, const struct iovec *iov, int iov
 	size_t total = 0, asked = 0;
 	size_t cap = f->per_call && f->per_call < f->accept_limit ? f->per_call : f->accept_limit;
 	f->writev_calls++;
+	f->last_iovcnt = iovcnt;
 	for (int i = 0; i < iovcnt; i++)
 		asked += iov[i].iov_len;
 	for (int i = 0; i < iovcnt; i++) {

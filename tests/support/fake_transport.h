@@ -22,6 +22,7 @@ struct fake_transport {
 	 * (0 = no cap), a short result without `want` ("call again"). */
 	size_t per_call;
 	size_t writev_calls;  /* every writev, EAGAIN included */
+	int last_iovcnt;      /* the iovec count of the last writev */
 	/* What the peer "sent": read() hands it out, at most read_per_call
 	 * bytes a call (0 = as much as asked). With read_per_call it plays a
 	 * record transport (a short read without `want`: call again), without

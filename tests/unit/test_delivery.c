@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "unit_main.h"
@@ -17,6 +18,7 @@
 #include "delivery.h"
 #include "err.h"
 #include "fake_transport.h"
+#include "flight.h"
 #include "loop.h"
 #include "session.h"
 
@@ -82,6 +84,8 @@ static void tear_down(void)
 	sess_table_free(&tab, tree);
 	tree_free(tree);
 	outq_release_cache();
+	flight_release_cache();
+	msg_release_cache();
 }
 
 /* Flushes the connection and decodes everything written since last time. */
@@ -227,6 +231,118 @@ static void test_packet_ids_wrap_and_skip_ids_in_use(void)
 	CU_ASSERT_EQUAL(offer(&lim, "d", 1), DELIVERY_SENT);
 	w = flush_and_decode();
 	CU_ASSERT_EQUAL(w.id[0], 1);
+}
+
+/* A wide window across the wrap at 65535, acknowledged out of order: every
+ * id stays distinct and non-zero, the ids still in flight are skipped, and
+ * the freed ones are handed out again [MQTT-2.3.1-2]. */
+static void test_wide_window_across_the_wrap_acked_out_of_order(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 60, .max_queued = 10, .max_output = 1u << 20};
+	s->next_packet_id = 65510;
+	for (int i = 0; i < 50; i++)
+		CU_ASSERT_EQUAL(offer(&lim, "w", 1), DELIVERY_SENT);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL_FATAL(w.n, 50);
+	for (size_t i = 0; i < 50; i++)
+		CU_ASSERT_EQUAL(w.id[i], i < 25 ? 65511 + i : i - 24); /* 65511..65535, then 1..25 */
+	/* Every other one acknowledged, newest first. */
+	for (int i = 49; i >= 0; i -= 2)
+		CU_ASSERT_EQUAL(delivery_on_puback(s, &lim, w.id[i]), 0);
+	CU_ASSERT_EQUAL(s->inflight_count, 25);
+	/* The counter wraps once more, onto 1..25: the odd ids are free again,
+	 * the even ones still in flight. */
+	s->next_packet_id = 65535;
+	for (int i = 0; i < 10; i++)
+		CU_ASSERT_EQUAL(offer(&lim, "x", 1), DELIVERY_SENT);
+	struct seen w2 = flush_and_decode();
+	CU_ASSERT_EQUAL_FATAL(w2.n, 10);
+	for (size_t i = 0; i < 10; i++)
+		CU_ASSERT_EQUAL(w2.id[i], 2 * i + 1);
+	/* The first batch's even ids still complete, once each. */
+	for (int i = 0; i < 50; i += 2) {
+		CU_ASSERT_EQUAL(delivery_on_puback(s, &lim, w.id[i]), 0);
+		CU_ASSERT_EQUAL(delivery_on_puback(s, &lim, w.id[i]), WISP_ENOENT);
+	}
+	for (size_t i = 0; i < 10; i++)
+		CU_ASSERT_EQUAL(delivery_on_puback(s, &lim, w2.id[i]), 0);
+	CU_ASSERT_EQUAL(s->inflight_count, 0);
+	CU_ASSERT_PTR_NULL(s->flight); /* an empty window holds no index */
+}
+
+/* [MQTT-3.3.4-9] the client's Receive Maximum bounds the window below
+ * max_inflight, and an ack anywhere in the window lets the next one in. */
+static void test_receive_maximum_window(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 100, .max_queued = 100, .max_output = 1u << 20};
+	struct sess_v5 v5 = {.send_max = 4};
+	s->v5 = &v5;
+	for (int i = 0; i < 10; i++)
+		CU_ASSERT_EQUAL(offer(&lim, "r", 1), i < 4 ? DELIVERY_SENT : DELIVERY_QUEUED);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL(w.n, 4);
+	CU_ASSERT_EQUAL(s->inflight_count, 4);
+	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim, w.id[2]), 0); /* the middle of the window */
+	struct seen w2 = flush_and_decode();
+	CU_ASSERT_EQUAL(w2.n, 1);
+	CU_ASSERT_EQUAL(w2.id[0], w.id[3] + 1);
+	CU_ASSERT_EQUAL(delivery_inflight_state(s, w.id[2]), -1);
+	CU_ASSERT_EQUAL(delivery_inflight_state(s, w2.id[0]), SESS_MSG_WAIT_PUBACK);
+	CU_ASSERT_EQUAL(s->inflight_count, 4);
+	CU_ASSERT_EQUAL(s->queued_count, 5);
+	s->v5 = NULL;
+}
+
+/* Out of memory for the id index: a direct delivery is dropped and
+ * counted as such, a queued one stays queued until memory is back. */
+static void test_index_out_of_memory(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 40, .max_queued = 100, .max_output = 1u << 20};
+	flight_release_cache();
+	for (int i = 0; i < 16; i++)
+		CU_ASSERT_EQUAL(offer(&lim, "m", 1), DELIVERY_SENT);
+	struct msg *m = mk("n", 1);
+	flight_entry_free(flight_entry_new(0)); /* the entry comes from the free list */
+	wisp_mem_fail_after(1, 1);               /* the index cannot grow past 16 */
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, NULL, &last_why), DELIVERY_DROPPED);
+	wisp_mem_fail_after(0, 0);
+	CU_ASSERT_EQUAL(last_why, DROP_NO_MEMORY);
+	CU_ASSERT_EQUAL(s->inflight_count, 16);
+	msg_unref(m);
+	/* Queued behind a full output, then pumped while the index cannot grow. */
+	struct delivery_limits tight = lim;
+	tight.max_output = 1;
+	CU_ASSERT_EQUAL(offer(&tight, "q", 1), DELIVERY_QUEUED);
+	wisp_mem_fail_after(1, 1);
+	flush_and_decode();
+	CU_ASSERT_EQUAL(delivery_pump(s, &lim), 0);
+	wisp_mem_fail_after(0, 0);
+	CU_ASSERT_EQUAL(s->queued_count, 1);
+	CU_ASSERT_EQUAL(delivery_pump(s, &lim), 1);
+	CU_ASSERT_EQUAL(s->inflight_count, 17);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL(w.n, 1);
+	CU_ASSERT_STRING_EQUAL(w.payload[0], "q");
+}
+
+/* Steady-state QoS 1 delivery (send, PUBACK) allocates nothing once the
+ * entry, index and outq free lists are warm: with every allocation failing,
+ * the second round still delivers. */
+static void test_qos1_steady_state_allocates_nothing(void)
+{
+	struct msg *m = mk("s", 1);
+	for (int round = 0; round < 2; round++) {
+		if (round == 1)
+			wisp_mem_fail_after(1, 1);
+		for (int i = 0; i < 100; i++) {
+			CU_ASSERT_EQUAL(delivery_offer(s, &lim3, m, 1, false, NULL, &last_why), DELIVERY_SENT);
+			struct seen w = flush_and_decode();
+			CU_ASSERT_EQUAL(w.n, 1);
+			CU_ASSERT_EQUAL(delivery_on_puback(s, &lim3, w.id[0]), 0);
+		}
+		wisp_mem_fail_after(0, 0);
+	}
+	msg_unref(m);
 }
 
 static void test_offline_queue_is_bounded_by_count(void)
@@ -483,6 +599,105 @@ static void test_flush_calls_again_after_short_write_until_would_block(void)
 	CU_ASSERT_EQUAL(ft->written_len, wire);
 }
 
+/*
+ * Small deliveries are staged into one contiguous stretch (outq.c): a run
+ * of them is one iovec, not 3-4 each; large ones stay by reference; and
+ * the bytes are the same, in order, however short the writes.
+ */
+static void test_small_deliveries_staged_into_one_iovec(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 200, .max_queued = 10, .max_output = 8u << 20};
+	for (int i = 0; i < 100; i++)
+		CU_ASSERT_EQUAL(offer(&lim, "small", 1), DELIVERY_SENT);
+	ft->writev_calls = 0;
+	CU_ASSERT_EQUAL(outq_flush(&c->out, c->t), 0);
+	CU_ASSERT_EQUAL(ft->writev_calls, 1);
+	CU_ASSERT_EQUAL(ft->last_iovcnt, 1);
+	fake_transport_reset(ft);
+	delivery_clear(s, &lim);
+
+	/* Small, large, control bytes, small: written byte for byte in order,
+	 * 7 bytes at a time, the large payload by reference (three pieces). */
+	static char big[1000];
+	memset(big, 'B', sizeof big);
+	struct msg *large = msg_new("t/x", 3, big, sizeof big, 1, false);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(large);
+	s->next_packet_id = 0;
+	CU_ASSERT_EQUAL(offer(&lim, "s1", 1), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, large, 1, false, NULL, &last_why), DELIVERY_SENT);
+	msg_unref(large);
+	uint8_t ping[2];
+	CU_ASSERT_EQUAL_FATAL(mqtt_encode_empty(ping, sizeof ping, MQTT_PKT_PINGRESP), 2);
+	CU_ASSERT_EQUAL(conn_send_bytes(c, ping, sizeof ping), 0);
+	CU_ASSERT_EQUAL(offer(&lim, "s2", 0), DELIVERY_SENT);
+	size_t wire = c->out.bytes;
+	ft->accept_limit = SIZE_MAX;
+	CU_ASSERT_EQUAL(outq_flush(&c->out, c->t), 0);
+	CU_ASSERT_EQUAL(ft->last_iovcnt, 6); /* s1 | head | topic | id | payload | ping + s2 */
+	uint8_t *whole = malloc(wire);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(whole);
+	CU_ASSERT_EQUAL_FATAL(ft->written_len, wire);
+	memcpy(whole, ft->written, wire);
+	fake_transport_reset(ft);
+	/* The same output again, drained 7 bytes a call. */
+	delivery_clear(s, &lim);
+	s->next_packet_id = 0;
+	large = msg_new("t/x", 3, big, sizeof big, 1, false);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(large);
+	CU_ASSERT_EQUAL(offer(&lim, "s1", 1), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(delivery_offer(s, &lim, large, 1, false, NULL, &last_why), DELIVERY_SENT);
+	msg_unref(large);
+	CU_ASSERT_EQUAL(conn_send_bytes(c, ping, sizeof ping), 0);
+	CU_ASSERT_EQUAL(offer(&lim, "s2", 0), DELIVERY_SENT);
+	for (int turn = 0; turn < 10000 && c->out.count; turn++) {
+		ft->accept_limit = 7;
+		outq_flush(&c->out, c->t);
+	}
+	ft->accept_limit = SIZE_MAX;
+	CU_ASSERT_EQUAL(c->out.count, 0);
+	CU_ASSERT_EQUAL_FATAL(ft->written_len, wire);
+	CU_ASSERT(memcmp(ft->written, whole, wire) == 0);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL(w.n, 4);
+	CU_ASSERT_STRING_EQUAL(w.payload[0], "s1");
+	CU_ASSERT_EQUAL(w.type[2], MQTT_PKT_PINGRESP);
+	CU_ASSERT_STRING_EQUAL(w.payload[3], "s2");
+	free(whole);
+}
+
+/* Small message blocks are recycled by size class (msg.c): creating and
+ * dropping messages allocates nothing once warm, at every class boundary,
+ * the contents stay intact, and a large message still gets its own block. */
+static void test_small_messages_recycled_by_size_class(void)
+{
+	static char body[200];
+	for (size_t i = 0; i < sizeof body; i++)
+		body[i] = (char)('a' + i % 26);
+	/* A 40-byte header and a 3-byte topic: payloads that end each class
+	 * exactly, one byte past it, and beyond the largest. */
+	static const size_t sizes[] = {0, 21, 22, 53, 54, 85, 86, 150};
+	for (int round = 0; round < 2; round++) {
+		if (round == 1)
+			wisp_mem_fail_after(1, 1); /* warm: nothing small may allocate */
+		for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+			struct msg *m = msg_new("t/x", 3, body, sizes[i], 1, false);
+			if (round == 1 && sizes[i] > 85) {
+				CU_ASSERT_PTR_NULL(m); /* 40 + 3 + 86 > 128: its own malloc, which fails */
+				continue;
+			}
+			CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+			CU_ASSERT_EQUAL(m->payload_len, sizes[i]);
+			CU_ASSERT(memcmp(msg_topic(m), "t/x", 3) == 0);
+			CU_ASSERT(memcmp(msg_payload(m), body, sizes[i]) == 0);
+			CU_ASSERT_EQUAL(m->refcnt, 1);
+			CU_ASSERT_PTR_NULL(m->stored);
+			msg_unref(m);
+		}
+		wisp_mem_fail_after(0, 0);
+	}
+	msg_release_cache();
+}
+
 /* limits.max_queued_bytes_total: the queues of all sessions together. */
 static void test_total_queued_bytes_bound_all_sessions(void)
 {
@@ -625,6 +840,11 @@ static CU_TestInfo delivery_tests[] = {
 	{"QoS 2 outbound state machine [MQTT-4.3.3]", test_qos2_outbound_state_machine},
 	{"an ack of the wrong kind matches nothing", test_ack_of_the_wrong_kind_matches_nothing},
 	{"packet ids wrap and skip ids in use [MQTT-2.3.1-2]", test_packet_ids_wrap_and_skip_ids_in_use},
+	{"wide window across the wrap at 65535, acked out of order [MQTT-2.3.1-2]",
+	 test_wide_window_across_the_wrap_acked_out_of_order},
+	{"Receive Maximum bounds the window [MQTT-3.3.4-9]", test_receive_maximum_window},
+	{"id index out of memory: dropped when direct, kept when queued", test_index_out_of_memory},
+	{"QoS 1 steady state allocates nothing", test_qos1_steady_state_allocates_nothing},
 	{"offline queue bounded by count", test_offline_queue_is_bounded_by_count},
 	{"offline queue: max_queued 0 means unlimited", test_offline_queue_zero_means_unlimited},
 	{"offline queue bounded by bytes, messages shared", test_offline_queue_is_bounded_by_bytes},
@@ -635,6 +855,9 @@ static CU_TestInfo delivery_tests[] = {
 	{"filter removes refused queued and in-flight messages", test_filter_removes_refused_queued_and_inflight},
 	{"control packets share items, counted and in order", test_control_packets_share_items_and_keep_order},
 	{"flush calls again after a short write, until would-block", test_flush_calls_again_after_short_write_until_would_block},
+	{"small deliveries staged into one iovec, same bytes across short writes",
+	 test_small_deliveries_staged_into_one_iovec},
+	{"small messages recycled by size class, large ones allocated", test_small_messages_recycled_by_size_class},
 	{"max_queued_bytes_total bounds all sessions together", test_total_queued_bytes_bound_all_sessions},
 	{"input before CONNECT counted until CONNECT or close", test_unauthenticated_input_is_counted_until_connect},
 	CU_TEST_INFO_NULL,

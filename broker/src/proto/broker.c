@@ -15,6 +15,7 @@
 #include "session_v5.h"
 #include "sys.h"
 #include "err.h"
+#include "flight.h"
 #include "log.h"
 
 /* The server's turn hooks: SUBSCRIBE work left from earlier turns, and the
@@ -127,6 +128,8 @@ void broker_free(struct broker *b)
 	server_free(&b->srv);
 	route_free(&b->route);
 	outq_release_cache();
+	flight_release_cache();
+	msg_release_cache();
 	memset(b, 0, sizeof *b);
 }
 

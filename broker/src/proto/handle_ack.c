@@ -8,23 +8,12 @@
 
 #include "err.h"
 
-/* The state of the outbound message in flight under `packet_id`, or -1. */
-static int inflight_state(const struct session *s, uint16_t packet_id)
-{
-	for (const struct list_node *n = s->inflight.next; n != &s->inflight; n = n->next) {
-		const struct sess_msg *e = container_of(n, struct sess_msg, link);
-		if (e->packet_id == packet_id)
-			return e->state;
-	}
-	return -1;
-}
-
 int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt_ack *p, enum reason *why)
 {
 	/* The answer must fit the QoS the message was sent at (sections 4.3.2
 	 * and 4.3.3): PUBREC to a QoS 1 PUBLISH, or PUBACK to a QoS 2 one, is a
 	 * protocol violation (closed, as Mosquitto does). */
-	int state = type == MQTT_PKT_PUBACK || type == MQTT_PKT_PUBREC ? inflight_state(c->sess, p->packet_id) : -1;
+	int state = type == MQTT_PKT_PUBACK || type == MQTT_PKT_PUBREC ? delivery_inflight_state(c->sess, p->packet_id) : -1;
 	if ((type == MQTT_PKT_PUBREC && state == SESS_MSG_WAIT_PUBACK) ||
 	    (type == MQTT_PKT_PUBACK && (state == SESS_MSG_WAIT_PUBREC || state == SESS_MSG_WAIT_PUBCOMP))) {
 		*why = REASON_WRONG_ACK;

@@ -6,6 +6,7 @@
 #include "codec.h"
 #include "conn.h"
 #include "err.h"
+#include "flight.h"
 #include "log.h"
 
 static void queue_add(struct session *s, const struct delivery_limits *lim, uint64_t bytes)
@@ -52,9 +53,11 @@ static bool total_has_room(const struct delivery_limits *lim, uint64_t bytes)
 	return false;
 }
 
-/* A 3.1.1 delivery's entry (no identifiers) keeps its 32 bytes: the
- * identifier count sits in what was padding. */
-_Static_assert(sizeof(struct sess_msg) == 32, "struct sess_msg grew");
+/* A 3.1.1 delivery's entry (no identifiers) is 40 bytes: the identifier
+ * count sits in what was padding, and the id index's chain pointer takes
+ * what malloc's 48-byte chunk for 32 bytes left unused, so a queued
+ * message costs the heap what it did before the index. */
+_Static_assert(sizeof(struct sess_msg) == 40, "struct sess_msg grew");
 
 /* Reports a change of outbound state to the observer (observer.h). */
 #define HOOK(lim, event, s, e) SESS_OBSERVE((lim) ? (lim)->observer : NULL, event, (s), (e))
@@ -69,21 +72,15 @@ static bool output_has_room(const struct session *s, const struct delivery_limit
 	return s->conn->out.bytes < lim->max_output;
 }
 
-/* The next id not used by an in-flight message [MQTT-2.3.1-2]. The window
- * is small (max_inflight), and acks mostly arrive in order, so the scan
- * usually stops at once. */
+/* The next id not used by an in-flight message [MQTT-2.3.1-2], one index
+ * probe per candidate: ids are taken in sequence, so the candidate is
+ * taken only when a message sent 65,535 ids ago is still unacknowledged.
+ * The window (at most 65,535) never holds every id, so this ends. */
 static uint16_t next_packet_id(struct session *s)
 {
 	for (;;) {
 		s->next_packet_id = (uint16_t)(s->next_packet_id == UINT16_MAX ? 1 : s->next_packet_id + 1);
-		bool used = false;
-		struct list_node *n;
-		for (n = s->inflight.next; n != &s->inflight; n = n->next)
-			if (container_of(n, struct sess_msg, link)->packet_id == s->next_packet_id) {
-				used = true;
-				break;
-			}
-		if (!used)
+		if (!flight_index_get(s->flight, s->next_packet_id))
 			return s->next_packet_id;
 	}
 }
@@ -157,14 +154,21 @@ static void alias_commit(struct session *s, const struct msg *m, int slot)
 	v->out_alias_next = (uint16_t)((slot + 1) % v->out_alias_max);
 }
 
-static int send_publish(struct session *s, const struct delivery_limits *lim, struct sess_msg *e, bool dup)
+/* Sends `e` as `d` describes it (d's packet id and alias are filled in). */
+static int send_described(struct session *s, struct sess_msg *e, struct outq_delivery *d)
 {
-	struct outq_delivery d = entry_delivery(lim, e, dup);
-	int slot = alias_prepare(s, e->msg, &d);
-	int rc = conn_send_publish(s->conn, e->msg, &d);
+	d->packet_id = e->packet_id;
+	int slot = alias_prepare(s, e->msg, d);
+	int rc = conn_send_publish(s->conn, e->msg, d);
 	if (rc == 0)
 		alias_commit(s, e->msg, slot);
 	return rc;
+}
+
+static int send_publish(struct session *s, const struct delivery_limits *lim, struct sess_msg *e, bool dup)
+{
+	struct outq_delivery d = entry_delivery(lim, e, dup);
+	return send_described(s, e, &d);
 }
 
 /* The in-flight window: max_inflight, or less if the client's Receive
@@ -198,27 +202,41 @@ static int send_pubrel(struct session *s, uint16_t packet_id)
 }
 
 /* Puts a queued entry on the wire and into the window; WISP_ELIMIT
- * (nothing done) when it is over the client's Maximum Packet Size. */
+ * (nothing done) when it is over the client's Maximum Packet Size,
+ * WISP_ENOMEM (nothing done) when the id index cannot grow. */
 static int start_flight(struct session *s, const struct delivery_limits *lim, struct sess_msg *e)
 {
 	struct outq_delivery d = entry_delivery(lim, e, false);
 	if (!fits(s, e->msg, &d))
 		return WISP_ELIMIT;
+	if (flight_index_reserve(&s->flight) != 0)
+		return WISP_ENOMEM;
 	e->packet_id = next_packet_id(s);
 	e->state = e->qos == 1 ? SESS_MSG_WAIT_PUBACK : SESS_MSG_WAIT_PUBREC;
+	flight_index_put(s->flight, e);
 	list_push_back(&s->inflight, &e->link);
 	s->inflight_count++;
 	HOOK(lim, flight, s, e);
 	/* If the send fails (out of memory) the entry stays in flight and is
-	 * re-sent when the session resumes, like any unacknowledged message. */
-	send_publish(s, lim, e, false);
+	 * re-sent when the session resumes, like any unacknowledged message.
+	 * The description checked against the Maximum Packet Size is the one
+	 * sent: built once per delivery. */
+	send_described(s, e, &d);
 	return 0;
 }
 
 static void free_entry(struct sess_msg *e)
 {
 	msg_unref(e->msg);
-	wisp_free(e);
+	flight_entry_free(e);
+}
+
+/* Takes an in-flight entry out of the window (the caller frees it). */
+static void unflight(struct session *s, struct sess_msg *e)
+{
+	list_remove(&e->link);
+	flight_index_del(&s->flight, e->packet_id);
+	s->inflight_count--;
 }
 
 /* QoS 1 and 2: sent at once into the window, queued, or dropped. Out of
@@ -247,7 +265,7 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 		}
 	}
 	uint16_t nids = ids ? ids->count : 0;
-	struct sess_msg *e = wisp_malloc(sizeof *e + nids * sizeof e->sub_ids[0]);
+	struct sess_msg *e = flight_entry_new(nids);
 	if (!e) {
 		*why = DROP_NO_MEMORY;
 		goto drop;
@@ -257,14 +275,14 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 	e->retain = retain;
 	e->durable = false;
 	e->packet_id = 0;
-	e->sub_id_count = nids;
 	if (nids)
 		memcpy(e->sub_ids, ids->ids, nids * sizeof e->sub_ids[0]);
 	if (direct) {
-		if (start_flight(s, lim, e) == 0)
+		int rc = start_flight(s, lim, e);
+		if (rc == 0)
 			return DELIVERY_SENT;
 		free_entry(e);
-		*why = DROP_TOO_LARGE;
+		*why = rc == WISP_ELIMIT ? DROP_TOO_LARGE : DROP_NO_MEMORY;
 		goto drop;
 	}
 	e->state = SESS_MSG_QUEUED;
@@ -338,6 +356,10 @@ size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 		struct list_node *n = list_first(&s->queue);
 		if (!n)
 			break;
+		/* Out of memory for the id index: the entry stays queued, and the
+		 * next acknowledgement or resume tries again. */
+		if (flight_index_reserve(&s->flight) != 0)
+			break;
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		list_remove(n);
 		s->queued_count--;
@@ -362,22 +384,23 @@ size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 
 static struct sess_msg *find_inflight(struct session *s, uint16_t packet_id, uint8_t state)
 {
-	struct list_node *n;
-	for (n = s->inflight.next; n != &s->inflight; n = n->next) {
-		struct sess_msg *e = container_of(n, struct sess_msg, link);
-		if (e->packet_id == packet_id)
-			return e->state == state ? e : NULL;
-	}
-	return NULL;
+	struct sess_msg *e = flight_index_get(s->flight, packet_id);
+	return e && e->state == state ? e : NULL;
+}
+
+int delivery_inflight_state(const struct session *s, uint16_t packet_id)
+{
+	const struct sess_msg *e = flight_index_get(s->flight, packet_id);
+	return e ? e->state : -1;
 }
 
 static void complete(struct session *s, const struct delivery_limits *lim, struct sess_msg *e)
 {
-	list_remove(&e->link);
-	s->inflight_count--;
+	unflight(s, e);
 	HOOK(lim, done, s, e);
 	free_entry(e);
-	delivery_pump(s, lim);
+	if (!list_empty(&s->queue))
+		delivery_pump(s, lim);
 }
 
 int delivery_on_puback(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
@@ -442,6 +465,7 @@ void delivery_clear(struct session *s, const struct delivery_limits *lim)
 		HOOK(lim, cleared, s, container_of(n, struct sess_msg, link));
 		free_entry(container_of(n, struct sess_msg, link));
 	}
+	flight_index_free(&s->flight);
 	s->inflight_count = 0;
 	s->queued_count = 0;
 	queue_sub(s, lim, s->queued_bytes);
@@ -458,8 +482,7 @@ size_t delivery_filter(struct session *s, const struct delivery_limits *lim, del
 			continue;
 		/* Never re-sent now; a late PUBACK/PUBREC for its id finds
 		 * nothing and is ignored. */
-		list_remove(n);
-		s->inflight_count--;
+		unflight(s, e);
 		HOOK(lim, done, s, e);
 		free_entry(e);
 		removed++;
@@ -483,14 +506,13 @@ size_t delivery_filter(struct session *s, const struct delivery_limits *lim, del
 static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain, const struct delivery_sub_ids *ids)
 {
 	uint16_t nids = ids ? ids->count : 0;
-	struct sess_msg *e = wisp_malloc(sizeof *e + nids * sizeof e->sub_ids[0]);
+	struct sess_msg *e = flight_entry_new(nids);
 	if (!e)
 		return NULL;
 	e->msg = m ? msg_ref(m) : NULL;
 	e->qos = qos;
 	e->retain = retain;
 	e->packet_id = 0;
-	e->sub_id_count = nids;
 	if (nids)
 		memcpy(e->sub_ids, ids->ids, nids * sizeof e->sub_ids[0]);
 	e->state = SESS_MSG_QUEUED;
@@ -514,13 +536,7 @@ int delivery_restore_queued(struct session *s, const struct delivery_limits *lim
 
 static struct sess_msg *find_by_id(struct session *s, uint16_t packet_id)
 {
-	struct list_node *n;
-	for (n = s->inflight.next; n != &s->inflight; n = n->next) {
-		struct sess_msg *e = container_of(n, struct sess_msg, link);
-		if (e->packet_id == packet_id)
-			return e;
-	}
-	return NULL;
+	return flight_index_get(s->flight, packet_id);
 }
 
 void delivery_restore_unqueue(struct session *s, const struct delivery_limits *lim, const struct msg *m)
@@ -555,11 +571,14 @@ int delivery_restore_flight(struct session *s, const struct delivery_limits *lim
 		e->state = state;
 		return 0;
 	}
+	if (flight_index_reserve(&s->flight) != 0)
+		return WISP_ENOMEM;
 	e = new_entry(m, qos, retain, m ? ids : NULL);
 	if (!e)
 		return WISP_ENOMEM;
 	e->packet_id = packet_id;
 	e->state = state;
+	flight_index_put(s->flight, e);
 	list_push_back(&s->inflight, &e->link);
 	s->inflight_count++;
 	if (packet_id > s->next_packet_id)
@@ -572,7 +591,6 @@ void delivery_restore_unflight(struct session *s, uint16_t packet_id)
 	struct sess_msg *e = find_by_id(s, packet_id);
 	if (!e)
 		return;
-	list_remove(&e->link);
-	s->inflight_count--;
+	unflight(s, e);
 	free_entry(e);
 }

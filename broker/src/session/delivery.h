@@ -94,6 +94,10 @@ int delivery_on_puback(struct session *s, const struct delivery_limits *lim, uin
 int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uint16_t packet_id);
 int delivery_on_pubcomp(struct session *s, const struct delivery_limits *lim, uint16_t packet_id);
 
+/* The state (enum sess_msg_state) of the message in flight under
+ * `packet_id`, or -1: one index probe. */
+int delivery_inflight_state(const struct session *s, uint16_t packet_id);
+
 /* After a reconnect with a kept session: re-sends the window, then pumps. */
 void delivery_resume(struct session *s, const struct delivery_limits *lim);
 

@@ -4,6 +4,86 @@
 
 #include "alloc.h"
 
+/*
+ * Message blocks of at most MSG_SMALL bytes (a 40-byte header, then topic,
+ * properties and payload: a sensor reading on a short topic) are recycled
+ * through free lists, one per 32-byte size class (64, 96, 128), each of at
+ * most MSG_FREE_MAX blocks (576 KiB in all), so the one allocation of a
+ * PUBLISH is a list pop in steady state: malloc and free of the message
+ * were 8% of fan-in QoS 1's broker CPU (callgrind, ~240 instructions per
+ * message). A block is its class's size, at most 31 bytes over what the
+ * message needs (malloc's own rounding is 16). Larger messages, and
+ * messages adopted from an input buffer (msg_adopt), go to the allocator.
+ * Loop thread only, like every message.
+ */
+#define MSG_CLASS 32
+#define MSG_CLASSES 3
+#define MSG_SMALL (MSG_CLASS * (MSG_CLASSES + 1))
+#define MSG_FREE_MAX 2048
+
+_Static_assert(sizeof(struct msg) <= 2 * MSG_CLASS, "the smallest class holds a header");
+
+struct msg_free_list {
+	struct msg *head; /* linked through `origin`, which a free block does not use */
+	size_t count;
+};
+
+static struct msg_free_list free_msgs[MSG_CLASSES];
+
+static size_t block_size(size_t topic_len, size_t props_len, size_t payload_len)
+{
+	return sizeof(struct msg) + topic_len + props_len + payload_len;
+}
+
+/* The class of a block of `size` bytes (<= MSG_SMALL). */
+static size_t class_of(size_t size)
+{
+	return size <= 2 * MSG_CLASS ? 0 : (size - 1) / MSG_CLASS - 1;
+}
+
+static struct msg *block_get(size_t size)
+{
+	if (size > MSG_SMALL)
+		return wisp_malloc(size);
+	size_t k = class_of(size);
+	struct msg_free_list *fl = &free_msgs[k];
+	if (fl->head) {
+		struct msg *m = fl->head;
+		fl->head = (struct msg *)(uintptr_t)m->origin;
+		fl->count--;
+		return m;
+	}
+	return wisp_malloc((k + 2) * MSG_CLASS);
+}
+
+static void block_put(struct msg *m)
+{
+	size_t size = block_size(m->topic_len, m->props_len, m->payload_len);
+	/* data_off != 0: an adopted input buffer, of its own size. */
+	if (m->data_off == 0 && size <= MSG_SMALL) {
+		struct msg_free_list *fl = &free_msgs[class_of(size)];
+		if (fl->count < MSG_FREE_MAX) {
+			m->origin = fl->head;
+			fl->head = m;
+			fl->count++;
+			return;
+		}
+	}
+	wisp_free(m);
+}
+
+void msg_release_cache(void)
+{
+	for (size_t k = 0; k < MSG_CLASSES; k++) {
+		while (free_msgs[k].head) {
+			struct msg *m = free_msgs[k].head;
+			free_msgs[k].head = (struct msg *)(uintptr_t)m->origin;
+			wisp_free(m);
+		}
+		free_msgs[k].count = 0;
+	}
+}
+
 static uint32_t expiry32(uint64_t expires_at)
 {
 	return expires_at > UINT32_MAX ? UINT32_MAX : (uint32_t)expires_at;
@@ -34,7 +114,7 @@ struct msg *msg_create(const struct msg_spec *spec)
 {
 	if (!lengths_fit(spec))
 		return NULL;
-	struct msg *m = wisp_malloc(sizeof *m + spec->topic_len + spec->props_len + spec->payload_len);
+	struct msg *m = block_get(block_size(spec->topic_len, spec->props_len, spec->payload_len));
 	if (!m)
 		return NULL;
 	set_header(m, spec, 0);
@@ -98,7 +178,7 @@ __attribute__((noinline)) static void msg_free(struct msg *m)
 	 * links, so freeing it here is safe. */
 	if (m->stored)
 		wisp_free(m->stored);
-	wisp_free(m);
+	block_put(m);
 }
 
 void msg_unref(struct msg *m)

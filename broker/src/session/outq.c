@@ -225,12 +225,27 @@ static int item_pieces(const struct outq_item *it, struct iovec *out)
 }
 
 #define FLUSH_IOV 256
+/*
+ * Small deliveries are copied into one contiguous stretch rather than
+ * handed to writev as 3-4 pieces of a few bytes each: the kernel's cost
+ * per iovec segment (_copy_from_iter) exceeded a user-space copy of the
+ * same bytes (15.7% of fan-in QoS 1's broker CPU, whose PUBLISHes are 4
+ * pieces of 2-16 bytes). A delivery stays by reference above STAGE_SMALL,
+ * so large payloads are never copied. Rebuilt on every call from what the
+ * items still hold, so a short write needs no bookkeeping of its own.
+ */
+#define STAGE_SMALL 256
+#define STAGE_BYTES 16384
+
+static uint8_t stage[STAGE_BYTES];
 
 int outq_flush(struct outq *q, struct transport *t)
 {
 	struct iovec iov[FLUSH_IOV];
 	while (q->count) {
 		int n = 0;
+		int stage_at = -1; /* the iovec of the stage's current stretch */
+		size_t staged = 0;
 		struct list_node *pos = q->items.next;
 		for (; pos != &q->items && n + 4 <= FLUSH_IOV; pos = pos->next) {
 			struct outq_item *it = container_of(pos, struct outq_item, link);
@@ -249,6 +264,23 @@ int outq_flush(struct outq *q, struct transport *t)
 			if (first > n) {
 				memmove(iov + n, iov + first, (size_t)(n + k - first) * sizeof *iov);
 				k -= first - n;
+			}
+			size_t rest = it->len - it->sent;
+			if (rest <= STAGE_SMALL && staged + rest <= STAGE_BYTES) {
+				/* Copy the pieces to the stage, extending its current
+				 * stretch when that is the previous iovec. */
+				uint8_t *at = stage + staged;
+				for (int i = n; i < n + k; i++) {
+					memcpy(stage + staged, iov[i].iov_base, iov[i].iov_len);
+					staged += iov[i].iov_len;
+				}
+				if (stage_at >= 0 && stage_at == n - 1) {
+					iov[n - 1].iov_len += rest;
+				} else {
+					iov[n] = (struct iovec){at, rest};
+					stage_at = n++;
+				}
+				continue;
 			}
 			n += k;
 		}

@@ -4,8 +4,11 @@
  * plus only the bytes that differ per subscriber (fixed header, lengths,
  * packet id, per-delivery v5 properties: Topic Alias, remaining Message
  * Expiry, Subscription Identifiers), and outq_flush() sends many of them
- * per writev: nothing is copied per subscriber and nothing is written per
- * message.
+ * per writev: nothing is written per message, and no payload over 256
+ * bytes is copied per subscriber. A delivery of at most 256 bytes on the
+ * wire is copied once, at flush, into a stage shared by all connections,
+ * so a run of small ones is one iovec: the kernel's cost per iovec
+ * segment was more than the copy.
  *
  * Items come from a free list, so steady-state delivery does not allocate.
  * Single threaded.

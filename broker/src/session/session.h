@@ -107,6 +107,7 @@ struct sess_sub {
 #define SESS_FLAG_BRIDGE 0x04        /* a bridge's local session: deliveries go through broker.outbound */
 
 struct sess_sub_index; /* session.c */
+struct flight_index;   /* flight.c */
 
 /* An outbound QoS 1/2 message of a session, queued or in flight. */
 enum sess_msg_state {
@@ -119,6 +120,7 @@ enum sess_msg_state {
 struct sess_msg {
 	struct list_node link;
 	struct msg *msg;
+	struct sess_msg *id_next; /* in flight: next in its flight_index bucket (flight.c) */
 	uint16_t packet_id;
 	uint8_t qos;
 	uint8_t state;  /* enum sess_msg_state */
@@ -154,6 +156,7 @@ struct session {
 	uint16_t drop_episodes;     /* a bit per enum drop_reason already logged (proto/route.c) */
 	uint16_t inflight_count;    /* in what was padding, so v5 fits without growing the session */
 	struct list_node inflight;  /* struct sess_msg, in send order */
+	struct flight_index *flight; /* packet id -> in-flight entry (flight.h); NULL: none in flight */
 	struct list_node queue;     /* struct sess_msg, waiting for the window */
 	uint32_t queued_count;
 	uint32_t dropped;           /* messages this session lost to limits (for logs: wraps) */
