@@ -31,6 +31,7 @@ from v5_clients import paho5, paho5_stop, paho5_subscribe  # noqa: E402
 NATS_BIN = os.environ.get("WISP_NATS_SERVER") or shutil.which("nats-server") or "/usr/sbin/nats-server"
 PREFIX = "wisp"
 WAIT = 10.0  # seconds any awaited cluster event may take
+STOP_BOUND = 3.0  # seconds a node may take to exit on SIGTERM (cnats's close wait is 5)
 
 
 class Nats:
@@ -276,6 +277,21 @@ class ClusterTest(unittest.TestCase):
         self.clients.append(back)
         self.assertEqual(back.connect("keep", clean=False), 0)
         self.expect_payloads(back, [("rs/t", b"queued")])
+
+    def test_node_with_subscribed_client_stops_promptly(self):
+        # cnats's nats_CloseAndWait waits (5 s) for every connection still
+        # held: a node must release all of them before it, JetStream
+        # worker's included. The bound is generous for a loaded machine.
+        sub = self.client("a", "stop-sub")
+        self.assertEqual(sub.subscribe([("st/#", 1)]), [1])
+        self.nats.wait_subjects("a", {PREFIX + ".st.>"})
+        pub = self.client("a", "stop-pub")
+        pub.publish("st/t", b"x", qos=1, pid=1)  # its PUBACK: the stream stored it
+        self.expect_payloads(sub, [("st/t", b"x")])
+        began = time.monotonic()
+        self.nodes["a"].stop()  # returns on the process's exit; asserts no leak
+        took = time.monotonic() - began
+        self.assertLess(took, STOP_BOUND, "node a took %.1fs to stop on SIGTERM" % took)
 
     def test_v5_properties_and_escaped_topics_cross_nodes(self):
         from paho.mqtt.packettypes import PacketTypes

@@ -490,8 +490,16 @@ void jsw_stop(struct jsw *w)
 			natsSubscription_Destroy(*subs[i]);
 			*subs[i] = NULL;
 		}
-	if (w->nc)
+	/* Released here, not in jsw_free: cluster_stop's nats_CloseAndWait
+	 * waits (5 s) for every cnats object, and jsw_free runs after it.
+	 * The struct stays until jsw_free, for a callback still running. */
+	jsCtx_Destroy(w->js);
+	w->js = NULL;
+	if (w->nc) {
 		natsConnection_Close(w->nc);
+		natsConnection_Destroy(w->nc);
+		w->nc = NULL;
+	}
 }
 
 void jsw_free(struct jsw *w)
@@ -499,8 +507,6 @@ void jsw_free(struct jsw *w)
 	if (!w)
 		return;
 	jsw_stop(w);
-	jsCtx_Destroy(w->js);
-	natsConnection_Destroy(w->nc);
 	natsOptions_Destroy(w->opts);
 	wisp_free(w->slots);
 	wisp_free(w->out.items);
