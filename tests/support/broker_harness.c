@@ -301,7 +301,7 @@ void harness_run(struct harness *h)
 		bool verifying = false;
 		struct list_node *n, *tmp;
 		list_for_each_safe(n, tmp, &h->b.srv.conns.all)
-			verifying |= container_of(n, struct conn, all_link)->auth_job != NULL;
+			verifying |= conn_auth_job(container_of(n, struct conn, all_link)) != NULL;
 		if ((!h->b.persist.held_len && !verifying) || waits++ == HELPER_WAITS)
 			return;
 		struct pollfd p = {.fd = h->b.persist.io.fd, .events = POLLIN};

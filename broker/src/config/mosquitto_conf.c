@@ -509,7 +509,7 @@ static int conv_bridge_string(struct reader *r, const struct mosq_key *k, const 
 
 static int conv_bridge_bool(struct reader *r, const struct mosq_key *k, const char *value)
 {
-	bool b;
+	bool b = false; /* parse_bool sets it on success; gcc -O2 cannot see fail() is never 0 */
 	int rc = parse_bool(r, value, &b);
 	return rc ? rc : bridge_put(r, k->wisp, cJSON_CreateBool(b));
 }

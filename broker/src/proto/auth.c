@@ -115,7 +115,8 @@ static void verify_done(struct bg_job *job)
 	bool ok = j->ok;
 	job_free(j);
 	if (c) {
-		c->auth_job = NULL;
+		c->rare->auth_job = NULL;
+		conn_rare_trim(c);
 		c->auth_result = ok ? CONN_AUTH_OK : CONN_AUTH_BAD;
 		conn_input_resume(c);
 	}
@@ -127,10 +128,11 @@ void auth_forget_conn(struct conn *c)
 		enhanced_auth_forget(c); /* the union holds the exchange, not a job */
 		return;
 	}
-	struct auth_job *j = c->auth_job;
+	struct auth_job *j = conn_auth_job(c);
 	if (!j)
 		return;
-	c->auth_job = NULL;
+	c->rare->auth_job = NULL;
+	conn_rare_trim(c);
 	j->c = NULL;
 	if (bg_cancel(j->b->bg, &j->job)) {
 		/* Not started: a flood of CONNECTs that hang up costs nothing. */
@@ -183,9 +185,12 @@ static enum auth_verdict start_verify(struct broker *b, struct conn *c, const st
 	if (a->job_count >= AUTH_MAX_PENDING) {
 		return refuse_busy(a, c);
 	}
-	struct auth_job *j = wisp_malloc(sizeof *j + p->username.len + p->password.len);
-	if (!j)
+	struct conn_rare *r = conn_rare(c);
+	struct auth_job *j = r ? wisp_malloc(sizeof *j + p->username.len + p->password.len) : NULL;
+	if (!j) {
+		conn_rare_trim(c);
 		return AUTH_UNAVAILABLE;
+	}
 	j->job.work = verify_work;
 	j->job.done = verify_done;
 	j->b = b;
@@ -202,6 +207,7 @@ static enum auth_verdict start_verify(struct broker *b, struct conn *c, const st
 	if (bg_submit(b->bg, &j->job) != 0) {
 		memset(j->data, 0, j->ulen + j->plen);
 		wisp_free(j);
+		conn_rare_trim(c);
 		return refuse_busy(a, c);
 	}
 	for (j->slot = 0; a->jobs[j->slot]; j->slot++)
@@ -211,7 +217,7 @@ static enum auth_verdict start_verify(struct broker *b, struct conn *c, const st
 	j->passwd->refs++;
 	log_msg(LOG_DEBUG, "auth", "%s: verifying the password of '%.*s' (%zu checks pending)", conn_peer(c),
 		(int)j->ulen, j->data, a->job_count);
-	c->auth_job = j;
+	r->auth_job = j;
 	c->auth_result = CONN_AUTH_PENDING;
 	return AUTH_PENDING;
 }

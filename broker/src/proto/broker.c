@@ -166,8 +166,11 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 			b->srv.stats.handshakes_failed++;
 		server_handshake_end(c);
 	}
-	struct msg *will = c->will;
-	c->will = NULL;
+	struct msg *will = conn_will(c);
+	if (will) {
+		c->rare->will = NULL;
+		conn_rare_trim(c);
+	}
 	if (will && (ri->flags & REASON_F_KEEP_WILL)) {
 		msg_unref(will); /* [MQTT-3.1.2-10] */
 		will = NULL;

@@ -46,10 +46,11 @@ static int refuse(enum reason *why, enum reason r)
 
 void enhanced_auth_forget(struct conn *c)
 {
-	if (!c->auth_method || !c->enhanced_auth)
+	struct enhanced_auth *ea = conn_enhanced_auth(c);
+	if (!ea)
 		return;
-	struct enhanced_auth *ea = c->enhanced_auth;
-	c->enhanced_auth = NULL;
+	c->rare->enhanced_auth = NULL;
+	conn_rare_trim(c);
 	--*ea->count;
 	auth_exchange_free(ea->x);
 	wisp_free(ea->user);
@@ -106,7 +107,7 @@ int enhanced_auth_connect(struct broker *b, struct conn *c, const struct mqtt_co
 			  struct mqtt_str *final, bool *pending, enum reason *why)
 {
 	*pending = false;
-	struct enhanced_auth *ea = c->auth_method ? c->enhanced_auth : NULL;
+	struct enhanced_auth *ea = conn_enhanced_auth(c);
 	if (ea && ea->user) {
 		/* handle_auth answers the kept CONNECT: the exchange is done. */
 		*username = ea->user;
@@ -141,19 +142,23 @@ int enhanced_auth_connect(struct broker *b, struct conn *c, const struct mqtt_co
 		return refuse(why, REASON_AUTH_BUSY);
 	}
 	size_t cap = connect_size(p);
-	ea = wisp_malloc(sizeof *ea + cap);
-	if (!ea)
+	struct conn_rare *rare = conn_rare(c);
+	ea = rare ? wisp_malloc(sizeof *ea + cap) : NULL;
+	if (!ea) {
+		conn_rare_trim(c);
 		return refuse(why, REASON_NO_MEMORY);
+	}
 	memset(ea, 0, sizeof *ea);
 	ssize_t n = mqtt_encode_connect(ea->connect, cap, p);
 	if (n < 0) {
 		wisp_free(ea);
+		conn_rare_trim(c);
 		return refuse(why, REASON_NO_MEMORY);
 	}
 	ea->connect_len = (size_t)n;
 	ea->count = &a->exchanges;
 	a->exchanges++;
-	c->enhanced_auth = ea;
+	rare->enhanced_auth = ea;
 	c->auth_method = true; /* freed by auth_forget_conn from now on */
 	struct auth_method_env env = {.db = b->auth.passwd->db, .nonce = make_nonce};
 	struct auth_in in = {.data = p->props.auth_data.ptr, .len = p->props.auth_data.len};
@@ -181,7 +186,7 @@ int enhanced_auth_connect(struct broker *b, struct conn *c, const struct mqtt_co
 
 int handle_auth(struct broker *b, struct conn *c, const struct mqtt_reason_pkt *p, enum reason *why)
 {
-	struct enhanced_auth *ea = c->auth_method ? c->enhanced_auth : NULL;
+	struct enhanced_auth *ea = conn_enhanced_auth(c);
 	if (c->state == CONN_ACTIVE) {
 		/* Re-authentication is not offered: a failed one [MQTT-4.12.1-2].
 		 * Any other AUTH after CONNACK is out of turn; without a method in

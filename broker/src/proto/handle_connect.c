@@ -172,13 +172,16 @@ static int make_will(struct broker *b, struct conn *c, const struct mqtt_connect
 		.qos = p->will_qos,
 		.retain = p->will_retain,
 	};
-	c->will = msg_create(&spec);
-	if (!c->will) {
+	struct conn_rare *r = conn_rare(c);
+	struct msg *will = r ? msg_create(&spec) : NULL;
+	if (!will) {
+		conn_rare_trim(c);
 		*why = REASON_NO_MEMORY;
 		return WISP_ENOMEM;
 	}
+	r->will = will;
 	if (spec.props_len)
-		mqtt_props_filter(&p->will_props, delay, msg_props_mut(c->will));
+		mqtt_props_filter(&p->will_props, delay, msg_props_mut(will));
 	(void)b;
 	return 0;
 }
@@ -367,8 +370,8 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	s->conn = c;
 	c->sess = s;
 	SESS_OBSERVE(&b->observer, session_put, s);
-	if (v5 && persistent && c->will)
-		SESS_OBSERVE(&b->observer, will_set, s, c->will); /* survives kill -9 (docs/persistence.md) */
+	if (v5 && persistent && conn_will(c))
+		SESS_OBSERVE(&b->observer, will_set, s, conn_will(c)); /* survives kill -9 (docs/persistence.md) */
 	c->keepalive = keepalive;
 	c->state = CONN_ACTIVE;
 	b->stats.clients_total++;

@@ -210,7 +210,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		}
 		/* More unacknowledged QoS 2 than the Receive Maximum the CONNACK
 		 * announced (limits.max_inflight): DISCONNECT 0x93 (section 3.3.4). */
-		if (c->version == MQTT_PROTO_V5 && c->sess->qos2_in_count > b->dlim.max_inflight) {
+		if (c->version == MQTT_PROTO_V5 && sess_qos2_in_count(c->sess) > b->dlim.max_inflight) {
 			sess_qos2_in_release(c->sess, p->packet_id);
 			*why = REASON_QOS2_TOO_MANY;
 			return WISP_ELIMIT;

@@ -658,7 +658,7 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 	set_owner(&rec, s);
 	int rc = store_append_session_put(st, &rec);
 	/* The will: offline, the delayed one; online, the connection's. */
-	struct msg *will = s->v5 && s->v5->will_stored ? (s->v5->will ? s->v5->will : s->conn ? s->conn->will : NULL)
+	struct msg *will = s->v5 && s->v5->will_stored ? (s->v5->will ? s->v5->will : s->conn ? conn_will(s->conn) : NULL)
 						       : NULL;
 	if (!rc && will) {
 		struct store_will w = {
@@ -693,8 +693,8 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 		if (!rc)
 			rc = append_queue(st, s, e);
 	}
-	for (uint16_t i = 0; !rc && i < s->qos2_in_count; i++)
-		rc = store_append_qos2_in_add(st, s->client_id, s->id_len, s->qos2_in[i]);
+	for (uint16_t i = 0; !rc && i < sess_qos2_in_count(s); i++)
+		rc = store_append_qos2_in_add(st, s->client_id, s->id_len, s->qos2_in->ids[i]);
 	return rc;
 }
 

@@ -132,6 +132,24 @@ void conn_close(struct loop *l, struct conn *c)
 		list_remove(&c->read_link);
 }
 
+struct conn_rare *conn_rare(struct conn *c)
+{
+	if (!c->rare) {
+		c->rare = wisp_malloc(sizeof *c->rare);
+		if (c->rare)
+			memset(c->rare, 0, sizeof *c->rare);
+	}
+	return c->rare;
+}
+
+void conn_rare_trim(struct conn *c)
+{
+	if (c->rare && !c->rare->will && !c->rare->auth_job) {
+		wisp_free(c->rare);
+		c->rare = NULL;
+	}
+}
+
 void conn_free(struct conn *c)
 {
 	if (list_linked(&c->work_link))
@@ -139,7 +157,10 @@ void conn_free(struct conn *c)
 	list_remove(&c->all_link);
 	c->set->count--;
 	outq_clear(&c->out);
-	msg_unref(c->will);
+	if (c->rare) {
+		msg_unref(c->rare->will);
+		wisp_free(c->rare);
+	}
 	if (c->rbuf)
 		wisp_free(c->rbuf - CONN_RBUF_HEADROOM);
 	transport_close(c->t);

@@ -126,11 +126,7 @@ struct conn {
 	struct conn_set *set;
 	void *listener;           /* opaque: the listener it came in on */
 	struct session *sess;     /* set once CONNECT is accepted */
-	struct msg *will;         /* published on abnormal close */
-	union {
-		struct auth_job *auth_job; /* password verification in flight, or NULL */
-		struct enhanced_auth *enhanced_auth; /* with auth_method: its exchange (proto/enhanced_auth.c) */
-	};
+	struct conn_rare *rare;   /* the will and the auth exchange; NULL without either */
 	struct loop_timer timer;  /* connect timeout, then keepalive */
 	struct list_node all_link;
 	struct list_node work_link; /* on set->dirty, or on set->closing */
@@ -142,17 +138,41 @@ struct conn {
 	uint16_t keepalive;       /* seconds; 0 = none */
 	uint8_t version;          /* protocol level from CONNECT; 0 before */
 	uint8_t state;            /* enum conn_state */
-	uint8_t will_qos;
-	bool will_retain;
-	bool read_paused;         /* not reading: waiting for a password verification */
 	uint8_t auth_result;      /* enum conn_auth */
+	uint8_t output_state;     /* enum conn_out_state */
+	bool read_paused : 1;     /* not reading: waiting for a password verification */
+	bool input_counted : 1;   /* rcap is counted in set->unauth_bytes */
+	bool auth_method : 1;     /* authenticates with a v5 Authentication Method: rare's union holds enhanced_auth */
+	bool outbound : 1;        /* the broker dialled it (a bridge): its packets go to proto's outbound owner */
 	uint32_t held_acks;       /* acks waiting for an fsync (proto/persist.c) */
-	struct conn_addr peer;    /* formatted only when logged */
-	uint8_t output_state;     /* enum conn_out_state; 240 -> 248 bytes, the same 256-byte malloc chunk */
-	bool input_counted;       /* rcap is counted in set->unauth_bytes */
-	bool auth_method;         /* authenticates with a v5 Authentication Method: the union holds enhanced_auth */
-	bool outbound;            /* the broker dialled it (a bridge): its packets go to proto's outbound owner (in padding) */
+	struct conn_addr peer;    /* the peer's address: per-address bounds, and logs */
 };
+/* 232 bytes, a 240-byte heap block (docs/cost-connection.md): one byte more
+ * and every idle connection costs 16 bytes more. */
+_Static_assert(sizeof(struct conn) <= 232, "struct conn stays in a 240-byte heap block");
+
+/* What only some connections hold, and only for a while: a will, a password
+ * check or an AUTH exchange in flight. Allocated on first use, freed once
+ * empty, so an idle connection without a will pays its pointer alone. */
+struct conn_rare {
+	struct msg *will; /* published on abnormal close */
+	union {
+		struct auth_job *auth_job; /* password verification in flight, or NULL */
+		struct enhanced_auth *enhanced_auth; /* with auth_method: its exchange (proto/enhanced_auth.c) */
+	};
+};
+
+static inline struct msg *conn_will(const struct conn *c) { return c->rare ? c->rare->will : NULL; }
+static inline struct auth_job *conn_auth_job(const struct conn *c) { return c->rare ? c->rare->auth_job : NULL; }
+static inline struct enhanced_auth *conn_enhanced_auth(const struct conn *c)
+{
+	return c->auth_method && c->rare ? c->rare->enhanced_auth : NULL;
+}
+/* The connection's block for setting one of them, allocated if need be;
+ * NULL when out of memory. */
+struct conn_rare *conn_rare(struct conn *c);
+/* Frees the block once it holds nothing. */
+void conn_rare_trim(struct conn *c);
 
 /* Allocates a connection around `t` (taking it). NULL when out of memory
  * (t is closed then). With t NULL the connection uses its embedded TCP
