@@ -252,6 +252,12 @@ static const struct bad_case bad_cases[] = {
 	{"{\"cluster\": {\"nats\": [\"\"]}}", "t.json: cluster.nats[0]: a NATS URL, without commas"},
 	{"{\"cluster\": {\"nats\": \"nats://a:1\", \"inbound_queue\": 8}}",
 	 "t.json: cluster.inbound_queue: out of range: 8 (allowed 16 to 16777216)"},
+	{"{\"cluster\": {\"stream\": \"A.B\"}}",
+	 "t.json: cluster.stream: \"A.B\" is not a JetStream stream name (no space, '.', '*', '>', '/', '\\')"},
+	{"{\"cluster\": {\"stream\": \"\"}}", "t.json: cluster.stream: a stream name is 1 to 64 characters"},
+	{"{\"cluster\": {\"outbound_queue\": 15}}",
+	 "t.json: cluster.outbound_queue: out of range: 15 (allowed 16 to 16777216)"},
+	{"{\"cluster\": {\"replicas\": 6}}", "t.json: cluster.replicas: out of range: 6 (allowed 1 to 5)"},
 	{"{\"cluster\": {\"subject_prefix\": \"a..b\"}}",
 	 "t.json: cluster.subject_prefix: \"a..b\" is not a NATS literal subject (empty token or wildcard)"},
 	{"{\"cluster\": {\"subject_prefix\": \"a.>\"}}",
@@ -615,17 +621,26 @@ static void test_cluster_section(void)
 	CU_ASSERT_PTR_NULL(cfg->cluster.node);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.subject_prefix, "wisp");
 	CU_ASSERT_EQUAL(cfg->cluster.inbound_queue, 65536);
+	CU_ASSERT_TRUE(cfg->cluster.durable);
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.stream, "WISP");
+	CU_ASSERT_EQUAL(cfg->cluster.replicas, 1);
+	CU_ASSERT_EQUAL(cfg->cluster.stream_max_age, 86400);
+	CU_ASSERT_EQUAL(cfg->cluster.outbound_queue, 65536);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.retained_bucket, "wisp_retained");
 	CU_ASSERT_EQUAL(cfg->cluster.retained_replicas, 1);
 	config_free(cfg);
 	static const char two[] = "{\"cluster\": {\"nats\": [\"nats://127.0.0.1:4222\", \"nats://h:4223\"], "
 				  "\"node\": \"a\", \"subject_prefix\": \"\", \"inbound_queue\": 16, "
+				  "\"durable\": false, \"stream\": \"MQTT_Q\", \"outbound_queue\": 100, "
 				  "\"retained_bucket\": \"R-1_x\", \"retained_replicas\": 3}}";
 	CU_ASSERT_EQUAL_FATAL(config_parse(two, sizeof two - 1, "t.json", &cfg, err, sizeof err), 0);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.nats, "nats://127.0.0.1:4222,nats://h:4223");
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.node, "a");
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.subject_prefix, "");
 	CU_ASSERT_EQUAL(cfg->cluster.inbound_queue, 16);
+	CU_ASSERT_FALSE(cfg->cluster.durable);
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.stream, "MQTT_Q");
+	CU_ASSERT_EQUAL(cfg->cluster.outbound_queue, 100);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.retained_bucket, "R-1_x");
 	CU_ASSERT_EQUAL(cfg->cluster.retained_replicas, 3);
 	config_free(cfg);

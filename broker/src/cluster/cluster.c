@@ -39,6 +39,7 @@
 
 #include "alloc.h"
 #include "broker.h"
+#include "durable.h"
 #include "err.h"
 #include "groups.h"
 #include "hash.h"
@@ -101,6 +102,7 @@ struct cluster {
 	uint64_t origins_clock;
 	char *buf;        /* subject or topic scratch, SUBJECT_MAX of the longest topic */
 	size_t buf_cap;
+	struct durable *durable; /* QoS 1/2 through JetStream (durable.h); NULL: cluster.durable off */
 };
 
 static struct cluster *of(struct router *r) { return container_of(r, struct cluster, router); }
@@ -224,15 +226,19 @@ static bool is_sys(const struct msg *m)
 	return m->topic_len >= 5 && memcmp(msg_topic(m), "$SYS/", 5) == 0;
 }
 
-static int send_to_nats(struct cluster *c, const struct msg *m)
+/* The NATS message for m, on `prefix`'s subject of its topic, with a reply
+ * subject or NULL. */
+static int make_nats_msg(struct cluster *c, const struct msg *m, const char *prefix, const char *reply,
+			 natsMsg **out)
 {
-	ssize_t n = subject_from_topic(c->prefix, msg_topic(m), m->topic_len, c->buf, c->buf_cap);
+	*out = NULL;
+	ssize_t n = subject_from_topic(prefix, msg_topic(m), m->topic_len, c->buf, c->buf_cap);
 	if (n < 0)
 		return (int)n;
 	if (m->payload_len > INT_MAX)
 		return WISP_ELIMIT;
 	natsMsg *nm = NULL;
-	natsStatus st = natsMsg_Create(&nm, c->buf, NULL, (const char *)msg_payload(m), (int)m->payload_len);
+	natsStatus st = natsMsg_Create(&nm, c->buf, reply, (const char *)msg_payload(m), (int)m->payload_len);
 	if (st == NATS_OK)
 		st = natsMsgHeader_Set(nm, "Wisp-Node", c->node);
 	if (st == NATS_OK) {
@@ -254,8 +260,43 @@ static int send_to_nats(struct cluster *c, const struct msg *m)
 	if (st == NATS_OK && m->props_len) {
 		st = wire_set_props(nm, msg_props(m), m->props_len);
 	}
-	if (st == NATS_OK)
-		st = natsConnection_PublishMsg(c->nc, nm);
+	if (st != NATS_OK) {
+		natsMsg_Destroy(nm);
+		return WISP_ENOMEM;
+	}
+	*out = nm;
+	return 0;
+}
+
+static int send_to_nats(struct cluster *c, const struct msg *m)
+{
+	natsMsg *nm = NULL;
+	/* QoS 1/2: through the stream, its publisher's ack waiting for it
+	 * (durable.h); at most once (core NATS) when too many wait already. */
+	char reply[128];
+	uint64_t ticket = m->qos && c->durable ? durable_reserve(c->durable, reply, sizeof reply) : 0;
+	if (ticket) {
+		if (make_nats_msg(c, m, durable_stream(c->durable), reply, &nm) != 0) {
+			durable_cancel(c->durable, ticket);
+			return WISP_ENOMEM;
+		}
+		if (durable_publish(c->durable, nm, m, ticket) == 0) {
+			/* Shared groups are NATS queue groups on the core subject
+			 * (groups.h): they get a copy there (at most once), marked
+			 * so that ordinary subscriptions leave it to the stream. */
+			if (make_nats_msg(c, m, c->prefix, NULL, &nm) == 0) {
+				if (natsMsgHeader_Set(nm, "Wisp-Stream", "1") == NATS_OK)
+					natsConnection_PublishMsg(c->nc, nm);
+				natsMsg_Destroy(nm);
+			}
+			return 0;
+		}
+		natsMsg_Destroy(nm);
+	}
+	int rc = make_nats_msg(c, m, c->prefix, NULL, &nm);
+	if (rc != 0)
+		return rc;
+	natsStatus st = natsConnection_PublishMsg(c->nc, nm);
 	natsMsg_Destroy(nm);
 	return st == NATS_OK ? 0 : WISP_EIO;
 }
@@ -332,8 +373,9 @@ static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr
 	return false;
 }
 
-/* Why a message from NATS is not routed; NULL: it was. */
-static const char *route_remote(struct cluster *c, natsMsg *nm)
+/* Why a message from NATS is not routed; NULL: it was. `prefix`: of its
+ * subject; a stream message (from_stream) is deduplicated by durable.c. */
+static const char *route_remote(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream)
 {
 	struct broker *b = c->b;
 	if (retained_kv_message(c->retained, nm) || presence_message(c->presence, nm) || totals_message(c->totals, nm))
@@ -346,11 +388,14 @@ static const char *route_remote(struct cluster *c, natsMsg *nm)
 		return ""; /* its group left this node meanwhile, as a local group's last member may */
 	if (!for_group && node && strcmp(node, c->node) == 0)
 		return "this node's own message";
-	/* Each group's copy is its own: never one of overlapping filters. */
-	if (!for_group && seen_before(c, node, wire_header(nm, "Wisp-Seq")))
+	if (!for_group && !from_stream && wire_header(nm, "Wisp-Stream"))
+		return ""; /* the groups' copy of a stream message: the stream brings it */
+	/* Each group's copy is its own: never one of overlapping filters; a
+	 * stream message is deduplicated by durable.c. */
+	if (!for_group && !from_stream && seen_before(c, node, wire_header(nm, "Wisp-Seq")))
 		return ""; /* another subscription's copy: not a drop */
 	const char *subj = natsMsg_GetSubject(nm);
-	ssize_t tlen = subject_to_topic(c->prefix, subj, strlen(subj), c->buf, c->buf_cap);
+	ssize_t tlen = subject_to_topic(prefix, subj, strlen(subj), c->buf, c->buf_cap);
 	if (tlen <= 0 || tlen > UINT16_MAX || !mqtt_utf8_valid((const uint8_t *)c->buf, (size_t)tlen))
 		return "a subject that maps to no valid topic";
 	if (broker_topic_bound(b, c->buf, (size_t)tlen) != TOPIC_WITHIN_LIMITS)
@@ -434,7 +479,7 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		c->drop_logged = false; /* the episode ends once the loop keeps up */
 	}
 	for (size_t i = 0; i < n; i++) {
-		const char *why = route_remote(c, batch[i]);
+		const char *why = route_remote(c, batch[i], c->prefix, false);
 		if (why && *why) {
 			b->stats.cluster.dropped++;
 			/* Anyone who can publish on NATS can cause this line. */
@@ -491,6 +536,12 @@ static void count_existing(struct cluster *c)
 }
 
 static void free_msg(void *m) { natsMsg_Destroy(m); }
+
+static const char *route_stream_msg(void *ctx, natsMsg *nm)
+{
+	struct cluster *c = ctx;
+	return route_remote(c, nm, durable_stream(c->durable), true);
+}
 
 int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errlen)
 {
@@ -575,6 +626,10 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	    presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0 ||
 	    totals_start(&c->totals, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0)
 		goto nomem;
+	if (cfg->durable && durable_start(b, c->node, c->run, route_stream_msg, c, &c->durable) != 0) {
+		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
+		goto fail;
+	}
 	count_existing(c);
 	b->sessions.on_sub_gone = on_sub_gone;
 	b->sessions.sub_gone_ctx = c;
@@ -608,6 +663,7 @@ void cluster_stop(struct cluster *c)
 			nats_unsubscribe(c, in);
 			wisp_free(in);
 		}
+	durable_stop(c->durable); /* closes its own connection first */
 	presence_stop(c->presence); /* on the groups' connection */
 	totals_stop(c->totals);
 	groups_close(c->groups);
@@ -624,6 +680,7 @@ void cluster_stop(struct cluster *c)
 	/* cnats may still run a callback on its threads after Destroy: wait
 	 * for them before the inbox goes. */
 	nats_CloseAndWait(5000);
+	durable_free(c->durable);
 	loop_io_stop(b->loop, &c->io);
 	inbox_free(&c->inbox, free_msg);
 	groups_free(c->groups);

@@ -7,8 +7,8 @@
  *    router) and once to NATS, on the subject of its topic (subject.h),
  *    with its QoS, RETAIN, remaining Message Expiry Interval, forwarded v5
  *    properties and this node's name as NATS headers; the payload is the
- *    raw MQTT payload, so NATS-native consumers read it as is. $SYS topics
- *    stay on their node.
+ *    raw MQTT payload, so NATS-native consumers read it as is (QoS 1/2:
+ *    on the stream's subject, durable.h). $SYS topics stay on their node.
  *  - interest: the node subscribes on NATS to the subject of each filter
  *    its local sessions hold, counted per filter: the first local
  *    subscription to a filter subscribes, the last one gone (UNSUBSCRIBE,
@@ -28,9 +28,11 @@
  *    a client id connected here is taken over elsewhere (presence.h);
  *    $SYS/cluster/ sums every node's figures (totals.h).
  *
- * Not done yet (issue 16): QoS 1/2 durability across nodes (a message is
- * at most once across the NATS hop); persistent sessions moving with
- * their client (docs/cluster.md).
+ *  - QoS 1/2 (cluster.durable, the default) go through a JetStream stream
+ *    as well, their publishers' acks held until it stored them (durable.h).
+ *
+ * Not done yet (issue 16): persistent sessions moving with their client
+ * (docs/cluster.md).
  */
 #ifndef WISP_CLUSTER_CLUSTER_H
 #define WISP_CLUSTER_CLUSTER_H

@@ -126,6 +126,7 @@ static int parse_log_destination(struct parser *p, const cJSON *item, void *base
 				 const struct field *f);
 static int parse_nats_urls(struct parser *p, const cJSON *item, void *base, const struct field *f);
 static int parse_subject_prefix(struct parser *p, const cJSON *item, void *base, const struct field *f);
+static int parse_stream_name(struct parser *p, const cJSON *item, void *base, const struct field *f);
 static int parse_bridges(struct parser *p, const cJSON *item, void *base, const struct field *f);
 static int parse_bridge_topics(struct parser *p, const cJSON *item, void *base, const struct field *f);
 static int parse_addresses(struct parser *p, const cJSON *item, void *base, const struct field *f);
@@ -302,6 +303,20 @@ static const struct field cluster_fields[] = {
 	 * KiB; the messages themselves are cnats's (bounded by its pending
 	 * limits). Over it a message is dropped and counted. */
 	F_NUM(struct config_cluster, FT_U32, "inbound_queue", inbound_queue, 16, 16777216, 65536),
+	/* QoS 1/2 through JetStream (cluster/durable.h): acks wait for the stream. */
+	F_BOOL(struct config_cluster, "durable", durable, 1),
+	{.key = "stream", .type = FT_CUSTOM, .def_str = "WISP",
+	 .offset = offsetof(struct config_cluster, stream), .custom = parse_stream_name},
+	F_NUM(struct config_cluster, FT_U32, "replicas", replicas, 1, 5, 1),
+	/* A day: a node down longer than that misses what it did not
+	 * acknowledge before it aged out; the stream's disk stays bounded by
+	 * a day of QoS 1/2 traffic that some node has not acknowledged. */
+	F_NUM(struct config_cluster, FT_U32, "stream_max_age", stream_max_age, 1, 31536000, 86400),
+	/* QoS 1/2 messages waiting for JetStream's ack (their publishers'
+	 * PUBACKs wait too): one flag byte each here plus the message in
+	 * cnats (~ its size + 200 bytes of headers). 65536 rides out a NATS
+	 * restart of a few seconds at ~10k msg/s; past it, at most once. */
+	F_NUM(struct config_cluster, FT_U32, "outbound_queue", outbound_queue, 16, 16777216, 65536),
 	{.key = "retained_bucket", .type = FT_CUSTOM, .def_str = "wisp_retained",
 	 .offset = offsetof(struct config_cluster, retained_bucket), .custom = parse_bucket_name},
 	/* JetStream's own range: 1 (one NATS server) to 5. */
@@ -1046,6 +1061,23 @@ static int parse_bucket_name(struct parser *p, const cJSON *item, void *base, co
 	size_t n = strlen(v);
 	if (n == 0 || n > 64 || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != n)
 		return fail(p, "\"%s\" is not a JetStream bucket name (1 to 64 of A-Z a-z 0-9 _ -)", v);
+	struct strbuf b = {0};
+	int rc = sb_addz(&b, v) ? fail_nomem(p) : 0;
+	return set_built_string(&b, rc, base, f);
+}
+
+/* A JetStream stream name, also the first token of its subjects. */
+static int parse_stream_name(struct parser *p, const cJSON *item, void *base, const struct field *f)
+{
+	if (!cJSON_IsString(item))
+		return fail_type(p, "a string", item);
+	const char *v = item->valuestring;
+	if (!*v || strlen(v) > 64)
+		return fail(p, "a stream name is 1 to 64 characters");
+	for (const char *c = v; *c; c++)
+		if ((unsigned char)*c <= ' ' || *c == 0x7f || *c == '.' || *c == '*' || *c == '>' || *c == '/' ||
+		    *c == '\\')
+			return fail(p, "\"%s\" is not a JetStream stream name (no space, '.', '*', '>', '/', '\\')", v);
 	struct strbuf b = {0};
 	int rc = sb_addz(&b, v) ? fail_nomem(p) : 0;
 	return set_built_string(&b, rc, base, f);

@@ -143,6 +143,11 @@ struct config_cluster {
 	char *node;             /* this node's name, unique in the cluster; default: the host name */
 	char *subject_prefix;   /* NATS subjects are <prefix>.<mapped topic>; "" for none; default "wisp" */
 	uint32_t inbound_queue; /* NATS messages waiting for the loop thread; default 65536 */
+	bool durable;           /* QoS 1/2 through JetStream; default true */
+	char *stream;           /* the JetStream stream; default "WISP" */
+	uint32_t replicas;      /* its replicas; default 1 */
+	uint32_t stream_max_age; /* seconds a message stays in it at most; default 86400 */
+	uint32_t outbound_queue; /* QoS 1/2 messages waiting for JetStream's ack; default 65536 */
 	char *retained_bucket;  /* JetStream KV bucket of the retained messages; default "wisp_retained" */
 	uint32_t retained_replicas; /* its replicas; default 1 */
 };

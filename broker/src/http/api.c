@@ -3,7 +3,8 @@
  *
  *   GET /healthz        200 "ok": the process is serving (no authentication)
  *   GET /readyz         200 when the store is loaded, every listener is
- *                       listening and (with a cluster) NATS is connected,
+ *                       listening and (with a cluster) NATS is connected
+ *                       and the JetStream stream set up (cluster.durable),
  *                       else 503 naming what is not (no authentication)
  *   GET /metrics        Prometheus text format 0.0.4 (proto/metrics.c)
  *   GET /               the dashboard (assets/, embedded at build time)
@@ -73,6 +74,8 @@ static void readyz(struct http_conn *c)
 	 * ones to a node that reaches the rest of the cluster. */
 	if (b->cfg->cluster.nats && !b->stats.cluster.connected)
 		sbuf_adds(&why, "cluster: not connected to NATS\n");
+	else if (b->cfg->cluster.nats && b->cfg->cluster.durable && !b->stats.cluster.durable_ready)
+		sbuf_adds(&why, "cluster: JetStream stream not ready\n");
 	if (why.len == 0)
 		text(c, 200, "ready\n");
 	else

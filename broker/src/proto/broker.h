@@ -55,6 +55,9 @@ struct broker_stats {
 		uint64_t send_failed;    /* not published to NATS (disconnected and its buffer full, ...) */
 		uint64_t subjects;       /* NATS subscriptions held for local interest */
 		uint64_t connected;      /* 1 while connected to NATS */
+		uint64_t durable_ready;  /* 1 while the JetStream stream and this node's consumer are bound */
+		uint64_t pending;        /* QoS 1/2 messages waiting for JetStream's ack (their PUBACKs wait) */
+		uint64_t overflow;       /* QoS 1/2 sent at most once: cluster.outbound_queue full */
 		uint64_t retained_applied; /* retained records from the JetStream bucket applied here (retained_kv.h) */
 		uint64_t taken_over;     /* sessions ended here because their client connected at another node */
 	} cluster;
@@ -145,6 +148,17 @@ struct broker {
 		uint64_t compact_errors_seen, compactions_seen;
 		uint64_t refused;        /* durable work refused while degraded */
 	} persist;
+	/* A second condition on acks, in front of the store's (cluster/durable.c):
+	 * hold takes an ack that must wait for more than the store (true), and
+	 * gives it back through persist_send_ack_ungated; forget drops a closing
+	 * connection's; store_progress runs when the store's safe seq may have
+	 * moved. NULL hold: no gate. */
+	struct {
+		bool (*hold)(void *ctx, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since);
+		void (*forget)(void *ctx, struct conn *c);
+		void (*store_progress)(void *ctx);
+		void *ctx;
+	} ack_gate;
 	struct route_ctx route;      /* the local router and its per-publish scratch (router.h) */
 	struct router *router;       /* where publishes and interest go: &route.router, or the cluster's on top of it */
 	/* A cluster (cluster/presence.h): told of each client connected here,

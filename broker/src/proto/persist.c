@@ -517,6 +517,8 @@ static void release_held(struct broker *b)
 		b->persist.held_head = (b->persist.held_head + 1) & (b->persist.held_cap - 1);
 		b->persist.held_len--;
 	}
+	if (b->ack_gate.store_progress)
+		b->ack_gate.store_progress(b->ack_gate.ctx);
 }
 
 static int held_grow(struct broker *b)
@@ -535,6 +537,18 @@ static int held_grow(struct broker *b)
 }
 
 int persist_send_ack_since(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since)
+{
+	if (b->ack_gate.hold && b->ack_gate.hold(b->ack_gate.ctx, c, bytes, len, since))
+		return 0;
+	return persist_send_ack_ungated(b, c, bytes, len, since);
+}
+
+uint64_t persist_safe_seq(const struct broker *b)
+{
+	return b->persist.store ? safe_seq(b) : UINT64_MAX;
+}
+
+int persist_send_ack_ungated(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since)
 {
 	struct store *st = b->persist.store;
 	if (!st || len > sizeof ((struct held_ack *)0)->bytes)
@@ -569,6 +583,8 @@ int persist_send_ack(struct broker *b, struct conn *c, const uint8_t *bytes, siz
 
 void persist_forget_conn(struct broker *b, struct conn *c)
 {
+	if (b->ack_gate.forget)
+		b->ack_gate.forget(b->ack_gate.ctx, c);
 	if (!c->held_acks)
 		return;
 	for (size_t i = 0; i < b->persist.held_len; i++) {

@@ -54,6 +54,13 @@ int persist_send_ack(struct broker *b, struct conn *c, const uint8_t *bytes, siz
  * nothing. handle_publish uses it, since routing appends for others. */
 int persist_send_ack_since(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since);
 
+/* persist_send_ack_since past broker.h's ack_gate: how the gate gives back
+ * an ack it held. */
+int persist_send_ack_ungated(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since);
+/* The highest seq whose records are safe (written, and with fsync "always"
+ * synced); UINT64_MAX without persistence. */
+uint64_t persist_safe_seq(const struct broker *b);
+
 /* True while new durable work must be refused: the log cannot be written,
  * or (fsync "always") it cannot be synced. */
 bool persist_refuses_durable(const struct broker *b);

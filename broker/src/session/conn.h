@@ -152,7 +152,7 @@ struct conn {
 _Static_assert(sizeof(struct conn) <= 232, "struct conn stays in a 240-byte heap block");
 
 /* What only some connections hold, and only for a while: a will, a password
- * check or an AUTH exchange in flight. Allocated on first use, freed once
+ * check or an AUTH exchange in flight, acks held by a cluster's ack gate. Allocated on first use, freed once
  * empty, so an idle connection without a will pays its pointer alone. */
 struct conn_rare {
 	struct msg *will; /* published on abnormal close */
@@ -160,6 +160,7 @@ struct conn_rare {
 		struct auth_job *auth_job; /* password verification in flight, or NULL */
 		struct enhanced_auth *enhanced_auth; /* with auth_method: its exchange (proto/enhanced_auth.c) */
 	};
+	uint32_t gate_held_acks; /* acks waiting for the broker's ack_gate (cluster/durable.c) */
 };
 
 static inline struct msg *conn_will(const struct conn *c) { return c->rare ? c->rare->will : NULL; }
@@ -168,6 +169,7 @@ static inline struct enhanced_auth *conn_enhanced_auth(const struct conn *c)
 {
 	return c->auth_method && c->rare ? c->rare->enhanced_auth : NULL;
 }
+static inline uint32_t conn_gate_held_acks(const struct conn *c) { return c->rare ? c->rare->gate_held_acks : 0; }
 /* The connection's block for setting one of them, allocated if need be;
  * NULL when out of memory. */
 struct conn_rare *conn_rare(struct conn *c);

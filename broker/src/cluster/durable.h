@@ -1,0 +1,72 @@
+/*
+ * QoS 1/2 across nodes without losing anything acknowledged (issue 16):
+ * the loop thread's side of the JetStream path (jetstream.h is the
+ * worker thread's).
+ *
+ *  - Out: a client's QoS 1/2 message goes to the stream `<stream>.<mapped
+ *    topic>` (not the core subject, so it is not delivered twice), with a
+ *    Nats-Msg-Id `<node>-<run>-<ticket>`. Its PUBACK/PUBREC is held until
+ *    JetStream acknowledged the ticket (an ack gate in front of the
+ *    store's own, broker.h's ack_gate: the ack then still waits for the
+ *    store, as session/observer.h's "acks held until durable" rule says),
+ *    in order per connection [MQTT-4.6.0-2]. At most
+ *    cluster.outbound_queue tickets are outstanding (NATS down, or slow):
+ *    past it a message goes the at-most-once core way, counted in
+ *    $SYS/broker/cluster/messages/overflow and logged once per episode.
+ *  - In: every node has one durable consumer on the whole stream (nats-
+ *    server 2.9 has one filter per consumer; see docs/cluster.md for the
+ *    cost), so it sees every QoS 1/2 message, routes it to its local
+ *    subscribers, and acks it to JetStream once the copies it made for
+ *    persistent sessions are in its store (store_progress), so kill -9 of
+ *    a receiving node loses nothing either: JetStream delivers it again.
+ *    A message is routed once per run whatever JetStream redelivers
+ *    (dedupe by stream sequence), so QoS 2 stays exactly once.
+ *
+ * Loop thread only (the worker and cnats reach it through two inboxes).
+ */
+#ifndef WISP_CLUSTER_DURABLE_H
+#define WISP_CLUSTER_DURABLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <nats/nats.h>
+
+struct broker;
+struct durable;
+struct msg;
+
+/* Routes one stream message to the local subscribers (cluster.c): NULL
+ * or "" when routed or skipped, else why it was dropped (durable.c counts
+ * and logs it). Borrows nm. */
+typedef const char *(*durable_route_fn)(void *ctx, natsMsg *nm);
+
+/* Starts the worker (its own NATS connection, to cluster.nats) for node
+ * `node` whose run is `run` (both borrowed for the durable's life). 0, or
+ * WISP_ENOMEM / WISP_EIO. */
+int durable_start(struct broker *b, const char *node, const char *run, durable_route_fn route,
+		  void *route_ctx, struct durable **out);
+/* Stops the worker thread: before the NATS connection closes. NULL: no-op. */
+void durable_stop(struct durable *d);
+/* After the NATS connection closed and cnats's threads ended. NULL: no-op. */
+void durable_free(struct durable *d);
+
+/* The stream's name, the first token of its subjects. */
+const char *durable_stream(const struct durable *d);
+/*
+ * A ticket for a QoS 1/2 message to go through the stream, with the reply
+ * subject its NATS message must carry written to reply; 0 when too many
+ * wait already (counted, logged once per episode): the message then
+ * crosses at most once.
+ */
+uint64_t durable_reserve(struct durable *d, char *reply, size_t cap);
+/* Gives back a reserved ticket unused (its message could not be made). */
+void durable_cancel(struct durable *d, uint64_t ticket);
+/*
+ * Takes nm (m's message on the stream's subject, made with the ticket's
+ * reply subject): 0, and the ack of m's publisher waits for it.
+ * WISP_ENOMEM: the ticket is given back, the caller keeps nm.
+ */
+int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m, uint64_t ticket);
+
+#endif

@@ -1,0 +1,540 @@
+/*
+ * The JetStream worker of jetstream.h. Runs on its own thread plus cnats's
+ * callbacks; touches the loop's state only through the two inboxes.
+ *
+ * The acks inbox must hold every ticket that can be outstanding at once
+ * plus the events (the loop sizes it out_cap), so a ticket push never
+ * fails; the msgs inbox may refuse (JetStream redelivers what it refused).
+ */
+#include "jetstream.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "err.h"
+
+/* How long cnats waits for a publish's ack before reporting it failed
+ * (then it is published again, the same Nats-Msg-Id): long enough for a
+ * loaded server, short enough that an ack lost with a connection is
+ * noticed soon after reconnecting. */
+#define PUBLISH_MAX_WAIT_MS 5000
+/* Pause between set-up attempts and before re-publishing failed messages. */
+#define RETRY_MS 500
+/* The consumer's ack wait: a message handed to the loop and not acked in
+ * time is delivered again (and deduplicated by stream sequence). */
+#define ACK_WAIT_S 30
+
+struct ring {
+	natsMsg **items;
+	size_t cap, head, len;
+};
+
+/* A ring of tickets (new publishes, and replies: ticket << 1 | ok). */
+struct tring {
+	uint64_t *items;
+	size_t cap, head, len;
+};
+
+enum slot_state { SLOT_EMPTY, SLOT_QUEUED, SLOT_SENT, SLOT_FAILED };
+
+/* A publish waiting for JetStream's reply: the worker's (only the worker
+ * destroys one, so a reply racing with a re-send never frees it early). */
+struct slot {
+	natsMsg *m;
+	uint64_t ticket;
+	int64_t sent_ms;
+	uint8_t state;
+};
+
+struct jsw {
+	natsOptions *opts;
+	natsConnection *nc;          /* the worker's own connection */
+	jsCtx *js;
+	natsSubscription *sub;       /* the durable consumer's */
+	natsSubscription *reply_sub; /* <inbox>.*: JetStream's publish replies */
+	natsInbox *inbox;
+	char *reply_prefix;          /* "<inbox>." */
+	struct jsw_config cfg;
+	char *stream, *consumer, *subjects;
+	struct inbox *acks, *msgs;
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop;
+	bool resetup;        /* the stream seems gone (a NATS server without its store): set up again */
+	struct slot *slots;  /* out_cap, by ticket % out_cap */
+	struct tring out;    /* tickets to publish (loop) */
+	struct tring replies; /* JetStream's replies (cnats thread) */
+	struct ring ack;     /* consumer acks (loop) */
+};
+
+static int tring_init(struct tring *r, size_t cap)
+{
+	r->items = wisp_calloc(cap, sizeof *r->items);
+	r->cap = cap;
+	r->head = r->len = 0;
+	return r->items ? 0 : WISP_ENOMEM;
+}
+
+/* Under mu. false: full (the caller says what that costs). */
+static bool tring_push(struct tring *r, uint64_t v)
+{
+	if (r->len == r->cap)
+		return false;
+	r->items[(r->head + r->len++) % r->cap] = v;
+	return true;
+}
+
+static bool tring_pop(struct tring *r, uint64_t *out)
+{
+	if (!r->len)
+		return false;
+	*out = r->items[r->head];
+	r->head = (r->head + 1) % r->cap;
+	r->len--;
+	return true;
+}
+
+static int ring_init(struct ring *r, size_t cap)
+{
+	r->items = wisp_calloc(cap, sizeof *r->items);
+	r->cap = cap;
+	r->head = r->len = 0;
+	return r->items ? 0 : WISP_ENOMEM;
+}
+
+/* Under mu. The callers bound what they push by cap, so it never fails;
+ * should it, the message is destroyed rather than the bound broken. */
+static void ring_push(struct ring *r, natsMsg *m)
+{
+	if (r->len == r->cap) {
+		natsMsg_Destroy(m);
+		return;
+	}
+	r->items[(r->head + r->len++) % r->cap] = m;
+}
+
+static natsMsg *ring_pop(struct ring *r)
+{
+	if (!r->len)
+		return NULL;
+	natsMsg *m = r->items[r->head];
+	r->head = (r->head + 1) % r->cap;
+	r->len--;
+	return m;
+}
+
+static void ring_free(struct ring *r)
+{
+	natsMsg *m;
+	while (r->items && (m = ring_pop(r)))
+		natsMsg_Destroy(m);
+	wisp_free(r->items);
+	r->items = NULL;
+	r->cap = 0;
+}
+
+/* ---- cnats threads ---- */
+
+static bool has_error(const char *data, size_t len)
+{
+	static const char key[] = "\"error\"";
+	for (size_t i = 0; i + sizeof key - 1 <= len; i++)
+		if (memcmp(data + i, key, sizeof key - 1) == 0)
+			return true;
+	return false;
+}
+
+/* JetStream's reply to a publish, on <inbox>.<ticket>: a pub ack
+ * ({"stream":..,"seq":..}, also for a duplicate of an id already stored),
+ * an error ({"error":..}), or an empty 503 status when no stream listens. */
+static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	struct jsw *w = closure;
+	const char *subj = natsMsg_GetSubject(m);
+	const char *dot = strrchr(subj, '.');
+	uint64_t ticket = dot ? strtoull(dot + 1, NULL, 10) : 0;
+	const char *data = natsMsg_GetData(m);
+	int len = natsMsg_GetDataLength(m);
+	bool ok = len > 0 && data && !has_error(data, (size_t)len);
+	natsMsg_Destroy(m);
+	if (!ticket)
+		return;
+	pthread_mutex_lock(&w->mu);
+	if (!ok && len <= 0)
+		w->resetup = true;
+	/* Full: the reply is lost, the publish times out and goes again. */
+	if (tring_push(&w->replies, ticket << 1 | (ok ? 1u : 0u)))
+		pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void on_js_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	struct jsw *w = closure;
+	if (!inbox_push(w->msgs, m))
+		natsMsg_Destroy(m); /* unacked: JetStream delivers it again */
+}
+
+/* ---- the worker thread ---- */
+
+static natsStatus ensure_stream(struct jsw *w)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	natsStatus st = js_GetStreamInfo(&si, w->js, w->stream, NULL, &jerr);
+	if (st == NATS_OK) {
+		jsStreamInfo_Destroy(si);
+		return NATS_OK;
+	}
+	jsStreamConfig sc;
+	jsStreamConfig_Init(&sc);
+	const char *subjects[1] = {w->subjects};
+	sc.Name = w->stream;
+	sc.Subjects = subjects;
+	sc.SubjectsLen = 1;
+	sc.Retention = js_InterestPolicy;
+	sc.Storage = js_FileStorage;
+	sc.Replicas = w->cfg.replicas;
+	sc.MaxAge = w->cfg.max_age_s * 1000000000LL;
+	st = js_AddStream(&si, w->js, &sc, NULL, &jerr);
+	if (st == NATS_OK)
+		jsStreamInfo_Destroy(si);
+	else if (jerr == JSStreamNameExistErr)
+		st = NATS_OK; /* another node made it meanwhile */
+	return st;
+}
+
+/*
+ * The node's durable push consumer, made here (js_AddConsumer) and bound
+ * to, not made by js_Subscribe: a consumer js_Subscribe made is deleted by
+ * natsSubscription_Unsubscribe, which a stopping node must call (a
+ * subscription left open at close leaks cnats's close notice). Its
+ * delivery subject is fixed, so a restarted node binds to it again.
+ */
+static natsStatus ensure_consumer(struct jsw *w)
+{
+	if (w->sub) {
+		/* Set up again (JetStream answered 503): bind afresh, to a new
+		 * consumer if the old one went with its stream. */
+		natsSubscription_Unsubscribe(w->sub);
+		natsSubscription_Destroy(w->sub);
+		w->sub = NULL;
+	}
+	jsConsumerInfo *ci = NULL;
+	jsErrCode jerr = 0;
+	natsStatus st = js_GetConsumerInfo(&ci, w->js, w->stream, w->consumer, NULL, &jerr);
+	if (st != NATS_OK) {
+		char deliver[256];
+		snprintf(deliver, sizeof deliver, "_WISP_DELIVER.%s.%s", w->stream, w->consumer);
+		jsConsumerConfig cc;
+		jsConsumerConfig_Init(&cc);
+		cc.Durable = w->consumer;
+		cc.DeliverSubject = deliver;
+		/* From this node's start, not from now: its clients may have
+		 * subscribed (and other nodes published) while this consumer
+		 * was being made. */
+		cc.DeliverPolicy = js_DeliverByStartTime;
+		cc.OptStartTime = w->cfg.start_ns;
+		cc.AckPolicy = js_AckExplicit;
+		cc.AckWait = (int64_t)ACK_WAIT_S * 1000000000LL;
+		cc.MaxAckPending = (int64_t)w->cfg.ack_cap;
+		st = js_AddConsumer(&ci, w->js, w->stream, &cc, NULL, &jerr);
+	}
+	jsConsumerInfo_Destroy(ci);
+	if (st != NATS_OK)
+		return st;
+	jsSubOptions so;
+	jsSubOptions_Init(&so);
+	so.Stream = w->stream;
+	so.Consumer = w->consumer;
+	so.ManualAck = true;
+	return js_Subscribe(&w->sub, w->js, w->subjects, on_js_msg, w, NULL, &so, &jerr);
+}
+
+static void wait_ms(struct jsw *w, long ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Under mu; drops it to publish slot `sl`'s message (only the worker
+ * frees one, so it stays valid). */
+static void send_slot(struct jsw *w, struct slot *sl)
+{
+	sl->state = SLOT_SENT;
+	sl->sent_ms = now_ms();
+	natsMsg *m = sl->m;
+	pthread_mutex_unlock(&w->mu);
+	/* Disconnected: cnats buffers it (8 MiB) or refuses; refused or lost,
+	 * it times out below and goes again. */
+	natsConnection_PublishMsg(w->nc, m);
+	pthread_mutex_lock(&w->mu);
+}
+
+/* Under mu: a reply came for a ticket. */
+static void settle(struct jsw *w, uint64_t reply)
+{
+	uint64_t ticket = reply >> 1;
+	struct slot *sl = &w->slots[ticket % w->cfg.out_cap];
+	if (sl->state == SLOT_EMPTY || sl->ticket != ticket)
+		return; /* a second reply (a re-send's) */
+	if (!(reply & 1)) {
+		sl->state = SLOT_FAILED;
+		return;
+	}
+	natsMsg_Destroy(sl->m);
+	sl->m = NULL;
+	sl->state = SLOT_EMPTY;
+	/* After the slot is free: the loop may reuse it once it has the ticket. */
+	inbox_push(w->acks, (void *)(uintptr_t)ticket);
+}
+
+/* Under mu: publishes again what failed or had no reply in time (the
+ * same Nats-Msg-Id: the stream keeps one copy). */
+static void resend_due(struct jsw *w)
+{
+	int64_t now = now_ms();
+	for (size_t i = 0; i < w->cfg.out_cap && !w->stop; i++) {
+		struct slot *sl = &w->slots[i];
+		if (sl->state == SLOT_FAILED || (sl->state == SLOT_SENT && now - sl->sent_ms > PUBLISH_MAX_WAIT_MS))
+			send_slot(w, sl);
+	}
+}
+
+static void *run(void *arg)
+{
+	struct jsw *w = arg;
+	bool ready = false, failed_said = false;
+	int64_t last_sweep = now_ms();
+	pthread_mutex_lock(&w->mu);
+	while (!w->stop) {
+		if (w->resetup) {
+			w->resetup = false;
+			ready = false;
+		}
+		if (!ready) {
+			pthread_mutex_unlock(&w->mu);
+			natsStatus st = NATS_NOT_YET_CONNECTED;
+			if (natsConnection_Status(w->nc) == NATS_CONN_STATUS_CONNECTED) {
+				st = ensure_stream(w);
+				if (st == NATS_OK)
+					st = ensure_consumer(w);
+			}
+			pthread_mutex_lock(&w->mu);
+			if (st == NATS_OK) {
+				ready = true;
+				inbox_raise(w->acks, JSW_EV_READY);
+			} else {
+				if (st != NATS_NOT_YET_CONNECTED && !failed_said) {
+					failed_said = true;
+					inbox_raise(w->acks, JSW_EV_SETUP_FAILED);
+				}
+				wait_ms(w, RETRY_MS);
+				continue;
+			}
+		}
+		uint64_t v;
+		while (tring_pop(&w->replies, &v))
+			settle(w, v);
+		if (now_ms() - last_sweep >= RETRY_MS) {
+			resend_due(w);
+			last_sweep = now_ms();
+			continue;
+		}
+		natsMsg *ack = ring_pop(&w->ack);
+		if (ack) {
+			pthread_mutex_unlock(&w->mu);
+			/* A lost ack only means a redelivery, deduplicated. */
+			natsMsg_Ack(ack, NULL);
+			natsMsg_Destroy(ack);
+			pthread_mutex_lock(&w->mu);
+			continue;
+		}
+		if (tring_pop(&w->out, &v)) {
+			struct slot *sl = &w->slots[v % w->cfg.out_cap];
+			if (sl->state == SLOT_QUEUED && sl->ticket == v)
+				send_slot(w, sl);
+			continue;
+		}
+		wait_ms(w, RETRY_MS);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/*
+ * The worker's own NATS connection, apart from the core one: JetStream's
+ * API requests make cnats open an internal reply subscription that only
+ * closing the connection ends, and with the core connection's global
+ * delivery pool that close leaked cnats's close notice. Its own
+ * connection, closed first, uses per-subscription delivery. It also keeps
+ * JetStream traffic out of the core connection's figures (nats-server's
+ * /connz shows it as "<node>-js").
+ */
+static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
+{
+	natsStatus st = natsOptions_Create(&w->opts);
+	if (st == NATS_OK)
+		st = natsOptions_SetURL(w->opts, urls);
+	if (st == NATS_OK)
+		st = natsOptions_SetName(w->opts, name);
+	if (st == NATS_OK)
+		st = natsOptions_SetMaxReconnect(w->opts, -1);
+	if (st == NATS_OK)
+		st = natsOptions_SetReconnectWait(w->opts, 500);
+	if (st == NATS_OK)
+		st = natsOptions_SetRetryOnFailedConnect(w->opts, true, NULL, NULL);
+	if (st == NATS_OK) {
+		st = natsConnection_Connect(&w->nc, w->opts);
+		if (st == NATS_NOT_YET_CONNECTED)
+			st = NATS_OK; /* retried in the background; run() waits for it */
+	}
+	return st;
+}
+
+int jsw_start(struct jsw **out, const char *urls, const struct jsw_config *cfg, struct inbox *acks,
+	      struct inbox *msgs)
+{
+	*out = NULL;
+	struct jsw *w = wisp_calloc(1, sizeof *w);
+	if (!w)
+		return WISP_ENOMEM;
+	w->cfg = *cfg;
+	w->acks = acks;
+	w->msgs = msgs;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	size_t slen = strlen(cfg->stream);
+	w->stream = wisp_strndup(cfg->stream, slen);
+	w->consumer = wisp_strndup(cfg->consumer, strlen(cfg->consumer));
+	w->subjects = wisp_malloc(slen + 3);
+	w->slots = wisp_calloc(cfg->out_cap, sizeof *w->slots);
+	if (!w->stream || !w->consumer || !w->subjects || !w->slots || tring_init(&w->out, cfg->out_cap) != 0 ||
+	    tring_init(&w->replies, 2 * cfg->out_cap) != 0 || ring_init(&w->ack, cfg->ack_cap * 2) != 0)
+		goto fail;
+	snprintf(w->subjects, slen + 3, "%s.>", cfg->stream);
+	char name[192];
+	snprintf(name, sizeof name, "%s-js", cfg->consumer);
+	if (connect_own(w, urls, name) != NATS_OK || natsInbox_Create(&w->inbox) != NATS_OK)
+		goto fail;
+	size_t ilen = strlen(w->inbox);
+	w->reply_prefix = wisp_malloc(ilen + 3);
+	if (!w->reply_prefix)
+		goto fail;
+	snprintf(w->reply_prefix, ilen + 3, "%s.*", w->inbox);
+	if (natsConnection_Subscribe(&w->reply_sub, w->nc, w->reply_prefix, on_reply, w) != NATS_OK)
+		goto fail;
+	w->reply_prefix[ilen + 1] = '\0'; /* "<inbox>." */
+	if (natsConnection_JetStream(&w->js, w->nc, NULL) != NATS_OK)
+		goto fail;
+	if (pthread_create(&w->thread, NULL, run, w) != 0)
+		goto fail;
+	w->started = true;
+	*out = w;
+	return 0;
+fail:
+	jsw_free(w);
+	return WISP_EIO;
+}
+
+const char *jsw_reply_prefix(const struct jsw *w) { return w->reply_prefix; }
+
+void jsw_stop(struct jsw *w)
+{
+	if (!w)
+		return;
+	if (w->started) {
+		pthread_mutex_lock(&w->mu);
+		w->stop = true;
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		pthread_join(w->thread, NULL);
+		w->started = false;
+	}
+	/* Messages are destroyed before the connection closes: after cnats's
+	 * library is shut down, destroying one touches freed state. Acks
+	 * first, while their subscription exists. */
+	ring_free(&w->ack);
+	for (size_t i = 0; w->slots && i < w->cfg.out_cap; i++) {
+		natsMsg_Destroy(w->slots[i].m);
+		w->slots[i] = (struct slot){0};
+	}
+	/* Unsubscribed before the connection closes (a subscription still
+	 * open then leaks cnats's close notice); the consumer stays (it was
+	 * not made by js_Subscribe), so a restarted node resumes from it. */
+	natsSubscription **subs[2] = {&w->sub, &w->reply_sub};
+	for (int i = 0; i < 2; i++)
+		if (*subs[i]) {
+			natsSubscription_Unsubscribe(*subs[i]);
+			natsSubscription_Destroy(*subs[i]);
+			*subs[i] = NULL;
+		}
+	if (w->nc)
+		natsConnection_Close(w->nc);
+}
+
+void jsw_free(struct jsw *w)
+{
+	if (!w)
+		return;
+	jsw_stop(w);
+	jsCtx_Destroy(w->js);
+	natsConnection_Destroy(w->nc);
+	natsOptions_Destroy(w->opts);
+	wisp_free(w->slots);
+	wisp_free(w->out.items);
+	wisp_free(w->replies.items);
+	natsInbox_Destroy(w->inbox);
+	pthread_cond_destroy(&w->cv);
+	pthread_mutex_destroy(&w->mu);
+	wisp_free(w->reply_prefix);
+	wisp_free(w->stream);
+	wisp_free(w->consumer);
+	wisp_free(w->subjects);
+	wisp_free(w);
+}
+
+void jsw_publish(struct jsw *w, natsMsg *m, uint64_t ticket)
+{
+	pthread_mutex_lock(&w->mu);
+	struct slot *sl = &w->slots[ticket % w->cfg.out_cap];
+	/* The loop keeps at most out_cap outstanding and learns a ticket is
+	 * done only after its slot was emptied, so the slot is free. */
+	if (sl->state != SLOT_EMPTY || !tring_push(&w->out, ticket)) {
+		pthread_mutex_unlock(&w->mu);
+		natsMsg_Destroy(m);
+		return;
+	}
+	*sl = (struct slot){.m = m, .ticket = ticket, .state = SLOT_QUEUED};
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+void jsw_ack(struct jsw *w, natsMsg *m)
+{
+	pthread_mutex_lock(&w->mu);
+	ring_push(&w->ack, m);
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}

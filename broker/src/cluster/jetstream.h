@@ -1,0 +1,88 @@
+/*
+ * The JetStream worker: the one thread that talks to JetStream for the
+ * durable half of the cluster (durable.h), so the loop thread never waits
+ * on NATS.
+ *
+ *  - It makes sure the stream exists (file storage, interest retention:
+ *    a message is kept until every node's consumer acknowledged it, and
+ *    at most max_age seconds) and binds this node's durable push consumer
+ *    to it (made with js_AddConsumer, so unsubscribing keeps it; explicit
+ *    acks; when created, it starts at the node's start time, so a new node
+ *    does not replay the stream's history but misses nothing published
+ *    after it started, however long JetStream took to answer; delivered to _WISP_DELIVER.<stream>.<consumer>). It retries every half second until
+ *    both are there, then raises JSW_EV_READY on `events`.
+ *  - Publishes: the loop hands it a natsMsg whose reply subject is
+ *    <reply prefix><ticket> and which carries a Nats-Msg-Id (the stream
+ *    drops a re-send of the same id within its duplicate window); the
+ *    worker publishes it on the core connection (JetStream's publish is a
+ *    request) and keeps it until the reply: a pub ack frees it and hands
+ *    the ticket back on `acks`; an error, a 503 (no stream), or no reply
+ *    within 5 s publishes it again, every half second, never giving up: its
+ *    client's ack waits for it, and the loop bounds how many may be
+ *    outstanding (cluster.outbound_queue). cnats's own async publish is
+ *    not used: 3.4 cannot give back the messages still pending at
+ *    shutdown (they stay marked as its own), and this keeps every message
+ *    in one place.
+ *  - Consumer acks: the loop hands it the received natsMsg to acknowledge
+ *    once the message is safe on this node; it acks and destroys it.
+ *  - Received messages go to `msgs` unacknowledged; a full inbox drops
+ *    one (JetStream delivers it again after the ack wait).
+ *
+ * Memory: `out_cap` slots of pending publishes (the loop never has more
+ * outstanding) with their ticket rings, and `2 x ack_cap` consumer acks
+ * (the consumer's MaxAckPending bounds them).
+ * Locking: one mutex and a condition variable around the rings; cnats
+ * calls happen outside it.
+ */
+#ifndef WISP_CLUSTER_JETSTREAM_H
+#define WISP_CLUSTER_JETSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nats/nats.h>
+
+#include "inbox.h"
+
+#define JSW_EV_READY 0x10u
+#define JSW_EV_SETUP_FAILED 0x20u /* logged by the worker's caller once per episode */
+
+struct jsw_config {
+	const char *stream;        /* the stream's name, and its subjects' first token */
+	const char *consumer;      /* this node's durable consumer name */
+	int replicas;
+	int64_t max_age_s;
+	size_t out_cap;            /* publishes outstanding at most */
+	size_t ack_cap;            /* consumer MaxAckPending */
+	int64_t start_ns;          /* a new consumer starts at this node's start (Unix ns) */
+};
+
+struct jsw;
+
+/* Starts the worker thread, with its own connection to `urls` (named
+ * "<consumer>-js"). acks receive
+ * tickets (as uintptr_t) and the JSW_EV_* events, msgs the received
+ * natsMsgs; both are the caller's, sized as jetstream.c's comment says.
+ * 0 or WISP_ENOMEM / WISP_EIO. */
+int jsw_start(struct jsw **out, const char *urls, const struct jsw_config *cfg, struct inbox *acks,
+	      struct inbox *msgs);
+/* Joins the thread, destroys what was not published or acked (a publish
+ * JetStream did not ack was never acknowledged to its client either; an
+ * unacked received message is delivered again), unsubscribes and closes
+ * its connection; before the core NATS connection closes. jsw_free after cnats's threads ended. NULL:
+ * no-op. */
+void jsw_stop(struct jsw *w);
+void jsw_free(struct jsw *w);
+
+/* The reply subject prefix ("<inbox>.") a publish's reply subject is
+ * made of, followed by its ticket. */
+const char *jsw_reply_prefix(const struct jsw *w);
+/* Loop thread. Takes m (its reply subject and Nats-Msg-Id made for
+ * `ticket`). The caller keeps at most out_cap outstanding, and reuses a
+ * ticket's slot only after the ticket came back. */
+void jsw_publish(struct jsw *w, natsMsg *m, uint64_t ticket);
+/* Loop thread. Takes m, a message from msgs, to acknowledge to JetStream. */
+void jsw_ack(struct jsw *w, natsMsg *m);
+
+#endif

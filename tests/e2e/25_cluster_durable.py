@@ -1,0 +1,265 @@
+#!/usr/bin/python3
+# ctest: TIMEOUT 300 RUN_SERIAL ON
+"""25 cluster durable: QoS 1/2 across nodes lose nothing acknowledged
+(issue 16). Two Wisp nodes and a nats-server with JetStream on loopback: a
+node's PUBACK/PUBREC for a QoS 1/2 message waits until the message is in
+the JetStream stream, and the other node acks it to JetStream only once it
+is in its own store. So, whatever fails:
+
+  - kill -9 of the publishing node under QoS 1/2 load: every message
+    acknowledged to the publisher reaches the subscriber on the other node,
+    QoS 2 ones exactly once [MQTT-4.3.3-2];
+  - NATS stopped for 10 s and started again: what the publisher sent
+    meanwhile is acknowledged once NATS is back (not before: it was not
+    safe), and all of it arrives; the node says so in /readyz and $SYS;
+  - the subscriber's node killed and restarted: its persistent session gets
+    every message acknowledged while it was down.
+
+nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
+test, never skips it."""
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from wisp_e2e import (PUBACK, PUBCOMP, PUBREC, PUBREL, Closed, RawClient, ack_pkt, main,  # noqa: E402
+                      publish_pkt)
+
+_spec = importlib.util.spec_from_file_location(
+    "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
+cluster24 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cluster24)
+Nats, Node = cluster24.Nats, cluster24.Node
+
+WAIT = 20.0  # seconds any awaited cluster event may take (JetStream set-up included)
+OUTAGE = 10.0  # seconds NATS stays down (the issue's scenario)
+
+
+class Publisher:
+    """A pipelined QoS 1/2 publisher over one raw connection: `window`
+    messages in flight, payload "<qos>:<n>"; records which ones the broker
+    acknowledged (PUBACK for QoS 1, PUBREC for QoS 2)."""
+
+    def __init__(self, port, client_id, topic):
+        self.c = RawClient(port)
+        assert self.c.connect(client_id) == 0
+        self.topic = topic
+        self.acked = set()
+        self.inflight = {}  # packet id -> payload
+        self.n = 0
+
+    def send_one(self):
+        self.n += 1
+        qos = 1 if self.n % 2 else 2
+        pid = (self.n - 1) % 60000 + 1
+        payload = b"%d:%d" % (qos, self.n)
+        self.inflight[pid] = payload
+        self.c.send(publish_pkt(self.topic + "/%d" % qos, payload, qos=qos, pid=pid))
+
+    def handle(self, timeout):
+        """Reads one ack; False when the connection closed."""
+        try:
+            p = self.c.recv_packet(timeout)
+        except Closed:
+            return False
+        if p.type == PUBACK:
+            self.acked.add(self.inflight.pop(p.pid))
+        elif p.type == PUBREC:
+            self.acked.add(self.inflight[p.pid])
+            try:
+                self.c.send(ack_pkt(PUBREL, p.pid))
+            except OSError:  # the node was killed meanwhile
+                return False
+        elif p.type == PUBCOMP:
+            self.inflight.pop(p.pid)
+        return True
+
+    def run(self, count, window, stop_after_acked=None, on_stop=None):
+        """Publishes up to count messages; after stop_after_acked acks calls
+        on_stop (which kills the node) and drains until the connection ends."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if stop_after_acked is not None and len(self.acked) >= stop_after_acked:
+                on_stop()
+                while self.handle(WAIT):
+                    pass
+                return
+            while self.n < count and len(self.inflight) < window:
+                self.send_one()
+            if not self.inflight:
+                return
+            if not self.handle(WAIT):
+                return
+        raise AssertionError("publisher did not finish within 120 s")
+
+
+class DurableClusterTest(unittest.TestCase):
+
+    def setUp(self):
+        self.nats = Nats()
+        self.addCleanup(shutil.rmtree, self.nats.dir, True)
+        self.addCleanup(self.nats.kill)
+        self.nats.start()
+        self.nodes = {}
+        self.clients = []
+        self.addCleanup(self.stop_nodes)
+        for name in ("a", "b"):
+            self.start_node(Node(name, self.nats.port, persistence=True), name)
+
+    def start_node(self, node, name, offset=0):
+        self.nodes[name] = node
+        node.start()
+        self.assertIsNotNone(node.wait_log("JetStream ready: QoS 1/2 cross nodes", offset=offset, timeout=WAIT),
+                             "node %s: JetStream never ready\n%s" % (name, node.log_banner()))
+
+    def kill_node(self, name):
+        node = self.nodes[name]
+        node.proc.send_signal(signal.SIGKILL)
+        node.proc.wait(timeout=10)
+        node.exit_status = "killed by the test"
+
+    def stop_nodes(self):
+        for c in self.clients:
+            c.close()
+        errors = []
+        for b in self.nodes.values():
+            try:
+                b.stop()
+            except AssertionError as e:
+                errors.append(str(e))
+        for b in self.nodes.values():
+            b.cleanup()
+        if errors:
+            self.fail("\n".join(errors))
+
+    def subscriber(self, node, client_id, topic_filter, clean=True):
+        c = RawClient(self.nodes[node].port)
+        self.clients.append(c)
+        self.assertEqual(c.connect(client_id, clean=clean), 0)
+        self.assertEqual(c.subscribe([(topic_filter, 2)]), [2])
+        return c
+
+    def collect(self, sub, want):
+        """Receives until every payload of want arrived; returns them all
+        in arrival order (duplicates included)."""
+        got = []
+        deadline = time.monotonic() + 60
+        while not want <= set(got):
+            if time.monotonic() > deadline:
+                raise AssertionError("missing after 60 s: %s" % sorted(want - set(got))[:20])
+            try:
+                got.append(sub.recv_publish(timeout=WAIT).payload)
+            except socket.timeout:
+                raise AssertionError("%d of %d acknowledged messages arrived; missing e.g. %s" % (
+                    len(want & set(got)), len(want), sorted(want - set(got))[:10])) from None
+        return got
+
+    def assert_qos2_once(self, got):
+        qos2 = [p for p in got if p.startswith(b"2:")]
+        self.assertEqual(len(qos2), len(set(qos2)), "a QoS 2 message arrived twice [MQTT-4.3.3-2]")
+
+    def test_kill_publishing_node_loses_nothing_acknowledged(self):
+        sub = self.subscriber("b", "sub-b", "load/#")
+        pub = Publisher(self.nodes["a"].port, "pub-a", "load")
+        self.clients.append(pub.c)
+        pub.run(count=20000, window=50, stop_after_acked=1000, on_stop=lambda: self.kill_node("a"))
+        self.assertGreaterEqual(len(pub.acked), 1000)
+        got = self.collect(sub, pub.acked)
+        self.assert_qos2_once(got)
+
+    def test_nats_down_for_10_s_then_everything_acknowledged_arrives(self):
+        sub = self.subscriber("b", "sub-b", "out/#")
+        pub = Publisher(self.nodes["a"].port, "pub-a", "out")
+        self.clients.append(pub.c)
+        pub.run(count=20, window=10)
+        self.assertEqual(len(pub.acked), 20)
+        before = set(pub.acked)
+        got = self.collect(sub, before)
+        a = self.nodes["a"]
+        offset = a.log_size()
+        stopped = time.monotonic()
+        self.nats.kill()
+        self.assertIsNotNone(a.wait_log("lost the NATS connection", offset=offset, timeout=WAIT))
+        # Sent while NATS is down: held, not acknowledged (not safe yet),
+        # while the node says why it is not ready.
+        for _ in range(40):
+            pub.send_one()
+        self.assertEqual(a.wait_ready(False)[0], 503)
+        try:
+            pub.c.recv_packet(1.0)
+            self.fail("a QoS 1/2 message was acknowledged while NATS was down")
+        except socket.timeout:
+            pass
+        self.assertRegex(a.get("/metrics")[1], r"(?m)^wisp_cluster_pending [1-9][0-9]*$")
+        time.sleep(max(0.0, OUTAGE - (time.monotonic() - stopped)))  # the outage lasts its 10 s
+        offset = a.log_size()
+        self.nats.start()
+        self.assertIsNotNone(a.wait_log("connected to NATS as node 'a'", offset=offset, timeout=WAIT))
+        pub.run(count=60, window=60)
+        self.assertEqual(len(pub.acked), 60, "every message of the outage is acknowledged once NATS is back")
+        got += self.collect(sub, pub.acked - before)
+        self.assert_qos2_once(got)
+        self.assertEqual(a.wait_ready(True), (200, "ready\n"))
+
+    def test_qos2_resent_on_a_new_connection_is_acknowledged_only_once_safe(self):
+        sub = self.subscriber("b", "sub-b", "re/#")
+        a = self.nodes["a"]
+        pub = RawClient(a.port)
+        self.clients.append(pub)
+        self.assertEqual(pub.connect("pub-re", clean=False), 0)
+        pub.publish("re/warm", b"warm", qos=2, pid=1)
+        self.assertEqual(self.collect(sub, {b"warm"}), [b"warm"])
+        offset = a.log_size()
+        self.nats.kill()
+        self.assertIsNotNone(a.wait_log("lost the NATS connection", offset=offset, timeout=WAIT))
+        pub.send(publish_pkt("re/t", b"2:once", qos=2, pid=7))
+        with self.assertRaises(socket.timeout, msg="PUBREC before the message was safe"):
+            pub.recv_packet(1.0)
+        pub.close()
+        # The same session on a new connection sends it again (DUP): the
+        # packet id is known, so it is not routed again [MQTT-4.3.3-2], and
+        # its PUBREC must still wait for the first copy to be safe.
+        pub = RawClient(a.port)
+        self.clients.append(pub)
+        self.assertEqual(pub.connect("pub-re", clean=False), 0)
+        pub.send(publish_pkt("re/t", b"2:once", qos=2, dup=True, pid=7))
+        with self.assertRaises(socket.timeout, msg="PUBREC of the re-send before the message was safe"):
+            pub.recv_packet(1.0)
+        offset = a.log_size()
+        self.nats.start()
+        self.assertIsNotNone(a.wait_log("connected to NATS as node 'a'", offset=offset, timeout=WAIT))
+        rec = pub.expect(PUBREC, timeout=WAIT)
+        self.assertEqual(rec.pid, 7)
+        pub.send(ack_pkt(PUBREL, 7))
+        self.assertEqual(pub.expect(PUBCOMP, timeout=WAIT).pid, 7)
+        got = self.collect(sub, {b"2:once"})
+        sub.assert_no_packet(wait=0.5)
+        self.assert_qos2_once(got)
+
+    def test_restarted_subscriber_node_gets_what_was_acknowledged_meanwhile(self):
+        keep = self.subscriber("b", "keep", "rs/#", clean=False)
+        keep.close()
+        self.kill_node("b")
+        pub = Publisher(self.nodes["a"].port, "pub-a", "rs")
+        self.clients.append(pub.c)
+        pub.run(count=200, window=20)
+        self.assertEqual(len(pub.acked), 200)
+        b = self.nodes["b"]
+        b.exit_status = None
+        offset = b.log_size()
+        self.start_node(b, "b", offset=offset)
+        back = RawClient(b.port)
+        self.clients.append(back)
+        self.assertEqual(back.connect("keep", clean=False), 0)
+        got = self.collect(back, pub.acked)
+        self.assert_qos2_once(got)
+
+
+if __name__ == "__main__":
+    main()
