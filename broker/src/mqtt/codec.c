@@ -233,10 +233,19 @@ static int decode_connack(struct mqtt_rd *rd, bool v5, struct mqtt_connack *c)
 	return 0;
 }
 
+/* What a packet without a property block reads as: nothing present.
+ * mqtt_props_parse() zeroes the block itself, so this is only for the
+ * packets that carry none (before 5.0, or a 5.0 ack that omits it). */
+static void props_none(struct mqtt_props *props)
+{
+	memset(props, 0, sizeof(*props));
+}
+
 static int decode_publish(struct mqtt_rd *rd, bool v5, uint8_t flags, struct mqtt_publish *p)
 {
 	int rc;
 
+	p->packet_id = 0;
 	p->qos = (uint8_t)((flags >> 1) & 0x3);
 	p->dup = (flags & 0x8) != 0;
 	p->retain = (flags & 0x1) != 0;
@@ -250,7 +259,9 @@ static int decode_publish(struct mqtt_rd *rd, bool v5, uint8_t flags, struct mqt
 	p->topic_control = scan > 0;
 	if (p->qos > 0 && (rc = rd_packet_id(rd, &p->packet_id)) != 0)
 		return rc;
-	if (v5 && (rc = mqtt_props_parse(rd, MQTT_PKT_PUBLISH, &p->props)) != 0)
+	if (!v5)
+		props_none(&p->props);
+	else if ((rc = mqtt_props_parse(rd, MQTT_PKT_PUBLISH, &p->props)) != 0)
 		return rc;
 	/* An empty topic needs a Topic Alias in 5.0 [MQTT-3.3.2-1]; before 5.0 nothing can stand in. */
 	if (p->topic.len == 0 && !(p->props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS)))
@@ -266,15 +277,16 @@ static int decode_ack(struct mqtt_rd *rd, bool v5, uint8_t type, struct mqtt_ack
 {
 	int rc;
 
+	a->reason = 0;
 	if ((rc = rd_packet_id(rd, &a->packet_id)) != 0)
 		return rc;
-	if (!v5)
-		return 0; /* anything more is a trailing byte: Remaining Length is exactly 2 */
-	/* 5.0: reason and properties may be omitted from the end [MQTT-3.4.2.1]. */
-	if (rd_left(rd) > 0 && (rc = rd_u8(rd, &a->reason)) != 0)
+	/* Before 5.0 anything more is a trailing byte: Remaining Length is exactly 2.
+	 * 5.0: reason and properties may be omitted from the end [MQTT-3.4.2.1]. */
+	if (v5 && rd_left(rd) > 0 && (rc = rd_u8(rd, &a->reason)) != 0)
 		return rc;
-	if (rd_left(rd) > 0)
+	if (v5 && rd_left(rd) > 0)
 		return mqtt_props_parse(rd, type, &a->props);
+	props_none(&a->props);
 	return 0;
 }
 
@@ -359,6 +371,22 @@ static int decode_body(struct mqtt_rd *rd, uint8_t version, struct mqtt_pkt *out
 	 * 3.1.1 share one wire format, and an unknown level reads as 3.1.1. */
 	bool v5 = version == MQTT_PROTO_V5;
 
+	/* Every field of the packet's struct reads as zero unless the packet
+	 * sets it. PUBLISH and the acks, the packets of every delivery, write
+	 * each of their fields themselves; zeroing the whole 584-byte struct
+	 * for them (a CONNECT holds two property blocks) was 160 of the ~2,950
+	 * instructions of a QoS 1 fan-in delivery. The rest are rare. */
+	switch (out->type) {
+	case MQTT_PKT_PUBLISH:
+	case MQTT_PKT_PUBACK:
+	case MQTT_PKT_PUBREC:
+	case MQTT_PKT_PUBREL:
+	case MQTT_PKT_PUBCOMP:
+		break;
+	default:
+		memset(&out->u, 0, sizeof(out->u));
+		break;
+	}
 	switch (out->type) {
 	case MQTT_PKT_CONNECT:
 		return decode_connect(rd, &out->u.connect);
@@ -412,7 +440,6 @@ ssize_t mqtt_decode(const uint8_t *buf, size_t len, const struct mqtt_codec_opts
 	if ((size_t)total > len)
 		return 0;
 
-	memset(out, 0, sizeof(*out));
 	out->type = (uint8_t)(buf[0] >> 4);
 	out->flags = (uint8_t)(buf[0] & 0x0F);
 	out->remaining_len = rl;

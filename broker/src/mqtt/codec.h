@@ -364,7 +364,10 @@ ssize_t mqtt_frame_size(const uint8_t *buf, size_t len, const struct mqtt_codec_
  * MQTT_EPROTONAME (neither "MQTT" nor "MQIsdp"), out->type and
  * out->u.connect.version are filled with what the CONNECT said, so the
  * broker can answer in kind [MQTT-3.1.2-1][MQTT-3.1.2-2];
- * after other errors `out` is unspecified.
+ * after other errors `out` is unspecified. On success every field of the
+ * packet type's member of `out->u` is written, zero where the packet
+ * carries nothing (a property block it lacks reads as empty); the other
+ * members are not, so read only the one `out->type` names.
  */
 ssize_t mqtt_decode(const uint8_t *buf, size_t len, const struct mqtt_codec_opts *opts,
 		    struct mqtt_pkt *out);

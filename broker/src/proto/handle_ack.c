@@ -12,28 +12,29 @@ int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt
 {
 	/* The answer must fit the QoS the message was sent at (sections 4.3.2
 	 * and 4.3.3): PUBREC to a QoS 1 PUBLISH, or PUBACK to a QoS 2 one, is a
-	 * protocol violation (closed, as Mosquitto does). */
-	int state = type == MQTT_PKT_PUBACK || type == MQTT_PKT_PUBREC ? delivery_inflight_state(c->sess, p->packet_id) : -1;
-	if ((type == MQTT_PKT_PUBREC && state == SESS_MSG_WAIT_PUBACK) ||
-	    (type == MQTT_PKT_PUBACK && (state == SESS_MSG_WAIT_PUBREC || state == SESS_MSG_WAIT_PUBCOMP))) {
-		*why = REASON_WRONG_ACK;
-		return WISP_EPROTO;
-	}
+	 * protocol violation (closed, as Mosquitto does). The session checks
+	 * it in the same index probe that completes the flow. */
+	int rc = 0;
 	switch (type) {
 	case MQTT_PKT_PUBREL:
 		if (sess_qos2_in_release(c->sess, p->packet_id))
 			SESS_OBSERVE(&b->observer, qos2_in, c->sess, p->packet_id, false);
 		return broker_send_ack(b, c, MQTT_PKT_PUBCOMP, p->packet_id);
 	case MQTT_PKT_PUBACK:
-		delivery_on_puback(c->sess, &b->dlim, p->packet_id);
-		return 0;
+		rc = delivery_on_puback(c->sess, &b->dlim, p->packet_id);
+		break;
 	case MQTT_PKT_PUBREC:
-		delivery_on_pubrec(c->sess, &b->dlim, p->packet_id);
-		return 0;
+		rc = delivery_on_pubrec(c->sess, &b->dlim, p->packet_id);
+		break;
 	case MQTT_PKT_PUBCOMP:
 		delivery_on_pubcomp(c->sess, &b->dlim, p->packet_id);
-		return 0;
+		break;
 	default:
-		return 0;
+		break;
 	}
+	if (rc == WISP_EPROTO) {
+		*why = REASON_WRONG_ACK;
+		return WISP_EPROTO;
+	}
+	return 0; /* an unknown id is ignored (PUBREC: answered with PUBREL) */
 }

@@ -250,8 +250,12 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	if (spec.props_len && !spec.props)
 		mqtt_props_filter(&p->props, BROKER_PROPS_NOT_FORWARDED, msg_props_mut(m));
 	if (msg_topic(m) != topic) {
-		/* Adopted: the topic moved, and the levels pointed into it. */
-		nlevels = topic_split(msg_topic(m), m->topic_len, levels, max_levels);
+		/* The levels pointed into the packet, whose bytes the message
+		 * now holds elsewhere (copied, or moved when adopted): the same
+		 * levels at the same offsets, without splitting the topic again. */
+		const char *moved = msg_topic(m);
+		for (int i = 0; i < nlevels; i++)
+			levels[i].ptr = moved + (levels[i].ptr - topic);
 	}
 	if (p->retain)
 		broker_retain(b, m);

@@ -403,26 +403,31 @@ static void complete(struct session *s, const struct delivery_limits *lim, struc
 		delivery_pump(s, lim);
 }
 
+/* One index probe serves both the wrong-kind check and the completion. */
 int delivery_on_puback(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
 {
-	struct sess_msg *e = find_inflight(s, packet_id, SESS_MSG_WAIT_PUBACK);
+	struct sess_msg *e = flight_index_get(s->flight, packet_id);
 	if (!e)
 		return WISP_ENOENT;
+	if (e->state != SESS_MSG_WAIT_PUBACK)
+		return WISP_EPROTO; /* sent at QoS 2 (4.3.3) */
 	complete(s, lim, e);
 	return 0;
 }
 
 int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
 {
-	struct sess_msg *e = find_inflight(s, packet_id, SESS_MSG_WAIT_PUBREC);
-	if (e) {
+	struct sess_msg *e = flight_index_get(s->flight, packet_id);
+	if (e && e->state == SESS_MSG_WAIT_PUBACK)
+		return WISP_EPROTO; /* sent at QoS 1 (4.3.2) */
+	if (e && e->state == SESS_MSG_WAIT_PUBREC) {
 		/* [MQTT-4.3.3-1] from here on the message is never sent again;
 		 * only the PUBREL is. The payload is no longer needed. */
 		e->state = SESS_MSG_WAIT_PUBCOMP;
 		HOOK(lim, flight, s, e);
 		msg_unref(e->msg);
 		e->msg = NULL;
-	} else if (!find_inflight(s, packet_id, SESS_MSG_WAIT_PUBCOMP)) {
+	} else if (!e) {
 		send_pubrel(s, packet_id); /* let a confused client finish anyway */
 		return WISP_ENOENT;
 	}
