@@ -25,12 +25,13 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import IO_TIMEOUT, Broker, RawClient, free_port, main  # noqa: E402
+from wisp_e2e import IO_TIMEOUT, PUBACK, Broker, RawClient, free_port, main, publish_pkt  # noqa: E402
 from v5_clients import paho5, paho5_stop, paho5_subscribe  # noqa: E402
 
 NATS_BIN = os.environ.get("WISP_NATS_SERVER") or shutil.which("nats-server") or "/usr/sbin/nats-server"
 PREFIX = "wisp"
 WAIT = 10.0  # seconds any awaited cluster event may take
+STOP_BOUND = 3.0  # seconds a node may take to exit on SIGTERM (cnats's close wait is 5)
 
 
 class Nats:
@@ -276,6 +277,56 @@ class ClusterTest(unittest.TestCase):
         self.clients.append(back)
         self.assertEqual(back.connect("keep", clean=False), 0)
         self.expect_payloads(back, [("rs/t", b"queued")])
+
+    def test_node_with_subscribed_client_stops_promptly(self):
+        # cnats's nats_CloseAndWait waits (5 s) for every connection still
+        # held: a node must release all of them before it, JetStream
+        # worker's included. The bound is generous for a loaded machine.
+        sub = self.client("a", "stop-sub")
+        self.assertEqual(sub.subscribe([("st/#", 1)]), [1])
+        self.nats.wait_subjects("a", {PREFIX + ".st.>"})
+        pub = self.client("a", "stop-pub")
+        pub.publish("st/t", b"x", qos=1, pid=1)  # its PUBACK: the stream stored it
+        self.expect_payloads(sub, [("st/t", b"x")])
+        began = time.monotonic()
+        self.nodes["a"].stop()  # returns on the process's exit; asserts no leak
+        took = time.monotonic() - began
+        self.assertLess(took, STOP_BOUND, "node a took %.1fs to stop on SIGTERM" % took)
+
+    def test_node_started_while_nats_is_down_serves_then_joins(self):
+        # Every NATS connection a node opens (main, -share, -js) retries in
+        # the background: the loop answers at once and SIGTERM is honoured.
+        self.nats.kill()
+        down = Node("down", self.nats.port)
+        self.nodes["down"] = down
+        down.start()  # returns once it accepts connections
+        d = Node("d", self.nats.port)
+        self.nodes["d"] = d
+        d.start()
+        self.assertIsNotNone(d.wait_log("joining the cluster", timeout=WAIT))
+        local = self.client("d", "local-d")
+        self.assertEqual(local.subscribe([("dn/t", 1)]), [1])
+        pub = self.client("d", "pub-d")
+        pub.send(publish_pkt("dn/t", b"local", qos=1, pid=7))
+        p = local.recv_publish(timeout=WAIT)
+        self.assertEqual((p.topic, p.payload, p.qos), ("dn/t", b"local", 1))
+        down.stop()  # exits on SIGTERM while NATS is still away; no leak
+        offset = d.log_size()
+        self.nats.start()
+        self.assertIsNotNone(d.wait_log("connected to NATS as node 'd'", offset=offset, timeout=WAIT),
+                             "node d did not join when NATS came")
+        # The held PUBACK goes once JetStream has the message (docs/cluster.md).
+        ack = pub.expect(PUBACK, timeout=WAIT)
+        self.assertEqual(ack.pid, 7)
+        for name in ("a", "b", "c"):
+            self.assertIsNotNone(self.nodes[name].wait_log("connected to NATS as node '%s'" % name,
+                                                           offset=0, timeout=WAIT))
+        remote = self.client("b", "remote-b")
+        self.assertEqual(remote.subscribe([("dn/t", 1)]), [1])
+        self.nats.wait_subjects("b", {PREFIX + ".dn.t"})
+        pub.publish("dn/t", b"across", qos=1, pid=8)
+        self.expect_payloads(remote, [("dn/t", b"across")])
+        self.expect_payloads(local, [("dn/t", b"across")])
 
     def test_v5_properties_and_escaped_topics_cross_nodes(self):
         from paho.mqtt.packettypes import PacketTypes

@@ -404,6 +404,8 @@ fail:
 	return rc;
 }
 
+static void free_msg(void *m) { natsMsg_Destroy(m); }
+
 void durable_stop(struct durable *d)
 {
 	if (!d)
@@ -417,16 +419,10 @@ void durable_stop(struct durable *d)
 		d->pend_head = (d->pend_head + 1) % d->pend_cap;
 		d->pend_len--;
 	}
-	void *batch[TAKE_BATCH];
-	unsigned ev;
-	uint64_t dropped;
-	size_t n;
-	while (d->msgs.items && (n = inbox_take(&d->msgs, batch, TAKE_BATCH, &ev, &dropped)) > 0)
-		for (size_t i = 0; i < n; i++)
-			natsMsg_Destroy(batch[i]);
+	/* Closed, not only emptied: a consumer callback still running after
+	 * the close refuses its message and destroys it itself. */
+	inbox_close(&d->msgs, free_msg);
 }
-
-static void free_msg(void *m) { natsMsg_Destroy(m); }
 
 void durable_free(struct durable *d)
 {
@@ -447,7 +443,7 @@ void durable_free(struct durable *d)
 	if (d->msgs_io.fd >= 0)
 		loop_io_stop(b->loop, &d->msgs_io);
 	inbox_free(&d->acks, NULL);
-	inbox_free(&d->msgs, free_msg);
+	inbox_free(&d->msgs, NULL); /* emptied and closed by durable_stop */
 	wisp_free(d->held);
 	wisp_free(d->pend);
 	wisp_free(d->seen_bits);

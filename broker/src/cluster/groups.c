@@ -217,6 +217,16 @@ bool groups_connected(const struct cluster_groups *g)
 	return g && g->nc && natsConnection_Status(g->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
+/* A callback, even one with nothing to do, makes a failed first connect
+ * retry in the background: without one cnats retries inside
+ * natsConnection_Connect, forever (max reconnect -1), blocking the loop
+ * of a node started while NATS is down. */
+static void on_connected(natsConnection *nc, void *closure)
+{
+	(void)nc;
+	(void)closure;
+}
+
 int groups_start(struct cluster_groups **out, const char *url, const char *node, const char *prefix,
 		 struct inbox *inbox, uint64_t *count, char *err, size_t errlen)
 {
@@ -250,7 +260,7 @@ int groups_start(struct cluster_groups **out, const char *url, const char *node,
 	if (st == NATS_OK)
 		st = natsOptions_SetReconnectWait(g->opts, 500);
 	if (st == NATS_OK)
-		st = natsOptions_SetRetryOnFailedConnect(g->opts, true, NULL, NULL);
+		st = natsOptions_SetRetryOnFailedConnect(g->opts, true, on_connected, g);
 	if (st == NATS_OK) {
 		st = natsConnection_Connect(&g->nc, g->opts);
 		if (st == NATS_NOT_YET_CONNECTED)

@@ -392,6 +392,15 @@ static void *run(void *arg)
  * JetStream traffic out of the core connection's figures (nats-server's
  * /connz shows it as "<node>-js").
  */
+/* Only there to make a failed first connect retry in the background (as
+ * groups.c's): with no callback cnats retries inside natsConnection_Connect,
+ * on the loop's thread, for ever. run() notices the connection itself. */
+static void on_connected(natsConnection *nc, void *closure)
+{
+	(void)nc;
+	(void)closure;
+}
+
 static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
 {
 	natsStatus st = natsOptions_Create(&w->opts);
@@ -404,7 +413,7 @@ static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
 	if (st == NATS_OK)
 		st = natsOptions_SetReconnectWait(w->opts, 500);
 	if (st == NATS_OK)
-		st = natsOptions_SetRetryOnFailedConnect(w->opts, true, NULL, NULL);
+		st = natsOptions_SetRetryOnFailedConnect(w->opts, true, on_connected, w);
 	if (st == NATS_OK) {
 		st = natsConnection_Connect(&w->nc, w->opts);
 		if (st == NATS_NOT_YET_CONNECTED)
@@ -490,8 +499,16 @@ void jsw_stop(struct jsw *w)
 			natsSubscription_Destroy(*subs[i]);
 			*subs[i] = NULL;
 		}
-	if (w->nc)
+	/* Released here, not in jsw_free: cluster_stop's nats_CloseAndWait
+	 * waits (5 s) for every cnats object, and jsw_free runs after it.
+	 * The struct stays until jsw_free, for a callback still running. */
+	jsCtx_Destroy(w->js);
+	w->js = NULL;
+	if (w->nc) {
 		natsConnection_Close(w->nc);
+		natsConnection_Destroy(w->nc);
+		w->nc = NULL;
+	}
 }
 
 void jsw_free(struct jsw *w)
@@ -499,8 +516,6 @@ void jsw_free(struct jsw *w)
 	if (!w)
 		return;
 	jsw_stop(w);
-	jsCtx_Destroy(w->js);
-	natsConnection_Destroy(w->nc);
 	natsOptions_Destroy(w->opts);
 	wisp_free(w->slots);
 	wisp_free(w->out.items);
