@@ -12,13 +12,14 @@
 # Runs apt-get through sudo unless already root.
 set -eu
 
-pkgs="build-essential cmake pkg-config libmbedtls-dev nettle-dev libcjson-dev libwslay-dev libhttp-parser-dev libnats-dev"
+pkgs="build-essential cmake pkg-config libmbedtls-dev nettle-dev libcjson-dev libhttp-parser-dev libnats-dev"
 # cpack -G DEB: dpkg-shlibdeps (dpkg-dev) and file find the library dependencies.
 pkgs="$pkgs dpkg-dev file"
 if [ "${1:-}" = "--test" ]; then
 	# libclang-rt-14-dev holds libFuzzer; clang only recommends it, and we
 	# install without recommends.
-	pkgs="$pkgs libcunit1-dev mosquitto mosquitto-clients python3 python3-paho-mqtt clang libclang-rt-14-dev openssl procps"
+	# libwslay-dev: the WebSocket fuzz target's reference frame parser.
+	pkgs="$pkgs libwslay-dev libcunit1-dev mosquitto mosquitto-clients python3 python3-paho-mqtt clang libclang-rt-14-dev openssl procps"
 	pkgs="$pkgs chromium prometheus nats-server libpaho-mqtt-dev valgrind"
 	pkgs="$pkgs debootstrap systemd man-db"
 	# A machine may carry its own Node.js with npm (NodeSource's conflicts
