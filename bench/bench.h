@@ -114,12 +114,14 @@ struct bconn {
 	uint64_t started_ns;     /* tls scenario: when this attempt began */
 	struct tls_session *session; /* tls --resume: offered on every reconnect */
 	bool probe;              /* storm: the established client that pings */
+	bool on_port2;           /* --port2: connects to the second node */
 };
 
 struct bench_opts {
 	enum bench_scenario scenario;
 	const char *host;
 	uint16_t port;
+	uint16_t port2;          /* 0 = one broker; else a second cluster node */
 	uint8_t qos;
 	double duration_s, warmup_s, drain_s, setup_timeout_s;
 	uint64_t count;          /* messages published, at most */
@@ -132,6 +134,7 @@ struct bench_opts {
 	uint32_t src_addrs;      /* 127.0.0.1 .. 127.0.0.N as source addresses */
 	uint16_t keepalive;
 	pid_t broker_pid;
+	pid_t broker_pid2;       /* --port2's node: its CPU and RSS are added */
 	bool json;
 	bool tls;
 	const char *cafile;
@@ -218,7 +221,7 @@ struct bench_run {
 	bool publishing;
 	uint8_t *payload;           /* template of payload_size bytes */
 	struct bconn *dirty;
-	struct sockaddr_storage *dst;
+	struct sockaddr_storage *dst, *dst2; /* dst2: --port2, else NULL */
 	size_t dst_len;
 	void *tls_ctx;              /* struct tls_ctx *, or NULL */
 	uint32_t not_ready;         /* connections not yet READY */

@@ -249,7 +249,8 @@ void bconn_close(struct bench_run *r, struct bconn *c)
 
 int bconn_start(struct bench_run *r, struct bconn *c)
 {
-	int fd = socket(r->dst->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	const struct sockaddr_storage *dst = c->on_port2 && r->dst2 ? r->dst2 : r->dst;
+	int fd = socket(dst->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
 		fail(r, "socket: %s%s", strerror(errno),
 		     errno == EMFILE ? " (raise the open-file limit: ulimit -n)" : "");
@@ -257,7 +258,7 @@ int bconn_start(struct bench_run *r, struct bconn *c)
 	}
 	int one = 1;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	if (r->o->src_addrs > 1 && r->dst->ss_family == AF_INET) {
+	if (r->o->src_addrs > 1 && dst->ss_family == AF_INET) {
 		/* Spread source addresses so ports are picked per 4-tuple at
 		 * connect() time, not reserved per address by bind(). */
 		struct sockaddr_in src = {.sin_family = AF_INET};
@@ -276,7 +277,7 @@ int bconn_start(struct bench_run *r, struct bconn *c)
 	c->state = BC_CONNECTING;
 	int rc;
 	do
-		rc = connect(fd, (struct sockaddr *)r->dst, (socklen_t)r->dst_len);
+		rc = connect(fd, (const struct sockaddr *)dst, (socklen_t)r->dst_len);
 	while (rc == -1 && errno == EINTR);
 	if (rc == -1 && errno != EINPROGRESS) {
 		if (errno == ECONNREFUSED)

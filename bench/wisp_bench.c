@@ -75,6 +75,12 @@ static void usage(FILE *f)
 		"options:\n"
 		"  -h, --host ADDR            broker address (127.0.0.1)\n"
 		"  -p, --port PORT            broker port (1883)\n"
+		"      --port2 PORT           a second cluster node on the same host: pairs puts\n"
+		"                             even pairs' subscribers there (crossing nodes) and\n"
+		"                             every fourth pair (from 3) wholly there; latency puts\n"
+		"                             every subscriber there\n"
+		"      --broker-pid2 PID      the --port2 node: its CPU and RSS are added to\n"
+		"                             --broker-pid's in the report\n"
 		"  -q, --qos 0|1|2            QoS of publishes and subscriptions (0)\n"
 		"  -d, --duration S           measurement window, seconds (5); conns: hold time\n"
 		"  -w, --warmup S             warm-up before measuring, seconds (1)\n"
@@ -140,6 +146,8 @@ enum {
 	OPT_TLSSUITES,
 	OPT_PROPS,
 	OPT_TOPIC_ALIAS,
+	OPT_PORT2,
+	OPT_PID2,
 };
 
 static int parse_args(int argc, char **argv, struct bench_opts *o)
@@ -147,6 +155,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 	static const struct option longopts[] = {
 		{"host", required_argument, NULL, 'h'},
 		{"port", required_argument, NULL, 'p'},
+		{"port2", required_argument, NULL, OPT_PORT2},
+		{"broker-pid2", required_argument, NULL, OPT_PID2},
 		{"qos", required_argument, NULL, 'q'},
 		{"duration", required_argument, NULL, 'd'},
 		{"warmup", required_argument, NULL, 'w'},
@@ -232,6 +242,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		case 'V': if (!parse_num(optarg, 4, 5, &v) || v != floor(v)) bad = "--mqtt-version (4 or 5)"; else o->version = (uint8_t)v; break;
 		case OPT_PROPS: o->props = true; break;
 		case OPT_TOPIC_ALIAS: o->topic_alias = true; break;
+		case OPT_PORT2: if (!parse_num(optarg, 1, 65535, &v)) bad = "--port2"; else o->port2 = (uint16_t)v; break;
+		case OPT_PID2: if (!parse_num(optarg, 1, 4194304, &v)) bad = "--broker-pid2"; else o->broker_pid2 = (pid_t)v; break;
 		case 'H': usage(stdout); exit(BENCH_EXIT_OK);
 		default: usage(stderr); return -1;
 		}
@@ -257,6 +269,14 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		o->rate = o->scenario == SCEN_LATENCY ? 10000 : 0;
 	if (o->scenario == SCEN_LATENCY && o->rate == 0) {
 		fprintf(stderr, "wisp_bench: latency needs a fixed --rate above 0\n");
+		return -1;
+	}
+	if (o->port2 && o->scenario != SCEN_PAIRS && o->scenario != SCEN_LATENCY) {
+		fprintf(stderr, "wisp_bench: --port2 is for pairs and latency\n");
+		return -1;
+	}
+	if (o->broker_pid2 && (!o->port2 || !o->broker_pid)) {
+		fprintf(stderr, "wisp_bench: --broker-pid2 needs --port2 and --broker-pid\n");
 		return -1;
 	}
 	if (o->scenario == SCEN_TLS)
@@ -287,6 +307,19 @@ static bool sub_expects(enum bench_scenario sc, uint32_t s, uint32_t p)
 	default:
 		return false;
 	}
+}
+
+/* --port2: which node pair `k`'s subscriber (or publisher) connects to.
+ * pairs: even pairs cross nodes (publisher on port, subscriber on port2),
+ * odd pairs stay on one node, alternating between the two, so each node
+ * holds half the connections. latency: every subscriber on port2. */
+static bool on_port2(enum bench_scenario sc, bool is_sub, uint32_t k)
+{
+	if (sc == SCEN_LATENCY)
+		return is_sub;
+	if (k % 2 == 0)
+		return is_sub;
+	return k % 4 == 3;
 }
 
 static int setup(struct bench_run *r, const struct bench_opts *o)
@@ -322,6 +355,8 @@ static int setup(struct bench_run *r, const struct bench_opts *o)
 		c->fd = -1;
 		c->index = i;
 		c->state = BC_IDLE;
+		if (o->port2)
+			c->on_port2 = on_port2(o->scenario, i < nsub, i < nsub ? i : i - nsub);
 		if (i < nsub) {
 			struct bench_sub *s = &subs[i];
 			c->sub = s;
@@ -376,24 +411,35 @@ static int setup(struct bench_run *r, const struct bench_opts *o)
 	return 0;
 }
 
-static int resolve(struct bench_run *r, const struct bench_opts *o)
+static int resolve_one(const char *host, uint16_t port_num, struct sockaddr_storage **dst, size_t *len)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
 	char port[8];
-	snprintf(port, sizeof port, "%u", o->port);
-	int rc = getaddrinfo(o->host, port, &hints, &res);
+	snprintf(port, sizeof port, "%u", port_num);
+	int rc = getaddrinfo(host, port, &hints, &res);
 	if (rc != 0) {
-		fprintf(stderr, "wisp_bench: %s: %s\n", o->host, gai_strerror(rc));
+		fprintf(stderr, "wisp_bench: %s: %s\n", host, gai_strerror(rc));
 		return -1;
 	}
-	r->dst = wisp_calloc(1, sizeof *r->dst);
-	if (!r->dst) {
+	*dst = wisp_calloc(1, sizeof **dst);
+	if (!*dst) {
 		freeaddrinfo(res);
 		return -1;
 	}
-	memcpy(r->dst, res->ai_addr, res->ai_addrlen);
-	r->dst_len = res->ai_addrlen;
+	memcpy(*dst, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
 	freeaddrinfo(res);
+	return 0;
+}
+
+/* Both nodes are on `host`, so one address length serves both. */
+static int resolve(struct bench_run *r, const struct bench_opts *o)
+{
+	if (resolve_one(o->host, o->port, &r->dst, &r->dst_len) != 0)
+		return -1;
+	size_t len2 = 0;
+	if (o->port2 && resolve_one(o->host, o->port2, &r->dst2, &len2) != 0)
+		return -1;
 	return 0;
 }
 
@@ -444,11 +490,26 @@ struct sample {
 	double self_cpu_s;
 };
 
+/* The broker's figures; with --broker-pid2 the sum over both nodes. */
+static int read_brokers(const struct bench_opts *o, struct bench_proc *out)
+{
+	if (bench_proc_read(o->broker_pid, out) != 0)
+		return -1;
+	struct bench_proc second;
+	if (o->broker_pid2 > 0) {
+		if (bench_proc_read(o->broker_pid2, &second) != 0)
+			return -1;
+		out->cpu_ticks += second.cpu_ticks;
+		out->rss_bytes += second.rss_bytes;
+	}
+	return 0;
+}
+
 static void take_sample(const struct bench_run *r, struct sample *s)
 {
 	s->t_ns = bench_now_ns();
 	s->c = r->c;
-	s->has_broker = r->o->broker_pid > 0 && bench_proc_read(r->o->broker_pid, &s->broker) == 0;
+	s->has_broker = r->o->broker_pid > 0 && read_brokers(r->o, &s->broker) == 0;
 	s->self_cpu_s = bench_self_cpu_s();
 }
 
@@ -749,7 +810,7 @@ static int run_messages(struct bench_run *r)
 		}
 		if (r->measuring && now >= next_rss && o->broker_pid > 0) {
 			struct bench_proc p;
-			if (bench_proc_read(o->broker_pid, &p) == 0 && p.rss_bytes > rep.rss_max)
+			if (read_brokers(o, &p) == 0 && p.rss_bytes > rep.rss_max)
 				rep.rss_max = p.rss_bytes;
 			next_rss = now + RSS_SAMPLE_NS;
 		}
@@ -1051,6 +1112,7 @@ static void teardown(struct bench_run *r)
 	wisp_free(r->lat);
 	wisp_free(r->ping);
 	wisp_free(r->dst);
+	wisp_free(r->dst2);
 	if (r->tls_ctx)
 		tls_ctx_unref(r->tls_ctx);
 	if (r->epfd >= 0)
