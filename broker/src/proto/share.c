@@ -105,7 +105,7 @@ static void group_free(struct share_table *t, struct tree *tree, struct share_gr
 	wisp_free(g);
 }
 
-static const char *sub_key(const struct sess_sub *sub) { return sub->filter; }
+static const char *sub_key(const struct sess_sub *sub) { return sess_sub_filter(sub); }
 
 int share_join(struct share_table *t, struct tree *tree, struct sess_sub *sub)
 {

@@ -41,7 +41,7 @@ static void free_session(struct session_table *tab, struct tree *tree, struct se
 	list_for_each_safe(n, tmp, &s->subs) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
 		if (tab->on_sub_gone)
-			tab->on_sub_gone(tab->sub_gone_ctx, sub->filter, sub->filter_len);
+			tab->on_sub_gone(tab->sub_gone_ctx, sess_sub_filter(sub), sub->filter_len);
 		tree_detach(tree, &sub->handle);
 		wisp_free(sub);
 	}
@@ -156,7 +156,8 @@ struct sess_sub_index {
 
 #define INDEX_MIN_LOG2 4
 
-_Static_assert(offsetof(struct sess_sub, filter) <= 64, "a subscription header stays at 64 bytes");
+/* 64 bytes: an 80-byte heap block, the filter being the tree leaf's path. */
+_Static_assert(sizeof(struct sess_sub) <= 64, "a subscription stays at 64 bytes");
 
 static uint64_t compares;
 
@@ -165,7 +166,7 @@ uint64_t sess_debug_compares(void) { return compares; }
 static bool sub_is(const struct sess_sub *sub, const char *filter, size_t len)
 {
 	compares++;
-	return sub->filter_len == len && memcmp(sub->filter, filter, len) == 0;
+	return sub->filter_len == len && tree_sub_filter_is(&sub->handle, filter, len);
 }
 
 static size_t index_mask(const struct sess_sub_index *x) { return ((size_t)1 << x->cap_log2) - 1; }
@@ -196,7 +197,7 @@ static int index_rebuild(struct session *s, unsigned log2)
 	for (n = s->subs.next; n != &s->subs; n = n->next) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
 		if (!s->sub_index)
-			sub->hash = hash_bytes(x->seed, sub->filter, sub->filter_len);
+			sub->hash = hash_bytes(x->seed, sess_sub_filter(sub), sub->filter_len);
 		index_put(x, sub);
 	}
 	wisp_free(s->sub_index);
@@ -264,6 +265,13 @@ static void index_shrink(struct session *s)
 	(void)index_rebuild(s, log2);
 }
 
+const char *sess_sub_filter(const struct sess_sub *sub)
+{
+	static char buf[UINT16_MAX];
+	(void)tree_sub_filter(&sub->handle, buf, sizeof buf);
+	return buf;
+}
+
 struct sess_sub *sess_find_sub(const struct session *s, const char *filter, size_t len)
 {
 	const struct sess_sub_index *x = s->sub_index;
@@ -300,7 +308,7 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 		return WISP_EINVAL;
 	if (index_reserve(s) != 0)
 		return WISP_ENOMEM;
-	sub = wisp_malloc(sizeof *sub + len);
+	sub = wisp_malloc(sizeof *sub);
 	if (!sub)
 		return WISP_ENOMEM;
 	if (tree_attach(tree, filter, len, &sub->handle, s, options, subscription_id) != 0) {
@@ -308,7 +316,6 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 		return WISP_ENOMEM;
 	}
 	sub->filter_len = (uint16_t)len;
-	memcpy(sub->filter, filter, len);
 	list_push_back(&s->subs, &sub->link);
 	s->sub_count++;
 	if (s->sub_index) {
