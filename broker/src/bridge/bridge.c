@@ -769,13 +769,13 @@ static int bind_session(struct bridge *br, char *err, size_t errlen)
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
 		bool wanted = false;
 		for (size_t i = 0; i < br->rule_count && !wanted; i++)
-			wanted = br->rules[i].out && strlen(br->rules[i].local_filter) == sub->filter_len &&
-				 memcmp(br->rules[i].local_filter, sess_sub_filter(sub), sub->filter_len) == 0;
+			wanted = br->rules[i].out && strlen(br->rules[i].local_filter) == sess_sub_filter_len(sub) &&
+				 memcmp(br->rules[i].local_filter, sess_sub_filter(sub), sess_sub_filter_len(sub)) == 0;
 		if (wanted)
 			continue;
 		/* Its own copy: sess_sub_filter's buffer is reused while the
 		 * removal runs (a shared subscription's hand-over reads others). */
-		size_t len = sub->filter_len;
+		size_t len = sess_sub_filter_len(sub);
 		char *filter = wisp_malloc(len ? len : 1);
 		if (!filter)
 			continue; /* out of memory: the stale subscription stays until the next start */
