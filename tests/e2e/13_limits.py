@@ -175,7 +175,10 @@ class ListenerMaxConnectionsTest(LimitCase):
         self.round_trip(a1, others[2], "ml/t", b"listener B to A")
         w = others[0]
         self.assertEqual(w.subscribe([("$SYS/broker/limits/connections_refused", 0)]), [0])
-        self.sys_values(w, {"$SYS/broker/limits/connections_refused": "1"})
+        # At least the one refused above: in a parallel CI run, another
+        # test's client retrying its old port every 2-3 s landed on this
+        # ephemeral port and was refused too (CI, 2026-11-30: 5 refusals).
+        self.sys_values(w, {"$SYS/broker/limits/connections_refused": lambda v: int(v) >= 1})
 
 
 # ---------------------------------------------------------------- max_subscriptions

@@ -33,6 +33,21 @@ MOSQUITTO = os.environ.get("MOSQUITTO_BIN", "/usr/sbin/mosquitto")
 WAIT = 15.0  # seconds a bridge event (connect, drain) may take
 
 
+def stop_and_clean(broker):
+    """Cleanup for a Broker a test leaves running (a failed assertion, or a
+    test that checks its state and ends): stopped as any other test's broker
+    is (SIGTERM, exit status 0, no sanitizer report), never left behind: a
+    bridge left running keeps dialling its remote's old port every few
+    seconds, where another test's listener may be by then."""
+    try:
+        broker.stop()
+    finally:
+        if broker.proc is not None and broker.proc.poll() is None:
+            broker.proc.kill()
+            broker.proc.wait(timeout=10)
+        broker.cleanup()
+
+
 class Remote:
     """A Mosquitto on a loopback port, with persistence, so a subscriber's
     queued messages outlive a stop and start (SIGTERM: Mosquitto saves)."""
@@ -143,7 +158,7 @@ class BridgeTest(unittest.TestCase):
 
     def start_wisp(self, cfg, limits=None):
         self.wisp = Broker(config=cfg, limits=limits)
-        self.addCleanup(self.wisp.cleanup)
+        self.addCleanup(stop_and_clean, self.wisp)
         self.wisp.start()
         self.wait_connected()
         return self.wisp
@@ -415,7 +430,7 @@ class BridgeTest(unittest.TestCase):
                                           "127.0.0.1:%d" % taker.getsockname()[1]]
         cfg["sys_interval"] = 1
         self.wisp = Broker(config=cfg)
-        self.addCleanup(self.wisp.cleanup)
+        self.addCleanup(stop_and_clean, self.wisp)
         self.wisp.start()
         self.assertIsNotNone(self.wisp.wait_log(r"bridge up: disconnected from 127\.0\.0\.1:%d: no CONNACK within 1 s"
                                                 % silent.getsockname()[1], timeout=WAIT), self.wisp.log())
@@ -439,7 +454,7 @@ class BridgeTest(unittest.TestCase):
         cfg = bridge_config(self.remote, [{"pattern": "m/#", "direction": "out", "qos": 2}], version="mqttv50")
         cfg["bridges"][0]["addresses"] = ["127.0.0.1:%d" % fake.getsockname()[1]]
         self.wisp = Broker(config=cfg)
-        self.addCleanup(self.wisp.cleanup)
+        self.addCleanup(stop_and_clean, self.wisp)
         self.wisp.start()
         conn, _ = fake.accept()
         self.addCleanup(conn.close)
@@ -483,7 +498,7 @@ class BridgeTest(unittest.TestCase):
         the remote (retained there too); a restart with the same rule does
         not send it again."""
         wisp = Broker()
-        self.addCleanup(wisp.cleanup)
+        self.addCleanup(stop_and_clean, wisp)
         wisp.start()
         pub = RawClient(wisp.port)
         self.assertEqual(pub.connect("ret-pub"), 0)
@@ -634,7 +649,7 @@ class BridgeTest(unittest.TestCase):
         """A mosquitto.conf with a `connection` runs unchanged under Wisp:
         the bridge it describes carries both ways, with prefixes."""
         self.wisp = Broker()
-        self.addCleanup(self.wisp.cleanup)
+        self.addCleanup(stop_and_clean, self.wisp)
         port = free_port()
         conf = os.path.join(self.wisp.dir, "mosquitto.conf")
         with open(conf, "w") as f:
@@ -687,7 +702,7 @@ class BridgeTlsTest(unittest.TestCase):
         c = lambda n: os.path.join(self.certs, n)  # noqa: E731
         wisp = MetricsBroker(config=self.bridge(cafile=c("ca.crt"), certfile=c("gateway.crt"),
                                                 keyfile=c("gateway.key")))
-        self.addCleanup(wisp.cleanup)
+        self.addCleanup(stop_and_clean, wisp)
         wisp.start()
         self.assertIsNotNone(wisp.wait_log(r"bridge up: localhost:\d+: connect: Connection refused", timeout=WAIT))
         self.assertIsNotNone(wisp.wait_log(r"bridge up: connected to localhost:%d" % self.remote.port,
@@ -717,7 +732,7 @@ class BridgeTlsTest(unittest.TestCase):
         with open(bad, "w") as f:
             f.write("not a certificate\n")
         wisp = Broker(config=self.bridge(cafile=bad))
-        self.addCleanup(wisp.cleanup)
+        self.addCleanup(stop_and_clean, wisp)
         status, log = wisp.start_failing()
         self.assertNotEqual(status, 0)
         line = [l for l in log.splitlines() if "bridges[0]" in l]
@@ -733,7 +748,7 @@ class BridgeTlsTest(unittest.TestCase):
         cfg = self.bridge(cafile=c("ca.crt"))
         cfg["sys_interval"] = 1
         wisp = Broker(config=cfg)
-        self.addCleanup(wisp.cleanup)
+        self.addCleanup(stop_and_clean, wisp)
         wisp.start()
         sysw = RawClient(wisp.port)
         self.addCleanup(sysw.close)
