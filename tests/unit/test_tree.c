@@ -470,6 +470,41 @@ static void test_oom_tree_new(void)
 	CU_ASSERT_EQUAL(wisp_mem_used(), mem);
 }
 
+/* A handle keeps no copy of its filter: the tree rebuilds it from the
+ * leaf's path, empty levels, wildcards and the '$' root included. */
+static void test_filter_from_leaf(void)
+{
+	static const char *const filters[] = {
+		"a", "a/b/c", "/", "/a", "a/", "a//b", "+/+", "a/#", "#", "+", "$SYS/x", "$share/g/a/+", "a/b/c/d/e/f",
+	};
+	size_t n = sizeof filters / sizeof filters[0];
+	struct tree_sub *subs[sizeof filters / sizeof filters[0]];
+	struct tree *t = tree_new();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+	for (size_t i = 0; i < n; i++)
+		subs[i] = sub_str(t, filters[i], i);
+	char buf[64];
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(filters[i]);
+		CU_ASSERT_EQUAL(tree_sub_filter(subs[i], buf, sizeof buf), len);
+		CU_ASSERT_EQUAL(memcmp(buf, filters[i], len), 0);
+		/* Too small a buffer: the length, nothing written. */
+		buf[0] = '!';
+		CU_ASSERT_EQUAL(tree_sub_filter(subs[i], buf, len - 1), len);
+		CU_ASSERT_EQUAL(buf[0], '!');
+		for (size_t j = 0; j < n; j++)
+			CU_ASSERT_EQUAL(tree_sub_filter_is(subs[i], filters[j], strlen(filters[j])), i == j);
+	}
+	/* Prefixes and suffixes of a filter are not it. */
+	CU_ASSERT_FALSE(tree_sub_filter_is(subs[1], "b/c", 3));
+	CU_ASSERT_FALSE(tree_sub_filter_is(subs[1], "x/a/b/c", 7));
+	CU_ASSERT_FALSE(tree_sub_filter_is(subs[1], "/a/b/c", 6));
+	CU_ASSERT_FALSE(tree_sub_filter_is(subs[1], "a/b", 3));
+	CU_ASSERT_FALSE(tree_sub_filter_is(subs[1], "a/bxc", 5));
+	CU_ASSERT_FALSE(tree_sub_filter_is(subs[0], "", 0));
+	tree_free(t);
+}
+
 static CU_TestInfo match_tests[] = {
 	{"spec match table, one filter per tree [MQTT-4.7.1-2] [MQTT-4.7.1-3] [MQTT-4.7.2-1]", test_match_table_one_by_one},
 	{"spec match table, all filters in one tree", test_match_table_together},
@@ -483,6 +518,7 @@ static CU_TestInfo sub_tests[] = {
 	{"several subscribers per filter, O(1) removal, options update", test_several_subscribers_per_filter},
 	{"overlapping filters are reported once per filter", test_overlapping_filters_reported_per_filter},
 	{"tree_free of a 30001-level filter and wide nodes", test_free_deep_and_wide},
+	{"a handle's filter is rebuilt from its leaf", test_filter_from_leaf},
 	CU_TEST_INFO_NULL,
 };
 

@@ -769,10 +769,19 @@ static int bind_session(struct bridge *br, char *err, size_t errlen)
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
 		bool wanted = false;
 		for (size_t i = 0; i < br->rule_count && !wanted; i++)
-			wanted = br->rules[i].out && strlen(br->rules[i].local_filter) == sub->filter_len &&
-				 memcmp(br->rules[i].local_filter, sub->filter, sub->filter_len) == 0;
-		if (!wanted)
-			router_interest_remove(b->router, s, sub->filter, sub->filter_len);
+			wanted = br->rules[i].out && strlen(br->rules[i].local_filter) == sess_sub_filter_len(sub) &&
+				 memcmp(br->rules[i].local_filter, sess_sub_filter(sub), sess_sub_filter_len(sub)) == 0;
+		if (wanted)
+			continue;
+		/* Its own copy: sess_sub_filter's buffer is reused while the
+		 * removal runs (a shared subscription's hand-over reads others). */
+		size_t len = sess_sub_filter_len(sub);
+		char *filter = wisp_malloc(len ? len : 1);
+		if (!filter)
+			continue; /* out of memory: the stale subscription stays until the next start */
+		memcpy(filter, sess_sub_filter(sub), len);
+		router_interest_remove(b->router, s, filter, len);
+		wisp_free(filter);
 	}
 	for (size_t i = 0; i < br->rule_count; i++) {
 		const struct bridge_rule *r = &br->rules[i];

@@ -530,7 +530,7 @@ static void count_existing(struct cluster *c)
 			struct list_node *n, *tmp;
 			list_for_each_safe(n, tmp, &s->subs) {
 				const struct sess_sub *sub = container_of(n, struct sess_sub, link);
-				interest_ref(c, sub->filter, sub->filter_len);
+				interest_ref(c, sess_sub_filter(sub), sess_sub_filter_len(sub));
 			}
 		}
 }

@@ -130,9 +130,10 @@ void broker_reclassify_subs(struct broker *b, struct session *s)
 	for (n = s->subs.next; n != &s->subs; n = n->next) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
 		size_t at = 0; /* a shared subscription is judged by its inner filter */
-		if (share_parse(sub->filter, sub->filter_len, &at) != SHARE_OK)
+		const char *filter = sess_sub_filter(sub);
+		if (share_parse(filter, sess_sub_filter_len(sub), &at) != SHARE_OK)
 			at = 0;
-		int bits = acl_bits(s, sub->filter + at, sub->filter_len - at);
+		int bits = acl_bits(s, filter + at, sess_sub_filter_len(sub) - at);
 		/* A subscription the new rules deny stays (MQTT has no way to tell
 		 * the client) but receives nothing: every topic is checked and refused. */
 		uint8_t opts = (uint8_t)((tree_sub_options(&sub->handle) & ~SESS_SUBOPT_ACL_CHECK) |

@@ -371,7 +371,7 @@ static struct store_sub sub_record(const struct session *s, const struct sess_su
 {
 	return (struct store_sub){
 		.client = str_of(s->client_id, s->id_len),
-		.filter = str_of(sub->filter, sub->filter_len),
+		.filter = str_of(sess_sub_filter(sub), sess_sub_filter_len(sub)),
 		/* The ACL bit is ours and is recomputed at every login. */
 		.options = tree_sub_options(&sub->handle) & (uint8_t)~(SESS_SUBOPT_ACL_CHECK | SESS_SUBOPT_SHARED),
 		.sub_id = tree_sub_id(&sub->handle),

@@ -381,13 +381,13 @@ static bool keep_or_move(void *ctx, const struct session *s, const struct msg *m
 	const struct list_node *n;
 	for (n = s->subs.next; n != &s->subs; n = n->next) {
 		const struct sess_sub *sub = container_of(n, struct sess_sub, link);
-		if (!is_shared(sub) && topic_matches(sub->filter, sub->filter_len, topic, m->topic_len))
+		if (!is_shared(sub) && topic_matches(sess_sub_filter(sub), sess_sub_filter_len(sub), topic, m->topic_len))
 			return true;
 	}
 	const struct sess_sub *only = h->only;
 	for (n = s->subs.next; n != &s->subs; n = n->next) {
 		const struct sess_sub *sub = only ? only : container_of(n, struct sess_sub, link);
-		struct share_group *g = is_shared(sub) ? share_find(&rc->shares, sub->filter, sub->filter_len) : NULL;
+		struct share_group *g = is_shared(sub) ? share_find(&rc->shares, sess_sub_filter(sub), sess_sub_filter_len(sub)) : NULL;
 		if (g && topic_matches(g->key + g->filter_at, (size_t)(g->key_len - g->filter_at), topic, m->topic_len)) {
 			struct sess_sub *to = share_pick(g, topic, m->topic_len, s, true);
 			if (to) {

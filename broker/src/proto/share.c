@@ -105,14 +105,14 @@ static void group_free(struct share_table *t, struct tree *tree, struct share_gr
 	wisp_free(g);
 }
 
-static const char *sub_key(const struct sess_sub *sub) { return sub->filter; }
+static const char *sub_key(const struct sess_sub *sub) { return sess_sub_filter(sub); }
 
 int share_join(struct share_table *t, struct tree *tree, struct sess_sub *sub)
 {
-	struct share_group *g = share_find(t, sub_key(sub), sub->filter_len);
+	struct share_group *g = share_find(t, sub_key(sub), sess_sub_filter_len(sub));
 	bool created = false;
 	if (!g) {
-		g = group_new(t, tree, sub_key(sub), sub->filter_len);
+		g = group_new(t, tree, sub_key(sub), sess_sub_filter_len(sub));
 		if (!g)
 			return WISP_ENOMEM;
 		created = true;
@@ -137,7 +137,7 @@ int share_join(struct share_table *t, struct tree *tree, struct sess_sub *sub)
 
 void share_leave(struct share_table *t, struct tree *tree, const struct sess_sub *sub)
 {
-	struct share_group *g = share_find(t, sub_key(sub), sub->filter_len);
+	struct share_group *g = share_find(t, sub_key(sub), sess_sub_filter_len(sub));
 	if (!g)
 		return;
 	for (uint32_t i = 0; i < g->count; i++) {

@@ -41,7 +41,7 @@ static void free_session(struct session_table *tab, struct tree *tree, struct se
 	list_for_each_safe(n, tmp, &s->subs) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
 		if (tab->on_sub_gone)
-			tab->on_sub_gone(tab->sub_gone_ctx, sub->filter, sub->filter_len);
+			tab->on_sub_gone(tab->sub_gone_ctx, sess_sub_filter(sub), sess_sub_filter_len(sub));
 		tree_detach(tree, &sub->handle);
 		wisp_free(sub);
 	}
@@ -151,12 +151,13 @@ void sess_destroy(struct session_table *tab, struct tree *tree, struct session *
 struct sess_sub_index {
 	uint32_t seed;
 	uint8_t cap_log2;
-	struct sess_sub *slots[];
+	struct sess_sub *slots[]; /* then 1 << cap_log2 uint32_t: each slot's filter hash */
 };
 
 #define INDEX_MIN_LOG2 4
 
-_Static_assert(offsetof(struct sess_sub, filter) <= 64, "a subscription header stays at 64 bytes");
+/* 56 bytes: a 64-byte heap block, the filter being the tree leaf's path. */
+_Static_assert(sizeof(struct sess_sub) <= 56, "a subscription stays at 56 bytes");
 
 static uint64_t compares;
 
@@ -165,19 +166,22 @@ uint64_t sess_debug_compares(void) { return compares; }
 static bool sub_is(const struct sess_sub *sub, const char *filter, size_t len)
 {
 	compares++;
-	return sub->filter_len == len && memcmp(sub->filter, filter, len) == 0;
+	return tree_sub_filter_is(&sub->handle, filter, len);
 }
 
 static size_t index_mask(const struct sess_sub_index *x) { return ((size_t)1 << x->cap_log2) - 1; }
 
-/* Places `sub` (hash cached) in a table known to have a free slot. */
-static void index_put(struct sess_sub_index *x, struct sess_sub *sub)
+static uint32_t *index_hashes(struct sess_sub_index *x) { return (uint32_t *)(x->slots + index_mask(x) + 1); }
+
+/* Places `sub`, whose filter hashes to `h`, in a table known to have a free slot. */
+static void index_put(struct sess_sub_index *x, struct sess_sub *sub, uint32_t h)
 {
 	size_t mask = index_mask(x);
-	size_t i = sub->hash & mask;
+	size_t i = h & mask;
 	while (x->slots[i])
 		i = (i + 1) & mask;
 	x->slots[i] = sub;
+	index_hashes(x)[i] = h;
 }
 
 /* A table of 1 << log2 slots holding every subscription of `s`, replacing
@@ -186,7 +190,7 @@ static int index_rebuild(struct session *s, unsigned log2)
 {
 	static uint32_t made;
 	size_t cap = (size_t)1 << log2;
-	struct sess_sub_index *x = wisp_calloc(1, sizeof *x + cap * sizeof x->slots[0]);
+	struct sess_sub_index *x = wisp_calloc(1, sizeof *x + cap * (sizeof x->slots[0] + sizeof(uint32_t)));
 	if (!x)
 		return WISP_ENOMEM;
 	x->cap_log2 = (uint8_t)log2;
@@ -195,9 +199,7 @@ static int index_rebuild(struct session *s, unsigned log2)
 	struct list_node *n;
 	for (n = s->subs.next; n != &s->subs; n = n->next) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
-		if (!s->sub_index)
-			sub->hash = hash_bytes(x->seed, sub->filter, sub->filter_len);
-		index_put(x, sub);
+		index_put(x, sub, hash_bytes(x->seed, sess_sub_filter(sub), sess_sub_filter_len(sub)));
 	}
 	wisp_free(s->sub_index);
 	s->sub_index = x;
@@ -219,10 +221,11 @@ static int index_reserve(struct session *s)
 	return index_rebuild(s, log2);
 }
 
-static void index_remove(struct sess_sub_index *x, const struct sess_sub *sub)
+static void index_remove(struct sess_sub_index *x, const struct sess_sub *sub, uint32_t h)
 {
 	size_t mask = index_mask(x);
-	size_t i = sub->hash & mask;
+	uint32_t *hashes = index_hashes(x);
+	size_t i = h & mask;
 	while (x->slots[i] != sub)
 		i = (i + 1) & mask;
 	for (;;) {
@@ -232,13 +235,14 @@ static void index_remove(struct sess_sub_index *x, const struct sess_sub *sub)
 			j = (j + 1) & mask;
 			if (!x->slots[j])
 				return;
-			size_t home = x->slots[j]->hash & mask;
+			size_t home = hashes[j] & mask;
 			/* An entry whose home lies cyclically in (i, j] stays put. */
 			bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
 			if (!stays)
 				break;
 		}
 		x->slots[i] = x->slots[j];
+		hashes[i] = hashes[j];
 		i = j;
 	}
 }
@@ -264,6 +268,15 @@ static void index_shrink(struct session *s)
 	(void)index_rebuild(s, log2);
 }
 
+size_t sess_sub_filter_len(const struct sess_sub *sub) { return tree_sub_filter(&sub->handle, NULL, 0); }
+
+const char *sess_sub_filter(const struct sess_sub *sub)
+{
+	static char buf[UINT16_MAX];
+	(void)tree_sub_filter(&sub->handle, buf, sizeof buf);
+	return buf;
+}
+
 struct sess_sub *sess_find_sub(const struct session *s, const char *filter, size_t len)
 {
 	const struct sess_sub_index *x = s->sub_index;
@@ -279,9 +292,10 @@ struct sess_sub *sess_find_sub(const struct session *s, const char *filter, size
 	}
 	uint32_t h = hash_bytes(x->seed, filter, len);
 	size_t mask = index_mask(x);
+	const uint32_t *hashes = (const uint32_t *)(x->slots + mask + 1);
 	/* Never full, so the probe meets a free slot. */
 	for (size_t i = h & mask; x->slots[i]; i = (i + 1) & mask)
-		if (x->slots[i]->hash == h && sub_is(x->slots[i], filter, len))
+		if (hashes[i] == h && sub_is(x->slots[i], filter, len))
 			return x->slots[i];
 	return NULL;
 }
@@ -300,20 +314,17 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 		return WISP_EINVAL;
 	if (index_reserve(s) != 0)
 		return WISP_ENOMEM;
-	sub = wisp_malloc(sizeof *sub + len);
+	sub = wisp_malloc(sizeof *sub);
 	if (!sub)
 		return WISP_ENOMEM;
 	if (tree_attach(tree, filter, len, &sub->handle, s, options, subscription_id) != 0) {
 		wisp_free(sub);
 		return WISP_ENOMEM;
 	}
-	sub->filter_len = (uint16_t)len;
-	memcpy(sub->filter, filter, len);
 	list_push_back(&s->subs, &sub->link);
 	s->sub_count++;
 	if (s->sub_index) {
-		sub->hash = hash_bytes(s->sub_index->seed, filter, len);
-		index_put(s->sub_index, sub);
+		index_put(s->sub_index, sub, hash_bytes(s->sub_index->seed, filter, len));
 	}
 	return 1;
 }
@@ -324,7 +335,7 @@ int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, s
 	if (!sub)
 		return WISP_ENOENT;
 	if (s->sub_index)
-		index_remove(s->sub_index, sub);
+		index_remove(s->sub_index, sub, hash_bytes(s->sub_index->seed, filter, len));
 	tree_detach(tree, &sub->handle);
 	list_remove(&sub->link);
 	s->sub_count--;

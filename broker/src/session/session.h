@@ -93,9 +93,9 @@ struct sess_v5 {
 struct sess_sub {
 	struct list_node link;
 	struct tree_sub handle;   /* embedded: one allocation per subscription */
-	uint16_t filter_len;
-	uint32_t hash;            /* of the filter under the index's seed, while indexed */
-	char filter[];
+	/* Nothing more: the filter is the path of the handle's tree leaf
+	 * (sess_sub_filter, sess_sub_filter_len) and the index keeps the
+	 * hashes, which holds an idle subscription to a 64-byte heap block (issue 18). */
 };
 
 /* Subscriptions from which a session indexes its filters. */
@@ -222,6 +222,11 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, size_t len);
 /* The session's subscription to exactly `filter`, or NULL. O(1). */
 struct sess_sub *sess_find_sub(const struct session *s, const char *filter, size_t len);
+/* The filter of `sub` (sess_sub_filter_len bytes, not NUL-terminated), rebuilt
+ * from the tree into one static buffer: valid until the next call. Loop thread only. */
+const char *sess_sub_filter(const struct sess_sub *sub);
+/* Its length, from the tree leaf's path (a walk up, no copy). */
+size_t sess_sub_filter_len(const struct sess_sub *sub);
 
 /* Test hook: filter comparisons made by lookups since the start. */
 uint64_t sess_debug_compares(void);

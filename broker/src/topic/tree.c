@@ -21,6 +21,8 @@
  */
 #include "tree.h"
 
+#include <string.h>
+
 #include "alloc.h"
 #include "list.h"
 #include "topic.h"
@@ -119,6 +121,41 @@ void tree_sub_set_options(struct tree_sub *sub, uint8_t options, uint32_t subscr
 {
 	sub->options = options;
 	sub->subscription_id = subscription_id;
+}
+
+size_t tree_sub_filter(const struct tree_sub *sub, char *buf, size_t cap)
+{
+	size_t len = 0;
+	const struct trie_node *n;
+	for (n = sub->node; !trie_is_root(n); n = n->parent)
+		len += n->len + (trie_is_root(n->parent) ? 0u : 1u);
+	if (len > cap)
+		return len;
+	size_t at = len;
+	for (n = sub->node; !trie_is_root(n); n = n->parent) {
+		at -= n->len;
+		memcpy(buf + at, n->level, n->len);
+		if (!trie_is_root(n->parent))
+			buf[--at] = '/';
+	}
+	return len;
+}
+
+bool tree_sub_filter_is(const struct tree_sub *sub, const char *filter, size_t len)
+{
+	/* From the last level up, so a mismatch usually stops at the leaf. */
+	size_t at = len;
+	const struct trie_node *n;
+	for (n = sub->node; !trie_is_root(n); n = n->parent) {
+		if (n->len > at || memcmp(filter + at - n->len, n->level, n->len) != 0)
+			return false;
+		at -= n->len;
+		if (trie_is_root(n->parent))
+			break;
+		if (at == 0 || filter[--at] != '/')
+			return false;
+	}
+	return at == 0;
 }
 
 uint8_t tree_sub_options(const struct tree_sub *sub) { return sub->options; }

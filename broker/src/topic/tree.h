@@ -19,6 +19,7 @@
 #ifndef WISP_TOPIC_TREE_H
 #define WISP_TOPIC_TREE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,6 +63,12 @@ int tree_attach(struct tree *t, const char *filter, size_t len, struct tree_sub 
 		uint8_t options, uint32_t subscription_id);
 void tree_detach(struct tree *t, struct tree_sub *sub);
 
+/* The filter a handle is filed under, rebuilt from its leaf's path (no
+ * copy is kept): writes it to `buf` when it fits `cap` bytes (no NUL) and
+ * returns its length either way. */
+size_t tree_sub_filter(const struct tree_sub *sub, char *buf, size_t cap);
+/* Whether a handle is filed under exactly (filter, len); never allocates. */
+bool tree_sub_filter_is(const struct tree_sub *sub, const char *filter, size_t len);
 void tree_sub_set_options(struct tree_sub *sub, uint8_t options, uint32_t subscription_id);
 uint8_t tree_sub_options(const struct tree_sub *sub);
 uint32_t tree_sub_id(const struct tree_sub *sub);
