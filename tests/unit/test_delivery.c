@@ -146,8 +146,8 @@ static void test_window_bounds_inflight_and_queue_drains_in_order(void)
 		CU_ASSERT_EQUAL(offer(&lim3, names[i], 1), i < 3 ? DELIVERY_SENT : DELIVERY_QUEUED);
 	struct seen w = flush_and_decode();
 	CU_ASSERT_EQUAL(w.n, 3);
-	CU_ASSERT_EQUAL(s->inflight_count, 3);
-	CU_ASSERT_EQUAL(s->queued_count, 2);
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 3);
+	CU_ASSERT_EQUAL(sess_queued_count(s), 2);
 	CU_ASSERT_STRING_EQUAL(w.payload[0], "m1");
 	CU_ASSERT_STRING_EQUAL(w.payload[2], "m3");
 	/* [MQTT-2.3.1-1][MQTT-2.3.1-2] non-zero, distinct ids */
@@ -162,8 +162,8 @@ static void test_window_bounds_inflight_and_queue_drains_in_order(void)
 	struct seen w3 = flush_and_decode();
 	CU_ASSERT_EQUAL(w3.n, 1);
 	CU_ASSERT_STRING_EQUAL(w3.payload[0], "m5");
-	CU_ASSERT_EQUAL(s->queued_count, 0);
-	CU_ASSERT_EQUAL(s->inflight_count, 2);
+	CU_ASSERT_EQUAL(sess_queued_count(s), 0);
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 2);
 }
 
 static void test_puback_for_unknown_or_repeated_id_is_ignored(void)
@@ -173,7 +173,7 @@ static void test_puback_for_unknown_or_repeated_id_is_ignored(void)
 	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim3, (uint16_t)(w.id[0] + 1)), WISP_ENOENT);
 	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim3, w.id[0]), 0);
 	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim3, w.id[0]), WISP_ENOENT);
-	CU_ASSERT_EQUAL(s->inflight_count, 0);
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 0);
 }
 
 /* [MQTT-4.3.3] outbound QoS 2: PUBLISH -> PUBREC -> PUBREL -> PUBCOMP. */
@@ -196,7 +196,7 @@ static void test_qos2_outbound_state_machine(void)
 	w = flush_and_decode();
 	CU_ASSERT_EQUAL(w.type[0], MQTT_PKT_PUBREL);
 	CU_ASSERT_EQUAL(delivery_on_pubcomp(s, &lim3, id), 0);
-	CU_ASSERT_EQUAL(s->inflight_count, 0);
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 0);
 	CU_ASSERT_EQUAL(delivery_on_pubcomp(s, &lim3, id), WISP_ENOENT);
 }
 
@@ -209,7 +209,7 @@ static void test_ack_of_the_wrong_kind_matches_nothing(void)
 	struct seen w = flush_and_decode();
 	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim3, w.id[0]), WISP_EPROTO);
 	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim3, w.id[1]), WISP_EPROTO);
-	CU_ASSERT_EQUAL(s->inflight_count, 2);
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 2);
 }
 
 /* Ids in flight are skipped when the counter wraps [MQTT-2.3.1-2]. */
@@ -250,7 +250,7 @@ static void test_wide_window_across_the_wrap_acked_out_of_order(void)
 	/* Every other one acknowledged, newest first. */
 	for (int i = 49; i >= 0; i -= 2)
 		CU_ASSERT_EQUAL(delivery_on_puback(s, &lim, w.id[i]), 0);
-	CU_ASSERT_EQUAL(s->inflight_count, 25);
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 25);
 	/* The counter wraps once more, onto 1..25: the odd ids are free again,
 	 * the even ones still in flight. */
 	s->next_packet_id = 65535;
@@ -267,8 +267,8 @@ static void test_wide_window_across_the_wrap_acked_out_of_order(void)
 	}
 	for (size_t i = 0; i < 10; i++)
 		CU_ASSERT_EQUAL(delivery_on_puback(s, &lim, w2.id[i]), 0);
-	CU_ASSERT_EQUAL(s->inflight_count, 0);
-	CU_ASSERT_PTR_NULL(s->flight); /* an empty window holds no index */
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 0);
+	CU_ASSERT_PTR_NULL(s->qos); /* an empty window holds no QoS block, nor its index */
 }
 
 /* [MQTT-3.3.4-9] the client's Receive Maximum bounds the window below
@@ -282,15 +282,15 @@ static void test_receive_maximum_window(void)
 		CU_ASSERT_EQUAL(offer(&lim, "r", 1), i < 4 ? DELIVERY_SENT : DELIVERY_QUEUED);
 	struct seen w = flush_and_decode();
 	CU_ASSERT_EQUAL(w.n, 4);
-	CU_ASSERT_EQUAL(s->inflight_count, 4);
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 4);
 	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim, w.id[2]), 0); /* the middle of the window */
 	struct seen w2 = flush_and_decode();
 	CU_ASSERT_EQUAL(w2.n, 1);
 	CU_ASSERT_EQUAL(w2.id[0], w.id[3] + 1);
 	CU_ASSERT_EQUAL(delivery_inflight_state(s, w.id[2]), -1);
 	CU_ASSERT_EQUAL(delivery_inflight_state(s, w2.id[0]), SESS_MSG_WAIT_PUBACK);
-	CU_ASSERT_EQUAL(s->inflight_count, 4);
-	CU_ASSERT_EQUAL(s->queued_count, 5);
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 4);
+	CU_ASSERT_EQUAL(sess_queued_count(s), 5);
 	s->v5 = NULL;
 }
 
@@ -308,7 +308,7 @@ static void test_index_out_of_memory(void)
 	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, NULL, &last_why), DELIVERY_DROPPED);
 	wisp_mem_fail_after(0, 0);
 	CU_ASSERT_EQUAL(last_why, DROP_NO_MEMORY);
-	CU_ASSERT_EQUAL(s->inflight_count, 16);
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 16);
 	msg_unref(m);
 	/* Queued behind a full output, then pumped while the index cannot grow. */
 	struct delivery_limits tight = lim;
@@ -318,9 +318,9 @@ static void test_index_out_of_memory(void)
 	flush_and_decode();
 	CU_ASSERT_EQUAL(delivery_pump(s, &lim), 0);
 	wisp_mem_fail_after(0, 0);
-	CU_ASSERT_EQUAL(s->queued_count, 1);
+	CU_ASSERT_EQUAL(sess_queued_count(s), 1);
 	CU_ASSERT_EQUAL(delivery_pump(s, &lim), 1);
-	CU_ASSERT_EQUAL(s->inflight_count, 17);
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 17);
 	struct seen w = flush_and_decode();
 	CU_ASSERT_EQUAL(w.n, 1);
 	CU_ASSERT_STRING_EQUAL(w.payload[0], "q");
@@ -354,7 +354,7 @@ static void test_offline_queue_is_bounded_by_count(void)
 	CU_ASSERT_EQUAL(offer(&lim, "b", 2), DELIVERY_QUEUED);
 	CU_ASSERT_EQUAL(offer(&lim, "c", 1), DELIVERY_DROPPED);
 	CU_ASSERT_EQUAL(last_why, DROP_QUEUE_FULL);
-	CU_ASSERT_EQUAL(s->queued_count, 2);
+	CU_ASSERT_EQUAL(sess_queued_count(s), 2);
 	CU_ASSERT_EQUAL(s->dropped, 1);
 }
 
@@ -365,7 +365,7 @@ static void test_offline_queue_zero_means_unlimited(void)
 	detach();
 	for (int i = 0; i < 2000; i++)
 		CU_ASSERT_EQUAL(offer(&lim, "m", 1), DELIVERY_QUEUED);
-	CU_ASSERT_EQUAL(s->queued_count, 2000);
+	CU_ASSERT_EQUAL(sess_queued_count(s), 2000);
 	CU_ASSERT_EQUAL(s->dropped, 0);
 }
 
@@ -380,7 +380,7 @@ static void test_offline_queue_is_bounded_by_bytes(void)
 	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, NULL, &why), DELIVERY_QUEUED);
 	CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 1, false, NULL, &why), DELIVERY_DROPPED);
 	CU_ASSERT_EQUAL(why, DROP_QUEUE_BYTES);
-	CU_ASSERT_EQUAL(s->queued_bytes, 2 * msg_size(m));
+	CU_ASSERT_EQUAL(sess_queued_bytes(s), 2 * msg_size(m));
 	CU_ASSERT_EQUAL(m->refcnt, 3); /* ours plus one per queued entry: shared, not copied */
 	msg_unref(m);
 }
@@ -406,6 +406,54 @@ static void test_qos0_dropped_when_offline_or_output_full(void)
 	CU_ASSERT_EQUAL(last_why, DROP_OFFLINE_QOS0);
 }
 
+/* The outbound QoS 1/2 state is a block of its own (issue 18): a session
+ * that only ever gets QoS 0 never has one, and a QoS 1/2 session's goes
+ * once nothing is queued or in flight, whichever way it emptied. */
+static void test_qos_state_exists_only_while_used(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 1, .max_queued = 100, .max_output = 1u << 20};
+	for (int i = 0; i < 5; i++)
+		CU_ASSERT_EQUAL(offer(&lim, "zero", 0), DELIVERY_SENT);
+	CU_ASSERT_PTR_NULL(s->qos);
+	CU_ASSERT_EQUAL(sess_queued_count(s) + sess_inflight_count(s), 0);
+	CU_ASSERT_EQUAL(flush_and_decode().n, 5);
+	/* Acked: in flight, then the queued one, then nothing. */
+	CU_ASSERT_EQUAL(offer(&lim, "a", 1), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(offer(&lim, "b", 2), DELIVERY_QUEUED);
+	CU_ASSERT_PTR_NOT_NULL(s->qos);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL_FATAL(w.n, 1);
+	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim, w.id[0]), 0);
+	w = flush_and_decode();
+	CU_ASSERT_EQUAL_FATAL(w.n, 1);
+	CU_ASSERT_PTR_NOT_NULL(s->qos);
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, w.id[0]), 0);
+	CU_ASSERT_PTR_NOT_NULL(s->qos); /* waiting for PUBCOMP */
+	CU_ASSERT_EQUAL(delivery_on_pubcomp(s, &lim, w.id[0]), 0);
+	CU_ASSERT_PTR_NULL(s->qos);
+	/* Unknown ids find nothing and allocate nothing. */
+	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim, 7), WISP_ENOENT);
+	CU_ASSERT_EQUAL(delivery_inflight_state(s, 7), -1);
+	CU_ASSERT_PTR_NULL(s->qos);
+	/* Queued while offline, then cleared with the session's messages. */
+	detach();
+	CU_ASSERT_EQUAL(offer(&lim, "c", 1), DELIVERY_QUEUED);
+	CU_ASSERT_EQUAL(sess_queued_count(s), 1);
+	delivery_clear(s, &lim);
+	CU_ASSERT_PTR_NULL(s->qos);
+	CU_ASSERT_EQUAL(sess_queued_bytes(s), 0);
+	/* Out of memory for the block: the message is dropped and counted. */
+	attach();
+	sess_qos_release_cache();
+	uint32_t dropped = s->dropped;
+	wisp_mem_fail_after(1, 1);
+	CU_ASSERT_EQUAL(offer(&lim, "d", 1), DELIVERY_DROPPED);
+	wisp_mem_fail_after(0, 0);
+	CU_ASSERT_EQUAL(last_why, DROP_NO_MEMORY);
+	CU_ASSERT_EQUAL(s->dropped, dropped + 1);
+	CU_ASSERT_PTR_NULL(s->qos);
+}
+
 /* Output over the cap: QoS 1 waits in the queue instead of the output. */
 static void test_qos1_queues_while_output_is_full_then_drains(void)
 {
@@ -413,13 +461,13 @@ static void test_qos1_queues_while_output_is_full_then_drains(void)
 	ft->accept_limit = 0;
 	for (int i = 0; i < 10; i++)
 		offer(&lim, "payload", 1);
-	CU_ASSERT(s->queued_count > 0);
-	CU_ASSERT(s->inflight_count + s->queued_count == 10);
-	size_t before = s->inflight_count;
+	CU_ASSERT(sess_queued_count(s) > 0);
+	CU_ASSERT(sess_inflight_count(s) + sess_queued_count(s) == 10);
+	size_t before = sess_inflight_count(s);
 	ft->accept_limit = SIZE_MAX;
 	outq_flush(&c->out, c->t);
 	CU_ASSERT(delivery_pump(s, &lim) > 0);
-	CU_ASSERT(s->inflight_count > before);
+	CU_ASSERT(sess_inflight_count(s) > before);
 }
 
 /* [MQTT-4.4.0-1] on resume: unacknowledged PUBLISH again with DUP, PUBREL
@@ -479,8 +527,8 @@ static void test_filter_removes_refused_queued_and_inflight(void)
 	uint64_t dropped = s->dropped;
 	CU_ASSERT_EQUAL(delivery_filter(s, &lim, keep_not_x, NULL), 2);
 	CU_ASSERT_EQUAL(s->dropped, dropped + 2);
-	CU_ASSERT_EQUAL(s->inflight_count, 2);
-	CU_ASSERT_EQUAL(s->queued_count, 1);
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 2);
+	CU_ASSERT_EQUAL(sess_queued_count(s), 1);
 	attach();
 	delivery_resume(s, &lim);
 	w = flush_and_decode();
@@ -850,6 +898,7 @@ static CU_TestInfo delivery_tests[] = {
 	{"offline queue: max_queued 0 means unlimited", test_offline_queue_zero_means_unlimited},
 	{"offline queue bounded by bytes, messages shared", test_offline_queue_is_bounded_by_bytes},
 	{"QoS 0 dropped when offline or output full", test_qos0_dropped_when_offline_or_output_full},
+	{"QoS 1/2 state held only while something is queued or in flight", test_qos_state_exists_only_while_used},
 	{"QoS 1 queues while output is full, then drains", test_qos1_queues_while_output_is_full_then_drains},
 	{"resume re-sends window with DUP, then queue [MQTT-4.4.0-1]", test_resume_resends_window_with_dup_then_queue},
 	{"inbound QoS 2 ids held until PUBREL [MQTT-4.3.3-2]", test_inbound_qos2_ids_held_until_pubrel},

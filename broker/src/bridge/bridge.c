@@ -435,7 +435,7 @@ static int on_connack(struct bridge *br, struct conn *c, const struct mqtt_conna
 	log_msg(LOG_NOTICE, "bridge", "bridge %s: connected to %s:%u (MQTT %s%s), %u queued", br->cfg->name,
 		br->addrs[br->addr_next].host, (unsigned)br->addrs[br->addr_next].port,
 		c->version == MQTT_PROTO_V5 ? "5" : "3.1.1", a->session_present ? ", session present" : "",
-		br->s->queued_count + br->s->inflight_count);
+		sess_queued_count(br->s) + sess_inflight_count(br->s));
 	int rc = subscribe_in_rules(br, c);
 	if (rc != 0) {
 		*why = REASON_NO_MEMORY;
@@ -550,7 +550,7 @@ static void on_drop(void *ctx, struct conn *c, enum reason r, const char *detail
 		return;
 	log_msg(LOG_NOTICE, "bridge", "bridge %s: disconnected from %s:%u: %s (%u queued)", br->cfg->name,
 		br->addrs[br->addr_next].host, (unsigned)br->addrs[br->addr_next].port, br->last_error,
-		br->s->queued_count + br->s->inflight_count);
+		sess_queued_count(br->s) + sess_inflight_count(br->s));
 	if (br->state != BRIDGE_UP)
 		br->addr_next = (br->addr_next + 1) % br->addr_count;
 	schedule_retry(br);
@@ -829,7 +829,7 @@ static void forget_removed(struct broker *b)
 			if (s->id_len > 8 && !memcmp(s->client_id, "$bridge/", 8) && !configured(b->cfg, s->client_id + 8)) {
 				log_msg(LOG_NOTICE, "bridge", "%s: no such bridge in the configuration any more: its session "
 					"ends, with %u messages that were waiting for it", s->client_id,
-					s->queued_count + s->inflight_count);
+					sess_queued_count(s) + sess_inflight_count(s));
 				session_v5_end(b, s);
 				SESS_OBSERVE(&b->observer, session_del, s);
 				sess_destroy(&b->sessions, b->subs, s);

@@ -232,7 +232,7 @@ static bool may_read(void *ctx, const struct session *s, const struct msg *m)
 
 size_t auth_recheck_messages(struct broker *b, struct session *s)
 {
-	if (!b->auth.acl || (!s->queued_count && !s->inflight_count))
+	if (!b->auth.acl || (!sess_queued_count(s) && !sess_inflight_count(s)))
 		return 0;
 	size_t n = delivery_filter(s, &b->dlim, may_read, NULL);
 	if (n) {

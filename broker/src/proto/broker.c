@@ -129,6 +129,7 @@ void broker_free(struct broker *b)
 	route_free(&b->route);
 	outq_release_cache();
 	flight_release_cache();
+	sess_qos_release_cache();
 	msg_release_cache();
 	memset(b, 0, sizeof *b);
 }

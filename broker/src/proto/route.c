@@ -405,7 +405,7 @@ static bool keep_or_move(void *ctx, const struct session *s, const struct msg *m
 size_t route_share_hand_over(struct broker *b, struct session *s, const struct sess_sub *only)
 {
 	struct route_ctx *rc = &b->route;
-	if (!rc->shares.count || (!s->queued_count && !s->inflight_count))
+	if (!rc->shares.count || (!sess_queued_count(s) && !sess_inflight_count(s)))
 		return 0;
 	struct hand_over h = {.b = b, .only = only};
 	/* Deliveries to the others may drop one of them: after, as in routing. */
@@ -565,9 +565,9 @@ static bool has_room_again(const struct delivery_limits *lim, const struct sessi
 {
 	switch (why) {
 	case DROP_QUEUE_FULL:
-		return s->queued_count <= lim->max_queued / 2;
+		return sess_queued_count(s) <= lim->max_queued / 2;
 	case DROP_QUEUE_BYTES:
-		return s->queued_bytes <= lim->max_queued_bytes / 2;
+		return sess_queued_bytes(s) <= lim->max_queued_bytes / 2;
 	case DROP_OUTPUT_FULL:
 		return !s->conn || s->conn->out.bytes <= lim->max_output / 2;
 	default:

@@ -257,7 +257,7 @@ static void flush_conn(struct server *srv, struct conn *c)
 	/* Room again in the output: queued QoS 1/2 messages move on. Pumping
 	 * marks the connection dirty, so the loop in before_sleep flushes it
 	 * again this turn. */
-	if (c->sess && c->sess->queued_count && c->out.bytes < srv->conns.in.max_output &&
+	if (c->sess && sess_queued_count(c->sess) && c->out.bytes < srv->conns.in.max_output &&
 	    delivery_pump(c->sess, srv->dlim))
 		return;
 	check_output_bound(srv, c);

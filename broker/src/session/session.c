@@ -6,6 +6,7 @@
 #include "alloc.h"
 #include "delivery.h"
 #include "err.h"
+#include "flight.h"
 #include "hash.h"
 
 /* FNV-1a: client ids are short, and the table is not exposed to hash
@@ -111,15 +112,16 @@ struct session *sess_create(struct session_table *tab, const char *id, size_t le
 {
 	if (len > UINT16_MAX)
 		return NULL;
-	struct session *s = wisp_calloc(1, sizeof *s + len + 1);
+	/* From the id's offset: sizeof would add the struct's tail padding,
+	 * which the id fills (a 13-byte id keeps the block at 128 bytes). */
+	size_t size = offsetof(struct session, client_id) + len + 1;
+	struct session *s = wisp_calloc(1, size < sizeof *s ? sizeof *s : size);
 	if (!s)
 		return NULL;
 	memcpy(s->client_id, id, len);
 	s->id_len = (uint16_t)len;
 	s->clean = clean;
 	list_init(&s->subs);
-	list_init(&s->inflight);
-	list_init(&s->queue);
 	maybe_grow(tab);
 	struct session **b = &tab->buckets[hash_id(id, len) & (tab->nbuckets - 1)];
 	s->hash_next = *b;
@@ -342,6 +344,48 @@ int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, s
 	wisp_free(sub);
 	index_shrink(s);
 	return 0;
+}
+
+/* Blocks of sessions whose QoS 1/2 state emptied, for the next one that
+ * needs some: a subscriber whose window drains between messages would
+ * otherwise malloc and free one per message. Bounded, as flight.c's. */
+#define SESS_QOS_CACHE_MAX 256
+static struct sess_qos *qos_cache[SESS_QOS_CACHE_MAX];
+static size_t qos_cached;
+
+struct sess_qos *sess_qos_get(struct session *s)
+{
+	if (s->qos)
+		return s->qos;
+	struct sess_qos *q = qos_cached ? qos_cache[--qos_cached] : wisp_malloc(sizeof *q);
+	if (!q)
+		return NULL;
+	memset(q, 0, sizeof *q);
+	list_init(&q->inflight);
+	list_init(&q->queue);
+	s->qos = q;
+	return q;
+}
+
+void sess_qos_trim(struct session *s)
+{
+	struct sess_qos *q = s->qos;
+	if (!q || !list_empty(&q->inflight) || !list_empty(&q->queue))
+		return;
+	/* The flight index goes with its last entry, but one reserved for an
+	 * entry that was then not sent is still here. */
+	flight_index_free(&q->flight);
+	s->qos = NULL;
+	if (qos_cached < SESS_QOS_CACHE_MAX)
+		qos_cache[qos_cached++] = q;
+	else
+		wisp_free(q);
+}
+
+void sess_qos_release_cache(void)
+{
+	while (qos_cached)
+		wisp_free(qos_cache[--qos_cached]);
 }
 
 /* A plain array: a client rarely has more than a few QoS 2 publishes
