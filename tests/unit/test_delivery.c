@@ -92,7 +92,7 @@ static void tear_down(void)
 static struct seen flush_and_decode(void)
 {
 	struct seen out = {0};
-	outq_flush(&c->out, c->t);
+	outq_flush(&c->out, conn_t(c));
 	struct mqtt_codec_opts opts = {.version = MQTT_PROTO_V311};
 	size_t off = 0;
 	while (off < ft->written_len && out.n < MAX_SEEN) {
@@ -465,7 +465,7 @@ static void test_qos1_queues_while_output_is_full_then_drains(void)
 	CU_ASSERT(sess_inflight_count(s) + sess_queued_count(s) == 10);
 	size_t before = sess_inflight_count(s);
 	ft->accept_limit = SIZE_MAX;
-	outq_flush(&c->out, c->t);
+	outq_flush(&c->out, conn_t(c));
 	CU_ASSERT(delivery_pump(s, &lim) > 0);
 	CU_ASSERT(sess_inflight_count(s) > before);
 }
@@ -575,13 +575,13 @@ static void test_control_packets_share_items_and_keep_order(void)
 		wire += (size_t)n;
 	}
 	CU_ASSERT_EQUAL(c->out.bytes, wire);       /* every queued byte is counted */
-	CU_ASSERT(c->out.count <= 8);               /* 1800 bytes of acks in a few items */
+	CU_ASSERT(outq_items(&c->out) <= 8);               /* 1800 bytes of acks in a few items */
 	/* The subscriber reads 7 bytes at a time: items end mid-packet. */
-	for (int turn = 0; turn < 10000 && c->out.count; turn++) {
+	for (int turn = 0; turn < 10000 && outq_items(&c->out); turn++) {
 		ft->accept_limit = 7;
-		outq_flush(&c->out, c->t);
+		outq_flush(&c->out, conn_t(c));
 	}
-	CU_ASSERT_EQUAL_FATAL(c->out.count, 0);
+	CU_ASSERT_EQUAL_FATAL(outq_items(&c->out), 0);
 	CU_ASSERT_EQUAL(c->out.bytes, 0);
 	CU_ASSERT_EQUAL_FATAL(ft->written_len, wire);
 	struct mqtt_codec_opts opts = {.version = MQTT_PROTO_V311};
@@ -625,7 +625,7 @@ static void test_flush_calls_again_after_short_write_until_would_block(void)
 	size_t wire = c->out.bytes;
 	ft->per_call = 16384; /* one TLS record per call */
 	ft->writev_calls = 0;
-	CU_ASSERT_EQUAL(outq_flush(&c->out, c->t), 0);
+	CU_ASSERT_EQUAL(outq_flush(&c->out, conn_t(c)), 0);
 	CU_ASSERT_EQUAL(ft->written_len, wire);
 	CU_ASSERT_EQUAL(ft->writev_calls, (wire + 16383) / 16384);
 	fake_transport_reset(ft);
@@ -639,12 +639,12 @@ static void test_flush_calls_again_after_short_write_until_would_block(void)
 	ft->per_call = 0;
 	ft->accept_limit = 100000; /* a socket that fills after 100,000 bytes */
 	ft->writev_calls = 0;
-	CU_ASSERT_EQUAL(outq_flush(&c->out, c->t), WISP_EAGAIN);
+	CU_ASSERT_EQUAL(outq_flush(&c->out, conn_t(c)), WISP_EAGAIN);
 	CU_ASSERT_EQUAL(ft->written_len, 100000);
 	CU_ASSERT_EQUAL(ft->writev_calls, 1);
-	CU_ASSERT_EQUAL(c->t->want, TRANSPORT_WANT_WRITE);
+	CU_ASSERT_EQUAL(conn_t(c)->want, TRANSPORT_WANT_WRITE);
 	ft->accept_limit = SIZE_MAX;
-	CU_ASSERT_EQUAL(outq_flush(&c->out, c->t), 0);
+	CU_ASSERT_EQUAL(outq_flush(&c->out, conn_t(c)), 0);
 	CU_ASSERT_EQUAL(ft->written_len, wire);
 }
 
@@ -659,7 +659,7 @@ static void test_small_deliveries_staged_into_one_iovec(void)
 	for (int i = 0; i < 100; i++)
 		CU_ASSERT_EQUAL(offer(&lim, "small", 1), DELIVERY_SENT);
 	ft->writev_calls = 0;
-	CU_ASSERT_EQUAL(outq_flush(&c->out, c->t), 0);
+	CU_ASSERT_EQUAL(outq_flush(&c->out, conn_t(c)), 0);
 	CU_ASSERT_EQUAL(ft->writev_calls, 1);
 	CU_ASSERT_EQUAL(ft->last_iovcnt, 1);
 	fake_transport_reset(ft);
@@ -681,7 +681,7 @@ static void test_small_deliveries_staged_into_one_iovec(void)
 	CU_ASSERT_EQUAL(offer(&lim, "s2", 0), DELIVERY_SENT);
 	size_t wire = c->out.bytes;
 	ft->accept_limit = SIZE_MAX;
-	CU_ASSERT_EQUAL(outq_flush(&c->out, c->t), 0);
+	CU_ASSERT_EQUAL(outq_flush(&c->out, conn_t(c)), 0);
 	CU_ASSERT_EQUAL(ft->last_iovcnt, 6); /* s1 | head | topic | id | payload | ping + s2 */
 	uint8_t *whole = malloc(wire);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(whole);
@@ -698,12 +698,12 @@ static void test_small_deliveries_staged_into_one_iovec(void)
 	msg_unref(large);
 	CU_ASSERT_EQUAL(conn_send_bytes(c, ping, sizeof ping), 0);
 	CU_ASSERT_EQUAL(offer(&lim, "s2", 0), DELIVERY_SENT);
-	for (int turn = 0; turn < 10000 && c->out.count; turn++) {
+	for (int turn = 0; turn < 10000 && outq_items(&c->out); turn++) {
 		ft->accept_limit = 7;
-		outq_flush(&c->out, c->t);
+		outq_flush(&c->out, conn_t(c));
 	}
 	ft->accept_limit = SIZE_MAX;
-	CU_ASSERT_EQUAL(c->out.count, 0);
+	CU_ASSERT_EQUAL(outq_items(&c->out), 0);
 	CU_ASSERT_EQUAL_FATAL(ft->written_len, wire);
 	CU_ASSERT(memcmp(ft->written, whole, wire) == 0);
 	struct seen w = flush_and_decode();
@@ -818,7 +818,7 @@ static void test_unauthenticated_input_is_counted_until_connect(void)
 /* Decodes the one PUBLISH written since the last reset. */
 static struct mqtt_publish decode_one(uint8_t version, struct mqtt_pkt *pkt)
 {
-	outq_flush(&c->out, c->t);
+	outq_flush(&c->out, conn_t(c));
 	struct mqtt_codec_opts opts = {.version = version};
 	CU_ASSERT_FATAL(mqtt_decode(ft->written, ft->written_len, &opts, pkt) == (ssize_t)ft->written_len);
 	CU_ASSERT_FATAL(pkt->type == MQTT_PKT_PUBLISH);
@@ -872,7 +872,7 @@ static void test_v5_properties_shared_and_per_delivery_parts(void)
 		size_t before = wisp_mem_used();
 		for (int i = 0; i < 100; i++)
 			CU_ASSERT_EQUAL(delivery_offer(s, &lim, m, 0, false, &ids, &last_why), DELIVERY_SENT);
-		outq_flush(&c->out, c->t);
+		outq_flush(&c->out, conn_t(c));
 		fake_transport_reset(ft);
 		if (round == 1)
 			CU_ASSERT_EQUAL(wisp_mem_used(), before);

@@ -261,7 +261,7 @@ enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mq
 		/* The verified certificate is the credential; the CONNECT's user
 		 * name and password are ignored, as Mosquitto does. */
 		struct transport_peer_info peer;
-		if (transport_peer_info(c->t, &peer) != 0 || !peer.identity[0])
+		if (transport_peer_info(conn_t(c), &peer) != 0 || !peer.identity[0])
 			return fail(b, c, AUTH_NOT_AUTHORIZED, "", 0);
 		*username = wisp_strndup(peer.identity, strlen(peer.identity));
 		return *username ? AUTH_OK : AUTH_UNAVAILABLE;

@@ -53,7 +53,7 @@ static const char *conn_name(const struct conn *c)
 static void handshake_step(struct server *srv, struct conn *c);
 
 /* The handshake a CONN_HANDSHAKE connection is in, for logs and reasons. */
-static bool in_ws_upgrade(const struct conn *c) { return ws_transport_inner_ready(c->t); }
+static bool in_ws_upgrade(const struct conn *c) { return ws_transport_inner_ready(conn_t(c)); }
 
 /* ws_opts.frame_per_message: the MQTT packet at the front of a stream. */
 static size_t mqtt_message_size(const uint8_t *head, size_t len)
@@ -91,7 +91,7 @@ static void on_timer(struct loop *l, struct loop_timer *t)
 
 int server_adopt(struct server *srv, struct conn *c, uint32_t timeout)
 {
-	if (loop_io_start(srv->loop, &c->io, c->t->fd, LOOP_READ, server_on_conn_io) != 0)
+	if (loop_io_start(srv->loop, &c->io, conn_t(c)->fd, LOOP_READ, server_on_conn_io) != 0)
 		return WISP_EIO;
 	((struct server_listener *)c->listener)->conn_count++;
 	loop_timer_start(srv->loop, &c->timer, timeout, on_timer);
@@ -248,7 +248,7 @@ static void check_output_bound(struct server *srv, struct conn *c)
 static void flush_conn(struct server *srv, struct conn *c)
 {
 	size_t before = c->out.bytes;
-	int rc = outq_flush(&c->out, c->t);
+	int rc = outq_flush(&c->out, conn_t(c));
 	srv->stats.bytes_sent += before - c->out.bytes;
 	if (rc != 0 && rc != WISP_EAGAIN) {
 		drop(c, REASON_WRITE_ERROR, NULL);
@@ -265,7 +265,7 @@ static void flush_conn(struct server *srv, struct conn *c)
 	uint32_t ev = reading ? LOOP_READ : 0;
 	if (rc == WISP_EAGAIN) {
 		ev |= LOOP_WRITE;
-		if (c->t->want & TRANSPORT_WANT_READ)
+		if (conn_t(c)->want & TRANSPORT_WANT_READ)
 			ev |= LOOP_READ;
 	}
 	if (ev != c->io.events)
@@ -343,7 +343,7 @@ static void before_sleep(struct loop *l, void *ctx)
 		struct conn *c = container_of(n, struct conn, work_link);
 		/* Best effort: a refusing CONNACK or the last acks may still fit. */
 		if (!outq_empty(&c->out))
-			outq_flush(&c->out, c->t);
+			outq_flush(&c->out, conn_t(c));
 		((struct server_listener *)c->listener)->conn_count--;
 		conn_free(c);
 	}
@@ -358,7 +358,7 @@ static void before_sleep(struct loop *l, void *ctx)
 static void take_forwarded_address(struct conn *c)
 {
 	struct transport_peer_info info;
-	transport_peer_info(c->t, &info);
+	transport_peer_info(conn_t(c), &info);
 	if (info.forwarded.ss_family == AF_UNSPEC)
 		return;
 	char was[64];
@@ -371,32 +371,32 @@ static void take_forwarded_address(struct conn *c)
  * and MQTT may start. */
 static bool handshake(struct server *srv, struct conn *c)
 {
-	int rc = transport_handshake(c->t);
+	int rc = transport_handshake(conn_t(c));
 	if (rc == 0) {
 		server_handshake_end(c);
 		c->state = CONN_AWAIT_CONNECT;
 		loop_io_set(srv->loop, &c->io, LOOP_READ);
-		bool resumed = tls_transport_resumed(ws_transport_inner(c->t));
+		bool resumed = tls_transport_resumed(ws_transport_inner(conn_t(c)));
 		if (resumed)
 			srv->stats.handshakes_resumed++;
 		log_msg(LOG_DEBUG, "conn", "%s: %s handshake done%s", conn_peer(c),
-			ws_transport_is(c->t) ? "WebSocket" : "TLS", resumed ? " (resumed)" : "");
-		if (ws_transport_is(c->t))
+			ws_transport_is(conn_t(c)) ? "WebSocket" : "TLS", resumed ? " (resumed)" : "");
+		if (ws_transport_is(conn_t(c)))
 			take_forwarded_address(c);
 		return true;
 	}
 	if (rc == WISP_EAGAIN) {
 		uint32_t ev = 0;
-		if (c->t->want & TRANSPORT_WANT_READ)
+		if (conn_t(c)->want & TRANSPORT_WANT_READ)
 			ev |= LOOP_READ;
-		if (c->t->want & TRANSPORT_WANT_WRITE)
+		if (conn_t(c)->want & TRANSPORT_WANT_WRITE)
 			ev |= LOOP_WRITE;
 		loop_io_set(srv->loop, &c->io, ev ? ev : LOOP_READ);
 		return false;
 	}
 	char why[160], reason[200];
 	bool ws = in_ws_upgrade(c);
-	transport_last_error(c->t, why, sizeof why);
+	transport_last_error(conn_t(c), why, sizeof why);
 	snprintf(reason, sizeof reason, "%s handshake failed: %s", ws ? "WebSocket" : "TLS", why);
 	drop(c, ws ? REASON_WS_HANDSHAKE_FAILED : REASON_HANDSHAKE_FAILED, reason);
 	return false;
@@ -455,7 +455,7 @@ void server_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events)
 	 * hear EAGAIN. After the handshake mbed TLS 2.28 reads never wait for
 	 * writability anyway (no renegotiation). */
 	if ((events & LOOP_READ) ||
-	    ((events & LOOP_WRITE) && (c->t->want & TRANSPORT_WANT_WRITE) && outq_empty(&c->out)))
+	    ((events & LOOP_WRITE) && (conn_t(c)->want & TRANSPORT_WANT_WRITE) && outq_empty(&c->out)))
 		conn_input_read(c);
 }
 

@@ -50,14 +50,15 @@ struct conn *conn_new(struct conn_set *set, struct transport *t, int fd, void *l
 			close(fd);
 		return NULL;
 	}
-	if (!t) {
-		tcp_transport_init(&c->tcp, fd);
-		t = &c->tcp;
+	if (t) {
+		c->tr.ext = t;
+		c->ext_transport = true;
+	} else {
+		tcp_transport_init(&c->tr.tcp, fd);
 	}
-	c->t = t;
 	c->set = set;
 	c->listener = listener;
-	c->io.fd = t->fd;
+	c->io.fd = conn_t(c)->fd;
 	c->state = CONN_HANDSHAKE;
 	outq_init(&c->out);
 	list_init(&c->work_link);
@@ -163,6 +164,6 @@ void conn_free(struct conn *c)
 	}
 	if (c->rbuf)
 		wisp_free(c->rbuf - CONN_RBUF_HEADROOM);
-	transport_close(c->t);
+	transport_close(conn_t(c));
 	wisp_free(c);
 }

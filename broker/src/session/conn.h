@@ -121,8 +121,12 @@ enum conn_out_state {
 
 struct conn {
 	struct loop_io io;
-	struct transport *t;      /* &tcp, or a TLS transport */
-	struct transport tcp;     /* plain TCP lives inside the connection */
+	/* The transport (conn_t): plain TCP lives inside the connection, one
+	 * allocated apart (TLS, WebSocket) is pointed to (ext_transport). */
+	union {
+		struct transport tcp;
+		struct transport *ext;
+	} tr;
 	struct conn_set *set;
 	void *listener;           /* opaque: the listener it came in on */
 	struct session *sess;     /* set once CONNECT is accepted */
@@ -144,12 +148,13 @@ struct conn {
 	bool input_counted : 1;   /* rcap is counted in set->unauth_bytes */
 	bool auth_method : 1;     /* authenticates with a v5 Authentication Method: rare's union holds enhanced_auth */
 	bool outbound : 1;        /* the broker dialled it (a bridge): its packets go to proto's outbound owner */
+	bool ext_transport : 1;   /* tr.ext, not tr.tcp */
 	uint32_t held_acks;       /* acks waiting for an fsync (proto/persist.c) */
 	struct conn_addr peer;    /* the peer's address: per-address bounds, and logs */
 };
-/* 232 bytes, a 240-byte heap block (docs/cost-connection.md): one byte more
+/* 216 bytes, a 224-byte heap block (docs/cost-connection.md): one byte more
  * and every idle connection costs 16 bytes more. */
-_Static_assert(sizeof(struct conn) <= 232, "struct conn stays in a 240-byte heap block");
+_Static_assert(sizeof(struct conn) <= 216, "struct conn stays in a 224-byte heap block");
 
 /* What only some connections hold, and only for a while: a will, a password
  * check or an AUTH exchange in flight, acks held by a cluster's ack gate. Allocated on first use, freed once
@@ -162,6 +167,14 @@ struct conn_rare {
 	};
 	uint32_t gate_held_acks; /* acks waiting for the broker's ack_gate (cluster/durable.c) */
 };
+
+/* The connection's transport. Not const: a const connection's transport
+ * is still read and written through (the embedded one is part of the
+ * connection only to save an allocation). */
+static inline struct transport *conn_t(const struct conn *c)
+{
+	return c->ext_transport ? c->tr.ext : (struct transport *)&c->tr.tcp;
+}
 
 static inline struct msg *conn_will(const struct conn *c) { return c->rare ? c->rare->will : NULL; }
 static inline struct auth_job *conn_auth_job(const struct conn *c) { return c->rare ? c->rare->auth_job : NULL; }

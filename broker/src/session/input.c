@@ -67,8 +67,8 @@ static void close_for_read(struct conn *c, int rc)
 	enum reason r = rc == WISP_ECLOSED ? REASON_PEER_CLOSED : REASON_READ_ERROR;
 	char why[160], detail[220];
 	why[0] = '\0';
-	if (rc != WISP_ECLOSED || strcmp(c->t->ops->name, "ws") == 0)
-		transport_last_error(c->t, why, sizeof why);
+	if (rc != WISP_ECLOSED || strcmp(conn_t(c)->ops->name, "ws") == 0)
+		transport_last_error(conn_t(c), why, sizeof why);
 	if (!why[0]) {
 		close_conn(c, r, NULL);
 		return;
@@ -301,7 +301,7 @@ void conn_input_read(struct conn *c)
 			data = c->set->in.scratch;
 			room = c->set->in.scratch_cap;
 		}
-		ssize_t n = transport_read(c->t, data + have, room);
+		ssize_t n = transport_read(conn_t(c), data + have, room);
 		if (n == WISP_EAGAIN)
 			return;
 		if (n < 0) {
@@ -320,7 +320,7 @@ void conn_input_read(struct conn *c)
 		if (in_rbuf && c->rbuf != data) {
 			/* The packet filling it took the buffer (it became a
 			 * message, maybe freed already): nothing is carried. */
-			if ((size_t)n < room && c->t->want)
+			if ((size_t)n < room && conn_t(c)->want)
 				return;
 			continue;
 		}
@@ -332,12 +332,12 @@ void conn_input_read(struct conn *c)
 		/* A short read is not "drained" (a TLS read stops at its records):
 		 * only would-block is, which the transport reports in `want` with
 		 * the bytes, or as WISP_EAGAIN on the next call (transport.h). */
-		if ((size_t)n < room && c->t->want)
+		if ((size_t)n < room && conn_t(c)->want)
 			return;
 	}
 	/* Out of budget with decrypted bytes still inside the transport: epoll
 	 * will not report them, so come back next turn. */
-	if (c->state != CONN_CLOSING && transport_pending(c->t) && !list_linked(&c->read_link)) {
+	if (c->state != CONN_CLOSING && transport_pending(conn_t(c)) && !list_linked(&c->read_link)) {
 		list_push_back(&c->set->read_more, &c->read_link);
 		loop_request_turn(c->set->in.loop);
 	}
@@ -382,7 +382,7 @@ void conn_input_output_drained(struct conn *c)
 	/* Whole packets may wait in the carried buffer, or decrypted ones in
 	 * the transport, which epoll will not report: read them next turn,
 	 * before that turn's records are flushed (never from the flush). */
-	if ((c->rlen || transport_pending(c->t)) && !list_linked(&c->read_link)) {
+	if ((c->rlen || transport_pending(conn_t(c))) && !list_linked(&c->read_link)) {
 		list_push_back(&c->set->read_more, &c->read_link);
 		loop_request_turn(c->set->in.loop);
 	}
