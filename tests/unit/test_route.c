@@ -143,7 +143,7 @@ static void test_drop_during_delivery_waits_for_the_loop(void)
 	ft->base.fd = fds[0];
 	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(40000),
 				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct conn *c = conn_new(&b.srv.conns, &ft->base, fds[0], &b.srv.listeners[0], (const struct sockaddr *)&peer);
+	struct conn *c = conn_new(&b.srv.listeners[0].origin, &ft->base, fds[0], (const struct sockaddr *)&peer);
 	CU_ASSERT_FATAL(c != NULL);
 	b.srv.listeners[0].conn_count++;
 	c->state = CONN_AWAIT_CONNECT;

@@ -206,7 +206,7 @@ static void start_mqtt(struct bridge *br, struct transport *t, int fd)
 	socklen_t plen = sizeof peer;
 	memset(&peer, 0, sizeof peer);
 	getpeername(fd, (struct sockaddr *)&peer, &plen);
-	struct conn *c = conn_new(&b->srv.conns, t, fd, &br->listener, (const struct sockaddr *)&peer);
+	struct conn *c = conn_new(&br->listener.origin, t, fd, (const struct sockaddr *)&peer);
 	if (!c) {
 		set_error(br, "out of memory");
 		attempt_failed(br);
@@ -871,6 +871,7 @@ int bridges_start(struct broker *b, struct bridges **out, char *err, size_t errl
 		br->remote_max_qos = 2;
 		snprintf(br->listener.net.name, sizeof br->listener.net.name, "bridge %s", br->cfg->name);
 		br->listener.allow_anonymous = true; /* a reload's re-check keeps it */
+		br->listener.origin.set = &b->srv.conns;
 	}
 	b->bridge_count = bs->n;
 	for (size_t i = 0; i < bs->n; i++) {

@@ -214,7 +214,7 @@ static void clients(struct http_conn *c)
 			continue;
 		}
 		const struct conn *k = container_of(n, struct conn, all_link);
-		const struct server_listener *bl = k->listener;
+		const struct server_listener *bl = server_listener_of(k);
 		sbuf_adds(&out, first ? "{\"id\":" : ",{\"id\":");
 		first = false;
 		if (k->sess) {

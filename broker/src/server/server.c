@@ -36,12 +36,12 @@
 
 static struct server *server_of(const struct conn *c)
 {
-	return container_of(c->set, struct server, conns);
+	return container_of(conn_set_of(c), struct server, conns);
 }
 
 static void drop(struct conn *c, enum reason r, const char *detail)
 {
-	c->set->in.on_close(c->set->in.ctx, c, r, detail);
+	conn_set_of(c)->in.on_close(conn_set_of(c)->in.ctx, c, r, detail);
 }
 
 /* The name logs use for a connection: its client id once known, else its address. */
@@ -93,14 +93,14 @@ int server_adopt(struct server *srv, struct conn *c, uint32_t timeout)
 {
 	if (loop_io_start(srv->loop, &c->io, conn_t(c)->fd, LOOP_READ, server_on_conn_io) != 0)
 		return WISP_EIO;
-	((struct server_listener *)c->listener)->conn_count++;
+	server_listener_of(c)->conn_count++;
 	loop_timer_start(srv->loop, &c->timer, timeout, on_timer);
 	return 0;
 }
 
 void server_handshake_end(struct conn *c)
 {
-	struct server_listener *sl = c->listener;
+	struct server_listener *sl = server_listener_of(c);
 	if (sl->tls)
 		listener_handshake_end(&sl->net, c->peer.family, c->peer.addr);
 }
@@ -184,7 +184,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 			    bl->net.name, conn_format_addr(&addr));
 		return;
 	}
-	struct conn *c = conn_new(&srv->conns, t, fd, bl, sa);
+	struct conn *c = conn_new(&bl->origin, t, fd, sa);
 	if (!c) {
 		if (bl->tls)
 			listener_handshake_end(&bl->net, addr.family, addr.addr);
@@ -344,7 +344,7 @@ static void before_sleep(struct loop *l, void *ctx)
 		/* Best effort: a refusing CONNACK or the last acks may still fit. */
 		if (!outq_empty(&c->out))
 			outq_flush(&c->out, conn_t(c));
-		((struct server_listener *)c->listener)->conn_count--;
+		server_listener_of(c)->conn_count--;
 		conn_free(c);
 	}
 	if (!loop_timer_armed(&srv->housekeeping) &&
@@ -412,12 +412,12 @@ static bool handshake_step_admitted(struct server *srv, struct conn *c)
 	/* A plain WebSocket upgrade is a parse and a write: no budget. */
 	if (!server_listener_of(c)->tls)
 		return true;
-	if (srv->handshake_budget && list_empty(&c->set->handshake_wait)) {
+	if (srv->handshake_budget && list_empty(&conn_set_of(c)->handshake_wait)) {
 		srv->handshake_budget--;
 		return true;
 	}
 	loop_io_set(srv->loop, &c->io, 0);
-	list_push_back(&c->set->handshake_wait, &c->read_link);
+	list_push_back(&conn_set_of(c)->handshake_wait, &c->read_link);
 	loop_request_turn(srv->loop);
 	return false;
 }
@@ -548,6 +548,7 @@ int server_listen(struct server *srv, char *err, size_t errlen)
 		const struct config_listener *lc = &cfg->listeners[i];
 		struct server_listener *bl = &srv->listeners[i];
 		bl->srv = srv;
+		bl->origin.set = &srv->conns;
 		bl->cfg = lc;
 		bl->allow_anonymous = lc->allow_anonymous;
 		bl->use_identity_as_username = lc->tls.use_identity_as_username;
