@@ -142,10 +142,8 @@ static void hand_over(struct connector *cn, struct transport *t, int fd)
 	if (cn->io.fd >= 0)
 		loop_io_stop(cn->loop, &cn->io);
 	cn->io.fd = -1;
-	cn->t = NULL;
-	dial_cleanup(&cn->dial);
-	mtimer_stop(cn->timers, &cn->timer);
-	cn->state = CN_IDLE;
+	cn->t = NULL; /* the owner's now */
+	stop_attempt(cn); /* frees the lookup's lists the dial walked */
 	cn->o.on_ready(cn, t, fd, cn->o.ud);
 }
 
