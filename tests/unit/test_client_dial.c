@@ -25,6 +25,7 @@
 struct fake_broker {
 	struct loop_io listen_io;
 	struct loop_io conn_io;
+	loop_io_fn on_conn; /* answers the CONNECT */
 	bool accepted;
 };
 
@@ -64,7 +65,7 @@ static void on_listener(struct loop *l, struct loop_io *io, uint32_t events)
 	if (fd < 0 || fb->accepted)
 		return;
 	fb->accepted = true;
-	loop_io_start(l, &fb->conn_io, fd, LOOP_READ, on_conn);
+	loop_io_start(l, &fb->conn_io, fd, LOOP_READ, fb->on_conn);
 }
 
 /* The bound on a regression that hangs. */
@@ -96,6 +97,35 @@ static uint16_t closed_port(void)
 	return ntohs(a.sin_port);
 }
 
+/* A loop with the fake broker on `lfd` (answering with `answer`) and
+ * the deadline armed; the client's timers. */
+static struct mtimers *run_start(struct run *r, int lfd, loop_io_fn answer)
+{
+	r->loop = loop_new();
+	CU_ASSERT_FATAL(r->loop != NULL);
+	struct mtimers *timers = mtimers_new(r->loop);
+	CU_ASSERT_FATAL(timers != NULL);
+	r->fb.conn_io.fd = -1;
+	r->fb.on_conn = answer;
+	CU_ASSERT_EQUAL_FATAL(loop_io_start(r->loop, &r->fb.listen_io, lfd, LOOP_READ, on_listener), 0);
+	list_init(&r->deadline.link);
+	loop_timer_start(r->loop, &r->deadline, 5, on_deadline);
+	return timers;
+}
+
+static void run_end(struct run *r, struct mtimers *timers, int lfd)
+{
+	loop_timer_stop(r->loop, &r->deadline);
+	loop_io_stop(r->loop, &r->fb.listen_io);
+	close(lfd);
+	if (r->fb.conn_io.fd >= 0) {
+		loop_io_stop(r->loop, &r->fb.conn_io);
+		close(r->fb.conn_io.fd);
+	}
+	mtimers_free(timers);
+	loop_free(r->loop);
+}
+
 static void test_refused_first_address_falls_back_to_the_next(void)
 {
 	struct run r = {0};
@@ -112,14 +142,7 @@ static void test_refused_first_address_falls_back_to_the_next(void)
 	first.ai_addr = (struct sockaddr *)&bad;
 	first.ai_next = &second;
 
-	r.loop = loop_new();
-	CU_ASSERT_FATAL(r.loop != NULL);
-	struct mtimers *timers = mtimers_new(r.loop);
-	CU_ASSERT_FATAL(timers != NULL);
-	r.fb.conn_io.fd = -1;
-	CU_ASSERT_EQUAL_FATAL(loop_io_start(r.loop, &r.fb.listen_io, lfd, LOOP_READ, on_listener), 0);
-	list_init(&r.deadline.link);
-	loop_timer_start(r.loop, &r.deadline, 5, on_deadline);
+	struct mtimers *timers = run_start(&r, lfd, on_conn);
 
 	struct mqtt_client_opts o = {.host = "127.0.0.1", .port = ntohs(good.sin_port), .client_id = "dial-test",
 				     .clean_session = true, .addrs = &first, .cbs = &cbs, .ud = &r};
@@ -131,15 +154,7 @@ static void test_refused_first_address_falls_back_to_the_next(void)
 	CU_ASSERT_TRUE(r.connected);
 
 	mqtt_client_free(c);
-	loop_timer_stop(r.loop, &r.deadline);
-	loop_io_stop(r.loop, &r.fb.listen_io);
-	close(lfd);
-	if (r.fb.conn_io.fd >= 0) {
-		loop_io_stop(r.loop, &r.fb.conn_io);
-		close(r.fb.conn_io.fd);
-	}
-	mtimers_free(timers);
-	loop_free(r.loop);
+	run_end(&r, timers, lfd);
 }
 
 /* An MQTT 5 server whose CONNACK says Receive Maximum 2. */
@@ -152,17 +167,6 @@ static void on_conn_v5(struct loop *l, struct loop_io *io, uint32_t events)
 	loop_io_stop(l, io); /* one read: the CONNECT; the rest is counted after the run */
 	if (read(io->fd, buf, sizeof buf) > 0 && write(io->fd, connack, sizeof connack) != sizeof connack)
 		CU_FAIL("could not answer CONNECT");
-}
-
-static void on_listener_v5(struct loop *l, struct loop_io *io, uint32_t events)
-{
-	struct fake_broker *fb = container_of(io, struct fake_broker, listen_io);
-	(void)events;
-	int fd = accept(io->fd, NULL, NULL);
-	if (fd < 0 || fb->accepted)
-		return;
-	fb->accepted = true;
-	loop_io_start(l, &fb->conn_io, fd, LOOP_READ, on_conn_v5);
 }
 
 static void on_connect_publish(struct mqtt_client *c, uint8_t code, bool session_present, void *ud)
@@ -208,14 +212,7 @@ static void test_receive_maximum_bounds_the_window(void)
 	struct sockaddr_in addr;
 	int lfd = listen_on(&addr);
 	CU_ASSERT_FATAL(lfd >= 0);
-	r.loop = loop_new();
-	CU_ASSERT_FATAL(r.loop != NULL);
-	struct mtimers *timers = mtimers_new(r.loop);
-	CU_ASSERT_FATAL(timers != NULL);
-	r.fb.conn_io.fd = -1;
-	CU_ASSERT_EQUAL_FATAL(loop_io_start(r.loop, &r.fb.listen_io, lfd, LOOP_READ, on_listener_v5), 0);
-	list_init(&r.deadline.link);
-	loop_timer_start(r.loop, &r.deadline, 5, on_deadline);
+	struct mtimers *timers = run_start(&r, lfd, on_conn_v5);
 
 	struct mqtt_client_opts o = {.host = "127.0.0.1", .port = ntohs(addr.sin_port), .client_id = "rm-test",
 				     .version = MQTT_PROTO_V5, .clean_session = true, .nodelay = true, /* no Nagle wait */
@@ -230,12 +227,7 @@ static void test_receive_maximum_bounds_the_window(void)
 	CU_ASSERT_EQUAL(count_publishes(r.fb.conn_io.fd), 2);
 
 	mqtt_client_free(c);
-	loop_timer_stop(r.loop, &r.deadline);
-	loop_io_stop(r.loop, &r.fb.listen_io);
-	close(lfd);
-	close(r.fb.conn_io.fd);
-	mtimers_free(timers);
-	loop_free(r.loop);
+	run_end(&r, timers, lfd);
 }
 
 static CU_TestInfo tests[] = {
