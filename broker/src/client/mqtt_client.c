@@ -1159,7 +1159,12 @@ void mqtt_client_free(struct mqtt_client *c)
 	wisp_free(c);
 }
 
-void mqtt_client_set_reconnect(struct mqtt_client *c, bool on) { c->want_reconnect = on; }
+void mqtt_client_set_reconnect(struct mqtt_client *c, bool on)
+{
+	c->want_reconnect = on;
+	if (!on && c->state == ST_IDLE)
+		connector_cancel(&c->cn); /* a backoff, or the attempt after it, ends */
+}
 bool mqtt_client_is_connected(const struct mqtt_client *c) { return c->state == ST_CONNECTED; }
 size_t mqtt_client_pending(const struct mqtt_client *c)
 {
