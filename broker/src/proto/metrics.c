@@ -353,7 +353,7 @@ bool metrics_value(const struct broker *b, const struct metrics_snap *snap, cons
 		else if (m->offset == METRIC_BRIDGE_QUEUED)
 			*u = bs->session ? (uint64_t)sess_queued_count(bs->session) + sess_inflight_count(bs->session) : 0;
 		else if (m->offset == METRIC_BRIDGE_DROPPED)
-			*u = bs->session ? bs->session->dropped : 0;
+			*u = bs->session ? sess_dropped(bs->session) : 0;
 		else
 			*u = bs->connects;
 		return false;

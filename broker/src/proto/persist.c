@@ -710,7 +710,7 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 			rc = append_queue(st, s, e);
 	}
 	for (uint16_t i = 0; !rc && i < sess_qos2_in_count(s); i++)
-		rc = store_append_qos2_in_add(st, s->client_id, s->id_len, s->qos2_in->ids[i]);
+		rc = store_append_qos2_in_add(st, s->client_id, s->id_len, sess_qos2_in_id(s, i));
 	return rc;
 }
 

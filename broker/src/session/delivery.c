@@ -302,7 +302,7 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 	HOOK(lim, queued, s, e);
 	return DELIVERY_QUEUED;
 drop:
-	s->dropped++;
+	sess_count_dropped(s, 1);
 	return DELIVERY_DROPPED;
 }
 
@@ -329,7 +329,7 @@ __attribute__((noinline)) static enum delivery_result offer_v5_qos0(struct sessi
 	} else {
 		*why = DROP_NO_MEMORY;
 	}
-	s->dropped++;
+	sess_count_dropped(s, 1);
 	return DELIVERY_DROPPED;
 }
 
@@ -355,7 +355,7 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 			return DELIVERY_SENT;
 		*why = DROP_NO_MEMORY;
 	}
-	s->dropped++;
+	sess_count_dropped(s, 1);
 	return DELIVERY_DROPPED;
 }
 
@@ -388,7 +388,7 @@ size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 			why = DROP_TOO_LARGE;
 		HOOK(lim, unqueued, s, e);
 		free_entry(e);
-		s->dropped++;
+		sess_count_dropped(s, 1);
 		if (lim->on_drop)
 			lim->on_drop(lim->drop_ctx, s, why);
 	}
@@ -532,7 +532,7 @@ size_t delivery_filter(struct session *s, const struct delivery_limits *lim, del
 		free_entry(e);
 		removed++;
 	}
-	s->dropped += (uint32_t)removed;
+	sess_count_dropped(s, (uint32_t)removed);
 	sess_qos_trim(s);
 	return removed;
 }

@@ -46,12 +46,15 @@ static void free_session(struct session_table *tab, struct tree *tree, struct se
 		tree_detach(tree, &sub->handle);
 		wisp_free(sub);
 	}
-	wisp_free(s->sub_index);
+	if (s->rare) {
+		wisp_free(s->rare->sub_index);
+		wisp_free(s->rare->qos2_in);
+		wisp_free(s->rare);
+	}
 	delivery_clear(s, tab->dlim);
 	if (tab->on_free)
 		tab->on_free(s);
 	wisp_free(s->username);
-	wisp_free(s->qos2_in);
 	wisp_free(s);
 }
 
@@ -142,6 +145,40 @@ void sess_destroy(struct session_table *tab, struct tree *tree, struct session *
 	free_session(tab, tree, s);
 }
 
+/* The block of the rare parts, allocated if need be; NULL when out of memory. */
+static struct sess_rare *rare_get(struct session *s)
+{
+	if (!s->rare)
+		s->rare = wisp_calloc(1, sizeof *s->rare);
+	return s->rare;
+}
+
+/* Frees the block once it holds nothing. */
+static void rare_trim(struct session *s)
+{
+	if (s->rare && !s->rare->sub_index && !s->rare->qos2_in && !s->rare->dropped && !s->rare->drop_episodes) {
+		wisp_free(s->rare);
+		s->rare = NULL;
+	}
+}
+
+void sess_count_dropped(struct session *s, uint32_t n)
+{
+	if (n && rare_get(s))
+		s->rare->dropped += n;
+}
+
+bool sess_set_drop_episodes(struct session *s, uint16_t episodes)
+{
+	if (!episodes && !s->rare)
+		return true;
+	if (!rare_get(s))
+		return false;
+	s->rare->drop_episodes = episodes;
+	rare_trim(s);
+	return true;
+}
+
 /*
  * The filter index of a session with many subscriptions: open addressing,
  * linear probing, a power-of-two table at most 3/4 full, backward-shift
@@ -192,19 +229,23 @@ static int index_rebuild(struct session *s, unsigned log2)
 {
 	static uint32_t made;
 	size_t cap = (size_t)1 << log2;
-	struct sess_sub_index *x = wisp_calloc(1, sizeof *x + cap * (sizeof x->slots[0] + sizeof(uint32_t)));
-	if (!x)
+	if (!rare_get(s))
 		return WISP_ENOMEM;
+	struct sess_sub_index *x = wisp_calloc(1, sizeof *x + cap * (sizeof x->slots[0] + sizeof(uint32_t)));
+	if (!x) {
+		rare_trim(s);
+		return WISP_ENOMEM;
+	}
+	struct sess_sub_index *old = s->rare->sub_index;
 	x->cap_log2 = (uint8_t)log2;
-	x->seed = s->sub_index ? s->sub_index->seed
-			       : hash_mix32((uint32_t)(uintptr_t)x ^ (uint32_t)((uintptr_t)s >> 4) ^ ++made);
+	x->seed = old ? old->seed : hash_mix32((uint32_t)(uintptr_t)x ^ (uint32_t)((uintptr_t)s >> 4) ^ ++made);
 	struct list_node *n;
 	for (n = s->subs.next; n != &s->subs; n = n->next) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
 		index_put(x, sub, hash_bytes(x->seed, sess_sub_filter(sub), sess_sub_filter_len(sub)));
 	}
-	wisp_free(s->sub_index);
-	s->sub_index = x;
+	wisp_free(old);
+	s->rare->sub_index = x;
 	return 0;
 }
 
@@ -213,10 +254,11 @@ static int index_rebuild(struct session *s, unsigned log2)
 static int index_reserve(struct session *s)
 {
 	size_t want = (size_t)s->sub_count + 1;
-	if (!s->sub_index && want < SESS_SUB_INDEX_MIN)
+	const struct sess_sub_index *x = sess_sub_index(s);
+	if (!x && want < SESS_SUB_INDEX_MIN)
 		return 0;
-	unsigned log2 = s->sub_index ? s->sub_index->cap_log2 : INDEX_MIN_LOG2;
-	if (s->sub_index && want * 4 <= ((size_t)1 << log2) * 3)
+	unsigned log2 = x ? x->cap_log2 : INDEX_MIN_LOG2;
+	if (x && want * 4 <= ((size_t)1 << log2) * 3)
 		return 0;
 	while (want * 4 > ((size_t)1 << log2) * 3)
 		log2++;
@@ -253,12 +295,13 @@ static void index_remove(struct sess_sub_index *x, const struct sess_sub *sub, u
  * failed shrink keeps the bigger table, which is still correct. */
 static void index_shrink(struct session *s)
 {
-	struct sess_sub_index *x = s->sub_index;
+	struct sess_sub_index *x = sess_sub_index(s);
 	if (!x)
 		return;
 	if (s->sub_count < SESS_SUB_INDEX_MIN / 2) {
 		wisp_free(x);
-		s->sub_index = NULL;
+		s->rare->sub_index = NULL;
+		rare_trim(s);
 		return;
 	}
 	size_t cap = (size_t)1 << x->cap_log2;
@@ -281,7 +324,7 @@ const char *sess_sub_filter(const struct sess_sub *sub)
 
 struct sess_sub *sess_find_sub(const struct session *s, const char *filter, size_t len)
 {
-	const struct sess_sub_index *x = s->sub_index;
+	const struct sess_sub_index *x = sess_sub_index(s);
 	if (!x) {
 		/* Fewer than SESS_SUB_INDEX_MIN entries. */
 		struct list_node *n;
@@ -325,9 +368,9 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 	}
 	list_push_back(&s->subs, &sub->link);
 	s->sub_count++;
-	if (s->sub_index) {
-		index_put(s->sub_index, sub, hash_bytes(s->sub_index->seed, filter, len));
-	}
+	struct sess_sub_index *x = sess_sub_index(s);
+	if (x)
+		index_put(x, sub, hash_bytes(x->seed, filter, len));
 	return 1;
 }
 
@@ -336,8 +379,9 @@ int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, s
 	struct sess_sub *sub = sess_find_sub(s, filter, len);
 	if (!sub)
 		return WISP_ENOENT;
-	if (s->sub_index)
-		index_remove(s->sub_index, sub, hash_bytes(s->sub_index->seed, filter, len));
+	struct sess_sub_index *x = sess_sub_index(s);
+	if (x)
+		index_remove(x, sub, hash_bytes(x->seed, filter, len));
 	tree_detach(tree, &sub->handle);
 	list_remove(&sub->link);
 	s->sub_count--;
@@ -392,7 +436,7 @@ void sess_qos_release_cache(void)
  * between PUBREC and PUBREL, and the cap bounds the scan. */
 int sess_qos2_in_add(struct session *s, uint16_t packet_id)
 {
-	struct sess_qos2_in *q = s->qos2_in;
+	struct sess_qos2_in *q = s->rare ? s->rare->qos2_in : NULL;
 	uint16_t count = sess_qos2_in_count(s);
 	for (uint16_t i = 0; i < count; i++)
 		if (q->ids[i] == packet_id)
@@ -400,13 +444,17 @@ int sess_qos2_in_add(struct session *s, uint16_t packet_id)
 	if (count >= SESS_QOS2_IN_MAX)
 		return WISP_ELIMIT;
 	if (!q || count == q->cap) {
+		if (!rare_get(s))
+			return WISP_ENOMEM;
 		uint16_t cap = (uint16_t)(q ? q->cap * 2 : 8);
 		q = wisp_realloc(q, sizeof *q + cap * sizeof q->ids[0]);
-		if (!q)
+		if (!q) {
+			rare_trim(s);
 			return WISP_ENOMEM;
+		}
 		q->count = count;
 		q->cap = cap;
-		s->qos2_in = q;
+		s->rare->qos2_in = q;
 	}
 	q->ids[q->count++] = packet_id;
 	return 1;
@@ -414,7 +462,7 @@ int sess_qos2_in_add(struct session *s, uint16_t packet_id)
 
 int sess_qos2_in_release(struct session *s, uint16_t packet_id)
 {
-	struct sess_qos2_in *q = s->qos2_in;
+	struct sess_qos2_in *q = s->rare ? s->rare->qos2_in : NULL;
 	for (uint16_t i = 0; i < sess_qos2_in_count(s); i++) {
 		if (q->ids[i] == packet_id) {
 			q->ids[i] = q->ids[--q->count];

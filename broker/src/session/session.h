@@ -157,34 +157,54 @@ struct session {
 	char *username;           /* who last connected with this id; NULL: anonymous */
 	struct acl_client *acl;   /* that user's rules (owned by proto/), or NULL */
 	struct list_node subs;    /* struct sess_sub */
-	struct sess_sub_index *sub_index; /* NULL below SESS_SUB_INDEX_MIN subscriptions */
+	struct sess_rare *rare;   /* the filter index and inbound QoS 2 ids; NULL without either */
 	struct sess_qos *qos;     /* NULL while nothing is queued or in flight (sess_qos_get) */
 	struct sess_v5 *v5;         /* MQTT 5 state, or NULL (see struct sess_v5) */
-	struct sess_qos2_in *qos2_in; /* NULL until the first inbound QoS 2 publish */
 	uint32_t sub_count;
 	/* Scratch used while routing one publish, to deliver once per session
 	 * when several of its filters match. */
 	uint32_t match_gen;
 	uint32_t match_slot;
-	uint32_t dropped;           /* messages this session lost to limits (for logs: wraps) */
 	uint16_t id_len;
 	uint16_t next_packet_id;
-	uint16_t drop_episodes;     /* a bit per enum drop_reason already logged (proto/route.c) */
-	bool clean;
-	bool sys_write_logged;    /* a dropped $SYS publish was logged (once per client) */
+	bool clean : 1;
+	bool sys_write_logged : 1; /* a dropped $SYS publish was logged (once per client) */
 	/* username is the owner's, set by the CONNECT that created the
 	 * session; another user cannot take it over (proto/handle_connect.c).
 	 * The store keeps the owner (SESSION_PUT version 2); false only for a
 	 * session restored from a store written before that, until its next
 	 * login. */
-	bool owned;
+	bool owned : 1;
 	uint8_t sess_flags;         /* SESS_FLAG_* */
 	char client_id[];         /* NUL-terminated; allocated from its offset, not from sizeof */
 };
-/* The client id starts at byte 106: with an id of up to 13 bytes the
- * session is a 128-byte heap block (docs/cost-connection.md); a field more
- * moves that to 5 bytes. */
-_Static_assert(offsetof(struct session, client_id) <= 106, "struct session's client id stays at byte 106");
+/* The client id starts at byte 90: with an id of up to 13 bytes the
+ * session is a 112-byte heap block (docs/cost-connection.md); a byte more
+ * of struct session and it is 128. */
+_Static_assert(offsetof(struct session, client_id) <= 90, "struct session's client id stays at byte 90");
+
+/* What few sessions need: a filter index (SESS_SUB_INDEX_MIN subscriptions
+ * or more), the ids of inbound QoS 2 messages, and the count and log state
+ * of messages lost to limits. Allocated with the first of them and freed
+ * once the first two are gone and nothing was ever dropped, so a session
+ * with none of them pays one NULL pointer (issue 18). */
+struct sess_rare {
+	struct sess_sub_index *sub_index; /* NULL below SESS_SUB_INDEX_MIN subscriptions */
+	struct sess_qos2_in *qos2_in;     /* NULL until the first inbound QoS 2 publish */
+	uint32_t dropped;                 /* messages this session lost to limits (for logs: wraps) */
+	uint16_t drop_episodes;           /* a bit per enum drop_reason already logged (proto/route.c) */
+};
+static inline uint32_t sess_dropped(const struct session *s) { return s->rare ? s->rare->dropped : 0; }
+static inline uint16_t sess_drop_episodes(const struct session *s) { return s->rare ? s->rare->drop_episodes : 0; }
+/* Counts `n` messages lost to limits; out of memory for the block, the
+ * count is lost (the broker's own counters still have them). */
+void sess_count_dropped(struct session *s, uint32_t n);
+/* Sets the logged episodes; false when out of memory for the block. */
+bool sess_set_drop_episodes(struct session *s, uint16_t episodes);
+static inline struct sess_sub_index *sess_sub_index(const struct session *s)
+{
+	return s->rare ? s->rare->sub_index : NULL;
+}
 
 /* The outbound QoS 1/2 state of `s`, allocated if need be; NULL when out of memory. */
 struct sess_qos *sess_qos_get(struct session *s);
@@ -255,7 +275,12 @@ uint64_t sess_debug_compares(void);
  * WISP_ENOMEM. */
 #define SESS_QOS2_IN_MAX 1024
 int sess_qos2_in_add(struct session *s, uint16_t packet_id);
-static inline uint16_t sess_qos2_in_count(const struct session *s) { return s->qos2_in ? s->qos2_in->count : 0; }
+static inline uint16_t sess_qos2_in_count(const struct session *s)
+{
+	return s->rare && s->rare->qos2_in ? s->rare->qos2_in->count : 0;
+}
+/* The inbound QoS 2 id at `i` (below sess_qos2_in_count). */
+static inline uint16_t sess_qos2_in_id(const struct session *s, uint16_t i) { return s->rare->qos2_in->ids[i]; }
 /* 1 if the id was pending (and is now released), 0 if it was not. */
 int sess_qos2_in_release(struct session *s, uint16_t packet_id);
 
