@@ -147,6 +147,9 @@ struct broker {
 		uint32_t write_backoff_s, compact_backoff_s;
 		uint64_t compact_errors_seen, compactions_seen;
 		uint64_t refused;        /* durable work refused while degraded */
+		/* The cluster's forwarding queue (persist_forward_add), in order. */
+		struct persist_fwd *fwd;
+		size_t fwd_head, fwd_len, fwd_cap;
 	} persist;
 	/* A second condition on acks, in front of the store's (cluster/durable.c):
 	 * hold takes an ack that must wait for more than the store (true), and
