@@ -545,8 +545,11 @@ static int held_grow(struct broker *b)
 
 int persist_send_ack_since(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since)
 {
-	if (b->ack_gate.hold && b->ack_gate.hold(b->ack_gate.ctx, c, bytes, len, since))
-		return 0;
+	if (b->ack_gate.hold) {
+		int held = b->ack_gate.hold(b->ack_gate.ctx, c, bytes, len, since);
+		if (held != 0)
+			return held < 0 ? held : 0;
+	}
 	return persist_send_ack_ungated(b, c, bytes, len, since);
 }
 
