@@ -14,8 +14,9 @@
  * into the store's forwarding queue (persist_forward_add: FWD_ADD with its
  * Nats-Msg-Id "<node>-<run>-f<n>"), and its PUBACK/PUBREC waits only for
  * the store's write, as a local persistent session's does. While fq holds
- * anything every new QoS 1/2 message joins its tail (stored or not), so a
- * publisher's later message never overtakes an earlier queued one. Once
+ * anything every new QoS 1/2 message joins its tail (stored too, while
+ * there is room), so a publisher's later message never overtakes an
+ * earlier queued one. Once
  * JetStream is back, fq's entries are handed to the worker in order (only
  * after the tickets handed before the queue began are acked, for the same
  * reason), with their own ids, and each leaves the store (FWD_DEL) when
@@ -309,17 +310,8 @@ static void fq_stats(struct durable *d)
 /* Puts f in the store's forwarding queue if the bounds let it. */
 static bool fq_store(struct durable *d, struct fwd *f)
 {
-	if (d->fq_stored >= d->fwd_max || d->fq_bytes + f->bytes > d->fwd_max_bytes) {
-		d->b->stats.cluster.forward_overflow++;
-		if (!d->fwd_full_said)
-			log_msg(LOG_WARNING, "cluster",
-				"the store's forwarding queue is full (%zu messages, %llu bytes: cluster.forward_queue, "
-				"forward_queue_bytes): new QoS 1/2 messages for other nodes wait for JetStream, their "
-				"acks held; counted in $SYS/broker/cluster/forward/overflow", d->fq_stored,
-				(unsigned long long)d->fq_bytes);
-		d->fwd_full_said = true;
+	if (d->fq_stored >= d->fwd_max || d->fq_bytes + f->bytes > d->fwd_max_bytes)
 		return false;
-	}
 	if (persist_forward_add(d->b, f->m, f->id, f->id_len) != 0)
 		return false; /* the store logs why; its ack waits for JetStream */
 	f->stored = true;
@@ -328,10 +320,23 @@ static bool fq_store(struct durable *d, struct fwd *f)
 	return true;
 }
 
-/* While JetStream is away: stores, in order, what waits unstored. */
+/* A new message that the store's forwarding queue had no room for. */
+static void fq_full(struct durable *d)
+{
+	d->b->stats.cluster.forward_overflow++;
+	if (!d->fwd_full_said)
+		log_msg(LOG_WARNING, "cluster",
+			"the store's forwarding queue is full (%zu messages, %llu bytes: cluster.forward_queue, "
+			"forward_queue_bytes): new QoS 1/2 messages for other nodes wait for JetStream, their "
+			"acks held; counted in $SYS/broker/cluster/forward/overflow", d->fq_stored,
+			(unsigned long long)d->fq_bytes);
+	d->fwd_full_said = true;
+}
+
+/* Stores, in order, what waits unstored (after the bounds refused it). */
 static void fq_store_waiting(struct durable *d)
 {
-	for (size_t i = d->fq_safe; i < d->fq_len && !is_up(d) && d->can_store; i++) {
+	for (size_t i = d->fq_safe; i < d->fq_len && d->can_store; i++) {
 		struct fwd *f = fq_at(d, i);
 		if (f->stored || f->acked)
 			continue;
@@ -455,9 +460,11 @@ static struct fwd *fq_add(struct durable *d, struct msg *m, const char *id, bool
 	if (restored) {
 		d->fq_stored++;
 		d->fq_bytes += f->bytes;
-	} else if (is_up(d) || d->fq_safe + 1 < d->fq_len || !fq_store(d, f)) {
-		/* JetStream is there (fq drains), or an earlier one waits
-		 * unstored: this one waits for JetStream too, in order. */
+	} else if (d->fq_safe + 1 < d->fq_len || !fq_store(d, f)) {
+		/* No room, or an earlier one waits unstored: this one waits for
+		 * JetStream (or room) too, in order. New ones are stored while
+		 * fq drains as well, so a long drain does not hold acks. */
+		fq_full(d);
 		d->fq_unsafe++;
 	}
 	if (!restored && !is_up(d) && !d->buffering_said) {
