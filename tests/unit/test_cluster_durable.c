@@ -4,9 +4,12 @@
  * even when holding it cannot allocate (issue 16: "a node answers
  * PUBACK/PUBREC ... only when the message is safe"). The broker runs in
  * the scripted harness; the durable side is started on it with a NATS URL
- * nobody listens on, so no ticket is ever acked by JetStream.
+ * nobody listens on, so no ticket is ever acked by JetStream. Also the
+ * store's side of store and forward (proto/persist.c's forwarding queue):
+ * what it keeps comes back in order after a restart and a compaction.
  */
 #include <CUnit/CUnit.h>
+#include <dirent.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +20,8 @@
 #include "broker_harness.h"
 #include "durable.h"
 #include "err.h"
+#include "msg.h"
+#include "persist.h"
 #include "unit_main.h"
 
 static const char config[] =
@@ -94,7 +99,79 @@ static void test_pubrec_never_sent_early_whatever_allocation_fails(void)
 	CU_ASSERT(exercised_close);
 }
 
+static bool has_snapshot(const char *dir)
+{
+	DIR *dp = opendir(dir);
+	bool found = false;
+	struct dirent *e;
+	while (dp && (e = readdir(dp)) != NULL)
+		if (strncmp(e->d_name, "snap.", 5) == 0)
+			found = true;
+	if (dp)
+		closedir(dp);
+	return found;
+}
+
+/* Ten messages kept for JetStream, the first and the sixth then in it:
+ * the other eight come back in their order, with their ids and bytes,
+ * after the log was compacted into a snapshot and the broker restarted. */
+static void test_forward_queue_survives_restart_and_compaction(void)
+{
+	char dir[256], cfg[512];
+	CU_ASSERT_EQUAL_FATAL(harness_temp_dir(dir, sizeof dir, "wisp-fwd"), 0);
+	snprintf(cfg, sizeof cfg,
+		 "{\"listeners\": [{\"bind\": \"127.0.0.1\", \"port\": 0}], \"log\": {\"level\": \"error\"},"
+		 " \"persistence\": {\"dir\": \"%s\", \"compact_min_size\": 4096}}", dir);
+	struct harness *h = harness_new(cfg);
+	CU_ASSERT_FATAL(h != NULL);
+	struct broker *b = harness_broker(h);
+	static uint8_t payload[2000];
+	struct msg *kept[10];
+	for (int i = 0; i < 10; i++) {
+		char topic[16], id[32];
+		snprintf(topic, sizeof topic, "f/%d", i);
+		snprintf(id, sizeof id, "t-0123-f%d", i);
+		memset(payload, 'a' + i, sizeof payload);
+		struct msg_spec spec = {.topic = topic, .topic_len = strlen(topic), .payload = payload,
+					.payload_len = sizeof payload, .qos = (uint8_t)(1 + i % 2)};
+		kept[i] = msg_create(&spec);
+		CU_ASSERT_FATAL(kept[i] != NULL);
+		CU_ASSERT_EQUAL(persist_forward_add(b, kept[i], id, strlen(id)), 0);
+	}
+	persist_forward_del(b, kept[5]); /* out of order */
+	persist_forward_del(b, kept[0]);
+	for (int i = 0; i < 10; i++)
+		msg_unref(kept[i]);
+	harness_run(h);
+	harness_run(h);
+	CU_ASSERT(has_snapshot(dir)); /* compacted: the entries went through emit_state */
+	harness_free(h);
+
+	h = harness_new(cfg);
+	CU_ASSERT_FATAL(h != NULL);
+	b = harness_broker(h);
+	static const int want[] = {1, 2, 3, 4, 6, 7, 8, 9};
+	size_t n = 0;
+	struct msg *m;
+	const char *id;
+	for (; persist_forward_get(b, n, &m, &id); n++) {
+		CU_ASSERT_FATAL(n < sizeof want / sizeof want[0]);
+		char topic[16], want_id[32];
+		snprintf(topic, sizeof topic, "f/%d", want[n]);
+		snprintf(want_id, sizeof want_id, "t-0123-f%d", want[n]);
+		CU_ASSERT_STRING_EQUAL(id, want_id);
+		CU_ASSERT(m->topic_len == strlen(topic) && memcmp(msg_topic(m), topic, m->topic_len) == 0);
+		CU_ASSERT_EQUAL(m->qos, 1 + want[n] % 2);
+		CU_ASSERT(m->payload_len == sizeof payload && msg_payload(m)[0] == 'a' + want[n]);
+	}
+	CU_ASSERT_EQUAL(n, sizeof want / sizeof want[0]);
+	harness_free(h);
+	harness_remove_dir(dir);
+}
+
 static CU_TestInfo tests[] = {
+	{"the store's forwarding queue survives a restart and a compaction, in order",
+	 test_forward_queue_survives_restart_and_compaction},
 	{"PUBREC waiting for JetStream never goes early under memory faults",
 	 test_pubrec_never_sent_early_whatever_allocation_fails},
 	CU_TEST_INFO_NULL,

@@ -735,15 +735,22 @@ void persist_forward_del(struct broker *b, const struct msg *m)
 
 bool persist_forward_get(const struct broker *b, size_t i, struct msg **m, const char **id)
 {
-	for (size_t k = 0; k < b->persist.fwd_len; k++) {
-		const struct persist_fwd *f = fwd_at(b, k);
-		if (f->m && i-- == 0) {
-			*m = f->m;
-			*id = f->id;
-			return true;
-		}
-	}
-	return false;
+	if (i >= b->persist.fwd_len || !fwd_at(b, i)->m)
+		return false;
+	*m = fwd_at(b, i)->m;
+	*id = fwd_at(b, i)->id;
+	return true;
+}
+
+/* After the replay: entries deleted out of order leave the ring, so that
+ * persist_forward_get counts live ones only. */
+static void fwd_compact(struct broker *b)
+{
+	size_t live = 0;
+	for (size_t i = 0; i < b->persist.fwd_len; i++)
+		if (fwd_at(b, i)->m)
+			*fwd_at(b, live++) = *fwd_at(b, i);
+	b->persist.fwd_len = live;
 }
 
 static void fwd_free(struct broker *b)
@@ -1363,6 +1370,7 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 		return rc;
 	}
 	count_entry_refs(b);
+	fwd_compact(b);
 	session_v5_restored(b);
 	b->persist.store = st;
 	if (loop_io_start(b->loop, &b->persist.io, store_durable_fd(st), LOOP_READ, on_durable) != 0) {

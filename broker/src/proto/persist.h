@@ -99,7 +99,8 @@ void persist_forget_conn(struct broker *b, struct conn *c);
 int persist_forward_add(struct broker *b, struct msg *m, const char *id, size_t id_len);
 /* m is in JetStream: its entry goes (the first entry holding m). */
 void persist_forward_del(struct broker *b, const struct msg *m);
-/* The i-th entry of the queue (0: the oldest): false past its end.
+/* The i-th entry of the queue (0: the oldest): false past its end. For
+ * the cluster's start (entries deleted since may end the walk early).
  * Borrowed until the entry is deleted. */
 bool persist_forward_get(const struct broker *b, size_t i, struct msg **m, const char **id);
 
