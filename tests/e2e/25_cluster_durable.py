@@ -104,6 +104,8 @@ class Publisher:
 
 
 class DurableClusterTest(unittest.TestCase):
+    # Node a's store-and-forward bound, for the tests that reach it.
+    FORWARD_QUEUE = {"test_forward_queue_full_holds_acks_until_nats_is_back": {"forward_queue": 10}}
 
     def setUp(self):
         self.nats = Nats()
@@ -114,7 +116,10 @@ class DurableClusterTest(unittest.TestCase):
         self.clients = []
         self.addCleanup(self.stop_nodes)
         for name in ("a", "b"):
-            self.start_node(Node(name, self.nats.port, persistence=True), name)
+            node = Node(name, self.nats.port, persistence=True)
+            if name == "a":
+                node.extra_config["cluster"].update(self.FORWARD_QUEUE.get(self._testMethodName, {}))
+            self.start_node(node, name)
 
     def start_node(self, node, name, offset=0):
         self.nodes[name] = node
@@ -245,6 +250,39 @@ class DurableClusterTest(unittest.TestCase):
                                         timeout=WAIT), a.log_banner())
         self.assertIsNotNone(a.wait_log("forwarding queue drained", offset=offset, timeout=WAIT), a.log_banner())
         got += self.collect(sub, pub.acked - set(got))
+        self.assert_qos2_once(got)
+        self.assert_in_order(got)
+
+    def test_forward_queue_full_holds_acks_until_nats_is_back(self):
+        sub = self.subscriber("b", "sub-b", "fq/#")
+        a = self.nodes["a"]
+        pub = Publisher(a.port, "pub-a", "fq")
+        self.clients.append(pub.c)
+        offset = a.log_size()
+        self.lose_nats()
+        for _ in range(15):
+            pub.send_one()
+        while len(pub.acked) < 10:
+            self.assertTrue(pub.handle(WAIT))
+        # The store holds 10 (cluster.forward_queue): the other 5 wait
+        # unacknowledged, back-pressure on their publisher.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                self.assertTrue(pub.handle(max(0.05, deadline - time.monotonic())))
+            except socket.timeout:
+                break
+        self.assertEqual(len(pub.acked), 10, "acknowledged past cluster.forward_queue while NATS is down")
+        metrics = a.get("/metrics")[1]
+        self.assertRegex(metrics, r"(?m)^wisp_cluster_forward_queued 10$")
+        self.assertRegex(metrics, r"(?m)^wisp_cluster_forward_overflow_total 5$")
+        self.assertRegex(metrics, r"(?m)^wisp_cluster_overflow_total 0$")  # none crossed at most once
+        self.assertIsNotNone(a.wait_log("the store's forwarding queue is full", offset=offset, timeout=WAIT))
+        self.assertEqual(a.log_since(offset).count("the store's forwarding queue is full"), 1, "logged once")
+        self.nats.start()
+        pub.run(count=15, window=15)
+        self.assertEqual(len(pub.acked), 15)
+        got = self.collect(sub, pub.acked)
         self.assert_qos2_once(got)
         self.assert_in_order(got)
 
