@@ -509,6 +509,7 @@ int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m, uint64_
 		uint64_t fseq = d->fq_base + d->fq_len - 1;
 		d->ack_ticket = f->stored ? 0 : FWD_KEY | fseq;
 		d->ack_origin = m->origin;
+		d->ack_fail = false;
 		fq_settle(d);
 		return 0;
 	}
@@ -522,6 +523,7 @@ int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m, uint64_
 	}
 	d->ack_ticket = ticket;
 	d->ack_origin = m->origin;
+	d->ack_fail = false;
 	jsw_publish(d->w, nm, ticket);
 	return 0;
 }
