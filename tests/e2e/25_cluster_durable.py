@@ -24,6 +24,7 @@ test, never skips it."""
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -252,6 +253,36 @@ class DurableClusterTest(unittest.TestCase):
         got += self.collect(sub, pub.acked - set(got))
         self.assert_qos2_once(got)
         self.assert_in_order(got)
+
+    def test_messages_in_flight_when_nats_dies_are_acknowledged_while_it_is_down(self):
+        sub = self.subscriber("b", "sub-b", "fl/#")
+        a = self.nodes["a"]
+        pub = Publisher(a.port, "pub-a", "fl")
+        self.clients.append(pub.c)
+        pub.run(count=5, window=5)
+        got = self.collect(sub, set(pub.acked))
+        # NATS frozen: what a hands to JetStream now waits for its ack.
+        self.nats.proc.send_signal(signal.SIGSTOP)
+        for _ in range(30):
+            pub.send_one()
+        with self.assertRaises(socket.timeout, msg="acknowledged before JetStream had it"):
+            pub.handle(1.0)
+        offset = a.log_size()
+        self.nats.kill()  # its connections close: a notices, and keeps them in its store
+        self.assertIsNotNone(a.wait_log("JetStream out of reach", offset=offset, timeout=WAIT), a.log_banner())
+        pub.run(count=35, window=35)
+        self.assertEqual(len(pub.acked), 35, "the messages in flight are acknowledged while NATS is down")
+        self.assertRegex(a.get("/metrics")[1], r"(?m)^wisp_cluster_forward_queued 30$")
+        offset = a.log_size()
+        self.nats.start()
+        self.assertIsNotNone(a.wait_log("forwarding queue drained", offset=offset, timeout=WAIT))
+        got += self.collect(sub, pub.acked - set(got))
+        self.assert_qos2_once(got)
+        self.assert_in_order(got)
+        deadline = time.monotonic() + WAIT
+        while not re.search(r"(?m)^wisp_cluster_forward_queued 0$", a.get("/metrics")[1]):
+            self.assertLess(time.monotonic(), deadline, "the store still holds messages JetStream has")
+            time.sleep(0.05)
 
     def test_forward_queue_full_holds_acks_until_nats_is_back(self):
         sub = self.subscriber("b", "sub-b", "fq/#")

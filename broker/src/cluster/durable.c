@@ -1,9 +1,14 @@
 /*
  * The loop thread's side of durable.h.
  *
- * Tickets: each message handed to JetStream gets the next ticket; `floor`
+ * Tickets: each message handed to JetStream gets the next ticket; `afloor`
  * is the highest ticket such that it and every one before it were acked
- * by JetStream (a ring of out_cap flags marks the ones above it). A held
+ * by JetStream (a ring of out_cap flags marks the ones above it: a worker
+ * slot is reused only below it), `floor` the highest such that each was
+ * acked or is kept in the store (T_STORED: a message handed over just
+ * before JetStream went out of reach, stored when that was noticed, with
+ * the Nats-Msg-Id it was sent with, so its publisher's ack need not wait
+ * for the outage's end). A held
  * PUBACK/PUBREC names its ticket and leaves, in FIFO order, once its
  * ticket is at or below the floor; an ack of a connection that already
  * has held acks queues behind them with ticket 0 (order per connection).
@@ -62,6 +67,10 @@
  * also the "ticket" durable_reserve gives for a message that joins fq. */
 #define FWD_KEY (UINT64_C(1) << 63)
 
+/* A ticket's flags (done[]). */
+#define T_ACKED 1u  /* JetStream has it (or it was given back unused) */
+#define T_STORED 2u /* kept in the store's forwarding queue meanwhile */
+
 /* A message in the forwarding queue. */
 struct fwd {
 	struct msg *m;      /* a reference */
@@ -103,8 +112,9 @@ struct durable {
 	bool setup_failed_said;
 	bool overflow_logged;
 	/* tickets */
-	uint64_t last_ticket, floor;
-	uint8_t *done;
+	uint64_t last_ticket, floor, afloor;
+	uint8_t *done;           /* T_ACKED | T_STORED, by ticket % out_cap */
+	struct msg **ticket_msg; /* with persistence: the message a ticket carries, a reference */
 	size_t out_cap;
 	/* the ticket (or FWD_KEY key) the next ack of ack_origin's connection
 	 * waits for; ack_fail: that ack must not go (its message is not safe
@@ -285,7 +295,7 @@ uint64_t durable_reserve(struct durable *d, char *reply, size_t cap)
 		snprintf(reply, cap, "%s0", jsw_reply_prefix(d->w));
 		return FWD_KEY;
 	}
-	if (d->last_ticket - d->floor >= d->out_cap) {
+	if (d->last_ticket - d->afloor >= d->out_cap) {
 		overflow(d);
 		return 0;
 	}
@@ -293,7 +303,7 @@ uint64_t durable_reserve(struct durable *d, char *reply, size_t cap)
 	d->done[ticket % d->out_cap] = 0;
 	d->ticket_fwd[ticket % d->out_cap] = 0;
 	d->direct_last = ticket;
-	b->stats.cluster.pending = d->last_ticket - d->floor;
+	b->stats.cluster.pending = d->last_ticket - d->afloor;
 	snprintf(reply, cap, "%s%llu", jsw_reply_prefix(d->w), (unsigned long long)ticket);
 	return ticket;
 }
@@ -304,7 +314,7 @@ static void fq_stats(struct durable *d)
 {
 	d->b->stats.cluster.forward_queued = d->fq_stored;
 	d->b->stats.cluster.forward_bytes = d->fq_bytes;
-	d->b->stats.cluster.pending = d->last_ticket - d->floor;
+	d->b->stats.cluster.pending = d->last_ticket - d->afloor;
 }
 
 /* Puts f in the store's forwarding queue if the bounds let it. */
@@ -352,8 +362,8 @@ static void on_retry(struct loop *l, struct loop_timer *t);
  * every ticket handed before them is acked (so none overtakes them). */
 static void fq_pump(struct durable *d)
 {
-	while (is_up(d) && d->floor >= d->direct_last && d->fq_handed < d->fq_len &&
-	       d->last_ticket - d->floor < d->out_cap) {
+	while (is_up(d) && d->afloor >= d->direct_last && d->fq_handed < d->fq_len &&
+	       d->last_ticket - d->afloor < d->out_cap) {
 		struct fwd *f = fq_at(d, d->fq_handed);
 		uint64_t ticket = d->last_ticket + 1;
 		char reply[128];
@@ -382,10 +392,17 @@ static void advance(struct durable *d);
 
 /* After a change: the safe prefix grows, what JetStream has leaves (and
  * the store), more is stored or handed over, and held acks go. */
-static void fq_settle(struct durable *d)
+static void floors(struct durable *d)
 {
+	while (d->afloor < d->last_ticket && d->done[(d->afloor + 1) % d->out_cap] & T_ACKED)
+		d->afloor++;
 	while (d->floor < d->last_ticket && d->done[(d->floor + 1) % d->out_cap])
 		d->floor++;
+}
+
+static void fq_settle(struct durable *d)
+{
+	floors(d);
 	while (d->fq_len) {
 		struct fwd *f = fq_at(d, 0);
 		if (!f->acked)
@@ -403,11 +420,6 @@ static void fq_settle(struct durable *d)
 		d->fq_handed--;
 		if (d->fq_safe)
 			d->fq_safe--;
-		if (!d->fq_len && d->buffering_said) {
-			log_msg(LOG_NOTICE, "cluster", "forwarding queue drained: every QoS 1/2 message kept while "
-				"JetStream was out of reach is in stream '%s'", d->stream);
-			d->buffering_said = false;
-		}
 	}
 	if (d->fq_stored < d->fwd_max / 2 && d->fq_bytes < d->fwd_max_bytes / 2)
 		d->fwd_full_said = false; /* the episode ends once it has drained */
@@ -416,6 +428,11 @@ static void fq_settle(struct durable *d)
 		d->fq_safe++;
 	fq_pump(d);
 	advance(d);
+	if (d->buffering_said && is_up(d) && !d->fq_len && !d->fq_stored) {
+		log_msg(LOG_NOTICE, "cluster", "forwarding queue drained: every QoS 1/2 message kept while "
+			"JetStream was out of reach is in stream '%s'", d->stream);
+		d->buffering_said = false;
+	}
 }
 
 static void on_retry(struct loop *l, struct loop_timer *t)
@@ -478,10 +495,9 @@ static struct fwd *fq_add(struct durable *d, struct msg *m, const char *id, bool
 
 static void advance(struct durable *d)
 {
-	while (d->floor < d->last_ticket && d->done[(d->floor + 1) % d->out_cap])
-		d->floor++;
+	floors(d);
 	fq_stats(d);
-	if (d->last_ticket - d->floor < d->out_cap / 2 && d->fq_unsafe < d->out_cap / 2)
+	if (d->last_ticket - d->afloor < d->out_cap / 2 && d->fq_unsafe < d->out_cap / 2)
 		d->overflow_logged = false; /* the episode ends once it has drained */
 	release(d);
 }
@@ -490,7 +506,7 @@ void durable_cancel(struct durable *d, uint64_t ticket)
 {
 	if (ticket & FWD_KEY)
 		return;
-	d->done[ticket % d->out_cap] = 1;
+	d->done[ticket % d->out_cap] = T_ACKED;
 	advance(d);
 }
 
@@ -524,8 +540,34 @@ int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m, uint64_
 	d->ack_ticket = ticket;
 	d->ack_origin = m->origin;
 	d->ack_fail = false;
+	if (d->can_store) /* kept, should JetStream go away before it acks */
+		d->ticket_msg[ticket % d->out_cap] = msg_ref((struct msg *)m);
 	jsw_publish(d->w, nm, ticket);
 	return 0;
+}
+
+/* JetStream just went out of reach: what was handed to it and is not
+ * acked yet goes to the store's forwarding queue too, oldest first, with
+ * the Nats-Msg-Id it was sent with, so that its publisher's ack need not
+ * wait for the outage's end (the worker still re-sends it; a restart
+ * publishes it from the store). */
+static void store_outstanding(struct durable *d)
+{
+	for (uint64_t t = d->floor + 1; t <= d->last_ticket && d->can_store; t++) {
+		size_t i = (size_t)(t % d->out_cap);
+		struct msg *m = d->ticket_msg[i];
+		if (d->done[i] || !m)
+			continue;
+		char id[160];
+		snprintf(id, sizeof id, "%s-%s-%llu", d->node, d->run, (unsigned long long)t);
+		size_t bytes = msg_size(m);
+		if (d->fq_stored >= d->fwd_max || d->fq_bytes + bytes > d->fwd_max_bytes ||
+		    persist_forward_add(d->b, m, id, strlen(id)) != 0)
+			break; /* in order: a later one must not be acked first */
+		d->done[i] = T_STORED;
+		d->fq_stored++;
+		d->fq_bytes += bytes;
+	}
 }
 
 static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
@@ -554,9 +596,20 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 	for (size_t i = 0; i < n; i++) {
 		uint64_t t = (uint64_t)(uintptr_t)batch[i];
-		if (t <= d->floor || t > d->last_ticket)
+		if (t <= d->afloor || t > d->last_ticket)
 			continue;
-		d->done[t % d->out_cap] = 1;
+		uint8_t *flags = &d->done[t % d->out_cap];
+		if (*flags & T_ACKED)
+			continue;
+		if (*flags & T_STORED) {
+			struct msg *m = d->ticket_msg[t % d->out_cap];
+			persist_forward_del(d->b, m);
+			d->fq_stored--;
+			d->fq_bytes -= msg_size(m);
+		}
+		*flags |= T_ACKED;
+		msg_unref(d->ticket_msg[t % d->out_cap]);
+		d->ticket_msg[t % d->out_cap] = NULL;
 		uint64_t fseq = d->ticket_fwd[t % d->out_cap];
 		d->ticket_fwd[t % d->out_cap] = 0;
 		if (fseq >= d->fq_base && fseq - d->fq_base < d->fq_len) {
@@ -566,14 +619,14 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 			f->acked = true;
 		}
 	}
+	if (was_up && !is_up(d))
+		store_outstanding(d);
 	if (was_up && !is_up(d) && d->can_store && !d->buffering_said) {
 		log_msg(LOG_WARNING, "cluster", "JetStream out of reach: QoS 1/2 messages for other nodes are kept in "
 			"the store (cluster.forward_queue) and acknowledged; they go to stream '%s' when it is back",
 			d->stream);
 		d->buffering_said = true;
 	}
-	if (!was_up && is_up(d) && !d->fq_len)
-		d->buffering_said = false; /* nothing was kept: the episode is over */
 	fq_settle(d);
 }
 
@@ -694,10 +747,11 @@ int durable_start(struct broker *b, const char *node, const char *run, durable_r
 			*p = '_';
 	d->done = wisp_calloc(d->out_cap, 1);
 	d->ticket_fwd = wisp_calloc(d->out_cap, sizeof *d->ticket_fwd);
+	d->ticket_msg = wisp_calloc(d->out_cap, sizeof *d->ticket_msg);
 	d->seen_bits = wisp_calloc(d->seen_span / 8 + 1, 1);
 	d->pend = wisp_calloc(d->pend_cap, sizeof *d->pend);
 	int rc = WISP_ENOMEM;
-	if (!d->stream || !d->consumer || !d->done || !d->ticket_fwd || !d->seen_bits || !d->pend)
+	if (!d->stream || !d->consumer || !d->done || !d->ticket_fwd || !d->ticket_msg || !d->seen_bits || !d->pend)
 		goto fail;
 	/* What the store kept from the last run goes first, in its order. */
 	struct msg *m;
@@ -789,6 +843,9 @@ void durable_free(struct durable *d)
 		wisp_free(fq_at(d, i));
 	}
 	wisp_free(d->fq);
+	for (size_t i = 0; d->ticket_msg && i < d->out_cap; i++)
+		msg_unref(d->ticket_msg[i]);
+	wisp_free(d->ticket_msg);
 	wisp_free(d->ticket_fwd);
 	wisp_free(d->held);
 	wisp_free(d->pend);
