@@ -40,9 +40,12 @@
  * ack of a routed message waits in a FIFO until the store's safe seq
  * reaches what routing appended.
  *
- * Memory: out_cap bytes of ticket flags and 8 x out_cap of ticket to fq
- * entry, an fq entry per queued message (~40 bytes, its id, a reference
- * on the message),  pointers for 2 x inbound_queue
+ * Memory: out_cap bytes of ticket flags and 16 x out_cap of ticket to fq
+ * entry and message (with persistence, each outstanding ticket holds a
+ * reference on its message until JetStream acks it, so it can be stored
+ * should JetStream go away: the message stays in memory that long), an fq
+ * entry per queued message (~40 bytes, its id, a reference on the
+ * message),  pointers for 2 x inbound_queue
  * received messages and their acks, inbound_queue / 2 bytes of dedupe
  * bitmap, and the held acks (20 bytes each, grown by doubling).
  */
