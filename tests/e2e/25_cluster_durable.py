@@ -106,7 +106,8 @@ class Publisher:
 
 class DurableClusterTest(unittest.TestCase):
     # Node a's store-and-forward bound, for the tests that reach it.
-    FORWARD_QUEUE = {"test_forward_queue_full_holds_acks_until_nats_is_back": {"forward_queue": 10}}
+    FORWARD_QUEUE = {"test_forward_queue_full_holds_acks_until_nats_is_back": {"forward_queue": 10},
+                     "test_without_store_and_forward_acks_wait_for_nats": {"forward_queue": 0}}
 
     def setUp(self):
         self.nats = Nats()
@@ -283,6 +284,26 @@ class DurableClusterTest(unittest.TestCase):
         while not re.search(r"(?m)^wisp_cluster_forward_queued 0$", a.get("/metrics")[1]):
             self.assertLess(time.monotonic(), deadline, "the store still holds messages JetStream has")
             time.sleep(0.05)
+
+    def test_without_store_and_forward_acks_wait_for_nats(self):
+        sub = self.subscriber("b", "sub-b", "nf/#")
+        a = self.nodes["a"]
+        pub = Publisher(a.port, "pub-a", "nf")
+        self.clients.append(pub.c)
+        offset = a.log_size()
+        self.nats.kill()
+        self.assertIsNotNone(a.wait_log("lost the NATS connection", offset=offset, timeout=WAIT))
+        for _ in range(10):
+            pub.send_one()
+        with self.assertRaises(socket.timeout, msg="acknowledged before JetStream had it"):
+            pub.handle(1.0)
+        self.assertRegex(a.get("/metrics")[1], r"(?m)^wisp_cluster_pending 10$")
+        self.assertIsNone(a.wait_log("JetStream out of reach", offset=offset, timeout=0.1))
+        self.nats.start()
+        pub.run(count=10, window=10)
+        self.assertEqual(len(pub.acked), 10)
+        got = self.collect(sub, pub.acked)
+        self.assert_qos2_once(got)
 
     def test_forward_queue_full_holds_acks_until_nats_is_back(self):
         sub = self.subscriber("b", "sub-b", "fq/#")
