@@ -564,8 +564,11 @@ static void store_outstanding(struct durable *d)
 		char id[160];
 		snprintf(id, sizeof id, "%s-%s-%llu", d->node, d->run, (unsigned long long)t);
 		size_t bytes = msg_size(m);
-		if (d->fq_stored >= d->fwd_max || d->fq_bytes + bytes > d->fwd_max_bytes ||
-		    persist_forward_add(d->b, m, id, strlen(id)) != 0)
+		if (d->fq_stored >= d->fwd_max || d->fq_bytes + bytes > d->fwd_max_bytes) {
+			fq_full(d); /* the rest keep their acks waiting for JetStream */
+			break;
+		}
+		if (persist_forward_add(d->b, m, id, strlen(id)) != 0)
 			break; /* in order: a later one must not be acked first */
 		d->done[i] = T_STORED;
 		d->fq_stored++;
