@@ -154,13 +154,17 @@ class ClusterInterestTest(unittest.TestCase):
             p = sub.recv_publish(timeout=WAIT)
             self.assertEqual((p.topic, p.payload), (topic, b"r%d" % i), "round %d" % i)
         self.assertEqual(self.metric("b", "cluster_interest_ack_timeouts_total"), 0)
-        # A wildcard as well, on a topic a published unwanted a moment ago.
-        pub.publish("wild/x/y", b"before")
-        pub.ping()
-        self.assertEqual(sub.subscribe([("wild/#", 0)], pid=100), [0])
-        pub.publish("wild/x/y", b"after")
-        p = sub.recv_publish(timeout=WAIT)
-        self.assertEqual((p.topic, p.payload), ("wild/x/y", b"after"))
+        # Wildcards as well, on topics a published unwanted a moment ago; "w2/#"
+        # also matches its parent "w2" [MQTT-4.7.1-2].
+        for pid, (f, topic) in enumerate([("wild/#", "wild/x/y"), ("plus/+/t", "plus/x/t"), ("w2/#", "w2")], 100):
+            unwanted = self.metric("a", "cluster_unwanted_total")
+            pub.publish(topic, b"before")
+            pub.ping()
+            self.assertEqual(self.metric("a", "cluster_unwanted_total"), unwanted + 1)
+            self.assertEqual(sub.subscribe([(f, 0)], pid=pid), [0])
+            pub.publish(topic, b"after")
+            p = sub.recv_publish(timeout=WAIT)
+            self.assertEqual((p.topic, p.payload), (topic, b"after"))
 
     def test_shared_subscription_across_and_at_home(self):
         member = self.client("b", "member-b")
