@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 import unittest
@@ -212,6 +213,29 @@ class ClusterInterestTest(unittest.TestCase):
         self.assertEqual(again.subscribe([("w/t", 1)]), [1])
         pub.publish("w/t", b"restarted", qos=1, pid=5)
         self.assertEqual(again.recv_publish(timeout=WAIT).payload, b"restarted")
+
+    def test_killed_node_restarted_at_once_then_forgotten(self):
+        pub = self.client("a", "pub-a")
+        b = self.nodes["b"]
+        for round_ in range(2):
+            sub = self.client("b", "sub-k%d" % round_)
+            self.assertEqual(sub.subscribe([("k/t", 1)]), [1])
+            pub.publish("k/t", b"before kill %d" % round_, qos=1, pid=1)
+            self.assertEqual(sub.recv_publish(timeout=WAIT).payload, b"before kill %d" % round_)
+            # kill -9: no "bye"; a knows b's filters from its old run.
+            b.proc.send_signal(signal.SIGKILL)
+            b.proc.wait(timeout=10)
+            b.exit_status = None
+            if round_ == 0:
+                # Restarted at once: its "hello" is a new run, which replaces
+                # its set; the new subscription's SUBACK waits for a.
+                self.start_node("b", offset=b.log_size())
+                continue
+        # Killed for good: a forgets it after three silent intervals, then sends
+        # nothing more for its filters.
+        b.exit_status = "killed by the test"
+        self.assertIsNotNone(self.nodes["a"].wait_log("node 'b' unheard for", timeout=WAIT))
+        self.wait_unwanted("a", "k/t", pub)
 
     def test_retained_message_reaches_a_node_without_interest(self):
         pub = self.client("a", "pub-a")

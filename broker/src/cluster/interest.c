@@ -91,7 +91,7 @@ struct remote_interest {
 	struct peer *peers[PEERS_MAX];
 	size_t npeers;
 	size_t incomplete;      /* peers whose set is not whole: everything is sent */
-	struct trie remote;     /* every peer's filters; u.ret.bytes counts them */
+	struct trie remote;     /* every peer's filters; u.count counts them */
 	uint64_t settle_until;  /* loop s; UINT64_MAX while NATS is away */
 	uint64_t crowded_until; /* loop s: more nodes than PEERS_MAX spoke */
 	bool connected;
@@ -172,7 +172,7 @@ static bool fset_remove(struct fset *s, const char *f, size_t len)
 
 /* ---- the trie of other nodes' filters ---- */
 
-static bool remote_in_use(const struct trie_node *n) { return n->u.ret.bytes != 0; }
+static bool remote_in_use(const struct trie_node *n) { return n->u.count != 0; }
 
 /* The filter a message is matched with: a shared subscription's inner one. */
 static bool matched_part(const char *f, size_t len, const char **inner, size_t *ilen)
@@ -195,13 +195,13 @@ static void trie_count(struct remote_interest *ri, const char *f, size_t len, bo
 	if (add) {
 		struct trie_node *n = trie_insert(&ri->remote, inner, ilen, true);
 		if (n)
-			n->u.ret.bytes++;
+			n->u.count++;
 		else /* cannot be matched: send everything for a while */
 			ri->crowded_until = loop_now_s(ri->b->loop) + 60;
 		return;
 	}
 	struct trie_node *n = trie_find(&ri->remote, inner, ilen, true);
-	if (n && n->u.ret.bytes && --n->u.ret.bytes == 0)
+	if (n && n->u.count && --n->u.count == 0)
 		trie_prune(&ri->remote, n);
 }
 
@@ -212,7 +212,7 @@ static bool any_match(const struct trie *t, const struct trie_node *n, const str
 		if (n->hash) /* "#" here matches the rest, none too [MQTT-4.7.1-2] */
 			return true;
 		if (i == nl)
-			return n->u.ret.bytes != 0;
+			return n->u.count != 0;
 		if (n->plus && any_match(t, n->plus, lv, i + 1, nl))
 			return true;
 		n = trie_child(t, n, lv[i].ptr, lv[i].len);
