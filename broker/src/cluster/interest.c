@@ -369,9 +369,15 @@ static void ask_sync(struct remote_interest *ri, struct peer *p)
 	announce(ri, "sync", false, NULL, 0, NULL, "Wisp-To", p->name, NULL, NULL);
 }
 
+/* $SYS topics never cross nodes (cluster.c): their filters are not news. */
+static bool stays_local(const char *filter, size_t len)
+{
+	return len >= 4 && memcmp(filter, "$SYS", 4) == 0 && (len == 4 || filter[4] == '/');
+}
+
 void remote_interest_local_add(struct remote_interest *ri, const char *filter, size_t len)
 {
-	if (!ri)
+	if (!ri || stays_local(filter, len))
 		return;
 	bool fresh = false;
 	if (!fset_add(&ri->local, filter, len, &fresh))
@@ -385,7 +391,7 @@ void remote_interest_local_add(struct remote_interest *ri, const char *filter, s
 
 void remote_interest_local_remove(struct remote_interest *ri, const char *filter, size_t len)
 {
-	if (ri && fset_remove(&ri->local, filter, len))
+	if (ri && !stays_local(filter, len) && fset_remove(&ri->local, filter, len))
 		announce(ri, "del", true, filter, len, NULL, NULL, NULL, NULL, NULL);
 }
 
@@ -594,6 +600,14 @@ static bool gate_settled(void *ctx, uint64_t ticket, uint64_t since_ms)
 	struct remote_interest *ri = ctx;
 	if (!ri->connected)
 		return true; /* nothing reaches the others meanwhile; they ask again on return */
+	struct broker *b = ri->b;
+	if (loop_now_s(b->loop) < ri->settle_until) {
+		/* Just (re)connected: a node not heard from yet may exist, whose
+		 * answer we could not wait for. Every live node beats within the
+		 * settling interval. */
+		ri->gate_waiting = true;
+		return false;
+	}
 	bool all = true;
 	for (size_t i = 0; i < ri->npeers && all; i++)
 		all = ri->peers[i]->acked >= ticket;
@@ -601,8 +615,8 @@ static bool gate_settled(void *ctx, uint64_t ticket, uint64_t since_ms)
 		ri->timeout_logged = false;
 		return true;
 	}
-	struct broker *b = ri->b;
-	if (loop_now_ms(b->loop) - since_ms >= (uint64_t)b->cfg->cluster.interest_ack_timeout * 1000) {
+	uint64_t from = since_ms > ri->settle_until * 1000 ? since_ms : ri->settle_until * 1000;
+	if (loop_now_ms(b->loop) - from >= (uint64_t)b->cfg->cluster.interest_ack_timeout * 1000) {
 		b->stats.cluster.interest_timeouts++;
 		if (!ri->timeout_logged)
 			log_msg(LOG_WARNING, "cluster", "a node did not answer a filter's announcement within "

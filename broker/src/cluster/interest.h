@@ -21,12 +21,15 @@
  * No subscriber misses a message published after its SUBACK: an "add"
  * carries a reply subject, every node answers once it applied the filter,
  * and the SUBACK of a SUBSCRIBE that made a new filter waits (the broker's
- * sub_gate) until every node known here answered, at most
+ * sub_gate) until the node's settling interval after (re)connecting is
+ * over and every node known here answered, for the answers at most
  * cluster.interest_ack_timeout seconds (then it goes anyway, counted in
  * $SYS/broker/cluster/interest/ack_timeouts). The announcement travels on
  * the connection that holds the filter's NATS subscription, after it, so
  * a node that answered cannot publish before that subscription is in
- * place (NATS handles one connection's messages in order). Shared subscriptions' queue subscriptions live on the other
+ * place (NATS handles one connection's messages in order). $SYS filters
+ * are not announced: their topics never cross nodes. Shared
+ * subscriptions' queue subscriptions live on the other
  * connection (groups.h): for them the answer is a round trip, not an
  * order guarantee (docs/cluster.md).
  *
