@@ -239,6 +239,29 @@ class ClusterInterestTest(unittest.TestCase):
         self.assertIsNotNone(self.nodes["a"].wait_log("node 'b' unheard for", timeout=WAIT))
         self.wait_unwanted("a", "k/t", pub)
 
+    def test_restarted_node_learns_a_large_set_from_a_snapshot_in_parts(self):
+        # 5,000 filters of 18 bytes: b's snapshot is two parts (64 KiB each at most).
+        n, per_client = 5000, 1000  # limits.max_subscriptions is 1000 by default
+        subs = [self.client("b", "many-b%d" % k) for k in range(n // per_client)]
+        for k, c in enumerate(subs):
+            filters = [("snap/filter/%05d" % i, 0) for i in range(k * per_client, (k + 1) * per_client)]
+            self.assertEqual(c.subscribe(filters, pid=1), [0] * per_client)
+        a = self.nodes["a"]
+        a.stop()
+        a.exit_status = None
+        # a restarts: its hello gets b's whole set, which it must have before
+        # it stops sending everything.
+        self.start_node("a", offset=a.log_size())
+        pub = self.client("a", "pub-a")
+        for i in (0, n // 2, n - 1):
+            pub.publish("snap/filter/%05d" % i, b"x%d" % i)
+            p = subs[i // per_client].recv_publish(timeout=WAIT)
+            self.assertEqual((p.topic, p.payload), ("snap/filter/%05d" % i, b"x%d" % i))
+        unwanted = self.metric("a", "cluster_unwanted_total")
+        pub.publish("snap/filter/%05d" % n, b"nobody")
+        pub.ping()
+        self.assertEqual(self.metric("a", "cluster_unwanted_total"), unwanted + 1)
+
     def test_retained_message_reaches_a_node_without_interest(self):
         pub = self.client("a", "pub-a")
         pub.publish("keep/t", b"kept", qos=1, retain=True, pid=1)
