@@ -554,6 +554,14 @@ static const char *route_stream_msg(void *ctx, natsMsg *nm)
 	return route_remote(c, nm, durable_stream(c->durable), true);
 }
 
+/* A message the durable side kept while JetStream was away, as
+ * send_to_nats would have made it for the stream. */
+static int make_stream_msg(void *ctx, const struct msg *m, const char *reply, natsMsg **out)
+{
+	struct cluster *c = ctx;
+	return make_nats_msg(c, m, durable_stream(c->durable), reply, out);
+}
+
 int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errlen)
 {
 	const struct config_cluster *cfg = &b->cfg->cluster;
@@ -641,7 +649,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		snprintf(err, errlen, "cluster: cannot subscribe to the interest announcements");
 		goto fail;
 	}
-	if (cfg->durable && durable_start(b, c->node, c->run, route_stream_msg, c, &c->durable) != 0) {
+	if (cfg->durable && durable_start(b, c->node, c->run, route_stream_msg, make_stream_msg, c, &c->durable) != 0) {
 		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
 		goto fail;
 	}

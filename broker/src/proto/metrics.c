@@ -129,6 +129,12 @@ const struct metric metrics_table[] = {
 	{"cluster_interest_ack_timeouts_total", "SUBACKs sent before every other node answered the new filter's "
 	 "announcement (cluster.interest_ack_timeout).", COUNTER, STAT(cluster.interest_timeouts),
 	 .sys = "cluster/interest/ack_timeouts"},
+	{"cluster_forward_queued", "QoS 1/2 messages kept in the store while JetStream is out of reach.", GAUGE,
+	 STAT(cluster.forward_queued), .sys = "cluster/forward/queued"},
+	{"cluster_forward_bytes", "Bytes of the QoS 1/2 messages kept in the store for JetStream.", GAUGE,
+	 STAT(cluster.forward_bytes), .sys = "cluster/forward/bytes"},
+	{"cluster_forward_overflow_total", "QoS 1/2 messages not kept in the store (cluster.forward_queue full): "
+	 "their acks waited for JetStream.", COUNTER, STAT(cluster.forward_overflow), .sys = "cluster/forward/overflow"},
 	{"cluster_retained_applied_total", "Retained records from the cluster's JetStream bucket applied to this node's store.",
 	 COUNTER, STAT(cluster.retained_applied), .sys = "cluster/retained/applied"},
 	{"cluster_taken_over_total", "Sessions ended here because their client id connected at another node.", COUNTER,
