@@ -492,6 +492,9 @@ bool remote_interest_message(struct remote_interest *ri, natsMsg *nm)
 		p->building = false;
 		snprintf(p->run, sizeof p->run, "%s", run);
 		p->seq = 0;
+		/* Its new run settles (sends everything) and gets our snapshot: our
+		 * adds its old run never answered need no answer. */
+		p->acked = ri->last_add;
 		gap = true;
 	}
 	if (strcmp(kind, "beat") == 0) {
