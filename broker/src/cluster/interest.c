@@ -174,6 +174,8 @@ static bool fset_remove(struct fset *s, const char *f, size_t len)
 
 static bool remote_in_use(const struct trie_node *n) { return n->u.count != 0; }
 
+int interest_trie_init(struct trie *t) { return trie_init(t, remote_in_use, NULL) == 0 ? 0 : WISP_ENOMEM; }
+
 /* The filter a message is matched with: a shared subscription's inner one. */
 static bool matched_part(const char *f, size_t len, const char **inner, size_t *ilen)
 {
@@ -186,23 +188,29 @@ static bool matched_part(const char *f, size_t len, const char **inner, size_t *
 	return topic_filter_valid(*inner, *ilen);
 }
 
-static void trie_count(struct remote_interest *ri, const char *f, size_t len, bool add)
+int interest_trie_count(struct trie *t, const char *f, size_t len, bool add)
 {
 	const char *inner;
 	size_t ilen;
 	if (!matched_part(f, len, &inner, &ilen))
-		return;
+		return 0; /* matches nothing */
 	if (add) {
-		struct trie_node *n = trie_insert(&ri->remote, inner, ilen, true);
-		if (n)
-			n->u.count++;
-		else /* cannot be matched: send everything for a while */
-			ri->crowded_until = loop_now_s(ri->b->loop) + 60;
-		return;
+		struct trie_node *n = trie_insert(t, inner, ilen, true);
+		if (!n)
+			return WISP_ENOMEM;
+		n->u.count++;
+		return 0;
 	}
-	struct trie_node *n = trie_find(&ri->remote, inner, ilen, true);
+	struct trie_node *n = trie_find(t, inner, ilen, true);
 	if (n && n->u.count && --n->u.count == 0)
-		trie_prune(&ri->remote, n);
+		trie_prune(t, n);
+	return 0;
+}
+
+static void trie_count(struct remote_interest *ri, const char *f, size_t len, bool add)
+{
+	if (interest_trie_count(&ri->remote, f, len, add) != 0) /* cannot be matched: send everything a while */
+		ri->crowded_until = loop_now_s(ri->b->loop) + 60;
 }
 
 static bool any_match(const struct trie *t, const struct trie_node *n, const struct topic_level *lv, size_t i,
@@ -222,6 +230,14 @@ static bool any_match(const struct trie *t, const struct trie_node *n, const str
 	}
 }
 
+bool interest_trie_match(const struct trie *t, const struct topic_level *levels, size_t nlevels)
+{
+	if (nlevels == 0)
+		return false;
+	/* [MQTT-4.7.2-1] the root by the topic's first byte, as tree.c */
+	return any_match(t, trie_root_for(t, levels[0].ptr, levels[0].len), levels, 0, nlevels);
+}
+
 bool remote_interest_wanted(const struct remote_interest *ri, const struct topic_level *levels, size_t nlevels)
 {
 	if (!ri || ri->incomplete || nlevels == 0)
@@ -229,9 +245,7 @@ bool remote_interest_wanted(const struct remote_interest *ri, const struct topic
 	uint64_t now = loop_now_s(ri->b->loop);
 	if (now < ri->settle_until || now < ri->crowded_until)
 		return true;
-	/* [MQTT-4.7.2-1] the root by the topic's first byte, as tree.c */
-	const struct trie_node *root = trie_root_for(&ri->remote, levels[0].ptr, levels[0].len);
-	return any_match(&ri->remote, root, levels, 0, nlevels);
+	return interest_trie_match(&ri->remote, levels, nlevels);
 }
 
 /* ---- peers ---- */
@@ -654,7 +668,7 @@ int remote_interest_start(struct remote_interest **out, struct broker *b, natsCo
 	ri->node = wisp_strndup(node, strlen(node));
 	ri->subject = wisp_malloc(n);
 	ri->ack_subject = wisp_malloc(n);
-	if (!ri->node || !ri->subject || !ri->ack_subject || trie_init(&ri->remote, remote_in_use, NULL) != 0) {
+	if (!ri->node || !ri->subject || !ri->ack_subject || interest_trie_init(&ri->remote) != 0) {
 		remote_interest_free(ri);
 		return WISP_ENOMEM;
 	}

@@ -74,4 +74,14 @@ void remote_interest_check_connections(struct remote_interest *ri);
 /* True when nm was an announcement or an answer (handled). */
 bool remote_interest_message(struct remote_interest *ri, natsMsg *nm);
 
+/* The other nodes' filters as one topic trie, a count per filter (a shared
+ * subscription counts under its inner filter); apart for the unit tests.
+ * init and count: 0 or WISP_ENOMEM (the trie unchanged). trie_destroy
+ * frees it. */
+struct trie;
+int interest_trie_init(struct trie *t);
+int interest_trie_count(struct trie *t, const char *filter, size_t len, bool add);
+/* Whether any filter counted in t matches the topic. */
+bool interest_trie_match(const struct trie *t, const struct topic_level *levels, size_t nlevels);
+
 #endif
