@@ -27,8 +27,9 @@
  * way: the job waits, the connection's input paused.
  *
  * Cost: a packet handled within one turn allocates nothing (up to
- * CODES_ON_STACK filters); a longer one holds a job of about 64 bytes plus
- * a byte per filter until its SUBACK. Single threaded: loop thread only.
+ * CODES_ON_STACK filters); a longer one (or one whose SUBACK a cluster
+ * holds) keeps a job of about 80 bytes plus a byte per filter until its
+ * SUBACK. Single threaded: loop thread only.
  */
 #include "broker.h"
 #include "input.h"
