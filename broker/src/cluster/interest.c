@@ -9,6 +9,8 @@
  *   Wisp-Interest  add | del | snap | hello | sync | beat | bye
  *   Wisp-Part, Wisp-Last   snap: the part's number, "1" on the last one
  *   Wisp-To        sync: the node asked for its snapshot
+ *   Wisp-Every     beat: the sender's interest_interval, so that a node is
+ *                  forgotten by its own rhythm
  * payload: add/del one filter as subscribed; snap the filters, each ended
  * by a NUL (which no MQTT string holds [MQTT-1.5.4-2]). An add carries the
  * reply subject "$WISP.<prefix>.interest.ack.<run>", answered with the
@@ -72,6 +74,7 @@ struct peer {
 	uint64_t acked;    /* our newest add it answered */
 	uint64_t heard_at; /* loop s */
 	uint64_t sync_at;  /* loop s of our last sync to it; 0: none pending */
+	uint32_t every;    /* its interest_interval (from its beats); 0: ours */
 	bool complete;     /* its whole set is here (a snapshot since the last gap) */
 	bool building;     /* a snapshot's parts are arriving */
 	struct fset filters;
@@ -513,6 +516,9 @@ bool remote_interest_message(struct remote_interest *ri, natsMsg *nm)
 	}
 	if (strcmp(kind, "beat") == 0) {
 		gap = gap || seq != p->seq;
+		const char *every = wire_header(nm, "Wisp-Every");
+		unsigned long e = every ? strtoul(every, NULL, 10) : 0;
+		p->every = e && e <= 3600 ? (uint32_t)e : 0;
 	} else if (strcmp(kind, "hello") == 0) {
 		/* It (re)joined: its snapshot follows; everyone sends theirs. */
 		peer_clear(ri, p);
@@ -589,13 +595,17 @@ static void on_tick(struct loop *l, struct loop_timer *t)
 	}
 	if (++ri->ticks >= interval) {
 		ri->ticks = 0;
+		char ours[16];
+		snprintf(ours, sizeof ours, "%u", interval);
 		if (ri->connected)
-			announce(ri, "beat", false, NULL, 0, NULL, NULL, NULL, NULL, NULL);
+			announce(ri, "beat", false, NULL, 0, NULL, "Wisp-Every", ours, NULL, NULL);
 		for (size_t i = ri->npeers; i-- > 0;) {
 			struct peer *p = ri->peers[i];
-			if (p->heard_at + (uint64_t)interval * STALE_INTERVALS < now) {
+			/* By its own beat interval: nodes need not share theirs. */
+			uint32_t every = p->every > interval ? p->every : interval;
+			if (p->heard_at + (uint64_t)every * STALE_INTERVALS < now) {
 				log_msg(LOG_NOTICE, "cluster", "node '%s' unheard for %u s: its interest is forgotten",
-					p->name, interval * STALE_INTERVALS);
+					p->name, every * STALE_INTERVALS);
 				peer_forget(ri, i);
 			} else if (p->sync_at && p->sync_at + interval <= now && ri->connected) {
 				ask_sync(ri, p);
