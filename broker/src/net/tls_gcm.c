@@ -32,6 +32,7 @@ enum gcm_dir { GCM_SEAL, GCM_OPEN, GCM_DIRS };
  * context holds that schedule anyway. */
 struct gcm_dir_ctx {
 	EVP_CIPHER_CTX *evp;
+	size_t cipher_key_len; /* AES-128 (16) or -256 (32) set in evp; 0: none */
 	size_t key_len;
 	unsigned char key[TLS_GCM_MAX_KEY];
 };
@@ -150,13 +151,19 @@ static EVP_CIPHER_CTX *gcm_begin(mbedtls_gcm_context *ctx, enum gcm_dir d, size_
 	if (dc->key_len == key_len && CRYPTO_memcmp(dc->key, key, key_len) == 0) {
 		ok = EVP_CipherInit_ex(dc->evp, NULL, NULL, NULL, iv, enc);
 	} else {
-		/* A failed re-key leaves the context's key unknown: forget it. */
+		/* Naming the cipher again would make libcrypto 3.0 free and remake
+		 * its provider context (0.2-0.5 us a record): only when the key
+		 * length changes. A failed re-key leaves the context unknown. */
+		const EVP_CIPHER *cipher = NULL;
+		if (dc->cipher_key_len != key_len)
+			cipher = key_len == 16 ? t->aes128 : t->aes256;
 		dc->key_len = 0;
-		ok = EVP_CipherInit_ex(dc->evp, key_len == 16 ? t->aes128 : t->aes256, NULL, key, iv,
-		                       enc);
+		dc->cipher_key_len = 0;
+		ok = EVP_CipherInit_ex(dc->evp, cipher, NULL, key, iv, enc);
 		if (ok) {
 			memcpy(dc->key, key, key_len);
 			dc->key_len = key_len;
+			dc->cipher_key_len = key_len;
 		}
 	}
 	mbedtls_platform_zeroize(key, sizeof key);
