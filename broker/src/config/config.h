@@ -150,6 +150,9 @@ struct config_cluster {
 	uint32_t outbound_queue; /* QoS 1/2 messages waiting for JetStream's ack; default 65536 */
 	char *retained_bucket;  /* JetStream KV bucket of the retained messages; default "wisp_retained" */
 	uint32_t retained_replicas; /* its replicas; default 1 */
+	uint32_t handover_timeout;  /* seconds a CONNECT waits for its session from another node; default 5 */
+	uint32_t handover_max_bytes; /* largest session handed between nodes, encoded; default 64 MiB */
+	uint32_t handover_directory; /* client ids whose last node is remembered; default 65536 */
 };
 
 /* The dashboard's table of recently published topics (topic/activity.h). */

@@ -1,0 +1,291 @@
+#!/usr/bin/python3
+# ctest: TIMEOUT 300 RUN_SERIAL ON
+"""29 cluster session: a persistent session follows its client to the node
+it reconnects at (issue 16; cluster/handover.h). Three Wisp nodes and one
+nats-server on loopback, as in 24 and 26.
+
+- A 3.1.1 and a v5 client with QoS 1 and QoS 2 subscriptions leave node a
+  with a QoS 1 message unacknowledged, a QoS 2 message unacknowledged and a
+  QoS 2 message past PUBREC; QoS 1 and 2 messages are published meanwhile.
+  They reconnect at node b with clean session 0: Session Present 1, the
+  in-flight ones are re-sent (the PUBREL, not the message, for the one past
+  PUBREC), every queued message arrives once and in order, and their
+  subscriptions work at b without a new SUBSCRIBE; a has let go of them.
+- A takeover while connected: the client at a gets DISCONNECT 0x8E, the
+  new connection at b Session Present 1.
+- Node a killed: the reconnect at b falls back to a fresh session
+  (Session Present 0), logged and counted.
+- A session with 1,000 queued messages moves; the time b took is printed
+  (docs/cluster.md quotes it).
+
+nats-server must be installed (WISP_NATS_SERVER, found by CMake): a missing
+one fails the test, never skips it."""
+
+import importlib.util
+import os
+import re
+import struct
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from wisp_e2e import (CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient,  # noqa: E402
+                      ack_pkt, main, mqtt_str, packet)
+
+_spec = importlib.util.spec_from_file_location(
+    "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
+cluster24 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cluster24)
+PREFIX, WAIT = cluster24.PREFIX, cluster24.WAIT
+
+
+def connect5(client_id, clean=True, expiry=0):
+    props = b"\x11" + struct.pack("!I", expiry) if expiry else b""
+    var = mqtt_str("MQTT") + bytes([5, 0x02 if clean else 0]) + struct.pack("!H", 60) + bytes([len(props)]) + props
+    return packet(0x10, var + mqtt_str(client_id))
+
+
+def subscribe5(pid, filters):
+    body = struct.pack("!H", pid) + b"\x00"
+    for f, q in filters:
+        body += mqtt_str(f) + bytes([q])
+    return packet(0x82, body)
+
+
+def ack5(ptype, pid):
+    """A v5 ack with reason Success: the 3.1.1 form is a valid v5 one [MQTT-3.4.2.1]."""
+    return ack_pkt(ptype, pid)
+
+
+def varint(buf, pos):
+    value, shift = 0, 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+
+
+def publish_fields(pkt, v5):
+    """(topic, pid or None, payload) of a PUBLISH, v5 properties skipped."""
+    (tlen,) = struct.unpack("!H", pkt.body[:2])
+    topic = pkt.body[2:2 + tlen].decode()
+    pos, pid = 2 + tlen, None
+    if pkt.qos:
+        (pid,) = struct.unpack("!H", pkt.body[pos:pos + 2])
+        pos += 2
+    if v5:
+        plen, pos = varint(pkt.body, pos)
+        pos += plen
+    return topic, pid, pkt.body[pos:]
+
+
+class Client:
+    """A raw client of either protocol, acknowledging only when told."""
+
+    def __init__(self, test, node, client_id, v5, clean=False):
+        self.v5 = v5
+        self.raw = RawClient(test.nodes[node].port)
+        test.clients.append(self.raw)
+        if v5:
+            self.raw.send(connect5(client_id, clean=clean, expiry=0 if clean else 3600))
+            ack = self.raw.expect(CONNACK)
+            test.assertEqual(ack.body[1], 0, "CONNACK reason")
+            self.present = bool(ack.body[0] & 1)
+        else:
+            test.assertEqual(self.raw.connect(client_id, clean=clean), 0)
+            self.present = self.raw.session_present
+
+    def subscribe(self, filters):
+        if not self.v5:
+            return self.raw.subscribe(filters)
+        self.raw.send(subscribe5(1, filters))
+        ack = self.raw.expect(9)
+        return list(ack.body[3:])
+
+    def next(self, timeout=WAIT):
+        return self.raw.recv_packet(timeout)
+
+    def publish(self, topic, payload, qos, pid):
+        if self.v5:
+            body = mqtt_str(topic) + (struct.pack("!H", pid) if qos else b"") + b"\x00" + payload
+            self.raw.send(packet(0x30 | (qos << 1), body))
+            want = {1: [PUBACK], 2: [PUBREC]}.get(qos, [])
+            for w in want:
+                self.raw.expect(w)
+            if qos == 2:
+                self.raw.send(ack_pkt(PUBREL, pid))
+                self.raw.expect(PUBCOMP)
+        else:
+            self.raw.publish(topic, payload, qos=qos, pid=pid)
+
+    def receive_all(self, count, timeout=WAIT):
+        """Reads until count PUBLISHes arrived, completing every flow as a
+        receiver: [(topic, payload, qos, dup)], and the PUBRELs seen."""
+        got, rels, open_qos2 = [], [], set()
+        deadline = time.monotonic() + timeout
+        while len(got) < count or open_qos2:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("%d of %d messages arrived: %r" % (len(got), count, got))
+            pkt = self.raw.recv_packet(left)
+            if pkt.type == PUBLISH:
+                topic, pid, payload = publish_fields(pkt, self.v5)
+                got.append((topic, payload, pkt.qos, pkt.dup))
+                if pkt.qos == 1:
+                    self.raw.send(ack_pkt(PUBACK, pid))
+                elif pkt.qos == 2:
+                    self.raw.send(ack_pkt(PUBREC, pid))
+                    open_qos2.add(pid)
+            elif pkt.type == PUBREL:
+                rels.append(pkt.pid)
+                open_qos2.discard(pkt.pid)
+                self.raw.send(ack_pkt(PUBCOMP, pkt.pid))
+            else:
+                raise AssertionError("unexpected %r" % pkt)
+        return got, rels
+
+
+class ClusterSessionTest(cluster24.ClusterTest):
+    # ClusterTest's own tests are 24's: not run again here.
+    for _name in [n for n in vars(cluster24.ClusterTest) if n.startswith("test_")]:
+        locals()[_name] = None
+    del _name
+
+    def metric(self, node, name):
+        body = self.nodes[node].get("/metrics")[1]
+        m = re.search(r"(?m)^wisp_%s (\d+)$" % name, body)
+        return int(m.group(1)) if m else 0
+
+    def wait_metric(self, node, name, at_least):
+        deadline = time.monotonic() + WAIT
+        while self.metric(node, name) < at_least:
+            if time.monotonic() > deadline:
+                self.fail("node %s: %s is %d, wanted %d" % (node, name, self.metric(node, name), at_least))
+            time.sleep(0.02)
+
+    def leave_with_flows_open(self, cid, v5):
+        """A client at a with QoS 1 and QoS 2 subscriptions leaves with one
+        message of each state in flight; 20 more are published (QoS 1 and 2,
+        from node c) while it is away. Returns the payloads it must get."""
+        c = Client(self, "a", cid, v5)
+        self.assertFalse(c.present)
+        self.assertEqual(c.subscribe([(cid + "/q1/#", 1), (cid + "/q2/#", 2)]), [1, 2])
+        self.nats.wait_subjects("a", {"%s.%s.q1.>" % (PREFIX, cid), "%s.%s.q2.>" % (PREFIX, cid)})
+        pub = Client(self, "c", cid + "-pub", v5=False, clean=True)
+        received0 = self.metric("a", "cluster_received_total")
+        # In flight at a: WAIT_PUBREC, WAIT_PUBCOMP (PUBREC sent), WAIT_PUBACK.
+        pub.publish(cid + "/q2/rec", b"in-flight-rec", 2, 1)
+        pkt = c.next()
+        self.assertEqual((pkt.type, publish_fields(pkt, v5)[2]), (PUBLISH, b"in-flight-rec"))
+        pub.publish(cid + "/q2/rel", b"in-flight-rel", 2, 2)
+        pkt = c.next()
+        topic, rel_pid, payload = publish_fields(pkt, v5)
+        self.assertEqual(payload, b"in-flight-rel")
+        c.raw.send(ack_pkt(PUBREC, rel_pid))
+        pkt = c.next()
+        self.assertEqual((pkt.type, pkt.pid), (PUBREL, rel_pid))  # its PUBCOMP is never sent at a
+        pub.publish(cid + "/q1/ack", b"in-flight-ack", 1, 3)
+        pkt = c.next()
+        self.assertEqual(publish_fields(pkt, v5)[2], b"in-flight-ack")
+        c.raw.close()
+        self.assertIsNotNone(self.nodes["a"].wait_log("client %s .*disconnected" % cid, timeout=WAIT))
+        queued = []
+        for i in range(20):
+            qos = 1 + i % 2
+            payload = b"queued-%02d" % i
+            pub.publish("%s/q%d/m" % (cid, qos), payload, qos, 10 + i)
+            queued.append(("%s/q%d/m" % (cid, qos), payload, qos))
+        # Every one of them reached a's copy of the session before the move.
+        self.wait_metric("a", "cluster_received_total", received0 + 23)
+        return rel_pid, queued
+
+    def move_and_check(self, cid, v5):
+        rel_pid, queued = self.leave_with_flows_open(cid, v5)
+        c = Client(self, "b", cid, v5)
+        self.assertTrue(c.present, "Session Present 1 at b: the session came from a [MQTT-3.2.2-2]")
+        got, rels = c.receive_all(2 + len(queued))
+        # [MQTT-4.4.0-1] the unacknowledged PUBLISHes again with DUP, the
+        # PUBREL again (its message never again: exactly once), then the queue.
+        self.assertEqual(got[:2], [(cid + "/q2/rec", b"in-flight-rec", 2, True),
+                                   (cid + "/q1/ack", b"in-flight-ack", 1, True)])
+        self.assertEqual([(t, p, q) for t, p, q, _ in got[2:]], queued, "the queue, each once, in order")
+        self.assertEqual(rels.count(rel_pid), 1, "the PUBREL pending at a, re-sent once by b")
+        c.raw.assert_no_packet(wait=0.3)
+        # Its subscriptions are b's now: no SUBSCRIBE needed.
+        self.nats.wait_subjects("b", {"%s.%s.q1.>" % (PREFIX, cid)})
+        Client(self, "a", cid + "-pub2", v5=False, clean=True).publish(cid + "/q1/after", b"after", 1, 1)
+        got, _ = c.receive_all(1)
+        self.assertEqual(got[0][:2], (cid + "/q1/after", b"after"))
+        self.wait_metric("a", "cluster_sessions_out_total", 1)
+        self.assertGreaterEqual(self.metric("b", "cluster_sessions_in_total"), 1)
+        self.nats.wait_subjects("a", {"%s.%s.q1.>" % (PREFIX, cid)}, present=False)
+
+    def test_311_session_moves_with_queue_and_flows(self):
+        self.move_and_check("m311", v5=False)
+
+    def test_v5_session_moves_with_queue_and_flows(self):
+        self.move_and_check("m5", v5=True)
+
+    def test_takeover_while_connected_moves_the_session(self):
+        old = Client(self, "a", "twin", v5=True)
+        self.assertEqual(old.subscribe([("twin/#", 1)]), [1])
+        self.nats.wait_subjects("a", {PREFIX + ".twin.>"})
+        new = Client(self, "b", "twin", v5=True)
+        self.assertTrue(new.present)
+        pkt = old.raw.expect(DISCONNECT, timeout=WAIT)
+        self.assertEqual(pkt.body[:1], b"\x8e", "DISCONNECT reason: Session taken over [MQTT-3.1.4-3]")
+        self.assertTrue(old.raw.wait_closed())
+        self.nats.wait_subjects("b", {PREFIX + ".twin.>"})
+        Client(self, "c", "twin-pub", v5=False, clean=True).publish("twin/x", b"here", 1, 1)
+        got, _ = new.receive_all(1)
+        self.assertEqual(got[0][:2], ("twin/x", b"here"))
+        new.raw.assert_no_packet(wait=0.3)
+
+    def test_fresh_session_when_the_old_node_is_gone(self):
+        c = Client(self, "a", "orphan", v5=False)
+        self.assertEqual(c.subscribe([("orphan/#", 1)]), [1])
+        c.raw.close()
+        self.assertIsNotNone(self.nodes["a"].wait_log("client orphan .*disconnected", timeout=WAIT))
+        # b hears a's claim before a goes.
+        self.nodes["a"].proc.kill()
+        self.nodes["a"].proc.wait(timeout=10)
+        self.nodes["a"].exit_status = -9
+        began = time.monotonic()
+        back = Client(self, "b", "orphan", v5=False)
+        took = time.monotonic() - began
+        self.assertFalse(back.present, "a fresh session: the old one is out of reach")
+        self.assertIsNotNone(self.nodes["b"].wait_log("orphan: its session at node .* could not be fetched",
+                                                      timeout=WAIT))
+        self.assertEqual(self.metric("b", "cluster_handover_failed_total"), 1)
+        print("fallback after the old node was killed: CONNACK in %.0f ms" % (took * 1000), file=sys.stderr)
+        self.assertEqual(back.subscribe([("orphan/#", 1)]), [1])
+
+    def test_handover_of_1000_queued_messages(self):
+        count = 1000
+        c = Client(self, "a", "bulk", v5=False)
+        self.assertEqual(c.subscribe([("bulk/#", 1)]), [1])
+        c.raw.close()
+        self.assertIsNotNone(self.nodes["a"].wait_log("client bulk .*disconnected", timeout=WAIT))
+        pub = Client(self, "a", "bulk-pub", v5=False, clean=True)
+        for i in range(count):
+            pub.publish("bulk/t", b"m%04d" % i + b"x" * 90, 1, 1 + i % 60000)
+        offset = self.nodes["b"].log_size()
+        began = time.monotonic()
+        back = Client(self, "b", "bulk", v5=False)
+        took = time.monotonic() - began
+        self.assertTrue(back.present)
+        line = self.nodes["b"].wait_log(r"bulk: session fetched from node \w+ in \d+ ms", offset=offset,
+                                        timeout=WAIT)
+        self.assertIsNotNone(line)
+        got, _ = back.receive_all(count, timeout=60)
+        self.assertEqual([p[:5] for _, p, _, _ in got], [b"m%04d" % i for i in range(count)])
+        print("1,000 queued messages: CONNACK after %.0f ms; b's log: %s" % (took * 1000, line.strip()),
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
