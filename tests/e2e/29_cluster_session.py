@@ -14,7 +14,11 @@ nats-server on loopback, as in 24 and 26.
 - A takeover while connected: the client at a gets DISCONNECT 0x8E, the
   new connection at b Session Present 1.
 - Node a killed: the reconnect at b falls back to a fresh session
-  (Session Present 0), logged and counted.
+  (Session Present 0), logged and counted; so does a session over the
+  holder's cluster.handover_max_bytes.
+- With both stores on, the moved session survives kill -9 of the node it
+  moved to (its store had it before the old node let go), and the old
+  node's restart does not bring its copy back.
 - A session with 1,000 queued messages moves; the time b took is printed
   (docs/cluster.md quotes it).
 
@@ -285,6 +289,72 @@ class ClusterSessionTest(cluster24.ClusterTest):
         self.assertEqual([p[:5] for _, p, _, _ in got], [b"m%04d" % i for i in range(count)])
         print("1,000 queued messages: CONNACK after %.0f ms; b's log: %s" % (took * 1000, line.strip()),
               file=sys.stderr)
+
+    def extra_node(self, name, persistence=False, **cluster):
+        n = cluster24.Node(name, self.nats.port, persistence=persistence)
+        n.extra_config["cluster"].update(cluster)
+        self.nodes[name] = n
+        n.start()
+        self.assertIsNotNone(n.wait_log("connected to NATS as node '%s'" % name, timeout=WAIT))
+        return n
+
+    def test_moved_session_survives_kill_9_of_the_new_node(self):
+        # Both stores on: e writes the session before d lets go of it.
+        self.extra_node("d", persistence=True)
+        e = self.extra_node("e", persistence=True)
+        c = Client(self, "d", "durable", v5=False)
+        self.assertEqual(c.subscribe([("dur/#", 1)]), [1])
+        c.raw.close()
+        self.assertIsNotNone(self.nodes["d"].wait_log("client durable .*disconnected", timeout=WAIT))
+        pub = Client(self, "d", "durable-pub", v5=False, clean=True)
+        for i in range(10):
+            pub.publish("dur/t", b"d%02d" % i, 1, 1 + i)
+        moved = Client(self, "e", "durable", v5=False)
+        self.assertTrue(moved.present)
+        got, _ = moved.receive_all(4)
+        self.assertEqual([p for _, p, _, _ in got], [b"d%02d" % i for i in range(4)])
+        self.wait_metric("d", "cluster_sessions_out_total", 1)  # d let go: e confirmed its store has it
+        e.proc.kill()
+        e.proc.wait(timeout=10)
+        moved.raw.close()
+        e.exit_status = None
+        offset = e.log_size()
+        e.start()
+        self.assertIsNotNone(e.wait_log("connected to NATS as node 'e'", offset=offset, timeout=WAIT))
+        back = Client(self, "e", "durable", v5=False)
+        self.assertTrue(back.present, "e restored the moved session from its store")
+        got, _ = back.receive_all(6)
+        payloads = [p for _, p, _, _ in got]
+        # The 4 acks may not have been read before the kill: QoS 1 may repeat them, nothing is missing.
+        while len(payloads) < 10 and payloads[-1] != b"d09":
+            more, _ = back.receive_all(1)
+            payloads.append(more[0][1])
+        first = int(payloads[0][1:])
+        self.assertLessEqual(first, 4)
+        self.assertEqual(payloads, [b"d%02d" % i for i in range(first, 10)], "the rest, in order, none lost")
+        # d's store does not bring its copy back: it recorded the session's end.
+        d = self.nodes["d"]
+        d.stop()
+        d.exit_status = None
+        offset = d.log_size()
+        d.start()
+        self.assertIsNotNone(d.wait_log("restored 0 sessions", offset=offset, timeout=WAIT))
+
+    def test_session_over_handover_max_bytes_starts_fresh(self):
+        self.extra_node("d", handover_max_bytes=65536)
+        c = Client(self, "d", "big", v5=False)
+        self.assertEqual(c.subscribe([("big/#", 1)]), [1])
+        c.raw.close()
+        self.assertIsNotNone(self.nodes["d"].wait_log("client big .*disconnected", timeout=WAIT))
+        pub = Client(self, "d", "big-pub", v5=False, clean=True)
+        for i in range(100):
+            pub.publish("big/t", b"x" * 1000, 1, 1 + i)  # ~100 KB of records, over 64 KiB
+        back = Client(self, "b", "big", v5=False)
+        self.assertFalse(back.present, "too big to move: a fresh session")
+        self.assertIsNotNone(self.nodes["b"].wait_log("big: its session at node .* could not be fetched "
+                                                      r"\(over cluster.handover_max_bytes\)", timeout=WAIT))
+        self.assertIsNotNone(self.nodes["d"].wait_log("big: its session cannot move", timeout=WAIT))
+        self.assertEqual(self.metric("b", "cluster_handover_failed_total"), 1)
 
 
 if __name__ == "__main__":
