@@ -816,9 +816,9 @@ static struct session *get_session(struct broker *b, struct store_str client)
 	return s;
 }
 
-static int v_msg_put(void *ctx, const struct store_msg *r, void **handle)
+/* A message back from its record (msg_record's inverse); NULL when out of memory. */
+static struct msg *msg_of_record(const struct broker *b, const struct store_msg *r)
 {
-	struct broker *b = ctx;
 	struct msg_spec spec = {
 		.topic = r->topic.ptr,
 		.topic_len = r->topic.len,
@@ -830,7 +830,13 @@ static int v_msg_put(void *ctx, const struct store_msg *r, void **handle)
 		.retain = (r->flags & STORE_MSG_RETAIN) != 0,
 		.expires_at = expiry_from_unix(b, r->expiry),
 	};
-	struct msg *m = msg_create(&spec);
+	return msg_create(&spec);
+}
+
+static int v_msg_put(void *ctx, const struct store_msg *r, void **handle)
+{
+	struct broker *b = ctx;
+	struct msg *m = msg_of_record(b, r);
 	if (!m)
 		return WISP_ENOMEM;
 	if (attach_stored(m, r->id) != 0) {
@@ -1394,18 +1400,7 @@ int persist_import_rec(struct broker *b, struct persist_import *x, const struct 
 	if (r->type == STORE_REC_MSG_PUT) {
 		if (!x->s)
 			return WISP_EPROTO;
-		struct msg_spec spec = {
-			.topic = r->u.msg.topic.ptr,
-			.topic_len = r->u.msg.topic.len,
-			.props = r->u.msg.props.ptr,
-			.props_len = r->u.msg.props.len,
-			.payload = r->u.msg.payload.ptr,
-			.payload_len = r->u.msg.payload.len,
-			.qos = r->u.msg.qos,
-			.retain = (r->u.msg.flags & STORE_MSG_RETAIN) != 0,
-			.expires_at = expiry_from_unix(b, r->u.msg.expiry),
-		};
-		struct msg *m = msg_create(&spec);
+		struct msg *m = msg_of_record(b, &r->u.msg);
 		if (!m)
 			return WISP_ENOMEM;
 		msg_unref(x->m);
