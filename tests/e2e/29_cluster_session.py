@@ -262,8 +262,8 @@ class ClusterSessionTest(cluster24.ClusterTest):
         back = Client(self, "b", "orphan", v5=False)
         took = time.monotonic() - began
         self.assertFalse(back.present, "a fresh session: the old one is out of reach")
-        self.assertIsNotNone(self.nodes["b"].wait_log("orphan: its session at node .* could not be fetched",
-                                                      timeout=WAIT))
+        self.assertIsNotNone(self.nodes["b"].wait_log(
+            r"orphan: its session at node .* could not be fetched \(the node is gone\)", timeout=WAIT))
         self.assertEqual(self.metric("b", "cluster_handover_failed_total"), 1)
         print("fallback after the old node was killed: CONNACK in %.0f ms" % (took * 1000), file=sys.stderr)
         self.assertEqual(back.subscribe([("orphan/#", 1)]), [1])
@@ -282,7 +282,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
         back = Client(self, "b", "bulk", v5=False)
         took = time.monotonic() - began
         self.assertTrue(back.present)
-        line = self.nodes["b"].wait_log(r"bulk: session fetched from node \w+ in \d+ ms", offset=offset,
+        line = self.nodes["b"].wait_log(r"bulk: session fetched from node 'a' in \d+ ms", offset=offset,
                                         timeout=WAIT)
         self.assertIsNotNone(line)
         got, _ = back.receive_all(count, timeout=60)
@@ -351,7 +351,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
             pub.publish("big/t", b"x" * 1000, 1, 1 + i)  # ~100 KB of records, over 64 KiB
         back = Client(self, "b", "big", v5=False)
         self.assertFalse(back.present, "too big to move: a fresh session")
-        self.assertIsNotNone(self.nodes["b"].wait_log("big: its session at node .* could not be fetched "
+        self.assertIsNotNone(self.nodes["b"].wait_log("big: its session at node 'd' could not be fetched "
                                                       r"\(over cluster.handover_max_bytes\)", timeout=WAIT))
         self.assertIsNotNone(self.nodes["d"].wait_log("big: its session cannot move", timeout=WAIT))
         self.assertEqual(self.metric("b", "cluster_handover_failed_total"), 1)

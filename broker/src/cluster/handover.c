@@ -67,6 +67,7 @@ struct fetch {
 	uint32_t next_seq;
 	size_t len, cap;
 	uint8_t *buf;            /* the records so far */
+	char holder[64];         /* the holder's name once it answered, for logs; "" before */
 	size_t id_len;
 	char id[];
 };
@@ -187,9 +188,11 @@ static void fall_back(struct fetch *f, const char *why)
 	loop_timer_stop(b->loop, &f->timer);
 	f->state = FETCH_FELL_BACK;
 	b->stats.cluster.handover_failed++;
+	char digest_hex[24];
+	snprintf(digest_hex, sizeof digest_hex, "%016" PRIx64, f->node);
 	log_limited("cluster handover failed", LOG_WARNING, "cluster",
-		    "client %.*s: its session at node %016" PRIx64 " could not be fetched (%s): it starts a new one "
-		    "here (Session Present 0)", (int)f->id_len, f->id, f->node, why);
+		    "client %.*s: its session at node '%s' could not be fetched (%s): it starts a new one here "
+		    "(Session Present 0)", (int)f->id_len, f->id, f->holder[0] ? f->holder : digest_hex, why);
 	fetch_resume(f);
 }
 
@@ -284,8 +287,8 @@ static void fetch_complete(struct fetch *f)
 	loop_timer_stop(b->loop, &f->timer);
 	b->stats.cluster.sessions_in++;
 	log_msg(LOG_NOTICE, "cluster",
-		"client %.*s: session fetched from node %016" PRIx64 " in %" PRIu64 " ms (%u subscriptions, %zu "
-		"messages, %zu bytes%s)", (int)f->id_len, f->id, f->node, loop_now_ms(b->loop) - f->started_ms,
+		"client %.*s: session fetched from node '%s' in %" PRIu64 " ms (%u subscriptions, %zu "
+		"messages, %zu bytes%s)", (int)f->id_len, f->id, f->holder, loop_now_ms(b->loop) - f->started_ms,
 		(unsigned)subs, ic.msgs, f->len, ic.x.subs_skipped ? ", some subscriptions over this node's limits skipped" : "");
 	fetch_resume(f); /* the CONNECT now finds the session: Session Present 1 */
 	confirm(f);
@@ -308,6 +311,9 @@ static void on_answer(struct handover *h, natsMsg *nm, uint64_t token)
 	if (!f || f->state != FETCH_WAITING)
 		return; /* late: it fell back already */
 	const char *kind = wire_header(nm, "Wisp-Kind");
+	const char *holder = wire_header(nm, "Wisp-Node");
+	if (holder && !f->holder[0])
+		snprintf(f->holder, sizeof f->holder, "%s", holder);
 	if (!kind) {
 		/* NATS's no-responders status: nobody listens on the holder's subject. */
 		fall_back(f, "the node is gone");
