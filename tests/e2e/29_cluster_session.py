@@ -19,6 +19,8 @@ nats-server on loopback, as in 24 and 26.
 - With both stores on, the moved session survives kill -9 of the node it
   moved to (its store had it before the old node let go), and the old
   node's restart does not bring its copy back.
+- A node restarted (it heard no claim made before) still finds a session
+  held at another node: it asks every node at start.
 - A session with 1,000 queued messages moves; the time b took is printed
   (docs/cluster.md quotes it).
 
@@ -270,6 +272,24 @@ class ClusterSessionTest(cluster24.ClusterTest):
         self.assertEqual(self.metric("b", "cluster_handover_failed_total"), 1)
         print("fallback after the old node was killed: CONNACK in %.0f ms" % (took * 1000), file=sys.stderr)
         self.assertEqual(back.subscribe([("orphan/#", 1)]), [1])
+
+    def test_restarted_node_still_finds_the_session_held_elsewhere(self):
+        # b hears no claim made while it was down: it asks every node at start.
+        c = Client(self, "a", "stay", v5=False)
+        self.assertEqual(c.subscribe([("stay/#", 1)]), [1])
+        c.raw.close()
+        self.assertIsNotNone(self.nodes["a"].wait_log("client stay .*disconnected", timeout=WAIT))
+        Client(self, "a", "stay-pub", v5=False, clean=True).publish("stay/t", b"kept", 1, 1)
+        b = self.nodes["b"]
+        b.stop()
+        b.exit_status = None
+        offset = b.log_size()
+        b.start()
+        self.assertIsNotNone(b.wait_log("node 'a' holds 1 persistent sessions", offset=offset, timeout=WAIT))
+        back = Client(self, "b", "stay", v5=False)
+        self.assertTrue(back.present, "b learnt at start that a holds the session")
+        got, _ = back.receive_all(1)
+        self.assertEqual(got[0][:2], ("stay/t", b"kept"))
 
     def test_handover_of_1000_queued_messages(self):
         count = 1000

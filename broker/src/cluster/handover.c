@@ -9,7 +9,10 @@
  *   <its>.r<tok>  the answer to its request <tok>: chunks or a status;
  *                 NATS's own "no responders" status (503) when the asked
  *                 node has no subscription (it is gone)
- * Headers: Wisp-Kind (req, chunk, none, refused, too-big, done), Wisp-Node,
+ *   <its>.dir     digests of the persistent sessions another node holds
+ * and every node subscribes "dir", where a node that starts asks all the
+ * others which sessions they hold (the directory, see on_dir_request).
+ * Headers: Wisp-Kind (req, chunk, none, refused, too-big, done, dir), Wisp-Node,
  * Wisp-User (req: the authenticated user; absent: anonymous), Wisp-Seq
  * (chunk: 0, 1, ...) and Wisp-Last ("1" on the last chunk).
  *
@@ -91,6 +94,7 @@ struct handover {
 	size_t base_len;
 	struct dir_slot *dir;
 	size_t dir_len;
+	natsSubscription *dir_sub; /* "<base>dir": another node (re)started and asks who holds what */
 	struct list_node fetches;
 	struct list_node leavings;
 	uint64_t next_token;
@@ -106,24 +110,6 @@ static uint64_t digest(const char *s, size_t len)
 static void subject_of(const struct handover *h, uint64_t node, const char *suffix, char *out)
 {
 	snprintf(out, SUBJECT_MAX, "%s%016" PRIx64 "%s", h->base, node, suffix);
-}
-
-/* ---- the directory ---- */
-
-void handover_claimed(struct handover *h, const char *id, size_t len, const char *node)
-{
-	if (!h)
-		return;
-	uint64_t d = digest(id, len);
-	h->dir[d % h->dir_len] = (struct dir_slot){d, digest(node, strlen(node))};
-}
-
-/* The node that claimed `id` last, if another than this one; 0 if none. */
-static uint64_t holder_of(const struct handover *h, const char *id, size_t len)
-{
-	uint64_t d = digest(id, len);
-	const struct dir_slot *slot = &h->dir[d % h->dir_len];
-	return slot->id == d && slot->node != h->self ? slot->node : 0;
 }
 
 /* ---- sending ---- */
@@ -147,6 +133,84 @@ static natsStatus publish(struct handover *h, const char *subject, const char *r
 	if (st != NATS_OK)
 		h->b->stats.cluster.send_failed++;
 	return st;
+}
+
+/* ---- the directory ---- */
+
+void handover_claimed(struct handover *h, const char *id, size_t len, const char *node)
+{
+	if (!h)
+		return;
+	uint64_t d = digest(id, len);
+	h->dir[d % h->dir_len] = (struct dir_slot){d, digest(node, strlen(node))};
+}
+
+/*
+ * A node that (re)started heard none of the claims made before: it asks
+ * every node once ("<base>dir", at start, buffered by cnats until NATS is
+ * there) and each answers with the 64-bit digests of the persistent
+ * sessions it holds (8 bytes each, little-endian, HANDOVER_CHUNK bytes a
+ * message). They fill empty slots only: a claim heard since is newer.
+ */
+static void on_dir_request(struct handover *h, natsMsg *nm)
+{
+	const char *reply = natsMsg_GetReply(nm);
+	const char *asker = wire_header(nm, "Wisp-Node");
+	if (!reply || !asker || strcmp(asker, h->node) == 0)
+		return; /* this node's own request, echoed */
+	const struct session_table *t = &h->b->sessions;
+	uint8_t *chunk = wisp_malloc(HANDOVER_CHUNK);
+	if (!chunk)
+		return;
+	size_t len = 0, ids = 0;
+	for (size_t i = 0; i < t->nbuckets; i++)
+		for (const struct session *s = t->buckets[i]; s; s = s->hash_next) {
+			if (s->clean)
+				continue;
+			uint64_t d = digest(s->client_id, s->id_len);
+			for (int k = 0; k < 8; k++)
+				chunk[len++] = (uint8_t)(d >> (8 * k));
+			ids++;
+			if (len == HANDOVER_CHUNK) {
+				publish(h, reply, NULL, "dir", chunk, len, NULL);
+				len = 0;
+			}
+		}
+	if (len)
+		publish(h, reply, NULL, "dir", chunk, len, NULL);
+	wisp_free(chunk);
+	log_msg(LOG_INFO, "cluster", "node '%s' started: told it of the %zu persistent sessions here", asker, ids);
+}
+
+static void on_dir_answer(struct handover *h, natsMsg *nm)
+{
+	const char *node = wire_header(nm, "Wisp-Node");
+	int len = natsMsg_GetDataLength(nm);
+	if (!node || len <= 0 || len % 8)
+		return;
+	uint64_t nd = digest(node, strlen(node));
+	const uint8_t *p = (const uint8_t *)natsMsg_GetData(nm);
+	size_t learnt = 0;
+	for (int i = 0; i < len; i += 8) {
+		uint64_t d = 0;
+		for (int k = 0; k < 8; k++)
+			d |= (uint64_t)p[i + k] << (8 * k);
+		struct dir_slot *slot = &h->dir[d % h->dir_len];
+		if (d && !slot->id) {
+			*slot = (struct dir_slot){d, nd};
+			learnt++;
+		}
+	}
+	log_msg(LOG_INFO, "cluster", "node '%s' holds %d persistent sessions (%zu new to this node's directory)", node,
+		len / 8, learnt);
+}
+
+/* The node that claimed `id` last, if another than this one; 0 if none. */
+static uint64_t holder_of(const struct handover *h, const char *id, size_t len)
+{
+	uint64_t d = digest(id, len);
+	const struct dir_slot *slot = &h->dir[d % h->dir_len];
+	return slot->id == d && slot->node != h->self ? slot->node : 0;
 }
 
 /* ---- the asking node ---- */
@@ -616,6 +680,10 @@ bool handover_message(struct handover *h, natsMsg *nm)
 	if (!h || strncmp(subject, h->base, h->base_len) != 0)
 		return false;
 	const char *rest = subject + h->base_len;
+	if (strcmp(rest, "dir") == 0) {
+		on_dir_request(h, nm);
+		return true;
+	}
 	char mine[20];
 	snprintf(mine, sizeof mine, "%016" PRIx64 ".", h->self);
 	if (strncmp(rest, mine, 17) != 0)
@@ -623,6 +691,8 @@ bool handover_message(struct handover *h, natsMsg *nm)
 	rest += 17;
 	if (strcmp(rest, "req") == 0)
 		on_request(h, nm);
+	else if (strcmp(rest, "dir") == 0)
+		on_dir_answer(h, nm);
 	else if (strcmp(rest, "done") == 0)
 		on_done(h, nm);
 	else if (rest[0] == 'r')
@@ -657,21 +727,32 @@ int handover_start(struct handover **out, struct broker *b, natsConnection *nc, 
 	h->base_len = strlen(h->base);
 	char subject[SUBJECT_MAX];
 	subject_of(h, h->self, ".>", subject);
-	if (natsConnection_Subscribe(&h->sub, nc, subject, on_msg, on_msg_closure) != NATS_OK) {
+	char dir[SUBJECT_MAX], reply[SUBJECT_MAX];
+	snprintf(dir, sizeof dir, "%sdir", h->base);
+	subject_of(h, h->self, ".dir", reply);
+	if (natsConnection_Subscribe(&h->sub, nc, subject, on_msg, on_msg_closure) != NATS_OK ||
+	    natsConnection_Subscribe(&h->dir_sub, nc, dir, on_msg, on_msg_closure) != NATS_OK) {
 		handover_free(h);
 		return WISP_EIO;
 	}
+	/* Who holds which session, from every node (on_dir_request). */
+	publish(h, dir, reply, "dir", NULL, 0, NULL);
 	*out = h;
 	return 0;
 }
 
 void handover_stop(struct handover *h)
 {
-	if (!h || !h->sub)
+	if (!h)
 		return;
-	cluster_nats_drain_sub(h->sub, 500);
-	natsSubscription_Destroy(h->sub);
-	h->sub = NULL;
+	natsSubscription **subs[2] = {&h->sub, &h->dir_sub};
+	for (int i = 0; i < 2; i++) {
+		if (!*subs[i])
+			continue;
+		cluster_nats_drain_sub(*subs[i], 500);
+		natsSubscription_Destroy(*subs[i]);
+		*subs[i] = NULL;
+	}
 }
 
 void handover_free(struct handover *h)

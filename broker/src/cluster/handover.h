@@ -50,7 +50,10 @@
  * The directory of who claimed an id last: cluster.handover_directory
  * slots of 16 bytes, indexed by a 64-bit digest of the id; a newer id in
  * the same slot evicts an older one (that client then starts fresh at its
- * next move, logged). Loop thread only.
+ * next move). A node that starts asks every other node once for the
+ * digests of the persistent sessions it holds, which fill the slots no
+ * claim filled, so a restarted node still finds the sessions held
+ * elsewhere. Loop thread only.
  */
 #ifndef WISP_CLUSTER_HANDOVER_H
 #define WISP_CLUSTER_HANDOVER_H
