@@ -92,9 +92,11 @@ def publish_fields(pkt, v5):
 class Client:
     """A raw client of either protocol, acknowledging only when told."""
 
-    def __init__(self, test, node, client_id, v5, clean=False):
+    def __init__(self, test, node, client_id, v5, clean=False, timeout=WAIT):
+        """timeout: for the CONNACK too, which waits up to cluster.handover_timeout
+        (5 s, in whole seconds of the broker's timers) when the holder is silent."""
         self.v5 = v5
-        self.raw = RawClient(test.nodes[node].port)
+        self.raw = RawClient(test.nodes[node].port, timeout=timeout)
         test.clients.append(self.raw)
         if v5:
             self.raw.send(connect5(client_id, clean=clean, expiry=0 if clean else 3600))
