@@ -293,27 +293,37 @@ class ClusterSessionTest(cluster24.ClusterTest):
         got, _ = back.receive_all(1)
         self.assertEqual(got[0][:2], ("stay/t", b"kept"))
 
-    def test_handover_of_1000_queued_messages(self):
+    def bulk_move(self, src, dst, cid):
         count = 1000
-        c = Client(self, "a", "bulk", v5=False)
-        self.assertEqual(c.subscribe([("bulk/#", 1)]), [1])
+        c = Client(self, src, cid, v5=False)
+        self.assertEqual(c.subscribe([(cid + "/#", 1)]), [1])
         c.raw.close()
-        self.assertIsNotNone(self.nodes["a"].wait_log("client bulk .*disconnected", timeout=WAIT))
-        pub = Client(self, "a", "bulk-pub", v5=False, clean=True)
+        self.assertIsNotNone(self.nodes[src].wait_log("client %s .*disconnected" % cid, timeout=WAIT))
+        pub = Client(self, src, cid + "-pub", v5=False, clean=True)
         for i in range(count):
-            pub.publish("bulk/t", b"m%04d" % i + b"x" * 90, 1, 1 + i % 60000)
-        offset = self.nodes["b"].log_size()
+            pub.publish(cid + "/t", b"m%04d" % i + b"x" * 90, 1, 1 + i % 60000)
+        offset = self.nodes[dst].log_size()
         began = time.monotonic()
-        back = Client(self, "b", "bulk", v5=False)
+        back = Client(self, dst, cid, v5=False)
         took = time.monotonic() - began
         self.assertTrue(back.present)
-        line = self.nodes["b"].wait_log(r"bulk: session fetched from node 'a' in \d+ ms", offset=offset,
+        line = self.nodes[dst].wait_log(r"%s: session fetched from node '%s' in \d+ ms" % (cid, src), offset=offset,
                                         timeout=WAIT)
         self.assertIsNotNone(line)
         got, _ = back.receive_all(count, timeout=60)
         self.assertEqual([p[:5] for _, p, _, _ in got], [b"m%04d" % i for i in range(count)])
-        print("1,000 queued messages: CONNACK after %.0f ms; b's log: %s" % (took * 1000, line.strip()),
+        print("1,000 queued messages: CONNACK after %.0f ms; %s's log: %s" % (took * 1000, dst, line.strip()),
               file=sys.stderr)
+
+    def test_handover_of_1000_queued_messages(self):
+        self.bulk_move("a", "b", "bulk")
+
+    def test_handover_of_1000_queued_messages_between_stores(self):
+        # Both stores on: the holder's copy is in its log, the new node writes every record before "done".
+        self.extra_node("d", persistence=True)
+        self.extra_node("e", persistence=True)
+        self.bulk_move("d", "e", "bulkp")
+        self.wait_metric("d", "cluster_sessions_out_total", 1)
 
     def extra_node(self, name, persistence=False, **cluster):
         n = cluster24.Node(name, self.nats.port, persistence=persistence)

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "broker.h"
@@ -63,7 +64,7 @@ struct fetch {
 	struct conn *c;          /* the waiting CONNECT's; NULL once gone or resumed */
 	uint64_t token;
 	uint64_t node;           /* the holder */
-	uint64_t started_ms;
+	uint64_t started_us;     /* CLOCK_MONOTONIC: the handover's time in the log is measured, not the loop's cached clock */
 	uint64_t store_seq;      /* CONFIRMING: the store holds the session from this seq */
 	struct loop_timer timer; /* the handover timeout; CONFIRMING: the next look at the store */
 	uint8_t state;           /* enum fetch_state */
@@ -99,6 +100,13 @@ struct handover {
 	struct list_node leavings;
 	uint64_t next_token;
 };
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 static uint64_t digest(const char *s, size_t len)
 {
@@ -352,7 +360,7 @@ static void fetch_complete(struct fetch *f)
 	b->stats.cluster.sessions_in++;
 	log_msg(LOG_NOTICE, "cluster",
 		"client %.*s: session fetched from node '%s' in %" PRIu64 " ms (%u subscriptions, %zu "
-		"messages, %zu bytes%s)", (int)f->id_len, f->id, f->holder, loop_now_ms(b->loop) - f->started_ms,
+		"messages, %zu bytes%s)", (int)f->id_len, f->id, f->holder, (now_us() - f->started_us + 500) / 1000,
 		(unsigned)subs, ic.msgs, f->len, ic.x.subs_skipped ? ", some subscriptions over this node's limits skipped" : "");
 	fetch_resume(f); /* the CONNECT now finds the session: Session Present 1 */
 	confirm(f);
@@ -454,7 +462,7 @@ int handover_session_missing(struct handover *h, struct conn *c, const char *id,
 	f->c = c;
 	f->token = ++h->next_token;
 	f->node = node;
-	f->started_ms = loop_now_ms(h->b->loop);
+	f->started_us = now_us();
 	f->id_len = len;
 	memcpy(f->id, id, len);
 	char subject[SUBJECT_MAX], reply[SUBJECT_MAX], suffix[32];

@@ -324,7 +324,7 @@ static const struct field cluster_fields[] = {
 	/* A session moving to another node (cluster/handover.h): its CONNECT
 	 * waits at most this long for the old node's answer, then starts
 	 * fresh. 5 s is far above a handover's round trip (a 1,000-message
-	 * session moves in milliseconds, docs/cluster.md) and below the usual
+	 * session moves in 10 to 80 ms, docs/cluster.md) and below the usual
 	 * client connect timeouts (10 s and more). */
 	F_NUM(struct config_cluster, FT_U32, "handover_timeout", handover_timeout, 1, 60, 5),
 	/* The session as records, held whole at the new node until stored:
