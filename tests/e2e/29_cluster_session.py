@@ -253,6 +253,25 @@ class ClusterSessionTest(cluster24.ClusterTest):
         self.assertEqual(got[0][:2], ("twin/x", b"here"))
         new.raw.assert_no_packet(wait=0.3)
 
+    def test_shared_subscription_messages_move_once(self):
+        # The session's queued messages of a shared group go with it: the old
+        # node does not also hand them to the group's member still there.
+        c = Client(self, "a", "shm", v5=True)
+        self.assertEqual(c.subscribe([("$share/g/shq/#", 1)]), [1])
+        c.raw.close()
+        self.assertIsNotNone(self.nodes["a"].wait_log("client shm .*disconnected", timeout=WAIT))
+        pub = Client(self, "a", "shm-pub", v5=False, clean=True)
+        for i in range(3):
+            pub.publish("shq/t", b"s%d" % i, 1, 1 + i)
+        other = Client(self, "a", "shm-other", v5=False, clean=True)
+        self.assertEqual(other.subscribe([("$share/g/shq/#", 1)]), [1])
+        back = Client(self, "b", "shm", v5=True)
+        self.assertTrue(back.present)
+        got, _ = back.receive_all(3)
+        self.assertEqual([p for _, p, _, _ in got], [b"s0", b"s1", b"s2"])
+        self.wait_metric("a", "cluster_sessions_out_total", 1)
+        other.raw.assert_no_packet(wait=0.5)
+
     def test_fresh_session_when_the_old_node_is_gone(self):
         c = Client(self, "a", "orphan", v5=False)
         self.assertEqual(c.subscribe([("orphan/#", 1)]), [1])

@@ -29,6 +29,7 @@
 
 #include "alloc.h"
 #include "broker.h"
+#include "delivery.h"
 #include "err.h"
 #include "groups.h"
 #include "hash.h"
@@ -676,6 +677,10 @@ static void on_done(struct handover *h, natsMsg *nm)
 	}
 	session_v5_end(b, s);
 	SESS_OBSERVE(&b->observer, session_del, s);
+	/* Its messages went with it: none is handed to another member of a
+	 * shared group here (the session's end would do that), which would
+	 * deliver it a second time. */
+	delivery_clear(s, &b->dlim);
 	sess_destroy(&b->sessions, b->subs, s);
 	b->stats.cluster.sessions_out++;
 	log_msg(LOG_INFO, "cluster", "client %.*s: its session moved to node '%s'", len, id,
