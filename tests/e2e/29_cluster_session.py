@@ -175,6 +175,11 @@ class ClusterSessionTest(cluster24.ClusterTest):
                 self.fail("node %s: %s is %d, wanted %d" % (node, name, self.metric(node, name), at_least))
             time.sleep(0.02)
 
+    def heard_claim(self, node, cid, holder):
+        """Waits until node heard holder's claim of cid (it asks holder only then)."""
+        self.assertIsNotNone(self.nodes[node].wait_log("client %s: last claimed by node '%s'" % (cid, holder),
+                                                       timeout=WAIT))
+
     def leave_with_flows_open(self, cid, v5):
         """A client at a with QoS 1 and QoS 2 subscriptions leaves with one
         message of each state in flight; 20 more are published (QoS 1 and 2,
@@ -213,6 +218,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
 
     def move_and_check(self, cid, v5):
         rel_pid, queued = self.leave_with_flows_open(cid, v5)
+        self.heard_claim("b", cid, "a")
         c = Client(self, "b", cid, v5)
         self.assertTrue(c.present, "Session Present 1 at b: the session came from a [MQTT-3.2.2-2]")
         got, rels = c.receive_all(2 + len(queued))
@@ -242,6 +248,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
         old = Client(self, "a", "twin", v5=True)
         self.assertEqual(old.subscribe([("twin/#", 1)]), [1])
         self.nats.wait_subjects("a", {PREFIX + ".twin.>"})
+        self.heard_claim("b", "twin", "a")
         new = Client(self, "b", "twin", v5=True)
         self.assertTrue(new.present)
         pkt = old.raw.expect(DISCONNECT, timeout=WAIT)
@@ -265,6 +272,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
             pub.publish("shq/t", b"s%d" % i, 1, 1 + i)
         other = Client(self, "a", "shm-other", v5=False, clean=True)
         self.assertEqual(other.subscribe([("$share/g/shq/#", 1)]), [1])
+        self.heard_claim("b", "shm", "a")
         back = Client(self, "b", "shm", v5=True)
         self.assertTrue(back.present)
         got, _ = back.receive_all(3)
@@ -277,7 +285,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
         self.assertEqual(c.subscribe([("orphan/#", 1)]), [1])
         c.raw.close()
         self.assertIsNotNone(self.nodes["a"].wait_log("client orphan .*disconnected", timeout=WAIT))
-        # b hears a's claim before a goes.
+        self.heard_claim("b", "orphan", "a")  # before a goes: else b would not ask anyone
         self.nodes["a"].proc.kill()
         self.nodes["a"].proc.wait(timeout=10)
         self.nodes["a"].exit_status = -9
@@ -321,6 +329,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
         pub = Client(self, src, cid + "-pub", v5=False, clean=True)
         for i in range(count):
             pub.publish(cid + "/t", b"m%04d" % i + b"x" * 90, 1, 1 + i % 60000)
+        self.heard_claim(dst, cid, src)
         offset = self.nodes[dst].log_size()
         began = time.monotonic()
         back = Client(self, dst, cid, v5=False)
@@ -363,6 +372,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
         pub = Client(self, "d", "durable-pub", v5=False, clean=True)
         for i in range(10):
             pub.publish("dur/t", b"d%02d" % i, 1, 1 + i)
+        self.heard_claim("e", "durable", "d")
         moved = Client(self, "e", "durable", v5=False)
         self.assertTrue(moved.present)
         got, _ = moved.receive_all(4)
@@ -403,6 +413,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
         pub = Client(self, "d", "big-pub", v5=False, clean=True)
         for i in range(100):
             pub.publish("big/t", b"x" * 1000, 1, 1 + i)  # ~100 KB of records, over 64 KiB
+        self.heard_claim("b", "big", "d")
         back = Client(self, "b", "big", v5=False)
         self.assertFalse(back.present, "too big to move: a fresh session")
         self.assertIsNotNone(self.nodes["b"].wait_log("big: its session at node 'd' could not be fetched "

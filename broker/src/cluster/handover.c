@@ -151,7 +151,10 @@ void handover_claimed(struct handover *h, const char *id, size_t len, const char
 	if (!h)
 		return;
 	uint64_t d = digest(id, len);
-	h->dir[d % h->dir_len] = (struct dir_slot){d, digest(node, strlen(node))};
+	uint64_t nd = digest(node, strlen(node));
+	h->dir[d % h->dir_len] = (struct dir_slot){d, nd};
+	if (nd != h->self)
+		log_msg(LOG_DEBUG, "cluster", "client %.*s: last claimed by node '%s'", (int)len, id, node);
 }
 
 /*
