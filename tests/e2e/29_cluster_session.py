@@ -265,11 +265,14 @@ class ClusterSessionTest(cluster24.ClusterTest):
         # node does not also hand them to the group's member still there.
         c = Client(self, "a", "shm", v5=True)
         self.assertEqual(c.subscribe([("$share/g/shq/#", 1)]), [1])
-        c.raw.close()
-        self.assertIsNotNone(self.nodes["a"].wait_log("client shm .*disconnected", timeout=WAIT))
         pub = Client(self, "a", "shm-pub", v5=False, clean=True)
         for i in range(3):
             pub.publish("shq/t", b"s%d" % i, 1, 1 + i)
+        for i in range(3):  # in flight, never acknowledged: the session holds them
+            pkt = c.next()
+            self.assertEqual((pkt.type, publish_fields(pkt, True)[2]), (PUBLISH, b"s%d" % i))
+        c.raw.close()
+        self.assertIsNotNone(self.nodes["a"].wait_log("client shm .*disconnected", timeout=WAIT))
         other = Client(self, "a", "shm-other", v5=False, clean=True)
         self.assertEqual(other.subscribe([("$share/g/shq/#", 1)]), [1])
         self.heard_claim("b", "shm", "a")
