@@ -175,6 +175,20 @@ class ClusterSessionTest(cluster24.ClusterTest):
                 self.fail("node %s: %s is %d, wanted %d" % (node, name, self.metric(node, name), at_least))
             time.sleep(0.02)
 
+    def restart(self, name, kill=False, ready="connected to NATS as node '%s'"):
+        """Stops node name (SIGTERM, or SIGKILL) and starts it again on its
+        store; waits for the log line `ready` (formatted with the name)."""
+        n = self.nodes[name]
+        if kill:
+            n.proc.kill()
+            n.proc.wait(timeout=10)
+        else:
+            n.stop()
+        n.exit_status = None
+        offset = n.log_size()
+        n.start()
+        self.assertIsNotNone(n.wait_log(ready.replace("%s", name), offset=offset, timeout=WAIT))
+
     def heard_claim(self, node, cid, holder):
         """Waits until node heard holder's claim of cid (it asks holder only then)."""
         self.assertIsNotNone(self.nodes[node].wait_log("client %s: last claimed by node '%s'" % (cid, holder),
@@ -312,12 +326,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
         c.raw.close()
         self.assertIsNotNone(self.nodes["a"].wait_log("client stay .*disconnected", timeout=WAIT))
         Client(self, "a", "stay-pub", v5=False, clean=True).publish("stay/t", b"kept", 1, 1)
-        b = self.nodes["b"]
-        b.stop()
-        b.exit_status = None
-        offset = b.log_size()
-        b.start()
-        self.assertIsNotNone(b.wait_log("node 'a' holds 1 persistent sessions", offset=offset, timeout=WAIT))
+        self.restart("b", ready="node 'a' holds 1 persistent sessions")
         back = Client(self, "b", "stay", v5=False)
         self.assertTrue(back.present, "b learnt at start that a holds the session")
         got, _ = back.receive_all(1)
@@ -367,7 +376,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
     def test_moved_session_survives_kill_9_of_the_new_node(self):
         # Both stores on: e writes the session before d lets go of it.
         self.extra_node("d", persistence=True)
-        e = self.extra_node("e", persistence=True)
+        self.extra_node("e", persistence=True)
         c = Client(self, "d", "durable", v5=False)
         self.assertEqual(c.subscribe([("dur/#", 1)]), [1])
         c.raw.close()
@@ -381,13 +390,8 @@ class ClusterSessionTest(cluster24.ClusterTest):
         got, _ = moved.receive_all(4)
         self.assertEqual([p for _, p, _, _ in got], [b"d%02d" % i for i in range(4)])
         self.wait_metric("d", "cluster_sessions_out_total", 1)  # d let go: e confirmed its store has it
-        e.proc.kill()
-        e.proc.wait(timeout=10)
+        self.restart("e", kill=True)
         moved.raw.close()
-        e.exit_status = None
-        offset = e.log_size()
-        e.start()
-        self.assertIsNotNone(e.wait_log("connected to NATS as node 'e'", offset=offset, timeout=WAIT))
         back = Client(self, "e", "durable", v5=False)
         self.assertTrue(back.present, "e restored the moved session from its store")
         got, _ = back.receive_all(6)
@@ -400,12 +404,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
         self.assertLessEqual(first, 4)
         self.assertEqual(payloads, [b"d%02d" % i for i in range(first, 10)], "the rest, in order, none lost")
         # d's store does not bring its copy back: it recorded the session's end.
-        d = self.nodes["d"]
-        d.stop()
-        d.exit_status = None
-        offset = d.log_size()
-        d.start()
-        self.assertIsNotNone(d.wait_log("restored 0 sessions", offset=offset, timeout=WAIT))
+        self.restart("d", ready="restored 0 sessions")
 
     def test_session_over_handover_max_bytes_starts_fresh(self):
         self.extra_node("d", handover_max_bytes=65536)

@@ -1015,6 +1015,18 @@ static int v_retain_del(void *ctx, const struct store_retain *r)
 	return 0;
 }
 
+/* A SESSION_PUT's Session Expiry Interval (0: none recorded, nothing to set). */
+static int set_expiry(struct broker *b, struct session *s, uint32_t expiry_s)
+{
+	if (!expiry_s)
+		return 0;
+	struct sess_v5 *v = session_v5_get(b, s);
+	if (!v)
+		return WISP_ENOMEM;
+	v->expiry = expiry_s;
+	return 0;
+}
+
 static int v_session_put(void *ctx, const struct store_session *r)
 {
 	struct broker *b = ctx;
@@ -1023,15 +1035,11 @@ static int v_session_put(void *ctx, const struct store_session *r)
 		return WISP_ENOMEM;
 	if (r->next_packet_id > s->next_packet_id)
 		s->next_packet_id = r->next_packet_id;
-	if (r->expiry_s) {
-		/* Its expiry runs again from the restart (persist_open): how long it
-		 * was offline before is not recorded, so it may live longer, never
-		 * shorter, than asked. */
-		struct sess_v5 *v = session_v5_get(b, s);
-		if (!v)
-			return WISP_ENOMEM;
-		v->expiry = r->expiry_s;
-	}
+	/* Its expiry runs again from the restart (persist_open): how long it
+	 * was offline before is not recorded, so it may live longer, never
+	 * shorter, than asked. */
+	if (set_expiry(b, s, r->expiry_s) != 0)
+		return WISP_ENOMEM;
 	/* A record without an owner (an older Wisp's) says nothing about it:
 	 * it does not unbind an owner an earlier record named. */
 	if (r->owner == STORE_OWNER_NONE)
@@ -1547,12 +1555,8 @@ static int import_session(struct broker *b, struct persist_import *x, const stru
 		return WISP_ENOMEM;
 	x->s = s;
 	s->next_packet_id = r->next_packet_id;
-	if (r->expiry_s) {
-		struct sess_v5 *v = session_v5_get(b, s);
-		if (!v)
-			return WISP_ENOMEM;
-		v->expiry = r->expiry_s;
-	}
+	if (set_expiry(b, s, r->expiry_s) != 0)
+		return WISP_ENOMEM;
 	/* The owner is bound by the CONNECT this session is fetched for
 	 * (handle_connect), which the holder checked against it. */
 	SESS_OBSERVE(&b->observer, session_put, s);
