@@ -12,7 +12,10 @@ nats-server on loopback, as in 24 and 26.
   PUBREC), every queued message arrives once and in order, and their
   subscriptions work at b without a new SUBSCRIBE; a has let go of them.
 - A takeover while connected: the client at a gets DISCONNECT 0x8E, the
-  new connection at b Session Present 1.
+  new connection at b Session Present 1; another user asking for the
+  session is refused (CONNACK 5) and leaves the owner connected at a; a
+  shared group's messages in the session move with it, not also to the
+  group's member left at a.
 - Node a killed: the reconnect at b falls back to a fresh session
   (Session Present 0), logged and counted; so does a session over the
   holder's cluster.handover_max_bytes.
@@ -296,6 +299,20 @@ class ClusterSessionTest(cluster24.ClusterTest):
         self.assertEqual([p for _, p, _, _ in got], [b"s0", b"s1", b"s2"])
         self.wait_metric("a", "cluster_sessions_out_total", 1)
         other.raw.assert_no_packet(wait=0.5)
+
+    def test_another_user_is_refused_and_the_session_stays(self):
+        # As on one node: a client id is not a credential (proto/handle_connect.c).
+        owner = RawClient(self.nodes["a"].port)
+        self.clients.append(owner)
+        self.assertEqual(owner.connect("owned", clean=False, username="alice"), 0)
+        self.assertEqual(owner.subscribe([("owned/#", 1)]), [1])
+        self.heard_claim("b", "owned", "a")
+        thief = RawClient(self.nodes["b"].port, timeout=WAIT)
+        self.clients.append(thief)
+        self.assertEqual(thief.connect("owned", clean=False, username="mallory"), 5, "CONNACK: not authorised")
+        self.assertTrue(owner.is_open(), "the owner's connection at a stays")
+        Client(self, "c", "owned-pub", v5=False, clean=True).publish("owned/t", b"still", 1, 1)
+        self.assertEqual(owner.recv_publish(timeout=WAIT).payload, b"still")
 
     def test_fresh_session_when_the_old_node_is_gone(self):
         c = Client(self, "a", "orphan", v5=False)
