@@ -1446,8 +1446,8 @@ int persist_session_export(struct broker *b, struct session *s, persist_rec_fn *
 		rc = fn(ctx, &r);
 	}
 	uint64_t id = 0;
-	struct list_node *lists[2] = {&s->inflight, &s->queue};
-	for (int k = 0; k < 2; k++)
+	struct list_node *lists[2] = {s->qos ? &s->qos->inflight : NULL, s->qos ? &s->qos->queue : NULL};
+	for (int k = 0; k < 2 && lists[k]; k++)
 		for (n = lists[k]->next; !rc && n != lists[k]; n = n->next) {
 			struct sess_msg *e = container_of(n, struct sess_msg, link);
 			bool flight = k == 0, with_msg = e->msg && !(flight && e->state == SESS_MSG_WAIT_PUBCOMP);
@@ -1475,7 +1475,7 @@ int persist_session_export(struct broker *b, struct session *s, persist_rec_fn *
 		}
 	for (uint16_t i = 0; !rc && i < sess_qos2_in_count(s); i++) {
 		r = (struct store_rec){.type = STORE_REC_QOS2_IN_ADD};
-		r.u.qos2 = (struct store_qos2){str_of(s->client_id, s->id_len), s->qos2_in->ids[i]};
+		r.u.qos2 = (struct store_qos2){str_of(s->client_id, s->id_len), sess_qos2_in_id(s, i)};
 		rc = fn(ctx, &r);
 	}
 	return rc;
@@ -1533,14 +1533,14 @@ static int import_delivery(struct broker *b, struct persist_import *x, const str
 	if (flight) {
 		rc = delivery_restore_flight(s, &b->dlim, needs_msg ? x->m : NULL, r->u.flight.packet_id,
 					     r->u.flight.qos, state, (r->u.flight.flags & STORE_MSG_RETAIN) != 0, idp);
-		struct sess_msg *e = rc == 0 ? flight_index_get(s->flight, r->u.flight.packet_id) : NULL;
+		struct sess_msg *e = rc == 0 && s->qos ? flight_index_get(s->qos->flight, r->u.flight.packet_id) : NULL;
 		if (e)
 			import_observe(b, s, e, true);
 	} else {
 		rc = delivery_restore_queued(s, &b->dlim, x->m, r->u.queue.qos, (r->u.queue.flags & STORE_MSG_RETAIN) != 0,
 					     idp);
-		if (rc == 0)
-			import_observe(b, s, container_of(s->queue.prev, struct sess_msg, link), false);
+		if (rc == 0 && s->qos)
+			import_observe(b, s, container_of(s->qos->queue.prev, struct sess_msg, link), false);
 	}
 	wisp_free(ids.heap);
 	return rc;
