@@ -647,9 +647,67 @@ class BridgeTest(unittest.TestCase):
                     wisp.stop()
                     wisp.cleanup()
 
+    def acl_bridge(self, **extra):
+        """Wisp with an acl_file (anonymous clients may do anything; user
+        bridgeuser may write in/allowed/# and read out/allowed/#) and a
+        bridge carrying in/# in and out/# out; the local subscriber to in/#
+        and the remote one to out/#, both past the bridge's SUBSCRIBE."""
+        acl = os.path.join(self.remote.dir, "acl")
+        with open(acl, "w") as f:
+            f.write("topic readwrite #\nuser bridgeuser\ntopic write in/allowed/#\ntopic read out/allowed/#\n")
+        cfg = bridge_config(self.remote, [{"pattern": "in/#", "direction": "in", "qos": 1},
+                                          {"pattern": "out/#", "direction": "out", "qos": 1}], **extra)
+        cfg["auth"] = {"acl_file": acl}
+        self.start_wisp(cfg)
+        near = self.local_client("near-acl", [("in/#", 1)])
+        far = self.remote_client("far-acl", [("out/#", 1)])
+        rpub = self.remote_client("rpub-acl", None)
+        lpub = self.local_client("lpub-acl")
+        self.assertEqual(probe_in(rpub, "in/allowed/probe", b"p", near).topic, "in/allowed/probe")
+        return near, far, rpub, lpub
+
+    def crossing(self, near, far, rpub, lpub):
+        """Which of a denied and an allowed topic cross each way: the
+        allowed one is published second, so whatever arrives before it
+        crossed too."""
+        rpub.publish("in/denied/x", b"1", qos=1, pid=7)
+        rpub.publish("in/allowed/x", b"2", qos=1, pid=8)
+        lpub.publish("out/denied/x", b"3", qos=1, pid=9)
+        lpub.publish("out/allowed/x", b"4", qos=1, pid=10)
+        seen = []
+        for client, last in ((near, "in/allowed/x"), (far, "out/allowed/x")):
+            while True:
+                got = client.recv_publish(timeout=WAIT)
+                seen.append(got.topic)
+                if got.topic == last:
+                    break
+        return seen
+
+    def test_local_username_puts_the_bridge_under_the_acl(self):
+        """local_username: what comes in from the remote is published
+        locally as that user would publish it (ACL write), what goes out is
+        what that user may read (ACL read). Mosquitto documents local_username
+        as the bridge's local user "important when ACLs are used"; Mosquitto
+        2.0.11 run with this very acl_file and bridge lets the denied topics
+        cross both ways (its ACL check passes a bridge's own traffic, observed
+        on Debian's 2.0.11): Wisp applies the rules, as documented."""
+        near, far, rpub, lpub = self.acl_bridge(local_username="bridgeuser")
+        self.assertEqual(self.crossing(near, far, rpub, lpub), ["in/allowed/x", "out/allowed/x"])
+        self.wisp.stop()
+
+    def test_without_local_username_the_acl_does_not_apply(self):
+        """Unset, the bridge's local side follows no ACL rules (as before
+        local_username existed): both topics cross both ways."""
+        near, far, rpub, lpub = self.acl_bridge()
+        self.assertEqual(self.crossing(near, far, rpub, lpub),
+                         ["in/denied/x", "in/allowed/x", "out/denied/x", "out/allowed/x"])
+        self.wisp.stop()
+
     def test_mosquitto_conf_connection_runs(self):
         """A mosquitto.conf with a `connection` runs unchanged under Wisp:
-        the bridge it describes carries both ways, with prefixes."""
+        the bridge it describes carries both ways, with prefixes
+        (local_username without an acl_file changes nothing, as in
+        Mosquitto)."""
         self.wisp = Broker()
         self.addCleanup(stop_and_clean, self.wisp)
         port = free_port()
@@ -657,7 +715,8 @@ class BridgeTest(unittest.TestCase):
         with open(conf, "w") as f:
             f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type all\n"
                     "connection up\naddress 127.0.0.1:%d\nremote_clientid gw-conf\nkeepalive_interval 10\n"
-                    "restart_timeout 1 2\ntopic t/# out 1 site/ central/site/\ntopic c/# in 1 \"\" down/\n"
+                    "restart_timeout 1 2\nlocal_username gateway\n"
+                    "topic t/# out 1 site/ central/site/\ntopic c/# in 1 \"\" down/\n"
                     % (port, self.remote.port))
         log = open(self.wisp.log_path, "ab")
         self.wisp.port = port

@@ -14,7 +14,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "alloc.h"
+#include "auth.h"
 #include "bg.h"
 #include "broker.h"
 #include "connector.h"
@@ -623,7 +625,30 @@ static void send_retained(const char *topic, size_t len, void *value, void *ctx)
 	struct msg *m = value;
 	(void)topic;
 	(void)len;
+	if (w->br->s->acl && !acl_client_check(w->br->s->acl, msg_topic(m), m->topic_len, ACL_READ))
+		return; /* local_username may not read it */
 	broker_deliver(w->br->set->b, w->br->s, m, m->qos < w->qos ? m->qos : w->qos, true, NULL);
+}
+
+/* local_username: the session is that user's (its ACL rules: write for
+ * what comes in, read for what goes out, as a client logged in as that
+ * user); unset, it has no rules and everything crosses, whatever the ACL.
+ * The user is the session's owner, so a reload rebuilds the same rules. */
+static int bind_acl(struct bridge *br, struct session *s)
+{
+	struct broker *b = br->set->b;
+	const char *user = br->cfg->local_username;
+	acl_client_free(s->acl);
+	s->acl = NULL;
+	wisp_free(s->username);
+	s->username = NULL;
+	if (!user)
+		return 0;
+	if (!(s->username = wisp_strndup(user, strlen(user))))
+		return WISP_ENOMEM;
+	if (b->auth.acl && acl_client_new(b->auth.acl, user, s->client_id, &s->acl) != 0)
+		return WISP_ENOMEM;
+	return 0;
 }
 
 /* The local session "$bridge/<name>": found (restored from the store, with
@@ -652,6 +677,11 @@ static int bind_session(struct bridge *br, char *err, size_t errlen)
 	br->s = s;
 	s->sess_flags |= SESS_FLAG_BRIDGE;
 	s->owned = true;
+	int rc = bind_acl(br, s);
+	if (rc != 0) {
+		snprintf(err, errlen, "bridges: %s: out of memory", br->cfg->name);
+		return rc;
+	}
 	SESS_OBSERVE(&b->observer, session_put, s);
 	/* Stored subscriptions no rule asks for any more go. */
 	struct list_node *n, *tmp;
@@ -681,7 +711,7 @@ static int bind_session(struct bridge *br, char *err, size_t errlen)
 		 * out [MQTT-3.8.3-3]; Retain As Published [MQTT-3.3.1-12]. */
 		uint8_t options = (uint8_t)(r->cfg->qos | MQTT_SUBOPT_NO_LOCAL | MQTT_SUBOPT_RETAIN_AS_PUBLISHED);
 		size_t flen = strlen(r->local_filter);
-		int rc = router_interest_add(b->router, s, r->local_filter, flen, options, 0, 0);
+		rc = router_interest_add(b->router, s, r->local_filter, flen, options, 0, 0);
 		if (rc < 0) {
 			snprintf(err, errlen, "bridges: %s: cannot subscribe to %s: %s", br->cfg->name, r->local_filter,
 				 wisp_strerror(rc));
@@ -694,6 +724,13 @@ static int bind_session(struct bridge *br, char *err, size_t errlen)
 			struct retained_walk w = {.br = br, .qos = (uint8_t)r->cfg->qos};
 			retained_match(b->retained, r->local_filter, flen, send_retained, &w);
 		}
+	}
+	/* With local_username, each out rule delivers only what that user may
+	 * read (the subscriptions checked per topic), and what waited in the
+	 * stored queue under other rules is checked again. */
+	if (s->acl) {
+		broker_reclassify_subs(b, s);
+		auth_recheck_messages(b, s);
 	}
 	return 0;
 }

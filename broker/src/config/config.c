@@ -365,6 +365,9 @@ static const struct field bridge_fields[] = {
 	F_FILE(struct config_bridge, "certfile", certfile),
 	F_FILE(struct config_bridge, "keyfile", keyfile),
 	F_BOOL(struct config_bridge, "tls_insecure", tls_insecure, false),
+	/* Whose ACL rules the bridge's local side follows (Mosquitto's
+	 * local_username; unset: none apply). Their %c is "$bridge/<name>". */
+	F_STR(struct config_bridge, "local_username", local_username, NULL),
 	F_CUSTOM(struct config_bridge, "topics", topics, parse_bridge_topics),
 	/* What waits for the remote while it is unreachable: 100000 messages
 	 * or 64 MiB, about 15 minutes of a gateway sending 100 messages a
