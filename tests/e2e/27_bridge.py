@@ -928,6 +928,31 @@ class BridgeResolveTest(unittest.TestCase):
         self.assertEqual(c.recv_publish(timeout=WAIT).payload, b"again")
         wisp.stop()
 
+    def test_sigterm_does_not_wait_for_a_hung_lookup(self):
+        """SIGTERM while a bridge's name lookup hangs: the broker exits at
+        once (status 0, no sanitizer report: LeakSanitizer counts the
+        lookup still running as held, not lost) instead of waiting until
+        getaddrinfo gives up; the shim's lookup is still hanging then."""
+        shim = os.environ.get("WISP_SLOWDNS")
+        if not shim or not os.path.exists(shim):
+            self.fail("WISP_SLOWDNS must name the built libslowdns.so (tests/support)")
+        tmp = tempfile.mkdtemp(prefix="wisp-slowdns-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        note, release = os.path.join(tmp, "lookups"), os.path.join(tmp, "release")
+        cfg = {"bridges": [{"name": "slow", "addresses": ["gateway.slow.invalid:1883"], "connect_timeout": 60,
+                            "topics": [{"pattern": "s/#", "direction": "out", "qos": 1}]}]}
+        wisp = SlowDnsBroker(shim, note, release, config=cfg)
+        self.addCleanup(stop_and_clean, wisp)
+        wisp.start()
+        deadline = time.monotonic() + WAIT
+        while not (os.path.exists(note) and "gateway.slow.invalid" in open(note).read()):
+            self.assertLess(time.monotonic(), deadline, "the bridge never looked its name up")
+            time.sleep(0.05)
+        # The shim holds the lookup for 60 s unless released; stop() waits
+        # far less than that for the exit (STOP_TIMEOUT).
+        wisp.stop()
+        self.assertFalse(os.path.exists(release))
+
 
 if __name__ == "__main__":
     main()

@@ -857,10 +857,13 @@ void bridges_free(struct bridges *bs)
 {
 	if (!bs)
 		return;
-	/* Waits for lookups still running (abandoned ones free themselves):
-	 * a name server that does not answer delays the exit until
-	 * getaddrinfo gives up. */
-	bg_free(bs->bg);
+	for (size_t i = 0; i < bs->n; i++)
+		connector_free(&bs->v[i].cn); /* a lookup still running is told its connector is gone */
+	/* A lookup still running is not waited for: a name server that does
+	 * not answer would hold the exit (SIGTERM) until getaddrinfo gives up.
+	 * Its helper thread keeps it, detached, until the process ends; the
+	 * finished ones free themselves here. */
+	bg_abandon(bs->bg);
 	for (size_t i = 0; i < bs->n; i++) {
 		struct bridge *br = &bs->v[i];
 		for (size_t r = 0; r < br->rule_count; r++) {
@@ -868,7 +871,6 @@ void bridges_free(struct bridges *bs)
 			wisp_free(br->rules[r].remote_filter);
 		}
 		wisp_free(br->rules);
-		connector_free(&br->cn);
 		for (size_t a = 0; br->tls && a < br->addr_count; a++)
 			tls_ctx_unref(br->tls[a]);
 		wisp_free(br->tls);
