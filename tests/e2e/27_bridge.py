@@ -382,6 +382,45 @@ class BridgeTest(unittest.TestCase):
         self.assertEqual(len(re.findall(r"client \$bridge/up: .*queue_full", wisp.log())), 1,
                          "the drops were not logged once")
 
+    def test_queue_qos0_waits_for_the_remote(self):
+        """queue_qos0: QoS 0 messages for the remote wait while it is away
+        and leave in order when it is back, within max_queued_messages
+        (past it dropped, counted in $SYS, logged once). Mosquitto's bridge
+        does the same with queue_qos0_messages true (2.0.11's
+        db__message_insert drops QoS 0 for a disconnected bridge unless
+        queue_qos0_messages is set or start_type is lazy, and queues it
+        under max_queued_messages otherwise). Without it (the default) they
+        are dropped, as for any offline session."""
+        self.remote.extra.append("queue_qos0_messages true")  # the far subscriber's own queue
+        self.remote.stop()
+        self.remote.start()
+        cfg = bridge_config(self.remote, [{"pattern": "q/#", "direction": "out", "qos": 1}],
+                            max_queued_messages=10, queue_qos0=True)
+        cfg["sys_interval"] = 1
+        wisp = self.start_wisp(cfg)
+        far = self.remote_client("far-q0", [("q/#", 1)], clean=False)
+        pub = self.local_client("pub-q0")
+        pub.publish("q/x", b"before", qos=0)
+        self.assertEqual(far.recv_publish(timeout=WAIT).payload, b"before")
+        far.close()
+        offset = wisp.log_size()
+        self.remote.stop()
+        self.assertIsNotNone(wisp.wait_log(r"bridge up: disconnected", offset=offset, timeout=WAIT))
+        for i in range(25):
+            pub.publish("q/x", str(i).encode(), qos=0)
+        pub.publish("elsewhere", b"sync", qos=1)  # the loop handled the 25 before this PUBACK
+        sysw = self.local_client("sys-q0", [("$SYS/broker/bridges/#", 0)])
+        self.sys_values(sysw, lambda v: v.get("dropped") == "15")
+        self.assertEqual(len(re.findall(r"client \$bridge/up: .*queue_full", wisp.log())), 1,
+                         "the drops were not logged once")
+        offset = wisp.log_size()
+        self.remote.start()
+        self.wait_connected(offset)
+        far = self.remote_client("far-q0", None, clean=False)
+        got = [int(far.recv_publish(timeout=WAIT).payload) for _ in range(10)]
+        self.assertEqual(got, list(range(10)))
+        self.wisp.stop()
+
     def test_reload_keeps_bridges_and_says_so(self):
         """SIGHUP does not restart bridges: a changed bridges section is
         logged as needing a restart, and the running bridge carries on."""

@@ -42,6 +42,12 @@ enum bridge_state {
 	BRIDGE_UP = 2,
 };
 
+/* A QoS 0 message waiting for the remote (queue_qos0). */
+struct qos0_item {
+	struct list_node link;
+	struct msg *msg; /* our reference; under its remote topic */
+};
+
 struct bridge {
 	struct bridges *set;
 	const struct config_bridge *cfg;
@@ -55,6 +61,10 @@ struct bridge {
 	struct tls_ctx **tls;    /* per address (its name in the certificate); NULL: plain TCP */
 	size_t addr_count;
 	struct loop_timer timer; /* the PINGREQ interval */
+	struct list_node qos0;   /* queue_qos0: QoS 0 waiting for the remote, oldest first */
+	uint32_t qos0_count;
+	uint64_t qos0_bytes;
+	struct loop_timer qos0_timer; /* the next turn's share of qos0 once up */
 	uint8_t state;           /* enum bridge_state */
 	uint8_t remote_max_qos;  /* from the last v5 CONNACK; 2 until one says less */
 	uint16_t next_packet_id; /* for SUBSCRIBE (publishes use the session's) */
@@ -259,6 +269,82 @@ static int subscribe_in_rules(struct bridge *br, struct conn *c)
 	return rc;
 }
 
+static void drain_qos0(struct loop *l, struct loop_timer *t);
+
+/* The bridge's own bounds, as delivery sees them. */
+static void bridge_limits(const struct bridge *br, struct delivery_limits *lim)
+{
+	*lim = br->set->b->dlim;
+	lim->max_queued = br->cfg->max_queued_messages;
+	lim->max_queued_bytes = br->cfg->max_queued_bytes;
+}
+
+/* Sends waiting QoS 0 messages, oldest first, while the connection's
+ * output has room (its bound would drop the rest); what is left goes on
+ * the next turn, or in a second when nothing went (the remote reads
+ * slowly). */
+static void send_qos0(struct bridge *br)
+{
+	struct broker *b = br->set->b;
+	struct delivery_limits lim;
+	bridge_limits(br, &lim);
+	size_t sent = 0;
+	struct list_node *n;
+	while (br->state == BRIDGE_UP && br->conn->out.bytes < lim.max_output && (n = list_first(&br->qos0))) {
+		struct qos0_item *q = container_of(n, struct qos0_item, link);
+		list_remove(n);
+		br->qos0_count--;
+		br->qos0_bytes -= msg_size(q->msg);
+		enum drop_reason why = DROP_NO_MEMORY;
+		if (delivery_offer(br->s, &lim, q->msg, 0, q->msg->retain, NULL, &why) == DELIVERY_SENT) {
+			b->stats.msgs_sent++;
+			sent++;
+		} else {
+			broker_count_drop(b, why); /* too large for the remote, or out of memory */
+		}
+		msg_unref(q->msg);
+		wisp_free(q);
+	}
+	if (br->state == BRIDGE_UP && !list_empty(&br->qos0))
+		loop_timer_start(b->loop, &br->qos0_timer, sent ? 0 : 1, drain_qos0);
+}
+
+static void drain_qos0(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	send_qos0(container_of(t, struct bridge, qos0_timer));
+}
+
+/* on_offer with queue_qos0: a QoS 0 message (`out`, our reference) waits
+ * while the remote is away, and behind those already waiting, so they
+ * leave in order; within the bridge's bounds (QoS 1/2 waiting count too),
+ * or dropped as a full queue would drop it. */
+static void take_qos0(struct bridge *br, struct msg *out, struct outbound_verdict *v)
+{
+	const struct session *s = br->s;
+	if ((uint64_t)br->qos0_count + s->queued_count + s->inflight_count >= br->cfg->max_queued_messages) {
+		v->dropped = true;
+		v->why = DROP_QUEUE_FULL;
+	} else if (br->qos0_bytes + s->queued_bytes + msg_size(out) > br->cfg->max_queued_bytes) {
+		v->dropped = true;
+		v->why = DROP_QUEUE_BYTES;
+	} else {
+		struct qos0_item *q = wisp_malloc(sizeof *q);
+		if (!q) {
+			v->dropped = true;
+			v->why = DROP_NO_MEMORY;
+		} else {
+			q->msg = out;
+			list_push_back(&br->qos0, &q->link);
+			br->qos0_count++;
+			br->qos0_bytes += msg_size(out);
+			v->taken = true;
+			return;
+		}
+	}
+	msg_unref(out);
+}
+
 static int on_connack(struct bridge *br, struct conn *c, const struct mqtt_connack *a, enum reason *why)
 {
 	struct broker *b = br->set->b;
@@ -307,6 +393,7 @@ static int on_connack(struct bridge *br, struct conn *c, const struct mqtt_conna
 	/* The unacknowledged window again (DUP), then the queue, in order
 	 * [MQTT-4.4.0-1] [MQTT-4.6.0-6]. */
 	delivery_resume(br->s, &b->dlim);
+	send_qos0(br); /* [MQTT-4.6.0-6] per QoS: QoS 0 kept its order among itself */
 	loop_timer_start(b->loop, &br->timer, br->cfg->keepalive, on_timer);
 	return 0;
 }
@@ -404,6 +491,7 @@ static void on_drop(void *ctx, struct conn *c, enum reason r, const char *detail
 		return;
 	br->conn = NULL;
 	loop_timer_stop(bs->b->loop, &br->timer);
+	loop_timer_stop(bs->b->loop, &br->qos0_timer);
 	if (br->state == BRIDGE_CONNECTING && r == REASON_KEEPALIVE_TIMEOUT) /* server_adopt's timer */
 		set_error(br, "no CONNACK within %u s", br->cfg->connect_timeout);
 	else if (detail != br->last_error) /* the callers below pass last_error itself */
@@ -424,7 +512,10 @@ static void on_drop(void *ctx, struct conn *c, enum reason r, const char *detail
  * Maximum QoS (the last one it said; messages queued before it said less
  * keep theirs), and the message under its remote topic when the rule's
  * prefixes say so. */
-static struct msg *on_offer(void *ctx, struct session *s, struct msg *m, uint8_t *qos, struct delivery_limits *lim)
+static struct msg *remote_msg(struct bridge *br, struct msg *m);
+
+static struct msg *on_offer(void *ctx, struct session *s, struct msg *m, uint8_t *qos, struct delivery_limits *lim,
+			    struct outbound_verdict *v)
 {
 	struct bridge *br = bridge_of_session(ctx, s);
 	if (!br)
@@ -433,6 +524,18 @@ static struct msg *on_offer(void *ctx, struct session *s, struct msg *m, uint8_t
 		*qos = br->remote_max_qos;
 	lim->max_queued = br->cfg->max_queued_messages;
 	lim->max_queued_bytes = br->cfg->max_queued_bytes;
+	struct msg *mapped = remote_msg(br, m);
+	if (*qos == 0 && br->cfg->queue_qos0 && (br->state != BRIDGE_UP || !list_empty(&br->qos0))) {
+		take_qos0(br, mapped ? mapped : msg_ref(m), v);
+		return NULL;
+	}
+	return mapped;
+}
+
+/* The message under its remote topic: a new one when the rule's prefixes
+ * differ, NULL when the shared message goes as it is. */
+static struct msg *remote_msg(struct bridge *br, struct msg *m)
+{
 	const char *topic = msg_topic(m);
 	for (size_t i = 0; i < br->rule_count; i++) {
 		const struct bridge_rule *r = &br->rules[i];
@@ -791,6 +894,8 @@ int bridges_start(struct broker *b, struct bridges **out, char *err, size_t errl
 	b->outbound_ctx = bs;
 	for (size_t i = 0; i < bs->n; i++) {
 		struct bridge *br = &bs->v[i];
+		list_init(&br->qos0);
+		list_init(&br->qos0_timer.link);
 		br->set = bs;
 		br->cfg = &cfg->bridges[i];
 		br->stat = &b->bridge_stats[i];
@@ -850,6 +955,7 @@ void bridges_stop(struct bridges *bs)
 		br->conn = NULL;
 		connector_cancel(&br->cn);
 		loop_timer_stop(b->loop, &br->timer);
+		loop_timer_stop(b->loop, &br->qos0_timer);
 	}
 }
 
@@ -871,6 +977,12 @@ void bridges_free(struct bridges *bs)
 			wisp_free(br->rules[r].remote_filter);
 		}
 		wisp_free(br->rules);
+		while (br->qos0.next && !list_empty(&br->qos0)) { /* in memory only: QoS 0 promises nothing */
+			struct qos0_item *q = container_of(list_first(&br->qos0), struct qos0_item, link);
+			list_remove(&q->link);
+			msg_unref(q->msg);
+			wisp_free(q);
+		}
 		for (size_t a = 0; br->tls && a < br->addr_count; a++)
 			tls_ctx_unref(br->tls[a]);
 		wisp_free(br->tls);

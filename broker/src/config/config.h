@@ -193,6 +193,7 @@ struct config_bridge {
 	size_t topic_count;
 	uint32_t max_queued_messages; /* waiting for the remote; default 100000 */
 	uint64_t max_queued_bytes;    /* default 64 MiB */
+	bool queue_qos0;              /* QoS 0 waits for the remote too (in memory); default false */
 	uint32_t reconnect_min, reconnect_max; /* backoff, seconds; default 1 and 60 */
 	uint32_t connect_timeout;     /* seconds for TCP, TLS and CONNACK; default 10 */
 };
