@@ -893,6 +893,15 @@ class SlowDnsBroker(Broker):
 class BridgeResolveTest(unittest.TestCase):
     """Names in `addresses` are looked up off the loop."""
 
+    def slowdns(self):
+        """The shim, and the files it notes lookups in and waits for."""
+        shim = os.environ.get("WISP_SLOWDNS")
+        if not shim or not os.path.exists(shim):
+            self.fail("WISP_SLOWDNS must name the built libslowdns.so (tests/support)")
+        tmp = tempfile.mkdtemp(prefix="wisp-slowdns-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        return shim, os.path.join(tmp, "lookups"), os.path.join(tmp, "release")
+
     def test_a_name_that_does_not_resolve_stalls_no_client(self):
         """While the lookup of a bridge's name hangs, an honest client's
         QoS 1 round trip completes; the lookup is abandoned at
@@ -900,12 +909,7 @@ class BridgeResolveTest(unittest.TestCase):
         lookup on it; a name that does not resolve (the hung one once
         released, and a plain .invalid one) is logged and retried with
         backoff."""
-        shim = os.environ.get("WISP_SLOWDNS")
-        if not shim or not os.path.exists(shim):
-            self.fail("WISP_SLOWDNS must name the built libslowdns.so (tests/support)")
-        tmp = tempfile.mkdtemp(prefix="wisp-slowdns-")
-        self.addCleanup(shutil.rmtree, tmp, True)
-        note, release = os.path.join(tmp, "lookups"), os.path.join(tmp, "release")
+        shim, note, release = self.slowdns()
 
         def bridge(name, address, prefix):
             return {"name": name, "addresses": [address], "protocol_version": "mqttv311",
@@ -972,12 +976,7 @@ class BridgeResolveTest(unittest.TestCase):
         once (status 0, no sanitizer report: LeakSanitizer counts the
         lookup still running as held, not lost) instead of waiting until
         getaddrinfo gives up; the shim's lookup is still hanging then."""
-        shim = os.environ.get("WISP_SLOWDNS")
-        if not shim or not os.path.exists(shim):
-            self.fail("WISP_SLOWDNS must name the built libslowdns.so (tests/support)")
-        tmp = tempfile.mkdtemp(prefix="wisp-slowdns-")
-        self.addCleanup(shutil.rmtree, tmp, True)
-        note, release = os.path.join(tmp, "lookups"), os.path.join(tmp, "release")
+        shim, note, release = self.slowdns()
         cfg = {"bridges": [{"name": "slow", "addresses": ["gateway.slow.invalid:1883"], "connect_timeout": 60,
                             "topics": [{"pattern": "s/#", "direction": "out", "qos": 1}]}]}
         wisp = SlowDnsBroker(shim, note, release, config=cfg)
