@@ -742,6 +742,34 @@ class BridgeTest(unittest.TestCase):
                          ["in/denied/x", "in/allowed/x", "out/denied/x", "out/allowed/x"])
         self.wisp.stop()
 
+    def test_a_reload_leaves_a_bridge_without_local_username_outside_the_acl(self):
+        """SIGHUP rebuilds every session's ACL rules: a bridge without
+        local_username stays without any (it did get the anonymous
+        clients' rules, here none, and carried nothing any more)."""
+        acl = os.path.join(self.remote.dir, "acl")
+        with open(acl, "w") as f:
+            f.write("user tester\ntopic readwrite #\n")  # anonymous clients may do nothing
+        cfg = bridge_config(self.remote, [{"pattern": "in/#", "direction": "in", "qos": 1},
+                                          {"pattern": "out/#", "direction": "out", "qos": 1}])
+        cfg["auth"] = {"acl_file": acl}
+        wisp = self.start_wisp(cfg)
+        offset = wisp.log_size()
+        wisp.reload()
+        self.assertIsNotNone(wisp.wait_log(r"configuration reloaded", offset=offset, timeout=WAIT))
+        near = RawClient(wisp.port)
+        self.addCleanup(near.close)
+        self.assertEqual(near.connect("near-rl", username="tester"), 0)
+        self.assertEqual(near.subscribe([("in/#", 1)]), [1])
+        far = self.remote_client("far-rl", [("out/#", 1)])
+        rpub = self.remote_client("rpub-rl", None)
+        self.assertEqual(probe_in(rpub, "in/x", b"in", near).payload, b"in")
+        lpub = RawClient(wisp.port)
+        self.addCleanup(lpub.close)
+        self.assertEqual(lpub.connect("lpub-rl", username="tester"), 0)
+        lpub.publish("out/x", b"out", qos=1)
+        self.assertEqual(far.recv_publish(timeout=WAIT).payload, b"out")
+        wisp.stop()
+
     def test_mosquitto_conf_connection_runs(self):
         """A mosquitto.conf with a `connection` runs unchanged under Wisp:
         the bridge it describes carries both ways, with prefixes
