@@ -410,7 +410,8 @@ class BridgeTest(unittest.TestCase):
             pub.publish("q/x", str(i).encode(), qos=0)
         pub.publish("elsewhere", b"sync", qos=1)  # the loop handled the 25 before this PUBACK
         sysw = self.local_client("sys-q0", [("$SYS/broker/bridges/#", 0)])
-        self.sys_values(sysw, lambda v: v.get("dropped") == "15")
+        v = self.sys_values(sysw, lambda v: v.get("dropped") == "15")
+        self.assertEqual(v.get("queued"), "10")
         self.assertEqual(len(re.findall(r"client \$bridge/up: .*queue_full", wisp.log())), 1,
                          "the drops were not logged once")
         offset = wisp.log_size()

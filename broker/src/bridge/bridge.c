@@ -293,7 +293,7 @@ static void send_qos0(struct bridge *br)
 	while (br->state == BRIDGE_UP && br->conn->out.bytes < lim.max_output && (n = list_first(&br->qos0))) {
 		struct qos0_item *q = container_of(n, struct qos0_item, link);
 		list_remove(n);
-		br->qos0_count--;
+		br->stat->queued_qos0 = --br->qos0_count;
 		br->qos0_bytes -= msg_size(q->msg);
 		enum drop_reason why = DROP_NO_MEMORY;
 		if (delivery_offer(br->s, &lim, q->msg, 0, q->msg->retain, NULL, &why) == DELIVERY_SENT) {
@@ -336,7 +336,7 @@ static void take_qos0(struct bridge *br, struct msg *out, struct outbound_verdic
 		} else {
 			q->msg = out;
 			list_push_back(&br->qos0, &q->link);
-			br->qos0_count++;
+			br->stat->queued_qos0 = ++br->qos0_count;
 			br->qos0_bytes += msg_size(out);
 			v->taken = true;
 			return;

@@ -92,6 +92,7 @@ struct sub_job;
 struct broker_bridge_stat {
 	const char *name;
 	const struct session *session; /* its queue: queued_count + inflight_count */
+	uint64_t queued_qos0;          /* QoS 0 waiting for the remote besides (queue_qos0) */
 	const char *last_error;        /* "" after a successful CONNACK */
 	uint64_t connected;            /* 1 while the remote accepted us */
 	uint64_t connects;             /* CONNACKs accepted since start */

@@ -357,7 +357,8 @@ bool metrics_value(const struct broker *b, const struct metrics_snap *snap, cons
 		if (m->offset == METRIC_BRIDGE_CONNECTED)
 			*u = bs->connected;
 		else if (m->offset == METRIC_BRIDGE_QUEUED)
-			*u = bs->session ? (uint64_t)bs->session->queued_count + bs->session->inflight_count : 0;
+			*u = (bs->session ? (uint64_t)bs->session->queued_count + bs->session->inflight_count : 0) +
+			     bs->queued_qos0;
 		else if (m->offset == METRIC_BRIDGE_DROPPED)
 			*u = bs->session ? bs->session->dropped : 0;
 		else
