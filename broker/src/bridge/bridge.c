@@ -956,6 +956,16 @@ void bridges_stop(struct bridges *bs)
 		connector_cancel(&br->cn);
 		loop_timer_stop(b->loop, &br->timer);
 		loop_timer_stop(b->loop, &br->qos0_timer);
+		/* In memory only (QoS 0 promises nothing); before broker_free,
+		 * which empties the message cache these would go back to. */
+		while (!list_empty(&br->qos0)) {
+			struct qos0_item *q = container_of(list_first(&br->qos0), struct qos0_item, link);
+			list_remove(&q->link);
+			msg_unref(q->msg);
+			wisp_free(q);
+		}
+		br->stat->queued_qos0 = br->qos0_count = 0;
+		br->qos0_bytes = 0;
 	}
 }
 
@@ -977,12 +987,6 @@ void bridges_free(struct bridges *bs)
 			wisp_free(br->rules[r].remote_filter);
 		}
 		wisp_free(br->rules);
-		while (br->qos0.next && !list_empty(&br->qos0)) { /* in memory only: QoS 0 promises nothing */
-			struct qos0_item *q = container_of(list_first(&br->qos0), struct qos0_item, link);
-			list_remove(&q->link);
-			msg_unref(q->msg);
-			wisp_free(q);
-		}
 		for (size_t a = 0; br->tls && a < br->addr_count; a++)
 			tls_ctx_unref(br->tls[a]);
 		wisp_free(br->tls);
