@@ -124,6 +124,11 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.pending), .sys = "cluster/messages/pending"},
 	{"cluster_overflow_total", "QoS 1/2 messages sent at most once: cluster.outbound_queue full.", COUNTER,
 	 STAT(cluster.overflow), .sys = "cluster/messages/overflow"},
+	{"cluster_unwanted_total", "Messages no other cluster node wanted, so not sent to NATS.", COUNTER,
+	 STAT(cluster.unwanted), .sys = "cluster/messages/unwanted"},
+	{"cluster_interest_ack_timeouts_total", "SUBACKs sent before every other node answered the new filter's "
+	 "announcement (cluster.interest_ack_timeout).", COUNTER, STAT(cluster.interest_timeouts),
+	 .sys = "cluster/interest/ack_timeouts"},
 	{"cluster_forward_queued", "QoS 1/2 messages kept in the store while JetStream is out of reach.", GAUGE,
 	 STAT(cluster.forward_queued), .sys = "cluster/forward/queued"},
 	{"cluster_forward_bytes", "Bytes of the QoS 1/2 messages kept in the store for JetStream.", GAUGE,

@@ -1,7 +1,9 @@
 /*
  * Private to topic/: the level trie shared by the subscription tree
  * (tree.c, keyed by filters) and the retained store (retained.c, keyed by
- * names). Not part of the topic API; tests include it only to count nodes.
+ * names); one outside user, cluster/interest.c, keys it by the filters of
+ * the other cluster nodes and keeps only a count per node. Not part of the
+ * topic API; tests include it only to count nodes.
  *
  * Shape. One node per level, the level bytes stored inline after the node
  * (one allocation per node, no strdup). Literal children sit in an
@@ -60,6 +62,7 @@ struct trie_node {
 			void *value; /* retained: the stored reference, or NULL */
 			size_t bytes;
 		} ret;
+		size_t count; /* cluster/interest.c: other nodes' filters ending here */
 	} u;
 	uint32_t nkids; /* literal children */
 	uint32_t hashv; /* hash of level, cached so tables grow without rehashing strings */
