@@ -256,6 +256,15 @@ int outq_push_publish(struct outq *q, struct msg *m, uint8_t version, const stru
 	struct mqtt_publish_split p = split_of(m, v5, d);
 	if (mid_max > INLINE)
 		return push_publish_large(q, m, version, &p, mid_max);
+	/* Below 5.0 the whole packet is written straight into the run. */
+	size_t small = mqtt_publish_small_size(version, &p);
+	if (small && small <= RUN_PUBLISH) {
+		uint8_t *at = run_reserve(q, small, true);
+		if (!at)
+			return WISP_ENOMEM;
+		mqtt_encode_publish_small(at, &p, msg_topic(m), msg_payload(m));
+		return 0;
+	}
 	/* Head at 0, middle part at MID_AT, as an item would hold them. */
 	uint8_t enc[MID_AT + INLINE];
 	size_t mid_len = 0;
