@@ -56,6 +56,10 @@ command -v gnuplot >/dev/null ||
 	{ HAVE_GNUPLOT=0; echo "warning: gnuplot missing (apt-get install gnuplot-nox): no chart" >&2; }
 [ "$(nproc)" -ge 2 ] || echo "warning: fewer than 2 CPUs; broker and generator will share one" >&2
 
+# Stamped now, next to the build: a checkout that moves during a long run
+# must not lend its commit to binaries built before it moved.
+COMMIT=$(git -C "$ROOT" describe --always --dirty --abbrev=7 2>/dev/null || echo "uncommitted")
+STARTED=$(date -u +%Y-%m-%dT%H:%MZ)
 OUT=${OUT:-$ROOT/build/bench-results/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT" || die "cannot create $OUT"
 TMP=$(mktemp -d /tmp/wisp-compare.XXXXXX)
@@ -289,10 +293,9 @@ for s in "${SCENARIOS[@]}"; do
 done
 ELAPSED=$(($(date +%s) - START))
 
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
 MACHINE="$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r)"
 /usr/bin/python3 "$HERE/summarize.py" "$RUNS" "$OUT" \
-	--meta "date=$(date -u +%Y-%m-%dT%H:%MZ)" --meta "commit=$COMMIT" --meta "machine=$MACHINE" \
+	--meta "date=$STARTED" --meta "commit=$COMMIT" --meta "machine=$MACHINE" \
 	--meta "reps=$REPS" --meta "payload=$PAYLOAD" --meta "elapsed_s=$ELAPSED" \
 	--meta "mosquitto=$("$MOSQ" -h 2>/dev/null | head -1 | sed 's/^mosquitto version //')" || die "summary failed"
 if [ "$HAVE_GNUPLOT" = 1 ]; then gnuplot "$OUT/results.gp" || die "gnuplot failed"; fi
