@@ -10,8 +10,12 @@ is in its own store. So, whatever fails:
     acknowledged to the publisher reaches the subscriber on the other node,
     QoS 2 ones exactly once [MQTT-4.3.3-2];
   - NATS stopped for 10 s and started again: what the publisher sent
-    meanwhile is acknowledged once NATS is back (not before: it was not
-    safe), and all of it arrives; the node says so in /readyz and $SYS;
+    meanwhile is kept in the publishing node's store (its forwarding
+    queue) and acknowledged once written there, and all of it arrives
+    after NATS is back; the node says so in its log, /readyz (503: it is
+    cut off from the other nodes) and $SYS;
+  - kill -9 of the publishing node while NATS is down: after its restart,
+    with NATS back, every message it acknowledged meanwhile arrives;
   - the subscriber's node killed and restarted: its persistent session gets
     every message acknowledged while it was down.
 
@@ -20,6 +24,7 @@ test, never skips it."""
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -100,6 +105,9 @@ class Publisher:
 
 
 class DurableClusterTest(unittest.TestCase):
+    # Node a's store-and-forward bound, for the tests that reach it.
+    FORWARD_QUEUE = {"test_forward_queue_full_holds_acks_until_nats_is_back": {"forward_queue": 10},
+                     "test_without_store_and_forward_acks_wait_for_nats": {"forward_queue": 0}}
 
     def setUp(self):
         self.nats = Nats()
@@ -110,7 +118,10 @@ class DurableClusterTest(unittest.TestCase):
         self.clients = []
         self.addCleanup(self.stop_nodes)
         for name in ("a", "b"):
-            self.start_node(Node(name, self.nats.port, persistence=True), name)
+            node = Node(name, self.nats.port, persistence=True)
+            if name == "a":
+                node.extra_config["cluster"].update(self.FORWARD_QUEUE.get(self._testMethodName, {}))
+            self.start_node(node, name)
 
     def start_node(self, node, name, offset=0):
         self.nodes[name] = node
@@ -160,6 +171,12 @@ class DurableClusterTest(unittest.TestCase):
                     len(want & set(got)), len(want), sorted(want - set(got))[:10])) from None
         return got
 
+    def assert_in_order(self, got):
+        """Per-publisher order, on first arrival (a QoS 1 message may come
+        twice)."""
+        firsts = [int(p.split(b":")[1]) for p in dict.fromkeys(got) if b":" in p]
+        self.assertEqual(firsts, sorted(firsts), "the publisher's order was not kept")
+
     def assert_qos2_once(self, got):
         qos2 = [p for p in got if p.startswith(b"2:")]
         self.assertEqual(len(qos2), len(set(qos2)), "a QoS 2 message arrived twice [MQTT-4.3.3-2]")
@@ -173,6 +190,15 @@ class DurableClusterTest(unittest.TestCase):
         got = self.collect(sub, pub.acked)
         self.assert_qos2_once(got)
 
+    def lose_nats(self):
+        """Stops NATS; returns once node a keeps QoS 1/2 in its store."""
+        a = self.nodes["a"]
+        offset = a.log_size()
+        self.nats.kill()
+        self.assertIsNotNone(a.wait_log("JetStream out of reach: QoS 1/2 messages for other nodes are kept in "
+                                        "the store", offset=offset, timeout=WAIT), a.log_banner())
+        return time.monotonic()
+
     def test_nats_down_for_10_s_then_everything_acknowledged_arrives(self):
         sub = self.subscriber("b", "sub-b", "out/#")
         pub = Publisher(self.nodes["a"].port, "pub-a", "out")
@@ -182,32 +208,137 @@ class DurableClusterTest(unittest.TestCase):
         before = set(pub.acked)
         got = self.collect(sub, before)
         a = self.nodes["a"]
-        offset = a.log_size()
-        stopped = time.monotonic()
-        self.nats.kill()
-        self.assertIsNotNone(a.wait_log("lost the NATS connection", offset=offset, timeout=WAIT))
-        # Sent while NATS is down: held, not acknowledged (not safe yet),
-        # while the node says why it is not ready.
-        for _ in range(40):
-            pub.send_one()
+        stopped = self.lose_nats()
+        # Sent while NATS is down: kept in a's store and acknowledged there,
+        # while the node says it is cut off from the others.
+        pub.run(count=60, window=20)
+        self.assertEqual(len(pub.acked), 60, "every message sent while NATS is down is acknowledged")
         self.assertEqual(a.wait_ready(False)[0], 503)
-        try:
-            pub.c.recv_packet(1.0)
-            self.fail("a QoS 1/2 message was acknowledged while NATS was down")
-        except socket.timeout:
-            pass
-        self.assertRegex(a.get("/metrics")[1], r"(?m)^wisp_cluster_pending [1-9][0-9]*$")
+        metrics = a.get("/metrics")[1]
+        self.assertRegex(metrics, r"(?m)^wisp_cluster_forward_queued 40$")
+        self.assertRegex(metrics, r"(?m)^wisp_cluster_forward_overflow_total 0$")
+        sub.assert_no_packet(wait=0.2)  # nothing crosses meanwhile
         time.sleep(max(0.0, OUTAGE - (time.monotonic() - stopped)))  # the outage lasts its 10 s
         offset = a.log_size()
         self.nats.start()
-        self.assertIsNotNone(a.wait_log("connected to NATS as node 'a'", offset=offset, timeout=WAIT))
-        pub.run(count=60, window=60)
-        self.assertEqual(len(pub.acked), 60, "every message of the outage is acknowledged once NATS is back")
+        self.assertIsNotNone(a.wait_log("forwarding queue drained", offset=offset, timeout=WAIT), a.log_banner())
         got += self.collect(sub, pub.acked - before)
         self.assert_qos2_once(got)
+        self.assert_in_order(got)
         self.assertEqual(a.wait_ready(True), (200, "ready\n"))
+        self.assertRegex(a.get("/metrics")[1], r"(?m)^wisp_cluster_forward_queued 0$")
+        # The next messages go straight to JetStream again.
+        pub.run(count=70, window=10)
+        self.assertEqual(len(pub.acked), 70)
+        got += self.collect(sub, pub.acked - before - set(got))
+        self.assert_qos2_once(got)
 
-    def test_qos2_resent_on_a_new_connection_is_acknowledged_only_once_safe(self):
+    def test_kill_publishing_node_while_nats_is_down_loses_nothing_acknowledged(self):
+        sub = self.subscriber("b", "sub-b", "kd/#")
+        a = self.nodes["a"]
+        pub = Publisher(a.port, "pub-a", "kd")
+        self.clients.append(pub.c)
+        pub.run(count=10, window=10)
+        got = self.collect(sub, set(pub.acked))
+        self.lose_nats()
+        pub.run(count=400, window=50)
+        self.assertEqual(len(pub.acked), 400)
+        self.kill_node("a")
+        offset = a.log_size()
+        self.nats.start()
+        a.exit_status = None
+        a.start()
+        self.assertIsNotNone(a.wait_log("390 QoS 1/2 messages kept in the store go to stream", offset=offset,
+                                        timeout=WAIT), a.log_banner())
+        self.assertIsNotNone(a.wait_log("forwarding queue drained", offset=offset, timeout=WAIT), a.log_banner())
+        got += self.collect(sub, pub.acked - set(got))
+        self.assert_qos2_once(got)
+        self.assert_in_order(got)
+
+    def test_messages_in_flight_when_nats_dies_are_acknowledged_while_it_is_down(self):
+        sub = self.subscriber("b", "sub-b", "fl/#")
+        a = self.nodes["a"]
+        pub = Publisher(a.port, "pub-a", "fl")
+        self.clients.append(pub.c)
+        pub.run(count=5, window=5)
+        got = self.collect(sub, set(pub.acked))
+        # NATS frozen: what a hands to JetStream now waits for its ack.
+        self.nats.proc.send_signal(signal.SIGSTOP)
+        for _ in range(30):
+            pub.send_one()
+        with self.assertRaises(socket.timeout, msg="acknowledged before JetStream had it"):
+            pub.handle(1.0)
+        offset = a.log_size()
+        self.nats.kill()  # its connections close: a notices, and keeps them in its store
+        self.assertIsNotNone(a.wait_log("JetStream out of reach", offset=offset, timeout=WAIT), a.log_banner())
+        pub.run(count=35, window=35)
+        self.assertEqual(len(pub.acked), 35, "the messages in flight are acknowledged while NATS is down")
+        self.assertRegex(a.get("/metrics")[1], r"(?m)^wisp_cluster_forward_queued 30$")
+        offset = a.log_size()
+        self.nats.start()
+        self.assertIsNotNone(a.wait_log("forwarding queue drained", offset=offset, timeout=WAIT))
+        got += self.collect(sub, pub.acked - set(got))
+        self.assert_qos2_once(got)
+        self.assert_in_order(got)
+        deadline = time.monotonic() + WAIT
+        while not re.search(r"(?m)^wisp_cluster_forward_queued 0$", a.get("/metrics")[1]):
+            self.assertLess(time.monotonic(), deadline, "the store still holds messages JetStream has")
+            time.sleep(0.05)
+
+    def test_without_store_and_forward_acks_wait_for_nats(self):
+        sub = self.subscriber("b", "sub-b", "nf/#")
+        a = self.nodes["a"]
+        pub = Publisher(a.port, "pub-a", "nf")
+        self.clients.append(pub.c)
+        offset = a.log_size()
+        self.nats.kill()
+        self.assertIsNotNone(a.wait_log("lost the NATS connection", offset=offset, timeout=WAIT))
+        for _ in range(10):
+            pub.send_one()
+        with self.assertRaises(socket.timeout, msg="acknowledged before JetStream had it"):
+            pub.handle(1.0)
+        self.assertRegex(a.get("/metrics")[1], r"(?m)^wisp_cluster_pending 10$")
+        self.assertIsNone(a.wait_log("JetStream out of reach", offset=offset, timeout=0.1))
+        self.nats.start()
+        pub.run(count=10, window=10)
+        self.assertEqual(len(pub.acked), 10)
+        got = self.collect(sub, pub.acked)
+        self.assert_qos2_once(got)
+
+    def test_forward_queue_full_holds_acks_until_nats_is_back(self):
+        sub = self.subscriber("b", "sub-b", "fq/#")
+        a = self.nodes["a"]
+        pub = Publisher(a.port, "pub-a", "fq")
+        self.clients.append(pub.c)
+        offset = a.log_size()
+        self.lose_nats()
+        for _ in range(15):
+            pub.send_one()
+        while len(pub.acked) < 10:
+            self.assertTrue(pub.handle(WAIT))
+        # The store holds 10 (cluster.forward_queue): the other 5 wait
+        # unacknowledged, back-pressure on their publisher.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                self.assertTrue(pub.handle(max(0.05, deadline - time.monotonic())))
+            except socket.timeout:
+                break
+        self.assertEqual(len(pub.acked), 10, "acknowledged past cluster.forward_queue while NATS is down")
+        metrics = a.get("/metrics")[1]
+        self.assertRegex(metrics, r"(?m)^wisp_cluster_forward_queued 10$")
+        self.assertRegex(metrics, r"(?m)^wisp_cluster_forward_overflow_total 5$")
+        self.assertRegex(metrics, r"(?m)^wisp_cluster_overflow_total 0$")  # none crossed at most once
+        self.assertIsNotNone(a.wait_log("the store's forwarding queue is full", offset=offset, timeout=WAIT))
+        self.assertEqual(a.log_since(offset).count("the store's forwarding queue is full"), 1, "logged once")
+        self.nats.start()
+        pub.run(count=15, window=15)
+        self.assertEqual(len(pub.acked), 15)
+        got = self.collect(sub, pub.acked)
+        self.assert_qos2_once(got)
+        self.assert_in_order(got)
+
+    def test_qos2_resent_on_a_new_connection_while_nats_is_down_arrives_once(self):
         sub = self.subscriber("b", "sub-b", "re/#")
         a = self.nodes["a"]
         pub = RawClient(a.port)
@@ -215,29 +346,23 @@ class DurableClusterTest(unittest.TestCase):
         self.assertEqual(pub.connect("pub-re", clean=False), 0)
         pub.publish("re/warm", b"warm", qos=2, pid=1)
         self.assertEqual(self.collect(sub, {b"warm"}), [b"warm"])
-        offset = a.log_size()
-        self.nats.kill()
-        self.assertIsNotNone(a.wait_log("lost the NATS connection", offset=offset, timeout=WAIT))
+        self.lose_nats()
         pub.send(publish_pkt("re/t", b"2:once", qos=2, pid=7))
-        with self.assertRaises(socket.timeout, msg="PUBREC before the message was safe"):
-            pub.recv_packet(1.0)
+        self.assertEqual(pub.expect(PUBREC, timeout=WAIT).pid, 7)  # kept in the store
         pub.close()
-        # The same session on a new connection sends it again (DUP): the
-        # packet id is known, so it is not routed again [MQTT-4.3.3-2], and
-        # its PUBREC must still wait for the first copy to be safe.
+        # The same session on a new connection sends it again (DUP) before
+        # its PUBREL: the packet id is known, so it is not routed again
+        # [MQTT-4.3.3-2].
         pub = RawClient(a.port)
         self.clients.append(pub)
         self.assertEqual(pub.connect("pub-re", clean=False), 0)
         pub.send(publish_pkt("re/t", b"2:once", qos=2, dup=True, pid=7))
-        with self.assertRaises(socket.timeout, msg="PUBREC of the re-send before the message was safe"):
-            pub.recv_packet(1.0)
-        offset = a.log_size()
-        self.nats.start()
-        self.assertIsNotNone(a.wait_log("connected to NATS as node 'a'", offset=offset, timeout=WAIT))
-        rec = pub.expect(PUBREC, timeout=WAIT)
-        self.assertEqual(rec.pid, 7)
+        self.assertEqual(pub.expect(PUBREC, timeout=WAIT).pid, 7)
         pub.send(ack_pkt(PUBREL, 7))
         self.assertEqual(pub.expect(PUBCOMP, timeout=WAIT).pid, 7)
+        offset = a.log_size()
+        self.nats.start()
+        self.assertIsNotNone(a.wait_log("forwarding queue drained", offset=offset, timeout=WAIT))
         got = self.collect(sub, {b"2:once"})
         sub.assert_no_packet(wait=0.5)
         self.assert_qos2_once(got)

@@ -7,7 +7,9 @@ load and started again (every message Wisp acknowledged arrives, in
 order); Wisp killed with kill -9 while the uplink is down (the queue
 survives in the store and drains after the restart); a configuration that
 would echo forever (the same topic in and out) does not; the bridge's
-state in $SYS.
+state in $SYS; a bridge whose name does not resolve (its name server
+hanging, through the slowdns shim, tests/support/slowdns.c, WISP_SLOWDNS)
+stalls no client, and the failure is logged and retried.
 
 mosquitto must be installed (/usr/sbin/mosquitto): a missing one fails the
 test, never skips it."""
@@ -27,7 +29,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import (IO_TIMEOUT, Broker, Closed, RawClient,  # noqa: E402
-                      client_tls_context, free_port, main, make_certs, run_wisp)
+                      client_tls_context, free_port, main, make_certs, run_wisp, wisp_binary)
 
 MOSQUITTO = os.environ.get("MOSQUITTO_BIN", "/usr/sbin/mosquitto")
 WAIT = 15.0  # seconds a bridge event (connect, drain) may take
@@ -763,6 +765,108 @@ class BridgeTlsTest(unittest.TestCase):
         # Each attempt waits at least reconnect_min/2: a handful, not thousands.
         attempts = len(re.findall(r"bridge up: localhost:\d+:", wisp.log()))
         self.assertLess(attempts, 40, "the bridge reconnects without backing off")
+        wisp.stop()
+
+
+def preload(shim):
+    """The shim after the ASan runtime, if the broker has one: ASan insists
+    on coming first, and its getaddrinfo() interceptor then calls the shim."""
+    out = subprocess.run(["ldd", wisp_binary()], stdout=subprocess.PIPE, text=True).stdout
+    m = re.search(r"(\S*libasan\.so\S*) => (\S+)", out)
+    return ":".join(([m.group(2)] if m else []) + [shim])
+
+
+class SlowDnsBroker(Broker):
+    """Wisp whose lookups of names under .slow.invalid hang until released."""
+
+    def __init__(self, shim, note, release, **kw):
+        super().__init__(**kw)
+        self.shim, self.note, self.release = shim, note, release
+
+    def _env(self):
+        env = super()._env()
+        env["LD_PRELOAD"] = preload(self.shim)
+        env["SLOWDNS_SUFFIX"] = ".slow.invalid"
+        env["SLOWDNS_LOG"] = self.note
+        env["SLOWDNS_RELEASE"] = self.release
+        return env
+
+
+class BridgeResolveTest(unittest.TestCase):
+    """Names in `addresses` are looked up off the loop."""
+
+    def test_a_name_that_does_not_resolve_stalls_no_client(self):
+        """While the lookup of a bridge's name hangs, an honest client's
+        QoS 1 round trip completes; the lookup is abandoned at
+        connect_timeout and logged, the next attempt does not pile a second
+        lookup on it; a name that does not resolve (the hung one once
+        released, and a plain .invalid one) is logged and retried with
+        backoff."""
+        shim = os.environ.get("WISP_SLOWDNS")
+        if not shim or not os.path.exists(shim):
+            self.fail("WISP_SLOWDNS must name the built libslowdns.so (tests/support)")
+        tmp = tempfile.mkdtemp(prefix="wisp-slowdns-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        note, release = os.path.join(tmp, "lookups"), os.path.join(tmp, "release")
+
+        def bridge(name, address, prefix):
+            return {"name": name, "addresses": [address], "protocol_version": "mqttv311",
+                    "client_id": "gw-" + name, "keepalive": 10, "reconnect_min": 1, "reconnect_max": 2,
+                    "connect_timeout": 2, "topics": [{"pattern": prefix + "/#", "direction": "out", "qos": 1}]}
+
+        cfg = {"bridges": [bridge("slow", "gateway.slow.invalid:1883", "s"),
+                           bridge("nowhere", "nowhere.invalid:1883", "n")]}
+        wisp = SlowDnsBroker(shim, note, release, config=cfg)
+        self.addCleanup(stop_and_clean, wisp)
+        # Runs first: a lookup still hanging would hold the broker's exit.
+        self.addCleanup(lambda: open(release, "w").close())
+        wisp.start()
+
+        def lookups():
+            try:
+                with open(note) as f:
+                    return f.read().count("gateway.slow.invalid")
+            except FileNotFoundError:
+                return 0
+
+        deadline = time.monotonic() + WAIT
+        while lookups() == 0:
+            self.assertLess(time.monotonic(), deadline, "the bridge never looked its name up")
+            time.sleep(0.05)
+
+        c = RawClient(wisp.port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.connect("honest-dns"), 0)
+        self.assertEqual(c.subscribe([("s/x", 1)]), [1])
+        pub = RawClient(wisp.port)
+        self.addCleanup(pub.close)
+        self.assertEqual(pub.connect("honest-dns-pub"), 0)
+        pub.publish("s/x", b"round trip", qos=1)
+        self.assertEqual(c.recv_publish(timeout=WAIT).payload, b"round trip")
+        self.assertNotIn("cannot resolve gateway", wisp.log(), "the lookup was released before the round trip")
+
+        self.assertIsNotNone(wisp.wait_log(r"bridge slow: gateway\.slow\.invalid:1883: resolving "
+                                           r"gateway\.slow\.invalid timed out after 2000 ms", timeout=WAIT),
+                             wisp.log())
+        self.assertIsNotNone(wisp.wait_log(r"bridge slow: gateway\.slow\.invalid:1883: the last lookup of "
+                                           r"gateway\.slow\.invalid has not returned yet", timeout=WAIT),
+                             wisp.log())
+        self.assertEqual(lookups(), 1, "a second lookup piled up")
+
+        open(release, "w").close()
+        failed = r"bridge %s: %s:1883: cannot resolve %s: "
+        for name, host in (("slow", r"gateway\.slow\.invalid"), ("nowhere", r"nowhere\.invalid")):
+            deadline = time.monotonic() + WAIT * 2
+            while len(re.findall(failed % (name, host, host), wisp.log())) < 2:
+                self.assertLess(time.monotonic(), deadline,
+                                "bridge %s: a failed lookup was not logged and retried\n%s" % (name, wisp.log()))
+                time.sleep(0.05)
+        # Each attempt waits at least reconnect_min/2: a handful, not thousands.
+        self.assertLess(len(re.findall(r"bridge nowhere: ", wisp.log())), 40,
+                        "the bridge retries without backing off")
+        # Still serving.
+        pub.publish("s/x", b"again", qos=1, pid=2)
+        self.assertEqual(c.recv_publish(timeout=WAIT).payload, b"again")
         wisp.stop()
 
 

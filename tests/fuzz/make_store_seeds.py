@@ -61,6 +61,8 @@ PAYLOADS = [
     (13, s16(b"c1") + struct.pack("<H", 9)),                                      # QOS2_IN_ADD
     (14, s16(b"c1") + struct.pack("<H", 9)),                                      # QOS2_IN_DEL
     (10, s16(b"c1") + struct.pack("<Q", 7)),                                      # QUEUE_DEL
+    (17, struct.pack("<Q", 7) + s16(b"a-0123-f1")),                               # FWD_ADD
+    (18, struct.pack("<Q", 7)),                                                   # FWD_DEL
     (2, struct.pack("<Q", 7)),                                                    # MSG_DEL
     (6, s16(b"c1")),                                                              # SESSION_DEL
     (5, SESSION_V1 + b"\x01" + s16(b"alice"), 2),                                 # SESSION_PUT, user owner

@@ -5,7 +5,8 @@
  * non-blocking connect, and the next socket usually reuses the closed
  * one's descriptor number: the client must watch the new socket anyway.
  * A regression here shows as a hang, which the loop's own deadline turns
- * into a failure.
+ * into a failure. And the window: no more QoS 1 publishes unacknowledged
+ * than an MQTT 5 server's Receive Maximum.
  */
 #include <CUnit/CUnit.h>
 #include <arpa/inet.h>
@@ -24,6 +25,7 @@
 struct fake_broker {
 	struct loop_io listen_io;
 	struct loop_io conn_io;
+	loop_io_fn on_conn; /* answers the CONNECT */
 	bool accepted;
 };
 
@@ -63,7 +65,7 @@ static void on_listener(struct loop *l, struct loop_io *io, uint32_t events)
 	if (fd < 0 || fb->accepted)
 		return;
 	fb->accepted = true;
-	loop_io_start(l, &fb->conn_io, fd, LOOP_READ, on_conn);
+	loop_io_start(l, &fb->conn_io, fd, LOOP_READ, fb->on_conn);
 }
 
 /* The bound on a regression that hangs. */
@@ -95,6 +97,35 @@ static uint16_t closed_port(void)
 	return ntohs(a.sin_port);
 }
 
+/* A loop with the fake broker on `lfd` (answering with `answer`) and
+ * the deadline armed; the client's timers. */
+static struct mtimers *run_start(struct run *r, int lfd, loop_io_fn answer)
+{
+	r->loop = loop_new();
+	CU_ASSERT_FATAL(r->loop != NULL);
+	struct mtimers *timers = mtimers_new(r->loop);
+	CU_ASSERT_FATAL(timers != NULL);
+	r->fb.conn_io.fd = -1;
+	r->fb.on_conn = answer;
+	CU_ASSERT_EQUAL_FATAL(loop_io_start(r->loop, &r->fb.listen_io, lfd, LOOP_READ, on_listener), 0);
+	list_init(&r->deadline.link);
+	loop_timer_start(r->loop, &r->deadline, 5, on_deadline);
+	return timers;
+}
+
+static void run_end(struct run *r, struct mtimers *timers, int lfd)
+{
+	loop_timer_stop(r->loop, &r->deadline);
+	loop_io_stop(r->loop, &r->fb.listen_io);
+	close(lfd);
+	if (r->fb.conn_io.fd >= 0) {
+		loop_io_stop(r->loop, &r->fb.conn_io);
+		close(r->fb.conn_io.fd);
+	}
+	mtimers_free(timers);
+	loop_free(r->loop);
+}
+
 static void test_refused_first_address_falls_back_to_the_next(void)
 {
 	struct run r = {0};
@@ -111,14 +142,7 @@ static void test_refused_first_address_falls_back_to_the_next(void)
 	first.ai_addr = (struct sockaddr *)&bad;
 	first.ai_next = &second;
 
-	r.loop = loop_new();
-	CU_ASSERT_FATAL(r.loop != NULL);
-	struct mtimers *timers = mtimers_new(r.loop);
-	CU_ASSERT_FATAL(timers != NULL);
-	r.fb.conn_io.fd = -1;
-	CU_ASSERT_EQUAL_FATAL(loop_io_start(r.loop, &r.fb.listen_io, lfd, LOOP_READ, on_listener), 0);
-	list_init(&r.deadline.link);
-	loop_timer_start(r.loop, &r.deadline, 5, on_deadline);
+	struct mtimers *timers = run_start(&r, lfd, on_conn);
 
 	struct mqtt_client_opts o = {.host = "127.0.0.1", .port = ntohs(good.sin_port), .client_id = "dial-test",
 				     .clean_session = true, .addrs = &first, .cbs = &cbs, .ud = &r};
@@ -130,19 +154,85 @@ static void test_refused_first_address_falls_back_to_the_next(void)
 	CU_ASSERT_TRUE(r.connected);
 
 	mqtt_client_free(c);
-	loop_timer_stop(r.loop, &r.deadline);
-	loop_io_stop(r.loop, &r.fb.listen_io);
-	close(lfd);
-	if (r.fb.conn_io.fd >= 0) {
-		loop_io_stop(r.loop, &r.fb.conn_io);
-		close(r.fb.conn_io.fd);
+	run_end(&r, timers, lfd);
+}
+
+/* An MQTT 5 server whose CONNACK says Receive Maximum 2. */
+static void on_conn_v5(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	static const unsigned char connack[] = {0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x02};
+	unsigned char buf[256];
+	(void)l;
+	(void)events;
+	loop_io_stop(l, io); /* one read: the CONNECT; the rest is counted after the run */
+	if (read(io->fd, buf, sizeof buf) > 0 && write(io->fd, connack, sizeof connack) != sizeof connack)
+		CU_FAIL("could not answer CONNECT");
+}
+
+static void on_connect_publish(struct mqtt_client *c, uint8_t code, bool session_present, void *ud)
+{
+	struct run *r = ud;
+	(void)session_present;
+	r->connected = code == 0;
+	for (int i = 0; i < 5; i++)
+		CU_ASSERT_EQUAL(mqtt_client_publish(c, "rm/t", "x", 1, 1, false, NULL), 0);
+	loop_stop(r->loop);
+}
+
+static const struct mqtt_client_cbs publish_cbs = {.on_connect = on_connect_publish};
+
+/* PUBLISH packets in what the server has received so far. */
+static int count_publishes(int fd)
+{
+	unsigned char buf[4096];
+	ssize_t n = 0, got;
+	while (n < (ssize_t)sizeof buf && (got = recv(fd, buf + n, sizeof buf - (size_t)n, MSG_DONTWAIT)) > 0)
+		n += got;
+	int count = 0;
+	for (size_t off = 0; n > 0 && off + 2 <= (size_t)n;) {
+		size_t len = 0, shift = 0, i = off + 1;
+		while (i < (size_t)n && (buf[i] & 0x80)) {
+			len |= (size_t)(buf[i++] & 0x7f) << shift;
+			shift += 7;
+		}
+		if (i >= (size_t)n)
+			break;
+		len |= (size_t)(buf[i++] & 0x7f) << shift;
+		count += (buf[off] >> 4) == 3;
+		off = i + len;
 	}
-	mtimers_free(timers);
-	loop_free(r.loop);
+	return count;
+}
+
+/* The client's window is the server's Receive Maximum when that is
+ * smaller than its own [MQTT-3.3.4-9]: five QoS 1 publishes, two sent. */
+static void test_receive_maximum_bounds_the_window(void)
+{
+	struct run r = {0};
+	struct sockaddr_in addr;
+	int lfd = listen_on(&addr);
+	CU_ASSERT_FATAL(lfd >= 0);
+	struct mtimers *timers = run_start(&r, lfd, on_conn_v5);
+
+	struct mqtt_client_opts o = {.host = "127.0.0.1", .port = ntohs(addr.sin_port), .client_id = "rm-test",
+				     .version = MQTT_PROTO_V5, .clean_session = true, .nodelay = true, /* no Nagle wait */
+				     .cbs = &publish_cbs, .ud = &r};
+	struct mqtt_client *c = mqtt_client_new(r.loop, timers, &o);
+	CU_ASSERT_FATAL(c != NULL);
+	CU_ASSERT_EQUAL(mqtt_client_connect(c), 0);
+	loop_run(r.loop);
+	CU_ASSERT_TRUE_FATAL(r.connected);
+	CU_ASSERT_EQUAL(mqtt_client_pending(c), 5);
+	CU_ASSERT_EQUAL(mqtt_client_out_pending(c), 0);
+	CU_ASSERT_EQUAL(count_publishes(r.fb.conn_io.fd), 2);
+
+	mqtt_client_free(c);
+	run_end(&r, timers, lfd);
 }
 
 static CU_TestInfo tests[] = {
 	{"a refused first address falls back to the next", test_refused_first_address_falls_back_to_the_next},
+	{"an MQTT 5 server's Receive Maximum bounds the window", test_receive_maximum_bounds_the_window},
 	CU_TEST_INFO_NULL,
 };
 

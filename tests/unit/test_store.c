@@ -171,6 +171,11 @@ static void fmt_rec(struct trace *t, const struct store_rec *r)
 		tstr(t, r->u.flight.client);
 		tprintf(t, " pid=%u", r->u.flight.packet_id);
 		break;
+	case STORE_REC_FWD_ADD:
+	case STORE_REC_FWD_DEL:
+		tprintf(t, "id=%" PRIu64 " ", r->u.fwd.msg_id);
+		tstr(t, r->u.fwd.id);
+		break;
 	default:
 		tstr(t, r->u.qos2.client);
 		tprintf(t, " pid=%u", r->u.qos2.packet_id);
@@ -243,6 +248,17 @@ V_SIMPLE(v_qos2_add, STORE_REC_QOS2_IN_ADD, qos2, struct store_qos2)
 V_SIMPLE(v_qos2_del, STORE_REC_QOS2_IN_DEL, qos2, struct store_qos2)
 V_SIMPLE(v_will_set, STORE_REC_WILL_SET, will, struct store_will)
 V_SIMPLE(v_will_del, STORE_REC_WILL_DEL, will, struct store_will)
+V_SIMPLE(v_fwd_del, STORE_REC_FWD_DEL, fwd, struct store_fwd)
+
+static int v_fwd_add(void *ctx, const struct store_fwd *x, void *h)
+{
+	struct store_rec r = {.type = STORE_REC_FWD_ADD, .u.fwd = *x};
+	check_handle(h, x->msg_id);
+	if (tick(ctx))
+		return WISP_ENOMEM;
+	fmt_rec(ctx, &r);
+	return 0;
+}
 
 static int v_queue_add(void *ctx, const struct store_queue *x, void *h)
 {
@@ -291,6 +307,8 @@ static const struct store_visitor tracer = {
 	.qos2_in_del = v_qos2_del,
 	.will_set = v_will_set,
 	.will_del = v_will_del,
+	.fwd_add = v_fwd_add,
+	.fwd_del = v_fwd_del,
 };
 
 /* ---- sample records: one or more of every type, in a replayable order ---- */
@@ -313,6 +331,8 @@ static const struct store_rec samples[] = {
 	 .u.flight = {S("c1"), 7, 10, STORE_FLIGHT_WAIT_PUBREC, 2, STORE_MSG_RETAIN | STORE_MSG_DUP}},
 	{.type = STORE_REC_FLIGHT_SET, .u.flight = {S("c1"), 0, 11, STORE_FLIGHT_WAIT_PUBCOMP, 2, 0}},
 	{.type = STORE_REC_QUEUE_DEL, .u.queue = {S("c1"), 8, 0, 0}},
+	{.type = STORE_REC_FWD_ADD, .u.fwd = {8, S("a-0123456789abcdef-f1")}},
+	{.type = STORE_REC_FWD_DEL, .u.fwd = {8, {NULL, 0}}},
 	{.type = STORE_REC_FLIGHT_DEL, .u.flight = {S("c1"), 0, 10, 0, 0, 0}},
 	{.type = STORE_REC_QOS2_IN_ADD, .u.qos2 = {S("c1"), 99}},
 	{.type = STORE_REC_QOS2_IN_DEL, .u.qos2 = {S("c1"), 99}},

@@ -1,25 +1,26 @@
 /*
- * The bridges of bridge.h: dialling, CONNECT/CONNACK, SUBSCRIBE, PINGREQ,
- * the reconnect backoff, and the topic mapping. Everything a message
- * needs once the connection is up (delivery, acknowledgements, the store)
- * is the broker's own machinery, reached through the session.
+ * The bridges of bridge.h: the CONNECT and CONNACK of a bridge, SUBSCRIBE,
+ * PINGREQ and the topic mapping. Reaching the remote (addresses, name
+ * resolution off the loop, dial, TLS, the reconnect backoff) is the client
+ * engine's connector (client/connector.h); everything a message needs
+ * once the connection is up (delivery, acknowledgements, the store) is
+ * the broker's own machinery, reached through the session.
  */
 #include "bridge.h"
 
-#include <errno.h>
-#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
+#include "bg.h"
 #include "broker.h"
-#include "dial.h"
+#include "connector.h"
 #include "err.h"
 #include "log.h"
+#include "mtimer.h"
 #include "session_v5.h"
 #include "tls.h"
 #include "topic.h"
@@ -33,18 +34,10 @@ struct bridge_rule {
 	bool out, in;
 };
 
-struct bridge_addr {
-	char *host;
-	uint16_t port;
-	struct tls_ctx *tls; /* NULL: plain TCP */
-};
-
 enum bridge_state {
-	BRIDGE_WAITING = 0,  /* for the reconnect timer */
-	BRIDGE_DIALING = 1,  /* TCP connect under way */
-	BRIDGE_HANDSHAKE = 2, /* TLS handshake under way */
-	BRIDGE_CONNECTING = 3, /* CONNECT sent, no CONNACK yet */
-	BRIDGE_UP = 4,
+	BRIDGE_WAITING = 0,    /* the connector at work, or its backoff */
+	BRIDGE_CONNECTING = 1, /* CONNECT sent, no CONNACK yet */
+	BRIDGE_UP = 2,
 };
 
 struct bridge {
@@ -56,13 +49,10 @@ struct bridge {
 	struct conn *conn;       /* from BRIDGE_CONNECTING on; NULL otherwise */
 	struct bridge_rule *rules;
 	size_t rule_count;
-	struct bridge_addr *addrs;
-	size_t addr_count, addr_next;
-	struct dial dial;
-	struct transport *t;     /* a TLS transport during its handshake */
-	struct loop_io io;       /* the socket while dialling or in the handshake */
-	struct loop_timer timer; /* reconnect wait, dial deadline, PINGREQ interval */
-	uint32_t backoff;        /* the next wait's ceiling, seconds */
+	struct connector cn;     /* the way to the remote's addresses */
+	struct tls_ctx **tls;    /* per address (its name in the certificate); NULL: plain TCP */
+	size_t addr_count;
+	struct loop_timer timer; /* the PINGREQ interval */
 	uint8_t state;           /* enum bridge_state */
 	uint8_t remote_max_qos;  /* from the last v5 CONNACK; 2 until one says less */
 	uint16_t next_packet_id; /* for SUBSCRIBE (publishes use the session's) */
@@ -76,22 +66,16 @@ struct bridges {
 	struct bridge *v;
 	struct broker_bridge_stat *stats; /* the broker's bridge_stats */
 	size_t n;
-	uint64_t rand_state;
+	struct mtimers *timers;           /* the connectors' deadlines and backoffs */
+	struct bg *bg;                    /* the connectors' name lookups */
 };
 
-static void connect_next(struct bridge *br);
-static void schedule_retry(struct bridge *br);
-
-/* xorshift64*: the backoff's jitter; nothing depends on its quality. */
-static uint32_t next_rand(struct bridges *bs)
-{
-	uint64_t x = bs->rand_state;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	bs->rand_state = x;
-	return (uint32_t)((x * 0x2545F4914F6CDD1DULL) >> 32);
-}
+/* Lookups run on the bridges' own helper threads, not the broker's
+ * password-hashing ones: a name server that does not answer holds a
+ * thread until getaddrinfo gives up, and must not delay logins. Each
+ * connector has at most one lookup out, so one thread per bridge (up to
+ * this many) keeps one bridge's dead name from delaying another's. */
+#define BRIDGE_RESOLVE_THREADS 4u
 
 static void set_error(struct bridge *br, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void set_error(struct bridge *br, const char *fmt, ...)
@@ -120,29 +104,32 @@ static struct bridge *bridge_of_session(struct bridges *bs, const struct session
 
 /* ---- the connection ---- */
 
-static void stop_io(struct bridge *br)
+static const struct connector_addr *remote(const struct bridge *br)
 {
-	struct loop *l = br->set->b->loop;
-	if (br->io.fd >= 0)
-		loop_io_stop(l, &br->io);
-	br->io.fd = -1;
-	if (br->t) {
-		transport_close(br->t);
-		br->t = NULL;
-	}
-	dial_cleanup(&br->dial);
-	br->dial.fd = -1;
+	return connector_addr(&br->cn, connector_current(&br->cn));
 }
 
-/* A dial or handshake failed: this address is done, the next waits for
- * the backoff. */
-static void attempt_failed(struct bridge *br)
+/* connector_opts.on_failed: this address is done, the next waits for the
+ * backoff. */
+static void attempt_failed(struct connector *cn, size_t addr, int err, const char *why, void *ud)
 {
-	stop_io(br);
-	log_msg(LOG_NOTICE, "bridge", "bridge %s: %s:%u: %s", br->cfg->name, br->addrs[br->addr_next].host,
-		(unsigned)br->addrs[br->addr_next].port, br->last_error);
-	br->addr_next = (br->addr_next + 1) % br->addr_count;
-	schedule_retry(br);
+	struct bridge *br = ud;
+	const struct connector_addr *a = connector_addr(cn, addr);
+	(void)err;
+	set_error(br, "%s", why);
+	log_msg(LOG_NOTICE, "bridge", "bridge %s: %s:%u: %s", br->cfg->name, a->host, (unsigned)a->port,
+		br->last_error);
+	br->state = BRIDGE_WAITING;
+	br->stat->connected = 0;
+	connector_retry(cn, true);
+}
+
+static void connect_now(struct bridge *br)
+{
+	br->state = BRIDGE_WAITING;
+	int rc = connector_dial(&br->cn);
+	if (rc != 0)
+		attempt_failed(&br->cn, connector_current(&br->cn), rc, connector_why(&br->cn), br);
 }
 
 static void send_connect(struct bridge *br, struct conn *c)
@@ -171,25 +158,15 @@ static void send_connect(struct bridge *br, struct conn *c)
 			mqtt_props_put_u32(props, sizeof props, &poff, MQTT_PROP_SESSION_EXPIRY, expiry);
 		cp.props.raw = (struct mqtt_str){props, poff};
 	}
-	/* Fixed header, protocol name and level, flags, keep alive and the
-	 * properties fit in 64 bytes; each string adds its length and 2. */
-	size_t cap = 64 + cp.client_id.len + cp.username.len + cp.password.len + 6;
+	size_t cap = connector_connect_size(&cp);
 	uint8_t *buf = wisp_malloc(cap);
-	ssize_t n = buf ? mqtt_encode_connect(buf, cap, &cp) : 0;
+	ssize_t n = buf ? connector_encode_connect(buf, cap, &cp, !v5 && cfg->try_private) : 0;
 	if (n <= 0) {
 		bool nomem = !buf;
 		wisp_free(buf);
 		set_error(br, "%s", nomem ? "out of memory" : "CONNECT does not encode (a string over 65535 bytes?)");
 		broker_drop(br->set->b, c, nomem ? REASON_NO_MEMORY : REASON_PROTOCOL_ERROR, br->last_error);
 		return;
-	}
-	if (!v5 && cfg->try_private) {
-		/* Mosquitto's bridge convention: the protocol level with its
-		 * top bit set (right after the 2-byte length and "MQTT"). */
-		size_t head = 2;
-		while (buf[head - 1] & 0x80)
-			head++;
-		buf[head + 6] |= 0x80;
 	}
 	if (conn_send_bytes(c, buf, (size_t)n) != 0) {
 		set_error(br, "out of memory");
@@ -198,9 +175,11 @@ static void send_connect(struct bridge *br, struct conn *c)
 	wisp_free(buf);
 }
 
-/* TCP (and TLS) is up: the connection joins the server's set, CONNECT goes. */
-static void start_mqtt(struct bridge *br, struct transport *t, int fd)
+/* connector_opts.on_ready: TCP (and TLS) is up; the connection joins the
+ * server's set, CONNECT goes. */
+static void start_mqtt(struct connector *cn, struct transport *t, int fd, void *ud)
 {
+	struct bridge *br = ud;
 	struct broker *b = br->set->b;
 	struct sockaddr_storage peer;
 	socklen_t plen = sizeof peer;
@@ -208,8 +187,11 @@ static void start_mqtt(struct bridge *br, struct transport *t, int fd)
 	getpeername(fd, (struct sockaddr *)&peer, &plen);
 	struct conn *c = conn_new(&b->srv.conns, t, fd, &br->listener, (const struct sockaddr *)&peer);
 	if (!c) {
-		set_error(br, "out of memory");
-		attempt_failed(br);
+		if (t)
+			transport_close(t);
+		else
+			close(fd);
+		attempt_failed(cn, connector_current(cn), MQTT_CLIENT_ENOMEM, "out of memory", br);
 		return;
 	}
 	c->outbound = true;
@@ -220,8 +202,7 @@ static void start_mqtt(struct bridge *br, struct transport *t, int fd)
 	if (server_adopt(&b->srv, c, br->cfg->connect_timeout) != 0) {
 		c->state = CONN_CLOSING;
 		conn_free(c);
-		set_error(br, "cannot watch the socket");
-		attempt_failed(br);
+		attempt_failed(cn, connector_current(cn), MQTT_CLIENT_ENOMEM, "cannot watch the socket", br);
 		return;
 	}
 	br->conn = c;
@@ -229,138 +210,17 @@ static void start_mqtt(struct bridge *br, struct transport *t, int fd)
 	send_connect(br, c);
 }
 
-static void on_handshake_io(struct loop *l, struct loop_io *io, uint32_t events)
-{
-	struct bridge *br = container_of(io, struct bridge, io);
-	(void)events;
-	int rc = transport_handshake(br->t);
-	if (rc == WISP_EAGAIN) {
-		uint32_t ev = (br->t->want & TRANSPORT_WANT_WRITE) ? LOOP_WRITE : 0;
-		if (br->t->want & TRANSPORT_WANT_READ)
-			ev |= LOOP_READ;
-		loop_io_set(l, io, ev ? ev : LOOP_READ);
-		return;
-	}
-	if (rc != 0) {
-		char why[128];
-		transport_last_error(br->t, why, sizeof why);
-		set_error(br, "TLS handshake failed: %s", why[0] ? why : wisp_strerror(rc));
-		attempt_failed(br);
-		return;
-	}
-	loop_io_stop(l, io);
-	br->io.fd = -1;
-	struct transport *t = br->t;
-	br->t = NULL;
-	loop_timer_stop(l, &br->timer);
-	start_mqtt(br, t, t->fd);
-}
-
-static void on_dial_io(struct loop *l, struct loop_io *io, uint32_t events)
-{
-	struct bridge *br = container_of(io, struct bridge, io);
-	(void)events;
-	int rc = dial_finish(&br->dial);
-	if (rc == WISP_EAGAIN) { /* the next address of this name */
-		loop_io_stop(l, io);
-		if (loop_io_start(l, io, br->dial.fd, LOOP_WRITE, on_dial_io) != 0) {
-			set_error(br, "cannot watch the socket");
-			attempt_failed(br);
-		}
-		return;
-	}
-	if (rc != 0) {
-		set_error(br, "connect: %s", strerror(br->dial.last_errno));
-		attempt_failed(br);
-		return;
-	}
-	int fd = io->fd; /* dial_finish handed it over (d->fd is -1 now) */
-	loop_io_stop(l, io);
-	br->io.fd = -1;
-	dial_cleanup(&br->dial); /* the names only */
-	const struct bridge_addr *a = &br->addrs[br->addr_next];
-	if (!a->tls) {
-		loop_timer_stop(l, &br->timer);
-		start_mqtt(br, NULL, fd);
-		return;
-	}
-	br->t = tls_transport_new(a->tls, fd);
-	if (!br->t) {
-		set_error(br, "out of memory for TLS");
-		attempt_failed(br);
-		return;
-	}
-	br->state = BRIDGE_HANDSHAKE;
-	if (loop_io_start(l, &br->io, fd, LOOP_READ | LOOP_WRITE, on_handshake_io) != 0) {
-		set_error(br, "cannot watch the socket");
-		attempt_failed(br);
-	}
-}
-
+/* The PINGREQ interval: the remote drops us after 1.5 keepalives of
+ * silence; the PINGRESP refreshes our own deadline on it (server.c). */
 static void on_timer(struct loop *l, struct loop_timer *t)
 {
 	struct bridge *br = container_of(t, struct bridge, timer);
-	switch (br->state) {
-	case BRIDGE_WAITING:
-		connect_next(br);
-		break;
-	case BRIDGE_DIALING:
-	case BRIDGE_HANDSHAKE:
-		set_error(br, "%s timed out after %u s", br->state == BRIDGE_DIALING ? "connect" : "TLS handshake",
-			  br->cfg->connect_timeout);
-		attempt_failed(br);
-		break;
-	case BRIDGE_UP: {
-		/* The remote drops us after 1.5 keepalives of silence; the
-		 * PINGRESP refreshes our own deadline on it (server.c). */
-		uint8_t ping[2];
-		if (mqtt_encode_empty(ping, sizeof ping, MQTT_PKT_PINGREQ) == 2)
-			conn_send_bytes(br->conn, ping, 2);
-		loop_timer_start(l, t, br->cfg->keepalive, on_timer);
-		break;
-	}
-	case BRIDGE_CONNECTING:
-		break; /* the connection's own timer ends a missing CONNACK */
-	}
-}
-
-static void connect_next(struct bridge *br)
-{
-	struct loop *l = br->set->b->loop;
-	const struct bridge_addr *a = &br->addrs[br->addr_next];
-	struct dial_opts o = {.host = a->host, .port = a->port, .nodelay = true};
-	br->state = BRIDGE_DIALING;
-	int rc = dial_start(&br->dial, &o);
-	if (rc != 0) {
-		if (rc == WISP_ENOENT)
-			set_error(br, "cannot resolve %s: %s", a->host, gai_strerror(br->dial.gai_error));
-		else
-			set_error(br, "connect: %s", strerror(br->dial.last_errno));
-		br->dial.fd = -1;
-		attempt_failed(br);
+	if (br->state != BRIDGE_UP)
 		return;
-	}
-	if (loop_io_start(l, &br->io, br->dial.fd, LOOP_WRITE, on_dial_io) != 0) {
-		set_error(br, "cannot watch the socket");
-		attempt_failed(br);
-		return;
-	}
-	loop_timer_start(l, &br->timer, br->cfg->connect_timeout, on_timer);
-}
-
-/* Waits between half and all of the backoff, which then doubles up to
- * reconnect_max. */
-static void schedule_retry(struct bridge *br)
-{
-	uint32_t ceiling = br->backoff;
-	uint32_t half = ceiling / 2;
-	uint32_t wait = half + next_rand(br->set) % (ceiling - half + 1);
-	if (wait == 0)
-		wait = 1;
-	br->backoff = ceiling > br->cfg->reconnect_max / 2 ? br->cfg->reconnect_max : ceiling * 2;
-	br->state = BRIDGE_WAITING;
-	br->stat->connected = 0;
-	loop_timer_start(br->set->b->loop, &br->timer, wait, on_timer);
+	uint8_t ping[2];
+	if (mqtt_encode_empty(ping, sizeof ping, MQTT_PKT_PINGREQ) == 2)
+		conn_send_bytes(br->conn, ping, 2);
+	loop_timer_start(l, t, br->cfg->keepalive, on_timer);
 }
 
 /* ---- what the remote sends (broker_outbound_ops.on_packet) ---- */
@@ -417,7 +277,7 @@ static int on_connack(struct bridge *br, struct conn *c, const struct mqtt_conna
 		return 0;
 	}
 	br->state = BRIDGE_UP;
-	br->backoff = br->cfg->reconnect_min;
+	connector_connected(&br->cn);
 	br->last_error[0] = '\0';
 	br->stat->connected = 1;
 	br->stat->connects++;
@@ -427,13 +287,14 @@ static int on_connack(struct bridge *br, struct conn *c, const struct mqtt_conna
 	/* What the remote takes: no more unacknowledged QoS 1/2 than its
 	 * Receive Maximum [MQTT-3.3.4-9], nothing over its Maximum Packet
 	 * Size [MQTT-3.1.2-25] (3.1.1: neither is said). */
+	struct connector_limits lim;
+	connector_limits(a, &lim);
 	struct sess_v5 *v = br->s->v5;
-	v->send_max = (a->props.present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM)) ? a->props.receive_maximum : 0;
-	v->packet_max =
-		(a->props.present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE)) ? a->props.maximum_packet_size : 0;
-	br->remote_max_qos = (a->props.present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_QOS)) ? a->props.maximum_qos : 2;
+	v->send_max = lim.receive_max;
+	v->packet_max = lim.packet_max;
+	br->remote_max_qos = lim.max_qos;
 	log_msg(LOG_NOTICE, "bridge", "bridge %s: connected to %s:%u (MQTT %s%s), %u queued", br->cfg->name,
-		br->addrs[br->addr_next].host, (unsigned)br->addrs[br->addr_next].port,
+		remote(br)->host, (unsigned)remote(br)->port,
 		c->version == MQTT_PROTO_V5 ? "5" : "3.1.1", a->session_present ? ", session present" : "",
 		br->s->queued_count + br->s->inflight_count);
 	int rc = subscribe_in_rules(br, c);
@@ -549,11 +410,12 @@ static void on_drop(void *ctx, struct conn *c, enum reason r, const char *detail
 	if (r == REASON_SHUTDOWN)
 		return;
 	log_msg(LOG_NOTICE, "bridge", "bridge %s: disconnected from %s:%u: %s (%u queued)", br->cfg->name,
-		br->addrs[br->addr_next].host, (unsigned)br->addrs[br->addr_next].port, br->last_error,
+		remote(br)->host, (unsigned)remote(br)->port, br->last_error,
 		br->s->queued_count + br->s->inflight_count);
-	if (br->state != BRIDGE_UP)
-		br->addr_next = (br->addr_next + 1) % br->addr_count;
-	schedule_retry(br);
+	/* A remote that never said CONNACK is a failed address: the next. */
+	bool next = br->state != BRIDGE_UP;
+	br->state = BRIDGE_WAITING;
+	connector_retry(&br->cn, next);
 }
 
 /* broker_outbound_ops.offer: the bridge's queue bounds, the remote's
@@ -661,17 +523,28 @@ int bridges_check_tls(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
-static int parse_addrs(struct bridge *br, char *err, size_t errlen)
+static struct transport *tls_for(void *ctx, size_t addr, int fd)
 {
-	const char *list = br->cfg->addresses;
+	struct bridge *br = ctx;
+	return tls_transport_new(br->tls[addr], fd);
+}
+
+/* The connector over the `addresses` list ("host:port,[v6]:port"), with a
+ * TLS context per address when the bridge has a cafile. */
+static int start_connector(struct bridge *br, char *err, size_t errlen)
+{
+	const struct config_bridge *bc = br->cfg;
+	const char *list = bc->addresses;
 	size_t n = 1;
 	for (const char *p = list; *p; p++)
 		n += *p == ',';
-	br->addrs = wisp_calloc(n, sizeof *br->addrs);
-	if (!br->addrs)
-		return WISP_ENOMEM;
+	struct connector_addr *addrs = wisp_calloc(n, sizeof *addrs);
+	char *hosts = wisp_malloc(strlen(list) + 1);
+	br->tls = bc->cafile ? wisp_calloc(n, sizeof *br->tls) : NULL;
+	int rc = !addrs || !hosts || (bc->cafile && !br->tls) ? WISP_ENOMEM : 0;
 	const char *p = list;
-	for (size_t i = 0; i < n; i++) {
+	char *h = hosts;
+	for (size_t i = 0; i < n && rc == 0; i++) {
 		const char *end = strchr(p, ',');
 		size_t len = end ? (size_t)(end - p) : strlen(p);
 		const char *colon = p + len;
@@ -683,20 +556,37 @@ static int parse_addrs(struct bridge *br, char *err, size_t errlen)
 			host++;
 			hlen -= 2;
 		}
-		struct bridge_addr *a = &br->addrs[br->addr_count++];
-		a->host = wisp_strndup(host, hlen);
-		a->port = (uint16_t)strtoul(colon + 1, NULL, 10);
-		if (!a->host)
-			return WISP_ENOMEM;
-		if (br->cfg->cafile) {
+		memcpy(h, host, hlen);
+		h[hlen] = '\0';
+		addrs[i] = (struct connector_addr){h, (uint16_t)strtoul(colon + 1, NULL, 10)};
+		h += hlen + 1;
+		br->addr_count++;
+		if (bc->cafile) {
 			const struct config *cfg = br->set->b->cfg;
-			int rc = tls_context(cfg, (size_t)(br->cfg - cfg->bridges), a->host, &a->tls, err, errlen);
-			if (rc != 0)
-				return rc;
+			rc = tls_context(cfg, (size_t)(bc - cfg->bridges), addrs[i].host, &br->tls[i], err, errlen);
 		}
 		p = end ? end + 1 : p + len;
 	}
-	return 0;
+	if (rc == 0) {
+		struct connector_opts o = {
+			.addrs = addrs,
+			.addr_count = n,
+			.nodelay = true,
+			.bg = br->set->bg, /* a slow name server must not stall the loop */
+			.timeout_ms = bc->connect_timeout * 1000u,
+			.backoff_min_ms = bc->reconnect_min * 1000u,
+			.backoff_max_ms = bc->reconnect_max * 1000u,
+			.transport_new = bc->cafile ? tls_for : NULL,
+			.transport_ctx = br,
+			.on_ready = start_mqtt,
+			.on_failed = attempt_failed,
+			.ud = br,
+		};
+		rc = connector_init(&br->cn, br->set->b->loop, br->set->timers, &o) == 0 ? 0 : WISP_ENOMEM;
+	}
+	wisp_free(addrs);
+	wisp_free(hosts);
+	return rc;
 }
 
 static int build_rules(struct bridge *br)
@@ -850,11 +740,14 @@ int bridges_start(struct broker *b, struct bridges **out, char *err, size_t errl
 	if (!bs)
 		goto nomem;
 	bs->b = b;
-	bs->rand_state = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
 	bs->v = wisp_calloc(cfg->bridge_count, sizeof *bs->v);
 	b->bridge_stats = wisp_calloc(cfg->bridge_count, sizeof *b->bridge_stats);
 	bs->stats = b->bridge_stats;
-	if (!bs->v || !b->bridge_stats)
+	bs->timers = mtimers_new(b->loop);
+	unsigned threads = cfg->bridge_count < BRIDGE_RESOLVE_THREADS ? (unsigned)cfg->bridge_count
+								      : BRIDGE_RESOLVE_THREADS;
+	bs->bg = bg_new(b->loop, cfg->bridge_count, threads);
+	if (!bs->v || !b->bridge_stats || !bs->timers || !bs->bg)
 		goto nomem;
 	bs->n = cfg->bridge_count;
 	b->outbound = &outbound_ops;
@@ -864,10 +757,7 @@ int bridges_start(struct broker *b, struct bridges **out, char *err, size_t errl
 		br->set = bs;
 		br->cfg = &cfg->bridges[i];
 		br->stat = &b->bridge_stats[i];
-		br->io.fd = -1;
-		br->dial.fd = -1;
 		list_init(&br->timer.link);
-		br->backoff = br->cfg->reconnect_min;
 		br->remote_max_qos = 2;
 		snprintf(br->listener.net.name, sizeof br->listener.net.name, "bridge %s", br->cfg->name);
 		br->listener.allow_anonymous = true; /* a reload's re-check keeps it */
@@ -877,7 +767,7 @@ int bridges_start(struct broker *b, struct bridges **out, char *err, size_t errl
 		struct bridge *br = &bs->v[i];
 		int rc = build_rules(br);
 		if (rc == 0)
-			rc = parse_addrs(br, err, errlen);
+			rc = start_connector(br, err, errlen);
 		if (rc == WISP_ENOMEM)
 			snprintf(err, errlen, "bridges: %s: out of memory", br->cfg->name);
 		if (rc == 0)
@@ -894,14 +784,17 @@ int bridges_start(struct broker *b, struct bridges **out, char *err, size_t errl
 		br->stat->session = br->s;
 		br->stat->last_error = br->last_error;
 		set_error(br, "not connected yet");
-		connect_next(br);
+		connect_now(br);
 	}
 	*out = bs;
 	return 0;
 nomem:
 	snprintf(err, errlen, "bridges: out of memory");
-	if (bs)
+	if (bs) {
 		wisp_free(bs->v);
+		mtimers_free(bs->timers);
+		bg_free(bs->bg);
+	}
 	wisp_free(bs);
 	wisp_free(b->bridge_stats);
 	b->bridge_stats = NULL;
@@ -918,8 +811,7 @@ void bridges_stop(struct bridges *bs)
 		if (br->conn)
 			broker_drop(b, br->conn, REASON_SHUTDOWN, NULL);
 		br->conn = NULL;
-		if (br->state == BRIDGE_DIALING || br->state == BRIDGE_HANDSHAKE)
-			stop_io(br);
+		connector_cancel(&br->cn);
 		loop_timer_stop(b->loop, &br->timer);
 	}
 }
@@ -928,6 +820,10 @@ void bridges_free(struct bridges *bs)
 {
 	if (!bs)
 		return;
+	/* Waits for lookups still running (abandoned ones free themselves):
+	 * a name server that does not answer delays the exit until
+	 * getaddrinfo gives up. */
+	bg_free(bs->bg);
 	for (size_t i = 0; i < bs->n; i++) {
 		struct bridge *br = &bs->v[i];
 		for (size_t r = 0; r < br->rule_count; r++) {
@@ -935,13 +831,13 @@ void bridges_free(struct bridges *bs)
 			wisp_free(br->rules[r].remote_filter);
 		}
 		wisp_free(br->rules);
-		for (size_t a = 0; a < br->addr_count; a++) {
-			wisp_free(br->addrs[a].host);
-			tls_ctx_unref(br->addrs[a].tls);
-		}
-		wisp_free(br->addrs);
+		connector_free(&br->cn);
+		for (size_t a = 0; br->tls && a < br->addr_count; a++)
+			tls_ctx_unref(br->tls[a]);
+		wisp_free(br->tls);
 		wisp_free(br->topic_buf);
 	}
+	mtimers_free(bs->timers);
 	wisp_free(bs->stats);
 	wisp_free(bs->v);
 	wisp_free(bs);

@@ -24,11 +24,15 @@
  *
  * The connection itself is an ordinary struct conn in the server's set
  * (flushing, keepalive, output bounds), flagged `outbound`; proto/ hands
- * its packets and its end to this module (broker_outbound_ops). Dialling
- * and the TLS handshake happen here first. Reconnects back off
- * exponentially from reconnect_min to reconnect_max seconds with jitter
- * (each wait drawn between half and all of it), trying the addresses in
- * turn (failover).
+ * its packets and its end to this module (broker_outbound_ops). Reaching
+ * the remote is the client engine's connector (client/connector.h), the
+ * one the client tools use: the addresses in turn (failover), each name
+ * resolved on the bridges' own helper threads (a name server that does not
+ * answer stalls nothing; connect_timeout bounds the lookup, the dial and
+ * the TLS handshake together), reconnects backing off exponentially from
+ * reconnect_min to reconnect_max seconds with jitter (each wait drawn
+ * between half and all of it). Its CONNECT encoder and its reading of an
+ * MQTT 5 CONNACK's limits are the tools' too.
  *
  * Loops with the remote: MQTT 5 subscriptions carry No Local and Retain As
  * Published; a 3.1.1 CONNECT carries Mosquitto's bridge flag (protocol
@@ -45,8 +49,7 @@
  * shared message goes as it is); in, the topic is rewritten before the
  * handler copies the message anyway.
  *
- * Single threaded, on the loop thread. Name resolution (getaddrinfo)
- * blocks: use addresses or names /etc/hosts resolves.
+ * Single threaded, on the loop thread (but for the name lookups).
  */
 #ifndef WISP_BRIDGE_BRIDGE_H
 #define WISP_BRIDGE_BRIDGE_H

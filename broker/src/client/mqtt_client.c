@@ -2,10 +2,11 @@
  * Non-blocking MQTT client: connection state machine, packet I/O and QoS
  * flows. See mqtt_client.h for what it does and does not do.
  *
- * States: IDLE -> DIALING (TCP connect in progress) -> HANDSHAKE (transport,
- * e.g. TLS) -> AWAIT_CONNACK -> CONNECTED -> CLOSING (DISCONNECT queued,
- * waiting for the output to drain) -> IDLE. A lost connection goes to IDLE
- * and, when reconnecting, arms the retry timer.
+ * States: IDLE -> CONNECTING (the connector resolves, dials and does the
+ * transport handshake, e.g. TLS) -> AWAIT_CONNACK -> CONNECTED -> CLOSING
+ * (DISCONNECT queued, waiting for the output to drain) -> IDLE. A lost
+ * connection goes to IDLE and, when reconnecting, the connector's backoff
+ * runs; the attempt after it starts from IDLE.
  *
  * Output is one contiguous byte buffer: packets are encoded straight into
  * its tail and written from its head, so a publish costs one copy of the
@@ -27,7 +28,6 @@
 #include <unistd.h>
 
 #include "alloc.h"
-#include "dial.h"
 #include "err.h"
 #include "list.h"
 #include "transport.h"
@@ -39,8 +39,7 @@
 
 enum client_state {
 	ST_IDLE,
-	ST_DIALING,
-	ST_HANDSHAKE,
+	ST_CONNECTING,
 	ST_AWAIT_CONNACK,
 	ST_CONNECTED,
 	ST_CLOSING,
@@ -82,11 +81,11 @@ struct mqtt_client {
 	struct mtimers *timers;
 	struct loop_io io;
 	struct transport *t;
-	struct dial dial;
+	struct connector cn;
 	enum client_state state;
 
 	/* Copied options. */
-	char *host, *bind_address, *client_id, *log_name, *username, *password, *will_topic;
+	char *client_id, *log_name, *username, *password, *will_topic;
 	uint8_t *will_payload, *connect_props, *will_props;
 	size_t will_len, connect_props_len, will_props_len;
 	struct mqtt_client_opts o; /* pointers above replace its strings */
@@ -100,6 +99,7 @@ struct mqtt_client {
 	struct list_node inflight; /* out_msg, in send order */
 	struct list_node queued;
 	size_t inflight_count;
+	uint16_t remote_receive_max; /* from a v5 CONNACK; 0: not said */
 	struct list_node rx_qos2; /* struct in_msg: incoming QoS 2 awaiting PUBREL */
 	/* v5 topic aliases from the server [MQTT-3.3.2.3.4]: aliases[n - 1] is
 	 * alias n's topic; allocated at the first alias. */
@@ -107,34 +107,14 @@ struct mqtt_client {
 	uint16_t alias_max; /* the Topic Alias Maximum our CONNECT sent */
 
 	struct mtimer ka_timer;
-	struct mtimer retry_timer;
 	uint64_t last_in_ms, last_out_ms;
 	bool ping_outstanding;
 	bool want_reconnect;
 	bool user_disconnect;
-	uint32_t retry_attempt;
-	int last_errno;
 	uint8_t connack_code;
 	bool in_refusal; /* inside on_connect for a refused CONNACK */
 	uint8_t disconnect_reason; /* of the server's last v5 DISCONNECT */
 };
-
-const char *mqtt_client_strerror(int err)
-{
-	switch (err) {
-	case MQTT_CLIENT_OK: return "success";
-	case MQTT_CLIENT_ERESOLVE: return "lookup error";
-	case MQTT_CLIENT_ECONNECT: return "connect failed";
-	case MQTT_CLIENT_ETLS: return "TLS handshake failed";
-	case MQTT_CLIENT_EREFUSED: return "connection refused by broker";
-	case MQTT_CLIENT_ELOST: return "connection lost";
-	case MQTT_CLIENT_EPROTOCOL: return "protocol error";
-	case MQTT_CLIENT_EKEEPALIVE: return "keepalive timeout";
-	case MQTT_CLIENT_ENOMEM: return "out of memory";
-	case MQTT_CLIENT_ESERVER: return "disconnected by broker";
-	}
-	return "unknown error";
-}
 
 static void close_connection(struct mqtt_client *c, int err);
 static void update_interest(struct mqtt_client *c);
@@ -326,34 +306,6 @@ static void on_keepalive(struct mtimer *t, void *ud)
 		arm_keepalive(c);
 }
 
-static void on_retry(struct mtimer *t, void *ud)
-{
-	struct mqtt_client *c = ud;
-	(void)t;
-	if (c->state != ST_IDLE || !c->want_reconnect)
-		return;
-	if (mqtt_client_connect(c) != 0) {
-		/* Failed at once (resolve or socket): count it and try later. */
-		close_connection(c, MQTT_CLIENT_ECONNECT);
-	}
-}
-
-/* Exponential backoff with "equal jitter": half the delay fixed, half
- * random, so a fleet that lost its broker together does not return in
- * lockstep. */
-static uint64_t backoff_ms(struct mqtt_client *c)
-{
-	uint64_t lo = c->o.reconnect_min_ms ? c->o.reconnect_min_ms : 1000u;
-	uint64_t hi = c->o.reconnect_max_ms ? c->o.reconnect_max_ms : 30000u;
-	uint64_t d = lo;
-	for (uint32_t i = 0; i < c->retry_attempt && d < hi; i++)
-		d *= 2;
-	if (d > hi)
-		d = hi;
-	c->retry_attempt++;
-	return d / 2 + (uint64_t)random() % (d / 2 + 1);
-}
-
 /* ---- connection lifecycle ------------------------------------------------ */
 
 static void reset_buffers(struct mqtt_client *c)
@@ -372,14 +324,12 @@ static void reset_buffers(struct mqtt_client *c)
 static void close_connection(struct mqtt_client *c, int err)
 {
 	enum client_state was = c->state;
+	connector_cancel(&c->cn);
 	if (c->t) {
 		loop_io_stop(c->loop, &c->io);
 		transport_close(c->t);
 		c->t = NULL;
-	} else if (c->dial.fd >= 0) {
-		loop_io_stop(c->loop, &c->io);
 	}
-	dial_cleanup(&c->dial);
 	c->io.fd = -1;
 	c->state = ST_IDLE;
 	mtimer_stop(c->timers, &c->ka_timer);
@@ -390,7 +340,7 @@ static void close_connection(struct mqtt_client *c, int err)
 	 * PUBLISH again with DUP, or PUBREL again. */
 	bool retry = c->want_reconnect && err != MQTT_CLIENT_OK && err != MQTT_CLIENT_EREFUSED;
 	if (retry)
-		mtimer_start(c->timers, &c->retry_timer, backoff_ms(c));
+		connector_retry(&c->cn, false);
 	if (was != ST_IDLE || err != MQTT_CLIENT_OK) {
 		if (c->o.cbs && c->o.cbs->on_disconnect)
 			c->o.cbs->on_disconnect(c, err, c->o.ud);
@@ -431,10 +381,8 @@ static void send_connect(struct mqtt_client *c)
 		m.props.raw.len = c->connect_props_len;
 	}
 	trace(c, "sending CONNECT");
-	size_t hint = 64 + m.client_id.len + m.will_topic.len + m.will_payload.len + m.username.len +
-		      m.password.len + m.props.raw.len + m.will_props.raw.len;
 	int rc;
-	OUT_ENCODE(c, hint, mqtt_encode_connect(buf, cap, &m));
+	OUT_ENCODE(c, connector_connect_size(&m), connector_encode_connect(buf, cap, &m, false));
 	if (rc != 0) {
 		close_connection(c, MQTT_CLIENT_ENOMEM);
 		return;
@@ -446,82 +394,49 @@ static void send_connect(struct mqtt_client *c)
 
 static void on_io(struct loop *l, struct loop_io *io, uint32_t events);
 
-static void handshake_step(struct mqtt_client *c)
+/* The connector's end: connected (and through the handshake). */
+static void on_ready(struct connector *cn, struct transport *t, int fd, void *ud)
 {
-	int rc = transport_handshake(c->t);
-	if (rc == 0) {
-		send_connect(c);
+	struct mqtt_client *c = ud;
+	(void)cn;
+	c->state = ST_CONNECTING;
+	if (!t && !(t = tcp_transport_new(fd))) {
+		close_connection(c, MQTT_CLIENT_ENOMEM);
 		return;
 	}
-	if (rc == WISP_EAGAIN) {
-		update_interest(c);
-		return;
-	}
-	close_connection(c, MQTT_CLIENT_ETLS);
-}
-
-static void dial_step(struct mqtt_client *c)
-{
-	const struct addrinfo *tried = c->dial.cur;
-	int rc = dial_finish(&c->dial);
-	if (rc == WISP_EAGAIN) {
-		/* Moving to the next address (::1 refused, 127.0.0.1 next) made a
-		 * new socket. It usually gets the closed one's descriptor number,
-		 * so compare addresses, not numbers: closing removed the old
-		 * socket from epoll, and the new one must be added. */
-		if (c->dial.cur != tried) {
-			loop_io_stop(c->loop, &c->io);
-			if (loop_io_start(c->loop, &c->io, c->dial.fd, LOOP_WRITE, on_io) != 0)
-				close_connection(c, MQTT_CLIENT_ENOMEM);
-		}
-		return;
-	}
-	if (rc != 0) {
-		c->last_errno = c->dial.last_errno;
-		close_connection(c, MQTT_CLIENT_ECONNECT);
-		return;
-	}
-	int fd = c->io.fd;
-	loop_io_stop(c->loop, &c->io);
-	c->t = c->o.transport_new ? c->o.transport_new(c->o.transport_ctx, fd) : tcp_transport_new(fd);
-	if (!c->t) {
-		c->io.fd = -1;
-		close_connection(c, c->o.transport_new ? MQTT_CLIENT_ETLS : MQTT_CLIENT_ENOMEM);
-		return;
-	}
+	c->t = t;
 	if (loop_io_start(c->loop, &c->io, fd, LOOP_READ, on_io) != 0) {
 		close_connection(c, MQTT_CLIENT_ENOMEM);
 		return;
 	}
-	c->state = ST_HANDSHAKE;
-	handshake_step(c);
+	send_connect(c);
+}
+
+static void on_failed(struct connector *cn, size_t addr, int err, const char *why, void *ud)
+{
+	(void)cn;
+	(void)addr;
+	(void)why;
+	close_connection(ud, err);
+}
+
+static struct transport *wrap_transport(void *ctx, size_t addr, int fd)
+{
+	struct mqtt_client *c = ctx;
+	(void)addr;
+	return c->o.transport_new(c->o.transport_ctx, fd);
 }
 
 int mqtt_client_connect(struct mqtt_client *c)
 {
 	if (c->state != ST_IDLE)
 		return 0;
-	mtimer_stop(c->timers, &c->retry_timer);
 	c->user_disconnect = false;
-	int rc;
-	if (c->o.addrs)
-		rc = dial_start_resolved(&c->dial, c->o.addrs, NULL, c->o.nodelay);
-	else {
-		struct dial_opts d = {.host = c->host, .port = c->o.port, .bind_address = c->bind_address,
-				      .nodelay = c->o.nodelay};
-		rc = dial_start(&c->dial, &d);
-	}
-	if (rc != 0) {
-		c->last_errno = c->dial.last_errno;
-		dial_cleanup(&c->dial);
-		return rc == WISP_ENOENT ? MQTT_CLIENT_ERESOLVE : MQTT_CLIENT_ECONNECT;
-	}
-	if (loop_io_start(c->loop, &c->io, c->dial.fd, LOOP_WRITE, on_io) != 0) {
-		dial_cleanup(&c->dial);
-		return MQTT_CLIENT_ENOMEM;
-	}
-	c->state = ST_DIALING;
-	return 0;
+	c->state = ST_CONNECTING;
+	int rc = connector_dial(&c->cn);
+	if (rc != 0)
+		c->state = ST_IDLE;
+	return rc;
 }
 
 /* ---- input --------------------------------------------------------------- */
@@ -593,7 +508,12 @@ static int handle_connack(struct mqtt_client *c, const struct mqtt_connack *ca)
 		}
 	}
 	c->state = ST_CONNECTED;
-	c->retry_attempt = 0;
+	connector_connected(&c->cn);
+	/* No more unacknowledged QoS 1/2 than the server's Receive Maximum
+	 * [MQTT-3.3.4-9]. */
+	struct connector_limits lim;
+	connector_limits(ca, &lim);
+	c->remote_receive_max = lim.receive_max;
 	/* Resend what the previous connection left unacknowledged, in order
 	 * ([MQTT-4.4.0-1]), then fill the window from the queue. */
 	struct list_node *n, *tmp;
@@ -881,7 +801,7 @@ static void update_interest(struct mqtt_client *c)
  * gone out. */
 static void flush_out(struct mqtt_client *c)
 {
-	if (!c->t || c->state == ST_HANDSHAKE)
+	if (!c->t)
 		return;
 	c->t->want = 0;
 	for (int i = 0; i < READS_PER_EVENT && c->olen > c->ooff; i++) {
@@ -918,13 +838,6 @@ static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
 	switch (c->state) {
 	case ST_IDLE:
 		return; /* stale event for a socket closed earlier this turn */
-	case ST_DIALING:
-		if (events & (LOOP_WRITE | LOOP_READ))
-			dial_step(c);
-		return;
-	case ST_HANDSHAKE:
-		handshake_step(c);
-		return;
 	default:
 		break;
 	}
@@ -946,6 +859,8 @@ static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
 static void send_queued(struct mqtt_client *c)
 {
 	size_t max = c->o.max_inflight ? c->o.max_inflight : DEFAULT_INFLIGHT;
+	if (c->remote_receive_max && c->remote_receive_max < max)
+		max = c->remote_receive_max;
 	while (c->inflight_count < max && !list_empty(&c->queued)) {
 		struct out_msg *m = container_of(list_first(&c->queued), struct out_msg, link);
 		list_remove(&m->link);
@@ -1114,7 +1029,6 @@ void mqtt_client_disconnect_props(struct mqtt_client *c, uint8_t reason, const u
 	}
 	c->want_reconnect = false;
 	c->user_disconnect = true;
-	mtimer_stop(c->timers, &c->retry_timer);
 	if (c->state != ST_CONNECTED) {
 		if (c->state != ST_CLOSING)
 			close_connection(c, MQTT_CLIENT_OK);
@@ -1143,18 +1057,30 @@ struct mqtt_client *mqtt_client_new(struct loop *l, struct mtimers *timers, cons
 	if (!c->o.version)
 		c->o.version = MQTT_PROTO_V311;
 	c->io.fd = -1;
-	c->dial.fd = -1;
 	list_init(&c->inflight);
 	list_init(&c->queued);
 	list_init(&c->rx_qos2);
 	mtimer_init(&c->ka_timer, on_keepalive, c);
-	mtimer_init(&c->retry_timer, on_retry, c);
 	c->want_reconnect = o->reconnect;
-	c->host = dup_str(o->host ? o->host : "localhost");
-	if (!c->host)
-		goto fail;
-	if (o->bind_address && !(c->bind_address = dup_str(o->bind_address)))
-		goto fail;
+	struct connector_addr addr = {.host = o->host ? o->host : "localhost", .port = o->port};
+	struct connector_opts co = {
+		.addrs = &addr,
+		.addr_count = 1,
+		.resolved = o->addrs,
+		.bind_address = o->bind_address,
+		.nodelay = o->nodelay,
+		.backoff_min_ms = o->reconnect_min_ms,
+		.backoff_max_ms = o->reconnect_max_ms,
+		.transport_new = o->transport_new ? wrap_transport : NULL,
+		.transport_ctx = c,
+		.on_ready = on_ready,
+		.on_failed = on_failed,
+		.ud = c,
+	};
+	if (connector_init(&c->cn, l, timers, &co) != 0) {
+		wisp_free(c);
+		return NULL;
+	}
 	if (o->client_id && !(c->client_id = dup_str(o->client_id)))
 		goto fail;
 	if (o->log_name && !(c->log_name = dup_str(o->log_name)))
@@ -1213,19 +1139,14 @@ void mqtt_client_free(struct mqtt_client *c)
 		loop_io_stop(c->loop, &c->io);
 		transport_close(c->t);
 		c->t = NULL;
-	} else if (c->dial.fd >= 0) {
-		loop_io_stop(c->loop, &c->io);
 	}
-	dial_cleanup(&c->dial);
+	connector_free(&c->cn);
 	mtimer_stop(c->timers, &c->ka_timer);
-	mtimer_stop(c->timers, &c->retry_timer);
 	free_msgs(&c->inflight, offsetof(struct out_msg, link));
 	free_msgs(&c->queued, offsetof(struct out_msg, link));
 	wisp_free(c->rbuf);
 	wisp_free(c->obuf);
 	free_msgs(&c->rx_qos2, offsetof(struct in_msg, link));
-	wisp_free(c->host);
-	wisp_free(c->bind_address);
 	wisp_free(c->client_id);
 	wisp_free(c->log_name);
 	wisp_free(c->username);
@@ -1238,7 +1159,12 @@ void mqtt_client_free(struct mqtt_client *c)
 	wisp_free(c);
 }
 
-void mqtt_client_set_reconnect(struct mqtt_client *c, bool on) { c->want_reconnect = on; }
+void mqtt_client_set_reconnect(struct mqtt_client *c, bool on)
+{
+	c->want_reconnect = on;
+	if (!on && c->state == ST_IDLE)
+		connector_cancel(&c->cn); /* a backoff, or the attempt after it, ends */
+}
 bool mqtt_client_is_connected(const struct mqtt_client *c) { return c->state == ST_CONNECTED; }
 size_t mqtt_client_pending(const struct mqtt_client *c)
 {
@@ -1249,7 +1175,7 @@ size_t mqtt_client_pending(const struct mqtt_client *c)
 	return n;
 }
 size_t mqtt_client_out_pending(const struct mqtt_client *c) { return c->olen - c->ooff; }
-int mqtt_client_errno(const struct mqtt_client *c) { return c->last_errno; }
+int mqtt_client_errno(const struct mqtt_client *c) { return connector_errno(&c->cn); }
 uint8_t mqtt_client_connack_code(const struct mqtt_client *c) { return c->connack_code; }
 uint8_t mqtt_client_disconnect_reason(const struct mqtt_client *c) { return c->disconnect_reason; }
 const char *mqtt_client_id(const struct mqtt_client *c) { return c->client_id; }

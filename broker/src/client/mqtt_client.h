@@ -1,7 +1,8 @@
 /*
  * A non-blocking MQTT client for the client tools (clients/), driven by
- * core/loop. (The broker's bridges, bridge/, are clients too, but deliver
- * through the broker's own sessions and store instead: see bridge.h.)
+ * core/loop. (The broker's bridges, bridge/, connect through the same
+ * connector, but then deliver through the broker's own sessions and store
+ * instead of this packet engine: see bridge.h.)
  *
  * One struct mqtt_client is one connection (with its session state); many
  * of them share one loop and one millisecond timer heap, so wisp_sensor can
@@ -11,8 +12,9 @@
  * properties reach the callbacks), over plain TCP or any transport a
  * caller-supplied factory wraps around the connected socket (TLS).
  *
- * What it does: connect (resolve, TCP, optional transport handshake,
- * CONNECT/CONNACK), QoS 0/1/2 in both directions with in-flight tracking and
+ * What it does: connect (resolve, TCP, optional transport handshake:
+ * client/connector.h, which the bridges use too; CONNECT/CONNACK, honouring
+ * an MQTT 5 server's Receive Maximum), QoS 0/1/2 in both directions with in-flight tracking and
  * a max-inflight window (excess publishes queue in order), keepalive
  * (PINGREQ; a missing PINGRESP is a lost connection), will, clean or
  * persistent sessions (in-flight messages are resent with DUP after a
@@ -41,27 +43,12 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "connector.h"
 #include "loop.h"
 #include "mtimer.h"
 
 struct mqtt_client;
 struct transport;
-
-/* Why a connection ended, as given to on_disconnect. */
-enum mqtt_client_err {
-	MQTT_CLIENT_OK = 0,          /* we disconnected on request */
-	MQTT_CLIENT_ERESOLVE = -1,   /* host name did not resolve */
-	MQTT_CLIENT_ECONNECT = -2,   /* TCP connect failed (errno in mqtt_client_errno) */
-	MQTT_CLIENT_ETLS = -3,       /* transport handshake failed */
-	MQTT_CLIENT_EREFUSED = -4,   /* CONNACK with a non-zero code */
-	MQTT_CLIENT_ELOST = -5,      /* peer closed or I/O error */
-	MQTT_CLIENT_EPROTOCOL = -6,  /* malformed or unexpected packet */
-	MQTT_CLIENT_EKEEPALIVE = -7, /* no PINGRESP in time */
-	MQTT_CLIENT_ENOMEM = -8,
-	MQTT_CLIENT_ESERVER = -9,    /* v5 DISCONNECT from the server */
-};
-
-const char *mqtt_client_strerror(int err);
 
 /* Wraps a connected socket in a transport (TLS); takes ownership of fd.
  * NULL on failure (fd closed). */

@@ -543,6 +543,14 @@ static const char *route_stream_msg(void *ctx, natsMsg *nm)
 	return route_remote(c, nm, durable_stream(c->durable), true);
 }
 
+/* A message the durable side kept while JetStream was away, as
+ * send_to_nats would have made it for the stream. */
+static int make_stream_msg(void *ctx, const struct msg *m, const char *reply, natsMsg **out)
+{
+	struct cluster *c = ctx;
+	return make_nats_msg(c, m, durable_stream(c->durable), reply, out);
+}
+
 int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errlen)
 {
 	const struct config_cluster *cfg = &b->cfg->cluster;
@@ -626,7 +634,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	    presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0 ||
 	    totals_start(&c->totals, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0)
 		goto nomem;
-	if (cfg->durable && durable_start(b, c->node, c->run, route_stream_msg, c, &c->durable) != 0) {
+	if (cfg->durable && durable_start(b, c->node, c->run, route_stream_msg, make_stream_msg, c, &c->durable) != 0) {
 		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
 		goto fail;
 	}

@@ -1,12 +1,38 @@
 /*
  * The loop thread's side of durable.h.
  *
- * Tickets: each message handed to JetStream gets the next ticket; `floor`
+ * Tickets: each message handed to JetStream gets the next ticket; `afloor`
  * is the highest ticket such that it and every one before it were acked
- * by JetStream (a ring of out_cap flags marks the ones above it). A held
+ * by JetStream (a ring of out_cap flags marks the ones above it: a worker
+ * slot is reused only below it), `floor` the highest such that each was
+ * acked or is kept in the store (T_STORED: a message handed over just
+ * before JetStream went out of reach, stored when that was noticed, with
+ * the Nats-Msg-Id it was sent with, so its publisher's ack need not wait
+ * for the outage's end). A held
  * PUBACK/PUBREC names its ticket and leaves, in FIFO order, once its
  * ticket is at or below the floor; an ack of a connection that already
  * has held acks queues behind them with ticket 0 (order per connection).
+ *
+ * The forwarding queue (store-and-forward): while JetStream is out of
+ * reach (the worker's connection down, or the stream not set up yet) and
+ * persistence is on, a QoS 1/2 message goes to `fq` instead, in order, and
+ * into the store's forwarding queue (persist_forward_add: FWD_ADD with its
+ * Nats-Msg-Id "<node>-<run>-f<n>"), and its PUBACK/PUBREC waits only for
+ * the store's write, as a local persistent session's does. While fq holds
+ * anything every new QoS 1/2 message joins its tail (stored too, while
+ * there is room), so a publisher's later message never overtakes an
+ * earlier queued one. Once
+ * JetStream is back, fq's entries are handed to the worker in order (only
+ * after the tickets handed before the queue began are acked, for the same
+ * reason), with their own ids, and each leaves the store (FWD_DEL) when
+ * JetStream acked it. Past cluster.forward_queue / forward_queue_bytes an
+ * entry is kept in memory unstored and its ack is held (key FWD_KEY |
+ * its fq sequence) until it is stored or in JetStream: back-pressure on
+ * its publisher, counted in $SYS/broker/cluster/forward/overflow and
+ * logged once per episode. Unstored entries are bounded by
+ * outbound_queue, past which a message crosses at most once, as before.
+ * Without persistence there is no fq: acks wait for JetStream as before.
+ * Crash cases: docs/cluster.md "While NATS is down: store and forward".
  *
  * Received: `seen` marks the stream sequences routed this run (a floor and
  * a bitmap of DEDUPE_SPAN(ack_cap) above it), so a redelivery (ack wait
@@ -14,7 +40,12 @@
  * ack of a routed message waits in a FIFO until the store's safe seq
  * reaches what routing appended.
  *
- * Memory: out_cap bytes of ticket flags, pointers for 2 x inbound_queue
+ * Memory: out_cap bytes of ticket flags and 16 x out_cap of ticket to fq
+ * entry and message (with persistence, each outstanding ticket holds a
+ * reference on its message until JetStream acks it, so it can be stored
+ * should JetStream go away: the message stays in memory that long), an fq
+ * entry per queued message (~40 bytes, its id, a reference on the
+ * message),  pointers for 2 x inbound_queue
  * received messages and their acks, inbound_queue / 2 bytes of dedupe
  * bitmap, and the held acks (20 bytes each, grown by doubling).
  */
@@ -30,9 +61,29 @@
 #include "inbox.h"
 #include "jetstream.h"
 #include "log.h"
+#include "persist.h"
 
 /* Received messages taken per wake-up, as cluster.c's TAKE_BATCH. */
 #define TAKE_BATCH 256
+
+/* An ack-gate key naming an fq entry (by its fq sequence), not a ticket;
+ * also the "ticket" durable_reserve gives for a message that joins fq. */
+#define FWD_KEY (UINT64_C(1) << 63)
+
+/* A ticket's flags (done[]). */
+#define T_ACKED 1u  /* JetStream has it (or it was given back unused) */
+#define T_STORED 2u /* kept in the store's forwarding queue meanwhile */
+
+/* A message in the forwarding queue. */
+struct fwd {
+	struct msg *m;      /* a reference */
+	uint64_t ticket;    /* 0: not handed to the worker yet */
+	size_t bytes;
+	bool stored;        /* in the store's forwarding queue */
+	bool acked;         /* JetStream has it */
+	uint8_t id_len;
+	char id[];          /* its Nats-Msg-Id */
+};
 
 struct held {
 	struct conn *c;  /* NULL: its connection closed */
@@ -55,6 +106,7 @@ struct durable {
 	char *stream;
 	char *consumer;          /* the node's name, made a valid consumer name */
 	durable_route_fn route;
+	durable_make_fn make;
 	void *route_ctx;
 	struct inbox acks;       /* tickets and worker events */
 	struct inbox msgs;       /* received stream messages */
@@ -63,12 +115,33 @@ struct durable {
 	bool setup_failed_said;
 	bool overflow_logged;
 	/* tickets */
-	uint64_t last_ticket, floor;
-	uint8_t *done;
+	uint64_t last_ticket, floor, afloor;
+	uint8_t *done;           /* T_ACKED | T_STORED, by ticket % out_cap */
+	struct msg **ticket_msg; /* with persistence: the message a ticket carries, a reference */
 	size_t out_cap;
-	/* the ticket the next ack of ack_origin's connection waits for */
+	/* the ticket (or FWD_KEY key) the next ack of ack_origin's connection
+	 * waits for; ack_fail: that ack must not go (its message is not safe
+	 * and could not be kept: out of memory) */
 	uint64_t ack_ticket;
 	const void *ack_origin;
+	bool ack_fail;
+	/* store and forward */
+	bool connected;          /* the worker's connection is up */
+	bool can_store;          /* persistence is on */
+	bool buffering_said, fwd_full_said;
+	uint64_t direct_last;    /* the last ticket handed outside fq */
+	uint64_t *ticket_fwd;    /* out_cap: the fq sequence a ticket carries, 0: none */
+	struct fwd **fq;
+	size_t fq_head, fq_len, fq_cap;
+	uint64_t fq_base;        /* fq sequence of fq's first entry (the next one's when empty) */
+	size_t fq_handed;        /* the first ones, handed to the worker */
+	size_t fq_safe;          /* the first ones, each stored or acked */
+	size_t fq_stored, fq_unsafe;
+	uint64_t fq_bytes;       /* of the stored ones */
+	uint64_t fwd_n;          /* ids made this run */
+	size_t fwd_max;
+	uint64_t fwd_max_bytes;
+	struct loop_timer retry; /* a hand-over that failed for memory */
 	/* held acks */
 	struct held *held;
 	size_t held_head, held_len, held_cap;
@@ -85,11 +158,22 @@ const char *durable_stream(const struct durable *d) { return d->stream; }
 
 /* ---- the ack gate (broker.h) ---- */
 
+static bool is_up(const struct durable *d) { return d->ready && d->connected; }
+
+/* Whether what a held ack's key waits for is safe: its ticket acked by
+ * JetStream (with all before it), or its fq entry stored or acked. */
+static bool key_safe(const struct durable *d, uint64_t key)
+{
+	if (key & FWD_KEY)
+		return (key & ~FWD_KEY) < d->fq_base + d->fq_safe;
+	return key <= d->floor;
+}
+
 static void release(struct durable *d)
 {
 	while (d->held_len) {
 		struct held *h = &d->held[d->held_head];
-		if (h->ticket > d->floor)
+		if (!key_safe(d, h->ticket))
 			break;
 		if (h->c) {
 			h->c->rare->gate_held_acks--;
@@ -116,29 +200,39 @@ static int held_grow(struct durable *d)
 	return 0;
 }
 
-static bool gate_hold(void *ctx, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since)
+static int gate_hold(void *ctx, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since)
 {
 	struct durable *d = ctx;
 	uint64_t ticket = 0;
-	if (d->ack_ticket && c->sess && c->sess == d->ack_origin) {
+	if (d->ack_origin && c->sess && c->sess == d->ack_origin) {
 		ticket = d->ack_ticket;
 		d->ack_ticket = 0;
-	} else if (len && bytes[0] >> 4 == MQTT_PKT_PUBREC && d->last_ticket > d->floor) {
+		d->ack_origin = NULL;
+		if (d->ack_fail) {
+			/* Its message is neither in JetStream nor kept here: no ack. */
+			d->ack_fail = false;
+			return WISP_ENOMEM;
+		}
+	} else if (len && bytes[0] >> 4 == MQTT_PKT_PUBREC) {
 		/* A PUBREC for a re-sent QoS 2 PUBLISH, not routed again
 		 * [MQTT-4.3.3-2]: the first copy may still be on its way to
 		 * JetStream (its held PUBREC forgotten with an old connection),
 		 * so this one waits for everything handed over so far. */
-		ticket = d->last_ticket;
+		if (d->last_ticket > d->floor)
+			ticket = d->last_ticket;
+		else if (d->fq_safe < d->fq_len)
+			ticket = FWD_KEY | (d->fq_base + d->fq_len - 1);
 	}
-	if ((ticket == 0 || ticket <= d->floor) && conn_gate_held_acks(c) == 0)
-		return false;
+	if ((ticket == 0 || key_safe(d, ticket)) && conn_gate_held_acks(c) == 0)
+		return 0;
 	/* The count lives in the connection's rare block: an idle connection
 	 * does not pay for a cluster's ack gate (docs/cost-connection.md). */
 	struct conn_rare *rare = len > sizeof d->held[0].bytes ? NULL : conn_rare(c);
 	if (!rare || (d->held_len == d->held_cap && held_grow(d) != 0)) {
-		/* Out of memory: the ack goes now, as without a cluster; the
-		 * message is in JetStream's hands already. */
-		return false;
+		/* Out of memory: the message is not safe yet, so its ack must
+		 * not go now; the publish fails instead (its connection closes
+		 * unacknowledged, and the client sends it again). */
+		return WISP_ENOMEM;
 	}
 	struct held *h = &d->held[(d->held_head + d->held_len++) & (d->held_cap - 1)];
 	h->c = c;
@@ -147,7 +241,7 @@ static bool gate_hold(void *ctx, struct conn *c, const uint8_t *bytes, size_t le
 	h->len = (uint8_t)len;
 	memcpy(h->bytes, bytes, len);
 	rare->gate_held_acks++;
-	return true;
+	return 1;
 }
 
 static void gate_forget(void *ctx, struct conn *c)
@@ -178,54 +272,308 @@ static void store_progress(void *ctx)
 
 /* ---- out ---- */
 
+static void overflow(struct durable *d)
+{
+	d->b->stats.cluster.overflow++;
+	if (!d->overflow_logged)
+		log_msg(LOG_WARNING, "cluster",
+			"%zu QoS 1/2 messages wait for JetStream (cluster.outbound_queue): new ones cross nodes "
+			"at most once until it drains; counted in $SYS/broker/cluster/messages/overflow",
+			d->out_cap);
+	d->overflow_logged = true;
+}
+
+/* Whether a new message joins fq rather than going to the worker now. */
+static bool queues(const struct durable *d) { return d->can_store && (!is_up(d) || d->fq_len); }
+
 uint64_t durable_reserve(struct durable *d, char *reply, size_t cap)
 {
 	struct broker *b = d->b;
-	if (d->last_ticket - d->floor >= d->out_cap) {
-		b->stats.cluster.overflow++;
-		if (!d->overflow_logged)
-			log_msg(LOG_WARNING, "cluster",
-				"%zu QoS 1/2 messages wait for JetStream (cluster.outbound_queue): new ones cross nodes "
-				"at most once until it drains; counted in $SYS/broker/cluster/messages/overflow",
-				d->out_cap);
-		d->overflow_logged = true;
+	if (queues(d)) {
+		if (d->fq_unsafe >= d->out_cap) {
+			overflow(d);
+			return 0;
+		}
+		/* Its reply subject is made when it is handed over. */
+		snprintf(reply, cap, "%s0", jsw_reply_prefix(d->w));
+		return FWD_KEY;
+	}
+	if (d->last_ticket - d->afloor >= d->out_cap) {
+		overflow(d);
 		return 0;
 	}
 	uint64_t ticket = ++d->last_ticket;
 	d->done[ticket % d->out_cap] = 0;
-	b->stats.cluster.pending = d->last_ticket - d->floor;
+	d->ticket_fwd[ticket % d->out_cap] = 0;
+	d->direct_last = ticket;
+	b->stats.cluster.pending = d->last_ticket - d->afloor;
 	snprintf(reply, cap, "%s%llu", jsw_reply_prefix(d->w), (unsigned long long)ticket);
 	return ticket;
 }
 
-static void advance(struct durable *d)
+static struct fwd *fq_at(const struct durable *d, size_t i) { return d->fq[(d->fq_head + i) & (d->fq_cap - 1)]; }
+
+static void fq_stats(struct durable *d)
 {
+	d->b->stats.cluster.forward_queued = d->fq_stored;
+	d->b->stats.cluster.forward_bytes = d->fq_bytes;
+	d->b->stats.cluster.pending = d->last_ticket - d->afloor;
+}
+
+/* Puts f in the store's forwarding queue if the bounds let it. */
+static bool fq_store(struct durable *d, struct fwd *f)
+{
+	if (d->fq_stored >= d->fwd_max || d->fq_bytes + f->bytes > d->fwd_max_bytes)
+		return false;
+	if (persist_forward_add(d->b, f->m, f->id, f->id_len) != 0)
+		return false; /* the store logs why; its ack waits for JetStream */
+	f->stored = true;
+	d->fq_stored++;
+	d->fq_bytes += f->bytes;
+	return true;
+}
+
+/* A new message that the store's forwarding queue had no room for. */
+static void fq_full(struct durable *d)
+{
+	d->b->stats.cluster.forward_overflow++;
+	if (!d->fwd_full_said)
+		log_msg(LOG_WARNING, "cluster",
+			"the store's forwarding queue is full (%zu messages, %llu bytes: cluster.forward_queue, "
+			"forward_queue_bytes): new QoS 1/2 messages for other nodes wait for JetStream, their "
+			"acks held; counted in $SYS/broker/cluster/forward/overflow", d->fq_stored,
+			(unsigned long long)d->fq_bytes);
+	d->fwd_full_said = true;
+}
+
+/* Stores, in order, what waits unstored (after the bounds refused it). */
+static void fq_store_waiting(struct durable *d)
+{
+	for (size_t i = d->fq_safe; i < d->fq_len && d->can_store; i++) {
+		struct fwd *f = fq_at(d, i);
+		if (f->stored || f->acked)
+			continue;
+		if (!fq_store(d, f))
+			break; /* in order: a later one must not be acked first */
+		d->fq_unsafe--;
+	}
+}
+
+static void on_retry(struct loop *l, struct loop_timer *t);
+
+/* Hands fq's entries to the worker, in order, once JetStream is back and
+ * every ticket handed before them is acked (so none overtakes them). */
+static void fq_pump(struct durable *d)
+{
+	while (is_up(d) && d->afloor >= d->direct_last && d->fq_handed < d->fq_len &&
+	       d->last_ticket - d->afloor < d->out_cap) {
+		struct fwd *f = fq_at(d, d->fq_handed);
+		uint64_t ticket = d->last_ticket + 1;
+		char reply[128];
+		snprintf(reply, sizeof reply, "%s%llu", jsw_reply_prefix(d->w), (unsigned long long)ticket);
+		natsMsg *nm = NULL;
+		if (d->make(d->route_ctx, f->m, reply, &nm) != 0 ||
+		    natsMsgHeader_Set(nm, "Nats-Msg-Id", f->id) != NATS_OK) {
+			natsMsg_Destroy(nm);
+			log_limited("cluster_forward_nomem", LOG_WARNING, "cluster",
+				    "out of memory handing queued messages to JetStream: retrying in a second");
+			if (!loop_timer_armed(&d->retry))
+				loop_timer_start(d->b->loop, &d->retry, 1, on_retry);
+			break;
+		}
+		d->last_ticket = ticket;
+		d->done[ticket % d->out_cap] = 0;
+		d->ticket_fwd[ticket % d->out_cap] = d->fq_base + d->fq_handed;
+		f->ticket = ticket;
+		d->fq_handed++;
+		jsw_publish(d->w, nm, ticket);
+	}
+	fq_stats(d);
+}
+
+static void advance(struct durable *d);
+
+/* After a change: the safe prefix grows, what JetStream has leaves (and
+ * the store), more is stored or handed over, and held acks go. */
+static void floors(struct durable *d)
+{
+	while (d->afloor < d->last_ticket && d->done[(d->afloor + 1) % d->out_cap] & T_ACKED)
+		d->afloor++;
 	while (d->floor < d->last_ticket && d->done[(d->floor + 1) % d->out_cap])
 		d->floor++;
-	d->b->stats.cluster.pending = d->last_ticket - d->floor;
-	if (d->last_ticket - d->floor < d->out_cap / 2)
+}
+
+static void fq_settle(struct durable *d)
+{
+	floors(d);
+	while (d->fq_len) {
+		struct fwd *f = fq_at(d, 0);
+		if (!f->acked)
+			break;
+		if (f->stored) {
+			persist_forward_del(d->b, f->m);
+			d->fq_stored--;
+			d->fq_bytes -= f->bytes;
+		}
+		msg_unref(f->m);
+		wisp_free(f);
+		d->fq_head = (d->fq_head + 1) & (d->fq_cap - 1);
+		d->fq_len--;
+		d->fq_base++;
+		d->fq_handed--;
+		if (d->fq_safe)
+			d->fq_safe--;
+	}
+	if (d->fq_stored < d->fwd_max / 2 && d->fq_bytes < d->fwd_max_bytes / 2)
+		d->fwd_full_said = false; /* the episode ends once it has drained */
+	fq_store_waiting(d);
+	while (d->fq_safe < d->fq_len && (fq_at(d, d->fq_safe)->stored || fq_at(d, d->fq_safe)->acked))
+		d->fq_safe++;
+	fq_pump(d);
+	advance(d);
+	if (d->buffering_said && is_up(d) && !d->fq_len && !d->fq_stored) {
+		log_msg(LOG_NOTICE, "cluster", "forwarding queue drained: every QoS 1/2 message kept while "
+			"JetStream was out of reach is in stream '%s'", d->stream);
+		d->buffering_said = false;
+	}
+}
+
+static void on_retry(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	fq_settle(container_of(t, struct durable, retry));
+}
+
+static int fq_grow(struct durable *d)
+{
+	size_t cap = d->fq_cap ? d->fq_cap * 2 : 64;
+	struct fwd **v = wisp_malloc(cap * sizeof *v);
+	if (!v)
+		return WISP_ENOMEM;
+	for (size_t i = 0; i < d->fq_len; i++)
+		v[i] = fq_at(d, i);
+	wisp_free(d->fq);
+	d->fq = v;
+	d->fq_head = 0;
+	d->fq_cap = cap;
+	return 0;
+}
+
+/* Appends m to fq with its Nats-Msg-Id (a new one when id is NULL); a
+ * restored one is in the store already. The new entry, or NULL. */
+static struct fwd *fq_add(struct durable *d, struct msg *m, const char *id, bool restored)
+{
+	char made[256];
+	if (!id) {
+		snprintf(made, sizeof made, "%s-%s-f%llu", d->node, d->run, (unsigned long long)++d->fwd_n);
+		id = made;
+	}
+	size_t id_len = strlen(id);
+	if (id_len > 255 || (d->fq_len == d->fq_cap && fq_grow(d) != 0))
+		return NULL;
+	struct fwd *f = wisp_malloc(sizeof *f + id_len + 1);
+	if (!f)
+		return NULL;
+	*f = (struct fwd){.m = msg_ref(m), .bytes = msg_size(m), .stored = restored, .id_len = (uint8_t)id_len};
+	memcpy(f->id, id, id_len + 1);
+	d->fq[(d->fq_head + d->fq_len++) & (d->fq_cap - 1)] = f;
+	if (restored) {
+		d->fq_stored++;
+		d->fq_bytes += f->bytes;
+	} else if (d->fq_safe + 1 < d->fq_len || !fq_store(d, f)) {
+		/* No room, or an earlier one waits unstored: this one waits for
+		 * JetStream (or room) too, in order. New ones are stored while
+		 * fq drains as well, so a long drain does not hold acks. */
+		fq_full(d);
+		d->fq_unsafe++;
+	}
+	if (!restored && !is_up(d) && !d->buffering_said) {
+		log_msg(LOG_WARNING, "cluster", "JetStream out of reach: QoS 1/2 messages for other nodes are kept in "
+			"the store (cluster.forward_queue) and acknowledged; they go to stream '%s' when it is back",
+			d->stream);
+		d->buffering_said = true;
+	}
+	return f;
+}
+
+static void advance(struct durable *d)
+{
+	floors(d);
+	fq_stats(d);
+	if (d->last_ticket - d->afloor < d->out_cap / 2 && d->fq_unsafe < d->out_cap / 2)
 		d->overflow_logged = false; /* the episode ends once it has drained */
 	release(d);
 }
 
 void durable_cancel(struct durable *d, uint64_t ticket)
 {
-	d->done[ticket % d->out_cap] = 1;
+	if (ticket & FWD_KEY)
+		return;
+	d->done[ticket % d->out_cap] = T_ACKED;
 	advance(d);
 }
 
 int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m, uint64_t ticket)
 {
+	if (ticket & FWD_KEY) {
+		struct fwd *f = fq_add(d, (struct msg *)m, NULL, false);
+		if (!f) {
+			/* Not kept, and crossing at most once would ack it
+			 * unsafe: its ack fails instead (gate_hold). */
+			d->ack_fail = true;
+			d->ack_origin = m->origin;
+			return WISP_ENOMEM;
+		}
+		natsMsg_Destroy(nm);
+		uint64_t fseq = d->fq_base + d->fq_len - 1;
+		d->ack_ticket = f->stored ? 0 : FWD_KEY | fseq;
+		d->ack_origin = m->origin;
+		d->ack_fail = false;
+		fq_settle(d);
+		return 0;
+	}
 	char id[160];
 	snprintf(id, sizeof id, "%s-%s-%llu", d->node, d->run, (unsigned long long)ticket);
 	if (natsMsgHeader_Set(nm, "Nats-Msg-Id", id) != NATS_OK) {
 		durable_cancel(d, ticket);
+		d->ack_fail = true;
+		d->ack_origin = m->origin;
 		return WISP_ENOMEM;
 	}
 	d->ack_ticket = ticket;
 	d->ack_origin = m->origin;
+	d->ack_fail = false;
+	if (d->can_store) /* kept, should JetStream go away before it acks */
+		d->ticket_msg[ticket % d->out_cap] = msg_ref((struct msg *)m);
 	jsw_publish(d->w, nm, ticket);
 	return 0;
+}
+
+/* JetStream just went out of reach: what was handed to it and is not
+ * acked yet goes to the store's forwarding queue too, oldest first, with
+ * the Nats-Msg-Id it was sent with, so that its publisher's ack need not
+ * wait for the outage's end (the worker still re-sends it; a restart
+ * publishes it from the store). */
+static void store_outstanding(struct durable *d)
+{
+	for (uint64_t t = d->floor + 1; t <= d->last_ticket && d->can_store; t++) {
+		size_t i = (size_t)(t % d->out_cap);
+		struct msg *m = d->ticket_msg[i];
+		if (d->done[i] || !m)
+			continue;
+		char id[160];
+		snprintf(id, sizeof id, "%s-%s-%llu", d->node, d->run, (unsigned long long)t);
+		size_t bytes = msg_size(m);
+		if (d->fq_stored >= d->fwd_max || d->fq_bytes + bytes > d->fwd_max_bytes) {
+			fq_full(d); /* the rest keep their acks waiting for JetStream */
+			break;
+		}
+		if (persist_forward_add(d->b, m, id, strlen(id)) != 0)
+			break; /* in order: a later one must not be acked first */
+		d->done[i] = T_STORED;
+		d->fq_stored++;
+		d->fq_bytes += bytes;
+	}
 }
 
 static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
@@ -237,6 +585,9 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 	unsigned ev = 0;
 	uint64_t dropped = 0;
 	size_t n = inbox_take(&d->acks, batch, TAKE_BATCH, &ev, &dropped);
+	bool was_up = is_up(d);
+	if (ev & (JSW_EV_READY | JSW_EV_DOWN | JSW_EV_UP))
+		d->connected = jsw_connected(d->w);
 	if (ev & JSW_EV_READY && !d->ready) {
 		d->ready = true;
 		d->b->stats.cluster.durable_ready = 1;
@@ -251,10 +602,38 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 	for (size_t i = 0; i < n; i++) {
 		uint64_t t = (uint64_t)(uintptr_t)batch[i];
-		if (t > d->floor && t <= d->last_ticket)
-			d->done[t % d->out_cap] = 1;
+		if (t <= d->afloor || t > d->last_ticket)
+			continue;
+		uint8_t *flags = &d->done[t % d->out_cap];
+		if (*flags & T_ACKED)
+			continue;
+		if (*flags & T_STORED) {
+			struct msg *m = d->ticket_msg[t % d->out_cap];
+			persist_forward_del(d->b, m);
+			d->fq_stored--;
+			d->fq_bytes -= msg_size(m);
+		}
+		*flags |= T_ACKED;
+		msg_unref(d->ticket_msg[t % d->out_cap]);
+		d->ticket_msg[t % d->out_cap] = NULL;
+		uint64_t fseq = d->ticket_fwd[t % d->out_cap];
+		d->ticket_fwd[t % d->out_cap] = 0;
+		if (fseq >= d->fq_base && fseq - d->fq_base < d->fq_len) {
+			struct fwd *f = fq_at(d, (size_t)(fseq - d->fq_base));
+			if (!f->acked && !f->stored)
+				d->fq_unsafe--;
+			f->acked = true;
+		}
 	}
-	advance(d);
+	if (was_up && !is_up(d))
+		store_outstanding(d);
+	if (was_up && !is_up(d) && d->can_store && !d->buffering_said) {
+		log_msg(LOG_WARNING, "cluster", "JetStream out of reach: QoS 1/2 messages for other nodes are kept in "
+			"the store (cluster.forward_queue) and acknowledged; they go to stream '%s' when it is back",
+			d->stream);
+		d->buffering_said = true;
+	}
+	fq_settle(d);
 }
 
 /* ---- in ---- */
@@ -342,7 +721,7 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 /* ---- start and stop ---- */
 
 int durable_start(struct broker *b, const char *node, const char *run, durable_route_fn route,
-		  void *route_ctx, struct durable **out)
+		  durable_make_fn make, void *route_ctx, struct durable **out)
 {
 	const struct config_cluster *cfg = &b->cfg->cluster;
 	*out = NULL;
@@ -353,7 +732,12 @@ int durable_start(struct broker *b, const char *node, const char *run, durable_r
 	d->node = node;
 	d->run = run;
 	d->route = route;
+	d->make = make;
 	d->route_ctx = route_ctx;
+	d->can_store = b->persist.store != NULL && cfg->forward_queue > 0;
+	d->fwd_max = cfg->forward_queue;
+	d->fwd_max_bytes = cfg->forward_queue_bytes;
+	d->fq_base = 1;
 	d->acks.efd = d->msgs.efd = -1;
 	d->acks_io.fd = d->msgs_io.fd = -1;
 	d->out_cap = cfg->outbound_queue;
@@ -368,11 +752,24 @@ int durable_start(struct broker *b, const char *node, const char *run, durable_r
 		if ((unsigned char)*p <= ' ' || *p == '.' || *p == '*' || *p == '>' || *p == '/' || *p == '\\')
 			*p = '_';
 	d->done = wisp_calloc(d->out_cap, 1);
+	d->ticket_fwd = wisp_calloc(d->out_cap, sizeof *d->ticket_fwd);
+	d->ticket_msg = wisp_calloc(d->out_cap, sizeof *d->ticket_msg);
 	d->seen_bits = wisp_calloc(d->seen_span / 8 + 1, 1);
 	d->pend = wisp_calloc(d->pend_cap, sizeof *d->pend);
 	int rc = WISP_ENOMEM;
-	if (!d->stream || !d->consumer || !d->done || !d->seen_bits || !d->pend)
+	if (!d->stream || !d->consumer || !d->done || !d->ticket_fwd || !d->ticket_msg || !d->seen_bits || !d->pend)
 		goto fail;
+	/* What the store kept from the last run goes first, in its order. */
+	struct msg *m;
+	const char *id;
+	for (size_t i = 0; persist_forward_get(b, i, &m, &id); i++)
+		if (!fq_add(d, m, id, true))
+			goto fail;
+	d->buffering_said = d->fq_len > 0; /* says when they are all there */
+	if (d->fq_len)
+		log_msg(LOG_NOTICE, "cluster", "%zu QoS 1/2 messages kept in the store go to stream '%s' once "
+			"JetStream is reachable", d->fq_len, cfg->stream);
+	d->fq_safe = d->fq_len;
 	/* acks: every outstanding ticket fits, so a ticket is never refused. */
 	if (inbox_init(&d->acks, d->out_cap + 1) != 0 || inbox_init(&d->msgs, 2 * in_cap) != 0)
 		goto fail;
@@ -444,6 +841,18 @@ void durable_free(struct durable *d)
 		loop_io_stop(b->loop, &d->msgs_io);
 	inbox_free(&d->acks, NULL);
 	inbox_free(&d->msgs, NULL); /* emptied and closed by durable_stop */
+	if (loop_timer_armed(&d->retry))
+		loop_timer_stop(b->loop, &d->retry);
+	/* Entries stay in the store (persist.c frees its own list). */
+	for (size_t i = 0; i < d->fq_len; i++) {
+		msg_unref(fq_at(d, i)->m);
+		wisp_free(fq_at(d, i));
+	}
+	wisp_free(d->fq);
+	for (size_t i = 0; d->ticket_msg && i < d->out_cap; i++)
+		msg_unref(d->ticket_msg[i]);
+	wisp_free(d->ticket_msg);
+	wisp_free(d->ticket_fwd);
 	wisp_free(d->held);
 	wisp_free(d->pend);
 	wisp_free(d->seen_bits);

@@ -13,6 +13,9 @@
  *    cluster.outbound_queue tickets are outstanding (NATS down, or slow):
  *    past it a message goes the at-most-once core way, counted in
  *    $SYS/broker/cluster/messages/overflow and logged once per episode.
+ *  - While JetStream is out of reach, with persistence on: the message is
+ *    kept in the store's forwarding queue and acknowledged once written
+ *    there, then published in order when JetStream is back (durable.c).
  *  - In: every node has one durable consumer on the whole stream (nats-
  *    server 2.9 has one filter per consumer; see docs/cluster.md for the
  *    cost), so it sees every QoS 1/2 message, routes it to its local
@@ -41,11 +44,18 @@ struct msg;
  * and logs it). Borrows nm. */
 typedef const char *(*durable_route_fn)(void *ctx, natsMsg *nm);
 
+/* The stream's NATS message for m (cluster.c's, as a client's publish
+ * makes it), with reply subject `reply`: 0 and *out (the caller's), or an
+ * error. Borrows m. */
+typedef int (*durable_make_fn)(void *ctx, const struct msg *m, const char *reply, natsMsg **out);
+
 /* Starts the worker (its own NATS connection, to cluster.nats) for node
- * `node` whose run is `run` (both borrowed for the durable's life). 0, or
+ * `node` whose run is `run` (both borrowed for the durable's life), and
+ * takes over the forwarding queue the store kept from the last run
+ * (persist_forward_get). route and make get route_ctx. 0, or
  * WISP_ENOMEM / WISP_EIO. */
 int durable_start(struct broker *b, const char *node, const char *run, durable_route_fn route,
-		  void *route_ctx, struct durable **out);
+		  durable_make_fn make, void *route_ctx, struct durable **out);
 /* Stops the worker thread: before the NATS connection closes. NULL: no-op. */
 void durable_stop(struct durable *d);
 /* After the NATS connection closed and cnats's threads ended. NULL: no-op. */
@@ -57,15 +67,21 @@ const char *durable_stream(const struct durable *d);
  * A ticket for a QoS 1/2 message to go through the stream, with the reply
  * subject its NATS message must carry written to reply; 0 when too many
  * wait already (counted, logged once per episode): the message then
- * crosses at most once.
+ * crosses at most once. While JetStream is out of reach (or what was kept
+ * then still drains) the ticket stands for the forwarding queue
+ * (durable.c): durable_publish then keeps m instead of nm.
  */
 uint64_t durable_reserve(struct durable *d, char *reply, size_t cap);
 /* Gives back a reserved ticket unused (its message could not be made). */
 void durable_cancel(struct durable *d, uint64_t ticket);
 /*
  * Takes nm (m's message on the stream's subject, made with the ticket's
- * reply subject): 0, and the ack of m's publisher waits for it.
- * WISP_ENOMEM: the ticket is given back, the caller keeps nm.
+ * reply subject): 0, and the ack of m's publisher waits for it (or, in
+ * the forwarding queue, for the store). WISP_ENOMEM: the ticket is given
+ * back, the caller keeps nm, and the ack of m's publisher fails (the
+ * message is not safe: it must not be acknowledged). A queued m gets a
+ * reference (the router's publish borrows its messages as const; a
+ * reference count is not part of the message's value).
  */
 int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m, uint64_t ticket);
 

@@ -315,8 +315,16 @@ static void settle(struct jsw *w, uint64_t reply)
 static void resend_due(struct jsw *w)
 {
 	int64_t now = now_ms();
-	for (size_t i = 0; i < w->cfg.out_cap && !w->stop; i++) {
-		struct slot *sl = &w->slots[i];
+	/* Oldest ticket first: the stream keeps what it stores in the order
+	 * it stored it, and a publisher's messages should stay in theirs. */
+	uint64_t first = UINT64_MAX;
+	for (size_t i = 0; i < w->cfg.out_cap; i++)
+		if (w->slots[i].state != SLOT_EMPTY && w->slots[i].ticket < first)
+			first = w->slots[i].ticket;
+	for (uint64_t t = first; first != UINT64_MAX && t - first < w->cfg.out_cap && !w->stop; t++) {
+		struct slot *sl = &w->slots[t % w->cfg.out_cap];
+		if (sl->ticket != t)
+			continue;
 		if (sl->state == SLOT_FAILED || (sl->state == SLOT_SENT && now - sl->sent_ms > PUBLISH_MAX_WAIT_MS))
 			send_slot(w, sl);
 	}
@@ -398,7 +406,22 @@ static void *run(void *arg)
 static void on_connected(natsConnection *nc, void *closure)
 {
 	(void)nc;
-	(void)closure;
+	struct jsw *w = closure;
+	inbox_raise(w->acks, JSW_EV_UP);
+}
+
+/* The loop keeps a node's QoS 1/2 messages in its store while this
+ * connection is down (durable.c), so it hears of both changes. */
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+	(void)nc;
+	struct jsw *w = closure;
+	inbox_raise(w->acks, JSW_EV_DOWN);
+}
+
+bool jsw_connected(const struct jsw *w)
+{
+	return w && w->nc && natsConnection_Status(w->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
 static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
@@ -414,6 +437,10 @@ static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
 		st = natsOptions_SetReconnectWait(w->opts, 500);
 	if (st == NATS_OK)
 		st = natsOptions_SetRetryOnFailedConnect(w->opts, true, on_connected, w);
+	if (st == NATS_OK)
+		st = natsOptions_SetDisconnectedCB(w->opts, on_disconnected, w);
+	if (st == NATS_OK)
+		st = natsOptions_SetReconnectedCB(w->opts, on_connected, w);
 	if (st == NATS_OK) {
 		st = natsConnection_Connect(&w->nc, w->opts);
 		if (st == NATS_NOT_YET_CONNECTED)

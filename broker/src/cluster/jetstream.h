@@ -47,6 +47,9 @@
 
 #define JSW_EV_READY 0x10u
 #define JSW_EV_SETUP_FAILED 0x20u /* logged by the worker's caller once per episode */
+/* The worker's connection went down or came back: ask jsw_connected. */
+#define JSW_EV_DOWN 0x40u
+#define JSW_EV_UP 0x80u
 
 struct jsw_config {
 	const char *stream;        /* the stream's name, and its subjects' first token */
@@ -82,6 +85,8 @@ const char *jsw_reply_prefix(const struct jsw *w);
  * `ticket`). The caller keeps at most out_cap outstanding, and reuses a
  * ticket's slot only after the ticket came back. */
 void jsw_publish(struct jsw *w, natsMsg *m, uint64_t ticket);
+/* Any thread: whether the worker's own NATS connection is up now. */
+bool jsw_connected(const struct jsw *w);
 /* Loop thread. Takes m, a message from msgs, to acknowledge to JetStream. */
 void jsw_ack(struct jsw *w, natsMsg *m);
 

@@ -317,6 +317,16 @@ static const struct field cluster_fields[] = {
 	 * cnats (~ its size + 200 bytes of headers). 65536 rides out a NATS
 	 * restart of a few seconds at ~10k msg/s; past it, at most once. */
 	F_NUM(struct config_cluster, FT_U32, "outbound_queue", outbound_queue, 16, 16777216, 65536),
+	/* Store and forward while JetStream is out of reach (needs
+	 * persistence): QoS 1/2 messages kept in the store, acked once
+	 * written, published when it is back. 1,000,000 messages or 256 MiB
+	 * is ~100 s at 10k msg/s of small messages, and the memory a node
+	 * may spend holding them (each stays in memory too, with ~100 bytes
+	 * of bookkeeping); past either, acks wait for JetStream
+	 * (back-pressure). 0: no store and forward. */
+	F_NUM(struct config_cluster, FT_U32, "forward_queue", forward_queue, 0, 16777216, 1000000),
+	F_NUM(struct config_cluster, FT_U64, "forward_queue_bytes", forward_queue_bytes, 1024, JSON_INT_MAX,
+	      256u << 20),
 	{.key = "retained_bucket", .type = FT_CUSTOM, .def_str = "wisp_retained",
 	 .offset = offsetof(struct config_cluster, retained_bucket), .custom = parse_bucket_name},
 	/* JetStream's own range: 1 (one NATS server) to 5. */

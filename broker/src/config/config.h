@@ -148,6 +148,8 @@ struct config_cluster {
 	uint32_t replicas;      /* its replicas; default 1 */
 	uint32_t stream_max_age; /* seconds a message stays in it at most; default 86400 */
 	uint32_t outbound_queue; /* QoS 1/2 messages waiting for JetStream's ack; default 65536 */
+	uint32_t forward_queue;  /* QoS 1/2 kept in the store while JetStream is away; default 1000000, 0 off */
+	uint64_t forward_queue_bytes; /* their bytes; default 256 MiB */
 	char *retained_bucket;  /* JetStream KV bucket of the retained messages; default "wisp_retained" */
 	uint32_t retained_replicas; /* its replicas; default 1 */
 };

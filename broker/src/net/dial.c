@@ -1,6 +1,6 @@
 /*
  * Non-blocking outbound connect: walks the getaddrinfo() list, one address
- * at a time, binding to the -A address first when one is given. See dial.h.
+ * at a time, binding to a local address first when one is given. See dial.h.
  */
 #include "dial.h"
 
@@ -80,33 +80,14 @@ static int try_addresses(struct dial *d)
 	return WISP_EIO;
 }
 
-int dial_start_resolved(struct dial *d, struct addrinfo *addrs, struct addrinfo *bind_addrs,
-			bool nodelay)
+int dial_start_resolved(struct dial *d, struct addrinfo *addrs, struct addrinfo *bind_addrs, bool nodelay)
 {
 	memset(d, 0, sizeof *d);
 	d->fd = -1;
-	d->shared = true;
-	d->addrs = addrs;
 	d->bind_addrs = bind_addrs;
 	d->cur = addrs;
 	d->nodelay = nodelay;
 	d->last_errno = ECONNREFUSED;
-	return try_addresses(d);
-}
-
-int dial_start(struct dial *d, const struct dial_opts *o)
-{
-	memset(d, 0, sizeof *d);
-	d->fd = -1;
-	d->last_errno = ECONNREFUSED;
-	if (dial_resolve(o->host, o->port, &d->addrs, &d->gai_error) != 0)
-		return WISP_ENOENT;
-	if (o->bind_address && dial_resolve(o->bind_address, 0, &d->bind_addrs, &d->gai_error) != 0) {
-		dial_cleanup(d);
-		return WISP_ENOENT;
-	}
-	d->cur = d->addrs;
-	d->nodelay = o->nodelay;
 	return try_addresses(d);
 }
 
@@ -134,9 +115,5 @@ void dial_cleanup(struct dial *d)
 	if (d->fd >= 0)
 		close(d->fd);
 	d->fd = -1;
-	if (!d->shared) {
-		dial_free_addrs(d->addrs);
-		dial_free_addrs(d->bind_addrs);
-	}
-	d->addrs = d->bind_addrs = d->cur = NULL;
+	d->bind_addrs = d->cur = NULL;
 }

@@ -58,6 +58,9 @@ struct broker_stats {
 		uint64_t durable_ready;  /* 1 while the JetStream stream and this node's consumer are bound */
 		uint64_t pending;        /* QoS 1/2 messages waiting for JetStream's ack (their PUBACKs wait) */
 		uint64_t overflow;       /* QoS 1/2 sent at most once: cluster.outbound_queue full */
+		uint64_t forward_queued; /* QoS 1/2 kept in the store while JetStream is away (cluster/durable.c) */
+		uint64_t forward_bytes;  /* their bytes */
+		uint64_t forward_overflow; /* not kept there (forward_queue full): their acks waited for JetStream */
 		uint64_t retained_applied; /* retained records from the JetStream bucket applied here (retained_kv.h) */
 		uint64_t taken_over;     /* sessions ended here because their client connected at another node */
 	} cluster;
@@ -147,14 +150,19 @@ struct broker {
 		uint32_t write_backoff_s, compact_backoff_s;
 		uint64_t compact_errors_seen, compactions_seen;
 		uint64_t refused;        /* durable work refused while degraded */
+		/* The cluster's forwarding queue (persist_forward_add), in order. */
+		struct persist_fwd *fwd;
+		size_t fwd_head, fwd_len, fwd_cap;
 	} persist;
 	/* A second condition on acks, in front of the store's (cluster/durable.c):
-	 * hold takes an ack that must wait for more than the store (true), and
-	 * gives it back through persist_send_ack_ungated; forget drops a closing
+	 * hold takes an ack that must wait for more than the store (1), and
+	 * gives it back through persist_send_ack_ungated; 0: not held; negative
+	 * (WISP_ENOMEM): the ack must not go at all, the publish fails (its
+	 * connection closes unacknowledged); forget drops a closing
 	 * connection's; store_progress runs when the store's safe seq may have
 	 * moved. NULL hold: no gate. */
 	struct {
-		bool (*hold)(void *ctx, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since);
+		int (*hold)(void *ctx, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since);
 		void (*forget)(void *ctx, struct conn *c);
 		void (*store_progress)(void *ctx);
 		void *ctx;

@@ -285,9 +285,14 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	 * persistent sessions, the QoS 2 id): nothing appended, nothing to wait for. */
 	/* v5: 0x10, accepted but nobody subscribed (a retained message is still stored). */
 	uint8_t reason = matched ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
+	int rc = 0;
 	if (p->qos == 1)
-		return send_ack_reason(b, c, MQTT_PKT_PUBACK, p->packet_id, seq_before, reason);
-	if (p->qos == 2)
-		return send_ack_reason(b, c, MQTT_PKT_PUBREC, p->packet_id, seq_before, reason);
-	return 0;
+		rc = send_ack_reason(b, c, MQTT_PKT_PUBACK, p->packet_id, seq_before, reason);
+	else if (p->qos == 2)
+		rc = send_ack_reason(b, c, MQTT_PKT_PUBREC, p->packet_id, seq_before, reason);
+	/* No memory to hold the ack until its message is safe: it does not
+	 * go, and the connection closes (the client sends it again). */
+	if (rc == WISP_ENOMEM)
+		*why = REASON_NO_MEMORY;
+	return rc;
 }

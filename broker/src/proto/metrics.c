@@ -124,6 +124,12 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.pending), .sys = "cluster/messages/pending"},
 	{"cluster_overflow_total", "QoS 1/2 messages sent at most once: cluster.outbound_queue full.", COUNTER,
 	 STAT(cluster.overflow), .sys = "cluster/messages/overflow"},
+	{"cluster_forward_queued", "QoS 1/2 messages kept in the store while JetStream is out of reach.", GAUGE,
+	 STAT(cluster.forward_queued), .sys = "cluster/forward/queued"},
+	{"cluster_forward_bytes", "Bytes of the QoS 1/2 messages kept in the store for JetStream.", GAUGE,
+	 STAT(cluster.forward_bytes), .sys = "cluster/forward/bytes"},
+	{"cluster_forward_overflow_total", "QoS 1/2 messages not kept in the store (cluster.forward_queue full): "
+	 "their acks waited for JetStream.", COUNTER, STAT(cluster.forward_overflow), .sys = "cluster/forward/overflow"},
 	{"cluster_retained_applied_total", "Retained records from the cluster's JetStream bucket applied to this node's store.",
 	 COUNTER, STAT(cluster.retained_applied), .sys = "cluster/retained/applied"},
 	{"cluster_taken_over_total", "Sessions ended here because their client id connected at another node.", COUNTER,

@@ -24,6 +24,13 @@ struct held_ack {
 	uint8_t bytes[7]; /* PUBACK, PUBREC, PUBREL, PUBCOMP: 4 bytes in 3.1.1 */
 };
 
+/* An entry of the cluster's forwarding queue (persist.h): m NULL once
+ * deleted out of order, until it reaches the head. */
+struct persist_fwd {
+	struct msg *m;
+	char *id;
+};
+
 /* Retrying a failed write or compaction: exponential backoff, in seconds
  * (the loop's timers tick in seconds). A disk that is full for an hour
  * costs one write attempt every WRITE_RETRY_MAX_S seconds, not one per
@@ -538,8 +545,11 @@ static int held_grow(struct broker *b)
 
 int persist_send_ack_since(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since)
 {
-	if (b->ack_gate.hold && b->ack_gate.hold(b->ack_gate.ctx, c, bytes, len, since))
-		return 0;
+	if (b->ack_gate.hold) {
+		int held = b->ack_gate.hold(b->ack_gate.ctx, c, bytes, len, since);
+		if (held != 0)
+			return held < 0 ? held : 0;
+	}
 	return persist_send_ack_ungated(b, c, bytes, len, since);
 }
 
@@ -638,6 +648,123 @@ static void on_durable(struct loop *l, struct loop_io *io, uint32_t events)
 	release_held(b);
 }
 
+/* ---- the cluster's forwarding queue ---- */
+
+static struct persist_fwd *fwd_at(const struct broker *b, size_t i)
+{
+	return &b->persist.fwd[(b->persist.fwd_head + i) % b->persist.fwd_cap];
+}
+
+static int fwd_push(struct broker *b, struct msg *m, const char *id, size_t id_len)
+{
+	if (b->persist.fwd_len == b->persist.fwd_cap) {
+		size_t cap = b->persist.fwd_cap ? b->persist.fwd_cap * 2 : 64;
+		struct persist_fwd *v = wisp_malloc(cap * sizeof *v);
+		if (!v)
+			return WISP_ENOMEM;
+		for (size_t i = 0; i < b->persist.fwd_len; i++)
+			v[i] = *fwd_at(b, i);
+		wisp_free(b->persist.fwd);
+		b->persist.fwd = v;
+		b->persist.fwd_head = 0;
+		b->persist.fwd_cap = cap;
+	}
+	char *copy = wisp_strndup(id, id_len);
+	if (!copy)
+		return WISP_ENOMEM;
+	b->persist.fwd_len++;
+	*fwd_at(b, b->persist.fwd_len - 1) = (struct persist_fwd){msg_ref(m), copy};
+	return 0;
+}
+
+/* Drops the first entry holding m (or stored id `id` when m is NULL);
+ * deleted entries leave the ring once they reach its head. */
+static struct msg *fwd_drop(struct broker *b, const struct msg *m, uint64_t id)
+{
+	struct msg *found = NULL;
+	for (size_t i = 0; i < b->persist.fwd_len; i++) {
+		struct persist_fwd *f = fwd_at(b, i);
+		if (f->m && (m ? f->m == m : stored_id(f->m) == id)) {
+			found = f->m;
+			f->m = NULL;
+			wisp_free(f->id);
+			f->id = NULL;
+			break;
+		}
+	}
+	while (b->persist.fwd_len && !fwd_at(b, 0)->m) {
+		b->persist.fwd_head = (b->persist.fwd_head + 1) % b->persist.fwd_cap;
+		b->persist.fwd_len--;
+	}
+	return found;
+}
+
+int persist_forward_add(struct broker *b, struct msg *m, const char *id, size_t id_len)
+{
+	struct store *st = b->persist.store;
+	if (!st)
+		return WISP_EINVAL;
+	if (persist_refuses_durable(b))
+		return WISP_EIO;
+	int rc = fwd_push(b, m, id, id_len);
+	if (rc != 0)
+		return rc;
+	durable_ref(b, m);
+	rc = m->stored ? store_append_fwd_add(st, m->stored->id, id, id_len) : WISP_ENOMEM;
+	if (rc != 0) {
+		append_failed(b, rc);
+		durable_unref(b, m);
+		msg_unref(fwd_drop(b, m, 0));
+	}
+	return rc;
+}
+
+void persist_forward_del(struct broker *b, const struct msg *m)
+{
+	struct msg *found = fwd_drop(b, m, 0);
+	if (!found)
+		return;
+	if (b->persist.store && found->stored) {
+		int rc = store_append_fwd_del(b->persist.store, found->stored->id);
+		if (rc != 0)
+			append_failed(b, rc);
+	}
+	durable_unref(b, found);
+	msg_unref(found);
+}
+
+bool persist_forward_get(const struct broker *b, size_t i, struct msg **m, const char **id)
+{
+	if (i >= b->persist.fwd_len || !fwd_at(b, i)->m)
+		return false;
+	*m = fwd_at(b, i)->m;
+	*id = fwd_at(b, i)->id;
+	return true;
+}
+
+/* After the replay: entries deleted out of order leave the ring, so that
+ * persist_forward_get counts live ones only. */
+static void fwd_compact(struct broker *b)
+{
+	size_t live = 0;
+	for (size_t i = 0; i < b->persist.fwd_len; i++)
+		if (fwd_at(b, i)->m)
+			*fwd_at(b, live++) = *fwd_at(b, i);
+	b->persist.fwd_len = live;
+}
+
+static void fwd_free(struct broker *b)
+{
+	for (size_t i = 0; i < b->persist.fwd_len; i++) {
+		struct persist_fwd *f = fwd_at(b, i);
+		msg_unref(f->m);
+		wisp_free(f->id);
+	}
+	wisp_free(b->persist.fwd);
+	b->persist.fwd = NULL;
+	b->persist.fwd_head = b->persist.fwd_len = b->persist.fwd_cap = 0;
+}
+
 /* ---- compaction: the whole live state, each message written once ---- */
 
 struct emit_ctx {
@@ -724,6 +851,14 @@ static int emit_state(void *ctx, struct store *st)
 		for (struct session *s = b->sessions.buckets[i]; !x.rc && s; s = s->hash_next)
 			if (is_persistent(s))
 				x.rc = emit_session(&x, s);
+	for (size_t i = 0; !x.rc && i < b->persist.fwd_len; i++) {
+		const struct persist_fwd *f = fwd_at(b, i);
+		if (!f->m || !f->m->stored)
+			continue;
+		x.rc = emit_msg(&x, f->m);
+		if (!x.rc)
+			x.rc = store_append_fwd_add(st, f->m->stored->id, f->id, strlen(f->id));
+	}
 	return x.rc;
 }
 
@@ -1138,6 +1273,29 @@ static int v_will_del(void *ctx, const struct store_will *r)
 	return 0;
 }
 
+/* A message still to be forwarded to the cluster: back in the queue, in
+ * the order it was written, for cluster/durable.c to publish. */
+static int v_fwd_add(void *ctx, const struct store_fwd *r, void *value)
+{
+	struct broker *b = ctx;
+	struct msg *m = value;
+	int rc = fwd_push(b, m, r->id.ptr, r->id.len);
+	if (rc == 0)
+		m->stored->refs++;
+	return rc;
+}
+
+static int v_fwd_del(void *ctx, const struct store_fwd *r)
+{
+	struct broker *b = ctx;
+	struct msg *m = fwd_drop(b, NULL, r->msg_id);
+	if (m) {
+		durable_unref(b, m);
+		msg_unref(m);
+	}
+	return 0;
+}
+
 static const struct store_visitor visitor = {
 	.msg_put = v_msg_put,
 	.msg_release = v_msg_release,
@@ -1155,6 +1313,8 @@ static const struct store_visitor visitor = {
 	.qos2_in_del = v_qos2_del,
 	.will_set = v_will_set,
 	.will_del = v_will_del,
+	.fwd_add = v_fwd_add,
+	.fwd_del = v_fwd_del,
 };
 
 /* After the replay: the restored queue and flight entries are the store's
@@ -1205,10 +1365,12 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 	rc = store_load(st, &visitor, b, &stats, err, errlen);
 	b->persist.loading = false;
 	if (rc != 0) {
+		fwd_free(b);
 		store_close(st);
 		return rc;
 	}
 	count_entry_refs(b);
+	fwd_compact(b);
 	session_v5_restored(b);
 	b->persist.store = st;
 	if (loop_io_start(b->loop, &b->persist.io, store_durable_fd(st), LOOP_READ, on_durable) != 0) {
@@ -1226,6 +1388,9 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 		"(%llu records, %llu bytes; fsync %s)", pc->dir, sessions, queued, retained_count(b->retained),
 		(unsigned long long)stats.records, (unsigned long long)stats.bytes,
 		pc->fsync == CONFIG_FSYNC_ALWAYS ? "always" : pc->fsync == CONFIG_FSYNC_NO ? "no" : "everysec");
+	if (b->persist.fwd_len)
+		log_msg(LOG_NOTICE, "store", "%s: restored %zu QoS 1/2 messages still to be forwarded to the cluster's "
+			"JetStream stream", pc->dir, b->persist.fwd_len);
 	return 0;
 }
 
@@ -1238,6 +1403,7 @@ void persist_close(struct broker *b)
 	loop_timer_stop(b->loop, &b->persist.retry_timer);
 	store_close(b->persist.store);
 	b->persist.store = NULL;
+	fwd_free(b);
 	wisp_free(b->persist.held);
 	b->persist.held = NULL;
 	b->persist.held_len = b->persist.held_cap = 0;

@@ -83,6 +83,27 @@ void persist_status(const struct broker *b, struct persist_status *out);
 /* Forgets a closing connection's held acks. */
 void persist_forget_conn(struct broker *b, struct conn *c);
 
+/*
+ * The cluster's forwarding queue (cluster/durable.c): a QoS 1/2 message
+ * acknowledged to its publisher while JetStream was out of reach waits in
+ * the store (FWD_ADD, with the NATS message id it must be published with,
+ * 1..255 bytes) until JetStream has it (persist_forward_del: FWD_DEL). Kept
+ * in order; restored at start-up, before the cluster starts, which then
+ * reads them with persist_forward_get.
+ *
+ * persist_forward_add takes a reference on m: 0, WISP_EINVAL without
+ * persistence, WISP_EIO while the store refuses durable work, or
+ * WISP_ENOMEM (nothing recorded). The ack that vouches for it is the one
+ * queued after it with persist_send_ack_since.
+ */
+int persist_forward_add(struct broker *b, struct msg *m, const char *id, size_t id_len);
+/* m is in JetStream: its entry goes (the first entry holding m). */
+void persist_forward_del(struct broker *b, const struct msg *m);
+/* The i-th entry of the queue (0: the oldest): false past its end. For
+ * the cluster's start (entries deleted since may end the walk early).
+ * Borrowed until the entry is deleted. */
+bool persist_forward_get(const struct broker *b, size_t i, struct msg **m, const char **id);
+
 /* State changes reach the store as events of the session observer
  * (session/observer.h): persist_open registers the store's implementation
  * in b->observer once the replay is over, persist_close removes it. */

@@ -234,6 +234,10 @@ static int on_record(void *ctx, const struct store_rec *r, size_t off)
 		return CALL(will_set, &r->u.will);
 	case STORE_REC_WILL_DEL:
 		return CALL(will_del, &r->u.will);
+	case STORE_REC_FWD_ADD:
+		return resolve(lc, r->u.fwd.msg_id, off, &h) ? CALL(fwd_add, &r->u.fwd, h) : 0;
+	case STORE_REC_FWD_DEL:
+		return CALL(fwd_del, &r->u.fwd);
 	default:
 		return 0;
 	}

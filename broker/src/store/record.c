@@ -24,6 +24,7 @@ static const char *const type_names[STORE_REC_TYPE_MAX + 1] = {
 	[STORE_REC_FLIGHT_SET] = "FLIGHT_SET",   [STORE_REC_FLIGHT_DEL] = "FLIGHT_DEL",
 	[STORE_REC_QOS2_IN_ADD] = "QOS2_IN_ADD", [STORE_REC_QOS2_IN_DEL] = "QOS2_IN_DEL",
 	[STORE_REC_WILL_SET] = "WILL_SET", [STORE_REC_WILL_DEL] = "WILL_DEL",
+	[STORE_REC_FWD_ADD] = "FWD_ADD",         [STORE_REC_FWD_DEL] = "FWD_DEL",
 };
 
 const char *store_rec_type_name(uint8_t type)
@@ -228,6 +229,10 @@ static bool rec_valid(const struct store_rec *r)
 	}
 	case STORE_REC_WILL_DEL:
 		return str_ok(r->u.will.client);
+	case STORE_REC_FWD_ADD:
+		return r->u.fwd.msg_id != 0 && r->u.fwd.id.len > 0 && r->u.fwd.id.len <= 255 && str_ok(r->u.fwd.id);
+	case STORE_REC_FWD_DEL:
+		return r->u.fwd.msg_id != 0 && r->u.fwd.id.len == 0;
 	default:
 		return false;
 	}
@@ -268,6 +273,10 @@ static size_t payload_size(const struct store_rec *r)
 		       4 + r->u.will.payload.len;
 	case STORE_REC_WILL_DEL:
 		return 2 + r->u.will.client.len;
+	case STORE_REC_FWD_ADD:
+		return 8 + 2 + r->u.fwd.id.len;
+	case STORE_REC_FWD_DEL:
+		return 8;
 	default: /* QOS2_IN_ADD, QOS2_IN_DEL */
 		return 2 + r->u.qos2.client.len + 2;
 	}
@@ -363,6 +372,12 @@ static void encode_payload(const struct store_rec *r, struct wcur *w)
 		break;
 	case STORE_REC_WILL_DEL:
 		putstr(w, r->u.will.client);
+		break;
+	case STORE_REC_FWD_ADD:
+	case STORE_REC_FWD_DEL:
+		put64(w, r->u.fwd.msg_id);
+		if (r->type == STORE_REC_FWD_ADD)
+			putstr(w, r->u.fwd.id);
 		break;
 	default:
 		putstr(w, r->u.qos2.client);
@@ -496,6 +511,12 @@ int store_rec_decode(uint8_t type, uint8_t version, const uint8_t *p, size_t len
 		break;
 	case STORE_REC_WILL_DEL:
 		out->u.will.client = getstr(&r);
+		break;
+	case STORE_REC_FWD_ADD:
+	case STORE_REC_FWD_DEL:
+		out->u.fwd.msg_id = get64(&r);
+		if (type == STORE_REC_FWD_ADD)
+			out->u.fwd.id = getstr(&r);
 		break;
 	default:
 		out->u.qos2.client = getstr(&r);

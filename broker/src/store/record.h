@@ -64,7 +64,9 @@ enum store_rec_type {
 	STORE_REC_QOS2_IN_DEL = 14,
 	STORE_REC_WILL_SET = 15,
 	STORE_REC_WILL_DEL = 16,
-	STORE_REC_TYPE_MAX = 16,
+	STORE_REC_FWD_ADD = 17,
+	STORE_REC_FWD_DEL = 18,
+	STORE_REC_TYPE_MAX = 18,
 };
 
 /* Message flags (store_msg.flags, store_queue.flags, store_flight.flags). */
@@ -183,6 +185,16 @@ struct store_will {
 	struct store_bytes payload;
 };
 
+/* FWD_ADD: a message this node acknowledged to its publisher while
+ * JetStream was out of reach, waiting to be published to the cluster's
+ * stream (cluster/durable.c) with its NATS message id `id`, so that
+ * JetStream drops a second copy of it; FWD_DEL (msg_id only): it is in
+ * the stream now. */
+struct store_fwd {
+	uint64_t msg_id;
+	struct store_str id;    /* FWD_ADD: the Nats-Msg-Id, 1..255 bytes */
+};
+
 struct store_rec {
 	uint8_t type; /* enum store_rec_type */
 	union {
@@ -195,6 +207,7 @@ struct store_rec {
 		struct store_flight flight;  /* FLIGHT_SET, FLIGHT_DEL */
 		struct store_qos2 qos2;      /* QOS2_IN_ADD, QOS2_IN_DEL */
 		struct store_will will;      /* WILL_SET, WILL_DEL */
+		struct store_fwd fwd;        /* FWD_ADD, FWD_DEL */
 	} u;
 };
 

@@ -535,3 +535,15 @@ void store_close(struct store *s)
 	wisp_free(s->dir);
 	wisp_free(s);
 }
+
+int store_append_fwd_add(struct store *s, uint64_t msg_id, const char *id, size_t id_len)
+{
+	struct store_rec r = {.type = STORE_REC_FWD_ADD, .u.fwd = {.msg_id = msg_id, .id = str_of(id, id_len)}};
+	return store_append(s, &r);
+}
+
+int store_append_fwd_del(struct store *s, uint64_t msg_id)
+{
+	struct store_rec r = {.type = STORE_REC_FWD_DEL, .u.fwd = {.msg_id = msg_id}};
+	return store_append(s, &r);
+}

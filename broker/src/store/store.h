@@ -104,6 +104,8 @@ struct store_visitor {
 	int (*qos2_in_del)(void *ctx, const struct store_qos2 *q);
 	int (*will_set)(void *ctx, const struct store_will *w); /* NULL: skipped */
 	int (*will_del)(void *ctx, const struct store_will *w);
+	int (*fwd_add)(void *ctx, const struct store_fwd *f, void *msg);
+	int (*fwd_del)(void *ctx, const struct store_fwd *f);
 };
 
 struct store_load_stats {
@@ -163,6 +165,11 @@ int store_append_will_set(struct store *s, const struct store_will *w);
 int store_append_will_del(struct store *s, const char *client, size_t client_len);
 int store_append_qos2_in_del(struct store *s, const char *client, size_t client_len,
 			     uint16_t packet_id);
+
+/* FWD_ADD of message msg_id (its MSG_PUT first) with its NATS message id
+ * (1..255 bytes), and FWD_DEL. */
+int store_append_fwd_add(struct store *s, uint64_t msg_id, const char *id, size_t id_len);
+int store_append_fwd_del(struct store *s, uint64_t msg_id);
 
 /* Seq of the last appended record (0 before the first). */
 uint64_t store_seq(const struct store *s);
