@@ -529,9 +529,9 @@ void broker_sub_turn(struct broker *b)
 			log_msg(LOG_WARNING, "sub", "client %s: a pending SUBSCRIBE was lost", broker_conn_name(c));
 		}
 		/* Decrypted input inside TLS is not reported by epoll. */
-		if (c->state != CONN_CLOSING && !c->read_paused && transport_pending(c->t) &&
+		if (c->state != CONN_CLOSING && !c->read_paused && transport_pending(conn_t(c)) &&
 		    !list_linked(&c->read_link)) {
-			list_push_back(&c->set->read_more, &c->read_link);
+			list_push_back(&conn_set_of(c)->read_more, &c->read_link);
 			loop_request_turn(b->loop);
 		}
 	}

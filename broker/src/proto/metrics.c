@@ -218,7 +218,7 @@ void metrics_snapshot(struct broker *b, struct metrics_snap *out)
 				out->clients_online++;
 			else
 				out->clients_offline++;
-			out->stored_msgs += s->queued_count + s->inflight_count;
+			out->stored_msgs += sess_queued_count(s) + sess_inflight_count(s);
 		}
 	out->clients_all = out->clients_online + out->clients_offline;
 	if (out->clients_online > st->clients_max)
@@ -357,9 +357,9 @@ bool metrics_value(const struct broker *b, const struct metrics_snap *snap, cons
 		if (m->offset == METRIC_BRIDGE_CONNECTED)
 			*u = bs->connected;
 		else if (m->offset == METRIC_BRIDGE_QUEUED)
-			*u = bs->session ? (uint64_t)bs->session->queued_count + bs->session->inflight_count : 0;
+			*u = bs->session ? (uint64_t)sess_queued_count(bs->session) + sess_inflight_count(bs->session) : 0;
 		else if (m->offset == METRIC_BRIDGE_DROPPED)
-			*u = bs->session ? bs->session->dropped : 0;
+			*u = bs->session ? sess_dropped(bs->session) : 0;
 		else
 			*u = bs->connects;
 		return false;
