@@ -658,6 +658,59 @@ static void test_publish_split_per_delivery_properties(void)
 			MQTT_EINVAL);
 }
 
+/*
+ * A small 3.1.1 PUBLISH written whole is byte for byte the split
+ * encoder's head | topic | mid | payload, for every QoS and flag, up to
+ * a Remaining Length of 127; at 128 (a two-byte varint), for v5 and for
+ * what the split encoder refuses, the small form declines (size 0).
+ */
+static void test_publish_small_equals_split(void)
+{
+	static const char topic[] = "bench/fanin/3";
+	uint8_t payload[128];
+	for (size_t i = 0; i < sizeof payload; i++)
+		payload[i] = (uint8_t)(i * 7);
+	const struct {
+		uint8_t qos;
+		bool dup, retain;
+		size_t payload_len;
+	} shapes[] = {{0, false, false, 16}, {1, false, false, 16}, {1, true, true, 16},
+		     {2, false, true, 0}, {0, false, true, 110}, {1, false, false, 108}};
+	for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+		struct mqtt_publish_split sp = {.qos = shapes[c].qos, .dup = shapes[c].dup, .retain = shapes[c].retain,
+						.packet_id = 0x1234, .topic_len = strlen(topic),
+						.payload_len = shapes[c].payload_len};
+		uint8_t head[8], mid[32], want[256], got[256];
+		size_t mid_len = 0;
+		ssize_t h = mqtt_encode_publish_split(head, sizeof head, mid, sizeof mid, &mid_len, MQTT_PROTO_V311, &sp);
+		CU_ASSERT_FATAL(h > 0);
+		size_t n = 0;
+		memcpy(want + n, head, (size_t)h), n += (size_t)h;
+		memcpy(want + n, topic, sp.topic_len), n += sp.topic_len;
+		memcpy(want + n, mid, mid_len), n += mid_len;
+		memcpy(want + n, payload, sp.payload_len), n += sp.payload_len;
+		CU_ASSERT_EQUAL(mqtt_publish_small_size(MQTT_PROTO_V311, &sp), n);
+		CU_ASSERT_EQUAL(mqtt_publish_split_size(MQTT_PROTO_V311, &sp), n);
+		memset(got, 0xEE, sizeof got);
+		mqtt_encode_publish_small(got, &sp, topic, payload);
+		CU_ASSERT(memcmp(got, want, n) == 0);
+		CU_ASSERT_EQUAL(got[n], 0xEE);
+		CU_ASSERT_EQUAL(mqtt_publish_small_size(MQTT_PROTO_V5, &sp), 0);
+	}
+	/* Remaining Length 128: 2 + 13 + 2 + 111. */
+	struct mqtt_publish_split sp = {.qos = 1, .packet_id = 1, .topic_len = strlen(topic), .payload_len = 111};
+	CU_ASSERT_EQUAL(mqtt_publish_small_size(MQTT_PROTO_V311, &sp), 0);
+	sp.payload_len = 110;
+	CU_ASSERT_EQUAL(mqtt_publish_small_size(MQTT_PROTO_V311, &sp), 129);
+	/* [MQTT-2.3.1-1] [MQTT-3.3.1-2] refused as the split encoder refuses them */
+	sp.packet_id = 0;
+	CU_ASSERT_EQUAL(mqtt_publish_small_size(MQTT_PROTO_V311, &sp), 0);
+	sp = (struct mqtt_publish_split){.qos = 0, .dup = true, .topic_len = 3};
+	CU_ASSERT_EQUAL(mqtt_publish_small_size(MQTT_PROTO_V311, &sp), 0);
+	sp = (struct mqtt_publish_split){.qos = 0, .topic_len = 0};
+	CU_ASSERT_EQUAL(mqtt_publish_small_size(MQTT_PROTO_V311, &sp), 0);
+}
+
 static void test_roundtrip_every_type(void)
 {
 	bool seen[16][6] = {{false}};
@@ -1413,6 +1466,7 @@ static void test_utf8_controls(void)
 static CU_TestInfo codec_tests[] = {
 	{"control characters found at every offset (mqtt_utf8_has_control)", test_utf8_controls},
 	{"PUBLISH split: per-delivery v5 properties before the shared ones", test_publish_split_per_delivery_properties},
+	{"PUBLISH small: the split encoder's bytes in one buffer, RL < 128 only", test_publish_small_equals_split},
 	{"round trip of every packet type, 3.1/3.1.1/5: whole, per byte, split, ENOSPC", test_roundtrip_every_type},
 	{"CONNECT cases cover levels 3, 4 and 5", test_connect_levels_covered},
 	{"malformed packets rejected with their error code", test_malformed_table},

@@ -6,6 +6,7 @@
 #include <CUnit/CUnit.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "unit_main.h"
@@ -145,6 +146,68 @@ static void test_split_hard_limit(void)
 	free(s);
 }
 
+/* topic_split_name is topic_name_valid then topic_split, in one pass. */
+static int split_name_reference(const char *s, size_t len, struct topic_level *out, size_t max)
+{
+	if (!topic_name_valid(s, len))
+		return TOPIC_NAME_INVALID;
+	return topic_split(s, len, out, max) < 0 ? TOPIC_NAME_TOO_DEEP : topic_split(s, len, out, max);
+}
+
+static void check_split_name(const char *s, size_t len, size_t max)
+{
+	struct topic_level want[64], got[64];
+	int w = split_name_reference(s, len, want, max);
+	int g = topic_split_name(s, len, got, max);
+	if (w != g)
+		fprintf(stderr, "\n  \"%.*s\" max %zu: want %d got %d\n", (int)len, s, max, w, g);
+	CU_ASSERT_EQUAL(g, w);
+	for (int l = 0; g == w && l < g; l++) {
+		CU_ASSERT_EQUAL(got[l].ptr, want[l].ptr);
+		CU_ASSERT_EQUAL(got[l].len, want[l].len);
+	}
+}
+
+/*
+ * Every table case, then 200,000 pseudo-random names of up to 40 bytes
+ * over '/', the wildcards, their neighbours in one bit ('.', '*', '"',
+ * which a borrow in a word-wide compare could mistake for them), a
+ * high-bit byte and a letter, with bounds from 0 to 9 levels; a wildcard
+ * beyond the depth bound is still INVALID [MQTT-4.7.3-2].
+ */
+static void test_split_name_agrees(void)
+{
+	for (size_t i = 0; i < sizeof VALID_CASES / sizeof VALID_CASES[0]; i++)
+		for (size_t max = 0; max < 10; max++)
+			check_split_name(VALID_CASES[i].s, strlen(VALID_CASES[i].s), max);
+	for (size_t i = 0; i < sizeof SPLIT_CASES / sizeof SPLIT_CASES[0]; i++)
+		check_split_name(SPLIT_CASES[i].s, strlen(SPLIT_CASES[i].s), SPLIT_CASES[i].max);
+	static const char alphabet[] = {'/', '+', '#', '.', '*', '"', 'a', (char)0xC3, '/', 'b'};
+	uint32_t seed = 12345;
+	char s[40];
+	for (int round = 0; round < 200000; round++) {
+		seed = seed * 1103515245u + 12345u;
+		size_t len = (seed >> 8) % (sizeof s + 1);
+		size_t max = (seed >> 20) % 10;
+		for (size_t i = 0; i < len; i++) {
+			seed = seed * 1103515245u + 12345u;
+			/* Mostly plain bytes, so that long valid names occur. */
+			size_t k = (seed >> 16) % 40;
+			s[i] = k < sizeof alphabet ? alphabet[k] : (char)('c' + k % 20);
+		}
+		check_split_name(s, len, max);
+	}
+	CU_ASSERT_EQUAL(topic_split_name("a/b/c/#", 7, NULL, 0), TOPIC_NAME_INVALID);
+	CU_ASSERT_EQUAL(topic_split_name(NULL, 0, NULL, 8), TOPIC_NAME_INVALID);
+	char *big = malloc(65536);
+	CU_ASSERT_FATAL(big != NULL);
+	memset(big, 'a', 65536);
+	struct topic_level one[1];
+	CU_ASSERT_EQUAL(topic_split_name(big, 65535, one, 1), 1);
+	CU_ASSERT_EQUAL(topic_split_name(big, 65536, one, 1), TOPIC_NAME_INVALID);
+	free(big);
+}
+
 /* Agrees with topic_split on every table case, and counts 32,760 levels
  * of a 32,759-byte filter without a bound (what max_topic_levels checks). */
 static void test_level_count(void)
@@ -205,6 +268,7 @@ static CU_TestInfo split_tests[] = {
 	{"split table, empty levels and limits", test_split_table},
 	{"split at TOPIC_MAX_LEVELS_HARD", test_split_hard_limit},
 	{"level count agrees with split, unbounded", test_level_count},
+	{"split_name is name_valid then split, one pass", test_split_name_agrees},
 	CU_TEST_INFO_NULL,
 };
 

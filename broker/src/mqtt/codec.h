@@ -462,6 +462,17 @@ ssize_t mqtt_encode_publish_split(uint8_t *head, size_t head_cap, uint8_t *mid, 
 size_t mqtt_publish_split_mid_max(size_t sub_id_count);
 /* The whole packet's size in bytes, or 0 if it cannot be encoded. */
 size_t mqtt_publish_split_size(uint8_t version, const struct mqtt_publish_split *p);
+/*
+ * The same PUBLISH written whole, for a small delivery copied into one
+ * buffer: below 5.0 and with a Remaining Length under 128 (a one-byte
+ * varint) only. mqtt_publish_small_size returns its size (at most 129), or
+ * 0 when the packet is not such a one or cannot be encoded (the caller then
+ * takes mqtt_encode_publish_split, which says why); mqtt_encode_publish_small
+ * writes exactly that many bytes: head, topic, packet id, payload.
+ */
+size_t mqtt_publish_small_size(uint8_t version, const struct mqtt_publish_split *p);
+void mqtt_encode_publish_small(uint8_t *buf, const struct mqtt_publish_split *p, const void *topic,
+			       const void *payload);
 
 /* Property builders for v5 encoders: append one property to `buf` at `*off`.
  * Return 0, or MQTT_ENOSPC (nothing written, *off unchanged), or MQTT_EINVAL

@@ -299,6 +299,30 @@ size_t mqtt_publish_split_size(uint8_t version, const struct mqtt_publish_split 
 	return 1 + mqtt_varint_size((uint32_t)rl) + rl;
 }
 
+size_t mqtt_publish_small_size(uint8_t version, const struct mqtt_publish_split *p)
+{
+	if (version == MQTT_PROTO_V5 || p->qos > 2 || (p->qos == 0 && p->dup) || (p->qos > 0 && p->packet_id == 0) ||
+	    p->topic_len == 0)
+		return 0; /* as mqtt_encode_publish_split refuses it, or v5 */
+	size_t rl = 2 + p->topic_len + (p->qos > 0 ? 2u : 0u) + p->payload_len;
+	return rl < 128 ? 2 + rl : 0;
+}
+
+void mqtt_encode_publish_small(uint8_t *buf, const struct mqtt_publish_split *p, const void *topic,
+			       const void *payload)
+{
+	size_t rl = 2 + p->topic_len + (p->qos > 0 ? 2u : 0u) + p->payload_len;
+	struct wr w = {buf};
+	w_u8(&w, first_byte(MQTT_PKT_PUBLISH,
+			    (uint8_t)((p->dup ? 0x8 : 0) | (p->qos << 1) | (p->retain ? 0x1 : 0))));
+	w_u8(&w, (uint8_t)rl);
+	w_u16(&w, (uint16_t)p->topic_len);
+	w_bytes(&w, topic, p->topic_len);
+	if (p->qos > 0)
+		w_u16(&w, p->packet_id);
+	w_bytes(&w, payload, p->payload_len);
+}
+
 size_t mqtt_publish_split_mid_max(size_t sub_id_count)
 {
 	/* packet id, property length, Topic Alias, Message Expiry, identifiers */

@@ -160,7 +160,13 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		if (rc != 0)
 			return rc;
 	}
-	if (!topic_name_valid(topic, topic_len)) {
+	/* Checked and split in one pass; refused in the order: wildcard, length, depth. */
+	struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
+	size_t max_levels = b->cfg->limits.max_topic_levels;
+	if (max_levels == 0 || max_levels > TOPIC_MAX_LEVELS_HARD)
+		max_levels = TOPIC_MAX_LEVELS_HARD;
+	int nlevels = topic_split_name(topic, topic_len, levels, max_levels);
+	if (nlevels == TOPIC_NAME_INVALID) {
 		*why = REASON_TOPIC_INVALID; /* [MQTT-3.3.2-2] no wildcards */
 		return WISP_EPROTO;
 	}
@@ -169,11 +175,6 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		*why = REASON_TOPIC_TOO_LONG;
 		return WISP_ELIMIT;
 	}
-	struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
-	size_t max_levels = b->cfg->limits.max_topic_levels;
-	if (max_levels == 0 || max_levels > TOPIC_MAX_LEVELS_HARD)
-		max_levels = TOPIC_MAX_LEVELS_HARD;
-	int nlevels = topic_split(topic, topic_len, levels, max_levels);
 	if (nlevels < 0) {
 		b->stats.topics_refused++;
 		*why = REASON_TOPIC_TOO_DEEP;

@@ -1,14 +1,15 @@
 /*
  * A connection's ordered output: control packets and PUBLISH deliveries
- * waiting to be written. Deliveries hold a reference to the shared message
- * plus only the bytes that differ per subscriber (fixed header, lengths,
- * packet id, per-delivery v5 properties: Topic Alias, remaining Message
- * Expiry, Subscription Identifiers), and outq_flush() sends many of them
- * per writev: nothing is written per message, and no payload over 256
- * bytes is copied per subscriber. A delivery of at most 256 bytes on the
- * wire is copied once, at flush, into a stage shared by all connections,
- * so a run of small ones is one iovec: the kernel's cost per iovec
- * segment was more than the copy.
+ * waiting to be written. A delivery of at most 128 bytes on the wire is
+ * written whole into a run of packets that control packets share; a larger
+ * one holds a reference to the shared message plus only the bytes that
+ * differ per subscriber (fixed header, lengths, packet id, per-delivery v5
+ * properties: Topic Alias, remaining Message Expiry, Subscription
+ * Identifiers). outq_flush() sends many of them per writev: nothing is
+ * written per message, and no payload over 256 bytes is copied per
+ * subscriber. A delivery of 129-256 bytes on the wire is copied once, at
+ * flush, into a stage shared by all connections, so a run of small ones
+ * is one iovec: the kernel's cost per iovec segment was more than the copy.
  *
  * Items come from a free list, so steady-state delivery does not allocate.
  * Single threaded.
@@ -54,12 +55,14 @@ struct outq_delivery {
 };
 
 /*
- * Appends a PUBLISH of `m` (taking a new reference) as `d` says, for
- * protocol `version`: the item holds only the per-delivery bytes (head,
- * packet id, per-delivery v5 properties); topic, the message's shared v5
- * properties (sent to v5 clients only) and payload are written from `m`.
- * No allocation while the free list has items and the per-delivery bytes
- * fit an inline item (every 3.1.1 delivery; v5 up to two identifiers).
+ * Appends a PUBLISH of `m` as `d` says, for protocol `version`: at most 128
+ * bytes on the wire, the whole packet is copied into the queue's run (no
+ * reference kept); larger, the item holds only the per-delivery bytes
+ * (head, packet id, per-delivery v5 properties) and a new reference, and
+ * topic, the message's shared v5 properties (sent to v5 clients only) and
+ * payload are written from `m`. No allocation while the free lists have
+ * items and the per-delivery bytes fit an inline item (every 3.1.1
+ * delivery; v5 up to two identifiers).
  * 0, WISP_ENOMEM, or WISP_EINVAL if the packet cannot be encoded.
  */
 int outq_push_publish(struct outq *q, struct msg *m, uint8_t version, const struct outq_delivery *d);

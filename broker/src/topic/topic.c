@@ -9,6 +9,7 @@
  */
 #include "topic.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* [MQTT-4.7.3-3] topic names and filters are UTF-8 strings, so at most 65535 bytes. */
@@ -103,6 +104,63 @@ int topic_split(const char *topic, size_t len, struct topic_level *out, size_t m
 		out[n++] = l;
 	}
 	return (int)n;
+}
+
+#define ONES 0x0101010101010101ull
+#define LOWS 0x7F7F7F7F7F7F7F7Full
+
+/* The bytes of x equal to c, as the high bit of each (exact: no borrow
+ * runs from one byte into the next, unlike the shorter zero-byte test). */
+static inline uint64_t bytes_equal(uint64_t x, char c)
+{
+	uint64_t y = x ^ (ONES * (uint8_t)c);
+	return ~(((y & LOWS) + LOWS) | y | LOWS);
+}
+
+/* Appends the level ending at `end` (a '/' or the name's end). */
+static inline void split_at(const char *name, size_t end, size_t *start, struct topic_level *out, size_t max,
+			    size_t *n, bool *deep)
+{
+	if (*n == max) {
+		*deep = true;
+	} else {
+		out[*n] = (struct topic_level){name + *start, end - *start};
+		(*n)++;
+	}
+	*start = end + 1;
+}
+
+int topic_split_name(const char *name, size_t len, struct topic_level *out, size_t max)
+{
+	/* [MQTT-4.7.3-1] at least one byte */
+	if (!name || len == 0 || len > TOPIC_MAX_LEN)
+		return TOPIC_NAME_INVALID;
+	size_t n = 0, start = 0, i = 0;
+	bool deep = false;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	/* Whole words; then the last eight bytes, overlapping the words before
+	 * them, with the bytes already seen masked off (so no byte loop). */
+	while (i < len && len >= 8) {
+		size_t at = i + 8 <= len ? i : len - 8;
+		uint64_t x;
+		memcpy(&x, name + at, sizeof x);
+		uint64_t fresh = ~0ull << ((i - at) * 8);
+		/* [MQTT-4.7.3-2] no wildcard in a topic name */
+		if ((bytes_equal(x, '+') | bytes_equal(x, '#')) & fresh)
+			return TOPIC_NAME_INVALID;
+		for (uint64_t slashes = bytes_equal(x, '/') & fresh; slashes; slashes &= slashes - 1)
+			split_at(name, at + (size_t)__builtin_ctzll(slashes) / 8, &start, out, max, &n, &deep);
+		i = at + 8;
+	}
+#endif
+	for (; i < len; i++) {
+		if (name[i] == '+' || name[i] == '#')
+			return TOPIC_NAME_INVALID;
+		if (name[i] == '/')
+			split_at(name, i, &start, out, max, &n, &deep);
+	}
+	split_at(name, len, &start, out, max, &n, &deep);
+	return deep ? TOPIC_NAME_TOO_DEEP : (int)n;
 }
 
 bool topic_matches(const char *filter, size_t flen, const char *name, size_t nlen)
