@@ -18,6 +18,11 @@ is in its own store. So, whatever fails:
     with NATS back, every message it acknowledged meanwhile arrives;
   - the subscriber's node killed and restarted: its persistent session gets
     every message acknowledged while it was down.
+  - the subscriber's node killed after its store wrote a stream message's
+    copy for a persistent session and before its ack reached JetStream
+    (held by the debug build's WISP_DEBUG_HOLD_STREAM_ACKS): JetStream
+    delivers the message again after the restart, and the session gets
+    each QoS 2 message once [MQTT-4.3.3-2].
 
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
@@ -109,6 +114,9 @@ class DurableClusterTest(unittest.TestCase):
     FORWARD_QUEUE = {"test_forward_queue_full_holds_acks_until_nats_is_back": {"forward_queue": 10},
                      "test_without_store_and_forward_acks_wait_for_nats": {"forward_queue": 0}}
 
+    # Node b never acks stream messages to JetStream in its first run.
+    HOLD_STREAM_ACKS = {"test_receiving_node_killed_between_store_and_ack_gives_qos2_once"}
+
     def setUp(self):
         self.nats = Nats()
         self.addCleanup(shutil.rmtree, self.nats.dir, True)
@@ -121,6 +129,8 @@ class DurableClusterTest(unittest.TestCase):
             node = Node(name, self.nats.port, persistence=True)
             if name == "a":
                 node.extra_config["cluster"].update(self.FORWARD_QUEUE.get(self._testMethodName, {}))
+            if name == "b" and self._testMethodName in self.HOLD_STREAM_ACKS:
+                node._env = lambda base=node._env: dict(base(), WISP_DEBUG_HOLD_STREAM_ACKS="1")
             self.start_node(node, name)
 
     def start_node(self, node, name, offset=0):
@@ -384,6 +394,50 @@ class DurableClusterTest(unittest.TestCase):
         self.assertEqual(back.connect("keep", clean=False), 0)
         got = self.collect(back, pub.acked)
         self.assert_qos2_once(got)
+
+    def test_receiving_node_killed_between_store_and_ack_gives_qos2_once(self):
+        keep = self.subscriber("b", "keep", "tk/#", clean=False)
+        pub = RawClient(self.nodes["a"].port)
+        self.clients.append(pub)
+        self.assertEqual(pub.connect("pub-a"), 0)
+        sent = [b"2:%d" % i for i in range(1, 6)]
+        for i, payload in enumerate(sent):
+            pub.publish("tk/x", payload, qos=2, pid=i + 1)
+        # Each arrives once, QoS 2 flow completed: b's store wrote its copy
+        # (records go out before the turn's output), and its JetStream ack
+        # is held, so b dies between the two.
+        self.assertEqual(sorted(keep.recv_publish(timeout=WAIT).payload for _ in sent), sent)
+        self.kill_node("b")
+        b = self.nodes["b"]
+        del b._env  # the restart acks as usual
+        b.exit_status = None
+        offset = b.log_size()
+        self.start_node(b, "b", offset=offset)
+        back = RawClient(b.port)
+        self.clients.append(back)
+        self.assertEqual(back.connect("keep", clean=False), 0)
+        # JetStream delivers the five again once its ack wait (30 s) is
+        # over: b must ack them without routing them again.
+        again, got = 0, []
+        deadline = time.monotonic() + 90
+        while again < len(sent) and not got:
+            self.assertLess(time.monotonic(), deadline, "no redelivery within 90 s\n%s" % b.log_banner())
+            try:
+                p = back.recv_packet(0.5)
+                if p.type == PUBREL:  # the session's own, for a PUBCOMP the kill cut off
+                    back.send(ack_pkt(PUBCOMP, p.pid))
+                else:
+                    back.stash.append(p)
+                    got.append(back.recv_publish(timeout=WAIT).payload)
+            except socket.timeout:
+                pass
+            again = sum(int(n) for n in re.findall(r"(\d+) stream messages delivered again were routed before",
+                                                   b.log()[offset:]))
+        self.assertEqual(got, [], "a QoS 2 message routed again after the restart [MQTT-4.3.3-2]")
+        # A later message still crosses, and nothing came before it.
+        pub.publish("tk/x", b"2:after", qos=2, pid=9)
+        got = self.collect(back, {b"2:after"})
+        self.assertEqual(got, [b"2:after"], "a QoS 2 message routed again after the restart [MQTT-4.3.3-2]")
 
 
 if __name__ == "__main__":

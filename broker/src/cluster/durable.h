@@ -22,8 +22,10 @@
  *    subscribers, and acks it to JetStream once the copies it made for
  *    persistent sessions are in its store (store_progress), so kill -9 of
  *    a receiving node loses nothing either: JetStream delivers it again.
- *    A message is routed once per run whatever JetStream redelivers
- *    (dedupe by stream sequence), so QoS 2 stays exactly once.
+ *    A message is routed once whatever JetStream redelivers (dedupe by
+ *    stream sequence; the store records the ones that made copies, in
+ *    the same write, so this holds across a kill -9 and restart too),
+ *    so QoS 2 stays exactly once.
  *
  * Loop thread only (the worker and cnats reach it through two inboxes).
  */

@@ -206,6 +206,9 @@ static natsStatus ensure_stream(struct jsw *w)
 	sc.Storage = js_FileStorage;
 	sc.Replicas = w->cfg.replicas;
 	sc.MaxAge = w->cfg.max_age_s * 1000000000LL;
+	/* JetStream refuses a duplicate window longer than the max age. */
+	sc.Duplicates = (w->cfg.duplicate_window_s < w->cfg.max_age_s ? w->cfg.duplicate_window_s
+								       : w->cfg.max_age_s) * 1000000000LL;
 	st = js_AddStream(&si, w->js, &sc, NULL, &jerr);
 	if (st == NATS_OK)
 		jsStreamInfo_Destroy(si);
