@@ -23,6 +23,9 @@ is in its own store. So, whatever fails:
     (held by the debug build's WISP_DEBUG_HOLD_STREAM_ACKS): JetStream
     delivers the message again after the restart, and the session gets
     each QoS 2 message once [MQTT-4.3.3-2].
+  - NATS loses its store between two runs of the subscriber's node (the
+    stream made anew, counting from 1 again): the node's restored dedupe
+    window does not swallow the new stream's messages.
 
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
@@ -438,6 +441,37 @@ class DurableClusterTest(unittest.TestCase):
         pub.publish("tk/x", b"2:after", qos=2, pid=9)
         got = self.collect(back, {b"2:after"})
         self.assertEqual(got, [b"2:after"], "a QoS 2 message routed again after the restart [MQTT-4.3.3-2]")
+
+    def test_stream_made_anew_restarts_the_dedupe_window(self):
+        keep = self.subscriber("b", "keep", "sa/#", clean=False)
+        pub = RawClient(self.nodes["a"].port)
+        self.clients.append(pub)
+        self.assertEqual(pub.connect("pub-a"), 0)
+        before = [b"1:%d" % i for i in range(1, 21)]
+        for i, payload in enumerate(before):
+            pub.publish("sa/x", payload, qos=1, pid=i + 1)
+        self.assertEqual(sorted(keep.recv_publish(timeout=WAIT).payload for _ in before), sorted(before))
+        # b's store now says stream sequences up to ~20 were routed. NATS
+        # loses its store: the stream is made anew and counts from 1 again.
+        self.kill_node("b")
+        self.nats.kill()
+        shutil.rmtree(os.path.join(self.nats.dir, "js"))
+        self.nats.start()
+        b = self.nodes["b"]
+        b.exit_status = None
+        offset = b.log_size()
+        self.start_node(b, "b", offset=offset)
+        back = RawClient(b.port)
+        self.clients.append(back)
+        self.assertEqual(back.connect("keep", clean=False), 0)
+        after = {b"1:after-%d" % i for i in range(1, 6)}
+        for i, payload in enumerate(sorted(after)):
+            pub.publish("sa/x", payload, qos=1, pid=30 + i)
+        # Not taken for redeliveries of what b routed before.
+        got = self.collect(back, after)
+        self.assertEqual(set(got) - set(before), after)
+        self.assertIsNotNone(b.wait_log("it was made anew; deduplication of its redeliveries starts over",
+                                        offset=offset, timeout=WAIT), b.log_banner())
 
 
 if __name__ == "__main__":

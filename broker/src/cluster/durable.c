@@ -42,9 +42,11 @@
  * floor, in the same write: no fsync of its own), and the window is
  * restored from the store at start-up, so a kill -9 between the store's
  * write and the JetStream ack does not give a persistent session a QoS 2
- * message twice. A first delivery (NumDelivered 1) is never a redelivery:
- * one the window calls seen means the stream (or the consumer) was made
- * anew, and the window starts again there. The JetStream ack of a routed
+ * message twice. A stream whose last sequence at its set-up is below
+ * the window's floor was made anew: the window starts over. (Not
+ * NumDelivered 1: taking that for a first delivery gave e2e 25's killed
+ * nats-server test QoS 2 duplicates, as a killed server seems to forget
+ * delivery counts.) The JetStream ack of a routed
  * message waits in a FIFO until the store's safe seq reaches what routing
  * appended. Crash cases: docs/cluster.md "QoS 1 and 2".
  *
@@ -162,7 +164,7 @@ struct durable {
 	struct pending_ack *pend;
 	size_t pend_head, pend_len, pend_cap;
 	uint64_t dropped_seen;
-	bool stale_said;
+	uint64_t setups_seen;    /* jsw_stream_state's set-ups checked */
 	bool hold_stream_acks;   /* debug builds: WISP_DEBUG_HOLD_STREAM_ACKS (tests) */
 };
 
@@ -680,23 +682,29 @@ static bool seen_bit(const struct durable *d, uint64_t seq)
 	return d->seen_bits[bit / 8] & (1u << (bit % 8));
 }
 
-/* Whether stream sequence seq was routed (this run, or before a restart:
- * the store's window); marks it. `first`: JetStream delivers it for the
- * first time, so it cannot have been routed. */
-static bool seen(struct durable *d, uint64_t seq, bool first)
+/* After each set-up of the stream: one whose sequences never reached the
+ * window's floor was made anew (deleted, or a NATS server without its
+ * store), and its sequences say nothing of what was routed before. */
+static void seen_check_stream(struct durable *d)
 {
-	if (first && d->seen_init && (seq <= d->seen_floor || (seq - d->seen_floor <= d->seen_span &&
-								     seen_bit(d, seq)))) {
-		/* The window belongs to an older stream (deleted and made
-		 * again, or the consumer was): start it again here. */
-		if (!d->stale_said)
-			log_msg(LOG_WARNING, "cluster", "stream '%s' delivers sequence %llu anew, below what this node "
-				"routed before: the stream or its consumer was made again; deduplication starts over",
-				d->stream, (unsigned long long)seq);
-		d->stale_said = true;
-		memset(d->seen_bits, 0, d->seen_span / 8 + 1);
-		d->seen_init = false;
-	}
+	uint64_t setups, last_seq;
+	jsw_stream_state(d->w, &setups, &last_seq);
+	if (setups == d->setups_seen)
+		return;
+	d->setups_seen = setups;
+	if (!d->seen_init || last_seq >= d->seen_floor)
+		return;
+	log_msg(LOG_WARNING, "cluster", "stream '%s' ends at sequence %llu, below the %llu this node routed: "
+		"it was made anew; deduplication of its redeliveries starts over", d->stream,
+		(unsigned long long)last_seq, (unsigned long long)d->seen_floor);
+	memset(d->seen_bits, 0, d->seen_span / 8 + 1);
+	d->seen_init = false;
+}
+
+/* Whether stream sequence seq was routed (this run, or before a restart:
+ * the store's window); marks it. */
+static bool seen(struct durable *d, uint64_t seq)
+{
 	if (!d->seen_init) {
 		/* The first one, with nothing restored: JetStream delivers new
 		 * messages at once and those whose ack never left (up to
@@ -752,20 +760,20 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 			    (unsigned long long)(dropped - d->dropped_seen));
 		d->dropped_seen = dropped;
 	}
+	if (n)
+		seen_check_stream(d);
 	size_t again = 0;
 	for (size_t i = 0; i < n; i++) {
 		natsMsg *nm = batch[i];
 		jsMsgMetaData *meta = NULL;
 		uint64_t seq = 0;
-		bool first = false;
 		if (natsMsg_GetMetaData(&meta, nm) == NATS_OK) {
 			seq = meta->Sequence.Stream;
-			first = meta->NumDelivered == 1;
 			jsMsgMetaData_Destroy(meta);
 		}
 		const char *node = NULL;
 		natsMsgHeader_Get(nm, "Wisp-Node", &node);
-		bool routed_before = seq && seen(d, seq, first);
+		bool routed_before = seq && seen(d, seq);
 		if (seq == 0 || routed_before || (node && strcmp(node, d->node) == 0)) {
 			again += routed_before && !(node && strcmp(node, d->node) == 0);
 			stream_ack(d, nm); /* a redelivery, or this node's own message */

@@ -90,5 +90,9 @@ void jsw_publish(struct jsw *w, natsMsg *m, uint64_t ticket);
 bool jsw_connected(const struct jsw *w);
 /* Loop thread. Takes m, a message from msgs, to acknowledge to JetStream. */
 void jsw_ack(struct jsw *w, natsMsg *m);
+/* Any thread: how many times the stream was set up (found or made), and
+ * its last sequence then (0: made then), known before its consumer
+ * delivers anything. */
+void jsw_stream_state(struct jsw *w, uint64_t *setups, uint64_t *last_seq);
 
 #endif
