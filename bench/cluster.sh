@@ -3,13 +3,19 @@
 # two nodes over one nats-server, and cross-node against same-node latency.
 #
 #   bench/cluster.sh [--reps N] [--duration S] [--pairs N] [--out DIR]
-#                    [--wisp PATH] [--bench PATH] [--nats PATH]
+#                    [--rows REGEX] [--wisp PATH] [--bench PATH] [--nats PATH]
 #
 # Rows (each repeated N times, default 3; the median is reported):
 #   pairs q0/q1, "alone":  one node without a cluster section (no NATS hop)
-#   pairs q0/q1, "1 node": one cluster node (publishes to NATS, nobody else
-#                          listens)
-#   pairs q0/q1, "2 nodes": half the pairs cross nodes (wisp_bench --port2)
+#   pairs q0/q1, "1 node": one cluster node, no other node: with
+#                          cluster.interest (the default) it sends nothing
+#                          to NATS; "1node-sendall": the same with
+#                          "interest": false, publishing every message to
+#                          NATS (QoS 1: through JetStream), which is what the
+#                          publishing node pays when another node wants it
+#   pairs q0/q1, "2 nodes": half the pairs cross nodes (wisp_bench --port2);
+#                          "2nodes-sendall" with "interest": false
+# --rows: only the rows whose id matches REGEX (grep -E).
 #   latency q0/q1 at --rate 10000 on two nodes: subscribers on the same node
 #                          as the publishers, then on the other node
 # QoS 1 runs use the nodes' default `durable: true` (JetStream stream).
@@ -25,13 +31,14 @@
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
-REPS=3 DURATION=5 PAIRS=20 OUT="" WISP="" BENCH="" NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
+REPS=3 DURATION=5 PAIRS=20 OUT="" ROWS="" WISP="" BENCH="" NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--reps) REPS=$2; shift ;;
 	--duration) DURATION=$2; shift ;;
 	--pairs) PAIRS=$2; shift ;;
 	--out) OUT=$2; shift ;;
+	--rows) ROWS=$2; shift ;;
 	--wisp) WISP=$2; shift ;;
 	--bench) BENCH=$2; shift ;;
 	--nats) NATS=$2; shift ;;
@@ -93,11 +100,11 @@ start_nats() {
 	PIDS+=("$NATS_PID")
 	wait_port "$NATS_PID" "$NATS_PORT" || die "nats-server did not start: $(tail -3 "$TMP/nats.log")"
 }
-start_node() { # name cluster(0|1)
+start_node() { # name cluster(0|1) interest(true|false)
 	local port cl=""
 	port=$(free_port)
 	rm -rf "$TMP/data-$1"
-	[ "$2" = 1 ] && cl=", \"cluster\": {\"nats\": [\"nats://127.0.0.1:$NATS_PORT\"], \"node\": \"$1\"}"
+	[ "$2" = 1 ] && cl=", \"cluster\": {\"nats\": [\"nats://127.0.0.1:$NATS_PORT\"], \"node\": \"$1\", \"interest\": $3}"
 	cat >"$TMP/$1.json" <<-EOF
 	{"listeners": [{"bind": "127.0.0.1", "port": $port}],
 	 "limits": {"max_inflight": 65535, "max_queued_messages": 100000, "max_output_buffer": 67108864},
@@ -115,7 +122,7 @@ start_node() { # name cluster(0|1)
 	NODE_PIDS+=("$pid")
 	NODE_PORTS+=("$port")
 }
-setup() { # nodes(0=alone,1,2)
+setup() { # nodes(0=alone,1,2) interest(true|false)
 	cleanup
 	NODE_PIDS=() NODE_PORTS=() NATS_PID=""
 	if [ "$1" = 0 ]; then
@@ -123,17 +130,25 @@ setup() { # nodes(0=alone,1,2)
 		return
 	fi
 	start_nats
-	start_node a 1
-	[ "$1" = 2 ] && start_node b 1
+	start_node a 1 "$2"
+	[ "$1" = 2 ] && start_node b 1 "$2"
+	if [ "$2" = true ]; then # each node knows the others' interest (one interval after joining)
+		local names=a
+		[ "$1" = 2 ] && names="a b"
+		for n in $names; do
+			wait_log "$TMP/$n.log" "sending NATS only what" || die "node $n: interest never known"
+		done
+	fi
 	return 0
 }
 
 RUNS=$OUT/runs.jsonl
 : >"$RUNS"
-# row: id nodes scenario qos cross(0|1)
+# row: id nodes scenario qos cross(0|1) [interest(true|false)]
 bench_row() {
-	local id=$1 nodes=$2 sc=$3 qos=$4 cross=$5
-	setup "$nodes"
+	local id=$1 nodes=$2 sc=$3 qos=$4 cross=$5 interest=${6:-true}
+	[ -z "$ROWS" ] || echo "$id" | grep -Eq "$ROWS" || return 0
+	setup "$nodes" "$interest"
 	local args=("$sc" -q "$qos" -N "$PAIRS" -d "$DURATION" -w 1 --drain 2 -p "${NODE_PORTS[0]}"
 		--broker-pid "${NODE_PIDS[0]}" --json)
 	[ "$sc" = latency ] && args+=(-r 10000)
@@ -177,7 +192,9 @@ for rep in $(seq "$REPS"); do
 	for q in 0 1; do
 		bench_row "pairs-q$q-alone" 0 pairs "$q" 0
 		bench_row "pairs-q$q-1node" 1 pairs "$q" 0
+		bench_row "pairs-q$q-1node-sendall" 1 pairs "$q" 0 false
 		bench_row "pairs-q$q-2nodes" 2 pairs "$q" 1
+		bench_row "pairs-q$q-2nodes-sendall" 2 pairs "$q" 1 false
 		bench_row "latency-q$q-same" 2 latency "$q" 0
 		bench_row "latency-q$q-cross" 2 latency "$q" 1
 	done

@@ -276,7 +276,7 @@ struct hclient *harness_connect(struct harness *h)
 	struct broker *b = &h->b;
 	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(h->next_port++),
 				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct conn *cn = conn_new(&b->srv.conns, &c->f->base, c->fds[0], &b->srv.listeners[0], (const struct sockaddr *)&peer);
+	struct conn *cn = conn_new(&b->srv.listeners[0].origin, &c->f->base, c->fds[0], (const struct sockaddr *)&peer);
 	if (!cn)
 		abort(); /* conn_new closed the transport: the harness cannot go on */
 	if (loop_io_start(h->loop, &cn->io, c->fds[0], LOOP_READ, server_on_conn_io) != 0)

@@ -79,7 +79,7 @@ static struct run one_event(size_t read_per_call)
 	ft->read_per_call = read_per_call;
 	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(40000),
 				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct conn *c = conn_new(&b.srv.conns, &ft->base, fds[0], &b.srv.listeners[0], (const struct sockaddr *)&peer);
+	struct conn *c = conn_new(&b.srv.listeners[0].origin, &ft->base, fds[0], (const struct sockaddr *)&peer);
 	CU_ASSERT_FATAL(c != NULL);
 	CU_ASSERT_FATAL(loop_io_start(l, &c->io, fds[0], LOOP_READ, server_on_conn_io) == 0);
 	b.srv.listeners[0].conn_count++;

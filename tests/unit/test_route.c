@@ -72,10 +72,11 @@ static void publish(const char *topic, uint8_t qos, bool retain, const void *ori
 
 static struct sess_msg *queued(struct session *s, size_t i)
 {
-	struct list_node *n = s->queue.next;
-	for (; n != &s->queue && i; n = n->next)
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s->qos);
+	struct list_node *n = s->qos->queue.next;
+	for (; n != &s->qos->queue && i; n = n->next)
 		i--;
-	CU_ASSERT_FATAL(n != &s->queue);
+	CU_ASSERT_FATAL(n != &s->qos->queue);
 	return container_of(n, struct sess_msg, link);
 }
 
@@ -88,7 +89,7 @@ static void test_overlapping_subscriptions_deliver_once_at_best_qos(void)
 	subscribe(s, "a/+", 1, 0);
 	subscribe(s, "a/b", 0, 0);
 	publish("a/b", 2, false, NULL);
-	CU_ASSERT_EQUAL(s->queued_count, 1);
+	CU_ASSERT_EQUAL(sess_queued_count(s), 1);
 	CU_ASSERT_EQUAL(queued(s, 0)->qos, 1);
 	teardown();
 }
@@ -103,14 +104,14 @@ static void test_no_local_applies_per_subscription(void)
 	subscribe(pub, "nl/#", 1 | MQTT_SUBOPT_NO_LOCAL, 0);
 	subscribe(other, "nl/#", 1 | MQTT_SUBOPT_NO_LOCAL, 0);
 	publish("nl/x", 1, false, pub);
-	CU_ASSERT_EQUAL(pub->queued_count, 0);
-	CU_ASSERT_EQUAL(other->queued_count, 1);
+	CU_ASSERT_EQUAL(sess_queued_count(pub), 0);
+	CU_ASSERT_EQUAL(sess_queued_count(other), 1);
 	publish("nl/x", 1, false, other);
-	CU_ASSERT_EQUAL(pub->queued_count, 1);
-	CU_ASSERT_EQUAL(other->queued_count, 1);
+	CU_ASSERT_EQUAL(sess_queued_count(pub), 1);
+	CU_ASSERT_EQUAL(sess_queued_count(other), 1);
 	subscribe(pub, "nl/x", 1, 0); /* without No Local */
 	publish("nl/x", 1, false, pub);
-	CU_ASSERT_EQUAL(pub->queued_count, 2);
+	CU_ASSERT_EQUAL(sess_queued_count(pub), 2);
 	teardown();
 }
 
@@ -142,7 +143,7 @@ static void test_drop_during_delivery_waits_for_the_loop(void)
 	ft->base.fd = fds[0];
 	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(40000),
 				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct conn *c = conn_new(&b.srv.conns, &ft->base, fds[0], &b.srv.listeners[0], (const struct sockaddr *)&peer);
+	struct conn *c = conn_new(&b.srv.listeners[0].origin, &ft->base, fds[0], (const struct sockaddr *)&peer);
 	CU_ASSERT_FATAL(c != NULL);
 	b.srv.listeners[0].conn_count++;
 	c->state = CONN_AWAIT_CONNECT;

@@ -220,16 +220,18 @@ static void test_index_memory(void)
 		filter_name(f, sizeof f, i);
 		CU_ASSERT_EQUAL(sub(f, 0, 0), 1);
 	}
-	CU_ASSERT_PTR_NULL(s->sub_index);
+	CU_ASSERT_PTR_NULL(sess_sub_index(s));
+	CU_ASSERT_PTR_NULL(s->rare); /* nothing else holds it */
 	filter_name(f, sizeof f, 99);
 	CU_ASSERT_EQUAL(sub(f, 0, 0), 1);
-	CU_ASSERT_PTR_NOT_NULL(s->sub_index);
+	CU_ASSERT_PTR_NOT_NULL(sess_sub_index(s));
 	CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, f, strlen(f)), 0);
 	for (size_t i = 0; i < SESS_SUB_INDEX_MIN / 2; i++) {
 		filter_name(f, sizeof f, i);
 		CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, f, strlen(f)), 0);
 	}
-	CU_ASSERT_PTR_NULL(s->sub_index);
+	CU_ASSERT_PTR_NULL(sess_sub_index(s));
+	CU_ASSERT_PTR_NULL(s->rare); /* nothing else holds it */
 	for (size_t i = SESS_SUB_INDEX_MIN / 2; i + 1 < SESS_SUB_INDEX_MIN; i++) {
 		filter_name(f, sizeof f, i);
 		CU_ASSERT_PTR_NOT_NULL(sess_find_sub(s, f, strlen(f)));
@@ -307,6 +309,47 @@ static void test_memory_limit(void)
 	tear_down();
 }
 
+/* A session holds its rare parts (filter index, inbound QoS 2 ids, drop
+ * count) in one block that an idle session never has (issue 18); a
+ * session that needs one part keeps the others where they were. */
+static void test_rare_parts_in_one_block(void)
+{
+	set_up();
+	CU_ASSERT_PTR_NULL(s->rare);
+	CU_ASSERT_EQUAL(sub("a/b", 0, 0), 1);
+	CU_ASSERT_PTR_NULL(s->rare);
+	CU_ASSERT_EQUAL(sess_qos2_in_count(s), 0);
+	CU_ASSERT_EQUAL(sess_qos2_in_add(s, 5), 1);
+	CU_ASSERT_PTR_NOT_NULL(s->rare);
+	CU_ASSERT_EQUAL(sess_qos2_in_count(s), 1);
+	CU_ASSERT_EQUAL(sess_qos2_in_id(s, 0), 5);
+	CU_ASSERT_EQUAL(sess_qos2_in_release(s, 5), 1);
+	CU_ASSERT_EQUAL(sess_dropped(s), 0);
+	sess_count_dropped(s, 0);
+	sess_count_dropped(s, 2);
+	CU_ASSERT_EQUAL(sess_dropped(s), 2);
+	CU_ASSERT(sess_set_drop_episodes(s, 0x4));
+	CU_ASSERT_EQUAL(sess_drop_episodes(s), 0x4);
+	CU_ASSERT(sess_set_drop_episodes(s, 0));
+	CU_ASSERT_EQUAL(sess_dropped(s), 2);
+	tear_down(); /* frees the block and its parts (ASan checks) */
+	/* Episodes alone: the block goes when they end. */
+	set_up();
+	CU_ASSERT(sess_set_drop_episodes(s, 0x1));
+	CU_ASSERT_PTR_NOT_NULL(s->rare);
+	CU_ASSERT(sess_set_drop_episodes(s, 0));
+	CU_ASSERT_PTR_NULL(s->rare);
+	/* Out of memory for the block: nothing is recorded, nothing breaks. */
+	wisp_mem_fail_after(1, 1);
+	CU_ASSERT_FALSE(sess_set_drop_episodes(s, 0x1));
+	sess_count_dropped(s, 1);
+	CU_ASSERT_EQUAL(sess_qos2_in_add(s, 9), WISP_ENOMEM);
+	wisp_mem_fail_after(0, 0);
+	CU_ASSERT_PTR_NULL(s->rare);
+	CU_ASSERT_EQUAL(sess_dropped(s), 0);
+	tear_down();
+}
+
 static CU_TestInfo tests[] = {
 	{"[MQTT-3.8.4-3] subscribing again replaces, below and above the index size", test_resubscribe_replaces},
 	{"unsubscribe removes one filter; unknown filters are ENOENT", test_unsubscribe},
@@ -314,6 +357,7 @@ static CU_TestInfo tests[] = {
 	{"max_subscriptions refuses new filters, not replacements", test_max_subscriptions},
 	{"seeded random subscribe/unsubscribe agree with a model", test_random_against_model},
 	{"the index is built at SESS_SUB_INDEX_MIN and freed below half", test_index_memory},
+	{"filter index, inbound QoS 2 ids and drop count share one block, held only while used", test_rare_parts_in_one_block},
 	{"OOM at every allocation of a subscribe changes nothing; destroy frees all", test_oom_and_destroy},
 	{"subscriptions count against memory_limit", test_memory_limit},
 	CU_TEST_INFO_NULL,

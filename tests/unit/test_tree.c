@@ -470,6 +470,40 @@ static void test_oom_tree_new(void)
 	CU_ASSERT_EQUAL(wisp_mem_used(), mem);
 }
 
+/* '+' and '#' children hang from a pair allocated with the first of them
+ * and freed with the last, so a literal level (every leaf, most nodes)
+ * stays at 51 bytes plus its level: with a level of up to 5 bytes a
+ * 64-byte heap block, not 80 (issue 18). */
+static void test_wildcard_pair_only_while_needed(void)
+{
+	unsigned count[4];
+	struct hits h = {count, 4, 0, 0, 0};
+	struct tree *t = tree_new();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+	struct tree_sub *leaf = tree_subscribe(t, "a/b", 3, SUBSCRIBER(0), 0, 0);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(leaf);
+	struct trie_node *a = leaf->node->parent;
+	CU_ASSERT_PTR_NULL(a->wild);
+	CU_ASSERT_PTR_NULL(leaf->node->wild);
+	size_t mem = wisp_mem_used();
+	struct tree_sub *plus = tree_subscribe(t, "a/+", 3, SUBSCRIBER(1), 0, 0);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(plus);
+	CU_ASSERT_PTR_NOT_NULL(a->wild);
+	struct tree_sub *hash = tree_subscribe(t, "a/#", 3, SUBSCRIBER(2), 0, 0);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(hash);
+	CU_ASSERT_EQUAL(match_name(t, "a/b", &h), 3);
+	CU_ASSERT_EQUAL(match_name(t, "a", &h), 1); /* "a/#" matches its parent [MQTT-4.7.1-2] */
+	tree_unsubscribe(t, plus);
+	CU_ASSERT_PTR_NOT_NULL(a->wild);
+	CU_ASSERT_EQUAL(match_name(t, "a/b", &h), 2);
+	tree_unsubscribe(t, hash);
+	CU_ASSERT_PTR_NULL(a->wild);
+	CU_ASSERT_EQUAL(match_name(t, "a/b", &h), 1);
+	CU_ASSERT_EQUAL(wisp_mem_used(), mem);
+	CU_ASSERT(offsetof(struct trie_node, level) + 5 <= 56);
+	tree_free(t);
+}
+
 /* A handle keeps no copy of its filter: the tree rebuilds it from the
  * leaf's path, empty levels, wildcards and the '$' root included. */
 static void test_filter_from_leaf(void)
@@ -519,6 +553,7 @@ static CU_TestInfo sub_tests[] = {
 	{"overlapping filters are reported once per filter", test_overlapping_filters_reported_per_filter},
 	{"tree_free of a 30001-level filter and wide nodes", test_free_deep_and_wide},
 	{"a handle's filter is rebuilt from its leaf", test_filter_from_leaf},
+	{"wildcard children's pair exists only while one does", test_wildcard_pair_only_while_needed},
 	CU_TEST_INFO_NULL,
 };
 

@@ -185,7 +185,7 @@ static void start_mqtt(struct connector *cn, struct transport *t, int fd, void *
 	socklen_t plen = sizeof peer;
 	memset(&peer, 0, sizeof peer);
 	getpeername(fd, (struct sockaddr *)&peer, &plen);
-	struct conn *c = conn_new(&b->srv.conns, t, fd, &br->listener, (const struct sockaddr *)&peer);
+	struct conn *c = conn_new(&br->listener.origin, t, fd, (const struct sockaddr *)&peer);
 	if (!c) {
 		if (t)
 			transport_close(t);
@@ -296,7 +296,7 @@ static int on_connack(struct bridge *br, struct conn *c, const struct mqtt_conna
 	log_msg(LOG_NOTICE, "bridge", "bridge %s: connected to %s:%u (MQTT %s%s), %u queued", br->cfg->name,
 		remote(br)->host, (unsigned)remote(br)->port,
 		c->version == MQTT_PROTO_V5 ? "5" : "3.1.1", a->session_present ? ", session present" : "",
-		br->s->queued_count + br->s->inflight_count);
+		sess_queued_count(br->s) + sess_inflight_count(br->s));
 	int rc = subscribe_in_rules(br, c);
 	if (rc != 0) {
 		*why = REASON_NO_MEMORY;
@@ -411,7 +411,7 @@ static void on_drop(void *ctx, struct conn *c, enum reason r, const char *detail
 		return;
 	log_msg(LOG_NOTICE, "bridge", "bridge %s: disconnected from %s:%u: %s (%u queued)", br->cfg->name,
 		remote(br)->host, (unsigned)remote(br)->port, br->last_error,
-		br->s->queued_count + br->s->inflight_count);
+		sess_queued_count(br->s) + sess_inflight_count(br->s));
 	/* A remote that never said CONNACK is a failed address: the next. */
 	bool next = br->state != BRIDGE_UP;
 	br->state = BRIDGE_WAITING;
@@ -719,7 +719,7 @@ static void forget_removed(struct broker *b)
 			if (s->id_len > 8 && !memcmp(s->client_id, "$bridge/", 8) && !configured(b->cfg, s->client_id + 8)) {
 				log_msg(LOG_NOTICE, "bridge", "%s: no such bridge in the configuration any more: its session "
 					"ends, with %u messages that were waiting for it", s->client_id,
-					s->queued_count + s->inflight_count);
+					sess_queued_count(s) + sess_inflight_count(s));
 				session_v5_end(b, s);
 				SESS_OBSERVE(&b->observer, session_del, s);
 				sess_destroy(&b->sessions, b->subs, s);
@@ -761,6 +761,7 @@ int bridges_start(struct broker *b, struct bridges **out, char *err, size_t errl
 		br->remote_max_qos = 2;
 		snprintf(br->listener.net.name, sizeof br->listener.net.name, "bridge %s", br->cfg->name);
 		br->listener.allow_anonymous = true; /* a reload's re-check keeps it */
+		br->listener.origin.set = &b->srv.conns;
 	}
 	b->bridge_count = bs->n;
 	for (size_t i = 0; i < bs->n; i++) {

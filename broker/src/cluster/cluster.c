@@ -44,6 +44,7 @@
 #include "groups.h"
 #include "hash.h"
 #include "inbox.h"
+#include "interest.h"
 #include "log.h"
 #include "presence.h"
 #include "retained_kv.h"
@@ -88,6 +89,7 @@ struct cluster {
 	struct retained_kv *retained;  /* retained messages (retained_kv.h) */
 	struct presence *presence;     /* client ids cluster-wide (presence.h) */
 	struct totals *totals;         /* $SYS/cluster/ (totals.h) */
+	struct remote_interest *wanted; /* what the other nodes want (interest.h); NULL: send everything */
 	struct loop_io io;
 	struct interest **buckets;
 	size_t nbuckets, count;
@@ -155,6 +157,7 @@ static void nats_unsubscribe(struct cluster *c, struct interest *in)
 
 static void interest_ref(struct cluster *c, const char *filter, size_t len)
 {
+	remote_interest_local_add(c->wanted, filter, len);
 	if (share_is_shared(filter, len)) {
 		groups_ref(c->groups, filter, len);
 		return;
@@ -184,6 +187,7 @@ static void interest_ref(struct cluster *c, const char *filter, size_t len)
 
 static void interest_unref(struct cluster *c, const char *filter, size_t len)
 {
+	remote_interest_local_remove(c->wanted, filter, len);
 	if (share_is_shared(filter, len)) {
 		groups_unref(c->groups, filter, len);
 		return;
@@ -306,7 +310,12 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 	struct cluster *c = of(r);
 	bool sent = false;
 	if (m->origin != c && !is_sys(m)) {
-		if (send_to_nats(c, m) == 0) {
+		/* No other node wants it: no NATS publish (QoS 0) and no JetStream
+		 * round trip (QoS 1/2: acked as on one node); NATS is not asked to
+		 * pick a shared group's member either (interest.h). */
+		if (!remote_interest_wanted(c->wanted, levels, nlevels)) {
+			c->b->stats.cluster.unwanted++;
+		} else if (send_to_nats(c, m) == 0) {
 			c->b->stats.cluster.sent++;
 			sent = true;
 		} else {
@@ -378,7 +387,8 @@ static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr
 static const char *route_remote(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream)
 {
 	struct broker *b = c->b;
-	if (retained_kv_message(c->retained, nm) || presence_message(c->presence, nm) || totals_message(c->totals, nm))
+	if (retained_kv_message(c->retained, nm) || presence_message(c->presence, nm) || totals_message(c->totals, nm) ||
+	    remote_interest_message(c->wanted, nm))
 		return NULL;
 	const char *share_key = NULL;
 	size_t share_len = 0;
@@ -468,6 +478,7 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		b->stats.cluster.connected = 0;
 		log_msg(LOG_ERROR, "cluster", "the NATS connection is closed for good: serving local clients only");
 	}
+	remote_interest_check_connections(c->wanted);
 	if (dropped != c->dropped_seen) {
 		b->stats.cluster.dropped += dropped - c->dropped_seen;
 		if (!c->drop_logged)
@@ -634,6 +645,10 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	    presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0 ||
 	    totals_start(&c->totals, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0)
 		goto nomem;
+	if (remote_interest_start(&c->wanted, b, c->nc, groups_connection(c->groups), c->node, c->run, c->prefix, on_nats_msg, c) != 0) {
+		snprintf(err, errlen, "cluster: cannot subscribe to the interest announcements");
+		goto fail;
+	}
 	if (cfg->durable && durable_start(b, c->node, c->run, route_stream_msg, make_stream_msg, c, &c->durable) != 0) {
 		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
 		goto fail;
@@ -664,6 +679,7 @@ void cluster_stop(struct cluster *c)
 		b->sessions.on_sub_gone = NULL;
 		b->sessions.sub_gone_ctx = NULL;
 	}
+	remote_interest_stop(c->wanted); /* before the connection closes: says "bye" */
 	for (size_t i = 0; c->buckets && i < c->nbuckets; i++)
 		while (c->buckets[i]) {
 			struct interest *in = c->buckets[i];
@@ -697,6 +713,7 @@ void cluster_stop(struct cluster *c)
 	retained_kv_free(c->retained);
 	presence_free(c->presence);
 	totals_free(c->totals);
+	remote_interest_free(c->wanted);
 	wisp_free(c->buckets);
 	wisp_free(c->buf);
 	wisp_free(c->node);

@@ -9,6 +9,8 @@
  *    properties and this node's name as NATS headers; the payload is the
  *    raw MQTT payload, so NATS-native consumers read it as is (QoS 1/2:
  *    on the stream's subject, durable.h). $SYS topics stay on their node.
+ *  - publish only what is wanted: a message no other node's filter
+ *    matches is not sent to NATS at all (interest.h).
  *  - interest: the node subscribes on NATS to the subject of each filter
  *    its local sessions hold, counted per filter: the first local
  *    subscription to a filter subscribes, the last one gone (UNSUBSCRIBE,

@@ -339,6 +339,18 @@ static const struct field cluster_fields[] = {
 	 .offset = offsetof(struct config_cluster, retained_bucket), .custom = parse_bucket_name},
 	/* JetStream's own range: 1 (one NATS server) to 5. */
 	F_NUM(struct config_cluster, FT_U32, "retained_replicas", retained_replicas, 1, 5, 1),
+	/* Interest-based publishing (cluster/interest.h). Off: every message
+	 * goes to NATS, for NATS-native subscribers. */
+	F_BOOL(struct config_cluster, "interest", interest, 1),
+	/* A beat (a few bytes) per node per interval; a node sends everything
+	 * for one interval after joining, and forgets a node unheard for three:
+	 * 2 s keeps both short at no measurable cost. */
+	F_NUM(struct config_cluster, FT_U32, "interest_interval", interest_interval, 1, 3600, 2),
+	/* How long a SUBACK of a new filter waits for every other node to
+	 * answer its announcement: a round trip is well under a millisecond;
+	 * 2 s rides out a busy node and bounds the wait for a dead one until
+	 * it is forgotten. */
+	F_NUM(struct config_cluster, FT_U32, "interest_ack_timeout", interest_ack_timeout, 1, 60, 2),
 	{0},
 };
 

@@ -153,6 +153,9 @@ struct config_cluster {
 	uint64_t forward_queue_bytes; /* their bytes; default 256 MiB */
 	char *retained_bucket;  /* JetStream KV bucket of the retained messages; default "wisp_retained" */
 	uint32_t retained_replicas; /* its replicas; default 1 */
+	bool interest;          /* send to NATS only what another node wants; default true */
+	uint32_t interest_interval; /* seconds between interest beats; default 2 */
+	uint32_t interest_ack_timeout; /* seconds a SUBACK waits for the other nodes; default 2 */
 };
 
 /* The dashboard's table of recently published topics (topic/activity.h). */

@@ -214,7 +214,7 @@ static void clients(struct http_conn *c)
 			continue;
 		}
 		const struct conn *k = container_of(n, struct conn, all_link);
-		const struct server_listener *bl = k->listener;
+		const struct server_listener *bl = server_listener_of(k);
 		sbuf_adds(&out, first ? "{\"id\":" : ",{\"id\":");
 		first = false;
 		if (k->sess) {
@@ -230,7 +230,7 @@ static void clients(struct http_conn *c)
 		sbuf_addf(&out, "\",\"listener\":\"%s\",\"state\":%u,\"version\":%u,\"keepalive\":%u,"
 			  "\"subscriptions\":%u,\"queued\":%zu,\"output_bytes\":%zu}",
 			  bl->net.name, (unsigned)k->state, (unsigned)k->version, (unsigned)k->keepalive,
-			  k->sess ? (unsigned)k->sess->sub_count : 0u, k->sess ? (size_t)k->sess->queued_count : 0u,
+			  k->sess ? (unsigned)k->sess->sub_count : 0u, k->sess ? (size_t)sess_queued_count(k->sess) : 0u,
 			  conn_output_bytes(k));
 		left--;
 	}

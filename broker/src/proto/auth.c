@@ -232,7 +232,7 @@ static bool may_read(void *ctx, const struct session *s, const struct msg *m)
 
 size_t auth_recheck_messages(struct broker *b, struct session *s)
 {
-	if (!b->auth.acl || (!s->queued_count && !s->inflight_count))
+	if (!b->auth.acl || (!sess_queued_count(s) && !sess_inflight_count(s)))
 		return 0;
 	size_t n = delivery_filter(s, &b->dlim, may_read, NULL);
 	if (n) {
@@ -261,7 +261,7 @@ enum auth_verdict auth_connect(struct broker *b, struct conn *c, const struct mq
 		/* The verified certificate is the credential; the CONNECT's user
 		 * name and password are ignored, as Mosquitto does. */
 		struct transport_peer_info peer;
-		if (transport_peer_info(c->t, &peer) != 0 || !peer.identity[0])
+		if (transport_peer_info(conn_t(c), &peer) != 0 || !peer.identity[0])
 			return fail(b, c, AUTH_NOT_AUTHORIZED, "", 0);
 		*username = wisp_strndup(peer.identity, strlen(peer.identity));
 		return *username ? AUTH_OK : AUTH_UNAVAILABLE;

@@ -129,6 +129,7 @@ void broker_free(struct broker *b)
 	route_free(&b->route);
 	outq_release_cache();
 	flight_release_cache();
+	sess_qos_release_cache();
 	msg_release_cache();
 	memset(b, 0, sizeof *b);
 }
@@ -156,13 +157,13 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 			    broker_conn_name(c), conn_peer(c), reason);
 	else
 		log_limited(c->state != CONN_HANDSHAKE	       ? "closed before CONNECT"
-			    : ws_transport_inner_ready(c->t) ? "closed during the WebSocket handshake"
+			    : ws_transport_inner_ready(conn_t(c)) ? "closed during the WebSocket handshake"
 							      : "closed during the TLS handshake",
 			    LOG_NOTICE, "conn", "connection from %s closed: %s", conn_peer(c), reason);
 	if (c->state == CONN_HANDSHAKE) {
 		/* The TLS part of a wss handshake counts as TLS; the
 		 * WebSocket part is counted by ws.c ($SYS/broker/ws/). */
-		if (server_listener_of(c)->tls && !ws_transport_inner_ready(c->t))
+		if (server_listener_of(c)->tls && !ws_transport_inner_ready(conn_t(c)))
 			b->srv.stats.handshakes_failed++;
 		server_handshake_end(c);
 	}

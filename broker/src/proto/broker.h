@@ -63,6 +63,8 @@ struct broker_stats {
 		uint64_t forward_overflow; /* not kept there (forward_queue full): their acks waited for JetStream */
 		uint64_t retained_applied; /* retained records from the JetStream bucket applied here (retained_kv.h) */
 		uint64_t taken_over;     /* sessions ended here because their client connected at another node */
+		uint64_t unwanted;       /* messages no other node wanted: not sent to NATS (cluster/interest.h) */
+		uint64_t interest_timeouts; /* SUBACKs sent before every node answered their filters' announcement */
 	} cluster;
 	uint64_t http_requests;      /* HTTP requests answered (http/) */
 	uint64_t http_refused;       /* HTTP connections closed for a malformed or oversized request */
@@ -181,6 +183,15 @@ struct broker {
 	void *client_connected_ctx;
 	uint64_t id_seq;             /* for assigned client ids */
 	struct sub_work sub_work;
+	/* Holds the SUBACK of a SUBSCRIBE until the other cluster nodes know of
+	 * its new filters (cluster/interest.h): ticket is taken once the
+	 * filters are subscribed; settled says whether the SUBACK may go
+	 * (`since_ms`: loop ms when it was first held). NULL ticket: no gate. */
+	struct {
+		uint64_t (*ticket)(void *ctx);
+		bool (*settled)(void *ctx, uint64_t ticket, uint64_t since_ms);
+		void *ctx;
+	} sub_gate;
 	struct activity *activity;   /* the dashboard's topic table; NULL without a dashboard */
 	const struct broker_outbound_ops *outbound; /* bridges, or NULL */
 	void *outbound_ctx;

@@ -387,7 +387,7 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 		p->keepalive, s->username ? ", u'" : "", s->username ? s->username : "", s->username ? "'" : "");
 	if (present)
 		log_msg(LOG_INFO, "conn", "client %s resumed its session (%u in flight, %u queued)", s->client_id,
-			(unsigned)s->inflight_count, (unsigned)s->queued_count);
+			(unsigned)sess_inflight_count(s), (unsigned)sess_queued_count(s));
 	enhanced_auth_forget(c); /* the CONNACK carried its final data */
 	return 0;
 }

@@ -22,9 +22,14 @@
  * Other clients are served in between; this client's later packets wait,
  * so its packets stay in order.
  *
+ * In a cluster the SUBACK of a SUBSCRIBE may also wait for the other nodes
+ * to learn of its new filters (gate_open, cluster/interest.h), the same
+ * way: the job waits, the connection's input paused.
+ *
  * Cost: a packet handled within one turn allocates nothing (up to
- * CODES_ON_STACK filters); a longer one holds a job of about 64 bytes plus
- * a byte per filter until its SUBACK. Single threaded: loop thread only.
+ * CODES_ON_STACK filters); a longer one (or one whose SUBACK a cluster
+ * holds) keeps a job of about 80 bytes plus a byte per filter until its
+ * SUBACK. Single threaded: loop thread only.
  */
 #include "broker.h"
 #include "input.h"
@@ -66,6 +71,8 @@ struct sub_job {
 	uint8_t type;          /* MQTT_PKT_SUBSCRIBE or MQTT_PKT_UNSUBSCRIBE */
 	uint8_t phase;         /* enum job_phase */
 	bool on_heap;          /* one allocation with its codes */
+	uint64_t gate_ticket;  /* b->sub_gate's, once the filters are done; 0: none taken */
+	uint64_t gate_since;   /* loop ms when the SUBACK was first held */
 };
 
 /* Set in a granted SUBACK code between the subscribe and retained phases:
@@ -374,8 +381,9 @@ static struct sub_job *take_job(struct broker *b, const struct conn *c)
 }
 
 /* Puts the job (moved to the heap if it was on the stack) on the waiting
- * list. WISP_EAGAIN, or WISP_ENOMEM with the job freed. */
-static int defer(struct broker *b, struct conn *c, struct sub_job *job)
+ * list, asking for the next turn unless the sub_gate will (`held`).
+ * WISP_EAGAIN, or WISP_ENOMEM with the job freed. */
+static int defer(struct broker *b, struct conn *c, struct sub_job *job, bool held)
 {
 	struct sub_work *w = &b->sub_work;
 	struct sub_job *heap = job;
@@ -398,7 +406,8 @@ static int defer(struct broker *b, struct conn *c, struct sub_job *job)
 	heap->turn = w->turn;
 	list_push_back(&w->waiting, &heap->link);
 	c->sess->sess_flags |= SESS_FLAG_SUB_JOB;
-	loop_request_turn(b->loop);
+	if (!held)
+		loop_request_turn(b->loop);
 	return WISP_EAGAIN;
 }
 
@@ -427,6 +436,26 @@ static bool filters_acceptable(const struct mqtt_subscribe *p, uint8_t type, enu
 			return false;
 		}
 	}
+	return true;
+}
+
+/* Whether the SUBACK may go: a cluster holds it until the other nodes know
+ * of the filters just subscribed (b->sub_gate), so that a message published
+ * on any node after the SUBACK reaches the new subscription. A held job
+ * waits without asking for turns; the gate's owner asks when it opens. */
+static bool gate_open(struct broker *b, struct sub_job *job)
+{
+	if (!b->sub_gate.ticket)
+		return true;
+	if (!job->gate_ticket) {
+		job->gate_ticket = b->sub_gate.ticket(b->sub_gate.ctx);
+		job->gate_since = loop_now_ms(b->loop);
+		if (!job->gate_ticket)
+			return true;
+	}
+	if (!b->sub_gate.settled(b->sub_gate.ctx, job->gate_ticket, job->gate_since))
+		return false;
+	job->gate_ticket = 0;
 	return true;
 }
 
@@ -463,6 +492,8 @@ static int handle(struct broker *b, struct conn *c, const struct mqtt_subscribe 
 			goto done;
 		if (job->done < job->count)
 			goto wait;
+		if (type == MQTT_PKT_SUBSCRIBE && !gate_open(b, job))
+			goto hold;
 		rc = send_codes(c, type == MQTT_PKT_SUBSCRIBE ? MQTT_PKT_SUBACK : MQTT_PKT_UNSUBACK, job->packet_id,
 				job->codes, job->count);
 		if (rc != 0 || type != MQTT_PKT_SUBSCRIBE || retained_count(b->retained) == 0)
@@ -481,8 +512,9 @@ done:
 		*why = REASON_NO_MEMORY;
 	return rc;
 wait:
+hold:
 	spend(w, used);
-	rc = defer(b, c, job);
+	rc = defer(b, c, job, job->gate_ticket != 0);
 	if (rc == WISP_ENOMEM)
 		*why = REASON_NO_MEMORY;
 	return rc;
@@ -529,9 +561,9 @@ void broker_sub_turn(struct broker *b)
 			log_msg(LOG_WARNING, "sub", "client %s: a pending SUBSCRIBE was lost", broker_conn_name(c));
 		}
 		/* Decrypted input inside TLS is not reported by epoll. */
-		if (c->state != CONN_CLOSING && !c->read_paused && transport_pending(c->t) &&
+		if (c->state != CONN_CLOSING && !c->read_paused && transport_pending(conn_t(c)) &&
 		    !list_linked(&c->read_link)) {
-			list_push_back(&c->set->read_more, &c->read_link);
+			list_push_back(&conn_set_of(c)->read_more, &c->read_link);
 			loop_request_turn(b->loop);
 		}
 	}

@@ -124,6 +124,11 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.pending), .sys = "cluster/messages/pending"},
 	{"cluster_overflow_total", "QoS 1/2 messages sent at most once: cluster.outbound_queue full.", COUNTER,
 	 STAT(cluster.overflow), .sys = "cluster/messages/overflow"},
+	{"cluster_unwanted_total", "Messages no other cluster node wanted, so not sent to NATS.", COUNTER,
+	 STAT(cluster.unwanted), .sys = "cluster/messages/unwanted"},
+	{"cluster_interest_ack_timeouts_total", "SUBACKs sent before every other node answered the new filter's "
+	 "announcement (cluster.interest_ack_timeout).", COUNTER, STAT(cluster.interest_timeouts),
+	 .sys = "cluster/interest/ack_timeouts"},
 	{"cluster_forward_queued", "QoS 1/2 messages kept in the store while JetStream is out of reach.", GAUGE,
 	 STAT(cluster.forward_queued), .sys = "cluster/forward/queued"},
 	{"cluster_forward_bytes", "Bytes of the QoS 1/2 messages kept in the store for JetStream.", GAUGE,
@@ -218,7 +223,7 @@ void metrics_snapshot(struct broker *b, struct metrics_snap *out)
 				out->clients_online++;
 			else
 				out->clients_offline++;
-			out->stored_msgs += s->queued_count + s->inflight_count;
+			out->stored_msgs += sess_queued_count(s) + sess_inflight_count(s);
 		}
 	out->clients_all = out->clients_online + out->clients_offline;
 	if (out->clients_online > st->clients_max)
@@ -357,9 +362,9 @@ bool metrics_value(const struct broker *b, const struct metrics_snap *snap, cons
 		if (m->offset == METRIC_BRIDGE_CONNECTED)
 			*u = bs->connected;
 		else if (m->offset == METRIC_BRIDGE_QUEUED)
-			*u = bs->session ? (uint64_t)bs->session->queued_count + bs->session->inflight_count : 0;
+			*u = bs->session ? (uint64_t)sess_queued_count(bs->session) + sess_inflight_count(bs->session) : 0;
 		else if (m->offset == METRIC_BRIDGE_DROPPED)
-			*u = bs->session ? bs->session->dropped : 0;
+			*u = bs->session ? sess_dropped(bs->session) : 0;
 		else
 			*u = bs->connects;
 		return false;

@@ -902,14 +902,14 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 		struct store_sub r = sub_record(s, sub);
 		rc = store_append_sub_add(st, &r);
 	}
-	for (n = s->inflight.next; !rc && n != &s->inflight; n = n->next) {
+	for (n = s->qos ? s->qos->inflight.next : NULL; !rc && n && n != &s->qos->inflight; n = n->next) {
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		if (stored_id(e->msg))
 			rc = emit_msg(x, e->msg);
 		if (!rc)
 			rc = append_flight(st, s, e);
 	}
-	for (n = s->queue.next; !rc && n != &s->queue; n = n->next) {
+	for (n = s->qos ? s->qos->queue.next : NULL; !rc && n && n != &s->qos->queue; n = n->next) {
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		if (!stored_id(e->msg))
 			continue;
@@ -918,7 +918,7 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 			rc = append_queue(st, s, e);
 	}
 	for (uint16_t i = 0; !rc && i < sess_qos2_in_count(s); i++)
-		rc = store_append_qos2_in_add(st, s->client_id, s->id_len, s->qos2_in->ids[i]);
+		rc = store_append_qos2_in_add(st, s->client_id, s->id_len, sess_qos2_in_id(s, i));
 	return rc;
 }
 
@@ -1242,10 +1242,10 @@ static int v_queue_del(void *ctx, const struct store_queue *r)
 {
 	struct broker *b = ctx;
 	struct session *s = find_session(b, r->client);
-	if (!s)
+	if (!s || !s->qos)
 		return 0;
 	struct list_node *n;
-	for (n = s->queue.next; n != &s->queue; n = n->next) {
+	for (n = s->qos->queue.next; n != &s->qos->queue; n = n->next) {
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		if (stored_id(e->msg) == r->msg_id) {
 			delivery_restore_unqueue(s, &b->dlim, e->msg);
@@ -1409,7 +1409,9 @@ static void count_entry_refs(struct broker *b)
 {
 	for (size_t i = 0; i < b->sessions.nbuckets; i++)
 		for (struct session *s = b->sessions.buckets[i]; s; s = s->hash_next) {
-			struct list_node *lists[2] = {&s->inflight, &s->queue};
+			if (!s->qos)
+				continue;
+			struct list_node *lists[2] = {&s->qos->inflight, &s->qos->queue};
 			for (int k = 0; k < 2; k++)
 				for (struct list_node *n = lists[k]->next; n != lists[k]; n = n->next) {
 					struct sess_msg *e = container_of(n, struct sess_msg, link);
@@ -1469,7 +1471,7 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 	size_t sessions = b->sessions.count, queued = 0;
 	for (size_t i = 0; i < b->sessions.nbuckets; i++)
 		for (struct session *s = b->sessions.buckets[i]; s; s = s->hash_next)
-			queued += s->queued_count + s->inflight_count;
+			queued += sess_queued_count(s) + sess_inflight_count(s);
 	log_msg(LOG_NOTICE, "store", "%s: restored %zu sessions, %zu queued messages, %zu retained messages "
 		"(%llu records, %llu bytes; fsync %s)", pc->dir, sessions, queued, retained_count(b->retained),
 		(unsigned long long)stats.records, (unsigned long long)stats.bytes,

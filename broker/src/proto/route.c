@@ -405,7 +405,7 @@ static bool keep_or_move(void *ctx, const struct session *s, const struct msg *m
 size_t route_share_hand_over(struct broker *b, struct session *s, const struct sess_sub *only)
 {
 	struct route_ctx *rc = &b->route;
-	if (!rc->shares.count || (!s->queued_count && !s->inflight_count))
+	if (!rc->shares.count || (!sess_queued_count(s) && !sess_inflight_count(s)))
 		return 0;
 	struct hand_over h = {.b = b, .only = only};
 	/* Deliveries to the others may drop one of them: after, as in routing. */
@@ -517,7 +517,7 @@ void broker_retain_expired(struct broker *b, struct msg *m)
 	broker_count_drop(b, DROP_EXPIRED);
 }
 
-_Static_assert(DROP_REASON_COUNT <= 16, "session.drop_episodes has a bit per drop reason");
+_Static_assert(DROP_REASON_COUNT <= 16, "sess_rare.drop_episodes has a bit per drop reason");
 
 #define EPISODE(why) ((uint16_t)(1u << (why)))
 
@@ -545,9 +545,10 @@ static void note_drop(struct broker *b, const struct delivery_limits *lim, struc
 {
 	broker_count_drop(b, why);
 	const char *key = drop_reason_key(why);
-	if (!key || (s->drop_episodes & EPISODE(why)))
+	if (!key || (sess_drop_episodes(s) & EPISODE(why)))
 		return;
-	s->drop_episodes |= EPISODE(why);
+	/* Out of memory to note it, the next drop logs again (rate-limited). */
+	(void)sess_set_drop_episodes(s, sess_drop_episodes(s) | EPISODE(why));
 	uint64_t bound = bound_value(b, lim, why);
 	char hit[96];
 	if (why == DROP_NO_MEMORY && !bound)
@@ -565,9 +566,9 @@ static bool has_room_again(const struct delivery_limits *lim, const struct sessi
 {
 	switch (why) {
 	case DROP_QUEUE_FULL:
-		return s->queued_count <= lim->max_queued / 2;
+		return sess_queued_count(s) <= lim->max_queued / 2;
 	case DROP_QUEUE_BYTES:
-		return s->queued_bytes <= lim->max_queued_bytes / 2;
+		return sess_queued_bytes(s) <= lim->max_queued_bytes / 2;
 	case DROP_OUTPUT_FULL:
 		return !s->conn || s->conn->out.bytes <= lim->max_output / 2;
 	default:
@@ -583,9 +584,9 @@ void broker_delivery_dropped(void *ctx, struct session *s, enum drop_reason why)
 
 static void end_episode(struct session *s, enum drop_reason why)
 {
-	s->drop_episodes &= (uint16_t)~EPISODE(why);
+	(void)sess_set_drop_episodes(s, sess_drop_episodes(s) & (uint16_t)~EPISODE(why)); /* clearing never allocates */
 	log_msg(LOG_NOTICE, "queue", "client %s: room again under %s (%llu messages dropped for it so far)",
-		s->client_id, drop_reason_key(why), (unsigned long long)s->dropped);
+		s->client_id, drop_reason_key(why), (unsigned long long)sess_dropped(s));
 }
 
 void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t qos, bool retain,
@@ -600,9 +601,9 @@ void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t 
 		mapped = b->outbound->offer(b->outbound_ctx, s, m, &qos, &own);
 		lim = &own;
 	}
-	if (s->drop_episodes)
+	if (sess_drop_episodes(s))
 		for (int r = 0; r < DROP_REASON_COUNT; r++)
-			if ((s->drop_episodes & EPISODE(r)) && has_room_again(lim, s, (enum drop_reason)r))
+			if ((sess_drop_episodes(s) & EPISODE(r)) && has_room_again(lim, s, (enum drop_reason)r))
 				end_episode(s, (enum drop_reason)r);
 	enum drop_reason why = DROP_NO_MEMORY;
 	enum delivery_result res = delivery_offer(s, lim, mapped ? mapped : m, qos, retain, ids, &why);
@@ -617,6 +618,6 @@ void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t 
 		note_drop(b, lim, s, why);
 		return;
 	}
-	if (s->drop_episodes & EPISODE(DROP_NO_MEMORY))
+	if (sess_drop_episodes(s) & EPISODE(DROP_NO_MEMORY))
 		end_episode(s, DROP_NO_MEMORY);
 }

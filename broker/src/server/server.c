@@ -36,12 +36,12 @@
 
 static struct server *server_of(const struct conn *c)
 {
-	return container_of(c->set, struct server, conns);
+	return container_of(conn_set_of(c), struct server, conns);
 }
 
 static void drop(struct conn *c, enum reason r, const char *detail)
 {
-	c->set->in.on_close(c->set->in.ctx, c, r, detail);
+	conn_set_of(c)->in.on_close(conn_set_of(c)->in.ctx, c, r, detail);
 }
 
 /* The name logs use for a connection: its client id once known, else its address. */
@@ -53,7 +53,7 @@ static const char *conn_name(const struct conn *c)
 static void handshake_step(struct server *srv, struct conn *c);
 
 /* The handshake a CONN_HANDSHAKE connection is in, for logs and reasons. */
-static bool in_ws_upgrade(const struct conn *c) { return ws_transport_inner_ready(c->t); }
+static bool in_ws_upgrade(const struct conn *c) { return ws_transport_inner_ready(conn_t(c)); }
 
 /* ws_opts.frame_per_message: the MQTT packet at the front of a stream. */
 static size_t mqtt_message_size(const uint8_t *head, size_t len)
@@ -91,16 +91,16 @@ static void on_timer(struct loop *l, struct loop_timer *t)
 
 int server_adopt(struct server *srv, struct conn *c, uint32_t timeout)
 {
-	if (loop_io_start(srv->loop, &c->io, c->t->fd, LOOP_READ, server_on_conn_io) != 0)
+	if (loop_io_start(srv->loop, &c->io, conn_t(c)->fd, LOOP_READ, server_on_conn_io) != 0)
 		return WISP_EIO;
-	((struct server_listener *)c->listener)->conn_count++;
+	server_listener_of(c)->conn_count++;
 	loop_timer_start(srv->loop, &c->timer, timeout, on_timer);
 	return 0;
 }
 
 void server_handshake_end(struct conn *c)
 {
-	struct server_listener *sl = c->listener;
+	struct server_listener *sl = server_listener_of(c);
 	if (sl->tls)
 		listener_handshake_end(&sl->net, c->peer.family, c->peer.addr);
 }
@@ -184,7 +184,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 			    bl->net.name, conn_format_addr(&addr));
 		return;
 	}
-	struct conn *c = conn_new(&srv->conns, t, fd, bl, sa);
+	struct conn *c = conn_new(&bl->origin, t, fd, sa);
 	if (!c) {
 		if (bl->tls)
 			listener_handshake_end(&bl->net, addr.family, addr.addr);
@@ -248,7 +248,7 @@ static void check_output_bound(struct server *srv, struct conn *c)
 static void flush_conn(struct server *srv, struct conn *c)
 {
 	size_t before = c->out.bytes;
-	int rc = outq_flush(&c->out, c->t);
+	int rc = outq_flush(&c->out, conn_t(c));
 	srv->stats.bytes_sent += before - c->out.bytes;
 	if (rc != 0 && rc != WISP_EAGAIN) {
 		drop(c, REASON_WRITE_ERROR, NULL);
@@ -257,7 +257,7 @@ static void flush_conn(struct server *srv, struct conn *c)
 	/* Room again in the output: queued QoS 1/2 messages move on. Pumping
 	 * marks the connection dirty, so the loop in before_sleep flushes it
 	 * again this turn. */
-	if (c->sess && c->sess->queued_count && c->out.bytes < srv->conns.in.max_output &&
+	if (c->sess && sess_queued_count(c->sess) && c->out.bytes < srv->conns.in.max_output &&
 	    delivery_pump(c->sess, srv->dlim))
 		return;
 	check_output_bound(srv, c);
@@ -265,7 +265,7 @@ static void flush_conn(struct server *srv, struct conn *c)
 	uint32_t ev = reading ? LOOP_READ : 0;
 	if (rc == WISP_EAGAIN) {
 		ev |= LOOP_WRITE;
-		if (c->t->want & TRANSPORT_WANT_READ)
+		if (conn_t(c)->want & TRANSPORT_WANT_READ)
 			ev |= LOOP_READ;
 	}
 	if (ev != c->io.events)
@@ -343,8 +343,8 @@ static void before_sleep(struct loop *l, void *ctx)
 		struct conn *c = container_of(n, struct conn, work_link);
 		/* Best effort: a refusing CONNACK or the last acks may still fit. */
 		if (!outq_empty(&c->out))
-			outq_flush(&c->out, c->t);
-		((struct server_listener *)c->listener)->conn_count--;
+			outq_flush(&c->out, conn_t(c));
+		server_listener_of(c)->conn_count--;
 		conn_free(c);
 	}
 	if (!loop_timer_armed(&srv->housekeeping) &&
@@ -358,7 +358,7 @@ static void before_sleep(struct loop *l, void *ctx)
 static void take_forwarded_address(struct conn *c)
 {
 	struct transport_peer_info info;
-	transport_peer_info(c->t, &info);
+	transport_peer_info(conn_t(c), &info);
 	if (info.forwarded.ss_family == AF_UNSPEC)
 		return;
 	char was[64];
@@ -371,32 +371,32 @@ static void take_forwarded_address(struct conn *c)
  * and MQTT may start. */
 static bool handshake(struct server *srv, struct conn *c)
 {
-	int rc = transport_handshake(c->t);
+	int rc = transport_handshake(conn_t(c));
 	if (rc == 0) {
 		server_handshake_end(c);
 		c->state = CONN_AWAIT_CONNECT;
 		loop_io_set(srv->loop, &c->io, LOOP_READ);
-		bool resumed = tls_transport_resumed(ws_transport_inner(c->t));
+		bool resumed = tls_transport_resumed(ws_transport_inner(conn_t(c)));
 		if (resumed)
 			srv->stats.handshakes_resumed++;
 		log_msg(LOG_DEBUG, "conn", "%s: %s handshake done%s", conn_peer(c),
-			ws_transport_is(c->t) ? "WebSocket" : "TLS", resumed ? " (resumed)" : "");
-		if (ws_transport_is(c->t))
+			ws_transport_is(conn_t(c)) ? "WebSocket" : "TLS", resumed ? " (resumed)" : "");
+		if (ws_transport_is(conn_t(c)))
 			take_forwarded_address(c);
 		return true;
 	}
 	if (rc == WISP_EAGAIN) {
 		uint32_t ev = 0;
-		if (c->t->want & TRANSPORT_WANT_READ)
+		if (conn_t(c)->want & TRANSPORT_WANT_READ)
 			ev |= LOOP_READ;
-		if (c->t->want & TRANSPORT_WANT_WRITE)
+		if (conn_t(c)->want & TRANSPORT_WANT_WRITE)
 			ev |= LOOP_WRITE;
 		loop_io_set(srv->loop, &c->io, ev ? ev : LOOP_READ);
 		return false;
 	}
 	char why[160], reason[200];
 	bool ws = in_ws_upgrade(c);
-	transport_last_error(c->t, why, sizeof why);
+	transport_last_error(conn_t(c), why, sizeof why);
 	snprintf(reason, sizeof reason, "%s handshake failed: %s", ws ? "WebSocket" : "TLS", why);
 	drop(c, ws ? REASON_WS_HANDSHAKE_FAILED : REASON_HANDSHAKE_FAILED, reason);
 	return false;
@@ -412,12 +412,12 @@ static bool handshake_step_admitted(struct server *srv, struct conn *c)
 	/* A plain WebSocket upgrade is a parse and a write: no budget. */
 	if (!server_listener_of(c)->tls)
 		return true;
-	if (srv->handshake_budget && list_empty(&c->set->handshake_wait)) {
+	if (srv->handshake_budget && list_empty(&conn_set_of(c)->handshake_wait)) {
 		srv->handshake_budget--;
 		return true;
 	}
 	loop_io_set(srv->loop, &c->io, 0);
-	list_push_back(&c->set->handshake_wait, &c->read_link);
+	list_push_back(&conn_set_of(c)->handshake_wait, &c->read_link);
 	loop_request_turn(srv->loop);
 	return false;
 }
@@ -455,7 +455,7 @@ void server_on_conn_io(struct loop *l, struct loop_io *io, uint32_t events)
 	 * hear EAGAIN. After the handshake mbed TLS 2.28 reads never wait for
 	 * writability anyway (no renegotiation). */
 	if ((events & LOOP_READ) ||
-	    ((events & LOOP_WRITE) && (c->t->want & TRANSPORT_WANT_WRITE) && outq_empty(&c->out)))
+	    ((events & LOOP_WRITE) && (conn_t(c)->want & TRANSPORT_WANT_WRITE) && outq_empty(&c->out)))
 		conn_input_read(c);
 }
 
@@ -548,6 +548,7 @@ int server_listen(struct server *srv, char *err, size_t errlen)
 		const struct config_listener *lc = &cfg->listeners[i];
 		struct server_listener *bl = &srv->listeners[i];
 		bl->srv = srv;
+		bl->origin.set = &srv->conns;
 		bl->cfg = lc;
 		bl->allow_anonymous = lc->allow_anonymous;
 		bl->use_identity_as_username = lc->tls.use_identity_as_username;

@@ -31,6 +31,7 @@
 struct server;
 
 struct server_listener {
+	struct conn_origin origin; /* what its connections point to */
 	struct listener net;
 	struct server *srv;
 	const struct config_listener *cfg;
@@ -88,7 +89,7 @@ void server_shutdown(struct server *srv);
 void server_free(struct server *srv);
 
 /* Serves a connection the layer above opened itself (a bridge's, to
- * another broker; c->listener is its stand-in listener): watches its
+ * another broker; its origin is its stand-in listener): watches its
  * socket and starts its timer at `timeout` seconds (then the keepalive).
  * 0, or WISP_EIO (the caller frees it). */
 int server_adopt(struct server *srv, struct conn *c, uint32_t timeout);
@@ -101,7 +102,7 @@ void server_handshake_end(struct conn *c);
 /* The listener a connection came in on. */
 static inline struct server_listener *server_listener_of(const struct conn *c)
 {
-	return (struct server_listener *)c->listener;
+	return container_of(c->origin, struct server_listener, origin);
 }
 
 /* Formats a TLS context error as "<file>: listeners[i].tls.<key>: <reason>". */

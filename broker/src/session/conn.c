@@ -39,9 +39,9 @@ const char *conn_format_addr(const struct conn_addr *a)
 
 const char *conn_peer(const struct conn *c) { return conn_format_addr(&c->peer); }
 
-struct conn *conn_new(struct conn_set *set, struct transport *t, int fd, void *listener,
-		      const struct sockaddr *peer)
+struct conn *conn_new(struct conn_origin *origin, struct transport *t, int fd, const struct sockaddr *peer)
 {
+	struct conn_set *set = origin->set;
 	struct conn *c = wisp_calloc(1, sizeof *c);
 	if (!c) {
 		if (t)
@@ -50,14 +50,14 @@ struct conn *conn_new(struct conn_set *set, struct transport *t, int fd, void *l
 			close(fd);
 		return NULL;
 	}
-	if (!t) {
-		tcp_transport_init(&c->tcp, fd);
-		t = &c->tcp;
+	if (t) {
+		c->tr.ext = t;
+		c->ext_transport = true;
+	} else {
+		tcp_transport_init(&c->tr.tcp, fd);
 	}
-	c->t = t;
-	c->set = set;
-	c->listener = listener;
-	c->io.fd = t->fd;
+	c->origin = origin;
+	c->io.fd = conn_t(c)->fd;
 	c->state = CONN_HANDSHAKE;
 	outq_init(&c->out);
 	list_init(&c->work_link);
@@ -72,7 +72,7 @@ struct conn *conn_new(struct conn_set *set, struct transport *t, int fd, void *l
 void conn_mark_dirty(struct conn *c)
 {
 	if (c->state != CONN_CLOSING && !list_linked(&c->work_link))
-		list_push_back(&c->set->dirty, &c->work_link);
+		list_push_back(&conn_set_of(c)->dirty, &c->work_link);
 }
 
 int conn_send_bytes(struct conn *c, const uint8_t *bytes, size_t len)
@@ -103,7 +103,7 @@ static bool is_unauthenticated(const struct conn *c)
 void conn_unauth_release(struct conn *c)
 {
 	if (c->input_counted) {
-		c->set->unauth_bytes -= c->rcap;
+		conn_set_of(c)->unauth_bytes -= conn_rcap(c);
 		c->input_counted = false;
 	}
 }
@@ -112,7 +112,7 @@ void conn_account_rbuf(struct conn *c, size_t new_cap)
 {
 	conn_unauth_release(c);
 	if (is_unauthenticated(c)) {
-		c->set->unauth_bytes += new_cap;
+		conn_set_of(c)->unauth_bytes += new_cap;
 		c->input_counted = true;
 	}
 }
@@ -127,7 +127,7 @@ void conn_close(struct loop *l, struct conn *c)
 	loop_timer_stop(l, &c->timer);
 	if (list_linked(&c->work_link))
 		list_remove(&c->work_link);
-	list_push_back(&c->set->closing, &c->work_link);
+	list_push_back(&conn_set_of(c)->closing, &c->work_link);
 	if (list_linked(&c->read_link))
 		list_remove(&c->read_link);
 }
@@ -155,7 +155,7 @@ void conn_free(struct conn *c)
 	if (list_linked(&c->work_link))
 		list_remove(&c->work_link);
 	list_remove(&c->all_link);
-	c->set->count--;
+	conn_set_of(c)->count--;
 	outq_clear(&c->out);
 	if (c->rare) {
 		msg_unref(c->rare->will);
@@ -163,6 +163,6 @@ void conn_free(struct conn *c)
 	}
 	if (c->rbuf)
 		wisp_free(c->rbuf - CONN_RBUF_HEADROOM);
-	transport_close(c->t);
+	transport_close(conn_t(c));
 	wisp_free(c);
 }

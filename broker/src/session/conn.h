@@ -112,6 +112,14 @@ struct conn_set {
 	size_t unauth_bytes;      /* input buffers of connections before CONN_ACTIVE */
 };
 
+/* What a connection came in on, as this layer sees it: its listener
+ * (proto's server_listener embeds one; a bridge's stand-in listener too),
+ * which leads to the connection set. One pointer in every connection for
+ * both (issue 18). */
+struct conn_origin {
+	struct conn_set *set;
+};
+
 /* Where a connection's output stands against max_output_buffer. */
 enum conn_out_state {
 	CONN_OUT_OK = 0,
@@ -121,10 +129,13 @@ enum conn_out_state {
 
 struct conn {
 	struct loop_io io;
-	struct transport *t;      /* &tcp, or a TLS transport */
-	struct transport tcp;     /* plain TCP lives inside the connection */
-	struct conn_set *set;
-	void *listener;           /* opaque: the listener it came in on */
+	/* The transport (conn_t): plain TCP lives inside the connection, one
+	 * allocated apart (TLS, WebSocket) is pointed to (ext_transport). */
+	union {
+		struct transport tcp;
+		struct transport *ext;
+	} tr;
+	struct conn_origin *origin; /* its listener, and through it its set (conn_set_of) */
 	struct session *sess;     /* set once CONNECT is accepted */
 	struct conn_rare *rare;   /* the will and the auth exchange; NULL without either */
 	struct loop_timer timer;  /* connect timeout, then keepalive */
@@ -133,8 +144,6 @@ struct conn {
 	struct list_node read_link; /* on set->read_more, or set->handshake_wait */
 	struct outq out;
 	uint8_t *rbuf;            /* partial packet carried between reads, or NULL; CONN_RBUF_HEADROOM into its block */
-	uint32_t rlen;
-	uint32_t rcap;
 	uint16_t keepalive;       /* seconds; 0 = none */
 	uint8_t version;          /* protocol level from CONNECT; 0 before */
 	uint8_t state;            /* enum conn_state */
@@ -144,12 +153,13 @@ struct conn {
 	bool input_counted : 1;   /* rcap is counted in set->unauth_bytes */
 	bool auth_method : 1;     /* authenticates with a v5 Authentication Method: rare's union holds enhanced_auth */
 	bool outbound : 1;        /* the broker dialled it (a bridge): its packets go to proto's outbound owner */
+	bool ext_transport : 1;   /* tr.ext, not tr.tcp */
 	uint32_t held_acks;       /* acks waiting for an fsync (proto/persist.c) */
 	struct conn_addr peer;    /* the peer's address: per-address bounds, and logs */
 };
-/* 232 bytes, a 240-byte heap block (docs/cost-connection.md): one byte more
+/* 200 bytes, a 208-byte heap block (docs/cost-connection.md): one byte more
  * and every idle connection costs 16 bytes more. */
-_Static_assert(sizeof(struct conn) <= 232, "struct conn stays in a 240-byte heap block");
+_Static_assert(sizeof(struct conn) <= 200, "struct conn stays in a 208-byte heap block");
 
 /* What only some connections hold, and only for a while: a will, a password
  * check or an AUTH exchange in flight, acks held by a cluster's ack gate. Allocated on first use, freed once
@@ -162,6 +172,33 @@ struct conn_rare {
 	};
 	uint32_t gate_held_acks; /* acks waiting for the broker's ack_gate (cluster/durable.c) */
 };
+
+/* The connection's transport. Not const: a const connection's transport
+ * is still read and written through (the embedded one is part of the
+ * connection only to save an allocation). */
+static inline struct transport *conn_t(const struct conn *c)
+{
+	return c->ext_transport ? c->tr.ext : (struct transport *)&c->tr.tcp;
+}
+
+static inline struct conn_set *conn_set_of(const struct conn *c) { return c->origin->set; }
+
+/* The head of the carried input's block (conn.rbuf is CONN_RBUF_HEADROOM
+ * into it): the lengths live there rather than in every connection
+ * (issue 18). A block taken as a message (conn_input_take_block) gets the
+ * message's header there once the connection has let go of it. */
+struct conn_rbuf_head {
+	uint32_t len; /* bytes carried */
+	uint32_t cap; /* bytes the buffer holds; in set->unauth_bytes while counted */
+};
+_Static_assert(CONN_RBUF_HEADROOM >= sizeof(struct conn_rbuf_head), "the lengths fit the headroom");
+
+static inline struct conn_rbuf_head *conn_rbuf_head(const struct conn *c)
+{
+	return (struct conn_rbuf_head *)(void *)(c->rbuf - CONN_RBUF_HEADROOM);
+}
+static inline uint32_t conn_rlen(const struct conn *c) { return c->rbuf ? conn_rbuf_head(c)->len : 0; }
+static inline uint32_t conn_rcap(const struct conn *c) { return c->rbuf ? conn_rbuf_head(c)->cap : 0; }
 
 static inline struct msg *conn_will(const struct conn *c) { return c->rare ? c->rare->will : NULL; }
 static inline struct auth_job *conn_auth_job(const struct conn *c) { return c->rare ? c->rare->auth_job : NULL; }
@@ -180,8 +217,7 @@ void conn_rare_trim(struct conn *c);
  * (t is closed then). With t NULL the connection uses its embedded TCP
  * transport over `fd`, which it owns from then on (closed on failure too).
  * The caller registers it with the loop. */
-struct conn *conn_new(struct conn_set *set, struct transport *t, int fd, void *listener,
-		      const struct sockaddr *peer);
+struct conn *conn_new(struct conn_origin *origin, struct transport *t, int fd, const struct sockaddr *peer);
 
 /* "addr:port" or "[addr]:port" of the connection's peer, for logs. The text
  * lives in one of a few rotating static buffers: valid until a few more

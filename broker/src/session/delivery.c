@@ -9,16 +9,20 @@
 #include "flight.h"
 #include "log.h"
 
+/* The QoS 1/2 state (struct sess_qos) exists while anything is queued or
+ * in flight: whatever adds an entry has it from sess_qos_get, and every
+ * public function that may remove one ends with sess_qos_trim. */
+
 static void queue_add(struct session *s, const struct delivery_limits *lim, uint64_t bytes)
 {
-	s->queued_bytes += bytes;
+	s->qos->queued_bytes += bytes;
 	if (lim && lim->totals)
 		lim->totals->queued_bytes += bytes;
 }
 
 static void queue_sub(struct session *s, const struct delivery_limits *lim, uint64_t bytes)
 {
-	s->queued_bytes -= bytes;
+	s->qos->queued_bytes -= bytes;
 	if (lim && lim->totals)
 		lim->totals->queued_bytes -= bytes;
 }
@@ -80,7 +84,7 @@ static uint16_t next_packet_id(struct session *s)
 {
 	for (;;) {
 		s->next_packet_id = (uint16_t)(s->next_packet_id == UINT16_MAX ? 1 : s->next_packet_id + 1);
-		if (!flight_index_get(s->flight, s->next_packet_id))
+		if (!flight_index_get(s->qos->flight, s->next_packet_id))
 			return s->next_packet_id;
 	}
 }
@@ -209,13 +213,13 @@ static int start_flight(struct session *s, const struct delivery_limits *lim, st
 	struct outq_delivery d = entry_delivery(lim, e, false);
 	if (!fits(s, e->msg, &d))
 		return WISP_ELIMIT;
-	if (flight_index_reserve(&s->flight) != 0)
+	if (flight_index_reserve(&s->qos->flight) != 0)
 		return WISP_ENOMEM;
 	e->packet_id = next_packet_id(s);
 	e->state = e->qos == 1 ? SESS_MSG_WAIT_PUBACK : SESS_MSG_WAIT_PUBREC;
-	flight_index_put(s->flight, e);
-	list_push_back(&s->inflight, &e->link);
-	s->inflight_count++;
+	flight_index_put(s->qos->flight, e);
+	list_push_back(&s->qos->inflight, &e->link);
+	s->qos->inflight_count++;
 	HOOK(lim, flight, s, e);
 	/* If the send fails (out of memory) the entry stays in flight and is
 	 * re-sent when the session resumes, like any unacknowledged message.
@@ -235,8 +239,8 @@ static void free_entry(struct sess_msg *e)
 static void unflight(struct session *s, struct sess_msg *e)
 {
 	list_remove(&e->link);
-	flight_index_del(&s->flight, e->packet_id);
-	s->inflight_count--;
+	flight_index_del(&s->qos->flight, e->packet_id);
+	s->qos->inflight_count--;
 }
 
 /* QoS 1 and 2: sent at once into the window, queued, or dropped. Out of
@@ -247,15 +251,15 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 								   const struct delivery_sub_ids *ids,
 								   enum drop_reason *why)
 {
-	bool direct = online(s) && list_empty(&s->queue) && s->inflight_count < window(s, lim) &&
+	bool direct = online(s) && sess_queued_count(s) == 0 && sess_inflight_count(s) < window(s, lim) &&
 		      output_has_room(s, lim);
 	if (!direct) {
 		/* 0 means unlimited for either bound, as config/README.md says. */
-		if (lim->max_queued && s->queued_count >= lim->max_queued) {
+		if (lim->max_queued && sess_queued_count(s) >= lim->max_queued) {
 			*why = DROP_QUEUE_FULL;
 			goto drop;
 		}
-		if (lim->max_queued_bytes && s->queued_bytes + msg_size(m) > lim->max_queued_bytes) {
+		if (lim->max_queued_bytes && sess_queued_bytes(s) + msg_size(m) > lim->max_queued_bytes) {
 			*why = DROP_QUEUE_BYTES;
 			goto drop;
 		}
@@ -265,8 +269,13 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 		}
 	}
 	uint16_t nids = ids ? ids->count : 0;
+	if (!sess_qos_get(s)) {
+		*why = DROP_NO_MEMORY;
+		goto drop;
+	}
 	struct sess_msg *e = flight_entry_new(nids);
 	if (!e) {
+		sess_qos_trim(s);
 		*why = DROP_NO_MEMORY;
 		goto drop;
 	}
@@ -282,17 +291,18 @@ __attribute__((noinline)) static enum delivery_result offer_acked(struct session
 		if (rc == 0)
 			return DELIVERY_SENT;
 		free_entry(e);
+		sess_qos_trim(s);
 		*why = rc == WISP_ELIMIT ? DROP_TOO_LARGE : DROP_NO_MEMORY;
 		goto drop;
 	}
 	e->state = SESS_MSG_QUEUED;
-	list_push_back(&s->queue, &e->link);
-	s->queued_count++;
+	list_push_back(&s->qos->queue, &e->link);
+	s->qos->queued_count++;
 	queue_add(s, lim, msg_size(m));
 	HOOK(lim, queued, s, e);
 	return DELIVERY_QUEUED;
 drop:
-	s->dropped++;
+	sess_count_dropped(s, 1);
 	return DELIVERY_DROPPED;
 }
 
@@ -319,7 +329,7 @@ __attribute__((noinline)) static enum delivery_result offer_v5_qos0(struct sessi
 	} else {
 		*why = DROP_NO_MEMORY;
 	}
-	s->dropped++;
+	sess_count_dropped(s, 1);
 	return DELIVERY_DROPPED;
 }
 
@@ -345,24 +355,27 @@ enum delivery_result delivery_offer(struct session *s, const struct delivery_lim
 			return DELIVERY_SENT;
 		*why = DROP_NO_MEMORY;
 	}
-	s->dropped++;
+	sess_count_dropped(s, 1);
 	return DELIVERY_DROPPED;
 }
 
 size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 {
 	size_t sent = 0;
-	while (online(s) && s->inflight_count < window(s, lim) && output_has_room(s, lim)) {
-		struct list_node *n = list_first(&s->queue);
+	struct sess_qos *q = s->qos;
+	if (!q)
+		return 0;
+	while (online(s) && q->inflight_count < window(s, lim) && output_has_room(s, lim)) {
+		struct list_node *n = list_first(&q->queue);
 		if (!n)
 			break;
 		/* Out of memory for the id index: the entry stays queued, and the
 		 * next acknowledgement or resume tries again. */
-		if (flight_index_reserve(&s->flight) != 0)
+		if (flight_index_reserve(&q->flight) != 0)
 			break;
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		list_remove(n);
-		s->queued_count--;
+		q->queued_count--;
 		queue_sub(s, lim, msg_size(e->msg));
 		enum drop_reason why = DROP_EXPIRED;
 		/* [MQTT-3.3.2-5] not delivered once its interval has passed */
@@ -375,22 +388,29 @@ size_t delivery_pump(struct session *s, const struct delivery_limits *lim)
 			why = DROP_TOO_LARGE;
 		HOOK(lim, unqueued, s, e);
 		free_entry(e);
-		s->dropped++;
+		sess_count_dropped(s, 1);
 		if (lim->on_drop)
 			lim->on_drop(lim->drop_ctx, s, why);
 	}
+	sess_qos_trim(s);
 	return sent;
+}
+
+/* The entry in flight under `packet_id`, or NULL: one index probe. */
+static struct sess_msg *find_by_id(const struct session *s, uint16_t packet_id)
+{
+	return s->qos ? flight_index_get(s->qos->flight, packet_id) : NULL;
 }
 
 static struct sess_msg *find_inflight(struct session *s, uint16_t packet_id, uint8_t state)
 {
-	struct sess_msg *e = flight_index_get(s->flight, packet_id);
+	struct sess_msg *e = find_by_id(s, packet_id);
 	return e && e->state == state ? e : NULL;
 }
 
 int delivery_inflight_state(const struct session *s, uint16_t packet_id)
 {
-	const struct sess_msg *e = flight_index_get(s->flight, packet_id);
+	const struct sess_msg *e = find_by_id(s, packet_id);
 	return e ? e->state : -1;
 }
 
@@ -399,14 +419,16 @@ static void complete(struct session *s, const struct delivery_limits *lim, struc
 	unflight(s, e);
 	HOOK(lim, done, s, e);
 	free_entry(e);
-	if (!list_empty(&s->queue))
-		delivery_pump(s, lim);
+	if (!list_empty(&s->qos->queue))
+		delivery_pump(s, lim); /* trims */
+	else
+		sess_qos_trim(s);
 }
 
 /* One index probe serves both the wrong-kind check and the completion. */
 int delivery_on_puback(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
 {
-	struct sess_msg *e = flight_index_get(s->flight, packet_id);
+	struct sess_msg *e = find_by_id(s, packet_id);
 	if (!e)
 		return WISP_ENOENT;
 	if (e->state != SESS_MSG_WAIT_PUBACK)
@@ -417,7 +439,7 @@ int delivery_on_puback(struct session *s, const struct delivery_limits *lim, uin
 
 int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
 {
-	struct sess_msg *e = flight_index_get(s->flight, packet_id);
+	struct sess_msg *e = find_by_id(s, packet_id);
 	if (e && e->state == SESS_MSG_WAIT_PUBACK)
 		return WISP_EPROTO; /* sent at QoS 1 (4.3.2) */
 	if (e && e->state == SESS_MSG_WAIT_PUBREC) {
@@ -446,8 +468,10 @@ int delivery_on_pubcomp(struct session *s, const struct delivery_limits *lim, ui
 
 void delivery_resume(struct session *s, const struct delivery_limits *lim)
 {
+	if (!s->qos)
+		return;
 	struct list_node *n;
-	for (n = s->inflight.next; n != &s->inflight; n = n->next) {
+	for (n = s->qos->inflight.next; n != &s->qos->inflight; n = n->next) {
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		if (e->state == SESS_MSG_WAIT_PUBCOMP)
 			send_pubrel(s, e->packet_id);
@@ -459,28 +483,32 @@ void delivery_resume(struct session *s, const struct delivery_limits *lim)
 
 void delivery_clear(struct session *s, const struct delivery_limits *lim)
 {
+	struct sess_qos *q = s->qos;
+	if (!q)
+		return;
 	struct list_node *n;
-	while ((n = list_first(&s->inflight)) != NULL) {
+	while ((n = list_first(&q->inflight)) != NULL) {
 		list_remove(n);
 		HOOK(lim, cleared, s, container_of(n, struct sess_msg, link));
 		free_entry(container_of(n, struct sess_msg, link));
 	}
-	while ((n = list_first(&s->queue)) != NULL) {
+	while ((n = list_first(&q->queue)) != NULL) {
 		list_remove(n);
 		HOOK(lim, cleared, s, container_of(n, struct sess_msg, link));
 		free_entry(container_of(n, struct sess_msg, link));
 	}
-	flight_index_free(&s->flight);
-	s->inflight_count = 0;
-	s->queued_count = 0;
-	queue_sub(s, lim, s->queued_bytes);
+	queue_sub(s, lim, q->queued_bytes);
+	sess_qos_trim(s); /* frees the id index too */
 }
 
 size_t delivery_filter(struct session *s, const struct delivery_limits *lim, delivery_keep_fn keep, void *ctx)
 {
 	size_t removed = 0;
+	struct sess_qos *q = s->qos;
+	if (!q)
+		return 0;
 	struct list_node *n, *next;
-	for (n = s->inflight.next; n != &s->inflight; n = next) {
+	for (n = q->inflight.next; n != &q->inflight; n = next) {
 		next = n->next;
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		if (e->state == SESS_MSG_WAIT_PUBCOMP || keep(ctx, s, e->msg))
@@ -492,19 +520,20 @@ size_t delivery_filter(struct session *s, const struct delivery_limits *lim, del
 		free_entry(e);
 		removed++;
 	}
-	for (n = s->queue.next; n != &s->queue; n = next) {
+	for (n = q->queue.next; n != &q->queue; n = next) {
 		next = n->next;
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		if (keep(ctx, s, e->msg))
 			continue;
 		list_remove(n);
-		s->queued_count--;
+		q->queued_count--;
 		queue_sub(s, lim, msg_size(e->msg));
 		HOOK(lim, unqueued, s, e);
 		free_entry(e);
 		removed++;
 	}
-	s->dropped += (uint32_t)removed;
+	sess_count_dropped(s, (uint32_t)removed);
+	sess_qos_trim(s);
 	return removed;
 }
 
@@ -530,30 +559,33 @@ static struct sess_msg *new_entry(struct msg *m, uint8_t qos, bool retain, const
 int delivery_restore_queued(struct session *s, const struct delivery_limits *lim, struct msg *m, uint8_t qos,
 			    bool retain, const struct delivery_sub_ids *ids)
 {
-	struct sess_msg *e = new_entry(m, qos, retain, ids);
-	if (!e)
+	if (!sess_qos_get(s))
 		return WISP_ENOMEM;
-	list_push_back(&s->queue, &e->link);
-	s->queued_count++;
+	struct sess_msg *e = new_entry(m, qos, retain, ids);
+	if (!e) {
+		sess_qos_trim(s);
+		return WISP_ENOMEM;
+	}
+	list_push_back(&s->qos->queue, &e->link);
+	s->qos->queued_count++;
 	queue_add(s, lim, msg_size(m));
 	return 0;
 }
 
-static struct sess_msg *find_by_id(struct session *s, uint16_t packet_id)
-{
-	return flight_index_get(s->flight, packet_id);
-}
-
 void delivery_restore_unqueue(struct session *s, const struct delivery_limits *lim, const struct msg *m)
 {
+	struct sess_qos *q = s->qos;
+	if (!q)
+		return;
 	struct list_node *n;
-	for (n = s->queue.next; n != &s->queue; n = n->next) {
+	for (n = q->queue.next; n != &q->queue; n = n->next) {
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
 		if (e->msg == m) {
 			list_remove(n);
-			s->queued_count--;
+			q->queued_count--;
 			queue_sub(s, lim, msg_size(e->msg));
 			free_entry(e);
+			sess_qos_trim(s);
 			return;
 		}
 	}
@@ -576,16 +608,18 @@ int delivery_restore_flight(struct session *s, const struct delivery_limits *lim
 		e->state = state;
 		return 0;
 	}
-	if (flight_index_reserve(&s->flight) != 0)
+	struct sess_qos *q = sess_qos_get(s);
+	if (!q)
 		return WISP_ENOMEM;
-	e = new_entry(m, qos, retain, m ? ids : NULL);
-	if (!e)
+	if (flight_index_reserve(&q->flight) != 0 || !(e = new_entry(m, qos, retain, m ? ids : NULL))) {
+		sess_qos_trim(s);
 		return WISP_ENOMEM;
+	}
 	e->packet_id = packet_id;
 	e->state = state;
-	flight_index_put(s->flight, e);
-	list_push_back(&s->inflight, &e->link);
-	s->inflight_count++;
+	flight_index_put(q->flight, e);
+	list_push_back(&q->inflight, &e->link);
+	q->inflight_count++;
 	if (packet_id > s->next_packet_id)
 		s->next_packet_id = packet_id;
 	return 0;
@@ -598,4 +632,5 @@ void delivery_restore_unflight(struct session *s, uint16_t packet_id)
 		return;
 	unflight(s, e);
 	free_entry(e);
+	sess_qos_trim(s);
 }

@@ -63,7 +63,7 @@ struct delivery_limits {
 	const struct loop *clock;     /* loop_now_s for Message Expiry; NULL: no message expires */
 	/* Told of a message delivery drops on its own (DROP_EXPIRED: its
 	 * Message Expiry Interval ran out in the queue [MQTT-3.3.2-5]), for
-	 * counting; NULL: only s->dropped counts it. */
+	 * counting; NULL: only the session's dropped count has it. */
 	void (*on_drop)(void *ctx, struct session *s, enum drop_reason why);
 	void *drop_ctx;
 };
@@ -110,7 +110,7 @@ void delivery_clear(struct session *s, const struct delivery_limits *lim);
 typedef bool (*delivery_keep_fn)(void *ctx, const struct session *s, const struct msg *m);
 /*
  * Removes the queued and in-flight messages `keep` refuses, as if they had
- * been dropped by a limit (counted in s->dropped). A QoS 2 message past
+ * been dropped by a limit (counted in the session's dropped count). A QoS 2 message past
  * PUBREC stays: it has been delivered, only its PUBREL is left. Returns
  * how many were removed. The caller pumps the queue afterwards if the
  * session is online. O(queued + in flight).

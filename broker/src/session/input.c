@@ -26,11 +26,21 @@
 
 static uint8_t conn_version(const struct conn *c) { return c->version ? c->version : MQTT_PROTO_V311; }
 
-/* The carried buffer lives CONN_RBUF_HEADROOM bytes into its block. */
-static uint8_t *rbuf_resize(struct conn *c, size_t cap)
+/* The carried buffer lives CONN_RBUF_HEADROOM bytes into its block, whose
+ * head keeps its lengths (conn.h). Moves c->rbuf to a block with room for
+ * `cap` bytes; the head still says the old capacity, which the caller
+ * accounts for (conn_account_rbuf) before setting the new one. 0 or
+ * WISP_ENOMEM (nothing changed). */
+static int rbuf_resize(struct conn *c, size_t cap)
 {
-	uint8_t *block = wisp_realloc(c->rbuf ? c->rbuf - CONN_RBUF_HEADROOM : NULL, CONN_RBUF_HEADROOM + cap);
-	return block ? block + CONN_RBUF_HEADROOM : NULL;
+	bool fresh = !c->rbuf;
+	uint8_t *block = wisp_realloc(fresh ? NULL : c->rbuf - CONN_RBUF_HEADROOM, CONN_RBUF_HEADROOM + cap);
+	if (!block)
+		return WISP_ENOMEM;
+	c->rbuf = block + CONN_RBUF_HEADROOM;
+	if (fresh)
+		*conn_rbuf_head(c) = (struct conn_rbuf_head){0, 0};
+	return 0;
 }
 
 static void rbuf_free(struct conn *c)
@@ -38,24 +48,22 @@ static void rbuf_free(struct conn *c)
 	if (c->rbuf)
 		wisp_free(c->rbuf - CONN_RBUF_HEADROOM);
 	c->rbuf = NULL;
-	c->rlen = c->rcap = 0;
 }
 
 uint8_t *conn_input_take_block(struct conn *c)
 {
-	if (!c->rbuf || c->set->in.offered != c->rbuf)
+	if (!c->rbuf || conn_set_of(c)->in.offered != c->rbuf)
 		return NULL;
 	uint8_t *block = c->rbuf - CONN_RBUF_HEADROOM;
 	conn_account_rbuf(c, 0);
 	c->rbuf = NULL;
-	c->rlen = c->rcap = 0;
-	c->set->in.offered = NULL;
+	conn_set_of(c)->in.offered = NULL;
 	return block;
 }
 
 static void close_conn(struct conn *c, enum reason r, const char *detail)
 {
-	c->set->in.on_close(c->set->in.ctx, c, r, detail);
+	conn_set_of(c)->in.on_close(conn_set_of(c)->in.ctx, c, r, detail);
 }
 
 /* A failed read, in the transport's own words when it has some (a
@@ -67,8 +75,8 @@ static void close_for_read(struct conn *c, int rc)
 	enum reason r = rc == WISP_ECLOSED ? REASON_PEER_CLOSED : REASON_READ_ERROR;
 	char why[160], detail[220];
 	why[0] = '\0';
-	if (rc != WISP_ECLOSED || strcmp(c->t->ops->name, "ws") == 0)
-		transport_last_error(c->t, why, sizeof why);
+	if (rc != WISP_ECLOSED || strcmp(conn_t(c)->ops->name, "ws") == 0)
+		transport_last_error(conn_t(c), why, sizeof why);
 	if (!why[0]) {
 		close_conn(c, r, NULL);
 		return;
@@ -81,21 +89,21 @@ static void close_for_read(struct conn *c, int rc)
 static void refresh_keepalive(struct conn *c)
 {
 	if (c->state == CONN_ACTIVE && c->keepalive)
-		loop_timer_set_deadline(c->set->in.loop, &c->timer,
-					(loop_now_ms(c->set->in.loop) + (uint64_t)c->keepalive * 1500u + 999u) / 1000u);
+		loop_timer_set_deadline(conn_set_of(c)->in.loop, &c->timer,
+					(loop_now_ms(conn_set_of(c)->in.loop) + (uint64_t)c->keepalive * 1500u + 999u) / 1000u);
 }
 
 
 static void pause_input(struct conn *c)
 {
 	c->read_paused = true;
-	loop_io_set(c->set->in.loop, &c->io, (c->io.events & LOOP_WRITE));
+	loop_io_set(conn_set_of(c)->in.loop, &c->io, (c->io.events & LOOP_WRITE));
 }
 
 static void pause_for_output(struct conn *c)
 {
 	c->output_state = CONN_OUT_PAUSED;
-	loop_io_set(c->set->in.loop, &c->io, (c->io.events & LOOP_WRITE));
+	loop_io_set(conn_set_of(c)->in.loop, &c->io, (c->io.events & LOOP_WRITE));
 }
 
 /* Bounds that apply before CONNECT, judged from the first bytes of the
@@ -103,7 +111,7 @@ static void pause_for_output(struct conn *c)
 static bool refuse_before_connect(const struct conn *c, const uint8_t *buf, size_t len, enum reason *why,
 				  char *detail, size_t detail_len)
 {
-	const struct conn_input *in = &c->set->in;
+	const struct conn_input *in = &conn_set_of(c)->in;
 	/* After a v5 CONNECT (c->version set) AUTH and DISCONNECT may follow it
 	 * before the CONNACK (MQTT 5, 4.12; [MQTT-3.1.2-30]), under the same
 	 * size bound; the protocol layer judges them. */
@@ -130,7 +138,7 @@ static ssize_t process(struct conn *c, const uint8_t *buf, size_t len)
 {
 	size_t off = 0;
 	struct mqtt_codec_opts opts = {
-		.max_packet_size = c->set->in.max_packet_size,
+		.max_packet_size = conn_set_of(c)->in.max_packet_size,
 	};
 	while (off < len && c->state != CONN_CLOSING) {
 		enum reason why = REASON_PROTOCOL_ERROR;
@@ -153,9 +161,9 @@ static ssize_t process(struct conn *c, const uint8_t *buf, size_t len)
 		}
 		/* A packet that alone fills the carried buffer may become its
 		 * message where it lies (conn_input_take_block). */
-		c->set->in.offered = buf == c->rbuf && off == 0 && (size_t)n == len ? buf : NULL;
-		int rc = c->set->in.on_packet(c->set->in.ctx, c, &p, &why);
-		c->set->in.offered = NULL;
+		conn_set_of(c)->in.offered = buf == c->rbuf && off == 0 && (size_t)n == len ? buf : NULL;
+		int rc = conn_set_of(c)->in.on_packet(conn_set_of(c)->in.ctx, c, &p, &why);
+		conn_set_of(c)->in.offered = NULL;
 		if (c->input_counted && c->state != CONN_AWAIT_CONNECT)
 			conn_unauth_release(c); /* accepted (or closed): no longer a stranger's bytes */
 		if (rc == WISP_EAGAIN) {
@@ -170,7 +178,7 @@ static ssize_t process(struct conn *c, const uint8_t *buf, size_t len)
 			return -1;
 		}
 		refresh_keepalive(c);
-		if (conn_output_bytes(c) >= c->set->in.max_output && c->state != CONN_CLOSING) {
+		if (conn_output_bytes(c) >= conn_set_of(c)->in.max_output && c->state != CONN_CLOSING) {
 			/* Every queued byte counts, answers to control packets too:
 			 * read no more until the client takes its output. */
 			pause_for_output(c);
@@ -190,23 +198,23 @@ static ssize_t process(struct conn *c, const uint8_t *buf, size_t len)
  */
 static int unauth_budget(struct conn *c, size_t cap)
 {
-	uint64_t budget = c->set->in.max_unauth_bytes;
-	if (budget == 0 || (c->state != CONN_AWAIT_CONNECT && c->state != CONN_HANDSHAKE) || cap <= c->rcap)
+	uint64_t budget = conn_set_of(c)->in.max_unauth_bytes;
+	if (budget == 0 || (c->state != CONN_AWAIT_CONNECT && c->state != CONN_HANDSHAKE) || cap <= conn_rcap(c))
 		return 0;
-	size_t total = c->set->unauth_bytes - (c->input_counted ? c->rcap : 0) + cap;
+	size_t total = conn_set_of(c)->unauth_bytes - (c->input_counted ? conn_rcap(c) : 0) + cap;
 	if (total <= budget) {
-		if (c->set->in.unauth_over && total <= budget / 2) {
-			c->set->in.unauth_over = false;
+		if (conn_set_of(c)->in.unauth_over && total <= budget / 2) {
+			conn_set_of(c)->in.unauth_over = false;
 			log_msg(LOG_NOTICE, "conn", "unauthenticated connections are under max_unauthenticated_bytes again");
 		}
 		return 0;
 	}
-	if (!c->set->in.unauth_over) {
-		c->set->in.unauth_over = true;
+	if (!conn_set_of(c)->in.unauth_over) {
+		conn_set_of(c)->in.unauth_over = true;
 		log_msg(LOG_WARNING, "conn",
 			"unauthenticated connections hold %zu bytes of input, limits.max_unauthenticated_bytes is %llu: "
 			"closing those that ask for more",
-			c->set->unauth_bytes, (unsigned long long)budget);
+			conn_set_of(c)->unauth_bytes, (unsigned long long)budget);
 	}
 	return WISP_ELIMIT;
 }
@@ -228,22 +236,20 @@ static int keep_tail(struct conn *c, const uint8_t *tail, size_t len)
 		rbuf_free(c);
 		return 0;
 	}
-	if (len > c->rcap) {
+	if (len > conn_rcap(c)) {
 		/* Only when the tail is in the scratch buffer: a tail inside
 		 * rbuf is never longer than rbuf. */
 		size_t cap = len < RBUF_MIN ? RBUF_MIN : len;
 		int rc = unauth_budget(c, cap);
 		if (rc != 0)
 			return rc;
-		uint8_t *nb = rbuf_resize(c, cap);
-		if (!nb)
+		if (rbuf_resize(c, cap) != 0)
 			return WISP_ENOMEM;
 		conn_account_rbuf(c, cap);
-		c->rbuf = nb;
-		c->rcap = (uint32_t)cap;
+		conn_rbuf_head(c)->cap = (uint32_t)cap;
 	}
 	memmove(c->rbuf, tail, len);
-	c->rlen = (uint32_t)len;
+	conn_rbuf_head(c)->len = (uint32_t)len;
 	return 0;
 }
 
@@ -251,27 +257,26 @@ static int keep_tail(struct conn *c, const uint8_t *tail, size_t len)
  * size when the header says it, growing by doubling as bytes arrive. */
 static int grow_rbuf(struct conn *c)
 {
-	if (c->rlen < c->rcap)
+	uint32_t rlen = conn_rlen(c), rcap = conn_rcap(c);
+	if (rlen < rcap)
 		return 0;
-	struct mqtt_codec_opts opts = {.max_packet_size = c->set->in.max_packet_size};
-	ssize_t frame = mqtt_frame_size(c->rbuf, c->rlen, &opts);
+	struct mqtt_codec_opts opts = {.max_packet_size = conn_set_of(c)->in.max_packet_size};
+	ssize_t frame = mqtt_frame_size(c->rbuf, rlen, &opts);
 	/* Twice what arrived, or the whole packet once that is at most an
 	 * eighth more: a packet just over a power of two is not copied again
 	 * for its last few bytes. */
-	size_t want = (size_t)c->rcap * 2;
+	size_t want = (size_t)rcap * 2;
 	if (frame > 0 && (size_t)frame <= want + want / 8)
 		want = (size_t)frame;
-	if (want <= c->rlen)
-		want = (size_t)c->rlen + RBUF_MIN;
+	if (want <= rlen)
+		want = (size_t)rlen + RBUF_MIN;
 	int rc = unauth_budget(c, want);
 	if (rc != 0)
 		return rc;
-	uint8_t *nb = rbuf_resize(c, want);
-	if (!nb)
+	if (rbuf_resize(c, want) != 0)
 		return WISP_ENOMEM;
 	conn_account_rbuf(c, want);
-	c->rbuf = nb;
-	c->rcap = (uint32_t)want;
+	conn_rbuf_head(c)->cap = (uint32_t)want;
 	return 0;
 }
 
@@ -280,15 +285,15 @@ void conn_input_read(struct conn *c)
 	size_t budget = READ_BUDGET;
 	while (budget && c->state != CONN_CLOSING && conn_input_is_reading(c)) {
 		uint8_t *data; /* the carried tail, then what this read adds */
-		size_t have = c->rlen, room;
+		size_t have = conn_rlen(c), room;
 		if (have && have <= SCRATCH_TAIL_MAX) {
 			/* A packet cut by the last read: continue it in the scratch
 			 * buffer rather than read just its rest into rbuf, a read
 			 * (a syscall on TCP) per cut packet. rbuf stays, for the
 			 * next tail. */
-			memcpy(c->set->in.scratch, c->rbuf, have);
-			data = c->set->in.scratch;
-			room = c->set->in.scratch_cap - have;
+			memcpy(conn_set_of(c)->in.scratch, c->rbuf, have);
+			data = conn_set_of(c)->in.scratch;
+			room = conn_set_of(c)->in.scratch_cap - have;
 		} else if (have) {
 			int rc = grow_rbuf(c);
 			if (rc != 0) {
@@ -296,19 +301,19 @@ void conn_input_read(struct conn *c)
 				return;
 			}
 			data = c->rbuf;
-			room = c->rcap - have;
+			room = conn_rcap(c) - have;
 		} else {
-			data = c->set->in.scratch;
-			room = c->set->in.scratch_cap;
+			data = conn_set_of(c)->in.scratch;
+			room = conn_set_of(c)->in.scratch_cap;
 		}
-		ssize_t n = transport_read(c->t, data + have, room);
+		ssize_t n = transport_read(conn_t(c), data + have, room);
 		if (n == WISP_EAGAIN)
 			return;
 		if (n < 0) {
 			close_for_read(c, (int)n);
 			return;
 		}
-		c->set->in.bytes_received += (uint64_t)n;
+		conn_set_of(c)->in.bytes_received += (uint64_t)n;
 		budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
 		size_t len = have + (size_t)n;
 		bool in_rbuf = data == c->rbuf;
@@ -320,7 +325,7 @@ void conn_input_read(struct conn *c)
 		if (in_rbuf && c->rbuf != data) {
 			/* The packet filling it took the buffer (it became a
 			 * message, maybe freed already): nothing is carried. */
-			if ((size_t)n < room && c->t->want)
+			if ((size_t)n < room && conn_t(c)->want)
 				return;
 			continue;
 		}
@@ -332,14 +337,14 @@ void conn_input_read(struct conn *c)
 		/* A short read is not "drained" (a TLS read stops at its records):
 		 * only would-block is, which the transport reports in `want` with
 		 * the bytes, or as WISP_EAGAIN on the next call (transport.h). */
-		if ((size_t)n < room && c->t->want)
+		if ((size_t)n < room && conn_t(c)->want)
 			return;
 	}
 	/* Out of budget with decrypted bytes still inside the transport: epoll
 	 * will not report them, so come back next turn. */
-	if (c->state != CONN_CLOSING && transport_pending(c->t) && !list_linked(&c->read_link)) {
-		list_push_back(&c->set->read_more, &c->read_link);
-		loop_request_turn(c->set->in.loop);
+	if (c->state != CONN_CLOSING && transport_pending(conn_t(c)) && !list_linked(&c->read_link)) {
+		list_push_back(&conn_set_of(c)->read_more, &c->read_link);
+		loop_request_turn(conn_set_of(c)->in.loop);
 	}
 }
 
@@ -348,12 +353,12 @@ void conn_input_read(struct conn *c)
 static bool process_carried(struct conn *c)
 {
 	const uint8_t *carried = c->rbuf;
-	ssize_t used = process(c, c->rbuf, c->rlen);
+	ssize_t used = process(c, c->rbuf, conn_rlen(c));
 	if (used < 0 || c->state == CONN_CLOSING)
 		return false;
 	if (c->rbuf != carried)
 		return true; /* taken by the packet that filled it: nothing left */
-	int rc = keep_tail(c, c->rbuf + used, c->rlen - (size_t)used);
+	int rc = keep_tail(c, c->rbuf + used, conn_rlen(c) - (size_t)used);
 	if (rc != 0) {
 		drop_for_input(c, rc);
 		return false;
@@ -367,7 +372,7 @@ void conn_input_resume(struct conn *c)
 		return;
 	c->read_paused = false;
 	if (conn_input_is_reading(c))
-		loop_io_set(c->set->in.loop, &c->io, LOOP_READ | (c->io.events & LOOP_WRITE));
+		loop_io_set(conn_set_of(c)->in.loop, &c->io, LOOP_READ | (c->io.events & LOOP_WRITE));
 	process_carried(c);
 }
 
@@ -378,13 +383,13 @@ void conn_input_output_drained(struct conn *c)
 	c->output_state = CONN_OUT_OK;
 	if (!conn_input_is_reading(c))
 		return;
-	loop_io_set(c->set->in.loop, &c->io, LOOP_READ | (c->io.events & LOOP_WRITE));
+	loop_io_set(conn_set_of(c)->in.loop, &c->io, LOOP_READ | (c->io.events & LOOP_WRITE));
 	/* Whole packets may wait in the carried buffer, or decrypted ones in
 	 * the transport, which epoll will not report: read them next turn,
 	 * before that turn's records are flushed (never from the flush). */
-	if ((c->rlen || transport_pending(c->t)) && !list_linked(&c->read_link)) {
-		list_push_back(&c->set->read_more, &c->read_link);
-		loop_request_turn(c->set->in.loop);
+	if ((conn_rlen(c) || transport_pending(conn_t(c))) && !list_linked(&c->read_link)) {
+		list_push_back(&conn_set_of(c)->read_more, &c->read_link);
+		loop_request_turn(conn_set_of(c)->in.loop);
 	}
 }
 
@@ -392,7 +397,7 @@ void conn_input_read_more(struct conn *c)
 {
 	if (c->state == CONN_CLOSING || !conn_input_is_reading(c))
 		return;
-	if (c->rlen && !process_carried(c))
+	if (conn_rlen(c) && !process_carried(c))
 		return;
 	conn_input_read(c);
 }

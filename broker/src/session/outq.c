@@ -92,7 +92,14 @@ void outq_init(struct outq *q)
 {
 	list_init(&q->items);
 	q->bytes = 0;
-	q->count = 0;
+}
+
+size_t outq_items(const struct outq *q)
+{
+	size_t n = 0;
+	for (const struct list_node *pos = q->items.next; pos != &q->items; pos = pos->next)
+		n++;
+	return n;
 }
 
 void outq_clear(struct outq *q)
@@ -103,7 +110,6 @@ void outq_clear(struct outq *q)
 		item_put(container_of(n, struct outq_item, link));
 	}
 	q->bytes = 0;
-	q->count = 0;
 }
 
 static void push(struct outq *q, struct outq_item *it)
@@ -111,14 +117,13 @@ static void push(struct outq *q, struct outq_item *it)
 	it->sent = 0;
 	list_push_back(&q->items, &it->link);
 	q->bytes += it->len;
-	q->count++;
 }
 
 int outq_push_bytes(struct outq *q, const uint8_t *bytes, size_t len)
 {
 	if (len > UINT16_MAX)
 		return WISP_EINVAL;
-	struct outq_item *tail = q->count ? container_of(q->items.prev, struct outq_item, link) : NULL;
+	struct outq_item *tail = !outq_empty(q) ? container_of(q->items.prev, struct outq_item, link) : NULL;
 	bool run = tail && !tail->msg;
 	if (run && (size_t)tail->cap - tail->len >= len) {
 		/* Appending to a partly sent item is fine: `sent` still counts
@@ -242,7 +247,7 @@ static uint8_t stage[STAGE_BYTES];
 int outq_flush(struct outq *q, struct transport *t)
 {
 	struct iovec iov[FLUSH_IOV];
-	while (q->count) {
+	while (!outq_empty(q)) {
 		int n = 0;
 		int stage_at = -1; /* the iovec of the stage's current stretch */
 		size_t staged = 0;
@@ -303,13 +308,12 @@ int outq_flush(struct outq *q, struct transport *t)
 			}
 			left -= rest;
 			list_remove(&it->link);
-			q->count--;
 			item_put(it);
 		}
 		/* A short write is "call again" (TLS writes what its records
 		 * hold): only a transport that says it would block stops us, as
 		 * TCP does on a short writev, at no extra syscall. */
-		if (q->count && t->want)
+		if (!outq_empty(q) && t->want)
 			return WISP_EAGAIN;
 	}
 	return 0;

@@ -6,6 +6,7 @@
 #include "alloc.h"
 #include "delivery.h"
 #include "err.h"
+#include "flight.h"
 #include "hash.h"
 
 /* FNV-1a: client ids are short, and the table is not exposed to hash
@@ -45,12 +46,15 @@ static void free_session(struct session_table *tab, struct tree *tree, struct se
 		tree_detach(tree, &sub->handle);
 		wisp_free(sub);
 	}
-	wisp_free(s->sub_index);
+	if (s->rare) {
+		wisp_free(s->rare->sub_index);
+		wisp_free(s->rare->qos2_in);
+		wisp_free(s->rare);
+	}
 	delivery_clear(s, tab->dlim);
 	if (tab->on_free)
 		tab->on_free(s);
 	wisp_free(s->username);
-	wisp_free(s->qos2_in);
 	wisp_free(s);
 }
 
@@ -78,13 +82,15 @@ struct session *sess_find(const struct session_table *tab, const char *id, size_
 	return NULL;
 }
 
-/* Doubling at two sessions a bucket keeps chains short (two on average, a
- * lookup compares an id's length before its bytes) at half the table of load
- * factor 1: 8 bytes a bucket is 7 bytes of each idle connection at 19,000
- * (docs/cost-connection.md). A failed grow only costs longer chains. */
+/* Doubling at four sessions a bucket keeps chains short (four on average,
+ * walked only at CONNECT, takeover and session end, never per message; a
+ * lookup compares an id's length before its bytes) at a quarter of the
+ * table of load factor 1: 8 bytes a bucket is 3.4 bytes of each idle
+ * connection at 19,000 (docs/cost-connection.md). A failed grow only costs
+ * longer chains. */
 static void maybe_grow(struct session_table *tab)
 {
-	if (tab->count < tab->nbuckets * 2)
+	if (tab->count < tab->nbuckets * 4)
 		return;
 	size_t n = tab->nbuckets * 2;
 	struct session **b = wisp_calloc(n, sizeof *b);
@@ -111,15 +117,16 @@ struct session *sess_create(struct session_table *tab, const char *id, size_t le
 {
 	if (len > UINT16_MAX)
 		return NULL;
-	struct session *s = wisp_calloc(1, sizeof *s + len + 1);
+	/* From the id's offset: sizeof would add the struct's tail padding,
+	 * which the id fills (a 13-byte id keeps the block at 128 bytes). */
+	size_t size = offsetof(struct session, client_id) + len + 1;
+	struct session *s = wisp_calloc(1, size < sizeof *s ? sizeof *s : size);
 	if (!s)
 		return NULL;
 	memcpy(s->client_id, id, len);
 	s->id_len = (uint16_t)len;
 	s->clean = clean;
 	list_init(&s->subs);
-	list_init(&s->inflight);
-	list_init(&s->queue);
 	maybe_grow(tab);
 	struct session **b = &tab->buckets[hash_id(id, len) & (tab->nbuckets - 1)];
 	s->hash_next = *b;
@@ -138,6 +145,40 @@ void sess_destroy(struct session_table *tab, struct tree *tree, struct session *
 		tab->count--;
 	}
 	free_session(tab, tree, s);
+}
+
+/* The block of the rare parts, allocated if need be; NULL when out of memory. */
+static struct sess_rare *rare_get(struct session *s)
+{
+	if (!s->rare)
+		s->rare = wisp_calloc(1, sizeof *s->rare);
+	return s->rare;
+}
+
+/* Frees the block once it holds nothing. */
+static void rare_trim(struct session *s)
+{
+	if (s->rare && !s->rare->sub_index && !s->rare->qos2_in && !s->rare->dropped && !s->rare->drop_episodes) {
+		wisp_free(s->rare);
+		s->rare = NULL;
+	}
+}
+
+void sess_count_dropped(struct session *s, uint32_t n)
+{
+	if (n && rare_get(s))
+		s->rare->dropped += n;
+}
+
+bool sess_set_drop_episodes(struct session *s, uint16_t episodes)
+{
+	if (!episodes && !s->rare)
+		return true;
+	if (!rare_get(s))
+		return false;
+	s->rare->drop_episodes = episodes;
+	rare_trim(s);
+	return true;
 }
 
 /*
@@ -190,19 +231,23 @@ static int index_rebuild(struct session *s, unsigned log2)
 {
 	static uint32_t made;
 	size_t cap = (size_t)1 << log2;
-	struct sess_sub_index *x = wisp_calloc(1, sizeof *x + cap * (sizeof x->slots[0] + sizeof(uint32_t)));
-	if (!x)
+	if (!rare_get(s))
 		return WISP_ENOMEM;
+	struct sess_sub_index *x = wisp_calloc(1, sizeof *x + cap * (sizeof x->slots[0] + sizeof(uint32_t)));
+	if (!x) {
+		rare_trim(s);
+		return WISP_ENOMEM;
+	}
+	struct sess_sub_index *old = s->rare->sub_index;
 	x->cap_log2 = (uint8_t)log2;
-	x->seed = s->sub_index ? s->sub_index->seed
-			       : hash_mix32((uint32_t)(uintptr_t)x ^ (uint32_t)((uintptr_t)s >> 4) ^ ++made);
+	x->seed = old ? old->seed : hash_mix32((uint32_t)(uintptr_t)x ^ (uint32_t)((uintptr_t)s >> 4) ^ ++made);
 	struct list_node *n;
 	for (n = s->subs.next; n != &s->subs; n = n->next) {
 		struct sess_sub *sub = container_of(n, struct sess_sub, link);
 		index_put(x, sub, hash_bytes(x->seed, sess_sub_filter(sub), sess_sub_filter_len(sub)));
 	}
-	wisp_free(s->sub_index);
-	s->sub_index = x;
+	wisp_free(old);
+	s->rare->sub_index = x;
 	return 0;
 }
 
@@ -211,10 +256,11 @@ static int index_rebuild(struct session *s, unsigned log2)
 static int index_reserve(struct session *s)
 {
 	size_t want = (size_t)s->sub_count + 1;
-	if (!s->sub_index && want < SESS_SUB_INDEX_MIN)
+	const struct sess_sub_index *x = sess_sub_index(s);
+	if (!x && want < SESS_SUB_INDEX_MIN)
 		return 0;
-	unsigned log2 = s->sub_index ? s->sub_index->cap_log2 : INDEX_MIN_LOG2;
-	if (s->sub_index && want * 4 <= ((size_t)1 << log2) * 3)
+	unsigned log2 = x ? x->cap_log2 : INDEX_MIN_LOG2;
+	if (x && want * 4 <= ((size_t)1 << log2) * 3)
 		return 0;
 	while (want * 4 > ((size_t)1 << log2) * 3)
 		log2++;
@@ -251,12 +297,13 @@ static void index_remove(struct sess_sub_index *x, const struct sess_sub *sub, u
  * failed shrink keeps the bigger table, which is still correct. */
 static void index_shrink(struct session *s)
 {
-	struct sess_sub_index *x = s->sub_index;
+	struct sess_sub_index *x = sess_sub_index(s);
 	if (!x)
 		return;
 	if (s->sub_count < SESS_SUB_INDEX_MIN / 2) {
 		wisp_free(x);
-		s->sub_index = NULL;
+		s->rare->sub_index = NULL;
+		rare_trim(s);
 		return;
 	}
 	size_t cap = (size_t)1 << x->cap_log2;
@@ -279,7 +326,7 @@ const char *sess_sub_filter(const struct sess_sub *sub)
 
 struct sess_sub *sess_find_sub(const struct session *s, const char *filter, size_t len)
 {
-	const struct sess_sub_index *x = s->sub_index;
+	const struct sess_sub_index *x = sess_sub_index(s);
 	if (!x) {
 		/* Fewer than SESS_SUB_INDEX_MIN entries. */
 		struct list_node *n;
@@ -323,9 +370,9 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 	}
 	list_push_back(&s->subs, &sub->link);
 	s->sub_count++;
-	if (s->sub_index) {
-		index_put(s->sub_index, sub, hash_bytes(s->sub_index->seed, filter, len));
-	}
+	struct sess_sub_index *x = sess_sub_index(s);
+	if (x)
+		index_put(x, sub, hash_bytes(x->seed, filter, len));
 	return 1;
 }
 
@@ -334,8 +381,9 @@ int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, s
 	struct sess_sub *sub = sess_find_sub(s, filter, len);
 	if (!sub)
 		return WISP_ENOENT;
-	if (s->sub_index)
-		index_remove(s->sub_index, sub, hash_bytes(s->sub_index->seed, filter, len));
+	struct sess_sub_index *x = sess_sub_index(s);
+	if (x)
+		index_remove(x, sub, hash_bytes(x->seed, filter, len));
 	tree_detach(tree, &sub->handle);
 	list_remove(&sub->link);
 	s->sub_count--;
@@ -344,11 +392,53 @@ int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, s
 	return 0;
 }
 
+/* Blocks of sessions whose QoS 1/2 state emptied, for the next one that
+ * needs some: a subscriber whose window drains between messages would
+ * otherwise malloc and free one per message. Bounded, as flight.c's. */
+#define SESS_QOS_CACHE_MAX 256
+static struct sess_qos *qos_cache[SESS_QOS_CACHE_MAX];
+static size_t qos_cached;
+
+struct sess_qos *sess_qos_get(struct session *s)
+{
+	if (s->qos)
+		return s->qos;
+	struct sess_qos *q = qos_cached ? qos_cache[--qos_cached] : wisp_malloc(sizeof *q);
+	if (!q)
+		return NULL;
+	memset(q, 0, sizeof *q);
+	list_init(&q->inflight);
+	list_init(&q->queue);
+	s->qos = q;
+	return q;
+}
+
+void sess_qos_trim(struct session *s)
+{
+	struct sess_qos *q = s->qos;
+	if (!q || !list_empty(&q->inflight) || !list_empty(&q->queue))
+		return;
+	/* The flight index goes with its last entry, but one reserved for an
+	 * entry that was then not sent is still here. */
+	flight_index_free(&q->flight);
+	s->qos = NULL;
+	if (qos_cached < SESS_QOS_CACHE_MAX)
+		qos_cache[qos_cached++] = q;
+	else
+		wisp_free(q);
+}
+
+void sess_qos_release_cache(void)
+{
+	while (qos_cached)
+		wisp_free(qos_cache[--qos_cached]);
+}
+
 /* A plain array: a client rarely has more than a few QoS 2 publishes
  * between PUBREC and PUBREL, and the cap bounds the scan. */
 int sess_qos2_in_add(struct session *s, uint16_t packet_id)
 {
-	struct sess_qos2_in *q = s->qos2_in;
+	struct sess_qos2_in *q = s->rare ? s->rare->qos2_in : NULL;
 	uint16_t count = sess_qos2_in_count(s);
 	for (uint16_t i = 0; i < count; i++)
 		if (q->ids[i] == packet_id)
@@ -356,13 +446,17 @@ int sess_qos2_in_add(struct session *s, uint16_t packet_id)
 	if (count >= SESS_QOS2_IN_MAX)
 		return WISP_ELIMIT;
 	if (!q || count == q->cap) {
+		if (!rare_get(s))
+			return WISP_ENOMEM;
 		uint16_t cap = (uint16_t)(q ? q->cap * 2 : 8);
 		q = wisp_realloc(q, sizeof *q + cap * sizeof q->ids[0]);
-		if (!q)
+		if (!q) {
+			rare_trim(s);
 			return WISP_ENOMEM;
+		}
 		q->count = count;
 		q->cap = cap;
-		s->qos2_in = q;
+		s->rare->qos2_in = q;
 	}
 	q->ids[q->count++] = packet_id;
 	return 1;
@@ -370,7 +464,7 @@ int sess_qos2_in_add(struct session *s, uint16_t packet_id)
 
 int sess_qos2_in_release(struct session *s, uint16_t packet_id)
 {
-	struct sess_qos2_in *q = s->qos2_in;
+	struct sess_qos2_in *q = s->rare ? s->rare->qos2_in : NULL;
 	for (uint16_t i = 0; i < sess_qos2_in_count(s); i++) {
 		if (q->ids[i] == packet_id) {
 			q->ids[i] = q->ids[--q->count];

@@ -1,7 +1,7 @@
 /*
  * MQTT sessions: the state that belongs to a client id rather than to a
- * network connection (subscriptions now; in-flight and queued messages come
- * with QoS 1/2 delivery). A clean session lives as long as its connection; a
+ * network connection: its subscriptions, and its in-flight and queued QoS 1/2
+ * messages (struct sess_qos, only while it has some). A clean session lives as long as its connection; a
  * persistent one (clean session 0) stays in the table while offline.
  *
  * Sessions are found by client id through a hash table that grows by
@@ -14,13 +14,9 @@
  * Finding a session's subscription by filter (a repeated SUBSCRIBE replaces
  * it [MQTT-3.8.4-3], UNSUBSCRIBE removes it) is O(1): a session with fewer
  * than SESS_SUB_INDEX_MIN subscriptions scans its short list; from that
- * many on it builds a hash index of its filters (8 bytes a slot, at most
- * 3/4 full, so 11 to 21 bytes per subscription), dropped again when it
- * shrinks to half that. An idle session with one subscription pays nothing
- * for it: struct session keeps its size (152 bytes: the index pointer
- * replaces the old size_t count, a 32-bit count and a flags byte fill what
- * were padding) and a subscription keeps its 64-byte header (the cached
- * hash sits in former padding).
+ * many on it builds a hash index of its filters (12 bytes a slot with its
+ * hash, at most 3/4 full), dropped again when it shrinks to half that. An
+ * idle session with one subscription pays the index's NULL pointer alone.
  * Single threaded.
  */
 #ifndef WISP_SESSION_SESSION_H
@@ -138,44 +134,87 @@ struct sess_qos2_in {
 	uint16_t ids[];
 };
 
+/*
+ * A session's outbound QoS 1/2 state: the window and the queue behind it
+ * (session/delivery.c). Allocated when the first QoS 1/2 message is queued
+ * or sent, freed once both are empty (a free list keeps a few blocks, so a
+ * subscriber that drains its window between messages does not call
+ * malloc per message), so an idle QoS 0 subscriber pays one NULL pointer
+ * instead of 56 bytes (issue 18, docs/cost-connection.md).
+ */
+struct sess_qos {
+	struct list_node inflight;  /* struct sess_msg, in send order */
+	struct list_node queue;     /* struct sess_msg, waiting for the window */
+	struct flight_index *flight; /* packet id -> in-flight entry (flight.h); NULL: none in flight */
+	uint64_t queued_bytes;
+	uint32_t queued_count;
+	uint16_t inflight_count;
+};
+
 struct session {
 	struct session *hash_next;
-	uint16_t id_len;
-	bool clean;
-	bool sys_write_logged;    /* a dropped $SYS publish was logged (once per client) */
-	uint32_t sub_count;
 	struct conn *conn;        /* NULL while offline */
 	char *username;           /* who last connected with this id; NULL: anonymous */
 	struct acl_client *acl;   /* that user's rules (owned by proto/), or NULL */
 	struct list_node subs;    /* struct sess_sub */
-	struct sess_sub_index *sub_index; /* NULL below SESS_SUB_INDEX_MIN subscriptions */
+	struct sess_rare *rare;   /* the filter index and inbound QoS 2 ids; NULL without either */
+	struct sess_qos *qos;     /* NULL while nothing is queued or in flight (sess_qos_get) */
+	struct sess_v5 *v5;         /* MQTT 5 state, or NULL (see struct sess_v5) */
+	uint32_t sub_count;
 	/* Scratch used while routing one publish, to deliver once per session
 	 * when several of its filters match. */
 	uint32_t match_gen;
 	uint32_t match_slot;
+	uint16_t id_len;
 	uint16_t next_packet_id;
+	bool clean : 1;
+	bool sys_write_logged : 1; /* a dropped $SYS publish was logged (once per client) */
 	/* username is the owner's, set by the CONNECT that created the
 	 * session; another user cannot take it over (proto/handle_connect.c).
 	 * The store keeps the owner (SESSION_PUT version 2); false only for a
 	 * session restored from a store written before that, until its next
 	 * login. */
-	bool owned;
+	bool owned : 1;
 	uint8_t sess_flags;         /* SESS_FLAG_* */
-	uint16_t drop_episodes;     /* a bit per enum drop_reason already logged (proto/route.c) */
-	uint16_t inflight_count;    /* in what was padding, so v5 fits without growing the session */
-	struct list_node inflight;  /* struct sess_msg, in send order */
-	struct flight_index *flight; /* packet id -> in-flight entry (flight.h); NULL: none in flight */
-	struct list_node queue;     /* struct sess_msg, waiting for the window */
-	uint32_t queued_count;
-	uint32_t dropped;           /* messages this session lost to limits (for logs: wraps) */
-	uint64_t queued_bytes;
-	struct sess_v5 *v5;         /* MQTT 5 state, or NULL (see struct sess_v5) */
-	struct sess_qos2_in *qos2_in; /* NULL until the first inbound QoS 2 publish */
-	char client_id[];         /* NUL-terminated */
+	char client_id[];         /* NUL-terminated; allocated from its offset, not from sizeof */
 };
-/* 152 bytes: with a client id of up to 15 bytes the session is a 176-byte
- * heap block (docs/cost-connection.md); 8 bytes more make it 192. */
-_Static_assert(sizeof(struct session) <= 152, "struct session stays at 152 bytes");
+/* The client id starts at byte 90: with an id of up to 13 bytes the
+ * session is a 112-byte heap block (docs/cost-connection.md); a byte more
+ * of struct session and it is 128. */
+_Static_assert(offsetof(struct session, client_id) <= 90, "struct session's client id stays at byte 90");
+
+/* What few sessions need: a filter index (SESS_SUB_INDEX_MIN subscriptions
+ * or more), the ids of inbound QoS 2 messages, and the count and log state
+ * of messages lost to limits. Allocated with the first of them and freed
+ * once the first two are gone and nothing was ever dropped, so a session
+ * with none of them pays one NULL pointer (issue 18). */
+struct sess_rare {
+	struct sess_sub_index *sub_index; /* NULL below SESS_SUB_INDEX_MIN subscriptions */
+	struct sess_qos2_in *qos2_in;     /* NULL until the first inbound QoS 2 publish */
+	uint32_t dropped;                 /* messages this session lost to limits (for logs: wraps) */
+	uint16_t drop_episodes;           /* a bit per enum drop_reason already logged (proto/route.c) */
+};
+static inline uint32_t sess_dropped(const struct session *s) { return s->rare ? s->rare->dropped : 0; }
+static inline uint16_t sess_drop_episodes(const struct session *s) { return s->rare ? s->rare->drop_episodes : 0; }
+/* Counts `n` messages lost to limits; out of memory for the block, the
+ * count is lost (the broker's own counters still have them). */
+void sess_count_dropped(struct session *s, uint32_t n);
+/* Sets the logged episodes; false when out of memory for the block. */
+bool sess_set_drop_episodes(struct session *s, uint16_t episodes);
+static inline struct sess_sub_index *sess_sub_index(const struct session *s)
+{
+	return s->rare ? s->rare->sub_index : NULL;
+}
+
+/* The outbound QoS 1/2 state of `s`, allocated if need be; NULL when out of memory. */
+struct sess_qos *sess_qos_get(struct session *s);
+/* Frees s->qos once nothing is queued or in flight. */
+void sess_qos_trim(struct session *s);
+/* Releases the free list of QoS blocks (at shutdown, so leak checkers stay quiet). */
+void sess_qos_release_cache(void);
+static inline uint32_t sess_queued_count(const struct session *s) { return s->qos ? s->qos->queued_count : 0; }
+static inline uint16_t sess_inflight_count(const struct session *s) { return s->qos ? s->qos->inflight_count : 0; }
+static inline uint64_t sess_queued_bytes(const struct session *s) { return s->qos ? s->qos->queued_bytes : 0; }
 
 struct session_table {
 	struct session **buckets;
@@ -236,7 +275,12 @@ uint64_t sess_debug_compares(void);
  * WISP_ENOMEM. */
 #define SESS_QOS2_IN_MAX 1024
 int sess_qos2_in_add(struct session *s, uint16_t packet_id);
-static inline uint16_t sess_qos2_in_count(const struct session *s) { return s->qos2_in ? s->qos2_in->count : 0; }
+static inline uint16_t sess_qos2_in_count(const struct session *s)
+{
+	return s->rare && s->rare->qos2_in ? s->rare->qos2_in->count : 0;
+}
+/* The inbound QoS 2 id at `i` (below sess_qos2_in_count). */
+static inline uint16_t sess_qos2_in_id(const struct session *s, uint16_t i) { return s->rare->qos2_in->ids[i]; }
 /* 1 if the id was pending (and is now released), 0 if it was not. */
 int sess_qos2_in_release(struct session *s, uint16_t packet_id);
 

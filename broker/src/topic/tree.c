@@ -180,13 +180,14 @@ static size_t match_from(const struct trie *t, const struct trie_node *n, const 
 {
 	size_t calls = 0;
 	for (;;) {
-		if (n->hash)
-			calls += emit(n->hash, fn, ctx);
+		const struct trie_wild *w = n->wild;
+		if (w && w->hash)
+			calls += emit(w->hash, fn, ctx);
 		if (i == nlevels)
 			return calls + emit(n, fn, ctx);
 		/* '+' matches exactly one level, an empty one too [MQTT-4.7.1-3]. */
-		if (n->plus)
-			calls += match_from(t, n->plus, levels, i + 1, nlevels, fn, ctx);
+		if (w && w->plus)
+			calls += match_from(t, w->plus, levels, i + 1, nlevels, fn, ctx);
 		n = trie_child(t, n, levels[i].ptr, levels[i].len);
 		if (!n)
 			return calls;

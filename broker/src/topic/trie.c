@@ -18,7 +18,7 @@
 #define TABLE_MIN_LOG2 2
 
 /* The per-node cost stated in trie.h; keep it from creeping up. */
-_Static_assert(sizeof(struct trie_node) <= 64, "a trie node header fits 64 bytes");
+_Static_assert(offsetof(struct trie_node, level) <= 51, "a trie node header stays at 51 bytes");
 
 static bool level_eq(const struct trie_node *n, uint32_t hv, const char *lvl, size_t len)
 {
@@ -48,6 +48,7 @@ static void node_free(struct trie_node *n)
 {
 	if (n->cap_log2)
 		wisp_free(n->kids.slots);
+	wisp_free(n->wild);
 	wisp_free(n);
 }
 
@@ -171,17 +172,24 @@ static void child_remove(struct trie_node *n, struct trie_node *c)
 
 static void detach(struct trie_node *p, struct trie_node *n)
 {
-	if (p->plus == n)
-		p->plus = NULL;
-	else if (p->hash == n)
-		p->hash = NULL;
-	else
+	struct trie_wild *w = p->wild;
+	if (w && (w->plus == n || w->hash == n)) {
+		if (w->plus == n)
+			w->plus = NULL;
+		else
+			w->hash = NULL;
+		if (!w->plus && !w->hash) {
+			wisp_free(w);
+			p->wild = NULL;
+		}
+	} else {
 		child_remove(p, n);
+	}
 }
 
 static bool is_bare(const struct trie *t, const struct trie_node *n)
 {
-	return n->nkids == 0 && !n->plus && !n->hash && !t->in_use(n);
+	return n->nkids == 0 && !n->wild && !t->in_use(n);
 }
 
 void trie_prune(struct trie *t, struct trie_node *n)
@@ -227,13 +235,13 @@ static struct trie_node *take_child(struct trie_node *n)
 		while (!c && n->hashv < cap)
 			c = n->kids.slots[n->hashv++];
 	}
-	if (!c && n->plus) {
-		c = n->plus;
-		n->plus = NULL;
+	if (!c && n->wild && n->wild->plus) {
+		c = n->wild->plus;
+		n->wild->plus = NULL;
 	}
-	if (!c && n->hash) {
-		c = n->hash;
-		n->hash = NULL;
+	if (!c && n->wild && n->wild->hash) {
+		c = n->wild->hash;
+		n->wild->hash = NULL;
 	}
 	return c;
 }
@@ -276,21 +284,23 @@ void trie_destroy(struct trie *t, trie_release_fn release, void *ctx)
 static struct trie_node *child_of(const struct trie *t, const struct trie_node *n, const char *lvl, size_t len,
 				  bool wildcards)
 {
-	if (wildcards && len == 1 && lvl[0] == '+')
-		return n->plus;
-	if (wildcards && len == 1 && lvl[0] == '#')
-		return n->hash;
+	if (wildcards && len == 1 && (lvl[0] == '+' || lvl[0] == '#'))
+		return !n->wild ? NULL : lvl[0] == '+' ? n->wild->plus : n->wild->hash;
 	return trie_child(t, n, lvl, len);
 }
 
-/* Links `c` below `n` as its '+', '#' or literal child. Only a literal child
- * may need memory (a bigger table): 0, or -1 with nothing changed. */
+/* Links `c` below `n` as its '+', '#' or literal child. A literal child
+ * may need memory (a bigger table), a wildcard one its pair (the first of
+ * `n`'s): 0, or -1 with nothing changed. */
 static int link_child(struct trie_node *n, struct trie_node *c, bool wildcards)
 {
-	if (wildcards && c->len == 1 && c->level[0] == '+') {
-		n->plus = c;
-	} else if (wildcards && c->len == 1 && c->level[0] == '#') {
-		n->hash = c;
+	if (wildcards && c->len == 1 && (c->level[0] == '+' || c->level[0] == '#')) {
+		if (!n->wild && !(n->wild = wisp_calloc(1, sizeof *n->wild)))
+			return -1;
+		if (c->level[0] == '+')
+			n->wild->plus = c;
+		else
+			n->wild->hash = c;
 	} else if (child_add(n, c) < 0) {
 		return -1;
 	}
@@ -302,7 +312,9 @@ static int link_child(struct trie_node *n, struct trie_node *c, bool wildcards)
 static void chain_free(struct trie_node *c)
 {
 	while (c) {
-		struct trie_node *next = c->kids.one ? c->kids.one : c->plus ? c->plus : c->hash;
+		struct trie_node *next = c->kids.one ? c->kids.one
+				       : !c->wild ? NULL
+				       : c->wild->plus ? c->wild->plus : c->wild->hash;
 		node_free(c);
 		c = next;
 	}
@@ -327,10 +339,14 @@ static struct trie_node *insert_rest(struct trie *t, struct trie_node *n, const 
 		if (!c)
 			goto fail;
 		added++;
-		if (!tail)
+		if (!tail) {
 			head = c;
-		else
-			(void)link_child(tail, c, wildcards); /* an empty node takes one child without memory */
+		} else if (link_child(tail, c, wildcards) < 0) {
+			/* A wildcard's pair (a literal child of an empty node
+			 * needs no memory). */
+			node_free(c);
+			goto fail;
+		}
 		tail = c;
 		if (!slash)
 			break;

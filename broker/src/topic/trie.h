@@ -1,7 +1,9 @@
 /*
  * Private to topic/: the level trie shared by the subscription tree
  * (tree.c, keyed by filters) and the retained store (retained.c, keyed by
- * names). Not part of the topic API; tests include it only to count nodes.
+ * names); one outside user, cluster/interest.c, keys it by the filters of
+ * the other cluster nodes and keeps only a count per node. Not part of the
+ * topic API; tests include it only to count nodes.
  *
  * Shape. One node per level, the level bytes stored inline after the node
  * (one allocation per node, no strdup). Literal children sit in an
@@ -21,10 +23,12 @@
  * nodes are pruned up to the root right after the change that emptied
  * them), so memory is proportional to what is stored.
  *
- * Cost: a node is 59 bytes plus its level, at least 64 (plus the
- * allocator's header); a table adds 8 bytes per slot. Lookups in a lone
+ * Cost: a node is 51 bytes plus its level, at least 56 (plus the
+ * allocator's header); a table adds 8 bytes per slot, wildcard children
+ * 16 bytes for the pair. Lookups in a lone
  * child compare bytes; tables hash the level once per lookup. Insertion allocates at most one node per new
- * level and one table per grown parent; failure at any point leaves the
+ * level, one table per grown parent and one wildcard pair per level that
+ * gets its first '+' or '#' child; failure at any point leaves the
  * trie as it was. Lookup and removal never allocate. Single threaded.
  */
 #ifndef WISP_TOPIC_TRIE_H
@@ -36,20 +40,29 @@
 
 #include "list.h"
 
+/* The wildcard children of a filter level, allocated apart while it has
+ * one: most nodes (every retained one, every leaf) have none, and 8 bytes
+ * less per node keep a leaf with a level of up to 5 bytes in a 64-byte
+ * heap block instead of 80 (issue 18). */
+struct trie_wild {
+	struct trie_node *plus; /* the '+' child, or NULL */
+	struct trie_node *hash; /* the '#' child, or NULL */
+};
+
 struct trie_node {
 	struct trie_node *parent; /* NULL for a root */
 	union {
 		struct trie_node *one;    /* cap_log2 == 0: the only literal child, or NULL */
 		struct trie_node **slots; /* cap_log2 > 0: 1 << cap_log2 slots, NULL = free */
 	} kids;
-	struct trie_node *plus; /* the '+' child (subscription tree only) */
-	struct trie_node *hash; /* the '#' child (subscription tree only) */
+	struct trie_wild *wild; /* '+' and '#' children (subscription tree only); NULL: neither */
 	union {
 		struct list_node subs; /* tree: struct tree_sub.link of filters ending here */
 		struct {
 			void *value; /* retained: the stored reference, or NULL */
 			size_t bytes;
 		} ret;
+		size_t count; /* cluster/interest.c: other nodes' filters ending here */
 	} u;
 	uint32_t nkids; /* literal children */
 	uint32_t hashv; /* hash of level, cached so tables grow without rehashing strings */

@@ -1,0 +1,87 @@
+/*
+ * Interest-based publishing: a node sends a message to NATS only when some
+ * other node wants it (cluster.interest, on by default).
+ *
+ * Each node announces the distinct filters its sessions hold on
+ * "$WISP.<prefix>.interest" over its main NATS connection: "add" when the
+ * first local subscription to a filter is made, "del" when the last one
+ * goes, a full "snap" (in parts) when it joins or is asked ("hello",
+ * "sync"), a "beat" with its last announcement's number every
+ * cluster.interest_interval seconds, and "bye" when it stops. Every other
+ * node keeps the filters of each node it heard from in one topic trie
+ * (topic/trie.h) and asks it before publishing: a message that matches no
+ * other node's filter stays local (QoS 0: no NATS publish; QoS 1/2: no
+ * JetStream round trip, acknowledged as a single node does).
+ *
+ * When in doubt, a node sends: for one interval (plus a second) after it
+ * (re)connects to NATS, while any node it knows has not sent a complete
+ * snapshot since a gap in its numbering (a lost announcement, a restart),
+ * and for three intervals after hearing from more nodes than it keeps.
+ *
+ * No subscriber misses a message published after its SUBACK: an "add"
+ * carries a reply subject, every node answers once it applied the filter,
+ * and the SUBACK of a SUBSCRIBE that made a new filter waits (the broker's
+ * sub_gate) until the node's settling interval after (re)connecting is
+ * over and every node known here answered, for the answers at most
+ * cluster.interest_ack_timeout seconds (then it goes anyway, counted in
+ * $SYS/broker/cluster/interest/ack_timeouts). The announcement travels on
+ * the connection that holds the filter's NATS subscription, after it, so
+ * a node that answered cannot publish before that subscription is in
+ * place (NATS handles one connection's messages in order). $SYS filters
+ * are not announced: their topics never cross nodes. Shared
+ * subscriptions' queue subscriptions live on the other
+ * connection (groups.h): for them the answer is a round trip, not an
+ * order guarantee (docs/cluster.md).
+ *
+ * Loop thread only: the messages come through the cluster's inbox.
+ */
+#ifndef WISP_CLUSTER_INTEREST_H
+#define WISP_CLUSTER_INTEREST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nats/nats.h>
+
+struct broker;
+struct topic_level;
+struct remote_interest;
+
+/* Announces on nc (the node's main connection, after the filters' NATS
+ * subscriptions), listens and answers on snc (<node>-share, so that the
+ * main connection's figures on /connz stay the MQTT data's) and installs
+ * b's sub_gate. 0 with *out NULL when cluster.interest is off. */
+int remote_interest_start(struct remote_interest **out, struct broker *b, natsConnection *nc, natsConnection *snc,
+			  const char *node, const char *run, const char *prefix, natsMsgHandler on_msg,
+			  void *on_msg_closure);
+/* Says "bye", unsubscribes, removes the gate. NULL: no-op. */
+void remote_interest_stop(struct remote_interest *ri);
+void remote_interest_free(struct remote_interest *ri);
+
+/* A local subscription to `filter` made or gone ($share/g/f too). */
+void remote_interest_local_add(struct remote_interest *ri, const char *filter, size_t len);
+void remote_interest_local_remove(struct remote_interest *ri, const char *filter, size_t len);
+
+/* Whether another node may want a message on this topic. NULL: true. */
+bool remote_interest_wanted(const struct remote_interest *ri, const struct topic_level *levels, size_t nlevels);
+
+/* After a NATS connection event: both connections up again means
+ * announcements may have been lost, so everything is sent for an interval
+ * and every node is asked for its set (also checked each second). */
+void remote_interest_check_connections(struct remote_interest *ri);
+
+/* True when nm was an announcement or an answer (handled). */
+bool remote_interest_message(struct remote_interest *ri, natsMsg *nm);
+
+/* The other nodes' filters as one topic trie, a count per filter (a shared
+ * subscription counts under its inner filter); apart for the unit tests.
+ * init and count: 0 or WISP_ENOMEM (the trie unchanged). trie_destroy
+ * frees it. */
+struct trie;
+int interest_trie_init(struct trie *t);
+int interest_trie_count(struct trie *t, const char *filter, size_t len, bool add);
+/* Whether any filter counted in t matches the topic. */
+bool interest_trie_match(const struct trie *t, const struct topic_level *levels, size_t nlevels);
+
+#endif
