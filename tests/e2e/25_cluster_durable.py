@@ -398,27 +398,40 @@ class DurableClusterTest(unittest.TestCase):
         got = self.collect(back, pub.acked)
         self.assert_qos2_once(got)
 
-    def test_receiving_node_killed_between_store_and_ack_gives_qos2_once(self):
-        keep = self.subscriber("b", "keep", "tk/#", clean=False)
+    def publish_to_persistent_session(self, topic, sent, qos):
+        """A persistent session "keep" on b gets `sent`, published at a;
+        returns the publisher."""
+        keep = self.subscriber("b", "keep", topic + "/#", clean=False)
         pub = RawClient(self.nodes["a"].port)
         self.clients.append(pub)
         self.assertEqual(pub.connect("pub-a"), 0)
-        sent = [b"2:%d" % i for i in range(1, 6)]
         for i, payload in enumerate(sent):
-            pub.publish("tk/x", payload, qos=2, pid=i + 1)
-        # Each arrives once, QoS 2 flow completed: b's store wrote its copy
-        # (records go out before the turn's output), and its JetStream ack
-        # is held, so b dies between the two.
-        self.assertEqual(sorted(keep.recv_publish(timeout=WAIT).payload for _ in sent), sent)
+            pub.publish(topic + "/x", payload, qos=qos, pid=i + 1)
+        self.assertEqual(sorted(keep.recv_publish(timeout=WAIT).payload for _ in sent), sorted(sent))
+        return pub
+
+    def restart_b(self, before_start=None):
+        """kill -9 of b, before_start(), b started again and "keep"
+        reconnected there: (b, its log offset, keep's new client)."""
         self.kill_node("b")
+        if before_start:
+            before_start()
         b = self.nodes["b"]
-        del b._env  # the restart acks as usual
         b.exit_status = None
         offset = b.log_size()
         self.start_node(b, "b", offset=offset)
         back = RawClient(b.port)
         self.clients.append(back)
         self.assertEqual(back.connect("keep", clean=False), 0)
+        return b, offset, back
+
+    def test_receiving_node_killed_between_store_and_ack_gives_qos2_once(self):
+        # Each arrives once, QoS 2 flow completed: b's store wrote its copy
+        # (records go out before the turn's output), and its JetStream ack
+        # is held, so b dies between the two.
+        sent = [b"2:%d" % i for i in range(1, 6)]
+        pub = self.publish_to_persistent_session("tk", sent, qos=2)
+        b, offset, back = self.restart_b(lambda: delattr(self.nodes["b"], "_env"))  # the restart acks as usual
         # JetStream delivers the five again once its ack wait (30 s) is
         # over: b must ack them without routing them again.
         again, got = 0, []
@@ -442,28 +455,17 @@ class DurableClusterTest(unittest.TestCase):
         got = self.collect(back, {b"2:after"})
         self.assertEqual(got, [b"2:after"], "a QoS 2 message routed again after the restart [MQTT-4.3.3-2]")
 
-    def test_stream_made_anew_restarts_the_dedupe_window(self):
-        keep = self.subscriber("b", "keep", "sa/#", clean=False)
-        pub = RawClient(self.nodes["a"].port)
-        self.clients.append(pub)
-        self.assertEqual(pub.connect("pub-a"), 0)
-        before = [b"1:%d" % i for i in range(1, 21)]
-        for i, payload in enumerate(before):
-            pub.publish("sa/x", payload, qos=1, pid=i + 1)
-        self.assertEqual(sorted(keep.recv_publish(timeout=WAIT).payload for _ in before), sorted(before))
-        # b's store now says stream sequences up to ~20 were routed. NATS
-        # loses its store: the stream is made anew and counts from 1 again.
-        self.kill_node("b")
+    def nats_loses_its_store(self):
         self.nats.kill()
         shutil.rmtree(os.path.join(self.nats.dir, "js"))
         self.nats.start()
-        b = self.nodes["b"]
-        b.exit_status = None
-        offset = b.log_size()
-        self.start_node(b, "b", offset=offset)
-        back = RawClient(b.port)
-        self.clients.append(back)
-        self.assertEqual(back.connect("keep", clean=False), 0)
+
+    def test_stream_made_anew_restarts_the_dedupe_window(self):
+        before = [b"1:%d" % i for i in range(1, 21)]
+        pub = self.publish_to_persistent_session("sa", before, qos=1)
+        # b's store now says stream sequences up to ~20 were routed. NATS
+        # loses its store: the stream is made anew and counts from 1 again.
+        b, offset, back = self.restart_b(self.nats_loses_its_store)
         after = {b"1:after-%d" % i for i in range(1, 6)}
         for i, payload in enumerate(sorted(after)):
             pub.publish("sa/x", payload, qos=1, pid=30 + i)

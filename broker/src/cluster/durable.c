@@ -531,8 +531,11 @@ static void advance(struct durable *d)
 	release(d);
 }
 
-void durable_cancel(struct durable *d, uint64_t ticket)
+void durable_cancel(struct durable *d, uint64_t ticket, const struct msg *m)
 {
+	/* Neither in JetStream nor kept here: no ack (gate_hold). */
+	d->ack_fail = true;
+	d->ack_origin = m->origin;
 	if (ticket & FWD_KEY)
 		return;
 	d->done[ticket % d->out_cap] = T_ACKED;
@@ -561,9 +564,7 @@ int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m, uint64_
 	char id[160];
 	snprintf(id, sizeof id, "%s-%s-%llu", d->node, d->run, (unsigned long long)ticket);
 	if (natsMsgHeader_Set(nm, "Nats-Msg-Id", id) != NATS_OK) {
-		durable_cancel(d, ticket);
-		d->ack_fail = true;
-		d->ack_origin = m->origin;
+		durable_cancel(d, ticket, m);
 		return WISP_ENOMEM;
 	}
 	d->ack_ticket = ticket;

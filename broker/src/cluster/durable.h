@@ -74,8 +74,11 @@ const char *durable_stream(const struct durable *d);
  * (durable.c): durable_publish then keeps m instead of nm.
  */
 uint64_t durable_reserve(struct durable *d, char *reply, size_t cap);
-/* Gives back a reserved ticket unused (its message could not be made). */
-void durable_cancel(struct durable *d, uint64_t ticket);
+/* Gives back a reserved ticket unused: m's message for the stream could
+ * not be made, so the ack of m's publisher fails as with durable_publish's
+ * WISP_ENOMEM (acknowledging it would promise a message that never left
+ * the node). */
+void durable_cancel(struct durable *d, uint64_t ticket, const struct msg *m);
 /*
  * Takes nm (m's message on the stream's subject, made with the ticket's
  * reply subject): 0, and the ack of m's publisher waits for it (or, in
