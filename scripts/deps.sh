@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs what Wisp needs from Debian 12 packages.
-#   scripts/deps.sh          build dependencies (compiler, cmake, mbedTLS, Nettle, cJSON,
+#   scripts/deps.sh          build dependencies (compiler, cmake, mbedTLS, Nettle, OpenSSL's libcrypto, cJSON,
 #                            what cpack -G DEB uses)
 #   scripts/deps.sh --test   also what the tests use (CUnit, mosquitto and its
 #                            clients as reference peers, Paho for Python,
@@ -12,7 +12,7 @@
 # Runs apt-get through sudo unless already root.
 set -eu
 
-pkgs="build-essential cmake pkg-config libmbedtls-dev nettle-dev libcjson-dev libhttp-parser-dev libnats-dev"
+pkgs="build-essential cmake pkg-config libmbedtls-dev nettle-dev libssl-dev libcjson-dev libhttp-parser-dev libnats-dev"
 # cpack -G DEB: dpkg-shlibdeps (dpkg-dev) and file find the library dependencies.
 pkgs="$pkgs dpkg-dev file"
 if [ "${1:-}" = "--test" ]; then

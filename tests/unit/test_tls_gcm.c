@@ -1,11 +1,13 @@
 /*
- * Nettle's AES-GCM behind mbed TLS's (net/tls_gcm.c): the GCM specification's
+ * libcrypto's AES-GCM behind mbed TLS's (net/tls_gcm.c): the GCM specification's
  * test cases 4 (AES-128) and 16 (AES-256) through mbed TLS's cipher layer, as
  * TLS records use it (proof that the rewrite of cipher.o took effect: a
  * counter, on a CPU with AES-NI and PCLMULQDQ); a forged tag refused with
  * no plaintext left; and the same bytes and tags as mbed TLS's own GCM for
  * random keys, nonces, additional data and lengths, in place or not, with
- * what Nettle does not take (other nonce or tag lengths) left to mbed TLS.
+ * what libcrypto does not take (other nonce or tag lengths) left to mbed
+ * TLS; records of two connections interleaved, so that the context kept
+ * per direction is re-keyed whenever the key changes and only then.
  */
 #include <CUnit/CUnit.h>
 #include <stdio.h>
@@ -174,11 +176,61 @@ static void test_gcm_matches_mbedtls(void)
 	}
 }
 
+/* Connections A and B (the same key length, then AES-128 against AES-256)
+ * seal and open in the order A, A, B, A, B, B: each record must be what mbed
+ * TLS's own GCM makes with that connection's key, and a record of A must
+ * not open under B's key right after one of A's opened (the kept key is
+ * compared, not the context pointer). */
+static void test_gcm_interleaved_keys(void)
+{
+	static const int order[] = {0, 0, 1, 0, 1, 1};
+	for (int round = 0; round < 2; round++) {
+		mbedtls_gcm_context g[2];
+		unsigned char key[2][32], iv[12], ad[13], tag[16], want_tag[16];
+		unsigned char sealed[2][256], text[256], out[256];
+		unsigned bits[2] = {128, round == 0 ? 128u : 256u};
+		CU_ASSERT_EQUAL_FATAL(mbedtls_ctr_drbg_random(&drbg, &key[0][0], sizeof key), 0);
+		CU_ASSERT_EQUAL_FATAL(mbedtls_ctr_drbg_random(&drbg, text, sizeof text), 0);
+		CU_ASSERT_EQUAL_FATAL(mbedtls_ctr_drbg_random(&drbg, ad, sizeof ad), 0);
+		unsigned char tags[2][16];
+		for (int c = 0; c < 2; c++) {
+			mbedtls_gcm_init(&g[c]);
+			CU_ASSERT_EQUAL_FATAL(mbedtls_gcm_setkey(&g[c], MBEDTLS_CIPHER_ID_AES, key[c],
+			                                         bits[c]), 0);
+		}
+		for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+			int c = order[i];
+			memset(iv, (int)i, sizeof iv);
+			uint64_t before = tls_gcm_fast_count();
+			CU_ASSERT_EQUAL(wisp_gcm_crypt_and_tag(&g[c], MBEDTLS_GCM_ENCRYPT, sizeof text, iv,
+			                                       sizeof iv, ad, sizeof ad, text, sealed[c],
+			                                       sizeof tag, tags[c]), 0);
+			CU_ASSERT_EQUAL(tls_gcm_fast_count(), before + (tls_gcm_is_fast() ? 1 : 0));
+			CU_ASSERT_EQUAL(mbedtls_gcm_crypt_and_tag(&g[c], MBEDTLS_GCM_ENCRYPT, sizeof text, iv,
+			                                          sizeof iv, ad, sizeof ad, text, out,
+			                                          sizeof want_tag, want_tag), 0);
+			CU_ASSERT_EQUAL(memcmp(sealed[c], out, sizeof out), 0);
+			CU_ASSERT_EQUAL(memcmp(tags[c], want_tag, sizeof tag), 0);
+			CU_ASSERT_EQUAL(wisp_gcm_auth_decrypt(&g[c], sizeof text, iv, sizeof iv, ad, sizeof ad,
+			                                      tags[c], sizeof tag, sealed[c], out), 0);
+			CU_ASSERT_EQUAL(memcmp(out, text, sizeof text), 0);
+			/* The same record under the other connection's key: refused. */
+			CU_ASSERT_EQUAL(wisp_gcm_auth_decrypt(&g[1 - c], sizeof text, iv, sizeof iv, ad,
+			                                      sizeof ad, tags[c], sizeof tag, sealed[c], out),
+			                MBEDTLS_ERR_GCM_AUTH_FAILED);
+		}
+		for (int c = 0; c < 2; c++)
+			mbedtls_gcm_free(&g[c]);
+	}
+}
+
 static CU_TestInfo tests[] = {
-	{"GCM spec vectors 4 and 16 through mbed TLS's cipher layer reach Nettle; forgeries refused",
+	{"GCM spec vectors 4 and 16 through mbed TLS's cipher layer reach libcrypto; forgeries refused",
 	 test_gcm_spec_vectors_through_cipher_layer},
 	{"random keys, nonces, data and lengths: the same bytes and tags as mbed TLS",
 	 test_gcm_matches_mbedtls},
+	{"two connections' records interleaved: each sealed and opened with its own key",
+	 test_gcm_interleaved_keys},
 	CU_TEST_INFO_NULL,
 };
 

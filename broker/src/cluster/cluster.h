@@ -27,14 +27,12 @@
  *
  *  - shared subscription groups are NATS queue groups (groups.h);
  *    retained messages go through a JetStream KV bucket (retained_kv.h);
- *    a client id connected here is taken over elsewhere (presence.h);
+ *    a client id connected here is taken over elsewhere (presence.h), and a
+ *    persistent session follows its client there (handover.h);
  *    $SYS/cluster/ sums every node's figures (totals.h).
  *
  *  - QoS 1/2 (cluster.durable, the default) go through a JetStream stream
  *    as well, their publishers' acks held until it stored them (durable.h).
- *
- * Not done yet (issue 16): persistent sessions moving with their client
- * (docs/cluster.md).
  */
 #ifndef WISP_CLUSTER_CLUSTER_H
 #define WISP_CLUSTER_CLUSTER_H

@@ -220,11 +220,12 @@ static bool any_match(const struct trie *t, const struct trie_node *n, const str
 		      size_t nl)
 {
 	for (;;) {
-		if (n->wild && n->wild->hash) /* "#" here matches the rest, none too [MQTT-4.7.1-2] */
+		const struct trie_wild *w = n->wild;
+		if (w && w->hash) /* "#" here matches the rest, none too [MQTT-4.7.1-2] */
 			return true;
 		if (i == nl)
 			return n->u.count != 0;
-		if (n->wild && n->wild->plus && any_match(t, n->wild->plus, lv, i + 1, nl))
+		if (w && w->plus && any_match(t, w->plus, lv, i + 1, nl))
 			return true;
 		n = trie_child(t, n, lv[i].ptr, lv[i].len);
 		if (!n)

@@ -24,6 +24,7 @@
 #include "broker.h"
 #include "err.h"
 #include "groups.h"
+#include "handover.h"
 #include "hash.h"
 #include "log.h"
 #include "rules.h"
@@ -47,6 +48,7 @@ struct presence {
 	char *subject;
 	struct recent ring[PRESENCE_RECENT];
 	size_t next;
+	struct handover *handover; /* sessions following their client (handover.h) */
 };
 
 static uint64_t id_digest(const char *id, size_t len)
@@ -80,6 +82,7 @@ static void on_connected(void *ctx, struct session *s, bool clean_start, bool as
 	size_t id_len = strlen(s->client_id); /* no U+0000 in an MQTT string [MQTT-1.5.4-2] */
 	if (id_len > INT_MAX)
 		return;
+	handover_claimed(p->handover, s->client_id, id_len, p->node);
 	p->ring[p->next] = (struct recent){id_digest(s->client_id, id_len), at};
 	p->next = (p->next + 1) % PRESENCE_RECENT;
 	natsMsg *nm = NULL;
@@ -101,8 +104,22 @@ static void on_connected(void *ctx, struct session *s, bool clean_start, bool as
 }
 
 
+static int on_session_missing(void *ctx, struct conn *c, const char *id, size_t len, const char *username)
+{
+	struct presence *p = ctx;
+	return handover_session_missing(p->handover, c, id, len, username);
+}
+
+static void on_conn_gone(void *ctx, struct conn *c)
+{
+	struct presence *p = ctx;
+	handover_conn_gone(p->handover, c);
+}
+
 bool presence_message(struct presence *p, natsMsg *nm)
 {
+	if (p && handover_message(p->handover, nm))
+		return true;
 	if (!p || strcmp(natsMsg_GetSubject(nm), p->subject) != 0)
 		return false;
 	struct broker *b = p->b;
@@ -112,9 +129,12 @@ bool presence_message(struct presence *p, natsMsg *nm)
 	if (!node || !at_hdr || len <= 0 || strcmp(node, p->node) == 0)
 		return true; /* malformed, or this node's own (no-echo should spare it) */
 	const char *id = natsMsg_GetData(nm);
+	handover_claimed(p->handover, id, (size_t)len, node);
 	struct session *s = sess_find(&b->sessions, id, (size_t)len);
 	if (!s)
 		return true;
+	if (!s->conn && handover_is_leaving(p->handover, id, (size_t)len))
+		return true; /* handed to the claiming node: ended when it confirms it (handover.h) */
 	if (s->conn) {
 		uint64_t at = strtoull(at_hdr, NULL, 10);
 		uint64_t mine = connected_at(p, id, (size_t)len);
@@ -159,7 +179,13 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 		presence_free(p);
 		return WISP_EIO;
 	}
+	if (handover_start(&p->handover, b, nc, node, prefix, on_msg, on_msg_closure) != 0) {
+		presence_free(p);
+		return WISP_EIO;
+	}
 	b->on_client_connected = on_connected;
+	b->on_session_missing = on_session_missing;
+	b->on_conn_gone = on_conn_gone;
 	b->client_connected_ctx = p;
 	*out = p;
 	return 0;
@@ -171,8 +197,11 @@ void presence_stop(struct presence *p)
 		return;
 	if (p->b->client_connected_ctx == p) {
 		p->b->on_client_connected = NULL;
+		p->b->on_session_missing = NULL;
+		p->b->on_conn_gone = NULL;
 		p->b->client_connected_ctx = NULL;
 	}
+	handover_stop(p->handover);
 	/* Claims arrive at any time, also while the node stops. */
 	cluster_nats_drain_sub(p->sub, 500);
 	natsSubscription_Destroy(p->sub); /* before nats_CloseAndWait, which waits for every cnats object */
@@ -184,6 +213,7 @@ void presence_free(struct presence *p)
 	if (!p)
 		return;
 	presence_stop(p);
+	handover_free(p->handover);
 	wisp_free(p->subject);
 	wisp_free(p->node);
 	wisp_free(p);

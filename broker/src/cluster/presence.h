@@ -12,10 +12,12 @@
  *  - its connection is closed as a takeover [MQTT-3.1.4-3]: DISCONNECT with
  *    0x8E Session taken over for v5, a close for 3.1.1 (its will goes out
  *    by the single-node rules);
- *  - the session then ends there (it is not carried to the new node, see
- *    docs/cluster.md): kept, it would queue for a client that is elsewhere
- *    and deliver those messages again should the client come back, which
- *    QoS 2 forbids.
+ *  - the session then ends there: kept, it would queue for a client that
+ *    is elsewhere and deliver those messages again should the client come
+ *    back, which QoS 2 forbids. A persistent session the claiming node
+ *    asked for first (handover.h) is not ended by the claim but when that
+ *    node confirms it stored it.
+ * Every claim also feeds handover.h's directory of who holds which id.
  * Two connects of one id at two nodes at once: each node gets the other's
  * claim; the later connect (its node's clock, then the node name) wins, so
  * exactly one stays. A node remembers the time of its last PRESENCE_RECENT

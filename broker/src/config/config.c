@@ -351,6 +351,19 @@ static const struct field cluster_fields[] = {
 	 * 2 s rides out a busy node and bounds the wait for a dead one until
 	 * it is forgotten. */
 	F_NUM(struct config_cluster, FT_U32, "interest_ack_timeout", interest_ack_timeout, 1, 60, 2),
+	/* A session moving to another node (cluster/handover.h): its CONNECT
+	 * waits at most this long for the old node's answer, then starts
+	 * fresh. 5 s is far above a handover's round trip (a 1,000-message
+	 * session moves in 10 to 80 ms, docs/cluster.md) and below the usual
+	 * client connect timeouts (10 s and more). */
+	F_NUM(struct config_cluster, FT_U32, "handover_timeout", handover_timeout, 1, 60, 5),
+	/* The session as records, held whole at the new node until stored:
+	 * 64 MiB is 64 times limits.max_queued_bytes' default (1 MiB). A
+	 * larger session starts fresh at the new node, logged. */
+	F_NUM(struct config_cluster, FT_U32, "handover_max_bytes", handover_max_bytes, 65536, 1073741824, 67108864),
+	/* 16 bytes each (1 MiB by default): which node claimed an id last, so
+	 * that a reconnect asks that node only and a first connect asks none. */
+	F_NUM(struct config_cluster, FT_U32, "handover_directory", handover_directory, 1024, 16777216, 65536),
 	{0},
 };
 

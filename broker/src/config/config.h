@@ -156,6 +156,9 @@ struct config_cluster {
 	bool interest;          /* send to NATS only what another node wants; default true */
 	uint32_t interest_interval; /* seconds between interest beats; default 2 */
 	uint32_t interest_ack_timeout; /* seconds a SUBACK waits for the other nodes; default 2 */
+	uint32_t handover_timeout;  /* seconds a CONNECT waits for its session from another node; default 5 */
+	uint32_t handover_max_bytes; /* largest session handed between nodes, encoded; default 64 MiB */
+	uint32_t handover_directory; /* client ids whose last node is remembered; default 65536 */
 };
 
 /* The dashboard's table of recently published topics (topic/activity.h). */

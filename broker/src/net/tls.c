@@ -40,8 +40,8 @@
  * KiB record since clients do not negotiate max_fragment_length), of which
  * only the pages records reach become resident; plus the 736-byte
  * mbedtls_ssl_context, the session and the peer certificate. The handshake
- * needs ~20 KiB more transiently. writev stages into a 16 KiB stack
- * buffer, so idle connections hold no staging memory. Hibernated (idle for
+ * needs ~20 KiB more transiently. writev gathers its iovecs straight into
+ * the output record buffer, so there is no staging memory. Hibernated (idle for
  * hibernate_after), a connection unmaps both record buffers and keeps ~1.9
  * KiB (ChaCha20-Poly1305; ~2.8 KiB with AES-GCM): the context, session and
  * keys.
@@ -102,7 +102,7 @@
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
 
-#ifdef WISP_TLS_NETTLE
+#ifdef WISP_TLS_LIBCRYPTO
 #include "tls_gcm.h"
 #endif
 
@@ -118,7 +118,8 @@
 /* Files we read whole; a CA bundle is ~200 KiB, a key or chain a few KiB. */
 #define TLS_MAX_FILE (4u << 20)
 
-#define TLS_STAGE_LEN MBEDTLS_SSL_OUT_CONTENT_LEN
+/* The most plaintext one record carries (16 KiB). */
+#define TLS_RECORD_LEN MBEDTLS_SSL_OUT_CONTENT_LEN
 
 /* What a session needs from mbed TLS (glibc usable sizes, measured on
  * libmbedtls 2.28.3: certs/README.md): the two record buffers (mapped,
@@ -140,10 +141,10 @@
  * ECDHE key exchange (forward secrecy) and AEAD ciphers only. A server
  * picks the first suite of this list the client offers (Debian's build has
  * no MBEDTLS_SSL_SRV_RESPECT_CLIENT_PREFERENCE), so the cheapest AEAD here
- * comes first. With Nettle's AES-GCM (net/tls_gcm.h) on a CPU with AES-NI
- * and PCLMULQDQ that is AES-GCM: sealing a 4 KiB record takes 2.5 us with
- * AES-128-GCM against 12.9 us with Nettle's ChaCha20-Poly1305 and 20 us
- * with mbed TLS's. Otherwise ChaCha20-Poly1305: mbed TLS 2.28's own GCM
+ * comes first. With libcrypto's AES-GCM (net/tls_gcm.h) on a CPU with
+ * AES-NI and PCLMULQDQ that is AES-GCM: sealing a 4 KiB record takes
+ * 1.2-1.45 us with AES-128-GCM against 12.9 us with Nettle's
+ * ChaCha20-Poly1305 and 20 us with mbed TLS's. Otherwise ChaCha20-Poly1305: mbed TLS 2.28's own GCM
  * runs AES-NI and PCLMULQDQ one 16-byte block at a time (28 us per 4 KiB
  * here), and without AES-NI AES is table-based. Both are 128-bit-secure
  * AEADs (RFC 5288, RFC 7905).
@@ -168,7 +169,7 @@ _Static_assert(sizeof suites_gcm_first == sizeof suites_chacha_first, "the same 
 
 bool tls_default_prefers_gcm(void)
 {
-#ifdef WISP_TLS_NETTLE
+#ifdef WISP_TLS_LIBCRYPTO
 	return tls_gcm_is_fast();
 #else
 	return false;
@@ -1457,12 +1458,43 @@ static void stage_copy(unsigned char *out, size_t n, const struct iovec *iov, in
 }
 
 /*
+ * One application-data record of the n bytes that start `skip` bytes into
+ * iov[i]: what mbedtls_ssl_write() does after its checks (ssl_write_real()
+ * in 2.28's ssl_msg.c), except that the bytes are gathered from the iovecs
+ * straight into mbed TLS's output record buffer, where
+ * mbedtls_ssl_write_record() seals them in place and sends the record.
+ * mbedtls_ssl_write() would take one contiguous buffer and memcpy it there:
+ * small pieces then cost two copies (into a staging buffer, then into the
+ * record), now one. The checks it would make hold on every call: the
+ * handshake is over (tls_writev runs after it), renegotiation is disabled
+ * in every configuration (build_config), TLS 1.2 only (no 1/n-1 record
+ * splitting), and n <= mbedtls_ssl_get_max_out_record_payload().
+ * Returns n, or mbed TLS's error. After WANT_WRITE the record is sealed
+ * and partly sent (out_left); the next call flushes it without reading the
+ * iovecs and returns the same n, as mbedtls_ssl_write() does.
+ */
+static int write_record(mbedtls_ssl_context *ssl, const struct iovec *iov, int i, size_t skip,
+                        size_t n)
+{
+	int ret;
+	if (ssl->out_left != 0) {
+		ret = mbedtls_ssl_flush_output(ssl);
+	} else {
+		stage_copy(ssl->out_msg, n, iov, i, skip);
+		ssl->out_msglen = n;
+		ssl->out_msgtype = MBEDTLS_SSL_MSG_APPLICATION_DATA;
+		ret = mbedtls_ssl_write_record(ssl, 1); /* force the flush */
+	}
+	return ret != 0 ? ret : (int)n;
+}
+
+/*
  * Writes record after record until every byte is taken or the socket is
  * full (WANT_WRITE: then the bytes already taken are returned, with `want`
  * set, or WISP_EAGAIN if none). Each record carries up to the maximum
- * fragment: small pieces (many MQTT packets) are staged into one record,
- * as many share one writev on TCP, and a piece that holds a whole record
- * (a big payload) is encrypted from where it is. mbed TLS writes one
+ * fragment: small pieces (many MQTT packets) share one record, as many
+ * share one writev on TCP; each record's bytes are copied once, from the
+ * iovecs into mbed TLS's record buffer (write_record). mbed TLS writes one
  * record per send(), so a burst costs one syscall per 16 KiB.
  */
 static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovcnt)
@@ -1496,8 +1528,7 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 	int max = mbedtls_ssl_get_max_out_record_payload(&tt->ssl);
 	if (max <= 0)
 		return max < 0 ? map_ret(tt, max) : WISP_EIO;
-	size_t record = (size_t)max < TLS_STAGE_LEN ? (size_t)max : TLS_STAGE_LEN;
-	unsigned char stage[TLS_STAGE_LEN];
+	size_t record = (size_t)max < TLS_RECORD_LEN ? (size_t)max : TLS_RECORD_LEN;
 	size_t done = 0, skip = 0; /* position: `skip` bytes into iov[i] */
 	int i = 0;
 	while (done < total) {
@@ -1508,14 +1539,7 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 		size_t n = tt->write_pending ? tt->write_pending : total - done;
 		if (n > record)
 			n = record;
-		const unsigned char *p;
-		if (iov[i].iov_len - skip >= n) {
-			p = (const unsigned char *)iov[i].iov_base + skip;
-		} else {
-			stage_copy(stage, n, iov, i, skip);
-			p = stage;
-		}
-		int ret = mbedtls_ssl_write(&tt->ssl, p, n);
+		int ret = write_record(&tt->ssl, iov, i, skip, n);
 		if (ret < 0) {
 			if (ret == MBEDTLS_ERR_SSL_WANT_WRITE || ret == MBEDTLS_ERR_SSL_WANT_READ)
 				tt->write_pending = n;

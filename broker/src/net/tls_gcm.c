@@ -1,20 +1,52 @@
 /*
- * Nettle's AES-GCM behind mbed TLS's GCM (see tls_gcm.h for how and why).
+ * OpenSSL libcrypto's AES-GCM behind mbed TLS's GCM (see tls_gcm.h for how
+ * and why).
+ *
+ * Single-threaded per thread: each thread that seals or opens a record gets
+ * its own pair of EVP contexts (thread-local, made on first use, freed when
+ * a thread other than the main one exits; the main thread's live until the
+ * process ends). Nothing here is per connection.
  */
 #include "tls_gcm.h"
 
+#include <limits.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <mbedtls/aes.h>
 #include <mbedtls/cipher.h>
 #include <mbedtls/platform_util.h>
-#include <nettle/gcm.h>
-#include <nettle/memops.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #define TLS_GCM_IV_LEN 12u  /* TLS 1.2: 4-byte salt + 8-byte explicit nonce */
 #define TLS_GCM_TAG_LEN 16u
+#define TLS_GCM_MAX_KEY 32u
+
+enum gcm_dir { GCM_SEAL, GCM_OPEN, GCM_DIRS };
+
+/* One direction's context and the key it is set to (key_len 0: none yet).
+ * The key is kept to skip the key schedule and GHASH table (0.25 us) when
+ * consecutive records use the same connection's key, as a fan-out's reads
+ * from one publisher or a burst of writes to one subscriber do; the
+ * context holds that schedule anyway. */
+struct gcm_dir_ctx {
+	EVP_CIPHER_CTX *evp;
+	size_t cipher_key_len; /* AES-128 (16) or -256 (32) set in evp; 0: none */
+	size_t key_len;
+	unsigned char key[TLS_GCM_MAX_KEY];
+};
+
+struct gcm_thread {
+	struct gcm_dir_ctx dir[GCM_DIRS];
+	EVP_CIPHER *aes128, *aes256;
+	bool failed;  /* libcrypto could not make them: mbed TLS does the work */
+};
 
 static uint64_t fast_count;
+static _Thread_local struct gcm_thread *this_thread;
+static pthread_key_t thread_key;
+static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
 
 uint64_t tls_gcm_fast_count(void)
 {
@@ -30,12 +62,55 @@ bool tls_gcm_is_fast(void)
 #endif
 }
 
-/* Only there: without AES-NI and PCLMULQDQ Nettle's AES and GHASH are
- * table-based like mbed TLS's, no faster to matter, so mbed TLS keeps them. */
+/* Only there: without AES-NI and PCLMULQDQ libcrypto's AES is constant-time
+ * bit-sliced or table code, no faster to matter, so mbed TLS keeps them. */
+
+static void thread_free(void *arg)
+{
+	struct gcm_thread *t = arg;
+	if (!t)
+		return;
+	for (int d = 0; d < GCM_DIRS; d++) {
+		EVP_CIPHER_CTX_free(t->dir[d].evp);
+		mbedtls_platform_zeroize(t->dir[d].key, sizeof t->dir[d].key);
+	}
+	EVP_CIPHER_free(t->aes128);
+	EVP_CIPHER_free(t->aes256);
+	OPENSSL_free(t);
+}
+
+static void thread_key_make(void)
+{
+	(void)pthread_key_create(&thread_key, thread_free);
+}
+
+/* This thread's contexts, made on first use; NULL when libcrypto failed
+ * (out of memory, no default provider), and then for the rest of the
+ * thread's life. Allocated by libcrypto (OPENSSL_zalloc): a fixed few KiB
+ * per thread, outside memory_limit, which counts what grows with
+ * connections. */
+static struct gcm_thread *thread_get(void)
+{
+	struct gcm_thread *t = this_thread;
+	if (t)
+		return t->failed ? NULL : t;
+	(void)pthread_once(&thread_key_once, thread_key_make);
+	t = OPENSSL_zalloc(sizeof *t);
+	if (!t)
+		return NULL;
+	this_thread = t;
+	(void)pthread_setspecific(thread_key, t);
+	t->aes128 = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
+	t->aes256 = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+	for (int d = 0; d < GCM_DIRS; d++)
+		t->dir[d].evp = EVP_CIPHER_CTX_new();
+	t->failed = !t->aes128 || !t->aes256 || !t->dir[GCM_SEAL].evp || !t->dir[GCM_OPEN].evp;
+	return t->failed ? NULL : t;
+}
 
 /* The AES key mbed TLS was given, from its expanded schedule: 16 or 32
  * bytes, or 0 when this is not a GCM over AES-128/256 we take. */
-static size_t aes_key(const mbedtls_gcm_context *ctx, unsigned char key[32])
+static size_t aes_key(const mbedtls_gcm_context *ctx, unsigned char key[TLS_GCM_MAX_KEY])
 {
 	const mbedtls_cipher_info_t *info = ctx->cipher_ctx.cipher_info;
 	const mbedtls_aes_context *aes = ctx->cipher_ctx.cipher_ctx;
@@ -52,43 +127,50 @@ static size_t aes_key(const mbedtls_gcm_context *ctx, unsigned char key[32])
 	return len;
 }
 
-union aes_gcm {
-	struct gcm_aes128_ctx a128;
-	struct gcm_aes256_ctx a256;
-};
-
-static void gcm_begin(union aes_gcm *g, const unsigned char *key, size_t key_len,
-                      const unsigned char *iv, const unsigned char *add, size_t add_len)
+/* Sets direction d of t to ctx's key (only if it is not already) and to
+ * iv, then feeds the additional data. Returns the EVP context, or NULL when
+ * this is not a case we take or libcrypto failed: the caller then hands the
+ * record to mbed TLS. */
+static EVP_CIPHER_CTX *gcm_begin(mbedtls_gcm_context *ctx, enum gcm_dir d, size_t length,
+                                 const unsigned char *iv, size_t iv_len, const unsigned char *add,
+                                 size_t add_len, size_t tag_len)
 {
-	if (key_len == 16) {
-		gcm_aes128_set_key(&g->a128, key);
-		gcm_aes128_set_iv(&g->a128, TLS_GCM_IV_LEN, iv);
-		gcm_aes128_update(&g->a128, add_len, add);
+	if (!tls_gcm_is_fast() || iv_len != TLS_GCM_IV_LEN || tag_len != TLS_GCM_TAG_LEN ||
+	    length > INT_MAX || add_len > INT_MAX)
+		return NULL;
+	struct gcm_thread *t = thread_get();
+	if (!t)
+		return NULL;
+	unsigned char key[TLS_GCM_MAX_KEY];
+	size_t key_len = aes_key(ctx, key);
+	if (key_len == 0)
+		return NULL;
+	struct gcm_dir_ctx *dc = &t->dir[d];
+	int enc = d == GCM_SEAL ? 1 : 0;
+	int ok;
+	if (dc->key_len == key_len && CRYPTO_memcmp(dc->key, key, key_len) == 0) {
+		ok = EVP_CipherInit_ex(dc->evp, NULL, NULL, NULL, iv, enc);
 	} else {
-		gcm_aes256_set_key(&g->a256, key);
-		gcm_aes256_set_iv(&g->a256, TLS_GCM_IV_LEN, iv);
-		gcm_aes256_update(&g->a256, add_len, add);
+		/* Naming the cipher again would make libcrypto 3.0 free and remake
+		 * its provider context (0.2-0.5 us a record): only when the key
+		 * length changes. A failed re-key leaves the context unknown. */
+		const EVP_CIPHER *cipher = NULL;
+		if (dc->cipher_key_len != key_len)
+			cipher = key_len == 16 ? t->aes128 : t->aes256;
+		dc->key_len = 0;
+		dc->cipher_key_len = 0;
+		ok = EVP_CipherInit_ex(dc->evp, cipher, NULL, key, iv, enc);
+		if (ok) {
+			memcpy(dc->key, key, key_len);
+			dc->key_len = key_len;
+			dc->cipher_key_len = key_len;
+		}
 	}
-}
-
-/* Encrypts or decrypts `length` bytes (in place allowed) and writes the
- * 16-byte tag of the ciphertext. */
-static void gcm_run(union aes_gcm *g, size_t key_len, int mode, size_t length,
-                    const unsigned char *input, unsigned char *output, unsigned char *tag)
-{
-	if (key_len == 16) {
-		if (mode == MBEDTLS_GCM_ENCRYPT)
-			gcm_aes128_encrypt(&g->a128, length, output, input);
-		else
-			gcm_aes128_decrypt(&g->a128, length, output, input);
-		gcm_aes128_digest(&g->a128, TLS_GCM_TAG_LEN, tag);
-	} else {
-		if (mode == MBEDTLS_GCM_ENCRYPT)
-			gcm_aes256_encrypt(&g->a256, length, output, input);
-		else
-			gcm_aes256_decrypt(&g->a256, length, output, input);
-		gcm_aes256_digest(&g->a256, TLS_GCM_TAG_LEN, tag);
-	}
+	mbedtls_platform_zeroize(key, sizeof key);
+	int out_len = 0;
+	if (ok && add_len > 0)
+		ok = EVP_CipherUpdate(dc->evp, NULL, &out_len, add, (int)add_len);
+	return ok ? dc->evp : NULL;
 }
 
 int wisp_gcm_crypt_and_tag(mbedtls_gcm_context *ctx, int mode, size_t length,
@@ -96,19 +178,25 @@ int wisp_gcm_crypt_and_tag(mbedtls_gcm_context *ctx, int mode, size_t length,
                            size_t add_len, const unsigned char *input, unsigned char *output,
                            size_t tag_len, unsigned char *tag)
 {
-	unsigned char key[32];
-	size_t key_len = 0;
-	if (tls_gcm_is_fast() && iv_len == TLS_GCM_IV_LEN && tag_len == TLS_GCM_TAG_LEN &&
-	    (mode == MBEDTLS_GCM_ENCRYPT || mode == MBEDTLS_GCM_DECRYPT))
-		key_len = aes_key(ctx, key);
-	if (key_len == 0)
+	/* Decrypt mode here means "decrypt and tag the ciphertext" with no check,
+	 * which TLS never asks (it opens with mbedtls_gcm_auth_decrypt) and
+	 * libcrypto's decrypting context cannot report: mbed TLS does it. */
+	EVP_CIPHER_CTX *evp = NULL;
+	if (mode == MBEDTLS_GCM_ENCRYPT)
+		evp = gcm_begin(ctx, GCM_SEAL, length, iv, iv_len, add, add_len, tag_len);
+	if (!evp)
 		return mbedtls_gcm_crypt_and_tag(ctx, mode, length, iv, iv_len, add, add_len, input,
 		                                 output, tag_len, tag);
-	union aes_gcm g;
-	gcm_begin(&g, key, key_len, iv, add, add_len);
-	gcm_run(&g, key_len, mode, length, input, output, tag);
-	mbedtls_platform_zeroize(&g, sizeof g);
-	mbedtls_platform_zeroize(key, sizeof key);
+	int out_len = 0, fin_len = 0;
+	if ((length > 0 && !EVP_EncryptUpdate(evp, output, &out_len, input, (int)length)) ||
+	    !EVP_EncryptFinal_ex(evp, output + out_len, &fin_len) ||
+	    !EVP_CIPHER_CTX_ctrl(evp, EVP_CTRL_AEAD_GET_TAG, (int)tag_len, tag)) {
+		/* Not seen to happen once the context is set; an in-place input may
+		 * be half sealed already, so mbed TLS cannot redo it: the record
+		 * fails. */
+		mbedtls_platform_zeroize(output, length);
+		return MBEDTLS_ERR_GCM_BAD_INPUT;
+	}
 	fast_count++;
 	return 0;
 }
@@ -118,22 +206,25 @@ int wisp_gcm_auth_decrypt(mbedtls_gcm_context *ctx, size_t length, const unsigne
                           const unsigned char *tag, size_t tag_len, const unsigned char *input,
                           unsigned char *output)
 {
-	unsigned char key[32];
-	size_t key_len = 0;
-	if (tls_gcm_is_fast() && iv_len == TLS_GCM_IV_LEN && tag_len == TLS_GCM_TAG_LEN)
-		key_len = aes_key(ctx, key);
-	if (key_len == 0)
-		return mbedtls_gcm_auth_decrypt(ctx, length, iv, iv_len, add, add_len, tag, tag_len,
-		                                input, output);
-	union aes_gcm g;
-	unsigned char check[TLS_GCM_TAG_LEN];
-	gcm_begin(&g, key, key_len, iv, add, add_len);
-	gcm_run(&g, key_len, MBEDTLS_GCM_DECRYPT, length, input, output, check);
-	int ok = memeql_sec(check, tag, TLS_GCM_TAG_LEN);
-	mbedtls_platform_zeroize(&g, sizeof g);
-	mbedtls_platform_zeroize(key, sizeof key);
+	EVP_CIPHER_CTX *evp = gcm_begin(ctx, GCM_OPEN, length, iv, iv_len, add, add_len, tag_len);
+	int out_len = 0, fin_len = 0;
+	unsigned char want[TLS_GCM_TAG_LEN];
+	if (evp)
+		memcpy(want, tag, TLS_GCM_TAG_LEN);  /* the ctrl takes a non-const pointer */
+	if (!evp || (length > 0 && !EVP_DecryptUpdate(evp, output, &out_len, input, (int)length)) ||
+	    !EVP_CIPHER_CTX_ctrl(evp, EVP_CTRL_AEAD_SET_TAG, (int)TLS_GCM_TAG_LEN, want)) {
+		/* Only a record libcrypto never touched goes to mbed TLS: an
+		 * in-place input may already be half opened. */
+		if (!evp)
+			return mbedtls_gcm_auth_decrypt(ctx, length, iv, iv_len, add, add_len, tag,
+			                                tag_len, input, output);
+		mbedtls_platform_zeroize(output, length);
+		return MBEDTLS_ERR_GCM_BAD_INPUT;
+	}
 	fast_count++;
-	if (!ok) {
+	/* EVP_DecryptFinal_ex compares the tag in constant time
+	 * (CRYPTO_memcmp). */
+	if (EVP_DecryptFinal_ex(evp, output + out_len, &fin_len) <= 0) {
 		/* As mbed TLS: no unauthenticated plaintext is left behind. */
 		mbedtls_platform_zeroize(output, length);
 		return MBEDTLS_ERR_GCM_AUTH_FAILED;

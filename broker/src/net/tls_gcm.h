@@ -1,23 +1,33 @@
 /*
- * AES-GCM records sealed and opened by Nettle instead of mbed TLS 2.28
- * (issue 13: over TLS a 4 KiB message cost Wisp 39 us of broker CPU against
- * Mosquitto's 12, nearly all of it in the cipher). mbed TLS's GCM runs
- * AES-NI and PCLMULQDQ one 16-byte block at a time: 28 us to seal 4 KiB
- * here; Nettle 3.8's pipelined AES-NI and PCLMULQDQ code takes 2.5 us.
+ * AES-GCM records sealed and opened by OpenSSL's libcrypto instead of mbed
+ * TLS 2.28 (issue 13: over TLS a 4 KiB message cost Wisp 39 us of broker CPU
+ * against Mosquitto's 12, nearly all of it in the cipher). mbed TLS's GCM
+ * runs AES-NI and PCLMULQDQ one 16-byte block at a time: 28 us to seal
+ * 4 KiB here. Nettle 3.8's pipelined code took 2.0-2.2 us per 4 KiB record
+ * and direction (its context rebuilt per record); libcrypto 3.0's stitched
+ * AES-NI+PCLMULQDQ+AVX code takes 1.2 us with its context reused, 1.45 us
+ * re-keyed (bench/gcm_speed.c; 1.5-1.8x Nettle). libcrypto is loaded into
+ * the broker anyway (libnats links it), so this adds no package.
  *
  * cmake/FindMbedTLS.cmake rewrites cipher.o in the copy of libmbedcrypto.a
  * Wisp links, so that the AEAD calls TLS records go through
  * (mbedtls_cipher_auth_encrypt_ext / _decrypt_ext) reach
  * wisp_gcm_crypt_and_tag() and wisp_gcm_auth_decrypt() instead of
  * mbedtls_gcm_crypt_and_tag() and mbedtls_gcm_auth_decrypt(). These take
- * what TLS 1.2 uses (AES-128 or AES-256, a 12-byte nonce, a 16-byte tag)
- * on a CPU with AES-NI and PCLMULQDQ (tls_gcm_is_fast) and hand everything
- * else to mbed TLS's own functions, which gcm.o still defines. The key is the first round key of the AES context mbed TLS
- * expanded (AES's key schedule starts with the key itself); Nettle's
- * context is built on the stack per record (0.3 us) and wiped, so a
- * connection holds no second copy of its keys and no more memory.
+ * what TLS 1.2 uses (AES-128 or AES-256, a 12-byte nonce, a 16-byte tag,
+ * sealing or checked opening) on a CPU with AES-NI and PCLMULQDQ
+ * (tls_gcm_is_fast) and hand everything else to mbed TLS's own functions,
+ * which gcm.o still defines. The key is the first round key of the AES
+ * context mbed TLS expanded (AES's key schedule starts with the key
+ * itself). A connection holds no second copy of its keys and no more
+ * memory: each thread has one EVP context per direction, re-keyed only
+ * when a record's key differs from the previous record's in that
+ * direction. So the last key used in each direction stays in that
+ * context (and beside it, to compare) after its connection closed, until
+ * the next record; mbed TLS wipes its own copy on close.
  * Constant time as far as the hardware is: AES-NI and PCLMULQDQ, as mbed
- * TLS's own path on this machine; the tag is compared with memeql_sec().
+ * TLS's own path on this machine; the tag (libcrypto) and the kept key
+ * (tls_gcm.c) are compared with CRYPTO_memcmp().
  */
 #ifndef WISP_NET_TLS_GCM_H
 #define WISP_NET_TLS_GCM_H
@@ -39,12 +49,13 @@ int wisp_gcm_auth_decrypt(mbedtls_gcm_context *ctx, size_t length, const unsigne
                           unsigned char *output);
 
 /* True when the CPU has AES-NI and PCLMULQDQ, so AES-GCM is the cheapest
- * AEAD here (2.5 us per 4 KiB against ChaCha20-Poly1305's 12.9 us with
- * Nettle, 20 us with mbed TLS); without them Nettle's AES is table-based
- * and ChaCha20-Poly1305 stays first. tls.c orders its suites by it. */
+ * AEAD here (1.2-1.45 us per 4 KiB against ChaCha20-Poly1305's 12.9 us with
+ * Nettle, 20 us with mbed TLS); without them AES is table-based or
+ * bit-sliced and ChaCha20-Poly1305 stays first. tls.c orders its suites by
+ * it. */
 bool tls_gcm_is_fast(void);
 
-/* Records Nettle sealed or opened since start-up (tests). */
+/* Records libcrypto sealed or opened since start-up (tests). */
 uint64_t tls_gcm_fast_count(void);
 
 #endif

@@ -182,6 +182,8 @@ void broker_drop(struct broker *b, struct conn *c, enum reason r, const char *de
 	}
 	auth_forget_conn(c);
 	persist_forget_conn(b, c);
+	if (b->on_conn_gone)
+		b->on_conn_gone(b->client_connected_ctx, c);
 	broker_sub_forget_conn(b, c);
 	bool offline = false;
 	if (s) {

@@ -65,6 +65,9 @@ struct broker_stats {
 		uint64_t taken_over;     /* sessions ended here because their client connected at another node */
 		uint64_t unwanted;       /* messages no other node wanted: not sent to NATS (cluster/interest.h) */
 		uint64_t interest_timeouts; /* SUBACKs sent before every node answered their filters' announcement */
+		uint64_t sessions_in;    /* sessions fetched from another node at their client's reconnect */
+		uint64_t sessions_out;   /* sessions handed to another node (and ended here) */
+		uint64_t handover_failed; /* fetches that fell back to a fresh session (node gone, timeout, too big) */
 	} cluster;
 	uint64_t http_requests;      /* HTTP requests answered (http/) */
 	uint64_t http_refused;       /* HTTP connections closed for a malformed or oversized request */
@@ -181,6 +184,15 @@ struct broker {
 	 * (`assigned`: the broker chose the id, unique on this node only). */
 	void (*on_client_connected)(void *ctx, struct session *s, bool clean_start, bool assigned);
 	void *client_connected_ctx;
+	/* The same cluster, same ctx (cluster/handover.h): a CONNECT with
+	 * Clean Start 0 whose id has no session here, once authenticated. 0:
+	 * go on (a new session); WISP_EAGAIN: the session is being fetched from
+	 * another node, and the CONNECT is handled again (conn_input_resume)
+	 * once it is here or the fetch failed; WISP_EEXIST: it belongs to
+	 * another user there (refused as on one node). */
+	int (*on_session_missing)(void *ctx, struct conn *c, const char *id, size_t len, const char *username);
+	/* A connection closes: whoever keeps it waiting lets go of it. */
+	void (*on_conn_gone)(void *ctx, struct conn *c);
 	uint64_t id_seq;             /* for assigned client ids */
 	struct sub_work sub_work;
 	/* Holds the SUBACK of a SUBSCRIBE until the other cluster nodes know of

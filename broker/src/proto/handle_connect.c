@@ -273,6 +273,7 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	}
 	/* Authorisation (3.1.4 step 3) comes before the takeover of step 4
 	 * [MQTT-3.1.4-2], so a refused CONNECT leaves the owner connected. */
+	int rc;
 	const struct session *held = sess_find(&b->sessions, id, id_len);
 	if (held && held->owned && !same_user(held->username, username)) {
 		log_msg(LOG_NOTICE, "auth", "%s: client id '%.*s' refused to %s%s%s: its session belongs to %s%s%s",
@@ -281,6 +282,16 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 			held->username ? "'" : "");
 		wisp_free(username);
 		return refuse(why, REASON_TAKEOVER_REFUSED);
+	}
+	/* A session that lives at another node of a cluster comes here first
+	 * (cluster/handover.h); an assigned id or an AUTH exchange (which a
+	 * second run of this CONNECT would start again) does not wait for it. */
+	if (!held && !p->clean_start && id != idbuf && !enhanced && b->on_session_missing) {
+		rc = b->on_session_missing(b->client_connected_ctx, c, id, id_len, username);
+		if (rc != 0) {
+			wisp_free(username);
+			return rc == WISP_EAGAIN ? rc : refuse(why, REASON_TAKEOVER_REFUSED);
+		}
 	}
 	/* A persistent session is a promise the store cannot keep right now;
 	 * clean sessions never touch it and are still served. */
@@ -294,7 +305,7 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 		wisp_free(username);
 		return refuse(why, REASON_NO_MEMORY);
 	}
-	int rc = make_will(b, c, p, acl, why);
+	rc = make_will(b, c, p, acl, why);
 	if (rc != 0) {
 		acl_client_free(acl);
 		wisp_free(username);

@@ -8,6 +8,7 @@
 #include "alloc.h"
 #include "broker.h"
 #include "delivery.h"
+#include "flight.h"
 #include "err.h"
 #include "log.h"
 #include "store.h"
@@ -1033,9 +1034,9 @@ static struct session *get_session(struct broker *b, struct store_str client)
 	return s;
 }
 
-static int v_msg_put(void *ctx, const struct store_msg *r, void **handle)
+/* A message back from its record (msg_record's inverse); NULL when out of memory. */
+static struct msg *msg_of_record(const struct broker *b, const struct store_msg *r)
 {
-	struct broker *b = ctx;
 	struct msg_spec spec = {
 		.topic = r->topic.ptr,
 		.topic_len = r->topic.len,
@@ -1047,7 +1048,13 @@ static int v_msg_put(void *ctx, const struct store_msg *r, void **handle)
 		.retain = (r->flags & STORE_MSG_RETAIN) != 0,
 		.expires_at = expiry_from_unix(b, r->expiry),
 	};
-	struct msg *m = msg_create(&spec);
+	return msg_create(&spec);
+}
+
+static int v_msg_put(void *ctx, const struct store_msg *r, void **handle)
+{
+	struct broker *b = ctx;
+	struct msg *m = msg_of_record(b, r);
 	if (!m)
 		return WISP_ENOMEM;
 	if (attach_stored(m, r->id) != 0) {
@@ -1091,6 +1098,18 @@ static int v_retain_del(void *ctx, const struct store_retain *r)
 	return 0;
 }
 
+/* A SESSION_PUT's Session Expiry Interval (0: none recorded, nothing to set). */
+static int set_expiry(struct broker *b, struct session *s, uint32_t expiry_s)
+{
+	if (!expiry_s)
+		return 0;
+	struct sess_v5 *v = session_v5_get(b, s);
+	if (!v)
+		return WISP_ENOMEM;
+	v->expiry = expiry_s;
+	return 0;
+}
+
 static int v_session_put(void *ctx, const struct store_session *r)
 {
 	struct broker *b = ctx;
@@ -1099,15 +1118,11 @@ static int v_session_put(void *ctx, const struct store_session *r)
 		return WISP_ENOMEM;
 	if (r->next_packet_id > s->next_packet_id)
 		s->next_packet_id = r->next_packet_id;
-	if (r->expiry_s) {
-		/* Its expiry runs again from the restart (persist_open): how long it
-		 * was offline before is not recorded, so it may live longer, never
-		 * shorter, than asked. */
-		struct sess_v5 *v = session_v5_get(b, s);
-		if (!v)
-			return WISP_ENOMEM;
-		v->expiry = r->expiry_s;
-	}
+	/* Its expiry runs again from the restart (persist_open): how long it
+	 * was offline before is not recorded, so it may live longer, never
+	 * shorter, than asked. */
+	if (set_expiry(b, s, r->expiry_s) != 0)
+		return WISP_ENOMEM;
 	/* A record without an owner (an older Wisp's) says nothing about it:
 	 * it does not unbind an owner an earlier record named. */
 	if (r->owner == STORE_OWNER_NONE)
@@ -1496,4 +1511,203 @@ void persist_close(struct broker *b)
 	wisp_free(b->persist.held);
 	b->persist.held = NULL;
 	b->persist.held_len = b->persist.held_cap = 0;
+}
+
+/* ---- a session handed to another node (cluster/handover.c) ---- */
+
+int persist_session_export(struct broker *b, struct session *s, persist_rec_fn *fn, void *ctx)
+{
+	struct store_rec r = {.type = STORE_REC_SESSION_PUT};
+	r.u.session = (struct store_session){
+		.client = str_of(s->client_id, s->id_len),
+		.proto = s->conn ? s->conn->version : MQTT_PROTO_V311,
+		.next_packet_id = s->next_packet_id,
+		.expiry_s = persist_expiry(s),
+	};
+	set_owner(&r.u.session, s);
+	int rc = fn(ctx, &r);
+	struct list_node *n;
+	for (n = s->subs.next; !rc && n != &s->subs; n = n->next) {
+		r = (struct store_rec){.type = STORE_REC_SUB_ADD};
+		r.u.sub = sub_record(s, container_of(n, struct sess_sub, link));
+		rc = fn(ctx, &r);
+	}
+	uint64_t id = 0;
+	struct list_node *lists[2] = {s->qos ? &s->qos->inflight : NULL, s->qos ? &s->qos->queue : NULL};
+	for (int k = 0; k < 2 && lists[k]; k++)
+		for (n = lists[k]->next; !rc && n != lists[k]; n = n->next) {
+			struct sess_msg *e = container_of(n, struct sess_msg, link);
+			bool flight = k == 0, with_msg = e->msg && !(flight && e->state == SESS_MSG_WAIT_PUBCOMP);
+			if (with_msg) {
+				r = (struct store_rec){.type = STORE_REC_MSG_PUT};
+				r.u.msg = msg_record(b, e->msg, ++id);
+				rc = fn(ctx, &r);
+			} else if (!flight) {
+				continue; /* a queued entry always has its message */
+			}
+			struct ids_bytes ids;
+			ids_encode(e, &ids);
+			if (!rc && flight) {
+				r = (struct store_rec){.type = STORE_REC_FLIGHT_SET};
+				r.u.flight = flight_record(s, e, ids.b);
+				r.u.flight.msg_id = with_msg ? id : 0;
+				rc = fn(ctx, &r);
+			} else if (!rc) {
+				r = (struct store_rec){.type = STORE_REC_QUEUE_ADD};
+				r.u.queue = queue_record(s, e, ids.b);
+				r.u.queue.msg_id = id;
+				rc = fn(ctx, &r);
+			}
+			wisp_free(ids.heap);
+		}
+	for (uint16_t i = 0; !rc && i < sess_qos2_in_count(s); i++) {
+		r = (struct store_rec){.type = STORE_REC_QOS2_IN_ADD};
+		r.u.qos2 = (struct store_qos2){str_of(s->client_id, s->id_len), sess_qos2_in_id(s, i)};
+		rc = fn(ctx, &r);
+	}
+	return rc;
+}
+
+static bool is_client(const struct session *s, struct store_str client)
+{
+	return s && client.len == s->id_len && memcmp(client.ptr, s->client_id, client.len) == 0;
+}
+
+/* The client a record names (every record of a session's sequence names
+ * one but MSG_PUT). */
+static struct store_str rec_client(const struct store_rec *r)
+{
+	switch (r->type) {
+	case STORE_REC_SUB_ADD:
+		return r->u.sub.client;
+	case STORE_REC_QUEUE_ADD:
+		return r->u.queue.client;
+	case STORE_REC_FLIGHT_SET:
+		return r->u.flight.client;
+	case STORE_REC_QOS2_IN_ADD:
+		return r->u.qos2.client;
+	default:
+		return r->u.session.client;
+	}
+}
+
+/* A handed-over entry is a live change here: the store is told as if the
+ * delivery had been queued or sent on this node (observer events), which
+ * writes the message itself with this node's id (durable_ref). */
+static void import_observe(struct broker *b, struct session *s, struct sess_msg *e, bool flight)
+{
+	e->durable = false; /* restored entries claim a store reference the observer takes now */
+	if (flight)
+		SESS_OBSERVE(&b->observer, flight, s, e);
+	else
+		SESS_OBSERVE(&b->observer, queued, s, e);
+}
+
+static int import_delivery(struct broker *b, struct persist_import *x, const struct store_rec *r)
+{
+	bool flight = r->type == STORE_REC_FLIGHT_SET;
+	uint64_t msg_id = flight ? r->u.flight.msg_id : r->u.queue.msg_id;
+	uint8_t state = flight ? sess_state(r->u.flight.state) : SESS_MSG_QUEUED;
+	bool needs_msg = state != SESS_MSG_WAIT_PUBCOMP;
+	if (needs_msg && (!x->m || msg_id != x->msg_id))
+		return WISP_EPROTO; /* its MSG_PUT comes right before it */
+	struct ids_nums ids;
+	int rc = ids_decode(flight ? r->u.flight.sub_ids : r->u.queue.sub_ids, &ids);
+	if (rc != 0)
+		return rc;
+	struct session *s = x->s;
+	const struct delivery_sub_ids *idp = ids.ids.count ? &ids.ids : NULL;
+	if (flight) {
+		rc = delivery_restore_flight(s, &b->dlim, needs_msg ? x->m : NULL, r->u.flight.packet_id,
+					     r->u.flight.qos, state, (r->u.flight.flags & STORE_MSG_RETAIN) != 0, idp);
+		struct sess_msg *e = rc == 0 && s->qos ? flight_index_get(s->qos->flight, r->u.flight.packet_id) : NULL;
+		if (e)
+			import_observe(b, s, e, true);
+	} else {
+		rc = delivery_restore_queued(s, &b->dlim, x->m, r->u.queue.qos, (r->u.queue.flags & STORE_MSG_RETAIN) != 0,
+					     idp);
+		if (rc == 0 && s->qos)
+			import_observe(b, s, container_of(s->qos->queue.prev, struct sess_msg, link), false);
+	}
+	wisp_free(ids.heap);
+	return rc;
+}
+
+static int import_session(struct broker *b, struct persist_import *x, const struct store_session *r)
+{
+	if (x->s)
+		return WISP_EPROTO;
+	if (find_session(b, r->client))
+		return WISP_EEXIST;
+	struct session *s = sess_create(&b->sessions, r->client.ptr, r->client.len, false);
+	if (!s)
+		return WISP_ENOMEM;
+	x->s = s;
+	s->next_packet_id = r->next_packet_id;
+	if (set_expiry(b, s, r->expiry_s) != 0)
+		return WISP_ENOMEM;
+	/* The owner is bound by the CONNECT this session is fetched for
+	 * (handle_connect), which the holder checked against it. */
+	SESS_OBSERVE(&b->observer, session_put, s);
+	return 0;
+}
+
+int persist_import_rec(struct broker *b, struct persist_import *x, const struct store_rec *r)
+{
+	if (r->type == STORE_REC_SESSION_PUT)
+		return import_session(b, x, &r->u.session);
+	if (r->type == STORE_REC_MSG_PUT) {
+		if (!x->s)
+			return WISP_EPROTO;
+		struct msg *m = msg_of_record(b, &r->u.msg);
+		if (!m)
+			return WISP_ENOMEM;
+		msg_unref(x->m);
+		x->m = m;
+		x->msg_id = r->u.msg.id;
+		return 0;
+	}
+	if (!is_client(x->s, rec_client(r)))
+		return WISP_EPROTO;
+	switch (r->type) {
+	case STORE_REC_SUB_ADD: {
+		const struct store_sub *sub = &r->u.sub;
+		if (broker_topic_bound(b, sub->filter.ptr, sub->filter.len) != TOPIC_WITHIN_LIMITS ||
+		    !topic_filter_valid(sub->filter.ptr, sub->filter.len)) {
+			x->subs_skipped++;
+			return 0;
+		}
+		uint8_t opts = (uint8_t)(sub->options | (b->auth.acl ? SESS_SUBOPT_ACL_CHECK : 0));
+		int rc = router_interest_add(b->router, x->s, sub->filter.ptr, sub->filter.len, opts, sub->sub_id,
+					     b->cfg->limits.max_subscriptions);
+		if (rc == WISP_ELIMIT) {
+			x->subs_skipped++;
+			b->stats.subs_refused++;
+			return 0;
+		}
+		return rc < 0 ? rc : 0;
+	}
+	case STORE_REC_QUEUE_ADD:
+	case STORE_REC_FLIGHT_SET:
+		return import_delivery(b, x, r);
+	case STORE_REC_QOS2_IN_ADD: {
+		int rc = sess_qos2_in_add(x->s, r->u.qos2.packet_id);
+		if (rc == 1)
+			SESS_OBSERVE(&b->observer, qos2_in, x->s, r->u.qos2.packet_id, true);
+		return rc < 0 && rc != WISP_ELIMIT ? rc : 0;
+	}
+	default:
+		return WISP_EPROTO;
+	}
+}
+
+void persist_import_end(struct broker *b, struct persist_import *x, bool keep)
+{
+	msg_unref(x->m);
+	x->m = NULL;
+	if (x->s && !keep) {
+		SESS_OBSERVE(&b->observer, session_del, x->s);
+		sess_destroy(&b->sessions, b->subs, x->s);
+	}
+	x->s = NULL;
 }

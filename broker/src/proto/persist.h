@@ -124,4 +124,44 @@ size_t persist_stream_window(const struct broker *b, uint64_t *floor, const uint
  * (session/observer.h): persist_open registers the store's implementation
  * in b->observer once the replay is over, persist_close removes it. */
 
+/* ---- a session handed to another node (cluster/handover.c) ---- */
+
+struct store_rec;
+/* Receives one record; 0 to go on, or a negative WISP_E* to stop. */
+typedef int persist_rec_fn(void *ctx, const struct store_rec *r);
+
+/*
+ * The records of session `s` in the store's own vocabulary (store/record.h),
+ * in an order persist_import_rec rebuilds it from: SESSION_PUT, then a
+ * SUB_ADD per subscription (every option), then per in-flight message its
+ * MSG_PUT (none past PUBREC: only the PUBREL is left) and FLIGHT_SET with
+ * its packet id and state, then per queued message its MSG_PUT and
+ * QUEUE_ADD, then a QOS2_IN_ADD per inbound QoS 2 id awaiting its PUBREL.
+ * Message ids are 1, 2, ... in that order: the transfer's own, not this
+ * node's store ids (which need not exist). Works with persistence off.
+ * Borrows s until return; each record is valid only during its call.
+ */
+int persist_session_export(struct broker *b, struct session *s, persist_rec_fn *fn, void *ctx);
+
+/* Rebuilding a session handed over from another node, record by record. */
+struct persist_import {
+	struct session *s;  /* created by the SESSION_PUT; NULL before */
+	struct msg *m;      /* the last MSG_PUT, a reference; NULL before */
+	uint64_t msg_id;
+	uint32_t subs_skipped; /* over this node's bounds: counted and logged as a replay's are */
+};
+/*
+ * Applies one record of persist_session_export's sequence to this node as
+ * live changes: the session, its subscriptions (through the router, so
+ * other nodes see the interest), queue and flight entries and QoS 2 ids,
+ * each reported to the session observer, so this node's store records the
+ * session as if it had been built here. WISP_EEXIST when the SESSION_PUT
+ * names a session this node already has; WISP_EPROTO for records out of
+ * that order or of another client; WISP_ENOMEM.
+ */
+int persist_import_rec(struct broker *b, struct persist_import *x, const struct store_rec *r);
+/* Ends an import: drops the last message reference; with `keep` false the
+ * half-built session goes too (its records with a SESSION_DEL). */
+void persist_import_end(struct broker *b, struct persist_import *x, bool keep);
+
 #endif

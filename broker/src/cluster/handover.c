@@ -1,0 +1,787 @@
+/*
+ * Sessions handed between nodes (handover.h).
+ *
+ * Subjects, under "$WISP.<prefix>.ho." ("$WISP.ho." without a prefix),
+ * each node's own as the 16 hex digits of its name's digest (any node name
+ * is then a valid subject token): a node subscribes "<its>.>" and gets
+ *   <its>.req     a request (reply subject: the asker's "<asker>.r<token>")
+ *   <its>.done    "done" for a session it handed over (payload: the client id)
+ *   <its>.r<tok>  the answer to its request <tok>: chunks or a status;
+ *                 NATS's own "no responders" status (503) when the asked
+ *                 node has no subscription (it is gone)
+ *   <its>.dir     digests of the persistent sessions another node holds
+ * and every node subscribes "dir", where a node that starts asks all the
+ * others which sessions they hold (the directory, see on_dir_request).
+ * Headers: Wisp-Kind (req, chunk, none, refused, too-big, done, dir), Wisp-Node,
+ * Wisp-User (req: the authenticated user; absent: anonymous), Wisp-Seq
+ * (chunk: 0, 1, ...) and Wisp-Last ("1" on the last chunk).
+ *
+ * The records are store frames (store/record.h) with salt 0; a chunk is any
+ * slice of their concatenation, reassembled in order at the asker.
+ */
+#include "handover.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "broker.h"
+#include "delivery.h"
+#include "err.h"
+#include "groups.h"
+#include "hash.h"
+#include "input.h"
+#include "list.h"
+#include "log.h"
+#include "persist.h"
+#include "record.h"
+#include "session_v5.h"
+#include "wire.h"
+
+#define ID_SEED_LO 0x243f6a88u
+#define ID_SEED_HI 0x85a308d3u
+/* "$WISP." prefix "." "ho." 16 hex "." "r" 20 digits */
+#define SUBJECT_MAX 256
+
+struct dir_slot {
+	uint64_t id;   /* digest of the client id; 0: empty */
+	uint64_t node; /* digest of the node that claimed it last */
+};
+
+enum fetch_state {
+	FETCH_WAITING = 0,   /* the request is out; chunks may be arriving */
+	FETCH_FELL_BACK = 1, /* failed: the CONNECT goes on with a fresh session */
+	FETCH_REFUSED = 2,   /* the holder says it is another user's */
+	FETCH_CONFIRMING = 3 /* imported: "done" waits for this node's store */
+};
+
+/* A session this node is fetching (or has fetched and not yet confirmed). */
+struct fetch {
+	struct list_node link;
+	struct handover *h;
+	struct conn *c;          /* the waiting CONNECT's; NULL once gone or resumed */
+	uint64_t token;
+	uint64_t node;           /* the holder */
+	uint64_t started_us;     /* CLOCK_MONOTONIC: the handover's time in the log is measured, not the loop's cached clock */
+	uint64_t store_seq;      /* CONFIRMING: the store holds the session from this seq */
+	struct loop_timer timer; /* the handover timeout; CONFIRMING: the next look at the store */
+	uint8_t state;           /* enum fetch_state */
+	uint32_t next_seq;
+	size_t len, cap;
+	uint8_t *buf;            /* the records so far */
+	char holder[64];         /* the holder's name once it answered, for logs; "" before */
+	size_t id_len;
+	char id[];
+};
+
+/* A session this node handed over: kept until the new node says "done". */
+struct leaving {
+	struct list_node link;
+	struct handover *h;
+	struct loop_timer timer;
+	size_t id_len;
+	char id[];
+};
+
+struct handover {
+	struct broker *b;
+	natsConnection *nc;
+	natsSubscription *sub;
+	uint64_t self;
+	char *node;
+	char *base;     /* "$WISP.<prefix>.ho." */
+	size_t base_len;
+	struct dir_slot *dir;
+	size_t dir_len;
+	natsSubscription *dir_sub; /* "<base>dir": another node (re)started and asks who holds what */
+	struct list_node fetches;
+	struct list_node leavings;
+	uint64_t next_token;
+};
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t digest(const char *s, size_t len)
+{
+	uint64_t d = (uint64_t)hash_bytes(ID_SEED_HI, s, len) << 32 | hash_bytes(ID_SEED_LO, s, len);
+	return d ? d : 1; /* 0 marks an empty slot */
+}
+
+/* "<base><node hex><suffix>" into out (SUBJECT_MAX). */
+static void subject_of(const struct handover *h, uint64_t node, const char *suffix, char *out)
+{
+	snprintf(out, SUBJECT_MAX, "%s%016" PRIx64 "%s", h->base, node, suffix);
+}
+
+/* ---- sending ---- */
+
+static natsStatus publish(struct handover *h, const char *subject, const char *reply, const char *kind,
+			  const void *data, size_t len, natsMsg **keep)
+{
+	natsMsg *nm = NULL;
+	natsStatus st = natsMsg_Create(&nm, subject, reply, data, (int)len);
+	if (st == NATS_OK)
+		st = natsMsgHeader_Set(nm, "Wisp-Kind", kind);
+	if (st == NATS_OK)
+		st = natsMsgHeader_Set(nm, "Wisp-Node", h->node);
+	if (st == NATS_OK && keep) {
+		*keep = nm; /* the caller adds headers and publishes */
+		return st;
+	}
+	if (st == NATS_OK)
+		st = natsConnection_PublishMsg(h->nc, nm);
+	natsMsg_Destroy(nm);
+	if (st != NATS_OK)
+		h->b->stats.cluster.send_failed++;
+	return st;
+}
+
+/* ---- the directory ---- */
+
+void handover_claimed(struct handover *h, const char *id, size_t len, const char *node)
+{
+	if (!h)
+		return;
+	uint64_t d = digest(id, len);
+	uint64_t nd = digest(node, strlen(node));
+	h->dir[d % h->dir_len] = (struct dir_slot){d, nd};
+	if (nd != h->self)
+		log_msg(LOG_DEBUG, "cluster", "client %.*s: last claimed by node '%s'", (int)len, id, node);
+}
+
+/*
+ * A node that (re)started heard none of the claims made before: it asks
+ * every node once ("<base>dir", at start, buffered by cnats until NATS is
+ * there) and each answers with the 64-bit digests of the persistent
+ * sessions it holds (8 bytes each, little-endian, HANDOVER_CHUNK bytes a
+ * message). They fill empty slots only: a claim heard since is newer.
+ */
+static void on_dir_request(struct handover *h, natsMsg *nm)
+{
+	const char *reply = natsMsg_GetReply(nm);
+	const char *asker = wire_header(nm, "Wisp-Node");
+	if (!reply || !asker || strcmp(asker, h->node) == 0)
+		return; /* this node's own request, echoed */
+	const struct session_table *t = &h->b->sessions;
+	uint8_t *chunk = wisp_malloc(HANDOVER_CHUNK);
+	if (!chunk)
+		return;
+	size_t len = 0, ids = 0;
+	for (size_t i = 0; i < t->nbuckets; i++)
+		for (const struct session *s = t->buckets[i]; s; s = s->hash_next) {
+			if (s->clean)
+				continue;
+			uint64_t d = digest(s->client_id, s->id_len);
+			for (int k = 0; k < 8; k++)
+				chunk[len++] = (uint8_t)(d >> (8 * k));
+			ids++;
+			if (len == HANDOVER_CHUNK) {
+				publish(h, reply, NULL, "dir", chunk, len, NULL);
+				len = 0;
+			}
+		}
+	if (len)
+		publish(h, reply, NULL, "dir", chunk, len, NULL);
+	wisp_free(chunk);
+	log_msg(LOG_INFO, "cluster", "node '%s' started: told it of the %zu persistent sessions here", asker, ids);
+}
+
+static void on_dir_answer(struct handover *h, natsMsg *nm)
+{
+	const char *node = wire_header(nm, "Wisp-Node");
+	int len = natsMsg_GetDataLength(nm);
+	if (!node || len <= 0 || len % 8)
+		return;
+	uint64_t nd = digest(node, strlen(node));
+	const uint8_t *p = (const uint8_t *)natsMsg_GetData(nm);
+	size_t learnt = 0;
+	for (int i = 0; i < len; i += 8) {
+		uint64_t d = 0;
+		for (int k = 0; k < 8; k++)
+			d |= (uint64_t)p[i + k] << (8 * k);
+		struct dir_slot *slot = &h->dir[d % h->dir_len];
+		if (d && !slot->id) {
+			*slot = (struct dir_slot){d, nd};
+			learnt++;
+		}
+	}
+	log_msg(LOG_INFO, "cluster", "node '%s' holds %d persistent sessions (%zu new to this node's directory)", node,
+		len / 8, learnt);
+}
+
+/* The node that claimed `id` last, if another than this one; 0 if none. */
+static uint64_t holder_of(const struct handover *h, const char *id, size_t len)
+{
+	uint64_t d = digest(id, len);
+	const struct dir_slot *slot = &h->dir[d % h->dir_len];
+	return slot->id == d && slot->node != h->self ? slot->node : 0;
+}
+
+/* ---- the asking node ---- */
+
+static void fetch_free(struct fetch *f)
+{
+	struct broker *b = f->h->b;
+	loop_timer_stop(b->loop, &f->timer);
+	list_remove(&f->link);
+	wisp_free(f->buf);
+	wisp_free(f);
+}
+
+/* The CONNECT goes on: with the session now here, with a fresh one, or
+ * refused. Its fetch stays (but for an import) until the CONNECT has seen
+ * it (handover_session_missing). */
+static void fetch_resume(struct fetch *f)
+{
+	struct conn *c = f->c;
+	wisp_free(f->buf);
+	f->buf = NULL;
+	f->len = f->cap = 0;
+	if (f->state == FETCH_CONFIRMING) {
+		f->c = NULL; /* the session is here: the CONNECT will not ask again */
+		if (c)
+			conn_input_resume(c);
+		return;
+	}
+	if (!c) {
+		fetch_free(f); /* nobody waits for it */
+		return;
+	}
+	conn_input_resume(c); /* may free f (handover_session_missing): not touched after */
+}
+
+static void fall_back(struct fetch *f, const char *why)
+{
+	struct broker *b = f->h->b;
+	loop_timer_stop(b->loop, &f->timer);
+	f->state = FETCH_FELL_BACK;
+	b->stats.cluster.handover_failed++;
+	char digest_hex[24];
+	snprintf(digest_hex, sizeof digest_hex, "%016" PRIx64, f->node);
+	log_limited("cluster handover failed", LOG_WARNING, "cluster",
+		    "client %.*s: its session at node '%s' could not be fetched (%s): it starts a new one here "
+		    "(Session Present 0)", (int)f->id_len, f->id, f->holder[0] ? f->holder : digest_hex, why);
+	fetch_resume(f);
+}
+
+static void confirm(struct fetch *f);
+
+static void on_confirm_timer(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	confirm(container_of(t, struct fetch, timer));
+}
+
+/* Tells the old node to let go, once this node's store holds the session
+ * (written; with fsync "always", synced): a kill -9 of this node before
+ * that leaves the old node's copy in place. */
+static void confirm(struct fetch *f)
+{
+	struct handover *h = f->h;
+	if (persist_safe_seq(h->b) < f->store_seq) {
+		loop_timer_start(h->b->loop, &f->timer, 1, on_confirm_timer);
+		return;
+	}
+	char subject[SUBJECT_MAX];
+	subject_of(h, f->node, ".done", subject);
+	publish(h, subject, NULL, "done", f->id, f->id_len, NULL);
+	fetch_free(f);
+}
+
+static void on_fetch_timeout(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	fall_back(container_of(t, struct fetch, timer), "no answer within cluster.handover_timeout");
+}
+
+struct import_ctx {
+	struct broker *b;
+	struct persist_import x;
+	size_t msgs;
+};
+
+/* Rebuilds the session from the gathered records. 0, or why not. */
+static const char *import(struct fetch *f, struct import_ctx *ic)
+{
+	struct broker *b = f->h->b;
+	size_t off = 0;
+	int rc = 0;
+	while (rc == 0 && off < f->len) {
+		size_t total;
+		if (store_frame_check(f->buf + off, f->len - off, 0, &total) != STORE_FRAME_OK)
+			return "a damaged record";
+		const uint8_t *fr = f->buf + off;
+		struct store_rec r;
+		if (store_rec_decode(fr[4], fr[5], fr + STORE_FRAME_HDR, total - STORE_FRAME_HDR, &r) != 0)
+			return "an unknown record";
+		rc = persist_import_rec(b, &ic->x, &r);
+		if (r.type == STORE_REC_QUEUE_ADD || r.type == STORE_REC_FLIGHT_SET)
+			ic->msgs++;
+		off += total;
+	}
+	if (rc == WISP_EEXIST)
+		return "a session of this id was created here meanwhile";
+	if (rc != 0)
+		return rc == WISP_ENOMEM ? "out of memory" : "records out of order";
+	if (!ic->x.s)
+		return "no session record";
+	return NULL;
+}
+
+static void fetch_complete(struct fetch *f)
+{
+	struct broker *b = f->h->b;
+	if (!f->c) {
+		/* The client hung up meanwhile: the old node keeps its copy
+		 * (no "done"), as if nothing had been asked. */
+		fetch_free(f);
+		return;
+	}
+	struct import_ctx ic = {.b = b};
+	const char *why = import(f, &ic);
+	if (why) {
+		persist_import_end(b, &ic.x, false);
+		fall_back(f, why);
+		return;
+	}
+	struct session *s = ic.x.s;
+	uint32_t subs = s->sub_count;
+	persist_import_end(b, &ic.x, true);
+	/* Written now rather than at the end of the turn: the CONNACK and the
+	 * claim that follows must not outrun the records. */
+	persist_flush(b);
+	f->store_seq = persist_seq(b);
+	f->state = FETCH_CONFIRMING;
+	loop_timer_stop(b->loop, &f->timer);
+	b->stats.cluster.sessions_in++;
+	log_msg(LOG_NOTICE, "cluster",
+		"client %.*s: session fetched from node '%s' in %" PRIu64 " ms (%u subscriptions, %zu "
+		"messages, %zu bytes%s)", (int)f->id_len, f->id, f->holder, (now_us() - f->started_us + 500) / 1000,
+		(unsigned)subs, ic.msgs, f->len, ic.x.subs_skipped ? ", some subscriptions over this node's limits skipped" : "");
+	fetch_resume(f); /* the CONNECT now finds the session: Session Present 1 */
+	confirm(f);
+}
+
+static struct fetch *fetch_by_token(struct handover *h, uint64_t token)
+{
+	struct list_node *n;
+	for (n = h->fetches.next; n != &h->fetches; n = n->next) {
+		struct fetch *f = container_of(n, struct fetch, link);
+		if (f->token == token)
+			return f;
+	}
+	return NULL;
+}
+
+static void on_answer(struct handover *h, natsMsg *nm, uint64_t token)
+{
+	struct fetch *f = fetch_by_token(h, token);
+	if (!f || f->state != FETCH_WAITING)
+		return; /* late: it fell back already */
+	const char *kind = wire_header(nm, "Wisp-Kind");
+	const char *holder = wire_header(nm, "Wisp-Node");
+	if (holder && !f->holder[0])
+		snprintf(f->holder, sizeof f->holder, "%s", holder);
+	if (!kind) {
+		/* NATS's no-responders status: nobody listens on the holder's subject. */
+		fall_back(f, "the node is gone");
+		return;
+	}
+	if (strcmp(kind, "none") == 0) {
+		f->state = FETCH_FELL_BACK; /* nothing to move: a fresh session, as on one node */
+		loop_timer_stop(h->b->loop, &f->timer);
+		fetch_resume(f);
+		return;
+	}
+	if (strcmp(kind, "refused") == 0) {
+		f->state = FETCH_REFUSED;
+		loop_timer_stop(h->b->loop, &f->timer);
+		fetch_resume(f);
+		return;
+	}
+	if (strcmp(kind, "chunk") != 0) {
+		fall_back(f, strcmp(kind, "too-big") == 0 ? "over cluster.handover_max_bytes" : "an unknown answer");
+		return;
+	}
+	const char *seq = wire_header(nm, "Wisp-Seq");
+	const char *last = wire_header(nm, "Wisp-Last");
+	int len = natsMsg_GetDataLength(nm);
+	if (!seq || strtoul(seq, NULL, 10) != f->next_seq || len < 0) {
+		fall_back(f, "a chunk is missing");
+		return;
+	}
+	f->next_seq++;
+	size_t add = (size_t)len;
+	if (f->len + add > f->h->b->cfg->cluster.handover_max_bytes) {
+		fall_back(f, "over cluster.handover_max_bytes");
+		return;
+	}
+	if (f->len + add > f->cap) {
+		size_t cap = f->cap ? f->cap : HANDOVER_CHUNK;
+		while (cap < f->len + add)
+			cap *= 2;
+		uint8_t *nb = wisp_realloc(f->buf, cap);
+		if (!nb) {
+			fall_back(f, "out of memory");
+			return;
+		}
+		f->buf = nb;
+		f->cap = cap;
+	}
+	if (add)
+		memcpy(f->buf + f->len, natsMsg_GetData(nm), add);
+	f->len += add;
+	if (last && strcmp(last, "1") == 0)
+		fetch_complete(f);
+}
+
+int handover_session_missing(struct handover *h, struct conn *c, const char *id, size_t len, const char *username)
+{
+	struct list_node *n;
+	for (n = h->fetches.next; n != &h->fetches; n = n->next) {
+		struct fetch *f = container_of(n, struct fetch, link);
+		if (f->c != c)
+			continue;
+		if (f->state == FETCH_WAITING)
+			return WISP_EAGAIN; /* read again before the answer: keep waiting */
+		bool refused = f->state == FETCH_REFUSED;
+		fetch_free(f);
+		return refused ? WISP_EEXIST : 0;
+	}
+	uint64_t node = holder_of(h, id, len);
+	if (!node)
+		return 0; /* no other node had it last: a fresh session at once */
+	struct fetch *f = wisp_calloc(1, sizeof *f + len + 1);
+	if (!f)
+		return 0;
+	f->h = h;
+	f->c = c;
+	f->token = ++h->next_token;
+	f->node = node;
+	f->started_us = now_us();
+	f->id_len = len;
+	memcpy(f->id, id, len);
+	char subject[SUBJECT_MAX], reply[SUBJECT_MAX], suffix[32];
+	subject_of(h, node, ".req", subject);
+	snprintf(suffix, sizeof suffix, ".r%" PRIu64, f->token);
+	subject_of(h, h->self, suffix, reply);
+	natsMsg *nm = NULL;
+	natsStatus st = publish(h, subject, reply, "req", id, len, &nm);
+	if (st == NATS_OK && username)
+		st = natsMsgHeader_Set(nm, "Wisp-User", username);
+	if (st == NATS_OK)
+		st = natsConnection_PublishMsg(h->nc, nm);
+	natsMsg_Destroy(nm);
+	if (st != NATS_OK) {
+		h->b->stats.cluster.handover_failed++;
+		log_limited("cluster handover failed", LOG_WARNING, "cluster",
+			    "client %.*s: its session could not be asked for (NATS: %s): it starts a new one here",
+			    (int)len, id, natsStatus_GetText(st));
+		wisp_free(f);
+		return 0;
+	}
+	list_push_back(&h->fetches, &f->link);
+	loop_timer_start(h->b->loop, &f->timer, h->b->cfg->cluster.handover_timeout, on_fetch_timeout);
+	log_msg(LOG_INFO, "cluster", "client %.*s: asking node %016" PRIx64 " for its session", (int)len, id, node);
+	return WISP_EAGAIN;
+}
+
+void handover_conn_gone(struct handover *h, struct conn *c)
+{
+	struct list_node *n, *next;
+	for (n = h->fetches.next; n != &h->fetches; n = next) {
+		next = n->next;
+		struct fetch *f = container_of(n, struct fetch, link);
+		if (f->c != c)
+			continue;
+		f->c = NULL;
+		if (f->state != FETCH_WAITING)
+			fetch_free(f); /* a waiting one is dropped when its answer comes, or at its timeout */
+	}
+}
+
+/* ---- the holding node ---- */
+
+static struct leaving *leaving_find(const struct handover *h, const char *id, size_t len)
+{
+	struct list_node *n;
+	for (n = h->leavings.next; n != &h->leavings; n = n->next) {
+		struct leaving *l = container_of(n, struct leaving, link);
+		if (l->id_len == len && memcmp(l->id, id, len) == 0)
+			return l;
+	}
+	return NULL;
+}
+
+bool handover_is_leaving(const struct handover *h, const char *id, size_t len)
+{
+	return h && leaving_find(h, id, len) != NULL;
+}
+
+static void leaving_free(struct leaving *l)
+{
+	loop_timer_stop(l->h->b->loop, &l->timer);
+	list_remove(&l->link);
+	wisp_free(l);
+}
+
+static void on_leaving_timeout(struct loop *lp, struct loop_timer *t)
+{
+	(void)lp;
+	struct leaving *l = container_of(t, struct leaving, timer);
+	log_limited("cluster handover unconfirmed", LOG_WARNING, "cluster",
+		    "client %.*s: the node that fetched its session did not confirm it: the session stays here too",
+		    (int)l->id_len, l->id);
+	leaving_free(l);
+}
+
+/* The records, gathered whole before the first chunk leaves: a session
+ * over the cap is refused before anything was sent. */
+struct export_buf {
+	uint8_t *p;
+	size_t len, cap, max;
+};
+
+static int put_record(void *ctx, const struct store_rec *r)
+{
+	struct export_buf *x = ctx;
+	ssize_t n = store_rec_size(r);
+	if (n < 0)
+		return (int)n;
+	if (x->len + (size_t)n > x->max)
+		return WISP_ELIMIT;
+	if (x->len + (size_t)n > x->cap) {
+		size_t cap = x->cap ? x->cap : HANDOVER_CHUNK;
+		while (cap < x->len + (size_t)n)
+			cap *= 2;
+		uint8_t *nb = wisp_realloc(x->p, cap);
+		if (!nb)
+			return WISP_ENOMEM;
+		x->p = nb;
+		x->cap = cap;
+	}
+	n = store_rec_encode(r, 0, x->p + x->len, x->cap - x->len);
+	if (n < 0)
+		return (int)n;
+	x->len += (size_t)n;
+	return 0;
+}
+
+static void send_chunks(struct handover *h, const char *reply, const struct export_buf *x)
+{
+	uint32_t seq = 0;
+	size_t off = 0;
+	do {
+		size_t n = x->len - off < HANDOVER_CHUNK ? x->len - off : HANDOVER_CHUNK;
+		natsMsg *nm = NULL;
+		char seqs[16];
+		snprintf(seqs, sizeof seqs, "%" PRIu32, seq++);
+		natsStatus st = publish(h, reply, NULL, "chunk", x->p + off, n, &nm);
+		if (st == NATS_OK)
+			st = natsMsgHeader_Set(nm, "Wisp-Seq", seqs);
+		if (st == NATS_OK)
+			st = natsMsgHeader_Set(nm, "Wisp-Last", off + n == x->len ? "1" : "0");
+		if (st == NATS_OK)
+			st = natsConnection_PublishMsg(h->nc, nm);
+		natsMsg_Destroy(nm);
+		if (st != NATS_OK) {
+			h->b->stats.cluster.send_failed++;
+			return; /* the asker falls back at its timeout; the session stays here */
+		}
+		off += n;
+	} while (off < x->len);
+}
+
+static void on_request(struct handover *h, natsMsg *nm)
+{
+	struct broker *b = h->b;
+	const char *reply = natsMsg_GetReply(nm);
+	const char *asker = wire_header(nm, "Wisp-Node");
+	int len = natsMsg_GetDataLength(nm);
+	if (!reply || !asker || len <= 0)
+		return;
+	const char *id = natsMsg_GetData(nm);
+	const char *user = wire_header(nm, "Wisp-User");
+	struct session *s = sess_find(&b->sessions, id, (size_t)len);
+	if (s && s->owned && !((!user && !s->username) || (user && s->username && strcmp(user, s->username) == 0))) {
+		log_limited("cluster handover refused", LOG_NOTICE, "cluster",
+			    "client %s: node '%s' asked for its session for another user: refused", s->client_id, asker);
+		publish(h, reply, NULL, "refused", NULL, 0, NULL);
+		return;
+	}
+	if (s && s->conn) {
+		log_limited("cluster_takeover", LOG_NOTICE, "cluster", "client %s: taken over by a connection at node '%s'",
+			    s->client_id, asker);
+		/* [MQTT-3.1.4-3] as on one node: 0x8E for v5, a close for 3.1.1. */
+		broker_drop(b, s->conn, REASON_SESSION_TAKEN_OVER, "session taken over at another node");
+		b->stats.cluster.taken_over++;
+		s = sess_find(&b->sessions, id, (size_t)len); /* a clean one is gone now */
+	}
+	if (!s || s->clean) {
+		publish(h, reply, NULL, "none", NULL, 0, NULL);
+		return;
+	}
+	struct export_buf x = {.max = b->cfg->cluster.handover_max_bytes};
+	int rc = persist_session_export(b, s, put_record, &x);
+	if (rc != 0) {
+		log_limited("cluster handover refused", LOG_WARNING, "cluster",
+			    "client %s: its session cannot move to node '%s': %s", s->client_id, asker,
+			    rc == WISP_ELIMIT ? "over cluster.handover_max_bytes" : wisp_strerror(rc));
+		publish(h, reply, NULL, rc == WISP_ELIMIT ? "too-big" : "none", NULL, 0, NULL);
+		wisp_free(x.p);
+		return;
+	}
+	struct leaving *l = leaving_find(h, id, (size_t)len);
+	if (!l) {
+		l = wisp_calloc(1, sizeof *l + (size_t)len);
+		if (l) {
+			l->h = h;
+			l->id_len = (size_t)len;
+			memcpy(l->id, id, (size_t)len);
+			list_push_back(&h->leavings, &l->link);
+		}
+	}
+	if (l) {
+		loop_timer_stop(b->loop, &l->timer);
+		/* The asker's timeout, plus its store's time to sync. */
+		loop_timer_start(b->loop, &l->timer, (uint64_t)b->cfg->cluster.handover_timeout + 2u, on_leaving_timeout);
+	}
+	send_chunks(h, reply, &x);
+	wisp_free(x.p);
+}
+
+static void on_done(struct handover *h, natsMsg *nm)
+{
+	struct broker *b = h->b;
+	int len = natsMsg_GetDataLength(nm);
+	if (len <= 0)
+		return;
+	const char *id = natsMsg_GetData(nm);
+	struct leaving *l = leaving_find(h, id, (size_t)len);
+	if (l)
+		leaving_free(l);
+	struct session *s = sess_find(&b->sessions, id, (size_t)len);
+	if (!s || s->conn)
+		return; /* already ended by a claim, or its client came back here meanwhile */
+	/* The client reconnected (elsewhere), so a delayed will is not due
+	 * [MQTT-3.1.3-9]; the session goes on at the other node. */
+	if (s->v5 && s->v5->will) {
+		SESS_OBSERVE(&b->observer, will_del, s);
+		msg_unref(s->v5->will);
+		s->v5->will = NULL;
+	}
+	session_v5_end(b, s);
+	SESS_OBSERVE(&b->observer, session_del, s);
+	/* Its messages went with it: none is handed to another member of a
+	 * shared group here (the session's end would do that), which would
+	 * deliver it a second time. */
+	delivery_clear(s, &b->dlim);
+	sess_destroy(&b->sessions, b->subs, s);
+	b->stats.cluster.sessions_out++;
+	log_msg(LOG_INFO, "cluster", "client %.*s: its session moved to node '%s'", len, id,
+		wire_header(nm, "Wisp-Node") ? wire_header(nm, "Wisp-Node") : "?");
+}
+
+bool handover_message(struct handover *h, natsMsg *nm)
+{
+	const char *subject = natsMsg_GetSubject(nm);
+	if (!h || strncmp(subject, h->base, h->base_len) != 0)
+		return false;
+	const char *rest = subject + h->base_len;
+	if (strcmp(rest, "dir") == 0) {
+		on_dir_request(h, nm);
+		return true;
+	}
+	char mine[20];
+	snprintf(mine, sizeof mine, "%016" PRIx64 ".", h->self);
+	if (strncmp(rest, mine, 17) != 0)
+		return true; /* another node's */
+	rest += 17;
+	if (strcmp(rest, "req") == 0)
+		on_request(h, nm);
+	else if (strcmp(rest, "dir") == 0)
+		on_dir_answer(h, nm);
+	else if (strcmp(rest, "done") == 0)
+		on_done(h, nm);
+	else if (rest[0] == 'r')
+		on_answer(h, nm, strtoull(rest + 1, NULL, 10));
+	return true;
+}
+
+/* ---- life cycle ---- */
+
+int handover_start(struct handover **out, struct broker *b, natsConnection *nc, const char *node,
+		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure)
+{
+	*out = NULL;
+	struct handover *h = wisp_calloc(1, sizeof *h);
+	if (!h)
+		return WISP_ENOMEM;
+	h->b = b;
+	h->nc = nc;
+	list_init(&h->fetches);
+	list_init(&h->leavings);
+	h->self = digest(node, strlen(node));
+	h->node = wisp_strndup(node, strlen(node));
+	h->dir_len = b->cfg->cluster.handover_directory ? b->cfg->cluster.handover_directory : 1024;
+	h->dir = wisp_calloc(h->dir_len, sizeof *h->dir);
+	size_t n = strlen("$WISP.") + strlen(prefix) + strlen(".ho.") + 1;
+	h->base = wisp_malloc(n);
+	if (!h->node || !h->dir || !h->base) {
+		handover_free(h);
+		return WISP_ENOMEM;
+	}
+	snprintf(h->base, n, "$WISP.%s%sho.", prefix, *prefix ? "." : "");
+	h->base_len = strlen(h->base);
+	char subject[SUBJECT_MAX];
+	subject_of(h, h->self, ".>", subject);
+	char dir[SUBJECT_MAX], reply[SUBJECT_MAX];
+	snprintf(dir, sizeof dir, "%sdir", h->base);
+	subject_of(h, h->self, ".dir", reply);
+	if (natsConnection_Subscribe(&h->sub, nc, subject, on_msg, on_msg_closure) != NATS_OK ||
+	    natsConnection_Subscribe(&h->dir_sub, nc, dir, on_msg, on_msg_closure) != NATS_OK) {
+		handover_free(h);
+		return WISP_EIO;
+	}
+	/* Who holds which session, from every node (on_dir_request). */
+	publish(h, dir, reply, "dir", NULL, 0, NULL);
+	*out = h;
+	return 0;
+}
+
+void handover_stop(struct handover *h)
+{
+	if (!h)
+		return;
+	natsSubscription **subs[2] = {&h->sub, &h->dir_sub};
+	for (int i = 0; i < 2; i++) {
+		if (!*subs[i])
+			continue;
+		cluster_nats_drain_sub(*subs[i], 500);
+		natsSubscription_Destroy(*subs[i]);
+		*subs[i] = NULL;
+	}
+}
+
+void handover_free(struct handover *h)
+{
+	if (!h)
+		return;
+	handover_stop(h);
+	while (!list_empty(&h->fetches))
+		fetch_free(container_of(h->fetches.next, struct fetch, link));
+	while (!list_empty(&h->leavings))
+		leaving_free(container_of(h->leavings.next, struct leaving, link));
+	wisp_free(h->dir);
+	wisp_free(h->base);
+	wisp_free(h->node);
+	wisp_free(h);
+}
