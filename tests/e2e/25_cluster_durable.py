@@ -383,18 +383,14 @@ class DurableClusterTest(unittest.TestCase):
     def test_restarted_subscriber_node_gets_what_was_acknowledged_meanwhile(self):
         keep = self.subscriber("b", "keep", "rs/#", clean=False)
         keep.close()
-        self.kill_node("b")
         pub = Publisher(self.nodes["a"].port, "pub-a", "rs")
         self.clients.append(pub.c)
-        pub.run(count=200, window=20)
-        self.assertEqual(len(pub.acked), 200)
-        b = self.nodes["b"]
-        b.exit_status = None
-        offset = b.log_size()
-        self.start_node(b, "b", offset=offset)
-        back = RawClient(b.port)
-        self.clients.append(back)
-        self.assertEqual(back.connect("keep", clean=False), 0)
+
+        def publish_while_b_is_down():
+            pub.run(count=200, window=20)
+            self.assertEqual(len(pub.acked), 200)
+
+        _, _, back = self.restart_b(publish_while_b_is_down)
         got = self.collect(back, pub.acked)
         self.assert_qos2_once(got)
 
