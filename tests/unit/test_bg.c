@@ -1,7 +1,8 @@
 /*
  * Background jobs (core/bg): a job cancelled before it starts never runs
  * and its done() is never called; a running job cannot be cancelled and
- * completes as usual; with several helper threads, jobs run side by side.
+ * completes as usual; with several helper threads, jobs run side by side;
+ * bg_abandon does not wait for a running job.
  * The loop is never run: bg_free drains finished jobs itself.
  */
 #include <CUnit/Basic.h>
@@ -130,11 +131,34 @@ static void test_two_threads_run_two_jobs_at_once(void)
 	CU_ASSERT_TRUE(a.done && b.done);
 }
 
+/* Outlives the test: bg_abandon leaves it to its thread. */
+static struct tjob held = {.job = {.work = blocking_work, .done = mark_done}};
+
+/* bg_abandon does not wait for a running job (a name lookup that hangs
+ * must not hold the exit): it returns with the job still running, joins
+ * the idle thread, and the job's done() never runs, even once work()
+ * returns. */
+static void test_abandon_returns_while_a_job_runs(void)
+{
+	reset_gate();
+	struct loop *l = loop_new();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+	struct bg *bg = bg_new(l, 8, 2);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(bg);
+	CU_ASSERT_EQUAL(bg_submit(bg, &held.job), 0);
+	wait_running(1);
+	bg_abandon(bg); /* would hang until the gate opens: the test's timeout says so */
+	loop_free(l);
+	CU_ASSERT_FALSE(held.done);
+	open_gate(); /* the thread ends on its own, touching nothing of ours */
+}
+
 static CU_TestInfo bg_tests[] = {
 	{"cancel before start skips work and done", test_cancel_before_start_skips_work_and_done},
 	{"cancel of the last queued job keeps the queue usable",
 	 test_cancel_of_the_last_queued_job_keeps_the_queue_usable},
 	{"two threads run two jobs at once", test_two_threads_run_two_jobs_at_once},
+	{"abandon returns while a job runs", test_abandon_returns_while_a_job_runs},
 	CU_TEST_INFO_NULL,
 };
 

@@ -6,7 +6,8 @@
  * one's descriptor number: the client must watch the new socket anyway.
  * A regression here shows as a hang, which the loop's own deadline turns
  * into a failure. And the window: no more QoS 1 publishes unacknowledged
- * than an MQTT 5 server's Receive Maximum.
+ * than an MQTT 5 server's Receive Maximum; nothing above its Maximum QoS
+ * or over its Maximum Packet Size.
  */
 #include <CUnit/CUnit.h>
 #include <arpa/inet.h>
@@ -230,9 +231,85 @@ static void test_receive_maximum_bounds_the_window(void)
 	run_end(&r, timers, lfd);
 }
 
+/* An MQTT 5 server whose CONNACK says Maximum QoS 1 and Maximum Packet
+ * Size 64. */
+static void on_conn_limits(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	static const unsigned char connack[] = {0x20, 0x0A, 0x00, 0x00, 0x07, 0x24, 0x01,
+						0x27, 0x00, 0x00, 0x00, 0x40};
+	unsigned char buf[256];
+	(void)events;
+	loop_io_stop(l, io); /* one read: the CONNECT; the rest is counted after the run */
+	if (read(io->fd, buf, sizeof buf) > 0 && write(io->fd, connack, sizeof connack) != sizeof connack)
+		CU_FAIL("could not answer CONNECT");
+}
+
+struct limits_run {
+	struct run r;
+	uint16_t queued_mid;
+	int refused_reason; /* on_publish's reason for queued_mid; -1: none */
+};
+
+static void on_publish_limits(struct mqtt_client *c, uint16_t mid, uint8_t reason, void *ud)
+{
+	struct limits_run *lr = ud;
+	(void)c;
+	if (mid == lr->queued_mid)
+		lr->refused_reason = reason;
+}
+
+static void on_connect_limits(struct mqtt_client *c, uint8_t code, bool session_present, void *ud)
+{
+	struct limits_run *lr = ud;
+	static const char big[100] = {0};
+	(void)session_present;
+	lr->r.connected = code == 0;
+	CU_ASSERT_EQUAL(mqtt_client_publish(c, "lim/t", "x", 1, 2, false, NULL), MQTT_CLIENT_EQOS);
+	CU_ASSERT_EQUAL(mqtt_client_publish(c, "lim/t", big, sizeof big, 1, false, NULL), MQTT_CLIENT_ETOOLARGE);
+	CU_ASSERT_EQUAL(mqtt_client_publish(c, "lim/t", big, sizeof big, 0, false, NULL), MQTT_CLIENT_ETOOLARGE);
+	/* 2 + 7 + 2 + 1 + 52 bytes of header, topic, id, properties, payload: 64 exactly. */
+	CU_ASSERT_EQUAL(mqtt_client_publish(c, "lim/t", big, 52, 1, false, NULL), 0);
+	CU_ASSERT_EQUAL(mqtt_client_publish(c, "lim/t", big, 53, 1, false, NULL), MQTT_CLIENT_ETOOLARGE);
+	loop_stop(lr->r.loop);
+}
+
+static const struct mqtt_client_cbs limits_cbs = {.on_connect = on_connect_limits,
+						  .on_publish = on_publish_limits};
+
+/* The client sends no PUBLISH above an MQTT 5 server's Maximum QoS
+ * [MQTT-3.2.2-11] nor over its Maximum Packet Size [MQTT-3.2.2-15]: once
+ * connected publish() says so; a QoS 2 publish queued before the CONNACK
+ * is completed with 0x9B (QoS not supported) instead of sent. */
+static void test_server_maximum_qos_and_packet_size(void)
+{
+	struct limits_run lr = {.refused_reason = -1};
+	struct sockaddr_in addr;
+	int lfd = listen_on(&addr);
+	CU_ASSERT_FATAL(lfd >= 0);
+	struct mtimers *timers = run_start(&lr.r, lfd, on_conn_limits);
+
+	struct mqtt_client_opts o = {.host = "127.0.0.1", .port = ntohs(addr.sin_port), .client_id = "lim-test",
+				     .version = MQTT_PROTO_V5, .clean_session = true, .nodelay = true,
+				     .cbs = &limits_cbs, .ud = &lr};
+	struct mqtt_client *c = mqtt_client_new(lr.r.loop, timers, &o);
+	CU_ASSERT_FATAL(c != NULL);
+	CU_ASSERT_EQUAL(mqtt_client_connect(c), 0);
+	CU_ASSERT_EQUAL(mqtt_client_publish(c, "lim/q", "x", 1, 2, false, &lr.queued_mid), 0);
+	loop_run(lr.r.loop);
+	CU_ASSERT_TRUE_FATAL(lr.r.connected);
+	CU_ASSERT_EQUAL(lr.refused_reason, 0x9B);
+	CU_ASSERT_EQUAL(mqtt_client_pending(c), 1);
+	CU_ASSERT_EQUAL(mqtt_client_out_pending(c), 0);
+	CU_ASSERT_EQUAL(count_publishes(lr.r.fb.conn_io.fd), 1);
+
+	mqtt_client_free(c);
+	run_end(&lr.r, timers, lfd);
+}
+
 static CU_TestInfo tests[] = {
 	{"a refused first address falls back to the next", test_refused_first_address_falls_back_to_the_next},
 	{"an MQTT 5 server's Receive Maximum bounds the window", test_receive_maximum_bounds_the_window},
+	{"MQTT-3.2.2-11 Maximum QoS, MQTT-3.2.2-15 Maximum Packet Size", test_server_maximum_qos_and_packet_size},
 	CU_TEST_INFO_NULL,
 };
 

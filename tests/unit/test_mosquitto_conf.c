@@ -189,6 +189,7 @@ static const struct map_case map_cases[] = {
 	 "\"gw\",\"username\":\"u\",\"password\":\"p\",\"clean_start\":true,\"keepalive\":30,\"try_private\":false,"
 	 "\"reconnect_min\":2,\"reconnect_max\":30,\"cafile\":\"ca.pem\",\"certfile\":\"cert.pem\",\"keyfile\":\"key.pem\","
 	 "\"tls_insecure\":true}]"},
+	{"connection up\naddress h:1\ntopic #\nlocal_username gateway\n", "\"local_username\":\"gateway\""},
 	/* Mosquitto's default client id: <host name>.<connection> */
 	{"connection up\naddress h\ntopic x in\nconnection two\naddress h\ntopic y both 2\n",
 	 "\"topics\":[{\"pattern\":\"y\",\"direction\":\"both\",\"qos\":2}],\"client_id\":\""},
@@ -301,7 +302,10 @@ static const struct bad_case bad_cases[] = {
 	{"connection up\nbridge_protocol_version mqttv31\n",
 	 "m.conf:2: bridge_protocol_version: 'mqttv31': Wisp's bridges speak mqttv311 or mqttv50"},
 	{"connection up\nlocal_clientid x\n",
-	 "m.conf:2: local_clientid: not supported by Wisp's bridges: the local session is $bridge/<connection>"},
+	 "m.conf:2: local_clientid: not supported by Wisp's bridges: the local session is $bridge/<connection> (what %c means in ACL patterns for it)"},
+	{"connection up\nlocal_password x\n",
+	 "m.conf:2: local_password: not supported by Wisp's bridges: the local side is not a login: local_username alone "
+	 "chooses its ACL rules"},
 	{"connection up\nnotifications true\n",
 	 "m.conf:2: notifications: not supported by Wisp's bridges: only 'false' (the bridge's state is in "
 	 "$SYS/broker/bridges/<name>/)"},

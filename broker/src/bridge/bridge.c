@@ -14,7 +14,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "alloc.h"
+#include "auth.h"
 #include "bg.h"
 #include "broker.h"
 #include "connector.h"
@@ -40,6 +42,12 @@ enum bridge_state {
 	BRIDGE_UP = 2,
 };
 
+/* A QoS 0 message waiting for the remote (queue_qos0). */
+struct qos0_item {
+	struct list_node link;
+	struct msg *msg; /* our reference; under its remote topic */
+};
+
 struct bridge {
 	struct bridges *set;
 	const struct config_bridge *cfg;
@@ -53,6 +61,10 @@ struct bridge {
 	struct tls_ctx **tls;    /* per address (its name in the certificate); NULL: plain TCP */
 	size_t addr_count;
 	struct loop_timer timer; /* the PINGREQ interval */
+	struct list_node qos0;   /* queue_qos0: QoS 0 waiting for the remote, oldest first */
+	uint32_t qos0_count;
+	uint64_t qos0_bytes;
+	struct loop_timer qos0_timer; /* the next turn's share of qos0 once up */
 	uint8_t state;           /* enum bridge_state */
 	uint8_t remote_max_qos;  /* from the last v5 CONNACK; 2 until one says less */
 	uint16_t next_packet_id; /* for SUBSCRIBE (publishes use the session's) */
@@ -257,6 +269,82 @@ static int subscribe_in_rules(struct bridge *br, struct conn *c)
 	return rc;
 }
 
+static void drain_qos0(struct loop *l, struct loop_timer *t);
+
+/* The bridge's own bounds, as delivery sees them. */
+static void bridge_limits(const struct bridge *br, struct delivery_limits *lim)
+{
+	*lim = br->set->b->dlim;
+	lim->max_queued = br->cfg->max_queued_messages;
+	lim->max_queued_bytes = br->cfg->max_queued_bytes;
+}
+
+/* Sends waiting QoS 0 messages, oldest first, while the connection's
+ * output has room (its bound would drop the rest); what is left goes on
+ * the next turn, or in a second when nothing went (the remote reads
+ * slowly). */
+static void send_qos0(struct bridge *br)
+{
+	struct broker *b = br->set->b;
+	struct delivery_limits lim;
+	bridge_limits(br, &lim);
+	size_t sent = 0;
+	struct list_node *n;
+	while (br->state == BRIDGE_UP && br->conn->out.bytes < lim.max_output && (n = list_first(&br->qos0))) {
+		struct qos0_item *q = container_of(n, struct qos0_item, link);
+		list_remove(n);
+		br->stat->queued_qos0 = --br->qos0_count;
+		br->qos0_bytes -= msg_size(q->msg);
+		enum drop_reason why = DROP_NO_MEMORY;
+		if (delivery_offer(br->s, &lim, q->msg, 0, q->msg->retain, NULL, &why) == DELIVERY_SENT) {
+			b->stats.msgs_sent++;
+			sent++;
+		} else {
+			broker_count_drop(b, why); /* too large for the remote, or out of memory */
+		}
+		msg_unref(q->msg);
+		wisp_free(q);
+	}
+	if (br->state == BRIDGE_UP && !list_empty(&br->qos0))
+		loop_timer_start(b->loop, &br->qos0_timer, sent ? 0 : 1, drain_qos0);
+}
+
+static void drain_qos0(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	send_qos0(container_of(t, struct bridge, qos0_timer));
+}
+
+/* on_offer with queue_qos0: a QoS 0 message (`out`, our reference) waits
+ * while the remote is away, and behind those already waiting, so they
+ * leave in order; within the bridge's bounds (QoS 1/2 waiting count too),
+ * or dropped as a full queue would drop it. */
+static void take_qos0(struct bridge *br, struct msg *out, struct outbound_verdict *v)
+{
+	const struct session *s = br->s;
+	if ((uint64_t)br->qos0_count + sess_queued_count(s) + sess_inflight_count(s) >= br->cfg->max_queued_messages) {
+		v->dropped = true;
+		v->why = DROP_QUEUE_FULL;
+	} else if (br->qos0_bytes + sess_queued_bytes(s) + msg_size(out) > br->cfg->max_queued_bytes) {
+		v->dropped = true;
+		v->why = DROP_QUEUE_BYTES;
+	} else {
+		struct qos0_item *q = wisp_malloc(sizeof *q);
+		if (!q) {
+			v->dropped = true;
+			v->why = DROP_NO_MEMORY;
+		} else {
+			q->msg = out;
+			list_push_back(&br->qos0, &q->link);
+			br->stat->queued_qos0 = ++br->qos0_count;
+			br->qos0_bytes += msg_size(out);
+			v->taken = true;
+			return;
+		}
+	}
+	msg_unref(out);
+}
+
 static int on_connack(struct bridge *br, struct conn *c, const struct mqtt_connack *a, enum reason *why)
 {
 	struct broker *b = br->set->b;
@@ -305,6 +393,7 @@ static int on_connack(struct bridge *br, struct conn *c, const struct mqtt_conna
 	/* The unacknowledged window again (DUP), then the queue, in order
 	 * [MQTT-4.4.0-1] [MQTT-4.6.0-6]. */
 	delivery_resume(br->s, &b->dlim);
+	send_qos0(br); /* [MQTT-4.6.0-6] per QoS: QoS 0 kept its order among itself */
 	loop_timer_start(b->loop, &br->timer, br->cfg->keepalive, on_timer);
 	return 0;
 }
@@ -402,6 +491,7 @@ static void on_drop(void *ctx, struct conn *c, enum reason r, const char *detail
 		return;
 	br->conn = NULL;
 	loop_timer_stop(bs->b->loop, &br->timer);
+	loop_timer_stop(bs->b->loop, &br->qos0_timer);
 	if (br->state == BRIDGE_CONNECTING && r == REASON_KEEPALIVE_TIMEOUT) /* server_adopt's timer */
 		set_error(br, "no CONNACK within %u s", br->cfg->connect_timeout);
 	else if (detail != br->last_error) /* the callers below pass last_error itself */
@@ -422,7 +512,10 @@ static void on_drop(void *ctx, struct conn *c, enum reason r, const char *detail
  * Maximum QoS (the last one it said; messages queued before it said less
  * keep theirs), and the message under its remote topic when the rule's
  * prefixes say so. */
-static struct msg *on_offer(void *ctx, struct session *s, struct msg *m, uint8_t *qos, struct delivery_limits *lim)
+static struct msg *remote_msg(struct bridge *br, struct msg *m);
+
+static struct msg *on_offer(void *ctx, struct session *s, struct msg *m, uint8_t *qos, struct delivery_limits *lim,
+			    struct outbound_verdict *v)
 {
 	struct bridge *br = bridge_of_session(ctx, s);
 	if (!br)
@@ -431,6 +524,18 @@ static struct msg *on_offer(void *ctx, struct session *s, struct msg *m, uint8_t
 		*qos = br->remote_max_qos;
 	lim->max_queued = br->cfg->max_queued_messages;
 	lim->max_queued_bytes = br->cfg->max_queued_bytes;
+	struct msg *mapped = remote_msg(br, m);
+	if (*qos == 0 && br->cfg->queue_qos0 && (br->state != BRIDGE_UP || !list_empty(&br->qos0))) {
+		take_qos0(br, mapped ? mapped : msg_ref(m), v);
+		return NULL;
+	}
+	return mapped;
+}
+
+/* The message under its remote topic: a new one when the rule's prefixes
+ * differ, NULL when the shared message goes as it is. */
+static struct msg *remote_msg(struct bridge *br, struct msg *m)
+{
 	const char *topic = msg_topic(m);
 	for (size_t i = 0; i < br->rule_count; i++) {
 		const struct bridge_rule *r = &br->rules[i];
@@ -623,7 +728,30 @@ static void send_retained(const char *topic, size_t len, void *value, void *ctx)
 	struct msg *m = value;
 	(void)topic;
 	(void)len;
+	if (w->br->s->acl && !acl_client_check(w->br->s->acl, msg_topic(m), m->topic_len, ACL_READ))
+		return; /* local_username may not read it */
 	broker_deliver(w->br->set->b, w->br->s, m, m->qos < w->qos ? m->qos : w->qos, true, NULL);
+}
+
+/* local_username: the session is that user's (its ACL rules: write for
+ * what comes in, read for what goes out, as a client logged in as that
+ * user); unset, it has no rules and everything crosses, whatever the ACL.
+ * The user is the session's owner, so a reload rebuilds the same rules. */
+static int bind_acl(struct bridge *br, struct session *s)
+{
+	struct broker *b = br->set->b;
+	const char *user = br->cfg->local_username;
+	acl_client_free(s->acl);
+	s->acl = NULL;
+	wisp_free(s->username);
+	s->username = NULL;
+	if (!user)
+		return 0;
+	if (!(s->username = wisp_strndup(user, strlen(user))))
+		return WISP_ENOMEM;
+	if (b->auth.acl && acl_client_new(b->auth.acl, user, s->client_id, &s->acl) != 0)
+		return WISP_ENOMEM;
+	return 0;
 }
 
 /* The local session "$bridge/<name>": found (restored from the store, with
@@ -652,6 +780,11 @@ static int bind_session(struct bridge *br, char *err, size_t errlen)
 	br->s = s;
 	s->sess_flags |= SESS_FLAG_BRIDGE;
 	s->owned = true;
+	int rc = bind_acl(br, s);
+	if (rc != 0) {
+		snprintf(err, errlen, "bridges: %s: out of memory", br->cfg->name);
+		return rc;
+	}
 	SESS_OBSERVE(&b->observer, session_put, s);
 	/* Stored subscriptions no rule asks for any more go. */
 	struct list_node *n, *tmp;
@@ -681,7 +814,7 @@ static int bind_session(struct bridge *br, char *err, size_t errlen)
 		 * out [MQTT-3.8.3-3]; Retain As Published [MQTT-3.3.1-12]. */
 		uint8_t options = (uint8_t)(r->cfg->qos | MQTT_SUBOPT_NO_LOCAL | MQTT_SUBOPT_RETAIN_AS_PUBLISHED);
 		size_t flen = strlen(r->local_filter);
-		int rc = router_interest_add(b->router, s, r->local_filter, flen, options, 0, 0);
+		rc = router_interest_add(b->router, s, r->local_filter, flen, options, 0, 0);
 		if (rc < 0) {
 			snprintf(err, errlen, "bridges: %s: cannot subscribe to %s: %s", br->cfg->name, r->local_filter,
 				 wisp_strerror(rc));
@@ -694,6 +827,13 @@ static int bind_session(struct bridge *br, char *err, size_t errlen)
 			struct retained_walk w = {.br = br, .qos = (uint8_t)r->cfg->qos};
 			retained_match(b->retained, r->local_filter, flen, send_retained, &w);
 		}
+	}
+	/* With local_username, each out rule delivers only what that user may
+	 * read (the subscriptions checked per topic), and what waited in the
+	 * stored queue under other rules is checked again. */
+	if (s->acl) {
+		broker_reclassify_subs(b, s);
+		auth_recheck_messages(b, s);
 	}
 	return 0;
 }
@@ -754,6 +894,8 @@ int bridges_start(struct broker *b, struct bridges **out, char *err, size_t errl
 	b->outbound_ctx = bs;
 	for (size_t i = 0; i < bs->n; i++) {
 		struct bridge *br = &bs->v[i];
+		list_init(&br->qos0);
+		list_init(&br->qos0_timer.link);
 		br->set = bs;
 		br->cfg = &cfg->bridges[i];
 		br->stat = &b->bridge_stats[i];
@@ -814,6 +956,17 @@ void bridges_stop(struct bridges *bs)
 		br->conn = NULL;
 		connector_cancel(&br->cn);
 		loop_timer_stop(b->loop, &br->timer);
+		loop_timer_stop(b->loop, &br->qos0_timer);
+		/* In memory only (QoS 0 promises nothing); before broker_free,
+		 * which empties the message cache these would go back to. */
+		while (!list_empty(&br->qos0)) {
+			struct qos0_item *q = container_of(list_first(&br->qos0), struct qos0_item, link);
+			list_remove(&q->link);
+			msg_unref(q->msg);
+			wisp_free(q);
+		}
+		br->stat->queued_qos0 = br->qos0_count = 0;
+		br->qos0_bytes = 0;
 	}
 }
 
@@ -821,10 +974,13 @@ void bridges_free(struct bridges *bs)
 {
 	if (!bs)
 		return;
-	/* Waits for lookups still running (abandoned ones free themselves):
-	 * a name server that does not answer delays the exit until
-	 * getaddrinfo gives up. */
-	bg_free(bs->bg);
+	for (size_t i = 0; i < bs->n; i++)
+		connector_free(&bs->v[i].cn); /* a lookup still running is told its connector is gone */
+	/* A lookup still running is not waited for: a name server that does
+	 * not answer would hold the exit (SIGTERM) until getaddrinfo gives up.
+	 * Its helper thread keeps it, detached, until the process ends; the
+	 * finished ones free themselves here. */
+	bg_abandon(bs->bg);
 	for (size_t i = 0; i < bs->n; i++) {
 		struct bridge *br = &bs->v[i];
 		for (size_t r = 0; r < br->rule_count; r++) {
@@ -832,7 +988,6 @@ void bridges_free(struct bridges *bs)
 			wisp_free(br->rules[r].remote_filter);
 		}
 		wisp_free(br->rules);
-		connector_free(&br->cn);
 		for (size_t a = 0; br->tls && a < br->addr_count; a++)
 			tls_ctx_unref(br->tls[a]);
 		wisp_free(br->tls);

@@ -9,7 +9,9 @@
  * never goes back, and Retain As Published); while the remote is
  * unreachable the session is offline and QoS 1/2 messages wait in its
  * queue, in the store like any persistent session's, bounded by the
- * bridge's max_queued_messages and max_queued_bytes. When the remote
+ * bridge's max_queued_messages and max_queued_bytes (with queue_qos0,
+ * QoS 0 messages wait too, in the bridge's own list in memory, under the
+ * same bounds, and follow the QoS 1/2 window out). When the remote
  * answers CONNACK the session is resumed: the unacknowledged window goes
  * again (DUP), then the queue, in order. A message leaves the queue only
  * when the remote acknowledged it (PUBACK, PUBCOMP), so an uplink outage,
@@ -49,7 +51,11 @@
  * shared message goes as it is); in, the topic is rewritten before the
  * handler copies the message anyway.
  *
- * Single threaded, on the loop thread (but for the name lookups).
+ * With local_username the session is that user's: the ACL applies to
+ * what crosses (write inbound, read outbound); without, it does not.
+ *
+ * Single threaded, on the loop thread (but for the name lookups, whose
+ * helper threads the exit leaves behind rather than waits for).
  */
 #ifndef WISP_BRIDGE_BRIDGE_H
 #define WISP_BRIDGE_BRIDGE_H

@@ -58,6 +58,9 @@ const char *mqtt_client_strerror(int err)
 	case MQTT_CLIENT_ENOMEM: return "out of memory";
 	case MQTT_CLIENT_ESERVER: return "disconnected by broker";
 	case MQTT_CLIENT_ETIMEOUT: return "timed out";
+	/* libmosquitto's words, which mosquitto_pub prints */
+	case MQTT_CLIENT_EQOS: return "Requested QoS not supported by server.";
+	case MQTT_CLIENT_ETOOLARGE: return "Packet larger than supported by the server.";
 	}
 	return "unknown error";
 }

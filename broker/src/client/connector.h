@@ -54,6 +54,8 @@ enum mqtt_client_err {
 	MQTT_CLIENT_ENOMEM = -8,
 	MQTT_CLIENT_ESERVER = -9,    /* v5 DISCONNECT from the server */
 	MQTT_CLIENT_ETIMEOUT = -10,  /* the attempt outlived its deadline */
+	MQTT_CLIENT_EQOS = -11,      /* QoS above the v5 server's Maximum QoS [MQTT-3.2.2-11] */
+	MQTT_CLIENT_ETOOLARGE = -12, /* over the v5 server's Maximum Packet Size [MQTT-3.2.2-15] */
 };
 
 const char *mqtt_client_strerror(int err);

@@ -100,6 +100,8 @@ struct mqtt_client {
 	struct list_node queued;
 	size_t inflight_count;
 	uint16_t remote_receive_max; /* from a v5 CONNACK; 0: not said */
+	uint32_t remote_packet_max;  /* from a v5 CONNACK; 0: not said */
+	uint8_t remote_max_qos;      /* from a v5 CONNACK; 2 until one says less */
 	struct list_node rx_qos2; /* struct in_msg: incoming QoS 2 awaiting PUBREL */
 	/* v5 topic aliases from the server [MQTT-3.3.2.3.4]: aliases[n - 1] is
 	 * alias n's topic; allocated at the first alias. */
@@ -227,6 +229,22 @@ static bool is_up(const struct mqtt_client *c)
 	return c->state == ST_CONNECTED || c->state == ST_CLOSING;
 }
 
+/* Whether the server takes this PUBLISH: no QoS above its Maximum QoS
+ * [MQTT-3.2.2-11], no packet over its Maximum Packet Size [MQTT-3.2.2-15]
+ * (both from its v5 CONNACK). 0, MQTT_CLIENT_EQOS or MQTT_CLIENT_ETOOLARGE. */
+static int server_takes(const struct mqtt_client *c, size_t tlen, size_t props_len, size_t plen, uint8_t qos)
+{
+	if (qos > c->remote_max_qos)
+		return MQTT_CLIENT_EQOS;
+	if (!c->remote_packet_max)
+		return 0;
+	uint64_t rem = 2u + (uint64_t)tlen + (qos ? 2u : 0u) + plen;
+	if (c->o.version == MQTT_PROTO_V5)
+		rem += mqtt_varint_size((uint32_t)props_len) + props_len;
+	uint64_t total = 1u + (rem < (1u << 28) ? mqtt_varint_size((uint32_t)rem) : 5u) + rem;
+	return total > c->remote_packet_max ? MQTT_CLIENT_ETOOLARGE : 0;
+}
+
 static int encode_publish(struct mqtt_client *c, const struct out_msg *m, const uint8_t *topic,
 			  size_t tlen, const uint8_t *props, size_t props_len, const uint8_t *payload,
 			  size_t plen, uint8_t qos, bool retain, bool dup)
@@ -242,7 +260,9 @@ static int encode_publish(struct mqtt_client *c, const struct out_msg *m, const 
 	p.packet_id = m ? m->mid : 0;
 	p.payload.ptr = payload;
 	p.payload.len = plen;
-	int rc;
+	int rc = server_takes(c, tlen, props_len, plen, qos);
+	if (rc != 0)
+		return rc;
 	OUT_ENCODE(c, tlen + props_len + plen + 16, mqtt_encode_publish(buf, cap, c->o.version, &p));
 	return rc;
 }
@@ -464,6 +484,22 @@ static void complete_out(struct mqtt_client *c, struct out_msg *m, uint8_t reaso
 	send_queued(c);
 }
 
+/* A publish the server does not take (a limit its CONNACK said after the
+ * publish was queued, or a reconnect said less): completed here, with the
+ * v5 reason code the server would have used, instead of sent. */
+static void refuse_out(struct mqtt_client *c, struct out_msg *m, int err)
+{
+	uint16_t mid = m->mid;
+	trace(c, "not sending PUBLISH (m%u): %s", (unsigned)mid, mqtt_client_strerror(err));
+	list_remove(&m->link);
+	c->inflight_count--;
+	wisp_free(m);
+	if (c->o.cbs && c->o.cbs->on_publish)
+		c->o.cbs->on_publish(c, mid, err == MQTT_CLIENT_EQOS ? 0x9B : 0x95, c->o.ud);
+}
+
+static bool refused(int rc) { return rc == MQTT_CLIENT_EQOS || rc == MQTT_CLIENT_ETOOLARGE; }
+
 static struct in_msg *find_rx(struct mqtt_client *c, uint16_t mid)
 {
 	struct list_node *n, *tmp;
@@ -514,13 +550,18 @@ static int handle_connack(struct mqtt_client *c, const struct mqtt_connack *ca)
 	struct connector_limits lim;
 	connector_limits(ca, &lim);
 	c->remote_receive_max = lim.receive_max;
+	c->remote_packet_max = lim.packet_max;
+	c->remote_max_qos = lim.max_qos;
 	/* Resend what the previous connection left unacknowledged, in order
 	 * ([MQTT-4.4.0-1]), then fill the window from the queue. */
 	struct list_node *n, *tmp;
 	list_for_each_safe(n, tmp, &c->inflight)
 	{
 		struct out_msg *m = container_of(n, struct out_msg, link);
-		if (send_out_msg(c, m) != 0)
+		int rc = send_out_msg(c, m);
+		if (refused(rc))
+			refuse_out(c, m, rc);
+		else if (rc != 0)
 			return MQTT_CLIENT_ENOMEM;
 	}
 	send_queued(c);
@@ -867,7 +908,10 @@ static void send_queued(struct mqtt_client *c)
 		list_push_back(&c->inflight, &m->link);
 		c->inflight_count++;
 		m->state = OUT_WAIT_ACK;
-		if (c->state == ST_CONNECTED && send_out_msg(c, m) != 0) {
+		int rc = c->state == ST_CONNECTED ? send_out_msg(c, m) : 0;
+		if (refused(rc)) {
+			refuse_out(c, m, rc);
+		} else if (rc != 0) {
 			close_connection(c, MQTT_CLIENT_ENOMEM);
 			return;
 		}
@@ -903,6 +947,11 @@ int mqtt_client_publish_props(struct mqtt_client *c, const char *topic, const vo
 	size_t tlen = strlen(topic);
 	if (c->o.version != MQTT_PROTO_V5)
 		props_len = 0;
+	if (c->state == ST_CONNECTED) { /* the server's limits are known: said now, not on_publish later */
+		int rc = server_takes(c, tlen, props_len, len, qos);
+		if (rc != 0)
+			return rc;
+	}
 	uint16_t mid = alloc_mid(c);
 	if (mid_out)
 		*mid_out = mid;
@@ -1057,6 +1106,7 @@ struct mqtt_client *mqtt_client_new(struct loop *l, struct mtimers *timers, cons
 	if (!c->o.version)
 		c->o.version = MQTT_PROTO_V311;
 	c->io.fd = -1;
+	c->remote_max_qos = 2; /* until a v5 CONNACK says less */
 	list_init(&c->inflight);
 	list_init(&c->queued);
 	list_init(&c->rx_qos2);

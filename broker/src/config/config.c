@@ -408,12 +408,18 @@ static const struct field bridge_fields[] = {
 	F_FILE(struct config_bridge, "certfile", certfile),
 	F_FILE(struct config_bridge, "keyfile", keyfile),
 	F_BOOL(struct config_bridge, "tls_insecure", tls_insecure, false),
+	/* Whose ACL rules the bridge's local side follows (Mosquitto's
+	 * local_username; unset: none apply). Their %c is "$bridge/<name>". */
+	F_STR(struct config_bridge, "local_username", local_username, NULL),
 	F_CUSTOM(struct config_bridge, "topics", topics, parse_bridge_topics),
 	/* What waits for the remote while it is unreachable: 100000 messages
 	 * or 64 MiB, about 15 minutes of a gateway sending 100 messages a
 	 * second of up to ~600 bytes. Past either bound a new message is
 	 * dropped, counted and logged once per episode. */
 	F_NUM(struct config_bridge, FT_U32, "max_queued_messages", max_queued_messages, 1, UINT32_MAX, 100000),
+	/* QoS 0 for the remote waits too while it is away (Mosquitto's
+	 * queue_qos0_messages), in memory, under the same two bounds. */
+	F_BOOL(struct config_bridge, "queue_qos0", queue_qos0, false),
 	F_NUM(struct config_bridge, FT_U64, "max_queued_bytes", max_queued_bytes, 1024, UINT64_MAX, 64u << 20),
 	/* Reconnect backoff: from 1 s, doubling to 60 s, each wait drawn
 	 * between half and all of it, so gateways that lost the same remote

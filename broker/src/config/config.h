@@ -195,10 +195,12 @@ struct config_bridge {
 	bool try_private;        /* 3.1.1: protocol level | 0x80 (Mosquitto's bridge flag); default true */
 	char *cafile, *certfile, *keyfile; /* cafile: TLS; certfile+keyfile: mutual TLS */
 	bool tls_insecure;       /* do not check the server's name; default false */
+	char *local_username;    /* the ACL user of the local side; NULL: no ACL applies */
 	struct config_bridge_topic *topics;
 	size_t topic_count;
 	uint32_t max_queued_messages; /* waiting for the remote; default 100000 */
 	uint64_t max_queued_bytes;    /* default 64 MiB */
+	bool queue_qos0;              /* QoS 0 waits for the remote too (in memory); default false */
 	uint32_t reconnect_min, reconnect_max; /* backoff, seconds; default 1 and 60 */
 	uint32_t connect_timeout;     /* seconds for TCP, TLS and CONNACK; default 10 */
 };

@@ -20,7 +20,8 @@
  * Bridges: a `connection` line starts a Wisp bridge (bridges[]); the bridge
  * keys after it (address, topic, bridge_protocol_version, remote_clientid,
  * remote_username/password, cleansession, keepalive_interval, try_private,
- * bridge_cafile/certfile/keyfile, bridge_insecure, restart_timeout) fill
+ * bridge_cafile/certfile/keyfile, bridge_insecure, restart_timeout,
+ * local_username) fill
  * it in, with Mosquitto's defaults where Wisp's differ (client id
  * "<host name>.<connection>", topic QoS 0). Bridge keys Wisp has no
  * counterpart for are refused.
@@ -1192,7 +1193,8 @@ static const struct mosq_key mosq_keys[] = {
 	K_REFUSE("log_facility", "syslog uses facility daemon"),
 	K_REFUSE("log_timestamp_format", "every text log line starts with an ISO 8601 UTC time"),
 	K_REFUSE("max_inflight_bytes", "in-flight messages are bounded by count (max_inflight_messages)"),
-	K_REFUSE("queue_qos0_messages", "QoS 0 messages are never queued for offline clients"),
+	K_REFUSE("queue_qos0_messages",
+		 "QoS 0 messages are never queued for offline clients (a bridge's are with queue_qos0 in a JSON bridges entry)"),
 	K_REFUSE("set_tcp_nodelay", "Wisp always sets TCP_NODELAY"),
 	K_REFUSE("upgrade_outgoing_qos", "messages are delivered at the QoS the specification says"),
 	K_REFUSE("bind_interface", "use a bind address (listener <port> <address>)"),
@@ -1250,9 +1252,10 @@ static const struct mosq_key mosq_keys[] = {
 	{.name = "local_cleansession", .scope = MK_OTHER, .conv = conv_bridge,
 	 .why = "the local side is always a persistent session (store-and-forward)"},
 	{.name = "local_clientid", .scope = MK_OTHER, .conv = conv_bridge,
-	 .why = "the local session is $bridge/<connection>"},
-	{.name = "local_username", .scope = MK_OTHER, .conv = conv_bridge, .why = "the local side is not a login"},
-	{.name = "local_password", .scope = MK_OTHER, .conv = conv_bridge, .why = "the local side is not a login"},
+	 .why = "the local session is $bridge/<connection> (what %c means in ACL patterns for it)"},
+	K_CONV("local_username", MK_OTHER, "local_username", conv_bridge_string),
+	{.name = "local_password", .scope = MK_OTHER, .conv = conv_bridge,
+	 .why = "the local side is not a login: local_username alone chooses its ACL rules"},
 	{.name = "idle_timeout", .scope = MK_OTHER, .conv = conv_bridge, .why = "only start_type automatic"},
 	{.name = "threshold", .scope = MK_OTHER, .conv = conv_bridge, .why = "only start_type automatic"},
 	{.name = "notifications_local_only", .scope = MK_OTHER, .conv = conv_bridge, .why = "no notifications"},

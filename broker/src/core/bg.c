@@ -11,19 +11,33 @@
 #include "err.h"
 #include "list.h"
 
+/* One helper thread, and the job it runs (NULL: idle). */
+struct bg_worker {
+	struct bg *bg;
+	pthread_t thread;
+	struct bg_job *job; /* guarded by lock */
+};
+
 struct bg {
 	struct loop *loop;
 	struct loop_io io;        /* the eventfd */
-	pthread_t threads[BG_MAX_THREADS];
+	struct bg_worker workers[BG_MAX_THREADS];
 	unsigned nthreads;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	struct bg_job *todo_head, *todo_tail; /* guarded by lock */
 	struct bg_job *done_head, *done_tail; /* guarded by lock */
 	bool stopping;            /* guarded by lock */
+	bool abandoned;           /* guarded by lock: bg_abandon left running jobs behind */
 	size_t pending;           /* loop thread only */
 	size_t max_jobs;
+	struct bg *next_abandoned;
 };
+
+/* Sets bg_abandon left behind, each with the jobs its detached threads
+ * still run: a global root, so the leak checker at exit sees them held,
+ * not lost (they are, honestly: the process ends before those jobs do). */
+static struct bg *abandoned_sets;
 
 static void push(struct bg_job **head, struct bg_job **tail, struct bg_job *j)
 {
@@ -37,24 +51,29 @@ static void push(struct bg_job **head, struct bg_job **tail, struct bg_job *j)
 
 static void *worker(void *arg)
 {
-	struct bg *bg = arg;
+	struct bg_worker *w = arg;
+	struct bg *bg = w->bg;
 	pthread_mutex_lock(&bg->lock);
 	for (;;) {
 		while (!bg->todo_head && !bg->stopping)
 			pthread_cond_wait(&bg->wake, &bg->lock);
 		struct bg_job *j = bg->todo_head;
-		if (!j)
-			break; /* stopping and nothing left */
+		if (!j || bg->abandoned)
+			break; /* stopping and nothing left, or nothing more wanted */
 		bg->todo_head = j->next;
 		if (!bg->todo_head)
 			bg->todo_tail = NULL;
+		w->job = j;
 		pthread_mutex_unlock(&bg->lock);
 		j->work(j);
 		pthread_mutex_lock(&bg->lock);
+		if (bg->abandoned)
+			break; /* nobody reads the result: the job stays in w->job, the thread ends */
+		w->job = NULL;
 		push(&bg->done_head, &bg->done_tail, j);
 		uint64_t one = 1;
-		ssize_t w = write(bg->io.fd, &one, sizeof one);
-		(void)w; /* the counter cannot overflow with a bounded queue */
+		ssize_t wr = write(bg->io.fd, &one, sizeof one);
+		(void)wr; /* the counter cannot overflow with a bounded queue */
 	}
 	pthread_mutex_unlock(&bg->lock);
 	return NULL;
@@ -95,7 +114,7 @@ static void stop_workers(struct bg *bg)
 	pthread_cond_broadcast(&bg->wake);
 	pthread_mutex_unlock(&bg->lock);
 	for (unsigned i = 0; i < bg->nthreads; i++)
-		pthread_join(bg->threads[i], NULL);
+		pthread_join(bg->workers[i].thread, NULL);
 }
 
 struct bg *bg_new(struct loop *l, size_t max_jobs, unsigned threads)
@@ -114,9 +133,12 @@ struct bg *bg_new(struct loop *l, size_t max_jobs, unsigned threads)
 		goto fail_fd;
 	pthread_mutex_init(&bg->lock, NULL);
 	pthread_cond_init(&bg->wake, NULL);
-	for (; bg->nthreads < threads; bg->nthreads++)
-		if (pthread_create(&bg->threads[bg->nthreads], NULL, worker, bg) != 0)
+	for (; bg->nthreads < threads; bg->nthreads++) {
+		struct bg_worker *w = &bg->workers[bg->nthreads];
+		w->bg = bg;
+		if (pthread_create(&w->thread, NULL, worker, w) != 0)
 			goto fail_threads;
+	}
 	return bg;
 fail_threads:
 	stop_workers(bg);
@@ -141,6 +163,44 @@ void bg_free(struct bg *bg)
 	pthread_cond_destroy(&bg->wake);
 	pthread_mutex_destroy(&bg->lock);
 	wisp_free(bg);
+}
+
+void bg_abandon(struct bg *bg)
+{
+	if (!bg)
+		return;
+	bool busy[BG_MAX_THREADS] = {false};
+	bool any = false;
+	pthread_mutex_lock(&bg->lock);
+	bg->stopping = true;
+	bg->abandoned = true;
+	for (unsigned i = 0; i < bg->nthreads; i++) {
+		busy[i] = bg->workers[i].job != NULL;
+		any |= busy[i];
+		if (busy[i])
+			pthread_detach(bg->workers[i].thread);
+	}
+	any |= bg->todo_head != NULL; /* its owner did not cancel it: it stays held */
+	pthread_cond_broadcast(&bg->wake);
+	pthread_mutex_unlock(&bg->lock);
+	/* Idle threads see the flag and end at once. */
+	for (unsigned i = 0; i < bg->nthreads; i++)
+		if (!busy[i])
+			pthread_join(bg->workers[i].thread, NULL);
+	drain(bg);
+	loop_io_stop(bg->loop, &bg->io);
+	close(bg->io.fd); /* no thread writes to it once abandoned is set */
+	if (!any) {
+		pthread_cond_destroy(&bg->wake);
+		pthread_mutex_destroy(&bg->lock);
+		wisp_free(bg);
+		return;
+	}
+	/* The detached threads still take the lock when their job returns
+	 * (then they end without touching anything else: no eventfd write,
+	 * no done()), so the set stays. */
+	bg->next_abandoned = abandoned_sets;
+	abandoned_sets = bg;
 }
 
 int bg_submit(struct bg *bg, struct bg_job *job)

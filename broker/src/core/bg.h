@@ -38,6 +38,14 @@ struct bg_job {
 struct bg *bg_new(struct loop *l, size_t max_jobs, unsigned threads);
 /* Waits for running work, calls done() of every finished job, then frees. */
 void bg_free(struct bg *bg);
+/* For the process's exit: like bg_free, but a job still running is left
+ * to its helper thread, detached, instead of waited for (a name lookup
+ * that does not answer must not hold SIGTERM up until getaddrinfo gives
+ * up). Such a job never gets done() and is never freed: it stays with the
+ * set, held from a global so the leak checker sees it reachable; so does
+ * a job still queued (cancel those first). Loop thread; after it, neither
+ * the loop nor the set's owner may expect anything back. */
+void bg_abandon(struct bg *bg);
 
 /* 0, or WISP_ELIMIT past max_jobs. */
 int bg_submit(struct bg *bg, struct bg_job *job);

@@ -97,6 +97,7 @@ struct sub_job;
 struct broker_bridge_stat {
 	const char *name;
 	const struct session *session; /* its queue: queued_count + inflight_count */
+	uint64_t queued_qos0;          /* QoS 0 waiting for the remote besides (queue_qos0) */
 	const char *last_error;        /* "" after a successful CONNACK */
 	uint64_t connected;            /* 1 while the remote accepted us */
 	uint64_t connects;             /* CONNACKs accepted since start */
@@ -110,10 +111,18 @@ struct broker_bridge_stat {
  * QoS (*qos) and another message: a new reference to offer instead of `m`,
  * or NULL to offer `m` itself.
  */
+struct outbound_verdict {
+	bool taken;             /* the owner keeps the message (no delivery) */
+	bool dropped;           /* drop it for `why` (counted and logged as a queue drop) */
+	enum drop_reason why;
+};
+/* offer may also set *v: take the message (a bridge queueing QoS 0 while
+ * its remote is away) or have it dropped. */
 struct broker_outbound_ops {
 	int (*on_packet)(void *ctx, struct conn *c, const struct mqtt_pkt *p, enum reason *why);
 	void (*on_drop)(void *ctx, struct conn *c, enum reason r, const char *detail);
-	struct msg *(*offer)(void *ctx, struct session *s, struct msg *m, uint8_t *qos, struct delivery_limits *lim);
+	struct msg *(*offer)(void *ctx, struct session *s, struct msg *m, uint8_t *qos, struct delivery_limits *lim,
+			     struct outbound_verdict *v);
 };
 
 /* SUBSCRIBE and UNSUBSCRIBE work spread over loop turns (handle_subscribe.c). */

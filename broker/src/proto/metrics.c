@@ -368,7 +368,8 @@ bool metrics_value(const struct broker *b, const struct metrics_snap *snap, cons
 		if (m->offset == METRIC_BRIDGE_CONNECTED)
 			*u = bs->connected;
 		else if (m->offset == METRIC_BRIDGE_QUEUED)
-			*u = bs->session ? (uint64_t)sess_queued_count(bs->session) + sess_inflight_count(bs->session) : 0;
+			*u = (bs->session ? (uint64_t)sess_queued_count(bs->session) + sess_inflight_count(bs->session) : 0) +
+			     bs->queued_qos0;
 		else if (m->offset == METRIC_BRIDGE_DROPPED)
 			*u = bs->session ? sess_dropped(bs->session) : 0;
 		else

@@ -37,10 +37,12 @@ static void reapply_acl(struct broker *b)
 		for (struct session *s = b->sessions.buckets[i]; s; s = s->hash_next) {
 			acl_client_free(s->acl);
 			s->acl = NULL;
-			if (b->auth.acl && acl_client_new(b->auth.acl, s->username, s->client_id, &s->acl) != 0)
+			/* A bridge without local_username follows no rules. */
+			bool ruleless = (s->sess_flags & SESS_FLAG_BRIDGE) && !s->username;
+			if (b->auth.acl && !ruleless && acl_client_new(b->auth.acl, s->username, s->client_id, &s->acl) != 0)
 				log_msg(LOG_WARNING, "acl", "%s: out of memory rebuilding its ACL", s->client_id);
 			broker_reclassify_subs(b, s);
-			if (auth_recheck_messages(b, s) && s->conn)
+			if (!ruleless && auth_recheck_messages(b, s) && s->conn)
 				delivery_pump(s, &b->dlim); /* the window may have room now */
 		}
 }

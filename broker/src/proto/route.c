@@ -598,8 +598,17 @@ void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t 
 	if (__builtin_expect(s->sess_flags & SESS_FLAG_BRIDGE, 0)) {
 		/* A bridge's session: its own queue bounds, its topic mapping. */
 		own = b->dlim;
-		mapped = b->outbound->offer(b->outbound_ctx, s, m, &qos, &own);
+		struct outbound_verdict v = {0};
+		mapped = b->outbound->offer(b->outbound_ctx, s, m, &qos, &own, &v);
 		lim = &own;
+		if (v.taken)
+			return;
+		if (v.dropped) {
+			msg_unref(mapped);
+			sess_count_dropped(s, 1);
+			note_drop(b, lim, s, v.why);
+			return;
+		}
 	}
 	if (sess_drop_episodes(s))
 		for (int r = 0; r < DROP_REASON_COUNT; r++)
