@@ -18,6 +18,14 @@ is in its own store. So, whatever fails:
     with NATS back, every message it acknowledged meanwhile arrives;
   - the subscriber's node killed and restarted: its persistent session gets
     every message acknowledged while it was down.
+  - the subscriber's node killed after its store wrote a stream message's
+    copy for a persistent session and before its ack reached JetStream
+    (held by the debug build's WISP_DEBUG_HOLD_STREAM_ACKS): JetStream
+    delivers the message again after the restart, and the session gets
+    each QoS 2 message once [MQTT-4.3.3-2].
+  - NATS loses its store between two runs of the subscriber's node (the
+    stream made anew, counting from 1 again): the node's restored dedupe
+    window does not swallow the new stream's messages.
 
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
@@ -109,6 +117,9 @@ class DurableClusterTest(unittest.TestCase):
     FORWARD_QUEUE = {"test_forward_queue_full_holds_acks_until_nats_is_back": {"forward_queue": 10},
                      "test_without_store_and_forward_acks_wait_for_nats": {"forward_queue": 0}}
 
+    # Node b never acks stream messages to JetStream in its first run.
+    HOLD_STREAM_ACKS = {"test_receiving_node_killed_between_store_and_ack_gives_qos2_once"}
+
     def setUp(self):
         self.nats = Nats()
         self.addCleanup(shutil.rmtree, self.nats.dir, True)
@@ -121,6 +132,8 @@ class DurableClusterTest(unittest.TestCase):
             node = Node(name, self.nats.port, persistence=True)
             if name == "a":
                 node.extra_config["cluster"].update(self.FORWARD_QUEUE.get(self._testMethodName, {}))
+            if name == "b" and self._testMethodName in self.HOLD_STREAM_ACKS:
+                node._env = lambda base=node._env: dict(base(), WISP_DEBUG_HOLD_STREAM_ACKS="1")
             self.start_node(node, name)
 
     def start_node(self, node, name, offset=0):
@@ -370,11 +383,35 @@ class DurableClusterTest(unittest.TestCase):
     def test_restarted_subscriber_node_gets_what_was_acknowledged_meanwhile(self):
         keep = self.subscriber("b", "keep", "rs/#", clean=False)
         keep.close()
-        self.kill_node("b")
         pub = Publisher(self.nodes["a"].port, "pub-a", "rs")
         self.clients.append(pub.c)
-        pub.run(count=200, window=20)
-        self.assertEqual(len(pub.acked), 200)
+
+        def publish_while_b_is_down():
+            pub.run(count=200, window=20)
+            self.assertEqual(len(pub.acked), 200)
+
+        _, _, back = self.restart_b(publish_while_b_is_down)
+        got = self.collect(back, pub.acked)
+        self.assert_qos2_once(got)
+
+    def publish_to_persistent_session(self, topic, sent, qos):
+        """A persistent session "keep" on b gets `sent`, published at a;
+        returns the publisher."""
+        keep = self.subscriber("b", "keep", topic + "/#", clean=False)
+        pub = RawClient(self.nodes["a"].port)
+        self.clients.append(pub)
+        self.assertEqual(pub.connect("pub-a"), 0)
+        for i, payload in enumerate(sent):
+            pub.publish(topic + "/x", payload, qos=qos, pid=i + 1)
+        self.assertEqual(sorted(keep.recv_publish(timeout=WAIT).payload for _ in sent), sorted(sent))
+        return pub
+
+    def restart_b(self, before_start=None):
+        """kill -9 of b, before_start(), b started again and "keep"
+        reconnected there: (b, its log offset, keep's new client)."""
+        self.kill_node("b")
+        if before_start:
+            before_start()
         b = self.nodes["b"]
         b.exit_status = None
         offset = b.log_size()
@@ -382,8 +419,57 @@ class DurableClusterTest(unittest.TestCase):
         back = RawClient(b.port)
         self.clients.append(back)
         self.assertEqual(back.connect("keep", clean=False), 0)
-        got = self.collect(back, pub.acked)
-        self.assert_qos2_once(got)
+        return b, offset, back
+
+    def test_receiving_node_killed_between_store_and_ack_gives_qos2_once(self):
+        # Each arrives once, QoS 2 flow completed: b's store wrote its copy
+        # (records go out before the turn's output), and its JetStream ack
+        # is held, so b dies between the two.
+        sent = [b"2:%d" % i for i in range(1, 6)]
+        pub = self.publish_to_persistent_session("tk", sent, qos=2)
+        b, offset, back = self.restart_b(lambda: delattr(self.nodes["b"], "_env"))  # the restart acks as usual
+        # JetStream delivers the five again once its ack wait (30 s) is
+        # over: b must ack them without routing them again.
+        again, got = 0, []
+        deadline = time.monotonic() + 90
+        while again < len(sent) and not got:
+            self.assertLess(time.monotonic(), deadline, "no redelivery within 90 s\n%s" % b.log_banner())
+            try:
+                p = back.recv_packet(0.5)
+                if p.type == PUBREL:  # the session's own, for a PUBCOMP the kill cut off
+                    back.send(ack_pkt(PUBCOMP, p.pid))
+                else:
+                    back.stash.append(p)
+                    got.append(back.recv_publish(timeout=WAIT).payload)
+            except socket.timeout:
+                pass
+            again = sum(int(n) for n in re.findall(r"(\d+) stream messages delivered again were routed before",
+                                                   b.log()[offset:]))
+        self.assertEqual(got, [], "a QoS 2 message routed again after the restart [MQTT-4.3.3-2]")
+        # A later message still crosses, and nothing came before it.
+        pub.publish("tk/x", b"2:after", qos=2, pid=9)
+        got = self.collect(back, {b"2:after"})
+        self.assertEqual(got, [b"2:after"], "a QoS 2 message routed again after the restart [MQTT-4.3.3-2]")
+
+    def nats_loses_its_store(self):
+        self.nats.kill()
+        shutil.rmtree(os.path.join(self.nats.dir, "js"))
+        self.nats.start()
+
+    def test_stream_made_anew_restarts_the_dedupe_window(self):
+        before = [b"1:%d" % i for i in range(1, 21)]
+        pub = self.publish_to_persistent_session("sa", before, qos=1)
+        # b's store now says stream sequences up to ~20 were routed. NATS
+        # loses its store: the stream is made anew and counts from 1 again.
+        b, offset, back = self.restart_b(self.nats_loses_its_store)
+        after = {b"1:after-%d" % i for i in range(1, 6)}
+        for i, payload in enumerate(sorted(after)):
+            pub.publish("sa/x", payload, qos=1, pid=30 + i)
+        # Not taken for redeliveries of what b routed before.
+        got = self.collect(back, after)
+        self.assertEqual(set(got) - set(before), after)
+        self.assertIsNotNone(b.wait_log("it was made anew; deduplication of its redeliveries starts over",
+                                        offset=offset, timeout=WAIT), b.log_banner())
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ PAYLOADS = [
     (10, s16(b"c1") + struct.pack("<Q", 7)),                                      # QUEUE_DEL
     (17, struct.pack("<Q", 7) + s16(b"a-0123-f1")),                               # FWD_ADD
     (18, struct.pack("<Q", 7)),                                                   # FWD_DEL
+    (19, struct.pack("<QQ", 40, 42)),                                             # STREAM_TAKEN
     (2, struct.pack("<Q", 7)),                                                    # MSG_DEL
     (6, s16(b"c1")),                                                              # SESSION_DEL
     (5, SESSION_V1 + b"\x01" + s16(b"alice"), 2),                                 # SESSION_PUT, user owner

@@ -18,6 +18,7 @@
 #include "alloc.h"
 #include "broker.h"
 #include "broker_harness.h"
+#include "cluster.h"
 #include "durable.h"
 #include "err.h"
 #include "msg.h"
@@ -112,16 +113,23 @@ static bool has_snapshot(const char *dir)
 	return found;
 }
 
+/* A temporary data directory and a configuration that persists there,
+ * compacting from 4 KiB of log. */
+static void store_config(char *dir, size_t dir_cap, char *cfg, size_t cfg_cap, const char *prefix)
+{
+	CU_ASSERT_EQUAL_FATAL(harness_temp_dir(dir, dir_cap, prefix), 0);
+	snprintf(cfg, cfg_cap,
+		 "{\"listeners\": [{\"bind\": \"127.0.0.1\", \"port\": 0}], \"log\": {\"level\": \"error\"},"
+		 " \"persistence\": {\"dir\": \"%s\", \"compact_min_size\": 4096}}", dir);
+}
+
 /* Ten messages kept for JetStream, the first and the sixth then in it:
  * the other eight come back in their order, with their ids and bytes,
  * after the log was compacted into a snapshot and the broker restarted. */
 static void test_forward_queue_survives_restart_and_compaction(void)
 {
 	char dir[256], cfg[512];
-	CU_ASSERT_EQUAL_FATAL(harness_temp_dir(dir, sizeof dir, "wisp-fwd"), 0);
-	snprintf(cfg, sizeof cfg,
-		 "{\"listeners\": [{\"bind\": \"127.0.0.1\", \"port\": 0}], \"log\": {\"level\": \"error\"},"
-		 " \"persistence\": {\"dir\": \"%s\", \"compact_min_size\": 4096}}", dir);
+	store_config(dir, sizeof dir, cfg, sizeof cfg, "wisp-fwd");
 	struct harness *h = harness_new(cfg);
 	CU_ASSERT_FATAL(h != NULL);
 	struct broker *b = harness_broker(h);
@@ -169,11 +177,118 @@ static void test_forward_queue_survives_restart_and_compaction(void)
 	harness_remove_dir(dir);
 }
 
+/* The set of sequences above the floor the store restored, as a bitmap of
+ * (floor, floor + 64]; false if one lies outside. */
+static bool restored_window(struct broker *b, uint64_t *floor, uint64_t *bits)
+{
+	const uint64_t *seqs;
+	size_t n = persist_stream_window(b, floor, &seqs);
+	*bits = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (seqs[i] <= *floor || seqs[i] - *floor > 64)
+			return false;
+		*bits |= UINT64_C(1) << (seqs[i] - *floor - 1);
+	}
+	return true;
+}
+
+/* The receiving side's dedupe window (STREAM_TAKEN): the last floor and
+ * the sequences above it come back after a compaction and a restart; a
+ * lower floor (the stream made anew) starts a new window. */
+static void test_stream_window_survives_restart_and_compaction(void)
+{
+	char dir[256], cfg[512];
+	store_config(dir, sizeof dir, cfg, sizeof cfg, "wisp-taken");
+	struct harness *h = harness_new(cfg);
+	CU_ASSERT_FATAL(h != NULL);
+	struct broker *b = harness_broker(h);
+	/* 1..400 in order, the floor 8 behind, except 396 (still unrouted,
+	 * it holds the floor at 395): 397..400 stay above it. */
+	for (uint64_t i = 1; i <= 400; i++)
+		if (i != 396)
+			CU_ASSERT_EQUAL(persist_stream_taken(b, i > 395 ? 395 : (i > 8 ? i - 8 : 0), i), 0);
+	harness_run(h);
+	harness_run(h);
+	CU_ASSERT(has_snapshot(dir));
+	harness_free(h);
+
+	h = harness_new(cfg);
+	CU_ASSERT_FATAL(h != NULL);
+	b = harness_broker(h);
+	uint64_t floor = 0, bits = 0;
+	CU_ASSERT(restored_window(b, &floor, &bits));
+	CU_ASSERT_EQUAL(floor, 395);
+	CU_ASSERT_EQUAL(bits, 0x1eu); /* 397..400 */
+	CU_ASSERT_EQUAL(persist_stream_taken(b, 5, 7), 0);
+	harness_run(h);
+	harness_free(h);
+
+	h = harness_new(cfg);
+	CU_ASSERT_FATAL(h != NULL);
+	b = harness_broker(h);
+	CU_ASSERT(restored_window(b, &floor, &bits));
+	CU_ASSERT_EQUAL(floor, 5);
+	CU_ASSERT_EQUAL(bits, 0x2u); /* 7 */
+	harness_free(h);
+	harness_remove_dir(dir);
+}
+
+/*
+ * cluster.c's send_to_nats: a QoS 1 PUBLISH whose NATS message for the
+ * stream cannot be made (its v5 properties' encoding fails to allocate) was
+ * counted in send_failed and still acknowledged: a PUBACK for a message
+ * that never left the node. Allocation n of the PUBLISH's handling fails,
+ * for every n: no PUBACK ever goes (NATS is unreachable, so none may).
+ */
+static void test_puback_never_sent_when_the_stream_message_cannot_be_made(void)
+{
+	static const char cfg[] =
+		"{\"listeners\": [{\"bind\": \"127.0.0.1\", \"port\": 0}],"
+		" \"persistence\": {\"enabled\": false}, \"log\": {\"level\": \"error\"},"
+		" \"cluster\": {\"nats\": [\"nats://127.0.0.1:1\"], \"node\": \"t\", \"interest\": false}}";
+	struct harness *h = harness_new(cfg);
+	CU_ASSERT_FATAL(h != NULL);
+	struct broker *b = harness_broker(h);
+	struct cluster *cl = NULL;
+	char err[256];
+	CU_ASSERT_EQUAL_FATAL(cluster_start(b, &cl, err, sizeof err), 0);
+	bool exercised = false;
+	for (uint64_t n = 0; n <= 40; n++) {
+		struct hclient *c = harness_connect(h);
+		client_send_hex(c, "10 10 00 04 'MQTT' 05 02 00 3c 00 00 03 'pub'");
+		size_t len = 0;
+		const uint8_t *out = client_output(c, &len);
+		CU_ASSERT_FATAL(has_packet(out, len, 2 /* CONNACK */));
+		uint64_t failed = b->stats.cluster.send_failed;
+		wisp_mem_fail_after(n, 0);
+		/* QoS 1, packet id 7, a user property k=v: the stream message
+		 * carries the properties, encoded with an allocation. */
+		client_send_hex(c, "32 0f 00 01 't' 00 07 07 26 00 01 'k' 00 01 'v' 'hi'");
+		wisp_mem_fail_after(0, 0);
+		out = client_output(c, &len);
+		CU_ASSERT_FALSE(has_packet(out, len, 4 /* PUBACK */));
+		if (has_packet(out, len, 4))
+			fprintf(stderr, "PUBACK sent with allocation %llu failing\n", (unsigned long long)n);
+		if (b->stats.cluster.send_failed != failed)
+			exercised = true;
+		client_close(c);
+		harness_run(h);
+	}
+	CU_ASSERT(exercised); /* some n failed making the stream message */
+	cluster_stop(cl);
+	harness_free(h);
+}
+
 static CU_TestInfo tests[] = {
+	{"the receiving side's dedupe window survives a restart and a compaction",
+	 test_stream_window_survives_restart_and_compaction},
 	{"the store's forwarding queue survives a restart and a compaction, in order",
 	 test_forward_queue_survives_restart_and_compaction},
 	{"PUBREC waiting for JetStream never goes early under memory faults",
 	 test_pubrec_never_sent_early_whatever_allocation_fails},
+	/* Last: cluster_stop ends cnats's library. */
+	{"a PUBACK never goes for a QoS 1 message whose stream message could not be made",
+	 test_puback_never_sent_when_the_stream_message_cannot_be_made},
 	CU_TEST_INFO_NULL,
 };
 

@@ -625,18 +625,20 @@ static void test_cluster_section(void)
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.stream, "WISP");
 	CU_ASSERT_EQUAL(cfg->cluster.replicas, 1);
 	CU_ASSERT_EQUAL(cfg->cluster.stream_max_age, 86400);
+	CU_ASSERT_EQUAL(cfg->cluster.duplicate_window, 120);
 	CU_ASSERT_EQUAL(cfg->cluster.outbound_queue, 65536);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.retained_bucket, "wisp_retained");
 	CU_ASSERT_EQUAL(cfg->cluster.retained_replicas, 1);
 	config_free(cfg);
 	static const char two[] = "{\"cluster\": {\"nats\": [\"nats://127.0.0.1:4222\", \"nats://h:4223\"], "
 				  "\"node\": \"a\", \"subject_prefix\": \"\", \"inbound_queue\": 16, "
-				  "\"durable\": false, \"stream\": \"MQTT_Q\", \"outbound_queue\": 100, "
+				  "\"durable\": false, \"stream\": \"MQTT_Q\", \"outbound_queue\": 100, \"duplicate_window\": 3600, "
 				  "\"retained_bucket\": \"R-1_x\", \"retained_replicas\": 3}}";
 	CU_ASSERT_EQUAL_FATAL(config_parse(two, sizeof two - 1, "t.json", &cfg, err, sizeof err), 0);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.nats, "nats://127.0.0.1:4222,nats://h:4223");
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.node, "a");
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.subject_prefix, "");
+	CU_ASSERT_EQUAL(cfg->cluster.duplicate_window, 3600);
 	CU_ASSERT_EQUAL(cfg->cluster.inbound_queue, 16);
 	CU_ASSERT_FALSE(cfg->cluster.durable);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.stream, "MQTT_Q");

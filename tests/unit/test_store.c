@@ -176,6 +176,9 @@ static void fmt_rec(struct trace *t, const struct store_rec *r)
 		tprintf(t, "id=%" PRIu64 " ", r->u.fwd.msg_id);
 		tstr(t, r->u.fwd.id);
 		break;
+	case STORE_REC_STREAM_TAKEN:
+		tprintf(t, "floor=%" PRIu64 " seq=%" PRIu64, r->u.taken.floor, r->u.taken.seq);
+		break;
 	default:
 		tstr(t, r->u.qos2.client);
 		tprintf(t, " pid=%u", r->u.qos2.packet_id);
@@ -249,6 +252,7 @@ V_SIMPLE(v_qos2_del, STORE_REC_QOS2_IN_DEL, qos2, struct store_qos2)
 V_SIMPLE(v_will_set, STORE_REC_WILL_SET, will, struct store_will)
 V_SIMPLE(v_will_del, STORE_REC_WILL_DEL, will, struct store_will)
 V_SIMPLE(v_fwd_del, STORE_REC_FWD_DEL, fwd, struct store_fwd)
+V_SIMPLE(v_stream_taken, STORE_REC_STREAM_TAKEN, taken, struct store_stream_taken)
 
 static int v_fwd_add(void *ctx, const struct store_fwd *x, void *h)
 {
@@ -309,6 +313,7 @@ static const struct store_visitor tracer = {
 	.will_del = v_will_del,
 	.fwd_add = v_fwd_add,
 	.fwd_del = v_fwd_del,
+	.stream_taken = v_stream_taken,
 };
 
 /* ---- sample records: one or more of every type, in a replayable order ---- */
@@ -333,6 +338,8 @@ static const struct store_rec samples[] = {
 	{.type = STORE_REC_QUEUE_DEL, .u.queue = {S("c1"), 8, 0, 0}},
 	{.type = STORE_REC_FWD_ADD, .u.fwd = {8, S("a-0123456789abcdef-f1")}},
 	{.type = STORE_REC_FWD_DEL, .u.fwd = {8, {NULL, 0}}},
+	{.type = STORE_REC_STREAM_TAKEN, .u.taken = {41, 44}},
+	{.type = STORE_REC_STREAM_TAKEN, .u.taken = {0, 1}},
 	{.type = STORE_REC_FLIGHT_DEL, .u.flight = {S("c1"), 0, 10, 0, 0, 0}},
 	{.type = STORE_REC_QOS2_IN_ADD, .u.qos2 = {S("c1"), 99}},
 	{.type = STORE_REC_QOS2_IN_DEL, .u.qos2 = {S("c1"), 99}},

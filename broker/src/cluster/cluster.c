@@ -281,7 +281,7 @@ static int send_to_nats(struct cluster *c, const struct msg *m)
 	uint64_t ticket = m->qos && c->durable ? durable_reserve(c->durable, reply, sizeof reply) : 0;
 	if (ticket) {
 		if (make_nats_msg(c, m, durable_stream(c->durable), reply, &nm) != 0) {
-			durable_cancel(c->durable, ticket);
+			durable_cancel(c->durable, ticket, m); /* its ack fails: not sent, not kept */
 			return WISP_ENOMEM;
 		}
 		if (durable_publish(c->durable, nm, m, ticket) == 0) {

@@ -34,11 +34,21 @@
  * Without persistence there is no fq: acks wait for JetStream as before.
  * Crash cases: docs/cluster.md "While NATS is down: store and forward".
  *
- * Received: `seen` marks the stream sequences routed this run (a floor and
- * a bitmap of DEDUPE_SPAN(ack_cap) above it), so a redelivery (ack wait
- * over, the ack lost) is acked again, not routed again. The JetStream
- * ack of a routed message waits in a FIFO until the store's safe seq
- * reaches what routing appended.
+ * Received: `seen` marks the stream sequences routed (a floor and a
+ * bitmap of 4 x inbound_queue above it), so a redelivery (ack wait over,
+ * the ack lost, or the node killed before its ack left) is acked again,
+ * not routed again. A message whose routing made copies for persistent
+ * sessions is recorded in the store after them (STREAM_TAKEN with the
+ * floor, in the same write: no fsync of its own), and the window is
+ * restored from the store at start-up, so a kill -9 between the store's
+ * write and the JetStream ack does not give a persistent session a QoS 2
+ * message twice. A stream whose last sequence at its set-up is below
+ * the window's floor was made anew: the window starts over. (Not
+ * NumDelivered 1: taking that for a first delivery gave e2e 25's killed
+ * nats-server test QoS 2 duplicates, as a killed server seems to forget
+ * delivery counts.) The JetStream ack of a routed
+ * message waits in a FIFO until the store's safe seq reaches what routing
+ * appended. Crash cases: docs/cluster.md "QoS 1 and 2".
  *
  * Memory: out_cap bytes of ticket flags and 16 x out_cap of ticket to fq
  * entry and message (with persistence, each outstanding ticket holds a
@@ -52,6 +62,7 @@
 #include "durable.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -146,12 +157,15 @@ struct durable {
 	struct held *held;
 	size_t held_head, held_len, held_cap;
 	/* received */
-	uint64_t seen_floor;     /* 0: nothing seen yet */
+	uint64_t seen_floor;
+	bool seen_init;          /* false: nothing seen yet */
 	uint8_t *seen_bits;
 	size_t seen_span;
 	struct pending_ack *pend;
 	size_t pend_head, pend_len, pend_cap;
 	uint64_t dropped_seen;
+	uint64_t setups_seen;    /* jsw_stream_state's set-ups checked */
+	bool hold_stream_acks;   /* debug builds: WISP_DEBUG_HOLD_STREAM_ACKS (tests) */
 };
 
 const char *durable_stream(const struct durable *d) { return d->stream; }
@@ -258,13 +272,25 @@ static void gate_forget(void *ctx, struct conn *c)
 	conn_rare_trim(c);
 }
 
+/* Acks a received message to JetStream. A debug build run with
+ * WISP_DEBUG_HOLD_STREAM_ACKS never does, so that a test can kill the node
+ * between the store's write and the ack deterministically. */
+static void stream_ack(struct durable *d, natsMsg *nm)
+{
+	if (d->hold_stream_acks) {
+		natsMsg_Destroy(nm);
+		return;
+	}
+	jsw_ack(d->w, nm);
+}
+
 /* JetStream acks of received messages whose records are now safe. */
 static void store_progress(void *ctx)
 {
 	struct durable *d = ctx;
 	uint64_t safe = persist_safe_seq(d->b);
 	while (d->pend_len && d->pend[d->pend_head].seq <= safe) {
-		jsw_ack(d->w, d->pend[d->pend_head].m);
+		stream_ack(d, d->pend[d->pend_head].m);
 		d->pend_head = (d->pend_head + 1) % d->pend_cap;
 		d->pend_len--;
 	}
@@ -505,8 +531,11 @@ static void advance(struct durable *d)
 	release(d);
 }
 
-void durable_cancel(struct durable *d, uint64_t ticket)
+void durable_cancel(struct durable *d, uint64_t ticket, const struct msg *m)
 {
+	/* Neither in JetStream nor kept here: no ack (gate_hold). */
+	d->ack_fail = true;
+	d->ack_origin = m->origin;
 	if (ticket & FWD_KEY)
 		return;
 	d->done[ticket % d->out_cap] = T_ACKED;
@@ -535,9 +564,7 @@ int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m, uint64_
 	char id[160];
 	snprintf(id, sizeof id, "%s-%s-%llu", d->node, d->run, (unsigned long long)ticket);
 	if (natsMsgHeader_Set(nm, "Nats-Msg-Id", id) != NATS_OK) {
-		durable_cancel(d, ticket);
-		d->ack_fail = true;
-		d->ack_origin = m->origin;
+		durable_cancel(d, ticket, m);
 		return WISP_ENOMEM;
 	}
 	d->ack_ticket = ticket;
@@ -638,11 +665,55 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 
 /* ---- in ---- */
 
-/* Whether stream sequence seq was routed this run; marks it. */
+static void seen_bit_set(struct durable *d, uint64_t seq)
+{
+	size_t bit = (size_t)(seq % d->seen_span);
+	d->seen_bits[bit / 8] |= (uint8_t)(1u << (bit % 8));
+}
+
+static void seen_bit_clear(struct durable *d, uint64_t seq)
+{
+	size_t bit = (size_t)(seq % d->seen_span);
+	d->seen_bits[bit / 8] &= (uint8_t)~(1u << (bit % 8));
+}
+
+static bool seen_bit(const struct durable *d, uint64_t seq)
+{
+	size_t bit = (size_t)(seq % d->seen_span);
+	return d->seen_bits[bit / 8] & (1u << (bit % 8));
+}
+
+/* After each set-up of the stream: one whose sequences never reached the
+ * window's floor was made anew (deleted, or a NATS server without its
+ * store), and its sequences say nothing of what was routed before. */
+static void seen_check_stream(struct durable *d)
+{
+	uint64_t setups, last_seq;
+	jsw_stream_state(d->w, &setups, &last_seq);
+	if (setups == d->setups_seen)
+		return;
+	d->setups_seen = setups;
+	if (!d->seen_init || last_seq >= d->seen_floor)
+		return;
+	log_msg(LOG_WARNING, "cluster", "stream '%s' ends at sequence %llu, below the %llu this node routed: "
+		"it was made anew; deduplication of its redeliveries starts over", d->stream,
+		(unsigned long long)last_seq, (unsigned long long)d->seen_floor);
+	memset(d->seen_bits, 0, d->seen_span / 8 + 1);
+	d->seen_init = false;
+}
+
+/* Whether stream sequence seq was routed (this run, or before a restart:
+ * the store's window); marks it. */
 static bool seen(struct durable *d, uint64_t seq)
 {
-	if (d->seen_floor == 0)
-		d->seen_floor = seq - 1; /* the first one: from the start time, or resuming */
+	if (!d->seen_init) {
+		/* The first one, with nothing restored: JetStream delivers new
+		 * messages at once and those whose ack never left (up to
+		 * MaxAckPending, so within the window) after its ack wait:
+		 * room for them below. */
+		d->seen_floor = seq > d->seen_span ? seq - d->seen_span : 0;
+		d->seen_init = true;
+	}
 	if (seq <= d->seen_floor)
 		return true;
 	if (seq - d->seen_floor > d->seen_span) {
@@ -650,18 +721,14 @@ static bool seen(struct durable *d, uint64_t seq)
 		 * forget the oldest part of the window. */
 		uint64_t to = seq - d->seen_span;
 		for (uint64_t s = d->seen_floor + 1; s <= to && s <= d->seen_floor + d->seen_span; s++)
-			d->seen_bits[(s % d->seen_span) / 8] &= (uint8_t)~(1u << (s % 8));
+			seen_bit_clear(d, s);
 		d->seen_floor = to;
 	}
-	size_t bit = (size_t)(seq % d->seen_span);
-	if (d->seen_bits[bit / 8] & (1u << (bit % 8)))
+	if (seen_bit(d, seq))
 		return true;
-	d->seen_bits[bit / 8] |= (uint8_t)(1u << (bit % 8));
-	while (d->seen_bits[((d->seen_floor + 1) % d->seen_span) / 8] & (1u << ((d->seen_floor + 1) % 8))) {
-		d->seen_floor++;
-		size_t b = (size_t)(d->seen_floor % d->seen_span);
-		d->seen_bits[b / 8] &= (uint8_t)~(1u << (b % 8));
-	}
+	seen_bit_set(d, seq);
+	while (seen_bit(d, d->seen_floor + 1))
+		seen_bit_clear(d, ++d->seen_floor);
 	return false;
 }
 
@@ -671,7 +738,7 @@ static void ack_when_safe(struct durable *d, natsMsg *nm)
 	if (need <= persist_safe_seq(d->b) || d->pend_len == d->pend_cap) {
 		/* pend is as large as the inbox that fed it: full only if the
 		 * consumer's MaxAckPending was changed behind our back. */
-		jsw_ack(d->w, nm);
+		stream_ack(d, nm);
 		return;
 	}
 	d->pend[(d->pend_head + d->pend_len++) % d->pend_cap] = (struct pending_ack){nm, need};
@@ -694,6 +761,9 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 			    (unsigned long long)(dropped - d->dropped_seen));
 		d->dropped_seen = dropped;
 	}
+	if (n)
+		seen_check_stream(d);
+	size_t again = 0;
 	for (size_t i = 0; i < n; i++) {
 		natsMsg *nm = batch[i];
 		jsMsgMetaData *meta = NULL;
@@ -704,11 +774,18 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 		}
 		const char *node = NULL;
 		natsMsgHeader_Get(nm, "Wisp-Node", &node);
-		if (seq == 0 || seen(d, seq) || (node && strcmp(node, d->node) == 0)) {
-			jsw_ack(d->w, nm); /* a redelivery, or this node's own message */
+		bool routed_before = seq && seen(d, seq);
+		if (seq == 0 || routed_before || (node && strcmp(node, d->node) == 0)) {
+			again += routed_before && !(node && strcmp(node, d->node) == 0);
+			stream_ack(d, nm); /* a redelivery, or this node's own message */
 			continue;
 		}
+		uint64_t before = persist_seq(b);
 		const char *why = d->route(d->route_ctx, nm);
+		/* Copies for persistent sessions were appended: the record that
+		 * it was routed follows them into the same write. */
+		if (persist_seq(b) != before)
+			persist_stream_taken(b, d->seen_floor, seq);
 		if (why && *why) {
 			b->stats.cluster.dropped++;
 			log_limited("cluster_dropped", LOG_INFO, "cluster", "message from stream on '%s' dropped: %s",
@@ -716,6 +793,10 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 		}
 		ack_when_safe(d, nm);
 	}
+	if (again)
+		log_limited("cluster_stream_again", LOG_INFO, "cluster",
+			    "%zu stream messages delivered again were routed before (here or before a restart): "
+			    "acked, not routed again", again);
 }
 
 /* ---- start and stop ---- */
@@ -759,6 +840,16 @@ int durable_start(struct broker *b, const char *node, const char *run, durable_r
 	int rc = WISP_ENOMEM;
 	if (!d->stream || !d->consumer || !d->done || !d->ticket_fwd || !d->ticket_msg || !d->seen_bits || !d->pend)
 		goto fail;
+	/* What the store says was routed before a restart. */
+	const uint64_t *taken;
+	size_t ntaken = persist_stream_window(b, &d->seen_floor, &taken);
+	d->seen_init = d->seen_floor > 0 || ntaken > 0;
+	for (size_t i = 0; i < ntaken; i++)
+		if (taken[i] > d->seen_floor && taken[i] - d->seen_floor <= d->seen_span)
+			seen_bit_set(d, taken[i]);
+#ifndef NDEBUG
+	d->hold_stream_acks = getenv("WISP_DEBUG_HOLD_STREAM_ACKS") != NULL;
+#endif
 	/* What the store kept from the last run goes first, in its order. */
 	struct msg *m;
 	const char *id;
@@ -782,6 +873,7 @@ int durable_start(struct broker *b, const char *node, const char *run, durable_r
 		.consumer = d->consumer,
 		.replicas = (int)cfg->replicas,
 		.max_age_s = (int64_t)cfg->stream_max_age,
+		.duplicate_window_s = (int64_t)cfg->duplicate_window,
 		.out_cap = d->out_cap,
 		.ack_cap = in_cap,
 		.start_ns = (int64_t)time(NULL) * 1000000000LL,

@@ -22,8 +22,10 @@
  *    subscribers, and acks it to JetStream once the copies it made for
  *    persistent sessions are in its store (store_progress), so kill -9 of
  *    a receiving node loses nothing either: JetStream delivers it again.
- *    A message is routed once per run whatever JetStream redelivers
- *    (dedupe by stream sequence), so QoS 2 stays exactly once.
+ *    A message is routed once whatever JetStream redelivers (dedupe by
+ *    stream sequence; the store records the ones that made copies, in
+ *    the same write, so this holds across a kill -9 and restart too),
+ *    so QoS 2 stays exactly once.
  *
  * Loop thread only (the worker and cnats reach it through two inboxes).
  */
@@ -72,8 +74,11 @@ const char *durable_stream(const struct durable *d);
  * (durable.c): durable_publish then keeps m instead of nm.
  */
 uint64_t durable_reserve(struct durable *d, char *reply, size_t cap);
-/* Gives back a reserved ticket unused (its message could not be made). */
-void durable_cancel(struct durable *d, uint64_t ticket);
+/* Gives back a reserved ticket unused: m's message for the stream could
+ * not be made, so the ack of m's publisher fails as with durable_publish's
+ * WISP_ENOMEM (acknowledging it would promise a message that never left
+ * the node). */
+void durable_cancel(struct durable *d, uint64_t ticket, const struct msg *m);
 /*
  * Takes nm (m's message on the stream's subject, made with the ticket's
  * reply subject): 0, and the ack of m's publisher waits for it (or, in

@@ -67,6 +67,8 @@ struct jsw {
 	pthread_cond_t cv;
 	bool stop;
 	bool resetup;        /* the stream seems gone (a NATS server without its store): set up again */
+	uint64_t setups;     /* stream set-ups done, and the stream's last sequence at the latest */
+	uint64_t stream_last_seq;
 	struct slot *slots;  /* out_cap, by ticket % out_cap */
 	struct tring out;    /* tickets to publish (loop) */
 	struct tring replies; /* JetStream's replies (cnats thread) */
@@ -187,12 +189,14 @@ static void on_js_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
 
 /* ---- the worker thread ---- */
 
-static natsStatus ensure_stream(struct jsw *w)
+static natsStatus ensure_stream(struct jsw *w, uint64_t *last_seq)
 {
 	jsStreamInfo *si = NULL;
 	jsErrCode jerr = 0;
+	*last_seq = 0;
 	natsStatus st = js_GetStreamInfo(&si, w->js, w->stream, NULL, &jerr);
 	if (st == NATS_OK) {
+		*last_seq = si->State.LastSeq;
 		jsStreamInfo_Destroy(si);
 		return NATS_OK;
 	}
@@ -206,6 +210,9 @@ static natsStatus ensure_stream(struct jsw *w)
 	sc.Storage = js_FileStorage;
 	sc.Replicas = w->cfg.replicas;
 	sc.MaxAge = w->cfg.max_age_s * 1000000000LL;
+	/* JetStream refuses a duplicate window longer than the max age. */
+	sc.Duplicates = (w->cfg.duplicate_window_s < w->cfg.max_age_s ? w->cfg.duplicate_window_s
+								       : w->cfg.max_age_s) * 1000000000LL;
 	st = js_AddStream(&si, w->js, &sc, NULL, &jerr);
 	if (st == NATS_OK)
 		jsStreamInfo_Destroy(si);
@@ -345,9 +352,16 @@ static void *run(void *arg)
 			pthread_mutex_unlock(&w->mu);
 			natsStatus st = NATS_NOT_YET_CONNECTED;
 			if (natsConnection_Status(w->nc) == NATS_CONN_STATUS_CONNECTED) {
-				st = ensure_stream(w);
-				if (st == NATS_OK)
+				uint64_t last_seq;
+				st = ensure_stream(w, &last_seq);
+				if (st == NATS_OK) {
+					/* Known before the consumer can deliver anything. */
+					pthread_mutex_lock(&w->mu);
+					w->setups++;
+					w->stream_last_seq = last_seq;
+					pthread_mutex_unlock(&w->mu);
 					st = ensure_consumer(w);
+				}
 			}
 			pthread_mutex_lock(&w->mu);
 			if (st == NATS_OK) {
@@ -578,5 +592,13 @@ void jsw_ack(struct jsw *w, natsMsg *m)
 	pthread_mutex_lock(&w->mu);
 	ring_push(&w->ack, m);
 	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+void jsw_stream_state(struct jsw *w, uint64_t *setups, uint64_t *last_seq)
+{
+	pthread_mutex_lock(&w->mu);
+	*setups = w->setups;
+	*last_seq = w->stream_last_seq;
 	pthread_mutex_unlock(&w->mu);
 }

@@ -5,7 +5,7 @@
  *
  *  - It makes sure the stream exists (file storage, interest retention:
  *    a message is kept until every node's consumer acknowledged it, and
- *    at most max_age seconds) and binds this node's durable push consumer
+ *    at most max_age seconds; Nats-Msg-Id dedupe for duplicate_window_s) and binds this node's durable push consumer
  *    to it (made with js_AddConsumer, so unsubscribing keeps it; explicit
  *    acks; when created, it starts at the node's start time, so a new node
  *    does not replay the stream's history but misses nothing published
@@ -56,6 +56,7 @@ struct jsw_config {
 	const char *consumer;      /* this node's durable consumer name */
 	int replicas;
 	int64_t max_age_s;
+	int64_t duplicate_window_s; /* when this node creates the stream */
 	size_t out_cap;            /* publishes outstanding at most */
 	size_t ack_cap;            /* consumer MaxAckPending */
 	int64_t start_ns;          /* a new consumer starts at this node's start (Unix ns) */
@@ -89,5 +90,9 @@ void jsw_publish(struct jsw *w, natsMsg *m, uint64_t ticket);
 bool jsw_connected(const struct jsw *w);
 /* Loop thread. Takes m, a message from msgs, to acknowledge to JetStream. */
 void jsw_ack(struct jsw *w, natsMsg *m);
+/* Any thread: how many times the stream was set up (found or made), and
+ * its last sequence then (0: made then), known before its consumer
+ * delivers anything. */
+void jsw_stream_state(struct jsw *w, uint64_t *setups, uint64_t *last_seq);
 
 #endif

@@ -312,6 +312,14 @@ static const struct field cluster_fields[] = {
 	 * acknowledge before it aged out; the stream's disk stays bounded by
 	 * a day of QoS 1/2 traffic that some node has not acknowledged. */
 	F_NUM(struct config_cluster, FT_U32, "stream_max_age", stream_max_age, 1, 31536000, 86400),
+	/* The stream's duplicate window: a message this node kept in its store
+	 * and re-sends after a restart with the Nats-Msg-Id JetStream already
+	 * had is dropped as a duplicate only within it. 120 s is nats-server's
+	 * own default; JetStream keeps every message id of the window in
+	 * memory (roughly 100 bytes each, not measured: 10k msg/s for 120 s
+	 * is ~120 MB), so a longer promise costs NATS memory. At most
+	 * stream_max_age (JetStream's rule). */
+	F_NUM(struct config_cluster, FT_U32, "duplicate_window", duplicate_window, 1, 31536000, 120),
 	/* QoS 1/2 messages waiting for JetStream's ack (their publishers'
 	 * PUBACKs wait too): one flag byte each here plus the message in
 	 * cnats (~ its size + 200 bytes of headers). 65536 rides out a NATS

@@ -147,6 +147,7 @@ struct config_cluster {
 	char *stream;           /* the JetStream stream; default "WISP" */
 	uint32_t replicas;      /* its replicas; default 1 */
 	uint32_t stream_max_age; /* seconds a message stays in it at most; default 86400 */
+	uint32_t duplicate_window; /* seconds its Nats-Msg-Id dedupe lasts; default 120 */
 	uint32_t outbound_queue; /* QoS 1/2 messages waiting for JetStream's ack; default 65536 */
 	uint32_t forward_queue;  /* QoS 1/2 kept in the store while JetStream is away; default 1000000, 0 off */
 	uint64_t forward_queue_bytes; /* their bytes; default 256 MiB */

@@ -167,6 +167,11 @@ struct broker {
 		/* The cluster's forwarding queue (persist_forward_add), in order. */
 		struct persist_fwd *fwd;
 		size_t fwd_head, fwd_len, fwd_cap;
+		/* The cluster's stream sequences routed (persist_stream_taken):
+		 * all up to stream_floor, and those in taken[] above it. */
+		uint64_t stream_floor;
+		uint64_t *taken;
+		size_t taken_len, taken_cap;
 	} persist;
 	/* A second condition on acks, in front of the store's (cluster/durable.c):
 	 * hold takes an ack that must wait for more than the store (1), and

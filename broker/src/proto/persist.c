@@ -766,6 +766,87 @@ static void fwd_free(struct broker *b)
 	b->persist.fwd_head = b->persist.fwd_len = b->persist.fwd_cap = 0;
 }
 
+/* ---- the cluster's stream sequences routed here ---- */
+
+/* Notes seq taken with the window's floor; what fell to or below the
+ * floor leaves when the array is full, before it grows. The sequences
+ * above the floor are bounded by durable.c's dedupe window. */
+static int taken_note(struct broker *b, uint64_t floor, uint64_t seq)
+{
+	if (floor < b->persist.stream_floor)
+		b->persist.taken_len = 0; /* a new window: the stream was made anew */
+	b->persist.stream_floor = floor;
+	if (seq <= floor)
+		return 0;
+	if (b->persist.taken_len == b->persist.taken_cap) {
+		size_t live = 0;
+		for (size_t i = 0; i < b->persist.taken_len; i++)
+			if (b->persist.taken[i] > floor)
+				b->persist.taken[live++] = b->persist.taken[i];
+		b->persist.taken_len = live;
+	}
+	if (b->persist.taken_len == b->persist.taken_cap) {
+		size_t cap = b->persist.taken_cap ? b->persist.taken_cap * 2 : 64;
+		uint64_t *v = wisp_malloc(cap * sizeof *v);
+		if (!v)
+			return WISP_ENOMEM;
+		if (b->persist.taken_len)
+			memcpy(v, b->persist.taken, b->persist.taken_len * sizeof *v);
+		wisp_free(b->persist.taken);
+		b->persist.taken = v;
+		b->persist.taken_cap = cap;
+	}
+	b->persist.taken[b->persist.taken_len++] = seq;
+	return 0;
+}
+
+int persist_stream_taken(struct broker *b, uint64_t floor, uint64_t seq)
+{
+	struct store *st = b->persist.store;
+	if (!st)
+		return WISP_EINVAL;
+	int rc = taken_note(b, floor, seq);
+	if (rc == 0)
+		rc = store_append_stream_taken(st, floor, seq);
+	if (rc != 0)
+		append_failed(b, rc);
+	return rc;
+}
+
+size_t persist_stream_window(const struct broker *b, uint64_t *floor, const uint64_t **seqs)
+{
+	*floor = b->persist.stream_floor;
+	*seqs = b->persist.taken;
+	return b->persist.taken_len;
+}
+
+static int emit_taken(const struct broker *b, struct store *st)
+{
+	int rc = 0;
+	bool any = false;
+	for (size_t i = 0; !rc && i < b->persist.taken_len; i++)
+		if (b->persist.taken[i] > b->persist.stream_floor) {
+			rc = store_append_stream_taken(st, b->persist.stream_floor, b->persist.taken[i]);
+			any = true;
+		}
+	if (!rc && !any && b->persist.stream_floor)
+		rc = store_append_stream_taken(st, b->persist.stream_floor, b->persist.stream_floor);
+	return rc;
+}
+
+static void taken_free(struct broker *b)
+{
+	wisp_free(b->persist.taken);
+	b->persist.taken = NULL;
+	b->persist.taken_len = b->persist.taken_cap = 0;
+	b->persist.stream_floor = 0;
+}
+
+static int v_stream_taken(void *ctx, const struct store_stream_taken *t)
+{
+	return taken_note(ctx, t->floor, t->seq);
+}
+
 /* ---- compaction: the whole live state, each message written once ---- */
 
 struct emit_ctx {
@@ -860,6 +941,8 @@ static int emit_state(void *ctx, struct store *st)
 		if (!x.rc)
 			x.rc = store_append_fwd_add(st, f->m->stored->id, f->id, strlen(f->id));
 	}
+	if (!x.rc)
+		x.rc = emit_taken(b, st);
 	return x.rc;
 }
 
@@ -1330,6 +1413,7 @@ static const struct store_visitor visitor = {
 	.will_del = v_will_del,
 	.fwd_add = v_fwd_add,
 	.fwd_del = v_fwd_del,
+	.stream_taken = v_stream_taken,
 };
 
 /* After the replay: the restored queue and flight entries are the store's
@@ -1383,6 +1467,7 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 	b->persist.loading = false;
 	if (rc != 0) {
 		fwd_free(b);
+		taken_free(b);
 		store_close(st);
 		return rc;
 	}
@@ -1393,6 +1478,7 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 	if (loop_io_start(b->loop, &b->persist.io, store_durable_fd(st), LOOP_READ, on_durable) != 0) {
 		snprintf(err, errlen, "%s: cannot watch the store's sync events", pc->dir);
 		b->persist.store = NULL;
+		taken_free(b);
 		store_close(st);
 		return WISP_EIO;
 	}
@@ -1421,6 +1507,7 @@ void persist_close(struct broker *b)
 	store_close(b->persist.store);
 	b->persist.store = NULL;
 	fwd_free(b);
+	taken_free(b);
 	wisp_free(b->persist.held);
 	b->persist.held = NULL;
 	b->persist.held_len = b->persist.held_cap = 0;

@@ -104,6 +104,22 @@ void persist_forward_del(struct broker *b, const struct msg *m);
  * Borrowed until the entry is deleted. */
 bool persist_forward_get(const struct broker *b, size_t i, struct msg **m, const char **id);
 
+/*
+ * The cluster's receiving side (cluster/durable.c): stream message `seq`
+ * was routed here, after the records of the copies it made for persistent
+ * sessions, and every stream sequence up to `floor` was routed too
+ * (STREAM_TAKEN, in the same write as those copies: no fsync of its own).
+ * Restored at start-up, so a message JetStream delivers again after a
+ * kill -9 (its ack never left) is not routed twice. A floor below the last
+ * one starts a new window. 0, WISP_EINVAL without persistence, or
+ * WISP_ENOMEM (nothing recorded: a redelivery after a crash may be routed
+ * again).
+ */
+int persist_stream_taken(struct broker *b, uint64_t floor, uint64_t seq);
+/* What the store restored: the floor (0: nothing) and the sequences above
+ * it (*seqs borrowed until the next persist_stream_taken), their count. */
+size_t persist_stream_window(const struct broker *b, uint64_t *floor, const uint64_t **seqs);
+
 /* State changes reach the store as events of the session observer
  * (session/observer.h): persist_open registers the store's implementation
  * in b->observer once the replay is over, persist_close removes it. */

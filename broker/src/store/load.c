@@ -238,6 +238,8 @@ static int on_record(void *ctx, const struct store_rec *r, size_t off)
 		return resolve(lc, r->u.fwd.msg_id, off, &h) ? CALL(fwd_add, &r->u.fwd, h) : 0;
 	case STORE_REC_FWD_DEL:
 		return CALL(fwd_del, &r->u.fwd);
+	case STORE_REC_STREAM_TAKEN:
+		return CALL(stream_taken, &r->u.taken);
 	default:
 		return 0;
 	}

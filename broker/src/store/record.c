@@ -25,6 +25,7 @@ static const char *const type_names[STORE_REC_TYPE_MAX + 1] = {
 	[STORE_REC_QOS2_IN_ADD] = "QOS2_IN_ADD", [STORE_REC_QOS2_IN_DEL] = "QOS2_IN_DEL",
 	[STORE_REC_WILL_SET] = "WILL_SET", [STORE_REC_WILL_DEL] = "WILL_DEL",
 	[STORE_REC_FWD_ADD] = "FWD_ADD",         [STORE_REC_FWD_DEL] = "FWD_DEL",
+	[STORE_REC_STREAM_TAKEN] = "STREAM_TAKEN",
 };
 
 const char *store_rec_type_name(uint8_t type)
@@ -233,6 +234,8 @@ static bool rec_valid(const struct store_rec *r)
 		return r->u.fwd.msg_id != 0 && r->u.fwd.id.len > 0 && r->u.fwd.id.len <= 255 && str_ok(r->u.fwd.id);
 	case STORE_REC_FWD_DEL:
 		return r->u.fwd.msg_id != 0 && r->u.fwd.id.len == 0;
+	case STORE_REC_STREAM_TAKEN:
+		return r->u.taken.seq != 0;
 	default:
 		return false;
 	}
@@ -277,6 +280,8 @@ static size_t payload_size(const struct store_rec *r)
 		return 8 + 2 + r->u.fwd.id.len;
 	case STORE_REC_FWD_DEL:
 		return 8;
+	case STORE_REC_STREAM_TAKEN:
+		return 16;
 	default: /* QOS2_IN_ADD, QOS2_IN_DEL */
 		return 2 + r->u.qos2.client.len + 2;
 	}
@@ -378,6 +383,10 @@ static void encode_payload(const struct store_rec *r, struct wcur *w)
 		put64(w, r->u.fwd.msg_id);
 		if (r->type == STORE_REC_FWD_ADD)
 			putstr(w, r->u.fwd.id);
+		break;
+	case STORE_REC_STREAM_TAKEN:
+		put64(w, r->u.taken.floor);
+		put64(w, r->u.taken.seq);
 		break;
 	default:
 		putstr(w, r->u.qos2.client);
@@ -517,6 +526,10 @@ int store_rec_decode(uint8_t type, uint8_t version, const uint8_t *p, size_t len
 		out->u.fwd.msg_id = get64(&r);
 		if (type == STORE_REC_FWD_ADD)
 			out->u.fwd.id = getstr(&r);
+		break;
+	case STORE_REC_STREAM_TAKEN:
+		out->u.taken.floor = get64(&r);
+		out->u.taken.seq = get64(&r);
 		break;
 	default:
 		out->u.qos2.client = getstr(&r);

@@ -66,7 +66,8 @@ enum store_rec_type {
 	STORE_REC_WILL_DEL = 16,
 	STORE_REC_FWD_ADD = 17,
 	STORE_REC_FWD_DEL = 18,
-	STORE_REC_TYPE_MAX = 18,
+	STORE_REC_STREAM_TAKEN = 19,
+	STORE_REC_TYPE_MAX = 19,
 };
 
 /* Message flags (store_msg.flags, store_queue.flags, store_flight.flags). */
@@ -195,6 +196,17 @@ struct store_fwd {
 	struct store_str id;    /* FWD_ADD: the Nats-Msg-Id, 1..255 bytes */
 };
 
+/* STREAM_TAKEN: the cluster's stream message `seq` was routed by this
+ * node, the copies it made for persistent sessions appended before this
+ * record, and every stream sequence up to `floor` was routed too
+ * (cluster/durable.c), so a redelivery after a restart is not routed a
+ * second time. A floor lower than the last one starts a new window (the
+ * stream was made anew). */
+struct store_stream_taken {
+	uint64_t floor;
+	uint64_t seq;           /* > 0 */
+};
+
 struct store_rec {
 	uint8_t type; /* enum store_rec_type */
 	union {
@@ -208,6 +220,7 @@ struct store_rec {
 		struct store_qos2 qos2;      /* QOS2_IN_ADD, QOS2_IN_DEL */
 		struct store_will will;      /* WILL_SET, WILL_DEL */
 		struct store_fwd fwd;        /* FWD_ADD, FWD_DEL */
+		struct store_stream_taken taken; /* STREAM_TAKEN */
 	} u;
 };
 

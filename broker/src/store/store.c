@@ -547,3 +547,9 @@ int store_append_fwd_del(struct store *s, uint64_t msg_id)
 	struct store_rec r = {.type = STORE_REC_FWD_DEL, .u.fwd = {.msg_id = msg_id}};
 	return store_append(s, &r);
 }
+
+int store_append_stream_taken(struct store *s, uint64_t floor, uint64_t seq)
+{
+	struct store_rec r = {.type = STORE_REC_STREAM_TAKEN, .u.taken = {.floor = floor, .seq = seq}};
+	return store_append(s, &r);
+}

@@ -106,6 +106,7 @@ struct store_visitor {
 	int (*will_del)(void *ctx, const struct store_will *w);
 	int (*fwd_add)(void *ctx, const struct store_fwd *f, void *msg);
 	int (*fwd_del)(void *ctx, const struct store_fwd *f);
+	int (*stream_taken)(void *ctx, const struct store_stream_taken *t);
 };
 
 struct store_load_stats {
@@ -170,6 +171,8 @@ int store_append_qos2_in_del(struct store *s, const char *client, size_t client_
  * (1..255 bytes), and FWD_DEL. */
 int store_append_fwd_add(struct store *s, uint64_t msg_id, const char *id, size_t id_len);
 int store_append_fwd_del(struct store *s, uint64_t msg_id);
+/* STREAM_TAKEN: stream sequence seq routed (seq > 0), and all up to floor. */
+int store_append_stream_taken(struct store *s, uint64_t floor, uint64_t seq);
 
 /* Seq of the last appended record (0 before the first). */
 uint64_t store_seq(const struct store *s);
