@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "broker.h"
@@ -370,6 +371,33 @@ static void fetch_complete(struct fetch *f)
 	confirm(f);
 }
 
+#ifndef NDEBUG
+static void import_when_released(struct fetch *f, bool first);
+
+static void on_import_hold(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	import_when_released(container_of(t, struct fetch, timer), false);
+}
+
+/* Debug builds: WISP_DEBUG_HOLD_HANDOVER_IMPORT=<path> holds a fetched
+ * session's import until <path> exists (looked at every second, in place
+ * of the fetch's timeout), so that a test can publish while the holder has
+ * cut its copy and this node has no subscription of it yet (e2e 29). */
+static void import_when_released(struct fetch *f, bool first)
+{
+	const char *path = getenv("WISP_DEBUG_HOLD_HANDOVER_IMPORT");
+	if (f->c && path && access(path, F_OK) != 0) {
+		if (first)
+			log_msg(LOG_NOTICE, "cluster", "client %.*s: import held (WISP_DEBUG_HOLD_HANDOVER_IMPORT)",
+				(int)f->id_len, f->id);
+		loop_timer_start(f->h->b->loop, &f->timer, 1, on_import_hold);
+		return;
+	}
+	fetch_complete(f);
+}
+#endif
+
 static struct fetch *fetch_by_token(struct handover *h, uint64_t token)
 {
 	struct list_node *n;
@@ -439,8 +467,14 @@ static void on_answer(struct handover *h, natsMsg *nm, uint64_t token)
 	if (add)
 		memcpy(f->buf + f->len, natsMsg_GetData(nm), add);
 	f->len += add;
-	if (last && strcmp(last, "1") == 0)
+	if (last && strcmp(last, "1") == 0) {
+#ifndef NDEBUG
+		loop_timer_stop(f->h->b->loop, &f->timer);
+		import_when_released(f, true);
+#else
 		fetch_complete(f);
+#endif
+	}
 }
 
 int handover_session_missing(struct handover *h, struct conn *c, const char *id, size_t len, const char *username)
