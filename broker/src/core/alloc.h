@@ -19,6 +19,26 @@ void wisp_free(void *ptr);
 /* A NUL-terminated copy of len bytes of s, or NULL. */
 char *wisp_strndup(const char *s, size_t len);
 
+/*
+ * Small objects the broker holds one or a few of per connection (struct
+ * conn, struct session, a subscription, a topic-tree node): carved from
+ * 64 KiB chunks in 8-byte size classes, with no per-object header. The C
+ * heap puts an 8-byte header before each block and rounds it to 16 bytes,
+ * 8 to 23 bytes on each of these (issue 18, docs/cost-connection.md); here
+ * a 200-byte connection takes 200. The caller passes the same size to
+ * wisp_small_free (its class is not stored); sizes over WISP_SMALL_MAX go
+ * to the C heap. A chunk whose objects are all freed goes back to the heap
+ * (one empty chunk per class is kept, so one connection coming and going
+ * does not allocate a chunk each time). Counted, limited and failed like
+ * wisp_malloc, by the class's size; the unused rest of a chunk is not
+ * counted in wisp_mem_used. Loop thread only.
+ */
+#define WISP_SMALL_MAX 256u
+void *wisp_small_alloc(size_t size);
+/* Zeroed. */
+void *wisp_small_zalloc(size_t size);
+void wisp_small_free(void *ptr, size_t size);
+
 /* Bytes currently allocated (usable sizes as the C library reports them). */
 size_t wisp_mem_used(void);
 /* 0 means unlimited. */

@@ -34,6 +34,15 @@ int sess_table_init(struct session_table *tab)
 	return tab->buckets ? 0 : WISP_ENOMEM;
 }
 
+/* A session's block, from the id's offset: sizeof would add the struct's
+ * tail padding, which the id fills. Never less than the struct, so every
+ * member access stays in bounds. */
+static size_t sess_block_size(size_t id_len)
+{
+	size_t size = offsetof(struct session, client_id) + id_len + 1;
+	return size < sizeof(struct session) ? sizeof(struct session) : size;
+}
+
 static void free_session(struct session_table *tab, struct tree *tree, struct session *s)
 {
 	if (tab->on_end)
@@ -44,7 +53,7 @@ static void free_session(struct session_table *tab, struct tree *tree, struct se
 		if (tab->on_sub_gone)
 			tab->on_sub_gone(tab->sub_gone_ctx, sess_sub_filter(sub), sess_sub_filter_len(sub));
 		tree_detach(tree, &sub->handle);
-		wisp_free(sub);
+		wisp_small_free(sub, sizeof *sub);
 	}
 	if (s->rare) {
 		wisp_free(s->rare->sub_index);
@@ -55,7 +64,7 @@ static void free_session(struct session_table *tab, struct tree *tree, struct se
 	if (tab->on_free)
 		tab->on_free(s);
 	wisp_free(s->username);
-	wisp_free(s);
+	wisp_small_free(s, sess_block_size(s->id_len));
 }
 
 void sess_table_free(struct session_table *tab, struct tree *tree)
@@ -117,10 +126,7 @@ struct session *sess_create(struct session_table *tab, const char *id, size_t le
 {
 	if (len > UINT16_MAX)
 		return NULL;
-	/* From the id's offset: sizeof would add the struct's tail padding,
-	 * which the id fills (a 13-byte id keeps the block at 128 bytes). */
-	size_t size = offsetof(struct session, client_id) + len + 1;
-	struct session *s = wisp_calloc(1, size < sizeof *s ? sizeof *s : size);
+	struct session *s = wisp_small_zalloc(sess_block_size(len));
 	if (!s)
 		return NULL;
 	memcpy(s->client_id, id, len);
@@ -361,11 +367,11 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 		return WISP_EINVAL;
 	if (index_reserve(s) != 0)
 		return WISP_ENOMEM;
-	sub = wisp_malloc(sizeof *sub);
+	sub = wisp_small_alloc(sizeof *sub);
 	if (!sub)
 		return WISP_ENOMEM;
 	if (tree_attach(tree, filter, len, &sub->handle, s, options, subscription_id) != 0) {
-		wisp_free(sub);
+		wisp_small_free(sub, sizeof *sub);
 		return WISP_ENOMEM;
 	}
 	list_push_back(&s->subs, &sub->link);
@@ -387,7 +393,7 @@ int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, s
 	tree_detach(tree, &sub->handle);
 	list_remove(&sub->link);
 	s->sub_count--;
-	wisp_free(sub);
+	wisp_small_free(sub, sizeof *sub);
 	index_shrink(s);
 	return 0;
 }

@@ -25,13 +25,17 @@ static bool level_eq(const struct trie_node *n, uint32_t hv, const char *lvl, si
 	return n->hashv == hv && n->len == len && memcmp(n->level, lvl, len) == 0;
 }
 
+/* A node's block: never less than the struct, so every member access
+ * stays in bounds. */
+static size_t node_size(size_t len)
+{
+	size_t size = offsetof(struct trie_node, level) + len;
+	return size < sizeof(struct trie_node) ? sizeof(struct trie_node) : size;
+}
+
 static struct trie_node *node_new(struct trie *t, const char *lvl, size_t len, uint32_t hv)
 {
-	/* Never less than the struct, so every member access stays in bounds. */
-	size_t size = offsetof(struct trie_node, level) + len;
-	if (size < sizeof(struct trie_node))
-		size = sizeof(struct trie_node);
-	struct trie_node *n = wisp_malloc(size);
+	struct trie_node *n = wisp_small_alloc(node_size(len));
 	if (!n)
 		return NULL;
 	memset(n, 0, offsetof(struct trie_node, level));
@@ -49,7 +53,7 @@ static void node_free(struct trie_node *n)
 	if (n->cap_log2)
 		wisp_free(n->kids.slots);
 	wisp_free(n->wild);
-	wisp_free(n);
+	wisp_small_free(n, node_size(n->len));
 }
 
 /* Places `c` in a table known to have a free slot and not to hold it. */
@@ -214,8 +218,10 @@ int trie_init(struct trie *t, trie_in_use_fn in_use, trie_init_fn init)
 	t->root = node_new(t, "", 0, 0);
 	t->dollar = node_new(t, "", 0, 0);
 	if (!t->root || !t->dollar) {
-		wisp_free(t->root);
-		wisp_free(t->dollar);
+		if (t->root)
+			node_free(t->root);
+		if (t->dollar)
+			node_free(t->dollar);
 		return -1;
 	}
 	return 0;
