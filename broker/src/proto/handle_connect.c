@@ -191,7 +191,7 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	if (c->state != CONN_AWAIT_CONNECT) {
 		return refuse(why, REASON_SECOND_CONNECT); /* [MQTT-3.1.0-2] */
 	}
-	c->version = p->version;
+	c->version = p->version & 7u; /* 3, 4 or 5: the codec refused any other level */
 	const struct config_limits *lim = &b->cfg->limits;
 	bool v5 = p->version == MQTT_PROTO_V5;
 	/* v5: the session outlives the connection only with a Session Expiry

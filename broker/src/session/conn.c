@@ -144,7 +144,7 @@ struct conn_rare *conn_rare(struct conn *c)
 
 void conn_rare_trim(struct conn *c)
 {
-	if (c->rare && !c->rare->will && !c->rare->auth_job && !c->rare->gate_held_acks) {
+	if (c->rare && !c->rare->will && !c->rare->auth_job && !c->rare->gate_held_acks && !c->rare->held_acks) {
 		wisp_free(c->rare);
 		c->rare = NULL;
 	}
