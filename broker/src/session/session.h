@@ -91,7 +91,8 @@ struct sess_sub {
 	struct tree_sub handle;   /* embedded: one allocation per subscription */
 	/* Nothing more: the filter is the path of the handle's tree leaf
 	 * (sess_sub_filter, sess_sub_filter_len) and the index keeps the
-	 * hashes, which holds an idle subscription to a 64-byte heap block (issue 18). */
+	 * hashes, which holds an idle subscription to 56 bytes (a small object,
+	 * core/alloc.h; issue 18). */
 };
 
 /* Subscriptions from which a session indexes its filters. */
@@ -179,8 +180,8 @@ struct session {
 	char client_id[];         /* NUL-terminated; allocated from its offset, not from sizeof */
 };
 /* The client id starts at byte 90: with an id of up to 13 bytes the
- * session is a 112-byte heap block (docs/cost-connection.md); a byte more
- * of struct session and it is 128. */
+ * session is a 104-byte small object (core/alloc.h, docs/cost-connection.md);
+ * each 8 bytes more of struct session cost every session 8. */
 _Static_assert(offsetof(struct session, client_id) <= 90, "struct session's client id stays at byte 90");
 
 /* What few sessions need: a filter index (SESS_SUB_INDEX_MIN subscriptions
