@@ -197,6 +197,7 @@ bool sess_set_drop_episodes(struct session *s, uint16_t episodes)
  */
 struct sess_sub_index {
 	uint32_t seed;
+	uint32_t count; /* the session's subscriptions (sess_sub_count) */
 	uint8_t cap_log2;
 	struct sess_sub *slots[]; /* then 1 << cap_log2 uint32_t: each slot's filter hash */
 };
@@ -229,6 +230,7 @@ static void index_put(struct sess_sub_index *x, struct sess_sub *sub, uint32_t h
 		i = (i + 1) & mask;
 	x->slots[i] = sub;
 	index_hashes(x)[i] = h;
+	x->count++;
 }
 
 /* A table of 1 << log2 slots holding every subscription of `s`, replacing
@@ -261,7 +263,7 @@ static int index_rebuild(struct session *s, unsigned log2)
  * reaches SESS_SUB_INDEX_MIN, doubles it past 3/4. 0 or WISP_ENOMEM. */
 static int index_reserve(struct session *s)
 {
-	size_t want = (size_t)s->sub_count + 1;
+	size_t want = sess_sub_count(s) + 1;
 	const struct sess_sub_index *x = sess_sub_index(s);
 	if (!x && want < SESS_SUB_INDEX_MIN)
 		return 0;
@@ -280,6 +282,7 @@ static void index_remove(struct sess_sub_index *x, const struct sess_sub *sub, u
 	size_t i = h & mask;
 	while (x->slots[i] != sub)
 		i = (i + 1) & mask;
+	x->count--;
 	for (;;) {
 		x->slots[i] = NULL;
 		size_t j = i;
@@ -306,19 +309,30 @@ static void index_shrink(struct session *s)
 	struct sess_sub_index *x = sess_sub_index(s);
 	if (!x)
 		return;
-	if (s->sub_count < SESS_SUB_INDEX_MIN / 2) {
+	if (x->count < SESS_SUB_INDEX_MIN / 2) {
 		wisp_free(x);
 		s->rare->sub_index = NULL;
 		rare_trim(s);
 		return;
 	}
 	size_t cap = (size_t)1 << x->cap_log2;
-	if ((size_t)s->sub_count * 8 >= cap || x->cap_log2 <= INDEX_MIN_LOG2)
+	if ((size_t)x->count * 8 >= cap || x->cap_log2 <= INDEX_MIN_LOG2)
 		return;
 	unsigned log2 = INDEX_MIN_LOG2;
-	while (((size_t)1 << log2) * 3 < (size_t)s->sub_count * 8)
+	while (((size_t)1 << log2) * 3 < (size_t)x->count * 8)
 		log2++;
 	(void)index_rebuild(s, log2);
+}
+
+size_t sess_sub_count(const struct session *s)
+{
+	const struct sess_sub_index *x = sess_sub_index(s);
+	if (x)
+		return x->count;
+	size_t n = 0;
+	for (const struct list_node *l = s->subs.next; l != &s->subs; l = l->next)
+		n++;
+	return n;
 }
 
 size_t sess_sub_filter_len(const struct sess_sub *sub) { return tree_sub_filter(&sub->handle, NULL, 0); }
@@ -361,7 +375,8 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 		tree_sub_set_options(&sub->handle, options, subscription_id);
 		return 0;
 	}
-	if ((max_subs && s->sub_count >= max_subs) || s->sub_count == UINT32_MAX)
+	size_t count = sess_sub_count(s);
+	if ((max_subs && count >= max_subs) || count >= UINT32_MAX)
 		return WISP_ELIMIT;
 	if (len > UINT16_MAX)
 		return WISP_EINVAL;
@@ -375,7 +390,6 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 		return WISP_ENOMEM;
 	}
 	list_push_back(&s->subs, &sub->link);
-	s->sub_count++;
 	struct sess_sub_index *x = sess_sub_index(s);
 	if (x)
 		index_put(x, sub, hash_bytes(x->seed, filter, len));
@@ -392,7 +406,6 @@ int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, s
 		index_remove(x, sub, hash_bytes(x->seed, filter, len));
 	tree_detach(tree, &sub->handle);
 	list_remove(&sub->link);
-	s->sub_count--;
 	wisp_small_free(sub, sizeof *sub);
 	index_shrink(s);
 	return 0;
