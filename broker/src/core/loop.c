@@ -34,6 +34,8 @@ struct loop {
 	loop_hook_fn before_sleep;
 	void *before_sleep_ctx;
 	struct epoll_event events[MAX_EVENTS];
+	loop_io_fn io_cbs[LOOP_IO_CBS]; /* struct loop_io.cb indexes this */
+	unsigned io_ncbs;
 };
 
 static uint64_t clock_ms(void)
@@ -80,10 +82,19 @@ static uint32_t to_epoll(uint32_t events)
 
 int loop_io_start(struct loop *l, struct loop_io *io, int fd, uint32_t events, loop_io_fn cb)
 {
+	unsigned slot = 0;
+	while (slot < l->io_ncbs && l->io_cbs[slot] != cb)
+		slot++;
+	if (slot == l->io_ncbs) {
+		/* A new kind of descriptor in the code, not more load. */
+		if (slot == LOOP_IO_CBS)
+			return WISP_ELIMIT;
+		l->io_cbs[l->io_ncbs++] = cb;
+	}
 	struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
 	io->fd = fd;
-	io->cb = cb;
-	io->events = events;
+	io->cb = (uint16_t)slot;
+	io->events = (uint16_t)events;
 	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
 		return errno == ENOMEM ? WISP_ENOMEM : WISP_EIO;
 	return 0;
@@ -96,7 +107,7 @@ int loop_io_set(struct loop *l, struct loop_io *io, uint32_t events)
 	struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
 	if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, io->fd, &ev) == -1)
 		return WISP_EIO;
-	io->events = events;
+	io->events = (uint16_t)events;
 	return 0;
 }
 
@@ -216,7 +227,7 @@ int loop_run(struct loop *l)
 				ev |= LOOP_READ;
 			if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 				ev |= LOOP_WRITE;
-			io->cb(l, io, ev);
+			l->io_cbs[io->cb](l, io, ev);
 		}
 		run_timers(l);
 		if (l->before_sleep)

@@ -146,7 +146,7 @@ struct conn {
 	uint8_t *rbuf;            /* partial packet carried between reads, or NULL; CONN_RBUF_HEADROOM into its block */
 	uint16_t keepalive;       /* seconds; 0 = none */
 	/* Bit-fields, in two bytes (issue 18: with them and held_acks in
-	 * conn_rare the connection is 192 bytes, not 200). */
+	 * conn_rare the connection is 8 bytes smaller). */
 	uint8_t version : 3;      /* protocol level from CONNECT (3, 4, 5); 0 before */
 	uint8_t state : 2;        /* enum conn_state */
 	uint8_t auth_result : 2;  /* enum conn_auth */
@@ -158,9 +158,9 @@ struct conn {
 	bool ext_transport : 1;   /* tr.ext, not tr.tcp */
 	struct conn_addr peer;    /* the peer's address: per-address bounds, and logs */
 };
-/* 192 bytes, as many in its small-object class (core/alloc.h,
+/* 184 bytes, as many in its small-object class (core/alloc.h,
  * docs/cost-connection.md): every 8 bytes more cost every connection 8. */
-_Static_assert(sizeof(struct conn) <= 192, "struct conn stays at 192 bytes");
+_Static_assert(sizeof(struct conn) <= 184, "struct conn stays at 184 bytes");
 
 /* What only some connections hold, and only for a while: a will, a password
  * check or an AUTH exchange in flight, acks held by a cluster's ack gate. Allocated on first use, freed once
