@@ -3,7 +3,8 @@
  * between them (the point, issue 18: a 200-byte connection takes 200
  * bytes, not glibc's 208), each in its own bytes over several chunks,
  * freed slots reused, counted in wisp_mem_used by the class's size, and
- * failed by the memory limit and by fault injection like wisp_malloc.
+ * failed by the memory limit and by fault injection like wisp_malloc;
+ * doubling tables (wisp_table_zalloc) zeroed, counted and given back.
  */
 #include <CUnit/Basic.h>
 #include <stdint.h>
@@ -98,7 +99,30 @@ static void test_limit_and_injected_faults_fail_it(void)
 	wisp_small_free(ok, 96);
 }
 
+/* Tables (wisp_table_zalloc): zeroed below and above the size from which
+ * they are mapped apart, counted while held, failed by injection. */
+static void test_tables_are_zeroed_counted_and_given_back(void)
+{
+	size_t before = wisp_mem_used();
+	size_t sizes[] = {512, WISP_TABLE_MAP_MIN, 4 * WISP_TABLE_MAP_MIN + 8};
+	for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+		uint8_t *t = wisp_table_zalloc(sizes[k]);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+		CU_ASSERT(wisp_mem_used() >= before + sizes[k]);
+		size_t nonzero = 0;
+		for (size_t i = 0; i < sizes[k]; i++)
+			nonzero += t[i] != 0;
+		CU_ASSERT_EQUAL(nonzero, 0);
+		memset(t, 0xa5, sizes[k]);
+		wisp_table_free(t, sizes[k]);
+		CU_ASSERT_EQUAL(wisp_mem_used(), before);
+	}
+	wisp_mem_fail_after(1, 0);
+	CU_ASSERT_PTR_NULL(wisp_table_zalloc(WISP_TABLE_MAP_MIN));
+}
+
 static CU_TestInfo alloc_tests[] = {
+	{"tables are zeroed, counted and given back", test_tables_are_zeroed_counted_and_given_back},
 	{"objects are packed without a header", test_objects_are_packed_without_a_header},
 	{"every object keeps its bytes over several chunks", test_every_object_keeps_its_bytes_over_several_chunks},
 	{"a freed slot is the next one given", test_a_freed_slot_is_the_next_one_given},

@@ -280,6 +280,40 @@ void wisp_small_free(void *ptr, size_t size)
 	chunk_unmap(c);
 }
 
+#ifndef WISP_ASAN
+static size_t page_round(size_t size) { return (size + 4095u) & ~(size_t)4095u; }
+#endif
+
+void *wisp_table_zalloc(size_t size)
+{
+#ifndef WISP_ASAN
+	if (size >= WISP_TABLE_MAP_MIN) {
+		if (should_fail(size))
+			return NULL;
+		void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return NULL;
+		used += page_round(size);
+		return p;
+	}
+#endif
+	return wisp_calloc(1, size);
+}
+
+void wisp_table_free(void *ptr, size_t size)
+{
+	if (!ptr)
+		return;
+#ifndef WISP_ASAN
+	if (size >= WISP_TABLE_MAP_MIN) {
+		used -= page_round(size);
+		munmap(ptr, size);
+		return;
+	}
+#endif
+	wisp_free(ptr);
+}
+
 /* The thread that ran the constructors: the one main() and the loop run
  * on (the broker, the tools and the tests never move the loop). */
 static pthread_t loop_thread;

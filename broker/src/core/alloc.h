@@ -39,6 +39,21 @@ void *wisp_small_alloc(size_t size);
 void *wisp_small_zalloc(size_t size);
 void wisp_small_free(void *ptr, size_t size);
 
+/*
+ * Tables that grow by doubling (the session hash, a topic level's child
+ * table): from WISP_TABLE_MAP_MIN bytes on mapped apart, so that the table
+ * a doubling replaces goes back to the OS when it is freed. From the C
+ * heap (blocks under WISP_MEM_MMAP_MAX come from it) the predecessors of a
+ * table stay resident once nothing reuses their space, and with the small
+ * objects off the heap nothing does: a 256 KiB child table's predecessors,
+ * 256 KiB together, were 13.8 bytes of every idle connection at 19,000
+ * (issue 18, docs/cost-connection.md). Zeroed; the caller passes the size
+ * again at free. Counted, limited and failed like wisp_malloc.
+ */
+#define WISP_TABLE_MAP_MIN ((size_t)64 << 10)
+void *wisp_table_zalloc(size_t size);
+void wisp_table_free(void *ptr, size_t size);
+
 /* Bytes currently allocated (usable sizes as the C library reports them). */
 size_t wisp_mem_used(void);
 /* 0 means unlimited. */

@@ -30,7 +30,7 @@ int sess_table_init(struct session_table *tab)
 	tab->sub_gone_ctx = NULL;
 	tab->on_end = NULL;
 	tab->dlim = NULL;
-	tab->buckets = wisp_calloc(tab->nbuckets, sizeof *tab->buckets);
+	tab->buckets = wisp_table_zalloc(tab->nbuckets * sizeof *tab->buckets);
 	return tab->buckets ? 0 : WISP_ENOMEM;
 }
 
@@ -77,7 +77,7 @@ void sess_table_free(struct session_table *tab, struct tree *tree)
 			s = next;
 		}
 	}
-	wisp_free(tab->buckets);
+	wisp_table_free(tab->buckets, tab->nbuckets * sizeof *tab->buckets);
 	tab->buckets = NULL;
 	tab->count = 0;
 }
@@ -102,7 +102,7 @@ static void maybe_grow(struct session_table *tab)
 	if (tab->count < tab->nbuckets * 4)
 		return;
 	size_t n = tab->nbuckets * 2;
-	struct session **b = wisp_calloc(n, sizeof *b);
+	struct session **b = wisp_table_zalloc(n * sizeof *b);
 	if (!b)
 		return;
 	for (size_t i = 0; i < tab->nbuckets; i++) {
@@ -117,7 +117,7 @@ static void maybe_grow(struct session_table *tab)
 			s = next;
 		}
 	}
-	wisp_free(tab->buckets);
+	wisp_table_free(tab->buckets, tab->nbuckets * sizeof *tab->buckets);
 	tab->buckets = b;
 	tab->nbuckets = n;
 }

@@ -54,10 +54,15 @@ static struct trie_node *node_new(struct trie *t, const char *lvl, size_t len)
 	return n;
 }
 
+static size_t table_size(unsigned log2)
+{
+	return sizeof(struct trie_table) + ((size_t)1 << log2) * sizeof(struct trie_node *);
+}
+
 static void node_free(struct trie_node *n)
 {
 	if (n->cap_log2)
-		wisp_free(n->kids.table);
+		wisp_table_free(n->kids.table, table_size(n->cap_log2));
 	wisp_free(n->wild);
 	wisp_small_free(n, node_size(n->len));
 }
@@ -76,7 +81,7 @@ static void slots_put(uint32_t seed, struct trie_node **slots, size_t mask, stru
 static int table_rebuild(uint32_t seed, struct trie_node *n, unsigned log2)
 {
 	size_t cap = (size_t)1 << log2;
-	struct trie_table *x = wisp_calloc(1, sizeof *x + cap * sizeof x->slots[0]);
+	struct trie_table *x = wisp_table_zalloc(table_size(log2));
 	if (!x)
 		return -1;
 	x->count = (uint32_t)trie_nkids(n);
@@ -86,7 +91,7 @@ static int table_rebuild(uint32_t seed, struct trie_node *n, unsigned log2)
 		if (old[i])
 			slots_put(seed, x->slots, cap - 1, old[i]);
 	if (n->cap_log2)
-		wisp_free(n->kids.table);
+		wisp_table_free(n->kids.table, table_size(n->cap_log2));
 	n->kids.table = x;
 	n->cap_log2 = (uint8_t)log2;
 	return 0;
@@ -169,7 +174,7 @@ static void child_remove(uint32_t seed, struct trie_node *n, struct trie_node *c
 		struct trie_node *last = NULL;
 		for (size_t i = 0; i < cap && !last; i++)
 			last = x->slots[i];
-		wisp_free(x);
+		wisp_table_free(x, table_size(n->cap_log2));
 		n->kids.one = last;
 		n->cap_log2 = 0;
 	} else if ((size_t)x->count * 8 < cap && n->cap_log2 > TABLE_MIN_LOG2) {
