@@ -14,6 +14,8 @@
 #include "loop.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +38,8 @@ struct loop {
 	struct epoll_event events[MAX_EVENTS];
 	loop_io_fn io_cbs[LOOP_IO_CBS]; /* struct loop_io.cb indexes this */
 	unsigned io_ncbs;
+	loop_timer_fn timer_cbs[LOOP_TIMER_CBS]; /* struct loop_timer.cb indexes this */
+	unsigned timer_ncbs;
 };
 
 static uint64_t clock_ms(void)
@@ -125,15 +129,43 @@ static void timer_file(struct loop *l, struct loop_timer *t)
 {
 	/* A deadline already in the past goes into the slot visited next. */
 	uint64_t slot = t->deadline < l->wheel_pos ? l->wheel_pos : t->deadline;
-	t->slot = (uint32_t)slot;
-	list_push_back(&l->wheel[slot % WHEEL_SLOTS], &t->link);
+	t->wheel_slot = (uint16_t)(slot % WHEEL_SLOTS);
+	list_push_back(&l->wheel[t->wheel_slot], &t->link);
+}
+
+/* The second at which run_timers next visits the timer's slot: the first
+ * position from wheel_pos on with that index. */
+static uint64_t timer_next_visit(const struct loop *l, const struct loop_timer *t)
+{
+	return l->wheel_pos + (t->wheel_slot + WHEEL_SLOTS - l->wheel_pos % WHEEL_SLOTS) % WHEEL_SLOTS;
+}
+
+/* The timer's callback slot: the one it had if the callback is the same
+ * (a timer restarted with its own callback, the common case), else found
+ * or added. The set of timer callbacks is fixed by the code (a few dozen),
+ * so running out of slots is a build's error, never load's. */
+static uint16_t timer_cb_slot(struct loop *l, const struct loop_timer *t, loop_timer_fn cb)
+{
+	if (t->cb < l->timer_ncbs && l->timer_cbs[t->cb] == cb)
+		return t->cb;
+	unsigned slot = 0;
+	while (slot < l->timer_ncbs && l->timer_cbs[slot] != cb)
+		slot++;
+	if (slot == l->timer_ncbs) {
+		if (slot == LOOP_TIMER_CBS) {
+			fprintf(stderr, "wisp: more than %d distinct timer callbacks (LOOP_TIMER_CBS)\n", LOOP_TIMER_CBS);
+			abort();
+		}
+		l->timer_cbs[l->timer_ncbs++] = cb;
+	}
+	return (uint16_t)slot;
 }
 
 void loop_timer_start(struct loop *l, struct loop_timer *t, uint64_t seconds, loop_timer_fn cb)
 {
 	if (loop_timer_armed(t))
 		list_remove(&t->link);
-	t->cb = cb;
+	t->cb = timer_cb_slot(l, t, cb);
 	/* Rounded up: a timer never fires before `seconds` have passed. */
 	t->deadline = (uint32_t)((l->now_ms + seconds * 1000u + 999u) / 1000u);
 	timer_file(l, t);
@@ -144,7 +176,7 @@ void loop_timer_set_deadline(struct loop *l, struct loop_timer *t, uint64_t dead
 	t->deadline = (uint32_t)deadline;
 	/* Later deadlines are re-filed lazily when their slot comes round; an
 	 * earlier one must move now or it would fire late. */
-	if (loop_timer_armed(t) && deadline < t->slot) {
+	if (loop_timer_armed(t) && deadline < timer_next_visit(l, t)) {
 		list_remove(&t->link);
 		timer_file(l, t);
 	}
@@ -182,7 +214,7 @@ static void run_timers(struct loop *l)
 				timer_file(l, t);
 				continue;
 			}
-			t->cb(l, t); /* unlinked above: it may start itself again */
+			l->timer_cbs[t->cb](l, t); /* unlinked above: it may start itself again */
 		}
 	}
 }

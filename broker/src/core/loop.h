@@ -49,11 +49,14 @@ _Static_assert(sizeof(struct loop_io) == 8, "an io registration stays at 8 bytes
 struct loop_timer {
 	struct list_node link; /* linked while armed */
 	uint32_t deadline;     /* loop_now_s() value at which it fires */
-	uint32_t slot;         /* the second whose slot it is filed under */
-	loop_timer_fn cb;
+	uint16_t wheel_slot;   /* the wheel slot it is filed under (< WHEEL_SLOTS) */
+	uint16_t cb;           /* the loop's timer callback slot (loop_timer_start) */
 };
-/* 32 bytes: every connection embeds one. Monotonic seconds fit 32 bits. */
-_Static_assert(sizeof(struct loop_timer) <= 32, "a timer stays small");
+/* 24 bytes: every connection embeds one (issue 18). Monotonic seconds fit
+ * 32 bits; the callback is a slot of the loop's table of the program's
+ * few distinct timer callbacks (LOOP_TIMER_CBS), as struct loop_io's. */
+_Static_assert(sizeof(struct loop_timer) <= 24, "a timer stays small");
+#define LOOP_TIMER_CBS 128
 
 struct loop *loop_new(void);
 void loop_free(struct loop *l);

@@ -158,9 +158,9 @@ struct conn {
 	bool ext_transport : 1;   /* tr.ext, not tr.tcp */
 	struct conn_addr peer;    /* the peer's address: per-address bounds, and logs */
 };
-/* 184 bytes, as many in its small-object class (core/alloc.h,
+/* 176 bytes, as many in its small-object class (core/alloc.h,
  * docs/cost-connection.md): every 8 bytes more cost every connection 8. */
-_Static_assert(sizeof(struct conn) <= 184, "struct conn stays at 184 bytes");
+_Static_assert(sizeof(struct conn) <= 176, "struct conn stays at 176 bytes");
 
 /* What only some connections hold, and only for a while: a will, a password
  * check or an AUTH exchange in flight, acks held by a cluster's ack gate. Allocated on first use, freed once
