@@ -23,7 +23,7 @@
 #include "alloc.h"
 #include "err.h"
 
-#define WHEEL_SLOTS 512
+#define WHEEL_SLOTS (1u << LOOP_WHEEL_BITS)
 #define MAX_EVENTS 256
 
 struct loop {
@@ -129,25 +129,29 @@ static void timer_file(struct loop *l, struct loop_timer *t)
 {
 	/* A deadline already in the past goes into the slot visited next. */
 	uint64_t slot = t->deadline < l->wheel_pos ? l->wheel_pos : t->deadline;
-	t->wheel_slot = (uint16_t)(slot % WHEEL_SLOTS);
-	list_push_back(&l->wheel[t->wheel_slot], &t->link);
+	unsigned wheel_slot = (unsigned)(slot % WHEEL_SLOTS);
+	t->slot_cb = (uint16_t)((t->slot_cb & ~(WHEEL_SLOTS - 1)) | wheel_slot);
+	list_push_back(&l->wheel[wheel_slot], &t->link);
 }
 
 /* The second at which run_timers next visits the timer's slot: the first
  * position from wheel_pos on with that index. */
 static uint64_t timer_next_visit(const struct loop *l, const struct loop_timer *t)
 {
-	return l->wheel_pos + (t->wheel_slot + WHEEL_SLOTS - l->wheel_pos % WHEEL_SLOTS) % WHEEL_SLOTS;
+	unsigned wheel_slot = t->slot_cb & (WHEEL_SLOTS - 1);
+	return l->wheel_pos + (wheel_slot + WHEEL_SLOTS - l->wheel_pos % WHEEL_SLOTS) % WHEEL_SLOTS;
 }
 
 /* The timer's callback slot: the one it had if the callback is the same
  * (a timer restarted with its own callback, the common case), else found
  * or added. The set of timer callbacks is fixed by the code (a few dozen),
  * so running out of slots is a build's error, never load's. */
-static uint16_t timer_cb_slot(struct loop *l, const struct loop_timer *t, loop_timer_fn cb)
+static unsigned timer_cb(const struct loop_timer *t) { return (unsigned)t->slot_cb >> LOOP_WHEEL_BITS; }
+
+static unsigned timer_cb_slot(struct loop *l, const struct loop_timer *t, loop_timer_fn cb)
 {
-	if (t->cb < l->timer_ncbs && l->timer_cbs[t->cb] == cb)
-		return t->cb;
+	if (timer_cb(t) < l->timer_ncbs && l->timer_cbs[timer_cb(t)] == cb)
+		return timer_cb(t);
 	unsigned slot = 0;
 	while (slot < l->timer_ncbs && l->timer_cbs[slot] != cb)
 		slot++;
@@ -158,14 +162,14 @@ static uint16_t timer_cb_slot(struct loop *l, const struct loop_timer *t, loop_t
 		}
 		l->timer_cbs[l->timer_ncbs++] = cb;
 	}
-	return (uint16_t)slot;
+	return slot;
 }
 
 void loop_timer_start(struct loop *l, struct loop_timer *t, uint64_t seconds, loop_timer_fn cb)
 {
 	if (loop_timer_armed(t))
 		list_remove(&t->link);
-	t->cb = timer_cb_slot(l, t, cb);
+	t->slot_cb = (uint16_t)(timer_cb_slot(l, t, cb) << LOOP_WHEEL_BITS);
 	/* Rounded up: a timer never fires before `seconds` have passed. */
 	t->deadline = (uint32_t)((l->now_ms + seconds * 1000u + 999u) / 1000u);
 	timer_file(l, t);
@@ -214,7 +218,7 @@ static void run_timers(struct loop *l)
 				timer_file(l, t);
 				continue;
 			}
-			l->timer_cbs[t->cb](l, t); /* unlinked above: it may start itself again */
+			l->timer_cbs[timer_cb(t)](l, t); /* unlinked above: it may start itself again */
 		}
 	}
 }

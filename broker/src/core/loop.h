@@ -49,14 +49,19 @@ _Static_assert(sizeof(struct loop_io) == 8, "an io registration stays at 8 bytes
 struct loop_timer {
 	struct list_node link; /* linked while armed */
 	uint32_t deadline;     /* loop_now_s() value at which it fires */
-	uint16_t wheel_slot;   /* the wheel slot it is filed under (< WHEEL_SLOTS) */
-	uint16_t cb;           /* the loop's timer callback slot (loop_timer_start) */
+	/* The wheel slot it is filed under (the low LOOP_WHEEL_BITS) and its
+	 * callback's slot in the loop's table (the bits above). */
+	uint16_t slot_cb;
+	/* Two bytes the loop never reads or writes, for the struct that
+	 * embeds the timer (struct conn keeps its keepalive there). */
+	uint16_t owner_u16;
 };
 /* 24 bytes: every connection embeds one (issue 18). Monotonic seconds fit
  * 32 bits; the callback is a slot of the loop's table of the program's
  * few distinct timer callbacks (LOOP_TIMER_CBS), as struct loop_io's. */
 _Static_assert(sizeof(struct loop_timer) <= 24, "a timer stays small");
-#define LOOP_TIMER_CBS 128
+#define LOOP_WHEEL_BITS 9
+#define LOOP_TIMER_CBS (1 << (16 - LOOP_WHEEL_BITS))
 
 struct loop *loop_new(void);
 void loop_free(struct loop *l);

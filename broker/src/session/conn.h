@@ -144,11 +144,11 @@ struct conn {
 	struct list_node read_link; /* on set->read_more, or set->handshake_wait */
 	struct outq out;
 	uint8_t *rbuf;            /* partial packet carried between reads, or NULL; CONN_RBUF_HEADROOM into its block */
-	uint16_t keepalive;       /* seconds; 0 = none */
-	/* Bit-fields, in two bytes (issue 18: with them and held_acks in
-	 * conn_rare the connection is 8 bytes smaller). */
-	uint8_t version : 3;      /* protocol level from CONNECT (3, 4, 5); 0 before */
-	uint8_t state : 2;        /* enum conn_state */
+	/* The keepalive (seconds; 0 = none) is in timer.owner_u16:
+	 * conn_keepalive. The state and version, read for every delivery,
+	 * are whole bytes; the rest are bit-fields (issue 18). */
+	uint8_t version;          /* protocol level from CONNECT; 0 before */
+	uint8_t state;            /* enum conn_state */
 	uint8_t auth_result : 2;  /* enum conn_auth */
 	uint8_t output_state : 2; /* enum conn_out_state */
 	bool read_paused : 1;     /* not reading: waiting for a password verification */
@@ -187,6 +187,9 @@ static inline struct transport *conn_t(const struct conn *c)
 }
 
 static inline struct conn_set *conn_set_of(const struct conn *c) { return c->origin->set; }
+/* Seconds; 0 = none. */
+static inline uint16_t conn_keepalive(const struct conn *c) { return c->timer.owner_u16; }
+static inline void conn_set_keepalive(struct conn *c, uint16_t seconds) { c->timer.owner_u16 = seconds; }
 
 /* The head of the carried input's block (conn.rbuf is CONN_RBUF_HEADROOM
  * into it): the lengths live there rather than in every connection
