@@ -5,7 +5,7 @@
  * - frames in: the inner transport reads into the caller's own buffer and
  *   the frames are parsed where they landed. Payload bytes of data frames
  *   are unmasked and moved down over the frame headers that preceded them
- *   in one pass, 8 bytes at a time, so the caller sees the byte stream
+ *   in one pass, 32 bytes at a time, so the caller sees the byte stream
  *   without a copy into a buffer of ours: data never moves further than
  *   the headers behind it, so the output always fits where the input was.
  *   A header cut by a read waits in `hin` (at most 14 bytes), a control
