@@ -2,6 +2,9 @@
  * Every heap allocation of the broker goes through here, so that memory in
  * use is counted (for $SYS and limits), a configured ceiling fails the
  * current operation instead of the process, and tests can inject failures.
+ * Besides the C heap: headerless small objects (wisp_small_alloc) for what
+ * every connection holds, and mapped doubling tables (wisp_table_zalloc),
+ * both sized by the caller again at free (issue 18).
  * Single-threaded: called from the loop thread only.
  */
 #ifndef WISP_CORE_ALLOC_H

@@ -204,7 +204,7 @@ struct sess_sub_index {
 
 #define INDEX_MIN_LOG2 4
 
-/* 56 bytes: a 64-byte heap block, the filter being the tree leaf's path. */
+/* 56 bytes, as many as a small object (core/alloc.h), the filter being the tree leaf's path. */
 _Static_assert(sizeof(struct sess_sub) <= 56, "a subscription stays at 56 bytes");
 
 static uint64_t compares;
