@@ -46,6 +46,7 @@
 #include "inbox.h"
 #include "interest.h"
 #include "log.h"
+#include "nats_auth.h"
 #include "presence.h"
 #include "retained_kv.h"
 #include "subject.h"
@@ -562,6 +563,14 @@ static int make_stream_msg(void *ctx, const struct msg *m, const char *reply, na
 	return make_nats_msg(c, m, durable_stream(c->durable), reply, out);
 }
 
+/* Whether a failed connect means no server answered (retried in the
+ * background) rather than one that refused us (TLS, credentials). */
+static bool nats_down(natsStatus st)
+{
+	return st == NATS_NO_SERVER || st == NATS_TIMEOUT || st == NATS_IO_ERROR || st == NATS_CONNECTION_DISCONNECTED ||
+	       st == NATS_STALE_CONNECTION;
+}
+
 int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errlen)
 {
 	const struct config_cluster *cfg = &b->cfg->cluster;
@@ -625,21 +634,44 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		st = natsOptions_SetReconnectedCB(c->opts, on_connected, c);
 	if (st == NATS_OK)
 		st = natsOptions_SetClosedCB(c->opts, on_closed, c);
-	if (st == NATS_OK)
-		st = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, c);
+	if (st == NATS_OK && nats_auth_apply(c->opts, cfg, err, errlen) != 0)
+		goto fail;
+	char urls[512];
+	nats_urls_redacted(cfg->nats, urls, sizeof urls);
+	/* A first try that gives up, only to log why NATS refused (TLS,
+	 * credentials): a connect that retries in the background keeps the
+	 * reason to itself. A failed try calls none of the callbacks. */
 	if (st == NATS_OK) {
 		st = natsConnection_Connect(&c->nc, c->opts);
-		if (st == NATS_OK)
+		if (st == NATS_OK) {
 			on_connected(c->nc, c);
-		else if (st == NATS_NOT_YET_CONNECTED)
-			st = NATS_OK; /* retried in the background; on_connected says when */
+		} else if (!nats_down(st)) {
+			/* cnats closes a connection for good once a server refused
+			 * it, also in the background, so the node runs alone. */
+			const char *why = nats_last_error();
+			log_msg(LOG_ERROR, "cluster", "NATS %s refused node '%s': %s; serving local clients only (fix the "
+				"cluster section and restart)", urls, c->node, *why ? why : natsStatus_GetText(st));
+			cluster_stop(c);
+			return 0;
+		} else {
+			const char *why = nats_last_error();
+			log_msg(LOG_WARNING, "cluster", "cannot connect to NATS %s: %s; retrying in the background", urls,
+				*why ? why : natsStatus_GetText(st));
+			st = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, c);
+			if (st == NATS_OK)
+				st = natsConnection_Connect(&c->nc, c->opts);
+			if (st == NATS_OK)
+				on_connected(c->nc, c);
+			else if (st == NATS_NOT_YET_CONNECTED)
+				st = NATS_OK; /* retried in the background; on_connected says when */
+		}
 	}
 	if (st != NATS_OK) {
-		snprintf(err, errlen, "cluster: cannot set up the NATS connection to %s: %s", cfg->nats,
+		snprintf(err, errlen, "cluster: cannot set up the NATS connection to %s: %s", urls,
 			 natsStatus_GetText(st));
 		goto fail;
 	}
-	if (groups_start(&c->groups, cfg->nats, c->node, c->prefix, &c->inbox, &b->stats.cluster.subjects, err, errlen) != 0)
+	if (groups_start(&c->groups, cfg, c->node, c->prefix, &c->inbox, &b->stats.cluster.subjects, err, errlen) != 0)
 		goto fail;
 	if (retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c) != 0 ||
 	    presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0 ||
@@ -658,7 +690,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	b->sessions.sub_gone_ctx = c;
 	b->router = &c->router;
 	log_msg(LOG_NOTICE, "cluster", "node '%s' joining the cluster over NATS %s (subjects %s%s)", c->node,
-		cfg->nats, *c->prefix ? c->prefix : "", *c->prefix ? ".>" : ">");
+		urls, *c->prefix ? c->prefix : "", *c->prefix ? ".>" : ">");
 	*out = c;
 	return 0;
 nomem:

@@ -46,7 +46,9 @@ struct cluster;
  * Puts a cluster router in front of b's router when b's configuration has
  * a `cluster` section (else does nothing and sets *out NULL). Connects to
  * NATS in the background: the broker serves local clients while NATS is
- * unreachable. 0, or a negative WISP_E* with the reason in err.
+ * unreachable. A NATS server that refuses the node (TLS, credentials:
+ * cnats would not retry) leaves it alone, logged, with *out NULL. 0, or a
+ * negative WISP_E* with the reason in err.
  */
 int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errlen);
 /* Closes the NATS connection and gives b its local router back. NULL: no-op. */

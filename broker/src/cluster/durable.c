@@ -877,6 +877,7 @@ int durable_start(struct broker *b, const char *node, const char *run, durable_r
 		.out_cap = d->out_cap,
 		.ack_cap = in_cap,
 		.start_ns = (int64_t)time(NULL) * 1000000000LL,
+		.auth = cfg,
 	};
 	rc = jsw_start(&d->w, cfg->nats, &wc, &d->acks, &d->msgs);
 	if (rc != 0)
