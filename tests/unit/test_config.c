@@ -298,16 +298,12 @@ static const struct bad_case bad_cases[] = {
 	 "t.json: cluster.keyfile: certfile and keyfile go together (mutual TLS)"},
 	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"certfile\": \"cert.pem\", \"keyfile\": \"key.pem\"}}",
 	 "t.json: cluster.certfile: needs TLS: set cluster.cafile or use tls:// URLs in cluster.nats"},
-	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"tls_insecure\": true}}",
-	 "t.json: cluster.tls_insecure: needs TLS: set cluster.cafile or use tls:// URLs in cluster.nats"},
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"tls_skip_verify\": true}}",
+	 "t.json: cluster.tls_skip_verify: needs TLS: set cluster.cafile or use tls:// URLs in cluster.nats"},
 	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"tls_server_name\": \"h\"}}",
 	 "t.json: cluster.tls_server_name: needs TLS: set cluster.cafile or use tls:// URLs in cluster.nats"},
-	{"{\"cluster\": {\"nats\": \"tls://h:4222\", \"tls_insecure\": true, \"tls_server_name\": \"h\"}}",
-	 "t.json: cluster.tls_server_name: cannot be combined with cluster.tls_insecure (no name is checked then)"},
-	{"{\"cluster\": {\"nats\": [\"tls://a:1\", \"tls://u:p@A:2\", \"tls://b:3\"]}}",
-	 "t.json: cluster.nats: the URLs name different hosts (a and b) and TLS checks one name on every server: set cluster.tls_server_name to the name all their certificates carry"},
-	{"{\"cluster\": {\"nats\": \"tls://:4222\"}}",
-	 "t.json: cluster.nats: a URL without a host cannot be checked against a certificate: set cluster.tls_server_name"},
+	{"{\"cluster\": {\"nats\": \"tls://h:4222\", \"tls_skip_verify\": true, \"tls_server_name\": \"h\"}}",
+	 "t.json: cluster.tls_server_name: cannot be combined with cluster.tls_skip_verify (nothing is checked then)"},
 };
 
 static void test_bad_documents_name_key_path_and_reason(void)
@@ -702,7 +698,7 @@ static void test_cluster_tls_and_credentials(void)
 	CU_ASSERT_FALSE(config_cluster_tls(&cfg->cluster));
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.token, "t0k");
 	CU_ASSERT_PTR_NULL(cfg->cluster.cafile);
-	CU_ASSERT_FALSE(cfg->cluster.tls_insecure);
+	CU_ASSERT_FALSE(cfg->cluster.tls_skip_verify);
 	config_free(cfg);
 	static const char mtls[] = "{\"cluster\": {\"nats\": [\"nats://h:1\", \"nats://H:2\"], \"cafile\": \"ca.pem\", "
 				   "\"certfile\": \"cert.pem\", \"keyfile\": \"key.pem\", \"username\": \"u\", "
@@ -715,7 +711,6 @@ static void test_cluster_tls_and_credentials(void)
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.username, "u");
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.password, "p");
 	config_free(cfg);
-	/* Different hosts are fine once the name to check is given. */
 	static const char named[] = "{\"cluster\": {\"nats\": [\"tls://a:1\", \"TLS://b:2\"], \"tls_server_name\": \"n\", "
 				    "\"credentials\": \"ca.pem\"}}";
 	CU_ASSERT_EQUAL_FATAL(config_parse(named, sizeof named - 1, "t.json", &cfg, err, sizeof err), 0);
@@ -723,10 +718,10 @@ static void test_cluster_tls_and_credentials(void)
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.tls_server_name, "n");
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.credentials, "ca.pem");
 	config_free(cfg);
-	static const char nkey[] = "{\"cluster\": {\"nats\": \"tls://a:1\", \"tls_insecure\": true, \"nkey\": "
+	static const char nkey[] = "{\"cluster\": {\"nats\": \"tls://a:1\", \"tls_skip_verify\": true, \"nkey\": "
 				   "\"UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4\", \"nkey_seed\": \"key.pem\"}}";
 	CU_ASSERT_EQUAL_FATAL(config_parse(nkey, sizeof nkey - 1, "t.json", &cfg, err, sizeof err), 0);
-	CU_ASSERT_TRUE(cfg->cluster.tls_insecure);
+	CU_ASSERT_TRUE(cfg->cluster.tls_skip_verify);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.nkey_seed, "key.pem");
 	config_free(cfg);
 	/* Keys of a section without "nats" are not checked against each other. */

@@ -106,6 +106,7 @@ struct cluster {
 	char *buf;        /* subject or topic scratch, SUBJECT_MAX of the longest topic */
 	size_t buf_cap;
 	struct durable *durable; /* QoS 1/2 through JetStream (durable.h); NULL: cluster.durable off */
+	struct nats_signer *signer; /* NKey of every connection (nats_auth.h); NULL: none */
 };
 
 static struct cluster *of(struct router *r) { return container_of(r, struct cluster, router); }
@@ -634,7 +635,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		st = natsOptions_SetReconnectedCB(c->opts, on_connected, c);
 	if (st == NATS_OK)
 		st = natsOptions_SetClosedCB(c->opts, on_closed, c);
-	if (st == NATS_OK && nats_auth_apply(c->opts, cfg, err, errlen) != 0)
+	if (nats_signer_load(cfg, &c->signer, err, errlen) != 0 ||
+	    (st == NATS_OK && nats_auth_apply(c->opts, cfg, c->signer, err, errlen) != 0))
 		goto fail;
 	char urls[512];
 	nats_urls_redacted(cfg->nats, urls, sizeof urls);
@@ -671,7 +673,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 			 natsStatus_GetText(st));
 		goto fail;
 	}
-	if (groups_start(&c->groups, cfg, c->node, c->prefix, &c->inbox, &b->stats.cluster.subjects, err, errlen) != 0)
+	if (groups_start(&c->groups, cfg, c->signer, c->node, c->prefix, &c->inbox, &b->stats.cluster.subjects, err, errlen) != 0)
 		goto fail;
 	if (retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c) != 0 ||
 	    presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0 ||
@@ -681,7 +683,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		snprintf(err, errlen, "cluster: cannot subscribe to the interest announcements");
 		goto fail;
 	}
-	if (cfg->durable && durable_start(b, c->node, c->run, route_stream_msg, make_stream_msg, c, &c->durable) != 0) {
+	if (cfg->durable && durable_start(b, c->node, c->run, c->signer, route_stream_msg, make_stream_msg, c, &c->durable) != 0) {
 		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
 		goto fail;
 	}
@@ -746,6 +748,7 @@ void cluster_stop(struct cluster *c)
 	presence_free(c->presence);
 	totals_free(c->totals);
 	remote_interest_free(c->wanted);
+	nats_signer_free(c->signer); /* no connection signs any more */
 	wisp_free(c->buckets);
 	wisp_free(c->buf);
 	wisp_free(c->node);

@@ -228,7 +228,8 @@ static void on_connected(natsConnection *nc, void *closure)
 	(void)closure;
 }
 
-int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, const char *node, const char *prefix,
+int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, const struct nats_signer *signer,
+		 const char *node, const char *prefix,
 		 struct inbox *inbox, uint64_t *count, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -254,7 +255,7 @@ int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, 
 		st = natsOptions_SetURL(g->opts, cfg->nats);
 	if (st == NATS_OK)
 		st = natsOptions_SetName(g->opts, name);
-	if (st == NATS_OK && nats_auth_apply(g->opts, cfg, err, errlen) != 0) {
+	if (st == NATS_OK && nats_auth_apply(g->opts, cfg, signer, err, errlen) != 0) {
 		groups_close(g);
 		groups_free(g);
 		return WISP_ECONFIG;

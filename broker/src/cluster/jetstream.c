@@ -449,7 +449,7 @@ static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
 	char err[300];
 	/* The core connection applied the same options first: a refusal here
 	 * would have stopped the start there. */
-	if (st == NATS_OK && w->cfg.auth && nats_auth_apply(w->opts, w->cfg.auth, err, sizeof err) != 0)
+	if (st == NATS_OK && w->cfg.auth && nats_auth_apply(w->opts, w->cfg.auth, w->cfg.signer, err, sizeof err) != 0)
 		st = NATS_INVALID_ARG;
 	if (st == NATS_OK)
 		st = natsOptions_SetMaxReconnect(w->opts, -1);

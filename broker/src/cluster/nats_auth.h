@@ -16,12 +16,31 @@
 
 #include "config.h"
 
-/* Sets TLS (cafile, certfile/keyfile, the server's name or tls_insecure)
- * and the one way of authenticating on o. The config was validated
+/* The NKey that signs the server's nonce (nkey_seed or the credentials
+ * file's seed), and the credentials file's user JWT. libnats 3.4's own
+ * signer (nats_Sign) makes a wrong Ed25519 signature for about one nonce in
+ * 200, and nats-server then refuses the connection, for good: libcrypto
+ * signs instead. */
+struct nats_signer;
+
+/* Reads and checks cfg's nkey_seed (against cfg->nkey) or credentials file.
+ * *out is NULL when cfg has neither. 0, or WISP_ECONFIG / WISP_ENOMEM with
+ * "cluster.<key>: <file>: <reason>" in err. */
+int nats_signer_load(const struct config_cluster *cfg, struct nats_signer **out, char *err, size_t errlen);
+/* The Ed25519 signature of nonce, as nats-server checks it. Any thread.
+ * 0 or WISP_EIO. */
+int nats_signer_sign(const struct nats_signer *s, const char *nonce, unsigned char sig[64]);
+/* After every connection using it is closed (nats_CloseAndWait). NULL: no-op. */
+void nats_signer_free(struct nats_signer *s);
+
+/* Sets TLS (cafile, certfile/keyfile, the server's name or tls_skip_verify)
+ * and the one way of authenticating on o (signer: nats_signer_load's, borrowed
+ * until o's connections are closed). The config was validated
  * (config.c check_cluster); what cnats itself refuses (a PEM file it
  * cannot read) is reported here. 0, or WISP_ECONFIG with
  * "cluster.<key>: <reason>" in err. */
-int nats_auth_apply(natsOptions *o, const struct config_cluster *cfg, char *err, size_t errlen);
+int nats_auth_apply(natsOptions *o, const struct config_cluster *cfg, const struct nats_signer *signer, char *err,
+		    size_t errlen);
 
 /* urls (cnats's comma-separated list) with each URL's user, password or
  * token replaced by "***", for logs; cut to cap - 1 bytes. */

@@ -369,7 +369,7 @@ static const struct field cluster_fields[] = {
 	F_FILE(struct config_cluster, "cafile", cafile),
 	F_FILE(struct config_cluster, "certfile", certfile),
 	F_FILE(struct config_cluster, "keyfile", keyfile),
-	F_BOOL(struct config_cluster, "tls_insecure", tls_insecure, false),
+	F_BOOL(struct config_cluster, "tls_skip_verify", tls_skip_verify, false),
 	F_STR(struct config_cluster, "tls_server_name", tls_server_name, NULL),
 	F_STR(struct config_cluster, "username", username, NULL),
 	F_STR(struct config_cluster, "password", password, NULL),
@@ -1354,28 +1354,6 @@ bool config_cluster_tls(const struct config_cluster *c)
 	return c->cafile || each_nats_url(c->nats, url_is_tls, NULL);
 }
 
-struct host_cmp {
-	const char *first;
-	size_t first_len;
-	const char *other; /* the first host that differs */
-	size_t other_len;
-};
-
-static int url_other_host(const struct config_nats_url *u, void *ctx)
-{
-	struct host_cmp *h = ctx;
-	if (!h->first) {
-		h->first = u->host;
-		h->first_len = u->host_len;
-		return 0;
-	}
-	if (u->host_len == h->first_len && strncasecmp(u->host, h->first, u->host_len) == 0)
-		return 0;
-	h->other = u->host;
-	h->other_len = u->host_len;
-	return 1;
-}
-
 /* An NKey user's public key: 'U' and 55 more of base32's A-Z 2-7. */
 static bool nkey_user_valid(const char *k)
 {
@@ -1434,28 +1412,15 @@ static int check_cluster(struct parser *p, struct config *cfg)
 		return fail(p, "certfile and keyfile go together (mutual TLS)");
 	}
 	bool tls = config_cluster_tls(c);
-	const char *needs_tls = c->certfile ? "certfile" : c->tls_insecure ? "tls_insecure"
+	const char *needs_tls = c->certfile ? "certfile" : c->tls_skip_verify ? "tls_skip_verify"
 					   : c->tls_server_name ? "tls_server_name" : NULL;
 	if (needs_tls && !tls) {
 		path_push_key(p, needs_tls);
 		return fail(p, "needs TLS: set cluster.cafile or use tls:// URLs in cluster.nats");
 	}
-	if (c->tls_insecure && c->tls_server_name) {
+	if (c->tls_skip_verify && c->tls_server_name) {
 		path_push_key(p, "tls_server_name");
-		return fail(p, "cannot be combined with cluster.tls_insecure (no name is checked then)");
-	}
-	/* cnats checks one expected name on every server it connects to. */
-	struct host_cmp h = {0};
-	if (tls && !c->tls_insecure && !c->tls_server_name && each_nats_url(c->nats, url_other_host, &h)) {
-		path_push_key(p, "nats");
-		return fail(p, "the URLs name different hosts (%.*s and %.*s) and TLS checks one name on every "
-			    "server: set cluster.tls_server_name to the name all their certificates carry",
-			    (int)h.first_len, h.first, (int)h.other_len, h.other);
-	}
-	if (tls && !c->tls_insecure && !c->tls_server_name && h.first_len == 0) {
-		path_push_key(p, "nats");
-		return fail(p, "a URL without a host cannot be checked against a certificate: set "
-			    "cluster.tls_server_name");
+		return fail(p, "cannot be combined with cluster.tls_skip_verify (nothing is checked then)");
 	}
 	path_pop(p, old);
 	return 0;

@@ -159,12 +159,13 @@ struct config_cluster {
 	uint32_t handover_timeout;  /* seconds a CONNECT waits for its session from another node; default 5 */
 	uint32_t handover_max_bytes; /* largest session handed between nodes, encoded; default 64 MiB */
 	uint32_t handover_directory; /* client ids whose last node is remembered; default 65536 */
-	/* The NATS connections' TLS and credentials (cluster/nats_auth.h); the
-	 * key names are the bridges'. TLS is on when cafile is set or a URL is
-	 * tls:// (config_cluster_tls). At most one way of authenticating. */
+	/* The NATS connections' TLS and credentials (cluster/nats_auth.h);
+	 * cafile, certfile, keyfile, username and password as the bridges'
+	 * keys. TLS is on when cafile is set or a URL is tls://
+	 * (config_cluster_tls). At most one way of authenticating. */
 	char *cafile, *certfile, *keyfile; /* cafile: TLS; certfile+keyfile: mutual TLS */
-	bool tls_insecure;      /* do not check the server's certificate; default false */
-	char *tls_server_name;  /* the name its certificate must carry; default: the URLs' host */
+	bool tls_skip_verify;   /* check neither the server's chain nor its name (tests only); default false */
+	char *tls_server_name;  /* the name every server's certificate must carry; default: its URL's host */
 	char *username, *password; /* user and password (nats-server's authorization user) */
 	char *token;            /* an authorization token */
 	char *credentials;      /* a .creds file (user JWT and NKey seed, NATS decentralised auth) */
