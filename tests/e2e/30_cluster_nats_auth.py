@@ -10,7 +10,9 @@ shared-subscription, JetStream) is a TLS one; a node with the wrong CA,
 the wrong password, no client certificate where one is required, or TLS
 configured against a server without TLS is refused, says why in its log,
 and still serves its local clients; passwords and tokens never appear in
-the log; a missing credentials file is refused at start with its key path.
+the log; a missing credentials file, a PEM file libnats cannot load and a
+seed that is not the configured NKey's are refused at start (and by
+--check-config) with the key path.
 
 nats-server and openssl must be installed (WISP_NATS_SERVER, WISP_OPENSSL):
 a missing one fails the test, never skips it."""
@@ -312,6 +314,16 @@ class ClusterNatsAuthTest(unittest.TestCase):
         self.assert_crosses()
         self.assert_no_secret_logged(seed)
 
+    def test_nkey_against_a_server_without_nkeys_is_refused(self):
+        # No nonce comes to sign (libnats still asks for a signature).
+        public, seed = make_user_nkey()
+        seed_file = os.path.join(self.work, "nononce.nk")
+        with open(seed_file, "w") as f:
+            f.write(seed + "\n")
+        self.start_nats(tls=self.server_tls, auth=["user: wisp", "password: %s" % json.dumps(PASSWORD)])
+        self.start_node("a", cafile=self.ca, nkey=public, nkey_seed=seed_file)
+        self.assert_refused_and_serving("a", "sent no nonce to sign")
+
     def test_missing_credentials_file_is_refused_at_start_with_its_key_path(self):
         path = os.path.join(self.work, "bad.json")
         with open(path, "w") as f:
@@ -326,6 +338,28 @@ class ClusterNatsAuthTest(unittest.TestCase):
         r = run_wisp(["--check-config", path])
         self.assertEqual(r.returncode, 1, r.stdout)
         self.assertIn("cluster.token: cannot be combined with cluster.username", r.stdout)
+        # What only libnats or the seed's key can tell, --check-config tells too.
+        garbage = os.path.join(self.work, "garbage.pem")
+        with open(garbage, "w") as f:
+            f.write("not a certificate\n")
+        public, seed = make_user_nkey()
+        other, _ = make_user_nkey()
+        seed_file = os.path.join(self.work, "check.nk")
+        with open(seed_file, "w") as f:
+            f.write(seed + "\n")
+        for cluster, want in (({"cafile": garbage}, "cluster.cafile: %s: " % garbage),
+                              ({"nkey": other, "nkey_seed": seed_file},
+                               "cluster.nkey_seed: %s: its public key is not cluster.nkey" % seed_file)):
+            with open(path, "w") as f:
+                json.dump({"cluster": dict({"nats": "tls://127.0.0.1:4222"}, **cluster)}, f)
+            r = run_wisp(["--check-config", path])
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn("%s: %s" % (path, want), r.stdout)
+        with open(path, "w") as f:
+            json.dump({"cluster": {"nats": "tls://127.0.0.1:4222", "nkey": public, "nkey_seed": seed_file}}, f)
+        r = run_wisp(["--check-config", path])
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertNotIn(seed, r.stdout)
 
 
 if __name__ == "__main__":

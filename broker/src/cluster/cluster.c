@@ -572,6 +572,30 @@ static bool nats_down(natsStatus st)
 	       st == NATS_STALE_CONNECTION;
 }
 
+int cluster_check_config(const struct config *cfg, char *err, size_t errlen)
+{
+	const struct config_cluster *cc = &cfg->cluster;
+	if (!cc->nats)
+		return 0;
+	char why[400];
+	struct nats_signer *signer = NULL;
+	natsOptions *o = NULL;
+	int rc = nats_signer_load(cc, &signer, why, sizeof why);
+	if (rc == 0 && natsOptions_Create(&o) != NATS_OK) {
+		snprintf(why, sizeof why, "cluster: %s", nats_last_error());
+		rc = WISP_ENOMEM;
+	}
+	if (rc == 0)
+		rc = nats_auth_apply(o, cc, signer, why, sizeof why); /* cnats reads the PEM files */
+	natsOptions_Destroy(o);
+	nats_signer_free(signer);
+	/* No nats_Close: the process exits next, and nats_Close there leaves
+	 * libcrypto's exit-time cleanup a freed stack (an ASan SEGV). */
+	if (rc != 0)
+		snprintf(err, errlen, "%s: %s", cfg->path, why);
+	return rc;
+}
+
 int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errlen)
 {
 	const struct config_cluster *cfg = &b->cfg->cluster;
@@ -675,10 +699,21 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	}
 	if (groups_start(&c->groups, cfg, c->signer, c->node, c->prefix, &c->inbox, &b->stats.cluster.subjects, err, errlen) != 0)
 		goto fail;
-	if (retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c) != 0 ||
-	    presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0 ||
-	    totals_start(&c->totals, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0)
+	int rc = retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c);
+	if (rc == 0)
+		rc = presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c);
+	if (rc == 0)
+		rc = totals_start(&c->totals, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c);
+	if (rc == WISP_ENOMEM)
 		goto nomem;
+	if (rc != 0) {
+		/* Subscribing fails once cnats closed the connection, as it
+		 * does after a server refused it: not a memory shortage. */
+		bool closed = natsConnection_Status(groups_connection(c->groups)) == NATS_CONN_STATUS_CLOSED;
+		snprintf(err, errlen, "cluster: cannot set up the retained, client-id and $SYS subscriptions%s",
+			 closed ? " (NATS closed the connection '<node>-share': refused?)" : "");
+		goto fail;
+	}
 	if (remote_interest_start(&c->wanted, b, c->nc, groups_connection(c->groups), c->node, c->run, c->prefix, on_nats_msg, c) != 0) {
 		snprintf(err, errlen, "cluster: cannot subscribe to the interest announcements");
 		goto fail;

@@ -41,6 +41,7 @@
 
 struct broker;
 struct cluster;
+struct config;
 
 /*
  * Puts a cluster router in front of b's router when b's configuration has
@@ -51,6 +52,11 @@ struct cluster;
  * negative WISP_E* with the reason in err.
  */
 int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errlen);
+/* What cluster_start would refuse in cfg's NATS TLS and credentials (a PEM
+ * file cnats cannot load, a seed that is not the nkey's), without
+ * connecting: for --check-config. 0, or a WISP_E* with
+ * "<file>: cluster.<key>: <reason>" in err. */
+int cluster_check_config(const struct config *cfg, char *err, size_t errlen);
 /* Closes the NATS connection and gives b its local router back. NULL: no-op. */
 void cluster_stop(struct cluster *c);
 

@@ -168,7 +168,11 @@ int nats_signer_sign(const struct nats_signer *s, const char *nonce, unsigned ch
 
 static natsStatus sign_nonce(char **err_txt, unsigned char **sig, int *sig_len, const char *nonce, void *closure)
 {
-	(void)err_txt;
+	/* cnats asks even when the server sent no nonce: it wants no NKey. */
+	if (!nonce) {
+		*err_txt = strdup("the NATS server sent no nonce to sign: it does not take NKeys"); /* cnats frees it */
+		return NATS_ERR;
+	}
 	/* cnats frees the signature with free(): it is not wisp_malloc's. */
 	unsigned char *out = malloc(64);
 	if (!out || nats_signer_sign(closure, nonce, out) != 0) {
