@@ -22,16 +22,14 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import IO_TIMEOUT, RawClient, free_port, main, run_wisp  # noqa: E402
+from wisp_e2e import IO_TIMEOUT, main, run_wisp  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
     "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
@@ -74,17 +72,15 @@ def make_user_nkey():
             nkey_encode([prefix_seed | (prefix_user >> 5), (prefix_user & 31) << 3], seed))
 
 
-class NatsConf:
-    """nats-server with JetStream from a configuration file (TLS and
-    authorization blocks), on loopback ports."""
+class NatsConf(cluster24.Nats):
+    """24's nats-server, from a configuration file with TLS and
+    authorization blocks."""
 
     def __init__(self, workdir, tls=None, auth=None, host="127.0.0.1"):
-        if not os.path.exists(NATS_BIN):
-            raise AssertionError("nats-server not found (%s): install the Debian package nats-server" % NATS_BIN)
+        super().__init__()
+        shutil.rmtree(self.dir, True)
         self.dir = tempfile.mkdtemp(prefix="wisp-nats-", dir=workdir)
         self.host = host
-        self.port = free_port()
-        self.mport = free_port()
         lines = ["listen: %s:%d" % (host, self.port), "http: 127.0.0.1:%d" % self.mport,
                  "jetstream { store_dir: %s }" % json.dumps(os.path.join(self.dir, "js"))]
         if tls:
@@ -94,33 +90,9 @@ class NatsConf:
         self.conf = os.path.join(self.dir, "nats.conf")
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
-        self.proc = None
 
-    def start(self):
-        log = open(os.path.join(self.dir, "nats.log"), "ab")
-        self.proc = subprocess.Popen([NATS_BIN, "-c", self.conf], stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("nats-server exited at start:\n" + self.log())
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                socket.create_connection(("127.0.0.1", self.mport), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("nats-server did not listen within %ss:\n%s" % (WAIT, self.log()))
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def log(self):
-        with open(os.path.join(self.dir, "nats.log"), errors="replace") as f:
-            return f.read()
+    def command(self):
+        return [NATS_BIN, "-c", self.conf]
 
     def connections(self):
         """Connection name -> its /connz entry."""

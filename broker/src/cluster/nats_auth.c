@@ -6,6 +6,12 @@
  * configured, is always made a requirement (natsOptions_SetSecure). The
  * server's certificate must carry the URL's host (cnats's own check), or
  * tls_server_name for every server when that is set.
+ *
+ * NKeys (nkey_seed, or the seed of a .creds file) are read once, at start,
+ * into a libcrypto key that signs every connection's nonce (libnats's own
+ * signer is wrong now and then: nats_auth.h); the file's bytes are wiped
+ * once read. libnats frees what the callbacks return with free(), so those
+ * few bytes are malloc'd, not wisp_malloc'd.
  */
 #include "nats_auth.h"
 
