@@ -3,7 +3,8 @@
 """30 cluster NATS TLS and credentials (issue 16: "NATS URLs (with TLS and
 credentials options)"). nats-server with TLS and user/password, token,
 NKey or client-certificate authorization, on loopback, with certificates
-made by certs/make-certs.sh into a temporary directory. What a user sees:
+made by certs/make-certs.sh into a temporary directory, and an operator-mode
+nats-server whose JWTs and .creds files the test makes as nsc would. What a user sees:
 two nodes join over TLS with their credentials and a QoS 1 message crosses
 from one to the other, each of a node's NATS connections (core,
 shared-subscription, JetStream) is a TLS one; a node with the wrong CA,
@@ -18,6 +19,7 @@ nats-server and openssl must be installed (WISP_NATS_SERVER, WISP_OPENSSL):
 a missing one fails the test, never skips it."""
 
 import base64
+import hashlib
 import importlib.util
 import json
 import os
@@ -25,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import urllib.request
 
@@ -60,6 +63,65 @@ def nkey_encode(prefix, payload):
     return base64.b32encode(raw + bytes([crc & 0xFF, crc >> 8])).decode().rstrip("=")
 
 
+def nkey_pair(prefix):
+    """(private key, public key string, seed string) of a new NKey of the
+    kind prefix names (14 << 3 operator, 0 account, 20 << 3 user)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    raw = os.urandom(32)
+    key = Ed25519PrivateKey.from_private_bytes(raw)
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key, nkey_encode([prefix], public), nkey_encode([(18 << 3) | (prefix >> 5), (prefix & 31) << 3], raw)
+
+
+def nats_jwt(signer, issuer, subject, name, nats):
+    """A NATS v2 JWT (nats-io/jwt): base64url header, claims and the issuer's
+    Ed25519 signature of the two."""
+    def b64(data):
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+    claims = {"jti": "", "iat": int(time.time()), "iss": issuer, "name": name, "sub": subject, "nats": nats}
+    digest = hashlib.new("sha512_256", json.dumps(claims).encode()).digest()
+    claims["jti"] = base64.b32encode(digest).decode().rstrip("=")
+    head = b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+    body = b64(json.dumps(claims).encode())
+    return head + "." + body + "." + b64(signer.sign((head + "." + body).encode()))
+
+
+def make_operator():
+    """nats-server's operator mode as `nsc` sets it up (Debian has no nsc):
+    an operator, a system account and an account with JetStream, preloaded.
+    Returns (server configuration lines, account key, account public key)."""
+    op_key, op_pub, _ = nkey_pair(14 << 3)
+    sys_key, sys_pub, _ = nkey_pair(0)
+    acc_key, acc_pub, _ = nkey_pair(0)
+    unlimited = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": True,
+                 "conn": -1, "leaf": -1}
+    perms = {"pub": {}, "sub": {}}
+    op_jwt = nats_jwt(op_key, op_pub, op_pub, "op", {"type": "operator", "version": 2})
+    sys_jwt = nats_jwt(op_key, op_pub, sys_pub, "SYS", {"limits": unlimited, "default_permissions": perms,
+                                                       "type": "account", "version": 2})
+    acc_jwt = nats_jwt(op_key, op_pub, acc_pub, "wisp",
+                       {"limits": dict(unlimited, mem_storage=-1, disk_storage=-1, streams=-1, consumer=-1),
+                        "default_permissions": perms, "type": "account", "version": 2})
+    lines = ["operator: %s" % op_jwt, "system_account: %s" % sys_pub, "resolver: MEMORY",
+             "resolver_preload: {", "  %s: %s" % (sys_pub, sys_jwt), "  %s: %s" % (acc_pub, acc_jwt), "}"]
+    return lines, acc_key, acc_pub
+
+
+def write_creds(path, acc_key, acc_pub):
+    """A .creds file as nsc writes it, for a new user of the account."""
+    _, user_pub, user_seed = nkey_pair(20 << 3)
+    user_jwt = nats_jwt(acc_key, acc_pub, user_pub, "node",
+                        {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2})
+    with open(path, "w") as f:
+        f.write("-----BEGIN NATS USER JWT-----\n%s\n------END NATS USER JWT------\n\n"
+                "************************* IMPORTANT *************************\n"
+                "NKEY Seed printed below can be used to sign and prove identity.\n\n"
+                "-----BEGIN USER NKEY SEED-----\n%s\n------END USER NKEY SEED------\n" % (user_jwt, user_seed))
+    os.chmod(path, 0o600)
+    return user_seed
+
+
 def make_user_nkey():
     """(public key "U...", seed "SU...") of a new NKey user, as `nk -gen user`
     makes them: base32 of prefix, ed25519 key, CRC-16 (nats-io/nkeys)."""
@@ -76,7 +138,7 @@ class NatsConf(cluster24.Nats):
     """24's nats-server, from a configuration file with TLS and
     authorization blocks."""
 
-    def __init__(self, workdir, tls=None, auth=None, host="127.0.0.1"):
+    def __init__(self, workdir, tls=None, auth=None, host="127.0.0.1", extra=()):
         super().__init__()
         shutil.rmtree(self.dir, True)
         self.dir = tempfile.mkdtemp(prefix="wisp-nats-", dir=workdir)
@@ -87,6 +149,7 @@ class NatsConf(cluster24.Nats):
             lines += ["tls {"] + ["  %s: %s" % (k, json.dumps(v)) for k, v in tls.items()] + ["}"]
         if auth:
             lines += ["authorization {"] + ["  " + a for a in auth] + ["}"]
+        lines += list(extra)
         self.conf = os.path.join(self.dir, "nats.conf")
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -142,8 +205,8 @@ class ClusterNatsAuthTest(unittest.TestCase):
                 sys.stderr.write("\n--- nats-server ---\n%s\n" % self.nats.log())
         return result
 
-    def start_nats(self, tls=None, auth=None, host="127.0.0.1"):
-        self.nats = NatsConf(self.work, tls, auth, host)
+    def start_nats(self, tls=None, auth=None, host="127.0.0.1", extra=()):
+        self.nats = NatsConf(self.work, tls, auth, host, extra)
         self.addCleanup(self.nats.kill)
         self.nats.start()
         return self.nats
@@ -285,6 +348,23 @@ class ClusterNatsAuthTest(unittest.TestCase):
             self.join(name, cafile=self.ca, nkey=public, nkey_seed=seed_file)
         self.assert_crosses()
         self.assert_no_secret_logged(seed)
+
+    def test_creds_file_of_an_operator_mode_account_joins_and_another_account_is_refused(self):
+        lines, acc_key, acc_pub = make_operator()
+        self.start_nats(tls=self.server_tls, extra=lines)
+        seeds = []
+        for name in ("a", "b"):
+            creds = os.path.join(self.work, "%s.creds" % name)
+            seeds.append(write_creds(creds, acc_key, acc_pub))
+            self.join(name, cafile=self.ca, credentials=creds)
+        self.assert_crosses()
+        self.assert_no_secret_logged(*seeds)
+        # A user of an account the server does not know.
+        other_key, other_pub, _ = nkey_pair(0)
+        stranger = os.path.join(self.work, "stranger.creds")
+        write_creds(stranger, other_key, other_pub)
+        self.start_node("c", cafile=self.ca, credentials=stranger)
+        self.assert_refused_and_serving("c", "Authorization Violation")
 
     def test_nkey_against_a_server_without_nkeys_is_refused(self):
         # No nonce comes to sign (libnats still asks for a signature).
