@@ -24,10 +24,13 @@ nats-server on loopback, as in 24 and 26.
   node's restart does not bring its copy back.
 - A node restarted (it heard no claim made before) still finds a session
   held at another node: it asks every node at start.
-- Not fixed yet, an expected failure: a QoS 1 and a QoS 2 message
-  published after a exported the session and before d imported it (d's
-  import held by WISP_DEBUG_HOLD_HANDOVER_IMPORT) should reach the client
-  at d once each; they go with a's copy instead.
+- The cut (handover.h): a QoS 1 and a QoS 2 message from node c, and a
+  QoS 2 one of a's own client that went to no stream, published after a
+  exported the session and before d imported it (d's import held by
+  WISP_DEBUG_HOLD_HANDOVER_IMPORT), reach the client at d once each, in
+  a's tail; the other direction: messages a exported that d's consumer
+  (held behind by WISP_DEBUG_HOLD_STREAM_ROUTING) routes only after its
+  import reach it once too, QoS 2 included.
 - A session with 1,000 queued messages moves; the time b took is printed
   (docs/cluster.md quotes it).
 
@@ -427,9 +430,6 @@ class ClusterSessionTest(cluster24.ClusterTest):
         # d's store does not bring its copy back: it recorded the session's end.
         self.restart("d", ready="restored 0 sessions")
 
-    # Not fixed yet (README, issue 16 "not done yet"): both messages go
-    # with a's copy. Remove the decorator with the fix.
-    @unittest.expectedFailure
     def test_messages_in_the_handover_window_reach_the_moved_client(self):
         """A QoS 1 and a QoS 2 message published after the holder a exported
         the session and before the fetching node d has its subscriptions
@@ -462,6 +462,12 @@ class ClusterSessionTest(cluster24.ClusterTest):
         # Both nodes routed them: a into its exported copy, d past the session it holds.
         self.wait_metric("a", "cluster_received_total", received_a + 2)
         self.wait_metric("d", "cluster_received_total", received_d + 2)
+        # One of a's own clients too: no other node wants the topic yet (d
+        # announces the session's filters at its import), so it goes to no
+        # stream and only a's copy has it.
+        unwanted = self.metric("a", "cluster_unwanted_total")
+        Client(self, "a", cid + "-local", v5=False, clean=True).publish(cid + "/q2/own", b"window-own", 2, 3)
+        self.assertEqual(self.metric("a", "cluster_unwanted_total"), unwanted + 1, "sent to no other node")
         open(release, "w").close()
         ack = raw.expect(CONNACK)
         self.assertEqual((ack.body[0] & 1, ack.body[1]), (1, 0), "Session Present 1 at d")
@@ -469,13 +475,72 @@ class ClusterSessionTest(cluster24.ClusterTest):
         moved.v5, moved.raw = True, raw
         self.wait_metric("a", "cluster_sessions_out_total", 1)  # a ended its copy: d confirmed
         try:
-            got, _ = moved.receive_all(2)
+            got, _ = moved.receive_all(3)
         except (AssertionError, TimeoutError) as e:
             self.fail("acknowledged messages published in the handover window lost: %s" % e)
         self.assertEqual(sorted((t, p, q) for t, p, q, _ in got),
-                         [(cid + "/q1/w", b"window-q1", 1), (cid + "/q2/w", b"window-q2", 2)],
+                         [(cid + "/q1/w", b"window-q1", 1), (cid + "/q2/own", b"window-own", 2),
+                          (cid + "/q2/w", b"window-q2", 2)],
                          "each acknowledged message once at the moved client [MQTT-4.3.3-2]")
+        self.assertIsNotNone(d.wait_log("client %s: 3 messages of the handover window from node 'a'" % cid,
+                                        timeout=WAIT))
         raw.assert_no_packet(wait=0.3)
+        # The session's filters are d's now: a message published at a after the move reaches it through d.
+        Client(self, "a", cid + "-after", v5=False, clean=True).publish(cid + "/q2/after", b"after", 2, 4)
+        got, _ = moved.receive_all(1)
+        self.assertEqual(got[0][:3], (cid + "/q2/after", b"after", 2))
+        raw.assert_no_packet(wait=0.3)
+
+    def test_messages_the_holder_exported_do_not_reach_the_moved_client_twice(self):
+        """The other direction of the cut: d's stream consumer is behind a's
+        (the debug build's WISP_DEBUG_HOLD_STREAM_ROUTING holds d's routing
+        until released). A QoS 2 and a QoS 1 message from node c, and a QoS 2
+        one from a's own client that c also wants (so it is on the stream), reach
+        a's copy before the export and come with the session; d routes them
+        only after its import. Each must reach the moved client once
+        [MQTT-4.3.3-2]: d keeps the holder's cut off the session."""
+        cid = "dup"
+        release = os.path.join(self.nats.dir, "release-routing")
+        os.environ["WISP_DEBUG_HOLD_STREAM_ROUTING"] = release
+        try:
+            d = self.extra_node("d")
+        finally:
+            del os.environ["WISP_DEBUG_HOLD_STREAM_ROUTING"]
+        c = Client(self, "a", cid, v5=True)
+        self.assertEqual(c.subscribe([(cid + "/q1/#", 1), (cid + "/q2/#", 2)]), [1, 2])
+        self.nats.wait_subjects("a", {"%s.%s.q1.>" % (PREFIX, cid), "%s.%s.q2.>" % (PREFIX, cid)})
+        c.raw.close()
+        self.assertIsNotNone(self.nodes["a"].wait_log("client %s .*disconnected" % cid, timeout=WAIT))
+        watcher = Client(self, "c", cid + "-watch", v5=False, clean=True)
+        self.assertEqual(watcher.subscribe([(cid + "/q2/own", 2)]), [2])
+        self.heard_claim("d", cid, "a")
+        received_a = self.metric("a", "cluster_received_total")
+        pub = Client(self, "c", cid + "-pub", v5=False, clean=True)
+        pub.publish(cid + "/q2/x", b"dup-q2", 2, 1)
+        pub.publish(cid + "/q1/x", b"dup-q1", 1, 2)
+        self.wait_metric("a", "cluster_received_total", received_a + 2)  # in a's copy
+        sent = self.metric("a", "cluster_sent_total")
+        Client(self, "a", cid + "-local", v5=False, clean=True).publish(cid + "/q2/own", b"dup-own", 2, 3)
+        self.assertEqual(self.metric("a", "cluster_sent_total"), sent + 1, "to the stream: c wants it")
+        self.assertEqual(watcher.receive_all(1)[0][0][:2], (cid + "/q2/own", b"dup-own"))
+        self.assertIsNotNone(d.wait_log("stream routing held", timeout=WAIT))
+        moved = Client(self, "d", cid, v5=True)
+        self.assertTrue(moved.present, "Session Present 1 at d")
+        got, _ = moved.receive_all(3)
+        self.assertEqual(sorted((t, p, q) for t, p, q, _ in got),
+                         [(cid + "/q1/x", b"dup-q1", 1), (cid + "/q2/own", b"dup-own", 2),
+                          (cid + "/q2/x", b"dup-q2", 2)], "the session's queue, from a")
+        received_d = self.metric("d", "cluster_received_total")
+        open(release, "w").close()
+        # d routes the three now, after its import: none may reach the session again.
+        self.wait_metric("d", "cluster_received_total", received_d + 3)
+        self.wait_metric("a", "cluster_sessions_out_total", 1)
+        moved.raw.assert_no_packet(wait=0.5)
+        # What is published from now on still arrives, once.
+        pub.publish(cid + "/q2/x", b"dup-after", 2, 4)
+        got, _ = moved.receive_all(1)
+        self.assertEqual(got[0][:3], (cid + "/q2/x", b"dup-after", 2))
+        moved.raw.assert_no_packet(wait=0.3)
 
     def test_session_over_handover_max_bytes_starts_fresh(self):
         self.extra_node("d", handover_max_bytes=65536)

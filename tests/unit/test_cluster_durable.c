@@ -30,10 +30,12 @@ static const char config[] =
 	" \"persistence\": {\"enabled\": false}, \"log\": {\"level\": \"error\"},"
 	" \"cluster\": {\"nats\": [\"nats://127.0.0.1:1\"], \"node\": \"t\"}}";
 
-static const char *route_none(void *ctx, natsMsg *nm)
+static const char *route_none(void *ctx, natsMsg *nm, uint64_t seq, bool own)
 {
 	(void)ctx;
 	(void)nm;
+	(void)seq;
+	(void)own;
 	return NULL;
 }
 

@@ -218,3 +218,5 @@ void presence_free(struct presence *p)
 	wisp_free(p->node);
 	wisp_free(p);
 }
+
+struct handover *presence_handover(const struct presence *p) { return p ? p->handover : NULL; }

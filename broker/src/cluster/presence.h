@@ -46,6 +46,9 @@ void presence_stop(struct presence *p);
 /* Frees it, once cnats's threads are gone. NULL: no-op. */
 void presence_free(struct presence *p);
 
+/* Its handover (handover.h), or NULL. */
+struct handover *presence_handover(const struct presence *p);
+
 /* Whether nm is a claim (on the claim subject); if so, acts on it. */
 bool presence_message(struct presence *p, natsMsg *nm);
 
