@@ -199,6 +199,19 @@ static natsStatus publish(struct handover *h, const char *subject, const char *r
 	return st;
 }
 
+/* This node's routed stream set (durable_routed_encode), the caller's to
+ * free; NULL without a stream or out of memory (then no cut). */
+static char *routed_set(const struct handover *h)
+{
+	for (size_t cap = 256; h->durable && cap <= HANDOVER_CHUNK * 4; cap *= 4) {
+		char *set = wisp_malloc(cap);
+		if (!set || durable_routed_encode(h->durable, set, cap))
+			return set;
+		wisp_free(set);
+	}
+	return NULL;
+}
+
 /* ---- the directory ---- */
 
 void handover_claimed(struct handover *h, const char *id, size_t len, const char *node)
@@ -374,14 +387,7 @@ static void confirm(struct fetch *f)
 		loop_timer_start(b->loop, &f->timer, 1, on_fetch_timer);
 		return;
 	}
-	char *set = NULL;
-	for (size_t cap = 256; f->cut && h->durable && cap <= HANDOVER_CHUNK * 4; cap *= 4) {
-		set = wisp_malloc(cap);
-		if (!set || durable_routed_encode(h->durable, set, cap))
-			break;
-		wisp_free(set);
-		set = NULL;
-	}
+	char *set = f->cut ? routed_set(h) : NULL;
 	if (!set) {
 		/* No cut (no stream here or there): the old node lets go at once. */
 		send_done(f, NULL, NULL);
@@ -1002,14 +1008,7 @@ static void on_request(struct handover *h, natsMsg *nm)
 	/* The cut: what this node routed from the stream so far, and the
 	 * number of its own last message on NATS (handover.h). Out of memory,
 	 * or no stream: no cut (the asker then skips nothing). */
-	char *set = NULL;
-	for (size_t cap = 256; l && h->durable && cap <= HANDOVER_CHUNK * 4; cap *= 4) {
-		set = wisp_malloc(cap);
-		if (!set || durable_routed_encode(h->durable, set, cap))
-			break;
-		wisp_free(set);
-		set = NULL;
-	}
+	char *set = l ? routed_set(h) : NULL;
 	char wseq[24];
 	snprintf(wseq, sizeof wseq, "%" PRIu64, h->wseq ? *h->wseq : 0);
 	const char *cut[] = {"Wisp-Cut", set, "Wisp-Run", h->run ? h->run : "", "Wisp-Cut-Seq", wseq, NULL};
@@ -1105,29 +1104,29 @@ static void catch_up_all(struct handover *h)
 	}
 }
 
-void handover_routed(struct handover *h, struct msg *m, uint64_t seq)
+/* Records m for every leaving session whose copy it reached. */
+static void record_all(struct handover *h, struct msg *m, uint64_t seq, uint64_t wseq, bool own)
 {
-	if (!handover_recording(h))
-		return;
 	struct list_node *n;
 	for (n = h->leavings.next; n != &h->leavings; n = n->next) {
 		struct leaving *l = container_of(n, struct leaving, link);
 		if (copy_wants(l, m))
-			record(l, m, seq, 0, false);
+			record(l, m, seq, wseq, own);
 	}
+}
+
+void handover_routed(struct handover *h, struct msg *m, uint64_t seq)
+{
+	if (!handover_recording(h))
+		return;
+	record_all(h, m, seq, 0, false);
 	catch_up_all(h);
 }
 
 void handover_published(struct handover *h, struct msg *m, uint64_t wseq)
 {
-	if (!handover_recording(h))
-		return;
-	struct list_node *n;
-	for (n = h->leavings.next; n != &h->leavings; n = n->next) {
-		struct leaving *l = container_of(n, struct leaving, link);
-		if (copy_wants(l, m))
-			record(l, m, 0, wseq, true);
-	}
+	if (handover_recording(h))
+		record_all(h, m, 0, wseq, true);
 }
 
 void handover_own_routed(struct handover *h, natsMsg *nm, uint64_t seq)
