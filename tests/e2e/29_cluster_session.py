@@ -40,8 +40,10 @@ one fails the test, never skips it."""
 import importlib.util
 import os
 import re
+import socket
 import struct
 import sys
+import threading
 import time
 import unittest
 
@@ -165,6 +167,79 @@ class Client:
             else:
                 raise AssertionError("unexpected %r" % pkt)
         return got, rels
+
+
+class Relay:
+    """A TCP relay between one node and nats-server, which the test cuts
+    (every connection closed, new ones refused) and restores: that node
+    alone loses NATS, as behind a broken link."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.conns = []
+        self.refusing = False
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                down, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                refusing = self.refusing
+            if refusing:
+                down.close()
+                continue
+            try:
+                up = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                down.close()
+                continue
+            with self.lock:
+                self.conns += [down, up]
+            for src, dst in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            self.refusing = True
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def restore(self):
+        with self.lock:
+            self.refusing = False
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()
+        self.cut()
 
 
 class ClusterSessionTest(cluster24.ClusterTest):
@@ -541,6 +616,42 @@ class ClusterSessionTest(cluster24.ClusterTest):
         got, _ = moved.receive_all(1)
         self.assertEqual(got[0][:3], (cid + "/q2/x", b"dup-after", 2))
         moved.raw.assert_no_packet(wait=0.3)
+
+    def test_node_back_on_nats_ends_the_session_claimed_meanwhile(self):
+        """Node p alone loses NATS (a relay cut) while its client's id connects
+        at b: p hears no claim. Once p is back on NATS it asks again for the
+        ids it holds, b answers with its later claim, and p closes its stale
+        connection as a takeover: DISCONNECT 0x8E [MQTT-3.1.4-3]."""
+        relay = Relay(self.nats.port)
+        self.addCleanup(relay.close)
+        p = cluster24.Node("p", relay.port)
+        self.nodes["p"] = p
+        p.start()
+        self.assertIsNotNone(p.wait_log("connected to NATS as node 'p'", timeout=WAIT))
+        old = Client(self, "p", "away", v5=True)
+        self.assertEqual(old.subscribe([("away/#", 1)]), [1])
+        self.heard_claim("b", "away", "p")
+        offset = p.log_size()
+        relay.cut()
+        self.assertIsNotNone(p.wait_log("lost the NATS connection", offset=offset, timeout=WAIT))
+        # b asks p for the session: nobody answers on p's subject, a fresh one.
+        new = Client(self, "b", "away", v5=True)
+        self.assertFalse(new.present)
+        self.assertEqual(new.subscribe([("away/#", 1)]), [1])
+        self.assertTrue(old.raw.is_open(), "p heard nothing")
+        relay.restore()
+        self.assertIsNotNone(p.wait_log("connected to NATS as node 'p'", offset=offset, timeout=WAIT))
+        pkt = old.raw.expect(DISCONNECT, timeout=WAIT)
+        self.assertEqual(pkt.body[:1], b"\x8e", "DISCONNECT reason: Session taken over [MQTT-3.1.4-3]")
+        self.assertTrue(old.raw.wait_closed())
+        self.assertIsNotNone(p.wait_log("back on NATS: asked again for the 1 client ids held here", offset=offset,
+                                        timeout=WAIT))
+        self.wait_metric("p", "cluster_taken_over_total", 1)
+        # The connection at b stays and gets what is published.
+        Client(self, "c", "away-pub", v5=False, clean=True).publish("away/x", b"here", 1, 1)
+        got, _ = new.receive_all(1)
+        self.assertEqual(got[0][:2], ("away/x", b"here"))
+        new.raw.assert_no_packet(wait=0.3)
 
     def test_session_over_handover_max_bytes_starts_fresh(self):
         self.extra_node("d", handover_max_bytes=65536)

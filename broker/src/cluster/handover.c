@@ -285,6 +285,15 @@ static void on_dir_answer(struct handover *h, natsMsg *nm)
 		len / 8, learnt);
 }
 
+bool handover_claimed_here(const struct handover *h, const char *id, size_t len)
+{
+	if (!h)
+		return false;
+	uint64_t d = digest(id, len);
+	const struct dir_slot *slot = &h->dir[d % h->dir_len];
+	return slot->id == d && slot->node == h->self;
+}
+
 /* The node that claimed `id` last, if another than this one; 0 if none. */
 static uint64_t holder_of(const struct handover *h, const char *id, size_t len)
 {

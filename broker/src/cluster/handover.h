@@ -42,7 +42,8 @@
  *  - A dies after sending, before "done": B has the session; A restarts
  *    with its copy, which B's next claim of the id ends (a claim made while
  *    A was down is not heard again: that copy stays until the id connects
- *    at A or with Clean Start 1 somewhere).
+ *    at A or with Clean Start 1 somewhere; one made while A had only lost
+ *    NATS is: presence.h's recheck).
  *  - With the cut: A dies before the tail: B goes on without it (logged);
  *    the window's messages stay in A's stored copy. B dies before it wrote
  *    the tail: no final "done", A keeps its copy (tail included), as in
@@ -110,6 +111,8 @@ bool handover_message(struct handover *h, natsMsg *nm);
 
 /* A claim of `id` by `node` (this node's own too): the directory. */
 void handover_claimed(struct handover *h, const char *id, size_t len, const char *node);
+/* Whether the last claim of `id` this node heard was its own. */
+bool handover_claimed_here(const struct handover *h, const char *id, size_t len);
 /* Whether this node is handing the session of `id` over: a claim of it
  * must not end it before the new node confirmed it. */
 bool handover_is_leaving(const struct handover *h, const char *id, size_t len);

@@ -18,6 +18,9 @@
  *    asked for first (handover.h) is not ended by the claim but when that
  *    node confirms it stored it.
  * Every claim also feeds handover.h's directory of who holds which id.
+ * Back on NATS after losing it, a node asks again for the ids it claimed
+ * (a claim marked Wisp-Recheck, presence.c): a node holding one from a
+ * later connect answers with its claim, which ends the stale copy here.
  * Two connects of one id at two nodes at once: each node gets the other's
  * claim; the later connect (its node's clock, then the node name) wins, so
  * exactly one stays. A node remembers the time of its last PRESENCE_RECENT
