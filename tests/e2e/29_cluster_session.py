@@ -617,6 +617,29 @@ class ClusterSessionTest(cluster24.ClusterTest):
         self.assertEqual(got[0][:3], (cid + "/q2/x", b"dup-after", 2))
         moved.raw.assert_no_packet(wait=0.3)
 
+    def test_holder_started_after_the_streams_messages_does_not_wait_for_them(self):
+        """b routed five stream messages before node d started: d's consumer
+        never gets them, so d does not wait for them before it sends its
+        tail when the session moves from d to b (it would wait
+        cluster.handover_timeout and log that it did not catch up)."""
+        watcher = Client(self, "b", "early-watch", v5=False, clean=True)
+        self.assertEqual(watcher.subscribe([("early/#", 1)]), [1])
+        pub = Client(self, "c", "early-pub", v5=False, clean=True)
+        for i in range(5):
+            pub.publish("early/t", b"e%d" % i, 1, 1 + i)
+        self.assertEqual(len(watcher.receive_all(5)[0]), 5)  # b routed them from the stream
+        d = self.extra_node("d")
+        c = Client(self, "d", "late", v5=False)
+        self.assertEqual(c.subscribe([("late/#", 1)]), [1])
+        c.raw.close()
+        self.assertIsNotNone(d.wait_log("client late .*disconnected", timeout=WAIT))
+        self.heard_claim("b", "late", "d")
+        moved = Client(self, "b", "late", v5=False)
+        self.assertTrue(moved.present)
+        self.wait_metric("d", "cluster_sessions_out_total", 1)
+        self.assertIsNotNone(d.wait_log("late: 0 messages of the handover window passed on", timeout=WAIT))
+        self.assertIsNone(d.wait_log("did not catch up", timeout=0.2))
+
     def test_node_back_on_nats_ends_the_session_claimed_meanwhile(self):
         """Node p alone loses NATS (a relay cut) while its client's id connects
         at b: p hears no claim. Once p is back on NATS it asks again for the

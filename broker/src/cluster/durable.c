@@ -168,6 +168,11 @@ struct durable {
 	uint64_t setups_seen;    /* jsw_stream_state's set-ups checked */
 	bool hold_stream_acks;   /* debug builds: WISP_DEBUG_HOLD_STREAM_ACKS (tests) */
 	bool routing_held;       /* debug builds: WISP_DEBUG_HOLD_STREAM_ROUTING said so */
+	/* Sequences this run's consumer never delivers are at or below
+	 * max(first set-up's last sequence, first delivered - 1) (durable_routed_all). */
+	uint64_t run_first_seq;
+	uint64_t setup_last_seq;
+	bool setup_known;
 	struct loop_timer hold_timer;
 };
 
@@ -846,17 +851,36 @@ uint64_t durable_set_max(const char *set)
 	return floor;
 }
 
-bool durable_routed_all(const struct durable *d, const char *set)
+/*
+ * A sequence this run's consumer will not deliver cannot reach a session
+ * here, so it is not waited for: one stored before the first set-up of the
+ * stream this run (the consumer, new, starts at the node's start; or, as
+ * it was, it delivered them to an earlier run), or below the first one
+ * delivered. (A message left unacked by an earlier run and delivered again
+ * after its ack wait is not waited for either.)
+ */
+bool durable_routed_all(struct durable *d, const char *set)
 {
 	uint64_t floor;
 	const char *hex;
 	size_t digits;
 	if (!set_parse(set, &floor, &hex, &digits))
 		return true;
+	if (!d->setup_known) {
+		uint64_t setups = 0, last = 0;
+		jsw_stream_state(d->w, &setups, &last);
+		if (!setups)
+			return false; /* the stream is not set up yet: nothing can be told */
+		d->setup_known = true;
+		d->setup_last_seq = last;
+	}
+	uint64_t gone = d->setup_last_seq;
+	if (d->run_first_seq && d->run_first_seq - 1 > gone)
+		gone = d->run_first_seq - 1;
 	uint64_t top = durable_set_max(set);
 	uint64_t from = d->seen_init ? d->seen_floor + 1 : 1;
-	if (top >= from && !d->seen_init)
-		return false;
+	if (from <= gone)
+		from = gone + 1;
 	for (uint64_t s = from; s <= top; s++)
 		if (set_bit(floor, hex, digits, s) && !routed_here(d, s))
 			return false;
@@ -927,6 +951,8 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 	for (size_t i = 0; i < n; i++) {
 		natsMsg *nm = batch[i];
 		uint64_t seq = durable_msg_seq(nm);
+		if (!d->run_first_seq)
+			d->run_first_seq = seq;
 		const char *node = NULL;
 		natsMsgHeader_Get(nm, "Wisp-Node", &node);
 		bool routed_before = seq && seen(d, seq);

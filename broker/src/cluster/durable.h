@@ -105,7 +105,7 @@ size_t durable_routed_encode(const struct durable *d, char *out, size_t cap);
 bool durable_set_has(const char *set, uint64_t seq);
 uint64_t durable_set_max(const char *set);
 /* Whether every sequence of the encoded set was routed here too. */
-bool durable_routed_all(const struct durable *d, const char *set);
+bool durable_routed_all(struct durable *d, const char *set);
 /* The stream sequence of a message from the consumer, 0 if none. */
 uint64_t durable_msg_seq(natsMsg *nm);
 

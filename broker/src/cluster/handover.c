@@ -416,7 +416,10 @@ static void confirm(struct fetch *f)
 	wisp_free(set);
 	f->state = FETCH_TAILING;
 	f->next_seq = 0;
-	loop_timer_start(b->loop, &f->timer, b->cfg->cluster.handover_timeout, on_fetch_timer);
+	/* The holder waits up to cluster.handover_timeout for its consumer
+	 * before it sends what it has: longer here, so that such a tail is
+	 * still taken. */
+	loop_timer_start(b->loop, &f->timer, (uint64_t)b->cfg->cluster.handover_timeout + 2u, on_fetch_timer);
 }
 
 /* The tail is in this node's store: the old node may end its copy. */
@@ -461,7 +464,7 @@ static void on_fetch_timer(struct loop *l, struct loop_timer *t)
 		break;
 	case FETCH_TAILING:
 		log_limited("cluster handover tail", LOG_WARNING, "cluster",
-			    "client %.*s: node '%s' sent no tail within cluster.handover_timeout: messages routed "
+			    "client %.*s: node '%s' sent no tail within cluster.handover_timeout + 2 s: messages routed "
 			    "there after it sent the session may be missing", (int)f->id_len, f->id, f->holder);
 		f->state = FETCH_CUT;
 		cut_check(f);
@@ -1011,8 +1014,13 @@ static void on_request(struct handover *h, natsMsg *nm)
 		/* What reaches the copy from now on is recorded for the tail. */
 		leaving_drop_recs(l);
 		l->state = LEAVING_SENT;
-		/* The asker's timeout, plus its store's time to sync. */
-		loop_timer_start(b->loop, &l->timer, (uint64_t)b->cfg->cluster.handover_timeout + 2u, on_leaving_timeout);
+		/* The asker's timeout, plus its store's time to sync and its wait
+		 * for the other nodes to know the session's filters (a node just
+		 * back on NATS first settles for an interval). */
+		const struct config_cluster *cc = &b->cfg->cluster;
+		loop_timer_start(b->loop, &l->timer,
+				 (uint64_t)cc->handover_timeout + cc->interest_ack_timeout + cc->interest_interval + 3u,
+				 on_leaving_timeout);
 	}
 	/* The cut: what this node routed from the stream so far, and the
 	 * number of its own last message on NATS (handover.h). Out of memory,
@@ -1241,6 +1249,9 @@ static void on_done(struct handover *h, natsMsg *nm)
 	if (!l) {
 		/* Not recorded (out of memory at the export, or its timer ran
 		 * out): an empty tail, so that the asker goes on. */
+		log_limited("cluster handover tail", LOG_WARNING, "cluster",
+			    "client %.*s: node '%s' asks for the handover window's messages, which were not recorded "
+			    "(its confirmation came late): some may be missing there", len, id, asker ? asker : "?");
 		l = wisp_calloc(1, sizeof *l + (size_t)len);
 		if (!l)
 			return; /* the asker logs a missing tail; this copy stays */
