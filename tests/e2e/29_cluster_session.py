@@ -30,7 +30,11 @@ nats-server on loopback, as in 24 and 26.
   WISP_DEBUG_HOLD_HANDOVER_IMPORT), reach the client at d once each, in
   a's tail; the other direction: messages a exported that d's consumer
   (held behind by WISP_DEBUG_HOLD_STREAM_ROUTING) routes only after its
-  import reach it once too, QoS 2 included.
+  import reach it once too, QoS 2 included; a holder started after the
+  stream's first messages does not wait for them before its tail.
+- A node cut off NATS (a TCP relay) while its client's id connects at
+  another node: back on NATS it asks again for its ids, and the later
+  claim closes its stale connection with DISCONNECT 0x8E.
 - A session with 1,000 queued messages moves; the time b took is printed
   (docs/cluster.md quotes it).
 
