@@ -42,6 +42,7 @@
 #include "durable.h"
 #include "err.h"
 #include "groups.h"
+#include "handover.h"
 #include "hash.h"
 #include "inbox.h"
 #include "interest.h"
@@ -100,6 +101,7 @@ struct cluster {
 	char *prefix;
 	char run[17];     /* this run's id (hex), so a restarted node's numbering is new */
 	uint64_t seq;     /* of the last message sent */
+	uint64_t stream_seq; /* the number the last message sent to the stream carried; 0: it went to none */
 	struct origin_seen origins[ORIGINS_MAX];
 	size_t norigins;
 	uint64_t origins_clock;
@@ -286,7 +288,9 @@ static int send_to_nats(struct cluster *c, const struct msg *m)
 			durable_cancel(c->durable, ticket, m); /* its ack fails: not sent, not kept */
 			return WISP_ENOMEM;
 		}
+		uint64_t number = c->seq;
 		if (durable_publish(c->durable, nm, m, ticket) == 0) {
+			c->stream_seq = number;
 			/* Shared groups are NATS queue groups on the core subject
 			 * (groups.h): they get a copy there (at most once), marked
 			 * so that ordinary subscriptions leave it to the stream. */
@@ -311,6 +315,7 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 {
 	struct cluster *c = of(r);
 	bool sent = false;
+	c->stream_seq = 0;
 	if (m->origin != c && !is_sys(m)) {
 		/* No other node wants it: no NATS publish (QoS 0) and no JetStream
 		 * round trip (QoS 1/2: acked as on one node); NATS is not asked to
@@ -331,6 +336,10 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 	 * (groups.h). */
 	c->b->route.shares_elsewhere = sent && c->b->stats.cluster.connected && groups_connected(c->groups);
 	size_t matched = router_publish(c->local, m, levels, nlevels);
+	/* A session being handed over records what reaches its copy here. */
+	struct handover *h = presence_handover(c->presence);
+	if (m->qos && m->origin != c && handover_recording(h))
+		handover_published(h, m, c->stream_seq);
 	/* Subscribers elsewhere are unknown here: a message NATS took counts
 	 * as matched (no v5 0x10 No matching subscribers). */
 	return matched == 0 && sent ? 1 : matched;
@@ -385,8 +394,9 @@ static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr
 }
 
 /* Why a message from NATS is not routed; NULL: it was. `prefix`: of its
- * subject; a stream message (from_stream) is deduplicated by durable.c. */
-static const char *route_remote(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream)
+ * subject; a stream message (from_stream, sequence seq) is deduplicated by
+ * durable.c. */
+static const char *route_remote(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream, uint64_t seq)
 {
 	struct broker *b = c->b;
 	if (retained_kv_message(c->retained, nm) || presence_message(c->presence, nm) || totals_message(c->totals, nm) ||
@@ -451,6 +461,8 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 		b->stats.cluster.received++;
 		b->route.shares_elsewhere = true; /* NATS sent the groups' copies apart */
 		router_publish(c->local, m, levels, (size_t)nl);
+		if (from_stream)
+			handover_routed(presence_handover(c->presence), m, seq);
 	}
 	msg_unref(m);
 	return nl > 0 ? NULL : "too many topic levels";
@@ -492,7 +504,7 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		c->drop_logged = false; /* the episode ends once the loop keeps up */
 	}
 	for (size_t i = 0; i < n; i++) {
-		const char *why = route_remote(c, batch[i], c->prefix, false);
+		const char *why = route_remote(c, batch[i], c->prefix, false, 0);
 		if (why && *why) {
 			b->stats.cluster.dropped++;
 			/* Anyone who can publish on NATS can cause this line. */
@@ -550,10 +562,26 @@ static void count_existing(struct cluster *c)
 
 static void free_msg(void *m) { natsMsg_Destroy(m); }
 
-static const char *route_stream_msg(void *ctx, natsMsg *nm)
+static const char *route_stream_msg(void *ctx, natsMsg *nm, uint64_t seq, bool own)
 {
 	struct cluster *c = ctx;
-	return route_remote(c, nm, durable_stream(c->durable), true);
+	struct handover *h = presence_handover(c->presence);
+	if (own) {
+		handover_own_routed(h, nm, seq);
+		return NULL;
+	}
+	/* A session handed over from another node brought this message along
+	 * (handover.h's cut): not routed to it again. */
+	struct session *except[8];
+	size_t n = handover_except(h, nm, seq, except, sizeof except / sizeof except[0]);
+	if (n) {
+		c->b->route.except = except;
+		c->b->route.nexcept = n;
+	}
+	const char *why = route_remote(c, nm, durable_stream(c->durable), true, seq);
+	c->b->route.except = NULL;
+	c->b->route.nexcept = 0;
+	return why;
 }
 
 /* A message the durable side kept while JetStream was away, as
@@ -722,6 +750,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
 		goto fail;
 	}
+	handover_set_stream(presence_handover(c->presence), c->durable, c->run, &c->seq);
 	count_existing(c);
 	b->sessions.on_sub_gone = on_sub_gone;
 	b->sessions.sub_gone_ctx = c;

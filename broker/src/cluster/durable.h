@@ -42,10 +42,12 @@ struct durable;
 struct msg;
 struct nats_signer;
 
-/* Routes one stream message to the local subscribers (cluster.c): NULL
- * or "" when routed or skipped, else why it was dropped (durable.c counts
- * and logs it). Borrows nm. */
-typedef const char *(*durable_route_fn)(void *ctx, natsMsg *nm);
+/* Routes one stream message (sequence seq) to the local subscribers
+ * (cluster.c): NULL or "" when routed or skipped, else why it was dropped
+ * (durable.c counts and logs it). `own`: this node's own message, routed
+ * here when it was published: only told, for a session being handed over
+ * (handover.h). Borrows nm. */
+typedef const char *(*durable_route_fn)(void *ctx, natsMsg *nm, uint64_t seq, bool own);
 
 /* The stream's NATS message for m (cluster.c's, as a client's publish
  * makes it), with reply subject `reply`: 0 and *out (the caller's), or an
@@ -92,5 +94,22 @@ void durable_cancel(struct durable *d, uint64_t ticket, const struct msg *m);
  * reference count is not part of the message's value).
  */
 int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m, uint64_t ticket);
+
+/*
+ * The stream sequences this node routed (its dedupe window: a floor and
+ * the sequences above it), as text for a handover (handover.h's cut):
+ * "<floor>" or "<floor>:<hex>", where bit k (0..3) of hex digit i stands
+ * for sequence floor + 1 + 4i + k. Nothing routed yet: "0". Returns the
+ * length written (NUL-terminated), 0 when cap is too small.
+ */
+size_t durable_routed_encode(const struct durable *d, char *out, size_t cap);
+/* Whether seq is in an encoded set; its highest sequence. A malformed set
+ * holds nothing. */
+bool durable_set_has(const char *set, uint64_t seq);
+uint64_t durable_set_max(const char *set);
+/* Whether every sequence of the encoded set was routed here too. */
+bool durable_routed_all(struct durable *d, const char *set);
+/* The stream sequence of a message from the consumer, 0 if none. */
+uint64_t durable_msg_seq(natsMsg *nm);
 
 #endif
