@@ -244,14 +244,15 @@ __attribute__((noinline)) static void drop_excepted(struct route_ctx *rc)
 {
 	for (size_t k = 0; k < rc->nexcept; k++) {
 		struct session *s = rc->except[k];
-		if (s->match_gen != rc->gen || s->match_slot >= rc->count || rc->entries[s->match_slot].s != s)
+		if (s->match_slot >= rc->count || rc->entries[s->match_slot].s != s)
 			continue;
 		struct route_entry *last = &rc->entries[--rc->count];
 		if (last != &rc->entries[s->match_slot]) {
 			rc->entries[s->match_slot] = *last;
 			last->s->match_slot = s->match_slot;
 		}
-		s->match_gen = rc->gen - 1;
+		/* s's slot now holds another session's entry or lies past the
+		 * count: entry_of no longer finds s there. */
 	}
 	rc->except = NULL;
 	rc->nexcept = 0;
@@ -328,7 +329,6 @@ size_t route_to_session(struct broker *b, struct session *s, struct msg *m)
 {
 	struct route_ctx *rc = &b->route;
 	assert(!rc->busy); /* called from the cluster's inbox, never inside a delivery */
-	rc->gen++;
 	rc->count = 0;
 	rc->sub_ids_count = 0;
 	rc->msg = m;
