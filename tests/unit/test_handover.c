@@ -167,7 +167,7 @@ static void test_session_round_trips_and_is_stored_at_the_new_node(void)
 	struct session *s = sess_find(&b.b.sessions, "mover", 5);
 	CU_ASSERT_FATAL(s != NULL);
 	CU_ASSERT(!s->clean && !s->conn);
-	CU_ASSERT(sess_queued_count(s) == 3 && sess_inflight_count(s) == 3 && s->sub_count == 2);
+	CU_ASSERT(sess_queued_count(s) == 3 && sess_inflight_count(s) == 3 && sess_sub_count(s) == 2);
 	CU_ASSERT(s->v5 && s->v5->expiry == 3600 && s->next_packet_id == 13);
 	export(&b.b, "mover", &again);
 	size_t l1, l2;

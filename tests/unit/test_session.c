@@ -88,7 +88,7 @@ static void test_resubscribe_replaces(void)
 		CU_ASSERT_EQUAL(sub("a/+/c", 0, 0), 1);
 		CU_ASSERT_EQUAL(sub("a/+/c", 2, 0), 0);
 		CU_ASSERT_EQUAL(sub("a/+/c", 1, 0), 0);
-		CU_ASSERT_EQUAL(s->sub_count, extra + 1);
+		CU_ASSERT_EQUAL(sess_sub_count(s), extra + 1);
 		CU_ASSERT_EQUAL(tree_count(tree), extra + 1);
 		struct seen seen = match("a/b/c");
 		CU_ASSERT_EQUAL(seen.calls, 1);
@@ -108,7 +108,7 @@ static void test_unsubscribe(void)
 	CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, "a/c", 3), WISP_ENOENT);
 	CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, "a/b", 3), 0);
 	CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, "a/b", 3), WISP_ENOENT);
-	CU_ASSERT_EQUAL(s->sub_count, 1);
+	CU_ASSERT_EQUAL(sess_sub_count(s), 1);
 	CU_ASSERT_EQUAL(tree_count(tree), 1);
 	CU_ASSERT_EQUAL(match("a/b").calls, 1); /* through a/# only */
 	CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, "a/#", 3), 0);
@@ -138,7 +138,7 @@ static void test_lookup_is_constant(void)
 		CU_ASSERT_EQUAL_FATAL(sub(f, 1, 0), 0); /* replaced */
 	}
 	CU_ASSERT(sess_debug_compares() - before < N + N / 100);
-	CU_ASSERT_EQUAL(s->sub_count, N);
+	CU_ASSERT_EQUAL(sess_sub_count(s), N);
 	CU_ASSERT_EQUAL(tree_count(tree), N);
 	before = sess_debug_compares();
 	for (size_t i = 0; i < N; i += 2) {
@@ -146,7 +146,7 @@ static void test_lookup_is_constant(void)
 		CU_ASSERT_EQUAL_FATAL(sess_unsubscribe(s, tree, f, strlen(f)), 0);
 	}
 	CU_ASSERT(sess_debug_compares() - before < N / 2 + N / 100);
-	CU_ASSERT_EQUAL(s->sub_count, N / 2);
+	CU_ASSERT_EQUAL(sess_sub_count(s), N / 2);
 	CU_ASSERT_EQUAL(match("site/1/x/temp").calls, 1);
 	CU_ASSERT_EQUAL(match("site/2/x/temp").calls, 0);
 	tear_down();
@@ -161,7 +161,7 @@ static void test_max_subscriptions(void)
 	CU_ASSERT_EQUAL(sub("b", 0, 2), 1);
 	CU_ASSERT_EQUAL(sub("c", 0, 2), WISP_ELIMIT);
 	CU_ASSERT_EQUAL(sub("b", 1, 2), 0);
-	CU_ASSERT_EQUAL(s->sub_count, 2);
+	CU_ASSERT_EQUAL(sess_sub_count(s), 2);
 	CU_ASSERT_EQUAL(sess_unsubscribe(s, tree, "a", 1), 0);
 	CU_ASSERT_EQUAL(sub("c", 0, 2), 1);
 	tear_down();
@@ -198,7 +198,7 @@ static void test_random_against_model(void)
 				count--;
 			model[i] = false;
 		}
-		CU_ASSERT_EQUAL_FATAL(s->sub_count, count);
+		CU_ASSERT_EQUAL_FATAL(sess_sub_count(s), count);
 		if (step % 997 == 0) {
 			for (size_t k = 0; k < SPACE; k++) {
 				filter_name(f, sizeof f, k);
@@ -253,7 +253,7 @@ static void test_oom_and_destroy(void)
 	size_t failures = 0;
 	for (size_t i = 0; i < 40; i++) {
 		filter_name(f, sizeof f, i);
-		size_t count = s->sub_count, subs = tree_count(tree), nodes = tree_debug_nodes(tree);
+		size_t count = sess_sub_count(s), subs = tree_count(tree), nodes = tree_debug_nodes(tree);
 		int rc = WISP_ENOMEM;
 		for (uint64_t n = 1; n <= 16 && rc == WISP_ENOMEM; n++) {
 			wisp_mem_fail_after(n, 0);
@@ -261,7 +261,7 @@ static void test_oom_and_destroy(void)
 			wisp_mem_fail_after(0, 0);
 			if (rc == WISP_ENOMEM) {
 				failures++;
-				CU_ASSERT_EQUAL_FATAL(s->sub_count, count);
+				CU_ASSERT_EQUAL_FATAL(sess_sub_count(s), count);
 				CU_ASSERT_EQUAL_FATAL(tree_count(tree), subs);
 				CU_ASSERT_EQUAL_FATAL(tree_debug_nodes(tree), nodes);
 				CU_ASSERT_PTR_NULL_FATAL(sess_find_sub(s, f, strlen(f)));
@@ -303,7 +303,7 @@ static void test_memory_limit(void)
 	wisp_mem_set_limit(0);
 	CU_ASSERT_EQUAL(rc, WISP_ENOMEM);
 	CU_ASSERT(granted > 0 && granted < 100);
-	CU_ASSERT_EQUAL(s->sub_count, granted);
+	CU_ASSERT_EQUAL(sess_sub_count(s), granted);
 	CU_ASSERT_EQUAL(tree_count(tree), granted);
 	CU_ASSERT_EQUAL(sub("after/limit", 0, 0), 1);
 	tear_down();

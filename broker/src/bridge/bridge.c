@@ -371,7 +371,7 @@ static int on_connack(struct bridge *br, struct conn *c, const struct mqtt_conna
 	br->stat->connects++;
 	c->sess = br->s;
 	br->s->conn = c;
-	c->keepalive = (uint16_t)br->cfg->keepalive;
+	conn_set_keepalive(c, (uint16_t)br->cfg->keepalive);
 	/* What the remote takes: no more unacknowledged QoS 1/2 than its
 	 * Receive Maximum [MQTT-3.3.4-9], nothing over its Maximum Packet
 	 * Size [MQTT-3.1.2-25] (3.1.1: neither is said). */

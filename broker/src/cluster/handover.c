@@ -529,7 +529,7 @@ static void fetch_complete(struct fetch *f)
 		return;
 	}
 	struct session *s = ic.x.s;
-	uint32_t subs = s->sub_count;
+	uint32_t subs = (uint32_t)sess_sub_count(s);
 	persist_import_end(b, &ic.x, true);
 	/* Written now rather than at the end of the turn: the CONNACK and the
 	 * claim that follows must not outrun the records. */

@@ -2,6 +2,9 @@
  * Every heap allocation of the broker goes through here, so that memory in
  * use is counted (for $SYS and limits), a configured ceiling fails the
  * current operation instead of the process, and tests can inject failures.
+ * Besides the C heap: headerless small objects (wisp_small_alloc) for what
+ * every connection holds, and mapped doubling tables (wisp_table_zalloc),
+ * both sized by the caller again at free (issue 18).
  * Single-threaded: called from the loop thread only.
  */
 #ifndef WISP_CORE_ALLOC_H
@@ -18,6 +21,41 @@ void *wisp_realloc(void *ptr, size_t size);
 void wisp_free(void *ptr);
 /* A NUL-terminated copy of len bytes of s, or NULL. */
 char *wisp_strndup(const char *s, size_t len);
+
+/*
+ * Small objects the broker holds one or a few of per connection (struct
+ * conn, struct session, a subscription, a topic-tree node): carved from
+ * 64 KiB chunks in 8-byte size classes, with no per-object header. The C
+ * heap puts an 8-byte header before each block and rounds it to 16 bytes,
+ * 8 to 23 bytes on each of these (issue 18, docs/cost-connection.md); here
+ * a 200-byte connection takes 200. The caller passes the same size to
+ * wisp_small_free (its class is not stored); sizes over WISP_SMALL_MAX go
+ * to the C heap. A chunk whose objects are all freed goes back to the heap
+ * (one empty chunk per class is kept, so one connection coming and going
+ * does not allocate a chunk each time). Counted, limited and failed like
+ * wisp_malloc, by the class's size; the unused rest of a chunk is not
+ * counted in wisp_mem_used. Loop thread only.
+ */
+#define WISP_SMALL_MAX 256u
+void *wisp_small_alloc(size_t size);
+/* Zeroed. */
+void *wisp_small_zalloc(size_t size);
+void wisp_small_free(void *ptr, size_t size);
+
+/*
+ * Tables that grow by doubling (the session hash, a topic level's child
+ * table): from WISP_TABLE_MAP_MIN bytes on mapped apart, so that the table
+ * a doubling replaces goes back to the OS when it is freed. From the C
+ * heap (blocks under WISP_MEM_MMAP_MAX come from it) the predecessors of a
+ * table stay resident once nothing reuses their space, and with the small
+ * objects off the heap nothing does: a 256 KiB child table's predecessors,
+ * 256 KiB together, were 13.8 bytes of every idle connection at 19,000
+ * (issue 18, docs/cost-connection.md). Zeroed; the caller passes the size
+ * again at free. Counted, limited and failed like wisp_malloc.
+ */
+#define WISP_TABLE_MAP_MIN ((size_t)64 << 10)
+void *wisp_table_zalloc(size_t size);
+void wisp_table_free(void *ptr, size_t size);
 
 /* Bytes currently allocated (usable sizes as the C library reports them). */
 size_t wisp_mem_used(void);

@@ -14,6 +14,8 @@
 #include "loop.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,7 +23,7 @@
 #include "alloc.h"
 #include "err.h"
 
-#define WHEEL_SLOTS 512
+#define WHEEL_SLOTS (1u << LOOP_WHEEL_BITS)
 #define MAX_EVENTS 256
 
 struct loop {
@@ -34,6 +36,10 @@ struct loop {
 	loop_hook_fn before_sleep;
 	void *before_sleep_ctx;
 	struct epoll_event events[MAX_EVENTS];
+	loop_io_fn io_cbs[LOOP_IO_CBS]; /* struct loop_io.cb indexes this */
+	unsigned io_ncbs;
+	loop_timer_fn timer_cbs[LOOP_TIMER_CBS]; /* struct loop_timer.cb indexes this */
+	unsigned timer_ncbs;
 };
 
 static uint64_t clock_ms(void)
@@ -80,10 +86,19 @@ static uint32_t to_epoll(uint32_t events)
 
 int loop_io_start(struct loop *l, struct loop_io *io, int fd, uint32_t events, loop_io_fn cb)
 {
+	unsigned slot = 0;
+	while (slot < l->io_ncbs && l->io_cbs[slot] != cb)
+		slot++;
+	if (slot == l->io_ncbs) {
+		/* A new kind of descriptor in the code, not more load. */
+		if (slot == LOOP_IO_CBS)
+			return WISP_ELIMIT;
+		l->io_cbs[l->io_ncbs++] = cb;
+	}
 	struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
 	io->fd = fd;
-	io->cb = cb;
-	io->events = events;
+	io->cb = (uint16_t)slot;
+	io->events = (uint16_t)events;
 	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
 		return errno == ENOMEM ? WISP_ENOMEM : WISP_EIO;
 	return 0;
@@ -96,7 +111,7 @@ int loop_io_set(struct loop *l, struct loop_io *io, uint32_t events)
 	struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
 	if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, io->fd, &ev) == -1)
 		return WISP_EIO;
-	io->events = events;
+	io->events = (uint16_t)events;
 	return 0;
 }
 
@@ -114,15 +129,47 @@ static void timer_file(struct loop *l, struct loop_timer *t)
 {
 	/* A deadline already in the past goes into the slot visited next. */
 	uint64_t slot = t->deadline < l->wheel_pos ? l->wheel_pos : t->deadline;
-	t->slot = (uint32_t)slot;
-	list_push_back(&l->wheel[slot % WHEEL_SLOTS], &t->link);
+	unsigned wheel_slot = (unsigned)(slot % WHEEL_SLOTS);
+	t->slot_cb = (uint16_t)((t->slot_cb & ~(WHEEL_SLOTS - 1)) | wheel_slot);
+	list_push_back(&l->wheel[wheel_slot], &t->link);
+}
+
+/* The second at which run_timers next visits the timer's slot: the first
+ * position from wheel_pos on with that index. */
+static uint64_t timer_next_visit(const struct loop *l, const struct loop_timer *t)
+{
+	unsigned wheel_slot = t->slot_cb & (WHEEL_SLOTS - 1);
+	return l->wheel_pos + (wheel_slot + WHEEL_SLOTS - l->wheel_pos % WHEEL_SLOTS) % WHEEL_SLOTS;
+}
+
+/* The timer's callback slot: the one it had if the callback is the same
+ * (a timer restarted with its own callback, the common case), else found
+ * or added. The set of timer callbacks is fixed by the code (a few dozen),
+ * so running out of slots is a build's error, never load's. */
+static unsigned timer_cb(const struct loop_timer *t) { return (unsigned)t->slot_cb >> LOOP_WHEEL_BITS; }
+
+static unsigned timer_cb_slot(struct loop *l, const struct loop_timer *t, loop_timer_fn cb)
+{
+	if (timer_cb(t) < l->timer_ncbs && l->timer_cbs[timer_cb(t)] == cb)
+		return timer_cb(t);
+	unsigned slot = 0;
+	while (slot < l->timer_ncbs && l->timer_cbs[slot] != cb)
+		slot++;
+	if (slot == l->timer_ncbs) {
+		if (slot == LOOP_TIMER_CBS) {
+			fprintf(stderr, "wisp: more than %d distinct timer callbacks (LOOP_TIMER_CBS)\n", LOOP_TIMER_CBS);
+			abort();
+		}
+		l->timer_cbs[l->timer_ncbs++] = cb;
+	}
+	return slot;
 }
 
 void loop_timer_start(struct loop *l, struct loop_timer *t, uint64_t seconds, loop_timer_fn cb)
 {
 	if (loop_timer_armed(t))
 		list_remove(&t->link);
-	t->cb = cb;
+	t->slot_cb = (uint16_t)(timer_cb_slot(l, t, cb) << LOOP_WHEEL_BITS);
 	/* Rounded up: a timer never fires before `seconds` have passed. */
 	t->deadline = (uint32_t)((l->now_ms + seconds * 1000u + 999u) / 1000u);
 	timer_file(l, t);
@@ -133,7 +180,7 @@ void loop_timer_set_deadline(struct loop *l, struct loop_timer *t, uint64_t dead
 	t->deadline = (uint32_t)deadline;
 	/* Later deadlines are re-filed lazily when their slot comes round; an
 	 * earlier one must move now or it would fire late. */
-	if (loop_timer_armed(t) && deadline < t->slot) {
+	if (loop_timer_armed(t) && deadline < timer_next_visit(l, t)) {
 		list_remove(&t->link);
 		timer_file(l, t);
 	}
@@ -171,7 +218,7 @@ static void run_timers(struct loop *l)
 				timer_file(l, t);
 				continue;
 			}
-			t->cb(l, t); /* unlinked above: it may start itself again */
+			l->timer_cbs[timer_cb(t)](l, t); /* unlinked above: it may start itself again */
 		}
 	}
 }
@@ -216,7 +263,7 @@ int loop_run(struct loop *l)
 				ev |= LOOP_READ;
 			if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 				ev |= LOOP_WRITE;
-			io->cb(l, io, ev);
+			l->io_cbs[io->cb](l, io, ev);
 		}
 		run_timers(l);
 		if (l->before_sleep)

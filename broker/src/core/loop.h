@@ -27,12 +27,18 @@ typedef void (*loop_io_fn)(struct loop *l, struct loop_io *io, uint32_t events);
 typedef void (*loop_timer_fn)(struct loop *l, struct loop_timer *t);
 typedef void (*loop_hook_fn)(struct loop *l, void *ctx);
 
-/* Embedded in its owner; recover the owner with container_of. */
+/* Embedded in its owner; recover the owner with container_of. 8 bytes,
+ * in every connection (issue 18): the callback is a slot of the loop's
+ * table of the few distinct callbacks (LOOP_IO_CBS), not a pointer. */
 struct loop_io {
 	int fd;
-	uint32_t events; /* LOOP_READ | LOOP_WRITE currently registered */
-	loop_io_fn cb;
+	uint16_t events; /* LOOP_READ | LOOP_WRITE currently registered */
+	uint16_t cb;     /* the loop's callback slot (loop_io_start) */
 };
+_Static_assert(sizeof(struct loop_io) == 8, "an io registration stays at 8 bytes");
+/* Distinct loop_io callbacks a loop can hold: the program has a fixed set
+ * of them (one per kind of descriptor), far fewer. */
+#define LOOP_IO_CBS 64
 
 /*
  * Intrusive timer. Timers live in a wheel of one-second slots, so start and
@@ -43,15 +49,25 @@ struct loop_io {
 struct loop_timer {
 	struct list_node link; /* linked while armed */
 	uint32_t deadline;     /* loop_now_s() value at which it fires */
-	uint32_t slot;         /* the second whose slot it is filed under */
-	loop_timer_fn cb;
+	/* The wheel slot it is filed under (the low LOOP_WHEEL_BITS) and its
+	 * callback's slot in the loop's table (the bits above). */
+	uint16_t slot_cb;
+	/* Two bytes the loop never reads or writes, for the struct that
+	 * embeds the timer (struct conn keeps its keepalive there). */
+	uint16_t owner_u16;
 };
-/* 32 bytes: every connection embeds one. Monotonic seconds fit 32 bits. */
-_Static_assert(sizeof(struct loop_timer) <= 32, "a timer stays small");
+/* 24 bytes: every connection embeds one (issue 18). Monotonic seconds fit
+ * 32 bits; the callback is a slot of the loop's table of the program's
+ * few distinct timer callbacks (LOOP_TIMER_CBS), as struct loop_io's. */
+_Static_assert(sizeof(struct loop_timer) <= 24, "a timer stays small");
+#define LOOP_WHEEL_BITS 9
+#define LOOP_TIMER_CBS (1 << (16 - LOOP_WHEEL_BITS))
 
 struct loop *loop_new(void);
 void loop_free(struct loop *l);
 
+/* 0; WISP_EIO or WISP_ENOMEM from epoll; WISP_ELIMIT if `cb` would be the
+ * loop's LOOP_IO_CBS + 1st distinct callback. */
 int loop_io_start(struct loop *l, struct loop_io *io, int fd, uint32_t events, loop_io_fn cb);
 int loop_io_set(struct loop *l, struct loop_io *io, uint32_t events);
 void loop_io_stop(struct loop *l, struct loop_io *io);

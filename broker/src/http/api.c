@@ -229,8 +229,8 @@ static void clients(struct http_conn *c)
 		sbuf_add_json(&out, peer, strlen(peer));
 		sbuf_addf(&out, "\",\"listener\":\"%s\",\"state\":%u,\"version\":%u,\"keepalive\":%u,"
 			  "\"subscriptions\":%u,\"queued\":%zu,\"output_bytes\":%zu}",
-			  bl->net.name, (unsigned)k->state, (unsigned)k->version, (unsigned)k->keepalive,
-			  k->sess ? (unsigned)k->sess->sub_count : 0u, k->sess ? (size_t)sess_queued_count(k->sess) : 0u,
+			  bl->net.name, (unsigned)k->state, (unsigned)k->version, (unsigned)conn_keepalive(k),
+			  k->sess ? (unsigned)sess_sub_count(k->sess) : 0u, k->sess ? (size_t)sess_queued_count(k->sess) : 0u,
 			  conn_output_bytes(k));
 		left--;
 	}

@@ -383,7 +383,7 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	SESS_OBSERVE(&b->observer, session_put, s);
 	if (v5 && persistent && conn_will(c))
 		SESS_OBSERVE(&b->observer, will_set, s, conn_will(c)); /* survives kill -9 (docs/persistence.md) */
-	c->keepalive = keepalive;
+	conn_set_keepalive(c, keepalive);
 	c->state = CONN_ACTIVE;
 	b->stats.clients_total++;
 	send_connack(b, c, present, &extra);
@@ -391,7 +391,7 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 		b->on_client_connected(b->client_connected_ctx, s, p->clean_start, id == idbuf);
 	if (present)
 		delivery_resume(s, &b->dlim); /* [MQTT-4.4.0-1] */
-	if (!c->keepalive)
+	if (!conn_keepalive(c))
 		loop_timer_stop(b->loop, &c->timer); /* keepalive 0: no limit [MQTT-3.1.2-23] */
 	log_msg(LOG_NOTICE, "conn", "client %s connected from %s on %s (p%u, c%u, k%u%s%s%s)", s->client_id,
 		conn_peer(c), server_listener_of(c)->net.name, p->version, p->clean_start ? 1u : 0u,

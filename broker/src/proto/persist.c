@@ -519,7 +519,7 @@ static void release_held(struct broker *b)
 		if (h->seq > safe)
 			break;
 		if (h->c) {
-			h->c->held_acks--;
+			h->c->rare->held_acks--;
 			conn_send_bytes(h->c, h->bytes, h->len);
 		}
 		b->persist.held_head = (b->persist.held_head + 1) & (b->persist.held_cap - 1);
@@ -570,8 +570,10 @@ int persist_send_ack_ungated(struct broker *b, struct conn *c, const uint8_t *by
 	uint64_t dep = seq > since ? seq : 0;
 	/* Acks leave in the order their PUBLISHes came [MQTT-4.6.0-2], so once
 	 * one waits, the ones after it wait too. */
-	if (dep <= safe_seq(b) && c->held_acks == 0)
+	if (dep <= safe_seq(b) && conn_held_acks(c) == 0)
 		return conn_send_bytes(c, bytes, len);
+	if (!conn_rare(c))
+		return WISP_ENOMEM;
 	if (b->persist.held_len == b->persist.held_cap && held_grow(b) != 0)
 		return WISP_ENOMEM;
 	struct held_ack *h = &b->persist.held[(b->persist.held_head + b->persist.held_len) & (b->persist.held_cap - 1)];
@@ -580,7 +582,7 @@ int persist_send_ack_ungated(struct broker *b, struct conn *c, const uint8_t *by
 	h->len = (uint8_t)len;
 	memcpy(h->bytes, bytes, len);
 	b->persist.held_len++;
-	c->held_acks++;
+	c->rare->held_acks++;
 	return 0;
 }
 
@@ -596,14 +598,14 @@ void persist_forget_conn(struct broker *b, struct conn *c)
 {
 	if (b->ack_gate.forget)
 		b->ack_gate.forget(b->ack_gate.ctx, c);
-	if (!c->held_acks)
+	if (!conn_held_acks(c))
 		return;
 	for (size_t i = 0; i < b->persist.held_len; i++) {
 		struct held_ack *h = &b->persist.held[(b->persist.held_head + i) & (b->persist.held_cap - 1)];
 		if (h->c == c)
 			h->c = NULL;
 	}
-	c->held_acks = 0;
+	c->rare->held_acks = 0;
 }
 
 bool persist_refuses_durable(const struct broker *b)
@@ -621,7 +623,7 @@ bool persist_ack_must_wait(const struct broker *b, const struct conn *c, uint64_
 {
 	if (!b->persist.store)
 		return false;
-	return c->held_acks > 0 || store_seq(b->persist.store) > since;
+	return conn_held_acks(c) > 0 || store_seq(b->persist.store) > since;
 }
 
 void persist_status(const struct broker *b, struct persist_status *out)

@@ -75,7 +75,7 @@ static int grow_entries(struct route_ctx *rc)
  * a new one; NULL when out of memory. */
 static inline struct route_entry *entry_of(struct route_ctx *rc, struct session *s, uint8_t qos)
 {
-	if (s->match_gen == rc->gen && s->match_slot < rc->count && rc->entries[s->match_slot].s == s) {
+	if (s->match_slot < rc->count && rc->entries[s->match_slot].s == s) {
 		struct route_entry *e = &rc->entries[s->match_slot];
 		if (qos > e->qos)
 			e->qos = qos;
@@ -84,7 +84,6 @@ static inline struct route_entry *entry_of(struct route_ctx *rc, struct session 
 	size_t n = rc->count;
 	if (n == rc->cap && grow_entries(rc) != 0)
 		return NULL;
-	s->match_gen = rc->gen;
 	s->match_slot = (uint32_t)n;
 	rc->count = n + 1;
 	struct route_entry *e = &rc->entries[n];
@@ -245,14 +244,15 @@ __attribute__((noinline)) static void drop_excepted(struct route_ctx *rc)
 {
 	for (size_t k = 0; k < rc->nexcept; k++) {
 		struct session *s = rc->except[k];
-		if (s->match_gen != rc->gen || s->match_slot >= rc->count || rc->entries[s->match_slot].s != s)
+		if (s->match_slot >= rc->count || rc->entries[s->match_slot].s != s)
 			continue;
 		struct route_entry *last = &rc->entries[--rc->count];
 		if (last != &rc->entries[s->match_slot]) {
 			rc->entries[s->match_slot] = *last;
 			last->s->match_slot = s->match_slot;
 		}
-		s->match_gen = rc->gen - 1;
+		/* s's slot now holds another session's entry or lies past the
+		 * count: entry_of no longer finds s there. */
 	}
 	rc->except = NULL;
 	rc->nexcept = 0;
@@ -272,7 +272,6 @@ static size_t local_publish(struct router *r, struct msg *m, const struct topic_
 		}
 		return 1;
 	}
-	rc->gen++;
 	rc->count = 0;
 	rc->sub_ids_count = 0;
 	rc->msg = m;
@@ -330,7 +329,6 @@ size_t route_to_session(struct broker *b, struct session *s, struct msg *m)
 {
 	struct route_ctx *rc = &b->route;
 	assert(!rc->busy); /* called from the cluster's inbox, never inside a delivery */
-	rc->gen++;
 	rc->count = 0;
 	rc->sub_ids_count = 0;
 	rc->msg = m;

@@ -100,7 +100,6 @@ struct route_ctx {
 	const struct msg *msg;     /* being routed: its topic for the read ACL, its origin for No Local */
 	struct route_entry *entries;
 	size_t cap, count;
-	uint32_t gen;              /* wraps; collect() checks the slot too */
 	/* Subscription identifiers of this publish's matches, in match order,
 	 * entries chained through next (a session's overlapping matches
 	 * arrive interleaved with other sessions'). */

@@ -225,8 +225,8 @@ static void check_output_bound(struct server *srv, struct conn *c)
 	bool over = conn_output_bytes(c) >= srv->conns.in.max_output;
 	if (!over) {
 		if (c->output_state == CONN_OUT_STALLED) {
-			if (c->keepalive)
-				loop_timer_start(srv->loop, &c->timer, ((uint64_t)c->keepalive * 3u + 1u) / 2u, on_timer);
+			if (conn_keepalive(c))
+				loop_timer_start(srv->loop, &c->timer, ((uint64_t)conn_keepalive(c) * 3u + 1u) / 2u, on_timer);
 			else
 				loop_timer_stop(srv->loop, &c->timer);
 		}

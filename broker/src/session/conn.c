@@ -42,7 +42,7 @@ const char *conn_peer(const struct conn *c) { return conn_format_addr(&c->peer);
 struct conn *conn_new(struct conn_origin *origin, struct transport *t, int fd, const struct sockaddr *peer)
 {
 	struct conn_set *set = origin->set;
-	struct conn *c = wisp_calloc(1, sizeof *c);
+	struct conn *c = wisp_small_zalloc(sizeof *c);
 	if (!c) {
 		if (t)
 			transport_close(t);
@@ -144,7 +144,7 @@ struct conn_rare *conn_rare(struct conn *c)
 
 void conn_rare_trim(struct conn *c)
 {
-	if (c->rare && !c->rare->will && !c->rare->auth_job && !c->rare->gate_held_acks) {
+	if (c->rare && !c->rare->will && !c->rare->auth_job && !c->rare->gate_held_acks && !c->rare->held_acks) {
 		wisp_free(c->rare);
 		c->rare = NULL;
 	}
@@ -164,5 +164,5 @@ void conn_free(struct conn *c)
 	if (c->rbuf)
 		wisp_free(c->rbuf - CONN_RBUF_HEADROOM);
 	transport_close(conn_t(c));
-	wisp_free(c);
+	wisp_small_free(c, sizeof *c);
 }

@@ -144,22 +144,23 @@ struct conn {
 	struct list_node read_link; /* on set->read_more, or set->handshake_wait */
 	struct outq out;
 	uint8_t *rbuf;            /* partial packet carried between reads, or NULL; CONN_RBUF_HEADROOM into its block */
-	uint16_t keepalive;       /* seconds; 0 = none */
+	/* The keepalive (seconds; 0 = none) is in timer.owner_u16:
+	 * conn_keepalive. The state and version, read for every delivery,
+	 * are whole bytes; the rest are bit-fields (issue 18). */
 	uint8_t version;          /* protocol level from CONNECT; 0 before */
 	uint8_t state;            /* enum conn_state */
-	uint8_t auth_result;      /* enum conn_auth */
-	uint8_t output_state;     /* enum conn_out_state */
+	uint8_t auth_result : 2;  /* enum conn_auth */
+	uint8_t output_state : 2; /* enum conn_out_state */
 	bool read_paused : 1;     /* not reading: waiting for a password verification */
 	bool input_counted : 1;   /* rcap is counted in set->unauth_bytes */
 	bool auth_method : 1;     /* authenticates with a v5 Authentication Method: rare's union holds enhanced_auth */
 	bool outbound : 1;        /* the broker dialled it (a bridge): its packets go to proto's outbound owner */
 	bool ext_transport : 1;   /* tr.ext, not tr.tcp */
-	uint32_t held_acks;       /* acks waiting for an fsync (proto/persist.c) */
 	struct conn_addr peer;    /* the peer's address: per-address bounds, and logs */
 };
-/* 200 bytes, a 208-byte heap block (docs/cost-connection.md): one byte more
- * and every idle connection costs 16 bytes more. */
-_Static_assert(sizeof(struct conn) <= 200, "struct conn stays in a 208-byte heap block");
+/* 176 bytes, as many in its small-object class (core/alloc.h,
+ * docs/cost-connection.md): every 8 bytes more cost every connection 8. */
+_Static_assert(sizeof(struct conn) <= 176, "struct conn stays at 176 bytes");
 
 /* What only some connections hold, and only for a while: a will, a password
  * check or an AUTH exchange in flight, acks held by a cluster's ack gate. Allocated on first use, freed once
@@ -171,6 +172,10 @@ struct conn_rare {
 		struct enhanced_auth *enhanced_auth; /* with auth_method: its exchange (proto/enhanced_auth.c) */
 	};
 	uint32_t gate_held_acks; /* acks waiting for the broker's ack_gate (cluster/durable.c) */
+	/* Acks waiting for an fsync (proto/persist.c). The block is kept when
+	 * they reach 0 (conn_rare_trim is not called for them), so a durable
+	 * publisher does not allocate it per fsync. */
+	uint32_t held_acks;
 };
 
 /* The connection's transport. Not const: a const connection's transport
@@ -182,6 +187,9 @@ static inline struct transport *conn_t(const struct conn *c)
 }
 
 static inline struct conn_set *conn_set_of(const struct conn *c) { return c->origin->set; }
+/* Seconds; 0 = none. */
+static inline uint16_t conn_keepalive(const struct conn *c) { return c->timer.owner_u16; }
+static inline void conn_set_keepalive(struct conn *c, uint16_t seconds) { c->timer.owner_u16 = seconds; }
 
 /* The head of the carried input's block (conn.rbuf is CONN_RBUF_HEADROOM
  * into it): the lengths live there rather than in every connection
@@ -207,6 +215,7 @@ static inline struct enhanced_auth *conn_enhanced_auth(const struct conn *c)
 	return c->auth_method && c->rare ? c->rare->enhanced_auth : NULL;
 }
 static inline uint32_t conn_gate_held_acks(const struct conn *c) { return c->rare ? c->rare->gate_held_acks : 0; }
+static inline uint32_t conn_held_acks(const struct conn *c) { return c->rare ? c->rare->held_acks : 0; }
 /* The connection's block for setting one of them, allocated if need be;
  * NULL when out of memory. */
 struct conn_rare *conn_rare(struct conn *c);
@@ -232,7 +241,7 @@ void conn_addr_set(struct conn_addr *a, const struct sockaddr *sa);
  * 3.1.1 size, so a stalled disk cannot let them grow without bound either. */
 static inline size_t conn_output_bytes(const struct conn *c)
 {
-	return c->out.bytes + (size_t)c->held_acks * 4u;
+	return c->out.bytes + (size_t)conn_held_acks(c) * 4u;
 }
 
 /* Queues an encoded control packet; marks the connection for flushing. */

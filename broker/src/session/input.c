@@ -88,9 +88,9 @@ static void close_for_read(struct conn *c, int rc)
 /* Keepalive: 1.5 times the interval after the last packet [MQTT-3.1.2-24]. */
 static void refresh_keepalive(struct conn *c)
 {
-	if (c->state == CONN_ACTIVE && c->keepalive)
+	if (c->state == CONN_ACTIVE && conn_keepalive(c))
 		loop_timer_set_deadline(conn_set_of(c)->in.loop, &c->timer,
-					(loop_now_ms(conn_set_of(c)->in.loop) + (uint64_t)c->keepalive * 1500u + 999u) / 1000u);
+					(loop_now_ms(conn_set_of(c)->in.loop) + (uint64_t)conn_keepalive(c) * 1500u + 999u) / 1000u);
 }
 
 

@@ -30,8 +30,17 @@ int sess_table_init(struct session_table *tab)
 	tab->sub_gone_ctx = NULL;
 	tab->on_end = NULL;
 	tab->dlim = NULL;
-	tab->buckets = wisp_calloc(tab->nbuckets, sizeof *tab->buckets);
+	tab->buckets = wisp_table_zalloc(tab->nbuckets * sizeof *tab->buckets);
 	return tab->buckets ? 0 : WISP_ENOMEM;
+}
+
+/* A session's block, from the id's offset: sizeof would add the struct's
+ * tail padding, which the id fills. Never less than the struct, so every
+ * member access stays in bounds. */
+static size_t sess_block_size(size_t id_len)
+{
+	size_t size = offsetof(struct session, client_id) + id_len + 1;
+	return size < sizeof(struct session) ? sizeof(struct session) : size;
 }
 
 static void free_session(struct session_table *tab, struct tree *tree, struct session *s)
@@ -44,7 +53,7 @@ static void free_session(struct session_table *tab, struct tree *tree, struct se
 		if (tab->on_sub_gone)
 			tab->on_sub_gone(tab->sub_gone_ctx, sess_sub_filter(sub), sess_sub_filter_len(sub));
 		tree_detach(tree, &sub->handle);
-		wisp_free(sub);
+		wisp_small_free(sub, sizeof *sub);
 	}
 	if (s->rare) {
 		wisp_free(s->rare->sub_index);
@@ -55,7 +64,7 @@ static void free_session(struct session_table *tab, struct tree *tree, struct se
 	if (tab->on_free)
 		tab->on_free(s);
 	wisp_free(s->username);
-	wisp_free(s);
+	wisp_small_free(s, sess_block_size(s->id_len));
 }
 
 void sess_table_free(struct session_table *tab, struct tree *tree)
@@ -68,7 +77,7 @@ void sess_table_free(struct session_table *tab, struct tree *tree)
 			s = next;
 		}
 	}
-	wisp_free(tab->buckets);
+	wisp_table_free(tab->buckets, tab->nbuckets * sizeof *tab->buckets);
 	tab->buckets = NULL;
 	tab->count = 0;
 }
@@ -93,7 +102,7 @@ static void maybe_grow(struct session_table *tab)
 	if (tab->count < tab->nbuckets * 4)
 		return;
 	size_t n = tab->nbuckets * 2;
-	struct session **b = wisp_calloc(n, sizeof *b);
+	struct session **b = wisp_table_zalloc(n * sizeof *b);
 	if (!b)
 		return;
 	for (size_t i = 0; i < tab->nbuckets; i++) {
@@ -108,7 +117,7 @@ static void maybe_grow(struct session_table *tab)
 			s = next;
 		}
 	}
-	wisp_free(tab->buckets);
+	wisp_table_free(tab->buckets, tab->nbuckets * sizeof *tab->buckets);
 	tab->buckets = b;
 	tab->nbuckets = n;
 }
@@ -117,10 +126,7 @@ struct session *sess_create(struct session_table *tab, const char *id, size_t le
 {
 	if (len > UINT16_MAX)
 		return NULL;
-	/* From the id's offset: sizeof would add the struct's tail padding,
-	 * which the id fills (a 13-byte id keeps the block at 128 bytes). */
-	size_t size = offsetof(struct session, client_id) + len + 1;
-	struct session *s = wisp_calloc(1, size < sizeof *s ? sizeof *s : size);
+	struct session *s = wisp_small_zalloc(sess_block_size(len));
 	if (!s)
 		return NULL;
 	memcpy(s->client_id, id, len);
@@ -191,13 +197,14 @@ bool sess_set_drop_episodes(struct session *s, uint16_t episodes)
  */
 struct sess_sub_index {
 	uint32_t seed;
+	uint32_t count; /* the session's subscriptions (sess_sub_count) */
 	uint8_t cap_log2;
 	struct sess_sub *slots[]; /* then 1 << cap_log2 uint32_t: each slot's filter hash */
 };
 
 #define INDEX_MIN_LOG2 4
 
-/* 56 bytes: a 64-byte heap block, the filter being the tree leaf's path. */
+/* 56 bytes, as many as a small object (core/alloc.h), the filter being the tree leaf's path. */
 _Static_assert(sizeof(struct sess_sub) <= 56, "a subscription stays at 56 bytes");
 
 static uint64_t compares;
@@ -223,6 +230,7 @@ static void index_put(struct sess_sub_index *x, struct sess_sub *sub, uint32_t h
 		i = (i + 1) & mask;
 	x->slots[i] = sub;
 	index_hashes(x)[i] = h;
+	x->count++;
 }
 
 /* A table of 1 << log2 slots holding every subscription of `s`, replacing
@@ -255,7 +263,7 @@ static int index_rebuild(struct session *s, unsigned log2)
  * reaches SESS_SUB_INDEX_MIN, doubles it past 3/4. 0 or WISP_ENOMEM. */
 static int index_reserve(struct session *s)
 {
-	size_t want = (size_t)s->sub_count + 1;
+	size_t want = sess_sub_count(s) + 1;
 	const struct sess_sub_index *x = sess_sub_index(s);
 	if (!x && want < SESS_SUB_INDEX_MIN)
 		return 0;
@@ -274,6 +282,7 @@ static void index_remove(struct sess_sub_index *x, const struct sess_sub *sub, u
 	size_t i = h & mask;
 	while (x->slots[i] != sub)
 		i = (i + 1) & mask;
+	x->count--;
 	for (;;) {
 		x->slots[i] = NULL;
 		size_t j = i;
@@ -300,19 +309,30 @@ static void index_shrink(struct session *s)
 	struct sess_sub_index *x = sess_sub_index(s);
 	if (!x)
 		return;
-	if (s->sub_count < SESS_SUB_INDEX_MIN / 2) {
+	if (x->count < SESS_SUB_INDEX_MIN / 2) {
 		wisp_free(x);
 		s->rare->sub_index = NULL;
 		rare_trim(s);
 		return;
 	}
 	size_t cap = (size_t)1 << x->cap_log2;
-	if ((size_t)s->sub_count * 8 >= cap || x->cap_log2 <= INDEX_MIN_LOG2)
+	if ((size_t)x->count * 8 >= cap || x->cap_log2 <= INDEX_MIN_LOG2)
 		return;
 	unsigned log2 = INDEX_MIN_LOG2;
-	while (((size_t)1 << log2) * 3 < (size_t)s->sub_count * 8)
+	while (((size_t)1 << log2) * 3 < (size_t)x->count * 8)
 		log2++;
 	(void)index_rebuild(s, log2);
+}
+
+size_t sess_sub_count(const struct session *s)
+{
+	const struct sess_sub_index *x = sess_sub_index(s);
+	if (x)
+		return x->count;
+	size_t n = 0;
+	for (const struct list_node *l = s->subs.next; l != &s->subs; l = l->next)
+		n++;
+	return n;
 }
 
 size_t sess_sub_filter_len(const struct sess_sub *sub) { return tree_sub_filter(&sub->handle, NULL, 0); }
@@ -355,21 +375,21 @@ int sess_subscribe(struct session *s, struct tree *tree, const char *filter, siz
 		tree_sub_set_options(&sub->handle, options, subscription_id);
 		return 0;
 	}
-	if ((max_subs && s->sub_count >= max_subs) || s->sub_count == UINT32_MAX)
+	size_t count = sess_sub_count(s);
+	if ((max_subs && count >= max_subs) || count >= UINT32_MAX)
 		return WISP_ELIMIT;
 	if (len > UINT16_MAX)
 		return WISP_EINVAL;
 	if (index_reserve(s) != 0)
 		return WISP_ENOMEM;
-	sub = wisp_malloc(sizeof *sub);
+	sub = wisp_small_alloc(sizeof *sub);
 	if (!sub)
 		return WISP_ENOMEM;
 	if (tree_attach(tree, filter, len, &sub->handle, s, options, subscription_id) != 0) {
-		wisp_free(sub);
+		wisp_small_free(sub, sizeof *sub);
 		return WISP_ENOMEM;
 	}
 	list_push_back(&s->subs, &sub->link);
-	s->sub_count++;
 	struct sess_sub_index *x = sess_sub_index(s);
 	if (x)
 		index_put(x, sub, hash_bytes(x->seed, filter, len));
@@ -386,8 +406,7 @@ int sess_unsubscribe(struct session *s, struct tree *tree, const char *filter, s
 		index_remove(x, sub, hash_bytes(x->seed, filter, len));
 	tree_detach(tree, &sub->handle);
 	list_remove(&sub->link);
-	s->sub_count--;
-	wisp_free(sub);
+	wisp_small_free(sub, sizeof *sub);
 	index_shrink(s);
 	return 0;
 }

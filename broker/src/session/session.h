@@ -91,7 +91,8 @@ struct sess_sub {
 	struct tree_sub handle;   /* embedded: one allocation per subscription */
 	/* Nothing more: the filter is the path of the handle's tree leaf
 	 * (sess_sub_filter, sess_sub_filter_len) and the index keeps the
-	 * hashes, which holds an idle subscription to a 64-byte heap block (issue 18). */
+	 * hashes, which holds an idle subscription to 56 bytes (a small object,
+	 * core/alloc.h; issue 18). */
 };
 
 /* Subscriptions from which a session indexes its filters. */
@@ -160,10 +161,11 @@ struct session {
 	struct sess_rare *rare;   /* the filter index and inbound QoS 2 ids; NULL without either */
 	struct sess_qos *qos;     /* NULL while nothing is queued or in flight (sess_qos_get) */
 	struct sess_v5 *v5;         /* MQTT 5 state, or NULL (see struct sess_v5) */
-	uint32_t sub_count;
 	/* Scratch used while routing one publish, to deliver once per session
-	 * when several of its filters match. */
-	uint32_t match_gen;
+	 * when several of its filters match: its entry if the entry at this
+	 * slot, among those the publish made so far, is this session's
+	 * (proto/route.c). No generation beside it (issue 18): the slot check
+	 * alone decides. */
 	uint32_t match_slot;
 	uint16_t id_len;
 	uint16_t next_packet_id;
@@ -178,10 +180,11 @@ struct session {
 	uint8_t sess_flags;         /* SESS_FLAG_* */
 	char client_id[];         /* NUL-terminated; allocated from its offset, not from sizeof */
 };
-/* The client id starts at byte 90: with an id of up to 13 bytes the
- * session is a 112-byte heap block (docs/cost-connection.md); a byte more
- * of struct session and it is 128. */
-_Static_assert(offsetof(struct session, client_id) <= 90, "struct session's client id stays at byte 90");
+/* The client id starts at byte 82: with an id of up to 13 bytes the
+ * session is a 96-byte small object (core/alloc.h, docs/cost-connection.md);
+ * each 8 bytes more of struct session cost every session 8. The count of
+ * subscriptions is sess_sub_count's (the index's, or the short list's). */
+_Static_assert(offsetof(struct session, client_id) <= 82, "struct session's client id stays at byte 82");
 
 /* What few sessions need: a filter index (SESS_SUB_INDEX_MIN subscriptions
  * or more), the ids of inbound QoS 2 messages, and the count and log state
@@ -205,6 +208,9 @@ static inline struct sess_sub_index *sess_sub_index(const struct session *s)
 {
 	return s->rare ? s->rare->sub_index : NULL;
 }
+/* How many subscriptions the session has: its index's count, or (under
+ * SESS_SUB_INDEX_MIN, without an index) its short list's length. */
+size_t sess_sub_count(const struct session *s);
 
 /* The outbound QoS 1/2 state of `s`, allocated if need be; NULL when out of memory. */
 struct sess_qos *sess_qos_get(struct session *s);

@@ -139,7 +139,7 @@ static void visit(const struct trie_node *k, uint64_t now_ms, activity_visit_fn 
 	struct activity_item it = {
 		.level = k->level,
 		.level_len = k->len,
-		.has_children = k->nkids > 0,
+		.has_children = trie_nkids(k) > 0,
 		.has_value = e != NULL,
 	};
 	if (e) {
@@ -178,13 +178,13 @@ size_t activity_children(const struct activity *a, const char *prefix, size_t le
 	if (len == 0) {
 		walk_kids(a->trie.root, &skip, &left, now_ms, fn, ctx);
 		walk_kids(a->trie.dollar, &skip, &left, now_ms, fn, ctx);
-		return a->trie.root->nkids + a->trie.dollar->nkids;
+		return trie_nkids(a->trie.root) + trie_nkids(a->trie.dollar);
 	}
 	const struct trie_node *n = trie_find(&a->trie, prefix, len, false);
 	if (!n)
 		return 0;
 	walk_kids(n, &skip, &left, now_ms, fn, ctx);
-	return n->nkids;
+	return trie_nkids(n);
 }
 
 size_t activity_count(const struct activity *a) { return a->count; }

@@ -18,44 +18,59 @@
 #define TABLE_MIN_LOG2 2
 
 /* The per-node cost stated in trie.h; keep it from creeping up. */
-_Static_assert(offsetof(struct trie_node, level) <= 51, "a trie node header stays at 51 bytes");
+_Static_assert(offsetof(struct trie_node, level) <= 43, "a trie node header stays at 43 bytes");
 
-static bool level_eq(const struct trie_node *n, uint32_t hv, const char *lvl, size_t len)
+static bool level_eq(const struct trie_node *n, const char *lvl, size_t len)
 {
-	return n->hashv == hv && n->len == len && memcmp(n->level, lvl, len) == 0;
+	return n->len == len && memcmp(n->level, lvl, len) == 0;
 }
 
-static struct trie_node *node_new(struct trie *t, const char *lvl, size_t len, uint32_t hv)
+/* A child's home slot: its level hashed again (nodes cache no hash, 4
+ * bytes each, issue 18), only when a table grows, shrinks or loses it. */
+static size_t home_of(uint32_t seed, const struct trie_node *c, size_t mask)
 {
-	/* Never less than the struct, so every member access stays in bounds. */
+	return hash_bytes(seed, c->level, c->len) & mask;
+}
+
+/* A node's block: never less than the struct, so every member access
+ * stays in bounds. */
+static size_t node_size(size_t len)
+{
 	size_t size = offsetof(struct trie_node, level) + len;
-	if (size < sizeof(struct trie_node))
-		size = sizeof(struct trie_node);
-	struct trie_node *n = wisp_malloc(size);
+	return size < sizeof(struct trie_node) ? sizeof(struct trie_node) : size;
+}
+
+static struct trie_node *node_new(struct trie *t, const char *lvl, size_t len)
+{
+	struct trie_node *n = wisp_small_alloc(node_size(len));
 	if (!n)
 		return NULL;
 	memset(n, 0, offsetof(struct trie_node, level));
 	if (len)
 		memcpy(n->level, lvl, len);
 	n->len = (uint16_t)len;
-	n->hashv = hv;
 	if (t->init)
 		t->init(n);
 	return n;
 }
 
+static size_t table_size(unsigned log2)
+{
+	return sizeof(struct trie_table) + ((size_t)1 << log2) * sizeof(struct trie_node *);
+}
+
 static void node_free(struct trie_node *n)
 {
 	if (n->cap_log2)
-		wisp_free(n->kids.slots);
+		wisp_table_free(n->kids.table, table_size(n->cap_log2));
 	wisp_free(n->wild);
-	wisp_free(n);
+	wisp_small_free(n, node_size(n->len));
 }
 
 /* Places `c` in a table known to have a free slot and not to hold it. */
-static void slots_put(struct trie_node **slots, size_t mask, struct trie_node *c)
+static void slots_put(uint32_t seed, struct trie_node **slots, size_t mask, struct trie_node *c)
 {
-	size_t i = c->hashv & mask;
+	size_t i = home_of(seed, c, mask);
 	while (slots[i])
 		i = (i + 1) & mask;
 	slots[i] = c;
@@ -63,67 +78,68 @@ static void slots_put(struct trie_node **slots, size_t mask, struct trie_node *c
 
 /* Moves the literal children of `n` into a fresh table of 1 << log2 slots.
  * 0, or -1 when out of memory with `n` unchanged. */
-static int table_rebuild(struct trie_node *n, unsigned log2)
+static int table_rebuild(uint32_t seed, struct trie_node *n, unsigned log2)
 {
 	size_t cap = (size_t)1 << log2;
-	struct trie_node **slots = wisp_calloc(cap, sizeof *slots);
-	if (!slots)
+	struct trie_table *x = wisp_table_zalloc(table_size(log2));
+	if (!x)
 		return -1;
+	x->count = (uint32_t)trie_nkids(n);
 	size_t count;
 	struct trie_node *const *old = trie_kids(n, &count);
 	for (size_t i = 0; i < count; i++)
 		if (old[i])
-			slots_put(slots, cap - 1, old[i]);
+			slots_put(seed, x->slots, cap - 1, old[i]);
 	if (n->cap_log2)
-		wisp_free(n->kids.slots);
-	n->kids.slots = slots;
+		wisp_table_free(n->kids.table, table_size(n->cap_log2));
+	n->kids.table = x;
 	n->cap_log2 = (uint8_t)log2;
 	return 0;
 }
 
 struct trie_node *trie_child(const struct trie *t, const struct trie_node *n, const char *lvl, size_t len)
 {
-	if (n->nkids == 0)
-		return NULL;
 	if (n->cap_log2 == 0) {
 		/* A lone child (most nodes): comparing costs less than hashing. */
 		const struct trie_node *c = n->kids.one;
-		return c->len == len && memcmp(c->level, lvl, len) == 0 ? n->kids.one : NULL;
+		return c && level_eq(c, lvl, len) ? n->kids.one : NULL;
 	}
 	uint32_t hv = hash_bytes(t->seed, lvl, len);
 	size_t mask = ((size_t)1 << n->cap_log2) - 1;
+	struct trie_node *const *slots = n->kids.table->slots;
 	/* The table is never full, so the probe meets a free slot. */
-	for (size_t i = hv & mask; n->kids.slots[i]; i = (i + 1) & mask)
-		if (level_eq(n->kids.slots[i], hv, lvl, len))
-			return n->kids.slots[i];
+	for (size_t i = hv & mask; slots[i]; i = (i + 1) & mask)
+		if (level_eq(slots[i], lvl, len))
+			return slots[i];
 	return NULL;
 }
 
 /* Adds the literal child `c` (not yet present). 0, or -1 when out of memory
  * with `n` unchanged. */
-static int child_add(struct trie_node *n, struct trie_node *c)
+static int child_add(uint32_t seed, struct trie_node *n, struct trie_node *c)
 {
-	if (n->cap_log2 == 0 && n->nkids == 0) {
+	if (n->cap_log2 == 0 && !n->kids.one) {
 		n->kids.one = c;
 	} else {
 		size_t cap = n->cap_log2 ? (size_t)1 << n->cap_log2 : 0;
+		size_t nkids = trie_nkids(n);
 		/* Keep the load at most 3/4 so probes stay short. */
-		if (((size_t)n->nkids + 1) * 4 > cap * 3) {
+		if ((nkids + 1) * 4 > cap * 3) {
 			unsigned log2 = n->cap_log2 ? n->cap_log2 + 1u : TABLE_MIN_LOG2;
-			if (log2 > 31 || table_rebuild(n, log2) < 0)
+			if (log2 > 31 || table_rebuild(seed, n, log2) < 0)
 				return -1;
 		}
-		slots_put(n->kids.slots, ((size_t)1 << n->cap_log2) - 1, c);
+		slots_put(seed, n->kids.table->slots, ((size_t)1 << n->cap_log2) - 1, c);
+		n->kids.table->count++;
 	}
-	n->nkids++;
 	c->parent = n;
 	return 0;
 }
 
 /* Backward-shift deletion: no tombstones, so probes never lengthen with churn. */
-static void slots_remove(struct trie_node **slots, size_t mask, const struct trie_node *c)
+static void slots_remove(uint32_t seed, struct trie_node **slots, size_t mask, const struct trie_node *c)
 {
-	size_t i = c->hashv & mask;
+	size_t i = home_of(seed, c, mask);
 	while (slots[i] != c)
 		i = (i + 1) & mask;
 	for (;;) {
@@ -133,7 +149,7 @@ static void slots_remove(struct trie_node **slots, size_t mask, const struct tri
 			j = (j + 1) & mask;
 			if (!slots[j])
 				return;
-			size_t home = slots[j]->hashv & mask;
+			size_t home = home_of(seed, slots[j], mask);
 			/* An entry whose home lies cyclically in (i, j] stays put. */
 			bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
 			if (!stays)
@@ -144,33 +160,34 @@ static void slots_remove(struct trie_node **slots, size_t mask, const struct tri
 	}
 }
 
-static void child_remove(struct trie_node *n, struct trie_node *c)
+static void child_remove(uint32_t seed, struct trie_node *n, struct trie_node *c)
 {
-	n->nkids--;
 	if (n->cap_log2 == 0) {
 		n->kids.one = NULL;
 		return;
 	}
 	size_t cap = (size_t)1 << n->cap_log2;
-	slots_remove(n->kids.slots, cap - 1, c);
-	if (n->nkids == 1) {
+	struct trie_table *x = n->kids.table;
+	slots_remove(seed, x->slots, cap - 1, c);
+	x->count--;
+	if (x->count == 1) {
 		struct trie_node *last = NULL;
 		for (size_t i = 0; i < cap && !last; i++)
-			last = n->kids.slots[i];
-		wisp_free(n->kids.slots);
+			last = x->slots[i];
+		wisp_table_free(x, table_size(n->cap_log2));
 		n->kids.one = last;
 		n->cap_log2 = 0;
-	} else if ((size_t)n->nkids * 8 < cap && n->cap_log2 > TABLE_MIN_LOG2) {
+	} else if ((size_t)x->count * 8 < cap && n->cap_log2 > TABLE_MIN_LOG2) {
 		/* Give memory back after mass unsubscription, down to half
 		 * full; if that allocation fails the big table simply stays. */
 		unsigned log2 = TABLE_MIN_LOG2;
-		while (((size_t)1 << log2) < (size_t)n->nkids * 2)
+		while (((size_t)1 << log2) < (size_t)x->count * 2)
 			log2++;
-		(void)table_rebuild(n, log2);
+		(void)table_rebuild(seed, n, log2);
 	}
 }
 
-static void detach(struct trie_node *p, struct trie_node *n)
+static void detach(uint32_t seed, struct trie_node *p, struct trie_node *n)
 {
 	struct trie_wild *w = p->wild;
 	if (w && (w->plus == n || w->hash == n)) {
@@ -183,20 +200,20 @@ static void detach(struct trie_node *p, struct trie_node *n)
 			p->wild = NULL;
 		}
 	} else {
-		child_remove(p, n);
+		child_remove(seed, p, n);
 	}
 }
 
 static bool is_bare(const struct trie *t, const struct trie_node *n)
 {
-	return n->nkids == 0 && !n->wild && !t->in_use(n);
+	return trie_nkids(n) == 0 && !n->wild && !t->in_use(n);
 }
 
 void trie_prune(struct trie *t, struct trie_node *n)
 {
 	while (!trie_is_root(n) && is_bare(t, n)) {
 		struct trie_node *p = n->parent;
-		detach(p, n);
+		detach(t->seed, p, n);
 		node_free(n);
 		t->nodes--;
 		n = p;
@@ -211,19 +228,22 @@ int trie_init(struct trie *t, trie_in_use_fn in_use, trie_init_fn init)
 	t->init = init;
 	/* Varies with ASLR and per trie; see core/hash.h. */
 	t->seed = hash_mix32((uint32_t)(uintptr_t)t ^ (uint32_t)((uintptr_t)&runs >> 4) ^ ++runs);
-	t->root = node_new(t, "", 0, 0);
-	t->dollar = node_new(t, "", 0, 0);
+	t->root = node_new(t, "", 0);
+	t->dollar = node_new(t, "", 0);
 	if (!t->root || !t->dollar) {
-		wisp_free(t->root);
-		wisp_free(t->dollar);
+		if (t->root)
+			node_free(t->root);
+		if (t->dollar)
+			node_free(t->dollar);
 		return -1;
 	}
 	return 0;
 }
 
 /* Unlinks and returns some child of `n`, or NULL. Only for destruction:
- * the table is left inconsistent and `hashv` serves as the scan cursor,
- * so that emptying a node with a large table stays linear. */
+ * the table is left inconsistent and its `cursor` (0 since the table was
+ * built) is the scan's, so that emptying a node with a large table stays
+ * linear. */
 static struct trie_node *take_child(struct trie_node *n)
 {
 	struct trie_node *c = NULL;
@@ -232,8 +252,9 @@ static struct trie_node *take_child(struct trie_node *n)
 		n->kids.one = NULL;
 	} else {
 		size_t cap = (size_t)1 << n->cap_log2;
-		while (!c && n->hashv < cap)
-			c = n->kids.slots[n->hashv++];
+		struct trie_table *x = n->kids.table;
+		while (!c && x->cursor < cap)
+			c = x->slots[x->cursor++];
 	}
 	if (!c && n->wild && n->wild->plus) {
 		c = n->wild->plus;
@@ -251,11 +272,9 @@ static struct trie_node *take_child(struct trie_node *n)
 static void destroy_from(struct trie *t, struct trie_node *top, trie_release_fn release, void *ctx)
 {
 	struct trie_node *n = top;
-	n->hashv = 0;
 	for (;;) {
 		struct trie_node *c = take_child(n);
 		if (c) {
-			c->hashv = 0;
 			n = c;
 			continue;
 		}
@@ -292,7 +311,7 @@ static struct trie_node *child_of(const struct trie *t, const struct trie_node *
 /* Links `c` below `n` as its '+', '#' or literal child. A literal child
  * may need memory (a bigger table), a wildcard one its pair (the first of
  * `n`'s): 0, or -1 with nothing changed. */
-static int link_child(struct trie_node *n, struct trie_node *c, bool wildcards)
+static int link_child(uint32_t seed, struct trie_node *n, struct trie_node *c, bool wildcards)
 {
 	if (wildcards && c->len == 1 && (c->level[0] == '+' || c->level[0] == '#')) {
 		if (!n->wild && !(n->wild = wisp_calloc(1, sizeof *n->wild)))
@@ -301,7 +320,7 @@ static int link_child(struct trie_node *n, struct trie_node *c, bool wildcards)
 			n->wild->plus = c;
 		else
 			n->wild->hash = c;
-	} else if (child_add(n, c) < 0) {
+	} else if (child_add(seed, n, c) < 0) {
 		return -1;
 	}
 	c->parent = n;
@@ -334,14 +353,13 @@ static struct trie_node *insert_rest(struct trie *t, struct trie_node *n, const 
 	for (;;) {
 		const char *slash = p < end ? memchr(p, '/', (size_t)(end - p)) : NULL;
 		size_t len = (size_t)((slash ? slash : end) - p);
-		bool special = wildcards && len == 1 && (p[0] == '+' || p[0] == '#');
-		struct trie_node *c = node_new(t, p, len, special ? 0 : hash_bytes(t->seed, p, len));
+		struct trie_node *c = node_new(t, p, len);
 		if (!c)
 			goto fail;
 		added++;
 		if (!tail) {
 			head = c;
-		} else if (link_child(tail, c, wildcards) < 0) {
+		} else if (link_child(t->seed, tail, c, wildcards) < 0) {
 			/* A wildcard's pair (a literal child of an empty node
 			 * needs no memory). */
 			node_free(c);
@@ -352,7 +370,7 @@ static struct trie_node *insert_rest(struct trie *t, struct trie_node *n, const 
 			break;
 		p = slash + 1;
 	}
-	if (link_child(n, head, wildcards) < 0)
+	if (link_child(t->seed, n, head, wildcards) < 0)
 		goto fail;
 	t->nodes += added;
 	return tail;

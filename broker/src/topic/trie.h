@@ -23,9 +23,9 @@
  * nodes are pruned up to the root right after the change that emptied
  * them), so memory is proportional to what is stored.
  *
- * Cost: a node is 51 bytes plus its level, at least 56 (plus the
- * allocator's header); a table adds 8 bytes per slot, wildcard children
- * 16 bytes for the pair. Lookups in a lone
+ * Cost: a node is 43 bytes plus its level, at least 48 (a small object,
+ * core/alloc.h: no allocator header); a table adds 8 bytes per slot and
+ * 8 for its count, wildcard children 16 bytes for the pair. Lookups in a lone
  * child compare bytes; tables hash the level once per lookup. Insertion allocates at most one node per new
  * level, one table per grown parent and one wildcard pair per level that
  * gets its first '+' or '#' child; failure at any point leaves the
@@ -42,18 +42,26 @@
 
 /* The wildcard children of a filter level, allocated apart while it has
  * one: most nodes (every retained one, every leaf) have none, and 8 bytes
- * less per node keep a leaf with a level of up to 5 bytes in a 64-byte
- * heap block instead of 80 (issue 18). */
+ * less per node count for every leaf (issue 18). */
 struct trie_wild {
 	struct trie_node *plus; /* the '+' child, or NULL */
 	struct trie_node *hash; /* the '#' child, or NULL */
+};
+
+/* The literal children of a node with two or more: their count and
+ * 1 << cap_log2 slots (NULL = free). The count lives here, not in every
+ * node (issue 18). */
+struct trie_table {
+	uint32_t count;
+	uint32_t cursor; /* trie_destroy's scan */
+	struct trie_node *slots[];
 };
 
 struct trie_node {
 	struct trie_node *parent; /* NULL for a root */
 	union {
 		struct trie_node *one;    /* cap_log2 == 0: the only literal child, or NULL */
-		struct trie_node **slots; /* cap_log2 > 0: 1 << cap_log2 slots, NULL = free */
+		struct trie_table *table; /* cap_log2 > 0 */
 	} kids;
 	struct trie_wild *wild; /* '+' and '#' children (subscription tree only); NULL: neither */
 	union {
@@ -64,8 +72,10 @@ struct trie_node {
 		} ret;
 		size_t count; /* cluster/interest.c: other nodes' filters ending here */
 	} u;
-	uint32_t nkids; /* literal children */
-	uint32_t hashv; /* hash of level, cached so tables grow without rehashing strings */
+	/* No cached hash of the level: a table rehashes its children's levels
+	 * when it grows, shrinks or loses one, and compares lengths and bytes
+	 * when probing; no child count: the table holds it. A leaf with a
+	 * level of up to 5 bytes is 48 bytes (issue 18). */
 	uint16_t len;   /* a level is at most 65535 bytes, as is a whole topic */
 	uint8_t cap_log2;
 	char level[]; /* not NUL-terminated */
@@ -125,7 +135,13 @@ static inline struct trie_node *const *trie_kids(const struct trie_node *n, size
 		return &n->kids.one;
 	}
 	*count = (size_t)1 << n->cap_log2;
-	return n->kids.slots;
+	return n->kids.table->slots;
+}
+
+/* How many literal children `n` has. */
+static inline size_t trie_nkids(const struct trie_node *n)
+{
+	return n->cap_log2 ? n->kids.table->count : n->kids.one != NULL;
 }
 
 static inline bool trie_is_root(const struct trie_node *n) { return n->parent == NULL; }
