@@ -1518,12 +1518,75 @@ static void test_read_drains_records_then_reports_close(void)
 	static unsigned char got[sizeof msg];
 	CU_ASSERT_EQUAL(transport_read(s.t, got, 20000), 20000); /* more than a record */
 	CU_ASSERT_EQUAL(s.t->want, 0);
-	CU_ASSERT_EQUAL(transport_pending(s.t), 2 * 16384 - 20000); /* the rest of record 2 */
+	/* The rest of record 2, plus what was read ahead of record 3 */
+	CU_ASSERT(transport_pending(s.t) >= 2 * 16384 - 20000);
+	CU_ASSERT_EQUAL(tls_transport_hibernate(s.t), WISP_EAGAIN); /* busy: holds records */
 	CU_ASSERT_EQUAL(transport_read(s.t, got + 20000, sizeof got), (ssize_t)(sizeof msg - 20000));
 	CU_ASSERT_EQUAL(s.t->want, 0); /* short, but not would-block: call again */
 	CU_ASSERT_EQUAL(memcmp(got, msg, sizeof msg), 0);
 	CU_ASSERT_EQUAL(transport_read(s.t, got, sizeof got), WISP_ECLOSED);
 	close_side(&s);
+}
+
+#define SMALL_RECORDS 32u
+#define SMALL_RECORD 4096u
+
+/*
+ * A burst of 4 KiB records (one per writev: a client that writes each
+ * PUBLISH as it comes) is read with a receive system call per socketful,
+ * not two per record (mbed TLS's header-then-body reads). With a small
+ * buffer the reads stop at it: what was read ahead of it is carried to
+ * the next read, reported by pending(), and nothing is lost or reordered.
+ */
+static void test_records_read_several_per_system_call(void)
+{
+	struct side s, c;
+	CU_ASSERT_FATAL(good_pair(&s, &c, false));
+	static unsigned char msg[SMALL_RECORDS * SMALL_RECORD], got[sizeof msg];
+	for (size_t i = 0; i < sizeof msg; i++)
+		msg[i] = (unsigned char)(i * 13u + i / 4096u);
+	static const size_t bufs[] = {READ_BUF, 1000};
+	for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++) {
+		for (size_t i = 0; i < SMALL_RECORDS; i++) {
+			struct iovec iov = {msg + i * SMALL_RECORD, SMALL_RECORD};
+			CU_ASSERT_EQUAL_FATAL(transport_writev(c.t, &iov, 1), (ssize_t)SMALL_RECORD);
+		}
+		uint64_t reads = tls_socket_reads(), carries = tls_read_carries();
+		size_t have = 0, calls = 0;
+		bool saw_pending = false;
+		while (have < sizeof got && calls < 10000) {
+			size_t ask = sizeof got - have < bufs[k] ? sizeof got - have : bufs[k];
+			ssize_t n = transport_read(s.t, got + have, ask);
+			calls++;
+			CU_ASSERT_FATAL(n > 0);
+			have += (size_t)n;
+			if (transport_pending(s.t))
+				saw_pending = true;
+		}
+		CU_ASSERT_EQUAL(have, sizeof got);
+		CU_ASSERT_EQUAL(memcmp(got, msg, sizeof msg), 0);
+		CU_ASSERT_EQUAL(transport_pending(s.t), 0);
+		CU_ASSERT_EQUAL(transport_read(s.t, got, sizeof got), WISP_EAGAIN);
+		uint64_t syscalls = tls_socket_reads() - reads;
+		if (bufs[k] == READ_BUF) {
+			/* 32 records of 4,125 bytes: 2 x 32 + 1 record by record, a
+			 * few with read-ahead (32 KiB at a time, bounded by the room
+			 * left in the 64 KiB buffer). */
+			CU_ASSERT(syscalls <= SMALL_RECORDS / 4);
+		} else {
+			/* A 1000-byte buffer reads ahead at most 1000 bytes: still
+			 * fewer calls than records by record, and the rest carried. */
+			CU_ASSERT(syscalls < 2 * SMALL_RECORDS);
+			CU_ASSERT(tls_read_carries() > carries);
+			CU_ASSERT(saw_pending);
+		}
+		if (syscalls > SMALL_RECORDS / 4)
+			fprintf(stderr, "\n[%zu-byte reads] %llu receive calls for %u records\n", bufs[k],
+			        (unsigned long long)syscalls, SMALL_RECORDS);
+	}
+	CU_ASSERT_EQUAL(tls_transport_hibernate(s.t), 0); /* nothing carried is left */
+	close_side(&s);
+	close_side(&c);
 }
 
 /* TCP keeps its one-syscall path: a short read or writev says it would
@@ -1591,6 +1654,8 @@ static CU_TestInfo throughput_tests[] = {
 	 test_burst_moves_in_one_event_each_way},
 	{"read drains records up to the buffer; a close after them is reported next",
 	 test_read_drains_records_then_reports_close},
+	{"4 KiB records are read several per system call; a short buffer carries the rest",
+	 test_records_read_several_per_system_call},
 	{"TCP: a short read or writev reports would-block", test_tcp_short_io_reports_would_block},
 	CU_TEST_INFO_NULL,
 };

@@ -41,7 +41,9 @@
  * only the pages records reach become resident; plus the 736-byte
  * mbedtls_ssl_context, the session and the peer certificate. The handshake
  * needs ~20 KiB more transiently. writev gathers its iovecs straight into
- * the output record buffer, so there is no staging memory. Hibernated (idle for
+ * the output record buffer, so there is no staging memory; reads take
+ * several records per system call through a read-ahead buffer of the
+ * thread's, not the connection's (bio_recv). Hibernated (idle for
  * hibernate_after), a connection unmaps both record buffers and keeps ~1.9
  * KiB (ChaCha20-Poly1305; ~2.8 KiB with AES-GCM): the context, session and
  * keys.
@@ -71,6 +73,7 @@
 
 #ifdef WISP_TLS_MBEDTLS
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -80,6 +83,9 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -232,6 +238,14 @@ struct tls_transport {
 	uint64_t last_active; /* loop_now_s() of the last read or write that moved bytes */
 	unsigned char in_ctr[8], out_ctr[8]; /* record sequence numbers, kept while asleep:
 	                                        mbed TLS stores them in the buffers */
+	struct tls_carry *carry; /* ciphertext read ahead that mbed TLS has not taken yet */
+};
+
+/* Read-ahead ciphertext a read left over (see bio_recv): served first by
+ * the next read, then freed. */
+struct tls_carry {
+	size_t off, len;
+	unsigned char data[];
 };
 
 struct tls_session {
@@ -242,6 +256,9 @@ static const struct transport_ops tls_ops;
 
 static struct loop *hib_loop; /* tls_hibernation_attach() */
 static size_t hib_count;       /* transports hibernated now */
+/* Counters any thread may bump (a client's transports live off the loop). */
+static _Atomic uint64_t socket_reads; /* receive system calls of established connections */
+static _Atomic uint64_t carry_count;  /* reads that left read-ahead to carry */
 
 static mbedtls_entropy_context rng_entropy;
 static mbedtls_ctr_drbg_context rng_drbg;
@@ -985,15 +1002,117 @@ static int bio_send(void *p, const unsigned char *buf, size_t len)
 	}
 }
 
+/*
+ * Reading ahead: mbed TLS reads a record with two receives of exactly the
+ * bytes it needs, its 5-byte header and then its body, so a burst of 4 KiB
+ * PUBLISHes (a record each, from most clients) cost two recv() calls per
+ * message plus the one that finds the socket empty, where plain TCP reads
+ * the burst in one. Once the handshake is done, bio_recv reads what mbed
+ * TLS asks for in place and, in the same readv(), up to TLS_READ_AHEAD
+ * more into the thread's read-ahead buffer, from which the next requests
+ * (the following records' headers and bodies) are copied: one system call
+ * per socketful. The handshake reads as before, so no application data is
+ * ever taken from the socket before a connection is established (the
+ * caller would not look for it: epoll reports the socket, not us).
+ *
+ * The buffer belongs to one tls_read() call: the read-ahead is bounded by
+ * the room left in the caller's buffer, so the records it holds normally
+ * all fit, and whatever mbed TLS did not take when tls_read returns (the
+ * caller's buffer filled first) moves to a block of the connection's own
+ * (tt->carry), which the next read serves first and pending() reports. So
+ * a connection holds no read-ahead memory between calls but that rare
+ * carry; the buffer itself is one per thread (TLS_READ_AHEAD, counted),
+ * made on first use and freed when a thread other than the main one exits.
+ */
+#define TLS_READ_AHEAD (32u * 1024u)
+
+struct read_ahead {
+	struct tls_transport *owner; /* whose ciphertext buf holds (len > 0) */
+	size_t off, len;
+	size_t room; /* tls_read: the caller's room left, bounding the read-ahead */
+	unsigned char buf[TLS_READ_AHEAD];
+};
+
+static _Thread_local struct read_ahead *this_ra;
+static _Thread_local bool ra_failed;
+static pthread_key_t ra_key;
+static pthread_once_t ra_key_once = PTHREAD_ONCE_INIT;
+
+static void ra_free(void *p)
+{
+	wisp_tls_free(p);
+}
+
+static void ra_key_make(void)
+{
+	(void)pthread_key_create(&ra_key, ra_free);
+}
+
+/* This thread's read-ahead buffer, NULL when it could not be had (out of
+ * memory): the thread's TLS reads then go record by record, as mbed TLS's
+ * own, for the rest of its life. */
+static struct read_ahead *read_ahead_get(void)
+{
+	if (this_ra || ra_failed)
+		return this_ra;
+	(void)pthread_once(&ra_key_once, ra_key_make);
+	struct read_ahead *ra = wisp_tls_calloc(1, sizeof *ra);
+	if (!ra) {
+		ra_failed = true;
+		return NULL;
+	}
+	this_ra = ra;
+	(void)pthread_setspecific(ra_key, ra);
+	return ra;
+}
+
+/* Copies up to len bytes of src[*off, *off + *avail) to buf. */
+static size_t take_ahead(unsigned char *buf, size_t len, const unsigned char *src, size_t *off,
+                         size_t *avail)
+{
+	size_t n = *avail < len ? *avail : len;
+	memcpy(buf, src + *off, n);
+	*off += n;
+	*avail -= n;
+	return n;
+}
+
 static int bio_recv(void *p, unsigned char *buf, size_t len)
 {
 	struct tls_transport *tt = p;
 	if (len > INT_MAX)
 		len = INT_MAX;
+	if (tt->carry) {
+		size_t n = take_ahead(buf, len, tt->carry->data, &tt->carry->off, &tt->carry->len);
+		if (tt->carry->len == 0) {
+			wisp_tls_free(tt->carry);
+			tt->carry = NULL;
+		}
+		return (int)n;
+	}
+	struct read_ahead *ra = tt->handshake_done ? this_ra : NULL;
+	if (ra && ra->len) {
+		/* tls_read leaves the buffer empty on return, or carried: the
+		 * bytes are this connection's. */
+		assert(ra->owner == tt);
+		return (int)take_ahead(buf, len, ra->buf, &ra->off, &ra->len);
+	}
+	struct iovec iov[2] = {{buf, len}, {ra ? ra->buf : NULL, 0}};
+	if (ra)
+		iov[1].iov_len = ra->room < TLS_READ_AHEAD ? ra->room : TLS_READ_AHEAD;
+	int iovcnt = iov[1].iov_len ? 2 : 1;
+	if (tt->handshake_done)
+		atomic_fetch_add_explicit(&socket_reads, 1, memory_order_relaxed);
 	for (;;) {
-		ssize_t n = recv(tt->base.fd, buf, len, 0);
-		if (n > 0)
-			return (int)n;
+		ssize_t n = readv(tt->base.fd, iov, iovcnt);
+		if (n > 0) {
+			if ((size_t)n <= len)
+				return (int)n;
+			ra->owner = tt;
+			ra->off = 0;
+			ra->len = (size_t)n - len;
+			return (int)len;
+		}
 		if (n == 0)
 			return MBEDTLS_ERR_SSL_CONN_EOF;
 		if (errno == EINTR)
@@ -1003,6 +1122,38 @@ static int bio_recv(void *p, unsigned char *buf, size_t len)
 		tt->last_errno = errno;
 		return errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_RECV_FAILED;
 	}
+}
+
+/* At the end of tls_read: read-ahead mbed TLS did not take moves to the
+ * connection's carry, so the thread's buffer is empty for the next call.
+ * 0, or WISP_ENOMEM (the bytes are gone from the socket: the connection
+ * fails). */
+static int settle_read_ahead(struct tls_transport *tt)
+{
+	struct read_ahead *ra = this_ra;
+	if (!ra || ra->len == 0)
+		return 0;
+	assert(ra->owner == tt && !tt->carry); /* bio_recv fills it only once the carry is gone */
+	struct tls_carry *c = wisp_tls_calloc(1, sizeof *c + ra->len);
+	if (c) {
+		memcpy(c->data, ra->buf + ra->off, ra->len);
+		c->len = ra->len;
+		tt->carry = c;
+		atomic_fetch_add_explicit(&carry_count, 1, memory_order_relaxed);
+	}
+	ra->len = ra->off = 0;
+	ra->owner = NULL;
+	if (!c) {
+		tt->last_ret = MBEDTLS_ERR_SSL_ALLOC_FAILED;
+		tt->failed = true;
+		return WISP_ENOMEM;
+	}
+	return 0;
+}
+
+static size_t carried(const struct tls_transport *tt)
+{
+	return tt->carry ? tt->carry->len : 0;
 }
 
 /* mbed TLS returns a high-level code (SSL, X.509, PK...) plus a low-level
@@ -1180,8 +1331,8 @@ static int hibernate(struct tls_transport *tt)
 	if (!tt->handshake_done || !tt->is_setup || tt->failed || ssl->state != MBEDTLS_SSL_HANDSHAKE_OVER)
 		return WISP_EINVAL;
 	/* Nothing half read, half written or decrypted and waiting. */
-	if (tt->write_pending || tt->read_error || ssl->in_left || ssl->in_msglen || ssl->in_offt ||
-	    ssl->in_hslen || ssl->keep_current_message || ssl->out_left)
+	if (tt->write_pending || tt->read_error || tt->carry || ssl->in_left || ssl->in_msglen ||
+	    ssl->in_offt || ssl->in_hslen || ssl->keep_current_message || ssl->out_left)
 		return WISP_EAGAIN;
 	memcpy(tt->in_ctr, ssl->in_ctr, sizeof tt->in_ctr);
 	memcpy(tt->out_ctr, ssl->out_ctr, sizeof tt->out_ctr);
@@ -1267,6 +1418,16 @@ void tls_hibernation_attach(struct loop *l)
 size_t tls_hibernated_count(void)
 {
 	return hib_count;
+}
+
+uint64_t tls_socket_reads(void)
+{
+	return atomic_load_explicit(&socket_reads, memory_order_relaxed);
+}
+
+uint64_t tls_read_carries(void)
+{
+	return atomic_load_explicit(&carry_count, memory_order_relaxed);
 }
 
 int tls_transport_hibernate(struct transport *t)
@@ -1427,20 +1588,32 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t len)
 		return rc;
 	unsigned char *p = buf;
 	size_t got = 0;
+	struct read_ahead *ra = read_ahead_get();
 	while (got < len) {
 		size_t ask = len - got > INT_MAX ? INT_MAX : len - got;
+		if (ra)
+			ra->room = len - got;
 		int ret = mbedtls_ssl_read(&tt->ssl, p + got, ask);
 		if (ret > 0) {
 			got += (size_t)ret;
 			continue;
 		}
 		rc = ret == 0 ? WISP_ECLOSED : map_ret(tt, ret);
-		if (got == 0)
-			return rc;
+		if (got == 0) {
+			/* Read ahead before a would-block (mbed TLS had an alert
+			 * to send) is kept; before a failure it only waits for
+			 * close. */
+			int kept = settle_read_ahead(tt);
+			return kept != 0 && rc == WISP_EAGAIN ? kept : rc;
+		}
 		if (rc != WISP_EAGAIN)
 			tt->read_error = rc; /* want stays 0: call again to see it */
 		break;
 	}
+	if ((rc = settle_read_ahead(tt)) != 0 && got == 0)
+		return rc;
+	if (rc != 0)
+		tt->read_error = rc;
 	touch(tt);
 	return (ssize_t)got;
 }
@@ -1573,7 +1746,7 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 static size_t tls_pending(struct transport *t)
 {
 	struct tls_transport *tt = (struct tls_transport *)t;
-	return tt->is_setup ? mbedtls_ssl_get_bytes_avail(&tt->ssl) : 0;
+	return tt->is_setup ? mbedtls_ssl_get_bytes_avail(&tt->ssl) + carried(tt) : 0;
 }
 
 static void tls_close(struct transport *t)
@@ -1588,7 +1761,15 @@ static void tls_close(struct transport *t)
 	leave_lru(tt);
 	if (!tt->hibernated)
 		unmap_record_buffers(&tt->ssl);
+#ifdef WISP_TLS_LIBCRYPTO
+	/* The thread's libcrypto contexts may hold this connection's keys. */
+	if (tt->ssl.transform) {
+		tls_gcm_forget(tt->ssl.transform->cipher_ctx_enc.cipher_ctx);
+		tls_gcm_forget(tt->ssl.transform->cipher_ctx_dec.cipher_ctx);
+	}
+#endif
 	mbedtls_ssl_free(&tt->ssl);
+	wisp_tls_free(tt->carry);
 	if (t->fd >= 0)
 		close(t->fd);
 	tls_ctx_unref(tt->ctx);
@@ -1854,6 +2035,8 @@ bool tls_transport_resumed(const struct transport *t)
 
 void tls_hibernation_attach(struct loop *l) { (void)l; }
 size_t tls_hibernated_count(void) { return 0; }
+uint64_t tls_socket_reads(void) { return 0; }
+uint64_t tls_read_carries(void) { return 0; }
 
 int tls_transport_hibernate(struct transport *t)
 {

@@ -19,12 +19,13 @@
  * (tls_gcm_is_fast) and hand everything else to mbed TLS's own functions,
  * which gcm.o still defines. The key is the first round key of the AES
  * context mbed TLS expanded (AES's key schedule starts with the key
- * itself). A connection holds no second copy of its keys and no more
- * memory: each thread has one EVP context per direction, re-keyed only
- * when a record's key differs from the previous record's in that
- * direction. So the last key used in each direction stays in that
- * context (and beside it, to compare) after its connection closed, until
- * the next record; mbed TLS wipes its own copy on close.
+ * itself). A connection holds no more memory: each thread caches up to 64
+ * EVP contexts per direction (~1 KiB each, made as records need them; a
+ * set-associative cache keyed by the mbed TLS GCM context, least recently
+ * used replaced), so a connection's records find their key schedule set
+ * unless more connections than that are busy at once. tls_gcm_forget()
+ * overwrites a closing connection's keys there (tls.c calls it before
+ * mbed TLS wipes its own copy).
  * Constant time as far as the hardware is: AES-NI and PCLMULQDQ, as mbed
  * TLS's own path on this machine; the tag (libcrypto) and the kept key
  * (tls_gcm.c) are compared with CRYPTO_memcmp().
@@ -55,7 +56,13 @@ int wisp_gcm_auth_decrypt(mbedtls_gcm_context *ctx, size_t length, const unsigne
  * it. */
 bool tls_gcm_is_fast(void);
 
-/* Records libcrypto sealed or opened since start-up (tests). */
+/* Wipes what the thread's cache holds of ctx's key (the connection using
+ * it is closing). */
+void tls_gcm_forget(const mbedtls_gcm_context *ctx);
+
+/* Records libcrypto sealed or opened since start-up, and how many of them
+ * had to set their key first (tests). */
 uint64_t tls_gcm_fast_count(void);
+uint64_t tls_gcm_rekey_count(void);
 
 #endif
