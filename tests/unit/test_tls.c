@@ -1589,6 +1589,39 @@ static void test_records_read_several_per_system_call(void)
 	close_side(&c);
 }
 
+/*
+ * Writes seal up to four records into one send(): a socket that takes only
+ * part of it cuts the batch after whole records, inside one, or before the
+ * first. Whatever the cut, every byte arrives once, in order, and the
+ * records after the cut (sealed, never sent) do not use up sequence
+ * numbers: the reader's mbed TLS checks each record's tag against its own
+ * count. Socket sizes from 2 KiB to 160 KiB move the cut around.
+ */
+static void test_batched_records_cut_anywhere_arrive_whole(void)
+{
+	static const int sndbufs[] = {2048, 9000, 20000, 33000, 47000, 70000, 160000};
+	size_t len = 600u * 1024u;
+	unsigned char *big = malloc(len);
+	CU_ASSERT_FATAL(big != NULL);
+	for (size_t i = 0; i < len; i++)
+		big[i] = (unsigned char)(i * 31u + (i >> 12));
+	for (size_t k = 0; k < sizeof sndbufs / sizeof sndbufs[0]; k++) {
+		struct side s, c;
+		CU_ASSERT_FATAL(good_pair(&s, &c, false));
+		CU_ASSERT(setsockopt(s.t->fd, SOL_SOCKET, SO_SNDBUF, &sndbufs[k], sizeof sndbufs[k]) == 0);
+		CU_ASSERT(setsockopt(c.t->fd, SOL_SOCKET, SO_SNDBUF, &sndbufs[k], sizeof sndbufs[k]) == 0);
+		size_t eagains = 0;
+		char label[64];
+		snprintf(label, sizeof label, "SO_SNDBUF %d", sndbufs[k]);
+		CHECK(transfer(s.t, c.t, big, len, &eagains), label);
+		CHECK(transfer(c.t, s.t, big, len, &eagains), label);
+		CHECK(transfer(s.t, c.t, "after", 5, &eagains), label);
+		close_side(&s);
+		close_side(&c);
+	}
+	free(big);
+}
+
 /* TCP keeps its one-syscall path: a short read or writev says it would
  * block, a full one does not. */
 static void test_tcp_short_io_reports_would_block(void)
@@ -1656,6 +1689,8 @@ static CU_TestInfo throughput_tests[] = {
 	 test_read_drains_records_then_reports_close},
 	{"4 KiB records are read several per system call; a short buffer carries the rest",
 	 test_records_read_several_per_system_call},
+	{"records batched into one send and cut anywhere by a full socket arrive whole, in order",
+	 test_batched_records_cut_anywhere_arrive_whole},
 	{"TCP: a short read or writev reports would-block", test_tcp_short_io_reports_would_block},
 	CU_TEST_INFO_NULL,
 };

@@ -1026,14 +1026,23 @@ static int bio_send(void *p, const unsigned char *buf, size_t len)
  */
 #define TLS_READ_AHEAD (32u * 1024u)
 
-struct read_ahead {
+/* An AES-GCM record's bytes besides its plaintext: header, explicit nonce
+ * (the sequence number), tag. */
+#define TLS_GCM_RECORD_OVERHEAD (5u + 8u + 16u)
+/* Records tls_writev seals for one send() (write_batch): four full ones. */
+#define TLS_WRITE_BATCH (4u * (TLS_RECORD_LEN + TLS_GCM_RECORD_OVERHEAD))
+#define TLS_WRITE_BATCH_RECORDS 32
+
+/* The thread's I/O buffers, made on first use (io_bufs_get). */
+struct io_bufs {
 	struct tls_transport *owner; /* whose ciphertext buf holds (len > 0) */
 	size_t off, len;
 	size_t room; /* tls_read: the caller's room left, bounding the read-ahead */
 	unsigned char buf[TLS_READ_AHEAD];
+	unsigned char batch[TLS_WRITE_BATCH]; /* write_batch: sealed records */
 };
 
-static _Thread_local struct read_ahead *this_ra;
+static _Thread_local struct io_bufs *this_ra;
 static _Thread_local bool ra_failed;
 static pthread_key_t ra_key;
 static pthread_once_t ra_key_once = PTHREAD_ONCE_INIT;
@@ -1048,15 +1057,15 @@ static void ra_key_make(void)
 	(void)pthread_key_create(&ra_key, ra_free);
 }
 
-/* This thread's read-ahead buffer, NULL when it could not be had (out of
- * memory): the thread's TLS reads then go record by record, as mbed TLS's
- * own, for the rest of its life. */
-static struct read_ahead *read_ahead_get(void)
+/* This thread's read-ahead and write batch buffers, NULL when they could
+ * not be had (out of memory): the thread's TLS reads and writes then go
+ * record by record, as mbed TLS's own, for the rest of its life. */
+static struct io_bufs *io_bufs_get(void)
 {
 	if (this_ra || ra_failed)
 		return this_ra;
 	(void)pthread_once(&ra_key_once, ra_key_make);
-	struct read_ahead *ra = wisp_tls_calloc(1, sizeof *ra);
+	struct io_bufs *ra = wisp_tls_calloc(1, sizeof *ra);
 	if (!ra) {
 		ra_failed = true;
 		return NULL;
@@ -1090,7 +1099,7 @@ static int bio_recv(void *p, unsigned char *buf, size_t len)
 		}
 		return (int)n;
 	}
-	struct read_ahead *ra = tt->handshake_done ? this_ra : NULL;
+	struct io_bufs *ra = tt->handshake_done ? this_ra : NULL;
 	if (ra && ra->len) {
 		/* tls_read leaves the buffer empty on return, or carried: the
 		 * bytes are this connection's. */
@@ -1130,7 +1139,7 @@ static int bio_recv(void *p, unsigned char *buf, size_t len)
  * fails). */
 static int settle_read_ahead(struct tls_transport *tt)
 {
-	struct read_ahead *ra = this_ra;
+	struct io_bufs *ra = this_ra;
 	if (!ra || ra->len == 0)
 		return 0;
 	assert(ra->owner == tt && !tt->carry); /* bio_recv fills it only once the carry is gone */
@@ -1588,7 +1597,7 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t len)
 		return rc;
 	unsigned char *p = buf;
 	size_t got = 0;
-	struct read_ahead *ra = read_ahead_get();
+	struct io_bufs *ra = io_bufs_get();
 	while (got < len) {
 		size_t ask = len - got > INT_MAX ? INT_MAX : len - got;
 		if (ra)
@@ -1661,6 +1670,174 @@ static int write_record(mbedtls_ssl_context *ssl, const struct iovec *iov, int i
 	return ret != 0 ? ret : (int)n;
 }
 
+static void put_be16(unsigned char *p, size_t v)
+{
+	p[0] = (unsigned char)(v >> 8);
+	p[1] = (unsigned char)v;
+}
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+	for (int k = 7; k >= 0; k--, v >>= 8)
+		p[k] = (unsigned char)v;
+}
+
+static uint64_t get_be64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int k = 0; k < 8; k++)
+		v = v << 8 | p[k];
+	return v;
+}
+
+/* Whether write_batch may seal this connection's next records itself:
+ * TLS 1.2 AES-GCM (RFC 5288) set up as mbed TLS 2.28 sets it, libcrypto
+ * doing AES-GCM here, and no record of mbed TLS's half sent. */
+static bool can_seal_direct(const struct tls_transport *tt)
+{
+#ifdef WISP_TLS_LIBCRYPTO
+	const mbedtls_ssl_context *ssl = &tt->ssl;
+	const mbedtls_ssl_transform *tr = ssl->transform_out;
+	return tls_gcm_is_fast() && tr && tr == ssl->transform && tr->cipher_ctx_enc.cipher_info &&
+	       tr->cipher_ctx_enc.cipher_info->mode == MBEDTLS_MODE_GCM && tr->maclen == 0 &&
+	       tr->ivlen == 12 && tr->fixed_ivlen == 4 && tr->taglen == 16 &&
+	       tr->minor_ver == MBEDTLS_SSL_MINOR_VERSION_3 && ssl->out_left == 0 &&
+	       tt->write_pending == 0;
+#else
+	(void)tt;
+	return false;
+#endif
+}
+
+#ifdef WISP_TLS_LIBCRYPTO
+/*
+ * Several application-data records sealed side by side into the thread's
+ * batch buffer and sent with one send(): mbed TLS seals one record in its
+ * output buffer and sends it (a system call, and the kernel's loopback or
+ * TCP transmit work, per 16 KiB), after a copy of the plaintext into that
+ * buffer. Here libcrypto reads the plaintext where it is (the messages'
+ * payloads, tls_gcm_seal_iov), so a record costs no staging copy, and up
+ * to four full records leave in one system call. The records are what
+ * mbed TLS's ssl_encrypt_buf() makes for TLS 1.2 AES-GCM (RFC 5288 and
+ * 5246 6.2.3.3): nonce = the 4-byte salt || the 8-byte sequence number,
+ * which is also the explicit nonce sent; additional data = sequence number
+ * || type || version || plaintext length; ciphertext || 16-byte tag. The
+ * peer's mbed TLS or OpenSSL checks every one of them (the unit and e2e
+ * tests read them with both).
+ *
+ * A partial send: the records it carried whole are written; the one it
+ * cut is left to mbed TLS as a record half sent (its tail copied to the
+ * output buffer, out_left and write_pending set, exactly the state
+ * mbedtls_ssl_write() leaves after WANT_WRITE, so the next call flushes
+ * it); the records after it never left the process, so they are dropped
+ * and their sequence numbers used again for the next records. No
+ * ciphertext under a nonce is ever sent twice or for two plaintexts.
+ *
+ * Returns the plaintext bytes taken (> 0), 0 when it did not start (the
+ * caller goes through mbed TLS: nothing was sealed), or a negative mbed
+ * TLS error (MBEDTLS_ERR_SSL_WANT_WRITE: nothing taken, `want` to set).
+ */
+static ssize_t write_batch(struct tls_transport *tt, const struct iovec *iov, int i, size_t skip,
+                           size_t total, size_t record)
+{
+	struct io_bufs *b = io_bufs_get();
+	if (!b)
+		return 0;
+	mbedtls_ssl_context *ssl = &tt->ssl;
+	mbedtls_ssl_transform *tr = ssl->transform_out;
+	unsigned char ver[2];
+	mbedtls_ssl_write_version(ssl->major_ver, ssl->minor_ver, ssl->conf->transport, ver);
+	uint64_t seq0 = get_be64(ssl->cur_out_ctr);
+	size_t ends[TLS_WRITE_BATCH_RECORDS], plains[TLS_WRITE_BATCH_RECORDS];
+	size_t used = 0, done = 0;
+	int nrec = 0;
+	while (done < total && nrec < TLS_WRITE_BATCH_RECORDS) {
+		while (skip == iov[i].iov_len) {
+			i++;
+			skip = 0;
+		}
+		size_t n = total - done < record ? total - done : record;
+		uint64_t seq = seq0 + (uint64_t)nrec;
+		/* The last sequence number is mbed TLS's to refuse. */
+		if (used + TLS_GCM_RECORD_OVERHEAD + n > TLS_WRITE_BATCH || seq == UINT64_MAX)
+			break;
+		unsigned char *h = b->batch + used, nonce[12], add[13];
+		h[0] = MBEDTLS_SSL_MSG_APPLICATION_DATA;
+		h[1] = ver[0];
+		h[2] = ver[1];
+		put_be16(h + 3, 8 + n + 16);
+		put_be64(h + 5, seq);
+		memcpy(nonce, tr->iv_enc, 4);
+		put_be64(nonce + 4, seq);
+		put_be64(add, seq);
+		add[8] = MBEDTLS_SSL_MSG_APPLICATION_DATA;
+		add[9] = ver[0];
+		add[10] = ver[1];
+		put_be16(add + 11, n);
+		int rc = tls_gcm_seal_iov(tr->cipher_ctx_enc.cipher_ctx, nonce, add, sizeof add, iov, i,
+		                          skip, n, h + 13, h + 13 + n);
+		if (rc == 1)
+			break; /* not libcrypto's: what is sealed goes, mbed TLS does the rest */
+		if (rc != 0)
+			return rc;
+		used += TLS_GCM_RECORD_OVERHEAD + n;
+		done += n;
+		ends[nrec] = used;
+		plains[nrec] = n;
+		nrec++;
+		for (size_t adv = n; adv;) {
+			size_t avail = iov[i].iov_len - skip;
+			if (adv < avail) {
+				skip += adv;
+				break;
+			}
+			adv -= avail;
+			i++;
+			skip = 0;
+		}
+	}
+	if (nrec == 0)
+		return 0;
+	ssize_t sent;
+	do
+		sent = send(tt->base.fd, b->batch, used, MSG_NOSIGNAL);
+	while (sent == -1 && errno == EINTR);
+	if (sent == -1) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			tt->last_errno = errno;
+			return errno == EPIPE || errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET
+			                                              : MBEDTLS_ERR_NET_SEND_FAILED;
+		}
+		sent = 0;
+	}
+	if ((size_t)sent == used) {
+		put_be64(ssl->cur_out_ctr, seq0 + (uint64_t)nrec);
+		return (ssize_t)done;
+	}
+	/* Cut short: whole records first, then the one cut, if any. */
+	int k = 0;
+	size_t taken = 0, start = 0;
+	while ((size_t)sent >= ends[k]) {
+		taken += plains[k];
+		start = ends[k];
+		k++;
+	}
+	uint64_t next = seq0 + (uint64_t)k;
+	if ((size_t)sent > start) {
+		size_t rest = ends[k] - (size_t)sent;
+		memcpy(ssl->out_hdr, b->batch + sent, rest);
+		ssl->out_left = rest;
+		ssl->out_hdr += rest;
+		mbedtls_ssl_update_out_pointers(ssl, tr);
+		tt->write_pending = plains[k];
+		next++;
+	}
+	put_be64(ssl->cur_out_ctr, next);
+	tt->base.want = TRANSPORT_WANT_WRITE;
+	return taken ? (ssize_t)taken : MBEDTLS_ERR_SSL_WANT_WRITE;
+}
+#endif
+
 /*
  * Writes record after record until every byte is taken or the socket is
  * full (WANT_WRITE: then the bytes already taken are returned, with `want`
@@ -1704,6 +1881,40 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 	size_t record = (size_t)max < TLS_RECORD_LEN ? (size_t)max : TLS_RECORD_LEN;
 	size_t done = 0, skip = 0; /* position: `skip` bytes into iov[i] */
 	int i = 0;
+#ifdef WISP_TLS_LIBCRYPTO
+	/* Batch after batch of records sealed by libcrypto (write_batch), until
+	 * all is taken or the socket is full; what it does not take (another
+	 * cipher, libcrypto out of order) goes record by record below. */
+	while (done < total && can_seal_direct(tt)) {
+		ssize_t w = write_batch(tt, iov, i, skip, total - done, record);
+		if (w == 0)
+			break;
+		if (w < 0) {
+			rc = map_ret(tt, (int)w);
+			if (done == 0)
+				return rc;
+			if (rc != WISP_EAGAIN)
+				t->want = 0; /* the next call fails (tt->failed) */
+			touch(tt);
+			return (ssize_t)done;
+		}
+		done += (size_t)w;
+		for (size_t adv = (size_t)w; adv;) {
+			size_t avail = iov[i].iov_len - skip;
+			if (adv < avail) {
+				skip += adv;
+				break;
+			}
+			adv -= avail;
+			i++;
+			skip = 0;
+		}
+		if (t->want) { /* the socket is full */
+			touch(tt);
+			return (ssize_t)done;
+		}
+	}
+#endif
 	while (done < total) {
 		while (skip == iov[i].iov_len) {
 			i++;

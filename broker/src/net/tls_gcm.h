@@ -36,6 +36,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include <mbedtls/gcm.h>
 
@@ -48,6 +49,20 @@ int wisp_gcm_auth_decrypt(mbedtls_gcm_context *ctx, size_t length, const unsigne
                           size_t iv_len, const unsigned char *add, size_t add_len,
                           const unsigned char *tag, size_t tag_len, const unsigned char *input,
                           unsigned char *output);
+
+/*
+ * Seals the n bytes that start `skip` bytes into iov[i] into out (n bytes
+ * of ciphertext) and tag, under ctx's key with a 12-byte nonce: AES-GCM as
+ * wisp_gcm_crypt_and_tag() does it, but gathering the plaintext from the
+ * pieces where they are, so a TLS record needs no staging copy of its
+ * plaintext (tls.c). 0 when sealed; 1 when this is not a case libcrypto
+ * takes (not AES-128/256, not a fast CPU, libcrypto failed before
+ * starting): nothing was written, the caller seals another way; or
+ * MBEDTLS_ERR_GCM_BAD_INPUT when libcrypto failed midway (out wiped).
+ */
+int tls_gcm_seal_iov(mbedtls_gcm_context *ctx, const unsigned char nonce[12],
+                     const unsigned char *add, size_t add_len, const struct iovec *iov, int i,
+                     size_t skip, size_t n, unsigned char *out, unsigned char tag[16]);
 
 /* True when the CPU has AES-NI and PCLMULQDQ, so AES-GCM is the cheapest
  * AEAD here (1.2-1.45 us per 4 KiB against ChaCha20-Poly1305's 12.9 us with
