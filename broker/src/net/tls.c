@@ -259,6 +259,7 @@ static size_t hib_count;       /* transports hibernated now */
 /* Counters any thread may bump (a client's transports live off the loop). */
 static _Atomic uint64_t socket_reads; /* receive system calls of established connections */
 static _Atomic uint64_t carry_count;  /* reads that left read-ahead to carry */
+static _Atomic uint64_t direct_opens; /* records opened straight into the reader's buffer */
 
 static mbedtls_entropy_context rng_entropy;
 static mbedtls_ctr_drbg_context rng_drbg;
@@ -1013,7 +1014,13 @@ static int bio_send(void *p, const unsigned char *buf, size_t len)
  * (the following records' headers and bodies) are copied: one system call
  * per socketful. The handshake reads as before, so no application data is
  * ever taken from the socket before a connection is established (the
- * caller would not look for it: epoll reports the socket, not us).
+ * caller would not look for it: epoll reports the socket, not us). With
+ * AES-GCM done by libcrypto, tls_read goes further: it reads the socket
+ * into the read-ahead itself and opens each whole application-data record
+ * from there straight into the caller's buffer (open_direct), so neither
+ * the ciphertext nor the plaintext is copied; mbed TLS gets, through
+ * bio_recv, only what that does not take (alerts, a record larger than the
+ * room left, the tail of a record the socket does not hold yet).
  *
  * The buffer belongs to one tls_read() call: the read-ahead is bounded by
  * the room left in the caller's buffer, so the records it holds normally
@@ -1024,7 +1031,7 @@ static int bio_send(void *p, const unsigned char *buf, size_t len)
  * carry; the buffer itself is one per thread (TLS_READ_AHEAD, counted),
  * made on first use and freed when a thread other than the main one exits.
  */
-#define TLS_READ_AHEAD (32u * 1024u)
+#define TLS_READ_AHEAD (64u * 1024u)
 
 /* An AES-GCM record's bytes besides its plaintext: header, explicit nonce
  * (the sequence number), tag. */
@@ -1038,6 +1045,7 @@ struct io_bufs {
 	struct tls_transport *owner; /* whose ciphertext buf holds (len > 0) */
 	size_t off, len;
 	size_t room; /* tls_read: the caller's room left, bounding the read-ahead */
+	bool filled; /* tls_read's last read filled what it offered: more may wait */
 	unsigned char buf[TLS_READ_AHEAD];
 	unsigned char batch[TLS_WRITE_BATCH]; /* write_batch: sealed records */
 };
@@ -1086,6 +1094,52 @@ static size_t take_ahead(unsigned char *buf, size_t len, const unsigned char *sr
 	return n;
 }
 
+static void put_be16(unsigned char *p, size_t v)
+{
+	p[0] = (unsigned char)(v >> 8);
+	p[1] = (unsigned char)v;
+}
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+	for (int k = 7; k >= 0; k--, v >>= 8)
+		p[k] = (unsigned char)v;
+}
+
+static uint64_t get_be64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int k = 0; k < 8; k++)
+		v = v << 8 | p[k];
+	return v;
+}
+
+/* One readv() of the socket: bytes read (> 0), or mbed TLS's code for EOF,
+ * would-block or failure. */
+static int sock_readv(struct tls_transport *tt, struct iovec *iov, int iovcnt)
+{
+	if (tt->handshake_done)
+		atomic_fetch_add_explicit(&socket_reads, 1, memory_order_relaxed);
+	for (;;) {
+		ssize_t n = readv(tt->base.fd, iov, iovcnt);
+		if (n > 0)
+			return n > INT_MAX ? INT_MAX : (int)n; /* iovecs under 2 GiB: never */
+		if (n == 0)
+			return MBEDTLS_ERR_SSL_CONN_EOF;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return MBEDTLS_ERR_SSL_WANT_READ;
+		tt->last_errno = errno;
+		return errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_RECV_FAILED;
+	}
+}
+
+static size_t ahead_room(const struct io_bufs *ra)
+{
+	return ra->room < TLS_READ_AHEAD ? ra->room : TLS_READ_AHEAD;
+}
+
 static int bio_recv(void *p, unsigned char *buf, size_t len)
 {
 	struct tls_transport *tt = p;
@@ -1108,29 +1162,16 @@ static int bio_recv(void *p, unsigned char *buf, size_t len)
 	}
 	struct iovec iov[2] = {{buf, len}, {ra ? ra->buf : NULL, 0}};
 	if (ra)
-		iov[1].iov_len = ra->room < TLS_READ_AHEAD ? ra->room : TLS_READ_AHEAD;
-	int iovcnt = iov[1].iov_len ? 2 : 1;
-	if (tt->handshake_done)
-		atomic_fetch_add_explicit(&socket_reads, 1, memory_order_relaxed);
-	for (;;) {
-		ssize_t n = readv(tt->base.fd, iov, iovcnt);
-		if (n > 0) {
-			if ((size_t)n <= len)
-				return (int)n;
-			ra->owner = tt;
-			ra->off = 0;
-			ra->len = (size_t)n - len;
-			return (int)len;
-		}
-		if (n == 0)
-			return MBEDTLS_ERR_SSL_CONN_EOF;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return MBEDTLS_ERR_SSL_WANT_READ;
-		tt->last_errno = errno;
-		return errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_RECV_FAILED;
-	}
+		iov[1].iov_len = ahead_room(ra);
+	int n = sock_readv(tt, iov, iov[1].iov_len ? 2 : 1);
+	if (ra)
+		ra->filled = n > 0 && (size_t)n == len + iov[1].iov_len;
+	if (n <= 0 || (size_t)n <= len)
+		return n;
+	ra->owner = tt;
+	ra->off = 0;
+	ra->len = (size_t)n - len;
+	return (int)len;
 }
 
 /* At the end of tls_read: read-ahead mbed TLS did not take moves to the
@@ -1439,6 +1480,11 @@ uint64_t tls_read_carries(void)
 	return atomic_load_explicit(&carry_count, memory_order_relaxed);
 }
 
+uint64_t tls_records_opened_in_place(void)
+{
+	return atomic_load_explicit(&direct_opens, memory_order_relaxed);
+}
+
 int tls_transport_hibernate(struct transport *t)
 {
 	if (!tls_transport_is(t))
@@ -1567,6 +1613,103 @@ static int tls_handshake(struct transport *t)
 	return ret != 0 ? map_ret(tt, ret) : 0;
 }
 
+/* Where the read-ahead's first record ends (from off): its header's
+ * length, or 5 while the header is incomplete; at most the buffer. */
+static size_t record_end(const struct io_bufs *ra)
+{
+	const unsigned char *h = ra->buf + ra->off;
+	size_t end = ra->len < 5 ? 5 : 5 + ((size_t)h[3] << 8 | h[4]);
+	return end < TLS_READ_AHEAD ? end : TLS_READ_AHEAD;
+}
+
+/* Whether the read-ahead ends inside its first record (or header). */
+static bool record_cut(const struct io_bufs *ra)
+{
+	return ra->len < record_end(ra);
+}
+
+/* Whether open_direct may take this connection's next records: TLS 1.2
+ * AES-GCM as mbed TLS 2.28 sets it up, and mbed TLS holding no record,
+ * half read or half returned, and nothing carried. */
+static bool can_open_direct(const struct tls_transport *tt)
+{
+#ifdef WISP_TLS_LIBCRYPTO
+	const mbedtls_ssl_context *ssl = &tt->ssl;
+	const mbedtls_ssl_transform *tr = ssl->transform_in;
+	return tls_gcm_is_fast() && tr && tr == ssl->transform && tr->cipher_ctx_dec.cipher_info &&
+	       tr->cipher_ctx_dec.cipher_info->mode == MBEDTLS_MODE_GCM && tr->maclen == 0 &&
+	       tr->ivlen == 12 && tr->fixed_ivlen == 4 && tr->taglen == 16 &&
+	       tr->minor_ver == MBEDTLS_SSL_MINOR_VERSION_3 && ssl->in_left == 0 &&
+	       ssl->in_msglen == 0 && ssl->in_offt == NULL && ssl->in_hslen == 0 &&
+	       !ssl->keep_current_message && !tt->carry && ssl->in_ctr != NULL;
+#else
+	(void)tt;
+	return false;
+#endif
+}
+
+#ifdef WISP_TLS_LIBCRYPTO
+/*
+ * The next record of the read-ahead opened straight into the caller's
+ * buffer: mbed TLS would copy it into its input record (the ciphertext),
+ * open it there and copy the plaintext out, two copies of every byte. Only
+ * a whole application-data record of the negotiated version, non-empty and
+ * no longer than the room left, is taken; anything else (an alert, a
+ * handshake message, a record not all read yet, an empty one, a malformed
+ * header) is left where it is for mbed TLS, which reads it through bio_recv
+ * and handles it as it always has. What is checked and counted is what
+ * mbed TLS's ssl_decrypt_buf() and ssl_prepare_record_content() do for
+ * such a record: nonce = salt || explicit nonce, additional data = the
+ * expected sequence number || type || version || plaintext length
+ * (RFC 5288, 5246 6.2.3.3), the tag checked in constant time; then the
+ * sequence number counts it and the run of empty records ends.
+ *
+ * Returns the plaintext length (> 0), 0 when the record is mbed TLS's, or
+ * MBEDTLS_ERR_SSL_INVALID_MAC for a forged or corrupt record (fatal, with
+ * a bad_record_mac alert, as mbed TLS does).
+ */
+static int open_direct(struct tls_transport *tt, struct io_bufs *ra, unsigned char *out,
+                       size_t room)
+{
+	mbedtls_ssl_context *ssl = &tt->ssl;
+	mbedtls_ssl_transform *tr = ssl->transform_in;
+	const unsigned char *h = ra->buf + ra->off;
+	if (ra->owner != tt || ra->len < 5 || h[0] != MBEDTLS_SSL_MSG_APPLICATION_DATA)
+		return 0;
+	unsigned char ver[2];
+	mbedtls_ssl_write_version(ssl->major_ver, ssl->minor_ver, ssl->conf->transport, ver);
+	size_t clen = (size_t)h[3] << 8 | h[4];
+	if (h[1] != ver[0] || h[2] != ver[1] || clen <= TLS_GCM_RECORD_OVERHEAD - 5 ||
+	    clen > MBEDTLS_SSL_IN_CONTENT_LEN + TLS_GCM_RECORD_OVERHEAD - 5 || ra->len < 5 + clen)
+		return 0;
+	size_t n = clen - (TLS_GCM_RECORD_OVERHEAD - 5);
+	uint64_t seq = get_be64(ssl->in_ctr);
+	if (n > room || seq == UINT64_MAX)
+		return 0;
+	unsigned char nonce[12], add[13];
+	memcpy(nonce, tr->iv_dec, 4);
+	memcpy(nonce + 4, h + 5, 8);
+	memcpy(add, ssl->in_ctr, 8);
+	add[8] = MBEDTLS_SSL_MSG_APPLICATION_DATA;
+	add[9] = ver[0];
+	add[10] = ver[1];
+	put_be16(add + 11, n);
+	int ret = wisp_gcm_auth_decrypt(tr->cipher_ctx_dec.cipher_ctx, n, nonce, sizeof nonce, add,
+	                                sizeof add, h + 13 + n, 16, h + 13, out);
+	if (ret != 0) {
+		(void)mbedtls_ssl_send_alert_message(ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+		                                     MBEDTLS_SSL_ALERT_MSG_BAD_RECORD_MAC);
+		return MBEDTLS_ERR_SSL_INVALID_MAC;
+	}
+	put_be64(ssl->in_ctr, seq + 1);
+	ssl->nb_zero = 0;
+	atomic_fetch_add_explicit(&direct_opens, 1, memory_order_relaxed);
+	ra->off += 5 + clen;
+	ra->len -= 5 + clen;
+	return (int)n;
+}
+#endif
+
 /*
  * Reads every decrypted record there is, up to len: mbedtls_ssl_read()
  * returns at most one record per call, and a caller that took a short
@@ -1600,9 +1743,40 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t len)
 	struct io_bufs *ra = io_bufs_get();
 	while (got < len) {
 		size_t ask = len - got > INT_MAX ? INT_MAX : len - got;
+		int ret = 0;
 		if (ra)
 			ra->room = len - got;
-		int ret = mbedtls_ssl_read(&tt->ssl, p + got, ask);
+#ifdef WISP_TLS_LIBCRYPTO
+		if (ra && can_open_direct(tt)) {
+			if (ra->len == 0 || (ra->filled && record_cut(ra))) {
+				/* Nothing read ahead, or a read that filled the buffer
+				 * cut the last record: read the socket here (behind
+				 * that record's start, moved to the front), so that its
+				 * records open straight into buf as well. A record cut
+				 * by a read that drained the socket is mbed TLS's to
+				 * wait for. */
+				memmove(ra->buf, ra->buf + ra->off, ra->len);
+				ra->off = 0;
+				size_t want = ahead_room(ra);
+				if (want < record_end(ra))
+					want = record_end(ra);
+				struct iovec iov = {ra->buf + ra->len, want - ra->len};
+				ret = sock_readv(tt, &iov, 1);
+				ra->filled = ret > 0 && (size_t)ret == iov.iov_len;
+				if (ret > 0) {
+					ra->owner = tt;
+					ra->len += (size_t)ret;
+					ret = 0;
+				} else if (ret == MBEDTLS_ERR_SSL_WANT_READ && ra->len) {
+					ret = 0; /* the cut record goes to mbed TLS, which waits */
+				}
+			}
+			if (ret == 0)
+				ret = open_direct(tt, ra, p + got, ask);
+		}
+#endif
+		if (ret == 0)
+			ret = mbedtls_ssl_read(&tt->ssl, p + got, ask);
 		if (ret > 0) {
 			got += (size_t)ret;
 			continue;
@@ -1668,26 +1842,6 @@ static int write_record(mbedtls_ssl_context *ssl, const struct iovec *iov, int i
 		ret = mbedtls_ssl_write_record(ssl, 1); /* force the flush */
 	}
 	return ret != 0 ? ret : (int)n;
-}
-
-static void put_be16(unsigned char *p, size_t v)
-{
-	p[0] = (unsigned char)(v >> 8);
-	p[1] = (unsigned char)v;
-}
-
-static void put_be64(unsigned char *p, uint64_t v)
-{
-	for (int k = 7; k >= 0; k--, v >>= 8)
-		p[k] = (unsigned char)v;
-}
-
-static uint64_t get_be64(const unsigned char *p)
-{
-	uint64_t v = 0;
-	for (int k = 0; k < 8; k++)
-		v = v << 8 | p[k];
-	return v;
 }
 
 /* Whether write_batch may seal this connection's next records itself:
@@ -2248,6 +2402,7 @@ void tls_hibernation_attach(struct loop *l) { (void)l; }
 size_t tls_hibernated_count(void) { return 0; }
 uint64_t tls_socket_reads(void) { return 0; }
 uint64_t tls_read_carries(void) { return 0; }
+uint64_t tls_records_opened_in_place(void) { return 0; }
 
 int tls_transport_hibernate(struct transport *t)
 {

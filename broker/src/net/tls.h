@@ -101,6 +101,9 @@ size_t tls_hibernated_count(void);
  * bench: records read per system call). */
 uint64_t tls_socket_reads(void);
 uint64_t tls_read_carries(void);
+/* AES-GCM records opened straight from the read-ahead into the reader's
+ * buffer, past mbed TLS's input record (tests). */
+uint64_t tls_records_opened_in_place(void);
 
 /*
  * Build a context. 0 with *out holding one reference, or a negative WISP_E*
