@@ -1689,6 +1689,38 @@ static void test_batched_records_cut_anywhere_arrive_whole(void)
 	free(big);
 }
 
+/*
+ * A full socket (a subscriber that does not read) costs no sealing wasted
+ * on every call: once a batch was cut, each call seals one record until one
+ * goes whole, so a call that meets a full socket seals at most one record
+ * and drops it, not four.
+ */
+static void test_full_socket_seals_one_record_per_call(void)
+{
+	if (!tls_default_prefers_gcm())
+		return; /* mbed TLS's record-by-record path */
+	struct side s, c;
+	CU_ASSERT_FATAL(good_pair(&s, &c, false));
+	int small = 8192;
+	CU_ASSERT(setsockopt(s.t->fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+	static unsigned char big[256 * 1024];
+	struct iovec iov = {big, sizeof big};
+	/* Fill the socket behind the transport's back (the stream is not read
+	 * again): every batch from now on meets a socket that takes nothing. */
+	for (int k = 0; k < 10000 && send(s.t->fd, big, sizeof big, MSG_DONTWAIT) > 0; k++)
+		;
+	ssize_t n = transport_writev(s.t, &iov, 1);
+	CU_ASSERT_FATAL(n == WISP_EAGAIN && s.t->want == TRANSPORT_WANT_WRITE);
+	for (int k = 0; k < 5; k++) {
+		uint64_t sealed = tls_records_sealed_in_batches();
+		n = transport_writev(s.t, &iov, 1);
+		CU_ASSERT(n == WISP_EAGAIN || n > 0);
+		CU_ASSERT(tls_records_sealed_in_batches() - sealed <= 1);
+	}
+	close_side(&s);
+	close_side(&c);
+}
+
 /* TCP keeps its one-syscall path: a short read or writev says it would
  * block, a full one does not. */
 static void test_tcp_short_io_reports_would_block(void)
@@ -1760,6 +1792,8 @@ static CU_TestInfo throughput_tests[] = {
 	 test_forged_replayed_reordered_records_fail},
 	{"records batched into one send and cut anywhere by a full socket arrive whole, in order",
 	 test_batched_records_cut_anywhere_arrive_whole},
+	{"a full socket: one record sealed per call, not a batch dropped each time",
+	 test_full_socket_seals_one_record_per_call},
 	{"TCP: a short read or writev reports would-block", test_tcp_short_io_reports_would_block},
 	CU_TEST_INFO_NULL,
 };

@@ -41,9 +41,12 @@
  * only the pages records reach become resident; plus the 736-byte
  * mbedtls_ssl_context, the session and the peer certificate. The handshake
  * needs ~20 KiB more transiently. writev gathers its iovecs straight into
- * the output record buffer, so there is no staging memory; reads take
- * several records per system call through a read-ahead buffer of the
- * thread's, not the connection's (bio_recv). Hibernated (idle for
+ * the output record buffer, or, with libcrypto's AES-GCM, seals them
+ * straight into a batch buffer of the thread's, several records per
+ * send() (write_batch); reads take several records per system call
+ * through a read-ahead buffer of the thread's and open them straight into
+ * the caller's buffer (bio_recv, open_direct). Neither buffer is the
+ * connection's: no staging memory per connection. Hibernated (idle for
  * hibernate_after), a connection unmaps both record buffers and keeps ~1.9
  * KiB (ChaCha20-Poly1305; ~2.8 KiB with AES-GCM): the context, session and
  * keys.
@@ -234,6 +237,7 @@ struct tls_transport {
 	bool full_handshake; /* a certificate was sent or received: not resumed */
 	bool failed; /* fatal error: no close_notify on close */
 	bool hibernated;      /* record buffers freed (tls_transport_hibernate) */
+	bool batch_cut;       /* write_batch's last send was cut short: seal one record at a time */
 	struct list_node lru; /* in ctx->awake while established, awake, and hibernation is on */
 	uint64_t last_active; /* loop_now_s() of the last read or write that moved bytes */
 	unsigned char in_ctr[8], out_ctr[8]; /* record sequence numbers, kept while asleep:
@@ -260,6 +264,7 @@ static size_t hib_count;       /* transports hibernated now */
 static _Atomic uint64_t socket_reads; /* receive system calls of established connections */
 static _Atomic uint64_t carry_count;  /* reads that left read-ahead to carry */
 static _Atomic uint64_t direct_opens; /* records opened straight into the reader's buffer */
+static _Atomic uint64_t direct_seals; /* records write_batch sealed (sent or not) */
 
 static mbedtls_entropy_context rng_entropy;
 static mbedtls_ctr_drbg_context rng_drbg;
@@ -1485,6 +1490,11 @@ uint64_t tls_records_opened_in_place(void)
 	return atomic_load_explicit(&direct_opens, memory_order_relaxed);
 }
 
+uint64_t tls_records_sealed_in_batches(void)
+{
+	return atomic_load_explicit(&direct_seals, memory_order_relaxed);
+}
+
 int tls_transport_hibernate(struct transport *t)
 {
 	if (!tls_transport_is(t))
@@ -1885,7 +1895,10 @@ static bool can_seal_direct(const struct tls_transport *tt)
  * mbedtls_ssl_write() leaves after WANT_WRITE, so the next call flushes
  * it); the records after it never left the process, so they are dropped
  * and their sequence numbers used again for the next records. No
- * ciphertext under a nonce is ever sent twice or for two plaintexts.
+ * ciphertext under a nonce is ever sent twice or for two plaintexts. After
+ * a cut, batches hold one record each until one goes whole, so a full
+ * socket (a slow subscriber) costs no more sealing than mbed TLS's record
+ * per call.
  *
  * Returns the plaintext bytes taken (> 0), 0 when it did not start (the
  * caller goes through mbed TLS: nothing was sealed), or a negative mbed
@@ -1905,7 +1918,10 @@ static ssize_t write_batch(struct tls_transport *tt, const struct iovec *iov, in
 	size_t ends[TLS_WRITE_BATCH_RECORDS], plains[TLS_WRITE_BATCH_RECORDS];
 	size_t used = 0, done = 0;
 	int nrec = 0;
-	while (done < total && nrec < TLS_WRITE_BATCH_RECORDS) {
+	/* After a cut, a record at a time until one goes whole: a full socket
+	 * would otherwise make every call seal records it then drops. */
+	int max_rec = tt->batch_cut ? 1 : TLS_WRITE_BATCH_RECORDS;
+	while (done < total && nrec < max_rec) {
 		while (skip == iov[i].iov_len) {
 			i++;
 			skip = 0;
@@ -1934,6 +1950,7 @@ static ssize_t write_batch(struct tls_transport *tt, const struct iovec *iov, in
 			break; /* not libcrypto's: what is sealed goes, mbed TLS does the rest */
 		if (rc != 0)
 			return rc;
+		atomic_fetch_add_explicit(&direct_seals, 1, memory_order_relaxed);
 		used += TLS_GCM_RECORD_OVERHEAD + n;
 		done += n;
 		ends[nrec] = used;
@@ -1964,6 +1981,7 @@ static ssize_t write_batch(struct tls_transport *tt, const struct iovec *iov, in
 		}
 		sent = 0;
 	}
+	tt->batch_cut = (size_t)sent < used;
 	if ((size_t)sent == used) {
 		put_be64(ssl->cur_out_ctr, seq0 + (uint64_t)nrec);
 		return (ssize_t)done;
@@ -2403,6 +2421,7 @@ size_t tls_hibernated_count(void) { return 0; }
 uint64_t tls_socket_reads(void) { return 0; }
 uint64_t tls_read_carries(void) { return 0; }
 uint64_t tls_records_opened_in_place(void) { return 0; }
+uint64_t tls_records_sealed_in_batches(void) { return 0; }
 
 int tls_transport_hibernate(struct transport *t)
 {

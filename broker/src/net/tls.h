@@ -104,6 +104,9 @@ uint64_t tls_read_carries(void);
 /* AES-GCM records opened straight from the read-ahead into the reader's
  * buffer, past mbed TLS's input record (tests). */
 uint64_t tls_records_opened_in_place(void);
+/* AES-GCM records sealed by libcrypto into the thread's send batch, sent
+ * or dropped after a cut (tests). */
+uint64_t tls_records_sealed_in_batches(void);
 
 /*
  * Build a context. 0 with *out holding one reference, or a negative WISP_E*
