@@ -7,7 +7,8 @@
  * offset, fragmented messages, frames pipelined behind the request, ping
  * and pong, the close handshake, each protocol violation with its close
  * code, writes through a full socket buffer (the retry rule), one frame
- * per writev, and reading without a buffer of its own.
+ * per writev, reading without a buffer of its own, and a read that fills
+ * the buffer stopping there.
  */
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -437,8 +439,8 @@ static void test_stream_split_everywhere(void)
 
 /* The payload is unmasked where it lands, moved down over the headers:
  * whatever the size of the reader's buffer, and whatever the key's phase
- * at a cut, the stream comes out whole (unmasked 8 bytes at a time, the
- * tail byte by byte). */
+ * at a cut, the stream comes out whole (unmasked 32 bytes at a time, then
+ * 8, the tail byte by byte). */
 static void test_stream_small_reads(void)
 {
 	static uint8_t wire[8192], stream[4096], got[4096];
@@ -453,7 +455,10 @@ static void test_stream_small_reads(void)
 		slen += sizes[i];
 	}
 	struct ws_opts o = default_opts();
-	for (size_t room = 1; room <= 20; room++) {
+	static const size_t rooms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+				       31, 32, 33, 39, 40, 41, 63, 64, 65, 70, 1500};
+	for (size_t r = 0; r < sizeof rooms / sizeof rooms[0]; r++) {
+		size_t room = rooms[r];
 		struct pair p;
 		CU_ASSERT_EQUAL_FATAL(make_pair(&p, &o), 0);
 		CU_ASSERT_FATAL(upgrade(&p, NULL));
@@ -473,6 +478,35 @@ static void test_stream_small_reads(void)
 		CU_ASSERT(memcmp(got, stream, slen) == 0);
 		free_pair(&p);
 	}
+}
+
+/* A read that fills the buffer stops there: the few bytes the frame
+ * headers freed are not read into (a system call each over TCP); the
+ * caller's next read takes the rest, whole. */
+static void test_full_read_stops(void)
+{
+	static uint8_t wire[4096], stream[2000], got[2000];
+	size_t wlen = 0;
+	for (size_t i = 0; i < sizeof stream; i++)
+		stream[i] = (uint8_t)(i * 7 + 3);
+	for (size_t at = 0; at < sizeof stream; at += 100)
+		wlen += frame(wire + wlen, true, 0x2, true, stream + at, 100);
+	struct ws_opts o = default_opts();
+	struct pair p;
+	CU_ASSERT_EQUAL_FATAL(make_pair(&p, &o), 0);
+	CU_ASSERT_FATAL(upgrade(&p, NULL));
+	client_send(p.client, wire, wlen);
+	/* 1000 bytes on the wire: nine 106-byte frames and the first 40
+	 * payload bytes of the tenth. */
+	ssize_t n = transport_read(p.t, got, 1000);
+	CU_ASSERT_EQUAL(n, 940);
+	CU_ASSERT_EQUAL(p.t->want, 0u);
+	int queued = -1;
+	CU_ASSERT_EQUAL(ioctl(p.t->fd, FIONREAD, &queued), 0);
+	CU_ASSERT_EQUAL(queued, (int)(wlen - 1000));
+	CU_ASSERT_EQUAL(server_read(&p, got + 940, sizeof stream - 940), (ssize_t)(sizeof stream - 940));
+	CU_ASSERT(memcmp(got, stream, sizeof stream) == 0);
+	free_pair(&p);
 }
 
 /* Reads that stop at a small buffer leave the rest pending, not lost. */
@@ -931,7 +965,8 @@ static CU_TestInfo tests[] = {
 	{"subprotocols and path are the owner's", test_owner_subprotocols_and_path},
 	{"the byte stream across frames, split at every offset", test_stream_split_everywhere},
 	{"frames behind the request; small reads leave the rest pending", test_small_reads_and_pending},
-	{"unmasked in place through reads of 1..20 bytes", test_stream_small_reads},
+	{"unmasked in place through reads of 1..1500 bytes", test_stream_small_reads},
+	{"a read that fills the buffer stops there", test_full_read_stops},
 	{"each violation closes with its status code", test_violations_close_with_status},
 	{"close handshake both ways, EOF without close", test_close_handshake},
 	{"writev: one frame per call, retry through a full socket", test_writev_frames_and_retry},
