@@ -1811,6 +1811,21 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t len)
 	return (ssize_t)got;
 }
 
+/* Moves the position `*skip` bytes into iov[*i] on by n bytes. */
+static void iov_advance(const struct iovec *iov, int *i, size_t *skip, size_t n)
+{
+	while (n) {
+		size_t avail = iov[*i].iov_len - *skip;
+		if (n < avail) {
+			*skip += n;
+			return;
+		}
+		n -= avail;
+		++*i;
+		*skip = 0;
+	}
+}
+
 /* Copies n bytes from the iovecs, starting `skip` bytes into iov[i], to out. */
 static void stage_copy(unsigned char *out, size_t n, const struct iovec *iov, int i, size_t skip)
 {
@@ -1956,16 +1971,7 @@ static ssize_t write_batch(struct tls_transport *tt, const struct iovec *iov, in
 		ends[nrec] = used;
 		plains[nrec] = n;
 		nrec++;
-		for (size_t adv = n; adv;) {
-			size_t avail = iov[i].iov_len - skip;
-			if (adv < avail) {
-				skip += adv;
-				break;
-			}
-			adv -= avail;
-			i++;
-			skip = 0;
-		}
+		iov_advance(iov, &i, &skip, n);
 	}
 	if (nrec == 0)
 		return 0;
@@ -2071,16 +2077,7 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 			return (ssize_t)done;
 		}
 		done += (size_t)w;
-		for (size_t adv = (size_t)w; adv;) {
-			size_t avail = iov[i].iov_len - skip;
-			if (adv < avail) {
-				skip += adv;
-				break;
-			}
-			adv -= avail;
-			i++;
-			skip = 0;
-		}
+		iov_advance(iov, &i, &skip, (size_t)w);
 		if (t->want) { /* the socket is full */
 			touch(tt);
 			return (ssize_t)done;
@@ -2111,16 +2108,7 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 		tt->write_pending = 0;
 		/* mbed TLS takes at most one record: ret <= n. */
 		done += (size_t)ret;
-		for (size_t adv = (size_t)ret; adv;) {
-			size_t avail = iov[i].iov_len - skip;
-			if (adv < avail) {
-				skip += adv;
-				break;
-			}
-			adv -= avail;
-			i++;
-			skip = 0;
-		}
+		iov_advance(iov, &i, &skip, (size_t)ret);
 	}
 	touch(tt);
 	return (ssize_t)done;
