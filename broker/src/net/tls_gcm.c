@@ -3,9 +3,11 @@
  * and why).
  *
  * Single-threaded per thread: each thread that seals or opens a record gets
- * its own pair of EVP contexts (thread-local, made on first use, freed when
- * a thread other than the main one exits; the main thread's live until the
- * process ends). Nothing here is per connection.
+ * its own cache of EVP contexts, up to GCM_SETS x GCM_WAYS per direction
+ * (thread-local, made as records need them, freed when a thread other than
+ * the main one exits; the main thread's live until the process ends). A
+ * connection owns none of them: its records find the one last set to its
+ * key, or take the least recently used of their set.
  */
 #include "tls_gcm.h"
 
