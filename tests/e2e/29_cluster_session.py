@@ -24,10 +24,17 @@ nats-server on loopback, as in 24 and 26.
   node's restart does not bring its copy back.
 - A node restarted (it heard no claim made before) still finds a session
   held at another node: it asks every node at start.
-- Not fixed yet, an expected failure: a QoS 1 and a QoS 2 message
-  published after a exported the session and before d imported it (d's
-  import held by WISP_DEBUG_HOLD_HANDOVER_IMPORT) should reach the client
-  at d once each; they go with a's copy instead.
+- The cut (handover.h): a QoS 1 and a QoS 2 message from node c, and a
+  QoS 2 one of a's own client that went to no stream, published after a
+  exported the session and before d imported it (d's import held by
+  WISP_DEBUG_HOLD_HANDOVER_IMPORT), reach the client at d once each, in
+  a's tail; the other direction: messages a exported that d's consumer
+  (held behind by WISP_DEBUG_HOLD_STREAM_ROUTING) routes only after its
+  import reach it once too, QoS 2 included; a holder started after the
+  stream's first messages does not wait for them before its tail.
+- A node cut off NATS (a TCP relay) while its client's id connects at
+  another node: back on NATS it asks again for its ids, and the later
+  claim closes its stale connection with DISCONNECT 0x8E.
 - A session with 1,000 queued messages moves; the time b took is printed
   (docs/cluster.md quotes it).
 
@@ -37,8 +44,10 @@ one fails the test, never skips it."""
 import importlib.util
 import os
 import re
+import socket
 import struct
 import sys
+import threading
 import time
 import unittest
 
@@ -162,6 +171,79 @@ class Client:
             else:
                 raise AssertionError("unexpected %r" % pkt)
         return got, rels
+
+
+class Relay:
+    """A TCP relay between one node and nats-server, which the test cuts
+    (every connection closed, new ones refused) and restores: that node
+    alone loses NATS, as behind a broken link."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.conns = []
+        self.refusing = False
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                down, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                refusing = self.refusing
+            if refusing:
+                down.close()
+                continue
+            try:
+                up = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                down.close()
+                continue
+            with self.lock:
+                self.conns += [down, up]
+            for src, dst in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            self.refusing = True
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def restore(self):
+        with self.lock:
+            self.refusing = False
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()
+        self.cut()
 
 
 class ClusterSessionTest(cluster24.ClusterTest):
@@ -427,9 +509,6 @@ class ClusterSessionTest(cluster24.ClusterTest):
         # d's store does not bring its copy back: it recorded the session's end.
         self.restart("d", ready="restored 0 sessions")
 
-    # Not fixed yet (README, issue 16 "not done yet"): both messages go
-    # with a's copy. Remove the decorator with the fix.
-    @unittest.expectedFailure
     def test_messages_in_the_handover_window_reach_the_moved_client(self):
         """A QoS 1 and a QoS 2 message published after the holder a exported
         the session and before the fetching node d has its subscriptions
@@ -462,6 +541,12 @@ class ClusterSessionTest(cluster24.ClusterTest):
         # Both nodes routed them: a into its exported copy, d past the session it holds.
         self.wait_metric("a", "cluster_received_total", received_a + 2)
         self.wait_metric("d", "cluster_received_total", received_d + 2)
+        # One of a's own clients too: no other node wants the topic yet (d
+        # announces the session's filters at its import), so it goes to no
+        # stream and only a's copy has it.
+        unwanted = self.metric("a", "cluster_unwanted_total")
+        Client(self, "a", cid + "-local", v5=False, clean=True).publish(cid + "/q2/own", b"window-own", 2, 3)
+        self.assertEqual(self.metric("a", "cluster_unwanted_total"), unwanted + 1, "sent to no other node")
         open(release, "w").close()
         ack = raw.expect(CONNACK)
         self.assertEqual((ack.body[0] & 1, ack.body[1]), (1, 0), "Session Present 1 at d")
@@ -469,13 +554,131 @@ class ClusterSessionTest(cluster24.ClusterTest):
         moved.v5, moved.raw = True, raw
         self.wait_metric("a", "cluster_sessions_out_total", 1)  # a ended its copy: d confirmed
         try:
-            got, _ = moved.receive_all(2)
+            got, _ = moved.receive_all(3)
         except (AssertionError, TimeoutError) as e:
             self.fail("acknowledged messages published in the handover window lost: %s" % e)
         self.assertEqual(sorted((t, p, q) for t, p, q, _ in got),
-                         [(cid + "/q1/w", b"window-q1", 1), (cid + "/q2/w", b"window-q2", 2)],
+                         [(cid + "/q1/w", b"window-q1", 1), (cid + "/q2/own", b"window-own", 2),
+                          (cid + "/q2/w", b"window-q2", 2)],
                          "each acknowledged message once at the moved client [MQTT-4.3.3-2]")
+        self.assertIsNotNone(d.wait_log("client %s: 3 messages of the handover window from node 'a'" % cid,
+                                        timeout=WAIT))
         raw.assert_no_packet(wait=0.3)
+        # The session's filters are d's now: a message published at a after the move reaches it through d.
+        Client(self, "a", cid + "-after", v5=False, clean=True).publish(cid + "/q2/after", b"after", 2, 4)
+        got, _ = moved.receive_all(1)
+        self.assertEqual(got[0][:3], (cid + "/q2/after", b"after", 2))
+        raw.assert_no_packet(wait=0.3)
+
+    def test_messages_the_holder_exported_do_not_reach_the_moved_client_twice(self):
+        """The other direction of the cut: d's stream consumer is behind a's
+        (the debug build's WISP_DEBUG_HOLD_STREAM_ROUTING holds d's routing
+        until released). A QoS 2 and a QoS 1 message from node c, and a QoS 2
+        one from a's own client that c also wants (so it is on the stream), reach
+        a's copy before the export and come with the session; d routes them
+        only after its import. Each must reach the moved client once
+        [MQTT-4.3.3-2]: d keeps the holder's cut off the session."""
+        cid = "dup"
+        release = os.path.join(self.nats.dir, "release-routing")
+        os.environ["WISP_DEBUG_HOLD_STREAM_ROUTING"] = release
+        try:
+            d = self.extra_node("d")
+        finally:
+            del os.environ["WISP_DEBUG_HOLD_STREAM_ROUTING"]
+        c = Client(self, "a", cid, v5=True)
+        self.assertEqual(c.subscribe([(cid + "/q1/#", 1), (cid + "/q2/#", 2)]), [1, 2])
+        self.nats.wait_subjects("a", {"%s.%s.q1.>" % (PREFIX, cid), "%s.%s.q2.>" % (PREFIX, cid)})
+        c.raw.close()
+        self.assertIsNotNone(self.nodes["a"].wait_log("client %s .*disconnected" % cid, timeout=WAIT))
+        watcher = Client(self, "c", cid + "-watch", v5=False, clean=True)
+        self.assertEqual(watcher.subscribe([(cid + "/q2/own", 2)]), [2])
+        self.heard_claim("d", cid, "a")
+        received_a = self.metric("a", "cluster_received_total")
+        pub = Client(self, "c", cid + "-pub", v5=False, clean=True)
+        pub.publish(cid + "/q2/x", b"dup-q2", 2, 1)
+        pub.publish(cid + "/q1/x", b"dup-q1", 1, 2)
+        self.wait_metric("a", "cluster_received_total", received_a + 2)  # in a's copy
+        sent = self.metric("a", "cluster_sent_total")
+        Client(self, "a", cid + "-local", v5=False, clean=True).publish(cid + "/q2/own", b"dup-own", 2, 3)
+        self.assertEqual(self.metric("a", "cluster_sent_total"), sent + 1, "to the stream: c wants it")
+        self.assertEqual(watcher.receive_all(1)[0][0][:2], (cid + "/q2/own", b"dup-own"))
+        self.assertIsNotNone(d.wait_log("stream routing held", timeout=WAIT))
+        moved = Client(self, "d", cid, v5=True)
+        self.assertTrue(moved.present, "Session Present 1 at d")
+        got, _ = moved.receive_all(3)
+        self.assertEqual(sorted((t, p, q) for t, p, q, _ in got),
+                         [(cid + "/q1/x", b"dup-q1", 1), (cid + "/q2/own", b"dup-own", 2),
+                          (cid + "/q2/x", b"dup-q2", 2)], "the session's queue, from a")
+        received_d = self.metric("d", "cluster_received_total")
+        open(release, "w").close()
+        # d routes the three now, after its import: none may reach the session again.
+        self.wait_metric("d", "cluster_received_total", received_d + 3)
+        self.wait_metric("a", "cluster_sessions_out_total", 1)
+        moved.raw.assert_no_packet(wait=0.5)
+        # What is published from now on still arrives, once.
+        pub.publish(cid + "/q2/x", b"dup-after", 2, 4)
+        got, _ = moved.receive_all(1)
+        self.assertEqual(got[0][:3], (cid + "/q2/x", b"dup-after", 2))
+        moved.raw.assert_no_packet(wait=0.3)
+
+    def test_holder_started_after_the_streams_messages_does_not_wait_for_them(self):
+        """b routed five stream messages before node d started: d's consumer
+        never gets them, so d does not wait for them before it sends its
+        tail when the session moves from d to b (it would wait
+        cluster.handover_timeout and log that it did not catch up)."""
+        watcher = Client(self, "b", "early-watch", v5=False, clean=True)
+        self.assertEqual(watcher.subscribe([("early/#", 1)]), [1])
+        pub = Client(self, "c", "early-pub", v5=False, clean=True)
+        for i in range(5):
+            pub.publish("early/t", b"e%d" % i, 1, 1 + i)
+        self.assertEqual(len(watcher.receive_all(5)[0]), 5)  # b routed them from the stream
+        d = self.extra_node("d")
+        c = Client(self, "d", "late", v5=False)
+        self.assertEqual(c.subscribe([("late/#", 1)]), [1])
+        c.raw.close()
+        self.assertIsNotNone(d.wait_log("client late .*disconnected", timeout=WAIT))
+        self.heard_claim("b", "late", "d")
+        moved = Client(self, "b", "late", v5=False)
+        self.assertTrue(moved.present)
+        self.wait_metric("d", "cluster_sessions_out_total", 1)
+        self.assertIsNotNone(d.wait_log("late: 0 messages of the handover window passed on", timeout=WAIT))
+        self.assertIsNone(d.wait_log("did not catch up", timeout=0.2))
+
+    def test_node_back_on_nats_ends_the_session_claimed_meanwhile(self):
+        """Node p alone loses NATS (a relay cut) while its client's id connects
+        at b: p hears no claim. Once p is back on NATS it asks again for the
+        ids it holds, b answers with its later claim, and p closes its stale
+        connection as a takeover: DISCONNECT 0x8E [MQTT-3.1.4-3]."""
+        relay = Relay(self.nats.port)
+        self.addCleanup(relay.close)
+        p = cluster24.Node("p", relay.port)
+        self.nodes["p"] = p
+        p.start()
+        self.assertIsNotNone(p.wait_log("connected to NATS as node 'p'", timeout=WAIT))
+        old = Client(self, "p", "away", v5=True)
+        self.assertEqual(old.subscribe([("away/#", 1)]), [1])
+        self.heard_claim("b", "away", "p")
+        offset = p.log_size()
+        relay.cut()
+        self.assertIsNotNone(p.wait_log("lost the NATS connection", offset=offset, timeout=WAIT))
+        # b asks p for the session: nobody answers on p's subject, a fresh one.
+        new = Client(self, "b", "away", v5=True)
+        self.assertFalse(new.present)
+        self.assertEqual(new.subscribe([("away/#", 1)]), [1])
+        self.assertTrue(old.raw.is_open(), "p heard nothing")
+        relay.restore()
+        self.assertIsNotNone(p.wait_log("connected to NATS as node 'p'", offset=offset, timeout=WAIT))
+        pkt = old.raw.expect(DISCONNECT, timeout=WAIT)
+        self.assertEqual(pkt.body[:1], b"\x8e", "DISCONNECT reason: Session taken over [MQTT-3.1.4-3]")
+        self.assertTrue(old.raw.wait_closed())
+        self.assertIsNotNone(p.wait_log("back on NATS: asked again for the 1 client ids held here", offset=offset,
+                                        timeout=WAIT))
+        self.wait_metric("p", "cluster_taken_over_total", 1)
+        # The connection at b stays and gets what is published.
+        Client(self, "c", "away-pub", v5=False, clean=True).publish("away/x", b"here", 1, 1)
+        got, _ = new.receive_all(1)
+        self.assertEqual(got[0][:2], ("away/x", b"here"))
+        new.raw.assert_no_packet(wait=0.3)
 
     def test_session_over_handover_max_bytes_starts_fresh(self):
         self.extra_node("d", handover_max_bytes=65536)

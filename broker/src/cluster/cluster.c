@@ -42,10 +42,12 @@
 #include "durable.h"
 #include "err.h"
 #include "groups.h"
+#include "handover.h"
 #include "hash.h"
 #include "inbox.h"
 #include "interest.h"
 #include "log.h"
+#include "nats_auth.h"
 #include "presence.h"
 #include "retained_kv.h"
 #include "subject.h"
@@ -99,12 +101,14 @@ struct cluster {
 	char *prefix;
 	char run[17];     /* this run's id (hex), so a restarted node's numbering is new */
 	uint64_t seq;     /* of the last message sent */
+	uint64_t stream_seq; /* the number the last message sent to the stream carried; 0: it went to none */
 	struct origin_seen origins[ORIGINS_MAX];
 	size_t norigins;
 	uint64_t origins_clock;
 	char *buf;        /* subject or topic scratch, SUBJECT_MAX of the longest topic */
 	size_t buf_cap;
 	struct durable *durable; /* QoS 1/2 through JetStream (durable.h); NULL: cluster.durable off */
+	struct nats_signer *signer; /* NKey of every connection (nats_auth.h); NULL: none */
 };
 
 static struct cluster *of(struct router *r) { return container_of(r, struct cluster, router); }
@@ -284,7 +288,9 @@ static int send_to_nats(struct cluster *c, const struct msg *m)
 			durable_cancel(c->durable, ticket, m); /* its ack fails: not sent, not kept */
 			return WISP_ENOMEM;
 		}
+		uint64_t number = c->seq;
 		if (durable_publish(c->durable, nm, m, ticket) == 0) {
+			c->stream_seq = number;
 			/* Shared groups are NATS queue groups on the core subject
 			 * (groups.h): they get a copy there (at most once), marked
 			 * so that ordinary subscriptions leave it to the stream. */
@@ -309,6 +315,7 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 {
 	struct cluster *c = of(r);
 	bool sent = false;
+	c->stream_seq = 0;
 	if (m->origin != c && !is_sys(m)) {
 		/* No other node wants it: no NATS publish (QoS 0) and no JetStream
 		 * round trip (QoS 1/2: acked as on one node); NATS is not asked to
@@ -329,6 +336,10 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 	 * (groups.h). */
 	c->b->route.shares_elsewhere = sent && c->b->stats.cluster.connected && groups_connected(c->groups);
 	size_t matched = router_publish(c->local, m, levels, nlevels);
+	/* A session being handed over records what reaches its copy here. */
+	struct handover *h = presence_handover(c->presence);
+	if (m->qos && m->origin != c && handover_recording(h))
+		handover_published(h, m, c->stream_seq);
 	/* Subscribers elsewhere are unknown here: a message NATS took counts
 	 * as matched (no v5 0x10 No matching subscribers). */
 	return matched == 0 && sent ? 1 : matched;
@@ -383,8 +394,9 @@ static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr
 }
 
 /* Why a message from NATS is not routed; NULL: it was. `prefix`: of its
- * subject; a stream message (from_stream) is deduplicated by durable.c. */
-static const char *route_remote(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream)
+ * subject; a stream message (from_stream, sequence seq) is deduplicated by
+ * durable.c. */
+static const char *route_remote(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream, uint64_t seq)
 {
 	struct broker *b = c->b;
 	if (retained_kv_message(c->retained, nm) || presence_message(c->presence, nm) || totals_message(c->totals, nm) ||
@@ -449,6 +461,8 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 		b->stats.cluster.received++;
 		b->route.shares_elsewhere = true; /* NATS sent the groups' copies apart */
 		router_publish(c->local, m, levels, (size_t)nl);
+		if (from_stream)
+			handover_routed(presence_handover(c->presence), m, seq);
 	}
 	msg_unref(m);
 	return nl > 0 ? NULL : "too many topic levels";
@@ -490,7 +504,7 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		c->drop_logged = false; /* the episode ends once the loop keeps up */
 	}
 	for (size_t i = 0; i < n; i++) {
-		const char *why = route_remote(c, batch[i], c->prefix, false);
+		const char *why = route_remote(c, batch[i], c->prefix, false, 0);
 		if (why && *why) {
 			b->stats.cluster.dropped++;
 			/* Anyone who can publish on NATS can cause this line. */
@@ -548,10 +562,26 @@ static void count_existing(struct cluster *c)
 
 static void free_msg(void *m) { natsMsg_Destroy(m); }
 
-static const char *route_stream_msg(void *ctx, natsMsg *nm)
+static const char *route_stream_msg(void *ctx, natsMsg *nm, uint64_t seq, bool own)
 {
 	struct cluster *c = ctx;
-	return route_remote(c, nm, durable_stream(c->durable), true);
+	struct handover *h = presence_handover(c->presence);
+	if (own) {
+		handover_own_routed(h, nm, seq);
+		return NULL;
+	}
+	/* A session handed over from another node brought this message along
+	 * (handover.h's cut): not routed to it again. */
+	struct session *except[8];
+	size_t n = handover_except(h, nm, seq, except, sizeof except / sizeof except[0]);
+	if (n) {
+		c->b->route.except = except;
+		c->b->route.nexcept = n;
+	}
+	const char *why = route_remote(c, nm, durable_stream(c->durable), true, seq);
+	c->b->route.except = NULL;
+	c->b->route.nexcept = 0;
+	return why;
 }
 
 /* A message the durable side kept while JetStream was away, as
@@ -560,6 +590,38 @@ static int make_stream_msg(void *ctx, const struct msg *m, const char *reply, na
 {
 	struct cluster *c = ctx;
 	return make_nats_msg(c, m, durable_stream(c->durable), reply, out);
+}
+
+/* Whether a failed connect means no server answered (retried in the
+ * background) rather than one that refused us (TLS, credentials). */
+static bool nats_down(natsStatus st)
+{
+	return st == NATS_NO_SERVER || st == NATS_TIMEOUT || st == NATS_IO_ERROR || st == NATS_CONNECTION_DISCONNECTED ||
+	       st == NATS_STALE_CONNECTION;
+}
+
+int cluster_check_config(const struct config *cfg, char *err, size_t errlen)
+{
+	const struct config_cluster *cc = &cfg->cluster;
+	if (!cc->nats)
+		return 0;
+	char why[400];
+	struct nats_signer *signer = NULL;
+	natsOptions *o = NULL;
+	int rc = nats_signer_load(cc, &signer, why, sizeof why);
+	if (rc == 0 && natsOptions_Create(&o) != NATS_OK) {
+		snprintf(why, sizeof why, "cluster: %s", nats_last_error());
+		rc = WISP_ENOMEM;
+	}
+	if (rc == 0)
+		rc = nats_auth_apply(o, cc, signer, why, sizeof why); /* cnats reads the PEM files */
+	natsOptions_Destroy(o);
+	nats_signer_free(signer);
+	/* No nats_Close: the process exits next, and nats_Close there leaves
+	 * libcrypto's exit-time cleanup a freed stack (an ASan SEGV). */
+	if (rc != 0)
+		snprintf(err, errlen, "%s: %s", cfg->path, why);
+	return rc;
 }
 
 int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errlen)
@@ -625,40 +687,76 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		st = natsOptions_SetReconnectedCB(c->opts, on_connected, c);
 	if (st == NATS_OK)
 		st = natsOptions_SetClosedCB(c->opts, on_closed, c);
-	if (st == NATS_OK)
-		st = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, c);
+	if (nats_signer_load(cfg, &c->signer, err, errlen) != 0 ||
+	    (st == NATS_OK && nats_auth_apply(c->opts, cfg, c->signer, err, errlen) != 0))
+		goto fail;
+	char urls[512];
+	nats_urls_redacted(cfg->nats, urls, sizeof urls);
+	/* A first try that gives up, only to log why NATS refused (TLS,
+	 * credentials): a connect that retries in the background keeps the
+	 * reason to itself. A failed try calls none of the callbacks. */
 	if (st == NATS_OK) {
 		st = natsConnection_Connect(&c->nc, c->opts);
-		if (st == NATS_OK)
+		if (st == NATS_OK) {
 			on_connected(c->nc, c);
-		else if (st == NATS_NOT_YET_CONNECTED)
-			st = NATS_OK; /* retried in the background; on_connected says when */
+		} else if (!nats_down(st)) {
+			/* cnats closes a connection for good once a server refused
+			 * it, also in the background, so the node runs alone. */
+			const char *why = nats_last_error();
+			log_msg(LOG_ERROR, "cluster", "NATS %s refused node '%s': %s; serving local clients only (fix the "
+				"cluster section and restart)", urls, c->node, *why ? why : natsStatus_GetText(st));
+			cluster_stop(c);
+			return 0;
+		} else {
+			const char *why = nats_last_error();
+			log_msg(LOG_WARNING, "cluster", "cannot connect to NATS %s: %s; retrying in the background", urls,
+				*why ? why : natsStatus_GetText(st));
+			st = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, c);
+			if (st == NATS_OK)
+				st = natsConnection_Connect(&c->nc, c->opts);
+			if (st == NATS_OK)
+				on_connected(c->nc, c);
+			else if (st == NATS_NOT_YET_CONNECTED)
+				st = NATS_OK; /* retried in the background; on_connected says when */
+		}
 	}
 	if (st != NATS_OK) {
-		snprintf(err, errlen, "cluster: cannot set up the NATS connection to %s: %s", cfg->nats,
+		snprintf(err, errlen, "cluster: cannot set up the NATS connection to %s: %s", urls,
 			 natsStatus_GetText(st));
 		goto fail;
 	}
-	if (groups_start(&c->groups, cfg->nats, c->node, c->prefix, &c->inbox, &b->stats.cluster.subjects, err, errlen) != 0)
+	if (groups_start(&c->groups, cfg, c->signer, c->node, c->prefix, &c->inbox, &b->stats.cluster.subjects, err, errlen) != 0)
 		goto fail;
-	if (retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c) != 0 ||
-	    presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0 ||
-	    totals_start(&c->totals, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0)
+	int rc = retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c);
+	if (rc == 0)
+		rc = presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c);
+	if (rc == 0)
+		rc = totals_start(&c->totals, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c);
+	if (rc == WISP_ENOMEM)
 		goto nomem;
+	if (rc != 0) {
+		/* Subscribing fails once cnats closed the connection, as it
+		 * does after a server refused it: not a memory shortage. */
+		bool closed = natsConnection_Status(groups_connection(c->groups)) == NATS_CONN_STATUS_CLOSED;
+		snprintf(err, errlen, "cluster: cannot set up the retained, client-id and $SYS subscriptions%s",
+			 closed ? " (NATS closed the connection '<node>-share': refused?)" : "");
+		goto fail;
+	}
 	if (remote_interest_start(&c->wanted, b, c->nc, groups_connection(c->groups), c->node, c->run, c->prefix, on_nats_msg, c) != 0) {
 		snprintf(err, errlen, "cluster: cannot subscribe to the interest announcements");
 		goto fail;
 	}
-	if (cfg->durable && durable_start(b, c->node, c->run, route_stream_msg, make_stream_msg, c, &c->durable) != 0) {
+	if (cfg->durable && durable_start(b, c->node, c->run, c->signer, route_stream_msg, make_stream_msg, c, &c->durable) != 0) {
 		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
 		goto fail;
 	}
+	handover_set_stream(presence_handover(c->presence), c->durable, c->run, &c->seq);
 	count_existing(c);
 	b->sessions.on_sub_gone = on_sub_gone;
 	b->sessions.sub_gone_ctx = c;
 	b->router = &c->router;
 	log_msg(LOG_NOTICE, "cluster", "node '%s' joining the cluster over NATS %s (subjects %s%s)", c->node,
-		cfg->nats, *c->prefix ? c->prefix : "", *c->prefix ? ".>" : ">");
+		urls, *c->prefix ? c->prefix : "", *c->prefix ? ".>" : ">");
 	*out = c;
 	return 0;
 nomem:
@@ -714,6 +812,7 @@ void cluster_stop(struct cluster *c)
 	presence_free(c->presence);
 	totals_free(c->totals);
 	remote_interest_free(c->wanted);
+	nats_signer_free(c->signer); /* no connection signs any more */
 	wisp_free(c->buckets);
 	wisp_free(c->buf);
 	wisp_free(c->node);

@@ -65,6 +65,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "broker.h"
@@ -166,6 +167,13 @@ struct durable {
 	uint64_t dropped_seen;
 	uint64_t setups_seen;    /* jsw_stream_state's set-ups checked */
 	bool hold_stream_acks;   /* debug builds: WISP_DEBUG_HOLD_STREAM_ACKS (tests) */
+	bool routing_held;       /* debug builds: WISP_DEBUG_HOLD_STREAM_ROUTING said so */
+	/* Sequences this run's consumer never delivers are at or below
+	 * max(first set-up's last sequence, first delivered - 1) (durable_routed_all). */
+	uint64_t run_first_seq;
+	uint64_t setup_last_seq;
+	bool setup_known;
+	struct loop_timer hold_timer;
 };
 
 const char *durable_stream(const struct durable *d) { return d->stream; }
@@ -732,6 +740,153 @@ static bool seen(struct durable *d, uint64_t seq)
 	return false;
 }
 
+uint64_t durable_msg_seq(natsMsg *nm)
+{
+	jsMsgMetaData *meta = NULL;
+	uint64_t seq = 0;
+	if (natsMsg_GetMetaData(&meta, nm) == NATS_OK) {
+		seq = meta->Sequence.Stream;
+		jsMsgMetaData_Destroy(meta);
+	}
+	return seq;
+}
+
+/* Whether seq was routed here, without marking it. */
+static bool routed_here(const struct durable *d, uint64_t seq)
+{
+	if (!d->seen_init)
+		return false;
+	if (seq <= d->seen_floor)
+		return true;
+	return seq - d->seen_floor <= d->seen_span && seen_bit(d, seq);
+}
+
+size_t durable_routed_encode(const struct durable *d, char *out, size_t cap)
+{
+	uint64_t floor = d->seen_init ? d->seen_floor : 0;
+	int n = snprintf(out, cap, "%llu", (unsigned long long)floor);
+	if (n < 0 || (size_t)n >= cap)
+		return 0;
+	size_t len = (size_t)n;
+	uint64_t top = 0;
+	for (uint64_t s = floor + 1; d->seen_init && s <= floor + d->seen_span; s++)
+		if (seen_bit(d, s))
+			top = s;
+	if (!top)
+		return len;
+	size_t digits = (size_t)((top - floor + 3) / 4);
+	if (len + 1 + digits + 1 > cap)
+		return 0;
+	out[len++] = ':';
+	for (size_t i = 0; i < digits; i++) {
+		unsigned v = 0;
+		for (unsigned k = 0; k < 4; k++) {
+			uint64_t s = floor + 1 + 4 * i + k;
+			if (s <= top && seen_bit(d, s))
+				v |= 1u << k;
+		}
+		out[len++] = "0123456789abcdef"[v];
+	}
+	out[len] = '\0';
+	return len;
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* An encoded set's floor and hex digits (hex "" without any); false if malformed. */
+static bool set_parse(const char *set, uint64_t *floor, const char **hex, size_t *digits)
+{
+	char *end = NULL;
+	if (!set || !*set)
+		return false;
+	*floor = strtoull(set, &end, 10);
+	if (end == set || (*end && *end != ':'))
+		return false;
+	*hex = *end ? end + 1 : end;
+	*digits = strlen(*hex);
+	return true;
+}
+
+static bool set_bit(uint64_t floor, const char *hex, size_t digits, uint64_t seq)
+{
+	if (!seq)
+		return false;
+	if (seq <= floor)
+		return true;
+	uint64_t i = (seq - floor - 1) / 4;
+	if (i >= digits)
+		return false;
+	int v = hex_value(hex[i]);
+	return v > 0 && (v >> ((seq - floor - 1) % 4) & 1);
+}
+
+bool durable_set_has(const char *set, uint64_t seq)
+{
+	uint64_t floor;
+	const char *hex;
+	size_t digits;
+	return set_parse(set, &floor, &hex, &digits) && set_bit(floor, hex, digits, seq);
+}
+
+uint64_t durable_set_max(const char *set)
+{
+	uint64_t floor;
+	const char *hex;
+	size_t digits;
+	if (!set_parse(set, &floor, &hex, &digits))
+		return 0;
+	for (size_t i = digits; i > 0; i--) {
+		int v = hex_value(hex[i - 1]);
+		for (int k = 3; v > 0 && k >= 0; k--)
+			if (v >> k & 1)
+				return floor + 1 + 4 * (uint64_t)(i - 1) + (uint64_t)k;
+	}
+	return floor;
+}
+
+/*
+ * A sequence this run's consumer will not deliver cannot reach a session
+ * here, so it is not waited for: one stored before the first set-up of the
+ * stream this run (the consumer, new, starts at the node's start; or, as
+ * it was, it delivered them to an earlier run), or below the first one
+ * delivered. (A message left unacked by an earlier run and delivered again
+ * after its ack wait is not waited for either.)
+ */
+bool durable_routed_all(struct durable *d, const char *set)
+{
+	uint64_t floor;
+	const char *hex;
+	size_t digits;
+	if (!set_parse(set, &floor, &hex, &digits))
+		return true;
+	if (!d->setup_known) {
+		uint64_t setups = 0, last = 0;
+		jsw_stream_state(d->w, &setups, &last);
+		if (!setups)
+			return false; /* the stream is not set up yet: nothing can be told */
+		d->setup_known = true;
+		d->setup_last_seq = last;
+	}
+	uint64_t gone = d->setup_last_seq;
+	if (d->run_first_seq && d->run_first_seq - 1 > gone)
+		gone = d->run_first_seq - 1;
+	uint64_t top = durable_set_max(set);
+	uint64_t from = d->seen_init ? d->seen_floor + 1 : 1;
+	if (from <= gone)
+		from = gone + 1;
+	for (uint64_t s = from; s <= top; s++)
+		if (set_bit(floor, hex, digits, s) && !routed_here(d, s))
+			return false;
+	return true;
+}
+
 static void ack_when_safe(struct durable *d, natsMsg *nm)
 {
 	uint64_t need = persist_seq(d->b);
@@ -744,12 +899,41 @@ static void ack_when_safe(struct durable *d, natsMsg *nm)
 	d->pend[(d->pend_head + d->pend_len++) % d->pend_cap] = (struct pending_ack){nm, need};
 }
 
+#ifndef NDEBUG
+static void on_hold_timer(struct loop *l, struct loop_timer *t)
+{
+	struct durable *d = container_of(t, struct durable, hold_timer);
+	loop_io_set(l, &d->msgs_io, LOOP_READ); /* on_msgs looks again */
+}
+
+/* Debug builds: WISP_DEBUG_HOLD_STREAM_ROUTING=<path> leaves received
+ * stream messages in the inbox until <path> exists (looked at every
+ * second), so that a test can have this node's consumer behind another
+ * node's during a handover (e2e 29). */
+static bool routing_held(struct durable *d)
+{
+	const char *path = getenv("WISP_DEBUG_HOLD_STREAM_ROUTING");
+	if (!path || access(path, F_OK) == 0)
+		return false;
+	if (!d->routing_held)
+		log_msg(LOG_NOTICE, "cluster", "stream routing held (WISP_DEBUG_HOLD_STREAM_ROUTING)");
+	d->routing_held = true;
+	loop_io_set(d->b->loop, &d->msgs_io, 0);
+	loop_timer_start(d->b->loop, &d->hold_timer, 1, on_hold_timer);
+	return true;
+}
+#endif
+
 static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	(void)l;
 	(void)events;
 	struct durable *d = container_of(io, struct durable, msgs_io);
 	struct broker *b = d->b;
+#ifndef NDEBUG
+	if (routing_held(d))
+		return;
+#endif
 	void *batch[TAKE_BATCH];
 	unsigned ev = 0;
 	uint64_t dropped = 0;
@@ -766,22 +950,22 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 	size_t again = 0;
 	for (size_t i = 0; i < n; i++) {
 		natsMsg *nm = batch[i];
-		jsMsgMetaData *meta = NULL;
-		uint64_t seq = 0;
-		if (natsMsg_GetMetaData(&meta, nm) == NATS_OK) {
-			seq = meta->Sequence.Stream;
-			jsMsgMetaData_Destroy(meta);
-		}
+		uint64_t seq = durable_msg_seq(nm);
+		if (!d->run_first_seq)
+			d->run_first_seq = seq;
 		const char *node = NULL;
 		natsMsgHeader_Get(nm, "Wisp-Node", &node);
 		bool routed_before = seq && seen(d, seq);
-		if (seq == 0 || routed_before || (node && strcmp(node, d->node) == 0)) {
-			again += routed_before && !(node && strcmp(node, d->node) == 0);
+		bool own = node && strcmp(node, d->node) == 0;
+		if (seq == 0 || routed_before || own) {
+			again += routed_before && !own;
+			if (seq && !routed_before)
+				d->route(d->route_ctx, nm, seq, true); /* its stream sequence, for a handover's cut */
 			stream_ack(d, nm); /* a redelivery, or this node's own message */
 			continue;
 		}
 		uint64_t before = persist_seq(b);
-		const char *why = d->route(d->route_ctx, nm);
+		const char *why = d->route(d->route_ctx, nm, seq, false);
 		/* Copies for persistent sessions were appended: the record that
 		 * it was routed follows them into the same write. */
 		if (persist_seq(b) != before)
@@ -801,7 +985,8 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 
 /* ---- start and stop ---- */
 
-int durable_start(struct broker *b, const char *node, const char *run, durable_route_fn route,
+int durable_start(struct broker *b, const char *node, const char *run, const struct nats_signer *signer,
+		  durable_route_fn route,
 		  durable_make_fn make, void *route_ctx, struct durable **out)
 {
 	const struct config_cluster *cfg = &b->cfg->cluster;
@@ -877,6 +1062,8 @@ int durable_start(struct broker *b, const char *node, const char *run, durable_r
 		.out_cap = d->out_cap,
 		.ack_cap = in_cap,
 		.start_ns = (int64_t)time(NULL) * 1000000000LL,
+		.auth = cfg,
+		.signer = signer,
 	};
 	rc = jsw_start(&d->w, cfg->nats, &wc, &d->acks, &d->msgs);
 	if (rc != 0)
@@ -931,6 +1118,8 @@ void durable_free(struct durable *d)
 		loop_io_stop(b->loop, &d->acks_io);
 	if (d->msgs_io.fd >= 0)
 		loop_io_stop(b->loop, &d->msgs_io);
+	if (loop_timer_armed(&d->hold_timer))
+		loop_timer_stop(b->loop, &d->hold_timer);
 	inbox_free(&d->acks, NULL);
 	inbox_free(&d->msgs, NULL); /* emptied and closed by durable_stop */
 	if (loop_timer_armed(&d->retry))

@@ -40,11 +40,14 @@
 struct broker;
 struct durable;
 struct msg;
+struct nats_signer;
 
-/* Routes one stream message to the local subscribers (cluster.c): NULL
- * or "" when routed or skipped, else why it was dropped (durable.c counts
- * and logs it). Borrows nm. */
-typedef const char *(*durable_route_fn)(void *ctx, natsMsg *nm);
+/* Routes one stream message (sequence seq) to the local subscribers
+ * (cluster.c): NULL or "" when routed or skipped, else why it was dropped
+ * (durable.c counts and logs it). `own`: this node's own message, routed
+ * here when it was published: only told, for a session being handed over
+ * (handover.h). Borrows nm. */
+typedef const char *(*durable_route_fn)(void *ctx, natsMsg *nm, uint64_t seq, bool own);
 
 /* The stream's NATS message for m (cluster.c's, as a client's publish
  * makes it), with reply subject `reply`: 0 and *out (the caller's), or an
@@ -52,11 +55,13 @@ typedef const char *(*durable_route_fn)(void *ctx, natsMsg *nm);
 typedef int (*durable_make_fn)(void *ctx, const struct msg *m, const char *reply, natsMsg **out);
 
 /* Starts the worker (its own NATS connection, to cluster.nats) for node
- * `node` whose run is `run` (both borrowed for the durable's life), and
+ * `node` whose run is `run` (both, and signer (nats_auth.h, NULL: none),
+ * borrowed for the durable's life), and
  * takes over the forwarding queue the store kept from the last run
  * (persist_forward_get). route and make get route_ctx. 0, or
  * WISP_ENOMEM / WISP_EIO. */
-int durable_start(struct broker *b, const char *node, const char *run, durable_route_fn route,
+int durable_start(struct broker *b, const char *node, const char *run, const struct nats_signer *signer,
+		  durable_route_fn route,
 		  durable_make_fn make, void *route_ctx, struct durable **out);
 /* Stops the worker thread: before the NATS connection closes. NULL: no-op. */
 void durable_stop(struct durable *d);
@@ -89,5 +94,22 @@ void durable_cancel(struct durable *d, uint64_t ticket, const struct msg *m);
  * reference count is not part of the message's value).
  */
 int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m, uint64_t ticket);
+
+/*
+ * The stream sequences this node routed (its dedupe window: a floor and
+ * the sequences above it), as text for a handover (handover.h's cut):
+ * "<floor>" or "<floor>:<hex>", where bit k (0..3) of hex digit i stands
+ * for sequence floor + 1 + 4i + k. Nothing routed yet: "0". Returns the
+ * length written (NUL-terminated), 0 when cap is too small.
+ */
+size_t durable_routed_encode(const struct durable *d, char *out, size_t cap);
+/* Whether seq is in an encoded set; its highest sequence. A malformed set
+ * holds nothing. */
+bool durable_set_has(const char *set, uint64_t seq);
+uint64_t durable_set_max(const char *set);
+/* Whether every sequence of the encoded set was routed here too. */
+bool durable_routed_all(struct durable *d, const char *set);
+/* The stream sequence of a message from the consumer, 0 if none. */
+uint64_t durable_msg_seq(natsMsg *nm);
 
 #endif

@@ -5,16 +5,24 @@
  * each node's own as the 16 hex digits of its name's digest (any node name
  * is then a valid subject token): a node subscribes "<its>.>" and gets
  *   <its>.req     a request (reply subject: the asker's "<asker>.r<token>")
- *   <its>.done    "done" for a session it handed over (payload: the client id)
+ *   <its>.done    "done" for a session it handed over (payload: the client id):
+ *                 with Wisp-Cut (the asker's routed stream set) and a
+ *                 reply subject, asks for the tail; with Wisp-Tail, the
+ *                 tail is stored there too; with neither (no stream),
+ *                 both at once
  *   <its>.r<tok>  the answer to its request <tok>: chunks or a status;
  *                 NATS's own "no responders" status (503) when the asked
  *                 node has no subscription (it is gone)
  *   <its>.dir     digests of the persistent sessions another node holds
  * and every node subscribes "dir", where a node that starts asks all the
  * others which sessions they hold (the directory, see on_dir_request).
- * Headers: Wisp-Kind (req, chunk, none, refused, too-big, done, dir), Wisp-Node,
+ * Headers: Wisp-Kind (req, chunk, none, refused, too-big, done, dir, tail), Wisp-Node,
  * Wisp-User (req: the authenticated user; absent: anonymous), Wisp-Seq
- * (chunk: 0, 1, ...) and Wisp-Last ("1" on the last chunk).
+ * (chunk, tail: 0, 1, ...) and Wisp-Last ("1" on the last chunk); on the
+ * last chunk, with a stream, the holder's cut: Wisp-Cut (its routed set,
+ * durable_routed_encode), Wisp-Run and Wisp-Cut-Seq (the number of its own
+ * last message on NATS). A tail is MSG_PUT records only, answered on the
+ * done's reply subject (the asker's fetch token).
  *
  * The records are store frames (store/record.h) with salt 0; a chunk is any
  * slice of their concatenation, reassembled in order at the asker.
@@ -31,6 +39,7 @@
 #include "alloc.h"
 #include "broker.h"
 #include "delivery.h"
+#include "durable.h"
 #include "err.h"
 #include "groups.h"
 #include "hash.h"
@@ -40,6 +49,7 @@
 #include "persist.h"
 #include "record.h"
 #include "session_v5.h"
+#include "topic.h"
 #include "wire.h"
 
 #define ID_SEED_LO 0x243f6a88u
@@ -56,7 +66,10 @@ enum fetch_state {
 	FETCH_WAITING = 0,   /* the request is out; chunks may be arriving */
 	FETCH_FELL_BACK = 1, /* failed: the CONNECT goes on with a fresh session */
 	FETCH_REFUSED = 2,   /* the holder says it is another user's */
-	FETCH_CONFIRMING = 3 /* imported: "done" waits for this node's store */
+	FETCH_CONFIRMING = 3, /* imported: "done" waits for this node's store (and the filters' announcement) */
+	FETCH_TAILING = 4,    /* "done" with the cut sent: the holder's tail awaited */
+	FETCH_TAIL_CONFIRMING = 5, /* the tail delivered: the final "done" waits for this node's store */
+	FETCH_CUT = 6         /* all done: only the holder's cut still keeps stream messages off the session */
 };
 
 /* A session this node is fetching (or has fetched and not yet confirmed). */
@@ -74,8 +87,28 @@ struct fetch {
 	size_t len, cap;
 	uint8_t *buf;            /* the records so far */
 	char holder[64];         /* the holder's name once it answered, for logs; "" before */
+	char *cut;               /* the holder's routed stream set at the export (R_A); NULL: no cut */
+	char run[24];            /* the holder's run id */
+	uint64_t cut_wseq;       /* the number of the holder's own last message on NATS at the export (E_A) */
+	uint64_t cut_until_s;    /* loop s: the cut is kept at least until then */
+	bool cut_active;         /* counted in handover.ncuts */
+	uint64_t gate_ticket, gate_since; /* the sub_gate's, for the imported filters */
 	size_t id_len;
 	char id[];
+};
+
+/* A message routed into a leaving session's copy after its export. */
+struct tail_rec {
+	struct msg *m;  /* a reference */
+	uint64_t seq;   /* its stream sequence; 0: not known (yet) */
+	uint64_t wseq;  /* own: its number on the stream; 0: it went to none */
+	bool own;       /* published on this node */
+};
+
+enum leaving_state {
+	LEAVING_SENT = 0,        /* exported: what reaches the copy is recorded */
+	LEAVING_CATCHING_UP = 1, /* the asker's cut came: waiting to have routed all of it */
+	LEAVING_TAIL_SENT = 2    /* the tail went: the final "done" awaited */
 };
 
 /* A session this node handed over: kept until the new node says "done". */
@@ -83,6 +116,14 @@ struct leaving {
 	struct list_node link;
 	struct handover *h;
 	struct loop_timer timer;
+	uint8_t state;           /* enum leaving_state */
+	struct tail_rec *recs;
+	size_t nrecs, cap, bytes;
+	size_t overflow;         /* records not kept: over cluster.handover_max_bytes */
+	char *asker_set;         /* CATCHING_UP: the asker's routed set (R_B) */
+	char *reply;             /* CATCHING_UP: where the tail goes */
+	char asker[64];
+	uint64_t catch_since_ms;
 	size_t id_len;
 	char id[];
 };
@@ -101,7 +142,20 @@ struct handover {
 	struct list_node fetches;
 	struct list_node leavings;
 	uint64_t next_token;
+	struct durable *durable; /* NULL: no stream, no cut */
+	const char *run;         /* this run's id (cluster.c's) */
+	const uint64_t *wseq;    /* the number of this node's last message on NATS */
+	size_t ncuts;            /* fetches whose cut is active */
 };
+
+void handover_set_stream(struct handover *h, struct durable *d, const char *run, const uint64_t *wseq)
+{
+	if (!h)
+		return;
+	h->durable = d;
+	h->run = run;
+	h->wseq = wseq;
+}
 
 static uint64_t now_us(void)
 {
@@ -143,6 +197,19 @@ static natsStatus publish(struct handover *h, const char *subject, const char *r
 	if (st != NATS_OK)
 		h->b->stats.cluster.send_failed++;
 	return st;
+}
+
+/* This node's routed stream set (durable_routed_encode), the caller's to
+ * free; NULL without a stream or out of memory (then no cut). */
+static char *routed_set(const struct handover *h)
+{
+	for (size_t cap = 256; h->durable && cap <= HANDOVER_CHUNK * 4; cap *= 4) {
+		char *set = wisp_malloc(cap);
+		if (!set || durable_routed_encode(h->durable, set, cap))
+			return set;
+		wisp_free(set);
+	}
+	return NULL;
 }
 
 /* ---- the directory ---- */
@@ -218,6 +285,15 @@ static void on_dir_answer(struct handover *h, natsMsg *nm)
 		len / 8, learnt);
 }
 
+bool handover_claimed_here(const struct handover *h, const char *id, size_t len)
+{
+	if (!h)
+		return false;
+	uint64_t d = digest(id, len);
+	const struct dir_slot *slot = &h->dir[d % h->dir_len];
+	return slot->id == d && slot->node == h->self;
+}
+
 /* The node that claimed `id` last, if another than this one; 0 if none. */
 static uint64_t holder_of(const struct handover *h, const char *id, size_t len)
 {
@@ -233,6 +309,9 @@ static void fetch_free(struct fetch *f)
 	struct broker *b = f->h->b;
 	loop_timer_stop(b->loop, &f->timer);
 	list_remove(&f->link);
+	if (f->cut_active)
+		f->h->ncuts--;
+	wisp_free(f->cut);
 	wisp_free(f->buf);
 	wisp_free(f);
 }
@@ -273,34 +352,130 @@ static void fall_back(struct fetch *f, const char *why)
 	fetch_resume(f);
 }
 
-static void confirm(struct fetch *f);
+static void on_fetch_timer(struct loop *l, struct loop_timer *t);
 
-static void on_confirm_timer(struct loop *l, struct loop_timer *t)
+/* "done" to the holder, with extra headers (name, value pairs, NULL-ended)
+ * and a reply subject; false when NATS refused it. */
+static bool send_done(struct fetch *f, const char *const *hdrs, const char *reply)
 {
-	(void)l;
-	confirm(container_of(t, struct fetch, timer));
+	struct handover *h = f->h;
+	char subject[SUBJECT_MAX];
+	subject_of(h, f->node, ".done", subject);
+	natsMsg *nm = NULL;
+	natsStatus st = publish(h, subject, reply, "done", f->id, f->id_len, &nm);
+	for (size_t i = 0; st == NATS_OK && hdrs && hdrs[i]; i += 2)
+		st = natsMsgHeader_Set(nm, hdrs[i], hdrs[i + 1]);
+	if (st == NATS_OK)
+		st = natsConnection_PublishMsg(h->nc, nm);
+	natsMsg_Destroy(nm);
+	if (st != NATS_OK)
+		h->b->stats.cluster.send_failed++;
+	return st == NATS_OK;
+}
+
+/* Whether the filters the import announced are known to every node
+ * (interest.h's gate, as a SUBACK waits): from then on the holder's own
+ * clients' messages for them go to the stream, not only to its copy. */
+static bool filters_known(struct fetch *f)
+{
+	struct broker *b = f->h->b;
+	if (!f->gate_ticket || !b->sub_gate.settled)
+		return true;
+	return b->sub_gate.settled(b->sub_gate.ctx, f->gate_ticket, f->gate_since);
 }
 
 /* Tells the old node to let go, once this node's store holds the session
  * (written; with fsync "always", synced): a kill -9 of this node before
- * that leaves the old node's copy in place. */
+ * that leaves the old node's copy in place. With a cut, "done" carries
+ * this node's routed set and asks for the tail first. */
 static void confirm(struct fetch *f)
 {
 	struct handover *h = f->h;
-	if (persist_safe_seq(h->b) < f->store_seq) {
-		loop_timer_start(h->b->loop, &f->timer, 1, on_confirm_timer);
+	struct broker *b = h->b;
+	if (persist_safe_seq(b) < f->store_seq || !filters_known(f)) {
+		loop_timer_start(b->loop, &f->timer, 1, on_fetch_timer);
 		return;
 	}
-	char subject[SUBJECT_MAX];
-	subject_of(h, f->node, ".done", subject);
-	publish(h, subject, NULL, "done", f->id, f->id_len, NULL);
-	fetch_free(f);
+	char *set = f->cut ? routed_set(h) : NULL;
+	if (!set) {
+		/* No cut (no stream here or there): the old node lets go at once. */
+		send_done(f, NULL, NULL);
+		if (f->cut_active) {
+			f->state = FETCH_CUT;
+			loop_timer_start(b->loop, &f->timer, 1, on_fetch_timer);
+		} else {
+			fetch_free(f);
+		}
+		return;
+	}
+	char reply[SUBJECT_MAX], suffix[32];
+	snprintf(suffix, sizeof suffix, ".r%" PRIu64, f->token);
+	subject_of(h, h->self, suffix, reply);
+	const char *hdrs[] = {"Wisp-Cut", set, NULL};
+	send_done(f, hdrs, reply);
+	wisp_free(set);
+	f->state = FETCH_TAILING;
+	f->next_seq = 0;
+	/* The holder waits up to cluster.handover_timeout for its consumer
+	 * before it sends what it has: longer here, so that such a tail is
+	 * still taken. */
+	loop_timer_start(b->loop, &f->timer, (uint64_t)b->cfg->cluster.handover_timeout + 2u, on_fetch_timer);
 }
 
-static void on_fetch_timeout(struct loop *l, struct loop_timer *t)
+/* The tail is in this node's store: the old node may end its copy. */
+static void confirm_tail(struct fetch *f)
+{
+	struct broker *b = f->h->b;
+	if (persist_safe_seq(b) < f->store_seq) {
+		loop_timer_start(b->loop, &f->timer, 1, on_fetch_timer);
+		return;
+	}
+	const char *hdrs[] = {"Wisp-Tail", "1", NULL};
+	send_done(f, hdrs, NULL);
+	f->state = FETCH_CUT;
+	loop_timer_start(b->loop, &f->timer, 1, on_fetch_timer);
+}
+
+/* The cut ends once this node routed all that the holder had at the
+ * export (nothing of it can come again) and cluster.handover_timeout
+ * passed (the holder's own messages numbered up to the export that were
+ * still on their way to the stream). */
+static void cut_check(struct fetch *f)
+{
+	struct handover *h = f->h;
+	struct broker *b = h->b;
+	if (loop_now_s(b->loop) >= f->cut_until_s && (!h->durable || durable_routed_all(h->durable, f->cut))) {
+		fetch_free(f);
+		return;
+	}
+	loop_timer_start(b->loop, &f->timer, 1, on_fetch_timer);
+}
+
+static void on_fetch_timer(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
-	fall_back(container_of(t, struct fetch, timer), "no answer within cluster.handover_timeout");
+	struct fetch *f = container_of(t, struct fetch, timer);
+	switch (f->state) {
+	case FETCH_WAITING:
+		fall_back(f, "no answer within cluster.handover_timeout");
+		break;
+	case FETCH_CONFIRMING:
+		confirm(f);
+		break;
+	case FETCH_TAILING:
+		log_limited("cluster handover tail", LOG_WARNING, "cluster",
+			    "client %.*s: node '%s' sent no tail within cluster.handover_timeout + 2 s: messages routed "
+			    "there after it sent the session may be missing", (int)f->id_len, f->id, f->holder);
+		f->state = FETCH_CUT;
+		cut_check(f);
+		break;
+	case FETCH_TAIL_CONFIRMING:
+		confirm_tail(f);
+		break;
+	default:
+		cut_check(f);
+		break;
+	}
 }
 
 struct import_ctx {
@@ -362,6 +537,17 @@ static void fetch_complete(struct fetch *f)
 	f->store_seq = persist_seq(b);
 	f->state = FETCH_CONFIRMING;
 	loop_timer_stop(b->loop, &f->timer);
+	if (b->sub_gate.ticket) {
+		f->gate_ticket = b->sub_gate.ticket(b->sub_gate.ctx);
+		f->gate_since = loop_now_ms(b->loop);
+	}
+	if (f->cut && f->h->durable) {
+		/* From here on, stream messages the export brought stay off the
+		 * session (handover_except). */
+		f->cut_active = true;
+		f->h->ncuts++;
+		f->cut_until_s = loop_now_s(b->loop) + b->cfg->cluster.handover_timeout;
+	}
 	b->stats.cluster.sessions_in++;
 	log_msg(LOG_NOTICE, "cluster",
 		"client %.*s: session fetched from node '%s' in %" PRIu64 " ms (%u subscriptions, %zu "
@@ -409,9 +595,107 @@ static struct fetch *fetch_by_token(struct handover *h, uint64_t token)
 	return NULL;
 }
 
+/* Appends a chunk (or a tail's part) to f->buf: 1 when it was the last,
+ * 0 when more follow, or why it cannot go on. */
+static int append_chunk(struct fetch *f, natsMsg *nm, const char **why)
+{
+	const char *seq = wire_header(nm, "Wisp-Seq");
+	const char *last = wire_header(nm, "Wisp-Last");
+	int len = natsMsg_GetDataLength(nm);
+	if (!seq || strtoul(seq, NULL, 10) != f->next_seq || len < 0) {
+		*why = "a chunk is missing";
+		return -1;
+	}
+	f->next_seq++;
+	size_t add = (size_t)len;
+	if (f->len + add > f->h->b->cfg->cluster.handover_max_bytes) {
+		*why = "over cluster.handover_max_bytes";
+		return -1;
+	}
+	if (f->len + add > f->cap) {
+		size_t cap = f->cap ? f->cap : HANDOVER_CHUNK;
+		while (cap < f->len + add)
+			cap *= 2;
+		uint8_t *nb = wisp_realloc(f->buf, cap);
+		if (!nb) {
+			*why = "out of memory";
+			return -1;
+		}
+		f->buf = nb;
+		f->cap = cap;
+	}
+	if (add)
+		memcpy(f->buf + f->len, natsMsg_GetData(nm), add);
+	f->len += add;
+	return last && strcmp(last, "1") == 0;
+}
+
+/* The holder's tail: the messages that reached its copy after the export
+ * and that this node passed before it had the session. Delivered to the
+ * session as the tree would, after what this node routed to it since the
+ * import (so within the window a publisher's order may not hold). */
+static void apply_tail(struct fetch *f)
+{
+	struct broker *b = f->h->b;
+	struct session *s = sess_find(&b->sessions, f->id, f->id_len);
+	size_t off = 0, msgs = 0;
+	while (off < f->len) {
+		size_t total;
+		if (store_frame_check(f->buf + off, f->len - off, 0, &total) != STORE_FRAME_OK)
+			break;
+		const uint8_t *fr = f->buf + off;
+		struct store_rec r;
+		off += total;
+		if (store_rec_decode(fr[4], fr[5], fr + STORE_FRAME_HDR, total - STORE_FRAME_HDR, &r) != 0)
+			continue;
+		struct msg *m = persist_msg_import(b, &r);
+		if (!m)
+			continue;
+		if (s)
+			msgs += route_to_session(b, s, m);
+		msg_unref(m);
+	}
+	wisp_free(f->buf);
+	f->buf = NULL;
+	f->len = f->cap = 0;
+	persist_flush(b);
+	f->store_seq = persist_seq(b);
+	f->state = FETCH_TAIL_CONFIRMING;
+	loop_timer_stop(b->loop, &f->timer);
+	log_msg(msgs ? LOG_NOTICE : LOG_INFO, "cluster", "client %.*s: %zu messages of the handover window from node '%s'",
+		(int)f->id_len, f->id, msgs, f->holder);
+	confirm_tail(f);
+}
+
+static void on_tail(struct fetch *f, natsMsg *nm)
+{
+	const char *kind = wire_header(nm, "Wisp-Kind");
+	const char *why = NULL;
+	int rc = kind && strcmp(kind, "tail") == 0 ? append_chunk(f, nm, &why) : -1;
+	if (rc == 0)
+		return;
+	if (rc < 0) {
+		log_limited("cluster handover tail", LOG_WARNING, "cluster",
+			    "client %.*s: the tail from node '%s' is unusable (%s): messages routed there after it "
+			    "sent the session may be missing", (int)f->id_len, f->id, f->holder, why ? why : "no tail");
+		wisp_free(f->buf);
+		f->buf = NULL;
+		f->len = f->cap = 0;
+		f->state = FETCH_CUT;
+		loop_timer_stop(f->h->b->loop, &f->timer);
+		cut_check(f);
+		return;
+	}
+	apply_tail(f);
+}
+
 static void on_answer(struct handover *h, natsMsg *nm, uint64_t token)
 {
 	struct fetch *f = fetch_by_token(h, token);
+	if (f && f->state == FETCH_TAILING) {
+		on_tail(f, nm);
+		return;
+	}
 	if (!f || f->state != FETCH_WAITING)
 		return; /* late: it fell back already */
 	const char *kind = wire_header(nm, "Wisp-Kind");
@@ -439,42 +723,28 @@ static void on_answer(struct handover *h, natsMsg *nm, uint64_t token)
 		fall_back(f, strcmp(kind, "too-big") == 0 ? "over cluster.handover_max_bytes" : "an unknown answer");
 		return;
 	}
-	const char *seq = wire_header(nm, "Wisp-Seq");
-	const char *last = wire_header(nm, "Wisp-Last");
-	int len = natsMsg_GetDataLength(nm);
-	if (!seq || strtoul(seq, NULL, 10) != f->next_seq || len < 0) {
-		fall_back(f, "a chunk is missing");
+	const char *why = NULL;
+	int rc = append_chunk(f, nm, &why);
+	if (rc < 0) {
+		fall_back(f, why);
 		return;
 	}
-	f->next_seq++;
-	size_t add = (size_t)len;
-	if (f->len + add > f->h->b->cfg->cluster.handover_max_bytes) {
-		fall_back(f, "over cluster.handover_max_bytes");
+	if (rc == 0)
 		return;
+	const char *cut = wire_header(nm, "Wisp-Cut");
+	const char *run = wire_header(nm, "Wisp-Run");
+	const char *cut_seq = wire_header(nm, "Wisp-Cut-Seq");
+	if (cut && run && cut_seq && !f->cut) {
+		f->cut = wisp_strndup(cut, strlen(cut)); /* out of memory: no cut, as without a stream */
+		snprintf(f->run, sizeof f->run, "%s", run);
+		f->cut_wseq = strtoull(cut_seq, NULL, 10);
 	}
-	if (f->len + add > f->cap) {
-		size_t cap = f->cap ? f->cap : HANDOVER_CHUNK;
-		while (cap < f->len + add)
-			cap *= 2;
-		uint8_t *nb = wisp_realloc(f->buf, cap);
-		if (!nb) {
-			fall_back(f, "out of memory");
-			return;
-		}
-		f->buf = nb;
-		f->cap = cap;
-	}
-	if (add)
-		memcpy(f->buf + f->len, natsMsg_GetData(nm), add);
-	f->len += add;
-	if (last && strcmp(last, "1") == 0) {
 #ifndef NDEBUG
-		loop_timer_stop(f->h->b->loop, &f->timer);
-		import_when_released(f, true);
+	loop_timer_stop(f->h->b->loop, &f->timer);
+	import_when_released(f, true);
 #else
-		fetch_complete(f);
+	fetch_complete(f);
 #endif
-	}
 }
 
 int handover_session_missing(struct handover *h, struct conn *c, const char *id, size_t len, const char *username)
@@ -523,9 +793,48 @@ int handover_session_missing(struct handover *h, struct conn *c, const char *id,
 		return 0;
 	}
 	list_push_back(&h->fetches, &f->link);
-	loop_timer_start(h->b->loop, &f->timer, h->b->cfg->cluster.handover_timeout, on_fetch_timeout);
+	loop_timer_start(h->b->loop, &f->timer, h->b->cfg->cluster.handover_timeout, on_fetch_timer);
 	log_msg(LOG_INFO, "cluster", "client %.*s: asking node %016" PRIx64 " for its session", (int)len, id, node);
 	return WISP_EAGAIN;
+}
+
+/* A stream message's origin: its node, and its Wisp-Seq's run and number. */
+static bool origin_of(natsMsg *nm, const char **node, const char **run, size_t *run_len, uint64_t *n)
+{
+	*node = wire_header(nm, "Wisp-Node");
+	const char *seq = wire_header(nm, "Wisp-Seq");
+	const char *dash = seq ? strrchr(seq, '-') : NULL;
+	if (!*node || !dash)
+		return false;
+	*run = seq;
+	*run_len = (size_t)(dash - seq);
+	*n = strtoull(dash + 1, NULL, 10);
+	return true;
+}
+
+size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct session **out, size_t max)
+{
+	if (!h || !h->ncuts)
+		return 0;
+	const char *node = NULL, *run = NULL;
+	size_t run_len = 0, n = 0;
+	uint64_t num = 0;
+	bool numbered = origin_of(nm, &node, &run, &run_len, &num);
+	struct list_node *ln;
+	for (ln = h->fetches.next; ln != &h->fetches && n < max; ln = ln->next) {
+		struct fetch *f = container_of(ln, struct fetch, link);
+		if (!f->cut_active)
+			continue;
+		/* In the export: routed there before it, or the holder's own
+		 * message published before it. */
+		bool exported = durable_set_has(f->cut, seq) ||
+				(numbered && strcmp(node, f->holder) == 0 && strlen(f->run) == run_len &&
+				 memcmp(f->run, run, run_len) == 0 && num <= f->cut_wseq);
+		struct session *s = exported ? sess_find(&h->b->sessions, f->id, f->id_len) : NULL;
+		if (s)
+			out[n++] = s;
+	}
+	return n;
 }
 
 void handover_conn_gone(struct handover *h, struct conn *c)
@@ -560,10 +869,22 @@ bool handover_is_leaving(const struct handover *h, const char *id, size_t len)
 	return h && leaving_find(h, id, len) != NULL;
 }
 
+static void leaving_drop_recs(struct leaving *l)
+{
+	for (size_t i = 0; i < l->nrecs; i++)
+		msg_unref(l->recs[i].m);
+	wisp_free(l->recs);
+	l->recs = NULL;
+	l->nrecs = l->cap = l->bytes = l->overflow = 0;
+}
+
 static void leaving_free(struct leaving *l)
 {
 	loop_timer_stop(l->h->b->loop, &l->timer);
 	list_remove(&l->link);
+	leaving_drop_recs(l);
+	wisp_free(l->asker_set);
+	wisp_free(l->reply);
 	wisp_free(l);
 }
 
@@ -609,7 +930,10 @@ static int put_record(void *ctx, const struct store_rec *r)
 	return 0;
 }
 
-static void send_chunks(struct handover *h, const char *reply, const struct export_buf *x)
+/* x in chunks to `reply`, of Wisp-Kind `kind`; the last one with the extra
+ * headers `last_hdrs` (name, value pairs, NULL-ended; NULL: none). */
+static void send_chunks(struct handover *h, const char *reply, const struct export_buf *x, const char *kind,
+			const char *const *last_hdrs)
 {
 	uint32_t seq = 0;
 	size_t off = 0;
@@ -618,11 +942,13 @@ static void send_chunks(struct handover *h, const char *reply, const struct expo
 		natsMsg *nm = NULL;
 		char seqs[16];
 		snprintf(seqs, sizeof seqs, "%" PRIu32, seq++);
-		natsStatus st = publish(h, reply, NULL, "chunk", x->p + off, n, &nm);
+		natsStatus st = publish(h, reply, NULL, kind, x->p + off, n, &nm);
 		if (st == NATS_OK)
 			st = natsMsgHeader_Set(nm, "Wisp-Seq", seqs);
 		if (st == NATS_OK)
 			st = natsMsgHeader_Set(nm, "Wisp-Last", off + n == x->len ? "1" : "0");
+		for (size_t i = 0; st == NATS_OK && off + n == x->len && last_hdrs && last_hdrs[i]; i += 2)
+			st = natsMsgHeader_Set(nm, last_hdrs[i], last_hdrs[i + 1]);
 		if (st == NATS_OK)
 			st = natsConnection_PublishMsg(h->nc, nm);
 		natsMsg_Destroy(nm);
@@ -685,24 +1011,37 @@ static void on_request(struct handover *h, natsMsg *nm)
 	}
 	if (l) {
 		loop_timer_stop(b->loop, &l->timer);
-		/* The asker's timeout, plus its store's time to sync. */
-		loop_timer_start(b->loop, &l->timer, (uint64_t)b->cfg->cluster.handover_timeout + 2u, on_leaving_timeout);
+		/* What reaches the copy from now on is recorded for the tail. */
+		leaving_drop_recs(l);
+		l->state = LEAVING_SENT;
+		/* The asker's timeout, plus its store's time to sync and its wait
+		 * for the other nodes to know the session's filters (a node just
+		 * back on NATS first settles for an interval). */
+		const struct config_cluster *cc = &b->cfg->cluster;
+		loop_timer_start(b->loop, &l->timer,
+				 (uint64_t)cc->handover_timeout + cc->interest_ack_timeout + cc->interest_interval + 3u,
+				 on_leaving_timeout);
 	}
-	send_chunks(h, reply, &x);
+	/* The cut: what this node routed from the stream so far, and the
+	 * number of its own last message on NATS (handover.h). Out of memory,
+	 * or no stream: no cut (the asker then skips nothing). */
+	char *set = l ? routed_set(h) : NULL;
+	char wseq[24];
+	snprintf(wseq, sizeof wseq, "%" PRIu64, h->wseq ? *h->wseq : 0);
+	const char *cut[] = {"Wisp-Cut", set, "Wisp-Run", h->run ? h->run : "", "Wisp-Cut-Seq", wseq, NULL};
+	send_chunks(h, reply, &x, "chunk", set ? cut : NULL);
+	wisp_free(set);
 	wisp_free(x.p);
 }
 
-static void on_done(struct handover *h, natsMsg *nm)
+/* Ends this node's copy of a session now at another node. */
+static void end_copy(struct handover *h, const char *id, size_t len, const char *to)
 {
 	struct broker *b = h->b;
-	int len = natsMsg_GetDataLength(nm);
-	if (len <= 0)
-		return;
-	const char *id = natsMsg_GetData(nm);
-	struct leaving *l = leaving_find(h, id, (size_t)len);
+	struct leaving *l = leaving_find(h, id, len);
 	if (l)
 		leaving_free(l);
-	struct session *s = sess_find(&b->sessions, id, (size_t)len);
+	struct session *s = sess_find(&b->sessions, id, len);
 	if (!s || s->conn)
 		return; /* already ended by a claim, or its client came back here meanwhile */
 	/* The client reconnected (elsewhere), so a delayed will is not due
@@ -720,8 +1059,220 @@ static void on_done(struct handover *h, natsMsg *nm)
 	delivery_clear(s, &b->dlim);
 	sess_destroy(&b->sessions, b->subs, s);
 	b->stats.cluster.sessions_out++;
-	log_msg(LOG_INFO, "cluster", "client %.*s: its session moved to node '%s'", len, id,
-		wire_header(nm, "Wisp-Node") ? wire_header(nm, "Wisp-Node") : "?");
+	log_msg(LOG_INFO, "cluster", "client %.*s: its session moved to node '%s'", (int)len, id, to);
+}
+
+/* Whether a message is one for the leaving session's copy to record: QoS
+ * 1/2 (QoS 0 is at most once) on a topic an ordinary subscription of it
+ * matches (a shared group picks its member elsewhere). */
+static bool copy_wants(const struct leaving *l, const struct msg *m)
+{
+	if (!m->qos || l->state == LEAVING_TAIL_SENT)
+		return false;
+	const struct session *s = sess_find(&l->h->b->sessions, l->id, l->id_len);
+	if (!s || s->conn)
+		return false;
+	const struct list_node *n;
+	for (n = s->subs.next; n != &s->subs; n = n->next) {
+		const struct sess_sub *sub = container_of(n, struct sess_sub, link);
+		if (!(tree_sub_options(&sub->handle) & SESS_SUBOPT_SHARED) &&
+		    topic_matches(sess_sub_filter(sub), sess_sub_filter_len(sub), msg_topic(m), m->topic_len))
+			return true;
+	}
+	return false;
+}
+
+static void record(struct leaving *l, struct msg *m, uint64_t seq, uint64_t wseq, bool own)
+{
+	struct broker *b = l->h->b;
+	size_t size = m->topic_len + m->payload_len + m->props_len + 64;
+	if (l->bytes + size > b->cfg->cluster.handover_max_bytes || (l->nrecs == l->cap && l->cap >= SIZE_MAX / 2)) {
+		l->overflow++;
+		return;
+	}
+	if (l->nrecs == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		struct tail_rec *v = wisp_realloc(l->recs, cap * sizeof *v);
+		if (!v) {
+			l->overflow++;
+			return;
+		}
+		l->recs = v;
+		l->cap = cap;
+	}
+	l->recs[l->nrecs++] = (struct tail_rec){msg_ref(m), seq, wseq, own};
+	l->bytes += size;
+}
+
+bool handover_recording(const struct handover *h) { return h && !list_empty(&h->leavings); }
+
+static void catch_up(struct leaving *l);
+
+/* After each stream message routed here: a leaving session waiting for
+ * this node to have routed the asker's set may be ready. */
+static void catch_up_all(struct handover *h)
+{
+	struct list_node *n, *next;
+	for (n = h->leavings.next; n != &h->leavings; n = next) {
+		next = n->next;
+		struct leaving *l = container_of(n, struct leaving, link);
+		if (l->state == LEAVING_CATCHING_UP)
+			catch_up(l);
+	}
+}
+
+/* Records m for every leaving session whose copy it reached. */
+static void record_all(struct handover *h, struct msg *m, uint64_t seq, uint64_t wseq, bool own)
+{
+	struct list_node *n;
+	for (n = h->leavings.next; n != &h->leavings; n = n->next) {
+		struct leaving *l = container_of(n, struct leaving, link);
+		if (copy_wants(l, m))
+			record(l, m, seq, wseq, own);
+	}
+}
+
+void handover_routed(struct handover *h, struct msg *m, uint64_t seq)
+{
+	if (!handover_recording(h))
+		return;
+	record_all(h, m, seq, 0, false);
+	catch_up_all(h);
+}
+
+void handover_published(struct handover *h, struct msg *m, uint64_t wseq)
+{
+	if (handover_recording(h))
+		record_all(h, m, 0, wseq, true);
+}
+
+void handover_own_routed(struct handover *h, natsMsg *nm, uint64_t seq)
+{
+	if (!handover_recording(h) || !h->run)
+		return;
+	const char *node = NULL, *run = NULL;
+	size_t run_len = 0;
+	uint64_t num = 0;
+	if (origin_of(nm, &node, &run, &run_len, &num) && strlen(h->run) == run_len && memcmp(h->run, run, run_len) == 0) {
+		struct list_node *n;
+		for (n = h->leavings.next; n != &h->leavings; n = n->next) {
+			struct leaving *l = container_of(n, struct leaving, link);
+			for (size_t i = 0; i < l->nrecs; i++)
+				if (l->recs[i].own && l->recs[i].wseq == num)
+					l->recs[i].seq = seq;
+		}
+	}
+	catch_up_all(h);
+}
+
+/*
+ * The tail: of what reached the copy since the export, the stream messages
+ * the asker passed before it had the session (their sequence in its set),
+ * and this node's own messages that went to no stream. A stream message
+ * not in the asker's set is routed there itself; this node's own message
+ * whose sequence it never saw come back is not in that set either (this
+ * node routed all of the set first).
+ */
+static void send_tail(struct leaving *l, bool caught_up)
+{
+	struct handover *h = l->h;
+	struct broker *b = h->b;
+	struct export_buf x = {.max = b->cfg->cluster.handover_max_bytes};
+	size_t sent = 0, lost = l->overflow;
+	for (size_t i = 0; i < l->nrecs; i++) {
+		const struct tail_rec *r = &l->recs[i];
+		bool wanted = r->own && !r->wseq ? true : r->seq && durable_set_has(l->asker_set, r->seq);
+		if (!wanted)
+			continue;
+		if (persist_msg_export(b, r->m, ++sent, put_record, &x) != 0) {
+			lost++;
+			sent--;
+		}
+	}
+	if (lost || !caught_up) {
+		b->stats.cluster.handover_tail_lost += lost;
+		log_limited("cluster handover tail", LOG_WARNING, "cluster",
+			    "client %.*s: %zu messages of the handover window not passed on to node '%s'%s (counted in "
+			    "$SYS/broker/cluster/sessions/tail_lost)", (int)l->id_len, l->id, lost, l->asker,
+			    caught_up ? "" : ", and this node's stream consumer did not catch up within "
+			    "cluster.handover_timeout: more may be missing");
+	}
+	send_chunks(h, l->reply, &x, "tail", NULL);
+	wisp_free(x.p);
+	log_msg(LOG_INFO, "cluster", "client %.*s: %zu messages of the handover window passed on to node '%s'",
+		(int)l->id_len, l->id, sent, l->asker);
+	leaving_drop_recs(l);
+	l->state = LEAVING_TAIL_SENT;
+	loop_timer_stop(b->loop, &l->timer);
+	loop_timer_start(b->loop, &l->timer, (uint64_t)b->cfg->cluster.handover_timeout + 2u, on_leaving_timeout);
+}
+
+static void on_catch_up_timer(struct loop *lp, struct loop_timer *t)
+{
+	(void)lp;
+	catch_up(container_of(t, struct leaving, timer));
+}
+
+/* The tail goes once this node routed every stream message the asker had
+ * routed at its import (looked at after each stream message and every
+ * second), or, past cluster.handover_timeout, with what it has. */
+static void catch_up(struct leaving *l)
+{
+	struct handover *h = l->h;
+	struct broker *b = h->b;
+	bool caught_up = !h->durable || durable_routed_all(h->durable, l->asker_set);
+	bool late = loop_now_ms(b->loop) - l->catch_since_ms >= (uint64_t)b->cfg->cluster.handover_timeout * 1000;
+	if (caught_up || late) {
+		send_tail(l, caught_up);
+		return;
+	}
+	if (!loop_timer_armed(&l->timer))
+		loop_timer_start(b->loop, &l->timer, 1, on_catch_up_timer);
+}
+
+static void on_done(struct handover *h, natsMsg *nm)
+{
+	struct broker *b = h->b;
+	int len = natsMsg_GetDataLength(nm);
+	if (len <= 0)
+		return;
+	const char *id = natsMsg_GetData(nm);
+	const char *asker = wire_header(nm, "Wisp-Node");
+	const char *cut = wire_header(nm, "Wisp-Cut");
+	const char *reply = natsMsg_GetReply(nm);
+	if (!cut || !reply) {
+		/* The tail is stored there (Wisp-Tail), or there is no cut. */
+		end_copy(h, id, (size_t)len, asker ? asker : "?");
+		return;
+	}
+	struct leaving *l = leaving_find(h, id, (size_t)len);
+	if (!l) {
+		/* Not recorded (out of memory at the export, or its timer ran
+		 * out): an empty tail, so that the asker goes on. */
+		log_limited("cluster handover tail", LOG_WARNING, "cluster",
+			    "client %.*s: node '%s' asks for the handover window's messages, which were not recorded "
+			    "(its confirmation came late): some may be missing there", len, id, asker ? asker : "?");
+		l = wisp_calloc(1, sizeof *l + (size_t)len);
+		if (!l)
+			return; /* the asker logs a missing tail; this copy stays */
+		l->h = h;
+		l->id_len = (size_t)len;
+		memcpy(l->id, id, (size_t)len);
+		list_push_back(&h->leavings, &l->link);
+	}
+	wisp_free(l->asker_set);
+	wisp_free(l->reply);
+	l->asker_set = wisp_strndup(cut, strlen(cut));
+	l->reply = wisp_strndup(reply, strlen(reply));
+	snprintf(l->asker, sizeof l->asker, "%s", asker ? asker : "?");
+	if (!l->asker_set || !l->reply) {
+		leaving_free(l);
+		return;
+	}
+	l->state = LEAVING_CATCHING_UP;
+	l->catch_since_ms = loop_now_ms(b->loop);
+	loop_timer_stop(b->loop, &l->timer);
+	catch_up(l);
 }
 
 bool handover_message(struct handover *h, natsMsg *nm)

@@ -42,10 +42,34 @@
  *  - A dies after sending, before "done": B has the session; A restarts
  *    with its copy, which B's next claim of the id ends (a claim made while
  *    A was down is not heard again: that copy stays until the id connects
- *    at A or with Clean Start 1 somewhere).
- * Not covered: a message that reaches A's copy after A cut it and before
- * B's subscriptions are in place (about one NATS round trip) stays in A's
- * copy and goes with it.
+ *    at A or with Clean Start 1 somewhere; one made while A had only lost
+ *    NATS is: presence.h's recheck).
+ *  - With the cut: A dies before the tail: B goes on without it (logged);
+ *    the window's messages stay in A's stored copy. B dies before it wrote
+ *    the tail: no final "done", A keeps its copy (tail included), as in
+ *    the case "B dies after writing" above.
+ *
+ * The cut (with cluster.durable; docs/cluster.md "The cut"): both nodes
+ * route the stream's QoS 1/2 messages, each deduplicating by stream
+ * sequence (durable.h), so the set of sequences each has routed is a cut.
+ * A's last chunk carries R_A, the set A routed at the export, and E_A,
+ * the Wisp-Seq number of A's own last message on the stream. A keeps
+ * routing into its copy and records what reaches it from then on (A's
+ * own QoS 1/2 messages, with their stream sequence once its consumer
+ * sees them come back; others' stream messages with theirs). B, once it
+ * imported and the other nodes acknowledged the session's filters
+ * (interest.h's gate: A's own later messages then go to the stream),
+ * sends "done" with R_B, the set B routed at the import. A waits until it
+ * routed all of R_B, then answers with the tail: the recorded messages
+ * whose sequence is in R_B (B passed them before it had the session)
+ * and its own ones that went to no stream (B never sees them). B
+ * delivers the tail to the session, writes it and says "done" again
+ * (Wisp-Tail); only then does A end its copy. From the import on, B
+ * keeps off the session a stream message in R_A, or A's own numbered up
+ * to E_A (both in the export), until it routed all of R_A and at least
+ * cluster.handover_timeout passed. So each stream message reaches the
+ * session once: in the export (R_A), in the tail (R_B minus R_A) or
+ * routed by B after the import (neither).
  *
  * The directory of who claimed an id last: cluster.handover_directory
  * slots of 16 bytes, indexed by a 64-bit digest of the id; a newer id in
@@ -87,9 +111,31 @@ bool handover_message(struct handover *h, natsMsg *nm);
 
 /* A claim of `id` by `node` (this node's own too): the directory. */
 void handover_claimed(struct handover *h, const char *id, size_t len, const char *node);
+/* Whether the last claim of `id` this node heard was its own. */
+bool handover_claimed_here(const struct handover *h, const char *id, size_t len);
 /* Whether this node is handing the session of `id` over: a claim of it
  * must not end it before the new node confirmed it. */
 bool handover_is_leaving(const struct handover *h, const char *id, size_t len);
+
+/* The durable stream (NULL: cluster.durable off, no cut), this run's id
+ * and the number of this node's last message on NATS (cluster.c's,
+ * borrowed for the handover's life). */
+struct durable;
+struct msg;
+struct session;
+void handover_set_stream(struct handover *h, struct durable *d, const char *run, const uint64_t *wseq);
+/* Whether a session is leaving (the hooks below have work). */
+bool handover_recording(const struct handover *h);
+/* The holder's records: a stream message (sequence seq, from another
+ * node) routed here; this node's own QoS 1/2 message routed here when
+ * published (wseq: its number on the stream; 0: it went to no stream);
+ * this node's own message back from the stream at sequence seq. */
+void handover_routed(struct handover *h, struct msg *m, uint64_t seq);
+void handover_published(struct handover *h, struct msg *m, uint64_t wseq);
+void handover_own_routed(struct handover *h, natsMsg *nm, uint64_t seq);
+/* The new node's side of the cut: the sessions a stream message nm
+ * (sequence seq) must not reach, into out (at most max). */
+size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct session **out, size_t max);
 
 /* broker.h's on_session_missing and on_conn_gone. */
 int handover_session_missing(struct handover *h, struct conn *c, const char *id, size_t len, const char *username);

@@ -9,6 +9,17 @@
  * The recent-connect ring holds a 64-bit digest of each id (two 32-bit
  * hashes) and its connect time; a lookup scans it (PRESENCE_RECENT
  * entries), only when a claim finds a connected session of its id here.
+ *
+ * A claim another node made while this node had lost NATS is not heard
+ * again. So when this node's claim connection comes back (looked at every
+ * second), it asks again for every session it holds whose id it claimed
+ * last (handover.h's directory): a claim with Wisp-Recheck "1" and the
+ * time of its own connect of the id (0: not known). A node holding the id
+ * from a later connect answers with its own claim, which ends the stale
+ * copy here as any claim does (a connected client gets DISCONNECT 0x8E);
+ * a node holding it from an earlier connect takes the recheck for a claim;
+ * a node that knows no connect time of its copy leaves it. Cost: one
+ * small message per such session at each reconnect.
  */
 #include "presence.h"
 
@@ -49,6 +60,10 @@ struct presence {
 	struct recent ring[PRESENCE_RECENT];
 	size_t next;
 	struct handover *handover; /* sessions following their client (handover.h) */
+	struct loop_timer timer;   /* looks at the claim connection every second */
+	natsStatistics *stats;     /* its reconnect count, of which... */
+	uint64_t reconnects;       /* ...this many were seen */
+	bool was_up;               /* the claim connection, at the last look */
 };
 
 static uint64_t id_digest(const char *id, size_t len)
@@ -73,6 +88,62 @@ static uint64_t connected_at(const struct presence *p, const char *id, size_t le
 	return at;
 }
 
+/* Publishes a claim of `id` connected at `at` (a recheck: asks again). */
+static void claim(struct presence *p, const char *id, size_t id_len, uint64_t at, bool clean_start, bool recheck)
+{
+	natsMsg *nm = NULL;
+	natsStatus st = natsMsg_Create(&nm, p->subject, NULL, id, (int)id_len);
+	if (st == NATS_OK)
+		st = natsMsgHeader_Set(nm, "Wisp-Node", p->node);
+	if (st == NATS_OK) {
+		char t[24];
+		snprintf(t, sizeof t, "%" PRIu64, at);
+		st = natsMsgHeader_Set(nm, "Wisp-At", t);
+	}
+	if (st == NATS_OK)
+		st = natsMsgHeader_Set(nm, "Wisp-Clean", clean_start ? "1" : "0");
+	if (st == NATS_OK && recheck)
+		st = natsMsgHeader_Set(nm, "Wisp-Recheck", "1");
+	if (st == NATS_OK)
+		st = natsConnection_PublishMsg(p->nc, nm);
+	natsMsg_Destroy(nm);
+	if (st != NATS_OK)
+		p->b->stats.cluster.send_failed++;
+}
+
+/* The claim connection came back: claims made meanwhile were not heard.
+ * Asks again for every session held here whose id this node claimed last. */
+static void recheck_all(struct presence *p)
+{
+	const struct session_table *t = &p->b->sessions;
+	size_t n = 0;
+	for (size_t i = 0; i < t->nbuckets; i++)
+		for (const struct session *s = t->buckets[i]; s; s = s->hash_next) {
+			size_t len = strlen(s->client_id);
+			if (len > INT_MAX || !handover_claimed_here(p->handover, s->client_id, len))
+				continue;
+			claim(p, s->client_id, len, connected_at(p, s->client_id, len), false, true);
+			n++;
+		}
+	if (n)
+		log_msg(LOG_INFO, "cluster", "back on NATS: asked again for the %zu client ids held here", n);
+}
+
+static void on_presence_timer(struct loop *l, struct loop_timer *t)
+{
+	struct presence *p = container_of(t, struct presence, timer);
+	bool up = natsConnection_Status(p->nc) == NATS_CONN_STATUS_CONNECTED;
+	/* A reconnect can come and go between two looks: its count tells. */
+	uint64_t reconnects = p->reconnects;
+	if (p->stats && natsConnection_GetStats(p->nc, p->stats) == NATS_OK)
+		natsStatistics_GetCounts(p->stats, NULL, NULL, NULL, NULL, &reconnects);
+	if (up && (!p->was_up || reconnects != p->reconnects))
+		recheck_all(p);
+	p->was_up = up;
+	p->reconnects = reconnects;
+	loop_timer_start(l, &p->timer, 1, on_presence_timer);
+}
+
 static void on_connected(void *ctx, struct session *s, bool clean_start, bool assigned)
 {
 	struct presence *p = ctx;
@@ -85,22 +156,7 @@ static void on_connected(void *ctx, struct session *s, bool clean_start, bool as
 	handover_claimed(p->handover, s->client_id, id_len, p->node);
 	p->ring[p->next] = (struct recent){id_digest(s->client_id, id_len), at};
 	p->next = (p->next + 1) % PRESENCE_RECENT;
-	natsMsg *nm = NULL;
-	natsStatus st = natsMsg_Create(&nm, p->subject, NULL, s->client_id, (int)id_len);
-	if (st == NATS_OK)
-		st = natsMsgHeader_Set(nm, "Wisp-Node", p->node);
-	if (st == NATS_OK) {
-		char t[24];
-		snprintf(t, sizeof t, "%" PRIu64, at);
-		st = natsMsgHeader_Set(nm, "Wisp-At", t);
-	}
-	if (st == NATS_OK)
-		st = natsMsgHeader_Set(nm, "Wisp-Clean", clean_start ? "1" : "0");
-	if (st == NATS_OK)
-		st = natsConnection_PublishMsg(p->nc, nm);
-	natsMsg_Destroy(nm);
-	if (st != NATS_OK)
-		p->b->stats.cluster.send_failed++;
+	claim(p, s->client_id, id_len, at, clean_start, false);
 }
 
 
@@ -129,8 +185,20 @@ bool presence_message(struct presence *p, natsMsg *nm)
 	if (!node || !at_hdr || len <= 0 || strcmp(node, p->node) == 0)
 		return true; /* malformed, or this node's own (no-echo should spare it) */
 	const char *id = natsMsg_GetData(nm);
-	handover_claimed(p->handover, id, (size_t)len, node);
 	struct session *s = sess_find(&b->sessions, id, (size_t)len);
+	if (wire_header(nm, "Wisp-Recheck")) {
+		/* Another node back on NATS asks whether its copy is stale. */
+		uint64_t at = strtoull(at_hdr, NULL, 10);
+		uint64_t mine = s ? connected_at(p, id, (size_t)len) : 0;
+		if (!mine)
+			return true; /* nothing known to compare: left as it is */
+		if (claim_loses_to_local(mine, p->node, at, node)) {
+			claim(p, id, (size_t)len, mine, false, false); /* ours is later: it ends theirs */
+			return true;
+		}
+		/* Theirs is later: a claim, below. */
+	}
+	handover_claimed(p->handover, id, (size_t)len, node);
 	if (!s)
 		return true;
 	if (!s->conn && handover_is_leaving(p->handover, id, (size_t)len))
@@ -183,6 +251,12 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 		presence_free(p);
 		return WISP_EIO;
 	}
+	/* At start it is down or just up: nothing was missed yet. Without
+	 * the statistics (out of memory) only a look at the status tells. */
+	p->was_up = true;
+	if (natsStatistics_Create(&p->stats) != NATS_OK)
+		p->stats = NULL;
+	loop_timer_start(b->loop, &p->timer, 1, on_presence_timer);
 	b->on_client_connected = on_connected;
 	b->on_session_missing = on_session_missing;
 	b->on_conn_gone = on_conn_gone;
@@ -201,6 +275,8 @@ void presence_stop(struct presence *p)
 		p->b->on_conn_gone = NULL;
 		p->b->client_connected_ctx = NULL;
 	}
+	if (loop_timer_armed(&p->timer))
+		loop_timer_stop(p->b->loop, &p->timer);
 	handover_stop(p->handover);
 	/* Claims arrive at any time, also while the node stops. */
 	cluster_nats_drain_sub(p->sub, 500);
@@ -214,7 +290,11 @@ void presence_free(struct presence *p)
 		return;
 	presence_stop(p);
 	handover_free(p->handover);
+	if (p->stats)
+		natsStatistics_Destroy(p->stats);
 	wisp_free(p->subject);
 	wisp_free(p->node);
 	wisp_free(p);
 }
+
+struct handover *presence_handover(const struct presence *p) { return p ? p->handover : NULL; }

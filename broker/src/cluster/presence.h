@@ -18,6 +18,9 @@
  *    asked for first (handover.h) is not ended by the claim but when that
  *    node confirms it stored it.
  * Every claim also feeds handover.h's directory of who holds which id.
+ * Back on NATS after losing it, a node asks again for the ids it claimed
+ * (a claim marked Wisp-Recheck, presence.c): a node holding one from a
+ * later connect answers with its claim, which ends the stale copy here.
  * Two connects of one id at two nodes at once: each node gets the other's
  * claim; the later connect (its node's clock, then the node name) wins, so
  * exactly one stays. A node remembers the time of its last PRESENCE_RECENT
@@ -45,6 +48,9 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 void presence_stop(struct presence *p);
 /* Frees it, once cnats's threads are gone. NULL: no-op. */
 void presence_free(struct presence *p);
+
+/* Its handover (handover.h), or NULL. */
+struct handover *presence_handover(const struct presence *p);
 
 /* Whether nm is a claim (on the claim subject); if so, acts on it. */
 bool presence_message(struct presence *p, natsMsg *nm);

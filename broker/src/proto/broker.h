@@ -68,6 +68,7 @@ struct broker_stats {
 		uint64_t sessions_in;    /* sessions fetched from another node at their client's reconnect */
 		uint64_t sessions_out;   /* sessions handed to another node (and ended here) */
 		uint64_t handover_failed; /* fetches that fell back to a fresh session (node gone, timeout, too big) */
+		uint64_t handover_tail_lost; /* handover window messages the holder could not pass on (cluster/handover.h) */
 	} cluster;
 	uint64_t http_requests;      /* HTTP requests answered (http/) */
 	uint64_t http_refused;       /* HTTP connections closed for a malformed or oversized request */

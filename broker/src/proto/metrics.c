@@ -145,6 +145,8 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.sessions_out), .sys = "cluster/sessions/out"},
 	{"cluster_handover_failed_total", "Session fetches that fell back to a fresh session.", COUNTER,
 	 STAT(cluster.handover_failed), .sys = "cluster/sessions/handover_failed"},
+	{"cluster_handover_tail_lost_total", "Messages of a handover's window the old node could not pass on.", COUNTER,
+	 STAT(cluster.handover_tail_lost), .sys = "cluster/sessions/tail_lost"},
 	{"tls_handshakes_current", "TLS handshakes under way on all listeners.", GAUGE, SNAP(handshakes_current),
 	 .sys = "tls/handshakes/current"},
 	{"tls_handshakes_refused_total", "TLS connections closed at accept by max_handshakes(_per_address).", COUNTER,

@@ -1701,6 +1701,18 @@ int persist_import_rec(struct broker *b, struct persist_import *x, const struct 
 	}
 }
 
+int persist_msg_export(struct broker *b, const struct msg *m, uint64_t id, persist_rec_fn *fn, void *ctx)
+{
+	struct store_rec r = {.type = STORE_REC_MSG_PUT};
+	r.u.msg = msg_record(b, m, id);
+	return fn(ctx, &r);
+}
+
+struct msg *persist_msg_import(struct broker *b, const struct store_rec *r)
+{
+	return r->type == STORE_REC_MSG_PUT ? msg_of_record(b, &r->u.msg) : NULL;
+}
+
 void persist_import_end(struct broker *b, struct persist_import *x, bool keep)
 {
 	msg_unref(x->m);

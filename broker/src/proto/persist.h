@@ -143,6 +143,13 @@ typedef int persist_rec_fn(void *ctx, const struct store_rec *r);
  */
 int persist_session_export(struct broker *b, struct session *s, persist_rec_fn *fn, void *ctx);
 
+/* Message m as a MSG_PUT record with the transfer's id `id`, given to fn
+ * (a handover's tail, cluster/handover.c); fn's result. */
+int persist_msg_export(struct broker *b, const struct msg *m, uint64_t id, persist_rec_fn *fn, void *ctx);
+/* The message of a MSG_PUT record: a new reference; NULL when out of
+ * memory or another record. */
+struct msg *persist_msg_import(struct broker *b, const struct store_rec *r);
+
 /* Rebuilding a session handed over from another node, record by record. */
 struct persist_import {
 	struct session *s;  /* created by the SESSION_PUT; NULL before */

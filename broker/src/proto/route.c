@@ -239,6 +239,25 @@ __attribute__((noinline)) static size_t deliver_shared(struct route_ctx *rc, str
 	return n;
 }
 
+/* Takes the excepted sessions out of this publish's matches (the last
+ * entry moves into the hole: the order of deliveries carries no meaning). */
+__attribute__((noinline)) static void drop_excepted(struct route_ctx *rc)
+{
+	for (size_t k = 0; k < rc->nexcept; k++) {
+		struct session *s = rc->except[k];
+		if (s->match_gen != rc->gen || s->match_slot >= rc->count || rc->entries[s->match_slot].s != s)
+			continue;
+		struct route_entry *last = &rc->entries[--rc->count];
+		if (last != &rc->entries[s->match_slot]) {
+			rc->entries[s->match_slot] = *last;
+			last->s->match_slot = s->match_slot;
+		}
+		s->match_gen = rc->gen - 1;
+	}
+	rc->except = NULL;
+	rc->nexcept = 0;
+}
+
 static size_t local_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels)
 {
 	struct route_ctx *rc = container_of(r, struct route_ctx, router);
@@ -259,6 +278,8 @@ static size_t local_publish(struct router *r, struct msg *m, const struct topic_
 	rc->msg = m;
 	rc->shared_matched = NULL;
 	tree_match(rc->subs, levels, nlevels, collect, rc);
+	if (rc->except)
+		drop_excepted(rc);
 	rc->busy = true;
 	uint8_t msg_qos = m->qos;
 	bool msg_retain = m->retain;
@@ -303,6 +324,39 @@ size_t route_share_deliver(struct broker *b, const char *key, size_t len, struct
 	if (rc->later_len && !rc->draining)
 		run_later(rc);
 	return sub ? 1 : 0;
+}
+
+size_t route_to_session(struct broker *b, struct session *s, struct msg *m)
+{
+	struct route_ctx *rc = &b->route;
+	assert(!rc->busy); /* called from the cluster's inbox, never inside a delivery */
+	rc->gen++;
+	rc->count = 0;
+	rc->sub_ids_count = 0;
+	rc->msg = m;
+	rc->shared_matched = NULL;
+	const struct list_node *n;
+	for (n = s->subs.next; n != &s->subs; n = n->next) {
+		struct sess_sub *sub = container_of(n, struct sess_sub, link);
+		if (topic_matches(sess_sub_filter(sub), sess_sub_filter_len(sub), msg_topic(m), m->topic_len))
+			collect(s, tree_sub_options(&sub->handle), tree_sub_id(&sub->handle), rc);
+	}
+	rc->shared_matched = NULL;
+	if (!rc->count) {
+		rc->msg = NULL;
+		return 0;
+	}
+	rc->busy = true;
+	const struct route_entry *e = &rc->entries[0];
+	uint8_t qos = e->qos < m->qos ? e->qos : m->qos;
+	bool retain = m->retain && e->retain_as_published; /* [MQTT-3.3.1-12] */
+	struct delivery_sub_ids ids = {e->sub_id_count ? entry_sub_ids(rc, e) : NULL, e->sub_id_count};
+	broker_deliver(b, s, m, qos, retain, ids.ids ? &ids : NULL);
+	rc->busy = false;
+	rc->msg = NULL;
+	if (rc->later_len && !rc->draining)
+		run_later(rc);
+	return 1;
 }
 
 static int local_interest_add(struct router *r, struct session *s, const char *filter, size_t len,

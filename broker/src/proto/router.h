@@ -122,6 +122,12 @@ struct route_ctx {
 	 * shared groups are served cluster-wide (cluster/groups.h picks the
 	 * node, route_share_deliver the member), so this walk skips them. */
 	bool shares_elsewhere;
+	/* Set by a cluster router for the next publish only: sessions that
+	 * must not get it (a session handed over from another node, which
+	 * brought it along: cluster/handover.h). NULL: none (one test per
+	 * publish, never per subscriber). */
+	struct session *const *except;
+	size_t nexcept;
 };
 
 /* Sets up the local router over the tree `subs` (borrowed: the broker
@@ -145,6 +151,12 @@ size_t route_share_hand_over(struct broker *b, struct session *s, const struct s
  * ("$share/g/f"), which NATS picked this node for. Not while routing.
  * Returns 1 when a member took it, 0 when the group is gone. */
 size_t route_share_deliver(struct broker *b, const char *key, size_t len, struct msg *m);
+/* A cluster router: m to session s only, as the tree would deliver it to s
+ * (its ordinary subscriptions that match, the highest granted QoS, their
+ * identifiers, Retain As Published, the read ACL; shared ones take
+ * nothing: their group picks elsewhere). Not while routing. Returns 1
+ * when a subscription of s matched. */
+size_t route_to_session(struct broker *b, struct session *s, struct msg *m);
 /* session_table.on_end: hands over, then leaves every group. */
 void route_share_session_end(struct session_table *tab, struct session *s);
 
