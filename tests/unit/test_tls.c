@@ -1518,12 +1518,207 @@ static void test_read_drains_records_then_reports_close(void)
 	static unsigned char got[sizeof msg];
 	CU_ASSERT_EQUAL(transport_read(s.t, got, 20000), 20000); /* more than a record */
 	CU_ASSERT_EQUAL(s.t->want, 0);
-	CU_ASSERT_EQUAL(transport_pending(s.t), 2 * 16384 - 20000); /* the rest of record 2 */
+	/* The rest of record 2, plus what was read ahead of record 3 */
+	CU_ASSERT(transport_pending(s.t) >= 2 * 16384 - 20000);
+	CU_ASSERT_EQUAL(tls_transport_hibernate(s.t), WISP_EAGAIN); /* busy: holds records */
 	CU_ASSERT_EQUAL(transport_read(s.t, got + 20000, sizeof got), (ssize_t)(sizeof msg - 20000));
 	CU_ASSERT_EQUAL(s.t->want, 0); /* short, but not would-block: call again */
 	CU_ASSERT_EQUAL(memcmp(got, msg, sizeof msg), 0);
 	CU_ASSERT_EQUAL(transport_read(s.t, got, sizeof got), WISP_ECLOSED);
 	close_side(&s);
+}
+
+#define SMALL_RECORDS 32u
+#define SMALL_RECORD 4096u
+
+/*
+ * A burst of 4 KiB records (one per writev: a client that writes each
+ * PUBLISH as it comes) is read with a receive system call per socketful,
+ * not two per record (mbed TLS's header-then-body reads). With a small
+ * buffer the reads stop at it: what was read ahead of it is carried to
+ * the next read, reported by pending(), and nothing is lost or reordered.
+ */
+static void test_records_read_several_per_system_call(void)
+{
+	struct side s, c;
+	CU_ASSERT_FATAL(good_pair(&s, &c, false));
+	static unsigned char msg[SMALL_RECORDS * SMALL_RECORD], got[sizeof msg];
+	for (size_t i = 0; i < sizeof msg; i++)
+		msg[i] = (unsigned char)(i * 13u + i / 4096u);
+	static const size_t bufs[] = {READ_BUF, 1000};
+	for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++) {
+		for (size_t i = 0; i < SMALL_RECORDS; i++) {
+			struct iovec iov = {msg + i * SMALL_RECORD, SMALL_RECORD};
+			CU_ASSERT_EQUAL_FATAL(transport_writev(c.t, &iov, 1), (ssize_t)SMALL_RECORD);
+		}
+		uint64_t reads = tls_socket_reads(), carries = tls_read_carries();
+		uint64_t in_place = tls_records_opened_in_place();
+		size_t have = 0, calls = 0;
+		bool saw_pending = false;
+		while (have < sizeof got && calls < 10000) {
+			size_t ask = sizeof got - have < bufs[k] ? sizeof got - have : bufs[k];
+			ssize_t n = transport_read(s.t, got + have, ask);
+			calls++;
+			CU_ASSERT_FATAL(n > 0);
+			have += (size_t)n;
+			if (transport_pending(s.t))
+				saw_pending = true;
+		}
+		CU_ASSERT_EQUAL(have, sizeof got);
+		CU_ASSERT_EQUAL(memcmp(got, msg, sizeof msg), 0);
+		CU_ASSERT_EQUAL(transport_pending(s.t), 0);
+		CU_ASSERT_EQUAL(transport_read(s.t, got, sizeof got), WISP_EAGAIN);
+		uint64_t syscalls = tls_socket_reads() - reads;
+		if (bufs[k] == READ_BUF) {
+			/* 32 records of 4,125 bytes: 2 x 32 + 1 record by record, a
+			 * few with read-ahead (64 KiB at a time, bounded by the room
+			 * left in the 64 KiB buffer). */
+			CU_ASSERT(syscalls <= SMALL_RECORDS / 4);
+			/* All but perhaps the first opened straight into the
+			 * buffer, when libcrypto does AES-GCM: no copy into and
+			 * out of mbed TLS's input record. */
+			uint64_t direct = tls_records_opened_in_place() - in_place;
+			if (tls_default_prefers_gcm() && direct < SMALL_RECORDS - 1) {
+				CU_FAIL("records not opened in place");
+				fprintf(stderr, "\n[64 KiB reads] %llu of %u records opened in place\n",
+				        (unsigned long long)direct, SMALL_RECORDS);
+			}
+		} else {
+			/* A 1000-byte buffer reads ahead at most 1000 bytes: still
+			 * fewer calls than records by record, and the rest carried. */
+			CU_ASSERT(syscalls < 2 * SMALL_RECORDS);
+			CU_ASSERT(tls_read_carries() > carries);
+			CU_ASSERT(saw_pending);
+		}
+		if (syscalls > SMALL_RECORDS / 4)
+			fprintf(stderr, "\n[%zu-byte reads] %llu receive calls for %u records\n", bufs[k],
+			        (unsigned long long)syscalls, SMALL_RECORDS);
+	}
+	CU_ASSERT_EQUAL(tls_transport_hibernate(s.t), 0); /* nothing carried is left */
+	close_side(&s);
+	close_side(&c);
+}
+
+/* The two 100-byte records a client sends, as ciphertext taken off the
+ * server's socket (each 129 bytes with AES-GCM). */
+static size_t steal_records(struct side *s, struct side *c, unsigned char *raw, size_t cap)
+{
+	static const unsigned char text[100] = {1, 2, 3};
+	for (int k = 0; k < 2; k++) {
+		struct iovec iov = {(void *)text, sizeof text};
+		CU_ASSERT_EQUAL(transport_writev(c->t, &iov, 1), (ssize_t)sizeof text);
+	}
+	ssize_t n = recv(s->t->fd, raw, cap, 0);
+	return n > 0 ? (size_t)n : 0;
+}
+
+/*
+ * Records opened past mbed TLS are checked as mbed TLS checks them: a
+ * flipped ciphertext bit, a record replayed, two records swapped (the
+ * sequence number in the additional data) each fail the connection
+ * (bad_record_mac), after the good records before them were delivered.
+ */
+static void test_forged_replayed_reordered_records_fail(void)
+{
+	static const char *const cases[] = {"flipped bit", "replayed", "reordered"};
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		struct side s, c;
+		CU_ASSERT_FATAL(good_pair(&s, &c, false));
+		unsigned char raw[512], bad[1024], got[1024];
+		size_t n = steal_records(&s, &c, raw, sizeof raw);
+		CU_ASSERT_FATAL(n > 0 && n % 2 == 0);
+		size_t one = n / 2, len = n, good = 0;
+		memcpy(bad, raw, n);
+		if (k == 0) {
+			bad[one + 20] ^= 0x01; /* in the second record's ciphertext */
+			good = 100;
+		} else if (k == 1) {
+			memcpy(bad + one, raw, one); /* the first, twice, then the second */
+			memcpy(bad + 2 * one, raw + one, one);
+			len = 3 * one;
+			good = 100;
+		} else {
+			memcpy(bad, raw + one, one);
+			memcpy(bad + one, raw, one);
+		}
+		CU_ASSERT_EQUAL_FATAL(send(c.t->fd, bad, len, 0), (ssize_t)len);
+		ssize_t r = transport_read(s.t, got, sizeof got);
+		if (good) {
+			CHECK(r == (ssize_t)good, cases[k]);
+			r = transport_read(s.t, got, sizeof got);
+		}
+		CHECK(r == WISP_EPROTO, cases[k]);
+		char why[128];
+		transport_last_error(s.t, why, sizeof why);
+		CHECK(strstr(why, "MAC") != NULL || strstr(why, "mac") != NULL, cases[k]);
+		close_side(&s);
+		close_side(&c);
+	}
+}
+
+/*
+ * Writes seal up to four records into one send(): a socket that takes only
+ * part of it cuts the batch after whole records, inside one, or before the
+ * first. Whatever the cut, every byte arrives once, in order, and the
+ * records after the cut (sealed, never sent) do not use up sequence
+ * numbers: the reader's mbed TLS checks each record's tag against its own
+ * count. Socket sizes from 2 KiB to 160 KiB move the cut around.
+ */
+static void test_batched_records_cut_anywhere_arrive_whole(void)
+{
+	static const int sndbufs[] = {2048, 9000, 20000, 33000, 47000, 70000, 160000};
+	size_t len = 600u * 1024u;
+	unsigned char *big = malloc(len);
+	CU_ASSERT_FATAL(big != NULL);
+	for (size_t i = 0; i < len; i++)
+		big[i] = (unsigned char)(i * 31u + (i >> 12));
+	for (size_t k = 0; k < sizeof sndbufs / sizeof sndbufs[0]; k++) {
+		struct side s, c;
+		CU_ASSERT_FATAL(good_pair(&s, &c, false));
+		CU_ASSERT(setsockopt(s.t->fd, SOL_SOCKET, SO_SNDBUF, &sndbufs[k], sizeof sndbufs[k]) == 0);
+		CU_ASSERT(setsockopt(c.t->fd, SOL_SOCKET, SO_SNDBUF, &sndbufs[k], sizeof sndbufs[k]) == 0);
+		size_t eagains = 0;
+		char label[64];
+		snprintf(label, sizeof label, "SO_SNDBUF %d", sndbufs[k]);
+		CHECK(transfer(s.t, c.t, big, len, &eagains), label);
+		CHECK(transfer(c.t, s.t, big, len, &eagains), label);
+		CHECK(transfer(s.t, c.t, "after", 5, &eagains), label);
+		close_side(&s);
+		close_side(&c);
+	}
+	free(big);
+}
+
+/*
+ * A full socket (a subscriber that does not read) costs no sealing wasted
+ * on every call: once a batch was cut, each call seals one record until one
+ * goes whole, so a call that meets a full socket seals at most one record
+ * and drops it, not four.
+ */
+static void test_full_socket_seals_one_record_per_call(void)
+{
+	if (!tls_default_prefers_gcm())
+		return; /* mbed TLS's record-by-record path */
+	struct side s, c;
+	CU_ASSERT_FATAL(good_pair(&s, &c, false));
+	int small = 8192;
+	CU_ASSERT(setsockopt(s.t->fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+	static unsigned char big[256 * 1024];
+	struct iovec iov = {big, sizeof big};
+	/* Fill the socket behind the transport's back (the stream is not read
+	 * again): every batch from now on meets a socket that takes nothing. */
+	for (int k = 0; k < 10000 && send(s.t->fd, big, sizeof big, MSG_DONTWAIT) > 0; k++)
+		;
+	ssize_t n = transport_writev(s.t, &iov, 1);
+	CU_ASSERT_FATAL(n == WISP_EAGAIN && s.t->want == TRANSPORT_WANT_WRITE);
+	for (int k = 0; k < 5; k++) {
+		uint64_t sealed = tls_records_sealed_in_batches();
+		n = transport_writev(s.t, &iov, 1);
+		CU_ASSERT(n == WISP_EAGAIN || n > 0);
+		CU_ASSERT(tls_records_sealed_in_batches() - sealed <= 1);
+	}
+	close_side(&s);
+	close_side(&c);
 }
 
 /* TCP keeps its one-syscall path: a short read or writev says it would
@@ -1591,6 +1786,14 @@ static CU_TestInfo throughput_tests[] = {
 	 test_burst_moves_in_one_event_each_way},
 	{"read drains records up to the buffer; a close after them is reported next",
 	 test_read_drains_records_then_reports_close},
+	{"4 KiB records are read several per system call; a short buffer carries the rest",
+	 test_records_read_several_per_system_call},
+	{"a forged, replayed or reordered record fails the connection (bad_record_mac)",
+	 test_forged_replayed_reordered_records_fail},
+	{"records batched into one send and cut anywhere by a full socket arrive whole, in order",
+	 test_batched_records_cut_anywhere_arrive_whole},
+	{"a full socket: one record sealed per call, not a batch dropped each time",
+	 test_full_socket_seals_one_record_per_call},
 	{"TCP: a short read or writev reports would-block", test_tcp_short_io_reports_would_block},
 	CU_TEST_INFO_NULL,
 };

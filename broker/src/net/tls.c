@@ -41,7 +41,12 @@
  * only the pages records reach become resident; plus the 736-byte
  * mbedtls_ssl_context, the session and the peer certificate. The handshake
  * needs ~20 KiB more transiently. writev gathers its iovecs straight into
- * the output record buffer, so there is no staging memory. Hibernated (idle for
+ * the output record buffer, or, with libcrypto's AES-GCM, seals them
+ * straight into a batch buffer of the thread's, several records per
+ * send() (write_batch); reads take several records per system call
+ * through a read-ahead buffer of the thread's and open them straight into
+ * the caller's buffer (bio_recv, open_direct). Neither buffer is the
+ * connection's: no staging memory per connection. Hibernated (idle for
  * hibernate_after), a connection unmaps both record buffers and keeps ~1.9
  * KiB (ChaCha20-Poly1305; ~2.8 KiB with AES-GCM): the context, session and
  * keys.
@@ -71,6 +76,7 @@
 
 #ifdef WISP_TLS_MBEDTLS
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -80,6 +86,9 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -228,10 +237,19 @@ struct tls_transport {
 	bool full_handshake; /* a certificate was sent or received: not resumed */
 	bool failed; /* fatal error: no close_notify on close */
 	bool hibernated;      /* record buffers freed (tls_transport_hibernate) */
+	bool batch_cut;       /* write_batch's last send was cut short: seal one record at a time */
 	struct list_node lru; /* in ctx->awake while established, awake, and hibernation is on */
 	uint64_t last_active; /* loop_now_s() of the last read or write that moved bytes */
 	unsigned char in_ctr[8], out_ctr[8]; /* record sequence numbers, kept while asleep:
 	                                        mbed TLS stores them in the buffers */
+	struct tls_carry *carry; /* ciphertext read ahead that mbed TLS has not taken yet */
+};
+
+/* Read-ahead ciphertext a read left over (see bio_recv): served first by
+ * the next read, then freed. */
+struct tls_carry {
+	size_t off, len;
+	unsigned char data[];
 };
 
 struct tls_session {
@@ -242,6 +260,11 @@ static const struct transport_ops tls_ops;
 
 static struct loop *hib_loop; /* tls_hibernation_attach() */
 static size_t hib_count;       /* transports hibernated now */
+/* Counters any thread may bump (a client's transports live off the loop). */
+static _Atomic uint64_t socket_reads; /* receive system calls of established connections */
+static _Atomic uint64_t carry_count;  /* reads that left read-ahead to carry */
+static _Atomic uint64_t direct_opens; /* records opened straight into the reader's buffer */
+static _Atomic uint64_t direct_seals; /* records write_batch sealed (sent or not) */
 
 static mbedtls_entropy_context rng_entropy;
 static mbedtls_ctr_drbg_context rng_drbg;
@@ -985,15 +1008,127 @@ static int bio_send(void *p, const unsigned char *buf, size_t len)
 	}
 }
 
-static int bio_recv(void *p, unsigned char *buf, size_t len)
+/*
+ * Reading ahead: mbed TLS reads a record with two receives of exactly the
+ * bytes it needs, its 5-byte header and then its body, so a burst of 4 KiB
+ * PUBLISHes (a record each, from most clients) cost two recv() calls per
+ * message plus the one that finds the socket empty, where plain TCP reads
+ * the burst in one. Once the handshake is done, bio_recv reads what mbed
+ * TLS asks for in place and, in the same readv(), up to TLS_READ_AHEAD
+ * more into the thread's read-ahead buffer, from which the next requests
+ * (the following records' headers and bodies) are copied: one system call
+ * per socketful. The handshake reads as before, so no application data is
+ * ever taken from the socket before a connection is established (the
+ * caller would not look for it: epoll reports the socket, not us). With
+ * AES-GCM done by libcrypto, tls_read goes further: it reads the socket
+ * into the read-ahead itself and opens each whole application-data record
+ * from there straight into the caller's buffer (open_direct), so neither
+ * the ciphertext nor the plaintext is copied; mbed TLS gets, through
+ * bio_recv, only what that does not take (alerts, a record larger than the
+ * room left, the tail of a record the socket does not hold yet).
+ *
+ * The buffer belongs to one tls_read() call: the read-ahead is bounded by
+ * the room left in the caller's buffer, so the records it holds normally
+ * all fit, and whatever mbed TLS did not take when tls_read returns (the
+ * caller's buffer filled first) moves to a block of the connection's own
+ * (tt->carry), which the next read serves first and pending() reports. So
+ * a connection holds no read-ahead memory between calls but that rare
+ * carry; the buffer itself is one per thread (TLS_READ_AHEAD, counted),
+ * made on first use and freed when a thread other than the main one exits.
+ */
+#define TLS_READ_AHEAD (64u * 1024u)
+
+/* An AES-GCM record's bytes besides its plaintext: header, explicit nonce
+ * (the sequence number), tag. */
+#define TLS_GCM_RECORD_OVERHEAD (5u + 8u + 16u)
+/* Records tls_writev seals for one send() (write_batch): four full ones. */
+#define TLS_WRITE_BATCH (4u * (TLS_RECORD_LEN + TLS_GCM_RECORD_OVERHEAD))
+#define TLS_WRITE_BATCH_RECORDS 32
+
+/* The thread's I/O buffers, made on first use (io_bufs_get). */
+struct io_bufs {
+	struct tls_transport *owner; /* whose ciphertext buf holds (len > 0) */
+	size_t off, len;
+	size_t room; /* tls_read: the caller's room left, bounding the read-ahead */
+	bool filled; /* tls_read's last read filled what it offered: more may wait */
+	unsigned char buf[TLS_READ_AHEAD];
+	unsigned char batch[TLS_WRITE_BATCH]; /* write_batch: sealed records */
+};
+
+static _Thread_local struct io_bufs *this_ra;
+static _Thread_local bool ra_failed;
+static pthread_key_t ra_key;
+static pthread_once_t ra_key_once = PTHREAD_ONCE_INIT;
+
+static void ra_free(void *p)
 {
-	struct tls_transport *tt = p;
-	if (len > INT_MAX)
-		len = INT_MAX;
+	wisp_tls_free(p);
+}
+
+static void ra_key_make(void)
+{
+	(void)pthread_key_create(&ra_key, ra_free);
+}
+
+/* This thread's read-ahead and write batch buffers, NULL when they could
+ * not be had (out of memory): the thread's TLS reads and writes then go
+ * record by record, as mbed TLS's own, for the rest of its life. */
+static struct io_bufs *io_bufs_get(void)
+{
+	if (this_ra || ra_failed)
+		return this_ra;
+	(void)pthread_once(&ra_key_once, ra_key_make);
+	struct io_bufs *ra = wisp_tls_calloc(1, sizeof *ra);
+	if (!ra) {
+		ra_failed = true;
+		return NULL;
+	}
+	this_ra = ra;
+	(void)pthread_setspecific(ra_key, ra);
+	return ra;
+}
+
+/* Copies up to len bytes of src[*off, *off + *avail) to buf. */
+static size_t take_ahead(unsigned char *buf, size_t len, const unsigned char *src, size_t *off,
+                         size_t *avail)
+{
+	size_t n = *avail < len ? *avail : len;
+	memcpy(buf, src + *off, n);
+	*off += n;
+	*avail -= n;
+	return n;
+}
+
+static void put_be16(unsigned char *p, size_t v)
+{
+	p[0] = (unsigned char)(v >> 8);
+	p[1] = (unsigned char)v;
+}
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+	for (int k = 7; k >= 0; k--, v >>= 8)
+		p[k] = (unsigned char)v;
+}
+
+static uint64_t get_be64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int k = 0; k < 8; k++)
+		v = v << 8 | p[k];
+	return v;
+}
+
+/* One readv() of the socket: bytes read (> 0), or mbed TLS's code for EOF,
+ * would-block or failure. */
+static int sock_readv(struct tls_transport *tt, struct iovec *iov, int iovcnt)
+{
+	if (tt->handshake_done)
+		atomic_fetch_add_explicit(&socket_reads, 1, memory_order_relaxed);
 	for (;;) {
-		ssize_t n = recv(tt->base.fd, buf, len, 0);
+		ssize_t n = readv(tt->base.fd, iov, iovcnt);
 		if (n > 0)
-			return (int)n;
+			return n > INT_MAX ? INT_MAX : (int)n; /* iovecs under 2 GiB: never */
 		if (n == 0)
 			return MBEDTLS_ERR_SSL_CONN_EOF;
 		if (errno == EINTR)
@@ -1003,6 +1138,77 @@ static int bio_recv(void *p, unsigned char *buf, size_t len)
 		tt->last_errno = errno;
 		return errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_RECV_FAILED;
 	}
+}
+
+static size_t ahead_room(const struct io_bufs *ra)
+{
+	return ra->room < TLS_READ_AHEAD ? ra->room : TLS_READ_AHEAD;
+}
+
+static int bio_recv(void *p, unsigned char *buf, size_t len)
+{
+	struct tls_transport *tt = p;
+	if (len > INT_MAX)
+		len = INT_MAX;
+	if (tt->carry) {
+		size_t n = take_ahead(buf, len, tt->carry->data, &tt->carry->off, &tt->carry->len);
+		if (tt->carry->len == 0) {
+			wisp_tls_free(tt->carry);
+			tt->carry = NULL;
+		}
+		return (int)n;
+	}
+	struct io_bufs *ra = tt->handshake_done ? this_ra : NULL;
+	if (ra && ra->len) {
+		/* tls_read leaves the buffer empty on return, or carried: the
+		 * bytes are this connection's. */
+		assert(ra->owner == tt);
+		return (int)take_ahead(buf, len, ra->buf, &ra->off, &ra->len);
+	}
+	struct iovec iov[2] = {{buf, len}, {ra ? ra->buf : NULL, 0}};
+	if (ra)
+		iov[1].iov_len = ahead_room(ra);
+	int n = sock_readv(tt, iov, iov[1].iov_len ? 2 : 1);
+	if (ra)
+		ra->filled = n > 0 && (size_t)n == len + iov[1].iov_len;
+	if (n <= 0 || (size_t)n <= len)
+		return n;
+	ra->owner = tt;
+	ra->off = 0;
+	ra->len = (size_t)n - len;
+	return (int)len;
+}
+
+/* At the end of tls_read: read-ahead mbed TLS did not take moves to the
+ * connection's carry, so the thread's buffer is empty for the next call.
+ * 0, or WISP_ENOMEM (the bytes are gone from the socket: the connection
+ * fails). */
+static int settle_read_ahead(struct tls_transport *tt)
+{
+	struct io_bufs *ra = this_ra;
+	if (!ra || ra->len == 0)
+		return 0;
+	assert(ra->owner == tt && !tt->carry); /* bio_recv fills it only once the carry is gone */
+	struct tls_carry *c = wisp_tls_calloc(1, sizeof *c + ra->len);
+	if (c) {
+		memcpy(c->data, ra->buf + ra->off, ra->len);
+		c->len = ra->len;
+		tt->carry = c;
+		atomic_fetch_add_explicit(&carry_count, 1, memory_order_relaxed);
+	}
+	ra->len = ra->off = 0;
+	ra->owner = NULL;
+	if (!c) {
+		tt->last_ret = MBEDTLS_ERR_SSL_ALLOC_FAILED;
+		tt->failed = true;
+		return WISP_ENOMEM;
+	}
+	return 0;
+}
+
+static size_t carried(const struct tls_transport *tt)
+{
+	return tt->carry ? tt->carry->len : 0;
 }
 
 /* mbed TLS returns a high-level code (SSL, X.509, PK...) plus a low-level
@@ -1180,8 +1386,8 @@ static int hibernate(struct tls_transport *tt)
 	if (!tt->handshake_done || !tt->is_setup || tt->failed || ssl->state != MBEDTLS_SSL_HANDSHAKE_OVER)
 		return WISP_EINVAL;
 	/* Nothing half read, half written or decrypted and waiting. */
-	if (tt->write_pending || tt->read_error || ssl->in_left || ssl->in_msglen || ssl->in_offt ||
-	    ssl->in_hslen || ssl->keep_current_message || ssl->out_left)
+	if (tt->write_pending || tt->read_error || tt->carry || ssl->in_left || ssl->in_msglen ||
+	    ssl->in_offt || ssl->in_hslen || ssl->keep_current_message || ssl->out_left)
 		return WISP_EAGAIN;
 	memcpy(tt->in_ctr, ssl->in_ctr, sizeof tt->in_ctr);
 	memcpy(tt->out_ctr, ssl->out_ctr, sizeof tt->out_ctr);
@@ -1267,6 +1473,26 @@ void tls_hibernation_attach(struct loop *l)
 size_t tls_hibernated_count(void)
 {
 	return hib_count;
+}
+
+uint64_t tls_socket_reads(void)
+{
+	return atomic_load_explicit(&socket_reads, memory_order_relaxed);
+}
+
+uint64_t tls_read_carries(void)
+{
+	return atomic_load_explicit(&carry_count, memory_order_relaxed);
+}
+
+uint64_t tls_records_opened_in_place(void)
+{
+	return atomic_load_explicit(&direct_opens, memory_order_relaxed);
+}
+
+uint64_t tls_records_sealed_in_batches(void)
+{
+	return atomic_load_explicit(&direct_seals, memory_order_relaxed);
 }
 
 int tls_transport_hibernate(struct transport *t)
@@ -1397,6 +1623,103 @@ static int tls_handshake(struct transport *t)
 	return ret != 0 ? map_ret(tt, ret) : 0;
 }
 
+/* Where the read-ahead's first record ends (from off): its header's
+ * length, or 5 while the header is incomplete; at most the buffer. */
+static size_t record_end(const struct io_bufs *ra)
+{
+	const unsigned char *h = ra->buf + ra->off;
+	size_t end = ra->len < 5 ? 5 : 5 + ((size_t)h[3] << 8 | h[4]);
+	return end < TLS_READ_AHEAD ? end : TLS_READ_AHEAD;
+}
+
+/* Whether the read-ahead ends inside its first record (or header). */
+static bool record_cut(const struct io_bufs *ra)
+{
+	return ra->len < record_end(ra);
+}
+
+/* Whether open_direct may take this connection's next records: TLS 1.2
+ * AES-GCM as mbed TLS 2.28 sets it up, and mbed TLS holding no record,
+ * half read or half returned, and nothing carried. */
+static bool can_open_direct(const struct tls_transport *tt)
+{
+#ifdef WISP_TLS_LIBCRYPTO
+	const mbedtls_ssl_context *ssl = &tt->ssl;
+	const mbedtls_ssl_transform *tr = ssl->transform_in;
+	return tls_gcm_is_fast() && tr && tr == ssl->transform && tr->cipher_ctx_dec.cipher_info &&
+	       tr->cipher_ctx_dec.cipher_info->mode == MBEDTLS_MODE_GCM && tr->maclen == 0 &&
+	       tr->ivlen == 12 && tr->fixed_ivlen == 4 && tr->taglen == 16 &&
+	       tr->minor_ver == MBEDTLS_SSL_MINOR_VERSION_3 && ssl->in_left == 0 &&
+	       ssl->in_msglen == 0 && ssl->in_offt == NULL && ssl->in_hslen == 0 &&
+	       !ssl->keep_current_message && !tt->carry && ssl->in_ctr != NULL;
+#else
+	(void)tt;
+	return false;
+#endif
+}
+
+#ifdef WISP_TLS_LIBCRYPTO
+/*
+ * The next record of the read-ahead opened straight into the caller's
+ * buffer: mbed TLS would copy it into its input record (the ciphertext),
+ * open it there and copy the plaintext out, two copies of every byte. Only
+ * a whole application-data record of the negotiated version, non-empty and
+ * no longer than the room left, is taken; anything else (an alert, a
+ * handshake message, a record not all read yet, an empty one, a malformed
+ * header) is left where it is for mbed TLS, which reads it through bio_recv
+ * and handles it as it always has. What is checked and counted is what
+ * mbed TLS's ssl_decrypt_buf() and ssl_prepare_record_content() do for
+ * such a record: nonce = salt || explicit nonce, additional data = the
+ * expected sequence number || type || version || plaintext length
+ * (RFC 5288, 5246 6.2.3.3), the tag checked in constant time; then the
+ * sequence number counts it and the run of empty records ends.
+ *
+ * Returns the plaintext length (> 0), 0 when the record is mbed TLS's, or
+ * MBEDTLS_ERR_SSL_INVALID_MAC for a forged or corrupt record (fatal, with
+ * a bad_record_mac alert, as mbed TLS does).
+ */
+static int open_direct(struct tls_transport *tt, struct io_bufs *ra, unsigned char *out,
+                       size_t room)
+{
+	mbedtls_ssl_context *ssl = &tt->ssl;
+	mbedtls_ssl_transform *tr = ssl->transform_in;
+	const unsigned char *h = ra->buf + ra->off;
+	if (ra->owner != tt || ra->len < 5 || h[0] != MBEDTLS_SSL_MSG_APPLICATION_DATA)
+		return 0;
+	unsigned char ver[2];
+	mbedtls_ssl_write_version(ssl->major_ver, ssl->minor_ver, ssl->conf->transport, ver);
+	size_t clen = (size_t)h[3] << 8 | h[4];
+	if (h[1] != ver[0] || h[2] != ver[1] || clen <= TLS_GCM_RECORD_OVERHEAD - 5 ||
+	    clen > MBEDTLS_SSL_IN_CONTENT_LEN + TLS_GCM_RECORD_OVERHEAD - 5 || ra->len < 5 + clen)
+		return 0;
+	size_t n = clen - (TLS_GCM_RECORD_OVERHEAD - 5);
+	uint64_t seq = get_be64(ssl->in_ctr);
+	if (n > room || seq == UINT64_MAX)
+		return 0;
+	unsigned char nonce[12], add[13];
+	memcpy(nonce, tr->iv_dec, 4);
+	memcpy(nonce + 4, h + 5, 8);
+	memcpy(add, ssl->in_ctr, 8);
+	add[8] = MBEDTLS_SSL_MSG_APPLICATION_DATA;
+	add[9] = ver[0];
+	add[10] = ver[1];
+	put_be16(add + 11, n);
+	int ret = wisp_gcm_auth_decrypt(tr->cipher_ctx_dec.cipher_ctx, n, nonce, sizeof nonce, add,
+	                                sizeof add, h + 13 + n, 16, h + 13, out);
+	if (ret != 0) {
+		(void)mbedtls_ssl_send_alert_message(ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+		                                     MBEDTLS_SSL_ALERT_MSG_BAD_RECORD_MAC);
+		return MBEDTLS_ERR_SSL_INVALID_MAC;
+	}
+	put_be64(ssl->in_ctr, seq + 1);
+	ssl->nb_zero = 0;
+	atomic_fetch_add_explicit(&direct_opens, 1, memory_order_relaxed);
+	ra->off += 5 + clen;
+	ra->len -= 5 + clen;
+	return (int)n;
+}
+#endif
+
 /*
  * Reads every decrypted record there is, up to len: mbedtls_ssl_read()
  * returns at most one record per call, and a caller that took a short
@@ -1427,22 +1750,80 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t len)
 		return rc;
 	unsigned char *p = buf;
 	size_t got = 0;
+	struct io_bufs *ra = io_bufs_get();
 	while (got < len) {
 		size_t ask = len - got > INT_MAX ? INT_MAX : len - got;
-		int ret = mbedtls_ssl_read(&tt->ssl, p + got, ask);
+		int ret = 0;
+		if (ra)
+			ra->room = len - got;
+#ifdef WISP_TLS_LIBCRYPTO
+		if (ra && can_open_direct(tt)) {
+			if (ra->len == 0 || (ra->filled && record_cut(ra))) {
+				/* Nothing read ahead, or a read that filled the buffer
+				 * cut the last record: read the socket here (behind
+				 * that record's start, moved to the front), so that its
+				 * records open straight into buf as well. A record cut
+				 * by a read that drained the socket is mbed TLS's to
+				 * wait for. */
+				memmove(ra->buf, ra->buf + ra->off, ra->len);
+				ra->off = 0;
+				size_t want = ahead_room(ra);
+				if (want < record_end(ra))
+					want = record_end(ra);
+				struct iovec iov = {ra->buf + ra->len, want - ra->len};
+				ret = sock_readv(tt, &iov, 1);
+				ra->filled = ret > 0 && (size_t)ret == iov.iov_len;
+				if (ret > 0) {
+					ra->owner = tt;
+					ra->len += (size_t)ret;
+					ret = 0;
+				} else if (ret == MBEDTLS_ERR_SSL_WANT_READ && ra->len) {
+					ret = 0; /* the cut record goes to mbed TLS, which waits */
+				}
+			}
+			if (ret == 0)
+				ret = open_direct(tt, ra, p + got, ask);
+		}
+#endif
+		if (ret == 0)
+			ret = mbedtls_ssl_read(&tt->ssl, p + got, ask);
 		if (ret > 0) {
 			got += (size_t)ret;
 			continue;
 		}
 		rc = ret == 0 ? WISP_ECLOSED : map_ret(tt, ret);
-		if (got == 0)
-			return rc;
+		if (got == 0) {
+			/* Read ahead before a would-block (mbed TLS had an alert
+			 * to send) is kept; before a failure it only waits for
+			 * close. */
+			int kept = settle_read_ahead(tt);
+			return kept != 0 && rc == WISP_EAGAIN ? kept : rc;
+		}
 		if (rc != WISP_EAGAIN)
 			tt->read_error = rc; /* want stays 0: call again to see it */
 		break;
 	}
+	if ((rc = settle_read_ahead(tt)) != 0 && got == 0)
+		return rc;
+	if (rc != 0)
+		tt->read_error = rc;
 	touch(tt);
 	return (ssize_t)got;
+}
+
+/* Moves the position `*skip` bytes into iov[*i] on by n bytes. */
+static void iov_advance(const struct iovec *iov, int *i, size_t *skip, size_t n)
+{
+	while (n) {
+		size_t avail = iov[*i].iov_len - *skip;
+		if (n < avail) {
+			*skip += n;
+			return;
+		}
+		n -= avail;
+		++*i;
+		*skip = 0;
+	}
 }
 
 /* Copies n bytes from the iovecs, starting `skip` bytes into iov[i], to out. */
@@ -1488,6 +1869,153 @@ static int write_record(mbedtls_ssl_context *ssl, const struct iovec *iov, int i
 	return ret != 0 ? ret : (int)n;
 }
 
+/* Whether write_batch may seal this connection's next records itself:
+ * TLS 1.2 AES-GCM (RFC 5288) set up as mbed TLS 2.28 sets it, libcrypto
+ * doing AES-GCM here, and no record of mbed TLS's half sent. */
+static bool can_seal_direct(const struct tls_transport *tt)
+{
+#ifdef WISP_TLS_LIBCRYPTO
+	const mbedtls_ssl_context *ssl = &tt->ssl;
+	const mbedtls_ssl_transform *tr = ssl->transform_out;
+	return tls_gcm_is_fast() && tr && tr == ssl->transform && tr->cipher_ctx_enc.cipher_info &&
+	       tr->cipher_ctx_enc.cipher_info->mode == MBEDTLS_MODE_GCM && tr->maclen == 0 &&
+	       tr->ivlen == 12 && tr->fixed_ivlen == 4 && tr->taglen == 16 &&
+	       tr->minor_ver == MBEDTLS_SSL_MINOR_VERSION_3 && ssl->out_left == 0 &&
+	       tt->write_pending == 0;
+#else
+	(void)tt;
+	return false;
+#endif
+}
+
+#ifdef WISP_TLS_LIBCRYPTO
+/*
+ * Several application-data records sealed side by side into the thread's
+ * batch buffer and sent with one send(): mbed TLS seals one record in its
+ * output buffer and sends it (a system call, and the kernel's loopback or
+ * TCP transmit work, per 16 KiB), after a copy of the plaintext into that
+ * buffer. Here libcrypto reads the plaintext where it is (the messages'
+ * payloads, tls_gcm_seal_iov), so a record costs no staging copy, and up
+ * to four full records leave in one system call. The records are what
+ * mbed TLS's ssl_encrypt_buf() makes for TLS 1.2 AES-GCM (RFC 5288 and
+ * 5246 6.2.3.3): nonce = the 4-byte salt || the 8-byte sequence number,
+ * which is also the explicit nonce sent; additional data = sequence number
+ * || type || version || plaintext length; ciphertext || 16-byte tag. The
+ * peer's mbed TLS or OpenSSL checks every one of them (the unit and e2e
+ * tests read them with both).
+ *
+ * A partial send: the records it carried whole are written; the one it
+ * cut is left to mbed TLS as a record half sent (its tail copied to the
+ * output buffer, out_left and write_pending set, exactly the state
+ * mbedtls_ssl_write() leaves after WANT_WRITE, so the next call flushes
+ * it); the records after it never left the process, so they are dropped
+ * and their sequence numbers used again for the next records. No
+ * ciphertext under a nonce is ever sent twice or for two plaintexts. After
+ * a cut, batches hold one record each until one goes whole, so a full
+ * socket (a slow subscriber) costs no more sealing than mbed TLS's record
+ * per call.
+ *
+ * Returns the plaintext bytes taken (> 0), 0 when it did not start (the
+ * caller goes through mbed TLS: nothing was sealed), or a negative mbed
+ * TLS error (MBEDTLS_ERR_SSL_WANT_WRITE: nothing taken, `want` to set).
+ */
+static ssize_t write_batch(struct tls_transport *tt, const struct iovec *iov, int i, size_t skip,
+                           size_t total, size_t record)
+{
+	struct io_bufs *b = io_bufs_get();
+	if (!b)
+		return 0;
+	mbedtls_ssl_context *ssl = &tt->ssl;
+	mbedtls_ssl_transform *tr = ssl->transform_out;
+	unsigned char ver[2];
+	mbedtls_ssl_write_version(ssl->major_ver, ssl->minor_ver, ssl->conf->transport, ver);
+	uint64_t seq0 = get_be64(ssl->cur_out_ctr);
+	size_t ends[TLS_WRITE_BATCH_RECORDS], plains[TLS_WRITE_BATCH_RECORDS];
+	size_t used = 0, done = 0;
+	int nrec = 0;
+	/* After a cut, a record at a time until one goes whole: a full socket
+	 * would otherwise make every call seal records it then drops. */
+	int max_rec = tt->batch_cut ? 1 : TLS_WRITE_BATCH_RECORDS;
+	while (done < total && nrec < max_rec) {
+		while (skip == iov[i].iov_len) {
+			i++;
+			skip = 0;
+		}
+		size_t n = total - done < record ? total - done : record;
+		uint64_t seq = seq0 + (uint64_t)nrec;
+		/* The last sequence number is mbed TLS's to refuse. */
+		if (used + TLS_GCM_RECORD_OVERHEAD + n > TLS_WRITE_BATCH || seq == UINT64_MAX)
+			break;
+		unsigned char *h = b->batch + used, nonce[12], add[13];
+		h[0] = MBEDTLS_SSL_MSG_APPLICATION_DATA;
+		h[1] = ver[0];
+		h[2] = ver[1];
+		put_be16(h + 3, 8 + n + 16);
+		put_be64(h + 5, seq);
+		memcpy(nonce, tr->iv_enc, 4);
+		put_be64(nonce + 4, seq);
+		put_be64(add, seq);
+		add[8] = MBEDTLS_SSL_MSG_APPLICATION_DATA;
+		add[9] = ver[0];
+		add[10] = ver[1];
+		put_be16(add + 11, n);
+		int rc = tls_gcm_seal_iov(tr->cipher_ctx_enc.cipher_ctx, nonce, add, sizeof add, iov, i,
+		                          skip, n, h + 13, h + 13 + n);
+		if (rc == 1)
+			break; /* not libcrypto's: what is sealed goes, mbed TLS does the rest */
+		if (rc != 0)
+			return rc;
+		atomic_fetch_add_explicit(&direct_seals, 1, memory_order_relaxed);
+		used += TLS_GCM_RECORD_OVERHEAD + n;
+		done += n;
+		ends[nrec] = used;
+		plains[nrec] = n;
+		nrec++;
+		iov_advance(iov, &i, &skip, n);
+	}
+	if (nrec == 0)
+		return 0;
+	ssize_t sent;
+	do
+		sent = send(tt->base.fd, b->batch, used, MSG_NOSIGNAL);
+	while (sent == -1 && errno == EINTR);
+	if (sent == -1) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			tt->last_errno = errno;
+			return errno == EPIPE || errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET
+			                                              : MBEDTLS_ERR_NET_SEND_FAILED;
+		}
+		sent = 0;
+	}
+	tt->batch_cut = (size_t)sent < used;
+	if ((size_t)sent == used) {
+		put_be64(ssl->cur_out_ctr, seq0 + (uint64_t)nrec);
+		return (ssize_t)done;
+	}
+	/* Cut short: whole records first, then the one cut, if any. */
+	int k = 0;
+	size_t taken = 0, start = 0;
+	while ((size_t)sent >= ends[k]) {
+		taken += plains[k];
+		start = ends[k];
+		k++;
+	}
+	uint64_t next = seq0 + (uint64_t)k;
+	if ((size_t)sent > start) {
+		size_t rest = ends[k] - (size_t)sent;
+		memcpy(ssl->out_hdr, b->batch + sent, rest);
+		ssl->out_left = rest;
+		ssl->out_hdr += rest;
+		mbedtls_ssl_update_out_pointers(ssl, tr);
+		tt->write_pending = plains[k];
+		next++;
+	}
+	put_be64(ssl->cur_out_ctr, next);
+	tt->base.want = TRANSPORT_WANT_WRITE;
+	return taken ? (ssize_t)taken : MBEDTLS_ERR_SSL_WANT_WRITE;
+}
+#endif
+
 /*
  * Writes record after record until every byte is taken or the socket is
  * full (WANT_WRITE: then the bytes already taken are returned, with `want`
@@ -1531,6 +2059,31 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 	size_t record = (size_t)max < TLS_RECORD_LEN ? (size_t)max : TLS_RECORD_LEN;
 	size_t done = 0, skip = 0; /* position: `skip` bytes into iov[i] */
 	int i = 0;
+#ifdef WISP_TLS_LIBCRYPTO
+	/* Batch after batch of records sealed by libcrypto (write_batch), until
+	 * all is taken or the socket is full; what it does not take (another
+	 * cipher, libcrypto out of order) goes record by record below. */
+	while (done < total && can_seal_direct(tt)) {
+		ssize_t w = write_batch(tt, iov, i, skip, total - done, record);
+		if (w == 0)
+			break;
+		if (w < 0) {
+			rc = map_ret(tt, (int)w);
+			if (done == 0)
+				return rc;
+			if (rc != WISP_EAGAIN)
+				t->want = 0; /* the next call fails (tt->failed) */
+			touch(tt);
+			return (ssize_t)done;
+		}
+		done += (size_t)w;
+		iov_advance(iov, &i, &skip, (size_t)w);
+		if (t->want) { /* the socket is full */
+			touch(tt);
+			return (ssize_t)done;
+		}
+	}
+#endif
 	while (done < total) {
 		while (skip == iov[i].iov_len) {
 			i++;
@@ -1555,16 +2108,7 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 		tt->write_pending = 0;
 		/* mbed TLS takes at most one record: ret <= n. */
 		done += (size_t)ret;
-		for (size_t adv = (size_t)ret; adv;) {
-			size_t avail = iov[i].iov_len - skip;
-			if (adv < avail) {
-				skip += adv;
-				break;
-			}
-			adv -= avail;
-			i++;
-			skip = 0;
-		}
+		iov_advance(iov, &i, &skip, (size_t)ret);
 	}
 	touch(tt);
 	return (ssize_t)done;
@@ -1573,7 +2117,7 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int iovc
 static size_t tls_pending(struct transport *t)
 {
 	struct tls_transport *tt = (struct tls_transport *)t;
-	return tt->is_setup ? mbedtls_ssl_get_bytes_avail(&tt->ssl) : 0;
+	return tt->is_setup ? mbedtls_ssl_get_bytes_avail(&tt->ssl) + carried(tt) : 0;
 }
 
 static void tls_close(struct transport *t)
@@ -1588,7 +2132,15 @@ static void tls_close(struct transport *t)
 	leave_lru(tt);
 	if (!tt->hibernated)
 		unmap_record_buffers(&tt->ssl);
+#ifdef WISP_TLS_LIBCRYPTO
+	/* The thread's libcrypto contexts may hold this connection's keys. */
+	if (tt->ssl.transform) {
+		tls_gcm_forget(tt->ssl.transform->cipher_ctx_enc.cipher_ctx);
+		tls_gcm_forget(tt->ssl.transform->cipher_ctx_dec.cipher_ctx);
+	}
+#endif
 	mbedtls_ssl_free(&tt->ssl);
+	wisp_tls_free(tt->carry);
 	if (t->fd >= 0)
 		close(t->fd);
 	tls_ctx_unref(tt->ctx);
@@ -1854,6 +2406,10 @@ bool tls_transport_resumed(const struct transport *t)
 
 void tls_hibernation_attach(struct loop *l) { (void)l; }
 size_t tls_hibernated_count(void) { return 0; }
+uint64_t tls_socket_reads(void) { return 0; }
+uint64_t tls_read_carries(void) { return 0; }
+uint64_t tls_records_opened_in_place(void) { return 0; }
+uint64_t tls_records_sealed_in_batches(void) { return 0; }
 
 int tls_transport_hibernate(struct transport *t)
 {

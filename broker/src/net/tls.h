@@ -96,6 +96,18 @@ void tls_hibernation_attach(struct loop *l);
 /* Established TLS connections whose record buffers are freed right now. */
 size_t tls_hibernated_count(void);
 
+/* Receive system calls made by established TLS connections since start-up,
+ * and reads that left read-ahead ciphertext to carry to the next (tests,
+ * bench: records read per system call). */
+uint64_t tls_socket_reads(void);
+uint64_t tls_read_carries(void);
+/* AES-GCM records opened straight from the read-ahead into the reader's
+ * buffer, past mbed TLS's input record (tests). */
+uint64_t tls_records_opened_in_place(void);
+/* AES-GCM records sealed by libcrypto into the thread's send batch, sent
+ * or dropped after a cut (tests). */
+uint64_t tls_records_sealed_in_batches(void);
+
 /*
  * Build a context. 0 with *out holding one reference, or a negative WISP_E*
  * (WISP_ECONFIG for bad options or files, WISP_ENOMEM, WISP_EIO for entropy

@@ -14,11 +14,15 @@
  * still defines:
  *   - Curve25519 (X25519 key generation and shared secret): Nettle's
  *     curve25519_mul_g() / curve25519_mul(), RFC 7748.
- *   - secp256r1 with P = G (the k*G of an ECDSA signature): Nettle's
- *     ecc_point_mul_g().
- * Both are Nettle's side-channel-silent code paths (no branch or memory
- * access depends on the scalar), as mbed TLS's are; neither allocates (their
- * scratch space is on the stack).
+ *   - secp256r1: with libcrypto (WISP_TLS_LIBCRYPTO), every point: the k*G
+ *     of an ECDSA signature and of an ECDHE key, and the k*P of an ECDHE
+ *     shared secret, by OpenSSL's EC_POINT_mul() (ecp_nistz256 on x86-64);
+ *     without it, P = G only, by Nettle's ecc_point_mul_g().
+ * All are side-channel-silent code paths (no branch or memory access
+ * depends on the scalar), as mbed TLS's are. Nettle's allocate nothing
+ * (their scratch space is on the stack); libcrypto's take a few small
+ * blocks per multiplication from OpenSSL's allocator, outside
+ * memory_limit (freed before returning), and one group per thread.
  *
  * Built only when FindMbedTLS found Nettle (WISP_TLS_NETTLE); otherwise
  * the archive is not rewritten and this file is not linked.
@@ -26,6 +30,7 @@
 #ifndef WISP_NET_TLS_ECP_H
 #define WISP_NET_TLS_ECP_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <mbedtls/ecp.h>
@@ -38,5 +43,9 @@ int wisp_ecp_mul_restartable(mbedtls_ecp_group *grp, mbedtls_ecp_point *R, const
 /* Multiplications Nettle did since start-up, for tests to see that
  * mbed TLS's ECDH and ECDSA really reach it. Loop thread only. */
 uint64_t tls_ecp_fast_count(void);
+
+/* Whether P-256 points other than the generator are multiplied here too
+ * (libcrypto), not only by mbed TLS. */
+bool tls_ecp_any_p256_point(void);
 
 #endif

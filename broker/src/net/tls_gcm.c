@@ -3,9 +3,11 @@
  * and why).
  *
  * Single-threaded per thread: each thread that seals or opens a record gets
- * its own pair of EVP contexts (thread-local, made on first use, freed when
- * a thread other than the main one exits; the main thread's live until the
- * process ends). Nothing here is per connection.
+ * its own cache of EVP contexts, up to GCM_SETS x GCM_WAYS per direction
+ * (thread-local, made as records need them, freed when a thread other than
+ * the main one exits; the main thread's live until the process ends). A
+ * connection owns none of them: its records find the one last set to its
+ * key, or take the least recently used of their set.
  */
 #include "tls_gcm.h"
 
@@ -25,25 +27,39 @@
 
 enum gcm_dir { GCM_SEAL, GCM_OPEN, GCM_DIRS };
 
-/* One direction's context and the key it is set to (key_len 0: none yet).
- * The key is kept to skip the key schedule and GHASH table (0.25 us) when
- * consecutive records use the same connection's key, as a fan-out's reads
- * from one publisher or a burst of writes to one subscriber do; the
- * context holds that schedule anyway. */
+/*
+ * Contexts are cached per thread and direction, keyed by the mbed TLS GCM
+ * context (one per connection and direction) and checked against its key:
+ * re-keying costs the AES key schedule and GHASH table, 0.25 us a record,
+ * as much as a tenth of a 4 KiB delivery, and consecutive records belong to
+ * different connections whenever a loop turn serves several (pairs,
+ * fan-in: every record). GCM_SETS x GCM_WAYS contexts per direction, made
+ * on first use (~1 KiB each in libcrypto), least recently used replaced.
+ */
+#define GCM_SETS 16u
+#define GCM_WAYS 4u
+
+/* One cached context and the key it is set to (key_len 0: none yet). The
+ * key is kept to tell a context freed and reused by mbed TLS for another
+ * connection (same pointer, other key) from the one it was set for. */
 struct gcm_dir_ctx {
 	EVP_CIPHER_CTX *evp;
+	const mbedtls_gcm_context *owner;
+	uint64_t used;         /* the thread's record count when last used */
 	size_t cipher_key_len; /* AES-128 (16) or -256 (32) set in evp; 0: none */
 	size_t key_len;
 	unsigned char key[TLS_GCM_MAX_KEY];
 };
 
 struct gcm_thread {
-	struct gcm_dir_ctx dir[GCM_DIRS];
+	struct gcm_dir_ctx dir[GCM_DIRS][GCM_SETS * GCM_WAYS];
+	uint64_t records;
 	EVP_CIPHER *aes128, *aes256;
 	bool failed;  /* libcrypto could not make them: mbed TLS does the work */
 };
 
 static uint64_t fast_count;
+static uint64_t rekey_count;
 static _Thread_local struct gcm_thread *this_thread;
 static pthread_key_t thread_key;
 static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
@@ -51,6 +67,11 @@ static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
 uint64_t tls_gcm_fast_count(void)
 {
 	return fast_count;
+}
+
+uint64_t tls_gcm_rekey_count(void)
+{
+	return rekey_count;
 }
 
 bool tls_gcm_is_fast(void)
@@ -71,8 +92,10 @@ static void thread_free(void *arg)
 	if (!t)
 		return;
 	for (int d = 0; d < GCM_DIRS; d++) {
-		EVP_CIPHER_CTX_free(t->dir[d].evp);
-		mbedtls_platform_zeroize(t->dir[d].key, sizeof t->dir[d].key);
+		for (size_t i = 0; i < GCM_SETS * GCM_WAYS; i++) {
+			EVP_CIPHER_CTX_free(t->dir[d][i].evp);
+			mbedtls_platform_zeroize(t->dir[d][i].key, sizeof t->dir[d][i].key);
+		}
 	}
 	EVP_CIPHER_free(t->aes128);
 	EVP_CIPHER_free(t->aes256);
@@ -102,10 +125,65 @@ static struct gcm_thread *thread_get(void)
 	(void)pthread_setspecific(thread_key, t);
 	t->aes128 = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
 	t->aes256 = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
-	for (int d = 0; d < GCM_DIRS; d++)
-		t->dir[d].evp = EVP_CIPHER_CTX_new();
-	t->failed = !t->aes128 || !t->aes256 || !t->dir[GCM_SEAL].evp || !t->dir[GCM_OPEN].evp;
+	t->failed = !t->aes128 || !t->aes256;
 	return t->failed ? NULL : t;
+}
+
+static size_t set_of(const mbedtls_gcm_context *ctx)
+{
+	uint64_t h = (uint64_t)(uintptr_t)ctx * 0x9E3779B97F4A7C15u;
+	return (size_t)(h >> 32) % GCM_SETS;
+}
+
+/* The context cached for ctx in direction d: its own if it has one, else
+ * a free or the least recently used one of its set, to be re-keyed. NULL
+ * when libcrypto cannot make a context (out of memory). */
+static struct gcm_dir_ctx *slot_for(struct gcm_thread *t, enum gcm_dir d,
+                                    const mbedtls_gcm_context *ctx)
+{
+	struct gcm_dir_ctx *set = &t->dir[d][set_of(ctx) * GCM_WAYS], *pick = NULL;
+	for (size_t w = 0; w < GCM_WAYS; w++) {
+		if (set[w].owner == ctx) {
+			pick = &set[w];
+			break;
+		}
+		if (!pick || set[w].used < pick->used)
+			pick = &set[w];
+	}
+	if (!pick->evp && !(pick->evp = EVP_CIPHER_CTX_new()))
+		return NULL;
+	pick->owner = ctx;
+	pick->used = ++t->records;
+	return pick;
+}
+
+void tls_gcm_forget(const mbedtls_gcm_context *ctx)
+{
+	struct gcm_thread *t = this_thread;
+	if (!t || t->failed || !ctx)
+		return;
+	for (int d = 0; d < GCM_DIRS; d++) {
+		struct gcm_dir_ctx *set = &t->dir[d][set_of(ctx) * GCM_WAYS];
+		for (size_t w = 0; w < GCM_WAYS; w++) {
+			struct gcm_dir_ctx *dc = &set[w];
+			if (dc->owner != ctx)
+				continue;
+			/* Overwrite the key schedule libcrypto holds with one of an
+			 * all-zero key (keeping the context: naming the cipher again
+			 * would cost more); on failure drop the context. */
+			static const unsigned char zero[TLS_GCM_MAX_KEY];
+			if (dc->cipher_key_len &&
+			    !EVP_CipherInit_ex(dc->evp, NULL, NULL, zero, NULL, d == GCM_SEAL ? 1 : 0)) {
+				EVP_CIPHER_CTX_free(dc->evp);
+				dc->evp = NULL;
+				dc->cipher_key_len = 0;
+			}
+			mbedtls_platform_zeroize(dc->key, sizeof dc->key);
+			dc->key_len = 0;
+			dc->owner = NULL;
+			dc->used = 0;
+		}
+	}
 }
 
 /* The AES key mbed TLS was given, from its expanded schedule: 16 or 32
@@ -145,7 +223,11 @@ static EVP_CIPHER_CTX *gcm_begin(mbedtls_gcm_context *ctx, enum gcm_dir d, size_
 	size_t key_len = aes_key(ctx, key);
 	if (key_len == 0)
 		return NULL;
-	struct gcm_dir_ctx *dc = &t->dir[d];
+	struct gcm_dir_ctx *dc = slot_for(t, d, ctx);
+	if (!dc) {
+		mbedtls_platform_zeroize(key, sizeof key);
+		return NULL;
+	}
 	int enc = d == GCM_SEAL ? 1 : 0;
 	int ok;
 	if (dc->key_len == key_len && CRYPTO_memcmp(dc->key, key, key_len) == 0) {
@@ -160,6 +242,7 @@ static EVP_CIPHER_CTX *gcm_begin(mbedtls_gcm_context *ctx, enum gcm_dir d, size_
 		dc->key_len = 0;
 		dc->cipher_key_len = 0;
 		ok = EVP_CipherInit_ex(dc->evp, cipher, NULL, key, iv, enc);
+		rekey_count++;
 		if (ok) {
 			memcpy(dc->key, key, key_len);
 			dc->key_len = key_len;
@@ -229,5 +312,51 @@ int wisp_gcm_auth_decrypt(mbedtls_gcm_context *ctx, size_t length, const unsigne
 		mbedtls_platform_zeroize(output, length);
 		return MBEDTLS_ERR_GCM_AUTH_FAILED;
 	}
+	return 0;
+}
+
+/* Pieces at least this long are sealed straight from where they are;
+ * shorter ones are first copied to their place in the output, next to each
+ * other, and sealed there in place as one run: a call into libcrypto per
+ * 2-byte length field would cost more than the copy saves, and its
+ * stitched AES-NI+PCLMULQDQ code wants long runs. */
+#define SEAL_DIRECT_MIN 512u
+
+int tls_gcm_seal_iov(mbedtls_gcm_context *ctx, const unsigned char nonce[12],
+                     const unsigned char *add, size_t add_len, const struct iovec *iov, int i,
+                     size_t skip, size_t n, unsigned char *out, unsigned char tag[16])
+{
+	EVP_CIPHER_CTX *evp = gcm_begin(ctx, GCM_SEAL, n, nonce, TLS_GCM_IV_LEN, add, add_len,
+	                                TLS_GCM_TAG_LEN);
+	if (!evp)
+		return 1;
+	size_t off = 0, run = 0; /* run: start of the copied bytes not sealed yet */
+	int out_len = 0;
+	bool ok = true;
+	for (; ok && off < n; i++, skip = 0) {
+		const unsigned char *src = (const unsigned char *)iov[i].iov_base + skip;
+		size_t take = iov[i].iov_len - skip;
+		if (take > n - off)
+			take = n - off;
+		if (take < SEAL_DIRECT_MIN) {
+			memcpy(out + off, src, take);
+			off += take;
+			continue;
+		}
+		if (run < off)
+			ok = EVP_EncryptUpdate(evp, out + run, &out_len, out + run, (int)(off - run));
+		ok = ok && EVP_EncryptUpdate(evp, out + off, &out_len, src, (int)take);
+		off += take;
+		run = off;
+	}
+	if (ok && run < off)
+		ok = EVP_EncryptUpdate(evp, out + run, &out_len, out + run, (int)(off - run));
+	int fin_len = 0;
+	if (!ok || !EVP_EncryptFinal_ex(evp, out + off, &fin_len) ||
+	    !EVP_CIPHER_CTX_ctrl(evp, EVP_CTRL_AEAD_GET_TAG, (int)TLS_GCM_TAG_LEN, tag)) {
+		mbedtls_platform_zeroize(out, n);
+		return MBEDTLS_ERR_GCM_BAD_INPUT;
+	}
+	fast_count++;
 	return 0;
 }
