@@ -418,6 +418,21 @@ void remote_interest_local_remove(struct remote_interest *ri, const char *filter
 		announce(ri, "del", true, filter, len, NULL, NULL, NULL, NULL, NULL);
 }
 
+/* An answer (or, to our own ack subject, a mark) on snc. */
+static natsStatus send_answer(struct remote_interest *ri, const char *subject, const char *seq)
+{
+	natsMsg *ack = NULL;
+	natsStatus st = natsMsg_Create(&ack, subject, NULL, NULL, 0);
+	if (st == NATS_OK)
+		st = natsMsgHeader_Set(ack, "Wisp-Node", ri->node);
+	if (st == NATS_OK)
+		st = natsMsgHeader_Set(ack, "Wisp-ISeq", seq);
+	if (st == NATS_OK)
+		st = natsConnection_PublishMsg(ri->snc, ack);
+	natsMsg_Destroy(ack);
+	return st;
+}
+
 uint64_t remote_interest_last_add(const struct remote_interest *ri) { return ri ? ri->last_add : 0; }
 
 void remote_interest_await_mark(struct remote_interest *ri, uint64_t mark)
@@ -432,15 +447,7 @@ void remote_interest_mark(struct remote_interest *ri, uint64_t mark)
 		return;
 	char seq[24];
 	snprintf(seq, sizeof seq, "%" PRIu64, mark);
-	natsMsg *nm = NULL;
-	natsStatus st = natsMsg_Create(&nm, ri->ack_subject, NULL, NULL, 0);
-	if (st == NATS_OK)
-		st = natsMsgHeader_Set(nm, "Wisp-Node", ri->node);
-	if (st == NATS_OK)
-		st = natsMsgHeader_Set(nm, "Wisp-ISeq", seq);
-	if (st == NATS_OK)
-		st = natsConnection_PublishMsg(ri->snc, nm);
-	natsMsg_Destroy(nm);
+	natsStatus st = send_answer(ri, ri->ack_subject, seq);
 	if (st != NATS_OK) /* nothing will come back: the SUBACK waits for the timeout */
 		log_msg(LOG_WARNING, "cluster", "cannot publish a shared subscription's mark: %s",
 			natsStatus_GetText(st));
@@ -451,17 +458,8 @@ void remote_interest_mark(struct remote_interest *ri, uint64_t mark)
 static void answer(struct remote_interest *ri, natsMsg *nm, const char *seq)
 {
 	const char *reply = natsMsg_GetReply(nm);
-	if (!reply)
-		return;
-	natsMsg *ack = NULL;
-	natsStatus st = natsMsg_Create(&ack, reply, NULL, NULL, 0);
-	if (st == NATS_OK)
-		st = natsMsgHeader_Set(ack, "Wisp-Node", ri->node);
-	if (st == NATS_OK)
-		st = natsMsgHeader_Set(ack, "Wisp-ISeq", seq);
-	if (st == NATS_OK)
-		natsConnection_PublishMsg(ri->snc, ack);
-	natsMsg_Destroy(ack);
+	if (reply)
+		send_answer(ri, reply, seq);
 }
 
 static void on_answer(struct remote_interest *ri, natsMsg *nm)
