@@ -19,7 +19,7 @@ if [ "${1:-}" = "--test" ]; then
 	# libclang-rt-14-dev holds libFuzzer; clang only recommends it, and we
 	# install without recommends.
 	# libwslay-dev: the WebSocket fuzz target's reference frame parser.
-	pkgs="$pkgs libwslay-dev libcunit1-dev mosquitto mosquitto-clients python3 python3-paho-mqtt clang libclang-rt-14-dev openssl procps"
+	pkgs="$pkgs libwslay-dev libcunit1-dev mosquitto mosquitto-clients python3 python3-paho-mqtt python3-cryptography clang libclang-rt-14-dev openssl procps"
 	pkgs="$pkgs chromium prometheus nats-server libpaho-mqtt-dev valgrind"
 	pkgs="$pkgs debootstrap systemd man-db"
 	# A machine may carry its own Node.js with npm (NodeSource's conflicts

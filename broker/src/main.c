@@ -144,7 +144,7 @@ static int convert_mosquitto(const char *path)
 	int status = 1;
 	if (mosq_conf_parse(path, buf, len, &cfg, err, sizeof err) != 0 ||
 	    server_check_tls(cfg, err, sizeof err) != 0 || bridges_check_tls(cfg, err, sizeof err) != 0 ||
-	    mosq_conf_convert(path, buf, len, &json, err, sizeof err) != 0) {
+	    cluster_check_config(cfg, err, sizeof err) != 0 || mosq_conf_convert(path, buf, len, &json, err, sizeof err) != 0) {
 		fprintf(stderr, "%s\n", err);
 	} else {
 		fputs(json, stdout);
@@ -232,7 +232,8 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		/* What start-up would refuse, the check refuses, in the same words. */
-		if (server_check_tls(cfg, err, sizeof err) != 0 || bridges_check_tls(cfg, err, sizeof err) != 0) {
+		if (server_check_tls(cfg, err, sizeof err) != 0 || bridges_check_tls(cfg, err, sizeof err) != 0 ||
+		    cluster_check_config(cfg, err, sizeof err) != 0) {
 			fprintf(stderr, "%s\n", err);
 			config_free(cfg);
 			return 1;

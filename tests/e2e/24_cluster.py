@@ -42,22 +42,25 @@ class Nats:
             raise AssertionError("nats-server not found (%s): install the Debian package nats-server "
                                  "(scripts/deps.sh --test)" % NATS_BIN)
         self.dir = tempfile.mkdtemp(prefix="wisp-nats-")
+        self.host = "127.0.0.1"
         self.port = free_port()
         self.mport = free_port()
         self.proc = None
 
+    def command(self):
+        return [NATS_BIN, "-a", self.host, "-p", str(self.port), "-m", str(self.mport), "-js", "-sd",
+                os.path.join(self.dir, "js")]
+
     def start(self):
         log = open(os.path.join(self.dir, "nats.log"), "ab")
-        self.proc = subprocess.Popen([NATS_BIN, "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.mport),
-                                      "-js", "-sd", os.path.join(self.dir, "js")],
-                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError("nats-server exited at start:\n" + self.log())
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection((self.host, self.port), timeout=1).close()
                 socket.create_connection(("127.0.0.1", self.mport), timeout=1).close()
                 return
             except OSError:

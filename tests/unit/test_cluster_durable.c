@@ -77,7 +77,7 @@ static void test_pubrec_never_sent_early_whatever_allocation_fails(void)
 		CU_ASSERT_FATAL(h != NULL);
 		struct broker *b = harness_broker(h);
 		struct durable *d = NULL;
-		CU_ASSERT_EQUAL_FATAL(durable_start(b, "t", "0123456789abcdef", route_none, make_none, NULL, &d), 0);
+		CU_ASSERT_EQUAL_FATAL(durable_start(b, "t", "0123456789abcdef", NULL, route_none, make_none, NULL, &d), 0);
 		char reply[128];
 		uint64_t ticket = durable_reserve(d, reply, sizeof reply);
 		CU_ASSERT_FATAL(ticket != 0);

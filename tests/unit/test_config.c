@@ -269,6 +269,41 @@ static const struct bad_case bad_cases[] = {
 	{"{\"cluster\": {\"retained_bucket\": \"\"}}",
 	 "t.json: cluster.retained_bucket: \"\" is not a JetStream bucket name (1 to 64 of A-Z a-z 0-9 _ -)"},
 	{"{\"cluster\": {\"nod\": \"a\"}}", "t.json: cluster.nod: unknown key (did you mean 'node'?)"},
+	/* cluster: NATS TLS and credentials */
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"cafile\": \"missing.pem\"}}",
+	 "t.json: cluster.cafile: file not found: missing.pem"},
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"credentials\": \"adir\"}}",
+	 "t.json: cluster.credentials: is a directory, not a file: adir"},
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"nkey\": \"UAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\", \"nkey_seed\": \"nope\"}}",
+	 "t.json: cluster.nkey_seed: file not found: nope"},
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"username\": \"u\"}}",
+	 "t.json: cluster.username: needs cluster.password too"},
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"password\": \"p\"}}",
+	 "t.json: cluster.password: needs cluster.username too"},
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"username\": \"u\", \"password\": \"p\", \"token\": \"t\"}}",
+	 "t.json: cluster.token: cannot be combined with cluster.username (NATS takes one way of authenticating)"},
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"token\": \"t\", \"credentials\": \"ca.pem\"}}",
+	 "t.json: cluster.credentials: cannot be combined with cluster.token (NATS takes one way of authenticating)"},
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"credentials\": \"ca.pem\", \"nkey_seed\": \"ca.pem\"}}",
+	 "t.json: cluster.nkey_seed: cannot be combined with cluster.credentials (NATS takes one way of authenticating)"},
+	{"{\"cluster\": {\"nats\": [\"nats://h:1\", \"nats://u:p@h:2\"], \"token\": \"t\"}}",
+	 "t.json: cluster.token: cannot be combined with a user or token in a cluster.nats URL (NATS takes one way of authenticating)"},
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"nkey\": \"UAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"}}",
+	 "t.json: cluster.nkey: needs cluster.nkey_seed too (the public key and the file of its seed)"},
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"nkey\": \"SUAB\", \"nkey_seed\": \"ca.pem\"}}",
+	 "t.json: cluster.nkey: \"SUAB\" is not an NKey user public key ('U' and 55 of A-Z 2-7)"},
+	{"{\"cluster\": {\"nats\": \"tls://h:4222\", \"certfile\": \"cert.pem\"}}",
+	 "t.json: cluster.certfile: certfile and keyfile go together (mutual TLS)"},
+	{"{\"cluster\": {\"nats\": \"tls://h:4222\", \"keyfile\": \"key.pem\"}}",
+	 "t.json: cluster.keyfile: certfile and keyfile go together (mutual TLS)"},
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"certfile\": \"cert.pem\", \"keyfile\": \"key.pem\"}}",
+	 "t.json: cluster.certfile: needs TLS: set cluster.cafile or use tls:// URLs in cluster.nats"},
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"tls_skip_verify\": true}}",
+	 "t.json: cluster.tls_skip_verify: needs TLS: set cluster.cafile or use tls:// URLs in cluster.nats"},
+	{"{\"cluster\": {\"nats\": \"nats://h:4222\", \"tls_server_name\": \"h\"}}",
+	 "t.json: cluster.tls_server_name: needs TLS: set cluster.cafile or use tls:// URLs in cluster.nats"},
+	{"{\"cluster\": {\"nats\": \"tls://h:4222\", \"tls_skip_verify\": true, \"tls_server_name\": \"h\"}}",
+	 "t.json: cluster.tls_server_name: cannot be combined with cluster.tls_skip_verify (nothing is checked then)"},
 };
 
 static void test_bad_documents_name_key_path_and_reason(void)
@@ -652,6 +687,72 @@ static void test_cluster_section(void)
 	config_free(cfg);
 }
 
+/* NATS TLS and credentials: where each key lands, when TLS is on, and the
+ * URL parts nats_auth.c and the checks use. */
+static void test_cluster_tls_and_credentials(void)
+{
+	struct config *cfg;
+	char err[256];
+	static const char plain[] = "{\"cluster\": {\"nats\": \"nats://h:4222\", \"token\": \"t0k\"}}";
+	CU_ASSERT_EQUAL_FATAL(config_parse(plain, sizeof plain - 1, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_FALSE(config_cluster_tls(&cfg->cluster));
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.token, "t0k");
+	CU_ASSERT_PTR_NULL(cfg->cluster.cafile);
+	CU_ASSERT_FALSE(cfg->cluster.tls_skip_verify);
+	config_free(cfg);
+	static const char mtls[] = "{\"cluster\": {\"nats\": [\"nats://h:1\", \"nats://H:2\"], \"cafile\": \"ca.pem\", "
+				   "\"certfile\": \"cert.pem\", \"keyfile\": \"key.pem\", \"username\": \"u\", "
+				   "\"password\": \"p\"}}";
+	CU_ASSERT_EQUAL_FATAL(config_parse(mtls, sizeof mtls - 1, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_TRUE(config_cluster_tls(&cfg->cluster)); /* a CA means TLS, whatever the scheme */
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.cafile, "ca.pem");
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.certfile, "cert.pem");
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.keyfile, "key.pem");
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.username, "u");
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.password, "p");
+	config_free(cfg);
+	static const char named[] = "{\"cluster\": {\"nats\": [\"tls://a:1\", \"TLS://b:2\"], \"tls_server_name\": \"n\", "
+				    "\"credentials\": \"ca.pem\"}}";
+	CU_ASSERT_EQUAL_FATAL(config_parse(named, sizeof named - 1, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_TRUE(config_cluster_tls(&cfg->cluster));
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.tls_server_name, "n");
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.credentials, "ca.pem");
+	config_free(cfg);
+	static const char nkey[] = "{\"cluster\": {\"nats\": \"tls://a:1\", \"tls_skip_verify\": true, \"nkey\": "
+				   "\"UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4\", \"nkey_seed\": \"key.pem\"}}";
+	CU_ASSERT_EQUAL_FATAL(config_parse(nkey, sizeof nkey - 1, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_TRUE(cfg->cluster.tls_skip_verify);
+	CU_ASSERT_STRING_EQUAL(cfg->cluster.nkey_seed, "key.pem");
+	config_free(cfg);
+	/* Keys of a section without "nats" are not checked against each other. */
+	static const char off[] = "{\"cluster\": {\"username\": \"u\"}}";
+	CU_ASSERT_EQUAL_FATAL(config_parse(off, sizeof off - 1, "t.json", &cfg, err, sizeof err), 0);
+	config_free(cfg);
+
+	static const struct {
+		const char *url, *scheme, *userinfo, *host;
+	} urls[] = {
+		{"nats://127.0.0.1:4222", "nats", NULL, "127.0.0.1"},
+		{"tls://alice:s3cr@t@h.example:4222", "tls", "alice:s3cr@t", "h.example"},
+		{"nats://tok@[::1]:4222", "nats", "tok", "::1"},
+		{"h:4222", NULL, NULL, "h"},
+		{"nats://h", "nats", NULL, "h"},
+		{"nats://u:p@h/x@y", "nats", "u:p", "h"},
+	};
+	for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+		struct config_nats_url u;
+		config_nats_url_split(urls[i].url, strlen(urls[i].url), &u);
+		CU_ASSERT_EQUAL(u.scheme == NULL, urls[i].scheme == NULL);
+		if (u.scheme && urls[i].scheme)
+			CU_ASSERT_TRUE(u.scheme_len == strlen(urls[i].scheme) && !memcmp(u.scheme, urls[i].scheme, u.scheme_len));
+		CU_ASSERT_EQUAL(u.userinfo == NULL, urls[i].userinfo == NULL);
+		if (u.userinfo && urls[i].userinfo)
+			CU_ASSERT_TRUE(u.userinfo_len == strlen(urls[i].userinfo) &&
+				       !memcmp(u.userinfo, urls[i].userinfo, u.userinfo_len));
+		CU_ASSERT_TRUE(u.host_len == strlen(urls[i].host) && !memcmp(u.host, urls[i].host, u.host_len));
+	}
+}
+
 /* Bridges: the defaults, and every key where it lands. */
 static void test_bridges_section(void)
 {
@@ -767,6 +868,7 @@ static void test_http_listener_keys(void)
 
 static CU_TestInfo config_tests[] = {
 	{"cluster section: off by default, URL or URLs, bounds", test_cluster_section},
+	{"cluster TLS and credentials: keys, TLS on, URL parts", test_cluster_tls_and_credentials},
 	{"bridges section: defaults and every key", test_bridges_section},
 	{"bad documents name key path and reason", test_bad_documents_name_key_path_and_reason},
 	{"embedded NUL refused with position", test_embedded_nul_is_refused_with_position},

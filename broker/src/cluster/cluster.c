@@ -47,6 +47,7 @@
 #include "inbox.h"
 #include "interest.h"
 #include "log.h"
+#include "nats_auth.h"
 #include "presence.h"
 #include "retained_kv.h"
 #include "subject.h"
@@ -107,6 +108,7 @@ struct cluster {
 	char *buf;        /* subject or topic scratch, SUBJECT_MAX of the longest topic */
 	size_t buf_cap;
 	struct durable *durable; /* QoS 1/2 through JetStream (durable.h); NULL: cluster.durable off */
+	struct nats_signer *signer; /* NKey of every connection (nats_auth.h); NULL: none */
 };
 
 static struct cluster *of(struct router *r) { return container_of(r, struct cluster, router); }
@@ -599,6 +601,38 @@ static int make_stream_msg(void *ctx, const struct msg *m, const char *reply, na
 	return make_nats_msg(c, m, durable_stream(c->durable), reply, out);
 }
 
+/* Whether a failed connect means no server answered (retried in the
+ * background) rather than one that refused us (TLS, credentials). */
+static bool nats_down(natsStatus st)
+{
+	return st == NATS_NO_SERVER || st == NATS_TIMEOUT || st == NATS_IO_ERROR || st == NATS_CONNECTION_DISCONNECTED ||
+	       st == NATS_STALE_CONNECTION;
+}
+
+int cluster_check_config(const struct config *cfg, char *err, size_t errlen)
+{
+	const struct config_cluster *cc = &cfg->cluster;
+	if (!cc->nats)
+		return 0;
+	char why[400];
+	struct nats_signer *signer = NULL;
+	natsOptions *o = NULL;
+	int rc = nats_signer_load(cc, &signer, why, sizeof why);
+	if (rc == 0 && natsOptions_Create(&o) != NATS_OK) {
+		snprintf(why, sizeof why, "cluster: %s", nats_last_error());
+		rc = WISP_ENOMEM;
+	}
+	if (rc == 0)
+		rc = nats_auth_apply(o, cc, signer, why, sizeof why); /* cnats reads the PEM files */
+	natsOptions_Destroy(o);
+	nats_signer_free(signer);
+	/* No nats_Close: the process exits next, and nats_Close there leaves
+	 * libcrypto's exit-time cleanup a freed stack (an ASan SEGV). */
+	if (rc != 0)
+		snprintf(err, errlen, "%s: %s", cfg->path, why);
+	return rc;
+}
+
 int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errlen)
 {
 	const struct config_cluster *cfg = &b->cfg->cluster;
@@ -662,32 +696,67 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		st = natsOptions_SetReconnectedCB(c->opts, on_connected, c);
 	if (st == NATS_OK)
 		st = natsOptions_SetClosedCB(c->opts, on_closed, c);
-	if (st == NATS_OK)
-		st = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, c);
+	if (nats_signer_load(cfg, &c->signer, err, errlen) != 0 ||
+	    (st == NATS_OK && nats_auth_apply(c->opts, cfg, c->signer, err, errlen) != 0))
+		goto fail;
+	char urls[512];
+	nats_urls_redacted(cfg->nats, urls, sizeof urls);
+	/* A first try that gives up, only to log why NATS refused (TLS,
+	 * credentials): a connect that retries in the background keeps the
+	 * reason to itself. A failed try calls none of the callbacks. */
 	if (st == NATS_OK) {
 		st = natsConnection_Connect(&c->nc, c->opts);
-		if (st == NATS_OK)
+		if (st == NATS_OK) {
 			on_connected(c->nc, c);
-		else if (st == NATS_NOT_YET_CONNECTED)
-			st = NATS_OK; /* retried in the background; on_connected says when */
+		} else if (!nats_down(st)) {
+			/* cnats closes a connection for good once a server refused
+			 * it, also in the background, so the node runs alone. */
+			const char *why = nats_last_error();
+			log_msg(LOG_ERROR, "cluster", "NATS %s refused node '%s': %s; serving local clients only (fix the "
+				"cluster section and restart)", urls, c->node, *why ? why : natsStatus_GetText(st));
+			cluster_stop(c);
+			return 0;
+		} else {
+			const char *why = nats_last_error();
+			log_msg(LOG_WARNING, "cluster", "cannot connect to NATS %s: %s; retrying in the background", urls,
+				*why ? why : natsStatus_GetText(st));
+			st = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, c);
+			if (st == NATS_OK)
+				st = natsConnection_Connect(&c->nc, c->opts);
+			if (st == NATS_OK)
+				on_connected(c->nc, c);
+			else if (st == NATS_NOT_YET_CONNECTED)
+				st = NATS_OK; /* retried in the background; on_connected says when */
+		}
 	}
 	if (st != NATS_OK) {
-		snprintf(err, errlen, "cluster: cannot set up the NATS connection to %s: %s", cfg->nats,
+		snprintf(err, errlen, "cluster: cannot set up the NATS connection to %s: %s", urls,
 			 natsStatus_GetText(st));
 		goto fail;
 	}
-	if (groups_start(&c->groups, cfg->nats, c->node, c->prefix, &c->inbox, &b->stats.cluster.subjects, err, errlen) != 0)
+	if (groups_start(&c->groups, cfg, c->signer, c->node, c->prefix, &c->inbox, &b->stats.cluster.subjects, err, errlen) != 0)
 		goto fail;
-	if (retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c) != 0 ||
-	    presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0 ||
-	    totals_start(&c->totals, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c) != 0)
+	int rc = retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c);
+	if (rc == 0)
+		rc = presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c);
+	if (rc == 0)
+		rc = totals_start(&c->totals, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c);
+	if (rc == WISP_ENOMEM)
 		goto nomem;
+	if (rc != 0) {
+		/* Subscribing fails once cnats closed the connection, as it
+		 * does after a server refused it: not a memory shortage. */
+		bool closed = natsConnection_Status(groups_connection(c->groups)) == NATS_CONN_STATUS_CLOSED;
+		snprintf(err, errlen, "cluster: cannot set up the retained, client-id and $SYS subscriptions%s",
+			 closed ? " (NATS closed the connection '<node>-share': refused?)" : "");
+		goto fail;
+	}
 	if (remote_interest_start(&c->wanted, b, c->nc, groups_connection(c->groups), c->node, c->run, c->prefix, on_nats_msg, c) != 0) {
 		snprintf(err, errlen, "cluster: cannot subscribe to the interest announcements");
 		goto fail;
 	}
 	groups_on_subscribed(c->groups, b->loop, on_group_subscribed, c);
-	if (cfg->durable && durable_start(b, c->node, c->run, route_stream_msg, make_stream_msg, c, &c->durable) != 0) {
+	if (cfg->durable && durable_start(b, c->node, c->run, c->signer, route_stream_msg, make_stream_msg, c, &c->durable) != 0) {
 		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
 		goto fail;
 	}
@@ -697,7 +766,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	b->sessions.sub_gone_ctx = c;
 	b->router = &c->router;
 	log_msg(LOG_NOTICE, "cluster", "node '%s' joining the cluster over NATS %s (subjects %s%s)", c->node,
-		cfg->nats, *c->prefix ? c->prefix : "", *c->prefix ? ".>" : ">");
+		urls, *c->prefix ? c->prefix : "", *c->prefix ? ".>" : ">");
 	*out = c;
 	return 0;
 nomem:
@@ -753,6 +822,7 @@ void cluster_stop(struct cluster *c)
 	presence_free(c->presence);
 	totals_free(c->totals);
 	remote_interest_free(c->wanted);
+	nats_signer_free(c->signer); /* no connection signs any more */
 	wisp_free(c->buckets);
 	wisp_free(c->buf);
 	wisp_free(c->node);

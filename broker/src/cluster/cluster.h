@@ -41,14 +41,22 @@
 
 struct broker;
 struct cluster;
+struct config;
 
 /*
  * Puts a cluster router in front of b's router when b's configuration has
  * a `cluster` section (else does nothing and sets *out NULL). Connects to
  * NATS in the background: the broker serves local clients while NATS is
- * unreachable. 0, or a negative WISP_E* with the reason in err.
+ * unreachable. A NATS server that refuses the node (TLS, credentials:
+ * cnats would not retry) leaves it alone, logged, with *out NULL. 0, or a
+ * negative WISP_E* with the reason in err.
  */
 int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errlen);
+/* What cluster_start would refuse in cfg's NATS TLS and credentials (a PEM
+ * file cnats cannot load, a seed that is not the nkey's), without
+ * connecting: for --check-config. 0, or a WISP_E* with
+ * "<file>: cluster.<key>: <reason>" in err. */
+int cluster_check_config(const struct config *cfg, char *err, size_t errlen);
 /* Closes the NATS connection and gives b its local router back. NULL: no-op. */
 void cluster_stop(struct cluster *c);
 

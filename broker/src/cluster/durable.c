@@ -985,7 +985,8 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 
 /* ---- start and stop ---- */
 
-int durable_start(struct broker *b, const char *node, const char *run, durable_route_fn route,
+int durable_start(struct broker *b, const char *node, const char *run, const struct nats_signer *signer,
+		  durable_route_fn route,
 		  durable_make_fn make, void *route_ctx, struct durable **out)
 {
 	const struct config_cluster *cfg = &b->cfg->cluster;
@@ -1061,6 +1062,8 @@ int durable_start(struct broker *b, const char *node, const char *run, durable_r
 		.out_cap = d->out_cap,
 		.ack_cap = in_cap,
 		.start_ns = (int64_t)time(NULL) * 1000000000LL,
+		.auth = cfg,
+		.signer = signer,
 	};
 	rc = jsw_start(&d->w, cfg->nats, &wc, &d->acks, &d->msgs);
 	if (rc != 0)

@@ -40,6 +40,7 @@
 struct broker;
 struct durable;
 struct msg;
+struct nats_signer;
 
 /* Routes one stream message (sequence seq) to the local subscribers
  * (cluster.c): NULL or "" when routed or skipped, else why it was dropped
@@ -54,11 +55,13 @@ typedef const char *(*durable_route_fn)(void *ctx, natsMsg *nm, uint64_t seq, bo
 typedef int (*durable_make_fn)(void *ctx, const struct msg *m, const char *reply, natsMsg **out);
 
 /* Starts the worker (its own NATS connection, to cluster.nats) for node
- * `node` whose run is `run` (both borrowed for the durable's life), and
+ * `node` whose run is `run` (both, and signer (nats_auth.h, NULL: none),
+ * borrowed for the durable's life), and
  * takes over the forwarding queue the store kept from the last run
  * (persist_forward_get). route and make get route_ctx. 0, or
  * WISP_ENOMEM / WISP_EIO. */
-int durable_start(struct broker *b, const char *node, const char *run, durable_route_fn route,
+int durable_start(struct broker *b, const char *node, const char *run, const struct nats_signer *signer,
+		  durable_route_fn route,
 		  durable_make_fn make, void *route_ctx, struct durable **out);
 /* Stops the worker thread: before the NATS connection closes. NULL: no-op. */
 void durable_stop(struct durable *d);

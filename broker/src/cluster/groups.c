@@ -30,6 +30,7 @@
 #include "inbox.h"
 #include "log.h"
 #include "loop.h"
+#include "nats_auth.h"
 #include "subject.h"
 
 #define GROUPS_BUCKETS 1024u
@@ -288,7 +289,8 @@ static void on_connected(natsConnection *nc, void *closure)
 	(void)closure;
 }
 
-int groups_start(struct cluster_groups **out, const char *url, const char *node, const char *prefix,
+int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, const struct nats_signer *signer,
+		 const char *node, const char *prefix,
 		 struct inbox *inbox, uint64_t *count, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -315,9 +317,14 @@ int groups_start(struct cluster_groups **out, const char *url, const char *node,
 	snprintf(name, sizeof name, "%s-share", node);
 	natsStatus st = natsOptions_Create(&g->opts);
 	if (st == NATS_OK)
-		st = natsOptions_SetURL(g->opts, url);
+		st = natsOptions_SetURL(g->opts, cfg->nats);
 	if (st == NATS_OK)
 		st = natsOptions_SetName(g->opts, name);
+	if (st == NATS_OK && nats_auth_apply(g->opts, cfg, signer, err, errlen) != 0) {
+		groups_close(g);
+		groups_free(g);
+		return WISP_ECONFIG;
+	}
 	if (st == NATS_OK)
 		st = natsOptions_UseGlobalMessageDelivery(g->opts, true);
 	if (st == NATS_OK)
@@ -332,7 +339,9 @@ int groups_start(struct cluster_groups **out, const char *url, const char *node,
 			st = NATS_OK;
 	}
 	if (st != NATS_OK) {
-		snprintf(err, errlen, "cluster: cannot set up the shared-subscription NATS connection to %s: %s", url,
+		char urls[512];
+		nats_urls_redacted(cfg->nats, urls, sizeof urls);
+		snprintf(err, errlen, "cluster: cannot set up the shared-subscription NATS connection to %s: %s", urls,
 			 natsStatus_GetText(st));
 		groups_close(g);
 		groups_free(g);

@@ -35,13 +35,16 @@
 
 struct inbox;
 struct cluster_groups;
+struct config_cluster;
+struct nats_signer;
 
 /* Connects the second connection (in the background, as the main one) to
- * `url` as "<node>-share", handing its messages to `inbox`, and keeps
+ * cfg->nats (with cfg's TLS and credentials, signer's NKey) as "<node>-share", handing its messages to `inbox`, and keeps
  * *count (the cluster/subjects figure) up by the queue subscriptions it
- * holds. Borrows both until groups_free. 0, or WISP_ENOMEM / WISP_EIO
- * with err set. */
-int groups_start(struct cluster_groups **out, const char *url, const char *node, const char *prefix,
+ * holds. Borrows both until groups_free. 0, or WISP_ENOMEM / WISP_EIO /
+ * WISP_ECONFIG (nats_auth.h) with err set. */
+int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, const struct nats_signer *signer,
+		 const char *node, const char *prefix,
 		 struct inbox *inbox, uint64_t *count, char *err, size_t errlen);
 /* Leaves every group and closes the connection; groups_free, once cnats's
  * threads are gone (nats_CloseAndWait), frees the rest. NULL: no-op. */

@@ -16,6 +16,7 @@
 
 #include "alloc.h"
 #include "err.h"
+#include "nats_auth.h"
 
 /* How long cnats waits for a publish's ack before reporting it failed
  * (then it is published again, the same Nats-Msg-Id): long enough for a
@@ -445,6 +446,11 @@ static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
 		st = natsOptions_SetURL(w->opts, urls);
 	if (st == NATS_OK)
 		st = natsOptions_SetName(w->opts, name);
+	char err[300];
+	/* The core connection applied the same options first: a refusal here
+	 * would have stopped the start there. */
+	if (st == NATS_OK && w->cfg.auth && nats_auth_apply(w->opts, w->cfg.auth, w->cfg.signer, err, sizeof err) != 0)
+		st = NATS_INVALID_ARG;
 	if (st == NATS_OK)
 		st = natsOptions_SetMaxReconnect(w->opts, -1);
 	if (st == NATS_OK)

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -364,6 +365,18 @@ static const struct field cluster_fields[] = {
 	/* 16 bytes each (1 MiB by default): which node claimed an id last, so
 	 * that a reconnect asks that node only and a first connect asks none. */
 	F_NUM(struct config_cluster, FT_U32, "handover_directory", handover_directory, 1024, 16777216, 65536),
+	/* TLS and credentials of every NATS connection (check_cluster). */
+	F_FILE(struct config_cluster, "cafile", cafile),
+	F_FILE(struct config_cluster, "certfile", certfile),
+	F_FILE(struct config_cluster, "keyfile", keyfile),
+	F_BOOL(struct config_cluster, "tls_skip_verify", tls_skip_verify, false),
+	F_STR(struct config_cluster, "tls_server_name", tls_server_name, NULL),
+	F_STR(struct config_cluster, "username", username, NULL),
+	F_STR(struct config_cluster, "password", password, NULL),
+	F_STR(struct config_cluster, "token", token, NULL),
+	F_FILE(struct config_cluster, "credentials", credentials),
+	F_STR(struct config_cluster, "nkey", nkey, NULL),
+	F_FILE(struct config_cluster, "nkey_seed", nkey_seed),
 	{0},
 };
 
@@ -1272,6 +1285,147 @@ static int check_bridge(struct parser *p, struct config *cfg, size_t i)
 	return 0;
 }
 
+/* ---- cluster: NATS TLS and credentials ---- */
+
+void config_nats_url_split(const char *url, size_t len, struct config_nats_url *out)
+{
+	memset(out, 0, sizeof *out);
+	const char *end = url + len, *c = url;
+	for (const char *s = url; s + 3 <= end; s++)
+		if (s[0] == ':' && s[1] == '/' && s[2] == '/') {
+			out->scheme = url;
+			out->scheme_len = (size_t)(s - url);
+			c = s + 3;
+			break;
+		}
+	const char *auth_end = c;
+	while (auth_end < end && *auth_end != '/' && *auth_end != '?' && *auth_end != '#')
+		auth_end++;
+	/* The last '@': a password may hold one (cnats takes it so too). */
+	for (const char *s = auth_end; s > c; s--)
+		if (s[-1] == '@') {
+			out->userinfo = c;
+			out->userinfo_len = (size_t)(s - 1 - c);
+			c = s;
+			break;
+		}
+	if (c < auth_end && *c == '[') {
+		const char *close = memchr(c, ']', (size_t)(auth_end - c));
+		out->host = c + 1;
+		out->host_len = close ? (size_t)(close - c - 1) : (size_t)(auth_end - c - 1);
+		return;
+	}
+	const char *colon = memchr(c, ':', (size_t)(auth_end - c));
+	out->host = c;
+	out->host_len = (size_t)((colon ? colon : auth_end) - c);
+}
+
+/* Calls fn on each URL of cnats's comma-separated list until it returns
+ * non-zero. */
+static int each_nats_url(const char *urls, int (*fn)(const struct config_nats_url *u, void *ctx), void *ctx)
+{
+	for (const char *s = urls; s && *s;) {
+		const char *comma = strchr(s, ',');
+		size_t n = comma ? (size_t)(comma - s) : strlen(s);
+		struct config_nats_url u;
+		config_nats_url_split(s, n, &u);
+		int rc = fn(&u, ctx);
+		if (rc)
+			return rc;
+		s = comma ? comma + 1 : s + n;
+	}
+	return 0;
+}
+
+static int url_is_tls(const struct config_nats_url *u, void *ctx)
+{
+	(void)ctx;
+	return u->scheme_len == 3 && strncasecmp(u->scheme, "tls", 3) == 0;
+}
+
+static int url_has_userinfo(const struct config_nats_url *u, void *ctx)
+{
+	(void)ctx;
+	return u->userinfo != NULL;
+}
+
+bool config_cluster_tls(const struct config_cluster *c)
+{
+	return c->cafile || each_nats_url(c->nats, url_is_tls, NULL);
+}
+
+/* An NKey user's public key: 'U' and 55 more of base32's A-Z 2-7. */
+static bool nkey_user_valid(const char *k)
+{
+	return strlen(k) == 56 && k[0] == 'U' && strspn(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") == 56;
+}
+
+/* NATS takes one way of authenticating per connection (cnats would send
+ * them all and nats-server decides by its own order), so more than one is
+ * refused rather than one silently winning. Keys that need TLS are refused
+ * without it, so a certificate the operator meant to use is never ignored. */
+static int check_cluster(struct parser *p, struct config *cfg)
+{
+	struct config_cluster *c = &cfg->cluster;
+	if (!c->nats)
+		return 0;
+	size_t old = path_push_key(p, "cluster");
+	struct {
+		bool set;
+		const char *key;
+	} ways[] = {
+		{each_nats_url(c->nats, url_has_userinfo, NULL) != 0, "nats"},
+		{c->username || c->password, c->username ? "username" : "password"},
+		{c->token != NULL, "token"},
+		{c->credentials != NULL, "credentials"},
+		{c->nkey || c->nkey_seed, c->nkey ? "nkey" : "nkey_seed"},
+	};
+	const char *first = NULL;
+	for (size_t i = 0; i < sizeof ways / sizeof ways[0]; i++) {
+		if (!ways[i].set)
+			continue;
+		if (first) {
+			path_push_key(p, ways[i].key);
+			if (strcmp(first, "nats") == 0)
+				return fail(p, "cannot be combined with a user or token in a cluster.nats URL (NATS "
+					    "takes one way of authenticating)");
+			return fail(p, "cannot be combined with cluster.%s (NATS takes one way of authenticating)",
+				    first);
+		}
+		first = ways[i].key;
+	}
+	if ((c->username != NULL) != (c->password != NULL)) {
+		path_push_key(p, c->username ? "username" : "password");
+		return fail(p, "needs cluster.%s too", c->username ? "password" : "username");
+	}
+	if ((c->nkey != NULL) != (c->nkey_seed != NULL)) {
+		path_push_key(p, c->nkey ? "nkey" : "nkey_seed");
+		return fail(p, "needs cluster.%s too (the public key and the file of its seed)",
+			    c->nkey ? "nkey_seed" : "nkey");
+	}
+	if (c->nkey && !nkey_user_valid(c->nkey)) {
+		path_push_key(p, "nkey");
+		return fail(p, "\"%s\" is not an NKey user public key ('U' and 55 of A-Z 2-7)", c->nkey);
+	}
+	if ((c->certfile != NULL) != (c->keyfile != NULL)) {
+		path_push_key(p, c->certfile ? "certfile" : "keyfile");
+		return fail(p, "certfile and keyfile go together (mutual TLS)");
+	}
+	bool tls = config_cluster_tls(c);
+	const char *needs_tls = c->certfile ? "certfile" : c->tls_skip_verify ? "tls_skip_verify"
+					   : c->tls_server_name ? "tls_server_name" : NULL;
+	if (needs_tls && !tls) {
+		path_push_key(p, needs_tls);
+		return fail(p, "needs TLS: set cluster.cafile or use tls:// URLs in cluster.nats");
+	}
+	if (c->tls_skip_verify && c->tls_server_name) {
+		path_push_key(p, "tls_server_name");
+		return fail(p, "cannot be combined with cluster.tls_skip_verify (nothing is checked then)");
+	}
+	path_pop(p, old);
+	return 0;
+}
+
 /* ---- whole-document rules ---- */
 
 static int add_default_listener(struct config *cfg)
@@ -1402,6 +1556,8 @@ static int finalize(struct parser *p, struct config *cfg, const cJSON *root)
 	for (size_t i = 0; i < cfg->bridge_count; i++)
 		if ((rc = check_bridge(p, cfg, i)))
 			return rc;
+	if ((rc = check_cluster(p, cfg)))
+		return rc;
 	if (cfg->auth.acl_file && cfg->auth.acl_inline) {
 		path_push_key(p, "auth.acl");
 		return fail(p, "cannot be combined with auth.acl_file (choose one)");

@@ -159,7 +159,28 @@ struct config_cluster {
 	uint32_t handover_timeout;  /* seconds a CONNECT waits for its session from another node; default 5 */
 	uint32_t handover_max_bytes; /* largest session handed between nodes, encoded; default 64 MiB */
 	uint32_t handover_directory; /* client ids whose last node is remembered; default 65536 */
+	/* The NATS connections' TLS and credentials (cluster/nats_auth.h);
+	 * cafile, certfile, keyfile, username and password as the bridges'
+	 * keys. TLS is on when cafile is set or a URL is tls://
+	 * (config_cluster_tls). At most one way of authenticating. */
+	char *cafile, *certfile, *keyfile; /* cafile: TLS; certfile+keyfile: mutual TLS */
+	bool tls_skip_verify;   /* check neither the server's chain nor its name (tests only); default false */
+	char *tls_server_name;  /* the name every server's certificate must carry; default: its URL's host */
+	char *username, *password; /* user and password (nats-server's authorization user) */
+	char *token;            /* an authorization token */
+	char *credentials;      /* a .creds file (user JWT and NKey seed, NATS decentralised auth) */
+	char *nkey, *nkey_seed; /* an NKey user: its public key, and the file holding its seed */
 };
+
+/* A NATS URL's parts (views into it): "[scheme://][userinfo@]host[:port]".
+ * host is without the brackets of an IPv6 literal. */
+struct config_nats_url {
+	const char *scheme, *userinfo, *host;
+	size_t scheme_len, userinfo_len, host_len;
+};
+void config_nats_url_split(const char *url, size_t len, struct config_nats_url *out);
+/* Whether the NATS connections use TLS: cafile set or a tls:// URL. */
+bool config_cluster_tls(const struct config_cluster *c);
 
 /* The dashboard's table of recently published topics (topic/activity.h). */
 struct config_dashboard {
