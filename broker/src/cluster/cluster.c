@@ -159,11 +159,20 @@ static void nats_unsubscribe(struct cluster *c, struct interest *in)
 	}
 }
 
+/* A new group's queue SUB was just written: its mark follows it. */
+static void on_group_subscribed(void *ctx, uint64_t mark)
+{
+	struct cluster *c = ctx;
+	remote_interest_mark(c->wanted, mark);
+}
+
 static void interest_ref(struct cluster *c, const char *filter, size_t len)
 {
 	remote_interest_local_add(c->wanted, filter, len);
 	if (share_is_shared(filter, len)) {
-		groups_ref(c->groups, filter, len);
+		uint64_t mark = remote_interest_last_add(c->wanted);
+		if (groups_ref(c->groups, filter, len, mark))
+			remote_interest_await_mark(c->wanted, mark);
 		return;
 	}
 	uint32_t h = hash_bytes(0, filter, len);
@@ -746,6 +755,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		snprintf(err, errlen, "cluster: cannot subscribe to the interest announcements");
 		goto fail;
 	}
+	groups_on_subscribed(c->groups, b->loop, on_group_subscribed, c);
 	if (cfg->durable && durable_start(b, c->node, c->run, c->signer, route_stream_msg, make_stream_msg, c, &c->durable) != 0) {
 		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
 		goto fail;

@@ -29,6 +29,7 @@
 #include "hash.h"
 #include "inbox.h"
 #include "log.h"
+#include "loop.h"
 #include "nats_auth.h"
 #include "subject.h"
 
@@ -46,6 +47,8 @@ struct group_sub {
 	struct group_sub *by_key_next;
 	struct sid_link links[2];  /* sub's and parent_sub's */
 	natsSubscription *sub, *parent_sub;
+	struct group_sub *held_next; /* debug builds: queued behind WISP_DEBUG_DELAY_SHARE_SUB */
+	uint64_t mark;             /* handed to on_subscribed once its queue SUB is sent */
 	uint32_t hash;
 	uint32_t count;            /* local member subscriptions */
 	uint16_t len;
@@ -63,6 +66,12 @@ struct cluster_groups {
 	struct sid_link *by_sid[GROUPS_BUCKETS];
 	char *buf;
 	size_t buf_cap;
+	void (*on_subscribed)(void *ctx, uint64_t mark);
+	void *on_subscribed_ctx;
+	struct loop *loop;
+	struct loop_timer held_timer;
+	struct group_sub *held;    /* debug builds: queue SUBs delayed, oldest first */
+	bool delay_subs;           /* debug builds: WISP_DEBUG_DELAY_SHARE_SUB */
 };
 
 static struct group_sub **find_key(struct cluster_groups *g, const char *key, size_t len, uint32_t h)
@@ -161,29 +170,72 @@ static void subscribe(struct cluster_groups *g, struct group_sub *gs)
 	if (st != NATS_OK)
 		log_msg(LOG_WARNING, "cluster", "cannot join NATS queue group for '%.*s': %s: its members get "
 			"only this node's messages' share", (int)gs->len, gs->key, natsStatus_GetText(st));
+	/* Even after a failure: a SUBACK waiting for the mark must not hang. */
+	if (g->on_subscribed && gs->mark)
+		g->on_subscribed(g->on_subscribed_ctx, gs->mark);
 }
 
-void groups_ref(struct cluster_groups *g, const char *key, size_t len)
+static void unhold(struct cluster_groups *g, struct group_sub *gs)
+{
+	for (struct group_sub **pp = &g->held; *pp; pp = &(*pp)->held_next)
+		if (*pp == gs) {
+			*pp = gs->held_next;
+			return;
+		}
+}
+
+static void on_held_due(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct cluster_groups *g = container_of(t, struct cluster_groups, held_timer);
+	while (g->held) {
+		struct group_sub *gs = g->held;
+		g->held = gs->held_next;
+		subscribe(g, gs);
+	}
+}
+
+/* Debug builds: WISP_DEBUG_DELAY_SHARE_SUB sends a new group's queue SUB at
+ * the loop's next whole second (up to a second late, under the default
+ * interest_ack_timeout), in order, so that a test sees whether the SUBACK
+ * waits for it to reach nats-server. */
+static bool hold(struct cluster_groups *g, struct group_sub *gs)
+{
+	if (!g->delay_subs || !g->loop)
+		return false;
+	struct group_sub **pp = &g->held;
+	while (*pp)
+		pp = &(*pp)->held_next;
+	*pp = gs;
+	if (!loop_timer_armed(&g->held_timer))
+		loop_timer_start(g->loop, &g->held_timer, 0, on_held_due);
+	return true;
+}
+
+bool groups_ref(struct cluster_groups *g, const char *key, size_t len, uint64_t mark)
 {
 	uint32_t h = hash_bytes(0, key, len);
 	struct group_sub **pp = find_key(g, key, len, h);
 	if (*pp) {
 		(*pp)->count++;
-		return;
+		return false;
 	}
 	struct group_sub *gs = wisp_calloc(1, sizeof *gs + len);
 	if (!gs) {
 		log_msg(LOG_WARNING, "cluster", "out of memory: shared subscription '%.*s' gets no messages from "
 			"other nodes", (int)len, key);
-		return;
+		return false;
 	}
+	gs->mark = mark;
 	gs->hash = h;
 	gs->count = 1;
 	gs->len = (uint16_t)len;
 	memcpy(gs->key, key, len);
 	*pp = gs;
 	/* A failed subscribe keeps the entry, so the unrefs stay balanced. */
-	subscribe(g, gs);
+	if (!hold(g, gs))
+		subscribe(g, gs);
+	return true;
 }
 
 void groups_unref(struct cluster_groups *g, const char *key, size_t len)
@@ -192,6 +244,7 @@ void groups_unref(struct cluster_groups *g, const char *key, size_t len)
 	struct group_sub *gs = *pp;
 	if (!gs || --gs->count > 0)
 		return;
+	unhold(g, gs);
 	unsubscribe(g, gs);
 	*pp = gs->by_key_next;
 	wisp_free(gs);
@@ -212,6 +265,14 @@ bool groups_message(struct cluster_groups *g, natsMsg *nm, const char **key, siz
 }
 
 natsConnection *groups_connection(const struct cluster_groups *g) { return g->nc; }
+
+void groups_on_subscribed(struct cluster_groups *g, struct loop *loop, void (*cb)(void *ctx, uint64_t mark),
+			  void *ctx)
+{
+	g->loop = loop;
+	g->on_subscribed = cb;
+	g->on_subscribed_ctx = ctx;
+}
 
 bool groups_connected(const struct cluster_groups *g)
 {
@@ -238,6 +299,10 @@ int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, 
 		goto nomem;
 	g->inbox = inbox;
 	g->count = count;
+	list_init(&g->held_timer.link);
+#ifndef NDEBUG
+	g->delay_subs = getenv("WISP_DEBUG_DELAY_SHARE_SUB") != NULL;
+#endif
 	g->prefix = wisp_strndup(prefix, strlen(prefix));
 	/* The longest filter: max_topic_length is at most 65535. */
 	g->buf_cap = SUBJECT_MAX(strlen(prefix), 65535);
@@ -301,6 +366,9 @@ void groups_close(struct cluster_groups *g)
 {
 	if (!g)
 		return;
+	if (g->loop && loop_timer_armed(&g->held_timer))
+		loop_timer_stop(g->loop, &g->held_timer);
+	g->held = NULL;
 	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
 		while (g->by_key[i]) {
 			struct group_sub *gs = g->by_key[i];

@@ -53,14 +53,25 @@ void groups_free(struct cluster_groups *g);
 
 /* One more (less) local member subscription of the shared filter `key`
  * ("$share/g/f", valid): the first subscribes the queue, the last gone
- * unsubscribes it. */
-void groups_ref(struct cluster_groups *g, const char *key, size_t len);
+ * unsubscribes it. groups_ref returns true when it is the first: then
+ * on_subscribed(mark) follows right after its queue SUB is written (a
+ * mark of 0: none). */
+bool groups_ref(struct cluster_groups *g, const char *key, size_t len, uint64_t mark);
 void groups_unref(struct cluster_groups *g, const char *key, size_t len);
 
 /* Whether nm came from a queue subscription (it has the tag); if so, *key
  * is its group's key ("$share/g/f", *len bytes) or NULL when the group has
  * gone since. */
 bool groups_message(struct cluster_groups *g, natsMsg *nm, const char **key, size_t *len);
+
+/* Calls cb(ctx, mark), on the loop thread, right after a new group's
+ * queue SUB is written to the second connection: anything published on
+ * that connection from cb reaches nats-server after the SUB. `loop` times
+ * the debug builds' WISP_DEBUG_DELAY_SHARE_SUB. Borrows all until
+ * groups_close. */
+struct loop;
+void groups_on_subscribed(struct cluster_groups *g, struct loop *loop, void (*cb)(void *ctx, uint64_t mark),
+			  void *ctx);
 
 /* The second connection, for the cluster's own control traffic
  * (presence.h), which must not count as data on the main one. */

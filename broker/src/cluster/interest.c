@@ -16,7 +16,10 @@
  * reply subject "$WISP.<prefix>.interest.ack.<run>", answered with the
  * add's Wisp-ISeq and the answering node's Wisp-Node. Announcements go out
  * on the main connection and are read (and answered) on <node>-share,
- * which echoes: a node's own come back and are ignored.
+ * which echoes: a node's own come back and are ignored. A node's own
+ * answer to its own add of a shared filter is its mark: published on
+ * <node>-share after the group's queue SUB, it comes back once nats-server
+ * has that SUB (one connection's lines are handled in order).
  *
  * Receiving: one struct peer per node heard from (PEERS_MAX), with its
  * filters in a hash set and, summed over peers, in one trie whose node
@@ -91,6 +94,8 @@ struct remote_interest {
 	struct fset local;      /* this node's filters, counted per local subscription */
 	uint64_t seq;           /* our last numbered announcement */
 	uint64_t last_add;      /* the number of our last "add": the sub_gate's ticket */
+	uint64_t mark_wanted;   /* the newest add whose queue SUB's mark is awaited */
+	uint64_t marked;        /* the newest mark come back */
 	struct peer *peers[PEERS_MAX];
 	size_t npeers;
 	size_t incomplete;      /* peers whose set is not whole: everything is sent */
@@ -413,22 +418,47 @@ void remote_interest_local_remove(struct remote_interest *ri, const char *filter
 		announce(ri, "del", true, filter, len, NULL, NULL, NULL, NULL, NULL);
 }
 
-/* ---- receiving ---- */
-
-static void answer(struct remote_interest *ri, natsMsg *nm, const char *seq)
+/* An answer (or, to our own ack subject, a mark) on snc. */
+static natsStatus send_answer(struct remote_interest *ri, const char *subject, const char *seq)
 {
-	const char *reply = natsMsg_GetReply(nm);
-	if (!reply)
-		return;
 	natsMsg *ack = NULL;
-	natsStatus st = natsMsg_Create(&ack, reply, NULL, NULL, 0);
+	natsStatus st = natsMsg_Create(&ack, subject, NULL, NULL, 0);
 	if (st == NATS_OK)
 		st = natsMsgHeader_Set(ack, "Wisp-Node", ri->node);
 	if (st == NATS_OK)
 		st = natsMsgHeader_Set(ack, "Wisp-ISeq", seq);
 	if (st == NATS_OK)
-		natsConnection_PublishMsg(ri->snc, ack);
+		st = natsConnection_PublishMsg(ri->snc, ack);
 	natsMsg_Destroy(ack);
+	return st;
+}
+
+uint64_t remote_interest_last_add(const struct remote_interest *ri) { return ri ? ri->last_add : 0; }
+
+void remote_interest_await_mark(struct remote_interest *ri, uint64_t mark)
+{
+	if (ri && mark > ri->mark_wanted)
+		ri->mark_wanted = mark;
+}
+
+void remote_interest_mark(struct remote_interest *ri, uint64_t mark)
+{
+	if (!ri || !mark)
+		return;
+	char seq[24];
+	snprintf(seq, sizeof seq, "%" PRIu64, mark);
+	/* Failed (cnats buffers while NATS is away): nothing comes back, and the
+	 * SUBACK goes at the timeout, counted and logged once there. */
+	send_answer(ri, ri->ack_subject, seq);
+}
+
+/* ---- receiving ---- */
+
+static void answer(struct remote_interest *ri, natsMsg *nm, const char *seq)
+{
+	const char *reply = natsMsg_GetReply(nm);
+	if (reply)
+		send_answer(ri, reply, seq);
 }
 
 static void on_answer(struct remote_interest *ri, natsMsg *nm)
@@ -436,6 +466,14 @@ static void on_answer(struct remote_interest *ri, natsMsg *nm)
 	const char *node = wire_header(nm, "Wisp-Node"), *seq = wire_header(nm, "Wisp-ISeq");
 	if (!node || !seq)
 		return;
+	if (strcmp(node, ri->node) == 0) { /* a mark: the queue SUBs before it are in place */
+		uint64_t n = strtoull(seq, NULL, 10);
+		if (n > ri->marked && n <= ri->seq)
+			ri->marked = n;
+		if (ri->gate_waiting)
+			loop_request_turn(ri->b->loop);
+		return;
+	}
 	struct peer *p = peer_get(ri, node);
 	if (!p)
 		return;
@@ -636,7 +674,9 @@ static bool gate_settled(void *ctx, uint64_t ticket, uint64_t since_ms)
 		ri->gate_waiting = true;
 		return false;
 	}
-	bool all = true;
+	/* Marks come back in order: the newest one at or before the ticket
+	 * (or a later one) covers every queue SUB the ticket's adds made. */
+	bool all = ri->marked >= (ri->mark_wanted < ticket ? ri->mark_wanted : ticket);
 	for (size_t i = 0; i < ri->npeers && all; i++)
 		all = ri->peers[i]->acked >= ticket;
 	if (all) {
@@ -647,7 +687,8 @@ static bool gate_settled(void *ctx, uint64_t ticket, uint64_t since_ms)
 	if (loop_now_ms(b->loop) - from >= (uint64_t)b->cfg->cluster.interest_ack_timeout * 1000) {
 		b->stats.cluster.interest_timeouts++;
 		if (!ri->timeout_logged)
-			log_msg(LOG_WARNING, "cluster", "a node did not answer a filter's announcement within "
+			log_msg(LOG_WARNING, "cluster", "a node did not answer a filter's announcement (or a "
+				"shared subscription's mark did not come back) within "
 				"cluster.interest_ack_timeout: SUBACK sent anyway (counted in "
 				"$SYS/broker/cluster/interest/ack_timeouts)");
 		ri->timeout_logged = true;

@@ -29,9 +29,11 @@
  * a node that answered cannot publish before that subscription is in
  * place (NATS handles one connection's messages in order). $SYS filters
  * are not announced: their topics never cross nodes. Shared
- * subscriptions' queue subscriptions live on the other
- * connection (groups.h): for them the answer is a round trip, not an
- * order guarantee (docs/cluster.md).
+ * subscriptions' queue subscriptions live on the other connection
+ * (groups.h), which the answers cannot order: there the node publishes a
+ * mark (its own answer, to its own reply subject) right after the queue
+ * SUB, and the SUBACK waits for the mark to come back as well, within the
+ * same timeout. Once it is back, nats-server has the queue SUB.
  *
  * Loop thread only: the messages come through the cluster's inbox.
  */
@@ -62,6 +64,15 @@ void remote_interest_free(struct remote_interest *ri);
 /* A local subscription to `filter` made or gone ($share/g/f too). */
 void remote_interest_local_add(struct remote_interest *ri, const char *filter, size_t len);
 void remote_interest_local_remove(struct remote_interest *ri, const char *filter, size_t len);
+
+/* A new shared filter's queue SUB will be sent (groups_ref true): the
+ * SUBACKs of the adds up to `mark` also wait for remote_interest_mark(mark)
+ * to come back. The mark is the filter's add: remote_interest_last_add(),
+ * taken after remote_interest_local_add. 0 (or ri NULL): no wait. */
+uint64_t remote_interest_last_add(const struct remote_interest *ri);
+void remote_interest_await_mark(struct remote_interest *ri, uint64_t mark);
+/* Publishes `mark` on snc; call right after the queue SUB. */
+void remote_interest_mark(struct remote_interest *ri, uint64_t mark);
 
 /* Whether another node may want a message on this topic. NULL: true. */
 bool remote_interest_wanted(const struct remote_interest *ri, const struct topic_level *levels, size_t nlevels);
