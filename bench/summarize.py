@@ -203,9 +203,13 @@ set xtics rotate by -30
 set grid ytics
 set key top left
 set multiplot layout 2,1 title "{title}"
-set title "Broker CPU per delivered message (us, lower is better)"
+set title "Broker CPU per delivered message (us, lower is better; log scale: 16 B and 1 MiB rows share it)"
 set ylabel "us / msg"
+set logscale y
+set yrange [0.1:*]
 plot "{outdir}/chart.dat" using 2:xtic(1) title "wisp" lc rgb "#2a7fd4", '' using 3 title "mosquitto" lc rgb "#d4682a"
+unset logscale y
+set yrange [0:*]
 set title "Delivered rate (thousand msg/s, higher is better; closed loop)"
 set ylabel "k msg/s"
 plot "{outdir}/chart.dat" using 4:xtic(1) title "wisp" lc rgb "#2a7fd4", '' using 5 title "mosquitto" lc rgb "#d4682a"
