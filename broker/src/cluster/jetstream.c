@@ -451,6 +451,11 @@ static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
 	 * would have stopped the start there. */
 	if (st == NATS_OK && w->cfg.auth && nats_auth_apply(w->opts, w->cfg.auth, w->cfg.signer, err, sizeof err) != 0)
 		st = NATS_INVALID_ARG;
+	/* As the core connection's (cluster.send_asap): publishes and acks
+	 * written at once, on this worker's thread, not after cnats's
+	 * flusher's 1 ms wait. */
+	if (st == NATS_OK && w->cfg.auth)
+		st = natsOptions_SetSendAsap(w->opts, w->cfg.auth->send_asap);
 	if (st == NATS_OK)
 		st = natsOptions_SetMaxReconnect(w->opts, -1);
 	if (st == NATS_OK)

@@ -60,7 +60,7 @@ struct jsw_config {
 	size_t out_cap;            /* publishes outstanding at most */
 	size_t ack_cap;            /* consumer MaxAckPending */
 	int64_t start_ns;          /* a new consumer starts at this node's start (Unix ns) */
-	const struct config_cluster *auth; /* TLS and credentials (nats_auth.h); read by jsw_start only */
+	const struct config_cluster *auth; /* TLS, credentials (nats_auth.h), send_asap; read by jsw_start only */
 	const struct nats_signer *signer;  /* their NKey; borrowed until jsw_free */
 };
 
