@@ -664,12 +664,12 @@ static void test_cluster_section(void)
 	CU_ASSERT_EQUAL(cfg->cluster.outbound_queue, 65536);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.retained_bucket, "wisp_retained");
 	CU_ASSERT_EQUAL(cfg->cluster.retained_replicas, 1);
-	CU_ASSERT_TRUE(cfg->cluster.send_asap); /* a cross-node hop without cnats's 1 ms flush wait */
+	CU_ASSERT_FALSE(cfg->cluster.send_asap); /* cnats batches: a write per millisecond, not per message */
 	config_free(cfg);
 	static const char two[] = "{\"cluster\": {\"nats\": [\"nats://127.0.0.1:4222\", \"nats://h:4223\"], "
 				  "\"node\": \"a\", \"subject_prefix\": \"\", \"inbound_queue\": 16, "
 				  "\"durable\": false, \"stream\": \"MQTT_Q\", \"outbound_queue\": 100, \"duplicate_window\": 3600, "
-				  "\"retained_bucket\": \"R-1_x\", \"retained_replicas\": 3, \"send_asap\": false}}";
+				  "\"retained_bucket\": \"R-1_x\", \"retained_replicas\": 3, \"send_asap\": true}}";
 	CU_ASSERT_EQUAL_FATAL(config_parse(two, sizeof two - 1, "t.json", &cfg, err, sizeof err), 0);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.nats, "nats://127.0.0.1:4222,nats://h:4223");
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.node, "a");
@@ -681,7 +681,7 @@ static void test_cluster_section(void)
 	CU_ASSERT_EQUAL(cfg->cluster.outbound_queue, 100);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.retained_bucket, "R-1_x");
 	CU_ASSERT_EQUAL(cfg->cluster.retained_replicas, 3);
-	CU_ASSERT_FALSE(cfg->cluster.send_asap);
+	CU_ASSERT_TRUE(cfg->cluster.send_asap);
 	config_free(cfg);
 	static const char one[] = "{\"cluster\": {\"nats\": \"nats://127.0.0.1:4222\"}}";
 	CU_ASSERT_EQUAL_FATAL(config_parse(one, sizeof one - 1, "t.json", &cfg, err, sizeof err), 0);

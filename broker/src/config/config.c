@@ -346,7 +346,7 @@ static const struct field cluster_fields[] = {
 	/* Publishes written at once rather than after cnats's flusher's 1 ms
 	 * wait: that wait was ~0.8 ms of a cross-node hop at p50 (measured,
 	 * docs/cluster.md). Off: fewer write()s when publishing hard. */
-	F_BOOL(struct config_cluster, "send_asap", send_asap, 1),
+	F_BOOL(struct config_cluster, "send_asap", send_asap, 0),
 	/* A beat (a few bytes) per node per interval; a node sends everything
 	 * for one interval after joining, and forgets a node unheard for three:
 	 * 2 s keeps both short at no measurable cost. */

@@ -154,7 +154,7 @@ struct config_cluster {
 	char *retained_bucket;  /* JetStream KV bucket of the retained messages; default "wisp_retained" */
 	uint32_t retained_replicas; /* its replicas; default 1 */
 	bool interest;          /* send to NATS only what another node wants; default true */
-	bool send_asap;         /* write each NATS publish at once (cnats sendAsap); default true */
+	bool send_asap;         /* write each NATS publish at once (cnats sendAsap); default false */
 	uint32_t interest_interval; /* seconds between interest beats; default 2 */
 	uint32_t interest_ack_timeout; /* seconds a SUBACK waits for the other nodes; default 2 */
 	uint32_t handover_timeout;  /* seconds a CONNECT waits for its session from another node; default 5 */
