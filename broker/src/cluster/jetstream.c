@@ -255,6 +255,21 @@ static natsStatus ensure_stream(struct jsw *w, uint64_t *last_seq)
 	return st;
 }
 
+/* Subscribes to the existing push consumer `name` (its messages to
+ * on_js_msg, acked by the loop), as a member of `queue` when not NULL. */
+static natsStatus bind_consumer(struct jsw *w, const char *name, const char *queue, const char *subject,
+				natsSubscription **sub)
+{
+	jsErrCode jerr = 0;
+	jsSubOptions so;
+	jsSubOptions_Init(&so);
+	so.Stream = w->stream;
+	so.Consumer = name;
+	so.Queue = queue;
+	so.ManualAck = true;
+	return js_Subscribe(sub, w->js, subject, on_js_msg, w, NULL, &so, &jerr);
+}
+
 /*
  * The node's durable push consumer, made here (js_AddConsumer) and bound
  * to, not made by js_Subscribe: a consumer js_Subscribe made is deleted by
@@ -294,12 +309,7 @@ static natsStatus ensure_consumer(struct jsw *w)
 	jsConsumerInfo_Destroy(ci);
 	if (st != NATS_OK)
 		return st;
-	jsSubOptions so;
-	jsSubOptions_Init(&so);
-	so.Stream = w->stream;
-	so.Consumer = w->consumer;
-	so.ManualAck = true;
-	return js_Subscribe(&w->sub, w->js, w->subjects, on_js_msg, w, NULL, &so, &jerr);
+	return bind_consumer(w, w->consumer, NULL, w->subjects, &w->sub);
 }
 
 static void group_free(struct jgroup *g)
@@ -352,19 +362,13 @@ static natsStatus group_bind_one(struct jsw *w, struct jgroup *g, int i)
 		cc.MaxAckPending = (int64_t)w->cfg.ack_cap;
 		cc.InactiveThreshold = (int64_t)GROUP_INACTIVE_S * 1000000000LL;
 		st = js_AddConsumer(&ci, w->js, w->stream, &cc, NULL, &jerr);
-		if (st != NATS_OK) /* made by another node meanwhile, with another start */
+		if (st != NATS_OK) /* another node made it between the two calls */
 			st = js_GetConsumerInfo(&ci, w->js, w->stream, g->name[i], NULL, &jerr);
 	}
 	jsConsumerInfo_Destroy(ci);
 	if (st != NATS_OK)
 		return st;
-	jsSubOptions so;
-	jsSubOptions_Init(&so);
-	so.Stream = w->stream;
-	so.Consumer = g->name[i];
-	so.Queue = g->name[i];
-	so.ManualAck = true;
-	return js_Subscribe(&g->sub[i], w->js, g->subject[i], on_js_msg, w, NULL, &so, &jerr);
+	return bind_consumer(w, g->name[i], g->name[i], g->subject[i], &g->sub[i]);
 }
 
 /* Under mu (dropped for cnats's calls): unbinds and frees the groups the
