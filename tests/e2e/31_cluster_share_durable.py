@@ -41,10 +41,19 @@ ACK_WAIT = 30.0  # the group consumers' ack wait (cluster/jetstream.c): a redeli
 class Node(cluster24.Node):
     """A node that learns the others' interest within a second or two."""
 
+    delay_group_bind = False
+
     def config(self):
         cfg = super().config()
         cfg["cluster"]["interest_interval"] = 1
         return cfg
+
+    def _env(self):
+        # Debug builds bind a new group's JetStream consumer half a second
+        # late: a SUBACK that did not wait for it would let a message
+        # published right after it be stored before the consumer exists.
+        env = super()._env()
+        return dict(env, WISP_DEBUG_DELAY_GROUP_BIND="1") if self.delay_group_bind else env
 
 
 cluster24.Node = Node  # ClusterTest.setUp makes its nodes from this one
@@ -57,6 +66,7 @@ class ShareDurableTest(cluster24.ClusterTest):
     del _name
 
     def setUp(self):
+        Node.delay_group_bind = self._testMethodName == "test_new_group_gets_a_qos1_message_published_right_after_its_suback"
         super().setUp()
         for name, n in self.nodes.items():
             self.assertIsNotNone(n.wait_log("JetStream ready: QoS 1/2 cross nodes", timeout=WAIT),
@@ -139,6 +149,25 @@ class ShareDurableTest(cluster24.ClusterTest):
         self.assertIn("q2", {t for _, t, _ in got})
         for m in members:
             m.assert_no_packet(wait=0.5)
+
+    def test_new_group_gets_a_qos1_message_published_right_after_its_suback(self):
+        # A new group's consumer delivers what is stored from its creation
+        # on: the member's SUBACK waits until it is made and bound, so a
+        # message published anywhere right after it is the group's.
+        member = self.client("b", "member-b")
+        pub = self.client("a", "pub-a")
+        rounds = 15
+        for i in range(rounds):
+            f = "$share/n%d/nw/+" % i
+            self.assertEqual(member.subscribe([(f, 1)], pid=i + 1), [1])
+            pub.publish("nw/%d" % i, b"n%d" % i, qos=1, pid=i + 1)
+            p = member.recv_publish(timeout=WAIT)
+            self.assertEqual((p.topic, p.payload), ("nw/%d" % i, b"n%d" % i))
+            self.assertEqual(member.unsubscribe([f], pid=i + 1), None)
+        self.assertEqual(len(self.group_consumers()), rounds)
+        # Opened by the groups' marks, not by cluster.interest_ack_timeout.
+        body = self.nodes["b"].get("/metrics")[1]
+        self.assertRegex(body, r"(?m)^wisp_cluster_interest_ack_timeouts_total 0$")
 
     def wait_pending_at_b(self, received, count):
         """Until every message c has not got is delivered to frozen b and

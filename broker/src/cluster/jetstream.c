@@ -403,6 +403,13 @@ static bool groups_work(struct jsw *w)
 			}
 		}
 		natsStatus st = NATS_OK;
+#ifndef NDEBUG
+		/* Debug builds: WISP_DEBUG_DELAY_GROUP_BIND binds a new group half
+		 * a second late (under the default interest_ack_timeout), so that
+		 * a test sees whether its member's SUBACK waits for it (e2e 31). */
+		if (!g->bound && !g->told && getenv("WISP_DEBUG_DELAY_GROUP_BIND"))
+			nanosleep(&(struct timespec){.tv_nsec = 500000000L}, NULL);
+#endif
 		if (!g->bound) {
 			group_unbind(g);
 			for (int i = 0; i < 2 && g->name[i] && st == NATS_OK; i++)
