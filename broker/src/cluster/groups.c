@@ -54,7 +54,7 @@ struct sid_link {
 struct group_sub {
 	struct group_sub *by_key_next;
 	struct group_sub *by_digest_next;
-	struct group_sub *mark_next;  /* groups_marks: waiting for its mark to go, oldest first */
+	struct group_sub *mark_next;  /* cluster_groups.marks: its mark waits to go, oldest first */
 	uint64_t stream_id;        /* this run's number for its stream consumers, 0: none */
 	uint32_t digest_hash;
 	uint8_t waits;             /* what its mark still waits for: its queue SUB, its consumers */

@@ -28,7 +28,9 @@
  * either (groups_set_stream; docs/cluster.md "Shared subscriptions").
  *
  * Memory: one entry per distinct shared filter this node's sessions hold
- * (about 64 bytes plus the key), in two fixed hash tables of GROUPS_BUCKETS.
+ * (about 140 bytes plus the key), in three fixed hash tables of
+ * GROUPS_BUCKETS (by key, by NATS subscription, by digest); the JetStream
+ * worker keeps the consumers' names and subjects of each (jetstream.h).
  * Loop thread only, except the message callback.
  */
 #ifndef WISP_CLUSTER_GROUPS_H
