@@ -42,6 +42,10 @@ class Node(cluster24.Node):
     """A node that learns the others' interest within a second or two."""
 
     delay_group_bind = False
+    persist_a = False  # node a keeps QoS 1/2 messages in its store while NATS is down
+
+    def __init__(self, name, nats_port, persistence=False):
+        super().__init__(name, nats_port, persistence=persistence or (name == "a" and self.persist_a))
 
     def config(self):
         cfg = super().config()
@@ -67,6 +71,7 @@ class ShareDurableTest(cluster24.ClusterTest):
 
     def setUp(self):
         Node.delay_group_bind = self._testMethodName == "test_new_group_gets_a_qos1_message_published_right_after_its_suback"
+        Node.persist_a = self._testMethodName == "test_nats_restarted_group_gets_what_was_acknowledged_meanwhile_once"
         super().setUp()
         for name, n in self.nodes.items():
             self.assertIsNotNone(n.wait_log("JetStream ready: QoS 1/2 cross nodes", timeout=WAIT),
@@ -168,6 +173,29 @@ class ShareDurableTest(cluster24.ClusterTest):
         # Opened by the groups' marks, not by cluster.interest_ack_timeout.
         body = self.nodes["b"].get("/metrics")[1]
         self.assertRegex(body, r"(?m)^wisp_cluster_interest_ack_timeouts_total 0$")
+
+    def test_nats_restarted_group_gets_what_was_acknowledged_meanwhile_once(self):
+        members = self.members(("b", "c"), "$share/r/rs/+", 2)
+        pub = self.client("a", "pub-a")
+        for i in range(10):
+            pub.publish("rs/%d" % (i % 3), b"r%d" % i, qos=2, pid=i + 1)
+        self.assertEqual(len(self.collect(members, 10)), 10)
+        a = self.nodes["a"]
+        offset = a.log_size()
+        self.nats.kill()
+        self.assertIsNotNone(a.wait_log("JetStream out of reach: QoS 1/2 messages for other nodes are kept in the "
+                                        "store", offset=offset, timeout=WAIT))
+        # Acknowledged from a's store while NATS is down (PUBREC, PUBCOMP).
+        for i in range(10, 30):
+            pub.publish("rs/%d" % (i % 3), b"r%d" % i, qos=2, pid=i + 1)
+        offset = a.log_size()
+        self.nats.start()  # the same store: the stream and the groups' consumers come back
+        self.assertIsNotNone(a.wait_log("forwarding queue drained", offset=offset, timeout=WAIT))
+        got = self.collect(members, 20)
+        self.assertEqual(sorted(p for _, _, p in got), sorted(b"r%d" % i for i in range(10, 30)),
+                         "each message acknowledged while NATS was down once for the group [MQTT-4.3.3-2]")
+        for m in members:
+            m.assert_no_packet(wait=0.5)
 
     def wait_pending_at_b(self, received, count):
         """Until every message c has not got is delivered to frozen b and
