@@ -39,8 +39,10 @@
  *    idle past its inactive threshold is gone by then).
  *
  * Memory: `out_cap` slots of pending publishes (the loop never has more
- * outstanding) with their ticket rings, and `2 x ack_cap` consumer acks
- * (the consumer's MaxAckPending bounds them).
+ * outstanding) with their ticket rings, and a ring of consumer acks,
+ * `2 x ack_cap` at first, grown by doubling (each consumer's
+ * MaxAckPending bounds what it can have waiting: the node's and each
+ * group's); per group, its consumers' names and subjects (~200 bytes).
  * Locking: one mutex and a condition variable around the rings; cnats
  * calls happen outside it.
  */
