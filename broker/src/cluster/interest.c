@@ -21,12 +21,18 @@
  * <node>-share after the group's queue SUB, it comes back once nats-server
  * has that SUB (one connection's lines are handled in order).
  *
- * Receiving: one struct peer per node heard from (PEERS_MAX), with its
- * filters in a hash set and, summed over peers, in one trie whose node
- * payload is the number of (peer, filter) pairs ending there (a shared
- * subscription counts under its inner filter). A numbering gap, a new run
- * or a beat ahead of what arrived marks the peer incomplete and asks it
- * for a snapshot ("sync"), resent every interval until one arrives.
+ * Receiving: every announcement is parsed strictly (announce.h; refused:
+ * counted, everything sent for three intervals). One struct peer per node
+ * heard from (PEERS_MAX), with its filters in a set bounded by
+ * cluster.max_remote_filters(_bytes) (announce.h: past them the peer is
+ * "over" and everything is sent until a snapshot of it fits) and, summed
+ * over peers, in one trie whose node payload is the number of (peer,
+ * filter) pairs ending there (a shared subscription counts under its
+ * inner filter). A numbering gap, a new run or a beat ahead of what
+ * arrived marks the peer incomplete and asks it for a snapshot ("sync"),
+ * resent every interval until one arrives; a snapshot in parts marks it
+ * incomplete until its last. Snapshots asked of us go at most once a
+ * second.
  *
  * Cost on the publish path: one trie walk over the topic's levels, no
  * allocation. Per new local filter: one announcement out and one answer
