@@ -19,6 +19,8 @@ What a user sees:
  - malformed announcements (junk numbers, invalid filters, oversized or
    unterminated snapshot parts, unknown kinds) are refused, counted, logged
    once.
+ - a flood of "sync"s asking the node for its snapshot costs a snapshot a
+   second, not one each.
 
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
@@ -321,6 +323,33 @@ class ClusterInterestBoundsTest(unittest.TestCase):
         self.assertEqual(sub.recv_publish(timeout=WAIT).payload, b"delivered")
         # The sender of the good ones is a node like any other to a.
         self.assertIsNone(a.wait_log("node 'odd' " + OVER_LOG, timeout=0.1))
+
+    def test_sync_flood_costs_one_snapshot_a_second(self):
+        nc = self.raw_nats()
+        nc.sub(SUBJECT, 99)
+        nc.flush()
+        syncs = 200
+        for seq in range(1, syncs + 1):
+            nc.hpub({"Wisp-Node": "asker", "Wisp-Run": "1", "Wisp-ISeq": str(seq), "Wisp-Interest": "sync",
+                     "Wisp-To": "a"})
+        nc.flush()
+        # a's snapshots (and beats) come back on the subject: counted until
+        # a's third beat after the flood, by which time a snapshot still
+        # due has gone (a tick sends it before its beat).
+        snaps = beats = 0
+        deadline = time.monotonic() + WAIT
+        while beats < 3 and time.monotonic() < deadline:
+            subject, data = nc.next_msg()
+            if subject != SUBJECT or b"Wisp-Node: a\r\n" not in data:
+                continue
+            if b"Wisp-Interest: snap\r\n" in data:
+                snaps += 1
+            elif b"Wisp-Interest: beat\r\n" in data:
+                beats += 1
+        self.assertEqual(beats, 3, "a did not beat three times within %ss" % WAIT)
+        # One at once, one due, and one a second at most while they come.
+        self.assertGreaterEqual(snaps, 1)
+        self.assertLessEqual(snaps, 5, "%d syncs made %d snapshots" % (syncs, snaps))
 
 
 if __name__ == "__main__":
