@@ -21,6 +21,8 @@ What a user sees:
    once.
  - a flood of "sync"s asking the node for its snapshot costs a snapshot a
    second, not one each.
+ - while another node's snapshot comes in parts, the node sends everything
+   (what it holds of that node's set is partial until the last part).
 
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
@@ -323,6 +325,33 @@ class ClusterInterestBoundsTest(unittest.TestCase):
         self.assertEqual(sub.recv_publish(timeout=WAIT).payload, b"delivered")
         # The sender of the good ones is a node like any other to a.
         self.assertIsNone(a.wait_log("node 'odd' " + OVER_LOG, timeout=0.1))
+
+    def test_snapshot_in_parts_sends_everything_until_its_last(self):
+        pub = self.client("a", "pub-a")
+        nc = self.raw_nats()
+        c = {"Wisp-Node": "c", "Wisp-Run": "1"}
+        # c's whole set, in one part: a knows it.
+        nc.hpub(dict(c, **{"Wisp-ISeq": "1", "Wisp-Interest": "snap", "Wisp-Part": "0", "Wisp-Last": "1"}),
+                b"x/0\0")
+        self.answered(nc, "c", "1", 2)
+
+        def unwanted_after(topic):
+            before = self.metric("a", "cluster_unwanted_total")
+            pub.publish(topic, b"probe")
+            pub.ping()
+            return self.metric("a", "cluster_unwanted_total") - before
+
+        self.assertEqual(unwanted_after("y/late"), 1, "a should know nobody wants y/late")
+        # c sends its set again (as for another node's hello), in two parts:
+        # between them, what a holds of it is partial, so a sends everything.
+        nc.hpub(dict(c, **{"Wisp-ISeq": "3", "Wisp-Interest": "snap", "Wisp-Part": "0"}), b"x/0\0")
+        self.answered(nc, "c", "1", 4)
+        self.assertEqual(unwanted_after("y/late"), 0, "a trusted c's half-received snapshot")
+        nc.hpub(dict(c, **{"Wisp-ISeq": "5", "Wisp-Interest": "snap", "Wisp-Part": "1", "Wisp-Last": "1"}),
+                b"y/late\0")
+        self.answered(nc, "c", "1", 6)
+        self.assertEqual(unwanted_after("y/late"), 0)
+        self.assertEqual(unwanted_after("z/nobody"), 1)
 
     def test_sync_flood_costs_one_snapshot_a_second(self):
         nc = self.raw_nats()
