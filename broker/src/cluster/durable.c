@@ -653,6 +653,10 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 	while (ev & JSW_EV_GROUP && jsw_group_ready(d->w, &gid))
 		if (d->group_ready)
 			d->group_ready(d->group_ctx, gid);
+	if (ev & JSW_EV_GROUP_FAILED)
+		log_msg(LOG_WARNING, "cluster", "cannot make or bind a shared group's consumer on stream '%s': retrying "
+			"every half second; until then its members here get none of its QoS 1/2 messages from the "
+			"stream, and a new member's SUBACK waits up to cluster.interest_ack_timeout", d->stream);
 	if (ev & JSW_EV_SETUP_FAILED && !d->setup_failed_said) {
 		d->setup_failed_said = true;
 		log_msg(LOG_WARNING, "cluster", "cannot set up JetStream stream '%s' (is nats-server running with -js?): "

@@ -96,6 +96,7 @@ struct jsw {
 	struct jgroup *groups; /* added by the loop, freed by the worker (under mu) */
 	bool regroup;        /* reconnected: check that the groups' consumers still exist */
 	bool groups_changed; /* the loop joined or left one */
+	bool group_failed_said; /* JSW_EV_GROUP_FAILED raised, no bind has worked since */
 };
 
 static int tring_init(struct tring *r, size_t cap)
@@ -498,6 +499,15 @@ static void resend_due(struct jsw *w)
 	}
 }
 
+/* Under mu: a group bind failing starts an episode (said once), all
+ * bound ends it. */
+static void group_episode(struct jsw *w, bool failing)
+{
+	if (failing && !w->group_failed_said)
+		inbox_raise(w->acks, JSW_EV_GROUP_FAILED);
+	w->group_failed_said = failing;
+}
+
 static void *run(void *arg)
 {
 	struct jsw *w = arg;
@@ -549,12 +559,14 @@ static void *run(void *arg)
 			resend_due(w);
 			if (groups_pending)
 				groups_pending = !groups_work(w); /* a bind failed: again */
+			group_episode(w, groups_pending);
 			last_sweep = now_ms();
 			continue;
 		}
 		if (w->groups_changed || w->regroup) {
 			w->groups_changed = false;
 			groups_pending = !groups_work(w);
+			group_episode(w, groups_pending);
 			continue;
 		}
 		natsMsg *ack = ring_pop(&w->ack);

@@ -64,6 +64,9 @@
 #define JSW_EV_UP 0x80u
 /* A group's consumers are bound: ask jsw_group_ready. */
 #define JSW_EV_GROUP 0x100u
+/* A group's consumer could not be made or bound (retried every half
+ * second; raised once per episode, for the caller to log). */
+#define JSW_EV_GROUP_FAILED 0x200u
 
 struct jsw_config {
 	const char *stream;        /* the stream's name, and its subjects' first token */
