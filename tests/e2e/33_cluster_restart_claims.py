@@ -149,14 +149,16 @@ class RestartClaimsTest(unittest.TestCase):
         self.kill("a")
         self.leave("b", cid, v5, cid + "/new", present=False)  # a fresh session at b: a is gone
         taken0 = self.metric("b", "cluster_taken_over_total")
-        offset = self.start_again("a", ENDED % (cid, "b"))
-        self.assertEqual(self.metric("a", "cluster_taken_over_total"), 1, "a's stale copy counted")
-        self.assertEqual(self.metric("b", "cluster_taken_over_total"), taken0, "b's copy stays")
+        # a heard b's answer (which says b holds the id): what X finds at a now.
+        offset = self.start_again("a", "node 'b' holds 1 persistent sessions")
         back = Client(self, "a", cid, v5)
         self.assertTrue(back.present, "Session Present 1: b's session, handed over to a [MQTT-3.2.2-2]")
+        self.only_new_arrives(back, "a", cid + "/old", cid + "/new")
+        self.assertIsNotNone(self.nodes["a"].wait_log(ENDED % (cid, "b"), offset=offset, timeout=WAIT))
         self.assertIsNotNone(self.nodes["a"].wait_log(r"%s: session fetched from node 'b'" % cid, offset=offset,
                                                       timeout=WAIT))
-        self.only_new_arrives(back, "a", cid + "/old", cid + "/new")
+        self.assertEqual(self.metric("a", "cluster_taken_over_total"), 1, "a's stale copy counted")
+        self.assertEqual(self.metric("b", "cluster_taken_over_total"), taken0, "b's copy moved, not taken over")
 
     def test_restarted_node_ends_its_copy_claimed_meanwhile_311(self):
         self.claimed_while_down("x311", v5=False)
@@ -175,6 +177,7 @@ class RestartClaimsTest(unittest.TestCase):
         self.kill("a")
         self.start_again("b", "connected to NATS as node 'b'")
         self.start_again("a", "node 'b' holds 1 persistent sessions")
+        # a's recheck claim reaches b after b's answer: b logs the end of its copy.
         self.assertIsNotNone(self.nodes["b"].wait_log(ENDED % ("y", "a"), timeout=WAIT))
         self.assertEqual(self.metric("b", "cluster_taken_over_total"), 1)
         back = Client(self, "b", "y", v5=False)
