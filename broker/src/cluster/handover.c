@@ -312,8 +312,9 @@ static void match_held(struct handover *h, const char *node, struct dir_slot *e,
 	const struct session_table *t = &h->b->sessions;
 	struct held *found = NULL;
 	size_t nfound = 0, cap = 0;
-	for (size_t i = 0; i < t->nbuckets; i++)
-		for (struct session *s = t->buckets[i]; s; s = s->hash_next) {
+	bool oom = false;
+	for (size_t i = 0; i < t->nbuckets && !oom; i++)
+		for (struct session *s = t->buckets[i]; s && !oom; s = s->hash_next) {
 			if (s->clean)
 				continue;
 			struct dir_slot key = {.id = digest(s->client_id, s->id_len)};
@@ -323,13 +324,17 @@ static void match_held(struct handover *h, const char *node, struct dir_slot *e,
 			if (nfound == cap) {
 				size_t ncap = cap ? cap * 2 : 16;
 				struct held *bigger = wisp_realloc(found, ncap * sizeof *found);
-				if (!bigger)
-					break; /* out of memory: the rest stay as they are (logged below) */
+				oom = !bigger;
+				if (oom)
+					break; /* the rest stay as they are (logged below) */
 				found = bigger;
 				cap = ncap;
 			}
 			found[nfound++] = (struct held){s, hit->at};
 		}
+	if (oom)
+		log_msg(LOG_WARNING, "cluster", "node '%s': out of memory: only %zu of the sessions held here too are "
+			"compared", node, nfound);
 	/* The callback ends at most its own session: the others stay valid. */
 	for (size_t i = 0; i < nfound; i++)
 		h->held_elsewhere(h->held_ctx, found[i].s, node, found[i].at);

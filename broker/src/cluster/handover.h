@@ -30,8 +30,9 @@
  *
  * Crash cases (kill -9), as store/ writes them down for itself:
  *  - A dies before answering: B falls back at once (no responder) or at
- *    the timeout; A's store still has the session, which A keeps after its
- *    restart until a claim of the id ends it.
+ *    the timeout; A's store still has the session, which A's restart
+ *    brings back and then ends as soon as B's answer to its directory
+ *    request shows B's later claim (presence.h).
  *  - B dies before its records are written: A never gets "done", keeps its
  *    copy; nothing is lost; the client reconnects somewhere and the session
  *    is fetched again from A.
@@ -40,10 +41,10 @@
  *    claim ends the other's. Each copy is the state at the handover, so no
  *    message acknowledged to a publisher is lost either way.
  *  - A dies after sending, before "done": B has the session; A restarts
- *    with its copy, which B's next claim of the id ends (a claim made while
- *    A was down is not heard again: that copy stays until the id connects
- *    at A or with Clean Start 1 somewhere; one made while A had only lost
- *    NATS is: presence.h's recheck).
+ *    with its copy, and B's answer to A's start-up directory request says
+ *    B holds the id from a later connect (B claimed it after A's claim):
+ *    A ends its copy (presence.h). One made while A had only lost NATS
+ *    ends too: presence.h's recheck.
  *  - With the cut: A dies before the tail: B goes on without it (logged);
  *    the window's messages stay in A's stored copy. B dies before it wrote
  *    the tail: no final "done", A keeps its copy (tail included), as in

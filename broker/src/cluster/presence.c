@@ -19,7 +19,13 @@
  * copy here as any claim does (a connected client gets DISCONNECT 0x8E);
  * a node holding it from an earlier connect takes the recheck for a claim;
  * a node that knows no connect time of its copy leaves it. Cost: one
- * small message per such session at each reconnect.
+ * small message per such session at each reconnect. The sessions asked
+ * for include those restored from the store with a claim time and no claim
+ * heard since.
+ *
+ * A node restarted on its store missed every claim made while it was down:
+ * on_held_elsewhere compares each restored session another node holds too
+ * (that node's answer to the start-up directory request, handover.c).
  */
 #include "presence.h"
 
@@ -160,14 +166,10 @@ static void on_connected(void *ctx, struct session *s, bool clean_start, bool as
 	if (id_len > INT_MAX)
 		return;
 	/* Later than every claim of the id this node knows of, whatever the
-	 * clocks say (docs/cluster.md "Which connect is the later one"). */
-	uint64_t at = now_ns();
+	 * clocks say. */
 	uint64_t known = handover_last_claim_ns(p->handover, s->client_id, id_len);
 	uint64_t own = connected_at(p, s->client_id, id_len);
-	if (own > known)
-		known = own;
-	if (at <= known)
-		at = known + 1;
+	uint64_t at = claim_time(now_ns(), own > known ? own : known);
 	handover_claimed(p->handover, s->client_id, id_len, p->node, at);
 	p->ring[p->next] = (struct recent){id_digest(s->client_id, id_len), at};
 	p->next = (p->next + 1) % PRESENCE_RECENT;
@@ -178,6 +180,14 @@ static void on_connected(void *ctx, struct session *s, bool clean_start, bool as
 	if (!s->clean && sess_set_claim_ns(s, at))
 		SESS_OBSERVE(&p->b->observer, session_put, s);
 	claim(p, s->client_id, id_len, at, clean_start, false);
+}
+
+/* A copy here is older than another node's: a claim this node missed. */
+static void log_stale(const struct session *s, const char *node)
+{
+	log_limited("cluster_stale_copy", LOG_NOTICE, "cluster",
+		    "client %s: node '%s' holds its session from a later connect, a claim this node missed (it was "
+		    "down or cut off from NATS): the copy here ends", s->client_id, node);
 }
 
 /* Ends this node's copy of `id`'s session: another node holds the id from
@@ -227,9 +237,7 @@ static void on_held_elsewhere(void *ctx, struct session *s, const char *node, ui
 		return;
 	}
 	handover_claimed(p->handover, s->client_id, s->id_len, node, at);
-	log_limited("cluster_stale_copy", LOG_NOTICE, "cluster",
-		    "client %s: node '%s' holds its session from a later connect (claimed while this node was down): "
-		    "the copy here ends", s->client_id, node);
+	log_stale(s, node);
 	end_copy(p, s, s->client_id, s->id_len, node); /* persistent: kept by the drop, so its id too */
 }
 
@@ -282,9 +290,7 @@ bool presence_message(struct presence *p, natsMsg *nm)
 	if (s->conn && claim_loses_to_local(connected_at(p, id, (size_t)len), p->node, at, node))
 		return true;
 	if (!s->conn && wire_header(nm, "Wisp-Recheck"))
-		log_limited("cluster_stale_copy", LOG_NOTICE, "cluster",
-			    "client %s: node '%s' holds its session from a later connect (claimed while this node "
-			    "was cut off): the copy here ends", s->client_id, node);
+		log_stale(s, node);
 	end_copy(p, s, id, (size_t)len, node);
 	return true;
 }
