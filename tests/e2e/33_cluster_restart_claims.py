@@ -26,14 +26,11 @@ one fails the test, never skips it."""
 
 import importlib.util
 import os
-import re
 import shutil
 import sys
-import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import PUBLISH, main  # noqa: E402
+from wisp_e2e import main  # noqa: E402
 
 
 def _load(name, file):
@@ -46,14 +43,20 @@ def _load(name, file):
 cluster24 = _load("cluster24", "24_cluster.py")
 cluster29 = _load("cluster29", "29_cluster_session.py")
 WAIT = cluster24.WAIT
-Client, publish_fields = cluster29.Client, cluster29.publish_fields
+Client = cluster29.Client
 
 ENDED = "client %s: node '%s' holds its session from a later connect"
 
 
-class RestartClaimsTest(unittest.TestCase):
+class RestartClaimsTest(cluster29.ClusterSessionTest):
+    # 24's and 29's own tests are theirs: not run again here. Their
+    # helpers (stop_nodes, the logs on failure, metric, heard_claim) are used.
+    for _name in [n for n in dir(cluster29.ClusterSessionTest) if n.startswith("test_")]:
+        locals()[_name] = None
+    del _name
 
     def setUp(self):
+        """nats-server and two nodes, each with its store."""
         self.nats = cluster24.Nats()
         self.addCleanup(shutil.rmtree, self.nats.dir, True)
         self.addCleanup(self.nats.kill)
@@ -62,47 +65,7 @@ class RestartClaimsTest(unittest.TestCase):
         self.clients = []
         self.addCleanup(self.stop_nodes)
         for name in ("a", "b"):
-            self.start_node(name)
-
-    def start_node(self, name):
-        n = cluster24.Node(name, self.nats.port, persistence=True)
-        self.nodes[name] = n
-        n.start()
-        self.assertIsNotNone(n.wait_log("connected to NATS as node '%s'" % name, timeout=WAIT))
-        return n
-
-    def stop_nodes(self):
-        for c in self.clients:
-            try:
-                c.close()
-            except Exception:  # noqa: BLE001 - cleanup must not hide the test result
-                pass
-        errors = []
-        for n in self.nodes.values():
-            try:
-                n.stop()
-            except AssertionError as e:
-                errors.append(str(e))
-            except Exception:  # noqa: BLE001 - a node that never started
-                pass
-        for n in self.nodes.values():
-            n.cleanup()
-        if errors:
-            self.fail("\n".join(errors))
-
-    def run(self, result=None):
-        result = result if result is not None else self.defaultTestResult()
-        before = len(result.failures) + len(result.errors)
-        super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            for name, n in getattr(self, "nodes", {}).items():
-                sys.stderr.write("\n--- node %s ---\n%s\n" % (name, n.log_banner()))
-        return result
-
-    def metric(self, node, name):
-        body = self.nodes[node].get("/metrics")[1]
-        m = re.search(r"(?m)^wisp_%s (\d+)$" % name, body)
-        return int(m.group(1)) if m else 0
+            self.extra_node(name, persistence=True)
 
     def kill(self, name):
         n = self.nodes[name]
@@ -119,10 +82,6 @@ class RestartClaimsTest(unittest.TestCase):
         n.start()
         self.assertIsNotNone(n.wait_log(ready, offset=offset, timeout=WAIT), "node %s: %r" % (name, ready))
         return offset
-
-    def heard_claim(self, node, cid, holder):
-        self.assertIsNotNone(self.nodes[node].wait_log("client %s: last claimed by node '%s'" % (cid, holder),
-                                                       timeout=WAIT))
 
     def leave(self, node, cid, v5, topic, present):
         """cid connects at node with Clean Start 0, subscribes topic (QoS 1)

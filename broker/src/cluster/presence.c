@@ -166,9 +166,11 @@ static void on_connected(void *ctx, struct session *s, bool clean_start, bool as
 	if (id_len > INT_MAX)
 		return;
 	/* Later than every claim of the id this node knows of, whatever the
-	 * clocks say. */
+	 * clocks say: the directory's last (this node's own too), or the
+	 * session's own should the directory have lost the id. O(1): the
+	 * ring is not scanned per connect. */
 	uint64_t known = handover_last_claim_ns(p->handover, s->client_id, id_len);
-	uint64_t own = connected_at(p, s->client_id, id_len);
+	uint64_t own = sess_claim_ns(s);
 	uint64_t at = claim_time(now_ns(), own > known ? own : known);
 	handover_claimed(p->handover, s->client_id, id_len, p->node, at);
 	p->ring[p->next] = (struct recent){id_digest(s->client_id, id_len), at};
