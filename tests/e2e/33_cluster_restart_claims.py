@@ -20,6 +20,8 @@ where a test needs one, too) and one nats-server -js on loopback.
 - Nobody claimed X meanwhile: a keeps its restored copy (X resumes it at a
   with its subscription), and the restored session still moves to b when X
   reconnects there.
+- A store without claim times (SESSION_PUT versions 1 and 2, as every store
+  before them) still loads at a cluster node, and its session resumes.
 
 nats-server must be installed (WISP_NATS_SERVER, found by CMake): a missing
 one fails the test, never skips it."""
@@ -66,6 +68,8 @@ class RestartClaimsTest(cluster29.ClusterSessionTest):
         self.addCleanup(self.stop_nodes)
         for name in ("a", "b"):
             self.extra_node(name, persistence=True)
+        for name in ("a", "b"):
+            self.answers_requests(name)
 
     def kill(self, name):
         n = self.nodes[name]
@@ -82,6 +86,12 @@ class RestartClaimsTest(cluster29.ClusterSessionTest):
         n.start()
         self.assertIsNotNone(n.wait_log(ready, offset=offset, timeout=WAIT), "node %s: %r" % (name, ready))
         return offset
+
+    def answers_requests(self, name):
+        """Waits until node name's subscription to the start-up requests
+        (on its <node>-share connection, set up after "connected to NATS")
+        is at nats-server: a node started before that asks it in vain."""
+        self.nats.wait_subjects(name + "-share", {"$WISP.%s.ho.dir" % cluster24.PREFIX})
 
     def leave(self, node, cid, v5, topic, present):
         """cid connects at node with Clean Start 0, subscribes topic (QoS 1)
@@ -135,6 +145,7 @@ class RestartClaimsTest(cluster29.ClusterSessionTest):
         self.leave("a", "y", False, "y/new", present=False)
         self.kill("a")
         self.start_again("b", "connected to NATS as node 'b'")
+        self.answers_requests("b")
         self.start_again("a", "node 'b' holds 1 persistent sessions")
         # a's recheck claim reaches b after b's answer: b logs the end of its copy.
         self.assertIsNotNone(self.nodes["b"].wait_log(ENDED % ("y", "a"), timeout=WAIT))
@@ -162,6 +173,27 @@ class RestartClaimsTest(cluster29.ClusterSessionTest):
         Client(self, "b", "k-pub2", v5=False, clean=True).publish("k/t", b"moved", 1, 1)
         got, _ = moved.receive_all(1)
         self.assertEqual(got[0][:2], ("k/t", b"moved"))
+
+    def test_store_without_claim_times_still_loads(self):
+        # A store written without claim times, as every store before them
+        # (a node without a cluster writes SESSION_PUT versions 1 and 2
+        # only, byte for byte those of an older Wisp): the cluster node
+        # restored from it keeps the session, and its client resumes it.
+        a = self.nodes["a"]
+        a.stop()
+        cluster = a.extra_config.pop("cluster")
+        a.exit_status = None
+        a.start()
+        self.leave("a", "legacy", False, "legacy/t", present=False)
+        a.stop()
+        a.extra_config["cluster"] = cluster
+        self.leave("b", "other", False, "other/t", present=False)  # so that b has something to tell a
+        self.start_again("a", "node 'b' holds 1 persistent sessions")
+        back = Client(self, "a", "legacy", v5=False)
+        self.assertTrue(back.present, "the session from the store without claim times")
+        Client(self, "a", "legacy-pub", v5=False, clean=True).publish("legacy/t", b"old store", 1, 1)
+        got, _ = back.receive_all(1)
+        self.assertEqual(got[0][:2], ("legacy/t", b"old store"))
 
 
 if __name__ == "__main__":
