@@ -17,6 +17,8 @@ where a test needs one, too) and one nats-server -js on loopback.
   one restarts, the stale node's answer shows its own copy is the later
   one, so it asks the stale node again (a recheck claim) and that node
   ends its copy: X reconnecting at the stale node gets the later session.
+- A v5 copy ended so with a delayed will pending does not publish it: its
+  client connected again (at b) since [MQTT-3.1.3-9].
 - Nobody claimed X meanwhile: a keeps its restored copy (X resumes it at a
   with its subscription), and the restored session still moves to b when X
   reconnects there.
@@ -29,10 +31,11 @@ one fails the test, never skips it."""
 import importlib.util
 import os
 import shutil
+import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import main  # noqa: E402
+from wisp_e2e import CONNACK, RawClient, main, mqtt_str, packet  # noqa: E402
 
 
 def _load(name, file):
@@ -48,6 +51,17 @@ WAIT = cluster24.WAIT
 Client = cluster29.Client
 
 ENDED = "client %s: node '%s' holds its session from a later connect"
+
+
+def connect5_will(client_id, will_topic, will_payload, delay):
+    """A v5 CONNECT, Clean Start 0, Session Expiry 3600 s, with a QoS 1 will
+    delayed by `delay` seconds."""
+    props = b"\x11" + struct.pack("!I", 3600)
+    will_props = b"\x18" + struct.pack("!I", delay)
+    var = mqtt_str("MQTT") + bytes([5, 0x04 | 0x08]) + struct.pack("!H", 60) + bytes([len(props)]) + props
+    payload = mqtt_str(client_id) + bytes([len(will_props)]) + will_props + mqtt_str(will_topic) + \
+        mqtt_str(will_payload)
+    return packet(0x10, var + payload)
 
 
 class RestartClaimsTest(cluster29.ClusterSessionTest):
@@ -134,6 +148,28 @@ class RestartClaimsTest(cluster29.ClusterSessionTest):
 
     def test_restarted_node_ends_its_copy_claimed_meanwhile_v5(self):
         self.claimed_while_down("x5", v5=True)
+
+    def test_stale_copys_delayed_will_is_not_published(self):
+        # X (v5) leaves a without a DISCONNECT: its will waits 60 s. X comes
+        # back at b while a is down; a's restart ends its copy, and the will
+        # (of an absence that ended at b) is not published.
+        watcher = Client(self, "b", "watcher", v5=False, clean=True)
+        self.assertEqual(watcher.subscribe([("w5/#", 1)]), [1])
+        raw = RawClient(self.nodes["a"].port)
+        self.clients.append(raw)
+        raw.send(connect5_will("w5", "w5/will", "w5 is gone", 60))
+        self.assertEqual(raw.expect(CONNACK).body[1], 0)
+        raw.close()  # no DISCONNECT: the will is due in 60 s
+        self.assertIsNotNone(self.nodes["a"].wait_log("client w5 .*disconnected", timeout=WAIT))
+        self.heard_claim("b", "w5", "a")
+        self.kill("a")
+        self.leave("b", "w5", True, "w5/new", present=False)
+        self.start_again("a", ENDED % ("w5", "b"))
+        # What a publishes after the end reaches the watcher after the will would have.
+        Client(self, "a", "w5-marker", v5=False, clean=True).publish("w5/marker", b"after the end", 1, 1)
+        got, _ = watcher.receive_all(1)
+        self.assertEqual(got[0][:2], ("w5/marker", b"after the end"), "no will before it")
+        watcher.raw.assert_no_packet(wait=0.5)
 
     def test_later_copy_restarting_second_ends_the_stale_one(self):
         # X at b; b killed; X at a (fresh: b is gone); a killed; b restarts

@@ -195,10 +195,19 @@ static void log_stale(const struct session *s, const char *node)
 /* Ends this node's copy of `id`'s session: another node holds the id from
  * a later connect. A connected client is taken over [MQTT-3.1.4-3]: 0x8E
  * for v5, a close for 3.1.1. `id` outlives a clean session's end (the
- * caller's). */
-static void end_copy(struct presence *p, struct session *s, const char *id, size_t len, const char *node)
+ * caller's). `missed`: the claim was made while this node did not hear it
+ * (a recheck, or the comparison after a restart): the client has been
+ * connected again since, so an offline copy's delayed will is not due
+ * [MQTT-3.1.3-9] and would only tell, late, of an absence that ended. */
+static void end_copy(struct presence *p, struct session *s, const char *id, size_t len, const char *node,
+		     bool missed)
 {
 	struct broker *b = p->b;
+	if (missed && !s->conn && s->v5 && s->v5->will) {
+		SESS_OBSERVE(&b->observer, will_del, s);
+		msg_unref(s->v5->will);
+		s->v5->will = NULL;
+	}
 	if (s->conn) {
 		log_limited("cluster_takeover", LOG_NOTICE, "cluster", "client %s: taken over by a connection at node '%s'",
 			    s->client_id, node);
@@ -240,7 +249,7 @@ static void on_held_elsewhere(void *ctx, struct session *s, const char *node, ui
 	}
 	handover_claimed(p->handover, s->client_id, s->id_len, node, at);
 	log_stale(s, node);
-	end_copy(p, s, s->client_id, s->id_len, node); /* persistent: kept by the drop, so its id too */
+	end_copy(p, s, s->client_id, s->id_len, node, true); /* persistent: kept by the drop, so its id too */
 }
 
 
@@ -291,9 +300,10 @@ bool presence_message(struct presence *p, natsMsg *nm)
 	/* Both nodes see both claims: the later connect stays. */
 	if (s->conn && claim_loses_to_local(connected_at(p, id, (size_t)len), p->node, at, node))
 		return true;
-	if (!s->conn && wire_header(nm, "Wisp-Recheck"))
+	bool missed = !s->conn && wire_header(nm, "Wisp-Recheck");
+	if (missed)
 		log_stale(s, node);
-	end_copy(p, s, id, (size_t)len, node);
+	end_copy(p, s, id, (size_t)len, node, missed);
 	return true;
 }
 
