@@ -3,8 +3,8 @@
 """33 cluster restart claims: a node restarted after `kill -9` does not keep
 a stale copy of a persistent session whose client id connected at another
 node while it was down (issue 16; cluster/presence.h, docs/cluster.md
-"Client ids and sessions"). Two Wisp nodes with persistence (the third,
-where a test needs one, too) and one nats-server -js on loopback.
+"Client ids and sessions"). Two Wisp nodes with persistence and one
+nats-server -js on loopback.
 
 - Client X holds a persistent session at a (subscribed to x/old); a is
   killed; X connects at b (Session Present 0: a is gone) and subscribes
