@@ -35,6 +35,12 @@
 
 struct inbox;
 struct cluster_groups;
+
+/* Raised on the inbox: the connection is up (first connect, reconnect, or
+ * one made anew), or cnats closed it for good (groups_closed tells whether
+ * the current one is). */
+#define GROUPS_EV_UP 0x8u
+#define GROUPS_EV_CLOSED 0x10u
 struct config_cluster;
 struct nats_signer;
 
@@ -72,6 +78,20 @@ bool groups_message(struct cluster_groups *g, natsMsg *nm, const char **key, siz
 struct loop;
 void groups_on_subscribed(struct cluster_groups *g, struct loop *loop, void (*cb)(void *ctx, uint64_t mark),
 			  void *ctx);
+
+/* Loop thread: replaces a connection cnats closed for good with a new one
+ * (same options, connecting in the background) and subscribes every queue
+ * group again. The modules holding groups_connection rebind to the new
+ * one next (cluster.c). 0, or WISP_EIO (out of memory: nothing changed). */
+int groups_reconnect(struct cluster_groups *g);
+/* Whether cnats closed the current connection for good. */
+bool groups_closed(const struct cluster_groups *g);
+
+/* natsConnection_Subscribe, except that a connection cnats closed for good
+ * is no failure: *sub stays NULL, and the module subscribes again once
+ * the connection is made anew (its *_rebind). */
+natsStatus cluster_nats_subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+				  natsMsgHandler cb, void *closure);
 
 /* The second connection, for the cluster's own control traffic
  * (presence.h), which must not count as data on the main one. */

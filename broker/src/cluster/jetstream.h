@@ -50,6 +50,10 @@
 /* The worker's connection went down or came back: ask jsw_connected. */
 #define JSW_EV_DOWN 0x40u
 #define JSW_EV_UP 0x80u
+/* NATS closed the worker's connection for good (jsw_closed_reason says
+ * why); the worker makes a new one on its own, NATS_REJOIN_FIRST_MS
+ * doubling to NATS_REJOIN_MAX_MS, and raises JSW_EV_READY once set up. */
+#define JSW_EV_CLOSED 0x200u
 
 struct jsw_config {
 	const char *stream;        /* the stream's name, and its subjects' first token */
@@ -90,8 +94,11 @@ const char *jsw_reply_prefix(const struct jsw *w);
  * `ticket`). The caller keeps at most out_cap outstanding, and reuses a
  * ticket's slot only after the ticket came back. */
 void jsw_publish(struct jsw *w, natsMsg *m, uint64_t ticket);
-/* Any thread: whether the worker's own NATS connection is up now. */
-bool jsw_connected(const struct jsw *w);
+/* Any thread but cnats's: whether the worker's own NATS connection is up now. */
+bool jsw_connected(struct jsw *w);
+/* Any thread: why NATS closed the worker's connection for good, the last
+ * time it did ("" if never). */
+void jsw_closed_reason(struct jsw *w, char *out, size_t cap);
 /* Loop thread. Takes m, a message from msgs, to acknowledge to JetStream. */
 void jsw_ack(struct jsw *w, natsMsg *m);
 /* Any thread: how many times the stream was set up (found or made), and
