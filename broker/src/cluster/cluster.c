@@ -599,8 +599,8 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	if (ev & (EV_CLOSED | GROUPS_EV_CLOSED))
 		check_closed(c);
 	if (c->alone && ev & (EV_CONNECTED | GROUPS_EV_UP) && b->stats.cluster.connected && groups_connected(c->groups)) {
-		log_msg(LOG_NOTICE, "cluster", "node '%s' rejoined the cluster over NATS (%u new connection%s)",
-			c->node, c->rejoin_tries, c->rejoin_tries == 1 ? "" : "s");
+		log_msg(LOG_NOTICE, "cluster", "node '%s' rejoined the cluster over NATS (after %u tr%s)", c->node,
+			c->rejoin_tries, c->rejoin_tries == 1 ? "y" : "ies");
 		c->alone = false;
 		c->rejoin_tries = 0;
 		c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;

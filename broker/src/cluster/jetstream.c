@@ -16,6 +16,7 @@
 
 #include "alloc.h"
 #include "err.h"
+#include "groups.h"
 #include "nats_auth.h"
 
 /* How long cnats waits for a publish's ack before reporting it failed
@@ -392,7 +393,15 @@ static void *run(void *arg)
 		if (!ready) {
 			pthread_mutex_unlock(&w->mu);
 			natsStatus st = NATS_NOT_YET_CONNECTED;
-			if (natsConnection_Status(w->nc) == NATS_CONN_STATUS_CONNECTED) {
+			natsConnStatus cs = natsConnection_Status(w->nc);
+			if (cs == NATS_CONN_STATUS_CLOSED) {
+				/* Closed with no rejoin due (the close came before this
+				 * thread looked, or a new one could not be made): one is. */
+				pthread_mutex_lock(&w->mu);
+				w->conn_closed = true;
+				continue;
+			}
+			if (cs == NATS_CONN_STATUS_CONNECTED) {
 				uint64_t last_seq;
 				st = ensure_stream(w, &last_seq);
 				if (st == NATS_OK) {
@@ -545,12 +554,13 @@ static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
 }
 
 /* The publish replies' subscription ("<inbox>.*") and the JetStream
- * context, on nc. */
+ * context, on nc. A connection cnats already closed (a server that
+ * refused its first connect) gets no subscription: run() makes it anew. */
 static natsStatus bind_conn(struct jsw *w, natsConnection *nc, natsSubscription **reply_sub, jsCtx **js)
 {
 	char subject[160];
 	snprintf(subject, sizeof subject, "%s*", w->reply_prefix);
-	natsStatus st = natsConnection_Subscribe(reply_sub, nc, subject, on_reply, w);
+	natsStatus st = cluster_nats_subscribe(reply_sub, nc, subject, on_reply, w);
 	if (st == NATS_OK)
 		st = natsConnection_JetStream(js, nc, NULL);
 	return st;

@@ -11,6 +11,12 @@
  *    does not replay the stream's history but misses nothing published
  *    after it started, however long JetStream took to answer; delivered to _WISP_DELIVER.<stream>.<consumer>). It retries every half second until
  *    both are there, then raises JSW_EV_READY on `events`.
+ *  - A connection cnats closed for good (the server refused it: credentials
+ *    revoked or not yet known) is made anew on the worker's thread, from the
+ *    same options, NATS_REJOIN_FIRST_MS after the close, doubling up to
+ *    NATS_REJOIN_MAX_MS while refused (JSW_EV_CLOSED, jsw_closed_reason);
+ *    the reply prefix, the tickets and the pending publishes stay, the
+ *    stream and consumer are set up again, then JSW_EV_READY.
  *  - Publishes: the loop hands it a natsMsg whose reply subject is
  *    <reply prefix><ticket> and which carries a Nats-Msg-Id (the stream
  *    drops a re-send of the same id within its duplicate window); the
