@@ -821,10 +821,11 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		if (st == NATS_OK) {
 			on_connected(c->nc, c);
 		} else {
-			/* Refused (TLS, credentials): cnats closes a connection for
-			 * good once a server refused it twice, so the node runs alone
-			 * and makes it anew on its own (check_closed), as when NATS
-			 * closes it later. Unreachable: cnats retries by itself. */
+			/* Refused (TLS, credentials): cnats closes for good a
+			 * connection whose first connect a server refused, so the
+			 * node runs alone and makes it anew on its own (check_closed),
+			 * as when NATS closes it later. Unreachable: cnats retries by
+			 * itself. */
 			const char *why = nats_last_error();
 			if (!nats_down(st)) {
 				log_msg(LOG_ERROR, "cluster", "NATS %s refused node '%s': %s; serving local clients only, "
