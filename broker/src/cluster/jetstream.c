@@ -29,6 +29,8 @@
 /* The consumer's ack wait: a message handed to the loop and not acked in
  * time is delivered again (and deduplicated by stream sequence). */
 #define ACK_WAIT_S 30
+/* How long jsw_stop waits for the closed callbacks of its connections. */
+#define CLOSED_CB_WAIT_S 2
 
 struct ring {
 	natsMsg **items;
@@ -71,6 +73,10 @@ struct jsw {
 	bool resetup;        /* the stream seems gone (a NATS server without its store): set up again */
 	bool conn_closed;    /* cnats's closed callback ran: the worker looks at the connection */
 	char closed_why[160]; /* why NATS closed it for good, for jsw_closed_reason */
+	/* Connections made whose closed callback has not run yet (below 0 for
+	 * a moment when it runs before the count is raised): jsw_stop waits
+	 * for it, since the callback touches w. */
+	int closed_cbs_due;
 	uint64_t setups;     /* stream set-ups done, and the stream's last sequence at the latest */
 	uint64_t stream_last_seq;
 	struct slot *slots;  /* out_cap, by ticket % out_cap */
@@ -491,11 +497,21 @@ static void on_closed(natsConnection *nc, void *closure)
 {
 	(void)nc;
 	struct jsw *w = closure;
+	inbox_raise(w->acks, JSW_EV_DOWN);
+	/* Last: once the count is down, jsw_stop may return and w go. */
 	pthread_mutex_lock(&w->mu);
 	w->conn_closed = true;
-	pthread_cond_signal(&w->cv);
+	w->closed_cbs_due--;
+	pthread_cond_broadcast(&w->cv);
 	pthread_mutex_unlock(&w->mu);
-	inbox_raise(w->acks, JSW_EV_DOWN);
+}
+
+/* A connection object now exists: its closed callback will run once. */
+static void closed_cb_due(struct jsw *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->closed_cbs_due++;
+	pthread_mutex_unlock(&w->mu);
 }
 
 bool jsw_connected(struct jsw *w)
@@ -549,6 +565,8 @@ static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
 		st = natsConnection_Connect(&w->nc, w->opts);
 		if (st == NATS_NOT_YET_CONNECTED)
 			st = NATS_OK; /* retried in the background; run() waits for it */
+		if (st == NATS_OK)
+			closed_cb_due(w);
 	}
 	return st;
 }
@@ -583,6 +601,8 @@ static void rejoin(struct jsw *w)
 	natsStatus st = natsConnection_Connect(&nc, w->opts);
 	if (st == NATS_NOT_YET_CONNECTED)
 		st = NATS_OK;
+	if (st == NATS_OK)
+		closed_cb_due(w);
 	if (st == NATS_OK)
 		st = bind_conn(w, nc, &reply_sub, &js);
 	if (st != NATS_OK) {
@@ -691,6 +711,15 @@ void jsw_stop(struct jsw *w)
 		natsConnection_Destroy(w->nc);
 		w->nc = NULL;
 	}
+	/* The closed callbacks (cnats's thread posts them) touch w: bounded,
+	 * as cnats's own close wait is. */
+	pthread_mutex_lock(&w->mu);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += CLOSED_CB_WAIT_S;
+	while (w->closed_cbs_due > 0 && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0)
+		;
+	pthread_mutex_unlock(&w->mu);
 }
 
 void jsw_free(struct jsw *w)
