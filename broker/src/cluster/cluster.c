@@ -24,11 +24,13 @@
  * A message without them (a NATS-native publisher) is delivered at QoS 0.
  *
  * Loop thread only, except the cnats callbacks at the end of this file,
- * which touch nothing but the inbox.
+ * which touch nothing but the inbox, and a rejoin's connector thread
+ * (struct connector), which only makes a connection and raises an event.
  */
 #include "cluster.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +59,9 @@
 #define EV_CONNECTED 0x1u
 #define EV_DISCONNECTED 0x2u
 #define EV_CLOSED 0x4u
+/* A rejoin's connector thread is done (struct connector). */
+#define EV_MAIN_MADE 0x20u
+#define EV_SHARE_MADE 0x40u
 
 /* Messages taken from the inbox per loop wake-up, so NATS traffic cannot
  * starve the node's own clients. */
@@ -79,6 +84,22 @@ struct origin_seen {
 };
 
 #define ORIGINS_MAX 64
+
+/*
+ * A connection made anew on its own thread: natsConnection_Connect's first
+ * try blocks (up to libnats's connect timeout per URL, against a server
+ * that does not answer), which the loop must not. The thread only
+ * connects and raises `event`; the loop joins it, then adopts nc.
+ */
+struct connector {
+	pthread_t thread;
+	bool running;         /* loop thread's: started, not joined yet */
+	natsOptions *opts;    /* borrowed */
+	struct inbox *inbox;
+	unsigned event;
+	natsConnection *nc;   /* the thread's, read after the join */
+	natsStatus st;
+};
 
 struct cluster {
 	struct router router;
@@ -110,8 +131,10 @@ struct cluster {
 	struct durable *durable; /* QoS 1/2 through JetStream (durable.h); NULL: cluster.durable off */
 	struct nats_signer *signer; /* NKey of every connection (nats_auth.h); NULL: none */
 	/* A connection cnats closed for good (main or '<node>-share') is made
-	 * anew after rejoin_wait_ms (rejoin_main, rejoin_share). */
+	 * anew after rejoin_wait_ms, on a connector thread (rejoin_main,
+	 * rejoin_share). */
 	struct loop_timer rejoin_timer;
+	struct connector main_k, share_k;
 	uint32_t rejoin_wait_ms;
 	uint32_t rejoin_tries;
 	bool alone;       /* an episode is on (said once): "rejoined" closes it */
@@ -489,19 +512,59 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 
 static void on_connected(natsConnection *nc, void *closure);
 
-/* The main connection anew, from the same options (they now retry a
+static void *connector_main(void *arg)
+{
+	struct connector *k = arg;
+	k->st = natsConnection_Connect(&k->nc, k->opts);
+	inbox_raise(k->inbox, k->event); /* orders the writes above before the loop's take */
+	return NULL;
+}
+
+static bool connector_start(struct connector *k, natsOptions *opts, struct inbox *inbox, unsigned event)
+{
+	k->opts = opts;
+	k->inbox = inbox;
+	k->event = event;
+	k->nc = NULL;
+	k->st = NATS_ERR;
+	k->running = pthread_create(&k->thread, NULL, connector_main, k) == 0;
+	return k->running;
+}
+
+/* Joins the thread: the connection it made (NULL: none), with *connected
+ * set when it connected at its first try (cnats then calls no callback). */
+static natsConnection *connector_join(struct connector *k, bool *connected)
+{
+	pthread_join(k->thread, NULL);
+	k->running = false;
+	*connected = k->st == NATS_OK;
+	if (k->st != NATS_OK && k->st != NATS_NOT_YET_CONNECTED) {
+		log_msg(LOG_WARNING, "cluster", "cannot make a new NATS connection: %s; trying again later",
+			natsStatus_GetText(k->st));
+		return NULL;
+	}
+	return k->nc;
+}
+
+static void on_rejoin_due(struct loop *l, struct loop_timer *t);
+
+/* A try that made nothing (out of memory): the closed one is still there. */
+static void rejoin_later(struct cluster *c)
+{
+	if (!loop_timer_armed(&c->rejoin_timer))
+		loop_timer_start(c->b->loop, &c->rejoin_timer, (c->rejoin_wait_ms + 999) / 1000, on_rejoin_due);
+}
+
+/* The main connection anew (made from the same options, which now retry a
  * failed first connect in the background), and everything on it moved
  * over: the filters' subscriptions, the retained bucket's follower and
  * the interest announcements. */
 static void rejoin_main(struct cluster *c)
 {
-	natsConnection *nc = NULL;
-	natsStatus st = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, c);
-	if (st == NATS_OK)
-		st = natsConnection_Connect(&nc, c->opts);
-	if (st != NATS_OK && st != NATS_NOT_YET_CONNECTED) {
-		log_msg(LOG_WARNING, "cluster", "cannot make a new NATS connection: %s; trying again later",
-			natsStatus_GetText(st));
+	bool connected = false;
+	natsConnection *nc = connector_join(&c->main_k, &connected);
+	if (!nc) {
+		rejoin_later(c);
 		return;
 	}
 	for (size_t i = 0; i < c->nbuckets; i++)
@@ -517,39 +580,49 @@ static void rejoin_main(struct cluster *c)
 			"this node");
 	remote_interest_rebind(c->wanted, nc, groups_connection(c->groups));
 	natsConnection_Destroy(old);
-	if (st == NATS_OK)
-		on_connected(nc, c); /* connected at the first try: cnats calls no callback */
+	if (connected)
+		on_connected(nc, c);
+	/* Refused again before it was adopted: its EV_CLOSED may have come
+	 * (and gone, the old one still in place) already. */
+	if (natsConnection_Status(nc) == NATS_CONN_STATUS_CLOSED)
+		rejoin_later(c);
 }
 
 /* '<node>-share' anew (groups_reconnect), and the claims, handovers,
  * $SYS figures and interest announcements it carries moved over. */
 static void rejoin_share(struct cluster *c)
 {
-	if (groups_reconnect(c->groups) != 0) {
-		log_msg(LOG_WARNING, "cluster", "cannot make a new NATS connection '%s-share'; trying again later",
-			c->node);
+	bool connected = false;
+	natsConnection *snc = connector_join(&c->share_k, &connected);
+	if (!snc) {
+		rejoin_later(c);
 		return;
 	}
-	natsConnection *snc = groups_connection(c->groups);
+	groups_reconnect(c->groups, snc, connected);
 	if (presence_rebind(c->presence, snc) != 0 || totals_rebind(c->totals, snc) != 0 ||
 	    remote_interest_rebind(c->wanted, c->nc, snc) != 0)
 		log_msg(LOG_WARNING, "cluster", "some subscriptions on the new NATS connection '%s-share' failed: "
 			"client ids, handovers or $SYS totals may not cross nodes", c->node);
+	if (groups_closed(c->groups))
+		rejoin_later(c); /* refused again before it was adopted, as in rejoin_main */
 }
 
 static void on_rejoin_due(struct loop *l, struct loop_timer *t)
 {
+	(void)l;
 	struct cluster *c = container_of(t, struct cluster, rejoin_timer);
 	c->rejoin_tries++;
-	if (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CLOSED)
-		rejoin_main(c);
-	if (groups_closed(c->groups))
-		rejoin_share(c);
+	bool started = false;
+	if (!c->main_k.running && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CLOSED) {
+		started |= natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, c) == NATS_OK &&
+			   connector_start(&c->main_k, c->opts, &c->inbox, EV_MAIN_MADE);
+	}
+	if (!c->share_k.running && groups_closed(c->groups))
+		started |= connector_start(&c->share_k, groups_options(c->groups), &c->inbox, EV_SHARE_MADE);
 	/* Refused again: cnats closes the new one too (EV_CLOSED), later. */
 	c->rejoin_wait_ms = c->rejoin_wait_ms * 2 < NATS_REJOIN_MAX_MS ? c->rejoin_wait_ms * 2 : NATS_REJOIN_MAX_MS;
-	/* Not made (out of memory): the closed one is still there. */
-	if (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CLOSED || groups_closed(c->groups))
-		loop_timer_start(l, t, (c->rejoin_wait_ms + 999) / 1000, on_rejoin_due);
+	if (!started && !c->main_k.running && !c->share_k.running)
+		rejoin_later(c); /* no thread (out of resources): later */
 }
 
 /* An EV_CLOSED or GROUPS_EV_CLOSED: late ones of a replaced connection
@@ -596,6 +669,10 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 	if (ev & RETAINED_KV_EVENT)
 		retained_kv_event(c->retained);
+	if (ev & EV_MAIN_MADE && c->main_k.running)
+		rejoin_main(c);
+	if (ev & EV_SHARE_MADE && c->share_k.running)
+		rejoin_share(c);
 	if (ev & (EV_CLOSED | GROUPS_EV_CLOSED))
 		check_closed(c);
 	if (c->alone && ev & (EV_CONNECTED | GROUPS_EV_UP) && b->stats.cluster.connected && groups_connected(c->groups)) {
@@ -906,6 +983,18 @@ void cluster_stop(struct cluster *c)
 	}
 	if (loop_timer_armed(&c->rejoin_timer))
 		loop_timer_stop(b->loop, &c->rejoin_timer);
+	/* A rejoin's connect still going: waited for (its first try is
+	 * bounded by libnats's connect timeout), its connection closed. */
+	struct connector *ks[2] = {&c->main_k, &c->share_k};
+	for (int i = 0; i < 2; i++)
+		if (ks[i]->running) {
+			pthread_join(ks[i]->thread, NULL);
+			ks[i]->running = false;
+			if (ks[i]->nc) {
+				natsConnection_Close(ks[i]->nc);
+				natsConnection_Destroy(ks[i]->nc);
+			}
+		}
 	remote_interest_stop(c->wanted); /* before the connection closes: says "bye" */
 	for (size_t i = 0; c->buckets && i < c->nbuckets; i++)
 		while (c->buckets[i]) {

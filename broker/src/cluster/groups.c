@@ -372,12 +372,10 @@ nomem:
 	return WISP_ENOMEM;
 }
 
-int groups_reconnect(struct cluster_groups *g)
+natsOptions *groups_options(const struct cluster_groups *g) { return g->opts; }
+
+void groups_reconnect(struct cluster_groups *g, natsConnection *nc, bool connected)
 {
-	natsConnection *nc = NULL;
-	natsStatus st = natsConnection_Connect(&nc, g->opts);
-	if (st != NATS_OK && st != NATS_NOT_YET_CONNECTED)
-		return WISP_EIO; /* the closed one stays, for the next try */
 	/* cnats closed the old connection's subscriptions with it: they hand
 	 * over nothing more, and only their objects are left to free. */
 	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
@@ -396,9 +394,8 @@ int groups_reconnect(struct cluster_groups *g)
 			if (!held)
 				subscribe(g, gs, false);
 		}
-	if (st == NATS_OK)
+	if (connected)
 		on_connected(nc, g); /* connected at the first try: cnats calls no callback */
-	return 0;
 }
 
 bool groups_closed(const struct cluster_groups *g)

@@ -79,11 +79,15 @@ struct loop;
 void groups_on_subscribed(struct cluster_groups *g, struct loop *loop, void (*cb)(void *ctx, uint64_t mark),
 			  void *ctx);
 
-/* Loop thread: replaces a connection cnats closed for good with a new one
- * (same options, connecting in the background) and subscribes every queue
- * group again. The modules holding groups_connection rebind to the new
- * one next (cluster.c). 0, or WISP_EIO (out of memory: nothing changed). */
-int groups_reconnect(struct cluster_groups *g);
+/* The options the connection is made from (borrowed until groups_free):
+ * a connection made anew after cnats closed the old one for good uses
+ * them too (cluster.c makes it on a thread of its own). */
+natsOptions *groups_options(const struct cluster_groups *g);
+/* Loop thread: replaces the connection cnats closed for good with nc, made
+ * from groups_options (taken; `connected`: at its first try, so cnats
+ * calls no connected callback), and subscribes every queue group again.
+ * The modules holding groups_connection rebind to it next (cluster.c). */
+void groups_reconnect(struct cluster_groups *g, natsConnection *nc, bool connected);
 /* Whether cnats closed the current connection for good. */
 bool groups_closed(const struct cluster_groups *g);
 
