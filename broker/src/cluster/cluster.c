@@ -50,6 +50,7 @@
 #include "nats_auth.h"
 #include "presence.h"
 #include "retained_kv.h"
+#include "sender.h"
 #include "subject.h"
 #include "totals.h"
 #include "wire.h"
@@ -57,6 +58,7 @@
 #define EV_CONNECTED 0x1u
 #define EV_DISCONNECTED 0x2u
 #define EV_CLOSED 0x4u
+#define EV_SLOW 0x8u /* cnats dropped messages: a subscription's pending limit was full */
 
 /* Messages taken from the inbox per loop wake-up, so NATS traffic cannot
  * starve the node's own clients. */
@@ -109,6 +111,11 @@ struct cluster {
 	size_t buf_cap;
 	struct durable *durable; /* QoS 1/2 through JetStream (durable.h); NULL: cluster.durable off */
 	struct nats_signer *signer; /* NKey of every connection (nats_auth.h); NULL: none */
+	struct sender *sender;   /* publishes the data messages off the loop thread (sender.h) */
+	uint64_t send_failed_seen; /* sender_failed() already counted */
+	bool send_drop_logged;   /* this overflow episode of the sender's ring is logged */
+	uint64_t pending_dropped_gone; /* cnats's drops of subscriptions since destroyed */
+	bool pending_drops;      /* cnats dropped messages lately: counted again at each wake-up */
 };
 
 static struct cluster *of(struct router *r) { return container_of(r, struct cluster, router); }
@@ -152,6 +159,9 @@ static void nats_unsubscribe(struct cluster *c, struct interest *in)
 	for (int i = 0; i < 2; i++) {
 		if (!*subs[i])
 			continue;
+		int64_t dropped = 0;
+		if (natsSubscription_GetDropped(*subs[i], &dropped) == NATS_OK && dropped > 0)
+			c->pending_dropped_gone += (uint64_t)dropped;
 		natsSubscription_Unsubscribe(*subs[i]);
 		natsSubscription_Destroy(*subs[i]);
 		*subs[i] = NULL;
@@ -285,6 +295,29 @@ static int make_nats_msg(struct cluster *c, const struct msg *m, const char *pre
 	return 0;
 }
 
+/* Hands nm (m's core NATS message) to the sender thread, which owns it
+ * from then on. WISP_EAGAIN: its ring is full (NATS is not taking what it
+ * is given), nm destroyed: the message is dropped, at most once. */
+static int publish_core(struct cluster *c, const struct msg *m, natsMsg *nm)
+{
+	/* What the message costs in cnats: the payload, the topic twice
+	 * (subject and Wisp headers around it), the properties. */
+	size_t bytes = m->payload_len + 2u * m->topic_len + m->props_len + 128;
+	size_t fill = 0;
+	if (sender_push(c->sender, c->nc, nm, bytes, &fill)) {
+		if (c->send_drop_logged && fill <= sender_cap(c->sender) / 2)
+			c->send_drop_logged = false; /* the episode ends once the ring drains */
+		return 0;
+	}
+	natsMsg_Destroy(nm);
+	if (!c->send_drop_logged)
+		log_msg(LOG_WARNING, "cluster", "dropping QoS 0 messages for NATS: cluster.send_queue full (%zu messages, "
+			"%llu bytes), NATS is not taking them; counted in $SYS/broker/cluster/messages/send_dropped",
+			sender_cap(c->sender), (unsigned long long)sender_max_bytes(c->sender));
+	c->send_drop_logged = true;
+	return WISP_EAGAIN;
+}
+
 static int send_to_nats(struct cluster *c, const struct msg *m)
 {
 	natsMsg *nm = NULL;
@@ -304,20 +337,27 @@ static int send_to_nats(struct cluster *c, const struct msg *m)
 			 * (groups.h): they get a copy there (at most once), marked
 			 * so that ordinary subscriptions leave it to the stream. */
 			if (make_nats_msg(c, m, c->prefix, NULL, &nm) == 0) {
-				if (natsMsgHeader_Set(nm, "Wisp-Stream", "1") == NATS_OK)
-					natsConnection_PublishMsg(c->nc, nm);
-				natsMsg_Destroy(nm);
+				if (natsMsgHeader_Set(nm, "Wisp-Stream", "1") != NATS_OK)
+					natsMsg_Destroy(nm);
+				else if (publish_core(c, m, nm) == WISP_EAGAIN)
+					c->b->stats.cluster.send_dropped++;
 			}
 			return 0;
 		}
 		natsMsg_Destroy(nm);
 	}
 	int rc = make_nats_msg(c, m, c->prefix, NULL, &nm);
-	if (rc != 0)
-		return rc;
-	natsStatus st = natsConnection_PublishMsg(c->nc, nm);
-	natsMsg_Destroy(nm);
-	return st == NATS_OK ? 0 : WISP_EIO;
+	return rc != 0 ? rc : publish_core(c, m, nm);
+}
+
+/* What the sender thread could not publish, into the loop's counters. */
+static void count_send_failures(struct cluster *c)
+{
+	uint64_t failed = sender_failed(c->sender);
+	if (failed != c->send_failed_seen) {
+		c->b->stats.cluster.send_failed += failed - c->send_failed_seen;
+		c->send_failed_seen = failed;
+	}
 }
 
 static size_t cluster_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels)
@@ -329,11 +369,15 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 		/* No other node wants it: no NATS publish (QoS 0) and no JetStream
 		 * round trip (QoS 1/2: acked as on one node); NATS is not asked to
 		 * pick a shared group's member either (interest.h). */
+		int rc = 0;
 		if (!remote_interest_wanted(c->wanted, levels, nlevels)) {
 			c->b->stats.cluster.unwanted++;
-		} else if (send_to_nats(c, m) == 0) {
+		} else if ((rc = send_to_nats(c, m)) == 0) {
 			c->b->stats.cluster.sent++;
 			sent = true;
+			count_send_failures(c);
+		} else if (rc == WISP_EAGAIN) {
+			c->b->stats.cluster.send_dropped++;
 		} else {
 			c->b->stats.cluster.send_failed++;
 		}
@@ -477,6 +521,34 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 	return nl > 0 ? NULL : "too many topic levels";
 }
 
+/* cnats's own drops (a subscription's pending limit full before its
+ * delivery thread handed the messages to the inbox), summed over the
+ * node's subscriptions: counted from the first drop of an episode until a
+ * look finds no new one. */
+static void count_pending_drops(struct cluster *c, bool slow_event)
+{
+	if (!slow_event && !c->pending_drops)
+		return;
+	uint64_t total = c->pending_dropped_gone + groups_pending_dropped(c->groups);
+	for (size_t i = 0; i < c->nbuckets; i++)
+		for (struct interest *in = c->buckets[i]; in; in = in->next) {
+			natsSubscription *subs[2] = {in->sub, in->parent_sub};
+			for (int k = 0; k < 2; k++) {
+				int64_t dropped = 0;
+				if (subs[k] && natsSubscription_GetDropped(subs[k], &dropped) == NATS_OK && dropped > 0)
+					total += (uint64_t)dropped;
+			}
+		}
+	uint64_t *counted = &c->b->stats.cluster.pending_dropped;
+	if (slow_event && !c->pending_drops)
+		log_msg(LOG_WARNING, "cluster", "NATS's client is dropping messages from NATS: a subscription's pending "
+			"limit (cluster.inbound_queue, %zu) is full; counted in "
+			"$SYS/broker/cluster/messages/pending_dropped", c->inbox.cap);
+	c->pending_drops = slow_event || total > *counted;
+	if (total > *counted)
+		*counted = total;
+}
+
 static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	(void)l;
@@ -501,7 +573,11 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		b->stats.cluster.connected = 0;
 		log_msg(LOG_ERROR, "cluster", "the NATS connection is closed for good: serving local clients only");
 	}
+	if (ev & (EV_CONNECTED | EV_DISCONNECTED | EV_CLOSED))
+		durable_core_connected(c->durable, b->stats.cluster.connected);
 	remote_interest_check_connections(c->wanted);
+	count_send_failures(c);
+	count_pending_drops(c, ev & (EV_SLOW | GROUPS_EV_SLOW));
 	if (dropped != c->dropped_seen) {
 		b->stats.cluster.dropped += dropped - c->dropped_seen;
 		if (!c->drop_logged)
@@ -545,6 +621,16 @@ static void on_disconnected(natsConnection *nc, void *closure)
 {
 	(void)nc;
 	inbox_raise(&((struct cluster *)closure)->inbox, EV_DISCONNECTED);
+}
+
+/* cnats's asynchronous errors; only a slow consumer (its pending limit
+ * full: messages dropped) concerns the loop, which counts the drops. */
+static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	if (err == NATS_SLOW_CONSUMER)
+		inbox_raise(&((struct cluster *)closure)->inbox, EV_SLOW);
 }
 
 static void on_closed(natsConnection *nc, void *closure)
@@ -672,6 +758,13 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		goto nomem;
 	if (inbox_init(&c->inbox, cfg->inbound_queue) != 0)
 		goto nomem;
+	int src = sender_start(&c->sender, cfg->send_queue, cfg->send_queue_bytes);
+	if (src == WISP_ENOMEM)
+		goto nomem;
+	if (src != 0) {
+		snprintf(err, errlen, "cluster: cannot start the NATS sender thread");
+		goto fail;
+	}
 	if (loop_io_start(b->loop, &c->io, c->inbox.efd, LOOP_READ, on_inbox) != 0) {
 		snprintf(err, errlen, "cluster: cannot watch the NATS inbox");
 		goto fail;
@@ -702,6 +795,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		st = natsOptions_SetReconnectedCB(c->opts, on_connected, c);
 	if (st == NATS_OK)
 		st = natsOptions_SetClosedCB(c->opts, on_closed, c);
+	if (st == NATS_OK)
+		st = natsOptions_SetErrorHandler(c->opts, on_async_error, c);
 	if (nats_signer_load(cfg, &c->signer, err, errlen) != 0 ||
 	    (st == NATS_OK && nats_auth_apply(c->opts, cfg, c->signer, err, errlen) != 0))
 		goto fail;
@@ -766,6 +861,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
 		goto fail;
 	}
+	durable_core_connected(c->durable, b->stats.cluster.connected);
 	handover_set_stream(presence_handover(c->presence), c->durable, c->run, &c->seq);
 	count_existing(c);
 	b->sessions.on_sub_gone = on_sub_gone;
@@ -793,6 +889,9 @@ void cluster_stop(struct cluster *c)
 		b->sessions.on_sub_gone = NULL;
 		b->sessions.sub_gone_ctx = NULL;
 	}
+	/* Its thread publishes on c->nc: joined before any connection closes. */
+	sender_stop(c->sender);
+	c->sender = NULL;
 	remote_interest_stop(c->wanted); /* before the connection closes: says "bye" */
 	for (size_t i = 0; c->buckets && i < c->nbuckets; i++)
 		while (c->buckets[i]) {

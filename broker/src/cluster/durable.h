@@ -68,6 +68,11 @@ void durable_stop(struct durable *d);
 /* After the NATS connection closed and cnats's threads ended. NULL: no-op. */
 void durable_free(struct durable *d);
 
+/* The node's main NATS connection was lost (up false) or is back: while
+ * it is lost JetStream counts as out of reach too (store and forward), as
+ * when the worker's own connection is. Loop thread. NULL: no-op. */
+void durable_core_connected(struct durable *d, bool up);
+
 /* The stream's name, the first token of its subjects. */
 const char *durable_stream(const struct durable *d);
 /*

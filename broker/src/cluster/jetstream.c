@@ -9,6 +9,7 @@
 #include "jetstream.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,7 @@ struct jsw {
 	struct jsw_config cfg;
 	char *stream, *consumer, *subjects;
 	struct inbox *acks, *msgs;
+	atomic_bool up;              /* by the connection's callbacks: jsw_connected takes no cnats lock */
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t mu;
@@ -422,6 +424,7 @@ static void on_connected(natsConnection *nc, void *closure)
 {
 	(void)nc;
 	struct jsw *w = closure;
+	atomic_store(&w->up, true);
 	inbox_raise(w->acks, JSW_EV_UP);
 }
 
@@ -431,12 +434,16 @@ static void on_disconnected(natsConnection *nc, void *closure)
 {
 	(void)nc;
 	struct jsw *w = closure;
+	atomic_store(&w->up, false);
 	inbox_raise(w->acks, JSW_EV_DOWN);
 }
 
 bool jsw_connected(const struct jsw *w)
 {
-	return w && w->nc && natsConnection_Status(w->nc) == NATS_CONN_STATUS_CONNECTED;
+	/* Not natsConnection_Status: it takes the connection's lock, which
+	 * cnats holds through each reconnect attempt (up to its connect
+	 * timeout against a frozen server), and the loop asks. */
+	return w && atomic_load(&((struct jsw *)w)->up);
 }
 
 static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
@@ -468,6 +475,8 @@ static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
 		st = natsOptions_SetReconnectedCB(w->opts, on_connected, w);
 	if (st == NATS_OK) {
 		st = natsConnection_Connect(&w->nc, w->opts);
+		if (st == NATS_OK)
+			atomic_store(&w->up, true); /* no callback for a first connect that worked */
 		if (st == NATS_NOT_YET_CONNECTED)
 			st = NATS_OK; /* retried in the background; run() waits for it */
 	}
