@@ -163,17 +163,36 @@ class NatsStallTest(unittest.TestCase):
         self.assertEqual((got.topic, got.payload), ("local/rt", payload))
         return qos, time.monotonic() - start
 
-    def round_trips(self, pub, sub, first, count, seconds):
+    def new_client(self, port, i):
+        """A client connecting and subscribing to a filter new to the node
+        (its claim and its NATS SUB are the loop's own NATS calls); returns
+        the seconds its CONNACK and its SUBACK took, each bounded by
+        ROUND_TRIP."""
+        start = time.monotonic()
+        c = RawClient(port, timeout=ROUND_TRIP)
+        try:
+            self.assertEqual(c.connect("late-%d" % i), 0)
+            connected = time.monotonic()
+            self.assertEqual(c.subscribe([("new/%d" % i, 0)]), [0])
+            return connected - start, time.monotonic() - connected
+        finally:
+            c.close()
+
+    def round_trips(self, pub, sub, first, count, seconds, port=None):
         """count round trips from packet id first on, or as many as fit in
-        seconds if that is not None (bounded by count either way); returns
-        the slowest of each QoS."""
-        slowest = [0.0, 0.0]
+        seconds if that is not None (bounded by count either way), and with
+        port a new client every 20th; returns the slowest of each QoS, of
+        the CONNACKs and of the SUBACKs."""
+        slowest = [0.0, 0.0, 0.0, 0.0]
         end = time.monotonic() + seconds if seconds else None
         for i in range(count):
             if end and time.monotonic() >= end:
                 break
             qos, took = self.local_round_trip(pub, sub, (first + i) % 65535 + 1)
             slowest[qos] = max(slowest[qos], took)
+            if port and i % 20 == 0:
+                connack, suback = self.new_client(port, i)
+                slowest[2], slowest[3] = max(slowest[2], connack), max(slowest[3], suback)
         return slowest
 
     def test_frozen_nats_does_not_stall_local_clients(self):
@@ -200,9 +219,10 @@ class NatsStallTest(unittest.TestCase):
         flooder.start()
         flooder.join(timeout=WAIT * 3)
         self.assertFalse(flooder.is_alive(), "the flooder is neither done nor blocked")
-        slowest = self.round_trips(local_pub, local_sub, 2, ROUNDS, None)
+        slowest = self.round_trips(local_pub, local_sub, 2, ROUNDS, None, port=a.port)
         sys.stderr.write("\nflood: %d MiB sent to a (blocked: %s); slowest local round trip QoS 0 %.3f s, "
-                         "QoS 1 %.3f s\n" % (flooder.sent >> 20, flooder.blocked, slowest[0], slowest[1]))
+                         "QoS 1 %.3f s; slowest new client's CONNACK %.3f s, SUBACK %.3f s\n"
+                         % ((flooder.sent >> 20, flooder.blocked) + tuple(slowest)))
         self.assertFalse(flooder.blocked, "node a stopped reading its publisher while NATS was frozen")
         # QoS 0 is at most once: what could not go to NATS was dropped,
         # and counted, never silently.
@@ -215,8 +235,10 @@ class NatsStallTest(unittest.TestCase):
         # Still serving its clients once NATS is known lost, while cnats
         # tries to reconnect to the frozen server: round trips for
         # LOST_PHASE seconds (bounded in count too).
-        slowest = self.round_trips(local_pub, local_sub, 2 + ROUNDS, 20000, LOST_PHASE)
-        sys.stderr.write("NATS lost: slowest local round trip QoS 0 %.3f s, QoS 1 %.3f s\n" % tuple(slowest))
+        # New clients connect and subscribe meanwhile.
+        slowest = self.round_trips(local_pub, local_sub, 2 + ROUNDS, 20000, LOST_PHASE, port=a.port)
+        sys.stderr.write("NATS lost: slowest local round trip QoS 0 %.3f s, QoS 1 %.3f s; slowest new client's "
+                         "CONNACK %.3f s, SUBACK %.3f s\n" % tuple(slowest))
 
         offset = a.log_size()
         self.nats.proc.send_signal(signal.SIGCONT)

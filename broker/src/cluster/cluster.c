@@ -116,6 +116,9 @@ struct cluster {
 	bool send_drop_logged;   /* this overflow episode of the sender's ring is logged */
 	uint64_t pending_dropped_gone; /* cnats's drops of subscriptions since destroyed */
 	bool pending_drops;      /* cnats dropped messages lately: counted again at each wake-up */
+	bool subs_deferred;      /* a SUB waits for the main connection (nats_subscribe) */
+	natsSubscription **gone; /* UNSUBs waiting for it */
+	size_t ngone, gone_cap;
 };
 
 static struct cluster *of(struct router *r) { return container_of(r, struct cluster, router); }
@@ -133,8 +136,20 @@ static struct interest **find(struct cluster *c, const char *filter, size_t len,
 
 static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
 
+/*
+ * While the main connection is lost, cnats's reconnect thread holds its
+ * lock through each attempt (up to its 2 s connect timeout against a frozen
+ * server), and a SUB or UNSUB from the loop would wait for it. Nothing
+ * arrives meanwhile anyway: the loop defers them, and makes them once the
+ * connection is back (subscribe_deferred), before the interest machinery's
+ * hello and snapshot, so the SUBs still precede the announcements.
+ */
 static int nats_subscribe(struct cluster *c, struct interest *in)
 {
+	if (!c->b->stats.cluster.connected) {
+		c->subs_deferred = true;
+		return 0;
+	}
 	bool parent_too = false;
 	ssize_t n = subject_from_filter(c->prefix, in->filter, in->len, c->buf, c->buf_cap, &parent_too);
 	if (n < 0)
@@ -153,20 +168,57 @@ static int nats_subscribe(struct cluster *c, struct interest *in)
 	return 0;
 }
 
-static void nats_unsubscribe(struct cluster *c, struct interest *in)
+static void release_sub(struct cluster *c, natsSubscription *sub)
+{
+	int64_t dropped = 0;
+	if (natsSubscription_GetDropped(sub, &dropped) == NATS_OK && dropped > 0)
+		c->pending_dropped_gone += (uint64_t)dropped;
+	natsSubscription_Unsubscribe(sub);
+	natsSubscription_Destroy(sub);
+	c->b->stats.cluster.subjects--;
+}
+
+/* now: at once whatever the connection's state (stopping). */
+static void nats_unsubscribe(struct cluster *c, struct interest *in, bool now)
 {
 	natsSubscription **subs[2] = {&in->sub, &in->parent_sub};
 	for (int i = 0; i < 2; i++) {
 		if (!*subs[i])
 			continue;
-		int64_t dropped = 0;
-		if (natsSubscription_GetDropped(*subs[i], &dropped) == NATS_OK && dropped > 0)
-			c->pending_dropped_gone += (uint64_t)dropped;
-		natsSubscription_Unsubscribe(*subs[i]);
-		natsSubscription_Destroy(*subs[i]);
+		if (!now && !c->b->stats.cluster.connected) {
+			if (c->ngone == c->gone_cap) {
+				size_t cap = c->gone_cap ? 2 * c->gone_cap : 16;
+				natsSubscription **grown = wisp_realloc(c->gone, cap * sizeof *grown);
+				if (!grown) {
+					release_sub(c, *subs[i]); /* out of memory: at once, waiting if it must */
+					*subs[i] = NULL;
+					continue;
+				}
+				c->gone = grown;
+				c->gone_cap = cap;
+			}
+			c->gone[c->ngone++] = *subs[i];
+		} else {
+			release_sub(c, *subs[i]);
+		}
 		*subs[i] = NULL;
-		c->b->stats.cluster.subjects--;
 	}
+}
+
+/* The main connection is back: the UNSUBs and SUBs deferred while it was
+ * lost. */
+static void subscribe_deferred(struct cluster *c)
+{
+	for (size_t i = 0; i < c->ngone; i++)
+		release_sub(c, c->gone[i]);
+	c->ngone = 0;
+	if (!c->subs_deferred)
+		return;
+	c->subs_deferred = false;
+	for (size_t i = 0; i < c->nbuckets; i++)
+		for (struct interest *in = c->buckets[i]; in; in = in->next)
+			if (!in->sub)
+				nats_subscribe(c, in);
 }
 
 /* A new group's queue SUB was just written: its mark follows it. */
@@ -219,7 +271,7 @@ static void interest_unref(struct cluster *c, const char *filter, size_t len)
 	struct interest *in = *pp;
 	if (!in || --in->count > 0)
 		return;
-	nats_unsubscribe(c, in);
+	nats_unsubscribe(c, in, false);
 	*pp = in->next;
 	c->count--;
 	wisp_free(in);
@@ -575,6 +627,8 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 	if (ev & (EV_CONNECTED | EV_DISCONNECTED | EV_CLOSED))
 		durable_core_connected(c->durable, b->stats.cluster.connected);
+	if (b->stats.cluster.connected && (c->subs_deferred || c->ngone))
+		subscribe_deferred(c); /* before check_connections' hello and snapshot */
 	remote_interest_check_connections(c->wanted);
 	count_send_failures(c);
 	count_pending_drops(c, ev & (EV_SLOW | GROUPS_EV_SLOW));
@@ -897,9 +951,14 @@ void cluster_stop(struct cluster *c)
 		while (c->buckets[i]) {
 			struct interest *in = c->buckets[i];
 			c->buckets[i] = in->next;
-			nats_unsubscribe(c, in);
+			nats_unsubscribe(c, in, true);
 			wisp_free(in);
 		}
+	for (size_t i = 0; i < c->ngone; i++)
+		release_sub(c, c->gone[i]);
+	wisp_free(c->gone);
+	c->gone = NULL;
+	c->ngone = c->gone_cap = 0;
 	durable_stop(c->durable); /* closes its own connection first */
 	presence_stop(c->presence); /* on the groups' connection */
 	totals_stop(c->totals);
