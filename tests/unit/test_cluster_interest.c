@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+#include "announce.h"
 #include "interest.h"
 #include "topic.h"
 #include "topic_cases.h"
@@ -115,10 +117,50 @@ static void test_random_against_reference(void)
 	trie_destroy(&t, NULL, NULL);
 }
 
+static struct trie *cost_trie;
+
+static void cost_changed(void *ctx, const char *f, size_t len, bool add)
+{
+	(void)ctx;
+	CU_ASSERT_EQUAL(interest_trie_count(cost_trie, f, len, add), 0);
+}
+
+/* What one kept filter of another node costs, set and trie together, for
+ * per-device filters (each its own trie leaf: the worst common case). The
+ * defaults of cluster.max_remote_filters(_bytes) are sized by it
+ * (config.c): it must stay near the ~160 bytes plus the filter said there. */
+#define COST_FILTERS 100000
+
+static void test_memory_per_filter(void)
+{
+	size_t mem_empty = wisp_mem_used();
+	struct trie t;
+	CU_ASSERT_EQUAL_FATAL(interest_trie_init(&t), 0);
+	cost_trie = &t;
+	const struct ann_limits lim = {COST_FILTERS, 1u << 30};
+	struct ann_filters s = {.changed = cost_changed};
+	size_t mem0 = wisp_mem_used(), bytes = 0;
+	for (int i = 0; i < COST_FILTERS; i++) {
+		char f[64];
+		int n = snprintf(f, sizeof f, "fleet/dev-%08d/cmd", i);
+		bytes += (size_t)n;
+		CU_ASSERT_EQUAL(ann_filters_add(&s, &lim, f, (size_t)n), ANN_NONE);
+	}
+	double per = (double)(wisp_mem_used() - mem0 - bytes) / COST_FILTERS;
+	fprintf(stderr, "\n%d filters of %zu bytes: %.0f bytes each besides the filter\n", COST_FILTERS,
+		bytes / COST_FILTERS, per);
+	CU_ASSERT_TRUE(per < 200);
+	ann_filters_free(&s);
+	CU_ASSERT_EQUAL(t.nodes, 0);
+	trie_destroy(&t, NULL, NULL);
+	CU_ASSERT_EQUAL(wisp_mem_used(), mem_empty);
+}
+
 static CU_TestInfo tests[] = {
 	{"the match table of topic_cases.h", test_match_table},
 	{"counted holders, shared groups, removal", test_counts_shared_and_removal},
 	{"random sets against topic_matches", test_random_against_reference},
+	{"memory per kept filter of another node", test_memory_per_filter},
 	CU_TEST_INFO_NULL,
 };
 

@@ -21,12 +21,18 @@
  * <node>-share after the group's queue SUB, it comes back once nats-server
  * has that SUB (one connection's lines are handled in order).
  *
- * Receiving: one struct peer per node heard from (PEERS_MAX), with its
- * filters in a hash set and, summed over peers, in one trie whose node
- * payload is the number of (peer, filter) pairs ending there (a shared
- * subscription counts under its inner filter). A numbering gap, a new run
- * or a beat ahead of what arrived marks the peer incomplete and asks it
- * for a snapshot ("sync"), resent every interval until one arrives.
+ * Receiving: every announcement is parsed strictly (announce.h; refused:
+ * counted, everything sent for three intervals). One struct peer per node
+ * heard from (PEERS_MAX), with its filters in a set bounded by
+ * cluster.max_remote_filters(_bytes) (announce.h: past them the peer is
+ * "over" and everything is sent until a snapshot of it fits) and, summed
+ * over peers, in one trie whose node payload is the number of (peer,
+ * filter) pairs ending there (a shared subscription counts under its
+ * inner filter). A numbering gap, a new run or a beat ahead of what
+ * arrived marks the peer incomplete and asks it for a snapshot ("sync"),
+ * resent every interval until one arrives; a snapshot in parts marks it
+ * incomplete until its last. Snapshots asked of us go at most once a
+ * second.
  *
  * Cost on the publish path: one trie walk over the topic's levels, no
  * allocation. Per new local filter: one announcement out and one answer
@@ -40,9 +46,9 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "announce.h"
 #include "broker.h"
 #include "err.h"
-#include "hash.h"
 #include "log.h"
 #include "share.h"
 #include "topic.h"
@@ -53,26 +59,10 @@
 #define PEERS_MAX 64
 /* Intervals a node stays known without a word (a beat each interval). */
 #define STALE_INTERVALS 3
-/* Bytes of filters per snapshot part (one filter more may end it). */
-#define SNAP_PART_BYTES 65536
-
-struct fentry {
-	struct fentry *next;
-	uint32_t hash;
-	uint32_t count;
-	uint16_t len;
-	char f[];
-};
-
-/* A set of filters, each with a count; buckets doubled as it grows. */
-struct fset {
-	struct fentry **b;
-	size_t nb, n;
-};
 
 struct peer {
 	char *name;
-	char run[24];
+	char run[ANN_RUN_MAX + 1];
 	uint64_t seq;      /* its last announcement applied */
 	uint64_t acked;    /* our newest add it answered */
 	uint64_t heard_at; /* loop s */
@@ -80,7 +70,8 @@ struct peer {
 	uint32_t every;    /* its interest_interval (from its beats); 0: ours */
 	bool complete;     /* its whole set is here (a snapshot since the last gap) */
 	bool building;     /* a snapshot's parts are arriving */
-	struct fset filters;
+	struct ann_filters filters; /* bounded by cluster.max_remote_filters(_bytes) */
+	struct remote_interest *ri; /* for filters.changed */
 };
 
 struct remote_interest {
@@ -91,7 +82,7 @@ struct remote_interest {
 	char *node;
 	char run[24];
 	char *subject, *ack_subject;
-	struct fset local;      /* this node's filters, counted per local subscription */
+	struct ann_filters local; /* this node's filters, counted per local subscription (unbounded here) */
 	uint64_t seq;           /* our last numbered announcement */
 	uint64_t last_add;      /* the number of our last "add": the sub_gate's ticket */
 	uint64_t mark_wanted;   /* the newest add whose queue SUB's mark is awaited */
@@ -99,9 +90,14 @@ struct remote_interest {
 	struct peer *peers[PEERS_MAX];
 	size_t npeers;
 	size_t incomplete;      /* peers whose set is not whole: everything is sent */
+	size_t over;            /* peers past the limits (filters.over): everything is sent */
+	size_t episodes;        /* peers over since their last snapshot that fitted (logged 0 -> 1 -> 0) */
 	struct trie remote;     /* every peer's filters; u.count counts them */
 	uint64_t settle_until;  /* loop s; UINT64_MAX while NATS is away */
-	uint64_t crowded_until; /* loop s: more nodes than PEERS_MAX spoke */
+	uint64_t crowded_until; /* loop s: more nodes than PEERS_MAX spoke, or out of memory */
+	uint64_t doubt_until;   /* loop s: a malformed announcement came (its sender unknown) */
+	uint64_t snapshot_at;   /* loop s + 1 of our last snapshot; 0: none yet */
+	bool snapshot_due;      /* one more was asked for that second: sent at the next tick */
 	bool connected;
 	bool gate_waiting;      /* a SUBACK is held: wake the loop each tick */
 	bool timeout_logged;
@@ -109,74 +105,6 @@ struct remote_interest {
 	uint32_t ticks;
 	struct loop_timer timer;
 };
-
-/* ---- filter sets ---- */
-
-static struct fentry **fset_slot(const struct fset *s, const char *f, size_t len, uint32_t h)
-{
-	struct fentry **pp = &s->b[h & (s->nb - 1)];
-	for (; *pp; pp = &(*pp)->next)
-		if ((*pp)->hash == h && (*pp)->len == len && memcmp((*pp)->f, f, len) == 0)
-			break;
-	return pp;
-}
-
-static int fset_grow(struct fset *s)
-{
-	size_t nb = s->nb ? s->nb * 2 : 16;
-	struct fentry **b = wisp_calloc(nb, sizeof *b);
-	if (!b)
-		return WISP_ENOMEM;
-	for (size_t i = 0; i < s->nb; i++)
-		while (s->b[i]) {
-			struct fentry *e = s->b[i];
-			s->b[i] = e->next;
-			e->next = b[e->hash & (nb - 1)];
-			b[e->hash & (nb - 1)] = e;
-		}
-	wisp_free(s->b);
-	s->b = b;
-	s->nb = nb;
-	return 0;
-}
-
-/* Counts f once more; *fresh when it was not there. NULL: out of memory. */
-static struct fentry *fset_add(struct fset *s, const char *f, size_t len, bool *fresh)
-{
-	*fresh = false;
-	if (len > UINT16_MAX || (s->n >= s->nb && fset_grow(s) != 0 && !s->nb))
-		return NULL;
-	uint32_t h = hash_bytes(0, f, len);
-	struct fentry **pp = fset_slot(s, f, len, h);
-	if (*pp) {
-		(*pp)->count++;
-		return *pp;
-	}
-	struct fentry *e = wisp_malloc(sizeof *e + len);
-	if (!e)
-		return NULL;
-	*e = (struct fentry){.hash = h, .count = 1, .len = (uint16_t)len};
-	memcpy(e->f, f, len);
-	*pp = e;
-	s->n++;
-	*fresh = true;
-	return e;
-}
-
-/* Counts f once less; true when that was its last count (it is gone). */
-static bool fset_remove(struct fset *s, const char *f, size_t len)
-{
-	if (!s->nb)
-		return false;
-	struct fentry **pp = fset_slot(s, f, len, hash_bytes(0, f, len));
-	struct fentry *e = *pp;
-	if (!e || --e->count > 0)
-		return false;
-	*pp = e->next;
-	s->n--;
-	wisp_free(e);
-	return true;
-}
 
 /* ---- the trie of other nodes' filters ---- */
 
@@ -249,10 +177,10 @@ bool interest_trie_match(const struct trie *t, const struct topic_level *levels,
 
 bool remote_interest_wanted(const struct remote_interest *ri, const struct topic_level *levels, size_t nlevels)
 {
-	if (!ri || ri->incomplete || nlevels == 0)
+	if (!ri || ri->incomplete || ri->over || nlevels == 0)
 		return true;
 	uint64_t now = loop_now_s(ri->b->loop);
-	if (now < ri->settle_until || now < ri->crowded_until)
+	if (now < ri->settle_until || now < ri->crowded_until || now < ri->doubt_until)
 		return true;
 	return interest_trie_match(&ri->remote, levels, nlevels);
 }
@@ -270,25 +198,72 @@ static void peer_set_complete(struct remote_interest *ri, struct peer *p, bool c
 		ri->incomplete++;
 }
 
-static void peer_clear(struct remote_interest *ri, struct peer *p)
+static void ask_sync(struct remote_interest *ri, struct peer *p);
+
+static void filter_changed(void *ctx, const char *f, size_t len, bool add)
 {
-	for (size_t i = 0; i < p->filters.nb; i++)
-		while (p->filters.b[i]) {
-			struct fentry *e = p->filters.b[i];
-			p->filters.b[i] = e->next;
-			trie_count(ri, e->f, e->len, false);
-			wisp_free(e);
-		}
-	p->filters.n = 0;
+	struct peer *p = ctx;
+	trie_count(p->ri, f, len, add);
+}
+
+static struct ann_limits limits(const struct remote_interest *ri)
+{
+	return (struct ann_limits){ri->b->cfg->cluster.max_remote_filters, ri->b->cfg->cluster.max_remote_filter_bytes};
+}
+
+/* After p's filters changed (was_over: before): ri->over, the episode's
+ * counter and log lines (once while any node is over), and the snapshot
+ * asked for when its set may fit again. */
+static void peer_effect(struct remote_interest *ri, struct peer *p, bool was_over, enum ann_effect effect)
+{
+	if (p->filters.over && !was_over)
+		ri->over++;
+	else if (!p->filters.over && was_over)
+		ri->over--;
+	struct ann_limits lim = limits(ri);
+	switch (effect) {
+	case ANN_OVER_BEGIN:
+		ri->b->stats.cluster.interest_overflows++;
+		if (ri->episodes++ == 0)
+			log_msg(LOG_WARNING, "cluster", "node '%s' announced more than cluster.max_remote_filters (%" PRIu64
+				") filters or max_remote_filter_bytes (%" PRIu64 ") bytes, or memory ran out: every message "
+				"goes to NATS until its set is smaller (counted in $SYS/broker/cluster/interest/overflows)",
+				p->name, lim.max_filters, lim.max_bytes);
+		break;
+	case ANN_OVER_END:
+		if (--ri->episodes == 0)
+			log_msg(LOG_NOTICE, "cluster", "node '%s': its filters fit cluster.max_remote_filters and "
+				"max_remote_filter_bytes again", p->name);
+		break;
+	case ANN_MAY_FIT:
+		if (!p->sync_at)
+			ask_sync(ri, p);
+		break;
+	case ANN_NONE:
+		break;
+	}
+}
+
+/* Its set starts over (a new run, a hello, a snapshot's first part). */
+static void peer_restart(struct remote_interest *ri, struct peer *p)
+{
+	bool was_over = p->filters.over;
+	ann_filters_snap_begin(&p->filters);
+	peer_effect(ri, p, was_over, ANN_NONE);
 }
 
 static void peer_forget(struct remote_interest *ri, size_t i)
 {
 	struct peer *p = ri->peers[i];
-	peer_clear(ri, p);
+	bool was_over = p->filters.over;
+	ann_filters_free(&p->filters);
+	p->filters.over = false;
+	peer_effect(ri, p, was_over, ANN_NONE);
+	if (p->filters.episode && --ri->episodes == 0)
+		log_msg(LOG_NOTICE, "cluster", "node '%s' forgotten: no node is past cluster.max_remote_filters now",
+			p->name);
 	peer_set_complete(ri, p, true);
 	ri->peers[i] = ri->peers[--ri->npeers];
-	wisp_free(p->filters.b);
 	wisp_free(p->name);
 	wisp_free(p);
 }
@@ -322,6 +297,9 @@ static struct peer *peer_get(struct remote_interest *ri, const char *name)
 	/* A node heard of only now joined after our adds so far (it asks for
 	 * our snapshot), or we are settling ourselves: none of them waits. */
 	p->acked = ri->last_add;
+	p->ri = ri;
+	p->filters.changed = filter_changed;
+	p->filters.ctx = p;
 	p->complete = true;
 	peer_set_complete(ri, p, false);
 	ri->peers[ri->npeers++] = p;
@@ -359,32 +337,43 @@ static int announce(struct remote_interest *ri, const char *kind, bool numbered,
 	return st == NATS_OK ? 0 : WISP_EIO;
 }
 
-/* Our whole set, in parts of about SNAP_PART_BYTES. */
+struct snap_writer {
+	struct remote_interest *ri;
+	char *buf;
+	size_t used;
+	uint64_t left;
+	unsigned part;
+};
+
+static bool snap_one(void *ctx, const char *f, size_t len)
+{
+	struct snap_writer *w = ctx;
+	memcpy(w->buf + w->used, f, len);
+	w->used += len;
+	w->buf[w->used++] = '\0';
+	if (--w->left > 0 && w->used < ANN_SNAP_PART_BYTES)
+		return true;
+	char num[16];
+	snprintf(num, sizeof num, "%u", w->part++);
+	announce(w->ri, "snap", true, w->buf, w->used, NULL, "Wisp-Part", num, w->left ? NULL : "Wisp-Last", "1");
+	w->used = 0;
+	return true;
+}
+
+/* Our whole set, in parts of about ANN_SNAP_PART_BYTES (announce.h: what
+ * the others accept). */
 static void send_snapshot(struct remote_interest *ri)
 {
-	char *buf = wisp_malloc(SNAP_PART_BYTES + UINT16_MAX + 1);
-	if (!buf) {
+	struct snap_writer w = {.ri = ri, .buf = wisp_malloc(ANN_SNAP_PART_MAX), .left = ri->local.kept};
+	if (!w.buf) {
 		log_msg(LOG_WARNING, "cluster", "out of memory: no interest snapshot sent (the others send everything "
 			"to this node until one goes)");
 		return;
 	}
-	size_t used = 0, left = ri->local.n;
-	unsigned part = 0;
-	char num[16];
-	for (size_t i = 0; i < ri->local.nb; i++)
-		for (const struct fentry *e = ri->local.b[i]; e; e = e->next) {
-			memcpy(buf + used, e->f, e->len);
-			used += e->len;
-			buf[used++] = '\0';
-			if (--left > 0 && used < SNAP_PART_BYTES)
-				continue;
-			snprintf(num, sizeof num, "%u", part++);
-			announce(ri, "snap", true, buf, used, NULL, "Wisp-Part", num, left ? NULL : "Wisp-Last", "1");
-			used = 0;
-		}
-	if (part == 0) /* no filters: one empty, last part */
-		announce(ri, "snap", true, buf, 0, NULL, "Wisp-Part", "0", "Wisp-Last", "1");
-	wisp_free(buf);
+	ann_set_each(&ri->local, snap_one, &w);
+	if (w.part == 0) /* no filters: one empty, last part */
+		announce(ri, "snap", true, w.buf, 0, NULL, "Wisp-Part", "0", "Wisp-Last", "1");
+	wisp_free(w.buf);
 }
 
 static void ask_sync(struct remote_interest *ri, struct peer *p)
@@ -406,7 +395,7 @@ void remote_interest_local_add(struct remote_interest *ri, const char *filter, s
 	if (!ri || stays_local(filter, len))
 		return;
 	bool fresh = false;
-	if (!fset_add(&ri->local, filter, len, &fresh))
+	if (ann_set_add(&ri->local, filter, len, &fresh) != 0)
 		log_msg(LOG_WARNING, "cluster", "out of memory: filter '%.*s' announced, never withdrawn",
 			(int)(len > 80 ? 80 : len), filter);
 	else if (!fresh)
@@ -417,7 +406,7 @@ void remote_interest_local_add(struct remote_interest *ri, const char *filter, s
 
 void remote_interest_local_remove(struct remote_interest *ri, const char *filter, size_t len)
 {
-	if (ri && !stays_local(filter, len) && fset_remove(&ri->local, filter, len))
+	if (ri && !stays_local(filter, len) && ann_set_remove(&ri->local, filter, len))
 		announce(ri, "del", true, filter, len, NULL, NULL, NULL, NULL, NULL);
 }
 
@@ -464,13 +453,28 @@ static void answer(struct remote_interest *ri, natsMsg *nm, const char *seq)
 		send_answer(ri, reply, seq);
 }
 
+/* Something on the interest subject no Wisp node sends: its sender is not
+ * known, so every message goes to NATS for a while (when in doubt, send). */
+static void refuse(struct remote_interest *ri, const char *why)
+{
+	uint64_t now = loop_now_s(ri->b->loop);
+	uint32_t doubt = ri->b->cfg->cluster.interest_interval * STALE_INTERVALS;
+	ri->b->stats.cluster.interest_malformed++;
+	if (now >= ri->doubt_until)
+		log_msg(LOG_WARNING, "cluster", "malformed interest announcement on %s (%s): every message goes to "
+			"NATS for %u s (counted in $SYS/broker/cluster/interest/malformed)", ri->subject, why, doubt);
+	ri->doubt_until = now + doubt;
+}
+
 static void on_answer(struct remote_interest *ri, natsMsg *nm)
 {
-	const char *node = wire_header(nm, "Wisp-Node"), *seq = wire_header(nm, "Wisp-ISeq");
-	if (!node || !seq)
+	const char *node = wire_header(nm, "Wisp-Node");
+	uint64_t n;
+	if (!ann_node_valid(node) || !ann_number(wire_header(nm, "Wisp-ISeq"), UINT64_MAX, &n)) {
+		refuse(ri, "answer without a valid Wisp-Node and Wisp-ISeq");
 		return;
+	}
 	if (strcmp(node, ri->node) == 0) { /* a mark: the queue SUBs before it are in place */
-		uint64_t n = strtoull(seq, NULL, 10);
 		if (n > ri->marked && n <= ri->seq)
 			ri->marked = n;
 		if (ri->gate_waiting)
@@ -481,37 +485,111 @@ static void on_answer(struct remote_interest *ri, natsMsg *nm)
 	if (!p)
 		return;
 	p->heard_at = loop_now_s(ri->b->loop);
-	uint64_t n = strtoull(seq, NULL, 10);
 	if (n > p->acked && n <= ri->seq)
 		p->acked = n;
 	if (ri->gate_waiting)
 		loop_request_turn(ri->b->loop);
 }
 
-static void apply_snapshot_part(struct remote_interest *ri, struct peer *p, natsMsg *nm)
+/* A snapshot asked for (hello, sync): sent now, or at the next tick when
+ * one went this second (it reaches every node: one serves all askers). */
+static void snapshot_asked(struct remote_interest *ri)
 {
-	const char *part = wire_header(nm, "Wisp-Part");
-	if (part && strcmp(part, "0") == 0) {
-		peer_clear(ri, p);
+	uint64_t now = loop_now_s(ri->b->loop);
+	if (ri->snapshot_at == now + 1) {
+		ri->snapshot_due = true;
+		return;
+	}
+	ri->snapshot_at = now + 1;
+	send_snapshot(ri);
+}
+
+static void apply_snapshot_part(struct remote_interest *ri, struct peer *p, const struct ann *a)
+{
+	if (a->part == 0) {
+		peer_restart(ri, p);
 		p->building = true;
+		/* Until its last part, its set here is partial. */
+		peer_set_complete(ri, p, false);
 	}
 	if (!p->building)
 		return; /* its first part was lost: the gap asked for another */
-	const char *d = natsMsg_GetData(nm);
-	int dlen = natsMsg_GetDataLength(nm);
-	size_t at = 0, len = dlen > 0 ? (size_t)dlen : 0;
-	while (at < len) {
-		const char *end = memchr(d + at, '\0', len - at);
-		size_t flen = end ? (size_t)(end - (d + at)) : len - at;
-		bool fresh = false;
-		if (flen && fset_add(&p->filters, d + at, flen, &fresh) && fresh)
-			trie_count(ri, d + at, flen, true);
-		at += flen + 1;
+	struct ann_limits lim = limits(ri);
+	const char *f;
+	size_t at = 0, flen;
+	while (ann_snap_next(a, &at, &f, &flen)) {
+		bool was_over = p->filters.over;
+		peer_effect(ri, p, was_over, ann_filters_add(&p->filters, &lim, f, flen));
 	}
-	if (wire_header(nm, "Wisp-Last")) {
+	if (a->last) {
 		p->building = false;
 		p->sync_at = 0;
 		peer_set_complete(ri, p, true);
+		peer_effect(ri, p, p->filters.over, ann_filters_snap_end(&p->filters));
+	}
+}
+
+static void apply(struct remote_interest *ri, struct peer *p, const struct ann *a, natsMsg *nm)
+{
+	struct ann_limits lim = limits(ri);
+	bool was_over = p->filters.over;
+	bool gap = false;
+	if (strcmp(p->run, a->run) != 0) { /* new to us, or restarted: its set starts over */
+		peer_restart(ri, p);
+		peer_set_complete(ri, p, false);
+		p->building = false;
+		snprintf(p->run, sizeof p->run, "%s", a->run);
+		p->seq = 0;
+		/* Its new run settles (sends everything) and gets our snapshot: our
+		 * adds its old run never answered need no answer. */
+		p->acked = ri->last_add;
+		gap = true;
+		was_over = p->filters.over;
+	}
+	switch (a->kind) {
+	case ANN_BEAT:
+		gap = gap || a->seq != p->seq;
+		p->every = a->every;
+		break;
+	case ANN_HELLO:
+		/* It (re)joined: its snapshot follows; everyone sends theirs. */
+		peer_restart(ri, p);
+		peer_set_complete(ri, p, false);
+		p->seq = a->seq;
+		gap = false;
+		snapshot_asked(ri);
+		break;
+	case ANN_SYNC:
+		if (strcmp(a->to, ri->node) == 0)
+			snapshot_asked(ri);
+		break;
+	case ANN_ADD:
+	case ANN_DEL:
+	case ANN_SNAP:
+		if (a->seq != p->seq + 1)
+			gap = true;
+		if (a->seq > p->seq)
+			p->seq = a->seq;
+		break;
+	case ANN_BYE:
+		break;
+	}
+	if (a->kind == ANN_ADD) {
+		peer_effect(ri, p, was_over, ann_filters_add(&p->filters, &lim, a->data, a->len));
+		answer(ri, nm, wire_header(nm, "Wisp-ISeq"));
+	} else if (a->kind == ANN_DEL) {
+		peer_effect(ri, p, was_over, ann_filters_del(&p->filters, &lim, a->data, a->len));
+	} else if (a->kind == ANN_SNAP) {
+		if (gap && p->building)
+			p->building = false; /* a part was lost: wait for a whole one */
+		if (a->part == 0)
+			gap = false; /* a fresh snapshot starts here */
+		apply_snapshot_part(ri, p, a);
+	}
+	if (gap) {
+		peer_set_complete(ri, p, false);
+		if (!p->sync_at)
+			ask_sync(ri, p);
 	}
 }
 
@@ -526,81 +604,35 @@ bool remote_interest_message(struct remote_interest *ri, natsMsg *nm)
 	}
 	if (strcmp(subj, ri->subject) != 0)
 		return false;
-	const char *node = wire_header(nm, "Wisp-Node"), *run = wire_header(nm, "Wisp-Run");
-	const char *kind = wire_header(nm, "Wisp-Interest"), *seq_s = wire_header(nm, "Wisp-ISeq");
-	if (!node || !run || !kind || !seq_s || strcmp(node, ri->node) == 0)
+	struct ann_headers h = {
+		.node = wire_header(nm, "Wisp-Node"), .run = wire_header(nm, "Wisp-Run"),
+		.seq = wire_header(nm, "Wisp-ISeq"), .kind = wire_header(nm, "Wisp-Interest"),
+		.part = wire_header(nm, "Wisp-Part"), .last = wire_header(nm, "Wisp-Last"),
+		.to = wire_header(nm, "Wisp-To"), .every = wire_header(nm, "Wisp-Every"),
+	};
+	int dlen = natsMsg_GetDataLength(nm);
+	struct ann a;
+	const char *why = ann_parse(&h, natsMsg_GetData(nm), dlen > 0 ? (size_t)dlen : 0, &a);
+	if (why) {
+		refuse(ri, why);
 		return true;
-	uint64_t now = loop_now_s(ri->b->loop), seq = strtoull(seq_s, NULL, 10);
+	}
+	if (strcmp(a.node, ri->node) == 0)
+		return true; /* our own, echoed */
 	size_t at = 0;
-	if (strcmp(kind, "bye") == 0) {
-		if (peer_find(ri, node, &at))
+	if (a.kind == ANN_BYE) {
+		if (peer_find(ri, a.node, &at))
 			peer_forget(ri, at);
 		return true;
 	}
-	struct peer *p = peer_get(ri, node);
+	struct peer *p = peer_get(ri, a.node);
 	if (!p) {
-		if (strcmp(kind, "add") == 0)
-			answer(ri, nm, seq_s); /* we send it everything meanwhile */
+		if (a.kind == ANN_ADD)
+			answer(ri, nm, h.seq); /* we send it everything meanwhile */
 		return true;
 	}
-	p->heard_at = now;
-	bool gap = false;
-	if (strcmp(p->run, run) != 0) { /* new to us, or restarted: its set starts over */
-		peer_clear(ri, p);
-		peer_set_complete(ri, p, false);
-		p->building = false;
-		snprintf(p->run, sizeof p->run, "%s", run);
-		p->seq = 0;
-		/* Its new run settles (sends everything) and gets our snapshot: our
-		 * adds its old run never answered need no answer. */
-		p->acked = ri->last_add;
-		gap = true;
-	}
-	if (strcmp(kind, "beat") == 0) {
-		gap = gap || seq != p->seq;
-		const char *every = wire_header(nm, "Wisp-Every");
-		unsigned long e = every ? strtoul(every, NULL, 10) : 0;
-		p->every = e && e <= 3600 ? (uint32_t)e : 0;
-	} else if (strcmp(kind, "hello") == 0) {
-		/* It (re)joined: its snapshot follows; everyone sends theirs. */
-		peer_clear(ri, p);
-		peer_set_complete(ri, p, false);
-		p->seq = seq;
-		gap = false;
-		send_snapshot(ri);
-	} else if (strcmp(kind, "sync") != 0) {
-		if (seq != p->seq + 1)
-			gap = true;
-		if (seq > p->seq)
-			p->seq = seq;
-	}
-	if (strcmp(kind, "add") == 0) {
-		bool fresh = false;
-		size_t len = (size_t)(natsMsg_GetDataLength(nm) > 0 ? natsMsg_GetDataLength(nm) : 0);
-		if (len && fset_add(&p->filters, natsMsg_GetData(nm), len, &fresh) && fresh)
-			trie_count(ri, natsMsg_GetData(nm), len, true);
-		answer(ri, nm, seq_s);
-	} else if (strcmp(kind, "del") == 0) {
-		size_t len = (size_t)(natsMsg_GetDataLength(nm) > 0 ? natsMsg_GetDataLength(nm) : 0);
-		if (len && fset_remove(&p->filters, natsMsg_GetData(nm), len))
-			trie_count(ri, natsMsg_GetData(nm), len, false);
-	} else if (strcmp(kind, "snap") == 0) {
-		if (gap && p->building)
-			p->building = false; /* a part was lost: wait for a whole one */
-		const char *part = wire_header(nm, "Wisp-Part");
-		if (part && strcmp(part, "0") == 0)
-			gap = false; /* a fresh snapshot starts here */
-		apply_snapshot_part(ri, p, nm);
-	} else if (strcmp(kind, "sync") == 0) {
-		const char *to = wire_header(nm, "Wisp-To");
-		if (to && strcmp(to, ri->node) == 0)
-			send_snapshot(ri);
-	}
-	if (gap) {
-		peer_set_complete(ri, p, false);
-		if (!p->sync_at)
-			ask_sync(ri, p);
-	}
+	p->heard_at = loop_now_s(ri->b->loop);
+	apply(ri, p, &a, nm);
 	return true;
 }
 
@@ -635,6 +667,11 @@ static void on_tick(struct loop *l, struct loop_timer *t)
 		ri->gate_waiting = false; /* set again if still held */
 		loop_request_turn(l);
 	}
+	if (ri->snapshot_due) {
+		ri->snapshot_due = false;
+		ri->snapshot_at = now + 1;
+		send_snapshot(ri);
+	}
 	if (++ri->ticks >= interval) {
 		ri->ticks = 0;
 		char ours[16];
@@ -654,7 +691,8 @@ static void on_tick(struct loop *l, struct loop_timer *t)
 			}
 		}
 	}
-	bool selective = ri->connected && !ri->incomplete && now >= ri->settle_until && now >= ri->crowded_until;
+	bool selective = ri->connected && !ri->incomplete && !ri->over && now >= ri->settle_until &&
+			 now >= ri->crowded_until && now >= ri->doubt_until;
 	if (selective != ri->selective)
 		log_msg(LOG_NOTICE, "cluster", selective ? "interest of %zu other nodes known: sending NATS only what "
 			"they want" : "interest of %zu other nodes not all known: sending NATS every message", ri->npeers);
@@ -772,13 +810,7 @@ void remote_interest_free(struct remote_interest *ri)
 		peer_forget(ri, ri->npeers - 1);
 	if (ri->remote.root)
 		trie_destroy(&ri->remote, NULL, NULL);
-	for (size_t i = 0; i < ri->local.nb; i++)
-		while (ri->local.b[i]) {
-			struct fentry *e = ri->local.b[i];
-			ri->local.b[i] = e->next;
-			wisp_free(e);
-		}
-	wisp_free(ri->local.b);
+	ann_filters_free(&ri->local);
 	wisp_free(ri->node);
 	wisp_free(ri->subject);
 	wisp_free(ri->ack_subject);

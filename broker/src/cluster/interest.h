@@ -16,7 +16,10 @@
  * When in doubt, a node sends: for one interval (plus a second) after it
  * (re)connects to NATS, while any node it knows has not sent a complete
  * snapshot since a gap in its numbering (a lost announcement, a restart),
- * and for three intervals after hearing from more nodes than it keeps.
+ * for three intervals after hearing from more nodes than it keeps, while
+ * a node's filters are past cluster.max_remote_filters or
+ * max_remote_filter_bytes (announce.h), and for three intervals after an
+ * announcement no Wisp node writes.
  *
  * No subscriber misses a message published after its SUBACK: an "add"
  * carries a reply subject, every node answers once it applied the filter,

@@ -377,6 +377,17 @@ static const struct field cluster_fields[] = {
 	 * 2 s rides out a busy node and bounds the wait for a dead one until
 	 * it is forgotten. */
 	F_NUM(struct config_cluster, FT_U32, "interest_ack_timeout", interest_ack_timeout, 1, 60, 2),
+	/* The filters kept for each other node (cluster/announce.h); past
+	 * either, that node gets every message until its set fits again. A
+	 * node announces its distinct filters: 100,000 covers a node holding
+	 * one filter per device for 100,000 devices (a per-device command
+	 * topic); 16 MiB is 100,000 filters of 160 bytes. Kept, a filter costs
+	 * its bytes plus ~160 of set and trie (measured by
+	 * test_cluster_interest): the defaults bound what one node's filters
+	 * cost here at ~32 MiB, and 64 nodes' (PEERS_MAX) at ~2 GiB. */
+	F_NUM(struct config_cluster, FT_U64, "max_remote_filters", max_remote_filters, 1, JSON_INT_MAX, 100000),
+	F_NUM(struct config_cluster, FT_U64, "max_remote_filter_bytes", max_remote_filter_bytes, 65535, JSON_INT_MAX,
+	      16u << 20),
 	/* A session moving to another node (cluster/handover.h): its CONNECT
 	 * waits at most this long for the old node's answer, then starts
 	 * fresh. 5 s is far above a handover's round trip (a 1,000-message

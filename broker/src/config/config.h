@@ -161,6 +161,8 @@ struct config_cluster {
 	uint32_t ping_interval; /* seconds between PINGs on each NATS connection (2 unanswered: lost); default 5 */
 	uint32_t interest_interval; /* seconds between interest beats; default 2 */
 	uint32_t interest_ack_timeout; /* seconds a SUBACK waits for the other nodes; default 2 */
+	uint64_t max_remote_filters; /* distinct filters kept per other node; default 100000 */
+	uint64_t max_remote_filter_bytes; /* their bytes per other node; default 16 MiB */
 	uint32_t handover_timeout;  /* seconds a CONNECT waits for its session from another node; default 5 */
 	uint32_t handover_max_bytes; /* largest session handed between nodes, encoded; default 64 MiB */
 	uint32_t handover_directory; /* client ids whose last node is remembered; default 65536 */

@@ -67,6 +67,8 @@ struct broker_stats {
 		uint64_t taken_over;     /* sessions ended here because their client connected at another node */
 		uint64_t unwanted;       /* messages no other node wanted: not sent to NATS (cluster/interest.h) */
 		uint64_t interest_timeouts; /* SUBACKs sent before every node answered their filters' announcement */
+		uint64_t interest_overflows; /* nodes whose filters went past cluster.max_remote_filters(_bytes) */
+		uint64_t interest_malformed; /* interest announcements refused as no Wisp node writes them */
 		uint64_t sessions_in;    /* sessions fetched from another node at their client's reconnect */
 		uint64_t sessions_out;   /* sessions handed to another node (and ended here) */
 		uint64_t handover_failed; /* fetches that fell back to a fresh session (node gone, timeout, too big) */

@@ -133,6 +133,11 @@ const struct metric metrics_table[] = {
 	{"cluster_interest_ack_timeouts_total", "SUBACKs sent before every other node answered the new filter's "
 	 "announcement (cluster.interest_ack_timeout).", COUNTER, STAT(cluster.interest_timeouts),
 	 .sys = "cluster/interest/ack_timeouts"},
+	{"cluster_interest_overflows_total", "Times another node's filters went past cluster.max_remote_filters or "
+	 "max_remote_filter_bytes (it then gets every message until they fit).", COUNTER,
+	 STAT(cluster.interest_overflows), .sys = "cluster/interest/overflows"},
+	{"cluster_interest_malformed_total", "Interest announcements refused as malformed (every message then goes "
+	 "to NATS for three intervals).", COUNTER, STAT(cluster.interest_malformed), .sys = "cluster/interest/malformed"},
 	{"cluster_forward_queued", "QoS 1/2 messages kept in the store while JetStream is out of reach.", GAUGE,
 	 STAT(cluster.forward_queued), .sys = "cluster/forward/queued"},
 	{"cluster_forward_bytes", "Bytes of the QoS 1/2 messages kept in the store for JetStream.", GAUGE,
