@@ -16,6 +16,12 @@ Each round trip below must complete within ROUND_TRIP seconds (a generous
 bound: the failure is a hang, not a slow answer). After SIGCONT the cluster
 works again: a message published on a reaches a subscriber on b.
 
+PendingLimitTest: cnats's queue per subscription (between its socket reader
+and its delivery thread) holds at most cluster.inbound_queue messages; with
+b's delivery thread starved (a debug build's WISP_DEBUG_SLOW_NATS_DELIVERY)
+what cnats drops is counted in $SYS and logged. With cnats's default limit
+(65,536) nothing is dropped and the test fails.
+
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
 
@@ -58,6 +64,20 @@ class StallNode(Node):
         return cfg
 
 
+class SlowDeliveryNode(StallNode):
+    """A node whose cnats delivery thread is starved (debug builds:
+    WISP_DEBUG_SLOW_NATS_DELIVERY, 2 ms per message), with the smallest
+    inbound_queue: cnats's pending limit per subscription fills."""
+
+    def config(self):
+        cfg = super().config()
+        cfg["cluster"]["inbound_queue"] = 16
+        return cfg
+
+    def _env(self):
+        return dict(super()._env(), WISP_DEBUG_SLOW_NATS_DELIVERY="1")
+
+
 class Flooder(threading.Thread):
     """Publishes FLOOD_BYTES of QoS 0 on topic at port, in the background;
     stops early when the broker stops reading for FLOOD_SEND_TIMEOUT."""
@@ -84,9 +104,14 @@ class Flooder(threading.Thread):
             pass
 
 
-class NatsStallTest(unittest.TestCase):
+class ClusterPair(unittest.TestCase):
+    """Nodes a and b (a with persistence) and their nats-server."""
+
     stop_nodes = cluster24.ClusterTest.stop_nodes
     client = cluster24.ClusterTest.client
+
+    def node_class(self, name):
+        return StallNode
 
     def setUp(self):
         self.nats = Nats()
@@ -100,7 +125,7 @@ class NatsStallTest(unittest.TestCase):
         for name in ("a", "b"):
             # a keeps QoS 1/2 in its store while NATS is lost (store and
             # forward): without persistence their acks wait for NATS.
-            n = StallNode(name, self.nats.port, persistence=(name == "a"))
+            n = self.node_class(name)(name, self.nats.port, persistence=(name == "a"))
             self.nodes[name] = n
             n.start()
             self.assertIsNotNone(n.wait_log("connected to NATS as node '%s'" % name, timeout=WAIT))
@@ -195,6 +220,10 @@ class NatsStallTest(unittest.TestCase):
                 slowest[2], slowest[3] = max(slowest[2], connack), max(slowest[3], suback)
         return slowest
 
+
+class NatsStallTest(ClusterPair):
+    """The frozen server of the module's docstring."""
+
     def test_frozen_nats_does_not_stall_local_clients(self):
         a = self.nodes["a"]
         # b wants the flood's topic (and the probe's, for after the stall).
@@ -248,6 +277,37 @@ class NatsStallTest(unittest.TestCase):
         self.assertEqual(status, 200, body)
         self.crossing(probe, after_sub, "after/x", b"after")
         self.round_trips(local_pub, local_sub, 0, 2, None)
+
+
+
+class PendingLimitTest(ClusterPair):
+    """cnats's queue per subscription holds at most cluster.inbound_queue
+    messages; what it drops past that is counted and logged, never
+    silent."""
+
+    def node_class(self, name):
+        return SlowDeliveryNode if name == "b" else StallNode
+
+    def test_messages_cnats_drops_past_its_pending_limit_are_counted(self):
+        a, b = self.nodes["a"], self.nodes["b"]
+        sub = self.client("b", "slow-sub")
+        self.assertEqual(sub.subscribe([("slow/#", 0)]), [0])
+        probe = self.client("a", "probe")
+        self.crossing(probe, sub, "slow/x", b"before")
+        self.assertEqual(self.metric("b", "cluster_pending_dropped_total"), 0)
+        pub = self.client("a", "slow-pub")
+        # 2,000 messages at 2 ms each on b's delivery thread: far more than
+        # 16 wait in cnats at once.
+        pub.send(b"".join(publish_pkt("slow/x", b"m%d" % i) for i in range(2000)))
+        pub.ping(timeout=WAIT)  # a has read them all
+        self.assertIsNotNone(b.wait_log("NATS's client is dropping messages from NATS", timeout=WAIT), b.log_banner())
+        deadline = time.monotonic() + WAIT
+        while self.metric("b", "cluster_pending_dropped_total") == 0:
+            self.assertLess(time.monotonic(), deadline, "cnats's drops never counted")
+            time.sleep(0.05)
+        dropped = self.metric("b", "cluster_pending_dropped_total")
+        self.assertLessEqual(dropped, 2000)
+        sys.stderr.write("\ncnats dropped %d of 2000 on b (inbound_queue 16)\n" % dropped)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,7 @@ struct cluster {
 	bool subs_deferred;      /* a SUB waits for the main connection (nats_subscribe) */
 	natsSubscription **gone; /* UNSUBs waiting for it */
 	size_t ngone, gone_cap;
+	bool slow_delivery;      /* debug builds: WISP_DEBUG_SLOW_NATS_DELIVERY (tests) */
 };
 
 static struct cluster *of(struct router *r) { return container_of(r, struct cluster, router); }
@@ -661,6 +662,12 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 	(void)nc;
 	(void)sub;
 	struct cluster *c = closure;
+#ifndef NDEBUG
+	/* A starved delivery thread, so that cnats's pending limit fills and
+	 * it drops (tests/e2e/35_cluster_nats_stall.py). */
+	if (c->slow_delivery)
+		nanosleep(&(struct timespec){.tv_nsec = 2000000}, NULL);
+#endif
 	if (!inbox_push(&c->inbox, msg))
 		natsMsg_Destroy(msg); /* counted by the inbox, unless it is closing */
 }
@@ -787,6 +794,9 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	c->router.ops = &cluster_ops;
 	c->inbox.efd = -1;
 	c->io.fd = -1; /* not watched until loop_io_start */
+#ifndef NDEBUG
+	c->slow_delivery = getenv("WISP_DEBUG_SLOW_NATS_DELIVERY") != NULL;
+#endif
 	char host[256];
 	if (cfg->node) {
 		c->node = wisp_strndup(cfg->node, strlen(cfg->node));
