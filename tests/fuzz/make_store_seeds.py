@@ -68,6 +68,8 @@ PAYLOADS = [
     (6, s16(b"c1")),                                                              # SESSION_DEL
     (5, SESSION_V1 + b"\x01" + s16(b"alice"), 2),                                 # SESSION_PUT, user owner
     (5, SESSION_V1 + b"\x02" + s16(b""), 2),                                      # SESSION_PUT, anonymous owner
+    (5, SESSION_V1 + b"\x01" + s16(b"alice") + struct.pack("<Q", 1764494000123456789), 3),  # SESSION_PUT, claim time
+    (5, SESSION_V1 + b"\x00" + s16(b"") + struct.pack("<Q", 5), 3),               # claim time, no owner
 ]
 
 SALT = 0x1234
@@ -111,13 +113,17 @@ def main():
     seeds["file-newer-version"] = b"\x00" + header(b"WISP-LOG") + frame(4, s16(b"x"), version=2)
     seeds["file-wrong-gen"] = b"\x00" + header(b"WISP-LOG", gen=5)
     # SESSION_PUT versions: an owner under version 1, none under version 2
-    # (owner 0), an unknown version 3: each refused, the rest kept.
+    # (owner 0), version 3 without its claim time or with time 0, an unknown
+    # version 4: each refused, the rest kept.
     seeds["file-session-owner-forms"] = b"\x00" + header(b"WISP-LOG") + b"".join([
         frame(5, SESSION_V1 + b"\x01" + s16(b"alice")),
         frame(5, SESSION_V1 + b"\x00" + s16(b""), version=2),
         frame(5, SESSION_V1 + b"\x02" + s16(b"x"), version=2),
         frame(5, SESSION_V1 + b"\x01" + s16(b"a\x00b"), version=2),
         frame(5, SESSION_V1 + b"\x01" + s16(b"alice"), version=3),
+        frame(5, SESSION_V1 + b"\x01" + s16(b"alice") + struct.pack("<Q", 0), version=3),
+        frame(5, SESSION_V1 + b"\x01" + s16(b"alice") + struct.pack("<Q", 7), version=4),
+        frame(5, SESSION_V1 + b"\x01" + s16(b"alice") + struct.pack("<Q", 7), version=3),
         frame(5, SESSION_V1 + b"\x01" + s16(b"alice"), version=2)])
     for i, (t, v, p) in enumerate(recs()):
         seeds["rec-%02d-type%d" % (i, t) + ("-v%d" % v if v != 1 else "")] = b"\x01" + bytes([t, v, len(p)]) + p

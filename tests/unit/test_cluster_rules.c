@@ -39,6 +39,24 @@ static void test_later_connect_stays(void)
 			CU_ASSERT_NOT_EQUAL(claim_loses_to_local(x, "a", y, "b"), claim_loses_to_local(y, "b", x, "a"));
 }
 
+/* A claim's time: the clock, unless the clock is not past the last claim
+ * of the id known here (another node's clock ahead, or this one set back):
+ * then just after it, so the new connect is still the later one. */
+static void test_claim_time_is_after_the_last_known_claim(void)
+{
+	CU_ASSERT_EQUAL(claim_time(1000, 0), 1000);   /* first claim known: the clock */
+	CU_ASSERT_EQUAL(claim_time(1000, 999), 1000); /* clock ahead of the last claim */
+	CU_ASSERT_EQUAL(claim_time(1000, 1000), 1001); /* same instant: still after it */
+	CU_ASSERT_EQUAL(claim_time(1000, 5000), 5001); /* the other node's clock ahead by 4 us */
+	CU_ASSERT_EQUAL(claim_time(0, UINT64_MAX), UINT64_MAX); /* saturates, never wraps */
+	/* Whatever the clock says, the new claim beats the one it heard, as the
+	 * node that made that one sees it. */
+	for (uint64_t now = 0; now < 4; now++)
+		for (uint64_t heard = 1; heard < 4; heard++)
+			CU_ASSERT_TRUE(claim_loses_to_local(claim_time(now, heard), "a", heard, "b") &&
+				       !claim_loses_to_local(heard, "b", claim_time(now, heard), "a"));
+}
+
 static void test_retained_record_verdict(void)
 {
 	CU_ASSERT_EQUAL(retained_record_verdict(false, 0, false, 0), RECORD_APPLY);
@@ -78,6 +96,7 @@ static void test_figures_parse(void)
 
 static CU_TestInfo tests[] = {
 	{"two connects of one id: the later stays, exactly one", test_later_connect_stays},
+	{"a claim's time is after the last claim of the id known", test_claim_time_is_after_the_last_known_claim},
 	{"retained record while an own write is on its way", test_retained_record_verdict},
 	{"figures message: names, malformed items, bounds", test_figures_parse},
 	CU_TEST_INFO_NULL,

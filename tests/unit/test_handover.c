@@ -8,9 +8,11 @@
  * imported into another comes out the same when exported again; the
  * importing broker's store holds it (it is the same after a restart); a
  * second import of an id that exists is refused; records out of order are
- * refused and leave nothing behind.
+ * refused and leave nothing behind. A session's cluster claim time (what a
+ * restarted node compares) survives a restart and a compaction.
  */
 #include <CUnit/Basic.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -213,7 +215,73 @@ static void test_records_out_of_order_leave_nothing(void)
 	node_stop(&a);
 }
 
+static bool has_snapshot(const char *dir)
+{
+	DIR *dp = opendir(dir);
+	struct dirent *e;
+	bool found = false;
+	while (dp && (e = readdir(dp)) != NULL)
+		if (strncmp(e->d_name, "snap.", 5) == 0)
+			found = true;
+	if (dp)
+		closedir(dp);
+	return found;
+}
+
+/* The claim time of a persistent session's last connect at a cluster node
+ * (what a restarted node compares with the other nodes' copies,
+ * cluster/presence.h) comes back after a restart, from the log and from a
+ * snapshot; a session without one comes back without one. */
+static void test_claim_time_survives_restart_and_compaction(void)
+{
+	char dir[128], cfg[512];
+	CU_ASSERT_FATAL(harness_temp_dir(dir, sizeof dir, "wisp-claim") == 0);
+	snprintf(cfg, sizeof cfg,
+		 "{\"listeners\": [{\"bind\": \"127.0.0.1\", \"port\": 0}], \"log\": {\"level\": \"error\"},"
+		 " \"persistence\": {\"dir\": \"%s\", \"compact_min_size\": 4096}}", dir);
+	const uint64_t at = UINT64_C(1764494000123456789);
+	for (int compacted = 0; compacted < 2; compacted++) {
+		struct harness *h = harness_new(cfg);
+		CU_ASSERT_FATAL(h != NULL);
+		struct broker *b = harness_broker(h);
+		struct session *timed = sess_find(&b->sessions, "timed", 5);
+		struct session *untimed = sess_find(&b->sessions, "untimed", 7);
+		CU_ASSERT((timed != NULL) == (compacted == 1)); /* the first round's, restored */
+		if (!compacted) {
+			timed = sess_create(&b->sessions, "timed", 5, false);
+			untimed = sess_create(&b->sessions, "untimed", 7, false);
+			CU_ASSERT(timed && sess_claim_ns(timed) == 0);
+		}
+		CU_ASSERT_FATAL(timed && untimed);
+		CU_ASSERT_FATAL(sess_set_claim_ns(timed, at - 1));
+		SESS_OBSERVE(&b->observer, session_put, untimed);
+		/* As presence.c writes it at each connect: the last one counts.
+		 * Enough of them, the second time, for a compaction. */
+		for (int i = 0; i < (compacted ? 200 : 1); i++) {
+			CU_ASSERT_FATAL(sess_set_claim_ns(timed, at - 1 + (uint64_t)(i == (compacted ? 199 : 0))));
+			SESS_OBSERVE(&b->observer, session_put, timed);
+		}
+		harness_run(h);
+		harness_run(h);
+		CU_ASSERT(has_snapshot(dir) == (compacted == 1));
+		harness_free(h);
+
+		h = harness_new(cfg);
+		CU_ASSERT_FATAL(h != NULL);
+		b = harness_broker(h);
+		timed = sess_find(&b->sessions, "timed", 5);
+		untimed = sess_find(&b->sessions, "untimed", 7);
+		CU_ASSERT_FATAL(timed && untimed);
+		CU_ASSERT_EQUAL(sess_claim_ns(timed), at);
+		CU_ASSERT_EQUAL(sess_claim_ns(untimed), 0);
+		CU_ASSERT(untimed->rare == NULL); /* no block for a session without one */
+		harness_free(h);
+	}
+	harness_remove_dir(dir);
+}
+
 static CU_TestInfo tests[] = {
+	{"claim time survives a restart and a compaction", test_claim_time_survives_restart_and_compaction},
 	{"session_round_trips_and_is_stored_at_the_new_node", test_session_round_trips_and_is_stored_at_the_new_node},
 	{"records_out_of_order_leave_nothing", test_records_out_of_order_leave_nothing},
 	CU_TEST_INFO_NULL,

@@ -144,6 +144,8 @@ static void fmt_rec(struct trace *t, const struct store_rec *r)
 			tprintf(t, " owner=%u ", r->u.session.owner);
 			tstr(t, r->u.session.owner_name);
 		}
+		if (r->u.session.claim_ns)
+			tprintf(t, " claim=%llu", (unsigned long long)r->u.session.claim_ns);
 		break;
 	case STORE_REC_SESSION_DEL:
 		tstr(t, r->u.session.client);
@@ -349,6 +351,8 @@ static const struct store_rec samples[] = {
 	{.type = STORE_REC_SESSION_PUT, .u.session = {S("c1"), 4, 0, 42, 0, STORE_OWNER_USER, S("alice")}},
 	{.type = STORE_REC_SESSION_PUT, .u.session = {S("c2"), 4, 0, 1, 0, STORE_OWNER_USER, S("")}},
 	{.type = STORE_REC_SESSION_PUT, .u.session = {S("c3"), 5, 0, 9, 60, STORE_OWNER_ANONYMOUS, {NULL, 0}}},
+	{.type = STORE_REC_SESSION_PUT, .u.session = {S("c4"), 4, 0, 3, 0, STORE_OWNER_NONE, {NULL, 0}, 1764000000000000001ull}},
+	{.type = STORE_REC_SESSION_PUT, .u.session = {S("c5"), 5, 0, 3, 60, STORE_OWNER_USER, S("bob"), 1}},
 	{.type = STORE_REC_WILL_SET,
 	 .u.will = {S("c3"), 30, 60, 1, STORE_MSG_RETAIN, S("w/t"), {(const uint8_t *)"\x03\x00\x01t", 4},
 		    {(const uint8_t *)"bye", 3}}},
@@ -559,7 +563,7 @@ static void test_record_decode_rejects_short_long_and_unknown(void)
 			CU_ASSERT_EQUAL(store_rec_decode(buf[4], buf[5], p, cut, &out), WISP_EPROTO);
 		buf[n] = 0;
 		CU_ASSERT_EQUAL(store_rec_decode(buf[4], buf[5], p, plen + 1, &out), WISP_EPROTO);
-		CU_ASSERT_EQUAL(store_rec_decode(buf[4], STORE_REC_VERSION_SESSION_OWNER + 1, p, plen, &out),
+		CU_ASSERT_EQUAL(store_rec_decode(buf[4], STORE_REC_VERSION_SESSION_CLAIM + 1, p, plen, &out),
 				WISP_ENOENT);
 		CU_ASSERT_EQUAL(store_rec_decode(buf[4], 0, p, plen, &out), WISP_ENOENT);
 		/* SESSION_PUT, QUEUE_ADD and FLIGHT_SET have a version 2 (a version
@@ -623,6 +627,83 @@ static size_t frame_by_hand(uint8_t *out, uint8_t type, uint8_t version, const u
 	}
 	memcpy(out + STORE_FRAME_HDR, p, plen);
 	return STORE_FRAME_HDR + plen;
+}
+
+/* SESSION_PUT version 3 adds the claim time of the session's last connect
+ * at a cluster node, after an owner that may be unknown there; the records
+ * of older Wisps (versions 1 and 2) still load, with no time, and a
+ * session without a time is still written in their forms. */
+static void test_session_claim_time_form(void)
+{
+	/* str client "c1", proto 4, flags 0, next packet id 7, expiry 0 */
+	static const uint8_t v1[] = {2, 0, 'c', '1', 4, 0, 7, 0, 0, 0, 0, 0};
+	/* the same, owner 1 (user) "alice" */
+	static const uint8_t v2[] = {2, 0, 'c', '1', 4, 0, 7, 0, 0, 0, 0, 0, 1, 5, 0, 'a', 'l', 'i', 'c', 'e'};
+	/* the same, then u64 claim time 0x0102030405060708 */
+	static const uint8_t v3_user[] = {2, 0, 'c', '1', 4, 0, 7, 0, 0, 0, 0, 0, 1, 5, 0, 'a', 'l', 'i', 'c', 'e',
+					  8, 7, 6, 5, 4, 3, 2, 1};
+	/* no owner known (0, empty str), claim time 5 */
+	static const uint8_t v3_none[] = {2, 0, 'c', '1', 4, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0};
+	struct store_rec out;
+	uint8_t buf[128], again[128];
+
+	CU_ASSERT_EQUAL_FATAL(store_rec_decode(STORE_REC_SESSION_PUT, 3, v3_user, sizeof v3_user, &out), 0);
+	CU_ASSERT_EQUAL(out.u.session.owner, STORE_OWNER_USER);
+	CU_ASSERT_EQUAL(out.u.session.owner_name.len, 5);
+	CU_ASSERT_EQUAL(out.u.session.claim_ns, 0x0102030405060708ull);
+	size_t n = frame_by_hand(buf, STORE_REC_SESSION_PUT, 3, v3_user, sizeof v3_user);
+	CU_ASSERT_EQUAL(store_rec_encode(&out, 0x5eedu, again, sizeof again), (ssize_t)n);
+	CU_ASSERT_EQUAL(memcmp(buf, again, n), 0);
+
+	CU_ASSERT_EQUAL_FATAL(store_rec_decode(STORE_REC_SESSION_PUT, 3, v3_none, sizeof v3_none, &out), 0);
+	CU_ASSERT_EQUAL(out.u.session.owner, STORE_OWNER_NONE);
+	CU_ASSERT_EQUAL(out.u.session.claim_ns, 5);
+	n = frame_by_hand(buf, STORE_REC_SESSION_PUT, 3, v3_none, sizeof v3_none);
+	CU_ASSERT_EQUAL(store_rec_encode(&out, 0x5eedu, again, sizeof again), (ssize_t)n);
+	CU_ASSERT_EQUAL(memcmp(buf, again, n), 0);
+
+	/* Without a time, the older forms are written, byte for byte. */
+	out.u.session.claim_ns = 0;
+	n = frame_by_hand(buf, STORE_REC_SESSION_PUT, 1, v1, sizeof v1);
+	CU_ASSERT_EQUAL(store_rec_encode(&out, 0x5eedu, again, sizeof again), (ssize_t)n);
+	CU_ASSERT_EQUAL(memcmp(buf, again, n), 0);
+	CU_ASSERT_EQUAL_FATAL(store_rec_decode(STORE_REC_SESSION_PUT, 3, v3_user, sizeof v3_user, &out), 0);
+	out.u.session.claim_ns = 0;
+	n = frame_by_hand(buf, STORE_REC_SESSION_PUT, 2, v2, sizeof v2);
+	CU_ASSERT_EQUAL(store_rec_encode(&out, 0x5eedu, again, sizeof again), (ssize_t)n);
+	CU_ASSERT_EQUAL(memcmp(buf, again, n), 0);
+
+	/* Version 3 with time 0, truncated, or under another version: malformed. */
+	uint8_t bad[sizeof v3_none];
+	memcpy(bad, v3_none, sizeof v3_none);
+	bad[15] = 0;
+	CU_ASSERT_EQUAL(store_rec_decode(STORE_REC_SESSION_PUT, 3, bad, sizeof v3_none, &out), WISP_EPROTO);
+	CU_ASSERT_EQUAL(store_rec_decode(STORE_REC_SESSION_PUT, 3, v3_user, sizeof v3_user - 1, &out), WISP_EPROTO);
+	CU_ASSERT_EQUAL(store_rec_decode(STORE_REC_SESSION_PUT, 3, v2, sizeof v2, &out), WISP_EPROTO);
+	CU_ASSERT_EQUAL(store_rec_decode(STORE_REC_SESSION_PUT, 2, v3_user, sizeof v3_user, &out), WISP_EPROTO);
+	CU_ASSERT_EQUAL(store_rec_decode(STORE_REC_SESSION_PUT, 4, v3_user, sizeof v3_user, &out), WISP_ENOENT);
+
+	/* A log of an older Wisp's records followed by this one's loads all of them. */
+	uint8_t file[256];
+	size_t len = STORE_FILE_HDR;
+	store_file_header_encode(STORE_FILE_LOG, 1, 0x5eedu, file);
+	len += frame_by_hand(file + len, STORE_REC_SESSION_PUT, 1, v1, sizeof v1);
+	len += frame_by_hand(file + len, STORE_REC_SESSION_PUT, 2, v2, sizeof v2);
+	len += frame_by_hand(file + len, STORE_REC_SESSION_PUT, 3, v3_user, sizeof v3_user);
+	len += frame_by_hand(file + len, STORE_REC_SESSION_PUT, 3, v3_none, sizeof v3_none);
+	write_all_bytes(LOG1, file, len);
+	struct trace t = {0};
+	struct store_load_stats st;
+	struct store *s = open_load(STORE_FSYNC_NO, &t, &st);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+	CU_ASSERT_EQUAL(st.records, 4);
+	CU_ASSERT_EQUAL(st.damaged + st.truncated_bytes, 0);
+	CU_ASSERT_STRING_EQUAL(t.buf, "SESSION_PUT'c1' v=4 f=0 pid=7 exp=0\n"
+				      "SESSION_PUT'c1' v=4 f=0 pid=7 exp=0 owner=1 'alice'\n"
+				      "SESSION_PUT'c1' v=4 f=0 pid=7 exp=0 owner=1 'alice' claim=72623859790382856\n"
+				      "SESSION_PUT'c1' v=4 f=0 pid=7 exp=0 claim=5\n");
+	store_close(s);
+	trace_free(&t);
 }
 
 /* SESSION_PUT as the previous Wisp wrote it (version 1, no owner) still
@@ -749,7 +830,7 @@ static void test_typed_appends(void)
 {
 	struct trace t = {0}, want = {0};
 	const struct store_msg m = {.id = 3, .qos = 1, .topic = S("t"), .payload = B("p")};
-	const struct store_session ss = {S("c"), 4, 0, 7, 0, STORE_OWNER_USER, S("u")};
+	const struct store_session ss = {S("c"), 4, 0, 7, 0, STORE_OWNER_USER, S("u"), 0};
 	const struct store_sub sub = {S("c"), S("t/#"), 1, 0};
 	const struct store_flight fl = {S("c"), 3, 5, STORE_FLIGHT_WAIT_PUBACK, 1, 0, {NULL, 0}};
 	const struct store_rec recs[] = {
@@ -1447,6 +1528,7 @@ static CU_TestInfo file_tests[] = {
 	{"append before load and bad records are rejected", test_append_before_load_and_bad_record_rejected},
 	{"typed append functions", test_typed_appends},
 	{"SESSION_PUT with and without its owner (versions 1 and 2)", test_session_owner_old_and_new_form},
+	{"SESSION_PUT with a claim time (version 3); versions 1 and 2 still load", test_session_claim_time_form},
 	{"torn tail at every offset: prefix loaded, file truncated", test_truncated_tail_every_offset_loads_prefix_and_truncates},
 	{"bit flip in a middle record skips only that record", test_bit_flip_in_middle_record_skips_only_it},
 	{"unknown message ids skipped, orphans released", test_dangling_reference_skipped_and_orphan_released},

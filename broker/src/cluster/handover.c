@@ -14,6 +14,7 @@
  *                 NATS's own "no responders" status (503) when the asked
  *                 node has no subscription (it is gone)
  *   <its>.dir     digests of the persistent sessions another node holds
+ *                 (with Wisp-Times: each with its claim time)
  * and every node subscribes "dir", where a node that starts asks all the
  * others which sessions they hold (the directory, see on_dir_request).
  * Headers: Wisp-Kind (req, chunk, none, refused, too-big, done, dir, tail), Wisp-Node,
@@ -60,6 +61,7 @@
 struct dir_slot {
 	uint64_t id;   /* digest of the client id; 0: empty */
 	uint64_t node; /* digest of the node that claimed it last */
+	uint64_t at;   /* that claim's time (presence.h); 0: not known */
 };
 
 enum fetch_state {
@@ -142,6 +144,9 @@ struct handover {
 	struct list_node fetches;
 	struct list_node leavings;
 	uint64_t next_token;
+	/* A restored session another node also holds (on_dir_answer). */
+	void (*held_elsewhere)(void *ctx, struct session *s, const char *node, uint64_t at);
+	void *held_ctx;
 	struct durable *durable; /* NULL: no stream, no cut */
 	const char *run;         /* this run's id (cluster.c's) */
 	const uint64_t *wseq;    /* the number of this node's last message on NATS */
@@ -214,15 +219,26 @@ static char *routed_set(const struct handover *h)
 
 /* ---- the directory ---- */
 
-void handover_claimed(struct handover *h, const char *id, size_t len, const char *node)
+void handover_claimed(struct handover *h, const char *id, size_t len, const char *node, uint64_t at)
 {
 	if (!h)
 		return;
 	uint64_t d = digest(id, len);
 	uint64_t nd = digest(node, strlen(node));
-	h->dir[d % h->dir_len] = (struct dir_slot){d, nd};
+	h->dir[d % h->dir_len] = (struct dir_slot){d, nd, at};
 	if (nd != h->self)
 		log_msg(LOG_DEBUG, "cluster", "client %.*s: last claimed by node '%s'", (int)len, id, node);
+}
+
+/* One message of an answer to a node's "dir" request. */
+static void dir_answer(struct handover *h, const char *reply, const uint8_t *chunk, size_t len, bool times)
+{
+	natsMsg *nm = NULL;
+	if (publish(h, reply, NULL, "dir", chunk, len, times ? &nm : NULL) != NATS_OK || !nm)
+		return;
+	if (natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK || natsConnection_PublishMsg(h->nc, nm) != NATS_OK)
+		h->b->stats.cluster.send_failed++;
+	natsMsg_Destroy(nm);
 }
 
 /*
@@ -230,7 +246,12 @@ void handover_claimed(struct handover *h, const char *id, size_t len, const char
  * every node once ("<base>dir", at start, buffered by cnats until NATS is
  * there) and each answers with the 64-bit digests of the persistent
  * sessions it holds (8 bytes each, little-endian, HANDOVER_CHUNK bytes a
- * message). They fill empty slots only: a claim heard since is newer.
+ * message). They fill empty slots only (or, with times, older ones): a
+ * claim heard since is newer. A request with Wisp-Times asks for each
+ * session's claim time too (16 bytes an entry: digest, time), so that the
+ * restarted node can tell whether its own copy of one is older (a
+ * claim it missed while it was down); an older node's request has none
+ * and gets the 8-byte form it reads.
  */
 static void on_dir_request(struct handover *h, natsMsg *nm)
 {
@@ -238,6 +259,8 @@ static void on_dir_request(struct handover *h, natsMsg *nm)
 	const char *asker = wire_header(nm, "Wisp-Node");
 	if (!reply || !asker || strcmp(asker, h->node) == 0)
 		return; /* this node's own request, echoed */
+	bool times = wire_header(nm, "Wisp-Times") != NULL;
+	size_t entry = times ? 16 : 8;
 	const struct session_table *t = &h->b->sessions;
 	uint8_t *chunk = wisp_malloc(HANDOVER_CHUNK);
 	if (!chunk)
@@ -247,42 +270,116 @@ static void on_dir_request(struct handover *h, natsMsg *nm)
 		for (const struct session *s = t->buckets[i]; s; s = s->hash_next) {
 			if (s->clean)
 				continue;
-			uint64_t d = digest(s->client_id, s->id_len);
-			for (int k = 0; k < 8; k++)
-				chunk[len++] = (uint8_t)(d >> (8 * k));
+			uint64_t v[2] = {digest(s->client_id, s->id_len), sess_claim_ns(s)};
+			for (size_t k = 0; k < entry; k++)
+				chunk[len++] = (uint8_t)(v[k / 8] >> (8 * (k % 8)));
 			ids++;
-			if (len == HANDOVER_CHUNK) {
-				publish(h, reply, NULL, "dir", chunk, len, NULL);
+			if (len + entry > HANDOVER_CHUNK) {
+				dir_answer(h, reply, chunk, len, times);
 				len = 0;
 			}
 		}
 	if (len)
-		publish(h, reply, NULL, "dir", chunk, len, NULL);
+		dir_answer(h, reply, chunk, len, times);
 	wisp_free(chunk);
 	log_msg(LOG_INFO, "cluster", "node '%s' started: told it of the %zu persistent sessions here", asker, ids);
+}
+
+static int by_digest(const void *a, const void *b)
+{
+	uint64_t x = ((const struct dir_slot *)a)->id, y = ((const struct dir_slot *)b)->id;
+	return x < y ? -1 : x > y;
+}
+
+/* A restored session whose id another node holds too, and that node's
+ * claim time of it. */
+struct held {
+	struct session *s;
+	uint64_t at;
+};
+
+/*
+ * The persistent sessions held here that the answering node holds too
+ * (each one's claim time there): held_elsewhere (presence.c) decides
+ * which copy is the stale one. The matches are collected first, as the
+ * callback may end a session.
+ */
+static void match_held(struct handover *h, const char *node, struct dir_slot *e, size_t n)
+{
+	if (!h->held_elsewhere || !n)
+		return;
+	qsort(e, n, sizeof *e, by_digest);
+	const struct session_table *t = &h->b->sessions;
+	struct held *found = NULL;
+	size_t nfound = 0, cap = 0;
+	bool oom = false;
+	for (size_t i = 0; i < t->nbuckets && !oom; i++)
+		for (struct session *s = t->buckets[i]; s && !oom; s = s->hash_next) {
+			if (s->clean)
+				continue;
+			struct dir_slot key = {.id = digest(s->client_id, s->id_len)};
+			const struct dir_slot *hit = bsearch(&key, e, n, sizeof *e, by_digest);
+			if (!hit)
+				continue;
+			if (nfound == cap) {
+				size_t ncap = cap ? cap * 2 : 16;
+				struct held *bigger = wisp_realloc(found, ncap * sizeof *found);
+				oom = !bigger;
+				if (oom)
+					break; /* the rest stay as they are (logged below) */
+				found = bigger;
+				cap = ncap;
+			}
+			found[nfound++] = (struct held){s, hit->at};
+		}
+	if (oom)
+		log_msg(LOG_WARNING, "cluster", "node '%s': out of memory: only %zu of the sessions held here too are "
+			"compared", node, nfound);
+	/* The callback ends at most its own session: the others stay valid. */
+	for (size_t i = 0; i < nfound; i++)
+		h->held_elsewhere(h->held_ctx, found[i].s, node, found[i].at);
+	wisp_free(found);
 }
 
 static void on_dir_answer(struct handover *h, natsMsg *nm)
 {
 	const char *node = wire_header(nm, "Wisp-Node");
 	int len = natsMsg_GetDataLength(nm);
-	if (!node || len <= 0 || len % 8)
+	size_t entry = wire_header(nm, "Wisp-Times") ? 16 : 8;
+	if (!node || len <= 0 || (size_t)len % entry)
 		return;
 	uint64_t nd = digest(node, strlen(node));
 	const uint8_t *p = (const uint8_t *)natsMsg_GetData(nm);
-	size_t learnt = 0;
-	for (int i = 0; i < len; i += 8) {
-		uint64_t d = 0;
-		for (int k = 0; k < 8; k++)
-			d |= (uint64_t)p[i + k] << (8 * k);
-		struct dir_slot *slot = &h->dir[d % h->dir_len];
-		if (d && !slot->id) {
-			*slot = (struct dir_slot){d, nd};
-			learnt++;
+	size_t n = (size_t)len / entry, learnt = 0;
+	struct dir_slot *e = entry == 16 ? wisp_malloc(n * sizeof *e) : NULL;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v[2] = {0, 0};
+		for (size_t k = 0; k < entry; k++)
+			v[k / 8] |= (uint64_t)p[i * entry + k] << (8 * (k % 8));
+		struct dir_slot *slot = &h->dir[v[0] % h->dir_len];
+		if (v[0] && (!slot->id || (slot->id == v[0] && slot->at < v[1]))) {
+			learnt += !slot->id;
+			*slot = (struct dir_slot){v[0], nd, v[1]};
 		}
+		if (e)
+			e[i] = (struct dir_slot){v[0], nd, v[1]};
 	}
-	log_msg(LOG_INFO, "cluster", "node '%s' holds %d persistent sessions (%zu new to this node's directory)", node,
-		len / 8, learnt);
+	log_msg(LOG_INFO, "cluster", "node '%s' holds %zu persistent sessions (%zu new to this node's directory)", node,
+		n, learnt);
+	if (entry == 16 && !e)
+		log_msg(LOG_WARNING, "cluster", "node '%s': out of memory: the sessions held here too are not compared",
+			node);
+	match_held(h, node, e, e ? n : 0);
+	wisp_free(e);
+}
+
+uint64_t handover_last_claim_ns(const struct handover *h, const char *id, size_t len)
+{
+	if (!h)
+		return 0;
+	uint64_t d = digest(id, len);
+	const struct dir_slot *slot = &h->dir[d % h->dir_len];
+	return slot->id == d ? slot->at : 0;
 }
 
 bool handover_claimed_here(const struct handover *h, const char *id, size_t len)
@@ -300,6 +397,11 @@ static uint64_t holder_of(const struct handover *h, const char *id, size_t len)
 	uint64_t d = digest(id, len);
 	const struct dir_slot *slot = &h->dir[d % h->dir_len];
 	return slot->id == d && slot->node != h->self ? slot->node : 0;
+}
+
+bool handover_claimed_elsewhere(const struct handover *h, const char *id, size_t len)
+{
+	return h && holder_of(h, id, len) != 0;
 }
 
 /* ---- the asking node ---- */
@@ -1336,10 +1438,26 @@ int handover_start(struct handover **out, struct broker *b, natsConnection *nc, 
 		handover_free(h);
 		return WISP_EIO;
 	}
-	/* Who holds which session, from every node (on_dir_request). */
-	publish(h, dir, reply, "dir", NULL, 0, NULL);
+	/* Who holds which session, from every node (on_dir_request), with
+	 * their claim times. */
+	natsMsg *nm = NULL;
+	if (publish(h, dir, reply, "dir", NULL, 0, &nm) == NATS_OK) {
+		if (natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK ||
+		    natsConnection_PublishMsg(nc, nm) != NATS_OK)
+			b->stats.cluster.send_failed++;
+		natsMsg_Destroy(nm);
+	}
 	*out = h;
 	return 0;
+}
+
+void handover_on_held_elsewhere(struct handover *h,
+				void (*fn)(void *ctx, struct session *s, const char *node, uint64_t at), void *ctx)
+{
+	if (!h)
+		return;
+	h->held_elsewhere = fn;
+	h->held_ctx = ctx;
 }
 
 void handover_stop(struct handover *h)

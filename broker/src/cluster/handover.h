@@ -30,8 +30,9 @@
  *
  * Crash cases (kill -9), as store/ writes them down for itself:
  *  - A dies before answering: B falls back at once (no responder) or at
- *    the timeout; A's store still has the session, which A keeps after its
- *    restart until a claim of the id ends it.
+ *    the timeout; A's store still has the session, which A's restart
+ *    brings back and then ends as soon as B's answer to its directory
+ *    request shows B's later claim (presence.h).
  *  - B dies before its records are written: A never gets "done", keeps its
  *    copy; nothing is lost; the client reconnects somewhere and the session
  *    is fetched again from A.
@@ -40,10 +41,10 @@
  *    claim ends the other's. Each copy is the state at the handover, so no
  *    message acknowledged to a publisher is lost either way.
  *  - A dies after sending, before "done": B has the session; A restarts
- *    with its copy, which B's next claim of the id ends (a claim made while
- *    A was down is not heard again: that copy stays until the id connects
- *    at A or with Clean Start 1 somewhere; one made while A had only lost
- *    NATS is: presence.h's recheck).
+ *    with its copy, and B's answer to A's start-up directory request says
+ *    B holds the id from a later connect (B claimed it after A's claim):
+ *    A ends its copy (presence.h). One made while A had only lost NATS
+ *    ends too: presence.h's recheck.
  *  - With the cut: A dies before the tail: B goes on without it (logged);
  *    the window's messages stay in A's stored copy. B dies before it wrote
  *    the tail: no final "done", A keeps its copy (tail included), as in
@@ -72,12 +73,14 @@
  * routed by B after the import (neither).
  *
  * The directory of who claimed an id last: cluster.handover_directory
- * slots of 16 bytes, indexed by a 64-bit digest of the id; a newer id in
- * the same slot evicts an older one (that client then starts fresh at its
- * next move). A node that starts asks every other node once for the
- * digests of the persistent sessions it holds, which fill the slots no
- * claim filled, so a restarted node still finds the sessions held
- * elsewhere. Loop thread only.
+ * slots of 24 bytes (the id's digest, the node's, the claim time), indexed
+ * by a 64-bit digest of the id; a newer id in the same slot evicts an
+ * older one (that client then starts fresh at its next move). A node that
+ * starts asks every other node once for the digests of the persistent
+ * sessions it holds and their claim times, which fill the slots no claim
+ * filled, so a restarted node still finds the sessions held elsewhere, and
+ * tell it which of its restored sessions another node holds from a later
+ * connect (presence.h ends those). Loop thread only.
  */
 #ifndef WISP_CLUSTER_HANDOVER_H
 #define WISP_CLUSTER_HANDOVER_H
@@ -109,10 +112,21 @@ void handover_free(struct handover *h);
 /* Whether nm is on this node's handover subjects; if so, acts on it. */
 bool handover_message(struct handover *h, natsMsg *nm);
 
-/* A claim of `id` by `node` (this node's own too): the directory. */
-void handover_claimed(struct handover *h, const char *id, size_t len, const char *node);
+/* A claim of `id` by `node` (this node's own too) made at `at` (0: not
+ * known): the directory. */
+void handover_claimed(struct handover *h, const char *id, size_t len, const char *node, uint64_t at);
+/* The time of the last claim of `id` this node heard; 0: none known. */
+uint64_t handover_last_claim_ns(const struct handover *h, const char *id, size_t len);
 /* Whether the last claim of `id` this node heard was its own. */
 bool handover_claimed_here(const struct handover *h, const char *id, size_t len);
+/* Whether it was another node's. */
+bool handover_claimed_elsewhere(const struct handover *h, const char *id, size_t len);
+/* Called for each persistent session held here that a node's answer to
+ * this node's start-up "dir" request says it holds too, with its claim
+ * time there (0: not known): presence.c ends the older copy. */
+struct session;
+void handover_on_held_elsewhere(struct handover *h,
+				void (*fn)(void *ctx, struct session *s, const char *node, uint64_t at), void *ctx);
 /* Whether this node is handing the session of `id` over: a claim of it
  * must not end it before the new node confirmed it. */
 bool handover_is_leaving(const struct handover *h, const char *id, size_t len);

@@ -19,7 +19,13 @@
  * copy here as any claim does (a connected client gets DISCONNECT 0x8E);
  * a node holding it from an earlier connect takes the recheck for a claim;
  * a node that knows no connect time of its copy leaves it. Cost: one
- * small message per such session at each reconnect.
+ * small message per such session at each reconnect. The sessions asked
+ * for include those restored from the store with a claim time and no claim
+ * heard since.
+ *
+ * A node restarted on its store missed every claim made while it was down:
+ * on_held_elsewhere compares each restored session another node holds too
+ * (that node's answer to the start-up directory request, handover.c).
  */
 #include "presence.h"
 
@@ -78,14 +84,17 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* The time this node connected `id`, if among the recent connects; 0 if not. */
+/* The claim time of this node's last connect of `id`: among the recent
+ * connects, or else the one its persistent session here keeps (also one
+ * restored from the store); 0 if neither knows. */
 static uint64_t connected_at(const struct presence *p, const char *id, size_t len)
 {
 	uint64_t d = id_digest(id, len), at = 0;
 	for (size_t i = 0; i < PRESENCE_RECENT; i++)
 		if (p->ring[i].digest == d && p->ring[i].at_ns > at)
 			at = p->ring[i].at_ns;
-	return at;
+	const struct session *s = at ? NULL : sess_find(&p->b->sessions, id, len);
+	return s ? sess_claim_ns(s) : at;
 }
 
 /* Publishes a claim of `id` connected at `at` (a recheck: asks again). */
@@ -120,7 +129,11 @@ static void recheck_all(struct presence *p)
 	for (size_t i = 0; i < t->nbuckets; i++)
 		for (const struct session *s = t->buckets[i]; s; s = s->hash_next) {
 			size_t len = strlen(s->client_id);
-			if (len > INT_MAX || !handover_claimed_here(p->handover, s->client_id, len))
+			/* Claimed here last, or restored from the store with the
+			 * time of its claim here and no claim heard since. */
+			bool mine = handover_claimed_here(p->handover, s->client_id, len) ||
+				    (sess_claim_ns(s) && !handover_claimed_elsewhere(p->handover, s->client_id, len));
+			if (len > INT_MAX || !mine)
 				continue;
 			claim(p, s->client_id, len, connected_at(p, s->client_id, len), false, true);
 			n++;
@@ -158,14 +171,94 @@ static void on_connected(void *ctx, struct session *s, bool clean_start, bool as
 	struct presence *p = ctx;
 	if (assigned)
 		return; /* the broker's own choice, unique on this node only: nobody else holds it */
-	uint64_t at = now_ns();
 	size_t id_len = strlen(s->client_id); /* no U+0000 in an MQTT string [MQTT-1.5.4-2] */
 	if (id_len > INT_MAX)
 		return;
-	handover_claimed(p->handover, s->client_id, id_len, p->node);
+	/* Later than every claim of the id this node knows of, whatever the
+	 * clocks say: the directory's last (this node's own too), or the
+	 * session's own should the directory have lost the id. O(1): the
+	 * ring is not scanned per connect. */
+	uint64_t known = handover_last_claim_ns(p->handover, s->client_id, id_len);
+	uint64_t own = sess_claim_ns(s);
+	uint64_t at = claim_time(now_ns(), own > known ? own : known);
+	handover_claimed(p->handover, s->client_id, id_len, p->node, at);
 	p->ring[p->next] = (struct recent){id_digest(s->client_id, id_len), at};
 	p->next = (p->next + 1) % PRESENCE_RECENT;
+	/* A persistent session keeps the time, in the store too, for the
+	 * comparisons after a restart (presence.h). Out of memory for its
+	 * block the time is not known there: such a copy is then left alone,
+	 * as one written by an older Wisp. */
+	if (!s->clean && sess_set_claim_ns(s, at))
+		SESS_OBSERVE(&p->b->observer, session_put, s);
 	claim(p, s->client_id, id_len, at, clean_start, false);
+}
+
+/* A copy here is older than another node's: a claim this node missed. */
+static void log_stale(const struct session *s, const char *node)
+{
+	log_limited("cluster_stale_copy", LOG_NOTICE, "cluster",
+		    "client %s: node '%s' holds its session from a later connect, a claim this node missed (it was "
+		    "down or cut off from NATS): the copy here ends", s->client_id, node);
+}
+
+/* Ends this node's copy of `id`'s session: another node holds the id from
+ * a later connect. A connected client is taken over [MQTT-3.1.4-3]: 0x8E
+ * for v5, a close for 3.1.1. `id` outlives a clean session's end (the
+ * caller's). `missed`: the claim was made while this node did not hear it
+ * (a recheck, or the comparison after a restart): the client has been
+ * connected again since, so an offline copy's delayed will is not due
+ * [MQTT-3.1.3-9] and would only tell, late, of an absence that ended. */
+static void end_copy(struct presence *p, struct session *s, const char *id, size_t len, const char *node,
+		     bool missed)
+{
+	struct broker *b = p->b;
+	if (missed && !s->conn && s->v5 && s->v5->will) {
+		SESS_OBSERVE(&b->observer, will_del, s);
+		msg_unref(s->v5->will);
+		s->v5->will = NULL;
+	}
+	if (s->conn) {
+		log_limited("cluster_takeover", LOG_NOTICE, "cluster", "client %s: taken over by a connection at node '%s'",
+			    s->client_id, node);
+		broker_drop(b, s->conn, REASON_SESSION_TAKEN_OVER, "session taken over at another node");
+		s = sess_find(&b->sessions, id, len); /* a clean one is gone now */
+	}
+	if (s) {
+		/* Its client is at the other node now: ending it here keeps its
+		 * messages from being queued (and delivered again) here. */
+		session_v5_end(b, s);
+		SESS_OBSERVE(&b->observer, session_del, s);
+		sess_destroy(&b->sessions, b->subs, s);
+	}
+	b->stats.cluster.taken_over++;
+}
+
+/*
+ * This node (re)started with a persistent session restored from its store
+ * that node `node` holds too (its answer to the start-up "dir" request,
+ * handover.c), claimed there at `at`: a claim this node missed while it
+ * was down. The later claim's copy stays (claim_loses_to_local, as for two
+ * claims): this node's own ends, or, if it is the later one, it asks the
+ * other node again (a recheck claim), which ends that node's copy there.
+ * Without a time on either side nothing can be compared: both are left
+ * as they are, as before the times were recorded.
+ */
+static void on_held_elsewhere(void *ctx, struct session *s, const char *node, uint64_t at)
+{
+	struct presence *p = ctx;
+	uint64_t mine = connected_at(p, s->client_id, s->id_len);
+	if (!mine || !at || handover_is_leaving(p->handover, s->client_id, s->id_len)) {
+		log_msg(LOG_DEBUG, "cluster", "client %s: node '%s' holds its session too (no time to compare: both left)",
+			s->client_id, node);
+		return;
+	}
+	if (claim_loses_to_local(mine, p->node, at, node)) {
+		claim(p, s->client_id, s->id_len, mine, false, true); /* ours is later: it ends theirs */
+		return;
+	}
+	handover_claimed(p->handover, s->client_id, s->id_len, node, at);
+	log_stale(s, node);
+	end_copy(p, s, s->client_id, s->id_len, node, true); /* persistent: kept by the drop, so its id too */
 }
 
 
@@ -207,31 +300,19 @@ bool presence_message(struct presence *p, natsMsg *nm)
 		}
 		/* Theirs is later: a claim, below. */
 	}
-	handover_claimed(p->handover, id, (size_t)len, node);
+	uint64_t at = strtoull(at_hdr, NULL, 10);
+	handover_claimed(p->handover, id, (size_t)len, node, at);
 	if (!s)
 		return true;
 	if (!s->conn && handover_is_leaving(p->handover, id, (size_t)len))
 		return true; /* handed to the claiming node: ended when it confirms it (handover.h) */
-	if (s->conn) {
-		uint64_t at = strtoull(at_hdr, NULL, 10);
-		uint64_t mine = connected_at(p, id, (size_t)len);
-		/* Both nodes see both claims: the later connect stays. */
-		if (claim_loses_to_local(mine, p->node, at, node))
-			return true;
-		log_limited("cluster_takeover", LOG_NOTICE, "cluster", "client %s: taken over by a connection at node '%s'",
-			    s->client_id, node);
-		/* [MQTT-3.1.4-3] as on one node: 0x8E for v5, a close for 3.1.1. */
-		broker_drop(b, s->conn, REASON_SESSION_TAKEN_OVER, "session taken over at another node");
-		s = sess_find(&b->sessions, id, (size_t)len); /* a clean one is gone now */
-	}
-	if (s) {
-		/* Its client is at the other node now: ending it here keeps its
-		 * messages from being queued (and delivered again) here. */
-		session_v5_end(b, s);
-		SESS_OBSERVE(&b->observer, session_del, s);
-		sess_destroy(&b->sessions, b->subs, s);
-	}
-	b->stats.cluster.taken_over++;
+	/* Both nodes see both claims: the later connect stays. */
+	if (s->conn && claim_loses_to_local(connected_at(p, id, (size_t)len), p->node, at, node))
+		return true;
+	bool missed = !s->conn && wire_header(nm, "Wisp-Recheck");
+	if (missed)
+		log_stale(s, node);
+	end_copy(p, s, id, (size_t)len, node, missed);
 	return true;
 }
 
@@ -266,6 +347,7 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 	if (natsStatistics_Create(&p->stats) != NATS_OK)
 		p->stats = NULL;
 	loop_timer_start(b->loop, &p->timer, 1, on_presence_timer);
+	handover_on_held_elsewhere(p->handover, on_held_elsewhere, p);
 	b->on_client_connected = on_connected;
 	b->on_session_missing = on_session_missing;
 	b->on_conn_gone = on_conn_gone;

@@ -21,11 +21,19 @@
  * Back on NATS after losing it, a node asks again for the ids it claimed
  * (a claim marked Wisp-Recheck, presence.c): a node holding one from a
  * later connect answers with its claim, which ends the stale copy here.
+ * A node restarted on its store asks every node at start which sessions
+ * they hold and when they were claimed (handover.h's directory request):
+ * a restored copy older than another node's ends here; one that is the
+ * later of the two asks that node again (a recheck), which ends its copy.
  * Two connects of one id at two nodes at once: each node gets the other's
- * claim; the later connect (its node's clock, then the node name) wins, so
- * exactly one stays. A node remembers the time of its last PRESENCE_RECENT
- * connects for this; an older connection is older than any claim that can
- * still be in flight.
+ * claim; the later connect (its claim time, then the node name) wins, so
+ * exactly one stays. A claim's time is the node's wall clock, but always
+ * after the last claim of the id the node heard or made, so a connect made
+ * after hearing the previous one is the later whatever the clocks say.
+ * A node remembers the time of its last PRESENCE_RECENT connects for this,
+ * and a persistent session keeps its own (session.h's claim_ns, in the
+ * store too); a connection known to neither is older than any claim that
+ * can still be in flight.
  *
  * Memory: PRESENCE_RECENT entries of 16 bytes. Loop thread only.
  */

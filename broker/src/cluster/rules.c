@@ -11,6 +11,13 @@ bool claim_loses_to_local(uint64_t mine_ns, const char *my_node, uint64_t claim_
 	return strcmp(my_node, claim_node) > 0;
 }
 
+uint64_t claim_time(uint64_t now_ns, uint64_t known_ns)
+{
+	if (now_ns > known_ns)
+		return now_ns;
+	return known_ns < UINT64_MAX ? known_ns + 1 : known_ns;
+}
+
 enum record_verdict retained_record_verdict(bool has_pending, uint64_t pending_seq, bool own, uint64_t own_seq)
 {
 	if (!has_pending)

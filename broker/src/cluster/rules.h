@@ -1,7 +1,8 @@
 /*
  * The pure decisions of the cluster's shared state, apart from NATS so
  * they are unit-tested (tests/unit/test_cluster_rules.c):
- *  - which of two connects of one client id stays (presence.h);
+ *  - which of two connects of one client id stays, and the time a claim
+ *    carries (presence.h);
  *  - whether a record from the retained bucket is applied (retained_kv.h);
  *  - a node's figures message (totals.h).
  */
@@ -17,6 +18,11 @@
  * in flight) stays against another node's claim made at claim_ns: the
  * later connect stays, equal times go to the greater node name. */
 bool claim_loses_to_local(uint64_t mine_ns, const char *my_node, uint64_t claim_ns, const char *claim_node);
+/* The time a new claim of an id carries: the node's clock now_ns, but
+ * after known_ns, the last claim of the id the node heard or made (0:
+ * none), so that it is the later one whatever the clocks say (a hybrid
+ * logical clock; docs/cluster.md "Which connect is the later one"). */
+uint64_t claim_time(uint64_t now_ns, uint64_t known_ns);
 
 /* What to do with a record of a topic while one of this node's own writes
  * to it (numbered pending_seq) is on its way. */

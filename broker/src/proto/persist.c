@@ -356,6 +356,7 @@ static void on_session_put(void *ctx, struct session *s)
 		.proto = s->conn ? s->conn->version : MQTT_PROTO_V311,
 		.next_packet_id = s->next_packet_id,
 		.expiry_s = persist_expiry(s),
+		.claim_ns = sess_claim_ns(s),
 	};
 	set_owner(&rec, s);
 	int rc = store_append_session_put(b->persist.store, &rec);
@@ -881,7 +882,8 @@ static int emit_session(struct emit_ctx *x, struct session *s)
 {
 	struct store *st = x->st;
 	struct store_session rec = {.client = str_of(s->client_id, s->id_len), .next_packet_id = s->next_packet_id,
-				    .proto = MQTT_PROTO_V311, .expiry_s = persist_expiry(s)};
+				    .proto = MQTT_PROTO_V311, .expiry_s = persist_expiry(s),
+				    .claim_ns = sess_claim_ns(s)};
 	set_owner(&rec, s);
 	int rc = store_append_session_put(st, &rec);
 	/* The will: offline, the delayed one; online, the connection's. */
@@ -1124,6 +1126,11 @@ static int v_session_put(void *ctx, const struct store_session *r)
 	 * was offline before is not recorded, so it may live longer, never
 	 * shorter, than asked. */
 	if (set_expiry(b, s, r->expiry_s) != 0)
+		return WISP_ENOMEM;
+	/* The cluster's claim time (cluster/presence.h); a record without one
+	 * (an older Wisp's, or written before its connect was claimed) keeps
+	 * what an earlier record said. */
+	if (r->claim_ns && !sess_set_claim_ns(s, r->claim_ns))
 		return WISP_ENOMEM;
 	/* A record without an owner (an older Wisp's) says nothing about it:
 	 * it does not unbind an owner an earlier record named. */

@@ -164,7 +164,8 @@ static struct sess_rare *rare_get(struct session *s)
 /* Frees the block once it holds nothing. */
 static void rare_trim(struct session *s)
 {
-	if (s->rare && !s->rare->sub_index && !s->rare->qos2_in && !s->rare->dropped && !s->rare->drop_episodes) {
+	if (s->rare && !s->rare->sub_index && !s->rare->qos2_in && !s->rare->dropped && !s->rare->drop_episodes &&
+	    !s->rare->claim_ns) {
 		wisp_free(s->rare);
 		s->rare = NULL;
 	}
@@ -183,6 +184,17 @@ bool sess_set_drop_episodes(struct session *s, uint16_t episodes)
 	if (!rare_get(s))
 		return false;
 	s->rare->drop_episodes = episodes;
+	rare_trim(s);
+	return true;
+}
+
+bool sess_set_claim_ns(struct session *s, uint64_t ns)
+{
+	if (!ns && !s->rare)
+		return true;
+	if (!rare_get(s))
+		return false;
+	s->rare->claim_ns = ns;
 	rare_trim(s);
 	return true;
 }

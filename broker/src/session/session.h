@@ -187,8 +187,9 @@ struct session {
 _Static_assert(offsetof(struct session, client_id) <= 82, "struct session's client id stays at byte 82");
 
 /* What few sessions need: a filter index (SESS_SUB_INDEX_MIN subscriptions
- * or more), the ids of inbound QoS 2 messages, and the count and log state
- * of messages lost to limits. Allocated with the first of them and freed
+ * or more), the ids of inbound QoS 2 messages, the count and log state
+ * of messages lost to limits, and (a persistent session at a cluster node)
+ * the claim time of its last connect there. Allocated with the first of them and freed
  * once the first two are gone and nothing was ever dropped, so a session
  * with none of them pays one NULL pointer (issue 18). */
 struct sess_rare {
@@ -196,6 +197,12 @@ struct sess_rare {
 	struct sess_qos2_in *qos2_in;     /* NULL until the first inbound QoS 2 publish */
 	uint32_t dropped;                 /* messages this session lost to limits (for logs: wraps) */
 	uint16_t drop_episodes;           /* a bit per enum drop_reason already logged (proto/route.c) */
+	/* Its client's last connect at this cluster node: that connect's claim
+	 * time (cluster/presence.h), kept in the store (SESSION_PUT version 3)
+	 * so that a restarted node can tell whether another node holds the
+	 * session from a later connect. 0: not known (no cluster, a clean
+	 * session, or a store written before it was recorded). */
+	uint64_t claim_ns;
 };
 static inline uint32_t sess_dropped(const struct session *s) { return s->rare ? s->rare->dropped : 0; }
 static inline uint16_t sess_drop_episodes(const struct session *s) { return s->rare ? s->rare->drop_episodes : 0; }
@@ -204,6 +211,9 @@ static inline uint16_t sess_drop_episodes(const struct session *s) { return s->r
 void sess_count_dropped(struct session *s, uint32_t n);
 /* Sets the logged episodes; false when out of memory for the block. */
 bool sess_set_drop_episodes(struct session *s, uint16_t episodes);
+static inline uint64_t sess_claim_ns(const struct session *s) { return s->rare ? s->rare->claim_ns : 0; }
+/* Sets it (0: forgets it); false when out of memory for the block. */
+bool sess_set_claim_ns(struct session *s, uint64_t ns);
 static inline struct sess_sub_index *sess_sub_index(const struct session *s)
 {
 	return s->rare ? s->rare->sub_index : NULL;

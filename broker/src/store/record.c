@@ -160,6 +160,8 @@ static bool owner_ok(const struct store_session *s)
 /* The frame's version byte for r (see STORE_REC_VERSION_SESSION_OWNER). */
 static uint8_t rec_version(const struct store_rec *r)
 {
+	if (r->type == STORE_REC_SESSION_PUT && r->u.session.claim_ns)
+		return STORE_REC_VERSION_SESSION_CLAIM;
 	if (r->type == STORE_REC_SESSION_PUT && r->u.session.owner != STORE_OWNER_NONE)
 		return STORE_REC_VERSION_SESSION_OWNER;
 	if ((r->type == STORE_REC_QUEUE_ADD && r->u.queue.sub_ids.len) ||
@@ -200,7 +202,7 @@ static bool rec_valid(const struct store_rec *r)
 	case STORE_REC_SESSION_PUT:
 		return str_ok(r->u.session.client) && owner_ok(&r->u.session);
 	case STORE_REC_SESSION_DEL:
-		return str_ok(r->u.session.client) && r->u.session.owner == STORE_OWNER_NONE &&
+		return str_ok(r->u.session.client) && r->u.session.owner == STORE_OWNER_NONE && !r->u.session.claim_ns &&
 		       r->u.session.owner_name.len == 0;
 	case STORE_REC_SUB_ADD:
 	case STORE_REC_SUB_DEL:
@@ -255,7 +257,9 @@ static size_t payload_size(const struct store_rec *r)
 		return 2 + r->u.retain.topic.len;
 	case STORE_REC_SESSION_PUT:
 		return 2 + r->u.session.client.len + 1 + 1 + 2 + 4 +
-		       (r->u.session.owner != STORE_OWNER_NONE ? 1 + 2 + r->u.session.owner_name.len : 0);
+		       (r->u.session.owner != STORE_OWNER_NONE || r->u.session.claim_ns
+				? 1 + 2 + r->u.session.owner_name.len : 0) +
+		       (r->u.session.claim_ns ? 8 : 0);
 	case STORE_REC_SESSION_DEL:
 		return 2 + r->u.session.client.len;
 	case STORE_REC_SUB_ADD:
@@ -323,10 +327,12 @@ static void encode_payload(const struct store_rec *r, struct wcur *w)
 		put8(w, r->u.session.flags);
 		put16(w, r->u.session.next_packet_id);
 		put32(w, r->u.session.expiry_s);
-		if (r->u.session.owner != STORE_OWNER_NONE) {
+		if (r->u.session.owner != STORE_OWNER_NONE || r->u.session.claim_ns) {
 			put8(w, r->u.session.owner);
 			putstr(w, r->u.session.owner_name);
 		}
+		if (r->u.session.claim_ns)
+			put64(w, r->u.session.claim_ns);
 		break;
 	case STORE_REC_SESSION_DEL:
 		putstr(w, r->u.session.client);
@@ -426,7 +432,8 @@ int store_rec_decode(uint8_t type, uint8_t version, const uint8_t *p, size_t len
 	bool with_ids = version == STORE_REC_VERSION_SUB_IDS &&
 			(type == STORE_REC_QUEUE_ADD || type == STORE_REC_FLIGHT_SET);
 	if (version != STORE_REC_VERSION && !with_ids &&
-	    !(type == STORE_REC_SESSION_PUT && version == STORE_REC_VERSION_SESSION_OWNER))
+	    !(type == STORE_REC_SESSION_PUT &&
+	      (version == STORE_REC_VERSION_SESSION_OWNER || version == STORE_REC_VERSION_SESSION_CLAIM)))
 		return WISP_ENOENT;
 	memset(out, 0, sizeof *out);
 	out->type = type;
@@ -456,11 +463,17 @@ int store_rec_decode(uint8_t type, uint8_t version, const uint8_t *p, size_t len
 		out->u.session.flags = get8(&r);
 		out->u.session.next_packet_id = get16(&r);
 		out->u.session.expiry_s = get32(&r);
-		if (version == STORE_REC_VERSION_SESSION_OWNER) {
+		if (version >= STORE_REC_VERSION_SESSION_OWNER) {
 			out->u.session.owner = get8(&r);
 			out->u.session.owner_name = getstr(&r);
 			/* Version 2 always names an owner: NONE is written as version 1. */
-			if (out->u.session.owner == STORE_OWNER_NONE)
+			if (version == STORE_REC_VERSION_SESSION_OWNER && out->u.session.owner == STORE_OWNER_NONE)
+				r.bad = true;
+		}
+		if (version == STORE_REC_VERSION_SESSION_CLAIM) {
+			out->u.session.claim_ns = get64(&r);
+			/* Version 3 always has a time: none is written as 1 or 2. */
+			if (!out->u.session.claim_ns)
 				r.bad = true;
 		}
 		break;

@@ -12,8 +12,8 @@
  *   record frame, 16 bytes + payload: u32 payload length, u8 type, u8 record
  *     version, u16 reserved (0), u32 header crc, u32 payload crc, payload.
  *     The version is 1 for every record except a SESSION_PUT that names its
- *     owner (2); the decoder takes the version from the frame, the encoder
- *     derives it from the record.
+ *     owner (2) or its claim time (3); the decoder takes the version from
+ *     the frame, the encoder derives it from the record.
  * Both CRCs are CRC-32C seeded with the file's random salt, so a frame that
  * a client smuggled inside a message payload never validates when the
  * loader resynchronises after damage.
@@ -31,6 +31,10 @@
 /* SESSION_PUT alone has a second version, which adds the session's owner;
  * a session without a known owner is still written as version 1. */
 #define STORE_REC_VERSION_SESSION_OWNER 2u
+/* SESSION_PUT's third version adds, after the owner (which may be NONE
+ * there), the claim time of the session's last connect at a cluster node
+ * (cluster/presence.h); a session without one is still written as 1 or 2. */
+#define STORE_REC_VERSION_SESSION_CLAIM 3u
 /* QUEUE_ADD and FLIGHT_SET have a second version, which adds the MQTT 5
  * Subscription Identifiers of the delivery; one without any (every 3.1.1
  * delivery) is still written as version 1. */
@@ -130,6 +134,7 @@ struct store_session {
 	uint32_t expiry_s;      /* MQTT 5 session expiry interval */
 	uint8_t owner;          /* enum store_owner */
 	struct store_str owner_name; /* USER: the user name (no NUL byte, may be empty) */
+	uint64_t claim_ns;      /* version 3: the last connect's cluster claim time, ns; 0 = not recorded */
 };
 
 /* SUB_ADD (upsert by client+filter) and SUB_DEL (client, filter). */
