@@ -14,7 +14,8 @@ two clients of a, which never needs NATS, stopped completing.
 
 Each round trip below must complete within ROUND_TRIP seconds (a generous
 bound: the failure is a hang, not a slow answer). After SIGCONT the cluster
-works again: a message published on a reaches a subscriber on b.
+works again: a message published on a reaches a subscriber on b. And a
+node stops on SIGTERM during such a stall (before the fix it never did).
 
 PendingLimitTest: cnats's queue per subscription (between its socket reader
 and its delivery thread) holds at most cluster.inbound_queue messages; with
@@ -31,13 +32,14 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import PUBACK, RawClient, main, publish_pkt  # noqa: E402
+from wisp_e2e import PUBACK, SANITIZER_RE, RawClient, main, publish_pkt  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
     "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
@@ -278,6 +280,35 @@ class NatsStallTest(ClusterPair):
         self.crossing(probe, after_sub, "after/x", b"after")
         self.round_trips(local_pub, local_sub, 0, 2, None)
 
+
+
+    def test_node_stops_on_sigterm_while_nats_is_frozen(self):
+        # The same stall; then SIGTERM must end a, exit status 0, within
+        # WAIT (a hang is the failure: cnats's close alone may wait 5 s for
+        # its threads, more than Broker.stop's bound leaves on a busy host).
+        a = self.nodes["a"]
+        flood_sub = self.client("b", "flood-sub")
+        self.assertEqual(flood_sub.subscribe([("flood/#", 0)]), [0])
+        probe = self.client("a", "probe")
+        self.crossing(probe, flood_sub, "flood/x", b"before")
+        flood_sub.close()
+        self.nats.proc.send_signal(signal.SIGSTOP)
+        flooder = Flooder(a.port, "flood/x")
+        self.clients.append(flooder.c)
+        self.assertEqual(flooder.assert_connected, 0)
+        flooder.start()
+        flooder.join(timeout=WAIT * 3)
+        self.assertFalse(flooder.is_alive(), "the flooder is neither done nor blocked")
+        start = time.monotonic()
+        a.proc.send_signal(signal.SIGTERM)
+        try:
+            status = a.proc.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            self.fail("node a did not exit within %ss of SIGTERM while NATS is frozen" % WAIT)
+        a.exit_status = status
+        self.assertEqual(status, 0, a.log_banner())
+        self.assertIsNone(SANITIZER_RE.search(a.log()), a.log_banner())
+        sys.stderr.write("\na stopped %.2f s after SIGTERM with NATS frozen\n" % (time.monotonic() - start))
 
 
 class PendingLimitTest(ClusterPair):
