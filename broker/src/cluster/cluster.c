@@ -371,7 +371,9 @@ static int publish_core(struct cluster *c, const struct msg *m, natsMsg *nm)
 	return WISP_EAGAIN;
 }
 
-static int send_to_nats(struct cluster *c, const struct msg *m)
+/* *to_stream: m went to the stream (now or, kept in the forwarding queue,
+ * later), whose groups' consumers serve the shared groups. */
+static int send_to_nats(struct cluster *c, const struct msg *m, bool *to_stream)
 {
 	natsMsg *nm = NULL;
 	/* QoS 1/2: through the stream, its publisher's ack waiting for it
@@ -385,16 +387,10 @@ static int send_to_nats(struct cluster *c, const struct msg *m)
 		}
 		uint64_t number = c->seq;
 		if (durable_publish(c->durable, nm, m, ticket) == 0) {
+			/* The shared groups read it from the stream too, through
+			 * their own consumers (groups.h): no core copy. */
 			c->stream_seq = number;
-			/* Shared groups are NATS queue groups on the core subject
-			 * (groups.h): they get a copy there (at most once), marked
-			 * so that ordinary subscriptions leave it to the stream. */
-			if (make_nats_msg(c, m, c->prefix, NULL, &nm) == 0) {
-				if (natsMsgHeader_Set(nm, "Wisp-Stream", "1") != NATS_OK)
-					natsMsg_Destroy(nm);
-				else if (publish_core(c, m, nm) == WISP_EAGAIN)
-					c->b->stats.cluster.send_dropped++;
-			}
+			*to_stream = true;
 			return 0;
 		}
 		natsMsg_Destroy(nm);
@@ -416,7 +412,7 @@ static void count_send_failures(struct cluster *c)
 static size_t cluster_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels)
 {
 	struct cluster *c = of(r);
-	bool sent = false;
+	bool sent = false, to_stream = false;
 	c->stream_seq = 0;
 	if (m->origin != c && !is_sys(m)) {
 		/* No other node wants it: no NATS publish (QoS 0) and no JetStream
@@ -425,7 +421,7 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 		int rc = 0;
 		if (!remote_interest_wanted(c->wanted, levels, nlevels)) {
 			c->b->stats.cluster.unwanted++;
-		} else if ((rc = send_to_nats(c, m)) == 0) {
+		} else if ((rc = send_to_nats(c, m, &to_stream)) == 0) {
 			c->b->stats.cluster.sent++;
 			sent = true;
 			count_send_failures(c);
@@ -439,8 +435,10 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 	}
 	/* NATS picks the node for the shared groups of what it took; while
 	 * it is away (either connection), the local groups are served here
-	 * (groups.h). */
-	c->b->route.shares_elsewhere = sent && c->b->stats.cluster.connected && groups_connected(c->groups);
+	 * (groups.h). What went to the stream (or waits to) reaches the groups
+	 * through their stream consumers, here too, whenever it gets there. */
+	c->b->route.shares_elsewhere =
+		to_stream || (sent && c->b->stats.cluster.connected && groups_connected(c->groups));
 	size_t matched = router_publish(c->local, m, levels, nlevels);
 	/* A session being handed over records what reaches its copy here. */
 	struct handover *h = presence_handover(c->presence);
@@ -499,12 +497,14 @@ static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr
 	return false;
 }
 
+static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream, uint64_t seq,
+			     const char *share_key, size_t share_len);
+
 /* Why a message from NATS is not routed; NULL: it was. `prefix`: of its
  * subject; a stream message (from_stream, sequence seq) is deduplicated by
  * durable.c. */
 static const char *route_remote(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream, uint64_t seq)
 {
-	struct broker *b = c->b;
 	if (retained_kv_message(c->retained, nm) || presence_message(c->presence, nm) || totals_message(c->totals, nm) ||
 	    remote_interest_message(c->wanted, nm))
 		return NULL;
@@ -514,20 +514,39 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 	const char *node = wire_header(nm, "Wisp-Node");
 	if (for_group && !share_key)
 		return ""; /* its group left this node meanwhile, as a local group's last member may */
+	/* A stream message's core copy (an older node sends one): the stream
+	 * brings it, to the ordinary subscriptions and to the groups. */
+	if (!from_stream && wire_header(nm, "Wisp-Stream"))
+		return "";
 	if (!for_group && node && strcmp(node, c->node) == 0)
 		return "this node's own message";
-	if (!for_group && !from_stream && wire_header(nm, "Wisp-Stream"))
-		return ""; /* the groups' copy of a stream message: the stream brings it */
 	/* Each group's copy is its own: never one of overlapping filters; a
 	 * stream message is deduplicated by durable.c. */
 	if (!for_group && !from_stream && seen_before(c, node, wire_header(nm, "Wisp-Seq")))
 		return ""; /* another subscription's copy: not a drop */
+	return route_msg(c, nm, prefix, from_stream, seq, for_group ? share_key : NULL, share_len);
+}
+
+/* nm (on `prefix`'s subject) as a message of this node: to the local
+ * subscribers, or to one member of the local group share_key when not
+ * NULL. Why it was not; NULL: it was. */
+static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream, uint64_t seq,
+			     const char *share_key, size_t share_len)
+{
+	struct broker *b = c->b;
+	bool for_group = share_key != NULL;
 	const char *subj = natsMsg_GetSubject(nm);
 	ssize_t tlen = subject_to_topic(prefix, subj, strlen(subj), c->buf, c->buf_cap);
 	if (tlen <= 0 || tlen > UINT16_MAX || !mqtt_utf8_valid((const uint8_t *)c->buf, (size_t)tlen))
 		return "a subject that maps to no valid topic";
 	if (broker_topic_bound(b, c->buf, (size_t)tlen) != TOPIC_WITHIN_LIMITS)
 		return "a topic over limits.max_topic_length or max_topic_levels";
+	size_t inner = 0;
+	/* A group's consumer filters on subjects, where a leading wildcard
+	 * also takes "$" topics, which MQTT's does not [MQTT-4.7.2-1]. */
+	if (for_group && from_stream && share_parse(share_key, share_len, &inner) == SHARE_OK &&
+	    !topic_matches(share_key + inner, share_len - inner, c->buf, (size_t)tlen))
+		return "";
 	const char *q = wire_header(nm, "Wisp-QoS");
 	uint8_t qos = q && q[0] >= '0' && q[0] <= '2' && !q[1] ? (uint8_t)(q[0] - '0') : 0;
 	const char *exp = wire_header(nm, "Wisp-Expiry");
@@ -740,6 +759,30 @@ static const char *route_stream_msg(void *ctx, natsMsg *nm, uint64_t seq, bool o
 	return why;
 }
 
+/* A message of a shared group's stream consumer (durable.h). */
+static const char *route_stream_group(void *ctx, natsMsg *nm, const char *consumer, bool *gone)
+{
+	struct cluster *c = ctx;
+	size_t len = 0;
+	const char *key = groups_by_consumer(c->groups, consumer, &len);
+	if (!key) {
+		*gone = true;
+		return NULL;
+	}
+	return route_msg(c, nm, durable_stream(c->durable), true, 0, key, len);
+}
+
+static void on_group_bound(void *ctx, uint64_t id) { groups_stream_ready(((struct cluster *)ctx)->groups, id); }
+
+static bool group_join(void *ctx, uint64_t id, const char *name, const char *subject, const char *parent)
+{
+	return durable_group_join(((struct cluster *)ctx)->durable, id, name, subject, parent);
+}
+
+static void group_leave(void *ctx, uint64_t id) { durable_group_leave(((struct cluster *)ctx)->durable, id); }
+
+static const struct groups_stream_ops group_stream_ops = {.join = group_join, .leave = group_leave};
+
 /* A message the durable side kept while JetStream was away, as
  * send_to_nats would have made it for the stream. */
 static int make_stream_msg(void *ctx, const struct msg *m, const char *reply, natsMsg **out)
@@ -926,6 +969,10 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		goto fail;
 	}
 	durable_core_connected(c->durable, b->stats.cluster.connected);
+	if (c->durable) {
+		durable_set_groups(c->durable, route_stream_group, on_group_bound, c);
+		groups_set_stream(c->groups, &group_stream_ops, c, durable_stream(c->durable));
+	}
 	handover_set_stream(presence_handover(c->presence), c->durable, c->run, &c->seq);
 	count_existing(c);
 	b->sessions.on_sub_gone = on_sub_gone;

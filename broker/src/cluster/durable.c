@@ -50,6 +50,18 @@
  * message waits in a FIFO until the store's safe seq reaches what routing
  * appended. Crash cases: docs/cluster.md "QoS 1 and 2".
  *
+ * Shared groups' consumers (groups.h): their messages come through the
+ * same inbox, told apart by the consumer name JetStream puts in each
+ * message's ack subject (which no publisher sets). One goes to one local
+ * member and is acked like the node consumer's; `gseen`, a direct-mapped
+ * table of inbound_queue (group, stream sequence) keys (8 bytes each,
+ * made at the first group message: a node without groups has none; up to
+ * MaxAckPending of a group's messages can be unacked here), catches a
+ * redelivery (NumDelivered > 1) of one given to a member here this run.
+ * A collision only forgets an older entry (a possible duplicate, never a
+ * loss); a restart forgets them all (docs/cluster.md says what that
+ * costs).
+ *
  * Memory: out_cap bytes of ticket flags and 16 x out_cap of ticket to fq
  * entry and message (with persistence, each outstanding ticket holds a
  * reference on its message until JetStream acks it, so it can be stored
@@ -70,6 +82,7 @@
 #include "alloc.h"
 #include "broker.h"
 #include "err.h"
+#include "hash.h"
 #include "inbox.h"
 #include "jetstream.h"
 #include "log.h"
@@ -175,6 +188,12 @@ struct durable {
 	uint64_t setup_last_seq;
 	bool setup_known;
 	struct loop_timer hold_timer;
+	/* shared groups */
+	durable_route_group_fn route_group;
+	void (*group_ready)(void *ctx, uint64_t id);
+	void *group_ctx;
+	uint64_t *gseen;         /* gseen_cap keys, 0: empty; NULL until the first group message */
+	size_t gseen_cap;
 };
 
 const char *durable_stream(const struct durable *d) { return d->stream; }
@@ -647,6 +666,14 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 		log_msg(LOG_NOTICE, "cluster", "JetStream ready: QoS 1/2 cross nodes through stream '%s' (consumer '%s')",
 			d->stream, d->consumer);
 	}
+	uint64_t gid;
+	while (ev & JSW_EV_GROUP && jsw_group_ready(d->w, &gid))
+		if (d->group_ready)
+			d->group_ready(d->group_ctx, gid);
+	if (ev & JSW_EV_GROUP_FAILED)
+		log_msg(LOG_WARNING, "cluster", "cannot make or bind a shared group's consumer on stream '%s': retrying "
+			"every half second; until then its members here get none of its QoS 1/2 messages from the "
+			"stream, and a new member's SUBACK waits up to cluster.interest_ack_timeout", d->stream);
 	if (ev & JSW_EV_SETUP_FAILED && !d->setup_failed_said) {
 		d->setup_failed_said = true;
 		log_msg(LOG_WARNING, "cluster", "cannot set up JetStream stream '%s' (is nats-server running with -js?): "
@@ -909,17 +936,113 @@ bool durable_routed_all(struct durable *d, const char *set)
 	return true;
 }
 
+/* pend grows: every group's consumer adds its MaxAckPending. */
+static int pend_grow(struct durable *d)
+{
+	size_t cap = d->pend_cap * 2;
+	struct pending_ack *v = wisp_malloc(cap * sizeof *v);
+	if (!v)
+		return WISP_ENOMEM;
+	for (size_t i = 0; i < d->pend_len; i++)
+		v[i] = d->pend[(d->pend_head + i) % d->pend_cap];
+	wisp_free(d->pend);
+	d->pend = v;
+	d->pend_head = 0;
+	d->pend_cap = cap;
+	return 0;
+}
+
 static void ack_when_safe(struct durable *d, natsMsg *nm)
 {
 	uint64_t need = persist_seq(d->b);
-	if (need <= persist_safe_seq(d->b) || d->pend_len == d->pend_cap) {
-		/* pend is as large as the inbox that fed it: full only if the
-		 * consumer's MaxAckPending was changed behind our back. */
+	if (need <= persist_safe_seq(d->b) || (d->pend_len == d->pend_cap && pend_grow(d) != 0)) {
+		/* Out of memory only: acked before the store's write (a kill
+		 * -9 just then loses the stored copy, as a full store would). */
 		stream_ack(d, nm);
 		return;
 	}
 	d->pend[(d->pend_head + d->pend_len++) % d->pend_cap] = (struct pending_ack){nm, need};
 }
+
+/* A group message's key in gseen: the consumer's name and the stream
+ * sequence, never 0. */
+static uint64_t gseen_key(const char *consumer, uint64_t seq)
+{
+	uint64_t h = hash_bytes(0, consumer, strlen(consumer));
+	uint64_t k = (h << 32 ^ seq * UINT64_C(0x9e3779b97f4a7c15)) ^ seq;
+	return k ? k : 1;
+}
+
+/* Whether the group message (consumer, seq) was given to a member here
+ * this run; marks it. Only a redelivery can have been. */
+static bool gseen(struct durable *d, const char *consumer, uint64_t seq, uint64_t delivered)
+{
+	if (!d->gseen) {
+		d->gseen = wisp_calloc(d->gseen_cap, sizeof *d->gseen);
+		if (!d->gseen)
+			return false; /* out of memory: a redelivery may go twice */
+	}
+	uint64_t k = gseen_key(consumer, seq);
+	uint64_t *slot = &d->gseen[k % d->gseen_cap];
+	if (delivered > 1 && *slot == k)
+		return true;
+	*slot = k;
+	return false;
+}
+
+/* A message of a group's consumer (not the node's): to one member. */
+static void group_msg(struct durable *d, natsMsg *nm, const char *consumer, uint64_t seq, uint64_t delivered)
+{
+	struct broker *b = d->b;
+	if (!d->route_group || !seq) {
+		natsMsg_Destroy(nm); /* unacked: another node's member gets it */
+		return;
+	}
+	if (gseen(d, consumer, seq, delivered)) {
+		log_limited("cluster_group_again", LOG_INFO, "cluster",
+			    "a shared group's message delivered again was given to a member here before: acked, "
+			    "not delivered again");
+		stream_ack(d, nm);
+		return;
+	}
+	bool gone = false;
+	const char *why = d->route_group(d->group_ctx, nm, consumer, &gone);
+	if (gone) {
+		/* Not this node's any more: unacked, so the group's members
+		 * elsewhere get it after the ack wait; forgotten here, so it is
+		 * delivered should the group come back. */
+		if (d->gseen)
+			d->gseen[gseen_key(consumer, seq) % d->gseen_cap] = 0;
+		natsMsg_Destroy(nm);
+		return;
+	}
+	if (why && *why) {
+		b->stats.cluster.dropped++;
+		log_limited("cluster_dropped", LOG_INFO, "cluster", "message from stream on '%s' dropped: %s",
+			    natsMsg_GetSubject(nm), why);
+	}
+	ack_when_safe(d, nm);
+}
+
+void durable_set_groups(struct durable *d, durable_route_group_fn route, void (*ready)(void *ctx, uint64_t id),
+			void *ctx)
+{
+	d->route_group = route;
+	d->group_ready = ready;
+	d->group_ctx = ctx;
+}
+
+bool durable_group_join(struct durable *d, uint64_t id, const char *name, const char *subject, const char *parent)
+{
+	if (jsw_group_join(d->w, id, name, subject, parent) != 0) {
+		log_msg(LOG_WARNING, "cluster", "out of memory: shared group consumer '%s' not bound: the group gets "
+			"QoS 1/2 messages through the stream only on other nodes", name);
+		return false;
+	}
+	return is_up(d);
+}
+
+void durable_group_leave(struct durable *d, uint64_t id) { jsw_group_leave(d->w, id); }
 
 #ifndef NDEBUG
 static void on_hold_timer(struct loop *l, struct loop_timer *t)
@@ -972,7 +1095,17 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 	size_t again = 0;
 	for (size_t i = 0; i < n; i++) {
 		natsMsg *nm = batch[i];
-		uint64_t seq = durable_msg_seq(nm);
+		jsMsgMetaData *meta = NULL;
+		uint64_t seq = 0;
+		if (natsMsg_GetMetaData(&meta, nm) == NATS_OK) {
+			seq = meta->Sequence.Stream;
+			if (meta->Consumer && strcmp(meta->Consumer, d->consumer) != 0) {
+				group_msg(d, nm, meta->Consumer, seq, meta->NumDelivered);
+				jsMsgMetaData_Destroy(meta);
+				continue;
+			}
+			jsMsgMetaData_Destroy(meta);
+		}
 		if (!d->run_first_seq)
 			d->run_first_seq = seq;
 		const char *node = NULL;
@@ -1043,6 +1176,7 @@ int durable_start(struct broker *b, const char *node, const char *run, const str
 	d->ticket_fwd = wisp_calloc(d->out_cap, sizeof *d->ticket_fwd);
 	d->ticket_msg = wisp_calloc(d->out_cap, sizeof *d->ticket_msg);
 	d->seen_bits = wisp_calloc(d->seen_span / 8 + 1, 1);
+	d->gseen_cap = in_cap;
 	d->pend = wisp_calloc(d->pend_cap, sizeof *d->pend);
 	int rc = WISP_ENOMEM;
 	if (!d->stream || !d->consumer || !d->done || !d->ticket_fwd || !d->ticket_msg || !d->seen_bits || !d->pend)
@@ -1159,6 +1293,7 @@ void durable_free(struct durable *d)
 	wisp_free(d->held);
 	wisp_free(d->pend);
 	wisp_free(d->seen_bits);
+	wisp_free(d->gseen);
 	wisp_free(d->done);
 	wisp_free(d->stream);
 	wisp_free(d->consumer);

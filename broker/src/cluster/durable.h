@@ -26,6 +26,12 @@
  *    stream sequence; the store records the ones that made copies, in
  *    the same write, so this holds across a kill -9 and restart too),
  *    so QoS 2 stays exactly once.
+ *  - Shared groups: each group has its own consumers on the stream
+ *    (groups.h, jetstream.h), which every node with members binds; a
+ *    message from one goes to one local member of its group and is acked
+ *    as the node consumer's are (once the store holds what it made). A
+ *    redelivery of one already given to a member here this run is acked,
+ *    not delivered again.
  *
  * Loop thread only (the worker and cnats reach it through two inboxes).
  */
@@ -54,6 +60,13 @@ typedef const char *(*durable_route_fn)(void *ctx, natsMsg *nm, uint64_t seq, bo
  * error. Borrows m. */
 typedef int (*durable_make_fn)(void *ctx, const struct msg *m, const char *reply, natsMsg **out);
 
+/* A message of a shared group's consumer (named `consumer`) to one local
+ * member of its group: NULL or "" when delivered or skipped, else why it
+ * was dropped (counted, logged, acked); *gone: the group left this node,
+ * so the message is not acked (JetStream gives it to another node's
+ * member after the ack wait). Borrows nm. */
+typedef const char *(*durable_route_group_fn)(void *ctx, natsMsg *nm, const char *consumer, bool *gone);
+
 /* Starts the worker (its own NATS connection, to cluster.nats) for node
  * `node` whose run is `run` (both, and signer (nats_auth.h, NULL: none),
  * borrowed for the durable's life), and
@@ -72,6 +85,15 @@ void durable_free(struct durable *d);
  * it is lost JetStream counts as out of reach too (store and forward), as
  * when the worker's own connection is. Loop thread. NULL: no-op. */
 void durable_core_connected(struct durable *d, bool up);
+/* The groups' side (groups.h): their messages go to route (route_ctx),
+ * and ready(ctx, id) says a joined group is bound. */
+void durable_set_groups(struct durable *d, durable_route_group_fn route, void (*ready)(void *ctx, uint64_t id),
+			void *ctx);
+/* groups_stream_ops (groups.h) over the worker. join returns whether
+ * ready will follow (JetStream is up; otherwise the group is bound when
+ * it is, before the forwarding queue drains). */
+bool durable_group_join(struct durable *d, uint64_t id, const char *name, const char *subject, const char *parent);
+void durable_group_leave(struct durable *d, uint64_t id);
 
 /* The stream's name, the first token of its subjects. */
 const char *durable_stream(const struct durable *d);

@@ -11,6 +11,14 @@
  *
  * The tag a message gets on cnats's thread is "<run secret>.<number>", so a
  * NATS publisher cannot address a group by setting the header itself.
+ *
+ * With a stream (groups_set_stream), the group's JetStream consumers are
+ * named after the same digest ("wisp-share-<hex>", and "-p" for the
+ * parent level), so every node binds to the same ones and a message from
+ * one names its group (groups_by_consumer). A new group's mark waits for
+ * both its queue SUB and its consumers; marks go out in the order of the
+ * groups' adds, as the SUBACK gate counts them (interest.h: a later mark
+ * back opens the SUBACKs of every earlier one).
  */
 #include "groups.h"
 
@@ -45,6 +53,13 @@ struct sid_link {
 
 struct group_sub {
 	struct group_sub *by_key_next;
+	struct group_sub *by_digest_next;
+	struct group_sub *mark_next;  /* cluster_groups.marks: its mark waits to go, oldest first */
+	uint64_t stream_id;        /* this run's number for its stream consumers, 0: none */
+	uint32_t digest_hash;
+	uint8_t waits;             /* what its mark still waits for: its queue SUB, its consumers */
+	bool stream_wait;          /* one of the waits is its consumers */
+	char digest[33];           /* hex of the queue name's digest */
 	struct sid_link links[2];  /* sub's and parent_sub's */
 	natsSubscription *sub, *parent_sub;
 	struct group_sub *held_next; /* debug builds: queued behind WISP_DEBUG_DELAY_SHARE_SUB */
@@ -71,6 +86,12 @@ struct cluster_groups {
 	struct loop *loop;
 	struct loop_timer held_timer;
 	struct group_sub *held;    /* debug builds: queue SUBs delayed, oldest first */
+	struct group_sub *by_digest[GROUPS_BUCKETS];
+	struct group_sub *marks;   /* new groups whose mark has not gone yet, in add order */
+	const struct groups_stream_ops *stream_ops;
+	void *stream_ctx;
+	char *stream_prefix;       /* the stream's subjects' first token */
+	uint64_t stream_ids;
 	bool delay_subs;           /* debug builds: WISP_DEBUG_DELAY_SHARE_SUB */
 	uint64_t dropped_gone;     /* cnats's drops of queue subscriptions since destroyed */
 };
@@ -105,13 +126,75 @@ static void on_group_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg
 		natsMsg_Destroy(msg); /* a full inbox counts it */
 }
 
-static void queue_name(const char *key, size_t len, char out[64])
+#define NAME_PREFIX "wisp-share-"
+
+static void make_digest(const char *key, size_t len, char out[33])
 {
 	unsigned char digest[32];
 	mbedtls_sha256_ret((const unsigned char *)key, len, digest, 0);
-	int n = snprintf(out, 64, "wisp-share-");
 	for (int i = 0; i < 16; i++)
-		n += snprintf(out + n, (size_t)(64 - n), "%02x", digest[i]);
+		snprintf(out + 2 * i, 3, "%02x", digest[i]);
+}
+
+static void queue_name(const struct group_sub *gs, char out[64])
+{
+	snprintf(out, 64, NAME_PREFIX "%s", gs->digest);
+}
+
+/* Marks go in add order: the oldest goes once all it waits for is done,
+ * then the next (interest.h counts the newest mark back for all before). */
+static void marks_flush(struct cluster_groups *g)
+{
+	while (g->marks && !g->marks->waits) {
+		struct group_sub *gs = g->marks;
+		g->marks = gs->mark_next;
+		gs->mark_next = NULL;
+		if (g->on_subscribed && gs->mark)
+			g->on_subscribed(g->on_subscribed_ctx, gs->mark);
+		gs->mark = 0;
+	}
+}
+
+static void marks_remove(struct cluster_groups *g, struct group_sub *gs)
+{
+	for (struct group_sub **pp = &g->marks; *pp; pp = &(*pp)->mark_next)
+		if (*pp == gs) {
+			*pp = gs->mark_next;
+			break;
+		}
+	marks_flush(g);
+}
+
+static void wait_done(struct cluster_groups *g, struct group_sub *gs)
+{
+	if (gs->waits)
+		gs->waits--;
+	marks_flush(g);
+}
+
+/* The group's stream consumers' filter subjects (as its queue SUBs':
+ * a filter ending in "/#" needs its parent level too), then joined. */
+static void stream_join(struct cluster_groups *g, struct group_sub *gs, const char *filter, size_t flen)
+{
+	if (!g->stream_ops)
+		return;
+	bool parent_too = false;
+	ssize_t n = subject_from_filter(g->stream_prefix, filter, flen, g->buf, g->buf_cap, &parent_too);
+	if (n < 0)
+		return;
+	char *parent = NULL;
+	if (parent_too) {
+		parent = wisp_strndup(g->buf, (size_t)n - 2); /* without ".>" */
+		if (!parent)
+			return;
+	}
+	char name[64];
+	queue_name(gs, name);
+	gs->stream_id = ++g->stream_ids;
+	gs->stream_wait = g->stream_ops->join(g->stream_ctx, gs->stream_id, name, g->buf, parent);
+	if (gs->stream_wait)
+		gs->waits++;
+	wisp_free(parent);
 }
 
 static void link_sid(struct cluster_groups *g, struct group_sub *gs, int i, natsSubscription *sub)
@@ -143,7 +226,15 @@ static void unsubscribe(struct cluster_groups *g, struct group_sub *gs)
 	}
 }
 
+static void subscribe_queue(struct cluster_groups *g, struct group_sub *gs);
+
 static void subscribe(struct cluster_groups *g, struct group_sub *gs)
+{
+	subscribe_queue(g, gs);
+	wait_done(g, gs);
+}
+
+static void subscribe_queue(struct cluster_groups *g, struct group_sub *gs)
 {
 	size_t at = 0;
 	while (at < gs->len && gs->key[at] != '/')
@@ -157,7 +248,7 @@ static void subscribe(struct cluster_groups *g, struct group_sub *gs)
 	if (n < 0)
 		return;
 	char queue[64];
-	queue_name(gs->key, gs->len, queue);
+	queue_name(gs, queue);
 	natsStatus st = natsConnection_QueueSubscribe(&gs->sub, g->nc, g->buf, queue, on_group_msg, g);
 	if (st == NATS_OK) {
 		link_sid(g, gs, 0, gs->sub);
@@ -171,12 +262,11 @@ static void subscribe(struct cluster_groups *g, struct group_sub *gs)
 			(*g->count)++;
 		}
 	}
+	/* Even after a failure the caller counts it done: a SUBACK waiting
+	 * for the mark must not hang. */
 	if (st != NATS_OK)
 		log_msg(LOG_WARNING, "cluster", "cannot join NATS queue group for '%.*s': %s: its members get "
 			"only this node's messages' share", (int)gs->len, gs->key, natsStatus_GetText(st));
-	/* Even after a failure: a SUBACK waiting for the mark must not hang. */
-	if (g->on_subscribed && gs->mark)
-		g->on_subscribed(g->on_subscribed_ctx, gs->mark);
 }
 
 static void unhold(struct cluster_groups *g, struct group_sub *gs)
@@ -235,11 +325,44 @@ bool groups_ref(struct cluster_groups *g, const char *key, size_t len, uint64_t 
 	gs->count = 1;
 	gs->len = (uint16_t)len;
 	memcpy(gs->key, key, len);
+	make_digest(key, len, gs->digest);
+	gs->digest_hash = hash_bytes(0, gs->digest, 32);
 	*pp = gs;
+	struct group_sub **dp = &g->by_digest[gs->digest_hash % GROUPS_BUCKETS];
+	gs->by_digest_next = *dp;
+	*dp = gs;
+	gs->waits = 1; /* its queue SUB */
+	if (mark) {
+		struct group_sub **mp = &g->marks;
+		while (*mp)
+			mp = &(*mp)->mark_next;
+		*mp = gs;
+	}
+	size_t at = 0;
+	while (at < len && key[at] != '/')
+		at++; /* "$share" */
+	at++;
+	while (at < len && key[at] != '/')
+		at++; /* the group */
+	at++;
+	if (at < len)
+		stream_join(g, gs, key + at, len - at);
 	/* A failed subscribe keeps the entry, so the unrefs stay balanced. */
 	if (!hold(g, gs))
 		subscribe(g, gs);
 	return true;
+}
+
+static void forget(struct cluster_groups *g, struct group_sub *gs)
+{
+	for (struct group_sub **dp = &g->by_digest[gs->digest_hash % GROUPS_BUCKETS]; *dp; dp = &(*dp)->by_digest_next)
+		if (*dp == gs) {
+			*dp = gs->by_digest_next;
+			break;
+		}
+	marks_remove(g, gs);
+	if (gs->stream_id && g->stream_ops)
+		g->stream_ops->leave(g->stream_ctx, gs->stream_id);
 }
 
 void groups_unref(struct cluster_groups *g, const char *key, size_t len)
@@ -251,7 +374,44 @@ void groups_unref(struct cluster_groups *g, const char *key, size_t len)
 	unhold(g, gs);
 	unsubscribe(g, gs);
 	*pp = gs->by_key_next;
+	forget(g, gs);
 	wisp_free(gs);
+}
+
+void groups_set_stream(struct cluster_groups *g, const struct groups_stream_ops *ops, void *ctx, const char *stream)
+{
+	g->stream_prefix = wisp_strndup(stream, strlen(stream));
+	g->stream_ops = g->stream_prefix ? ops : NULL;
+	g->stream_ctx = ctx;
+}
+
+void groups_stream_ready(struct cluster_groups *g, uint64_t id)
+{
+	/* Few groups wait at once (new ones, for a round trip): a scan of
+	 * the waiting ones only. */
+	for (struct group_sub *gs = g->marks; gs; gs = gs->mark_next)
+		if (gs->stream_id == id && gs->stream_wait) {
+			gs->stream_wait = false;
+			wait_done(g, gs);
+			return;
+		}
+}
+
+const char *groups_by_consumer(const struct cluster_groups *g, const char *consumer, size_t *len)
+{
+	size_t plen = sizeof NAME_PREFIX - 1;
+	size_t clen = strlen(consumer);
+	if (clen < plen + 32 || memcmp(consumer, NAME_PREFIX, plen) != 0 ||
+	    (clen != plen + 32 && strcmp(consumer + plen + 32, "-p") != 0))
+		return NULL;
+	const char *digest = consumer + plen;
+	uint32_t h = hash_bytes(0, digest, 32);
+	for (const struct group_sub *gs = g->by_digest[h % GROUPS_BUCKETS]; gs; gs = gs->by_digest_next)
+		if (gs->digest_hash == h && memcmp(gs->digest, digest, 32) == 0 && gs->stream_id) {
+			*len = gs->len;
+			return gs->key;
+		}
+	return NULL;
 }
 
 bool groups_message(struct cluster_groups *g, natsMsg *nm, const char **key, size_t *len)
@@ -402,6 +562,8 @@ void groups_close(struct cluster_groups *g)
 	if (g->loop && loop_timer_armed(&g->held_timer))
 		loop_timer_stop(g->loop, &g->held_timer);
 	g->held = NULL;
+	g->marks = NULL;
+	g->stream_ops = NULL; /* the durable side unbinds its own at its stop */
 	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
 		while (g->by_key[i]) {
 			struct group_sub *gs = g->by_key[i];
@@ -423,5 +585,6 @@ void groups_free(struct cluster_groups *g)
 	natsOptions_Destroy(g->opts);
 	wisp_free(g->buf);
 	wisp_free(g->prefix);
+	wisp_free(g->stream_prefix);
 	wisp_free(g);
 }

@@ -20,8 +20,17 @@
  * the group (a number whose group is gone maps to nothing: the message is
  * dropped, as a local group that just lost its last member drops it).
  *
+ * QoS 1/2 messages that went through the JetStream stream (durable.h)
+ * reach a group through its own durable consumers on the stream instead,
+ * one bound by each node with members, with a deliver group: JetStream
+ * gives each message to one node, and redelivers one that node did not
+ * ack (killed, frozen) to another, so a group loses nothing acknowledged
+ * either (groups_set_stream; docs/cluster.md "Shared subscriptions").
+ *
  * Memory: one entry per distinct shared filter this node's sessions hold
- * (about 64 bytes plus the key), in two fixed hash tables of GROUPS_BUCKETS.
+ * (about 140 bytes plus the key), in three fixed hash tables of
+ * GROUPS_BUCKETS (by key, by NATS subscription, by digest); the JetStream
+ * worker keeps the consumers' names and subjects of each (jetstream.h).
  * Loop thread only, except the message callback.
  */
 #ifndef WISP_CLUSTER_GROUPS_H
@@ -72,6 +81,25 @@ bool groups_message(struct cluster_groups *g, natsMsg *nm, const char **key, siz
 struct loop;
 void groups_on_subscribed(struct cluster_groups *g, struct loop *loop, void (*cb)(void *ctx, uint64_t mark),
 			  void *ctx);
+
+/* The stream side of the groups (durable.h): join(ctx, id, name, subject,
+ * parent) binds the group numbered id to its stream consumers (name, and
+ * name-p on parent when not NULL) and returns whether groups_stream_ready
+ * (id) will follow once they are bound (false: JetStream is out of reach,
+ * nothing to wait for now); leave(ctx, id) unbinds it. */
+struct groups_stream_ops {
+	bool (*join)(void *ctx, uint64_t id, const char *name, const char *subject, const char *parent);
+	void (*leave)(void *ctx, uint64_t id);
+};
+/* From now on each new group also joins the stream `stream` (subjects
+ * "<stream>.<mapped filter>"); its mark waits for that too. Borrows ops
+ * and ctx until groups_close. */
+void groups_set_stream(struct cluster_groups *g, const struct groups_stream_ops *ops, void *ctx, const char *stream);
+/* The group numbered id is bound to its stream consumers. */
+void groups_stream_ready(struct cluster_groups *g, uint64_t id);
+/* The key ("$share/g/f", *len bytes) of the group whose stream consumer is
+ * named `consumer`, or NULL (not a group's, or the group left this node). */
+const char *groups_by_consumer(const struct cluster_groups *g, const char *consumer, size_t *len);
 
 /* The second connection, for the cluster's own control traffic
  * (presence.h), which must not count as data on the main one. */

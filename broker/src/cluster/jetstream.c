@@ -29,6 +29,25 @@
 /* The consumer's ack wait: a message handed to the loop and not acked in
  * time is delivered again (and deduplicated by stream sequence). */
 #define ACK_WAIT_S 30
+/* A group's consumer no node has bound for this long is deleted by
+ * JetStream (its last member anywhere left, or every member's node is
+ * gone). Until then it keeps the messages stored for its filter (interest
+ * retention, bounded by stream_max_age too): long enough for a member's
+ * node to be restarted and find them, short enough that an abandoned
+ * group does not keep a busy topic's messages for long. */
+#define GROUP_INACTIVE_S 300
+
+/* A shared subscription group's one or two consumers (jsw_group_join). */
+struct jgroup {
+	struct jgroup *next;
+	uint64_t id;
+	char *name[2];             /* consumer (and queue) names; [1] NULL: no parent consumer */
+	char *subject[2];          /* their filter subjects */
+	natsSubscription *sub[2];
+	bool bound;                /* both consumers made or found, and subscribed */
+	bool told;                 /* jsw_group_ready said so */
+	bool leaving;              /* the loop left it: the worker unbinds and frees it */
+};
 
 struct ring {
 	natsMsg **items;
@@ -76,6 +95,10 @@ struct jsw {
 	struct tring out;    /* tickets to publish (loop) */
 	struct tring replies; /* JetStream's replies (cnats thread) */
 	struct ring ack;     /* consumer acks (loop) */
+	struct jgroup *groups; /* added by the loop, freed by the worker (under mu) */
+	bool regroup;        /* reconnected: check that the groups' consumers still exist */
+	bool groups_changed; /* the loop joined or left one */
+	bool group_failed_said; /* JSW_EV_GROUP_FAILED raised, no bind has worked since */
 };
 
 static int tring_init(struct tring *r, size_t cap)
@@ -113,13 +136,24 @@ static int ring_init(struct ring *r, size_t cap)
 	return r->items ? 0 : WISP_ENOMEM;
 }
 
-/* Under mu. The callers bound what they push by cap, so it never fails;
- * should it, the message is destroyed rather than the bound broken. */
+/* Under mu. Grows: each group's consumer adds its MaxAckPending to what
+ * may wait; out of memory, the message is destroyed unacked (JetStream
+ * delivers it again, and the loop takes that for a redelivery). */
 static void ring_push(struct ring *r, natsMsg *m)
 {
 	if (r->len == r->cap) {
-		natsMsg_Destroy(m);
-		return;
+		size_t cap = r->cap ? r->cap * 2 : 64;
+		natsMsg **v = wisp_malloc(cap * sizeof *v);
+		if (!v) {
+			natsMsg_Destroy(m);
+			return;
+		}
+		for (size_t i = 0; i < r->len; i++)
+			v[i] = r->items[(r->head + i) % r->cap];
+		wisp_free(r->items);
+		r->items = v;
+		r->cap = cap;
+		r->head = 0;
 	}
 	r->items[(r->head + r->len++) % r->cap] = m;
 }
@@ -224,6 +258,21 @@ static natsStatus ensure_stream(struct jsw *w, uint64_t *last_seq)
 	return st;
 }
 
+/* Subscribes to the existing push consumer `name` (its messages to
+ * on_js_msg, acked by the loop), as a member of `queue` when not NULL. */
+static natsStatus bind_consumer(struct jsw *w, const char *name, const char *queue, const char *subject,
+				natsSubscription **sub)
+{
+	jsErrCode jerr = 0;
+	jsSubOptions so;
+	jsSubOptions_Init(&so);
+	so.Stream = w->stream;
+	so.Consumer = name;
+	so.Queue = queue;
+	so.ManualAck = true;
+	return js_Subscribe(sub, w->js, subject, on_js_msg, w, NULL, &so, &jerr);
+}
+
 /*
  * The node's durable push consumer, made here (js_AddConsumer) and bound
  * to, not made by js_Subscribe: a consumer js_Subscribe made is deleted by
@@ -263,12 +312,124 @@ static natsStatus ensure_consumer(struct jsw *w)
 	jsConsumerInfo_Destroy(ci);
 	if (st != NATS_OK)
 		return st;
-	jsSubOptions so;
-	jsSubOptions_Init(&so);
-	so.Stream = w->stream;
-	so.Consumer = w->consumer;
-	so.ManualAck = true;
-	return js_Subscribe(&w->sub, w->js, w->subjects, on_js_msg, w, NULL, &so, &jerr);
+	return bind_consumer(w, w->consumer, NULL, w->subjects, &w->sub);
+}
+
+static void group_free(struct jgroup *g)
+{
+	for (int i = 0; i < 2; i++) {
+		wisp_free(g->name[i]);
+		wisp_free(g->subject[i]);
+	}
+	wisp_free(g);
+}
+
+/* Without mu (the worker's own fields). Unsubscribing a bound
+ * subscription keeps its consumer (js_AddConsumer made it). */
+static void group_unbind(struct jgroup *g)
+{
+	for (int i = 0; i < 2; i++)
+		if (g->sub[i]) {
+			natsSubscription_Unsubscribe(g->sub[i]);
+			natsSubscription_Destroy(g->sub[i]);
+			g->sub[i] = NULL;
+		}
+	g->bound = false;
+}
+
+/*
+ * Without mu. Makes the group's consumer i, or finds it (another node
+ * made it: every node asks for the same configuration, so JetStream takes
+ * a second identical create as a find too), and queue-subscribes to its
+ * deliver subject. New consumers deliver what is stored from now on: the
+ * member's SUBACK waits for this (groups.h), so whatever is published
+ * after it is the group's.
+ */
+static natsStatus group_bind_one(struct jsw *w, struct jgroup *g, int i)
+{
+	char deliver[256];
+	snprintf(deliver, sizeof deliver, "_WISP_SHARE.%s.%s", w->stream, g->name[i]);
+	jsConsumerInfo *ci = NULL;
+	jsErrCode jerr = 0;
+	natsStatus st = js_GetConsumerInfo(&ci, w->js, w->stream, g->name[i], NULL, &jerr);
+	if (st != NATS_OK) {
+		jsConsumerConfig cc;
+		jsConsumerConfig_Init(&cc);
+		cc.Durable = g->name[i];
+		cc.DeliverSubject = deliver;
+		cc.DeliverGroup = g->name[i];
+		cc.FilterSubject = g->subject[i];
+		cc.DeliverPolicy = js_DeliverNew;
+		cc.AckPolicy = js_AckExplicit;
+		cc.AckWait = (int64_t)ACK_WAIT_S * 1000000000LL;
+		cc.MaxAckPending = (int64_t)w->cfg.ack_cap;
+		cc.InactiveThreshold = (int64_t)GROUP_INACTIVE_S * 1000000000LL;
+		st = js_AddConsumer(&ci, w->js, w->stream, &cc, NULL, &jerr);
+		if (st != NATS_OK) /* another node made it between the two calls */
+			st = js_GetConsumerInfo(&ci, w->js, w->stream, g->name[i], NULL, &jerr);
+	}
+	jsConsumerInfo_Destroy(ci);
+	if (st != NATS_OK)
+		return st;
+	return bind_consumer(w, g->name[i], g->name[i], g->subject[i], &g->sub[i]);
+}
+
+/* Under mu (dropped for cnats's calls): unbinds and frees the groups the
+ * loop left, binds the new ones (and, after a reconnect, the ones whose
+ * consumer went). Returns false when one could not be bound (retried). */
+static bool groups_work(struct jsw *w)
+{
+	bool all = true;
+	bool check = w->regroup;
+	w->regroup = false;
+	for (struct jgroup **pp = &w->groups; *pp && !w->stop;) {
+		struct jgroup *g = *pp;
+		if (g->leaving) {
+			*pp = g->next;
+			pthread_mutex_unlock(&w->mu);
+			group_unbind(g);
+			group_free(g);
+			pthread_mutex_lock(&w->mu);
+			continue;
+		}
+		if (g->bound && !check) {
+			pp = &g->next;
+			continue;
+		}
+		pthread_mutex_unlock(&w->mu);
+		if (g->bound) {
+			for (int i = 0; i < 2 && g->name[i]; i++) {
+				jsConsumerInfo *ci = NULL;
+				if (js_GetConsumerInfo(&ci, w->js, w->stream, g->name[i], NULL, NULL) == NATS_NOT_FOUND)
+					group_unbind(g); /* deleted while this node was away: made again below */
+				jsConsumerInfo_Destroy(ci);
+			}
+		}
+		natsStatus st = NATS_OK;
+#ifndef NDEBUG
+		/* Debug builds: WISP_DEBUG_DELAY_GROUP_BIND binds a new group half
+		 * a second late (under the default interest_ack_timeout), so that
+		 * a test sees whether its member's SUBACK waits for it (e2e 31). */
+		if (!g->bound && !g->told && getenv("WISP_DEBUG_DELAY_GROUP_BIND"))
+			nanosleep(&(struct timespec){.tv_nsec = 500000000L}, NULL);
+#endif
+		if (!g->bound) {
+			group_unbind(g);
+			for (int i = 0; i < 2 && g->name[i] && st == NATS_OK; i++)
+				st = group_bind_one(w, g, i);
+			if (st != NATS_OK)
+				group_unbind(g);
+		}
+		pthread_mutex_lock(&w->mu);
+		if (st == NATS_OK && !g->bound) {
+			g->bound = true;
+			if (!g->told)
+				inbox_raise(w->acks, JSW_EV_GROUP);
+		}
+		all = all && st == NATS_OK;
+		pp = &g->next; /* the loop only adds at the head and never frees */
+	}
+	return all;
 }
 
 static void wait_ms(struct jsw *w, long ms)
@@ -340,10 +501,19 @@ static void resend_due(struct jsw *w)
 	}
 }
 
+/* Under mu: a group bind failing starts an episode (said once), all
+ * bound ends it. */
+static void group_episode(struct jsw *w, bool failing)
+{
+	if (failing && !w->group_failed_said)
+		inbox_raise(w->acks, JSW_EV_GROUP_FAILED);
+	w->group_failed_said = failing;
+}
+
 static void *run(void *arg)
 {
 	struct jsw *w = arg;
-	bool ready = false, failed_said = false;
+	bool ready = false, failed_said = false, groups_pending = false;
 	int64_t last_sweep = now_ms();
 	pthread_mutex_lock(&w->mu);
 	while (!w->stop) {
@@ -368,6 +538,11 @@ static void *run(void *arg)
 			}
 			pthread_mutex_lock(&w->mu);
 			if (st == NATS_OK) {
+				/* Bound again before READY: the forwarding queue drains
+				 * after it, into the groups' consumers too. */
+				for (struct jgroup *g = w->groups; g; g = g->next)
+					g->bound = false;
+				groups_pending = !groups_work(w);
 				ready = true;
 				inbox_raise(w->acks, JSW_EV_READY);
 			} else {
@@ -384,7 +559,16 @@ static void *run(void *arg)
 			settle(w, v);
 		if (now_ms() - last_sweep >= RETRY_MS) {
 			resend_due(w);
+			if (groups_pending)
+				groups_pending = !groups_work(w); /* a bind failed: again */
+			group_episode(w, groups_pending);
 			last_sweep = now_ms();
+			continue;
+		}
+		if (w->groups_changed || w->regroup) {
+			w->groups_changed = false;
+			groups_pending = !groups_work(w);
+			group_episode(w, groups_pending);
 			continue;
 		}
 		natsMsg *ack = ring_pop(&w->ack);
@@ -425,6 +609,10 @@ static void on_connected(natsConnection *nc, void *closure)
 	(void)nc;
 	struct jsw *w = closure;
 	atomic_store(&w->up, true);
+	pthread_mutex_lock(&w->mu);
+	w->regroup = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
 	inbox_raise(w->acks, JSW_EV_UP);
 }
 
@@ -546,6 +734,12 @@ void jsw_stop(struct jsw *w)
 	 * library is shut down, destroying one touches freed state. Acks
 	 * first, while their subscription exists. */
 	ring_free(&w->ack);
+	while (w->groups) {
+		struct jgroup *g = w->groups;
+		w->groups = g->next;
+		group_unbind(g);
+		group_free(g);
+	}
 	for (size_t i = 0; w->slots && i < w->cfg.out_cap; i++) {
 		natsMsg_Destroy(w->slots[i].m);
 		w->slots[i] = (struct slot){0};
@@ -613,6 +807,61 @@ void jsw_ack(struct jsw *w, natsMsg *m)
 	ring_push(&w->ack, m);
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
+}
+
+int jsw_group_join(struct jsw *w, uint64_t id, const char *name, const char *subject, const char *parent)
+{
+	struct jgroup *g = wisp_calloc(1, sizeof *g);
+	if (!g)
+		return WISP_ENOMEM;
+	size_t nlen = strlen(name);
+	g->id = id;
+	g->name[0] = wisp_strndup(name, nlen);
+	g->subject[0] = wisp_strndup(subject, strlen(subject));
+	if (parent) {
+		g->name[1] = wisp_malloc(nlen + 3);
+		if (g->name[1])
+			snprintf(g->name[1], nlen + 3, "%s-p", name);
+		g->subject[1] = wisp_strndup(parent, strlen(parent));
+	}
+	if (!g->name[0] || !g->subject[0] || (parent && (!g->name[1] || !g->subject[1]))) {
+		group_free(g);
+		return WISP_ENOMEM;
+	}
+	pthread_mutex_lock(&w->mu);
+	g->next = w->groups;
+	w->groups = g;
+	w->groups_changed = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	return 0;
+}
+
+void jsw_group_leave(struct jsw *w, uint64_t id)
+{
+	pthread_mutex_lock(&w->mu);
+	for (struct jgroup *g = w->groups; g; g = g->next)
+		if (g->id == id && !g->leaving) {
+			g->leaving = true;
+			w->groups_changed = true;
+			pthread_cond_signal(&w->cv);
+			break;
+		}
+	pthread_mutex_unlock(&w->mu);
+}
+
+bool jsw_group_ready(struct jsw *w, uint64_t *id)
+{
+	bool found = false;
+	pthread_mutex_lock(&w->mu);
+	for (struct jgroup *g = w->groups; g && !found; g = g->next)
+		if (g->bound && !g->told && !g->leaving) {
+			g->told = true;
+			*id = g->id;
+			found = true;
+		}
+	pthread_mutex_unlock(&w->mu);
+	return found;
 }
 
 void jsw_stream_state(struct jsw *w, uint64_t *setups, uint64_t *last_seq)

@@ -27,10 +27,22 @@
  *    once the message is safe on this node; it acks and destroys it.
  *  - Received messages go to `msgs` unacknowledged; a full inbox drops
  *    one (JetStream delivers it again after the ack wait).
+ *  - Shared subscription groups (groups.h): the loop names a group's
+ *    consumers (jsw_group_join); the worker makes each (or binds to it,
+ *    when another node made it: the same name and configuration on every
+ *    node), a durable push consumer filtered to the group's subject, with
+ *    a deliver group, and queue-subscribes to its deliver subject, so
+ *    JetStream gives each of the group's messages to one bound node; its
+ *    messages reach `msgs` as the node consumer's do. It says when a
+ *    group is bound (JSW_EV_GROUP, jsw_group_ready), and binds them all
+ *    again after each set-up of the stream and each reconnect (a consumer
+ *    idle past its inactive threshold is gone by then).
  *
  * Memory: `out_cap` slots of pending publishes (the loop never has more
- * outstanding) with their ticket rings, and `2 x ack_cap` consumer acks
- * (the consumer's MaxAckPending bounds them).
+ * outstanding) with their ticket rings, and a ring of consumer acks,
+ * `2 x ack_cap` at first, grown by doubling (each consumer's
+ * MaxAckPending bounds what it can have waiting: the node's and each
+ * group's); per group, its consumers' names and subjects (~200 bytes).
  * Locking: one mutex and a condition variable around the rings; cnats
  * calls happen outside it.
  */
@@ -50,6 +62,11 @@
 /* The worker's connection went down or came back: ask jsw_connected. */
 #define JSW_EV_DOWN 0x40u
 #define JSW_EV_UP 0x80u
+/* A group's consumers are bound: ask jsw_group_ready. */
+#define JSW_EV_GROUP 0x100u
+/* A group's consumer could not be made or bound (retried every half
+ * second; raised once per episode, for the caller to log). */
+#define JSW_EV_GROUP_FAILED 0x200u
 
 struct jsw_config {
 	const char *stream;        /* the stream's name, and its subjects' first token */
@@ -94,6 +111,22 @@ void jsw_publish(struct jsw *w, natsMsg *m, uint64_t ticket);
 bool jsw_connected(const struct jsw *w);
 /* Loop thread. Takes m, a message from msgs, to acknowledge to JetStream. */
 void jsw_ack(struct jsw *w, natsMsg *m);
+/*
+ * Loop thread. The group `id` (this run's number for it) reads the stream
+ * through the consumer `name` on subject `subject` and, when parent is
+ * not NULL, through `name`-p on `parent` (a filter ending in "/#" also
+ * matches its parent level: one filter per consumer in nats-server 2.9).
+ * name is a valid consumer and queue name. WISP_ENOMEM: not joined.
+ */
+int jsw_group_join(struct jsw *w, uint64_t id, const char *name, const char *subject, const char *parent);
+/* Loop thread: unbinds the group (its consumers stay for the other nodes;
+ * JetStream deletes them once no node bound them for the inactive
+ * threshold). Its messages still in `msgs` are the caller's to drop. */
+void jsw_group_leave(struct jsw *w, uint64_t id);
+/* Loop thread: a group bound since the last call (its id in *id), or
+ * false when there is none. */
+bool jsw_group_ready(struct jsw *w, uint64_t *id);
+
 /* Any thread: how many times the stream was set up (found or made), and
  * its last sequence then (0: made then), known before its consumer
  * delivers anything. */
