@@ -212,7 +212,10 @@ class ClusterNatsAuthTest(unittest.TestCase):
         return self.nats
 
     def start_node(self, name, scheme="tls", **cluster):
-        n = Node(name, self.nats.port)
+        # With persistence (the default): a refused node runs alone as while
+        # NATS is down, and acknowledges QoS 1 through its forwarding queue
+        # (without it the ack would wait for JetStream, e2e 32).
+        n = Node(name, self.nats.port, persistence=True)
         n.extra_config["cluster"]["nats"] = ["%s://%s:%d" % (scheme, self.nats.host, self.nats.port)]
         n.extra_config["cluster"]["interest_interval"] = 1
         n.extra_config["cluster"].update(cluster)

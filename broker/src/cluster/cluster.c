@@ -24,11 +24,13 @@
  * A message without them (a NATS-native publisher) is delivered at QoS 0.
  *
  * Loop thread only, except the cnats callbacks at the end of this file,
- * which touch nothing but the inbox.
+ * which touch nothing but the inbox, and a rejoin's connector thread
+ * (struct connector), which only makes a connection and raises an event.
  */
 #include "cluster.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +61,9 @@
 #define EV_DISCONNECTED 0x2u
 #define EV_CLOSED 0x4u
 #define EV_SLOW 0x8u /* cnats dropped messages: a subscription's pending limit was full */
+/* A rejoin's connector thread is done (struct connector). */
+#define EV_MAIN_MADE 0x20u
+#define EV_SHARE_MADE 0x40u
 
 /* Messages taken from the inbox per loop wake-up, so NATS traffic cannot
  * starve the node's own clients. */
@@ -81,6 +86,22 @@ struct origin_seen {
 };
 
 #define ORIGINS_MAX 64
+
+/*
+ * A connection made anew on its own thread: natsConnection_Connect's first
+ * try blocks (up to libnats's connect timeout per URL, against a server
+ * that does not answer), which the loop must not. The thread only
+ * connects and raises `event`; the loop joins it, then adopts nc.
+ */
+struct connector {
+	pthread_t thread;
+	bool running;         /* loop thread's: started, not joined yet */
+	natsOptions *opts;    /* borrowed */
+	struct inbox *inbox;
+	unsigned event;
+	natsConnection *nc;   /* the thread's, read after the join */
+	natsStatus st;
+};
 
 struct cluster {
 	struct router router;
@@ -120,6 +141,14 @@ struct cluster {
 	natsSubscription **gone; /* UNSUBs waiting for it */
 	size_t ngone, gone_cap;
 	bool slow_delivery;      /* debug builds: WISP_DEBUG_SLOW_NATS_DELIVERY (tests) */
+	/* A connection cnats closed for good (main or '<node>-share') is made
+	 * anew after rejoin_wait_ms, on a connector thread (rejoin_main,
+	 * rejoin_share). */
+	struct loop_timer rejoin_timer;
+	struct connector main_k, share_k;
+	uint32_t rejoin_wait_ms;
+	uint32_t rejoin_tries;
+	bool alone;       /* an episode is on (said once): "rejoined" closes it */
 };
 
 static struct cluster *of(struct router *r) { return container_of(r, struct cluster, router); }
@@ -155,17 +184,19 @@ static int nats_subscribe(struct cluster *c, struct interest *in)
 	ssize_t n = subject_from_filter(c->prefix, in->filter, in->len, c->buf, c->buf_cap, &parent_too);
 	if (n < 0)
 		return (int)n;
-	natsStatus st = natsConnection_Subscribe(&in->sub, c->nc, c->buf, on_nats_msg, c);
+	/* While cnats has the connection closed, nothing: rejoin_main
+	 * subscribes again. */
+	natsStatus st = cluster_nats_subscribe(&in->sub, c->nc, c->buf, on_nats_msg, c);
 	if (st == NATS_OK && parent_too) {
 		c->buf[n - 2] = '\0'; /* without ".>" */
-		st = natsConnection_Subscribe(&in->parent_sub, c->nc, c->buf, on_nats_msg, c);
+		st = cluster_nats_subscribe(&in->parent_sub, c->nc, c->buf, on_nats_msg, c);
 	}
 	if (st != NATS_OK) {
 		log_msg(LOG_WARNING, "cluster", "cannot subscribe to NATS for '%.*s': %s", (int)in->len, in->filter,
 			natsStatus_GetText(st));
 		return WISP_EIO;
 	}
-	c->b->stats.cluster.subjects += in->parent_sub ? 2 : 1;
+	c->b->stats.cluster.subjects += (in->sub != NULL) + (in->parent_sub != NULL);
 	return 0;
 }
 
@@ -621,6 +652,148 @@ static void count_pending_drops(struct cluster *c, bool slow_event)
 		*counted = total;
 }
 
+/* ---- rejoin: a connection cnats closed for good, made anew ---- */
+
+static void on_connected(natsConnection *nc, void *closure);
+
+static void *connector_main(void *arg)
+{
+	struct connector *k = arg;
+	k->st = natsConnection_Connect(&k->nc, k->opts);
+	inbox_raise(k->inbox, k->event); /* orders the writes above before the loop's take */
+	return NULL;
+}
+
+static bool connector_start(struct connector *k, natsOptions *opts, struct inbox *inbox, unsigned event)
+{
+	k->opts = opts;
+	k->inbox = inbox;
+	k->event = event;
+	k->nc = NULL;
+	k->st = NATS_ERR;
+	k->running = pthread_create(&k->thread, NULL, connector_main, k) == 0;
+	return k->running;
+}
+
+/* Joins the thread: the connection it made (NULL: none), with *connected
+ * set when it connected at its first try (cnats then calls no callback). */
+static natsConnection *connector_join(struct connector *k, bool *connected)
+{
+	pthread_join(k->thread, NULL);
+	k->running = false;
+	*connected = k->st == NATS_OK;
+	if (k->st != NATS_OK && k->st != NATS_NOT_YET_CONNECTED) {
+		log_msg(LOG_WARNING, "cluster", "cannot make a new NATS connection: %s; trying again later",
+			natsStatus_GetText(k->st));
+		return NULL;
+	}
+	return k->nc;
+}
+
+static void on_rejoin_due(struct loop *l, struct loop_timer *t);
+
+/* A try that made nothing (out of memory): the closed one is still there. */
+static void rejoin_later(struct cluster *c)
+{
+	if (!loop_timer_armed(&c->rejoin_timer))
+		loop_timer_start(c->b->loop, &c->rejoin_timer, (c->rejoin_wait_ms + 999) / 1000, on_rejoin_due);
+}
+
+/* The main connection anew (made from the same options, which now retry a
+ * failed first connect in the background), and everything on it moved
+ * over: the filters' subscriptions, the retained bucket's follower and
+ * the interest announcements. */
+static void rejoin_main(struct cluster *c)
+{
+	bool connected = false;
+	natsConnection *nc = connector_join(&c->main_k, &connected);
+	if (!nc) {
+		rejoin_later(c);
+		return;
+	}
+	for (size_t i = 0; i < c->nbuckets; i++)
+		for (struct interest *in = c->buckets[i]; in; in = in->next)
+			nats_unsubscribe(c, in, true); /* closed with the old connection: only freed */
+	natsConnection *old = c->nc;
+	c->nc = nc;
+	for (size_t i = 0; i < c->nbuckets; i++)
+		for (struct interest *in = c->buckets[i]; in; in = in->next)
+			nats_subscribe(c, in);
+	if (retained_kv_rebind(c->retained, nc) != 0)
+		log_msg(LOG_WARNING, "cluster", "cannot start the retained messages' thread again: they stay on "
+			"this node");
+	remote_interest_rebind(c->wanted, nc, groups_connection(c->groups));
+	sender_forget(c->sender, old); /* its ring may still name old */
+	natsConnection_Destroy(old);
+	if (connected)
+		on_connected(nc, c);
+	/* Refused again before it was adopted: its EV_CLOSED may have come
+	 * (and gone, the old one still in place) already. */
+	if (natsConnection_Status(nc) == NATS_CONN_STATUS_CLOSED)
+		rejoin_later(c);
+}
+
+/* '<node>-share' anew (groups_reconnect), and the claims, handovers,
+ * $SYS figures and interest announcements it carries moved over. */
+static void rejoin_share(struct cluster *c)
+{
+	bool connected = false;
+	natsConnection *snc = connector_join(&c->share_k, &connected);
+	if (!snc) {
+		rejoin_later(c);
+		return;
+	}
+	groups_reconnect(c->groups, snc, connected);
+	if (presence_rebind(c->presence, snc) != 0 || totals_rebind(c->totals, snc) != 0 ||
+	    remote_interest_rebind(c->wanted, c->nc, snc) != 0)
+		log_msg(LOG_WARNING, "cluster", "some subscriptions on the new NATS connection '%s-share' failed: "
+			"client ids, handovers or $SYS totals may not cross nodes", c->node);
+	if (groups_closed(c->groups))
+		rejoin_later(c); /* refused again before it was adopted, as in rejoin_main */
+}
+
+static void on_rejoin_due(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct cluster *c = container_of(t, struct cluster, rejoin_timer);
+	c->rejoin_tries++;
+	bool started = false;
+	if (!c->main_k.running && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CLOSED) {
+		started |= natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, c) == NATS_OK &&
+			   connector_start(&c->main_k, c->opts, &c->inbox, EV_MAIN_MADE);
+	}
+	if (!c->share_k.running && groups_closed(c->groups))
+		started |= connector_start(&c->share_k, groups_options(c->groups), &c->inbox, EV_SHARE_MADE);
+	/* Refused again: cnats closes the new one too (EV_CLOSED), later. */
+	c->rejoin_wait_ms = c->rejoin_wait_ms * 2 < NATS_REJOIN_MAX_MS ? c->rejoin_wait_ms * 2 : NATS_REJOIN_MAX_MS;
+	if (!started && !c->main_k.running && !c->share_k.running)
+		rejoin_later(c); /* no thread (out of resources): later */
+}
+
+/* An EV_CLOSED or GROUPS_EV_CLOSED: late ones of a replaced connection
+ * too, so the current connections' status decides. */
+static void check_closed(struct cluster *c)
+{
+	struct broker *b = c->b;
+	bool main_closed = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CLOSED;
+	bool share_closed = groups_closed(c->groups);
+	if (!main_closed && !share_closed)
+		return;
+	if (main_closed)
+		b->stats.cluster.connected = 0;
+	if (!c->alone) {
+		const char *why = NULL;
+		natsStatus st = natsConnection_GetLastError(main_closed ? c->nc : groups_connection(c->groups), &why);
+		log_msg(LOG_ERROR, "cluster", "NATS closed the connection '%s%s' for good (%s): serving local clients "
+			"only; connecting again on its own in %u s (then doubling, up to every %d s)", c->node,
+			main_closed ? "" : "-share", why && *why ? why : natsStatus_GetText(st),
+			c->rejoin_wait_ms / 1000, NATS_REJOIN_MAX_MS / 1000);
+		c->alone = true;
+	}
+	if (!loop_timer_armed(&c->rejoin_timer))
+		loop_timer_start(b->loop, &c->rejoin_timer, (c->rejoin_wait_ms + 999) / 1000, on_rejoin_due);
+}
+
 static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	(void)l;
@@ -641,9 +814,18 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 	if (ev & RETAINED_KV_EVENT)
 		retained_kv_event(c->retained);
-	if (ev & EV_CLOSED) {
-		b->stats.cluster.connected = 0;
-		log_msg(LOG_ERROR, "cluster", "the NATS connection is closed for good: serving local clients only");
+	if (ev & EV_MAIN_MADE && c->main_k.running)
+		rejoin_main(c);
+	if (ev & EV_SHARE_MADE && c->share_k.running)
+		rejoin_share(c);
+	if (ev & (EV_CLOSED | GROUPS_EV_CLOSED))
+		check_closed(c);
+	if (c->alone && ev & (EV_CONNECTED | GROUPS_EV_UP) && b->stats.cluster.connected && groups_connected(c->groups)) {
+		log_msg(LOG_NOTICE, "cluster", "node '%s' rejoined the cluster over NATS (after %u tr%s)", c->node,
+			c->rejoin_tries, c->rejoin_tries == 1 ? "y" : "ies");
+		c->alone = false;
+		c->rejoin_tries = 0;
+		c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;
 	}
 	if (ev & (EV_CONNECTED | EV_DISCONNECTED | EV_CLOSED))
 		durable_core_connected(c->durable, b->stats.cluster.connected);
@@ -840,6 +1022,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 #ifndef NDEBUG
 	c->slow_delivery = getenv("WISP_DEBUG_SLOW_NATS_DELIVERY") != NULL;
 #endif
+	list_init(&c->rejoin_timer.link);
+	c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;
 	char host[256];
 	if (cfg->node) {
 		c->node = wisp_strndup(cfg->node, strlen(cfg->node));
@@ -916,18 +1100,23 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		st = natsConnection_Connect(&c->nc, c->opts);
 		if (st == NATS_OK) {
 			on_connected(c->nc, c);
-		} else if (!nats_down(st)) {
-			/* cnats closes a connection for good once a server refused
-			 * it, also in the background, so the node runs alone. */
-			const char *why = nats_last_error();
-			log_msg(LOG_ERROR, "cluster", "NATS %s refused node '%s': %s; serving local clients only (fix the "
-				"cluster section and restart)", urls, c->node, *why ? why : natsStatus_GetText(st));
-			cluster_stop(c);
-			return 0;
 		} else {
+			/* Refused (TLS, credentials): cnats closes for good a
+			 * connection whose first connect a server refused, so the
+			 * node runs alone and makes it anew on its own (check_closed),
+			 * as when NATS closes it later. Unreachable: cnats retries by
+			 * itself. */
 			const char *why = nats_last_error();
-			log_msg(LOG_WARNING, "cluster", "cannot connect to NATS %s: %s; retrying in the background", urls,
-				*why ? why : natsStatus_GetText(st));
+			if (!nats_down(st)) {
+				log_msg(LOG_ERROR, "cluster", "NATS %s refused node '%s': %s; serving local clients only, "
+					"connecting again on its own (every %d s doubling to %d s)", urls, c->node,
+					*why ? why : natsStatus_GetText(st), NATS_REJOIN_FIRST_MS / 1000,
+					NATS_REJOIN_MAX_MS / 1000);
+				c->alone = true;
+			} else {
+				log_msg(LOG_WARNING, "cluster", "cannot connect to NATS %s: %s; retrying in the background",
+					urls, *why ? why : natsStatus_GetText(st));
+			}
 			st = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, c);
 			if (st == NATS_OK)
 				st = natsConnection_Connect(&c->nc, c->opts);
@@ -1003,6 +1192,20 @@ void cluster_stop(struct cluster *c)
 	/* Its thread publishes on c->nc: joined before any connection closes. */
 	sender_stop(c->sender);
 	c->sender = NULL;
+	if (loop_timer_armed(&c->rejoin_timer))
+		loop_timer_stop(b->loop, &c->rejoin_timer);
+	/* A rejoin's connect still going: waited for (its first try is
+	 * bounded by libnats's connect timeout), its connection closed. */
+	struct connector *ks[2] = {&c->main_k, &c->share_k};
+	for (int i = 0; i < 2; i++)
+		if (ks[i]->running) {
+			pthread_join(ks[i]->thread, NULL);
+			ks[i]->running = false;
+			if (ks[i]->nc) {
+				natsConnection_Close(ks[i]->nc);
+				natsConnection_Destroy(ks[i]->nc);
+			}
+		}
 	remote_interest_stop(c->wanted); /* before the connection closes: says "bye" */
 	for (size_t i = 0; c->buckets && i < c->nbuckets; i++)
 		while (c->buckets[i]) {

@@ -86,6 +86,7 @@
 #include "inbox.h"
 #include "jetstream.h"
 #include "log.h"
+#include "nats_auth.h"
 #include "persist.h"
 
 /* Received messages taken per wake-up, as cluster.c's TAKE_BATCH. */
@@ -138,6 +139,7 @@ struct durable {
 	struct loop_io acks_io, msgs_io;
 	bool ready;
 	bool setup_failed_said;
+	bool closed_said;        /* NATS closed the worker's connection for good: said once per episode */
 	bool overflow_logged;
 	/* tickets */
 	uint64_t last_ticket, floor, afloor;
@@ -657,8 +659,22 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 	uint64_t dropped = 0;
 	size_t n = inbox_take(&d->acks, batch, TAKE_BATCH, &ev, &dropped);
 	bool was_up = is_up(d);
-	if (ev & (JSW_EV_READY | JSW_EV_DOWN | JSW_EV_UP))
+	if (ev & (JSW_EV_READY | JSW_EV_DOWN | JSW_EV_UP | JSW_EV_CLOSED))
 		d->connected = jsw_connected(d->w);
+	if (ev & JSW_EV_CLOSED && !d->closed_said) {
+		char why[160];
+		jsw_closed_reason(d->w, why, sizeof why);
+		d->closed_said = true;
+		log_msg(LOG_ERROR, "cluster", "NATS closed the JetStream connection '%s-js' for good (%s): QoS 1/2 "
+			"messages for other nodes %s; connecting again on its own (every %d s doubling to %d s)",
+			d->consumer, why, d->can_store ? "are kept in the store" : "wait for it, their acks held",
+			NATS_REJOIN_FIRST_MS / 1000, NATS_REJOIN_MAX_MS / 1000);
+	}
+	if (ev & JSW_EV_READY && d->closed_said) {
+		d->closed_said = false;
+		log_msg(LOG_NOTICE, "cluster", "the JetStream connection '%s-js' is back: stream '%s' set up again",
+			d->consumer, d->stream);
+	}
 	if (ev & JSW_EV_READY && !d->ready) {
 		d->ready = true;
 		d->b->stats.cluster.durable_ready = 1;

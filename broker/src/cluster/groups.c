@@ -228,10 +228,13 @@ static void unsubscribe(struct cluster_groups *g, struct group_sub *gs)
 
 static void subscribe_queue(struct cluster_groups *g, struct group_sub *gs);
 
-static void subscribe(struct cluster_groups *g, struct group_sub *gs)
+/* tell: a new group's queue SUB, which its mark waits for; not one made
+ * again on a connection cnats replaced (groups_reconnect). */
+static void subscribe(struct cluster_groups *g, struct group_sub *gs, bool tell)
 {
 	subscribe_queue(g, gs);
-	wait_done(g, gs);
+	if (tell)
+		wait_done(g, gs);
 }
 
 static void subscribe_queue(struct cluster_groups *g, struct group_sub *gs)
@@ -263,8 +266,9 @@ static void subscribe_queue(struct cluster_groups *g, struct group_sub *gs)
 		}
 	}
 	/* Even after a failure the caller counts it done: a SUBACK waiting
-	 * for the mark must not hang. */
-	if (st != NATS_OK)
+	 * for the mark must not hang. Closed for good: groups_reconnect
+	 * subscribes again. */
+	if (st != NATS_OK && natsConnection_Status(g->nc) != NATS_CONN_STATUS_CLOSED)
 		log_msg(LOG_WARNING, "cluster", "cannot join NATS queue group for '%.*s': %s: its members get "
 			"only this node's messages' share", (int)gs->len, gs->key, natsStatus_GetText(st));
 }
@@ -285,7 +289,7 @@ static void on_held_due(struct loop *l, struct loop_timer *t)
 	while (g->held) {
 		struct group_sub *gs = g->held;
 		g->held = gs->held_next;
-		subscribe(g, gs);
+		subscribe(g, gs, true);
 	}
 }
 
@@ -349,7 +353,7 @@ bool groups_ref(struct cluster_groups *g, const char *key, size_t len, uint64_t 
 		stream_join(g, gs, key + at, len - at);
 	/* A failed subscribe keeps the entry, so the unrefs stay balanced. */
 	if (!hold(g, gs))
-		subscribe(g, gs);
+		subscribe(g, gs, true);
 	return true;
 }
 
@@ -443,14 +447,25 @@ bool groups_connected(const struct cluster_groups *g)
 	return g && g->nc && natsConnection_Status(g->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
-/* A callback, even one with nothing to do, makes a failed first connect
- * retry in the background: without one cnats retries inside
- * natsConnection_Connect, forever (max reconnect -1), blocking the loop
- * of a node started while NATS is down. */
+/* A callback makes a failed first connect retry in the background:
+ * without one cnats retries inside natsConnection_Connect, forever (max
+ * reconnect -1), blocking the loop of a node started while NATS is down.
+ * It also tells the loop of a connection made anew (groups_reconnect). */
 static void on_connected(natsConnection *nc, void *closure)
 {
 	(void)nc;
-	(void)closure;
+	struct cluster_groups *g = closure;
+	inbox_raise(g->inbox, GROUPS_EV_UP);
+}
+
+/* cnats gave the connection up (refused twice in a row): the loop makes a
+ * new one (groups_reconnect). Late for a replaced connection too: the loop
+ * looks at the current one's status. */
+static void on_closed(natsConnection *nc, void *closure)
+{
+	(void)nc;
+	struct cluster_groups *g = closure;
+	inbox_raise(g->inbox, GROUPS_EV_CLOSED);
 }
 
 /* cnats's asynchronous errors: a slow consumer (a queue subscription's
@@ -526,6 +541,10 @@ int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, 
 		st = natsOptions_SetErrorHandler(g->opts, on_async_error, g);
 	if (st == NATS_OK)
 		st = natsOptions_SetRetryOnFailedConnect(g->opts, true, on_connected, g);
+	if (st == NATS_OK)
+		st = natsOptions_SetClosedCB(g->opts, on_closed, g);
+	if (st == NATS_OK)
+		st = natsOptions_SetReconnectedCB(g->opts, on_connected, g);
 	if (st == NATS_OK) {
 		st = natsConnection_Connect(&g->nc, g->opts);
 		if (st == NATS_NOT_YET_CONNECTED)
@@ -547,6 +566,49 @@ nomem:
 	groups_close(g);
 	groups_free(g);
 	return WISP_ENOMEM;
+}
+
+natsOptions *groups_options(const struct cluster_groups *g) { return g->opts; }
+
+void groups_reconnect(struct cluster_groups *g, natsConnection *nc, bool connected)
+{
+	/* cnats closed the old connection's subscriptions with it: they hand
+	 * over nothing more, and only their objects are left to free. */
+	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
+		for (struct group_sub *gs = g->by_key[i]; gs; gs = gs->by_key_next)
+			unsubscribe(g, gs);
+	natsConnection *old = g->nc;
+	g->nc = nc;
+	natsConnection_Destroy(old);
+	/* The same queues again; a group held back (debug builds) or whose
+	 * SUBACK waits for its mark keeps waiting as it did. */
+	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
+		for (struct group_sub *gs = g->by_key[i]; gs; gs = gs->by_key_next) {
+			bool held = false;
+			for (struct group_sub *h = g->held; h && !held; h = h->held_next)
+				held = h == gs;
+			if (!held)
+				subscribe(g, gs, false);
+		}
+	if (connected)
+		on_connected(nc, g); /* connected at the first try: cnats calls no callback */
+}
+
+bool groups_closed(const struct cluster_groups *g)
+{
+	return g && natsConnection_Status(g->nc) == NATS_CONN_STATUS_CLOSED;
+}
+
+natsStatus cluster_nats_subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+				  natsMsgHandler cb, void *closure)
+{
+	*sub = NULL;
+	natsStatus st = natsConnection_Subscribe(sub, nc, subject, cb, closure);
+	if (st != NATS_OK && natsConnection_Status(nc) == NATS_CONN_STATUS_CLOSED) {
+		*sub = NULL;
+		return NATS_OK; /* made on the connection that replaces it */
+	}
+	return st;
 }
 
 void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms)

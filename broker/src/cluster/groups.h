@@ -44,6 +44,12 @@
 
 struct inbox;
 struct cluster_groups;
+
+/* Raised on the inbox: the connection is up (first connect, reconnect, or
+ * one made anew), or cnats closed it for good (groups_closed tells whether
+ * the current one is). */
+#define GROUPS_EV_UP 0x8u
+#define GROUPS_EV_CLOSED 0x10u
 struct config_cluster;
 struct nats_signer;
 
@@ -100,6 +106,24 @@ void groups_stream_ready(struct cluster_groups *g, uint64_t id);
 /* The key ("$share/g/f", *len bytes) of the group whose stream consumer is
  * named `consumer`, or NULL (not a group's, or the group left this node). */
 const char *groups_by_consumer(const struct cluster_groups *g, const char *consumer, size_t *len);
+
+/* The options the connection is made from (borrowed until groups_free):
+ * a connection made anew after cnats closed the old one for good uses
+ * them too (cluster.c makes it on a thread of its own). */
+natsOptions *groups_options(const struct cluster_groups *g);
+/* Loop thread: replaces the connection cnats closed for good with nc, made
+ * from groups_options (taken; `connected`: at its first try, so cnats
+ * calls no connected callback), and subscribes every queue group again.
+ * The modules holding groups_connection rebind to it next (cluster.c). */
+void groups_reconnect(struct cluster_groups *g, natsConnection *nc, bool connected);
+/* Whether cnats closed the current connection for good. */
+bool groups_closed(const struct cluster_groups *g);
+
+/* natsConnection_Subscribe, except that a connection cnats closed for good
+ * is no failure: *sub stays NULL, and the module subscribes again once
+ * the connection is made anew (its *_rebind). */
+natsStatus cluster_nats_subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+				  natsMsgHandler cb, void *closure);
 
 /* The second connection, for the cluster's own control traffic
  * (presence.h), which must not count as data on the main one. */

@@ -141,6 +141,8 @@ struct handover {
 	struct dir_slot *dir;
 	size_t dir_len;
 	natsSubscription *dir_sub; /* "<base>dir": another node (re)started and asks who holds what */
+	natsMsgHandler on_msg;     /* the subscriptions', kept for handover_rebind */
+	void *on_msg_closure;
 	struct list_node fetches;
 	struct list_node leavings;
 	uint64_t next_token;
@@ -1405,6 +1407,32 @@ bool handover_message(struct handover *h, natsMsg *nm)
 
 /* ---- life cycle ---- */
 
+/* Its own subjects and the directory requests, on h->nc. */
+static int subscribe_all(struct handover *h)
+{
+	char subject[SUBJECT_MAX];
+	subject_of(h, h->self, ".>", subject);
+	char dir[SUBJECT_MAX];
+	snprintf(dir, sizeof dir, "%sdir", h->base);
+	if (cluster_nats_subscribe(&h->sub, h->nc, subject, h->on_msg, h->on_msg_closure) != NATS_OK ||
+	    cluster_nats_subscribe(&h->dir_sub, h->nc, dir, h->on_msg, h->on_msg_closure) != NATS_OK)
+		return WISP_EIO;
+	return 0;
+}
+
+int handover_rebind(struct handover *h, natsConnection *nc)
+{
+	if (!h)
+		return 0;
+	natsSubscription **subs[2] = {&h->sub, &h->dir_sub};
+	for (int i = 0; i < 2; i++) {
+		natsSubscription_Destroy(*subs[i]); /* closed with its connection */
+		*subs[i] = NULL;
+	}
+	h->nc = nc;
+	return subscribe_all(h);
+}
+
 int handover_start(struct handover **out, struct broker *b, natsConnection *nc, const char *node,
 		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure)
 {
@@ -1428,13 +1456,12 @@ int handover_start(struct handover **out, struct broker *b, natsConnection *nc, 
 	}
 	snprintf(h->base, n, "$WISP.%s%sho.", prefix, *prefix ? "." : "");
 	h->base_len = strlen(h->base);
-	char subject[SUBJECT_MAX];
-	subject_of(h, h->self, ".>", subject);
 	char dir[SUBJECT_MAX], reply[SUBJECT_MAX];
 	snprintf(dir, sizeof dir, "%sdir", h->base);
 	subject_of(h, h->self, ".dir", reply);
-	if (natsConnection_Subscribe(&h->sub, nc, subject, on_msg, on_msg_closure) != NATS_OK ||
-	    natsConnection_Subscribe(&h->dir_sub, nc, dir, on_msg, on_msg_closure) != NATS_OK) {
+	h->on_msg = on_msg;
+	h->on_msg_closure = on_msg_closure;
+	if (subscribe_all(h) != 0) {
 		handover_free(h);
 		return WISP_EIO;
 	}

@@ -106,6 +106,10 @@ int handover_start(struct handover **out, struct broker *b, natsConnection *nc, 
 		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure);
 /* Ends the subscription (drained), before the connection closes. */
 void handover_stop(struct handover *h);
+/* Loop thread: moves to nc, the connection made anew after cnats closed
+ * the old one for good (its subscriptions are freed, made again on nc).
+ * NULL: no-op. 0 or WISP_EIO. */
+int handover_rebind(struct handover *h, natsConnection *nc);
 /* Frees it and whatever waits, once cnats's threads are gone. NULL: no-op. */
 void handover_free(struct handover *h);
 

@@ -49,6 +49,7 @@
 #include "announce.h"
 #include "broker.h"
 #include "err.h"
+#include "groups.h"
 #include "log.h"
 #include "share.h"
 #include "topic.h"
@@ -79,6 +80,8 @@ struct remote_interest {
 	natsConnection *nc;     /* announcements out */
 	natsConnection *snc;    /* announcements in, answers out */
 	natsSubscription *sub, *ack_sub;
+	natsMsgHandler on_msg;  /* the subscriptions', kept for remote_interest_rebind */
+	void *on_msg_closure;
 	char *node;
 	char run[24];
 	char *subject, *ack_subject;
@@ -767,8 +770,10 @@ int remote_interest_start(struct remote_interest **out, struct broker *b, natsCo
 	}
 	snprintf(ri->subject, n, "$WISP.%s%sinterest", prefix, *prefix ? "." : "");
 	snprintf(ri->ack_subject, n, "%s.ack.%s", ri->subject, run);
-	if (natsConnection_Subscribe(&ri->sub, snc, ri->subject, on_msg, on_msg_closure) != NATS_OK ||
-	    natsConnection_Subscribe(&ri->ack_sub, snc, ri->ack_subject, on_msg, on_msg_closure) != NATS_OK) {
+	ri->on_msg = on_msg;
+	ri->on_msg_closure = on_msg_closure;
+	if (cluster_nats_subscribe(&ri->sub, snc, ri->subject, on_msg, on_msg_closure) != NATS_OK ||
+	    cluster_nats_subscribe(&ri->ack_sub, snc, ri->ack_subject, on_msg, on_msg_closure) != NATS_OK) {
 		remote_interest_free(ri);
 		return WISP_EIO;
 	}
@@ -777,6 +782,29 @@ int remote_interest_start(struct remote_interest **out, struct broker *b, natsCo
 	b->sub_gate.settled = gate_settled;
 	b->sub_gate.ctx = ri;
 	*out = ri;
+	return 0;
+}
+
+int remote_interest_rebind(struct remote_interest *ri, natsConnection *nc, natsConnection *snc)
+{
+	if (!ri)
+		return 0;
+	ri->nc = nc;
+	/* Down until both are up: then "hello" and the snapshot go out, as
+	 * after a reconnect (remote_interest_check_connections). */
+	ri->connected = false;
+	ri->settle_until = UINT64_MAX;
+	if (snc == ri->snc)
+		return 0;
+	ri->snc = snc;
+	natsSubscription **subs[2] = {&ri->sub, &ri->ack_sub};
+	for (int i = 0; i < 2; i++) {
+		natsSubscription_Destroy(*subs[i]); /* closed with its connection */
+		*subs[i] = NULL;
+	}
+	if (cluster_nats_subscribe(&ri->sub, snc, ri->subject, ri->on_msg, ri->on_msg_closure) != NATS_OK ||
+	    cluster_nats_subscribe(&ri->ack_sub, snc, ri->ack_subject, ri->on_msg, ri->on_msg_closure) != NATS_OK)
+		return WISP_EIO;
 	return 0;
 }
 

@@ -62,6 +62,11 @@ int remote_interest_start(struct remote_interest **out, struct broker *b, natsCo
 			  void *on_msg_closure);
 /* Says "bye", unsubscribes, removes the gate. NULL: no-op. */
 void remote_interest_stop(struct remote_interest *ri);
+/* Loop thread: moves to nc and snc, connections made anew after cnats
+ * closed one for good (subscriptions on a replaced snc are freed and made
+ * again); announces itself as after a reconnect once both are up. NULL:
+ * no-op. 0 or WISP_EIO. */
+int remote_interest_rebind(struct remote_interest *ri, natsConnection *nc, natsConnection *snc);
 void remote_interest_free(struct remote_interest *ri);
 
 /* A local subscription to `filter` made or gone ($share/g/f too). */

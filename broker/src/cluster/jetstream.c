@@ -9,7 +9,6 @@
 #include "jetstream.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 
 #include "alloc.h"
 #include "err.h"
+#include "groups.h"
 #include "nats_auth.h"
 
 /* How long cnats waits for a publish's ack before reporting it failed
@@ -48,6 +48,9 @@ struct jgroup {
 	bool told;                 /* jsw_group_ready said so */
 	bool leaving;              /* the loop left it: the worker unbinds and frees it */
 };
+
+/* How long jsw_stop waits for the closed callbacks of its connections. */
+#define CLOSED_CB_WAIT_S 2
 
 struct ring {
 	natsMsg **items;
@@ -82,13 +85,18 @@ struct jsw {
 	struct jsw_config cfg;
 	char *stream, *consumer, *subjects;
 	struct inbox *acks, *msgs;
-	atomic_bool up;              /* by the connection's callbacks: jsw_connected takes no cnats lock */
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool stop;
 	bool resetup;        /* the stream seems gone (a NATS server without its store): set up again */
+	bool conn_closed;    /* cnats's closed callback ran: the worker looks at the connection */
+	char closed_why[160]; /* why NATS closed it for good, for jsw_closed_reason */
+	/* Connections made whose closed callback has not run yet (below 0 for
+	 * a moment when it runs before the count is raised): jsw_stop waits
+	 * for it, since the callback touches w. */
+	int closed_cbs_due;
 	uint64_t setups;     /* stream set-ups done, and the stream's last sequence at the latest */
 	uint64_t stream_last_seq;
 	struct slot *slots;  /* out_cap, by ticket % out_cap */
@@ -510,21 +518,67 @@ static void group_episode(struct jsw *w, bool failing)
 	w->group_failed_said = failing;
 }
 
+static void rejoin(struct jsw *w);
+
 static void *run(void *arg)
 {
 	struct jsw *w = arg;
 	bool ready = false, failed_said = false, groups_pending = false;
 	int64_t last_sweep = now_ms();
+	int64_t rejoin_at = 0;                 /* 0: no rejoin due */
+	int64_t rejoin_wait = NATS_REJOIN_FIRST_MS;
 	pthread_mutex_lock(&w->mu);
 	while (!w->stop) {
 		if (w->resetup) {
 			w->resetup = false;
 			ready = false;
 		}
+		if (w->conn_closed) {
+			w->conn_closed = false;
+			pthread_mutex_unlock(&w->mu);
+			const char *why = NULL;
+			bool closed = natsConnection_Status(w->nc) == NATS_CONN_STATUS_CLOSED;
+			if (closed && !rejoin_at) {
+				natsStatus st = natsConnection_GetLastError(w->nc, &why);
+				rejoin_at = now_ms() + rejoin_wait;
+				pthread_mutex_lock(&w->mu);
+				snprintf(w->closed_why, sizeof w->closed_why, "%s",
+					 why && *why ? why : natsStatus_GetText(st));
+				pthread_mutex_unlock(&w->mu);
+				inbox_raise(w->acks, JSW_EV_CLOSED);
+			}
+			pthread_mutex_lock(&w->mu);
+			if (closed)
+				ready = false;
+			continue;
+		}
+		if (rejoin_at) {
+			/* Bounded backoff: a server that keeps refusing costs a
+			 * connect every NATS_REJOIN_MAX_MS at most. */
+			if (now_ms() < rejoin_at) {
+				wait_ms(w, RETRY_MS);
+				continue;
+			}
+			pthread_mutex_unlock(&w->mu);
+			rejoin(w);
+			pthread_mutex_lock(&w->mu);
+			rejoin_at = 0;
+			rejoin_wait = rejoin_wait * 2 < NATS_REJOIN_MAX_MS ? rejoin_wait * 2 : NATS_REJOIN_MAX_MS;
+			/* Refused again: cnats closes it again (on_closed). */
+			continue;
+		}
 		if (!ready) {
 			pthread_mutex_unlock(&w->mu);
 			natsStatus st = NATS_NOT_YET_CONNECTED;
-			if (natsConnection_Status(w->nc) == NATS_CONN_STATUS_CONNECTED) {
+			natsConnStatus cs = natsConnection_Status(w->nc);
+			if (cs == NATS_CONN_STATUS_CLOSED) {
+				/* Closed with no rejoin due (the close came before this
+				 * thread looked, or a new one could not be made): one is. */
+				pthread_mutex_lock(&w->mu);
+				w->conn_closed = true;
+				continue;
+			}
+			if (cs == NATS_CONN_STATUS_CONNECTED) {
 				uint64_t last_seq;
 				st = ensure_stream(w, &last_seq);
 				if (st == NATS_OK) {
@@ -544,6 +598,7 @@ static void *run(void *arg)
 					g->bound = false;
 				groups_pending = !groups_work(w);
 				ready = true;
+				rejoin_wait = NATS_REJOIN_FIRST_MS;
 				inbox_raise(w->acks, JSW_EV_READY);
 			} else {
 				if (st != NATS_NOT_YET_CONNECTED && !failed_said) {
@@ -608,7 +663,6 @@ static void on_connected(natsConnection *nc, void *closure)
 {
 	(void)nc;
 	struct jsw *w = closure;
-	atomic_store(&w->up, true);
 	pthread_mutex_lock(&w->mu);
 	w->regroup = true;
 	pthread_cond_signal(&w->cv);
@@ -622,16 +676,49 @@ static void on_disconnected(natsConnection *nc, void *closure)
 {
 	(void)nc;
 	struct jsw *w = closure;
-	atomic_store(&w->up, false);
 	inbox_raise(w->acks, JSW_EV_DOWN);
 }
 
-bool jsw_connected(const struct jsw *w)
+/* cnats gave the connection up (a server that refused it twice in a row:
+ * credentials revoked, say): run() makes a new one. Also called late for
+ * a connection already replaced: run() looks at the current one. */
+static void on_closed(natsConnection *nc, void *closure)
 {
-	/* Not natsConnection_Status: it takes the connection's lock, which
-	 * cnats holds through each reconnect attempt (up to its connect
-	 * timeout against a frozen server), and the loop asks. */
-	return w && atomic_load(&((struct jsw *)w)->up);
+	(void)nc;
+	struct jsw *w = closure;
+	inbox_raise(w->acks, JSW_EV_DOWN);
+	/* Last: once the count is down, jsw_stop may return and w go. */
+	pthread_mutex_lock(&w->mu);
+	w->conn_closed = true;
+	w->closed_cbs_due--;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* A connection object now exists: its closed callback will run once. */
+static void closed_cb_due(struct jsw *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->closed_cbs_due++;
+	pthread_mutex_unlock(&w->mu);
+}
+
+bool jsw_connected(struct jsw *w)
+{
+	if (!w)
+		return false;
+	/* Under mu: run() replaces the connection after cnats closed it. */
+	pthread_mutex_lock(&w->mu);
+	bool up = w->nc && natsConnection_Status(w->nc) == NATS_CONN_STATUS_CONNECTED;
+	pthread_mutex_unlock(&w->mu);
+	return up;
+}
+
+void jsw_closed_reason(struct jsw *w, char *out, size_t cap)
+{
+	pthread_mutex_lock(&w->mu);
+	snprintf(out, cap, "%s", w->closed_why);
+	pthread_mutex_unlock(&w->mu);
 }
 
 static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
@@ -661,14 +748,72 @@ static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
 		st = natsOptions_SetDisconnectedCB(w->opts, on_disconnected, w);
 	if (st == NATS_OK)
 		st = natsOptions_SetReconnectedCB(w->opts, on_connected, w);
+	if (st == NATS_OK)
+		st = natsOptions_SetClosedCB(w->opts, on_closed, w);
 	if (st == NATS_OK) {
 		st = natsConnection_Connect(&w->nc, w->opts);
-		if (st == NATS_OK)
-			atomic_store(&w->up, true); /* no callback for a first connect that worked */
 		if (st == NATS_NOT_YET_CONNECTED)
 			st = NATS_OK; /* retried in the background; run() waits for it */
+		if (st == NATS_OK)
+			closed_cb_due(w);
 	}
 	return st;
+}
+
+/* The publish replies' subscription ("<inbox>.*") and the JetStream
+ * context, on nc. A connection cnats already closed (a server that
+ * refused its first connect) gets no subscription: run() makes it anew. */
+static natsStatus bind_conn(struct jsw *w, natsConnection *nc, natsSubscription **reply_sub, jsCtx **js)
+{
+	char subject[160];
+	snprintf(subject, sizeof subject, "%s*", w->reply_prefix);
+	natsStatus st = cluster_nats_subscribe(reply_sub, nc, subject, on_reply, w);
+	if (st == NATS_OK)
+		st = natsConnection_JetStream(js, nc, NULL);
+	return st;
+}
+
+/*
+ * Worker thread, mu not held: replaces the connection cnats closed for
+ * good with a new one made from the same options (retried in the
+ * background as at start). The old one's subscriptions deliver nothing
+ * more once it is closed; a callback of it still running only touches w,
+ * which outlives it, and the messages it handed over keep their own
+ * references. Publishes waiting in the slots go on the new one. On
+ * failure (out of memory) the closed one stays, for the next try.
+ */
+static void rejoin(struct jsw *w)
+{
+	natsConnection *nc = NULL;
+	natsSubscription *reply_sub = NULL;
+	jsCtx *js = NULL;
+	natsStatus st = natsConnection_Connect(&nc, w->opts);
+	if (st == NATS_NOT_YET_CONNECTED)
+		st = NATS_OK;
+	if (st == NATS_OK)
+		closed_cb_due(w);
+	if (st == NATS_OK)
+		st = bind_conn(w, nc, &reply_sub, &js);
+	if (st != NATS_OK) {
+		natsSubscription_Destroy(reply_sub);
+		jsCtx_Destroy(js);
+		if (nc) {
+			natsConnection_Close(nc);
+			natsConnection_Destroy(nc);
+		}
+		return;
+	}
+	natsSubscription_Destroy(w->sub);
+	natsSubscription_Destroy(w->reply_sub);
+	jsCtx_Destroy(w->js);
+	natsConnection *old = w->nc;
+	pthread_mutex_lock(&w->mu);
+	w->nc = nc;
+	w->sub = NULL;
+	w->reply_sub = reply_sub;
+	w->js = js;
+	pthread_mutex_unlock(&w->mu);
+	natsConnection_Destroy(old);
 }
 
 int jsw_start(struct jsw **out, const char *urls, const struct jsw_config *cfg, struct inbox *acks,
@@ -700,11 +845,8 @@ int jsw_start(struct jsw **out, const char *urls, const struct jsw_config *cfg, 
 	w->reply_prefix = wisp_malloc(ilen + 3);
 	if (!w->reply_prefix)
 		goto fail;
-	snprintf(w->reply_prefix, ilen + 3, "%s.*", w->inbox);
-	if (natsConnection_Subscribe(&w->reply_sub, w->nc, w->reply_prefix, on_reply, w) != NATS_OK)
-		goto fail;
-	w->reply_prefix[ilen + 1] = '\0'; /* "<inbox>." */
-	if (natsConnection_JetStream(&w->js, w->nc, NULL) != NATS_OK)
+	snprintf(w->reply_prefix, ilen + 3, "%s.", w->inbox);
+	if (bind_conn(w, w->nc, &w->reply_sub, &w->js) != NATS_OK)
 		goto fail;
 	if (pthread_create(&w->thread, NULL, run, w) != 0)
 		goto fail;
@@ -764,6 +906,15 @@ void jsw_stop(struct jsw *w)
 		natsConnection_Destroy(w->nc);
 		w->nc = NULL;
 	}
+	/* The closed callbacks (cnats's thread posts them) touch w: bounded,
+	 * as cnats's own close wait is. */
+	pthread_mutex_lock(&w->mu);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += CLOSED_CB_WAIT_S;
+	while (w->closed_cbs_due > 0 && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0)
+		;
+	pthread_mutex_unlock(&w->mu);
 }
 
 void jsw_free(struct jsw *w)

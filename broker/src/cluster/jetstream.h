@@ -11,6 +11,12 @@
  *    does not replay the stream's history but misses nothing published
  *    after it started, however long JetStream took to answer; delivered to _WISP_DELIVER.<stream>.<consumer>). It retries every half second until
  *    both are there, then raises JSW_EV_READY on `events`.
+ *  - A connection cnats closed for good (the server refused it: credentials
+ *    revoked or not yet known) is made anew on the worker's thread, from the
+ *    same options, NATS_REJOIN_FIRST_MS after the close, doubling up to
+ *    NATS_REJOIN_MAX_MS while refused (JSW_EV_CLOSED, jsw_closed_reason);
+ *    the reply prefix, the tickets and the pending publishes stay, the
+ *    stream and consumer are set up again, then JSW_EV_READY.
  *  - Publishes: the loop hands it a natsMsg whose reply subject is
  *    <reply prefix><ticket> and which carries a Nats-Msg-Id (the stream
  *    drops a re-send of the same id within its duplicate window); the
@@ -68,6 +74,11 @@
  * second; raised once per episode, for the caller to log). */
 #define JSW_EV_GROUP_FAILED 0x200u
 
+/* NATS closed the worker's connection for good (jsw_closed_reason says
+ * why); the worker makes a new one on its own, NATS_REJOIN_FIRST_MS
+ * doubling to NATS_REJOIN_MAX_MS, and raises JSW_EV_READY once set up. */
+#define JSW_EV_CLOSED 0x400u
+
 struct jsw_config {
 	const char *stream;        /* the stream's name, and its subjects' first token */
 	const char *consumer;      /* this node's durable consumer name */
@@ -107,8 +118,11 @@ const char *jsw_reply_prefix(const struct jsw *w);
  * `ticket`). The caller keeps at most out_cap outstanding, and reuses a
  * ticket's slot only after the ticket came back. */
 void jsw_publish(struct jsw *w, natsMsg *m, uint64_t ticket);
-/* Any thread: whether the worker's own NATS connection is up now. */
-bool jsw_connected(const struct jsw *w);
+/* Any thread but cnats's: whether the worker's own NATS connection is up now. */
+bool jsw_connected(struct jsw *w);
+/* Any thread: why NATS closed the worker's connection for good, the last
+ * time it did ("" if never). */
+void jsw_closed_reason(struct jsw *w, char *out, size_t cap);
 /* Loop thread. Takes m, a message from msgs, to acknowledge to JetStream. */
 void jsw_ack(struct jsw *w, natsMsg *m);
 /*

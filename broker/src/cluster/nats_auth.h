@@ -24,6 +24,13 @@
  * signs instead. */
 struct nats_signer;
 
+/* A connection cnats closed for good (a server that refused it twice in a
+ * row: credentials revoked or not yet known, say) is made anew after
+ * this wait, doubled after each try that is refused again, up to the
+ * maximum; back to the first once connected. */
+#define NATS_REJOIN_FIRST_MS 1000
+#define NATS_REJOIN_MAX_MS 30000
+
 /* Reads and checks cfg's nkey_seed (against cfg->nkey) or credentials file.
  * *out is NULL when cfg has neither. 0, or WISP_ECONFIG / WISP_ENOMEM with
  * "cluster.<key>: <file>: <reason>" in err. */

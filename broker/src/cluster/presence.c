@@ -61,6 +61,8 @@ struct presence {
 	struct broker *b;
 	natsConnection *nc;
 	natsSubscription *sub;
+	natsMsgHandler on_msg;     /* the subscription's, kept for presence_rebind */
+	void *on_msg_closure;
 	char *node;
 	char *subject;
 	struct recent ring[PRESENCE_RECENT];
@@ -333,7 +335,9 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 		return WISP_ENOMEM;
 	}
 	snprintf(p->subject, n, "$WISP.%s%sclaim", prefix, *prefix ? "." : "");
-	if (natsConnection_Subscribe(&p->sub, nc, p->subject, on_msg, on_msg_closure) != NATS_OK) {
+	p->on_msg = on_msg;
+	p->on_msg_closure = on_msg_closure;
+	if (cluster_nats_subscribe(&p->sub, nc, p->subject, on_msg, on_msg_closure) != NATS_OK) {
 		presence_free(p);
 		return WISP_EIO;
 	}
@@ -354,6 +358,23 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 	b->client_connected_ctx = p;
 	*out = p;
 	return 0;
+}
+
+int presence_rebind(struct presence *p, natsConnection *nc)
+{
+	if (!p)
+		return 0;
+	natsSubscription_Destroy(p->sub); /* closed with its connection */
+	p->sub = NULL;
+	p->nc = nc;
+	/* Down since the old one closed: once the new one is up, every claim
+	 * held here is asked again, as after a reconnect. Its reconnect count
+	 * starts at 0. */
+	p->was_up = false;
+	p->reconnects = 0;
+	int rc = cluster_nats_subscribe(&p->sub, nc, p->subject, p->on_msg, p->on_msg_closure) == NATS_OK ? 0 : WISP_EIO;
+	int hrc = handover_rebind(p->handover, nc);
+	return rc ? rc : hrc;
 }
 
 void presence_stop(struct presence *p)

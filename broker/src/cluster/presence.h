@@ -54,6 +54,11 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure);
 /* Unhooks and ends the subscription (drained), before the connection closes. */
 void presence_stop(struct presence *p);
+/* Loop thread: moves the claims and the handover (handover_rebind) to nc,
+ * the connection made anew after cnats closed the old one for good; the
+ * claims held here are asked again once it is up. NULL: no-op. 0 or
+ * WISP_EIO. */
+int presence_rebind(struct presence *p, natsConnection *nc);
 /* Frees it, once cnats's threads are gone. NULL: no-op. */
 void presence_free(struct presence *p);
 

@@ -451,6 +451,24 @@ int retained_kv_start(struct retained_kv **out, struct broker *b, natsConnection
 	return 0;
 }
 
+int retained_kv_rebind(struct retained_kv *r, natsConnection *nc)
+{
+	if (!r)
+		return 0;
+	/* The thread's sub and js belong to the closed connection: it ends,
+	 * they go, and a new thread sets up (and follows the bucket) on nc. */
+	retained_kv_stop(r);
+	r->nc = nc;
+	pthread_mutex_lock(&r->mu);
+	r->stopping = false;
+	r->state = SETUP_TRYING;
+	pthread_mutex_unlock(&r->mu);
+	if (pthread_create(&r->thread, NULL, setup_main, r) != 0)
+		return WISP_EIO;
+	r->thread_started = true;
+	return 0;
+}
+
 void retained_kv_stop(struct retained_kv *r)
 {
 	if (!r)

@@ -54,6 +54,11 @@ int retained_kv_start(struct retained_kv **out, struct broker *b, natsConnection
 		      const char *node, const void *origin);
 /* Stops the thread and the consumer; before the connection closes. */
 void retained_kv_stop(struct retained_kv *r);
+/* Loop thread: moves to nc, the connection made anew after cnats closed
+ * the old one for good: the thread ends and starts again on nc (bucket
+ * set-up, then every record once more, as at start). NULL: no-op. 0, or
+ * WISP_EIO (no thread: retained messages stay on this node). */
+int retained_kv_rebind(struct retained_kv *r, natsConnection *nc);
 /* Frees the rest, once cnats's threads are gone. NULL: no-op. */
 void retained_kv_free(struct retained_kv *r);
 

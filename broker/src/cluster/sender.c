@@ -22,6 +22,8 @@ struct sent_item {
 struct sender {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
+	pthread_cond_t idle;         /* signalled when a batch is done (sender_forget waits) */
+	bool busy;                   /* a batch is being published, outside the lock */
 	pthread_t thread;
 	struct sent_item *ring;
 	size_t cap, head, len;
@@ -47,6 +49,7 @@ static void *run(void *arg)
 			s->bytes -= batch[i].bytes;
 		}
 		s->len -= n;
+		s->busy = true;
 		pthread_mutex_unlock(&s->mu);
 		for (size_t i = 0; i < n; i++) {
 			/* Stopping: the rest goes unsent, rather than each
@@ -57,6 +60,8 @@ static void *run(void *arg)
 			natsMsg_Destroy(batch[i].nm);
 		}
 		pthread_mutex_lock(&s->mu);
+		s->busy = false;
+		pthread_cond_broadcast(&s->idle);
 	}
 	pthread_mutex_unlock(&s->mu);
 	return NULL;
@@ -79,7 +84,9 @@ int sender_start(struct sender **out, size_t cap, uint64_t max_bytes)
 	atomic_init(&s->failed, 0);
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
+	pthread_cond_init(&s->idle, NULL);
 	if (pthread_create(&s->thread, NULL, run, s) != 0) {
+		pthread_cond_destroy(&s->idle);
 		pthread_cond_destroy(&s->cv);
 		pthread_mutex_destroy(&s->mu);
 		wisp_free(s->ring);
@@ -101,6 +108,7 @@ void sender_stop(struct sender *s)
 	pthread_join(s->thread, NULL);
 	for (; s->len; s->len--, s->head = (s->head + 1) % s->cap)
 		natsMsg_Destroy(s->ring[s->head].nm);
+	pthread_cond_destroy(&s->idle);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	wisp_free(s->ring);
@@ -127,6 +135,26 @@ bool sender_push(struct sender *s, natsConnection *nc, natsMsg *nm, size_t bytes
 		pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 	return true;
+}
+
+void sender_forget(struct sender *s, natsConnection *nc)
+{
+	pthread_mutex_lock(&s->mu);
+	size_t kept = 0;
+	for (size_t i = 0; i < s->len; i++) {
+		struct sent_item it = s->ring[(s->head + i) % s->cap];
+		if (it.nc == nc) {
+			natsMsg_Destroy(it.nm);
+			s->bytes -= it.bytes;
+			atomic_fetch_add_explicit(&s->failed, 1, memory_order_relaxed);
+		} else {
+			s->ring[(s->head + kept++) % s->cap] = it;
+		}
+	}
+	s->len = kept;
+	while (s->busy)
+		pthread_cond_wait(&s->idle, &s->mu);
+	pthread_mutex_unlock(&s->mu);
 }
 
 uint64_t sender_failed(const struct sender *s)

@@ -46,6 +46,10 @@ void sender_stop(struct sender *s);
  * max_bytes), and the caller still owns nm. *fill: the ring's messages
  * after the call, so the caller can tell when an overflow episode ended. */
 bool sender_push(struct sender *s, natsConnection *nc, natsMsg *nm, size_t bytes, size_t *fill);
+/* Loop thread, before nc is destroyed (a connection replaced): drops what
+ * is queued for it (counted as failed) and waits for the batch being
+ * published, if any, to end. */
+void sender_forget(struct sender *s, natsConnection *nc);
 /* Publishes cnats refused so far (disconnected with its reconnect buffer
  * full, a write past its deadline, ...). Any thread. */
 uint64_t sender_failed(const struct sender *s);

@@ -45,6 +45,8 @@ struct totals {
 	struct broker *b;
 	natsConnection *nc;
 	natsSubscription *sub;
+	natsMsgHandler on_msg;   /* the subscription's, kept for totals_rebind */
+	void *on_msg_closure;
 	char *subject;
 	char node[NODE_NAME_MAX];
 	const struct metric *rows[NSUMMED];
@@ -180,13 +182,25 @@ int totals_start(struct totals **out, struct broker *b, natsConnection *nc, cons
 		return WISP_ENOMEM;
 	}
 	snprintf(t->subject, n, "$WISP.%s%sfigures", prefix, *prefix ? "." : "");
-	if (natsConnection_Subscribe(&t->sub, nc, t->subject, on_msg, on_msg_closure) != NATS_OK) {
+	t->on_msg = on_msg;
+	t->on_msg_closure = on_msg_closure;
+	if (cluster_nats_subscribe(&t->sub, nc, t->subject, on_msg, on_msg_closure) != NATS_OK) {
 		totals_free(t);
 		return WISP_EIO;
 	}
 	loop_timer_start(b->loop, &t->timer, b->cfg->sys_interval, on_tick);
 	*out = t;
 	return 0;
+}
+
+int totals_rebind(struct totals *t, natsConnection *nc)
+{
+	if (!t)
+		return 0;
+	natsSubscription_Destroy(t->sub); /* closed with its connection */
+	t->sub = NULL;
+	t->nc = nc;
+	return cluster_nats_subscribe(&t->sub, nc, t->subject, t->on_msg, t->on_msg_closure) == NATS_OK ? 0 : WISP_EIO;
 }
 
 void totals_stop(struct totals *t)

@@ -27,6 +27,10 @@ int totals_start(struct totals **out, struct broker *b, natsConnection *nc, cons
 		 natsMsgHandler on_msg, void *on_msg_closure);
 /* Stops the timer, ends the subscription; before the connection closes. */
 void totals_stop(struct totals *t);
+/* Loop thread: moves to nc, the connection made anew after cnats closed
+ * the old one for good (its subscription is freed, made again on nc).
+ * NULL: no-op. 0 or WISP_EIO. */
+int totals_rebind(struct totals *t, natsConnection *nc);
 void totals_free(struct totals *t);
 
 /* Whether nm is another node's figures; if so, records them. */
