@@ -573,10 +573,15 @@ static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix,
 	if (broker_topic_bound(b, c->buf, (size_t)tlen) != TOPIC_WITHIN_LIMITS)
 		return "a topic over limits.max_topic_length or max_topic_levels";
 	size_t inner = 0;
-	/* A group's consumer filters on subjects, where a leading wildcard
-	 * also takes "$" topics, which MQTT's does not [MQTT-4.7.2-1]. */
-	if (for_group && from_stream && share_parse(share_key, share_len, &inner) == SHARE_OK &&
-	    !topic_matches(share_key + inner, share_len - inner, c->buf, (size_t)tlen))
+	/* A group's consumer (stream) and its queue subscription (core)
+	 * filter on subjects, where a leading wildcard also takes "$" topics,
+	 * which MQTT's does not [MQTT-4.7.2-1]. On core the subject matched,
+	 * so that rule is all that is left: a byte of the topic, and of the
+	 * filter only for a "$" topic. */
+	if (for_group && (from_stream || c->buf[0] == '$') &&
+	    share_parse(share_key, share_len, &inner) == SHARE_OK &&
+	    (from_stream ? !topic_matches(share_key + inner, share_len - inner, c->buf, (size_t)tlen)
+			 : (share_key[inner] == '+' || share_key[inner] == '#')))
 		return "";
 	const char *q = wire_header(nm, "Wisp-QoS");
 	uint8_t qos = q && q[0] >= '0' && q[0] <= '2' && !q[1] ? (uint8_t)(q[0] - '0') : 0;
