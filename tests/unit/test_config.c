@@ -665,11 +665,17 @@ static void test_cluster_section(void)
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.retained_bucket, "wisp_retained");
 	CU_ASSERT_EQUAL(cfg->cluster.retained_replicas, 1);
 	CU_ASSERT_FALSE(cfg->cluster.send_asap); /* cnats batches: a write per millisecond, not per message */
+	CU_ASSERT_EQUAL(cfg->cluster.send_queue, 8192);
+	CU_ASSERT_EQUAL(cfg->cluster.send_queue_bytes, 16u << 20);
+	CU_ASSERT_EQUAL(cfg->cluster.write_deadline, 2000);
+	CU_ASSERT_EQUAL(cfg->cluster.ping_interval, 5);
 	config_free(cfg);
 	static const char two[] = "{\"cluster\": {\"nats\": [\"nats://127.0.0.1:4222\", \"nats://h:4223\"], "
 				  "\"node\": \"a\", \"subject_prefix\": \"\", \"inbound_queue\": 16, "
 				  "\"durable\": false, \"stream\": \"MQTT_Q\", \"outbound_queue\": 100, \"duplicate_window\": 3600, "
-				  "\"retained_bucket\": \"R-1_x\", \"retained_replicas\": 3, \"send_asap\": true}}";
+				  "\"retained_bucket\": \"R-1_x\", \"retained_replicas\": 3, \"send_asap\": true, "
+				  "\"send_queue\": 16, \"send_queue_bytes\": 65536, \"write_deadline\": 10, "
+				  "\"ping_interval\": 3600}}";
 	CU_ASSERT_EQUAL_FATAL(config_parse(two, sizeof two - 1, "t.json", &cfg, err, sizeof err), 0);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.nats, "nats://127.0.0.1:4222,nats://h:4223");
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.node, "a");
@@ -682,6 +688,10 @@ static void test_cluster_section(void)
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.retained_bucket, "R-1_x");
 	CU_ASSERT_EQUAL(cfg->cluster.retained_replicas, 3);
 	CU_ASSERT_TRUE(cfg->cluster.send_asap);
+	CU_ASSERT_EQUAL(cfg->cluster.send_queue, 16);
+	CU_ASSERT_EQUAL(cfg->cluster.send_queue_bytes, 65536);
+	CU_ASSERT_EQUAL(cfg->cluster.write_deadline, 10);
+	CU_ASSERT_EQUAL(cfg->cluster.ping_interval, 3600);
 	config_free(cfg);
 	static const char one[] = "{\"cluster\": {\"nats\": \"nats://127.0.0.1:4222\"}}";
 	CU_ASSERT_EQUAL_FATAL(config_parse(one, sizeof one - 1, "t.json", &cfg, err, sizeof err), 0);

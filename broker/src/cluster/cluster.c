@@ -52,6 +52,7 @@
 #include "nats_auth.h"
 #include "presence.h"
 #include "retained_kv.h"
+#include "sender.h"
 #include "subject.h"
 #include "totals.h"
 #include "wire.h"
@@ -59,6 +60,7 @@
 #define EV_CONNECTED 0x1u
 #define EV_DISCONNECTED 0x2u
 #define EV_CLOSED 0x4u
+#define EV_SLOW 0x8u /* cnats dropped messages: a subscription's pending limit was full */
 /* A rejoin's connector thread is done (struct connector). */
 #define EV_MAIN_MADE 0x20u
 #define EV_SHARE_MADE 0x40u
@@ -130,6 +132,15 @@ struct cluster {
 	size_t buf_cap;
 	struct durable *durable; /* QoS 1/2 through JetStream (durable.h); NULL: cluster.durable off */
 	struct nats_signer *signer; /* NKey of every connection (nats_auth.h); NULL: none */
+	struct sender *sender;   /* publishes the data messages off the loop thread (sender.h) */
+	uint64_t send_failed_seen; /* sender_failed() already counted */
+	bool send_drop_logged;   /* this overflow episode of the sender's ring is logged */
+	uint64_t pending_dropped_gone; /* cnats's drops of subscriptions since destroyed */
+	bool pending_drops;      /* cnats dropped messages lately: counted again at each wake-up */
+	bool subs_deferred;      /* a SUB waits for the main connection (nats_subscribe) */
+	natsSubscription **gone; /* UNSUBs waiting for it */
+	size_t ngone, gone_cap;
+	bool slow_delivery;      /* debug builds: WISP_DEBUG_SLOW_NATS_DELIVERY (tests) */
 	/* A connection cnats closed for good (main or '<node>-share') is made
 	 * anew after rejoin_wait_ms, on a connector thread (rejoin_main,
 	 * rejoin_share). */
@@ -155,8 +166,20 @@ static struct interest **find(struct cluster *c, const char *filter, size_t len,
 
 static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
 
+/*
+ * While the main connection is lost, cnats's reconnect thread holds its
+ * lock through each attempt (up to its 2 s connect timeout against a frozen
+ * server), and a SUB or UNSUB from the loop would wait for it. Nothing
+ * arrives meanwhile anyway: the loop defers them, and makes them once the
+ * connection is back (subscribe_deferred), before the interest machinery's
+ * hello and snapshot, so the SUBs still precede the announcements.
+ */
 static int nats_subscribe(struct cluster *c, struct interest *in)
 {
+	if (!c->b->stats.cluster.connected) {
+		c->subs_deferred = true;
+		return 0;
+	}
 	bool parent_too = false;
 	ssize_t n = subject_from_filter(c->prefix, in->filter, in->len, c->buf, c->buf_cap, &parent_too);
 	if (n < 0)
@@ -177,17 +200,57 @@ static int nats_subscribe(struct cluster *c, struct interest *in)
 	return 0;
 }
 
-static void nats_unsubscribe(struct cluster *c, struct interest *in)
+static void release_sub(struct cluster *c, natsSubscription *sub)
+{
+	int64_t dropped = 0;
+	if (natsSubscription_GetDropped(sub, &dropped) == NATS_OK && dropped > 0)
+		c->pending_dropped_gone += (uint64_t)dropped;
+	natsSubscription_Unsubscribe(sub);
+	natsSubscription_Destroy(sub);
+	c->b->stats.cluster.subjects--;
+}
+
+/* now: at once whatever the connection's state (stopping). */
+static void nats_unsubscribe(struct cluster *c, struct interest *in, bool now)
 {
 	natsSubscription **subs[2] = {&in->sub, &in->parent_sub};
 	for (int i = 0; i < 2; i++) {
 		if (!*subs[i])
 			continue;
-		natsSubscription_Unsubscribe(*subs[i]);
-		natsSubscription_Destroy(*subs[i]);
+		if (!now && !c->b->stats.cluster.connected) {
+			if (c->ngone == c->gone_cap) {
+				size_t cap = c->gone_cap ? 2 * c->gone_cap : 16;
+				natsSubscription **grown = wisp_realloc(c->gone, cap * sizeof *grown);
+				if (!grown) {
+					release_sub(c, *subs[i]); /* out of memory: at once, waiting if it must */
+					*subs[i] = NULL;
+					continue;
+				}
+				c->gone = grown;
+				c->gone_cap = cap;
+			}
+			c->gone[c->ngone++] = *subs[i];
+		} else {
+			release_sub(c, *subs[i]);
+		}
 		*subs[i] = NULL;
-		c->b->stats.cluster.subjects--;
 	}
+}
+
+/* The main connection is back: the UNSUBs and SUBs deferred while it was
+ * lost. */
+static void subscribe_deferred(struct cluster *c)
+{
+	for (size_t i = 0; i < c->ngone; i++)
+		release_sub(c, c->gone[i]);
+	c->ngone = 0;
+	if (!c->subs_deferred)
+		return;
+	c->subs_deferred = false;
+	for (size_t i = 0; i < c->nbuckets; i++)
+		for (struct interest *in = c->buckets[i]; in; in = in->next)
+			if (!in->sub)
+				nats_subscribe(c, in);
 }
 
 /* A new group's queue SUB was just written: its mark follows it. */
@@ -240,7 +303,7 @@ static void interest_unref(struct cluster *c, const char *filter, size_t len)
 	struct interest *in = *pp;
 	if (!in || --in->count > 0)
 		return;
-	nats_unsubscribe(c, in);
+	nats_unsubscribe(c, in, false);
 	*pp = in->next;
 	c->count--;
 	wisp_free(in);
@@ -316,6 +379,29 @@ static int make_nats_msg(struct cluster *c, const struct msg *m, const char *pre
 	return 0;
 }
 
+/* Hands nm (m's core NATS message) to the sender thread, which owns it
+ * from then on. WISP_EAGAIN: its ring is full (NATS is not taking what it
+ * is given), nm destroyed: the message is dropped, at most once. */
+static int publish_core(struct cluster *c, const struct msg *m, natsMsg *nm)
+{
+	/* What the message costs in cnats: the payload, the topic twice
+	 * (subject and Wisp headers around it), the properties. */
+	size_t bytes = m->payload_len + 2u * m->topic_len + m->props_len + 128;
+	size_t fill = 0;
+	if (sender_push(c->sender, c->nc, nm, bytes, &fill)) {
+		if (c->send_drop_logged && fill <= sender_cap(c->sender) / 2)
+			c->send_drop_logged = false; /* the episode ends once the ring drains */
+		return 0;
+	}
+	natsMsg_Destroy(nm);
+	if (!c->send_drop_logged)
+		log_msg(LOG_WARNING, "cluster", "dropping QoS 0 messages for NATS: cluster.send_queue full (%zu messages, "
+			"%llu bytes), NATS is not taking them; counted in $SYS/broker/cluster/messages/send_dropped",
+			sender_cap(c->sender), (unsigned long long)sender_max_bytes(c->sender));
+	c->send_drop_logged = true;
+	return WISP_EAGAIN;
+}
+
 /* *to_stream: m went to the stream (now or, kept in the forwarding queue,
  * later), whose groups' consumers serve the shared groups. */
 static int send_to_nats(struct cluster *c, const struct msg *m, bool *to_stream)
@@ -341,11 +427,17 @@ static int send_to_nats(struct cluster *c, const struct msg *m, bool *to_stream)
 		natsMsg_Destroy(nm);
 	}
 	int rc = make_nats_msg(c, m, c->prefix, NULL, &nm);
-	if (rc != 0)
-		return rc;
-	natsStatus st = natsConnection_PublishMsg(c->nc, nm);
-	natsMsg_Destroy(nm);
-	return st == NATS_OK ? 0 : WISP_EIO;
+	return rc != 0 ? rc : publish_core(c, m, nm);
+}
+
+/* What the sender thread could not publish, into the loop's counters. */
+static void count_send_failures(struct cluster *c)
+{
+	uint64_t failed = sender_failed(c->sender);
+	if (failed != c->send_failed_seen) {
+		c->b->stats.cluster.send_failed += failed - c->send_failed_seen;
+		c->send_failed_seen = failed;
+	}
 }
 
 static size_t cluster_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels)
@@ -357,11 +449,15 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 		/* No other node wants it: no NATS publish (QoS 0) and no JetStream
 		 * round trip (QoS 1/2: acked as on one node); NATS is not asked to
 		 * pick a shared group's member either (interest.h). */
+		int rc = 0;
 		if (!remote_interest_wanted(c->wanted, levels, nlevels)) {
 			c->b->stats.cluster.unwanted++;
-		} else if (send_to_nats(c, m, &to_stream) == 0) {
+		} else if ((rc = send_to_nats(c, m, &to_stream)) == 0) {
 			c->b->stats.cluster.sent++;
 			sent = true;
+			count_send_failures(c);
+		} else if (rc == WISP_EAGAIN) {
+			c->b->stats.cluster.send_dropped++;
 		} else {
 			c->b->stats.cluster.send_failed++;
 		}
@@ -477,10 +573,15 @@ static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix,
 	if (broker_topic_bound(b, c->buf, (size_t)tlen) != TOPIC_WITHIN_LIMITS)
 		return "a topic over limits.max_topic_length or max_topic_levels";
 	size_t inner = 0;
-	/* A group's consumer filters on subjects, where a leading wildcard
-	 * also takes "$" topics, which MQTT's does not [MQTT-4.7.2-1]. */
-	if (for_group && from_stream && share_parse(share_key, share_len, &inner) == SHARE_OK &&
-	    !topic_matches(share_key + inner, share_len - inner, c->buf, (size_t)tlen))
+	/* A group's consumer (stream) and its queue subscription (core)
+	 * filter on subjects, where a leading wildcard also takes "$" topics,
+	 * which MQTT's does not [MQTT-4.7.2-1]. On core the subject matched,
+	 * so that rule is all that is left: a byte of the topic, and of the
+	 * filter only for a "$" topic. */
+	if (for_group && (from_stream || c->buf[0] == '$') &&
+	    share_parse(share_key, share_len, &inner) == SHARE_OK &&
+	    (from_stream ? !topic_matches(share_key + inner, share_len - inner, c->buf, (size_t)tlen)
+			 : (share_key[inner] == '+' || share_key[inner] == '#')))
 		return "";
 	const char *q = wire_header(nm, "Wisp-QoS");
 	uint8_t qos = q && q[0] >= '0' && q[0] <= '2' && !q[1] ? (uint8_t)(q[0] - '0') : 0;
@@ -526,6 +627,34 @@ static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix,
 	}
 	msg_unref(m);
 	return nl > 0 ? NULL : "too many topic levels";
+}
+
+/* cnats's own drops (a subscription's pending limit full before its
+ * delivery thread handed the messages to the inbox), summed over the
+ * node's subscriptions: counted from the first drop of an episode until a
+ * look finds no new one. */
+static void count_pending_drops(struct cluster *c, bool slow_event)
+{
+	if (!slow_event && !c->pending_drops)
+		return;
+	uint64_t total = c->pending_dropped_gone + groups_pending_dropped(c->groups);
+	for (size_t i = 0; i < c->nbuckets; i++)
+		for (struct interest *in = c->buckets[i]; in; in = in->next) {
+			natsSubscription *subs[2] = {in->sub, in->parent_sub};
+			for (int k = 0; k < 2; k++) {
+				int64_t dropped = 0;
+				if (subs[k] && natsSubscription_GetDropped(subs[k], &dropped) == NATS_OK && dropped > 0)
+					total += (uint64_t)dropped;
+			}
+		}
+	uint64_t *counted = &c->b->stats.cluster.pending_dropped;
+	if (slow_event && !c->pending_drops)
+		log_msg(LOG_WARNING, "cluster", "NATS's client is dropping messages from NATS: a subscription's pending "
+			"limit (cluster.inbound_queue, %zu) is full; counted in "
+			"$SYS/broker/cluster/messages/pending_dropped", c->inbox.cap);
+	c->pending_drops = slow_event || total > *counted;
+	if (total > *counted)
+		*counted = total;
 }
 
 /* ---- rejoin: a connection cnats closed for good, made anew ---- */
@@ -589,7 +718,7 @@ static void rejoin_main(struct cluster *c)
 	}
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next)
-			nats_unsubscribe(c, in); /* closed with the old connection: only freed */
+			nats_unsubscribe(c, in, true); /* closed with the old connection: only freed */
 	natsConnection *old = c->nc;
 	c->nc = nc;
 	for (size_t i = 0; i < c->nbuckets; i++)
@@ -599,6 +728,7 @@ static void rejoin_main(struct cluster *c)
 		log_msg(LOG_WARNING, "cluster", "cannot start the retained messages' thread again: they stay on "
 			"this node");
 	remote_interest_rebind(c->wanted, nc, groups_connection(c->groups));
+	sender_forget(c->sender, old); /* its ring may still name old */
 	natsConnection_Destroy(old);
 	if (connected)
 		on_connected(nc, c);
@@ -702,7 +832,13 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		c->rejoin_tries = 0;
 		c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;
 	}
+	if (ev & (EV_CONNECTED | EV_DISCONNECTED | EV_CLOSED))
+		durable_core_connected(c->durable, b->stats.cluster.connected);
+	if (b->stats.cluster.connected && (c->subs_deferred || c->ngone))
+		subscribe_deferred(c); /* before check_connections' hello and snapshot */
 	remote_interest_check_connections(c->wanted);
+	count_send_failures(c);
+	count_pending_drops(c, ev & (EV_SLOW | GROUPS_EV_SLOW));
 	if (dropped != c->dropped_seen) {
 		b->stats.cluster.dropped += dropped - c->dropped_seen;
 		if (!c->drop_logged)
@@ -732,6 +868,12 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 	(void)nc;
 	(void)sub;
 	struct cluster *c = closure;
+#ifndef NDEBUG
+	/* A starved delivery thread, so that cnats's pending limit fills and
+	 * it drops (tests/e2e/35_cluster_nats_stall.py). */
+	if (c->slow_delivery)
+		nanosleep(&(struct timespec){.tv_nsec = 2000000}, NULL);
+#endif
 	if (!inbox_push(&c->inbox, msg))
 		natsMsg_Destroy(msg); /* counted by the inbox, unless it is closing */
 }
@@ -746,6 +888,16 @@ static void on_disconnected(natsConnection *nc, void *closure)
 {
 	(void)nc;
 	inbox_raise(&((struct cluster *)closure)->inbox, EV_DISCONNECTED);
+}
+
+/* cnats's asynchronous errors; only a slow consumer (its pending limit
+ * full: messages dropped) concerns the loop, which counts the drops. */
+static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	if (err == NATS_SLOW_CONSUMER)
+		inbox_raise(&((struct cluster *)closure)->inbox, EV_SLOW);
 }
 
 static void on_closed(natsConnection *nc, void *closure)
@@ -872,6 +1024,9 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	c->router.ops = &cluster_ops;
 	c->inbox.efd = -1;
 	c->io.fd = -1; /* not watched until loop_io_start */
+#ifndef NDEBUG
+	c->slow_delivery = getenv("WISP_DEBUG_SLOW_NATS_DELIVERY") != NULL;
+#endif
 	list_init(&c->rejoin_timer.link);
 	c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;
 	char host[256];
@@ -899,6 +1054,13 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		goto nomem;
 	if (inbox_init(&c->inbox, cfg->inbound_queue) != 0)
 		goto nomem;
+	int src = sender_start(&c->sender, cfg->send_queue, cfg->send_queue_bytes);
+	if (src == WISP_ENOMEM)
+		goto nomem;
+	if (src != 0) {
+		snprintf(err, errlen, "cluster: cannot start the NATS sender thread");
+		goto fail;
+	}
 	if (loop_io_start(b->loop, &c->io, c->inbox.efd, LOOP_READ, on_inbox) != 0) {
 		snprintf(err, errlen, "cluster: cannot watch the NATS inbox");
 		goto fail;
@@ -929,6 +1091,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		st = natsOptions_SetReconnectedCB(c->opts, on_connected, c);
 	if (st == NATS_OK)
 		st = natsOptions_SetClosedCB(c->opts, on_closed, c);
+	if (st == NATS_OK)
+		st = natsOptions_SetErrorHandler(c->opts, on_async_error, c);
 	if (nats_signer_load(cfg, &c->signer, err, errlen) != 0 ||
 	    (st == NATS_OK && nats_auth_apply(c->opts, cfg, c->signer, err, errlen) != 0))
 		goto fail;
@@ -998,6 +1162,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
 		goto fail;
 	}
+	durable_core_connected(c->durable, b->stats.cluster.connected);
 	if (c->durable) {
 		durable_set_groups(c->durable, route_stream_group, on_group_bound, c);
 		groups_set_stream(c->groups, &group_stream_ops, c, durable_stream(c->durable));
@@ -1029,6 +1194,9 @@ void cluster_stop(struct cluster *c)
 		b->sessions.on_sub_gone = NULL;
 		b->sessions.sub_gone_ctx = NULL;
 	}
+	/* Its thread publishes on c->nc: joined before any connection closes. */
+	sender_stop(c->sender);
+	c->sender = NULL;
 	if (loop_timer_armed(&c->rejoin_timer))
 		loop_timer_stop(b->loop, &c->rejoin_timer);
 	/* A rejoin's connect still going: waited for (its first try is
@@ -1048,9 +1216,14 @@ void cluster_stop(struct cluster *c)
 		while (c->buckets[i]) {
 			struct interest *in = c->buckets[i];
 			c->buckets[i] = in->next;
-			nats_unsubscribe(c, in);
+			nats_unsubscribe(c, in, true);
 			wisp_free(in);
 		}
+	for (size_t i = 0; i < c->ngone; i++)
+		release_sub(c, c->gone[i]);
+	wisp_free(c->gone);
+	c->gone = NULL;
+	c->ngone = c->gone_cap = 0;
 	durable_stop(c->durable); /* closes its own connection first */
 	presence_stop(c->presence); /* on the groups' connection */
 	totals_stop(c->totals);

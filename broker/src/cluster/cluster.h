@@ -23,7 +23,10 @@
  *
  * cnats runs its own threads (connection, reconnect, message delivery);
  * they only hand messages and connection events to the loop thread through
- * inbox.h. Everything else runs on the loop thread.
+ * inbox.h. The messages another node wants are published by a thread of
+ * their own (sender.h), so a NATS server that stops reading never holds
+ * the loop; while the main connection is lost the loop also defers its
+ * SUBs and UNSUBs. Everything else runs on the loop thread.
  *
  *  - shared subscription groups are NATS queue groups (groups.h);
  *    retained messages go through a JetStream KV bucket (retained_kv.h);

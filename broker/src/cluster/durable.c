@@ -154,6 +154,7 @@ struct durable {
 	bool ack_fail;
 	/* store and forward */
 	bool connected;          /* the worker's connection is up */
+	bool core_down;          /* the node's main connection is lost (durable_core_connected) */
 	bool can_store;          /* persistence is on */
 	bool buffering_said, fwd_full_said;
 	uint64_t direct_last;    /* the last ticket handed outside fq */
@@ -201,7 +202,12 @@ const char *durable_stream(const struct durable *d) { return d->stream; }
 
 /* ---- the ack gate (broker.h) ---- */
 
-static bool is_up(const struct durable *d) { return d->ready && d->connected; }
+/* JetStream counts as out of reach while the node's main connection is
+ * lost too: both go to the same servers, and a frozen server is noticed
+ * on the busier connection first (a write past cluster.write_deadline),
+ * seconds before the worker's PINGs go unanswered, which acks should not
+ * wait for. */
+static bool is_up(const struct durable *d) { return d->ready && d->connected && !d->core_down; }
 
 /* Whether what a held ack's key waits for is safe: its ticket acked by
  * JetStream (with all before it), or its fq entry stored or acked. */
@@ -632,6 +638,17 @@ static void store_outstanding(struct durable *d)
 	}
 }
 
+static void went_down(struct durable *d)
+{
+	store_outstanding(d);
+	if (d->can_store && !d->buffering_said) {
+		log_msg(LOG_WARNING, "cluster", "JetStream out of reach: QoS 1/2 messages for other nodes are kept in "
+			"the store (cluster.forward_queue) and acknowledged; they go to stream '%s' when it is back",
+			d->stream);
+		d->buffering_said = true;
+	}
+}
+
 static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	(void)l;
@@ -704,13 +721,18 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 		}
 	}
 	if (was_up && !is_up(d))
-		store_outstanding(d);
-	if (was_up && !is_up(d) && d->can_store && !d->buffering_said) {
-		log_msg(LOG_WARNING, "cluster", "JetStream out of reach: QoS 1/2 messages for other nodes are kept in "
-			"the store (cluster.forward_queue) and acknowledged; they go to stream '%s' when it is back",
-			d->stream);
-		d->buffering_said = true;
-	}
+		went_down(d);
+	fq_settle(d);
+}
+
+void durable_core_connected(struct durable *d, bool up)
+{
+	if (!d || d->core_down == !up)
+		return;
+	bool was_up = is_up(d);
+	d->core_down = !up;
+	if (was_up && !is_up(d))
+		went_down(d);
 	fq_settle(d);
 }
 

@@ -81,6 +81,10 @@ void durable_stop(struct durable *d);
 /* After the NATS connection closed and cnats's threads ended. NULL: no-op. */
 void durable_free(struct durable *d);
 
+/* The node's main NATS connection was lost (up false) or is back: while
+ * it is lost JetStream counts as out of reach too (store and forward), as
+ * when the worker's own connection is. Loop thread. NULL: no-op. */
+void durable_core_connected(struct durable *d, bool up);
 /* The groups' side (groups.h): their messages go to route (route_ctx),
  * and ready(ctx, id) says a joined group is bound. */
 void durable_set_groups(struct durable *d, durable_route_group_fn route, void (*ready)(void *ctx, uint64_t id),

@@ -93,6 +93,7 @@ struct cluster_groups {
 	char *stream_prefix;       /* the stream's subjects' first token */
 	uint64_t stream_ids;
 	bool delay_subs;           /* debug builds: WISP_DEBUG_DELAY_SHARE_SUB */
+	uint64_t dropped_gone;     /* cnats's drops of queue subscriptions since destroyed */
 };
 
 static struct group_sub **find_key(struct cluster_groups *g, const char *key, size_t len, uint32_t h)
@@ -215,6 +216,9 @@ static void unsubscribe(struct cluster_groups *g, struct group_sub *gs)
 		struct sid_link **pp = find_sid(g, gs->links[i].sid);
 		if (*pp)
 			*pp = (*pp)->next;
+		int64_t dropped = 0;
+		if (natsSubscription_GetDropped(*subs[i], &dropped) == NATS_OK && dropped > 0)
+			g->dropped_gone += (uint64_t)dropped;
 		natsSubscription_Unsubscribe(*subs[i]);
 		natsSubscription_Destroy(*subs[i]);
 		*subs[i] = NULL;
@@ -464,6 +468,33 @@ static void on_closed(natsConnection *nc, void *closure)
 	inbox_raise(g->inbox, GROUPS_EV_CLOSED);
 }
 
+/* cnats's asynchronous errors: a slow consumer (a queue subscription's
+ * pending limit full, messages dropped) is told to the loop. */
+static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	if (err == NATS_SLOW_CONSUMER)
+		inbox_raise(((struct cluster_groups *)closure)->inbox, GROUPS_EV_SLOW);
+}
+
+uint64_t groups_pending_dropped(const struct cluster_groups *g)
+{
+	if (!g)
+		return 0;
+	uint64_t total = g->dropped_gone;
+	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
+		for (const struct group_sub *gs = g->by_key[i]; gs; gs = gs->by_key_next) {
+			natsSubscription *subs[2] = {gs->sub, gs->parent_sub};
+			for (int k = 0; k < 2; k++) {
+				int64_t dropped = 0;
+				if (subs[k] && natsSubscription_GetDropped(subs[k], &dropped) == NATS_OK && dropped > 0)
+					total += (uint64_t)dropped;
+			}
+		}
+	return total;
+}
+
 int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, const struct nats_signer *signer,
 		 const char *node, const char *prefix,
 		 struct inbox *inbox, uint64_t *count, char *err, size_t errlen)
@@ -506,6 +537,8 @@ int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, 
 		st = natsOptions_SetMaxReconnect(g->opts, -1);
 	if (st == NATS_OK)
 		st = natsOptions_SetReconnectWait(g->opts, 500);
+	if (st == NATS_OK)
+		st = natsOptions_SetErrorHandler(g->opts, on_async_error, g);
 	if (st == NATS_OK)
 		st = natsOptions_SetRetryOnFailedConnect(g->opts, true, on_connected, g);
 	if (st == NATS_OK)

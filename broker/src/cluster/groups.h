@@ -138,5 +138,12 @@ void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms);
  * this node's groups). Loop thread. */
 bool groups_connected(const struct cluster_groups *g);
 
+/* Raised on the cluster's inbox when cnats dropped messages of a queue
+ * subscription (its pending limit, cluster.inbound_queue, full). */
+#define GROUPS_EV_SLOW 0x200u
+/* What cnats dropped so far over the queue subscriptions, those gone
+ * included. Loop thread. NULL: 0. */
+uint64_t groups_pending_dropped(const struct cluster_groups *g);
+
 
 #endif

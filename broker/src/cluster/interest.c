@@ -331,7 +331,10 @@ static int announce(struct remote_interest *ri, const char *kind, bool numbered,
 		st = natsMsgHeader_Set(nm, hkey, hval);
 	if (st == NATS_OK && hkey2)
 		st = natsMsgHeader_Set(nm, hkey2, hval2);
-	if (st == NATS_OK)
+	/* Not while a connection is lost: cnats's reconnect attempts hold its
+	 * lock (up to its 2 s connect timeout against a frozen server), and
+	 * the hello and snapshot sent once it is back say it all again. */
+	if (st == NATS_OK && ri->connected)
 		st = natsConnection_PublishMsg(ri->nc, nm);
 	natsMsg_Destroy(nm);
 	return st == NATS_OK ? 0 : WISP_EIO;

@@ -12,9 +12,13 @@
  * signer is wrong now and then: nats_auth.h); the file's bytes are wiped
  * once read. libnats frees what the callbacks return with free(), so those
  * few bytes are malloc'd, not wisp_malloc'd.
+ *
+ * The same call also sets what every connection shares beyond TLS and
+ * credentials: its write deadline, PING interval and pending limit.
  */
 #include "nats_auth.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -274,7 +278,26 @@ const char *nats_last_error(void)
 int nats_auth_apply(natsOptions *o, const struct config_cluster *cfg, const struct nats_signer *signer, char *err,
 		    size_t errlen)
 {
-	natsStatus st;
+	natsStatus st = NATS_OK;
+	/* How every connection notices a server that stopped reading or
+	 * answering (sender.h): a write waits at most write_deadline, and two
+	 * PINGs unanswered lose the connection (then cnats reconnects, and the
+	 * node runs as with NATS down). Zero in a config made by hand: cnats's
+	 * defaults. */
+	if (cfg->write_deadline)
+		st = natsOptions_SetWriteDeadline(o, cfg->write_deadline);
+	if (st == NATS_OK && cfg->ping_interval)
+		st = natsOptions_SetPingInterval(o, (int64_t)cfg->ping_interval * 1000);
+	if (st == NATS_OK && cfg->ping_interval)
+		st = natsOptions_SetMaxPingsOut(o, 2);
+	if (st != NATS_OK)
+		return failed(st, "ping_interval", NULL, err, errlen);
+	/* Messages cnats keeps per subscription before its delivery thread
+	 * hands them to the inbox: no more than the inbox itself holds
+	 * (cnats's own default is 65,536 or 64 MiB per subscription). */
+	if (cfg->inbound_queue && cfg->inbound_queue <= INT_MAX &&
+	    (st = natsOptions_SetMaxPendingMsgs(o, (int)cfg->inbound_queue)) != NATS_OK)
+		return failed(st, "inbound_queue", NULL, err, errlen);
 	if (config_cluster_tls(cfg)) {
 		if ((st = natsOptions_SetSecure(o, true)) != NATS_OK)
 			return failed(st, "nats", NULL, err, errlen);

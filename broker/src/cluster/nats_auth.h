@@ -2,7 +2,8 @@
  * TLS and credentials of the node's NATS connections (the core one, the
  * shared-subscription one and the JetStream worker's): one place applies
  * the `cluster` keys to a natsOptions, so every connection the node makes
- * authenticates and verifies the same way.
+ * authenticates and verifies the same way (and notices a stalled server
+ * the same way: write deadline, PINGs, pending limit).
  *
  * Secrets (password, token, the seed files' contents) are handed to cnats
  * and never logged: URLs are logged through nats_urls_redacted.
@@ -40,8 +41,9 @@ int nats_signer_sign(const struct nats_signer *s, const char *nonce, unsigned ch
 /* After every connection using it is closed (nats_CloseAndWait). NULL: no-op. */
 void nats_signer_free(struct nats_signer *s);
 
-/* Sets TLS (cafile, certfile/keyfile, the server's name or tls_skip_verify)
- * and the one way of authenticating on o (signer: nats_signer_load's, borrowed
+/* Sets TLS (cafile, certfile/keyfile, the server's name or tls_skip_verify),
+ * write_deadline, ping_interval, the pending limit per subscription
+ * (inbound_queue) and the one way of authenticating on o (signer: nats_signer_load's, borrowed
  * until o's connections are closed). The config was validated
  * (config.c check_cluster); what cnats itself refuses (a PEM file it
  * cannot read) is reported here. 0, or WISP_ECONFIG with

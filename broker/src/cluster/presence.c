@@ -147,6 +147,15 @@ static void recheck_all(struct presence *p)
 static void on_presence_timer(struct loop *l, struct loop_timer *t)
 {
 	struct presence *p = container_of(t, struct presence, timer);
+	/* With the main connection down this one is most likely reconnecting
+	 * too, and cnats holds its lock through each attempt (its connect
+	 * timeout, 2 s, against a frozen server): no look from the loop then.
+	 * The first look once the main connection is back rechecks. */
+	if (!p->b->stats.cluster.connected) {
+		p->was_up = false;
+		loop_timer_start(l, &p->timer, 1, on_presence_timer);
+		return;
+	}
 	bool up = natsConnection_Status(p->nc) == NATS_CONN_STATUS_CONNECTED;
 	/* A reconnect can come and go between two looks: its count tells. */
 	uint64_t reconnects = p->reconnects;

@@ -122,7 +122,10 @@ static void tick(struct totals *t)
 	natsStatus st = natsMsg_Create(&nm, t->subject, NULL, payload, (int)n);
 	if (st == NATS_OK)
 		st = natsMsgHeader_Set(nm, "Wisp-Node", t->node);
-	if (st == NATS_OK)
+	/* Not while the main connection is down: this one is most likely
+	 * reconnecting too, its lock held through each attempt (up to 2 s
+	 * against a frozen server), and the figures are sent again next time. */
+	if (st == NATS_OK && b->stats.cluster.connected)
 		st = natsConnection_PublishMsg(t->nc, nm);
 	natsMsg_Destroy(nm);
 

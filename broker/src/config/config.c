@@ -347,6 +347,27 @@ static const struct field cluster_fields[] = {
 	 * wait: that wait was ~0.8 ms of a cross-node hop at p50 (measured,
 	 * docs/cluster.md). Off: fewer write()s when publishing hard. */
 	F_BOOL(struct config_cluster, "send_asap", send_asap, 0),
+	/* Wanted QoS 0 messages waiting for the thread that publishes them
+	 * (cluster/sender.h): two pointers and a size each here, the message
+	 * in cnats. 8192 or 16 MiB rides out a burst of a busy node (well
+	 * under a second at 100k msg/s); past either, while NATS does not
+	 * take them, a message is dropped (at most once) and counted. */
+	F_NUM(struct config_cluster, FT_U32, "send_queue", send_queue, 16, 16777216, 8192),
+	F_NUM(struct config_cluster, FT_U64, "send_queue_bytes", send_queue_bytes, 65536, JSON_INT_MAX, 16u << 20),
+	/* How long a write to a NATS server that reads nothing may wait (cnats
+	 * write deadline, ms): a write holds its connection's lock, which the
+	 * loop's own NATS calls (a new filter's SUB, interest announcements)
+	 * wait for. 2 s (nats-server's own deadline for its clients before
+	 * 2.2) is far above a healthy server's pause, even on a loaded
+	 * machine; past it the write fails and the connection is lost. */
+	F_NUM(struct config_cluster, FT_U32, "write_deadline", write_deadline, 10, 600000, 2000),
+	/* A PING every ping_interval seconds on each NATS connection; two
+	 * unanswered and the connection is lost (cnats's stale connection): a
+	 * frozen server that the node writes little to is noticed in 10 to
+	 * 15 s with 5, against cnats's own 4 to 6 minutes, for one PING/PONG
+	 * per connection per 5 s. Shorter risks losing a healthy connection on
+	 * a machine so loaded that the PONG is read late. */
+	F_NUM(struct config_cluster, FT_U32, "ping_interval", ping_interval, 1, 3600, 5),
 	/* A beat (a few bytes) per node per interval; a node sends everything
 	 * for one interval after joining, and forgets a node unheard for three:
 	 * 2 s keeps both short at no measurable cost. */

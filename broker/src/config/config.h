@@ -30,7 +30,7 @@ enum config_http_auth {
  * are the listener's max_header_bytes and max_headers, as for ws. */
 struct config_http {
 	uint32_t max_body_size;   /* POST bodies (the dashboard's publish form); default 65536 */
-	uint32_t max_requests;    /* per connection, then it is closed; default 1000 */
+	uint32_t max_requests;    /* per connection, then it is closed; default 2000 */
 	uint32_t idle_timeout;    /* seconds without a complete request; default 30 */
 	uint32_t tree_page_size;  /* topic tree children per dashboard request; default 500 */
 	bool dashboard;           /* serve the dashboard and its API; default true */
@@ -155,6 +155,10 @@ struct config_cluster {
 	uint32_t retained_replicas; /* its replicas; default 1 */
 	bool interest;          /* send to NATS only what another node wants; default true */
 	bool send_asap;         /* write each NATS publish at once (cnats sendAsap); default false */
+	uint32_t send_queue;    /* wanted QoS 0 messages waiting for the NATS sender thread; default 8192 */
+	uint64_t send_queue_bytes; /* their bytes; default 16 MiB */
+	uint32_t write_deadline; /* ms a write to NATS may wait for the server to read; default 1000 */
+	uint32_t ping_interval; /* seconds between PINGs on each NATS connection (2 unanswered: lost); default 5 */
 	uint32_t interest_interval; /* seconds between interest beats; default 2 */
 	uint32_t interest_ack_timeout; /* seconds a SUBACK waits for the other nodes; default 2 */
 	uint64_t max_remote_filters; /* distinct filters kept per other node; default 100000 */

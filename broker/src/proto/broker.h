@@ -53,6 +53,8 @@ struct broker_stats {
 		uint64_t received;       /* messages from NATS routed locally */
 		uint64_t dropped;        /* from NATS, dropped: cluster.inbound_queue full, or unusable */
 		uint64_t send_failed;    /* not published to NATS (disconnected and its buffer full, ...) */
+		uint64_t send_dropped;   /* wanted QoS 0 dropped: cluster.send_queue full (cluster/sender.h) */
+		uint64_t pending_dropped; /* from NATS, dropped by cnats: a subscription's pending limit full */
 		uint64_t subjects;       /* NATS subscriptions held for local interest */
 		uint64_t connected;      /* 1 while connected to NATS */
 		uint64_t durable_ready;  /* 1 while the JetStream stream and this node's consumer are bound */

@@ -116,6 +116,10 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.dropped), .sys = "cluster/messages/dropped"},
 	{"cluster_send_failed_total", "Messages NATS's client refused to publish (its reconnect buffer full).", COUNTER,
 	 STAT(cluster.send_failed), .sys = "cluster/messages/send_failed"},
+	{"cluster_send_dropped_total", "QoS 0 messages another node wanted, dropped: cluster.send_queue full (NATS "
+	 "not taking them).", COUNTER, STAT(cluster.send_dropped), .sys = "cluster/messages/send_dropped"},
+	{"cluster_pending_dropped_total", "Messages from NATS dropped by NATS's client: a subscription's pending limit "
+	 "(cluster.inbound_queue) full.", COUNTER, STAT(cluster.pending_dropped), .sys = "cluster/messages/pending_dropped"},
 	{"cluster_subjects", "NATS subscriptions held for this node's filters.", GAUGE, STAT(cluster.subjects),
 	 .sys = "cluster/subjects"},
 	{"cluster_durable_ready", "1 while the JetStream stream and this node's consumer are bound.", GAUGE,
