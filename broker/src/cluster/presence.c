@@ -206,24 +206,28 @@ static void log_stale(const struct session *s, const char *node)
 /* Ends this node's copy of `id`'s session: another node holds the id from
  * a later connect. A connected client is taken over [MQTT-3.1.4-3]: 0x8E
  * for v5, a close for 3.1.1. `id` outlives a clean session's end (the
- * caller's). `missed`: the claim was made while this node did not hear it
- * (a recheck, or the comparison after a restart): the client has been
- * connected again since, so an offline copy's delayed will is not due
- * [MQTT-3.1.3-9] and would only tell, late, of an absence that ended. */
+ * caller's). A delayed will the copy holds (its client left without
+ * DISCONNECT, or was just taken over) goes as on one node
+ * (proto/handle_connect.c): with `clean_start` (the client began a new
+ * session there) the old session ends now, and its will goes out with it
+ * [MQTT-3.1.2-4] [MQTT-3.1.2-8]; otherwise its client came back to it
+ * before the delay had passed (Clean Start 0 where the session could not
+ * move, or a claim this node missed: a recheck, the comparison after a
+ * restart), so the will is not due [MQTT-3.1.3-9]. */
 static void end_copy(struct presence *p, struct session *s, const char *id, size_t len, const char *node,
-		     bool missed)
+		     bool clean_start)
 {
 	struct broker *b = p->b;
-	if (missed && !s->conn && s->v5 && s->v5->will) {
-		SESS_OBSERVE(&b->observer, will_del, s);
-		msg_unref(s->v5->will);
-		s->v5->will = NULL;
-	}
 	if (s->conn) {
 		log_limited("cluster_takeover", LOG_NOTICE, "cluster", "client %s: taken over by a connection at node '%s'",
 			    s->client_id, node);
 		broker_drop(b, s->conn, REASON_SESSION_TAKEN_OVER, "session taken over at another node");
 		s = sess_find(&b->sessions, id, len); /* a clean one is gone now */
+	}
+	if (s && !clean_start && s->v5 && s->v5->will) {
+		SESS_OBSERVE(&b->observer, will_del, s);
+		msg_unref(s->v5->will);
+		s->v5->will = NULL;
 	}
 	if (s) {
 		/* Its client is at the other node now: ending it here keeps its
@@ -260,7 +264,7 @@ static void on_held_elsewhere(void *ctx, struct session *s, const char *node, ui
 	}
 	handover_claimed(p->handover, s->client_id, s->id_len, node, at);
 	log_stale(s, node);
-	end_copy(p, s, s->client_id, s->id_len, node, true); /* persistent: kept by the drop, so its id too */
+	end_copy(p, s, s->client_id, s->id_len, node, false); /* persistent: kept by the drop, so its id too */
 }
 
 
@@ -314,7 +318,10 @@ bool presence_message(struct presence *p, natsMsg *nm)
 	bool missed = !s->conn && wire_header(nm, "Wisp-Recheck");
 	if (missed)
 		log_stale(s, node);
-	end_copy(p, s, id, (size_t)len, node, missed);
+	/* A recheck, or the answer to one, says Clean Start 0 whatever the
+	 * missed connect said: the will of an absence that ended is not sent late. */
+	const char *clean = wire_header(nm, "Wisp-Clean");
+	end_copy(p, s, id, (size_t)len, node, !missed && clean && strcmp(clean, "1") == 0);
 	return true;
 }
 

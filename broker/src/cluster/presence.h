@@ -12,6 +12,9 @@
  *  - its connection is closed as a takeover [MQTT-3.1.4-3]: DISCONNECT with
  *    0x8E Session taken over for v5, a close for 3.1.1 (its will goes out
  *    by the single-node rules);
+ *  - a delayed will it holds goes out now if the claim says Clean Start 1
+ *    (the session's end) and never if it says 0 (the client came back
+ *    before the delay had passed [MQTT-3.1.3-9]), as on one node;
  *  - the session then ends there: kept, it would queue for a client that
  *    is elsewhere and deliver those messages again should the client come
  *    back, which QoS 2 forbids. A persistent session the claiming node
