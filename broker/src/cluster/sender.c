@@ -24,6 +24,7 @@ struct sender {
 	pthread_cond_t cv;
 	pthread_cond_t idle;         /* signalled when a batch is done (sender_forget waits) */
 	bool busy;                   /* a batch is being published, outside the lock */
+	uint64_t batches_done;       /* batches published so far (sender_forget waits for one) */
 	pthread_t thread;
 	struct sent_item *ring;
 	size_t cap, head, len;
@@ -61,6 +62,7 @@ static void *run(void *arg)
 		}
 		pthread_mutex_lock(&s->mu);
 		s->busy = false;
+		s->batches_done++;
 		pthread_cond_broadcast(&s->idle);
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -152,7 +154,11 @@ void sender_forget(struct sender *s, natsConnection *nc)
 		}
 	}
 	s->len = kept;
-	while (s->busy)
+	/* Only the batch in flight may hold nc: the thread takes the next
+	 * one without letting go of the lock, so waiting for it to be idle
+	 * would also wait for other connections' batches. */
+	uint64_t in_flight = s->batches_done + 1;
+	while (s->busy && s->batches_done < in_flight)
 		pthread_cond_wait(&s->idle, &s->mu);
 	pthread_mutex_unlock(&s->mu);
 }
