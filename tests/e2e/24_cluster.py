@@ -11,192 +11,26 @@ NATS keeps serving its local clients and rejoins when NATS is back.
 nats-server must be installed (WISP_NATS_SERVER, found by CMake): a
 missing one fails the test, never skips it."""
 
-import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import unittest
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import IO_TIMEOUT, PUBACK, Broker, RawClient, free_port, main, publish_pkt  # noqa: E402
+from wisp_e2e import PUBACK, RawClient, main, publish_pkt  # noqa: E402
 from v5_clients import paho5, paho5_stop, paho5_subscribe  # noqa: E402
-
-NATS_BIN = os.environ.get("WISP_NATS_SERVER") or shutil.which("nats-server") or "/usr/sbin/nats-server"
-PREFIX = "wisp"
-WAIT = 10.0  # seconds any awaited cluster event may take
-STOP_BOUND = 3.0  # seconds a node may take to exit on SIGTERM (cnats's close wait is 5)
+from wisp_cluster import (NATS_BIN, PREFIX, STOP_BOUND, WAIT, ClusterCase, Nats,  # noqa: E402,F401 - re-exported
+                          Node)
 
 
-class Nats:
-    """nats-server with JetStream and a temporary store on loopback ports."""
+class ClusterTest(ClusterCase):
+    node_names = ("a", "b", "c")
 
-    def __init__(self):
-        if not os.path.exists(NATS_BIN):
-            raise AssertionError("nats-server not found (%s): install the Debian package nats-server "
-                                 "(scripts/deps.sh --test)" % NATS_BIN)
-        self.dir = tempfile.mkdtemp(prefix="wisp-nats-")
-        self.host = "127.0.0.1"
-        self.port = free_port()
-        self.mport = free_port()
-        self.proc = None
-
-    def command(self):
-        return [NATS_BIN, "-a", self.host, "-p", str(self.port), "-m", str(self.mport), "-js", "-sd",
-                os.path.join(self.dir, "js")]
-
-    def start(self):
-        log = open(os.path.join(self.dir, "nats.log"), "ab")
-        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("nats-server exited at start:\n" + self.log())
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                socket.create_connection(("127.0.0.1", self.mport), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("nats-server did not listen within %ss:\n%s" % (WAIT, self.log()))
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def log(self):
-        with open(os.path.join(self.dir, "nats.log"), errors="replace") as f:
-            return f.read()
-
-    def connections(self):
-        """Node name -> (its NATS subscriptions, messages NATS sent it)."""
-        url = "http://127.0.0.1:%d/connz?subs=1" % self.mport
-        with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as r:
-            data = json.load(r)
-        # _INBOX.*: replies to the node's JetStream requests and the
-        # retained bucket's consumer (26_cluster_state tests those; the
-        # client-id claims and shared groups are on <node>-share).
-        return {c.get("name"): ({s for s in c.get("subscriptions_list") or [] if not s.startswith("_INBOX.")},
-                                c["out_msgs"])
-                for c in data.get("connections", [])}
-
-    def wait_subjects(self, node, want, present=True):
-        """Waits until node holds (or no longer holds) every subject of want."""
-        deadline = time.monotonic() + WAIT
-        subs = None
-        while time.monotonic() < deadline:
-            subs = self.connections().get(node, (set(), 0))[0]
-            if (set(want) <= subs) if present else not (set(want) & subs):
-                return subs
-            time.sleep(0.05)
-        raise AssertionError("node %s: NATS subscriptions %s, wanted %s%s" % (
-            node, sorted(subs or []), "" if present else "none of ", sorted(want)))
-
-    def out_msgs(self, node):
-        return self.connections()[node][1]
-
-
-class Node(Broker):
-    """A cluster node: its MQTT listener plus an http listener for /readyz
-    and /metrics."""
-
-    def __init__(self, name, nats_port, persistence=False):
-        cfg = {"cluster": {"nats": ["nats://127.0.0.1:%d" % nats_port], "node": name}}
-        if not persistence:
-            cfg["persistence"] = {"enabled": False}
-        super().__init__(config=cfg)
-        self.http_port = free_port()
-
-    def config(self):
-        cfg = super().config()
-        cfg["listeners"].append({"bind": "127.0.0.1", "port": self.http_port, "protocol": "http"})
-        return cfg
-
-    def get(self, path):
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.http_port, path), timeout=IO_TIMEOUT) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
-    def wait_ready(self, ready):
-        """Waits until /readyz says ready (or not); returns its last answer."""
-        deadline = time.monotonic() + WAIT
-        while True:
-            status, body = self.get("/readyz")
-            if (status == 200) == ready or time.monotonic() > deadline:
-                return status, body
-            time.sleep(0.05)
-
-
-class ClusterTest(unittest.TestCase):
-
-    def setUp(self):
-        self.nats = Nats()
-        # Cleanups run even when setUp fails half way (tearDown would not):
-        # no nats-server or node outlives the test.
-        self.addCleanup(shutil.rmtree, self.nats.dir, True)
-        self.addCleanup(self.nats.kill)
-        self.nats.start()
-        self.nodes = {}
-        self.clients = []
-        self.addCleanup(self.stop_nodes)
-        for name in ("a", "b", "c"):
-            b = Node(name, self.nats.port)
-            self.nodes[name] = b
-            b.start()
-        for name, b in self.nodes.items():
-            self.assertIsNotNone(b.wait_log("connected to NATS as node '%s'" % name, timeout=WAIT),
-                                 "node %s never connected to NATS" % name)
-
-    def stop_nodes(self):
-        for c in self.clients:
-            try:
-                c.close()
-            except Exception:  # noqa: BLE001 - cleanup must not hide the test result
-                pass
-        errors = []
-        for b in self.nodes.values():
-            try:
-                b.stop()
-            except AssertionError as e:
-                errors.append(str(e))
-            except Exception:  # noqa: BLE001 - a node that never started
-                pass
-        for b in self.nodes.values():
-            b.cleanup()
-        if errors:
-            self.fail("\n".join(errors))
-
-    def run(self, result=None):
-        result = result if result is not None else self.defaultTestResult()
-        before = len(result.failures) + len(result.errors)
-        super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            for name, b in getattr(self, "nodes", {}).items():
-                sys.stderr.write("\n--- node %s ---\n%s\n" % (name, b.log_banner()))
-        return result
-
-    def client(self, node, client_id):
-        c = RawClient(self.nodes[node].port)
-        self.clients.append(c)
-        self.assertEqual(c.connect(client_id), 0)
-        return c
-
-    def expect_payloads(self, c, payloads):
-        got = []
-        for _ in payloads:
-            p = c.recv_publish(timeout=WAIT)
-            got.append((p.topic, p.payload))
-        self.assertEqual(got, payloads)
+    def make_node(self, name, persistence=None):
+        # This module's Node, looked up at each call: scripts that load this
+        # one may replace it with their own.
+        if persistence is None:
+            persistence = name in self.persistent
+        return Node(name, self.nats.port, persistence=persistence)
 
     def test_fan_out_exactly_once_to_interested_nodes_only(self):
         sub_b = self.client("b", "sub-b")

@@ -13,81 +13,28 @@ followed; retained messages still reach every node.
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
 
-import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import sys
 import time
-import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import IO_TIMEOUT, PUBACK, RawClient, main, publish_pkt  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location(
-    "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
-cluster24 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cluster24)
-Nats, Node = cluster24.Nats, cluster24.Node
+from wisp_cluster import SELECTIVE, ClusterCase, InterestNode, Nats, Node  # noqa: E402,F401 - re-exported
 
 WAIT = 20.0  # seconds any awaited cluster event may take
-SELECTIVE = "sending NATS only what they want"
 ROUNDS = 30  # subscribe-then-publish rounds of the race tests
 
 
-class InterestNode(Node):
-    """A cluster node beating every second: it knows the others' interest
-    one interval (plus a second) after joining."""
-
-    def config(self):
-        cfg = super().config()
-        cfg["cluster"]["interest_interval"] = 1
-        return cfg
-
-    def _env(self):
-        # Debug builds send a new shared group's NATS queue SUB up to a
-        # second late: a SUBACK that waited only for the other nodes'
-        # answers would come before nats-server has the SUB.
-        return dict(super()._env(), WISP_DEBUG_DELAY_SHARE_SUB="1")
-
-
-class ClusterInterestTest(unittest.TestCase):
-    # 24's helpers, not its tests.
-    stop_nodes = cluster24.ClusterTest.stop_nodes
-    client = cluster24.ClusterTest.client
-
-    def setUp(self):
-        self.nats = Nats()
-        self.addCleanup(shutil.rmtree, self.nats.dir, True)
-        self.addCleanup(self.nats.kill)
-        self.nats.start()
-        self.nodes = {}
-        self.clients = []
-        self.addCleanup(self.stop_nodes)
-        for name in ("a", "b"):
-            self.start_node(name)
-
-    def run(self, result=None):
-        result = result if result is not None else self.defaultTestResult()
-        before = len(result.failures) + len(result.errors)
-        super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            for name, b in getattr(self, "nodes", {}).items():
-                sys.stderr.write("\n--- node %s ---\n%s\n" % (name, b.log_banner()))
-        return result
-
-    def start_node(self, name, offset=0, settled=True):
-        n = self.nodes.get(name) or InterestNode(name, self.nats.port)
-        self.nodes[name] = n
-        n.start()
-        self.assertIsNotNone(n.wait_log("connected to NATS as node '%s'" % name, offset=offset, timeout=WAIT))
-        if settled:
-            self.assertIsNotNone(n.wait_log(SELECTIVE, offset=offset, timeout=WAIT),
-                                 "node %s never learnt the others' interest" % name)
-        return n
+class ClusterInterestTest(ClusterCase):
+    node_class = InterestNode
+    node_names = ("a", "b")
+    settle = True
+    wait = WAIT
 
     def metric(self, node, name):
         m = re.search(r"(?m)^wisp_%s ([0-9]+)$" % name, self.nodes[node].get("/metrics")[1])

@@ -23,7 +23,6 @@ group's members are on b and c (and a). What a user sees:
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -33,17 +32,13 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import IO_TIMEOUT, main  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location(
-    "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
-cluster24 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cluster24)
+from wisp_cluster import ClusterCase, Node as ClusterNode  # noqa: E402
 
 WAIT = 20.0  # seconds any awaited cluster event may take
 ACK_WAIT = 30.0  # the group consumers' ack wait (cluster/jetstream.c): a redelivery comes after it
 
 
-class Node(cluster24.Node):
+class Node(ClusterNode):
     """A node that learns the others' interest within a second or two."""
 
     delay_group_bind = False
@@ -65,14 +60,9 @@ class Node(cluster24.Node):
         return dict(env, WISP_DEBUG_DELAY_GROUP_BIND="1") if self.delay_group_bind else env
 
 
-cluster24.Node = Node  # ClusterTest.setUp makes its nodes from this one
-
-
-class ShareDurableTest(cluster24.ClusterTest):
-    # ClusterTest's own tests are 24's: not run again here.
-    for _name in [n for n in vars(cluster24.ClusterTest) if n.startswith("test_")]:
-        locals()[_name] = None
-    del _name
+class ShareDurableTest(ClusterCase):
+    node_class = Node
+    node_names = ("a", "b", "c")
 
     def setUp(self):
         Node.delay_group_bind = self._testMethodName == "test_new_group_gets_a_qos1_message_published_right_after_its_suback"

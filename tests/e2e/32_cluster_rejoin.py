@@ -19,7 +19,6 @@ and reloads (SIGHUP):
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
 
-import importlib.util
 import json
 import os
 import re
@@ -28,32 +27,22 @@ import signal
 import sys
 import tempfile
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import main  # noqa: E402
+from wisp_cluster import SELECTIVE, ClusterCase, Node, load_script  # noqa: E402
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load(name, file):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(_HERE, file))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cluster24 = _load("cluster24", "24_cluster.py")
-cluster30 = _load("cluster30", "30_cluster_nats_auth.py")
-Node, NatsConf = cluster24.Node, cluster30.NatsConf
+NatsConf = load_script("cluster30", "30_cluster_nats_auth.py").NatsConf
 
 WAIT = 20.0  # seconds any awaited cluster event may take (a rejoin waits up to 4 s here)
-SELECTIVE = "sending NATS only what they want"
 CLOSED = "NATS closed the connection 'a(-share)?' for good"
 PASSWORDS = {"a": "pw-a-6d1f", "b": "pw-b-2e9c"}
 
 
-class ClusterRejoinTest(unittest.TestCase):
+class ClusterRejoinTest(ClusterCase):
+    # Each test starts nats-server with the users it wants (serve_nats).
+    start_nats_in_setup = False
+    wait = WAIT
 
     @classmethod
     def setUpClass(cls):
@@ -63,39 +52,13 @@ class ClusterRejoinTest(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.work, True)
 
-    def setUp(self):
-        self.nodes = {}
-        self.clients = []
-        self.addCleanup(self.stop_nodes)
-
-    client = cluster24.ClusterTest.client
-
-    def stop_nodes(self):
-        # The logs, for run() to show on failure: stopping removes them.
-        self.banners = {}
-        for name, n in self.nodes.items():
-            try:
-                self.banners[name] = n.log_banner()
-            except OSError:
-                pass
-        cluster24.ClusterTest.stop_nodes(self)
-
-    def run(self, result=None):
-        result = result if result is not None else self.defaultTestResult()
-        before = len(result.failures) + len(result.errors)
-        super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            for name, banner in getattr(self, "banners", {}).items():
-                sys.stderr.write("\n--- node %s ---\n%s\n" % (name, banner))
-            if getattr(self, "nats", None):
-                sys.stderr.write("\n--- nats-server ---\n%s\n" % self.nats.log())
-        return result
-
     def users(self, names):
         return ["users: [%s]" % ", ".join("{user: %s, password: %s}" % (n, json.dumps(PASSWORDS[n]))
                                           for n in names)]
 
-    def start_nats(self, users):
+    def serve_nats(self, users):
+        # Not ClusterCase.start_nats: that would remove nats-server's log
+        # before a failed test's cleanup shows it (the class removes it).
         self.nats = NatsConf(self.work, auth=self.users(users))
         self.addCleanup(self.nats.kill)
         self.nats.start()
@@ -115,15 +78,19 @@ class ClusterRejoinTest(unittest.TestCase):
             self.assertLess(time.monotonic(), deadline, "nats-server did not reload its configuration")
             time.sleep(0.05)
 
-    def start_node(self, name, persistence=False):
-        n = Node(name, self.nats.port, persistence=persistence)
+    def make_node(self, name, persistence=None):
+        n = Node(name, self.nats.port, persistence=bool(persistence))
         n.extra_config["cluster"].update(interest_interval=1, username=name, password=PASSWORDS[name])
-        self.nodes[name] = n
+        return n
+
+    def launch(self, name, persistence=False):
+        """Starts node name without waiting for NATS (it may refuse it)."""
+        n = self.nodes[name] = self.make_node(name, persistence)
         n.start()
         return n
 
     def join(self, name, persistence=False):
-        n = self.start_node(name, persistence)
+        n = self.launch(name, persistence)
         for line, what in (("connected to NATS as node '%s'" % name, "never connected to NATS"),
                            ("JetStream ready", "JetStream never ready"),
                            (SELECTIVE, "never heard the cluster")):
@@ -147,9 +114,9 @@ class ClusterRejoinTest(unittest.TestCase):
         self.assertEqual(sub.recv_publish(timeout=WAIT).payload, b"here")
 
     def test_node_refused_at_start_joins_once_the_server_accepts_it(self):
-        self.start_nats(["b"])
+        self.serve_nats(["b"])
         self.join("b")
-        a = self.start_node("a", persistence=True)
+        a = self.launch("a", persistence=True)
         line = a.wait_log("refused node 'a'", timeout=WAIT)
         self.assertIsNotNone(line, "node a did not say NATS refused it")
         self.assertIn("Authorization Violation", line)
@@ -182,7 +149,7 @@ class ClusterRejoinTest(unittest.TestCase):
         self.assertEqual((p.topic, p.payload, p.qos), ("x/1", b"across", 1))
 
     def test_node_revoked_then_restored_rejoins_and_forwards_what_it_acked_meanwhile(self):
-        self.start_nats(["a", "b"])
+        self.serve_nats(["a", "b"])
         a = self.join("a", persistence=True)
         self.join("b")
         sub = self.client("b", "sub-b")

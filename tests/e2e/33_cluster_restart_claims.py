@@ -28,25 +28,16 @@ nats-server -js on loopback.
 nats-server must be installed (WISP_NATS_SERVER, found by CMake): a missing
 one fails the test, never skips it."""
 
-import importlib.util
 import os
-import shutil
 import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import CONNACK, RawClient, main, mqtt_str, packet  # noqa: E402
+from wisp_cluster import load_script  # noqa: E402
 
-
-def _load(name, file):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(os.path.abspath(__file__)), file))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-cluster24 = _load("cluster24", "24_cluster.py")
-cluster29 = _load("cluster29", "29_cluster_session.py")
+cluster24 = load_script("cluster24", "24_cluster.py")
+cluster29 = load_script("cluster29", "29_cluster_session.py")
 WAIT = cluster24.WAIT
 Client = cluster29.Client
 
@@ -71,17 +62,11 @@ class RestartClaimsTest(cluster29.ClusterSessionTest):
         locals()[_name] = None
     del _name
 
+    node_names = ("a", "b")
+    persistent = ("a", "b")  # nodes each with its store
+
     def setUp(self):
-        """nats-server and two nodes, each with its store."""
-        self.nats = cluster24.Nats()
-        self.addCleanup(shutil.rmtree, self.nats.dir, True)
-        self.addCleanup(self.nats.kill)
-        self.nats.start()
-        self.nodes = {}
-        self.clients = []
-        self.addCleanup(self.stop_nodes)
-        for name in ("a", "b"):
-            self.extra_node(name, persistence=True)
+        super().setUp()
         for name in ("a", "b"):
             self.answers_requests(name)
 

@@ -27,27 +27,18 @@ What a user sees:
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
 
-import importlib.util
 import os
 import re
-import shutil
 import socket
 import sys
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import IO_TIMEOUT, main  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location(
-    "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
-cluster24 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cluster24)
-Nats, Node, PREFIX = cluster24.Nats, cluster24.Node, cluster24.PREFIX
+from wisp_cluster import PREFIX, SELECTIVE, ClusterCase, Node  # noqa: E402
 
 WAIT = 20.0  # seconds any awaited cluster event may take
 SUBJECT = "$WISP.%s.interest" % PREFIX
-SELECTIVE = "sending NATS only what they want"
 MAX_FILTERS = 50       # a's cluster.max_remote_filters
 MAX_BYTES = 65535      # a's cluster.max_remote_filter_bytes (its minimum)
 FLOOD = 20000          # fake adds
@@ -152,35 +143,18 @@ class BoundNode(Node):
         return cfg
 
 
-class ClusterInterestBoundsTest(unittest.TestCase):
-    stop_nodes = cluster24.ClusterTest.stop_nodes
-    client = cluster24.ClusterTest.client
+class ClusterInterestBoundsTest(ClusterCase):
+    node_names = ("a", "b")
+    settle = True
+    wait = WAIT
 
-    def run(self, result=None):
-        result = result if result is not None else self.defaultTestResult()
-        before = len(result.failures) + len(result.errors)
-        super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            for name, b in getattr(self, "nodes", {}).items():
-                sys.stderr.write("\n--- node %s ---\n%s\n" % (name, b.log_banner()))
-        return result
+    def make_node(self, name, persistence=None):
+        bounds = {"max_remote_filters": MAX_FILTERS, "max_remote_filter_bytes": MAX_BYTES} if name == "a" else None
+        return BoundNode(name, self.nats.port, bounds)
 
     def setUp(self):
-        self.nats = Nats()
-        self.addCleanup(shutil.rmtree, self.nats.dir, True)
-        self.addCleanup(self.nats.kill)
-        self.nats.start()
-        self.nodes = {}
-        self.clients = []
         self.inboxes = []
-        self.addCleanup(self.stop_nodes)
-        self.nodes["a"] = BoundNode("a", self.nats.port, {"max_remote_filters": MAX_FILTERS,
-                                                         "max_remote_filter_bytes": MAX_BYTES})
-        self.nodes["b"] = BoundNode("b", self.nats.port)
-        for name, n in self.nodes.items():
-            n.start()
-        for name, n in self.nodes.items():
-            self.assertIsNotNone(n.wait_log(SELECTIVE, timeout=WAIT), "node %s never learnt the others' interest" % name)
+        super().setUp()
 
     def metric(self, node, name):
         m = re.search(r"(?m)^wisp_%s ([0-9]+)$" % name, self.nodes[node].get("/metrics")[1])

@@ -26,26 +26,18 @@ what cnats drops is counted in $SYS and logged. With cnats's default limit
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
 
-import importlib.util
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import PUBACK, SANITIZER_RE, RawClient, main, publish_pkt  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location(
-    "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
-cluster24 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cluster24)
-Nats, Node = cluster24.Nats, cluster24.Node
+from wisp_cluster import ClusterCase, Node  # noqa: E402
 
 WAIT = 20.0  # seconds any awaited cluster event may take
 ROUND_TRIP = 5.0  # seconds one local QoS 1 round trip may take (a hang fails it)
@@ -106,43 +98,25 @@ class Flooder(threading.Thread):
             pass
 
 
-class ClusterPair(unittest.TestCase):
+class ClusterPair(ClusterCase):
     """Nodes a and b (a with persistence) and their nats-server."""
 
-    stop_nodes = cluster24.ClusterTest.stop_nodes
-    client = cluster24.ClusterTest.client
+    node_names = ("a", "b")
+    # a keeps QoS 1/2 in its store while NATS is lost (store and forward):
+    # without persistence their acks wait for NATS.
+    persistent = ("a",)
+    settle = True
+    wait = WAIT
 
-    def node_class(self, name):
+    def node_type(self, name):
         return StallNode
 
-    def setUp(self):
-        self.nats = Nats()
-        self.addCleanup(shutil.rmtree, self.nats.dir, True)
-        self.addCleanup(self.nats.kill)
-        self.nats.start()
-        self.nodes = {}
-        self.clients = []
-        self.addCleanup(self.stop_nodes)
-        self.addCleanup(self.resume_nats)  # cleanups run last first: NATS resumes before the nodes stop
-        for name in ("a", "b"):
-            # a keeps QoS 1/2 in its store while NATS is lost (store and
-            # forward): without persistence their acks wait for NATS.
-            n = self.node_class(name)(name, self.nats.port, persistence=(name == "a"))
-            self.nodes[name] = n
-            n.start()
-            self.assertIsNotNone(n.wait_log("connected to NATS as node '%s'" % name, timeout=WAIT))
-        for name in ("a", "b"):
-            self.assertIsNotNone(self.nodes[name].wait_log("sending NATS only what they want", timeout=WAIT),
-                                 "node %s never learnt the other's interest" % name)
+    def make_node(self, name, persistence=None):
+        return self.node_type(name)(name, self.nats.port, persistence=name in self.persistent)
 
-    def run(self, result=None):
-        result = result if result is not None else self.defaultTestResult()
-        before = len(result.failures) + len(result.errors)
-        super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            for name, b in getattr(self, "nodes", {}).items():
-                sys.stderr.write("\n--- node %s ---\n%s\n" % (name, b.log_banner()))
-        return result
+    def setUp(self):
+        super().setUp()
+        self.addCleanup(self.resume_nats)  # cleanups run last first: NATS resumes before the nodes stop
 
     def resume_nats(self):
         if self.nats.proc and self.nats.proc.poll() is None:
@@ -316,7 +290,7 @@ class PendingLimitTest(ClusterPair):
     messages; what it drops past that is counted and logged, never
     silent."""
 
-    def node_class(self, name):
+    def node_type(self, name):
         return SlowDeliveryNode if name == "b" else StallNode
 
     def test_messages_cnats_drops_past_its_pending_limit_are_counted(self):

@@ -18,57 +18,22 @@ JetStream stream and the groups' consumers).
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
 
-import importlib.util
 import os
-import shutil
 import sys
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import main  # noqa: E402
-
-
-def _load(name, file):
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(os.path.dirname(os.path.abspath(__file__)), file))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-cluster24 = _load("cluster24", "24_cluster.py")
-cluster28 = _load("cluster28", "28_cluster_interest.py")
-Nats, InterestNode = cluster24.Nats, cluster28.InterestNode
+from wisp_cluster import ClusterCase, InterestNode  # noqa: E402
 
 WAIT = 20.0  # seconds any awaited cluster event may take
 
 
-class ClusterShareDollarTest(unittest.TestCase):
-    # 24's and 28's helpers, not their tests.
-    stop_nodes = cluster24.ClusterTest.stop_nodes
-    client = cluster24.ClusterTest.client
-    start_node = cluster28.ClusterInterestTest.start_node
+class ClusterShareDollarTest(ClusterCase):
+    node_class = InterestNode
+    node_names = ("a", "b")
+    settle = True
+    wait = WAIT
     maxDiff = None
-
-    def run(self, result=None):
-        result = result if result is not None else self.defaultTestResult()
-        before = len(result.failures) + len(result.errors)
-        super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            for name, b in getattr(self, "nodes", {}).items():
-                sys.stderr.write("\n--- node %s ---\n%s\n" % (name, b.log_banner()))
-        return result
-
-    def setUp(self):
-        self.nats = Nats()
-        self.addCleanup(shutil.rmtree, self.nats.dir, True)
-        self.addCleanup(self.nats.kill)
-        self.nats.start()
-        self.nodes = {}
-        self.clients = []
-        self.addCleanup(self.stop_nodes)
-        for name in ("a", "b"):
-            self.start_node(name)
 
     def test_dollar_topic_skips_wildcard_led_filters_across_nodes(self):
         for qos in (0, 1):

@@ -1,0 +1,281 @@
+"""Shared pieces of the cluster e2e scripts (issue 16): Nats (a
+nats-server -js on loopback with a temporary store), Node (a cluster node
+with an http listener for /readyz and /metrics), InterestNode (one beating
+every second) and ClusterCase, the TestCase base that starts nats-server
+and the nodes, stops them and, when a test failed, prints the nodes' and
+nats-server's logs before they are removed.
+
+Not a test script itself (no NN_ prefix): 24_cluster.py and
+28_cluster_interest.py re-export these names for the scripts that load
+them."""
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from wisp_e2e import IO_TIMEOUT, Broker, RawClient, free_port  # noqa: E402
+
+NATS_BIN = os.environ.get("WISP_NATS_SERVER") or shutil.which("nats-server") or "/usr/sbin/nats-server"
+PREFIX = "wisp"
+WAIT = 10.0  # seconds any awaited cluster event may take
+STOP_BOUND = 3.0  # seconds a node may take to exit on SIGTERM (cnats's close wait is 5)
+
+
+
+def load_script(name, file):
+    """Loads the e2e script file next to this one as module name (its file
+    name, NN_*.py, cannot be imported), for its helpers."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(os.path.abspath(__file__)), file))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+class Nats:
+    """nats-server with JetStream and a temporary store on loopback ports."""
+
+    def __init__(self):
+        if not os.path.exists(NATS_BIN):
+            raise AssertionError("nats-server not found (%s): install the Debian package nats-server "
+                                 "(scripts/deps.sh --test)" % NATS_BIN)
+        self.dir = tempfile.mkdtemp(prefix="wisp-nats-")
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.mport = free_port()
+        self.proc = None
+
+    def command(self):
+        return [NATS_BIN, "-a", self.host, "-p", str(self.port), "-m", str(self.mport), "-js", "-sd",
+                os.path.join(self.dir, "js")]
+
+    def start(self):
+        log = open(os.path.join(self.dir, "nats.log"), "ab")
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("nats-server exited at start:\n" + self.log())
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", self.mport), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("nats-server did not listen within %ss:\n%s" % (WAIT, self.log()))
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log(self):
+        with open(os.path.join(self.dir, "nats.log"), errors="replace") as f:
+            return f.read()
+
+    def connections(self):
+        """Node name -> (its NATS subscriptions, messages NATS sent it)."""
+        url = "http://127.0.0.1:%d/connz?subs=1" % self.mport
+        with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as r:
+            data = json.load(r)
+        # _INBOX.*: replies to the node's JetStream requests and the
+        # retained bucket's consumer (26_cluster_state tests those; the
+        # client-id claims and shared groups are on <node>-share).
+        return {c.get("name"): ({s for s in c.get("subscriptions_list") or [] if not s.startswith("_INBOX.")},
+                                c["out_msgs"])
+                for c in data.get("connections", [])}
+
+    def wait_subjects(self, node, want, present=True):
+        """Waits until node holds (or no longer holds) every subject of want."""
+        deadline = time.monotonic() + WAIT
+        subs = None
+        while time.monotonic() < deadline:
+            subs = self.connections().get(node, (set(), 0))[0]
+            if (set(want) <= subs) if present else not (set(want) & subs):
+                return subs
+            time.sleep(0.05)
+        raise AssertionError("node %s: NATS subscriptions %s, wanted %s%s" % (
+            node, sorted(subs or []), "" if present else "none of ", sorted(want)))
+
+    def out_msgs(self, node):
+        return self.connections()[node][1]
+
+
+class Node(Broker):
+    """A cluster node: its MQTT listener plus an http listener for /readyz
+    and /metrics."""
+
+    def __init__(self, name, nats_port, persistence=False):
+        cfg = {"cluster": {"nats": ["nats://127.0.0.1:%d" % nats_port], "node": name}}
+        if not persistence:
+            cfg["persistence"] = {"enabled": False}
+        super().__init__(config=cfg)
+        self.http_port = free_port()
+
+    def config(self):
+        cfg = super().config()
+        cfg["listeners"].append({"bind": "127.0.0.1", "port": self.http_port, "protocol": "http"})
+        return cfg
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.http_port, path), timeout=IO_TIMEOUT) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def wait_ready(self, ready):
+        """Waits until /readyz says ready (or not); returns its last answer."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            status, body = self.get("/readyz")
+            if (status == 200) == ready or time.monotonic() > deadline:
+                return status, body
+            time.sleep(0.05)
+
+
+SELECTIVE = "sending NATS only what they want"
+
+
+class InterestNode(Node):
+    """A cluster node beating every second: it knows the others' interest
+    one interval (plus a second) after joining."""
+
+    def config(self):
+        cfg = super().config()
+        cfg["cluster"]["interest_interval"] = 1
+        return cfg
+
+    def _env(self):
+        # Debug builds send a new shared group's NATS queue SUB up to a
+        # second late: a SUBACK that waited only for the other nodes'
+        # answers would come before nats-server has the SUB.
+        return dict(super()._env(), WISP_DEBUG_DELAY_SHARE_SUB="1")
+
+
+class ClusterCase(unittest.TestCase):
+    """nats-server and the nodes node_names (of node_class; those in
+    persistent with their store), started by setUp; each is waited for
+    until it connected to NATS and, with settle, until it learnt the
+    others' interest. Cleanups stop the nodes, then nats-server, even when
+    setUp failed half way."""
+
+    node_class = Node
+    node_names = ()
+    persistent = ()
+    settle = False
+    start_nats_in_setup = True
+    wait = WAIT  # seconds setUp and start_node wait for a node's log line
+
+    def setUp(self):
+        self._failures_before = self._failure_count()
+        self.nodes = {}
+        self.clients = []
+        self.nats = None
+        if self.start_nats_in_setup:
+            self.start_nats(Nats())
+        self.addCleanup(self.stop_nodes)
+        # Registered after stop_nodes, so run before it: the nodes' logs are
+        # still there.
+        self.addCleanup(self.dump_logs_on_failure)
+        # Started together, then waited for: quicker than one by one.
+        for name in self.node_names:
+            self.nodes[name] = self.make_node(name)
+            self.nodes[name].start()
+        for name in self.node_names:
+            self.assertIsNotNone(self.nodes[name].wait_log("connected to NATS as node '%s'" % name, timeout=self.wait),
+                                 "node %s never connected to NATS" % name)
+        if self.settle:
+            for name in self.node_names:
+                self.assertIsNotNone(self.nodes[name].wait_log(SELECTIVE, timeout=self.wait),
+                                     "node %s never learnt the others' interest" % name)
+
+    def start_nats(self, nats):
+        """Starts nats; it is killed (and its store removed) after the
+        nodes stopped when started before them."""
+        self.nats = nats
+        self.addCleanup(shutil.rmtree, nats.dir, True)
+        self.addCleanup(nats.kill)
+        nats.start()
+        return nats
+
+    def make_node(self, name, persistence=None):
+        if persistence is None:
+            persistence = name in self.persistent
+        return self.node_class(name, self.nats.port, persistence=persistence)
+
+    def start_node(self, name, offset=0, settled=None, **kw):
+        """Starts node name (made by make_node the first time, started again
+        on its directory after); waits until it connected to NATS and, if
+        settled (default: settle), learnt the others' interest."""
+        n = self.nodes.get(name)
+        if n is None:
+            n = self.nodes[name] = self.make_node(name, **kw)
+        n.start()
+        self.assertIsNotNone(n.wait_log("connected to NATS as node '%s'" % name, offset=offset, timeout=self.wait),
+                             "node %s never connected to NATS" % name)
+        if self.settle if settled is None else settled:
+            self.assertIsNotNone(n.wait_log(SELECTIVE, offset=offset, timeout=self.wait),
+                                 "node %s never learnt the others' interest" % name)
+        return n
+
+    def stop_nodes(self):
+        for c in self.clients:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - cleanup must not hide the test result
+                pass
+        errors = []
+        for b in self.nodes.values():
+            try:
+                b.stop()
+            except AssertionError as e:
+                errors.append(str(e))
+            except Exception:  # noqa: BLE001 - a node that never started
+                pass
+        for b in self.nodes.values():
+            b.cleanup()
+        if errors:
+            self.fail("\n".join(errors))
+
+    def _failure_count(self):
+        # A cleanup cannot see whether the test failed (unittest resets its
+        # outcome for each cleanup): the result's lists tell it.
+        result = getattr(getattr(self, "_outcome", None), "result", None)
+        return len(getattr(result, "failures", ())) + len(getattr(result, "errors", ()))
+
+    def dump_logs_on_failure(self):
+        if self._failure_count() == getattr(self, "_failures_before", 0):
+            return
+        for name, b in self.nodes.items():
+            try:
+                sys.stderr.write("\n--- node %s ---\n%s\n" % (name, b.log_banner()))
+            except OSError as e:
+                sys.stderr.write("\n--- node %s: no log (%s) ---\n" % (name, e))
+        if self.nats is not None:
+            try:
+                sys.stderr.write("\n--- nats-server ---\n%s\n" % self.nats.log())
+            except OSError as e:
+                sys.stderr.write("\n--- nats-server: no log (%s) ---\n" % e)
+
+    def client(self, node, client_id):
+        c = RawClient(self.nodes[node].port)
+        self.clients.append(c)
+        self.assertEqual(c.connect(client_id), 0)
+        return c
+
+    def expect_payloads(self, c, payloads):
+        got = []
+        for _ in payloads:
+            p = c.recv_publish(timeout=WAIT)
+            got.append((p.topic, p.payload))
+        self.assertEqual(got, payloads)
