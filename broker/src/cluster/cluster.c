@@ -109,6 +109,7 @@ struct cluster {
 	struct broker *b;
 	natsOptions *opts;
 	natsConnection *nc;
+	bool stopping; /* cluster_stop: subscriptions are retired, not destroyed */
 	struct inbox inbox;
 	struct cluster_groups *groups; /* shared subscriptions (groups.h) */
 	struct retained_kv *retained;  /* retained messages (retained_kv.h) */
@@ -206,7 +207,10 @@ static void release_sub(struct cluster *c, natsSubscription *sub)
 	if (natsSubscription_GetDropped(sub, &dropped) == NATS_OK && dropped > 0)
 		c->pending_dropped_gone += (uint64_t)dropped;
 	natsSubscription_Unsubscribe(sub);
-	natsSubscription_Destroy(sub);
+	if (c->stopping)
+		cluster_nats_retire_sub(&sub);
+	else
+		natsSubscription_Destroy(sub);
 	c->b->stats.cluster.subjects--;
 }
 
@@ -1194,6 +1198,7 @@ void cluster_stop(struct cluster *c)
 		b->sessions.on_sub_gone = NULL;
 		b->sessions.sub_gone_ctx = NULL;
 	}
+	c->stopping = true;
 	/* Its thread publishes on c->nc: joined before any connection closes. */
 	sender_stop(c->sender);
 	c->sender = NULL;
@@ -1234,6 +1239,9 @@ void cluster_stop(struct cluster *c)
 		natsConnection_Close(c->nc);
 		natsConnection_Destroy(c->nc);
 	}
+	/* Every connection is closed, its read loop joined: the subscriptions
+	 * the stops above retired can go (cluster_nats_retire_sub). */
+	cluster_nats_destroy_retired();
 	natsOptions_Destroy(c->opts);
 	/* Freed while cnats can still free them; a late callback's message is
 	 * refused and freed by the callback itself. */

@@ -207,7 +207,8 @@ static void link_sid(struct cluster_groups *g, struct group_sub *gs, int i, nats
 	*pp = l;
 }
 
-static void unsubscribe(struct cluster_groups *g, struct group_sub *gs)
+/* stopping: destroyed once the connection is closed (cluster_nats_retire_sub). */
+static void unsubscribe(struct cluster_groups *g, struct group_sub *gs, bool stopping)
 {
 	natsSubscription **subs[2] = {&gs->sub, &gs->parent_sub};
 	for (int i = 0; i < 2; i++) {
@@ -220,7 +221,10 @@ static void unsubscribe(struct cluster_groups *g, struct group_sub *gs)
 		if (natsSubscription_GetDropped(*subs[i], &dropped) == NATS_OK && dropped > 0)
 			g->dropped_gone += (uint64_t)dropped;
 		natsSubscription_Unsubscribe(*subs[i]);
-		natsSubscription_Destroy(*subs[i]);
+		if (stopping)
+			cluster_nats_retire_sub(subs[i]);
+		else
+			natsSubscription_Destroy(*subs[i]);
 		*subs[i] = NULL;
 		(*g->count)--;
 	}
@@ -376,7 +380,7 @@ void groups_unref(struct cluster_groups *g, const char *key, size_t len)
 	if (!gs || --gs->count > 0)
 		return;
 	unhold(g, gs);
-	unsubscribe(g, gs);
+	unsubscribe(g, gs, false);
 	*pp = gs->by_key_next;
 	forget(g, gs);
 	wisp_free(gs);
@@ -576,7 +580,7 @@ void groups_reconnect(struct cluster_groups *g, natsConnection *nc, bool connect
 	 * over nothing more, and only their objects are left to free. */
 	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
 		for (struct group_sub *gs = g->by_key[i]; gs; gs = gs->by_key_next)
-			unsubscribe(g, gs);
+			unsubscribe(g, gs, false);
 	natsConnection *old = g->nc;
 	g->nc = nc;
 	natsConnection_Destroy(old);
@@ -617,6 +621,39 @@ void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms)
 		natsSubscription_WaitForDrainCompletion(sub, timeout_ms);
 }
 
+/* Process-wide: one cluster per process, and its stop runs on the loop
+ * thread. */
+static natsSubscription **retired;
+static size_t nretired, retired_cap;
+
+void cluster_nats_retire_sub(natsSubscription **sub)
+{
+	if (!*sub)
+		return;
+	if (nretired == retired_cap) {
+		size_t cap = retired_cap ? 2 * retired_cap : 64;
+		natsSubscription **grown = wisp_realloc(retired, cap * sizeof *grown);
+		if (!grown) {
+			natsSubscription_Destroy(*sub); /* out of memory: at once, as before */
+			*sub = NULL;
+			return;
+		}
+		retired = grown;
+		retired_cap = cap;
+	}
+	retired[nretired++] = *sub;
+	*sub = NULL;
+}
+
+void cluster_nats_destroy_retired(void)
+{
+	for (size_t i = 0; i < nretired; i++)
+		natsSubscription_Destroy(retired[i]);
+	wisp_free(retired);
+	retired = NULL;
+	nretired = retired_cap = 0;
+}
+
 void groups_close(struct cluster_groups *g)
 {
 	if (!g)
@@ -630,7 +667,7 @@ void groups_close(struct cluster_groups *g)
 		while (g->by_key[i]) {
 			struct group_sub *gs = g->by_key[i];
 			g->by_key[i] = gs->by_key_next;
-			unsubscribe(g, gs);
+			unsubscribe(g, gs, true);
 			wisp_free(gs);
 		}
 	if (g->nc) {

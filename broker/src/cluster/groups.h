@@ -134,6 +134,17 @@ natsConnection *groups_connection(const struct cluster_groups *g);
  * shuts down is never freed. Blocks; for shutdown. NULL: no-op. */
 void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms);
 
+/* Stopping: sub's natsSubscription_Destroy put off until its connection is
+ * closed. libnats 3.4's read loop looks a message's subscription up and
+ * only then locks it, holding no reference (fixed upstream in cnats 3.6,
+ * nats.c#638): destroyed while its connection still reads, it can be
+ * freed under the read loop. natsConnection_Close joins that loop, so
+ * cluster_nats_destroy_retired, called once every connection is closed,
+ * frees them safely. Unsubscribing (or draining) stays the caller's, done
+ * before. Sets *sub to NULL. The loop thread only. */
+void cluster_nats_retire_sub(natsSubscription **sub);
+void cluster_nats_destroy_retired(void);
+
 /* Whether the queue subscriptions' connection is up now (so NATS can pick
  * this node's groups). Loop thread. */
 bool groups_connected(const struct cluster_groups *g);

@@ -1496,8 +1496,7 @@ void handover_stop(struct handover *h)
 		if (!*subs[i])
 			continue;
 		cluster_nats_drain_sub(*subs[i], 500);
-		natsSubscription_Destroy(*subs[i]);
-		*subs[i] = NULL;
+		cluster_nats_retire_sub(subs[i]); /* destroyed once its connection is closed */
 	}
 }
 

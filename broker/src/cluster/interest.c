@@ -821,13 +821,12 @@ void remote_interest_stop(struct remote_interest *ri)
 		announce(ri, "bye", true, NULL, 0, NULL, NULL, NULL, NULL, NULL);
 		natsConnection_FlushTimeout(ri->nc, 500);
 	}
-	natsSubscription *subs[2] = {ri->sub, ri->ack_sub};
+	natsSubscription **subs[2] = {&ri->sub, &ri->ack_sub};
 	for (int i = 0; i < 2; i++)
-		if (subs[i]) {
-			natsSubscription_Unsubscribe(subs[i]);
-			natsSubscription_Destroy(subs[i]);
+		if (*subs[i]) {
+			natsSubscription_Unsubscribe(*subs[i]);
+			cluster_nats_retire_sub(subs[i]); /* destroyed once its connection is closed */
 		}
-	ri->sub = ri->ack_sub = NULL;
 }
 
 void remote_interest_free(struct remote_interest *ri)

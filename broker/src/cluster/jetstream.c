@@ -334,12 +334,15 @@ static void group_free(struct jgroup *g)
 
 /* Without mu (the worker's own fields). Unsubscribing a bound
  * subscription keeps its consumer (js_AddConsumer made it). */
-static void group_unbind(struct jgroup *g)
+static void group_unbind(struct jgroup *g, bool stopping)
 {
 	for (int i = 0; i < 2; i++)
 		if (g->sub[i]) {
 			natsSubscription_Unsubscribe(g->sub[i]);
-			natsSubscription_Destroy(g->sub[i]);
+			if (stopping)
+				cluster_nats_retire_sub(&g->sub[i]); /* destroyed once its connection is closed */
+			else
+				natsSubscription_Destroy(g->sub[i]);
 			g->sub[i] = NULL;
 		}
 	g->bound = false;
@@ -395,7 +398,7 @@ static bool groups_work(struct jsw *w)
 		if (g->leaving) {
 			*pp = g->next;
 			pthread_mutex_unlock(&w->mu);
-			group_unbind(g);
+			group_unbind(g, false);
 			group_free(g);
 			pthread_mutex_lock(&w->mu);
 			continue;
@@ -409,7 +412,7 @@ static bool groups_work(struct jsw *w)
 			for (int i = 0; i < 2 && g->name[i]; i++) {
 				jsConsumerInfo *ci = NULL;
 				if (js_GetConsumerInfo(&ci, w->js, w->stream, g->name[i], NULL, NULL) == NATS_NOT_FOUND)
-					group_unbind(g); /* deleted while this node was away: made again below */
+					group_unbind(g, false); /* deleted while this node was away: made again below */
 				jsConsumerInfo_Destroy(ci);
 			}
 		}
@@ -422,11 +425,11 @@ static bool groups_work(struct jsw *w)
 			nanosleep(&(struct timespec){.tv_nsec = 500000000L}, NULL);
 #endif
 		if (!g->bound) {
-			group_unbind(g);
+			group_unbind(g, false);
 			for (int i = 0; i < 2 && g->name[i] && st == NATS_OK; i++)
 				st = group_bind_one(w, g, i);
 			if (st != NATS_OK)
-				group_unbind(g);
+				group_unbind(g, false);
 		}
 		pthread_mutex_lock(&w->mu);
 		if (st == NATS_OK && !g->bound) {
@@ -879,7 +882,7 @@ void jsw_stop(struct jsw *w)
 	while (w->groups) {
 		struct jgroup *g = w->groups;
 		w->groups = g->next;
-		group_unbind(g);
+		group_unbind(g, true);
 		group_free(g);
 	}
 	for (size_t i = 0; w->slots && i < w->cfg.out_cap; i++) {
@@ -893,8 +896,7 @@ void jsw_stop(struct jsw *w)
 	for (int i = 0; i < 2; i++)
 		if (*subs[i]) {
 			natsSubscription_Unsubscribe(*subs[i]);
-			natsSubscription_Destroy(*subs[i]);
-			*subs[i] = NULL;
+			cluster_nats_retire_sub(subs[i]); /* destroyed once its connection is closed */
 		}
 	/* Released here, not in jsw_free: cluster_stop's nats_CloseAndWait
 	 * waits (5 s) for every cnats object, and jsw_free runs after it.

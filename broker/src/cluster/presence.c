@@ -399,8 +399,7 @@ void presence_stop(struct presence *p)
 	handover_stop(p->handover);
 	/* Claims arrive at any time, also while the node stops. */
 	cluster_nats_drain_sub(p->sub, 500);
-	natsSubscription_Destroy(p->sub); /* before nats_CloseAndWait, which waits for every cnats object */
-	p->sub = NULL;
+	cluster_nats_retire_sub(&p->sub); /* destroyed once its connection is closed */
 }
 
 void presence_free(struct presence *p)

@@ -30,6 +30,7 @@
 #include "alloc.h"
 #include "broker.h"
 #include "err.h"
+#include "groups.h"
 #include "hash.h"
 #include "inbox.h"
 #include "log.h"
@@ -485,8 +486,7 @@ void retained_kv_stop(struct retained_kv *r)
 	 * and the answer, arriving as the connection closes, is never freed
 	 * by cnats. The server drops the ephemeral consumer with the
 	 * connection's interest. */
-	natsSubscription_Destroy(r->sub);
-	r->sub = NULL;
+	cluster_nats_retire_sub(&r->sub); /* destroyed once its connection is closed */
 	jsCtx_Destroy(r->js);
 	r->js = NULL;
 }

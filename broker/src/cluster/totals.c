@@ -210,8 +210,7 @@ void totals_stop(struct totals *t)
 	if (loop_timer_armed(&t->timer))
 		loop_timer_stop(t->b->loop, &t->timer);
 	cluster_nats_drain_sub(t->sub, 500);
-	natsSubscription_Destroy(t->sub); /* before nats_CloseAndWait, which waits for every cnats object */
-	t->sub = NULL;
+	cluster_nats_retire_sub(&t->sub); /* destroyed once its connection is closed */
 }
 
 void totals_free(struct totals *t)
