@@ -319,6 +319,13 @@ static int cluster_interest_add(struct router *r, struct session *s, const char 
 				uint8_t options, uint32_t subscription_id, size_t max_subs)
 {
 	struct cluster *c = of(r);
+	/* A group new to the node costs nats-server consumers whoever asks:
+	 * past cluster.max_groups it is refused as max_subs refuses a filter
+	 * (SUBACK 0x97 Quota exceeded, 3.1.1: 0x80 [MQTT-3.9.3]). */
+	if (share_is_shared(filter, len) && !groups_admit(c->groups, filter, len)) {
+		c->b->stats.cluster.groups_refused++;
+		return WISP_ELIMIT;
+	}
 	int rc = router_interest_add(c->local, s, filter, len, options, subscription_id, max_subs);
 	if (rc == 1)
 		interest_ref(c, filter, len);
@@ -832,6 +839,7 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	if (c->alone && ev & (EV_CONNECTED | GROUPS_EV_UP) && b->stats.cluster.connected && groups_connected(c->groups)) {
 		log_msg(LOG_NOTICE, "cluster", "node '%s' rejoined the cluster over NATS (after %u tr%s)", c->node,
 			c->rejoin_tries, c->rejoin_tries == 1 ? "y" : "ies");
+		b->stats.cluster.rejoins++;
 		c->alone = false;
 		c->rejoin_tries = 0;
 		c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;

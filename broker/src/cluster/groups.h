@@ -27,9 +27,9 @@
  * ack (killed, frozen) to another, so a group loses nothing acknowledged
  * either (groups_set_stream; docs/cluster.md "Shared subscriptions").
  *
- * Memory: one entry per distinct shared filter this node's sessions hold
- * (about 140 bytes plus the key), in three fixed hash tables of
- * GROUPS_BUCKETS (by key, by NATS subscription, by digest); the JetStream
+ * Memory: one entry per distinct shared filter this node's sessions hold,
+ * at most cluster.max_groups of them (groups_admit), about 140 bytes plus
+ * the key, in three fixed hash tables of GROUPS_BUCKETS (by key, by NATS subscription, by digest); the JetStream
  * worker keeps the consumers' names and subjects of each (jetstream.h).
  * Loop thread only, except the message callback.
  */
@@ -73,6 +73,16 @@ void groups_free(struct cluster_groups *g);
  * mark of 0: none). */
 bool groups_ref(struct cluster_groups *g, const char *key, size_t len, uint64_t mark);
 void groups_unref(struct cluster_groups *g, const char *key, size_t len);
+
+/* Whether a member subscription of `key` ("$share/g/f", valid) may be
+ * added: its group is held here already, or this node holds fewer than
+ * cluster.max_groups groups (each costs nats-server one or two durable
+ * consumers and a queue subscription, whoever asks). false: refused, and
+ * the first refusal since a new group was last made is logged. The
+ * sessions the store restored before the cluster started joined their
+ * groups whatever the bound (count_existing): past it, only their leaving
+ * makes room. */
+bool groups_admit(struct cluster_groups *g, const char *key, size_t len);
 
 /* Whether nm came from a queue subscription (it has the tag); if so, *key
  * is its group's key ("$share/g/f", *len bytes) or NULL when the group has
