@@ -16,11 +16,20 @@ What a user sees:
   - once a group's last member unsubscribed, a new group is granted again
     (and a refusal after that is a new episode, logged again).
 
+ShareConnectionDropsTest: the second connection, "<node>-share", carries the
+groups' queue subscriptions and the cluster's own (claims, handovers, $SYS
+figures, interest announcements). With the node's delivery thread starved
+(a debug build's WISP_DEBUG_SLOW_NATS_DELIVERY) and cluster.inbound_queue
+16, a NATS client flooding the figures subject makes cnats drop at that
+subscription's pending limit: counted in cluster/messages/pending_dropped,
+not only logged.
+
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
 
 import os
 import re
+import socket
 import sys
 import time
 
@@ -132,6 +141,53 @@ class GroupBoundsTest(ClusterCase):
         self.expect_once([late3], b"second")
         g2.assert_no_packet(wait=0.3)
         late5.assert_no_packet(wait=0.3)
+
+
+class SlowDeliveryNode(ClusterNode):
+    def config(self):
+        cfg = super().config()
+        cfg["cluster"]["inbound_queue"] = 16
+        return cfg
+
+    def _env(self):
+        return dict(super()._env(), WISP_DEBUG_SLOW_NATS_DELIVERY="1")
+
+
+class ShareConnectionDropsTest(ClusterCase):
+    node_class = SlowDeliveryNode
+    node_names = ("a",)
+
+    def metric(self, node, name):
+        return GroupBoundsTest.metric(self, node, name)
+
+    def nats_flood(self, subject, count):
+        """Publishes count small messages on subject as a plain NATS client
+        (no Wisp headers: the node ignores them), then waits for the
+        server's PONG, so nats-server has them all."""
+        with socket.create_connection((self.nats.host, self.nats.port), timeout=WAIT) as s:
+            f = s.makefile("rb")
+            self.assertTrue(f.readline().startswith(b"INFO "))
+            s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+            s.sendall(b"".join(b"PUB %s 1\r\nx\r\n" % subject.encode() for _ in range(count)) + b"PING\r\n")
+            line = b""
+            for _ in range(10):  # PONG, after the odd PING of the server's own
+                line = f.readline()
+                if not line or line.startswith(b"PONG"):
+                    break
+            self.assertEqual(line, b"PONG\r\n")
+
+    def test_drops_of_the_clusters_own_subscriptions_are_counted(self):
+        a = self.nodes["a"]
+        self.assertEqual(self.metric("a", "cluster_pending_dropped_total"), 0)
+        # 2,000 messages at 2 ms each on a's delivery thread: far more than
+        # 16 wait in cnats at once for the figures' subscription on a-share.
+        self.nats_flood("$WISP.wisp.figures", 2000)
+        self.assertIsNotNone(a.wait_log("NATS's client is dropping messages from NATS", timeout=WAIT), a.log_banner())
+        deadline = time.monotonic() + WAIT
+        while self.metric("a", "cluster_pending_dropped_total") == 0:
+            self.assertLess(time.monotonic(), deadline, "cnats's drops on a-share never counted")
+            time.sleep(0.05)
+        self.assertLessEqual(self.metric("a", "cluster_pending_dropped_total"), 2000)
 
 
 if __name__ == "__main__":

@@ -642,21 +642,22 @@ static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix,
 
 /* cnats's own drops (a subscription's pending limit full before its
  * delivery thread handed the messages to the inbox), summed over the
- * node's subscriptions: counted from the first drop of an episode until a
- * look finds no new one. */
+ * node's subscriptions: its filters', its groups', and the cluster's own
+ * on '<node>-share' (claims, handovers, figures, announcements; those of
+ * one replaced at a rejoin are not carried over, and the sum is never
+ * taken back): counted from the first drop of an episode until a look
+ * finds no new one. */
 static void count_pending_drops(struct cluster *c, bool slow_event)
 {
 	if (!slow_event && !c->pending_drops)
 		return;
-	uint64_t total = c->pending_dropped_gone + groups_pending_dropped(c->groups);
+	uint64_t total = c->pending_dropped_gone + groups_pending_dropped(c->groups) +
+			 presence_pending_dropped(c->presence) + totals_pending_dropped(c->totals) +
+			 remote_interest_pending_dropped(c->wanted);
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next) {
 			natsSubscription *subs[2] = {in->sub, in->parent_sub};
-			for (int k = 0; k < 2; k++) {
-				int64_t dropped = 0;
-				if (subs[k] && natsSubscription_GetDropped(subs[k], &dropped) == NATS_OK && dropped > 0)
-					total += (uint64_t)dropped;
-			}
+			total += cluster_nats_dropped(subs, 2);
 		}
 	uint64_t *counted = &c->b->stats.cluster.pending_dropped;
 	if (slow_event && !c->pending_drops)

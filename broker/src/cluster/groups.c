@@ -514,11 +514,7 @@ uint64_t groups_pending_dropped(const struct cluster_groups *g)
 	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
 		for (const struct group_sub *gs = g->by_key[i]; gs; gs = gs->by_key_next) {
 			natsSubscription *subs[2] = {gs->sub, gs->parent_sub};
-			for (int k = 0; k < 2; k++) {
-				int64_t dropped = 0;
-				if (subs[k] && natsSubscription_GetDropped(subs[k], &dropped) == NATS_OK && dropped > 0)
-					total += (uint64_t)dropped;
-			}
+			total += cluster_nats_dropped(subs, 2);
 		}
 	return total;
 }
@@ -638,6 +634,17 @@ natsStatus cluster_nats_subscribe(natsSubscription **sub, natsConnection *nc, co
 		return NATS_OK; /* made on the connection that replaces it */
 	}
 	return st;
+}
+
+uint64_t cluster_nats_dropped(natsSubscription *const *subs, size_t n)
+{
+	uint64_t total = 0;
+	for (size_t i = 0; i < n; i++) {
+		int64_t dropped = 0;
+		if (subs[i] && natsSubscription_GetDropped(subs[i], &dropped) == NATS_OK && dropped > 0)
+			total += (uint64_t)dropped;
+	}
+	return total;
 }
 
 void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms)

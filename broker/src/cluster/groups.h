@@ -135,6 +135,11 @@ bool groups_closed(const struct cluster_groups *g);
 natsStatus cluster_nats_subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
 				  natsMsgHandler cb, void *closure);
 
+/* What cnats dropped so far of the n subscriptions (NULLs skipped) at its
+ * pending limit: the modules' own subscriptions on the second connection
+ * count in cluster/messages/pending_dropped too (*_pending_dropped). */
+uint64_t cluster_nats_dropped(natsSubscription *const *subs, size_t n);
+
 /* The second connection, for the cluster's own control traffic
  * (presence.h), which must not count as data on the main one. */
 natsConnection *groups_connection(const struct cluster_groups *g);
