@@ -19,7 +19,9 @@ Two nodes with their stores, beating every second; a persistent session
   2. the same with b killed (kill -9) and a having forgotten b's interest
      (three silent intervals) before the publishes;
   3. a restarted while b is down (a never heard b in its run): the same;
-  4. b's consumer deleted through the JetStream API (how an operator takes
+  4. a shared group whose only member is a persistent session on b: its
+     consumer on the stream keeps them too, the member gets them;
+  5. b's consumer deleted through the JetStream API (how an operator takes
      a node out for good): a leaves doubt (gauge 0, logged) and QoS 1/2 no
      node wants are acknowledged without the stream again
      (cluster/messages/unwanted counts them).
@@ -141,8 +143,9 @@ class DormantNodeTest(ClusterCase):
         self.stop("b", signal.SIGTERM)
         self.a_forgot_b()
         sent = self.publish_at_a()
-        self.start_again("b")
+        off_b = self.start_again("b")
         self.expect_kept(sent)
+        self.assertNotIn("node 'a' is down", self.nodes["b"].log_since(off_b), "a live node is not dormant")
         a = self.nodes["a"]
         self.assertIsNotNone(a.wait_log(DORMANT, offset=off_a, timeout=WAIT))
         self.assertIsNotNone(a.wait_log("node 'b' is no longer dormant: it is heard again", offset=off_a,
@@ -167,6 +170,25 @@ class DormantNodeTest(ClusterCase):
         self.start_again("b")
         self.expect_kept(sent)
         self.assertIsNotNone(self.nodes["a"].wait_log(DORMANT, offset=off_a, timeout=WAIT))
+
+    def test_shared_group_all_on_dormant_node(self):
+        """A shared group whose only member (persistent) is on b: its
+        consumer on the stream keeps what a acknowledged meanwhile."""
+        gm = self.raw("b", "gm")
+        self.assertEqual(gm.subscribe([("$share/g/sh/#", 1)]), [1])
+        gm.close()
+        self.assertIsNotNone(self.nodes["b"].wait_log("client gm .*disconnected", timeout=WAIT))
+        self.stop("b", signal.SIGTERM)
+        self.a_forgot_b()
+        pub = self.raw("a", "pub-sh", clean=True)
+        for i in range(3):
+            pub.publish("sh/x", b"g%d" % i, qos=1, pid=i + 1)
+        pub.close()
+        self.start_again("b")
+        back = self.raw("b", "gm")
+        self.assertTrue(back.session_present)
+        got = sorted(back.recv_publish(timeout=WAIT).payload for _ in range(3))
+        self.assertEqual(got, [b"g0", b"g1", b"g2"])
 
     def test_deleted_consumer_ends_doubt(self):
         a = self.nodes["a"]

@@ -115,6 +115,7 @@ struct remote_interest {
 	uint64_t (*ask_consumers)(void *ctx); /* NULL: QoS 1/2 do not go through a stream */
 	void *ask_ctx;
 	char own_consumer[ANN_NODE_MAX + 1];
+	bool dormant_stale;     /* a change not applied yet (settling): QoS 1/2 in doubt */
 	uint32_t ticks;
 	struct loop_timer timer;
 };
@@ -190,7 +191,7 @@ bool interest_trie_match(const struct trie *t, const struct topic_level *levels,
 
 bool remote_interest_stream_doubt(const struct remote_interest *ri)
 {
-	return ri && ri->ask_consumers && dormant_doubt(&ri->dormant);
+	return ri && ri->ask_consumers && (ri->dormant_stale || dormant_doubt(&ri->dormant));
 }
 
 bool remote_interest_wanted(const struct remote_interest *ri, const struct topic_level *levels, size_t nlevels)
@@ -350,9 +351,15 @@ static void dormant_said(void *ctx, const char *consumer, bool dormant, bool gon
 		log_msg(LOG_NOTICE, "cluster", "node '%s' is no longer dormant: it is heard again", consumer);
 }
 
+/* Not while settling: every message is sent then anyway, and the live
+ * nodes are not all heard yet (each beats within the settling interval),
+ * so a node would be said down that is not. on_tick catches up. */
 static void dormant_refresh(struct remote_interest *ri)
 {
-	if (ri->ask_consumers)
+	if (!ri->ask_consumers)
+		return;
+	ri->dormant_stale = loop_now_s(ri->b->loop) < ri->settle_until; /* in doubt until it runs */
+	if (!ri->dormant_stale)
 		ri->b->stats.cluster.interest_dormant = dormant_update(&ri->dormant, consumer_heard, dormant_said, ri);
 }
 
@@ -783,6 +790,7 @@ static void on_tick(struct loop *l, struct loop_timer *t)
 			}
 		}
 	}
+	dormant_refresh(ri);
 	bool selective = ri->connected && !ri->incomplete && !ri->over && now >= ri->settle_until &&
 			 now >= ri->crowded_until && now >= ri->doubt_until;
 	if (selective != ri->selective)
