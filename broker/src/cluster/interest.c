@@ -366,8 +366,11 @@ static void dormant_refresh(struct remote_interest *ri)
 /* Out of memory for the dormant set: when in doubt, send (a while). */
 static void dormant_oom(struct remote_interest *ri)
 {
-	log_msg(LOG_WARNING, "cluster", "out of memory for the dormant nodes' set: every message goes to NATS for 60 s");
-	ri->crowded_until = loop_now_s(ri->b->loop) + 60;
+	uint64_t now = loop_now_s(ri->b->loop);
+	if (now >= ri->crowded_until) /* once per episode */
+		log_msg(LOG_WARNING, "cluster", "out of memory for the dormant nodes' set: every message goes to NATS "
+			"for 60 s");
+	ri->crowded_until = now + 60;
 }
 
 /* A node said bye or went unheard: while a list asked after this one
