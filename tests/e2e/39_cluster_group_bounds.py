@@ -44,6 +44,7 @@ MAX_GROUPS = 3
 REFUSING = "refusing new shared subscription groups"
 QUOTA_EXCEEDED = 0x97  # MQTT 5 SUBACK reason [MQTT-3.9.3]
 FAILURE = 0x80  # the 3.1.1 SUBACK failure return code
+FIGURES = "$WISP.wisp.figures"  # the $SYS figures' subject, on <node>-share (cluster/totals.c)
 
 
 class Node(ClusterNode):
@@ -178,10 +179,12 @@ class ShareConnectionDropsTest(ClusterCase):
 
     def test_drops_of_the_clusters_own_subscriptions_are_counted(self):
         a = self.nodes["a"]
+        # a-share connects in the background: its subscription first.
+        self.nats.wait_subjects("a-share", [FIGURES])
         self.assertEqual(self.metric("a", "cluster_pending_dropped_total"), 0)
         # 2,000 messages at 2 ms each on a's delivery thread: far more than
         # 16 wait in cnats at once for the figures' subscription on a-share.
-        self.nats_flood("$WISP.wisp.figures", 2000)
+        self.nats_flood(FIGURES, 2000)
         self.assertIsNotNone(a.wait_log("NATS's client is dropping messages from NATS", timeout=WAIT), a.log_banner())
         deadline = time.monotonic() + WAIT
         while self.metric("a", "cluster_pending_dropped_total") == 0:
