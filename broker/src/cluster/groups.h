@@ -29,8 +29,9 @@
  *
  * Memory: one entry per distinct shared filter this node's sessions hold,
  * at most cluster.max_groups of them (groups_admit), about 140 bytes plus
- * the key, in three fixed hash tables of GROUPS_BUCKETS (by key, by NATS subscription, by digest); the JetStream
- * worker keeps the consumers' names and subjects of each (jetstream.h).
+ * the key, in three fixed hash tables of GROUPS_BUCKETS (by key, by NATS
+ * subscription, by digest); the JetStream worker keeps the consumers'
+ * names and subjects of each (jetstream.h).
  * Loop thread only, except the message callback.
  */
 #ifndef WISP_CLUSTER_GROUPS_H
