@@ -108,8 +108,9 @@ const struct metric metrics_table[] = {
 	 .sys = "store/held_acks", .flags = METRIC_PERSIST_ONLY},
 	{"cluster_connected", "1 while the node is connected to NATS; 0 while it is not, or without a cluster.", GAUGE,
 	 STAT(cluster.connected), .sys = "cluster/connected"},
-	{"cluster_sent_total", "Messages for the other cluster nodes handed to the NATS sender thread (QoS 0) or to "
-	 "JetStream (QoS 1/2); what NATS then refused is in cluster_send_failed_total.", COUNTER, STAT(cluster.sent),
+	{"cluster_sent_total", "Messages for the other cluster nodes handed over for NATS: to the sender thread (core "
+	 "NATS) or, QoS 1/2 with cluster.durable, to the JetStream side; what NATS's client then refused is in "
+	 "cluster_send_failed_total.", COUNTER, STAT(cluster.sent),
 	 .sys = "cluster/messages/sent"},
 	{"cluster_received_total", "Messages from NATS routed to this node's subscribers.", COUNTER,
 	 STAT(cluster.received), .sys = "cluster/messages/received"},
