@@ -770,6 +770,12 @@ static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
 	 * flusher's 1 ms wait. */
 	if (st == NATS_OK && w->cfg.auth)
 		st = natsOptions_SetSendAsap(w->opts, w->cfg.auth->send_asap);
+	/* cnats's shared delivery thread (the core connection's too), not one
+	 * thread per subscription: each shared group's consumer is one, so a
+	 * node holding cluster.max_groups groups had as many threads again
+	 * (twice for "/#" filters). The callbacks only hand messages over. */
+	if (st == NATS_OK)
+		st = natsOptions_UseGlobalMessageDelivery(w->opts, true);
 	if (st == NATS_OK)
 		st = natsOptions_SetMaxReconnect(w->opts, -1);
 	if (st == NATS_OK)
