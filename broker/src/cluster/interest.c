@@ -50,6 +50,7 @@
 #include "broker.h"
 #include "err.h"
 #include "groups.h"
+#include "retire.h"
 #include "log.h"
 #include "share.h"
 #include "topic.h"
@@ -808,7 +809,7 @@ int remote_interest_rebind(struct remote_interest *ri, natsConnection *nc, natsC
 	return 0;
 }
 
-void remote_interest_stop(struct remote_interest *ri)
+void remote_interest_stop(struct remote_interest *ri, struct nats_retire *retired)
 {
 	if (!ri)
 		return;
@@ -825,7 +826,7 @@ void remote_interest_stop(struct remote_interest *ri)
 	for (int i = 0; i < 2; i++)
 		if (*subs[i]) {
 			natsSubscription_Unsubscribe(*subs[i]);
-			cluster_nats_retire_sub(subs[i]); /* destroyed once its connection is closed */
+			nats_retire_sub(retired, subs[i]);
 		}
 }
 
