@@ -30,7 +30,8 @@
  * Memory: one entry per distinct shared filter this node's sessions hold
  * (about 140 bytes plus the key), in three fixed hash tables of
  * GROUPS_BUCKETS (by key, by NATS subscription, by digest); the JetStream
- * worker keeps the consumers' names and subjects of each (jetstream.h).
+ * worker keeps the consumers' names and subjects of each (jetstream.h);
+ * a queue subscription left is destroyed 5 s later (retire.h).
  * Loop thread only, except the message callback.
  */
 #ifndef WISP_CLUSTER_GROUPS_H

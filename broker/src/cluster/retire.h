@@ -21,10 +21,14 @@
  * pointer for the rest of that one message's natsConn_processMsg (lock
  * the subscription, queue the message, unlock), microseconds.
  * NATS_RETIRE_MS leaves that window a margin of seconds for a read loop
- * descheduled on a loaded machine. (Checked in the stored nats.c sources:
- * natsConn_processMsg, natsConn_unsubscribe, natsConn_removeSubscription.
- * Not covered: the asynchronous error handler cnats may call later with a
- * subscription's pointer, nats.c PR 659; ours never reads it.)
+ * descheduled on a loaded machine. Checked in nats.c's sources
+ * (natsConn_processMsg, natsConn_unsubscribe, natsConn_removeSubscription
+ * in src/conn.c) and in Debian's libnats.so.3.4 (3.4.1) itself, whose
+ * natsConn_processMsg calls natsMutex_Lock (subsMu), natsHash_Get,
+ * natsMutex_Unlock, natsMsg_create (the payload's copy: the window), then
+ * natsMutex_Lock on the subscription, with no natsSub_retain. Not
+ * covered: the asynchronous error handler cnats may call later with a
+ * subscription's pointer (nats.c PR 659); ours never reads it.
  *
  * At stop the connections are closed first (natsConnection_Close joins
  * their read loops), then nats_retire_all destroys whatever is left, due
