@@ -27,18 +27,14 @@
 #include "cluster.h"
 #include "inbox.h"
 #include "jetstream.h"
+#include "nats_conn_watch.h"
 #include "retire.h"
 #include "unit_main.h"
 
-#define MAX_CONNS 16
-
-static natsConnection *opened[MAX_CONNS];
-static _Atomic bool closed[MAX_CONNS];
-static _Atomic size_t nopened;
 static _Atomic bool stopping;
 static _Atomic unsigned destroyed, destroyed_in_stop, destroyed_while_open;
 static _Atomic int64_t clock_offset_ms;
-static natsConnection *worker_nc;
+static size_t worker_conn; /* which nats_conn_watch_get is the worker's, set before it starts */
 
 /* Fake subscriptions of the list's own tests: recorded, never freed. */
 static char fakes[64];
@@ -47,47 +43,8 @@ static bool is_fake(const natsSubscription *sub)
 	return (const char *)sub >= fakes && (const char *)sub < fakes + sizeof fakes;
 }
 
-natsStatus __real_natsConnection_Connect(natsConnection **nc, natsOptions *opts);
-void __real_natsConnection_Close(natsConnection *nc);
-void __real_natsConnection_Destroy(natsConnection *nc);
 void __real_natsSubscription_Destroy(natsSubscription *sub);
 int __real_clock_gettime(clockid_t id, struct timespec *ts);
-
-natsStatus __wrap_natsConnection_Connect(natsConnection **nc, natsOptions *opts);
-natsStatus __wrap_natsConnection_Connect(natsConnection **nc, natsOptions *opts)
-{
-	natsStatus st = __real_natsConnection_Connect(nc, opts);
-	if (!worker_nc)
-		worker_nc = *nc; /* the first one made: the worker's, before its thread starts */
-	size_t i = nopened;
-	if (*nc && i < MAX_CONNS) {
-		closed[i] = false;
-		opened[i] = *nc;
-		nopened = i + 1;
-	}
-	return st;
-}
-
-static void mark_closed(natsConnection *nc)
-{
-	for (size_t i = 0; i < nopened; i++)
-		if (opened[i] == nc)
-			closed[i] = true;
-}
-
-void __wrap_natsConnection_Close(natsConnection *nc);
-void __wrap_natsConnection_Close(natsConnection *nc)
-{
-	__real_natsConnection_Close(nc);
-	mark_closed(nc);
-}
-
-void __wrap_natsConnection_Destroy(natsConnection *nc);
-void __wrap_natsConnection_Destroy(natsConnection *nc)
-{
-	mark_closed(nc);
-	__real_natsConnection_Destroy(nc);
-}
 
 void __wrap_natsSubscription_Destroy(natsSubscription *sub);
 void __wrap_natsSubscription_Destroy(natsSubscription *sub)
@@ -97,11 +54,8 @@ void __wrap_natsSubscription_Destroy(natsSubscription *sub)
 	destroyed++;
 	if (stopping) {
 		destroyed_in_stop++;
-		for (size_t i = 0; i < nopened; i++)
-			if (!closed[i]) {
-				destroyed_while_open++;
-				break;
-			}
+		if (nats_conn_watch_any_open())
+			destroyed_while_open++;
 	}
 	if (!is_fake(sub))
 		__real_natsSubscription_Destroy(sub);
@@ -182,7 +136,7 @@ natsStatus __wrap_js_Subscribe(natsSubscription **sub, jsCtx *js, const char *su
 	(void)opts;
 	(void)subOpts;
 	(void)errCode;
-	natsStatus st = natsConnection_SubscribeSync(sub, worker_nc, subject);
+	natsStatus st = natsConnection_SubscribeSync(sub, nats_conn_watch_get(worker_conn), subject);
 	if (st == NATS_OK)
 		js_subscribed++;
 	return st;
@@ -292,9 +246,9 @@ static void test_worker_destroys_after_deadline(void)
 	struct jsw_config wc = {.stream = "S", .consumer = "t", .replicas = 1, .max_age_s = 60,
 				.duplicate_window_s = 60, .out_cap = 8, .ack_cap = 8};
 	struct jsw *w = NULL;
-	size_t first = nopened;
+	worker_conn = nats_conn_watch_count(); /* its connection is the next one made */
 	CU_ASSERT_EQUAL_FATAL(jsw_start(&w, "nats://127.0.0.1:1", &wc, &acks, &msgs), 0);
-	CU_ASSERT_FATAL(nopened == first + 1 && worker_nc == opened[first]);
+	CU_ASSERT_FATAL(nats_conn_watch_count() == worker_conn + 1);
 	CU_ASSERT_FATAL(wait_event(&acks, JSW_EV_READY)); /* its own consumer bound */
 	unsigned base = destroyed;
 
