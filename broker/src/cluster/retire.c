@@ -47,14 +47,15 @@ void nats_retire_sub(struct nats_retire *r, natsSubscription **sub)
 		*sub = NULL;
 		return;
 	}
-	if (r->n == r->cap && ((r->cap >= NATS_RETIRE_MAX && !r->stopping) || !grow(r))) {
-		if (!r->n) { /* out of memory for the first one: at once, as libnats 3.4 users must */
+	bool full = r->n == r->cap && r->cap >= NATS_RETIRE_MAX && !r->stopping;
+	if (r->n == r->cap && (full || !grow(r))) {
+		if (!r->n) { /* out of memory for the first one: at once, as before this list */
 			natsSubscription_Destroy(*sub);
 			*sub = NULL;
 			r->early++;
 			return;
 		}
-		if (!r->full_said) {
+		if (full && !r->full_said) {
 			log_msg(LOG_WARNING, "cluster", "more than %u NATS subscriptions ended within %u s: the oldest "
 				"are destroyed before their %u s delay", NATS_RETIRE_MAX, NATS_RETIRE_MS / 1000,
 				NATS_RETIRE_MS / 1000);
