@@ -52,6 +52,7 @@
 #include "nats_auth.h"
 #include "presence.h"
 #include "retained_kv.h"
+#include "retire.h"
 #include "sender.h"
 #include "subject.h"
 #include "totals.h"
@@ -109,7 +110,10 @@ struct cluster {
 	struct broker *b;
 	natsOptions *opts;
 	natsConnection *nc;
-	bool stopping; /* cluster_stop: subscriptions are retired, not destroyed */
+	/* Subscriptions unsubscribed, destroyed a few seconds later or at
+	 * stop once every connection is closed (retire.h): the filters', and
+	 * at stop the other modules' on the loop thread. */
+	struct nats_retire_loop retired;
 	struct inbox inbox;
 	struct cluster_groups *groups; /* shared subscriptions (groups.h) */
 	struct retained_kv *retained;  /* retained messages (retained_kv.h) */
@@ -207,10 +211,7 @@ static void release_sub(struct cluster *c, natsSubscription *sub)
 	if (natsSubscription_GetDropped(sub, &dropped) == NATS_OK && dropped > 0)
 		c->pending_dropped_gone += (uint64_t)dropped;
 	natsSubscription_Unsubscribe(sub);
-	if (c->stopping)
-		cluster_nats_retire_sub(&sub);
-	else
-		natsSubscription_Destroy(sub);
+	nats_retire_sub(&c->retired.list, &sub);
 	c->b->stats.cluster.subjects--;
 }
 
@@ -319,6 +320,13 @@ static int cluster_interest_add(struct router *r, struct session *s, const char 
 				uint8_t options, uint32_t subscription_id, size_t max_subs)
 {
 	struct cluster *c = of(r);
+	/* A group new to the node costs nats-server consumers whoever asks:
+	 * past cluster.max_groups it is refused as max_subs refuses a filter
+	 * (SUBACK 0x97 Quota exceeded, 3.1.1: 0x80 [MQTT-3.9.3]). */
+	if (share_is_shared(filter, len) && !groups_admit(c->groups, filter, len)) {
+		c->b->stats.cluster.groups_refused++;
+		return WISP_ELIMIT;
+	}
 	int rc = router_interest_add(c->local, s, filter, len, options, subscription_id, max_subs);
 	if (rc == 1)
 		interest_ref(c, filter, len);
@@ -452,9 +460,12 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 	if (m->origin != c && !is_sys(m)) {
 		/* No other node wants it: no NATS publish (QoS 0) and no JetStream
 		 * round trip (QoS 1/2: acked as on one node); NATS is not asked to
-		 * pick a shared group's member either (interest.h). */
+		 * pick a shared group's member either (interest.h). QoS 1/2 go to
+		 * the stream anyway while a node that is down keeps a consumer
+		 * there, for its persistent sessions (dormant.h). */
 		int rc = 0;
-		if (!remote_interest_wanted(c->wanted, levels, nlevels)) {
+		if (!(m->qos && remote_interest_stream_doubt(c->wanted)) &&
+		    !remote_interest_wanted(c->wanted, levels, nlevels)) {
 			c->b->stats.cluster.unwanted++;
 		} else if ((rc = send_to_nats(c, m, &to_stream)) == 0) {
 			c->b->stats.cluster.sent++;
@@ -562,6 +573,24 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 	return route_msg(c, nm, prefix, from_stream, seq, for_group ? share_key : NULL, share_len);
 }
 
+/* Whole seconds since nats-server stored the stream message nm, by this
+ * node's wall clock against the server's (so across machines it is as
+ * good as their clocks agree); 0 when unknown or the clocks disagree the
+ * other way. Read only for messages that expire: the metadata is parsed
+ * from the reply subject (an allocation). */
+static uint64_t stream_waited_s(natsMsg *nm)
+{
+	jsMsgMetaData *meta = NULL;
+	if (natsMsg_GetMetaData(&meta, nm) != NATS_OK)
+		return 0;
+	int64_t stored_ns = meta->Timestamp;
+	jsMsgMetaData_Destroy(meta);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t now_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+	return now_ns > stored_ns ? (uint64_t)(now_ns - stored_ns) / 1000000000u : 0;
+}
+
 /* nm (on `prefix`'s subject) as a message of this node: to the local
  * subscribers, or to one member of the local group share_key when not
  * NULL. Why it was not; NULL: it was. */
@@ -592,7 +621,16 @@ static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix,
 	const char *exp = wire_header(nm, "Wisp-Expiry");
 	uint64_t expires_at = 0;
 	if (exp) {
-		unsigned long left = strtoul(exp, NULL, 10);
+		uint64_t left = strtoull(exp, NULL, 10);
+		/* Its time in the stream counts: a node down for a while must not
+		 * deliver what expired meanwhile [MQTT-3.3.2-5], nor give what is
+		 * left a fresh interval [MQTT-3.3.2-6]. */
+		uint64_t waited = from_stream ? stream_waited_s(nm) : 0;
+		if (from_stream && waited >= left) {
+			broker_count_drop(b, DROP_EXPIRED);
+			return "";
+		}
+		left -= waited;
 		expires_at = loop_now_s(b->loop) + (left ? left : 1);
 	}
 	uint8_t *props = NULL;
@@ -635,21 +673,22 @@ static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix,
 
 /* cnats's own drops (a subscription's pending limit full before its
  * delivery thread handed the messages to the inbox), summed over the
- * node's subscriptions: counted from the first drop of an episode until a
- * look finds no new one. */
+ * node's subscriptions: its filters', its groups', and the cluster's own
+ * on '<node>-share' (claims, handovers, figures, announcements; those of
+ * one replaced at a rejoin are not carried over, and the sum is never
+ * taken back): counted from the first drop of an episode until a look
+ * finds no new one. */
 static void count_pending_drops(struct cluster *c, bool slow_event)
 {
 	if (!slow_event && !c->pending_drops)
 		return;
-	uint64_t total = c->pending_dropped_gone + groups_pending_dropped(c->groups);
+	uint64_t total = c->pending_dropped_gone + groups_pending_dropped(c->groups) +
+			 presence_pending_dropped(c->presence) + totals_pending_dropped(c->totals) +
+			 remote_interest_pending_dropped(c->wanted);
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next) {
 			natsSubscription *subs[2] = {in->sub, in->parent_sub};
-			for (int k = 0; k < 2; k++) {
-				int64_t dropped = 0;
-				if (subs[k] && natsSubscription_GetDropped(subs[k], &dropped) == NATS_OK && dropped > 0)
-					total += (uint64_t)dropped;
-			}
+			total += cluster_nats_dropped(subs, 2);
 		}
 	uint64_t *counted = &c->b->stats.cluster.pending_dropped;
 	if (slow_event && !c->pending_drops)
@@ -722,13 +761,13 @@ static void rejoin_main(struct cluster *c)
 	}
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next)
-			nats_unsubscribe(c, in, true); /* closed with the old connection: only freed */
+			nats_unsubscribe(c, in, true); /* closed with the old connection: only retired */
 	natsConnection *old = c->nc;
 	c->nc = nc;
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next)
 			nats_subscribe(c, in);
-	if (retained_kv_rebind(c->retained, nc) != 0)
+	if (retained_kv_rebind(c->retained, nc, &c->retired.list) != 0)
 		log_msg(LOG_WARNING, "cluster", "cannot start the retained messages' thread again: they stay on "
 			"this node");
 	remote_interest_rebind(c->wanted, nc, groups_connection(c->groups));
@@ -832,6 +871,7 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	if (c->alone && ev & (EV_CONNECTED | GROUPS_EV_UP) && b->stats.cluster.connected && groups_connected(c->groups)) {
 		log_msg(LOG_NOTICE, "cluster", "node '%s' rejoined the cluster over NATS (after %u tr%s)", c->node,
 			c->rejoin_tries, c->rejoin_tries == 1 ? "y" : "ies");
+		b->stats.cluster.rejoins++;
 		c->alone = false;
 		c->rejoin_tries = 0;
 		c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;
@@ -974,6 +1014,11 @@ static void group_leave(void *ctx, uint64_t id) { durable_group_leave(((struct c
 
 static const struct groups_stream_ops group_stream_ops = {.join = group_join, .leave = group_leave};
 
+static void on_consumers(void *ctx, const char *const *names, size_t n, uint64_t ask)
+{
+	remote_interest_consumers(((struct cluster *)ctx)->wanted, names, n, ask);
+}
+
 /* A message the durable side kept while JetStream was away, as
  * send_to_nats would have made it for the stream. */
 static int make_stream_msg(void *ctx, const struct msg *m, const char *reply, natsMsg **out)
@@ -1032,6 +1077,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	c->slow_delivery = getenv("WISP_DEBUG_SLOW_NATS_DELIVERY") != NULL;
 #endif
 	list_init(&c->rejoin_timer.link);
+	nats_retire_loop_init(&c->retired, b->loop);
 	c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;
 	char host[256];
 	if (cfg->node) {
@@ -1170,6 +1216,9 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	if (c->durable) {
 		durable_set_groups(c->durable, route_stream_group, on_group_bound, c);
 		groups_set_stream(c->groups, &group_stream_ops, c, durable_stream(c->durable));
+		/* QoS 1/2 for a node that is down but whose consumer keeps them (dormant.h). */
+		durable_set_consumers(c->durable, on_consumers, c);
+		remote_interest_track_consumers(c->wanted, durable_list_consumers, c->durable);
 	}
 	handover_set_stream(presence_handover(c->presence), c->durable, c->run, &c->seq);
 	count_existing(c);
@@ -1198,10 +1247,10 @@ void cluster_stop(struct cluster *c)
 		b->sessions.on_sub_gone = NULL;
 		b->sessions.sub_gone_ctx = NULL;
 	}
-	c->stopping = true;
 	/* Its thread publishes on c->nc: joined before any connection closes. */
 	sender_stop(c->sender);
 	c->sender = NULL;
+	c->retired.list.stopping = true; /* every subscription comes to it now */
 	if (loop_timer_armed(&c->rejoin_timer))
 		loop_timer_stop(b->loop, &c->rejoin_timer);
 	/* A rejoin's connect still going: waited for (its first try is
@@ -1216,7 +1265,7 @@ void cluster_stop(struct cluster *c)
 				natsConnection_Destroy(ks[i]->nc);
 			}
 		}
-	remote_interest_stop(c->wanted); /* before the connection closes: says "bye" */
+	remote_interest_stop(c->wanted, &c->retired.list); /* before the connection closes: says "bye" */
 	for (size_t i = 0; c->buckets && i < c->nbuckets; i++)
 		while (c->buckets[i]) {
 			struct interest *in = c->buckets[i];
@@ -1229,19 +1278,19 @@ void cluster_stop(struct cluster *c)
 	wisp_free(c->gone);
 	c->gone = NULL;
 	c->ngone = c->gone_cap = 0;
-	durable_stop(c->durable); /* closes its own connection first */
-	presence_stop(c->presence); /* on the groups' connection */
-	totals_stop(c->totals);
-	groups_close(c->groups);
-	retained_kv_stop(c->retained);
+	durable_stop(c->durable, &c->retired.list); /* closes its own connection first */
+	presence_stop(c->presence, &c->retired.list); /* on the groups' connection */
+	totals_stop(c->totals, &c->retired.list);
+	groups_close(c->groups, &c->retired.list);
+	retained_kv_stop(c->retained, &c->retired.list);
 	/* Close joins cnats's threads: no callback runs after it. */
 	if (c->nc) {
 		natsConnection_Close(c->nc);
 		natsConnection_Destroy(c->nc);
 	}
 	/* Every connection is closed, its read loop joined: the subscriptions
-	 * the stops above retired can go (cluster_nats_retire_sub). */
-	cluster_nats_destroy_retired();
+	 * retired, due or not, can go (retire.h). */
+	nats_retire_loop_stop(&c->retired);
 	natsOptions_Destroy(c->opts);
 	/* Freed while cnats can still free them; a late callback's message is
 	 * refused and freed by the callback itself. */

@@ -40,6 +40,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <nats/nats.h>
 
@@ -76,8 +77,10 @@ typedef const char *(*durable_route_group_fn)(void *ctx, natsMsg *nm, const char
 int durable_start(struct broker *b, const char *node, const char *run, const struct nats_signer *signer,
 		  durable_route_fn route,
 		  durable_make_fn make, void *route_ctx, struct durable **out);
-/* Stops the worker thread: before the NATS connection closes. NULL: no-op. */
-void durable_stop(struct durable *d);
+/* Stops the worker thread: before the NATS connection closes. Its NATS
+ * subscriptions go to `retired` (retire.h). NULL: no-op. */
+struct nats_retire;
+void durable_stop(struct durable *d, struct nats_retire *retired);
 /* After the NATS connection closed and cnats's threads ended. NULL: no-op. */
 void durable_free(struct durable *d);
 
@@ -94,6 +97,13 @@ void durable_set_groups(struct durable *d, durable_route_group_fn route, void (*
  * it is, before the forwarding queue drains). */
 bool durable_group_join(struct durable *d, uint64_t id, const char *name, const char *subject, const char *parent);
 void durable_group_leave(struct durable *d, uint64_t id);
+
+/* The names of the stream's consumers, as JetStream listed them for ask
+ * number `ask` (dormant.h). Borrowed for the call. */
+typedef void (*durable_consumers_fn)(void *ctx, const char *const *names, size_t n, uint64_t ask);
+void durable_set_consumers(struct durable *d, durable_consumers_fn fn, void *ctx);
+/* Asks for that list (d: the struct durable); returns the ask's number. */
+uint64_t durable_list_consumers(void *d);
 
 /* The stream's name, the first token of its subjects. */
 const char *durable_stream(const struct durable *d);
