@@ -467,9 +467,12 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 	if (m->origin != c && !is_sys(m)) {
 		/* No other node wants it: no NATS publish (QoS 0) and no JetStream
 		 * round trip (QoS 1/2: acked as on one node); NATS is not asked to
-		 * pick a shared group's member either (interest.h). */
+		 * pick a shared group's member either (interest.h). QoS 1/2 go to
+		 * the stream anyway while a node that is down keeps a consumer
+		 * there, for its persistent sessions (dormant.h). */
 		int rc = 0;
-		if (!remote_interest_wanted(c->wanted, levels, nlevels)) {
+		if (!(m->qos && remote_interest_stream_doubt(c->wanted)) &&
+		    !remote_interest_wanted(c->wanted, levels, nlevels)) {
 			c->b->stats.cluster.unwanted++;
 		} else if ((rc = send_to_nats(c, m, &to_stream)) == 0) {
 			c->b->stats.cluster.sent++;
@@ -1016,6 +1019,11 @@ static void group_leave(void *ctx, uint64_t id) { durable_group_leave(((struct c
 
 static const struct groups_stream_ops group_stream_ops = {.join = group_join, .leave = group_leave};
 
+static void on_consumers(void *ctx, const char *const *names, size_t n, uint64_t ask)
+{
+	remote_interest_consumers(((struct cluster *)ctx)->wanted, names, n, ask);
+}
+
 /* A message the durable side kept while JetStream was away, as
  * send_to_nats would have made it for the stream. */
 static int make_stream_msg(void *ctx, const struct msg *m, const char *reply, natsMsg **out)
@@ -1214,6 +1222,9 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		b->publish_gate.ctx = c;
 		durable_set_groups(c->durable, route_stream_group, on_group_bound, c);
 		groups_set_stream(c->groups, &group_stream_ops, c, durable_stream(c->durable));
+		/* QoS 1/2 for a node that is down but whose consumer keeps them (dormant.h). */
+		durable_set_consumers(c->durable, on_consumers, c);
+		remote_interest_track_consumers(c->wanted, durable_list_consumers, c->durable);
 	}
 	handover_set_stream(presence_handover(c->presence), c->durable, c->run, &c->seq);
 	count_existing(c);

@@ -140,6 +140,8 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.interest_overflows), .sys = "cluster/interest/overflows"},
 	{"cluster_interest_malformed_total", "Interest announcements refused as malformed (every message then goes "
 	 "to NATS for three intervals).", COUNTER, STAT(cluster.interest_malformed), .sys = "cluster/interest/malformed"},
+	{"cluster_interest_dormant", "Nodes not heard whose JetStream consumer remains: every QoS 1/2 message goes to "
+	 "the stream while any is.", GAUGE, STAT(cluster.interest_dormant), .sys = "cluster/interest/dormant"},
 	{"cluster_forward_queued", "QoS 1/2 messages kept in the store while JetStream is out of reach.", GAUGE,
 	 STAT(cluster.forward_queued), .sys = "cluster/forward/queued"},
 	{"cluster_forward_bytes", "Bytes of the QoS 1/2 messages kept in the store for JetStream.", GAUGE,
