@@ -434,17 +434,26 @@ static int send_to_nats(struct cluster *c, const struct msg *m, bool *to_stream)
 	return rc != 0 ? rc : publish_core(c, m, nm);
 }
 
+/* Whether a message of this node's (not $SYS) goes to NATS: another node
+ * wants it, or, QoS 1/2, a node that is down keeps a consumer on the
+ * stream for its persistent sessions (dormant.h). cluster_publish's test,
+ * and the publish gate's. */
+static bool goes_to_nats(const struct cluster *c, uint8_t qos, const struct topic_level *levels, size_t nlevels)
+{
+	return (qos && remote_interest_stream_doubt(c->wanted)) || remote_interest_wanted(c->wanted, levels, nlevels);
+}
+
 /* broker.h's publish_gate: a QoS 1/2 PUBLISH that will need a ticket
- * (another node wants it: send_to_nats's test) waits while none is free,
- * so its ack never goes for a message that crossed at most once. Only
- * the first test runs while tickets are free. */
+ * (goes_to_nats) waits while none is free, so its ack never goes for a
+ * message that crossed at most once. Only the first test runs while
+ * tickets are free. */
 static int publish_gate(void *ctx, struct conn *conn, const struct topic_level *levels, size_t nlevels)
 {
 	struct cluster *c = ctx;
 	if (!durable_must_wait(c->durable, conn))
 		return 0;
 	bool sys = nlevels > 1 && levels[0].len == 4 && memcmp(levels[0].ptr, "$SYS", 4) == 0;
-	if (sys || !remote_interest_wanted(c->wanted, levels, nlevels))
+	if (sys || !goes_to_nats(c, 1, levels, nlevels))
 		return 0;
 	return durable_wait(c->durable, conn);
 }
@@ -471,8 +480,7 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 		 * the stream anyway while a node that is down keeps a consumer
 		 * there, for its persistent sessions (dormant.h). */
 		int rc = 0;
-		if (!(m->qos && remote_interest_stream_doubt(c->wanted)) &&
-		    !remote_interest_wanted(c->wanted, levels, nlevels)) {
+		if (!goes_to_nats(c, m->qos, levels, nlevels)) {
 			c->b->stats.cluster.unwanted++;
 		} else if ((rc = send_to_nats(c, m, &to_stream)) == 0) {
 			c->b->stats.cluster.sent++;
