@@ -7,7 +7,8 @@ its minimum (16), a subscriber on b; nats-server killed; a publisher at a
 pipelines 40 QoS 1 messages: 16 take the queue's slots (their PUBACKs wait
 for JetStream), the rest wait unread, the publisher's input paused; a
 second publisher's QoS 1 and 2 messages wait too, while an honest client's QoS 1
-deliveries and ping go on. nats-server restarted: every
+deliveries and ping go on. nats-server restarted (after the publisher's keepalive would have
+closed it, had a counted the wait as its silence): every
 PUBACK and PUBREC comes, every message reaches b once and in order, and a
 counts the publishes that waited ($SYS/broker/cluster/messages/waited)
 and logs the episode once. Before, the 17th message on crossed at most
@@ -21,7 +22,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import PUBACK, PUBCOMP, PUBREC, PUBREL, ack_pkt, main, publish_pkt  # noqa: E402
+from wisp_e2e import (PUBACK, PUBCOMP, PUBREC, PUBREL, RawClient, ack_pkt, keepalive_close_bound, main,  # noqa: E402
+                      publish_pkt)
 from wisp_cluster import WAIT, ClusterCase, InterestNode  # noqa: E402
 
 QUEUE = 16  # cluster.outbound_queue's minimum
@@ -29,6 +31,7 @@ COUNT = 40
 QOS1 = 2  # the second publisher's QoS 1 messages, before its QoS 2 ones
 QOS2 = 3
 FULL_LOG = "cluster.outbound_queue full: QoS 1/2 publishers wait for JetStream"
+KEEPALIVE = 2  # the publisher's: its wait outlasts it, and a does not close it for that
 BACK = 30.0  # seconds nats-server's restart and the nodes' reconnection may take
 
 
@@ -63,12 +66,15 @@ class BackpressureTest(ClusterCase):
         self.assertEqual(sub.subscribe([("bp/#", 1)]), [1])
         local = self.client("a", "local-a")  # an honest client at a
         self.assertEqual(local.subscribe([("bp/#", 1)]), [1])
-        pub = self.client("a", "pub-a")
+        pub = RawClient(a.port)
+        self.clients.append(pub)
+        self.assertEqual(pub.connect("pub-a", keepalive=KEEPALIVE), 0)
         pub.publish("bp/warm", b"w", qos=1)  # JetStream is up: the stream path works
         self.assertEqual(sub.recv_publish(timeout=WAIT).topic, "bp/warm")
         self.assertEqual(local.recv_publish().topic, "bp/warm")
 
         self.nats.kill()  # the test's own nats-server only
+        waiting_since = time.monotonic()
         pub.send(b"".join(publish_pkt("bp/n", b"%02d" % i, qos=1, pid=i + 1) for i in range(COUNT)))
         self.wait_metric("a", "wisp_cluster_pending", QUEUE)
         pub2 = self.client("a", "pub2-a")
@@ -89,6 +95,9 @@ class BackpressureTest(ClusterCase):
         self.assertEqual(self.metric("a", "wisp_cluster_waited_total"), 2)  # pub's 17th, pub2's 1st
         self.assertEqual(self.metric("a", "wisp_cluster_overflow_total"), 0)
 
+        # What is tested here is time passing: the publisher, silent
+        # because a does not read it, outlasts its keepalive while it waits.
+        time.sleep(max(0.0, waiting_since + keepalive_close_bound(KEEPALIVE) - time.monotonic()))
         self.nats.start()
         acked = [pub.expect(PUBACK, timeout=BACK).pid for _ in range(COUNT)]
         self.assertEqual(acked, list(range(1, COUNT + 1)), "PUBACKs in order [MQTT-4.6.0-2]")
