@@ -319,6 +319,13 @@ static int cluster_interest_add(struct router *r, struct session *s, const char 
 				uint8_t options, uint32_t subscription_id, size_t max_subs)
 {
 	struct cluster *c = of(r);
+	/* A group new to the node costs nats-server consumers whoever asks:
+	 * past cluster.max_groups it is refused as max_subs refuses a filter
+	 * (SUBACK 0x97 Quota exceeded, 3.1.1: 0x80 [MQTT-3.9.3]). */
+	if (share_is_shared(filter, len) && !groups_admit(c->groups, filter, len)) {
+		c->b->stats.cluster.groups_refused++;
+		return WISP_ELIMIT;
+	}
 	int rc = router_interest_add(c->local, s, filter, len, options, subscription_id, max_subs);
 	if (rc == 1)
 		interest_ref(c, filter, len);
@@ -688,21 +695,22 @@ static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix,
 
 /* cnats's own drops (a subscription's pending limit full before its
  * delivery thread handed the messages to the inbox), summed over the
- * node's subscriptions: counted from the first drop of an episode until a
- * look finds no new one. */
+ * node's subscriptions: its filters', its groups', and the cluster's own
+ * on '<node>-share' (claims, handovers, figures, announcements; those of
+ * one replaced at a rejoin are not carried over, and the sum is never
+ * taken back): counted from the first drop of an episode until a look
+ * finds no new one. */
 static void count_pending_drops(struct cluster *c, bool slow_event)
 {
 	if (!slow_event && !c->pending_drops)
 		return;
-	uint64_t total = c->pending_dropped_gone + groups_pending_dropped(c->groups);
+	uint64_t total = c->pending_dropped_gone + groups_pending_dropped(c->groups) +
+			 presence_pending_dropped(c->presence) + totals_pending_dropped(c->totals) +
+			 remote_interest_pending_dropped(c->wanted);
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next) {
 			natsSubscription *subs[2] = {in->sub, in->parent_sub};
-			for (int k = 0; k < 2; k++) {
-				int64_t dropped = 0;
-				if (subs[k] && natsSubscription_GetDropped(subs[k], &dropped) == NATS_OK && dropped > 0)
-					total += (uint64_t)dropped;
-			}
+			total += cluster_nats_dropped(subs, 2);
 		}
 	uint64_t *counted = &c->b->stats.cluster.pending_dropped;
 	if (slow_event && !c->pending_drops)
@@ -885,6 +893,7 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	if (c->alone && ev & (EV_CONNECTED | GROUPS_EV_UP) && b->stats.cluster.connected && groups_connected(c->groups)) {
 		log_msg(LOG_NOTICE, "cluster", "node '%s' rejoined the cluster over NATS (after %u tr%s)", c->node,
 			c->rejoin_tries, c->rejoin_tries == 1 ? "y" : "ies");
+		b->stats.cluster.rejoins++;
 		c->alone = false;
 		c->rejoin_tries = 0;
 		c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;

@@ -1354,6 +1354,8 @@ int durable_start(struct broker *b, const char *node, const char *run, const str
 		.out_cap = d->out_cap,
 		.ack_cap = in_cap,
 		.start_ns = (int64_t)time(NULL) * 1000000000LL,
+		.group_ack_wait_s = (int64_t)cfg->group_ack_wait,
+		.group_inactive_s = (int64_t)cfg->group_inactive,
 		.auth = cfg,
 		.signer = signer,
 	};

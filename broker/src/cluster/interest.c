@@ -908,6 +908,12 @@ int remote_interest_rebind(struct remote_interest *ri, natsConnection *nc, natsC
 	return 0;
 }
 
+uint64_t remote_interest_pending_dropped(const struct remote_interest *ri)
+{
+	natsSubscription *subs[2] = {ri ? ri->sub : NULL, ri ? ri->ack_sub : NULL};
+	return cluster_nats_dropped(subs, 2);
+}
+
 void remote_interest_stop(struct remote_interest *ri)
 {
 	if (!ri)

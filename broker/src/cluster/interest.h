@@ -70,6 +70,9 @@ void remote_interest_stop(struct remote_interest *ri);
  * again); announces itself as after a reconnect once both are up. NULL:
  * no-op. 0 or WISP_EIO. */
 int remote_interest_rebind(struct remote_interest *ri, natsConnection *nc, natsConnection *snc);
+/* What cnats dropped of its two subscriptions (groups.h
+ * cluster_nats_dropped). NULL: 0. */
+uint64_t remote_interest_pending_dropped(const struct remote_interest *ri);
 void remote_interest_free(struct remote_interest *ri);
 
 /* A local subscription to `filter` made or gone ($share/g/f too). */

@@ -26,16 +26,11 @@
 #define PUBLISH_MAX_WAIT_MS 5000
 /* Pause between set-up attempts and before re-publishing failed messages. */
 #define RETRY_MS 500
-/* The consumer's ack wait: a message handed to the loop and not acked in
- * time is delivered again (and deduplicated by stream sequence). */
+/* The node consumer's ack wait: a message handed to the loop and not
+ * acked in time is delivered again (and deduplicated by stream sequence).
+ * A group's consumers have cluster.group_ack_wait and group_inactive
+ * (config.c says why their defaults). */
 #define ACK_WAIT_S 30
-/* A group's consumer no node has bound for this long is deleted by
- * JetStream (its last member anywhere left, or every member's node is
- * gone). Until then it keeps the messages stored for its filter (interest
- * retention, bounded by stream_max_age too): long enough for a member's
- * node to be restarted and find them, short enough that an abandoned
- * group does not keep a busy topic's messages for long. */
-#define GROUP_INACTIVE_S 300
 
 /* A shared subscription group's one or two consumers (jsw_group_join). */
 struct jgroup {
@@ -377,9 +372,9 @@ static natsStatus group_bind_one(struct jsw *w, struct jgroup *g, int i)
 		cc.FilterSubject = g->subject[i];
 		cc.DeliverPolicy = js_DeliverNew;
 		cc.AckPolicy = js_AckExplicit;
-		cc.AckWait = (int64_t)ACK_WAIT_S * 1000000000LL;
+		cc.AckWait = (int64_t)w->cfg.group_ack_wait_s * 1000000000LL;
 		cc.MaxAckPending = (int64_t)w->cfg.ack_cap;
-		cc.InactiveThreshold = (int64_t)GROUP_INACTIVE_S * 1000000000LL;
+		cc.InactiveThreshold = (int64_t)w->cfg.group_inactive_s * 1000000000LL;
 		st = js_AddConsumer(&ci, w->js, w->stream, &cc, NULL, &jerr);
 		if (st != NATS_OK) /* another node made it between the two calls */
 			st = js_GetConsumerInfo(&ci, w->js, w->stream, g->name[i], NULL, &jerr);

@@ -93,6 +93,8 @@ struct jsw_config {
 	size_t out_cap;            /* publishes outstanding at most */
 	size_t ack_cap;            /* consumer MaxAckPending */
 	int64_t start_ns;          /* a new consumer starts at this node's start (Unix ns) */
+	int64_t group_ack_wait_s;  /* a group's consumers' ack wait (cluster.group_ack_wait) */
+	int64_t group_inactive_s;  /* and inactive threshold (cluster.group_inactive) */
 	const struct config_cluster *auth; /* TLS, credentials (nats_auth.h), send_asap; read by jsw_start only */
 	const struct nats_signer *signer;  /* their NKey; borrowed until jsw_free */
 };

@@ -75,6 +75,8 @@ struct broker_stats {
 		uint64_t sessions_out;   /* sessions handed to another node (and ended here) */
 		uint64_t handover_failed; /* fetches that fell back to a fresh session (node gone, timeout, too big) */
 		uint64_t handover_tail_lost; /* handover window messages the holder could not pass on (cluster/handover.h) */
+		uint64_t groups_refused; /* shared subscriptions refused: a new group past cluster.max_groups */
+		uint64_t rejoins;        /* times the node rejoined after NATS closed a connection for good */
 	} cluster;
 	uint64_t http_requests;      /* HTTP requests answered (http/) */
 	uint64_t http_refused;       /* HTTP connections closed for a malformed or oversized request */
