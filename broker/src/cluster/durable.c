@@ -141,6 +141,8 @@ struct durable {
 	bool setup_failed_said;
 	bool closed_said;        /* NATS closed the worker's connection for good: said once per episode */
 	bool overflow_logged;
+	uint64_t too_large_seen; /* jsw_too_large's count already in the stats */
+	bool too_large_said;     /* said once per set-up of the stream */
 	/* tickets */
 	uint64_t last_ticket, floor, afloor;
 	uint8_t *done;           /* T_ACKED | T_STORED, by ticket % out_cap */
@@ -199,6 +201,8 @@ struct durable {
 };
 
 const char *durable_stream(const struct durable *d) { return d->stream; }
+
+int64_t durable_max_payload(const struct durable *d) { return jsw_max_payload(d->w); }
 
 /* ---- the ack gate (broker.h) ---- */
 
@@ -649,6 +653,29 @@ static void went_down(struct durable *d)
 	}
 }
 
+/* Messages the worker gave up as over NATS's max_payload (their tickets
+ * come back as done: their acks go, the forwarding queue moves on):
+ * counted, and logged once per set-up of the stream. cluster.c checks
+ * each message first, so these are the ones that passed that check: kept
+ * in the store while NATS was down, or a server with a smaller limit
+ * since. */
+static void too_large(struct durable *d)
+{
+	uint64_t count;
+	int64_t bytes, limit;
+	jsw_too_large(d->w, &count, &bytes, &limit);
+	d->b->stats.cluster.too_large += count - d->too_large_seen;
+	d->too_large_seen = count;
+	if (d->too_large_said)
+		return;
+	d->too_large_said = true;
+	log_msg(LOG_WARNING, "cluster", "a QoS 1/2 message for other nodes (payload %lld bytes, plus its NATS "
+		"headers) is over NATS's max_payload (%lld bytes): dropped from the stream (kept here while NATS was "
+		"down, or NATS's limit shrank), it reached this node's subscribers only and its publisher was "
+		"acknowledged; counted in $SYS/broker/cluster/messages/too_large. Raise nats-server's max_payload, or "
+		"lower limits.max_packet_size", (long long)bytes, (long long)limit);
+}
+
 static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	(void)l;
@@ -675,6 +702,10 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 		log_msg(LOG_NOTICE, "cluster", "the JetStream connection '%s-js' is back: stream '%s' set up again",
 			d->consumer, d->stream);
 	}
+	if (ev & JSW_EV_READY)
+		d->too_large_said = false; /* perhaps another server, another max_payload */
+	if (ev & JSW_EV_TOO_LARGE)
+		too_large(d);
 	if (ev & JSW_EV_READY && !d->ready) {
 		d->ready = true;
 		d->b->stats.cluster.durable_ready = 1;

@@ -97,6 +97,10 @@ void durable_group_leave(struct durable *d, uint64_t id);
 
 /* The stream's name, the first token of its subjects. */
 const char *durable_stream(const struct durable *d);
+/* Loop thread: the max_payload of the worker's NATS connection as of its
+ * last (re)connect (0: not connected yet), what a QoS 1/2 message's NATS
+ * form must fit in to reach the stream. A few loads, no lock. */
+int64_t durable_max_payload(const struct durable *d);
 /*
  * A ticket for a QoS 1/2 message to go through the stream, with the reply
  * subject its NATS message must carry written to reply; 0 when too many
