@@ -22,9 +22,12 @@
  *   Wisp-Expiry  seconds of Message Expiry Interval left
  *   Wisp-Props   forwarded v5 properties, base64 of the MQTT encoding
  * A message without them (a NATS-native publisher) is delivered at QoS 0.
+ * A message whose NATS form is over nats-server's max_payload is not
+ * sent at all (is_too_large: counted, logged, delivered here only).
  *
  * Loop thread only, except the cnats callbacks at the end of this file,
- * which touch nothing but the inbox, and a rejoin's connector thread
+ * which touch nothing but the inbox (and on_connected the max_payload
+ * atomic), and a rejoin's connector thread
  * (struct connector), which only makes a connection and raises an event.
  */
 #include "cluster.h"
