@@ -12,6 +12,9 @@
  * PUBACK/PUBREC names its ticket and leaves, in FIFO order, once its
  * ticket is at or below the floor; an ack of a connection that already
  * has held acks queues behind them with ticket 0 (order per connection).
+ * A ticket the worker gave up (its message over NATS's max_payload, which
+ * would be refused at every try) comes back as acked: its ack goes and
+ * the forwarding queue moves on; JSW_EV_TOO_LARGE has it counted.
  *
  * The forwarding queue (store-and-forward): while JetStream is out of
  * reach (the worker's connection down, or the stream not set up yet) and
