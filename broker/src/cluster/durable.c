@@ -147,6 +147,7 @@ struct durable {
 	bool overflow_logged;
 	uint64_t too_large_seen; /* jsw_too_large's count already in the stats */
 	bool too_large_said;     /* said once per set-up of the stream */
+	uint64_t too_large_at_down; /* too_large_seen when the forwarding queue began */
 	/* tickets */
 	uint64_t last_ticket, floor, afloor;
 	uint8_t *done;           /* T_ACKED | T_STORED, by ticket % out_cap */
@@ -503,8 +504,12 @@ static void fq_settle(struct durable *d)
 	fq_pump(d);
 	advance(d);
 	if (d->buffering_said && is_up(d) && !d->fq_len && !d->fq_stored) {
+		char but[96] = "";
+		if (d->too_large_seen != d->too_large_at_down)
+			snprintf(but, sizeof but, ", but %llu given up as over NATS's max_payload",
+				 (unsigned long long)(d->too_large_seen - d->too_large_at_down));
 		log_msg(LOG_NOTICE, "cluster", "forwarding queue drained: every QoS 1/2 message kept while "
-			"JetStream was out of reach is in stream '%s'", d->stream);
+			"JetStream was out of reach is in stream '%s'%s", d->stream, but);
 		d->buffering_said = false;
 	}
 }
@@ -656,6 +661,7 @@ static void went_down(struct durable *d)
 			"the store (cluster.forward_queue) and acknowledged; they go to stream '%s' when it is back",
 			d->stream);
 		d->buffering_said = true;
+		d->too_large_at_down = d->too_large_seen;
 	}
 }
 
