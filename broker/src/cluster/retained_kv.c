@@ -170,6 +170,15 @@ void retained_kv_publish(struct retained_kv *r, const struct msg *m)
 	if (st == NATS_OK)
 		st = natsConnection_PublishMsg(r->nc, nm);
 	natsMsg_Destroy(nm);
+	if (st == NATS_MAX_PAYLOAD) {
+		/* cluster.c checked it against the main connection's limit
+		 * already: a server with a smaller one since. */
+		r->b->stats.cluster.too_large++;
+		log_limited("cluster_retained_too_large", LOG_WARNING, "cluster", "retained message on '%.*s' not "
+			    "written to the bucket: over NATS's max_payload; the other nodes keep the topic's earlier "
+			    "one", (int)m->topic_len, msg_topic(m));
+		return;
+	}
 	if (st != NATS_OK) {
 		r->b->stats.cluster.send_failed++;
 		return;

@@ -54,6 +54,7 @@ struct broker_stats {
 		uint64_t dropped;        /* from NATS, dropped: cluster.inbound_queue full, or unusable */
 		uint64_t send_failed;    /* not published to NATS (disconnected and its buffer full, ...) */
 		uint64_t send_dropped;   /* wanted QoS 0 dropped: cluster.send_queue full (cluster/sender.h) */
+		uint64_t too_large;      /* not sent to NATS: their NATS form over its max_payload (cluster.c) */
 		uint64_t pending_dropped; /* from NATS, dropped by cnats: a subscription's pending limit full */
 		uint64_t subjects;       /* NATS subscriptions held for local interest */
 		uint64_t connected;      /* 1 while connected to NATS */

@@ -120,6 +120,8 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.send_failed), .sys = "cluster/messages/send_failed"},
 	{"cluster_send_dropped_total", "QoS 0 messages another node wanted, dropped: cluster.send_queue full (NATS "
 	 "not taking them).", COUNTER, STAT(cluster.send_dropped), .sys = "cluster/messages/send_dropped"},
+	{"cluster_too_large_total", "Messages not sent to the other nodes: their NATS form (payload, headers, "
+	 "properties) over NATS's max_payload.", COUNTER, STAT(cluster.too_large), .sys = "cluster/messages/too_large"},
 	{"cluster_pending_dropped_total", "Messages from NATS dropped by NATS's client: a subscription's pending limit "
 	 "(cluster.inbound_queue) full.", COUNTER, STAT(cluster.pending_dropped), .sys = "cluster/messages/pending_dropped"},
 	{"cluster_subjects", "NATS subscriptions held for this node's filters.", GAUGE, STAT(cluster.subjects),
