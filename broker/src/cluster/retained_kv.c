@@ -3,17 +3,23 @@
  *
  * Record headers (the KV value is the raw MQTT payload):
  *   Wisp-Node     the writing node
- *   Wisp-Seq      <run id>-<number>, this module's own numbering
+ *   Wisp-Seq      <run id>-<number>, this module's own numbering (a write
+ *                 restored from the store keeps its first run's)
+ *   Nats-Msg-Id   the same: the bucket's stream drops a second copy of a
+ *                 write sent again within its duplicate window
  *   Wisp-QoS      0, 1 or 2 (absent: 0)
  *   Wisp-Expires  Unix time the Message Expiry Interval ends (absent: never);
  *                 absolute, since a node may read the record much later
  *   Wisp-Props    forwarded v5 properties, base64 of the MQTT encoding
  *   KV-Operation  DEL for a deletion (the KV convention, so `nats kv` reads it)
  *
- * Threads: this module's thread sets up, then reads the consumer (a
- * synchronous subscription) and only tags and hands over the records; it
- * touches only the fields under `mu`, the immutable ones, js and sub.
- * Everything else runs on the loop thread.
+ * Threads: the set-up thread sets up, then reads the consumer (a
+ * synchronous subscription) and only tags and hands over the records; the
+ * sender thread publishes the jobs in `todo`, one at a time, each until
+ * JetStream acknowledges it, and hands the answers back in `done`. Both
+ * touch only the fields under `mu`, the immutable ones, nc, js and sub
+ * (set-up) and the jobs' NATS messages. Everything else (the pending
+ * table, the outbox, the store's marks) runs on the loop thread.
  */
 #include "retained_kv.h"
 
@@ -53,7 +59,10 @@
 /* Writes handed to the sender thread at a time: the rest wait in the
  * outbox as references to their messages, not as NATS copies. */
 #define SEND_JOBS_MAX 16u
-#define SEND_WAIT_MS 2000
+/* The longest subject sent: the PUB line (subject, reply inbox, sizes)
+ * must stay within nats-server's default max_control_line, 4096. */
+#define RETAINED_KV_SUBJECT_MAX 3968
+#define SEND_WAIT_MS 1000 /* bounds a stop's wait for the sender too */
 #define SEND_RETRY_MS 500
 #define SETUP_WAIT_MS 2000
 #define SETUP_RETRY_S 1
@@ -304,6 +313,17 @@ static void publish_untracked(struct retained_kv *r, const struct msg *m)
 
 void retained_kv_publish(struct retained_kv *r, const struct msg *m)
 {
+	/* nats-server closes a connection whose PUB line passes its
+	 * max_control_line (4 KiB by default): such a write, sent again and
+	 * again, would cut the node off NATS every time. */
+	ssize_t n = subject_from_topic(r->subject_prefix, msg_topic(m), m->topic_len, r->buf, r->buf_cap);
+	if (n < 0 || n > RETAINED_KV_SUBJECT_MAX) {
+		r->b->stats.cluster.send_failed++;
+		log_limited("cluster_dropped", LOG_WARNING, "cluster", "retained write to '%.*s' not sent to bucket '%s': "
+			    "its subject is longer than %d bytes (nats-server's max_control_line)", (int)m->topic_len,
+			    msg_topic(m), r->bucket, RETAINED_KV_SUBJECT_MAX);
+		return;
+	}
 	struct pending *p = pending_add(r, msg_topic(m), m->topic_len);
 	if (!p) {
 		publish_untracked(r, m);
@@ -318,10 +338,14 @@ void retained_kv_publish(struct retained_kv *r, const struct msg *m)
 	set_unsent(r, p, true);
 	outbox_append(r, p);
 	/* After the write's own RETAIN_SET or RETAIN_DEL, in the same turn:
-	 * the PUBACK waits for both (docs/persistence.md). */
-	char id[48];
-	write_id(r, p->seq, id, sizeof id);
-	persist_retain_mark(r->b, p->topic, p->len, id, strlen(id));
+	 * the PUBACK waits for both (docs/persistence.md). A value the local
+	 * store refused (limits.max_retained) has no record to mark: after a
+	 * restart the topic's stored value is what the mark would send. */
+	if (!m->payload_len || retained_get(r->b->retained, msg_topic(m), m->topic_len) == m) {
+		char id[48];
+		write_id(r, p->seq, id, sizeof id);
+		persist_retain_mark(r->b, p->topic, p->len, id, strlen(id));
+	}
 	outbox_feed(r);
 }
 
@@ -403,21 +427,39 @@ static void take_restored(struct retained_kv *r)
 	outbox_feed(r);
 }
 
-/* Compaction: the marks of the writes still unsent, oldest first. */
+static int by_seq(const void *x, const void *y)
+{
+	uint64_t a = (*(struct pending *const *)x)->seq, b = (*(struct pending *const *)y)->seq;
+	return a < b ? -1 : a > b;
+}
+
+/* Compaction: the marks of the writes still unsent, oldest first (the
+ * order they go out again after a restart). */
 static int emit_marks(void *ctx, struct store *st)
 {
 	struct retained_kv *r = ctx;
+	uint64_t n = r->b->stats.cluster.retained_unsent;
+	struct pending **v = n ? wisp_malloc((size_t)n * sizeof *v) : NULL;
+	if (n && !v)
+		return WISP_ENOMEM;
+	size_t k = 0;
+	for (size_t i = 0; i < PENDING_BUCKETS; i++)
+		for (struct pending *p = r->pending[i]; p; p = p->next)
+			if (p->unsent && k < n)
+				v[k++] = p;
+	if (k)
+		qsort(v, k, sizeof *v, by_seq);
 	int rc = 0;
-	for (size_t i = 0; !rc && i < PENDING_BUCKETS; i++)
-		for (struct pending *p = r->pending[i]; !rc && p; p = p->next) {
-			if (!p->unsent)
-				continue;
-			char id[48];
-			if (!p->id)
-				write_id(r, p->seq, id, sizeof id);
-			rc = store_append_retain_unsent(st, p->topic, p->len, p->id ? p->id : id,
-							strlen(p->id ? p->id : id));
+	for (size_t i = 0; !rc && i < k; i++) {
+		char id[48];
+		const char *mid = v[i]->id;
+		if (!mid) {
+			write_id(r, v[i]->seq, id, sizeof id);
+			mid = id;
 		}
+		rc = store_append_retain_unsent(st, v[i]->topic, v[i]->len, mid, strlen(mid));
+	}
+	wisp_free(v);
 	return rc;
 }
 
