@@ -16,8 +16,11 @@ after its publisher's PUBACK:
 - a deletion (empty payload) made while NATS was down reaches b;
 - $SYS/broker/cluster/retained/unsent (here through /metrics, the same
   figure) counts the writes waiting while NATS is down, is logged once, and
-  is 0 once they are in the bucket."""
+  is 0 once they are in the bucket;
+- the marks of writes still unsent survive a compaction of a's store (they
+  are written into the snapshot) and a's kill -9."""
 
+import glob
 import os
 import signal
 import sys
@@ -33,6 +36,12 @@ IN_STEP = "retained messages in step"
 class RetainedOutbox(ClusterCase):
     node_names = ("a", "b")
     persistent = ("a",)
+
+    def make_node(self, name, persistence=None):
+        n = super().make_node(name, persistence)
+        if name == "a":  # compacts after a few kilobytes: test 5 writes the marks into a snapshot
+            n.extra_config["persistence"] = {"compact_min_size": 4096}
+        return n
 
     def setUp(self):
         super().setUp()
@@ -160,6 +169,33 @@ class RetainedOutbox(ClusterCase):
             self.wait_retained("b", "ret/four/%d" % i, b"v%d" % i)
         self.assertIsNotNone(a.wait_log("retained messages all in bucket", offset=off, timeout=WAIT))
         self.assertEqual(a.log_since(off).count("retained messages wait for the bucket: "), 1)
+
+    def test_5_marks_survive_a_compaction(self):
+        a = self.nodes["a"]
+        data = os.path.join(a.dir, "wisp-data")
+        logs = set(glob.glob(os.path.join(data, "log.*")))
+
+        def compacted():  # a snapshot in place and the logs before it gone
+            return glob.glob(os.path.join(data, "snap.*[0-9]")) and not logs & set(glob.glob(os.path.join(data, "log.*")))
+        self.nats.kill()
+        pad = b"x" * 300
+        for rnd in range(40):
+            for i in range(3):
+                self.publish_retained("a", "ret/five/%d" % i, b"%d-%d-" % (rnd, i) + pad)
+            if glob.glob(os.path.join(data, "snap.*")):
+                break
+        deadline = time.monotonic() + WAIT
+        while not compacted() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(compacted(), "a never compacted its store: %s" % os.listdir(data))
+        self.publish_retained("a", "ret/five/0", b"last")  # a mark after the snapshot, in the new log
+        self.kill_a()
+        self.nats.start()
+        self.restart_a()
+        self.wait_retained("b", "ret/five/0", b"last")
+        for i in (1, 2):
+            self.wait_retained("b", "ret/five/%d" % i, b"%d-%d-" % (rnd, i) + pad)
+        self.wait_unsent("a", 0)
 
 
 if __name__ == "__main__":
