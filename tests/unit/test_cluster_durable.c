@@ -94,7 +94,7 @@ static void test_pubrec_never_sent_early_whatever_allocation_fails(void)
 			fprintf(stderr, "PUBREC sent with allocation %llu failing\n", (unsigned long long)n);
 		if (client_closed(c))
 			exercised_close = true;
-		durable_stop(d);
+		durable_stop(d, NULL);
 		durable_free(d);
 		harness_free(h);
 	}

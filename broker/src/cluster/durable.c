@@ -1267,18 +1267,18 @@ int durable_start(struct broker *b, const char *node, const char *run, const str
 	*out = d;
 	return 0;
 fail:
-	durable_stop(d);
+	durable_stop(d, NULL); /* its own connection closed first: nothing else looks its subscriptions up */
 	durable_free(d);
 	return rc;
 }
 
 static void free_msg(void *m) { natsMsg_Destroy(m); }
 
-void durable_stop(struct durable *d)
+void durable_stop(struct durable *d, struct nats_retire *retired)
 {
 	if (!d)
 		return;
-	jsw_stop(d->w); /* no stream message arrives after it */
+	jsw_stop(d->w, retired); /* no stream message arrives after it */
 	/* Received messages go unacked (JetStream delivers them again), and
 	 * before the connection closes: cnats's shutdown frees what
 	 * destroying one needs. */

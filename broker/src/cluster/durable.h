@@ -77,8 +77,10 @@ typedef const char *(*durable_route_group_fn)(void *ctx, natsMsg *nm, const char
 int durable_start(struct broker *b, const char *node, const char *run, const struct nats_signer *signer,
 		  durable_route_fn route,
 		  durable_make_fn make, void *route_ctx, struct durable **out);
-/* Stops the worker thread: before the NATS connection closes. NULL: no-op. */
-void durable_stop(struct durable *d);
+/* Stops the worker thread: before the NATS connection closes. Its NATS
+ * subscriptions go to `retired` (retire.h). NULL: no-op. */
+struct nats_retire;
+void durable_stop(struct durable *d, struct nats_retire *retired);
 /* After the NATS connection closed and cnats's threads ended. NULL: no-op. */
 void durable_free(struct durable *d);
 

@@ -37,6 +37,7 @@
 #include "broker.h"
 #include "err.h"
 #include "groups.h"
+#include "retire.h"
 #include "hash.h"
 #include "inbox.h"
 #include "log.h"
@@ -848,13 +849,13 @@ int retained_kv_start(struct retained_kv **out, struct broker *b, natsConnection
 	return 0;
 }
 
-int retained_kv_rebind(struct retained_kv *r, natsConnection *nc)
+int retained_kv_rebind(struct retained_kv *r, natsConnection *nc, struct nats_retire *retired)
 {
 	if (!r)
 		return 0;
 	/* The thread's sub and js belong to the closed connection: it ends,
 	 * they go, and a new thread sets up (and follows the bucket) on nc. */
-	retained_kv_stop(r);
+	retained_kv_stop(r, retired);
 	r->nc = nc;
 	pthread_mutex_lock(&r->mu);
 	r->stopping = false;
@@ -863,7 +864,7 @@ int retained_kv_rebind(struct retained_kv *r, natsConnection *nc)
 	return start_threads(r);
 }
 
-void retained_kv_stop(struct retained_kv *r)
+void retained_kv_stop(struct retained_kv *r, struct nats_retire *retired)
 {
 	if (!r)
 		return;
@@ -886,7 +887,7 @@ void retained_kv_stop(struct retained_kv *r)
 	 * and the answer, arriving as the connection closes, is never freed
 	 * by cnats. The server drops the ephemeral consumer with the
 	 * connection's interest. */
-	cluster_nats_retire_sub(&r->sub); /* destroyed once its connection is closed */
+	nats_retire_sub(retired, &r->sub);
 	jsCtx_Destroy(r->js);
 	r->js = NULL;
 }
@@ -895,7 +896,7 @@ void retained_kv_free(struct retained_kv *r)
 {
 	if (!r)
 		return;
-	retained_kv_stop(r);
+	retained_kv_stop(r, NULL);
 	/* Unsent marks stay in the store for the next start. */
 	if (r->b->persist.emit_marks_ctx == r)
 		persist_retain_marks_by(r->b, NULL, NULL);
