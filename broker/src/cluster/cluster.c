@@ -442,6 +442,30 @@ static int send_to_nats(struct cluster *c, const struct msg *m, bool *to_stream)
 	return rc != 0 ? rc : publish_core(c, m, nm);
 }
 
+/* Whether a message of this node's (not $SYS) goes to NATS: another node
+ * wants it, or, QoS 1/2, a node that is down keeps a consumer on the
+ * stream for its persistent sessions (dormant.h). cluster_publish's test,
+ * and the publish gate's. */
+static bool goes_to_nats(const struct cluster *c, uint8_t qos, const struct topic_level *levels, size_t nlevels)
+{
+	return (qos && remote_interest_stream_doubt(c->wanted)) || remote_interest_wanted(c->wanted, levels, nlevels);
+}
+
+/* broker.h's publish_gate: a QoS 1/2 PUBLISH that will need a ticket
+ * (goes_to_nats) waits while none is free, so its ack never goes for a
+ * message that crossed at most once. Only the first test runs while
+ * tickets are free. */
+static int publish_gate(void *ctx, struct conn *conn, const struct topic_level *levels, size_t nlevels)
+{
+	struct cluster *c = ctx;
+	if (!durable_must_wait(c->durable, conn))
+		return 0;
+	bool sys = nlevels > 1 && levels[0].len == 4 && memcmp(levels[0].ptr, "$SYS", 4) == 0;
+	if (sys || !goes_to_nats(c, 1, levels, nlevels))
+		return 0;
+	return durable_wait(c->durable, conn);
+}
+
 /* What the sender thread could not publish, into the loop's counters. */
 static void count_send_failures(struct cluster *c)
 {
@@ -464,8 +488,7 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 		 * the stream anyway while a node that is down keeps a consumer
 		 * there, for its persistent sessions (dormant.h). */
 		int rc = 0;
-		if (!(m->qos && remote_interest_stream_doubt(c->wanted)) &&
-		    !remote_interest_wanted(c->wanted, levels, nlevels)) {
+		if (!goes_to_nats(c, m->qos, levels, nlevels)) {
 			c->b->stats.cluster.unwanted++;
 		} else if ((rc = send_to_nats(c, m, &to_stream)) == 0) {
 			c->b->stats.cluster.sent++;
@@ -1214,6 +1237,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	}
 	durable_core_connected(c->durable, b->stats.cluster.connected);
 	if (c->durable) {
+		b->publish_gate.wait = publish_gate;
+		b->publish_gate.ctx = c;
 		durable_set_groups(c->durable, route_stream_group, on_group_bound, c);
 		groups_set_stream(c->groups, &group_stream_ops, c, durable_stream(c->durable));
 		/* QoS 1/2 for a node that is down but whose consumer keeps them (dormant.h). */
@@ -1243,6 +1268,8 @@ void cluster_stop(struct cluster *c)
 	struct broker *b = c->b;
 	if (b->router == &c->router)
 		b->router = c->local;
+	if (b->publish_gate.ctx == c)
+		memset(&b->publish_gate, 0, sizeof b->publish_gate);
 	if (b->sessions.sub_gone_ctx == c) {
 		b->sessions.on_sub_gone = NULL;
 		b->sessions.sub_gone_ctx = NULL;
