@@ -154,6 +154,11 @@ const struct metric metrics_table[] = {
 	 "their acks waited for JetStream.", COUNTER, STAT(cluster.forward_overflow), .sys = "cluster/forward/overflow"},
 	{"cluster_retained_applied_total", "Retained records from the cluster's JetStream bucket applied to this node's store.",
 	 COUNTER, STAT(cluster.retained_applied), .sys = "cluster/retained/applied"},
+	{"cluster_retained_unsent", "This node's retained writes (sets and deletions) waiting for the cluster's "
+	 "JetStream bucket to acknowledge them.", GAUGE, STAT(cluster.retained_unsent), .sys = "cluster/retained/unsent"},
+	{"cluster_retained_untracked_total", "Retained writes past the outbox's bound (stored retained messages plus "
+	 "65,536), published to the bucket at most once.", COUNTER, STAT(cluster.retained_untracked),
+	 .sys = "cluster/retained/untracked"},
 	{"cluster_taken_over_total", "Sessions ended here because their client id connected at another node.", COUNTER,
 	 STAT(cluster.taken_over), .sys = "cluster/clients/taken_over"},
 	{"cluster_sessions_in_total", "Sessions fetched from another node at their client's reconnect.", COUNTER,
