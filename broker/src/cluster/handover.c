@@ -71,7 +71,9 @@ enum fetch_state {
 	FETCH_CONFIRMING = 3, /* imported: "done" waits for this node's store (and the filters' announcement) */
 	FETCH_TAILING = 4,    /* "done" with the cut sent: the holder's tail awaited */
 	FETCH_TAIL_CONFIRMING = 5, /* the tail delivered: the final "done" waits for this node's store */
-	FETCH_CUT = 6         /* all done: only the holder's cut still keeps stream messages off the session */
+	FETCH_CUT = 6,        /* all done: only the holder's cut still keeps stream messages off the session */
+	FETCH_HOLDING = 7,    /* no fetch: a restored session's CONNECT waits for the start-up answers */
+	FETCH_RELEASED = 8    /* the hold is over: the CONNECT decides again, once, without holding */
 };
 
 /* A session this node is fetching (or has fetched and not yet confirmed). */
@@ -153,6 +155,12 @@ struct handover {
 	const char *run;         /* this run's id (cluster.c's) */
 	const uint64_t *wseq;    /* the number of this node's last message on NATS */
 	size_t ncuts;            /* fetches whose cut is active */
+	/* Start-up: until the other nodes' answers to the "dir" request are
+	 * in, a CONNECT of a restored session waits (hold_connect). */
+	bool starting;
+	uint64_t answers_due_s;  /* loop s: the answers are in by then; 0: the claim connection is not up yet */
+	bool ask_pending;        /* the start-up request is not out yet (debug builds' hold only) */
+	struct loop_timer startup_timer; /* looks every second */
 };
 
 void handover_set_stream(struct handover *h, struct durable *d, const char *run, const uint64_t *wseq)
@@ -343,6 +351,8 @@ static void match_held(struct handover *h, const char *node, struct dir_slot *e,
 	wisp_free(found);
 }
 
+static void release_holds(struct handover *h, bool all);
+
 static void on_dir_answer(struct handover *h, natsMsg *nm)
 {
 	const char *node = wire_header(nm, "Wisp-Node");
@@ -373,6 +383,7 @@ static void on_dir_answer(struct handover *h, natsMsg *nm)
 			node);
 	match_held(h, node, e, e ? n : 0);
 	wisp_free(e);
+	release_holds(h, false); /* a copy here ended: its CONNECT fetches the later one now */
 }
 
 uint64_t handover_last_claim_ns(const struct handover *h, const char *id, size_t len)
@@ -575,6 +586,13 @@ static void on_fetch_timer(struct loop *l, struct loop_timer *t)
 		break;
 	case FETCH_TAIL_CONFIRMING:
 		confirm_tail(f);
+		break;
+	case FETCH_HOLDING:
+		log_limited("cluster start-up hold", LOG_WARNING, "cluster",
+			    "client %.*s: the other nodes' answers at start did not come within cluster.handover_timeout: "
+			    "it resumes the session restored here", (int)f->id_len, f->id);
+		f->state = FETCH_RELEASED;
+		fetch_resume(f);
 		break;
 	default:
 		cut_check(f);
@@ -851,19 +869,148 @@ static void on_answer(struct handover *h, natsMsg *nm, uint64_t token)
 #endif
 }
 
+/* ---- start-up: restored sessions wait for the other nodes' answers ---- */
+
+/*
+ * Whether a CONNECT of `id` (Clean Start 0) must wait for the start-up
+ * answers: its session here was restored from the store with a claim time
+ * (so an answer may show a later copy elsewhere, which on_dir_answer's
+ * comparison ends here), and no connect of it here or claim of it heard
+ * since. Resumed before the answers, the stale copy would claim the id
+ * and so end the other node's later copy (the session the client built
+ * there). A session without a time has nothing to compare: no wait.
+ */
+static bool must_hold(const struct handover *h, const char *id, size_t len)
+{
+	if (!h->starting)
+		return false;
+	const struct session *s = sess_find(&h->b->sessions, id, len);
+	uint64_t d = digest(id, len);
+	const struct dir_slot *slot = &h->dir[d % h->dir_len];
+	return s && !s->clean && !s->conn && sess_claim_ns(s) && !(slot->id == d && slot->node == h->self);
+}
+
+/* The CONNECT waits (its input paused) until release_holds, or at most
+ * cluster.handover_timeout (on_fetch_timer). 0: out of memory, it goes on. */
+static int hold_connect(struct handover *h, struct conn *c, const char *id, size_t len)
+{
+	struct fetch *f = wisp_calloc(1, sizeof *f + len + 1);
+	if (!f)
+		return 0;
+	f->h = h;
+	f->c = c;
+	f->state = FETCH_HOLDING;
+	f->started_us = now_us();
+	f->id_len = len;
+	memcpy(f->id, id, len);
+	list_push_back(&h->fetches, &f->link);
+	loop_timer_start(h->b->loop, &f->timer, h->b->cfg->cluster.handover_timeout, on_fetch_timer);
+	log_msg(LOG_INFO, "cluster", "client %.*s: its session restored here waits for the other nodes' answers at "
+		"start", (int)len, id);
+	return WISP_EAGAIN;
+}
+
+/* The held CONNECTs go on: all of them (`all`: the answers are in), or
+ * those whose session here has ended (a later copy elsewhere: the CONNECT
+ * now fetches it). Moved to a list of their own first: a CONNECT handled
+ * again may close connections, whose holds then leave that list too. */
+static void release_holds(struct handover *h, bool all)
+{
+	struct list_node ready, *n, *next;
+	list_init(&ready);
+	for (n = h->fetches.next; n != &h->fetches; n = next) {
+		next = n->next;
+		struct fetch *f = container_of(n, struct fetch, link);
+		if (f->state != FETCH_HOLDING || (!all && sess_find(&h->b->sessions, f->id, f->id_len)))
+			continue;
+		list_remove(&f->link);
+		list_push_back(&ready, &f->link);
+	}
+	while (!list_empty(&ready)) {
+		struct fetch *f = container_of(ready.next, struct fetch, link);
+		list_remove(&f->link);
+		list_push_back(&h->fetches, &f->link);
+		loop_timer_stop(h->b->loop, &f->timer);
+		f->state = FETCH_RELEASED;
+		log_msg(LOG_INFO, "cluster", "client %.*s: the start-up answers are in after %" PRIu64 " ms: it goes on",
+			(int)f->id_len, f->id, (now_us() - f->started_us) / 1000);
+		fetch_resume(f);
+	}
+}
+
+/* Who holds which session, from every node (on_dir_request), with their
+ * claim times: once, at start (buffered by cnats until NATS is there).
+ * Debug builds: WISP_DEBUG_HOLD_START_REQUEST=<path> sends it only once
+ * <path> exists (looked at every second), so that a test's CONNECT comes
+ * before the answers (e2e 40): NATS not there yet, in effect. */
+static void ask_at_start(struct handover *h)
+{
+#ifndef NDEBUG
+	const char *path = getenv("WISP_DEBUG_HOLD_START_REQUEST");
+	if (path && access(path, F_OK) != 0) {
+		log_msg(LOG_NOTICE, "cluster", "start-up request held (WISP_DEBUG_HOLD_START_REQUEST)");
+		return;
+	}
+#endif
+	h->ask_pending = false;
+	char dir[SUBJECT_MAX], reply[SUBJECT_MAX];
+	snprintf(dir, sizeof dir, "%sdir", h->base);
+	subject_of(h, h->self, ".dir", reply);
+	natsMsg *nm = NULL;
+	if (publish(h, dir, reply, "dir", NULL, 0, &nm) == NATS_OK) {
+		if (natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK ||
+		    natsConnection_PublishMsg(h->nc, nm) != NATS_OK)
+			h->b->stats.cluster.send_failed++;
+		natsMsg_Destroy(nm);
+	}
+}
+
+static void on_startup_timer(struct loop *l, struct loop_timer *t)
+{
+	struct handover *h = container_of(t, struct handover, startup_timer);
+	uint64_t now = loop_now_s(l);
+#ifndef NDEBUG
+	if (h->ask_pending)
+		ask_at_start(h);
+#endif
+	if (!h->answers_due_s && !h->ask_pending && natsConnection_Status(h->nc) == NATS_CONN_STATUS_CONNECTED) {
+		/* The request went out as the connection came up: every live node
+		 * beats within the settling interval (interest.h), and answers
+		 * the request at once; not longer than a handover may wait. */
+		uint32_t settle = h->b->cfg->cluster.interest_interval + 1;
+		uint32_t bound = h->b->cfg->cluster.handover_timeout;
+		h->answers_due_s = now + (settle < bound ? settle : bound);
+	}
+	if (h->answers_due_s && now >= h->answers_due_s) {
+		h->starting = false;
+		release_holds(h, true);
+		return;
+	}
+	release_holds(h, false);
+	loop_timer_start(l, t, 1, on_startup_timer);
+}
+
 int handover_session_missing(struct handover *h, struct conn *c, const char *id, size_t len, const char *username)
 {
 	struct list_node *n;
+	bool released = false;
 	for (n = h->fetches.next; n != &h->fetches; n = n->next) {
 		struct fetch *f = container_of(n, struct fetch, link);
 		if (f->c != c)
 			continue;
-		if (f->state == FETCH_WAITING)
+		if (f->state == FETCH_WAITING || f->state == FETCH_HOLDING)
 			return WISP_EAGAIN; /* read again before the answer: keep waiting */
+		if (f->state == FETCH_RELEASED) {
+			fetch_free(f); /* held at start: decided below, as any CONNECT */
+			released = true;
+			break;
+		}
 		bool refused = f->state == FETCH_REFUSED;
 		fetch_free(f);
 		return refused ? WISP_EEXIST : 0;
 	}
+	if (sess_find(&h->b->sessions, id, len))
+		return released || !must_hold(h, id, len) ? 0 : hold_connect(h, c, id, len);
 	uint64_t node = holder_of(h, id, len);
 	if (!node)
 		return 0; /* no other node had it last: a fresh session at once */
@@ -1456,24 +1603,18 @@ int handover_start(struct handover **out, struct broker *b, natsConnection *nc, 
 	}
 	snprintf(h->base, n, "$WISP.%s%sho.", prefix, *prefix ? "." : "");
 	h->base_len = strlen(h->base);
-	char dir[SUBJECT_MAX], reply[SUBJECT_MAX];
-	snprintf(dir, sizeof dir, "%sdir", h->base);
-	subject_of(h, h->self, ".dir", reply);
 	h->on_msg = on_msg;
 	h->on_msg_closure = on_msg_closure;
 	if (subscribe_all(h) != 0) {
 		handover_free(h);
 		return WISP_EIO;
 	}
-	/* Who holds which session, from every node (on_dir_request), with
-	 * their claim times. */
-	natsMsg *nm = NULL;
-	if (publish(h, dir, reply, "dir", NULL, 0, &nm) == NATS_OK) {
-		if (natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK ||
-		    natsConnection_PublishMsg(nc, nm) != NATS_OK)
-			b->stats.cluster.send_failed++;
-		natsMsg_Destroy(nm);
-	}
+	/* Until the answers are in, restored sessions' CONNECTs wait
+	 * (must_hold); the connection may be up already. */
+	h->starting = true;
+	loop_timer_start(b->loop, &h->startup_timer, 0, on_startup_timer);
+	h->ask_pending = true;
+	ask_at_start(h);
 	*out = h;
 	return 0;
 }
@@ -1491,6 +1632,7 @@ void handover_stop(struct handover *h)
 {
 	if (!h)
 		return;
+	loop_timer_stop(h->b->loop, &h->startup_timer);
 	natsSubscription **subs[2] = {&h->sub, &h->dir_sub};
 	for (int i = 0; i < 2; i++) {
 		if (!*subs[i])
