@@ -47,6 +47,7 @@ class QuickNode(Node):
     the round trip after it is, a window otherwise a few ms wide."""
 
     hold_request = None
+    hold_dir_sub = None  # a path: WISP_DEBUG_HOLD_DIR_SUB, the others' requests unheard until it exists
 
     def config(self):
         cfg = super().config()
@@ -57,6 +58,8 @@ class QuickNode(Node):
         env = super()._env()
         if self.hold_request:
             env["WISP_DEBUG_HOLD_START_REQUEST"] = self.hold_request
+        if self.hold_dir_sub:
+            env["WISP_DEBUG_HOLD_DIR_SUB"] = self.hold_dir_sub
         return env
 
 
@@ -64,6 +67,20 @@ class RestartReconnectTest(ClusterCase):
     node_class = QuickNode
     node_names = ("a", "b")
     persistent = ("a", "b")
+
+    def kill(self, name):
+        n = self.nodes[name]
+        n.proc.kill()
+        n.proc.wait(timeout=10)
+        n.exit_status = -9
+
+    def start_again(self, name):
+        """Starts a killed node on its store; returns this run's log offset."""
+        n = self.nodes[name]
+        n.exit_status = None
+        offset = n.log_size()
+        n.start()  # returns the moment its port accepts
+        return offset
 
     def leave(self, node, cid, v5, topic, present):
         """cid connects at node with Clean Start 0, subscribes topic (QoS 1)
@@ -100,9 +117,7 @@ class RestartReconnectTest(ClusterCase):
         for cid in moved:
             cluster29.ClusterSessionTest.heard_claim(self, "b", cid, "a")
         a = self.nodes["a"]
-        a.proc.kill()
-        a.proc.wait(timeout=10)
-        a.exit_status = -9
+        self.kill("a")
 
         for cid, v5 in moved.items():
             self.leave("b", cid, v5, cid + "/new", present=False)  # a is gone: a fresh session at b
@@ -110,10 +125,8 @@ class RestartReconnectTest(ClusterCase):
         for pid, cid in enumerate(moved, 1):
             pub.publish(cid + "/new", b"queued at b", 1, pid)  # PUBACK: in b's offline session
 
-        a.exit_status = None
-        offset = a.log_size()
         a.hold_request = os.path.join(a.dir, "send-start-request")
-        a.start()  # returns the moment a's port accepts
+        offset = self.start_again("a")
         early = {cid: self.early_connect(cid, v5) for cid, v5 in moved.items()}
         kept = self.early_connect("kept", False)
         clean = self.early_connect("clean", False, clean=True)
@@ -154,6 +167,42 @@ class RestartReconnectTest(ClusterCase):
         log = a.log_since(offset)
         for cid in ("clean", "fresh"):
             self.assertNotIn(HELD % cid, log, "%s does not wait" % cid)
+
+    def test_two_nodes_that_missed_each_others_request(self):
+        # X's copy at a is stale, b's the later one; both nodes are down,
+        # then start so that each one's start-up request finds the other
+        # not listening: b asks while a is down, and a asks while b's
+        # subscription to the requests is not there yet (held by the debug
+        # build's WISP_DEBUG_HOLD_DIR_SUB; nodes at two servers of a NATS
+        # cluster can miss each other so, for the time a subscription takes
+        # to reach the other server). Each node asks a second time once its
+        # subscriptions are in place: b's second request reaches a, and
+        # the later copy (b's) wins. With one request each, both copies
+        # stayed and X resumed the stale one at a.
+        self.leave("a", "twice", False, "twice/old", present=False)
+        cluster29.ClusterSessionTest.heard_claim(self, "b", "twice", "a")
+        self.kill("a")
+        self.leave("b", "twice", False, "twice/new", present=False)
+        self.kill("b")
+        b, a = self.nodes["b"], self.nodes["a"]
+        b.hold_dir_sub = os.path.join(b.dir, "subscribe-dir")
+        offset_b = self.start_again("b")
+        self.assertIsNotNone(b.wait_log("start-up requests not subscribed yet", offset=offset_b, timeout=WAIT))
+        self.assertIsNotNone(b.wait_log("connected to NATS as node 'b'", offset=offset_b, timeout=WAIT))
+        offset = self.start_again("a")  # asks: b does not hear it
+        self.assertIsNotNone(a.wait_log("connected to NATS as node 'a'", offset=offset, timeout=WAIT))
+        open(b.hold_dir_sub, "w").close()
+        self.assertIsNotNone(b.wait_log("start-up requests subscribed", offset=offset_b, timeout=WAIT))
+        self.assertIsNotNone(a.wait_log(ENDED % "twice", offset=offset, timeout=WAIT),
+                             "a's stale copy ended")
+        back = Client(self, "a", "twice", False)
+        self.assertTrue(back.present, "Session Present 1: b's session, handed over")
+        pub = Client(self, "a", "pub-twice", v5=False, clean=True)
+        pub.publish("twice/old", b"from the stale copy", 1, 1)
+        pub.publish("twice/new", b"from the later session", 1, 2)
+        got, _ = back.receive_all(1)
+        self.assertEqual(got[0][:2], ("twice/new", b"from the later session"))
+        back.raw.assert_no_packet(wait=0.3)
 
 
 if __name__ == "__main__":

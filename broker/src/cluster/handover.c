@@ -160,6 +160,8 @@ struct handover {
 	bool starting;
 	uint64_t answers_due_s;  /* loop s: the answers are in by then; 0: the claim connection is not up yet */
 	bool ask_pending;        /* the start-up request is not out yet (debug builds' hold only) */
+	bool dir_sub_late;       /* the requests' subscription is not made yet (debug builds' hold only) */
+	uint64_t ask_again_s;    /* loop s: the start-up request goes out a second time then; 0: not due */
 	struct loop_timer startup_timer; /* looks every second */
 };
 
@@ -965,6 +967,23 @@ static void ask_at_start(struct handover *h)
 	}
 }
 
+/* Debug builds: WISP_DEBUG_HOLD_DIR_SUB=<path> makes the subscription to
+ * the other nodes' start-up requests only once <path> exists (looked at
+ * every second), so that a test can have two nodes miss each other's
+ * request (e2e 40), as nodes at two servers of a NATS cluster can: a
+ * subscription reaches the other servers only after a while. */
+static bool dir_sub_held(void)
+{
+#ifndef NDEBUG
+	const char *path = getenv("WISP_DEBUG_HOLD_DIR_SUB");
+	return path && access(path, F_OK) != 0;
+#else
+	return false;
+#endif
+}
+
+static int subscribe_dir(struct handover *h);
+
 static void on_startup_timer(struct loop *l, struct loop_timer *t)
 {
 	struct handover *h = container_of(t, struct handover, startup_timer);
@@ -972,22 +991,37 @@ static void on_startup_timer(struct loop *l, struct loop_timer *t)
 #ifndef NDEBUG
 	if (h->ask_pending)
 		ask_at_start(h);
+	if (h->dir_sub_late && !dir_sub_held() && subscribe_dir(h) == 0)
+		log_msg(LOG_NOTICE, "cluster", "start-up requests subscribed (WISP_DEBUG_HOLD_DIR_SUB)");
 #endif
-	if (!h->answers_due_s && !h->ask_pending && natsConnection_Status(h->nc) == NATS_CONN_STATUS_CONNECTED) {
+	bool up = !h->ask_pending && !h->dir_sub_late && natsConnection_Status(h->nc) == NATS_CONN_STATUS_CONNECTED;
+	if (!h->answers_due_s && up) {
 		/* The request went out as the connection came up: every live node
 		 * beats within the settling interval (interest.h), and answers
-		 * the request at once; not longer than a handover may wait. */
+		 * the request at once; not longer than a handover may wait. The
+		 * second request (below) comes within it. */
 		uint32_t settle = h->b->cfg->cluster.interest_interval + 1;
 		uint32_t bound = h->b->cfg->cluster.handover_timeout;
 		h->answers_due_s = now + (settle < bound ? settle : bound);
+		h->ask_again_s = now + 1;
 	}
-	if (h->answers_due_s && now >= h->answers_due_s) {
+	/* A node that started at the same moment may have missed the first
+	 * request (its subscription not yet at our server), and this node its
+	 * one: one second on, both subscriptions are in place. */
+	if (h->ask_again_s && now >= h->ask_again_s) {
+		h->ask_again_s = 0;
+		log_msg(LOG_INFO, "cluster", "asking the other nodes again which sessions they hold (a node started "
+			"with this one may have missed the first request)");
+		ask_at_start(h);
+	}
+	if (h->starting && h->answers_due_s && now >= h->answers_due_s) {
 		h->starting = false;
 		release_holds(h, true);
-		return;
+	} else if (h->starting) {
+		release_holds(h, false);
 	}
-	release_holds(h, false);
-	loop_timer_start(l, t, 1, on_startup_timer);
+	if (h->starting || h->ask_again_s || !h->answers_due_s)
+		loop_timer_start(l, t, 1, on_startup_timer);
 }
 
 int handover_session_missing(struct handover *h, struct conn *c, const char *id, size_t len, const char *username)
@@ -1559,12 +1593,23 @@ static int subscribe_all(struct handover *h)
 {
 	char subject[SUBJECT_MAX];
 	subject_of(h, h->self, ".>", subject);
+	if (cluster_nats_subscribe(&h->sub, h->nc, subject, h->on_msg, h->on_msg_closure) != NATS_OK)
+		return WISP_EIO;
+	if (dir_sub_held()) {
+		h->dir_sub_late = true; /* made by on_startup_timer */
+		log_msg(LOG_NOTICE, "cluster", "start-up requests not subscribed yet (WISP_DEBUG_HOLD_DIR_SUB)");
+		return 0;
+	}
+	return subscribe_dir(h);
+}
+
+/* The other nodes' start-up requests. */
+static int subscribe_dir(struct handover *h)
+{
 	char dir[SUBJECT_MAX];
 	snprintf(dir, sizeof dir, "%sdir", h->base);
-	if (cluster_nats_subscribe(&h->sub, h->nc, subject, h->on_msg, h->on_msg_closure) != NATS_OK ||
-	    cluster_nats_subscribe(&h->dir_sub, h->nc, dir, h->on_msg, h->on_msg_closure) != NATS_OK)
-		return WISP_EIO;
-	return 0;
+	h->dir_sub_late = false;
+	return cluster_nats_subscribe(&h->dir_sub, h->nc, dir, h->on_msg, h->on_msg_closure) == NATS_OK ? 0 : WISP_EIO;
 }
 
 int handover_rebind(struct handover *h, natsConnection *nc)
