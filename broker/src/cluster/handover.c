@@ -255,8 +255,8 @@ static void dir_answer(struct handover *h, const char *reply, const uint8_t *chu
 
 /*
  * A node that (re)started heard none of the claims made before: it asks
- * every node once ("<base>dir", at start, buffered by cnats until NATS is
- * there) and each answers with the 64-bit digests of the persistent
+ * every node ("<base>dir", at start, buffered by cnats until NATS is
+ * there, and again a second after it is up: ask_at_start) and each answers with the 64-bit digests of the persistent
  * sessions it holds (8 bytes each, little-endian, HANDOVER_CHUNK bytes a
  * message). They fill empty slots only (or, with times, older ones): a
  * claim heard since is newer. A request with Wisp-Times asks for each
@@ -941,7 +941,8 @@ static void release_holds(struct handover *h, bool all)
 }
 
 /* Who holds which session, from every node (on_dir_request), with their
- * claim times: once, at start (buffered by cnats until NATS is there).
+ * claim times: at start (buffered by cnats until NATS is there), and a
+ * second time a second after the claim connection is up (on_startup_timer).
  * Debug builds: WISP_DEBUG_HOLD_START_REQUEST=<path> sends it only once
  * <path> exists (looked at every second), so that a test's CONNECT comes
  * before the answers (e2e 40): NATS not there yet, in effect. */
