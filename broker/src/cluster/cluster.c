@@ -562,6 +562,24 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 	return route_msg(c, nm, prefix, from_stream, seq, for_group ? share_key : NULL, share_len);
 }
 
+/* Whole seconds since nats-server stored the stream message nm, by this
+ * node's wall clock against the server's (so across machines it is as
+ * good as their clocks agree); 0 when unknown or the clocks disagree the
+ * other way. Read only for messages that expire: the metadata is parsed
+ * from the reply subject (an allocation). */
+static uint64_t stream_waited_s(natsMsg *nm)
+{
+	jsMsgMetaData *meta = NULL;
+	if (natsMsg_GetMetaData(&meta, nm) != NATS_OK)
+		return 0;
+	int64_t stored_ns = meta->Timestamp;
+	jsMsgMetaData_Destroy(meta);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t now_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+	return now_ns > stored_ns ? (uint64_t)(now_ns - stored_ns) / 1000000000u : 0;
+}
+
 /* nm (on `prefix`'s subject) as a message of this node: to the local
  * subscribers, or to one member of the local group share_key when not
  * NULL. Why it was not; NULL: it was. */
@@ -592,7 +610,16 @@ static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix,
 	const char *exp = wire_header(nm, "Wisp-Expiry");
 	uint64_t expires_at = 0;
 	if (exp) {
-		unsigned long left = strtoul(exp, NULL, 10);
+		uint64_t left = strtoull(exp, NULL, 10);
+		/* Its time in the stream counts: a node down for a while must not
+		 * deliver what expired meanwhile [MQTT-3.3.2-5], nor give what is
+		 * left a fresh interval [MQTT-3.3.2-6]. */
+		uint64_t waited = from_stream ? stream_waited_s(nm) : 0;
+		if (from_stream && waited >= left) {
+			broker_count_drop(b, DROP_EXPIRED);
+			return "";
+		}
+		left -= waited;
 		expires_at = loop_now_s(b->loop) + (left ? left : 1);
 	}
 	uint8_t *props = NULL;
