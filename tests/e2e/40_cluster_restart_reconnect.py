@@ -39,8 +39,10 @@ ENDED = "client %s: node 'b' holds its session from a later connect"
 
 
 class QuickNode(Node):
-    """A node whose settling interval (interest_interval + 1 s) is 2 s: the
-    longest a restored session's CONNECT waits at start. With hold_request
+    """A node beating every second, so that its SUBACKs wait less after it
+    (re)connects (interest.h); a restored session's CONNECT waits at start
+    3 s at most (the least the wait lasts, for the second start-up request's
+    answers: cluster/handover.h). With hold_request
     set (a path), its start-up request goes out only once that file exists
     (the debug build's WISP_DEBUG_HOLD_START_REQUEST): the answers come
     after the test's CONNECTs, as when NATS is not there yet or within
@@ -175,10 +177,11 @@ class RestartReconnectTest(ClusterCase):
         # subscription to the requests is not there yet (held by the debug
         # build's WISP_DEBUG_HOLD_DIR_SUB; nodes at two servers of a NATS
         # cluster can miss each other so, for the time a subscription takes
-        # to reach the other server). Each node asks a second time once its
-        # subscriptions are in place: b's second request reaches a, and
-        # the later copy (b's) wins. With one request each, both copies
-        # stayed and X resumed the stale one at a.
+        # to reach the other server). Each node asks a second time 1 to 2 s
+        # after it is up (b: after its subscription, which the hold counts
+        # as up): b's second request reaches a, and the later copy (b's)
+        # wins. With one request each, both copies stayed and X resumed the
+        # stale one at a.
         self.leave("a", "twice", False, "twice/old", present=False)
         cluster29.ClusterSessionTest.heard_claim(self, "b", "twice", "a")
         self.kill("a")

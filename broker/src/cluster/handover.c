@@ -256,7 +256,7 @@ static void dir_answer(struct handover *h, const char *reply, const uint8_t *chu
 /*
  * A node that (re)started heard none of the claims made before: it asks
  * every node ("<base>dir", at start, buffered by cnats until NATS is
- * there, and again a second after it is up: ask_at_start) and each answers with the 64-bit digests of the persistent
+ * there, and again 1 to 2 s after it is up: ask_at_start) and each answers with the 64-bit digests of the persistent
  * sessions it holds (8 bytes each, little-endian, HANDOVER_CHUNK bytes a
  * message). They fill empty slots only (or, with times, older ones): a
  * claim heard since is newer. A request with Wisp-Times asks for each
@@ -942,7 +942,7 @@ static void release_holds(struct handover *h, bool all)
 
 /* Who holds which session, from every node (on_dir_request), with their
  * claim times: at start (buffered by cnats until NATS is there), and a
- * second time a second after the claim connection is up (on_startup_timer).
+ * second time 1 to 2 s after the claim connection is up (on_startup_timer).
  * Debug builds: WISP_DEBUG_HOLD_START_REQUEST=<path> sends it only once
  * <path> exists (looked at every second), so that a test's CONNECT comes
  * before the answers (e2e 40): NATS not there yet, in effect. */
@@ -999,12 +999,15 @@ static void on_startup_timer(struct loop *l, struct loop_timer *t)
 	if (!h->answers_due_s && up) {
 		/* The request went out as the connection came up: every live node
 		 * beats within the settling interval (interest.h), and answers
-		 * the request at once; not longer than a handover may wait. The
-		 * second request (below) comes within it. */
+		 * the request at once; not longer than a handover may wait. Loop
+		 * seconds are whole: the second request (below) goes 1 to 2 s
+		 * from now, and its answers get a second more (unless
+		 * cluster.handover_timeout is shorter). */
 		uint32_t settle = h->b->cfg->cluster.interest_interval + 1;
 		uint32_t bound = h->b->cfg->cluster.handover_timeout;
+		settle = settle > 3 ? settle : 3;
 		h->answers_due_s = now + (settle < bound ? settle : bound);
-		h->ask_again_s = now + 1;
+		h->ask_again_s = now + 2;
 	}
 	/* A node that started at the same moment may have missed the first
 	 * request (its subscription not yet at our server), and this node its

@@ -80,13 +80,14 @@
  * sessions it holds and their claim times, which fill the slots no claim
  * filled, so a restarted node still finds the sessions held elsewhere, and
  * tell it which of its restored sessions another node holds from a later
- * connect (presence.h ends those). It asks twice, the second time one
- * second after its claim connection is up: a node starting at the same
+ * connect (presence.h ends those). It asks twice, the second time 1 to
+ * 2 s after its claim connection is up: a node starting at the same
  * moment may have missed the first request (at another server of a NATS
  * cluster its subscription arrives late), and this node its one.
  *
  * Until the answers are in (the settling interval, interest_interval + 1
- * s, at most cluster.handover_timeout, after the claim connection is up),
+ * s and at least 3 s, at most cluster.handover_timeout, after the claim
+ * connection is up),
  * a Clean Start 0 CONNECT of a session restored from the store with a
  * claim time, not connected or claimed since, waits as a fetch's does
  * (handover_session_missing: WISP_EAGAIN), each at most
