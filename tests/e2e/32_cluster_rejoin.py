@@ -177,6 +177,8 @@ class ClusterRejoinTest(ClusterCase):
         for line in ("node 'a' rejoined the cluster over NATS", "the JetStream connection 'a-js' is back",
                      "forwarding queue drained"):
             self.assertIsNotNone(a.wait_log(line, offset=offset, timeout=WAIT), "node a did not say: " + line)
+        rejoins = re.search(r"(?m)^wisp_cluster_nats_rejoins_total ([0-9]+)$", a.get("/metrics")[1])
+        self.assertEqual(rejoins and int(rejoins.group(1)), 1, "the rejoin counted in $SYS/broker/cluster/nats/rejoins")
         got = [sub.recv_publish(timeout=WAIT).payload for _ in payloads]
         self.assertEqual(got, payloads)
         sub.assert_no_packet(wait=0.3)

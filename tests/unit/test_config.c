@@ -699,6 +699,58 @@ static void test_cluster_section(void)
 	config_free(cfg);
 }
 
+/* The shared groups' bound and their JetStream consumers' timings
+ * (cluster/groups.h, jetstream.c): the defaults, each key at both ends of
+ * its range, and one past each end refused with the file, key and range. */
+static void test_cluster_group_keys_at_their_bounds(void)
+{
+	struct config *cfg;
+	char err[256];
+	CU_ASSERT_EQUAL_FATAL(config_parse("{}", 2, "t.json", &cfg, err, sizeof err), 0);
+	CU_ASSERT_EQUAL(cfg->cluster.max_groups, 1000);
+	CU_ASSERT_EQUAL(cfg->cluster.group_ack_wait, 30);
+	CU_ASSERT_EQUAL(cfg->cluster.group_inactive, 300);
+	config_free(cfg);
+	static const struct {
+		const char *json;
+		uint32_t max_groups, group_ack_wait, group_inactive;
+	} ok[] = {
+		{"{\"cluster\": {\"max_groups\": 1, \"group_ack_wait\": 1, \"group_inactive\": 1}}", 1, 1, 1},
+		{"{\"cluster\": {\"max_groups\": 1000000, \"group_ack_wait\": 86400, \"group_inactive\": 31536000}}",
+		 1000000, 86400, 31536000},
+	};
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		CU_ASSERT_EQUAL_FATAL(config_parse(ok[i].json, strlen(ok[i].json), "t.json", &cfg, err, sizeof err), 0);
+		CU_ASSERT_EQUAL(cfg->cluster.max_groups, ok[i].max_groups);
+		CU_ASSERT_EQUAL(cfg->cluster.group_ack_wait, ok[i].group_ack_wait);
+		CU_ASSERT_EQUAL(cfg->cluster.group_inactive, ok[i].group_inactive);
+		config_free(cfg);
+	}
+	static const struct bad_case bad[] = {
+		{"{\"cluster\": {\"max_groups\": 0}}",
+		 "t.json: cluster.max_groups: out of range: 0 (allowed 1 to 1000000)"},
+		{"{\"cluster\": {\"max_groups\": 1000001}}",
+		 "t.json: cluster.max_groups: out of range: 1000001 (allowed 1 to 1000000)"},
+		{"{\"cluster\": {\"group_ack_wait\": 0}}",
+		 "t.json: cluster.group_ack_wait: out of range: 0 (allowed 1 to 86400)"},
+		{"{\"cluster\": {\"group_ack_wait\": 86401}}",
+		 "t.json: cluster.group_ack_wait: out of range: 86401 (allowed 1 to 86400)"},
+		{"{\"cluster\": {\"group_inactive\": 0}}",
+		 "t.json: cluster.group_inactive: out of range: 0 (allowed 1 to 31536000)"},
+		{"{\"cluster\": {\"group_inactive\": 31536001}}",
+		 "t.json: cluster.group_inactive: out of range: 31536001 (allowed 1 to 31536000)"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		cfg = (struct config *)1;
+		CU_ASSERT_EQUAL(config_parse(bad[i].json, strlen(bad[i].json), "t.json", &cfg, err, sizeof err),
+				WISP_ECONFIG);
+		CU_ASSERT_PTR_NULL(cfg);
+		if (strcmp(err, bad[i].err) != 0)
+			fprintf(stderr, "\ncase %zu:\n  want: %s\n  got:  %s\n", i, bad[i].err, err);
+		CU_ASSERT_STRING_EQUAL(err, bad[i].err);
+	}
+}
+
 /* NATS TLS and credentials: where each key lands, when TLS is on, and the
  * URL parts nats_auth.c and the checks use. */
 static void test_cluster_tls_and_credentials(void)
@@ -891,6 +943,7 @@ static CU_TestInfo config_tests[] = {
 	{"missing file", test_load_missing_file},
 	{"example files are valid", test_example_files_are_valid},
 	{"http listener keys and defaults", test_http_listener_keys},
+	{"cluster group keys at their bounds", test_cluster_group_keys_at_their_bounds},
 	{"full document parsed", test_full_document_is_parsed},
 	{"ws and wss listeners", test_websocket_listeners},
 	{"inline acl becomes acl text", test_inline_acl_becomes_acl_text},

@@ -319,6 +319,13 @@ static int cluster_interest_add(struct router *r, struct session *s, const char 
 				uint8_t options, uint32_t subscription_id, size_t max_subs)
 {
 	struct cluster *c = of(r);
+	/* A group new to the node costs nats-server consumers whoever asks:
+	 * past cluster.max_groups it is refused as max_subs refuses a filter
+	 * (SUBACK 0x97 Quota exceeded, 3.1.1: 0x80 [MQTT-3.9.3]). */
+	if (share_is_shared(filter, len) && !groups_admit(c->groups, filter, len)) {
+		c->b->stats.cluster.groups_refused++;
+		return WISP_ELIMIT;
+	}
 	int rc = router_interest_add(c->local, s, filter, len, options, subscription_id, max_subs);
 	if (rc == 1)
 		interest_ref(c, filter, len);
@@ -452,9 +459,12 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 	if (m->origin != c && !is_sys(m)) {
 		/* No other node wants it: no NATS publish (QoS 0) and no JetStream
 		 * round trip (QoS 1/2: acked as on one node); NATS is not asked to
-		 * pick a shared group's member either (interest.h). */
+		 * pick a shared group's member either (interest.h). QoS 1/2 go to
+		 * the stream anyway while a node that is down keeps a consumer
+		 * there, for its persistent sessions (dormant.h). */
 		int rc = 0;
-		if (!remote_interest_wanted(c->wanted, levels, nlevels)) {
+		if (!(m->qos && remote_interest_stream_doubt(c->wanted)) &&
+		    !remote_interest_wanted(c->wanted, levels, nlevels)) {
 			c->b->stats.cluster.unwanted++;
 		} else if ((rc = send_to_nats(c, m, &to_stream)) == 0) {
 			c->b->stats.cluster.sent++;
@@ -662,21 +672,22 @@ static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix,
 
 /* cnats's own drops (a subscription's pending limit full before its
  * delivery thread handed the messages to the inbox), summed over the
- * node's subscriptions: counted from the first drop of an episode until a
- * look finds no new one. */
+ * node's subscriptions: its filters', its groups', and the cluster's own
+ * on '<node>-share' (claims, handovers, figures, announcements; those of
+ * one replaced at a rejoin are not carried over, and the sum is never
+ * taken back): counted from the first drop of an episode until a look
+ * finds no new one. */
 static void count_pending_drops(struct cluster *c, bool slow_event)
 {
 	if (!slow_event && !c->pending_drops)
 		return;
-	uint64_t total = c->pending_dropped_gone + groups_pending_dropped(c->groups);
+	uint64_t total = c->pending_dropped_gone + groups_pending_dropped(c->groups) +
+			 presence_pending_dropped(c->presence) + totals_pending_dropped(c->totals) +
+			 remote_interest_pending_dropped(c->wanted);
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next) {
 			natsSubscription *subs[2] = {in->sub, in->parent_sub};
-			for (int k = 0; k < 2; k++) {
-				int64_t dropped = 0;
-				if (subs[k] && natsSubscription_GetDropped(subs[k], &dropped) == NATS_OK && dropped > 0)
-					total += (uint64_t)dropped;
-			}
+			total += cluster_nats_dropped(subs, 2);
 		}
 	uint64_t *counted = &c->b->stats.cluster.pending_dropped;
 	if (slow_event && !c->pending_drops)
@@ -859,6 +870,7 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	if (c->alone && ev & (EV_CONNECTED | GROUPS_EV_UP) && b->stats.cluster.connected && groups_connected(c->groups)) {
 		log_msg(LOG_NOTICE, "cluster", "node '%s' rejoined the cluster over NATS (after %u tr%s)", c->node,
 			c->rejoin_tries, c->rejoin_tries == 1 ? "y" : "ies");
+		b->stats.cluster.rejoins++;
 		c->alone = false;
 		c->rejoin_tries = 0;
 		c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;
@@ -1000,6 +1012,11 @@ static bool group_join(void *ctx, uint64_t id, const char *name, const char *sub
 static void group_leave(void *ctx, uint64_t id) { durable_group_leave(((struct cluster *)ctx)->durable, id); }
 
 static const struct groups_stream_ops group_stream_ops = {.join = group_join, .leave = group_leave};
+
+static void on_consumers(void *ctx, const char *const *names, size_t n, uint64_t ask)
+{
+	remote_interest_consumers(((struct cluster *)ctx)->wanted, names, n, ask);
+}
 
 /* A message the durable side kept while JetStream was away, as
  * send_to_nats would have made it for the stream. */
@@ -1197,6 +1214,9 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	if (c->durable) {
 		durable_set_groups(c->durable, route_stream_group, on_group_bound, c);
 		groups_set_stream(c->groups, &group_stream_ops, c, durable_stream(c->durable));
+		/* QoS 1/2 for a node that is down but whose consumer keeps them (dormant.h). */
+		durable_set_consumers(c->durable, on_consumers, c);
+		remote_interest_track_consumers(c->wanted, durable_list_consumers, c->durable);
 	}
 	handover_set_stream(presence_handover(c->presence), c->durable, c->run, &c->seq);
 	count_existing(c);

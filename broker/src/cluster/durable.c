@@ -81,6 +81,7 @@
 
 #include "alloc.h"
 #include "broker.h"
+#include "dormant.h"
 #include "err.h"
 #include "hash.h"
 #include "inbox.h"
@@ -194,6 +195,8 @@ struct durable {
 	durable_route_group_fn route_group;
 	void (*group_ready)(void *ctx, uint64_t id);
 	void *group_ctx;
+	durable_consumers_fn consumers; /* the stream's consumer names (dormant.h) */
+	void *consumers_ctx;
 	uint64_t *gseen;         /* gseen_cap keys, 0: empty; NULL until the first group message */
 	size_t gseen_cap;
 };
@@ -686,6 +689,14 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 	while (ev & JSW_EV_GROUP && jsw_group_ready(d->w, &gid))
 		if (d->group_ready)
 			d->group_ready(d->group_ctx, gid);
+	jsConsumerNamesList *names;
+	uint64_t ask;
+	if (ev & JSW_EV_CONSUMERS && jsw_consumers_take(d->w, &names, &ask)) {
+		if (d->consumers)
+			d->consumers(d->consumers_ctx, names ? (const char *const *)names->List : NULL,
+				     names && names->Count > 0 ? (size_t)names->Count : 0, ask);
+		jsConsumerNamesList_Destroy(names);
+	}
 	if (ev & JSW_EV_GROUP_FAILED)
 		log_msg(LOG_WARNING, "cluster", "cannot make or bind a shared group's consumer on stream '%s': retrying "
 			"every half second; until then its members here get none of its QoS 1/2 messages from the "
@@ -1040,6 +1051,14 @@ static void group_msg(struct durable *d, natsMsg *nm, const char *consumer, uint
 	ack_when_safe(d, nm);
 }
 
+void durable_set_consumers(struct durable *d, durable_consumers_fn fn, void *ctx)
+{
+	d->consumers = fn;
+	d->consumers_ctx = ctx;
+}
+
+uint64_t durable_list_consumers(void *d) { return jsw_list_consumers(((struct durable *)d)->w); }
+
 void durable_set_groups(struct durable *d, durable_route_group_fn route, void (*ready)(void *ctx, uint64_t id),
 			void *ctx)
 {
@@ -1186,8 +1205,7 @@ int durable_start(struct broker *b, const char *node, const char *run, const str
 	 * consumer name may not ('.', wildcards, spaces). */
 	d->consumer = wisp_strndup(node, strlen(node));
 	for (char *p = d->consumer; p && *p; p++)
-		if ((unsigned char)*p <= ' ' || *p == '.' || *p == '*' || *p == '>' || *p == '/' || *p == '\\')
-			*p = '_';
+		*p = dormant_consumer_char(*p);
 	d->done = wisp_calloc(d->out_cap, 1);
 	d->ticket_fwd = wisp_calloc(d->out_cap, sizeof *d->ticket_fwd);
 	d->ticket_msg = wisp_calloc(d->out_cap, sizeof *d->ticket_msg);
@@ -1234,6 +1252,8 @@ int durable_start(struct broker *b, const char *node, const char *run, const str
 		.out_cap = d->out_cap,
 		.ack_cap = in_cap,
 		.start_ns = (int64_t)time(NULL) * 1000000000LL,
+		.group_ack_wait_s = (int64_t)cfg->group_ack_wait,
+		.group_inactive_s = (int64_t)cfg->group_inactive,
 		.auth = cfg,
 		.signer = signer,
 	};

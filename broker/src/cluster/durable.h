@@ -40,6 +40,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <nats/nats.h>
 
@@ -94,6 +95,13 @@ void durable_set_groups(struct durable *d, durable_route_group_fn route, void (*
  * it is, before the forwarding queue drains). */
 bool durable_group_join(struct durable *d, uint64_t id, const char *name, const char *subject, const char *parent);
 void durable_group_leave(struct durable *d, uint64_t id);
+
+/* The names of the stream's consumers, as JetStream listed them for ask
+ * number `ask` (dormant.h). Borrowed for the call. */
+typedef void (*durable_consumers_fn)(void *ctx, const char *const *names, size_t n, uint64_t ask);
+void durable_set_consumers(struct durable *d, durable_consumers_fn fn, void *ctx);
+/* Asks for that list (d: the struct durable); returns the ask's number. */
+uint64_t durable_list_consumers(void *d);
 
 /* The stream's name, the first token of its subjects. */
 const char *durable_stream(const struct durable *d);

@@ -94,6 +94,9 @@ struct cluster_groups {
 	uint64_t stream_ids;
 	bool delay_subs;           /* debug builds: WISP_DEBUG_DELAY_SHARE_SUB */
 	uint64_t dropped_gone;     /* cnats's drops of queue subscriptions since destroyed */
+	size_t ngroups;            /* entries in by_key */
+	size_t max_groups;         /* cluster.max_groups */
+	bool refusing;             /* a refusal was logged; the next new group ends the episode */
 };
 
 static struct group_sub **find_key(struct cluster_groups *g, const char *key, size_t len, uint32_t h)
@@ -328,6 +331,8 @@ bool groups_ref(struct cluster_groups *g, const char *key, size_t len, uint64_t 
 			"other nodes", (int)len, key);
 		return false;
 	}
+	g->ngroups++;
+	g->refusing = false;
 	gs->mark = mark;
 	gs->hash = h;
 	gs->count = 1;
@@ -384,6 +389,25 @@ void groups_unref(struct cluster_groups *g, const char *key, size_t len)
 	*pp = gs->by_key_next;
 	forget(g, gs);
 	wisp_free(gs);
+	g->ngroups--;
+}
+
+/* Shown of a refused key in the log: it is the client's, up to
+ * max_topic_length long. */
+#define LOG_KEY_MAX 80
+
+bool groups_admit(struct cluster_groups *g, const char *key, size_t len)
+{
+	if (g->ngroups < g->max_groups || *find_key(g, key, len, hash_bytes(0, key, len)))
+		return true;
+	if (!g->refusing)
+		log_msg(LOG_WARNING, "cluster", "refusing new shared subscription groups: this node holds "
+			"cluster.max_groups (%zu) already; '%.*s'%s refused (SUBACK 0x97, 3.1.1: 0x80), joining a held "
+			"group still works; further refusals until a group is made again are counted in "
+			"$SYS/broker/cluster/groups/refused", g->max_groups, (int)(len < LOG_KEY_MAX ? len : LOG_KEY_MAX),
+			key, len > LOG_KEY_MAX ? "..." : "");
+	g->refusing = true;
+	return false;
 }
 
 void groups_set_stream(struct cluster_groups *g, const struct groups_stream_ops *ops, void *ctx, const char *stream)
@@ -490,11 +514,7 @@ uint64_t groups_pending_dropped(const struct cluster_groups *g)
 	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
 		for (const struct group_sub *gs = g->by_key[i]; gs; gs = gs->by_key_next) {
 			natsSubscription *subs[2] = {gs->sub, gs->parent_sub};
-			for (int k = 0; k < 2; k++) {
-				int64_t dropped = 0;
-				if (subs[k] && natsSubscription_GetDropped(subs[k], &dropped) == NATS_OK && dropped > 0)
-					total += (uint64_t)dropped;
-			}
+			total += cluster_nats_dropped(subs, 2);
 		}
 	return total;
 }
@@ -509,6 +529,7 @@ int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, 
 		goto nomem;
 	g->inbox = inbox;
 	g->count = count;
+	g->max_groups = cfg->max_groups;
 	list_init(&g->held_timer.link);
 #ifndef NDEBUG
 	g->delay_subs = getenv("WISP_DEBUG_DELAY_SHARE_SUB") != NULL;
@@ -615,6 +636,17 @@ natsStatus cluster_nats_subscribe(natsSubscription **sub, natsConnection *nc, co
 	return st;
 }
 
+uint64_t cluster_nats_dropped(natsSubscription *const *subs, size_t n)
+{
+	uint64_t total = 0;
+	for (size_t i = 0; i < n; i++) {
+		int64_t dropped = 0;
+		if (subs[i] && natsSubscription_GetDropped(subs[i], &dropped) == NATS_OK && dropped > 0)
+			total += (uint64_t)dropped;
+	}
+	return total;
+}
+
 void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms)
 {
 	if (sub && natsSubscription_Drain(sub) == NATS_OK)
@@ -670,6 +702,7 @@ void groups_close(struct cluster_groups *g)
 			unsubscribe(g, gs, true);
 			wisp_free(gs);
 		}
+	g->ngroups = 0;
 	if (g->nc) {
 		natsConnection_Close(g->nc);
 		natsConnection_Destroy(g->nc);

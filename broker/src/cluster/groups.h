@@ -27,10 +27,11 @@
  * ack (killed, frozen) to another, so a group loses nothing acknowledged
  * either (groups_set_stream; docs/cluster.md "Shared subscriptions").
  *
- * Memory: one entry per distinct shared filter this node's sessions hold
- * (about 140 bytes plus the key), in three fixed hash tables of
- * GROUPS_BUCKETS (by key, by NATS subscription, by digest); the JetStream
- * worker keeps the consumers' names and subjects of each (jetstream.h).
+ * Memory: one entry per distinct shared filter this node's sessions hold,
+ * at most cluster.max_groups of them (groups_admit), about 140 bytes plus
+ * the key, in three fixed hash tables of GROUPS_BUCKETS (by key, by NATS
+ * subscription, by digest); the JetStream worker keeps the consumers'
+ * names and subjects of each (jetstream.h).
  * Loop thread only, except the message callback.
  */
 #ifndef WISP_CLUSTER_GROUPS_H
@@ -73,6 +74,16 @@ void groups_free(struct cluster_groups *g);
  * mark of 0: none). */
 bool groups_ref(struct cluster_groups *g, const char *key, size_t len, uint64_t mark);
 void groups_unref(struct cluster_groups *g, const char *key, size_t len);
+
+/* Whether a member subscription of `key` ("$share/g/f", valid) may be
+ * added: its group is held here already, or this node holds fewer than
+ * cluster.max_groups groups (each costs nats-server one or two durable
+ * consumers and a queue subscription, whoever asks). false: refused, and
+ * the first refusal since a new group was last made is logged. The
+ * sessions the store restored before the cluster started joined their
+ * groups whatever the bound (count_existing): past it, only their leaving
+ * makes room. */
+bool groups_admit(struct cluster_groups *g, const char *key, size_t len);
 
 /* Whether nm came from a queue subscription (it has the tag); if so, *key
  * is its group's key ("$share/g/f", *len bytes) or NULL when the group has
@@ -124,6 +135,11 @@ bool groups_closed(const struct cluster_groups *g);
  * the connection is made anew (its *_rebind). */
 natsStatus cluster_nats_subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
 				  natsMsgHandler cb, void *closure);
+
+/* What cnats dropped so far of the n subscriptions (NULLs skipped) at its
+ * pending limit: the modules' own subscriptions on the second connection
+ * count in cluster/messages/pending_dropped too (*_pending_dropped). */
+uint64_t cluster_nats_dropped(natsSubscription *const *subs, size_t n);
 
 /* The second connection, for the cluster's own control traffic
  * (presence.h), which must not count as data on the main one. */

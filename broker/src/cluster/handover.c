@@ -1629,6 +1629,12 @@ int handover_rebind(struct handover *h, natsConnection *nc)
 	return subscribe_all(h);
 }
 
+uint64_t handover_pending_dropped(const struct handover *h)
+{
+	natsSubscription *subs[2] = {h ? h->sub : NULL, h ? h->dir_sub : NULL};
+	return cluster_nats_dropped(subs, 2);
+}
+
 int handover_start(struct handover **out, struct broker *b, natsConnection *nc, const char *node,
 		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure)
 {

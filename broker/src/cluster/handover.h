@@ -123,6 +123,9 @@ void handover_stop(struct handover *h);
  * the old one for good (its subscriptions are freed, made again on nc).
  * NULL: no-op. 0 or WISP_EIO. */
 int handover_rebind(struct handover *h, natsConnection *nc);
+/* What cnats dropped of its two subscriptions (groups.h
+ * cluster_nats_dropped). NULL: 0. */
+uint64_t handover_pending_dropped(const struct handover *h);
 /* Frees it and whatever waits, once cnats's threads are gone. NULL: no-op. */
 void handover_free(struct handover *h);
 

@@ -34,6 +34,11 @@
  * incomplete until its last. Snapshots asked of us go at most once a
  * second.
  *
+ * Dormant nodes (dormant.h): the stream's consumer names come from
+ * JetStream (cluster.c asks durable.c's worker) every interval and right
+ * after a node is forgotten; a forgotten node is held dormant until a list
+ * asked after that says its consumer is gone.
+ *
  * Cost on the publish path: one trie walk over the topic's levels, no
  * allocation. Per new local filter: one announcement out and one answer
  * from each other node.
@@ -48,6 +53,7 @@
 #include "alloc.h"
 #include "announce.h"
 #include "broker.h"
+#include "dormant.h"
 #include "err.h"
 #include "groups.h"
 #include "log.h"
@@ -105,6 +111,11 @@ struct remote_interest {
 	bool gate_waiting;      /* a SUBACK is held: wake the loop each tick */
 	bool timeout_logged;
 	bool selective;         /* as last logged: skipping what no one wants */
+	struct dormant dormant; /* nodes down whose stream consumer remains (dormant.h) */
+	uint64_t (*ask_consumers)(void *ctx); /* NULL: QoS 1/2 do not go through a stream */
+	void *ask_ctx;
+	char own_consumer[ANN_NODE_MAX + 1];
+	bool dormant_stale;     /* a change not applied yet (settling): QoS 1/2 in doubt */
 	uint32_t ticks;
 	struct loop_timer timer;
 };
@@ -176,6 +187,11 @@ bool interest_trie_match(const struct trie *t, const struct topic_level *levels,
 		return false;
 	/* [MQTT-4.7.2-1] the root by the topic's first byte, as tree.c */
 	return any_match(t, trie_root_for(t, levels[0].ptr, levels[0].len), levels, 0, nlevels);
+}
+
+bool remote_interest_stream_doubt(const struct remote_interest *ri)
+{
+	return ri && ri->ask_consumers && (ri->dormant_stale || dormant_doubt(&ri->dormant));
 }
 
 bool remote_interest_wanted(const struct remote_interest *ri, const struct topic_level *levels, size_t nlevels)
@@ -271,6 +287,8 @@ static void peer_forget(struct remote_interest *ri, size_t i)
 	wisp_free(p);
 }
 
+static void dormant_refresh(struct remote_interest *ri);
+
 static struct peer *peer_find(struct remote_interest *ri, const char *name, size_t *at)
 {
 	for (size_t i = 0; i < ri->npeers; i++)
@@ -306,7 +324,86 @@ static struct peer *peer_get(struct remote_interest *ri, const char *name)
 	p->complete = true;
 	peer_set_complete(ri, p, false);
 	ri->peers[ri->npeers++] = p;
+	dormant_refresh(ri); /* it may be a dormant node come back */
 	return p;
+}
+
+/* ---- dormant nodes ---- */
+
+static bool consumer_heard(void *ctx, const char *consumer)
+{
+	struct remote_interest *ri = ctx;
+	for (size_t i = 0; i < ri->npeers; i++)
+		if (dormant_is_node(ri->peers[i]->name, consumer))
+			return true;
+	return false;
+}
+
+static void dormant_said(void *ctx, const char *consumer, bool dormant, bool gone)
+{
+	(void)ctx;
+	if (dormant)
+		log_msg(LOG_WARNING, "cluster", "node '%s' is down but its stream consumer remains: QoS 1/2 messages go "
+			"to the stream for its sessions (counted in $SYS/broker/cluster/interest/dormant)", consumer);
+	else if (gone)
+		log_msg(LOG_NOTICE, "cluster", "node '%s' is no longer dormant: its stream consumer is gone", consumer);
+	else
+		log_msg(LOG_NOTICE, "cluster", "node '%s' is no longer dormant: it is heard again", consumer);
+}
+
+/* Not while settling: every message is sent then anyway, and the live
+ * nodes are not all heard yet (each beats within the settling interval),
+ * so a node would be said down that is not. on_tick catches up. */
+static void dormant_refresh(struct remote_interest *ri)
+{
+	if (!ri->ask_consumers)
+		return;
+	ri->dormant_stale = loop_now_s(ri->b->loop) < ri->settle_until; /* in doubt until it runs */
+	if (!ri->dormant_stale)
+		ri->b->stats.cluster.interest_dormant = dormant_update(&ri->dormant, consumer_heard, dormant_said, ri);
+}
+
+/* Out of memory for the dormant set: when in doubt, send (a while). */
+static void dormant_oom(struct remote_interest *ri)
+{
+	uint64_t now = loop_now_s(ri->b->loop);
+	if (now >= ri->crowded_until) /* once per episode */
+		log_msg(LOG_WARNING, "cluster", "out of memory for the dormant nodes' set: every message goes to NATS "
+			"for 60 s");
+	ri->crowded_until = now + 60;
+}
+
+/* A node said bye or went unheard: while a list asked after this one
+ * does not say its consumer is gone, it is dormant. */
+static void peer_gone(struct remote_interest *ri, size_t i)
+{
+	if (ri->ask_consumers && dormant_forgotten(&ri->dormant, ri->peers[i]->name, ri->ask_consumers(ri->ask_ctx)) != 0)
+		dormant_oom(ri);
+	peer_forget(ri, i);
+	dormant_refresh(ri);
+}
+
+void remote_interest_track_consumers(struct remote_interest *ri, uint64_t (*ask)(void *ctx), void *ctx)
+{
+	if (!ri)
+		return;
+	ri->ask_consumers = ask;
+	ri->ask_ctx = ctx;
+	size_t len = 0;
+	for (; ri->node[len] && len < sizeof ri->own_consumer - 1; len++)
+		ri->own_consumer[len] = dormant_consumer_char(ri->node[len]);
+	ri->own_consumer[len] = '\0';
+	if (ask)
+		ask(ctx);
+}
+
+void remote_interest_consumers(struct remote_interest *ri, const char *const *names, size_t n, uint64_t ask)
+{
+	if (!ri || !ri->ask_consumers)
+		return;
+	if (dormant_list(&ri->dormant, names, n, ri->own_consumer, ask) != 0)
+		dormant_oom(ri);
+	dormant_refresh(ri);
 }
 
 /* ---- sending ---- */
@@ -625,7 +722,7 @@ bool remote_interest_message(struct remote_interest *ri, natsMsg *nm)
 	size_t at = 0;
 	if (a.kind == ANN_BYE) {
 		if (peer_find(ri, a.node, &at))
-			peer_forget(ri, at);
+			peer_gone(ri, at);
 		return true;
 	}
 	struct peer *p = peer_get(ri, a.node);
@@ -681,6 +778,8 @@ static void on_tick(struct loop *l, struct loop_timer *t)
 		snprintf(ours, sizeof ours, "%u", interval);
 		if (ri->connected)
 			announce(ri, "beat", false, NULL, 0, NULL, "Wisp-Every", ours, NULL, NULL);
+		if (ri->ask_consumers)
+			ri->ask_consumers(ri->ask_ctx); /* a node may have made or lost its consumer */
 		for (size_t i = ri->npeers; i-- > 0;) {
 			struct peer *p = ri->peers[i];
 			/* By its own beat interval: nodes need not share theirs. */
@@ -688,12 +787,13 @@ static void on_tick(struct loop *l, struct loop_timer *t)
 			if (p->heard_at + (uint64_t)every * STALE_INTERVALS < now) {
 				log_msg(LOG_NOTICE, "cluster", "node '%s' unheard for %u s: its interest is forgotten",
 					p->name, every * STALE_INTERVALS);
-				peer_forget(ri, i);
+				peer_gone(ri, i);
 			} else if (p->sync_at && p->sync_at + interval <= now && ri->connected) {
 				ask_sync(ri, p);
 			}
 		}
 	}
+	dormant_refresh(ri);
 	bool selective = ri->connected && !ri->incomplete && !ri->over && now >= ri->settle_until &&
 			 now >= ri->crowded_until && now >= ri->doubt_until;
 	if (selective != ri->selective)
@@ -808,6 +908,12 @@ int remote_interest_rebind(struct remote_interest *ri, natsConnection *nc, natsC
 	return 0;
 }
 
+uint64_t remote_interest_pending_dropped(const struct remote_interest *ri)
+{
+	natsSubscription *subs[2] = {ri ? ri->sub : NULL, ri ? ri->ack_sub : NULL};
+	return cluster_nats_dropped(subs, 2);
+}
+
 void remote_interest_stop(struct remote_interest *ri)
 {
 	if (!ri)
@@ -837,6 +943,7 @@ void remote_interest_free(struct remote_interest *ri)
 		peer_forget(ri, ri->npeers - 1);
 	if (ri->remote.root)
 		trie_destroy(&ri->remote, NULL, NULL);
+	dormant_free(&ri->dormant);
 	ann_filters_free(&ri->local);
 	wisp_free(ri->node);
 	wisp_free(ri->subject);

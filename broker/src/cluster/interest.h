@@ -19,7 +19,10 @@
  * for three intervals after hearing from more nodes than it keeps, while
  * a node's filters are past cluster.max_remote_filters or
  * max_remote_filter_bytes (announce.h), and for three intervals after an
- * announcement no Wisp node writes.
+ * announcement no Wisp node writes. QoS 1/2 also while a node that is not
+ * heard has its durable consumer on the stream (a dormant node,
+ * dormant.h: its persistent sessions get the stream's messages when it
+ * is back), and at start until the stream's consumers are known.
  *
  * No subscriber misses a message published after its SUBACK: an "add"
  * carries a reply subject, every node answers once it applied the filter,
@@ -67,6 +70,9 @@ void remote_interest_stop(struct remote_interest *ri);
  * again); announces itself as after a reconnect once both are up. NULL:
  * no-op. 0 or WISP_EIO. */
 int remote_interest_rebind(struct remote_interest *ri, natsConnection *nc, natsConnection *snc);
+/* What cnats dropped of its two subscriptions (groups.h
+ * cluster_nats_dropped). NULL: 0. */
+uint64_t remote_interest_pending_dropped(const struct remote_interest *ri);
 void remote_interest_free(struct remote_interest *ri);
 
 /* A local subscription to `filter` made or gone ($share/g/f too). */
@@ -84,6 +90,18 @@ void remote_interest_mark(struct remote_interest *ri, uint64_t mark);
 
 /* Whether another node may want a message on this topic. NULL: true. */
 bool remote_interest_wanted(const struct remote_interest *ri, const struct topic_level *levels, size_t nlevels);
+
+/*
+ * Dormant nodes (dormant.h), when QoS 1/2 go through a JetStream stream:
+ * `ask` asks for the list of the stream's consumers and returns the ask's
+ * number (rising); the answer comes to remote_interest_consumers. Asked
+ * now, every interval, and right away when a node is forgotten.
+ */
+void remote_interest_track_consumers(struct remote_interest *ri, uint64_t (*ask)(void *ctx), void *ctx);
+void remote_interest_consumers(struct remote_interest *ri, const char *const *names, size_t n, uint64_t ask);
+/* Whether every QoS 1/2 message must go to the stream, wanted or not: no
+ * consumer list yet, or a node is dormant. NULL or not tracking: false. */
+bool remote_interest_stream_doubt(const struct remote_interest *ri);
 
 /* After a NATS connection event: both connections up again means
  * announcements may have been lost, so everything is sent for an interval

@@ -26,16 +26,11 @@
 #define PUBLISH_MAX_WAIT_MS 5000
 /* Pause between set-up attempts and before re-publishing failed messages. */
 #define RETRY_MS 500
-/* The consumer's ack wait: a message handed to the loop and not acked in
- * time is delivered again (and deduplicated by stream sequence). */
+/* The node consumer's ack wait: a message handed to the loop and not
+ * acked in time is delivered again (and deduplicated by stream sequence).
+ * A group's consumers have cluster.group_ack_wait and group_inactive
+ * (config.c says why their defaults). */
 #define ACK_WAIT_S 30
-/* A group's consumer no node has bound for this long is deleted by
- * JetStream (its last member anywhere left, or every member's node is
- * gone). Until then it keeps the messages stored for its filter (interest
- * retention, bounded by stream_max_age too): long enough for a member's
- * node to be restarted and find them, short enough that an abandoned
- * group does not keep a busy topic's messages for long. */
-#define GROUP_INACTIVE_S 300
 
 /* A shared subscription group's one or two consumers (jsw_group_join). */
 struct jgroup {
@@ -107,6 +102,11 @@ struct jsw {
 	bool regroup;        /* reconnected: check that the groups' consumers still exist */
 	bool groups_changed; /* the loop joined or left one */
 	bool group_failed_said; /* JSW_EV_GROUP_FAILED raised, no bind has worked since */
+	uint64_t list_asked;   /* the loop's last ask for the consumers' names (jsw_list_consumers) */
+	uint64_t list_started; /* the last ask the worker began to answer */
+	bool list_ready;       /* an answer waits for jsw_consumers_take */
+	jsConsumerNamesList *list; /* its names (NULL: none) */
+	uint64_t list_ask;     /* the ask it answers */
 };
 
 static int tring_init(struct tring *r, size_t cap)
@@ -372,9 +372,9 @@ static natsStatus group_bind_one(struct jsw *w, struct jgroup *g, int i)
 		cc.FilterSubject = g->subject[i];
 		cc.DeliverPolicy = js_DeliverNew;
 		cc.AckPolicy = js_AckExplicit;
-		cc.AckWait = (int64_t)ACK_WAIT_S * 1000000000LL;
+		cc.AckWait = (int64_t)w->cfg.group_ack_wait_s * 1000000000LL;
 		cc.MaxAckPending = (int64_t)w->cfg.ack_cap;
-		cc.InactiveThreshold = (int64_t)GROUP_INACTIVE_S * 1000000000LL;
+		cc.InactiveThreshold = (int64_t)w->cfg.group_inactive_s * 1000000000LL;
 		st = js_AddConsumer(&ci, w->js, w->stream, &cc, NULL, &jerr);
 		if (st != NATS_OK) /* another node made it between the two calls */
 			st = js_GetConsumerInfo(&ci, w->js, w->stream, g->name[i], NULL, &jerr);
@@ -521,6 +521,34 @@ static void group_episode(struct jsw *w, bool failing)
 	w->group_failed_said = failing;
 }
 
+/* Under mu, at the sweep: the stream's consumer names, when asked (at most
+ * one request per sweep, so publishes and acks wait at most one round
+ * trip for it). js_ConsumerNames pages past JetStream's 1,024 names per
+ * answer. Failed: nothing is told; the loop asks again next interval. */
+static void list_consumers(struct jsw *w)
+{
+	if (w->list_asked == w->list_started)
+		return;
+	uint64_t ask = w->list_asked;
+	w->list_started = ask;
+	pthread_mutex_unlock(&w->mu);
+	jsConsumerNamesList *list = NULL;
+	jsErrCode jerr = 0;
+	natsStatus st = js_ConsumerNames(&list, w->js, w->stream, NULL, &jerr);
+	if (st == NATS_NOT_FOUND) /* no consumer at all */
+		st = NATS_OK;
+	pthread_mutex_lock(&w->mu);
+	if (st != NATS_OK) {
+		jsConsumerNamesList_Destroy(list);
+		return;
+	}
+	jsConsumerNamesList_Destroy(w->list); /* an answer the loop did not take: this one is newer */
+	w->list = list;
+	w->list_ask = ask;
+	w->list_ready = true;
+	inbox_raise(w->acks, JSW_EV_CONSUMERS);
+}
+
 static void rejoin(struct jsw *w);
 
 static void *run(void *arg)
@@ -620,6 +648,7 @@ static void *run(void *arg)
 			if (groups_pending)
 				groups_pending = !groups_work(w); /* a bind failed: again */
 			group_episode(w, groups_pending);
+			list_consumers(w);
 			last_sweep = now_ms();
 			continue;
 		}
@@ -925,6 +954,7 @@ void jsw_free(struct jsw *w)
 		return;
 	jsw_stop(w);
 	natsOptions_Destroy(w->opts);
+	jsConsumerNamesList_Destroy(w->list);
 	wisp_free(w->slots);
 	wisp_free(w->out.items);
 	wisp_free(w->replies.items);
@@ -1015,6 +1045,26 @@ bool jsw_group_ready(struct jsw *w, uint64_t *id)
 		}
 	pthread_mutex_unlock(&w->mu);
 	return found;
+}
+
+uint64_t jsw_list_consumers(struct jsw *w)
+{
+	pthread_mutex_lock(&w->mu);
+	uint64_t ask = ++w->list_asked;
+	pthread_mutex_unlock(&w->mu);
+	return ask;
+}
+
+bool jsw_consumers_take(struct jsw *w, jsConsumerNamesList **list, uint64_t *ask)
+{
+	pthread_mutex_lock(&w->mu);
+	bool ready = w->list_ready;
+	*list = w->list;
+	*ask = w->list_ask;
+	w->list = NULL;
+	w->list_ready = false;
+	pthread_mutex_unlock(&w->mu);
+	return ready;
 }
 
 void jsw_stream_state(struct jsw *w, uint64_t *setups, uint64_t *last_seq)

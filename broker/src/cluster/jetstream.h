@@ -43,6 +43,8 @@
  *    group is bound (JSW_EV_GROUP, jsw_group_ready), and binds them all
  *    again after each set-up of the stream and each reconnect (a consumer
  *    idle past its inactive threshold is gone by then).
+ *  - The stream's consumer names, when the loop asks (dormant.h): listed
+ *    at the next half-second sweep, handed over with JSW_EV_CONSUMERS.
  *
  * Memory: `out_cap` slots of pending publishes (the loop never has more
  * outstanding) with their ticket rings, and a ring of consumer acks,
@@ -74,6 +76,9 @@
  * second; raised once per episode, for the caller to log). */
 #define JSW_EV_GROUP_FAILED 0x200u
 
+/* The stream's consumer names asked for are there: jsw_consumers_take. */
+#define JSW_EV_CONSUMERS 0x800u
+
 /* NATS closed the worker's connection for good (jsw_closed_reason says
  * why); the worker makes a new one on its own, NATS_REJOIN_FIRST_MS
  * doubling to NATS_REJOIN_MAX_MS, and raises JSW_EV_READY once set up. */
@@ -88,6 +93,8 @@ struct jsw_config {
 	size_t out_cap;            /* publishes outstanding at most */
 	size_t ack_cap;            /* consumer MaxAckPending */
 	int64_t start_ns;          /* a new consumer starts at this node's start (Unix ns) */
+	int64_t group_ack_wait_s;  /* a group's consumers' ack wait (cluster.group_ack_wait) */
+	int64_t group_inactive_s;  /* and inactive threshold (cluster.group_inactive) */
 	const struct config_cluster *auth; /* TLS, credentials (nats_auth.h), send_asap; read by jsw_start only */
 	const struct nats_signer *signer;  /* their NKey; borrowed until jsw_free */
 };
@@ -140,6 +147,15 @@ void jsw_group_leave(struct jsw *w, uint64_t id);
 /* Loop thread: a group bound since the last call (its id in *id), or
  * false when there is none. */
 bool jsw_group_ready(struct jsw *w, uint64_t *id);
+
+/* Loop thread: asks for the names of the stream's consumers (listed at the
+ * worker's next sweep, once the stream is set up; JSW_EV_CONSUMERS then).
+ * Returns the ask's number, rising. */
+uint64_t jsw_list_consumers(struct jsw *w);
+/* Loop thread: the last answer, if one came since the last call: *list
+ * (the caller's, for jsConsumerNamesList_Destroy; NULL: no consumer) and
+ * the number of the ask it answers. */
+bool jsw_consumers_take(struct jsw *w, jsConsumerNamesList **list, uint64_t *ask);
 
 /* Any thread: how many times the stream was set up (found or made), and
  * its last sequence then (0: made then), known before its consumer

@@ -384,6 +384,11 @@ int presence_rebind(struct presence *p, natsConnection *nc)
 	return rc ? rc : hrc;
 }
 
+uint64_t presence_pending_dropped(const struct presence *p)
+{
+	return p ? cluster_nats_dropped(&p->sub, 1) + handover_pending_dropped(p->handover) : 0;
+}
+
 void presence_stop(struct presence *p)
 {
 	if (!p)

@@ -63,6 +63,9 @@ void presence_stop(struct presence *p);
  * claims held here are asked again once it is up. NULL: no-op. 0 or
  * WISP_EIO. */
 int presence_rebind(struct presence *p, natsConnection *nc);
+/* What cnats dropped of its subscription and its handover's (groups.h
+ * cluster_nats_dropped). NULL: 0. */
+uint64_t presence_pending_dropped(const struct presence *p);
 /* Frees it, once cnats's threads are gone. NULL: no-op. */
 void presence_free(struct presence *p);
 

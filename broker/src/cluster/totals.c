@@ -203,6 +203,8 @@ int totals_rebind(struct totals *t, natsConnection *nc)
 	return cluster_nats_subscribe(&t->sub, nc, t->subject, t->on_msg, t->on_msg_closure) == NATS_OK ? 0 : WISP_EIO;
 }
 
+uint64_t totals_pending_dropped(const struct totals *t) { return t ? cluster_nats_dropped(&t->sub, 1) : 0; }
+
 void totals_stop(struct totals *t)
 {
 	if (!t)

@@ -31,6 +31,9 @@ void totals_stop(struct totals *t);
  * the old one for good (its subscription is freed, made again on nc).
  * NULL: no-op. 0 or WISP_EIO. */
 int totals_rebind(struct totals *t, natsConnection *nc);
+/* What cnats dropped of its subscription (groups.h cluster_nats_dropped).
+ * NULL: 0. */
+uint64_t totals_pending_dropped(const struct totals *t);
 void totals_free(struct totals *t);
 
 /* Whether nm is another node's figures; if so, records them. */

@@ -401,6 +401,32 @@ static const struct field cluster_fields[] = {
 	/* 16 bytes each (1 MiB by default): which node claimed an id last, so
 	 * that a reconnect asks that node only and a first connect asks none. */
 	F_NUM(struct config_cluster, FT_U32, "handover_directory", handover_directory, 1024, 16777216, 65536),
+	/* Shared subscription groups this node holds (cluster/groups.h): each
+	 * new one costs nats-server a queue subscription and, with durable,
+	 * one or two durable JetStream consumers, whichever client asks
+	 * (measured, nats-server 2.9: ~50 KiB of memory and 16 KiB of store
+	 * per consumer; here one cnats delivery thread per consumer binding
+	 * and ~150 KiB in the ASan build). Applications use a few groups each
+	 * (worker pools); 1,000 leaves room for hundreds of them while
+	 * bounding what one node's clients can make nats-server keep near
+	 * 50 MiB and 16 MiB of disk (twice that for filters ending in "/#").
+	 * Past it a new group's SUBACK says Quota exceeded; joining a group
+	 * the node holds still works. */
+	F_NUM(struct config_cluster, FT_U32, "max_groups", max_groups, 1, 1000000, 1000),
+	/* A group's consumer redelivers a message its node did not ack
+	 * within this (the node killed or frozen) to another node: 30 s rides
+	 * out a loaded node's pause; shorter risks duplicates from a slow
+	 * but live one. At most a day: a longer wait only delays what a
+	 * frozen node held. */
+	F_NUM(struct config_cluster, FT_U32, "group_ack_wait", group_ack_wait, 1, 86400, 30),
+	/* A group's consumer that no node has bound for this long is deleted
+	 * by JetStream (its last member anywhere left, or every member's
+	 * node is gone); until then it keeps the messages stored for its
+	 * filter (interest retention, within stream_max_age). 300 s is long
+	 * enough for a member's node to be restarted and find them, short
+	 * enough that an abandoned group does not keep a busy topic's
+	 * messages for long. At most a year, as stream_max_age. */
+	F_NUM(struct config_cluster, FT_U32, "group_inactive", group_inactive, 1, 31536000, 300),
 	/* TLS and credentials of every NATS connection (check_cluster). */
 	F_FILE(struct config_cluster, "cafile", cafile),
 	F_FILE(struct config_cluster, "certfile", certfile),

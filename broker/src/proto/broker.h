@@ -69,10 +69,13 @@ struct broker_stats {
 		uint64_t interest_timeouts; /* SUBACKs sent before every node answered their filters' announcement */
 		uint64_t interest_overflows; /* nodes whose filters went past cluster.max_remote_filters(_bytes) */
 		uint64_t interest_malformed; /* interest announcements refused as no Wisp node writes them */
+		uint64_t interest_dormant; /* nodes down whose stream consumer remains: QoS 1/2 all sent (cluster/dormant.h) */
 		uint64_t sessions_in;    /* sessions fetched from another node at their client's reconnect */
 		uint64_t sessions_out;   /* sessions handed to another node (and ended here) */
 		uint64_t handover_failed; /* fetches that fell back to a fresh session (node gone, timeout, too big) */
 		uint64_t handover_tail_lost; /* handover window messages the holder could not pass on (cluster/handover.h) */
+		uint64_t groups_refused; /* shared subscriptions refused: a new group past cluster.max_groups */
+		uint64_t rejoins;        /* times the node rejoined after NATS closed a connection for good */
 	} cluster;
 	uint64_t http_requests;      /* HTTP requests answered (http/) */
 	uint64_t http_refused;       /* HTTP connections closed for a malformed or oversized request */

@@ -3,8 +3,8 @@
  * sequence of one-filter packets answered by one SUBACK [MQTT-3.8.4-4]
  * [MQTT-3.10.4-6], with one code per filter in order [MQTT-3.8.4-5]
  * [MQTT-3.9.3-1]: a filter that is invalid, over limits.max_topic_length,
- * max_topic_levels or max_subscriptions, past memory_limit, or denied by
- * the ACL gets 0x80 while the others are granted. Refusals by a limit are
+ * max_topic_levels or max_subscriptions (or a cluster node's max_groups),
+ * past memory_limit, or denied by the ACL gets 0x80 while the others are granted. Refusals by a limit are
  * counted ($SYS/broker/subscriptions/refused) and logged once per session.
  * Retained messages matching a new or replaced subscription follow the
  * SUBACK [MQTT-3.3.1-6][MQTT-3.8.4-3], with the retain flag set; none on a
@@ -230,7 +230,13 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 			if (rc >= 0) {
 				verdict = "granted";
 			} else {
-				verdict = rc == WISP_ELIMIT ? "over limits.max_subscriptions"
+				/* WISP_ELIMIT is the session's max_subscriptions, or
+				 * a cluster node's max_groups (a shared filter's new
+				 * group): the session's count tells them apart. */
+				size_t max_subs = b->cfg->limits.max_subscriptions;
+				bool over_subs = max_subs && sess_sub_count(s) >= max_subs;
+				verdict = rc == WISP_ELIMIT ? (over_subs || !inner_at ? "over limits.max_subscriptions"
+										       : "over cluster.max_groups")
 				        : rc == WISP_ENOMEM ? "out of memory (limits.memory_limit)"
 							    : wisp_strerror(rc);
 				code = suback_refusal(s, rc == WISP_ELIMIT ? MQTT_RC_QUOTA_EXCEEDED : MQTT_RC_UNSPECIFIED);

@@ -108,7 +108,9 @@ const struct metric metrics_table[] = {
 	 .sys = "store/held_acks", .flags = METRIC_PERSIST_ONLY},
 	{"cluster_connected", "1 while the node is connected to NATS; 0 while it is not, or without a cluster.", GAUGE,
 	 STAT(cluster.connected), .sys = "cluster/connected"},
-	{"cluster_sent_total", "Messages published to NATS for the other cluster nodes.", COUNTER, STAT(cluster.sent),
+	{"cluster_sent_total", "Messages for the other cluster nodes handed over for NATS: to the sender thread (core "
+	 "NATS) or, QoS 1/2 with cluster.durable, to the JetStream side; what NATS's client then refused is in "
+	 "cluster_send_failed_total.", COUNTER, STAT(cluster.sent),
 	 .sys = "cluster/messages/sent"},
 	{"cluster_received_total", "Messages from NATS routed to this node's subscribers.", COUNTER,
 	 STAT(cluster.received), .sys = "cluster/messages/received"},
@@ -138,6 +140,8 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.interest_overflows), .sys = "cluster/interest/overflows"},
 	{"cluster_interest_malformed_total", "Interest announcements refused as malformed (every message then goes "
 	 "to NATS for three intervals).", COUNTER, STAT(cluster.interest_malformed), .sys = "cluster/interest/malformed"},
+	{"cluster_interest_dormant", "Nodes not heard whose JetStream consumer remains: every QoS 1/2 message goes to "
+	 "the stream while any is.", GAUGE, STAT(cluster.interest_dormant), .sys = "cluster/interest/dormant"},
 	{"cluster_forward_queued", "QoS 1/2 messages kept in the store while JetStream is out of reach.", GAUGE,
 	 STAT(cluster.forward_queued), .sys = "cluster/forward/queued"},
 	{"cluster_forward_bytes", "Bytes of the QoS 1/2 messages kept in the store for JetStream.", GAUGE,
@@ -156,6 +160,11 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.handover_failed), .sys = "cluster/sessions/handover_failed"},
 	{"cluster_handover_tail_lost_total", "Messages of a handover's window the old node could not pass on.", COUNTER,
 	 STAT(cluster.handover_tail_lost), .sys = "cluster/sessions/tail_lost"},
+	{"cluster_groups_refused_total", "Shared subscriptions refused because their group would be new to a node "
+	 "holding cluster.max_groups groups.", COUNTER, STAT(cluster.groups_refused), .sys = "cluster/groups/refused"},
+	{"cluster_nats_rejoins_total", "Times the node rejoined the cluster: NATS had closed one of its connections "
+	 "for good (refused it) and the ones made anew were accepted.", COUNTER, STAT(cluster.rejoins),
+	 .sys = "cluster/nats/rejoins"},
 	{"tls_handshakes_current", "TLS handshakes under way on all listeners.", GAUGE, SNAP(handshakes_current),
 	 .sys = "tls/handshakes/current"},
 	{"tls_handshakes_refused_total", "TLS connections closed at accept by max_handshakes(_per_address).", COUNTER,
