@@ -940,6 +940,18 @@ static void release_holds(struct handover *h, bool all)
 	}
 }
 
+/* Whether the store brought back a persistent session with the time of its
+ * claim here: the start-up answers may show a later copy elsewhere. */
+static bool restored_with_times(const struct broker *b)
+{
+	const struct session_table *t = &b->sessions;
+	for (size_t i = 0; i < t->nbuckets; i++)
+		for (const struct session *s = t->buckets[i]; s; s = s->hash_next)
+			if (!s->clean && sess_claim_ns(s))
+				return true;
+	return false;
+}
+
 /* Who holds which session, from every node (on_dir_request), with their
  * claim times: at start (buffered by cnats until NATS is there), and a
  * second time 1 to 2 s after the claim connection is up (on_startup_timer).
@@ -1007,11 +1019,11 @@ static void on_startup_timer(struct loop *l, struct loop_timer *t)
 		uint32_t bound = h->b->cfg->cluster.handover_timeout;
 		settle = settle > 3 ? settle : 3;
 		h->answers_due_s = now + (settle < bound ? settle : bound);
-		h->ask_again_s = now + 2;
+		h->ask_again_s = h->starting ? now + 2 : 0;
 	}
 	/* A node that started at the same moment may have missed the first
 	 * request (its subscription not yet at our server), and this node its
-	 * one: one second on, both subscriptions are in place. */
+	 * one: a second or two on, both subscriptions are in place. */
 	if (h->ask_again_s && now >= h->ask_again_s) {
 		h->ask_again_s = 0;
 		log_msg(LOG_INFO, "cluster", "asking the other nodes again which sessions they hold (a node started "
@@ -1024,7 +1036,7 @@ static void on_startup_timer(struct loop *l, struct loop_timer *t)
 	} else if (h->starting) {
 		release_holds(h, false);
 	}
-	if (h->starting || h->ask_again_s || !h->answers_due_s)
+	if (h->starting || h->ask_again_s || h->ask_pending || h->dir_sub_late)
 		loop_timer_start(l, t, 1, on_startup_timer);
 }
 
@@ -1665,11 +1677,13 @@ int handover_start(struct handover **out, struct broker *b, natsConnection *nc, 
 		return WISP_EIO;
 	}
 	/* Until the answers are in, restored sessions' CONNECTs wait
-	 * (must_hold); the connection may be up already. */
-	h->starting = true;
-	loop_timer_start(b->loop, &h->startup_timer, 0, on_startup_timer);
+	 * (must_hold), and the request goes out a second time; a node that
+	 * restored none has nothing to compare: neither. */
+	h->starting = restored_with_times(b);
 	h->ask_pending = true;
 	ask_at_start(h);
+	if (h->starting || h->ask_pending || h->dir_sub_late)
+		loop_timer_start(b->loop, &h->startup_timer, 0, on_startup_timer); /* the connection may be up already */
 	*out = h;
 	return 0;
 }

@@ -80,8 +80,8 @@
  * sessions it holds and their claim times, which fill the slots no claim
  * filled, so a restarted node still finds the sessions held elsewhere, and
  * tell it which of its restored sessions another node holds from a later
- * connect (presence.h ends those). It asks twice, the second time 1 to
- * 2 s after its claim connection is up: a node starting at the same
+ * connect (presence.h ends those). A node that restored such sessions
+ * asks twice, the second time 1 to 2 s after its claim connection is up: a node starting at the same
  * moment may have missed the first request (at another server of a NATS
  * cluster its subscription arrives late), and this node its one.
  *
