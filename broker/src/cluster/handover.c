@@ -256,9 +256,9 @@ static void dir_answer(struct handover *h, const char *reply, const uint8_t *chu
 /*
  * A node that (re)started heard none of the claims made before: it asks
  * every node ("<base>dir", at start, buffered by cnats until NATS is
- * there, and again 1 to 2 s after it is up: ask_at_start) and each answers with the 64-bit digests of the persistent
- * sessions it holds (8 bytes each, little-endian, HANDOVER_CHUNK bytes a
- * message). They fill empty slots only (or, with times, older ones): a
+ * there, and again 1 to 2 s after it is up: ask_at_start) and each
+ * answers with the 64-bit digests of the persistent sessions it holds (8
+ * bytes each, little-endian, HANDOVER_CHUNK bytes a message). They fill empty slots only (or, with times, older ones): a
  * claim heard since is newer. A request with Wisp-Times asks for each
  * session's claim time too (16 bytes an entry: digest, time), so that the
  * restarted node can tell whether its own copy of one is older (a
