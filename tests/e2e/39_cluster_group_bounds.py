@@ -144,6 +144,36 @@ class GroupBoundsTest(ClusterCase):
         late5.assert_no_packet(wait=0.3)
 
 
+def threads(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"(?m)^Threads:\s+(\d+)$", f.read()).group(1))
+
+
+class GroupThreadsTest(ClusterCase):
+    """Groups cost no thread each: 20 groups (10 with a "/#" filter, which
+    need a second consumer) leave the node's thread count as it was, give
+    or take the few cnats or the loop start on their own. Before, each
+    group's consumer had its own delivery thread: +30 here."""
+    node_names = ("a",)
+    GROUPS = 20
+
+    def test_groups_do_not_each_cost_a_thread(self):
+        a = self.nodes["a"]
+        self.assertIsNotNone(a.wait_log("JetStream ready: QoS 1/2 cross nodes", timeout=WAIT))
+        m = self.client("a", "warm")
+        # One group first: whatever cnats starts once for the first
+        # consumer (its shared delivery thread) is not counted per group.
+        self.assertEqual(m.subscribe([("$share/warm/t", 1)]), [1])
+        before = threads(a.proc.pid)
+        c = self.client("a", "many")
+        for i in range(self.GROUPS):
+            share = "$share/g%d/%s" % (i, "t/#" if i % 2 else "t")
+            # The SUBACK waits until the group's consumers are bound.
+            self.assertEqual(c.subscribe([(share, 1)], pid=i + 1), [1], share)
+        after = threads(a.proc.pid)
+        self.assertLessEqual(after - before, 3, "threads %d -> %d for %d groups" % (before, after, self.GROUPS))
+
+
 class SlowDeliveryNode(ClusterNode):
     def config(self):
         cfg = super().config()

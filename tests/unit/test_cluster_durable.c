@@ -4,7 +4,8 @@
  * even when holding it cannot allocate (issue 16: "a node answers
  * PUBACK/PUBREC ... only when the message is safe"). The broker runs in
  * the scripted harness; the durable side is started on it with a NATS URL
- * nobody listens on, so no ticket is ever acked by JetStream. Also the
+ * nobody listens on, so no ticket is ever acked by JetStream: with
+ * cluster.outbound_queue full, publishers wait unacknowledged. Also the
  * store's side of store and forward (proto/persist.c's forwarding queue):
  * what it keeps comes back in order after a restart and a compaction.
  */
@@ -94,7 +95,7 @@ static void test_pubrec_never_sent_early_whatever_allocation_fails(void)
 			fprintf(stderr, "PUBREC sent with allocation %llu failing\n", (unsigned long long)n);
 		if (client_closed(c))
 			exercised_close = true;
-		durable_stop(d);
+		durable_stop(d, NULL);
 		durable_free(d);
 		harness_free(h);
 	}
@@ -281,6 +282,82 @@ static void test_puback_never_sent_when_the_stream_message_cannot_be_made(void)
 	harness_free(h);
 }
 
+/* A v3.1.1 CONNECT of client id "pNN" and a QoS 1 PUBLISH of "x" to "t". */
+static void connect_client(struct hclient *c, unsigned id)
+{
+	char hex[96];
+	snprintf(hex, sizeof hex, "10 0f 00 04 'MQTT' 04 02 00 3c 00 03 'p%02u'", id % 100);
+	client_send_hex(c, hex);
+	client_take(c);
+}
+
+static void publish_qos1(struct hclient *c, unsigned packet_id)
+{
+	char hex[64];
+	snprintf(hex, sizeof hex, "32 06 00 01 't' %02x %02x 'x'", packet_id >> 8, packet_id & 0xff);
+	client_send_hex(c, hex);
+}
+
+/*
+ * cluster.outbound_queue full (16 tickets, never acked: no NATS listens):
+ * the 17th QoS 1 PUBLISH is not handled (no PUBACK, not counted received)
+ * and its connection waits, unread (cluster/messages/waited); other
+ * connections' PUBLISHes wait behind it; one that closes while waiting is
+ * forgotten (the cluster stops cleanly under ASan); and when the waiting
+ * list cannot grow (out of memory) the publish fails, its connection
+ * closes, unacknowledged: never an ack for a message not safe.
+ */
+static void test_publishers_wait_when_the_outbound_queue_is_full(void)
+{
+	static const char cfg[] =
+		"{\"listeners\": [{\"bind\": \"127.0.0.1\", \"port\": 0}],"
+		" \"persistence\": {\"enabled\": false}, \"log\": {\"level\": \"error\"},"
+		" \"cluster\": {\"nats\": [\"nats://127.0.0.1:1\"], \"node\": \"t\", \"interest\": false,"
+		" \"outbound_queue\": 16}}";
+	struct harness *h = harness_new(cfg);
+	CU_ASSERT_FATAL(h != NULL);
+	struct broker *b = harness_broker(h);
+	struct cluster *cl = NULL;
+	char err[256];
+	CU_ASSERT_EQUAL_FATAL(cluster_start(b, &cl, err, sizeof err), 0);
+	struct hclient *pub = harness_connect(h);
+	connect_client(pub, 0);
+	uint64_t received = b->stats.msgs_received;
+	for (unsigned i = 1; i <= 20; i++)
+		publish_qos1(pub, i);
+	size_t len = 0;
+	CU_ASSERT_FALSE(has_packet(client_output(pub, &len), len, 4 /* PUBACK */));
+	CU_ASSERT_EQUAL(b->stats.cluster.pending, 16);
+	CU_ASSERT_EQUAL(b->stats.msgs_received - received, 16);
+	CU_ASSERT_EQUAL(b->stats.cluster.waited, 1);
+	CU_ASSERT_EQUAL(b->stats.cluster.overflow, 0);
+	CU_ASSERT_FALSE(client_closed(pub));
+	/* Other publishers queue behind it: 63 more fill the list's first 64
+	 * slots, one closes while it waits. */
+	struct hclient *others[63];
+	for (unsigned i = 0; i < 63; i++) {
+		others[i] = harness_connect(h);
+		connect_client(others[i], i + 1);
+		publish_qos1(others[i], 1);
+	}
+	CU_ASSERT_EQUAL(b->stats.cluster.waited, 64);
+	client_close(others[5]);
+	harness_run(h);
+	/* The 65th must grow the list: that allocation fails. */
+	struct hclient *late = harness_connect(h);
+	connect_client(late, 99);
+	wisp_mem_fail_after(1, 0);
+	publish_qos1(late, 1);
+	wisp_mem_fail_after(0, 0);
+	CU_ASSERT_FALSE(has_packet(client_output(late, &len), len, 4 /* PUBACK */));
+	CU_ASSERT(client_closed(late));
+	CU_ASSERT_EQUAL(b->stats.cluster.pending, 16);
+	for (unsigned i = 0; i < 63; i++)
+		CU_ASSERT_FALSE(has_packet(client_output(others[i], &len), len, 4 /* PUBACK */));
+	cluster_stop(cl);
+	harness_free(h);
+}
+
 /* A handover's cut (handover.h) as text: "<floor>[:<hex>]", bit k of hex
  * digit i for sequence floor + 1 + 4i + k. */
 static void test_routed_set_text(void)
@@ -314,6 +391,8 @@ static CU_TestInfo tests[] = {
 	{"PUBREC waiting for JetStream never goes early under memory faults",
 	 test_pubrec_never_sent_early_whatever_allocation_fails},
 	/* Last: cluster_stop ends cnats's library. */
+	{"QoS 1 publishers wait, unacknowledged, while cluster.outbound_queue is full",
+	 test_publishers_wait_when_the_outbound_queue_is_full},
 	{"a PUBACK never goes for a QoS 1 message whose stream message could not be made",
 	 test_puback_never_sent_when_the_stream_message_cannot_be_made},
 	CU_TEST_INFO_NULL,

@@ -18,64 +18,21 @@
 #include "broker.h"
 #include "broker_harness.h"
 #include "cluster.h"
+#include "nats_conn_watch.h"
 #include "unit_main.h"
 
-#define MAX_CONNS 16
-
-static natsConnection *opened[MAX_CONNS];
-static bool closed[MAX_CONNS];
-static size_t nopened;
 static bool stopping;
 static unsigned destroyed_in_stop, destroyed_while_open;
 
-natsStatus __real_natsConnection_Connect(natsConnection **nc, natsOptions *opts);
-void __real_natsConnection_Close(natsConnection *nc);
-void __real_natsConnection_Destroy(natsConnection *nc);
 void __real_natsSubscription_Destroy(natsSubscription *sub);
-
-natsStatus __wrap_natsConnection_Connect(natsConnection **nc, natsOptions *opts);
-natsStatus __wrap_natsConnection_Connect(natsConnection **nc, natsOptions *opts)
-{
-	natsStatus st = __real_natsConnection_Connect(nc, opts);
-	if (*nc && nopened < MAX_CONNS) {
-		closed[nopened] = false;
-		opened[nopened++] = *nc;
-	}
-	return st;
-}
-
-static void mark_closed(natsConnection *nc)
-{
-	for (size_t i = 0; i < nopened; i++)
-		if (opened[i] == nc)
-			closed[i] = true;
-}
-
-void __wrap_natsConnection_Close(natsConnection *nc);
-void __wrap_natsConnection_Close(natsConnection *nc)
-{
-	__real_natsConnection_Close(nc);
-	mark_closed(nc);
-}
-
-/* Destroy closes a connection still open too. */
-void __wrap_natsConnection_Destroy(natsConnection *nc);
-void __wrap_natsConnection_Destroy(natsConnection *nc)
-{
-	mark_closed(nc);
-	__real_natsConnection_Destroy(nc);
-}
 
 void __wrap_natsSubscription_Destroy(natsSubscription *sub);
 void __wrap_natsSubscription_Destroy(natsSubscription *sub)
 {
 	if (sub && stopping) {
 		destroyed_in_stop++;
-		for (size_t i = 0; i < nopened; i++)
-			if (!closed[i]) {
-				destroyed_while_open++;
-				break;
-			}
+		if (nats_conn_watch_any_open())
+			destroyed_while_open++;
 	}
 	__real_natsSubscription_Destroy(sub);
 }
@@ -91,7 +48,7 @@ static void test_no_subscription_destroyed_while_its_connection_reads(void)
 	struct cluster *cl = NULL;
 	char err[256];
 	CU_ASSERT_EQUAL_FATAL(cluster_start(harness_broker(h), &cl, err, sizeof err), 0);
-	CU_ASSERT(nopened >= 2); /* the main connection and the second one */
+	CU_ASSERT(nats_conn_watch_count() >= 2); /* the main connection and the second one */
 	stopping = true;
 	cluster_stop(cl);
 	stopping = false;

@@ -52,6 +52,7 @@
 #include "nats_auth.h"
 #include "presence.h"
 #include "retained_kv.h"
+#include "retire.h"
 #include "sender.h"
 #include "subject.h"
 #include "totals.h"
@@ -109,7 +110,10 @@ struct cluster {
 	struct broker *b;
 	natsOptions *opts;
 	natsConnection *nc;
-	bool stopping; /* cluster_stop: subscriptions are retired, not destroyed */
+	/* Subscriptions unsubscribed, destroyed a few seconds later or at
+	 * stop once every connection is closed (retire.h): the filters', and
+	 * at stop the other modules' on the loop thread. */
+	struct nats_retire_loop retired;
 	struct inbox inbox;
 	struct cluster_groups *groups; /* shared subscriptions (groups.h) */
 	struct retained_kv *retained;  /* retained messages (retained_kv.h) */
@@ -207,10 +211,7 @@ static void release_sub(struct cluster *c, natsSubscription *sub)
 	if (natsSubscription_GetDropped(sub, &dropped) == NATS_OK && dropped > 0)
 		c->pending_dropped_gone += (uint64_t)dropped;
 	natsSubscription_Unsubscribe(sub);
-	if (c->stopping)
-		cluster_nats_retire_sub(&sub);
-	else
-		natsSubscription_Destroy(sub);
+	nats_retire_sub(&c->retired.list, &sub);
 	c->b->stats.cluster.subjects--;
 }
 
@@ -441,6 +442,30 @@ static int send_to_nats(struct cluster *c, const struct msg *m, bool *to_stream)
 	return rc != 0 ? rc : publish_core(c, m, nm);
 }
 
+/* Whether a message of this node's (not $SYS) goes to NATS: another node
+ * wants it, or, QoS 1/2, a node that is down keeps a consumer on the
+ * stream for its persistent sessions (dormant.h). cluster_publish's test,
+ * and the publish gate's. */
+static bool goes_to_nats(const struct cluster *c, uint8_t qos, const struct topic_level *levels, size_t nlevels)
+{
+	return (qos && remote_interest_stream_doubt(c->wanted)) || remote_interest_wanted(c->wanted, levels, nlevels);
+}
+
+/* broker.h's publish_gate: a QoS 1/2 PUBLISH that will need a ticket
+ * (goes_to_nats) waits while none is free, so its ack never goes for a
+ * message that crossed at most once. Only the first test runs while
+ * tickets are free. */
+static int publish_gate(void *ctx, struct conn *conn, const struct topic_level *levels, size_t nlevels)
+{
+	struct cluster *c = ctx;
+	if (!durable_must_wait(c->durable, conn))
+		return 0;
+	bool sys = nlevels > 1 && levels[0].len == 4 && memcmp(levels[0].ptr, "$SYS", 4) == 0;
+	if (sys || !goes_to_nats(c, 1, levels, nlevels))
+		return 0;
+	return durable_wait(c->durable, conn);
+}
+
 /* What the sender thread could not publish, into the loop's counters. */
 static void count_send_failures(struct cluster *c)
 {
@@ -463,8 +488,7 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 		 * the stream anyway while a node that is down keeps a consumer
 		 * there, for its persistent sessions (dormant.h). */
 		int rc = 0;
-		if (!(m->qos && remote_interest_stream_doubt(c->wanted)) &&
-		    !remote_interest_wanted(c->wanted, levels, nlevels)) {
+		if (!goes_to_nats(c, m->qos, levels, nlevels)) {
 			c->b->stats.cluster.unwanted++;
 		} else if ((rc = send_to_nats(c, m, &to_stream)) == 0) {
 			c->b->stats.cluster.sent++;
@@ -760,13 +784,13 @@ static void rejoin_main(struct cluster *c)
 	}
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next)
-			nats_unsubscribe(c, in, true); /* closed with the old connection: only freed */
+			nats_unsubscribe(c, in, true); /* closed with the old connection: only retired */
 	natsConnection *old = c->nc;
 	c->nc = nc;
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next)
 			nats_subscribe(c, in);
-	if (retained_kv_rebind(c->retained, nc) != 0)
+	if (retained_kv_rebind(c->retained, nc, &c->retired.list) != 0)
 		log_msg(LOG_WARNING, "cluster", "cannot start the retained messages' thread again: they stay on "
 			"this node");
 	remote_interest_rebind(c->wanted, nc, groups_connection(c->groups));
@@ -1076,6 +1100,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	c->slow_delivery = getenv("WISP_DEBUG_SLOW_NATS_DELIVERY") != NULL;
 #endif
 	list_init(&c->rejoin_timer.link);
+	nats_retire_loop_init(&c->retired, b->loop);
 	c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;
 	char host[256];
 	if (cfg->node) {
@@ -1212,6 +1237,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	}
 	durable_core_connected(c->durable, b->stats.cluster.connected);
 	if (c->durable) {
+		b->publish_gate.wait = publish_gate;
+		b->publish_gate.ctx = c;
 		durable_set_groups(c->durable, route_stream_group, on_group_bound, c);
 		groups_set_stream(c->groups, &group_stream_ops, c, durable_stream(c->durable));
 		/* QoS 1/2 for a node that is down but whose consumer keeps them (dormant.h). */
@@ -1241,14 +1268,16 @@ void cluster_stop(struct cluster *c)
 	struct broker *b = c->b;
 	if (b->router == &c->router)
 		b->router = c->local;
+	if (b->publish_gate.ctx == c)
+		memset(&b->publish_gate, 0, sizeof b->publish_gate);
 	if (b->sessions.sub_gone_ctx == c) {
 		b->sessions.on_sub_gone = NULL;
 		b->sessions.sub_gone_ctx = NULL;
 	}
-	c->stopping = true;
 	/* Its thread publishes on c->nc: joined before any connection closes. */
 	sender_stop(c->sender);
 	c->sender = NULL;
+	c->retired.list.stopping = true; /* every subscription comes to it now */
 	if (loop_timer_armed(&c->rejoin_timer))
 		loop_timer_stop(b->loop, &c->rejoin_timer);
 	/* A rejoin's connect still going: waited for (its first try is
@@ -1263,7 +1292,7 @@ void cluster_stop(struct cluster *c)
 				natsConnection_Destroy(ks[i]->nc);
 			}
 		}
-	remote_interest_stop(c->wanted); /* before the connection closes: says "bye" */
+	remote_interest_stop(c->wanted, &c->retired.list); /* before the connection closes: says "bye" */
 	for (size_t i = 0; c->buckets && i < c->nbuckets; i++)
 		while (c->buckets[i]) {
 			struct interest *in = c->buckets[i];
@@ -1276,19 +1305,19 @@ void cluster_stop(struct cluster *c)
 	wisp_free(c->gone);
 	c->gone = NULL;
 	c->ngone = c->gone_cap = 0;
-	durable_stop(c->durable); /* closes its own connection first */
-	presence_stop(c->presence); /* on the groups' connection */
-	totals_stop(c->totals);
-	groups_close(c->groups);
-	retained_kv_stop(c->retained);
+	durable_stop(c->durable, &c->retired.list); /* closes its own connection first */
+	presence_stop(c->presence, &c->retired.list); /* on the groups' connection */
+	totals_stop(c->totals, &c->retired.list);
+	groups_close(c->groups, &c->retired.list);
+	retained_kv_stop(c->retained, &c->retired.list);
 	/* Close joins cnats's threads: no callback runs after it. */
 	if (c->nc) {
 		natsConnection_Close(c->nc);
 		natsConnection_Destroy(c->nc);
 	}
 	/* Every connection is closed, its read loop joined: the subscriptions
-	 * the stops above retired can go (cluster_nats_retire_sub). */
-	cluster_nats_destroy_retired();
+	 * retired, due or not, can go (retire.h). */
+	nats_retire_loop_stop(&c->retired);
 	natsOptions_Destroy(c->opts);
 	/* Freed while cnats can still free them; a late callback's message is
 	 * refused and freed by the callback itself. */

@@ -85,6 +85,7 @@
 #include "err.h"
 #include "hash.h"
 #include "inbox.h"
+#include "input.h"
 #include "jetstream.h"
 #include "log.h"
 #include "nats_auth.h"
@@ -92,6 +93,8 @@
 
 /* Received messages taken per wake-up, as cluster.c's TAKE_BATCH. */
 #define TAKE_BATCH 256
+/* Waiting publishers handed back their PUBLISH per turn (on_resume). */
+#define RESUME_BATCH 64
 
 /* An ack-gate key naming an fq entry (by its fq sequence), not a ticket;
  * also the "ticket" durable_reserve gives for a message that joins fq. */
@@ -142,6 +145,13 @@ struct durable {
 	bool setup_failed_said;
 	bool closed_said;        /* NATS closed the worker's connection for good: said once per episode */
 	bool overflow_logged;
+	/* Connections whose QoS 1/2 PUBLISH waits for a free ticket (their
+	 * input paused, the packet unread), oldest first; NULL: closed. */
+	struct conn **waiting;
+	size_t wait_head, wait_len, wait_cap;
+	struct conn *resuming;   /* the one on_resume hands its packet back to */
+	struct loop_timer resume;
+	bool wait_logged;        /* this episode of waiting is logged */
 	/* tickets */
 	uint64_t last_ticket, floor, afloor;
 	uint8_t *done;           /* T_ACKED | T_STORED, by ticket % out_cap */
@@ -299,6 +309,10 @@ static int gate_hold(void *ctx, struct conn *c, const uint8_t *bytes, size_t len
 static void gate_forget(void *ctx, struct conn *c)
 {
 	struct durable *d = ctx;
+	if (d->wait_len && c->read_paused)
+		for (size_t i = 0; i < d->wait_len; i++)
+			if (d->waiting[(d->wait_head + i) & (d->wait_cap - 1)] == c)
+				d->waiting[(d->wait_head + i) & (d->wait_cap - 1)] = NULL;
 	if (!conn_gate_held_acks(c))
 		return;
 	for (size_t i = 0; i < d->held_len; i++) {
@@ -336,19 +350,104 @@ static void store_progress(void *ctx)
 
 /* ---- out ---- */
 
+/* No ticket for a message no publisher waits on (a will, an HTTP API
+ * publish: a client's PUBLISH waited for one, durable_wait): it crosses at
+ * most once. */
 static void overflow(struct durable *d)
 {
 	d->b->stats.cluster.overflow++;
 	if (!d->overflow_logged)
 		log_msg(LOG_WARNING, "cluster",
-			"%zu QoS 1/2 messages wait for JetStream (cluster.outbound_queue): new ones cross nodes "
-			"at most once until it drains; counted in $SYS/broker/cluster/messages/overflow",
+			"%zu QoS 1/2 messages wait for JetStream (cluster.outbound_queue): a will or HTTP API publish "
+			"crosses nodes at most once until it drains; counted in $SYS/broker/cluster/messages/overflow",
 			d->out_cap);
 	d->overflow_logged = true;
 }
 
 /* Whether a new message joins fq rather than going to the worker now. */
 static bool queues(const struct durable *d) { return d->can_store && (!is_up(d) || d->fq_len); }
+
+/* Whether durable_reserve has no ticket for a new message. */
+static bool full(const struct durable *d)
+{
+	return queues(d) ? d->fq_unsafe >= d->out_cap : d->last_ticket - d->afloor >= d->out_cap;
+}
+
+static void on_resume(struct loop *l, struct loop_timer *t);
+
+/* Waiting connections are handed back from the next turn, not from here:
+ * tickets free up inside another connection's publish too. */
+static void kick(struct durable *d)
+{
+	if (d->wait_len && !full(d) && !loop_timer_armed(&d->resume))
+		loop_timer_start(d->b->loop, &d->resume, 0, on_resume);
+}
+
+bool durable_must_wait(const struct durable *d, const struct conn *c)
+{
+	/* Behind the ones waiting already (but the one handed back now): the
+	 * oldest goes first. */
+	return full(d) || (d->wait_len && d->resuming != c);
+}
+
+int durable_wait(struct durable *d, struct conn *c)
+{
+	if (d->wait_len == d->wait_cap) {
+		size_t cap = d->wait_cap ? d->wait_cap * 2 : 64;
+		struct conn **v = wisp_malloc(cap * sizeof *v);
+		if (!v)
+			return WISP_ENOMEM;
+		for (size_t i = 0; i < d->wait_len; i++)
+			v[i] = d->waiting[(d->wait_head + i) & (d->wait_cap - 1)];
+		wisp_free(d->waiting);
+		d->waiting = v;
+		d->wait_head = 0;
+		d->wait_cap = cap;
+	}
+	d->waiting[(d->wait_head + d->wait_len++) & (d->wait_cap - 1)] = c;
+	d->b->stats.cluster.waited++;
+	if (!d->wait_logged)
+		log_msg(LOG_WARNING, "cluster", "cluster.outbound_queue full: QoS 1/2 publishers wait for JetStream "
+			"(%zu messages unacknowledged; each publisher's input paused until a slot is free; counted in "
+			"$SYS/broker/cluster/messages/waited)", d->out_cap);
+	d->wait_logged = true;
+	/* The wait is the broker's, not the client's silence: its keepalive
+	 * does not run meanwhile (as a CONNECT waiting for its session has
+	 * none yet), and starts afresh when its packets are read again. */
+	if (conn_keepalive(c) && c->output_state == CONN_OUT_OK)
+		loop_timer_set_deadline(d->b->loop, &c->timer, UINT32_MAX);
+	kick(d);
+	return WISP_EAGAIN;
+}
+
+/* Hands waiting connections their PUBLISH back, oldest first, while
+ * tickets are free: at most RESUME_BATCH a turn, so a burst of freed
+ * tickets is not taken all at once by the first ones. */
+static void on_resume(struct loop *l, struct loop_timer *t)
+{
+	struct durable *d = container_of(t, struct durable, resume);
+	for (size_t n = 0; n < RESUME_BATCH && d->wait_len && !full(d);) {
+		struct conn *c = d->waiting[d->wait_head];
+		d->wait_head = (d->wait_head + 1) & (d->wait_cap - 1);
+		d->wait_len--;
+		if (!c || c->state == CONN_CLOSING)
+			continue;
+		n++;
+		if (conn_keepalive(c) && c->output_state != CONN_OUT_STALLED)
+			loop_timer_set_deadline(l, &c->timer,
+						(loop_now_ms(l) + (uint64_t)conn_keepalive(c) * 1500u + 999u) / 1000u);
+		d->resuming = c;
+		conn_input_resume(c);
+		d->resuming = NULL;
+		/* Decrypted input inside TLS is not reported by epoll. */
+		if (c->state != CONN_CLOSING && !c->read_paused && transport_pending(conn_t(c)) &&
+		    !list_linked(&c->read_link)) {
+			list_push_back(&conn_set_of(c)->read_more, &c->read_link);
+			loop_request_turn(l);
+		}
+	}
+	kick(d);
+}
 
 uint64_t durable_reserve(struct durable *d, char *reply, size_t cap)
 {
@@ -564,9 +663,12 @@ static void advance(struct durable *d)
 {
 	floors(d);
 	fq_stats(d);
-	if (d->last_ticket - d->afloor < d->out_cap / 2 && d->fq_unsafe < d->out_cap / 2)
+	if (d->last_ticket - d->afloor < d->out_cap / 2 && d->fq_unsafe < d->out_cap / 2) {
 		d->overflow_logged = false; /* the episode ends once it has drained */
+		d->wait_logged = d->wait_len != 0;
+	}
 	release(d);
+	kick(d);
 }
 
 void durable_cancel(struct durable *d, uint64_t ticket, const struct msg *m)
@@ -1267,18 +1369,18 @@ int durable_start(struct broker *b, const char *node, const char *run, const str
 	*out = d;
 	return 0;
 fail:
-	durable_stop(d);
+	durable_stop(d, NULL); /* its own connection closed first: nothing else looks its subscriptions up */
 	durable_free(d);
 	return rc;
 }
 
 static void free_msg(void *m) { natsMsg_Destroy(m); }
 
-void durable_stop(struct durable *d)
+void durable_stop(struct durable *d, struct nats_retire *retired)
 {
 	if (!d)
 		return;
-	jsw_stop(d->w); /* no stream message arrives after it */
+	jsw_stop(d->w, retired); /* no stream message arrives after it */
 	/* Received messages go unacked (JetStream delivers them again), and
 	 * before the connection closes: cnats's shutdown frees what
 	 * destroying one needs. */
@@ -1316,6 +1418,9 @@ void durable_free(struct durable *d)
 	inbox_free(&d->msgs, NULL); /* emptied and closed by durable_stop */
 	if (loop_timer_armed(&d->retry))
 		loop_timer_stop(b->loop, &d->retry);
+	if (loop_timer_armed(&d->resume))
+		loop_timer_stop(b->loop, &d->resume);
+	wisp_free(d->waiting);
 	/* Entries stay in the store (persist.c frees its own list). */
 	for (size_t i = 0; i < d->fq_len; i++) {
 		msg_unref(fq_at(d, i)->m);

@@ -11,8 +11,12 @@
  *    store, as session/observer.h's "acks held until durable" rule says),
  *    in order per connection [MQTT-4.6.0-2]. At most
  *    cluster.outbound_queue tickets are outstanding (NATS down, or slow):
- *    past it a message goes the at-most-once core way, counted in
- *    $SYS/broker/cluster/messages/overflow and logged once per episode.
+ *    past it a client's QoS 1/2 PUBLISH waits, unread, its connection's
+ *    input paused, until a ticket is free (durable_wait: back-pressure
+ *    through the client's own inflight window, counted in
+ *    $SYS/broker/cluster/messages/waited and logged once per episode); a
+ *    message no publisher waits on (a will, an HTTP API publish) then
+ *    crosses at most once ($SYS/broker/cluster/messages/overflow).
  *  - While JetStream is out of reach, with persistence on: the message is
  *    kept in the store's forwarding queue and acknowledged once written
  *    there, then published in order when JetStream is back (durable.c).
@@ -45,6 +49,7 @@
 #include <nats/nats.h>
 
 struct broker;
+struct conn;
 struct durable;
 struct msg;
 struct nats_signer;
@@ -77,8 +82,10 @@ typedef const char *(*durable_route_group_fn)(void *ctx, natsMsg *nm, const char
 int durable_start(struct broker *b, const char *node, const char *run, const struct nats_signer *signer,
 		  durable_route_fn route,
 		  durable_make_fn make, void *route_ctx, struct durable **out);
-/* Stops the worker thread: before the NATS connection closes. NULL: no-op. */
-void durable_stop(struct durable *d);
+/* Stops the worker thread: before the NATS connection closes. Its NATS
+ * subscriptions go to `retired` (retire.h). NULL: no-op. */
+struct nats_retire;
+void durable_stop(struct durable *d, struct nats_retire *retired);
 /* After the NATS connection closed and cnats's threads ended. NULL: no-op. */
 void durable_free(struct durable *d);
 
@@ -106,9 +113,25 @@ uint64_t durable_list_consumers(void *d);
 /* The stream's name, the first token of its subjects. */
 const char *durable_stream(const struct durable *d);
 /*
+ * Whether a QoS 1/2 PUBLISH of connection c that another node wants must
+ * wait before it is handled: no ticket is free, or other connections wait
+ * for one already (the oldest goes first). A few comparisons.
+ */
+bool durable_must_wait(const struct durable *d, const struct conn *c);
+/*
+ * c waits for a ticket (after durable_must_wait): WISP_EAGAIN, and c's
+ * input is resumed (conn_input_resume: its PUBLISH is handled again) once
+ * one is free, oldest first, a bounded number a turn; its keepalive does
+ * not run meanwhile. Counted and logged once per episode. WISP_ENOMEM: no
+ * room to wait (the publish fails). A closed connection is forgotten
+ * (broker.h's ack_gate.forget).
+ */
+int durable_wait(struct durable *d, struct conn *c);
+/*
  * A ticket for a QoS 1/2 message to go through the stream, with the reply
  * subject its NATS message must carry written to reply; 0 when too many
- * wait already (counted, logged once per episode): the message then
+ * wait already (counted, logged once per episode): only for a message no
+ * publisher waits on (a client's PUBLISH waited, durable_wait), which then
  * crosses at most once. While JetStream is out of reach (or what was kept
  * then still drains) the ticket stands for the forwarding queue
  * (durable.c): durable_publish then keeps m instead of nm.

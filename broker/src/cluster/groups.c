@@ -39,6 +39,7 @@
 #include "log.h"
 #include "loop.h"
 #include "nats_auth.h"
+#include "retire.h"
 #include "subject.h"
 
 #define GROUPS_BUCKETS 1024u
@@ -97,6 +98,7 @@ struct cluster_groups {
 	size_t ngroups;            /* entries in by_key */
 	size_t max_groups;         /* cluster.max_groups */
 	bool refusing;             /* a refusal was logged; the next new group ends the episode */
+	struct nats_retire_loop retired; /* queue subscriptions left, not destroyed yet (retire.h) */
 };
 
 static struct group_sub **find_key(struct cluster_groups *g, const char *key, size_t len, uint32_t h)
@@ -210,8 +212,10 @@ static void link_sid(struct cluster_groups *g, struct group_sub *gs, int i, nats
 	*pp = l;
 }
 
-/* stopping: destroyed once the connection is closed (cluster_nats_retire_sub). */
-static void unsubscribe(struct cluster_groups *g, struct group_sub *gs, bool stopping)
+/* Unsubscribed at once, destroyed from `retired` NATS_RETIRE_MS later
+ * or, stopping, once every connection is closed (retire.h: libnats 3.4's
+ * read loop). */
+static void unsubscribe(struct cluster_groups *g, struct group_sub *gs, struct nats_retire *retired)
 {
 	natsSubscription **subs[2] = {&gs->sub, &gs->parent_sub};
 	for (int i = 0; i < 2; i++) {
@@ -224,11 +228,7 @@ static void unsubscribe(struct cluster_groups *g, struct group_sub *gs, bool sto
 		if (natsSubscription_GetDropped(*subs[i], &dropped) == NATS_OK && dropped > 0)
 			g->dropped_gone += (uint64_t)dropped;
 		natsSubscription_Unsubscribe(*subs[i]);
-		if (stopping)
-			cluster_nats_retire_sub(subs[i]);
-		else
-			natsSubscription_Destroy(*subs[i]);
-		*subs[i] = NULL;
+		nats_retire_sub(retired, subs[i]);
 		(*g->count)--;
 	}
 }
@@ -385,7 +385,7 @@ void groups_unref(struct cluster_groups *g, const char *key, size_t len)
 	if (!gs || --gs->count > 0)
 		return;
 	unhold(g, gs);
-	unsubscribe(g, gs, false);
+	unsubscribe(g, gs, &g->retired.list);
 	*pp = gs->by_key_next;
 	forget(g, gs);
 	wisp_free(gs);
@@ -466,6 +466,7 @@ void groups_on_subscribed(struct cluster_groups *g, struct loop *loop, void (*cb
 			  void *ctx)
 {
 	g->loop = loop;
+	nats_retire_loop_set(&g->retired, loop);
 	g->on_subscribed = cb;
 	g->on_subscribed_ctx = ctx;
 }
@@ -531,6 +532,7 @@ int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, 
 	g->count = count;
 	g->max_groups = cfg->max_groups;
 	list_init(&g->held_timer.link);
+	nats_retire_loop_init(&g->retired, NULL);
 #ifndef NDEBUG
 	g->delay_subs = getenv("WISP_DEBUG_DELAY_SHARE_SUB") != NULL;
 #endif
@@ -552,7 +554,7 @@ int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, 
 	if (st == NATS_OK)
 		st = natsOptions_SetName(g->opts, name);
 	if (st == NATS_OK && nats_auth_apply(g->opts, cfg, signer, err, errlen) != 0) {
-		groups_close(g);
+		groups_close(g, NULL); /* holds no subscription yet */
 		groups_free(g);
 		return WISP_ECONFIG;
 	}
@@ -580,7 +582,7 @@ int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, 
 		nats_urls_redacted(cfg->nats, urls, sizeof urls);
 		snprintf(err, errlen, "cluster: cannot set up the shared-subscription NATS connection to %s: %s", urls,
 			 natsStatus_GetText(st));
-		groups_close(g);
+		groups_close(g, NULL); /* holds no subscription yet */
 		groups_free(g);
 		return WISP_EIO;
 	}
@@ -588,7 +590,7 @@ int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, 
 	return 0;
 nomem:
 	snprintf(err, errlen, "cluster: out of memory");
-	groups_close(g);
+	groups_close(g, NULL);
 	groups_free(g);
 	return WISP_ENOMEM;
 }
@@ -601,7 +603,7 @@ void groups_reconnect(struct cluster_groups *g, natsConnection *nc, bool connect
 	 * over nothing more, and only their objects are left to free. */
 	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
 		for (struct group_sub *gs = g->by_key[i]; gs; gs = gs->by_key_next)
-			unsubscribe(g, gs, false);
+			unsubscribe(g, gs, &g->retired.list);
 	natsConnection *old = g->nc;
 	g->nc = nc;
 	natsConnection_Destroy(old);
@@ -653,40 +655,7 @@ void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms)
 		natsSubscription_WaitForDrainCompletion(sub, timeout_ms);
 }
 
-/* Process-wide: one cluster per process, and its stop runs on the loop
- * thread. */
-static natsSubscription **retired;
-static size_t nretired, retired_cap;
-
-void cluster_nats_retire_sub(natsSubscription **sub)
-{
-	if (!*sub)
-		return;
-	if (nretired == retired_cap) {
-		size_t cap = retired_cap ? 2 * retired_cap : 64;
-		natsSubscription **grown = wisp_realloc(retired, cap * sizeof *grown);
-		if (!grown) {
-			natsSubscription_Destroy(*sub); /* out of memory: at once, as before */
-			*sub = NULL;
-			return;
-		}
-		retired = grown;
-		retired_cap = cap;
-	}
-	retired[nretired++] = *sub;
-	*sub = NULL;
-}
-
-void cluster_nats_destroy_retired(void)
-{
-	for (size_t i = 0; i < nretired; i++)
-		natsSubscription_Destroy(retired[i]);
-	wisp_free(retired);
-	retired = NULL;
-	nretired = retired_cap = 0;
-}
-
-void groups_close(struct cluster_groups *g)
+void groups_close(struct cluster_groups *g, struct nats_retire *retired)
 {
 	if (!g)
 		return;
@@ -695,11 +664,13 @@ void groups_close(struct cluster_groups *g)
 	g->held = NULL;
 	g->marks = NULL;
 	g->stream_ops = NULL; /* the durable side unbinds its own at its stop */
+	if (retired)
+		nats_retire_loop_hand_over(&g->retired, retired);
 	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
 		while (g->by_key[i]) {
 			struct group_sub *gs = g->by_key[i];
 			g->by_key[i] = gs->by_key_next;
-			unsubscribe(g, gs, true);
+			unsubscribe(g, gs, retired); /* destroyed once every connection is closed */
 			wisp_free(gs);
 		}
 	g->ngroups = 0;
@@ -714,6 +685,7 @@ void groups_free(struct cluster_groups *g)
 {
 	if (!g)
 		return;
+	nats_retire_all(&g->retired.list); /* a start that failed: groups_close did not run */
 	natsOptions_Destroy(g->opts);
 	wisp_free(g->buf);
 	wisp_free(g->prefix);

@@ -31,7 +31,8 @@
  * at most cluster.max_groups of them (groups_admit), about 140 bytes plus
  * the key, in three fixed hash tables of GROUPS_BUCKETS (by key, by NATS
  * subscription, by digest); the JetStream worker keeps the consumers'
- * names and subjects of each (jetstream.h).
+ * names and subjects of each (jetstream.h); a queue subscription left is
+ * destroyed 5 s later (retire.h).
  * Loop thread only, except the message callback.
  */
 #ifndef WISP_CLUSTER_GROUPS_H
@@ -62,9 +63,12 @@ struct nats_signer;
 int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, const struct nats_signer *signer,
 		 const char *node, const char *prefix,
 		 struct inbox *inbox, uint64_t *count, char *err, size_t errlen);
-/* Leaves every group and closes the connection; groups_free, once cnats's
- * threads are gone (nats_CloseAndWait), frees the rest. NULL: no-op. */
-void groups_close(struct cluster_groups *g);
+/* Leaves every group and closes the connection; the queue subscriptions,
+ * those left earlier too, go to `retired`, destroyed once every connection
+ * is closed (retire.h; NULL: at once, for a start that failed). groups_free, once cnats's threads are gone
+ * (nats_CloseAndWait), frees the rest. NULL: no-op. */
+struct nats_retire;
+void groups_close(struct cluster_groups *g, struct nats_retire *retired);
 void groups_free(struct cluster_groups *g);
 
 /* One more (less) local member subscription of the shared filter `key`
@@ -149,17 +153,6 @@ natsConnection *groups_connection(const struct cluster_groups *g);
  * timeout_ms): a message left in cnats's delivery queue when the library
  * shuts down is never freed. Blocks; for shutdown. NULL: no-op. */
 void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms);
-
-/* Stopping: sub's natsSubscription_Destroy put off until its connection is
- * closed. libnats 3.4's read loop looks a message's subscription up and
- * only then locks it, holding no reference (fixed upstream in cnats 3.6,
- * nats.c#638): destroyed while its connection still reads, it can be
- * freed under the read loop. natsConnection_Close joins that loop, so
- * cluster_nats_destroy_retired, called once every connection is closed,
- * frees them safely. Unsubscribing (or draining) stays the caller's, done
- * before. Sets *sub to NULL. The loop thread only. */
-void cluster_nats_retire_sub(natsSubscription **sub);
-void cluster_nats_destroy_retired(void);
 
 /* Whether the queue subscriptions' connection is up now (so NATS can pick
  * this node's groups). Loop thread. */

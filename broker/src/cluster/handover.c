@@ -43,6 +43,7 @@
 #include "durable.h"
 #include "err.h"
 #include "groups.h"
+#include "retire.h"
 #include "hash.h"
 #include "input.h"
 #include "list.h"
@@ -1697,7 +1698,7 @@ void handover_on_held_elsewhere(struct handover *h,
 	h->held_ctx = ctx;
 }
 
-void handover_stop(struct handover *h)
+void handover_stop(struct handover *h, struct nats_retire *retired)
 {
 	if (!h)
 		return;
@@ -1707,7 +1708,7 @@ void handover_stop(struct handover *h)
 		if (!*subs[i])
 			continue;
 		cluster_nats_drain_sub(*subs[i], 500);
-		cluster_nats_retire_sub(subs[i]); /* destroyed once its connection is closed */
+		nats_retire_sub(retired, subs[i]);
 	}
 }
 
@@ -1715,7 +1716,7 @@ void handover_free(struct handover *h)
 {
 	if (!h)
 		return;
-	handover_stop(h);
+	handover_stop(h, NULL);
 	while (!list_empty(&h->fetches))
 		fetch_free(container_of(h->fetches.next, struct fetch, link));
 	while (!list_empty(&h->leavings))

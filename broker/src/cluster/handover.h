@@ -107,6 +107,7 @@
 struct broker;
 struct conn;
 struct handover;
+struct nats_retire;
 
 /* Bytes of session records per NATS message: well under nats-server's
  * default max_payload (1 MiB), small enough that one chunk never holds the
@@ -117,8 +118,10 @@ struct handover;
  * handover_stop). 0, or WISP_ENOMEM / WISP_EIO. */
 int handover_start(struct handover **out, struct broker *b, natsConnection *nc, const char *node,
 		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure);
-/* Ends the subscription (drained), before the connection closes. */
-void handover_stop(struct handover *h);
+/* Ends the subscription (drained), before the connection closes; it goes
+ * to `retired` (retire.h: destroyed once no read loop can still hold it;
+ * NULL: at once). */
+void handover_stop(struct handover *h, struct nats_retire *retired);
 /* Loop thread: moves to nc, the connection made anew after cnats closed
  * the old one for good (its subscriptions are freed, made again on nc).
  * NULL: no-op. 0 or WISP_EIO. */

@@ -56,6 +56,7 @@
 #include "dormant.h"
 #include "err.h"
 #include "groups.h"
+#include "retire.h"
 #include "log.h"
 #include "share.h"
 #include "topic.h"
@@ -914,7 +915,7 @@ uint64_t remote_interest_pending_dropped(const struct remote_interest *ri)
 	return cluster_nats_dropped(subs, 2);
 }
 
-void remote_interest_stop(struct remote_interest *ri)
+void remote_interest_stop(struct remote_interest *ri, struct nats_retire *retired)
 {
 	if (!ri)
 		return;
@@ -931,7 +932,7 @@ void remote_interest_stop(struct remote_interest *ri)
 	for (int i = 0; i < 2; i++)
 		if (*subs[i]) {
 			natsSubscription_Unsubscribe(*subs[i]);
-			cluster_nats_retire_sub(subs[i]); /* destroyed once its connection is closed */
+			nats_retire_sub(retired, subs[i]);
 		}
 }
 

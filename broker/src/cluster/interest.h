@@ -53,6 +53,7 @@
 #include <nats/nats.h>
 
 struct broker;
+struct nats_retire;
 struct topic_level;
 struct remote_interest;
 
@@ -63,8 +64,10 @@ struct remote_interest;
 int remote_interest_start(struct remote_interest **out, struct broker *b, natsConnection *nc, natsConnection *snc,
 			  const char *node, const char *run, const char *prefix, natsMsgHandler on_msg,
 			  void *on_msg_closure);
-/* Says "bye", unsubscribes, removes the gate. NULL: no-op. */
-void remote_interest_stop(struct remote_interest *ri);
+/* Says "bye", unsubscribes, removes the gate. NULL: no-op. The
+ * subscriptions go to `retired` (retire.h: destroyed once no read loop
+ * can still hold them). */
+void remote_interest_stop(struct remote_interest *ri, struct nats_retire *retired);
 /* Loop thread: moves to nc and snc, connections made anew after cnats
  * closed one for good (subscriptions on a replaced snc are freed and made
  * again); announces itself as after a reconnect once both are up. NULL:

@@ -18,6 +18,7 @@
 #include "err.h"
 #include "groups.h"
 #include "nats_auth.h"
+#include "retire.h"
 
 /* How long cnats waits for a publish's ack before reporting it failed
  * (then it is published again, the same Nats-Msg-Id): long enough for a
@@ -107,6 +108,11 @@ struct jsw {
 	bool list_ready;       /* an answer waits for jsw_consumers_take */
 	jsConsumerNamesList *list; /* its names (NULL: none) */
 	uint64_t list_ask;     /* the ask it answers */
+	/* The worker's subscriptions unsubscribed, destroyed NATS_RETIRE_MS
+	 * later on its own wake-ups (it wakes every RETRY_MS at the latest),
+	 * or handed to the cluster's list by jsw_stop (retire.h). The
+	 * worker's only; jsw_stop's after the join. */
+	struct nats_retire retired;
 };
 
 static int tring_init(struct tring *r, size_t cap)
@@ -294,8 +300,7 @@ static natsStatus ensure_consumer(struct jsw *w)
 		/* Set up again (JetStream answered 503): bind afresh, to a new
 		 * consumer if the old one went with its stream. */
 		natsSubscription_Unsubscribe(w->sub);
-		natsSubscription_Destroy(w->sub);
-		w->sub = NULL;
+		nats_retire_sub(&w->retired, &w->sub);
 	}
 	jsConsumerInfo *ci = NULL;
 	jsErrCode jerr = 0;
@@ -333,17 +338,14 @@ static void group_free(struct jgroup *g)
 }
 
 /* Without mu (the worker's own fields). Unsubscribing a bound
- * subscription keeps its consumer (js_AddConsumer made it). */
-static void group_unbind(struct jgroup *g, bool stopping)
+ * subscription keeps its consumer (js_AddConsumer made it); it is
+ * destroyed later (retire.h). */
+static void group_unbind(struct jsw *w, struct jgroup *g)
 {
 	for (int i = 0; i < 2; i++)
 		if (g->sub[i]) {
 			natsSubscription_Unsubscribe(g->sub[i]);
-			if (stopping)
-				cluster_nats_retire_sub(&g->sub[i]); /* destroyed once its connection is closed */
-			else
-				natsSubscription_Destroy(g->sub[i]);
-			g->sub[i] = NULL;
+			nats_retire_sub(&w->retired, &g->sub[i]);
 		}
 	g->bound = false;
 }
@@ -398,7 +400,7 @@ static bool groups_work(struct jsw *w)
 		if (g->leaving) {
 			*pp = g->next;
 			pthread_mutex_unlock(&w->mu);
-			group_unbind(g, false);
+			group_unbind(w, g);
 			group_free(g);
 			pthread_mutex_lock(&w->mu);
 			continue;
@@ -412,7 +414,7 @@ static bool groups_work(struct jsw *w)
 			for (int i = 0; i < 2 && g->name[i]; i++) {
 				jsConsumerInfo *ci = NULL;
 				if (js_GetConsumerInfo(&ci, w->js, w->stream, g->name[i], NULL, NULL) == NATS_NOT_FOUND)
-					group_unbind(g, false); /* deleted while this node was away: made again below */
+					group_unbind(w, g); /* deleted while this node was away: made again below */
 				jsConsumerInfo_Destroy(ci);
 			}
 		}
@@ -425,11 +427,11 @@ static bool groups_work(struct jsw *w)
 			nanosleep(&(struct timespec){.tv_nsec = 500000000L}, NULL);
 #endif
 		if (!g->bound) {
-			group_unbind(g, false);
+			group_unbind(w, g);
 			for (int i = 0; i < 2 && g->name[i] && st == NATS_OK; i++)
 				st = group_bind_one(w, g, i);
 			if (st != NATS_OK)
-				group_unbind(g, false);
+				group_unbind(w, g);
 		}
 		pthread_mutex_lock(&w->mu);
 		if (st == NATS_OK && !g->bound) {
@@ -458,6 +460,12 @@ static int64_t now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t retire_clock(void *ctx)
+{
+	(void)ctx;
+	return (uint64_t)now_ms();
 }
 
 /* Under mu; drops it to publish slot `sl`'s message (only the worker
@@ -560,6 +568,12 @@ static void *run(void *arg)
 	int64_t rejoin_wait = NATS_REJOIN_FIRST_MS;
 	pthread_mutex_lock(&w->mu);
 	while (!w->stop) {
+		uint64_t retire_at = nats_retire_next(&w->retired);
+		if (retire_at && retire_at <= (uint64_t)now_ms()) {
+			pthread_mutex_unlock(&w->mu); /* a destroy may wait for a callback that takes mu */
+			nats_retire_due(&w->retired);
+			pthread_mutex_lock(&w->mu);
+		}
 		if (w->resetup) {
 			w->resetup = false;
 			ready = false;
@@ -770,6 +784,12 @@ static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
 	 * flusher's 1 ms wait. */
 	if (st == NATS_OK && w->cfg.auth)
 		st = natsOptions_SetSendAsap(w->opts, w->cfg.auth->send_asap);
+	/* cnats's shared delivery thread (the core connection's too), not one
+	 * thread per subscription: each shared group's consumer is one, so a
+	 * node holding cluster.max_groups groups had as many threads again
+	 * (twice for "/#" filters). The callbacks only hand messages over. */
+	if (st == NATS_OK)
+		st = natsOptions_UseGlobalMessageDelivery(w->opts, true);
 	if (st == NATS_OK)
 		st = natsOptions_SetMaxReconnect(w->opts, -1);
 	if (st == NATS_OK)
@@ -835,8 +855,10 @@ static void rejoin(struct jsw *w)
 		}
 		return;
 	}
-	natsSubscription_Destroy(w->sub);
-	natsSubscription_Destroy(w->reply_sub);
+	/* Closed with their connection (cnats removed them from its map);
+	 * destroyed later all the same, as any other (retire.h). */
+	nats_retire_sub(&w->retired, &w->sub);
+	nats_retire_sub(&w->retired, &w->reply_sub);
 	jsCtx_Destroy(w->js);
 	natsConnection *old = w->nc;
 	pthread_mutex_lock(&w->mu);
@@ -860,6 +882,7 @@ int jsw_start(struct jsw **out, const char *urls, const struct jsw_config *cfg, 
 	w->msgs = msgs;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
+	nats_retire_init(&w->retired, retire_clock, NULL, NULL);
 	size_t slen = strlen(cfg->stream);
 	w->stream = wisp_strndup(cfg->stream, slen);
 	w->consumer = wisp_strndup(cfg->consumer, strlen(cfg->consumer));
@@ -892,7 +915,7 @@ fail:
 
 const char *jsw_reply_prefix(const struct jsw *w) { return w->reply_prefix; }
 
-void jsw_stop(struct jsw *w)
+void jsw_stop(struct jsw *w, struct nats_retire *retired)
 {
 	if (!w)
 		return;
@@ -911,7 +934,7 @@ void jsw_stop(struct jsw *w)
 	while (w->groups) {
 		struct jgroup *g = w->groups;
 		w->groups = g->next;
-		group_unbind(g, true);
+		group_unbind(w, g);
 		group_free(g);
 	}
 	for (size_t i = 0; w->slots && i < w->cfg.out_cap; i++) {
@@ -925,7 +948,7 @@ void jsw_stop(struct jsw *w)
 	for (int i = 0; i < 2; i++)
 		if (*subs[i]) {
 			natsSubscription_Unsubscribe(*subs[i]);
-			cluster_nats_retire_sub(subs[i]); /* destroyed once its connection is closed */
+			nats_retire_sub(&w->retired, subs[i]);
 		}
 	/* Released here, not in jsw_free: cluster_stop's nats_CloseAndWait
 	 * waits (5 s) for every cnats object, and jsw_free runs after it.
@@ -937,6 +960,13 @@ void jsw_stop(struct jsw *w)
 		natsConnection_Destroy(w->nc);
 		w->nc = NULL;
 	}
+	/* The worker is joined: its subscriptions, due or not, join the
+	 * caller's list, destroyed once every connection is closed (NULL:
+	 * jsw_free's call, after that). */
+	if (retired)
+		nats_retire_move(retired, &w->retired);
+	else
+		nats_retire_all(&w->retired);
 	/* The closed callbacks (cnats's thread posts them) touch w: bounded,
 	 * as cnats's own close wait is. */
 	pthread_mutex_lock(&w->mu);
@@ -952,7 +982,7 @@ void jsw_free(struct jsw *w)
 {
 	if (!w)
 		return;
-	jsw_stop(w);
+	jsw_stop(w, NULL);
 	natsOptions_Destroy(w->opts);
 	jsConsumerNamesList_Destroy(w->list);
 	wisp_free(w->slots);

@@ -114,8 +114,10 @@ int jsw_start(struct jsw **out, const char *urls, const struct jsw_config *cfg, 
  * JetStream did not ack was never acknowledged to its client either; an
  * unacked received message is delivered again), unsubscribes and closes
  * its connection; before the core NATS connection closes. jsw_free after cnats's threads ended. NULL:
- * no-op. */
-void jsw_stop(struct jsw *w);
+ * no-op. Its subscriptions go to `retired`, destroyed once every
+ * connection is closed (retire.h; NULL: at once, jsw_free's call). */
+struct nats_retire;
+void jsw_stop(struct jsw *w, struct nats_retire *retired);
 void jsw_free(struct jsw *w);
 
 /* The reply subject prefix ("<inbox>.") a publish's reply subject is

@@ -41,6 +41,7 @@
 #include "broker.h"
 #include "err.h"
 #include "groups.h"
+#include "retire.h"
 #include "handover.h"
 #include "hash.h"
 #include "log.h"
@@ -389,7 +390,7 @@ uint64_t presence_pending_dropped(const struct presence *p)
 	return p ? cluster_nats_dropped(&p->sub, 1) + handover_pending_dropped(p->handover) : 0;
 }
 
-void presence_stop(struct presence *p)
+void presence_stop(struct presence *p, struct nats_retire *retired)
 {
 	if (!p)
 		return;
@@ -401,17 +402,17 @@ void presence_stop(struct presence *p)
 	}
 	if (loop_timer_armed(&p->timer))
 		loop_timer_stop(p->b->loop, &p->timer);
-	handover_stop(p->handover);
+	handover_stop(p->handover, retired);
 	/* Claims arrive at any time, also while the node stops. */
 	cluster_nats_drain_sub(p->sub, 500);
-	cluster_nats_retire_sub(&p->sub); /* destroyed once its connection is closed */
+	nats_retire_sub(retired, &p->sub);
 }
 
 void presence_free(struct presence *p)
 {
 	if (!p)
 		return;
-	presence_stop(p);
+	presence_stop(p, NULL);
 	handover_free(p->handover);
 	if (p->stats)
 		natsStatistics_Destroy(p->stats);

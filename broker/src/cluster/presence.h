@@ -50,14 +50,17 @@
 #include <nats/nats.h>
 
 struct broker;
+struct nats_retire;
 struct presence;
 
 /* Subscribes to the claims on nc (borrowed until presence_stop) and
  * hooks the broker's connects. 0 or WISP_ENOMEM / WISP_EIO. */
 int presence_start(struct presence **out, struct broker *b, natsConnection *nc, const char *node,
 		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure);
-/* Unhooks and ends the subscription (drained), before the connection closes. */
-void presence_stop(struct presence *p);
+/* Unhooks and ends the subscription (drained), before the connection
+ * closes; the handover's too. The subscriptions go to `retired` (retire.h:
+ * destroyed once no read loop can still hold them; NULL: at once). */
+void presence_stop(struct presence *p, struct nats_retire *retired);
 /* Loop thread: moves the claims and the handover (handover_rebind) to nc,
  * the connection made anew after cnats closed the old one for good; the
  * claims held here are asked again once it is up. NULL: no-op. 0 or

@@ -31,6 +31,7 @@
 #include "broker.h"
 #include "err.h"
 #include "groups.h"
+#include "retire.h"
 #include "hash.h"
 #include "inbox.h"
 #include "log.h"
@@ -452,13 +453,13 @@ int retained_kv_start(struct retained_kv **out, struct broker *b, natsConnection
 	return 0;
 }
 
-int retained_kv_rebind(struct retained_kv *r, natsConnection *nc)
+int retained_kv_rebind(struct retained_kv *r, natsConnection *nc, struct nats_retire *retired)
 {
 	if (!r)
 		return 0;
 	/* The thread's sub and js belong to the closed connection: it ends,
 	 * they go, and a new thread sets up (and follows the bucket) on nc. */
-	retained_kv_stop(r);
+	retained_kv_stop(r, retired);
 	r->nc = nc;
 	pthread_mutex_lock(&r->mu);
 	r->stopping = false;
@@ -470,7 +471,7 @@ int retained_kv_rebind(struct retained_kv *r, natsConnection *nc)
 	return 0;
 }
 
-void retained_kv_stop(struct retained_kv *r)
+void retained_kv_stop(struct retained_kv *r, struct nats_retire *retired)
 {
 	if (!r)
 		return;
@@ -486,7 +487,7 @@ void retained_kv_stop(struct retained_kv *r)
 	 * and the answer, arriving as the connection closes, is never freed
 	 * by cnats. The server drops the ephemeral consumer with the
 	 * connection's interest. */
-	cluster_nats_retire_sub(&r->sub); /* destroyed once its connection is closed */
+	nats_retire_sub(retired, &r->sub);
 	jsCtx_Destroy(r->js);
 	r->js = NULL;
 }
@@ -495,7 +496,7 @@ void retained_kv_free(struct retained_kv *r)
 {
 	if (!r)
 		return;
-	retained_kv_stop(r);
+	retained_kv_stop(r, NULL);
 	for (size_t i = 0; i < PENDING_BUCKETS; i++)
 		while (r->pending[i])
 			pending_drop(r, &r->pending[i]);

@@ -41,6 +41,7 @@
 struct broker;
 struct inbox;
 struct msg;
+struct nats_retire;
 struct retained_kv;
 
 /* The inbox event bit the module raises when its set-up thread has news
@@ -52,13 +53,16 @@ struct retained_kv;
  * `origin` marks the messages this module makes. 0 or WISP_ENOMEM/WISP_EIO. */
 int retained_kv_start(struct retained_kv **out, struct broker *b, natsConnection *nc, struct inbox *inbox,
 		      const char *node, const void *origin);
-/* Stops the thread and the consumer; before the connection closes. */
-void retained_kv_stop(struct retained_kv *r);
+/* Stops the thread and the consumer; before the connection closes. The
+ * subscription goes to `retired` (retire.h: destroyed once no read loop
+ * can still hold it; NULL: at once). */
+void retained_kv_stop(struct retained_kv *r, struct nats_retire *retired);
 /* Loop thread: moves to nc, the connection made anew after cnats closed
  * the old one for good: the thread ends and starts again on nc (bucket
  * set-up, then every record once more, as at start). NULL: no-op. 0, or
- * WISP_EIO (no thread: retained messages stay on this node). */
-int retained_kv_rebind(struct retained_kv *r, natsConnection *nc);
+ * WISP_EIO (no thread: retained messages stay on this node). The old
+ * subscription goes to `retired`, as at retained_kv_stop. */
+int retained_kv_rebind(struct retained_kv *r, natsConnection *nc, struct nats_retire *retired);
 /* Frees the rest, once cnats's threads are gone. NULL: no-op. */
 void retained_kv_free(struct retained_kv *r);
 

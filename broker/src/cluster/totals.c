@@ -16,6 +16,7 @@
 #include "broker.h"
 #include "err.h"
 #include "groups.h"
+#include "retire.h"
 #include "log.h"
 #include "metrics.h"
 #include "rules.h"
@@ -205,21 +206,21 @@ int totals_rebind(struct totals *t, natsConnection *nc)
 
 uint64_t totals_pending_dropped(const struct totals *t) { return t ? cluster_nats_dropped(&t->sub, 1) : 0; }
 
-void totals_stop(struct totals *t)
+void totals_stop(struct totals *t, struct nats_retire *retired)
 {
 	if (!t)
 		return;
 	if (loop_timer_armed(&t->timer))
 		loop_timer_stop(t->b->loop, &t->timer);
 	cluster_nats_drain_sub(t->sub, 500);
-	cluster_nats_retire_sub(&t->sub); /* destroyed once its connection is closed */
+	nats_retire_sub(retired, &t->sub);
 }
 
 void totals_free(struct totals *t)
 {
 	if (!t)
 		return;
-	totals_stop(t);
+	totals_stop(t, NULL);
 	wisp_free(t->subject);
 	wisp_free(t);
 }

@@ -19,14 +19,17 @@
 #include <nats/nats.h>
 
 struct broker;
+struct nats_retire;
 struct totals;
 
 /* Does nothing (and sets *out NULL) when sys_interval is 0. Borrows nc
  * until totals_stop. 0 or WISP_ENOMEM / WISP_EIO. */
 int totals_start(struct totals **out, struct broker *b, natsConnection *nc, const char *node, const char *prefix,
 		 natsMsgHandler on_msg, void *on_msg_closure);
-/* Stops the timer, ends the subscription; before the connection closes. */
-void totals_stop(struct totals *t);
+/* Stops the timer, ends the subscription; before the connection closes.
+ * The subscription goes to `retired` (retire.h: destroyed once no read
+ * loop can still hold it; NULL: at once). */
+void totals_stop(struct totals *t, struct nats_retire *retired);
 /* Loop thread: moves to nc, the connection made anew after cnats closed
  * the old one for good (its subscription is freed, made again on nc).
  * NULL: no-op. 0 or WISP_EIO. */

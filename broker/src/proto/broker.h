@@ -59,7 +59,8 @@ struct broker_stats {
 		uint64_t connected;      /* 1 while connected to NATS */
 		uint64_t durable_ready;  /* 1 while the JetStream stream and this node's consumer are bound */
 		uint64_t pending;        /* QoS 1/2 messages waiting for JetStream's ack (their PUBACKs wait) */
-		uint64_t overflow;       /* QoS 1/2 sent at most once: cluster.outbound_queue full */
+		uint64_t overflow;       /* QoS 1/2 no publisher waits on, sent at most once: cluster.outbound_queue full */
+		uint64_t waited;         /* QoS 1/2 PUBLISHes that waited for cluster.outbound_queue, input paused */
 		uint64_t forward_queued; /* QoS 1/2 kept in the store while JetStream is away (cluster/durable.c) */
 		uint64_t forward_bytes;  /* their bytes */
 		uint64_t forward_overflow; /* not kept there (forward_queue full): their acks waited for JetStream */
@@ -194,6 +195,15 @@ struct broker {
 		void (*store_progress)(void *ctx);
 		void *ctx;
 	} ack_gate;
+	/* In front of a QoS 1/2 PUBLISH (cluster/cluster.c): 0, handle it;
+	 * WISP_EAGAIN, it waits unread (the connection's input paused) until
+	 * the cluster resumes it (conn_input_resume) and it is handled again;
+	 * WISP_ENOMEM, the publish fails. `levels` split its topic. NULL wait:
+	 * no gate (one node, or no JetStream path). */
+	struct {
+		int (*wait)(void *ctx, struct conn *c, const struct topic_level *levels, size_t nlevels);
+		void *ctx;
+	} publish_gate;
 	struct route_ctx route;      /* the local router and its per-publish scratch (router.h) */
 	struct router *router;       /* where publishes and interest go: &route.router, or the cluster's on top of it */
 	/* A cluster (cluster/presence.h): told of each client connected here,

@@ -201,6 +201,21 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 			    c->sess->client_id, (int)topic_len, topic);
 		return ack_unrouted(b, c, p, seq_before, MQTT_RC_PAYLOAD_FORMAT_INVALID);
 	}
+	if (p->qos && b->publish_gate.wait) {
+		/* Before anything the packet changes (its QoS 2 id, the message),
+		 * so that waiting and handling it again later is as if it were
+		 * read then: a cluster out of room to make it safe for the other
+		 * nodes makes it wait rather than acknowledge it unsafe. */
+		int rc = b->publish_gate.wait(b->publish_gate.ctx, c, levels, (size_t)nlevels);
+		if (rc == WISP_EAGAIN) {
+			b->stats.msgs_received--; /* counted when it is handled */
+			return rc;
+		}
+		if (rc != 0) {
+			*why = REASON_NO_MEMORY;
+			return rc;
+		}
+	}
 	if (p->qos == 2) {
 		int rc = sess_qos2_in_add(c->sess, p->packet_id);
 		if (rc == 0) /* a retransmission: acknowledge, do not route twice */

@@ -128,8 +128,10 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.durable_ready), .sys = "cluster/durable_ready"},
 	{"cluster_pending", "QoS 1/2 messages waiting for JetStream's ack (their PUBACK/PUBREC waits).", GAUGE,
 	 STAT(cluster.pending), .sys = "cluster/messages/pending"},
-	{"cluster_overflow_total", "QoS 1/2 messages sent at most once: cluster.outbound_queue full.", COUNTER,
-	 STAT(cluster.overflow), .sys = "cluster/messages/overflow"},
+	{"cluster_overflow_total", "QoS 1/2 messages no publisher waits on (wills, HTTP API) sent at most once: "
+	 "cluster.outbound_queue full.", COUNTER, STAT(cluster.overflow), .sys = "cluster/messages/overflow"},
+	{"cluster_waited_total", "QoS 1/2 PUBLISHes that waited for a free cluster.outbound_queue slot (their "
+	 "connection's input paused).", COUNTER, STAT(cluster.waited), .sys = "cluster/messages/waited"},
 	{"cluster_unwanted_total", "Messages no other cluster node wanted, so not sent to NATS.", COUNTER,
 	 STAT(cluster.unwanted), .sys = "cluster/messages/unwanted"},
 	{"cluster_interest_ack_timeouts_total", "SUBACKs sent before every other node answered the new filter's "

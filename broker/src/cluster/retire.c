@@ -1,0 +1,173 @@
+/*
+ * The retire list of retire.h: a ring growing by doubling up to
+ * NATS_RETIRE_MAX. Deadlines are added in clock order, so the due ones are
+ * always at the head.
+ */
+#include "retire.h"
+
+#include <time.h>
+
+#include "alloc.h"
+#include "log.h"
+
+void nats_retire_init(struct nats_retire *r, uint64_t (*now_ms)(void *ctx), void (*arm)(void *ctx, uint64_t due_ms),
+		      void *ctx)
+{
+	*r = (struct nats_retire){.now_ms = now_ms, .arm = arm, .ctx = ctx};
+}
+
+static void destroy_oldest(struct nats_retire *r)
+{
+	natsSubscription_Destroy(r->v[r->head].sub);
+	r->head = (r->head + 1) % r->cap;
+	r->n--;
+}
+
+static bool grow(struct nats_retire *r)
+{
+	size_t cap = r->cap ? 2 * r->cap : 16;
+	struct nats_retired *v = wisp_malloc(cap * sizeof *v);
+	if (!v)
+		return false;
+	for (size_t i = 0; i < r->n; i++)
+		v[i] = r->v[(r->head + i) % r->cap];
+	wisp_free(r->v);
+	r->v = v;
+	r->cap = cap;
+	r->head = 0;
+	return true;
+}
+
+void nats_retire_sub(struct nats_retire *r, natsSubscription **sub)
+{
+	if (!*sub)
+		return;
+	if (!r) {
+		natsSubscription_Destroy(*sub);
+		*sub = NULL;
+		return;
+	}
+	bool full = r->n == r->cap && r->cap >= NATS_RETIRE_MAX && !r->stopping;
+	if (r->n == r->cap && (full || !grow(r))) {
+		if (!r->n) { /* out of memory for the first one: at once, as before this list */
+			natsSubscription_Destroy(*sub);
+			*sub = NULL;
+			r->early++;
+			return;
+		}
+		if (full && !r->full_said) {
+			log_msg(LOG_WARNING, "cluster", "more than %u NATS subscriptions ended within %u s: the oldest "
+				"are destroyed before their %u s delay", NATS_RETIRE_MAX, NATS_RETIRE_MS / 1000,
+				NATS_RETIRE_MS / 1000);
+			r->full_said = true;
+		}
+		destroy_oldest(r);
+		r->early++;
+	}
+	uint64_t due = r->now_ms(r->ctx) + NATS_RETIRE_MS;
+	r->v[(r->head + r->n++) % r->cap] = (struct nats_retired){.sub = *sub, .due_ms = due};
+	*sub = NULL;
+	if (r->n == 1 && r->arm)
+		r->arm(r->ctx, due);
+}
+
+uint64_t nats_retire_due(struct nats_retire *r)
+{
+	if (!r->n)
+		return 0;
+	uint64_t now = r->now_ms(r->ctx);
+	while (r->n && r->v[r->head].due_ms <= now)
+		destroy_oldest(r);
+	if (!r->n)
+		r->full_said = false;
+	return r->n ? r->v[r->head].due_ms : 0;
+}
+
+void nats_retire_move(struct nats_retire *dst, struct nats_retire *src)
+{
+	dst->stopping = true;
+	while (src->n) {
+		natsSubscription *sub = src->v[src->head].sub;
+		src->head = (src->head + 1) % src->cap;
+		src->n--;
+		nats_retire_sub(dst, &sub);
+	}
+	nats_retire_all(src);
+}
+
+void nats_retire_all(struct nats_retire *r)
+{
+	while (r->n)
+		destroy_oldest(r);
+	wisp_free(r->v);
+	r->v = NULL;
+	r->cap = r->head = 0;
+	r->full_said = false;
+}
+
+/* ---- on the loop thread ---- */
+
+/* The loop's clock (CLOCK_MONOTONIC, cached per turn), or the same clock
+ * read directly before the owner knows its loop. */
+static uint64_t loop_clock(void *ctx)
+{
+	struct nats_retire_loop *rl = ctx;
+	if (rl->loop)
+		return loop_now_ms(rl->loop);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void on_retire_due(struct loop *l, struct loop_timer *t);
+
+static void arm_at(struct nats_retire_loop *rl, uint64_t due_ms)
+{
+	if (!rl->loop || loop_timer_armed(&rl->timer))
+		return;
+	uint64_t now = loop_now_ms(rl->loop);
+	/* The wheel's slots are seconds: at least one, so a deadline a few
+	 * ms away never spins. */
+	uint64_t s = due_ms > now ? (due_ms - now + 999) / 1000 : 1;
+	loop_timer_start(rl->loop, &rl->timer, s ? s : 1, on_retire_due);
+}
+
+static void arm(void *ctx, uint64_t due_ms) { arm_at(ctx, due_ms); }
+
+static void on_retire_due(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct nats_retire_loop *rl = container_of(t, struct nats_retire_loop, timer);
+	uint64_t next = nats_retire_due(&rl->list);
+	if (next)
+		arm_at(rl, next);
+}
+
+void nats_retire_loop_init(struct nats_retire_loop *rl, struct loop *loop)
+{
+	nats_retire_init(&rl->list, loop_clock, arm, rl);
+	rl->loop = loop;
+	list_init(&rl->timer.link);
+}
+
+void nats_retire_loop_set(struct nats_retire_loop *rl, struct loop *loop)
+{
+	rl->loop = loop;
+	uint64_t next = nats_retire_next(&rl->list);
+	if (next)
+		arm_at(rl, next);
+}
+
+void nats_retire_loop_stop(struct nats_retire_loop *rl)
+{
+	if (rl->loop && loop_timer_armed(&rl->timer))
+		loop_timer_stop(rl->loop, &rl->timer);
+	nats_retire_all(&rl->list);
+}
+
+void nats_retire_loop_hand_over(struct nats_retire_loop *rl, struct nats_retire *dst)
+{
+	if (rl->loop && loop_timer_armed(&rl->timer))
+		loop_timer_stop(rl->loop, &rl->timer);
+	nats_retire_move(dst, &rl->list);
+}

@@ -1,0 +1,61 @@
+/* The connection wraps of nats_conn_watch.h. */
+#include "nats_conn_watch.h"
+
+#include <stdatomic.h>
+
+static natsConnection *opened[NATS_CONN_WATCH_MAX];
+static _Atomic bool closed[NATS_CONN_WATCH_MAX];
+static _Atomic size_t nopened;
+
+natsStatus __real_natsConnection_Connect(natsConnection **nc, natsOptions *opts);
+void __real_natsConnection_Close(natsConnection *nc);
+void __real_natsConnection_Destroy(natsConnection *nc);
+
+/* Connections are made on the loop or test thread only, so the count needs
+ * no compare-and-swap; the atomics order it for the threads that read. */
+natsStatus __wrap_natsConnection_Connect(natsConnection **nc, natsOptions *opts);
+natsStatus __wrap_natsConnection_Connect(natsConnection **nc, natsOptions *opts)
+{
+	natsStatus st = __real_natsConnection_Connect(nc, opts);
+	size_t i = nopened;
+	if (*nc && i < NATS_CONN_WATCH_MAX) {
+		closed[i] = false;
+		opened[i] = *nc;
+		nopened = i + 1;
+	}
+	return st;
+}
+
+static void mark_closed(natsConnection *nc)
+{
+	for (size_t i = 0; i < nopened; i++)
+		if (opened[i] == nc)
+			closed[i] = true;
+}
+
+void __wrap_natsConnection_Close(natsConnection *nc);
+void __wrap_natsConnection_Close(natsConnection *nc)
+{
+	__real_natsConnection_Close(nc);
+	mark_closed(nc);
+}
+
+/* Destroy closes a connection still open too. */
+void __wrap_natsConnection_Destroy(natsConnection *nc);
+void __wrap_natsConnection_Destroy(natsConnection *nc)
+{
+	mark_closed(nc);
+	__real_natsConnection_Destroy(nc);
+}
+
+size_t nats_conn_watch_count(void) { return nopened; }
+
+natsConnection *nats_conn_watch_get(size_t i) { return i < nopened ? opened[i] : NULL; }
+
+bool nats_conn_watch_any_open(void)
+{
+	for (size_t i = 0; i < nopened; i++)
+		if (!closed[i])
+			return true;
+	return false;
+}
