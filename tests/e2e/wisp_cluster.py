@@ -43,7 +43,7 @@ def load_script(name, file):
 class Nats:
     """nats-server with JetStream and a temporary store on loopback ports."""
 
-    def __init__(self):
+    def __init__(self, max_payload=None):
         if not os.path.exists(NATS_BIN):
             raise AssertionError("nats-server not found (%s): install the Debian package nats-server "
                                  "(scripts/deps.sh --test)" % NATS_BIN)
@@ -52,10 +52,19 @@ class Nats:
         self.port = free_port()
         self.mport = free_port()
         self.proc = None
+        # Bytes; None: nats-server's default (1 MiB). Read at each start,
+        # so a test may restart the server with another one.
+        self.max_payload = max_payload
 
     def command(self):
-        return [NATS_BIN, "-a", self.host, "-p", str(self.port), "-m", str(self.mport), "-js", "-sd",
-                os.path.join(self.dir, "js")]
+        cmd = [NATS_BIN, "-a", self.host, "-p", str(self.port), "-m", str(self.mport), "-js", "-sd",
+               os.path.join(self.dir, "js")]
+        if self.max_payload is not None:
+            conf = os.path.join(self.dir, "nats.conf")  # no flag for it: a config file
+            with open(conf, "w") as f:
+                f.write("max_payload: %d\n" % self.max_payload)
+            cmd += ["-c", conf]
+        return cmd
 
     def start(self):
         log = open(os.path.join(self.dir, "nats.log"), "ab")

@@ -64,6 +64,8 @@ PAYLOADS = [
     (17, struct.pack("<Q", 7) + s16(b"a-0123-f1")),                               # FWD_ADD
     (18, struct.pack("<Q", 7)),                                                   # FWD_DEL
     (19, struct.pack("<QQ", 40, 42)),                                             # STREAM_TAKEN
+    (20, s16(b"a/b") + s16(b"0123456789abcdef-1")),                             # RETAIN_UNSENT
+    (21, s16(b"a/b")),                                                            # RETAIN_SENT
     (2, struct.pack("<Q", 7)),                                                    # MSG_DEL
     (6, s16(b"c1")),                                                              # SESSION_DEL
     (5, SESSION_V1 + b"\x01" + s16(b"alice"), 2),                                 # SESSION_PUT, user owner

@@ -59,11 +59,12 @@ static void test_claim_time_is_after_the_last_known_claim(void)
 
 static void test_retained_record_verdict(void)
 {
-	CU_ASSERT_EQUAL(retained_record_verdict(false, 0, false, 0), RECORD_APPLY);
-	CU_ASSERT_EQUAL(retained_record_verdict(false, 0, true, 7), RECORD_APPLY); /* an earlier run's, or stale */
-	CU_ASSERT_EQUAL(retained_record_verdict(true, 5, false, 0), RECORD_SKIP);  /* another node's, before ours */
-	CU_ASSERT_EQUAL(retained_record_verdict(true, 5, true, 4), RECORD_SKIP);   /* our older write */
-	CU_ASSERT_EQUAL(retained_record_verdict(true, 5, true, 5), RECORD_SKIP_ARRIVED);
+	CU_ASSERT_EQUAL(retained_record_verdict(false, false, 0, 3), RECORD_APPLY);
+	CU_ASSERT_EQUAL(retained_record_verdict(true, true, 0, 3), RECORD_SKIP);   /* ours not in the stream yet */
+	CU_ASSERT_EQUAL(retained_record_verdict(true, true, 0, 900), RECORD_SKIP); /* however late it is */
+	CU_ASSERT_EQUAL(retained_record_verdict(true, false, 5, 4), RECORD_SKIP);  /* before ours in the stream */
+	CU_ASSERT_EQUAL(retained_record_verdict(true, false, 5, 5), RECORD_SKIP_ARRIVED); /* ours (or its duplicate) */
+	CU_ASSERT_EQUAL(retained_record_verdict(true, false, 5, 6), RECORD_APPLY); /* after ours: another write won */
 }
 
 static const char *const names[] = {"clients_connected", "messages_received_total", "heap_bytes"};
@@ -97,7 +98,7 @@ static void test_figures_parse(void)
 static CU_TestInfo tests[] = {
 	{"two connects of one id: the later stays, exactly one", test_later_connect_stays},
 	{"a claim's time is after the last claim of the id known", test_claim_time_is_after_the_last_known_claim},
-	{"retained record while an own write is on its way", test_retained_record_verdict},
+	{"retained record while an own write is unsent or unechoed", test_retained_record_verdict},
 	{"figures message: names, malformed items, bounds", test_figures_parse},
 	CU_TEST_INFO_NULL,
 };

@@ -13,7 +13,8 @@
  * count destroyed messages; the real cnats call still does the work.
  *
  * Subjects: "t.<conn>.<seq>" must be published, seq 0, 1, ... per conn;
- * "drop.<n>" must never be.
+ * "drop.<n>" must never be; "big.<n>" are refused as over the server's
+ * max_payload (cnats checks that only once connected: the wrap answers).
  */
 #include <CUnit/CUnit.h>
 #include <netinet/in.h>
@@ -80,9 +81,13 @@ natsStatus __wrap_natsConnection_PublishMsg(natsConnection *nc, natsMsg *msg)
 	while (rec.gate_closed)
 		pthread_cond_wait(&rec.cv, &rec.mu);
 	pthread_mutex_unlock(&rec.mu);
-	natsStatus st = __real_natsConnection_PublishMsg(nc, msg);
+	bool big = strncmp(natsMsg_GetSubject(msg), "big.", 4) == 0;
+	natsStatus st = big ? NATS_MAX_PAYLOAD : __real_natsConnection_PublishMsg(nc, msg);
 	pthread_mutex_lock(&rec.mu);
-	record(natsMsg_GetSubject(msg), st);
+	if (big)
+		rec.done++;
+	else
+		record(natsMsg_GetSubject(msg), st);
 	pthread_cond_broadcast(&rec.cv);
 	pthread_mutex_unlock(&rec.mu);
 	return st;
@@ -356,6 +361,40 @@ static void test_counts_refused_publishes(void)
 	natsConnection_Destroy(nc);
 }
 
+/* Over the server's max_payload: counted apart from the other refusals
+ * (the loop logs it as a bound), freed, never tried again, and the
+ * messages around it still go, in order. */
+static void test_counts_too_large_apart(void)
+{
+	reset();
+	natsConnection *nc = connect_nowhere(0);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(nc);
+	struct sender *s = NULL;
+	CU_ASSERT_EQUAL_FATAL(sender_start(&s, 8, UINT64_C(1) << 30), 0);
+	size_t fill = 0;
+	CU_ASSERT_TRUE(push_seq(s, nc, 0, 0, 64, &fill));
+	CU_ASSERT_TRUE(push(s, nc, "big.0", 64, &fill));
+	CU_ASSERT_TRUE(push_seq(s, nc, 0, 1, 64, &fill));
+	CU_ASSERT_TRUE(push(s, nc, "big.1", 64, &fill));
+	CU_ASSERT_TRUE(push_seq(s, nc, 0, 2, 64, &fill));
+	CU_ASSERT_TRUE(wait_for(&rec.done, 5));
+	/* Counted after the publish returns: final once the thread holds
+	 * the next one at the gate. */
+	set_gate(true);
+	CU_ASSERT_TRUE(push_seq(s, nc, 0, 3, 64, &fill));
+	CU_ASSERT_TRUE(wait_for(&rec.entered, 6));
+	CU_ASSERT_EQUAL(sender_too_large(s), 2);
+	CU_ASSERT_EQUAL(sender_failed(s), 0);
+	set_gate(false);
+	CU_ASSERT_TRUE(wait_for(&rec.done, 6));
+	sender_stop(s);
+	CU_ASSERT_FALSE(rec.out_of_order);
+	CU_ASSERT_EQUAL(rec.next[0], 4);
+	CU_ASSERT_EQUAL(rec.unexpected, 0);
+	CU_ASSERT_EQUAL(atomic_load(&destroyed), 6);
+	natsConnection_Destroy(nc);
+}
+
 /* A replaced connection: what is queued for it is dropped and counted, the
  * other connection's messages keep their order, and sender_forget returns
  * only once the publish in flight on it ended, so destroying it is safe. */
@@ -518,6 +557,7 @@ static CU_TestInfo tests[] = {
 	{"full at cap: refused, caller keeps it, *fill shows the end", test_refuses_at_cap},
 	{"full at max_bytes: refused; one large message goes alone", test_refuses_at_max_bytes},
 	{"publishes cnats refuses are counted", test_counts_refused_publishes},
+	{"publishes over max_payload are counted apart, never retried", test_counts_too_large_apart},
 	{"forget drops a connection's queue, waits for its publish", test_forget_drops_and_waits},
 	{"stop frees what is still queued", test_stop_frees_queued},
 	{"pushes concurrent with publishing: all sent, in order", test_concurrent_push},

@@ -181,6 +181,11 @@ static void fmt_rec(struct trace *t, const struct store_rec *r)
 	case STORE_REC_STREAM_TAKEN:
 		tprintf(t, "floor=%" PRIu64 " seq=%" PRIu64, r->u.taken.floor, r->u.taken.seq);
 		break;
+	case STORE_REC_RETAIN_UNSENT:
+	case STORE_REC_RETAIN_SENT:
+		tstr(t, r->u.mark.topic);
+		tstr(t, r->u.mark.id);
+		break;
 	default:
 		tstr(t, r->u.qos2.client);
 		tprintf(t, " pid=%u", r->u.qos2.packet_id);
@@ -255,6 +260,8 @@ V_SIMPLE(v_will_set, STORE_REC_WILL_SET, will, struct store_will)
 V_SIMPLE(v_will_del, STORE_REC_WILL_DEL, will, struct store_will)
 V_SIMPLE(v_fwd_del, STORE_REC_FWD_DEL, fwd, struct store_fwd)
 V_SIMPLE(v_stream_taken, STORE_REC_STREAM_TAKEN, taken, struct store_stream_taken)
+V_SIMPLE(v_retain_unsent, STORE_REC_RETAIN_UNSENT, mark, struct store_retain_mark)
+V_SIMPLE(v_retain_sent, STORE_REC_RETAIN_SENT, mark, struct store_retain_mark)
 
 static int v_fwd_add(void *ctx, const struct store_fwd *x, void *h)
 {
@@ -316,6 +323,8 @@ static const struct store_visitor tracer = {
 	.fwd_add = v_fwd_add,
 	.fwd_del = v_fwd_del,
 	.stream_taken = v_stream_taken,
+	.retain_unsent = v_retain_unsent,
+	.retain_sent = v_retain_sent,
 };
 
 /* ---- sample records: one or more of every type, in a replayable order ---- */
@@ -342,6 +351,9 @@ static const struct store_rec samples[] = {
 	{.type = STORE_REC_FWD_DEL, .u.fwd = {8, {NULL, 0}}},
 	{.type = STORE_REC_STREAM_TAKEN, .u.taken = {41, 44}},
 	{.type = STORE_REC_STREAM_TAKEN, .u.taken = {0, 1}},
+	{.type = STORE_REC_RETAIN_UNSENT, .u.mark = {S("a/b"), S("a-r-0123456789abcdef-1")}},
+	{.type = STORE_REC_RETAIN_UNSENT, .u.mark = {S("x/y"), S("a-r-0123456789abcdef-2")}},
+	{.type = STORE_REC_RETAIN_SENT, .u.mark = {S("a/b"), {NULL, 0}}},
 	{.type = STORE_REC_FLIGHT_DEL, .u.flight = {S("c1"), 0, 10, 0, 0, 0}},
 	{.type = STORE_REC_QOS2_IN_ADD, .u.qos2 = {S("c1"), 99}},
 	{.type = STORE_REC_QOS2_IN_DEL, .u.qos2 = {S("c1"), 99}},
@@ -607,6 +619,12 @@ static void test_record_encode_rejects_out_of_range(void)
 		{.type = STORE_REC_SESSION_PUT, .u.session = {S("c"), 4, 0, 0, 0, STORE_OWNER_USER, S("al\0ce")}},
 		{.type = STORE_REC_SESSION_PUT, .u.session = {S("c"), 4, 0, 0, 0, STORE_OWNER_USER, {big, 65536}}},
 		{.type = STORE_REC_SESSION_DEL, .u.session = {S("c"), 0, 0, 0, 0, STORE_OWNER_USER, S("a")}},
+		/* Retained marks: no topic, no id, an id over 255 bytes, an id on RETAIN_SENT. */
+		{.type = STORE_REC_RETAIN_UNSENT, .u.mark = {{NULL, 0}, S("i")}},
+		{.type = STORE_REC_RETAIN_UNSENT, .u.mark = {S("t"), {NULL, 0}}},
+		{.type = STORE_REC_RETAIN_UNSENT, .u.mark = {S("t"), {big, 256}}},
+		{.type = STORE_REC_RETAIN_SENT, .u.mark = {{NULL, 0}, {NULL, 0}}},
+		{.type = STORE_REC_RETAIN_SENT, .u.mark = {S("t"), S("i")}},
 	};
 	uint8_t buf[64];
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -901,6 +919,50 @@ static void test_truncated_tail_every_offset_loads_prefix_and_truncates(void)
 		trace_free(&t);
 	}
 	trace_free(&want);
+	free(orig);
+}
+
+/* The retained bucket's mark comes after the write it marks (RETAIN_SET,
+ * then RETAIN_UNSENT): a tail torn anywhere in the mark keeps the write
+ * without it (its publish was not acknowledged: the ack waited for both),
+ * and the repaired log takes the mark again on a clean boundary. */
+static void test_retain_unsent_torn_tail_keeps_the_write(void)
+{
+	const struct store_rec recs[] = {
+		{.type = STORE_REC_MSG_PUT, .u.msg = {.id = 5, .qos = 1, .flags = STORE_MSG_RETAIN, .topic = S("r/t"),
+						       .payload = B("new")}},
+		{.type = STORE_REC_RETAIN_SET, .u.retain = {S("r/t"), 5}},
+		{.type = STORE_REC_RETAIN_UNSENT, .u.mark = {S("r/t"), S("a-r-00000000000000ff-7")}},
+	};
+	size_t n = sizeof recs / sizeof recs[0], offs[4], len;
+	write_file(LOG1, STORE_FILE_LOG, 1, recs, n, offs);
+	uint8_t *orig = read_all(LOG1, &len);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(orig);
+	struct trace want = {0}, whole = {0};
+	trace_of(&want, recs, n - 1, SIZE_MAX);
+	trace_of(&whole, recs, n, SIZE_MAX);
+	for (size_t cut = offs[n - 1] + 1; cut < len; cut++) {
+		struct trace t = {0};
+		struct store_load_stats st;
+		write_all_bytes(LOG1, orig, cut);
+		struct store *s = open_load(STORE_FSYNC_NO, &t, &st);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+		CU_ASSERT_STRING_EQUAL(t.buf, want.buf);
+		CU_ASSERT_EQUAL(st.truncated_bytes, cut - offs[n - 1]);
+		CU_ASSERT_EQUAL(store_append_retain_unsent(s, "r/t", 3, "a-r-00000000000000ff-7", 22), 0);
+		store_close(s);
+		CU_ASSERT_EQUAL(file_size(LOG1), (long)len);
+		trace_free(&t);
+	}
+	struct trace t = {0};
+	struct store *s = open_load(STORE_FSYNC_NO, &t, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+	CU_ASSERT_STRING_EQUAL(t.buf, whole.buf);
+	CU_ASSERT_EQUAL(store_append_retain_sent(s, "r/t", 3), 0);
+	store_close(s);
+	trace_free(&t);
+	trace_free(&want);
+	trace_free(&whole);
 	free(orig);
 }
 
@@ -1530,6 +1592,7 @@ static CU_TestInfo file_tests[] = {
 	{"SESSION_PUT with and without its owner (versions 1 and 2)", test_session_owner_old_and_new_form},
 	{"SESSION_PUT with a claim time (version 3); versions 1 and 2 still load", test_session_claim_time_form},
 	{"torn tail at every offset: prefix loaded, file truncated", test_truncated_tail_every_offset_loads_prefix_and_truncates},
+	{"retained mark torn at every offset: the write stays, unmarked", test_retain_unsent_torn_tail_keeps_the_write},
 	{"bit flip in a middle record skips only that record", test_bit_flip_in_middle_record_skips_only_it},
 	{"unknown message ids skipped, orphans released", test_dangling_reference_skipped_and_orphan_released},
 	{"bad file headers refuse start naming file and offset", test_bad_headers_refuse_with_file_and_offset},

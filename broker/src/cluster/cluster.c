@@ -22,15 +22,19 @@
  *   Wisp-Expiry  seconds of Message Expiry Interval left
  *   Wisp-Props   forwarded v5 properties, base64 of the MQTT encoding
  * A message without them (a NATS-native publisher) is delivered at QoS 0.
+ * A message whose NATS form is over nats-server's max_payload is not
+ * sent at all (is_too_large: counted, logged, delivered here only).
  *
  * Loop thread only, except the cnats callbacks at the end of this file,
- * which touch nothing but the inbox, and a rejoin's connector thread
+ * which touch nothing but the inbox (and on_connected the max_payload
+ * atomic), and a rejoin's connector thread
  * (struct connector), which only makes a connection and raises an event.
  */
 #include "cluster.h"
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +73,22 @@
 /* Messages taken from the inbox per loop wake-up, so NATS traffic cannot
  * starve the node's own clients. */
 #define TAKE_BATCH 256
+
+/* The bytes a message's NATS form carries besides its payload and the
+ * base64 of its v5 properties, at most, the node's name aside (it comes
+ * twice: Wisp-Node, Nats-Msg-Id): cnats writes "NATS/1.0\r\n", then
+ * "Key: value\r\n" per header and "\r\n", and nats-server's max_payload
+ * counts them with the payload. Every number at its longest; Wisp-Retain
+ * and the retained record's Wisp-Expires (longer than Wisp-Expiry) both
+ * counted, so it bounds cluster.c's, durable.c's and retained_kv.c's. */
+#define NATS_HEADERS_MAX                                                                                     \
+	(12       /* "NATS/1.0\r\n", and the "\r\n" that ends the headers */                                \
+	 + 13     /* "Wisp-Node: " <node> "\r\n" */                                                         \
+	 + 49     /* "Wisp-Seq: " <run, 16> "-" <20 digits> "\r\n" */                                       \
+	 + 13 + 16 /* "Wisp-QoS: 1\r\n", "Wisp-Retain: 1\r\n" */                                          \
+	 + 36     /* "Wisp-Expires: " <20 digits> "\r\n" */                                                 \
+	 + 54     /* "Nats-Msg-Id: " <node> "-" <run, 16> "-f" <20 digits> "\r\n" */                        \
+	 + 14)    /* "Wisp-Props: " <base64> "\r\n" */
 
 struct interest {
 	struct interest *next;
@@ -139,6 +159,14 @@ struct cluster {
 	struct nats_signer *signer; /* NKey of every connection (nats_auth.h); NULL: none */
 	struct sender *sender;   /* publishes the data messages off the loop thread (sender.h) */
 	uint64_t send_failed_seen; /* sender_failed() already counted */
+	uint64_t sender_too_large_seen; /* sender_too_large() already counted */
+	/* The main connection's max_payload at its last connect (on_connected,
+	 * any thread; 0: never connected), and what a message's NATS form
+	 * adds to its payload at most (NATS_HEADERS_MAX and the node's name). */
+	_Atomic int64_t max_payload;
+	uint64_t nats_headers_max;
+	int64_t too_large_said;   /* the max_payload the last too-large line named: once per value */
+	int64_t max_payload_said; /* the max_payload the connect NOTICE looked at */
 	bool send_drop_logged;   /* this overflow episode of the sender's ring is logged */
 	uint64_t pending_dropped_gone; /* cnats's drops of subscriptions since destroyed */
 	bool pending_drops;      /* cnats dropped messages lately: counted again at each wake-up */
@@ -466,6 +494,46 @@ static int publish_gate(void *ctx, struct conn *conn, const struct topic_level *
 	return durable_wait(c->durable, conn);
 }
 
+/* Messages that cannot cross because their NATS form is over `limit`
+ * (NATS's max_payload): counted, and said once per limit, with what to
+ * change. bytes: the last one's NATS form, at most (0: not known). */
+static void too_large(struct cluster *c, uint64_t n, uint64_t bytes, int64_t limit)
+{
+	c->b->stats.cluster.too_large += n;
+	if (c->too_large_said == limit)
+		return;
+	c->too_large_said = limit;
+	char size[128] = "";
+	if (bytes)
+		snprintf(size, sizeof size, " (%llu bytes at most: its payload, the base64 of its v5 properties and "
+			 "%llu bytes of headers)", (unsigned long long)bytes, (unsigned long long)c->nats_headers_max);
+	log_msg(LOG_WARNING, "cluster", "a message's NATS form%s is over NATS's max_payload (%lld bytes): it reaches "
+		"this node's subscribers only, and a QoS 1/2 one is acknowledged as on a single node; counted in "
+		"$SYS/broker/cluster/messages/too_large (said once per max_payload). Raise nats-server's "
+		"max_payload, or lower limits.max_packet_size", size, (long long)limit);
+}
+
+/*
+ * Whether m's NATS form is over the max_payload of the connection it would
+ * go on (*limit): cnats refuses such a message whole, at every try, so it
+ * is not handed over at all. From integers only (a bound: each header at
+ * its longest, *bytes); 0 max_payload (never connected) checks nothing,
+ * and the sender thread and the JetStream worker then give up on such a
+ * message themselves.
+ */
+static bool is_too_large(struct cluster *c, const struct msg *m, uint64_t *bytes, int64_t *limit)
+{
+	int64_t max = atomic_load_explicit(&c->max_payload, memory_order_relaxed);
+	if (m->qos && c->durable) {
+		int64_t js = durable_max_payload(c->durable);
+		if (js > 0 && (max <= 0 || js < max))
+			max = js;
+	}
+	*limit = max;
+	*bytes = (uint64_t)m->payload_len + 4u * (((uint64_t)m->props_len + 2u) / 3u) + c->nats_headers_max;
+	return max > 0 && *bytes > (uint64_t)max;
+}
+
 /* What the sender thread could not publish, into the loop's counters. */
 static void count_send_failures(struct cluster *c)
 {
@@ -474,6 +542,36 @@ static void count_send_failures(struct cluster *c)
 		c->b->stats.cluster.send_failed += failed - c->send_failed_seen;
 		c->send_failed_seen = failed;
 	}
+	uint64_t big = sender_too_large(c->sender);
+	if (big != c->sender_too_large_seen) {
+		too_large(c, big - c->sender_too_large_seen, 0, atomic_load_explicit(&c->max_payload, memory_order_relaxed));
+		c->sender_too_large_seen = big;
+	}
+}
+
+/* At each connect: a max_payload below what limits.max_packet_size lets
+ * in means some messages will not cross; said once per value, before the
+ * first such message, with what to change. */
+static void check_max_payload(struct cluster *c)
+{
+	int64_t max = atomic_load_explicit(&c->max_payload, memory_order_relaxed);
+	uint64_t packet = c->b->cfg->limits.max_packet_size;
+	if (max <= 0 || max == c->max_payload_said)
+		return;
+	c->max_payload_said = max;
+	/* A packet's payload and properties together are under its size;
+	 * base64 makes the properties 4/3 as long. */
+	uint64_t worst = packet / 3u * 4u + 4u + c->nats_headers_max;
+	if (worst <= (uint64_t)max)
+		return;
+	uint64_t fits = (uint64_t)max > c->nats_headers_max + 4u ? ((uint64_t)max - c->nats_headers_max - 4u) / 4u * 3u : 0;
+	log_msg(LOG_NOTICE, "cluster", "NATS's max_payload (%lld bytes) is below what limits.max_packet_size (%llu) "
+		"lets in: a message whose payload plus base64 of its v5 properties is over %llu bytes is delivered "
+		"on this node only, not to the other nodes (counted in $SYS/broker/cluster/messages/too_large). For "
+		"every message to cross, set nats-server's max_payload to %llu or more, or limits.max_packet_size "
+		"to %llu or less", (long long)max, (unsigned long long)packet,
+		(unsigned long long)((uint64_t)max > c->nats_headers_max ? (uint64_t)max - c->nats_headers_max : 0),
+		(unsigned long long)worst, (unsigned long long)fits);
 }
 
 static size_t cluster_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels)
@@ -488,7 +586,15 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 		 * the stream anyway while a node that is down keeps a consumer
 		 * there, for its persistent sessions (dormant.h). */
 		int rc = 0;
-		if (!goes_to_nats(c, m->qos, levels, nlevels)) {
+		bool wanted = goes_to_nats(c, m->qos, levels, nlevels);
+		uint64_t bytes = 0;
+		int64_t limit = 0;
+		/* Over NATS's max_payload it cannot cross: delivered here as on
+		 * a single node (QoS 1/2 acked so), not held or retried. */
+		bool big = (wanted || m->retain) && is_too_large(c, m, &bytes, &limit);
+		if (big) {
+			too_large(c, 1, bytes, limit);
+		} else if (!wanted) {
 			c->b->stats.cluster.unwanted++;
 		} else if ((rc = send_to_nats(c, m, &to_stream)) == 0) {
 			c->b->stats.cluster.sent++;
@@ -499,7 +605,7 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 		} else {
 			c->b->stats.cluster.send_failed++;
 		}
-		if (m->retain)
+		if (m->retain && !big)
 			retained_kv_publish(c->retained, m);
 	}
 	/* NATS picks the node for the shared groups of what it took; while
@@ -883,6 +989,8 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		b->stats.cluster.connected = 1;
 		log_msg(LOG_NOTICE, "cluster", "connected to NATS as node '%s'", c->node);
 	}
+	if (ev & EV_CONNECTED)
+		check_max_payload(c);
 	if (ev & RETAINED_KV_EVENT)
 		retained_kv_event(c->retained);
 	if (ev & EV_MAIN_MADE && c->main_k.running)
@@ -947,8 +1055,11 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 
 static void on_connected(natsConnection *nc, void *closure)
 {
-	(void)nc;
-	inbox_raise(&((struct cluster *)closure)->inbox, EV_CONNECTED);
+	struct cluster *c = closure;
+	/* Here, not on the loop: the loop never takes a connection's lock,
+	 * which a stalled write holds (sender.h). */
+	atomic_store_explicit(&c->max_payload, natsConnection_GetMaxPayload(nc), memory_order_relaxed);
+	inbox_raise(&c->inbox, EV_CONNECTED);
 }
 
 static void on_disconnected(natsConnection *nc, void *closure)
@@ -1125,6 +1236,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	c->buf = wisp_malloc(c->buf_cap);
 	if (!c->node || !c->prefix || !c->buckets || !c->buf)
 		goto nomem;
+	c->nats_headers_max = NATS_HEADERS_MAX + 2u * strlen(c->node);
+	atomic_init(&c->max_payload, 0);
 	if (inbox_init(&c->inbox, cfg->inbound_queue) != 0)
 		goto nomem;
 	int src = sender_start(&c->sender, cfg->send_queue, cfg->send_queue_bytes);

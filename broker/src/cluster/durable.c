@@ -12,6 +12,9 @@
  * PUBACK/PUBREC names its ticket and leaves, in FIFO order, once its
  * ticket is at or below the floor; an ack of a connection that already
  * has held acks queues behind them with ticket 0 (order per connection).
+ * A ticket the worker gave up (its message over NATS's max_payload, which
+ * would be refused at every try) comes back as acked: its ack goes and
+ * the forwarding queue moves on; JSW_EV_TOO_LARGE has it counted.
  *
  * The forwarding queue (store-and-forward): while JetStream is out of
  * reach (the worker's connection down, or the stream not set up yet) and
@@ -152,6 +155,9 @@ struct durable {
 	struct conn *resuming;   /* the one on_resume hands its packet back to */
 	struct loop_timer resume;
 	bool wait_logged;        /* this episode of waiting is logged */
+	uint64_t too_large_seen; /* jsw_too_large's count already in the stats */
+	bool too_large_said;     /* said once per set-up of the stream */
+	uint64_t too_large_at_down; /* too_large_seen when the forwarding queue began */
 	/* tickets */
 	uint64_t last_ticket, floor, afloor;
 	uint8_t *done;           /* T_ACKED | T_STORED, by ticket % out_cap */
@@ -212,6 +218,8 @@ struct durable {
 };
 
 const char *durable_stream(const struct durable *d) { return d->stream; }
+
+int64_t durable_max_payload(const struct durable *d) { return jsw_max_payload(d->w); }
 
 /* ---- the ack gate (broker.h) ---- */
 
@@ -595,8 +603,12 @@ static void fq_settle(struct durable *d)
 	fq_pump(d);
 	advance(d);
 	if (d->buffering_said && is_up(d) && !d->fq_len && !d->fq_stored) {
+		char but[96] = "";
+		if (d->too_large_seen != d->too_large_at_down)
+			snprintf(but, sizeof but, ", but %llu given up as over NATS's max_payload",
+				 (unsigned long long)(d->too_large_seen - d->too_large_at_down));
 		log_msg(LOG_NOTICE, "cluster", "forwarding queue drained: every QoS 1/2 message kept while "
-			"JetStream was out of reach is in stream '%s'", d->stream);
+			"JetStream was out of reach is in stream '%s'%s", d->stream, but);
 		d->buffering_said = false;
 	}
 }
@@ -751,7 +763,33 @@ static void went_down(struct durable *d)
 			"the store (cluster.forward_queue) and acknowledged; they go to stream '%s' when it is back",
 			d->stream);
 		d->buffering_said = true;
+		d->too_large_at_down = d->too_large_seen;
 	}
+}
+
+/* Messages the worker gave up as over NATS's max_payload (their tickets
+ * come back as done: their acks go, the forwarding queue moves on):
+ * counted, and logged once per set-up of the stream. cluster.c checks
+ * each message first, so these are the ones that passed that check: kept
+ * in the store while NATS was down, or a server with a smaller limit
+ * since. */
+static void too_large(struct durable *d)
+{
+	uint64_t count;
+	int64_t bytes, limit;
+	jsw_too_large(d->w, &count, &bytes, &limit);
+	if (count == d->too_large_seen)
+		return; /* counted at an earlier event */
+	d->b->stats.cluster.too_large += count - d->too_large_seen;
+	d->too_large_seen = count;
+	if (d->too_large_said)
+		return;
+	d->too_large_said = true;
+	log_msg(LOG_WARNING, "cluster", "a QoS 1/2 message for other nodes (payload %lld bytes, plus its NATS "
+		"headers) is over NATS's max_payload (%lld bytes): dropped from the stream (kept here while NATS was "
+		"down, or NATS's limit shrank), it reached this node's subscribers only and its publisher was "
+		"acknowledged; counted in $SYS/broker/cluster/messages/too_large. Raise nats-server's max_payload, or "
+		"lower limits.max_packet_size", (long long)bytes, (long long)limit);
 }
 
 static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
@@ -780,6 +818,10 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 		log_msg(LOG_NOTICE, "cluster", "the JetStream connection '%s-js' is back: stream '%s' set up again",
 			d->consumer, d->stream);
 	}
+	if (ev & JSW_EV_READY)
+		d->too_large_said = false; /* perhaps another server, another max_payload */
+	if (ev & JSW_EV_TOO_LARGE)
+		too_large(d);
 	if (ev & JSW_EV_READY && !d->ready) {
 		d->ready = true;
 		d->b->stats.cluster.durable_ready = 1;

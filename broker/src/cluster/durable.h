@@ -112,6 +112,10 @@ uint64_t durable_list_consumers(void *d);
 
 /* The stream's name, the first token of its subjects. */
 const char *durable_stream(const struct durable *d);
+/* Loop thread: the max_payload of the worker's NATS connection as of its
+ * last (re)connect (0: not connected yet), what a QoS 1/2 message's NATS
+ * form must fit in to reach the stream. A few loads, no lock. */
+int64_t durable_max_payload(const struct durable *d);
 /*
  * Whether a QoS 1/2 PUBLISH of connection c that another node wants must
  * wait before it is handled: no ticket is free, or other connections wait

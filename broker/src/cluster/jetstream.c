@@ -9,6 +9,7 @@
 #include "jetstream.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,11 @@ struct jsw {
 	int closed_cbs_due;
 	uint64_t setups;     /* stream set-ups done, and the stream's last sequence at the latest */
 	uint64_t stream_last_seq;
+	/* Publishes given up as over the server's max_payload, and the last
+	 * one's payload and the limit then (jsw_too_large). */
+	uint64_t too_large;
+	int64_t too_large_bytes, too_large_limit;
+	_Atomic int64_t max_payload; /* the connection's, at its last (re)connect; 0: not known yet */
 	struct slot *slots;  /* out_cap, by ticket % out_cap */
 	struct tring out;    /* tickets to publish (loop) */
 	struct tring replies; /* JetStream's replies (cnats thread) */
@@ -468,6 +474,23 @@ static uint64_t retire_clock(void *ctx)
 	return (uint64_t)now_ms();
 }
 
+/* Under mu: slot `sl`'s message can never be published (over the
+ * server's max_payload): it is destroyed and its ticket handed back as
+ * done, so its publisher's ack, the forwarding queue behind it and the
+ * slot are not held for ever; the loop counts and logs it
+ * (JSW_EV_TOO_LARGE). */
+static void give_up_too_large(struct jsw *w, struct slot *sl, int64_t limit)
+{
+	w->too_large++;
+	w->too_large_bytes = natsMsg_GetDataLength(sl->m);
+	w->too_large_limit = limit;
+	natsMsg_Destroy(sl->m);
+	sl->m = NULL;
+	sl->state = SLOT_EMPTY;
+	inbox_raise(w->acks, JSW_EV_TOO_LARGE);
+	inbox_push(w->acks, (void *)(uintptr_t)sl->ticket);
+}
+
 /* Under mu; drops it to publish slot `sl`'s message (only the worker
  * frees one, so it stays valid). */
 static void send_slot(struct jsw *w, struct slot *sl)
@@ -477,9 +500,13 @@ static void send_slot(struct jsw *w, struct slot *sl)
 	natsMsg *m = sl->m;
 	pthread_mutex_unlock(&w->mu);
 	/* Disconnected: cnats buffers it (8 MiB) or refuses; refused or lost,
-	 * it times out below and goes again. */
-	natsConnection_PublishMsg(w->nc, m);
+	 * it times out below and goes again. Over max_payload, cnats refuses
+	 * it at once, and would at every try. */
+	natsStatus st = natsConnection_PublishMsg(w->nc, m);
+	int64_t limit = st == NATS_MAX_PAYLOAD ? natsConnection_GetMaxPayload(w->nc) : 0;
 	pthread_mutex_lock(&w->mu);
+	if (st == NATS_MAX_PAYLOAD)
+		give_up_too_large(w, sl, limit);
 }
 
 /* Under mu: a reply came for a ticket. */
@@ -628,6 +655,8 @@ static void *run(void *arg)
 				st = ensure_stream(w, &last_seq);
 				if (st == NATS_OK) {
 					/* Known before the consumer can deliver anything. */
+					atomic_store_explicit(&w->max_payload, natsConnection_GetMaxPayload(w->nc),
+							      memory_order_relaxed);
 					pthread_mutex_lock(&w->mu);
 					w->setups++;
 					w->stream_last_seq = last_seq;
@@ -707,8 +736,8 @@ static void *run(void *arg)
  * on the loop's thread, for ever. run() notices the connection itself. */
 static void on_connected(natsConnection *nc, void *closure)
 {
-	(void)nc;
 	struct jsw *w = closure;
+	atomic_store_explicit(&w->max_payload, natsConnection_GetMaxPayload(nc), memory_order_relaxed);
 	pthread_mutex_lock(&w->mu);
 	w->regroup = true;
 	pthread_cond_signal(&w->cv);
@@ -881,6 +910,7 @@ int jsw_start(struct jsw **out, const char *urls, const struct jsw_config *cfg, 
 	w->acks = acks;
 	w->msgs = msgs;
 	pthread_mutex_init(&w->mu, NULL);
+	atomic_init(&w->max_payload, 0);
 	pthread_cond_init(&w->cv, NULL);
 	nats_retire_init(&w->retired, retire_clock, NULL, NULL);
 	size_t slen = strlen(cfg->stream);
@@ -1011,6 +1041,17 @@ void jsw_publish(struct jsw *w, natsMsg *m, uint64_t ticket)
 	}
 	*sl = (struct slot){.m = m, .ticket = ticket, .state = SLOT_QUEUED};
 	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int64_t jsw_max_payload(struct jsw *w) { return atomic_load_explicit(&w->max_payload, memory_order_relaxed); }
+
+void jsw_too_large(struct jsw *w, uint64_t *count, int64_t *bytes, int64_t *limit)
+{
+	pthread_mutex_lock(&w->mu);
+	*count = w->too_large;
+	*bytes = w->too_large_bytes;
+	*limit = w->too_large_limit;
 	pthread_mutex_unlock(&w->mu);
 }
 

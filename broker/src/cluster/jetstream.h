@@ -25,7 +25,11 @@
  *    the ticket back on `acks`; an error, a 503 (no stream), or no reply
  *    within 5 s publishes it again, every half second, never giving up: its
  *    client's ack waits for it, and the loop bounds how many may be
- *    outstanding (cluster.outbound_queue). cnats's own async publish is
+ *    outstanding (cluster.outbound_queue). The one exception is a message
+ *    cnats refuses as over the server's max_payload (a server restarted
+ *    with a smaller one, a message stored while NATS was down): it would
+ *    be refused at every try, so it is dropped and its ticket handed back
+ *    as done (JSW_EV_TOO_LARGE), freeing its slot and its client's ack. cnats's own async publish is
  *    not used: 3.4 cannot give back the messages still pending at
  *    shutdown (they stay marked as its own), and this keeps every message
  *    in one place.
@@ -83,6 +87,9 @@
  * why); the worker makes a new one on its own, NATS_REJOIN_FIRST_MS
  * doubling to NATS_REJOIN_MAX_MS, and raises JSW_EV_READY once set up. */
 #define JSW_EV_CLOSED 0x400u
+/* A publish was given up: over the NATS server's max_payload (ask
+ * jsw_too_large); its ticket came back as done. */
+#define JSW_EV_TOO_LARGE 0x1000u
 
 struct jsw_config {
 	const char *stream;        /* the stream's name, and its subjects' first token */
@@ -132,6 +139,12 @@ bool jsw_connected(struct jsw *w);
 /* Any thread: why NATS closed the worker's connection for good, the last
  * time it did ("" if never). */
 void jsw_closed_reason(struct jsw *w, char *out, size_t cap);
+/* Any thread: the worker connection's max_payload as of its last
+ * (re)connect, 0 before the first: a few loads, no lock. */
+int64_t jsw_max_payload(struct jsw *w);
+/* Any thread: publishes given up so far as over the server's max_payload,
+ * and the last one's payload bytes and the limit then. */
+void jsw_too_large(struct jsw *w, uint64_t *count, int64_t *bytes, int64_t *limit);
 /* Loop thread. Takes m, a message from msgs, to acknowledge to JetStream. */
 void jsw_ack(struct jsw *w, natsMsg *m);
 /*

@@ -18,15 +18,15 @@ uint64_t claim_time(uint64_t now_ns, uint64_t known_ns)
 	return known_ns < UINT64_MAX ? known_ns + 1 : known_ns;
 }
 
-enum record_verdict retained_record_verdict(bool has_pending, uint64_t pending_seq, bool own, uint64_t own_seq)
+enum record_verdict retained_record_verdict(bool has_pending, bool unsent, uint64_t acked_seq, uint64_t record_seq)
 {
 	if (!has_pending)
 		return RECORD_APPLY;
-	/* Another node's record before our pending one, or an older one of
-	 * ours: the stream holds ours after it, so ours is what stays. */
-	if (!own || own_seq < pending_seq)
+	/* Not acknowledged yet: ours goes into the stream after whatever is
+	 * read now (another node's record, or our own older one). */
+	if (unsent || record_seq < acked_seq)
 		return RECORD_SKIP;
-	return RECORD_SKIP_ARRIVED;
+	return record_seq == acked_seq ? RECORD_SKIP_ARRIVED : RECORD_APPLY;
 }
 
 size_t figures_parse(const char *p, size_t len, const char *const *names, size_t n, uint64_t *values)

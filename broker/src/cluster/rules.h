@@ -25,15 +25,17 @@ bool claim_loses_to_local(uint64_t mine_ns, const char *my_node, uint64_t claim_
 uint64_t claim_time(uint64_t now_ns, uint64_t known_ns);
 
 /* What to do with a record of a topic while one of this node's own writes
- * to it (numbered pending_seq) is on its way. */
+ * to it is not yet known to be behind us in the bucket's stream. */
 enum record_verdict {
-	RECORD_APPLY,         /* no write of ours on its way (or it was lost): apply */
-	RECORD_SKIP,          /* older than our pending write in the stream: skip */
-	RECORD_SKIP_ARRIVED,  /* our pending write itself: the store has it; forget the pending entry */
+	RECORD_APPLY,         /* no write of ours before it (or none at all): apply (and forget the entry) */
+	RECORD_SKIP,          /* the stream holds (or will hold) our write after it: skip */
+	RECORD_SKIP_ARRIVED,  /* our acknowledged write itself: the store has it; forget the entry */
 };
-/* has_pending: an own write to the topic is on its way and not stale;
- * own: the record is this node's run's, numbered own_seq. */
-enum record_verdict retained_record_verdict(bool has_pending, uint64_t pending_seq, bool own, uint64_t own_seq);
+/* has_pending: the topic has an entry; unsent: its last write is not
+ * acknowledged by JetStream yet (it will land after every record read so
+ * far); else acked_seq is the stream sequence JetStream gave it, and
+ * record_seq the record's. */
+enum record_verdict retained_record_verdict(bool has_pending, bool unsent, uint64_t acked_seq, uint64_t record_seq);
 
 /* Parses "name=value name=value ..." (len bytes, no NUL needed): for each
  * names[i] present, values[i] = its value (others untouched). Malformed

@@ -31,6 +31,7 @@ struct sender {
 	uint64_t bytes, max_bytes;
 	atomic_bool stop;
 	atomic_uint_fast64_t failed;
+	atomic_uint_fast64_t too_large;
 };
 
 static void *run(void *arg)
@@ -55,8 +56,14 @@ static void *run(void *arg)
 		for (size_t i = 0; i < n; i++) {
 			/* Stopping: the rest goes unsent, rather than each
 			 * waiting out a stalled server's write deadline. */
-			if (atomic_load_explicit(&s->stop, memory_order_relaxed) ||
-			    natsConnection_PublishMsg(batch[i].nc, batch[i].nm) != NATS_OK)
+			natsStatus st = atomic_load_explicit(&s->stop, memory_order_relaxed)
+						? NATS_CONNECTION_CLOSED
+						: natsConnection_PublishMsg(batch[i].nc, batch[i].nm);
+			/* Over the server's max_payload: cnats refuses it before
+			 * writing anything, and would every time. */
+			if (st == NATS_MAX_PAYLOAD)
+				atomic_fetch_add_explicit(&s->too_large, 1, memory_order_relaxed);
+			else if (st != NATS_OK)
 				atomic_fetch_add_explicit(&s->failed, 1, memory_order_relaxed);
 			natsMsg_Destroy(batch[i].nm);
 		}
@@ -84,6 +91,7 @@ int sender_start(struct sender **out, size_t cap, uint64_t max_bytes)
 	s->max_bytes = max_bytes;
 	atomic_init(&s->stop, false);
 	atomic_init(&s->failed, 0);
+	atomic_init(&s->too_large, 0);
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
 	pthread_cond_init(&s->idle, NULL);
@@ -166,6 +174,11 @@ void sender_forget(struct sender *s, natsConnection *nc)
 uint64_t sender_failed(const struct sender *s)
 {
 	return atomic_load_explicit(&((struct sender *)s)->failed, memory_order_relaxed);
+}
+
+uint64_t sender_too_large(const struct sender *s)
+{
+	return atomic_load_explicit(&((struct sender *)s)->too_large, memory_order_relaxed);
 }
 
 size_t sender_cap(const struct sender *s) { return s->cap; }

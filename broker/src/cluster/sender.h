@@ -14,7 +14,8 @@
  * order, which the receivers' duplicate check relies on: cluster.c's
  * seen_before). A full ring refuses the message, never blocks and never
  * grows: the caller drops it (these are at-most-once messages) and counts
- * it. The thread may wait in cnats as long as NATS makes it; cnats's write
+ * it. A message cnats refuses is destroyed and counted, never tried
+ * again. The thread may wait in cnats as long as NATS makes it; cnats's write
  * deadline (cluster.write_deadline) and ping interval bound that, and end
  * in cnats's own "connection lost" path.
  *
@@ -53,6 +54,10 @@ void sender_forget(struct sender *s, natsConnection *nc);
 /* Publishes cnats refused so far (disconnected with its reconnect buffer
  * full, a write past its deadline, ...). Any thread. */
 uint64_t sender_failed(const struct sender *s);
+/* Publishes cnats refused as over the NATS server's max_payload (not in
+ * sender_failed): the loop checks first (cluster.c), so only a server
+ * whose max_payload shrank since the check. Any thread. */
+uint64_t sender_too_large(const struct sender *s);
 /* The ring's capacity in messages and bytes, for logs. */
 size_t sender_cap(const struct sender *s);
 uint64_t sender_max_bytes(const struct sender *s);

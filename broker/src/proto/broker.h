@@ -54,6 +54,7 @@ struct broker_stats {
 		uint64_t dropped;        /* from NATS, dropped: cluster.inbound_queue full, or unusable */
 		uint64_t send_failed;    /* not published to NATS (disconnected and its buffer full, ...) */
 		uint64_t send_dropped;   /* wanted QoS 0 dropped: cluster.send_queue full (cluster/sender.h) */
+		uint64_t too_large;      /* not sent to NATS: their NATS form over its max_payload (cluster.c) */
 		uint64_t pending_dropped; /* from NATS, dropped by cnats: a subscription's pending limit full */
 		uint64_t subjects;       /* NATS subscriptions held for local interest */
 		uint64_t connected;      /* 1 while connected to NATS */
@@ -65,6 +66,8 @@ struct broker_stats {
 		uint64_t forward_bytes;  /* their bytes */
 		uint64_t forward_overflow; /* not kept there (forward_queue full): their acks waited for JetStream */
 		uint64_t retained_applied; /* retained records from the JetStream bucket applied here (retained_kv.h) */
+		uint64_t retained_unsent; /* this node's retained writes not yet acknowledged by the bucket */
+		uint64_t retained_untracked; /* retained writes past the outbox's bound: sent to the bucket at most once */
 		uint64_t taken_over;     /* sessions ended here because their client connected at another node */
 		uint64_t unwanted;       /* messages no other node wanted: not sent to NATS (cluster/interest.h) */
 		uint64_t interest_timeouts; /* SUBACKs sent before every node answered their filters' announcement */
@@ -181,6 +184,13 @@ struct broker {
 		uint64_t stream_floor;
 		uint64_t *taken;
 		size_t taken_len, taken_cap;
+		/* Retained writes not yet in the cluster's bucket as the store
+		 * had them (persist_retain_unsent_get), and who writes the live
+		 * ones at compaction (persist_retain_marks_by). */
+		struct persist_unsent *unsent;
+		size_t unsent_len, unsent_cap;
+		int (*emit_marks)(void *ctx, struct store *st);
+		void *emit_marks_ctx;
 	} persist;
 	/* A second condition on acks, in front of the store's (cluster/durable.c):
 	 * hold takes an ack that must wait for more than the store (1), and

@@ -120,6 +120,8 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.send_failed), .sys = "cluster/messages/send_failed"},
 	{"cluster_send_dropped_total", "QoS 0 messages another node wanted, dropped: cluster.send_queue full (NATS "
 	 "not taking them).", COUNTER, STAT(cluster.send_dropped), .sys = "cluster/messages/send_dropped"},
+	{"cluster_too_large_total", "Messages not sent to the other nodes: their NATS form (payload, headers, "
+	 "properties) over NATS's max_payload.", COUNTER, STAT(cluster.too_large), .sys = "cluster/messages/too_large"},
 	{"cluster_pending_dropped_total", "Messages from NATS dropped by NATS's client: a subscription's pending limit "
 	 "(cluster.inbound_queue) full.", COUNTER, STAT(cluster.pending_dropped), .sys = "cluster/messages/pending_dropped"},
 	{"cluster_subjects", "NATS subscriptions held for this node's filters.", GAUGE, STAT(cluster.subjects),
@@ -152,6 +154,11 @@ const struct metric metrics_table[] = {
 	 "their acks waited for JetStream.", COUNTER, STAT(cluster.forward_overflow), .sys = "cluster/forward/overflow"},
 	{"cluster_retained_applied_total", "Retained records from the cluster's JetStream bucket applied to this node's store.",
 	 COUNTER, STAT(cluster.retained_applied), .sys = "cluster/retained/applied"},
+	{"cluster_retained_unsent", "This node's retained writes (sets and deletions) waiting for the cluster's "
+	 "JetStream bucket to acknowledge them.", GAUGE, STAT(cluster.retained_unsent), .sys = "cluster/retained/unsent"},
+	{"cluster_retained_untracked_total", "Retained writes past the outbox's bound (stored retained messages plus "
+	 "65,536), published to the bucket at most once.", COUNTER, STAT(cluster.retained_untracked),
+	 .sys = "cluster/retained/untracked"},
 	{"cluster_taken_over_total", "Sessions ended here because their client id connected at another node.", COUNTER,
 	 STAT(cluster.taken_over), .sys = "cluster/clients/taken_over"},
 	{"cluster_sessions_in_total", "Sessions fetched from another node at their client's reconnect.", COUNTER,

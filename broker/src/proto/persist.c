@@ -9,6 +9,7 @@
 #include "broker.h"
 #include "delivery.h"
 #include "flight.h"
+#include "hash.h"
 #include "err.h"
 #include "log.h"
 #include "store.h"
@@ -29,6 +30,14 @@ struct held_ack {
  * deleted out of order, until it reaches the head. */
 struct persist_fwd {
 	struct msg *m;
+	char *id;
+};
+
+/* A retained mark as replayed: id NULL for RETAIN_SENT (until the load's
+ * end, when only the topics whose last mark is RETAIN_UNSENT stay). */
+struct persist_unsent {
+	char *topic;
+	size_t len;
 	char *id;
 };
 
@@ -652,6 +661,131 @@ static void on_durable(struct loop *l, struct loop_io *io, uint32_t events)
 	release_held(b);
 }
 
+/* ---- the cluster's retained bucket: writes not in it yet ---- */
+
+int persist_retain_mark(struct broker *b, const char *topic, size_t len, const char *id, size_t id_len)
+{
+	struct store *st = b->persist.store;
+	if (!st || b->persist.loading)
+		return WISP_EINVAL;
+	int rc = id ? store_append_retain_unsent(st, topic, len, id, id_len) : store_append_retain_sent(st, topic, len);
+	if (rc != 0)
+		append_failed(b, rc);
+	return rc;
+}
+
+static int unsent_push(struct broker *b, const char *topic, size_t len, const char *id, size_t id_len)
+{
+	if (b->persist.unsent_len == b->persist.unsent_cap) {
+		size_t cap = b->persist.unsent_cap ? b->persist.unsent_cap * 2 : 16;
+		struct persist_unsent *v = wisp_realloc(b->persist.unsent, cap * sizeof *v);
+		if (!v)
+			return WISP_ENOMEM;
+		b->persist.unsent = v;
+		b->persist.unsent_cap = cap;
+	}
+	char *t = wisp_strndup(topic, len);
+	char *i = id ? wisp_strndup(id, id_len) : NULL;
+	if (!t || (id && !i)) {
+		wisp_free(t);
+		wisp_free(i);
+		return WISP_ENOMEM;
+	}
+	b->persist.unsent[b->persist.unsent_len++] = (struct persist_unsent){t, len, i};
+	return 0;
+}
+
+static int v_retain_unsent(void *ctx, const struct store_retain_mark *r)
+{
+	return unsent_push(ctx, r->topic.ptr, r->topic.len, r->id.ptr, r->id.len);
+}
+
+static int v_retain_sent(void *ctx, const struct store_retain_mark *r)
+{
+	return unsent_push(ctx, r->topic.ptr, r->topic.len, NULL, 0);
+}
+
+/* After the replay: a topic's last mark decides (RETAIN_UNSENT: its write
+ * waits, in that mark's place; RETAIN_SENT: none). One pass from the end
+ * with a scratch set of the topics seen. */
+static int unsent_reduce(struct broker *b)
+{
+	size_t n = b->persist.unsent_len;
+	if (!n)
+		return 0;
+	size_t cap = 16;
+	while (cap < 2 * n)
+		cap *= 2;
+	size_t *seen = wisp_calloc(cap, sizeof *seen); /* index + 1; 0 empty */
+	if (!seen)
+		return WISP_ENOMEM;
+	for (size_t k = n; k-- > 0;) {
+		struct persist_unsent *u = &b->persist.unsent[k];
+		size_t h = hash_bytes(0, u->topic, u->len) & (cap - 1);
+		bool later = false;
+		for (; seen[h]; h = (h + 1) & (cap - 1)) {
+			const struct persist_unsent *o = &b->persist.unsent[seen[h] - 1];
+			if (o->len == u->len && memcmp(o->topic, u->topic, u->len) == 0) {
+				later = true;
+				break;
+			}
+		}
+		if (!later)
+			seen[h] = k + 1;
+		if (later || !u->id) { /* superseded, or sent */
+			wisp_free(u->topic);
+			wisp_free(u->id);
+			u->topic = NULL;
+		}
+	}
+	wisp_free(seen);
+	size_t live = 0;
+	for (size_t k = 0; k < n; k++)
+		if (b->persist.unsent[k].topic)
+			b->persist.unsent[live++] = b->persist.unsent[k];
+	b->persist.unsent_len = live;
+	return 0;
+}
+
+bool persist_retain_unsent_get(const struct broker *b, size_t i, const char **topic, size_t *len, const char **id)
+{
+	if (i >= b->persist.unsent_len)
+		return false;
+	*topic = b->persist.unsent[i].topic;
+	*len = b->persist.unsent[i].len;
+	*id = b->persist.unsent[i].id;
+	return true;
+}
+
+void persist_retain_unsent_forget(struct broker *b)
+{
+	for (size_t i = 0; i < b->persist.unsent_len; i++) {
+		wisp_free(b->persist.unsent[i].topic);
+		wisp_free(b->persist.unsent[i].id);
+	}
+	wisp_free(b->persist.unsent);
+	b->persist.unsent = NULL;
+	b->persist.unsent_len = b->persist.unsent_cap = 0;
+}
+
+void persist_retain_marks_by(struct broker *b, int (*emit)(void *ctx, struct store *st), void *ctx)
+{
+	b->persist.emit_marks = emit;
+	b->persist.emit_marks_ctx = ctx;
+}
+
+static int emit_marks(struct broker *b, struct store *st)
+{
+	if (b->persist.emit_marks)
+		return b->persist.emit_marks(b->persist.emit_marks_ctx, st);
+	int rc = 0;
+	for (size_t i = 0; !rc && i < b->persist.unsent_len; i++) {
+		const struct persist_unsent *u = &b->persist.unsent[i];
+		rc = store_append_retain_unsent(st, u->topic, u->len, u->id, strlen(u->id));
+	}
+	return rc;
+}
+
 /* ---- the cluster's forwarding queue ---- */
 
 static struct persist_fwd *fwd_at(const struct broker *b, size_t i)
@@ -947,6 +1081,9 @@ static int emit_state(void *ctx, struct store *st)
 	}
 	if (!x.rc)
 		x.rc = emit_taken(b, st);
+	/* After the retained values they mark. */
+	if (!x.rc)
+		x.rc = emit_marks(b, st);
 	return x.rc;
 }
 
@@ -1423,6 +1560,8 @@ static const struct store_visitor visitor = {
 	.fwd_add = v_fwd_add,
 	.fwd_del = v_fwd_del,
 	.stream_taken = v_stream_taken,
+	.retain_unsent = v_retain_unsent,
+	.retain_sent = v_retain_sent,
 };
 
 /* After the replay: the restored queue and flight entries are the store's
@@ -1474,9 +1613,12 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 	b->persist.loading = true;
 	rc = store_load(st, &visitor, b, &stats, err, errlen);
 	b->persist.loading = false;
+	if (rc == 0)
+		rc = unsent_reduce(b);
 	if (rc != 0) {
 		fwd_free(b);
 		taken_free(b);
+		persist_retain_unsent_forget(b);
 		store_close(st);
 		return rc;
 	}
@@ -1500,6 +1642,9 @@ int persist_open(struct broker *b, char *err, size_t errlen)
 		"(%llu records, %llu bytes; fsync %s)", pc->dir, sessions, queued, retained_count(b->retained),
 		(unsigned long long)stats.records, (unsigned long long)stats.bytes,
 		pc->fsync == CONFIG_FSYNC_ALWAYS ? "always" : pc->fsync == CONFIG_FSYNC_NO ? "no" : "everysec");
+	if (b->persist.unsent_len)
+		log_msg(LOG_NOTICE, "store", "%s: restored %zu retained writes still to be published to the cluster's "
+			"retained bucket", pc->dir, b->persist.unsent_len);
 	if (b->persist.fwd_len)
 		log_msg(LOG_NOTICE, "store", "%s: restored %zu QoS 1/2 messages still to be forwarded to the cluster's "
 			"JetStream stream", pc->dir, b->persist.fwd_len);
@@ -1517,6 +1662,7 @@ void persist_close(struct broker *b)
 	b->persist.store = NULL;
 	fwd_free(b);
 	taken_free(b);
+	persist_retain_unsent_forget(b);
 	wisp_free(b->persist.held);
 	b->persist.held = NULL;
 	b->persist.held_len = b->persist.held_cap = 0;

@@ -120,6 +120,25 @@ int persist_stream_taken(struct broker *b, uint64_t floor, uint64_t seq);
  * it (*seqs borrowed until the next persist_stream_taken), their count. */
 size_t persist_stream_window(const struct broker *b, uint64_t *floor, const uint64_t **seqs);
 
+struct store;
+/*
+ * The cluster's retained bucket (cluster/retained_kv.c): this node's
+ * retained write to topic, just stored (RETAIN_SET or RETAIN_DEL appended
+ * before), is not in the bucket yet: RETAIN_UNSENT with the NATS message id
+ * it goes with; id NULL: the topic's last write is in the bucket now
+ * (RETAIN_SENT). 0, WISP_EINVAL without persistence, or the store's error
+ * (counted in the store's figures).
+ */
+int persist_retain_mark(struct broker *b, const char *topic, size_t len, const char *id, size_t id_len);
+/* The i-th topic the store restored as not yet in the bucket (0: the
+ * oldest write), with its message id: false past the end. Borrowed until
+ * persist_retain_unsent_forget. */
+bool persist_retain_unsent_get(const struct broker *b, size_t i, const char **topic, size_t *len, const char **id);
+void persist_retain_unsent_forget(struct broker *b);
+/* From now on, compaction writes the marks through emit(ctx, st) (with
+ * store_append_retain_unsent) instead of the restored ones. */
+void persist_retain_marks_by(struct broker *b, int (*emit)(void *ctx, struct store *st), void *ctx);
+
 /* State changes reach the store as events of the session observer
  * (session/observer.h): persist_open registers the store's implementation
  * in b->observer once the replay is over, persist_close removes it. */

@@ -240,6 +240,10 @@ static int on_record(void *ctx, const struct store_rec *r, size_t off)
 		return CALL(fwd_del, &r->u.fwd);
 	case STORE_REC_STREAM_TAKEN:
 		return CALL(stream_taken, &r->u.taken);
+	case STORE_REC_RETAIN_UNSENT:
+		return CALL(retain_unsent, &r->u.mark);
+	case STORE_REC_RETAIN_SENT:
+		return CALL(retain_sent, &r->u.mark);
 	default:
 		return 0;
 	}

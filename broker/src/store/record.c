@@ -26,6 +26,7 @@ static const char *const type_names[STORE_REC_TYPE_MAX + 1] = {
 	[STORE_REC_WILL_SET] = "WILL_SET", [STORE_REC_WILL_DEL] = "WILL_DEL",
 	[STORE_REC_FWD_ADD] = "FWD_ADD",         [STORE_REC_FWD_DEL] = "FWD_DEL",
 	[STORE_REC_STREAM_TAKEN] = "STREAM_TAKEN",
+	[STORE_REC_RETAIN_UNSENT] = "RETAIN_UNSENT", [STORE_REC_RETAIN_SENT] = "RETAIN_SENT",
 };
 
 const char *store_rec_type_name(uint8_t type)
@@ -238,6 +239,11 @@ static bool rec_valid(const struct store_rec *r)
 		return r->u.fwd.msg_id != 0 && r->u.fwd.id.len == 0;
 	case STORE_REC_STREAM_TAKEN:
 		return r->u.taken.seq != 0;
+	case STORE_REC_RETAIN_UNSENT:
+		return str_ok(r->u.mark.topic) && r->u.mark.topic.len > 0 && str_ok(r->u.mark.id) &&
+		       r->u.mark.id.len > 0 && r->u.mark.id.len <= 255;
+	case STORE_REC_RETAIN_SENT:
+		return str_ok(r->u.mark.topic) && r->u.mark.topic.len > 0 && r->u.mark.id.len == 0;
 	default:
 		return false;
 	}
@@ -286,6 +292,10 @@ static size_t payload_size(const struct store_rec *r)
 		return 8;
 	case STORE_REC_STREAM_TAKEN:
 		return 16;
+	case STORE_REC_RETAIN_UNSENT:
+		return 2 + r->u.mark.topic.len + 2 + r->u.mark.id.len;
+	case STORE_REC_RETAIN_SENT:
+		return 2 + r->u.mark.topic.len;
 	default: /* QOS2_IN_ADD, QOS2_IN_DEL */
 		return 2 + r->u.qos2.client.len + 2;
 	}
@@ -393,6 +403,12 @@ static void encode_payload(const struct store_rec *r, struct wcur *w)
 	case STORE_REC_STREAM_TAKEN:
 		put64(w, r->u.taken.floor);
 		put64(w, r->u.taken.seq);
+		break;
+	case STORE_REC_RETAIN_UNSENT:
+	case STORE_REC_RETAIN_SENT:
+		putstr(w, r->u.mark.topic);
+		if (r->type == STORE_REC_RETAIN_UNSENT)
+			putstr(w, r->u.mark.id);
 		break;
 	default:
 		putstr(w, r->u.qos2.client);
@@ -543,6 +559,12 @@ int store_rec_decode(uint8_t type, uint8_t version, const uint8_t *p, size_t len
 	case STORE_REC_STREAM_TAKEN:
 		out->u.taken.floor = get64(&r);
 		out->u.taken.seq = get64(&r);
+		break;
+	case STORE_REC_RETAIN_UNSENT:
+	case STORE_REC_RETAIN_SENT:
+		out->u.mark.topic = getstr(&r);
+		if (type == STORE_REC_RETAIN_UNSENT)
+			out->u.mark.id = getstr(&r);
 		break;
 	default:
 		out->u.qos2.client = getstr(&r);

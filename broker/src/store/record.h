@@ -71,7 +71,9 @@ enum store_rec_type {
 	STORE_REC_FWD_ADD = 17,
 	STORE_REC_FWD_DEL = 18,
 	STORE_REC_STREAM_TAKEN = 19,
-	STORE_REC_TYPE_MAX = 19,
+	STORE_REC_RETAIN_UNSENT = 20,
+	STORE_REC_RETAIN_SENT = 21,
+	STORE_REC_TYPE_MAX = 21,
 };
 
 /* Message flags (store_msg.flags, store_queue.flags, store_flight.flags). */
@@ -212,6 +214,17 @@ struct store_stream_taken {
 	uint64_t seq;           /* > 0 */
 };
 
+/* RETAIN_UNSENT: this node's retained write to `topic` (the RETAIN_SET or
+ * RETAIN_DEL before it, or the topic's value in a snapshot) has not reached
+ * the cluster's retained bucket yet (cluster/retained_kv.c); it is
+ * published again with the NATS message id `id`, so that JetStream drops
+ * a second copy. RETAIN_SENT (topic only): the topic's last write is in
+ * the bucket now. */
+struct store_retain_mark {
+	struct store_str topic; /* 1..65535 bytes */
+	struct store_str id;    /* RETAIN_UNSENT: the Nats-Msg-Id, 1..255 bytes */
+};
+
 struct store_rec {
 	uint8_t type; /* enum store_rec_type */
 	union {
@@ -226,6 +239,7 @@ struct store_rec {
 		struct store_will will;      /* WILL_SET, WILL_DEL */
 		struct store_fwd fwd;        /* FWD_ADD, FWD_DEL */
 		struct store_stream_taken taken; /* STREAM_TAKEN */
+		struct store_retain_mark mark; /* RETAIN_UNSENT, RETAIN_SENT */
 	} u;
 };
 

@@ -553,3 +553,16 @@ int store_append_stream_taken(struct store *s, uint64_t floor, uint64_t seq)
 	struct store_rec r = {.type = STORE_REC_STREAM_TAKEN, .u.taken = {.floor = floor, .seq = seq}};
 	return store_append(s, &r);
 }
+
+int store_append_retain_unsent(struct store *s, const char *topic, size_t len, const char *id, size_t id_len)
+{
+	struct store_rec r = {.type = STORE_REC_RETAIN_UNSENT,
+			      .u.mark = {.topic = str_of(topic, len), .id = str_of(id, id_len)}};
+	return store_append(s, &r);
+}
+
+int store_append_retain_sent(struct store *s, const char *topic, size_t len)
+{
+	struct store_rec r = {.type = STORE_REC_RETAIN_SENT, .u.mark = {.topic = str_of(topic, len)}};
+	return store_append(s, &r);
+}

@@ -107,6 +107,8 @@ struct store_visitor {
 	int (*fwd_add)(void *ctx, const struct store_fwd *f, void *msg);
 	int (*fwd_del)(void *ctx, const struct store_fwd *f);
 	int (*stream_taken)(void *ctx, const struct store_stream_taken *t);
+	int (*retain_unsent)(void *ctx, const struct store_retain_mark *m);
+	int (*retain_sent)(void *ctx, const struct store_retain_mark *m);
 };
 
 struct store_load_stats {
@@ -173,6 +175,10 @@ int store_append_fwd_add(struct store *s, uint64_t msg_id, const char *id, size_
 int store_append_fwd_del(struct store *s, uint64_t msg_id);
 /* STREAM_TAKEN: stream sequence seq routed (seq > 0), and all up to floor. */
 int store_append_stream_taken(struct store *s, uint64_t floor, uint64_t seq);
+/* RETAIN_UNSENT of topic (after its RETAIN_SET or RETAIN_DEL) with its
+ * NATS message id (1..255 bytes), and RETAIN_SENT. */
+int store_append_retain_unsent(struct store *s, const char *topic, size_t len, const char *id, size_t id_len);
+int store_append_retain_sent(struct store *s, const char *topic, size_t len);
 
 /* Seq of the last appended record (0 before the first). */
 uint64_t store_seq(const struct store *s);
