@@ -19,6 +19,7 @@ from wisp_e2e import RawClient, main  # noqa: E402
 from wisp_cluster import WAIT, ClusterCase, InterestNode, load_script  # noqa: E402
 
 b27 = load_script("b27_bridge", "27_bridge.py")
+b34 = load_script("b34_interest_bounds", "34_cluster_interest_bounds.py")  # RawNats, SUBJECT
 
 DUPLICATED = "bridge 'up' also runs on node '%s': each message crosses it once per node"
 
@@ -75,6 +76,24 @@ class ClusterBridge(ClusterCase):
             time.sleep(0.1)
         self.assertEqual(self.gauge(node), want, "node %s: $SYS/broker/cluster/bridges/duplicated" % node)
 
+    def wait_beats(self, count):
+        """Reads the interest subject until each of a and b beat count
+        times, each beat listing bridge "up" (Wisp-Bridges)."""
+        nc = b34.RawNats(self.nats.port)
+        self.addCleanup(nc.close)
+        nc.sub(b34.SUBJECT, 1)
+        nc.flush()
+        beats = {"a": 0, "b": 0}
+        for _ in range(1000):
+            if min(beats.values()) >= count:
+                return
+            _, msg = nc.next_msg()
+            headers = dict(line.split(": ", 1) for line in msg.decode().split("\r\n")[1:] if ": " in line)
+            if headers.get("Wisp-Interest") == "beat" and headers.get("Wisp-Node") in beats:
+                self.assertEqual(headers.get("Wisp-Bridges"), "/up/")
+                beats[headers["Wisp-Node"]] += 1
+        self.fail("beats seen: %s" % beats)
+
     def test_bridge_on_one_node_serves_the_cluster_once(self):
         self.start("a", bridged=True)
         self.start("b", bridged=False)
@@ -105,11 +124,13 @@ class ClusterBridge(ClusterCase):
         self.assertIsNotNone(b.wait_log(DUPLICATED % "a", timeout=WAIT), "b never warned about a's bridge")
         self.wait_gauge("a", 1)
         self.wait_gauge("b", 1)
+        self.wait_beats(3)  # more beats listing "up": no second warning
+        self.assertEqual(self.gauge("a"), 1)
 
         b.stop()  # SIGTERM: its "bye" ends the episode at a
         self.assertIsNotNone(a.wait_log(r"bridge 'up' no longer runs on node 'b'", timeout=WAIT))
         self.wait_gauge("a", 0)
-        # Beats came meanwhile: each node warned once for the episode.
+        # Each node warned once for the episode, beats after beats.
         self.assertEqual(a.log().count(DUPLICATED % "b"), 1)
         self.assertEqual(b.log().count(DUPLICATED % "a"), 1)
 
