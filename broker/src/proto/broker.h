@@ -74,6 +74,7 @@ struct broker_stats {
 		uint64_t interest_overflows; /* nodes whose filters went past cluster.max_remote_filters(_bytes) */
 		uint64_t interest_malformed; /* interest announcements refused as no Wisp node writes them */
 		uint64_t interest_dormant; /* nodes down whose stream consumer remains: QoS 1/2 all sent (cluster/dormant.h) */
+		uint64_t bridges_duplicated; /* our bridges another node runs too (cluster/interest.c) */
 		uint64_t sessions_in;    /* sessions fetched from another node at their client's reconnect */
 		uint64_t sessions_out;   /* sessions handed to another node (and ended here) */
 		uint64_t handover_failed; /* fetches that fell back to a fresh session (node gone, timeout, too big) */
