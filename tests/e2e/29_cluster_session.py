@@ -50,6 +50,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from wisp_cluster import SELECTIVE  # noqa: E402
 from wisp_e2e import (CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient,  # noqa: E402
                       ack_pkt, main, mqtt_str, packet)
 from wisp_cluster import load_script  # noqa: E402
@@ -537,7 +538,9 @@ class ClusterSessionTest(cluster24.ClusterTest):
         self.wait_metric("d", "cluster_received_total", received_d + 2)
         # One of a's own clients too: no other node wants the topic yet (d
         # announces the session's filters at its import), so it goes to no
-        # stream and only a's copy has it.
+        # stream and only a's copy has it. Once a knows the others' interest:
+        # in its settling interval after joining it sends everything.
+        self.assertIsNotNone(self.nodes["a"].wait_log(SELECTIVE, timeout=WAIT))
         unwanted = self.metric("a", "cluster_unwanted_total")
         Client(self, "a", cid + "-local", v5=False, clean=True).publish(cid + "/q2/own", b"window-own", 2, 3)
         self.assertEqual(self.metric("a", "cluster_unwanted_total"), unwanted + 1, "sent to no other node")

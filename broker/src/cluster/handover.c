@@ -72,7 +72,9 @@ enum fetch_state {
 	FETCH_CONFIRMING = 3, /* imported: "done" waits for this node's store (and the filters' announcement) */
 	FETCH_TAILING = 4,    /* "done" with the cut sent: the holder's tail awaited */
 	FETCH_TAIL_CONFIRMING = 5, /* the tail delivered: the final "done" waits for this node's store */
-	FETCH_CUT = 6         /* all done: only the holder's cut still keeps stream messages off the session */
+	FETCH_CUT = 6,        /* all done: only the holder's cut still keeps stream messages off the session */
+	FETCH_HOLDING = 7,    /* no fetch: a restored session's CONNECT waits for the start-up answers */
+	FETCH_RELEASED = 8    /* the hold is over: the CONNECT decides again, once, without holding */
 };
 
 /* A session this node is fetching (or has fetched and not yet confirmed). */
@@ -154,6 +156,14 @@ struct handover {
 	const char *run;         /* this run's id (cluster.c's) */
 	const uint64_t *wseq;    /* the number of this node's last message on NATS */
 	size_t ncuts;            /* fetches whose cut is active */
+	/* Start-up: until the other nodes' answers to the "dir" request are
+	 * in, a CONNECT of a restored session waits (hold_connect). */
+	bool starting;
+	uint64_t answers_due_s;  /* loop s: the answers are in by then; 0: the claim connection is not up yet */
+	bool ask_pending;        /* the start-up request is not out yet (debug builds' hold only) */
+	bool dir_sub_late;       /* the requests' subscription is not made yet (debug builds' hold only) */
+	uint64_t ask_again_s;    /* loop s: the start-up request goes out a second time then; 0: not due */
+	struct loop_timer startup_timer; /* looks every second */
 };
 
 void handover_set_stream(struct handover *h, struct durable *d, const char *run, const uint64_t *wseq)
@@ -246,10 +256,10 @@ static void dir_answer(struct handover *h, const char *reply, const uint8_t *chu
 
 /*
  * A node that (re)started heard none of the claims made before: it asks
- * every node once ("<base>dir", at start, buffered by cnats until NATS is
- * there) and each answers with the 64-bit digests of the persistent
- * sessions it holds (8 bytes each, little-endian, HANDOVER_CHUNK bytes a
- * message). They fill empty slots only (or, with times, older ones): a
+ * every node ("<base>dir", at start, buffered by cnats until NATS is
+ * there, and again 1 to 2 s after it is up: ask_at_start) and each
+ * answers with the 64-bit digests of the persistent sessions it holds (8
+ * bytes each, little-endian, HANDOVER_CHUNK bytes a message). They fill empty slots only (or, with times, older ones): a
  * claim heard since is newer. A request with Wisp-Times asks for each
  * session's claim time too (16 bytes an entry: digest, time), so that the
  * restarted node can tell whether its own copy of one is older (a
@@ -344,6 +354,8 @@ static void match_held(struct handover *h, const char *node, struct dir_slot *e,
 	wisp_free(found);
 }
 
+static void release_holds(struct handover *h, bool all);
+
 static void on_dir_answer(struct handover *h, natsMsg *nm)
 {
 	const char *node = wire_header(nm, "Wisp-Node");
@@ -374,6 +386,7 @@ static void on_dir_answer(struct handover *h, natsMsg *nm)
 			node);
 	match_held(h, node, e, e ? n : 0);
 	wisp_free(e);
+	release_holds(h, false); /* a copy here ended: its CONNECT fetches the later one now */
 }
 
 uint64_t handover_last_claim_ns(const struct handover *h, const char *id, size_t len)
@@ -576,6 +589,13 @@ static void on_fetch_timer(struct loop *l, struct loop_timer *t)
 		break;
 	case FETCH_TAIL_CONFIRMING:
 		confirm_tail(f);
+		break;
+	case FETCH_HOLDING:
+		log_limited("cluster start-up hold", LOG_WARNING, "cluster",
+			    "client %.*s: the other nodes' answers at start did not come within cluster.handover_timeout: "
+			    "it resumes the session restored here", (int)f->id_len, f->id);
+		f->state = FETCH_RELEASED;
+		fetch_resume(f);
 		break;
 	default:
 		cut_check(f);
@@ -852,19 +872,196 @@ static void on_answer(struct handover *h, natsMsg *nm, uint64_t token)
 #endif
 }
 
+/* ---- start-up: restored sessions wait for the other nodes' answers ---- */
+
+/*
+ * Whether a CONNECT of `id` (Clean Start 0) must wait for the start-up
+ * answers: its session here was restored from the store with a claim time
+ * (so an answer may show a later copy elsewhere, which on_dir_answer's
+ * comparison ends here), and no connect of it here or claim of it heard
+ * since. Resumed before the answers, the stale copy would claim the id
+ * and so end the other node's later copy (the session the client built
+ * there). A session without a time has nothing to compare: no wait.
+ */
+static bool must_hold(const struct handover *h, const char *id, size_t len)
+{
+	if (!h->starting)
+		return false;
+	const struct session *s = sess_find(&h->b->sessions, id, len);
+	uint64_t d = digest(id, len);
+	const struct dir_slot *slot = &h->dir[d % h->dir_len];
+	return s && !s->clean && !s->conn && sess_claim_ns(s) && !(slot->id == d && slot->node == h->self);
+}
+
+/* The CONNECT waits (its input paused) until release_holds, or at most
+ * cluster.handover_timeout (on_fetch_timer). 0: out of memory, it goes on. */
+static int hold_connect(struct handover *h, struct conn *c, const char *id, size_t len)
+{
+	struct fetch *f = wisp_calloc(1, sizeof *f + len + 1);
+	if (!f)
+		return 0;
+	f->h = h;
+	f->c = c;
+	f->state = FETCH_HOLDING;
+	f->started_us = now_us();
+	f->id_len = len;
+	memcpy(f->id, id, len);
+	list_push_back(&h->fetches, &f->link);
+	loop_timer_start(h->b->loop, &f->timer, h->b->cfg->cluster.handover_timeout, on_fetch_timer);
+	log_msg(LOG_INFO, "cluster", "client %.*s: its session restored here waits for the other nodes' answers at "
+		"start", (int)len, id);
+	return WISP_EAGAIN;
+}
+
+/* The held CONNECTs go on: all of them (`all`: the answers are in), or
+ * those whose session here has ended (a later copy elsewhere: the CONNECT
+ * now fetches it). Moved to a list of their own first: a CONNECT handled
+ * again may close connections, whose holds then leave that list too. */
+static void release_holds(struct handover *h, bool all)
+{
+	struct list_node ready, *n, *next;
+	list_init(&ready);
+	for (n = h->fetches.next; n != &h->fetches; n = next) {
+		next = n->next;
+		struct fetch *f = container_of(n, struct fetch, link);
+		if (f->state != FETCH_HOLDING || (!all && sess_find(&h->b->sessions, f->id, f->id_len)))
+			continue;
+		list_remove(&f->link);
+		list_push_back(&ready, &f->link);
+	}
+	while (!list_empty(&ready)) {
+		struct fetch *f = container_of(ready.next, struct fetch, link);
+		list_remove(&f->link);
+		list_push_back(&h->fetches, &f->link);
+		loop_timer_stop(h->b->loop, &f->timer);
+		f->state = FETCH_RELEASED;
+		log_msg(LOG_INFO, "cluster", "client %.*s: the start-up answers are in after %" PRIu64 " ms: it goes on",
+			(int)f->id_len, f->id, (now_us() - f->started_us) / 1000);
+		fetch_resume(f);
+	}
+}
+
+/* Whether the store brought back a persistent session with the time of its
+ * claim here: the start-up answers may show a later copy elsewhere. */
+static bool restored_with_times(const struct broker *b)
+{
+	const struct session_table *t = &b->sessions;
+	for (size_t i = 0; i < t->nbuckets; i++)
+		for (const struct session *s = t->buckets[i]; s; s = s->hash_next)
+			if (!s->clean && sess_claim_ns(s))
+				return true;
+	return false;
+}
+
+/* Who holds which session, from every node (on_dir_request), with their
+ * claim times: at start (buffered by cnats until NATS is there), and a
+ * second time 1 to 2 s after the claim connection is up (on_startup_timer).
+ * Debug builds: WISP_DEBUG_HOLD_START_REQUEST=<path> sends it only once
+ * <path> exists (looked at every second), so that a test's CONNECT comes
+ * before the answers (e2e 40): NATS not there yet, in effect. */
+static void ask_at_start(struct handover *h)
+{
+#ifndef NDEBUG
+	const char *path = getenv("WISP_DEBUG_HOLD_START_REQUEST");
+	if (path && access(path, F_OK) != 0) {
+		log_msg(LOG_NOTICE, "cluster", "start-up request held (WISP_DEBUG_HOLD_START_REQUEST)");
+		return;
+	}
+#endif
+	h->ask_pending = false;
+	char dir[SUBJECT_MAX], reply[SUBJECT_MAX];
+	snprintf(dir, sizeof dir, "%sdir", h->base);
+	subject_of(h, h->self, ".dir", reply);
+	natsMsg *nm = NULL;
+	if (publish(h, dir, reply, "dir", NULL, 0, &nm) == NATS_OK) {
+		if (natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK ||
+		    natsConnection_PublishMsg(h->nc, nm) != NATS_OK)
+			h->b->stats.cluster.send_failed++;
+		natsMsg_Destroy(nm);
+	}
+}
+
+/* Debug builds: WISP_DEBUG_HOLD_DIR_SUB=<path> makes the subscription to
+ * the other nodes' start-up requests only once <path> exists (looked at
+ * every second), so that a test can have two nodes miss each other's
+ * request (e2e 40), as nodes at two servers of a NATS cluster can: a
+ * subscription reaches the other servers only after a while. */
+static bool dir_sub_held(void)
+{
+#ifndef NDEBUG
+	const char *path = getenv("WISP_DEBUG_HOLD_DIR_SUB");
+	return path && access(path, F_OK) != 0;
+#else
+	return false;
+#endif
+}
+
+static int subscribe_dir(struct handover *h);
+
+static void on_startup_timer(struct loop *l, struct loop_timer *t)
+{
+	struct handover *h = container_of(t, struct handover, startup_timer);
+	uint64_t now = loop_now_s(l);
+#ifndef NDEBUG
+	if (h->ask_pending)
+		ask_at_start(h);
+	if (h->dir_sub_late && !dir_sub_held() && subscribe_dir(h) == 0)
+		log_msg(LOG_NOTICE, "cluster", "start-up requests subscribed (WISP_DEBUG_HOLD_DIR_SUB)");
+#endif
+	bool up = !h->ask_pending && !h->dir_sub_late && natsConnection_Status(h->nc) == NATS_CONN_STATUS_CONNECTED;
+	if (!h->answers_due_s && up) {
+		/* The request went out as the connection came up: every live node
+		 * beats within the settling interval (interest.h), and answers
+		 * the request at once; not longer than a handover may wait. Loop
+		 * seconds are whole: the second request (below) goes 1 to 2 s
+		 * from now, and its answers get a second more (unless
+		 * cluster.handover_timeout is shorter). */
+		uint32_t settle = h->b->cfg->cluster.interest_interval + 1;
+		uint32_t bound = h->b->cfg->cluster.handover_timeout;
+		settle = settle > 3 ? settle : 3;
+		h->answers_due_s = now + (settle < bound ? settle : bound);
+		h->ask_again_s = h->starting ? now + 2 : 0;
+	}
+	/* A node that started at the same moment may have missed the first
+	 * request (its subscription not yet at our server), and this node its
+	 * one: a second or two on, both subscriptions are in place. */
+	if (h->ask_again_s && now >= h->ask_again_s) {
+		h->ask_again_s = 0;
+		log_msg(LOG_INFO, "cluster", "asking the other nodes again which sessions they hold (a node started "
+			"with this one may have missed the first request)");
+		ask_at_start(h);
+	}
+	if (h->starting && h->answers_due_s && now >= h->answers_due_s) {
+		h->starting = false;
+		release_holds(h, true);
+	} else if (h->starting) {
+		release_holds(h, false);
+	}
+	if (h->starting || h->ask_again_s || h->ask_pending || h->dir_sub_late)
+		loop_timer_start(l, t, 1, on_startup_timer);
+}
+
 int handover_session_missing(struct handover *h, struct conn *c, const char *id, size_t len, const char *username)
 {
 	struct list_node *n;
+	bool released = false;
 	for (n = h->fetches.next; n != &h->fetches; n = n->next) {
 		struct fetch *f = container_of(n, struct fetch, link);
 		if (f->c != c)
 			continue;
-		if (f->state == FETCH_WAITING)
+		if (f->state == FETCH_WAITING || f->state == FETCH_HOLDING)
 			return WISP_EAGAIN; /* read again before the answer: keep waiting */
+		if (f->state == FETCH_RELEASED) {
+			fetch_free(f); /* held at start: decided below, as any CONNECT */
+			released = true;
+			break;
+		}
 		bool refused = f->state == FETCH_REFUSED;
 		fetch_free(f);
 		return refused ? WISP_EEXIST : 0;
 	}
+	if (sess_find(&h->b->sessions, id, len))
+		return released || !must_hold(h, id, len) ? 0 : hold_connect(h, c, id, len);
 	uint64_t node = holder_of(h, id, len);
 	if (!node)
 		return 0; /* no other node had it last: a fresh session at once */
@@ -1413,12 +1610,23 @@ static int subscribe_all(struct handover *h)
 {
 	char subject[SUBJECT_MAX];
 	subject_of(h, h->self, ".>", subject);
+	if (cluster_nats_subscribe(&h->sub, h->nc, subject, h->on_msg, h->on_msg_closure) != NATS_OK)
+		return WISP_EIO;
+	if (dir_sub_held()) {
+		h->dir_sub_late = true; /* made by on_startup_timer */
+		log_msg(LOG_NOTICE, "cluster", "start-up requests not subscribed yet (WISP_DEBUG_HOLD_DIR_SUB)");
+		return 0;
+	}
+	return subscribe_dir(h);
+}
+
+/* The other nodes' start-up requests. */
+static int subscribe_dir(struct handover *h)
+{
 	char dir[SUBJECT_MAX];
 	snprintf(dir, sizeof dir, "%sdir", h->base);
-	if (cluster_nats_subscribe(&h->sub, h->nc, subject, h->on_msg, h->on_msg_closure) != NATS_OK ||
-	    cluster_nats_subscribe(&h->dir_sub, h->nc, dir, h->on_msg, h->on_msg_closure) != NATS_OK)
-		return WISP_EIO;
-	return 0;
+	h->dir_sub_late = false;
+	return cluster_nats_subscribe(&h->dir_sub, h->nc, dir, h->on_msg, h->on_msg_closure) == NATS_OK ? 0 : WISP_EIO;
 }
 
 int handover_rebind(struct handover *h, natsConnection *nc)
@@ -1463,24 +1671,20 @@ int handover_start(struct handover **out, struct broker *b, natsConnection *nc, 
 	}
 	snprintf(h->base, n, "$WISP.%s%sho.", prefix, *prefix ? "." : "");
 	h->base_len = strlen(h->base);
-	char dir[SUBJECT_MAX], reply[SUBJECT_MAX];
-	snprintf(dir, sizeof dir, "%sdir", h->base);
-	subject_of(h, h->self, ".dir", reply);
 	h->on_msg = on_msg;
 	h->on_msg_closure = on_msg_closure;
 	if (subscribe_all(h) != 0) {
 		handover_free(h);
 		return WISP_EIO;
 	}
-	/* Who holds which session, from every node (on_dir_request), with
-	 * their claim times. */
-	natsMsg *nm = NULL;
-	if (publish(h, dir, reply, "dir", NULL, 0, &nm) == NATS_OK) {
-		if (natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK ||
-		    natsConnection_PublishMsg(nc, nm) != NATS_OK)
-			b->stats.cluster.send_failed++;
-		natsMsg_Destroy(nm);
-	}
+	/* Until the answers are in, restored sessions' CONNECTs wait
+	 * (must_hold), and the request goes out a second time; a node that
+	 * restored none has nothing to compare: neither. */
+	h->starting = restored_with_times(b);
+	h->ask_pending = true;
+	ask_at_start(h);
+	if (h->starting || h->ask_pending || h->dir_sub_late)
+		loop_timer_start(b->loop, &h->startup_timer, 0, on_startup_timer); /* the connection may be up already */
 	*out = h;
 	return 0;
 }
@@ -1498,6 +1702,7 @@ void handover_stop(struct handover *h, struct nats_retire *retired)
 {
 	if (!h)
 		return;
+	loop_timer_stop(h->b->loop, &h->startup_timer);
 	natsSubscription **subs[2] = {&h->sub, &h->dir_sub};
 	for (int i = 0; i < 2; i++) {
 		if (!*subs[i])

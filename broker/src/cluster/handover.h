@@ -76,11 +76,24 @@
  * slots of 24 bytes (the id's digest, the node's, the claim time), indexed
  * by a 64-bit digest of the id; a newer id in the same slot evicts an
  * older one (that client then starts fresh at its next move). A node that
- * starts asks every other node once for the digests of the persistent
+ * starts asks every other node for the digests of the persistent
  * sessions it holds and their claim times, which fill the slots no claim
  * filled, so a restarted node still finds the sessions held elsewhere, and
  * tell it which of its restored sessions another node holds from a later
- * connect (presence.h ends those). Loop thread only.
+ * connect (presence.h ends those). A node that restored such sessions
+ * asks twice, the second time 1 to 2 s after its claim connection is up: a node starting at the same
+ * moment may have missed the first request (at another server of a NATS
+ * cluster its subscription arrives late), and this node its one.
+ *
+ * Until the answers are in (the settling interval, interest_interval + 1
+ * s and at least 3 s, at most cluster.handover_timeout, after the claim
+ * connection is up),
+ * a Clean Start 0 CONNECT of a session restored from the store with a
+ * claim time, not connected or claimed since, waits as a fetch's does
+ * (handover_session_missing: WISP_EAGAIN), each at most
+ * cluster.handover_timeout: resumed before, the stale copy's claim would
+ * end the later copy elsewhere. It goes on at once when an answer ends the
+ * copy here (it then fetches the later one). Loop thread only.
  */
 #ifndef WISP_CLUSTER_HANDOVER_H
 #define WISP_CLUSTER_HANDOVER_H
@@ -161,7 +174,8 @@ void handover_own_routed(struct handover *h, natsMsg *nm, uint64_t seq);
  * (sequence seq) must not reach, into out (at most max). */
 size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct session **out, size_t max);
 
-/* broker.h's on_session_missing and on_conn_gone. */
+/* broker.h's on_session_missing (a Clean Start 0 CONNECT, whether or not
+ * its session is here) and on_conn_gone. */
 int handover_session_missing(struct handover *h, struct conn *c, const char *id, size_t len, const char *username);
 void handover_conn_gone(struct handover *h, struct conn *c);
 

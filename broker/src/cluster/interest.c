@@ -11,6 +11,8 @@
  *   Wisp-To        sync: the node asked for its snapshot
  *   Wisp-Every     beat: the sender's interest_interval, so that a node is
  *                  forgotten by its own rhythm
+ *   Wisp-Bridges   beat: the sender's bridges' names, each between two '/'
+ *                  (which no name holds), "/up/down/"; absent: none
  * payload: add/del one filter as subscribed; snap the filters, each ended
  * by a NUL (which no MQTT string holds [MQTT-1.5.4-2]). An add carries the
  * reply subject "$WISP.<prefix>.interest.ack.<run>", answered with the
@@ -38,6 +40,12 @@
  * JetStream (cluster.c asks durable.c's worker) every interval and right
  * after a node is forgotten; a forgotten node is held dormant until a list
  * asked after that says its consumer is gone.
+ *
+ * Bridges (docs/cluster.md "Bridges"): the same bridge on two nodes
+ * carries every message twice, so each beat lists the node's bridges and
+ * a node warns once per (bridge, other node) episode while another lists
+ * one of its own. Of the others' names it keeps only one bit per own
+ * bridge (the first BRIDGES_MAX in configuration order).
  *
  * Cost on the publish path: one trie walk over the topic's levels, no
  * allocation. Per new local filter: one announcement out and one answer
@@ -67,6 +75,9 @@
 #define PEERS_MAX 64
 /* Intervals a node stays known without a word (a beat each interval). */
 #define STALE_INTERVALS 3
+/* Own bridges compared with the others' and listed in a beat (a bit each
+ * in struct peer's bridges); past it a bridge is not checked. */
+#define BRIDGES_MAX 64
 
 struct peer {
 	char *name;
@@ -76,6 +87,7 @@ struct peer {
 	uint64_t heard_at; /* loop s */
 	uint64_t sync_at;  /* loop s of our last sync to it; 0: none pending */
 	uint32_t every;    /* its interest_interval (from its beats); 0: ours */
+	uint64_t bridges;  /* bit i: our bridges[i] runs there too (its last beat's Wisp-Bridges) */
 	bool complete;     /* its whole set is here (a snapshot since the last gap) */
 	bool building;     /* a snapshot's parts are arriving */
 	struct ann_filters filters; /* bounded by cluster.max_remote_filters(_bytes) */
@@ -290,6 +302,66 @@ static void peer_forget(struct remote_interest *ri, size_t i)
 
 static void dormant_refresh(struct remote_interest *ri);
 
+/* ---- bridges that run on more than one node ---- */
+
+/* The beat's Wisp-Bridges value for our configuration: names the header
+ * cannot carry (a control character) are left out. */
+static void bridges_header(const struct remote_interest *ri, char *out, size_t size)
+{
+	const struct config *cfg = ri->b->cfg;
+	size_t at = 0;
+	out[0] = '\0';
+	for (size_t i = 0; i < cfg->bridge_count && i < BRIDGES_MAX; i++) {
+		const char *name = cfg->bridges[i].name;
+		size_t n = strlen(name);
+		bool plain = true;
+		for (size_t k = 0; k < n; k++)
+			plain = plain && (unsigned char)name[k] >= 0x20 && name[k] != 0x7f;
+		if (!plain || at + n + 3 > size)
+			continue;
+		snprintf(out + at, size - at, "%s%s/", at ? "" : "/", name);
+		at += n + (at ? 1 : 2);
+	}
+}
+
+/* $SYS/broker/cluster/bridges/duplicated: our bridges some other node
+ * runs as well. */
+static void bridges_recount(struct remote_interest *ri)
+{
+	uint64_t any = 0;
+	for (size_t i = 0; i < ri->npeers; i++)
+		any |= ri->peers[i]->bridges;
+	ri->b->stats.cluster.bridges_duplicated = (uint64_t)__builtin_popcountll(any);
+}
+
+/* p's beat listed `names` (NULL: it is gone): warns once when one of our
+ * bridges starts running there too, says when it stops. */
+static void peer_bridges(struct remote_interest *ri, struct peer *p, const char *names)
+{
+	const struct config *cfg = ri->b->cfg;
+	uint64_t now = 0;
+	for (size_t i = 0; names && i < cfg->bridge_count && i < BRIDGES_MAX; i++) {
+		char needle[64 + 3]; /* "/<name>/": names are 1 to 64 characters (config.c) */
+		snprintf(needle, sizeof needle, "/%s/", cfg->bridges[i].name);
+		if (strstr(names, needle))
+			now |= UINT64_C(1) << i;
+	}
+	uint64_t changed = now ^ p->bridges;
+	for (size_t i = 0; changed && i < cfg->bridge_count && i < BRIDGES_MAX; i++) {
+		if (!(changed & (UINT64_C(1) << i)))
+			continue;
+		if (now & (UINT64_C(1) << i))
+			log_msg(LOG_WARNING, "cluster", "bridge '%s' also runs on node '%s': each message crosses it "
+				"once per node; run a bridge on one node of a cluster (counted in "
+				"$SYS/broker/cluster/bridges/duplicated)", cfg->bridges[i].name, p->name);
+		else
+			log_msg(LOG_NOTICE, "cluster", "bridge '%s' no longer runs on node '%s'", cfg->bridges[i].name,
+				p->name);
+	}
+	p->bridges = now;
+	bridges_recount(ri);
+}
+
 static struct peer *peer_find(struct remote_interest *ri, const char *name, size_t *at)
 {
 	for (size_t i = 0; i < ri->npeers; i++)
@@ -378,6 +450,7 @@ static void dormant_oom(struct remote_interest *ri)
  * does not say its consumer is gone, it is dormant. */
 static void peer_gone(struct remote_interest *ri, size_t i)
 {
+	peer_bridges(ri, ri->peers[i], NULL);
 	if (ri->ask_consumers && dormant_forgotten(&ri->dormant, ri->peers[i]->name, ri->ask_consumers(ri->ask_ctx)) != 0)
 		dormant_oom(ri);
 	peer_forget(ri, i);
@@ -651,6 +724,7 @@ static void apply(struct remote_interest *ri, struct peer *p, const struct ann *
 	case ANN_BEAT:
 		gap = gap || a->seq != p->seq;
 		p->every = a->every;
+		peer_bridges(ri, p, wire_header(nm, "Wisp-Bridges"));
 		break;
 	case ANN_HELLO:
 		/* It (re)joined: its snapshot follows; everyone sends theirs. */
@@ -777,8 +851,11 @@ static void on_tick(struct loop *l, struct loop_timer *t)
 		ri->ticks = 0;
 		char ours[16];
 		snprintf(ours, sizeof ours, "%u", interval);
+		char bridges[BRIDGES_MAX * 65 + 2]; /* names are 1 to 64 characters (config.c) */
+		bridges_header(ri, bridges, sizeof bridges);
 		if (ri->connected)
-			announce(ri, "beat", false, NULL, 0, NULL, "Wisp-Every", ours, NULL, NULL);
+			announce(ri, "beat", false, NULL, 0, NULL, "Wisp-Every", ours, *bridges ? "Wisp-Bridges" : NULL,
+				 bridges);
 		if (ri->ask_consumers)
 			ri->ask_consumers(ri->ask_ctx); /* a node may have made or lost its consumer */
 		for (size_t i = ri->npeers; i-- > 0;) {

@@ -28,6 +28,7 @@
  * they hold and when they were claimed (handover.h's directory request):
  * a restored copy older than another node's ends here; one that is the
  * later of the two asks that node again (a recheck), which ends its copy.
+ * A CONNECT of a restored session waits for those answers (handover.h).
  * Two connects of one id at two nodes at once: each node gets the other's
  * claim; the later connect (its claim time, then the node name) wins, so
  * exactly one stays. A claim's time is the node's wall clock, but always

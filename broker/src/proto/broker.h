@@ -74,6 +74,7 @@ struct broker_stats {
 		uint64_t interest_overflows; /* nodes whose filters went past cluster.max_remote_filters(_bytes) */
 		uint64_t interest_malformed; /* interest announcements refused as no Wisp node writes them */
 		uint64_t interest_dormant; /* nodes down whose stream consumer remains: QoS 1/2 all sent (cluster/dormant.h) */
+		uint64_t bridges_duplicated; /* our bridges another node runs too (cluster/interest.c) */
 		uint64_t sessions_in;    /* sessions fetched from another node at their client's reconnect */
 		uint64_t sessions_out;   /* sessions handed to another node (and ended here) */
 		uint64_t handover_failed; /* fetches that fell back to a fresh session (node gone, timeout, too big) */
@@ -222,9 +223,10 @@ struct broker {
 	void (*on_client_connected)(void *ctx, struct session *s, bool clean_start, bool assigned);
 	void *client_connected_ctx;
 	/* The same cluster, same ctx (cluster/handover.h): a CONNECT with
-	 * Clean Start 0 whose id has no session here, once authenticated. 0:
-	 * go on (a new session); WISP_EAGAIN: the session is being fetched from
-	 * another node, and the CONNECT is handled again (conn_input_resume)
+	 * Clean Start 0, once authenticated. 0: go on (with the session here,
+	 * or a new one); WISP_EAGAIN: the session is being fetched from
+	 * another node (or, restored here, waits for the other nodes' answers
+	 * at start), and the CONNECT is handled again (conn_input_resume)
 	 * once it is here or the fetch failed; WISP_EEXIST: it belongs to
 	 * another user there (refused as on one node). */
 	int (*on_session_missing)(void *ctx, struct conn *c, const char *id, size_t len, const char *username);

@@ -146,6 +146,9 @@ const struct metric metrics_table[] = {
 	 "to NATS for three intervals).", COUNTER, STAT(cluster.interest_malformed), .sys = "cluster/interest/malformed"},
 	{"cluster_interest_dormant", "Nodes not heard whose JetStream consumer remains: every QoS 1/2 message goes to "
 	 "the stream while any is.", GAUGE, STAT(cluster.interest_dormant), .sys = "cluster/interest/dormant"},
+	{"cluster_bridges_duplicated", "This node's bridges that another cluster node runs too (each message then "
+	 "crosses such a bridge once per node).", GAUGE, STAT(cluster.bridges_duplicated),
+	 .sys = "cluster/bridges/duplicated"},
 	{"cluster_forward_queued", "QoS 1/2 messages kept in the store while JetStream is out of reach.", GAUGE,
 	 STAT(cluster.forward_queued), .sys = "cluster/forward/queued"},
 	{"cluster_forward_bytes", "Bytes of the QoS 1/2 messages kept in the store for JetStream.", GAUGE,
