@@ -50,10 +50,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_cluster import SELECTIVE  # noqa: E402
 from wisp_e2e import (CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient,  # noqa: E402
                       ack_pkt, main, mqtt_str, packet)
-from wisp_cluster import load_script  # noqa: E402
+from wisp_cluster import SELECTIVE, load_script  # noqa: E402
 
 cluster24 = load_script("cluster24", "24_cluster.py")
 PREFIX, WAIT = cluster24.PREFIX, cluster24.WAIT
