@@ -30,7 +30,6 @@ is in its own store. So, whatever fails:
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
 
-import importlib.util
 import os
 import re
 import shutil
@@ -38,17 +37,11 @@ import signal
 import socket
 import sys
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import (PUBACK, PUBCOMP, PUBREC, PUBREL, Closed, RawClient, ack_pkt, main,  # noqa: E402
                       publish_pkt)
-
-_spec = importlib.util.spec_from_file_location(
-    "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
-cluster24 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cluster24)
-Nats, Node = cluster24.Nats, cluster24.Node
+from wisp_cluster import ClusterCase  # noqa: E402
 
 WAIT = 20.0  # seconds any awaited cluster event may take (JetStream set-up included)
 OUTAGE = 10.0  # seconds NATS stays down (the issue's scenario)
@@ -112,7 +105,11 @@ class Publisher:
         raise AssertionError("publisher did not finish within 120 s")
 
 
-class DurableClusterTest(unittest.TestCase):
+class DurableClusterTest(ClusterCase):
+    node_names = ("a", "b")
+    persistent = ("a", "b")
+    wait = WAIT
+
     # Node a's store-and-forward bound, for the tests that reach it.
     FORWARD_QUEUE = {"test_forward_queue_full_holds_acks_until_nats_is_back": {"forward_queue": 10},
                      "test_without_store_and_forward_acks_wait_for_nats": {"forward_queue": 0}}
@@ -120,25 +117,21 @@ class DurableClusterTest(unittest.TestCase):
     # Node b never acks stream messages to JetStream in its first run.
     HOLD_STREAM_ACKS = {"test_receiving_node_killed_between_store_and_ack_gives_qos2_once"}
 
-    def setUp(self):
-        self.nats = Nats()
-        self.addCleanup(shutil.rmtree, self.nats.dir, True)
-        self.addCleanup(self.nats.kill)
-        self.nats.start()
-        self.nodes = {}
-        self.clients = []
-        self.addCleanup(self.stop_nodes)
-        for name in ("a", "b"):
-            node = Node(name, self.nats.port, persistence=True)
-            if name == "a":
-                node.extra_config["cluster"].update(self.FORWARD_QUEUE.get(self._testMethodName, {}))
-            if name == "b" and self._testMethodName in self.HOLD_STREAM_ACKS:
-                node._env = lambda base=node._env: dict(base(), WISP_DEBUG_HOLD_STREAM_ACKS="1")
-            self.start_node(node, name)
+    def make_node(self, name, persistence=None):
+        node = super().make_node(name, persistence)
+        if name == "a":
+            node.extra_config["cluster"].update(self.FORWARD_QUEUE.get(self._testMethodName, {}))
+        if name == "b" and self._testMethodName in self.HOLD_STREAM_ACKS:
+            node._env = lambda base=node._env: dict(base(), WISP_DEBUG_HOLD_STREAM_ACKS="1")
+        return node
 
-    def start_node(self, node, name, offset=0):
-        self.nodes[name] = node
-        node.start()
+    def setUp(self):
+        super().setUp()
+        for name in self.node_names:
+            self.jetstream_ready(name)
+
+    def jetstream_ready(self, name, offset=0):
+        node = self.nodes[name]
         self.assertIsNotNone(node.wait_log("JetStream ready: QoS 1/2 cross nodes", offset=offset, timeout=WAIT),
                              "node %s: JetStream never ready\n%s" % (name, node.log_banner()))
 
@@ -147,20 +140,6 @@ class DurableClusterTest(unittest.TestCase):
         node.proc.send_signal(signal.SIGKILL)
         node.proc.wait(timeout=10)
         node.exit_status = "killed by the test"
-
-    def stop_nodes(self):
-        for c in self.clients:
-            c.close()
-        errors = []
-        for b in self.nodes.values():
-            try:
-                b.stop()
-            except AssertionError as e:
-                errors.append(str(e))
-        for b in self.nodes.values():
-            b.cleanup()
-        if errors:
-            self.fail("\n".join(errors))
 
     def subscriber(self, node, client_id, topic_filter, clean=True):
         c = RawClient(self.nodes[node].port)
@@ -415,7 +394,8 @@ class DurableClusterTest(unittest.TestCase):
         b = self.nodes["b"]
         b.exit_status = None
         offset = b.log_size()
-        self.start_node(b, "b", offset=offset)
+        self.start_node("b", offset=offset)
+        self.jetstream_ready("b", offset)
         back = RawClient(b.port)
         self.clients.append(back)
         self.assertEqual(back.connect("keep", clean=False), 0)

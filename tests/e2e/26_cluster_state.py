@@ -11,22 +11,18 @@ subscribers on the others.
 nats-server must be installed (WISP_NATS_SERVER, found by CMake): a missing
 one fails the test, never skips it."""
 
-import importlib.util
 import os
 import re
 import socket
 import struct
 import sys
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import CONNACK, DISCONNECT, RawClient, main, mqtt_str, packet  # noqa: E402
+from wisp_cluster import load_script  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location(
-    "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
-cluster24 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cluster24)
+cluster24 = load_script("cluster24", "24_cluster.py")
 PREFIX, WAIT = cluster24.PREFIX, cluster24.WAIT
 
 

@@ -30,7 +30,9 @@ WAIT = 20.0  # seconds any awaited cluster event may take
 ROUNDS = 30  # subscribe-then-publish rounds of the race tests
 
 
-class ClusterInterestTest(ClusterCase):
+class ClusterInterestCase(ClusterCase):
+    """Nodes a and b beating every second, settled; the helpers."""
+
     node_class = InterestNode
     node_names = ("a", "b")
     settle = True
@@ -72,6 +74,14 @@ class ClusterInterestTest(ClusterCase):
             time.sleep(0.05)
         self.fail("node %s kept sending %s to NATS" % (node, topic))
 
+
+class SteadyNodesTest(ClusterInterestCase):
+    """Tests that leave both nodes running as they found them: one pair of
+    nodes for all of them (share_nodes). Each uses its own client ids and
+    topics and compares counters with their values at its start."""
+
+    share_nodes = True
+
     def test_no_remote_interest_publishes_nothing_to_nats_and_acks_at_once(self):
         local = self.client("a", "local-a")
         self.assertEqual(local.subscribe([("only/a", 1)]), [1])
@@ -98,7 +108,7 @@ class ClusterInterestTest(ClusterCase):
         self.assertEqual(self.metric("a", "cluster_pending"), 0)
 
     def test_subscriber_on_b_gets_what_a_publishes_right_after_suback(self):
-        pub = self.client("a", "pub-a")
+        pub = self.client("a", "race-pub-a")
         sub = self.client("b", "sub-b")
         for i in range(ROUNDS):
             qos = i % 2
@@ -128,7 +138,7 @@ class ClusterInterestTest(ClusterCase):
         # ordered by nothing the other nodes answer: the SUBACK waits for
         # b's own mark behind that SUB.
         member = self.client("b", "member-b")
-        pub = self.client("a", "pub-a")
+        pub = self.client("a", "share-pub-a")
         for i in range(ROUNDS // 2):
             f = "$share/g%d/sh/+" % i
             self.assertEqual(member.subscribe([(f, 0)], pid=i + 1), [0])
@@ -147,6 +157,29 @@ class ClusterInterestTest(ClusterCase):
         p = home.recv_publish(timeout=WAIT)
         self.assertEqual((p.topic, p.payload), ("hm/t", b"home"))
         self.assertEqual(self.metric("a", "cluster_sent_total"), sent)
+
+    def test_retained_message_reaches_a_node_without_interest(self):
+        pub = self.client("a", "keep-pub-a")
+        pub.publish("keep/t", b"kept", qos=1, retain=True, pid=1)
+        # b learns it from the bucket, whatever a's publish did with NATS.
+        self.assertIsNotNone(self.nodes["b"].wait_log("in step with bucket", timeout=WAIT))
+        deadline = time.monotonic() + WAIT
+        while True:
+            c = RawClient(self.nodes["b"].port)
+            self.clients.append(c)
+            self.assertEqual(c.connect("late-%d" % len(self.clients)), 0)
+            self.assertEqual(c.subscribe([("keep/t", 1)]), [1])
+            try:
+                p = c.recv_publish(timeout=0.5)
+                break
+            except Exception:  # noqa: BLE001 - not applied yet: ask again
+                c.close()
+                self.assertLess(time.monotonic(), deadline, "the retained message never reached b")
+        self.assertEqual((p.topic, p.payload, p.retain), ("keep/t", b"kept", True))
+
+
+class RestartedNodesTest(ClusterInterestCase):
+    """Tests that stop, kill or restart a node: nodes of their own."""
 
     def test_unsubscribe_and_stop_withdraw_interest_and_restart_restores_it(self):
         sub = self.client("b", "sub-b")
@@ -221,25 +254,6 @@ class ClusterInterestTest(ClusterCase):
         pub.publish("snap/filter/%05d" % n, b"nobody")
         pub.ping()
         self.assertEqual(self.metric("a", "cluster_unwanted_total"), unwanted + 1)
-
-    def test_retained_message_reaches_a_node_without_interest(self):
-        pub = self.client("a", "pub-a")
-        pub.publish("keep/t", b"kept", qos=1, retain=True, pid=1)
-        # b learns it from the bucket, whatever a's publish did with NATS.
-        self.assertIsNotNone(self.nodes["b"].wait_log("in step with bucket", timeout=WAIT))
-        deadline = time.monotonic() + WAIT
-        while True:
-            c = RawClient(self.nodes["b"].port)
-            self.clients.append(c)
-            self.assertEqual(c.connect("late-%d" % len(self.clients)), 0)
-            self.assertEqual(c.subscribe([("keep/t", 1)]), [1])
-            try:
-                p = c.recv_publish(timeout=0.5)
-                break
-            except Exception:  # noqa: BLE001 - not applied yet: ask again
-                c.close()
-                self.assertLess(time.monotonic(), deadline, "the retained message never reached b")
-        self.assertEqual((p.topic, p.payload, p.retain), ("keep/t", b"kept", True))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ nats-server on loopback, as in 24 and 26.
 nats-server must be installed (WISP_NATS_SERVER, found by CMake): a missing
 one fails the test, never skips it."""
 
-import importlib.util
 import os
 import re
 import socket
@@ -49,17 +48,13 @@ import struct
 import sys
 import threading
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_cluster import SELECTIVE  # noqa: E402
 from wisp_e2e import (CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient,  # noqa: E402
                       ack_pkt, main, mqtt_str, packet)
+from wisp_cluster import SELECTIVE, load_script  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location(
-    "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
-cluster24 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cluster24)
+cluster24 = load_script("cluster24", "24_cluster.py")
 PREFIX, WAIT = cluster24.PREFIX, cluster24.WAIT
 
 
@@ -470,12 +465,10 @@ class ClusterSessionTest(cluster24.ClusterTest):
         self.wait_metric("d", "cluster_sessions_out_total", 1)
 
     def extra_node(self, name, persistence=False, **cluster):
-        n = cluster24.Node(name, self.nats.port, persistence=persistence)
+        """Starts node name (more cluster keys in cluster) besides a, b, c."""
+        n = self.nodes[name] = self.make_node(name, persistence)
         n.extra_config["cluster"].update(cluster)
-        self.nodes[name] = n
-        n.start()
-        self.assertIsNotNone(n.wait_log("connected to NATS as node '%s'" % name, timeout=WAIT))
-        return n
+        return self.start_node(name)
 
     def test_moved_session_survives_kill_9_of_the_new_node(self):
         # Both stores on: e writes the session before d lets go of it.

@@ -20,7 +20,6 @@ a missing one fails the test, never skips it."""
 
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -28,20 +27,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import IO_TIMEOUT, main, run_wisp  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location(
-    "cluster24", os.path.join(os.path.dirname(os.path.abspath(__file__)), "24_cluster.py"))
-cluster24 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cluster24)
-Node, NATS_BIN = cluster24.Node, cluster24.NATS_BIN
+from wisp_cluster import NATS_BIN, SELECTIVE, ClusterCase, Nats, Node  # noqa: E402
 
 WAIT = 20.0  # seconds any awaited cluster event may take
-SELECTIVE = "sending NATS only what they want"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PASSWORD = "pw-4c1d-never-logged"
 TOKEN = "tok-9e7f-never-logged"
@@ -134,8 +126,8 @@ def make_user_nkey():
             nkey_encode([prefix_seed | (prefix_user >> 5), (prefix_user & 31) << 3], seed))
 
 
-class NatsConf(cluster24.Nats):
-    """24's nats-server, from a configuration file with TLS and
+class NatsConf(Nats):
+    """wisp_cluster's nats-server, from a configuration file with TLS and
     authorization blocks."""
 
     def __init__(self, workdir, tls=None, auth=None, host="127.0.0.1", extra=()):
@@ -163,7 +155,11 @@ class NatsConf(cluster24.Nats):
             return {c.get("name"): c for c in json.load(r).get("connections", [])}
 
 
-class ClusterNatsAuthTest(unittest.TestCase):
+class ClusterNatsAuthTest(ClusterCase):
+    # Each test starts nats-server with the TLS and authorization it wants
+    # (serve_nats) and its nodes (launch, join).
+    start_nats_in_setup = False
+    wait = WAIT
 
     @classmethod
     def setUpClass(cls):
@@ -185,33 +181,16 @@ class ClusterNatsAuthTest(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.work, True)
 
-    def setUp(self):
-        self.nodes = {}
-        self.clients = []
-        self.addCleanup(self.stop_nodes)
-
-    # 24's helpers, not its tests.
-    stop_nodes = cluster24.ClusterTest.stop_nodes
-    client = cluster24.ClusterTest.client
-
-    def run(self, result=None):
-        result = result if result is not None else self.defaultTestResult()
-        before = len(result.failures) + len(result.errors)
-        super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            for name, b in getattr(self, "nodes", {}).items():
-                sys.stderr.write("\n--- node %s ---\n%s\n" % (name, b.log_banner()))
-            if getattr(self, "nats", None):
-                sys.stderr.write("\n--- nats-server ---\n%s\n" % self.nats.log())
-        return result
-
-    def start_nats(self, tls=None, auth=None, host="127.0.0.1", extra=()):
+    def serve_nats(self, tls=None, auth=None, host="127.0.0.1", extra=()):
+        # Not ClusterCase.start_nats: that would remove nats-server's log
+        # before a failed test's cleanup shows it (the class removes it).
         self.nats = NatsConf(self.work, tls, auth, host, extra)
         self.addCleanup(self.nats.kill)
         self.nats.start()
         return self.nats
 
-    def start_node(self, name, scheme="tls", **cluster):
+    def launch(self, name, scheme="tls", **cluster):
+        """Starts node name without waiting for NATS (it may refuse it)."""
         # With persistence (the default): a refused node runs alone as while
         # NATS is down, and acknowledges QoS 1 through its forwarding queue
         # (without it the ack would wait for JetStream, e2e 32).
@@ -224,7 +203,7 @@ class ClusterNatsAuthTest(unittest.TestCase):
         return n
 
     def join(self, name, **cluster):
-        n = self.start_node(name, **cluster)
+        n = self.launch(name, **cluster)
         self.assertIsNotNone(n.wait_log("connected to NATS as node '%s'" % name, timeout=WAIT),
                              "node %s never connected to NATS" % name)
         # Settled (its JetStream set-up and first beats over) before the test
@@ -271,7 +250,7 @@ class ClusterNatsAuthTest(unittest.TestCase):
                 self.assertNotIn(secret, n.log(), "a secret is in node %s's log" % n)
 
     def test_tls_and_password_every_connection_is_tls_and_a_message_crosses(self):
-        self.start_nats(tls=self.server_tls, auth=["user: wisp", "password: %s" % json.dumps(PASSWORD)])
+        self.serve_nats(tls=self.server_tls, auth=["user: wisp", "password: %s" % json.dumps(PASSWORD)])
         for name in ("a", "b"):
             self.join(name, cafile=self.ca, username="wisp", password=PASSWORD)
         self.assert_crosses()
@@ -282,53 +261,53 @@ class ClusterNatsAuthTest(unittest.TestCase):
         self.assert_no_secret_logged(PASSWORD)
 
     def test_wrong_ca_is_refused_with_the_reason_and_local_clients_are_served(self):
-        self.start_nats(tls=self.server_tls, auth=["user: wisp", "password: %s" % json.dumps(PASSWORD)])
-        self.start_node("a", cafile=self.other_ca, username="wisp", password=PASSWORD)
+        self.serve_nats(tls=self.server_tls, auth=["user: wisp", "password: %s" % json.dumps(PASSWORD)])
+        self.launch("a", cafile=self.other_ca, username="wisp", password=PASSWORD)
         self.assert_refused_and_serving("a", "SSL handshake error")
 
     def test_wrong_password_is_refused_with_the_reason_and_local_clients_are_served(self):
-        self.start_nats(tls=self.server_tls, auth=["user: wisp", "password: %s" % json.dumps(PASSWORD)])
-        self.start_node("a", cafile=self.ca, username="wisp", password="not-" + PASSWORD)
+        self.serve_nats(tls=self.server_tls, auth=["user: wisp", "password: %s" % json.dumps(PASSWORD)])
+        self.launch("a", cafile=self.ca, username="wisp", password="not-" + PASSWORD)
         self.assert_refused_and_serving("a", "Authorization Violation")
         self.assert_no_secret_logged(PASSWORD, "not-" + PASSWORD)
 
     def test_tls_url_against_a_server_without_tls_is_refused_not_plain_text(self):
         # cnats alone would fall back to plain text for a tls:// URL.
-        self.start_nats()
-        self.start_node("a", scheme="tls")
+        self.serve_nats()
+        self.launch("a", scheme="tls")
         self.assert_refused_and_serving("a", "Secure Connection not available")
 
     def test_server_name_is_checked(self):
-        self.start_nats(tls=self.server_tls)
-        self.start_node("a", cafile=self.ca, tls_server_name="not-this-server.example")
+        self.serve_nats(tls=self.server_tls)
+        self.launch("a", cafile=self.ca, tls_server_name="not-this-server.example")
         self.assert_refused_and_serving("a", "hostname mismatch")
 
     def test_url_host_is_checked_against_the_certificate_by_default(self):
         # 127.0.0.2 is loopback too, but not in the server certificate
         # (localhost, 127.0.0.1, ::1): cnats alone checks no name at all.
-        self.start_nats(tls=self.server_tls, host="127.0.0.2")
-        self.start_node("a", cafile=self.ca)
+        self.serve_nats(tls=self.server_tls, host="127.0.0.2")
+        self.launch("a", cafile=self.ca)
         self.assert_refused_and_serving("a", "IP address mismatch")
         # The name it does carry, given, lets the same node in.
         self.join("b", cafile=self.ca, tls_server_name="localhost")
 
     def test_skip_verify_joins_without_the_ca(self):
-        self.start_nats(tls=self.server_tls)
+        self.serve_nats(tls=self.server_tls)
         self.join("a", tls_skip_verify=True)
 
     def test_mutual_tls_client_certificate_joins_and_none_is_refused(self):
         tls = dict(self.server_tls, ca_file=self.ca, verify=True)
-        self.start_nats(tls=tls)
+        self.serve_nats(tls=tls)
         cert = {"certfile": os.path.join(self.work, "node.crt"), "keyfile": os.path.join(self.work, "node.key")}
         for name in ("a", "b"):
             self.join(name, cafile=self.ca, **cert)
         self.assert_crosses("b", "a")
-        self.start_node("c", cafile=self.ca)
+        self.launch("c", cafile=self.ca)
         line = self.nodes["c"].wait_log("refused node 'c'", timeout=WAIT)
         self.assertIsNotNone(line, "a node without a client certificate was not refused")
 
     def test_token_and_token_in_url_cross_and_are_not_logged(self):
-        self.start_nats(auth=["token: %s" % json.dumps(TOKEN)])
+        self.serve_nats(auth=["token: %s" % json.dumps(TOKEN)])
         self.join("a", scheme="nats", token=TOKEN)
         b = Node("b", self.nats.port)
         b.extra_config["cluster"]["nats"] = ["nats://%s@127.0.0.1:%d" % (TOKEN, self.nats.port)]
@@ -346,7 +325,7 @@ class ClusterNatsAuthTest(unittest.TestCase):
         with open(seed_file, "w") as f:
             f.write(seed + "\n")
         os.chmod(seed_file, 0o600)
-        self.start_nats(tls=self.server_tls, auth=["users: [ { nkey: %s } ]" % public])
+        self.serve_nats(tls=self.server_tls, auth=["users: [ { nkey: %s } ]" % public])
         for name in ("a", "b"):
             self.join(name, cafile=self.ca, nkey=public, nkey_seed=seed_file)
         self.assert_crosses()
@@ -354,7 +333,7 @@ class ClusterNatsAuthTest(unittest.TestCase):
 
     def test_creds_file_of_an_operator_mode_account_joins_and_another_account_is_refused(self):
         lines, acc_key, acc_pub = make_operator()
-        self.start_nats(tls=self.server_tls, extra=lines)
+        self.serve_nats(tls=self.server_tls, extra=lines)
         seeds = []
         for name in ("a", "b"):
             creds = os.path.join(self.work, "%s.creds" % name)
@@ -366,7 +345,7 @@ class ClusterNatsAuthTest(unittest.TestCase):
         other_key, other_pub, _ = nkey_pair(0)
         stranger = os.path.join(self.work, "stranger.creds")
         write_creds(stranger, other_key, other_pub)
-        self.start_node("c", cafile=self.ca, credentials=stranger)
+        self.launch("c", cafile=self.ca, credentials=stranger)
         self.assert_refused_and_serving("c", "Authorization Violation")
 
     def test_nkey_against_a_server_without_nkeys_is_refused(self):
@@ -375,8 +354,8 @@ class ClusterNatsAuthTest(unittest.TestCase):
         seed_file = os.path.join(self.work, "nononce.nk")
         with open(seed_file, "w") as f:
             f.write(seed + "\n")
-        self.start_nats(tls=self.server_tls, auth=["user: wisp", "password: %s" % json.dumps(PASSWORD)])
-        self.start_node("a", cafile=self.ca, nkey=public, nkey_seed=seed_file)
+        self.serve_nats(tls=self.server_tls, auth=["user: wisp", "password: %s" % json.dumps(PASSWORD)])
+        self.launch("a", cafile=self.ca, nkey=public, nkey_seed=seed_file)
         self.assert_refused_and_serving("a", "sent no nonce to sign")
 
     def test_missing_credentials_file_is_refused_at_start_with_its_key_path(self):

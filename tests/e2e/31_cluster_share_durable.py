@@ -35,7 +35,10 @@ from wisp_e2e import IO_TIMEOUT, main  # noqa: E402
 from wisp_cluster import ClusterCase, Node as ClusterNode  # noqa: E402
 
 WAIT = 20.0  # seconds any awaited cluster event may take
-ACK_WAIT = 30.0  # the group consumers' ack wait (cluster/jetstream.c): a redelivery comes after it
+# The group consumers' ack wait (cluster.group_ack_wait) where a test waits
+# for a redelivery: shorter than the default 30 s, long enough for a loaded
+# member node's ack.
+ACK_WAIT = 10
 
 
 class Node(ClusterNode):
@@ -43,6 +46,7 @@ class Node(ClusterNode):
 
     delay_group_bind = False
     persist_a = False  # node a keeps QoS 1/2 messages in its store while NATS is down
+    group_ack_wait = None  # cluster.group_ack_wait, the same on every node (None: the default)
 
     def __init__(self, name, nats_port, persistence=False):
         super().__init__(name, nats_port, persistence=persistence or (name == "a" and self.persist_a))
@@ -50,6 +54,8 @@ class Node(ClusterNode):
     def config(self):
         cfg = super().config()
         cfg["cluster"]["interest_interval"] = 1
+        if self.group_ack_wait:
+            cfg["cluster"]["group_ack_wait"] = self.group_ack_wait
         return cfg
 
     def _env(self):
@@ -63,10 +69,12 @@ class Node(ClusterNode):
 class ShareDurableTest(ClusterCase):
     node_class = Node
     node_names = ("a", "b", "c")
+    WAITS_FOR_REDELIVERY = {"test_member_node_frozen_then_killed_loses_nothing_acknowledged"}
 
     def setUp(self):
         Node.delay_group_bind = self._testMethodName == "test_new_group_gets_a_qos1_message_published_right_after_its_suback"
         Node.persist_a = self._testMethodName == "test_nats_restarted_group_gets_what_was_acknowledged_meanwhile_once"
+        Node.group_ack_wait = ACK_WAIT if self._testMethodName in self.WAITS_FOR_REDELIVERY else None
         super().setUp()
         for name, n in self.nodes.items():
             self.assertIsNotNone(n.wait_log("JetStream ready: QoS 1/2 cross nodes", timeout=WAIT),

@@ -111,6 +111,17 @@ class RestartClaimsTest(cluster29.ClusterSessionTest):
         self.assertEqual(got[0][:2], (new, b"from the later session"))
         c.raw.assert_no_packet(wait=0.5)
 
+    def resumes(self, node, cid, topic, payload, why):
+        """cid (3.1.1) connects at node and finds its session there (why:
+        the message if not); a message published to topic at node reaches
+        it. Returns its client."""
+        back = Client(self, node, cid, v5=False)
+        self.assertTrue(back.present, why)
+        Client(self, node, "%s-pub-%s" % (cid, node), v5=False, clean=True).publish(topic, payload, 1, 1)
+        got, _ = back.receive_all(1)
+        self.assertEqual(got[0][:2], (topic, payload))
+        return back
+
     def claimed_while_down(self, cid, v5):
         self.leave("a", cid, v5, cid + "/old", present=False)
         self.heard_claim("b", cid, "a")  # b asks a for it (and a is gone then)
@@ -180,20 +191,12 @@ class RestartClaimsTest(cluster29.ClusterSessionTest):
         self.leave("b", "other", False, "other/t", present=False)  # so that b has something to tell a
         self.kill("a")
         self.start_again("a", "node 'b' holds 1 persistent sessions")
-        back = Client(self, "a", "k", v5=False)
-        self.assertTrue(back.present, "a kept its copy: nobody claimed k meanwhile")
-        Client(self, "a", "k-pub", v5=False, clean=True).publish("k/t", b"kept", 1, 1)
-        got, _ = back.receive_all(1)
-        self.assertEqual(got[0][:2], ("k/t", b"kept"))
+        back = self.resumes("a", "k", "k/t", b"kept", "a kept its copy: nobody claimed k meanwhile")
         self.assertEqual(self.metric("a", "cluster_taken_over_total"), 0)
         back.raw.close()
         self.assertIsNotNone(self.nodes["a"].wait_log("client k .*disconnected", timeout=WAIT))
         self.heard_claim("b", "k", "a")
-        moved = Client(self, "b", "k", v5=False)
-        self.assertTrue(moved.present, "the restored session moves to b")
-        Client(self, "b", "k-pub2", v5=False, clean=True).publish("k/t", b"moved", 1, 1)
-        got, _ = moved.receive_all(1)
-        self.assertEqual(got[0][:2], ("k/t", b"moved"))
+        self.resumes("b", "k", "k/t", b"moved", "the restored session moves to b")
 
     def test_store_without_claim_times_still_loads(self):
         # A store written without claim times, as every store before them
@@ -210,11 +213,7 @@ class RestartClaimsTest(cluster29.ClusterSessionTest):
         a.extra_config["cluster"] = cluster
         self.leave("b", "other", False, "other/t", present=False)  # so that b has something to tell a
         self.start_again("a", "node 'b' holds 1 persistent sessions")
-        back = Client(self, "a", "legacy", v5=False)
-        self.assertTrue(back.present, "the session from the store without claim times")
-        Client(self, "a", "legacy-pub", v5=False, clean=True).publish("legacy/t", b"old store", 1, 1)
-        got, _ = back.receive_all(1)
-        self.assertEqual(got[0][:2], ("legacy/t", b"old store"))
+        self.resumes("a", "legacy", "legacy/t", b"old store", "the session from the store without claim times")
 
 
 if __name__ == "__main__":

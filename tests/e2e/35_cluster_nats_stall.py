@@ -179,6 +179,26 @@ class ClusterPair(ClusterCase):
         finally:
             c.close()
 
+    def flood_subscriber(self):
+        """A subscriber on b to the flood's topic: b wants it from a."""
+        flood_sub = self.client("b", "flood-sub")
+        self.assertEqual(flood_sub.subscribe([("flood/#", 0)]), [0])
+        return flood_sub
+
+    def stall(self, flood_sub):
+        """The flood's subscriber reads no more (b drops or disconnects it),
+        nats-server is frozen (SIGSTOP) and a flooder publishes to a until
+        it is done or blocked; returns the flooder."""
+        flood_sub.close()
+        self.nats.proc.send_signal(signal.SIGSTOP)
+        flooder = Flooder(self.nodes["a"].port, "flood/x")
+        self.clients.append(flooder.c)
+        self.assertEqual(flooder.assert_connected, 0)
+        flooder.start()
+        flooder.join(timeout=WAIT * 3)
+        self.assertFalse(flooder.is_alive(), "the flooder is neither done nor blocked")
+        return flooder
+
     def round_trips(self, pub, sub, first, count, seconds, port=None):
         """count round trips from packet id first on, or as many as fit in
         seconds if that is not None (bounded by count either way), and with
@@ -203,8 +223,7 @@ class NatsStallTest(ClusterPair):
     def test_frozen_nats_does_not_stall_local_clients(self):
         a = self.nodes["a"]
         # b wants the flood's topic (and the probe's, for after the stall).
-        flood_sub = self.client("b", "flood-sub")
-        self.assertEqual(flood_sub.subscribe([("flood/#", 0)]), [0])
+        flood_sub = self.flood_subscriber()
         after_sub = self.client("b", "after-sub")
         self.assertEqual(after_sub.subscribe([("after/x", 0)]), [0])
         # a's two local clients: nothing they do needs NATS.
@@ -214,16 +233,7 @@ class NatsStallTest(ClusterPair):
         probe = self.client("a", "probe")
         self.crossing(probe, flood_sub, "flood/x", b"before")
         self.round_trips(local_pub, local_sub, 0, 2, None)
-        # The flood's subscriber reads no more; b drops or disconnects it.
-        flood_sub.close()
-
-        self.nats.proc.send_signal(signal.SIGSTOP)
-        flooder = Flooder(a.port, "flood/x")
-        self.clients.append(flooder.c)
-        self.assertEqual(flooder.assert_connected, 0)
-        flooder.start()
-        flooder.join(timeout=WAIT * 3)
-        self.assertFalse(flooder.is_alive(), "the flooder is neither done nor blocked")
+        flooder = self.stall(flood_sub)
         slowest = self.round_trips(local_pub, local_sub, 2, ROUNDS, None, port=a.port)
         sys.stderr.write("\nflood: %d MiB sent to a (blocked: %s); slowest local round trip QoS 0 %.3f s, "
                          "QoS 1 %.3f s; slowest new client's CONNACK %.3f s, SUBACK %.3f s\n"
@@ -254,25 +264,15 @@ class NatsStallTest(ClusterPair):
         self.crossing(probe, after_sub, "after/x", b"after")
         self.round_trips(local_pub, local_sub, 0, 2, None)
 
-
-
     def test_node_stops_on_sigterm_while_nats_is_frozen(self):
         # The same stall; then SIGTERM must end a, exit status 0, within
         # WAIT (a hang is the failure: cnats's close alone may wait 5 s for
         # its threads, more than Broker.stop's bound leaves on a busy host).
         a = self.nodes["a"]
-        flood_sub = self.client("b", "flood-sub")
-        self.assertEqual(flood_sub.subscribe([("flood/#", 0)]), [0])
+        flood_sub = self.flood_subscriber()
         probe = self.client("a", "probe")
         self.crossing(probe, flood_sub, "flood/x", b"before")
-        flood_sub.close()
-        self.nats.proc.send_signal(signal.SIGSTOP)
-        flooder = Flooder(a.port, "flood/x")
-        self.clients.append(flooder.c)
-        self.assertEqual(flooder.assert_connected, 0)
-        flooder.start()
-        flooder.join(timeout=WAIT * 3)
-        self.assertFalse(flooder.is_alive(), "the flooder is neither done nor blocked")
+        self.stall(flood_sub)
         start = time.monotonic()
         a.proc.send_signal(signal.SIGTERM)
         try:
@@ -294,7 +294,7 @@ class PendingLimitTest(ClusterPair):
         return SlowDeliveryNode if name == "b" else StallNode
 
     def test_messages_cnats_drops_past_its_pending_limit_are_counted(self):
-        a, b = self.nodes["a"], self.nodes["b"]
+        b = self.nodes["b"]
         sub = self.client("b", "slow-sub")
         self.assertEqual(sub.subscribe([("slow/#", 0)]), [0])
         probe = self.client("a", "probe")

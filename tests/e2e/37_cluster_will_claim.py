@@ -34,26 +34,17 @@ delay from any node, would come before it.
 nats-server must be installed (WISP_NATS_SERVER, found by CMake): a missing
 one fails the test, never skips it."""
 
-import importlib.util
 import os
-import shutil
 import struct
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import CONNACK, DISCONNECT, Broker, RawClient, main, mqtt_str, packet  # noqa: E402
+from wisp_cluster import load_script  # noqa: E402
 
-
-def _load(name, file):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(os.path.abspath(__file__)), file))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-cluster24 = _load("cluster24", "24_cluster.py")
-cluster29 = _load("cluster29", "29_cluster_session.py")
+cluster24 = load_script("cluster24", "24_cluster.py")
+cluster29 = load_script("cluster29", "29_cluster_session.py")
 WAIT = cluster24.WAIT
 Client = cluster29.Client
 
@@ -175,25 +166,23 @@ class SingleNodeTest(WillCases, unittest.TestCase):
 
 
 class ClusterWillClaimTest(WillCases, cluster29.ClusterSessionTest):
+    """nats-server and two nodes (ClusterCase's setUp); a moves no session
+    over 64 KiB."""
+
     # 24's and 29's own tests are theirs: not run again here. Their
-    # helpers (stop_nodes, the logs on failure, metric, heard_claim) are used.
+    # helpers (metric, wait_metric, heard_claim) are used.
     for _name in [n for n in dir(cluster29.ClusterSessionTest) if n.startswith("test_")]:
         locals()[_name] = None
     del _name
 
     LEAVE, BACK = "a", "b"
+    node_names = ("a", "b")
 
-    def setUp(self):
-        """nats-server and two nodes; a moves no session over 64 KiB."""
-        self.nats = cluster24.Nats()
-        self.addCleanup(shutil.rmtree, self.nats.dir, True)
-        self.addCleanup(self.nats.kill)
-        self.nats.start()
-        self.nodes = {}
-        self.clients = []
-        self.addCleanup(self.stop_nodes)
-        self.extra_node("a", handover_max_bytes=65536)
-        self.extra_node("b")
+    def make_node(self, name, persistence=None):
+        n = super().make_node(name, persistence)
+        if name == "a":
+            n.extra_config["cluster"]["handover_max_bytes"] = 65536
+        return n
 
     def after_subscribe(self):
         # What b publishes reaches the watcher at a (a will of X published there).

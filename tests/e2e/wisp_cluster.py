@@ -171,21 +171,57 @@ class InterestNode(Node):
         return dict(super()._env(), WISP_DEBUG_DELAY_SHARE_SUB="1")
 
 
+def stop_and_remove(nodes):
+    """Stops the nodes of the dict nodes (each checked as Broker.stop
+    does), then removes their directories; returns the errors."""
+    errors = []
+    for b in nodes.values():
+        try:
+            b.stop()
+        except AssertionError as e:
+            errors.append(str(e))
+        except Exception:  # noqa: BLE001 - a node that never started
+            pass
+    for b in nodes.values():
+        b.cleanup()
+    return errors
+
+
+def stop_shared_nodes(nodes):
+    """A share_nodes class's cleanup: its nodes stopped after its last test;
+    a node that did not stop cleanly is the class's error."""
+    errors = stop_and_remove(nodes)
+    if errors:
+        raise AssertionError("\n".join(errors))
+
+
 class ClusterCase(unittest.TestCase):
     """nats-server and the nodes node_names (of node_class; those in
     persistent with their store), started by setUp; each is waited for
     until it connected to NATS and, with settle, until it learnt the
     others' interest. Cleanups stop the nodes, then nats-server, even when
-    setUp failed half way."""
+    setUp failed half way.
+
+    With share_nodes, the class's first setUp starts them and they serve
+    every test of the class; they are stopped (and checked as a stopped
+    node is) after its last test, and a test's cleanups close only its
+    clients. For a class whose tests neither stop, kill, add nor
+    reconfigure a node or nats-server, and leave nothing another test
+    could see (each its own client ids and topics, counters compared with
+    their value at the test's start)."""
 
     node_class = Node
     node_names = ()
     persistent = ()
     settle = False
     start_nats_in_setup = True
+    share_nodes = False
     wait = WAIT  # seconds setUp and start_node wait for a node's log line
 
     def setUp(self):
+        if self.share_nodes:
+            self._join_shared_nodes()
+            return
         self._failures_before = self._failure_count()
         self.nodes = {}
         self.clients = []
@@ -196,6 +232,9 @@ class ClusterCase(unittest.TestCase):
         # Registered after stop_nodes, so run before it: the nodes' logs are
         # still there.
         self.addCleanup(self.dump_logs_on_failure)
+        self._start_node_names()
+
+    def _start_node_names(self):
         # Started together, then waited for: quicker than one by one.
         for name in self.node_names:
             self.nodes[name] = self.make_node(name)
@@ -207,6 +246,27 @@ class ClusterCase(unittest.TestCase):
             for name in self.node_names:
                 self.assertIsNotNone(self.nodes[name].wait_log(SELECTIVE, timeout=self.wait),
                                      "node %s never learnt the others' interest" % name)
+
+    def _join_shared_nodes(self):
+        cls = type(self)
+        self._failures_before = self._failure_count()
+        self.clients = []
+        self.addCleanup(self.close_clients)
+        self.addCleanup(self.dump_logs_on_failure)
+        if "_shared" in cls.__dict__:
+            if cls._shared is None:
+                self.fail("the class's nodes did not start (its first test says why)")
+            self.nats, self.nodes = cls._shared
+            return
+        cls._shared = None  # tried once: a start that failed fails every test at once
+        self.nats = Nats()
+        self.nodes = {}
+        cls.addClassCleanup(shutil.rmtree, self.nats.dir, True)
+        cls.addClassCleanup(self.nats.kill)
+        cls.addClassCleanup(stop_shared_nodes, self.nodes)
+        self.nats.start()
+        self._start_node_names()
+        cls._shared = (self.nats, self.nodes)
 
     def start_nats(self, nats):
         """Starts nats; it is killed (and its store removed) after the
@@ -238,23 +298,17 @@ class ClusterCase(unittest.TestCase):
         return n
 
     def stop_nodes(self):
+        self.close_clients()
+        errors = stop_and_remove(self.nodes)
+        if errors:
+            self.fail("\n".join(errors))
+
+    def close_clients(self):
         for c in self.clients:
             try:
                 c.close()
             except Exception:  # noqa: BLE001 - cleanup must not hide the test result
                 pass
-        errors = []
-        for b in self.nodes.values():
-            try:
-                b.stop()
-            except AssertionError as e:
-                errors.append(str(e))
-            except Exception:  # noqa: BLE001 - a node that never started
-                pass
-        for b in self.nodes.values():
-            b.cleanup()
-        if errors:
-            self.fail("\n".join(errors))
 
     def _failure_count(self):
         # A cleanup cannot see whether the test failed (unittest resets its

@@ -428,3 +428,16 @@ void harness_remove_dir(const char *dir)
 	closedir(d);
 	rmdir(dir);
 }
+
+bool harness_has_snapshot(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	bool found = false;
+	while (d && (e = readdir(d)) != NULL)
+		if (strncmp(e->d_name, "snap.", 5) == 0)
+			found = true;
+	if (d)
+		closedir(d);
+	return found;
+}

@@ -81,6 +81,10 @@ size_t harness_frame_len(const uint8_t *p, size_t n);
 int harness_temp_dir(char *buf, size_t len, const char *prefix);
 void harness_remove_dir(const char *dir);
 
+/* Whether the store directory dir holds a snapshot (a snap.* file): the
+ * log was compacted. */
+bool harness_has_snapshot(const char *dir);
+
 /* The number of bytes a script (as client_send_hex's) decodes to (at most cap written to out), or
  * SIZE_MAX when it is not hex. */
 size_t harness_unhex(const char *hex, uint8_t *out, size_t cap);

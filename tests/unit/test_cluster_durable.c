@@ -10,7 +10,6 @@
  * what it keeps comes back in order after a restart and a compaction.
  */
 #include <CUnit/CUnit.h>
-#include <dirent.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -103,19 +102,6 @@ static void test_pubrec_never_sent_early_whatever_allocation_fails(void)
 	CU_ASSERT(exercised_close);
 }
 
-static bool has_snapshot(const char *dir)
-{
-	DIR *dp = opendir(dir);
-	bool found = false;
-	struct dirent *e;
-	while (dp && (e = readdir(dp)) != NULL)
-		if (strncmp(e->d_name, "snap.", 5) == 0)
-			found = true;
-	if (dp)
-		closedir(dp);
-	return found;
-}
-
 /* A temporary data directory and a configuration that persists there,
  * compacting from 4 KiB of log. */
 static void store_config(char *dir, size_t dir_cap, char *cfg, size_t cfg_cap, const char *prefix)
@@ -155,7 +141,7 @@ static void test_forward_queue_survives_restart_and_compaction(void)
 		msg_unref(kept[i]);
 	harness_run(h);
 	harness_run(h);
-	CU_ASSERT(has_snapshot(dir)); /* compacted: the entries went through emit_state */
+	CU_ASSERT(harness_has_snapshot(dir)); /* compacted: the entries went through emit_state */
 	harness_free(h);
 
 	h = harness_new(cfg);
@@ -212,7 +198,7 @@ static void test_stream_window_survives_restart_and_compaction(void)
 			CU_ASSERT_EQUAL(persist_stream_taken(b, i > 395 ? 395 : (i > 8 ? i - 8 : 0), i), 0);
 	harness_run(h);
 	harness_run(h);
-	CU_ASSERT(has_snapshot(dir));
+	CU_ASSERT(harness_has_snapshot(dir));
 	harness_free(h);
 
 	h = harness_new(cfg);

@@ -220,14 +220,45 @@ static bool push_seq(struct sender *s, natsConnection *nc, unsigned conn, unsign
 	return push(s, nc, subject, bytes, fill);
 }
 
+/* A fresh record, a connection that never connects (reconnect buffer of
+ * buf_size bytes, 0: the default) and a sender of cap messages and
+ * max_bytes bytes over it. */
+static struct sender *start_nowhere(natsConnection **nc, int buf_size, size_t cap, uint64_t max_bytes)
+{
+	reset();
+	*nc = connect_nowhere(buf_size);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(*nc);
+	struct sender *s = NULL;
+	CU_ASSERT_EQUAL_FATAL(sender_start(&s, cap, max_bytes), 0);
+	return s;
+}
+
+/* Tells release_later that the test thread's call returned; gives
+ * rec.done at that moment. */
+static size_t call_returned(void)
+{
+	pthread_mutex_lock(&rec.mu);
+	size_t done = rec.done;
+	rec.finished = true;
+	pthread_cond_broadcast(&rec.cv);
+	pthread_mutex_unlock(&rec.mu);
+	return done;
+}
+
+/* What every test expects of the thread's publishes: each connection's
+ * in order, connection 0 up to next0, no "drop." subject. */
+static void assert_published_in_order(uint32_t next0)
+{
+	CU_ASSERT_FALSE(rec.out_of_order);
+	CU_ASSERT_EQUAL(rec.next[0], next0);
+	CU_ASSERT_EQUAL(rec.unexpected, 0);
+}
+
 static void test_published_in_order_and_owned(void)
 {
 	enum { N = 1000 };
-	reset();
-	natsConnection *nc = connect_nowhere(0);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(nc);
-	struct sender *s = NULL;
-	CU_ASSERT_EQUAL_FATAL(sender_start(&s, N, UINT64_C(1) << 30), 0);
+	natsConnection *nc = NULL;
+	struct sender *s = start_nowhere(&nc, 0, N, UINT64_C(1) << 30);
 	CU_ASSERT_EQUAL(sender_cap(s), N);
 	CU_ASSERT_EQUAL(sender_max_bytes(s), UINT64_C(1) << 30);
 	size_t fill = 0;
@@ -237,9 +268,7 @@ static void test_published_in_order_and_owned(void)
 	CU_ASSERT_TRUE(all_taken);
 	CU_ASSERT_TRUE(wait_for(&rec.done, N));
 	sender_stop(s);
-	CU_ASSERT_FALSE(rec.out_of_order);
-	CU_ASSERT_EQUAL(rec.next[0], N);
-	CU_ASSERT_EQUAL(rec.unexpected, 0);
+	assert_published_in_order(N);
 	CU_ASSERT_EQUAL(rec.refused, 0);
 	CU_ASSERT_EQUAL(atomic_load(&destroyed), N); /* each freed by the sender, once */
 	natsStatistics *stats = NULL;
@@ -257,11 +286,8 @@ static void test_published_in_order_and_owned(void)
 static void test_refuses_at_cap(void)
 {
 	enum { CAP = 4 };
-	reset();
-	natsConnection *nc = connect_nowhere(0);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(nc);
-	struct sender *s = NULL;
-	CU_ASSERT_EQUAL_FATAL(sender_start(&s, CAP, UINT64_C(1) << 30), 0);
+	natsConnection *nc = NULL;
+	struct sender *s = start_nowhere(&nc, 0, CAP, UINT64_C(1) << 30);
 	set_gate(true);
 	size_t fill = 99;
 	CU_ASSERT_TRUE(push_seq(s, nc, 0, 0, 64, &fill));
@@ -278,9 +304,7 @@ static void test_refuses_at_cap(void)
 	CU_ASSERT_EQUAL(fill, 1);
 	CU_ASSERT_TRUE(wait_for(&rec.done, CAP + 2));
 	sender_stop(s);
-	CU_ASSERT_FALSE(rec.out_of_order);
-	CU_ASSERT_EQUAL(rec.next[0], CAP + 2);
-	CU_ASSERT_EQUAL(rec.unexpected, 0);
+	assert_published_in_order(CAP + 2);
 	CU_ASSERT_EQUAL(atomic_load(&destroyed), CAP + 3);
 	natsConnection_Destroy(nc);
 }
@@ -289,11 +313,8 @@ static void test_refuses_at_cap(void)
  * alone, and the bytes of what the thread took count no more. */
 static void test_refuses_at_max_bytes(void)
 {
-	reset();
-	natsConnection *nc = connect_nowhere(0);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(nc);
-	struct sender *s = NULL;
-	CU_ASSERT_EQUAL_FATAL(sender_start(&s, 8, 100), 0);
+	natsConnection *nc = NULL;
+	struct sender *s = start_nowhere(&nc, 0, 8, 100);
 	set_gate(true);
 	size_t fill = 99;
 	CU_ASSERT_TRUE(push_seq(s, nc, 0, 0, 500, &fill)); /* empty ring: a queue of one */
@@ -317,9 +338,7 @@ static void test_refuses_at_max_bytes(void)
 	set_gate(false);
 	CU_ASSERT_TRUE(wait_for(&rec.done, 5));
 	sender_stop(s);
-	CU_ASSERT_FALSE(rec.out_of_order);
-	CU_ASSERT_EQUAL(rec.next[0], 5);
-	CU_ASSERT_EQUAL(rec.unexpected, 0);
+	assert_published_in_order(5);
 	CU_ASSERT_EQUAL(atomic_load(&destroyed), 8);
 	natsConnection_Destroy(nc);
 }
@@ -329,11 +348,8 @@ static void test_refuses_at_max_bytes(void)
 static void test_counts_refused_publishes(void)
 {
 	enum { N = 8 };
-	reset();
-	natsConnection *nc = connect_nowhere(256);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(nc);
-	struct sender *s = NULL;
-	CU_ASSERT_EQUAL_FATAL(sender_start(&s, N, UINT64_C(1) << 30), 0);
+	natsConnection *nc = NULL;
+	struct sender *s = start_nowhere(&nc, 256, N, UINT64_C(1) << 30);
 	size_t fill = 0;
 	for (unsigned i = 0; i < N; i++) {
 		char subject[32];
@@ -420,11 +436,7 @@ static void test_forget_drops_and_waits(void)
 	pthread_t releaser;
 	CU_ASSERT_EQUAL_FATAL(pthread_create(&releaser, NULL, release_later, NULL), 0);
 	sender_forget(s, old);
-	pthread_mutex_lock(&rec.mu);
-	size_t done_at_return = rec.done;
-	rec.finished = true;
-	pthread_cond_broadcast(&rec.cv);
-	pthread_mutex_unlock(&rec.mu);
+	size_t done_at_return = call_returned();
 	/* old's publish ended before the return (and, the lock being the
 	 * thread's again at once, maybe nc's batch after it too) */
 	CU_ASSERT_TRUE(done_at_return >= 1);
@@ -436,10 +448,8 @@ static void test_forget_drops_and_waits(void)
 	CU_ASSERT_TRUE(push_seq(s, nc, 1, 2, 64, &fill));
 	CU_ASSERT_TRUE(wait_for(&rec.done, 4));
 	sender_stop(s);
-	CU_ASSERT_FALSE(rec.out_of_order);
-	CU_ASSERT_EQUAL(rec.next[0], 1);
+	assert_published_in_order(1);
 	CU_ASSERT_EQUAL(rec.next[1], 3);
-	CU_ASSERT_EQUAL(rec.unexpected, 0);
 	CU_ASSERT_EQUAL(atomic_load(&destroyed), 8);
 	natsConnection_Destroy(nc);
 }
@@ -448,11 +458,8 @@ static void test_forget_drops_and_waits(void)
 static void test_stop_frees_queued(void)
 {
 	enum { QUEUED = 10 };
-	reset();
-	natsConnection *nc = connect_nowhere(0);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(nc);
-	struct sender *s = NULL;
-	CU_ASSERT_EQUAL_FATAL(sender_start(&s, 16, UINT64_C(1) << 30), 0);
+	natsConnection *nc = NULL;
+	struct sender *s = start_nowhere(&nc, 0, 16, UINT64_C(1) << 30);
 	set_gate(true);
 	size_t fill = 0;
 	CU_ASSERT_TRUE(push_seq(s, nc, 0, 0, 64, &fill));
@@ -465,10 +472,7 @@ static void test_stop_frees_queued(void)
 	pthread_t releaser;
 	CU_ASSERT_EQUAL_FATAL(pthread_create(&releaser, NULL, release_later, NULL), 0);
 	sender_stop(s);
-	pthread_mutex_lock(&rec.mu);
-	rec.finished = true;
-	pthread_cond_broadcast(&rec.cv);
-	pthread_mutex_unlock(&rec.mu);
+	call_returned();
 	pthread_join(releaser, NULL);
 	CU_ASSERT_EQUAL(atomic_load(&destroyed), QUEUED + 1);
 	natsConnection_Destroy(nc);
@@ -520,10 +524,8 @@ static void test_concurrent_push(void)
 	CU_ASSERT_TRUE(wait_for(&rec.done, 2 * PER_CONN));
 	sender_stop(s);
 	CU_ASSERT_TRUE(fill_in_bound);
-	CU_ASSERT_FALSE(rec.out_of_order);
-	CU_ASSERT_EQUAL(rec.next[0], PER_CONN);
+	assert_published_in_order(PER_CONN);
 	CU_ASSERT_EQUAL(rec.next[1], PER_CONN);
-	CU_ASSERT_EQUAL(rec.unexpected, 0);
 	CU_ASSERT_EQUAL(rec.refused, 0);
 	CU_ASSERT_EQUAL(atomic_load(&destroyed), 2 * PER_CONN);
 	printf("(%zu pushes refused by the full ring) ", refused);

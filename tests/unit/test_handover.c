@@ -12,7 +12,6 @@
  * restarted node compares) survives a restart and a compaction.
  */
 #include <CUnit/Basic.h>
-#include <dirent.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -215,19 +214,6 @@ static void test_records_out_of_order_leave_nothing(void)
 	node_stop(&a);
 }
 
-static bool has_snapshot(const char *dir)
-{
-	DIR *dp = opendir(dir);
-	struct dirent *e;
-	bool found = false;
-	while (dp && (e = readdir(dp)) != NULL)
-		if (strncmp(e->d_name, "snap.", 5) == 0)
-			found = true;
-	if (dp)
-		closedir(dp);
-	return found;
-}
-
 /* The claim time of a persistent session's last connect at a cluster node
  * (what a restarted node compares with the other nodes' copies,
  * cluster/presence.h) comes back after a restart, from the log and from a
@@ -263,7 +249,7 @@ static void test_claim_time_survives_restart_and_compaction(void)
 		}
 		harness_run(h);
 		harness_run(h);
-		CU_ASSERT(has_snapshot(dir) == (compacted == 1));
+		CU_ASSERT(harness_has_snapshot(dir) == (compacted == 1));
 		harness_free(h);
 
 		h = harness_new(cfg);
