@@ -26,6 +26,8 @@
  * loaded server, short enough that an ack lost with a connection is
  * noticed soon after reconnecting. */
 #define PUBLISH_MAX_WAIT_MS 5000
+/* How long the worker waits for the stream's consumer names (dormant.h). */
+#define CONSUMER_LIST_WAIT_MS 1000
 /* Pause between set-up attempts and before re-publishing failed messages. */
 #define RETRY_MS 500
 /* The node consumer's ack wait: a message handed to the loop and not
@@ -562,14 +564,20 @@ static void group_episode(struct jsw *w, bool failing)
  * answer. Failed: nothing is told; the loop asks again next interval. */
 static void list_consumers(struct jsw *w)
 {
-	if (w->list_asked == w->list_started)
+	if (w->list_asked == w->list_started || w->stop)
 		return;
 	uint64_t ask = w->list_asked;
 	w->list_started = ask;
 	pthread_mutex_unlock(&w->mu);
 	jsConsumerNamesList *list = NULL;
 	jsErrCode jerr = 0;
-	natsStatus st = js_ConsumerNames(&list, w->js, w->stream, NULL, &jerr);
+	/* A short wait: jsw_stop joins this thread, and a request JetStream
+	 * leaves unanswered (seen over TLS as a node stops) held a node's
+	 * SIGTERM for the context's default 5 s. The loop asks again. */
+	jsOptions jo;
+	jsOptions_Init(&jo);
+	jo.Wait = CONSUMER_LIST_WAIT_MS;
+	natsStatus st = js_ConsumerNames(&list, w->js, w->stream, &jo, &jerr);
 	if (st == NATS_NOT_FOUND) /* no consumer at all */
 		st = NATS_OK;
 	pthread_mutex_lock(&w->mu);
