@@ -250,6 +250,14 @@ class ClusterTest(ClusterCase):
             got.append(remote.recv_publish(timeout=WAIT).payload)
         self.assertEqual(got[-1], b"after", got)
         remote.assert_no_packet(wait=0.3)
+        # Each node's second connection (<node>-share, the claims) is back
+        # too, and nothing was dropped: its coming back once read as cnats
+        # dropping messages, a false warning at every reconnect.
+        for name in ("a", "b"):  # the nodes with clients, which they ask for again
+            b = self.nodes[name]
+            self.assertIsNotNone(b.wait_log("back on NATS: asked again for the", offset=offsets[name],
+                                            timeout=WAIT), "node %s: claim connection not back" % name)
+            self.assertNotIn("NATS's client is dropping messages", b.log()[offsets[name]:], "node %s" % name)
 
 
 if __name__ == "__main__":

@@ -65,10 +65,19 @@
 #define EV_CONNECTED 0x1u
 #define EV_DISCONNECTED 0x2u
 #define EV_CLOSED 0x4u
-#define EV_SLOW 0x8u /* cnats dropped messages: a subscription's pending limit was full */
+#define EV_SLOW 0x80u /* cnats dropped messages: a subscription's pending limit was full */
 /* A rejoin's connector thread is done (struct connector). */
 #define EV_MAIN_MADE 0x20u
 #define EV_SHARE_MADE 0x40u
+/* The groups' connection and the retained bucket raise theirs on the same
+ * inbox: one bit each. (EV_SLOW was GROUPS_EV_UP's bit: every reconnect
+ * of <node>-share logged that cnats was dropping messages.) */
+#define EV_OWN (EV_CONNECTED | EV_DISCONNECTED | EV_CLOSED | EV_SLOW | EV_MAIN_MADE | EV_SHARE_MADE)
+_Static_assert((EV_OWN & (GROUPS_EV_UP | GROUPS_EV_CLOSED | GROUPS_EV_SLOW | RETAINED_KV_EVENT)) == 0 &&
+		       (GROUPS_EV_UP & (GROUPS_EV_CLOSED | GROUPS_EV_SLOW | RETAINED_KV_EVENT)) == 0 &&
+		       (GROUPS_EV_CLOSED & (GROUPS_EV_SLOW | RETAINED_KV_EVENT)) == 0 &&
+		       (GROUPS_EV_SLOW & RETAINED_KV_EVENT) == 0,
+	       "the cluster inbox's events need a bit each");
 
 /* Messages taken from the inbox per loop wake-up, so NATS traffic cannot
  * starve the node's own clients. */
