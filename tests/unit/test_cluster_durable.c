@@ -19,6 +19,7 @@
 #include "broker.h"
 #include "broker_harness.h"
 #include "cluster.h"
+#include "cluster_harness.h"
 #include "durable.h"
 #include "err.h"
 #include "msg.h"
@@ -231,16 +232,10 @@ static void test_stream_window_survives_restart_and_compaction(void)
  */
 static void test_puback_never_sent_when_the_stream_message_cannot_be_made(void)
 {
-	static const char cfg[] =
-		"{\"listeners\": [{\"bind\": \"127.0.0.1\", \"port\": 0}],"
-		" \"persistence\": {\"enabled\": false}, \"log\": {\"level\": \"error\"},"
-		" \"cluster\": {\"nats\": [\"nats://127.0.0.1:1\"], \"node\": \"t\", \"interest\": false}}";
-	struct harness *h = harness_new(cfg);
-	CU_ASSERT_FATAL(h != NULL);
-	struct broker *b = harness_broker(h);
 	struct cluster *cl = NULL;
-	char err[256];
-	CU_ASSERT_EQUAL_FATAL(cluster_start(b, &cl, err, sizeof err), 0);
+	struct harness *h = cluster_harness(", \"interest\": false", &cl);
+	CU_ASSERT_FATAL(h != NULL && cl != NULL);
+	struct broker *b = harness_broker(h);
 	bool exercised = false;
 	for (uint64_t n = 0; n <= 40; n++) {
 		struct hclient *c = harness_connect(h);
@@ -295,17 +290,10 @@ static void publish_qos1(struct hclient *c, unsigned packet_id)
  */
 static void test_publishers_wait_when_the_outbound_queue_is_full(void)
 {
-	static const char cfg[] =
-		"{\"listeners\": [{\"bind\": \"127.0.0.1\", \"port\": 0}],"
-		" \"persistence\": {\"enabled\": false}, \"log\": {\"level\": \"error\"},"
-		" \"cluster\": {\"nats\": [\"nats://127.0.0.1:1\"], \"node\": \"t\", \"interest\": false,"
-		" \"outbound_queue\": 16}}";
-	struct harness *h = harness_new(cfg);
-	CU_ASSERT_FATAL(h != NULL);
-	struct broker *b = harness_broker(h);
 	struct cluster *cl = NULL;
-	char err[256];
-	CU_ASSERT_EQUAL_FATAL(cluster_start(b, &cl, err, sizeof err), 0);
+	struct harness *h = cluster_harness(", \"interest\": false, \"outbound_queue\": 16", &cl);
+	CU_ASSERT_FATAL(h != NULL && cl != NULL);
+	struct broker *b = harness_broker(h);
 	struct hclient *pub = harness_connect(h);
 	connect_client(pub, 0);
 	uint64_t received = b->stats.msgs_received;

@@ -25,6 +25,7 @@
 #include "broker.h"
 #include "broker_harness.h"
 #include "cluster.h"
+#include "cluster_harness.h"
 #include "inbox.h"
 #include "jetstream.h"
 #include "nats_conn_watch.h"
@@ -298,16 +299,10 @@ static void test_worker_destroys_after_deadline(void)
 
 static void test_loop_destroys_after_deadline(void)
 {
-	static const char cfg[] =
-		"{\"listeners\": [{\"bind\": \"127.0.0.1\", \"port\": 0}],"
-		" \"persistence\": {\"enabled\": false}, \"log\": {\"level\": \"error\"},"
-		" \"cluster\": {\"nats\": [\"nats://127.0.0.1:1\"], \"node\": \"t\", \"durable\": false}}";
-	struct harness *h = harness_new(cfg);
-	CU_ASSERT_FATAL(h != NULL);
-	struct broker *b = harness_broker(h);
 	struct cluster *cl = NULL;
-	char err[256];
-	CU_ASSERT_EQUAL_FATAL(cluster_start(b, &cl, err, sizeof err), 0);
+	struct harness *h = cluster_harness(", \"durable\": false", &cl);
+	CU_ASSERT_FATAL(h != NULL && cl != NULL);
+	struct broker *b = harness_broker(h);
 	/* As if the main connection were up: the filter's SUB is made now
 	 * (cnats buffers it until it connects). */
 	b->stats.cluster.connected = 1;

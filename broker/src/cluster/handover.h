@@ -174,7 +174,7 @@ void handover_own_routed(struct handover *h, natsMsg *nm, uint64_t seq);
  * (sequence seq) must not reach, into out (at most max). */
 size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct session **out, size_t max);
 
-/* broker.h's on_session_missing (a Clean Start 0 CONNECT, whether or not
+/* broker.h's on_resume_session (a Clean Start 0 CONNECT, whether or not
  * its session is here) and on_conn_gone. */
 int handover_session_missing(struct handover *h, struct conn *c, const char *id, size_t len, const char *username);
 void handover_conn_gone(struct handover *h, struct conn *c);

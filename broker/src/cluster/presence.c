@@ -269,7 +269,7 @@ static void on_held_elsewhere(void *ctx, struct session *s, const char *node, ui
 }
 
 
-static int on_session_missing(void *ctx, struct conn *c, const char *id, size_t len, const char *username)
+static int on_resume_session(void *ctx, struct conn *c, const char *id, size_t len, const char *username)
 {
 	struct presence *p = ctx;
 	return handover_session_missing(p->handover, c, id, len, username);
@@ -361,7 +361,7 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 	loop_timer_start(b->loop, &p->timer, 1, on_presence_timer);
 	handover_on_held_elsewhere(p->handover, on_held_elsewhere, p);
 	b->on_client_connected = on_connected;
-	b->on_session_missing = on_session_missing;
+	b->on_resume_session = on_resume_session;
 	b->on_conn_gone = on_conn_gone;
 	b->client_connected_ctx = p;
 	*out = p;
@@ -396,7 +396,7 @@ void presence_stop(struct presence *p, struct nats_retire *retired)
 		return;
 	if (p->b->client_connected_ctx == p) {
 		p->b->on_client_connected = NULL;
-		p->b->on_session_missing = NULL;
+		p->b->on_resume_session = NULL;
 		p->b->on_conn_gone = NULL;
 		p->b->client_connected_ctx = NULL;
 	}

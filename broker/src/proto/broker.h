@@ -229,7 +229,7 @@ struct broker {
 	 * at start), and the CONNECT is handled again (conn_input_resume)
 	 * once it is here or the fetch failed; WISP_EEXIST: it belongs to
 	 * another user there (refused as on one node). */
-	int (*on_session_missing)(void *ctx, struct conn *c, const char *id, size_t len, const char *username);
+	int (*on_resume_session)(void *ctx, struct conn *c, const char *id, size_t len, const char *username);
 	/* A connection closes: whoever keeps it waiting lets go of it. */
 	void (*on_conn_gone)(void *ctx, struct conn *c);
 	uint64_t id_seq;             /* for assigned client ids */

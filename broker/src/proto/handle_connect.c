@@ -287,8 +287,8 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	 * (cluster/handover.h), and one restored here waits for the other
 	 * nodes' word at start; an assigned id or an AUTH exchange (which a
 	 * second run of this CONNECT would start again) does not wait. */
-	if (!p->clean_start && id != idbuf && !enhanced && b->on_session_missing) {
-		rc = b->on_session_missing(b->client_connected_ctx, c, id, id_len, username);
+	if (!p->clean_start && id != idbuf && !enhanced && b->on_resume_session) {
+		rc = b->on_resume_session(b->client_connected_ctx, c, id, id_len, username);
 		if (rc != 0) {
 			wisp_free(username);
 			return rc == WISP_EAGAIN ? rc : refuse(why, REASON_TAKEOVER_REFUSED);
