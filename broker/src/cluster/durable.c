@@ -215,6 +215,7 @@ struct durable {
 	void *consumers_ctx;
 	uint64_t *gseen;         /* gseen_cap keys, 0: empty; NULL until the first group message */
 	size_t gseen_cap;
+	uint64_t gseen_max;      /* the highest stream sequence marked in gseen */
 };
 
 const char *durable_stream(const struct durable *d) { return d->stream; }
@@ -921,6 +922,12 @@ static void seen_check_stream(struct durable *d)
 	if (setups == d->setups_seen)
 		return;
 	d->setups_seen = setups;
+	/* The groups' marks too: a sequence of the new stream is another
+	 * message. */
+	if (d->gseen && last_seq < d->gseen_max) {
+		memset(d->gseen, 0, d->gseen_cap * sizeof *d->gseen);
+		d->gseen_max = 0;
+	}
 	if (!d->seen_init || last_seq >= d->seen_floor)
 		return;
 	log_msg(LOG_WARNING, "cluster", "stream '%s' ends at sequence %llu, below the %llu this node routed: "
@@ -1145,8 +1152,10 @@ static uint64_t gseen_key(const char *consumer, uint64_t seq)
 }
 
 /* Whether the group message (consumer, seq) was given to a member here
- * this run; marks it. Only a redelivery can have been. */
-static bool gseen(struct durable *d, const char *consumer, uint64_t seq, uint64_t delivered)
+ * this run; marks it. NumDelivered does not tell: a NATS server killed
+ * before it wrote the consumer's state delivers acked messages again as
+ * first deliveries (e2e 31's NATS restart got QoS 2 duplicates so). */
+static bool gseen(struct durable *d, const char *consumer, uint64_t seq)
 {
 	if (!d->gseen) {
 		d->gseen = wisp_calloc(d->gseen_cap, sizeof *d->gseen);
@@ -1155,21 +1164,23 @@ static bool gseen(struct durable *d, const char *consumer, uint64_t seq, uint64_
 	}
 	uint64_t k = gseen_key(consumer, seq);
 	uint64_t *slot = &d->gseen[k % d->gseen_cap];
-	if (delivered > 1 && *slot == k)
+	if (*slot == k)
 		return true;
 	*slot = k;
+	if (seq > d->gseen_max)
+		d->gseen_max = seq;
 	return false;
 }
 
 /* A message of a group's consumer (not the node's): to one member. */
-static void group_msg(struct durable *d, natsMsg *nm, const char *consumer, uint64_t seq, uint64_t delivered)
+static void group_msg(struct durable *d, natsMsg *nm, const char *consumer, uint64_t seq)
 {
 	struct broker *b = d->b;
 	if (!d->route_group || !seq) {
 		natsMsg_Destroy(nm); /* unacked: another node's member gets it */
 		return;
 	}
-	if (gseen(d, consumer, seq, delivered)) {
+	if (gseen(d, consumer, seq)) {
 		log_limited("cluster_group_again", LOG_INFO, "cluster",
 			    "a shared group's message delivered again was given to a member here before: acked, "
 			    "not delivered again");
@@ -1279,7 +1290,7 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 		if (natsMsg_GetMetaData(&meta, nm) == NATS_OK) {
 			seq = meta->Sequence.Stream;
 			if (meta->Consumer && strcmp(meta->Consumer, d->consumer) != 0) {
-				group_msg(d, nm, meta->Consumer, seq, meta->NumDelivered);
+				group_msg(d, nm, meta->Consumer, seq);
 				jsMsgMetaData_Destroy(meta);
 				continue;
 			}
