@@ -87,6 +87,14 @@ class Nats:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
+    def stop(self):
+        """SIGTERM: nats-server writes its streams' and consumers' state
+        first (killed, it can forget what it acknowledged in its last
+        milliseconds)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=WAIT)
+
     def log(self):
         with open(os.path.join(self.dir, "nats.log"), errors="replace") as f:
             return f.read()
@@ -114,6 +122,29 @@ class Nats:
             time.sleep(0.05)
         raise AssertionError("node %s: NATS subscriptions %s, wanted %s%s" % (
             node, sorted(subs or []), "" if present else "none of ", sorted(want)))
+
+    def jetstream_state(self):
+        """Each stream's sequences and each consumer's positions, one line
+        each, from /jsz (for a failed test's report; what went wrong when
+        nats-server is not running)."""
+        url = "http://127.0.0.1:%d/jsz?streams=true&consumers=true" % self.mport
+        try:
+            with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as r:
+                data = json.load(r)
+        except (OSError, ValueError) as e:
+            return "no /jsz: %s" % e
+        lines = []
+        for account in data.get("account_details") or []:
+            for s in account.get("stream_detail") or []:
+                st = s.get("state", {})
+                lines.append("stream %s: messages %s, first %s, last %s" % (
+                    s.get("name"), st.get("messages"), st.get("first_seq"), st.get("last_seq")))
+                for c in s.get("consumer_detail") or []:
+                    lines.append("  consumer %s: delivered %s, ack floor %s, ack pending %s, redelivered %s, "
+                                 "pending %s" % (c.get("name"), c.get("delivered", {}).get("stream_seq"),
+                                                 c.get("ack_floor", {}).get("stream_seq"), c.get("num_ack_pending"),
+                                                 c.get("num_redelivered"), c.get("num_pending")))
+        return "\n".join(lines)
 
     def out_msgs(self, node):
         return self.connections()[node][1]
@@ -329,6 +360,7 @@ class ClusterCase(unittest.TestCase):
                 sys.stderr.write("\n--- nats-server ---\n%s\n" % self.nats.log())
             except OSError as e:
                 sys.stderr.write("\n--- nats-server: no log (%s) ---\n" % e)
+            sys.stderr.write("\n--- JetStream's streams and consumers ---\n%s\n" % self.nats.jetstream_state())
 
     def client(self, node, client_id):
         c = RawClient(self.nodes[node].port)

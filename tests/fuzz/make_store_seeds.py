@@ -72,6 +72,7 @@ PAYLOADS = [
     (5, SESSION_V1 + b"\x02" + s16(b""), 2),                                      # SESSION_PUT, anonymous owner
     (5, SESSION_V1 + b"\x01" + s16(b"alice") + struct.pack("<Q", 1764494000123456789), 3),  # SESSION_PUT, claim time
     (5, SESSION_V1 + b"\x00" + s16(b"") + struct.pack("<Q", 5), 3),               # claim time, no owner
+    (19, struct.pack("<QQQ", 40, 43, 1764494000123456789), 2),                    # STREAM_TAKEN, time stamp
 ]
 
 SALT = 0x1234
@@ -127,6 +128,14 @@ def main():
         frame(5, SESSION_V1 + b"\x01" + s16(b"alice") + struct.pack("<Q", 7), version=4),
         frame(5, SESSION_V1 + b"\x01" + s16(b"alice") + struct.pack("<Q", 7), version=3),
         frame(5, SESSION_V1 + b"\x01" + s16(b"alice"), version=2)])
+    # STREAM_TAKEN versions: a time stamp under version 1, none or 0 under
+    # version 2: each refused, the rest kept.
+    seeds["file-stream-taken-forms"] = b"\x00" + header(b"WISP-LOG") + b"".join([
+        frame(19, struct.pack("<QQQ", 40, 42, 9)),
+        frame(19, struct.pack("<QQ", 40, 42), version=2),
+        frame(19, struct.pack("<QQQ", 40, 42, 0), version=2),
+        frame(19, struct.pack("<QQQ", 40, 42, 9), version=2),
+        frame(19, struct.pack("<QQ", 40, 42))])
     for i, (t, v, p) in enumerate(recs()):
         seeds["rec-%02d-type%d" % (i, t) + ("-v%d" % v if v != 1 else "")] = b"\x01" + bytes([t, v, len(p)]) + p
     allrecs = b"".join(bytes([t, v, len(p)]) + p for t, v, p in recs())

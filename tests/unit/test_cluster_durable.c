@@ -168,11 +168,11 @@ static void test_forward_queue_survives_restart_and_compaction(void)
 }
 
 /* The set of sequences above the floor the store restored, as a bitmap of
- * (floor, floor + 64]; false if one lies outside. */
-static bool restored_window(struct broker *b, uint64_t *floor, uint64_t *bits)
+ * (floor, floor + 64], and the time stamp; false if one lies outside. */
+static bool restored_window(struct broker *b, uint64_t *floor, uint64_t *bits, uint64_t *stamp)
 {
 	const uint64_t *seqs;
-	size_t n = persist_stream_window(b, floor, &seqs);
+	size_t n = persist_stream_window(b, floor, stamp, &seqs);
 	*bits = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (seqs[i] <= *floor || seqs[i] - *floor > 64)
@@ -182,9 +182,10 @@ static bool restored_window(struct broker *b, uint64_t *floor, uint64_t *bits)
 	return true;
 }
 
-/* The receiving side's dedupe window (STREAM_TAKEN): the last floor and
- * the sequences above it come back after a compaction and a restart; a
- * lower floor (the stream made anew) starts a new window. */
+/* The receiving side's dedupe window (STREAM_TAKEN): the last floor, the
+ * sequences above it and the newest time stamp come back after a
+ * compaction and a restart; a lower floor (the stream made anew) starts a
+ * new window. */
 static void test_stream_window_survives_restart_and_compaction(void)
 {
 	char dir[256], cfg[512];
@@ -196,7 +197,7 @@ static void test_stream_window_survives_restart_and_compaction(void)
 	 * it holds the floor at 395): 397..400 stay above it. */
 	for (uint64_t i = 1; i <= 400; i++)
 		if (i != 396)
-			CU_ASSERT_EQUAL(persist_stream_taken(b, i > 395 ? 395 : (i > 8 ? i - 8 : 0), i), 0);
+			CU_ASSERT_EQUAL(persist_stream_taken(b, i > 395 ? 395 : (i > 8 ? i - 8 : 0), i, 1000 + i), 0);
 	harness_run(h);
 	harness_run(h);
 	CU_ASSERT(harness_has_snapshot(dir));
@@ -205,20 +206,22 @@ static void test_stream_window_survives_restart_and_compaction(void)
 	h = harness_new(cfg);
 	CU_ASSERT_FATAL(h != NULL);
 	b = harness_broker(h);
-	uint64_t floor = 0, bits = 0;
-	CU_ASSERT(restored_window(b, &floor, &bits));
+	uint64_t floor = 0, bits = 0, stamp = 0;
+	CU_ASSERT(restored_window(b, &floor, &bits, &stamp));
 	CU_ASSERT_EQUAL(floor, 395);
 	CU_ASSERT_EQUAL(bits, 0x1eu); /* 397..400 */
-	CU_ASSERT_EQUAL(persist_stream_taken(b, 5, 7), 0);
+	CU_ASSERT_EQUAL(stamp, 1400);
+	CU_ASSERT_EQUAL(persist_stream_taken(b, 5, 7, 2000), 0);
 	harness_run(h);
 	harness_free(h);
 
 	h = harness_new(cfg);
 	CU_ASSERT_FATAL(h != NULL);
 	b = harness_broker(h);
-	CU_ASSERT(restored_window(b, &floor, &bits));
+	CU_ASSERT(restored_window(b, &floor, &bits, &stamp));
 	CU_ASSERT_EQUAL(floor, 5);
 	CU_ASSERT_EQUAL(bits, 0x2u); /* 7 */
+	CU_ASSERT_EQUAL(stamp, 2000);
 	harness_free(h);
 	harness_remove_dir(dir);
 }

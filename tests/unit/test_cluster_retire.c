@@ -122,9 +122,12 @@ natsStatus __wrap_js_GetConsumerInfo(jsConsumerInfo **ci, jsCtx *js, const char 
 	(void)consumer;
 	(void)opts;
 	(void)errCode;
-	*ci = NULL;
-	return NATS_OK;
+	*ci = calloc(1, sizeof **ci); /* delivered nothing: not ahead of the stream */
+	return *ci ? NATS_OK : NATS_NO_MEMORY;
 }
+
+void __wrap_jsConsumerInfo_Destroy(jsConsumerInfo *ci);
+void __wrap_jsConsumerInfo_Destroy(jsConsumerInfo *ci) { free(ci); }
 
 natsStatus __wrap_js_Subscribe(natsSubscription **sub, jsCtx *js, const char *subject, natsMsgHandler cb,
 			       void *cbClosure, jsOptions *opts, jsSubOptions *subOpts, jsErrCode *errCode);

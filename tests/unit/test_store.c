@@ -179,7 +179,8 @@ static void fmt_rec(struct trace *t, const struct store_rec *r)
 		tstr(t, r->u.fwd.id);
 		break;
 	case STORE_REC_STREAM_TAKEN:
-		tprintf(t, "floor=%" PRIu64 " seq=%" PRIu64, r->u.taken.floor, r->u.taken.seq);
+		tprintf(t, "floor=%" PRIu64 " seq=%" PRIu64 " stamp=%" PRIu64, r->u.taken.floor, r->u.taken.seq,
+			r->u.taken.stamp);
 		break;
 	case STORE_REC_RETAIN_UNSENT:
 	case STORE_REC_RETAIN_SENT:
@@ -349,8 +350,10 @@ static const struct store_rec samples[] = {
 	{.type = STORE_REC_QUEUE_DEL, .u.queue = {S("c1"), 8, 0, 0}},
 	{.type = STORE_REC_FWD_ADD, .u.fwd = {8, S("a-0123456789abcdef-f1")}},
 	{.type = STORE_REC_FWD_DEL, .u.fwd = {8, {NULL, 0}}},
-	{.type = STORE_REC_STREAM_TAKEN, .u.taken = {41, 44}},
-	{.type = STORE_REC_STREAM_TAKEN, .u.taken = {0, 1}},
+	{.type = STORE_REC_STREAM_TAKEN, .u.taken = {41, 44, 0}},
+	{.type = STORE_REC_STREAM_TAKEN, .u.taken = {0, 1, 0}},
+	/* Version 2: the newest time stamp routed. */
+	{.type = STORE_REC_STREAM_TAKEN, .u.taken = {41, 45, 1764000000123456789ull}},
 	{.type = STORE_REC_RETAIN_UNSENT, .u.mark = {S("a/b"), S("a-r-0123456789abcdef-1")}},
 	{.type = STORE_REC_RETAIN_UNSENT, .u.mark = {S("x/y"), S("a-r-0123456789abcdef-2")}},
 	{.type = STORE_REC_RETAIN_SENT, .u.mark = {S("a/b"), {NULL, 0}}},
@@ -578,11 +581,14 @@ static void test_record_decode_rejects_short_long_and_unknown(void)
 		CU_ASSERT_EQUAL(store_rec_decode(buf[4], STORE_REC_VERSION_SESSION_CLAIM + 1, p, plen, &out),
 				WISP_ENOENT);
 		CU_ASSERT_EQUAL(store_rec_decode(buf[4], 0, p, plen, &out), WISP_ENOENT);
-		/* SESSION_PUT, QUEUE_ADD and FLIGHT_SET have a version 2 (a version
-		 * 1 body read as 2 lacks its last field: malformed); any other
-		 * type with it is from a newer writer. */
-		if (buf[4] == STORE_REC_QUEUE_ADD || buf[4] == STORE_REC_FLIGHT_SET) {
+		/* SESSION_PUT, QUEUE_ADD, FLIGHT_SET and STREAM_TAKEN have a
+		 * version 2 (a version 1 body read as 2 lacks its last field:
+		 * malformed); any other type with it is from a newer writer. */
+		if (buf[4] == STORE_REC_QUEUE_ADD || buf[4] == STORE_REC_FLIGHT_SET ||
+		    (buf[4] == STORE_REC_STREAM_TAKEN && buf[5] == 1)) {
 			CU_ASSERT_EQUAL(store_rec_decode(buf[4], 2, p, plen, &out), WISP_EPROTO);
+		} else if (buf[4] == STORE_REC_STREAM_TAKEN) {
+			CU_ASSERT_EQUAL(store_rec_decode(buf[4], 1, p, plen, &out), WISP_EPROTO); /* one field too many */
 		} else if (buf[4] != STORE_REC_SESSION_PUT) {
 			CU_ASSERT_EQUAL(store_rec_decode(buf[4], 2, p, plen, &out), WISP_ENOENT);
 		}

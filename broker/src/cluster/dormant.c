@@ -64,7 +64,7 @@ int dormant_list(struct dormant *d, const char *const *names, size_t n, const ch
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		const char *name = names[i];
 		if (!name || strncmp(name, DORMANT_SHARE_PREFIX, strlen(DORMANT_SHARE_PREFIX)) == 0 ||
-		    strcmp(name, own) == 0)
+		    strncmp(name, DORMANT_HOLD_PREFIX, strlen(DORMANT_HOLD_PREFIX)) == 0 || strcmp(name, own) == 0)
 			continue;
 		struct dormant_node *e = find(d, name);
 		if (!e && !(e = add(d, name, strlen(name))))

@@ -26,8 +26,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* What names a shared group's consumers (groups.h): not a node's. */
+/* What names a shared group's consumers (groups.h) and the short-lived
+ * holder of a node consumer being made again (jetstream.c): not a node's. */
 #define DORMANT_SHARE_PREFIX "wisp-share-"
+#define DORMANT_HOLD_PREFIX "wisp-hold-"
 
 struct dormant_node {
 	char *name;             /* the node's consumer name */

@@ -45,11 +45,14 @@
  * floor, in the same write: no fsync of its own), and the window is
  * restored from the store at start-up, so a kill -9 between the store's
  * write and the JetStream ack does not give a persistent session a QoS 2
- * message twice. A stream whose last sequence at its set-up is below
- * the window's floor was made anew: the window starts over. (Not
- * NumDelivered 1: taking that for a first delivery gave e2e 25's killed
- * nats-server test QoS 2 duplicates, as a killed server seems to forget
- * delivery counts.) The JetStream ack of a routed
+ * message twice. A sequence is not all of a message's identity: a stream
+ * made anew, or a NATS server killed before it wrote its last messages,
+ * gives sequences again to new messages. Those are stored after every
+ * message routed here, so a marked sequence whose JetStream time stamp is
+ * newer than the newest routed (routed_stamp, in the store's records too)
+ * is a new message, and is routed. (Not NumDelivered 1: taking that for a
+ * first delivery gave e2e 25's killed nats-server test QoS 2 duplicates,
+ * as a killed server forgets delivery counts.) The JetStream ack of a routed
  * message waits in a FIFO until the store's safe seq reaches what routing
  * appended. Crash cases: docs/cluster.md "QoS 1 and 2".
  *
@@ -57,7 +60,7 @@
  * same inbox, told apart by the consumer name JetStream puts in each
  * message's ack subject (which no publisher sets). One goes to one local
  * member and is acked like the node consumer's; `gseen`, a direct-mapped
- * table of inbound_queue (group, stream sequence) keys (8 bytes each,
+ * table of inbound_queue (group, stream sequence, time stamp) keys (8 bytes each,
  * made at the first group message: a node without groups has none; up to
  * MaxAckPending of a group's messages can be unacked here), catches a
  * redelivery (NumDelivered > 1) of one given to a member here this run.
@@ -198,7 +201,10 @@ struct durable {
 	struct pending_ack *pend;
 	size_t pend_head, pend_len, pend_cap;
 	uint64_t dropped_seen;
-	uint64_t setups_seen;    /* jsw_stream_state's set-ups checked */
+	uint64_t setups_seen;    /* jsw_stream_state's set-ups looked at */
+	uint64_t routed_stamp;   /* the newest JetStream time stamp marked in seen (ns) */
+	bool stamp_unknown;      /* restored from records without one: sequences alone tell, this run */
+	uint64_t remade_seen;    /* jsw_remade's count already logged */
 	bool hold_stream_acks;   /* debug builds: WISP_DEBUG_HOLD_STREAM_ACKS (tests) */
 	bool routing_held;       /* debug builds: WISP_DEBUG_HOLD_STREAM_ROUTING said so */
 	/* Sequences this run's consumer never delivers are at or below
@@ -215,7 +221,6 @@ struct durable {
 	void *consumers_ctx;
 	uint64_t *gseen;         /* gseen_cap keys, 0: empty; NULL until the first group message */
 	size_t gseen_cap;
-	uint64_t gseen_max;      /* the highest stream sequence marked in gseen */
 };
 
 const char *durable_stream(const struct durable *d) { return d->stream; }
@@ -768,6 +773,24 @@ static void went_down(struct durable *d)
 	}
 }
 
+/* The worker made the node consumer again: the NATS server lost messages
+ * it had acknowledged (jetstream.c's remake_if_ahead). Not this node's
+ * loss to count, but an operator's to know of: logged each time. */
+static void remade(struct durable *d)
+{
+	uint64_t delivered, last, from;
+	uint64_t n = jsw_remade(d->w, &delivered, &last, &from);
+	if (n == d->remade_seen)
+		return;
+	d->remade_seen = n;
+	log_msg(LOG_WARNING, "cluster", "stream '%s' ends at sequence %llu, below the %llu its consumer '%s' was "
+		"given: the NATS server lost its last writes (killed before it wrote them?), and messages it had "
+		"acknowledged may be gone. Consumer '%s' made again from sequence %llu, so that new messages with "
+		"those sequences reach this node; what was routed here before is acked, not routed again",
+		d->stream, (unsigned long long)last, (unsigned long long)delivered, d->consumer, d->consumer,
+		(unsigned long long)from);
+}
+
 /* Messages the worker gave up as over NATS's max_payload (their tickets
  * come back as done: their acks go, the forwarding queue moves on):
  * counted, and logged once per set-up of the stream. cluster.c checks
@@ -823,6 +846,8 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 		d->too_large_said = false; /* perhaps another server, another max_payload */
 	if (ev & JSW_EV_TOO_LARGE)
 		too_large(d);
+	if (ev & JSW_EV_REMADE)
+		remade(d);
 	if (ev & JSW_EV_READY && !d->ready) {
 		d->ready = true;
 		d->b->stats.cluster.durable_ready = 1;
@@ -912,29 +937,29 @@ static bool seen_bit(const struct durable *d, uint64_t seq)
 	return d->seen_bits[bit / 8] & (1u << (bit % 8));
 }
 
-/* After each set-up of the stream: one whose sequences never reached the
- * window's floor was made anew (deleted, or a NATS server without its
- * store), and its sequences say nothing of what was routed before. */
-static void seen_check_stream(struct durable *d)
+/* After each set-up of the stream: one that ends below the window's floor
+ * was made anew (deleted, or a NATS server without its store). Its
+ * sequences come again, told apart by their time stamps: the operator is
+ * told. */
+static void check_stream_setup(struct durable *d)
 {
 	uint64_t setups, last_seq;
 	jsw_stream_state(d->w, &setups, &last_seq);
 	if (setups == d->setups_seen)
 		return;
 	d->setups_seen = setups;
-	/* The groups' marks too: a sequence of the new stream is another
-	 * message. */
-	if (d->gseen && last_seq < d->gseen_max) {
-		memset(d->gseen, 0, d->gseen_cap * sizeof *d->gseen);
-		d->gseen_max = 0;
-	}
-	if (!d->seen_init || last_seq >= d->seen_floor)
-		return;
-	log_msg(LOG_WARNING, "cluster", "stream '%s' ends at sequence %llu, below the %llu this node routed: "
-		"it was made anew; deduplication of its redeliveries starts over", d->stream,
-		(unsigned long long)last_seq, (unsigned long long)d->seen_floor);
-	memset(d->seen_bits, 0, d->seen_span / 8 + 1);
-	d->seen_init = false;
+	if (d->seen_init && last_seq < d->seen_floor)
+		log_msg(LOG_WARNING, "cluster", "stream '%s' ends at sequence %llu, below the %llu this node routed: it "
+			"was made anew (or its NATS server lost its store); its messages are told from redeliveries of "
+			"what was routed before by their time stamps", d->stream, (unsigned long long)last_seq,
+			(unsigned long long)d->seen_floor);
+}
+
+/* Whether a message whose sequence is marked was stored after every one
+ * routed here: a new message that got a sequence again. */
+static bool newer_than_routed(const struct durable *d, uint64_t stamp)
+{
+	return !d->stamp_unknown && stamp > d->routed_stamp;
 }
 
 /* Whether stream sequence seq was routed (this run, or before a restart:
@@ -1142,45 +1167,45 @@ static void ack_when_safe(struct durable *d, natsMsg *nm)
 	d->pend[(d->pend_head + d->pend_len++) % d->pend_cap] = (struct pending_ack){nm, need};
 }
 
-/* A group message's key in gseen: the consumer's name and the stream
- * sequence, never 0. */
-static uint64_t gseen_key(const char *consumer, uint64_t seq)
+/* A group message's key in gseen: the consumer's name, the stream
+ * sequence and the time stamp (a sequence given again to a new message
+ * has a newer one), never 0. */
+static uint64_t gseen_key(const char *consumer, uint64_t seq, uint64_t stamp)
 {
 	uint64_t h = hash_bytes(0, consumer, strlen(consumer));
-	uint64_t k = (h << 32 ^ seq * UINT64_C(0x9e3779b97f4a7c15)) ^ seq;
+	uint64_t k = (h << 32 ^ seq * UINT64_C(0x9e3779b97f4a7c15)) ^ seq ^ stamp * UINT64_C(0xc2b2ae3d27d4eb4f);
 	return k ? k : 1;
 }
 
-/* Whether the group message (consumer, seq) was given to a member here
- * this run; marks it. NumDelivered does not tell: a NATS server killed
- * before it wrote the consumer's state delivers acked messages again as
- * first deliveries (e2e 31's NATS restart got QoS 2 duplicates so). */
-static bool gseen(struct durable *d, const char *consumer, uint64_t seq)
+/* Whether the group message (consumer, seq, stamp) was given to a member
+ * here this run; marks it. NumDelivered does not tell: a NATS server
+ * killed before it wrote the consumer's state delivers acked messages
+ * again as first deliveries (e2e 31's NATS restart got QoS 2 duplicates
+ * so). */
+static bool gseen(struct durable *d, uint64_t k)
 {
 	if (!d->gseen) {
 		d->gseen = wisp_calloc(d->gseen_cap, sizeof *d->gseen);
 		if (!d->gseen)
 			return false; /* out of memory: a redelivery may go twice */
 	}
-	uint64_t k = gseen_key(consumer, seq);
 	uint64_t *slot = &d->gseen[k % d->gseen_cap];
 	if (*slot == k)
 		return true;
 	*slot = k;
-	if (seq > d->gseen_max)
-		d->gseen_max = seq;
 	return false;
 }
 
 /* A message of a group's consumer (not the node's): to one member. */
-static void group_msg(struct durable *d, natsMsg *nm, const char *consumer, uint64_t seq)
+static void group_msg(struct durable *d, natsMsg *nm, const char *consumer, uint64_t seq, uint64_t stamp)
 {
 	struct broker *b = d->b;
 	if (!d->route_group || !seq) {
 		natsMsg_Destroy(nm); /* unacked: another node's member gets it */
 		return;
 	}
-	if (gseen(d, consumer, seq)) {
+	uint64_t key = gseen_key(consumer, seq, stamp);
+	if (gseen(d, key)) {
 		log_limited("cluster_group_again", LOG_INFO, "cluster",
 			    "a shared group's message delivered again was given to a member here before: acked, "
 			    "not delivered again");
@@ -1194,7 +1219,7 @@ static void group_msg(struct durable *d, natsMsg *nm, const char *consumer, uint
 		 * elsewhere get it after the ack wait; forgotten here, so it is
 		 * delivered should the group come back. */
 		if (d->gseen)
-			d->gseen[gseen_key(consumer, seq) % d->gseen_cap] = 0;
+			d->gseen[key % d->gseen_cap] = 0;
 		natsMsg_Destroy(nm);
 		return;
 	}
@@ -1281,16 +1306,17 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 		d->dropped_seen = dropped;
 	}
 	if (n)
-		seen_check_stream(d);
+		check_stream_setup(d);
 	size_t again = 0;
 	for (size_t i = 0; i < n; i++) {
 		natsMsg *nm = batch[i];
 		jsMsgMetaData *meta = NULL;
-		uint64_t seq = 0;
+		uint64_t seq = 0, stamp = 0;
 		if (natsMsg_GetMetaData(&meta, nm) == NATS_OK) {
 			seq = meta->Sequence.Stream;
+			stamp = meta->Timestamp > 0 ? (uint64_t)meta->Timestamp : 0;
 			if (meta->Consumer && strcmp(meta->Consumer, d->consumer) != 0) {
-				group_msg(d, nm, meta->Consumer, seq);
+				group_msg(d, nm, meta->Consumer, seq, stamp);
 				jsMsgMetaData_Destroy(meta);
 				continue;
 			}
@@ -1300,7 +1326,9 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 			d->run_first_seq = seq;
 		const char *node = NULL;
 		natsMsgHeader_Get(nm, "Wisp-Node", &node);
-		bool routed_before = seq && seen(d, seq);
+		bool routed_before = seq && seen(d, seq) && !newer_than_routed(d, stamp);
+		if (stamp > d->routed_stamp)
+			d->routed_stamp = stamp;
 		bool own = node && strcmp(node, d->node) == 0;
 		if (seq == 0 || routed_before || own) {
 			again += routed_before && !own;
@@ -1314,7 +1342,7 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 		/* Copies for persistent sessions were appended: the record that
 		 * it was routed follows them into the same write. */
 		if (persist_seq(b) != before)
-			persist_stream_taken(b, d->seen_floor, seq);
+			persist_stream_taken(b, d->seen_floor, seq, d->routed_stamp);
 		if (why && *why) {
 			b->stats.cluster.dropped++;
 			log_limited("cluster_dropped", LOG_INFO, "cluster", "message from stream on '%s' dropped: %s",
@@ -1372,8 +1400,9 @@ int durable_start(struct broker *b, const char *node, const char *run, const str
 		goto fail;
 	/* What the store says was routed before a restart. */
 	const uint64_t *taken;
-	size_t ntaken = persist_stream_window(b, &d->seen_floor, &taken);
+	size_t ntaken = persist_stream_window(b, &d->seen_floor, &d->routed_stamp, &taken);
 	d->seen_init = d->seen_floor > 0 || ntaken > 0;
+	d->stamp_unknown = d->seen_init && d->routed_stamp == 0;
 	for (size_t i = 0; i < ntaken; i++)
 		if (taken[i] > d->seen_floor && taken[i] - d->seen_floor <= d->seen_span)
 			seen_bit_set(d, taken[i]);

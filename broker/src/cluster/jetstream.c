@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "dormant.h"
 #include "err.h"
 #include "groups.h"
 #include "nats_auth.h"
@@ -35,6 +36,9 @@
  * A group's consumers have cluster.group_ack_wait and group_inactive
  * (config.c says why their defaults). */
 #define ACK_WAIT_S 30
+/* A holder consumer left by a node that died while making its consumer
+ * again expires after this (remake_if_ahead). */
+#define HOLDER_INACTIVE_S 60
 
 /* A shared subscription group's one or two consumers (jsw_group_join). */
 struct jgroup {
@@ -98,6 +102,11 @@ struct jsw {
 	int closed_cbs_due;
 	uint64_t setups;     /* stream set-ups done, and the stream's last sequence at the latest */
 	uint64_t stream_last_seq;
+	bool recheck;        /* reconnected: is the node consumer ahead of the stream? */
+	/* The node consumer made again (remake_if_ahead), and the last time's
+	 * figures, for jsw_remade. */
+	uint64_t remade;
+	uint64_t remade_delivered, remade_last, remade_from;
 	/* Publishes given up as over the server's max_payload, and the last
 	 * one's payload and the limit then (jsw_too_large). */
 	uint64_t too_large;
@@ -302,7 +311,99 @@ static natsStatus bind_consumer(struct jsw *w, const char *name, const char *que
  * subscription left open at close leaks cnats's close notice). Its
  * delivery subject is fixed, so a restarted node binds to it again.
  */
-static natsStatus ensure_consumer(struct jsw *w)
+/* The node consumer's configuration; from = 0: from this node's start,
+ * not from now (its clients may have subscribed, and other nodes
+ * published, while the consumer was being made). deliver: 256 bytes. */
+static void node_consumer_config(struct jsw *w, jsConsumerConfig *cc, char *deliver, uint64_t from)
+{
+	snprintf(deliver, 256, "_WISP_DELIVER.%s.%s", w->stream, w->consumer);
+	jsConsumerConfig_Init(cc);
+	cc->Durable = w->consumer;
+	cc->DeliverSubject = deliver;
+	if (from) {
+		cc->DeliverPolicy = js_DeliverByStartSequence;
+		cc->OptStartSeq = from;
+	} else {
+		cc->DeliverPolicy = js_DeliverByStartTime;
+		cc->OptStartTime = w->cfg.start_ns;
+	}
+	cc->AckPolicy = js_AckExplicit;
+	cc->AckWait = (int64_t)ACK_WAIT_S * 1000000000LL;
+	cc->MaxAckPending = (int64_t)w->cfg.ack_cap;
+}
+
+/*
+ * Without mu. nats-server acknowledges a publish before its file store
+ * wrote it (it writes a few milliseconds later), so one killed meanwhile
+ * comes back with a stream that ends below what its consumers were given,
+ * and gives those sequences to new messages. Its consumers' state
+ * survives: the node consumer would count the new messages as delivered
+ * and never send them. Made again from its ack floor, it sends them; a
+ * holder consumer keeps the stream's messages while the node consumer is
+ * gone (interest retention deletes what no consumer wants), and expires
+ * on its own should this node die before it deletes it. What comes a
+ * second time is deduplicated by the loop (durable.c). The consumer's
+ * deliver subject is the same, so its subscription stays. False: try
+ * again (set up again).
+ */
+static bool remake_if_ahead(struct jsw *w, const jsConsumerInfo *ci, uint64_t last_seq)
+{
+	uint64_t delivered = ci->Delivered.Stream;
+	if (delivered <= last_seq)
+		return true;
+	uint64_t from = (ci->AckFloor.Stream < last_seq ? ci->AckFloor.Stream : last_seq) + 1;
+	char holder[256];
+	snprintf(holder, sizeof holder, "%s%s", DORMANT_HOLD_PREFIX, w->consumer);
+	jsConsumerConfig hc;
+	jsConsumerConfig_Init(&hc);
+	hc.Durable = holder;
+	hc.DeliverPolicy = js_DeliverByStartSequence;
+	hc.OptStartSeq = from;
+	hc.AckPolicy = js_AckExplicit;
+	hc.InactiveThreshold = (int64_t)HOLDER_INACTIVE_S * 1000000000LL;
+	jsConsumerInfo *info = NULL;
+	jsErrCode jerr = 0;
+	natsStatus st = js_AddConsumer(&info, w->js, w->stream, &hc, NULL, &jerr);
+	jsConsumerInfo_Destroy(info);
+	info = NULL;
+	if (st == NATS_OK)
+		st = js_DeleteConsumer(w->js, w->stream, w->consumer, NULL, &jerr);
+	if (st == NATS_OK) {
+		char deliver[256];
+		jsConsumerConfig cc;
+		node_consumer_config(w, &cc, deliver, from);
+		st = js_AddConsumer(&info, w->js, w->stream, &cc, NULL, &jerr);
+		jsConsumerInfo_Destroy(info);
+	}
+	if (st != NATS_OK)
+		return false; /* the holder stays until its inactive threshold: time to try again */
+	js_DeleteConsumer(w->js, w->stream, holder, NULL, &jerr);
+	pthread_mutex_lock(&w->mu);
+	w->remade++;
+	w->remade_delivered = delivered;
+	w->remade_last = last_seq;
+	w->remade_from = from;
+	pthread_mutex_unlock(&w->mu);
+	inbox_raise(w->acks, JSW_EV_REMADE);
+	return true;
+}
+
+/* Without mu: after a reconnect, whether the server lost the stream's
+ * last messages (remake_if_ahead). False: try again. */
+static bool check_ahead(struct jsw *w)
+{
+	jsStreamInfo *si = NULL;
+	jsConsumerInfo *ci = NULL;
+	natsStatus st = js_GetStreamInfo(&si, w->js, w->stream, NULL, NULL);
+	if (st == NATS_OK)
+		st = js_GetConsumerInfo(&ci, w->js, w->stream, w->consumer, NULL, NULL);
+	bool done = st == NATS_OK && remake_if_ahead(w, ci, si->State.LastSeq);
+	jsConsumerInfo_Destroy(ci);
+	jsStreamInfo_Destroy(si);
+	return done;
+}
+
+static natsStatus ensure_consumer(struct jsw *w, uint64_t last_seq)
 {
 	if (w->sub) {
 		/* Set up again (JetStream answered 503): bind afresh, to a new
@@ -313,21 +414,12 @@ static natsStatus ensure_consumer(struct jsw *w)
 	jsConsumerInfo *ci = NULL;
 	jsErrCode jerr = 0;
 	natsStatus st = js_GetConsumerInfo(&ci, w->js, w->stream, w->consumer, NULL, &jerr);
-	if (st != NATS_OK) {
+	if (st == NATS_OK && !remake_if_ahead(w, ci, last_seq))
+		st = NATS_ERR;
+	else if (st != NATS_OK) {
 		char deliver[256];
-		snprintf(deliver, sizeof deliver, "_WISP_DELIVER.%s.%s", w->stream, w->consumer);
 		jsConsumerConfig cc;
-		jsConsumerConfig_Init(&cc);
-		cc.Durable = w->consumer;
-		cc.DeliverSubject = deliver;
-		/* From this node's start, not from now: its clients may have
-		 * subscribed (and other nodes published) while this consumer
-		 * was being made. */
-		cc.DeliverPolicy = js_DeliverByStartTime;
-		cc.OptStartTime = w->cfg.start_ns;
-		cc.AckPolicy = js_AckExplicit;
-		cc.AckWait = (int64_t)ACK_WAIT_S * 1000000000LL;
-		cc.MaxAckPending = (int64_t)w->cfg.ack_cap;
+		node_consumer_config(w, &cc, deliver, 0);
 		st = js_AddConsumer(&ci, w->js, w->stream, &cc, NULL, &jerr);
 	}
 	jsConsumerInfo_Destroy(ci);
@@ -669,11 +761,12 @@ static void *run(void *arg)
 					w->setups++;
 					w->stream_last_seq = last_seq;
 					pthread_mutex_unlock(&w->mu);
-					st = ensure_consumer(w);
+					st = ensure_consumer(w, last_seq);
 				}
 			}
 			pthread_mutex_lock(&w->mu);
 			if (st == NATS_OK) {
+				w->recheck = false; /* ensure_consumer looked */
 				/* Bound again before READY: the forwarding queue drains
 				 * after it, into the groups' consumers too. */
 				for (struct jgroup *g = w->groups; g; g = g->next)
@@ -701,6 +794,15 @@ static void *run(void *arg)
 			group_episode(w, groups_pending);
 			list_consumers(w);
 			last_sweep = now_ms();
+			continue;
+		}
+		if (w->recheck) {
+			w->recheck = false;
+			pthread_mutex_unlock(&w->mu);
+			bool done = check_ahead(w);
+			pthread_mutex_lock(&w->mu);
+			if (!done)
+				ready = false; /* set up again, which looks again */
 			continue;
 		}
 		if (w->groups_changed || w->regroup) {
@@ -748,6 +850,7 @@ static void on_connected(natsConnection *nc, void *closure)
 	atomic_store_explicit(&w->max_payload, natsConnection_GetMaxPayload(nc), memory_order_relaxed);
 	pthread_mutex_lock(&w->mu);
 	w->regroup = true;
+	w->recheck = true;
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 	inbox_raise(w->acks, JSW_EV_UP);
@@ -1152,4 +1255,15 @@ void jsw_stream_state(struct jsw *w, uint64_t *setups, uint64_t *last_seq)
 	*setups = w->setups;
 	*last_seq = w->stream_last_seq;
 	pthread_mutex_unlock(&w->mu);
+}
+
+uint64_t jsw_remade(struct jsw *w, uint64_t *delivered, uint64_t *last_seq, uint64_t *from)
+{
+	pthread_mutex_lock(&w->mu);
+	uint64_t n = w->remade;
+	*delivered = w->remade_delivered;
+	*last_seq = w->remade_last;
+	*from = w->remade_from;
+	pthread_mutex_unlock(&w->mu);
+	return n;
 }

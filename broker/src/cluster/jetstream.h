@@ -10,7 +10,10 @@
  *    acks; when created, it starts at the node's start time, so a new node
  *    does not replay the stream's history but misses nothing published
  *    after it started, however long JetStream took to answer; delivered to _WISP_DELIVER.<stream>.<consumer>). It retries every half second until
- *    both are there, then raises JSW_EV_READY on `events`.
+ *    both are there, then raises JSW_EV_READY on `events`. At each set-up
+ *    and reconnect it checks that the consumer is not ahead of the stream
+ *    (a NATS server that lost its last writes) and makes it again when it
+ *    is (JSW_EV_REMADE).
  *  - A connection cnats closed for good (the server refused it: credentials
  *    revoked or not yet known) is made anew on the worker's thread, from the
  *    same options, NATS_REJOIN_FIRST_MS after the close, doubling up to
@@ -90,6 +93,8 @@
 /* A publish was given up: over the NATS server's max_payload (ask
  * jsw_too_large); its ticket came back as done. */
 #define JSW_EV_TOO_LARGE 0x1000u
+/* The node consumer was made again (jsw_remade). */
+#define JSW_EV_REMADE 0x2000u
 
 struct jsw_config {
 	const char *stream;        /* the stream's name, and its subjects' first token */
@@ -176,5 +181,10 @@ bool jsw_consumers_take(struct jsw *w, jsConsumerNamesList **list, uint64_t *ask
  * its last sequence then (0: made then), known before its consumer
  * delivers anything. */
 void jsw_stream_state(struct jsw *w, uint64_t *setups, uint64_t *last_seq);
+/* Any thread: how many times the node consumer was made again because the
+ * stream ended below what it had delivered (a NATS server that lost its
+ * last writes), and the last time's figures: what it had delivered, the
+ * stream's last sequence, and where the new one starts. */
+uint64_t jsw_remade(struct jsw *w, uint64_t *delivered, uint64_t *last_seq, uint64_t *from);
 
 #endif

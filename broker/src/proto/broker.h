@@ -181,8 +181,9 @@ struct broker {
 		struct persist_fwd *fwd;
 		size_t fwd_head, fwd_len, fwd_cap;
 		/* The cluster's stream sequences routed (persist_stream_taken):
-		 * all up to stream_floor, and those in taken[] above it. */
-		uint64_t stream_floor;
+		 * all up to stream_floor, and those in taken[] above it; the
+		 * last record's time stamp. */
+		uint64_t stream_floor, stream_stamp;
 		uint64_t *taken;
 		size_t taken_len, taken_cap;
 		/* Retained writes not yet in the cluster's bucket as the store

@@ -908,11 +908,12 @@ static void fwd_free(struct broker *b)
 /* Notes seq taken with the window's floor; what fell to or below the
  * floor leaves when the array is full, before it grows. The sequences
  * above the floor are bounded by durable.c's dedupe window. */
-static int taken_note(struct broker *b, uint64_t floor, uint64_t seq)
+static int taken_note(struct broker *b, uint64_t floor, uint64_t seq, uint64_t stamp)
 {
 	if (floor < b->persist.stream_floor)
 		b->persist.taken_len = 0; /* a new window: the stream was made anew */
 	b->persist.stream_floor = floor;
+	b->persist.stream_stamp = stamp; /* each record has the newest so far */
 	if (seq <= floor)
 		return 0;
 	if (b->persist.taken_len == b->persist.taken_cap) {
@@ -937,22 +938,23 @@ static int taken_note(struct broker *b, uint64_t floor, uint64_t seq)
 	return 0;
 }
 
-int persist_stream_taken(struct broker *b, uint64_t floor, uint64_t seq)
+int persist_stream_taken(struct broker *b, uint64_t floor, uint64_t seq, uint64_t stamp)
 {
 	struct store *st = b->persist.store;
 	if (!st)
 		return WISP_EINVAL;
-	int rc = taken_note(b, floor, seq);
+	int rc = taken_note(b, floor, seq, stamp);
 	if (rc == 0)
-		rc = store_append_stream_taken(st, floor, seq);
+		rc = store_append_stream_taken(st, floor, seq, stamp);
 	if (rc != 0)
 		append_failed(b, rc);
 	return rc;
 }
 
-size_t persist_stream_window(const struct broker *b, uint64_t *floor, const uint64_t **seqs)
+size_t persist_stream_window(const struct broker *b, uint64_t *floor, uint64_t *stamp, const uint64_t **seqs)
 {
 	*floor = b->persist.stream_floor;
+	*stamp = b->persist.stream_stamp;
 	*seqs = b->persist.taken;
 	return b->persist.taken_len;
 }
@@ -963,11 +965,13 @@ static int emit_taken(const struct broker *b, struct store *st)
 	bool any = false;
 	for (size_t i = 0; !rc && i < b->persist.taken_len; i++)
 		if (b->persist.taken[i] > b->persist.stream_floor) {
-			rc = store_append_stream_taken(st, b->persist.stream_floor, b->persist.taken[i]);
+			rc = store_append_stream_taken(st, b->persist.stream_floor, b->persist.taken[i],
+						       b->persist.stream_stamp);
 			any = true;
 		}
 	if (!rc && !any && b->persist.stream_floor)
-		rc = store_append_stream_taken(st, b->persist.stream_floor, b->persist.stream_floor);
+		rc = store_append_stream_taken(st, b->persist.stream_floor, b->persist.stream_floor,
+					       b->persist.stream_stamp);
 	return rc;
 }
 
@@ -977,11 +981,12 @@ static void taken_free(struct broker *b)
 	b->persist.taken = NULL;
 	b->persist.taken_len = b->persist.taken_cap = 0;
 	b->persist.stream_floor = 0;
+	b->persist.stream_stamp = 0;
 }
 
 static int v_stream_taken(void *ctx, const struct store_stream_taken *t)
 {
-	return taken_note(ctx, t->floor, t->seq);
+	return taken_note(ctx, t->floor, t->seq, t->stamp);
 }
 
 /* ---- compaction: the whole live state, each message written once ---- */

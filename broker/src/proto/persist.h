@@ -111,14 +111,15 @@ bool persist_forward_get(const struct broker *b, size_t i, struct msg **m, const
  * (STREAM_TAKEN, in the same write as those copies: no fsync of its own).
  * Restored at start-up, so a message JetStream delivers again after a
  * kill -9 (its ack never left) is not routed twice. A floor below the last
- * one starts a new window. 0, WISP_EINVAL without persistence, or
- * WISP_ENOMEM (nothing recorded: a redelivery after a crash may be routed
- * again).
+ * one starts a new window. stamp: the newest JetStream time stamp routed so
+ * far (0: not known). 0, WISP_EINVAL without persistence, or WISP_ENOMEM
+ * (nothing recorded: a redelivery after a crash may be routed again).
  */
-int persist_stream_taken(struct broker *b, uint64_t floor, uint64_t seq);
-/* What the store restored: the floor (0: nothing) and the sequences above
- * it (*seqs borrowed until the next persist_stream_taken), their count. */
-size_t persist_stream_window(const struct broker *b, uint64_t *floor, const uint64_t **seqs);
+int persist_stream_taken(struct broker *b, uint64_t floor, uint64_t seq, uint64_t stamp);
+/* What the store restored: the floor (0: nothing), the last stamp (0: not
+ * known) and the sequences above the floor (*seqs borrowed until the next
+ * persist_stream_taken), their count. */
+size_t persist_stream_window(const struct broker *b, uint64_t *floor, uint64_t *stamp, const uint64_t **seqs);
 
 struct store;
 /*

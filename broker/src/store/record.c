@@ -168,6 +168,8 @@ static uint8_t rec_version(const struct store_rec *r)
 	if ((r->type == STORE_REC_QUEUE_ADD && r->u.queue.sub_ids.len) ||
 	    (r->type == STORE_REC_FLIGHT_SET && r->u.flight.sub_ids.len))
 		return STORE_REC_VERSION_SUB_IDS;
+	if (r->type == STORE_REC_STREAM_TAKEN && r->u.taken.stamp)
+		return STORE_REC_VERSION_TAKEN_STAMP;
 	return STORE_REC_VERSION;
 }
 
@@ -291,7 +293,7 @@ static size_t payload_size(const struct store_rec *r)
 	case STORE_REC_FWD_DEL:
 		return 8;
 	case STORE_REC_STREAM_TAKEN:
-		return 16;
+		return r->u.taken.stamp ? 24 : 16;
 	case STORE_REC_RETAIN_UNSENT:
 		return 2 + r->u.mark.topic.len + 2 + r->u.mark.id.len;
 	case STORE_REC_RETAIN_SENT:
@@ -403,6 +405,8 @@ static void encode_payload(const struct store_rec *r, struct wcur *w)
 	case STORE_REC_STREAM_TAKEN:
 		put64(w, r->u.taken.floor);
 		put64(w, r->u.taken.seq);
+		if (r->u.taken.stamp)
+			put64(w, r->u.taken.stamp);
 		break;
 	case STORE_REC_RETAIN_UNSENT:
 	case STORE_REC_RETAIN_SENT:
@@ -447,7 +451,8 @@ int store_rec_decode(uint8_t type, uint8_t version, const uint8_t *p, size_t len
 		return WISP_ENOENT;
 	bool with_ids = version == STORE_REC_VERSION_SUB_IDS &&
 			(type == STORE_REC_QUEUE_ADD || type == STORE_REC_FLIGHT_SET);
-	if (version != STORE_REC_VERSION && !with_ids &&
+	bool with_stamp = version == STORE_REC_VERSION_TAKEN_STAMP && type == STORE_REC_STREAM_TAKEN;
+	if (version != STORE_REC_VERSION && !with_ids && !with_stamp &&
 	    !(type == STORE_REC_SESSION_PUT &&
 	      (version == STORE_REC_VERSION_SESSION_OWNER || version == STORE_REC_VERSION_SESSION_CLAIM)))
 		return WISP_ENOENT;
@@ -559,6 +564,12 @@ int store_rec_decode(uint8_t type, uint8_t version, const uint8_t *p, size_t len
 	case STORE_REC_STREAM_TAKEN:
 		out->u.taken.floor = get64(&r);
 		out->u.taken.seq = get64(&r);
+		if (version == STORE_REC_VERSION_TAKEN_STAMP) {
+			out->u.taken.stamp = get64(&r);
+			/* Version 2 always has one: none is written as version 1. */
+			if (out->u.taken.stamp == 0)
+				r.bad = true;
+		}
 		break;
 	case STORE_REC_RETAIN_UNSENT:
 	case STORE_REC_RETAIN_SENT:

@@ -39,6 +39,9 @@
  * Subscription Identifiers of the delivery; one without any (every 3.1.1
  * delivery) is still written as version 1. */
 #define STORE_REC_VERSION_SUB_IDS 2u
+/* STREAM_TAKEN's second version adds the message's JetStream time stamp;
+ * version 1 (an earlier Wisp) has none. */
+#define STORE_REC_VERSION_TAKEN_STAMP 2u
 /* Identifiers a delivery record may carry (one per matching subscription). */
 #define STORE_MAX_SUB_IDS 65535u
 #define STORE_FILE_HDR 32u
@@ -208,10 +211,13 @@ struct store_fwd {
  * record, and every stream sequence up to `floor` was routed too
  * (cluster/durable.c), so a redelivery after a restart is not routed a
  * second time. A floor lower than the last one starts a new window (the
- * stream was made anew). */
+ * stream was made anew). `stamp`, the newest JetStream time stamp routed
+ * so far, tells a redelivery from a new message that got a sequence again
+ * (a NATS server that lost its last writes). */
 struct store_stream_taken {
 	uint64_t floor;
 	uint64_t seq;           /* > 0 */
+	uint64_t stamp;         /* ns since the epoch; 0: not known (version 1) */
 };
 
 /* RETAIN_UNSENT: this node's retained write to `topic` (the RETAIN_SET or

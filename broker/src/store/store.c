@@ -548,9 +548,9 @@ int store_append_fwd_del(struct store *s, uint64_t msg_id)
 	return store_append(s, &r);
 }
 
-int store_append_stream_taken(struct store *s, uint64_t floor, uint64_t seq)
+int store_append_stream_taken(struct store *s, uint64_t floor, uint64_t seq, uint64_t stamp)
 {
-	struct store_rec r = {.type = STORE_REC_STREAM_TAKEN, .u.taken = {.floor = floor, .seq = seq}};
+	struct store_rec r = {.type = STORE_REC_STREAM_TAKEN, .u.taken = {.floor = floor, .seq = seq, .stamp = stamp}};
 	return store_append(s, &r);
 }
 

@@ -173,8 +173,9 @@ int store_append_qos2_in_del(struct store *s, const char *client, size_t client_
  * (1..255 bytes), and FWD_DEL. */
 int store_append_fwd_add(struct store *s, uint64_t msg_id, const char *id, size_t id_len);
 int store_append_fwd_del(struct store *s, uint64_t msg_id);
-/* STREAM_TAKEN: stream sequence seq routed (seq > 0), and all up to floor. */
-int store_append_stream_taken(struct store *s, uint64_t floor, uint64_t seq);
+/* STREAM_TAKEN: stream sequence seq routed (seq > 0), and all up to floor;
+ * stamp, the newest JetStream time stamp routed (0: not known). */
+int store_append_stream_taken(struct store *s, uint64_t floor, uint64_t seq, uint64_t stamp);
 /* RETAIN_UNSENT of topic (after its RETAIN_SET or RETAIN_DEL) with its
  * NATS message id (1..255 bytes), and RETAIN_SENT. */
 int store_append_retain_unsent(struct store *s, const char *topic, size_t len, const char *id, size_t id_len);
