@@ -19,6 +19,10 @@ group's members are on b and c (and a). What a user sees:
     right after it is the group's;
   - NATS restarted while a keeps the group's QoS 2 messages in its store:
     the group gets each once when NATS is back.
+  - nats-server loses its last writes (the stream's message files removed
+    while it is down, its consumers' state kept): the group's consumer,
+    ahead of the stream, is made again, and the messages published after
+    NATS is back, on the sequences it had delivered, reach the group once.
 
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
@@ -202,6 +206,26 @@ class ShareDurableTest(ClusterCase):
                          "each message acknowledged while NATS was down once for the group [MQTT-4.3.3-2]")
         for m in members:
             m.assert_no_packet(wait=0.5)
+
+    def test_group_consumer_ahead_of_a_stream_that_lost_its_last_writes_is_made_again(self):
+        # Members on b alone: only b binds the group, so only b checks its
+        # consumer (two nodes remaking it at once may give a message twice).
+        members = self.members(("b",), "$share/lw/lw/+", 2)
+        pub = self.client("a", "pub-a")
+        for i in range(6):
+            pub.publish("lw/%d" % (i % 3), b"w%d" % i, qos=2, pid=i + 1)
+        self.assertEqual(len(self.collect(members, 6)), 6)
+        b = self.nodes["b"]
+        offset = b.log_size()
+        self.nats.restart_losing_last_writes()
+        self.assertIsNotNone(b.wait_log("1 shared groups' consumers on stream 'WISP' were ahead of it",
+                                        offset=offset, timeout=WAIT), b.log_banner())
+        for i in range(6, 12):
+            pub.publish("lw/%d" % (i % 3), b"w%d" % i, qos=2, pid=i + 1)
+        got = self.collect(members, 6)
+        self.assertEqual(sorted(p for _, _, p in got), sorted(b"w%d" % i for i in range(6, 12)),
+                         "each message published after NATS was back once for the group [MQTT-4.3.3-2]")
+        members[0].assert_no_packet(wait=0.5)
 
     def wait_pending_at_b(self, received, count):
         """Until every message c has not got is delivered to frozen b and

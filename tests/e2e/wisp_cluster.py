@@ -9,6 +9,7 @@ Not a test script itself (no NN_ prefix): 24_cluster.py and
 28_cluster_interest.py re-export these names for the scripts that load
 them."""
 
+import glob
 import importlib.util
 import json
 import os
@@ -86,6 +87,20 @@ class Nats:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+    def restart_losing_last_writes(self, stream="WISP"):
+        """Kills nats-server, removes the stream's message files and starts
+        it again: the stream ends lower than before, its consumers' state
+        kept, as when nats-server is killed before it wrote its last
+        messages (it acknowledges them first), every time."""
+        self.kill()
+        msgs = os.path.join(self.dir, "js", "jetstream", "$G", "streams", stream, "msgs")
+        blocks = glob.glob(os.path.join(msgs, "*"))
+        if not any(f.endswith(".blk") for f in blocks):
+            raise AssertionError("nats-server's store is not laid out as expected: no %s/*.blk" % msgs)
+        for f in blocks:
+            os.remove(f)
+        self.start()
 
     def stop(self):
         """SIGTERM: nats-server writes its streams' and consumers' state

@@ -204,7 +204,8 @@ struct durable {
 	uint64_t setups_seen;    /* jsw_stream_state's set-ups looked at */
 	uint64_t routed_stamp;   /* the newest JetStream time stamp marked in seen (ns) */
 	bool stamp_unknown;      /* restored from records without one: sequences alone tell, this run */
-	uint64_t remade_seen;    /* jsw_remade's count already logged */
+	uint64_t remade_seen;    /* jsw_remade's counts already logged */
+	uint64_t groups_remade_seen;
 	bool hold_stream_acks;   /* debug builds: WISP_DEBUG_HOLD_STREAM_ACKS (tests) */
 	bool routing_held;       /* debug builds: WISP_DEBUG_HOLD_STREAM_ROUTING said so */
 	/* Sequences this run's consumer never delivers are at or below
@@ -778,8 +779,15 @@ static void went_down(struct durable *d)
  * loss to count, but an operator's to know of: logged each time. */
 static void remade(struct durable *d)
 {
-	uint64_t delivered, last, from;
-	uint64_t n = jsw_remade(d->w, &delivered, &last, &from);
+	uint64_t delivered, last, from, groups;
+	uint64_t n = jsw_remade(d->w, &delivered, &last, &from, &groups);
+	if (groups != d->groups_remade_seen) {
+		log_msg(LOG_WARNING, "cluster", "%llu shared groups' consumers on stream '%s' were ahead of it (the NATS "
+			"server lost its last writes?) and were made again from their ack floor, so that new messages "
+			"with those sequences reach the groups", (unsigned long long)(groups - d->groups_remade_seen),
+			d->stream);
+		d->groups_remade_seen = groups;
+	}
 	if (n == d->remade_seen)
 		return;
 	d->remade_seen = n;

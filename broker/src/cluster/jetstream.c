@@ -107,6 +107,7 @@ struct jsw {
 	 * figures, for jsw_remade. */
 	uint64_t remade;
 	uint64_t remade_delivered, remade_last, remade_from;
+	uint64_t groups_remade; /* shared groups' consumers made again so */
 	/* Publishes given up as over the server's max_payload, and the last
 	 * one's payload and the limit then (jsw_too_large). */
 	uint64_t too_large;
@@ -346,14 +347,23 @@ static void node_consumer_config(struct jsw *w, jsConsumerConfig *cc, char *deli
  * deliver subject is the same, so its subscription stays. False: try
  * again (set up again).
  */
-static bool remake_if_ahead(struct jsw *w, const jsConsumerInfo *ci, uint64_t last_seq)
+static uint64_t ahead_from(const jsConsumerInfo *ci, uint64_t last_seq)
 {
-	uint64_t delivered = ci->Delivered.Stream;
-	if (delivered <= last_seq)
-		return true;
-	uint64_t from = (ci->AckFloor.Stream < last_seq ? ci->AckFloor.Stream : last_seq) + 1;
-	char holder[256];
-	snprintf(holder, sizeof holder, "%s%s", DORMANT_HOLD_PREFIX, w->consumer);
+	if (ci->Delivered.Stream <= last_seq)
+		return 0;
+	return (ci->AckFloor.Stream < last_seq ? ci->AckFloor.Stream : last_seq) + 1;
+}
+
+/* Makes consumer cc->Durable again, to start at `from` (remake_if_ahead,
+ * and a shared group's). The holder keeps the messages from `from` on
+ * meanwhile; it is this node's own (named after the node and the
+ * consumer), so another node making the same group's consumer again at
+ * the same time cannot delete it under this one. False: not done, try
+ * again. */
+static bool remake(struct jsw *w, const jsConsumerConfig *cc, uint64_t from)
+{
+	char holder[512];
+	snprintf(holder, sizeof holder, "%s%s-%s", DORMANT_HOLD_PREFIX, w->consumer, cc->Durable);
 	jsConsumerConfig hc;
 	jsConsumerConfig_Init(&hc);
 	hc.Durable = holder;
@@ -367,17 +377,28 @@ static bool remake_if_ahead(struct jsw *w, const jsConsumerInfo *ci, uint64_t la
 	jsConsumerInfo_Destroy(info);
 	info = NULL;
 	if (st == NATS_OK)
-		st = js_DeleteConsumer(w->js, w->stream, w->consumer, NULL, &jerr);
+		st = js_DeleteConsumer(w->js, w->stream, cc->Durable, NULL, &jerr);
 	if (st == NATS_OK) {
-		char deliver[256];
-		jsConsumerConfig cc;
-		node_consumer_config(w, &cc, deliver, from);
-		st = js_AddConsumer(&info, w->js, w->stream, &cc, NULL, &jerr);
+		st = js_AddConsumer(&info, w->js, w->stream, (jsConsumerConfig *)cc, NULL, &jerr);
 		jsConsumerInfo_Destroy(info);
 	}
 	if (st != NATS_OK)
 		return false; /* the holder stays until its inactive threshold: time to try again */
 	js_DeleteConsumer(w->js, w->stream, holder, NULL, &jerr);
+	return true;
+}
+
+static bool remake_if_ahead(struct jsw *w, const jsConsumerInfo *ci, uint64_t last_seq)
+{
+	uint64_t from = ahead_from(ci, last_seq);
+	if (!from)
+		return true;
+	char deliver[256];
+	jsConsumerConfig cc;
+	node_consumer_config(w, &cc, deliver, from);
+	if (!remake(w, &cc, from))
+		return false;
+	uint64_t delivered = ci->Delivered.Stream;
 	pthread_mutex_lock(&w->mu);
 	w->remade++;
 	w->remade_delivered = delivered;
@@ -450,6 +471,65 @@ static void group_unbind(struct jsw *w, struct jgroup *g)
 	g->bound = false;
 }
 
+static void group_consumer_config(struct jsw *w, struct jgroup *g, int i, jsConsumerConfig *cc, char *deliver,
+				  uint64_t from)
+{
+	snprintf(deliver, 256, "_WISP_SHARE.%s.%s", w->stream, g->name[i]);
+	jsConsumerConfig_Init(cc);
+	cc->Durable = g->name[i];
+	cc->DeliverSubject = deliver;
+	cc->DeliverGroup = g->name[i];
+	cc->FilterSubject = g->subject[i];
+	if (from) {
+		cc->DeliverPolicy = js_DeliverByStartSequence;
+		cc->OptStartSeq = from;
+	} else {
+		cc->DeliverPolicy = js_DeliverNew;
+	}
+	cc->AckPolicy = js_AckExplicit;
+	cc->AckWait = (int64_t)w->cfg.group_ack_wait_s * 1000000000LL;
+	cc->MaxAckPending = (int64_t)w->cfg.ack_cap;
+	cc->InactiveThreshold = (int64_t)w->cfg.group_inactive_s * 1000000000LL;
+}
+
+/* Without mu: a group's consumer ahead of the stream (remake_if_ahead's
+ * case) is made again. Every bound node may find it so at once: one of
+ * them makes it, the others find it made (not ahead any more), or make it
+ * again in turn, which can give the group a message twice but loses none
+ * (each node's holder keeps them). False: try again. */
+static bool group_remake_if_ahead(struct jsw *w, struct jgroup *g, int i, const jsConsumerInfo *ci,
+				  uint64_t last_seq)
+{
+	uint64_t from = ahead_from(ci, last_seq);
+	if (!from)
+		return true;
+	char deliver[256];
+	jsConsumerConfig cc;
+	group_consumer_config(w, g, i, &cc, deliver, from);
+	if (!remake(w, &cc, from))
+		return false;
+	pthread_mutex_lock(&w->mu);
+	w->groups_remade++;
+	pthread_mutex_unlock(&w->mu);
+	inbox_raise(w->acks, JSW_EV_REMADE);
+	return true;
+}
+
+/* Without mu: consumer i of g, found with ci, checked against the stream
+ * (group_remake_if_ahead). False: JetStream did not answer, or the
+ * consumer could not be made again: try again. */
+static bool group_check_ahead(struct jsw *w, struct jgroup *g, int i, const jsConsumerInfo *ci)
+{
+	if (!ci->Delivered.Stream)
+		return true; /* delivered nothing: cannot be ahead */
+	jsStreamInfo *si = NULL;
+	if (js_GetStreamInfo(&si, w->js, w->stream, NULL, NULL) != NATS_OK)
+		return false;
+	uint64_t last = si->State.LastSeq;
+	jsStreamInfo_Destroy(si);
+	return group_remake_if_ahead(w, g, i, ci, last);
+}
+
 /*
  * Without mu. Makes the group's consumer i, or finds it (another node
  * made it: every node asks for the same configuration, so JetStream takes
@@ -461,22 +541,14 @@ static void group_unbind(struct jsw *w, struct jgroup *g)
 static natsStatus group_bind_one(struct jsw *w, struct jgroup *g, int i)
 {
 	char deliver[256];
-	snprintf(deliver, sizeof deliver, "_WISP_SHARE.%s.%s", w->stream, g->name[i]);
 	jsConsumerInfo *ci = NULL;
 	jsErrCode jerr = 0;
 	natsStatus st = js_GetConsumerInfo(&ci, w->js, w->stream, g->name[i], NULL, &jerr);
-	if (st != NATS_OK) {
+	if (st == NATS_OK && !group_check_ahead(w, g, i, ci))
+		st = NATS_ERR;
+	else if (st != NATS_OK) {
 		jsConsumerConfig cc;
-		jsConsumerConfig_Init(&cc);
-		cc.Durable = g->name[i];
-		cc.DeliverSubject = deliver;
-		cc.DeliverGroup = g->name[i];
-		cc.FilterSubject = g->subject[i];
-		cc.DeliverPolicy = js_DeliverNew;
-		cc.AckPolicy = js_AckExplicit;
-		cc.AckWait = (int64_t)w->cfg.group_ack_wait_s * 1000000000LL;
-		cc.MaxAckPending = (int64_t)w->cfg.ack_cap;
-		cc.InactiveThreshold = (int64_t)w->cfg.group_inactive_s * 1000000000LL;
+		group_consumer_config(w, g, i, &cc, deliver, 0);
 		st = js_AddConsumer(&ci, w->js, w->stream, &cc, NULL, &jerr);
 		if (st != NATS_OK) /* another node made it between the two calls */
 			st = js_GetConsumerInfo(&ci, w->js, w->stream, g->name[i], NULL, &jerr);
@@ -513,8 +585,11 @@ static bool groups_work(struct jsw *w)
 		if (g->bound) {
 			for (int i = 0; i < 2 && g->name[i]; i++) {
 				jsConsumerInfo *ci = NULL;
-				if (js_GetConsumerInfo(&ci, w->js, w->stream, g->name[i], NULL, NULL) == NATS_NOT_FOUND)
+				natsStatus got = js_GetConsumerInfo(&ci, w->js, w->stream, g->name[i], NULL, NULL);
+				if (got == NATS_NOT_FOUND)
 					group_unbind(w, g); /* deleted while this node was away: made again below */
+				else if (got == NATS_OK && !group_check_ahead(w, g, i, ci))
+					w->regroup = true; /* looked at again at the next sweep */
 				jsConsumerInfo_Destroy(ci);
 			}
 		}
@@ -1257,10 +1332,11 @@ void jsw_stream_state(struct jsw *w, uint64_t *setups, uint64_t *last_seq)
 	pthread_mutex_unlock(&w->mu);
 }
 
-uint64_t jsw_remade(struct jsw *w, uint64_t *delivered, uint64_t *last_seq, uint64_t *from)
+uint64_t jsw_remade(struct jsw *w, uint64_t *delivered, uint64_t *last_seq, uint64_t *from, uint64_t *groups)
 {
 	pthread_mutex_lock(&w->mu);
 	uint64_t n = w->remade;
+	*groups = w->groups_remade;
 	*delivered = w->remade_delivered;
 	*last_seq = w->remade_last;
 	*from = w->remade_from;

@@ -13,7 +13,8 @@
  *    both are there, then raises JSW_EV_READY on `events`. At each set-up
  *    and reconnect it checks that the consumer is not ahead of the stream
  *    (a NATS server that lost its last writes) and makes it again when it
- *    is (JSW_EV_REMADE).
+ *    is (JSW_EV_REMADE); so for each shared group's consumer when it binds
+ *    it and after each reconnect.
  *  - A connection cnats closed for good (the server refused it: credentials
  *    revoked or not yet known) is made anew on the worker's thread, from the
  *    same options, NATS_REJOIN_FIRST_MS after the close, doubling up to
@@ -184,7 +185,8 @@ void jsw_stream_state(struct jsw *w, uint64_t *setups, uint64_t *last_seq);
 /* Any thread: how many times the node consumer was made again because the
  * stream ended below what it had delivered (a NATS server that lost its
  * last writes), and the last time's figures: what it had delivered, the
- * stream's last sequence, and where the new one starts. */
-uint64_t jsw_remade(struct jsw *w, uint64_t *delivered, uint64_t *last_seq, uint64_t *from);
+ * stream's last sequence, and where the new one starts; *groups: how many
+ * shared groups' consumers this node made again so. */
+uint64_t jsw_remade(struct jsw *w, uint64_t *delivered, uint64_t *last_seq, uint64_t *from, uint64_t *groups);
 
 #endif
