@@ -147,6 +147,33 @@ static void test_many_group_consumers(void)
 	dormant_free(&d);
 }
 
+/* Whoever may make consumers on the stream cannot grow the set without
+ * limit: past DORMANT_MAX_NODES node consumers it is full, and QoS 1/2
+ * messages are in doubt (all to the stream: none lost for a node left out)
+ * until a list fits again. */
+static void test_set_bounded(void)
+{
+	enum { N = DORMANT_MAX_NODES + 50 };
+	static char buf[N][24];
+	static const char *names[N];
+	for (size_t i = 0; i < N; i++) {
+		snprintf(buf[i], sizeof buf[i], "node%zu", i);
+		names[i] = buf[i];
+	}
+	struct dormant d = {0};
+	struct world w = {0};
+	CU_ASSERT_EQUAL(dormant_list(&d, names, N, "a", 1), 0);
+	CU_ASSERT_EQUAL(d.n, DORMANT_MAX_NODES);
+	CU_ASSERT(dormant_doubt(&d));
+	CU_ASSERT_EQUAL(dormant_forgotten(&d, "another", 2), 0);
+	CU_ASSERT_EQUAL(d.n, DORMANT_MAX_NODES);
+	CU_ASSERT_EQUAL(dormant_list(&d, names, 3, "a", 3), 0);
+	CU_ASSERT_FALSE(d.full);
+	CU_ASSERT_EQUAL(dormant_update(&d, live, said, &w), 3); /* the rest left the list */
+	CU_ASSERT_EQUAL(d.n, 3);
+	dormant_free(&d);
+}
+
 static void test_oom_leaves_set(void)
 {
 	size_t mem0 = wisp_mem_used();
@@ -180,6 +207,7 @@ static CU_TestInfo tests[] = {
 	{"forgotten before the first list: dormant until the list", test_forgotten_before_any_list},
 	{"node names map to consumer names as durable.c's", test_names_mapped_as_durable_does},
 	{"thousands of group consumers: only node consumers kept", test_many_group_consumers},
+	{"bounded: past DORMANT_MAX_NODES node consumers the set is full and in doubt", test_set_bounded},
 	{"allocation failures leave the set as it was, leak nothing", test_oom_leaves_set},
 	CU_TEST_INFO_NULL,
 };

@@ -61,13 +61,16 @@ int dormant_list(struct dormant *d, const char *const *names, size_t n, const ch
 		return WISP_ENOMEM;
 	size_t before = d->n;
 	int rc = 0;
+	bool full = false;
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		const char *name = names[i];
 		if (!name || strncmp(name, DORMANT_SHARE_PREFIX, strlen(DORMANT_SHARE_PREFIX)) == 0 ||
 		    strncmp(name, DORMANT_HOLD_PREFIX, strlen(DORMANT_HOLD_PREFIX)) == 0 || strcmp(name, own) == 0)
 			continue;
 		struct dormant_node *e = find(d, name);
-		if (!e && !(e = add(d, name, strlen(name))))
+		if (!e && d->n >= DORMANT_MAX_NODES)
+			full = true;
+		else if (!e && !(e = add(d, name, strlen(name))))
 			rc = WISP_ENOMEM;
 		else
 			seen[e - d->nodes] = true;
@@ -86,6 +89,7 @@ int dormant_list(struct dormant *d, const char *const *names, size_t n, const ch
 			e->held_until = 0;
 	}
 	wisp_free(seen);
+	d->full = full;
 	return 0;
 }
 
@@ -97,6 +101,10 @@ int dormant_forgotten(struct dormant *d, const char *node, uint64_t ask)
 		name[len] = dormant_consumer_char(node[len]);
 	name[len] = '\0';
 	struct dormant_node *e = find(d, name);
+	if (!e && d->n >= DORMANT_MAX_NODES) {
+		d->full = true;
+		return 0;
+	}
 	if (!e && !(e = add(d, name, len)))
 		return WISP_ENOMEM;
 	e->held_until = ask ? ask : 1;
@@ -130,7 +138,7 @@ size_t dormant_update(struct dormant *d, dormant_live_fn live, dormant_said_fn s
 	return d->count;
 }
 
-bool dormant_doubt(const struct dormant *d) { return !d->known || d->count != 0; }
+bool dormant_doubt(const struct dormant *d) { return !d->known || d->count != 0 || d->full; }
 
 void dormant_free(struct dormant *d)
 {

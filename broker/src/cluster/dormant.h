@@ -17,7 +17,10 @@
  * every QoS 1/2 message is in doubt.
  *
  * Pure (no NATS, no loop): interest.c drives it, the unit test too. Memory:
- * one entry (its name) per node consumer on the stream.
+ * one entry (its name) per node consumer on the stream, at most
+ * DORMANT_MAX_NODES: whoever may make consumers on the stream could
+ * otherwise grow it without limit. Past it the set is full: QoS 1/2
+ * messages are in doubt (all go to the stream) until a list fits again.
  */
 #ifndef WISP_CLUSTER_DORMANT_H
 #define WISP_CLUSTER_DORMANT_H
@@ -30,6 +33,10 @@
  * holder of a node consumer being made again (jetstream.c): not a node's. */
 #define DORMANT_SHARE_PREFIX "wisp-share-"
 #define DORMANT_HOLD_PREFIX "wisp-hold-"
+/* Node consumers kept at most: four times the nodes interest.c tells
+ * apart (past those it sends everything anyway), for nodes taken out whose
+ * consumers were not deleted. */
+#define DORMANT_MAX_NODES 256u
 
 struct dormant_node {
 	char *name;             /* the node's consumer name */
@@ -43,6 +50,7 @@ struct dormant {
 	size_t n, cap;
 	size_t count;           /* dormant now */
 	bool known;             /* a list arrived */
+	bool full;              /* the last list or forgetting did not fit: in doubt */
 };
 
 /* The consumer name a node's name maps to (durable.c names its consumer
@@ -68,7 +76,8 @@ typedef void (*dormant_said_fn)(void *ctx, const char *consumer, bool dormant, b
  * Returns d->count. */
 size_t dormant_update(struct dormant *d, dormant_live_fn live, dormant_said_fn said, void *ctx);
 
-/* Whether QoS 1/2 messages are in doubt: no list yet, or a node dormant. */
+/* Whether QoS 1/2 messages are in doubt: no list yet, a node dormant, or
+ * the set full. */
 bool dormant_doubt(const struct dormant *d);
 
 void dormant_free(struct dormant *d);

@@ -475,8 +475,13 @@ void remote_interest_consumers(struct remote_interest *ri, const char *const *na
 {
 	if (!ri || !ri->ask_consumers)
 		return;
+	bool was_full = ri->dormant.full;
 	if (dormant_list(&ri->dormant, names, n, ri->own_consumer, ask) != 0)
 		dormant_oom(ri);
+	if (ri->dormant.full && !was_full)
+		log_msg(LOG_WARNING, "cluster", "stream consumers name more than %u nodes: the dormant nodes' set is "
+			"full, and every QoS 1/2 message goes to the stream until they are fewer (delete the consumers "
+			"of nodes taken out for good: docs/cluster.md)", DORMANT_MAX_NODES);
 	dormant_refresh(ri);
 }
 

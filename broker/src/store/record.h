@@ -39,8 +39,8 @@
  * Subscription Identifiers of the delivery; one without any (every 3.1.1
  * delivery) is still written as version 1. */
 #define STORE_REC_VERSION_SUB_IDS 2u
-/* STREAM_TAKEN's second version adds the message's JetStream time stamp;
- * version 1 (an earlier Wisp) has none. */
+/* STREAM_TAKEN's second version adds the newest JetStream time stamp
+ * routed; version 1 (an earlier Wisp) has none. */
 #define STORE_REC_VERSION_TAKEN_STAMP 2u
 /* Identifiers a delivery record may carry (one per matching subscription). */
 #define STORE_MAX_SUB_IDS 65535u
