@@ -18,7 +18,11 @@ after its publisher's PUBACK:
   figure) counts the writes waiting while NATS is down, is logged once, and
   is 0 once they are in the bucket;
 - the marks of writes still unsent survive a compaction of a's store (they
-  are written into the snapshot) and a's kill -9."""
+  are written into the snapshot) and a's kill -9;
+- nats-server loses its last writes (the bucket's message files removed
+  while it is down, its consumers' state kept): b, whose consumer is then
+  ahead of the bucket's stream, follows it anew and gets the retained
+  message a publishes after NATS is back."""
 
 import glob
 import os
@@ -196,6 +200,17 @@ class RetainedOutbox(ClusterCase):
         for i in (1, 2):
             self.wait_retained("b", "ret/five/%d" % i, b"%d-%d-" % (rnd, i) + pad)
         self.wait_unsent("a", 0)
+
+    def test_6_new_writes_after_nats_lost_its_last_writes_reach_b(self):
+        self.publish_retained("a", "ret/six", b"before")
+        self.wait_retained("b", "ret/six", b"before")
+        b = self.nodes["b"]
+        off = b.log_size()
+        self.nats.restart_losing_last_writes("KV_wisp_retained")
+        self.assertIsNotNone(b.wait_log("bucket 'wisp_retained': this node's consumer of it was past the end",
+                                        offset=off, timeout=WAIT), b.log_banner())
+        self.publish_retained("a", "ret/six/after", b"after")
+        self.wait_retained("b", "ret/six/after", b"after")
 
 
 if __name__ == "__main__":

@@ -134,6 +134,12 @@ struct retained_kv {
 	char error[160];             /* under mu */
 	jsCtx *js;                   /* the thread's until it ends */
 	natsSubscription *sub;
+	/* Followed anew after a reconnect found the consumer ahead of the
+	 * bucket's stream (follow_check): the count (under mu) and the
+	 * subscriptions replaced, the thread's until it ends (retire.h). */
+	uint64_t refollowed;
+	uint64_t refollowed_said;    /* the loop's */
+	struct nats_retire retired;
 	/* the sender thread */
 	pthread_t sender;
 	bool sender_started;
@@ -693,6 +699,16 @@ void retained_kv_event(struct retained_kv *r)
 	char error[sizeof r->error];
 	memcpy(error, r->error, sizeof error);
 	pthread_mutex_unlock(&r->mu);
+	pthread_mutex_lock(&r->mu);
+	uint64_t refollowed = r->refollowed;
+	pthread_mutex_unlock(&r->mu);
+	if (refollowed != r->refollowed_said) {
+		r->refollowed_said = refollowed;
+		log_msg(LOG_WARNING, "cluster", "bucket '%s': this node's consumer of it was past the end of its stream "
+			"(the NATS server lost its last writes, killed before it wrote them? retained writes it had "
+			"acknowledged may be gone) or was gone; following the bucket anew from its last records, so that "
+			"new ones reach this node", r->bucket);
+	}
 	if (state == SETUP_FAILED && !r->failed_logged) {
 		r->failed_logged = true;
 		log_msg(LOG_WARNING, "cluster", "retained messages stay on this node until JetStream answers: %s "
@@ -724,6 +740,77 @@ static void on_record(struct retained_kv *r, natsMsg *msg)
 
 /* ---- the set-up thread ---- */
 
+/* Subscribes to the bucket's records: the last of each topic, then every
+ * new one. */
+static natsStatus follow(struct retained_kv *r, jsErrCode *jerr)
+{
+	char stream[128], subject[160];
+	snprintf(stream, sizeof stream, "KV_%s", r->bucket);
+	snprintf(subject, sizeof subject, "%s.>", r->subject_prefix);
+	jsSubOptions so;
+	jsSubOptions_Init(&so);
+	so.Stream = stream;
+	so.Config.AckPolicy = js_AckNone;
+	so.Config.DeliverPolicy = js_DeliverLastPerSubject;
+	/* Synchronous: this module's thread reads it (setup_main), so no
+	 * record waits in cnats's shared delivery queue at exit, where cnats
+	 * would never free it. */
+	return js_SubscribeSync(&r->sub, r->js, subject, NULL, &so, jerr);
+}
+
+/*
+ * After a reconnect: a NATS server killed before it wrote its last
+ * records comes back with a bucket stream that ends below what the
+ * consumer was given (the node consumer's case, jetstream.c's
+ * remake_if_ahead), and gives those sequences to new records, which the
+ * consumer would skip. Followed anew then (the bucket's last records read
+ * again, as at start); so too when the consumer is gone (nats-server
+ * without it after its restart), or nothing would come any more. False:
+ * JetStream did not answer, try again.
+ */
+static bool follow_check(struct retained_kv *r)
+{
+	char stream[128];
+	snprintf(stream, sizeof stream, "KV_%s", r->bucket);
+	jsConsumerInfo *ci = NULL;
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	if (!r->sub)
+		goto again; /* the last try to follow anew failed */
+	natsStatus st = natsSubscription_GetConsumerInfo(&ci, r->sub, NULL, &jerr);
+	bool gone = st == NATS_NOT_FOUND;
+	if (st == NATS_OK)
+		st = js_GetStreamInfo(&si, r->js, stream, NULL, &jerr);
+	bool ahead = st == NATS_OK && ci->Delivered.Stream > si->State.LastSeq;
+	jsConsumerInfo_Destroy(ci);
+	jsStreamInfo_Destroy(si);
+	if (st != NATS_OK && !gone)
+		return false;
+	if (!ahead && !gone)
+		return true;
+	natsSubscription_Unsubscribe(r->sub); /* its ephemeral consumer goes */
+	nats_retire_sub(&r->retired, &r->sub);
+again:
+	if (follow(r, &jerr) != NATS_OK)
+		return false; /* r->sub NULL: tried again at the next wake-up */
+	pthread_mutex_lock(&r->mu);
+	r->refollowed++;
+	pthread_mutex_unlock(&r->mu);
+	inbox_raise(r->inbox, RETAINED_KV_EVENT);
+	return true;
+}
+
+/* The connection's reconnects so far (0 if cnats cannot say). */
+static uint64_t reconnects(natsConnection *nc)
+{
+	natsStatistics *stats = NULL;
+	uint64_t n = 0;
+	if (natsStatistics_Create(&stats) == NATS_OK && natsConnection_GetStats(nc, stats) == NATS_OK)
+		natsStatistics_GetCounts(stats, NULL, NULL, NULL, NULL, &n);
+	natsStatistics_Destroy(stats);
+	return n;
+}
+
 static natsStatus setup(struct retained_kv *r, bool *empty, char *err, size_t errlen)
 {
 	jsOptions jo;
@@ -752,17 +839,7 @@ static natsStatus setup(struct retained_kv *r, bool *empty, char *err, size_t er
 	if (st == NATS_OK) {
 		*empty = si->State.Msgs == 0;
 		jsStreamInfo_Destroy(si);
-		char subject[160];
-		snprintf(subject, sizeof subject, "%s.>", r->subject_prefix);
-		jsSubOptions so;
-		jsSubOptions_Init(&so);
-		so.Stream = stream;
-		so.Config.AckPolicy = js_AckNone;
-		so.Config.DeliverPolicy = js_DeliverLastPerSubject;
-		/* Synchronous: this module's thread reads it (setup_main), so
-		 * no record waits in cnats's shared delivery queue at exit,
-		 * where cnats would never free it. */
-		st = js_SubscribeSync(&r->sub, r->js, subject, NULL, &so, &jerr);
+		st = follow(r, &jerr);
 	}
 	if (st != NATS_OK)
 		snprintf(err, errlen, "%s (JetStream error %d)", natsStatus_GetText(st), (int)jerr);
@@ -794,14 +871,27 @@ static void *setup_main(void *arg)
 	bool stopping = r->stopping;
 	pthread_mutex_unlock(&r->mu);
 	/* Then the records, until retained_kv_stop: the wait bounds how long
-	 * a stop waits for this thread. */
+	 * a stop waits for this thread. Each reconnect (looked for every
+	 * READ_WAIT_MS) is followed by a check of the consumer. */
+	uint64_t reconnects_seen = reconnects(r->nc);
+	int64_t looked_at = nats_Now();
+	bool check = false;
 	while (!stopping) {
 		natsMsg *msg = NULL;
-		natsStatus st = natsSubscription_NextMsg(&msg, r->sub, READ_WAIT_MS);
+		natsStatus st = r->sub ? natsSubscription_NextMsg(&msg, r->sub, READ_WAIT_MS) : NATS_TIMEOUT;
 		if (st == NATS_OK)
 			on_record(r, msg);
-		else if (st != NATS_TIMEOUT)
+		else if (st != NATS_TIMEOUT || !r->sub)
 			nats_Sleep(READ_WAIT_MS); /* the connection is away: cnats reconnects it */
+		if (nats_Now() - looked_at >= READ_WAIT_MS) {
+			looked_at = nats_Now();
+			uint64_t n = reconnects(r->nc);
+			check = check || n != reconnects_seen || !r->sub;
+			reconnects_seen = n;
+			if (check && natsConnection_Status(r->nc) == NATS_CONN_STATUS_CONNECTED)
+				check = !follow_check(r);
+			nats_retire_due(&r->retired);
+		}
 		pthread_mutex_lock(&r->mu);
 		stopping = r->stopping;
 		pthread_mutex_unlock(&r->mu);
@@ -809,8 +899,15 @@ static void *setup_main(void *arg)
 	return NULL;
 }
 
+static uint64_t retire_clock(void *ctx)
+{
+	(void)ctx;
+	return (uint64_t)nats_Now();
+}
+
 static int start_threads(struct retained_kv *r)
 {
+	nats_retire_init(&r->retired, retire_clock, NULL, NULL);
 	if (pthread_create(&r->thread, NULL, setup_main, r) != 0)
 		return WISP_EIO;
 	r->thread_started = true;
@@ -903,6 +1000,10 @@ void retained_kv_stop(struct retained_kv *r, struct nats_retire *retired)
 	 * by cnats. The server drops the ephemeral consumer with the
 	 * connection's interest. */
 	nats_retire_sub(retired, &r->sub);
+	if (retired)
+		nats_retire_move(retired, &r->retired);
+	else
+		nats_retire_all(&r->retired);
 	jsCtx_Destroy(r->js);
 	r->js = NULL;
 }
