@@ -333,20 +333,8 @@ static void node_consumer_config(struct jsw *w, jsConsumerConfig *cc, char *deli
 	cc->MaxAckPending = (int64_t)w->cfg.ack_cap;
 }
 
-/*
- * Without mu. nats-server acknowledges a publish before its file store
- * wrote it (it writes a few milliseconds later), so one killed meanwhile
- * comes back with a stream that ends below what its consumers were given,
- * and gives those sequences to new messages. Its consumers' state
- * survives: the node consumer would count the new messages as delivered
- * and never send them. Made again from its ack floor, it sends them; a
- * holder consumer keeps the stream's messages while the node consumer is
- * gone (interest retention deletes what no consumer wants), and expires
- * on its own should this node die before it deletes it. What comes a
- * second time is deduplicated by the loop (durable.c). The consumer's
- * deliver subject is the same, so its subscription stays. False: try
- * again (set up again).
- */
+/* Where a consumer ahead of its stream (remake_if_ahead) starts again:
+ * after its ack floor, at most after the stream's end; 0: not ahead. */
 static uint64_t ahead_from(const jsConsumerInfo *ci, uint64_t last_seq)
 {
 	if (ci->Delivered.Stream <= last_seq)
@@ -360,7 +348,7 @@ static uint64_t ahead_from(const jsConsumerInfo *ci, uint64_t last_seq)
  * consumer), so another node making the same group's consumer again at
  * the same time cannot delete it under this one. False: not done, try
  * again. */
-static bool remake(struct jsw *w, const jsConsumerConfig *cc, uint64_t from)
+static bool remake(struct jsw *w, jsConsumerConfig *cc, uint64_t from)
 {
 	char holder[512];
 	snprintf(holder, sizeof holder, "%s%s-%s", DORMANT_HOLD_PREFIX, w->consumer, cc->Durable);
@@ -379,7 +367,7 @@ static bool remake(struct jsw *w, const jsConsumerConfig *cc, uint64_t from)
 	if (st == NATS_OK)
 		st = js_DeleteConsumer(w->js, w->stream, cc->Durable, NULL, &jerr);
 	if (st == NATS_OK) {
-		st = js_AddConsumer(&info, w->js, w->stream, (jsConsumerConfig *)cc, NULL, &jerr);
+		st = js_AddConsumer(&info, w->js, w->stream, cc, NULL, &jerr);
 		jsConsumerInfo_Destroy(info);
 	}
 	if (st != NATS_OK)
@@ -388,6 +376,20 @@ static bool remake(struct jsw *w, const jsConsumerConfig *cc, uint64_t from)
 	return true;
 }
 
+/*
+ * Without mu. nats-server acknowledges a publish before its file store
+ * wrote it (it writes a few milliseconds later), so one killed meanwhile
+ * comes back with a stream that ends below what its consumers were given,
+ * and gives those sequences to new messages. Its consumers' state
+ * survives: the node consumer would count the new messages as delivered
+ * and never send them. Made again from its ack floor, it sends them; a
+ * holder consumer keeps the stream's messages while the node consumer is
+ * gone (interest retention deletes what no consumer wants), and expires
+ * on its own should this node die before it deletes it. What comes a
+ * second time is deduplicated by the loop (durable.c). The consumer's
+ * deliver subject is the same, so its subscription stays. False: try
+ * again (set up again).
+ */
 static bool remake_if_ahead(struct jsw *w, const jsConsumerInfo *ci, uint64_t last_seq)
 {
 	uint64_t from = ahead_from(ci, last_seq);
@@ -586,10 +588,11 @@ static bool groups_work(struct jsw *w)
 			for (int i = 0; i < 2 && g->name[i]; i++) {
 				jsConsumerInfo *ci = NULL;
 				natsStatus got = js_GetConsumerInfo(&ci, w->js, w->stream, g->name[i], NULL, NULL);
-				if (got == NATS_NOT_FOUND)
-					group_unbind(w, g); /* deleted while this node was away: made again below */
-				else if (got == NATS_OK && !group_check_ahead(w, g, i, ci))
-					w->regroup = true; /* looked at again at the next sweep */
+				/* Deleted while this node was away, or ahead of the
+				 * stream and not made again yet: bound (and
+				 * checked) again below, or at the next sweep. */
+				if (got == NATS_NOT_FOUND || (got == NATS_OK && !group_check_ahead(w, g, i, ci)))
+					group_unbind(w, g);
 				jsConsumerInfo_Destroy(ci);
 			}
 		}
@@ -765,6 +768,7 @@ static void *run(void *arg)
 {
 	struct jsw *w = arg;
 	bool ready = false, failed_said = false, groups_pending = false;
+	bool recheck_pending = false; /* a check after a reconnect went unanswered: again at the next sweep */
 	int64_t last_sweep = now_ms();
 	int64_t rejoin_at = 0;                 /* 0: no rejoin due */
 	int64_t rejoin_wait = NATS_REJOIN_FIRST_MS;
@@ -842,6 +846,7 @@ static void *run(void *arg)
 			pthread_mutex_lock(&w->mu);
 			if (st == NATS_OK) {
 				w->recheck = false; /* ensure_consumer looked */
+				recheck_pending = false;
 				/* Bound again before READY: the forwarding queue drains
 				 * after it, into the groups' consumers too. */
 				for (struct jgroup *g = w->groups; g; g = g->next)
@@ -868,16 +873,20 @@ static void *run(void *arg)
 				groups_pending = !groups_work(w); /* a bind failed: again */
 			group_episode(w, groups_pending);
 			list_consumers(w);
+			if (recheck_pending)
+				w->recheck = true;
 			last_sweep = now_ms();
 			continue;
 		}
 		if (w->recheck) {
+			/* At once after a reconnect, before new messages pass the
+			 * consumer's old position; unanswered, at each sweep. Not a
+			 * set-up again: that would bind the consumer afresh and
+			 * leave what it delivered meanwhile to its ack wait. */
 			w->recheck = false;
 			pthread_mutex_unlock(&w->mu);
-			bool done = check_ahead(w);
+			recheck_pending = !check_ahead(w);
 			pthread_mutex_lock(&w->mu);
-			if (!done)
-				ready = false; /* set up again, which looks again */
 			continue;
 		}
 		if (w->groups_changed || w->regroup) {
