@@ -911,7 +911,7 @@ static void fwd_free(struct broker *b)
 static int taken_note(struct broker *b, uint64_t floor, uint64_t seq, uint64_t stamp)
 {
 	if (floor < b->persist.stream_floor)
-		b->persist.taken_len = 0; /* a new window: the stream was made anew */
+		b->persist.taken_len = 0; /* a new window (an earlier build's: the stream was made anew) */
 	b->persist.stream_floor = floor;
 	b->persist.stream_stamp = stamp; /* each record has the newest so far */
 	if (seq <= floor)

@@ -111,7 +111,7 @@ bool persist_forward_get(const struct broker *b, size_t i, struct msg **m, const
  * (STREAM_TAKEN, in the same write as those copies: no fsync of its own).
  * Restored at start-up, so a message JetStream delivers again after a
  * kill -9 (its ack never left) is not routed twice. A floor below the last
- * one starts a new window. stamp: the newest JetStream time stamp routed so
+ * one (from an earlier build's records) starts a new window. stamp: the newest JetStream time stamp routed so
  * far (0: not known). 0, WISP_EINVAL without persistence, or WISP_ENOMEM
  * (nothing recorded: a redelivery after a crash may be routed again).
  */

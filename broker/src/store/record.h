@@ -210,8 +210,9 @@ struct store_fwd {
  * node, the copies it made for persistent sessions appended before this
  * record, and every stream sequence up to `floor` was routed too
  * (cluster/durable.c), so a redelivery after a restart is not routed a
- * second time. A floor lower than the last one starts a new window (the
- * stream was made anew). `stamp`, the newest JetStream time stamp routed
+ * second time. A floor lower than the last one starts a new window
+ * (earlier builds wrote one when the stream was made anew; the window now
+ * only moves up, the stamp telling a new stream's messages apart). `stamp`, the newest JetStream time stamp routed
  * so far, tells a redelivery from a new message that got a sequence again
  * (a NATS server that lost its last writes). */
 struct store_stream_taken {
