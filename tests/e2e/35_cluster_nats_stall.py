@@ -36,7 +36,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import PUBACK, SANITIZER_RE, RawClient, main, publish_pkt  # noqa: E402
+from wisp_e2e import CONNACK, DISCONNECT_PKT, PUBACK, SANITIZER_RE, RawClient, connect_pkt, main, publish_pkt  # noqa: E402
 from wisp_cluster import ClusterCase, Node  # noqa: E402
 
 WAIT = 20.0  # seconds any awaited cluster event may take
@@ -55,6 +55,21 @@ class StallNode(Node):
     def config(self):
         cfg = super().config()
         cfg["cluster"]["interest_interval"] = 1
+        return cfg
+
+
+class FrozenReconnectNode(StallNode):
+    """A node that notices a frozen server within about 2 s (PINGs 1 s
+    apart) and whose connect attempts last 30 s (cluster.connect_timeout):
+    cnats holds a connection's lock through each attempt, so a loop that
+    still asked cnats anything would stop for that long, far past
+    ROUND_TRIP."""
+
+    def config(self):
+        cfg = super().config()
+        cfg["cluster"]["ping_interval"] = 1
+        cfg["cluster"]["connect_timeout"] = 30
+        cfg["cluster"]["handover_timeout"] = 2  # a session request with no answer falls back sooner
         return cfg
 
 
@@ -283,6 +298,73 @@ class NatsStallTest(ClusterPair):
         self.assertEqual(status, 0, a.log_banner())
         self.assertIsNone(SANITIZER_RE.search(a.log()), a.log_banner())
         sys.stderr.write("\na stopped %.2f s after SIGTERM with NATS frozen\n" % (time.monotonic() - start))
+
+
+class FrozenReconnectTest(ClusterPair):
+    """Once both of a node's connections count as lost, cnats reconnects
+    each to the frozen server: an attempt is accepted by the kernel and
+    then waits for an INFO that never comes, holding the connection's lock.
+    Before cluster/link.h the loop still made the claim of every new client
+    (and the shared groups' queue SUBs and UNSUBs, handover messages, its
+    look at the connection's status for every message another node wanted)
+    on '<node>-share' under that lock: each new client stopped every client
+    of the node until the attempt ended. A CONNECT whose session another
+    node holds now waits for the connection (its request is sent once it is
+    back) up to cluster.handover_timeout, holding only itself."""
+
+    def node_type(self, name):
+        return FrozenReconnectNode
+
+    def test_reconnecting_to_a_frozen_server_does_not_stall_local_clients(self):
+        a, b = self.nodes["a"], self.nodes["b"]
+        local_sub = self.client("a", "local-sub")
+        self.assertEqual(local_sub.subscribe([("local/rt", 1)]), [1])
+        local_pub = self.client("a", "local-pub")
+        leaver = self.client("a", "leaver")
+        self.assertEqual(leaver.subscribe([("$share/g1/grp/#", 0)]), [0])
+        # A persistent session at b that a knows b holds.
+        mover = RawClient(b.port)
+        self.clients.append(mover)
+        self.assertEqual(mover.connect("mover", clean=False), 0)
+        self.assertIsNotNone(a.wait_log("client mover: last claimed by node 'b'", timeout=WAIT), a.log_banner())
+        mover.send(DISCONNECT_PKT)
+        self.assertTrue(mover.wait_closed())
+        self.round_trips(local_pub, local_sub, 0, 2, None)
+
+        offset = a.log_size()
+        self.nats.proc.send_signal(signal.SIGSTOP)
+        for what in (r"lost the NATS connection:", r"lost the NATS connection 'a-share'"):
+            self.assertIsNotNone(a.wait_log(what, offset=offset, timeout=WAIT),
+                                 "a never noticed that NATS stopped answering (%s)" % what)
+        # cnats now reconnects both, each attempt 30 s against the frozen
+        # server: round trips with a new client (its claim) every 20th;
+        # then a CONNECT for b's session (its request), a group left (its
+        # queue UNSUB) and a new one made (its SUB), and round trips again.
+        slowest = self.round_trips(local_pub, local_sub, 2, 20000, LOST_PHASE / 2, port=a.port)
+        mover = RawClient(a.port, timeout=WAIT)
+        self.clients.append(mover)
+        mover.send(connect_pkt("mover", clean=False))
+        self.assertIsNotNone(a.wait_log("client mover: asking node [0-9a-f]+ for its session once the NATS "
+                                        "connection is back", offset=offset, timeout=WAIT), a.log_banner())
+        leaver.unsubscribe(["$share/g1/grp/#"])
+        member = self.client("a", "member")
+        self.assertEqual(member.subscribe([("$share/g2/grp/#", 0)]), [0])
+        later = self.round_trips(local_pub, local_sub, 20000, 20000, LOST_PHASE / 2, port=a.port)
+        # Its request never went out: it starts afresh at the timeout.
+        ack = mover.expect(CONNACK, timeout=WAIT)
+        self.assertEqual(ack.body, b"\x00\x00", "CONNACK: Session Present 0, accepted")
+        sys.stderr.write("\nreconnecting to a frozen NATS: slowest local round trip QoS 0 %.3f s, QoS 1 %.3f s; "
+                         "slowest new client's CONNACK %.3f s, SUBACK %.3f s\n"
+                         % tuple(max(x, y) for x, y in zip(slowest, later)))
+
+        offset = a.log_size()
+        self.nats.proc.send_signal(signal.SIGCONT)
+        self.assertIsNotNone(a.wait_log("the NATS connection 'a-share' is back", offset=offset, timeout=WAIT),
+                             "a's share connection never came back after NATS resumed")
+        # The group made while it was down has its queue SUB now: what b
+        # publishes reaches a's member (b has none; NATS picks a).
+        pub = self.client("b", "group-pub")
+        self.crossing(pub, member, "grp/x", b"group")
 
 
 class PendingLimitTest(ClusterPair):

@@ -87,6 +87,23 @@ natsConnStatus __wrap_natsConnection_Status(natsConnection *nc)
 	return NATS_CONN_STATUS_CONNECTED;
 }
 
+/* The connections' "connected again" callbacks, to play cnats telling
+ * that one came up (link.h: the loop asks cnats nothing before). */
+#define MAX_RECONNECTED_CBS 8
+static natsConnectionHandler reconnected_cb[MAX_RECONNECTED_CBS];
+static void *reconnected_closure[MAX_RECONNECTED_CBS];
+static size_t nreconnected;
+natsStatus __real_natsOptions_SetReconnectedCB(natsOptions *opts, natsConnectionHandler cb, void *closure);
+natsStatus __wrap_natsOptions_SetReconnectedCB(natsOptions *opts, natsConnectionHandler cb, void *closure);
+natsStatus __wrap_natsOptions_SetReconnectedCB(natsOptions *opts, natsConnectionHandler cb, void *closure)
+{
+	if (nreconnected < MAX_RECONNECTED_CBS) {
+		reconnected_cb[nreconnected] = cb;
+		reconnected_closure[nreconnected++] = closure;
+	}
+	return __real_natsOptions_SetReconnectedCB(opts, cb, closure);
+}
+
 static _Atomic unsigned unsubscribed;
 natsStatus __real_natsSubscription_Unsubscribe(natsSubscription *sub);
 natsStatus __wrap_natsSubscription_Unsubscribe(natsSubscription *sub);
@@ -303,12 +320,19 @@ static void test_worker_destroys_after_deadline(void)
 static void test_loop_destroys_after_deadline(void)
 {
 	struct cluster *cl = NULL;
+	nreconnected = 0;
 	struct harness *h = cluster_harness(", \"durable\": false", &cl);
 	CU_ASSERT_FATAL(h != NULL && cl != NULL);
 	struct broker *b = harness_broker(h);
-	/* As if the main connection were up: the filter's SUB is made now
-	 * (cnats buffers it until it connects). */
+	/* As if both connections were up: the filter's SUB and the group's
+	 * queue SUB are made now (cnats buffers them until it connects). The
+	 * second connection's callback is the one whose closure is not the
+	 * cluster's. */
 	b->stats.cluster.connected = 1;
+	for (size_t i = 0; i < nreconnected; i++)
+		if (reconnected_closure[i] != cl)
+			reconnected_cb[i](NULL, reconnected_closure[i]);
+	harness_run(h);
 	struct hclient *c = harness_connect(h);
 	client_send_hex(c, "10 0f 00 04 'MQTT' 04 02 00 3c 00 03 'sub'");
 	client_send_hex(c, "82 08 00 01 00 03 'a/b' 00");

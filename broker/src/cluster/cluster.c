@@ -73,10 +73,9 @@
  * inbox: one bit each. (EV_SLOW was GROUPS_EV_UP's bit: every reconnect
  * of <node>-share logged that cnats was dropping messages.) */
 #define EV_OWN (EV_CONNECTED | EV_DISCONNECTED | EV_CLOSED | EV_SLOW | EV_MAIN_MADE | EV_SHARE_MADE)
-_Static_assert((EV_OWN & (GROUPS_EV_UP | GROUPS_EV_CLOSED | GROUPS_EV_SLOW | RETAINED_KV_EVENT)) == 0 &&
-		       (GROUPS_EV_UP & (GROUPS_EV_CLOSED | GROUPS_EV_SLOW | RETAINED_KV_EVENT)) == 0 &&
-		       (GROUPS_EV_CLOSED & (GROUPS_EV_SLOW | RETAINED_KV_EVENT)) == 0 &&
-		       (GROUPS_EV_SLOW & RETAINED_KV_EVENT) == 0,
+#define GROUPS_EVS (GROUPS_EV_UP | GROUPS_EV_DOWN | GROUPS_EV_CLOSED | GROUPS_EV_SLOW)
+_Static_assert((EV_OWN & (GROUPS_EVS | RETAINED_KV_EVENT)) == 0 && (GROUPS_EVS & RETAINED_KV_EVENT) == 0 &&
+		       __builtin_popcount(GROUPS_EVS) == 4,
 	       "the cluster inbox's events need a bit each");
 
 /* Messages taken from the inbox per loop wake-up, so NATS traffic cannot
@@ -180,6 +179,7 @@ struct cluster {
 	uint64_t pending_dropped_gone; /* cnats's drops of subscriptions since destroyed */
 	bool pending_drops;      /* cnats dropped messages lately: counted again at each wake-up */
 	bool subs_deferred;      /* a SUB waits for the main connection (nats_subscribe) */
+	bool share_lost;         /* '<node>-share' lost, logged (GROUPS_EV_DOWN) */
 	natsSubscription **gone; /* UNSUBs waiting for it */
 	size_t ngone, gone_cap;
 	bool slow_delivery;      /* debug builds: WISP_DEBUG_SLOW_NATS_DELIVERY (tests) */
@@ -1000,6 +1000,18 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 	if (ev & EV_CONNECTED)
 		check_max_payload(c);
+	if (ev & GROUPS_EV_DOWN && !c->share_lost && !groups_connected(c->groups)) {
+		c->share_lost = true;
+		log_msg(LOG_WARNING, "cluster", "lost the NATS connection '%s-share': no claims, handovers or shared "
+			"groups' queue SUBs until it is back", c->node);
+	}
+	if (ev & GROUPS_EV_UP && groups_connected(c->groups)) {
+		if (c->share_lost)
+			log_msg(LOG_NOTICE, "cluster", "the NATS connection '%s-share' is back", c->node);
+		c->share_lost = false;
+		groups_resubscribe(c->groups);
+		handover_link_up(presence_handover(c->presence));
+	}
 	if (ev & RETAINED_KV_EVENT)
 		retained_kv_event(c->retained);
 	if (ev & EV_MAIN_MADE && c->main_k.running)
@@ -1335,9 +1347,11 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		goto fail;
 	int rc = retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c);
 	if (rc == 0)
-		rc = presence_start(&c->presence, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c);
+		rc = presence_start(&c->presence, b, groups_connection(c->groups), groups_link(c->groups), c->node,
+				    c->prefix, on_nats_msg, c);
 	if (rc == 0)
-		rc = totals_start(&c->totals, b, groups_connection(c->groups), c->node, c->prefix, on_nats_msg, c);
+		rc = totals_start(&c->totals, b, groups_connection(c->groups), groups_link(c->groups), c->node, c->prefix,
+				  on_nats_msg, c);
 	if (rc == WISP_ENOMEM)
 		goto nomem;
 	if (rc != 0) {
@@ -1348,7 +1362,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 			 closed ? " (NATS closed the connection '<node>-share': refused?)" : "");
 		goto fail;
 	}
-	if (remote_interest_start(&c->wanted, b, c->nc, groups_connection(c->groups), c->node, c->run, c->prefix, on_nats_msg, c) != 0) {
+	if (remote_interest_start(&c->wanted, b, c->nc, groups_connection(c->groups), groups_link(c->groups), c->node,
+				  c->run, c->prefix, on_nats_msg, c) != 0) {
 		snprintf(err, errlen, "cluster: cannot subscribe to the interest announcements");
 		goto fail;
 	}

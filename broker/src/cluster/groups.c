@@ -21,6 +21,7 @@
  * back opens the SUBACKs of every earlier one).
  */
 #include "groups.h"
+#include "link.h"
 
 #include <inttypes.h>
 #include <stdint.h>
@@ -99,6 +100,13 @@ struct cluster_groups {
 	size_t max_groups;         /* cluster.max_groups */
 	bool refusing;             /* a refusal was logged; the next new group ends the episode */
 	struct nats_retire_loop retired; /* queue subscriptions left, not destroyed yet (retire.h) */
+	struct nats_link link;     /* nc up (link.h): the loop's queue SUBs and UNSUBs wait while it is not */
+	/* Queue subscriptions of groups left while nc was down, unsubscribed
+	 * once it is back: at most two per group that had its SUB before the
+	 * loss (a group made meanwhile has none), so cluster.max_groups bounds
+	 * them. */
+	natsSubscription **leaving;
+	size_t nleaving, leaving_cap;
 };
 
 static struct group_sub **find_key(struct cluster_groups *g, const char *key, size_t len, uint32_t h)
@@ -212,10 +220,38 @@ static void link_sid(struct cluster_groups *g, struct group_sub *gs, int i, nats
 	*pp = l;
 }
 
+/* Leaves `leaving` for groups_resubscribe: false when out of memory. */
+static bool leave_later(struct cluster_groups *g, natsSubscription **sub)
+{
+	if (g->nleaving == g->leaving_cap) {
+		size_t cap = g->leaving_cap ? g->leaving_cap * 2 : 8;
+		natsSubscription **grown = wisp_realloc(g->leaving, cap * sizeof *grown);
+		if (!grown)
+			return false;
+		g->leaving = grown;
+		g->leaving_cap = cap;
+	}
+	g->leaving[g->nleaving++] = *sub;
+	*sub = NULL;
+	return true;
+}
+
+/* unsubscribe: the connection is up again (or closed for good: not). */
+static void retire_leaving(struct cluster_groups *g, struct nats_retire *retired, bool unsubscribe)
+{
+	for (size_t i = 0; i < g->nleaving; i++) {
+		if (unsubscribe)
+			natsSubscription_Unsubscribe(g->leaving[i]);
+		nats_retire_sub(retired, &g->leaving[i]);
+	}
+	g->nleaving = 0;
+}
+
 /* Unsubscribed at once, destroyed from `retired` NATS_RETIRE_MS later
  * or, stopping, once every connection is closed (retire.h: libnats 3.4's
- * read loop). */
-static void unsubscribe(struct cluster_groups *g, struct group_sub *gs, struct nats_retire *retired)
+ * read loop). Not `now` (the connection is down, link.h): its messages
+ * map to no group from now on, and groups_resubscribe ends it. */
+static void unsubscribe(struct cluster_groups *g, struct group_sub *gs, struct nats_retire *retired, bool now)
 {
 	natsSubscription **subs[2] = {&gs->sub, &gs->parent_sub};
 	for (int i = 0; i < 2; i++) {
@@ -227,8 +263,10 @@ static void unsubscribe(struct cluster_groups *g, struct group_sub *gs, struct n
 		int64_t dropped = 0;
 		if (natsSubscription_GetDropped(*subs[i], &dropped) == NATS_OK && dropped > 0)
 			g->dropped_gone += (uint64_t)dropped;
-		natsSubscription_Unsubscribe(*subs[i]);
-		nats_retire_sub(retired, subs[i]);
+		if (now || !leave_later(g, subs[i])) {
+			natsSubscription_Unsubscribe(*subs[i]);
+			nats_retire_sub(retired, subs[i]);
+		}
 		(*g->count)--;
 	}
 }
@@ -259,6 +297,8 @@ static void subscribe_queue(struct cluster_groups *g, struct group_sub *gs)
 		return;
 	char queue[64];
 	queue_name(gs, queue);
+	if (!nats_link_up(&g->link))
+		return; /* groups_resubscribe, once it is back */
 	natsStatus st = natsConnection_QueueSubscribe(&gs->sub, g->nc, g->buf, queue, on_group_msg, g);
 	if (st == NATS_OK) {
 		link_sid(g, gs, 0, gs->sub);
@@ -385,7 +425,7 @@ void groups_unref(struct cluster_groups *g, const char *key, size_t len)
 	if (!gs || --gs->count > 0)
 		return;
 	unhold(g, gs);
-	unsubscribe(g, gs, &g->retired.list);
+	unsubscribe(g, gs, &g->retired.list, nats_link_up(&g->link));
 	*pp = gs->by_key_next;
 	forget(g, gs);
 	wisp_free(gs);
@@ -473,7 +513,31 @@ void groups_on_subscribed(struct cluster_groups *g, struct loop *loop, void (*cb
 
 bool groups_connected(const struct cluster_groups *g)
 {
-	return g && g->nc && natsConnection_Status(g->nc) == NATS_CONN_STATUS_CONNECTED;
+	return g && nats_link_up(&g->link);
+}
+
+const struct nats_link *groups_link(const struct cluster_groups *g) { return g ? &g->link : NULL; }
+
+/* The queue SUB of every group without one; a group held back (debug
+ * builds) or whose SUBACK waits for its mark keeps waiting as it did. */
+static void subscribe_missing(struct cluster_groups *g)
+{
+	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
+		for (struct group_sub *gs = g->by_key[i]; gs; gs = gs->by_key_next) {
+			bool held = false;
+			for (struct group_sub *h = g->held; h && !held; h = h->held_next)
+				held = h == gs;
+			if (!gs->sub && !held)
+				subscribe(g, gs, false);
+		}
+}
+
+void groups_resubscribe(struct cluster_groups *g)
+{
+	if (!g || !nats_link_up(&g->link))
+		return;
+	retire_leaving(g, &g->retired.list, true);
+	subscribe_missing(g);
 }
 
 /* A callback makes a failed first connect retry in the background:
@@ -484,7 +548,16 @@ static void on_connected(natsConnection *nc, void *closure)
 {
 	(void)nc;
 	struct cluster_groups *g = closure;
+	nats_link_set(&g->link, true);
 	inbox_raise(g->inbox, GROUPS_EV_UP);
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+	(void)nc;
+	struct cluster_groups *g = closure;
+	nats_link_set(&g->link, false);
+	inbox_raise(g->inbox, GROUPS_EV_DOWN);
 }
 
 /* cnats gave the connection up (refused twice in a row): the loop makes a
@@ -494,6 +567,7 @@ static void on_closed(natsConnection *nc, void *closure)
 {
 	(void)nc;
 	struct cluster_groups *g = closure;
+	nats_link_set(&g->link, false);
 	inbox_raise(g->inbox, GROUPS_EV_CLOSED);
 }
 
@@ -572,9 +646,13 @@ int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, 
 		st = natsOptions_SetClosedCB(g->opts, on_closed, g);
 	if (st == NATS_OK)
 		st = natsOptions_SetReconnectedCB(g->opts, on_connected, g);
+	if (st == NATS_OK)
+		st = natsOptions_SetDisconnectedCB(g->opts, on_disconnected, g);
 	if (st == NATS_OK) {
 		st = natsConnection_Connect(&g->nc, g->opts);
-		if (st == NATS_NOT_YET_CONNECTED)
+		if (st == NATS_OK)
+			nats_link_set(&g->link, true); /* at the first try: cnats calls no callback */
+		else if (st == NATS_NOT_YET_CONNECTED)
 			st = NATS_OK;
 	}
 	if (st != NATS_OK) {
@@ -603,20 +681,13 @@ void groups_reconnect(struct cluster_groups *g, natsConnection *nc, bool connect
 	 * over nothing more, and only their objects are left to free. */
 	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
 		for (struct group_sub *gs = g->by_key[i]; gs; gs = gs->by_key_next)
-			unsubscribe(g, gs, &g->retired.list);
+			unsubscribe(g, gs, &g->retired.list, true);
+	retire_leaving(g, &g->retired.list, false);
 	natsConnection *old = g->nc;
 	g->nc = nc;
+	nats_link_set(&g->link, connected); /* the new one's callbacks keep it from here */
 	natsConnection_Destroy(old);
-	/* The same queues again; a group held back (debug builds) or whose
-	 * SUBACK waits for its mark keeps waiting as it did. */
-	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
-		for (struct group_sub *gs = g->by_key[i]; gs; gs = gs->by_key_next) {
-			bool held = false;
-			for (struct group_sub *h = g->held; h && !held; h = h->held_next)
-				held = h == gs;
-			if (!held)
-				subscribe(g, gs, false);
-		}
+	subscribe_missing(g); /* the same queues again */
 	if (connected)
 		on_connected(nc, g); /* connected at the first try: cnats calls no callback */
 }
@@ -670,9 +741,10 @@ void groups_close(struct cluster_groups *g, struct nats_retire *retired)
 		while (g->by_key[i]) {
 			struct group_sub *gs = g->by_key[i];
 			g->by_key[i] = gs->by_key_next;
-			unsubscribe(g, gs, retired); /* destroyed once every connection is closed */
+			unsubscribe(g, gs, retired, true); /* destroyed once every connection is closed */
 			wisp_free(gs);
 		}
+	retire_leaving(g, retired, false); /* closed with the connection, below */
 	g->ngroups = 0;
 	if (g->nc) {
 		natsConnection_Close(g->nc);
@@ -690,5 +762,6 @@ void groups_free(struct cluster_groups *g)
 	wisp_free(g->buf);
 	wisp_free(g->prefix);
 	wisp_free(g->stream_prefix);
+	wisp_free(g->leaving);
 	wisp_free(g);
 }

@@ -52,6 +52,8 @@ struct cluster_groups;
  * the current one is). */
 #define GROUPS_EV_UP 0x8u
 #define GROUPS_EV_CLOSED 0x10u
+/* Raised on the inbox: cnats lost the connection and reconnects. */
+#define GROUPS_EV_DOWN 0x400u
 struct config_cluster;
 struct nats_signer;
 
@@ -155,8 +157,15 @@ natsConnection *groups_connection(const struct cluster_groups *g);
 void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms);
 
 /* Whether the queue subscriptions' connection is up now (so NATS can pick
- * this node's groups). Loop thread. */
+ * this node's groups), without cnats's lock (link.h). Any thread. */
 bool groups_connected(const struct cluster_groups *g);
+/* The same, for the others that publish on it (presence.h, totals.h,
+ * interest.h, handover.h): it outlives every connection it describes. */
+struct nats_link;
+const struct nats_link *groups_link(const struct cluster_groups *g);
+/* The connection is back (GROUPS_EV_UP): the queue SUBs of groups made
+ * while it was not. Loop thread. */
+void groups_resubscribe(struct cluster_groups *g);
 
 /* Raised on the cluster's inbox when cnats dropped messages of a queue
  * subscription (its pending limit, cluster.inbound_queue, full). */

@@ -47,6 +47,7 @@
 #include "hash.h"
 #include "input.h"
 #include "list.h"
+#include "link.h"
 #include "log.h"
 #include "persist.h"
 #include "record.h"
@@ -98,6 +99,7 @@ struct fetch {
 	uint64_t cut_until_s;    /* loop s: the cut is kept at least until then */
 	bool cut_active;         /* counted in handover.ncuts */
 	uint64_t gate_ticket, gate_since; /* the sub_gate's, for the imported filters */
+	natsMsg *request;        /* made while the connection was down: sent once it is back (handover_link_up) */
 	size_t id_len;
 	char id[];
 };
@@ -136,6 +138,7 @@ struct leaving {
 struct handover {
 	struct broker *b;
 	natsConnection *nc;
+	const struct nats_link *link; /* nc up (link.h): no request, answer or tail while it is not */
 	natsSubscription *sub;
 	uint64_t self;
 	char *node;
@@ -188,6 +191,15 @@ static uint64_t digest(const char *s, size_t len)
 	return d ? d : 1; /* 0 marks an empty slot */
 }
 
+/* Every publish of this file: none while the connection is down (link.h).
+ * A request, answer or tail not sent is one not answered: the asking node
+ * falls back at its timeout, as when the other node is gone. A CONNECT's
+ * own request waits for the connection instead (handover_link_up). */
+static natsStatus publish_msg(struct handover *h, natsMsg *nm)
+{
+	return nats_link_up(h->link) ? natsConnection_PublishMsg(h->nc, nm) : NATS_CONNECTION_DISCONNECTED;
+}
+
 /* "<base><node hex><suffix>" into out (SUBJECT_MAX). */
 static void subject_of(const struct handover *h, uint64_t node, const char *suffix, char *out)
 {
@@ -210,7 +222,7 @@ static natsStatus publish(struct handover *h, const char *subject, const char *r
 		return st;
 	}
 	if (st == NATS_OK)
-		st = natsConnection_PublishMsg(h->nc, nm);
+		st = publish_msg(h, nm);
 	natsMsg_Destroy(nm);
 	if (st != NATS_OK)
 		h->b->stats.cluster.send_failed++;
@@ -249,7 +261,7 @@ static void dir_answer(struct handover *h, const char *reply, const uint8_t *chu
 	natsMsg *nm = NULL;
 	if (publish(h, reply, NULL, "dir", chunk, len, times ? &nm : NULL) != NATS_OK || !nm)
 		return;
-	if (natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK || natsConnection_PublishMsg(h->nc, nm) != NATS_OK)
+	if (natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK || publish_msg(h, nm) != NATS_OK)
 		h->b->stats.cluster.send_failed++;
 	natsMsg_Destroy(nm);
 }
@@ -429,6 +441,7 @@ static void fetch_free(struct fetch *f)
 	list_remove(&f->link);
 	if (f->cut_active)
 		f->h->ncuts--;
+	natsMsg_Destroy(f->request);
 	wisp_free(f->cut);
 	wisp_free(f->buf);
 	wisp_free(f);
@@ -484,7 +497,7 @@ static bool send_done(struct fetch *f, const char *const *hdrs, const char *repl
 	for (size_t i = 0; st == NATS_OK && hdrs && hdrs[i]; i += 2)
 		st = natsMsgHeader_Set(nm, hdrs[i], hdrs[i + 1]);
 	if (st == NATS_OK)
-		st = natsConnection_PublishMsg(h->nc, nm);
+		st = publish_msg(h, nm);
 	natsMsg_Destroy(nm);
 	if (st != NATS_OK)
 		h->b->stats.cluster.send_failed++;
@@ -974,6 +987,8 @@ static void ask_at_start(struct handover *h)
 	subject_of(h, h->self, ".dir", reply);
 	natsMsg *nm = NULL;
 	if (publish(h, dir, reply, "dir", NULL, 0, &nm) == NATS_OK) {
+		/* Straight to cnats, which buffers it until NATS is there: once,
+		 * at start, before any client (publish_msg would drop it). */
 		if (natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK ||
 		    natsConnection_PublishMsg(h->nc, nm) != NATS_OK)
 			h->b->stats.cluster.send_failed++;
@@ -1008,7 +1023,7 @@ static void on_startup_timer(struct loop *l, struct loop_timer *t)
 	if (h->dir_sub_late && !dir_sub_held() && subscribe_dir(h) == 0)
 		log_msg(LOG_NOTICE, "cluster", "start-up requests subscribed (WISP_DEBUG_HOLD_DIR_SUB)");
 #endif
-	bool up = !h->ask_pending && !h->dir_sub_late && natsConnection_Status(h->nc) == NATS_CONN_STATUS_CONNECTED;
+	bool up = !h->ask_pending && !h->dir_sub_late && nats_link_up(h->link);
 	if (!h->answers_due_s && up) {
 		/* The request went out as the connection came up: every live node
 		 * beats within the settling interval (interest.h), and answers
@@ -1083,8 +1098,15 @@ int handover_session_missing(struct handover *h, struct conn *c, const char *id,
 	natsStatus st = publish(h, subject, reply, "req", id, len, &nm);
 	if (st == NATS_OK && username)
 		st = natsMsgHeader_Set(nm, "Wisp-User", username);
-	if (st == NATS_OK)
-		st = natsConnection_PublishMsg(h->nc, nm);
+	bool later = st == NATS_OK && !nats_link_up(h->link);
+	if (later) {
+		/* Asked once the connection is back, within the same timeout: a
+		 * NATS restart shorter than it still moves the session. */
+		f->request = nm;
+		nm = NULL;
+	} else if (st == NATS_OK) {
+		st = publish_msg(h, nm);
+	}
 	natsMsg_Destroy(nm);
 	if (st != NATS_OK) {
 		h->b->stats.cluster.handover_failed++;
@@ -1096,8 +1118,27 @@ int handover_session_missing(struct handover *h, struct conn *c, const char *id,
 	}
 	list_push_back(&h->fetches, &f->link);
 	loop_timer_start(h->b->loop, &f->timer, h->b->cfg->cluster.handover_timeout, on_fetch_timer);
-	log_msg(LOG_INFO, "cluster", "client %.*s: asking node %016" PRIx64 " for its session", (int)len, id, node);
+	log_msg(LOG_INFO, "cluster", "client %.*s: asking node %016" PRIx64 " for its session%s", (int)len, id, node,
+		later ? " once the NATS connection is back" : "");
 	return WISP_EAGAIN;
+}
+
+void handover_link_up(struct handover *h)
+{
+	if (!h)
+		return;
+	struct list_node *n, *next;
+	for (n = h->fetches.next; n != &h->fetches; n = next) {
+		next = n->next;
+		struct fetch *f = container_of(n, struct fetch, link);
+		if (!f->request || !nats_link_up(h->link))
+			continue;
+		natsStatus st = publish_msg(h, f->request);
+		natsMsg_Destroy(f->request);
+		f->request = NULL;
+		if (st != NATS_OK)
+			fall_back(f, natsStatus_GetText(st)); /* may free f */
+	}
 }
 
 /* A stream message's origin: its node, and its Wisp-Seq's run and number. */
@@ -1252,7 +1293,7 @@ static void send_chunks(struct handover *h, const char *reply, const struct expo
 		for (size_t i = 0; st == NATS_OK && off + n == x->len && last_hdrs && last_hdrs[i]; i += 2)
 			st = natsMsgHeader_Set(nm, last_hdrs[i], last_hdrs[i + 1]);
 		if (st == NATS_OK)
-			st = natsConnection_PublishMsg(h->nc, nm);
+			st = publish_msg(h, nm);
 		natsMsg_Destroy(nm);
 		if (st != NATS_OK) {
 			h->b->stats.cluster.send_failed++;
@@ -1648,7 +1689,8 @@ uint64_t handover_pending_dropped(const struct handover *h)
 	return cluster_nats_dropped(subs, 2);
 }
 
-int handover_start(struct handover **out, struct broker *b, natsConnection *nc, const char *node,
+int handover_start(struct handover **out, struct broker *b, natsConnection *nc, const struct nats_link *link,
+		   const char *node,
 		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure)
 {
 	*out = NULL;
@@ -1657,6 +1699,7 @@ int handover_start(struct handover **out, struct broker *b, natsConnection *nc, 
 		return WISP_ENOMEM;
 	h->b = b;
 	h->nc = nc;
+	h->link = link;
 	list_init(&h->fetches);
 	list_init(&h->leavings);
 	h->self = digest(node, strlen(node));

@@ -116,7 +116,9 @@ struct nats_retire;
 
 /* Subscribes to this node's handover subjects on nc (borrowed until
  * handover_stop). 0, or WISP_ENOMEM / WISP_EIO. */
-int handover_start(struct handover **out, struct broker *b, natsConnection *nc, const char *node,
+struct nats_link;
+int handover_start(struct handover **out, struct broker *b, natsConnection *nc, const struct nats_link *link,
+		   const char *node,
 		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure);
 /* Ends the subscription (drained), before the connection closes; it goes
  * to `retired` (retire.h: destroyed once no read loop can still hold it;
@@ -134,6 +136,9 @@ void handover_free(struct handover *h);
 
 /* Whether nm is on this node's handover subjects; if so, acts on it. */
 bool handover_message(struct handover *h, natsMsg *nm);
+/* Loop thread: the connection is back (link.h): the requests of CONNECTs
+ * made while it was down go out now. NULL: no-op. */
+void handover_link_up(struct handover *h);
 
 /* A claim of `id` by `node` (this node's own too) made at `at` (0: not
  * known): the directory. */

@@ -65,6 +65,7 @@
 #include "err.h"
 #include "groups.h"
 #include "retire.h"
+#include "link.h"
 #include "log.h"
 #include "share.h"
 #include "topic.h"
@@ -98,6 +99,7 @@ struct remote_interest {
 	struct broker *b;
 	natsConnection *nc;     /* announcements out */
 	natsConnection *snc;    /* announcements in, answers out */
+	const struct nats_link *snc_link; /* snc up (link.h) */
 	natsSubscription *sub, *ack_sub;
 	natsMsgHandler on_msg;  /* the subscriptions', kept for remote_interest_rebind */
 	void *on_msg_closure;
@@ -508,8 +510,8 @@ static int announce(struct remote_interest *ri, const char *kind, bool numbered,
 	if (st == NATS_OK && hkey2)
 		st = natsMsgHeader_Set(nm, hkey2, hval2);
 	/* Not while a connection is lost: cnats's reconnect attempts hold its
-	 * lock (up to its 2 s connect timeout against a frozen server), and
-	 * the hello and snapshot sent once it is back say it all again. */
+	 * lock (link.h), and the hello and snapshot sent once it is back say
+	 * it all again. */
 	if (st == NATS_OK && ri->connected)
 		st = natsConnection_PublishMsg(ri->nc, nm);
 	natsMsg_Destroy(nm);
@@ -598,8 +600,8 @@ static natsStatus send_answer(struct remote_interest *ri, const char *subject, c
 		st = natsMsgHeader_Set(ack, "Wisp-Node", ri->node);
 	if (st == NATS_OK)
 		st = natsMsgHeader_Set(ack, "Wisp-ISeq", seq);
-	if (st == NATS_OK)
-		st = natsConnection_PublishMsg(ri->snc, ack);
+	if (st == NATS_OK) /* not while snc is down (link.h): the asker times out */
+		st = nats_link_up(ri->snc_link) ? natsConnection_PublishMsg(ri->snc, ack) : NATS_CONNECTION_DISCONNECTED;
 	natsMsg_Destroy(ack);
 	return st;
 }
@@ -618,8 +620,9 @@ void remote_interest_mark(struct remote_interest *ri, uint64_t mark)
 		return;
 	char seq[24];
 	snprintf(seq, sizeof seq, "%" PRIu64, mark);
-	/* Failed (cnats buffers while NATS is away): nothing comes back, and the
-	 * SUBACK goes at the timeout, counted and logged once there. */
+	/* Failed (snc down, or cnats buffering while NATS is away): nothing
+	 * comes back, and the SUBACK goes at the timeout, counted and logged
+	 * once there. */
 	send_answer(ri, ri->ack_subject, seq);
 }
 
@@ -822,7 +825,7 @@ void remote_interest_check_connections(struct remote_interest *ri)
 {
 	if (!ri)
 		return;
-	bool up = ri->b->stats.cluster.connected && natsConnection_Status(ri->snc) == NATS_CONN_STATUS_CONNECTED;
+	bool up = ri->b->stats.cluster.connected && nats_link_up(ri->snc_link);
 	if (ri->connected == up)
 		return;
 	ri->connected = up;
@@ -928,6 +931,7 @@ static bool gate_settled(void *ctx, uint64_t ticket, uint64_t since_ms)
 /* ---- start and stop ---- */
 
 int remote_interest_start(struct remote_interest **out, struct broker *b, natsConnection *nc, natsConnection *snc,
+			  const struct nats_link *snc_link,
 			  const char *node, const char *run, const char *prefix, natsMsgHandler on_msg,
 			  void *on_msg_closure)
 {
@@ -941,6 +945,7 @@ int remote_interest_start(struct remote_interest **out, struct broker *b, natsCo
 	ri->b = b;
 	ri->nc = nc;
 	ri->snc = snc;
+	ri->snc_link = snc_link;
 	ri->settle_until = UINT64_MAX;
 	snprintf(ri->run, sizeof ri->run, "%s", run);
 	size_t n = strlen("$WISP..interest.ack.") + strlen(prefix) + strlen(run) + 1;

@@ -61,7 +61,9 @@ struct remote_interest;
  * subscriptions), listens and answers on snc (<node>-share, so that the
  * main connection's figures on /connz stay the MQTT data's) and installs
  * b's sub_gate. 0 with *out NULL when cluster.interest is off. */
+struct nats_link;
 int remote_interest_start(struct remote_interest **out, struct broker *b, natsConnection *nc, natsConnection *snc,
+			  const struct nats_link *snc_link,
 			  const char *node, const char *run, const char *prefix, natsMsgHandler on_msg,
 			  void *on_msg_closure);
 /* Says "bye", unsubscribes, removes the gate. NULL: no-op. The

@@ -19,6 +19,7 @@
 #include "dormant.h"
 #include "err.h"
 #include "groups.h"
+#include "link.h"
 #include "nats_auth.h"
 #include "retire.h"
 
@@ -113,6 +114,7 @@ struct jsw {
 	uint64_t too_large;
 	int64_t too_large_bytes, too_large_limit;
 	_Atomic int64_t max_payload; /* the connection's, at its last (re)connect; 0: not known yet */
+	struct nats_link link;       /* nc up, for jsw_connected (link.h); down only by nc's own callbacks (under mu) */
 	struct slot *slots;  /* out_cap, by ticket % out_cap */
 	struct tring out;    /* tickets to publish (loop) */
 	struct tring replies; /* JetStream's replies (cnats thread) */
@@ -933,6 +935,7 @@ static void on_connected(natsConnection *nc, void *closure)
 	struct jsw *w = closure;
 	atomic_store_explicit(&w->max_payload, natsConnection_GetMaxPayload(nc), memory_order_relaxed);
 	pthread_mutex_lock(&w->mu);
+	nats_link_set(&w->link, true); /* never of a replaced one: it was closed for good */
 	w->regroup = true;
 	w->recheck = true;
 	pthread_cond_signal(&w->cv);
@@ -944,8 +947,11 @@ static void on_connected(natsConnection *nc, void *closure)
  * connection is down (durable.c), so it hears of both changes. */
 static void on_disconnected(natsConnection *nc, void *closure)
 {
-	(void)nc;
 	struct jsw *w = closure;
+	pthread_mutex_lock(&w->mu);
+	if (nc == w->nc)
+		nats_link_set(&w->link, false);
+	pthread_mutex_unlock(&w->mu);
 	inbox_raise(w->acks, JSW_EV_DOWN);
 }
 
@@ -954,8 +960,11 @@ static void on_disconnected(natsConnection *nc, void *closure)
  * a connection already replaced: run() looks at the current one. */
 static void on_closed(natsConnection *nc, void *closure)
 {
-	(void)nc;
 	struct jsw *w = closure;
+	pthread_mutex_lock(&w->mu);
+	if (nc == w->nc)
+		nats_link_set(&w->link, false);
+	pthread_mutex_unlock(&w->mu);
 	inbox_raise(w->acks, JSW_EV_DOWN);
 	/* Last: once the count is down, jsw_stop may return and w go. */
 	pthread_mutex_lock(&w->mu);
@@ -975,13 +984,7 @@ static void closed_cb_due(struct jsw *w)
 
 bool jsw_connected(struct jsw *w)
 {
-	if (!w)
-		return false;
-	/* Under mu: run() replaces the connection after cnats closed it. */
-	pthread_mutex_lock(&w->mu);
-	bool up = w->nc && natsConnection_Status(w->nc) == NATS_CONN_STATUS_CONNECTED;
-	pthread_mutex_unlock(&w->mu);
-	return up;
+	return w && nats_link_up(&w->link);
 }
 
 void jsw_closed_reason(struct jsw *w, char *out, size_t cap)
@@ -1027,7 +1030,13 @@ static natsStatus connect_own(struct jsw *w, const char *urls, const char *name)
 	if (st == NATS_OK)
 		st = natsOptions_SetClosedCB(w->opts, on_closed, w);
 	if (st == NATS_OK) {
-		st = natsConnection_Connect(&w->nc, w->opts);
+		natsConnection *nc = NULL;
+		st = natsConnection_Connect(&nc, w->opts);
+		pthread_mutex_lock(&w->mu);
+		w->nc = nc;
+		if (st == NATS_OK)
+			nats_link_set(&w->link, true); /* at the first try: cnats calls no callback */
+		pthread_mutex_unlock(&w->mu);
 		if (st == NATS_NOT_YET_CONNECTED)
 			st = NATS_OK; /* retried in the background; run() waits for it */
 		if (st == NATS_OK)
@@ -1064,6 +1073,7 @@ static void rejoin(struct jsw *w)
 	natsSubscription *reply_sub = NULL;
 	jsCtx *js = NULL;
 	natsStatus st = natsConnection_Connect(&nc, w->opts);
+	bool connected = st == NATS_OK;
 	if (st == NATS_NOT_YET_CONNECTED)
 		st = NATS_OK;
 	if (st == NATS_OK)
@@ -1087,6 +1097,8 @@ static void rejoin(struct jsw *w)
 	natsConnection *old = w->nc;
 	pthread_mutex_lock(&w->mu);
 	w->nc = nc;
+	if (connected)
+		nats_link_set(&w->link, true); /* at the first try: cnats calls no callback */
 	w->sub = NULL;
 	w->reply_sub = reply_sub;
 	w->js = js;

@@ -140,7 +140,8 @@ const char *jsw_reply_prefix(const struct jsw *w);
  * `ticket`). The caller keeps at most out_cap outstanding, and reuses a
  * ticket's slot only after the ticket came back. */
 void jsw_publish(struct jsw *w, natsMsg *m, uint64_t ticket);
-/* Any thread but cnats's: whether the worker's own NATS connection is up now. */
+/* Any thread: whether the worker's own NATS connection is up now, as its
+ * callbacks last said (link.h: without cnats's lock). */
 bool jsw_connected(struct jsw *w);
 /* Any thread: why NATS closed the worker's connection for good, the last
  * time it did ("" if never). */

@@ -292,6 +292,8 @@ int nats_auth_apply(natsOptions *o, const struct config_cluster *cfg, const stru
 		st = natsOptions_SetMaxPingsOut(o, 2);
 	if (st != NATS_OK)
 		return failed(st, "ping_interval", NULL, err, errlen);
+	if (cfg->connect_timeout && (st = natsOptions_SetTimeout(o, (int64_t)cfg->connect_timeout * 1000)) != NATS_OK)
+		return failed(st, "connect_timeout", NULL, err, errlen);
 	/* Messages cnats keeps per subscription before its delivery thread
 	 * hands them to the inbox: no more than the inbox itself holds
 	 * (cnats's own default is 65,536 or 64 MiB per subscription). */

@@ -44,6 +44,7 @@
 #include "retire.h"
 #include "handover.h"
 #include "hash.h"
+#include "link.h"
 #include "log.h"
 #include "rules.h"
 #include "session_v5.h"
@@ -61,6 +62,7 @@ struct recent {
 struct presence {
 	struct broker *b;
 	natsConnection *nc;
+	const struct nats_link *link; /* nc up (link.h) */
 	natsSubscription *sub;
 	natsMsgHandler on_msg;     /* the subscription's, kept for presence_rebind */
 	void *on_msg_closure;
@@ -100,9 +102,13 @@ static uint64_t connected_at(const struct presence *p, const char *id, size_t le
 	return s ? sess_claim_ns(s) : at;
 }
 
-/* Publishes a claim of `id` connected at `at` (a recheck: asks again). */
+/* Publishes a claim of `id` connected at `at` (a recheck: asks again).
+ * Not while the connection is down (link.h): recheck_all asks again for
+ * it once the connection is back, as for every claim nobody heard. */
 static void claim(struct presence *p, const char *id, size_t id_len, uint64_t at, bool clean_start, bool recheck)
 {
+	if (!nats_link_up(p->link))
+		return;
 	natsMsg *nm = NULL;
 	natsStatus st = natsMsg_Create(&nm, p->subject, NULL, id, (int)id_len);
 	if (st == NATS_OK)
@@ -149,18 +155,16 @@ static void on_presence_timer(struct loop *l, struct loop_timer *t)
 {
 	struct presence *p = container_of(t, struct presence, timer);
 	/* With the main connection down this one is most likely reconnecting
-	 * too, and cnats holds its lock through each attempt (its connect
-	 * timeout, 2 s, against a frozen server): no look from the loop then.
-	 * The first look once the main connection is back rechecks. */
+	 * too: the first look once the main connection is back rechecks. */
 	if (!p->b->stats.cluster.connected) {
 		p->was_up = false;
 		loop_timer_start(l, &p->timer, 1, on_presence_timer);
 		return;
 	}
-	bool up = natsConnection_Status(p->nc) == NATS_CONN_STATUS_CONNECTED;
+	bool up = nats_link_up(p->link);
 	/* A reconnect can come and go between two looks: its count tells. */
 	uint64_t reconnects = p->reconnects;
-	if (p->stats && natsConnection_GetStats(p->nc, p->stats) == NATS_OK)
+	if (up && p->stats && natsConnection_GetStats(p->nc, p->stats) == NATS_OK)
 		natsStatistics_GetCounts(p->stats, NULL, NULL, NULL, NULL, &reconnects);
 	if (up && (!p->was_up || reconnects != p->reconnects))
 		recheck_all(p);
@@ -326,7 +330,8 @@ bool presence_message(struct presence *p, natsMsg *nm)
 	return true;
 }
 
-int presence_start(struct presence **out, struct broker *b, natsConnection *nc, const char *node,
+int presence_start(struct presence **out, struct broker *b, natsConnection *nc, const struct nats_link *link,
+		   const char *node,
 		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure)
 {
 	*out = NULL;
@@ -335,6 +340,7 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 		return WISP_ENOMEM;
 	p->b = b;
 	p->nc = nc;
+	p->link = link;
 	p->node = wisp_strndup(node, strlen(node));
 	size_t n = strlen("$WISP.") + strlen(prefix) + strlen(".claim") + 1;
 	p->subject = wisp_malloc(n);
@@ -349,7 +355,7 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 		presence_free(p);
 		return WISP_EIO;
 	}
-	if (handover_start(&p->handover, b, nc, node, prefix, on_msg, on_msg_closure) != 0) {
+	if (handover_start(&p->handover, b, nc, link, node, prefix, on_msg, on_msg_closure) != 0) {
 		presence_free(p);
 		return WISP_EIO;
 	}

@@ -17,6 +17,7 @@
 #include "err.h"
 #include "groups.h"
 #include "retire.h"
+#include "link.h"
 #include "log.h"
 #include "metrics.h"
 #include "rules.h"
@@ -45,6 +46,7 @@ struct node_figures {
 struct totals {
 	struct broker *b;
 	natsConnection *nc;
+	const struct nats_link *link; /* nc up (link.h) */
 	natsSubscription *sub;
 	natsMsgHandler on_msg;   /* the subscription's, kept for totals_rebind */
 	void *on_msg_closure;
@@ -123,10 +125,9 @@ static void tick(struct totals *t)
 	natsStatus st = natsMsg_Create(&nm, t->subject, NULL, payload, (int)n);
 	if (st == NATS_OK)
 		st = natsMsgHeader_Set(nm, "Wisp-Node", t->node);
-	/* Not while the main connection is down: this one is most likely
-	 * reconnecting too, its lock held through each attempt (up to 2 s
-	 * against a frozen server), and the figures are sent again next time. */
-	if (st == NATS_OK && b->stats.cluster.connected)
+	/* Not while either connection is down (link.h): the figures are sent
+	 * again next time. */
+	if (st == NATS_OK && b->stats.cluster.connected && nats_link_up(t->link))
 		st = natsConnection_PublishMsg(t->nc, nm);
 	natsMsg_Destroy(nm);
 
@@ -159,7 +160,8 @@ static void on_tick(struct loop *l, struct loop_timer *timer)
 	loop_timer_start(l, timer, t->b->cfg->sys_interval, on_tick);
 }
 
-int totals_start(struct totals **out, struct broker *b, natsConnection *nc, const char *node, const char *prefix,
+int totals_start(struct totals **out, struct broker *b, natsConnection *nc, const struct nats_link *link,
+		 const char *node, const char *prefix,
 		 natsMsgHandler on_msg, void *on_msg_closure)
 {
 	*out = NULL;
@@ -171,6 +173,7 @@ int totals_start(struct totals **out, struct broker *b, natsConnection *nc, cons
 	list_init(&t->timer.link);
 	t->b = b;
 	t->nc = nc;
+	t->link = link;
 	snprintf(t->node, sizeof t->node, "%s", node);
 	for (size_t i = 0; i < NSUMMED; i++)
 		for (size_t r = 0; r < metrics_count; r++)

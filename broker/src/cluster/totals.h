@@ -24,7 +24,9 @@ struct totals;
 
 /* Does nothing (and sets *out NULL) when sys_interval is 0. Borrows nc
  * until totals_stop. 0 or WISP_ENOMEM / WISP_EIO. */
-int totals_start(struct totals **out, struct broker *b, natsConnection *nc, const char *node, const char *prefix,
+struct nats_link;
+int totals_start(struct totals **out, struct broker *b, natsConnection *nc, const struct nats_link *link,
+		 const char *node, const char *prefix,
 		 natsMsgHandler on_msg, void *on_msg_closure);
 /* Stops the timer, ends the subscription; before the connection closes.
  * The subscription goes to `retired` (retire.h: destroyed once no read

@@ -368,6 +368,12 @@ static const struct field cluster_fields[] = {
 	 * per connection per 5 s. Shorter risks losing a healthy connection on
 	 * a machine so loaded that the PONG is read late. */
 	F_NUM(struct config_cluster, FT_U32, "ping_interval", ping_interval, 1, 3600, 5),
+	/* How long one connect attempt to a NATS server may take (cnats's
+	 * timeout, whose default this is): cnats holds the connection's lock
+	 * through it, so against a frozen or unreachable server each attempt
+	 * holds the connection's users that long (the loop no longer waits:
+	 * cluster/link.h). Longer for a far server behind TLS. */
+	F_NUM(struct config_cluster, FT_U32, "connect_timeout", connect_timeout, 1, 600, 2),
 	/* A beat (a few bytes) per node per interval; a node sends everything
 	 * for one interval after joining, and forgets a node unheard for three:
 	 * 2 s keeps both short at no measurable cost. */

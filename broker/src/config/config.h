@@ -157,8 +157,9 @@ struct config_cluster {
 	bool send_asap;         /* write each NATS publish at once (cnats sendAsap); default false */
 	uint32_t send_queue;    /* wanted QoS 0 messages waiting for the NATS sender thread; default 8192 */
 	uint64_t send_queue_bytes; /* their bytes; default 16 MiB */
-	uint32_t write_deadline; /* ms a write to NATS may wait for the server to read; default 1000 */
+	uint32_t write_deadline; /* ms a write to NATS may wait for the server to read; default 2000 */
 	uint32_t ping_interval; /* seconds between PINGs on each NATS connection (2 unanswered: lost); default 5 */
+	uint32_t connect_timeout; /* seconds one connect attempt to NATS may take; default 2 */
 	uint32_t interest_interval; /* seconds between interest beats; default 2 */
 	uint32_t interest_ack_timeout; /* seconds a SUBACK waits for the other nodes; default 2 */
 	uint64_t max_remote_filters; /* distinct filters kept per other node; default 100000 */

@@ -1,0 +1,40 @@
+/*
+ * Whether a NATS connection is up, as its cnats callbacks last said, for
+ * the loop thread to read without cnats's connection lock.
+ *
+ * Every cnats call on a connection takes that lock, natsConnection_Status
+ * included, and cnats's reconnect thread holds it through each connect
+ * attempt: up to its connect timeout (cluster.connect_timeout) against a
+ * server that accepts the TCP connection and never answers (frozen) or
+ * one behind a network that drops the packets. A loop that asked cnats
+ * then stopped every client of the node for that long, once per attempt
+ * (tests/e2e/35_cluster_nats_stall.py). So the loop looks here first and
+ * leaves a connection that is not up alone; what it skipped is made good
+ * when the connection is back (each user says how).
+ *
+ * The flag trails cnats by the callback's hop (cnats's callback thread),
+ * well inside the reconnect wait (500 ms) before the first attempt.
+ */
+#ifndef WISP_CLUSTER_LINK_H
+#define WISP_CLUSTER_LINK_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+struct nats_link {
+	atomic_bool up;
+};
+
+/* Any thread. NULL: not up. */
+static inline bool nats_link_up(const struct nats_link *l)
+{
+	return l && atomic_load_explicit(&l->up, memory_order_acquire);
+}
+
+/* cnats's callbacks, or the thread that connected at the first try. */
+static inline void nats_link_set(struct nats_link *l, bool up)
+{
+	atomic_store_explicit(&l->up, up, memory_order_release);
+}
+
+#endif
