@@ -800,14 +800,13 @@ again:
 	return true;
 }
 
-/* The connection's reconnects so far (0 if cnats cannot say). */
-static uint64_t reconnects(natsConnection *nc)
+/* The connection's reconnects so far, read into stats (0 if cnats cannot
+ * say, or stats is NULL: no memory for it). */
+static uint64_t reconnects(natsConnection *nc, natsStatistics *stats)
 {
-	natsStatistics *stats = NULL;
 	uint64_t n = 0;
-	if (natsStatistics_Create(&stats) == NATS_OK && natsConnection_GetStats(nc, stats) == NATS_OK)
+	if (stats && natsConnection_GetStats(nc, stats) == NATS_OK)
 		natsStatistics_GetCounts(stats, NULL, NULL, NULL, NULL, &n);
-	natsStatistics_Destroy(stats);
 	return n;
 }
 
@@ -873,7 +872,10 @@ static void *setup_main(void *arg)
 	/* Then the records, until retained_kv_stop: the wait bounds how long
 	 * a stop waits for this thread. Each reconnect (looked for every
 	 * READ_WAIT_MS) is followed by a check of the consumer. */
-	uint64_t reconnects_seen = reconnects(r->nc);
+	natsStatistics *stats = NULL;
+	if (natsStatistics_Create(&stats) != NATS_OK)
+		stats = NULL;
+	uint64_t reconnects_seen = reconnects(r->nc, stats);
 	int64_t looked_at = nats_Now();
 	bool check = false;
 	while (!stopping) {
@@ -885,7 +887,7 @@ static void *setup_main(void *arg)
 			nats_Sleep(READ_WAIT_MS); /* the connection is away: cnats reconnects it */
 		if (nats_Now() - looked_at >= READ_WAIT_MS) {
 			looked_at = nats_Now();
-			uint64_t n = reconnects(r->nc);
+			uint64_t n = reconnects(r->nc, stats);
 			check = check || n != reconnects_seen || !r->sub;
 			reconnects_seen = n;
 			if (check && natsConnection_Status(r->nc) == NATS_CONN_STATUS_CONNECTED)
@@ -896,6 +898,7 @@ static void *setup_main(void *arg)
 		stopping = r->stopping;
 		pthread_mutex_unlock(&r->mu);
 	}
+	natsStatistics_Destroy(stats);
 	return NULL;
 }
 
