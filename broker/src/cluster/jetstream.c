@@ -1192,10 +1192,14 @@ void jsw_stop(struct jsw *w, struct nats_retire *retired)
 	 * The struct stays until jsw_free, for a callback still running. */
 	jsCtx_Destroy(w->js);
 	w->js = NULL;
-	if (w->nc) {
-		natsConnection_Close(w->nc);
-		natsConnection_Destroy(w->nc);
-		w->nc = NULL;
+	/* Cleared under mu first: the connection's callbacks compare with it. */
+	pthread_mutex_lock(&w->mu);
+	natsConnection *nc = w->nc;
+	w->nc = NULL;
+	pthread_mutex_unlock(&w->mu);
+	if (nc) {
+		natsConnection_Close(nc);
+		natsConnection_Destroy(nc);
 	}
 	/* The worker is joined: its subscriptions, due or not, join the
 	 * caller's list, destroyed once every connection is closed (NULL:
