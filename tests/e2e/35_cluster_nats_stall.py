@@ -17,6 +17,12 @@ bound: the failure is a hang, not a slow answer). After SIGCONT the cluster
 works again: a message published on a reaches a subscriber on b. And a
 node stops on SIGTERM during such a stall (before the fix it never did).
 
+FrozenReconnectTest: once the node counts both its connections as lost,
+cnats reconnects them to the frozen server, each attempt holding the
+connection's lock for cluster.connect_timeout (30 s here); local clients,
+new clients' claims, a CONNECT for another node's session and shared
+groups made and left meanwhile must not wait for it (cluster/link.h).
+
 PendingLimitTest: cnats's queue per subscription (between its socket reader
 and its delivery thread) holds at most cluster.inbound_queue messages; with
 b's delivery thread starved (a debug build's WISP_DEBUG_SLOW_NATS_DELIVERY)
