@@ -390,7 +390,7 @@ static bool remake(struct jsw *w, jsConsumerConfig *cc, uint64_t from)
  * on its own should this node die before it deletes it. What comes a
  * second time is deduplicated by the loop (durable.c). The consumer's
  * deliver subject is the same, so its subscription stays. False: try
- * again (set up again).
+ * again (when, its caller says: a set-up again, or the next sweep).
  */
 static bool remake_if_ahead(struct jsw *w, const jsConsumerInfo *ci, uint64_t last_seq)
 {
@@ -640,12 +640,6 @@ static int64_t now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static uint64_t retire_clock(void *ctx)
-{
-	(void)ctx;
-	return (uint64_t)now_ms();
 }
 
 /* Under mu: slot `sl`'s message can never be published (over the
@@ -1119,7 +1113,7 @@ int jsw_start(struct jsw **out, const char *urls, const struct jsw_config *cfg, 
 	pthread_mutex_init(&w->mu, NULL);
 	atomic_init(&w->max_payload, 0);
 	pthread_cond_init(&w->cv, NULL);
-	nats_retire_init(&w->retired, retire_clock, NULL, NULL);
+	nats_retire_init(&w->retired, nats_retire_monotonic_ms, NULL, NULL);
 	size_t slen = strlen(cfg->stream);
 	w->stream = wisp_strndup(cfg->stream, slen);
 	w->consumer = wisp_strndup(cfg->consumer, strlen(cfg->consumer));

@@ -698,8 +698,6 @@ void retained_kv_event(struct retained_kv *r)
 	bool empty = r->empty_at_start;
 	char error[sizeof r->error];
 	memcpy(error, r->error, sizeof error);
-	pthread_mutex_unlock(&r->mu);
-	pthread_mutex_lock(&r->mu);
 	uint64_t refollowed = r->refollowed;
 	pthread_mutex_unlock(&r->mu);
 	if (refollowed != r->refollowed_said) {
@@ -902,15 +900,9 @@ static void *setup_main(void *arg)
 	return NULL;
 }
 
-static uint64_t retire_clock(void *ctx)
-{
-	(void)ctx;
-	return (uint64_t)nats_Now();
-}
-
 static int start_threads(struct retained_kv *r)
 {
-	nats_retire_init(&r->retired, retire_clock, NULL, NULL);
+	nats_retire_init(&r->retired, nats_retire_monotonic_ms, NULL, NULL);
 	if (pthread_create(&r->thread, NULL, setup_main, r) != 0)
 		return WISP_EIO;
 	r->thread_started = true;

@@ -38,6 +38,14 @@ static bool grow(struct nats_retire *r)
 	return true;
 }
 
+uint64_t nats_retire_monotonic_ms(void *ctx)
+{
+	(void)ctx;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 void nats_retire_sub(struct nats_retire *r, natsSubscription **sub)
 {
 	if (!*sub)

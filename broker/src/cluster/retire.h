@@ -87,6 +87,9 @@ struct nats_retire {
 
 void nats_retire_init(struct nats_retire *r, uint64_t (*now_ms)(void *ctx), void (*arm)(void *ctx, uint64_t due_ms),
 		      void *ctx);
+/* A now_ms for a list its owner thread drains on its own wake-ups (the
+ * JetStream worker's, the retained bucket's): CLOCK_MONOTONIC in ms. */
+uint64_t nats_retire_monotonic_ms(void *ctx);
 /* *sub, unsubscribed already (or its connection closed), is destroyed
  * NATS_RETIRE_MS from now (nats_retire_due) or at nats_retire_all. Sets
  * *sub to NULL. r NULL: destroyed at once (no connection can look it up
