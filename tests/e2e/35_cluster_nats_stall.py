@@ -13,7 +13,12 @@ itself and blocked once the socket was full: a QoS 1 round trip between
 two clients of a, which never needs NATS, stopped completing.
 
 Each round trip below must complete within ROUND_TRIP seconds (a generous
-bound: the failure is a hang, not a slow answer). After SIGCONT the cluster
+bound: the failure is a hang, not a slow answer). In the first test node a
+gives each write to NATS LONG_DEADLINE seconds (cluster.write_deadline,
+past ROUND_TRIP), and new clients subscribe to filters new to a during the
+stall, each with a round trip while its SUBACK is pending: a filter's SUB
+and its announcement made on the loop thread (before sender.h's control
+operations) waited for the stalled write's lock, so the round trip hung. After SIGCONT the cluster
 works again: a message published on a reaches a subscriber on b. And a
 node stops on SIGTERM during such a stall (before the fix it never did).
 
@@ -42,7 +47,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import CONNACK, DISCONNECT_PKT, PUBACK, SANITIZER_RE, RawClient, connect_pkt, main, publish_pkt  # noqa: E402
+from wisp_e2e import (CONNACK, DISCONNECT_PKT, PUBACK, SANITIZER_RE, SUBACK, RawClient, connect_pkt, main,  # noqa: E402
+                      publish_pkt, subscribe_pkt)
 from wisp_cluster import ClusterCase, Node  # noqa: E402
 
 WAIT = 20.0  # seconds any awaited cluster event may take
@@ -52,6 +58,7 @@ LOST_PHASE = 4.0  # seconds of local round trips once a knows NATS is lost (cnat
 FLOOD_PAYLOAD = 8192  # bytes per flood message
 FLOOD_BYTES = 48 << 20  # what the flood publishes: many times the socket buffers
 FLOOD_SEND_TIMEOUT = 3.0  # a flooder blocked this long means a stopped reading it
+LONG_DEADLINE = 10  # seconds: LongDeadlineNode's write_deadline, well past ROUND_TRIP
 
 
 class StallNode(Node):
@@ -61,6 +68,21 @@ class StallNode(Node):
     def config(self):
         cfg = super().config()
         cfg["cluster"]["interest_interval"] = 1
+        return cfg
+
+
+class LongDeadlineNode(StallNode):
+    """A node whose writes to NATS may wait LONG_DEADLINE seconds: a loop
+    that waited for a stalled write's lock would hang past ROUND_TRIP.
+    It beats every 5 s (the default), so that it forgets b (after three
+    beats unheard) only after it noticed the loss: a node forgotten while
+    NATS still counts as up sends QoS 1 through the stream for b's
+    consumer, and its PUBACKs then wait for the frozen JetStream."""
+
+    def config(self):
+        cfg = super().config()
+        cfg["cluster"]["write_deadline"] = LONG_DEADLINE * 1000
+        cfg["cluster"]["interest_interval"] = 5
         return cfg
 
 
@@ -185,17 +207,23 @@ class ClusterPair(ClusterCase):
         self.assertEqual((got.topic, got.payload), ("local/rt", payload))
         return qos, time.monotonic() - start
 
-    def new_client(self, port, i):
+    def new_client(self, port, i, during=None):
         """A client connecting and subscribing to a filter new to the node
-        (its claim and its NATS SUB are the loop's own NATS calls); returns
-        the seconds its CONNACK and its SUBACK took, each bounded by
-        ROUND_TRIP."""
+        (its claim, and its NATS SUB and announcement, are the loop's own
+        NATS calls); returns the seconds its CONNACK and its SUBACK took.
+        during(): a round trip while the SUBACK is pending (which the
+        interest gate may hold, for this client only, up to
+        cluster.interest_ack_timeout)."""
         start = time.monotonic()
         c = RawClient(port, timeout=ROUND_TRIP)
         try:
             self.assertEqual(c.connect("late-%d" % i), 0)
             connected = time.monotonic()
-            self.assertEqual(c.subscribe([("new/%d" % i, 0)]), [0])
+            c.send(subscribe_pkt(1, [("new/%d" % i, 0)]))
+            if during:
+                during()
+            ack = c.expect(SUBACK, timeout=ROUND_TRIP)
+            self.assertEqual((ack.pid, list(ack.body[2:])), (1, [0]))
             return connected - start, time.monotonic() - connected
         finally:
             c.close()
@@ -227,19 +255,28 @@ class ClusterPair(ClusterCase):
         the CONNACKs and of the SUBACKs."""
         slowest = [0.0, 0.0, 0.0, 0.0]
         end = time.monotonic() + seconds if seconds else None
+
+        def one(pid):
+            qos, took = self.local_round_trip(pub, sub, pid % 65535 + 1)
+            slowest[qos] = max(slowest[qos], took)
+
         for i in range(count):
             if end and time.monotonic() >= end:
                 break
-            qos, took = self.local_round_trip(pub, sub, (first + i) % 65535 + 1)
-            slowest[qos] = max(slowest[qos], took)
+            one(first + i)
             if port and i % 20 == 0:
-                connack, suback = self.new_client(port, i)
+                connack, suback = self.new_client(port, i, during=lambda: one(first + count + i))
                 slowest[2], slowest[3] = max(slowest[2], connack), max(slowest[3], suback)
         return slowest
 
 
 class NatsStallTest(ClusterPair):
     """The frozen server of the module's docstring."""
+
+    def node_type(self, name):
+        if self._testMethodName == "test_frozen_nats_does_not_stall_local_clients":
+            return LongDeadlineNode
+        return StallNode
 
     def test_frozen_nats_does_not_stall_local_clients(self):
         a = self.nodes["a"]

@@ -1,7 +1,10 @@
 /*
  * The cluster's QoS 0 publishing thread (broker/src/cluster/sender.h): order
  * kept, the ring's two bounds, refusals counted, sender_forget and
- * sender_stop. Run under ThreadSanitizer too (tests/tsan_ci.cmake).
+ * sender_stop; its control operations (SUB, UNSUB, publishes that are never
+ * dropped) queued without waiting for a publish in progress, in order,
+ * a SUB not made yet forgotten at its UNSUB, and the control bound. Run
+ * under ThreadSanitizer too (tests/tsan_ci.cmake).
  *
  * No NATS server: each connection points at a loopback port that is bound
  * but never listens, with retry on a failed connect (and a connected
@@ -10,7 +13,9 @@
  * cnats's reconnect buffer, refused once it is full. The link wraps
  * natsConnection_PublishMsg and natsMsg_Destroy (-Wl,--wrap, CMakeLists.txt)
  * to see what the thread publishes, hold it inside a publish (the gate), and
- * count destroyed messages; the real cnats call still does the work.
+ * count destroyed messages; the real cnats call still does the work. The
+ * wraps of natsConnection_Subscribe and natsSubscription_Unsubscribe list
+ * the subjects the thread subscribed and unsubscribed.
  *
  * Subjects: "t.<conn>.<seq>" must be published, seq 0, 1, ... per conn;
  * "drop.<n>" must never be; "big.<n>" are refused as over the server's
@@ -28,10 +33,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "retire.h"
 #include "sender.h"
 #include "unit_main.h"
 
 natsStatus __real_natsConnection_PublishMsg(natsConnection *nc, natsMsg *msg);
+natsStatus __real_natsConnection_Subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+					   natsMsgHandler cb, void *closure);
+natsStatus __wrap_natsConnection_Subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+					   natsMsgHandler cb, void *closure);
+natsStatus __real_natsSubscription_Unsubscribe(natsSubscription *sub);
+natsStatus __wrap_natsSubscription_Unsubscribe(natsSubscription *sub);
 natsStatus __wrap_natsConnection_PublishMsg(natsConnection *nc, natsMsg *msg);
 void __real_natsMsg_Destroy(natsMsg *msg);
 void __wrap_natsMsg_Destroy(natsMsg *msg);
@@ -49,6 +61,9 @@ static struct {
 	bool out_of_order;
 	uint32_t next[CONNS];
 	bool finished;      /* the call a releaser waits for returned */
+	char subscribed[256];   /* the subjects subscribed, in order, each followed by ' ' */
+	char unsubscribed[256]; /* the same for natsSubscription_Unsubscribe */
+	size_t unsubscribes;
 } rec = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 /* Relaxed: counting must not add happens-before edges that could hide a
@@ -93,6 +108,38 @@ natsStatus __wrap_natsConnection_PublishMsg(natsConnection *nc, natsMsg *msg)
 	return st;
 }
 
+static void append(char *list, size_t cap, const char *subject)
+{
+	size_t used = strlen(list);
+	snprintf(list + used, cap - used, "%s ", subject);
+}
+
+natsStatus __wrap_natsConnection_Subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+					   natsMsgHandler cb, void *closure)
+{
+	natsStatus st = __real_natsConnection_Subscribe(sub, nc, subject, cb, closure);
+	pthread_mutex_lock(&rec.mu);
+	append(rec.subscribed, sizeof rec.subscribed, subject);
+	rec.done++;
+	pthread_cond_broadcast(&rec.cv);
+	pthread_mutex_unlock(&rec.mu);
+	return st;
+}
+
+natsStatus __wrap_natsSubscription_Unsubscribe(natsSubscription *sub)
+{
+	const char *subject = natsSubscription_GetSubject(sub);
+	pthread_mutex_lock(&rec.mu);
+	append(rec.unsubscribed, sizeof rec.unsubscribed, subject ? subject : "?");
+	pthread_mutex_unlock(&rec.mu);
+	natsStatus st = __real_natsSubscription_Unsubscribe(sub);
+	pthread_mutex_lock(&rec.mu);
+	rec.unsubscribes++;
+	pthread_cond_broadcast(&rec.cv);
+	pthread_mutex_unlock(&rec.mu);
+	return st;
+}
+
 void __wrap_natsMsg_Destroy(natsMsg *msg)
 {
 	if (msg)
@@ -107,6 +154,8 @@ static void reset(void)
 	rec.entered = rec.done = rec.refused = rec.unexpected = 0;
 	rec.out_of_order = rec.finished = false;
 	memset(rec.next, 0, sizeof rec.next);
+	rec.subscribed[0] = rec.unsubscribed[0] = '\0';
+	rec.unsubscribes = 0;
 	pthread_mutex_unlock(&rec.mu);
 	atomic_store(&destroyed, 0);
 }
@@ -233,6 +282,31 @@ static struct sender *start_nowhere(natsConnection **nc, int buf_size, size_t ca
 	return s;
 }
 
+/* Closes the gate and pushes t.0.0 on nc: the thread held inside its
+ * publish, as in a write to a server that stopped reading. Returns *fill. */
+static size_t hold_publish(struct sender *s, natsConnection *nc)
+{
+	set_gate(true);
+	size_t fill = 0;
+	CU_ASSERT_TRUE(push_seq(s, nc, 0, 0, 64, &fill));
+	CU_ASSERT_TRUE(wait_for(&rec.entered, 1));
+	return fill;
+}
+
+/* A fresh record, two connections that never connect and a sender of 16
+ * messages over them. */
+static struct sender *start_two(natsConnection **old, natsConnection **nc)
+{
+	reset();
+	*old = connect_nowhere(0);
+	*nc = connect_nowhere(0);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(*old);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(*nc);
+	struct sender *s = NULL;
+	CU_ASSERT_EQUAL_FATAL(sender_start(&s, 16, UINT64_C(1) << 30), 0);
+	return s;
+}
+
 /* Tells release_later that the test thread's call returned; gives
  * rec.done at that moment. */
 static size_t call_returned(void)
@@ -267,7 +341,7 @@ static void test_published_in_order_and_owned(void)
 		all_taken &= push_seq(s, nc, 0, i, 64, &fill);
 	CU_ASSERT_TRUE(all_taken);
 	CU_ASSERT_TRUE(wait_for(&rec.done, N));
-	sender_stop(s);
+	sender_stop(s, NULL);
 	assert_published_in_order(N);
 	CU_ASSERT_EQUAL(rec.refused, 0);
 	CU_ASSERT_EQUAL(atomic_load(&destroyed), N); /* each freed by the sender, once */
@@ -303,7 +377,7 @@ static void test_refuses_at_cap(void)
 	CU_ASSERT_TRUE(push_seq(s, nc, 0, CAP + 1, 64, &fill));
 	CU_ASSERT_EQUAL(fill, 1);
 	CU_ASSERT_TRUE(wait_for(&rec.done, CAP + 2));
-	sender_stop(s);
+	sender_stop(s, NULL);
 	assert_published_in_order(CAP + 2);
 	CU_ASSERT_EQUAL(atomic_load(&destroyed), CAP + 3);
 	natsConnection_Destroy(nc);
@@ -337,7 +411,7 @@ static void test_refuses_at_max_bytes(void)
 	CU_ASSERT_FALSE(push(s, nc, "drop.2", 1, &fill));
 	set_gate(false);
 	CU_ASSERT_TRUE(wait_for(&rec.done, 5));
-	sender_stop(s);
+	sender_stop(s, NULL);
 	assert_published_in_order(5);
 	CU_ASSERT_EQUAL(atomic_load(&destroyed), 8);
 	natsConnection_Destroy(nc);
@@ -371,7 +445,7 @@ static void test_counts_refused_publishes(void)
 	CU_ASSERT_EQUAL(sender_failed(s), refused);
 	set_gate(false);
 	CU_ASSERT_TRUE(wait_for(&rec.done, N + 1));
-	sender_stop(s);
+	sender_stop(s, NULL);
 	CU_ASSERT_FALSE(rec.out_of_order);
 	CU_ASSERT_EQUAL(atomic_load(&destroyed), N + 1);
 	natsConnection_Destroy(nc);
@@ -403,7 +477,7 @@ static void test_counts_too_large_apart(void)
 	CU_ASSERT_EQUAL(sender_failed(s), 0);
 	set_gate(false);
 	CU_ASSERT_TRUE(wait_for(&rec.done, 6));
-	sender_stop(s);
+	sender_stop(s, NULL);
 	CU_ASSERT_FALSE(rec.out_of_order);
 	CU_ASSERT_EQUAL(rec.next[0], 4);
 	CU_ASSERT_EQUAL(rec.unexpected, 0);
@@ -416,12 +490,8 @@ static void test_counts_too_large_apart(void)
  * only once the publish in flight on it ended, so destroying it is safe. */
 static void test_forget_drops_and_waits(void)
 {
-	reset();
-	natsConnection *old = connect_nowhere(0), *nc = connect_nowhere(0);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(old);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(nc);
-	struct sender *s = NULL;
-	CU_ASSERT_EQUAL_FATAL(sender_start(&s, 16, UINT64_C(1) << 30), 0);
+	natsConnection *old = NULL, *nc = NULL;
+	struct sender *s = start_two(&old, &nc);
 	set_gate(true);
 	size_t fill = 0;
 	CU_ASSERT_TRUE(push_seq(s, old, 0, 0, 64, &fill));
@@ -447,7 +517,7 @@ static void test_forget_drops_and_waits(void)
 	/* Nothing queued behind them: all of nc's, then stop. */
 	CU_ASSERT_TRUE(push_seq(s, nc, 1, 2, 64, &fill));
 	CU_ASSERT_TRUE(wait_for(&rec.done, 4));
-	sender_stop(s);
+	sender_stop(s, NULL);
 	assert_published_in_order(1);
 	CU_ASSERT_EQUAL(rec.next[1], 3);
 	CU_ASSERT_EQUAL(atomic_load(&destroyed), 8);
@@ -460,10 +530,7 @@ static void test_stop_frees_queued(void)
 	enum { QUEUED = 10 };
 	natsConnection *nc = NULL;
 	struct sender *s = start_nowhere(&nc, 0, 16, UINT64_C(1) << 30);
-	set_gate(true);
-	size_t fill = 0;
-	CU_ASSERT_TRUE(push_seq(s, nc, 0, 0, 64, &fill));
-	CU_ASSERT_TRUE(wait_for(&rec.entered, 1));
+	size_t fill = hold_publish(s, nc);
 	for (unsigned i = 0; i < QUEUED; i++) {
 		char subject[32];
 		snprintf(subject, sizeof subject, "q.%u", i); /* sent or not: both are right */
@@ -471,7 +538,7 @@ static void test_stop_frees_queued(void)
 	}
 	pthread_t releaser;
 	CU_ASSERT_EQUAL_FATAL(pthread_create(&releaser, NULL, release_later, NULL), 0);
-	sender_stop(s);
+	sender_stop(s, NULL);
 	call_returned();
 	pthread_join(releaser, NULL);
 	CU_ASSERT_EQUAL(atomic_load(&destroyed), QUEUED + 1);
@@ -522,7 +589,7 @@ static void test_concurrent_push(void)
 	for (int i = 0; i < CONNS; i++)
 		natsMsg_Destroy(pending[i]);
 	CU_ASSERT_TRUE(wait_for(&rec.done, 2 * PER_CONN));
-	sender_stop(s);
+	sender_stop(s, NULL);
 	CU_ASSERT_TRUE(fill_in_bound);
 	assert_published_in_order(PER_CONN);
 	CU_ASSERT_EQUAL(rec.next[1], PER_CONN);
@@ -531,6 +598,145 @@ static void test_concurrent_push(void)
 	printf("(%zu pushes refused by the full ring) ", refused);
 	for (int i = 0; i < CONNS; i++)
 		natsConnection_Destroy(nc[i]);
+}
+
+static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	(void)closure;
+	natsMsg_Destroy(msg);
+}
+
+/* The thread held inside a publish (as in a write to a server that stopped
+ * reading, which holds cnats's connection lock): SUBs, UNSUBs and control
+ * publishes are queued at once, none waits for it. Once it goes on they
+ * run in the order given, before the data pushed after them: "sub.a",
+ * then the control publish t.0.1, then t.0.2. "sub.b", unsubscribed
+ * before its SUB was made, never reaches cnats; "sub.a"'s UNSUB does. */
+static void test_control_ops_queued_in_order(void)
+{
+	natsConnection *nc = NULL;
+	struct sender *s = start_nowhere(&nc, 0, 16, UINT64_C(1) << 30);
+	size_t fill = hold_publish(s, nc);
+	struct sender_sub *a = sender_subscribe(s, nc, "sub.a", on_msg, NULL);
+	struct sender_sub *b = sender_subscribe(s, nc, "sub.b", on_msg, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+	sender_unsubscribe(s, b);
+	natsMsg *nm = make_msg("t.0.1", 8);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(nm);
+	CU_ASSERT_TRUE(sender_publish_control(s, nc, nm, 64));
+	CU_ASSERT_TRUE(push_seq(s, nc, 0, 2, 64, &fill));
+	pthread_mutex_lock(&rec.mu);
+	CU_ASSERT_EQUAL(rec.done, 0); /* all of it returned with the publish still held */
+	pthread_mutex_unlock(&rec.mu);
+	CU_ASSERT_EQUAL(sender_sub_dropped(a), 0);
+	set_gate(false);
+	CU_ASSERT_TRUE(wait_for(&rec.done, 4)); /* t.0.0, sub.a, t.0.1, t.0.2 */
+	sender_unsubscribe(s, a);
+	CU_ASSERT_TRUE(wait_for(&rec.unsubscribes, 1));
+	CU_ASSERT_EQUAL(sender_sub_failed(s), 0);
+	sender_stop(s, NULL);
+	assert_published_in_order(3);
+	CU_ASSERT_STRING_EQUAL(rec.subscribed, "sub.a ");
+	CU_ASSERT_STRING_EQUAL(rec.unsubscribed, "sub.a ");
+	CU_ASSERT_EQUAL(atomic_load(&destroyed), 3);
+	natsConnection_Destroy(nc);
+}
+
+/* A connection replaced: its queued SUB and control publish are dropped by
+ * sender_forget (it is destroyed next), the SUB's handle still the
+ * caller's to unsubscribe; another connection's SUB is made. */
+static void test_forget_drops_control(void)
+{
+	natsConnection *old = NULL, *nc = NULL;
+	struct sender *s = start_two(&old, &nc);
+	hold_publish(s, nc);
+	struct sender_sub *gone = sender_subscribe(s, old, "sub.old", on_msg, NULL);
+	struct sender_sub *kept = sender_subscribe(s, nc, "sub.new", on_msg, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(gone);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(kept);
+	natsMsg *nm = make_msg("drop.0", 8);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(nm);
+	CU_ASSERT_TRUE(sender_publish_control(s, old, nm, 64));
+	pthread_t releaser;
+	CU_ASSERT_EQUAL_FATAL(pthread_create(&releaser, NULL, release_later, NULL), 0);
+	sender_forget(s, old);
+	call_returned();
+	pthread_join(releaser, NULL);
+	natsConnection_Destroy(old);
+	CU_ASSERT_TRUE(wait_for(&rec.done, 2)); /* t.0.0, sub.new */
+	sender_unsubscribe(s, gone);
+	sender_unsubscribe(s, kept);
+	CU_ASSERT_TRUE(wait_for(&rec.unsubscribes, 1));
+	sender_stop(s, NULL);
+	CU_ASSERT_STRING_EQUAL(rec.subscribed, "sub.new ");
+	CU_ASSERT_STRING_EQUAL(rec.unsubscribed, "sub.new ");
+	CU_ASSERT_EQUAL(rec.unexpected, 0);
+	CU_ASSERT_EQUAL(atomic_load(&destroyed), 2);
+	natsConnection_Destroy(nc);
+}
+
+/* Control publishes are bounded (SENDER_CONTROL_BYTES): past it one is
+ * refused, and the caller keeps it; taken again only once the queue is
+ * below half the bound. */
+static void test_control_bound(void)
+{
+	natsConnection *nc = NULL;
+	struct sender *s = start_nowhere(&nc, 0, 16, UINT64_C(1) << 30);
+	hold_publish(s, nc);
+	natsMsg *first = make_msg("t.0.1", 8), *second = make_msg("t.0.2", 8), *over = make_msg("drop.0", 8);
+	natsMsg *later = make_msg("t.0.3", 8);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(first);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(second);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(over);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(later);
+	CU_ASSERT_TRUE(sender_control_room(s));
+	CU_ASSERT_TRUE(sender_publish_control(s, nc, first, SENDER_CONTROL_BYTES / 2));
+	CU_ASSERT_TRUE(sender_publish_control(s, nc, second, SENDER_CONTROL_BYTES / 2));
+	CU_ASSERT_FALSE(sender_publish_control(s, nc, over, 1));
+	CU_ASSERT_FALSE(sender_control_room(s));
+	set_gate(false);
+	CU_ASSERT_TRUE(wait_for(&rec.done, 3));
+	CU_ASSERT_TRUE(sender_control_room(s));
+	CU_ASSERT_TRUE(sender_publish_control(s, nc, later, 1));
+	CU_ASSERT_TRUE(wait_for(&rec.done, 4));
+	sender_stop(s, NULL);
+	natsMsg_Destroy(over); /* still the caller's */
+	assert_published_in_order(4);
+	CU_ASSERT_EQUAL(atomic_load(&destroyed), 5);
+	natsConnection_Destroy(nc);
+}
+
+/* A SUB made and its UNSUB queued behind a held publish: sender_stop
+ * neither waits for cnats nor loses the subscription (retired into the
+ * caller's list, destroyed there once the connection is closed). */
+static void test_stop_with_control_queued(void)
+{
+	natsConnection *nc = NULL;
+	struct sender *s = start_nowhere(&nc, 0, 16, UINT64_C(1) << 30);
+	struct sender_sub *a = sender_subscribe(s, nc, "sub.a", on_msg, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+	CU_ASSERT_TRUE(wait_for(&rec.done, 1));
+	hold_publish(s, nc);
+	sender_unsubscribe(s, a);
+	natsMsg *nm = make_msg("q.0", 8);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(nm);
+	CU_ASSERT_TRUE(sender_publish_control(s, nc, nm, 64));
+	struct nats_retire retired;
+	nats_retire_init(&retired, nats_retire_monotonic_ms, NULL, NULL);
+	pthread_t releaser;
+	CU_ASSERT_EQUAL_FATAL(pthread_create(&releaser, NULL, release_later, NULL), 0);
+	sender_stop(s, &retired);
+	call_returned();
+	pthread_join(releaser, NULL);
+	CU_ASSERT_EQUAL(retired.n, 1);
+	CU_ASSERT_EQUAL(rec.unsubscribes, 0); /* stopping: the connection's close ends it */
+	CU_ASSERT_EQUAL(atomic_load(&destroyed), 2);
+	natsConnection_Close(nc);
+	nats_retire_all(&retired);
+	natsConnection_Destroy(nc);
 }
 
 static int suite_init(void)
@@ -555,6 +761,10 @@ static int suite_cleanup(void)
 }
 
 static CU_TestInfo tests[] = {
+	{"control operations queued without waiting, run in order", test_control_ops_queued_in_order},
+	{"control publishes bounded, taken again below half", test_control_bound},
+	{"stop with control operations queued: no wait, nothing lost", test_stop_with_control_queued},
+	{"forget drops a replaced connection's SUBs and control publishes", test_forget_drops_control},
 	{"published in order, each message freed by the sender", test_published_in_order_and_owned},
 	{"full at cap: refused, caller keeps it, *fill shows the end", test_refuses_at_cap},
 	{"full at max_bytes: refused; one large message goes alone", test_refuses_at_max_bytes},

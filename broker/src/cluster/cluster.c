@@ -102,7 +102,7 @@ struct interest {
 	struct interest *next;
 	uint32_t hash;
 	uint32_t count;
-	natsSubscription *sub, *parent_sub;
+	struct sender_sub *sub, *parent_sub; /* made and ended by the sender thread */
 	uint16_t len;
 	char filter[];
 };
@@ -168,6 +168,7 @@ struct cluster {
 	struct sender *sender;   /* publishes the data messages off the loop thread (sender.h) */
 	uint64_t send_failed_seen; /* sender_failed() already counted */
 	uint64_t sender_too_large_seen; /* sender_too_large() already counted */
+	uint64_t sub_failed_seen; /* sender_sub_failed() already logged */
 	/* The main connection's max_payload at its last connect (on_connected,
 	 * any thread; 0: never connected), and what a message's NATS form
 	 * adds to its payload at most (NATS_HEADERS_MAX and the node's name). */
@@ -176,11 +177,10 @@ struct cluster {
 	int64_t too_large_said;   /* the max_payload the last too-large line named: once per value */
 	int64_t max_payload_said; /* the max_payload the connect NOTICE looked at */
 	bool send_drop_logged;   /* this overflow episode of the sender's ring is logged */
-	uint64_t pending_dropped_gone; /* cnats's drops of subscriptions since destroyed */
 	bool pending_drops;      /* cnats dropped messages lately: counted again at each wake-up */
 	bool subs_deferred;      /* a SUB waits for the main connection (nats_subscribe) */
 	bool share_lost;         /* '<node>-share' lost, logged (GROUPS_EV_DOWN) */
-	natsSubscription **gone; /* UNSUBs waiting for it */
+	struct sender_sub **gone; /* UNSUBs waiting for it */
 	size_t ngone, gone_cap;
 	bool slow_delivery;      /* debug builds: WISP_DEBUG_SLOW_NATS_DELIVERY (tests) */
 	/* A connection cnats closed for good (main or '<node>-share') is made
@@ -209,12 +209,14 @@ static struct interest **find(struct cluster *c, const char *filter, size_t len,
 static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
 
 /*
- * While the main connection is lost, cnats's reconnect thread holds its
- * lock through each attempt (up to its 2 s connect timeout against a frozen
- * server), and a SUB or UNSUB from the loop would wait for it. Nothing
- * arrives meanwhile anyway: the loop defers them, and makes them once the
- * connection is back (subscribe_deferred), before the interest machinery's
- * hello and snapshot, so the SUBs still precede the announcements.
+ * The SUBs and UNSUBs go through the sender thread (sender.h): made here,
+ * each would wait for the main connection's lock behind a QoS 0 write
+ * stalled by a server that stopped reading. While the connection is lost
+ * they are not even queued: cnats's reconnect thread holds that lock
+ * through each attempt (cluster.connect_timeout), which would hold the
+ * sender's data too, and nothing arrives meanwhile anyway. They are made
+ * once it is back (subscribe_deferred), before the interest machinery's
+ * hello and snapshot, which go through the same queue after them.
  */
 static int nats_subscribe(struct cluster *c, struct interest *in)
 {
@@ -226,45 +228,39 @@ static int nats_subscribe(struct cluster *c, struct interest *in)
 	ssize_t n = subject_from_filter(c->prefix, in->filter, in->len, c->buf, c->buf_cap, &parent_too);
 	if (n < 0)
 		return (int)n;
-	/* While cnats has the connection closed, nothing: rejoin_main
-	 * subscribes again. */
-	natsStatus st = cluster_nats_subscribe(&in->sub, c->nc, c->buf, on_nats_msg, c);
-	if (st == NATS_OK && parent_too) {
+	in->sub = sender_subscribe(c->sender, c->nc, c->buf, on_nats_msg, c);
+	if (in->sub && parent_too) {
 		c->buf[n - 2] = '\0'; /* without ".>" */
-		st = cluster_nats_subscribe(&in->parent_sub, c->nc, c->buf, on_nats_msg, c);
-	}
-	if (st != NATS_OK) {
-		log_msg(LOG_WARNING, "cluster", "cannot subscribe to NATS for '%.*s': %s", (int)in->len, in->filter,
-			natsStatus_GetText(st));
-		return WISP_EIO;
+		in->parent_sub = sender_subscribe(c->sender, c->nc, c->buf, on_nats_msg, c);
 	}
 	c->b->stats.cluster.subjects += (in->sub != NULL) + (in->parent_sub != NULL);
+	if (!in->sub || (parent_too && !in->parent_sub)) {
+		log_msg(LOG_WARNING, "cluster", "out of memory: no NATS subscription for '%.*s'", (int)in->len,
+			in->filter);
+		return WISP_ENOMEM;
+	}
 	return 0;
 }
 
-static void release_sub(struct cluster *c, natsSubscription *sub)
+static void release_sub(struct cluster *c, struct sender_sub *sub)
 {
-	int64_t dropped = 0;
-	if (natsSubscription_GetDropped(sub, &dropped) == NATS_OK && dropped > 0)
-		c->pending_dropped_gone += (uint64_t)dropped;
-	natsSubscription_Unsubscribe(sub);
-	nats_retire_sub(&c->retired.list, &sub);
+	sender_unsubscribe(c->sender, sub);
 	c->b->stats.cluster.subjects--;
 }
 
 /* now: at once whatever the connection's state (stopping). */
 static void nats_unsubscribe(struct cluster *c, struct interest *in, bool now)
 {
-	natsSubscription **subs[2] = {&in->sub, &in->parent_sub};
+	struct sender_sub **subs[2] = {&in->sub, &in->parent_sub};
 	for (int i = 0; i < 2; i++) {
 		if (!*subs[i])
 			continue;
 		if (!now && !c->b->stats.cluster.connected) {
 			if (c->ngone == c->gone_cap) {
 				size_t cap = c->gone_cap ? 2 * c->gone_cap : 16;
-				natsSubscription **grown = wisp_realloc(c->gone, cap * sizeof *grown);
+				struct sender_sub **grown = wisp_realloc(c->gone, cap * sizeof *grown);
 				if (!grown) {
-					release_sub(c, *subs[i]); /* out of memory: at once, waiting if it must */
+					release_sub(c, *subs[i]); /* out of memory: at once */
 					*subs[i] = NULL;
 					continue;
 				}
@@ -304,8 +300,8 @@ static void on_group_subscribed(void *ctx, uint64_t mark)
 
 static void interest_ref(struct cluster *c, const char *filter, size_t len)
 {
-	remote_interest_local_add(c->wanted, filter, len);
 	if (share_is_shared(filter, len)) {
+		remote_interest_local_add(c->wanted, filter, len);
 		uint64_t mark = remote_interest_last_add(c->wanted);
 		if (groups_ref(c->groups, filter, len, mark))
 			remote_interest_await_mark(c->wanted, mark);
@@ -313,25 +309,27 @@ static void interest_ref(struct cluster *c, const char *filter, size_t len)
 	}
 	uint32_t h = hash_bytes(0, filter, len);
 	struct interest **pp = find(c, filter, len, h);
+	struct interest *in = NULL;
 	if (*pp) {
 		(*pp)->count++;
-		return;
-	}
-	struct interest *in = wisp_calloc(1, sizeof *in + len);
-	if (!in) {
+	} else if (!(in = wisp_calloc(1, sizeof *in + len))) {
 		log_msg(LOG_WARNING, "cluster", "out of memory: '%.*s' gets no messages from other nodes",
 			(int)len, filter);
-		return;
+	} else {
+		in->hash = h;
+		in->count = 1;
+		in->len = (uint16_t)len;
+		memcpy(in->filter, filter, len);
+		*pp = in;
+		c->count++;
+		/* A failed subscribe keeps the entry (and its count), so the
+		 * unsubscribes stay balanced; the filter just gets nothing
+		 * remote. */
+		nats_subscribe(c, in);
 	}
-	in->hash = h;
-	in->count = 1;
-	in->len = (uint16_t)len;
-	memcpy(in->filter, filter, len);
-	*pp = in;
-	c->count++;
-	/* A failed subscribe keeps the entry (and its count), so the
-	 * unsubscribes stay balanced; the filter just gets nothing remote. */
-	nats_subscribe(c, in);
+	/* The announcement after the SUB, in the sender's queue behind it:
+	 * NATS has the SUB before any other node hears of the filter. */
+	remote_interest_local_add(c->wanted, filter, len);
 }
 
 static void interest_unref(struct cluster *c, const char *filter, size_t len)
@@ -555,6 +553,13 @@ static void count_send_failures(struct cluster *c)
 	if (big != c->sender_too_large_seen) {
 		too_large(c, big - c->sender_too_large_seen, 0, atomic_load_explicit(&c->max_payload, memory_order_relaxed));
 		c->sender_too_large_seen = big;
+	}
+	uint64_t refused = sender_sub_failed(c->sender);
+	if (refused != c->sub_failed_seen) {
+		log_msg(LOG_WARNING, "cluster", "NATS refused %llu SUB%s of this node's filters (%llu so far): those "
+			"filters get nothing from the other nodes", (unsigned long long)(refused - c->sub_failed_seen),
+			refused - c->sub_failed_seen == 1 ? "" : "s", (unsigned long long)refused);
+		c->sub_failed_seen = refused;
 	}
 }
 
@@ -820,14 +825,13 @@ static void count_pending_drops(struct cluster *c, bool slow_event)
 {
 	if (!slow_event && !c->pending_drops)
 		return;
-	uint64_t total = c->pending_dropped_gone + groups_pending_dropped(c->groups) +
+	uint64_t total = sender_dropped_gone(c->sender) + groups_pending_dropped(c->groups) +
 			 presence_pending_dropped(c->presence) + totals_pending_dropped(c->totals) +
 			 remote_interest_pending_dropped(c->wanted);
 	for (size_t i = 0; i < c->nbuckets; i++)
-		for (struct interest *in = c->buckets[i]; in; in = in->next) {
-			natsSubscription *subs[2] = {in->sub, in->parent_sub};
-			total += cluster_nats_dropped(subs, 2);
-		}
+		for (struct interest *in = c->buckets[i]; in; in = in->next)
+			total += (in->sub ? sender_sub_dropped(in->sub) : 0) +
+				 (in->parent_sub ? sender_sub_dropped(in->parent_sub) : 0);
 	uint64_t *counted = &c->b->stats.cluster.pending_dropped;
 	if (slow_event && !c->pending_drops)
 		log_msg(LOG_WARNING, "cluster", "NATS's client is dropping messages from NATS: a subscription's pending "
@@ -1345,7 +1349,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	}
 	if (groups_start(&c->groups, cfg, c->signer, c->node, c->prefix, &c->inbox, &b->stats.cluster.subjects, err, errlen) != 0)
 		goto fail;
-	int rc = retained_kv_start(&c->retained, b, c->nc, &c->inbox, c->node, c);
+	int rc = retained_kv_start(&c->retained, b, c->nc, c->sender, &c->inbox, c->node, c);
 	if (rc == 0)
 		rc = presence_start(&c->presence, b, groups_connection(c->groups), groups_link(c->groups), c->node,
 				    c->prefix, on_nats_msg, c);
@@ -1362,7 +1366,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 			 closed ? " (NATS closed the connection '<node>-share': refused?)" : "");
 		goto fail;
 	}
-	if (remote_interest_start(&c->wanted, b, c->nc, groups_connection(c->groups), groups_link(c->groups), c->node,
+	if (remote_interest_start(&c->wanted, b, c->nc, c->sender, groups_connection(c->groups), groups_link(c->groups), c->node,
 				  c->run, c->prefix, on_nats_msg, c) != 0) {
 		snprintf(err, errlen, "cluster: cannot subscribe to the interest announcements");
 		goto fail;
@@ -1411,10 +1415,23 @@ void cluster_stop(struct cluster *c)
 		b->sessions.on_sub_gone = NULL;
 		b->sessions.sub_gone_ctx = NULL;
 	}
-	/* Its thread publishes on c->nc: joined before any connection closes. */
-	sender_stop(c->sender);
-	c->sender = NULL;
 	c->retired.list.stopping = true; /* every subscription comes to it now */
+	for (size_t i = 0; c->buckets && i < c->nbuckets; i++)
+		while (c->buckets[i]) {
+			struct interest *in = c->buckets[i];
+			c->buckets[i] = in->next;
+			nats_unsubscribe(c, in, true);
+			wisp_free(in);
+		}
+	for (size_t i = 0; i < c->ngone; i++)
+		release_sub(c, c->gone[i]);
+	wisp_free(c->gone);
+	c->gone = NULL;
+	c->ngone = c->gone_cap = 0;
+	/* Its thread publishes on c->nc: joined before any connection closes.
+	 * The filters' subscriptions it made come to the retired list. */
+	sender_stop(c->sender, &c->retired.list);
+	c->sender = NULL;
 	if (loop_timer_armed(&c->rejoin_timer))
 		loop_timer_stop(b->loop, &c->rejoin_timer);
 	/* A rejoin's connect still going: waited for (its first try is
@@ -1430,18 +1447,6 @@ void cluster_stop(struct cluster *c)
 			}
 		}
 	remote_interest_stop(c->wanted, &c->retired.list); /* before the connection closes: says "bye" */
-	for (size_t i = 0; c->buckets && i < c->nbuckets; i++)
-		while (c->buckets[i]) {
-			struct interest *in = c->buckets[i];
-			c->buckets[i] = in->next;
-			nats_unsubscribe(c, in, true);
-			wisp_free(in);
-		}
-	for (size_t i = 0; i < c->ngone; i++)
-		release_sub(c, c->gone[i]);
-	wisp_free(c->gone);
-	c->gone = NULL;
-	c->ngone = c->gone_cap = 0;
 	durable_stop(c->durable, &c->retired.list); /* closes its own connection first */
 	presence_stop(c->presence, &c->retired.list); /* on the groups' connection */
 	totals_stop(c->totals, &c->retired.list);

@@ -65,6 +65,7 @@
 #include "err.h"
 #include "groups.h"
 #include "retire.h"
+#include "sender.h"
 #include "link.h"
 #include "log.h"
 #include "share.h"
@@ -97,7 +98,8 @@ struct peer {
 
 struct remote_interest {
 	struct broker *b;
-	natsConnection *nc;     /* announcements out */
+	natsConnection *nc;     /* announcements out, through the sender thread */
+	struct sender *sender;  /* sender.h; NULL once stopping: "bye" goes straight */
 	natsConnection *snc;    /* announcements in, answers out */
 	const struct nats_link *snc_link; /* snc up (link.h) */
 	natsSubscription *sub, *ack_sub;
@@ -512,10 +514,26 @@ static int announce(struct remote_interest *ri, const char *kind, bool numbered,
 	/* Not while a connection is lost: cnats's reconnect attempts hold its
 	 * lock (link.h), and the hello and snapshot sent once it is back say
 	 * it all again. */
-	if (st == NATS_OK && ri->connected)
+	if (st != NATS_OK || !ri->connected) {
+		natsMsg_Destroy(nm);
+		return st == NATS_OK ? 0 : WISP_EIO;
+	}
+	if (!ri->sender) {
 		st = natsConnection_PublishMsg(ri->nc, nm);
+		natsMsg_Destroy(nm);
+		return st == NATS_OK ? 0 : WISP_EIO;
+	}
+	if (sender_publish_control(ri->sender, ri->nc, nm, len + 512))
+		return 0;
+	/* NATS has not taken SENDER_CONTROL_BYTES of announcements: as while
+	 * it is lost, until there is room (remote_interest_check_connections
+	 * then says everything again). */
 	natsMsg_Destroy(nm);
-	return st == NATS_OK ? 0 : WISP_EIO;
+	ri->connected = false;
+	ri->settle_until = UINT64_MAX;
+	log_msg(LOG_WARNING, "cluster", "NATS is not taking this node's interest announcements (%u KiB queued): "
+		"sending NATS every message until it does", SENDER_CONTROL_BYTES >> 10);
+	return WISP_EAGAIN;
 }
 
 struct snap_writer {
@@ -825,7 +843,8 @@ void remote_interest_check_connections(struct remote_interest *ri)
 {
 	if (!ri)
 		return;
-	bool up = ri->b->stats.cluster.connected && nats_link_up(ri->snc_link);
+	bool up = ri->b->stats.cluster.connected && nats_link_up(ri->snc_link) &&
+		  (!ri->sender || sender_control_room(ri->sender));
 	if (ri->connected == up)
 		return;
 	ri->connected = up;
@@ -930,8 +949,8 @@ static bool gate_settled(void *ctx, uint64_t ticket, uint64_t since_ms)
 
 /* ---- start and stop ---- */
 
-int remote_interest_start(struct remote_interest **out, struct broker *b, natsConnection *nc, natsConnection *snc,
-			  const struct nats_link *snc_link,
+int remote_interest_start(struct remote_interest **out, struct broker *b, natsConnection *nc, struct sender *sender,
+			  natsConnection *snc, const struct nats_link *snc_link,
 			  const char *node, const char *run, const char *prefix, natsMsgHandler on_msg,
 			  void *on_msg_closure)
 {
@@ -944,6 +963,7 @@ int remote_interest_start(struct remote_interest **out, struct broker *b, natsCo
 	list_init(&ri->timer.link);
 	ri->b = b;
 	ri->nc = nc;
+	ri->sender = sender;
 	ri->snc = snc;
 	ri->snc_link = snc_link;
 	ri->settle_until = UINT64_MAX;
@@ -1011,6 +1031,7 @@ void remote_interest_stop(struct remote_interest *ri, struct nats_retire *retire
 		memset(&b->sub_gate, 0, sizeof b->sub_gate);
 	if (loop_timer_armed(&ri->timer))
 		loop_timer_stop(b->loop, &ri->timer);
+	ri->sender = NULL; /* stopped before this */
 	if (ri->connected) {
 		announce(ri, "bye", true, NULL, 0, NULL, NULL, NULL, NULL, NULL);
 		natsConnection_FlushTimeout(ri->nc, 500);

@@ -58,15 +58,18 @@ struct topic_level;
 struct remote_interest;
 
 /* Announces on nc (the node's main connection, after the filters' NATS
- * subscriptions), listens and answers on snc (<node>-share, so that the
- * main connection's figures on /connz stay the MQTT data's) and installs
- * b's sub_gate. 0 with *out NULL when cluster.interest is off. */
+ * subscriptions) through sender's thread (sender.h), listens and answers
+ * on snc (<node>-share, so that the main connection's figures on /connz
+ * stay the MQTT data's) and installs b's sub_gate. 0 with *out NULL when
+ * cluster.interest is off. */
 struct nats_link;
-int remote_interest_start(struct remote_interest **out, struct broker *b, natsConnection *nc, natsConnection *snc,
-			  const struct nats_link *snc_link,
+struct sender;
+int remote_interest_start(struct remote_interest **out, struct broker *b, natsConnection *nc, struct sender *sender,
+			  natsConnection *snc, const struct nats_link *snc_link,
 			  const char *node, const char *run, const char *prefix, natsMsgHandler on_msg,
 			  void *on_msg_closure);
-/* Says "bye", unsubscribes, removes the gate. NULL: no-op. The
+/* Says "bye" (on nc itself: the sender is stopped by then), unsubscribes,
+ * removes the gate. NULL: no-op. The
  * subscriptions go to `retired` (retire.h: destroyed once no read loop
  * can still hold them). */
 void remote_interest_stop(struct remote_interest *ri, struct nats_retire *retired);

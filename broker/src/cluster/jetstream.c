@@ -1114,6 +1114,7 @@ int jsw_start(struct jsw **out, const char *urls, const struct jsw_config *cfg, 
 	atomic_init(&w->max_payload, 0);
 	pthread_cond_init(&w->cv, NULL);
 	nats_retire_init(&w->retired, nats_retire_monotonic_ms, NULL, NULL);
+	w->retired.off_loop = true; /* the worker thread's (retire.h) */
 	size_t slen = strlen(cfg->stream);
 	w->stream = wisp_strndup(cfg->stream, slen);
 	w->consumer = wisp_strndup(cfg->consumer, strlen(cfg->consumer));

@@ -45,6 +45,7 @@
 #include "retained.h"
 #include "store.h"
 #include "rules.h"
+#include "sender.h"
 #include "subject.h"
 #include "wire.h"
 
@@ -143,6 +144,7 @@ struct retained_kv {
 	/* the sender thread */
 	pthread_t sender;
 	bool sender_started;
+	struct sender *untracked; /* the node's (sender.h): writes past the outbox */
 	pthread_cond_t send_cv;
 	struct job *todo, *todo_tail; /* under mu: oldest first; the head is the one being sent */
 	struct job *done, *done_tail; /* under mu: answered, for the loop */
@@ -304,16 +306,21 @@ static void outbox_feed(struct retained_kv *r)
 	}
 }
 
-/* Past the bound: the old way, one plain publish the node never hears of. */
+/* Past the bound: the old way, one plain publish the node never hears of,
+ * through the node's QoS 0 sender (never on the loop thread: sender.h). */
 static void publish_untracked(struct retained_kv *r, const struct msg *m)
 {
 	struct broker *b = r->b;
 	char id[48];
 	write_id(r, ++r->seq, id, sizeof id);
 	natsMsg *nm = record_build(r, msg_topic(m), m->topic_len, m->payload_len ? m : NULL, id);
-	if (!nm || natsConnection_PublishMsg(r->nc, nm) != NATS_OK)
+	size_t fill = 0;
+	if (!nm) {
 		b->stats.cluster.send_failed++;
-	natsMsg_Destroy(nm);
+	} else if (!sender_push(r->untracked, r->nc, nm, m->payload_len + 2u * m->topic_len + 256, &fill)) {
+		b->stats.cluster.send_dropped++;
+		natsMsg_Destroy(nm);
+	}
 	b->stats.cluster.retained_untracked++;
 	if (!r->untracked_logged) {
 		r->untracked_logged = true;
@@ -903,6 +910,7 @@ static void *setup_main(void *arg)
 static int start_threads(struct retained_kv *r)
 {
 	nats_retire_init(&r->retired, nats_retire_monotonic_ms, NULL, NULL);
+	r->retired.off_loop = true; /* the follower thread's (retire.h) */
 	if (pthread_create(&r->thread, NULL, setup_main, r) != 0)
 		return WISP_EIO;
 	r->thread_started = true;
@@ -912,8 +920,8 @@ static int start_threads(struct retained_kv *r)
 	return 0;
 }
 
-int retained_kv_start(struct retained_kv **out, struct broker *b, natsConnection *nc, struct inbox *inbox,
-		      const char *node, const void *origin)
+int retained_kv_start(struct retained_kv **out, struct broker *b, natsConnection *nc, struct sender *untracked,
+		      struct inbox *inbox, const char *node, const void *origin)
 {
 	const struct config_cluster *cfg = &b->cfg->cluster;
 	*out = NULL;
@@ -922,6 +930,7 @@ int retained_kv_start(struct retained_kv **out, struct broker *b, natsConnection
 		return WISP_ENOMEM;
 	r->b = b;
 	r->nc = nc;
+	r->untracked = untracked;
 	r->inbox = inbox;
 	r->origin = origin;
 	r->replicas = (int)cfg->retained_replicas;

@@ -64,12 +64,15 @@ struct retained_kv;
 #define RETAINED_KV_EVENT 0x100u
 
 /* Starts the set-up thread on the connection nc (borrowed until
- * retained_kv_stop). Messages go to inbox, news as RETAINED_KV_EVENT.
+ * retained_kv_stop). Writes past the outbox go at most once through
+ * `untracked` (the node's sender.h). Messages go to inbox, news as
+ * RETAINED_KV_EVENT.
  * `origin` marks the messages this module makes. Takes the writes the
  * store restored as unsent (persist_retain_unsent_get) into the outbox, and
  * writes the marks at compaction from then on. 0 or WISP_ENOMEM/WISP_EIO. */
-int retained_kv_start(struct retained_kv **out, struct broker *b, natsConnection *nc, struct inbox *inbox,
-		      const char *node, const void *origin);
+struct sender;
+int retained_kv_start(struct retained_kv **out, struct broker *b, natsConnection *nc, struct sender *untracked,
+		      struct inbox *inbox, const char *node, const void *origin);
 /* Stops both threads and the consumer; before the connection closes (a
  * write in flight stays first in the sender's queue). The
  * subscription goes to `retired` (retire.h: destroyed once no read loop

@@ -5,6 +5,7 @@
  */
 #include "retire.h"
 
+#include <stdlib.h>
 #include <time.h>
 
 #include "alloc.h"
@@ -23,15 +24,23 @@ static void destroy_oldest(struct nats_retire *r)
 	r->n--;
 }
 
+static void release(struct nats_retire *r)
+{
+	if (r->off_loop)
+		free(r->v);
+	else
+		wisp_free(r->v);
+}
+
 static bool grow(struct nats_retire *r)
 {
 	size_t cap = r->cap ? 2 * r->cap : 16;
-	struct nats_retired *v = wisp_malloc(cap * sizeof *v);
+	struct nats_retired *v = r->off_loop ? malloc(cap * sizeof *v) : wisp_malloc(cap * sizeof *v);
 	if (!v)
 		return false;
 	for (size_t i = 0; i < r->n; i++)
 		v[i] = r->v[(r->head + i) % r->cap];
-	wisp_free(r->v);
+	release(r);
 	r->v = v;
 	r->cap = cap;
 	r->head = 0;
@@ -63,7 +72,7 @@ void nats_retire_sub(struct nats_retire *r, natsSubscription **sub)
 			r->early++;
 			return;
 		}
-		if (full && !r->full_said) {
+		if (full && !r->full_said && !r->off_loop) {
 			log_msg(LOG_WARNING, "cluster", "more than %u NATS subscriptions ended within %u s: the oldest "
 				"are destroyed before their %u s delay", NATS_RETIRE_MAX, NATS_RETIRE_MS / 1000,
 				NATS_RETIRE_MS / 1000);
@@ -107,7 +116,7 @@ void nats_retire_all(struct nats_retire *r)
 {
 	while (r->n)
 		destroy_oldest(r);
-	wisp_free(r->v);
+	release(r);
 	r->v = NULL;
 	r->cap = r->head = 0;
 	r->full_said = false;

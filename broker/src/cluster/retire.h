@@ -83,6 +83,10 @@ struct nats_retire {
 	 * held). */
 	bool stopping;
 	bool full_said;  /* this episode of a full list is logged */
+	/* Owned off the loop thread, where log.h and alloc.h are not for it:
+	 * the C heap holds the entries, and a full list only counts in
+	 * `early`. Set after nats_retire_init, before the first entry. */
+	bool off_loop;
 };
 
 void nats_retire_init(struct nats_retire *r, uint64_t (*now_ms)(void *ctx), void (*arm)(void *ctx, uint64_t due_ms),

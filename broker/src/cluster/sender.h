@@ -19,9 +19,23 @@
  * deadline (cluster.write_deadline) and ping interval bound that, and end
  * in cnats's own "connection lost" path.
  *
+ * The loop's other writes to the main connection go through the same
+ * thread, for the same reason: a filter's SUB and UNSUB, and the interest
+ * announcements (control operations). Made on the loop, each waited for
+ * that lock, up to cluster.write_deadline behind a stalled QoS 0 write,
+ * before the connection counted as lost. They are never dropped: they
+ * run in the order given, each after the data batch in progress, and
+ * before the next one. A SUB not made yet when its UNSUB comes is simply
+ * forgotten (nothing goes to NATS), so the control queue holds at most a
+ * SUB per filter the node holds, an UNSUB per filter it held when the
+ * thread last went past its queue, and control publishes up to
+ * SENDER_CONTROL_BYTES (past it sender_publish_control refuses, and the
+ * interest machinery says everything again once there is room: interest.c).
+ *
  * Memory: cap entries (a connection and a message pointer each), fixed at
  * start; the messages themselves are cnats's, max_bytes of them at most.
- * Locking: one mutex, held only to move pointers in and out.
+ * A control operation is one allocation (the subject or the message with
+ * it). Locking: one mutex, held only to move pointers in and out.
  */
 #ifndef WISP_CLUSTER_SENDER_H
 #define WISP_CLUSTER_SENDER_H
@@ -32,25 +46,69 @@
 
 #include <nats/nats.h>
 
+struct nats_retire;
 struct sender;
+
+/* What control publishes may queue, in bytes (sender_publish_control). */
+#define SENDER_CONTROL_BYTES (4u << 20)
 
 /* Starts the thread. cap >= 1 messages, max_bytes >= 1. 0, or
  * WISP_ENOMEM / WISP_EIO (no thread). */
 int sender_start(struct sender **out, size_t cap, uint64_t max_bytes);
-/* Joins the thread (after the message it is publishing, if any) and
- * destroys what is still queued: at most once. Before the connections
- * close. NULL: no-op. */
-void sender_stop(struct sender *s);
+/* Joins the thread (after the message or operation in progress, if any)
+ * and destroys what is still queued: at most once. Every sender_sub must
+ * have been unsubscribed; the subscriptions not ended yet, and those
+ * ended in the last NATS_RETIRE_MS, go to `retired` (retire.h: destroyed
+ * once the connections are closed). Before the connections close. NULL:
+ * no-op. */
+void sender_stop(struct sender *s, struct nats_retire *retired);
 
 /* Loop thread. Queues nm (about `bytes` long) for natsConnection_PublishMsg
  * on nc: true, and the sender owns nm; false when the ring is full (cap or
  * max_bytes), and the caller still owns nm. *fill: the ring's messages
  * after the call, so the caller can tell when an overflow episode ended. */
 bool sender_push(struct sender *s, natsConnection *nc, natsMsg *nm, size_t bytes, size_t *fill);
-/* Loop thread, before nc is destroyed (a connection replaced): drops what
- * is queued for it (counted as failed) and waits for the batch being
- * published, if any, to end. */
+/* Loop thread, before nc is destroyed (a connection replaced): drops the
+ * messages and the SUBs queued for it (the data messages counted as
+ * failed; a dropped SUB's handle stays the caller's, to unsubscribe as
+ * any) and waits for the batch or operation in progress, if any, to end.
+ * Its subscriptions' UNSUBs stay queued (cnats's subscription holds a
+ * reference to its connection). */
 void sender_forget(struct sender *s, natsConnection *nc);
+/* A subscription the thread makes and ends (control operations). */
+struct sender_sub;
+
+/* Loop thread. Queues natsConnection_Subscribe(subject) on nc with cb and
+ * closure. The handle is the caller's until sender_unsubscribe. NULL: out
+ * of memory (nothing queued). A SUB cnats refuses is counted
+ * (sender_sub_failed); one on a connection cnats closed for good is no
+ * failure (the caller subscribes again on the connection that replaces
+ * it). */
+struct sender_sub *sender_subscribe(struct sender *s, natsConnection *nc, const char *subject, natsMsgHandler cb,
+				    void *closure);
+/* Loop thread. Ends ss, which the caller no longer uses: a SUB not made
+ * yet is forgotten, a made one unsubscribed in order and destroyed
+ * NATS_RETIRE_MS later. Never fails, never waits for cnats. */
+void sender_unsubscribe(struct sender *s, struct sender_sub *ss);
+/* Loop thread, ss not unsubscribed: what cnats dropped of ss's messages
+ * so far (its pending limit); 0 before the SUB is made. */
+uint64_t sender_sub_dropped(const struct sender_sub *ss);
+/* What cnats had dropped of the subscriptions the thread ended. Any
+ * thread. */
+uint64_t sender_dropped_gone(const struct sender *s);
+/* SUBs cnats refused so far. Any thread. */
+uint64_t sender_sub_failed(const struct sender *s);
+
+/* Loop thread. Queues nm (about `bytes` long) for natsConnection_PublishMsg
+ * on nc, in order with the SUBs and UNSUBs: true, and the sender owns nm
+ * (a refusal by cnats is not counted: a connection lost meanwhile, which
+ * the caller hears of). false: SENDER_CONTROL_BYTES are queued already
+ * (NATS is not taking them), and the caller still owns nm. */
+bool sender_publish_control(struct sender *s, natsConnection *nc, natsMsg *nm, size_t bytes);
+/* Loop thread. Whether control publishes are taken again after a
+ * refusal: once the queue is below half its bound. */
+bool sender_control_room(const struct sender *s);
+
 /* Publishes cnats refused so far (disconnected with its reconnect buffer
  * full, a write past its deadline, ...). Any thread. */
 uint64_t sender_failed(const struct sender *s);
