@@ -626,7 +626,7 @@ static void test_control_ops_queued_in_order(void)
 	sender_unsubscribe(s, b);
 	natsMsg *nm = make_msg("t.0.1", 8);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(nm);
-	CU_ASSERT_TRUE(sender_publish_control(s, nc, nm, 64));
+	CU_ASSERT_TRUE(sender_publish_control(s, nc, nm, 64, true));
 	CU_ASSERT_TRUE(push_seq(s, nc, 0, 2, 64, &fill));
 	pthread_mutex_lock(&rec.mu);
 	CU_ASSERT_EQUAL(rec.done, 0); /* all of it returned with the publish still held */
@@ -659,7 +659,7 @@ static void test_forget_drops_control(void)
 	CU_ASSERT_PTR_NOT_NULL_FATAL(kept);
 	natsMsg *nm = make_msg("drop.0", 8);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(nm);
-	CU_ASSERT_TRUE(sender_publish_control(s, old, nm, 64));
+	CU_ASSERT_TRUE(sender_publish_control(s, old, nm, 64, true));
 	pthread_t releaser;
 	CU_ASSERT_EQUAL_FATAL(pthread_create(&releaser, NULL, release_later, NULL), 0);
 	sender_forget(s, old);
@@ -678,34 +678,38 @@ static void test_forget_drops_control(void)
 	natsConnection_Destroy(nc);
 }
 
-/* Control publishes are bounded (SENDER_CONTROL_BYTES): past it one is
- * refused, and the caller keeps it; taken again only once the queue is
- * below half the bound. */
+/* Bounded control publishes stop at SENDER_CONTROL_BYTES: past it one is
+ * refused, and the caller keeps it; taken again only once they are below
+ * half the bound. An unbounded one (a resend larger than the bound) is
+ * taken even then, and counts for nothing. */
 static void test_control_bound(void)
 {
 	natsConnection *nc = NULL;
 	struct sender *s = start_nowhere(&nc, 0, 16, UINT64_C(1) << 30);
 	hold_publish(s, nc);
 	natsMsg *first = make_msg("t.0.1", 8), *second = make_msg("t.0.2", 8), *over = make_msg("drop.0", 8);
-	natsMsg *later = make_msg("t.0.3", 8);
+	natsMsg *resend = make_msg("t.0.3", 8), *later = make_msg("t.0.4", 8);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(first);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(second);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(over);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(resend);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(later);
 	CU_ASSERT_TRUE(sender_control_room(s));
-	CU_ASSERT_TRUE(sender_publish_control(s, nc, first, SENDER_CONTROL_BYTES / 2));
-	CU_ASSERT_TRUE(sender_publish_control(s, nc, second, SENDER_CONTROL_BYTES / 2));
-	CU_ASSERT_FALSE(sender_publish_control(s, nc, over, 1));
+	CU_ASSERT_TRUE(sender_publish_control(s, nc, first, SENDER_CONTROL_BYTES / 2, true));
+	CU_ASSERT_TRUE(sender_publish_control(s, nc, second, SENDER_CONTROL_BYTES / 2, true));
+	CU_ASSERT_FALSE(sender_publish_control(s, nc, over, 1, true));
+	CU_ASSERT_FALSE(sender_control_room(s));
+	CU_ASSERT_TRUE(sender_publish_control(s, nc, resend, 4 * SENDER_CONTROL_BYTES, false));
 	CU_ASSERT_FALSE(sender_control_room(s));
 	set_gate(false);
-	CU_ASSERT_TRUE(wait_for(&rec.done, 3));
-	CU_ASSERT_TRUE(sender_control_room(s));
-	CU_ASSERT_TRUE(sender_publish_control(s, nc, later, 1));
 	CU_ASSERT_TRUE(wait_for(&rec.done, 4));
+	CU_ASSERT_TRUE(sender_control_room(s));
+	CU_ASSERT_TRUE(sender_publish_control(s, nc, later, 1, true));
+	CU_ASSERT_TRUE(wait_for(&rec.done, 5));
 	sender_stop(s, NULL);
 	natsMsg_Destroy(over); /* still the caller's */
-	assert_published_in_order(4);
-	CU_ASSERT_EQUAL(atomic_load(&destroyed), 5);
+	assert_published_in_order(5);
+	CU_ASSERT_EQUAL(atomic_load(&destroyed), 6);
 	natsConnection_Destroy(nc);
 }
 
@@ -723,7 +727,7 @@ static void test_stop_with_control_queued(void)
 	sender_unsubscribe(s, a);
 	natsMsg *nm = make_msg("q.0", 8);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(nm);
-	CU_ASSERT_TRUE(sender_publish_control(s, nc, nm, 64));
+	CU_ASSERT_TRUE(sender_publish_control(s, nc, nm, 64, true));
 	struct nats_retire retired;
 	nats_retire_init(&retired, nats_retire_monotonic_ms, NULL, NULL);
 	pthread_t releaser;

@@ -523,11 +523,17 @@ static int announce(struct remote_interest *ri, const char *kind, bool numbered,
 		natsMsg_Destroy(nm);
 		return st == NATS_OK ? 0 : WISP_EIO;
 	}
-	if (sender_publish_control(ri->sender, ri->nc, nm, len + 512))
+	/* The hello and snapshot, which say everything again, are not
+	 * bounded: a snapshot is the node's whole set, larger than the bound
+	 * may be. One is queued at a (re)connect, or after a refusal once the
+	 * bounded ones drained below half, so after the snapshot before it
+	 * went. */
+	bool resync = strcmp(kind, "hello") == 0 || strcmp(kind, "snap") == 0;
+	if (sender_publish_control(ri->sender, ri->nc, nm, len + 512, !resync))
 		return 0;
-	/* NATS has not taken SENDER_CONTROL_BYTES of announcements: as while
-	 * it is lost, until there is room (remote_interest_check_connections
-	 * then says everything again). */
+	/* NATS has not taken SENDER_CONTROL_BYTES of announcements (or out of
+	 * memory): as while it is lost, until there is room
+	 * (remote_interest_check_connections then says everything again). */
 	natsMsg_Destroy(nm);
 	ri->connected = false;
 	ri->settle_until = UINT64_MAX;

@@ -61,7 +61,7 @@ struct sender {
 	size_t cap, head, len;
 	uint64_t bytes, max_bytes;
 	struct list_node control;    /* struct op, in order */
-	uint64_t control_bytes;      /* of the control publishes queued */
+	uint64_t control_bytes;      /* of the bounded control publishes queued */
 	bool control_full;           /* one was refused; taken again below half */
 	/* Subscriptions the thread ended (retire.h): its own, drained on its
 	 * wake-ups. */
@@ -386,11 +386,13 @@ uint64_t sender_sub_failed(const struct sender *s)
 	return atomic_load_explicit(&((struct sender *)s)->sub_failed, memory_order_relaxed);
 }
 
-bool sender_publish_control(struct sender *s, natsConnection *nc, natsMsg *nm, size_t bytes)
+bool sender_publish_control(struct sender *s, natsConnection *nc, natsMsg *nm, size_t bytes, bool bounded)
 {
+	if (!bounded)
+		bytes = 0;
 	pthread_mutex_lock(&s->mu);
 	/* One larger than the bound still goes when none is queued. */
-	if (s->control_full || (s->control_bytes && s->control_bytes + bytes > SENDER_CONTROL_BYTES)) {
+	if (bounded && (s->control_full || (s->control_bytes && s->control_bytes + bytes > SENDER_CONTROL_BYTES))) {
 		s->control_full = true;
 		pthread_mutex_unlock(&s->mu);
 		return false;

@@ -28,9 +28,12 @@
  * before the next one. A SUB not made yet when its UNSUB comes is simply
  * forgotten (nothing goes to NATS), so the control queue holds at most a
  * SUB per filter the node holds, an UNSUB per filter it held when the
- * thread last went past its queue, and control publishes up to
+ * thread last went past its queue, bounded control publishes up to
  * SENDER_CONTROL_BYTES (past it sender_publish_control refuses, and the
- * interest machinery says everything again once there is room: interest.c).
+ * interest machinery says everything again once there is room: interest.c),
+ * and the unbounded ones their callers bound (that resending: a snapshot
+ * of the node's own filters, queued again only after a refusal drained or
+ * at a reconnect).
  *
  * Memory: cap entries (a connection and a message pointer each), fixed at
  * start; the messages themselves are cnats's, max_bytes of them at most.
@@ -102,11 +105,14 @@ uint64_t sender_sub_failed(const struct sender *s);
 /* Loop thread. Queues nm (about `bytes` long) for natsConnection_PublishMsg
  * on nc, in order with the SUBs and UNSUBs: true, and the sender owns nm
  * (a refusal by cnats is not counted: a connection lost meanwhile, which
- * the caller hears of). false: SENDER_CONTROL_BYTES are queued already
- * (NATS is not taking them), and the caller still owns nm. */
-bool sender_publish_control(struct sender *s, natsConnection *nc, natsMsg *nm, size_t bytes);
-/* Loop thread. Whether control publishes are taken again after a
- * refusal: once the queue is below half its bound. */
+ * the caller hears of). false, and the caller still owns nm: out of
+ * memory, or, bounded, SENDER_CONTROL_BYTES of bounded ones are queued
+ * already (NATS is not taking them). Unbounded: not counted, never
+ * refused but out of memory, for a burst the caller bounds itself (the
+ * resending after a refusal, which is larger than the bound may be). */
+bool sender_publish_control(struct sender *s, natsConnection *nc, natsMsg *nm, size_t bytes, bool bounded);
+/* Loop thread. Whether bounded control publishes are taken again after a
+ * refusal: once they are below half the bound. */
 bool sender_control_room(const struct sender *s);
 
 /* Publishes cnats refused so far (disconnected with its reconnect buffer
