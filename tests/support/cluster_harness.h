@@ -10,8 +10,10 @@
 
 #include <stdio.h>
 
+#include "broker.h"
 #include "broker_harness.h"
 #include "cluster.h"
+#include "nats_reconnected.h"
 
 static inline struct harness *cluster_harness(const char *cluster_keys, struct cluster **cl)
 {
@@ -27,6 +29,22 @@ static inline struct harness *cluster_harness(const char *cluster_keys, struct c
 	if (h && cluster_start(harness_broker(h), cl, err, sizeof err) != 0) {
 		fprintf(stderr, "cluster_start: %s\n", err);
 		*cl = NULL;
+	}
+	return h;
+}
+
+/* The same with both of the node's NATS connections up as far as its loop
+ * knows, run once: the main one by its flag, '<node>-share' by its
+ * callback (link with nats_reconnected.h's wrap). The loop writes nothing
+ * to a connection that is not up (cluster/link.h). */
+static inline struct harness *cluster_harness_up(const char *cluster_keys, struct cluster **cl)
+{
+	nats_reconnected_reset();
+	struct harness *h = cluster_harness(cluster_keys, cl);
+	if (h && *cl) {
+		harness_broker(h)->stats.cluster.connected = 1;
+		nats_reconnected_play(*cl);
+		harness_run(h);
 	}
 	return h;
 }

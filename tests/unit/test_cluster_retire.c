@@ -87,23 +87,6 @@ natsConnStatus __wrap_natsConnection_Status(natsConnection *nc)
 	return NATS_CONN_STATUS_CONNECTED;
 }
 
-/* The connections' "connected again" callbacks, to play cnats telling
- * that one came up (link.h: the loop asks cnats nothing before). */
-#define MAX_RECONNECTED_CBS 8
-static natsConnectionHandler reconnected_cb[MAX_RECONNECTED_CBS];
-static void *reconnected_closure[MAX_RECONNECTED_CBS];
-static size_t nreconnected;
-natsStatus __real_natsOptions_SetReconnectedCB(natsOptions *opts, natsConnectionHandler cb, void *closure);
-natsStatus __wrap_natsOptions_SetReconnectedCB(natsOptions *opts, natsConnectionHandler cb, void *closure);
-natsStatus __wrap_natsOptions_SetReconnectedCB(natsOptions *opts, natsConnectionHandler cb, void *closure)
-{
-	if (nreconnected < MAX_RECONNECTED_CBS) {
-		reconnected_cb[nreconnected] = cb;
-		reconnected_closure[nreconnected++] = closure;
-	}
-	return __real_natsOptions_SetReconnectedCB(opts, cb, closure);
-}
-
 static _Atomic unsigned unsubscribed;
 
 /* The filters' SUBs the sender thread made (sender.h). */
@@ -335,19 +318,11 @@ static void test_worker_destroys_after_deadline(void)
 static void test_loop_destroys_after_deadline(void)
 {
 	struct cluster *cl = NULL;
-	nreconnected = 0;
-	struct harness *h = cluster_harness(", \"durable\": false", &cl);
+	/* As if both connections were up: the filter's SUB and the group's
+	 * queue SUB are made now (cnats buffers them until it connects). */
+	struct harness *h = cluster_harness_up(", \"durable\": false", &cl);
 	CU_ASSERT_FATAL(h != NULL && cl != NULL);
 	struct broker *b = harness_broker(h);
-	/* As if both connections were up: the filter's SUB and the group's
-	 * queue SUB are made now (cnats buffers them until it connects). The
-	 * second connection's callback is the one whose closure is not the
-	 * cluster's. */
-	b->stats.cluster.connected = 1;
-	for (size_t i = 0; i < nreconnected; i++)
-		if (reconnected_closure[i] != cl)
-			reconnected_cb[i](NULL, reconnected_closure[i]);
-	harness_run(h);
 	/* Past the settling interval after a connect: the SUBACKs below are
 	 * not held for nodes that might exist (interest.c's gate). */
 	clock_offset_ms += ((int64_t)b->cfg->cluster.interest_interval + 2) * 1000;

@@ -166,6 +166,7 @@ struct cluster {
 	struct durable *durable; /* QoS 1/2 through JetStream (durable.h); NULL: cluster.durable off */
 	struct nats_signer *signer; /* NKey of every connection (nats_auth.h); NULL: none */
 	struct sender *sender;   /* publishes the data messages off the loop thread (sender.h) */
+	struct sender *share_sender; /* the same for '<node>-share': claims, handovers, answers, figures */
 	uint64_t send_failed_seen; /* sender_failed() already counted */
 	uint64_t sender_too_large_seen; /* sender_too_large() already counted */
 	uint64_t sub_failed_seen; /* sender_sub_failed() already logged */
@@ -933,6 +934,7 @@ static void rejoin_share(struct cluster *c)
 		rejoin_later(c);
 		return;
 	}
+	sender_forget(c->share_sender, groups_connection(c->groups)); /* destroyed next: its queue may name it */
 	groups_reconnect(c->groups, snc, connected);
 	if (presence_rebind(c->presence, snc) != 0 || totals_rebind(c->totals, snc) != 0 ||
 	    remote_interest_rebind(c->wanted, c->nc, snc) != 0)
@@ -1266,6 +1268,10 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	if (inbox_init(&c->inbox, cfg->inbound_queue) != 0)
 		goto nomem;
 	int src = sender_start(&c->sender, cfg->send_queue, cfg->send_queue_bytes);
+	/* '<node>-share' has its own (a stalled write on one connection holds
+	 * only that one's lock): control operations only, no data ring. */
+	if (src == 0)
+		src = sender_start(&c->share_sender, 1, 1);
 	if (src == WISP_ENOMEM)
 		goto nomem;
 	if (src != 0) {
@@ -1351,11 +1357,11 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		goto fail;
 	int rc = retained_kv_start(&c->retained, b, c->nc, c->sender, &c->inbox, c->node, c);
 	if (rc == 0)
-		rc = presence_start(&c->presence, b, groups_connection(c->groups), groups_link(c->groups), c->node,
-				    c->prefix, on_nats_msg, c);
+		rc = presence_start(&c->presence, b, groups_connection(c->groups), c->share_sender, groups_link(c->groups),
+				    c->node, c->prefix, on_nats_msg, c);
 	if (rc == 0)
-		rc = totals_start(&c->totals, b, groups_connection(c->groups), groups_link(c->groups), c->node, c->prefix,
-				  on_nats_msg, c);
+		rc = totals_start(&c->totals, b, groups_connection(c->groups), c->share_sender, groups_link(c->groups),
+				  c->node, c->prefix, on_nats_msg, c);
 	if (rc == WISP_ENOMEM)
 		goto nomem;
 	if (rc != 0) {
@@ -1366,8 +1372,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 			 closed ? " (NATS closed the connection '<node>-share': refused?)" : "");
 		goto fail;
 	}
-	if (remote_interest_start(&c->wanted, b, c->nc, c->sender, groups_connection(c->groups), groups_link(c->groups), c->node,
-				  c->run, c->prefix, on_nats_msg, c) != 0) {
+	if (remote_interest_start(&c->wanted, b, c->nc, c->sender, groups_connection(c->groups), c->share_sender,
+				  groups_link(c->groups), c->node, c->run, c->prefix, on_nats_msg, c) != 0) {
 		snprintf(err, errlen, "cluster: cannot subscribe to the interest announcements");
 		goto fail;
 	}
@@ -1450,6 +1456,10 @@ void cluster_stop(struct cluster *c)
 	durable_stop(c->durable, &c->retired.list); /* closes its own connection first */
 	presence_stop(c->presence, &c->retired.list); /* on the groups' connection */
 	totals_stop(c->totals, &c->retired.list);
+	/* Nothing publishes on '<node>-share' any more; joined before it
+	 * closes. */
+	sender_stop(c->share_sender, &c->retired.list);
+	c->share_sender = NULL;
 	groups_close(c->groups, &c->retired.list);
 	retained_kv_stop(c->retained, &c->retired.list);
 	/* Close joins cnats's threads: no callback runs after it. */

@@ -51,6 +51,7 @@
 #include "log.h"
 #include "persist.h"
 #include "record.h"
+#include "sender.h"
 #include "session_v5.h"
 #include "topic.h"
 #include "wire.h"
@@ -139,6 +140,7 @@ struct handover {
 	struct broker *b;
 	natsConnection *nc;
 	const struct nats_link *link; /* nc up (link.h): no request, answer or tail while it is not */
+	struct sender *sender;        /* publishes on nc off the loop thread (sender.h) */
 	natsSubscription *sub;
 	uint64_t self;
 	char *node;
@@ -191,13 +193,21 @@ static uint64_t digest(const char *s, size_t len)
 	return d ? d : 1; /* 0 marks an empty slot */
 }
 
-/* Every publish of this file: none while the connection is down (link.h).
- * A request, answer or tail not sent is one not answered: the asking node
+/* Every publish of this file, through the sender thread (sender.h), which
+ * takes *nm (NULL then): none while the connection is down (link.h). A
+ * request, answer or tail not sent is one not answered: the asking node
  * falls back at its timeout, as when the other node is gone. A CONNECT's
- * own request waits for the connection instead (handover_link_up). */
-static natsStatus publish_msg(struct handover *h, natsMsg *nm)
+ * own request waits for the connection instead (handover_link_up). Not
+ * bounded by the sender: the fetches are bounded by the connections and
+ * handover_timeout, and an export by the session's own queue bounds. */
+static natsStatus publish_msg(struct handover *h, natsMsg **nm)
 {
-	return nats_link_up(h->link) ? natsConnection_PublishMsg(h->nc, nm) : NATS_CONNECTION_DISCONNECTED;
+	if (!nats_link_up(h->link))
+		return NATS_CONNECTION_DISCONNECTED;
+	if (!sender_publish_control(h->sender, h->nc, *nm, 0, false))
+		return NATS_NO_MEMORY;
+	*nm = NULL;
+	return NATS_OK;
 }
 
 /* "<base><node hex><suffix>" into out (SUBJECT_MAX). */
@@ -222,7 +232,7 @@ static natsStatus publish(struct handover *h, const char *subject, const char *r
 		return st;
 	}
 	if (st == NATS_OK)
-		st = publish_msg(h, nm);
+		st = publish_msg(h, &nm);
 	natsMsg_Destroy(nm);
 	if (st != NATS_OK)
 		h->b->stats.cluster.send_failed++;
@@ -261,7 +271,7 @@ static void dir_answer(struct handover *h, const char *reply, const uint8_t *chu
 	natsMsg *nm = NULL;
 	if (publish(h, reply, NULL, "dir", chunk, len, times ? &nm : NULL) != NATS_OK || !nm)
 		return;
-	if (natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK || publish_msg(h, nm) != NATS_OK)
+	if (natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK || publish_msg(h, &nm) != NATS_OK)
 		h->b->stats.cluster.send_failed++;
 	natsMsg_Destroy(nm);
 }
@@ -497,7 +507,7 @@ static bool send_done(struct fetch *f, const char *const *hdrs, const char *repl
 	for (size_t i = 0; st == NATS_OK && hdrs && hdrs[i]; i += 2)
 		st = natsMsgHeader_Set(nm, hdrs[i], hdrs[i + 1]);
 	if (st == NATS_OK)
-		st = publish_msg(h, nm);
+		st = publish_msg(h, &nm);
 	natsMsg_Destroy(nm);
 	if (st != NATS_OK)
 		h->b->stats.cluster.send_failed++;
@@ -1105,7 +1115,7 @@ int handover_session_missing(struct handover *h, struct conn *c, const char *id,
 		f->request = nm;
 		nm = NULL;
 	} else if (st == NATS_OK) {
-		st = publish_msg(h, nm);
+		st = publish_msg(h, &nm);
 	}
 	natsMsg_Destroy(nm);
 	if (st != NATS_OK) {
@@ -1133,7 +1143,7 @@ void handover_link_up(struct handover *h)
 		struct fetch *f = container_of(n, struct fetch, link);
 		if (!f->request || !nats_link_up(h->link))
 			continue;
-		natsStatus st = publish_msg(h, f->request);
+		natsStatus st = publish_msg(h, &f->request);
 		natsMsg_Destroy(f->request);
 		f->request = NULL;
 		if (st != NATS_OK)
@@ -1293,7 +1303,7 @@ static void send_chunks(struct handover *h, const char *reply, const struct expo
 		for (size_t i = 0; st == NATS_OK && off + n == x->len && last_hdrs && last_hdrs[i]; i += 2)
 			st = natsMsgHeader_Set(nm, last_hdrs[i], last_hdrs[i + 1]);
 		if (st == NATS_OK)
-			st = publish_msg(h, nm);
+			st = publish_msg(h, &nm);
 		natsMsg_Destroy(nm);
 		if (st != NATS_OK) {
 			h->b->stats.cluster.send_failed++;
@@ -1689,8 +1699,8 @@ uint64_t handover_pending_dropped(const struct handover *h)
 	return cluster_nats_dropped(subs, 2);
 }
 
-int handover_start(struct handover **out, struct broker *b, natsConnection *nc, const struct nats_link *link,
-		   const char *node,
+int handover_start(struct handover **out, struct broker *b, natsConnection *nc, struct sender *sender,
+		   const struct nats_link *link, const char *node,
 		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure)
 {
 	*out = NULL;
@@ -1699,6 +1709,7 @@ int handover_start(struct handover **out, struct broker *b, natsConnection *nc, 
 		return WISP_ENOMEM;
 	h->b = b;
 	h->nc = nc;
+	h->sender = sender;
 	h->link = link;
 	list_init(&h->fetches);
 	list_init(&h->leavings);

@@ -115,10 +115,12 @@ struct nats_retire;
 #define HANDOVER_CHUNK (64u * 1024u)
 
 /* Subscribes to this node's handover subjects on nc (borrowed until
- * handover_stop). 0, or WISP_ENOMEM / WISP_EIO. */
+ * handover_stop), publishes on it through `sender` (sender.h). 0, or
+ * WISP_ENOMEM / WISP_EIO. */
 struct nats_link;
-int handover_start(struct handover **out, struct broker *b, natsConnection *nc, const struct nats_link *link,
-		   const char *node,
+struct sender;
+int handover_start(struct handover **out, struct broker *b, natsConnection *nc, struct sender *sender,
+		   const struct nats_link *link, const char *node,
 		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure);
 /* Ends the subscription (drained), before the connection closes; it goes
  * to `retired` (retire.h: destroyed once no read loop can still hold it;

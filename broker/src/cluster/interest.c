@@ -100,7 +100,8 @@ struct remote_interest {
 	struct broker *b;
 	natsConnection *nc;     /* announcements out, through the sender thread */
 	struct sender *sender;  /* sender.h; NULL once stopping: "bye" goes straight */
-	natsConnection *snc;    /* announcements in, answers out */
+	natsConnection *snc;    /* announcements in, answers out (through share_sender) */
+	struct sender *share_sender; /* sender.h, publishing on snc */
 	const struct nats_link *snc_link; /* snc up (link.h) */
 	natsSubscription *sub, *ack_sub;
 	natsMsgHandler on_msg;  /* the subscriptions', kept for remote_interest_rebind */
@@ -624,8 +625,14 @@ static natsStatus send_answer(struct remote_interest *ri, const char *subject, c
 		st = natsMsgHeader_Set(ack, "Wisp-Node", ri->node);
 	if (st == NATS_OK)
 		st = natsMsgHeader_Set(ack, "Wisp-ISeq", seq);
-	if (st == NATS_OK) /* not while snc is down (link.h): the asker times out */
-		st = nats_link_up(ri->snc_link) ? natsConnection_PublishMsg(ri->snc, ack) : NATS_CONNECTION_DISCONNECTED;
+	/* Not while snc is down (link.h), or while NATS is not taking what
+	 * the sender queued: the asker times out. */
+	if (st == NATS_OK && !nats_link_up(ri->snc_link))
+		st = NATS_CONNECTION_DISCONNECTED;
+	else if (st == NATS_OK && sender_publish_control(ri->share_sender, ri->snc, ack, 256, true))
+		ack = NULL;
+	else if (st == NATS_OK)
+		st = NATS_INSUFFICIENT_BUFFER;
 	natsMsg_Destroy(ack);
 	return st;
 }
@@ -956,7 +963,7 @@ static bool gate_settled(void *ctx, uint64_t ticket, uint64_t since_ms)
 /* ---- start and stop ---- */
 
 int remote_interest_start(struct remote_interest **out, struct broker *b, natsConnection *nc, struct sender *sender,
-			  natsConnection *snc, const struct nats_link *snc_link,
+			  natsConnection *snc, struct sender *share_sender, const struct nats_link *snc_link,
 			  const char *node, const char *run, const char *prefix, natsMsgHandler on_msg,
 			  void *on_msg_closure)
 {
@@ -971,6 +978,7 @@ int remote_interest_start(struct remote_interest **out, struct broker *b, natsCo
 	ri->nc = nc;
 	ri->sender = sender;
 	ri->snc = snc;
+	ri->share_sender = share_sender;
 	ri->snc_link = snc_link;
 	ri->settle_until = UINT64_MAX;
 	snprintf(ri->run, sizeof ri->run, "%s", run);

@@ -60,12 +60,12 @@ struct remote_interest;
 /* Announces on nc (the node's main connection, after the filters' NATS
  * subscriptions) through sender's thread (sender.h), listens and answers
  * on snc (<node>-share, so that the main connection's figures on /connz
- * stay the MQTT data's) and installs b's sub_gate. 0 with *out NULL when
- * cluster.interest is off. */
+ * stay the MQTT data's; answers through share_sender's thread) and
+ * installs b's sub_gate. 0 with *out NULL when cluster.interest is off. */
 struct nats_link;
 struct sender;
 int remote_interest_start(struct remote_interest **out, struct broker *b, natsConnection *nc, struct sender *sender,
-			  natsConnection *snc, const struct nats_link *snc_link,
+			  natsConnection *snc, struct sender *share_sender, const struct nats_link *snc_link,
 			  const char *node, const char *run, const char *prefix, natsMsgHandler on_msg,
 			  void *on_msg_closure);
 /* Says "bye" (on nc itself: the sender is stopped by then), unsubscribes,

@@ -23,6 +23,7 @@
 
 struct nats_link {
 	atomic_bool up;
+	atomic_uint_fast64_t ups; /* times it came up: a reconnect between two looks shows */
 };
 
 /* Any thread. NULL: not up. */
@@ -31,9 +32,17 @@ static inline bool nats_link_up(const struct nats_link *l)
 	return l && atomic_load_explicit(&l->up, memory_order_acquire);
 }
 
+/* Any thread. NULL: 0. */
+static inline uint64_t nats_link_ups(const struct nats_link *l)
+{
+	return l ? atomic_load_explicit(&l->ups, memory_order_relaxed) : 0;
+}
+
 /* cnats's callbacks, or the thread that connected at the first try. */
 static inline void nats_link_set(struct nats_link *l, bool up)
 {
+	if (up)
+		atomic_fetch_add_explicit(&l->ups, 1, memory_order_relaxed);
 	atomic_store_explicit(&l->up, up, memory_order_release);
 }
 

@@ -47,6 +47,7 @@
 #include "link.h"
 #include "log.h"
 #include "rules.h"
+#include "sender.h"
 #include "session_v5.h"
 #include "wire.h"
 
@@ -71,10 +72,11 @@ struct presence {
 	struct recent ring[PRESENCE_RECENT];
 	size_t next;
 	struct handover *handover; /* sessions following their client (handover.h) */
+	struct sender *sender;     /* publishes on nc off the loop thread (sender.h) */
 	struct loop_timer timer;   /* looks at the claim connection every second */
-	natsStatistics *stats;     /* its reconnect count, of which... */
-	uint64_t reconnects;       /* ...this many were seen */
+	uint64_t ups;              /* nats_link_ups at the last look that found it up; UINT64_MAX: none yet */
 	bool was_up;               /* the claim connection, at the last look */
+	bool refused;              /* a claim found the sender's queue full: all asked again once it is not */
 };
 
 static uint64_t id_digest(const char *id, size_t len)
@@ -102,12 +104,15 @@ static uint64_t connected_at(const struct presence *p, const char *id, size_t le
 	return s ? sess_claim_ns(s) : at;
 }
 
-/* Publishes a claim of `id` connected at `at` (a recheck: asks again).
- * Not while the connection is down (link.h): recheck_all asks again for
- * it once the connection is back, as for every claim nobody heard. */
+/* Publishes a claim of `id` connected at `at` (a recheck: asks again),
+ * through the sender thread (sender.h). Not while the connection is down
+ * (link.h) or NATS is not taking the claims: recheck_all asks again for it
+ * once the connection is back, or the claims drained, as for every claim
+ * nobody heard. A recheck is the resend, not bounded by the sender (what
+ * it asks again for is what the node holds). */
 static void claim(struct presence *p, const char *id, size_t id_len, uint64_t at, bool clean_start, bool recheck)
 {
-	if (!nats_link_up(p->link))
+	if (!nats_link_up(p->link) || (p->refused && !recheck))
 		return;
 	natsMsg *nm = NULL;
 	natsStatus st = natsMsg_Create(&nm, p->subject, NULL, id, (int)id_len);
@@ -122,10 +127,12 @@ static void claim(struct presence *p, const char *id, size_t id_len, uint64_t at
 		st = natsMsgHeader_Set(nm, "Wisp-Clean", clean_start ? "1" : "0");
 	if (st == NATS_OK && recheck)
 		st = natsMsgHeader_Set(nm, "Wisp-Recheck", "1");
-	if (st == NATS_OK)
-		st = natsConnection_PublishMsg(p->nc, nm);
+	if (st == NATS_OK && sender_publish_control(p->sender, p->nc, nm, id_len + 256, !recheck))
+		return;
 	natsMsg_Destroy(nm);
-	if (st != NATS_OK)
+	if (st == NATS_OK && !recheck)
+		p->refused = true;
+	else
 		p->b->stats.cluster.send_failed++;
 }
 
@@ -162,14 +169,22 @@ static void on_presence_timer(struct loop *l, struct loop_timer *t)
 		return;
 	}
 	bool up = nats_link_up(p->link);
-	/* A reconnect can come and go between two looks: its count tells. */
-	uint64_t reconnects = p->reconnects;
-	if (up && p->stats && natsConnection_GetStats(p->nc, p->stats) == NATS_OK)
-		natsStatistics_GetCounts(p->stats, NULL, NULL, NULL, NULL, &reconnects);
-	if (up && (!p->was_up || reconnects != p->reconnects))
+	/* A reconnect can come and go between two looks: the link's count of
+	 * ups tells, from the first look that found it up (the connect at
+	 * start is no reconnect). */
+	bool missed = false;
+	if (up) {
+		uint64_t ups = nats_link_ups(p->link);
+		missed = p->ups != UINT64_MAX && ups != p->ups;
+		p->ups = ups;
+	}
+	if (up && p->refused && sender_control_room(p->sender)) {
+		p->refused = false;
+		missed = true;
+	}
+	if (up && (!p->was_up || missed))
 		recheck_all(p);
 	p->was_up = up;
-	p->reconnects = reconnects;
 	loop_timer_start(l, &p->timer, 1, on_presence_timer);
 }
 
@@ -330,8 +345,8 @@ bool presence_message(struct presence *p, natsMsg *nm)
 	return true;
 }
 
-int presence_start(struct presence **out, struct broker *b, natsConnection *nc, const struct nats_link *link,
-		   const char *node,
+int presence_start(struct presence **out, struct broker *b, natsConnection *nc, struct sender *sender,
+		   const struct nats_link *link, const char *node,
 		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure)
 {
 	*out = NULL;
@@ -340,6 +355,7 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 		return WISP_ENOMEM;
 	p->b = b;
 	p->nc = nc;
+	p->sender = sender;
 	p->link = link;
 	p->node = wisp_strndup(node, strlen(node));
 	size_t n = strlen("$WISP.") + strlen(prefix) + strlen(".claim") + 1;
@@ -355,15 +371,13 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 		presence_free(p);
 		return WISP_EIO;
 	}
-	if (handover_start(&p->handover, b, nc, link, node, prefix, on_msg, on_msg_closure) != 0) {
+	if (handover_start(&p->handover, b, nc, sender, link, node, prefix, on_msg, on_msg_closure) != 0) {
 		presence_free(p);
 		return WISP_EIO;
 	}
-	/* At start it is down or just up: nothing was missed yet. Without
-	 * the statistics (out of memory) only a look at the status tells. */
+	/* At start it is down or just up: nothing was missed yet. */
 	p->was_up = true;
-	if (natsStatistics_Create(&p->stats) != NATS_OK)
-		p->stats = NULL;
+	p->ups = UINT64_MAX;
 	loop_timer_start(b->loop, &p->timer, 1, on_presence_timer);
 	handover_on_held_elsewhere(p->handover, on_held_elsewhere, p);
 	b->on_client_connected = on_connected;
@@ -382,10 +396,8 @@ int presence_rebind(struct presence *p, natsConnection *nc)
 	p->sub = NULL;
 	p->nc = nc;
 	/* Down since the old one closed: once the new one is up, every claim
-	 * held here is asked again, as after a reconnect. Its reconnect count
-	 * starts at 0. */
+	 * held here is asked again, as after a reconnect. */
 	p->was_up = false;
-	p->reconnects = 0;
 	int rc = cluster_nats_subscribe(&p->sub, nc, p->subject, p->on_msg, p->on_msg_closure) == NATS_OK ? 0 : WISP_EIO;
 	int hrc = handover_rebind(p->handover, nc);
 	return rc ? rc : hrc;
@@ -420,8 +432,6 @@ void presence_free(struct presence *p)
 		return;
 	presence_stop(p, NULL);
 	handover_free(p->handover);
-	if (p->stats)
-		natsStatistics_Destroy(p->stats);
 	wisp_free(p->subject);
 	wisp_free(p->node);
 	wisp_free(p);

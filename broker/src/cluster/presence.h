@@ -54,11 +54,13 @@ struct nats_retire;
 struct presence;
 
 /* Subscribes to the claims on nc (borrowed until presence_stop, with
- * `link`, whether it is up: link.h) and hooks the broker's connects. 0 or
+ * `link`, whether it is up: link.h), publishes on it through `sender`
+ * (sender.h: its handover too) and hooks the broker's connects. 0 or
  * WISP_ENOMEM / WISP_EIO. */
 struct nats_link;
-int presence_start(struct presence **out, struct broker *b, natsConnection *nc, const struct nats_link *link,
-		   const char *node,
+struct sender;
+int presence_start(struct presence **out, struct broker *b, natsConnection *nc, struct sender *sender,
+		   const struct nats_link *link, const char *node,
 		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure);
 /* Unhooks and ends the subscription (drained), before the connection
  * closes; the handover's too. The subscriptions go to `retired` (retire.h:

@@ -1,5 +1,6 @@
 /*
- * The NATS publishes of the node's data messages, off the loop thread.
+ * The NATS writes of the node, off the loop thread: one sender per
+ * connection (a stalled write holds only its own connection's lock).
  *
  * cnats writes a publish to its socket under the connection's lock, in the
  * publishing thread once its 32 KiB buffer is full (or at once with
@@ -33,7 +34,9 @@
  * interest machinery says everything again once there is room: interest.c),
  * and the unbounded ones their callers bound (that resending: a snapshot
  * of the node's own filters, queued again only after a refusal drained or
- * at a reconnect).
+ * at a reconnect). '<node>-share' has a sender of its own with control
+ * publishes only: the claims, the handovers' messages, the interest
+ * answers and the $SYS figures (cluster.c).
  *
  * Memory: cap entries (a connection and a message pointer each), fixed at
  * start; the messages themselves are cnats's, max_bytes of them at most.

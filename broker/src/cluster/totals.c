@@ -21,6 +21,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "rules.h"
+#include "sender.h"
 #include "sys.h"
 
 #define TOTALS_NODES_MAX 256u
@@ -47,6 +48,7 @@ struct totals {
 	struct broker *b;
 	natsConnection *nc;
 	const struct nats_link *link; /* nc up (link.h) */
+	struct sender *sender;        /* publishes on nc off the loop thread (sender.h) */
 	natsSubscription *sub;
 	natsMsgHandler on_msg;   /* the subscription's, kept for totals_rebind */
 	void *on_msg_closure;
@@ -125,10 +127,12 @@ static void tick(struct totals *t)
 	natsStatus st = natsMsg_Create(&nm, t->subject, NULL, payload, (int)n);
 	if (st == NATS_OK)
 		st = natsMsgHeader_Set(nm, "Wisp-Node", t->node);
-	/* Not while either connection is down (link.h): the figures are sent
-	 * again next time. */
-	if (st == NATS_OK && b->stats.cluster.connected && nats_link_up(t->link))
-		st = natsConnection_PublishMsg(t->nc, nm);
+	/* Not while either connection is down (link.h), or while NATS is not
+	 * taking what the sender queued: the figures are sent again next
+	 * time. */
+	if (st == NATS_OK && b->stats.cluster.connected && nats_link_up(t->link) &&
+	    sender_publish_control(t->sender, t->nc, nm, n + 256, true))
+		nm = NULL;
 	natsMsg_Destroy(nm);
 
 	uint64_t stale = (uint64_t)b->cfg->sys_interval * STALE_INTERVALS;
@@ -160,8 +164,8 @@ static void on_tick(struct loop *l, struct loop_timer *timer)
 	loop_timer_start(l, timer, t->b->cfg->sys_interval, on_tick);
 }
 
-int totals_start(struct totals **out, struct broker *b, natsConnection *nc, const struct nats_link *link,
-		 const char *node, const char *prefix,
+int totals_start(struct totals **out, struct broker *b, natsConnection *nc, struct sender *sender,
+		 const struct nats_link *link, const char *node, const char *prefix,
 		 natsMsgHandler on_msg, void *on_msg_closure)
 {
 	*out = NULL;
@@ -173,6 +177,7 @@ int totals_start(struct totals **out, struct broker *b, natsConnection *nc, cons
 	list_init(&t->timer.link);
 	t->b = b;
 	t->nc = nc;
+	t->sender = sender;
 	t->link = link;
 	snprintf(t->node, sizeof t->node, "%s", node);
 	for (size_t i = 0; i < NSUMMED; i++)

@@ -23,10 +23,12 @@ struct nats_retire;
 struct totals;
 
 /* Does nothing (and sets *out NULL) when sys_interval is 0. Borrows nc
- * until totals_stop. 0 or WISP_ENOMEM / WISP_EIO. */
+ * until totals_stop, publishes on it through `sender` (sender.h). 0 or
+ * WISP_ENOMEM / WISP_EIO. */
 struct nats_link;
-int totals_start(struct totals **out, struct broker *b, natsConnection *nc, const struct nats_link *link,
-		 const char *node, const char *prefix,
+struct sender;
+int totals_start(struct totals **out, struct broker *b, natsConnection *nc, struct sender *sender,
+		 const struct nats_link *link, const char *node, const char *prefix,
 		 natsMsgHandler on_msg, void *on_msg_closure);
 /* Stops the timer, ends the subscription; before the connection closes.
  * The subscription goes to `retired` (retire.h: destroyed once no read

@@ -1,0 +1,146 @@
+/*
+ * The loop thread writes nothing to a NATS connection while the node runs
+ * (cluster/sender.h): every cnats call that writes takes the connection's
+ * lock, which a write stalled by a server that stopped reading holds up to
+ * cluster.write_deadline, so one made on the loop stopped every client of
+ * the node for that long (tests/e2e/35_cluster_nats_stall.py shows it end
+ * to end on the main connection).
+ *
+ * The wraps record each natsConnection_PublishMsg, natsConnection_Subscribe,
+ * natsSubscription_Unsubscribe and natsConnection_GetStats (a look that
+ * takes the same lock) made on the test's own thread, which runs the
+ * broker's loop, while `watching`: after the start and before the stop,
+ * which may still call cnats there. The calls the sender threads make are
+ * on theirs and go through to cnats (nothing listens: the connections
+ * never connect). What a client does here makes each kind of write: its
+ * claim at CONNECT, a filter's SUB and UNSUB, the interest announcements
+ * (add, del, the beats), the claims' look every second.
+ *
+ * Not covered (still on the loop, listed in docs/cluster.md): a shared
+ * group's queue SUB and UNSUB (natsConnection_QueueSubscribe, not wrapped).
+ */
+#include <CUnit/CUnit.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "broker.h"
+#include "broker_harness.h"
+#include "cluster.h"
+#include "cluster_harness.h"
+#include "unit_main.h"
+
+static pthread_t loop_thread;
+static atomic_bool watching;
+static atomic_uint on_loop;  /* calls recorded */
+static char first_call[160]; /* the first one, for the failure message */
+
+static void record(const char *call, const char *subject)
+{
+	if (!atomic_load(&watching) || !pthread_equal(pthread_self(), loop_thread))
+		return;
+	if (atomic_fetch_add(&on_loop, 1) == 0)
+		snprintf(first_call, sizeof first_call, "%s(%s)", call, subject ? subject : "");
+}
+
+natsStatus __real_natsConnection_PublishMsg(natsConnection *nc, natsMsg *msg);
+natsStatus __wrap_natsConnection_PublishMsg(natsConnection *nc, natsMsg *msg);
+natsStatus __wrap_natsConnection_PublishMsg(natsConnection *nc, natsMsg *msg)
+{
+	record("natsConnection_PublishMsg", natsMsg_GetSubject(msg));
+	return __real_natsConnection_PublishMsg(nc, msg);
+}
+
+natsStatus __real_natsConnection_Subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+					   natsMsgHandler cb, void *closure);
+natsStatus __wrap_natsConnection_Subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+					   natsMsgHandler cb, void *closure);
+natsStatus __wrap_natsConnection_Subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+					   natsMsgHandler cb, void *closure)
+{
+	record("natsConnection_Subscribe", subject);
+	return __real_natsConnection_Subscribe(sub, nc, subject, cb, closure);
+}
+
+natsStatus __real_natsSubscription_Unsubscribe(natsSubscription *sub);
+natsStatus __wrap_natsSubscription_Unsubscribe(natsSubscription *sub);
+natsStatus __wrap_natsSubscription_Unsubscribe(natsSubscription *sub)
+{
+	record("natsSubscription_Unsubscribe", natsSubscription_GetSubject(sub));
+	return __real_natsSubscription_Unsubscribe(sub);
+}
+
+natsStatus __real_natsConnection_GetStats(natsConnection *nc, natsStatistics *stats);
+natsStatus __wrap_natsConnection_GetStats(natsConnection *nc, natsStatistics *stats);
+natsStatus __wrap_natsConnection_GetStats(natsConnection *nc, natsStatistics *stats)
+{
+	record("natsConnection_GetStats", NULL);
+	return __real_natsConnection_GetStats(nc, stats);
+}
+
+/* Runs the broker for about ms milliseconds of real time (the loop's
+ * timers are in whole seconds). */
+static void run_for(struct harness *h, long ms)
+{
+	for (long waited = 0; waited < ms; waited += 50) {
+		harness_run(h);
+		nanosleep(&(struct timespec){.tv_nsec = 50000000}, NULL);
+	}
+}
+
+static void test_no_write_on_loop(void)
+{
+	struct cluster *cl = NULL;
+	loop_thread = pthread_self();
+	/* Beats every second: the SUBACKs, held for the settling interval
+	 * after the connect (interest.c's gate), go after 2 s. */
+	struct harness *h = cluster_harness_up(", \"durable\": false, \"interest_interval\": 1", &cl);
+	CU_ASSERT_FATAL(h != NULL && cl != NULL);
+	struct broker *b = harness_broker(h);
+	atomic_store(&on_loop, 0);
+	atomic_store(&watching, true);
+
+	struct hclient *c = harness_connect(h);
+	client_send_hex(c, "10 10 00 04 'MQTT' 04 02 00 3c 00 04 'sub1'");   /* a claim */
+	client_send_hex(c, "82 08 00 01 00 03 'a/b' 00");                    /* SUB, add */
+	client_send_hex(c, "82 0a 00 02 00 05 'c/d/#' 00");                  /* SUB, parent SUB, add */
+	struct hclient *d = harness_connect(h);
+	client_send_hex(d, "10 10 00 04 'MQTT' 04 02 00 3c 00 04 'sub2'");
+	client_send_hex(d, "82 08 00 01 00 03 'e/f' 00");
+	client_send_hex(d, "a2 07 00 02 00 03 'e/f'");                       /* UNSUB, del */
+	run_for(h, 4000); /* past the settling interval; the claims' look and the beats, each second */
+	uint64_t held = b->stats.cluster.subjects;
+	client_close(d); /* clean sessions: their filters go, UNSUBs and dels */
+	client_close(c);
+	harness_run(h);
+
+	atomic_store(&watching, false);
+	if (atomic_load(&on_loop))
+		fprintf(stderr, "\n%u cnats writes on the loop thread, the first: %s\n", atomic_load(&on_loop),
+			first_call);
+	CU_ASSERT_EQUAL(atomic_load(&on_loop), 0);
+	CU_ASSERT_EQUAL(held, 3); /* a/b, c.d.> and c.d: queued to the sender */
+	CU_ASSERT_EQUAL(b->stats.cluster.subjects, 0);
+	cluster_stop(cl);
+	harness_free(h);
+}
+
+static CU_TestInfo tests[] = {
+	/* Alone: cluster_stop ends cnats's library. */
+	{"no cnats write on the loop thread while the node runs", test_no_write_on_loop},
+	CU_TEST_INFO_NULL,
+};
+
+static CU_SuiteInfo suites[] = {
+	{"cluster_off_loop", NULL, NULL, NULL, NULL, tests},
+	CU_SUITE_INFO_NULL,
+};
+
+int main(void)
+{
+	return unit_run(suites);
+}
