@@ -115,6 +115,15 @@ static void run_op(struct sender *s, struct op *op)
 	free(ss);
 }
 
+/* Under the lock: a control publish left the queue. Below half the bound
+ * the bounded ones are taken again (sender_control_room). */
+static void control_gone(struct sender *s, uint64_t bytes)
+{
+	s->control_bytes -= bytes;
+	if (s->control_full && s->control_bytes < SENDER_CONTROL_BYTES / 2)
+		s->control_full = false;
+}
+
 /* CLOCK_MONOTONIC ms (the retire list's clock) as the cv's deadline. */
 static struct timespec at_ms(uint64_t ms)
 {
@@ -146,7 +155,7 @@ static void *run(void *arg)
 			struct op *op = container_of(list_first(&s->control), struct op, link);
 			list_remove(&op->link);
 			if (op->kind == OP_PUBLISH)
-				s->control_bytes -= container_of(op, struct control_pub, op)->bytes;
+				control_gone(s, container_of(op, struct control_pub, op)->bytes);
 			s->busy = true;
 			pthread_mutex_unlock(&s->mu);
 			run_op(s, op);
@@ -301,7 +310,7 @@ void sender_forget(struct sender *s, natsConnection *nc)
 			if (p->nc != nc)
 				continue;
 			list_remove(&op->link);
-			s->control_bytes -= p->bytes;
+			control_gone(s, p->bytes);
 			natsMsg_Destroy(p->nm);
 			free(p);
 		} else if (op->kind == OP_SUBSCRIBE && container_of(op, struct sender_sub, sub_op)->nc == nc) {
@@ -388,21 +397,19 @@ uint64_t sender_sub_failed(const struct sender *s)
 
 bool sender_publish_control(struct sender *s, natsConnection *nc, natsMsg *nm, size_t bytes, bool bounded)
 {
-	if (!bounded)
-		bytes = 0;
+	struct control_pub *p = malloc(sizeof *p);
+	if (!p)
+		return false;
+	*p = (struct control_pub){.op.kind = OP_PUBLISH, .nc = nc, .nm = nm, .bytes = bounded ? bytes : 0};
 	pthread_mutex_lock(&s->mu);
 	/* One larger than the bound still goes when none is queued. */
 	if (bounded && (s->control_full || (s->control_bytes && s->control_bytes + bytes > SENDER_CONTROL_BYTES))) {
 		s->control_full = true;
 		pthread_mutex_unlock(&s->mu);
+		free(p);
 		return false;
 	}
-	pthread_mutex_unlock(&s->mu);
-	struct control_pub *p = malloc(sizeof *p);
-	if (!p)
-		return false;
-	*p = (struct control_pub){.op.kind = OP_PUBLISH, .nc = nc, .nm = nm, .bytes = bytes};
-	pthread_mutex_lock(&s->mu);
+	bytes = p->bytes;
 	list_push_back(&s->control, &p->op.link);
 	s->control_bytes += bytes;
 	pthread_cond_signal(&s->cv);
@@ -412,10 +419,8 @@ bool sender_publish_control(struct sender *s, natsConnection *nc, natsMsg *nm, s
 
 bool sender_control_room(const struct sender *s)
 {
-	struct sender *m = (struct sender *)s;
+	struct sender *m = (struct sender *)s; /* the lock only */
 	pthread_mutex_lock(&m->mu);
-	if (m->control_full && m->control_bytes < SENDER_CONTROL_BYTES / 2)
-		m->control_full = false;
 	bool room = !m->control_full;
 	pthread_mutex_unlock(&m->mu);
 	return room;
