@@ -170,6 +170,9 @@ struct cluster {
 	uint64_t send_failed_seen; /* sender_failed() already counted */
 	uint64_t sender_too_large_seen; /* sender_too_large() already counted */
 	uint64_t sub_failed_seen; /* sender_sub_failed() already logged */
+	uint64_t early_seen;      /* sender_retired_early() at the last look */
+	uint64_t early_at;        /* loop ms it last grew; the episode ends NATS_RETIRE_MS after */
+	bool early_logged;        /* this episode of its full retire list is logged */
 	/* The main connection's max_payload at its last connect (on_connected,
 	 * any thread; 0: never connected), and what a message's NATS form
 	 * adds to its payload at most (NATS_HEADERS_MAX and the node's name). */
@@ -561,6 +564,22 @@ static void count_send_failures(struct cluster *c)
 			"filters get nothing from the other nodes", (unsigned long long)(refused - c->sub_failed_seen),
 			refused - c->sub_failed_seen == 1 ? "" : "s", (unsigned long long)refused);
 		c->sub_failed_seen = refused;
+	}
+	/* The filters' subscriptions end on the sender thread, whose retire
+	 * list only counts what it destroys early: said here, as the loop's
+	 * own list says it (retire.c), once per episode: it ends when none
+	 * went early for NATS_RETIRE_MS. */
+	uint64_t early = sender_retired_early(c->sender), now = loop_now_ms(c->b->loop);
+	if (early != c->early_seen) {
+		if (!c->early_logged)
+			log_msg(LOG_WARNING, "cluster", "more than %u NATS subscriptions of filters ended within %u s: "
+				"the oldest are destroyed before their %u s delay", NATS_RETIRE_MAX,
+				NATS_RETIRE_MS / 1000, NATS_RETIRE_MS / 1000);
+		c->early_logged = true;
+		c->early_seen = early;
+		c->early_at = now;
+	} else if (c->early_logged && now - c->early_at > NATS_RETIRE_MS) {
+		c->early_logged = false;
 	}
 }
 

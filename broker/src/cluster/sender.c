@@ -71,6 +71,7 @@ struct sender {
 	atomic_uint_fast64_t too_large;
 	atomic_uint_fast64_t sub_failed;
 	atomic_uint_fast64_t dropped_gone;
+	atomic_uint_fast64_t retired_early; /* retired.early, for the loop (sender_retired_early) */
 };
 
 static uint64_t sub_dropped(natsSubscription *sub)
@@ -111,6 +112,7 @@ static void run_op(struct sender *s, struct op *op)
 		if (!stopping)
 			natsSubscription_Unsubscribe(sub);
 		nats_retire_sub(&s->retired, &sub);
+		atomic_store_explicit(&s->retired_early, s->retired.early, memory_order_relaxed);
 	}
 	free(ss);
 }
@@ -214,6 +216,7 @@ int sender_start(struct sender **out, size_t cap, uint64_t max_bytes)
 	atomic_init(&s->too_large, 0);
 	atomic_init(&s->sub_failed, 0);
 	atomic_init(&s->dropped_gone, 0);
+	atomic_init(&s->retired_early, 0);
 	list_init(&s->control);
 	/* Off the loop thread: no logging from the list (retire.h). */
 	nats_retire_init(&s->retired, nats_retire_monotonic_ms, NULL, NULL);
@@ -388,6 +391,11 @@ uint64_t sender_sub_dropped(const struct sender_sub *ss)
 uint64_t sender_dropped_gone(const struct sender *s)
 {
 	return atomic_load_explicit(&((struct sender *)s)->dropped_gone, memory_order_relaxed);
+}
+
+uint64_t sender_retired_early(const struct sender *s)
+{
+	return atomic_load_explicit(&((struct sender *)s)->retired_early, memory_order_relaxed);
 }
 
 uint64_t sender_sub_failed(const struct sender *s)

@@ -102,6 +102,10 @@ uint64_t sender_sub_dropped(const struct sender_sub *ss);
 /* What cnats had dropped of the subscriptions the thread ended. Any
  * thread. */
 uint64_t sender_dropped_gone(const struct sender *s);
+/* Subscriptions the thread destroyed before their NATS_RETIRE_MS, its
+ * retire list being full (retire.h; an off-loop list only counts them:
+ * the loop logs). Any thread. */
+uint64_t sender_retired_early(const struct sender *s);
 /* SUBs cnats refused so far. Any thread. */
 uint64_t sender_sub_failed(const struct sender *s);
 
