@@ -7,17 +7,16 @@
  * to end on the main connection).
  *
  * The wraps record each natsConnection_PublishMsg, natsConnection_Subscribe,
- * natsSubscription_Unsubscribe and natsConnection_GetStats (a look that
- * takes the same lock) made on the test's own thread, which runs the
- * broker's loop, while `watching`: after the start and before the stop,
- * which may still call cnats there. The calls the sender threads make are
- * on theirs and go through to cnats (nothing listens: the connections
- * never connect). What a client does here makes each kind of write: its
- * claim at CONNECT, a filter's SUB and UNSUB, the interest announcements
- * (add, del, the beats), the claims' look every second.
- *
- * Not covered (still on the loop, listed in docs/cluster.md): a shared
- * group's queue SUB and UNSUB (natsConnection_QueueSubscribe, not wrapped).
+ * natsConnection_QueueSubscribe, natsSubscription_Unsubscribe and
+ * natsConnection_GetStats (a look that takes the same lock) made on the
+ * test's own thread, which runs the broker's loop, while `watching`: after
+ * the start and before the stop, which may still call cnats there. The
+ * calls the sender threads make are on theirs and go through to cnats
+ * (nothing listens: the connections never connect). What a client does
+ * here makes each kind of write: its claim at CONNECT, a filter's SUB and
+ * UNSUB, a shared group's queue SUBs and UNSUBs, the interest
+ * announcements (add, del, the beats, a new group's mark), the claims'
+ * look every second.
  */
 #include <CUnit/CUnit.h>
 #include <nats/nats.h>
@@ -66,6 +65,17 @@ natsStatus __wrap_natsConnection_Subscribe(natsSubscription **sub, natsConnectio
 	return __real_natsConnection_Subscribe(sub, nc, subject, cb, closure);
 }
 
+natsStatus __real_natsConnection_QueueSubscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+						const char *queue, natsMsgHandler cb, void *closure);
+natsStatus __wrap_natsConnection_QueueSubscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+						const char *queue, natsMsgHandler cb, void *closure);
+natsStatus __wrap_natsConnection_QueueSubscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+						const char *queue, natsMsgHandler cb, void *closure)
+{
+	record("natsConnection_QueueSubscribe", subject);
+	return __real_natsConnection_QueueSubscribe(sub, nc, subject, queue, cb, closure);
+}
+
 natsStatus __real_natsSubscription_Unsubscribe(natsSubscription *sub);
 natsStatus __wrap_natsSubscription_Unsubscribe(natsSubscription *sub);
 natsStatus __wrap_natsSubscription_Unsubscribe(natsSubscription *sub)
@@ -97,8 +107,11 @@ static void test_no_write_on_loop(void)
 	struct cluster *cl = NULL;
 	loop_thread = pthread_self();
 	/* Beats every second: the SUBACKs, held for the settling interval
-	 * after the connect (interest.c's gate), go after 2 s. */
-	struct harness *h = cluster_harness_up(", \"durable\": false, \"interest_interval\": 1", &cl);
+	 * after the connect (interest.c's gate), go after 2 s; the group's
+	 * (its mark never comes back: nothing listens) after 1 s more, and
+	 * the SUBACKs behind it with it. */
+	struct harness *h = cluster_harness_up(", \"durable\": false, \"interest_interval\": 1, "
+					       "\"interest_ack_timeout\": 1", &cl);
 	CU_ASSERT_FATAL(h != NULL && cl != NULL);
 	struct broker *b = harness_broker(h);
 	atomic_store(&on_loop, 0);
@@ -112,9 +125,23 @@ static void test_no_write_on_loop(void)
 	client_send_hex(d, "10 10 00 04 'MQTT' 04 02 00 3c 00 04 'sub2'");
 	client_send_hex(d, "82 08 00 01 00 03 'e/f' 00");
 	client_send_hex(d, "a2 07 00 02 00 03 'e/f'");                       /* UNSUB, del */
-	run_for(h, 4000); /* past the settling interval; the claims' look and the beats, each second */
+	struct hclient *e = harness_connect(h);
+	client_send_hex(e, "10 10 00 04 'MQTT' 04 02 00 3c 00 04 'sub3'");
+	client_send_hex(e, "82 11 00 01 00 0c '$share/g/x/#' 00");           /* two queue SUBs, add, mark */
+	run_for(h, 3000); /* past the settling interval; the claims' look and the beats, each second */
+	/* Every SUBACK out (c: 14 bytes with its CONNACK, e: 9), so that
+	 * the closes below are read. */
+	size_t c_out = 0, e_out = 0;
+	for (int i = 0; i < 70 && (c_out < 14 || e_out < 9); i++) {
+		run_for(h, 100);
+		client_output(c, &c_out);
+		client_output(e, &e_out);
+	}
+	CU_ASSERT_EQUAL(c_out, 14);
+	CU_ASSERT_EQUAL(e_out, 9);
 	uint64_t held = b->stats.cluster.subjects;
-	client_close(d); /* clean sessions: their filters go, UNSUBs and dels */
+	client_close(e); /* clean sessions: their filters and groups go, UNSUBs and dels */
+	client_close(d);
 	client_close(c);
 	harness_run(h);
 
@@ -123,7 +150,7 @@ static void test_no_write_on_loop(void)
 		fprintf(stderr, "\n%u cnats writes on the loop thread, the first: %s\n", atomic_load(&on_loop),
 			first_call);
 	CU_ASSERT_EQUAL(atomic_load(&on_loop), 0);
-	CU_ASSERT_EQUAL(held, 3); /* a/b, c.d.> and c.d: queued to the sender */
+	CU_ASSERT_EQUAL(held, 5); /* a/b, c.d.>, c.d, and x.>, x in queue g: queued to the senders */
 	CU_ASSERT_EQUAL(b->stats.cluster.subjects, 0);
 	cluster_stop(cl);
 	harness_free(h);

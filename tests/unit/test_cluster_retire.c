@@ -89,8 +89,20 @@ natsConnStatus __wrap_natsConnection_Status(natsConnection *nc)
 
 static _Atomic unsigned unsubscribed;
 
-/* The filters' SUBs the sender thread made (sender.h). */
-static _Atomic unsigned filter_subscribed;
+/* The filters' SUBs and the groups' queue SUBs the sender threads made
+ * (sender.h). */
+static _Atomic unsigned filter_subscribed, group_subscribed;
+natsStatus __real_natsConnection_QueueSubscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+						const char *queue, natsMsgHandler cb, void *closure);
+natsStatus __wrap_natsConnection_QueueSubscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+						const char *queue, natsMsgHandler cb, void *closure);
+natsStatus __wrap_natsConnection_QueueSubscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+						const char *queue, natsMsgHandler cb, void *closure)
+{
+	natsStatus st = __real_natsConnection_QueueSubscribe(sub, nc, subject, queue, cb, closure);
+	group_subscribed++;
+	return st;
+}
 natsStatus __real_natsConnection_Subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
 					   natsMsgHandler cb, void *closure);
 natsStatus __wrap_natsConnection_Subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
@@ -336,7 +348,9 @@ static void test_loop_destroys_after_deadline(void)
 	 * cluster.interest_ack_timeout. */
 	clock_offset_ms += ((int64_t)b->cfg->cluster.interest_ack_timeout + 1) * 1000;
 	harness_run(h);
-	CU_ASSERT(wait_for(&filter_subscribed, 1)); /* made, not only queued: its UNSUB reaches cnats */
+	/* Made, not only queued: their UNSUBs reach cnats. */
+	CU_ASSERT(wait_for(&filter_subscribed, 1));
+	CU_ASSERT(wait_for(&group_subscribed, 1));
 	uint64_t subjects = b->stats.cluster.subjects;
 	CU_ASSERT(subjects >= 2);
 	unsigned base = destroyed;
@@ -344,8 +358,8 @@ static void test_loop_destroys_after_deadline(void)
 	client_send_hex(c, "a2 07 00 03 00 03 'a/b'"); /* and runs the broker */
 	client_send_hex(c, "a2 0e 00 04 00 0a '$share/g/a'");
 	harness_run(h);
-	/* Both last ones gone: unsubscribed (the filter's by the sender
-	 * thread, sender.h), not destroyed yet. */
+	/* Both last ones gone: unsubscribed (by the sender threads,
+	 * sender.h), not destroyed yet. */
 	CU_ASSERT(wait_for(&unsubscribed, unsubs + 2));
 	CU_ASSERT_EQUAL(unsubscribed - unsubs, 2);
 	CU_ASSERT_EQUAL(b->stats.cluster.subjects, subjects - 2);
@@ -353,11 +367,12 @@ static void test_loop_destroys_after_deadline(void)
 	clock_offset_ms += NATS_RETIRE_MS - 1000;
 	harness_run(h);
 	CU_ASSERT_EQUAL(destroyed - base, 0);
-	/* Past the deadline: the loop's timer destroys the group's, the
-	 * sender thread the filter's at its next wake-up (it waits in real
-	 * time, which the test does not move): a new filter's SUB wakes it. */
+	/* Past the deadline: each sender thread destroys its own at its next
+	 * wake-up (it waits in real time, which the test does not move): a
+	 * new filter's SUB wakes the main one, a new group's the share one. */
 	clock_offset_ms += 2000;
 	client_send_hex(c, "82 08 00 07 00 03 'e/f' 00"); /* and runs the broker */
+	client_send_hex(c, "82 0f 00 08 00 0a '$share/g/e' 00");
 	for (int i = 0; i < 500 && destroyed - base < 2; i++) { /* 5 s at most */
 		harness_run(h);
 		nanosleep(&(struct timespec){.tv_nsec = 10000000}, NULL);
@@ -385,7 +400,7 @@ static CU_TestInfo tests[] = {
 	{"the list is bounded while running, not while stopping", test_list_bound},
 	{"the JetStream worker destroys a group's subscription after its deadline", test_worker_destroys_after_deadline},
 	/* Last: cluster_stop ends cnats's library. */
-	{"the loop destroys a filter's and a group's subscription after their deadline",
+	{"the senders destroy a filter's and a group's subscription after their deadline",
 	 test_loop_destroys_after_deadline},
 	CU_TEST_INFO_NULL,
 };

@@ -14,8 +14,10 @@
  * natsConnection_PublishMsg and natsMsg_Destroy (-Wl,--wrap, CMakeLists.txt)
  * to see what the thread publishes, hold it inside a publish (the gate), and
  * count destroyed messages; the real cnats call still does the work. The
- * wraps of natsConnection_Subscribe and natsSubscription_Unsubscribe list
- * the subjects the thread subscribed and unsubscribed.
+ * wraps of natsConnection_Subscribe, natsConnection_QueueSubscribe and
+ * natsSubscription_Unsubscribe list the subjects the thread subscribed and
+ * unsubscribed; the subscribe wraps keep the handler and closure cnats got,
+ * so a test can deliver a message as cnats would.
  *
  * Subjects: "t.<conn>.<seq>" must be published, seq 0, 1, ... per conn;
  * "drop.<n>" must never be; "big.<n>" are refused as over the server's
@@ -42,6 +44,10 @@ natsStatus __real_natsConnection_Subscribe(natsSubscription **sub, natsConnectio
 					   natsMsgHandler cb, void *closure);
 natsStatus __wrap_natsConnection_Subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
 					   natsMsgHandler cb, void *closure);
+natsStatus __real_natsConnection_QueueSubscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+						const char *queue, natsMsgHandler cb, void *closure);
+natsStatus __wrap_natsConnection_QueueSubscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+						const char *queue, natsMsgHandler cb, void *closure);
 natsStatus __real_natsSubscription_Unsubscribe(natsSubscription *sub);
 natsStatus __wrap_natsSubscription_Unsubscribe(natsSubscription *sub);
 natsStatus __wrap_natsConnection_PublishMsg(natsConnection *nc, natsMsg *msg);
@@ -64,6 +70,8 @@ static struct {
 	char subscribed[256];   /* the subjects subscribed, in order, each followed by ' ' */
 	char unsubscribed[256]; /* the same for natsSubscription_Unsubscribe */
 	size_t unsubscribes;
+	natsMsgHandler cb;  /* the last subscription's, as cnats got them */
+	void *closure;
 } rec = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 /* Relaxed: counting must not add happens-before edges that could hide a
@@ -114,15 +122,33 @@ static void append(char *list, size_t cap, const char *subject)
 	snprintf(list + used, cap - used, "%s ", subject);
 }
 
+/* A subscription the thread made: listed, its handler and closure kept. */
+static void record_subscribed(const char *what, natsMsgHandler cb, void *closure)
+{
+	pthread_mutex_lock(&rec.mu);
+	append(rec.subscribed, sizeof rec.subscribed, what);
+	rec.cb = cb;
+	rec.closure = closure;
+	rec.done++;
+	pthread_cond_broadcast(&rec.cv);
+	pthread_mutex_unlock(&rec.mu);
+}
+
 natsStatus __wrap_natsConnection_Subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
 					   natsMsgHandler cb, void *closure)
 {
 	natsStatus st = __real_natsConnection_Subscribe(sub, nc, subject, cb, closure);
-	pthread_mutex_lock(&rec.mu);
-	append(rec.subscribed, sizeof rec.subscribed, subject);
-	rec.done++;
-	pthread_cond_broadcast(&rec.cv);
-	pthread_mutex_unlock(&rec.mu);
+	record_subscribed(subject, cb, closure);
+	return st;
+}
+
+natsStatus __wrap_natsConnection_QueueSubscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
+						const char *queue, natsMsgHandler cb, void *closure)
+{
+	natsStatus st = __real_natsConnection_QueueSubscribe(sub, nc, subject, queue, cb, closure);
+	char both[128];
+	snprintf(both, sizeof both, "%s@%s", subject, queue);
+	record_subscribed(both, cb, closure);
 	return st;
 }
 
@@ -156,6 +182,8 @@ static void reset(void)
 	memset(rec.next, 0, sizeof rec.next);
 	rec.subscribed[0] = rec.unsubscribed[0] = '\0';
 	rec.unsubscribes = 0;
+	rec.cb = NULL;
+	rec.closure = NULL;
 	pthread_mutex_unlock(&rec.mu);
 	atomic_store(&destroyed, 0);
 }
@@ -600,12 +628,79 @@ static void test_concurrent_push(void)
 		natsConnection_Destroy(nc[i]);
 }
 
-static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+static void on_msg(natsMsg *msg, void *closure, uint64_t tag)
 {
-	(void)nc;
-	(void)sub;
 	(void)closure;
+	(void)tag;
 	natsMsg_Destroy(msg);
+}
+
+/* What on_tagged saw: the caller's closure and tag, per message. */
+struct tagged {
+	unsigned messages;
+	uint64_t tag;
+	void *closure;
+};
+
+static void on_tagged(natsMsg *msg, void *closure, uint64_t tag)
+{
+	struct tagged *t = closure;
+	t->messages++;
+	t->tag = tag;
+	t->closure = closure;
+	natsMsg_Destroy(msg);
+}
+
+/* A message as cnats's delivery thread hands one to the last subscription
+ * made (its handler and closure, kept by the wrap). */
+static void deliver_to_last(natsConnection *nc)
+{
+	natsMsg *nm = make_msg("q.a", 4);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(nm);
+	pthread_mutex_lock(&rec.mu);
+	natsMsgHandler cb = rec.cb;
+	void *closure = rec.closure;
+	pthread_mutex_unlock(&rec.mu);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
+	cb(nc, NULL, nm, closure);
+}
+
+/* A queue SUB made by the thread, in its queue; its messages reach the
+ * caller's handler with the caller's closure and tag (the shared groups
+ * map a message to its group by that tag: groups.c). cnats may still
+ * call the handler after the UNSUB, until the subscription is destroyed
+ * (retire.h), so the sender's own closure must live that long: here it is
+ * called after sender_unsubscribe and again after sender_stop handed the
+ * subscription over, then freed with it (ASan: no use after free, no
+ * leak). */
+static void test_queue_sub_tagged_until_destroyed(void)
+{
+	natsConnection *nc = NULL;
+	struct sender *s = start_nowhere(&nc, 0, 16, UINT64_C(1) << 30);
+	struct tagged seen = {0};
+	struct sender_sub *a = sender_subscribe(s, nc, "q.a", "wisp-share-x", on_tagged, &seen, 7);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+	CU_ASSERT_TRUE(wait_for(&rec.done, 1));
+	CU_ASSERT_STRING_EQUAL(rec.subscribed, "q.a@wisp-share-x ");
+	deliver_to_last(nc);
+	CU_ASSERT_EQUAL(seen.messages, 1);
+	CU_ASSERT_EQUAL(seen.tag, 7);
+	CU_ASSERT_PTR_EQUAL(seen.closure, &seen);
+	sender_unsubscribe(s, a);
+	CU_ASSERT_TRUE(wait_for(&rec.unsubscribes, 1));
+	deliver_to_last(nc); /* a lookup cnats began before the UNSUB */
+	CU_ASSERT_EQUAL(seen.messages, 2);
+	CU_ASSERT_EQUAL(seen.tag, 7);
+	struct nats_retire retired;
+	nats_retire_init(&retired, nats_retire_monotonic_ms, NULL, NULL);
+	sender_stop(s, &retired);
+	CU_ASSERT_EQUAL(retired.n, 1);
+	deliver_to_last(nc);
+	CU_ASSERT_EQUAL(seen.messages, 3);
+	CU_ASSERT_STRING_EQUAL(rec.unsubscribed, "q.a ");
+	natsConnection_Close(nc);
+	nats_retire_all(&retired);
+	natsConnection_Destroy(nc);
 }
 
 /* The thread held inside a publish (as in a write to a server that stopped
@@ -619,8 +714,8 @@ static void test_control_ops_queued_in_order(void)
 	natsConnection *nc = NULL;
 	struct sender *s = start_nowhere(&nc, 0, 16, UINT64_C(1) << 30);
 	size_t fill = hold_publish(s, nc);
-	struct sender_sub *a = sender_subscribe(s, nc, "sub.a", on_msg, NULL);
-	struct sender_sub *b = sender_subscribe(s, nc, "sub.b", on_msg, NULL);
+	struct sender_sub *a = sender_subscribe(s, nc, "sub.a", NULL, on_msg, NULL, 0);
+	struct sender_sub *b = sender_subscribe(s, nc, "sub.b", NULL, on_msg, NULL, 0);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(a);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(b);
 	sender_unsubscribe(s, b);
@@ -653,8 +748,8 @@ static void test_forget_drops_control(void)
 	natsConnection *old = NULL, *nc = NULL;
 	struct sender *s = start_two(&old, &nc);
 	hold_publish(s, nc);
-	struct sender_sub *gone = sender_subscribe(s, old, "sub.old", on_msg, NULL);
-	struct sender_sub *kept = sender_subscribe(s, nc, "sub.new", on_msg, NULL);
+	struct sender_sub *gone = sender_subscribe(s, old, "sub.old", NULL, on_msg, NULL, 0);
+	struct sender_sub *kept = sender_subscribe(s, nc, "sub.new", NULL, on_msg, NULL, 0);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(gone);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(kept);
 	natsMsg *nm = make_msg("drop.0", 8);
@@ -720,7 +815,7 @@ static void test_stop_with_control_queued(void)
 {
 	natsConnection *nc = NULL;
 	struct sender *s = start_nowhere(&nc, 0, 16, UINT64_C(1) << 30);
-	struct sender_sub *a = sender_subscribe(s, nc, "sub.a", on_msg, NULL);
+	struct sender_sub *a = sender_subscribe(s, nc, "sub.a", NULL, on_msg, NULL, 0);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(a);
 	CU_ASSERT_TRUE(wait_for(&rec.done, 1));
 	hold_publish(s, nc);
@@ -768,6 +863,7 @@ static CU_TestInfo tests[] = {
 	{"control operations queued without waiting, run in order", test_control_ops_queued_in_order},
 	{"control publishes bounded, taken again below half", test_control_bound},
 	{"stop with control operations queued: no wait, nothing lost", test_stop_with_control_queued},
+	{"queue SUB: messages tagged; its closure lives until destroyed", test_queue_sub_tagged_until_destroyed},
 	{"forget drops a replaced connection's SUBs and control publishes", test_forget_drops_control},
 	{"published in order, each message freed by the sender", test_published_in_order_and_owned},
 	{"full at cap: refused, caller keeps it, *fill shows the end", test_refuses_at_cap},

@@ -170,6 +170,7 @@ struct cluster {
 	uint64_t send_failed_seen; /* sender_failed() already counted */
 	uint64_t sender_too_large_seen; /* sender_too_large() already counted */
 	uint64_t sub_failed_seen; /* sender_sub_failed() already logged */
+	uint64_t share_sub_failed_seen; /* the same, of the share sender: the groups' queue SUBs */
 	uint64_t early_seen;      /* sender_retired_early() at the last look */
 	uint64_t early_at;        /* loop ms it last grew; the episode ends NATS_RETIRE_MS after */
 	bool early_logged;        /* this episode of its full retire list is logged */
@@ -212,6 +213,12 @@ static struct interest **find(struct cluster *c, const char *filter, size_t len,
 
 static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
 
+static void on_filter_msg(natsMsg *msg, void *closure, uint64_t tag)
+{
+	(void)tag;
+	on_nats_msg(NULL, NULL, msg, closure);
+}
+
 /*
  * The SUBs and UNSUBs go through the sender thread (sender.h): made here,
  * each would wait for the main connection's lock behind a QoS 0 write
@@ -232,10 +239,10 @@ static int nats_subscribe(struct cluster *c, struct interest *in)
 	ssize_t n = subject_from_filter(c->prefix, in->filter, in->len, c->buf, c->buf_cap, &parent_too);
 	if (n < 0)
 		return (int)n;
-	in->sub = sender_subscribe(c->sender, c->nc, c->buf, on_nats_msg, c);
+	in->sub = sender_subscribe(c->sender, c->nc, c->buf, NULL, on_filter_msg, c, 0);
 	if (in->sub && parent_too) {
 		c->buf[n - 2] = '\0'; /* without ".>" */
-		in->parent_sub = sender_subscribe(c->sender, c->nc, c->buf, on_nats_msg, c);
+		in->parent_sub = sender_subscribe(c->sender, c->nc, c->buf, NULL, on_filter_msg, c, 0);
 	}
 	c->b->stats.cluster.subjects += (in->sub != NULL) + (in->parent_sub != NULL);
 	if (!in->sub || (parent_too && !in->parent_sub)) {
@@ -295,7 +302,7 @@ static void subscribe_deferred(struct cluster *c)
 				nats_subscribe(c, in);
 }
 
-/* A new group's queue SUB was just written: its mark follows it. */
+/* A new group's queue SUB was just queued: its mark follows it. */
 static void on_group_subscribed(void *ctx, uint64_t mark)
 {
 	struct cluster *c = ctx;
@@ -564,6 +571,14 @@ static void count_send_failures(struct cluster *c)
 			"filters get nothing from the other nodes", (unsigned long long)(refused - c->sub_failed_seen),
 			refused - c->sub_failed_seen == 1 ? "" : "s", (unsigned long long)refused);
 		c->sub_failed_seen = refused;
+	}
+	refused = sender_sub_failed(c->share_sender);
+	if (refused != c->share_sub_failed_seen) {
+		uint64_t n = refused - c->share_sub_failed_seen;
+		log_msg(LOG_WARNING, "cluster", "NATS refused %llu queue SUB%s of shared groups (%llu so far): their "
+			"members get only this node's messages' share", (unsigned long long)n, n == 1 ? "" : "s",
+			(unsigned long long)refused);
+		c->share_sub_failed_seen = refused;
 	}
 	/* The filters' subscriptions end on the sender thread, whose retire
 	 * list only counts what it destroys early: said here, as the loop's
@@ -1372,7 +1387,8 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 			 natsStatus_GetText(st));
 		goto fail;
 	}
-	if (groups_start(&c->groups, cfg, c->signer, c->node, c->prefix, &c->inbox, &b->stats.cluster.subjects, err, errlen) != 0)
+	if (groups_start(&c->groups, cfg, c->signer, c->node, c->prefix, c->share_sender, &c->inbox,
+			 &b->stats.cluster.subjects, err, errlen) != 0)
 		goto fail;
 	int rc = retained_kv_start(&c->retained, b, c->nc, c->sender, &c->inbox, c->node, c);
 	if (rc == 0)
@@ -1475,11 +1491,12 @@ void cluster_stop(struct cluster *c)
 	durable_stop(c->durable, &c->retired.list); /* closes its own connection first */
 	presence_stop(c->presence, &c->retired.list); /* on the groups' connection */
 	totals_stop(c->totals, &c->retired.list);
-	/* Nothing publishes on '<node>-share' any more; joined before it
-	 * closes. */
+	/* Nothing publishes on '<node>-share' any more, and the groups'
+	 * UNSUBs are queued: joined before it closes. */
+	groups_leave(c->groups);
 	sender_stop(c->share_sender, &c->retired.list);
 	c->share_sender = NULL;
-	groups_close(c->groups, &c->retired.list);
+	groups_close(c->groups);
 	retained_kv_stop(c->retained, &c->retired.list);
 	/* Close joins cnats's threads: no callback runs after it. */
 	if (c->nc) {

@@ -10,7 +10,10 @@
  * same queue name: one message matches only one of the two subjects.
  *
  * The tag a message gets on cnats's thread is "<run secret>.<number>", so a
- * NATS publisher cannot address a group by setting the header itself.
+ * NATS publisher cannot address a group by setting the header itself. The
+ * number is the loop's, given to the subscription when its SUB is queued
+ * on the share sender (sender.h), which makes it on its own thread: cnats's
+ * sid would be known only after that, maybe after its first message.
  *
  * With a stream (groups_set_stream), the group's JetStream consumers are
  * named after the same digest ("wisp-share-<hex>", and "-p" for the
@@ -40,16 +43,16 @@
 #include "log.h"
 #include "loop.h"
 #include "nats_auth.h"
-#include "retire.h"
+#include "sender.h"
 #include "subject.h"
 
 #define GROUPS_BUCKETS 1024u
 #define TAG_HEADER "Wisp-Share"
 
-/* One NATS subscription of a group, found by its sid on the loop thread. */
-struct sid_link {
-	struct sid_link *next;
-	int64_t sid;
+/* One NATS subscription of a group, found by its tag on the loop thread. */
+struct tag_link {
+	struct tag_link *next;
+	uint64_t tag;
 	struct group_sub *gs;
 };
 
@@ -62,8 +65,8 @@ struct group_sub {
 	uint8_t waits;             /* what its mark still waits for: its queue SUB, its consumers */
 	bool stream_wait;          /* one of the waits is its consumers */
 	char digest[33];           /* hex of the queue name's digest */
-	struct sid_link links[2];  /* sub's and parent_sub's */
-	natsSubscription *sub, *parent_sub;
+	struct tag_link links[2];  /* sub's and parent_sub's */
+	struct sender_sub *sub, *parent_sub;
 	struct group_sub *held_next; /* debug builds: queued behind WISP_DEBUG_DELAY_SHARE_SUB */
 	uint64_t mark;             /* handed to on_subscribed once its queue SUB is sent */
 	uint32_t hash;
@@ -75,12 +78,14 @@ struct group_sub {
 struct cluster_groups {
 	natsOptions *opts;
 	natsConnection *nc;
+	struct sender *sender;     /* the share sender: the queue SUBs and UNSUBs */
 	struct inbox *inbox;
 	char *prefix;
 	char secret[17];
 	uint64_t *count;           /* NATS queue subscriptions held: the broker's cluster/subjects figure */
 	struct group_sub *by_key[GROUPS_BUCKETS];
-	struct sid_link *by_sid[GROUPS_BUCKETS];
+	struct tag_link *by_tag[GROUPS_BUCKETS];
+	uint64_t tags;             /* the last tag given */
 	char *buf;
 	size_t buf_cap;
 	void (*on_subscribed)(void *ctx, uint64_t mark);
@@ -95,17 +100,19 @@ struct cluster_groups {
 	char *stream_prefix;       /* the stream's subjects' first token */
 	uint64_t stream_ids;
 	bool delay_subs;           /* debug builds: WISP_DEBUG_DELAY_SHARE_SUB */
-	uint64_t dropped_gone;     /* cnats's drops of queue subscriptions since destroyed */
 	size_t ngroups;            /* entries in by_key */
 	size_t max_groups;         /* cluster.max_groups */
 	bool refusing;             /* a refusal was logged; the next new group ends the episode */
-	struct nats_retire_loop retired; /* queue subscriptions left, not destroyed yet (retire.h) */
-	struct nats_link link;     /* nc up (link.h): the loop's queue SUBs and UNSUBs wait while it is not */
+	/* nc up (link.h): the queue SUBs and UNSUBs are not even queued while
+	 * it is not, as the filters' (cluster.c): cnats's reconnect thread
+	 * holds the connection's lock through each attempt, and would hold
+	 * the share sender's claims and answers behind them. */
+	struct nats_link link;
 	/* Queue subscriptions of groups left while nc was down, unsubscribed
 	 * once it is back: at most two per group that had its SUB before the
 	 * loss (a group made meanwhile has none), so cluster.max_groups bounds
 	 * them. */
-	natsSubscription **leaving;
+	struct sender_sub **leaving;
 	size_t nleaving, leaving_cap;
 };
 
@@ -118,24 +125,23 @@ static struct group_sub **find_key(struct cluster_groups *g, const char *key, si
 	return pp;
 }
 
-static struct sid_link **find_sid(struct cluster_groups *g, int64_t sid)
+static struct tag_link **find_tag(struct cluster_groups *g, uint64_t tag)
 {
-	struct sid_link **pp = &g->by_sid[(uint64_t)sid % GROUPS_BUCKETS];
+	struct tag_link **pp = &g->by_tag[tag % GROUPS_BUCKETS];
 	for (; *pp; pp = &(*pp)->next)
-		if ((*pp)->sid == sid)
+		if ((*pp)->tag == tag)
 			break;
 	return pp;
 }
 
 /* cnats's delivery thread: tag and hand over, nothing else. It reads only
  * the secret, written before the connection exists. */
-static void on_group_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+static void on_group_msg(natsMsg *msg, void *closure, uint64_t tag)
 {
-	(void)nc;
 	struct cluster_groups *g = closure;
-	char tag[48];
-	snprintf(tag, sizeof tag, "%s.%" PRId64, g->secret, natsSubscription_GetID(sub));
-	if (natsMsgHeader_Set(msg, TAG_HEADER, tag) != NATS_OK || !inbox_push(g->inbox, msg))
+	char value[48];
+	snprintf(value, sizeof value, "%s.%" PRIu64, g->secret, tag);
+	if (natsMsgHeader_Set(msg, TAG_HEADER, value) != NATS_OK || !inbox_push(g->inbox, msg))
 		natsMsg_Destroy(msg); /* a full inbox counts it */
 }
 
@@ -210,22 +216,32 @@ static void stream_join(struct cluster_groups *g, struct group_sub *gs, const ch
 	wisp_free(parent);
 }
 
-static void link_sid(struct cluster_groups *g, struct group_sub *gs, int i, natsSubscription *sub)
+/* Queues the queue SUB of gs's subscription i (0: its subject, 1: the
+ * parent level) on the share sender, under a new tag. */
+static void subscribe_one(struct cluster_groups *g, struct group_sub *gs, int i, const char *queue)
 {
-	struct sid_link *l = &gs->links[i];
-	l->sid = natsSubscription_GetID(sub);
+	struct tag_link *l = &gs->links[i];
+	struct sender_sub **sub = i ? &gs->parent_sub : &gs->sub;
+	l->tag = ++g->tags;
+	*sub = sender_subscribe(g->sender, g->nc, g->buf, queue, on_group_msg, g, l->tag);
+	if (!*sub) {
+		log_msg(LOG_WARNING, "cluster", "out of memory: no NATS queue subscription for '%.*s': its members "
+			"get only this node's messages' share", (int)gs->len, gs->key);
+		return;
+	}
 	l->gs = gs;
-	struct sid_link **pp = &g->by_sid[(uint64_t)l->sid % GROUPS_BUCKETS];
+	struct tag_link **pp = &g->by_tag[l->tag % GROUPS_BUCKETS];
 	l->next = *pp;
 	*pp = l;
+	(*g->count)++;
 }
 
 /* Leaves `leaving` for groups_resubscribe: false when out of memory. */
-static bool leave_later(struct cluster_groups *g, natsSubscription **sub)
+static bool leave_later(struct cluster_groups *g, struct sender_sub **sub)
 {
 	if (g->nleaving == g->leaving_cap) {
 		size_t cap = g->leaving_cap ? g->leaving_cap * 2 : 8;
-		natsSubscription **grown = wisp_realloc(g->leaving, cap * sizeof *grown);
+		struct sender_sub **grown = wisp_realloc(g->leaving, cap * sizeof *grown);
 		if (!grown)
 			return false;
 		g->leaving = grown;
@@ -236,37 +252,31 @@ static bool leave_later(struct cluster_groups *g, natsSubscription **sub)
 	return true;
 }
 
-/* unsubscribe: the connection is up again (or closed for good: not). */
-static void retire_leaving(struct cluster_groups *g, struct nats_retire *retired, bool unsubscribe)
+/* The connection is up again, or replaced (its subscriptions closed with
+ * it: the UNSUB only ends them on our side). */
+static void unsubscribe_leaving(struct cluster_groups *g)
 {
-	for (size_t i = 0; i < g->nleaving; i++) {
-		if (unsubscribe)
-			natsSubscription_Unsubscribe(g->leaving[i]);
-		nats_retire_sub(retired, &g->leaving[i]);
-	}
+	for (size_t i = 0; i < g->nleaving; i++)
+		sender_unsubscribe(g->sender, g->leaving[i]);
 	g->nleaving = 0;
 }
 
-/* Unsubscribed at once, destroyed from `retired` NATS_RETIRE_MS later
- * or, stopping, once every connection is closed (retire.h: libnats 3.4's
- * read loop). Not `now` (the connection is down, link.h): its messages
- * map to no group from now on, and groups_resubscribe ends it. */
-static void unsubscribe(struct cluster_groups *g, struct group_sub *gs, struct nats_retire *retired, bool now)
+/* The UNSUB queued on the share sender at once (sender.h: destroyed
+ * NATS_RETIRE_MS later, or once every connection is closed). Not `now`
+ * (the connection is down, link.h): its messages map to no group from now
+ * on, and groups_resubscribe ends it. */
+static void unsubscribe(struct cluster_groups *g, struct group_sub *gs, bool now)
 {
-	natsSubscription **subs[2] = {&gs->sub, &gs->parent_sub};
+	struct sender_sub **subs[2] = {&gs->sub, &gs->parent_sub};
 	for (int i = 0; i < 2; i++) {
 		if (!*subs[i])
 			continue;
-		struct sid_link **pp = find_sid(g, gs->links[i].sid);
+		struct tag_link **pp = find_tag(g, gs->links[i].tag);
 		if (*pp)
 			*pp = (*pp)->next;
-		int64_t dropped = 0;
-		if (natsSubscription_GetDropped(*subs[i], &dropped) == NATS_OK && dropped > 0)
-			g->dropped_gone += (uint64_t)dropped;
-		if (now || !leave_later(g, subs[i])) {
-			natsSubscription_Unsubscribe(*subs[i]);
-			nats_retire_sub(retired, subs[i]);
-		}
+		if (now || !leave_later(g, subs[i]))
+			sender_unsubscribe(g->sender, *subs[i]);
+		*subs[i] = NULL;
 		(*g->count)--;
 	}
 }
@@ -274,7 +284,8 @@ static void unsubscribe(struct cluster_groups *g, struct group_sub *gs, struct n
 static void subscribe_queue(struct cluster_groups *g, struct group_sub *gs);
 
 /* tell: a new group's queue SUB, which its mark waits for; not one made
- * again on a connection cnats replaced (groups_reconnect). */
+ * again on a connection cnats replaced (groups_reconnect). The mark goes
+ * out on the same sender, after the SUB. */
 static void subscribe(struct cluster_groups *g, struct group_sub *gs, bool tell)
 {
 	subscribe_queue(g, gs);
@@ -299,25 +310,14 @@ static void subscribe_queue(struct cluster_groups *g, struct group_sub *gs)
 	queue_name(gs, queue);
 	if (!nats_link_up(&g->link))
 		return; /* groups_resubscribe, once it is back */
-	natsStatus st = natsConnection_QueueSubscribe(&gs->sub, g->nc, g->buf, queue, on_group_msg, g);
-	if (st == NATS_OK) {
-		link_sid(g, gs, 0, gs->sub);
-		(*g->count)++;
-	}
-	if (st == NATS_OK && parent_too) {
+	/* Even out of memory the caller counts it done: a SUBACK waiting for
+	 * the mark must not hang. A SUB cnats refuses is counted by the
+	 * sender and logged by the loop (cluster.c). */
+	subscribe_one(g, gs, 0, queue);
+	if (gs->sub && parent_too) {
 		g->buf[n - 2] = '\0'; /* without ".>" */
-		st = natsConnection_QueueSubscribe(&gs->parent_sub, g->nc, g->buf, queue, on_group_msg, g);
-		if (st == NATS_OK) {
-			link_sid(g, gs, 1, gs->parent_sub);
-			(*g->count)++;
-		}
+		subscribe_one(g, gs, 1, queue);
 	}
-	/* Even after a failure the caller counts it done: a SUBACK waiting
-	 * for the mark must not hang. Closed for good: groups_reconnect
-	 * subscribes again. */
-	if (st != NATS_OK && natsConnection_Status(g->nc) != NATS_CONN_STATUS_CLOSED)
-		log_msg(LOG_WARNING, "cluster", "cannot join NATS queue group for '%.*s': %s: its members get "
-			"only this node's messages' share", (int)gs->len, gs->key, natsStatus_GetText(st));
 }
 
 static void unhold(struct cluster_groups *g, struct group_sub *gs)
@@ -425,7 +425,7 @@ void groups_unref(struct cluster_groups *g, const char *key, size_t len)
 	if (!gs || --gs->count > 0)
 		return;
 	unhold(g, gs);
-	unsubscribe(g, gs, &g->retired.list, nats_link_up(&g->link));
+	unsubscribe(g, gs, nats_link_up(&g->link));
 	*pp = gs->by_key_next;
 	forget(g, gs);
 	wisp_free(gs);
@@ -494,7 +494,7 @@ bool groups_message(struct cluster_groups *g, natsMsg *nm, const char **key, siz
 	size_t slen = strlen(g->secret);
 	if (strncmp(tag, g->secret, slen) != 0 || tag[slen] != '.')
 		return false; /* set by a NATS publisher, not by on_group_msg */
-	struct sid_link *l = *find_sid(g, strtoll(tag + slen + 1, NULL, 10));
+	struct tag_link *l = *find_tag(g, strtoull(tag + slen + 1, NULL, 10));
 	*key = l ? l->gs->key : NULL;
 	*len = l ? l->gs->len : 0;
 	return true;
@@ -506,7 +506,6 @@ void groups_on_subscribed(struct cluster_groups *g, struct loop *loop, void (*cb
 			  void *ctx)
 {
 	g->loop = loop;
-	nats_retire_loop_set(&g->retired, loop);
 	g->on_subscribed = cb;
 	g->on_subscribed_ctx = ctx;
 }
@@ -536,7 +535,7 @@ void groups_resubscribe(struct cluster_groups *g)
 {
 	if (!g || !nats_link_up(&g->link))
 		return;
-	retire_leaving(g, &g->retired.list, true);
+	unsubscribe_leaving(g);
 	subscribe_missing(g);
 }
 
@@ -585,28 +584,29 @@ uint64_t groups_pending_dropped(const struct cluster_groups *g)
 {
 	if (!g)
 		return 0;
-	uint64_t total = g->dropped_gone;
+	uint64_t total = g->sender ? sender_dropped_gone(g->sender) : 0;
 	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
-		for (const struct group_sub *gs = g->by_key[i]; gs; gs = gs->by_key_next) {
-			natsSubscription *subs[2] = {gs->sub, gs->parent_sub};
-			total += cluster_nats_dropped(subs, 2);
-		}
+		for (const struct group_sub *gs = g->by_key[i]; gs; gs = gs->by_key_next)
+			total += (gs->sub ? sender_sub_dropped(gs->sub) : 0) +
+				 (gs->parent_sub ? sender_sub_dropped(gs->parent_sub) : 0);
+	for (size_t i = 0; i < g->nleaving; i++)
+		total += sender_sub_dropped(g->leaving[i]);
 	return total;
 }
 
 int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, const struct nats_signer *signer,
-		 const char *node, const char *prefix,
+		 const char *node, const char *prefix, struct sender *sender,
 		 struct inbox *inbox, uint64_t *count, char *err, size_t errlen)
 {
 	*out = NULL;
 	struct cluster_groups *g = wisp_calloc(1, sizeof *g);
 	if (!g)
 		goto nomem;
+	g->sender = sender;
 	g->inbox = inbox;
 	g->count = count;
 	g->max_groups = cfg->max_groups;
 	list_init(&g->held_timer.link);
-	nats_retire_loop_init(&g->retired, NULL);
 #ifndef NDEBUG
 	g->delay_subs = getenv("WISP_DEBUG_DELAY_SHARE_SUB") != NULL;
 #endif
@@ -628,7 +628,7 @@ int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, 
 	if (st == NATS_OK)
 		st = natsOptions_SetName(g->opts, name);
 	if (st == NATS_OK && nats_auth_apply(g->opts, cfg, signer, err, errlen) != 0) {
-		groups_close(g, NULL); /* holds no subscription yet */
+		groups_close(g);
 		groups_free(g);
 		return WISP_ECONFIG;
 	}
@@ -660,7 +660,7 @@ int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, 
 		nats_urls_redacted(cfg->nats, urls, sizeof urls);
 		snprintf(err, errlen, "cluster: cannot set up the shared-subscription NATS connection to %s: %s", urls,
 			 natsStatus_GetText(st));
-		groups_close(g, NULL); /* holds no subscription yet */
+		groups_close(g);
 		groups_free(g);
 		return WISP_EIO;
 	}
@@ -668,7 +668,7 @@ int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, 
 	return 0;
 nomem:
 	snprintf(err, errlen, "cluster: out of memory");
-	groups_close(g, NULL);
+	groups_close(g);
 	groups_free(g);
 	return WISP_ENOMEM;
 }
@@ -681,8 +681,8 @@ void groups_reconnect(struct cluster_groups *g, natsConnection *nc, bool connect
 	 * over nothing more, and only their objects are left to free. */
 	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
 		for (struct group_sub *gs = g->by_key[i]; gs; gs = gs->by_key_next)
-			unsubscribe(g, gs, &g->retired.list, true);
-	retire_leaving(g, &g->retired.list, false);
+			unsubscribe(g, gs, true);
+	unsubscribe_leaving(g);
 	natsConnection *old = g->nc;
 	g->nc = nc;
 	nats_link_set(&g->link, connected); /* the new one's callbacks keep it from here */
@@ -726,7 +726,7 @@ void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms)
 		natsSubscription_WaitForDrainCompletion(sub, timeout_ms);
 }
 
-void groups_close(struct cluster_groups *g, struct nats_retire *retired)
+void groups_leave(struct cluster_groups *g)
 {
 	if (!g)
 		return;
@@ -735,17 +735,22 @@ void groups_close(struct cluster_groups *g, struct nats_retire *retired)
 	g->held = NULL;
 	g->marks = NULL;
 	g->stream_ops = NULL; /* the durable side unbinds its own at its stop */
-	if (retired)
-		nats_retire_loop_hand_over(&g->retired, retired);
 	for (size_t i = 0; i < GROUPS_BUCKETS; i++)
 		while (g->by_key[i]) {
 			struct group_sub *gs = g->by_key[i];
 			g->by_key[i] = gs->by_key_next;
-			unsubscribe(g, gs, retired, true); /* destroyed once every connection is closed */
+			unsubscribe(g, gs, true);
 			wisp_free(gs);
 		}
-	retire_leaving(g, retired, false); /* closed with the connection, below */
+	unsubscribe_leaving(g);
 	g->ngroups = 0;
+}
+
+void groups_close(struct cluster_groups *g)
+{
+	if (!g)
+		return;
+	groups_leave(g);
 	if (g->nc) {
 		natsConnection_Close(g->nc);
 		natsConnection_Destroy(g->nc);
@@ -757,7 +762,6 @@ void groups_free(struct cluster_groups *g)
 {
 	if (!g)
 		return;
-	nats_retire_all(&g->retired.list); /* a start that failed: groups_close did not run */
 	natsOptions_Destroy(g->opts);
 	wisp_free(g->buf);
 	wisp_free(g->prefix);

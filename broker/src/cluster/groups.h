@@ -13,9 +13,11 @@
  * The queue subscriptions live on a second NATS connection, with echo on:
  * the main one is no-echo, and a node's own members must be candidates for
  * the messages its own clients publish. The same connection carries the
- * client-id claims (presence.h) and the $SYS figures (totals.h). cnats's
- * delivery thread tags each message of a queue subscription with the
- * subscription's number (header Wisp-Share) and hands it to the cluster's
+ * client-id claims (presence.h) and the $SYS figures (totals.h). The queue
+ * SUBs and UNSUBs go through that connection's sender thread (sender.h),
+ * so a stalled write on it never holds the loop. cnats's delivery thread
+ * tags each message of a queue subscription with the number the loop gave
+ * the subscription (header Wisp-Share) and hands it to the cluster's
  * inbox; the loop thread maps the number back to
  * the group (a number whose group is gone maps to nothing: the message is
  * dropped, as a local group that just lost its last member drops it).
@@ -30,9 +32,9 @@
  * Memory: one entry per distinct shared filter this node's sessions hold,
  * at most cluster.max_groups of them (groups_admit), about 140 bytes plus
  * the key, in three fixed hash tables of GROUPS_BUCKETS (by key, by NATS
- * subscription, by digest); the JetStream worker keeps the consumers'
- * names and subjects of each (jetstream.h); a queue subscription left is
- * destroyed 5 s later (retire.h).
+ * subscription's tag, by digest); the JetStream worker keeps the
+ * consumers' names and subjects of each (jetstream.h); the sender destroys
+ * a queue subscription left 5 s later (retire.h).
  * Loop thread only, except the message callback.
  */
 #ifndef WISP_CLUSTER_GROUPS_H
@@ -46,6 +48,7 @@
 
 struct inbox;
 struct cluster_groups;
+struct sender;
 
 /* Raised on the inbox: the connection is up (first connect, reconnect, or
  * one made anew), or cnats closed it for good (groups_closed tells whether
@@ -58,25 +61,30 @@ struct config_cluster;
 struct nats_signer;
 
 /* Connects the second connection (in the background, as the main one) to
- * cfg->nats (with cfg's TLS and credentials, signer's NKey) as "<node>-share", handing its messages to `inbox`, and keeps
- * *count (the cluster/subjects figure) up by the queue subscriptions it
- * holds. Borrows both until groups_free. 0, or WISP_ENOMEM / WISP_EIO /
+ * cfg->nats (with cfg's TLS and credentials, signer's NKey) as
+ * "<node>-share", handing its messages to `inbox`, and keeps *count (the
+ * cluster/subjects figure) up by the queue subscriptions it holds, made
+ * and ended by `sender` (the connection's own). Borrows all three until
+ * groups_free. 0, or WISP_ENOMEM / WISP_EIO /
  * WISP_ECONFIG (nats_auth.h) with err set. */
 int groups_start(struct cluster_groups **out, const struct config_cluster *cfg, const struct nats_signer *signer,
-		 const char *node, const char *prefix,
+		 const char *node, const char *prefix, struct sender *sender,
 		 struct inbox *inbox, uint64_t *count, char *err, size_t errlen);
-/* Leaves every group and closes the connection; the queue subscriptions,
- * those left earlier too, go to `retired`, destroyed once every connection
- * is closed (retire.h; NULL: at once, for a start that failed). groups_free, once cnats's threads are gone
- * (nats_CloseAndWait), frees the rest. NULL: no-op. */
-struct nats_retire;
-void groups_close(struct cluster_groups *g, struct nats_retire *retired);
+/* Leaves every group: their UNSUBs (those of groups left earlier too) are
+ * queued on the sender, which must still run. Before sender_stop. NULL:
+ * no-op. */
+void groups_leave(struct cluster_groups *g);
+/* Leaves every group (if groups_leave did not) and closes the connection,
+ * once the sender, which makes and ends its subscriptions, is stopped.
+ * groups_free, once cnats's threads are gone (nats_CloseAndWait), frees
+ * the rest. NULL: no-op. */
+void groups_close(struct cluster_groups *g);
 void groups_free(struct cluster_groups *g);
 
 /* One more (less) local member subscription of the shared filter `key`
  * ("$share/g/f", valid): the first subscribes the queue, the last gone
  * unsubscribes it. groups_ref returns true when it is the first: then
- * on_subscribed(mark) follows right after its queue SUB is written (a
+ * on_subscribed(mark) follows right after its queue SUB is queued (a
  * mark of 0: none). */
 bool groups_ref(struct cluster_groups *g, const char *key, size_t len, uint64_t mark);
 void groups_unref(struct cluster_groups *g, const char *key, size_t len);
@@ -97,8 +105,8 @@ bool groups_admit(struct cluster_groups *g, const char *key, size_t len);
 bool groups_message(struct cluster_groups *g, natsMsg *nm, const char **key, size_t *len);
 
 /* Calls cb(ctx, mark), on the loop thread, right after a new group's
- * queue SUB is written to the second connection: anything published on
- * that connection from cb reaches nats-server after the SUB. `loop` times
+ * queue SUB is queued on the second connection's sender: anything cb
+ * queues on that sender reaches nats-server after the SUB. `loop` times
  * the debug builds' WISP_DEBUG_DELAY_SHARE_SUB. Borrows all until
  * groups_close. */
 struct loop;

@@ -20,6 +20,7 @@ void nats_retire_init(struct nats_retire *r, uint64_t (*now_ms)(void *ctx), void
 static void destroy_oldest(struct nats_retire *r)
 {
 	natsSubscription_Destroy(r->v[r->head].sub);
+	free(r->v[r->head].closure);
 	r->head = (r->head + 1) % r->cap;
 	r->n--;
 }
@@ -55,12 +56,17 @@ uint64_t nats_retire_monotonic_ms(void *ctx)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-void nats_retire_sub(struct nats_retire *r, natsSubscription **sub)
+void nats_retire_sub(struct nats_retire *r, natsSubscription **sub) { nats_retire_sub_closure(r, sub, NULL); }
+
+void nats_retire_sub_closure(struct nats_retire *r, natsSubscription **sub, void *closure)
 {
-	if (!*sub)
+	if (!*sub) {
+		free(closure);
 		return;
+	}
 	if (!r) {
 		natsSubscription_Destroy(*sub);
+		free(closure);
 		*sub = NULL;
 		return;
 	}
@@ -68,6 +74,7 @@ void nats_retire_sub(struct nats_retire *r, natsSubscription **sub)
 	if (r->n == r->cap && (full || !grow(r))) {
 		if (!r->n) { /* out of memory for the first one: at once, as before this list */
 			natsSubscription_Destroy(*sub);
+			free(closure);
 			*sub = NULL;
 			r->early++;
 			return;
@@ -82,7 +89,7 @@ void nats_retire_sub(struct nats_retire *r, natsSubscription **sub)
 		r->early++;
 	}
 	uint64_t due = r->now_ms(r->ctx) + NATS_RETIRE_MS;
-	r->v[(r->head + r->n++) % r->cap] = (struct nats_retired){.sub = *sub, .due_ms = due};
+	r->v[(r->head + r->n++) % r->cap] = (struct nats_retired){.sub = *sub, .closure = closure, .due_ms = due};
 	*sub = NULL;
 	if (r->n == 1 && r->arm)
 		r->arm(r->ctx, due);
@@ -104,10 +111,10 @@ void nats_retire_move(struct nats_retire *dst, struct nats_retire *src)
 {
 	dst->stopping = true;
 	while (src->n) {
-		natsSubscription *sub = src->v[src->head].sub;
+		struct nats_retired e = src->v[src->head];
 		src->head = (src->head + 1) % src->cap;
 		src->n--;
-		nats_retire_sub(dst, &sub);
+		nats_retire_sub_closure(dst, &e.sub, e.closure);
 	}
 	nats_retire_all(src);
 }

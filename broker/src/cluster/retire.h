@@ -35,12 +35,13 @@
  * or not.
  *
  * Lists are owned by the structures whose thread unsubscribes: struct
- * cluster's and the shared groups' on the loop thread (struct
- * nats_retire_loop, drained by a loop timer), the JetStream worker's
- * (struct jsw, drained on the worker's own wake-ups). Not thread-safe:
- * the owner's thread only.
+ * cluster's on the loop thread (struct nats_retire_loop, drained by a
+ * loop timer), each sender's (sender.h: the filters' and the shared
+ * groups' subscriptions) and the JetStream worker's (struct jsw), drained
+ * on their threads' own wake-ups. Not thread-safe: the owner's thread
+ * only.
  *
- * Bound: an entry (16 bytes, plus cnats's subscription object, a few
+ * Bound: an entry (24 bytes, plus cnats's subscription object, a few
  * hundred bytes) per subscription unsubscribed in the last
  * NATS_RETIRE_MS. Subscriptions held at once are bounded by the filters
  * and shared groups the node's sessions hold (limits.max_subscriptions
@@ -65,6 +66,7 @@
 
 struct nats_retired {
 	natsSubscription *sub;
+	void *closure;  /* its message callback's, the C heap's: freed with it (NULL: none) */
 	uint64_t due_ms;
 };
 
@@ -99,6 +101,10 @@ uint64_t nats_retire_monotonic_ms(void *ctx);
  * *sub to NULL. r NULL: destroyed at once (no connection can look it up
  * any more: a module's free after its stop). */
 void nats_retire_sub(struct nats_retire *r, natsSubscription **sub);
+/* The same, and closure (the C heap's: free()) is freed right after the
+ * subscription is destroyed: cnats may still call the subscription's
+ * callback with it until then (sender.h's subscriptions). */
+void nats_retire_sub_closure(struct nats_retire *r, natsSubscription **sub, void *closure);
 /* Destroys the entries due by now. Returns the next deadline (ms of the
  * owner's clock), 0 when the list is empty. */
 uint64_t nats_retire_due(struct nats_retire *r);

@@ -40,11 +40,15 @@ struct control_pub {
 	size_t bytes;
 };
 
+/* cnats's closure for the subscription it makes: freed only with the
+ * subscription (retire.h), as cnats may call on_sub_msg until then. */
 struct sender_sub {
 	struct op sub_op, unsub_op;
 	natsConnection *nc;
-	natsMsgHandler cb;
+	sender_msg_fn cb;
 	void *closure;
+	uint64_t tag;
+	const char *queue;         /* in subject[], after the subject; NULL: none */
 	/* The thread's once made; the loop reads it for the drops. */
 	_Atomic(natsSubscription *) sub;
 	char subject[];
@@ -80,6 +84,14 @@ static uint64_t sub_dropped(natsSubscription *sub)
 	return sub && natsSubscription_GetDropped(sub, &dropped) == NATS_OK && dropped > 0 ? (uint64_t)dropped : 0;
 }
 
+static void on_sub_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	struct sender_sub *ss = closure;
+	ss->cb(msg, ss->closure, ss->tag);
+}
+
 /* Sender thread, outside the lock. */
 static void run_op(struct sender *s, struct op *op)
 {
@@ -95,8 +107,11 @@ static void run_op(struct sender *s, struct op *op)
 	if (op->kind == OP_SUBSCRIBE) {
 		struct sender_sub *ss = container_of(op, struct sender_sub, sub_op);
 		natsSubscription *sub = NULL;
-		natsStatus st = stopping ? NATS_OK : natsConnection_Subscribe(&sub, ss->nc, ss->subject, ss->cb,
-									     ss->closure);
+		natsStatus st = NATS_OK;
+		if (!stopping && ss->queue)
+			st = natsConnection_QueueSubscribe(&sub, ss->nc, ss->subject, ss->queue, on_sub_msg, ss);
+		else if (!stopping)
+			st = natsConnection_Subscribe(&sub, ss->nc, ss->subject, on_sub_msg, ss);
 		if (st != NATS_OK) {
 			sub = NULL;
 			if (natsConnection_Status(ss->nc) != NATS_CONN_STATUS_CLOSED)
@@ -111,8 +126,9 @@ static void run_op(struct sender *s, struct op *op)
 		atomic_fetch_add_explicit(&s->dropped_gone, sub_dropped(sub), memory_order_relaxed);
 		if (!stopping)
 			natsSubscription_Unsubscribe(sub);
-		nats_retire_sub(&s->retired, &sub);
+		nats_retire_sub_closure(&s->retired, &sub, ss);
 		atomic_store_explicit(&s->retired_early, s->retired.early, memory_order_relaxed);
+		return;
 	}
 	free(ss);
 }
@@ -344,11 +360,11 @@ size_t sender_cap(const struct sender *s) { return s->cap; }
 
 uint64_t sender_max_bytes(const struct sender *s) { return s->max_bytes; }
 
-struct sender_sub *sender_subscribe(struct sender *s, natsConnection *nc, const char *subject, natsMsgHandler cb,
-				    void *closure)
+struct sender_sub *sender_subscribe(struct sender *s, natsConnection *nc, const char *subject, const char *queue,
+				    sender_msg_fn cb, void *closure, uint64_t tag)
 {
-	size_t len = strlen(subject);
-	struct sender_sub *ss = calloc(1, sizeof *ss + len + 1);
+	size_t len = strlen(subject), qlen = queue ? strlen(queue) + 1 : 0;
+	struct sender_sub *ss = calloc(1, sizeof *ss + len + 1 + qlen);
 	if (!ss)
 		return NULL;
 	ss->sub_op.kind = OP_SUBSCRIBE;
@@ -356,8 +372,13 @@ struct sender_sub *sender_subscribe(struct sender *s, natsConnection *nc, const 
 	ss->nc = nc;
 	ss->cb = cb;
 	ss->closure = closure;
+	ss->tag = tag;
 	atomic_init(&ss->sub, NULL);
 	memcpy(ss->subject, subject, len + 1);
+	if (queue) {
+		memcpy(ss->subject + len + 1, queue, qlen);
+		ss->queue = ss->subject + len + 1;
+	}
 	pthread_mutex_lock(&s->mu);
 	list_push_back(&s->control, &ss->sub_op.link);
 	pthread_cond_signal(&s->cv);

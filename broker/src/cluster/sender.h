@@ -35,13 +35,16 @@
  * and the unbounded ones their callers bound (that resending: a snapshot
  * of the node's own filters, queued again only after a refusal drained or
  * at a reconnect). '<node>-share' has a sender of its own with control
- * publishes only: the claims, the handovers' messages, the interest
- * answers and the $SYS figures (cluster.c).
+ * operations only: the shared groups' queue SUBs and UNSUBs, the claims,
+ * the handovers' messages, the interest answers and the $SYS figures
+ * (cluster.c).
  *
  * Memory: cap entries (a connection and a message pointer each), fixed at
  * start; the messages themselves are cnats's, max_bytes of them at most.
  * A control operation is one allocation (the subject or the message with
- * it). Locking: one mutex, held only to move pointers in and out.
+ * it); a subscription's lives until cnats can no longer call its
+ * callback (sender_msg_fn). Locking: one mutex, held only to move
+ * pointers in and out.
  */
 #ifndef WISP_CLUSTER_SENDER_H
 #define WISP_CLUSTER_SENDER_H
@@ -83,15 +86,23 @@ bool sender_push(struct sender *s, natsConnection *nc, natsMsg *nm, size_t bytes
 void sender_forget(struct sender *s, natsConnection *nc);
 /* A subscription the thread makes and ends (control operations). */
 struct sender_sub;
+/* A subscription's messages, on cnats's delivery thread, with the closure
+ * and tag given to sender_subscribe. The tag is the caller's name for the
+ * subscription: cnats's own (its sid) exists only once the thread made the
+ * SUB, possibly after its first message reached the loop. Called until the
+ * subscription is destroyed, NATS_RETIRE_MS after its UNSUB (retire.h),
+ * or at sender_stop's `retired`: the closure must live that long. */
+typedef void (*sender_msg_fn)(natsMsg *msg, void *closure, uint64_t tag);
 
-/* Loop thread. Queues natsConnection_Subscribe(subject) on nc with cb and
- * closure. The handle is the caller's until sender_unsubscribe. NULL: out
+/* Loop thread. Queues natsConnection_Subscribe(subject) on nc, or
+ * natsConnection_QueueSubscribe in `queue` when not NULL, handing its
+ * messages to cb. The handle is the caller's until sender_unsubscribe. NULL: out
  * of memory (nothing queued). A SUB cnats refuses is counted
  * (sender_sub_failed); one on a connection cnats closed for good is no
  * failure (the caller subscribes again on the connection that replaces
  * it). */
-struct sender_sub *sender_subscribe(struct sender *s, natsConnection *nc, const char *subject, natsMsgHandler cb,
-				    void *closure);
+struct sender_sub *sender_subscribe(struct sender *s, natsConnection *nc, const char *subject, const char *queue,
+				    sender_msg_fn cb, void *closure, uint64_t tag);
 /* Loop thread. Ends ss, which the caller no longer uses: a SUB not made
  * yet is forgotten, a made one unsubscribed in order and destroyed
  * NATS_RETIRE_MS later. Never fails, never waits for cnats. */
