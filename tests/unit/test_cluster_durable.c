@@ -335,32 +335,7 @@ static void test_publishers_wait_when_the_outbound_queue_is_full(void)
 	harness_free(h);
 }
 
-/* A handover's cut (handover.h) as text: "<floor>[:<hex>]", bit k of hex
- * digit i for sequence floor + 1 + 4i + k. */
-static void test_routed_set_text(void)
-{
-	static const struct {
-		const char *set;
-		uint64_t seq;
-		bool has;
-	} cases[] = {
-		{"0", 1, false},       {"5", 5, true},        {"5", 6, false},      {"5:1", 6, true},
-		{"5:1", 7, false},     {"5:8", 9, true},      {"5:8", 8, false},    {"5:08", 10, false},
-		{"5:02", 11, true},    {"5:02", 10, false},   {"5:f", 0, false},    {"x", 1, false},
-		{"5;1", 6, false},     {"", 1, false},        {"5:g", 6, false},
-	};
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-		CU_ASSERT_EQUAL(durable_set_has(cases[i].set, cases[i].seq), cases[i].has);
-	CU_ASSERT_EQUAL(durable_set_max("0"), 0);
-	CU_ASSERT_EQUAL(durable_set_max("7"), 7);
-	CU_ASSERT_EQUAL(durable_set_max("7:1"), 8);
-	CU_ASSERT_EQUAL(durable_set_max("7:18"), 15);
-	CU_ASSERT_EQUAL(durable_set_max("7:10"), 8);
-	CU_ASSERT_EQUAL(durable_set_max("x"), 0);
-}
-
 static CU_TestInfo tests[] = {
-	{"a handover's routed set reads back as written", test_routed_set_text},
 	{"the receiving side's dedupe window survives a restart and a compaction",
 	 test_stream_window_survives_restart_and_compaction},
 	{"the store's forwarding queue survives a restart and a compaction, in order",

@@ -37,12 +37,12 @@
  * Without persistence there is no fq: acks wait for JetStream as before.
  * Crash cases: docs/cluster.md "While NATS is down: store and forward".
  *
- * Received: `seen` marks the stream sequences routed (a floor and a
- * bitmap of 4 x inbound_queue above it), so a redelivery (ack wait over,
- * the ack lost, or the node killed before its ack left) is acked again,
- * not routed again. A message whose routing made copies for persistent
- * sessions is recorded in the store after them (STREAM_TAKEN with the
- * floor, in the same write: no fsync of its own), and the window is
+ * Received: `seen` marks the stream sequences routed (seq_window.h: a
+ * floor and a bitmap of 4 x inbound_queue above it), so a redelivery (ack
+ * wait over, the ack lost, or the node killed before its ack left) is
+ * acked again, not routed again. A message whose routing made copies for
+ * persistent sessions is recorded in the store after them (STREAM_TAKEN
+ * with the floor, in the same write: no fsync of its own), and the window is
  * restored from the store at start-up, so a kill -9 between the store's
  * write and the JetStream ack does not give a persistent session a QoS 2
  * message twice. A sequence is not all of a message's identity: a stream
@@ -96,6 +96,7 @@
 #include "log.h"
 #include "nats_auth.h"
 #include "persist.h"
+#include "seq_window.h"
 
 /* Received messages taken per wake-up, as cluster.c's TAKE_BATCH. */
 #define TAKE_BATCH 256
@@ -194,10 +195,7 @@ struct durable {
 	struct held *held;
 	size_t held_head, held_len, held_cap;
 	/* received */
-	uint64_t seen_floor;
-	bool seen_init;          /* false: nothing seen yet */
-	uint8_t *seen_bits;
-	size_t seen_span;
+	struct seq_window seen;  /* the stream sequences routed (seq_window.h) */
 	struct pending_ack *pend;
 	size_t pend_head, pend_len, pend_cap;
 	uint64_t dropped_seen;
@@ -927,24 +925,6 @@ void durable_core_connected(struct durable *d, bool up)
 
 /* ---- in ---- */
 
-static void seen_bit_set(struct durable *d, uint64_t seq)
-{
-	size_t bit = (size_t)(seq % d->seen_span);
-	d->seen_bits[bit / 8] |= (uint8_t)(1u << (bit % 8));
-}
-
-static void seen_bit_clear(struct durable *d, uint64_t seq)
-{
-	size_t bit = (size_t)(seq % d->seen_span);
-	d->seen_bits[bit / 8] &= (uint8_t)~(1u << (bit % 8));
-}
-
-static bool seen_bit(const struct durable *d, uint64_t seq)
-{
-	size_t bit = (size_t)(seq % d->seen_span);
-	return d->seen_bits[bit / 8] & (1u << (bit % 8));
-}
-
 /* After each set-up of the stream: one that ends below the window's floor
  * was made anew (deleted, or a NATS server without its store). Its
  * sequences come again, told apart by their time stamps: the operator is
@@ -956,11 +936,11 @@ static void check_stream_setup(struct durable *d)
 	if (setups == d->setups_seen)
 		return;
 	d->setups_seen = setups;
-	if (d->seen_init && last_seq < d->seen_floor)
+	if (d->seen.init && last_seq < d->seen.floor)
 		log_msg(LOG_WARNING, "cluster", "stream '%s' ends at sequence %llu, below the %llu this node routed: it "
 			"was made anew (or its NATS server lost its store); its messages are told from redeliveries of "
 			"what was routed before by their time stamps", d->stream, (unsigned long long)last_seq,
-			(unsigned long long)d->seen_floor);
+			(unsigned long long)d->seen.floor);
 }
 
 /* Whether a message whose sequence is marked was stored after every one
@@ -968,36 +948,6 @@ static void check_stream_setup(struct durable *d)
 static bool newer_than_routed(const struct durable *d, uint64_t stamp)
 {
 	return !d->stamp_unknown && stamp > d->routed_stamp;
-}
-
-/* Whether stream sequence seq was routed (this run, or before a restart:
- * the store's window); marks it. */
-static bool seen(struct durable *d, uint64_t seq)
-{
-	if (!d->seen_init) {
-		/* The first one, with nothing restored: JetStream delivers new
-		 * messages at once and those whose ack never left (up to
-		 * MaxAckPending, so within the window) after its ack wait:
-		 * room for them below. */
-		d->seen_floor = seq > d->seen_span ? seq - d->seen_span : 0;
-		d->seen_init = true;
-	}
-	if (seq <= d->seen_floor)
-		return true;
-	if (seq - d->seen_floor > d->seen_span) {
-		/* A gap wider than what can be unacked (messages aged out):
-		 * forget the oldest part of the window. */
-		uint64_t to = seq - d->seen_span;
-		for (uint64_t s = d->seen_floor + 1; s <= to && s <= d->seen_floor + d->seen_span; s++)
-			seen_bit_clear(d, s);
-		d->seen_floor = to;
-	}
-	if (seen_bit(d, seq))
-		return true;
-	seen_bit_set(d, seq);
-	while (seen_bit(d, d->seen_floor + 1))
-		seen_bit_clear(d, ++d->seen_floor);
-	return false;
 }
 
 uint64_t durable_msg_seq(natsMsg *nm)
@@ -1011,104 +961,9 @@ uint64_t durable_msg_seq(natsMsg *nm)
 	return seq;
 }
 
-/* Whether seq was routed here, without marking it. */
-static bool routed_here(const struct durable *d, uint64_t seq)
-{
-	if (!d->seen_init)
-		return false;
-	if (seq <= d->seen_floor)
-		return true;
-	return seq - d->seen_floor <= d->seen_span && seen_bit(d, seq);
-}
-
 size_t durable_routed_encode(const struct durable *d, char *out, size_t cap)
 {
-	uint64_t floor = d->seen_init ? d->seen_floor : 0;
-	int n = snprintf(out, cap, "%llu", (unsigned long long)floor);
-	if (n < 0 || (size_t)n >= cap)
-		return 0;
-	size_t len = (size_t)n;
-	uint64_t top = 0;
-	for (uint64_t s = floor + 1; d->seen_init && s <= floor + d->seen_span; s++)
-		if (seen_bit(d, s))
-			top = s;
-	if (!top)
-		return len;
-	size_t digits = (size_t)((top - floor + 3) / 4);
-	if (len + 1 + digits + 1 > cap)
-		return 0;
-	out[len++] = ':';
-	for (size_t i = 0; i < digits; i++) {
-		unsigned v = 0;
-		for (unsigned k = 0; k < 4; k++) {
-			uint64_t s = floor + 1 + 4 * i + k;
-			if (s <= top && seen_bit(d, s))
-				v |= 1u << k;
-		}
-		out[len++] = "0123456789abcdef"[v];
-	}
-	out[len] = '\0';
-	return len;
-}
-
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
-/* An encoded set's floor and hex digits (hex "" without any); false if malformed. */
-static bool set_parse(const char *set, uint64_t *floor, const char **hex, size_t *digits)
-{
-	char *end = NULL;
-	if (!set || !*set)
-		return false;
-	*floor = strtoull(set, &end, 10);
-	if (end == set || (*end && *end != ':'))
-		return false;
-	*hex = *end ? end + 1 : end;
-	*digits = strlen(*hex);
-	return true;
-}
-
-static bool set_bit(uint64_t floor, const char *hex, size_t digits, uint64_t seq)
-{
-	if (!seq)
-		return false;
-	if (seq <= floor)
-		return true;
-	uint64_t i = (seq - floor - 1) / 4;
-	if (i >= digits)
-		return false;
-	int v = hex_value(hex[i]);
-	return v > 0 && (v >> ((seq - floor - 1) % 4) & 1);
-}
-
-bool durable_set_has(const char *set, uint64_t seq)
-{
-	uint64_t floor;
-	const char *hex;
-	size_t digits;
-	return set_parse(set, &floor, &hex, &digits) && set_bit(floor, hex, digits, seq);
-}
-
-uint64_t durable_set_max(const char *set)
-{
-	uint64_t floor;
-	const char *hex;
-	size_t digits;
-	if (!set_parse(set, &floor, &hex, &digits))
-		return 0;
-	for (size_t i = digits; i > 0; i--) {
-		int v = hex_value(hex[i - 1]);
-		for (int k = 3; v > 0 && k >= 0; k--)
-			if (v >> k & 1)
-				return floor + 1 + 4 * (uint64_t)(i - 1) + (uint64_t)k;
-	}
-	return floor;
+	return seq_window_encode(&d->seen, out, cap);
 }
 
 /*
@@ -1121,10 +976,8 @@ uint64_t durable_set_max(const char *set)
  */
 bool durable_routed_all(struct durable *d, const char *set)
 {
-	uint64_t floor;
-	const char *hex;
-	size_t digits;
-	if (!set_parse(set, &floor, &hex, &digits))
+	struct seq_set ss;
+	if (!seq_set_parse(set, &ss))
 		return true;
 	if (!d->setup_known) {
 		uint64_t setups = 0, last = 0;
@@ -1137,12 +990,12 @@ bool durable_routed_all(struct durable *d, const char *set)
 	uint64_t gone = d->setup_last_seq;
 	if (d->run_first_seq && d->run_first_seq - 1 > gone)
 		gone = d->run_first_seq - 1;
-	uint64_t top = durable_set_max(set);
-	uint64_t from = d->seen_init ? d->seen_floor + 1 : 1;
+	uint64_t top = seq_set_max(&ss);
+	uint64_t from = d->seen.init ? d->seen.floor + 1 : 1;
 	if (from <= gone)
 		from = gone + 1;
 	for (uint64_t s = from; s <= top; s++)
-		if (set_bit(floor, hex, digits, s) && !routed_here(d, s))
+		if (seq_set_has(&ss, s) && !seq_window_has(&d->seen, s))
 			return false;
 	return true;
 }
@@ -1334,7 +1187,7 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 			d->run_first_seq = seq;
 		const char *node = NULL;
 		natsMsgHeader_Get(nm, "Wisp-Node", &node);
-		bool routed_before = seq && seen(d, seq) && !newer_than_routed(d, stamp);
+		bool routed_before = seq && seq_window_mark(&d->seen, seq) && !newer_than_routed(d, stamp);
 		if (stamp > d->routed_stamp)
 			d->routed_stamp = stamp;
 		bool own = node && strcmp(node, d->node) == 0;
@@ -1350,7 +1203,7 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 		/* Copies for persistent sessions were appended: the record that
 		 * it was routed follows them into the same write. */
 		if (persist_seq(b) != before)
-			persist_stream_taken(b, d->seen_floor, seq, d->routed_stamp);
+			persist_stream_taken(b, d->seen.floor, seq, d->routed_stamp);
 		if (why && *why) {
 			b->stats.cluster.dropped++;
 			log_limited("cluster_dropped", LOG_INFO, "cluster", "message from stream on '%s' dropped: %s",
@@ -1389,7 +1242,6 @@ int durable_start(struct broker *b, const char *node, const char *run, const str
 	d->acks_io.fd = d->msgs_io.fd = -1;
 	d->out_cap = cfg->outbound_queue;
 	size_t in_cap = cfg->inbound_queue;
-	d->seen_span = 4 * in_cap;
 	d->pend_cap = 2 * in_cap;
 	d->stream = wisp_strndup(cfg->stream, strlen(cfg->stream));
 	/* The consumer is named after the node; a host name may hold what a
@@ -1400,20 +1252,19 @@ int durable_start(struct broker *b, const char *node, const char *run, const str
 	d->done = wisp_calloc(d->out_cap, 1);
 	d->ticket_fwd = wisp_calloc(d->out_cap, sizeof *d->ticket_fwd);
 	d->ticket_msg = wisp_calloc(d->out_cap, sizeof *d->ticket_msg);
-	d->seen_bits = wisp_calloc(d->seen_span / 8 + 1, 1);
+	/* Its span: four times what the consumer may have unacked. */
+	int wrc = seq_window_init(&d->seen, 4 * in_cap);
 	d->gseen_cap = in_cap;
 	d->pend = wisp_calloc(d->pend_cap, sizeof *d->pend);
 	int rc = WISP_ENOMEM;
-	if (!d->stream || !d->consumer || !d->done || !d->ticket_fwd || !d->ticket_msg || !d->seen_bits || !d->pend)
+	if (!d->stream || !d->consumer || !d->done || !d->ticket_fwd || !d->ticket_msg || wrc != 0 || !d->pend)
 		goto fail;
 	/* What the store says was routed before a restart. */
 	const uint64_t *taken;
-	size_t ntaken = persist_stream_window(b, &d->seen_floor, &d->routed_stamp, &taken);
-	d->seen_init = d->seen_floor > 0 || ntaken > 0;
-	d->stamp_unknown = d->seen_init && d->routed_stamp == 0;
-	for (size_t i = 0; i < ntaken; i++)
-		if (taken[i] > d->seen_floor && taken[i] - d->seen_floor <= d->seen_span)
-			seen_bit_set(d, taken[i]);
+	uint64_t floor = 0;
+	size_t ntaken = persist_stream_window(b, &floor, &d->routed_stamp, &taken);
+	seq_window_restore(&d->seen, floor, taken, ntaken);
+	d->stamp_unknown = d->seen.init && d->routed_stamp == 0;
 #ifndef NDEBUG
 	d->hold_stream_acks = getenv("WISP_DEBUG_HOLD_STREAM_ACKS") != NULL;
 #endif
@@ -1523,7 +1374,7 @@ void durable_free(struct durable *d)
 	wisp_free(d->ticket_fwd);
 	wisp_free(d->held);
 	wisp_free(d->pend);
-	wisp_free(d->seen_bits);
+	seq_window_free(&d->seen);
 	wisp_free(d->gseen);
 	wisp_free(d->done);
 	wisp_free(d->stream);

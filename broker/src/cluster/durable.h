@@ -158,17 +158,12 @@ void durable_cancel(struct durable *d, uint64_t ticket, const struct msg *m);
 int durable_publish(struct durable *d, natsMsg *nm, const struct msg *m, uint64_t ticket);
 
 /*
- * The stream sequences this node routed (its dedupe window: a floor and
- * the sequences above it), as text for a handover (handover.h's cut):
- * "<floor>" or "<floor>:<hex>", where bit k (0..3) of hex digit i stands
- * for sequence floor + 1 + 4i + k. Nothing routed yet: "0". Returns the
- * length written (NUL-terminated), 0 when cap is too small.
+ * The stream sequences this node routed (its dedupe window), as text for
+ * a handover (handover.h's cut; the form and its readers: seq_window.h).
+ * Nothing routed yet: "0". Returns the length written (NUL-terminated), 0
+ * when cap is too small.
  */
 size_t durable_routed_encode(const struct durable *d, char *out, size_t cap);
-/* Whether seq is in an encoded set; its highest sequence. A malformed set
- * holds nothing. */
-bool durable_set_has(const char *set, uint64_t seq);
-uint64_t durable_set_max(const char *set);
 /* Whether every sequence of the encoded set was routed here too. */
 bool durable_routed_all(struct durable *d, const char *set);
 /* The stream sequence of a message from the consumer, 0 if none. */

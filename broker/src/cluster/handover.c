@@ -52,6 +52,7 @@
 #include "persist.h"
 #include "record.h"
 #include "sender.h"
+#include "seq_window.h"
 #include "session_v5.h"
 #include "topic.h"
 #include "wire.h"
@@ -1180,7 +1181,7 @@ size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct ses
 			continue;
 		/* In the export: routed there before it, or the holder's own
 		 * message published before it. */
-		bool exported = durable_set_has(f->cut, seq) ||
+		bool exported = seq_text_has(f->cut, seq) ||
 				(numbered && strcmp(node, f->holder) == 0 && strlen(f->run) == run_len &&
 				 memcmp(f->run, run, run_len) == 0 && num <= f->cut_wseq);
 		struct session *s = exported ? sess_find(&h->b->sessions, f->id, f->id_len) : NULL;
@@ -1534,7 +1535,7 @@ static void send_tail(struct leaving *l, bool caught_up)
 	size_t sent = 0, lost = l->overflow;
 	for (size_t i = 0; i < l->nrecs; i++) {
 		const struct tail_rec *r = &l->recs[i];
-		bool wanted = r->own && !r->wseq ? true : r->seq && durable_set_has(l->asker_set, r->seq);
+		bool wanted = r->own && !r->wseq ? true : r->seq && seq_text_has(l->asker_set, r->seq);
 		if (!wanted)
 			continue;
 		if (persist_msg_export(b, r->m, ++sent, put_record, &x) != 0) {
