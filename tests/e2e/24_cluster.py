@@ -260,5 +260,47 @@ class ClusterTest(ClusterCase):
             self.assertNotIn("NATS's client is dropping messages", b.log()[offsets[name]:], "node %s" % name)
 
 
+class NatsNativePublisherTest(ClusterCase):
+    """A NATS-native publisher (no Wisp headers, so its copies carry no
+    numbering) on a subject three of a node's filters match: NATS sends the
+    node one copy per matching subscription, and each subscriber gets the
+    message once per filter of its own, as from a local publisher. Before,
+    every copy went to every matching subscriber: three each."""
+
+    node_names = ("a",)
+    make_node = ClusterTest.make_node
+
+    def test_each_subscriber_gets_one_copy_per_own_filter(self):
+        # Four filters of the node match nv/k1/t: four copies from NATS.
+        wide = self.client("a", "native-wide")
+        narrow = self.client("a", "native-narrow")
+        exact = self.client("a", "native-exact")
+        self.assertEqual(wide.subscribe([("nv/#", 0)]), [0])
+        self.assertEqual(narrow.subscribe([("nv/+/t", 1)]), [1])
+        self.assertEqual(exact.subscribe([("nv/k1/t", 0), ("nv/k2/#", 0)]), [0, 0])
+        everything = self.client("a", "native-all")
+        self.assertEqual(everything.subscribe([("#", 0)]), [0])
+        self.nats.wait_subjects("a", {PREFIX + ".nv.>", PREFIX + ".nv", PREFIX + ".nv.*.t", PREFIX + ".nv.k1.t",
+                                      PREFIX + ".nv.k2.>", PREFIX + ".nv.k2", PREFIX + ".>"})
+        clients = (wide, narrow, exact, everything)
+        payloads = [b"n%d" % i for i in range(5)] + [b"end"]
+        self.nats.publish_plain(PREFIX + ".nv.k1.t", payloads)
+        want = [("nv/k1/t", p) for p in payloads]
+        # In order and once each: a second copy of one would come before
+        # the next one (NATS sends a node all copies of one publish first).
+        for c in clients:
+            self.expect_payloads(c, want)
+        # Nor a copy of the last: the next publish is what comes next.
+        self.nats.publish_plain(PREFIX + ".nv.k1.t", [b"end2"])
+        for c in clients:
+            self.expect_payloads(c, [("nv/k1/t", b"end2")])
+        # A '$' topic reaches no '#' filter through NATS's '>'
+        # [MQTT-4.7.2-1]: had it, it would come before k2, published after.
+        self.nats.publish_plain(PREFIX + ".$nv.x", [b"dollar"])
+        self.nats.publish_plain(PREFIX + ".nv.k2.t", [b"k2"])
+        for c in clients:
+            self.expect_payloads(c, [("nv/k2/t", b"k2")])
+
+
 if __name__ == "__main__":
     main()

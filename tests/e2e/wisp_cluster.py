@@ -164,6 +164,25 @@ class Nats:
     def out_msgs(self, node):
         return self.connections()[node][1]
 
+    def publish_plain(self, subject, payloads):
+        """Publishes payloads on subject as a plain NATS client (no Wisp
+        headers), then waits for the server's PONG, so nats-server has them
+        all."""
+        with socket.create_connection((self.host, self.port), timeout=WAIT) as s:
+            f = s.makefile("rb")
+            if not f.readline().startswith(b"INFO "):
+                raise AssertionError("nats-server sent no INFO")
+            s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+            s.sendall(b"".join(b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(p), p) for p in payloads)
+                      + b"PING\r\n")
+            line = b""
+            for _ in range(10):  # PONG, after the odd PING of the server's own
+                line = f.readline()
+                if not line or line.startswith(b"PONG"):
+                    break
+            if line != b"PONG\r\n":
+                raise AssertionError("nats-server did not answer PING: %r" % line)
+
 
 class Node(Broker):
     """A cluster node: its MQTT listener plus an http listener for /readyz

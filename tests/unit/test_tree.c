@@ -209,6 +209,36 @@ static void test_overlapping_filters_reported_per_filter(void)
 	tree_free(t); /* frees the handles we still hold */
 }
 
+/* tree_match_filter: the subscriptions filed under exactly one filter,
+ * not those of the other filters that match the same names, nor of a
+ * filter only a prefix of it. */
+static void test_match_filter_one_leaf(void)
+{
+	unsigned count[4];
+	struct hits h = {count, 4, 0, 0, 0};
+	struct tree *t = tree_new();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+	sub_str(t, "a/+", 0);
+	sub_str(t, "a/#", 1);
+	sub_str(t, "a/+", 2);
+	sub_str(t, "a", 3);
+	hits_reset(&h);
+	CU_ASSERT_EQUAL(tree_match_filter(t, "a/+", 3, on_match, &h), 2);
+	CU_ASSERT_EQUAL(count[0], 1);
+	CU_ASSERT_EQUAL(count[2], 1);
+	CU_ASSERT_EQUAL(count[1] + count[3], 0);
+	hits_reset(&h);
+	CU_ASSERT_EQUAL(tree_match_filter(t, "a/#", 3, on_match, &h), 1);
+	CU_ASSERT_EQUAL(count[1], 1);
+	hits_reset(&h);
+	CU_ASSERT_EQUAL(tree_match_filter(t, "a", 1, on_match, &h), 1);
+	CU_ASSERT_EQUAL(count[3], 1);
+	CU_ASSERT_EQUAL(tree_match_filter(t, "a/b", 3, on_match, &h), 0); /* no such filter */
+	CU_ASSERT_EQUAL(tree_match_filter(t, "b/+", 3, on_match, &h), 0);
+	CU_ASSERT_EQUAL(tree_match_filter(t, "", 0, on_match, &h), 0);
+	tree_free(t);
+}
+
 /* xorshift64*: deterministic across runs and platforms. */
 static uint64_t rng_state;
 static uint32_t rnd(uint32_t n)
@@ -551,6 +581,7 @@ static CU_TestInfo sub_tests[] = {
 	{"unsubscribe prunes empty nodes up to the root", test_subscribe_unsubscribe_prunes},
 	{"several subscribers per filter, O(1) removal, options update", test_several_subscribers_per_filter},
 	{"overlapping filters are reported once per filter", test_overlapping_filters_reported_per_filter},
+	{"tree_match_filter reports one filter's subscriptions only", test_match_filter_one_leaf},
 	{"tree_free of a 30001-level filter and wide nodes", test_free_deep_and_wide},
 	{"a handle's filter is rebuilt from its leaf", test_filter_from_leaf},
 	{"wildcard children's pair exists only while one does", test_wildcard_pair_only_while_needed},

@@ -21,7 +21,9 @@
  *   Wisp-Retain  "1" when RETAIN was set (for Retain As Published)
  *   Wisp-Expiry  seconds of Message Expiry Interval left
  *   Wisp-Props   forwarded v5 properties, base64 of the MQTT encoding
- * A message without them (a NATS-native publisher) is delivered at QoS 0.
+ * A message without them (a NATS-native publisher) is delivered at QoS 0,
+ * each copy to the subscribers of the filter it came through:
+ *   Wisp-Via     set by this node on such a copy (on_filter_msg)
  * A message whose NATS form is over nats-server's max_payload is not
  * sent at all (is_too_large: counted, logged, delivered here only).
  *
@@ -32,6 +34,7 @@
  */
 #include "cluster.h"
 
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -100,12 +103,16 @@ _Static_assert((EV_OWN & (GROUPS_EVS | RETAINED_KV_EVENT)) == 0 && (GROUPS_EVS &
 
 struct interest {
 	struct interest *next;
+	struct interest *tag_next; /* in struct cluster's by_tag */
+	uint64_t tag;              /* its subscriptions' (sender.h): a copy through them names it */
 	uint32_t hash;
 	uint32_t count;
 	struct sender_sub *sub, *parent_sub; /* made and ended by the sender thread */
 	uint16_t len;
 	char filter[];
 };
+
+#define TAG_BUCKETS 256u
 
 /* The newest sequence number seen from one publishing node's run. */
 struct origin_seen {
@@ -151,6 +158,8 @@ struct cluster {
 	struct loop_io io;
 	struct interest **buckets;
 	size_t nbuckets, count;
+	struct interest *by_tag[TAG_BUCKETS];
+	uint64_t tags;             /* the last tag given to a filter */
 	uint64_t dropped_seen;
 	bool drop_logged;
 	char *node;
@@ -213,10 +222,46 @@ static struct interest **find(struct cluster *c, const char *filter, size_t len,
 
 static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
 
+/*
+ * cnats's delivery thread. NATS sends a node one copy of a message per
+ * subscription of its that matches, and the node holds one per filter
+ * (two for "f/#", which never both match one subject): a Wisp node's
+ * copies are told apart by their numbering (seen_before), a NATS-native
+ * publisher's cannot be. So such a copy is marked with the
+ * filter that it came through (header Wisp-Via, set here whatever the
+ * publisher wrote there) and goes to that filter's subscribers only
+ * (route_publish_filter): each subscriber of the node gets it once per
+ * filter of its own that matches, as on a single node that sends a copy
+ * per subscription (MQTT 3.1.1 3.3.5 allows both).
+ */
 static void on_filter_msg(natsMsg *msg, void *closure, uint64_t tag)
 {
-	(void)tag;
+	if (!wire_header(msg, "Wisp-Node")) {
+		char via[24];
+		snprintf(via, sizeof via, "%" PRIu64, tag);
+		if (natsMsgHeader_Set(msg, "Wisp-Via", via) != NATS_OK) {
+			natsMsg_Destroy(msg); /* out of memory: as a drop of cnats's */
+			return;
+		}
+	}
 	on_nats_msg(NULL, NULL, msg, closure);
+}
+
+static struct interest *find_tag(struct cluster *c, uint64_t tag)
+{
+	struct interest *in = c->by_tag[tag % TAG_BUCKETS];
+	while (in && in->tag != tag)
+		in = in->tag_next;
+	return in;
+}
+
+static void unlink_tag(struct cluster *c, struct interest *in)
+{
+	for (struct interest **pp = &c->by_tag[in->tag % TAG_BUCKETS]; *pp; pp = &(*pp)->tag_next)
+		if (*pp == in) {
+			*pp = in->tag_next;
+			return;
+		}
 }
 
 /*
@@ -239,10 +284,10 @@ static int nats_subscribe(struct cluster *c, struct interest *in)
 	ssize_t n = subject_from_filter(c->prefix, in->filter, in->len, c->buf, c->buf_cap, &parent_too);
 	if (n < 0)
 		return (int)n;
-	in->sub = sender_subscribe(c->sender, c->nc, c->buf, NULL, on_filter_msg, c, 0);
+	in->sub = sender_subscribe(c->sender, c->nc, c->buf, NULL, on_filter_msg, c, in->tag);
 	if (in->sub && parent_too) {
 		c->buf[n - 2] = '\0'; /* without ".>" */
-		in->parent_sub = sender_subscribe(c->sender, c->nc, c->buf, NULL, on_filter_msg, c, 0);
+		in->parent_sub = sender_subscribe(c->sender, c->nc, c->buf, NULL, on_filter_msg, c, in->tag);
 	}
 	c->b->stats.cluster.subjects += (in->sub != NULL) + (in->parent_sub != NULL);
 	if (!in->sub || (parent_too && !in->parent_sub)) {
@@ -332,6 +377,9 @@ static void interest_ref(struct cluster *c, const char *filter, size_t len)
 		in->len = (uint16_t)len;
 		memcpy(in->filter, filter, len);
 		*pp = in;
+		in->tag = ++c->tags;
+		in->tag_next = c->by_tag[in->tag % TAG_BUCKETS];
+		c->by_tag[in->tag % TAG_BUCKETS] = in;
 		c->count++;
 		/* A failed subscribe keeps the entry (and its count), so the
 		 * unsubscribes stay balanced; the filter just gets nothing
@@ -356,6 +404,7 @@ static void interest_unref(struct cluster *c, const char *filter, size_t len)
 		return;
 	nats_unsubscribe(c, in, false);
 	*pp = in->next;
+	unlink_tag(c, in);
 	c->count--;
 	wisp_free(in);
 }
@@ -722,7 +771,7 @@ static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr
 }
 
 static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream, uint64_t seq,
-			     const char *share_key, size_t share_len);
+			     const char *share_key, size_t share_len, const struct interest *via);
 
 /* Why a message from NATS is not routed; NULL: it was. `prefix`: of its
  * subject; a stream message (from_stream, sequence seq) is deduplicated by
@@ -748,7 +797,13 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 	 * stream message is deduplicated by durable.c. */
 	if (!for_group && !from_stream && seen_before(c, node, wire_header(nm, "Wisp-Seq")))
 		return ""; /* another subscription's copy: not a drop */
-	return route_msg(c, nm, prefix, from_stream, seq, for_group ? share_key : NULL, share_len);
+	/* A NATS-native publisher's copy: through the filter it came by
+	 * (on_filter_msg), or none when that filter has gone since. */
+	const struct interest *via = NULL;
+	const char *tag = !node && !for_group && !from_stream ? wire_header(nm, "Wisp-Via") : NULL;
+	if (tag && !(via = find_tag(c, strtoull(tag, NULL, 10))))
+		return "";
+	return route_msg(c, nm, prefix, from_stream, seq, for_group ? share_key : NULL, share_len, via);
 }
 
 /* Whole seconds since nats-server stored the stream message nm, by this
@@ -770,10 +825,11 @@ static uint64_t stream_waited_s(natsMsg *nm)
 }
 
 /* nm (on `prefix`'s subject) as a message of this node: to the local
- * subscribers, or to one member of the local group share_key when not
- * NULL. Why it was not; NULL: it was. */
+ * subscribers (those of the filter `via` only, when not NULL), or to one
+ * member of the local group share_key when not NULL. Why it was not;
+ * NULL: it was. */
 static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream, uint64_t seq,
-			     const char *share_key, size_t share_len)
+			     const char *share_key, size_t share_len, const struct interest *via)
 {
 	struct broker *b = c->b;
 	bool for_group = share_key != NULL;
@@ -838,6 +894,12 @@ static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix,
 	if (nl > 0 && for_group) {
 		b->stats.cluster.received++;
 		route_share_deliver(b, share_key, share_len, m);
+	} else if (nl > 0 && via) {
+		b->stats.cluster.received++;
+		/* A subject's wildcards also take "$" levels, MQTT's do not at
+		 * the start [MQTT-4.7.2-1]. */
+		if (topic_matches(via->filter, via->len, msg_topic(m), m->topic_len))
+			route_publish_filter(b, via->filter, via->len, m);
 	} else if (nl > 0) {
 		b->stats.cluster.received++;
 		b->route.shares_elsewhere = true; /* NATS sent the groups' copies apart */
@@ -1195,7 +1257,7 @@ static const char *route_stream_group(void *ctx, natsMsg *nm, const char *consum
 		*gone = true;
 		return NULL;
 	}
-	return route_msg(c, nm, durable_stream(c->durable), true, 0, key, len);
+	return route_msg(c, nm, durable_stream(c->durable), true, 0, key, len, NULL);
 }
 
 static void on_group_bound(void *ctx, uint64_t id) { groups_stream_ready(((struct cluster *)ctx)->groups, id); }
@@ -1464,6 +1526,7 @@ void cluster_stop(struct cluster *c)
 			nats_unsubscribe(c, in, true);
 			wisp_free(in);
 		}
+	memset(c->by_tag, 0, sizeof c->by_tag);
 	for (size_t i = 0; i < c->ngone; i++)
 		release_sub(c, c->gone[i]);
 	wisp_free(c->gone);

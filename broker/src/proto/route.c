@@ -258,25 +258,21 @@ __attribute__((noinline)) static void drop_excepted(struct route_ctx *rc)
 	rc->nexcept = 0;
 }
 
-static size_t local_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels)
+/* Before a publish's matches are collected into the entries. */
+static inline void begin_matches(struct route_ctx *rc, struct msg *m)
 {
-	struct route_ctx *rc = container_of(r, struct route_ctx, router);
-	struct broker *b = broker_of(rc);
-	bool shares_elsewhere = rc->shares_elsewhere;
-	rc->shares_elsewhere = false;
-	if (rc->busy) {
-		if (defer(rc, &(struct route_later){.m = msg_ref(m), .shares_elsewhere = shares_elsewhere}) != 0) {
-			msg_unref(m);
-			broker_count_drop(b, DROP_NO_MEMORY);
-			return 0;
-		}
-		return 1;
-	}
 	rc->count = 0;
 	rc->sub_ids_count = 0;
 	rc->msg = m;
 	rc->shared_matched = NULL;
-	tree_match(rc->subs, levels, nlevels, collect, rc);
+}
+
+/* The deliveries of what begin_matches and a walk collected. Inlined in
+ * both callers: local_publish is every message's path. */
+static inline __attribute__((always_inline)) size_t deliver_matches(struct route_ctx *rc, struct msg *m,
+								      bool shares_elsewhere)
+{
+	struct broker *b = broker_of(rc);
 	if (rc->except)
 		drop_excepted(rc);
 	rc->busy = true;
@@ -304,6 +300,34 @@ static size_t local_publish(struct router *r, struct msg *m, const struct topic_
 	if (rc->later_len && !rc->draining)
 		run_later(rc);
 	return matched;
+}
+
+static size_t local_publish(struct router *r, struct msg *m, const struct topic_level *levels, size_t nlevels)
+{
+	struct route_ctx *rc = container_of(r, struct route_ctx, router);
+	struct broker *b = broker_of(rc);
+	bool shares_elsewhere = rc->shares_elsewhere;
+	rc->shares_elsewhere = false;
+	if (rc->busy) {
+		if (defer(rc, &(struct route_later){.m = msg_ref(m), .shares_elsewhere = shares_elsewhere}) != 0) {
+			msg_unref(m);
+			broker_count_drop(b, DROP_NO_MEMORY);
+			return 0;
+		}
+		return 1;
+	}
+	begin_matches(rc, m);
+	tree_match(rc->subs, levels, nlevels, collect, rc);
+	return deliver_matches(rc, m, shares_elsewhere);
+}
+
+size_t route_publish_filter(struct broker *b, const char *filter, size_t len, struct msg *m)
+{
+	struct route_ctx *rc = &b->route;
+	assert(!rc->busy); /* called from the cluster's inbox, never inside a delivery */
+	begin_matches(rc, m);
+	tree_match_filter(rc->subs, filter, len, collect, rc);
+	return deliver_matches(rc, m, true);
 }
 
 size_t route_share_deliver(struct broker *b, const char *key, size_t len, struct msg *m)

@@ -150,6 +150,14 @@ size_t route_share_hand_over(struct broker *b, struct session *s, const struct s
  * ("$share/g/f"), which NATS picked this node for. Not while routing.
  * Returns 1 when a member took it, 0 when the group is gone. */
 size_t route_share_deliver(struct broker *b, const char *key, size_t len, struct msg *m);
+/* A cluster router: m to the ordinary subscriptions of exactly `filter`
+ * (valid, matching m's topic), as the tree's walk would deliver to them
+ * (a session once, the highest granted QoS, identifiers, Retain As
+ * Published, No Local, the read ACL); shared groups take nothing (NATS
+ * gave them their own copies). For a message NATS sent once per matching
+ * subscription of the node, each copy through its own filter. Not while
+ * routing. Returns the sessions delivered to. */
+size_t route_publish_filter(struct broker *b, const char *filter, size_t len, struct msg *m);
 /* A cluster router: m to session s only, as the tree would deliver it to s
  * (its ordinary subscriptions that match, the highest granted QoS, their
  * identifiers, Retain As Published, the read ACL; shared ones take

@@ -205,6 +205,12 @@ size_t tree_match(const struct tree *t, const struct topic_level *levels, size_t
 	return match_from(&t->trie, root, levels, 0, nlevels, fn, ctx);
 }
 
+size_t tree_match_filter(const struct tree *t, const char *filter, size_t len, tree_match_fn fn, void *ctx)
+{
+	const struct trie_node *n = len ? trie_find(&t->trie, filter, len, true) : NULL;
+	return n ? emit(n, fn, ctx) : 0;
+}
+
 size_t tree_count(const struct tree *t) { return t->count; }
 
 size_t tree_debug_nodes(const struct tree *t) { return t->trie.nodes; }

@@ -86,6 +86,12 @@ typedef void (*tree_match_fn)(void *subscriber, uint8_t options, uint32_t subscr
 size_t tree_match(const struct tree *t, const struct topic_level *levels, size_t nlevels,
 		  tree_match_fn fn, void *ctx);
 
+/* Calls `fn` for every subscription filed under exactly the valid filter
+ * `filter` (a NATS subscription's copy of a message is for one filter:
+ * cluster.c); the caller knows the filter matches the topic. Returns the
+ * number of calls. */
+size_t tree_match_filter(const struct tree *t, const char *filter, size_t len, tree_match_fn fn, void *ctx);
+
 /* Subscriptions in the tree. */
 size_t tree_count(const struct tree *t);
 
