@@ -21,6 +21,8 @@
  *   Wisp-Retain  "1" when RETAIN was set (for Retain As Published)
  *   Wisp-Expiry  seconds of Message Expiry Interval left
  *   Wisp-Props   forwarded v5 properties, base64 of the MQTT encoding
+ *   Wisp-Groups-Served  "1" on a core copy whose node served the shared
+ *                groups itself, NATS being away: no group gets it again
  * A message without them (a NATS-native publisher) is delivered at QoS 0,
  * each copy to the subscribers of the filter it came through:
  *   Wisp-Via     set by this node on such a copy (on_filter_msg)
@@ -98,7 +100,8 @@ _Static_assert((EV_OWN & (GROUPS_EVS | RETAINED_KV_EVENT)) == 0 && (GROUPS_EVS &
 	 + 49     /* "Wisp-Seq: " <run, 16> "-" <20 digits> "\r\n" */                                       \
 	 + 13 + 16 /* "Wisp-QoS: 1\r\n", "Wisp-Retain: 1\r\n" */                                          \
 	 + 36     /* "Wisp-Expires: " <20 digits> "\r\n" */                                                 \
-	 + 54     /* "Nats-Msg-Id: " <node> "-" <run, 16> "-f" <20 digits> "\r\n" */                        \
+	 + 54     /* "Nats-Msg-Id: " <node> "-" <run, 16> "-f" <20 digits> "\r\n" (a core copy: none, */    \
+	           /* and at most "Wisp-Groups-Served: 1\r\n" instead) */                                   \
 	 + 14)    /* "Wisp-Props: " <base64> "\r\n" */
 
 struct interest {
@@ -510,8 +513,11 @@ static int publish_core(struct cluster *c, const struct msg *m, natsMsg *nm)
 }
 
 /* *to_stream: m went to the stream (now or, kept in the forwarding queue,
- * later), whose groups' consumers serve the shared groups. */
-static int send_to_nats(struct cluster *c, const struct msg *m, bool *to_stream)
+ * later), whose groups' consumers serve the shared groups. groups_here:
+ * a core copy's shared groups are served on this node (NATS is away):
+ * the copy says so (Wisp-Groups-Served), and no node gives it to a group
+ * again when cnats sends it later (route_remote). */
+static int send_to_nats(struct cluster *c, const struct msg *m, bool *to_stream, bool groups_here)
 {
 	natsMsg *nm = NULL;
 	/* QoS 1/2: through the stream, its publisher's ack waiting for it
@@ -534,6 +540,10 @@ static int send_to_nats(struct cluster *c, const struct msg *m, bool *to_stream)
 		natsMsg_Destroy(nm);
 	}
 	int rc = make_nats_msg(c, m, c->prefix, NULL, &nm);
+	if (rc == 0 && groups_here && natsMsgHeader_Set(nm, "Wisp-Groups-Served", "1") != NATS_OK) {
+		natsMsg_Destroy(nm);
+		rc = WISP_ENOMEM;
+	}
 	return rc != 0 ? rc : publish_core(c, m, nm);
 }
 
@@ -676,6 +686,8 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 {
 	struct cluster *c = of(r);
 	bool sent = false, to_stream = false;
+	/* Read once: the '<node>-share' flag is cnats's callbacks' to move. */
+	bool groups_here = !(c->b->stats.cluster.connected && groups_connected(c->groups));
 	c->stream_seq = 0;
 	if (m->origin != c && !is_sys(m)) {
 		/* No other node wants it: no NATS publish (QoS 0) and no JetStream
@@ -694,7 +706,7 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 			too_large(c, 1, bytes, limit);
 		} else if (!wanted) {
 			c->b->stats.cluster.unwanted++;
-		} else if ((rc = send_to_nats(c, m, &to_stream)) == 0) {
+		} else if ((rc = send_to_nats(c, m, &to_stream, groups_here)) == 0) {
 			c->b->stats.cluster.sent++;
 			sent = true;
 			count_send_failures(c);
@@ -710,8 +722,7 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 	 * it is away (either connection), the local groups are served here
 	 * (groups.h). What went to the stream (or waits to) reaches the groups
 	 * through their stream consumers, here too, whenever it gets there. */
-	c->b->route.shares_elsewhere =
-		to_stream || (sent && c->b->stats.cluster.connected && groups_connected(c->groups));
+	c->b->route.shares_elsewhere = to_stream || (sent && !groups_here);
 	size_t matched = router_publish(c->local, m, levels, nlevels);
 	/* A session being handed over records what reaches its copy here. */
 	struct handover *h = presence_handover(c->presence);
@@ -787,6 +798,11 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 	const char *node = wire_header(nm, "Wisp-Node");
 	if (for_group && !share_key)
 		return ""; /* its group left this node meanwhile, as a local group's last member may */
+	/* Its publishing node served its own members of every group while
+	 * NATS was away, and cnats sent it on later: a group gets a QoS 0
+	 * message at most once, so a group with no member there misses it. */
+	if (for_group && wire_header(nm, "Wisp-Groups-Served"))
+		return "";
 	/* A stream message's core copy (an older node sends one): the stream
 	 * brings it, to the ordinary subscriptions and to the groups. */
 	if (!from_stream && wire_header(nm, "Wisp-Stream"))
