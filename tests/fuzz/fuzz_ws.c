@@ -200,7 +200,7 @@ static void check_output(const struct mem *m, size_t accepted, bool upgraded)
 			if (m->out_len - off < 10)
 				break;
 			len = 0;
-			for (int i = 0; i < 8; i++)
+			for (size_t i = 0; i < 8; i++)
 				len = len << 8 | m->out[off + 2 + i];
 			h = 10;
 		}

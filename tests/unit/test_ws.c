@@ -763,7 +763,7 @@ static void test_writev_frames_and_retry(void)
 			h = 4;
 		} else if (l == 127) {
 			l = 0;
-			for (int i = 0; i < 8; i++)
+			for (size_t i = 0; i < 8; i++)
 				l = l << 8 | raw[off + 2 + i];
 			CU_ASSERT(l > 0xffff);
 			h = 10;

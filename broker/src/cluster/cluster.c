@@ -292,7 +292,7 @@ static int nats_subscribe(struct cluster *c, struct interest *in)
 		c->buf[n - 2] = '\0'; /* without ".>" */
 		in->parent_sub = sender_subscribe(c->sender, c->nc, c->buf, NULL, on_filter_msg, c, in->tag);
 	}
-	c->b->stats.cluster.subjects += (in->sub != NULL) + (in->parent_sub != NULL);
+	c->b->stats.cluster.subjects += (uint64_t)(in->sub != NULL) + (uint64_t)(in->parent_sub != NULL);
 	if (!in->sub || (parent_too && !in->parent_sub)) {
 		log_msg(LOG_WARNING, "cluster", "out of memory: no NATS subscription for '%.*s'", (int)in->len,
 			in->filter);

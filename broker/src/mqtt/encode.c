@@ -287,7 +287,7 @@ static bool split_own_props(const struct mqtt_publish_split *p, size_t *len)
 
 size_t mqtt_publish_split_size(uint8_t version, const struct mqtt_publish_split *p)
 {
-	size_t own = 0, rl = (p->qos > 0 ? 2 : 0) + 2 + p->topic_len + p->payload_len;
+	size_t own = 0, rl = (p->qos > 0 ? 2u : 0u) + 2 + p->topic_len + p->payload_len;
 	if (version == MQTT_PROTO_V5) {
 		if (!split_own_props(p, &own))
 			return 0;

@@ -248,7 +248,7 @@ static uint8_t subscribe_one(struct broker *b, struct session *s, const char *f,
 		(int)(len < LOG_FILTER_MAX ? len : LOG_FILTER_MAX), f, qos, verdict);
 	if (rc < 0)
 		return code;
-	uint8_t handling = (options & MQTT_SUBOPT_RETAIN_HANDLING_MASK) >> MQTT_SUBOPT_RETAIN_HANDLING_SHIFT;
+	uint8_t handling = (uint8_t)((options & MQTT_SUBOPT_RETAIN_HANDLING_MASK) >> MQTT_SUBOPT_RETAIN_HANDLING_SHIFT);
 	if (handling == 2 || (handling == 1 && rc == 0))
 		return qos | CODE_NO_RETAINED;
 	return qos;

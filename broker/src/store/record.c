@@ -107,7 +107,9 @@ static uint8_t get8(struct rcur *r)
 static uint16_t get16(struct rcur *r)
 {
 	const uint8_t *p = take(r, 2);
-	return p ? (uint16_t)(p[0] | p[1] << 8) : 0;
+	if (!p)
+		return 0;
+	return (uint16_t)(p[0] | p[1] << 8);
 }
 static uint32_t get32(struct rcur *r)
 {
