@@ -65,8 +65,9 @@ struct sender;
  * WISP_ENOMEM / WISP_EIO (no thread). */
 int sender_start(struct sender **out, size_t cap, uint64_t max_bytes);
 /* Joins the thread (after the message or operation in progress, if any)
- * and destroys what is still queued: at most once. Every sender_sub must
- * have been unsubscribed; the subscriptions not ended yet, and those
+ * and destroys what is still queued: at most once; the UNSUBs queued are
+ * still made. Every sender_sub must have been unsubscribed; the
+ * subscriptions not ended yet, and those
  * ended in the last NATS_RETIRE_MS, go to `retired` (retire.h: destroyed
  * once the connections are closed). Before the connections close. NULL:
  * no-op. */
