@@ -262,10 +262,10 @@ class ClusterTest(ClusterCase):
 
 class NatsNativePublisherTest(ClusterCase):
     """A NATS-native publisher (no Wisp headers, so its copies carry no
-    numbering) on a subject three of a node's filters match: NATS sends the
+    numbering) on a subject four of a node's filters match: NATS sends the
     node one copy per matching subscription, and each subscriber gets the
     message once per filter of its own, as from a local publisher. Before,
-    every copy went to every matching subscriber: three each."""
+    every copy went to every matching subscriber: four each."""
 
     node_names = ("a",)
     make_node = ClusterTest.make_node
