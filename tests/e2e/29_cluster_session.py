@@ -43,16 +43,14 @@ one fails the test, never skips it."""
 
 import os
 import re
-import socket
 import struct
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import (CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient,  # noqa: E402
                       ack_pkt, main, mqtt_str, packet)
-from wisp_cluster import SELECTIVE, load_script  # noqa: E402
+from wisp_cluster import SELECTIVE, Relay, load_script  # noqa: E402
 
 cluster24 = load_script("cluster24", "24_cluster.py")
 PREFIX, WAIT = cluster24.PREFIX, cluster24.WAIT
@@ -167,79 +165,6 @@ class Client:
             else:
                 raise AssertionError("unexpected %r" % pkt)
         return got, rels
-
-
-class Relay:
-    """A TCP relay between one node and nats-server, which the test cuts
-    (every connection closed, new ones refused) and restores: that node
-    alone loses NATS, as behind a broken link."""
-
-    def __init__(self, target_port):
-        self.target = target_port
-        self.lsock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.lsock.getsockname()[1]
-        self.lock = threading.Lock()
-        self.conns = []
-        self.refusing = False
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                down, _ = self.lsock.accept()
-            except OSError:
-                return
-            with self.lock:
-                refusing = self.refusing
-            if refusing:
-                down.close()
-                continue
-            try:
-                up = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-            except OSError:
-                down.close()
-                continue
-            with self.lock:
-                self.conns += [down, up]
-            for src, dst in ((down, up), (up, down)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self):
-        with self.lock:
-            self.refusing = True
-            conns, self.conns = self.conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def restore(self):
-        with self.lock:
-            self.refusing = False
-
-    def close(self):
-        self.closed = True
-        self.lsock.close()
-        self.cut()
 
 
 class ClusterSessionTest(cluster24.ClusterTest):

@@ -18,87 +18,14 @@ nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
 
 import os
-import socket
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import main  # noqa: E402
-from wisp_cluster import ClusterCase, InterestNode  # noqa: E402
+from wisp_cluster import ClusterCase, InterestNode, Relay  # noqa: E402
 
 WAIT = 20.0  # seconds any awaited cluster event may take
-
-
-class Relay:
-    """A TCP relay from a loopback port to nats-server. cut() closes the
-    connections through it and refuses new ones until restore()."""
-
-    def __init__(self, target_port):
-        self.target = target_port
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(16)
-        self.port = self.lsock.getsockname()[1]
-        self.lock = threading.Lock()
-        self.socks = []
-        self.refusing = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                down, _ = self.lsock.accept()
-            except OSError:
-                return
-            with self.lock:
-                if self.refusing:
-                    down.close()
-                    continue
-                try:
-                    up = socket.create_connection(("127.0.0.1", self.target), timeout=WAIT)
-                    up.settimeout(None)
-                except OSError:
-                    down.close()
-                    continue
-                self.socks += [down, up]
-            for src, dst in ((down, up), (up, down)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self):
-        with self.lock:
-            self.refusing = True
-            socks, self.socks = self.socks, []
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def restore(self):
-        with self.lock:
-            self.refusing = False
-
-    def close(self):
-        self.cut()
-        self.lsock.close()
 
 
 class ShareOutageTest(ClusterCase):

@@ -1,7 +1,8 @@
 """Shared pieces of the cluster e2e scripts (issue 16): Nats (a
 nats-server -js on loopback with a temporary store), Node (a cluster node
 with an http listener for /readyz and /metrics), InterestNode (one beating
-every second) and ClusterCase, the TestCase base that starts nats-server
+every second), Relay (a TCP relay to nats-server a test cuts, so that one
+node alone loses NATS) and ClusterCase, the TestCase base that starts nats-server
 and the nodes, stops them and, when a test failed, prints the nodes' and
 nats-server's logs before they are removed.
 
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.error
@@ -182,6 +184,79 @@ class Nats:
                     break
             if line != b"PONG\r\n":
                 raise AssertionError("nats-server did not answer PING: %r" % line)
+
+
+class Relay:
+    """A TCP relay between one node and nats-server, which the test cuts
+    (every connection closed, new ones refused) and restores: that node
+    alone loses NATS, as behind a broken link."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.conns = []
+        self.refusing = False
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                down, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                refusing = self.refusing
+            if refusing:
+                down.close()
+                continue
+            try:
+                up = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                down.close()
+                continue
+            with self.lock:
+                self.conns += [down, up]
+            for src, dst in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            self.refusing = True
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def restore(self):
+        with self.lock:
+            self.refusing = False
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()
+        self.cut()
 
 
 class Node(Broker):
