@@ -132,7 +132,7 @@ void nats_retire_all(struct nats_retire *r)
 /* ---- on the loop thread ---- */
 
 /* The loop's clock (CLOCK_MONOTONIC, cached per turn), or the same clock
- * read directly before the owner knows its loop. */
+ * read directly for a list without one. */
 static uint64_t loop_clock(void *ctx)
 {
 	struct nats_retire_loop *rl = ctx;
@@ -174,24 +174,9 @@ void nats_retire_loop_init(struct nats_retire_loop *rl, struct loop *loop)
 	list_init(&rl->timer.link);
 }
 
-void nats_retire_loop_set(struct nats_retire_loop *rl, struct loop *loop)
-{
-	rl->loop = loop;
-	uint64_t next = nats_retire_next(&rl->list);
-	if (next)
-		arm_at(rl, next);
-}
-
 void nats_retire_loop_stop(struct nats_retire_loop *rl)
 {
 	if (rl->loop && loop_timer_armed(&rl->timer))
 		loop_timer_stop(rl->loop, &rl->timer);
 	nats_retire_all(&rl->list);
-}
-
-void nats_retire_loop_hand_over(struct nats_retire_loop *rl, struct nats_retire *dst)
-{
-	if (rl->loop && loop_timer_armed(&rl->timer))
-		loop_timer_stop(rl->loop, &rl->timer);
-	nats_retire_move(dst, &rl->list);
 }

@@ -118,7 +118,7 @@ static inline uint64_t nats_retire_next(const struct nats_retire *r) { return r-
 void nats_retire_all(struct nats_retire *r);
 
 /* A list on the loop thread, drained by its own timer. loop may be NULL
- * until nats_retire_loop_set (then nothing is due before the stop). */
+ * (then nothing is due before the stop). */
 struct loop;
 struct nats_retire_loop {
 	struct nats_retire list;
@@ -126,11 +126,7 @@ struct nats_retire_loop {
 	struct loop_timer timer;
 };
 void nats_retire_loop_init(struct nats_retire_loop *rl, struct loop *loop);
-void nats_retire_loop_set(struct nats_retire_loop *rl, struct loop *loop);
 /* Stopping, every connection closed: the timer stopped, all destroyed. */
 void nats_retire_loop_stop(struct nats_retire_loop *rl);
-/* Stopping, a connection still open: the timer stopped, the entries moved
- * to dst (destroyed once every connection is closed). */
-void nats_retire_loop_hand_over(struct nats_retire_loop *rl, struct nats_retire *dst);
 
 #endif
