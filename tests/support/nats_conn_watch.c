@@ -1,6 +1,7 @@
 /* The connection wraps of nats_conn_watch.h. */
 #include "nats_conn_watch.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 static natsConnection *opened[NATS_CONN_WATCH_MAX];
@@ -11,18 +12,22 @@ natsStatus __real_natsConnection_Connect(natsConnection **nc, natsOptions *opts)
 void __real_natsConnection_Close(natsConnection *nc);
 void __real_natsConnection_Destroy(natsConnection *nc);
 
-/* Connections are made on the loop or test thread only, so the count needs
- * no compare-and-swap; the atomics order it for the threads that read. */
+/* A rejoin makes its two connections on two threads at once: the mutex
+ * orders the writers, the count's store publishes each slot to readers. */
+static pthread_mutex_t connect_mu = PTHREAD_MUTEX_INITIALIZER;
+
 natsStatus __wrap_natsConnection_Connect(natsConnection **nc, natsOptions *opts);
 natsStatus __wrap_natsConnection_Connect(natsConnection **nc, natsOptions *opts)
 {
 	natsStatus st = __real_natsConnection_Connect(nc, opts);
+	pthread_mutex_lock(&connect_mu);
 	size_t i = nopened;
 	if (*nc && i < NATS_CONN_WATCH_MAX) {
 		closed[i] = false;
 		opened[i] = *nc;
 		nopened = i + 1;
 	}
+	pthread_mutex_unlock(&connect_mu);
 	return st;
 }
 

@@ -31,6 +31,7 @@
 #include "broker_harness.h"
 #include "cluster.h"
 #include "cluster_harness.h"
+#include "nats_conn_watch.h"
 #include "unit_main.h"
 
 static pthread_t loop_thread;
@@ -54,6 +55,13 @@ natsStatus __wrap_natsConnection_PublishMsg(natsConnection *nc, natsMsg *msg)
 	return __real_natsConnection_PublishMsg(nc, msg);
 }
 
+/* The SUBs made off the loop (by the sender threads), with their
+ * connection: a rejoin must make the share subscriptions again on the
+ * connection made anew. */
+#define SUBS_SEEN_MAX 64
+static natsConnection *_Atomic subs_seen[SUBS_SEEN_MAX]; /* NULL: a slot taken, not written yet */
+static atomic_size_t nsubs_seen;
+
 natsStatus __real_natsConnection_Subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
 					   natsMsgHandler cb, void *closure);
 natsStatus __wrap_natsConnection_Subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
@@ -62,7 +70,22 @@ natsStatus __wrap_natsConnection_Subscribe(natsSubscription **sub, natsConnectio
 					   natsMsgHandler cb, void *closure)
 {
 	record("natsConnection_Subscribe", subject);
+	if (!pthread_equal(pthread_self(), loop_thread)) {
+		size_t i = atomic_fetch_add(&nsubs_seen, 1);
+		if (i < SUBS_SEEN_MAX)
+			atomic_store(&subs_seen[i], nc);
+	}
 	return __real_natsConnection_Subscribe(sub, nc, subject, cb, closure);
+}
+
+/* Subscriptions the sender threads made on nc so far. */
+static unsigned subs_made_on(const natsConnection *nc)
+{
+	unsigned n = 0;
+	size_t seen = atomic_load(&nsubs_seen);
+	for (size_t i = 0; i < seen && i < SUBS_SEEN_MAX; i++)
+		n += atomic_load(&subs_seen[i]) == nc;
+	return n;
 }
 
 natsStatus __real_natsConnection_QueueSubscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
@@ -90,6 +113,27 @@ natsStatus __wrap_natsConnection_GetStats(natsConnection *nc, natsStatistics *st
 {
 	record("natsConnection_GetStats", NULL);
 	return __real_natsConnection_GetStats(nc, stats);
+}
+
+/* Looks: each takes the connection's lock, which cnats's reconnect
+ * thread holds through a connect attempt. Asking whether a connection cnats
+ * gave up is closed does not wait (no attempt holds it any more). */
+natsConnStatus __real_natsConnection_Status(natsConnection *nc);
+natsConnStatus __wrap_natsConnection_Status(natsConnection *nc);
+natsConnStatus __wrap_natsConnection_Status(natsConnection *nc)
+{
+	natsConnStatus st = __real_natsConnection_Status(nc);
+	if (st != NATS_CONN_STATUS_CLOSED)
+		record("natsConnection_Status", NULL);
+	return st;
+}
+
+int64_t __real_natsConnection_GetMaxPayload(natsConnection *nc);
+int64_t __wrap_natsConnection_GetMaxPayload(natsConnection *nc);
+int64_t __wrap_natsConnection_GetMaxPayload(natsConnection *nc)
+{
+	record("natsConnection_GetMaxPayload", NULL);
+	return __real_natsConnection_GetMaxPayload(nc);
 }
 
 /* Runs the broker for about ms milliseconds of real time (the loop's
@@ -145,20 +189,54 @@ static void test_no_write_on_loop(void)
 	client_close(c);
 	harness_run(h);
 
-	atomic_store(&watching, false);
 	if (atomic_load(&on_loop))
 		fprintf(stderr, "\n%u cnats writes on the loop thread, the first: %s\n", atomic_load(&on_loop),
 			first_call);
 	CU_ASSERT_EQUAL(atomic_load(&on_loop), 0);
 	CU_ASSERT_EQUAL(held, 5); /* a/b, c.d.>, c.d, and x.>, x in queue g: queued to the senders */
 	CU_ASSERT_EQUAL(b->stats.cluster.subjects, 0);
+
+	/* A rejoin: cnats gives both connections up for good (as when a
+	 * server refused each twice in a row), and the node makes them anew
+	 * on connector threads and moves every subscription over: the
+	 * filters', and on '<node>-share' the claims', handovers' (two),
+	 * interest's (two) and $SYS figures'. The new connections never
+	 * connect (nothing listens), so each is in a connect attempt, holding
+	 * its lock, whenever the loop would ask it anything. */
+	struct hclient *f = harness_connect(h);
+	client_send_hex(f, "10 10 00 04 'MQTT' 04 02 00 3c 00 04 'sub4'");
+	client_send_hex(f, "82 08 00 01 00 03 'g/h' 00");
+	run_for(h, 200);
+	size_t made = nats_conn_watch_count();
+	CU_ASSERT_EQUAL_FATAL(made, 2); /* the main connection and '<node>-share' */
+	natsConnection *first[2] = {nats_conn_watch_get(0), nats_conn_watch_get(1)};
+	natsConnection_Close(first[0]);
+	natsConnection_Close(first[1]);
+	unsigned moved = 0;
+	for (int i = 0; i < 100 && moved < 6; i++) { /* the first try comes after 1 s */
+		run_for(h, 100);
+		moved = 0;
+		for (size_t k = made; k < nats_conn_watch_count(); k++)
+			moved += subs_made_on(nats_conn_watch_get(k));
+	}
+	CU_ASSERT_EQUAL(nats_conn_watch_count(), made + 2);
+	CU_ASSERT_EQUAL(moved, 6); /* the filter's waits for its connection to come up */
+	run_for(h, 1100); /* the claims' look, a second later, on the new '<node>-share' */
+	client_close(f);
+	harness_run(h);
+
+	atomic_store(&watching, false);
+	if (atomic_load(&on_loop))
+		fprintf(stderr, "\n%u cnats calls on the loop thread, the first: %s\n", atomic_load(&on_loop),
+			first_call);
+	CU_ASSERT_EQUAL(atomic_load(&on_loop), 0);
 	cluster_stop(cl);
 	harness_free(h);
 }
 
 static CU_TestInfo tests[] = {
 	/* Alone: cluster_stop ends cnats's library. */
-	{"no cnats write on the loop thread while the node runs", test_no_write_on_loop},
+	{"no cnats write on the loop thread while the node runs, a rejoin included", test_no_write_on_loop},
 	CU_TEST_INFO_NULL,
 };
 

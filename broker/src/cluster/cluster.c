@@ -57,6 +57,7 @@
 #include "hash.h"
 #include "inbox.h"
 #include "interest.h"
+#include "link.h"
 #include "log.h"
 #include "nats_auth.h"
 #include "presence.h"
@@ -140,6 +141,7 @@ struct connector {
 	unsigned event;
 	natsConnection *nc;   /* the thread's, read after the join */
 	natsStatus st;
+	int64_t max_payload;  /* nc's, when it connected at the first try */
 };
 
 struct cluster {
@@ -190,6 +192,7 @@ struct cluster {
 	 * any thread; 0: never connected), and what a message's NATS form
 	 * adds to its payload at most (NATS_HEADERS_MAX and the node's name). */
 	_Atomic int64_t max_payload;
+	struct nats_link main_link; /* which connection cnats closed for good (link.h) */
 	uint64_t nats_headers_max;
 	int64_t too_large_said;   /* the max_payload the last too-large line named: once per value */
 	int64_t max_payload_said; /* the max_payload the connect NOTICE looked at */
@@ -247,6 +250,14 @@ static void on_filter_msg(natsMsg *msg, void *closure, uint64_t tag)
 			return;
 		}
 	}
+	on_nats_msg(NULL, NULL, msg, closure);
+}
+
+/* cnats's delivery thread: the claims, handovers, interest and $SYS
+ * figures on '<node>-share' (subscriptions the share sender makes). */
+static void on_share_msg(natsMsg *msg, void *closure, uint64_t tag)
+{
+	(void)tag;
 	on_nats_msg(NULL, NULL, msg, closure);
 }
 
@@ -958,11 +969,14 @@ static void count_pending_drops(struct cluster *c, bool slow_event)
 /* ---- rejoin: a connection cnats closed for good, made anew ---- */
 
 static void on_connected(natsConnection *nc, void *closure);
+static void main_up(struct cluster *c, int64_t max_payload);
 
 static void *connector_main(void *arg)
 {
 	struct connector *k = arg;
 	k->st = natsConnection_Connect(&k->nc, k->opts);
+	if (k->st == NATS_OK)
+		k->max_payload = natsConnection_GetMaxPayload(k->nc); /* here: the loop takes no connection's lock */
 	inbox_raise(k->inbox, k->event); /* orders the writes above before the loop's take */
 	return NULL;
 }
@@ -1019,6 +1033,7 @@ static void rejoin_main(struct cluster *c)
 			nats_unsubscribe(c, in, true); /* closed with the old connection: only retired */
 	natsConnection *old = c->nc;
 	c->nc = nc;
+	nats_link_forget(&c->main_link, old);
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next)
 			nats_subscribe(c, in);
@@ -1029,10 +1044,10 @@ static void rejoin_main(struct cluster *c)
 	sender_forget(c->sender, old); /* its ring may still name old */
 	natsConnection_Destroy(old);
 	if (connected)
-		on_connected(nc, c);
+		main_up(c, c->main_k.max_payload); /* at the first try: cnats calls no callback */
 	/* Refused again before it was adopted: its EV_CLOSED may have come
 	 * (and gone, the old one still in place) already. */
-	if (natsConnection_Status(nc) == NATS_CONN_STATUS_CLOSED)
+	if (nats_link_is_closed(&c->main_link, nc))
 		rejoin_later(c);
 }
 
@@ -1050,8 +1065,8 @@ static void rejoin_share(struct cluster *c)
 	groups_reconnect(c->groups, snc, connected);
 	if (presence_rebind(c->presence, snc) != 0 || totals_rebind(c->totals, snc) != 0 ||
 	    remote_interest_rebind(c->wanted, c->nc, snc) != 0)
-		log_msg(LOG_WARNING, "cluster", "some subscriptions on the new NATS connection '%s-share' failed: "
-			"client ids, handovers or $SYS totals may not cross nodes", c->node);
+		log_msg(LOG_WARNING, "cluster", "out of memory: some subscriptions on the new NATS connection "
+			"'%s-share' are missing: client ids, handovers or $SYS totals may not cross nodes", c->node);
 	if (groups_closed(c->groups))
 		rejoin_later(c); /* refused again before it was adopted, as in rejoin_main */
 }
@@ -1062,7 +1077,7 @@ static void on_rejoin_due(struct loop *l, struct loop_timer *t)
 	struct cluster *c = container_of(t, struct cluster, rejoin_timer);
 	c->rejoin_tries++;
 	bool started = false;
-	if (!c->main_k.running && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CLOSED) {
+	if (!c->main_k.running && nats_link_is_closed(&c->main_link, c->nc)) {
 		started |= natsOptions_SetRetryOnFailedConnect(c->opts, true, on_connected, c) == NATS_OK &&
 			   connector_start(&c->main_k, c->opts, &c->inbox, EV_MAIN_MADE);
 	}
@@ -1074,12 +1089,14 @@ static void on_rejoin_due(struct loop *l, struct loop_timer *t)
 		rejoin_later(c); /* no thread (out of resources): later */
 }
 
-/* An EV_CLOSED or GROUPS_EV_CLOSED: late ones of a replaced connection
- * too, so the current connections' status decides. */
+/* An EV_CLOSED or GROUPS_EV_CLOSED: also of a new connection refused
+ * before it was adopted, so the links say whether a current one closed.
+ * Only a connection cnats gave up is asked for its last error: its lock
+ * is free (no reconnect thread holds it through an attempt). */
 static void check_closed(struct cluster *c)
 {
 	struct broker *b = c->b;
-	bool main_closed = natsConnection_Status(c->nc) == NATS_CONN_STATUS_CLOSED;
+	bool main_closed = nats_link_is_closed(&c->main_link, c->nc);
 	bool share_closed = groups_closed(c->groups);
 	if (!main_closed && !share_closed)
 		return;
@@ -1192,19 +1209,27 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 		natsMsg_Destroy(msg); /* counted by the inbox, unless it is closing */
 }
 
+/* The main connection is up, with the server's max_payload. Any thread. */
+static void main_up(struct cluster *c, int64_t max_payload)
+{
+	atomic_store_explicit(&c->max_payload, max_payload, memory_order_relaxed);
+	nats_link_set(&c->main_link, true);
+	inbox_raise(&c->inbox, EV_CONNECTED);
+}
+
 static void on_connected(natsConnection *nc, void *closure)
 {
-	struct cluster *c = closure;
 	/* Here, not on the loop: the loop never takes a connection's lock,
 	 * which a stalled write holds (sender.h). */
-	atomic_store_explicit(&c->max_payload, natsConnection_GetMaxPayload(nc), memory_order_relaxed);
-	inbox_raise(&c->inbox, EV_CONNECTED);
+	main_up(closure, natsConnection_GetMaxPayload(nc));
 }
 
 static void on_disconnected(natsConnection *nc, void *closure)
 {
 	(void)nc;
-	inbox_raise(&((struct cluster *)closure)->inbox, EV_DISCONNECTED);
+	struct cluster *c = closure;
+	nats_link_set(&c->main_link, false);
+	inbox_raise(&c->inbox, EV_DISCONNECTED);
 }
 
 /* cnats's asynchronous errors; only a slow consumer (its pending limit
@@ -1219,8 +1244,9 @@ static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus
 
 static void on_closed(natsConnection *nc, void *closure)
 {
-	(void)nc;
-	inbox_raise(&((struct cluster *)closure)->inbox, EV_CLOSED);
+	struct cluster *c = closure;
+	nats_link_closed(&c->main_link, nc);
+	inbox_raise(&c->inbox, EV_CLOSED);
 }
 
 /* ---- start and stop ---- */
@@ -1471,25 +1497,19 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	int rc = retained_kv_start(&c->retained, b, c->nc, c->sender, &c->inbox, c->node, c);
 	if (rc == 0)
 		rc = presence_start(&c->presence, b, groups_connection(c->groups), c->share_sender, groups_link(c->groups),
-				    c->node, c->prefix, on_nats_msg, c);
+				    c->node, c->prefix, on_share_msg, c);
 	if (rc == 0)
 		rc = totals_start(&c->totals, b, groups_connection(c->groups), c->share_sender, groups_link(c->groups),
-				  c->node, c->prefix, on_nats_msg, c);
+				  c->node, c->prefix, on_share_msg, c);
 	if (rc == WISP_ENOMEM)
 		goto nomem;
 	if (rc != 0) {
-		/* Subscribing fails once cnats closed the connection, as it
-		 * does after a server refused it: not a memory shortage. */
-		bool closed = natsConnection_Status(groups_connection(c->groups)) == NATS_CONN_STATUS_CLOSED;
-		snprintf(err, errlen, "cluster: cannot set up the retained, client-id and $SYS subscriptions%s",
-			 closed ? " (NATS closed the connection '<node>-share': refused?)" : "");
+		snprintf(err, errlen, "cluster: cannot start the retained messages' threads");
 		goto fail;
 	}
 	if (remote_interest_start(&c->wanted, b, c->nc, c->sender, groups_connection(c->groups), c->share_sender,
-				  groups_link(c->groups), c->node, c->run, c->prefix, on_nats_msg, c) != 0) {
-		snprintf(err, errlen, "cluster: cannot subscribe to the interest announcements");
-		goto fail;
-	}
+				  groups_link(c->groups), c->node, c->run, c->prefix, on_share_msg, c) != 0)
+		goto nomem;
 	groups_on_subscribed(c->groups, b->loop, on_group_subscribed, c);
 	if (cfg->durable && durable_start(b, c->node, c->run, c->signer, route_stream_msg, make_stream_msg, c, &c->durable) != 0) {
 		snprintf(err, errlen, "cluster: cannot start the JetStream worker");
@@ -1566,12 +1586,12 @@ void cluster_stop(struct cluster *c)
 				natsConnection_Destroy(ks[i]->nc);
 			}
 		}
-	remote_interest_stop(c->wanted, &c->retired.list); /* before the connection closes: says "bye" */
+	remote_interest_stop(c->wanted); /* before the connection closes: says "bye" */
 	durable_stop(c->durable, &c->retired.list); /* closes its own connection first */
-	presence_stop(c->presence, &c->retired.list); /* on the groups' connection */
-	totals_stop(c->totals, &c->retired.list);
-	/* Nothing publishes on '<node>-share' any more, and the groups'
-	 * UNSUBs are queued: joined before it closes. */
+	presence_stop(c->presence); /* on the groups' connection */
+	totals_stop(c->totals);
+	/* Nothing publishes on '<node>-share' any more, and every UNSUB of its
+	 * subscriptions is queued: joined before it closes. */
 	groups_leave(c->groups);
 	sender_stop(c->share_sender, &c->retired.list);
 	c->share_sender = NULL;

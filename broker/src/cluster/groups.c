@@ -560,13 +560,12 @@ static void on_disconnected(natsConnection *nc, void *closure)
 }
 
 /* cnats gave the connection up (refused twice in a row): the loop makes a
- * new one (groups_reconnect). Late for a replaced connection too: the loop
- * looks at the current one's status. */
+ * new one (groups_reconnect). Also for one made anew and refused before
+ * the loop adopted it: the link says which connection closed. */
 static void on_closed(natsConnection *nc, void *closure)
 {
-	(void)nc;
 	struct cluster_groups *g = closure;
-	nats_link_set(&g->link, false);
+	nats_link_closed(&g->link, nc);
 	inbox_raise(g->inbox, GROUPS_EV_CLOSED);
 }
 
@@ -686,6 +685,7 @@ void groups_reconnect(struct cluster_groups *g, natsConnection *nc, bool connect
 	natsConnection *old = g->nc;
 	g->nc = nc;
 	nats_link_set(&g->link, connected); /* the new one's callbacks keep it from here */
+	nats_link_forget(&g->link, old);
 	natsConnection_Destroy(old);
 	subscribe_missing(g); /* the same queues again */
 	if (connected)
@@ -694,36 +694,7 @@ void groups_reconnect(struct cluster_groups *g, natsConnection *nc, bool connect
 
 bool groups_closed(const struct cluster_groups *g)
 {
-	return g && natsConnection_Status(g->nc) == NATS_CONN_STATUS_CLOSED;
-}
-
-natsStatus cluster_nats_subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
-				  natsMsgHandler cb, void *closure)
-{
-	*sub = NULL;
-	natsStatus st = natsConnection_Subscribe(sub, nc, subject, cb, closure);
-	if (st != NATS_OK && natsConnection_Status(nc) == NATS_CONN_STATUS_CLOSED) {
-		*sub = NULL;
-		return NATS_OK; /* made on the connection that replaces it */
-	}
-	return st;
-}
-
-uint64_t cluster_nats_dropped(natsSubscription *const *subs, size_t n)
-{
-	uint64_t total = 0;
-	for (size_t i = 0; i < n; i++) {
-		int64_t dropped = 0;
-		if (subs[i] && natsSubscription_GetDropped(subs[i], &dropped) == NATS_OK && dropped > 0)
-			total += (uint64_t)dropped;
-	}
-	return total;
-}
-
-void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms)
-{
-	if (sub && natsSubscription_Drain(sub) == NATS_OK)
-		natsSubscription_WaitForDrainCompletion(sub, timeout_ms);
+	return g && nats_link_is_closed(&g->link, g->nc);
 }
 
 void groups_leave(struct cluster_groups *g)

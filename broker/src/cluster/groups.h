@@ -144,25 +144,11 @@ void groups_reconnect(struct cluster_groups *g, natsConnection *nc, bool connect
 /* Whether cnats closed the current connection for good. */
 bool groups_closed(const struct cluster_groups *g);
 
-/* natsConnection_Subscribe, except that a connection cnats closed for good
- * is no failure: *sub stays NULL, and the module subscribes again once
- * the connection is made anew (its *_rebind). */
-natsStatus cluster_nats_subscribe(natsSubscription **sub, natsConnection *nc, const char *subject,
-				  natsMsgHandler cb, void *closure);
-
-/* What cnats dropped so far of the n subscriptions (NULLs skipped) at its
- * pending limit: the modules' own subscriptions on the second connection
- * count in cluster/messages/pending_dropped too (*_pending_dropped). */
-uint64_t cluster_nats_dropped(natsSubscription *const *subs, size_t n);
 
 /* The second connection, for the cluster's own control traffic
  * (presence.h), which must not count as data on the main one. */
 natsConnection *groups_connection(const struct cluster_groups *g);
 
-/* Ends sub after cnats handed over what it still holds for it (at most
- * timeout_ms): a message left in cnats's delivery queue when the library
- * shuts down is never freed. Blocks; for shutdown. NULL: no-op. */
-void cluster_nats_drain_sub(natsSubscription *sub, int timeout_ms);
 
 /* Whether the queue subscriptions' connection is up now (so NATS can pick
  * this node's groups), without cnats's lock (link.h). Any thread. */

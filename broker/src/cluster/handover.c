@@ -42,8 +42,6 @@
 #include "delivery.h"
 #include "durable.h"
 #include "err.h"
-#include "groups.h"
-#include "retire.h"
 #include "hash.h"
 #include "input.h"
 #include "list.h"
@@ -141,16 +139,16 @@ struct handover {
 	struct broker *b;
 	natsConnection *nc;
 	const struct nats_link *link; /* nc up (link.h): no request, answer or tail while it is not */
-	struct sender *sender;        /* publishes on nc off the loop thread (sender.h) */
-	natsSubscription *sub;
+	struct sender *sender;        /* subscribes and publishes on nc off the loop thread (sender.h) */
+	struct sender_sub *sub;
 	uint64_t self;
 	char *node;
 	char *base;     /* "$WISP.<prefix>.ho." */
 	size_t base_len;
 	struct dir_slot *dir;
 	size_t dir_len;
-	natsSubscription *dir_sub; /* "<base>dir": another node (re)started and asks who holds what */
-	natsMsgHandler on_msg;     /* the subscriptions', kept for handover_rebind */
+	struct sender_sub *dir_sub; /* "<base>dir": another node (re)started and asks who holds what */
+	sender_msg_fn on_msg;       /* the subscriptions', kept for handover_rebind */
 	void *on_msg_closure;
 	struct list_node fetches;
 	struct list_node leavings;
@@ -1662,8 +1660,9 @@ static int subscribe_all(struct handover *h)
 {
 	char subject[SUBJECT_MAX];
 	subject_of(h, h->self, ".>", subject);
-	if (cluster_nats_subscribe(&h->sub, h->nc, subject, h->on_msg, h->on_msg_closure) != NATS_OK)
-		return WISP_EIO;
+	h->sub = sender_subscribe(h->sender, h->nc, subject, NULL, h->on_msg, h->on_msg_closure, 0);
+	if (!h->sub)
+		return WISP_ENOMEM;
 	if (dir_sub_held()) {
 		h->dir_sub_late = true; /* made by on_startup_timer */
 		log_msg(LOG_NOTICE, "cluster", "start-up requests not subscribed yet (WISP_DEBUG_HOLD_DIR_SUB)");
@@ -1678,31 +1677,41 @@ static int subscribe_dir(struct handover *h)
 	char dir[SUBJECT_MAX];
 	snprintf(dir, sizeof dir, "%sdir", h->base);
 	h->dir_sub_late = false;
-	return cluster_nats_subscribe(&h->dir_sub, h->nc, dir, h->on_msg, h->on_msg_closure) == NATS_OK ? 0 : WISP_EIO;
+	h->dir_sub = sender_subscribe(h->sender, h->nc, dir, NULL, h->on_msg, h->on_msg_closure, 0);
+	return h->dir_sub ? 0 : WISP_ENOMEM;
+}
+
+/* The subscriptions' UNSUBs go on the sender, before it stops or (rebind)
+ * on a connection cnats closed, where they only destroy. */
+static void unsubscribe_all(struct handover *h)
+{
+	struct sender_sub **subs[2] = {&h->sub, &h->dir_sub};
+	for (int i = 0; i < 2; i++) {
+		if (*subs[i])
+			sender_unsubscribe(h->sender, *subs[i]);
+		*subs[i] = NULL;
+	}
 }
 
 int handover_rebind(struct handover *h, natsConnection *nc)
 {
 	if (!h)
 		return 0;
-	natsSubscription **subs[2] = {&h->sub, &h->dir_sub};
-	for (int i = 0; i < 2; i++) {
-		natsSubscription_Destroy(*subs[i]); /* closed with its connection */
-		*subs[i] = NULL;
-	}
+	unsubscribe_all(h);
 	h->nc = nc;
 	return subscribe_all(h);
 }
 
 uint64_t handover_pending_dropped(const struct handover *h)
 {
-	natsSubscription *subs[2] = {h ? h->sub : NULL, h ? h->dir_sub : NULL};
-	return cluster_nats_dropped(subs, 2);
+	if (!h)
+		return 0;
+	return (h->sub ? sender_sub_dropped(h->sub) : 0) + (h->dir_sub ? sender_sub_dropped(h->dir_sub) : 0);
 }
 
 int handover_start(struct handover **out, struct broker *b, natsConnection *nc, struct sender *sender,
 		   const struct nats_link *link, const char *node,
-		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure)
+		   const char *prefix, sender_msg_fn on_msg, void *on_msg_closure)
 {
 	*out = NULL;
 	struct handover *h = wisp_calloc(1, sizeof *h);
@@ -1730,7 +1739,7 @@ int handover_start(struct handover **out, struct broker *b, natsConnection *nc, 
 	h->on_msg_closure = on_msg_closure;
 	if (subscribe_all(h) != 0) {
 		handover_free(h);
-		return WISP_EIO;
+		return WISP_ENOMEM;
 	}
 	/* Until the answers are in, restored sessions' CONNECTs wait
 	 * (must_hold), and the request goes out a second time; a node that
@@ -1753,25 +1762,19 @@ void handover_on_held_elsewhere(struct handover *h,
 	h->held_ctx = ctx;
 }
 
-void handover_stop(struct handover *h, struct nats_retire *retired)
+void handover_stop(struct handover *h)
 {
 	if (!h)
 		return;
 	loop_timer_stop(h->b->loop, &h->startup_timer);
-	natsSubscription **subs[2] = {&h->sub, &h->dir_sub};
-	for (int i = 0; i < 2; i++) {
-		if (!*subs[i])
-			continue;
-		cluster_nats_drain_sub(*subs[i], 500);
-		nats_retire_sub(retired, subs[i]);
-	}
+	unsubscribe_all(h);
 }
 
 void handover_free(struct handover *h)
 {
 	if (!h)
 		return;
-	handover_stop(h, NULL);
+	handover_stop(h);
 	while (!list_empty(&h->fetches))
 		fetch_free(container_of(h->fetches.next, struct fetch, link));
 	while (!list_empty(&h->leavings))

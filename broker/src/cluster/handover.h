@@ -104,10 +104,11 @@
 
 #include <nats/nats.h>
 
+#include "sender.h"
+
 struct broker;
 struct conn;
 struct handover;
-struct nats_retire;
 
 /* Bytes of session records per NATS message: well under nats-server's
  * default max_payload (1 MiB), small enough that one chunk never holds the
@@ -115,23 +116,21 @@ struct nats_retire;
 #define HANDOVER_CHUNK (64u * 1024u)
 
 /* Subscribes to this node's handover subjects on nc (borrowed until
- * handover_stop), publishes on it through `sender` (sender.h). 0, or
- * WISP_ENOMEM / WISP_EIO. */
+ * handover_stop) and publishes on it, both through `sender` (sender.h).
+ * 0, or WISP_ENOMEM / WISP_EIO. */
 struct nats_link;
-struct sender;
 int handover_start(struct handover **out, struct broker *b, natsConnection *nc, struct sender *sender,
 		   const struct nats_link *link, const char *node,
-		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure);
-/* Ends the subscription (drained), before the connection closes; it goes
- * to `retired` (retire.h: destroyed once no read loop can still hold it;
- * NULL: at once). */
-void handover_stop(struct handover *h, struct nats_retire *retired);
+		   const char *prefix, sender_msg_fn on_msg, void *on_msg_closure);
+/* Ends the subscriptions (their UNSUBs queued on the sender, before it
+ * stops). */
+void handover_stop(struct handover *h);
 /* Loop thread: moves to nc, the connection made anew after cnats closed
- * the old one for good (its subscriptions are freed, made again on nc).
- * NULL: no-op. 0 or WISP_EIO. */
+ * the old one for good (its subscriptions ended, queued again on nc).
+ * NULL: no-op. 0 or WISP_ENOMEM. */
 int handover_rebind(struct handover *h, natsConnection *nc);
-/* What cnats dropped of its two subscriptions (groups.h
- * cluster_nats_dropped). NULL: 0. */
+/* What cnats dropped of its two subscriptions so far (sender_sub_dropped).
+ * NULL: 0. */
 uint64_t handover_pending_dropped(const struct handover *h);
 /* Frees it and whatever waits, once cnats's threads are gone. NULL: no-op. */
 void handover_free(struct handover *h);

@@ -63,8 +63,6 @@
 #include "broker.h"
 #include "dormant.h"
 #include "err.h"
-#include "groups.h"
-#include "retire.h"
 #include "sender.h"
 #include "link.h"
 #include "log.h"
@@ -103,8 +101,8 @@ struct remote_interest {
 	natsConnection *snc;    /* announcements in, answers out (through share_sender) */
 	struct sender *share_sender; /* sender.h, publishing on snc */
 	const struct nats_link *snc_link; /* snc up (link.h) */
-	natsSubscription *sub, *ack_sub;
-	natsMsgHandler on_msg;  /* the subscriptions', kept for remote_interest_rebind */
+	struct sender_sub *sub, *ack_sub; /* made and ended by share_sender */
+	sender_msg_fn on_msg;   /* the subscriptions', kept for remote_interest_rebind */
 	void *on_msg_closure;
 	char *node;
 	char run[24];
@@ -962,9 +960,33 @@ static bool gate_settled(void *ctx, uint64_t ticket, uint64_t since_ms)
 
 /* ---- start and stop ---- */
 
+/* The announcements' and acknowledgements' subscriptions on snc, made and
+ * ended by share_sender's thread: the loop never waits for snc's lock (a
+ * connection just made may be in a connect attempt). */
+static void unsubscribe(struct remote_interest *ri)
+{
+	struct sender_sub **subs[2] = {&ri->sub, &ri->ack_sub};
+	for (int i = 0; i < 2; i++) {
+		if (*subs[i])
+			sender_unsubscribe(ri->share_sender, *subs[i]);
+		*subs[i] = NULL;
+	}
+}
+
+static int subscribe(struct remote_interest *ri)
+{
+	ri->sub = sender_subscribe(ri->share_sender, ri->snc, ri->subject, NULL, ri->on_msg, ri->on_msg_closure, 0);
+	ri->ack_sub = sender_subscribe(ri->share_sender, ri->snc, ri->ack_subject, NULL, ri->on_msg,
+				       ri->on_msg_closure, 0);
+	if (ri->sub && ri->ack_sub)
+		return 0;
+	unsubscribe(ri); /* neither, so that the free leaves no subscription to the sender */
+	return WISP_ENOMEM;
+}
+
 int remote_interest_start(struct remote_interest **out, struct broker *b, natsConnection *nc, struct sender *sender,
 			  natsConnection *snc, struct sender *share_sender, const struct nats_link *snc_link,
-			  const char *node, const char *run, const char *prefix, natsMsgHandler on_msg,
+			  const char *node, const char *run, const char *prefix, sender_msg_fn on_msg,
 			  void *on_msg_closure)
 {
 	*out = NULL;
@@ -994,10 +1016,9 @@ int remote_interest_start(struct remote_interest **out, struct broker *b, natsCo
 	snprintf(ri->ack_subject, n, "%s.ack.%s", ri->subject, run);
 	ri->on_msg = on_msg;
 	ri->on_msg_closure = on_msg_closure;
-	if (cluster_nats_subscribe(&ri->sub, snc, ri->subject, on_msg, on_msg_closure) != NATS_OK ||
-	    cluster_nats_subscribe(&ri->ack_sub, snc, ri->ack_subject, on_msg, on_msg_closure) != NATS_OK) {
+	if (subscribe(ri) != 0) {
 		remote_interest_free(ri);
-		return WISP_EIO;
+		return WISP_ENOMEM;
 	}
 	loop_timer_start(b->loop, &ri->timer, 1, on_tick);
 	b->sub_gate.ticket = gate_ticket;
@@ -1019,24 +1040,18 @@ int remote_interest_rebind(struct remote_interest *ri, natsConnection *nc, natsC
 	if (snc == ri->snc)
 		return 0;
 	ri->snc = snc;
-	natsSubscription **subs[2] = {&ri->sub, &ri->ack_sub};
-	for (int i = 0; i < 2; i++) {
-		natsSubscription_Destroy(*subs[i]); /* closed with its connection */
-		*subs[i] = NULL;
-	}
-	if (cluster_nats_subscribe(&ri->sub, snc, ri->subject, ri->on_msg, ri->on_msg_closure) != NATS_OK ||
-	    cluster_nats_subscribe(&ri->ack_sub, snc, ri->ack_subject, ri->on_msg, ri->on_msg_closure) != NATS_OK)
-		return WISP_EIO;
-	return 0;
+	unsubscribe(ri); /* closed with its connection: only destroyed */
+	return subscribe(ri);
 }
 
 uint64_t remote_interest_pending_dropped(const struct remote_interest *ri)
 {
-	natsSubscription *subs[2] = {ri ? ri->sub : NULL, ri ? ri->ack_sub : NULL};
-	return cluster_nats_dropped(subs, 2);
+	if (!ri)
+		return 0;
+	return (ri->sub ? sender_sub_dropped(ri->sub) : 0) + (ri->ack_sub ? sender_sub_dropped(ri->ack_sub) : 0);
 }
 
-void remote_interest_stop(struct remote_interest *ri, struct nats_retire *retired)
+void remote_interest_stop(struct remote_interest *ri)
 {
 	if (!ri)
 		return;
@@ -1050,12 +1065,7 @@ void remote_interest_stop(struct remote_interest *ri, struct nats_retire *retire
 		announce(ri, "bye", true, NULL, 0, NULL, NULL, NULL, NULL, NULL);
 		natsConnection_FlushTimeout(ri->nc, 500);
 	}
-	natsSubscription **subs[2] = {&ri->sub, &ri->ack_sub};
-	for (int i = 0; i < 2; i++)
-		if (*subs[i]) {
-			natsSubscription_Unsubscribe(*subs[i]);
-			nats_retire_sub(retired, subs[i]);
-		}
+	unsubscribe(ri);
 }
 
 void remote_interest_free(struct remote_interest *ri)

@@ -52,8 +52,9 @@
 
 #include <nats/nats.h>
 
+#include "sender.h"
+
 struct broker;
-struct nats_retire;
 struct topic_level;
 struct remote_interest;
 
@@ -63,23 +64,21 @@ struct remote_interest;
  * stay the MQTT data's; answers through share_sender's thread) and
  * installs b's sub_gate. 0 with *out NULL when cluster.interest is off. */
 struct nats_link;
-struct sender;
 int remote_interest_start(struct remote_interest **out, struct broker *b, natsConnection *nc, struct sender *sender,
 			  natsConnection *snc, struct sender *share_sender, const struct nats_link *snc_link,
-			  const char *node, const char *run, const char *prefix, natsMsgHandler on_msg,
+			  const char *node, const char *run, const char *prefix, sender_msg_fn on_msg,
 			  void *on_msg_closure);
-/* Says "bye" (on nc itself: the sender is stopped by then), unsubscribes,
- * removes the gate. NULL: no-op. The
- * subscriptions go to `retired` (retire.h: destroyed once no read loop
- * can still hold them). */
-void remote_interest_stop(struct remote_interest *ri, struct nats_retire *retired);
+/* Says "bye" (on nc itself: the sender is stopped by then), unsubscribes
+ * (the UNSUBs queued on share_sender, before it stops), removes the gate.
+ * NULL: no-op. */
+void remote_interest_stop(struct remote_interest *ri);
 /* Loop thread: moves to nc and snc, connections made anew after cnats
- * closed one for good (subscriptions on a replaced snc are freed and made
- * again); announces itself as after a reconnect once both are up. NULL:
- * no-op. 0 or WISP_EIO. */
+ * closed one for good (subscriptions on a replaced snc ended, queued again
+ * on the new one); announces itself as after a reconnect once both are up.
+ * NULL: no-op. 0 or WISP_ENOMEM. */
 int remote_interest_rebind(struct remote_interest *ri, natsConnection *nc, natsConnection *snc);
-/* What cnats dropped of its two subscriptions (groups.h
- * cluster_nats_dropped). NULL: 0. */
+/* What cnats dropped of its two subscriptions so far (sender_sub_dropped).
+ * NULL: 0. */
 uint64_t remote_interest_pending_dropped(const struct remote_interest *ri);
 void remote_interest_free(struct remote_interest *ri);
 

@@ -1046,7 +1046,12 @@ static natsStatus bind_conn(struct jsw *w, natsConnection *nc, natsSubscription 
 {
 	char subject[160];
 	snprintf(subject, sizeof subject, "%s*", w->reply_prefix);
-	natsStatus st = cluster_nats_subscribe(reply_sub, nc, subject, on_reply, w);
+	*reply_sub = NULL;
+	natsStatus st = natsConnection_Subscribe(reply_sub, nc, subject, on_reply, w);
+	if (st != NATS_OK && natsConnection_Status(nc) == NATS_CONN_STATUS_CLOSED) {
+		*reply_sub = NULL;
+		st = NATS_OK;
+	}
 	if (st == NATS_OK)
 		st = natsConnection_JetStream(js, nc, NULL);
 	return st;

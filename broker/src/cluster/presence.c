@@ -40,8 +40,6 @@
 #include "alloc.h"
 #include "broker.h"
 #include "err.h"
-#include "groups.h"
-#include "retire.h"
 #include "handover.h"
 #include "hash.h"
 #include "link.h"
@@ -64,8 +62,8 @@ struct presence {
 	struct broker *b;
 	natsConnection *nc;
 	const struct nats_link *link; /* nc up (link.h) */
-	natsSubscription *sub;
-	natsMsgHandler on_msg;     /* the subscription's, kept for presence_rebind */
+	struct sender_sub *sub;    /* made and ended by `sender` */
+	sender_msg_fn on_msg;      /* the subscription's, kept for presence_rebind */
 	void *on_msg_closure;
 	char *node;
 	char *subject;
@@ -347,7 +345,7 @@ bool presence_message(struct presence *p, natsMsg *nm)
 
 int presence_start(struct presence **out, struct broker *b, natsConnection *nc, struct sender *sender,
 		   const struct nats_link *link, const char *node,
-		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure)
+		   const char *prefix, sender_msg_fn on_msg, void *on_msg_closure)
 {
 	*out = NULL;
 	struct presence *p = wisp_calloc(1, sizeof *p);
@@ -367,13 +365,15 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 	snprintf(p->subject, n, "$WISP.%s%sclaim", prefix, *prefix ? "." : "");
 	p->on_msg = on_msg;
 	p->on_msg_closure = on_msg_closure;
-	if (cluster_nats_subscribe(&p->sub, nc, p->subject, on_msg, on_msg_closure) != NATS_OK) {
+	p->sub = sender_subscribe(sender, nc, p->subject, NULL, on_msg, on_msg_closure, 0);
+	if (!p->sub) {
 		presence_free(p);
-		return WISP_EIO;
+		return WISP_ENOMEM;
 	}
-	if (handover_start(&p->handover, b, nc, sender, link, node, prefix, on_msg, on_msg_closure) != 0) {
+	int rc = handover_start(&p->handover, b, nc, sender, link, node, prefix, on_msg, on_msg_closure);
+	if (rc != 0) {
 		presence_free(p);
-		return WISP_EIO;
+		return rc;
 	}
 	/* At start it is down or just up: nothing was missed yet. */
 	p->was_up = true;
@@ -392,23 +392,24 @@ int presence_rebind(struct presence *p, natsConnection *nc)
 {
 	if (!p)
 		return 0;
-	natsSubscription_Destroy(p->sub); /* closed with its connection */
-	p->sub = NULL;
+	if (p->sub)
+		sender_unsubscribe(p->sender, p->sub); /* closed with its connection: only destroyed */
 	p->nc = nc;
 	/* Down since the old one closed: once the new one is up, every claim
 	 * held here is asked again, as after a reconnect. */
 	p->was_up = false;
-	int rc = cluster_nats_subscribe(&p->sub, nc, p->subject, p->on_msg, p->on_msg_closure) == NATS_OK ? 0 : WISP_EIO;
+	p->sub = sender_subscribe(p->sender, nc, p->subject, NULL, p->on_msg, p->on_msg_closure, 0);
+	int rc = p->sub ? 0 : WISP_ENOMEM;
 	int hrc = handover_rebind(p->handover, nc);
 	return rc ? rc : hrc;
 }
 
 uint64_t presence_pending_dropped(const struct presence *p)
 {
-	return p ? cluster_nats_dropped(&p->sub, 1) + handover_pending_dropped(p->handover) : 0;
+	return p ? (p->sub ? sender_sub_dropped(p->sub) : 0) + handover_pending_dropped(p->handover) : 0;
 }
 
-void presence_stop(struct presence *p, struct nats_retire *retired)
+void presence_stop(struct presence *p)
 {
 	if (!p)
 		return;
@@ -420,17 +421,17 @@ void presence_stop(struct presence *p, struct nats_retire *retired)
 	}
 	if (loop_timer_armed(&p->timer))
 		loop_timer_stop(p->b->loop, &p->timer);
-	handover_stop(p->handover, retired);
-	/* Claims arrive at any time, also while the node stops. */
-	cluster_nats_drain_sub(p->sub, 500);
-	nats_retire_sub(retired, &p->sub);
+	handover_stop(p->handover);
+	if (p->sub)
+		sender_unsubscribe(p->sender, p->sub);
+	p->sub = NULL;
 }
 
 void presence_free(struct presence *p)
 {
 	if (!p)
 		return;
-	presence_stop(p, NULL);
+	presence_stop(p);
 	handover_free(p->handover);
 	wisp_free(p->subject);
 	wisp_free(p->node);

@@ -49,30 +49,29 @@
 
 #include <nats/nats.h>
 
+#include "sender.h"
+
 struct broker;
-struct nats_retire;
 struct presence;
 
 /* Subscribes to the claims on nc (borrowed until presence_stop, with
- * `link`, whether it is up: link.h), publishes on it through `sender`
- * (sender.h: its handover too) and hooks the broker's connects. 0 or
- * WISP_ENOMEM / WISP_EIO. */
+ * `link`, whether it is up: link.h) and publishes on it, both through
+ * `sender` (sender.h: its handover too; the loop never waits for nc's
+ * lock), and hooks the broker's connects. 0 or WISP_ENOMEM / WISP_EIO. */
 struct nats_link;
-struct sender;
 int presence_start(struct presence **out, struct broker *b, natsConnection *nc, struct sender *sender,
 		   const struct nats_link *link, const char *node,
-		   const char *prefix, natsMsgHandler on_msg, void *on_msg_closure);
-/* Unhooks and ends the subscription (drained), before the connection
- * closes; the handover's too. The subscriptions go to `retired` (retire.h:
- * destroyed once no read loop can still hold them; NULL: at once). */
-void presence_stop(struct presence *p, struct nats_retire *retired);
+		   const char *prefix, sender_msg_fn on_msg, void *on_msg_closure);
+/* Unhooks and ends the subscriptions (its handover's too): their UNSUBs
+ * queued on the sender, before it stops. */
+void presence_stop(struct presence *p);
 /* Loop thread: moves the claims and the handover (handover_rebind) to nc,
  * the connection made anew after cnats closed the old one for good; the
  * claims held here are asked again once it is up. NULL: no-op. 0 or
- * WISP_EIO. */
+ * WISP_ENOMEM. */
 int presence_rebind(struct presence *p, natsConnection *nc);
-/* What cnats dropped of its subscription and its handover's (groups.h
- * cluster_nats_dropped). NULL: 0. */
+/* What cnats dropped of its subscription and its handover's so far
+ * (sender_sub_dropped). NULL: 0. */
 uint64_t presence_pending_dropped(const struct presence *p);
 /* Frees it, once cnats's threads are gone. NULL: no-op. */
 void presence_free(struct presence *p);

@@ -36,8 +36,9 @@
  * of the node's own filters, queued again only after a refusal drained or
  * at a reconnect). '<node>-share' has a sender of its own with control
  * operations only: the shared groups' queue SUBs and UNSUBs, the claims,
- * the handovers' messages, the interest answers and the $SYS figures
- * (cluster.c).
+ * the handovers' messages, the interest answers and the $SYS figures, and
+ * the subscriptions those modules listen on, made at start and again on a
+ * connection made anew (cluster.c).
  *
  * Memory: cap entries (a connection and a message pointer each), fixed at
  * start; the messages themselves are cnats's, max_bytes of them at most.

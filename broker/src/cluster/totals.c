@@ -15,8 +15,6 @@
 #include "alloc.h"
 #include "broker.h"
 #include "err.h"
-#include "groups.h"
-#include "retire.h"
 #include "link.h"
 #include "log.h"
 #include "metrics.h"
@@ -49,8 +47,8 @@ struct totals {
 	natsConnection *nc;
 	const struct nats_link *link; /* nc up (link.h) */
 	struct sender *sender;        /* publishes on nc off the loop thread (sender.h) */
-	natsSubscription *sub;
-	natsMsgHandler on_msg;   /* the subscription's, kept for totals_rebind */
+	struct sender_sub *sub;  /* made and ended by `sender` */
+	sender_msg_fn on_msg;    /* the subscription's, kept for totals_rebind */
 	void *on_msg_closure;
 	char *subject;
 	char node[NODE_NAME_MAX];
@@ -166,7 +164,7 @@ static void on_tick(struct loop *l, struct loop_timer *timer)
 
 int totals_start(struct totals **out, struct broker *b, natsConnection *nc, struct sender *sender,
 		 const struct nats_link *link, const char *node, const char *prefix,
-		 natsMsgHandler on_msg, void *on_msg_closure)
+		 sender_msg_fn on_msg, void *on_msg_closure)
 {
 	*out = NULL;
 	if (b->cfg->sys_interval == 0)
@@ -193,9 +191,10 @@ int totals_start(struct totals **out, struct broker *b, natsConnection *nc, stru
 	snprintf(t->subject, n, "$WISP.%s%sfigures", prefix, *prefix ? "." : "");
 	t->on_msg = on_msg;
 	t->on_msg_closure = on_msg_closure;
-	if (cluster_nats_subscribe(&t->sub, nc, t->subject, on_msg, on_msg_closure) != NATS_OK) {
+	t->sub = sender_subscribe(sender, nc, t->subject, NULL, on_msg, on_msg_closure, 0);
+	if (!t->sub) {
 		totals_free(t);
-		return WISP_EIO;
+		return WISP_ENOMEM;
 	}
 	loop_timer_start(b->loop, &t->timer, b->cfg->sys_interval, on_tick);
 	*out = t;
@@ -206,29 +205,31 @@ int totals_rebind(struct totals *t, natsConnection *nc)
 {
 	if (!t)
 		return 0;
-	natsSubscription_Destroy(t->sub); /* closed with its connection */
-	t->sub = NULL;
+	if (t->sub)
+		sender_unsubscribe(t->sender, t->sub); /* closed with its connection: only destroyed */
 	t->nc = nc;
-	return cluster_nats_subscribe(&t->sub, nc, t->subject, t->on_msg, t->on_msg_closure) == NATS_OK ? 0 : WISP_EIO;
+	t->sub = sender_subscribe(t->sender, nc, t->subject, NULL, t->on_msg, t->on_msg_closure, 0);
+	return t->sub ? 0 : WISP_ENOMEM;
 }
 
-uint64_t totals_pending_dropped(const struct totals *t) { return t ? cluster_nats_dropped(&t->sub, 1) : 0; }
+uint64_t totals_pending_dropped(const struct totals *t) { return t && t->sub ? sender_sub_dropped(t->sub) : 0; }
 
-void totals_stop(struct totals *t, struct nats_retire *retired)
+void totals_stop(struct totals *t)
 {
 	if (!t)
 		return;
 	if (loop_timer_armed(&t->timer))
 		loop_timer_stop(t->b->loop, &t->timer);
-	cluster_nats_drain_sub(t->sub, 500);
-	nats_retire_sub(retired, &t->sub);
+	if (t->sub)
+		sender_unsubscribe(t->sender, t->sub);
+	t->sub = NULL;
 }
 
 void totals_free(struct totals *t)
 {
 	if (!t)
 		return;
-	totals_stop(t, NULL);
+	totals_stop(t);
 	wisp_free(t->subject);
 	wisp_free(t);
 }

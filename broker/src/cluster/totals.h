@@ -18,27 +18,26 @@
 
 #include <nats/nats.h>
 
+#include "sender.h"
+
 struct broker;
-struct nats_retire;
 struct totals;
 
 /* Does nothing (and sets *out NULL) when sys_interval is 0. Borrows nc
- * until totals_stop, publishes on it through `sender` (sender.h). 0 or
- * WISP_ENOMEM / WISP_EIO. */
+ * until totals_stop, subscribes and publishes on it through `sender`
+ * (sender.h). 0 or WISP_ENOMEM. */
 struct nats_link;
-struct sender;
 int totals_start(struct totals **out, struct broker *b, natsConnection *nc, struct sender *sender,
 		 const struct nats_link *link, const char *node, const char *prefix,
-		 natsMsgHandler on_msg, void *on_msg_closure);
-/* Stops the timer, ends the subscription; before the connection closes.
- * The subscription goes to `retired` (retire.h: destroyed once no read
- * loop can still hold it; NULL: at once). */
-void totals_stop(struct totals *t, struct nats_retire *retired);
+		 sender_msg_fn on_msg, void *on_msg_closure);
+/* Stops the timer, ends the subscription (its UNSUB queued on the
+ * sender, before it stops). */
+void totals_stop(struct totals *t);
 /* Loop thread: moves to nc, the connection made anew after cnats closed
- * the old one for good (its subscription is freed, made again on nc).
- * NULL: no-op. 0 or WISP_EIO. */
+ * the old one for good (its subscription ended, queued again on nc).
+ * NULL: no-op. 0 or WISP_ENOMEM. */
 int totals_rebind(struct totals *t, natsConnection *nc);
-/* What cnats dropped of its subscription (groups.h cluster_nats_dropped).
+/* What cnats dropped of its subscription so far (sender_sub_dropped).
  * NULL: 0. */
 uint64_t totals_pending_dropped(const struct totals *t);
 void totals_free(struct totals *t);
