@@ -36,6 +36,7 @@
  */
 #include "cluster.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -116,7 +117,10 @@ struct interest {
 	char filter[];
 };
 
-#define TAG_BUCKETS 256u
+/* The filters' tables start at this many buckets and double when the
+ * filters outnumber them: a node whose devices each subscribe to their
+ * own topic holds one filter per device. */
+#define INTEREST_BUCKETS_MIN 256u
 
 /* The newest sequence number seen from one publishing node's run. */
 struct origin_seen {
@@ -161,9 +165,9 @@ struct cluster {
 	struct totals *totals;         /* $SYS/cluster/ (totals.h) */
 	struct remote_interest *wanted; /* what the other nodes want (interest.h); NULL: send everything */
 	struct loop_io io;
-	struct interest **buckets;
+	struct interest **buckets; /* by filter */
+	struct interest **by_tag;  /* by tag, the same size */
 	size_t nbuckets, count;
-	struct interest *by_tag[TAG_BUCKETS];
 	uint64_t tags;             /* the last tag given to a filter */
 	uint64_t dropped_seen;
 	bool drop_logged;
@@ -263,7 +267,7 @@ static void on_share_msg(natsMsg *msg, void *closure, uint64_t tag)
 
 static struct interest *find_tag(struct cluster *c, uint64_t tag)
 {
-	struct interest *in = c->by_tag[tag % TAG_BUCKETS];
+	struct interest *in = c->by_tag[tag & (c->nbuckets - 1)];
 	while (in && in->tag != tag)
 		in = in->tag_next;
 	return in;
@@ -271,11 +275,12 @@ static struct interest *find_tag(struct cluster *c, uint64_t tag)
 
 static void unlink_tag(struct cluster *c, struct interest *in)
 {
-	for (struct interest **pp = &c->by_tag[in->tag % TAG_BUCKETS]; *pp; pp = &(*pp)->tag_next)
+	for (struct interest **pp = &c->by_tag[in->tag & (c->nbuckets - 1)]; *pp; pp = &(*pp)->tag_next)
 		if (*pp == in) {
 			*pp = in->tag_next;
 			return;
 		}
+	assert(!"a filter missing from its tag's chain");
 }
 
 /*
@@ -368,6 +373,35 @@ static void on_group_subscribed(void *ctx, uint64_t mark)
 	remote_interest_mark(c->wanted, mark);
 }
 
+/* Both tables twice as large, once the filters outnumber the buckets:
+ * chains stay about one long. Out of memory: they stay as they are,
+ * chains only longer. */
+static void grow_buckets(struct cluster *c)
+{
+	size_t n = c->nbuckets * 2;
+	struct interest **buckets = wisp_calloc(n, sizeof *buckets);
+	struct interest **by_tag = wisp_calloc(n, sizeof *by_tag);
+	if (!buckets || !by_tag) {
+		wisp_free(buckets);
+		wisp_free(by_tag);
+		return;
+	}
+	for (size_t i = 0; i < c->nbuckets; i++)
+		while (c->buckets[i]) {
+			struct interest *in = c->buckets[i];
+			c->buckets[i] = in->next;
+			in->next = buckets[in->hash & (n - 1)];
+			buckets[in->hash & (n - 1)] = in;
+			in->tag_next = by_tag[in->tag & (n - 1)];
+			by_tag[in->tag & (n - 1)] = in;
+		}
+	wisp_free(c->buckets);
+	wisp_free(c->by_tag);
+	c->buckets = buckets;
+	c->by_tag = by_tag;
+	c->nbuckets = n;
+}
+
 static void interest_ref(struct cluster *c, const char *filter, size_t len)
 {
 	if (share_is_shared(filter, len)) {
@@ -392,9 +426,10 @@ static void interest_ref(struct cluster *c, const char *filter, size_t len)
 		memcpy(in->filter, filter, len);
 		*pp = in;
 		in->tag = ++c->tags;
-		in->tag_next = c->by_tag[in->tag % TAG_BUCKETS];
-		c->by_tag[in->tag % TAG_BUCKETS] = in;
-		c->count++;
+		in->tag_next = c->by_tag[in->tag & (c->nbuckets - 1)];
+		c->by_tag[in->tag & (c->nbuckets - 1)] = in;
+		if (++c->count > c->nbuckets)
+			grow_buckets(c);
 		/* A failed subscribe keeps the entry (and its count), so the
 		 * unsubscribes stay balanced; the filter just gets nothing
 		 * remote. */
@@ -1392,14 +1427,15 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	if (getentropy(&run, sizeof run) != 0)
 		run = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL);
 	snprintf(c->run, sizeof c->run, "%016llx", (unsigned long long)run);
-	c->nbuckets = 256;
+	c->nbuckets = INTEREST_BUCKETS_MIN;
 	c->buckets = wisp_calloc(c->nbuckets, sizeof *c->buckets);
+	c->by_tag = wisp_calloc(c->nbuckets, sizeof *c->by_tag);
 	size_t longest = b->cfg->limits.max_topic_length;
 	c->buf_cap = SUBJECT_MAX(strlen(c->prefix), longest > 65535 ? 65535 : longest) + 8;
 	if (c->buf_cap < 65536 + 1)
 		c->buf_cap = 65536 + 1; /* a topic back from NATS before its bound is checked */
 	c->buf = wisp_malloc(c->buf_cap);
-	if (!c->node || !c->prefix || !c->buckets || !c->buf)
+	if (!c->node || !c->prefix || !c->buckets || !c->by_tag || !c->buf)
 		goto nomem;
 	c->nats_headers_max = NATS_HEADERS_MAX + 2u * strlen(c->node);
 	atomic_init(&c->max_payload, 0);
@@ -1562,7 +1598,8 @@ void cluster_stop(struct cluster *c)
 			nats_unsubscribe(c, in, true);
 			wisp_free(in);
 		}
-	memset(c->by_tag, 0, sizeof c->by_tag);
+	for (size_t i = 0; c->by_tag && i < c->nbuckets; i++)
+		c->by_tag[i] = NULL;
 	for (size_t i = 0; i < c->ngone; i++)
 		release_sub(c, c->gone[i]);
 	wisp_free(c->gone);
@@ -1624,6 +1661,7 @@ void cluster_stop(struct cluster *c)
 	remote_interest_free(c->wanted);
 	nats_signer_free(c->signer); /* no connection signs any more */
 	wisp_free(c->buckets);
+	wisp_free(c->by_tag);
 	wisp_free(c->buf);
 	wisp_free(c->node);
 	wisp_free(c->prefix);
