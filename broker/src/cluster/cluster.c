@@ -275,12 +275,12 @@ static struct interest *find_tag(struct cluster *c, uint64_t tag)
 
 static void unlink_tag(struct cluster *c, struct interest *in)
 {
-	for (struct interest **pp = &c->by_tag[in->tag & (c->nbuckets - 1)]; *pp; pp = &(*pp)->tag_next)
-		if (*pp == in) {
-			*pp = in->tag_next;
-			return;
-		}
-	assert(!"a filter missing from its tag's chain");
+	struct interest **pp = &c->by_tag[in->tag & (c->nbuckets - 1)];
+	while (*pp && *pp != in)
+		pp = &(*pp)->tag_next;
+	assert(*pp == in); /* else find_tag would meet it once freed */
+	if (*pp)
+		*pp = in->tag_next;
 }
 
 /*
