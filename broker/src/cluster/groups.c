@@ -684,12 +684,15 @@ void groups_reconnect(struct cluster_groups *g, natsConnection *nc, bool connect
 	unsubscribe_leaving(g);
 	natsConnection *old = g->nc;
 	g->nc = nc;
-	nats_link_set(&g->link, connected); /* the new one's callbacks keep it from here */
 	nats_link_forget(&g->link, old);
 	natsConnection_Destroy(old);
-	subscribe_missing(g); /* the same queues again */
+	/* The old one's close left the link down, and the new one's callbacks
+	 * say when it is up: one may have come already (a retry that
+	 * succeeded before this adoption), so the link is not overwritten
+	 * here. One connected at the first try gets none. */
 	if (connected)
-		on_connected(nc, g); /* connected at the first try: cnats calls no callback */
+		on_connected(nc, g);
+	subscribe_missing(g); /* the same queues again */
 }
 
 bool groups_closed(const struct cluster_groups *g)
