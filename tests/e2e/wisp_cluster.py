@@ -163,6 +163,20 @@ class Nats:
                                                  c.get("num_redelivered"), c.get("num_pending")))
         return "\n".join(lines)
 
+    def consumer(self, stream, name):
+        """The consumer's detail from /jsz (num_ack_pending, delivered,
+        ack_floor, ...), or None when the stream has no such consumer."""
+        url = "http://127.0.0.1:%d/jsz?streams=true&consumers=true" % self.mport
+        with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as r:
+            data = json.load(r)
+        for account in data.get("account_details") or []:
+            for s in account.get("stream_detail") or []:
+                if s.get("name") == stream:
+                    for c in s.get("consumer_detail") or []:
+                        if c.get("name") == name:
+                            return c
+        return None
+
     def out_msgs(self, node):
         return self.connections()[node][1]
 

@@ -40,7 +40,8 @@
  * Received: `seen` marks the stream sequences routed (seq_window.h: a
  * floor and a bitmap of 4 x inbound_queue above it), so a redelivery (ack
  * wait over, the ack lost, or the node killed before its ack left) is
- * acked again, not routed again. A message whose routing made copies for
+ * acked again, not routed again, no sooner than its first delivery
+ * (ack_again). A message whose routing made copies for
  * persistent sessions is recorded in the store after them (STREAM_TAKEN
  * with the floor, in the same write: no fsync of its own), and the window is
  * restored from the store at start-up, so a kill -9 between the store's
@@ -133,6 +134,7 @@ struct held {
 struct pending_ack {
 	natsMsg *m;
 	uint64_t seq;    /* store seq its records need */
+	uint64_t key;    /* the message: its stream sequence, or its gseen key (a group's) */
 };
 
 struct durable {
@@ -1016,7 +1018,7 @@ static int pend_grow(struct durable *d)
 	return 0;
 }
 
-static void ack_when_safe(struct durable *d, natsMsg *nm)
+static void ack_when_safe(struct durable *d, natsMsg *nm, uint64_t key)
 {
 	uint64_t need = persist_seq(d->b);
 	if (need <= persist_safe_seq(d->b) || (d->pend_len == d->pend_cap && pend_grow(d) != 0)) {
@@ -1025,7 +1027,29 @@ static void ack_when_safe(struct durable *d, natsMsg *nm)
 		stream_ack(d, nm);
 		return;
 	}
-	d->pend[(d->pend_head + d->pend_len++) % d->pend_cap] = (struct pending_ack){nm, need};
+	d->pend[(d->pend_head + d->pend_len++) % d->pend_cap] = (struct pending_ack){nm, need, key};
+}
+
+/*
+ * A redelivery of a message routed (or given to a group's member) before:
+ * acked, not routed again, but no sooner than a first delivery is. Its
+ * first delivery's ack may still wait here for the store (one that could
+ * not write for the whole ack wait, 30 s): acked at once, JetStream would
+ * take it for safe, and a kill -9 before the store wrote lost the copies
+ * made for persistent sessions. While an ack of the same message waits,
+ * the redelivery is dropped unacked (JetStream delivers it again each ack
+ * wait while the store is stuck; held, they would pile up), so the queue
+ * holds at most two per message JetStream has pending here.
+ */
+static void ack_again(struct durable *d, natsMsg *nm, uint64_t key)
+{
+	if (persist_seq(d->b) > persist_safe_seq(d->b))
+		for (size_t i = 0; i < d->pend_len; i++)
+			if (d->pend[(d->pend_head + i) % d->pend_cap].key == key) {
+				natsMsg_Destroy(nm);
+				return;
+			}
+	ack_when_safe(d, nm, key);
 }
 
 /* A group message's key in gseen: the consumer's name, the stream
@@ -1070,7 +1094,7 @@ static void group_msg(struct durable *d, natsMsg *nm, const char *consumer, uint
 		log_limited("cluster_group_again", LOG_INFO, "cluster",
 			    "a shared group's message delivered again was given to a member here before: acked, "
 			    "not delivered again");
-		stream_ack(d, nm);
+		ack_again(d, nm, key);
 		return;
 	}
 	bool gone = false;
@@ -1089,7 +1113,7 @@ static void group_msg(struct durable *d, natsMsg *nm, const char *consumer, uint
 		log_limited("cluster_dropped", LOG_INFO, "cluster", "message from stream on '%s' dropped: %s",
 			    natsMsg_GetSubject(nm), why);
 	}
-	ack_when_safe(d, nm);
+	ack_when_safe(d, nm, key);
 }
 
 void durable_set_consumers(struct durable *d, durable_consumers_fn fn, void *ctx)
@@ -1195,7 +1219,10 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 			again += routed_before && !own;
 			if (seq && !routed_before)
 				d->route(d->route_ctx, nm, seq, true); /* its stream sequence, for a handover's cut */
-			stream_ack(d, nm); /* a redelivery, or this node's own message */
+			if (routed_before && !own)
+				ack_again(d, nm, seq);
+			else
+				stream_ack(d, nm); /* own (its publisher's ack waited for the store), or no metadata */
 			continue;
 		}
 		uint64_t before = persist_seq(b);
@@ -1209,12 +1236,12 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 			log_limited("cluster_dropped", LOG_INFO, "cluster", "message from stream on '%s' dropped: %s",
 				    natsMsg_GetSubject(nm), why);
 		}
-		ack_when_safe(d, nm);
+		ack_when_safe(d, nm, seq);
 	}
 	if (again)
 		log_limited("cluster_stream_again", LOG_INFO, "cluster",
 			    "%zu stream messages delivered again were routed before (here or before a restart): "
-			    "acked, not routed again", again);
+			    "acked once the store holds what they made, not routed again", again);
 }
 
 /* ---- start and stop ---- */

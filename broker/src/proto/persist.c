@@ -2,8 +2,10 @@
 #include "session_v5.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "broker.h"
@@ -1135,13 +1137,26 @@ static void note_compactions(struct broker *b, uint64_t now)
 	}
 }
 
+#ifndef NDEBUG
+/* Debug builds: WISP_DEBUG_HOLD_STORE_WRITES=<path> writes nothing while
+ * <path> exists (looked at each loop turn), as a store whose disk stalls:
+ * what a kill -9 meanwhile loses (tests/e2e/47_cluster_store_stall.py). */
+static bool writes_held(void)
+{
+	const char *path = getenv("WISP_DEBUG_HOLD_STORE_WRITES");
+	return path && access(path, F_OK) == 0;
+}
+#else
+static bool writes_held(void) { return false; }
+#endif
+
 void persist_flush(struct broker *b)
 {
 	struct store *st = b->persist.store;
 	if (!st)
 		return;
 	uint64_t now = loop_now_ms(b->loop);
-	if (!store_write_failing(st) || now >= b->persist.write_retry_at) {
+	if (!writes_held() && (!store_write_failing(st) || now >= b->persist.write_retry_at)) {
 		if (store_flush(st) != 0) {
 			b->persist.write_backoff_s = next_backoff(b->persist.write_backoff_s, WRITE_RETRY_MIN_S,
 								  WRITE_RETRY_MAX_S);
@@ -1152,7 +1167,8 @@ void persist_flush(struct broker *b)
 	}
 	release_held(b);
 	note_compactions(b, now);
-	if (!store_write_failing(st) && now >= b->persist.compact_retry_at && store_compact_due(st)) {
+	if (!writes_held() && !store_write_failing(st) && now >= b->persist.compact_retry_at &&
+	    store_compact_due(st)) {
 		store_compact(st, emit_state, b); /* failures: logged by the store, paced here */
 		note_compactions(b, now);
 	}
