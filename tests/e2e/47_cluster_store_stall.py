@@ -15,6 +15,14 @@ delivers it again after the consumer's ack wait (30 s). b is killed
 Before, b acked the redelivery at once, JetStream forgot the message, and
 keep never got it.
 
+After the restart and before that redelivery, a publishes more messages
+than b's dedupe window once spanned (4 x cluster.inbound_queue stream
+sequences, with inbound_queue 16): b routes them to keep, and the message
+still pending at JetStream (its routing was never stored) stays new to b.
+Before, the window's floor followed the newest sequence at its span
+below, passed the pending message, and took its redelivery for one routed
+before: acked, never routed (keep got only the others).
+
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
 
@@ -29,12 +37,21 @@ from wisp_e2e import RawClient, main  # noqa: E402
 WAIT = 20.0        # seconds an awaited cluster event may take (JetStream set-up included)
 ACK_WAIT = 30.0    # the node consumer's ack wait (jetstream.c ACK_WAIT_S)
 ACK_SETTLE = 2.0   # seconds an ack b must not send is watched for
+INBOUND = 16       # cluster.inbound_queue: the node consumer's MaxAckPending
+PASS = 4 * INBOUND + 36  # messages past the pending one: more than the old span (4 x INBOUND)
 AGAIN = "stream messages delivered again were routed before"
 STREAM = "WISP"
 
 
+class SmallQueueNode(InterestNode):
+    def config(self):
+        cfg = super().config()
+        cfg["cluster"]["inbound_queue"] = INBOUND
+        return cfg
+
+
 class StoreStallTest(ClusterCase):
-    node_class = InterestNode
+    node_class = SmallQueueNode
     node_names = ("a", "b")
     persistent = ("b",)
     settle = True
@@ -87,13 +104,32 @@ class StoreStallTest(ClusterCase):
         b.proc.wait(timeout=10)
         b.exit_status = -9
         os.remove(self.hold)
+        b.exit_status = None  # the new process's exit is checked at stop
         self.start_node("b", offset=b.log_size())
         back = self.raw("b", "keep")
         self.assertTrue(back.session_present, "keep's session was written before the stall [MQTT-3.2.2-2]")
+        # While "kept" waits for its ack wait at JetStream, more messages
+        # than the old window's span pass it.
+        pub = self.raw("a", "pub2", clean=True)
+        for i in range(PASS):
+            pub.publish("st/x", b"n%d" % i, qos=1, pid=i % 65535 + 1)
+        pub.close()
         # JetStream delivers it again once its ack wait since the last
         # delivery is over.
-        got = back.recv_publish(timeout=ACK_WAIT + WAIT)
-        self.assertEqual((got.topic, got.payload), ("st/x", b"kept"))
+        want = {b"n%d" % i for i in range(PASS)} | {b"kept"}
+        got = set()
+        deadline = time.monotonic() + ACK_WAIT + WAIT
+        while got != want and time.monotonic() < deadline:
+            try:
+                p = back.recv_publish(timeout=max(0.1, deadline - time.monotonic()))
+            except AssertionError as e:
+                if "got nothing" not in str(e):
+                    raise
+                break
+            self.assertEqual(p.topic, "st/x")
+            got.add(p.payload)
+        self.assertEqual(want - got, set(), "acknowledged messages never reached keep's session at b")
+        self.assertEqual(got - want, set())
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 /*
  * The routed stream sequences' window and its text form
  * (broker/src/cluster/seq_window.h): a redelivery is told from a first
- * delivery, the floor advances over what is marked and past a gap wider
- * than the span, a restored window reads as the store wrote it, and the
- * text a handover carries reads back as written (malformed text holds
- * nothing).
+ * delivery, the floor advances over what is marked and to the consumer's
+ * ack floor, never past a sequence left unmarked on its own (however far
+ * newer ones reach: the bitmap grows, to a bound), a restored window reads
+ * as the store wrote it, and the text a handover carries reads back as
+ * written (malformed text holds nothing).
  */
 #include <CUnit/CUnit.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "unit_main.h"
 
 #define SPAN 64
+#define MAX_SPAN (4 * SPAN)
 
 /* The first mark puts the floor a span below it: what an earlier run left
  * unacked, delivered again, still counts as new. A second delivery of a
@@ -21,67 +23,105 @@
 static void test_first_mark_and_redelivery(void)
 {
 	struct seq_window w;
-	CU_ASSERT_EQUAL_FATAL(seq_window_init(&w, SPAN), 0);
+	CU_ASSERT_EQUAL_FATAL(seq_window_init(&w, SPAN, MAX_SPAN), 0);
 	CU_ASSERT_FALSE(seq_window_has(&w, 1));
-	CU_ASSERT_FALSE(seq_window_mark(&w, 1000));
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 1000), SEQ_WINDOW_NEW);
 	CU_ASSERT_EQUAL(w.floor, 1000 - SPAN);
-	CU_ASSERT_TRUE(seq_window_mark(&w, 1000));  /* redelivered */
-	CU_ASSERT_FALSE(seq_window_mark(&w, 990));  /* left unacked before, within the span */
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 1000), SEQ_WINDOW_MARKED); /* redelivered */
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 990), SEQ_WINDOW_NEW);     /* left unacked before, within the span */
 	CU_ASSERT_TRUE(seq_window_has(&w, 990));
-	CU_ASSERT_TRUE(seq_window_mark(&w, 900));   /* at or below the floor */
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 900), SEQ_WINDOW_MARKED);  /* at or below the floor */
 	CU_ASSERT_FALSE(seq_window_has(&w, 1001));
 	seq_window_free(&w);
 }
 
-/* The floor follows the marked sequences contiguous above it; a sequence
- * more than a span above it drags it up, and what it passes counts as
- * routed. */
-static void test_floor_advances(void)
+/* The floor follows the marked sequences contiguous above it and nothing
+ * else: a sequence delivered and left unmarked (an inbox that was full, a
+ * node killed before routing it) holds it while newer ones pass it by
+ * more than the span, and its redelivery is new. (Before, a sequence more
+ * than a span above dragged the floor past it: taken for routed, acked,
+ * never routed.) */
+static void test_floor_waits_for_a_gap(void)
 {
 	struct seq_window w;
-	CU_ASSERT_EQUAL_FATAL(seq_window_init(&w, SPAN), 0);
+	CU_ASSERT_EQUAL_FATAL(seq_window_init(&w, SPAN, MAX_SPAN), 0);
 	seq_window_restore(&w, 10, NULL, 0);
-	CU_ASSERT_FALSE(seq_window_mark(&w, 12));
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 12), SEQ_WINDOW_NEW);
 	CU_ASSERT_EQUAL(w.floor, 10);
-	CU_ASSERT_FALSE(seq_window_mark(&w, 11));
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 11), SEQ_WINDOW_NEW);
 	CU_ASSERT_EQUAL(w.floor, 12);
-	CU_ASSERT_FALSE(seq_window_mark(&w, 20));
-	CU_ASSERT_FALSE(seq_window_mark(&w, 12 + SPAN + 5)); /* a gap wider than the span */
-	CU_ASSERT_EQUAL(w.floor, 17);
-	CU_ASSERT_TRUE(seq_window_has(&w, 15)); /* passed: counts as routed */
-	CU_ASSERT_TRUE(seq_window_has(&w, 20));
-	CU_ASSERT_FALSE(seq_window_has(&w, 19));
-	CU_ASSERT_FALSE(seq_window_mark(&w, 19));
-	/* Bits reused round the ring hold nothing stale: 20 + SPAN lands on
-	 * 20's bit, cleared when the floor passed 20. */
-	for (uint64_t s = 18; s <= 12 + SPAN + 4; s++)
-		seq_window_mark(&w, s);
-	CU_ASSERT_EQUAL(w.floor, 12 + SPAN + 5);
-	CU_ASSERT_FALSE(seq_window_has(&w, 20 + SPAN));
-	CU_ASSERT_FALSE(seq_window_mark(&w, 20 + SPAN));
+	/* 13 is delivered and never marked; 14 .. 12 + 3 x SPAN pass it. */
+	for (uint64_t s = 14; s <= 12 + 3 * SPAN; s++)
+		CU_ASSERT_EQUAL(seq_window_mark(&w, s), SEQ_WINDOW_NEW);
+	CU_ASSERT_EQUAL(w.floor, 12);
+	CU_ASSERT(w.span >= 3 * SPAN && w.span <= MAX_SPAN); /* grew */
+	CU_ASSERT_FALSE(seq_window_has(&w, 13));
+	for (uint64_t s = 14; s <= 12 + 3 * SPAN; s++)
+		CU_ASSERT_TRUE(seq_window_has(&w, s)); /* kept through the growth */
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 20), SEQ_WINDOW_MARKED);
+	/* Past the bound: not marked, left for a redelivery. */
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 12 + MAX_SPAN + 1), SEQ_WINDOW_FAR);
+	CU_ASSERT_FALSE(seq_window_has(&w, 12 + MAX_SPAN + 1));
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 12 + MAX_SPAN), SEQ_WINDOW_NEW);
+	/* 13's redelivery is new, and the floor runs up over all. */
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 13), SEQ_WINDOW_NEW);
+	CU_ASSERT_EQUAL(w.floor, 12 + 3 * SPAN);
+	CU_ASSERT_FALSE(seq_window_has(&w, 13 + 3 * SPAN));
+	CU_ASSERT_TRUE(seq_window_has(&w, 12 + MAX_SPAN));
+	seq_window_free(&w);
+}
+
+/* The consumer's ack floor settles what lies at or below it, marked or
+ * not (gaps a filtered consumer never delivers, messages aged out); a
+ * lower one changes nothing; bits round the ring hold nothing stale. */
+static void test_raise(void)
+{
+	struct seq_window w;
+	CU_ASSERT_EQUAL_FATAL(seq_window_init(&w, SPAN, MAX_SPAN), 0);
+	seq_window_raise(&w, 0); /* known: nothing acked yet */
+	CU_ASSERT_TRUE(w.init);
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 2 * SPAN), SEQ_WINDOW_NEW);
+	CU_ASSERT_EQUAL(w.floor, 0); /* not a span below the first mark: 1 .. 2 x SPAN - 1 may come */
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 5), SEQ_WINDOW_NEW);
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 7), SEQ_WINDOW_NEW);
+	seq_window_raise(&w, 5);
+	CU_ASSERT_EQUAL(w.floor, 5);
+	CU_ASSERT_TRUE(seq_window_has(&w, 3));
+	CU_ASSERT_FALSE(seq_window_has(&w, 6));
+	CU_ASSERT_TRUE(seq_window_has(&w, 7));
+	seq_window_raise(&w, 6); /* runs on over 7 */
+	CU_ASSERT_EQUAL(w.floor, 7);
+	seq_window_raise(&w, 2); /* lower: nothing */
+	CU_ASSERT_EQUAL(w.floor, 7);
+	seq_window_raise(&w, 3 * SPAN); /* past everything marked */
+	CU_ASSERT_EQUAL(w.floor, 3 * SPAN);
+	CU_ASSERT_TRUE(seq_window_has(&w, 2 * SPAN));
+	for (uint64_t s = 3 * SPAN + 1; s <= 3 * SPAN + w.span; s++)
+		CU_ASSERT_FALSE(seq_window_has(&w, s)); /* 2 x SPAN's bit went */
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 2 * SPAN + w.span), SEQ_WINDOW_NEW);
 	seq_window_free(&w);
 }
 
 /* What the store kept: a floor and sequences above it, those past the
- * span left out. */
+ * bound left out. */
 static void test_restore(void)
 {
 	struct seq_window w;
-	CU_ASSERT_EQUAL_FATAL(seq_window_init(&w, SPAN), 0);
-	const uint64_t marked[] = {105, 107, 100 + SPAN + 1};
+	CU_ASSERT_EQUAL_FATAL(seq_window_init(&w, SPAN, MAX_SPAN), 0);
+	const uint64_t marked[] = {105, 107, 100 + MAX_SPAN + 1};
 	seq_window_restore(&w, 100, marked, 3);
 	CU_ASSERT_TRUE(w.init);
 	CU_ASSERT_TRUE(seq_window_has(&w, 100));
 	CU_ASSERT_TRUE(seq_window_has(&w, 105));
 	CU_ASSERT_TRUE(seq_window_has(&w, 107));
 	CU_ASSERT_FALSE(seq_window_has(&w, 106));
-	CU_ASSERT_FALSE(seq_window_has(&w, 100 + SPAN + 1));
-	CU_ASSERT_TRUE(seq_window_mark(&w, 105));
-	CU_ASSERT_FALSE(seq_window_mark(&w, 106));
+	CU_ASSERT_FALSE(seq_window_has(&w, 100 + MAX_SPAN + 1));
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 105), SEQ_WINDOW_MARKED);
+	CU_ASSERT_EQUAL(seq_window_mark(&w, 106), SEQ_WINDOW_NEW);
 	seq_window_free(&w);
 
 	/* Nothing kept: as a new window. */
-	CU_ASSERT_EQUAL_FATAL(seq_window_init(&w, SPAN), 0);
+	CU_ASSERT_EQUAL_FATAL(seq_window_init(&w, SPAN, MAX_SPAN), 0);
 	seq_window_restore(&w, 0, NULL, 0);
 	CU_ASSERT_FALSE(w.init);
 	seq_window_free(&w);
@@ -92,7 +132,7 @@ static void test_encode_reads_back(void)
 {
 	struct seq_window w;
 	char text[SPAN / 4 + 32];
-	CU_ASSERT_EQUAL_FATAL(seq_window_init(&w, SPAN), 0);
+	CU_ASSERT_EQUAL_FATAL(seq_window_init(&w, SPAN, MAX_SPAN), 0);
 	CU_ASSERT_EQUAL(seq_window_encode(&w, text, sizeof text), 1);
 	CU_ASSERT_STRING_EQUAL(text, "0");
 	seq_window_restore(&w, 7, NULL, 0);
@@ -139,7 +179,8 @@ static void test_text(void)
 
 static CU_TestInfo tests[] = {
 	{"first mark leaves room below; a redelivery is told", test_first_mark_and_redelivery},
-	{"the floor follows what is marked, and past a gap", test_floor_advances},
+	{"the floor waits for a sequence left unmarked", test_floor_waits_for_a_gap},
+	{"the ack floor settles what lies below it", test_raise},
 	{"a restored window reads as the store wrote it", test_restore},
 	{"the text form reads back as the window", test_encode_reads_back},
 	{"a handover's cut text reads back as written", test_text},

@@ -38,17 +38,24 @@
  * Crash cases: docs/cluster.md "While NATS is down: store and forward".
  *
  * Received: `seen` marks the stream sequences routed (seq_window.h: a
- * floor and a bitmap of 4 x inbound_queue above it), so a redelivery (ack
- * wait over, the ack lost, or the node killed before its ack left) is
- * acked again, not routed again, no sooner than its first delivery
- * (ack_again). A message whose routing made copies for
- * persistent sessions is recorded in the store after them (STREAM_TAKEN
- * with the floor, in the same write: no fsync of its own), and the window is
- * restored from the store at start-up, so a kill -9 between the store's
- * write and the JetStream ack does not give a persistent session a QoS 2
- * message twice. A sequence is not all of a message's identity: a stream
- * made anew, or a NATS server killed before it wrote its last messages,
- * gives sequences again to new messages. Those are stored after every
+ * floor, raised to the consumer's ack floor at JetStream whenever the
+ * worker has looked it up, and a bitmap above it of 4 x inbound_queue
+ * sequences, growing to SEEN_MAX_SEQS), so a redelivery (ack wait over,
+ * the ack lost, or the node killed before its ack left) is acked again,
+ * not routed again, no sooner than its first delivery (ack_again), and a
+ * message delivered before and never routed (a full inbox, a node killed
+ * first) is routed at its redelivery however far newer ones passed it. A
+ * message further above the floor than the bitmap can grow is left
+ * unacked for a later redelivery, and the ack floor is looked up again
+ * (at most once a second) while the marks reach past the first span. A
+ * message whose routing made copies for persistent sessions is recorded
+ * in the store after them (STREAM_TAKEN with the floor, in the same
+ * write: no fsync of its own), and the window is restored from the store
+ * at start-up, so a kill -9 between the store's write and the JetStream
+ * ack does not give a persistent session a QoS 2 message twice. A
+ * sequence is not all of a message's identity: a stream made anew, or a
+ * NATS server killed before it wrote its last messages, gives sequences
+ * again to new messages. Those are stored after every
  * message routed here, so a marked sequence whose JetStream time stamp is
  * newer than the newest routed (routed_stamp, in the store's records too)
  * is a new message, and is routed. (Not NumDelivered 1: taking that for a
@@ -101,6 +108,12 @@
 
 /* Received messages taken per wake-up, as cluster.c's TAKE_BATCH. */
 #define TAKE_BATCH 256
+/* The received window's bound (seq_window.h): a million sequences above
+ * its floor, a 122 KiB bitmap whose text (a quarter byte a sequence) still
+ * fits a handover's cut (handover.c, routed_set: 256 KiB); an ack wait
+ * (30 s) of 33,000 stream messages a second behind one left unacked. A
+ * first span above it (inbound_queue past 250,000) is kept. */
+#define SEEN_MAX_SEQS 1000000u
 /* Waiting publishers handed back their PUBLISH per turn (on_resume). */
 #define RESUME_BATCH 64
 
@@ -203,6 +216,10 @@ struct durable {
 	uint64_t dropped_seen;
 	uint64_t setups_seen;    /* jsw_stream_state's set-ups looked at */
 	uint64_t routed_stamp;   /* the newest JetStream time stamp marked in seen (ns) */
+	uint64_t seen_span;      /* seen's first span: past it the ack floor is looked up again */
+	uint64_t floor_asked_s;  /* when it was last asked for (loop seconds) */
+	uint64_t far;            /* stream messages left for a redelivery: past seen's bound */
+	uint64_t far_seen;       /* of far, what was logged */
 	bool stamp_unknown;      /* restored from records without one: sequences alone tell, this run */
 	uint64_t remade_seen;    /* jsw_remade's counts already logged */
 	uint64_t groups_remade_seen;
@@ -1002,6 +1019,28 @@ bool durable_routed_all(struct durable *d, const char *set)
 	return true;
 }
 
+/* After a batch: a window stretched past its first span (a message left
+ * unacked holds its floor) asks for the consumer's ack floor again, at
+ * most once a second; messages past its bound are logged once an episode. */
+static void check_window(struct durable *d)
+{
+	if (d->seen.top - d->seen.floor > d->seen_span || d->far != d->far_seen) {
+		uint64_t now = loop_now_s(d->b->loop);
+		if (now != d->floor_asked_s) {
+			d->floor_asked_s = now;
+			jsw_ask_ack_floor(d->w);
+		}
+	}
+	if (d->far != d->far_seen) {
+		log_limited("cluster_stream_far", LOG_INFO, "cluster",
+			    "%llu stream messages wait for a later redelivery: more than %zu sequences above the "
+			    "oldest one not yet acked at JetStream (sequence %llu)",
+			    (unsigned long long)(d->far - d->far_seen), d->seen.max_span,
+			    (unsigned long long)d->seen.floor + 1);
+		d->far_seen = d->far;
+	}
+}
+
 /* pend grows: every group's consumer adds its MaxAckPending. */
 static int pend_grow(struct durable *d)
 {
@@ -1190,8 +1229,12 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 			    (unsigned long long)(dropped - d->dropped_seen));
 		d->dropped_seen = dropped;
 	}
-	if (n)
+	if (n) {
 		check_stream_setup(d);
+		uint64_t acked;
+		if (jsw_ack_floor(d->w, &acked))
+			seq_window_raise(&d->seen, acked);
+	}
 	size_t again = 0;
 	for (size_t i = 0; i < n; i++) {
 		natsMsg *nm = batch[i];
@@ -1209,9 +1252,15 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 		}
 		if (!d->run_first_seq)
 			d->run_first_seq = seq;
+		enum seq_mark mark = seq ? seq_window_mark(&d->seen, seq) : SEQ_WINDOW_NEW;
+		if (mark == SEQ_WINDOW_FAR) {
+			d->far++;
+			natsMsg_Destroy(nm); /* unacked: JetStream delivers it again after its ack wait */
+			continue;
+		}
 		const char *node = NULL;
 		natsMsgHeader_Get(nm, "Wisp-Node", &node);
-		bool routed_before = seq && seq_window_mark(&d->seen, seq) && !newer_than_routed(d, stamp);
+		bool routed_before = mark == SEQ_WINDOW_MARKED && !newer_than_routed(d, stamp);
 		if (stamp > d->routed_stamp)
 			d->routed_stamp = stamp;
 		bool own = node && strcmp(node, d->node) == 0;
@@ -1238,6 +1287,8 @@ static void on_msgs(struct loop *l, struct loop_io *io, uint32_t events)
 		}
 		ack_when_safe(d, nm, seq);
 	}
+	if (n)
+		check_window(d);
 	if (again)
 		log_limited("cluster_stream_again", LOG_INFO, "cluster",
 			    "%zu stream messages delivered again were routed before (here or before a restart): "
@@ -1279,8 +1330,11 @@ int durable_start(struct broker *b, const char *node, const char *run, const str
 	d->done = wisp_calloc(d->out_cap, 1);
 	d->ticket_fwd = wisp_calloc(d->out_cap, sizeof *d->ticket_fwd);
 	d->ticket_msg = wisp_calloc(d->out_cap, sizeof *d->ticket_msg);
-	/* Its span: four times what the consumer may have unacked. */
-	int wrc = seq_window_init(&d->seen, 4 * in_cap);
+	/* Its first span: four times what the consumer may have unacked;
+	 * more while a message left unacked holds the floor (for an ack wait
+	 * at least), bounded. */
+	d->seen_span = 4 * (uint64_t)in_cap;
+	int wrc = seq_window_init(&d->seen, 4 * in_cap, 4 * in_cap > SEEN_MAX_SEQS ? 4 * in_cap : SEEN_MAX_SEQS);
 	d->gseen_cap = in_cap;
 	d->pend = wisp_calloc(d->pend_cap, sizeof *d->pend);
 	int rc = WISP_ENOMEM;

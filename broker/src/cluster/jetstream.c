@@ -109,6 +109,12 @@ struct jsw {
 	uint64_t remade;
 	uint64_t remade_delivered, remade_last, remade_from;
 	uint64_t groups_remade; /* shared groups' consumers made again so */
+	/* The node consumer's ack floor (a stream sequence) at the last look:
+	 * its bind, the check after a reconnect, or the loop's ask
+	 * (jsw_ask_ack_floor), answered at once. */
+	uint64_t ack_floor;
+	bool ack_floor_known;
+	bool ack_floor_asked;
 	/* Publishes given up as over the server's max_payload, and the last
 	 * one's payload and the limit then (jsw_too_large). */
 	uint64_t too_large;
@@ -344,6 +350,47 @@ static uint64_t ahead_from(const jsConsumerInfo *ci, uint64_t last_seq)
 	return (ci->AckFloor.Stream < last_seq ? ci->AckFloor.Stream : last_seq) + 1;
 }
 
+/* Without mu: a floor for the loop's window (jsw_ack_floor). Only ever
+ * raised (a consumer made again has a lower one: what it delivers again
+ * is deduplicated by time stamp, durable.c). */
+static void note_floor(struct jsw *w, uint64_t floor)
+{
+	pthread_mutex_lock(&w->mu);
+	if (!w->ack_floor_known || floor > w->ack_floor)
+		w->ack_floor = floor;
+	w->ack_floor_known = true;
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* What the node consumer has as acked, at or below the stream's end when
+ * that is known (`last_seq`; UINT64_MAX: not): a consumer ahead of its
+ * stream is made again from there (remake_if_ahead). */
+static void note_ack_floor(struct jsw *w, const jsConsumerInfo *ci, uint64_t last_seq)
+{
+	uint64_t floor = ci->AckFloor.Stream < last_seq ? ci->AckFloor.Stream : last_seq;
+	note_floor(w, floor);
+}
+
+/* Without mu: the loop's ask. Below the stream's first message nothing
+ * comes again either, acked or not: a message left pending that aged out
+ * of the stream (cluster.stream_max_age) would otherwise hold the floor
+ * for good if JetStream kept it in the ack floor's way. Failed or
+ * unanswered: the loop asks again. */
+static void look_ack_floor(struct jsw *w)
+{
+	jsOptions jo;
+	jsOptions_Init(&jo);
+	jo.Wait = CONSUMER_LIST_WAIT_MS; /* short: jsw_stop joins this thread */
+	jsConsumerInfo *ci = NULL;
+	jsStreamInfo *si = NULL;
+	if (js_GetConsumerInfo(&ci, w->js, w->stream, w->consumer, &jo, NULL) == NATS_OK)
+		note_ack_floor(w, ci, UINT64_MAX);
+	if (js_GetStreamInfo(&si, w->js, w->stream, &jo, NULL) == NATS_OK && si->State.FirstSeq > 1)
+		note_floor(w, si->State.FirstSeq - 1);
+	jsConsumerInfo_Destroy(ci);
+	jsStreamInfo_Destroy(si);
+}
+
 /* Makes consumer cc->Durable again, to start at `from` (remake_if_ahead,
  * and a shared group's). The holder keeps the messages from `from` on
  * meanwhile; it is this node's own (named after the node and the
@@ -423,6 +470,8 @@ static bool check_ahead(struct jsw *w)
 	if (st == NATS_OK)
 		st = js_GetConsumerInfo(&ci, w->js, w->stream, w->consumer, NULL, NULL);
 	bool done = st == NATS_OK && remake_if_ahead(w, ci, si->State.LastSeq);
+	if (done)
+		note_ack_floor(w, ci, si->State.LastSeq);
 	jsConsumerInfo_Destroy(ci);
 	jsStreamInfo_Destroy(si);
 	return done;
@@ -447,6 +496,10 @@ static natsStatus ensure_consumer(struct jsw *w, uint64_t last_seq)
 		node_consumer_config(w, &cc, deliver, 0);
 		st = js_AddConsumer(&ci, w->js, w->stream, &cc, NULL, &jerr);
 	}
+	/* Known before the consumer delivers anything (durable.c raises its
+	 * window to it first). */
+	if (st == NATS_OK)
+		note_ack_floor(w, ci, last_seq);
 	jsConsumerInfo_Destroy(ci);
 	if (st != NATS_OK)
 		return st;
@@ -882,6 +935,13 @@ static void *run(void *arg)
 			w->recheck = false;
 			pthread_mutex_unlock(&w->mu);
 			recheck_pending = !check_ahead(w);
+			pthread_mutex_lock(&w->mu);
+			continue;
+		}
+		if (w->ack_floor_asked) {
+			w->ack_floor_asked = false;
+			pthread_mutex_unlock(&w->mu);
+			look_ack_floor(w);
 			pthread_mutex_lock(&w->mu);
 			continue;
 		}
@@ -1355,6 +1415,23 @@ void jsw_stream_state(struct jsw *w, uint64_t *setups, uint64_t *last_seq)
 	*setups = w->setups;
 	*last_seq = w->stream_last_seq;
 	pthread_mutex_unlock(&w->mu);
+}
+
+void jsw_ask_ack_floor(struct jsw *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->ack_floor_asked = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+bool jsw_ack_floor(struct jsw *w, uint64_t *floor)
+{
+	pthread_mutex_lock(&w->mu);
+	bool known = w->ack_floor_known;
+	*floor = w->ack_floor;
+	pthread_mutex_unlock(&w->mu);
+	return known;
 }
 
 uint64_t jsw_remade(struct jsw *w, uint64_t *delivered, uint64_t *last_seq, uint64_t *from, uint64_t *groups)

@@ -183,6 +183,15 @@ bool jsw_consumers_take(struct jsw *w, jsConsumerNamesList **list, uint64_t *ask
  * its last sequence then (0: made then), known before its consumer
  * delivers anything. */
 void jsw_stream_state(struct jsw *w, uint64_t *setups, uint64_t *last_seq);
+/* Loop thread: asks the worker to look up the node consumer's ack floor
+ * again (one request, soon). */
+void jsw_ask_ack_floor(struct jsw *w);
+/* Any thread: the node consumer's ack floor at JetStream at the last look
+ * (a stream sequence: every message at or below it was acked, and
+ * JetStream does not deliver it again), or, if higher, the sequence below
+ * the stream's first message: at its bind (known before it delivers
+ * anything), the check after a reconnect, an ask. False: not looked yet. */
+bool jsw_ack_floor(struct jsw *w, uint64_t *floor);
 /* Any thread: how many times the node consumer was made again because the
  * stream ended below what it had delivered (a NATS server that lost its
  * last writes), and the last time's figures: what it had delivered, the

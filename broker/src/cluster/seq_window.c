@@ -30,9 +30,9 @@ static bool bit_get(const struct seq_window *w, uint64_t seq)
 	return w->bits[bit / 8] & (1u << (bit % 8));
 }
 
-int seq_window_init(struct seq_window *w, size_t span)
+int seq_window_init(struct seq_window *w, size_t span, size_t max_span)
 {
-	*w = (struct seq_window){.span = span};
+	*w = (struct seq_window){.span = span, .max_span = max_span};
 	w->bits = wisp_calloc(span / 8 + 1, 1);
 	return w->bits ? 0 : WISP_ENOMEM;
 }
@@ -43,35 +43,85 @@ void seq_window_free(struct seq_window *w)
 	w->bits = NULL;
 }
 
-void seq_window_restore(struct seq_window *w, uint64_t floor, const uint64_t *marked, size_t n)
+/* The bitmap doubled (at most to max_span) until seq fits above the
+ * floor; false: it cannot (past max_span, or out of memory). */
+static bool fit(struct seq_window *w, uint64_t seq)
 {
-	w->floor = floor;
-	w->init = floor > 0 || n > 0;
-	for (size_t i = 0; i < n; i++)
-		if (marked[i] > floor && marked[i] - floor <= w->span)
-			bit_set(w, marked[i]);
+	uint64_t need = seq - w->floor;
+	if (need <= w->span)
+		return true;
+	if (need > w->max_span)
+		return false;
+	size_t span = w->span;
+	while (span < need)
+		span = span * 2 < w->max_span ? span * 2 : w->max_span;
+	uint8_t *bits = wisp_calloc(span / 8 + 1, 1);
+	if (!bits)
+		return false;
+	for (uint64_t s = w->floor + 1; s <= w->top; s++)
+		if (bit_get(w, s)) {
+			size_t bit = (size_t)(s % span);
+			bits[bit / 8] |= (uint8_t)(1u << (bit % 8));
+		}
+	wisp_free(w->bits);
+	w->bits = bits;
+	w->span = span;
+	return true;
 }
 
-bool seq_window_mark(struct seq_window *w, uint64_t seq)
+/* The floor over what is marked contiguous above it. */
+static void advance(struct seq_window *w)
+{
+	while (w->floor < w->top && bit_get(w, w->floor + 1))
+		bit_clear(w, ++w->floor);
+}
+
+void seq_window_restore(struct seq_window *w, uint64_t floor, const uint64_t *marked, size_t n)
+{
+	w->floor = w->top = floor;
+	w->init = floor > 0 || n > 0;
+	for (size_t i = 0; i < n; i++)
+		if (marked[i] > floor)
+			seq_window_mark(w, marked[i]);
+}
+
+enum seq_mark seq_window_mark(struct seq_window *w, uint64_t seq)
 {
 	if (!w->init) {
-		w->floor = seq > w->span ? seq - w->span : 0;
+		w->floor = w->top = seq > w->span ? seq - w->span : 0;
 		w->init = true;
 	}
 	if (seq <= w->floor)
-		return true;
-	if (seq - w->floor > w->span) {
-		uint64_t to = seq - w->span;
-		for (uint64_t s = w->floor + 1; s <= to && s <= w->floor + w->span; s++)
-			bit_clear(w, s);
-		w->floor = to;
-	}
-	if (bit_get(w, seq))
-		return true;
+		return SEQ_WINDOW_MARKED;
+	if (!fit(w, seq))
+		return SEQ_WINDOW_FAR;
+	if (seq <= w->top && bit_get(w, seq))
+		return SEQ_WINDOW_MARKED;
 	bit_set(w, seq);
-	while (bit_get(w, w->floor + 1))
-		bit_clear(w, ++w->floor);
-	return false;
+	if (seq > w->top)
+		w->top = seq;
+	advance(w);
+	return SEQ_WINDOW_NEW;
+}
+
+void seq_window_raise(struct seq_window *w, uint64_t floor)
+{
+	if (!w->init) {
+		w->floor = w->top = floor;
+		w->init = true;
+		return;
+	}
+	if (floor <= w->floor)
+		return;
+	if (floor >= w->top)
+		memset(w->bits, 0, w->span / 8 + 1);
+	else
+		for (uint64_t s = w->floor + 1; s <= floor; s++)
+			bit_clear(w, s);
+	w->floor = floor;
+	if (w->top < floor)
+		w->top = floor;
+	advance(w);
 }
 
 bool seq_window_has(const struct seq_window *w, uint64_t seq)
@@ -80,7 +130,7 @@ bool seq_window_has(const struct seq_window *w, uint64_t seq)
 		return false;
 	if (seq <= w->floor)
 		return true;
-	return seq - w->floor <= w->span && bit_get(w, seq);
+	return seq <= w->top && bit_get(w, seq);
 }
 
 size_t seq_window_encode(const struct seq_window *w, char *out, size_t cap)
@@ -90,11 +140,8 @@ size_t seq_window_encode(const struct seq_window *w, char *out, size_t cap)
 	if (n < 0 || (size_t)n >= cap)
 		return 0;
 	size_t len = (size_t)n;
-	uint64_t top = 0;
-	for (uint64_t s = floor + 1; w->init && s <= floor + w->span; s++)
-		if (bit_get(w, s))
-			top = s;
-	if (!top)
+	uint64_t top = w->init ? w->top : 0;
+	if (top <= floor)
 		return len;
 	size_t digits = (size_t)((top - floor + 3) / 4);
 	if (len + 1 + digits + 1 > cap)

@@ -5,21 +5,32 @@
  * (handover.c's cut).
  *
  * A floor (every sequence up to it counts as routed) and a bitmap of the
- * `span` sequences above it. A consumer has at most MaxAckPending messages
- * delivered and not acked, so a redelivery is never more than that below
- * the newest sequence routed; span is a multiple of it (durable.c: four
- * times cluster.inbound_queue). A sequence more than span above the floor
- * moves the floor up to it less span: what it passes is forgotten, and
- * counts as routed from then on (messages aged out of the stream, or a
- * consumer made again further on).
+ * sequences above it. The floor moves up over what is marked contiguous
+ * above it, and to the consumer's ack floor at JetStream when the caller
+ * learns it (seq_window_raise): JetStream never delivers again what it
+ * has as acked, so what lies at or below that is settled whether it was
+ * routed here or not (acked unrouted: the node's own, say). Nothing else
+ * moves it: a message delivered and left unacked (an inbox that was full,
+ * a node killed before it routed it) keeps the floor below it until its
+ * redelivery is marked or JetStream has it as acked, however many newer
+ * sequences pass it meanwhile. (A floor that followed the newest sequence
+ * by a fixed span took such a redelivery for one routed before: acked,
+ * never routed.)
+ *
+ * The bitmap starts at `span` sequences and doubles, up to `max_span`,
+ * while the marks reach further above the floor; it does not shrink. A
+ * sequence more than max_span above the floor is not marked
+ * (SEQ_WINDOW_FAR): the caller leaves it unacked, for a redelivery once
+ * the floor has come nearer.
  *
  * Text: "<floor>" or "<floor>:<hex>", hex digit i holding the sequences
  * floor+1+4i .. floor+4+4i, its bit k for floor+1+4i+k; the digits end at
- * the highest sequence marked. About span/4 characters at most.
+ * the highest sequence marked. About max_span/4 characters at most.
  *
  * Cost: marking is O(1) plus the floor's advance over marked sequences
- * (each passed once); encoding O(span). Memory: span/8 bytes. Single
- * threaded.
+ * (each passed once), a growth O(span); raising O(what it passes, at most
+ * span); encoding O(highest marked - floor). Memory: span/8 bytes, at
+ * most max_span/8. Single threaded.
  */
 #ifndef WISP_CLUSTER_SEQ_WINDOW_H
 #define WISP_CLUSTER_SEQ_WINDOW_H
@@ -30,22 +41,34 @@
 
 struct seq_window {
 	uint64_t floor;
-	bool init;      /* false: nothing marked or restored yet */
-	uint8_t *bits;  /* bit seq % span */
-	size_t span;
+	uint64_t top;     /* the highest sequence marked (floor when none above it) */
+	bool init;        /* false: nothing marked, restored or raised to yet */
+	uint8_t *bits;    /* bit seq % span */
+	size_t span;      /* sequences above the floor the bitmap holds now */
+	size_t max_span;  /* what it may grow to */
 };
 
-/* span >= 8 sequences. 0, or WISP_ENOMEM. */
-int seq_window_init(struct seq_window *w, size_t span);
+enum seq_mark {
+	SEQ_WINDOW_NEW,    /* marked now: a first delivery */
+	SEQ_WINDOW_MARKED, /* marked before, or at or below the floor: a redelivery */
+	SEQ_WINDOW_FAR,    /* more than max_span above the floor (or no memory to grow): not marked */
+};
+
+/* 8 <= span <= max_span, both sequences. 0, or WISP_ENOMEM. */
+int seq_window_init(struct seq_window *w, size_t span, size_t max_span);
 void seq_window_free(struct seq_window *w);
 /* What a store kept: the floor and the sequences marked above it (those
- * more than span above it are left out). Before any mark. */
+ * more than max_span above it are left out). Before any mark. */
 void seq_window_restore(struct seq_window *w, uint64_t floor, const uint64_t *marked, size_t n);
-/* Marks seq; returns whether it was marked already (at or below the
- * floor counts). The first mark of a window with nothing restored puts the
- * floor span below seq, so that the redeliveries of what an earlier run
- * left unacked still count as new. */
-bool seq_window_mark(struct seq_window *w, uint64_t seq);
+/* Marks seq. The first mark of a window with nothing restored or raised
+ * to puts the floor span below seq, so that the redeliveries of what an
+ * earlier run left unacked within that still count as new (callers that
+ * know the consumer's ack floor raise to it first). */
+enum seq_mark seq_window_mark(struct seq_window *w, uint64_t seq);
+/* Everything at or below floor counts as routed from now on (the
+ * consumer's ack floor at JetStream); a floor below the window's does
+ * nothing, except that it starts a window nothing started yet. */
+void seq_window_raise(struct seq_window *w, uint64_t floor);
 /* Whether seq is marked, without marking it. */
 bool seq_window_has(const struct seq_window *w, uint64_t seq);
 /* The text form into out (NUL-terminated): its length, 0 when it does
