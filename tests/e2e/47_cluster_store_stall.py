@@ -10,8 +10,9 @@ Node b (with its store) holds the persistent session "keep" on st/#; its
 store stops writing (the debug build's WISP_DEBUG_HOLD_STORE_WRITES, as a
 disk that stalls); a QoS 1 message published at a reaches b's stream
 consumer and keep's queue in memory only, so b holds its ack. JetStream
-delivers it again after the consumer's ack wait (30 s). b is killed
-(kill -9) and started again with its store writing: keep gets the message.
+delivers it again after the consumer's ack wait (cluster.ack_wait, 12 s
+here). b is killed (kill -9) and started again with its store writing:
+keep gets the message.
 Before, b acked the redelivery at once, JetStream forgot the message, and
 keep never got it.
 
@@ -22,6 +23,11 @@ still pending at JetStream (its routing was never stored) stays new to b.
 Before, the window's floor followed the newest sequence at its span
 below, passed the pending message, and took its redelivery for one routed
 before: acked, never routed (keep got only the others).
+
+Last, b is started again with another cluster.ack_wait: its existing
+consumer takes it (JetStream's consumer info says so). Before, the ack wait
+was a constant and a changed inbound_queue never reached the consumer's
+MaxAckPending.
 
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
@@ -35,7 +41,8 @@ from wisp_cluster import ClusterCase, InterestNode  # noqa: E402
 from wisp_e2e import RawClient, main  # noqa: E402
 
 WAIT = 20.0        # seconds an awaited cluster event may take (JetStream set-up included)
-ACK_WAIT = 30.0    # the node consumer's ack wait (jetstream.c ACK_WAIT_S)
+ACK_WAIT = 12      # cluster.ack_wait: the messages passing "kept" go out before its next redelivery
+ACK_WAIT_CHANGED = 20  # b's last start
 ACK_SETTLE = 2.0   # seconds an ack b must not send is watched for
 INBOUND = 16       # cluster.inbound_queue: the node consumer's MaxAckPending
 PASS = 4 * INBOUND + 36  # messages past the pending one: more than the old span (4 x INBOUND)
@@ -47,7 +54,10 @@ class SmallQueueNode(InterestNode):
     def config(self):
         cfg = super().config()
         cfg["cluster"]["inbound_queue"] = INBOUND
+        cfg["cluster"]["ack_wait"] = self.ack_wait
         return cfg
+
+    ack_wait = ACK_WAIT
 
 
 class StoreStallTest(ClusterCase):
@@ -130,6 +140,19 @@ class StoreStallTest(ClusterCase):
             got.add(p.payload)
         self.assertEqual(want - got, set(), "acknowledged messages never reached keep's session at b")
         self.assertEqual(got - want, set())
+
+        # A changed cluster.ack_wait reaches b's existing consumer.
+        back.close()
+        b.stop()
+        b.exit_status = None
+        b.ack_wait = ACK_WAIT_CHANGED
+        offset = b.log_size()
+        self.start_node("b", offset=offset)
+        self.assertIsNotNone(b.wait_log("consumer 'b' on stream 'WISP' now has cluster.ack_wait %d s"
+                                        % ACK_WAIT_CHANGED, offset=offset, timeout=WAIT))
+        config = (self.nats.consumer(STREAM, "b") or {}).get("config") or {}
+        self.assertEqual((config.get("ack_wait"), config.get("max_ack_pending")),
+                         (ACK_WAIT_CHANGED * 10**9, INBOUND), "b's consumer kept its old ack wait")
 
 
 if __name__ == "__main__":

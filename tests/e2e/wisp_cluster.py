@@ -165,8 +165,9 @@ class Nats:
 
     def consumer(self, stream, name):
         """The consumer's detail from /jsz (num_ack_pending, delivered,
-        ack_floor, ...), or None when the stream has no such consumer."""
-        url = "http://127.0.0.1:%d/jsz?streams=true&consumers=true" % self.mport
+        ack_floor, config, ...), or None when the stream has no such
+        consumer."""
+        url = "http://127.0.0.1:%d/jsz?streams=true&consumers=true&config=true" % self.mport
         with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as r:
             data = json.load(r)
         for account in data.get("account_details") or []:

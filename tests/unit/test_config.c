@@ -699,8 +699,8 @@ static void test_cluster_section(void)
 	config_free(cfg);
 }
 
-/* The shared groups' bound and their JetStream consumers' timings
- * (cluster/groups.h, jetstream.c): the defaults, each key at both ends of
+/* The shared groups' bound, their JetStream consumers' timings and the
+ * node consumer's ack wait (cluster/groups.h, jetstream.c): the defaults, each key at both ends of
  * its range, and one past each end refused with the file, key and range. */
 static void test_cluster_group_keys_at_their_bounds(void)
 {
@@ -710,17 +710,21 @@ static void test_cluster_group_keys_at_their_bounds(void)
 	CU_ASSERT_EQUAL(cfg->cluster.max_groups, 1000);
 	CU_ASSERT_EQUAL(cfg->cluster.group_ack_wait, 30);
 	CU_ASSERT_EQUAL(cfg->cluster.group_inactive, 300);
+	CU_ASSERT_EQUAL(cfg->cluster.ack_wait, 30);
 	config_free(cfg);
 	static const struct {
 		const char *json;
-		uint32_t max_groups, group_ack_wait, group_inactive;
+		uint32_t max_groups, group_ack_wait, group_inactive, ack_wait;
 	} ok[] = {
-		{"{\"cluster\": {\"max_groups\": 1, \"group_ack_wait\": 1, \"group_inactive\": 1}}", 1, 1, 1},
-		{"{\"cluster\": {\"max_groups\": 1000000, \"group_ack_wait\": 86400, \"group_inactive\": 31536000}}",
-		 1000000, 86400, 31536000},
+		{"{\"cluster\": {\"max_groups\": 1, \"group_ack_wait\": 1, \"group_inactive\": 1, \"ack_wait\": 1}}",
+		 1, 1, 1, 1},
+		{"{\"cluster\": {\"max_groups\": 1000000, \"group_ack_wait\": 86400, \"group_inactive\": 31536000,"
+		 " \"ack_wait\": 86400}}",
+		 1000000, 86400, 31536000, 86400},
 	};
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
 		CU_ASSERT_EQUAL_FATAL(config_parse(ok[i].json, strlen(ok[i].json), "t.json", &cfg, err, sizeof err), 0);
+		CU_ASSERT_EQUAL(cfg->cluster.ack_wait, ok[i].ack_wait);
 		CU_ASSERT_EQUAL(cfg->cluster.max_groups, ok[i].max_groups);
 		CU_ASSERT_EQUAL(cfg->cluster.group_ack_wait, ok[i].group_ack_wait);
 		CU_ASSERT_EQUAL(cfg->cluster.group_inactive, ok[i].group_inactive);
@@ -735,6 +739,10 @@ static void test_cluster_group_keys_at_their_bounds(void)
 		 "t.json: cluster.group_ack_wait: out of range: 0 (allowed 1 to 86400)"},
 		{"{\"cluster\": {\"group_ack_wait\": 86401}}",
 		 "t.json: cluster.group_ack_wait: out of range: 86401 (allowed 1 to 86400)"},
+		{"{\"cluster\": {\"ack_wait\": 0}}",
+		 "t.json: cluster.ack_wait: out of range: 0 (allowed 1 to 86400)"},
+		{"{\"cluster\": {\"ack_wait\": 86401}}",
+		 "t.json: cluster.ack_wait: out of range: 86401 (allowed 1 to 86400)"},
 		{"{\"cluster\": {\"group_inactive\": 0}}",
 		 "t.json: cluster.group_inactive: out of range: 0 (allowed 1 to 31536000)"},
 		{"{\"cluster\": {\"group_inactive\": 31536001}}",

@@ -110,9 +110,9 @@
 #define TAKE_BATCH 256
 /* The received window's bound (seq_window.h): a million sequences above
  * its floor, a 122 KiB bitmap whose text (a quarter byte a sequence) still
- * fits a handover's cut (handover.c, routed_set: 256 KiB); an ack wait
- * (30 s) of 33,000 stream messages a second behind one left unacked. A
- * first span above it (inbound_queue past 250,000) is kept. */
+ * fits a handover's cut (handover.c, routed_set: 256 KiB); an ack wait (30
+ * s by default) of 33,000 stream messages a second behind one left
+ * unacked. A first span above it (inbound_queue past 250,000) is kept. */
 #define SEEN_MAX_SEQS 1000000u
 /* Waiting publishers handed back their PUBLISH per turn (on_resume). */
 #define RESUME_BATCH 64
@@ -873,6 +873,14 @@ static void on_acks(struct loop *l, struct loop_io *io, uint32_t events)
 		too_large(d);
 	if (ev & JSW_EV_REMADE)
 		remade(d);
+	if (ev & JSW_EV_LIMITS_SET)
+		log_msg(LOG_NOTICE, "cluster", "consumer '%s' on stream '%s' now has cluster.ack_wait %u s and "
+			"MaxAckPending %u (cluster.inbound_queue)", d->consumer, d->stream, d->b->cfg->cluster.ack_wait,
+			d->b->cfg->cluster.inbound_queue);
+	if (ev & JSW_EV_LIMITS_KEPT)
+		log_msg(LOG_WARNING, "cluster", "JetStream refused to give consumer '%s' cluster.ack_wait %u s and "
+			"MaxAckPending %u: it keeps the ones it was made with", d->consumer,
+			d->b->cfg->cluster.ack_wait, d->b->cfg->cluster.inbound_queue);
 	if (ev & JSW_EV_READY && !d->ready) {
 		d->ready = true;
 		d->b->stats.cluster.durable_ready = 1;
@@ -1073,9 +1081,9 @@ static void ack_when_safe(struct durable *d, natsMsg *nm, uint64_t key)
  * A redelivery of a message routed (or given to a group's member) before:
  * acked, not routed again, but no sooner than a first delivery is. Its
  * first delivery's ack may still wait here for the store (one that could
- * not write for the whole ack wait, 30 s): acked at once, JetStream would
- * take it for safe, and a kill -9 before the store wrote lost the copies
- * made for persistent sessions. While an ack of the same message waits,
+ * not write for a whole cluster.ack_wait): acked at once, JetStream
+ * would take it for safe, and a kill -9 before the store wrote lost the
+ * copies made for persistent sessions. While an ack of the same message waits,
  * the redelivery is dropped unacked (JetStream delivers it again each ack
  * wait while the store is stuck; held, they would pile up), so the queue
  * holds at most two per message JetStream has pending here.
@@ -1376,6 +1384,7 @@ int durable_start(struct broker *b, const char *node, const char *run, const str
 		.out_cap = d->out_cap,
 		.ack_cap = in_cap,
 		.start_ns = (int64_t)time(NULL) * 1000000000LL,
+		.ack_wait_s = (int64_t)cfg->ack_wait,
 		.group_ack_wait_s = (int64_t)cfg->group_ack_wait,
 		.group_inactive_s = (int64_t)cfg->group_inactive,
 		.auth = cfg,

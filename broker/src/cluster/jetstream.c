@@ -32,11 +32,6 @@
 #define CONSUMER_LIST_WAIT_MS 1000
 /* Pause between set-up attempts and before re-publishing failed messages. */
 #define RETRY_MS 500
-/* The node consumer's ack wait: a message handed to the loop and not
- * acked in time is delivered again (and deduplicated by stream sequence).
- * A group's consumers have cluster.group_ack_wait and group_inactive
- * (config.c says why their defaults). */
-#define ACK_WAIT_S 30
 /* A holder consumer left by a node that died while making its consumer
  * again expires after this (remake_if_ahead). */
 #define HOLDER_INACTIVE_S 60
@@ -337,7 +332,7 @@ static void node_consumer_config(struct jsw *w, jsConsumerConfig *cc, char *deli
 		cc->OptStartTime = w->cfg.start_ns;
 	}
 	cc->AckPolicy = js_AckExplicit;
-	cc->AckWait = (int64_t)ACK_WAIT_S * 1000000000LL;
+	cc->AckWait = w->cfg.ack_wait_s * 1000000000LL;
 	cc->MaxAckPending = (int64_t)w->cfg.ack_cap;
 }
 
@@ -477,6 +472,38 @@ static bool check_ahead(struct jsw *w)
 	return done;
 }
 
+/* Without mu: an existing node consumer made with another ack wait or
+ * MaxAckPending (cluster.ack_wait or inbound_queue changed since) is given
+ * this run's. JetStream lets both change on a live consumer, but
+ * nats-server 2.9 refuses any update of one made from a start time (as
+ * the node consumer is: "start time can not be updated", it compares the
+ * two times' addresses), so then it is made again from its ack floor, as
+ * remake_if_ahead does: what it had delivered and this node had not acked
+ * comes again, deduplicated (durable.c). Neither worked: it keeps its
+ * own (the loop warns); the set-up goes on. */
+static void update_limits(struct jsw *w, jsConsumerInfo *ci)
+{
+	jsConsumerConfig *cc = ci->Config;
+	int64_t wait = w->cfg.ack_wait_s * 1000000000LL;
+	int64_t cap = (int64_t)w->cfg.ack_cap;
+	if (!cc || (cc->AckWait == wait && cc->MaxAckPending == cap))
+		return;
+	cc->AckWait = wait;
+	cc->MaxAckPending = cap;
+	jsConsumerInfo *up = NULL;
+	jsErrCode jerr = 0;
+	bool done = js_UpdateConsumer(&up, w->js, w->stream, cc, NULL, &jerr) == NATS_OK;
+	jsConsumerInfo_Destroy(up);
+	if (!done) {
+		char deliver[256];
+		jsConsumerConfig again;
+		uint64_t from = ci->AckFloor.Stream + 1;
+		node_consumer_config(w, &again, deliver, from);
+		done = remake(w, &again, from);
+	}
+	inbox_raise(w->acks, done ? JSW_EV_LIMITS_SET : JSW_EV_LIMITS_KEPT);
+}
+
 static natsStatus ensure_consumer(struct jsw *w, uint64_t last_seq)
 {
 	if (w->sub) {
@@ -488,6 +515,8 @@ static natsStatus ensure_consumer(struct jsw *w, uint64_t last_seq)
 	jsConsumerInfo *ci = NULL;
 	jsErrCode jerr = 0;
 	natsStatus st = js_GetConsumerInfo(&ci, w->js, w->stream, w->consumer, NULL, &jerr);
+	if (st == NATS_OK && !ahead_from(ci, last_seq))
+		update_limits(w, ci); /* one made again below has them already */
 	if (st == NATS_OK && !remake_if_ahead(w, ci, last_seq))
 		st = NATS_ERR;
 	else if (st != NATS_OK) {

@@ -96,6 +96,11 @@
 #define JSW_EV_TOO_LARGE 0x1000u
 /* The node consumer was made again (jsw_remade). */
 #define JSW_EV_REMADE 0x2000u
+/* The existing node consumer was given this run's ack wait and
+ * MaxAckPending (cluster.ack_wait, inbound_queue changed), or JetStream
+ * refused that (it keeps the ones it was made with). */
+#define JSW_EV_LIMITS_SET 0x4000u
+#define JSW_EV_LIMITS_KEPT 0x8000u
 
 struct jsw_config {
 	const char *stream;        /* the stream's name, and its subjects' first token */
@@ -106,6 +111,7 @@ struct jsw_config {
 	size_t out_cap;            /* publishes outstanding at most */
 	size_t ack_cap;            /* consumer MaxAckPending */
 	int64_t start_ns;          /* a new consumer starts at this node's start (Unix ns) */
+	int64_t ack_wait_s;        /* the node consumer's ack wait (cluster.ack_wait) */
 	int64_t group_ack_wait_s;  /* a group's consumers' ack wait (cluster.group_ack_wait) */
 	int64_t group_inactive_s;  /* and inactive threshold (cluster.group_inactive) */
 	const struct config_cluster *auth; /* TLS, credentials (nats_auth.h), send_asap; read by jsw_start only */

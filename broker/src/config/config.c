@@ -419,6 +419,15 @@ static const struct field cluster_fields[] = {
 	 * Past it a new group's SUBACK says Quota exceeded; joining a group
 	 * the node holds still works. */
 	F_NUM(struct config_cluster, FT_U32, "max_groups", max_groups, 1, 1000000, 1000),
+	/* The node consumer gives again a message this node did not ack
+	 * within this: one its inbox had no room for, one delivered to a run
+	 * killed before routing it, one whose ack was lost; one whose copies
+	 * the store has not written yet comes again each time (dropped, the
+	 * ack still waits: durable.c). Shorter recovers those sooner and costs
+	 * a redelivery of what waits longer (a stalled store, a paused loop);
+	 * 30 s is JetStream's own default. Updated on the existing consumer at
+	 * the next start. */
+	F_NUM(struct config_cluster, FT_U32, "ack_wait", ack_wait, 1, 86400, 30),
 	/* A group's consumer redelivers a message its node did not ack
 	 * within this (the node killed or frozen) to another node: 30 s rides
 	 * out a loaded node's pause; shorter risks duplicates from a slow

@@ -168,6 +168,7 @@ struct config_cluster {
 	uint32_t handover_max_bytes; /* largest session handed between nodes, encoded; default 64 MiB */
 	uint32_t handover_directory; /* client ids whose last node is remembered; default 65536 */
 	uint32_t max_groups;     /* distinct shared subscription groups this node holds; default 1000 */
+	uint32_t ack_wait;       /* seconds the node's JetStream consumer waits for an ack; default 30 */
 	uint32_t group_ack_wait; /* seconds a group's JetStream consumer waits for an ack; default 30 */
 	uint32_t group_inactive; /* seconds a group's consumer no node binds lives on; default 300 */
 	/* The NATS connections' TLS and credentials (cluster/nats_auth.h);
