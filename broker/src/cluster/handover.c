@@ -996,11 +996,16 @@ static void ask_at_start(struct handover *h)
 	subject_of(h, h->self, ".dir", reply);
 	natsMsg *nm = NULL;
 	if (publish(h, dir, reply, "dir", NULL, 0, &nm) == NATS_OK) {
-		/* Straight to cnats, which buffers it until NATS is there: once,
-		 * at start, before any client (publish_msg would drop it). */
+		/* Whether the link is up or not (publish_msg would drop it): the
+		 * sender's cnats call buffers it until NATS is there. Through the
+		 * sender, in order after the SUB of the reply subject it made at
+		 * start: published straight from here it could reach NATS before
+		 * that SUB, and the answers went nowhere (e2e 29, one CI run). */
 		if (natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK ||
-		    natsConnection_PublishMsg(h->nc, nm) != NATS_OK)
+		    !sender_publish_control(h->sender, h->nc, nm, 0, false))
 			h->b->stats.cluster.send_failed++;
+		else
+			nm = NULL;
 		natsMsg_Destroy(nm);
 	}
 }
