@@ -3,7 +3,7 @@
 """43 cluster back-pressure: a node acknowledges a QoS 1/2 message another
 node wants only once it is safe (issue 16), even when
 cluster.outbound_queue is full. Two nodes without persistence, the queue at
-its minimum (16), a subscriber on b; nats-server killed; a publisher at a
+its minimum (16), a subscriber on b; nats-server stopped; a publisher at a
 pipelines 40 QoS 1 messages: 16 take the queue's slots (their PUBACKs wait
 for JetStream), the rest wait unread, the publisher's input paused; a
 second publisher's QoS 1 and 2 messages wait too, while an honest client's QoS 1
@@ -73,7 +73,12 @@ class BackpressureTest(ClusterCase):
         self.assertEqual(sub.recv_publish(timeout=WAIT).topic, "bp/warm")
         self.assertEqual(local.recv_publish().topic, "bp/warm")
 
-        self.nats.kill()  # the test's own nats-server only
+        # The test's own nats-server only, stopped (SIGTERM): killed within
+        # milliseconds of b's ack of "bp/warm" it could come back without
+        # it and without that ack, give "00" its sequence, and b took
+        # "00" for a redelivery of "warm" (the single-replica loss README
+        # states, not back-pressure; 1 run in 16 here).
+        self.nats.stop()
         waiting_since = time.monotonic()
         pub.send(b"".join(publish_pkt("bp/n", b"%02d" % i, qos=1, pid=i + 1) for i in range(COUNT)))
         self.wait_metric("a", "wisp_cluster_pending", QUEUE)
