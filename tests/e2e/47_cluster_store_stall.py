@@ -112,7 +112,6 @@ class StoreStallTest(ClusterCase):
             time.sleep(0.05)
         b.proc.kill()
         b.proc.wait(timeout=10)
-        b.exit_status = -9
         os.remove(self.hold)
         b.exit_status = None  # the new process's exit is checked at stop
         self.start_node("b", offset=b.log_size())
