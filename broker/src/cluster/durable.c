@@ -101,6 +101,7 @@
 #include "inbox.h"
 #include "input.h"
 #include "jetstream.h"
+#include "keycount.h"
 #include "log.h"
 #include "nats_auth.h"
 #include "persist.h"
@@ -213,6 +214,7 @@ struct durable {
 	struct seq_window seen;  /* the stream sequences routed (seq_window.h) */
 	struct pending_ack *pend;
 	size_t pend_head, pend_len, pend_cap;
+	struct keycount pend_keys; /* the keys in pend, for ack_again */
 	uint64_t dropped_seen;
 	uint64_t setups_seen;    /* jsw_stream_state's set-ups looked at */
 	uint64_t routed_stamp;   /* the newest JetStream time stamp marked in seen (ns) */
@@ -368,16 +370,23 @@ static void stream_ack(struct durable *d, natsMsg *nm)
 	jsw_ack(d->w, nm);
 }
 
+/* pend's oldest entry leaves it. */
+static natsMsg *pend_pop(struct durable *d)
+{
+	struct pending_ack *p = &d->pend[d->pend_head];
+	keycount_del(&d->pend_keys, p->key);
+	d->pend_head = (d->pend_head + 1) % d->pend_cap;
+	d->pend_len--;
+	return p->m;
+}
+
 /* JetStream acks of received messages whose records are now safe. */
 static void store_progress(void *ctx)
 {
 	struct durable *d = ctx;
 	uint64_t safe = persist_safe_seq(d->b);
-	while (d->pend_len && d->pend[d->pend_head].seq <= safe) {
-		stream_ack(d, d->pend[d->pend_head].m);
-		d->pend_head = (d->pend_head + 1) % d->pend_cap;
-		d->pend_len--;
-	}
+	while (d->pend_len && d->pend[d->pend_head].seq <= safe)
+		stream_ack(d, pend_pop(d));
 }
 
 /* ---- out ---- */
@@ -1068,7 +1077,8 @@ static int pend_grow(struct durable *d)
 static void ack_when_safe(struct durable *d, natsMsg *nm, uint64_t key)
 {
 	uint64_t need = persist_seq(d->b);
-	if (need <= persist_safe_seq(d->b) || (d->pend_len == d->pend_cap && pend_grow(d) != 0)) {
+	if (need <= persist_safe_seq(d->b) || (d->pend_len == d->pend_cap && pend_grow(d) != 0) ||
+	    keycount_add(&d->pend_keys, key) != 0) {
 		/* Out of memory only: acked before the store's write (a kill
 		 * -9 just then loses the stored copy, as a full store would). */
 		stream_ack(d, nm);
@@ -1090,12 +1100,10 @@ static void ack_when_safe(struct durable *d, natsMsg *nm, uint64_t key)
  */
 static void ack_again(struct durable *d, natsMsg *nm, uint64_t key)
 {
-	if (persist_seq(d->b) > persist_safe_seq(d->b))
-		for (size_t i = 0; i < d->pend_len; i++)
-			if (d->pend[(d->pend_head + i) % d->pend_cap].key == key) {
-				natsMsg_Destroy(nm);
-				return;
-			}
+	if (persist_seq(d->b) > persist_safe_seq(d->b) && keycount_get(&d->pend_keys, key)) {
+		natsMsg_Destroy(nm);
+		return;
+	}
 	ack_when_safe(d, nm, key);
 }
 
@@ -1415,11 +1423,8 @@ void durable_stop(struct durable *d, struct nats_retire *retired)
 	/* Received messages go unacked (JetStream delivers them again), and
 	 * before the connection closes: cnats's shutdown frees what
 	 * destroying one needs. */
-	while (d->pend_len) {
-		natsMsg_Destroy(d->pend[d->pend_head].m);
-		d->pend_head = (d->pend_head + 1) % d->pend_cap;
-		d->pend_len--;
-	}
+	while (d->pend_len)
+		natsMsg_Destroy(pend_pop(d));
 	/* Closed, not only emptied: a consumer callback still running after
 	 * the close refuses its message and destroys it itself. */
 	inbox_close(&d->msgs, free_msg);
@@ -1464,6 +1469,7 @@ void durable_free(struct durable *d)
 	wisp_free(d->ticket_fwd);
 	wisp_free(d->held);
 	wisp_free(d->pend);
+	keycount_free(&d->pend_keys);
 	seq_window_free(&d->seen);
 	wisp_free(d->gseen);
 	wisp_free(d->done);
