@@ -103,6 +103,68 @@ static void test_pubrec_never_sent_early_whatever_allocation_fails(void)
 	CU_ASSERT(exercised_close);
 }
 
+static size_t count_packets(const uint8_t *out, size_t len, uint8_t type)
+{
+	size_t off = 0, n = 0;
+	while (off < len) {
+		size_t k = harness_frame_len(out + off, len - off);
+		if (k == 0 || k == SIZE_MAX || k > len - off)
+			break;
+		n += out[off] >> 4 == type;
+		off += k;
+	}
+	return n;
+}
+
+/*
+ * Acks the gate holds count against limits.max_output_buffer, as acks
+ * waiting for an fsync do: a PUBREC held for JetStream holds every later
+ * ack of its connection behind it (their order), so a client that
+ * publishes past any window of its own (3.1.1 has none) while JetStream
+ * does not answer would grow the held queue without bound. At the bound
+ * (1,024 bytes: 256 acks of 4) the broker stops reading it: a PINGREQ
+ * after 300 QoS 1 messages is not answered, and the connection stays
+ * open (before: every message handled and held, and the PINGRESP sent).
+ */
+static void test_held_acks_count_against_the_output_bound(void)
+{
+	static const char bounded[] =
+		"{\"listeners\": [{\"bind\": \"127.0.0.1\", \"port\": 0}],"
+		" \"persistence\": {\"enabled\": false}, \"log\": {\"level\": \"error\"},"
+		" \"limits\": {\"max_output_buffer\": 1024},"
+		" \"cluster\": {\"nats\": [\"nats://127.0.0.1:1\"], \"node\": \"t\"}}";
+	struct harness *h = harness_new(bounded);
+	CU_ASSERT_FATAL(h != NULL);
+	struct broker *b = harness_broker(h);
+	struct durable *d = NULL;
+	CU_ASSERT_EQUAL_FATAL(durable_start(b, "t", "0123456789abcdef", NULL, route_none, make_none, NULL, &d), 0);
+	char reply[128];
+	CU_ASSERT_FATAL(durable_reserve(d, reply, sizeof reply) != 0); /* never acked */
+	struct hclient *pub = harness_connect(h);
+	client_send_hex(pub, "10 0f 00 04 'MQTT' 04 02 00 3c 00 03 'pub'");
+	CU_ASSERT(client_expect_hex(pub, "20 02 00 00", "CONNACK"));
+	client_send_hex(pub, "34 08 00 01 't' 00 01 'hi' 'x'"); /* its PUBREC waits for the ticket */
+	enum { SENT = 300 };
+	static uint8_t burst[SENT * 8 + 2];
+	for (size_t i = 0; i < SENT; i++) {
+		uint8_t *q = burst + i * 8;
+		uint16_t pid = (uint16_t)(i + 2);
+		q[0] = 0x32, q[1] = 6, q[2] = 0, q[3] = 1, q[4] = 't', q[5] = (uint8_t)(pid >> 8), q[6] = (uint8_t)pid;
+		q[7] = 'y';
+	}
+	burst[SENT * 8] = 0xc0; /* PINGREQ */
+	burst[SENT * 8 + 1] = 0;
+	client_send(pub, burst, sizeof burst);
+	size_t len = 0;
+	const uint8_t *out = client_output(pub, &len);
+	CU_ASSERT_EQUAL(count_packets(out, len, 5 /* PUBREC */) + count_packets(out, len, 4 /* PUBACK */), 0);
+	CU_ASSERT_EQUAL(count_packets(out, len, 13 /* PINGRESP */), 0);
+	CU_ASSERT_FALSE(client_closed(pub));
+	durable_stop(d, NULL);
+	durable_free(d);
+	harness_free(h);
+}
+
 /* A temporary data directory and a configuration that persists there,
  * compacting from 4 KiB of log. */
 static void store_config(char *dir, size_t dir_cap, char *cfg, size_t cfg_cap, const char *prefix)
@@ -342,6 +404,7 @@ static CU_TestInfo tests[] = {
 	 test_forward_queue_survives_restart_and_compaction},
 	{"PUBREC waiting for JetStream never goes early under memory faults",
 	 test_pubrec_never_sent_early_whatever_allocation_fails},
+	{"acks held by the gate count against the output bound", test_held_acks_count_against_the_output_bound},
 	/* Last: cluster_stop ends cnats's library. */
 	{"QoS 1 publishers wait, unacknowledged, while cluster.outbound_queue is full",
 	 test_publishers_wait_when_the_outbound_queue_is_full},

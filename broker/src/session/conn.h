@@ -237,11 +237,12 @@ const char *conn_format_addr(const struct conn_addr *a);
 void conn_addr_set(struct conn_addr *a, const struct sockaddr *sa);
 
 /* Output bytes held for the connection, counted against max_output_buffer:
- * its queue, plus acks waiting for an fsync (proto/persist.c) at their
- * 3.1.1 size, so a stalled disk cannot let them grow without bound either. */
+ * its queue, plus acks held back at their 3.1.1 size, waiting for an fsync
+ * (proto/persist.c) or for JetStream (cluster/durable.c's gate), so that a
+ * stalled disk or JetStream cannot let them grow without bound either. */
 static inline size_t conn_output_bytes(const struct conn *c)
 {
-	return c->out.bytes + (size_t)conn_held_acks(c) * 4u;
+	return c->out.bytes + ((size_t)conn_held_acks(c) + conn_gate_held_acks(c)) * 4u;
 }
 
 /* Queues an encoded control packet; marks the connection for flushing. */
