@@ -201,7 +201,8 @@ struct cluster {
 	int64_t too_large_said;   /* the max_payload the last too-large line named: once per value */
 	int64_t max_payload_said; /* the max_payload the connect NOTICE looked at */
 	bool send_drop_logged;   /* this overflow episode of the sender's ring is logged */
-	bool pending_drops;      /* cnats dropped messages lately: counted again at each wake-up */
+	bool pending_drops;      /* cnats dropped messages lately: counted again each second */
+	struct loop_timer drops_timer;
 	bool subs_deferred;      /* a SUB waits for the main connection (nats_subscribe) */
 	bool share_lost;         /* '<node>-share' lost, logged (GROUPS_EV_DOWN) */
 	struct sender_sub **gone; /* UNSUBs waiting for it */
@@ -979,11 +980,12 @@ static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix,
  * on '<node>-share' (claims, handovers, figures, announcements; those of
  * one replaced at a rejoin are not carried over, and the sum is never
  * taken back): counted from the first drop of an episode until a look
- * finds no new one. */
-static void count_pending_drops(struct cluster *c, bool slow_event)
+ * finds no new one. A look asks every subscription, each under its lock
+ * (100,000 filters: milliseconds), and an episode is when the loop is
+ * behind already: so at most one a second, on a timer, not one per
+ * wake-up of the inbox. */
+static uint64_t pending_drops_now(struct cluster *c)
 {
-	if (!slow_event && !c->pending_drops)
-		return;
 	uint64_t total = sender_dropped_gone(c->sender) + groups_pending_dropped(c->groups) +
 			 presence_pending_dropped(c->presence) + totals_pending_dropped(c->totals) +
 			 remote_interest_pending_dropped(c->wanted);
@@ -991,14 +993,31 @@ static void count_pending_drops(struct cluster *c, bool slow_event)
 		for (struct interest *in = c->buckets[i]; in; in = in->next)
 			total += (in->sub ? sender_sub_dropped(in->sub) : 0) +
 				 (in->parent_sub ? sender_sub_dropped(in->parent_sub) : 0);
+	return total;
+}
+
+static void on_drops_due(struct loop *l, struct loop_timer *t)
+{
+	struct cluster *c = container_of(t, struct cluster, drops_timer);
+	uint64_t total = pending_drops_now(c);
 	uint64_t *counted = &c->b->stats.cluster.pending_dropped;
-	if (slow_event && !c->pending_drops)
+	c->pending_drops = total > *counted;
+	if (c->pending_drops) {
+		*counted = total;
+		loop_timer_start(l, t, 1, on_drops_due);
+	}
+}
+
+/* A slow consumer event from cnats: an episode starts, or goes on. */
+static void count_pending_drops(struct cluster *c)
+{
+	if (!c->pending_drops)
 		log_msg(LOG_WARNING, "cluster", "NATS's client is dropping messages from NATS: a subscription's pending "
 			"limit (cluster.inbound_queue, %zu) is full; counted in "
 			"$SYS/broker/cluster/messages/pending_dropped", c->inbox.cap);
-	c->pending_drops = slow_event || total > *counted;
-	if (total > *counted)
-		*counted = total;
+	c->pending_drops = true;
+	if (!loop_timer_armed(&c->drops_timer))
+		loop_timer_start(c->b->loop, &c->drops_timer, 0, on_drops_due);
 }
 
 /* ---- rejoin: a connection cnats closed for good, made anew ---- */
@@ -1204,7 +1223,8 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		subscribe_deferred(c); /* before check_connections' hello and snapshot */
 	remote_interest_check_connections(c->wanted);
 	count_send_failures(c);
-	count_pending_drops(c, ev & (EV_SLOW | GROUPS_EV_SLOW));
+	if (ev & (EV_SLOW | GROUPS_EV_SLOW))
+		count_pending_drops(c);
 	if (dropped != c->dropped_seen) {
 		b->stats.cluster.dropped += dropped - c->dropped_seen;
 		if (!c->drop_logged)
@@ -1611,6 +1631,8 @@ void cluster_stop(struct cluster *c)
 	c->sender = NULL;
 	if (loop_timer_armed(&c->rejoin_timer))
 		loop_timer_stop(b->loop, &c->rejoin_timer);
+	if (loop_timer_armed(&c->drops_timer))
+		loop_timer_stop(b->loop, &c->drops_timer);
 	/* A rejoin's connect still going: waited for (its first try is
 	 * bounded by libnats's connect timeout), its connection closed. */
 	struct connector *ks[2] = {&c->main_k, &c->share_k};
