@@ -51,7 +51,10 @@
 
 #define TAG_HEADER "Wisp-KV"
 #define LAST_HEADER "Wisp-KV-Last"
-#define PENDING_BUCKETS 256u
+/* The pending table's first size; it doubles while it holds more
+ * entries than buckets (a node writing many topics while the bucket is
+ * slow or away: up to the stored retained messages plus 65,536). */
+#define PENDING_BUCKETS_MIN 256u
 /* Entries beyond the stored retained messages: deletions (they have no
  * stored message to be bounded by) and writes the store refused. */
 #define RETAINED_KV_PENDING_MAX 65536u
@@ -117,7 +120,8 @@ struct retained_kv {
 	char secret[17];
 	uint64_t seq;
 	bool synced, ready_logged, failed_logged, waiting_logged, untracked_logged;
-	struct pending *pending[PENDING_BUCKETS];
+	struct pending **pending; /* pending_cap chains, a power of two */
+	size_t pending_cap;
 	size_t npending;
 	struct pending *out_head, *out_tail;
 	size_t njobs;             /* handed to the sender and not yet answered */
@@ -156,11 +160,29 @@ struct retained_kv {
 
 static struct pending **pending_find(struct retained_kv *r, const char *topic, size_t len, uint32_t h)
 {
-	struct pending **pp = &r->pending[h % PENDING_BUCKETS];
+	struct pending **pp = &r->pending[h & (r->pending_cap - 1)];
 	for (; *pp; pp = &(*pp)->next)
 		if ((*pp)->hash == h && (*pp)->len == len && memcmp((*pp)->topic, topic, len) == 0)
 			break;
 	return pp;
+}
+
+/* Doubles the table; out of memory, it stays as it is (longer chains). */
+static void pending_grow(struct retained_kv *r)
+{
+	size_t cap = r->pending_cap * 2;
+	struct pending **v = wisp_calloc(cap, sizeof *v);
+	if (!v)
+		return;
+	for (size_t i = 0; i < r->pending_cap; i++)
+		for (struct pending *p = r->pending[i], *next; p; p = next) {
+			next = p->next;
+			p->next = v[p->hash & (cap - 1)];
+			v[p->hash & (cap - 1)] = p;
+		}
+	wisp_free(r->pending);
+	r->pending = v;
+	r->pending_cap = cap;
 }
 
 static struct pending *pending_add(struct retained_kv *r, const char *topic, size_t len)
@@ -180,7 +202,8 @@ static struct pending *pending_add(struct retained_kv *r, const char *topic, siz
 	p->len = (uint16_t)len;
 	memcpy(p->topic, topic, len);
 	*pp = p;
-	r->npending++;
+	if (++r->npending > r->pending_cap)
+		pending_grow(r);
 	return p;
 }
 
@@ -466,7 +489,7 @@ static int emit_marks(void *ctx, struct store *st)
 	if (n && !v)
 		return WISP_ENOMEM;
 	size_t k = 0;
-	for (size_t i = 0; i < PENDING_BUCKETS; i++)
+	for (size_t i = 0; i < r->pending_cap; i++)
 		for (struct pending *p = r->pending[i]; p; p = p->next)
 			if (p->unsent && k < n)
 				v[k++] = p;
@@ -940,10 +963,12 @@ int retained_kv_start(struct retained_kv **out, struct broker *b, natsConnection
 	r->subject_prefix = wisp_malloc(plen + 1);
 	r->buf_cap = SUBJECT_MAX(plen, 65535);
 	r->buf = wisp_malloc(r->buf_cap);
+	r->pending = wisp_calloc(PENDING_BUCKETS_MIN, sizeof *r->pending);
+	r->pending_cap = r->pending ? PENDING_BUCKETS_MIN : 0;
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
 	pthread_cond_init(&r->send_cv, NULL);
-	if (!r->node || !r->bucket || !r->subject_prefix || !r->buf) {
+	if (!r->node || !r->bucket || !r->subject_prefix || !r->buf || !r->pending) {
 		retained_kv_free(r);
 		return WISP_ENOMEM;
 	}
@@ -1027,11 +1052,12 @@ void retained_kv_free(struct retained_kv *r)
 			natsMsg_Destroy(j->nm);
 			wisp_free(j);
 		}
-	for (size_t i = 0; i < PENDING_BUCKETS; i++)
+	for (size_t i = 0; i < r->pending_cap; i++)
 		for (struct pending *p = r->pending[i], *next; p; p = next) {
 			next = p->next;
 			pending_free(p);
 		}
+	wisp_free(r->pending);
 	pthread_mutex_destroy(&r->mu);
 	pthread_cond_destroy(&r->cv);
 	pthread_cond_destroy(&r->send_cv);
