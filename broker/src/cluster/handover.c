@@ -97,11 +97,22 @@ struct fetch {
 	char run[24];            /* the holder's run id */
 	uint64_t cut_wseq;       /* the number of the holder's own last message on NATS at the export (E_A) */
 	uint64_t cut_until_s;    /* loop s: the cut is kept at least until then */
-	bool cut_active;         /* counted in handover.ncuts */
+	bool cut_active;         /* on handover.cuts, counted in handover.ncuts */
+	struct list_node cut_link;
+	struct seq_set cut_set;  /* cut, parsed once (points into it); no sequence when it did not parse */
+	uint64_t cut_max;        /* the highest sequence in cut_set */
 	uint64_t gate_ticket, gate_since; /* the sub_gate's, for the imported filters */
 	natsMsg *request;        /* made while the connection was down: sent once it is back (handover_link_up) */
 	size_t id_len;
 	char id[];
+};
+
+/* A holder of active cuts: its own messages numbered up to wseq in its
+ * run may be in one. */
+struct cut_holder {
+	char node[64];
+	char run[24];
+	uint64_t wseq;
 };
 
 /* A message routed into a leaving session's copy after its export. */
@@ -159,7 +170,17 @@ struct handover {
 	struct durable *durable; /* NULL: no stream, no cut */
 	const char *run;         /* this run's id (cluster.c's) */
 	const uint64_t *wseq;    /* the number of this node's last message on NATS */
-	size_t ncuts;            /* fetches whose cut is active */
+	/* The fetches whose cut is active, and what lets most stream messages
+	 * pass handover_except without looking at each: the highest sequence
+	 * in any of their cuts, and for each holder (node and run) the highest
+	 * number of its own messages a cut covers. Both only grow while a cut
+	 * is active, and start again when none is. */
+	struct list_node cuts;
+	size_t ncuts;
+	uint64_t cuts_seq_max;
+	struct cut_holder *cut_holders;
+	size_t ncut_holders, cut_holders_cap;
+	bool cut_holders_lost;   /* one could not be kept (memory): every numbered message is looked at */
 	/* Start-up: until the other nodes' answers to the "dir" request are
 	 * in, a CONNECT of a restored session waits (hold_connect). */
 	bool starting;
@@ -443,13 +464,60 @@ bool handover_claimed_elsewhere(const struct handover *h, const char *id, size_t
 
 /* ---- the asking node ---- */
 
+/* From here on, stream messages the export brought stay off the session
+ * (handover_except). */
+static void cut_start(struct fetch *f)
+{
+	struct handover *h = f->h;
+	f->cut_active = true;
+	list_push_back(&h->cuts, &f->cut_link);
+	h->ncuts++;
+	f->cut_max = seq_set_parse(f->cut, &f->cut_set) ? seq_set_max(&f->cut_set) : 0;
+	if (f->cut_max > h->cuts_seq_max)
+		h->cuts_seq_max = f->cut_max;
+	for (size_t i = 0; i < h->ncut_holders; i++) {
+		struct cut_holder *ch = &h->cut_holders[i];
+		if (strcmp(ch->node, f->holder) == 0 && strcmp(ch->run, f->run) == 0) {
+			if (f->cut_wseq > ch->wseq)
+				ch->wseq = f->cut_wseq;
+			return;
+		}
+	}
+	if (h->ncut_holders == h->cut_holders_cap) {
+		size_t cap = h->cut_holders_cap ? h->cut_holders_cap * 2 : 4;
+		struct cut_holder *v = wisp_realloc(h->cut_holders, cap * sizeof *v);
+		if (!v) {
+			h->cut_holders_lost = true;
+			return;
+		}
+		h->cut_holders = v;
+		h->cut_holders_cap = cap;
+	}
+	struct cut_holder *ch = &h->cut_holders[h->ncut_holders++];
+	snprintf(ch->node, sizeof ch->node, "%s", f->holder);
+	snprintf(ch->run, sizeof ch->run, "%s", f->run);
+	ch->wseq = f->cut_wseq;
+}
+
+static void cut_end(struct fetch *f)
+{
+	struct handover *h = f->h;
+	list_remove(&f->cut_link);
+	f->cut_active = false;
+	if (--h->ncuts == 0) {
+		h->cuts_seq_max = 0;
+		h->ncut_holders = 0;
+		h->cut_holders_lost = false;
+	}
+}
+
 static void fetch_free(struct fetch *f)
 {
 	struct broker *b = f->h->b;
 	loop_timer_stop(b->loop, &f->timer);
 	list_remove(&f->link);
 	if (f->cut_active)
-		f->h->ncuts--;
+		cut_end(f);
 	natsMsg_Destroy(f->request);
 	wisp_free(f->cut);
 	wisp_free(f->buf);
@@ -689,10 +757,7 @@ static void fetch_complete(struct fetch *f)
 		f->gate_since = loop_now_ms(b->loop);
 	}
 	if (f->cut && f->h->durable) {
-		/* From here on, stream messages the export brought stay off the
-		 * session (handover_except). */
-		f->cut_active = true;
-		f->h->ncuts++;
+		cut_start(f);
 		f->cut_until_s = loop_now_s(b->loop) + b->cfg->cluster.handover_timeout;
 	}
 	b->stats.cluster.sessions_in++;
@@ -1169,6 +1234,20 @@ static bool origin_of(natsMsg *nm, const char **node, const char **run, size_t *
 	return true;
 }
 
+/* Whether a holder's cut may cover its own message numbered num in run. */
+static bool holder_may_cover(const struct handover *h, const char *node, const char *run, size_t run_len,
+			     uint64_t num)
+{
+	if (h->cut_holders_lost)
+		return true;
+	for (size_t i = 0; i < h->ncut_holders; i++) {
+		const struct cut_holder *ch = &h->cut_holders[i];
+		if (strcmp(ch->node, node) == 0 && strlen(ch->run) == run_len && memcmp(ch->run, run, run_len) == 0)
+			return num <= ch->wseq;
+	}
+	return false;
+}
+
 size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct session **out, size_t max)
 {
 	if (!h || !h->ncuts)
@@ -1177,15 +1256,20 @@ size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct ses
 	size_t run_len = 0, n = 0;
 	uint64_t num = 0;
 	bool numbered = origin_of(nm, &node, &run, &run_len, &num);
+	/* A message newer than every cut (the usual case once the cuts are
+	 * made) is in none: no fetch is looked at, however many sessions
+	 * arrive at once (a node being drained). */
+	bool by_seq = seq && seq <= h->cuts_seq_max;
+	bool by_num = numbered && holder_may_cover(h, node, run, run_len, num);
+	if (!by_seq && !by_num)
+		return 0;
 	struct list_node *ln;
-	for (ln = h->fetches.next; ln != &h->fetches && n < max; ln = ln->next) {
-		struct fetch *f = container_of(ln, struct fetch, link);
-		if (!f->cut_active)
-			continue;
+	for (ln = h->cuts.next; ln != &h->cuts && n < max; ln = ln->next) {
+		struct fetch *f = container_of(ln, struct fetch, cut_link);
 		/* In the export: routed there before it, or the holder's own
 		 * message published before it. */
-		bool exported = seq_text_has(f->cut, seq) ||
-				(numbered && strcmp(node, f->holder) == 0 && strlen(f->run) == run_len &&
+		bool exported = (by_seq && seq <= f->cut_max && seq_set_has(&f->cut_set, seq)) ||
+				(by_num && strcmp(node, f->holder) == 0 && strlen(f->run) == run_len &&
 				 memcmp(f->run, run, run_len) == 0 && num <= f->cut_wseq);
 		struct session *s = exported ? sess_find(&h->b->sessions, f->id, f->id_len) : NULL;
 		if (s)
@@ -1728,6 +1812,7 @@ int handover_start(struct handover **out, struct broker *b, natsConnection *nc, 
 	h->link = link;
 	list_init(&h->fetches);
 	list_init(&h->leavings);
+	list_init(&h->cuts);
 	h->self = digest(node, strlen(node));
 	h->node = wisp_strndup(node, strlen(node));
 	h->dir_len = b->cfg->cluster.handover_directory ? b->cfg->cluster.handover_directory : 1024;
@@ -1784,6 +1869,7 @@ void handover_free(struct handover *h)
 		fetch_free(container_of(h->fetches.next, struct fetch, link));
 	while (!list_empty(&h->leavings))
 		leaving_free(container_of(h->leavings.next, struct leaving, link));
+	wisp_free(h->cut_holders);
 	wisp_free(h->dir);
 	wisp_free(h->base);
 	wisp_free(h->node);
