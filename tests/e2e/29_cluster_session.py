@@ -468,6 +468,16 @@ class ClusterSessionTest(cluster24.ClusterTest):
         unwanted = self.metric("a", "cluster_unwanted_total")
         Client(self, "a", cid + "-local", v5=False, clean=True).publish(cid + "/q2/own", b"window-own", 2, 3)
         self.assertEqual(self.metric("a", "cluster_unwanted_total"), unwanted + 1, "sent to no other node")
+        # And one of a's own clients' that c wants, so it goes to the stream:
+        # d routes it past the session it holds, and a learns its stream
+        # sequence only when its own consumer sees it come back
+        # (handover_own_routed), which the tail needs to carry it.
+        watch = Client(self, "c", cid + "-watch", v5=False, clean=True)
+        self.assertEqual(watch.subscribe([(cid + "/q1/stream", 1)]), [1])  # a has acknowledged c's filter
+        received_d = self.metric("d", "cluster_received_total")
+        Client(self, "a", cid + "-local2", v5=False, clean=True).publish(cid + "/q1/stream", b"window-stream", 1, 5)
+        self.assertEqual(self.metric("a", "cluster_unwanted_total"), unwanted + 1, "sent to the stream")
+        self.wait_metric("d", "cluster_received_total", received_d + 1)
         open(release, "w").close()
         ack = raw.expect(CONNACK)
         self.assertEqual((ack.body[0] & 1, ack.body[1]), (1, 0), "Session Present 1 at d")
@@ -475,14 +485,14 @@ class ClusterSessionTest(cluster24.ClusterTest):
         moved.v5, moved.raw = True, raw
         self.wait_metric("a", "cluster_sessions_out_total", 1)  # a ended its copy: d confirmed
         try:
-            got, _ = moved.receive_all(3)
+            got, _ = moved.receive_all(4)
         except (AssertionError, TimeoutError) as e:
             self.fail("acknowledged messages published in the handover window lost: %s" % e)
         self.assertEqual(sorted((t, p, q) for t, p, q, _ in got),
-                         [(cid + "/q1/w", b"window-q1", 1), (cid + "/q2/own", b"window-own", 2),
-                          (cid + "/q2/w", b"window-q2", 2)],
+                         [(cid + "/q1/stream", b"window-stream", 1), (cid + "/q1/w", b"window-q1", 1),
+                          (cid + "/q2/own", b"window-own", 2), (cid + "/q2/w", b"window-q2", 2)],
                          "each acknowledged message once at the moved client [MQTT-4.3.3-2]")
-        self.assertIsNotNone(d.wait_log("client %s: 3 messages of the handover window from node 'a'" % cid,
+        self.assertIsNotNone(d.wait_log("client %s: 4 messages of the handover window from node 'a'" % cid,
                                         timeout=WAIT))
         raw.assert_no_packet(wait=0.3)
         # The session's filters are d's now: a message published at a after the move reaches it through d.

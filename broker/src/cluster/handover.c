@@ -53,6 +53,7 @@
 #include "seq_window.h"
 #include "session_v5.h"
 #include "topic.h"
+#include "tree.h"
 #include "wire.h"
 
 #define ID_SEED_LO 0x243f6a88u
@@ -139,6 +140,18 @@ struct leaving {
 	size_t nrecs, cap, bytes;
 	size_t overflow;         /* records not kept: over cluster.handover_max_bytes */
 	char *asker_set;         /* CATCHING_UP: the asker's routed set (R_B) */
+	/* The session's ordinary filters in handover.leaving_filters, so that
+	 * what reaches its copy is found by one match per message, not by
+	 * matching every leaving session's filters. */
+	struct tree_sub **watch;
+	size_t nwatch;
+	bool watch_failed;       /* out of memory: its filters are matched one by one (copy_wants) */
+	uint64_t matched_gen;    /* record_all's pass that last recorded here */
+	/* The records of its own messages sent to the stream (wseq > 0), as
+	 * indexes into recs in the order of wseq, which is that of their
+	 * publishing: handover_own_routed finds one by binary search. */
+	uint32_t *own;
+	size_t nown, own_cap;
 	char *reply;             /* CATCHING_UP: where the tail goes */
 	char asker[64];
 	uint64_t catch_since_ms;
@@ -163,6 +176,10 @@ struct handover {
 	void *on_msg_closure;
 	struct list_node fetches;
 	struct list_node leavings;
+	struct tree *leaving_filters; /* the leaving sessions' ordinary filters; subscriber: struct leaving */
+	size_t nwatch_failed;         /* leavings whose filters are not there (out of memory) */
+	uint64_t match_gen;
+	struct loop_timer catch_up_timer; /* catch_up_all, once a turn with stream messages routed */
 	uint64_t next_token;
 	/* A restored session another node also holds (on_dir_answer). */
 	void (*held_elsewhere)(void *ctx, struct session *s, const char *node, uint64_t at);
@@ -1317,12 +1334,68 @@ static void leaving_drop_recs(struct leaving *l)
 	wisp_free(l->recs);
 	l->recs = NULL;
 	l->nrecs = l->cap = l->bytes = l->overflow = 0;
+	wisp_free(l->own);
+	l->own = NULL;
+	l->nown = l->own_cap = 0;
+}
+
+static void leaving_unwatch(struct leaving *l)
+{
+	struct handover *h = l->h;
+	for (size_t i = 0; i < l->nwatch; i++)
+		tree_unsubscribe(h->leaving_filters, l->watch[i]);
+	wisp_free(l->watch);
+	l->watch = NULL;
+	l->nwatch = 0;
+	if (l->watch_failed)
+		h->nwatch_failed--;
+	l->watch_failed = false;
+}
+
+/* Puts the session's ordinary filters (a shared group picks its member
+ * elsewhere) in leaving_filters, as they are at the export: its client is
+ * at the other node, and while it is back here (s->conn) nothing is
+ * recorded. (A filter it subscribed to while back here is not watched
+ * should it leave again before this copy ends; the copy it would record
+ * for has been claimed back by then.) */
+static void leaving_watch(struct leaving *l)
+{
+	struct handover *h = l->h;
+	leaving_unwatch(l);
+	const struct session *s = sess_find(&h->b->sessions, l->id, l->id_len);
+	if (!s)
+		return;
+	size_t n = 0;
+	const struct list_node *ln;
+	for (ln = s->subs.next; ln != &s->subs; ln = ln->next)
+		n++;
+	if (!h->leaving_filters)
+		h->leaving_filters = tree_new();
+	l->watch = n ? wisp_malloc(n * sizeof *l->watch) : NULL;
+	bool failed = !h->leaving_filters || (n && !l->watch);
+	for (ln = s->subs.next; !failed && ln != &s->subs; ln = ln->next) {
+		const struct sess_sub *sub = container_of(ln, struct sess_sub, link);
+		if (tree_sub_options(&sub->handle) & SESS_SUBOPT_SHARED)
+			continue;
+		struct tree_sub *ts = tree_subscribe(h->leaving_filters, sess_sub_filter(sub), sess_sub_filter_len(sub),
+						     l, 0, 0);
+		if (!ts)
+			failed = true;
+		else
+			l->watch[l->nwatch++] = ts;
+	}
+	if (failed) {
+		leaving_unwatch(l);
+		l->watch_failed = true;
+		h->nwatch_failed++;
+	}
 }
 
 static void leaving_free(struct leaving *l)
 {
 	loop_timer_stop(l->h->b->loop, &l->timer);
 	list_remove(&l->link);
+	leaving_unwatch(l);
 	leaving_drop_recs(l);
 	wisp_free(l->asker_set);
 	wisp_free(l->reply);
@@ -1454,6 +1527,7 @@ static void on_request(struct handover *h, natsMsg *nm)
 		loop_timer_stop(b->loop, &l->timer);
 		/* What reaches the copy from now on is recorded for the tail. */
 		leaving_drop_recs(l);
+		leaving_watch(l);
 		l->state = LEAVING_SENT;
 		/* The asker's timeout, plus its store's time to sync and its wait
 		 * for the other nodes to know the session's filters (a node just
@@ -1503,16 +1577,24 @@ static void end_copy(struct handover *h, const char *id, size_t len, const char 
 	log_msg(LOG_INFO, "cluster", "client %.*s: its session moved to node '%s'", (int)len, id, to);
 }
 
-/* Whether a message is one for the leaving session's copy to record: QoS
- * 1/2 (QoS 0 is at most once) on a topic an ordinary subscription of it
- * matches (a shared group picks its member elsewhere). */
-static bool copy_wants(const struct leaving *l, const struct msg *m)
+/* Whether the leaving session's copy still records: the session is here
+ * and its client is not (QoS 0 is at most once and never recorded). */
+static bool copy_records(const struct leaving *l)
 {
-	if (!m->qos || l->state == LEAVING_TAIL_SENT)
+	if (l->state == LEAVING_TAIL_SENT)
 		return false;
 	const struct session *s = sess_find(&l->h->b->sessions, l->id, l->id_len);
-	if (!s || s->conn)
+	return s && !s->conn;
+}
+
+/* Whether m reached the copy, matched against the session's filters one
+ * by one: only for a leaving whose filters could not be put in the
+ * tree (out of memory). */
+static bool copy_wants(const struct leaving *l, const struct msg *m)
+{
+	if (!copy_records(l))
 		return false;
+	const struct session *s = sess_find(&l->h->b->sessions, l->id, l->id_len);
 	const struct list_node *n;
 	for (n = s->subs.next; n != &s->subs; n = n->next) {
 		const struct sess_sub *sub = container_of(n, struct sess_sub, link);
@@ -1541,6 +1623,23 @@ static void record(struct leaving *l, struct msg *m, uint64_t seq, uint64_t wseq
 		l->recs = v;
 		l->cap = cap;
 	}
+	if (own && wseq) {
+		if (l->nrecs >= UINT32_MAX) {
+			l->overflow++;
+			return;
+		}
+		if (l->nown == l->own_cap) {
+			size_t cap = l->own_cap ? l->own_cap * 2 : 16;
+			uint32_t *v = wisp_realloc(l->own, cap * sizeof *v);
+			if (!v) {
+				l->overflow++;
+				return;
+			}
+			l->own = v;
+			l->own_cap = cap;
+		}
+		l->own[l->nown++] = (uint32_t)l->nrecs;
+	}
 	l->recs[l->nrecs++] = (struct tail_rec){msg_ref(m), seq, wseq, own};
 	l->bytes += size;
 }
@@ -1549,8 +1648,9 @@ bool handover_recording(const struct handover *h) { return h && !list_empty(&h->
 
 static void catch_up(struct leaving *l);
 
-/* After each stream message routed here: a leaving session waiting for
- * this node to have routed the asker's set may be ready. */
+/* After the stream messages routed here in a turn: a leaving session
+ * waiting for this node to have routed the asker's set may be ready.
+ * Once a turn, not once a message: each look checks the whole set. */
 static void catch_up_all(struct handover *h)
 {
 	struct list_node *n, *next;
@@ -1562,15 +1662,58 @@ static void catch_up_all(struct handover *h)
 	}
 }
 
-/* Records m for every leaving session whose copy it reached. */
+struct record_pass {
+	struct handover *h;
+	struct msg *m;
+	uint64_t seq, wseq, gen;
+	bool own;
+};
+
+static void record_matched(void *subscriber, uint8_t options, uint32_t subscription_id, void *ctx)
+{
+	(void)options;
+	(void)subscription_id;
+	struct leaving *l = subscriber;
+	struct record_pass *p = ctx;
+	if (l->matched_gen == p->gen)
+		return; /* two of its filters match */
+	l->matched_gen = p->gen;
+	if (copy_records(l))
+		record(l, p->m, p->seq, p->wseq, p->own);
+}
+
+/* Records m for every leaving session whose copy it reached: one match in
+ * the leaving sessions' filters, whatever their number (a node being
+ * drained hands over thousands at once). */
 static void record_all(struct handover *h, struct msg *m, uint64_t seq, uint64_t wseq, bool own)
 {
+	if (!m->qos)
+		return;
+	struct topic_level levels[TOPIC_MAX_LEVELS_HARD];
+	int nl = h->leaving_filters ? topic_split(msg_topic(m), m->topic_len, levels, TOPIC_MAX_LEVELS_HARD) : 0;
+	struct record_pass p = {h, m, seq, wseq, ++h->match_gen, own};
+	if (nl > 0)
+		tree_match(h->leaving_filters, levels, (size_t)nl, record_matched, &p);
+	if (!h->nwatch_failed)
+		return;
 	struct list_node *n;
 	for (n = h->leavings.next; n != &h->leavings; n = n->next) {
 		struct leaving *l = container_of(n, struct leaving, link);
-		if (copy_wants(l, m))
+		if (l->watch_failed && copy_wants(l, m))
 			record(l, m, seq, wseq, own);
 	}
+}
+
+static void on_catch_up_due(struct loop *lp, struct loop_timer *t)
+{
+	(void)lp;
+	catch_up_all(container_of(t, struct handover, catch_up_timer));
+}
+
+static void catch_up_soon(struct handover *h)
+{
+	if (!loop_timer_armed(&h->catch_up_timer))
+		loop_timer_start(h->b->loop, &h->catch_up_timer, 0, on_catch_up_due);
 }
 
 void handover_routed(struct handover *h, struct msg *m, uint64_t seq)
@@ -1578,13 +1721,30 @@ void handover_routed(struct handover *h, struct msg *m, uint64_t seq)
 	if (!handover_recording(h))
 		return;
 	record_all(h, m, seq, 0, false);
-	catch_up_all(h);
+	catch_up_soon(h);
 }
 
 void handover_published(struct handover *h, struct msg *m, uint64_t wseq)
 {
 	if (handover_recording(h))
 		record_all(h, m, 0, wseq, true);
+}
+
+/* The record of its own message numbered wseq, or NULL. */
+static struct tail_rec *own_rec(struct leaving *l, uint64_t wseq)
+{
+	size_t lo = 0, hi = l->nown;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		struct tail_rec *r = &l->recs[l->own[mid]];
+		if (r->wseq == wseq)
+			return r;
+		if (r->wseq < wseq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
 }
 
 void handover_own_routed(struct handover *h, natsMsg *nm, uint64_t seq)
@@ -1597,13 +1757,12 @@ void handover_own_routed(struct handover *h, natsMsg *nm, uint64_t seq)
 	if (origin_of(nm, &node, &run, &run_len, &num) && strlen(h->run) == run_len && memcmp(h->run, run, run_len) == 0) {
 		struct list_node *n;
 		for (n = h->leavings.next; n != &h->leavings; n = n->next) {
-			struct leaving *l = container_of(n, struct leaving, link);
-			for (size_t i = 0; i < l->nrecs; i++)
-				if (l->recs[i].own && l->recs[i].wseq == num)
-					l->recs[i].seq = seq;
+			struct tail_rec *r = own_rec(container_of(n, struct leaving, link), num);
+			if (r)
+				r->seq = seq;
 		}
 	}
-	catch_up_all(h);
+	catch_up_soon(h);
 }
 
 /*
@@ -1620,9 +1779,11 @@ static void send_tail(struct leaving *l, bool caught_up)
 	struct broker *b = h->b;
 	struct export_buf x = {.max = b->cfg->cluster.handover_max_bytes};
 	size_t sent = 0, lost = l->overflow;
+	struct seq_set asker; /* parsed once: a malformed set holds nothing, as seq_text_has says */
+	bool parsed = seq_set_parse(l->asker_set, &asker);
 	for (size_t i = 0; i < l->nrecs; i++) {
 		const struct tail_rec *r = &l->recs[i];
-		bool wanted = r->own && !r->wseq ? true : r->seq && seq_text_has(l->asker_set, r->seq);
+		bool wanted = r->own && !r->wseq ? true : r->seq && parsed && seq_set_has(&asker, r->seq);
 		if (!wanted)
 			continue;
 		if (persist_msg_export(b, r->m, ++sent, put_record, &x) != 0) {
@@ -1655,8 +1816,8 @@ static void on_catch_up_timer(struct loop *lp, struct loop_timer *t)
 }
 
 /* The tail goes once this node routed every stream message the asker had
- * routed at its import (looked at after each stream message and every
- * second), or, past cluster.handover_timeout, with what it has. */
+ * routed at its import (looked at once a turn that routed stream messages,
+ * and every second), or, past cluster.handover_timeout, with what it has. */
 static void catch_up(struct leaving *l)
 {
 	struct handover *h = l->h;
@@ -1700,6 +1861,7 @@ static void on_done(struct handover *h, natsMsg *nm)
 		l->id_len = (size_t)len;
 		memcpy(l->id, id, (size_t)len);
 		list_push_back(&h->leavings, &l->link);
+		leaving_watch(l);
 	}
 	wisp_free(l->asker_set);
 	wisp_free(l->reply);
@@ -1857,6 +2019,7 @@ void handover_stop(struct handover *h)
 	if (!h)
 		return;
 	loop_timer_stop(h->b->loop, &h->startup_timer);
+	loop_timer_stop(h->b->loop, &h->catch_up_timer);
 	unsubscribe_all(h);
 }
 
@@ -1870,6 +2033,7 @@ void handover_free(struct handover *h)
 	while (!list_empty(&h->leavings))
 		leaving_free(container_of(h->leavings.next, struct leaving, link));
 	wisp_free(h->cut_holders);
+	tree_free(h->leaving_filters);
 	wisp_free(h->dir);
 	wisp_free(h->base);
 	wisp_free(h->node);
