@@ -172,6 +172,7 @@ struct durable {
 	 * input paused, the packet unread), oldest first; NULL: closed. */
 	struct conn **waiting;
 	size_t wait_head, wait_len, wait_cap;
+	size_t wait_dead;        /* the NULL ones: compacted away rather than grown over */
 	struct conn *resuming;   /* the one on_resume hands its packet back to */
 	struct loop_timer resume;
 	bool wait_logged;        /* this episode of waiting is logged */
@@ -345,8 +346,10 @@ static void gate_forget(void *ctx, struct conn *c)
 	struct durable *d = ctx;
 	if (d->wait_len && c->read_paused)
 		for (size_t i = 0; i < d->wait_len; i++)
-			if (d->waiting[(d->wait_head + i) & (d->wait_cap - 1)] == c)
+			if (d->waiting[(d->wait_head + i) & (d->wait_cap - 1)] == c) {
 				d->waiting[(d->wait_head + i) & (d->wait_cap - 1)] = NULL;
+				d->wait_dead++;
+			}
 	if (!conn_gate_held_acks(c))
 		return;
 	for (size_t i = 0; i < d->held_len; i++) {
@@ -431,8 +434,26 @@ bool durable_must_wait(const struct durable *d, const struct conn *c)
 	return full(d) || (d->wait_len && d->resuming != c);
 }
 
+/* Drops the NULL entries, keeping the others' order: rather than growing
+ * a queue that closed connections half fill (clients that give up and
+ * connect again, each waiting anew, through a long outage), so that it
+ * holds at most twice the connections waiting. */
+static void wait_compact(struct durable *d)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < d->wait_len; i++) {
+		struct conn *c = d->waiting[(d->wait_head + i) & (d->wait_cap - 1)];
+		if (c)
+			d->waiting[(d->wait_head + k++) & (d->wait_cap - 1)] = c;
+	}
+	d->wait_len = k;
+	d->wait_dead = 0;
+}
+
 int durable_wait(struct durable *d, struct conn *c)
 {
+	if (d->wait_len == d->wait_cap && d->wait_dead && d->wait_dead >= d->wait_len / 2)
+		wait_compact(d);
 	if (d->wait_len == d->wait_cap) {
 		size_t cap = d->wait_cap ? d->wait_cap * 2 : 64;
 		struct conn **v = wisp_malloc(cap * sizeof *v);
@@ -471,6 +492,8 @@ static void on_resume(struct loop *l, struct loop_timer *t)
 		struct conn *c = d->waiting[d->wait_head];
 		d->wait_head = (d->wait_head + 1) & (d->wait_cap - 1);
 		d->wait_len--;
+		if (!c)
+			d->wait_dead--;
 		if (!c || c->state == CONN_CLOSING)
 			continue;
 		n++;
