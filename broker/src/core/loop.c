@@ -33,6 +33,7 @@ struct loop {
 	uint64_t now_ms;
 	uint64_t wheel_pos; /* every slot < wheel_pos has been visited */
 	struct list_node wheel[WHEEL_SLOTS];
+	struct list_node soon; /* loop_timer_soon's: run at the next turn's timers */
 	loop_hook_fn before_sleep;
 	void *before_sleep_ctx;
 	struct epoll_event events[MAX_EVENTS];
@@ -61,6 +62,7 @@ struct loop *loop_new(void)
 	}
 	for (size_t i = 0; i < WHEEL_SLOTS; i++)
 		list_init(&l->wheel[i]);
+	list_init(&l->soon);
 	l->now_ms = clock_ms();
 	l->wheel_pos = l->now_ms / 1000u;
 	return l;
@@ -175,6 +177,18 @@ void loop_timer_start(struct loop *l, struct loop_timer *t, uint64_t seconds, lo
 	timer_file(l, t);
 }
 
+void loop_timer_soon(struct loop *l, struct loop_timer *t, loop_timer_fn cb)
+{
+	if (loop_timer_armed(t))
+		list_remove(&t->link);
+	/* Its wheel slot says the current one, so that a deadline set on it
+	 * later is filed as for a timer due now. */
+	t->slot_cb = (uint16_t)(timer_cb_slot(l, t, cb) << LOOP_WHEEL_BITS | (unsigned)(l->wheel_pos % WHEEL_SLOTS));
+	t->deadline = (uint32_t)loop_now_s(l);
+	list_push_back(&l->soon, &t->link);
+	l->turn_requested = true;
+}
+
 void loop_timer_set_deadline(struct loop *l, struct loop_timer *t, uint64_t deadline)
 {
 	t->deadline = (uint32_t)deadline;
@@ -193,24 +207,39 @@ void loop_timer_stop(struct loop *l, struct loop_timer *t)
 		list_remove(&t->link);
 }
 
+/* Moves the timers of `from` to `to` (initialised), leaving `from` empty. */
+static void take_list(struct list_node *from, struct list_node *to)
+{
+	list_init(to);
+	if (list_empty(from))
+		return;
+	to->next = from->next;
+	to->prev = from->prev;
+	to->next->prev = to;
+	to->prev->next = to;
+	list_init(from);
+}
+
 static void run_timers(struct loop *l)
 {
+	/* The soon ones first, detached: one started again by its callback
+	 * waits for the next turn. */
+	struct list_node soon;
+	struct list_node *n;
+	take_list(&l->soon, &soon);
+	while ((n = list_first(&soon)) != NULL) {
+		struct loop_timer *t = container_of(n, struct loop_timer, link);
+		list_remove(n);
+		l->timer_cbs[timer_cb(t)](l, t);
+	}
 	uint64_t now = loop_now_s(l);
 	while (l->wheel_pos <= now) {
 		struct list_node *slot = &l->wheel[l->wheel_pos % WHEEL_SLOTS];
 		/* Detach the slot first: callbacks may start timers that land in
 		 * this very slot, and those must wait for the next visit. */
 		struct list_node due;
-		list_init(&due);
-		if (!list_empty(slot)) {
-			due.next = slot->next;
-			due.prev = slot->prev;
-			due.next->prev = &due;
-			due.prev->next = &due;
-			list_init(slot);
-		}
+		take_list(slot, &due);
 		l->wheel_pos++;
-		struct list_node *n;
 		while ((n = list_first(&due)) != NULL) {
 			struct loop_timer *t = container_of(n, struct loop_timer, link);
 			list_remove(n);

@@ -77,8 +77,13 @@ uint64_t loop_now_s(const struct loop *l);
 /* Monotonic milliseconds, cached once per turn. */
 uint64_t loop_now_ms(const struct loop *l);
 
-/* Fires `cb` once, `seconds` from now (0 means next turn). */
+/* Fires `cb` once, `seconds` from now, at a tick of the wheel: whole
+ * seconds, rounded up, so 0 means at the next whole second (up to a
+ * second away), never in this turn. */
 void loop_timer_start(struct loop *l, struct loop_timer *t, uint64_t seconds, loop_timer_fn cb);
+/* Fires `cb` once in the next turn, after that turn's I/O (whose poll then
+ * does not wait): work gathered over a turn, done once. */
+void loop_timer_soon(struct loop *l, struct loop_timer *t, loop_timer_fn cb);
 /* Moves an armed timer's deadline; O(1). */
 void loop_timer_set_deadline(struct loop *l, struct loop_timer *t, uint64_t deadline);
 static inline bool loop_timer_armed(const struct loop_timer *t) { return list_linked(&t->link); }
