@@ -30,8 +30,9 @@ nats-server on loopback, as in 24 and 26.
   WISP_DEBUG_HOLD_HANDOVER_IMPORT), reach the client at d once each, in
   a's tail; the other direction: messages a exported that d's consumer
   (held behind by WISP_DEBUG_HOLD_STREAM_ROUTING) routes only after its
-  import reach it once too, QoS 2 included; a holder started after the
-  stream's first messages does not wait for them before its tail.
+  import reach it once too, QoS 2 included, for ten sessions moved at once
+  as for one; a holder started after the stream's first messages does not
+  wait for them before its tail.
 - A node cut off NATS (a TCP relay) while its client's id connects at
   another node: back on NATS it asks again for its ids, and the later
   claim closes its stale connection with DISCONNECT 0x8E.
@@ -551,6 +552,48 @@ class ClusterSessionTest(cluster24.ClusterTest):
         got, _ = moved.receive_all(1)
         self.assertEqual(got[0][:3], (cid + "/q2/x", b"dup-after", 2))
         moved.raw.assert_no_packet(wait=0.3)
+
+    def test_a_message_many_moved_sessions_brought_reaches_none_twice(self):
+        """The same cut for many sessions at once (a node drained): ten
+        sessions at a hold one QoS 2 message from c when they move to d, whose
+        stream routing is held until all ten are there. d routes the message
+        after the imports: none of the ten may get it a second time
+        [MQTT-4.3.3-2]. Before, the sessions a stream message was kept from
+        were at most eight: the ninth and tenth got it twice."""
+        ids = ["many%d" % i for i in range(10)]
+        release = os.path.join(self.nats.dir, "release-routing-many")
+        os.environ["WISP_DEBUG_HOLD_STREAM_ROUTING"] = release
+        try:
+            d = self.extra_node("d")
+        finally:
+            del os.environ["WISP_DEBUG_HOLD_STREAM_ROUTING"]
+        for cid in ids:
+            c = Client(self, "a", cid, v5=True)
+            self.assertEqual(c.subscribe([("many/#", 2)]), [2])
+            c.raw.close()
+            self.assertIsNotNone(self.nodes["a"].wait_log("client %s .*disconnected" % cid, timeout=WAIT))
+        self.nats.wait_subjects("a", {"%s.many.>" % PREFIX})
+        for cid in ids:
+            self.heard_claim("d", cid, "a")
+        received_a = self.metric("a", "cluster_received_total")
+        Client(self, "c", "many-pub", v5=False, clean=True).publish("many/x", b"once", 2, 1)
+        self.wait_metric("a", "cluster_received_total", received_a + 1)  # in the ten copies
+        self.assertIsNotNone(d.wait_log("stream routing held", timeout=WAIT))
+        moved = []
+        for cid in ids:
+            m = Client(self, "d", cid, v5=True)
+            self.assertTrue(m.present, "Session Present 1 at d")
+            got, _ = m.receive_all(1)
+            self.assertEqual(got[0][:3], ("many/x", b"once", 2), "the session's queue, from a")
+            moved.append(m)
+        received_d = self.metric("d", "cluster_received_total")
+        open(release, "w").close()
+        self.wait_metric("d", "cluster_received_total", received_d + 1)
+        for cid, m in zip(ids, moved):
+            try:
+                m.raw.assert_no_packet(wait=0.3)
+            except AssertionError as e:
+                self.fail("%s got the message a second time: %s" % (cid, e))
 
     def test_holder_started_after_the_streams_messages_does_not_wait_for_them(self):
         """b routed five stream messages before node d started: d's consumer

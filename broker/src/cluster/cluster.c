@@ -1017,7 +1017,7 @@ static void count_pending_drops(struct cluster *c)
 			"$SYS/broker/cluster/messages/pending_dropped", c->inbox.cap);
 	c->pending_drops = true;
 	if (!loop_timer_armed(&c->drops_timer))
-		loop_timer_start(c->b->loop, &c->drops_timer, 0, on_drops_due);
+		loop_timer_soon(c->b->loop, &c->drops_timer, on_drops_due);
 }
 
 /* ---- rejoin: a connection cnats closed for good, made anew ---- */
@@ -1332,8 +1332,8 @@ static const char *route_stream_msg(void *ctx, natsMsg *nm, uint64_t seq, bool o
 	}
 	/* A session handed over from another node brought this message along
 	 * (handover.h's cut): not routed to it again. */
-	struct session *except[8];
-	size_t n = handover_except(h, nm, seq, except, sizeof except / sizeof except[0]);
+	struct session *const *except = NULL;
+	size_t n = handover_except(h, nm, seq, &except);
 	if (n) {
 		c->b->route.except = except;
 		c->b->route.nexcept = n;

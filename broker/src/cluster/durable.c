@@ -424,7 +424,7 @@ static void on_resume(struct loop *l, struct loop_timer *t);
 static void kick(struct durable *d)
 {
 	if (d->wait_len && !full(d) && !loop_timer_armed(&d->resume))
-		loop_timer_start(d->b->loop, &d->resume, 0, on_resume);
+		loop_timer_soon(d->b->loop, &d->resume, on_resume);
 }
 
 bool durable_must_wait(const struct durable *d, const struct conn *c)

@@ -179,7 +179,7 @@ struct handover {
 	struct tree *leaving_filters; /* the leaving sessions' ordinary filters; subscriber: struct leaving */
 	size_t nwatch_failed;         /* leavings whose filters are not there (out of memory) */
 	uint64_t match_gen;
-	struct loop_timer catch_up_timer; /* catch_up_all, once a turn with stream messages routed */
+	struct loop_timer catch_up_timer; /* catch_up_all, in the turn after stream messages were routed */
 	uint64_t next_token;
 	/* A restored session another node also holds (on_dir_answer). */
 	void (*held_elsewhere)(void *ctx, struct session *s, const char *node, uint64_t at);
@@ -194,6 +194,8 @@ struct handover {
 	 * is active, and start again when none is. */
 	struct list_node cuts;
 	size_t ncuts;
+	struct session **except; /* handover_except's answer */
+	size_t except_cap;
 	uint64_t cuts_seq_max;
 	struct cut_holder *cut_holders;
 	size_t ncut_holders, cut_holders_cap;
@@ -1265,10 +1267,11 @@ static bool holder_may_cover(const struct handover *h, const char *node, const c
 	return false;
 }
 
-size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct session **out, size_t max)
+size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct session *const **out)
 {
 	if (!h || !h->ncuts)
 		return 0;
+	*out = h->except;
 	const char *node = NULL, *run = NULL;
 	size_t run_len = 0, n = 0;
 	uint64_t num = 0;
@@ -1281,7 +1284,7 @@ size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct ses
 	if (!by_seq && !by_num)
 		return 0;
 	struct list_node *ln;
-	for (ln = h->cuts.next; ln != &h->cuts && n < max; ln = ln->next) {
+	for (ln = h->cuts.next; ln != &h->cuts; ln = ln->next) {
 		struct fetch *f = container_of(ln, struct fetch, cut_link);
 		/* In the export: routed there before it, or the holder's own
 		 * message published before it. */
@@ -1289,8 +1292,22 @@ size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct ses
 				(by_num && strcmp(node, f->holder) == 0 && strlen(f->run) == run_len &&
 				 memcmp(f->run, run, run_len) == 0 && num <= f->cut_wseq);
 		struct session *s = exported ? sess_find(&h->b->sessions, f->id, f->id_len) : NULL;
-		if (s)
-			out[n++] = s;
+		if (!s)
+			continue;
+		if (n == h->except_cap) {
+			size_t cap = h->except_cap ? h->except_cap * 2 : 8;
+			struct session **v = wisp_realloc(h->except, cap * sizeof *v);
+			if (!v) {
+				/* The ones left out get the message a second time. */
+				log_limited("cluster handover except", LOG_WARNING, "cluster",
+					    "out of memory: a message a moved session brought along may reach it twice");
+				break;
+			}
+			h->except = v;
+			h->except_cap = cap;
+			*out = v;
+		}
+		h->except[n++] = s;
 	}
 	return n;
 }
@@ -1577,24 +1594,19 @@ static void end_copy(struct handover *h, const char *id, size_t len, const char 
 	log_msg(LOG_INFO, "cluster", "client %.*s: its session moved to node '%s'", (int)len, id, to);
 }
 
-/* Whether the leaving session's copy still records: the session is here
- * and its client is not (QoS 0 is at most once and never recorded). */
-static bool copy_records(const struct leaving *l)
+/* Whether m reached the leaving session's copy: the session is here, its
+ * client is not (back here, nothing is recorded), and one of its ordinary
+ * subscriptions matches (a shared group picks its member elsewhere; QoS 0
+ * is at most once and never recorded). Asked of the leavings the tree
+ * matched (their filters at the export: one may be gone since), or of
+ * each leaving whose filters are not in the tree. */
+static bool copy_wants(const struct leaving *l, const struct msg *m)
 {
 	if (l->state == LEAVING_TAIL_SENT)
 		return false;
 	const struct session *s = sess_find(&l->h->b->sessions, l->id, l->id_len);
-	return s && !s->conn;
-}
-
-/* Whether m reached the copy, matched against the session's filters one
- * by one: only for a leaving whose filters could not be put in the
- * tree (out of memory). */
-static bool copy_wants(const struct leaving *l, const struct msg *m)
-{
-	if (!copy_records(l))
+	if (!s || s->conn)
 		return false;
-	const struct session *s = sess_find(&l->h->b->sessions, l->id, l->id_len);
 	const struct list_node *n;
 	for (n = s->subs.next; n != &s->subs; n = n->next) {
 		const struct sess_sub *sub = container_of(n, struct sess_sub, link);
@@ -1678,7 +1690,7 @@ static void record_matched(void *subscriber, uint8_t options, uint32_t subscript
 	if (l->matched_gen == p->gen)
 		return; /* two of its filters match */
 	l->matched_gen = p->gen;
-	if (copy_records(l))
+	if (copy_wants(l, p->m))
 		record(l, p->m, p->seq, p->wseq, p->own);
 }
 
@@ -1713,7 +1725,7 @@ static void on_catch_up_due(struct loop *lp, struct loop_timer *t)
 static void catch_up_soon(struct handover *h)
 {
 	if (!loop_timer_armed(&h->catch_up_timer))
-		loop_timer_start(h->b->loop, &h->catch_up_timer, 0, on_catch_up_due);
+		loop_timer_soon(h->b->loop, &h->catch_up_timer, on_catch_up_due);
 }
 
 void handover_routed(struct handover *h, struct msg *m, uint64_t seq)
@@ -1816,8 +1828,9 @@ static void on_catch_up_timer(struct loop *lp, struct loop_timer *t)
 }
 
 /* The tail goes once this node routed every stream message the asker had
- * routed at its import (looked at once a turn that routed stream messages,
- * and every second), or, past cluster.handover_timeout, with what it has. */
+ * routed at its import (looked at in the turn after each that routed stream
+ * messages, and every second), or, past cluster.handover_timeout, with what
+ * it has. */
 static void catch_up(struct leaving *l)
 {
 	struct handover *h = l->h;
@@ -2033,6 +2046,7 @@ void handover_free(struct handover *h)
 	while (!list_empty(&h->leavings))
 		leaving_free(container_of(h->leavings.next, struct leaving, link));
 	wisp_free(h->cut_holders);
+	wisp_free(h->except);
 	tree_free(h->leaving_filters);
 	wisp_free(h->dir);
 	wisp_free(h->base);

@@ -177,8 +177,10 @@ void handover_routed(struct handover *h, struct msg *m, uint64_t seq);
 void handover_published(struct handover *h, struct msg *m, uint64_t wseq);
 void handover_own_routed(struct handover *h, natsMsg *nm, uint64_t seq);
 /* The new node's side of the cut: the sessions a stream message nm
- * (sequence seq) must not reach, into out (at most max). */
-size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct session **out, size_t max);
+ * (sequence seq) must not reach, as many as there are (a node drained
+ * hands many over at once, a message in flight then in all their cuts):
+ * *out points into the handover's own array, valid until the next call. */
+size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct session *const **out);
 
 /* broker.h's on_resume_session (a Clean Start 0 CONNECT, whether or not
  * its session is here) and on_conn_gone. */
