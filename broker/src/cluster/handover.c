@@ -104,6 +104,8 @@ struct fetch {
 	uint64_t cut_max;        /* the highest sequence in cut_set */
 	uint64_t gate_ticket, gate_since; /* the sub_gate's, for the imported filters */
 	natsMsg *request;        /* made while the connection was down: sent once it is back (handover_link_up) */
+	struct fetch *by_token_next, *by_conn_next; /* chains of handover.by_token, by_conn */
+	bool indexed;            /* in them (out of memory: found through the list only) */
 	size_t id_len;
 	char id[];
 };
@@ -175,6 +177,14 @@ struct handover {
 	sender_msg_fn on_msg;       /* the subscriptions', kept for handover_rebind */
 	void *on_msg_closure;
 	struct list_node fetches;
+	/* The fetches by token and by their CONNECT's connection (while it
+	 * has one): chained tables of index_cap chains, at least one per
+	 * fetch, so that an answer, a CONNECT read again and a close find
+	 * theirs at once, whatever the number of fetches (thousands in a
+	 * reconnect storm). */
+	struct fetch **by_token, **by_conn;
+	size_t index_cap, nfetches;
+	size_t nunindexed;       /* fetches the tables could not take: lookups walk the list too */
 	struct list_node leavings;
 	struct tree *leaving_filters; /* the leaving sessions' ordinary filters; subscriber: struct leaving */
 	size_t nwatch_failed;         /* leavings whose filters are not there (out of memory) */
@@ -530,11 +540,114 @@ static void cut_end(struct fetch *f)
 	}
 }
 
+static size_t token_chain(const struct handover *h, uint64_t token) { return (size_t)token & (h->index_cap - 1); }
+
+static size_t conn_chain(const struct handover *h, const struct conn *c)
+{
+	return (size_t)(((uint64_t)(uintptr_t)c * UINT64_C(0x9e3779b97f4a7c15)) >> 32) & (h->index_cap - 1);
+}
+
+/* Appends f to its chain (at the end: the first fetch of a connection is
+ * found first, as in the list). */
+static void chain_append(struct fetch **pp, struct fetch *f, bool by_conn)
+{
+	while (*pp)
+		pp = by_conn ? &(*pp)->by_conn_next : &(*pp)->by_token_next;
+	*pp = f;
+}
+
+static void chain_remove(struct fetch **pp, struct fetch *f, bool by_conn)
+{
+	while (*pp && *pp != f)
+		pp = by_conn ? &(*pp)->by_conn_next : &(*pp)->by_token_next;
+	if (*pp)
+		*pp = by_conn ? f->by_conn_next : f->by_token_next;
+	if (by_conn)
+		f->by_conn_next = NULL;
+	else
+		f->by_token_next = NULL;
+}
+
+/* Doubles both tables, moving the fetches from the old ones (not from the
+ * list: release_holds keeps some on a list of its own meanwhile). Out of
+ * memory, the tables stay as they are (longer chains). */
+static void index_grow(struct handover *h)
+{
+	size_t cap = h->index_cap ? h->index_cap * 2 : 16;
+	struct fetch **bt = wisp_calloc(cap, sizeof *bt), **bc = wisp_calloc(cap, sizeof *bc);
+	if (!bt || !bc) {
+		wisp_free(bt);
+		wisp_free(bc);
+		return;
+	}
+	struct fetch **ot = h->by_token, **oc = h->by_conn;
+	size_t ocap = h->index_cap;
+	h->by_token = bt;
+	h->by_conn = bc;
+	h->index_cap = cap;
+	for (size_t i = 0; i < ocap; i++) {
+		for (struct fetch *f = ot[i], *next; f; f = next) {
+			next = f->by_token_next;
+			f->by_token_next = NULL;
+			chain_append(&bt[token_chain(h, f->token)], f, false);
+		}
+		for (struct fetch *f = oc[i], *next; f; f = next) {
+			next = f->by_conn_next;
+			f->by_conn_next = NULL;
+			chain_append(&bc[conn_chain(h, f->c)], f, true);
+		}
+	}
+	wisp_free(ot);
+	wisp_free(oc);
+}
+
+/* f joins the fetches (its list link is the caller's). */
+static void index_add(struct handover *h, struct fetch *f)
+{
+	if (h->nfetches + 1 > h->index_cap)
+		index_grow(h);
+	if (!h->index_cap) {
+		h->nunindexed++; /* no memory for the first tables */
+		return;
+	}
+	h->nfetches++;
+	f->indexed = true;
+	if (f->token) /* a held CONNECT's has none: never answered */
+		chain_append(&h->by_token[token_chain(h, f->token)], f, false);
+	if (f->c)
+		chain_append(&h->by_conn[conn_chain(h, f->c)], f, true);
+}
+
+static void index_del(struct handover *h, struct fetch *f)
+{
+	if (!f->indexed) {
+		h->nunindexed--;
+		return;
+	}
+	if (f->token)
+		chain_remove(&h->by_token[token_chain(h, f->token)], f, false);
+	if (f->c)
+		chain_remove(&h->by_conn[conn_chain(h, f->c)], f, true);
+	f->indexed = false;
+	h->nfetches--;
+}
+
+static void fetch_set_conn(struct fetch *f, struct conn *c)
+{
+	struct handover *h = f->h;
+	if (f->indexed && f->c)
+		chain_remove(&h->by_conn[conn_chain(h, f->c)], f, true);
+	f->c = c;
+	if (f->indexed && c)
+		chain_append(&h->by_conn[conn_chain(h, c)], f, true);
+}
+
 static void fetch_free(struct fetch *f)
 {
 	struct broker *b = f->h->b;
 	loop_timer_stop(b->loop, &f->timer);
 	list_remove(&f->link);
+	index_del(f->h, f);
 	if (f->cut_active)
 		cut_end(f);
 	natsMsg_Destroy(f->request);
@@ -553,7 +666,7 @@ static void fetch_resume(struct fetch *f)
 	f->buf = NULL;
 	f->len = f->cap = 0;
 	if (f->state == FETCH_CONFIRMING) {
-		f->c = NULL; /* the session is here: the CONNECT will not ask again */
+		fetch_set_conn(f, NULL); /* the session is here: the CONNECT will not ask again */
 		if (c)
 			conn_input_resume(c);
 		return;
@@ -817,10 +930,34 @@ static void import_when_released(struct fetch *f, bool first)
 
 static struct fetch *fetch_by_token(struct handover *h, uint64_t token)
 {
+	if (!token)
+		return NULL;
+	for (struct fetch *f = h->index_cap ? h->by_token[token_chain(h, token)] : NULL; f; f = f->by_token_next)
+		if (f->token == token)
+			return f;
+	if (!h->nunindexed)
+		return NULL;
 	struct list_node *n;
 	for (n = h->fetches.next; n != &h->fetches; n = n->next) {
 		struct fetch *f = container_of(n, struct fetch, link);
 		if (f->token == token)
+			return f;
+	}
+	return NULL;
+}
+
+/* The first fetch whose CONNECT is c's, or NULL. */
+static struct fetch *fetch_by_conn(struct handover *h, const struct conn *c)
+{
+	for (struct fetch *f = h->index_cap ? h->by_conn[conn_chain(h, c)] : NULL; f; f = f->by_conn_next)
+		if (f->c == c)
+			return f;
+	if (!h->nunindexed)
+		return NULL;
+	struct list_node *n;
+	for (n = h->fetches.next; n != &h->fetches; n = n->next) {
+		struct fetch *f = container_of(n, struct fetch, link);
+		if (f->c == c)
 			return f;
 	}
 	return NULL;
@@ -1013,6 +1150,7 @@ static int hold_connect(struct handover *h, struct conn *c, const char *id, size
 	f->id_len = len;
 	memcpy(f->id, id, len);
 	list_push_back(&h->fetches, &f->link);
+	index_add(h, f);
 	loop_timer_start(h->b->loop, &f->timer, h->b->cfg->cluster.handover_timeout, on_fetch_timer);
 	log_msg(LOG_INFO, "cluster", "client %.*s: its session restored here waits for the other nodes' answers at "
 		"start", (int)len, id);
@@ -1156,22 +1294,19 @@ static void on_startup_timer(struct loop *l, struct loop_timer *t)
 
 int handover_session_missing(struct handover *h, struct conn *c, const char *id, size_t len, const char *username)
 {
-	struct list_node *n;
 	bool released = false;
-	for (n = h->fetches.next; n != &h->fetches; n = n->next) {
-		struct fetch *f = container_of(n, struct fetch, link);
-		if (f->c != c)
-			continue;
-		if (f->state == FETCH_WAITING || f->state == FETCH_HOLDING)
+	struct fetch *seen = fetch_by_conn(h, c);
+	if (seen) {
+		if (seen->state == FETCH_WAITING || seen->state == FETCH_HOLDING)
 			return WISP_EAGAIN; /* read again before the answer: keep waiting */
-		if (f->state == FETCH_RELEASED) {
-			fetch_free(f); /* held at start: decided below, as any CONNECT */
+		if (seen->state == FETCH_RELEASED) {
+			fetch_free(seen); /* held at start: decided below, as any CONNECT */
 			released = true;
-			break;
+		} else {
+			bool refused = seen->state == FETCH_REFUSED;
+			fetch_free(seen);
+			return refused ? WISP_EEXIST : 0;
 		}
-		bool refused = f->state == FETCH_REFUSED;
-		fetch_free(f);
-		return refused ? WISP_EEXIST : 0;
 	}
 	if (sess_find(&h->b->sessions, id, len))
 		return released || !must_hold(h, id, len) ? 0 : hold_connect(h, c, id, len);
@@ -1215,6 +1350,7 @@ int handover_session_missing(struct handover *h, struct conn *c, const char *id,
 		return 0;
 	}
 	list_push_back(&h->fetches, &f->link);
+	index_add(h, f);
 	loop_timer_start(h->b->loop, &f->timer, h->b->cfg->cluster.handover_timeout, on_fetch_timer);
 	log_msg(LOG_INFO, "cluster", "client %.*s: asking node %016" PRIx64 " for its session%s", (int)len, id, node,
 		later ? " once the NATS connection is back" : "");
@@ -1314,13 +1450,9 @@ size_t handover_except(struct handover *h, natsMsg *nm, uint64_t seq, struct ses
 
 void handover_conn_gone(struct handover *h, struct conn *c)
 {
-	struct list_node *n, *next;
-	for (n = h->fetches.next; n != &h->fetches; n = next) {
-		next = n->next;
-		struct fetch *f = container_of(n, struct fetch, link);
-		if (f->c != c)
-			continue;
-		f->c = NULL;
+	struct fetch *f;
+	while ((f = fetch_by_conn(h, c)) != NULL) {
+		fetch_set_conn(f, NULL);
 		if (f->state != FETCH_WAITING)
 			fetch_free(f); /* a waiting one is dropped when its answer comes, or at its timeout */
 	}
@@ -2047,6 +2179,8 @@ void handover_free(struct handover *h)
 		leaving_free(container_of(h->leavings.next, struct leaving, link));
 	wisp_free(h->cut_holders);
 	wisp_free(h->except);
+	wisp_free(h->by_token);
+	wisp_free(h->by_conn);
 	tree_free(h->leaving_filters);
 	wisp_free(h->dir);
 	wisp_free(h->base);
