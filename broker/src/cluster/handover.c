@@ -105,7 +105,6 @@ struct fetch {
 	uint64_t gate_ticket, gate_since; /* the sub_gate's, for the imported filters */
 	natsMsg *request;        /* made while the connection was down: sent once it is back (handover_link_up) */
 	struct fetch *by_token_next, *by_conn_next; /* chains of handover.by_token, by_conn */
-	bool indexed;            /* in them (out of memory: found through the list only) */
 	size_t id_len;
 	char id[];
 };
@@ -178,13 +177,12 @@ struct handover {
 	void *on_msg_closure;
 	struct list_node fetches;
 	/* The fetches by token and by their CONNECT's connection (while it
-	 * has one): chained tables of index_cap chains, at least one per
-	 * fetch, so that an answer, a CONNECT read again and a close find
-	 * theirs at once, whatever the number of fetches (thousands in a
-	 * reconnect storm). */
+	 * has one): chained tables of index_cap chains, one per fetch or more
+	 * (memory allowing), so that an answer, a CONNECT read again and a
+	 * close find theirs at once, whatever the number of fetches
+	 * (thousands in a reconnect storm). */
 	struct fetch **by_token, **by_conn;
 	size_t index_cap, nfetches;
-	size_t nunindexed;       /* fetches the tables could not take: lookups walk the list too */
 	struct list_node leavings;
 	struct tree *leaving_filters; /* the leaving sessions' ordinary filters; subscriber: struct leaving */
 	size_t nwatch_failed;         /* leavings whose filters are not there (out of memory) */
@@ -568,17 +566,18 @@ static void chain_remove(struct fetch **pp, struct fetch *f, bool by_conn)
 		f->by_token_next = NULL;
 }
 
-/* Doubles both tables, moving the fetches from the old ones (not from the
- * list: release_holds keeps some on a list of its own meanwhile). Out of
- * memory, the tables stay as they are (longer chains). */
-static void index_grow(struct handover *h)
+/* Makes both tables (16 chains, at the handover's start) or doubles them,
+ * moving the fetches from the old ones (not from the list: release_holds
+ * keeps some on a list of its own meanwhile). Out of memory, the tables
+ * stay as they are (longer chains): -1 only when there were none. */
+static int index_grow(struct handover *h)
 {
 	size_t cap = h->index_cap ? h->index_cap * 2 : 16;
 	struct fetch **bt = wisp_calloc(cap, sizeof *bt), **bc = wisp_calloc(cap, sizeof *bc);
 	if (!bt || !bc) {
 		wisp_free(bt);
 		wisp_free(bc);
-		return;
+		return h->index_cap ? 0 : -1;
 	}
 	struct fetch **ot = h->by_token, **oc = h->by_conn;
 	size_t ocap = h->index_cap;
@@ -599,6 +598,7 @@ static void index_grow(struct handover *h)
 	}
 	wisp_free(ot);
 	wisp_free(oc);
+	return 0;
 }
 
 /* f joins the fetches (its list link is the caller's). */
@@ -606,12 +606,7 @@ static void index_add(struct handover *h, struct fetch *f)
 {
 	if (h->nfetches + 1 > h->index_cap)
 		index_grow(h);
-	if (!h->index_cap) {
-		h->nunindexed++; /* no memory for the first tables */
-		return;
-	}
 	h->nfetches++;
-	f->indexed = true;
 	if (f->token) /* a held CONNECT's has none: never answered */
 		chain_append(&h->by_token[token_chain(h, f->token)], f, false);
 	if (f->c)
@@ -620,25 +615,20 @@ static void index_add(struct handover *h, struct fetch *f)
 
 static void index_del(struct handover *h, struct fetch *f)
 {
-	if (!f->indexed) {
-		h->nunindexed--;
-		return;
-	}
 	if (f->token)
 		chain_remove(&h->by_token[token_chain(h, f->token)], f, false);
 	if (f->c)
 		chain_remove(&h->by_conn[conn_chain(h, f->c)], f, true);
-	f->indexed = false;
 	h->nfetches--;
 }
 
 static void fetch_set_conn(struct fetch *f, struct conn *c)
 {
 	struct handover *h = f->h;
-	if (f->indexed && f->c)
+	if (f->c)
 		chain_remove(&h->by_conn[conn_chain(h, f->c)], f, true);
 	f->c = c;
-	if (f->indexed && c)
+	if (c)
 		chain_append(&h->by_conn[conn_chain(h, c)], f, true);
 }
 
@@ -930,37 +920,19 @@ static void import_when_released(struct fetch *f, bool first)
 
 static struct fetch *fetch_by_token(struct handover *h, uint64_t token)
 {
-	if (!token)
-		return NULL;
-	for (struct fetch *f = h->index_cap ? h->by_token[token_chain(h, token)] : NULL; f; f = f->by_token_next)
-		if (f->token == token)
-			return f;
-	if (!h->nunindexed)
-		return NULL;
-	struct list_node *n;
-	for (n = h->fetches.next; n != &h->fetches; n = n->next) {
-		struct fetch *f = container_of(n, struct fetch, link);
-		if (f->token == token)
-			return f;
-	}
-	return NULL;
+	struct fetch *f = token ? h->by_token[token_chain(h, token)] : NULL;
+	while (f && f->token != token)
+		f = f->by_token_next;
+	return f;
 }
 
 /* The first fetch whose CONNECT is c's, or NULL. */
 static struct fetch *fetch_by_conn(struct handover *h, const struct conn *c)
 {
-	for (struct fetch *f = h->index_cap ? h->by_conn[conn_chain(h, c)] : NULL; f; f = f->by_conn_next)
-		if (f->c == c)
-			return f;
-	if (!h->nunindexed)
-		return NULL;
-	struct list_node *n;
-	for (n = h->fetches.next; n != &h->fetches; n = n->next) {
-		struct fetch *f = container_of(n, struct fetch, link);
-		if (f->c == c)
-			return f;
-	}
-	return NULL;
+	struct fetch *f = h->by_conn[conn_chain(h, c)];
+	while (f && f->c != c)
+		f = f->by_conn_next;
+	return f;
 }
 
 /* Appends a chunk (or a tail's part) to f->buf: 1 when it was the last,
@@ -2126,7 +2098,7 @@ int handover_start(struct handover **out, struct broker *b, natsConnection *nc, 
 	h->dir = wisp_calloc(h->dir_len, sizeof *h->dir);
 	size_t n = strlen("$WISP.") + strlen(prefix) + strlen(".ho.") + 1;
 	h->base = wisp_malloc(n);
-	if (!h->node || !h->dir || !h->base) {
+	if (!h->node || !h->dir || !h->base || index_grow(h) != 0) {
 		handover_free(h);
 		return WISP_ENOMEM;
 	}

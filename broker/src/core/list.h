@@ -40,6 +40,20 @@ static inline struct list_node *list_first(const struct list_node *head)
 	return list_empty(head) ? NULL : head->next;
 }
 
+/* Moves every node of `from` to `to` (whatever it held is forgotten),
+ * leaving `from` empty, in O(1). */
+static inline void list_take_all(struct list_node *from, struct list_node *to)
+{
+	list_init(to);
+	if (list_empty(from))
+		return;
+	to->next = from->next;
+	to->prev = from->prev;
+	to->next->prev = to;
+	to->prev->next = to;
+	list_init(from);
+}
+
 #define list_for_each_safe(pos, tmp, head) \
 	for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
 

@@ -207,26 +207,13 @@ void loop_timer_stop(struct loop *l, struct loop_timer *t)
 		list_remove(&t->link);
 }
 
-/* Moves the timers of `from` to `to` (initialised), leaving `from` empty. */
-static void take_list(struct list_node *from, struct list_node *to)
-{
-	list_init(to);
-	if (list_empty(from))
-		return;
-	to->next = from->next;
-	to->prev = from->prev;
-	to->next->prev = to;
-	to->prev->next = to;
-	list_init(from);
-}
-
 static void run_timers(struct loop *l)
 {
 	/* The soon ones first, detached: one started again by its callback
 	 * waits for the next turn. */
 	struct list_node soon;
 	struct list_node *n;
-	take_list(&l->soon, &soon);
+	list_take_all(&l->soon, &soon);
 	while ((n = list_first(&soon)) != NULL) {
 		struct loop_timer *t = container_of(n, struct loop_timer, link);
 		list_remove(n);
@@ -238,7 +225,7 @@ static void run_timers(struct loop *l)
 		/* Detach the slot first: callbacks may start timers that land in
 		 * this very slot, and those must wait for the next visit. */
 		struct list_node due;
-		take_list(slot, &due);
+		list_take_all(slot, &due);
 		l->wheel_pos++;
 		while ((n = list_first(&due)) != NULL) {
 			struct loop_timer *t = container_of(n, struct loop_timer, link);

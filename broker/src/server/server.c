@@ -284,20 +284,6 @@ static void housekeeping(struct loop *l, struct loop_timer *t)
 		loop_timer_start(l, &srv->housekeeping, 1, housekeeping);
 }
 
-/* Moves every node of `from` to the empty list `to`, in O(1). */
-static void take_all(struct list_node *from, struct list_node *to)
-{
-	if (list_empty(from)) {
-		list_init(to);
-		return;
-	}
-	to->next = from->next;
-	to->prev = from->prev;
-	to->next->prev = to;
-	to->prev->next = to;
-	list_init(from);
-}
-
 static void before_sleep(struct loop *l, void *ctx)
 {
 	struct server *srv = ctx;
@@ -332,7 +318,7 @@ static void before_sleep(struct loop *l, void *ctx)
 		if (srv->before_flush)
 			srv->before_flush(srv->hook_ctx);
 		struct list_node round;
-		take_all(&srv->conns.dirty, &round);
+		list_take_all(&srv->conns.dirty, &round);
 		while ((n = list_first(&round)) != NULL) {
 			struct conn *c = container_of(n, struct conn, work_link);
 			list_remove(n);
