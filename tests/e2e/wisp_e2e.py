@@ -405,12 +405,23 @@ class RawClient:
 
 # ---------------------------------------------------------------- broker
 
+_ports_given = set()
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A loopback port nothing listens on, never one this process has been
+    given before: the kernel hands a port just closed out again, so two
+    picks for one configuration (a node's MQTT and http listeners) could
+    otherwise be the same port, and the broker refuses that."""
+    for _attempt in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise RuntimeError("no loopback port this process has not used yet after 100 tries")
 
 
 SANITIZER_RE = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer)|runtime error:|"

@@ -38,10 +38,21 @@ SANITIZER_RE = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitiz
                           r"SUMMARY: (Address|Undefined|Leak)")
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never one handed out before in
+    this process (the kernel gives a just-closed port out again; NOPORT
+    must stay a port no broker of this run listens on)."""
+    for _attempt in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise RuntimeError("no loopback port this process has not used yet after 100 tries")
 
 
 def wait_port(port, proc, deadline=10.0):
