@@ -35,7 +35,8 @@ nats-server on loopback, as in 24 and 26.
   wait for them before its tail.
 - A node cut off NATS (a TCP relay) while its client's id connects at
   another node: back on NATS it asks again for its ids, and the later
-  claim closes its stale connection with DISCONNECT 0x8E.
+  claim closes its stale connection with DISCONNECT 0x8E; with 1,300
+  sessions held there it asks for every one over several loop turns.
 - A session with 1,000 queued messages moves; the time b took is printed
   (docs/cluster.md quotes it).
 
@@ -653,6 +654,38 @@ class ClusterSessionTest(cluster24.ClusterTest):
         got, _ = new.receive_all(1)
         self.assertEqual(got[0][:2], ("away/x", b"here"))
         new.raw.assert_no_packet(wait=0.3)
+
+    def test_node_back_on_nats_asks_again_for_many_ids_over_several_turns(self):
+        """As above with 1,300 sessions held at p, more than one step of p's
+        walk over them (512 a loop turn, so the turn and the claims queued
+        stay bounded): back on NATS p asks again for each of them, and ends
+        the three whose ids connected at b meanwhile, and only those."""
+        relay = Relay(self.nats.port)
+        self.addCleanup(relay.close)
+        p = cluster24.Node("p", relay.port)
+        self.nodes["p"] = p
+        p.start()
+        self.assertIsNotNone(p.wait_log("connected to NATS as node 'p'", timeout=WAIT))
+        ids = ["many-%04d" % i for i in range(1300)]
+        for cid in ids:
+            c = RawClient(p.port)
+            self.assertEqual(c.connect(cid, clean=False), 0)
+            c.close()
+        moved = [ids[0], ids[650], ids[1299]]
+        for cid in moved:
+            self.heard_claim("b", cid, "p")
+        offset = p.log_size()
+        relay.cut()
+        self.assertIsNotNone(p.wait_log("lost the NATS connection", offset=offset, timeout=WAIT))
+        for cid in moved:
+            self.assertFalse(Client(self, "b", cid, v5=False).present, "p is away: a fresh session")
+        relay.restore()
+        self.assertIsNotNone(p.wait_log("back on NATS: asked again for the 1300 client ids held here",
+                                        offset=offset, timeout=WAIT))
+        self.wait_metric("p", "cluster_taken_over_total", 3)
+        stayed = Client(self, "p", ids[1], v5=False)
+        self.assertTrue(stayed.present, "a session nobody else claimed stays at p")
+        self.assertEqual(self.metric("p", "cluster_taken_over_total"), 3)
 
     def test_session_over_handover_max_bytes_starts_fresh(self):
         self.extra_node("d", handover_max_bytes=65536)

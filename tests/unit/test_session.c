@@ -350,6 +350,73 @@ static void test_rare_parts_in_one_block(void)
 	tear_down();
 }
 
+/* Scan visits counted per session by the number in its id ("s<i>"). */
+struct scan_count {
+	unsigned visits[4096];
+	size_t calls;
+	size_t stop_at; /* fn returns false at this call (1-based); 0: never */
+};
+
+static bool count_visit(void *ctx, const struct session *ses)
+{
+	struct scan_count *c = ctx;
+	if (++c->calls == c->stop_at)
+		return false;
+	if (ses->client_id[0] == 's' && ses->client_id[1] != 'u')
+		c->visits[strtoul(ses->client_id + 1, NULL, 10)]++;
+	return true;
+}
+
+static void add_sessions(size_t from, size_t to)
+{
+	char id[16];
+	for (size_t i = from; i < to; i++) {
+		int n = snprintf(id, sizeof id, "s%zu", i);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(sess_create(&tab, id, (size_t)n, false));
+	}
+}
+
+/* A scan spread over calls visits every session there for its whole
+ * length once, while the table doubles four times between two of its calls
+ * (64 to 1,024 buckets), and a stop makes the next call visit that bucket again. */
+static void test_scan_across_growth(void)
+{
+	set_up();
+	add_sessions(0, 200);
+	CU_ASSERT_EQUAL(tab.nbuckets, 64);
+	struct scan_count *c = calloc(1, sizeof *c);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	size_t cursor = 0, steps = 0;
+	do {
+		CU_ASSERT_TRUE(sess_table_scan(&tab, &cursor, count_visit, c));
+		if (++steps == 20)
+			add_sessions(200, 2100);
+		CU_ASSERT_FATAL(steps < 10000);
+	} while (cursor != 0);
+	CU_ASSERT_EQUAL(tab.nbuckets, 1024);
+	for (size_t i = 0; i < 200; i++)
+		CU_ASSERT_EQUAL(c->visits[i], 1); /* there throughout: once, none twice */
+	for (size_t i = 200; i < 2100; i++)
+		CU_ASSERT(c->visits[i] <= 1);
+
+	/* Stopped at the third session of the scan: its bucket again. */
+	memset(c, 0, sizeof *c);
+	c->stop_at = 3;
+	cursor = 0;
+	size_t stops = 0;
+	for (;;) {
+		if (!sess_table_scan(&tab, &cursor, count_visit, c))
+			stops++;
+		else if (cursor == 0)
+			break;
+	}
+	CU_ASSERT_EQUAL(stops, 1);
+	for (size_t i = 0; i < 2100; i++)
+		CU_ASSERT(c->visits[i] >= 1);
+	free(c);
+	tear_down();
+}
+
 static CU_TestInfo tests[] = {
 	{"[MQTT-3.8.4-3] subscribing again replaces, below and above the index size", test_resubscribe_replaces},
 	{"unsubscribe removes one filter; unknown filters are ENOENT", test_unsubscribe},
@@ -360,6 +427,8 @@ static CU_TestInfo tests[] = {
 	{"filter index, inbound QoS 2 ids and drop count share one block, held only while used", test_rare_parts_in_one_block},
 	{"OOM at every allocation of a subscribe changes nothing; destroy frees all", test_oom_and_destroy},
 	{"subscriptions count against memory_limit", test_memory_limit},
+	{"a table scan over several calls visits each session once across growth, and again after a stop",
+	 test_scan_across_growth},
 	CU_TEST_INFO_NULL,
 };
 

@@ -19,9 +19,12 @@
  * copy here as any claim does (a connected client gets DISCONNECT 0x8E);
  * a node holding it from an earlier connect takes the recheck for a claim;
  * a node that knows no connect time of its copy leaves it. Cost: one
- * small message per such session at each reconnect. The sessions asked
- * for include those restored from the store with a claim time and no claim
- * heard since.
+ * small message per such session at each reconnect, asked for
+ * RECHECK_STEP sessions a loop turn through the sender's bounded control
+ * queue (waiting a second whenever it is full), so neither a turn nor the
+ * queue grows with the sessions held. The sessions asked for include
+ * those restored from the store with a claim time and no claim heard
+ * since.
  *
  * A node restarted on its store missed every claim made while it was down:
  * on_held_elsewhere compares each restored session another node holds too
@@ -50,6 +53,8 @@
 #include "wire.h"
 
 #define PRESENCE_RECENT 1024u
+/* Sessions looked at in one step of the recheck walk (a loop turn). */
+#define RECHECK_STEP 512u
 #define ID_SEED_LO 0x243f6a88u
 #define ID_SEED_HI 0x85a308d3u
 
@@ -72,9 +77,15 @@ struct presence {
 	struct handover *handover; /* sessions following their client (handover.h) */
 	struct sender *sender;     /* publishes on nc off the loop thread (sender.h) */
 	struct loop_timer timer;   /* looks at the claim connection every second */
-	uint64_t ups;              /* nats_link_ups at the last look that found it up; UINT64_MAX: none yet */
+	uint64_t ups;              /* nats_link_ups at the last look that found it up (1 before any) */
 	bool was_up;               /* the claim connection, at the last look */
 	bool refused;              /* a claim found the sender's queue full: all asked again once it is not */
+	/* The recheck walk over the sessions held (recheck_all). */
+	struct loop_timer walk_timer; /* its next step */
+	size_t walk_cursor;           /* sess_table_scan's */
+	size_t walk_asked;            /* ids asked for in this walk */
+	bool walking;
+	bool walk_again;              /* asked for during a walk: once more after it */
 };
 
 static uint64_t id_digest(const char *id, size_t len)
@@ -106,12 +117,12 @@ static uint64_t connected_at(const struct presence *p, const char *id, size_t le
  * through the sender thread (sender.h). Not while the connection is down
  * (link.h) or NATS is not taking the claims: recheck_all asks again for it
  * once the connection is back, or the claims drained, as for every claim
- * nobody heard. A recheck is the resend, not bounded by the sender (what
- * it asks again for is what the node holds). */
-static void claim(struct presence *p, const char *id, size_t id_len, uint64_t at, bool clean_start, bool recheck)
+ * nobody heard. False: the sender's control queue is full (a recheck waits
+ * for room, the walk's pace). */
+static bool claim(struct presence *p, const char *id, size_t id_len, uint64_t at, bool clean_start, bool recheck)
 {
 	if (!nats_link_up(p->link) || (p->refused && !recheck))
-		return;
+		return true;
 	natsMsg *nm = NULL;
 	natsStatus st = natsMsg_Create(&nm, p->subject, NULL, id, (int)id_len);
 	if (st == NATS_OK)
@@ -125,13 +136,16 @@ static void claim(struct presence *p, const char *id, size_t id_len, uint64_t at
 		st = natsMsgHeader_Set(nm, "Wisp-Clean", clean_start ? "1" : "0");
 	if (st == NATS_OK && recheck)
 		st = natsMsgHeader_Set(nm, "Wisp-Recheck", "1");
-	if (st == NATS_OK && sender_publish_control(p->sender, p->nc, nm, id_len + 256, !recheck))
-		return;
+	if (st == NATS_OK && sender_publish_control(p->sender, p->nc, nm, id_len + 256, true))
+		return true;
 	natsMsg_Destroy(nm);
-	if (st == NATS_OK && !recheck)
-		p->refused = true;
-	else
+	if (st != NATS_OK) {
 		p->b->stats.cluster.send_failed++;
+		return true;
+	}
+	if (!recheck)
+		p->refused = true;
+	return false;
 }
 
 /* The recent connects' newest time per digest, as connected_at reads the
@@ -169,31 +183,97 @@ static uint64_t connected_at_indexed(const struct recent_index *x, const struct 
 	return at ? at : sess_claim_ns(s);
 }
 
-/* The claim connection came back: claims made meanwhile were not heard.
- * Asks again for every session held here whose id this node claimed last. */
-static void recheck_all(struct presence *p)
+struct walk_step {
+	struct presence *p;
+	const struct recent_index *x; /* NULL (out of memory): the ring is scanned */
+	size_t looked;
+	size_t asked; /* in the bucket being visited: counted once it is done */
+};
+
+static bool ask_again(void *ctx, const struct session *s)
 {
-	const struct session_table *t = &p->b->sessions;
-	size_t n = 0;
-	struct recent_index *x = wisp_malloc(sizeof *x); /* out of memory: the ring is scanned */
+	struct walk_step *w = ctx;
+	struct presence *p = w->p;
+	size_t len = s->id_len;
+	w->looked++;
+	/* Claimed here last, or restored from the store with the time of its
+	 * claim here and no claim heard since. */
+	bool mine = handover_claimed_here(p->handover, s->client_id, len) ||
+		    (sess_claim_ns(s) && !handover_claimed_elsewhere(p->handover, s->client_id, len));
+	if (!mine)
+		return true;
+	uint64_t at = w->x ? connected_at_indexed(w->x, s, len) : connected_at(p, s->client_id, len);
+	if (!claim(p, s->client_id, len, at, false, true))
+		return false;
+	w->asked++;
+	return true;
+}
+
+static void walk_start(struct presence *p);
+
+/* A step of the walk: RECHECK_STEP sessions, then the next turn; the
+ * sender's queue full: again in a second, from the bucket it stopped in. */
+static void on_walk_step(struct loop *l, struct loop_timer *t)
+{
+	struct presence *p = container_of(t, struct presence, walk_timer);
+	if (!nats_link_up(p->link)) {
+		p->walking = p->walk_again = false; /* the reconnect walks anew */
+		return;
+	}
+	if (!sender_control_room(p->sender)) {
+		loop_timer_start(l, &p->walk_timer, 1, on_walk_step);
+		return;
+	}
+	struct walk_step w = {.p = p, .x = NULL, .looked = 0, .asked = 0};
+	struct recent_index *x = wisp_malloc(sizeof *x);
 	if (x)
 		recent_index_make(p, x);
-	for (size_t i = 0; i < t->nbuckets; i++)
-		for (const struct session *s = t->buckets[i]; s; s = s->hash_next) {
-			size_t len = strlen(s->client_id);
-			/* Claimed here last, or restored from the store with the
-			 * time of its claim here and no claim heard since. */
-			bool mine = handover_claimed_here(p->handover, s->client_id, len) ||
-				    (sess_claim_ns(s) && !handover_claimed_elsewhere(p->handover, s->client_id, len));
-			if (len > INT_MAX || !mine)
-				continue;
-			claim(p, s->client_id, len,
-			      x ? connected_at_indexed(x, s, len) : connected_at(p, s->client_id, len), false, true);
-			n++;
+	w.x = x;
+	bool full = false;
+	while (w.looked < RECHECK_STEP) {
+		if (!sess_table_scan(&p->b->sessions, &p->walk_cursor, ask_again, &w)) {
+			full = true;
+			break;
 		}
+		p->walk_asked += w.asked;
+		w.asked = 0;
+		if (p->walk_cursor == 0)
+			break;
+	}
 	wisp_free(x);
-	if (n)
-		log_msg(LOG_INFO, "cluster", "back on NATS: asked again for the %zu client ids held here", n);
+	if (full) {
+		loop_timer_start(l, &p->walk_timer, 1, on_walk_step);
+		return;
+	}
+	if (p->walk_cursor != 0) {
+		loop_timer_soon(l, &p->walk_timer, on_walk_step);
+		return;
+	}
+	if (p->walk_asked)
+		log_msg(LOG_INFO, "cluster", "back on NATS: asked again for the %zu client ids held here", p->walk_asked);
+	p->walking = false;
+	if (p->walk_again)
+		walk_start(p);
+}
+
+static void walk_start(struct presence *p)
+{
+	p->walking = true;
+	p->walk_again = false;
+	p->walk_cursor = 0;
+	p->walk_asked = 0;
+	loop_timer_soon(p->b->loop, &p->walk_timer, on_walk_step);
+}
+
+/* The claim connection came back: claims made meanwhile were not heard.
+ * Asks again for every session held here whose id this node claimed last,
+ * over as many turns as that takes (on_walk_step). */
+static void recheck_all(struct presence *p)
+{
+	if (p->walking)
+		p->walk_again = true;
+	else
+		walk_start(p);
 }
 
 static void on_presence_timer(struct loop *l, struct loop_timer *t)
@@ -207,13 +287,13 @@ static void on_presence_timer(struct loop *l, struct loop_timer *t)
 		return;
 	}
 	bool up = nats_link_up(p->link);
-	/* A reconnect can come and go between two looks: the link's count of
-	 * ups tells, from the first look that found it up (the connect at
-	 * start is no reconnect). */
+	/* A reconnect can come and go between two looks, the first one
+	 * included: the link's count of ups tells (the connect at start, its
+	 * first, is no reconnect). */
 	bool missed = false;
 	if (up) {
 		uint64_t ups = nats_link_ups(p->link);
-		missed = p->ups != UINT64_MAX && ups != p->ups;
+		missed = ups != p->ups;
 		p->ups = ups;
 	}
 	if (up && p->refused && sender_control_room(p->sender)) {
@@ -415,9 +495,11 @@ int presence_start(struct presence **out, struct broker *b, natsConnection *nc, 
 		presence_free(p);
 		return rc;
 	}
-	/* At start it is down or just up: nothing was missed yet. */
+	/* At start it is down or just up: nothing was missed yet. A drop
+	 * and a reconnect before the first look (a second at most) make the
+	 * link's count 2 or more there. */
 	p->was_up = true;
-	p->ups = UINT64_MAX;
+	p->ups = 1;
 	loop_timer_start(b->loop, &p->timer, 1, on_presence_timer);
 	handover_on_held_elsewhere(p->handover, on_held_elsewhere, p);
 	b->on_client_connected = on_connected;
@@ -461,6 +543,9 @@ void presence_stop(struct presence *p)
 	}
 	if (loop_timer_armed(&p->timer))
 		loop_timer_stop(p->b->loop, &p->timer);
+	if (loop_timer_armed(&p->walk_timer))
+		loop_timer_stop(p->b->loop, &p->walk_timer);
+	p->walking = false;
 	handover_stop(p->handover);
 	if (p->sub)
 		sender_unsubscribe(p->sender, p->sub);

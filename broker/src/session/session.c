@@ -153,6 +153,30 @@ void sess_destroy(struct session_table *tab, struct tree *tree, struct session *
 	free_session(tab, tree, s);
 }
 
+static size_t reverse_bits(size_t v)
+{
+	size_t r = 0;
+	for (unsigned i = 0; i < sizeof v * 8; i++, v >>= 1)
+		r = r << 1 | (v & 1);
+	return r;
+}
+
+/* The table only doubles, so bucket b of the smaller table is buckets b and
+ * b + nbuckets of the larger: counting the cursor in reversed bits visits
+ * both right after b, and the buckets the scan passed before a doubling
+ * are the ones it skips after it. */
+bool sess_table_scan(const struct session_table *tab, size_t *cursor,
+		     bool (*fn)(void *ctx, const struct session *s), void *ctx)
+{
+	size_t mask = tab->nbuckets - 1;
+	for (const struct session *s = tab->buckets[*cursor & mask]; s; s = s->hash_next)
+		if (!fn(ctx, s))
+			return false;
+	size_t v = *cursor | ~mask;
+	*cursor = reverse_bits(reverse_bits(v) + 1);
+	return true;
+}
+
 /* The block of the rare parts, allocated if need be; NULL when out of memory. */
 static struct sess_rare *rare_get(struct session *s)
 {

@@ -262,6 +262,18 @@ struct session *sess_create(struct session_table *tab, const char *id, size_t le
 /* Removes the session from the table and the tree, and frees it. */
 void sess_destroy(struct session_table *tab, struct tree *tree, struct session *s);
 
+/* Visits every session over several calls, a bucket a call, for a walk
+ * spread over loop turns: *cursor 0 the first, each call visits the
+ * sessions of one bucket and moves *cursor on, back to 0 once the scan is
+ * complete. The cursor counts in reversed bits (redis's dictScan), so a
+ * session in the table for the whole scan is visited once whatever the
+ * table grew in between (a cursor counting up would visit again the
+ * sessions a doubling moved up). `fn` returning false stops at that
+ * session: false is returned and *cursor left, so the next call visits
+ * that bucket again from its first session. */
+bool sess_table_scan(const struct session_table *tab, size_t *cursor,
+		     bool (*fn)(void *ctx, const struct session *s), void *ctx);
+
 /*
  * Subscribes the session to the valid `filter` with the SUBSCRIBE options
  * byte and a v5 Subscription Identifier (0: none); an existing subscription to the same filter is replaced
