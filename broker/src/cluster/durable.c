@@ -111,7 +111,7 @@
 #define TAKE_BATCH 256
 /* The received window's bound (seq_window.h): a million sequences above
  * its floor, a 122 KiB bitmap whose text (a quarter byte a sequence) still
- * fits a handover's cut (handover.c, routed_set: 256 KiB); an ack wait (30
+ * fits a handover's cut (handover.c, ho_routed_set: 256 KiB); an ack wait (30
  * s by default) of 33,000 stream messages a second behind one left
  * unacked. A first span above it (inbound_queue past 250,000) is kept. */
 #define SEEN_MAX_SEQS 1000000u

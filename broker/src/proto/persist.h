@@ -164,7 +164,7 @@ typedef int persist_rec_fn(void *ctx, const struct store_rec *r);
 int persist_session_export(struct broker *b, struct session *s, persist_rec_fn *fn, void *ctx);
 
 /* Message m as a MSG_PUT record with the transfer's id `id`, given to fn
- * (a handover's tail, cluster/handover.c); fn's result. */
+ * (a handover's tail, cluster/handover_export.c); fn's result. */
 int persist_msg_export(struct broker *b, const struct msg *m, uint64_t id, persist_rec_fn *fn, void *ctx);
 /* The message of a MSG_PUT record: a new reference; NULL when out of
  * memory or another record. */
