@@ -2,7 +2,7 @@
  * The JetStream stream sequences a consumer's messages were routed at:
  * what tells a redelivery from a first delivery (durable.c), and, as text,
  * what a session's handover carries to say what its old node had routed
- * (handover.c's cut).
+ * (the cut: handover_fetch.c).
  *
  * A floor (every sequence up to it counts as routed) and a bitmap of the
  * sequences above it. The floor moves up over what is marked contiguous
