@@ -201,6 +201,16 @@ class ClusterSessionTest(cluster24.ClusterTest):
         n.start()
         self.assertIsNotNone(n.wait_log(ready.replace("%s", name), offset=offset, timeout=WAIT))
 
+    def relayed_node(self, name):
+        """A fourth node reaching NATS through a TCP relay the test can cut."""
+        relay = Relay(self.nats.port)
+        self.addCleanup(relay.close)
+        node = cluster24.Node(name, relay.port)
+        self.nodes[name] = node
+        node.start()
+        self.assertIsNotNone(node.wait_log("connected to NATS as node '%s'" % name, timeout=WAIT))
+        return relay, node
+
     def heard_claim(self, node, cid, holder):
         """Waits until node heard holder's claim of cid (it asks holder only then)."""
         self.assertIsNotNone(self.nodes[node].wait_log("client %s: last claimed by node '%s'" % (cid, holder),
@@ -624,12 +634,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
         at b: p hears no claim. Once p is back on NATS it asks again for the
         ids it holds, b answers with its later claim, and p closes its stale
         connection as a takeover: DISCONNECT 0x8E [MQTT-3.1.4-3]."""
-        relay = Relay(self.nats.port)
-        self.addCleanup(relay.close)
-        p = cluster24.Node("p", relay.port)
-        self.nodes["p"] = p
-        p.start()
-        self.assertIsNotNone(p.wait_log("connected to NATS as node 'p'", timeout=WAIT))
+        relay, p = self.relayed_node("p")
         old = Client(self, "p", "away", v5=True)
         self.assertEqual(old.subscribe([("away/#", 1)]), [1])
         self.heard_claim("b", "away", "p")
@@ -660,12 +665,7 @@ class ClusterSessionTest(cluster24.ClusterTest):
         walk over them (512 a loop turn, so the turn and the claims queued
         stay bounded): back on NATS p asks again for each of them, and ends
         the three whose ids connected at b meanwhile, and only those."""
-        relay = Relay(self.nats.port)
-        self.addCleanup(relay.close)
-        p = cluster24.Node("p", relay.port)
-        self.nodes["p"] = p
-        p.start()
-        self.assertIsNotNone(p.wait_log("connected to NATS as node 'p'", timeout=WAIT))
+        relay, p = self.relayed_node("p")
         ids = ["many-%04d" % i for i in range(1300)]
         for cid in ids:
             c = RawClient(p.port)
