@@ -12,7 +12,8 @@ finish a handshake, and floods of bad connections, may cost the broker.
   $SYS/broker/tls/handshakes/refused.
 - Handshakes that did start (half a ClientHello, then nothing) are counted
   in $SYS/broker/heap/current, and after they close the broker gives the
-  memory back: resident memory falls by most of what they took.
+  memory back: burst after burst, resident memory falls by most of what
+  each took and does not grow.
 - A flood of 5,000 bad connections writes a bounded number of log lines
   and a "similar messages suppressed" summary (log.rate_limit).
 
@@ -247,20 +248,15 @@ class HandshakeCapsTest(HostileTlsCase):
 class HandshakeMemoryTest(HostileTlsCase):
     LISTENER = {"max_handshakes": 5000, "max_handshakes_per_address": 5000}
 
-    def test_started_handshakes_counted_and_given_back(self):
-        """600 half ClientHellos: the sessions they start are counted in
-        $SYS/broker/heap/current (at least their two 16,717-byte record
-        buffers each, charged whole although mapped and resident only where
-        touched); an honest client
-        completes its QoS 1 round trip meanwhile; after they close, VmRSS
-        falls back by at least half of what they added."""
-        w = self.sys_watch()
-        heap0 = self.wait_sys(w, "$SYS/broker/heap/current", lambda v: True)
+    def burst(self, w, heap0, tag):
+        """HALF_HELLOS half ClientHellos at once, an honest client's round
+        trip meanwhile, then all closed: VmRSS before, at the peak and
+        after (once it fell by half of what the burst added, or 15 s)."""
         rss0 = self.broker.rss_kib()
         socks = self.sockets(HALF_HELLOS, half_client_hello())
         heap1 = self.wait_sys(w, "$SYS/broker/heap/current",
                               lambda v: v >= heap0 + HALF_HELLOS * 2 * 16717)
-        self.honest("during-hellos")
+        self.honest(tag)
         rss1 = self.broker.rss_kib()
         for s in socks:
             s.close()
@@ -274,15 +270,35 @@ class HandshakeMemoryTest(HostileTlsCase):
         while rss2 > rss1 - added // 2 and time.monotonic() < deadline:
             time.sleep(0.2)
             rss2 = self.broker.rss_kib()
-        sys.stderr.write("[heap %d -> %d -> %d KiB; VmRSS %d -> %d -> %d KiB] "
-                         % (heap0 // 1024, heap1 // 1024, heap2 // 1024, rss0, rss1, rss2))
+        sys.stderr.write("[%s: heap %d -> %d -> %d KiB; VmRSS %d -> %d -> %d KiB] "
+                         % (tag, heap0 // 1024, heap1 // 1024, heap2 // 1024, rss0, rss1, rss2))
+        return rss0, rss1, rss2
+
+    def test_started_handshakes_counted_and_given_back(self):
+        """600 half ClientHellos, twice: the sessions they start are counted
+        in $SYS/broker/heap/current (at least their two 16,717-byte record
+        buffers each, charged whole although mapped and resident only where
+        touched); an honest client completes its QoS 1 round trip meanwhile;
+        after they close, the heap is back. The first burst leaves a rise
+        that stays (the sanitizer allocator's and the broker's own tables'
+        high-water: ~6 MiB on the 2-core VM, half of what the burst added
+        when a handshake touches few pages), so the giving back is measured
+        on the second: VmRSS falls by at least half of what it added, and
+        ends within 2 MiB of where the first left it, burst after burst."""
+        w = self.sys_watch()
+        heap0 = self.wait_sys(w, "$SYS/broker/heap/current", lambda v: True)
+        _, _, first_after = self.burst(w, heap0, "first-burst")
+        rss0, rss1, rss2 = self.burst(w, heap0, "second-burst")
+        added = rss1 - rss0
         # Each costs its handshake state and the pages of its record
         # buffers it touched (they are mappings: the ClientHello reaches one
-        # page of the input buffer), ~15 KiB, not the buffers' whole 40 KiB.
-        self.assertGreater(added, HALF_HELLOS * 8, "the handshakes did not cost what they should")
+        # page of the input buffer), 8 to 15 KiB, not the buffers' whole 40 KiB.
+        self.assertGreater(added, HALF_HELLOS * 4, "the handshakes did not cost what they should")
         self.assertLessEqual(rss2, rss1 - added // 2,
                              "VmRSS stayed at %d KiB after the handshakes closed (%d before, %d at peak)"
                              % (rss2, rss0, rss1))
+        self.assertLessEqual(rss2, first_after + 2048,
+                             "VmRSS grew from %d to %d KiB over a second burst" % (first_after, rss2))
         self.honest("after-hellos")
 
 
