@@ -32,9 +32,7 @@ bool ho_must_hold(const struct handover *h, const char *id, size_t len)
 	if (!h->starting)
 		return false;
 	const struct session *s = sess_find(&h->b->sessions, id, len);
-	uint64_t d = ho_digest(id, len);
-	const struct dir_slot *slot = &h->dir[d % h->dir_len];
-	return s && !s->clean && !s->conn && sess_claim_ns(s) && !(slot->id == d && slot->node == h->self);
+	return s && !s->clean && !s->conn && sess_claim_ns(s) && !handover_claimed_here(h, id, len);
 }
 
 /* The CONNECT waits (its input paused) until ho_release_holds, or at most

@@ -195,6 +195,8 @@ static bool ask_again(void *ctx, const struct session *s)
 	struct walk_step *w = ctx;
 	struct presence *p = w->p;
 	size_t len = s->id_len;
+	if (!nats_link_up(p->link))
+		return false; /* lost meanwhile: nothing would be sent (on_walk_step ends the walk) */
 	w->looked++;
 	/* Claimed here last, or restored from the store with the time of its
 	 * claim here and no claim heard since. */
@@ -211,8 +213,9 @@ static bool ask_again(void *ctx, const struct session *s)
 
 static void walk_start(struct presence *p);
 
-/* A step of the walk: RECHECK_STEP sessions, then the next turn; the
- * sender's queue full: again in a second, from the bucket it stopped in. */
+/* A step of the walk: RECHECK_STEP sessions, then the next turn; stopped
+ * (the sender's queue full, or the link lost): again in a second, from the
+ * bucket it stopped in. */
 static void on_walk_step(struct loop *l, struct loop_timer *t)
 {
 	struct presence *p = container_of(t, struct presence, walk_timer);
