@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 240 RUN_SERIAL ON
+# ctest: TIMEOUT 240
 """24 cluster: three Wisp nodes and one nats-server on loopback (issue 16,
 first slice). A message published on one node reaches the subscribers on
 the others exactly once, in order, with its v5 properties; a node gets from

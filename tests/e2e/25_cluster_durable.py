@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 300 RUN_SERIAL ON
+# ctest: TIMEOUT 300
 """25 cluster durable: QoS 1/2 across nodes lose nothing acknowledged
 (issue 16). Two Wisp nodes and a nats-server with JetStream on loopback: a
 node's PUBACK/PUBREC for a QoS 1/2 message waits until the message is in

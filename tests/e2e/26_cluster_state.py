@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 300 RUN_SERIAL ON
+# ctest: TIMEOUT 300
 """26 cluster state: what is one broker's state stays one across three Wisp
 nodes over one nats-server (issue 16, its cluster-wide state): a shared
 subscription group spread over the nodes gets each message once, retained

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 300 RUN_SERIAL ON
+# ctest: TIMEOUT 300
 """27 bridge: Wisp bridged to a real Debian Mosquitto on loopback (issue 17).
 
 Both directions at QoS 0, 1 and 2; the remote stopped for 10 s under QoS 1

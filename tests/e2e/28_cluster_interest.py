@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 240 RUN_SERIAL ON
+# ctest: TIMEOUT 240
 """28 cluster interest: a node sends to NATS only what another node wants
 (issue 16, cluster/interest.h). Two Wisp nodes and one nats-server on
 loopback. What a user sees: a subscriber on b gets what a publishes right

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 300 RUN_SERIAL ON
+# ctest: TIMEOUT 300
 """29 cluster session: a persistent session follows its client to the node
 it reconnects at (issue 16; cluster/handover.h). Three Wisp nodes and one
 nats-server on loopback, as in 24 and 26.

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 240 RUN_SERIAL ON
+# ctest: TIMEOUT 240
 """30 cluster NATS TLS and credentials (issue 16: "NATS URLs (with TLS and
 credentials options)"). nats-server with TLS and user/password, token,
 NKey or client-certificate authorization, on loopback, with certificates

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 300 RUN_SERIAL ON
+# ctest: TIMEOUT 300
 """31 cluster shared subscriptions, durable: a `$share/g/f` group with
 members on several nodes loses no acknowledged QoS 1/2 message (issue 16:
 "Shared subscriptions are one group cluster-wide: one delivery per message

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 240 RUN_SERIAL ON
+# ctest: TIMEOUT 240
 """32 cluster rejoin (issue 16: "a NATS server restart or a node restart
 heals without operator action"). libnats gives a connection up for good
 once a server refused it twice in a row (credentials unknown or revoked);

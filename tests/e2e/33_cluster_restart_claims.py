@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 300 RUN_SERIAL ON
+# ctest: TIMEOUT 300
 """33 cluster restart claims: a node restarted after `kill -9` does not keep
 a stale copy of a persistent session whose client id connected at another
 node while it was down (issue 16; cluster/presence.h, docs/cluster.md

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 240 RUN_SERIAL ON
+# ctest: TIMEOUT 240
 """34 cluster interest bounds: what a node keeps of the other nodes'
 announced filters is bounded (cluster.max_remote_filters,
 max_remote_filter_bytes; issue 16, cluster/announce.h), and an

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 300 RUN_SERIAL ON
+# ctest: TIMEOUT 300
 """35 cluster: a frozen NATS server must not stall a node's own clients
 (issue 16: "a node that loses NATS keeps serving its local clients"; the
 brief: a slow or hostile party must never stall the others).

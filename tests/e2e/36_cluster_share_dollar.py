@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 180 RUN_SERIAL ON
+# ctest: TIMEOUT 180
 """36 cluster share dollar: a topic beginning with '$' never reaches a
 subscription whose filter starts with a wildcard, on another node either
 [MQTT-4.7.2-1] (issue 16). Two Wisp nodes and one nats-server on loopback.

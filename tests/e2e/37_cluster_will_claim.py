@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 240 RUN_SERIAL ON
+# ctest: TIMEOUT 240
 """37 cluster will claim: a v5 client's delayed will is treated the same
 when the client comes back at another node of a cluster as when it comes
 back at the node it left (issue 16; cluster/presence.h, docs/cluster.md

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 240 RUN_SERIAL ON
+# ctest: TIMEOUT 240
 """38 cluster dormant node: a node that is down keeps its persistent
 sessions' QoS 1/2 messages (issue 16). With interest-based publishing a
 node sends a QoS 1/2 message to the JetStream stream only when another

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 180 RUN_SERIAL ON
+# ctest: TIMEOUT 180
 """39 cluster shared groups, bounded: a node holds at most cluster.max_groups
 shared subscription groups (issue 16: each group new to a node costs
 nats-server a queue subscription and one or two durable JetStream

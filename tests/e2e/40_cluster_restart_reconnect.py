@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 240 RUN_SERIAL ON
+# ctest: TIMEOUT 240
 """40 cluster restart reconnect: a client that reconnects at a restarted
 node before that node heard the other nodes' answers to its start-up
 request does not resume the stale copy restored from the store (issue 16;

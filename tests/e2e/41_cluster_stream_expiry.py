@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 120 RUN_SERIAL ON
+# ctest: TIMEOUT 120
 """41 cluster stream expiry: a QoS 1/2 message's Message Expiry Interval
 counts its time in the JetStream stream (issue 16). A persistent MQTT 5
 session on node b; b killed (kill -9); at node a, messages published with

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 180 RUN_SERIAL ON
+# ctest: TIMEOUT 180
 """42 cluster too large: a message whose NATS form is over nats-server's
 max_payload cannot cross nodes (issue 16). It is delivered on its own node
 as on a single node, acknowledged so, counted in

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 180 RUN_SERIAL ON
+# ctest: TIMEOUT 180
 """43 cluster back-pressure: a node acknowledges a QoS 1/2 message another
 node wants only once it is safe (issue 16), even when
 cluster.outbound_queue is full. Two nodes without persistence, the queue at

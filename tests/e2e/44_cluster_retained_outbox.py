@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# ctest: TIMEOUT 240 RUN_SERIAL ON
+# ctest: TIMEOUT 240
 """Retained writes reach the cluster's bucket at least once (issue 16,
 docs/cluster.md "Retained messages"): a node publishes each retained set
 or deletion to the JetStream bucket with an acknowledgement, retried until

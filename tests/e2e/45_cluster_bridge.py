@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# ctest: TIMEOUT 180 RUN_SERIAL ON
+# ctest: TIMEOUT 180
 """A bridge in a cluster (docs/cluster.md "Bridges"): run on one node, it
 serves the whole cluster, each message crossing it once either way; the
 same bridge configured on two nodes is seen by both (their interest beats

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 180 RUN_SERIAL ON
+# ctest: TIMEOUT 180
 """46 cluster share outage: a shared group gets a QoS 0 message at most
 once when its publisher's node had lost NATS (issue 16). Two Wisp nodes
 and one nats-server on loopback; node a reaches nats-server through a TCP

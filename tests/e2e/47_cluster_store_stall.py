@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# ctest: TIMEOUT 240 RUN_SERIAL ON
+# ctest: TIMEOUT 240
 """47 cluster store stall: a stream message routed into a persistent
 session is acknowledged to JetStream only once the receiving node's store
 holds the copy, its redeliveries too (issue 16: "Killing any one node with
