@@ -22,9 +22,9 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import IO_TIMEOUT, PUBACK, RawClient, main, publish_pkt  # noqa: E402
+from wisp_e2e import IO_TIMEOUT, PUBACK, PUBCOMP, PUBREC, PUBREL, RawClient, ack_pkt, main, publish_pkt  # noqa: E402
 
-from wisp_cluster import SELECTIVE, ClusterCase, InterestNode, Nats, Node  # noqa: E402,F401 - re-exported
+from wisp_cluster import SELECTIVE, ClusterCase, InterestNode, Nats, Node, Relay  # noqa: E402,F401 - re-exported
 
 WAIT = 20.0  # seconds any awaited cluster event may take
 ROUNDS = 30  # subscribe-then-publish rounds of the race tests
@@ -254,6 +254,67 @@ class RestartedNodesTest(ClusterInterestCase):
         pub.publish("snap/filter/%05d" % n, b"nobody")
         pub.ping()
         self.assertEqual(self.metric("a", "cluster_unwanted_total"), unwanted + 1)
+
+
+class HeldJetStreamTest(ClusterInterestCase):
+    """Node a reaches NATS through a relay that holds what a writes, so
+    that a QoS 1/2 message b wants stays on its way to JetStream (its
+    PUBACK held) for as long as the test likes."""
+
+    node_names = ("b",)
+
+    def test_unwanted_qos2_is_not_held_behind_jetstream_but_a_resent_one_is(self):
+        relay = Relay(self.nats.port)
+        self.addCleanup(relay.close)
+        self.nodes["a"] = InterestNode("a", relay.port)
+        self.start_node("a")
+        sub = self.client("b", "held-sub-b")
+        self.assertEqual(sub.subscribe([("x/#", 2)]), [2])  # its SUBACK waits until a knows
+        local = self.client("a", "held-local-a")
+        self.assertEqual(local.subscribe([("local/#", 2)]), [2])
+        pub1 = self.client("a", "held-pub1")
+        pub2 = self.client("a", "held-pub2")
+        pub3 = RawClient(self.nodes["a"].port)
+        self.clients.append(pub3)
+        self.assertEqual(pub3.connect("held-pub3", clean=False), 0)
+        relay.hold_upstream()
+        # b wants x/1: its PUBACK waits for JetStream, which a cannot reach.
+        pub1.send(publish_pkt("x/1", b"q1", qos=1, pid=1))
+        pub1.ping()  # PINGRESP first: the PUBACK is held [MQTT-4.6.0-2 keeps it in order]
+        # No other node wants local/1: its PUBREC waits for nothing of
+        # JetStream's, as on one node. Before, every PUBREC not for a
+        # message sent to the stream waited for all messages on their way.
+        pub2.send(publish_pkt("local/1", b"q2", qos=2, pid=1))
+        self.assertEqual(pub2.expect(PUBREC, timeout=WAIT).pid, 1)
+        pub2.send(ack_pkt(PUBREL, 1))
+        self.assertEqual(pub2.expect(PUBCOMP, timeout=WAIT).pid, 1)
+        p = local.recv_publish(timeout=WAIT)
+        self.assertEqual((p.topic, p.payload), ("local/1", b"q2"))
+        # A QoS 2 message b wants, its PUBREC held, and the publisher's
+        # connection lost: the re-sent PUBLISH (DUP, same packet id, on a new
+        # connection) is not routed again [MQTT-4.3.3-2], and its PUBREC must
+        # wait too, as its first copy is still on its way to JetStream.
+        pub3.send(publish_pkt("x/2", b"q2-x", qos=2, pid=7))
+        pub3.ping()
+        pub3.close()
+        pub3 = RawClient(self.nodes["a"].port)
+        self.clients.append(pub3)
+        self.assertEqual(pub3.connect("held-pub3", clean=False), 0)
+        pub3.send(publish_pkt("x/2", b"q2-x", qos=2, dup=True, pid=7))
+        pub3.ping()  # PINGRESP first: that PUBREC is held
+        relay.release_upstream()
+        self.assertEqual(pub1.expect(PUBACK, timeout=WAIT).pid, 1)
+        self.assertEqual(pub3.expect(PUBREC, timeout=WAIT).pid, 7)
+        pub3.send(ack_pkt(PUBREL, 7))
+        self.assertEqual(pub3.expect(PUBCOMP, timeout=WAIT).pid, 7)
+        self.assertEqual(sorted(self.receive_topics(sub, 2)), [("x/1", b"q1"), ("x/2", b"q2-x")])
+        # Exactly once [MQTT-4.3.3-2]: nothing more arrives before a later message.
+        pub1.publish("x/3", b"after", qos=1, pid=2)
+        p = sub.recv_publish(timeout=WAIT)
+        self.assertEqual((p.topic, p.payload), ("x/3", b"after"))
+
+    def receive_topics(self, c, n):
+        return [(p.topic, p.payload) for p in (c.recv_publish(timeout=WAIT) for _ in range(n))]
 
 
 if __name__ == "__main__":

@@ -204,7 +204,9 @@ class Nats:
 class Relay:
     """A TCP relay between one node and nats-server, which the test cuts
     (every connection closed, new ones refused) and restores: that node
-    alone loses NATS, as behind a broken link."""
+    alone loses NATS, as behind a broken link. hold_upstream() stops
+    passing on what the node writes (its connections stay open and it
+    still reads what NATS sends) until release_upstream()."""
 
     def __init__(self, target_port):
         self.target = target_port
@@ -214,6 +216,8 @@ class Relay:
         self.conns = []
         self.refusing = False
         self.closed = False
+        self.upstream_open = threading.Event()
+        self.upstream_open.set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -234,16 +238,17 @@ class Relay:
                 continue
             with self.lock:
                 self.conns += [down, up]
-            for src, dst in ((down, up), (up, down)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, gate in ((down, up, self.upstream_open), (up, down, None)):
+                threading.Thread(target=self._pump, args=(src, dst, gate), daemon=True).start()
 
-    @staticmethod
-    def _pump(src, dst):
+    def _pump(self, src, dst, gate):
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                while gate and not gate.wait(0.1) and not self.closed:
+                    pass
                 dst.sendall(data)
         except OSError:
             pass
@@ -268,8 +273,15 @@ class Relay:
         with self.lock:
             self.refusing = False
 
+    def hold_upstream(self):
+        self.upstream_open.clear()
+
+    def release_upstream(self):
+        self.upstream_open.set()
+
     def close(self):
         self.closed = True
+        self.upstream_open.set()
         self.lsock.close()
         self.cut()
 

@@ -297,7 +297,7 @@ static int held_grow(struct durable *d)
 	return 0;
 }
 
-static int gate_hold(void *ctx, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since)
+static int gate_hold(void *ctx, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since, bool resent)
 {
 	struct durable *d = ctx;
 	uint64_t ticket = 0;
@@ -310,11 +310,13 @@ static int gate_hold(void *ctx, struct conn *c, const uint8_t *bytes, size_t len
 			d->ack_fail = false;
 			return WISP_ENOMEM;
 		}
-	} else if (len && bytes[0] >> 4 == MQTT_PKT_PUBREC) {
+	} else if (resent) {
 		/* A PUBREC for a re-sent QoS 2 PUBLISH, not routed again
 		 * [MQTT-4.3.3-2]: the first copy may still be on its way to
 		 * JetStream (its held PUBREC forgotten with an old connection),
-		 * so this one waits for everything handed over so far. */
+		 * so this one waits for everything handed over so far. A new
+		 * message that did not cross (no other node wants it) waits
+		 * for nothing of JetStream's. */
 		if (d->last_ticket > d->floor)
 			ticket = d->last_ticket;
 		else if (d->fq_safe < d->fq_len)

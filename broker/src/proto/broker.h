@@ -198,11 +198,12 @@ struct broker {
 	 * hold takes an ack that must wait for more than the store (1), and
 	 * gives it back through persist_send_ack_ungated; 0: not held; negative
 	 * (WISP_ENOMEM): the ack must not go at all, the publish fails (its
-	 * connection closes unacknowledged); forget drops a closing
+	 * connection closes unacknowledged); `resent`: the PUBREC of a re-sent
+	 * QoS 2 PUBLISH (persist_send_resent_ack); forget drops a closing
 	 * connection's; store_progress runs when the store's safe seq may have
 	 * moved. NULL hold: no gate. */
 	struct {
-		int (*hold)(void *ctx, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since);
+		int (*hold)(void *ctx, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since, bool resent);
 		void (*forget)(void *ctx, struct conn *c);
 		void (*store_progress)(void *ctx);
 		void *ctx;

@@ -35,15 +35,11 @@ bool broker_sys_write_allowed(const struct acl_client *acl, const char *topic, s
 	return acl_client_check(acl, topic, len, ACL_WRITE);
 }
 
-/* An ack that vouches for the records appended after seq `since` (see
- * persist_send_ack_since); UINT64_MAX: decided by the session (persist_send_ack).
- * `reason` is a v5 reason code (ignored below 5); 0 gives the two-byte
- * short form [MQTT-3.4.2.1]. */
-static int send_ack_reason(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id, uint64_t since,
-			   uint8_t reason)
+/* Writes the ack into buf (8 bytes): its length, or WISP_EINVAL. `reason`
+ * is a v5 reason code (ignored below 5); 0 gives the two-byte short form
+ * [MQTT-3.4.2.1]. */
+static ssize_t encode_ack(const struct conn *c, uint8_t type, uint16_t packet_id, uint8_t reason, uint8_t buf[8])
 {
-	uint8_t buf[8];
-	ssize_t n;
 	if (reason == MQTT_RC_SUCCESS || c->version != MQTT_PROTO_V5) {
 		/* The two-byte form, every successful PUBACK/PUBREC: written here
 		 * rather than through a zeroed struct mqtt_ack and its property
@@ -54,16 +50,21 @@ static int send_ack_reason(struct broker *b, struct conn *c, uint8_t type, uint1
 		buf[1] = 2;
 		buf[2] = (uint8_t)(packet_id >> 8);
 		buf[3] = (uint8_t)packet_id;
-		n = 4;
-	} else {
-		struct mqtt_ack ack = {.packet_id = packet_id, .reason = reason};
-		n = mqtt_encode_ack(buf, sizeof buf, c->version, type, &ack);
-		if (n < 0)
-			return WISP_EINVAL;
+		return 4;
 	}
-	if (since == UINT64_MAX)
-		return persist_send_ack(b, c, buf, (size_t)n);
-	return persist_send_ack_since(b, c, buf, (size_t)n, since);
+	struct mqtt_ack ack = {.packet_id = packet_id, .reason = reason};
+	ssize_t n = mqtt_encode_ack(buf, 8, c->version, type, &ack);
+	return n < 0 ? WISP_EINVAL : n;
+}
+
+/* An ack that vouches for the records appended after seq `since` (see
+ * persist_send_ack_since). */
+static int send_ack_reason(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id, uint64_t since,
+			   uint8_t reason)
+{
+	uint8_t buf[8];
+	ssize_t n = encode_ack(c, type, packet_id, reason, buf);
+	return n < 0 ? (int)n : persist_send_ack_since(b, c, buf, (size_t)n, since);
 }
 
 static int send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id, uint64_t since)
@@ -73,7 +74,9 @@ static int send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t pac
 
 int broker_send_ack(struct broker *b, struct conn *c, uint8_t type, uint16_t packet_id)
 {
-	return send_ack(b, c, type, packet_id, UINT64_MAX);
+	uint8_t buf[8];
+	ssize_t n = encode_ack(c, type, packet_id, MQTT_RC_SUCCESS, buf);
+	return n < 0 ? (int)n : persist_send_ack(b, c, buf, (size_t)n);
 }
 
 /* A PUBLISH that is not routed is still acknowledged per its QoS, as
@@ -218,8 +221,11 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	}
 	if (p->qos == 2) {
 		int rc = sess_qos2_in_add(c->sess, p->packet_id);
-		if (rc == 0) /* a retransmission: acknowledge, do not route twice */
-			return broker_send_ack(b, c, MQTT_PKT_PUBREC, p->packet_id);
+		if (rc == 0) { /* a retransmission: acknowledge, do not route twice */
+			uint8_t buf[8];
+			ssize_t n = encode_ack(c, MQTT_PKT_PUBREC, p->packet_id, MQTT_RC_SUCCESS, buf);
+			return n < 0 ? (int)n : persist_send_resent_ack(b, c, buf, (size_t)n);
+		}
 		if (rc < 0) {
 			*why = rc == WISP_ELIMIT ? REASON_QOS2_TOO_MANY : REASON_NO_MEMORY;
 			return rc;

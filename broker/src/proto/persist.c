@@ -556,14 +556,20 @@ static int held_grow(struct broker *b)
 	return 0;
 }
 
-int persist_send_ack_since(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since)
+static int send_ack_gated(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since,
+			  bool resent)
 {
 	if (b->ack_gate.hold) {
-		int held = b->ack_gate.hold(b->ack_gate.ctx, c, bytes, len, since);
+		int held = b->ack_gate.hold(b->ack_gate.ctx, c, bytes, len, since, resent);
 		if (held != 0)
 			return held < 0 ? held : 0;
 	}
 	return persist_send_ack_ungated(b, c, bytes, len, since);
+}
+
+int persist_send_ack_since(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since)
+{
+	return send_ack_gated(b, c, bytes, len, since, false);
 }
 
 uint64_t persist_safe_seq(const struct broker *b)
@@ -598,12 +604,21 @@ int persist_send_ack_ungated(struct broker *b, struct conn *c, const uint8_t *by
 	return 0;
 }
 
+/* A clean session's acks vouch for no record: its QoS 2 state and its
+ * outbound messages never touch the store. */
+static uint64_t session_ack_since(struct broker *b, const struct conn *c)
+{
+	return is_persistent(c->sess) ? 0 : persist_seq(b);
+}
+
 int persist_send_ack(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len)
 {
-	/* A clean session's acks vouch for no record: its QoS 2 state and its
-	 * outbound messages never touch the store. */
-	uint64_t since = is_persistent(c->sess) ? 0 : persist_seq(b);
-	return persist_send_ack_since(b, c, bytes, len, since);
+	return send_ack_gated(b, c, bytes, len, session_ack_since(b, c), false);
+}
+
+int persist_send_resent_ack(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len)
+{
+	return send_ack_gated(b, c, bytes, len, session_ack_since(b, c), true);
 }
 
 void persist_forget_conn(struct broker *b, struct conn *c)

@@ -53,6 +53,10 @@ int persist_send_ack(struct broker *b, struct conn *c, const uint8_t *bytes, siz
  * `since` (and everything before them); none appended: it vouches for
  * nothing. handle_publish uses it, since routing appends for others. */
 int persist_send_ack_since(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len, uint64_t since);
+/* persist_send_ack for the PUBREC of a re-sent QoS 2 PUBLISH, not routed
+ * again [MQTT-4.3.3-2]: the ack gate may hold it for the first copy, which
+ * can still be on its way to the other nodes. */
+int persist_send_resent_ack(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len);
 
 /* persist_send_ack_since past broker.h's ack_gate: how the gate gives back
  * an ack it held. */
