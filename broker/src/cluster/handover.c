@@ -211,16 +211,72 @@ struct held {
 	uint64_t at;
 };
 
+static int by_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* h->local_ids, once: false when out of memory. */
+static bool local_ids_made(struct handover *h)
+{
+	if (h->local_ids)
+		return true;
+	const struct session_table *t = &h->b->sessions;
+	size_t n = 0;
+	for (size_t i = 0; i < t->nbuckets; i++)
+		for (const struct session *s = t->buckets[i]; s; s = s->hash_next)
+			n += !s->clean;
+	uint64_t *ids = wisp_malloc((n ? n : 1) * sizeof *ids);
+	if (!ids)
+		return false;
+	n = 0;
+	for (size_t i = 0; i < t->nbuckets; i++)
+		for (const struct session *s = t->buckets[i]; s; s = s->hash_next)
+			if (!s->clean)
+				ids[n++] = ho_digest(s->client_id, s->id_len);
+	qsort(ids, n, sizeof *ids, by_u64);
+	h->local_ids = ids;
+	h->nlocal_ids = n;
+	return true;
+}
+
+void ho_local_ids_free(struct handover *h)
+{
+	wisp_free(h->local_ids);
+	h->local_ids = NULL;
+	h->nlocal_ids = 0;
+}
+
 /*
  * The persistent sessions held here that the answering node holds too
  * (each one's claim time there): held_elsewhere (presence.c) decides
- * which copy is the stale one. The matches are collected first, as the
- * callback may end a session.
+ * which copy is the stale one. An answer comes in chunks of 4,096
+ * sessions, twice per node at start: each chunk's digests are looked up
+ * in the sorted digests of the sessions here (made once), and only a
+ * chunk with a match walks the sessions, to find them. Walking them for
+ * every chunk cost the node's sessions times the chunks, all on the loop
+ * (a million here and a million at another node: 490 walks of a million).
+ * A session made here after the digests were taken is not compared: a
+ * new one claimed its id when it connected. The digests stay until the
+ * start-up answers are in (a node that restored no session with a claim
+ * time is not starting: it keeps those of the few sessions made before
+ * its answers came). The matches are collected first, as the callback
+ * may end a session.
  */
 static void match_held(struct handover *h, const char *node, struct dir_slot *e, size_t n)
 {
 	if (!h->held_elsewhere || !n)
 		return;
+	if (local_ids_made(h)) {
+		size_t kept = 0;
+		for (size_t i = 0; i < n; i++)
+			if (bsearch(&e[i].id, h->local_ids, h->nlocal_ids, sizeof *h->local_ids, by_u64))
+				e[kept++] = e[i];
+		n = kept;
+		if (!n)
+			return;
+	}
 	qsort(e, n, sizeof *e, by_digest);
 	const struct session_table *t = &h->b->sessions;
 	struct held *found = NULL;
@@ -479,6 +535,7 @@ void handover_free(struct handover *h)
 	wisp_free(h->by_token);
 	wisp_free(h->by_conn);
 	tree_free(h->leaving_filters);
+	ho_local_ids_free(h);
 	wisp_free(h->dir);
 	wisp_free(h->base);
 	wisp_free(h->node);

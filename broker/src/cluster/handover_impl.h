@@ -175,6 +175,10 @@ struct handover {
 	bool dir_sub_late;       /* the requests' subscription is not made yet (debug builds' hold only) */
 	uint64_t ask_again_s;    /* loop s: the start-up request goes out a second time then; 0: not due */
 	struct loop_timer startup_timer; /* looks every second */
+	/* The digests of the persistent sessions here, sorted: made at the
+	 * first start-up answer, dropped once starting ends (match_held). */
+	uint64_t *local_ids;
+	size_t nlocal_ids;
 };
 
 /* handover.c */
@@ -227,6 +231,8 @@ void ho_ask_at_start(struct handover *h);
 /* Debug builds: whether the "dir" subscription waits
  * (WISP_DEBUG_HOLD_DIR_SUB). */
 bool ho_dir_sub_held(void);
+/* Drops h->local_ids (handover.c's match_held). */
+void ho_local_ids_free(struct handover *h);
 /* Every second while starting: the second request, the holds' end. */
 void ho_on_startup_timer(struct loop *l, struct loop_timer *t);
 

@@ -181,6 +181,7 @@ void ho_on_startup_timer(struct loop *l, struct loop_timer *t)
 	}
 	if (h->starting && h->answers_due_s && now >= h->answers_due_s) {
 		h->starting = false;
+		ho_local_ids_free(h);
 		ho_release_holds(h, true);
 	} else if (h->starting) {
 		ho_release_holds(h, false);
