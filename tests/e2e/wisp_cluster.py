@@ -247,8 +247,8 @@ class Relay:
                 data = src.recv(65536)
                 if not data:
                     break
-                while gate and not gate.wait(0.1) and not self.closed:
-                    pass
+                if gate:
+                    gate.wait()  # close() opens it too
                 dst.sendall(data)
         except OSError:
             pass
