@@ -176,7 +176,8 @@ struct handover {
 	uint64_t ask_again_s;    /* loop s: the start-up request goes out a second time then; 0: not due */
 	struct loop_timer startup_timer; /* looks every second */
 	/* The digests of the persistent sessions here, sorted: made at the
-	 * first start-up answer, dropped once starting ends (match_held). */
+	 * first start-up answer, dropped once starting ends (kept until
+	 * handover_free by a node that was not starting: match_held). */
 	uint64_t *local_ids;
 	size_t nlocal_ids;
 };
