@@ -223,14 +223,10 @@ static bool local_ids_made(struct handover *h)
 	if (h->local_ids)
 		return true;
 	const struct session_table *t = &h->b->sessions;
-	size_t n = 0;
-	for (size_t i = 0; i < t->nbuckets; i++)
-		for (const struct session *s = t->buckets[i]; s; s = s->hash_next)
-			n += !s->clean;
-	uint64_t *ids = wisp_malloc((n ? n : 1) * sizeof *ids);
+	uint64_t *ids = wisp_malloc((t->count ? t->count : 1) * sizeof *ids); /* the clean ones too: a bound */
 	if (!ids)
 		return false;
-	n = 0;
+	size_t n = 0;
 	for (size_t i = 0; i < t->nbuckets; i++)
 		for (const struct session *s = t->buckets[i]; s; s = s->hash_next)
 			if (!s->clean)
