@@ -23,6 +23,11 @@ What a user sees:
    second, not one each.
  - while another node's snapshot comes in parts, the node sends everything
    (what it holds of that node's set is partial until the last part).
+ - a flood of start-up directory requests ("which persistent sessions do
+   you hold?", handover.c) from 300 made-up nodes gets whole answers for a
+   few at a time (cluster/dir_answers.h), the rest refused, counted and
+   logged, while an honest round trip completes; before, each was answered
+   at once, a walk of every session and its answer queued unbounded.
 
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
@@ -34,7 +39,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import IO_TIMEOUT, main  # noqa: E402
+from wisp_e2e import CONNACK, IO_TIMEOUT, connect_pkt, main  # noqa: E402
 from wisp_cluster import PREFIX, SELECTIVE, ClusterCase, Node  # noqa: E402
 
 WAIT = 20.0  # seconds any awaited cluster event may take
@@ -45,6 +50,9 @@ FLOOD = 20000          # fake adds
 FLOOD_FILTER = 2000    # bytes each: 40 MB if kept
 RSS_GROWTH_KIB = 12 * 1024  # ASan's 4 MiB quarantine and NATS's buffers fill; kept, the 19,000 filters would take 37 MiB
 OVER_LOG = "announced more than cluster.max_remote_filters"
+DIR_SUBJECT = "$WISP.%s.ho.dir" % PREFIX
+DIR_ANSWERS_MAX = 8    # cluster/dir_answers.h
+DIR_REFUSED_LOG = "start-up requests from other nodes are being answered already"
 MALFORMED_LOG = "malformed interest announcement"
 
 
@@ -354,6 +362,75 @@ class ClusterInterestBoundsTest(ClusterCase):
         # One at once, one due, and one a second at most while they come.
         self.assertGreaterEqual(snaps, 1)
         self.assertLessEqual(snaps, 5, "%d syncs made %d snapshots" % (syncs, snaps))
+
+    def make_persistent_sessions(self, node, count):
+        """count persistent sessions "held<i>" on node: connected (clean
+        session 0) a hundred at a time, then closed."""
+        port = self.nodes[node].port
+        for first in range(0, count, 100):
+            socks = [socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
+                     for _ in range(first, min(first + 100, count))]
+            for i, s in enumerate(socks):
+                s.sendall(connect_pkt("held%d" % (first + i), clean=False))
+            for s in socks:
+                if s.recv(4)[:1] != bytes([CONNACK << 4]):
+                    raise AssertionError("no CONNACK")
+                s.sendall(b"\xe0\x00")  # DISCONNECT
+                s.close()
+
+    def test_directory_request_flood_is_answered_a_few_at_a_time(self):
+        held = 3000
+        self.make_persistent_sessions("a", held)
+        sub = self.client("b", "honest-b")
+        self.assertEqual(sub.subscribe([("honest/t", 1)]), [1])
+        pub = self.client("a", "honest-a")
+        nc = self.raw_nats()
+        nc.sub("_INBOX.dir.>", 7)
+        nc.flush()
+        asks = 300
+        for i in range(asks):
+            nc.hpub({"Wisp-Node": "made-up-%d" % i, "Wisp-Times": "1"}, reply="_INBOX.dir.%d" % i,
+                    subject=DIR_SUBJECT)
+        nc.flush()
+        # Each answer a takes is whole: every one of its persistent sessions
+        # (16 bytes each: digest, claim time), in one message at this size.
+        answered = set()
+        refused = 0
+        deadline = time.monotonic() + WAIT
+        while len(answered) + refused < asks and time.monotonic() < deadline:
+            subject, data = nc.next_msg()
+            if not subject.startswith("_INBOX.dir.") or b"Wisp-Node: a\r\n" not in data:
+                continue
+            self.assertNotIn(subject, answered, "a answered %s twice" % subject)
+            payload = data[data.index(b"\r\n\r\n") + 4:-2]
+            self.assertEqual(len(payload), held * 16, "a's answer on %s is not whole" % subject)
+            answered.add(subject)
+            refused = self.metric("a", "cluster_directory_refused_total")
+        sys.stderr.write("\n%d start-up requests: %d answered, %d refused\n" % (asks, len(answered), refused))
+        self.assertEqual(len(answered) + refused, asks)
+        # The requests came together, each answer takes several loop turns
+        # (3,000 sessions in steps of 512): at most DIR_ANSWERS_MAX were
+        # under way at once, so nearly all were refused.
+        self.assertGreaterEqual(refused, asks // 2)
+        self.assertGreaterEqual(len(answered), DIR_ANSWERS_MAX)
+        self.assertGreaterEqual(self.log_count("a", DIR_REFUSED_LOG), 1)
+        self.assertIn("$SYS/broker/cluster/sessions/directory_refused",
+                      self.nodes["a"].wait_log(DIR_REFUSED_LOG, timeout=0.1))
+        # a stays a broker meanwhile.
+        pub.publish("honest/t", b"still here", qos=1, pid=1)
+        got = sub.recv_publish(timeout=WAIT)
+        self.assertEqual((got.topic, got.payload), ("honest/t", b"still here"))
+        # Once those are answered, a new node's request is answered again.
+        nc.hpub({"Wisp-Node": "made-up-late", "Wisp-Times": "1"}, reply="_INBOX.dir.late", subject=DIR_SUBJECT)
+        nc.flush()
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            subject, data = nc.next_msg()
+            if subject == "_INBOX.dir.late" and b"Wisp-Node: a\r\n" in data:
+                self.assertEqual(len(data[data.index(b"\r\n\r\n") + 4:-2]), held * 16)
+                break
+        else:
+            self.fail("a did not answer a request after the flood")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@
 
 #include "alloc.h"
 #include "broker.h"
+#include "dir_answers.h"
 #include "durable.h"
 #include "err.h"
 #include "hash.h"
@@ -143,28 +144,61 @@ void handover_claimed(struct handover *h, const char *id, size_t len, const char
 		log_msg(LOG_DEBUG, "cluster", "client %.*s: last claimed by node '%s'", (int)len, id, node);
 }
 
-/* One message of an answer to a node's "dir" request. */
-static void dir_answer(struct handover *h, const char *reply, const uint8_t *chunk, size_t len, bool times)
+/* dir_answers' emitter: one message of an answer, through the sender's
+ * bounded control queue (false: full, offered again later). */
+static bool dir_emit(void *ctx, const char *reply, const uint8_t *chunk, size_t len, bool times)
 {
+	struct handover *h = ctx;
+	if (!nats_link_up(h->link))
+		return true; /* lost with the connection, as the asker's reply subject is */
+	if (!sender_control_room(h->sender))
+		return false;
 	natsMsg *nm = NULL;
-	if (ho_publish(h, reply, NULL, "dir", chunk, len, times ? &nm : NULL) != NATS_OK || !nm)
-		return;
-	if (natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK || ho_publish_msg(h, &nm) != NATS_OK)
+	if (ho_publish(h, reply, NULL, "dir", chunk, len, &nm) != NATS_OK)
+		return true; /* counted */
+	if (times && natsMsgHeader_Set(nm, "Wisp-Times", "1") != NATS_OK) {
+		natsMsg_Destroy(nm);
 		h->b->stats.cluster.send_failed++;
-	natsMsg_Destroy(nm);
+		return true;
+	}
+	if (!sender_publish_control(h->sender, h->nc, nm, len, true)) {
+		natsMsg_Destroy(nm);
+		return false;
+	}
+	return true;
+}
+
+static void on_answer_step(struct loop *l, struct loop_timer *t)
+{
+	struct handover *h = container_of(t, struct handover, answer_timer);
+	if (!nats_link_up(h->link)) {
+		dir_answers_drop(h->answers);
+		return;
+	}
+	switch (dir_answers_step(h->answers)) {
+	case DIR_MORE:
+		loop_timer_soon(l, t, on_answer_step);
+		break;
+	case DIR_WAIT:
+		loop_timer_start(l, t, 1, on_answer_step);
+		break;
+	case DIR_IDLE:
+		break;
+	}
 }
 
 /*
  * A node that (re)started heard none of the claims made before: it asks
  * every node ("<base>dir", at start, buffered by cnats until NATS is
  * there, and again 1 to 2 s after it is up: ho_ask_at_start) and each
- * answers with the 64-bit digests of the persistent sessions it holds (8
- * bytes each, little-endian, HANDOVER_CHUNK bytes a message). They fill empty slots only (or, with times, older ones): a
- * claim heard since is newer. A request with Wisp-Times asks for each
- * session's claim time too (16 bytes an entry: digest, time), so that the
- * restarted node can tell whether its own copy of one is older (a
- * claim it missed while it was down); an older node's request has none
- * and gets the 8-byte form it reads.
+ * answers with the 64-bit digests of the persistent sessions it holds
+ * (dir_answers.h: in steps, a bounded number of askers at once). They fill
+ * empty slots only (or, with times, older ones): a claim heard since is
+ * newer. A request with Wisp-Times asks for each session's claim time too
+ * (16 bytes an entry: digest, time), so that the restarted node can tell
+ * whether its own copy of one is older (a claim it missed while it was
+ * down); an older node's request has none and gets the 8-byte form it
+ * reads.
  */
 static void on_dir_request(struct handover *h, natsMsg *nm)
 {
@@ -172,30 +206,19 @@ static void on_dir_request(struct handover *h, natsMsg *nm)
 	const char *asker = wire_header(nm, "Wisp-Node");
 	if (!reply || !asker || strcmp(asker, h->node) == 0)
 		return; /* this node's own request, echoed */
-	bool times = wire_header(nm, "Wisp-Times") != NULL;
-	size_t entry = times ? 16 : 8;
-	const struct session_table *t = &h->b->sessions;
-	uint8_t *chunk = wisp_malloc(HANDOVER_CHUNK);
-	if (!chunk)
+	switch (dir_answers_request(h->answers, asker, reply, wire_header(nm, "Wisp-Times") != NULL)) {
+	case DIR_REFUSED:
+		h->b->stats.cluster.directory_refused++;
 		return;
-	size_t len = 0, ids = 0;
-	for (size_t i = 0; i < t->nbuckets; i++)
-		for (const struct session *s = t->buckets[i]; s; s = s->hash_next) {
-			if (s->clean)
-				continue;
-			uint64_t v[2] = {ho_digest(s->client_id, s->id_len), sess_claim_ns(s)};
-			for (size_t k = 0; k < entry; k++)
-				chunk[len++] = (uint8_t)(v[k / 8] >> (8 * (k % 8)));
-			ids++;
-			if (len + entry > HANDOVER_CHUNK) {
-				dir_answer(h, reply, chunk, len, times);
-				len = 0;
-			}
-		}
-	if (len)
-		dir_answer(h, reply, chunk, len, times);
-	wisp_free(chunk);
-	log_msg(LOG_INFO, "cluster", "node '%s' started: told it of the %zu persistent sessions here", asker, ids);
+	case DIR_NO_MEMORY:
+		h->b->stats.cluster.send_failed++; /* not answered: the asker goes on at its timeout */
+		return;
+	case DIR_TAKEN:
+	case DIR_RESTARTED:
+		if (!loop_timer_armed(&h->answer_timer))
+			loop_timer_soon(h->b->loop, &h->answer_timer, on_answer_step);
+		return;
+	}
 }
 
 static int by_digest(const void *a, const void *b)
@@ -473,9 +496,10 @@ int handover_start(struct handover **out, struct broker *b, natsConnection *nc, 
 	h->node = wisp_strndup(node, strlen(node));
 	h->dir_len = b->cfg->cluster.handover_directory ? b->cfg->cluster.handover_directory : 1024;
 	h->dir = wisp_calloc(h->dir_len, sizeof *h->dir);
+	h->answers = dir_answers_new(&b->sessions, dir_emit, h);
 	size_t n = strlen("$WISP.") + strlen(prefix) + strlen(".ho.") + 1;
 	h->base = wisp_malloc(n);
-	if (!h->node || !h->dir || !h->base || ho_index_grow(h) != 0) {
+	if (!h->node || !h->dir || !h->answers || !h->base || ho_index_grow(h) != 0) {
 		handover_free(h);
 		return WISP_ENOMEM;
 	}
@@ -514,6 +538,7 @@ void handover_stop(struct handover *h)
 		return;
 	loop_timer_stop(h->b->loop, &h->startup_timer);
 	loop_timer_stop(h->b->loop, &h->catch_up_timer);
+	loop_timer_stop(h->b->loop, &h->answer_timer);
 	unsubscribe_all(h);
 }
 
@@ -532,6 +557,7 @@ void handover_free(struct handover *h)
 	wisp_free(h->by_conn);
 	tree_free(h->leaving_filters);
 	ho_local_ids_free(h);
+	dir_answers_free(h->answers);
 	wisp_free(h->dir);
 	wisp_free(h->base);
 	wisp_free(h->node);

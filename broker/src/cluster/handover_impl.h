@@ -132,6 +132,8 @@ struct handover {
 	struct dir_slot *dir;
 	size_t dir_len;
 	struct sender_sub *dir_sub; /* "<base>dir": another node (re)started and asks who holds what */
+	struct dir_answers *answers; /* to those requests (dir_answers.h) */
+	struct loop_timer answer_timer; /* their next step */
 	sender_msg_fn on_msg;       /* the subscriptions', kept for handover_rebind */
 	void *on_msg_closure;
 	struct list_node fetches;

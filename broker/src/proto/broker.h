@@ -79,6 +79,7 @@ struct broker_stats {
 		uint64_t sessions_out;   /* sessions handed to another node (and ended here) */
 		uint64_t handover_failed; /* fetches that fell back to a fresh session (node gone, timeout, too big) */
 		uint64_t handover_tail_lost; /* handover window messages the holder could not pass on (cluster/handover.h) */
+		uint64_t directory_refused; /* start-up directory requests refused: DIR_ANSWERS_MAX under way (dir_answers.h) */
 		uint64_t groups_refused; /* shared subscriptions refused: a new group past cluster.max_groups */
 		uint64_t rejoins;        /* times the node rejoined after NATS closed a connection for good */
 	} cluster;

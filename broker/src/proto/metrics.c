@@ -172,6 +172,8 @@ const struct metric metrics_table[] = {
 	 STAT(cluster.handover_failed), .sys = "cluster/sessions/handover_failed"},
 	{"cluster_handover_tail_lost_total", "Messages of a handover's window the old node could not pass on.", COUNTER,
 	 STAT(cluster.handover_tail_lost), .sys = "cluster/sessions/tail_lost"},
+	{"cluster_directory_refused_total", "Other nodes' start-up directory requests refused: as many were being "
+	 "answered already.", COUNTER, STAT(cluster.directory_refused), .sys = "cluster/sessions/directory_refused"},
 	{"cluster_groups_refused_total", "Shared subscriptions refused because their group would be new to a node "
 	 "holding cluster.max_groups groups.", COUNTER, STAT(cluster.groups_refused), .sys = "cluster/groups/refused"},
 	{"cluster_nats_rejoins_total", "Times the node rejoined the cluster: NATS had closed one of its connections "
