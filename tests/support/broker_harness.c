@@ -354,18 +354,33 @@ size_t harness_unhex(const char *hex, uint8_t *out, size_t cap)
 	return hi < 0 ? n : SIZE_MAX;
 }
 
-void client_send_hex(struct hclient *c, const char *hex)
+void harness_turns(struct harness *h, int turns)
+{
+	for (int turn = 0; turn < turns; turn++)
+		if (loop_run(h->loop) != 0)
+			abort();
+}
+
+void client_feed_hex(struct hclient *c, const char *hex)
 {
 	uint8_t buf[4096];
 	size_t n = harness_unhex(hex, buf, sizeof buf);
 	if (n == SIZE_MAX || n > sizeof buf)
 		abort(); /* a broken script, not a broker failure */
-	client_send(c, buf, n);
+	append(&c->in, &c->in_len, &c->in_cap, buf, n);
 }
+
+void client_send_hex(struct hclient *c, const char *hex)
+{
+	client_feed_hex(c, hex);
+	harness_run(c->h);
+}
+
+void client_feed_close(struct hclient *c) { c->peer_closed = true; }
 
 void client_close(struct hclient *c)
 {
-	c->peer_closed = true;
+	client_feed_close(c);
 	harness_run(c->h);
 }
 

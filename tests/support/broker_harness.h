@@ -54,6 +54,15 @@ struct hclient *harness_connect(struct harness *h);
  * an fsync nor a CONNECT for its password check (all bounded). */
 void harness_run(struct harness *h);
 
+/* Runs `turns` loop turns and returns, whatever waits (a held ack, a
+ * password check): for a script that wants the broker in such a state. */
+void harness_turns(struct harness *h, int turns);
+/* Appends a script's bytes (as client_send_hex's) to what the client sent,
+ * without running the broker. */
+void client_feed_hex(struct hclient *c, const char *hex);
+/* The peer closes its end, without running the broker. */
+void client_feed_close(struct hclient *c);
+
 /* Appends bytes to what the client "sent" and runs the broker. */
 void client_send(struct hclient *c, const uint8_t *bytes, size_t len);
 /* The same from a script: hex digits, spaces ignored, and 'text' for its

@@ -138,7 +138,7 @@ struct fwd {
 };
 
 struct held {
-	struct conn *c;  /* NULL: its connection closed */
+	struct ack_owner *o; /* its connection; o->c NULL once that closed */
 	uint64_t ticket; /* 0: waits only for the acks before it */
 	uint64_t since;
 	uint8_t len;
@@ -272,11 +272,14 @@ static void release(struct durable *d)
 		struct held *h = &d->held[d->held_head];
 		if (!key_safe(d, h->ticket))
 			break;
-		if (h->c) {
-			h->c->rare->gate_held_acks--;
-			conn_rare_trim(h->c);
-			persist_send_ack_ungated(d->b, h->c, h->bytes, h->len, h->since);
+		struct conn *c = h->o->c;
+		if (c) {
+			c->rare->gate_held_acks--;
+			persist_send_ack_ungated(d->b, c, h->bytes, h->len, h->since);
 		}
+		ack_owner_unref(h->o);
+		if (c)
+			conn_rare_trim(c);
 		d->held_head = (d->held_head + 1) & (d->held_cap - 1);
 		d->held_len--;
 	}
@@ -326,20 +329,21 @@ static int gate_hold(void *ctx, struct conn *c, const uint8_t *bytes, size_t len
 		return 0;
 	/* The count lives in the connection's rare block: an idle connection
 	 * does not pay for a cluster's ack gate (docs/cost-connection.md). */
-	struct conn_rare *rare = len > sizeof d->held[0].bytes ? NULL : conn_rare(c);
-	if (!rare || (d->held_len == d->held_cap && held_grow(d) != 0)) {
+	struct ack_owner *o = NULL;
+	if (len > sizeof d->held[0].bytes || (d->held_len == d->held_cap && held_grow(d) != 0) ||
+	    !(o = conn_ack_owner_ref(c))) {
 		/* Out of memory: the message is not safe yet, so its ack must
 		 * not go now; the publish fails instead (its connection closes
 		 * unacknowledged, and the client sends it again). */
 		return WISP_ENOMEM;
 	}
 	struct held *h = &d->held[(d->held_head + d->held_len++) & (d->held_cap - 1)];
-	h->c = c;
+	h->o = o;
 	h->ticket = ticket;
 	h->since = since;
 	h->len = (uint8_t)len;
 	memcpy(h->bytes, bytes, len);
-	rare->gate_held_acks++;
+	c->rare->gate_held_acks++;
 	return 1;
 }
 
@@ -352,15 +356,10 @@ static void gate_forget(void *ctx, struct conn *c)
 				d->waiting[(d->wait_head + i) & (d->wait_cap - 1)] = NULL;
 				d->wait_dead++;
 			}
-	if (!conn_gate_held_acks(c))
-		return;
-	for (size_t i = 0; i < d->held_len; i++) {
-		struct held *h = &d->held[(d->held_head + i) & (d->held_cap - 1)];
-		if (h->c == c)
-			h->c = NULL;
-	}
-	c->rare->gate_held_acks = 0;
-	conn_rare_trim(c);
+	/* Its held acks are dropped when they come up: persist_forget_conn
+	 * detaches the connection from them (conn.h's ack_owner). */
+	if (conn_gate_held_acks(c))
+		c->rare->gate_held_acks = 0;
 }
 
 /* Acks a received message to JetStream. A debug build run with
@@ -1465,8 +1464,9 @@ void durable_free(struct durable *d)
 	/* Held acks are not sent: their messages may not be in JetStream. */
 	for (size_t i = 0; i < d->held_len; i++) {
 		struct held *h = &d->held[(d->held_head + i) & (d->held_cap - 1)];
-		if (h->c && h->c->rare)
-			h->c->rare->gate_held_acks = 0;
+		if (h->o->c)
+			h->o->c->rare->gate_held_acks = 0;
+		ack_owner_unref(h->o);
 	}
 	jsw_free(d->w);
 	if (d->acks_io.fd >= 0)

@@ -22,7 +22,7 @@
  * that appended records pass through it until the turn's write, so it is
  * reused rather than allocated per ack. */
 struct held_ack {
-	struct conn *c;   /* NULL once its connection closed */
+	struct ack_owner *o; /* its connection; o->c NULL once that closed */
 	uint64_t seq;
 	uint8_t len;
 	uint8_t bytes[7]; /* PUBACK, PUBREC, PUBREL, PUBCOMP: 4 bytes in 3.1.1 */
@@ -530,10 +530,12 @@ static void release_held(struct broker *b)
 		struct held_ack *h = &b->persist.held[b->persist.held_head];
 		if (h->seq > safe)
 			break;
-		if (h->c) {
-			h->c->rare->held_acks--;
-			conn_send_bytes(h->c, h->bytes, h->len);
+		struct conn *c = h->o->c;
+		if (c) {
+			c->rare->held_acks--;
+			conn_send_bytes(c, h->bytes, h->len);
 		}
+		ack_owner_unref(h->o);
 		b->persist.held_head = (b->persist.held_head + 1) & (b->persist.held_cap - 1);
 		b->persist.held_len--;
 	}
@@ -590,12 +592,13 @@ int persist_send_ack_ungated(struct broker *b, struct conn *c, const uint8_t *by
 	 * one waits, the ones after it wait too. */
 	if (dep <= safe_seq(b) && conn_held_acks(c) == 0)
 		return conn_send_bytes(c, bytes, len);
-	if (!conn_rare(c))
-		return WISP_ENOMEM;
 	if (b->persist.held_len == b->persist.held_cap && held_grow(b) != 0)
 		return WISP_ENOMEM;
+	struct ack_owner *o = conn_ack_owner_ref(c);
+	if (!o)
+		return WISP_ENOMEM;
 	struct held_ack *h = &b->persist.held[(b->persist.held_head + b->persist.held_len) & (b->persist.held_cap - 1)];
-	h->c = c;
+	h->o = o;
 	h->seq = dep;
 	h->len = (uint8_t)len;
 	memcpy(h->bytes, bytes, len);
@@ -625,14 +628,9 @@ void persist_forget_conn(struct broker *b, struct conn *c)
 {
 	if (b->ack_gate.forget)
 		b->ack_gate.forget(b->ack_gate.ctx, c);
-	if (!conn_held_acks(c))
-		return;
-	for (size_t i = 0; i < b->persist.held_len; i++) {
-		struct held_ack *h = &b->persist.held[(b->persist.held_head + i) & (b->persist.held_cap - 1)];
-		if (h->c == c)
-			h->c = NULL;
-	}
-	c->rare->held_acks = 0;
+	if (conn_held_acks(c))
+		c->rare->held_acks = 0;
+	conn_ack_owner_detach(c); /* its held acks, in either queue, are dropped when they come up */
 }
 
 bool persist_refuses_durable(const struct broker *b)
@@ -1699,6 +1697,8 @@ void persist_close(struct broker *b)
 	fwd_free(b);
 	taken_free(b);
 	persist_retain_unsent_forget(b);
+	for (size_t i = 0; i < b->persist.held_len; i++)
+		ack_owner_unref(b->persist.held[(b->persist.held_head + i) & (b->persist.held_cap - 1)].o);
 	wisp_free(b->persist.held);
 	b->persist.held = NULL;
 	b->persist.held_len = b->persist.held_cap = 0;

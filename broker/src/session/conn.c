@@ -144,10 +144,46 @@ struct conn_rare *conn_rare(struct conn *c)
 
 void conn_rare_trim(struct conn *c)
 {
-	if (c->rare && !c->rare->will && !c->rare->auth_job && !c->rare->gate_held_acks && !c->rare->held_acks) {
-		wisp_free(c->rare);
+	struct conn_rare *r = c->rare;
+	if (r && !r->will && !r->auth_job && !r->gate_held_acks && !r->held_acks &&
+	    (!r->ack_owner || !r->ack_owner->refs)) {
+		wisp_free(r->ack_owner);
+		wisp_free(r);
 		c->rare = NULL;
 	}
+}
+
+struct ack_owner *conn_ack_owner_ref(struct conn *c)
+{
+	struct conn_rare *r = conn_rare(c);
+	if (!r)
+		return NULL;
+	if (!r->ack_owner) {
+		r->ack_owner = wisp_malloc(sizeof *r->ack_owner);
+		if (!r->ack_owner)
+			return NULL;
+		*r->ack_owner = (struct ack_owner){c, 0};
+	}
+	r->ack_owner->refs++;
+	return r->ack_owner;
+}
+
+void ack_owner_unref(struct ack_owner *o)
+{
+	if (--o->refs == 0 && !o->c)
+		wisp_free(o);
+}
+
+void conn_ack_owner_detach(struct conn *c)
+{
+	struct ack_owner *o = c->rare ? c->rare->ack_owner : NULL;
+	if (!o)
+		return;
+	c->rare->ack_owner = NULL;
+	if (o->refs)
+		o->c = NULL; /* the last held ack naming it frees it */
+	else
+		wisp_free(o);
 }
 
 void conn_free(struct conn *c)
@@ -158,6 +194,7 @@ void conn_free(struct conn *c)
 	conn_set_of(c)->count--;
 	outq_clear(&c->out);
 	if (c->rare) {
+		conn_ack_owner_detach(c);
 		msg_unref(c->rare->will);
 		wisp_free(c->rare);
 	}

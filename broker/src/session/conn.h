@@ -162,6 +162,20 @@ struct conn {
  * docs/cost-connection.md): every 8 bytes more cost every connection 8. */
 _Static_assert(sizeof(struct conn) <= 176, "struct conn stays at 176 bytes");
 
+/*
+ * What a held ack names instead of its connection, in proto/persist.c's
+ * queue and the cluster's ack gate (cluster/durable.c): the connection
+ * closing clears `c` here, once, rather than each queue searching all its
+ * held acks for the connection's (per close, a walk of a queue that a disk
+ * or JetStream stall can grow to millions, thousands of times over in a
+ * reconnect storm). The last held ack naming a closed connection's owner
+ * frees it.
+ */
+struct ack_owner {
+	struct conn *c; /* NULL once the connection closed: its held acks are dropped */
+	uint32_t refs;  /* held acks naming it, in either queue */
+};
+
 /* What only some connections hold, and only for a while: a will, a password
  * check or an AUTH exchange in flight, acks held by a cluster's ack gate. Allocated on first use, freed once
  * empty, so an idle connection without a will pays its pointer alone. */
@@ -176,6 +190,7 @@ struct conn_rare {
 	 * they reach 0 (conn_rare_trim is not called for them), so a durable
 	 * publisher does not allocate it per fsync. */
 	uint32_t held_acks;
+	struct ack_owner *ack_owner; /* while it has held acks (kept at 0 as the block is) */
 };
 
 /* The connection's transport. Not const: a const connection's transport
@@ -219,8 +234,17 @@ static inline uint32_t conn_held_acks(const struct conn *c) { return c->rare ? c
 /* The connection's block for setting one of them, allocated if need be;
  * NULL when out of memory. */
 struct conn_rare *conn_rare(struct conn *c);
-/* Frees the block once it holds nothing. */
+/* Frees the block once it holds nothing (an ack owner no held ack names
+ * counts as nothing). */
 void conn_rare_trim(struct conn *c);
+/* A held ack's name for c: its owner, made on first use; one reference
+ * taken. NULL when out of memory. */
+struct ack_owner *conn_ack_owner_ref(struct conn *c);
+/* A held ack naming o is sent or dropped. */
+void ack_owner_unref(struct ack_owner *o);
+/* c closes: the held acks naming it are dropped when their turn comes.
+ * O(1). Again at conn_free, for a connection closed without it. */
+void conn_ack_owner_detach(struct conn *c);
 
 /* Allocates a connection around `t` (taking it). NULL when out of memory
  * (t is closed then). With t NULL the connection uses its embedded TCP
