@@ -121,6 +121,30 @@ static void table_init(struct table *t, size_t n)
 	table_fill(t, 0, n);
 }
 
+/* A table of n persistent sessions (table_fill), an emitter and the
+ * answers over them. */
+struct fixture {
+	struct table t;
+	struct emitter *e;
+	struct dir_answers *a;
+};
+
+static void fixture_start(struct fixture *f, size_t n)
+{
+	table_init(&f->t, n);
+	f->e = calloc(1, sizeof *f->e);
+	CU_ASSERT_FATAL(f->e != NULL);
+	f->a = dir_answers_new(&f->t.tab, emit, f->e);
+	CU_ASSERT_FATAL(f->a != NULL);
+}
+
+static void fixture_end(struct fixture *f)
+{
+	dir_answers_free(f->a);
+	free(f->e);
+	sess_table_free(&f->t.tab, NULL);
+}
+
 static int by_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -178,11 +202,10 @@ static size_t run(struct dir_answers *a, struct emitter *e)
  * at least one step per DIR_STEP sessions; without times, 8-byte entries. */
 static void test_tells_each_persistent_session_once(void)
 {
-	struct table t;
-	table_init(&t, 10000);
-	struct emitter *e = calloc(1, sizeof *e);
-	struct dir_answers *a = dir_answers_new(&t.tab, emit, e);
-	CU_ASSERT_FATAL(a != NULL);
+	struct fixture f;
+	fixture_start(&f, 10000);
+	struct emitter *e = f.e;
+	struct dir_answers *a = f.a;
 	CU_ASSERT_EQUAL(dir_answers_step(a), DIR_IDLE);
 
 	CU_ASSERT_EQUAL(dir_answers_request(a, "b", "_INBOX.b.1", true), DIR_TAKEN);
@@ -198,25 +221,21 @@ static void test_tells_each_persistent_session_once(void)
 	run(a, e);
 	assert_told_all(e, "_INBOX.c.1", 10000, false);
 
-	dir_answers_free(a);
-	free(e);
-	sess_table_free(&t.tab, NULL);
+	fixture_end(&f);
 }
 
 /* Nothing held: an answer of no message (the asker's slots stay as they
  * are), and the answer ends. */
 static void test_nothing_held(void)
 {
-	struct table t;
-	table_init(&t, 0);
-	struct emitter *e = calloc(1, sizeof *e);
-	struct dir_answers *a = dir_answers_new(&t.tab, emit, e);
+	struct fixture f;
+	fixture_start(&f, 0);
+	struct emitter *e = f.e;
+	struct dir_answers *a = f.a;
 	CU_ASSERT_EQUAL(dir_answers_request(a, "b", "_INBOX.b.1", true), DIR_TAKEN);
 	run(a, e);
 	CU_ASSERT_EQUAL(e->offered, 0);
-	dir_answers_free(a);
-	free(e);
-	sess_table_free(&t.tab, NULL);
+	fixture_end(&f);
 }
 
 /* A flood of requests from distinct "nodes": DIR_ANSWERS_MAX are taken,
@@ -226,10 +245,10 @@ static void test_nothing_held(void)
  * another place. */
 static void test_bounded_askers(void)
 {
-	struct table t;
-	table_init(&t, 3000);
-	struct emitter *e = calloc(1, sizeof *e);
-	struct dir_answers *a = dir_answers_new(&t.tab, emit, e);
+	struct fixture f;
+	fixture_start(&f, 3000);
+	struct emitter *e = f.e;
+	struct dir_answers *a = f.a;
 	char node[16], reply[32];
 	size_t taken = 0, refused = 0;
 	for (int i = 0; i < 1000; i++) {
@@ -267,9 +286,7 @@ static void test_bounded_askers(void)
 	CU_ASSERT_EQUAL(dir_answers_pending(a), 0);
 	CU_ASSERT_EQUAL(dir_answers_step(a), DIR_IDLE);
 
-	dir_answers_free(a);
-	free(e);
-	sess_table_free(&t.tab, NULL);
+	fixture_end(&f);
 }
 
 /* The emitter's queue full: the step waits, the chunk it refused is
@@ -277,10 +294,10 @@ static void test_bounded_askers(void)
  * nothing lost or told twice. */
 static void test_refused_chunk_offered_again(void)
 {
-	struct table t;
-	table_init(&t, 9000);
-	struct emitter *e = calloc(1, sizeof *e);
-	struct dir_answers *a = dir_answers_new(&t.tab, emit, e);
+	struct fixture f;
+	fixture_start(&f, 9000);
+	struct emitter *e = f.e;
+	struct dir_answers *a = f.a;
 	CU_ASSERT_EQUAL(dir_answers_request(a, "b", "_INBOX.b", true), DIR_TAKEN);
 	e->refuse = true;
 	enum dir_progress p = DIR_MORE;
@@ -296,24 +313,23 @@ static void test_refused_chunk_offered_again(void)
 	run(a, e);
 	CU_ASSERT_TRUE(e->same_again);
 	assert_told_all(e, "_INBOX.b", 9000, true);
-	dir_answers_free(a);
-	free(e);
-	sess_table_free(&t.tab, NULL);
+	fixture_end(&f);
 }
 
 /* Sessions made during a walk make the table double under it: the
  * sessions there from the start are all told, once. */
 static void test_table_grows_during_walk(void)
 {
-	struct table t;
-	table_init(&t, 2000);
-	struct emitter *e = calloc(1, sizeof *e);
-	struct dir_answers *a = dir_answers_new(&t.tab, emit, e);
-	size_t buckets = t.tab.nbuckets;
+	struct fixture f;
+	fixture_start(&f, 2000);
+	struct table *t = &f.t;
+	struct emitter *e = f.e;
+	struct dir_answers *a = f.a;
+	size_t buckets = t->tab.nbuckets;
 	CU_ASSERT_EQUAL(dir_answers_request(a, "b", "_INBOX.b", true), DIR_TAKEN);
 	CU_ASSERT_EQUAL(dir_answers_step(a), DIR_MORE);
-	table_fill(&t, 2000, 20000);
-	CU_ASSERT(t.tab.nbuckets > buckets);
+	table_fill(t, 2000, 20000);
+	CU_ASSERT(t->tab.nbuckets > buckets);
 	run(a, e);
 	struct told *tb = told_to(e, "_INBOX.b");
 	uint64_t *got = calloc(tb->n, sizeof *got);
@@ -329,19 +345,17 @@ static void test_table_grows_during_walk(void)
 		CU_ASSERT(bsearch(&d, got, tb->n, sizeof *got, by_u64) != NULL);
 	}
 	free(got);
-	dir_answers_free(a);
-	free(e);
-	sess_table_free(&t.tab, NULL);
+	fixture_end(&f);
 }
 
 /* Out of memory: a request starts nothing (and is not a place taken); a
  * reply subject too long for the answer is refused the same way. */
 static void test_out_of_memory(void)
 {
-	struct table t;
-	table_init(&t, 100);
-	struct emitter *e = calloc(1, sizeof *e);
-	struct dir_answers *a = dir_answers_new(&t.tab, emit, e);
+	struct fixture f;
+	fixture_start(&f, 100);
+	struct emitter *e = f.e;
+	struct dir_answers *a = f.a;
 	wisp_mem_fail_after(1, 1);
 	CU_ASSERT_EQUAL(dir_answers_request(a, "b", "_INBOX.b", true), DIR_NO_MEMORY);
 	wisp_mem_fail_after(0, 0);
@@ -354,9 +368,7 @@ static void test_out_of_memory(void)
 	CU_ASSERT_EQUAL(dir_answers_request(a, "b", "_INBOX.b", true), DIR_TAKEN);
 	run(a, e);
 	assert_told_all(e, "_INBOX.b", 100, true);
-	dir_answers_free(a);
-	free(e);
-	sess_table_free(&t.tab, NULL);
+	fixture_end(&f);
 }
 
 static CU_TestInfo tests[] = {
