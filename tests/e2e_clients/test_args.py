@@ -6,7 +6,7 @@ import unittest
 
 import clitest
 
-NOPORT = str(clitest.free_port())
+NOPORT = str(clitest.refused_port())
 
 SUB_CASES = [
     [], ["--foo"], ["-t"], ["-t", "a", "-C", "0"], ["-t", "a", "-C"], ["-t", "a", "-k", "3"],

@@ -25,7 +25,7 @@ import unittest
 
 import clitest
 
-NOPORT = str(clitest.free_port())
+NOPORT = str(clitest.refused_port())
 PROPS_FMT = "%t|%q|%r|%l|%P|%C|%D|%F|%R|%S|%A|%p"
 
 # -D mistakes, each with mosquitto's message and status (compared, not written out).
