@@ -169,10 +169,11 @@ struct durable {
 	bool closed_said;        /* NATS closed the worker's connection for good: said once per episode */
 	bool overflow_logged;
 	/* Connections whose QoS 1/2 PUBLISH waits for a free ticket (their
-	 * input paused, the packet unread), oldest first; NULL: closed. */
-	struct conn **waiting;
+	 * input paused, the packet unread), oldest first, named by their ack
+	 * owner (conn.h): a close clears the owner, and its entry is skipped
+	 * when it comes up or compacted away, so a close never scans this. */
+	struct ack_owner **waiting;
 	size_t wait_head, wait_len, wait_cap;
-	size_t wait_dead;        /* the NULL ones: compacted away rather than grown over */
 	struct conn *resuming;   /* the one on_resume hands its packet back to */
 	struct loop_timer resume;
 	bool wait_logged;        /* this episode of waiting is logged */
@@ -349,15 +350,10 @@ static int gate_hold(void *ctx, struct conn *c, const uint8_t *bytes, size_t len
 
 static void gate_forget(void *ctx, struct conn *c)
 {
-	struct durable *d = ctx;
-	if (d->wait_len && c->read_paused)
-		for (size_t i = 0; i < d->wait_len; i++)
-			if (d->waiting[(d->wait_head + i) & (d->wait_cap - 1)] == c) {
-				d->waiting[(d->wait_head + i) & (d->wait_cap - 1)] = NULL;
-				d->wait_dead++;
-			}
-	/* Its held acks are dropped when they come up: persist_forget_conn
-	 * detaches the connection from them (conn.h's ack_owner). */
+	(void)ctx;
+	/* Its held acks and its place among the waiting are dropped when they
+	 * come up: persist_forget_conn detaches the connection from them
+	 * (conn.h's ack_owner). */
 	if (conn_gate_held_acks(c))
 		c->rare->gate_held_acks = 0;
 }
@@ -435,39 +431,47 @@ bool durable_must_wait(const struct durable *d, const struct conn *c)
 	return full(d) || (d->wait_len && d->resuming != c);
 }
 
-/* Drops the NULL entries, keeping the others' order: rather than growing
- * a queue that closed connections half fill (clients that give up and
- * connect again, each waiting anew, through a long outage), so that it
- * holds at most twice the connections waiting. */
+/* Drops the closed connections' entries, keeping the others' order:
+ * rather than growing a queue that closed connections fill (clients that
+ * give up and connect again, each waiting anew, through a long outage).
+ * Run when the queue is full; it grows only when half of it or more is
+ * still waiting: amortised O(1) a wait, and its size at most four times
+ * the connections waiting when it last grew. */
 static void wait_compact(struct durable *d)
 {
 	size_t k = 0;
 	for (size_t i = 0; i < d->wait_len; i++) {
-		struct conn *c = d->waiting[(d->wait_head + i) & (d->wait_cap - 1)];
-		if (c)
-			d->waiting[(d->wait_head + k++) & (d->wait_cap - 1)] = c;
+		struct ack_owner *o = d->waiting[(d->wait_head + i) & (d->wait_cap - 1)];
+		if (o->c)
+			d->waiting[(d->wait_head + k++) & (d->wait_cap - 1)] = o;
+		else
+			ack_owner_unref(o);
 	}
 	d->wait_len = k;
-	d->wait_dead = 0;
 }
 
 int durable_wait(struct durable *d, struct conn *c)
 {
-	if (d->wait_len == d->wait_cap && d->wait_dead && d->wait_dead >= d->wait_len / 2)
-		wait_compact(d);
 	if (d->wait_len == d->wait_cap) {
-		size_t cap = d->wait_cap ? d->wait_cap * 2 : 64;
-		struct conn **v = wisp_malloc(cap * sizeof *v);
-		if (!v)
-			return WISP_ENOMEM;
-		for (size_t i = 0; i < d->wait_len; i++)
-			v[i] = d->waiting[(d->wait_head + i) & (d->wait_cap - 1)];
-		wisp_free(d->waiting);
-		d->waiting = v;
-		d->wait_head = 0;
-		d->wait_cap = cap;
+		if (d->wait_cap)
+			wait_compact(d);
+		if (d->wait_cap == 0 || d->wait_len >= d->wait_cap / 2) {
+			size_t cap = d->wait_cap ? d->wait_cap * 2 : 64;
+			struct ack_owner **v = wisp_malloc(cap * sizeof *v);
+			if (!v)
+				return WISP_ENOMEM;
+			for (size_t i = 0; i < d->wait_len; i++)
+				v[i] = d->waiting[(d->wait_head + i) & (d->wait_cap - 1)];
+			wisp_free(d->waiting);
+			d->waiting = v;
+			d->wait_head = 0;
+			d->wait_cap = cap;
+		}
 	}
-	d->waiting[(d->wait_head + d->wait_len++) & (d->wait_cap - 1)] = c;
+	struct ack_owner *o = conn_ack_owner_ref(c);
+	if (!o)
+		return WISP_ENOMEM;
+	d->waiting[(d->wait_head + d->wait_len++) & (d->wait_cap - 1)] = o;
 	d->b->stats.cluster.waited++;
 	if (!d->wait_logged)
 		log_msg(LOG_WARNING, "cluster", "cluster.outbound_queue full: QoS 1/2 publishers wait for JetStream "
@@ -490,11 +494,11 @@ static void on_resume(struct loop *l, struct loop_timer *t)
 {
 	struct durable *d = container_of(t, struct durable, resume);
 	for (size_t n = 0; n < RESUME_BATCH && d->wait_len && !full(d);) {
-		struct conn *c = d->waiting[d->wait_head];
+		struct ack_owner *o = d->waiting[d->wait_head];
 		d->wait_head = (d->wait_head + 1) & (d->wait_cap - 1);
 		d->wait_len--;
-		if (!c)
-			d->wait_dead--;
+		struct conn *c = o->c;
+		ack_owner_unref(o);
 		if (!c || c->state == CONN_CLOSING)
 			continue;
 		n++;
@@ -1481,6 +1485,8 @@ void durable_free(struct durable *d)
 		loop_timer_stop(b->loop, &d->retry);
 	if (loop_timer_armed(&d->resume))
 		loop_timer_stop(b->loop, &d->resume);
+	for (size_t i = 0; i < d->wait_len; i++)
+		ack_owner_unref(d->waiting[(d->wait_head + i) & (d->wait_cap - 1)]);
 	wisp_free(d->waiting);
 	/* Entries stay in the store (persist.c frees its own list). */
 	for (size_t i = 0; i < d->fq_len; i++) {

@@ -181,7 +181,7 @@ void conn_ack_owner_detach(struct conn *c)
 		return;
 	c->rare->ack_owner = NULL;
 	if (o->refs)
-		o->c = NULL; /* the last held ack naming it frees it */
+		o->c = NULL; /* the last entry naming it frees it */
 	else
 		wisp_free(o);
 }

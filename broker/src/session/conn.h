@@ -164,16 +164,17 @@ _Static_assert(sizeof(struct conn) <= 176, "struct conn stays at 176 bytes");
 
 /*
  * What a held ack names instead of its connection, in proto/persist.c's
- * queue and the cluster's ack gate (cluster/durable.c): the connection
+ * queue and the cluster's ack gate (cluster/durable.c), and what the
+ * gate's queue of publishers waiting for a ticket holds: the connection
  * closing clears `c` here, once, rather than each queue searching all its
- * held acks for the connection's (per close, a walk of a queue that a disk
+ * entries for the connection's (per close, a walk of a queue that a disk
  * or JetStream stall can grow to millions, thousands of times over in a
- * reconnect storm). The last held ack naming a closed connection's owner
+ * reconnect storm). The last entry naming a closed connection's owner
  * frees it.
  */
 struct ack_owner {
-	struct conn *c; /* NULL once the connection closed: its held acks are dropped */
-	uint32_t refs;  /* held acks naming it, in either queue */
+	struct conn *c; /* NULL once the connection closed: its entries are dropped */
+	uint32_t refs;  /* entries naming it: held acks in either queue, a place among the waiting */
 };
 
 /* What only some connections hold, and only for a while: a will, a password
@@ -234,15 +235,15 @@ static inline uint32_t conn_held_acks(const struct conn *c) { return c->rare ? c
 /* The connection's block for setting one of them, allocated if need be;
  * NULL when out of memory. */
 struct conn_rare *conn_rare(struct conn *c);
-/* Frees the block once it holds nothing (an ack owner no held ack names
+/* Frees the block once it holds nothing (an ack owner no entry names
  * counts as nothing). */
 void conn_rare_trim(struct conn *c);
-/* A held ack's name for c: its owner, made on first use; one reference
- * taken. NULL when out of memory. */
+/* c's name in a queue (a held ack, a place among the waiting): its
+ * owner, made on first use; one reference taken. NULL when out of memory. */
 struct ack_owner *conn_ack_owner_ref(struct conn *c);
-/* A held ack naming o is sent or dropped. */
+/* An entry naming o is done with (sent, dropped, handed back). */
 void ack_owner_unref(struct ack_owner *o);
-/* c closes: the held acks naming it are dropped when their turn comes.
+/* c closes: the entries naming it are dropped when their turn comes.
  * O(1). Again at conn_free, for a connection closed without it. */
 void conn_ack_owner_detach(struct conn *c);
 
