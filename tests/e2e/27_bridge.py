@@ -29,7 +29,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import (IO_TIMEOUT, Broker, Closed, RawClient,  # noqa: E402
-                      client_tls_context, free_port, main, make_certs, run_wisp, wisp_binary)
+                      client_tls_context, free_port, main, make_certs, refused_port, run_wisp,
+                      wisp_binary)
 
 MOSQUITTO = os.environ.get("MOSQUITTO_BIN", "/usr/sbin/mosquitto")
 WAIT = 15.0  # seconds a bridge event (connect, drain) may take
@@ -828,7 +829,7 @@ class BridgeTlsTest(unittest.TestCase):
         self.remote.start()
 
     def bridge(self, **tls):
-        dead = free_port()  # nothing listens there: the first address fails
+        dead = refused_port()  # nothing listens there: the first address fails
         return {"bridges": [{
             "name": "up", "addresses": ["localhost:%d" % dead, "localhost:%d" % self.remote.port],
             "client_id": "gateway-tls", "reconnect_min": 1, "reconnect_max": 1,

@@ -424,6 +424,22 @@ def free_port():
     raise RuntimeError("no loopback port this process has not used yet after 100 tries")
 
 
+_held_sockets = []
+
+
+def refused_port():
+    """A loopback port every connect to is refused, for this process's
+    life: bound, never listening, so no other test running beside this one
+    takes it, and no connect gets it as its own source port (a port only
+    closed again can be both: tests/e2e_clients/clitest.py met it)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    _held_sockets.append(s)
+    port = s.getsockname()[1]
+    _ports_given.add(port)
+    return port
+
+
 SANITIZER_RE = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer)|runtime error:|"
                           r"SUMMARY: (Address|Undefined|Leak)")
 

@@ -60,11 +60,12 @@ _held_sockets = []
 def refused_port():
     """A loopback port every connect to is refused, for this process's life.
 
-    A port merely free when picked is not enough: ctest runs other tests
-    beside this one, and their brokers and nats-servers take free ports
-    too (a CI run once saw mosquitto_pub meet a listener on the port
-    wisp_pub had just been refused on). This port stays bound, never
-    listening, so connects get a reset and nothing else can bind it."""
+    A port merely free when picked is not enough: a CI run once saw
+    mosquitto_pub meet something speaking on the port wisp_pub had just
+    been refused on (another test's server, or the client's own socket:
+    a connect whose source port is the port it connects to meets itself).
+    This port stays bound, never listening, so connects get a reset,
+    nothing else can bind it, and no connect takes it as source port."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     _held_sockets.append(s)

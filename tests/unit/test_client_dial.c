@@ -89,13 +89,24 @@ static int listen_on(struct sockaddr_in *addr)
 	return fd;
 }
 
-/* A loopback port nobody listens on: bound, then closed. */
-static uint16_t closed_port(void)
+/* A loopback port every connect to is refused while fd is open: bound,
+ * never listening, so no other test running beside this one can take it
+ * (a port merely closed again could be). */
+static int refusing_port(uint16_t *port)
 {
 	struct sockaddr_in a;
-	int fd = listen_on(&a);
-	close(fd);
-	return ntohs(a.sin_port);
+	socklen_t len = sizeof a;
+	memset(&a, 0, sizeof a);
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	*port = ntohs(a.sin_port);
+	return fd;
 }
 
 /* A loop with the fake broker on `lfd` (answering with `answer`) and
@@ -134,7 +145,10 @@ static void test_refused_first_address_falls_back_to_the_next(void)
 	int lfd = listen_on(&good);
 	CU_ASSERT_FATAL(lfd >= 0);
 	struct sockaddr_in bad = good;
-	bad.sin_port = htons(closed_port());
+	uint16_t refused = 0;
+	int rfd = refusing_port(&refused);
+	CU_ASSERT_FATAL(rfd >= 0);
+	bad.sin_port = htons(refused);
 
 	/* addrinfo as getaddrinfo would give it: the refused address first. */
 	struct addrinfo second = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP,
@@ -156,6 +170,7 @@ static void test_refused_first_address_falls_back_to_the_next(void)
 
 	mqtt_client_free(c);
 	run_end(&r, timers, lfd);
+	close(rfd);
 }
 
 /* An MQTT 5 server whose CONNACK says Receive Maximum 2. */
