@@ -450,23 +450,28 @@ static void wait_compact(struct durable *d)
 	d->wait_len = k;
 }
 
+static int wait_grow(struct durable *d)
+{
+	size_t cap = d->wait_cap ? d->wait_cap * 2 : 64;
+	struct ack_owner **v = wisp_malloc(cap * sizeof *v);
+	if (!v)
+		return WISP_ENOMEM;
+	for (size_t i = 0; i < d->wait_len; i++)
+		v[i] = d->waiting[(d->wait_head + i) & (d->wait_cap - 1)];
+	wisp_free(d->waiting);
+	d->waiting = v;
+	d->wait_head = 0;
+	d->wait_cap = cap;
+	return 0;
+}
+
 int durable_wait(struct durable *d, struct conn *c)
 {
 	if (d->wait_len == d->wait_cap) {
 		if (d->wait_cap)
 			wait_compact(d);
-		if (d->wait_cap == 0 || d->wait_len >= d->wait_cap / 2) {
-			size_t cap = d->wait_cap ? d->wait_cap * 2 : 64;
-			struct ack_owner **v = wisp_malloc(cap * sizeof *v);
-			if (!v)
-				return WISP_ENOMEM;
-			for (size_t i = 0; i < d->wait_len; i++)
-				v[i] = d->waiting[(d->wait_head + i) & (d->wait_cap - 1)];
-			wisp_free(d->waiting);
-			d->waiting = v;
-			d->wait_head = 0;
-			d->wait_cap = cap;
-		}
+		if ((d->wait_cap == 0 || d->wait_len >= d->wait_cap / 2) && wait_grow(d) != 0)
+			return WISP_ENOMEM;
 	}
 	struct ack_owner *o = conn_ack_owner_ref(c);
 	if (!o)
