@@ -214,6 +214,10 @@ class ClusterNatsAuthTest(ClusterCase):
         # Broker.stop's bound.
         self.assertIsNotNone(n.wait_log(SELECTIVE, timeout=WAIT), "node %s never heard the cluster" % name)
         self.assertIsNotNone(n.wait_log("JetStream ready", timeout=WAIT), "node %s: JetStream never ready" % name)
+        # Its data connection (QoS 0 across nodes) authenticates and
+        # verifies as the others do.
+        self.assertIsNotNone(n.wait_log("NATS data connection up", timeout=WAIT),
+                             "node %s: its data connection never came up" % name)
         return n
 
     def assert_crosses(self, src="a", dst="b"):
@@ -228,6 +232,12 @@ class ClusterNatsAuthTest(ClusterCase):
         pub.publish("x/1", b"across", qos=1, pid=1)  # PUBACK: JetStream stored it
         p = sub.recv_publish(timeout=WAIT)
         self.assertEqual((p.topic, p.payload, p.qos), ("x/1", b"across", 1))
+        # QoS 0 crosses on src's data connection ("<node>-pub").
+        before = self.nats.in_msgs(src + "-pub")
+        pub.publish("x/2", b"at most once", qos=0)
+        p = sub.recv_publish(timeout=WAIT)
+        self.assertEqual((p.topic, p.payload, p.qos), ("x/2", b"at most once", 0))
+        self.assertEqual(self.nats.in_msgs(src + "-pub"), before + 1)
 
     def assert_refused_and_serving(self, name, reason):
         """The node says NATS refused it and why, and its local clients get
@@ -255,7 +265,7 @@ class ClusterNatsAuthTest(ClusterCase):
             self.join(name, cafile=self.ca, username="wisp", password=PASSWORD)
         self.assert_crosses()
         conns = self.nats.connections()
-        for conn in ("a", "a-share", "a-js", "b", "b-share", "b-js"):
+        for conn in ("a", "a-share", "a-js", "a-pub", "b", "b-share", "b-js", "b-pub"):
             self.assertIn(conn, conns, "no NATS connection named %s" % conn)
             self.assertTrue(conns[conn].get("tls_version"), "NATS connection %s is not TLS" % conn)
         self.assert_no_secret_logged(PASSWORD)

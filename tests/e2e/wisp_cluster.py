@@ -178,6 +178,17 @@ class Nats:
                             return c
         return None
 
+    def in_msgs(self, name):
+        """Messages the NATS connection called name published, or None
+        when there is none of that name."""
+        url = "http://127.0.0.1:%d/connz" % self.mport
+        with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as r:
+            data = json.load(r)
+        for c in data.get("connections", []):
+            if c.get("name") == name:
+                return c["in_msgs"]
+        return None
+
     def out_msgs(self, node):
         return self.connections()[node][1]
 

@@ -665,6 +665,7 @@ static void test_cluster_section(void)
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.retained_bucket, "wisp_retained");
 	CU_ASSERT_EQUAL(cfg->cluster.retained_replicas, 1);
 	CU_ASSERT_FALSE(cfg->cluster.send_asap); /* cnats batches: a write per millisecond, not per message */
+	CU_ASSERT_TRUE(cfg->cluster.data_connection);
 	CU_ASSERT_EQUAL(cfg->cluster.send_queue, 8192);
 	CU_ASSERT_EQUAL(cfg->cluster.send_queue_bytes, 16u << 20);
 	CU_ASSERT_EQUAL(cfg->cluster.write_deadline, 2000);
@@ -674,6 +675,7 @@ static void test_cluster_section(void)
 				  "\"node\": \"a\", \"subject_prefix\": \"\", \"inbound_queue\": 16, "
 				  "\"durable\": false, \"stream\": \"MQTT_Q\", \"outbound_queue\": 100, \"duplicate_window\": 3600, "
 				  "\"retained_bucket\": \"R-1_x\", \"retained_replicas\": 3, \"send_asap\": true, "
+				  "\"data_connection\": false, "
 				  "\"send_queue\": 16, \"send_queue_bytes\": 65536, \"write_deadline\": 10, "
 				  "\"ping_interval\": 3600}}";
 	CU_ASSERT_EQUAL_FATAL(config_parse(two, sizeof two - 1, "t.json", &cfg, err, sizeof err), 0);
@@ -688,6 +690,7 @@ static void test_cluster_section(void)
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.retained_bucket, "R-1_x");
 	CU_ASSERT_EQUAL(cfg->cluster.retained_replicas, 3);
 	CU_ASSERT_TRUE(cfg->cluster.send_asap);
+	CU_ASSERT_FALSE(cfg->cluster.data_connection);
 	CU_ASSERT_EQUAL(cfg->cluster.send_queue, 16);
 	CU_ASSERT_EQUAL(cfg->cluster.send_queue_bytes, 65536);
 	CU_ASSERT_EQUAL(cfg->cluster.write_deadline, 10);

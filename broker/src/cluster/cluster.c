@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <mbedtls/base64.h>
 #include <nats/nats.h>
 
 #include "alloc.h"
@@ -61,6 +62,7 @@
 #include "link.h"
 #include "log.h"
 #include "nats_auth.h"
+#include "nats_writer.h"
 #include "presence.h"
 #include "retained_kv.h"
 #include "retire.h"
@@ -99,7 +101,7 @@ _Static_assert((EV_OWN & (GROUPS_EVS | RETAINED_KV_EVENT)) == 0 && (GROUPS_EVS &
 #define NATS_HEADERS_MAX                                                                                     \
 	(12       /* "NATS/1.0\r\n", and the "\r\n" that ends the headers */                                \
 	 + 13     /* "Wisp-Node: " <node> "\r\n" */                                                         \
-	 + 49     /* "Wisp-Seq: " <run, 16> "-" <20 digits> "\r\n" */                                       \
+	 + 50     /* "Wisp-Seq: " <run, 16> ["d"] "-" <20 digits> "\r\n" */                                 \
 	 + 13 + 16 /* "Wisp-QoS: 1\r\n", "Wisp-Retain: 1\r\n" */                                          \
 	 + 36     /* "Wisp-Expires: " <20 digits> "\r\n" */                                                 \
 	 + 54     /* "Nats-Msg-Id: " <node> "-" <run, 16> "-f" <20 digits> "\r\n" (a core copy: none, */    \
@@ -185,6 +187,15 @@ struct cluster {
 	struct nats_signer *signer; /* NKey of every connection (nats_auth.h); NULL: none */
 	struct sender *sender;   /* publishes the data messages off the loop thread (sender.h) */
 	struct sender *share_sender; /* the same for '<node>-share': claims, handovers, answers, figures */
+	/* The at-most-once messages' own connection (nats_writer.h; NULL:
+	 * cluster.data_connection off), numbered apart: "<run>d-<n>", so
+	 * its copies and cnats's never look like each other's repeats. */
+	struct nats_writer *writer;
+	bool via_writer;          /* the messages go through it now (writer_takes) */
+	uint64_t direct_seq;      /* of the last one it took */
+	uint64_t writer_lost_seen; /* nats_writer_lost() already counted */
+	char *hdr;                /* its header block scratch */
+	size_t hdr_cap;
 	uint64_t send_failed_seen; /* sender_failed() already counted */
 	uint64_t sender_too_large_seen; /* sender_too_large() already counted */
 	uint64_t sub_failed_seen; /* sender_sub_failed() already logged */
@@ -559,6 +570,89 @@ static int publish_core(struct cluster *c, const struct msg *m, natsMsg *nm)
 	return WISP_EAGAIN;
 }
 
+/*
+ * Whether the data connection takes the core messages now. While it is
+ * down they go through cnats (the sender's ring, cnats's own buffer while
+ * it reconnects); once it is up they switch to it only when cnats is
+ * connected and the ring is empty, so one publisher's messages do not
+ * overtake their elder ones still on their way through cnats (but for
+ * those in cnats's write buffer at that instant, written within its
+ * flusher's millisecond). Back to cnats at once when it is lost.
+ */
+static bool writer_takes(struct cluster *c)
+{
+	if (!nats_writer_up(c->writer))
+		return c->via_writer = false;
+	if (!c->via_writer && c->b->stats.cluster.connected && sender_queued(c->sender) == 0)
+		c->via_writer = true;
+	return c->via_writer;
+}
+
+static void too_large(struct cluster *c, uint64_t n, uint64_t bytes, int64_t limit);
+
+static bool hdr_room(struct cluster *c, size_t need)
+{
+	if (need <= c->hdr_cap)
+		return true;
+	char *p = wisp_realloc(c->hdr, need);
+	if (!p)
+		return false;
+	c->hdr = p;
+	c->hdr_cap = need;
+	return true;
+}
+
+/* m as an HPUB on the data connection: the headers make_nats_msg sets,
+ * formatted here. 0, WISP_EAGAIN (its buffer is full: dropped, logged
+ * once per episode), WISP_ELIMIT (over its server's max_payload: counted
+ * as too large), WISP_ENOMEM. */
+static int publish_direct(struct cluster *c, const struct msg *m, bool groups_here)
+{
+	ssize_t n = subject_from_topic(c->prefix, msg_topic(m), m->topic_len, c->buf, c->buf_cap);
+	if (n < 0)
+		return (int)n;
+	size_t b64 = m->props_len ? 4 * ((m->props_len + 2) / 3) + 1 : 0;
+	if (!hdr_room(c, c->nats_headers_max + b64 + 32))
+		return WISP_ENOMEM;
+	char *h = c->hdr;
+	size_t len = (size_t)snprintf(h, c->hdr_cap, "NATS/1.0\r\nWisp-Node: %s\r\nWisp-Seq: %sd-%llu\r\n", c->node,
+				      c->run, (unsigned long long)++c->direct_seq);
+	if (m->qos)
+		len += (size_t)snprintf(h + len, c->hdr_cap - len, "Wisp-QoS: %u\r\n", (unsigned)m->qos);
+	if (m->retain)
+		len += (size_t)snprintf(h + len, c->hdr_cap - len, "Wisp-Retain: 1\r\n");
+	if (m->expires_at)
+		len += (size_t)snprintf(h + len, c->hdr_cap - len, "Wisp-Expiry: %u\r\n",
+					msg_expiry_left(m, loop_now_s(c->b->loop)));
+	if (m->props_len) {
+		size_t olen = 0;
+		len += (size_t)snprintf(h + len, c->hdr_cap - len, "Wisp-Props: ");
+		if (mbedtls_base64_encode((unsigned char *)h + len, c->hdr_cap - len, &olen, msg_props(m),
+					  m->props_len) != 0)
+			return WISP_ENOMEM;
+		len += olen;
+		len += (size_t)snprintf(h + len, c->hdr_cap - len, "\r\n");
+	}
+	if (groups_here)
+		len += (size_t)snprintf(h + len, c->hdr_cap - len, "Wisp-Groups-Served: 1\r\n");
+	len += (size_t)snprintf(h + len, c->hdr_cap - len, "\r\n");
+	int rc = nats_writer_publish(c->writer, c->buf, (size_t)n, h, len, msg_payload(m), m->payload_len);
+	if (rc == 0) {
+		if (c->send_drop_logged && nats_writer_buffered(c->writer) <= c->b->cfg->cluster.send_queue_bytes / 2)
+			c->send_drop_logged = false; /* the episode ends once the buffer drains */
+	} else if (rc == WISP_EAGAIN) {
+		if (!c->send_drop_logged)
+			log_msg(LOG_WARNING, "cluster", "dropping QoS 0 messages for NATS: the data connection's buffer "
+				"is full (cluster.send_queue %u messages or send_queue_bytes %llu), NATS is not reading "
+				"them; counted in $SYS/broker/cluster/messages/send_dropped",
+				c->b->cfg->cluster.send_queue, (unsigned long long)c->b->cfg->cluster.send_queue_bytes);
+		c->send_drop_logged = true;
+	} else if (rc == WISP_ELIMIT) {
+		too_large(c, 1, len + m->payload_len, nats_writer_max_payload(c->writer));
+	}
+	return rc;
+}
+
 /* *to_stream: m went to the stream (now or, kept in the forwarding queue,
  * later), whose groups' consumers serve the shared groups. groups_here:
  * a core copy's shared groups are served on this node (NATS is away):
@@ -586,6 +680,8 @@ static int send_to_nats(struct cluster *c, const struct msg *m, bool *to_stream,
 		}
 		natsMsg_Destroy(nm);
 	}
+	if (writer_takes(c))
+		return publish_direct(c, m, groups_here);
 	int rc = make_nats_msg(c, m, c->prefix, NULL, &nm);
 	if (rc == 0 && groups_here && natsMsgHeader_Set(nm, "Wisp-Groups-Served", "1") != NATS_OK) {
 		natsMsg_Destroy(nm);
@@ -665,6 +761,11 @@ static void count_send_failures(struct cluster *c)
 	if (failed != c->send_failed_seen) {
 		c->b->stats.cluster.send_failed += failed - c->send_failed_seen;
 		c->send_failed_seen = failed;
+	}
+	uint64_t lost = c->writer ? nats_writer_lost(c->writer) : 0;
+	if (lost != c->writer_lost_seen) {
+		c->b->stats.cluster.send_failed += lost - c->writer_lost_seen;
+		c->writer_lost_seen = lost;
 	}
 	uint64_t big = sender_too_large(c->sender);
 	if (big != c->sender_too_large_seen) {
@@ -759,7 +860,7 @@ static size_t cluster_publish(struct router *r, struct msg *m, const struct topi
 			count_send_failures(c);
 		} else if (rc == WISP_EAGAIN) {
 			c->b->stats.cluster.send_dropped++;
-		} else {
+		} else if (rc != WISP_ELIMIT) { /* too large: counted as such */
 			c->b->stats.cluster.send_failed++;
 		}
 		if (m->retain && !big)
@@ -1509,6 +1610,15 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		goto fail;
 	char urls[512];
 	nats_urls_redacted(cfg->nats, urls, sizeof urls);
+	if (cfg->data_connection) {
+		char name[300];
+		snprintf(name, sizeof name, "%s-pub", c->node);
+		int wrc = nats_writer_start(&c->writer, b->loop, b->bg, cfg, c->signer, name, err, errlen);
+		if (wrc == WISP_ENOMEM)
+			goto nomem;
+		if (wrc != 0)
+			goto fail;
+	}
 	/* A first try that gives up, only to log why NATS refused (TLS,
 	 * credentials): a connect that retries in the background keeps the
 	 * reason to itself. A failed try calls none of the callbacks. */
@@ -1629,6 +1739,8 @@ void cluster_stop(struct cluster *c)
 	 * The filters' subscriptions it made come to the retired list. */
 	sender_stop(c->sender, &c->retired.list);
 	c->sender = NULL;
+	nats_writer_stop(c->writer);
+	c->writer = NULL;
 	if (loop_timer_armed(&c->rejoin_timer))
 		loop_timer_stop(b->loop, &c->rejoin_timer);
 	if (loop_timer_armed(&c->drops_timer))
@@ -1685,6 +1797,7 @@ void cluster_stop(struct cluster *c)
 	wisp_free(c->buckets);
 	wisp_free(c->by_tag);
 	wisp_free(c->buf);
+	wisp_free(c->hdr);
 	wisp_free(c->node);
 	wisp_free(c->prefix);
 	wisp_free(c);

@@ -194,6 +194,8 @@ static natsStatus sign_nonce(char **err_txt, unsigned char **sig, int *sig_len, 
 	return NATS_OK;
 }
 
+const char *nats_signer_jwt(const struct nats_signer *s) { return s->jwt; }
+
 static natsStatus user_jwt(char **jwt, char **err_txt, void *closure)
 {
 	(void)err_txt;

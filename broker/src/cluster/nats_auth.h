@@ -38,6 +38,8 @@ int nats_signer_load(const struct config_cluster *cfg, struct nats_signer **out,
 /* The Ed25519 signature of nonce, as nats-server checks it. Any thread.
  * 0 or WISP_EIO. */
 int nats_signer_sign(const struct nats_signer *s, const char *nonce, unsigned char sig[64]);
+/* The credentials file's user JWT; NULL for an nkey_seed. */
+const char *nats_signer_jwt(const struct nats_signer *s);
 /* After every connection using it is closed (nats_CloseAndWait). NULL: no-op. */
 void nats_signer_free(struct nats_signer *s);
 

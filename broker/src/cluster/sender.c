@@ -362,6 +362,14 @@ uint64_t sender_too_large(const struct sender *s)
 
 size_t sender_cap(const struct sender *s) { return s->cap; }
 
+size_t sender_queued(struct sender *s)
+{
+	pthread_mutex_lock(&s->mu);
+	size_t n = s->len;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
 uint64_t sender_max_bytes(const struct sender *s) { return s->max_bytes; }
 
 struct sender_sub *sender_subscribe(struct sender *s, natsConnection *nc, const char *subject, const char *queue,

@@ -142,6 +142,8 @@ uint64_t sender_failed(const struct sender *s);
  * sender_failed): the loop checks first (cluster.c), so only a server
  * whose max_payload shrank since the check. Any thread. */
 uint64_t sender_too_large(const struct sender *s);
+/* The data messages in the ring now. Any thread. */
+size_t sender_queued(struct sender *s);
 /* The ring's capacity in messages and bytes, for logs. */
 size_t sender_cap(const struct sender *s);
 uint64_t sender_max_bytes(const struct sender *s);

@@ -155,6 +155,7 @@ struct config_cluster {
 	uint32_t retained_replicas; /* its replicas; default 1 */
 	bool interest;          /* send to NATS only what another node wants; default true */
 	bool send_asap;         /* write each NATS publish at once (cnats sendAsap); default false */
+	bool data_connection;   /* at-most-once messages through the loop's own NATS connection; default true */
 	uint32_t send_queue;    /* wanted QoS 0 messages waiting for the NATS sender thread; default 8192 */
 	uint64_t send_queue_bytes; /* their bytes; default 16 MiB */
 	uint32_t write_deadline; /* ms a write to NATS may wait for the server to read; default 2000 */

@@ -1,0 +1,80 @@
+/*
+ * The node's data connection: a NATS connection of its own ('<node>-pub')
+ * that the loop thread writes, for the messages that cross the cluster at
+ * most once (QoS 0, and QoS 1/2 without a JetStream ticket: cluster.c's
+ * core publishes).
+ *
+ * Through cnats, each such message was a natsMsg with a header map, handed
+ * to the sender thread (sender.h), written there under the connection's
+ * lock and freed by cnats's garbage collector thread: three threads and a
+ * handful of allocations per message, most of a cross-node message's
+ * broker CPU. Here the loop formats the HPUB straight into one buffer and
+ * writes it once per loop turn, as it writes to its clients
+ * (docs/bench/results-2026-12-02-issue16-loop-writer.md measured it).
+ * cnats keeps everything else: subscriptions, JetStream, the control
+ * messages. The connection subscribes to nothing.
+ *
+ * What cnats did for the connection is done here, non-blocking on the loop:
+ * the URL list tried in turn with a backoff (client/connector.h, names
+ * resolved off the loop), TLS after the server's plain INFO (net/tls.h),
+ * the credentials (user and password or token, in the configuration or
+ * the URL; an NKey or a credentials file, signing the server's nonce with
+ * nats_auth.h's signer), the server's max_payload, PINGs every
+ * cluster.ping_interval (two unanswered: lost), and
+ * cluster.write_deadline (a buffer that has not moved for that long: lost).
+ *
+ * Bounded: the buffer holds at most cluster.send_queue_bytes of messages;
+ * past it a publish is refused (the caller drops and counts it, as it did
+ * for the sender's full ring). A connection lost with messages in the
+ * buffer loses them (at most once, counted: nats_writer_lost). While the
+ * connection is not up, nats_writer_up is false and the caller publishes
+ * through cnats as before, so a server that refuses this connection (or a
+ * proxy that cannot carry it) costs speed, not messages.
+ *
+ * Single-threaded: the loop thread only.
+ */
+#ifndef WISP_CLUSTER_NATS_WRITER_H
+#define WISP_CLUSTER_NATS_WRITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct bg;
+struct loop;
+struct nats_signer;
+struct nats_writer;
+
+/* Starts connecting (the outcome is logged). cfg, signer (NULL: none) and
+ * bg are borrowed until nats_writer_stop. name: the connection's name for
+ * the server's monitoring (copied). 0, or WISP_ENOMEM, or WISP_ECONFIG
+ * with "cluster.<key>: <reason>" in err (a TLS file it cannot read). */
+int nats_writer_start(struct nats_writer **out, struct loop *l, struct bg *bg, const struct config_cluster *cfg,
+		      const struct nats_signer *signer, const char *name, char *err, size_t errlen);
+/* Writes what the buffer holds if the socket takes it now (never waits),
+ * and closes. NULL: no-op. */
+void nats_writer_stop(struct nats_writer *w);
+
+/* Connected, the CONNECT answered: publishes are taken. */
+bool nats_writer_up(const struct nats_writer *w);
+/* The server's max_payload (0 while not up). */
+int64_t nats_writer_max_payload(const struct nats_writer *w);
+
+/* Queues HPUB subject with hdr (the whole header block, "NATS/1.0\r\n"
+ * to its closing "\r\n") and payload, written by the end of the loop
+ * turn. 0; WISP_EAGAIN: the buffer is full (or the connection is not up),
+ * nothing queued; WISP_ELIMIT: over the server's max_payload, nothing
+ * queued. */
+int nats_writer_publish(struct nats_writer *w, const char *subject, size_t subject_len, const char *hdr,
+			size_t hdr_len, const void *payload, size_t payload_len);
+
+/* Messages queued and lost with a connection (their bytes were in the
+ * buffer, not wholly written, when it was lost), so far. */
+uint64_t nats_writer_lost(const struct nats_writer *w);
+/* Messages written, so far; bytes now in the buffer. */
+uint64_t nats_writer_sent(const struct nats_writer *w);
+size_t nats_writer_buffered(const struct nats_writer *w);
+
+#endif

@@ -1,0 +1,340 @@
+/*
+ * The node's data connection (broker/src/cluster/nats_writer.h) against a
+ * scripted NATS server on loopback, one step at a time: the loop runs
+ * until what the step waits for happened (or a bound passed), then the
+ * test plays the server. What it checks: the handshake (INFO, CONNECT with
+ * its flags and PING, the PONG that makes it up), the exact HPUB bytes,
+ * max_payload, PING answered, a refused publish counted and not fatal; the
+ * buffer's bounds (messages and bytes) refusing, never growing, and every
+ * message accepted either written or counted lost when the connection
+ * goes; a refused CONNECT, a server that is not NATS and unanswered PINGs
+ * each end the connection, and it is made again.
+ */
+#include <CUnit/CUnit.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "err.h"
+#include "loop.h"
+#include "mtimer.h"
+#include "nats_writer.h"
+#include "unit_main.h"
+
+#define STEP_MS 5000 /* the bound on any one step (a hang fails, not a slow machine) */
+
+static struct loop *L;
+static struct mtimers *T;
+static struct mtimer tick;
+static struct nats_writer *W;
+static int lfd = -1, cfd = -1;
+static uint16_t port;
+static char url[64];
+static struct config_cluster cfg;
+static bool (*want)(void);
+static uint64_t until;
+
+static void on_tick(struct mtimer *t, void *ud)
+{
+	(void)ud;
+	if (want() || mtimer_now_ms() > until)
+		loop_stop(L);
+	else
+		mtimer_start(T, t, 2);
+}
+
+/* Runs the loop until pred() holds, STEP_MS at most: whether it held. */
+static bool run_until(bool (*pred)(void))
+{
+	want = pred;
+	until = mtimer_now_ms() + STEP_MS;
+	mtimer_start(T, &tick, 0);
+	loop_run(L);
+	mtimer_stop(T, &tick);
+	return pred();
+}
+
+static bool never(void) { return false; }
+static void run_ms(unsigned ms)
+{
+	want = never;
+	until = mtimer_now_ms() + ms;
+	mtimer_start(T, &tick, 0);
+	loop_run(L);
+	mtimer_stop(T, &tick);
+}
+
+static bool readable(void)
+{
+	struct pollfd p = {cfd, POLLIN, 0};
+	return poll(&p, 1, 0) == 1;
+}
+static bool up(void) { return nats_writer_up(W); }
+static bool down(void) { return !nats_writer_up(W); }
+static bool pending_accept(void)
+{
+	struct pollfd p = {lfd, POLLIN, 0};
+	return poll(&p, 1, 0) == 1;
+}
+
+static void serve(void)
+{
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof a;
+	CU_ASSERT_FATAL(lfd >= 0 && bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 && listen(lfd, 8) == 0 &&
+			getsockname(lfd, (struct sockaddr *)&a, &alen) == 0);
+	port = ntohs(a.sin_port);
+	snprintf(url, sizeof url, "nats://127.0.0.1:%u", (unsigned)port);
+	memset(&cfg, 0, sizeof cfg);
+	cfg.nats = url;
+	cfg.send_queue = 16;
+	cfg.send_queue_bytes = 65536;
+	cfg.write_deadline = 2000;
+	cfg.ping_interval = 5;
+	cfg.connect_timeout = 2;
+	L = loop_new();
+	T = mtimers_new(L);
+	CU_ASSERT_FATAL(L && T);
+	mtimer_init(&tick, on_tick, NULL);
+}
+
+static void unserve(void)
+{
+	nats_writer_stop(W);
+	W = NULL;
+	if (cfd >= 0)
+		close(cfd);
+	close(lfd);
+	cfd = lfd = -1;
+	mtimers_free(T);
+	loop_free(L);
+}
+
+static void start_writer(void)
+{
+	char err[256];
+	CU_ASSERT_EQUAL_FATAL(nats_writer_start(&W, L, NULL, &cfg, NULL, "t-pub", err, sizeof err), 0);
+}
+
+/* The writer's next connection, accepted. */
+static void accept_next(void)
+{
+	if (cfd >= 0)
+		close(cfd);
+	CU_ASSERT_FATAL(run_until(pending_accept));
+	cfd = accept(lfd, NULL, NULL);
+	CU_ASSERT_FATAL(cfd >= 0);
+	/* Each line the test writes goes at once (Nagle would hold one
+	 * behind the writer's delayed ACK, past a step's few milliseconds). */
+	int one = 1;
+	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+static void say(const char *s) { CU_ASSERT_EQUAL_FATAL(write(cfd, s, strlen(s)), (ssize_t)strlen(s)); }
+
+/* What the writer wrote by now, after the loop ran until it wrote. */
+static size_t hear(char *buf, size_t cap)
+{
+	CU_ASSERT_FATAL(run_until(readable));
+	run_ms(20); /* the rest of what it writes in one go */
+	ssize_t n = recv(cfd, buf, cap - 1, MSG_DONTWAIT);
+	CU_ASSERT_FATAL(n > 0);
+	buf[n] = '\0';
+	return (size_t)n;
+}
+
+static const char INFO[] = "INFO {\"server_id\":\"X\",\"version\":\"2.9.10\",\"proto\":1,\"headers\":true,"
+			   "\"max_payload\":100} \r\n";
+
+/* Accepts the writer's connection and answers its CONNECT: it is up. */
+static void handshake(void)
+{
+	accept_next();
+	say(INFO);
+	char buf[2048];
+	hear(buf, sizeof buf);
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\r\nPING\r\n"));
+	say("PONG\r\n");
+	CU_ASSERT_FATAL(run_until(up));
+}
+
+static void test_handshake_and_hpub(void)
+{
+	serve();
+	start_writer();
+	CU_ASSERT_FALSE(nats_writer_up(W));
+	CU_ASSERT_EQUAL(nats_writer_publish(W, "a", 1, "NATS/1.0\r\n\r\n", 12, "x", 1), WISP_EAGAIN); /* not up */
+	accept_next();
+	say(INFO);
+	char buf[4096];
+	hear(buf, sizeof buf);
+	CU_ASSERT_EQUAL(strncmp(buf, "CONNECT {", 9), 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"verbose\":false"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"headers\":true"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"echo\":false"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"name\":\"t-pub\""));
+	CU_ASSERT_PTR_NULL(strstr(buf, "\"user\""));
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "}\r\nPING\r\n"));
+	CU_ASSERT_FALSE(nats_writer_up(W)); /* until the PONG */
+	say("PONG\r\n");
+	CU_ASSERT_FATAL(run_until(up));
+	CU_ASSERT_EQUAL(nats_writer_max_payload(W), 100);
+
+	static const char hdr[] = "NATS/1.0\r\nWisp-Node: a\r\n\r\n";
+	CU_ASSERT_EQUAL(nats_writer_publish(W, "wisp.t", 6, hdr, sizeof hdr - 1, "hi", 2), 0);
+	size_t n = hear(buf, sizeof buf);
+	static const char want_bytes[] = "HPUB wisp.t 26 28\r\nNATS/1.0\r\nWisp-Node: a\r\n\r\nhi\r\n";
+	CU_ASSERT_EQUAL(n, sizeof want_bytes - 1);
+	CU_ASSERT_STRING_EQUAL(buf, want_bytes);
+	CU_ASSERT_EQUAL(nats_writer_sent(W), 1);
+
+	/* max_payload counts the headers and the payload. */
+	char big[80] = {0};
+	CU_ASSERT_EQUAL(nats_writer_publish(W, "wisp.t", 6, hdr, sizeof hdr - 1, big, sizeof big), WISP_ELIMIT);
+	CU_ASSERT_EQUAL(nats_writer_publish(W, "wisp.t", 6, hdr, sizeof hdr - 1, big, 100 - (sizeof hdr - 1)), 0);
+	hear(buf, sizeof buf);
+	/* A larger max_payload in a later INFO is taken. */
+	say("INFO {\"max_payload\":1000}\r\nPING\r\n");
+	n = hear(buf, sizeof buf);
+	CU_ASSERT_STRING_EQUAL(buf, "PONG\r\n");
+	CU_ASSERT_EQUAL(nats_writer_max_payload(W), 1000);
+
+	/* A refused publish: counted lost, the connection stays. */
+	say("-ERR 'Permissions Violation for Publish to \"wisp.t\"'\r\n");
+	run_ms(50);
+	CU_ASSERT_TRUE(nats_writer_up(W));
+	CU_ASSERT_EQUAL(nats_writer_lost(W), 1);
+	CU_ASSERT_EQUAL(nats_writer_sent(W), 2);
+	unserve();
+}
+
+static void test_bounds_and_loss(void)
+{
+	serve();
+	/* The server reads nothing from here on: the kernel's buffers fill,
+	 * then the writer's, which refuses past send_queue_bytes. */
+	int small = 4096;
+	setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+	start_writer();
+	handshake();
+	say("INFO {\"max_payload\":8000}\r\n");
+	run_ms(20);
+	static const char hdr[] = "NATS/1.0\r\n\r\n";
+	static char payload[4000];
+	uint64_t accepted = 0;
+	bool full = false;
+	/* At most 40 MB offered: far past what loopback's buffers hold. */
+	for (int round = 0; round < 10000 && !full; round++) {
+		int rc = nats_writer_publish(W, "s", 1, hdr, sizeof hdr - 1, payload, sizeof payload);
+		if (rc == 0) {
+			accepted++;
+			continue;
+		}
+		CU_ASSERT_EQUAL_FATAL(rc, WISP_EAGAIN);
+		CU_ASSERT(nats_writer_buffered(W) <= 65536 + 4096);
+		size_t before = nats_writer_buffered(W);
+		run_ms(10);
+		full = nats_writer_buffered(W) == before; /* nothing moved: the socket is full */
+	}
+	CU_ASSERT_FATAL(full);
+	CU_ASSERT(nats_writer_buffered(W) > 0);
+	/* 16 messages at most wait in the buffer (send_queue). */
+	CU_ASSERT(nats_writer_buffered(W) <= 16 * (sizeof payload + 40));
+	/* The server goes: what was not wholly written is lost, counted;
+	 * everything else was written. */
+	close(cfd);
+	cfd = -1;
+	CU_ASSERT_FATAL(run_until(down));
+	CU_ASSERT(nats_writer_lost(W) > 0);
+	CU_ASSERT_EQUAL(nats_writer_sent(W) + nats_writer_lost(W), accepted);
+	CU_ASSERT_EQUAL(nats_writer_buffered(W), 0);
+	/* It is made again on its own. */
+	handshake();
+	unserve();
+}
+
+/* The writer closed the connection (what it wrote before is read and
+ * dropped on the way). */
+static bool eof(void)
+{
+	char buf[4096];
+	ssize_t n;
+	while ((n = recv(cfd, buf, sizeof buf, MSG_DONTWAIT)) > 0)
+		;
+	return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+static void test_refusals_end_it_and_it_is_made_again(void)
+{
+	serve();
+	start_writer();
+	/* Credentials refused: the server's -ERR after CONNECT. */
+	accept_next();
+	say(INFO);
+	char buf[2048];
+	hear(buf, sizeof buf);
+	say("-ERR 'Authorization Violation'\r\nPONG\r\n");
+	CU_ASSERT(run_until(eof));
+	CU_ASSERT_FALSE(nats_writer_up(W));
+	/* Not a NATS server. */
+	accept_next();
+	say("HTTP/1.1 400 Bad Request\r\n\r\n");
+	CU_ASSERT(run_until(eof));
+	/* A malformed INFO. */
+	accept_next();
+	say("INFO {\"max_payload\":\"many\"}\r\n");
+	CU_ASSERT(run_until(eof));
+	/* No headers (a server older than 2.2). */
+	accept_next();
+	say("INFO {\"max_payload\":100}\r\n");
+	CU_ASSERT(run_until(eof));
+	CU_ASSERT_FALSE(nats_writer_up(W));
+	/* A line that never ends is not kept past its bound. */
+	accept_next();
+	static char junk[70000];
+	memset(junk, 'A', sizeof junk);
+	CU_ASSERT_EQUAL(send(cfd, junk, sizeof junk, 0), (ssize_t)sizeof junk);
+	CU_ASSERT(run_until(eof));
+	handshake();
+	unserve();
+}
+
+static void test_unanswered_pings_end_it(void)
+{
+	serve();
+	cfg.ping_interval = 1;
+	start_writer();
+	handshake();
+	char buf[256];
+	hear(buf, sizeof buf);
+	CU_ASSERT_STRING_EQUAL(buf, "PING\r\n");
+	/* Unanswered: a second PING, then the connection is given up. */
+	CU_ASSERT(run_until(eof));
+	CU_ASSERT_FALSE(nats_writer_up(W));
+	unserve();
+}
+
+static CU_TestInfo tests[] = {
+	{"handshake, HPUB bytes, max_payload, PING, a refused publish", test_handshake_and_hpub},
+	{"bounded buffer; written or counted lost", test_bounds_and_loss},
+	{"refused CONNECT, not NATS, bad INFO, endless line: made again", test_refusals_end_it_and_it_is_made_again},
+	{"unanswered PINGs end it", test_unanswered_pings_end_it},
+	CU_TEST_INFO_NULL,
+};
+
+static CU_SuiteInfo suites[] = {
+	{"cluster_nats_writer", NULL, NULL, NULL, NULL, tests},
+	CU_SUITE_INFO_NULL,
+};
+
+int main(void)
+{
+	return unit_run(suites);
+}
