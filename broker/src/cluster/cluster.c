@@ -211,7 +211,10 @@ struct cluster {
 	uint64_t nats_headers_max;
 	int64_t too_large_said;   /* the max_payload the last too-large line named: once per value */
 	int64_t max_payload_said; /* the max_payload the connect NOTICE looked at */
-	bool send_drop_logged;   /* this overflow episode of the sender's ring is logged */
+	/* The loop ms of the last QoS 0 message dropped for a full send
+	 * queue (0: none yet): an episode is drops less than
+	 * SEND_DROP_EPISODE_MS apart, logged once. */
+	uint64_t send_drop_at;
 	bool pending_drops;      /* cnats dropped messages lately: counted again each second */
 	struct loop_timer drops_timer;
 	bool subs_deferred;      /* a SUB waits for the main connection (nats_subscribe) */
@@ -547,6 +550,24 @@ static int make_nats_msg(struct cluster *c, const struct msg *m, const char *pre
 	return 0;
 }
 
+/* A publisher faster than NATS takes its messages fills the queue again
+ * as soon as it has room, many times a second: one line per episode, an
+ * episode ending after this long without a drop. */
+#define SEND_DROP_EPISODE_MS 10000u
+
+/* A QoS 0 message dropped for a full send queue: the caller counts it. */
+static void send_dropped(struct cluster *c, const char *where)
+{
+	uint64_t now = loop_now_ms(c->b->loop);
+	if (!c->send_drop_at || now - c->send_drop_at >= SEND_DROP_EPISODE_MS)
+		log_msg(LOG_WARNING, "cluster", "dropping QoS 0 messages for NATS: %s (cluster.send_queue %u messages, "
+			"send_queue_bytes %llu), NATS is not taking them as fast; counted in "
+			"$SYS/broker/cluster/messages/send_dropped (said once per episode: until %u s without one)",
+			where, c->b->cfg->cluster.send_queue, (unsigned long long)c->b->cfg->cluster.send_queue_bytes,
+			SEND_DROP_EPISODE_MS / 1000);
+	c->send_drop_at = now ? now : 1;
+}
+
 /* Hands nm (m's core NATS message) to the sender thread, which owns it
  * from then on. WISP_EAGAIN: its ring is full (NATS is not taking what it
  * is given), nm destroyed: the message is dropped, at most once. */
@@ -556,17 +577,10 @@ static int publish_core(struct cluster *c, const struct msg *m, natsMsg *nm)
 	 * (subject and Wisp headers around it), the properties. */
 	size_t bytes = m->payload_len + 2u * m->topic_len + m->props_len + 128;
 	size_t fill = 0;
-	if (sender_push(c->sender, c->nc, nm, bytes, &fill)) {
-		if (c->send_drop_logged && fill <= sender_cap(c->sender) / 2)
-			c->send_drop_logged = false; /* the episode ends once the ring drains */
+	if (sender_push(c->sender, c->nc, nm, bytes, &fill))
 		return 0;
-	}
 	natsMsg_Destroy(nm);
-	if (!c->send_drop_logged)
-		log_msg(LOG_WARNING, "cluster", "dropping QoS 0 messages for NATS: cluster.send_queue full (%zu messages, "
-			"%llu bytes), NATS is not taking them; counted in $SYS/broker/cluster/messages/send_dropped",
-			sender_cap(c->sender), (unsigned long long)sender_max_bytes(c->sender));
-	c->send_drop_logged = true;
+	send_dropped(c, "cluster.send_queue full");
 	return WISP_EAGAIN;
 }
 
@@ -637,19 +651,10 @@ static int publish_direct(struct cluster *c, const struct msg *m, bool groups_he
 		len += (size_t)snprintf(h + len, c->hdr_cap - len, "Wisp-Groups-Served: 1\r\n");
 	len += (size_t)snprintf(h + len, c->hdr_cap - len, "\r\n");
 	int rc = nats_writer_publish(c->writer, c->buf, (size_t)n, h, len, msg_payload(m), m->payload_len);
-	if (rc == 0) {
-		if (c->send_drop_logged && nats_writer_buffered(c->writer) <= c->b->cfg->cluster.send_queue_bytes / 2)
-			c->send_drop_logged = false; /* the episode ends once the buffer drains */
-	} else if (rc == WISP_EAGAIN) {
-		if (!c->send_drop_logged)
-			log_msg(LOG_WARNING, "cluster", "dropping QoS 0 messages for NATS: the data connection's buffer "
-				"is full (cluster.send_queue %u messages or send_queue_bytes %llu), NATS is not reading "
-				"them; counted in $SYS/broker/cluster/messages/send_dropped",
-				c->b->cfg->cluster.send_queue, (unsigned long long)c->b->cfg->cluster.send_queue_bytes);
-		c->send_drop_logged = true;
-	} else if (rc == WISP_ELIMIT) {
+	if (rc == WISP_EAGAIN)
+		send_dropped(c, "the data connection's buffer is full");
+	else if (rc == WISP_ELIMIT)
 		too_large(c, 1, len + m->payload_len, nats_writer_max_payload(c->writer));
-	}
 	return rc;
 }
 
