@@ -4,6 +4,7 @@
 #
 #   bench/cluster.sh [--reps N] [--duration S] [--pairs N] [--out DIR]
 #                    [--rows REGEX] [--wisp PATH] [--bench PATH] [--nats PATH]
+#                    [--cluster-keys '"key": value, ...']
 #
 # Rows (each repeated N times, default 3; the median is reported):
 #   pairs q0/q1, "alone":  one node without a cluster section (no NATS hop)
@@ -16,6 +17,8 @@
 #   pairs q0/q1, "2 nodes": half the pairs cross nodes (wisp_bench --port2);
 #                          "2nodes-sendall" with "interest": false
 # --rows: only the rows whose id matches REGEX (grep -E).
+# --cluster-keys: more keys of every node's cluster section, for an A/B of
+#   one setting in one binary (e.g. '"data_connection": false').
 #   latency q0/q1 at --rate 10000 on two nodes: subscribers on the same node
 #                          as the publishers, then on the other node
 # QoS 1 runs use the nodes' default `durable: true` (JetStream stream).
@@ -31,7 +34,7 @@
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
-REPS=3 DURATION=5 PAIRS=20 OUT="" ROWS="" WISP="" BENCH="" NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
+REPS=3 CLUSTER_KEYS="" DURATION=5 PAIRS=20 OUT="" ROWS="" WISP="" BENCH="" NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--reps) REPS=$2; shift ;;
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
 	--wisp) WISP=$2; shift ;;
 	--bench) BENCH=$2; shift ;;
 	--nats) NATS=$2; shift ;;
+	--cluster-keys) CLUSTER_KEYS=", $2"; shift ;;
 	-h|--help) sed -n '2,25p' "$0"; exit 0 ;;
 	*) echo "cluster.sh: unknown option $1" >&2; exit 2 ;;
 	esac
@@ -104,7 +108,7 @@ start_node() { # name cluster(0|1) interest(true|false)
 	local port cl=""
 	port=$(free_port)
 	rm -rf "$TMP/data-$1"
-	[ "$2" = 1 ] && cl=", \"cluster\": {\"nats\": [\"nats://127.0.0.1:$NATS_PORT\"], \"node\": \"$1\", \"interest\": $3}"
+	[ "$2" = 1 ] && cl=", \"cluster\": {\"nats\": [\"nats://127.0.0.1:$NATS_PORT\"], \"node\": \"$1\", \"interest\": $3$CLUSTER_KEYS}"
 	cat >"$TMP/$1.json" <<-EOF
 	{"listeners": [{"bind": "127.0.0.1", "port": $port}],
 	 "limits": {"max_inflight": 65535, "max_queued_messages": 100000, "max_output_buffer": 67108864},
@@ -118,6 +122,10 @@ start_node() { # name cluster(0|1) interest(true|false)
 	if [ "$2" = 1 ]; then
 		wait_log "$TMP/$1.log" "connected to NATS" || die "node $1 did not reach NATS"
 		wait_log "$TMP/$1.log" "JetStream ready" || die "node $1: no JetStream: $(tail -3 "$TMP/$1.log")"
+		# What crosses at most once goes on the data connection once it is up.
+		case "$CLUSTER_KEYS" in *'"data_connection": false'*) ;; *)
+			wait_log "$TMP/$1.log" "NATS data connection up" || die "node $1: no data connection: $(tail -3 "$TMP/$1.log")" ;;
+		esac
 	fi
 	NODE_PIDS+=("$pid")
 	NODE_PORTS+=("$port")
@@ -185,6 +193,7 @@ START=$(date +%s)
 	echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"
 	echo "machine: $(nproc) CPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(uname -sr)"
 	echo "nats-server: $("$NATS" --version 2>&1)"
+	[ -n "$CLUSTER_KEYS" ] && echo "cluster keys:${CLUSTER_KEYS#,}"
 	echo "uptime before: $(uptime)"
 } | tee "$OUT/meta.txt"
 for rep in $(seq "$REPS"); do
