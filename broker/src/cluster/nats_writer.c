@@ -296,14 +296,16 @@ static void send_connect(struct nats_writer *w, const struct nats_info *info)
 		c.jwt = nats_signer_jwt(w->signer);
 		c.nkey = c.jwt ? NULL : cfg->nkey;
 	}
-	struct sbuf b = {.max = CONTROL_ROOM};
+	/* A credentials file's JWT can take a few KiB. */
+	struct sbuf b = {.max = NATS_PROTO_LINE_MAX};
 	nats_proto_connect(&b, &c);
 	if (b.failed) {
 		sbuf_free(&b);
-		lose(w, "its CONNECT is over %u bytes", CONTROL_ROOM);
+		lose(w, "its CONNECT is over %u bytes (or out of memory)", NATS_PROTO_LINE_MAX);
 		return;
 	}
-	/* The secrets in it are wiped as soon as they are in the buffer. */
+	/* This copy of the secrets is wiped; the buffer's is written over by
+	 * the messages that follow. */
 	int rc = say(w, b.data, b.len);
 	explicit_bzero(b.data, b.len);
 	sbuf_free(&b);

@@ -23,10 +23,12 @@
  * cluster.ping_interval (two unanswered: lost), and
  * cluster.write_deadline (a buffer that has not moved for that long: lost).
  *
- * Bounded: the buffer holds at most cluster.send_queue_bytes of messages;
- * past it a publish is refused (the caller drops and counts it, as it did
- * for the sender's full ring). A connection lost with messages in the
- * buffer loses them (at most once, counted: nats_writer_lost). While the
+ * Bounded: the buffer holds at most cluster.send_queue messages and
+ * cluster.send_queue_bytes bytes; past either a publish is refused (the
+ * caller drops and counts it, as it did for the sender's full ring). A
+ * connection lost with messages in the buffer loses them (at most once,
+ * counted: nats_writer_lost), as does a publish the server's permissions
+ * refuse (its -ERR; the connection stays). While the
  * connection is not up, nats_writer_up is false and the caller publishes
  * through cnats as before, so a server that refuses this connection (or a
  * proxy that cannot carry it) costs speed, not messages.
@@ -70,8 +72,9 @@ int64_t nats_writer_max_payload(const struct nats_writer *w);
 int nats_writer_publish(struct nats_writer *w, const char *subject, size_t subject_len, const char *hdr,
 			size_t hdr_len, const void *payload, size_t payload_len);
 
-/* Messages queued and lost with a connection (their bytes were in the
- * buffer, not wholly written, when it was lost), so far. */
+/* Messages queued and lost, so far: with a connection (their bytes were
+ * in the buffer, not wholly written, when it was lost), or refused by the
+ * server's permissions. */
 uint64_t nats_writer_lost(const struct nats_writer *w);
 /* Messages written, so far; bytes now in the buffer. */
 uint64_t nats_writer_sent(const struct nats_writer *w);
