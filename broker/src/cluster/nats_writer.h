@@ -10,7 +10,7 @@
  * handful of allocations per message, most of a cross-node message's
  * broker CPU. Here the loop formats the HPUB straight into one buffer and
  * writes it once per loop turn, as it writes to its clients
- * (docs/bench/results-2026-12-02-issue16-loop-writer.md measured it).
+ * (docs/bench/results-2026-12-02-issue16-data-connection.md measures it).
  * cnats keeps everything else: subscriptions, JetStream, the control
  * messages. The connection subscribes to nothing.
  *

@@ -348,8 +348,9 @@ static const struct field cluster_fields[] = {
 	 * docs/cluster.md). Off: fewer write()s when publishing hard. */
 	F_BOOL(struct config_cluster, "send_asap", send_asap, 0),
 	/* The at-most-once messages through a connection the loop writes
-	 * (cluster/nats_writer.h) rather than cnats's sender thread: a third
-	 * of the broker CPU per cross-node message (measured, docs/cluster.md).
+	 * (cluster/nats_writer.h) rather than cnats's sender thread: less
+	 * than half the broker CPU per cross-node message when publishing hard
+	 * (measured, docs/cluster.md).
 	 * Off: cnats for them too, as before. */
 	F_BOOL(struct config_cluster, "data_connection", data_connection, 1),
 	/* Wanted QoS 0 messages waiting for the thread that publishes them
