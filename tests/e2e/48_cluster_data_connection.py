@@ -28,7 +28,7 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import main  # noqa: E402
-from wisp_cluster import SELECTIVE, ClusterCase, InterestNode  # noqa: E402
+from wisp_cluster import SELECTIVE, ClusterCase, InterestNode, shutdown_both  # noqa: E402
 
 WAIT = 20.0  # seconds any awaited cluster event may take
 BURST = 2000  # QoS 0 messages of the burst
@@ -154,11 +154,7 @@ class PubHold:
                     dst.sendall(data)
         except OSError:
             pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shutdown_both(src, dst)
 
     def close(self):
         self.lsock.close()

@@ -212,6 +212,16 @@ class Nats:
                 raise AssertionError("nats-server did not answer PING: %r" % line)
 
 
+def shutdown_both(*socks):
+    """Ends a relayed connection in both directions, whichever side ended
+    it: the pump of the other direction then sees its end too."""
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class Relay:
     """A TCP relay between one node and nats-server, which the test cuts
     (every connection closed, new ones refused) and restores: that node
@@ -263,11 +273,7 @@ class Relay:
                 dst.sendall(data)
         except OSError:
             pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shutdown_both(src, dst)
 
     def cut(self):
         with self.lock:

@@ -276,6 +276,25 @@ static void test_sbuf_json_escaping(void)
 	sbuf_free(&s);
 }
 
+/* Cleared after a failure, the buffer takes appends again, in the memory
+ * it had. */
+static void test_sbuf_clear_reuses(void)
+{
+	struct sbuf s = {.max = 8};
+	sbuf_adds(&s, "abc");
+	char *mem = s.data;
+	sbuf_adds(&s, "0123456789");
+	CU_ASSERT_TRUE(s.failed);
+	CU_ASSERT_STRING_EQUAL(s.data, "abc");
+	sbuf_clear(&s);
+	CU_ASSERT_FALSE(s.failed);
+	CU_ASSERT_EQUAL(s.len, 0);
+	sbuf_addf(&s, "%d-%s", 42, "x");
+	CU_ASSERT_STRING_EQUAL(s.data, "42-x");
+	CU_ASSERT_PTR_EQUAL(s.data, mem);
+	sbuf_free(&s);
+}
+
 static CU_TestInfo metric_tests[] = {
 	{"every $SYS figure has the same value in Prometheus", test_sys_and_prometheus_agree},
 	{"every drop reason is in $SYS and Prometheus", test_every_drop_reason_in_both},
@@ -285,6 +304,7 @@ static CU_TestInfo metric_tests[] = {
 	{"label values are escaped", test_label_escaping},
 	{"out of memory or over max: failed, no leak", test_render_fails_cleanly},
 	{"JSON string escaping", test_sbuf_json_escaping},
+	{"a cleared buffer is used again", test_sbuf_clear_reuses},
 	CU_TEST_INFO_NULL,
 };
 

@@ -427,6 +427,8 @@ void connector_retry(struct connector *cn, bool next)
 	mtimer_start(cn->timers, &cn->timer, wait ? wait : 1);
 }
 
+void connector_backoff_max(struct connector *cn, uint32_t ms) { cn->o.backoff_max_ms = ms; }
+
 void connector_connected(struct connector *cn)
 {
 	cn->attempt = 0;

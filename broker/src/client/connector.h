@@ -121,6 +121,9 @@ int connector_dial(struct connector *cn);
  * the next attempt starts after the backoff (half to all of a wait that
  * doubles from backoff_min_ms to backoff_max_ms). */
 void connector_retry(struct connector *cn, bool next);
+/* From the next retry on, the doubling's cap is ms (0: 30000): a refusal
+ * that will not change soon (credentials) waits longer than a lost link. */
+void connector_backoff_max(struct connector *cn, uint32_t ms);
 /* Connected for good (CONNACK accepted): the backoff starts over. */
 void connector_connected(struct connector *cn);
 /* Ends an attempt or a wait under way; nothing is called back. */

@@ -47,7 +47,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <mbedtls/base64.h>
 #include <nats/nats.h>
 
 #include "alloc.h"
@@ -66,6 +65,7 @@
 #include "presence.h"
 #include "retained_kv.h"
 #include "retire.h"
+#include "sbuf.h"
 #include "sender.h"
 #include "subject.h"
 #include "totals.h"
@@ -194,8 +194,7 @@ struct cluster {
 	bool via_writer;          /* the messages go through it now (writer_takes) */
 	uint64_t direct_seq;      /* of the last one it took */
 	uint64_t writer_lost_seen; /* nats_writer_lost() already counted */
-	char *hdr;                /* its header block scratch */
-	size_t hdr_cap;
+	struct sbuf hdr;          /* its header block scratch */
 	uint64_t send_failed_seen; /* sender_failed() already counted */
 	uint64_t sender_too_large_seen; /* sender_too_large() already counted */
 	uint64_t sub_failed_seen; /* sender_sub_failed() already logged */
@@ -604,18 +603,6 @@ static bool writer_takes(struct cluster *c)
 
 static void too_large(struct cluster *c, uint64_t n, uint64_t bytes, int64_t limit);
 
-static bool hdr_room(struct cluster *c, size_t need)
-{
-	if (need <= c->hdr_cap)
-		return true;
-	char *p = wisp_realloc(c->hdr, need);
-	if (!p)
-		return false;
-	c->hdr = p;
-	c->hdr_cap = need;
-	return true;
-}
-
 /* m as an HPUB on the data connection: the headers make_nats_msg sets,
  * formatted here. 0, WISP_EAGAIN (its buffer is full: dropped, logged
  * once per episode), WISP_ELIMIT (over its server's max_payload: counted
@@ -625,32 +612,28 @@ static int publish_direct(struct cluster *c, const struct msg *m, bool groups_he
 	ssize_t n = subject_from_topic(c->prefix, msg_topic(m), m->topic_len, c->buf, c->buf_cap);
 	if (n < 0)
 		return (int)n;
-	size_t b64 = m->props_len ? 4 * ((m->props_len + 2) / 3) + 1 : 0;
-	if (!hdr_room(c, c->nats_headers_max + b64 + 32))
-		return WISP_ENOMEM;
-	char *h = c->hdr;
-	size_t len = (size_t)snprintf(h, c->hdr_cap, "NATS/1.0\r\nWisp-Node: %s\r\nWisp-Seq: %sd-%llu\r\n", c->node,
-				      c->run, (unsigned long long)++c->direct_seq);
+	struct sbuf *h = &c->hdr;
+	sbuf_clear(h);
+	sbuf_addf(h, "NATS/1.0\r\nWisp-Node: %s\r\nWisp-Seq: %sd-%llu\r\n", c->node, c->run,
+		  (unsigned long long)++c->direct_seq);
 	if (m->qos)
-		len += (size_t)snprintf(h + len, c->hdr_cap - len, "Wisp-QoS: %u\r\n", (unsigned)m->qos);
+		sbuf_addf(h, "Wisp-QoS: %u\r\n", (unsigned)m->qos);
 	if (m->retain)
-		len += (size_t)snprintf(h + len, c->hdr_cap - len, "Wisp-Retain: 1\r\n");
+		sbuf_adds(h, "Wisp-Retain: 1\r\n");
 	if (m->expires_at)
-		len += (size_t)snprintf(h + len, c->hdr_cap - len, "Wisp-Expiry: %u\r\n",
-					msg_expiry_left(m, loop_now_s(c->b->loop)));
+		sbuf_addf(h, "Wisp-Expiry: %u\r\n", msg_expiry_left(m, loop_now_s(c->b->loop)));
 	if (m->props_len) {
-		size_t olen = 0;
-		len += (size_t)snprintf(h + len, c->hdr_cap - len, "Wisp-Props: ");
-		if (mbedtls_base64_encode((unsigned char *)h + len, c->hdr_cap - len, &olen, msg_props(m),
-					  m->props_len) != 0)
-			return WISP_ENOMEM;
-		len += olen;
-		len += (size_t)snprintf(h + len, c->hdr_cap - len, "\r\n");
+		sbuf_adds(h, "Wisp-Props: ");
+		wire_add_props(h, msg_props(m), m->props_len);
+		sbuf_adds(h, "\r\n");
 	}
 	if (groups_here)
-		len += (size_t)snprintf(h + len, c->hdr_cap - len, "Wisp-Groups-Served: 1\r\n");
-	len += (size_t)snprintf(h + len, c->hdr_cap - len, "\r\n");
-	int rc = nats_writer_publish(c->writer, c->buf, (size_t)n, h, len, msg_payload(m), m->payload_len);
+		sbuf_adds(h, "Wisp-Groups-Served: 1\r\n");
+	sbuf_adds(h, "\r\n");
+	if (h->failed)
+		return WISP_ENOMEM;
+	size_t len = h->len;
+	int rc = nats_writer_publish(c->writer, c->buf, (size_t)n, h->data, len, msg_payload(m), m->payload_len);
 	if (rc == WISP_EAGAIN)
 		send_dropped(c, "the data connection's buffer is full");
 	else if (rc == WISP_ELIMIT)
@@ -1802,7 +1785,7 @@ void cluster_stop(struct cluster *c)
 	wisp_free(c->buckets);
 	wisp_free(c->by_tag);
 	wisp_free(c->buf);
-	wisp_free(c->hdr);
+	sbuf_free(&c->hdr);
 	wisp_free(c->node);
 	wisp_free(c->prefix);
 	wisp_free(c);

@@ -178,8 +178,6 @@ int nats_proto_info(const char *json, size_t len, struct nats_info *out)
 				rc = read_bool(&s, &out->tls_required);
 			} else if (key_is(k, klen, "tls_available")) {
 				rc = read_bool(&s, &out->tls_available);
-			} else if (key_is(k, klen, "auth_required")) {
-				rc = read_bool(&s, &out->auth_required);
 			} else if (key_is(k, klen, "nonce")) {
 				const char *v, *vend;
 				rc = skip_string(&s, &v, &vend);

@@ -46,7 +46,6 @@ struct nats_info {
 	bool headers;          /* the server takes HPUB */
 	bool tls_required;
 	bool tls_available;
-	bool auth_required;
 	char nonce[NATS_PROTO_NONCE_MAX + 1]; /* "" when none */
 };
 

@@ -30,6 +30,12 @@
 
 enum writer_state { W_DOWN = 0, W_INFO, W_TLS, W_HELLO, W_UP };
 
+/* The reconnect backoff's cap: a lost link or a server away is retried
+ * within 2 s; a CONNECT the server refuses (its credentials) costs a TLS
+ * handshake per try, so those wait up to 30 s, as cnats's do. */
+#define BACKOFF_MAX_MS 2000u
+#define BACKOFF_REFUSED_MAX_MS 30000u
+
 /* Room kept past the data bound for the connection's own lines (PING,
  * PONG): a full buffer refuses messages, never a PONG. */
 #define CONTROL_ROOM 4096u
@@ -64,6 +70,7 @@ struct nats_writer {
 	bool cn_ready;              /* connector_init done */
 	bool io_on;
 	bool said_down;             /* this outage is logged: one line per episode */
+	bool refused;               /* the CONNECT was refused: the longer backoff */
 	uint32_t io_events;
 	/* What goes out: [head, len) of out. Messages' ends (in bytes ever
 	 * queued) in a ring, to tell written from lost. */
@@ -176,6 +183,8 @@ static void lose(struct nats_writer *w, const char *fmt, ...)
 	vsnprintf(why, sizeof why, fmt, ap);
 	va_end(ap);
 	bool was_up = w->state == W_UP;
+	if (w->state == W_HELLO && w->out)
+		explicit_bzero(w->out, w->cap); /* the CONNECT's secrets */
 	close_socket(w);
 	w->lost += w->ends_n;
 	if (w->ends_n && !w->said_down)
@@ -195,8 +204,11 @@ static void lose(struct nats_writer *w, const char *fmt, ...)
 			(unsigned)u->port, why);
 		w->said_down = true;
 	}
-	if (w->cn_ready)
+	if (w->cn_ready) {
+		connector_backoff_max(&w->cn, w->refused ? BACKOFF_REFUSED_MAX_MS : BACKOFF_MAX_MS);
 		connector_retry(&w->cn, true);
+	}
+	w->refused = false;
 }
 
 /* Messages whose bytes all left: written. */
@@ -304,8 +316,8 @@ static void send_connect(struct nats_writer *w, const struct nats_info *info)
 		lose(w, "its CONNECT is over %u bytes (or out of memory)", NATS_PROTO_LINE_MAX);
 		return;
 	}
-	/* This copy of the secrets is wiped; the buffer's is written over by
-	 * the messages that follow. */
+	/* This copy of the secrets is wiped; the buffer's once the server
+	 * answered (the PONG). */
 	int rc = say(w, b.data, b.len);
 	explicit_bzero(b.data, b.len);
 	sbuf_free(&b);
@@ -383,6 +395,7 @@ static void on_err(struct nats_writer *w, const char *arg, size_t len)
 		w->refusal_said = true;
 		return;
 	}
+	w->refused = w->state == W_HELLO;
 	lose(w, "the server said -ERR %.*s", (int)(len > 200 ? 200 : len), arg);
 }
 
@@ -410,6 +423,18 @@ static int on_line(struct nats_writer *w, const char *line, size_t len)
 		w->pings_out = 0;
 		if (w->state == W_HELLO) {
 			const struct writer_url *u = cur_url(w);
+			/* The ring of message ends is made when first needed:
+			 * send_queue x 8 bytes, not for a server never reached. */
+			if (!w->ends && !(w->ends = wisp_calloc(w->ends_cap, sizeof *w->ends))) {
+				lose(w, "out of memory");
+				return -1;
+			}
+			/* The CONNECT (its secrets) was read: the bytes written
+			 * so far, and the stale ones past the end, are wiped. */
+			if (w->out) {
+				explicit_bzero(w->out, w->head);
+				explicit_bzero(w->out + w->len, w->cap - w->len);
+			}
 			w->state = W_UP;
 			w->said_down = false;
 			mtimer_stop(w->timers, &w->hello_timer);
@@ -656,9 +681,8 @@ int nats_writer_start(struct nats_writer **out, struct loop *l, struct bg *bg, c
 		n += *p == ',';
 	w->name = dup_n(name, strlen(name));
 	w->urls = wisp_calloc(n, sizeof *w->urls);
-	w->ends = wisp_calloc(w->ends_cap, sizeof *w->ends);
 	w->timers = mtimers_new(l);
-	int rc = !w->name || !w->urls || !w->ends || !w->timers ? WISP_ENOMEM : 0;
+	int rc = !w->name || !w->urls || !w->timers ? WISP_ENOMEM : 0;
 	for (const char *p = cfg->nats; rc == 0 && *p;) {
 		const char *end = strchr(p, ',');
 		size_t len = end ? (size_t)(end - p) : strlen(p);
@@ -678,7 +702,7 @@ int nats_writer_start(struct nats_writer **out, struct loop *l, struct bg *bg, c
 			.bg = bg,
 			.timeout_ms = cfg->connect_timeout * 1000u,
 			.backoff_min_ms = 250,
-			.backoff_max_ms = 2000,
+			.backoff_max_ms = BACKOFF_MAX_MS,
 			.on_ready = on_ready,
 			.on_failed = on_failed,
 			.ud = w,

@@ -7,6 +7,7 @@
 
 #include "alloc.h"
 #include "broker.h"
+#include "sbuf.h"
 
 const char *wire_header(natsMsg *nm, const char *key)
 {
@@ -14,15 +15,28 @@ const char *wire_header(natsMsg *nm, const char *key)
 	return natsMsgHeader_Get(nm, key, &v) == NATS_OK ? v : NULL;
 }
 
+void wire_add_props(struct sbuf *b, const uint8_t *props, size_t len)
+{
+	/* In whole groups of 3 bytes, so that only the last has padding. */
+	unsigned char chunk[4 * 256 + 1];
+	while (len) {
+		size_t n = len < 3 * 256 ? len : 3 * 256, olen = 0;
+		if (mbedtls_base64_encode(chunk, sizeof chunk, &olen, props, n) != 0) {
+			b->failed = true;
+			return;
+		}
+		sbuf_add(b, (const char *)chunk, olen);
+		props += n;
+		len -= n;
+	}
+}
+
 natsStatus wire_set_props(natsMsg *nm, const uint8_t *props, size_t len)
 {
-	size_t b64_len = 4 * ((len + 2) / 3) + 1;
-	unsigned char *b64 = wisp_malloc(b64_len);
-	size_t olen = 0;
-	natsStatus st = NATS_NO_MEMORY;
-	if (b64 && mbedtls_base64_encode(b64, b64_len, &olen, props, len) == 0)
-		st = natsMsgHeader_Set(nm, "Wisp-Props", (const char *)b64);
-	wisp_free(b64);
+	struct sbuf b = {0};
+	wire_add_props(&b, props, len);
+	natsStatus st = b.failed ? NATS_NO_MEMORY : natsMsgHeader_Set(nm, "Wisp-Props", b.data ? b.data : "");
+	sbuf_free(&b);
 	return st;
 }
 

@@ -14,8 +14,13 @@
 /* The value of header `key`, or NULL (absent, or no headers). Owned by nm. */
 const char *wire_header(natsMsg *nm, const char *key);
 
+struct sbuf;
+
 /* Sets Wisp-Props to the base64 of the forwarded v5 property block. */
 natsStatus wire_set_props(natsMsg *nm, const uint8_t *props, size_t len);
+/* Appends that base64 to b (the data connection formats its headers
+ * itself, nats_writer.h). */
+void wire_add_props(struct sbuf *b, const uint8_t *props, size_t len);
 
 /* The property block of nm's Wisp-Props, decoded into *props (caller
  * wisp_frees; NULL with *len 0 when absent). NULL, or why it is refused:

@@ -38,6 +38,14 @@ void sbuf_add(struct sbuf *b, const char *s, size_t n)
 	b->data[b->len] = '\0';
 }
 
+void sbuf_clear(struct sbuf *b)
+{
+	b->len = 0;
+	b->failed = false;
+	if (b->data)
+		b->data[0] = '\0';
+}
+
 void sbuf_adds(struct sbuf *b, const char *s) { sbuf_add(b, s, strlen(s)); }
 
 void sbuf_addf(struct sbuf *b, const char *fmt, ...)

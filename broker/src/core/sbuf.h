@@ -25,6 +25,8 @@ void sbuf_addf(struct sbuf *b, const char *fmt, ...) __attribute__((format(print
  * and control bytes escaped; bytes >= 0x80 are copied (the caller passes
  * UTF-8, or accepts that a browser shows U+FFFD for invalid bytes). */
 void sbuf_add_json(struct sbuf *b, const char *s, size_t n);
+/* Empties the buffer and clears `failed`, keeping its memory. */
+void sbuf_clear(struct sbuf *b);
 /* Frees the data; the buffer may be used again. */
 void sbuf_free(struct sbuf *b);
 
