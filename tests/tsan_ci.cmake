@@ -2,14 +2,15 @@
 # helpers in core/bg.c, the store's fsync thread in store/sync.c, the cluster's
 # NATS-thread inbox in cluster/inbox.c, its sender threads in
 # cluster/sender.c, alone and under a running node, the JetStream worker's
-# retire list in cluster/retire.c)
+# retire list in cluster/retire.c, and its wait for cnats's delivery worker
+# before a stop)
 # with
 # ThreadSanitizer in a nested build tree and runs them, so the dev build's
 # `ctest` (ASan+UBSan, which cannot be combined with TSan) also checks the
 # threads. TSan's reports fail a test: its exit code is non-zero.
 # cmake -DSRC=<source dir> -DBIN=<scratch build dir> -P tsan_ci.cmake
 set(_tests test_bg test_store test_passwd test_cluster_inbox test_cluster_sender test_cluster_retire
-  test_cluster_off_loop)
+  test_cluster_off_loop test_cluster_drain)
 execute_process(
   COMMAND ${CMAKE_COMMAND} -S ${SRC} -B ${BIN} -DCMAKE_BUILD_TYPE=Debug -DWISP_SANITIZE=thread
           -DWISP_BUILD_E2E=OFF -DWISP_BUILD_BENCH=OFF

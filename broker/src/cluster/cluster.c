@@ -1756,6 +1756,10 @@ void cluster_stop(struct cluster *c)
 	c->share_sender = NULL;
 	groups_close(c->groups);
 	retained_kv_stop(c->retained, &c->retired.list);
+	/* Every other connection is closed, the filters' subscriptions ended:
+	 * cnats's delivery worker frees what their ends queued before
+	 * nats_CloseAndWait stops it (retire.h). */
+	nats_delivery_drain(c->nc, 1000, &c->retired.list);
 	/* Close joins cnats's threads: no callback runs after it. */
 	if (c->nc) {
 		natsConnection_Close(c->nc);

@@ -5,6 +5,7 @@
  */
 #include "retire.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -179,4 +180,63 @@ void nats_retire_loop_stop(struct nats_retire_loop *rl)
 	if (rl->loop && loop_timer_armed(&rl->timer))
 		loop_timer_stop(rl->loop, &rl->timer);
 	nats_retire_all(&rl->list);
+}
+
+/* One drain at a time per process (a node's stop); a callback that comes
+ * after its waiter gave up only moves `drained` on, so nothing it touches
+ * goes away. */
+static pthread_mutex_t drain_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t drain_cv = PTHREAD_COND_INITIALIZER;
+static uint64_t drain_asked, drained;
+
+static void on_drained(void *closure)
+{
+	uint64_t n = (uint64_t)(uintptr_t)closure;
+	pthread_mutex_lock(&drain_mu);
+	if (n > drained)
+		drained = n;
+	pthread_cond_broadcast(&drain_cv);
+	pthread_mutex_unlock(&drain_mu);
+}
+
+static void on_drain_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+	(void)nc;
+	(void)sub;
+	(void)closure;
+	natsMsg_Destroy(msg);
+}
+
+bool nats_delivery_drain(natsConnection *nc, int64_t timeout_ms, struct nats_retire *retired)
+{
+	natsInbox *inbox = NULL;
+	natsSubscription *sub = NULL;
+	if (!nc || natsInbox_Create(&inbox) != NATS_OK)
+		return false;
+	natsStatus st = natsConnection_Subscribe(&sub, nc, inbox, on_drain_msg, NULL);
+	natsInbox_Destroy(inbox);
+	if (st != NATS_OK)
+		return false;
+	pthread_mutex_lock(&drain_mu);
+	uint64_t n = ++drain_asked;
+	pthread_mutex_unlock(&drain_mu);
+	bool done = false;
+	if (natsSubscription_SetOnCompleteCB(sub, on_drained, (void *)(uintptr_t)n) == NATS_OK &&
+	    natsSubscription_Unsubscribe(sub) == NATS_OK) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += (time_t)(timeout_ms / 1000);
+		until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_mutex_lock(&drain_mu);
+		while (drained < n && pthread_cond_timedwait(&drain_cv, &drain_mu, &until) == 0)
+			;
+		done = drained >= n;
+		pthread_mutex_unlock(&drain_mu);
+	}
+	nats_retire_sub(retired, &sub);
+	return done;
 }
