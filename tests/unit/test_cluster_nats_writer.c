@@ -117,10 +117,15 @@ static void unserve(void)
 	loop_free(L);
 }
 
+/* The node's $SYS figure, which each loss reaches as it happens. */
+static uint64_t counted_lost;
+
 static void start_writer(void)
 {
 	char err[256];
 	CU_ASSERT_EQUAL_FATAL(nats_writer_start(&W, L, NULL, &cfg, NULL, "t-pub", err, sizeof err), 0);
+	counted_lost = 0;
+	nats_writer_count_lost_in(W, &counted_lost);
 }
 
 /* The writer's next connection, accepted. */
@@ -211,6 +216,7 @@ static void test_handshake_and_hpub(void)
 	run_ms(50);
 	CU_ASSERT_TRUE(nats_writer_up(W));
 	CU_ASSERT_EQUAL(nats_writer_lost(W), 1);
+	CU_ASSERT_EQUAL(counted_lost, 1);
 	CU_ASSERT_EQUAL(nats_writer_sent(W), 2);
 	unserve();
 }
@@ -253,6 +259,7 @@ static void test_bounds_and_loss(void)
 	cfd = -1;
 	CU_ASSERT_FATAL(run_until(down));
 	CU_ASSERT(nats_writer_lost(W) > 0);
+	CU_ASSERT_EQUAL(counted_lost, nats_writer_lost(W));
 	CU_ASSERT_EQUAL(nats_writer_sent(W) + nats_writer_lost(W), accepted);
 	CU_ASSERT_EQUAL(nats_writer_buffered(W), 0);
 	/* It is made again on its own. */

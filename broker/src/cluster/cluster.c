@@ -193,7 +193,6 @@ struct cluster {
 	struct nats_writer *writer;
 	bool via_writer;          /* the messages go through it now (writer_takes) */
 	uint64_t direct_seq;      /* of the last one it took */
-	uint64_t writer_lost_seen; /* nats_writer_lost() already counted */
 	struct sbuf hdr;          /* its header block scratch */
 	uint64_t send_failed_seen; /* sender_failed() already counted */
 	uint64_t sender_too_large_seen; /* sender_too_large() already counted */
@@ -749,11 +748,6 @@ static void count_send_failures(struct cluster *c)
 	if (failed != c->send_failed_seen) {
 		c->b->stats.cluster.send_failed += failed - c->send_failed_seen;
 		c->send_failed_seen = failed;
-	}
-	uint64_t lost = c->writer ? nats_writer_lost(c->writer) : 0;
-	if (lost != c->writer_lost_seen) {
-		c->b->stats.cluster.send_failed += lost - c->writer_lost_seen;
-		c->writer_lost_seen = lost;
 	}
 	uint64_t big = sender_too_large(c->sender);
 	if (big != c->sender_too_large_seen) {
@@ -1606,6 +1600,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 			goto nomem;
 		if (wrc != 0)
 			goto fail;
+		nats_writer_count_lost_in(c->writer, &b->stats.cluster.send_failed);
 	}
 	/* A first try that gives up, only to log why NATS refused (TLS,
 	 * credentials): a connect that retries in the background keeps the

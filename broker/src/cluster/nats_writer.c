@@ -88,6 +88,7 @@ struct nats_writer {
 	unsigned pings_out;
 	uint64_t ping_due_ms, moved_ms;
 	uint64_t sent, lost;
+	uint64_t *lost_to; /* nats_writer_count_lost_in's counter (NULL: none) */
 };
 
 /* ---- the buffer ---- */
@@ -174,6 +175,13 @@ static void close_socket(struct nats_writer *w)
 
 static const struct writer_url *cur_url(const struct nats_writer *w) { return &w->urls[connector_current(&w->cn)]; }
 
+static void add_lost(struct nats_writer *w, uint64_t n)
+{
+	w->lost += n;
+	if (w->lost_to)
+		*w->lost_to += n;
+}
+
 /* The connection or the attempt ends: what the buffer holds is lost. */
 static void lose(struct nats_writer *w, const char *fmt, ...)
 {
@@ -186,7 +194,7 @@ static void lose(struct nats_writer *w, const char *fmt, ...)
 	if (w->state == W_HELLO && w->out)
 		explicit_bzero(w->out, w->cap); /* the CONNECT's secrets */
 	close_socket(w);
-	w->lost += w->ends_n;
+	add_lost(w, w->ends_n);
 	if (w->ends_n && !w->said_down)
 		log_msg(LOG_WARNING, "cluster", "NATS data connection: %zu message%s in its buffer lost with the "
 			"connection (counted in $SYS/broker/cluster/messages/send_failed)", w->ends_n,
@@ -387,7 +395,7 @@ static void on_err(struct nats_writer *w, const char *arg, size_t len)
 	/* A publish the server's permissions refuse: that message only,
 	 * lost (one -ERR each); said once per connection. */
 	if (memmem(arg, len, "Permissions Violation", 21)) {
-		w->lost++;
+		add_lost(w, 1);
 		if (!w->refusal_said)
 			log_msg(LOG_WARNING, "cluster", "NATS data connection: the server refused a publish: %.*s (said "
 				"once per connection; each counted in $SYS/broker/cluster/messages/send_failed)",
@@ -756,6 +764,8 @@ void nats_writer_stop(struct nats_writer *w)
 bool nats_writer_up(const struct nats_writer *w) { return w && w->state == W_UP; }
 int64_t nats_writer_max_payload(const struct nats_writer *w) { return w->state == W_UP ? w->max_payload : 0; }
 uint64_t nats_writer_lost(const struct nats_writer *w) { return w->lost; }
+
+void nats_writer_count_lost_in(struct nats_writer *w, uint64_t *counter) { w->lost_to = counter; }
 uint64_t nats_writer_sent(const struct nats_writer *w) { return w->sent; }
 size_t nats_writer_buffered(const struct nats_writer *w) { return w->len - w->head; }
 

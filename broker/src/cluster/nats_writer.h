@@ -76,6 +76,10 @@ int nats_writer_publish(struct nats_writer *w, const char *subject, size_t subje
  * in the buffer, not wholly written, when it was lost), or refused by the
  * server's permissions. */
 uint64_t nats_writer_lost(const struct nats_writer *w);
+/* Each later loss is also added to *counter as it happens (the node's
+ * $SYS figure: a lost connection is counted at once, not at the next
+ * publish). */
+void nats_writer_count_lost_in(struct nats_writer *w, uint64_t *counter);
 /* Messages written, so far; bytes now in the buffer. */
 uint64_t nats_writer_sent(const struct nats_writer *w);
 size_t nats_writer_buffered(const struct nats_writer *w);
