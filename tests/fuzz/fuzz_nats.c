@@ -3,6 +3,9 @@
  * and writes to it (broker/src/cluster/nats_proto.h). The input is one
  * server line and, after its first NUL, the credentials a CONNECT carries:
  *  - a line's operation and argument stay inside the line;
+ *  - a MSG or HMSG line's subject and reply stay inside it, its sizes
+ *    within the bound and the header size within the total; a header
+ *    block's value stays inside the block and holds no CR or LF;
  *  - INFO's JSON either is refused or gives a nonce within its bound and a
  *    max_payload in JSON's exact integer range, the same both times;
  *  - whatever bytes the credentials hold, CONNECT stays one line: its only
@@ -28,6 +31,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t alen = 0;
 	(void)nats_proto_op(in, line_len, &arg, &alen);
 	if (arg < in || arg + alen > in + line_len)
+		abort();
+
+	for (int hmsg = 0; hmsg < 2; hmsg++) {
+		struct nats_msg_head h;
+		if (nats_proto_msg(in, line_len, hmsg, 4096, &h) != 0)
+			continue;
+		if (h.subject < in || h.subject + h.subject_len > in + line_len || h.subject_len == 0 ||
+		    (h.reply_len && (h.reply < in || h.reply + h.reply_len > in + line_len)) || h.total_len > 4096 ||
+		    h.hdr_len > h.total_len || (hmsg && h.hdr_len < 12) || (!hmsg && h.hdr_len))
+			abort();
+	}
+	const char *val = NULL;
+	size_t vlen = 0;
+	if (nats_proto_header(in, line_len, "Wisp-Seq", 8, &val, &vlen) &&
+	    (val < in || val + vlen > in + line_len || memchr(val, '\r', vlen) || memchr(val, '\n', vlen)))
 		abort();
 
 	struct nats_info a, b;

@@ -157,6 +157,79 @@ static void test_base64url(void)
 	CU_ASSERT_EQUAL(strlen(out), 86); /* what nats-server takes for an Ed25519 signature */
 }
 
+/* MSG and HMSG as nats-server 2.9 writes them (server/client.go's
+ * msgHeader: "MSG <subject> <sid> [reply] <size>", HMSG with the header
+ * size before the total). */
+static void test_msg_lines(void)
+{
+	struct nats_msg_head h;
+	static const char m1[] = "wisp.a.b 7 12";
+	CU_ASSERT_EQUAL_FATAL(nats_proto_msg(m1, strlen(m1), false, 1048576, &h), 0);
+	CU_ASSERT_EQUAL(h.subject_len, 8);
+	CU_ASSERT_EQUAL(memcmp(h.subject, "wisp.a.b", 8), 0);
+	CU_ASSERT_EQUAL(h.sid, 7);
+	CU_ASSERT_EQUAL(h.reply_len, 0);
+	CU_ASSERT_EQUAL(h.hdr_len, 0);
+	CU_ASSERT_EQUAL(h.total_len, 12);
+
+	static const char m2[] = "wisp.x  18446744073709551615\t_INBOX.r.1 0";
+	CU_ASSERT_EQUAL_FATAL(nats_proto_msg(m2, strlen(m2), false, 10, &h), 0);
+	CU_ASSERT_EQUAL(h.sid, UINT64_MAX);
+	CU_ASSERT_EQUAL(h.reply_len, 10);
+	CU_ASSERT_EQUAL(memcmp(h.reply, "_INBOX.r.1", 10), 0);
+	CU_ASSERT_EQUAL(h.total_len, 0);
+
+	static const char hm[] = "wisp.t 3 22 30";
+	CU_ASSERT_EQUAL_FATAL(nats_proto_msg(hm, strlen(hm), true, 1048576, &h), 0);
+	CU_ASSERT_EQUAL(h.hdr_len, 22);
+	CU_ASSERT_EQUAL(h.total_len, 30);
+	static const char hr[] = "wisp.t 3 r.1 12 12";
+	CU_ASSERT_EQUAL_FATAL(nats_proto_msg(hr, strlen(hr), true, 1048576, &h), 0);
+	CU_ASSERT_EQUAL(h.reply_len, 3);
+
+	static const char *bad_msg[] = {
+		"", "wisp.a", "wisp.a 1", "wisp.a 1 r 2 3", "wisp.a x 2", "wisp.a 1 -2", "wisp.a 1 +2", "wisp.a 1 2x",
+		"wisp.a 18446744073709551616 2", "wisp.a 1 1048577", "wisp.a 1 99999999999999999999999",
+	};
+	for (size_t i = 0; i < sizeof bad_msg / sizeof bad_msg[0]; i++)
+		CU_ASSERT_EQUAL(nats_proto_msg(bad_msg[i], strlen(bad_msg[i]), false, 1048576, &h), -1);
+	static const char *bad_hmsg[] = {
+		"wisp.a 1 2", "wisp.a 1 30 22", "wisp.a 1 11 20", "wisp.a 1 r 12 20 x", "wisp.a 1 12 1048577",
+	};
+	for (size_t i = 0; i < sizeof bad_hmsg / sizeof bad_hmsg[0]; i++)
+		CU_ASSERT_EQUAL(nats_proto_msg(bad_hmsg[i], strlen(bad_hmsg[i]), true, 1048576, &h), -1);
+}
+
+static void test_header_block(void)
+{
+	static const char b[] = "NATS/1.0\r\nWisp-Node: a\r\nwisp-seq:  1f-42 \r\nWisp-QoS:1\r\nEmpty:\r\n"
+				"Wisp-Node: second\r\n\r\n";
+	const char *v;
+	size_t n;
+	CU_ASSERT_TRUE_FATAL(nats_proto_header(b, strlen(b), "Wisp-Node", 9, &v, &n));
+	CU_ASSERT_EQUAL(n, 1);
+	CU_ASSERT_EQUAL(*v, 'a'); /* the first of two */
+	CU_ASSERT_TRUE_FATAL(nats_proto_header(b, strlen(b), "Wisp-Seq", 8, &v, &n));
+	CU_ASSERT_EQUAL(n, 5);
+	CU_ASSERT_EQUAL(memcmp(v, "1f-42", 5), 0);
+	CU_ASSERT_TRUE_FATAL(nats_proto_header(b, strlen(b), "WISP-QOS", 8, &v, &n));
+	CU_ASSERT_EQUAL(n, 1);
+	CU_ASSERT_TRUE(nats_proto_header(b, strlen(b), "Empty", 5, &v, &n));
+	CU_ASSERT_EQUAL(n, 0);
+	CU_ASSERT_FALSE(nats_proto_header(b, strlen(b), "Wisp-Retain", 11, &v, &n));
+	CU_ASSERT_FALSE(nats_proto_header(b, strlen(b), "Wisp", 4, &v, &n)); /* a prefix is not the key */
+
+	/* A status line (no responders: 503) is still a block. */
+	static const char st[] = "NATS/1.0 503\r\nK: v\r\n\r\n";
+	CU_ASSERT_TRUE(nats_proto_header(st, strlen(st), "k", 1, &v, &n));
+	static const char none[] = "NATS/1.0\r\n\r\n";
+	CU_ASSERT_FALSE(nats_proto_header(none, strlen(none), "K", 1, &v, &n));
+	static const char *bad[] = {"", "NATS/1.0\r\n", "NATS/2.0\r\nK: v\r\n\r\n", "NATS/1.0\r\nK: v\r\n",
+				    "HTTP/1.1\r\nK: v\r\n\r\n", "NATS/1.0\r\nK: a\nb\r\n\r\n", "NATS/1.0\r\nK: a\rb\r\n\r\n"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		CU_ASSERT_FALSE(nats_proto_header(bad[i], strlen(bad[i]), "K", 1, &v, &n));
+}
+
 static CU_TestInfo tests[] = {
 	{"server lines' operations", test_ops},
 	{"INFO of nats-server 2.9 and a TLS one", test_info_of_nats_server},
@@ -164,6 +237,8 @@ static CU_TestInfo tests[] = {
 	{"CONNECT escaped, secrets where nats-server reads them", test_connect},
 	{"HPUB line and its bound", test_hpub_head},
 	{"base64url of a signature", test_base64url},
+	{"MSG and HMSG lines", test_msg_lines},
+	{"a header block's values", test_header_block},
 	CU_TEST_INFO_NULL,
 };
 

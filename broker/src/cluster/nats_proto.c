@@ -246,6 +246,111 @@ size_t nats_proto_hpub_head(char *out, size_t cap, const char *subject, size_t s
 	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
+/* ---- MSG and HMSG ---- */
+
+static bool blank(char ch) { return ch == ' ' || ch == '\t'; }
+
+/* Plain decimal digits, at most max. */
+static int decimal(const char *p, size_t len, uint64_t max, uint64_t *out)
+{
+	if (len == 0 || len > 20)
+		return -1;
+	uint64_t v = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return -1;
+		uint64_t d = (uint64_t)(p[i] - '0');
+		if (v > (max - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return 0;
+}
+
+int nats_proto_msg(const char *arg, size_t len, bool hmsg, size_t max_size, struct nats_msg_head *out)
+{
+	const char *f[6];
+	size_t flen[6], n = 0;
+	for (size_t p = 0; p < len;) {
+		while (p < len && blank(arg[p]))
+			p++;
+		if (p == len)
+			break;
+		if (n == 6)
+			return -1;
+		size_t start = p;
+		while (p < len && !blank(arg[p]))
+			p++;
+		f[n] = arg + start;
+		flen[n++] = p - start;
+	}
+	size_t sizes = hmsg ? 2 : 1;
+	if (n != 2 + sizes && n != 3 + sizes)
+		return -1;
+	*out = (struct nats_msg_head){.subject = f[0], .subject_len = flen[0]};
+	if (decimal(f[1], flen[1], UINT64_MAX, &out->sid) != 0)
+		return -1;
+	if (n == 3 + sizes) {
+		out->reply = f[2];
+		out->reply_len = flen[2];
+	}
+	uint64_t hdr = 0, total = 0;
+	if (decimal(f[n - 1], flen[n - 1], max_size, &total) != 0 ||
+	    (hmsg && decimal(f[n - 2], flen[n - 2], max_size, &hdr) != 0))
+		return -1;
+	if (hdr > total || (hmsg && hdr < 12))
+		return -1;
+	out->hdr_len = (size_t)hdr;
+	out->total_len = (size_t)total;
+	return 0;
+}
+
+static bool same_key(const char *a, const char *b, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		char x = a[i], y = b[i];
+		if (x >= 'A' && x <= 'Z')
+			x = (char)(x - 'A' + 'a');
+		if (y >= 'A' && y <= 'Z')
+			y = (char)(y - 'A' + 'a');
+		if (x != y)
+			return false;
+	}
+	return true;
+}
+
+bool nats_proto_header(const char *block, size_t len, const char *key, size_t key_len, const char **val,
+		       size_t *val_len)
+{
+	if (len < 12 || memcmp(block, "NATS/1.0", 8) != 0 || memcmp(block + len - 4, "\r\n\r\n", 4) != 0)
+		return false;
+	const char *eol = memmem(block, len, "\r\n", 2);
+	size_t p = (size_t)(eol - block) + 2; /* past the version line */
+	while (p + 2 <= len) {
+		const char *line = block + p;
+		const char *end = memmem(line, len - p, "\r\n", 2);
+		size_t n = (size_t)(end - line); /* there is one: the block ends so */
+		if (n == 0)
+			return false; /* the empty line that ends the block */
+		const char *colon = memchr(line, ':', n);
+		if (colon && (size_t)(colon - line) == key_len && same_key(line, key, key_len)) {
+			const char *v = colon + 1, *ve = line + n;
+			while (v < ve && blank(*v))
+				v++;
+			while (ve > v && blank(ve[-1]))
+				ve--;
+			if (memchr(v, '\r', (size_t)(ve - v)) || memchr(v, '\n', (size_t)(ve - v)))
+				return false; /* a bare CR or LF: no sender of ours writes one */
+			*val = v;
+			*val_len = (size_t)(ve - v);
+			return true;
+		}
+		p += n + 2;
+	}
+	return false;
+}
+
 void nats_proto_base64url(const unsigned char *in, size_t n, char *out)
 {
 	static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

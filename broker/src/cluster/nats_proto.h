@@ -3,10 +3,9 @@
  * NATS client protocol: a pure module (no I/O), so the unit test and the
  * fuzzer see all of it.
  *
- * The connection only publishes, so it writes CONNECT, PING, PONG and
- * HPUB, and reads INFO, PING, PONG, +OK and -ERR: a server line is one
- * "\r\n"-terminated control line (a MSG would be a server's mistake: the
- * connection subscribes to nothing). INFO is one JSON object; only its
+ * It writes CONNECT, PING, PONG and HPUB, and reads INFO, PING, PONG, +OK
+ * and -ERR (one "\r\n"-terminated control line each) and MSG and HMSG (a
+ * control line, then the message's bytes). INFO is one JSON object; only its
  * top-level keys are read, and only the few the writer uses, with a scanner
  * that skips every other value whole (strings with their escapes, nested
  * arrays and objects), so an unexpected key or a newer server's field is
@@ -77,6 +76,32 @@ void nats_proto_connect(struct sbuf *out, const struct nats_connect *c);
 #define NATS_PROTO_HPUB_HEAD_MAX (4 + 1 + 1 + 20 + 1 + 20 + 2)
 size_t nats_proto_hpub_head(char *out, size_t cap, const char *subject, size_t subject_len, size_t hdr_len,
 			    size_t payload_len);
+
+/* A MSG or HMSG line's fields: the subject and reply point into the line
+ * (reply_len 0: none). The message's body follows the line: hdr_len bytes
+ * of header block (0 for MSG), then total_len - hdr_len of payload, then
+ * "\r\n". */
+struct nats_msg_head {
+	const char *subject, *reply;
+	size_t subject_len, reply_len;
+	uint64_t sid;
+	size_t hdr_len, total_len;
+};
+
+/* Parses the argument of a MSG (hmsg false) or HMSG line (nats_proto_op's
+ * *arg): "<subject> <sid> [reply] <size>" or "<subject> <sid> [reply]
+ * <hdr size> <total size>", fields separated by blanks. 0, or -1 when a
+ * field is missing or extra, the sid or a size is not plain decimal
+ * digits, a size is over max_size, or the header size is over the total
+ * or (HMSG) too short for "NATS/1.0\r\n\r\n". */
+int nats_proto_msg(const char *arg, size_t len, bool hmsg, size_t max_size, struct nats_msg_head *out);
+
+/* The value of header `key` (compared without case, as NATS's are) in a
+ * header block ("NATS/1.0[ status]\r\n", "Key: value\r\n"..., "\r\n"):
+ * the first one, its leading and trailing blanks trimmed, pointing into
+ * the block. false when it is not there or the block is malformed. */
+bool nats_proto_header(const char *block, size_t len, const char *key, size_t key_len, const char **val,
+		       size_t *val_len);
 
 /* The base64url form (no padding) of n bytes, as nats-server reads a
  * nonce's signature: into out (4 * ((n + 2) / 3) + 1 bytes), NUL-ended. */
