@@ -16,6 +16,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -328,9 +329,146 @@ static void test_unanswered_pings_end_it(void)
 	unserve();
 }
 
+/* What the hooks saw. */
+static struct {
+	unsigned ups, downs, msgs;
+	uint64_t mark;
+	uint64_t sid;
+	char subject[64], reply[64], hdr[128];
+	size_t hdr_len, payload_len;
+	char *payload;
+} seen;
+
+static void on_msg(void *ud, const struct nats_writer_msg *m)
+{
+	(void)ud;
+	seen.msgs++;
+	seen.sid = m->sid;
+	snprintf(seen.subject, sizeof seen.subject, "%.*s", (int)m->subject_len, m->subject);
+	snprintf(seen.reply, sizeof seen.reply, "%.*s", (int)m->reply_len, m->reply);
+	snprintf(seen.hdr, sizeof seen.hdr, "%.*s", (int)m->hdr_len, m->hdr);
+	seen.hdr_len = m->hdr_len;
+	seen.payload_len = m->payload_len;
+	free(seen.payload);
+	seen.payload = malloc(m->payload_len + 1);
+	memcpy(seen.payload, m->payload, m->payload_len);
+	seen.payload[m->payload_len] = '\0';
+}
+static void on_up(void *ud) { (void)ud; seen.ups++; }
+static void on_down(void *ud) { (void)ud; seen.downs++; }
+static void on_mark(void *ud, uint64_t n) { (void)ud; seen.mark = n; }
+static unsigned msgs_want;
+static bool got_msgs(void) { return seen.msgs >= msgs_want; }
+static bool marked_2(void) { return seen.mark >= 2; }
+static bool went_down(void) { return seen.downs > 0 && !nats_writer_up(W); }
+
+static void start_with_hooks(void)
+{
+	free(seen.payload);
+	memset(&seen, 0, sizeof seen);
+	start_writer();
+	struct nats_writer_hooks h = {on_msg, on_up, on_down, on_mark, NULL};
+	nats_writer_set_hooks(W, &h);
+}
+
+/* The connection's own subscriptions: SUB and UNSUB lines, marks answered
+ * in order (the keepalive's PINGs share the numbering), MSG and HMSG read
+ * whole however the bytes arrive, and a malformed or oversized one ends
+ * the connection, which comes up again asking to be subscribed anew. */
+static void test_subscriptions_and_messages(void)
+{
+	serve();
+	start_with_hooks();
+	CU_ASSERT_EQUAL(nats_writer_subscribe(W, 7, "wisp.a", 6), WISP_EAGAIN); /* not up yet */
+	CU_ASSERT_EQUAL(nats_writer_mark(W), 0);
+	handshake();
+	CU_ASSERT_EQUAL(seen.ups, 1);
+
+	CU_ASSERT_EQUAL(nats_writer_subscribe(W, 7, "wisp.a", 6), 0);
+	CU_ASSERT_EQUAL(nats_writer_subscribe(W, 8, "wisp.b.>", 8), 0);
+	CU_ASSERT_EQUAL(nats_writer_mark(W), 1);
+	CU_ASSERT_EQUAL(nats_writer_unsubscribe(W, 8), 0);
+	CU_ASSERT_EQUAL(nats_writer_mark(W), 2);
+	char buf[4096];
+	hear(buf, sizeof buf);
+	CU_ASSERT_STRING_EQUAL(buf, "SUB wisp.a 7\r\nSUB wisp.b.> 8\r\nPING\r\nUNSUB 8\r\nPING\r\n");
+	say("PONG\r\n");
+	run_ms(20);
+	CU_ASSERT_EQUAL(seen.mark, 1);
+	say("PONG\r\n");
+	CU_ASSERT_FATAL(run_until(marked_2));
+
+	/* A MSG in three pieces: handed over once, whole. */
+	say("MSG wisp.a 7 5\r");
+	run_ms(10);
+	say("\nhel");
+	run_ms(10);
+	CU_ASSERT_EQUAL(seen.msgs, 0);
+	say("lo\r\n");
+	msgs_want = 1;
+	CU_ASSERT_FATAL(run_until(got_msgs));
+	CU_ASSERT_STRING_EQUAL(seen.subject, "wisp.a");
+	CU_ASSERT_EQUAL(seen.sid, 7);
+	CU_ASSERT_STRING_EQUAL(seen.reply, "");
+	CU_ASSERT_EQUAL(seen.hdr_len, 0);
+	CU_ASSERT_STRING_EQUAL(seen.payload, "hello");
+
+	/* An HMSG with a reply, a PING and an empty MSG in one write. */
+	say("HMSG wisp.a 7 r.1 18 21\r\nNATS/1.0\r\nK: v\r\n\r\nabc\r\nPING\r\nMSG wisp.a 7 0\r\n\r\n");
+	msgs_want = 3;
+	CU_ASSERT_FATAL(run_until(got_msgs));
+	hear(buf, sizeof buf);
+	CU_ASSERT_STRING_EQUAL(buf, "PONG\r\n");
+	CU_ASSERT_EQUAL(seen.payload_len, 0); /* the last one */
+
+	/* A later INFO's larger max_payload lets a larger message in: 150,000
+	 * bytes in pieces, past a control line's bound. */
+	say("INFO {\"max_payload\":200000}\r\n");
+	run_ms(10);
+	CU_ASSERT_EQUAL(nats_writer_max_payload(W), 200000);
+	say("MSG wisp.big 7 150000\r\n");
+	static char chunk[10000];
+	memset(chunk, 'z', sizeof chunk);
+	for (int i = 0; i < 15; i++) {
+		CU_ASSERT_EQUAL_FATAL(write(cfd, chunk, sizeof chunk), (ssize_t)sizeof chunk);
+		run_ms(2);
+	}
+	say("\r\n");
+	msgs_want = 4;
+	CU_ASSERT_FATAL(run_until(got_msgs));
+	CU_ASSERT_STRING_EQUAL(seen.subject, "wisp.big");
+	CU_ASSERT_EQUAL(seen.payload_len, 150000);
+	CU_ASSERT_EQUAL(seen.payload[149999], 'z');
+	CU_ASSERT_EQUAL(seen.downs, 0);
+
+	/* Over max_payload: the connection ends, and is made again. */
+	say("MSG wisp.a 7 200001\r\n");
+	CU_ASSERT_FATAL(run_until(went_down));
+	CU_ASSERT_EQUAL(nats_writer_subscribe(W, 7, "wisp.a", 6), WISP_EAGAIN);
+	handshake();
+	CU_ASSERT_EQUAL(seen.ups, 2);
+	CU_ASSERT_EQUAL(nats_writer_mark(W), 1); /* numbered afresh */
+
+	/* A body not ended by CR LF. */
+	seen.downs = 0;
+	say("MSG wisp.a 7 3\r\nabcXY");
+	CU_ASSERT_FATAL(run_until(went_down));
+	CU_ASSERT_EQUAL(seen.msgs, 4);
+	handshake();
+	/* A malformed MSG line. */
+	seen.downs = 0;
+	say("MSG wisp.a seven 3\r\nabc\r\n");
+	CU_ASSERT_FATAL(run_until(went_down));
+	CU_ASSERT_EQUAL(seen.msgs, 4);
+	unserve();
+	free(seen.payload);
+	seen.payload = NULL;
+}
+
 static CU_TestInfo tests[] = {
 	{"handshake, HPUB bytes, max_payload, PING, a refused publish", test_handshake_and_hpub},
 	{"bounded buffer; written or counted lost", test_bounds_and_loss},
+	{"its own subscriptions: SUB, marks, MSG and HMSG read whole", test_subscriptions_and_messages},
 	{"refused CONNECT, not NATS, bad INFO, endless line: made again", test_refusals_end_it_and_it_is_made_again},
 	{"unanswered PINGs end it", test_unanswered_pings_end_it},
 	CU_TEST_INFO_NULL,

@@ -9,6 +9,7 @@
 #include "nats_writer.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,9 +80,11 @@ struct nats_writer {
 	uint64_t queued_total, written_total;
 	uint64_t *ends;
 	size_t ends_cap, ends_head, ends_n;
-	/* What comes in: one control line at a time. */
+	/* What comes in: a control line, or a message's line and body, at a
+	 * time. in_need: the bytes the message at the start needs (0: none
+	 * pending). */
 	char *in;
-	size_t in_len, in_cap;
+	size_t in_len, in_cap, in_need;
 	struct nats_info info;      /* the server's first INFO, until CONNECT is sent */
 	int64_t max_payload;
 	bool refusal_said;          /* a publish refused on this connection is logged */
@@ -89,6 +92,10 @@ struct nats_writer {
 	uint64_t ping_due_ms, moved_ms;
 	uint64_t sent, lost;
 	uint64_t *lost_to; /* nats_writer_count_lost_in's counter (NULL: none) */
+	struct nats_writer_hooks hooks;
+	/* PINGs sent and PONGs heard on this connection since it came up:
+	 * the n-th PONG answers the n-th PING (nats_writer_mark). */
+	uint64_t pings_sent, pongs_heard;
 };
 
 /* ---- the buffer ---- */
@@ -202,7 +209,7 @@ static void lose(struct nats_writer *w, const char *fmt, ...)
 	w->ends_n = w->ends_head = 0;
 	w->head = w->len = 0;
 	w->written_total = w->queued_total;
-	w->in_len = 0;
+	w->in_len = w->in_need = 0;
 	w->max_payload = 0;
 	w->state = W_DOWN;
 	if (!w->said_down) {
@@ -217,6 +224,8 @@ static void lose(struct nats_writer *w, const char *fmt, ...)
 		connector_retry(&w->cn, true);
 	}
 	w->refused = false;
+	if (was_up && w->hooks.on_down)
+		w->hooks.on_down(w->hooks.ud);
 }
 
 /* Messages whose bytes all left: written. */
@@ -429,6 +438,12 @@ static int on_line(struct nats_writer *w, const char *line, size_t len)
 		return say(w, "PONG\r\n", 6);
 	case NATS_OP_PONG:
 		w->pings_out = 0;
+		if (w->state == W_UP) {
+			w->pongs_heard++;
+			if (w->hooks.on_mark)
+				w->hooks.on_mark(w->hooks.ud, w->pongs_heard);
+			return w->state == W_UP ? 0 : -1;
+		}
 		if (w->state == W_HELLO) {
 			const struct writer_url *u = cur_url(w);
 			/* The ring of message ends is made when first needed:
@@ -452,6 +467,10 @@ static int on_line(struct nats_writer *w, const char *line, size_t len)
 			loop_timer_start(w->loop, &w->tick, 1, on_tick);
 			log_msg(LOG_NOTICE, "cluster", "NATS data connection up at %s:%u%s (max_payload %lld)", u->host,
 				(unsigned)u->port, w->tls ? " over TLS" : "", (long long)w->max_payload);
+			w->pings_sent = w->pongs_heard = 0;
+			if (w->hooks.on_up)
+				w->hooks.on_up(w->hooks.ud);
+			return w->state == W_UP ? 0 : -1;
 		}
 		return 0;
 	case NATS_OP_INFO: {
@@ -468,6 +487,67 @@ static int on_line(struct nats_writer *w, const char *line, size_t len)
 	default:
 		lose(w, "an unexpected line from the server: %.*s", (int)(len > 40 ? 40 : len), line);
 		return -1;
+	}
+}
+
+/* The largest message body taken: the server's max_payload (nats-server
+ * refuses larger publishes, so a larger MSG is not one of its). */
+static size_t body_max(const struct nats_writer *w)
+{
+	return w->max_payload > 0 ? (size_t)w->max_payload : 1024u * 1024u;
+}
+
+/* A MSG or HMSG line at [start, start + len) of the input, its body from
+ * body_at. 0 with *used the offset past the body's CR LF when it is all
+ * here (handed to on_msg), 0 with *used 0 when more must be read
+ * (w->in_need set), -1 when the connection was lost (a malformed one). */
+static int on_msg(struct nats_writer *w, size_t start, size_t len, size_t body_at, size_t *used)
+{
+	const char *line = w->in + start, *arg;
+	size_t alen;
+	(void)nats_proto_op(line, len, &arg, &alen);
+	bool hmsg = line[0] == 'H' || line[0] == 'h';
+	struct nats_msg_head h;
+	if (nats_proto_msg(arg, alen, hmsg, body_max(w), &h) != 0) {
+		lose(w, "a malformed message line from the server: %.*s", (int)(len > 60 ? 60 : len), line);
+		return -1;
+	}
+	size_t need = body_at + h.total_len + 2;
+	if (w->in_len < need) {
+		w->in_need = need;
+		return 0;
+	}
+	const char *body = w->in + body_at;
+	if (body[h.total_len] != '\r' || body[h.total_len + 1] != '\n') {
+		lose(w, "a message from the server not ended by CR LF (%zu bytes said)", h.total_len);
+		return -1;
+	}
+	struct nats_writer_msg m = {
+		.subject = h.subject,
+		.subject_len = h.subject_len,
+		.reply = h.reply,
+		.reply_len = h.reply_len,
+		.sid = h.sid,
+		.hdr = body,
+		.hdr_len = h.hdr_len,
+		.payload = body + h.hdr_len,
+		.payload_len = h.total_len - h.hdr_len,
+	};
+	if (w->hooks.on_msg)
+		w->hooks.on_msg(w->hooks.ud, &m);
+	if (w->state != W_UP)
+		return -1; /* its owner's call lost the connection */
+	*used = need;
+	return 0;
+}
+
+/* A buffer a large message grew is given back once nothing waits in it. */
+static void give_back_in(struct nats_writer *w)
+{
+	if (w->in_len == 0 && w->in_cap > 16 * 4096u) {
+		wisp_free(w->in);
+		w->in = NULL;
+		w->in_cap = 0;
 	}
 }
 
@@ -488,14 +568,18 @@ static ssize_t receive(struct nats_writer *w, char *buf, size_t n)
 static void read_in(struct nats_writer *w)
 {
 	for (;;) {
-		if (w->in_len == w->in_cap) {
-			if (w->in_cap >= NATS_PROTO_LINE_MAX + 2) {
+		if (w->in_len == w->in_cap || w->in_need > w->in_cap) {
+			/* A control line, or a message's line and body. */
+			size_t bound = w->in_need > NATS_PROTO_LINE_MAX + 2 ? w->in_need : NATS_PROTO_LINE_MAX + 2;
+			if (w->in_cap >= bound) {
 				lose(w, "a line over %u bytes from the server", NATS_PROTO_LINE_MAX);
 				return;
 			}
 			size_t cap = w->in_cap ? w->in_cap * 2 : 4096;
-			if (cap > NATS_PROTO_LINE_MAX + 2)
-				cap = NATS_PROTO_LINE_MAX + 2;
+			if (cap < w->in_need)
+				cap = w->in_need;
+			if (cap > bound)
+				cap = bound;
 			char *p = wisp_realloc(w->in, cap);
 			if (!p) {
 				lose(w, "out of memory");
@@ -518,13 +602,26 @@ static void read_in(struct nats_writer *w)
 		}
 		w->in_len += (size_t)n;
 		size_t start = 0;
+		w->in_need = 0;
 		for (;;) {
 			char *nl = memchr(w->in + start, '\n', w->in_len - start);
 			if (!nl)
 				break;
 			size_t end = (size_t)(nl - w->in);
 			size_t len = end - start - (end > start && w->in[end - 1] == '\r');
-			int rc = on_line(w, w->in + start, len);
+			const char *arg;
+			size_t alen;
+			int rc;
+			if (w->state == W_UP && nats_proto_op(w->in + start, len, &arg, &alen) == NATS_OP_MSG) {
+				size_t used = 0;
+				rc = on_msg(w, start, len, end + 1, &used);
+				if (rc == 0 && !used)
+					break; /* its body is not all here yet */
+				if (rc == 0)
+					end = used - 1;
+			} else {
+				rc = on_line(w, w->in + start, len);
+			}
 			if (rc < 0)
 				return;
 			if (rc > 0)
@@ -533,6 +630,9 @@ static void read_in(struct nats_writer *w)
 		}
 		memmove(w->in, w->in + start, w->in_len - start);
 		w->in_len -= start;
+		if (w->in_need)
+			w->in_need -= start;
+		give_back_in(w);
 		if (w->t && w->t->want && !transport_pending(w->t))
 			return;
 	}
@@ -569,6 +669,7 @@ static void on_tick(struct loop *l, struct loop_timer *t)
 		w->ping_due_ms = now + w->cfg->ping_interval * 1000ull;
 		if (say(w, "PING\r\n", 6) != 0)
 			return;
+		w->pings_sent++;
 	}
 	loop_timer_start(l, t, 1, on_tick);
 }
@@ -794,4 +895,39 @@ int nats_writer_publish(struct nats_writer *w, const char *subject, size_t subje
 	w->ends_n++;
 	schedule_flush(w);
 	return 0;
+}
+
+void nats_writer_set_hooks(struct nats_writer *w, const struct nats_writer_hooks *h) { w->hooks = *h; }
+
+int nats_writer_subscribe(struct nats_writer *w, uint64_t sid, const char *subject, size_t subject_len)
+{
+	if (w->state != W_UP)
+		return WISP_EAGAIN;
+	char tail[24];
+	int n = snprintf(tail, sizeof tail, " %" PRIu64 "\r\n", sid);
+	if (!room(w, 4 + subject_len + (size_t)n, w->max + CONTROL_ROOM)) {
+		lose(w, "its buffer is full and the server is not reading");
+		return WISP_ECLOSED;
+	}
+	put(w, "SUB ", 4);
+	put(w, subject, subject_len);
+	put(w, tail, (size_t)n);
+	schedule_flush(w);
+	return 0;
+}
+
+int nats_writer_unsubscribe(struct nats_writer *w, uint64_t sid)
+{
+	if (w->state != W_UP)
+		return WISP_EAGAIN;
+	char line[32];
+	int n = snprintf(line, sizeof line, "UNSUB %" PRIu64 "\r\n", sid);
+	return say(w, line, (size_t)n) == 0 ? 0 : WISP_ECLOSED;
+}
+
+uint64_t nats_writer_mark(struct nats_writer *w)
+{
+	if (w->state != W_UP || say(w, "PING\r\n", 6) != 0)
+		return 0;
+	return ++w->pings_sent;
 }

@@ -12,7 +12,8 @@
  * writes it once per loop turn, as it writes to its clients
  * (docs/bench/results-2026-12-02-issue16-data-connection.md measures it).
  * cnats keeps everything else: subscriptions, JetStream, the control
- * messages. The connection subscribes to nothing.
+ * messages. What it subscribes to is its owner's (nats_writer_subscribe);
+ * their messages are read on the loop thread too (nats_writer_hooks).
  *
  * What cnats did for the connection is done here, non-blocking on the loop:
  * the URL list tried in turn with a backoff (client/connector.h, names
@@ -71,6 +72,46 @@ int64_t nats_writer_max_payload(const struct nats_writer *w);
  * queued. */
 int nats_writer_publish(struct nats_writer *w, const char *subject, size_t subject_len, const char *hdr,
 			size_t hdr_len, const void *payload, size_t payload_len);
+
+/* ---- reading: the connection's own subscriptions ---- */
+
+/* A message of one of the connection's subscriptions; every pointer is
+ * valid during the call only. hdr_len 0: no header block (MSG). */
+struct nats_writer_msg {
+	const char *subject, *reply;
+	size_t subject_len, reply_len;
+	uint64_t sid;
+	const char *hdr;
+	size_t hdr_len;
+	const char *payload;
+	size_t payload_len;
+};
+
+/* Called on the loop thread, each of them optional. on_up: the connection
+ * is up (again): nothing it subscribed before is in place any more, so
+ * the owner subscribes anew. on_down: it is lost (the marks not answered
+ * never will be). on_mark: the server answered mark n (nats_writer_mark):
+ * it has handled every line queued before it. */
+struct nats_writer_hooks {
+	void (*on_msg)(void *ud, const struct nats_writer_msg *m);
+	void (*on_up)(void *ud);
+	void (*on_down)(void *ud);
+	void (*on_mark)(void *ud, uint64_t n);
+	void *ud;
+};
+void nats_writer_set_hooks(struct nats_writer *w, const struct nats_writer_hooks *h);
+
+/* "SUB <subject> <sid>" / "UNSUB <sid>", queued behind what is queued
+ * (never refused for a full buffer of messages: a control line). 0;
+ * WISP_EAGAIN: the connection is not up (on_up says when to subscribe);
+ * WISP_ECLOSED: the connection was lost queueing it. */
+int nats_writer_subscribe(struct nats_writer *w, uint64_t sid, const char *subject, size_t subject_len);
+int nats_writer_unsubscribe(struct nats_writer *w, uint64_t sid);
+/* Queues a PING whose PONG is mark n (returned; 0: not up), handed to
+ * on_mark: NATS handles one connection's lines in order, so every SUB
+ * queued before it is then in place. The connection's own keepalive
+ * PINGs take numbers too; marks count from 1 on each connection. */
+uint64_t nats_writer_mark(struct nats_writer *w);
 
 /* Messages queued and lost, so far: with a connection (their bytes were
  * in the buffer, not wholly written, when it was lost), or refused by the
