@@ -104,11 +104,14 @@ class FrozenReconnectNode(StallNode):
 class SlowDeliveryNode(StallNode):
     """A node whose cnats delivery thread is starved (debug builds:
     WISP_DEBUG_SLOW_NATS_DELIVERY, 2 ms per message), with the smallest
-    inbound_queue: cnats's pending limit per subscription fills."""
+    inbound_queue: cnats's pending limit per subscription fills. Its
+    filters are read through cnats (no data connection, as while that one
+    is down)."""
 
     def config(self):
         cfg = super().config()
         cfg["cluster"]["inbound_queue"] = 16
+        cfg["cluster"]["data_connection"] = False
         return cfg
 
     def _env(self):

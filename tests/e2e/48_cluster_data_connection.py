@@ -16,15 +16,24 @@ connection's messages):
   writes after its CONNECT) is given up, said in the log, and the
   connection is made once the server answers;
 - with "data_connection": false there is no such connection and messages
-  cross through cnats as before.
+  cross through cnats as before;
+- the node's filters are subscribed on that connection, and its loop reads
+  what they bring: nats-server lists the SUBs on b-pub, not on b; and a
+  node whose own subscriber wants what it sends another node does not hear
+  its own message back (before, each came back on its main connection and
+  was counted in cluster/messages/dropped: 100 of 100).
 
 nats-server must be installed (WISP_NATS_SERVER): a missing one fails the
 test, never skips it."""
 
+import json
 import os
+import re
 import socket
 import sys
 import threading
+import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import main  # noqa: E402
@@ -86,6 +95,44 @@ class DataConnectionTest(ClusterCase):
         # on a-pub: every message, none through cnats's connection "a".
         self.assertGreaterEqual(self.nats.in_msgs("a-pub") - before, BURST)
         self.assertLess(self.nats.in_msgs("a-pub") - before, BURST + int(WAIT / 0.2) + 1)
+
+    def subjects_of(self, conn_name):
+        """The subscriptions nats-server lists for the connection named so."""
+        url = "http://127.0.0.1:%d/connz?subs=1" % self.nats.mport
+        with urllib.request.urlopen(url, timeout=10) as r:
+            conns = json.load(r).get("connections", [])
+        return {s for c in conns if c.get("name") == conn_name for s in c.get("subscriptions_list") or []}
+
+    def metric(self, node, name):
+        m = re.search(r"(?m)^wisp_%s ([0-9]+)$" % name, self.nodes[node].get("/metrics")[1])
+        self.assertIsNotNone(m, "no wisp_%s on node %s" % (name, node))
+        return int(m.group(1))
+
+    def test_filters_are_read_on_the_data_connection_and_own_messages_stay_home(self):
+        self.wait_up("a")
+        self.wait_up("b")
+        home = self.client("a", "own-home")
+        self.assertEqual(home.subscribe([("own/#", 0)]), [0])
+        self.burst("own/t", 20)
+        # b's filter is a SUB of b-pub's (its "own/#" parent too), none of
+        # b's main connection.
+        self.assertIn("wisp.own.t", self.subjects_of("b-pub"))
+        self.assertNotIn("wisp.own.t", self.subjects_of("b"))
+        self.assertIn("wisp.own.>", self.subjects_of("a-pub"))
+        self.assertNotIn("wisp.own.>", self.subjects_of("a"))
+        # The burst's 20 and its probes reached a's own subscriber as well;
+        # a heard none of them back from NATS.
+        got = 0
+        while True:
+            try:
+                home.recv_publish(timeout=0.5)
+                got += 1
+            except Exception:
+                break
+        self.assertGreaterEqual(got, 20)
+        self.assertEqual(self.metric("a", "cluster_dropped_total"), 0)
+        self.assertEqual(self.metric("a", "cluster_received_total"), 0)
+        self.assertGreaterEqual(self.metric("b", "cluster_received_total"), 20)
 
     def test_nats_restart_makes_it_again(self):
         self.wait_up("a")
@@ -189,6 +236,90 @@ class StalledHelloTest(ClusterCase):
         relay.holding.clear()
         self.assertIsNotNone(a.wait_log(UP, timeout=WAIT), "the data connection was never made once answered")
         self.assertIsNotNone(self.nats.in_msgs("a-pub"), "no NATS connection named a-pub")
+
+
+class SlowCnatsNode(InterestNode):
+    """A node whose cnats delivery thread takes 2 ms a message (debug
+    builds: WISP_DEBUG_SLOW_NATS_DELIVERY): a backlog waits in cnats when
+    its filters move to the data connection."""
+
+    def _env(self):
+        return dict(super()._env(), WISP_DEBUG_SLOW_NATS_DELIVERY="1")
+
+
+class SwitchTest(ClusterCase):
+    """b's data connection is held unanswered, so b reads its filters
+    through cnats; released while a publishes a numbered stream to b's
+    subscriber, b's filters move to b-pub (subscribed there, then drained
+    from cnats once the mark after the SUBs is back): every number arrives
+    exactly once, also what waited in cnats's queue at the move (b's cnats
+    delivery is slowed so that some always does: unsubscribed rather than
+    drained, those were lost)."""
+
+    node_class = InterestNode
+    node_names = ()
+    settle = True
+
+    def make_node(self, name, persistence=None):
+        if name == "b":
+            return SlowCnatsNode(name, self.nats.port, persistence=False)
+        return super().make_node(name, persistence)
+
+    def test_filters_move_to_the_data_connection_losing_and_repeating_nothing(self):
+        relay = PubHold(self.nats.port, "b-pub")
+        self.addCleanup(relay.close)
+        self.start_node("a")
+        b = self.make_node("b")
+        b.extra_config["cluster"]["nats"] = ["nats://127.0.0.1:%d" % relay.port]
+        b.extra_config["cluster"]["connect_timeout"] = 1
+        self.nodes["b"] = b
+        b.start()
+        self.assertIsNotNone(b.wait_log("connected to NATS as node 'b'", timeout=WAIT))
+        self.assertIsNotNone(b.wait_log("NATS data connection not made", timeout=WAIT))
+        sub = self.client("b", "switch-sub")
+        self.assertEqual(sub.subscribe([("sw/#", 0)]), [0])
+        self.assertIn("wisp.sw.>", DataConnectionTest.subjects_of(self, "b"))
+        pub = self.client("a", "switch-pub")
+        self.assertIsNotNone(self.nodes["a"].wait_log(SELECTIVE, timeout=WAIT))
+        got = []
+        stop = threading.Event()
+
+        def receive():
+            while not stop.is_set():
+                try:
+                    got.append(int(sub.recv_publish(timeout=0.2).payload))
+                except Exception:  # noqa: BLE001 - nothing this moment
+                    continue
+
+        reader = threading.Thread(target=receive, daemon=True)
+        reader.start()
+        # A numbered stream, about 2,000 a second, with the hold released
+        # a third of the way in; bounded in count and time.
+        n, released = 6000, False
+        deadline = time.monotonic() + 60
+        for i in range(n):
+            pub.publish("sw/t", b"%d" % i)
+            if i % 20 == 19:
+                time.sleep(0.01)
+            if i == n // 3:
+                relay.holding.clear()
+                released = True
+            self.assertLess(time.monotonic(), deadline, "the stream took too long")
+        self.assertTrue(released)
+        self.assertIsNotNone(b.wait_log(UP, timeout=WAIT), "b's data connection never came up")
+        pub.ping(timeout=WAIT)
+        until = time.monotonic() + WAIT
+        while len(got) < n and time.monotonic() < until:
+            time.sleep(0.05)
+        time.sleep(0.5)  # any repeat still on its way
+        stop.set()
+        reader.join()
+        # The filter moved: on b-pub, no longer on b's main connection.
+        self.assertIn("wisp.sw.>", DataConnectionTest.subjects_of(self, "b-pub"))
+        self.assertNotIn("wisp.sw.>", DataConnectionTest.subjects_of(self, "b"))
+        missing = sorted(set(range(n)) - set(got))
+        self.assertEqual(missing, [], "lost across the move\n" + b.log())
+        self.assertEqual(len(got), n, "repeated across the move: %d extra" % (len(got) - n))
 
 
 class DataConnectionOffTest(ClusterCase):

@@ -117,16 +117,24 @@ class Nats:
             return f.read()
 
     def connections(self):
-        """Node name -> (its NATS subscriptions, messages NATS sent it)."""
+        """Node name -> (its NATS subscriptions, messages NATS sent it):
+        its main connection's and its data connection's (<node>-pub, which
+        holds the filters' subscriptions while it is up) together."""
         url = "http://127.0.0.1:%d/connz?subs=1" % self.mport
         with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as r:
             data = json.load(r)
         # _INBOX.*: replies to the node's JetStream requests and the
         # retained bucket's consumer (26_cluster_state tests those; the
         # client-id claims and shared groups are on <node>-share).
-        return {c.get("name"): ({s for s in c.get("subscriptions_list") or [] if not s.startswith("_INBOX.")},
-                                c["out_msgs"])
-                for c in data.get("connections", [])}
+        out = {}
+        for c in data.get("connections", []):
+            name = c.get("name") or ""
+            if name.endswith("-pub"):
+                name = name[:-4]
+            subs, sent = out.get(name, (set(), 0))
+            subs |= {s for s in c.get("subscriptions_list") or [] if not s.startswith("_INBOX.")}
+            out[name] = (subs, sent + c["out_msgs"])
+        return out
 
     def wait_subjects(self, node, want, present=True):
         """Waits until node holds (or no longer holds) every subject of want."""
@@ -349,10 +357,11 @@ class InterestNode(Node):
         return cfg
 
     def _env(self):
-        # Debug builds send a new shared group's NATS queue SUB up to a
-        # second late: a SUBACK that waited only for the other nodes'
-        # answers would come before nats-server has the SUB.
-        return dict(super()._env(), WISP_DEBUG_DELAY_SHARE_SUB="1")
+        # Debug builds send a new shared group's NATS queue SUB, and a new
+        # filter's SUB on the data connection, up to a second late: a SUBACK
+        # that waited only for the other nodes' answers would come before
+        # nats-server has the SUB.
+        return dict(super()._env(), WISP_DEBUG_DELAY_SHARE_SUB="1", WISP_DEBUG_DELAY_WRITER_SUB="1")
 
 
 def stop_and_remove(nodes):

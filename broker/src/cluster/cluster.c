@@ -7,11 +7,15 @@
  * filter holds a second subscription to "a". A shared subscription
  * ($share/group/filter) is a NATS queue subscription instead (groups.h).
  *
- * A message out: one natsMsg (subject, headers, payload copied by cnats)
- * per client PUBLISH, nothing per subscriber. In: the message is copied
- * once into a struct msg, the same single allocation a local PUBLISH
- * makes, then routed like one; its origin is this struct, which no
- * session is, so No Local never applies to a remote publisher's message.
+ * A message out: one HPUB on the data connection (nats_writer.h), or one
+ * natsMsg (subject, headers, payload copied by cnats) while it is down,
+ * per client PUBLISH, nothing per subscriber. In: read where it lies in
+ * the data connection's input (the filters' subscriptions are there while
+ * it is up: enum reading), or a natsMsg of cnats's; either is seen
+ * through a struct remote_msg, copied once into a struct msg, the same
+ * single allocation a local PUBLISH makes, then routed like one; its
+ * origin is this struct, which no session is, so No Local never applies
+ * to a remote publisher's message.
  *
  * Headers (the names NATS-native tools see):
  *   Wisp-Node    publishing node's name
@@ -61,6 +65,7 @@
 #include "link.h"
 #include "log.h"
 #include "nats_auth.h"
+#include "nats_proto.h"
 #include "nats_writer.h"
 #include "presence.h"
 #include "retained_kv.h"
@@ -115,6 +120,7 @@ struct interest {
 	uint32_t hash;
 	uint32_t count;
 	struct sender_sub *sub, *parent_sub; /* made and ended by the sender thread */
+	uint8_t wsubs;             /* its SUBs on the data connection (sids tag << 1, | 1 the parent's) */
 	uint16_t len;
 	char filter[];
 };
@@ -124,14 +130,23 @@ struct interest {
  * own topic holds one filter per device. */
 #define INTEREST_BUCKETS_MIN 256u
 
-/* The newest sequence number seen from one publishing node's run. */
+/* The connections a message from NATS comes by: cnats's subscriptions,
+ * or the data connection's own (nats_writer.h). */
+enum path { PATH_CNATS = 0, PATH_WRITER = 1 };
+
+/* What one publishing node's run was seen to send, per path: the newest
+ * number, and the first one since the path's subscriptions were made
+ * (0: none yet). Each path brings every message matching the node's
+ * filters in its publisher's order while its subscriptions stand. */
 struct origin_seen {
 	char key[96];     /* Wisp-Node "/" Wisp-Seq's run id */
-	uint64_t seq;
-	uint64_t used;    /* take_seq's clock, for replacing the oldest */
+	uint64_t newest[2], first[2];
+	uint64_t used;    /* seen_before's clock, for replacing the oldest */
 };
 
 #define ORIGINS_MAX 64
+
+enum reading { RD_CNATS = 0, RD_BOTH, RD_WRITER };
 
 /*
  * A connection made anew on its own thread: natsConnection_Connect's first
@@ -192,6 +207,15 @@ struct cluster {
 	 * its copies and cnats's never look like each other's repeats. */
 	struct nats_writer *writer;
 	bool via_writer;          /* the messages go through it now (writer_takes) */
+	/* Where the filters' subscriptions are (enum reading): on cnats, on
+	 * both while they move to the data connection (until its mark
+	 * rd_switch comes back), or on the data connection. */
+	uint8_t rd;
+	uint64_t rd_switch;
+	/* The SUBACK's wait for filters subscribed on the data connection: the
+	 * mark out (wm_ping, answering the adds up to wm_add) and the adds
+	 * that wait for the next one (up to wm_next_add; 0: none). */
+	uint64_t wm_ping, wm_add, wm_next_add;
 	uint64_t direct_seq;      /* of the last one it took */
 	struct sbuf hdr;          /* its header block scratch */
 	uint64_t send_failed_seen; /* sender_failed() already counted */
@@ -306,7 +330,7 @@ static void unlink_tag(struct cluster *c, struct interest *in)
  * once it is back (subscribe_deferred), before the interest machinery's
  * hello and snapshot, which go through the same queue after them.
  */
-static int nats_subscribe(struct cluster *c, struct interest *in)
+static int cnats_subscribe(struct cluster *c, struct interest *in)
 {
 	if (!c->b->stats.cluster.connected) {
 		c->subs_deferred = true;
@@ -336,8 +360,29 @@ static void release_sub(struct cluster *c, struct sender_sub *sub)
 	c->b->stats.cluster.subjects--;
 }
 
+static void cnats_unsubscribe(struct cluster *c, struct interest *in, bool now);
+
+/* The filter's cnats subscriptions, the data connection having taken
+ * them over: drained, so that what cnats read before the UNSUB (which
+ * the data connection left to cnats: on_writer_msg) is still routed. */
+static void drain_subs(struct cluster *c, struct interest *in)
+{
+	if (!c->b->stats.cluster.connected) {
+		cnats_unsubscribe(c, in, false); /* nothing arrives meanwhile anyway */
+		return;
+	}
+	struct sender_sub **subs[2] = {&in->sub, &in->parent_sub};
+	for (int i = 0; i < 2; i++) {
+		if (!*subs[i])
+			continue;
+		sender_drain(c->sender, *subs[i]);
+		c->b->stats.cluster.subjects--;
+		*subs[i] = NULL;
+	}
+}
+
 /* now: at once whatever the connection's state (stopping). */
-static void nats_unsubscribe(struct cluster *c, struct interest *in, bool now)
+static void cnats_unsubscribe(struct cluster *c, struct interest *in, bool now)
 {
 	struct sender_sub **subs[2] = {&in->sub, &in->parent_sub};
 	for (int i = 0; i < 2; i++) {
@@ -363,6 +408,51 @@ static void nats_unsubscribe(struct cluster *c, struct interest *in, bool now)
 	}
 }
 
+/* The filter's SUBs on the data connection; false when they could not
+ * be queued (not up, or lost meanwhile: then on_writer_down ran). */
+static bool writer_subscribe(struct cluster *c, struct interest *in)
+{
+	bool parent_too = false;
+	ssize_t n = subject_from_filter(c->prefix, in->filter, in->len, c->buf, c->buf_cap, &parent_too);
+	if (n < 0 || nats_writer_subscribe(c->writer, in->tag << 1, c->buf, (size_t)n) != 0)
+		return false;
+	in->wsubs = 1;
+	c->b->stats.cluster.subjects++;
+	if (parent_too && nats_writer_subscribe(c->writer, in->tag << 1 | 1, c->buf, (size_t)n - 2) != 0)
+		return false;
+	in->wsubs = (uint8_t)(1 + parent_too);
+	c->b->stats.cluster.subjects += parent_too;
+	return true;
+}
+
+static void writer_unsubscribe(struct cluster *c, struct interest *in)
+{
+	if (!in->wsubs)
+		return;
+	c->b->stats.cluster.subjects -= in->wsubs;
+	uint8_t n = in->wsubs;
+	in->wsubs = 0;
+	/* Not up: its subscriptions ended with the connection. */
+	if (nats_writer_unsubscribe(c->writer, in->tag << 1) == 0 && n == 2)
+		nats_writer_unsubscribe(c->writer, in->tag << 1 | 1);
+}
+
+/* Where the filters are read (enum reading): new ones go there too. */
+static int nats_subscribe(struct cluster *c, struct interest *in)
+{
+	if (c->rd != RD_CNATS && writer_subscribe(c, in) && c->rd == RD_WRITER)
+		return 0;
+	if (in->sub)
+		return 0; /* the data connection was lost meanwhile: on_writer_down subscribed it */
+	return cnats_subscribe(c, in);
+}
+
+static void nats_unsubscribe(struct cluster *c, struct interest *in, bool now)
+{
+	writer_unsubscribe(c, in);
+	cnats_unsubscribe(c, in, now);
+}
+
 /* The main connection is back: the UNSUBs and SUBs deferred while it was
  * lost. */
 static void subscribe_deferred(struct cluster *c)
@@ -373,10 +463,12 @@ static void subscribe_deferred(struct cluster *c)
 	if (!c->subs_deferred)
 		return;
 	c->subs_deferred = false;
+	if (c->rd == RD_WRITER)
+		return;
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next)
 			if (!in->sub)
-				nats_subscribe(c, in);
+				cnats_subscribe(c, in);
 }
 
 /* A new group's queue SUB was just queued: its mark follows it. */
@@ -415,6 +507,32 @@ static void grow_buckets(struct cluster *c)
 	c->nbuckets = n;
 }
 
+/* A mark on the data connection for the adds up to wm_next_add: at most
+ * one out at a time, the adds meanwhile wait for the next. Not up: the
+ * SUBACKs go without it (the SUBs went with the connection; cnats has
+ * them again). */
+static void send_writer_mark(struct cluster *c)
+{
+	uint64_t ping = nats_writer_mark(c->writer);
+	if (ping) {
+		c->wm_ping = ping;
+		c->wm_add = c->wm_next_add;
+	} else {
+		remote_interest_writer_marked(c->wanted, c->wm_next_add);
+	}
+	c->wm_next_add = 0;
+}
+
+static void writer_mark_after(struct cluster *c, uint64_t add)
+{
+	if (!add)
+		return;
+	c->wm_next_add = add;
+	remote_interest_await_writer(c->wanted, add);
+	if (!c->wm_ping)
+		send_writer_mark(c);
+}
+
 static void interest_ref(struct cluster *c, const char *filter, size_t len)
 {
 	if (share_is_shared(filter, len)) {
@@ -451,6 +569,10 @@ static void interest_ref(struct cluster *c, const char *filter, size_t len)
 	/* The announcement after the SUB, in the sender's queue behind it:
 	 * NATS has the SUB before any other node hears of the filter. */
 	remote_interest_local_add(c->wanted, filter, len);
+	/* A SUB on the data connection is not ordered with it: the SUBACK
+	 * also waits for a mark after it (writer_mark_after). */
+	if (in && in->wsubs)
+		writer_mark_after(c, remote_interest_last_add(c->wanted));
 }
 
 static void interest_unref(struct cluster *c, const char *filter, size_t len)
@@ -879,10 +1001,18 @@ static const struct router_ops cluster_ops = {
  * NATS sends one copy per subscription; the local tree matches every
  * filter from one copy, so the others must go. nats-server sends all the
  * copies of one publish before the next publish of the same connection,
- * and cnats's one delivery thread keeps that order, so per publishing run
- * a copy is one whose number is not above the newest seen.
+ * and each path keeps that order (cnats's one delivery thread, the data
+ * connection's one reader), so per publishing run and path a copy is one
+ * whose number is not above the newest seen on that path.
+ *
+ * While the filters move from one path to the other, both bring every
+ * message for a moment, in no order between them. Each path brings every
+ * matching message from its first one on (the data connection's count
+ * from the mark after all its SUBs: on_writer_msg), so a copy is also a
+ * repeat when the other path brought that number already: at or below
+ * its newest and at or above its first.
  */
-static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr)
+static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr, enum path path)
 {
 	const char *dash = seq_hdr ? strrchr(seq_hdr, '-') : NULL;
 	if (!node || !dash)
@@ -902,19 +1032,121 @@ static bool seen_before(struct cluster *c, const char *node, const char *seq_hdr
 	if (!o) {
 		o = c->norigins < ORIGINS_MAX ? &c->origins[c->norigins++] : oldest;
 		snprintf(o->key, sizeof o->key, "%s", key);
-		o->seq = 0;
+		memset(o->newest, 0, sizeof o->newest);
+		memset(o->first, 0, sizeof o->first);
 	}
 	o->used = ++c->origins_clock;
-	if (seq <= o->seq)
+	enum path other = path == PATH_CNATS ? PATH_WRITER : PATH_CNATS;
+	if (seq <= o->newest[path])
 		return true;
-	o->seq = seq;
-	return false;
+	o->newest[path] = seq;
+	if (!o->first[path])
+		o->first[path] = seq;
+	return o->first[other] && seq >= o->first[other] && seq <= o->newest[other];
 }
 
-static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream, uint64_t seq,
-			     const char *share_key, size_t share_len, const struct interest *via);
+/* A path's subscriptions are made anew: what it brought before says
+ * nothing of what it brings now. */
+static void path_restart(struct cluster *c, enum path path)
+{
+	for (size_t i = 0; i < c->norigins; i++)
+		c->origins[i].newest[path] = c->origins[i].first[path] = 0;
+}
 
-/* Why a message from NATS is not routed; NULL: it was. `prefix`: of its
+/*
+ * A message from NATS as routing reads it, whichever path brought it:
+ * a natsMsg of cnats's (nm: a stream message's metadata is read there) or
+ * the data connection's own read. Header values are NUL-ended, NULL when
+ * absent; props is the base64 of Wisp-Props.
+ */
+struct remote_msg {
+	natsMsg *nm;
+	const char *subject;
+	size_t subject_len;
+	const void *payload;
+	size_t payload_len;
+	const char *node, *seq, *qos, *expiry, *via;
+	const char *props;
+	size_t props_len;
+	bool retain, stream, groups_served;
+};
+
+static void view_of_nats(natsMsg *nm, struct remote_msg *rm)
+{
+	int dlen = natsMsg_GetDataLength(nm);
+	const char *props = wire_header(nm, "Wisp-Props");
+	*rm = (struct remote_msg){
+		.nm = nm,
+		.subject = natsMsg_GetSubject(nm),
+		.payload = natsMsg_GetData(nm),
+		.payload_len = dlen > 0 ? (size_t)dlen : 0,
+		.node = wire_header(nm, "Wisp-Node"),
+		.seq = wire_header(nm, "Wisp-Seq"),
+		.qos = wire_header(nm, "Wisp-QoS"),
+		.expiry = wire_header(nm, "Wisp-Expiry"),
+		.via = wire_header(nm, "Wisp-Via"),
+		.props = props,
+		.props_len = props ? strlen(props) : 0,
+		.retain = wire_header(nm, "Wisp-Retain") != NULL,
+		.stream = wire_header(nm, "Wisp-Stream") != NULL,
+		.groups_served = wire_header(nm, "Wisp-Groups-Served") != NULL,
+	};
+	rm->subject_len = strlen(rm->subject);
+}
+
+/* The data connection's header values, NUL-ended. */
+struct writer_hdrs {
+	char node[256], seq[64], qos[4], expiry[24];
+};
+
+/* One header of the block into buf (cap bytes with its NUL): its value,
+ * NULL when absent; false when it does not fit (no Wisp node writes one
+ * that long). */
+static bool copy_header(const struct nats_writer_msg *wm, const char *key, char *buf, size_t cap, const char **out)
+{
+	const char *v;
+	size_t n;
+	*out = NULL;
+	if (!wm->hdr_len || !nats_proto_header(wm->hdr, wm->hdr_len, key, strlen(key), &v, &n))
+		return true;
+	if (n >= cap)
+		return false;
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	*out = buf;
+	return true;
+}
+
+static bool view_of_writer(const struct nats_writer_msg *wm, struct writer_hdrs *h, struct remote_msg *rm)
+{
+	*rm = (struct remote_msg){
+		.subject = wm->subject,
+		.subject_len = wm->subject_len,
+		.payload = wm->payload,
+		.payload_len = wm->payload_len,
+	};
+	const char *v;
+	size_t n;
+	if (wm->hdr_len && nats_proto_header(wm->hdr, wm->hdr_len, "Wisp-Props", 10, &v, &n)) {
+		rm->props = v;
+		rm->props_len = n;
+	}
+	rm->retain = wm->hdr_len && nats_proto_header(wm->hdr, wm->hdr_len, "Wisp-Retain", 11, &v, &n);
+	rm->stream = wm->hdr_len && nats_proto_header(wm->hdr, wm->hdr_len, "Wisp-Stream", 11, &v, &n);
+	rm->groups_served = wm->hdr_len && nats_proto_header(wm->hdr, wm->hdr_len, "Wisp-Groups-Served", 18, &v, &n);
+	return copy_header(wm, "Wisp-Node", h->node, sizeof h->node, &rm->node) &&
+	       copy_header(wm, "Wisp-Seq", h->seq, sizeof h->seq, &rm->seq) &&
+	       copy_header(wm, "Wisp-QoS", h->qos, sizeof h->qos, &rm->qos) &&
+	       copy_header(wm, "Wisp-Expiry", h->expiry, sizeof h->expiry, &rm->expiry);
+}
+
+static const char *route_msg(struct cluster *c, const struct remote_msg *rm, const char *prefix, bool from_stream,
+			     uint64_t seq, const char *share_key, size_t share_len, const struct interest *via);
+static const char *route_view(struct cluster *c, const struct remote_msg *rm, const char *prefix, bool from_stream,
+			      uint64_t seq, bool for_group, const char *share_key, size_t share_len,
+			      const struct interest *via, enum path path);
+
+/* Why a message from cnats is not routed; NULL: it was. `prefix`: of its
  * subject; a stream message (from_stream, sequence seq) is deduplicated by
  * durable.c. */
 static const char *route_remote(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream, uint64_t seq)
@@ -925,31 +1157,41 @@ static const char *route_remote(struct cluster *c, natsMsg *nm, const char *pref
 	const char *share_key = NULL;
 	size_t share_len = 0;
 	bool for_group = groups_message(c->groups, nm, &share_key, &share_len);
-	const char *node = wire_header(nm, "Wisp-Node");
+	struct remote_msg rm;
+	view_of_nats(nm, &rm);
+	/* A NATS-native publisher's copy: through the filter it came by
+	 * (on_filter_msg), or none when that filter has gone since. */
+	const struct interest *via = NULL;
+	if (!rm.node && !for_group && !from_stream && rm.via && !(via = find_tag(c, strtoull(rm.via, NULL, 10))))
+		return "";
+	return route_view(c, &rm, prefix, from_stream, seq, for_group, share_key, share_len, via, PATH_CNATS);
+}
+
+/* route_remote's rules that do not depend on the path: `via`, a NATS-native
+ * publisher's copy's filter (NULL: none, or not such a copy). */
+static const char *route_view(struct cluster *c, const struct remote_msg *rm, const char *prefix, bool from_stream,
+			      uint64_t seq, bool for_group, const char *share_key, size_t share_len,
+			      const struct interest *via, enum path path)
+{
+	const char *node = rm->node;
 	if (for_group && !share_key)
 		return ""; /* its group left this node meanwhile, as a local group's last member may */
 	/* Its publishing node served its own members of every group while
 	 * NATS was away, and cnats sent it on later: a group gets a QoS 0
 	 * message at most once, so a group with no member there misses it. */
-	if (for_group && wire_header(nm, "Wisp-Groups-Served"))
+	if (for_group && rm->groups_served)
 		return "";
 	/* A stream message's core copy (an older node sends one): the stream
 	 * brings it, to the ordinary subscriptions and to the groups. */
-	if (!from_stream && wire_header(nm, "Wisp-Stream"))
+	if (!from_stream && rm->stream)
 		return "";
 	if (!for_group && node && strcmp(node, c->node) == 0)
 		return "this node's own message";
 	/* Each group's copy is its own: never one of overlapping filters; a
 	 * stream message is deduplicated by durable.c. */
-	if (!for_group && !from_stream && seen_before(c, node, wire_header(nm, "Wisp-Seq")))
+	if (!for_group && !from_stream && seen_before(c, node, rm->seq, path))
 		return ""; /* another subscription's copy: not a drop */
-	/* A NATS-native publisher's copy: through the filter it came by
-	 * (on_filter_msg), or none when that filter has gone since. */
-	const struct interest *via = NULL;
-	const char *tag = !node && !for_group && !from_stream ? wire_header(nm, "Wisp-Via") : NULL;
-	if (tag && !(via = find_tag(c, strtoull(tag, NULL, 10))))
-		return "";
-	return route_msg(c, nm, prefix, from_stream, seq, for_group ? share_key : NULL, share_len, via);
+	return route_msg(c, rm, prefix, from_stream, seq, for_group ? share_key : NULL, share_len, node ? NULL : via);
 }
 
 /* Whole seconds since nats-server stored the stream message nm, by this
@@ -974,13 +1216,12 @@ static uint64_t stream_waited_s(natsMsg *nm)
  * subscribers (those of the filter `via` only, when not NULL), or to one
  * member of the local group share_key when not NULL. Why it was not;
  * NULL: it was. */
-static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix, bool from_stream, uint64_t seq,
-			     const char *share_key, size_t share_len, const struct interest *via)
+static const char *route_msg(struct cluster *c, const struct remote_msg *rm, const char *prefix, bool from_stream,
+			     uint64_t seq, const char *share_key, size_t share_len, const struct interest *via)
 {
 	struct broker *b = c->b;
 	bool for_group = share_key != NULL;
-	const char *subj = natsMsg_GetSubject(nm);
-	ssize_t tlen = subject_to_topic(prefix, subj, strlen(subj), c->buf, c->buf_cap);
+	ssize_t tlen = subject_to_topic(prefix, rm->subject, rm->subject_len, c->buf, c->buf_cap);
 	if (tlen <= 0 || tlen > UINT16_MAX || !mqtt_utf8_valid((const uint8_t *)c->buf, (size_t)tlen))
 		return "a subject that maps to no valid topic";
 	if (broker_topic_bound(b, c->buf, (size_t)tlen) != TOPIC_WITHIN_LIMITS)
@@ -996,16 +1237,16 @@ static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix,
 	    (from_stream ? !topic_matches(share_key + inner, share_len - inner, c->buf, (size_t)tlen)
 			 : (share_key[inner] == '+' || share_key[inner] == '#')))
 		return "";
-	const char *q = wire_header(nm, "Wisp-QoS");
+	const char *q = rm->qos;
 	uint8_t qos = q && q[0] >= '0' && q[0] <= '2' && !q[1] ? (uint8_t)(q[0] - '0') : 0;
-	const char *exp = wire_header(nm, "Wisp-Expiry");
+	const char *exp = rm->expiry;
 	uint64_t expires_at = 0;
 	if (exp) {
 		uint64_t left = strtoull(exp, NULL, 10);
 		/* Its time in the stream counts: a node down for a while must not
 		 * deliver what expired meanwhile [MQTT-3.3.2-5], nor give what is
 		 * left a fresh interval [MQTT-3.3.2-6]. */
-		uint64_t waited = from_stream ? stream_waited_s(nm) : 0;
+		uint64_t waited = from_stream && rm->nm ? stream_waited_s(rm->nm) : 0;
 		if (from_stream && waited >= left) {
 			broker_count_drop(b, DROP_EXPIRED);
 			return "";
@@ -1015,19 +1256,18 @@ static const char *route_msg(struct cluster *c, natsMsg *nm, const char *prefix,
 	}
 	uint8_t *props = NULL;
 	size_t props_len = 0;
-	const char *bad = wire_get_props(nm, &props, &props_len);
+	const char *bad = wire_decode_props(rm->props, rm->props_len, &props, &props_len);
 	if (bad)
 		return bad;
-	int dlen = natsMsg_GetDataLength(nm);
 	struct msg_spec spec = {
 		.topic = c->buf,
 		.topic_len = (size_t)tlen,
 		.props = props,
 		.props_len = props_len,
-		.payload = natsMsg_GetData(nm),
-		.payload_len = dlen > 0 ? (size_t)dlen : 0,
+		.payload = rm->payload,
+		.payload_len = rm->payload_len,
 		.qos = qos,
-		.retain = wire_header(nm, "Wisp-Retain") != NULL,
+		.retain = rm->retain,
 		.expires_at = expires_at,
 		.origin = c,
 	};
@@ -1330,6 +1570,93 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 }
 
+/* ---- the data connection's reading (loop thread) ---- */
+
+#define FOR_EACH_INTEREST(c, in)                       \
+	for (size_t i_ = 0; i_ < (c)->nbuckets; i_++) \
+		for (struct interest *in = (c)->buckets[i_]; in; in = in->next)
+
+/* Up (again): the filters are subscribed on it too, and stay on cnats
+ * until the mark after them is back, so nothing published meanwhile is
+ * missed (seen_before drops the copies both bring). */
+static void on_writer_up(void *ud)
+{
+	struct cluster *c = ud;
+	c->rd = RD_BOTH;
+	c->wm_ping = c->wm_add = 0;
+	path_restart(c, PATH_WRITER);
+	FOR_EACH_INTEREST(c, in)
+	{
+		if (!writer_subscribe(c, in) && c->rd != RD_BOTH)
+			return; /* lost meanwhile: on_writer_down put them back */
+	}
+	c->rd_switch = nats_writer_mark(c->writer);
+}
+
+static void on_writer_mark(void *ud, uint64_t n)
+{
+	struct cluster *c = ud;
+	if (c->rd == RD_BOTH && n >= c->rd_switch) {
+		FOR_EACH_INTEREST(c, in)
+		{
+			drain_subs(c, in);
+		}
+		c->rd = RD_WRITER;
+	}
+	if (c->wm_ping && n >= c->wm_ping) {
+		remote_interest_writer_marked(c->wanted, c->wm_add);
+		c->wm_ping = 0;
+	}
+	if (!c->wm_ping && c->wm_next_add)
+		send_writer_mark(c);
+}
+
+/* Lost: the filters go back to cnats (what NATS sends before their SUBs
+ * are in place is missed: at most once, as across any lost connection),
+ * and no SUBACK waits for a mark that will not come. */
+static void on_writer_down(void *ud)
+{
+	struct cluster *c = ud;
+	uint64_t add = c->wm_add > c->wm_next_add ? c->wm_add : c->wm_next_add;
+	remote_interest_writer_marked(c->wanted, add);
+	c->wm_ping = c->wm_add = c->wm_next_add = 0;
+	if (c->rd == RD_CNATS)
+		return;
+	/* From the data connection alone: cnats's subscriptions are new. */
+	if (c->rd == RD_WRITER)
+		path_restart(c, PATH_CNATS);
+	c->rd = RD_CNATS;
+	FOR_EACH_INTEREST(c, in)
+	{
+		c->b->stats.cluster.subjects -= in->wsubs;
+		in->wsubs = 0;
+		if (!in->sub)
+			cnats_subscribe(c, in);
+	}
+}
+
+static void on_writer_msg(void *ud, const struct nats_writer_msg *wm)
+{
+	struct cluster *c = ud;
+	/* Until the mark after every filter's SUB is back, cnats brings all
+	 * of it and this connection only part (SUBs not yet in place): so a
+	 * path counts from the mark on (seen_before). */
+	if (c->rd == RD_BOTH)
+		return;
+	struct interest *in = find_tag(c, wm->sid >> 1);
+	if (!in || !in->wsubs)
+		return; /* its filter is gone, its UNSUB on the way */
+	struct writer_hdrs h;
+	struct remote_msg rm;
+	const char *why = !view_of_writer(wm, &h, &rm) ? "a Wisp header too long"
+		: route_view(c, &rm, c->prefix, false, 0, false, NULL, 0, in, PATH_WRITER);
+	if (why && *why) {
+		c->b->stats.cluster.dropped++;
+		log_limited("cluster_dropped", LOG_INFO, "cluster", "message from NATS on '%.*s' dropped: %s",
+			    (int)(wm->subject_len > 200 ? 200 : wm->subject_len), wm->subject, why);
+	}
+}
+
 /* ---- cnats threads: hand over, nothing else ---- */
 
 static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
@@ -1437,7 +1764,9 @@ static const char *route_stream_group(void *ctx, natsMsg *nm, const char *consum
 		*gone = true;
 		return NULL;
 	}
-	return route_msg(c, nm, durable_stream(c->durable), true, 0, key, len, NULL);
+	struct remote_msg rm;
+	view_of_nats(nm, &rm);
+	return route_msg(c, &rm, durable_stream(c->durable), true, 0, key, len, NULL);
 }
 
 static void on_group_bound(void *ctx, uint64_t id) { groups_stream_ready(((struct cluster *)ctx)->groups, id); }
@@ -1601,6 +1930,13 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 		if (wrc != 0)
 			goto fail;
 		nats_writer_count_lost_in(c->writer, &b->stats.cluster.send_failed);
+		nats_writer_set_hooks(c->writer, &(struct nats_writer_hooks){
+			.on_msg = on_writer_msg,
+			.on_up = on_writer_up,
+			.on_down = on_writer_down,
+			.on_mark = on_writer_mark,
+			.ud = c,
+		});
 	}
 	/* A first try that gives up, only to log why NATS refused (TLS,
 	 * credentials): a connect that retries in the background keeps the
@@ -1722,6 +2058,8 @@ void cluster_stop(struct cluster *c)
 	 * The filters' subscriptions it made come to the retired list. */
 	sender_stop(c->sender, &c->retired.list);
 	c->sender = NULL;
+	if (c->writer)
+		nats_writer_set_hooks(c->writer, &(struct nats_writer_hooks){0});
 	nats_writer_stop(c->writer);
 	c->writer = NULL;
 	if (loop_timer_armed(&c->rejoin_timer))

@@ -112,6 +112,7 @@ struct remote_interest {
 	uint64_t last_add;      /* the number of our last "add": the sub_gate's ticket */
 	uint64_t mark_wanted;   /* the newest add whose queue SUB's mark is awaited */
 	uint64_t marked;        /* the newest mark come back */
+	uint64_t wmark_wanted, wmarked; /* the same for the data connection's SUBs */
 	struct peer *peers[PEERS_MAX];
 	size_t npeers;
 	size_t incomplete;      /* peers whose set is not whole: everything is sent */
@@ -643,6 +644,21 @@ void remote_interest_await_mark(struct remote_interest *ri, uint64_t mark)
 		ri->mark_wanted = mark;
 }
 
+void remote_interest_await_writer(struct remote_interest *ri, uint64_t add)
+{
+	if (ri && add > ri->wmark_wanted)
+		ri->wmark_wanted = add;
+}
+
+void remote_interest_writer_marked(struct remote_interest *ri, uint64_t add)
+{
+	if (!ri || add <= ri->wmarked)
+		return;
+	ri->wmarked = add;
+	if (ri->gate_waiting)
+		loop_request_turn(ri->b->loop);
+}
+
 void remote_interest_mark(struct remote_interest *ri, uint64_t mark)
 {
 	if (!ri || !mark)
@@ -936,7 +952,8 @@ static bool gate_settled(void *ctx, uint64_t ticket, uint64_t since_ms)
 	}
 	/* Marks come back in order: the newest one at or before the ticket
 	 * (or a later one) covers every queue SUB the ticket's adds made. */
-	bool all = ri->marked >= (ri->mark_wanted < ticket ? ri->mark_wanted : ticket);
+	bool all = ri->marked >= (ri->mark_wanted < ticket ? ri->mark_wanted : ticket) &&
+		   ri->wmarked >= (ri->wmark_wanted < ticket ? ri->wmark_wanted : ticket);
 	for (size_t i = 0; i < ri->npeers && all; i++)
 		all = ri->peers[i]->acked >= ticket;
 	if (all) {

@@ -94,6 +94,11 @@ uint64_t remote_interest_last_add(const struct remote_interest *ri);
 void remote_interest_await_mark(struct remote_interest *ri, uint64_t mark);
 /* Publishes `mark` on snc; call right after the queue SUB. */
 void remote_interest_mark(struct remote_interest *ri, uint64_t mark);
+/* The same for a filter whose SUB went on the data connection (cluster.c
+ * sends its PING mark there): the SUBACKs of the adds up to `add` wait
+ * until remote_interest_writer_marked(add) (or a later add). */
+void remote_interest_await_writer(struct remote_interest *ri, uint64_t add);
+void remote_interest_writer_marked(struct remote_interest *ri, uint64_t add);
 
 /* Whether another node may want a message on this topic. NULL: true. */
 bool remote_interest_wanted(const struct remote_interest *ri, const struct topic_level *levels, size_t nlevels);

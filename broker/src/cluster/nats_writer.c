@@ -41,6 +41,12 @@ enum writer_state { W_DOWN = 0, W_INFO, W_TLS, W_HELLO, W_UP };
  * PONG): a full buffer refuses messages, never a PONG. */
 #define CONTROL_ROOM 4096u
 #define BUF_FIRST (64u * 1024u)
+/* Messages read per loop turn, at most (cluster.c's inbox took as many). */
+#define READ_BUDGET 256u
+/* The SUBs a connection just up sends at once, one per filter of the
+ * node's, may take the buffer past its messages' bound by this much: 100,000
+ * filters' SUBs are about 4 MiB. */
+#define SUBS_ROOM (64u * 1024u * 1024u)
 
 /* One URL of cluster.nats. */
 struct writer_url {
@@ -64,6 +70,7 @@ struct nats_writer {
 	struct mtimer hello_timer;  /* INFO, TLS and CONNECT within connect_timeout */
 	struct loop_timer tick;     /* each second while UP: PINGs, the write deadline */
 	struct loop_timer flush;    /* the end of the turn's writes */
+	struct loop_timer more;     /* the next turn's share of what was read (read_in) */
 	struct loop_io io;
 	int fd;                     /* the socket, or -1 */
 	struct transport *t;        /* over fd, once INFO is read */
@@ -96,6 +103,13 @@ struct nats_writer {
 	/* PINGs sent and PONGs heard on this connection since it came up:
 	 * the n-th PONG answers the n-th PING (nats_writer_mark). */
 	uint64_t pings_sent, pongs_heard;
+	/* Debug builds: WISP_DEBUG_DELAY_WRITER_SUB holds what is queued
+	 * after a SUB until the next whole second (hold_timer), as a slow
+	 * server would: the SUBACK's wait for the mark must cover it
+	 * (tests/e2e/28_cluster_interest.py). */
+	bool hold_subs;
+	uint64_t hold_until_ms;
+	struct mtimer hold_timer;
 };
 
 /* ---- the buffer ---- */
@@ -116,8 +130,10 @@ static bool room(struct nats_writer *w, size_t n, size_t bound)
 	size_t cap = w->cap ? w->cap : BUF_FIRST;
 	while (cap < w->len + n)
 		cap *= 2;
-	if (cap > w->max + CONTROL_ROOM)
-		cap = w->max + CONTROL_ROOM;
+	if (cap > bound + w->head)
+		cap = bound + w->head;
+	if (cap < w->len + n)
+		return false;
 	char *p = wisp_realloc(w->out, cap);
 	if (!p)
 		return false;
@@ -174,10 +190,14 @@ static void close_socket(struct nats_writer *w)
 		close(w->fd);
 	w->t = NULL;
 	w->fd = -1;
-	if (w->timers)
+	if (w->timers) {
 		mtimer_stop(w->timers, &w->hello_timer);
+		mtimer_stop(w->timers, &w->hold_timer);
+	}
+	w->hold_until_ms = 0;
 	loop_timer_stop(w->loop, &w->tick);
 	loop_timer_stop(w->loop, &w->flush);
+	loop_timer_stop(w->loop, &w->more);
 }
 
 static const struct writer_url *cur_url(const struct nats_writer *w) { return &w->urls[connector_current(&w->cn)]; }
@@ -276,10 +296,30 @@ static int write_out(struct nats_writer *w)
 	return 0;
 }
 
+/* Debug builds: whether a held SUB keeps the buffer back now (its timer
+ * writes it then). */
+static bool held(struct nats_writer *w)
+{
+	uint64_t now = mtimer_now_ms();
+	if (w->hold_until_ms <= now)
+		return false;
+	if (!mtimer_is_armed(&w->hold_timer))
+		mtimer_start(w->timers, &w->hold_timer, w->hold_until_ms - now);
+	return true;
+}
+
 static void on_flush(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
 	struct nats_writer *w = container_of(t, struct nats_writer, flush);
+	if (w->t && w->state >= W_HELLO && !held(w))
+		write_out(w);
+}
+
+static void on_hold_over(struct mtimer *t, void *ud)
+{
+	(void)t;
+	struct nats_writer *w = ud;
 	if (w->t && w->state >= W_HELLO)
 		write_out(w);
 }
@@ -565,9 +605,67 @@ static ssize_t receive(struct nats_writer *w, char *buf, size_t n)
 }
 
 /* Reads and handles whole lines until the socket would block. */
+/* Handles the whole lines and messages the input holds, at most *budget
+ * messages (each taken off it). -1: the connection was lost; 1: stop
+ * reading (the INFO: what follows is TLS, or CONNECT's answer); 0. */
+static int consume(struct nats_writer *w, unsigned *budget)
+{
+	size_t start = 0;
+	w->in_need = 0;
+	if (!w->in_len)
+		return 0;
+	while (*budget) {
+		char *nl = memchr(w->in + start, '\n', w->in_len - start);
+		if (!nl)
+			break;
+		size_t end = (size_t)(nl - w->in);
+		size_t len = end - start - (end > start && w->in[end - 1] == '\r');
+		const char *arg;
+		size_t alen;
+		int rc;
+		if (w->state == W_UP && nats_proto_op(w->in + start, len, &arg, &alen) == NATS_OP_MSG) {
+			size_t used = 0;
+			rc = on_msg(w, start, len, end + 1, &used);
+			if (rc == 0 && !used)
+				break; /* its body is not all here yet */
+			if (rc == 0) {
+				end = used - 1;
+				(*budget)--;
+			}
+		} else {
+			rc = on_line(w, w->in + start, len);
+		}
+		if (rc != 0)
+			return rc;
+		start = end + 1;
+	}
+	memmove(w->in, w->in + start, w->in_len - start);
+	w->in_len -= start;
+	if (w->in_need)
+		w->in_need -= start;
+	give_back_in(w);
+	return 0;
+}
+
+static void on_more(struct loop *l, struct loop_timer *t);
+
+/* Reads and handles whole lines and messages until the socket would
+ * block, READ_BUDGET messages at most: then the rest waits for the next
+ * loop turn, so a burst from NATS cannot hold the node's clients up. */
 static void read_in(struct nats_writer *w)
 {
+	unsigned budget = READ_BUDGET;
+	bool got = false;
 	for (;;) {
+		if (consume(w, &budget) != 0)
+			return;
+		if (!budget) {
+			if (!loop_timer_armed(&w->more))
+				loop_timer_soon(w->loop, &w->more, on_more);
+			return;
+		}
+		if (got && w->t && w->t->want && !transport_pending(w->t))
+			return;
 		if (w->in_len == w->in_cap || w->in_need > w->in_cap) {
 			/* A control line, or a message's line and body. */
 			size_t bound = w->in_need > NATS_PROTO_LINE_MAX + 2 ? w->in_need : NATS_PROTO_LINE_MAX + 2;
@@ -601,41 +699,16 @@ static void read_in(struct nats_writer *w)
 			return;
 		}
 		w->in_len += (size_t)n;
-		size_t start = 0;
-		w->in_need = 0;
-		for (;;) {
-			char *nl = memchr(w->in + start, '\n', w->in_len - start);
-			if (!nl)
-				break;
-			size_t end = (size_t)(nl - w->in);
-			size_t len = end - start - (end > start && w->in[end - 1] == '\r');
-			const char *arg;
-			size_t alen;
-			int rc;
-			if (w->state == W_UP && nats_proto_op(w->in + start, len, &arg, &alen) == NATS_OP_MSG) {
-				size_t used = 0;
-				rc = on_msg(w, start, len, end + 1, &used);
-				if (rc == 0 && !used)
-					break; /* its body is not all here yet */
-				if (rc == 0)
-					end = used - 1;
-			} else {
-				rc = on_line(w, w->in + start, len);
-			}
-			if (rc < 0)
-				return;
-			if (rc > 0)
-				return; /* the INFO: what follows is TLS, or CONNECT's answer */
-			start = end + 1;
-		}
-		memmove(w->in, w->in + start, w->in_len - start);
-		w->in_len -= start;
-		if (w->in_need)
-			w->in_need -= start;
-		give_back_in(w);
-		if (w->t && w->t->want && !transport_pending(w->t))
-			return;
+		got = true;
 	}
+}
+
+static void on_more(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct nats_writer *w = container_of(t, struct nats_writer, more);
+	if (w->state == W_UP)
+		read_in(w);
 }
 
 static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
@@ -780,6 +853,10 @@ int nats_writer_start(struct nats_writer **out, struct loop *l, struct bg *bg, c
 	w->loop = l;
 	w->fd = -1;
 	mtimer_init(&w->hello_timer, on_hello_late, w);
+	mtimer_init(&w->hold_timer, on_hold_over, w);
+#ifndef NDEBUG
+	w->hold_subs = getenv("WISP_DEBUG_DELAY_WRITER_SUB") != NULL;
+#endif
 	w->cfg = cfg;
 	w->signer = signer;
 	w->tls = config_cluster_tls(cfg);
@@ -905,13 +982,15 @@ int nats_writer_subscribe(struct nats_writer *w, uint64_t sid, const char *subje
 		return WISP_EAGAIN;
 	char tail[24];
 	int n = snprintf(tail, sizeof tail, " %" PRIu64 "\r\n", sid);
-	if (!room(w, 4 + subject_len + (size_t)n, w->max + CONTROL_ROOM)) {
+	if (!room(w, 4 + subject_len + (size_t)n, w->max + CONTROL_ROOM + SUBS_ROOM)) {
 		lose(w, "its buffer is full and the server is not reading");
 		return WISP_ECLOSED;
 	}
 	put(w, "SUB ", 4);
 	put(w, subject, subject_len);
 	put(w, tail, (size_t)n);
+	if (w->hold_subs && w->hold_until_ms <= mtimer_now_ms())
+		w->hold_until_ms = (mtimer_now_ms() / 1000 + 1) * 1000;
 	schedule_flush(w);
 	return 0;
 }

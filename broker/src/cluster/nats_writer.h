@@ -1,19 +1,22 @@
 /*
  * The node's data connection: a NATS connection of its own ('<node>-pub')
- * that the loop thread writes, for the messages that cross the cluster at
- * most once (QoS 0, and QoS 1/2 without a JetStream ticket: cluster.c's
- * core publishes).
+ * that the loop thread writes and reads, for the messages that cross the
+ * cluster at most once: QoS 0, and QoS 1/2 without a JetStream ticket
+ * (cluster.c's core publishes), out; and in, what the node's filters'
+ * subscriptions bring (cluster.c subscribes them here while it is up).
  *
- * Through cnats, each such message was a natsMsg with a header map, handed
+ * Through cnats, each message out was a natsMsg with a header map, handed
  * to the sender thread (sender.h), written there under the connection's
- * lock and freed by cnats's garbage collector thread: three threads and a
- * handful of allocations per message, most of a cross-node message's
- * broker CPU. Here the loop formats the HPUB straight into one buffer and
- * writes it once per loop turn, as it writes to its clients
- * (docs/bench/results-2026-12-02-issue16-data-connection.md measures it).
- * cnats keeps everything else: subscriptions, JetStream, the control
- * messages. What it subscribes to is its owner's (nats_writer_subscribe);
- * their messages are read on the loop thread too (nats_writer_hooks).
+ * lock and freed by cnats's garbage collector thread; each message in was
+ * read by cnats's reader thread, handed to its delivery thread, then
+ * through the inbox (inbox.h) to the loop: thread hand-offs and
+ * allocations per message, most of a cross-node message's broker CPU. Here
+ * the loop formats the HPUB straight into one buffer and writes it once
+ * per loop turn, and parses each MSG/HMSG where it lies in the input
+ * buffer, as it does for its clients
+ * (docs/bench/results-2026-12-02-issue16-data-connection.md and
+ * results-2026-12-03-issue16-loop-reader.md measure it). cnats keeps
+ * everything else: JetStream, the shared groups, the control messages.
  *
  * What cnats did for the connection is done here, non-blocking on the loop:
  * the URL list tried in turn with a backoff (client/connector.h, names
@@ -26,13 +29,18 @@
  *
  * Bounded: the buffer holds at most cluster.send_queue messages and
  * cluster.send_queue_bytes bytes; past either a publish is refused (the
- * caller drops and counts it, as it did for the sender's full ring). A
+ * caller drops and counts it, as it did for the sender's full ring); the
+ * SUBs of a connection just up may take it up to 64 MiB further. A
  * connection lost with messages in the buffer loses them (at most once,
  * counted: nats_writer_lost), as does a publish the server's permissions
- * refuse (its -ERR; the connection stays). While the
- * connection is not up, nats_writer_up is false and the caller publishes
- * through cnats as before, so a server that refuses this connection (or a
- * proxy that cannot carry it) costs speed, not messages.
+ * refuse (its -ERR; the connection stays). While the connection is not
+ * up, nats_writer_up is false and the caller publishes through cnats as
+ * before, so a server that refuses this connection (or a proxy that
+ * cannot carry it) costs speed, not messages. In: a message is read whole
+ * into the input buffer (at most the server's max_payload), at most 256
+ * a loop turn; a loop slower than NATS leaves the rest in the socket, and
+ * nats-server, past its own limit for a slow consumer, closes the
+ * connection (logged; the filters go back to cnats meanwhile).
  *
  * Single-threaded: the loop thread only.
  */

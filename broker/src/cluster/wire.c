@@ -53,12 +53,16 @@ static bool props_ok(const uint8_t *p, size_t len)
 
 const char *wire_get_props(natsMsg *nm, uint8_t **props, size_t *len)
 {
+	const char *p64 = wire_header(nm, "Wisp-Props");
+	return wire_decode_props(p64, p64 ? strlen(p64) : 0, props, len);
+}
+
+const char *wire_decode_props(const char *p64, size_t n, uint8_t **props, size_t *len)
+{
 	*props = NULL;
 	*len = 0;
-	const char *p64 = wire_header(nm, "Wisp-Props");
-	if (!p64 || !*p64)
+	if (!n)
 		return NULL;
-	size_t n = strlen(p64);
 	uint8_t *p = wisp_malloc(n);
 	if (!p)
 		return "out of memory";

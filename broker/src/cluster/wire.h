@@ -27,5 +27,7 @@ void wire_add_props(struct sbuf *b, const uint8_t *props, size_t len);
  * out of memory, or not base64 of a well-formed block that holds only
  * what a broker forwards (it goes to subscribers as is). */
 const char *wire_get_props(natsMsg *nm, uint8_t **props, size_t *len);
+/* The same from the header's value itself (b64, n bytes; n 0: none). */
+const char *wire_decode_props(const char *b64, size_t n, uint8_t **props, size_t *len);
 
 #endif
