@@ -148,6 +148,12 @@ struct origin_seen {
 
 enum reading { RD_CNATS = 0, RD_BOTH, RD_WRITER };
 
+/* How long cnats's subscriptions stay once the data connection has the
+ * filters: far longer than cnats's hand-over of what it read takes (a
+ * millisecond), as the inbox's drops are for a loop that far behind. Both
+ * bring every message meanwhile; seen_before routes each once. */
+#define SWITCH_GRACE_S 10u
+
 /*
  * A connection made anew on its own thread: natsConnection_Connect's first
  * try blocks (up to libnats's connect timeout per URL, against a server
@@ -212,6 +218,7 @@ struct cluster {
 	 * rd_switch comes back), or on the data connection. */
 	uint8_t rd;
 	uint64_t rd_switch;
+	struct loop_timer rd_grace; /* RD_WRITER: cnats's subscriptions end when it fires */
 	/* The SUBACK's wait for filters subscribed on the data connection: the
 	 * mark out (wm_ping, answering the adds up to wm_add) and the adds
 	 * that wait for the next one (up to wm_next_add; 0: none). */
@@ -358,27 +365,6 @@ static void release_sub(struct cluster *c, struct sender_sub *sub)
 {
 	sender_unsubscribe(c->sender, sub);
 	c->b->stats.cluster.subjects--;
-}
-
-static void cnats_unsubscribe(struct cluster *c, struct interest *in, bool now);
-
-/* The filter's cnats subscriptions, the data connection having taken
- * them over: drained, so that what cnats read before the UNSUB (which
- * the data connection left to cnats: on_writer_msg) is still routed. */
-static void drain_subs(struct cluster *c, struct interest *in)
-{
-	if (!c->b->stats.cluster.connected) {
-		cnats_unsubscribe(c, in, false); /* nothing arrives meanwhile anyway */
-		return;
-	}
-	struct sender_sub **subs[2] = {&in->sub, &in->parent_sub};
-	for (int i = 0; i < 2; i++) {
-		if (!*subs[i])
-			continue;
-		sender_drain(c->sender, *subs[i]);
-		c->b->stats.cluster.subjects--;
-		*subs[i] = NULL;
-	}
 }
 
 /* now: at once whatever the connection's state (stopping). */
@@ -1593,15 +1579,30 @@ static void on_writer_up(void *ud)
 	c->rd_switch = nats_writer_mark(c->writer);
 }
 
+/* The data connection has had the filters for SWITCH_GRACE_S: what cnats
+ * read before its mark has long been routed, and the rest the data
+ * connection brought too. */
+static void on_switch_grace_over(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct cluster *c = container_of(t, struct cluster, rd_grace);
+	if (c->rd != RD_WRITER)
+		return;
+	FOR_EACH_INTEREST(c, in)
+	{
+		cnats_unsubscribe(c, in, false);
+	}
+}
+
 static void on_writer_mark(void *ud, uint64_t n)
 {
 	struct cluster *c = ud;
 	if (c->rd == RD_BOTH && n >= c->rd_switch) {
-		FOR_EACH_INTEREST(c, in)
-		{
-			drain_subs(c, in);
-		}
+		/* cnats's subscriptions stay a while: an UNSUB would discard
+		 * what cnats read for them but had not handed over yet, which
+		 * the data connection left to cnats (on_writer_msg). */
 		c->rd = RD_WRITER;
+		loop_timer_start(c->b->loop, &c->rd_grace, SWITCH_GRACE_S, on_switch_grace_over);
 	}
 	if (c->wm_ping && n >= c->wm_ping) {
 		remote_interest_writer_marked(c->wanted, c->wm_add);
@@ -1622,17 +1623,22 @@ static void on_writer_down(void *ud)
 	c->wm_ping = c->wm_add = c->wm_next_add = 0;
 	if (c->rd == RD_CNATS)
 		return;
-	/* From the data connection alone: cnats's subscriptions are new. */
-	if (c->rd == RD_WRITER)
-		path_restart(c, PATH_CNATS);
+	if (loop_timer_armed(&c->rd_grace))
+		loop_timer_stop(c->b->loop, &c->rd_grace);
 	c->rd = RD_CNATS;
+	bool fresh = false;
 	FOR_EACH_INTEREST(c, in)
 	{
 		c->b->stats.cluster.subjects -= in->wsubs;
 		in->wsubs = 0;
-		if (!in->sub)
+		if (!in->sub) {
+			fresh = true;
 			cnats_subscribe(c, in);
+		}
 	}
+	/* From the data connection alone: cnats's subscriptions are new. */
+	if (fresh)
+		path_restart(c, PATH_CNATS);
 }
 
 static void on_writer_msg(void *ud, const struct nats_writer_msg *wm)
@@ -1843,6 +1849,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	c->slow_delivery = getenv("WISP_DEBUG_SLOW_NATS_DELIVERY") != NULL;
 #endif
 	list_init(&c->rejoin_timer.link);
+	list_init(&c->rd_grace.link);
 	nats_retire_loop_init(&c->retired, b->loop);
 	c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;
 	char host[256];
@@ -2066,6 +2073,8 @@ void cluster_stop(struct cluster *c)
 		loop_timer_stop(b->loop, &c->rejoin_timer);
 	if (loop_timer_armed(&c->drops_timer))
 		loop_timer_stop(b->loop, &c->drops_timer);
+	if (loop_timer_armed(&c->rd_grace))
+		loop_timer_stop(b->loop, &c->rd_grace);
 	/* A rejoin's connect still going: waited for (its first try is
 	 * bounded by libnats's connect timeout), its connection closed. */
 	struct connector *ks[2] = {&c->main_k, &c->share_k};

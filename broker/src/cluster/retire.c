@@ -89,7 +89,7 @@ void nats_retire_sub_closure(struct nats_retire *r, natsSubscription **sub, void
 		destroy_oldest(r);
 		r->early++;
 	}
-	uint64_t due = r->now_ms(r->ctx) + (r->delay_ms ? r->delay_ms : NATS_RETIRE_MS);
+	uint64_t due = r->now_ms(r->ctx) + NATS_RETIRE_MS;
 	r->v[(r->head + r->n++) % r->cap] = (struct nats_retired){.sub = *sub, .closure = closure, .due_ms = due};
 	*sub = NULL;
 	if (r->n == 1 && r->arm)

@@ -89,9 +89,6 @@ struct nats_retire {
 	 * the C heap holds the entries, and a full list only counts in
 	 * `early`. Set after nats_retire_init, before the first entry. */
 	bool off_loop;
-	/* How long after its UNSUB an entry is destroyed; 0: NATS_RETIRE_MS.
-	 * One delay per list keeps the deadlines in order. */
-	uint32_t delay_ms;
 };
 
 void nats_retire_init(struct nats_retire *r, uint64_t (*now_ms)(void *ctx), void (*arm)(void *ctx, uint64_t due_ms),

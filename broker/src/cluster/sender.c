@@ -49,7 +49,6 @@ struct sender_sub {
 	void *closure;
 	uint64_t tag;
 	const char *queue;         /* in subject[], after the subject; NULL: none */
-	bool drain;                /* sender_drain: its pending messages are still delivered */
 	/* The thread's once made; the loop reads it for the drops. */
 	_Atomic(natsSubscription *) sub;
 	char subject[];
@@ -71,7 +70,6 @@ struct sender {
 	/* Subscriptions the thread ended (retire.h): its own, drained on its
 	 * wake-ups. */
 	struct nats_retire retired;
-	struct nats_retire drained; /* sender_drain's: destroyed DRAIN_RETIRE_MS after, their backlog delivered */
 	atomic_bool stop;
 	atomic_uint_fast64_t failed;
 	atomic_uint_fast64_t too_large;
@@ -130,11 +128,9 @@ static void run_op(struct sender *s, struct op *op)
 		 * closes leaks the close notice cnats 3.4 queues for its delivery
 		 * thread (LeakSanitizer, now and then). Writing UNSUB waits only
 		 * for the connection's lock, not for the server to read. */
-		bool drained = ss->drain && !stopping && natsSubscription_Drain(sub) == NATS_OK;
-		if (!drained)
-			natsSubscription_Unsubscribe(sub);
-		nats_retire_sub_closure(drained ? &s->drained : &s->retired, &sub, ss);
-		atomic_store_explicit(&s->retired_early, s->retired.early + s->drained.early, memory_order_relaxed);
+		natsSubscription_Unsubscribe(sub);
+		nats_retire_sub_closure(&s->retired, &sub, ss);
+		atomic_store_explicit(&s->retired_early, s->retired.early, memory_order_relaxed);
 		return;
 	}
 	free(ss);
@@ -155,13 +151,6 @@ static struct timespec at_ms(uint64_t ms)
 	return (struct timespec){.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
 }
 
-/* The first deadline of the two retire lists, 0: none. */
-static uint64_t next_due(const struct sender *s)
-{
-	uint64_t a = nats_retire_next(&s->retired), b = nats_retire_next(&s->drained);
-	return !a ? b : !b ? a : a < b ? a : b;
-}
-
 static void *run(void *arg)
 {
 	struct sender *s = arg;
@@ -169,7 +158,7 @@ static void *run(void *arg)
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		while (s->len == 0 && list_empty(&s->control) && !atomic_load(&s->stop)) {
-			uint64_t due = next_due(s);
+			uint64_t due = nats_retire_next(&s->retired);
 			if (!due) {
 				pthread_cond_wait(&s->cv, &s->mu);
 			} else if (due > nats_retire_monotonic_ms(NULL)) {
@@ -178,7 +167,6 @@ static void *run(void *arg)
 			} else {
 				pthread_mutex_unlock(&s->mu);
 				nats_retire_due(&s->retired);
-				nats_retire_due(&s->drained);
 				pthread_mutex_lock(&s->mu);
 			}
 		}
@@ -217,11 +205,9 @@ static void *run(void *arg)
 				natsMsg_Destroy(batch[i].nm);
 			}
 		}
-		uint64_t due = next_due(s);
-		if (due && due <= nats_retire_monotonic_ms(NULL)) {
+		uint64_t due = nats_retire_next(&s->retired);
+		if (due && due <= nats_retire_monotonic_ms(NULL))
 			nats_retire_due(&s->retired);
-			nats_retire_due(&s->drained);
-		}
 		pthread_mutex_lock(&s->mu);
 		s->busy = false;
 		s->batches_done++;
@@ -254,9 +240,6 @@ int sender_start(struct sender **out, size_t cap, uint64_t max_bytes)
 	/* Off the loop thread: no logging from the list (retire.h). */
 	nats_retire_init(&s->retired, nats_retire_monotonic_ms, NULL, NULL);
 	s->retired.off_loop = true;
-	nats_retire_init(&s->drained, nats_retire_monotonic_ms, NULL, NULL);
-	s->drained.off_loop = true;
-	s->drained.delay_ms = DRAIN_RETIRE_MS;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -294,13 +277,10 @@ void sender_stop(struct sender *s, struct nats_retire *retired)
 		list_remove(&op->link);
 		run_op(s, op);
 	}
-	if (retired) {
+	if (retired)
 		nats_retire_move(retired, &s->retired);
-		nats_retire_move(retired, &s->drained);
-	} else {
+	else
 		nats_retire_all(&s->retired);
-		nats_retire_all(&s->drained);
-	}
 	pthread_cond_destroy(&s->idle);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
@@ -416,13 +396,6 @@ struct sender_sub *sender_subscribe(struct sender *s, natsConnection *nc, const 
 	pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 	return ss;
-}
-
-void sender_drain(struct sender *s, struct sender_sub *ss)
-{
-	if (ss)
-		ss->drain = true; /* the thread reads it once the op is queued, under the lock */
-	sender_unsubscribe(s, ss);
 }
 
 void sender_unsubscribe(struct sender *s, struct sender_sub *ss)

@@ -109,15 +109,6 @@ struct sender_sub *sender_subscribe(struct sender *s, natsConnection *nc, const 
  * yet is forgotten, a made one unsubscribed in order and destroyed
  * NATS_RETIRE_MS later. Never fails, never waits for cnats. */
 void sender_unsubscribe(struct sender *s, struct sender_sub *ss);
-/* The same, but what cnats already read for ss is still handed to its
- * callback (natsSubscription_Drain), destroyed DRAIN_RETIRE_MS later (a
- * destroy would cut the drain short: cnats's backlog for it is normally
- * milliseconds, and 30 s leaves a starved delivery thread room): for a
- * subscription another connection takes over, whose messages read before
- * its UNSUB the other connection may not have. A drain refused (the
- * connection not connected) unsubscribes. */
-#define DRAIN_RETIRE_MS 30000u
-void sender_drain(struct sender *s, struct sender_sub *ss);
 /* Loop thread, ss not unsubscribed: what cnats dropped of ss's messages
  * so far (its pending limit); 0 before the SUB is made. */
 uint64_t sender_sub_dropped(const struct sender_sub *ss);
