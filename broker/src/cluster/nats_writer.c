@@ -41,6 +41,13 @@ enum writer_state { W_DOWN = 0, W_INFO, W_TLS, W_HELLO, W_UP };
  * PONG): a full buffer refuses messages, never a PONG. */
 #define CONTROL_ROOM 4096u
 #define BUF_FIRST (64u * 1024u)
+/* The input buffer's first size. It holds what the filters bring, so it
+ * starts as large as the output's: grown from 4 KiB and given back past 64
+ * KiB, a backlog of a few hundred messages cost a chain of reallocs (and
+ * past 128 KiB an mmap and munmap) each time: the cross-node p99 at 10k
+ * msg/s had a median of 5.3 ms against 3.0 over 8 alternating pairs of
+ * runs (docs/bench/results-2026-12-03-issue16-loop-reader.md). */
+#define IN_FIRST (64u * 1024u)
 /* Messages read per loop turn, at most (cluster.c's inbox took as many). */
 #define READ_BUDGET 256u
 /* The SUBs a connection just up sends at once, one per filter of the
@@ -581,10 +588,11 @@ static int on_msg(struct nats_writer *w, size_t start, size_t len, size_t body_a
 	return 0;
 }
 
-/* A buffer a large message grew is given back once nothing waits in it. */
+/* A buffer a large message or a burst grew past 1 MiB is given back once
+ * nothing waits in it. */
 static void give_back_in(struct nats_writer *w)
 {
-	if (w->in_len == 0 && w->in_cap > 16 * 4096u) {
+	if (w->in_len == 0 && w->in_cap > 16 * IN_FIRST) {
 		wisp_free(w->in);
 		w->in = NULL;
 		w->in_cap = 0;
@@ -673,7 +681,7 @@ static void read_in(struct nats_writer *w)
 				lose(w, "a line over %u bytes from the server", NATS_PROTO_LINE_MAX);
 				return;
 			}
-			size_t cap = w->in_cap ? w->in_cap * 2 : 4096;
+			size_t cap = w->in_cap ? w->in_cap * 2 : IN_FIRST;
 			if (cap < w->in_need)
 				cap = w->in_need;
 			if (cap > bound)
