@@ -307,6 +307,8 @@ static int write_out(struct nats_writer *w)
  * writes it then). */
 static bool held(struct nats_writer *w)
 {
+	if (!w->hold_subs)
+		return false;
 	uint64_t now = mtimer_now_ms();
 	if (w->hold_until_ms <= now)
 		return false;
