@@ -8,7 +8,9 @@
  * buffer's bounds (messages and bytes) refusing, never growing, and every
  * message accepted either written or counted lost when the connection
  * goes; a refused CONNECT, a server that is not NATS and unanswered PINGs
- * each end the connection, and it is made again.
+ * each end the connection, and it is made again; a burst of messages from
+ * the server is handed over READ_BUDGET at a time, other connections served
+ * in between.
  */
 #include <CUnit/CUnit.h>
 #include <errno.h>
@@ -337,6 +339,7 @@ static struct {
 	char subject[64], reply[64], hdr[128];
 	size_t hdr_len, payload_len;
 	char *payload;
+	unsigned in_order; /* payloads that were the count before them, in decimal */
 } seen;
 
 static void on_msg(void *ud, const struct nats_writer_msg *m)
@@ -353,6 +356,8 @@ static void on_msg(void *ud, const struct nats_writer_msg *m)
 	seen.payload = malloc(m->payload_len + 1);
 	memcpy(seen.payload, m->payload, m->payload_len);
 	seen.payload[m->payload_len] = '\0';
+	if (m->payload_len && strtoul(seen.payload, NULL, 10) == seen.msgs - 1)
+		seen.in_order++;
 }
 static void on_up(void *ud) { (void)ud; seen.ups++; }
 static void on_down(void *ud) { (void)ud; seen.downs++; }
@@ -465,10 +470,62 @@ static void test_subscriptions_and_messages(void)
 	seen.payload = NULL;
 }
 
+/* Whether a connection that became readable behind a burst from NATS was
+ * served, and how many of the burst's messages had been handed over then. */
+static unsigned probe_saw;
+static bool probe_ran;
+static struct loop_io probe_io;
+
+static void on_probe(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	(void)events;
+	probe_saw = seen.msgs;
+	probe_ran = true;
+	loop_io_stop(l, io);
+}
+
+/* A burst from the server shares the loop: 1,000 messages in one write,
+ * then another connection becomes readable; that one is served after at
+ * most READ_BUDGET (256) of them were handed over, not after all 1,000,
+ * and the rest follow in order. */
+static void test_a_burst_shares_the_loop(void)
+{
+	enum { BURST = 1000 };
+	serve();
+	start_with_hooks();
+	handshake();
+	static char burst[BURST * 24];
+	size_t len = 0;
+	for (unsigned i = 0; i < BURST; i++)
+		len += (size_t)snprintf(burst + len, sizeof burst - len, "MSG wisp.a 7 4\r\n%04u\r\n", i);
+	CU_ASSERT_EQUAL_FATAL(write(cfd, burst, len), (ssize_t)len);
+	/* Readable after the writer's socket (epoll hands ready sockets over
+	 * in the order they became ready). */
+	int sp[2];
+	CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0);
+	CU_ASSERT_FATAL(write(sp[1], "x", 1) == 1);
+	probe_ran = false;
+	CU_ASSERT_FATAL(loop_io_start(L, &probe_io, sp[0], LOOP_READ, on_probe) == 0);
+	msgs_want = BURST;
+	CU_ASSERT_FATAL(run_until(got_msgs));
+	CU_ASSERT_FATAL(probe_ran);
+	CU_ASSERT(probe_saw > 0);
+	CU_ASSERT(probe_saw <= 256);
+	CU_ASSERT_EQUAL(seen.msgs, BURST);
+	CU_ASSERT_EQUAL(seen.in_order, BURST);
+	CU_ASSERT_EQUAL(seen.downs, 0);
+	close(sp[0]);
+	close(sp[1]);
+	unserve();
+	free(seen.payload);
+	seen.payload = NULL;
+}
+
 static CU_TestInfo tests[] = {
 	{"handshake, HPUB bytes, max_payload, PING, a refused publish", test_handshake_and_hpub},
 	{"bounded buffer; written or counted lost", test_bounds_and_loss},
 	{"its own subscriptions: SUB, marks, MSG and HMSG read whole", test_subscriptions_and_messages},
+	{"a burst from the server shares the loop", test_a_burst_shares_the_loop},
 	{"refused CONNECT, not NATS, bad INFO, endless line: made again", test_refusals_end_it_and_it_is_made_again},
 	{"unanswered PINGs end it", test_unanswered_pings_end_it},
 	CU_TEST_INFO_NULL,
