@@ -10,7 +10,8 @@
  * goes; a refused CONNECT, a server that is not NATS and unanswered PINGs
  * each end the connection, and it is made again; a burst of messages from
  * the server is handed over READ_BUDGET at a time, other connections served
- * in between.
+ * in between; a pause from on_msg holds the rest, and a resume hands it
+ * over.
  */
 #include <CUnit/CUnit.h>
 #include <errno.h>
@@ -340,6 +341,7 @@ static struct {
 	size_t hdr_len, payload_len;
 	char *payload;
 	unsigned in_order; /* payloads that were the count before them, in decimal */
+	unsigned pause_at; /* the message after which on_msg pauses the reading (0: none) */
 } seen;
 
 static void on_msg(void *ud, const struct nats_writer_msg *m)
@@ -358,6 +360,8 @@ static void on_msg(void *ud, const struct nats_writer_msg *m)
 	seen.payload[m->payload_len] = '\0';
 	if (m->payload_len && strtoul(seen.payload, NULL, 10) == seen.msgs - 1)
 		seen.in_order++;
+	if (seen.msgs == seen.pause_at)
+		nats_writer_pause(W);
 }
 static void on_up(void *ud) { (void)ud; seen.ups++; }
 static void on_down(void *ud) { (void)ud; seen.downs++; }
@@ -521,11 +525,46 @@ static void test_a_burst_shares_the_loop(void)
 	seen.payload = NULL;
 }
 
+/* Paused from on_msg, nothing more is handed over or read (a PING waits
+ * unanswered); resumed, the rest comes in order, what the input already
+ * held included, and the PING is answered. */
+static void test_pause_and_resume(void)
+{
+	serve();
+	start_with_hooks();
+	handshake();
+	seen.pause_at = 3;
+	char burst[512];
+	size_t len = 0;
+	for (unsigned i = 0; i < 10; i++)
+		len += (size_t)snprintf(burst + len, sizeof burst - len, "MSG wisp.a 7 4\r\n%04u\r\n", i);
+	CU_ASSERT_EQUAL_FATAL(write(cfd, burst, len), (ssize_t)len);
+	msgs_want = 3;
+	CU_ASSERT_FATAL(run_until(got_msgs));
+	say("PING\r\n");
+	run_ms(100);
+	CU_ASSERT_EQUAL(seen.msgs, 3);
+	CU_ASSERT_FALSE(readable()); /* no PONG */
+	nats_writer_resume(W);
+	msgs_want = 10;
+	CU_ASSERT_FATAL(run_until(got_msgs));
+	CU_ASSERT_EQUAL(seen.in_order, 10);
+	char buf[256];
+	hear(buf, sizeof buf);
+	CU_ASSERT_STRING_EQUAL(buf, "PONG\r\n");
+	CU_ASSERT_EQUAL(seen.downs, 0);
+	seen.pause_at = 0;
+	unserve();
+	free(seen.payload);
+	seen.payload = NULL;
+}
+
 static CU_TestInfo tests[] = {
 	{"handshake, HPUB bytes, max_payload, PING, a refused publish", test_handshake_and_hpub},
 	{"bounded buffer; written or counted lost", test_bounds_and_loss},
 	{"its own subscriptions: SUB, marks, MSG and HMSG read whole", test_subscriptions_and_messages},
 	{"a burst from the server shares the loop", test_a_burst_shares_the_loop},
+	{"paused from on_msg, resumed", test_pause_and_resume},
 	{"refused CONNECT, not NATS, bad INFO, endless line: made again", test_refusals_end_it_and_it_is_made_again},
 	{"unanswered PINGs end it", test_unanswered_pings_end_it},
 	CU_TEST_INFO_NULL,

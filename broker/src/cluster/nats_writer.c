@@ -86,6 +86,7 @@ struct nats_writer {
 	bool io_on;
 	bool said_down;             /* this outage is logged: one line per episode */
 	bool refused;               /* the CONNECT was refused: the longer backoff */
+	bool paused;                /* nats_writer_pause: nothing read until resumed */
 	uint32_t io_events;
 	/* What goes out: [head, len) of out. Messages' ends (in bytes ever
 	 * queued) in a ring, to tell written from lost. */
@@ -174,6 +175,8 @@ static void lose(struct nats_writer *w, const char *fmt, ...) __attribute__((for
 
 static void watch(struct nats_writer *w, uint32_t events)
 {
+	if (w->paused)
+		events &= ~(uint32_t)LOOP_READ;
 	if (w->io_on && events == w->io_events)
 		return;
 	int rc = w->io_on ? loop_io_set(w->loop, &w->io, events) : loop_io_start(w->loop, &w->io, w->fd, events, on_io);
@@ -197,6 +200,7 @@ static void close_socket(struct nats_writer *w)
 		close(w->fd);
 	w->t = NULL;
 	w->fd = -1;
+	w->paused = false;
 	if (w->timers) {
 		mtimer_stop(w->timers, &w->hello_timer);
 		mtimer_stop(w->timers, &w->hold_timer);
@@ -624,7 +628,7 @@ static int consume(struct nats_writer *w, unsigned *budget)
 	w->in_need = 0;
 	if (!w->in_len)
 		return 0;
-	while (*budget) {
+	while (*budget && !w->paused) {
 		char *nl = memchr(w->in + start, '\n', w->in_len - start);
 		if (!nl)
 			break;
@@ -667,7 +671,7 @@ static void read_in(struct nats_writer *w)
 	unsigned budget = READ_BUDGET;
 	bool got = false;
 	for (;;) {
-		if (consume(w, &budget) != 0)
+		if (consume(w, &budget) != 0 || w->paused)
 			return;
 		if (!budget) {
 			if (!loop_timer_armed(&w->more))
@@ -743,7 +747,8 @@ static void on_tick(struct loop *l, struct loop_timer *t)
 		lose(w, "the server has not read for %u ms (cluster.write_deadline)", w->cfg->write_deadline);
 		return;
 	}
-	if (now >= w->ping_due_ms) {
+	/* Paused, a PONG would wait unread: the owner bounds the pause. */
+	if (now >= w->ping_due_ms && !w->paused) {
 		if (w->pings_out >= 2) {
 			lose(w, "two PINGs unanswered (cluster.ping_interval %u s)", w->cfg->ping_interval);
 			return;
@@ -985,6 +990,27 @@ int nats_writer_publish(struct nats_writer *w, const char *subject, size_t subje
 }
 
 void nats_writer_set_hooks(struct nats_writer *w, const struct nats_writer_hooks *h) { w->hooks = *h; }
+
+void nats_writer_pause(struct nats_writer *w)
+{
+	if (w->state != W_UP || w->paused)
+		return;
+	w->paused = true;
+	watch(w, w->io_events);
+}
+
+void nats_writer_resume(struct nats_writer *w)
+{
+	if (!w->paused)
+		return;
+	w->paused = false;
+	if (w->state != W_UP)
+		return;
+	watch(w, LOOP_READ | (w->head < w->len ? LOOP_WRITE : 0));
+	/* What the input already holds: no readiness says so. */
+	if (!loop_timer_armed(&w->more))
+		loop_timer_soon(w->loop, &w->more, on_more);
+}
 
 int nats_writer_subscribe(struct nats_writer *w, uint64_t sid, const char *subject, size_t subject_len)
 {

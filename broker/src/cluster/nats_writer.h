@@ -108,6 +108,13 @@ struct nats_writer_hooks {
 	void *ud;
 };
 void nats_writer_set_hooks(struct nats_writer *w, const struct nats_writer_hooks *h);
+/* From on_msg: no message after this one is handed over, nor anything
+ * read (the server's lines wait in the input and the socket, its PINGs
+ * unanswered, the keepalive's own not sent), until nats_writer_resume.
+ * The owner bounds the pause: the server closes a connection that reads
+ * nothing for long. A lost connection ends it. */
+void nats_writer_pause(struct nats_writer *w);
+void nats_writer_resume(struct nats_writer *w);
 
 /* "SUB <subject> <sid>" / "UNSUB <sid>", queued behind what is queued
  * (never refused for a full buffer of messages: a control line). 0;
