@@ -133,6 +133,10 @@ class DataConnectionTest(ClusterCase):
         self.assertEqual(self.metric("a", "cluster_dropped_total"), 0)
         self.assertEqual(self.metric("a", "cluster_received_total"), 0)
         self.assertGreaterEqual(self.metric("b", "cluster_received_total"), 20)
+        # Started together, each node's filters moved to its data
+        # connection with the fence: cnats listened for it in time.
+        for name in ("a", "b"):
+            self.assertNotIn("without the fence", self.nodes[name].log())
 
     def test_nats_restart_makes_it_again(self):
         self.wait_up("a")
@@ -247,14 +251,58 @@ class SlowCnatsNode(InterestNode):
         return dict(super()._env(), WISP_DEBUG_SLOW_NATS_DELIVERY="1")
 
 
+class NativePublisher:
+    """A plain NATS client (no Wisp headers) publishing "n<i>" on subject
+    every 5 ms from its own thread until stopped, then waiting for the
+    server's PONG, so nats-server has them all; bounded in count."""
+
+    def __init__(self, nats, subject, most=2000):
+        self.sock = socket.create_connection((nats.host, nats.port), timeout=WAIT)
+        self.file = self.sock.makefile("rb")
+        if not self.file.readline().startswith(b"INFO "):
+            raise AssertionError("nats-server sent no INFO")
+        self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+        self.subject, self.most, self.sent = subject.encode(), most, 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stopping.is_set() and self.sent < self.most:
+            p = b"n%d" % self.sent
+            self.sock.sendall(b"PUB %s %d\r\n%s\r\n" % (self.subject, len(p), p))
+            self.sent += 1
+            time.sleep(0.005)
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join()
+        self.sock.sendall(b"PING\r\n")
+        for _ in range(10):  # PONG, after the odd PING of the server's own
+            line = self.file.readline()
+            if not line or line.startswith(b"PONG"):
+                break
+        if line != b"PONG\r\n":
+            raise AssertionError("nats-server did not answer PING: %r" % line)
+
+    def close(self):
+        self.stopping.set()
+        self.sock.close()
+
+
 class SwitchTest(ClusterCase):
     """b's data connection is held unanswered, so b reads its filters
     through cnats; released while a publishes a numbered stream to b's
-    subscriber, b's filters move to b-pub (subscribed there; cnats's
-    subscriptions kept for 10 s after the mark behind those SUBs is back):
-    every number arrives exactly once, also what waited in cnats's queue at
-    the move (b's cnats delivery is slowed so that some always does;
-    unsubscribed at the mark, those were lost)."""
+    subscriber (and a plain NATS client publishes on a subject the same
+    filter matches), b's filters move to b-pub: subscribed there, then the
+    fence (a message both of b's connections hear at one point of their
+    streams) decides which connection brings which message. Every number
+    arrives exactly once and in order ([MQTT-4.6.0-6]: one publisher's
+    messages in the order published), also what waited in cnats's queue at
+    the move (b's cnats delivery is slowed so that some always does), and
+    so does every plain NATS message. Before the fence, cnats's subscriptions
+    stayed 10 s and both brought every message: the plain ones, which have
+    no numbering, came twice, and a message through cnats could come after
+    a later one through b-pub."""
 
     node_class = InterestNode
     node_names = ()
@@ -265,7 +313,7 @@ class SwitchTest(ClusterCase):
             return SlowCnatsNode(name, self.nats.port, persistence=False)
         return super().make_node(name, persistence)
 
-    def test_filters_move_to_the_data_connection_losing_and_repeating_nothing(self):
+    def test_filters_move_to_the_data_connection_losing_repeating_and_reordering_nothing(self):
         relay = PubHold(self.nats.port, "b-pub")
         self.addCleanup(relay.close)
         self.start_node("a")
@@ -281,22 +329,28 @@ class SwitchTest(ClusterCase):
         self.assertIn("wisp.sw.>", DataConnectionTest.subjects_of(self, "b"))
         pub = self.client("a", "switch-pub")
         self.assertIsNotNone(self.nodes["a"].wait_log(SELECTIVE, timeout=WAIT))
-        got = []
+        native = NativePublisher(self.nats, "wisp.sw.native")
+        self.addCleanup(native.close)
+        got, got_native = [], []
         stop = threading.Event()
 
         def receive():
             while not stop.is_set():
                 try:
-                    got.append(int(sub.recv_publish(timeout=0.2).payload))
+                    p = sub.recv_publish(timeout=0.2).payload
                 except Exception:  # noqa: BLE001 - nothing this moment
                     continue
+                if p.startswith(b"n"):
+                    got_native.append(int(p[1:]))
+                else:
+                    got.append(int(p))
 
         reader = threading.Thread(target=receive, daemon=True)
         reader.start()
+        native.thread.start()
         # A numbered stream, about 800 a second for 5 s (b's slowed cnats
-        # delivery falls a few seconds behind, within its 10 s of grace),
-        # with the hold released a quarter of the way in; bounded in count
-        # and time.
+        # delivery falls a few seconds behind), with the hold released a
+        # quarter of the way in; bounded in count and time.
         n, released = 4000, False
         deadline = time.monotonic() + 60
         for i in range(n):
@@ -308,23 +362,34 @@ class SwitchTest(ClusterCase):
                 released = True
             self.assertLess(time.monotonic(), deadline, "the stream took too long")
         self.assertTrue(released)
+        native.stop()
         self.assertIsNotNone(b.wait_log(UP, timeout=WAIT), "b's data connection never came up")
         pub.ping(timeout=WAIT)
         until = time.monotonic() + WAIT
-        while len(got) < n and time.monotonic() < until:
+        while (len(got) < n or len(got_native) < native.sent) and time.monotonic() < until:
             time.sleep(0.05)
         time.sleep(0.5)  # any repeat still on its way
         stop.set()
         reader.join()
+        self.assertNotIn("without the fence", b.log())
         missing = sorted(set(range(n)) - set(got))
         self.assertEqual(missing, [], "lost across the move\n" + b.log())
         self.assertEqual(len(got), n, "repeated across the move: %d extra" % (len(got) - n))
-        # The filter moved: on b-pub, and off b's main connection once its
-        # 10 s of grace are over.
+        late = [(got[i - 1], got[i]) for i in range(1, n) if got[i] < got[i - 1]]
+        self.assertEqual(late, [], "out of order across the move")
+        self.assertGreater(native.sent, 100)
+        self.assertEqual(sorted(set(range(native.sent)) - set(got_native)), [], "plain NATS messages lost")
+        self.assertEqual(len(got_native), native.sent,
+                         "plain NATS messages repeated: %d extra" % (len(got_native) - native.sent))
+        # The filter moved: on b-pub, and off b's main connection (at the
+        # fence, not 10 s later); both listen for the fence.
         self.assertIn("wisp.sw.>", DataConnectionTest.subjects_of(self, "b-pub"))
-        until = time.monotonic() + 10 + WAIT
+        fence = [s for s in DataConnectionTest.subjects_of(self, "b") if s.startswith("$WISP.wisp.fence.")]
+        self.assertEqual(len(fence), 1, DataConnectionTest.subjects_of(self, "b"))
+        self.assertIn(fence[0], DataConnectionTest.subjects_of(self, "b-pub"))
+        until = time.monotonic() + WAIT
         while "wisp.sw.>" in DataConnectionTest.subjects_of(self, "b"):
-            self.assertLess(time.monotonic(), until, "b's cnats subscription outlived its grace")
+            self.assertLess(time.monotonic(), until, "b's cnats subscription outlived the move")
             time.sleep(0.2)
 
 

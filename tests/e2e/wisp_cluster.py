@@ -126,13 +126,16 @@ class Nats:
         # _INBOX.*: replies to the node's JetStream requests and the
         # retained bucket's consumer (26_cluster_state tests those; the
         # client-id claims and shared groups are on <node>-share).
+        # $WISP.<prefix>.fence.<run>: both connections' subscription to the
+        # fence that moves the filters between them (48 tests it).
         out = {}
         for c in data.get("connections", []):
             name = c.get("name") or ""
             if name.endswith("-pub"):
                 name = name[:-4]
             subs, sent = out.get(name, (set(), 0))
-            subs |= {s for s in c.get("subscriptions_list") or [] if not s.startswith("_INBOX.")}
+            subs |= {s for s in c.get("subscriptions_list") or []
+                     if not s.startswith("_INBOX.") and not (s.startswith("$WISP.") and ".fence." in s)}
             out[name] = (subs, sent + c["out_msgs"])
         return out
 

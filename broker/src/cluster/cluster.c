@@ -146,12 +146,25 @@ struct origin_seen {
 
 #define ORIGINS_MAX 64
 
-enum reading { RD_CNATS = 0, RD_BOTH, RD_WRITER };
+enum reading { RD_CNATS = 0, RD_BOTH, RD_FENCE, RD_WRITER };
 
-/* How long cnats's subscriptions stay once the data connection has the
- * filters: far longer than cnats's hand-over of what it read takes (a
- * millisecond), as the inbox's drops are for a loop that far behind. Both
- * bring every message meanwhile; seen_before routes each once. */
+/* The data connection's subscription to the fence (on_writer_up): below
+ * the filters' sids, which are tag << 1 with tags from 1. */
+#define FENCE_SID 0u
+
+/* How long the move waits for the fence to come through both connections
+ * (fence_start), at least one second less: a round trip normally, plus
+ * what cnats had read and not handed over yet (seconds only for a loop or
+ * a delivery thread far behind; tests/e2e/48_cluster_data_connection.py's
+ * slowed one takes about two). The data connection is paused meanwhile
+ * once its copy came. */
+#define FENCE_WAIT_S 5u
+
+/* Without the fence (it did not come in time), how long cnats's
+ * subscriptions stay once the data connection has the filters: far longer
+ * than cnats's hand-over of what it read takes (a millisecond), as the
+ * inbox's drops are for a loop that far behind. Both bring every message
+ * meanwhile; seen_before routes each once. */
 #define SWITCH_GRACE_S 10u
 
 /*
@@ -215,10 +228,22 @@ struct cluster {
 	bool via_writer;          /* the messages go through it now (writer_takes) */
 	/* Where the filters' subscriptions are (enum reading): on cnats, on
 	 * both while they move to the data connection (until its mark
-	 * rd_switch comes back), or on the data connection. */
+	 * rd_switch comes back, then until the fence came through both), or on
+	 * the data connection. */
 	uint8_t rd;
 	uint64_t rd_switch;
-	struct loop_timer rd_grace; /* RD_WRITER: cnats's subscriptions end when it fires */
+	/* The fence: a message both connections hear, published on
+	 * '<node>-share' to fence_subject with fence_epoch (fence_start);
+	 * whether each has heard it (fence_heard), and the bound on the wait. */
+	char *fence_subject;
+	struct sender_sub *fence_sub;  /* cnats's, on the main connection */
+	uint64_t fence_epoch;
+	bool fence_cnats, fence_writer;
+	bool fence_pending;          /* RD_FENCE: not published yet (fence_send) */
+	bool fence_ready;            /* cnats heard a fence message since fence_sub was made or its connection back */
+	uint64_t fence_probe_ms;     /* loop ms of the last probe (fence_probe) */
+	struct loop_timer fence_timer;
+	struct loop_timer rd_grace; /* RD_WRITER without the fence: cnats's subscriptions end when it fires */
 	/* The SUBACK's wait for filters subscribed on the data connection: the
 	 * mark out (wm_ping, answering the adds up to wm_add) and the adds
 	 * that wait for the next one (up to wm_next_add; 0: none). */
@@ -302,7 +327,8 @@ static void on_filter_msg(natsMsg *msg, void *closure, uint64_t tag)
 }
 
 /* cnats's delivery thread: the claims, handovers, interest and $SYS
- * figures on '<node>-share' (subscriptions the share sender makes). */
+ * figures on '<node>-share' (subscriptions the share sender makes), and
+ * the fence on the main connection (fence_listen). */
 static void on_share_msg(natsMsg *msg, void *closure, uint64_t tag)
 {
 	(void)tag;
@@ -423,10 +449,17 @@ static void writer_unsubscribe(struct cluster *c, struct interest *in)
 		nats_writer_unsubscribe(c->writer, in->tag << 1 | 1);
 }
 
+/* Whether cnats brings the filters' messages (enum reading): until the
+ * fence came through it, or for good if it did not come. */
+static bool cnats_reads(const struct cluster *c)
+{
+	return c->rd == RD_CNATS || c->rd == RD_BOTH || (c->rd == RD_FENCE && !c->fence_cnats);
+}
+
 /* Where the filters are read (enum reading): new ones go there too. */
 static int nats_subscribe(struct cluster *c, struct interest *in)
 {
-	if (c->rd != RD_CNATS && writer_subscribe(c, in) && c->rd == RD_WRITER)
+	if (c->rd != RD_CNATS && writer_subscribe(c, in) && !cnats_reads(c))
 		return 0;
 	if (in->sub)
 		return 0; /* the data connection was lost meanwhile: on_writer_down subscribed it */
@@ -449,12 +482,40 @@ static void subscribe_deferred(struct cluster *c)
 	if (!c->subs_deferred)
 		return;
 	c->subs_deferred = false;
-	if (c->rd == RD_WRITER)
+	if (!cnats_reads(c))
 		return;
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next)
 			if (!in->sub)
 				cnats_subscribe(c, in);
+}
+
+/* cnats's subscription to the fence, on the main connection once connected
+ * (and on a connection made anew: rejoin_main). */
+static void fence_listen(struct cluster *c)
+{
+	if (!c->writer || c->fence_sub || !c->b->stats.cluster.connected)
+		return;
+	c->fence_sub = sender_subscribe(c->sender, c->nc, c->fence_subject, NULL, on_share_msg, c, 0);
+	c->fence_ready = false;
+	c->fence_probe_ms = 0;
+	if (!c->fence_sub)
+		log_msg(LOG_WARNING, "cluster", "out of memory: no NATS subscription to the fence; the filters move "
+			"to the data connection without it");
+}
+
+static void fence_unlisten(struct cluster *c)
+{
+	if (c->fence_sub)
+		sender_unsubscribe(c->sender, c->fence_sub);
+	c->fence_sub = NULL;
+	c->fence_ready = false;
+}
+
+static bool is_fence(const struct cluster *c, natsMsg *nm)
+{
+	const char *subject = natsMsg_GetSubject(nm);
+	return c->fence_subject && subject[0] == '$' && strcmp(subject, c->fence_subject) == 0;
 }
 
 /* A new group's queue SUB was just queued: its mark follows it. */
@@ -1173,6 +1234,10 @@ static const char *route_view(struct cluster *c, const struct remote_msg *rm, co
 		return "";
 	if (!for_group && node && strcmp(node, c->node) == 0)
 		return "this node's own message";
+	/* cnats's copy of a NATS-native publisher's message behind the fence:
+	 * the data connection brings it (the move: on_writer_up). */
+	if (!node && path == PATH_CNATS && c->fence_cnats && !for_group && !from_stream)
+		return "";
 	/* Each group's copy is its own: never one of overlapping filters; a
 	 * stream message is deduplicated by durable.c. */
 	if (!for_group && !from_stream && seen_before(c, node, rm->seq, path))
@@ -1394,6 +1459,7 @@ static void rejoin_main(struct cluster *c)
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next)
 			nats_unsubscribe(c, in, true); /* closed with the old connection: only retired */
+	fence_unlisten(c);
 	natsConnection *old = c->nc;
 	c->nc = nc;
 	nats_link_forget(&c->main_link, old);
@@ -1478,6 +1544,11 @@ static void check_closed(struct cluster *c)
 		loop_timer_start(b->loop, &c->rejoin_timer, (c->rejoin_wait_ms + 999) / 1000, on_rejoin_due);
 }
 
+static void fence_heard(struct cluster *c, const void *payload, size_t len, bool from_cnats);
+static void fence_skip(struct cluster *c, const char *why);
+static void fence_probe(struct cluster *c);
+static void fence_send(struct cluster *c);
+
 static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	(void)l;
@@ -1491,6 +1562,11 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	if (ev & EV_DISCONNECTED && b->stats.cluster.connected) {
 		b->stats.cluster.connected = 0;
 		log_msg(LOG_WARNING, "cluster", "lost the NATS connection: serving local clients only, reconnecting");
+	}
+	if (ev & EV_DISCONNECTED) {
+		c->fence_ready = false; /* its subscription is made again with the connection */
+		if (c->rd == RD_FENCE && !c->fence_cnats)
+			fence_skip(c, "the main connection is lost");
 	}
 	if (ev & EV_CONNECTED && !b->stats.cluster.connected) {
 		b->stats.cluster.connected = 1;
@@ -1530,6 +1606,9 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		durable_core_connected(c->durable, b->stats.cluster.connected);
 	if (b->stats.cluster.connected && (c->subs_deferred || c->ngone))
 		subscribe_deferred(c); /* before check_connections' hello and snapshot */
+	fence_listen(c);
+	fence_probe(c);
+	fence_send(c);
 	remote_interest_check_connections(c->wanted);
 	count_send_failures(c);
 	if (ev & (EV_SLOW | GROUPS_EV_SLOW))
@@ -1545,6 +1624,12 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		c->drop_logged = false; /* the episode ends once the loop keeps up */
 	}
 	for (size_t i = 0; i < n; i++) {
+		if (is_fence(c, batch[i])) {
+			int len = natsMsg_GetDataLength(batch[i]);
+			fence_heard(c, natsMsg_GetData(batch[i]), len > 0 ? (size_t)len : 0, true);
+			natsMsg_Destroy(batch[i]);
+			continue;
+		}
 		const char *why = route_remote(c, batch[i], c->prefix, false, 0);
 		if (why && *why) {
 			b->stats.cluster.dropped++;
@@ -1562,15 +1647,47 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	for (size_t i_ = 0; i_ < (c)->nbuckets; i_++) \
 		for (struct interest *in = (c)->buckets[i_]; in; in = in->next)
 
-/* Up (again): the filters are subscribed on it too, and stay on cnats
- * until the mark after them is back, so nothing published meanwhile is
- * missed (seen_before drops the copies both bring). */
+/*
+ * The move of the filters from cnats to the data connection, without a
+ * message lost, repeated or out of order. Up (again), the data connection
+ * subscribes to the fence's subject and to every filter, then a mark; the
+ * filters stay on cnats meanwhile (RD_BOTH), which brings everything, and
+ * what the data connection brings is dropped (its SUBs are not all in
+ * place). With the mark back every filter is in place on both, and the
+ * node publishes the fence on '<node>-share' (RD_FENCE): nats-server puts it
+ * into both connections' streams, what it handled before the fence ahead of
+ * it in both, what it handled after behind it. So cnats routes up to its
+ * copy of the fence and the data connection from its own: the data
+ * connection drops what comes before its copy and pauses at it until
+ * cnats's copy has come through cnats's delivery thread and the inbox
+ * (cnats, two threads longer, is the slower); cnats's subscriptions end
+ * at its copy (what cnats read after it, the data connection brings).
+ *
+ * nats-server hands a message to its subscribers one after the other, not
+ * at one instant, so a message handed over at the fence's instant can be ahead
+ * of it on one connection and behind it on the other. A Wisp node's
+ * message (numbered) goes through seen_before on both sides of the fence,
+ * so it is routed once, if late; a NATS-native publisher's may then be
+ * missed or come twice.
+ *
+ * The fence may not come: '<node>-share' down, cnats's subscription to it
+ * not in place yet, a connection lost. After FENCE_WAIT_S the move goes on
+ * without it: cnats's subscriptions stay SWITCH_GRACE_S more, and both
+ * bring every message meanwhile, in no order between them (seen_before
+ * routes each once).
+ */
+
+/* Up (again): the fence's subscription and the filters' on it too, then a
+ * mark (on_writer_mark). */
 static void on_writer_up(void *ud)
 {
 	struct cluster *c = ud;
 	c->rd = RD_BOTH;
+	c->fence_cnats = c->fence_writer = false;
 	c->wm_ping = c->wm_add = 0;
 	path_restart(c, PATH_WRITER);
+	if (nats_writer_subscribe(c->writer, FENCE_SID, c->fence_subject, strlen(c->fence_subject)) != 0)
+		return; /* lost meanwhile: on_writer_down ran */
 	FOR_EACH_INTEREST(c, in)
 	{
 		if (!writer_subscribe(c, in) && c->rd != RD_BOTH)
@@ -1579,9 +1696,9 @@ static void on_writer_up(void *ud)
 	c->rd_switch = nats_writer_mark(c->writer);
 }
 
-/* The data connection has had the filters for SWITCH_GRACE_S: what cnats
- * read before its mark has long been routed, and the rest the data
- * connection brought too. */
+/* The data connection has had the filters for SWITCH_GRACE_S without the
+ * fence: what cnats read before the mark has long been routed, and the rest
+ * the data connection brought too. */
 static void on_switch_grace_over(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
@@ -1594,16 +1711,137 @@ static void on_switch_grace_over(struct loop *l, struct loop_timer *t)
 	}
 }
 
+static void on_fence_late(struct loop *l, struct loop_timer *t);
+
+/* Publishes a fence message with epoch on '<node>-share' (0: a probe,
+ * fence_probe): whether it was queued. */
+static bool fence_publish(struct cluster *c, uint64_t epoch)
+{
+	natsConnection *snc = groups_connected(c->groups) ? groups_connection(c->groups) : NULL;
+	if (!snc)
+		return false;
+	char payload[24];
+	int len = snprintf(payload, sizeof payload, "%" PRIu64, epoch);
+	natsMsg *nm = NULL;
+	if (natsMsg_Create(&nm, c->fence_subject, NULL, payload, len) != NATS_OK)
+		return false;
+	if (!sender_publish_control(c->share_sender, snc, nm, strlen(c->fence_subject) + (size_t)len, true)) {
+		natsMsg_Destroy(nm);
+		return false;
+	}
+	return true;
+}
+
+/* A fence published before cnats's subscription to it is in place would
+ * reach the data connection only, which would wait for nothing. So until
+ * cnats has heard one (fence_ready, false again with each connection
+ * lost or made anew), the node publishes a probe, at most one a second
+ * (the inbox's traffic calls it: the other nodes' interest beats). */
+static void fence_probe(struct cluster *c)
+{
+	if (!c->fence_sub || c->fence_ready || !c->b->stats.cluster.connected)
+		return;
+	uint64_t now = loop_now_ms(c->b->loop);
+	if (c->fence_probe_ms && now - c->fence_probe_ms < 1000)
+		return;
+	if (fence_publish(c, 0))
+		c->fence_probe_ms = now;
+}
+
+/* The move's fence, once cnats listens for it. */
+static void fence_send(struct cluster *c)
+{
+	if (c->rd == RD_FENCE && c->fence_pending && c->fence_ready && fence_publish(c, c->fence_epoch))
+		c->fence_pending = false;
+}
+
+static void fence_done(struct cluster *c)
+{
+	if (loop_timer_armed(&c->fence_timer))
+		loop_timer_stop(c->b->loop, &c->fence_timer);
+	c->rd = RD_WRITER;
+	c->fence_pending = false;
+	nats_writer_resume(c->writer);
+}
+
+/* The move goes on without the fence (why: logged): as before the fence
+ * existed, cnats's subscriptions stay SWITCH_GRACE_S unless cnats's copy
+ * came, and both connections bring every message meanwhile. */
+static void fence_skip(struct cluster *c, const char *why)
+{
+	log_msg(LOG_NOTICE, "cluster", "the filters move to the data connection without the fence (%s): for a "
+		"moment a message may be routed out of its publisher's order", why);
+	if (!c->fence_cnats)
+		loop_timer_start(c->b->loop, &c->rd_grace, SWITCH_GRACE_S, on_switch_grace_over);
+	c->fence_writer = true;
+	fence_done(c);
+}
+
+/* Every filter is in place on the data connection: the fence, unless the
+ * main connection is lost (nothing comes through cnats then). */
+static void fence_start(struct cluster *c)
+{
+	c->fence_cnats = c->fence_writer = false;
+	c->fence_epoch++;
+	if (!c->b->stats.cluster.connected) {
+		fence_skip(c, "the main connection is lost");
+		return;
+	}
+	c->rd = RD_FENCE;
+	c->fence_pending = true;
+	fence_send(c);
+	loop_timer_start(c->b->loop, &c->fence_timer, FENCE_WAIT_S, on_fence_late);
+}
+
+/* A copy of a fence message: through cnats (from_cnats) or the data
+ * connection (from its on_msg). */
+static void fence_heard(struct cluster *c, const void *payload, size_t len, bool from_cnats)
+{
+	char text[24];
+	if (len >= sizeof text)
+		return;
+	memcpy(text, payload, len);
+	text[len] = '\0';
+	uint64_t epoch = strtoull(text, NULL, 10);
+	if (from_cnats && !c->fence_ready) {
+		c->fence_ready = true;
+		fence_send(c);
+	}
+	if (c->rd != RD_FENCE || epoch != c->fence_epoch)
+		return; /* a probe, or an earlier move's, late */
+	if (from_cnats && !c->fence_cnats) {
+		c->fence_cnats = true;
+		FOR_EACH_INTEREST(c, in)
+		{
+			cnats_unsubscribe(c, in, false);
+		}
+	}
+	if (!from_cnats)
+		c->fence_writer = true;
+	if (c->fence_cnats && c->fence_writer)
+		fence_done(c);
+	else if (c->fence_writer)
+		nats_writer_pause(c->writer); /* until cnats's copy */
+}
+
+static void on_fence_late(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct cluster *c = container_of(t, struct cluster, fence_timer);
+	if (c->rd != RD_FENCE)
+		return;
+	char why[96];
+	snprintf(why, sizeof why, "it did not come through %s within %u s",
+		 c->fence_cnats ? "the data connection" : c->fence_writer ? "the main connection" : "either connection",
+		 FENCE_WAIT_S);
+	fence_skip(c, why);
+}
+
 static void on_writer_mark(void *ud, uint64_t n)
 {
 	struct cluster *c = ud;
-	if (c->rd == RD_BOTH && n >= c->rd_switch) {
-		/* cnats's subscriptions stay a while: an UNSUB would discard
-		 * what cnats read for them but had not handed over yet, which
-		 * the data connection left to cnats (on_writer_msg). */
-		c->rd = RD_WRITER;
-		loop_timer_start(c->b->loop, &c->rd_grace, SWITCH_GRACE_S, on_switch_grace_over);
-	}
+	if (c->rd == RD_BOTH && n >= c->rd_switch)
+		fence_start(c);
 	if (c->wm_ping && n >= c->wm_ping) {
 		remote_interest_writer_marked(c->wanted, c->wm_add);
 		c->wm_ping = 0;
@@ -1621,6 +1859,9 @@ static void on_writer_down(void *ud)
 	uint64_t add = c->wm_add > c->wm_next_add ? c->wm_add : c->wm_next_add;
 	remote_interest_writer_marked(c->wanted, add);
 	c->wm_ping = c->wm_add = c->wm_next_add = 0;
+	if (loop_timer_armed(&c->fence_timer))
+		loop_timer_stop(c->b->loop, &c->fence_timer);
+	c->fence_cnats = c->fence_writer = false;
 	if (c->rd == RD_CNATS)
 		return;
 	if (loop_timer_armed(&c->rd_grace))
@@ -1644,10 +1885,12 @@ static void on_writer_down(void *ud)
 static void on_writer_msg(void *ud, const struct nats_writer_msg *wm)
 {
 	struct cluster *c = ud;
-	/* Until the mark after every filter's SUB is back, cnats brings all
-	 * of it and this connection only part (SUBs not yet in place): so a
-	 * path counts from the mark on (seen_before). */
-	if (c->rd == RD_BOTH)
+	if (wm->sid == FENCE_SID) {
+		fence_heard(c, wm->payload, wm->payload_len, false);
+		return;
+	}
+	/* Ahead of the fence cnats brings it (the move, above). */
+	if (c->rd == RD_BOTH || (c->rd == RD_FENCE && !c->fence_writer))
 		return;
 	struct interest *in = find_tag(c, wm->sid >> 1);
 	if (!in || !in->wsubs)
@@ -1850,6 +2093,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 #endif
 	list_init(&c->rejoin_timer.link);
 	list_init(&c->rd_grace.link);
+	list_init(&c->fence_timer.link);
 	nats_retire_loop_init(&c->retired, b->loop);
 	c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;
 	char host[256];
@@ -1876,6 +2120,12 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	c->buf = wisp_malloc(c->buf_cap);
 	if (!c->node || !c->prefix || !c->buckets || !c->by_tag || !c->buf)
 		goto nomem;
+	if (cfg->data_connection) {
+		size_t n = strlen("$WISP..fence.") + strlen(c->prefix) + sizeof c->run;
+		if (!(c->fence_subject = wisp_malloc(n)))
+			goto nomem;
+		snprintf(c->fence_subject, n, "$WISP.%s%sfence.%s", c->prefix, *c->prefix ? "." : "", c->run);
+	}
 	c->nats_headers_max = NATS_HEADERS_MAX + 2u * strlen(c->node);
 	atomic_init(&c->max_payload, 0);
 	if (inbox_init(&c->inbox, cfg->inbound_queue) != 0)
@@ -2061,6 +2311,7 @@ void cluster_stop(struct cluster *c)
 	wisp_free(c->gone);
 	c->gone = NULL;
 	c->ngone = c->gone_cap = 0;
+	fence_unlisten(c);
 	/* Its thread publishes on c->nc: joined before any connection closes.
 	 * The filters' subscriptions it made come to the retired list. */
 	sender_stop(c->sender, &c->retired.list);
@@ -2075,6 +2326,8 @@ void cluster_stop(struct cluster *c)
 		loop_timer_stop(b->loop, &c->drops_timer);
 	if (loop_timer_armed(&c->rd_grace))
 		loop_timer_stop(b->loop, &c->rd_grace);
+	if (loop_timer_armed(&c->fence_timer))
+		loop_timer_stop(b->loop, &c->fence_timer);
 	/* A rejoin's connect still going: waited for (its first try is
 	 * bounded by libnats's connect timeout), its connection closed. */
 	struct connector *ks[2] = {&c->main_k, &c->share_k};
@@ -2134,5 +2387,6 @@ void cluster_stop(struct cluster *c)
 	sbuf_free(&c->hdr);
 	wisp_free(c->node);
 	wisp_free(c->prefix);
+	wisp_free(c->fence_subject);
 	wisp_free(c);
 }
