@@ -11,10 +11,15 @@
  * each end the connection, and it is made again; a burst of messages from
  * the server is handed over READ_BUDGET at a time, other connections served
  * in between; a pause from on_msg holds the rest, and a resume hands it
- * over.
+ * over; a name lookup that hangs holds neither the loop nor the stop.
  */
 #include <CUnit/CUnit.h>
+#include <dlfcn.h>
 #include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -127,7 +132,7 @@ static uint64_t counted_lost;
 static void start_writer(void)
 {
 	char err[256];
-	CU_ASSERT_EQUAL_FATAL(nats_writer_start(&W, L, NULL, &cfg, NULL, "t-pub", err, sizeof err), 0);
+	CU_ASSERT_EQUAL_FATAL(nats_writer_start(&W, L, &cfg, NULL, "t-pub", err, sizeof err), 0);
 	counted_lost = 0;
 	nats_writer_count_lost_in(W, &counted_lost);
 }
@@ -157,6 +162,31 @@ static size_t hear(char *buf, size_t cap)
 	CU_ASSERT_FATAL(n > 0);
 	buf[n] = '\0';
 	return (size_t)n;
+}
+
+/*
+ * Names ending in ".hang.invalid" hang in getaddrinfo, as with a name
+ * server that does not answer, until `released` (then they fail as a dead
+ * name does); every other name goes to the real one (under ASan, its
+ * interceptor, then libc's).
+ */
+static atomic_bool released;
+static atomic_int hanging;
+
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res)
+{
+	static const char HANG[] = ".hang.invalid";
+	size_t n = node ? strlen(node) : 0;
+	if (n >= sizeof HANG - 1 && strcmp(node + n - (sizeof HANG - 1), HANG) == 0) {
+		atomic_fetch_add(&hanging, 1);
+		while (!atomic_load(&released))
+			nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+		atomic_fetch_sub(&hanging, 1);
+		return EAI_NONAME;
+	}
+	int (*real)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+	*(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+	return real(node, service, hints, res);
 }
 
 static const char INFO[] = "INFO {\"server_id\":\"X\",\"version\":\"2.9.10\",\"proto\":1,\"headers\":true,"
@@ -559,12 +589,52 @@ static void test_pause_and_resume(void)
 	seen.payload = NULL;
 }
 
+static bool lookup_hangs(void) { return atomic_load(&hanging) == 1; }
+
+/* A watchdog for a stop that waits for the hung lookup: it releases the
+ * lookup after 30 s (the test then fails, rather than hanging for good). */
+static atomic_bool stop_returned, watchdog_fired;
+static void *watchdog(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 3000 && !atomic_load(&stop_returned); i++)
+		nanosleep(&(struct timespec){.tv_nsec = 10000000}, NULL);
+	if (!atomic_load(&stop_returned)) {
+		atomic_store(&watchdog_fired, true);
+		atomic_store(&released, true);
+	}
+	return NULL;
+}
+
+/* A name whose lookup hangs holds neither the loop (it runs its timers)
+ * nor the stop, which leaves the lookup to its thread. */
+static void test_a_hung_lookup_holds_nothing(void)
+{
+	serve();
+	cfg.nats = "nats://nats.hang.invalid:4222";
+	start_writer();
+	CU_ASSERT_FATAL(run_until(lookup_hangs));
+	run_ms(50); /* the loop goes on turning */
+	CU_ASSERT_FALSE(nats_writer_up(W));
+	pthread_t dog;
+	CU_ASSERT_FATAL(pthread_create(&dog, NULL, watchdog, NULL) == 0);
+	nats_writer_stop(W);
+	W = NULL;
+	atomic_store(&stop_returned, true);
+	pthread_join(dog, NULL);
+	CU_ASSERT_FALSE(atomic_load(&watchdog_fired));
+	CU_ASSERT_EQUAL(atomic_load(&hanging), 1); /* still in getaddrinfo: left, not waited for */
+	atomic_store(&released, true);
+	unserve();
+}
+
 static CU_TestInfo tests[] = {
 	{"handshake, HPUB bytes, max_payload, PING, a refused publish", test_handshake_and_hpub},
 	{"bounded buffer; written or counted lost", test_bounds_and_loss},
 	{"its own subscriptions: SUB, marks, MSG and HMSG read whole", test_subscriptions_and_messages},
 	{"a burst from the server shares the loop", test_a_burst_shares_the_loop},
 	{"paused from on_msg, resumed", test_pause_and_resume},
+	{"a hung name lookup holds neither the loop nor the stop", test_a_hung_lookup_holds_nothing},
 	{"refused CONNECT, not NATS, bad INFO, endless line: made again", test_refusals_end_it_and_it_is_made_again},
 	{"unanswered PINGs end it", test_unanswered_pings_end_it},
 	CU_TEST_INFO_NULL,

@@ -2181,7 +2181,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	if (cfg->data_connection) {
 		char name[300];
 		snprintf(name, sizeof name, "%s-pub", c->node);
-		int wrc = nats_writer_start(&c->writer, b->loop, b->bg, cfg, c->signer, name, err, errlen);
+		int wrc = nats_writer_start(&c->writer, b->loop, cfg, c->signer, name, err, errlen);
 		if (wrc == WISP_ENOMEM)
 			goto nomem;
 		if (wrc != 0)

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "bg.h"
 #include "connector.h"
 #include "err.h"
 #include "log.h"
@@ -74,6 +75,11 @@ struct nats_writer {
 	size_t nurls;
 	bool tls;                   /* config_cluster_tls */
 	struct connector cn;
+	/* The connector's name lookups: a thread of its own, so one that hangs
+	 * (a name server that does not answer) holds neither the broker's
+	 * password checks, whose helpers it used to take, nor its exit
+	 * (nats_writer_stop abandons it). */
+	struct bg *lookups;
 	struct mtimer hello_timer;  /* INFO, TLS and CONNECT within connect_timeout */
 	struct loop_timer tick;     /* each second while UP: PINGs, the write deadline */
 	struct loop_timer flush;    /* the end of the turn's writes */
@@ -858,7 +864,7 @@ static int add_url(struct nats_writer *w, const char *url, size_t len, char *err
 
 /* ---- the caller's ---- */
 
-int nats_writer_start(struct nats_writer **out, struct loop *l, struct bg *bg, const struct config_cluster *cfg,
+int nats_writer_start(struct nats_writer **out, struct loop *l, const struct config_cluster *cfg,
 		      const struct nats_signer *signer, const char *name, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -883,7 +889,8 @@ int nats_writer_start(struct nats_writer **out, struct loop *l, struct bg *bg, c
 	w->name = dup_n(name, strlen(name));
 	w->urls = wisp_calloc(n, sizeof *w->urls);
 	w->timers = mtimers_new(l);
-	int rc = !w->name || !w->urls || !w->timers ? WISP_ENOMEM : 0;
+	w->lookups = bg_new(l, 1, 1); /* the connector has one lookup out at a time */
+	int rc = !w->name || !w->urls || !w->timers || !w->lookups ? WISP_ENOMEM : 0;
 	for (const char *p = cfg->nats; rc == 0 && *p;) {
 		const char *end = strchr(p, ',');
 		size_t len = end ? (size_t)(end - p) : strlen(p);
@@ -900,7 +907,7 @@ int nats_writer_start(struct nats_writer **out, struct loop *l, struct bg *bg, c
 			.addrs = addrs,
 			.addr_count = w->nurls,
 			.nodelay = true,
-			.bg = bg,
+			.bg = w->lookups,
 			.timeout_ms = cfg->connect_timeout * 1000u,
 			.backoff_min_ms = 250,
 			.backoff_max_ms = BACKOFF_MAX_MS,
@@ -932,7 +939,9 @@ void nats_writer_stop(struct nats_writer *w)
 	}
 	close_socket(w);
 	if (w->cn_ready)
-		connector_free(&w->cn);
+		connector_free(&w->cn); /* a lookup still running is told its connector is gone */
+	if (w->lookups)
+		bg_abandon(w->lookups);
 	for (size_t i = 0; i < w->nurls; i++) {
 		struct writer_url *u = &w->urls[i];
 		wisp_free(u->host);

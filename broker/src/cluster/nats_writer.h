@@ -53,19 +53,21 @@
 
 #include "config.h"
 
-struct bg;
 struct loop;
 struct nats_signer;
 struct nats_writer;
 
-/* Starts connecting (the outcome is logged). cfg, signer (NULL: none) and
- * bg are borrowed until nats_writer_stop. name: the connection's name for
- * the server's monitoring (copied). 0, or WISP_ENOMEM, or WISP_ECONFIG
- * with "cluster.<key>: <reason>" in err (a TLS file it cannot read). */
-int nats_writer_start(struct nats_writer **out, struct loop *l, struct bg *bg, const struct config_cluster *cfg,
+/* Starts connecting (the outcome is logged; names are looked up on a
+ * thread of the writer's own). cfg and signer (NULL: none) are borrowed
+ * until nats_writer_stop. name: the connection's name for the server's
+ * monitoring (copied). 0, or WISP_ENOMEM (also: no thread), or
+ * WISP_ECONFIG with "cluster.<key>: <reason>" in err (a TLS file it
+ * cannot read). */
+int nats_writer_start(struct nats_writer **out, struct loop *l, const struct config_cluster *cfg,
 		      const struct nats_signer *signer, const char *name, char *err, size_t errlen);
 /* Writes what the buffer holds if the socket takes it now (never waits),
- * and closes. NULL: no-op. */
+ * and closes; a name lookup still running is left to its thread, not
+ * waited for. NULL: no-op. */
 void nats_writer_stop(struct nats_writer *w);
 
 /* Connected, the CONNECT answered: publishes are taken. */
