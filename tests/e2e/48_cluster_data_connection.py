@@ -393,6 +393,87 @@ class SwitchTest(ClusterCase):
             time.sleep(0.2)
 
 
+class NoFenceNode(InterestNode):
+    """A node that never publishes the move's fence (debug builds:
+    WISP_DEBUG_NO_FENCE), as when its '<node>-share' connection is down."""
+
+    def _env(self):
+        return dict(super()._env(), WISP_DEBUG_NO_FENCE="1")
+
+
+class NoFenceTest(ClusterCase):
+    """Without the fence the move waits for it at most 5 s, cnats bringing
+    every message meanwhile (the data connection's copies dropped), then
+    goes on as before the fence existed: logged, cnats's subscriptions kept
+    10 s while both connections bring every message, each number routed
+    once."""
+
+    node_class = InterestNode
+    node_names = ()
+    settle = True
+
+    def make_node(self, name, persistence=None):
+        if name == "b":
+            return NoFenceNode(name, self.nats.port, persistence=False)
+        return super().make_node(name, persistence)
+
+    def test_the_move_goes_on_without_it(self):
+        relay = PubHold(self.nats.port, "b-pub")
+        self.addCleanup(relay.close)
+        self.start_node("a")
+        b = self.make_node("b")
+        b.extra_config["cluster"]["nats"] = ["nats://127.0.0.1:%d" % relay.port]
+        b.extra_config["cluster"]["connect_timeout"] = 1
+        self.nodes["b"] = b
+        b.start()
+        self.assertIsNotNone(b.wait_log("NATS data connection not made", timeout=WAIT))
+        sub = self.client("b", "nofence-sub")
+        self.assertEqual(sub.subscribe([("nf/#", 0)]), [0])
+        pub = self.client("a", "nofence-pub")
+        self.assertIsNotNone(self.nodes["a"].wait_log(SELECTIVE, timeout=WAIT))
+        offset = b.log_size()
+        relay.holding.clear()
+        self.assertIsNotNone(b.wait_log(UP, offset=offset, timeout=WAIT))
+        # A numbered stream of about 250 a second for 10 s: before the wait
+        # ends, through it and into the 10 s both connections bring it.
+        got = []
+        n = 2500
+        deadline = time.monotonic() + 60
+        skipped = None
+        for i in range(n):
+            pub.publish("nf/t", b"%d" % i)
+            if i % 25 == 24:
+                time.sleep(0.1)
+                while True:
+                    try:
+                        got.append(int(sub.recv_publish(timeout=0).payload))
+                    except Exception:  # noqa: BLE001 - nothing waiting now
+                        break
+            if skipped is None and "without the fence" in b.log()[offset:]:
+                skipped = i
+                # Kept on cnats for 10 s more: on b's main connection too.
+                self.assertIn("wisp.nf.>", DataConnectionTest.subjects_of(self, "b"))
+            self.assertLess(time.monotonic(), deadline, "the stream took too long")
+        self.assertIsNotNone(skipped, "the move never went on without the fence\n" + b.log())
+        self.assertGreater(skipped, 0, "the move did not wait for the fence")
+        self.assertIn("the filters move to the data connection without the fence (it did not come through either "
+                      "connection within 5 s)", b.log())
+        pub.ping(timeout=WAIT)
+        until = time.monotonic() + WAIT
+        while len(got) < n and time.monotonic() < until:
+            try:
+                got.append(int(sub.recv_publish(timeout=0.2).payload))
+            except Exception:  # noqa: BLE001 - nothing this moment
+                pass
+        sub.assert_no_packet(wait=0.5)
+        self.assertEqual(sorted(set(range(n)) - set(got)), [], "lost around the move")
+        self.assertEqual(len(got), n, "repeated around the move: %d extra" % (len(got) - n))
+        until = time.monotonic() + 10 + WAIT
+        while "wisp.nf.>" in DataConnectionTest.subjects_of(self, "b"):
+            self.assertLess(time.monotonic(), until, "b's cnats subscription outlived its 10 s")
+            time.sleep(0.2)
+
+
 class DataConnectionOffTest(ClusterCase):
     node_class = InterestNode
     node_names = ()

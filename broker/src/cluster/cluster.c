@@ -276,6 +276,7 @@ struct cluster {
 	struct sender_sub **gone; /* UNSUBs waiting for it */
 	size_t ngone, gone_cap;
 	bool slow_delivery;      /* debug builds: WISP_DEBUG_SLOW_NATS_DELIVERY (tests) */
+	bool no_fence;           /* debug builds: WISP_DEBUG_NO_FENCE, the move's fence never published (tests) */
 	/* A connection cnats closed for good (main or '<node>-share') is made
 	 * anew after rejoin_wait_ms, on a connector thread (rejoin_main,
 	 * rejoin_share). */
@@ -1751,6 +1752,12 @@ static void fence_probe(struct cluster *c)
 /* The move's fence, once cnats listens for it. */
 static void fence_send(struct cluster *c)
 {
+#ifndef NDEBUG
+	if (c->no_fence) {
+		c->fence_pending = false; /* as if published and lost */
+		return;
+	}
+#endif
 	if (c->rd == RD_FENCE && c->fence_pending && c->fence_ready && fence_publish(c, c->fence_epoch))
 		c->fence_pending = false;
 }
@@ -1830,10 +1837,16 @@ static void on_fence_late(struct loop *l, struct loop_timer *t)
 	struct cluster *c = container_of(t, struct cluster, fence_timer);
 	if (c->rd != RD_FENCE)
 		return;
-	char why[96];
-	snprintf(why, sizeof why, "it did not come through %s within %u s",
-		 c->fence_cnats ? "the data connection" : c->fence_writer ? "the main connection" : "either connection",
-		 FENCE_WAIT_S);
+	char why[400];
+	if (c->fence_pending && !groups_connected(c->groups))
+		snprintf(why, sizeof why, "not published within %u s: '%s-share' is down", FENCE_WAIT_S, c->node);
+	else if (c->fence_pending)
+		snprintf(why, sizeof why, "not published within %u s: cnats has not heard a probe of it yet",
+			 FENCE_WAIT_S);
+	else
+		snprintf(why, sizeof why, "it did not come through %s within %u s",
+			 c->fence_cnats ? "the data connection" : c->fence_writer ? "the main connection" : "either connection",
+			 FENCE_WAIT_S);
 	fence_skip(c, why);
 }
 
@@ -2090,6 +2103,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	c->io.fd = -1; /* not watched until loop_io_start */
 #ifndef NDEBUG
 	c->slow_delivery = getenv("WISP_DEBUG_SLOW_NATS_DELIVERY") != NULL;
+	c->no_fence = getenv("WISP_DEBUG_NO_FENCE") != NULL;
 #endif
 	list_init(&c->rejoin_timer.link);
 	list_init(&c->rd_grace.link);
