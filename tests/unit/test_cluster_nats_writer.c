@@ -557,7 +557,8 @@ static void test_a_burst_shares_the_loop(void)
 
 /* Paused from on_msg, nothing more is handed over or read (a PING waits
  * unanswered); resumed, the rest comes in order, what the input already
- * held included, and the PING is answered. */
+ * held included, and the PING is answered. Paused, a server that closes
+ * ends the connection at once. */
 static void test_pause_and_resume(void)
 {
 	serve();
@@ -583,6 +584,17 @@ static void test_pause_and_resume(void)
 	hear(buf, sizeof buf);
 	CU_ASSERT_STRING_EQUAL(buf, "PONG\r\n");
 	CU_ASSERT_EQUAL(seen.downs, 0);
+
+	/* Paused again, the server closes: the connection is lost at once
+	 * (the FIN is all that can wake a paused one), not at the resume. */
+	say("MSG wisp.a 7 4\r\n0010\r\nMSG wisp.a 7 4\r\n0011\r\n");
+	seen.pause_at = 11;
+	msgs_want = 11;
+	CU_ASSERT_FATAL(run_until(got_msgs));
+	close(cfd);
+	cfd = -1;
+	CU_ASSERT(run_until(went_down));
+	CU_ASSERT_EQUAL(seen.msgs, 11);
 	seen.pause_at = 0;
 	unserve();
 	free(seen.payload);

@@ -739,8 +739,16 @@ static void on_io(struct loop *l, struct loop_io *io, uint32_t events)
 		handshake(w);
 		return;
 	}
-	if (events != LOOP_WRITE)
+	if (events != LOOP_WRITE) {
+		/* Paused, reading is not watched: readability is the server's
+		 * FIN or an error (loop.c's EPOLLRDHUP), which would wake the
+		 * loop again and again until the resume. */
+		if (w->paused) {
+			lose(w, "the server closed it");
+			return;
+		}
 		read_in(w); /* readable, or an error that the read reports */
+	}
 	if (w->t && w->state >= W_HELLO && (events & LOOP_WRITE))
 		write_out(w);
 }

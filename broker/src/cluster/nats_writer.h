@@ -114,7 +114,8 @@ void nats_writer_set_hooks(struct nats_writer *w, const struct nats_writer_hooks
  * read (the server's lines wait in the input and the socket, its PINGs
  * unanswered, the keepalive's own not sent), until nats_writer_resume.
  * The owner bounds the pause: the server closes a connection that reads
- * nothing for long. A lost connection ends it. */
+ * nothing for long. A lost connection ends it (the server's FIN, or an
+ * error, is noticed while paused; what was unread goes with it). */
 void nats_writer_pause(struct nats_writer *w);
 void nats_writer_resume(struct nats_writer *w);
 
