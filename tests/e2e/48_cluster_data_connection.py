@@ -253,7 +253,7 @@ class SlowCnatsNode(InterestNode):
 
 class NativePublisher:
     """A plain NATS client (no Wisp headers) publishing "n<i>" on subject
-    every 5 ms from its own thread until stopped, then waiting for the
+    every 20 ms from its own thread until stopped, then waiting for the
     server's PONG, so nats-server has them all; bounded in count."""
 
     def __init__(self, nats, subject, most=2000):
@@ -271,7 +271,7 @@ class NativePublisher:
             p = b"n%d" % self.sent
             self.sock.sendall(b"PUB %s %d\r\n%s\r\n" % (self.subject, len(p), p))
             self.sent += 1
-            time.sleep(0.005)
+            time.sleep(0.02)
 
     def stop(self):
         self.stopping.set()
@@ -348,15 +348,19 @@ class SwitchTest(ClusterCase):
         reader = threading.Thread(target=receive, daemon=True)
         reader.start()
         native.thread.start()
-        # A numbered stream, about 800 a second for 5 s (b's slowed cnats
-        # delivery falls a few seconds behind), with the hold released a
-        # quarter of the way in; bounded in count and time.
+        # A numbered stream, about 650 a second for 6 s, and the plain one
+        # at 50 a second: b's slowed cnats delivery (500 a second) falls
+        # behind by 200 a second, up to about 2 s of its work when b-pub
+        # comes up (its attempt held at the release runs out its 1 s
+        # connect_timeout, then up to 2 s of backoff), well within the 4 s
+        # the fence is waited for. The hold is released a quarter of the
+        # way in; bounded in count and time.
         n, released = 4000, False
         deadline = time.monotonic() + 60
         for i in range(n):
             pub.publish("sw/t", b"%d" % i)
             if i % 20 == 19:
-                time.sleep(0.025)
+                time.sleep(0.03)
             if i == n // 4:
                 relay.holding.clear()
                 released = True

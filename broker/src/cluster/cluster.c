@@ -240,8 +240,15 @@ struct cluster {
 	uint64_t fence_epoch;
 	bool fence_cnats, fence_writer;
 	bool fence_pending;          /* RD_FENCE: not published yet (fence_send) */
-	bool fence_ready;            /* cnats heard a fence message since fence_sub was made or its connection back */
+	bool fence_ready;            /* cnats heard probe fence_probe_n since fence_sub was made or its connection back */
+	uint64_t fence_probe_n;      /* the last probe's number: an earlier one's copy proves nothing */
 	uint64_t fence_probe_ms;     /* loop ms of the last probe (fence_probe) */
+	struct loop_timer fence_retry; /* the next probe, while cnats has not heard one */
+	/* Set by on_fence_msg on the copies fence_sub brings, never on the
+	 * wire: the same subject through another subscription (a shared
+	 * group's '>' on '<node>-share', not in the main connection's order)
+	 * is no fence. */
+	char fence_secret[17];
 	struct loop_timer fence_timer;
 	struct loop_timer rd_grace; /* RD_WRITER without the fence: cnats's subscriptions end when it fires */
 	/* The SUBACK's wait for filters subscribed on the data connection: the
@@ -328,11 +335,23 @@ static void on_filter_msg(natsMsg *msg, void *closure, uint64_t tag)
 }
 
 /* cnats's delivery thread: the claims, handovers, interest and $SYS
- * figures on '<node>-share' (subscriptions the share sender makes), and
- * the fence on the main connection (fence_listen). */
+ * figures on '<node>-share' (subscriptions the share sender makes). */
 static void on_share_msg(natsMsg *msg, void *closure, uint64_t tag)
 {
 	(void)tag;
+	on_nats_msg(NULL, NULL, msg, closure);
+}
+
+/* cnats's delivery thread: the fence on the main connection (fence_listen),
+ * marked as this subscription's (is_fence). */
+static void on_fence_msg(natsMsg *msg, void *closure, uint64_t tag)
+{
+	(void)tag;
+	const struct cluster *c = closure;
+	if (natsMsgHeader_Set(msg, "Wisp-Fence", c->fence_secret) != NATS_OK) {
+		natsMsg_Destroy(msg); /* out of memory: as a drop of cnats's */
+		return;
+	}
 	on_nats_msg(NULL, NULL, msg, closure);
 }
 
@@ -497,7 +516,7 @@ static void fence_listen(struct cluster *c)
 {
 	if (!c->writer || c->fence_sub || !c->b->stats.cluster.connected)
 		return;
-	c->fence_sub = sender_subscribe(c->sender, c->nc, c->fence_subject, NULL, on_share_msg, c, 0);
+	c->fence_sub = sender_subscribe(c->sender, c->nc, c->fence_subject, NULL, on_fence_msg, c, 0);
 	c->fence_ready = false;
 	c->fence_probe_ms = 0;
 	if (!c->fence_sub)
@@ -516,7 +535,10 @@ static void fence_unlisten(struct cluster *c)
 static bool is_fence(const struct cluster *c, natsMsg *nm)
 {
 	const char *subject = natsMsg_GetSubject(nm);
-	return c->fence_subject && subject[0] == '$' && strcmp(subject, c->fence_subject) == 0;
+	if (!c->fence_subject || subject[0] != '$' || strcmp(subject, c->fence_subject) != 0)
+		return false;
+	const char *mark = wire_header(nm, "Wisp-Fence");
+	return mark && strcmp(mark, c->fence_secret) == 0;
 }
 
 /* A new group's queue SUB was just queued: its mark follows it. */
@@ -1565,7 +1587,10 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		log_msg(LOG_WARNING, "cluster", "lost the NATS connection: serving local clients only, reconnecting");
 	}
 	if (ev & EV_DISCONNECTED) {
-		c->fence_ready = false; /* its subscription is made again with the connection */
+		/* Its subscription is made again with the connection: a probe
+		 * out now proves nothing. */
+		c->fence_ready = false;
+		c->fence_probe_n++;
 		if (c->rd == RD_FENCE && !c->fence_cnats)
 			fence_skip(c, "the main connection is lost");
 	}
@@ -1661,19 +1686,22 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
  * copy of the fence and the data connection from its own: the data
  * connection drops what comes before its copy and pauses at it until
  * cnats's copy has come through cnats's delivery thread and the inbox
- * (cnats, two threads longer, is the slower); cnats's subscriptions end
- * at its copy (what cnats read after it, the data connection brings).
+ * (cnats, two threads longer, is the slower). cnats's subscriptions end
+ * once both copies came; what cnats brings after its copy meanwhile goes
+ * through seen_before (the data connection brings it too), a NATS-native
+ * publisher's is dropped.
  *
  * nats-server hands a message to its subscribers one after the other, not
- * at one instant, so a message handed over at the fence's instant can be ahead
- * of it on one connection and behind it on the other. A Wisp node's
- * message (numbered) goes through seen_before on both sides of the fence,
- * so it is routed once, if late; a NATS-native publisher's may then be
- * missed or come twice.
+ * at one instant, so a message handed over at the fence's instant can be
+ * ahead of it on one connection and behind it on the other; so can one
+ * that reaches the two connections through different servers of a NATS
+ * cluster (over their routes). A Wisp node's message (numbered) goes
+ * through seen_before on both sides of the fence, so it is routed once,
+ * if late; a NATS-native publisher's may then be missed or come twice.
  *
- * The fence may not come: '<node>-share' down, cnats's subscription to it
- * not in place yet, a connection lost. After FENCE_WAIT_S the move goes on
- * without it: cnats's subscriptions stay SWITCH_GRACE_S more, and both
+ * The fence may not come: '<node>-share' down, a connection lost. After
+ * FENCE_WAIT_S, or at once when the main connection is lost, the move goes
+ * on without it: cnats's subscriptions stay SWITCH_GRACE_S more, and both
  * bring every message meanwhile, in no order between them (seen_before
  * routes each once).
  */
@@ -1714,17 +1742,16 @@ static void on_switch_grace_over(struct loop *l, struct loop_timer *t)
 
 static void on_fence_late(struct loop *l, struct loop_timer *t);
 
-/* Publishes a fence message with epoch on '<node>-share' (0: a probe,
- * fence_probe): whether it was queued. */
-static bool fence_publish(struct cluster *c, uint64_t epoch)
+/* Publishes text on the fence's subject on '<node>-share': whether it was
+ * queued. */
+static bool fence_publish(struct cluster *c, const char *text)
 {
 	natsConnection *snc = groups_connected(c->groups) ? groups_connection(c->groups) : NULL;
 	if (!snc)
 		return false;
-	char payload[24];
-	int len = snprintf(payload, sizeof payload, "%" PRIu64, epoch);
+	int len = (int)strlen(text);
 	natsMsg *nm = NULL;
-	if (natsMsg_Create(&nm, c->fence_subject, NULL, payload, len) != NATS_OK)
+	if (natsMsg_Create(&nm, c->fence_subject, NULL, text, len) != NATS_OK)
 		return false;
 	if (!sender_publish_control(c->share_sender, snc, nm, strlen(c->fence_subject) + (size_t)len, true)) {
 		natsMsg_Destroy(nm);
@@ -1733,11 +1760,13 @@ static bool fence_publish(struct cluster *c, uint64_t epoch)
 	return true;
 }
 
+static void on_fence_retry(struct loop *l, struct loop_timer *t);
+
 /* A fence published before cnats's subscription to it is in place would
  * reach the data connection only, which would wait for nothing. So until
- * cnats has heard one (fence_ready, false again with each connection
- * lost or made anew), the node publishes a probe, at most one a second
- * (the inbox's traffic calls it: the other nodes' interest beats). */
+ * cnats has heard one since the subscription was made or its connection
+ * came back (fence_ready), the node publishes a numbered probe ("p<n>"),
+ * at most one a second, and a fence waits. */
 static void fence_probe(struct cluster *c)
 {
 	if (!c->fence_sub || c->fence_ready || !c->b->stats.cluster.connected)
@@ -1745,8 +1774,22 @@ static void fence_probe(struct cluster *c)
 	uint64_t now = loop_now_ms(c->b->loop);
 	if (c->fence_probe_ms && now - c->fence_probe_ms < 1000)
 		return;
-	if (fence_publish(c, 0))
-		c->fence_probe_ms = now;
+	char text[24];
+	snprintf(text, sizeof text, "p%" PRIu64, c->fence_probe_n + 1);
+	if (!fence_publish(c, text))
+		return; /* '<node>-share' down: its coming back calls again (on_inbox) */
+	c->fence_probe_n++;
+	c->fence_probe_ms = now;
+	if (!loop_timer_armed(&c->fence_retry))
+		loop_timer_start(c->b->loop, &c->fence_retry, 1, on_fence_retry);
+}
+
+static void on_fence_retry(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct cluster *c = container_of(t, struct cluster, fence_retry);
+	c->fence_probe_ms = 0;
+	fence_probe(c);
 }
 
 /* The move's fence, once cnats listens for it. */
@@ -1758,11 +1801,15 @@ static void fence_send(struct cluster *c)
 		return;
 	}
 #endif
-	if (c->rd == RD_FENCE && c->fence_pending && c->fence_ready && fence_publish(c, c->fence_epoch))
+	if (c->rd != RD_FENCE || !c->fence_pending || !c->fence_ready)
+		return;
+	char text[24];
+	snprintf(text, sizeof text, "%" PRIu64, c->fence_epoch);
+	if (fence_publish(c, text))
 		c->fence_pending = false;
 }
 
-static void fence_done(struct cluster *c)
+static void fence_end_wait(struct cluster *c)
 {
 	if (loop_timer_armed(&c->fence_timer))
 		loop_timer_stop(c->b->loop, &c->fence_timer);
@@ -1771,17 +1818,27 @@ static void fence_done(struct cluster *c)
 	nats_writer_resume(c->writer);
 }
 
-/* The move goes on without the fence (why: logged): as before the fence
- * existed, cnats's subscriptions stay SWITCH_GRACE_S unless cnats's copy
- * came, and both connections bring every message meanwhile. */
+/* Both copies came: cnats's subscriptions end (what cnats read after its
+ * copy, the data connection brings). */
+static void fence_done(struct cluster *c)
+{
+	FOR_EACH_INTEREST(c, in)
+	{
+		cnats_unsubscribe(c, in, false);
+	}
+	fence_end_wait(c);
+}
+
+/* The move goes on without the fence (why: logged), as before the fence
+ * existed: cnats's subscriptions stay SWITCH_GRACE_S, and both
+ * connections bring every message meanwhile. */
 static void fence_skip(struct cluster *c, const char *why)
 {
 	log_msg(LOG_NOTICE, "cluster", "the filters move to the data connection without the fence (%s): for a "
 		"moment a message may be routed out of its publisher's order", why);
-	if (!c->fence_cnats)
-		loop_timer_start(c->b->loop, &c->rd_grace, SWITCH_GRACE_S, on_switch_grace_over);
+	loop_timer_start(c->b->loop, &c->rd_grace, SWITCH_GRACE_S, on_switch_grace_over);
 	c->fence_writer = true;
-	fence_done(c);
+	fence_end_wait(c);
 }
 
 /* Every filter is in place on the data connection: the fence, unless the
@@ -1805,25 +1862,24 @@ static void fence_start(struct cluster *c)
 static void fence_heard(struct cluster *c, const void *payload, size_t len, bool from_cnats)
 {
 	char text[24];
-	if (len >= sizeof text)
+	if (len == 0 || len >= sizeof text)
 		return;
 	memcpy(text, payload, len);
 	text[len] = '\0';
-	uint64_t epoch = strtoull(text, NULL, 10);
-	if (from_cnats && !c->fence_ready) {
-		c->fence_ready = true;
-		fence_send(c);
-	}
-	if (c->rd != RD_FENCE || epoch != c->fence_epoch)
-		return; /* a probe, or an earlier move's, late */
-	if (from_cnats && !c->fence_cnats) {
-		c->fence_cnats = true;
-		FOR_EACH_INTEREST(c, in)
-		{
-			cnats_unsubscribe(c, in, false);
+	if (text[0] == 'p') {
+		if (from_cnats && strtoull(text + 1, NULL, 10) == c->fence_probe_n && !c->fence_ready) {
+			c->fence_ready = true;
+			if (loop_timer_armed(&c->fence_retry))
+				loop_timer_stop(c->b->loop, &c->fence_retry);
+			fence_send(c);
 		}
+		return;
 	}
-	if (!from_cnats)
+	if (c->rd != RD_FENCE || strtoull(text, NULL, 10) != c->fence_epoch)
+		return; /* an earlier move's, late */
+	if (from_cnats)
+		c->fence_cnats = true;
+	else
 		c->fence_writer = true;
 	if (c->fence_cnats && c->fence_writer)
 		fence_done(c);
@@ -2108,6 +2164,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	list_init(&c->rejoin_timer.link);
 	list_init(&c->rd_grace.link);
 	list_init(&c->fence_timer.link);
+	list_init(&c->fence_retry.link);
 	nats_retire_loop_init(&c->retired, b->loop);
 	c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;
 	char host[256];
@@ -2124,6 +2181,10 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	if (getentropy(&run, sizeof run) != 0)
 		run = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL);
 	snprintf(c->run, sizeof c->run, "%016llx", (unsigned long long)run);
+	uint64_t secret = 0;
+	if (getentropy(&secret, sizeof secret) != 0)
+		secret = run * 0x9e3779b97f4a7c15ull ^ (uint64_t)clock();
+	snprintf(c->fence_secret, sizeof c->fence_secret, "%016llx", (unsigned long long)secret);
 	c->nbuckets = INTEREST_BUCKETS_MIN;
 	c->buckets = wisp_calloc(c->nbuckets, sizeof *c->buckets);
 	c->by_tag = wisp_calloc(c->nbuckets, sizeof *c->by_tag);
@@ -2342,6 +2403,8 @@ void cluster_stop(struct cluster *c)
 		loop_timer_stop(b->loop, &c->rd_grace);
 	if (loop_timer_armed(&c->fence_timer))
 		loop_timer_stop(b->loop, &c->fence_timer);
+	if (loop_timer_armed(&c->fence_retry))
+		loop_timer_stop(b->loop, &c->fence_retry);
 	/* A rejoin's connect still going: waited for (its first try is
 	 * bounded by libnats's connect timeout), its connection closed. */
 	struct connector *ks[2] = {&c->main_k, &c->share_k};
