@@ -289,7 +289,38 @@ class NativePublisher:
         self.sock.close()
 
 
-class SwitchTest(ClusterCase):
+class HeldMoveCase(ClusterCase):
+    """Nodes a and b, b made by b_class with its data connection held by a
+    PubHold relay (start_b_held), so its filters move when the test
+    releases it."""
+
+    node_class = InterestNode
+    node_names = ()
+    settle = True
+    b_class = InterestNode
+
+    def make_node(self, name, persistence=None):
+        if name == "b":
+            return self.b_class(name, self.nats.port, persistence=False)
+        return super().make_node(name, persistence)
+
+    def start_b_held(self):
+        """Starts a, then b with b-pub held: the relay and b, once b says
+        its data connection was not made."""
+        relay = PubHold(self.nats.port, "b-pub")
+        self.addCleanup(relay.close)
+        self.start_node("a")
+        b = self.make_node("b")
+        b.extra_config["cluster"]["nats"] = ["nats://127.0.0.1:%d" % relay.port]
+        b.extra_config["cluster"]["connect_timeout"] = 1
+        self.nodes["b"] = b
+        b.start()
+        self.assertIsNotNone(b.wait_log("connected to NATS as node 'b'", timeout=WAIT))
+        self.assertIsNotNone(b.wait_log("NATS data connection not made", timeout=WAIT))
+        return relay, b
+
+
+class SwitchTest(HeldMoveCase):
     """b's data connection is held unanswered, so b reads its filters
     through cnats; released while a publishes a numbered stream to b's
     subscriber (and a plain NATS client publishes on a subject the same
@@ -304,26 +335,10 @@ class SwitchTest(ClusterCase):
     no numbering, came twice, and a message through cnats could come after
     a later one through b-pub."""
 
-    node_class = InterestNode
-    node_names = ()
-    settle = True
-
-    def make_node(self, name, persistence=None):
-        if name == "b":
-            return SlowCnatsNode(name, self.nats.port, persistence=False)
-        return super().make_node(name, persistence)
+    b_class = SlowCnatsNode
 
     def test_filters_move_to_the_data_connection_losing_repeating_and_reordering_nothing(self):
-        relay = PubHold(self.nats.port, "b-pub")
-        self.addCleanup(relay.close)
-        self.start_node("a")
-        b = self.make_node("b")
-        b.extra_config["cluster"]["nats"] = ["nats://127.0.0.1:%d" % relay.port]
-        b.extra_config["cluster"]["connect_timeout"] = 1
-        self.nodes["b"] = b
-        b.start()
-        self.assertIsNotNone(b.wait_log("connected to NATS as node 'b'", timeout=WAIT))
-        self.assertIsNotNone(b.wait_log("NATS data connection not made", timeout=WAIT))
+        relay, b = self.start_b_held()
         sub = self.client("b", "switch-sub")
         self.assertEqual(sub.subscribe([("sw/#", 0)]), [0])
         self.assertIn("wisp.sw.>", DataConnectionTest.subjects_of(self, "b"))
@@ -405,32 +420,17 @@ class NoFenceNode(InterestNode):
         return dict(super()._env(), WISP_DEBUG_NO_FENCE="1")
 
 
-class NoFenceTest(ClusterCase):
+class NoFenceTest(HeldMoveCase):
     """Without the fence the move waits for it at most 5 s, cnats bringing
     every message meanwhile (the data connection's copies dropped), then
     goes on as before the fence existed: logged, cnats's subscriptions kept
     10 s while both connections bring every message, each number routed
     once."""
 
-    node_class = InterestNode
-    node_names = ()
-    settle = True
-
-    def make_node(self, name, persistence=None):
-        if name == "b":
-            return NoFenceNode(name, self.nats.port, persistence=False)
-        return super().make_node(name, persistence)
+    b_class = NoFenceNode
 
     def test_the_move_goes_on_without_it(self):
-        relay = PubHold(self.nats.port, "b-pub")
-        self.addCleanup(relay.close)
-        self.start_node("a")
-        b = self.make_node("b")
-        b.extra_config["cluster"]["nats"] = ["nats://127.0.0.1:%d" % relay.port]
-        b.extra_config["cluster"]["connect_timeout"] = 1
-        self.nodes["b"] = b
-        b.start()
-        self.assertIsNotNone(b.wait_log("NATS data connection not made", timeout=WAIT))
+        relay, b = self.start_b_held()
         sub = self.client("b", "nofence-sub")
         self.assertEqual(sub.subscribe([("nf/#", 0)]), [0])
         pub = self.client("a", "nofence-pub")
