@@ -28,6 +28,7 @@ test, never skips it."""
 
 import json
 import os
+import queue
 import re
 import socket
 import sys
@@ -156,11 +157,18 @@ class PubHold:
     one whose CONNECT names `name`: while holding, what that one writes
     after its CONNECT line is read and thrown away (its CONNECT's PING,
     its PINGs), so nats-server never answers it; what the server sends
-    passes. Released, new connections pass whole."""
+    passes. Released, new connections pass whole.
 
-    def __init__(self, target_port, name):
+    With lag_name, what the server sends the connection whose CONNECT names
+    lag_name reaches it `lag` seconds late, in order, from the moment
+    `lagging` is set: a NATS route or server that lags on that connection
+    only."""
+
+    def __init__(self, target_port, name, lag_name=None, lag=0.0):
         self.target = target_port
         self.name = name
+        self.lag_name, self.lag = lag_name, lag
+        self.lagging = threading.Event()
         self.holding = threading.Event()
         self.holding.set()
         self.held = 0  # connections held so far
@@ -178,23 +186,44 @@ class PubHold:
                 return
             up.settimeout(None)
             self.socks += [down, up]
-            threading.Thread(target=self._pump, args=(up, down, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(down, up, True), daemon=True).start()
+            named = {}  # the CONNECT's name, once the node sent it
+            threading.Thread(target=self._pump, args=(up, down, False, named), daemon=True).start()
+            threading.Thread(target=self._pump, args=(down, up, True, named), daemon=True).start()
 
-    def _pump(self, src, dst, from_node):
+    def _late(self, chunks, dst):
+        try:
+            while True:
+                due, data = chunks.get()
+                if data is None:
+                    break
+                time.sleep(max(0.0, due - time.monotonic()))
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def _pump(self, src, dst, from_node, named):
         head = b""
         hold = False
+        late = None  # the queue of chunks lagging behind, once lagging
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if not from_node and late is None and self.lagging.is_set() and named.get("name") == self.lag_name:
+                    late = queue.Queue()
+                    threading.Thread(target=self._late, args=(late, dst), daemon=True).start()
+                if late is not None:
+                    late.put((time.monotonic() + self.lag, data))
+                    continue
                 if from_node and head is not None:
                     head += data
                     if b"\r\n" not in head:
                         continue
                     line, _, rest = head.partition(b"\r\n")
                     head = None
+                    found = re.search(rb'"name":"([^"]*)"', line)
+                    named["name"] = found.group(1).decode() if found else None
                     hold = self.holding.is_set() and b'"name":"%s"' % self.name.encode() in line
                     self.held += hold
                     data = line + b"\r\n" + rest
@@ -205,6 +234,9 @@ class PubHold:
                     dst.sendall(data)
         except OSError:
             pass
+        if late is not None:
+            late.put((0.0, None))
+            return  # _late delivers what is left; the node's side ends the pair
         shutdown_both(src, dst)
 
     def close(self):
@@ -298,6 +330,7 @@ class HeldMoveCase(ClusterCase):
     node_names = ()
     settle = True
     b_class = InterestNode
+    lag_main = 0.0  # seconds b's main connection lags from the release on
 
     def make_node(self, name, persistence=None):
         if name == "b":
@@ -307,7 +340,7 @@ class HeldMoveCase(ClusterCase):
     def start_b_held(self):
         """Starts a, then b with b-pub held: the relay and b, once b says
         its data connection was not made."""
-        relay = PubHold(self.nats.port, "b-pub")
+        relay = PubHold(self.nats.port, "b-pub", lag_name="b", lag=self.lag_main)
         self.addCleanup(relay.close)
         self.start_node("a")
         b = self.make_node("b")
@@ -336,15 +369,21 @@ class SwitchTest(HeldMoveCase):
     a later one through b-pub."""
 
     b_class = SlowCnatsNode
+    prefix = "wisp."  # cluster.subject_prefix, with its dot
+
+    def join_group(self):
+        """Nothing here; EmptyPrefixSwitchTest adds a shared group."""
 
     def test_filters_move_to_the_data_connection_losing_repeating_and_reordering_nothing(self):
         relay, b = self.start_b_held()
+        filter_subject = self.prefix + "sw.>"
         sub = self.client("b", "switch-sub")
         self.assertEqual(sub.subscribe([("sw/#", 0)]), [0])
-        self.assertIn("wisp.sw.>", DataConnectionTest.subjects_of(self, "b"))
+        self.assertIn(filter_subject, DataConnectionTest.subjects_of(self, "b"))
+        self.join_group()
         pub = self.client("a", "switch-pub")
         self.assertIsNotNone(self.nodes["a"].wait_log(SELECTIVE, timeout=WAIT))
-        native = NativePublisher(self.nats, "wisp.sw.native")
+        native = NativePublisher(self.nats, self.prefix + "sw.native")
         self.addCleanup(native.close)
         got, got_native = [], []
         stop = threading.Event()
@@ -377,6 +416,7 @@ class SwitchTest(HeldMoveCase):
             if i % 20 == 19:
                 time.sleep(0.03)
             if i == n // 4:
+                relay.lagging.set()
                 relay.holding.clear()
                 released = True
             self.assertLess(time.monotonic(), deadline, "the stream took too long")
@@ -402,14 +442,53 @@ class SwitchTest(HeldMoveCase):
                          "plain NATS messages repeated: %d extra" % (len(got_native) - native.sent))
         # The filter moved: on b-pub, and off b's main connection (at the
         # fence, not 10 s later); both listen for the fence.
-        self.assertIn("wisp.sw.>", DataConnectionTest.subjects_of(self, "b-pub"))
-        fence = [s for s in DataConnectionTest.subjects_of(self, "b") if s.startswith("$WISP.wisp.fence.")]
+        self.assertIn(filter_subject, DataConnectionTest.subjects_of(self, "b-pub"))
+        fence = [s for s in DataConnectionTest.subjects_of(self, "b") if s.startswith("$WISP.%sfence." % self.prefix)]
         self.assertEqual(len(fence), 1, DataConnectionTest.subjects_of(self, "b"))
         self.assertIn(fence[0], DataConnectionTest.subjects_of(self, "b-pub"))
         until = time.monotonic() + WAIT
-        while "wisp.sw.>" in DataConnectionTest.subjects_of(self, "b"):
+        while filter_subject in DataConnectionTest.subjects_of(self, "b"):
             self.assertLess(time.monotonic(), until, "b's cnats subscription outlived the move")
             time.sleep(0.2)
+
+
+class EmptyPrefixSwitchTest(SwitchTest):
+    """The same move with "subject_prefix": "" and a shared group '#' on
+    b: its queue subscription on b-share ('>') also matches the fence's
+    subject ($WISP.fence.<run>), and b-share hears b's own fence at once,
+    while what nats-server sends b's main connection arrives a second late
+    (the relay lags it from the release on; cnats's delivery is not slowed
+    here: b-share's messages would wait behind it in cnats's one delivery
+    thread). Only the copy that b's main connection's fence subscription
+    brought may count as cnats's: taken for it, the group's copy would end
+    cnats's filters with that second of messages still on its way, lost."""
+
+    prefix = ""
+    b_class = InterestNode
+    lag_main = 1.0
+
+    def make_node(self, name, persistence=None):
+        node = super().make_node(name, persistence)
+        node.extra_config["cluster"]["subject_prefix"] = ""
+        return node
+
+    def join_group(self):
+        member = self.client("b", "switch-group")
+        self.assertEqual(member.subscribe([("$share/g/#", 0)]), [0])
+        self.assertIn(">", DataConnectionTest.subjects_of(self, "b-share"))
+        stop = threading.Event()
+
+        def drain():  # the group gets the whole stream too; read and dropped
+            while not stop.is_set():
+                try:
+                    member.recv_publish(timeout=0.2)
+                except Exception:  # noqa: BLE001 - nothing this moment
+                    continue
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        self.addCleanup(reader.join)
+        self.addCleanup(stop.set)
 
 
 class NoFenceNode(InterestNode):
