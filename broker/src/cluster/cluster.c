@@ -11,7 +11,7 @@
  * natsMsg (subject, headers, payload copied by cnats) while it is down,
  * per client PUBLISH, nothing per subscriber. In: read where it lies in
  * the data connection's input (the filters' subscriptions are there while
- * it is up: enum reading), or a natsMsg of cnats's; either is seen
+ * it is up: fence.h), or a natsMsg of cnats's; either is seen
  * through a struct remote_msg, copied once into a struct msg, the same
  * single allocation a local PUBLISH makes, then routed like one; its
  * origin is this struct, which no session is, so No Local never applies
@@ -57,6 +57,7 @@
 #include "broker.h"
 #include "durable.h"
 #include "err.h"
+#include "fence.h"
 #include "groups.h"
 #include "handover.h"
 #include "hash.h"
@@ -146,26 +147,9 @@ struct origin_seen {
 
 #define ORIGINS_MAX 64
 
-enum reading { RD_CNATS = 0, RD_BOTH, RD_FENCE, RD_WRITER };
-
 /* The data connection's subscription to the fence (on_writer_up): below
  * the filters' sids, which are tag << 1 with tags from 1. */
 #define FENCE_SID 0u
-
-/* How long the move waits for the fence to come through both connections
- * (fence_start), at least one second less: a round trip normally, plus
- * what cnats had read and not handed over yet (seconds only for a loop or
- * a delivery thread far behind; tests/e2e/48_cluster_data_connection.py's
- * slowed one takes about two). The data connection is paused meanwhile
- * once its copy came. */
-#define FENCE_WAIT_S 5u
-
-/* Without the fence (it did not come in time), how long cnats's
- * subscriptions stay once the data connection has the filters: far longer
- * than cnats's hand-over of what it read takes (a millisecond), as the
- * inbox's drops are for a loop that far behind. Both bring every message
- * meanwhile; seen_before routes each once. */
-#define SWITCH_GRACE_S 10u
 
 /*
  * A connection made anew on its own thread: natsConnection_Connect's first
@@ -226,31 +210,20 @@ struct cluster {
 	 * its copies and cnats's never look like each other's repeats. */
 	struct nats_writer *writer;
 	bool via_writer;          /* the messages go through it now (writer_takes) */
-	/* Where the filters' subscriptions are (enum reading): on cnats, on
-	 * both while they move to the data connection (until its mark
-	 * rd_switch comes back, then until the fence came through both), or on
-	 * the data connection. */
-	uint8_t rd;
-	uint64_t rd_switch;
-	/* The fence: a message both connections hear, published on
-	 * '<node>-share' to fence_subject with fence_epoch (fence_start);
-	 * whether each has heard it (fence_heard), and the bound on the wait. */
+	/* Where the filters' subscriptions are read, and their move to the
+	 * data connection behind the fence (fence.h), published on
+	 * '<node>-share' to fence_subject. */
+	struct fence fence;
 	char *fence_subject;
 	struct sender_sub *fence_sub;  /* cnats's, on the main connection */
-	uint64_t fence_epoch;
-	bool fence_cnats, fence_writer;
-	bool fence_pending;          /* RD_FENCE: not published yet (fence_send) */
-	bool fence_ready;            /* cnats heard probe fence_probe_n since fence_sub was made or its connection back */
-	uint64_t fence_probe_n;      /* the last probe's number: an earlier one's copy proves nothing */
-	uint64_t fence_probe_ms;     /* loop ms of the last probe (fence_probe) */
 	struct loop_timer fence_retry; /* the next probe, while cnats has not heard one */
 	/* Set by on_fence_msg on the copies fence_sub brings, never on the
 	 * wire: the same subject through another subscription (a shared
 	 * group's '>' on '<node>-share', not in the main connection's order)
 	 * is no fence. */
 	char fence_secret[17];
-	struct loop_timer fence_timer;
-	struct loop_timer rd_grace; /* RD_WRITER without the fence: cnats's subscriptions end when it fires */
+	struct loop_timer fence_wait;  /* FENCE_T_WAIT */
+	struct loop_timer fence_grace; /* FENCE_T_GRACE: cnats's subscriptions end when it fires */
 	/* The SUBACK's wait for filters subscribed on the data connection: the
 	 * mark out (wm_ping, answering the adds up to wm_add) and the adds
 	 * that wait for the next one (up to wm_next_add; 0: none). */
@@ -283,7 +256,6 @@ struct cluster {
 	struct sender_sub **gone; /* UNSUBs waiting for it */
 	size_t ngone, gone_cap;
 	bool slow_delivery;      /* debug builds: WISP_DEBUG_SLOW_NATS_DELIVERY (tests) */
-	bool no_fence;           /* debug builds: WISP_DEBUG_NO_FENCE, the move's fence never published (tests) */
 	/* A connection cnats closed for good (main or '<node>-share') is made
 	 * anew after rejoin_wait_ms, on a connector thread (rejoin_main,
 	 * rejoin_share). */
@@ -469,17 +441,10 @@ static void writer_unsubscribe(struct cluster *c, struct interest *in)
 		nats_writer_unsubscribe(c->writer, in->tag << 1 | 1);
 }
 
-/* Whether cnats brings the filters' messages (enum reading): until the
- * fence came through it, or for good if it did not come. */
-static bool cnats_reads(const struct cluster *c)
-{
-	return c->rd == RD_CNATS || c->rd == RD_BOTH || (c->rd == RD_FENCE && !c->fence_cnats);
-}
-
-/* Where the filters are read (enum reading): new ones go there too. */
+/* Where the filters are read (fence.h): new ones go there too. */
 static int nats_subscribe(struct cluster *c, struct interest *in)
 {
-	if (c->rd != RD_CNATS && writer_subscribe(c, in) && !cnats_reads(c))
+	if (c->fence.reading != READ_CNATS && writer_subscribe(c, in) && !fence_cnats_reads(&c->fence))
 		return 0;
 	if (in->sub)
 		return 0; /* the data connection was lost meanwhile: on_writer_down subscribed it */
@@ -502,7 +467,7 @@ static void subscribe_deferred(struct cluster *c)
 	if (!c->subs_deferred)
 		return;
 	c->subs_deferred = false;
-	if (!cnats_reads(c))
+	if (!fence_cnats_reads(&c->fence))
 		return;
 	for (size_t i = 0; i < c->nbuckets; i++)
 		for (struct interest *in = c->buckets[i]; in; in = in->next)
@@ -517,8 +482,7 @@ static void fence_listen(struct cluster *c)
 	if (!c->writer || c->fence_sub || !c->b->stats.cluster.connected)
 		return;
 	c->fence_sub = sender_subscribe(c->sender, c->nc, c->fence_subject, NULL, on_fence_msg, c, 0);
-	c->fence_ready = false;
-	c->fence_probe_ms = 0;
+	fence_listen_anew(&c->fence);
 	if (!c->fence_sub)
 		log_msg(LOG_WARNING, "cluster", "out of memory: no NATS subscription to the fence; the filters move "
 			"to the data connection without it");
@@ -529,7 +493,7 @@ static void fence_unlisten(struct cluster *c)
 	if (c->fence_sub)
 		sender_unsubscribe(c->sender, c->fence_sub);
 	c->fence_sub = NULL;
-	c->fence_ready = false;
+	fence_listen_anew(&c->fence);
 }
 
 static bool is_fence(const struct cluster *c, natsMsg *nm)
@@ -1258,8 +1222,8 @@ static const char *route_view(struct cluster *c, const struct remote_msg *rm, co
 	if (!for_group && node && strcmp(node, c->node) == 0)
 		return "this node's own message";
 	/* cnats's copy of a NATS-native publisher's message behind the fence:
-	 * the data connection brings it (the move: on_writer_up). */
-	if (!node && path == PATH_CNATS && c->fence_cnats && !for_group && !from_stream)
+	 * the data connection brings it (the move: fence.h). */
+	if (!node && path == PATH_CNATS && fence_cnats_past(&c->fence) && !for_group && !from_stream)
 		return "";
 	/* Each group's copy is its own: never one of overlapping filters; a
 	 * stream message is deduplicated by durable.c. */
@@ -1567,11 +1531,6 @@ static void check_closed(struct cluster *c)
 		loop_timer_start(b->loop, &c->rejoin_timer, (c->rejoin_wait_ms + 999) / 1000, on_rejoin_due);
 }
 
-static void fence_heard(struct cluster *c, const void *payload, size_t len, bool from_cnats);
-static void fence_skip(struct cluster *c, const char *why);
-static void fence_probe(struct cluster *c);
-static void fence_send(struct cluster *c);
-
 static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	(void)l;
@@ -1586,14 +1545,8 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 		b->stats.cluster.connected = 0;
 		log_msg(LOG_WARNING, "cluster", "lost the NATS connection: serving local clients only, reconnecting");
 	}
-	if (ev & EV_DISCONNECTED) {
-		/* Its subscription is made again with the connection: a probe
-		 * out now proves nothing. */
-		c->fence_ready = false;
-		c->fence_probe_n++;
-		if (c->rd == RD_FENCE && !c->fence_cnats)
-			fence_skip(c, "the main connection is lost");
-	}
+	if (ev & EV_DISCONNECTED)
+		fence_main_lost(&c->fence);
 	if (ev & EV_CONNECTED && !b->stats.cluster.connected) {
 		b->stats.cluster.connected = 1;
 		log_msg(LOG_NOTICE, "cluster", "connected to NATS as node '%s'", c->node);
@@ -1633,8 +1586,7 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	if (b->stats.cluster.connected && (c->subs_deferred || c->ngone))
 		subscribe_deferred(c); /* before check_connections' hello and snapshot */
 	fence_listen(c);
-	fence_probe(c);
-	fence_send(c);
+	fence_poke(&c->fence, c->fence_sub && b->stats.cluster.connected, loop_now_ms(b->loop));
 	remote_interest_check_connections(c->wanted);
 	count_send_failures(c);
 	if (ev & (EV_SLOW | GROUPS_EV_SLOW))
@@ -1652,7 +1604,7 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	for (size_t i = 0; i < n; i++) {
 		if (is_fence(c, batch[i])) {
 			int len = natsMsg_GetDataLength(batch[i]);
-			fence_heard(c, natsMsg_GetData(batch[i]), len > 0 ? (size_t)len : 0, true);
+			fence_heard(&c->fence, natsMsg_GetData(batch[i]), len > 0 ? (size_t)len : 0, true);
 			natsMsg_Destroy(batch[i]);
 			continue;
 		}
@@ -1673,79 +1625,12 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	for (size_t i_ = 0; i_ < (c)->nbuckets; i_++) \
 		for (struct interest *in = (c)->buckets[i_]; in; in = in->next)
 
-/*
- * The move of the filters from cnats to the data connection, without a
- * message lost, repeated or out of order. Up (again), the data connection
- * subscribes to the fence's subject and to every filter, then a mark; the
- * filters stay on cnats meanwhile (RD_BOTH), which brings everything, and
- * what the data connection brings is dropped (its SUBs are not all in
- * place). With the mark back every filter is in place on both, and the
- * node publishes the fence on '<node>-share' (RD_FENCE): nats-server puts it
- * into both connections' streams, what it handled before the fence ahead of
- * it in both, what it handled after behind it. So cnats routes up to its
- * copy of the fence and the data connection from its own: the data
- * connection drops what comes before its copy and pauses at it until
- * cnats's copy has come through cnats's delivery thread and the inbox
- * (cnats, two threads longer, is the slower). cnats's subscriptions end
- * once both copies came; what cnats brings after its copy meanwhile goes
- * through seen_before (the data connection brings it too), a NATS-native
- * publisher's is dropped.
- *
- * nats-server hands a message to its subscribers one after the other, not
- * at one instant, so a message handed over at the fence's instant can be
- * ahead of it on one connection and behind it on the other; so can one
- * that reaches the two connections through different servers of a NATS
- * cluster (over their routes). A Wisp node's message (numbered) goes
- * through seen_before on both sides of the fence, so it is routed once,
- * if late; a NATS-native publisher's may then be missed or come twice.
- *
- * The fence may not come: '<node>-share' down, a connection lost. After
- * FENCE_WAIT_S, or at once when the main connection is lost, the move goes
- * on without it: cnats's subscriptions stay SWITCH_GRACE_S more, and both
- * bring every message meanwhile, in no order between them (seen_before
- * routes each once).
- */
+/* The filters' move from cnats to the data connection behind the fence:
+ * fence.h says how; here is what it asks for. */
 
-/* Up (again): the fence's subscription and the filters' on it too, then a
- * mark (on_writer_mark). */
-static void on_writer_up(void *ud)
+static bool fence_publish(void *ud, const char *text)
 {
 	struct cluster *c = ud;
-	c->rd = RD_BOTH;
-	c->fence_cnats = c->fence_writer = false;
-	c->wm_ping = c->wm_add = 0;
-	path_restart(c, PATH_WRITER);
-	if (nats_writer_subscribe(c->writer, FENCE_SID, c->fence_subject, strlen(c->fence_subject)) != 0)
-		return; /* lost meanwhile: on_writer_down ran */
-	FOR_EACH_INTEREST(c, in)
-	{
-		if (!writer_subscribe(c, in) && c->rd != RD_BOTH)
-			return; /* lost meanwhile: on_writer_down put them back */
-	}
-	c->rd_switch = nats_writer_mark(c->writer);
-}
-
-/* The data connection has had the filters for SWITCH_GRACE_S without the
- * fence: what cnats read before the mark has long been routed, and the rest
- * the data connection brought too. */
-static void on_switch_grace_over(struct loop *l, struct loop_timer *t)
-{
-	(void)l;
-	struct cluster *c = container_of(t, struct cluster, rd_grace);
-	if (c->rd != RD_WRITER)
-		return;
-	FOR_EACH_INTEREST(c, in)
-	{
-		cnats_unsubscribe(c, in, false);
-	}
-}
-
-static void on_fence_late(struct loop *l, struct loop_timer *t);
-
-/* Publishes text on the fence's subject on '<node>-share': whether it was
- * queued. */
-static bool fence_publish(struct cluster *c, const char *text)
-{
 	natsConnection *snc = groups_connected(c->groups) ? groups_connection(c->groups) : NULL;
 	if (!snc)
 		return false;
@@ -1760,157 +1645,100 @@ static bool fence_publish(struct cluster *c, const char *text)
 	return true;
 }
 
-static void on_fence_retry(struct loop *l, struct loop_timer *t);
+static void fence_pause(void *ud) { nats_writer_pause(((struct cluster *)ud)->writer); }
 
-/* A fence published before cnats's subscription to it is in place would
- * reach the data connection only, which would wait for nothing. So until
- * cnats has heard one since the subscription was made or its connection
- * came back (fence_ready), the node publishes a numbered probe ("p<n>"),
- * at most one a second, and a fence waits. */
-static void fence_probe(struct cluster *c)
+static void fence_resume(void *ud) { nats_writer_resume(((struct cluster *)ud)->writer); }
+
+static void fence_end_cnats(void *ud)
 {
-	if (!c->fence_sub || c->fence_ready || !c->b->stats.cluster.connected)
-		return;
-	uint64_t now = loop_now_ms(c->b->loop);
-	if (c->fence_probe_ms && now - c->fence_probe_ms < 1000)
-		return;
-	char text[24];
-	snprintf(text, sizeof text, "p%" PRIu64, c->fence_probe_n + 1);
-	if (!fence_publish(c, text))
-		return; /* '<node>-share' down: its coming back calls again (on_inbox) */
-	c->fence_probe_n++;
-	c->fence_probe_ms = now;
-	if (!loop_timer_armed(&c->fence_retry))
-		loop_timer_start(c->b->loop, &c->fence_retry, 1, on_fence_retry);
+	struct cluster *c = ud;
+	FOR_EACH_INTEREST(c, in)
+	{
+		cnats_unsubscribe(c, in, false);
+	}
+}
+
+static void on_fence_late(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct cluster *c = container_of(t, struct cluster, fence_wait);
+	fence_wait_over(&c->fence, groups_connected(c->groups));
+}
+
+static void on_switch_grace_over(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	fence_grace_over(&container_of(t, struct cluster, fence_grace)->fence);
 }
 
 static void on_fence_retry(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
 	struct cluster *c = container_of(t, struct cluster, fence_retry);
-	c->fence_probe_ms = 0;
-	fence_probe(c);
+	fence_retry_due(&c->fence, c->fence_sub && c->b->stats.cluster.connected, loop_now_ms(c->b->loop));
 }
 
-/* The move's fence, once cnats listens for it. */
-static void fence_send(struct cluster *c)
+static void fence_timer(void *ud, enum fence_timer which, bool on)
 {
-#ifndef NDEBUG
-	if (c->no_fence) {
-		c->fence_pending = false; /* as if published and lost */
-		return;
+	struct cluster *c = ud;
+	struct loop_timer *t;
+	loop_timer_fn due;
+	uint32_t seconds;
+	switch (which) {
+	case FENCE_T_WAIT:
+		t = &c->fence_wait, due = on_fence_late, seconds = FENCE_WAIT_S;
+		break;
+	case FENCE_T_GRACE:
+		t = &c->fence_grace, due = on_switch_grace_over, seconds = SWITCH_GRACE_S;
+		break;
+	default:
+		t = &c->fence_retry, due = on_fence_retry, seconds = 1;
+		break;
 	}
-#endif
-	if (c->rd != RD_FENCE || !c->fence_pending || !c->fence_ready)
-		return;
-	char text[24];
-	snprintf(text, sizeof text, "%" PRIu64, c->fence_epoch);
-	if (fence_publish(c, text))
-		c->fence_pending = false;
+	if (!on && loop_timer_armed(t))
+		loop_timer_stop(c->b->loop, t);
+	else if (on && !loop_timer_armed(t))
+		loop_timer_start(c->b->loop, t, seconds, due);
 }
 
-static void fence_end_wait(struct cluster *c)
+static void fence_skipped(void *ud, const char *why)
 {
-	if (loop_timer_armed(&c->fence_timer))
-		loop_timer_stop(c->b->loop, &c->fence_timer);
-	c->rd = RD_WRITER;
-	c->fence_pending = false;
-	nats_writer_resume(c->writer);
-}
-
-/* Both copies came: cnats's subscriptions end (what cnats read after its
- * copy, the data connection brings). */
-static void fence_done(struct cluster *c)
-{
-	FOR_EACH_INTEREST(c, in)
-	{
-		cnats_unsubscribe(c, in, false);
-	}
-	fence_end_wait(c);
-}
-
-/* The move goes on without the fence (why: logged), as before the fence
- * existed: cnats's subscriptions stay SWITCH_GRACE_S, and both
- * connections bring every message meanwhile. */
-static void fence_skip(struct cluster *c, const char *why)
-{
+	(void)ud;
 	log_msg(LOG_NOTICE, "cluster", "the filters move to the data connection without the fence (%s): for a "
 		"moment a message may be routed out of its publisher's order", why);
-	loop_timer_start(c->b->loop, &c->rd_grace, SWITCH_GRACE_S, on_switch_grace_over);
-	c->fence_writer = true;
-	fence_end_wait(c);
 }
 
-/* Every filter is in place on the data connection: the fence, unless the
- * main connection is lost (nothing comes through cnats then). */
-static void fence_start(struct cluster *c)
+static const struct fence_ops fence_ops = {
+	.publish = fence_publish,
+	.pause = fence_pause,
+	.resume = fence_resume,
+	.end_cnats = fence_end_cnats,
+	.timer = fence_timer,
+	.skipped = fence_skipped,
+};
+
+/* Up (again): the fence's subscription and the filters' on it too, then a
+ * mark (on_writer_mark). */
+static void on_writer_up(void *ud)
 {
-	c->fence_cnats = c->fence_writer = false;
-	c->fence_epoch++;
-	if (!c->b->stats.cluster.connected) {
-		fence_skip(c, "the main connection is lost");
-		return;
+	struct cluster *c = ud;
+	fence_writer_up(&c->fence);
+	c->wm_ping = c->wm_add = 0;
+	path_restart(c, PATH_WRITER);
+	if (nats_writer_subscribe(c->writer, FENCE_SID, c->fence_subject, strlen(c->fence_subject)) != 0)
+		return; /* lost meanwhile: on_writer_down ran */
+	FOR_EACH_INTEREST(c, in)
+	{
+		if (!writer_subscribe(c, in) && c->fence.reading != READ_BOTH)
+			return; /* lost meanwhile: on_writer_down put them back */
 	}
-	c->rd = RD_FENCE;
-	c->fence_pending = true;
-	fence_send(c);
-	loop_timer_start(c->b->loop, &c->fence_timer, FENCE_WAIT_S, on_fence_late);
-}
-
-/* A copy of a fence message: through cnats (from_cnats) or the data
- * connection (from its on_msg). */
-static void fence_heard(struct cluster *c, const void *payload, size_t len, bool from_cnats)
-{
-	char text[24];
-	if (len == 0 || len >= sizeof text)
-		return;
-	memcpy(text, payload, len);
-	text[len] = '\0';
-	if (text[0] == 'p') {
-		if (from_cnats && strtoull(text + 1, NULL, 10) == c->fence_probe_n && !c->fence_ready) {
-			c->fence_ready = true;
-			if (loop_timer_armed(&c->fence_retry))
-				loop_timer_stop(c->b->loop, &c->fence_retry);
-			fence_send(c);
-		}
-		return;
-	}
-	if (c->rd != RD_FENCE || strtoull(text, NULL, 10) != c->fence_epoch)
-		return; /* an earlier move's, late */
-	if (from_cnats)
-		c->fence_cnats = true;
-	else
-		c->fence_writer = true;
-	if (c->fence_cnats && c->fence_writer)
-		fence_done(c);
-	else if (c->fence_writer)
-		nats_writer_pause(c->writer); /* until cnats's copy */
-}
-
-static void on_fence_late(struct loop *l, struct loop_timer *t)
-{
-	(void)l;
-	struct cluster *c = container_of(t, struct cluster, fence_timer);
-	if (c->rd != RD_FENCE)
-		return;
-	char why[400];
-	if (c->fence_pending && !groups_connected(c->groups))
-		snprintf(why, sizeof why, "not published within %u s: '%s-share' is down", FENCE_WAIT_S, c->node);
-	else if (c->fence_pending)
-		snprintf(why, sizeof why, "not published within %u s: cnats has not heard a probe of it yet",
-			 FENCE_WAIT_S);
-	else
-		snprintf(why, sizeof why, "it did not come through %s within %u s",
-			 c->fence_cnats ? "the data connection" : c->fence_writer ? "the main connection" : "either connection",
-			 FENCE_WAIT_S);
-	fence_skip(c, why);
+	fence_writer_subscribed(&c->fence, nats_writer_mark(c->writer));
 }
 
 static void on_writer_mark(void *ud, uint64_t n)
 {
 	struct cluster *c = ud;
-	if (c->rd == RD_BOTH && n >= c->rd_switch)
-		fence_start(c);
+	fence_writer_marked(&c->fence, n, c->b->stats.cluster.connected);
 	if (c->wm_ping && n >= c->wm_ping) {
 		remote_interest_writer_marked(c->wanted, c->wm_add);
 		c->wm_ping = 0;
@@ -1928,14 +1756,8 @@ static void on_writer_down(void *ud)
 	uint64_t add = c->wm_add > c->wm_next_add ? c->wm_add : c->wm_next_add;
 	remote_interest_writer_marked(c->wanted, add);
 	c->wm_ping = c->wm_add = c->wm_next_add = 0;
-	if (loop_timer_armed(&c->fence_timer))
-		loop_timer_stop(c->b->loop, &c->fence_timer);
-	c->fence_cnats = c->fence_writer = false;
-	if (c->rd == RD_CNATS)
+	if (!fence_writer_down(&c->fence))
 		return;
-	if (loop_timer_armed(&c->rd_grace))
-		loop_timer_stop(c->b->loop, &c->rd_grace);
-	c->rd = RD_CNATS;
 	bool fresh = false;
 	FOR_EACH_INTEREST(c, in)
 	{
@@ -1955,12 +1777,11 @@ static void on_writer_msg(void *ud, const struct nats_writer_msg *wm)
 {
 	struct cluster *c = ud;
 	if (wm->sid == FENCE_SID) {
-		fence_heard(c, wm->payload, wm->payload_len, false);
+		fence_heard(&c->fence, wm->payload, wm->payload_len, false);
 		return;
 	}
-	/* Ahead of the fence cnats brings it (the move, above). */
-	if (c->rd == RD_BOTH || (c->rd == RD_FENCE && !c->fence_writer))
-		return;
+	if (!fence_writer_routes(&c->fence))
+		return; /* ahead of the fence cnats brings it */
 	struct interest *in = find_tag(c, wm->sid >> 1);
 	if (!in || !in->wsubs)
 		return; /* its filter is gone, its UNSUB on the way */
@@ -2159,11 +1980,10 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	c->io.fd = -1; /* not watched until loop_io_start */
 #ifndef NDEBUG
 	c->slow_delivery = getenv("WISP_DEBUG_SLOW_NATS_DELIVERY") != NULL;
-	c->no_fence = getenv("WISP_DEBUG_NO_FENCE") != NULL;
 #endif
 	list_init(&c->rejoin_timer.link);
-	list_init(&c->rd_grace.link);
-	list_init(&c->fence_timer.link);
+	list_init(&c->fence_grace.link);
+	list_init(&c->fence_wait.link);
 	list_init(&c->fence_retry.link);
 	nats_retire_loop_init(&c->retired, b->loop);
 	c->rejoin_wait_ms = NATS_REJOIN_FIRST_MS;
@@ -2195,6 +2015,10 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	c->buf = wisp_malloc(c->buf_cap);
 	if (!c->node || !c->prefix || !c->buckets || !c->by_tag || !c->buf)
 		goto nomem;
+	fence_init(&c->fence, &fence_ops, c, c->node);
+#ifndef NDEBUG
+	c->fence.no_fence = getenv("WISP_DEBUG_NO_FENCE") != NULL; /* the move's fence never published (tests) */
+#endif
 	if (cfg->data_connection) {
 		size_t n = strlen("$WISP..fence.") + strlen(c->prefix) + sizeof c->run;
 		if (!(c->fence_subject = wisp_malloc(n)))
@@ -2399,10 +2223,10 @@ void cluster_stop(struct cluster *c)
 		loop_timer_stop(b->loop, &c->rejoin_timer);
 	if (loop_timer_armed(&c->drops_timer))
 		loop_timer_stop(b->loop, &c->drops_timer);
-	if (loop_timer_armed(&c->rd_grace))
-		loop_timer_stop(b->loop, &c->rd_grace);
-	if (loop_timer_armed(&c->fence_timer))
-		loop_timer_stop(b->loop, &c->fence_timer);
+	if (loop_timer_armed(&c->fence_grace))
+		loop_timer_stop(b->loop, &c->fence_grace);
+	if (loop_timer_armed(&c->fence_wait))
+		loop_timer_stop(b->loop, &c->fence_wait);
 	if (loop_timer_armed(&c->fence_retry))
 		loop_timer_stop(b->loop, &c->fence_retry);
 	/* A rejoin's connect still going: waited for (its first try is
