@@ -7,16 +7,21 @@
  * A regression here shows as a hang, which the loop's own deadline turns
  * into a failure. And the window: no more QoS 1 publishes unacknowledged
  * than an MQTT 5 server's Receive Maximum; nothing above its Maximum QoS
- * or over its Maximum Packet Size.
+ * or over its Maximum Packet Size. A socket that connected to itself (its
+ * own port as the peer's) counts as refused.
  */
 #include <CUnit/CUnit.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dial.h"
+#include "err.h"
 #include "loop.h"
 #include "mqtt_client.h"
 #include "mtimer.h"
@@ -321,7 +326,37 @@ static void test_server_maximum_qos_and_packet_size(void)
 	run_end(&lr.r, timers, lfd);
 }
 
+/* A dial whose socket has the port it connects to meets itself (TCP
+ * simultaneous open) and must count as refused, not connected. Bound to
+ * that port here, so it happens every time; a client retrying a stopped
+ * local server's port in the kernel's outgoing range is given it by chance
+ * (2 in 60,000 tries here), and the connection to nobody then holds the
+ * port the server would come back on. */
+static void test_a_connection_to_itself_is_refused(void)
+{
+	int probe = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof sa;
+	CU_ASSERT_FATAL(probe >= 0 && bind(probe, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+			getsockname(probe, (struct sockaddr *)&sa, &len) == 0);
+	close(probe); /* never connected: the port is free again at once */
+	uint16_t port = ntohs(sa.sin_port);
+	struct addrinfo *to = NULL, *from = NULL;
+	CU_ASSERT_FATAL(dial_resolve("127.0.0.1", port, &to, NULL) == 0);
+	CU_ASSERT_FATAL(dial_resolve("127.0.0.1", port, &from, NULL) == 0);
+	struct dial d;
+	CU_ASSERT_FATAL(dial_start_resolved(&d, to, from, false) == 0);
+	struct pollfd p = {.fd = d.fd, .events = POLLOUT};
+	CU_ASSERT_EQUAL(poll(&p, 1, 5000), 1);
+	CU_ASSERT_EQUAL(dial_finish(&d), WISP_EIO);
+	CU_ASSERT_EQUAL(d.last_errno, ECONNREFUSED);
+	CU_ASSERT_EQUAL(d.fd, -1);
+	dial_free_addrs(to);
+	dial_free_addrs(from);
+}
+
 static CU_TestInfo tests[] = {
+	{"a connection that meets itself counts as refused", test_a_connection_to_itself_is_refused},
 	{"a refused first address falls back to the next", test_refused_first_address_falls_back_to_the_next},
 	{"an MQTT 5 server's Receive Maximum bounds the window", test_receive_maximum_bounds_the_window},
 	{"MQTT-3.2.2-11 Maximum QoS, MQTT-3.2.2-15 Maximum Packet Size", test_server_maximum_qos_and_packet_size},

@@ -91,12 +91,36 @@ int dial_start_resolved(struct dial *d, struct addrinfo *addrs, struct addrinfo 
 	return try_addresses(d);
 }
 
+/* A connect to a local port nothing listens on can be given that very
+ * port as its own and meet itself (TCP simultaneous open; 2 in 60,000
+ * tries on loopback here): a connection to nobody that holds the port the
+ * server would come back on. Taken as refused, as Go's net package does. */
+static bool self_connected(int fd)
+{
+	struct sockaddr_storage me, peer;
+	socklen_t me_len = sizeof me, peer_len = sizeof peer;
+	if (getsockname(fd, (struct sockaddr *)&me, &me_len) != 0 ||
+	    getpeername(fd, (struct sockaddr *)&peer, &peer_len) != 0 || me.ss_family != peer.ss_family)
+		return false;
+	if (me.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&me, *b = (const struct sockaddr_in *)&peer;
+		return a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+	}
+	if (me.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&me, *b = (const struct sockaddr_in6 *)&peer;
+		return a->sin6_port == b->sin6_port && memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr) == 0;
+	}
+	return false;
+}
+
 int dial_finish(struct dial *d)
 {
 	int err = 0;
 	socklen_t len = sizeof err;
 	if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 		err = errno;
+	if (err == 0 && self_connected(d->fd))
+		err = ECONNREFUSED;
 	if (err == 0) {
 		d->fd = -1;
 		return 0;

@@ -43,7 +43,8 @@ void dial_free_addrs(struct addrinfo *addrs);
  * Call when d->fd is writable. Returns 0 when connected (the caller now
  * owns the socket and d->fd is set to -1), WISP_EAGAIN when the address
  * failed and the next one is being tried (wait on the new d->fd), or
- * WISP_EIO when no address is left (d->last_errno says why).
+ * WISP_EIO when no address is left (d->last_errno says why). A socket
+ * that met itself (its own address and port as the peer's) is refused.
  */
 int dial_finish(struct dial *d);
 
