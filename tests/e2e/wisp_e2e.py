@@ -405,39 +405,9 @@ class RawClient:
 
 # ---------------------------------------------------------------- broker
 
-_ports_given = set()
-
-
-def free_port():
-    """A loopback port nothing listens on, never one this process has been
-    given before: the kernel hands a port just closed out again, so two
-    picks for one configuration (a node's MQTT and http listeners) could
-    otherwise be the same port, and the broker refuses that."""
-    for _attempt in range(100):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port not in _ports_given:
-            _ports_given.add(port)
-            return port
-    raise RuntimeError("no loopback port this process has not used yet after 100 tries")
-
-
-_held_sockets = []
-
-
-def refused_port():
-    """A loopback port every connect to is refused, for this process's
-    life: bound, never listening, so no other test running beside this one
-    takes it, and no connect gets it as its own source port (a port only
-    closed again can be both: tests/e2e_clients/clitest.py met it)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    _held_sockets.append(s)
-    port = s.getsockname()[1]
-    _ports_given.add(port)
-    return port
+# Servers' ports (tests/support/loopback_ports.py: outside the outgoing range).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from loopback_ports import free_port, refused_port  # noqa: E402,F401
 
 
 SANITIZER_RE = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer)|runtime error:|"

@@ -22,6 +22,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,40 +39,9 @@ SANITIZER_RE = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitiz
                           r"SUMMARY: (Address|Undefined|Leak)")
 
 
-_ports_given = set()
-
-
-def free_port():
-    """A loopback port nothing listens on, never one handed out before in
-    this process (the kernel gives a just-closed port out again)."""
-    for _attempt in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _ports_given:
-            _ports_given.add(port)
-            return port
-    raise RuntimeError("no loopback port this process has not used yet after 100 tries")
-
-
-_held_sockets = []
-
-
-def refused_port():
-    """A loopback port every connect to is refused, for this process's life.
-
-    A port merely free when picked is not enough: a CI run once saw
-    mosquitto_pub meet something speaking on the port wisp_pub had just
-    been refused on (another test's server, or the client's own socket:
-    a connect whose source port is the port it connects to meets itself).
-    This port stays bound, never listening, so connects get a reset,
-    nothing else can bind it, and no connect takes it as source port."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    _held_sockets.append(s)
-    port = s.getsockname()[1]
-    _ports_given.add(port)
-    return port
+# Servers' ports (tests/support/loopback_ports.py: outside the outgoing range).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from loopback_ports import free_port, refused_port  # noqa: E402,F401
 
 
 def wait_port(port, proc, deadline=10.0):
