@@ -1,6 +1,6 @@
 /*
  * The cluster's hand-over from NATS client threads to the loop thread
- * (broker/src/cluster/inbox.h): bounded, counted drops, per-producer order
+ * (broker/src/cluster/inbox.h): bounded in items and bytes, counted drops, per-producer order
  * kept, the eventfd readable exactly while something waits. Run under
  * ThreadSanitizer too (tests/tsan_ci.cmake).
  */
@@ -139,7 +139,44 @@ static void test_threads_hand_over_in_order(void)
 	inbox_free(&q, NULL);
 }
 
+/* The items' bytes bound the inbox too: a loop that stalls while NATS
+ * brings large messages costs counted drops, not their memory. */
+static void test_bounded_in_bytes(void)
+{
+	struct inbox q;
+	CU_ASSERT_EQUAL_FATAL(inbox_init_bytes(&q, 8, 1000), 0);
+	CU_ASSERT_TRUE(inbox_push_sized(&q, (void *)1, 600));
+	CU_ASSERT_TRUE(inbox_push_sized(&q, (void *)2, 400)); /* 1000: at the bound, in */
+	CU_ASSERT_FALSE(inbox_push_sized(&q, (void *)3, 1)); /* over it */
+	void *out[8];
+	unsigned ev = 0;
+	uint64_t dropped = 0;
+	CU_ASSERT_EQUAL(inbox_take(&q, out, 1, &ev, &dropped), 1);
+	CU_ASSERT_EQUAL(dropped, 1);
+	CU_ASSERT_EQUAL(q.bytes, 400); /* taken: its bytes are free again */
+	CU_ASSERT_TRUE(inbox_push_sized(&q, (void *)4, 600));
+	CU_ASSERT_FALSE(inbox_push_sized(&q, (void *)5, 600));
+	CU_ASSERT_EQUAL(inbox_take(&q, out, 8, &ev, &dropped), 2);
+	CU_ASSERT_EQUAL(dropped, 2);
+	CU_ASSERT_EQUAL((uintptr_t)out[0], 2);
+	CU_ASSERT_EQUAL((uintptr_t)out[1], 4);
+	CU_ASSERT_EQUAL(q.bytes, 0);
+	/* Empty, one item over the bound passes (else it never could); the
+	 * next waits for it to be taken. */
+	CU_ASSERT_TRUE(inbox_push_sized(&q, (void *)6, 5000));
+	CU_ASSERT_FALSE(inbox_push_sized(&q, (void *)7, 1));
+	CU_ASSERT_EQUAL(inbox_take(&q, out, 8, &ev, &dropped), 1);
+	CU_ASSERT_EQUAL(q.bytes, 0);
+	/* The count bound still holds for small items. */
+	for (uintptr_t i = 1; i <= 9; i++)
+		CU_ASSERT_EQUAL(inbox_push_sized(&q, (void *)i, 1), i <= 8);
+	inbox_close(&q, NULL);
+	CU_ASSERT_EQUAL(q.bytes, 0);
+	inbox_free(&q, NULL);
+}
+
 static CU_TestInfo tests[] = {
+	{"bounded in bytes: past the items' byte bound a push is refused and counted", test_bounded_in_bytes},
 	{"close frees what is queued and refuses later pushes", test_close_frees_and_refuses},
 	{"bounded: a full inbox refuses and counts", test_bounded_and_counted},
 	{"producer threads: nothing lost but the counted, order kept", test_threads_hand_over_in_order},

@@ -252,6 +252,8 @@ static const struct bad_case bad_cases[] = {
 	{"{\"cluster\": {\"nats\": [\"\"]}}", "t.json: cluster.nats[0]: a NATS URL, without commas"},
 	{"{\"cluster\": {\"nats\": \"nats://a:1\", \"inbound_queue\": 8}}",
 	 "t.json: cluster.inbound_queue: out of range: 8 (allowed 16 to 16777216)"},
+	{"{\"cluster\": {\"nats\": \"nats://a:1\", \"inbound_queue_bytes\": 1024}}",
+	 "t.json: cluster.inbound_queue_bytes: out of range: 1024 (allowed 65536 to 9007199254740992)"},
 	{"{\"cluster\": {\"stream\": \"A.B\"}}",
 	 "t.json: cluster.stream: \"A.B\" is not a JetStream stream name (no space, '.', '*', '>', '/', '\\')"},
 	{"{\"cluster\": {\"stream\": \"\"}}", "t.json: cluster.stream: a stream name is 1 to 64 characters"},
@@ -668,11 +670,13 @@ static void test_cluster_section(void)
 	CU_ASSERT_TRUE(cfg->cluster.data_connection);
 	CU_ASSERT_EQUAL(cfg->cluster.send_queue, 8192);
 	CU_ASSERT_EQUAL(cfg->cluster.send_queue_bytes, 16u << 20);
+	CU_ASSERT_EQUAL(cfg->cluster.inbound_queue_bytes, 64u << 20);
 	CU_ASSERT_EQUAL(cfg->cluster.write_deadline, 2000);
 	CU_ASSERT_EQUAL(cfg->cluster.ping_interval, 5);
 	config_free(cfg);
 	static const char two[] = "{\"cluster\": {\"nats\": [\"nats://127.0.0.1:4222\", \"nats://h:4223\"], "
 				  "\"node\": \"a\", \"subject_prefix\": \"\", \"inbound_queue\": 16, "
+				  "\"inbound_queue_bytes\": 65536, "
 				  "\"durable\": false, \"stream\": \"MQTT_Q\", \"outbound_queue\": 100, \"duplicate_window\": 3600, "
 				  "\"retained_bucket\": \"R-1_x\", \"retained_replicas\": 3, \"send_asap\": true, "
 				  "\"data_connection\": false, "
@@ -684,6 +688,7 @@ static void test_cluster_section(void)
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.subject_prefix, "");
 	CU_ASSERT_EQUAL(cfg->cluster.duplicate_window, 3600);
 	CU_ASSERT_EQUAL(cfg->cluster.inbound_queue, 16);
+	CU_ASSERT_EQUAL(cfg->cluster.inbound_queue_bytes, 65536);
 	CU_ASSERT_FALSE(cfg->cluster.durable);
 	CU_ASSERT_STRING_EQUAL(cfg->cluster.stream, "MQTT_Q");
 	CU_ASSERT_EQUAL(cfg->cluster.outbound_queue, 100);

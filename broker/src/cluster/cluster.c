@@ -1594,8 +1594,9 @@ static void on_inbox(struct loop *l, struct loop_io *io, uint32_t events)
 	if (dropped != c->dropped_seen) {
 		b->stats.cluster.dropped += dropped - c->dropped_seen;
 		if (!c->drop_logged)
-			log_msg(LOG_WARNING, "cluster", "dropping messages from NATS: cluster.inbound_queue full (%zu); "
-				"counted in $SYS/broker/cluster/messages/dropped", c->inbox.cap);
+			log_msg(LOG_WARNING, "cluster", "dropping messages from NATS: cluster.inbound_queue full (%zu "
+				"messages or %llu bytes); counted in $SYS/broker/cluster/messages/dropped", c->inbox.cap,
+				(unsigned long long)c->inbox.max_bytes);
 		c->drop_logged = true;
 		c->dropped_seen = dropped;
 	} else if (n < TAKE_BATCH) {
@@ -1809,7 +1810,7 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 	if (c->slow_delivery)
 		nanosleep(&(struct timespec){.tv_nsec = 2000000}, NULL);
 #endif
-	if (!inbox_push(&c->inbox, msg))
+	if (!inbox_push_sized(&c->inbox, msg, wire_msg_bytes(msg)))
 		natsMsg_Destroy(msg); /* counted by the inbox, unless it is closing */
 }
 
@@ -2027,7 +2028,7 @@ int cluster_start(struct broker *b, struct cluster **out, char *err, size_t errl
 	}
 	c->nats_headers_max = NATS_HEADERS_MAX + 2u * strlen(c->node);
 	atomic_init(&c->max_payload, 0);
-	if (inbox_init(&c->inbox, cfg->inbound_queue) != 0)
+	if (inbox_init_bytes(&c->inbox, cfg->inbound_queue, cfg->inbound_queue_bytes) != 0)
 		goto nomem;
 	int src = sender_start(&c->sender, cfg->send_queue, cfg->send_queue_bytes);
 	/* '<node>-share' has its own (a stalled write on one connection holds

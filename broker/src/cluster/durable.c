@@ -1410,7 +1410,8 @@ int durable_start(struct broker *b, const char *node, const char *run, const str
 			"JetStream is reachable", d->fq_len, cfg->stream);
 	d->fq_safe = d->fq_len;
 	/* acks: every outstanding ticket fits, so a ticket is never refused. */
-	if (inbox_init(&d->acks, d->out_cap + 1) != 0 || inbox_init(&d->msgs, 2 * in_cap) != 0)
+	if (inbox_init(&d->acks, d->out_cap + 1) != 0 ||
+	    inbox_init_bytes(&d->msgs, 2 * in_cap, cfg->inbound_queue_bytes) != 0)
 		goto fail;
 	rc = WISP_EIO;
 	if (loop_io_start(b->loop, &d->acks_io, d->acks.efd, LOOP_READ, on_acks) != 0 ||

@@ -45,6 +45,7 @@
 #include "nats_auth.h"
 #include "sender.h"
 #include "subject.h"
+#include "wire.h"
 
 #define GROUPS_BUCKETS 1024u
 #define TAG_HEADER "Wisp-Share"
@@ -141,7 +142,7 @@ static void on_group_msg(natsMsg *msg, void *closure, uint64_t tag)
 	struct cluster_groups *g = closure;
 	char value[48];
 	snprintf(value, sizeof value, "%s.%" PRIu64, g->secret, tag);
-	if (natsMsgHeader_Set(msg, TAG_HEADER, value) != NATS_OK || !inbox_push(g->inbox, msg))
+	if (natsMsgHeader_Set(msg, TAG_HEADER, value) != NATS_OK || !inbox_push_sized(g->inbox, msg, wire_msg_bytes(msg)))
 		natsMsg_Destroy(msg); /* a full inbox counts it */
 }
 

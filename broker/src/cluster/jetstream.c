@@ -22,6 +22,7 @@
 #include "link.h"
 #include "nats_auth.h"
 #include "retire.h"
+#include "wire.h"
 
 /* How long cnats waits for a publish's ack before reporting it failed
  * (then it is published again, the same Nats-Msg-Id): long enough for a
@@ -255,7 +256,7 @@ static void on_js_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
 	(void)nc;
 	(void)sub;
 	struct jsw *w = closure;
-	if (!inbox_push(w->msgs, m))
+	if (!inbox_push_sized(w->msgs, m, wire_msg_bytes(m)))
 		natsMsg_Destroy(m); /* unacked: JetStream delivers it again */
 }
 

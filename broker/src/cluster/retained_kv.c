@@ -762,7 +762,8 @@ static void on_record(struct retained_kv *r, natsMsg *msg)
 	bool last = natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta->NumPending == 0;
 	jsMsgMetaData_Destroy(meta);
 	if (natsMsgHeader_Set(msg, TAG_HEADER, r->secret) != NATS_OK ||
-	    (last && natsMsgHeader_Set(msg, LAST_HEADER, "1") != NATS_OK) || !inbox_push(r->inbox, msg))
+	    (last && natsMsgHeader_Set(msg, LAST_HEADER, "1") != NATS_OK) ||
+	    !inbox_push_sized(r->inbox, msg, wire_msg_bytes(msg)))
 		natsMsg_Destroy(msg); /* a full inbox counts it */
 }
 

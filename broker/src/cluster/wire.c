@@ -15,6 +15,14 @@ const char *wire_header(natsMsg *nm, const char *key)
 	return natsMsgHeader_Get(nm, key, &v) == NATS_OK ? v : NULL;
 }
 
+size_t wire_msg_bytes(natsMsg *nm)
+{
+	int data = natsMsg_GetDataLength(nm);
+	const char *reply = natsMsg_GetReply(nm);
+	return (data > 0 ? (size_t)data : 0) + strlen(natsMsg_GetSubject(nm)) + (reply ? strlen(reply) : 0) +
+	       WIRE_HEADERS_COUNTED;
+}
+
 void wire_add_props(struct sbuf *b, const uint8_t *props, size_t len)
 {
 	/* In whole groups of 3 bytes, so that only the last has padding. */

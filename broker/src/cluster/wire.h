@@ -13,6 +13,12 @@
 
 /* The value of header `key`, or NULL (absent, or no headers). Owned by nm. */
 const char *wire_header(natsMsg *nm, const char *key);
+/* What a received message holds, as the inbox's byte bound counts it: its
+ * payload and subject, and WIRE_HEADERS_COUNTED for its header block,
+ * which cnats does not tell (a message whose headers are most of it
+ * counts less than it holds; it is at most NATS's max_payload). */
+#define WIRE_HEADERS_COUNTED 256u
+size_t wire_msg_bytes(natsMsg *nm);
 
 struct sbuf;
 

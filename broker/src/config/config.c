@@ -301,9 +301,12 @@ static const struct field cluster_fields[] = {
 	 .offset = offsetof(struct config_cluster, subject_prefix), .custom = parse_subject_prefix},
 	/* Messages NATS delivered that the loop has not taken yet. 65536 is
 	 * about a second of a busy node's inbound rate and, as pointers, 512
-	 * KiB; the messages themselves are cnats's (bounded by its pending
-	 * limits). Over it a message is dropped and counted. */
+	 * KiB; the messages themselves, up to NATS's max_payload each, are
+	 * held until taken: bounded by inbound_queue_bytes. Over either a
+	 * message is dropped and counted. */
 	F_NUM(struct config_cluster, FT_U32, "inbound_queue", inbound_queue, 16, 16777216, 65536),
+	F_NUM(struct config_cluster, FT_U64, "inbound_queue_bytes", inbound_queue_bytes, 65536, JSON_INT_MAX,
+	      64u << 20),
 	/* QoS 1/2 through JetStream (cluster/durable.h): acks wait for the stream. */
 	F_BOOL(struct config_cluster, "durable", durable, 1),
 	{.key = "stream", .type = FT_CUSTOM, .def_str = "WISP",

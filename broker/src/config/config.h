@@ -143,6 +143,7 @@ struct config_cluster {
 	char *node;             /* this node's name, unique in the cluster; default: the host name */
 	char *subject_prefix;   /* NATS subjects are <prefix>.<mapped topic>; "" for none; default "wisp" */
 	uint32_t inbound_queue; /* NATS messages waiting for the loop thread; default 65536 */
+	uint64_t inbound_queue_bytes; /* their bytes (wire_msg_bytes); default 64 MiB */
 	bool durable;           /* QoS 1/2 through JetStream; default true */
 	char *stream;           /* the JetStream stream; default "WISP" */
 	uint32_t replicas;      /* its replicas; default 1 */
