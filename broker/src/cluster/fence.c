@@ -38,7 +38,7 @@ static void skip(struct fence *f, const char *why)
 	end_wait(f);
 }
 
-static void send(struct fence *f)
+static void send_fence(struct fence *f)
 {
 	if (f->no_fence) {
 		f->pending = false; /* as if published and lost */
@@ -79,7 +79,7 @@ static void start(struct fence *f, bool main_up)
 	}
 	f->reading = READ_FENCE;
 	f->pending = true;
-	send(f);
+	send_fence(f);
 	f->ops->timer(f->ud, FENCE_T_WAIT, true);
 }
 
@@ -126,7 +126,7 @@ void fence_main_lost(struct fence *f)
 void fence_poke(struct fence *f, bool listening, uint64_t now_ms)
 {
 	probe(f, listening, now_ms);
-	send(f);
+	send_fence(f);
 }
 
 void fence_heard(struct fence *f, const void *payload, size_t len, bool from_cnats)
@@ -140,7 +140,7 @@ void fence_heard(struct fence *f, const void *payload, size_t len, bool from_cna
 		if (from_cnats && strtoull(text + 1, NULL, 10) == f->probe_n && !f->ready) {
 			f->ready = true;
 			f->ops->timer(f->ud, FENCE_T_RETRY, false);
-			send(f);
+			send_fence(f);
 		}
 		return;
 	}
