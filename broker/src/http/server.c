@@ -4,7 +4,7 @@
  * connection bounds, Basic authentication on the helper threads, and
  * writing one response at a time. What each path answers is api.c's.
  *
- * A connection is freed on the next turn (the reaper timer), never inside
+ * A connection is freed in the next loop turn (the reaper), never inside
  * its own callback chain.
  */
 #include "http_int.h"
@@ -178,7 +178,8 @@ static void hconn_close(struct http_conn *c, const char *why)
 	srv->b->srv.other_conns--;
 	list_remove(&c->link);
 	list_push_back(&srv->closing, &c->link);
-	loop_timer_start(srv->loop, &srv->reaper, 0, reap);
+	if (!loop_timer_armed(&srv->reaper))
+		loop_timer_soon(srv->loop, &srv->reaper, reap);
 }
 
 static void on_idle(struct loop *l, struct loop_timer *t)
