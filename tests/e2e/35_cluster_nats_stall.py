@@ -238,11 +238,14 @@ class ClusterPair(ClusterCase):
         return flood_sub
 
     def stall(self, flood_sub):
-        """The flood's subscriber reads no more (b drops or disconnects it),
-        nats-server is frozen (SIGSTOP) and a flooder publishes to a until
-        it is done or blocked; returns the flooder."""
-        flood_sub.close()
+        """nats-server is frozen (SIGSTOP), the flood's subscriber reads no
+        more, and a flooder publishes to a until it is done or blocked;
+        returns the flooder. Frozen first: b's announcement that its last
+        flood/# subscriber is gone must not reach a, which would then send
+        the flood to no one and drop nothing (a CI run saw it win the race
+        when the subscriber was closed first)."""
         self.nats.proc.send_signal(signal.SIGSTOP)
+        flood_sub.close()
         flooder = Flooder(self.nodes["a"].port, "flood/x")
         self.clients.append(flooder.c)
         self.assertEqual(flooder.assert_connected, 0)
