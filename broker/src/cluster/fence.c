@@ -187,13 +187,3 @@ void fence_retry_due(struct fence *f, bool listening, uint64_t now_ms)
 	f->probe_ms = 0;
 	probe(f, listening, now_ms);
 }
-
-bool fence_cnats_reads(const struct fence *f)
-{
-	return f->reading == READ_CNATS || f->reading == READ_BOTH || (f->reading == READ_FENCE && !f->cnats);
-}
-
-bool fence_writer_routes(const struct fence *f)
-{
-	return !(f->reading == READ_BOTH || (f->reading == READ_FENCE && !f->writer));
-}

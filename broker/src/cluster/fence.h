@@ -144,10 +144,16 @@ void fence_retry_due(struct fence *f, bool listening, uint64_t now_ms);
 
 /* Whether a filter needs its cnats subscription: cnats routes the filters'
  * messages (READ_CNATS, READ_BOTH, READ_FENCE until cnats's copy came). */
-bool fence_cnats_reads(const struct fence *f);
+static inline bool fence_cnats_reads(const struct fence *f)
+{
+	return f->reading == READ_CNATS || f->reading == READ_BOTH || (f->reading == READ_FENCE && !f->cnats);
+}
 /* Whether a message the data connection brings is routed: not before its
- * copy of the fence. */
-bool fence_writer_routes(const struct fence *f);
+ * copy of the fence. Inline: asked for every message it brings. */
+static inline bool fence_writer_routes(const struct fence *f)
+{
+	return !(f->reading == READ_BOTH || (f->reading == READ_FENCE && !f->writer));
+}
 /* Whether cnats's copy came (this move): a NATS-native message cnats
  * brings after it is the data connection's to route. */
 static inline bool fence_cnats_past(const struct fence *f) { return f->cnats; }
