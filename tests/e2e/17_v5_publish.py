@@ -13,9 +13,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import (CONNACK, PUBACK, PUBLISH, PUBREC, BrokerTestCase, main, mqtt_str,  # noqa: E402
+from wisp_e2e import (CONNACK, PUBACK, PUBCOMP, PUBLISH, PUBREC, BrokerTestCase, main, mqtt_str,  # noqa: E402
                       packet, skip_unless_wisp)
-from v5_clients import (MqttJs, paho5, paho5_get, paho5_nothing, paho5_stop,  # noqa: E402
+from v5_clients import (MqttJs, connect5, paho5, paho5_get, paho5_nothing, paho5_stop,  # noqa: E402
                         paho5_subscribe, prop_str, prop_u8, prop_u32, prop_user, publish5,
                         raw5, subscribe5)
 
@@ -218,6 +218,27 @@ c.on('message', (topic, payload) => { got.push(topic + '=' + payload.toString())
         self.assertEqual(pub.expect(PUBREC).body, b"\x00\x09\x87")
         pub.send(publish5("ok/topic", b"x", qos=2, pid=9))  # the id is usable again
         self.assertEqual(pub.expect(PUBREC).body[:2], b"\x00\x09")
+
+    def test_subscriber_pubrec_error_ends_the_flow(self):
+        """A subscriber refusing a QoS 2 message with PUBREC 0x80 gets no
+        PUBREL [MQTT-4.3.3-4]; its Receive Maximum of 1 has room again
+        (4.9), so the next message comes at once."""
+        sub = self.raw(connect=False)
+        sub.send(connect5("rec-err-sub", props=bytes([0x21]) + struct.pack("!H", 1)))
+        self.assertEqual(sub.expect(CONNACK).body[1], 0)
+        sub.send(subscribe5(1, [("rec/err", 2)]))
+        sub.expect(9)
+        pub = raw5(self, "rec-err-pub")
+        for pid, body in ((1, b"refused"), (2, b"next")):
+            pub.send(publish5("rec/err", body, qos=2, pid=pid))
+            pub.expect(PUBREC)
+            pub.send(packet(0x62, struct.pack("!H", pid)))
+            pub.expect(PUBCOMP)
+        first = sub.expect(PUBLISH)
+        self.assertEqual(v5_properties(first)[1], b"refused")
+        sub.send(packet(0x50, struct.pack("!H", first.publish_fields()[1]) + b"\x80"))
+        second = sub.expect(PUBLISH)  # not a PUBREL
+        self.assertEqual(v5_properties(second)[1], b"next")
 
     def test_payload_format_invalid(self):
         """[MQTT-3.3.2-4] Payload Format Indicator 1 with a payload that is

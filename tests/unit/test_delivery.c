@@ -187,18 +187,47 @@ static void test_qos2_outbound_state_machine(void)
 	uint16_t id = w.id[0];
 	/* PUBCOMP before PUBREC matches nothing. */
 	CU_ASSERT_EQUAL(delivery_on_pubcomp(s, &lim3, id), WISP_ENOENT);
-	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim3, id), 0);
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim3, id, 0), 0);
 	w = flush_and_decode();
 	CU_ASSERT_EQUAL(w.n, 1);
 	CU_ASSERT_EQUAL(w.type[0], MQTT_PKT_PUBREL);
 	CU_ASSERT_EQUAL(w.id[0], id);
 	/* A repeated PUBREC is answered with PUBREL again. */
-	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim3, id), 0);
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim3, id, 0), 0);
 	w = flush_and_decode();
 	CU_ASSERT_EQUAL(w.type[0], MQTT_PKT_PUBREL);
 	CU_ASSERT_EQUAL(delivery_on_pubcomp(s, &lim3, id), 0);
 	CU_ASSERT_EQUAL(sess_inflight_count(s), 0);
 	CU_ASSERT_EQUAL(delivery_on_pubcomp(s, &lim3, id), WISP_ENOENT);
+}
+
+/* A v5 PUBREC of 0x80 or more ends the flow: no PUBREL [MQTT-4.3.3-4], the
+ * id free again (4.3.3) and the window's place back (4.9), so the next
+ * queued message goes at once. */
+static void test_pubrec_error_ends_the_flow(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 1, .max_queued = 10, .max_output = 1u << 20};
+	CU_ASSERT_EQUAL(offer(&lim, "refused", 2), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(offer(&lim, "next", 2), DELIVERY_QUEUED);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL_FATAL(w.n, 1);
+	uint16_t id = w.id[0];
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, id, 0x80), 0);
+	w = flush_and_decode();
+	CU_ASSERT_EQUAL_FATAL(w.n, 1);
+	CU_ASSERT_EQUAL(w.type[0], MQTT_PKT_PUBLISH);
+	CU_ASSERT_STRING_EQUAL(w.payload[0], "next");
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 1);
+	CU_ASSERT_EQUAL(sess_queued_count(s), 0);
+	/* An error PUBREC for an id not in flight gets no PUBREL. */
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, (uint16_t)(w.id[0] + 7), 0x87), WISP_ENOENT);
+	CU_ASSERT_EQUAL(flush_and_decode().n, 0);
+	/* After a PUBREL went out, an error PUBREC still ends the flow. */
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, w.id[0], 0), 0);
+	CU_ASSERT_EQUAL(flush_and_decode().type[0], MQTT_PKT_PUBREL);
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, w.id[0], 0x80), 0);
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 0);
+	CU_ASSERT_EQUAL(flush_and_decode().n, 0);
 }
 
 /* A PUBACK does not complete a QoS 2 flow, nor PUBREC a QoS 1 one: each
@@ -208,7 +237,7 @@ static void test_ack_of_the_wrong_kind_matches_nothing(void)
 	CU_ASSERT_EQUAL(offer(&lim3, "one", 1), DELIVERY_SENT);
 	CU_ASSERT_EQUAL(offer(&lim3, "two", 2), DELIVERY_SENT);
 	struct seen w = flush_and_decode();
-	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim3, w.id[0]), WISP_EPROTO);
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim3, w.id[0], 0), WISP_EPROTO);
 	CU_ASSERT_EQUAL(delivery_on_puback(s, &lim3, w.id[1]), WISP_EPROTO);
 	CU_ASSERT_EQUAL(sess_inflight_count(s), 2);
 }
@@ -428,7 +457,7 @@ static void test_qos_state_exists_only_while_used(void)
 	w = flush_and_decode();
 	CU_ASSERT_EQUAL_FATAL(w.n, 1);
 	CU_ASSERT_PTR_NOT_NULL(s->qos);
-	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, w.id[0]), 0);
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, w.id[0], 0), 0);
 	CU_ASSERT_PTR_NOT_NULL(s->qos); /* waiting for PUBCOMP */
 	CU_ASSERT_EQUAL(delivery_on_pubcomp(s, &lim, w.id[0]), 0);
 	CU_ASSERT_PTR_NULL(s->qos);
@@ -481,7 +510,7 @@ static void test_resume_resends_window_with_dup_then_queue(void)
 	CU_ASSERT_EQUAL(offer(&lim, "q3", 1), DELIVERY_QUEUED);
 	struct seen w = flush_and_decode();
 	uint16_t id1 = w.id[0], id2 = w.id[1];
-	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, id2), 0);
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, id2, 0), 0);
 	detach();
 	CU_ASSERT_EQUAL(offer(&lim, "q4", 1), DELIVERY_QUEUED);
 	attach();
@@ -521,7 +550,7 @@ static void test_filter_removes_refused_queued_and_inflight(void)
 	CU_ASSERT_EQUAL(offer(&lim, "x-fly", 1), DELIVERY_SENT);
 	CU_ASSERT_EQUAL(offer(&lim, "ok-1", 1), DELIVERY_SENT);
 	struct seen w = flush_and_decode();
-	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, w.id[0]), 0); /* x-rec: only its PUBREL is left */
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, w.id[0], 0), 0); /* x-rec: only its PUBREL is left */
 	detach();
 	CU_ASSERT_EQUAL(offer(&lim, "x-q", 1), DELIVERY_QUEUED);
 	CU_ASSERT_EQUAL(offer(&lim, "ok-2", 1), DELIVERY_QUEUED);
@@ -929,6 +958,7 @@ static CU_TestInfo delivery_tests[] = {
 	{"window bounds in-flight, queue drains in order [MQTT-4.6.0]", test_window_bounds_inflight_and_queue_drains_in_order},
 	{"PUBACK for an unknown or repeated id is ignored", test_puback_for_unknown_or_repeated_id_is_ignored},
 	{"QoS 2 outbound state machine [MQTT-4.3.3]", test_qos2_outbound_state_machine},
+	{"a PUBREC error ends the flow without PUBREL [MQTT-4.3.3-4]", test_pubrec_error_ends_the_flow},
 	{"an ack of the wrong kind matches nothing", test_ack_of_the_wrong_kind_matches_nothing},
 	{"packet ids wrap and skip ids in use [MQTT-2.3.1-2]", test_packet_ids_wrap_and_skip_ids_in_use},
 	{"wide window across the wrap at 65535, acked out of order [MQTT-2.3.1-2]",

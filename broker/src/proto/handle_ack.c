@@ -24,7 +24,7 @@ int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt
 		rc = delivery_on_puback(c->sess, &b->dlim, p->packet_id);
 		break;
 	case MQTT_PKT_PUBREC:
-		rc = delivery_on_pubrec(c->sess, &b->dlim, p->packet_id);
+		rc = delivery_on_pubrec(c->sess, &b->dlim, p->packet_id, p->reason);
 		break;
 	case MQTT_PKT_PUBCOMP:
 		delivery_on_pubcomp(c->sess, &b->dlim, p->packet_id);
@@ -36,5 +36,5 @@ int handle_ack(struct broker *b, struct conn *c, uint8_t type, const struct mqtt
 		*why = REASON_WRONG_ACK;
 		return WISP_EPROTO;
 	}
-	return 0; /* an unknown id is ignored (PUBREC: answered with PUBREL) */
+	return 0; /* an unknown id is ignored (PUBREC: answered with PUBREL unless it is an error) */
 }

@@ -441,11 +441,20 @@ int delivery_on_puback(struct session *s, const struct delivery_limits *lim, uin
 	return 0;
 }
 
-int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
+int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uint16_t packet_id, uint8_t reason)
 {
 	struct sess_msg *e = find_by_id(s, packet_id);
 	if (e && e->state == SESS_MSG_WAIT_PUBACK)
 		return WISP_EPROTO; /* sent at QoS 1 (4.3.2) */
+	if (reason >= 0x80) {
+		/* v5: the receiver refused the message. No PUBREL follows
+		 * [MQTT-4.3.3-4]; the id is free again (4.3.3) and the send
+		 * quota returns (4.9), so the flow ends as a PUBCOMP ends it. */
+		if (!e)
+			return WISP_ENOENT;
+		complete(s, lim, e);
+		return 0;
+	}
 	if (e && e->state == SESS_MSG_WAIT_PUBREC) {
 		/* [MQTT-4.3.3-1] from here on the message is never sent again;
 		 * only the PUBREL is. The payload is no longer needed. */

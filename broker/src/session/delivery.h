@@ -90,9 +90,10 @@ size_t delivery_pump(struct session *s, const struct delivery_limits *lim);
 /* Acknowledgements from the subscriber. Each returns 0 when the id matched
  * an entry in the right state, WISP_EPROTO (and changes nothing) for a
  * PUBACK to a QoS 2 message or a PUBREC to a QoS 1 one, WISP_ENOENT
- * otherwise (answered anyway where the protocol asks: PUBREC gets PUBREL). */
+ * otherwise (answered anyway where the protocol asks: PUBREC gets PUBREL).
+ * A PUBREC's v5 reason of 0x80 or more ends its flow, without PUBREL. */
 int delivery_on_puback(struct session *s, const struct delivery_limits *lim, uint16_t packet_id);
-int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uint16_t packet_id);
+int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uint16_t packet_id, uint8_t reason);
 int delivery_on_pubcomp(struct session *s, const struct delivery_limits *lim, uint16_t packet_id);
 
 /* The state (enum sess_msg_state) of the message in flight under
