@@ -171,6 +171,18 @@ class ReasonCodeTest(BrokerTestCase):
         c.send(connect5("again"))
         c.expect_disconnect(0x82)
 
+    def test_property_not_for_the_packet_disconnect_0x81(self):
+        """Section 2.2.2.2: an identifier not valid for its packet type (or
+        no property at all) makes a Malformed Packet: DISCONNECT 0x81; a
+        property given twice is a Protocol Error: 0x82."""
+        for props, reason in ((b"\x11\x00\x00\x00\x01", 0x81),  # Session Expiry in a PUBLISH
+                              (b"\x50\x00", 0x81),  # no property 0x50
+                              (b"\x01\x00\x01\x00", 0x82)):  # Payload Format twice
+            c = self.v5()
+            self.assertEqual(c.connect5("props")[1], 0)
+            c.send(publish5("p/t", b"x", props=props))
+            c.expect_disconnect(reason)
+
     def test_disconnect_0x04_publishes_the_will(self):
         """[MQTT-3.14.4-3] DISCONNECT with reason 0x04 (Disconnect with Will
         Message) publishes the will; a normal DISCONNECT (0x00) does not."""

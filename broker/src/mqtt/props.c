@@ -4,10 +4,10 @@
  * encoders' callers use to produce one.
  *
  * The parser makes one pass: each property's identifier must be allowed in
- * the packet that carries it (the table below is the specification's
- * section 2.2.2.2), non-repeatable properties may appear once, and values
- * with a restricted range are checked; breaking any of these is
- * MQTT_EPROPS. Scalars land in struct mqtt_props; repeatable properties
+ * the packet that carries it (the table below), or the packet is
+ * malformed (MQTT_EMALFORMED: section 2.2.2.2 says so, 0x81); non-repeatable
+ * properties may appear once, and values with a restricted range are
+ * checked: breaking either is a protocol error (MQTT_EPROPS, 0x82). Scalars land in struct mqtt_props; repeatable properties
  * (user properties, a PUBLISH's subscription identifiers) stay in `raw` for
  * mqtt_props_next(), so no storage grows with the packet.
  *
@@ -215,10 +215,10 @@ int mqtt_props_parse(struct mqtt_rd *rd, uint8_t owner, struct mqtt_props *out)
 		if (rc != 0)
 			return rc;
 		if (id32 >= PROP_ID_LIMIT || prop_table[id32].kind == PK_NONE)
-			return MQTT_EPROPS;
+			return MQTT_EMALFORMED;
 		id = (uint8_t)id32;
 		if (!(prop_table[id].owners & (1u << owner)))
-			return MQTT_EPROPS;
+			return MQTT_EMALFORMED;
 		if ((out->present & MQTT_PROP_BIT(id)) && !is_repeatable(id, owner))
 			return MQTT_EPROPS; /* "more than once is a Protocol Error" */
 
