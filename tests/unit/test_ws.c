@@ -509,6 +509,38 @@ static void test_full_read_stops(void)
 	free_pair(&p);
 }
 
+/* Frames that yield no data (empty ones, pings) are bounded per read by
+ * what they take from the socket: a read asked for 1000 bytes takes 1000
+ * and says WISP_EAGAIN, the rest still queued for the next turn, instead
+ * of draining the socket (a client streaming them held the loop). */
+static void test_frames_without_data_bounded(void)
+{
+	static uint8_t wire[8000 * 6 + 16];
+	for (uint8_t op = 0x2; op <= 0x9; op = (uint8_t)(op + 0x7)) {
+		size_t wlen = 0;
+		for (int i = 0; i < 8000; i++)
+			wlen += frame(wire + wlen, true, op, true, NULL, 0);
+		wlen += frame(wire + wlen, true, 0x2, true, "x", 1);
+		struct ws_opts o = default_opts();
+		struct pair p;
+		CU_ASSERT_EQUAL_FATAL(make_pair(&p, &o), 0);
+		CU_ASSERT_FATAL(upgrade(&p, NULL));
+		client_send(p.client, wire, wlen);
+		uint8_t got[1000];
+		CU_ASSERT_EQUAL(transport_read(p.t, got, sizeof got), WISP_EAGAIN);
+		CU_ASSERT(p.t->want & TRANSPORT_WANT_READ);
+		int queued = -1;
+		CU_ASSERT_EQUAL(ioctl(p.t->fd, FIONREAD, &queued), 0);
+		CU_ASSERT_EQUAL(queued, (int)(wlen - sizeof got));
+		ssize_t n = WISP_EAGAIN;
+		for (size_t i = 0; i < wlen / sizeof got + 2 && n == WISP_EAGAIN; i++)
+			n = transport_read(p.t, got, sizeof got);
+		CU_ASSERT_EQUAL(n, 1);
+		CU_ASSERT_EQUAL(got[0], 'x');
+		free_pair(&p);
+	}
+}
+
 /* Reads that stop at a small buffer leave the rest pending, not lost. */
 static void test_small_reads_and_pending(void)
 {
@@ -967,6 +999,7 @@ static CU_TestInfo tests[] = {
 	{"frames behind the request; small reads leave the rest pending", test_small_reads_and_pending},
 	{"unmasked in place through reads of 1..1500 bytes", test_stream_small_reads},
 	{"a read that fills the buffer stops there", test_full_read_stops},
+	{"frames without data are bounded per read by their bytes", test_frames_without_data_bounded},
 	{"each violation closes with its status code", test_violations_close_with_status},
 	{"close handshake both ways, EOF without close", test_close_handshake},
 	{"writev: one frame per call, retry through a full socket", test_writev_frames_and_retry},

@@ -6,7 +6,11 @@
  * - All operations are non-blocking. Only WISP_EAGAIN means "would block":
  *   `want` then holds the readiness (TRANSPORT_WANT_READ and/or
  *   TRANSPORT_WANT_WRITE) to wait for before retrying; a TLS read may need
- *   the socket writable, a TLS write readable.
+ *   the socket writable, a TLS write readable. A read may also say so
+ *   with the socket still readable, having spent its own budget on bytes
+ *   that held nothing for the caller (WebSocket control and empty
+ *   frames) while nothing decoded waits in pending(): the loop's
+ *   level-triggered epoll calls again.
  * - A read or writev that moved fewer bytes than asked did not necessarily
  *   stop at would-block: a record-based transport returns what its records
  *   hold. Call again, until WISP_EAGAIN or the caller's own per-turn budget.

@@ -667,6 +667,8 @@ static ssize_t read_raw(struct ws_transport *ws, uint8_t *buf, size_t len, uint3
 	return n;
 }
 
+static size_t ws_pending(struct transport *t);
+
 static ssize_t ws_read(struct transport *t, void *buf, size_t len)
 {
 	struct ws_transport *ws = (struct ws_transport *)t;
@@ -688,7 +690,15 @@ static ssize_t ws_read(struct transport *t, void *buf, size_t len)
 	 * frames) it held, and reading into that would be a system call for a
 	 * few bytes (and another for the headers among those), while the
 	 * caller comes back anyway with its whole buffer (want stays 0: more
-	 * is waiting). */
+	 * is waiting).
+	 *
+	 * Frames that carry no data (empty ones, pings) yield nothing the
+	 * caller's read budget counts, so they have one of their own: once a
+	 * call read `len` bytes that gave nothing, and nothing decoded waits
+	 * inside (the socket still holds the rest), it reports WISP_EAGAIN:
+	 * level-triggered epoll calls again next turn, after the other
+	 * connections had theirs. */
+	size_t raw = 0;
 	while (got < len) {
 		uint32_t drained;
 		size_t room = len - got;
@@ -712,8 +722,14 @@ static ssize_t ws_read(struct transport *t, void *buf, size_t len)
 		size_t made = 0;
 		stop = parse_frames(ws, out + got, (size_t)n, &made);
 		got += made;
+		raw += (size_t)n;
 		if (stop || ws->close_received)
 			break;
+		if (!got && raw >= len && !ws_pending(t)) {
+			t->want = TRANSPORT_WANT_READ;
+			stop = WISP_EAGAIN;
+			break;
+		}
 		if (drained) {
 			t->want = drained;
 			if (got == 0)
