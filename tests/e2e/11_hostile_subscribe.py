@@ -319,6 +319,28 @@ class SubscribeWorkIsBoundedTest(BrokerTestCase):
             p.publish(topic, topic, qos=1)
             self.assertEqual(big.recv_publish().payload, topic.encode())
 
+    def test_retained_messages_count_in_the_turn_budget(self):
+        """One SUBSCRIBE of ten '#' filters over 5,000 retained messages: each
+        filter walks the whole store (a repeated filter replaces its
+        subscription and gets the retained messages again [MQTT-3.8.4-3]).
+        Ten filters are well under a turn's 1,024, but the retained messages
+        they meet count too, so the walk goes on over later turns (before,
+        it was done in one: 200 such filters over 200,000 messages held the
+        loop 11 s) and an honest client is served in between."""
+        pub = self.raw("retainer")
+        pub.send(b"".join(publish_pkt("r/%d" % i, b"v", retain=True) for i in range(5000)))
+        pub.ping()  # all stored: handled in order before the PINGRESP
+        honest, big = self.clients()
+        offset = self.broker.log_size()
+        big.send(subscribe_pkt(1, [("#", 0)] * 10))
+        line = self.broker.wait_log(r"client big: SUBSCRIBE of 10 filters .* goes on at the next loop turn",
+                                    offset=offset, timeout=60)
+        self.assertIsNotNone(line, "the retained walk is spread over loop turns")
+        self.honest_round_trip(honest, 1)
+        ack = big.expect(SUBACK, timeout=60)
+        self.assertEqual(list(ack.body[2:]), [0] * 10)
+        self.assertTrue(big.recv_publish(timeout=60).retain)
+
     def test_a_hundred_subscribes_in_one_write(self):
         """A hundred SUBSCRIBEs of 1,000 filters sent at once, then a hundred
         UNSUBSCRIBEs of the same."""

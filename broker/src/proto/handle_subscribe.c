@@ -13,7 +13,9 @@
  * filter is what the ACL judges.
  *
  * Work per loop turn is bounded. A connection handles at most
- * SUB_TURN_FILTERS filters per turn (over all its packets), and a packet
+ * SUB_TURN_FILTERS filters per turn (over all its packets), each retained
+ * message a filter matches counting as one more (so a turn walks the
+ * retained store for one filter at most once it holds that many), and a packet
  * is cut into at most SUB_SLICES_MAX slices per phase (filters, then
  * retained messages) so that a big one is not decoded again too often: a
  * handler that runs out returns WISP_EAGAIN, dispatch.c keeps the packet
@@ -43,8 +45,9 @@
 /* SUBACK codes stay on the stack for ordinary requests. */
 #define CODES_ON_STACK 64
 /* Filters (subscribed, refused, unsubscribed or matched against the
- * retained store) per connection and loop turn: a fairness quantum, like
- * dispatch.c's read budget, not a limit on what a client may ask. */
+ * retained store) plus the retained messages they matched, per
+ * connection and loop turn: a fairness quantum, like dispatch.c's read
+ * budget, not a limit on what a client may ask. */
 #define SUB_TURN_FILTERS 1024u
 /* Each turn re-decodes the packet, so a packet of more than
  * SUB_SLICES_MAX * SUB_TURN_FILTERS filters takes bigger slices. */
@@ -260,27 +263,31 @@ static uint8_t unsubscribe_one(struct broker *b, struct session *s, const char *
 	return rc == 0 ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
 }
 
-static void retained_one(struct broker *b, struct session *s, const char *f, size_t len, uint8_t code,
-			 uint32_t sub_id)
+/* The retained messages matching a new subscription; returns how many
+ * the walk met (its cost). */
+static size_t retained_one(struct broker *b, struct session *s, const char *f, size_t len, uint8_t code,
+			   uint32_t sub_id)
 {
 	/* MQTT 5 section 3.3.1.3 sends retained messages when a new
 	 * Non-shared Subscription is made (3.1.1's [MQTT-3.3.1-6] said any
 	 * new subscription): never on a shared one. */
 	if (code >= MQTT_SUBACK_FAILURE || (code & CODE_NO_RETAINED) || share_is_shared(f, len))
-		return;
+		return 0;
 	const struct delivery_sub_ids ids = {&sub_id, 1};
 	struct retained_ctx ctx = {.b = b, .s = s, .qos = code & MQTT_SUBOPT_QOS_MASK,
 				   .acl_check = acl_bits(s, f, len) != 0, .ids = sub_id ? &ids : NULL};
-	retained_match(b->retained, f, len, send_retained, &ctx);
+	size_t met = retained_match(b->retained, f, len, send_retained, &ctx);
 	for (size_t i = 0; i < ctx.expired_count; i++) {
 		broker_retain_expired(b, ctx.expired[i]);
 		msg_unref(ctx.expired[i]);
 	}
+	return met;
 }
 
-/* Handles up to `max` entries of the job's phase from where it stopped;
- * returns how many. Stops early if the connection was dropped meanwhile
- * (its session may be gone then). */
+/* Handles entries of the job's phase from where it stopped until their
+ * cost reaches `max` (an entry costs one, plus the retained messages it
+ * met); returns the cost. Stops early if the connection was dropped
+ * meanwhile (its session may be gone then). */
 static size_t advance(struct broker *b, struct conn *c, const struct mqtt_subscribe *p, struct sub_job *job,
 		      size_t max)
 {
@@ -289,31 +296,36 @@ static size_t advance(struct broker *b, struct conn *c, const struct mqtt_subscr
 	struct mqtt_sub_iter it;
 	struct mqtt_str filter;
 	uint8_t options = 0;
-	size_t n = 0;
+	size_t cost = 0;
+	bool ended = false;
 	uint32_t sub_id = (p->props.present & MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID)) ? p->props.subscription_id : 0;
 	mqtt_sub_iter_init(p, is_sub, &it);
 	it.pos += job->pos;
-	while (n < max && job->done < job->count && mqtt_sub_next(&it, &filter, is_sub ? &options : NULL)) {
+	while (cost < max && job->done < job->count) {
+		if (!mqtt_sub_next(&it, &filter, is_sub ? &options : NULL)) {
+			ended = true;
+			break;
+		}
 		const char *f = (const char *)filter.ptr;
 		uint8_t *code = &job->codes[job->done];
 		if (job->phase == PHASE_RETAINED)
-			retained_one(b, s, f, filter.len, *code, sub_id);
+			cost += retained_one(b, s, f, filter.len, *code, sub_id);
 		else if (is_sub)
 			*code = subscribe_one(b, s, f, filter.len, options, sub_id);
 		else
 			*code = unsubscribe_one(b, s, f, filter.len);
 		job->done++;
-		n++;
+		cost++;
 		if (c->state == CONN_CLOSING)
-			return n;
+			return cost;
 	}
 	job->pos = (size_t)(it.pos - p->entries.ptr);
-	if (n < max && job->done < job->count) {
+	if (ended) {
 		/* Unreachable on a decoded packet, whose count says how many. */
 		memset(job->codes + job->done, MQTT_SUBACK_FAILURE, (size_t)(job->count - job->done));
 		job->done = job->count;
 	}
-	return n;
+	return cost;
 }
 
 static int send_codes(struct conn *c, uint8_t type, uint16_t packet_id, const uint8_t *codes, size_t count)
