@@ -419,5 +419,30 @@ class MaxQueuedBytesTest(LimitCase):
         self.assertEqual(c.recv_publish().payload, b"control")
 
 
+
+@skip_unless_wisp("Wisp's fan-out quantum")
+class FanoutBudgetTest(LimitCase):
+
+    def test_fanout_spreads_a_read_over_turns(self):
+        """300 QoS 0 PUBLISHes in one write, each for 500 offline sessions:
+        150,000 copies (dropped, QoS 0 for offline sessions). The read
+        budget counts bytes, 16 KiB here; the copies count too, so the
+        publisher's input waits for the next loop turn after each 65,536
+        of them, other clients served in between: counted in
+        publish/fanout_waits. Every copy is still made, in order."""
+        w = self.watcher(["$SYS/broker/publish/fanout_waits", "$SYS/broker/messages/dropped/offline_qos0"])
+        self.sys_values(w, {"$SYS/broker/publish/fanout_waits": "0"})
+        for i in range(500):
+            c = self.raw("fo-%d" % i, clean=False)
+            self.assertEqual(c.subscribe([("fo/t", 0)]), [0])
+            c.send(DISCONNECT_PKT)
+            self.assertTrue(c.wait_closed())
+            c.close()
+        pub = self.raw("fo-pub")
+        pub.send(b"".join(publish_pkt("fo/t", b"%d" % i) for i in range(300)))
+        pub.ping()  # answered after the 300, in order
+        self.sys_values(w, {"$SYS/broker/publish/fanout_waits": lambda v: int(v) >= 2,
+                            "$SYS/broker/messages/dropped/offline_qos0": "150000"})
+
 if __name__ == "__main__":
     main()

@@ -69,6 +69,7 @@ static void set_up(void)
 	list_init(&set.dirty);
 	list_init(&set.closing);
 	list_init(&set.read_more);
+	list_init(&set.read_later);
 	set.count = 0;
 	set.unauth_bytes = 0;
 	CU_ASSERT_EQUAL_FATAL(sess_table_init(&tab), 0);

@@ -282,6 +282,7 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	if (p->retain)
 		broker_retain(b, m);
 	size_t matched = broker_route(b, m, levels, (size_t)nlevels);
+	conn_set_of(c)->in.fanout += matched; /* input.c's fan-out budget */
 	msg_unref(m);
 	/* The id is recorded after the message's records: kill -9 can tear
 	 * the turn's write anywhere, and a stored id whose message was torn

@@ -66,6 +66,8 @@ const struct metric metrics_table[] = {
 	{"bytes_received_total", "Bytes received from MQTT clients.", COUNTER, SNAP(bytes_received),
 	 .sys = "bytes/received"},
 	{"bytes_sent_total", "Bytes sent to MQTT clients.", COUNTER, SERVER(bytes_sent), .sys = "bytes/sent"},
+	{"publish_fanout_waits_total", "Reads whose PUBLISHes fanned out to 65,536 copies: the rest of the client's "
+	 "input waited for the next loop turn.", COUNTER, SNAP(fanout_waits), .sys = "publish/fanout_waits"},
 	{"subscriptions", "Subscriptions of all sessions.", GAUGE, SNAP(subscriptions), .sys = "subscriptions/count"},
 	{"subscriptions_shared_groups", "Shared subscription groups ($share/{group}/{filter}) with a member.", GAUGE,
 	 SNAP(shared_groups), .sys = "subscriptions/shared_groups"},
@@ -296,6 +298,7 @@ void metrics_snapshot(struct broker *b, struct metrics_snap *out)
 	out->log_suppressed = log_suppressed_total();
 	out->tls_hibernated = tls_hibernated_count();
 	out->bytes_received = b->srv.conns.in.bytes_received;
+	out->fanout_waits = b->srv.conns.in.fanout_waits;
 	const struct ws_stats *ws = ws_stats_get();
 	out->ws_upgrades = ws->upgrades;
 	out->ws_refused = ws->refused;

@@ -104,7 +104,7 @@ struct metrics_snap {
 	uint64_t ws_upgrades, ws_refused, ws_head_too_large, ws_protocol_errors, ws_frames_too_large;
 	uint64_t log_suppressed;
 	uint64_t tls_hibernated;
-	uint64_t bytes_received;
+	uint64_t bytes_received, fanout_waits;
 	uint64_t dashboard_topics, dashboard_evicted;
 	bool persist_enabled;
 };

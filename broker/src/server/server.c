@@ -302,6 +302,15 @@ static void before_sleep(struct loop *l, void *ctx)
 	srv->handshake_budget = HANDSHAKE_STEPS_PER_TURN;
 	if (srv->turn)
 		srv->turn(srv->hook_ctx);
+	/* Input a connection's fan-out budget left for this turn; one that
+	 * runs out again waits for the next. */
+	struct list_node later;
+	list_take_all(&srv->conns.read_later, &later);
+	while ((n = list_first(&later)) != NULL) {
+		struct conn *c = container_of(n, struct conn, read_link);
+		list_remove(n);
+		conn_input_read_more(c);
+	}
 	while ((n = list_first(&srv->conns.read_more)) != NULL) {
 		struct conn *c = container_of(n, struct conn, read_link);
 		list_remove(n);
@@ -506,6 +515,7 @@ int server_init(struct server *srv, struct loop *l, const struct config *cfg)
 	list_init(&srv->conns.dirty);
 	list_init(&srv->conns.closing);
 	list_init(&srv->conns.read_more);
+	list_init(&srv->conns.read_later);
 	list_init(&srv->conns.handshake_wait);
 	list_init(&srv->housekeeping.link);
 	srv->handshake_budget = HANDSHAKE_STEPS_PER_TURN;

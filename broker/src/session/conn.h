@@ -89,6 +89,11 @@ struct conn_input {
 	uint64_t max_unauth_bytes;   /* 0: no bound */
 	size_t max_output;           /* input pauses while output is at or over this */
 	uint64_t bytes_received;
+	/* Copies the packets of the connection being read routed so far in
+	 * this read (the protocol layer adds its fan-out; input.c bounds it). */
+	uint64_t fanout;
+	bool fanout_over;            /* this read stopped at the bound: the rest waits for the next turn */
+	uint64_t fanout_waits;       /* reads so stopped, for $SYS and /metrics */
 	bool unauth_over;            /* max_unauth_bytes episode, logged once */
 	/* While on_packet runs: the carried buffer the packet alone fills,
 	 * which the handler may take (conn_input_take_block), or NULL. */
@@ -107,6 +112,7 @@ struct conn_set {
 	struct list_node dirty;   /* output queued this turn, to flush before sleeping */
 	struct list_node closing; /* to free after this turn */
 	struct list_node read_more; /* decrypted input left when the read budget ran out */
+	struct list_node read_later; /* input left when the fan-out budget ran out: read_more at the next turn */
 	struct list_node handshake_wait; /* TLS handshake steps over the turn's budget (via read_link) */
 	size_t count;
 	size_t unauth_bytes;      /* input buffers of connections before CONN_ACTIVE */

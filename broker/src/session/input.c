@@ -17,6 +17,11 @@
  * publisher cannot starve the others (level-triggered epoll calls again).
  * Reads repeat until the transport would block or this is spent. */
 #define READ_BUDGET (256u * 1024u)
+/* Per connection and read: copies its packets may route (offline sessions'
+ * drops included) before the rest waits for the next turn. The byte budget
+ * alone does not bound the work, a small PUBLISH fanning out to every
+ * session: 256 KiB of them to 5,000 sessions held the loop for seconds. */
+#define FANOUT_BUDGET 65536u
 #define RBUF_MIN 256u
 /* A carried tail up to this size continues in the scratch buffer (a copy);
  * a bigger one, a big packet arriving, is read into its own buffer. */
@@ -178,6 +183,10 @@ static ssize_t process(struct conn *c, const uint8_t *buf, size_t len)
 			return -1;
 		}
 		refresh_keepalive(c);
+		if (conn_set_of(c)->in.fanout >= FANOUT_BUDGET) {
+			conn_set_of(c)->in.fanout_over = true;
+			break;
+		}
 		if (conn_output_bytes(c) >= conn_set_of(c)->in.max_output && c->state != CONN_CLOSING) {
 			/* Every queued byte counts, answers to control packets too:
 			 * read no more until the client takes its output. */
@@ -280,9 +289,25 @@ static int grow_rbuf(struct conn *c)
 	return 0;
 }
 
+/* A read that stopped at the fan-out budget: its whole packets are carried,
+ * handled at the next turn (after the other connections' I/O), whether or
+ * not the socket brings more. */
+static void read_next_turn(struct conn *c)
+{
+	struct conn_set *set = conn_set_of(c);
+	set->in.fanout_over = false;
+	if (c->state == CONN_CLOSING || list_linked(&c->read_link))
+		return;
+	set->in.fanout_waits++;
+	list_push_back(&set->read_later, &c->read_link);
+	loop_request_turn(set->in.loop);
+}
+
 void conn_input_read(struct conn *c)
 {
 	size_t budget = READ_BUDGET;
+	conn_set_of(c)->in.fanout = 0;
+	conn_set_of(c)->in.fanout_over = false;
 	while (budget && c->state != CONN_CLOSING && conn_input_is_reading(c)) {
 		uint8_t *data; /* the carried tail, then what this read adds */
 		size_t have = conn_rlen(c), room;
@@ -325,6 +350,10 @@ void conn_input_read(struct conn *c)
 		if (in_rbuf && c->rbuf != data) {
 			/* The packet filling it took the buffer (it became a
 			 * message, maybe freed already): nothing is carried. */
+			if (conn_set_of(c)->in.fanout_over) {
+				read_next_turn(c);
+				return;
+			}
 			if ((size_t)n < room && conn_t(c)->want)
 				return;
 			continue;
@@ -332,6 +361,10 @@ void conn_input_read(struct conn *c)
 		int rc = keep_tail(c, data + used, len - (size_t)used);
 		if (rc != 0) {
 			drop_for_input(c, rc);
+			return;
+		}
+		if (conn_set_of(c)->in.fanout_over) {
+			read_next_turn(c);
 			return;
 		}
 		/* A short read is not "drained" (a TLS read stops at its records):
@@ -349,18 +382,28 @@ void conn_input_read(struct conn *c)
 }
 
 /* Handles the whole packets left in the carried buffer (input paused in
- * the middle of a read). False once the connection was dropped. */
+ * the middle of a read). False once the connection was dropped, or when
+ * the rest waits for the next turn (the fan-out budget). */
 static bool process_carried(struct conn *c)
 {
 	const uint8_t *carried = c->rbuf;
+	conn_set_of(c)->in.fanout = 0;
+	conn_set_of(c)->in.fanout_over = false;
 	ssize_t used = process(c, c->rbuf, conn_rlen(c));
 	if (used < 0 || c->state == CONN_CLOSING)
 		return false;
-	if (c->rbuf != carried)
-		return true; /* taken by the packet that filled it: nothing left */
+	if (c->rbuf != carried) {
+		/* Taken by the packet that filled it: nothing left. */
+		conn_set_of(c)->in.fanout_over = false;
+		return true;
+	}
 	int rc = keep_tail(c, c->rbuf + used, conn_rlen(c) - (size_t)used);
 	if (rc != 0) {
 		drop_for_input(c, rc);
+		return false;
+	}
+	if (conn_set_of(c)->in.fanout_over) {
+		read_next_turn(c);
 		return false;
 	}
 	return true;
