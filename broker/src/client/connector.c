@@ -19,6 +19,7 @@
 #include "alloc.h"
 #include "bg.h"
 #include "err.h"
+#include "tls.h"
 #include "transport.h"
 
 enum connector_state {
@@ -167,6 +168,7 @@ static void handshake_step(struct connector *cn)
 	char why[128];
 	transport_last_error(cn->t, why, sizeof why);
 	set_why(cn, "TLS handshake failed: %s", why[0] ? why : wisp_strerror(rc));
+	cn->cert_rejected = tls_transport_cert_rejected(cn->t);
 	fail(cn, MQTT_CLIENT_ETLS);
 }
 
@@ -359,6 +361,7 @@ int connector_dial(struct connector *cn)
 		return 0;
 	mtimer_stop(cn->timers, &cn->timer);
 	cn->state = CN_IDLE;
+	cn->cert_rejected = false;
 	const struct connector_addr *a = &cn->addrs[cn->cur];
 	if (cn->job) {
 		set_why(cn, "the last lookup of %s has not returned yet", a->host);
@@ -457,6 +460,11 @@ const struct connector_addr *connector_addr(const struct connector *cn, size_t i
 int connector_errno(const struct connector *cn)
 {
 	return cn->last_errno;
+}
+
+bool connector_cert_rejected(const struct connector *cn)
+{
+	return cn->cert_rejected;
 }
 
 const char *connector_why(const struct connector *cn)

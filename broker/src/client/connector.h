@@ -105,6 +105,7 @@ struct connector {
 	uint32_t attempt;           /* failures since the last success, for the backoff */
 	uint64_t rand_state;
 	int last_errno;
+	bool cert_rejected;         /* the last MQTT_CLIENT_ETLS was the peer's certificate */
 	char why[160];
 };
 
@@ -135,6 +136,10 @@ const struct connector_addr *connector_addr(const struct connector *cn, size_t i
 /* errno of the last failed TCP connect; the last failure in words. */
 int connector_errno(const struct connector *cn);
 const char *connector_why(const struct connector *cn);
+/* Whether the last attempt's MQTT_CLIENT_ETLS was a certificate the
+ * verification refused (tls_transport_cert_rejected), not another
+ * handshake failure. */
+bool connector_cert_rejected(const struct connector *cn);
 
 /* ---- CONNECT and CONNACK, as both owners speak them ---- */
 

@@ -524,15 +524,8 @@ static int handle_connack(struct mqtt_client *c, const struct mqtt_connack *ca)
 {
 	if (c->state != ST_AWAIT_CONNACK)
 		return MQTT_CLIENT_EPROTOCOL; /* [MQTT-3.2.0-1] only one CONNACK */
-	trace(c, "received CONNACK (%u)", (unsigned)ca->code);
-	c->connack_code = ca->code;
-	if (ca->code != 0) {
-		c->in_refusal = true;
-		if (c->o.cbs && c->o.cbs->on_connect)
-			c->o.cbs->on_connect(c, ca->code, false, c->o.ud);
-		c->in_refusal = false;
-		return MQTT_CLIENT_EREFUSED;
-	}
+	/* The id the server assigned [MQTT-3.2.2.3.7] names us from here on,
+	 * in this trace already (libmosquitto takes it before its log line). */
 	if (c->o.version == MQTT_PROTO_V5 && ca->props.present & MQTT_PROP_BIT(MQTT_PROP_ASSIGNED_CLIENT_ID)) {
 		char *id = wisp_strndup((const char *)ca->props.assigned_client_id.ptr,
 					ca->props.assigned_client_id.len);
@@ -542,6 +535,15 @@ static int handle_connack(struct mqtt_client *c, const struct mqtt_connack *ca)
 			wisp_free(c->log_name);
 			c->log_name = NULL;
 		}
+	}
+	trace(c, "received CONNACK (%u)", (unsigned)ca->code);
+	c->connack_code = ca->code;
+	if (ca->code != 0) {
+		c->in_refusal = true;
+		if (c->o.cbs && c->o.cbs->on_connect)
+			c->o.cbs->on_connect(c, ca->code, false, c->o.ud);
+		c->in_refusal = false;
+		return MQTT_CLIENT_EREFUSED;
 	}
 	c->state = ST_CONNECTED;
 	connector_connected(&c->cn);
@@ -1226,6 +1228,7 @@ size_t mqtt_client_pending(const struct mqtt_client *c)
 }
 size_t mqtt_client_out_pending(const struct mqtt_client *c) { return c->olen - c->ooff; }
 int mqtt_client_errno(const struct mqtt_client *c) { return connector_errno(&c->cn); }
+bool mqtt_client_cert_rejected(const struct mqtt_client *c) { return connector_cert_rejected(&c->cn); }
 uint8_t mqtt_client_connack_code(const struct mqtt_client *c) { return c->connack_code; }
 uint8_t mqtt_client_disconnect_reason(const struct mqtt_client *c) { return c->disconnect_reason; }
 const char *mqtt_client_id(const struct mqtt_client *c) { return c->client_id; }

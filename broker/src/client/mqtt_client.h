@@ -160,6 +160,9 @@ size_t mqtt_client_pending(const struct mqtt_client *c);
 size_t mqtt_client_out_pending(const struct mqtt_client *c);
 /* errno of the last failed TCP connect (for "Error: Connection refused"). */
 int mqtt_client_errno(const struct mqtt_client *c);
+/* After MQTT_CLIENT_ETLS: whether the server's certificate was refused
+ * (chain, validity, name), rather than the handshake failing otherwise. */
+bool mqtt_client_cert_rejected(const struct mqtt_client *c);
 /* The last CONNACK code (0 until one arrives). */
 uint8_t mqtt_client_connack_code(const struct mqtt_client *c);
 /* The reason code of the server's last v5 DISCONNECT (MQTT_CLIENT_ESERVER). */

@@ -2222,6 +2222,27 @@ bool tls_transport_resumed(const struct transport *t)
 	return tt->handshake_done && !tt->full_handshake;
 }
 
+bool tls_ciphersuite_supported(const char *name)
+{
+	char buf[96];
+	size_t len = strlen(name);
+	if (len == 0 || len >= sizeof buf)
+		return false;
+	for (size_t i = 0; i <= len; i++)
+		buf[i] = name[i] == '_' ? '-' : name[i];
+	return mbedtls_ssl_get_ciphersuite_id(buf) != 0;
+}
+
+bool tls_transport_cert_rejected(const struct transport *t)
+{
+	if (!tls_transport_is(t))
+		return false;
+	const struct tls_transport *tt = (const struct tls_transport *)t;
+	uint32_t flags = mbedtls_ssl_get_verify_result(&tt->ssl);
+	return tt->last_ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED ||
+	       (flags != 0 && flags != UINT32_MAX && !(flags & MBEDTLS_X509_BADCERT_SKIP_VERIFY));
+}
+
 const char *tls_transport_ciphersuite(const struct transport *t)
 {
 	if (!tls_transport_is(t))
@@ -2428,6 +2449,18 @@ void tls_transport_buffer_residency(const struct transport *t, size_t *out_mappe
 {
 	(void)t;
 	*out_mapped = *out_resident = 0;
+}
+
+bool tls_ciphersuite_supported(const char *name)
+{
+	(void)name;
+	return false;
+}
+
+bool tls_transport_cert_rejected(const struct transport *t)
+{
+	(void)t;
+	return false;
 }
 
 const char *tls_transport_ciphersuite(const struct transport *t)

@@ -218,6 +218,13 @@ bool tls_transport_hibernated(const struct transport *t);
 void tls_transport_buffer_residency(const struct transport *t, size_t *out_mapped,
                                     size_t *out_resident);
 
+/* Whether this mbed TLS build has the ciphersuite `name` (IANA name with
+ * '_' or mbed TLS's with '-'), as struct tls_opts' ciphersuites takes it. */
+bool tls_ciphersuite_supported(const char *name);
+/* Whether the handshake failed because the peer's certificate was not
+ * accepted (chain, validity, host name): mbed TLS's verification result,
+ * as opposed to an alert, a bad record or a peer that does not speak TLS. */
+bool tls_transport_cert_rejected(const struct transport *t);
 /* The negotiated ciphersuite's IANA-style name (mbed TLS spelling, with
  * dashes) once the handshake is done, else NULL. Static storage. */
 const char *tls_transport_ciphersuite(const struct transport *t);
