@@ -25,7 +25,6 @@
 struct pub_state {
 	struct cli_cfg cfg;
 	struct cli_conn cc;
-	struct cli_signals sig;
 	/* the one message of -m/-f/-s/-n */
 	char *payload;
 	size_t payload_len;
@@ -208,7 +207,10 @@ static void on_connect(struct mqtt_client *c, uint8_t code, bool session_present
 		s->done = true;
 		return;
 	}
-	mqtt_client_set_reconnect(c, true);
+	/* Only -l stays connected through losses, as mosquitto_pub's -l
+	 * loop reconnects; -m/-f/-s/-n end on the first one. */
+	if (s->cfg.pub_mode == CLI_MSG_STDIN_LINE)
+		mqtt_client_set_reconnect(c, true);
 	if (s->connected_once)
 		return; /* reconnected: queued messages are resent by the library */
 	s->connected_once = true;
@@ -252,21 +254,14 @@ static void on_disconnect(struct mqtt_client *c, int err, void *ud)
 		loop_stop(s->cc.loop);
 		return;
 	}
-	if (!s->connected_once) {
-		s->exit_code = cli_conn_report_failure(&s->cc, &s->cfg, err);
-		s->done = true;
-		loop_stop(s->cc.loop);
-	}
-}
-
-static void on_signal(int signo, void *ud)
-{
-	struct pub_state *s = ud;
-	(void)signo;
-	if (!mqtt_client_is_connected(s->cc.client))
-		exit(255);
+	if (s->connected_once && s->cfg.pub_mode == CLI_MSG_STDIN_LINE)
+		return; /* the client library reconnects in a second */
+	/* "Error: The connection was lost." and 7, at once, before or after
+	 * CONNACK. */
+	s->exit_code = s->connected_once ? cli_conn_loop_error(&s->cc, &s->cfg, err)
+					 : cli_conn_report_failure(&s->cc, &s->cfg, err);
 	s->done = true;
-	disconnect(s, 0);
+	loop_stop(s->cc.loop);
 }
 
 /* Reads all of `f` into s->payload. 0 or -1. */
@@ -310,12 +305,16 @@ static int load_message(struct pub_state *s)
 		}
 		return 0;
 	}
-	case CLI_MSG_STDIN_FILE:
-		if (slurp(s, stdin)) {
+	case CLI_MSG_STDIN_FILE: {
+		int rc = slurp(s, stdin);
+		if (rc == 0 && s->payload_len == 0)
+			cli_err(&s->cfg, "Error: Zero length input.\n"); /* mosquitto_pub sends nothing then */
+		if (rc != 0 || s->payload_len == 0) {
 			cli_err(&s->cfg, "Error loading input from stdin.\n");
 			return 1;
 		}
 		return 0;
+	}
 	default:
 		return 0;
 	}
@@ -336,13 +335,15 @@ int main(int argc, char **argv)
 		cli_cfg_cleanup(&s.cfg);
 		return 1;
 	}
+	/* The message first: mosquitto_pub reads it before checking the topic. */
+	if (load_message(&s)) {
+		cli_cfg_cleanup(&s.cfg);
+		wisp_free(s.payload);
+		return 1;
+	}
 	if (!s.cfg.topic || s.cfg.pub_mode == CLI_MSG_NONE) {
 		fprintf(stderr, "Error: Both topic and message must be supplied.\n");
 		cli_print_usage(CLI_PUB);
-		cli_cfg_cleanup(&s.cfg);
-		return 1;
-	}
-	if (load_message(&s)) {
 		cli_cfg_cleanup(&s.cfg);
 		wisp_free(s.payload);
 		return 1;
@@ -355,9 +356,10 @@ int main(int argc, char **argv)
 	};
 	mtimer_init(&s.repeat_timer, on_repeat, &s);
 	mtimer_init(&s.stdin_timer, on_stdin_timer, &s);
+	/* No SIGINT/SIGTERM handler: mosquitto_pub has none, so it dies by
+	 * the signal and the broker publishes the will. */
+	signal(SIGPIPE, SIG_IGN);
 	rc = cli_conn_setup(&s.cc, &s.cfg, &cbs, &s);
-	if (rc == 0 && cli_signals_start(&s.sig, s.cc.loop, on_signal, &s) != 0)
-		rc = CLI_EXIT_ERROR;
 	if (rc == 0)
 		rc = cli_conn_start(&s.cc, &s.cfg);
 	if (rc == 0) {
@@ -377,8 +379,6 @@ int main(int argc, char **argv)
 	}
 	if (s.stdin_polled)
 		loop_io_stop(s.cc.loop, &s.stdin_io);
-	if (s.cc.loop && s.sig.cb)
-		cli_signals_stop(&s.sig, s.cc.loop);
 	cli_conn_cleanup(&s.cc);
 	cli_cfg_cleanup(&s.cfg);
 	wisp_free(s.payload);

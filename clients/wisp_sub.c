@@ -27,7 +27,8 @@ struct sub_state {
 	struct cli_cfg cfg;
 	struct cli_conn cc;
 	struct cli_signals sig;
-	bool connected_once;
+	bool connected_once; /* mosquitto_sub's "connected": a CONNACK accepted, ever */
+	bool in_loop;        /* connected once, or lost before CONNACK: retrying */
 	bool process_messages;
 	bool timed_out;
 	bool done;
@@ -71,7 +72,7 @@ static void on_connect(struct mqtt_client *c, uint8_t code, bool session_present
 		return;
 	}
 	s->connected_once = true;
-	mqtt_client_set_reconnect(c, true);
+	s->in_loop = true;
 	uint8_t *options = wisp_malloc(s->cfg.topics.n + 1);
 	if (!options) {
 		finish(s, CLI_EXIT_ERROR);
@@ -208,32 +209,42 @@ static void on_disconnect(struct mqtt_client *c, int err, void *ud)
 		loop_stop(s->cc.loop);
 		return;
 	}
-	if (!s->connected_once) {
-		/* The first connect failed: mosquitto_sub's blocking connect
-		 * would have reported it before the loop started. */
-		s->exit_code = cli_conn_report_failure(&s->cc, &s->cfg, err);
-		s->done = true;
-		loop_stop(s->cc.loop);
+	if (!s->in_loop && err == MQTT_CLIENT_ELOST)
+		s->in_loop = true; /* closed before CONNACK: loop_forever reconnects */
+	if (s->in_loop) {
+		/* mosquitto_loop_forever() gives up on a TLS error only; the
+		 * client library retries anything else in a second. */
+		if (err == MQTT_CLIENT_ETLS) {
+			s->exit_code = cli_conn_loop_error(&s->cc, &s->cfg, err);
+			s->done = true;
+			loop_stop(s->cc.loop);
+		}
+		return;
 	}
-	/* Otherwise the client library retries in a second. */
+	/* The first connect failed: mosquitto_sub's blocking connect would
+	 * have reported it before the loop started. */
+	s->exit_code = cli_conn_report_failure(&s->cc, &s->cfg, err);
+	s->done = true;
+	loop_stop(s->cc.loop);
 }
 
+/* mosquitto_sub's handler, for -W's SIGALRM as for SIGINT and SIGTERM:
+ * exit(-1) until a CONNACK was ever accepted; after that a DISCONNECT
+ * (v5: "disconnect with will message", so the will is still sent) ends
+ * the loop, connected or reconnecting. */
 static void on_signal(int signo, void *ud)
 {
 	struct sub_state *s = ud;
-	if (signo == SIGALRM) {
-		s->timed_out = true;
-		finish(s, CLI_EXIT_TIMEOUT);
-		return;
-	}
-	if (!mqtt_client_is_connected(s->cc.client)) {
-		/* Before CONNACK mosquitto_sub calls exit(-1). */
+	if (!s->connected_once)
 		exit(255);
-	}
-	/* v5: "disconnect with will message", so the will is still sent. */
+	if (signo == SIGALRM)
+		s->timed_out = true;
+	bool connected = mqtt_client_is_connected(s->cc.client);
 	s->done = true;
-	s->exit_code = 0;
+	s->exit_code = signo == SIGALRM ? CLI_EXIT_TIMEOUT : 0;
 	disconnect(s, MQTT_RC_DISCONNECT_WITH_WILL);
+	if (!connected)
+		loop_stop(s->cc.loop); /* between attempts nothing calls back */
 }
 
 int main(int argc, char **argv)
@@ -268,6 +279,8 @@ int main(int argc, char **argv)
 	rc = cli_conn_setup(&s.cc, &s.cfg, &cbs, &s);
 	if (rc == 0 && cli_signals_start(&s.sig, s.cc.loop, on_signal, &s) != 0)
 		rc = CLI_EXIT_ERROR;
+	if (rc == 0)
+		mqtt_client_set_reconnect(s.cc.client, true); /* loop_forever */
 	if (rc == 0)
 		rc = cli_conn_start(&s.cc, &s.cfg);
 	if (rc == 0) {

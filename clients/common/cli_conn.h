@@ -23,7 +23,7 @@ struct cli_conn {
 	struct mtimers *timers;
 	struct mqtt_client *client;
 	struct tls_ctx *tls;
-	char id[128];
+	char *id; /* the client id sent, up to MQTT's 65535 bytes; NULL: none */
 };
 
 /* mosquitto's exit codes (libmosquitto mosq_err_t) we produce. */
@@ -48,12 +48,32 @@ int cli_conn_start(struct cli_conn *cc, const struct cli_cfg *cfg);
 /* For an asynchronous connect failure reported through on_disconnect:
  * prints the message and returns the exit status. */
 int cli_conn_report_failure(struct cli_conn *cc, const struct cli_cfg *cfg, int err);
+/* For a run that ends on a lost connection (mosquitto_pub's own loop, or
+ * mosquitto_sub's loop_forever giving up on a TLS error): prints
+ * "Error: <libmosquitto's text>" and returns its exit status. */
+int cli_conn_loop_error(struct cli_conn *cc, const struct cli_cfg *cfg, int err);
 /* For a connection lost after CONNACK: true (message printed, *code set
  * when it is not 0) when mosquitto's network loop would end the run there
  * (a v5 DISCONNECT from the server, a protocol error) instead of
  * reconnecting. */
 bool cli_conn_loop_ends(struct cli_conn *cc, const struct cli_cfg *cfg, int err, int *code);
 void cli_conn_cleanup(struct cli_conn *cc);
+
+/* --ciphers, OpenSSL's notation, into the colon-separated mbed TLS names
+ * net/tls takes: each TLS 1.2 suite by its OpenSSL name
+ * (ECDHE-RSA-AES128-GCM-SHA256) or by mbed TLS's/IANA's
+ * (TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256); "DEFAULT" or "HIGH" alone keep
+ * the library's default list (*out NULL). Other OpenSSL keywords and
+ * operators (ALL, !aNULL, ECDHE+AESGCM, @STRENGTH) are refused. On
+ * failure `bad` holds the entry at fault. *out is wisp_malloc'ed. */
+enum cli_ciphers_result {
+	CLI_CIPHERS_OK = 0,
+	CLI_CIPHERS_NOMEM,
+	CLI_CIPHERS_KEYWORD,     /* an OpenSSL keyword or operator */
+	CLI_CIPHERS_UNSUPPORTED, /* a suite name this mbed TLS does not have */
+	CLI_CIPHERS_UNKNOWN,     /* no suite name at all */
+};
+int cli_ciphers_translate(const char *list, char **out, char *bad, size_t badlen);
 
 /* mosquitto_reason_string(): the text of a v5 reason code. */
 const char *cli_reason_string(uint8_t code);
