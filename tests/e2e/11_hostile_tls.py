@@ -390,5 +390,36 @@ class LogFloodTest(unittest.TestCase):
                                             r"last \d+ s \(closed during the TLS handshake\)")
 
 
+    def test_reconnect_loop_logs_bounded_lines(self):
+        """A client connecting and disconnecting in a loop (valid CONNECTs,
+        1,000 of them) at log level notice with rate_limit 5 and rate_burst
+        20: the "connected" lines are bounded the same way (before, one per
+        connect: 740 KB/s from one client), and every one is written or
+        counted in a summary."""
+        n = 1000
+        broker = QuietBroker(config={"log": {"level": "notice", "rate_limit": 5, "rate_burst": 20}})
+        with broker:
+            offset = broker.log_size()
+            t0 = time.monotonic()
+            for i in range(n):
+                with RawClient(broker.port) as c:
+                    self.assertEqual(c.connect("loop-%d" % i), 0)
+                    c.send(b"\xe0\x00")
+            elapsed = time.monotonic() - t0
+            bound = 20 + 5 * (int(elapsed) + 2)
+
+            def connected_and_counted():
+                lines = broker.log_since(offset).splitlines()
+                written = [l for l in lines if "[conn] client loop-" in l and " connected from " in l]
+                summaries = [l for l in lines if "similar messages suppressed" in l and "(client connected)" in l]
+                return written, sum(int(l.split("[conn] ")[1].split()[0]) for l in summaries)
+            deadline = time.monotonic() + 10
+            written, suppressed = connected_and_counted()
+            while len(written) + suppressed < n and time.monotonic() < deadline:
+                time.sleep(0.1)  # the summary comes from the once-a-second flush
+                written, suppressed = connected_and_counted()
+            self.assertLessEqual(len(written), bound, "%d lines in %.1f s" % (len(written), elapsed))
+            self.assertEqual(len(written) + suppressed, n, "every connect is written or counted")
+
 if __name__ == "__main__":
     main()

@@ -53,7 +53,7 @@ void log_msg(enum log_level level, const char *module, const char *fmt, ...)
  * LOG_LIMIT_REASONS reasons get their own bucket; further ones share one.
  * A level that is filtered out is neither written nor counted.
  */
-#define LOG_LIMIT_REASONS 32
+#define LOG_LIMIT_REASONS 48
 void log_limited(const char *reason, enum log_level level, const char *module, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 /* per_second 0 turns limiting off (every line is written). Resets nothing:

@@ -237,7 +237,8 @@ size_t auth_recheck_messages(struct broker *b, struct session *s)
 	size_t n = delivery_filter(s, &b->dlim, may_read, NULL);
 	if (n) {
 		b->stats.acl_dropped_queued += n;
-		log_msg(LOG_NOTICE, "acl", "%s: dropped %zu queued or in-flight message(s) that %s%s%s may not read",
+		log_limited("messages no longer readable", LOG_NOTICE, "acl",
+			    "%s: dropped %zu queued or in-flight message(s) that %s%s%s may not read",
 			s->client_id, n, s->username ? "user '" : "", s->username ? s->username : "anonymous clients",
 			s->username ? "'" : "");
 	}

@@ -276,7 +276,8 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	int rc;
 	const struct session *held = sess_find(&b->sessions, id, id_len);
 	if (held && held->owned && !same_user(held->username, username)) {
-		log_msg(LOG_NOTICE, "auth", "%s: client id '%.*s' refused to %s%s%s: its session belongs to %s%s%s",
+		log_limited("client id of another user", LOG_NOTICE, "auth",
+			    "%s: client id '%.*s' refused to %s%s%s: its session belongs to %s%s%s",
 			conn_peer(c), (int)id_len, id, username ? "user '" : "", username ? username : "an anonymous client",
 			username ? "'" : "", held->username ? "user '" : "", held->username ? held->username : "an anonymous client",
 			held->username ? "'" : "");
@@ -394,7 +395,8 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 		delivery_resume(s, &b->dlim); /* [MQTT-4.4.0-1] */
 	if (!conn_keepalive(c))
 		loop_timer_stop(b->loop, &c->timer); /* keepalive 0: no limit [MQTT-3.1.2-23] */
-	log_msg(LOG_NOTICE, "conn", "client %s connected from %s on %s (p%u, c%u, k%u%s%s%s)", s->client_id,
+	log_limited("client connected", LOG_NOTICE, "conn", "client %s connected from %s on %s (p%u, c%u, k%u%s%s%s)",
+		    s->client_id,
 		conn_peer(c), server_listener_of(c)->net.name, p->version, p->clean_start ? 1u : 0u,
 		p->keepalive, s->username ? ", u'" : "", s->username ? s->username : "", s->username ? "'" : "");
 	if (present)

@@ -188,8 +188,9 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		b->stats.sys_publish_dropped++;
 		if (!c->sess->sys_write_logged) {
 			c->sess->sys_write_logged = true;
-			log_msg(LOG_NOTICE, "acl", "%s: publish to '%.*s' dropped: $SYS is the broker's (logged once per client)",
-				c->sess->client_id, (int)topic_len, topic);
+			log_limited("$SYS publish dropped", LOG_NOTICE, "acl",
+				    "%s: publish to '%.*s' dropped: $SYS is the broker's (logged once per client)",
+				    c->sess->client_id, (int)topic_len, topic);
 		}
 		return ack_unrouted(b, c, p, seq_before, MQTT_RC_NOT_AUTHORIZED);
 	}

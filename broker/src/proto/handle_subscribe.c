@@ -178,7 +178,7 @@ static void note_refusal(struct broker *b, struct session *s, const char *filter
 	if (s->sess_flags & SESS_FLAG_SUB_REFUSED)
 		return;
 	s->sess_flags |= SESS_FLAG_SUB_REFUSED;
-	log_msg(LOG_NOTICE, "sub",
+	log_limited("subscription refused", LOG_NOTICE, "sub",
 		"client %s: subscription to '%.*s'%s (%zu bytes) refused: %s; further refusals for this session are "
 		"only counted ($SYS/broker/subscriptions/refused)",
 		s->client_id, (int)(len < LOG_FILTER_MAX ? len : LOG_FILTER_MAX), filter,
