@@ -426,10 +426,10 @@ class FanoutBudgetTest(LimitCase):
     def test_fanout_spreads_a_read_over_turns(self):
         """300 QoS 0 PUBLISHes in one write, each for 500 offline sessions:
         150,000 copies (dropped, QoS 0 for offline sessions). The read
-        budget counts bytes, 16 KiB here; the copies count too, so the
-        publisher's input waits for the next loop turn after each 65,536
-        of them, other clients served in between: counted in
-        publish/fanout_waits. Every copy is still made, in order."""
+        budget counts bytes (these are about 3 KB); the copies count too,
+        so after each 65,536 of them the publisher's input waits until
+        the other connections were read: counted in publish/fanout_waits.
+        Every copy is still made, in order."""
         w = self.watcher(["$SYS/broker/publish/fanout_waits", "$SYS/broker/messages/dropped/offline_qos0"])
         self.sys_values(w, {"$SYS/broker/publish/fanout_waits": "0"})
         for i in range(500):

@@ -5,10 +5,11 @@
  *
  * The parser makes one pass: each property's identifier must be allowed in
  * the packet that carries it (the table below), or the packet is
- * malformed (MQTT_EMALFORMED: section 2.2.2.2 says so, 0x81); non-repeatable
- * properties may appear once, and values with a restricted range are
- * checked: breaking either is a protocol error (MQTT_EPROPS, 0x82). Scalars land in struct mqtt_props; repeatable properties
- * (user properties, a PUBLISH's subscription identifiers) stay in `raw` for
+ * malformed (MQTT_EMALFORMED: section 2.2.2.2 says so, 0x81);
+ * non-repeatable properties may appear once, and values with a restricted
+ * range are checked: breaking either is a protocol error (MQTT_EPROPS,
+ * 0x82). Scalars land in struct mqtt_props; repeatable properties (user
+ * properties, a PUBLISH's subscription identifiers) stay in `raw` for
  * mqtt_props_next(), so no storage grows with the packet.
  *
  * Pure: no allocation, no globals beyond constant tables. Thread-safe.

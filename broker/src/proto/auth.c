@@ -239,8 +239,8 @@ size_t auth_recheck_messages(struct broker *b, struct session *s)
 		b->stats.acl_dropped_queued += n;
 		log_limited("messages no longer readable", LOG_NOTICE, "acl",
 			    "%s: dropped %zu queued or in-flight message(s) that %s%s%s may not read",
-			s->client_id, n, s->username ? "user '" : "", s->username ? s->username : "anonymous clients",
-			s->username ? "'" : "");
+			    s->client_id, n, s->username ? "user '" : "", s->username ? s->username : "anonymous clients",
+			    s->username ? "'" : "");
 	}
 	return n;
 }

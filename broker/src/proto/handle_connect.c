@@ -278,9 +278,9 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	if (held && held->owned && !same_user(held->username, username)) {
 		log_limited("client id of another user", LOG_NOTICE, "auth",
 			    "%s: client id '%.*s' refused to %s%s%s: its session belongs to %s%s%s",
-			conn_peer(c), (int)id_len, id, username ? "user '" : "", username ? username : "an anonymous client",
-			username ? "'" : "", held->username ? "user '" : "", held->username ? held->username : "an anonymous client",
-			held->username ? "'" : "");
+			    conn_peer(c), (int)id_len, id, username ? "user '" : "",
+			    username ? username : "an anonymous client", username ? "'" : "", held->username ? "user '" : "",
+			    held->username ? held->username : "an anonymous client", held->username ? "'" : "");
 		wisp_free(username);
 		return refuse(why, REASON_TAKEOVER_REFUSED);
 	}
@@ -396,9 +396,8 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	if (!conn_keepalive(c))
 		loop_timer_stop(b->loop, &c->timer); /* keepalive 0: no limit [MQTT-3.1.2-23] */
 	log_limited("client connected", LOG_NOTICE, "conn", "client %s connected from %s on %s (p%u, c%u, k%u%s%s%s)",
-		    s->client_id,
-		conn_peer(c), server_listener_of(c)->net.name, p->version, p->clean_start ? 1u : 0u,
-		p->keepalive, s->username ? ", u'" : "", s->username ? s->username : "", s->username ? "'" : "");
+		    s->client_id, conn_peer(c), server_listener_of(c)->net.name, p->version, p->clean_start ? 1u : 0u,
+		    p->keepalive, s->username ? ", u'" : "", s->username ? s->username : "", s->username ? "'" : "");
 	if (present)
 		log_msg(LOG_INFO, "conn", "client %s resumed its session (%u in flight, %u queued)", s->client_id,
 			(unsigned)sess_inflight_count(s), (unsigned)sess_queued_count(s));

@@ -67,7 +67,7 @@ const struct metric metrics_table[] = {
 	 .sys = "bytes/received"},
 	{"bytes_sent_total", "Bytes sent to MQTT clients.", COUNTER, SERVER(bytes_sent), .sys = "bytes/sent"},
 	{"publish_fanout_waits_total", "Reads whose PUBLISHes fanned out to 65,536 copies: the rest of the client's "
-	 "input waited for the next loop turn.", COUNTER, SNAP(fanout_waits), .sys = "publish/fanout_waits"},
+	 "input waited for the other connections' reads.", COUNTER, SNAP(fanout_waits), .sys = "publish/fanout_waits"},
 	{"subscriptions", "Subscriptions of all sessions.", GAUGE, SNAP(subscriptions), .sys = "subscriptions/count"},
 	{"subscriptions_shared_groups", "Shared subscription groups ($share/{group}/{filter}) with a member.", GAUGE,
 	 SNAP(shared_groups), .sys = "subscriptions/shared_groups"},

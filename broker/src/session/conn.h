@@ -112,7 +112,7 @@ struct conn_set {
 	struct list_node dirty;   /* output queued this turn, to flush before sleeping */
 	struct list_node closing; /* to free after this turn */
 	struct list_node read_more; /* decrypted input left when the read budget ran out */
-	struct list_node read_later; /* input left when the fan-out budget ran out: read_more at the next turn */
+	struct list_node read_later; /* input left when the fan-out budget ran out: read after every connection's I/O */
 	struct list_node handshake_wait; /* TLS handshake steps over the turn's budget (via read_link) */
 	size_t count;
 	size_t unauth_bytes;      /* input buffers of connections before CONN_ACTIVE */

@@ -18,7 +18,7 @@
  * Reads repeat until the transport would block or this is spent. */
 #define READ_BUDGET (256u * 1024u)
 /* Per connection and read: copies its packets may route (offline sessions'
- * drops included) before the rest waits for the next turn. The byte budget
+ * drops included) before the rest waits for the other connections. The byte budget
  * alone does not bound the work, a small PUBLISH fanning out to every
  * session: 256 KiB of them to 5,000 sessions held the loop for seconds. */
 #define FANOUT_BUDGET 65536u
@@ -290,8 +290,9 @@ static int grow_rbuf(struct conn *c)
 }
 
 /* A read that stopped at the fan-out budget: its whole packets are carried,
- * handled at the next turn (after the other connections' I/O), whether or
- * not the socket brings more. */
+ * handled once the turn's I/O is done (server.c's before_sleep, after every
+ * other connection's read), whether or not the socket brings more; what
+ * runs out again there waits for the next turn's. */
 static void read_next_turn(struct conn *c)
 {
 	struct conn_set *set = conn_set_of(c);
