@@ -57,6 +57,22 @@ def wait_port(port, proc, deadline=10.0):
     raise RuntimeError("broker did not listen on %d" % port)
 
 
+def read_packet(f):
+    """(first byte, body) of the next MQTT packet on a binary file object
+    (a fake broker's socket), or (None, None) at EOF."""
+    head = f.read(1)
+    if not head:
+        return None, None
+    n, mult = 0, 1
+    while True:
+        b = f.read(1)[0]
+        n += (b & 0x7F) * mult
+        mult *= 128
+        if not b & 0x80:
+            break
+    return head[0], f.read(n)
+
+
 def broker_env():
     env = dict(os.environ)
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")

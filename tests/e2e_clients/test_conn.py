@@ -53,19 +53,7 @@ class FakeBroker:
                 except (OSError, ValueError, IndexError) as e:
                     self.errors.append(repr(e))
 
-    @staticmethod
-    def read_packet(f):
-        head = f.read(1)
-        if not head:
-            return None, None
-        n, mult = 0, 1
-        while True:
-            b = f.read(1)[0]
-            n += (b & 0x7F) * mult
-            mult *= 128
-            if not b & 0x80:
-                break
-        return head[0], f.read(n)
+    read_packet = staticmethod(clitest.read_packet)
 
     def session(self, conn):
         f = conn.makefile("rb")
