@@ -420,6 +420,41 @@ class MaxQueuedBytesTest(LimitCase):
 
 
 
+@skip_unless_wisp("Wisp's limits.max_input_bytes")
+class MaxInputBytesTest(LimitCase):
+    LIMITS = {"max_input_bytes": 4 * 1024 * 1024}
+
+    def test_unfinished_packets_share_the_bound(self):
+        """Eight connected clients (keep alive 0) each send all but the last
+        byte of a 1,000,000-byte PUBLISH; 4 MiB holds four of them: the
+        clients asking for more are closed, so at least four, counted in
+        clients/disconnects/input_bytes and logged once. A client that
+        holds nothing unfinished is served meanwhile, and once the hoarders
+        are gone a whole 1,000,000-byte PUBLISH goes through again."""
+        w = self.watcher(["$SYS/broker/clients/disconnects/input_bytes"])
+        self.sys_values(w, {"$SYS/broker/clients/disconnects/input_bytes": "0"})
+        honest_sub, honest_pub = self.raw("mi-sub"), self.raw("mi-pub")
+        self.assertEqual(honest_sub.subscribe([("mi/t", 1)]), [1])
+        offset = self.broker.log_size()
+        big = publish_pkt("mi/big", b"x" * (1000000 - 12))
+        self.assertEqual(len(big), 1000000)
+        hoarders = [self.raw("mi-h%d" % i, keepalive=0) for i in range(8)]
+        for h in hoarders:
+            h.send(big[:-1])
+        open_ = list(hoarders)
+        deadline = time.monotonic() + 30
+        while len(open_) > 4 and time.monotonic() < deadline:
+            open_ = [h for h in open_ if not h.wait_closed(timeout=0.1)]
+        self.assertLessEqual(len(open_), 4, "4 MiB holds four unfinished 1,000,000-byte packets, not more")
+        self.sys_values(w, {"$SYS/broker/clients/disconnects/input_bytes": lambda v: int(v) >= 4})
+        self.assertEqual(self.broker.log_since(offset).count("closing those that ask for more"), 1)
+        self.round_trip(honest_sub, honest_pub, "mi/t", b"served")
+        for h in hoarders:
+            h.close()
+        whole = self.raw("mi-whole")
+        whole.send(publish_pkt("mi/big", b"y" * (1000000 - 14), qos=1, pid=9))
+        self.assertEqual(whole.expect(PUBACK, timeout=30).pid, 9)
+
 @skip_unless_wisp("Wisp's fan-out quantum")
 class FanoutBudgetTest(LimitCase):
 

@@ -247,6 +247,10 @@ static const struct field limits_fields[] = {
 	F_NUM(struct config_limits, FT_U32, "max_connect_size", max_connect_size, 16, 268435460, 327701),
 	F_NUM(struct config_limits, FT_U64, "max_unauthenticated_bytes", max_unauthenticated_bytes, 0,
 	      JSON_INT_MAX, 32u << 20),
+	/* Connected clients' unfinished packets, all together: without it
+	 * 500 clients with keepalive 0 each holding all but the last byte of
+	 * a max_packet_size PUBLISH held 500 MiB for as long as they liked. */
+	F_NUM(struct config_limits, FT_U64, "max_input_bytes", max_input_bytes, 0, JSON_INT_MAX, 256u << 20),
 	F_NUM(struct config_limits, FT_U64, "max_queued_bytes_total", max_queued_bytes_total, 0, JSON_INT_MAX,
 	      256u << 20),
 	/* MQTT 5 (announced in CONNACK). Mosquitto's defaults: 10 inbound

@@ -99,6 +99,7 @@ struct config_limits {
 	uint32_t output_buffer_timeout; /* seconds a client may stay over max_output_buffer; default 60 */
 	uint32_t max_connect_size;    /* bytes of a CONNECT before authentication; default 327701 (3.1.1 maximum) */
 	uint64_t max_unauthenticated_bytes; /* input held by connections before CONNECT, broker-wide; default 32 MiB */
+	uint64_t max_input_bytes; /* incomplete packets held by all connections together; default 256 MiB */
 	uint64_t max_queued_bytes_total; /* queued QoS 1/2 bytes of all sessions; default 256 MiB */
 	uint16_t max_topic_alias;     /* v5 inbound topic aliases per connection; default 10; 0 = none */
 	uint16_t max_qos;             /* highest QoS accepted (v5: Maximum QoS); default 2 */

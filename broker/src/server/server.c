@@ -529,6 +529,7 @@ int server_init(struct server *srv, struct loop *l, const struct config *cfg)
 		.max_packet_size = cfg->limits.max_packet_size,
 		.max_connect_size = cfg->limits.max_connect_size,
 		.max_unauth_bytes = cfg->limits.max_unauthenticated_bytes,
+		.max_input_bytes = cfg->limits.max_input_bytes,
 		.max_output = cfg->limits.max_output_buffer,
 	};
 	srv->listeners = wisp_calloc(cfg->listener_count ? cfg->listener_count : 1, sizeof *srv->listeners);

@@ -110,6 +110,7 @@ void conn_unauth_release(struct conn *c)
 
 void conn_account_rbuf(struct conn *c, size_t new_cap)
 {
+	conn_set_of(c)->input_bytes = conn_set_of(c)->input_bytes - conn_rcap(c) + new_cap;
 	conn_unauth_release(c);
 	if (is_unauthenticated(c)) {
 		conn_set_of(c)->unauth_bytes += new_cap;
@@ -198,8 +199,10 @@ void conn_free(struct conn *c)
 		msg_unref(c->rare->will);
 		wisp_free(c->rare);
 	}
-	if (c->rbuf)
+	if (c->rbuf) {
+		conn_set_of(c)->input_bytes -= conn_rcap(c);
 		wisp_free(c->rbuf - CONN_RBUF_HEADROOM);
+	}
 	transport_close(conn_t(c));
 	wisp_small_free(c, sizeof *c);
 }

@@ -87,6 +87,8 @@ struct conn_input {
 	uint32_t max_packet_size;    /* 0: the protocol's maximum */
 	uint32_t max_connect_size;
 	uint64_t max_unauth_bytes;   /* 0: no bound */
+	uint64_t max_input_bytes;    /* carried input of all connections together; 0: no bound */
+	bool input_over;             /* max_input_bytes episode, logged once */
 	size_t max_output;           /* input pauses while output is at or over this */
 	uint64_t bytes_received;
 	/* Copies the packets of the connection being read routed so far in
@@ -116,6 +118,7 @@ struct conn_set {
 	struct list_node handshake_wait; /* TLS handshake steps over the turn's budget (via read_link) */
 	size_t count;
 	size_t unauth_bytes;      /* input buffers of connections before CONN_ACTIVE */
+	size_t input_bytes;       /* input buffers of all connections (conn_account_rbuf) */
 };
 
 /* What a connection came in on, as this layer sees it: its listener

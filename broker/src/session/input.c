@@ -228,16 +228,63 @@ static int unauth_budget(struct conn *c, size_t cap)
 	return WISP_ELIMIT;
 }
 
-static void drop_for_input(struct conn *c, int rc)
+/*
+ * limits.max_input_bytes: the same rule for the carried input of every
+ * connection together, authenticated ones included (a client with
+ * keepalive 0 may hold an unfinished packet as long as it likes). The
+ * connection asking for more is refused unless it would hold all of it
+ * alone, so one packet of max_packet_size always fits. Logged once per
+ * episode, each refusal counted (clients/disconnects/input_bytes).
+ */
+static int input_budget(struct conn *c, size_t cap)
+{
+	struct conn_set *set = conn_set_of(c);
+	uint64_t budget = set->in.max_input_bytes;
+	if (budget == 0 || cap <= conn_rcap(c))
+		return 0;
+	size_t others = set->input_bytes - conn_rcap(c);
+	if (others + cap <= budget || others == 0) {
+		if (set->in.input_over && others + cap <= budget / 2) {
+			set->in.input_over = false;
+			log_msg(LOG_NOTICE, "conn", "unfinished packets are under limits.max_input_bytes again");
+		}
+		return 0;
+	}
+	if (!set->in.input_over) {
+		set->in.input_over = true;
+		log_msg(LOG_WARNING, "conn",
+			"connections hold %zu bytes of unfinished packets, limits.max_input_bytes is %llu: closing those "
+			"that ask for more",
+			set->input_bytes, (unsigned long long)budget);
+	}
+	return WISP_ELIMIT;
+}
+
+/* May `c` (re)size its input buffer to `cap` bytes? 0, or WISP_ELIMIT with
+ * the bound that refused it in *why. */
+static int may_grow(struct conn *c, size_t cap, enum reason *why)
+{
+	if (unauth_budget(c, cap) != 0) {
+		*why = REASON_UNAUTH_BYTES;
+		return WISP_ELIMIT;
+	}
+	if (input_budget(c, cap) != 0) {
+		*why = REASON_INPUT_BYTES;
+		return WISP_ELIMIT;
+	}
+	return 0;
+}
+
+static void drop_for_input(struct conn *c, int rc, enum reason why)
 {
 	if (rc == WISP_ELIMIT)
-		close_conn(c, REASON_UNAUTH_BYTES, NULL);
+		close_conn(c, why, NULL);
 	else
 		close_conn(c, REASON_NO_MEMORY, "out of memory for input");
 }
 
 /* Keeps `len` bytes of an incomplete packet for the next read. */
-static int keep_tail(struct conn *c, const uint8_t *tail, size_t len)
+static int keep_tail(struct conn *c, const uint8_t *tail, size_t len, enum reason *why)
 {
 	if (len == 0) {
 		/* Idle connections hold no input buffer. */
@@ -249,7 +296,7 @@ static int keep_tail(struct conn *c, const uint8_t *tail, size_t len)
 		/* Only when the tail is in the scratch buffer: a tail inside
 		 * rbuf is never longer than rbuf. */
 		size_t cap = len < RBUF_MIN ? RBUF_MIN : len;
-		int rc = unauth_budget(c, cap);
+		int rc = may_grow(c, cap, why);
 		if (rc != 0)
 			return rc;
 		if (rbuf_resize(c, cap) != 0)
@@ -264,7 +311,7 @@ static int keep_tail(struct conn *c, const uint8_t *tail, size_t len)
 
 /* Room for the next read into the carried buffer: up to the packet's
  * size when the header says it, growing by doubling as bytes arrive. */
-static int grow_rbuf(struct conn *c)
+static int grow_rbuf(struct conn *c, enum reason *why)
 {
 	uint32_t rlen = conn_rlen(c), rcap = conn_rcap(c);
 	if (rlen < rcap)
@@ -279,7 +326,7 @@ static int grow_rbuf(struct conn *c)
 		want = (size_t)frame;
 	if (want <= rlen)
 		want = (size_t)rlen + RBUF_MIN;
-	int rc = unauth_budget(c, want);
+	int rc = may_grow(c, want, why);
 	if (rc != 0)
 		return rc;
 	if (rbuf_resize(c, want) != 0)
@@ -321,9 +368,10 @@ void conn_input_read(struct conn *c)
 			data = conn_set_of(c)->in.scratch;
 			room = conn_set_of(c)->in.scratch_cap - have;
 		} else if (have) {
-			int rc = grow_rbuf(c);
+			enum reason why = REASON_NO_MEMORY;
+			int rc = grow_rbuf(c, &why);
 			if (rc != 0) {
-				drop_for_input(c, rc);
+				drop_for_input(c, rc, why);
 				return;
 			}
 			data = c->rbuf;
@@ -359,9 +407,10 @@ void conn_input_read(struct conn *c)
 				return;
 			continue;
 		}
-		int rc = keep_tail(c, data + used, len - (size_t)used);
+		enum reason why = REASON_NO_MEMORY;
+		int rc = keep_tail(c, data + used, len - (size_t)used, &why);
 		if (rc != 0) {
-			drop_for_input(c, rc);
+			drop_for_input(c, rc, why);
 			return;
 		}
 		if (conn_set_of(c)->in.fanout_over) {
@@ -398,9 +447,10 @@ static bool process_carried(struct conn *c)
 		conn_set_of(c)->in.fanout_over = false;
 		return true;
 	}
-	int rc = keep_tail(c, c->rbuf + used, conn_rlen(c) - (size_t)used);
+	enum reason why = REASON_NO_MEMORY;
+	int rc = keep_tail(c, c->rbuf + used, conn_rlen(c) - (size_t)used, &why);
 	if (rc != 0) {
-		drop_for_input(c, rc);
+		drop_for_input(c, rc, why);
 		return false;
 	}
 	if (conn_set_of(c)->in.fanout_over) {

@@ -131,6 +131,8 @@ enum reason_group {
 	  "CONNECT over limits.max_connect_size")                                                        \
 	X(UNAUTH_BYTES, 0x89, REASON_CLOSE, "unauthenticated_bytes", UNAUTH, 0,                          \
 	  "input buffer over limits.max_unauthenticated_bytes before CONNECT")                           \
+	X(INPUT_BYTES, 0x97, REASON_CLOSE, "input_bytes", NONE, 0,                                       \
+	  "unfinished packets of all clients over limits.max_input_bytes")                               \
 	X(CONNECT_TIMEOUT, 0x8D, REASON_CLOSE, "connect_timeout", NONE, REASON_F_SILENT,                          \
 	  "no CONNECT within the connect timeout")                                                       \
 	X(KEEPALIVE_TIMEOUT, 0x8D, REASON_CLOSE, "keepalive_timeout", KEEPALIVE, 0, "keepalive expired") \
