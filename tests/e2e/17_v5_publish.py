@@ -240,6 +240,21 @@ c.on('message', (topic, payload) => { got.push(topic + '=' + payload.toString())
         second = sub.expect(PUBLISH)  # not a PUBREL
         self.assertEqual(v5_properties(second)[1], b"next")
 
+    def test_more_than_65535_user_properties(self):
+        """A PUBLISH under the maximum packet size may carry any number of
+        user properties: 70,000 empty pairs (350 KB) reach the subscriber,
+        in order and unchanged (they were refused as "packet exceeds the
+        maximum packet size", the codec counting them in 16 bits)."""
+        sub = raw5(self, "many-props-sub")
+        sub.send(subscribe5(1, [("mp/t", 0)]))
+        sub.expect(9)
+        props = b"".join(prop_user("", "%d" % (i % 10)) for i in range(70000))
+        pub = raw5(self, "many-props-pub")
+        pub.send(publish5("mp/t", b"many", qos=1, pid=5, props=props))
+        self.assertEqual(pub.expect(PUBACK).body[:2], b"\x00\x05")
+        got = sub.expect(PUBLISH)
+        self.assertEqual(v5_properties(got), (props, b"many"))
+
     def test_payload_format_invalid(self):
         """[MQTT-3.3.2-4] Payload Format Indicator 1 with a payload that is
         not UTF-8: PUBACK 0x99, nothing routed; a valid one is routed."""

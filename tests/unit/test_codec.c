@@ -1388,18 +1388,20 @@ static void test_props_builders_bounds(void)
 	CU_ASSERT(memcmp(buf, "\x21\x12\x34\x26\x00\x01k\x00\x01v", 10) == 0);
 }
 
-/* A v5 property block counted raw: user_property_count matches the block. */
+/* A v5 property block counted raw: user_property_count matches the block,
+ * past 65,535 too (a legal 1 MiB packet holds 200,000 empty pairs; they
+ * were refused as "packet exceeds the maximum packet size"). */
 static void test_user_property_count(void)
 {
-	uint8_t props[600], pkt[700];
+	static uint8_t props[70000 * 5], pkt[70000 * 5 + 16];
 	size_t off = 0;
-	for (int i = 0; i < 100; i++)
-		CU_ASSERT_EQUAL(mqtt_props_put_pair(props, sizeof(props), &off, S("k"), S("")), 0);
+	for (int i = 0; i < 70000; i++)
+		CU_ASSERT_EQUAL(mqtt_props_put_pair(props, sizeof(props), &off, S(""), S("")), 0);
 	struct mqtt_reason_pkt r = {.reason = 0, .props = {.raw = {props, off}}};
 	ssize_t n = mqtt_encode_reason(pkt, sizeof(pkt), 5, MQTT_PKT_DISCONNECT, &r);
 	struct mqtt_pkt d;
 	CU_ASSERT_EQUAL_FATAL(decode_v(pkt, (size_t)n, 5, 0, &d), n);
-	CU_ASSERT_EQUAL(d.u.reason.props.user_property_count, 100);
+	CU_ASSERT_EQUAL(d.u.reason.props.user_property_count, 70000);
 	CU_ASSERT_EQUAL(d.u.reason.props.present, BIT(MQTT_PROP_USER_PROPERTY));
 	CU_ASSERT_EQUAL(d.u.reason.props.raw.len, off);
 }

@@ -147,7 +147,7 @@ struct mqtt_props {
 	uint8_t wildcard_sub_available;
 	uint8_t sub_id_available;
 	uint8_t shared_sub_available;
-	uint16_t user_property_count;
+	uint32_t user_property_count; /* a packet of max_packet_size can hold millions */
 };
 
 /* One property as the iterator yields it. */

