@@ -73,6 +73,43 @@ def read_packet(f):
     return head[0], f.read(n)
 
 
+class FakeBroker:
+    """A loopback listener serving scripted clients one at a time on its own
+    thread: a subclass sets its fields, calls this __init__ (which starts
+    listening and serving), and defines session(conn). What a session
+    raises is kept in `errors` for the test to assert on."""
+
+    def __init__(self):
+        self.errors = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", free_port()))
+        self.sock.listen(8)
+        self.port = str(self.sock.getsockname()[1])
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.sock.close()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(TIMEOUT)
+                try:
+                    self.session(conn)
+                except (OSError, ValueError, IndexError) as e:
+                    self.errors.append(repr(e))
+
+    read_packet = staticmethod(read_packet)
+
+    def session(self, conn):
+        raise NotImplementedError
+
+
 def broker_env():
     env = dict(os.environ)
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")

@@ -6,7 +6,6 @@ connecting, an empty -s. A scripted fake broker (one thread, loopback)
 stands in for a real one where the case needs a misbehaving server."""
 import os
 import signal
-import socket
 import struct
 import tempfile
 import threading
@@ -15,7 +14,7 @@ import unittest
 import clitest
 
 
-class FakeBroker:
+class FakeBroker(clitest.FakeBroker):
     """Accepts clients in turn and, for each, reads the CONNECT (its client
     id is recorded), then per `mode`: "before" closes at once; "after"
     sends CONNACK and closes; "on_publish" sends CONNACK and closes at the
@@ -24,36 +23,13 @@ class FakeBroker:
 
     def __init__(self, mode, assigned="srv-given-1"):
         self.mode, self.assigned = mode, assigned
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", clitest.free_port()))
-        self.sock.listen(8)
-        self.port = str(self.sock.getsockname()[1])
-        self.ids, self.errors = [], []
+        self.ids = []
         self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.sock.close()
+        super().__init__()
 
     def connections(self):
         with self.lock:
             return len(self.ids)
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(clitest.TIMEOUT)
-                try:
-                    self.session(conn)
-                except (OSError, ValueError, IndexError) as e:
-                    self.errors.append(repr(e))
-
-    read_packet = staticmethod(clitest.read_packet)
 
     def session(self, conn):
         f = conn.makefile("rb")

@@ -18,9 +18,7 @@ fake broker's own log of packets; no sleeps.
 import os
 import re
 import signal
-import socket
 import struct
-import threading
 import unittest
 
 import clitest
@@ -360,7 +358,7 @@ def _props(raw):
     return _varint(len(raw)) + raw
 
 
-class FakeBroker:
+class FakeBroker(clitest.FakeBroker):
     """One TCP listener answering v5 clients from a script: `connack`
     (reason code), `suback` (codes), `puback` (reason for PUBACK/PUBREC),
     `publish` (PUBLISH packets sent after the SUBACK), then DISCONNECT or
@@ -369,31 +367,7 @@ class FakeBroker:
     def __init__(self, connack=0, suback=None, puback=0, publish=(), disconnect=None):
         self.connack, self.suback, self.puback, self.publish = connack, suback, puback, list(publish)
         self.disconnect = disconnect  # reason of a DISCONNECT sent instead of SUBACK/PUBACK
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.port = str(self.sock.getsockname()[1])
-        self.errors = []
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.sock.close()
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(clitest.TIMEOUT)
-                try:
-                    self.session(conn)
-                except (OSError, ValueError) as e:
-                    self.errors.append(repr(e))
-
-    read_packet = staticmethod(clitest.read_packet)
+        super().__init__()
 
     def session(self, conn):
         f = conn.makefile("rb")
