@@ -286,6 +286,57 @@ class HostileDisk(unittest.TestCase):
         self.assertTrue(want <= got, "acknowledged but lost: %s" % sorted(want - got))
         b2.stop()
 
+    def test_failing_store_holds_the_brokers_pubrel(self):
+        # A failed write loses the record; a failed fsync leaves it in the
+        # page cache, which a kill -9 (unlike a power loss) keeps.
+        for fsync, fault, logged, kept in (("everysec", "write ENOSPC", r"write to .* failed", False),
+                                           ("always", "fsync EIO", r"fsync in .* failed", True)):
+            with self.subTest(fsync=fsync):
+                shutil.rmtree(self.data, ignore_errors=True)
+                self.pubrel_fault(fsync, fault, logged, kept)
+
+    def pubrel_fault(self, fsync, fault, logged, kept):
+        """The broker's PUBREL to a subscriber ends the PUBLISH's life: from
+        it on the broker must never send that PUBLISH again [MQTT-4.3.3-1].
+        So it waits, like the broker's acks, for the record of that state;
+        left at once, a crash before the record re-sent the PUBLISH after the
+        restart to a client that had finished with it: a second delivery."""
+        if os.path.exists(self.ctl):
+            os.unlink(self.ctl)
+        b = self.start(fsync)
+        sub, rc = self.client(b.port, "disk-q2-sub", clean=False)
+        self.assertEqual(rc, 0)
+        sub.subscribe([("d2/#", 2)])
+        pub, _ = self.client(b.port, "disk-q2-pub")
+        pub.send(publish_pkt("d2/m", b"once", qos=2, pid=1))
+        self.assertEqual(pub.expect(PUBREC, timeout=WAIT).pid, 1)
+        pub.send(ack_pkt(PUBREL, 1))
+        self.assertEqual(pub.expect(PUBCOMP, timeout=WAIT).pid, 1)
+        first = sub.expect(PUBLISH, timeout=WAIT)
+        self.assertEqual((first.qos, first.payload), (2, b"once"))
+
+        self.fault(fault)
+        sub.send(ack_pkt(PUBREC, first.pid))
+        self.assertIsNotNone(b.wait_log(logged, timeout=WAIT))
+        self.assert_ping_first(sub)
+        self.kill9(b)
+        self.clear()
+
+        # The PUBREL never left, so the client still holds the packet id
+        # and takes a DUP copy for the same message [MQTT-4.3.3-2]; or the
+        # record survived and the PUBREL comes now [MQTT-4.4.0-1].
+        b2 = self.start(fsync)
+        sub2, rc = self.client(b2.port, "disk-q2-sub", clean=False)
+        self.assertEqual(rc, 0)
+        if not kept:
+            again = sub2.expect(PUBLISH, timeout=WAIT)
+            self.assertEqual((again.pid, again.dup, again.payload), (first.pid, True, b"once"))
+            sub2.send(ack_pkt(PUBREC, again.pid))
+        self.assertEqual(sub2.expect(PUBREL, timeout=WAIT).pid, first.pid)
+        sub2.send(ack_pkt(PUBCOMP, first.pid))
+        sub2.ping()
+        b2.stop()
+
     def test_failing_fsync_everysec_keeps_acking_and_recovers(self):
         b = self.start("everysec")
         watch = SysWatch(b.port)

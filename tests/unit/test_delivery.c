@@ -534,6 +534,70 @@ static void test_resume_resends_window_with_dup_then_queue(void)
 	CU_ASSERT(!w.dup[0] && !w.dup[1]);
 }
 
+/* The broker's PUBREL is handed to the limits' sender (the store's ack
+ * queue, which holds it until the PUBCOMP-waiting state is safe), never
+ * written past it: on PUBREC, on a repeated PUBREC and at resume. */
+struct pubrel_log {
+	int calls;
+	uint16_t id;
+};
+
+static int record_pubrel(void *ctx, struct conn *conn, const uint8_t *bytes, size_t len)
+{
+	struct pubrel_log *log = ctx;
+	CU_ASSERT_PTR_EQUAL(conn, c);
+	CU_ASSERT_EQUAL_FATAL(len, 4);
+	CU_ASSERT_EQUAL(bytes[0], 0x62); /* PUBREL, flags 0010 [MQTT-3.6.1-1] */
+	log->calls++;
+	log->id = (uint16_t)(bytes[2] << 8 | bytes[3]);
+	return 0;
+}
+
+static void test_pubrel_goes_through_the_ack_sender(void)
+{
+	struct pubrel_log log = {0};
+	const struct delivery_limits lim = {.max_inflight = 2, .max_queued = 10, .max_output = 1u << 20,
+					    .send_pubrel = record_pubrel, .pubrel_ctx = &log};
+	CU_ASSERT_EQUAL(offer(&lim, "q2", 2), DELIVERY_SENT);
+	uint16_t id = flush_and_decode().id[0];
+	CU_ASSERT_EQUAL(delivery_on_pubrec(s, &lim, id, 0), 0);
+	CU_ASSERT_EQUAL(log.calls, 1);
+	CU_ASSERT_EQUAL(log.id, id);
+	CU_ASSERT_EQUAL(flush_and_decode().n, 0);
+	detach();
+	attach();
+	delivery_resume(s, &lim);
+	CU_ASSERT_EQUAL(log.calls, 2);
+	CU_ASSERT_EQUAL(log.id, id);
+	CU_ASSERT_EQUAL(flush_and_decode().n, 0);
+	CU_ASSERT_EQUAL(delivery_on_pubcomp(s, &lim, id), 0);
+}
+
+/* A v5 client that comes back with a smaller Maximum Packet Size is not
+ * sent an in-flight message over it: discarded as if delivered
+ * [MQTT-3.1.2-25], the id free, and what fits still goes. */
+static void test_resume_drops_inflight_over_the_new_packet_max(void)
+{
+	const struct delivery_limits lim = {.max_inflight = 2, .max_queued = 10, .max_output = 1u << 20};
+	struct sess_v5 v5 = {0};
+	s->v5 = &v5;
+	CU_ASSERT_EQUAL(offer(&lim, "a-large-message", 1), DELIVERY_SENT);
+	CU_ASSERT_EQUAL(offer(&lim, "small", 2), DELIVERY_SENT);
+	struct seen w = flush_and_decode();
+	CU_ASSERT_EQUAL_FATAL(w.n, 2);
+	detach();
+	v5.packet_max = 16; /* the small one's PUBLISH is 14 bytes, the large one's 24 */
+	attach();
+	delivery_resume(s, &lim);
+	w = flush_and_decode();
+	CU_ASSERT_EQUAL_FATAL(w.n, 1);
+	CU_ASSERT_STRING_EQUAL(w.payload[0], "small");
+	CU_ASSERT(w.dup[0]);
+	CU_ASSERT_EQUAL(sess_inflight_count(s), 1);
+	CU_ASSERT_EQUAL(sess_dropped(s), 1);
+	s->v5 = NULL;
+}
+
 static bool keep_not_x(void *ctx, const struct session *sess, const struct msg *m)
 {
 	(void)ctx;
@@ -974,6 +1038,9 @@ static CU_TestInfo delivery_tests[] = {
 	{"QoS 1/2 state held only while something is queued or in flight", test_qos_state_exists_only_while_used},
 	{"QoS 1 queues while output is full, then drains", test_qos1_queues_while_output_is_full_then_drains},
 	{"resume re-sends window with DUP, then queue [MQTT-4.4.0-1]", test_resume_resends_window_with_dup_then_queue},
+	{"PUBREL goes through the limits' ack sender [MQTT-4.3.3-1]", test_pubrel_goes_through_the_ack_sender},
+	{"resume drops in-flight messages over a new Maximum Packet Size [MQTT-3.1.2-25]",
+	 test_resume_drops_inflight_over_the_new_packet_max},
 	{"inbound QoS 2 ids held until PUBREL [MQTT-4.3.3-2]", test_inbound_qos2_ids_held_until_pubrel},
 	{"filter removes refused queued and in-flight messages", test_filter_removes_refused_queued_and_inflight},
 	{"control packets share items, counted and in order", test_control_packets_share_items_and_keep_order},

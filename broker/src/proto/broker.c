@@ -61,6 +61,8 @@ int broker_init(struct broker *b, struct loop *l, const struct config *cfg, char
 		.clock = l,
 		.on_drop = broker_delivery_dropped,
 		.drop_ctx = b,
+		.send_pubrel = persist_send_pubrel,
+		.pubrel_ctx = b,
 	};
 	b->subs = tree_new();
 	route_init(&b->route, b->subs);

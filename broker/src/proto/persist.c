@@ -624,6 +624,15 @@ int persist_send_resent_ack(struct broker *b, struct conn *c, const uint8_t *byt
 	return send_ack_gated(b, c, bytes, len, session_ack_since(b, c), true);
 }
 
+/* Past the ack gate: a PUBREL ends a flow of the broker's own, which owes
+ * nothing to the other nodes, and MQTT orders PUBRELs only among
+ * themselves [MQTT-4.6.0-4], which this queue keeps. */
+int persist_send_pubrel(void *broker, struct conn *c, const uint8_t *bytes, size_t len)
+{
+	struct broker *b = broker;
+	return persist_send_ack_ungated(b, c, bytes, len, session_ack_since(b, c));
+}
+
 void persist_forget_conn(struct broker *b, struct conn *c)
 {
 	if (b->ack_gate.forget)

@@ -57,6 +57,9 @@ int persist_send_ack_since(struct broker *b, struct conn *c, const uint8_t *byte
  * again [MQTT-4.3.3-2]: the ack gate may hold it for the first copy, which
  * can still be on its way to the other nodes. */
 int persist_send_resent_ack(struct broker *b, struct conn *c, const uint8_t *bytes, size_t len);
+/* The broker's PUBREL to a subscriber (delivery_limits.send_pubrel): held,
+ * with the connection's acks, until the store has the state it ends. */
+int persist_send_pubrel(void *broker, struct conn *c, const uint8_t *bytes, size_t len);
 
 /* persist_send_ack_since past broker.h's ack_gate: how the gate gives back
  * an ack it held. */

@@ -173,12 +173,6 @@ static int send_described(struct session *s, struct sess_msg *e, struct outq_del
 	return rc;
 }
 
-static int send_publish(struct session *s, const struct delivery_limits *lim, struct sess_msg *e, bool dup)
-{
-	struct outq_delivery d = entry_delivery(lim, e, dup);
-	return send_described(s, e, &d);
-}
-
 /* The in-flight window: max_inflight, or less if the client's Receive
  * Maximum says so [MQTT-3.3.4-9]. */
 static uint16_t window(const struct session *s, const struct delivery_limits *lim)
@@ -201,12 +195,16 @@ static bool fits(const struct session *s, const struct msg *m, const struct outq
 	return size && size + (s->v5->out_alias_max ? 3u : 0u) <= max;
 }
 
-static int send_pubrel(struct session *s, uint16_t packet_id)
+static int send_pubrel(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
 {
 	uint8_t buf[8];
 	struct mqtt_ack ack = {.packet_id = packet_id};
 	ssize_t n = mqtt_encode_ack(buf, sizeof buf, s->conn->version, MQTT_PKT_PUBREL, &ack);
-	return n < 0 ? WISP_EINVAL : conn_send_bytes(s->conn, buf, (size_t)n);
+	if (n < 0)
+		return WISP_EINVAL;
+	if (lim && lim->send_pubrel)
+		return lim->send_pubrel(lim->pubrel_ctx, s->conn, buf, (size_t)n);
+	return conn_send_bytes(s->conn, buf, (size_t)n);
 }
 
 /* Puts a queued entry on the wire and into the window; WISP_ELIMIT
@@ -463,10 +461,10 @@ int delivery_on_pubrec(struct session *s, const struct delivery_limits *lim, uin
 		msg_unref(e->msg);
 		e->msg = NULL;
 	} else if (!e) {
-		send_pubrel(s, packet_id); /* let a confused client finish anyway */
+		send_pubrel(s, lim, packet_id); /* let a confused client finish anyway */
 		return WISP_ENOENT;
 	}
-	send_pubrel(s, packet_id);
+	send_pubrel(s, lim, packet_id);
 	return 0;
 }
 
@@ -483,13 +481,28 @@ void delivery_resume(struct session *s, const struct delivery_limits *lim)
 {
 	if (!s->qos)
 		return;
-	struct list_node *n;
-	for (n = s->qos->inflight.next; n != &s->qos->inflight; n = n->next) {
+	struct list_node *n, *next;
+	for (n = s->qos->inflight.next; n != &s->qos->inflight; n = next) {
+		next = n->next;
 		struct sess_msg *e = container_of(n, struct sess_msg, link);
-		if (e->state == SESS_MSG_WAIT_PUBCOMP)
-			send_pubrel(s, e->packet_id);
-		else
-			send_publish(s, lim, e, true); /* [MQTT-3.3.1-1] DUP on re-delivery */
+		if (e->state == SESS_MSG_WAIT_PUBCOMP) {
+			send_pubrel(s, lim, e->packet_id);
+			continue;
+		}
+		struct outq_delivery d = entry_delivery(lim, e, true); /* [MQTT-3.3.1-1] DUP on re-delivery */
+		if (s->v5 && !fits(s, e->msg, &d)) {
+			/* The client came back with a smaller Maximum Packet Size:
+			 * discarded as if its delivery had completed
+			 * [MQTT-3.1.2-25], or it would get it at every resume. */
+			unflight(s, e);
+			HOOK(lim, done, s, e);
+			free_entry(e);
+			sess_count_dropped(s, 1);
+			if (lim->on_drop)
+				lim->on_drop(lim->drop_ctx, s, DROP_TOO_LARGE);
+			continue;
+		}
+		send_described(s, e, &d);
 	}
 	delivery_pump(s, lim);
 }

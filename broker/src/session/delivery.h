@@ -66,6 +66,14 @@ struct delivery_limits {
 	 * counting; NULL: only the session's dropped count has it. */
 	void (*on_drop)(void *ctx, struct session *s, enum drop_reason why);
 	void *drop_ctx;
+	/* Sends the broker's PUBREL. Once it has left, the message is never
+	 * sent again [MQTT-4.3.3-1], so it vouches for the state the observer
+	 * was just told of (waiting for PUBCOMP) and must not leave before that
+	 * state is as safe as the store promises, or a crash would send the
+	 * PUBLISH again to a client that has finished with it. NULL: sent at
+	 * once (no store). */
+	int (*send_pubrel)(void *ctx, struct conn *c, const uint8_t *bytes, size_t len);
+	void *pubrel_ctx;
 };
 
 enum delivery_result {
