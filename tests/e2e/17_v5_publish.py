@@ -219,6 +219,39 @@ c.on('message', (topic, payload) => { got.push(topic + '=' + payload.toString())
         pub.send(publish5("ok/topic", b"x", qos=2, pid=9))  # the id is usable again
         self.assertEqual(pub.expect(PUBREC).body[:2], b"\x00\x09")
 
+    def test_topic_alias_never_costs_a_message_under_maximum_packet_size(self):
+        """[MQTT-3.1.2-25] only a packet too large to send may be discarded.
+        With Topic Alias Maximum 2, a QoS 1 PUBLISH on a 62-byte topic is
+        69 + payload bytes with its name, 3 more with a new alias, 10 +
+        payload as the alias alone [MQTT-3.3.2-9..11] (QoS 0: 2 bytes less
+        each, so its Maximum Packet Size here is 78 instead of 80).
+        A 10-byte payload goes without an alias (with one it would be 82);
+        a 5-byte one takes the alias; the next 10-byte one goes as the alias
+        alone. Before, the alias was counted twice (QoS 0) or the name
+        counted for an alias-only packet (QoS 1): both 10-byte messages were
+        dropped for this client."""
+        for qos, topic, most in ((0, "q0/" + "x" * 59, 78), (1, "q1/" + "y" * 59, 80)):
+            with self.subTest(qos=qos):
+                sub = self.raw(connect=False)
+                sub.send(connect5("alias-mps-%d" % qos, props=prop_u32(0x27, most) + bytes([0x22, 0, 2])))
+                self.assertEqual(sub.expect(CONNACK).body[1], 0)
+                sub.send(subscribe5(1, [(topic, qos)]))
+                sub.expect(9)
+                pub = raw5(self, "alias-mps-pub-%d" % qos)
+                got = []
+                for pid, body in enumerate((b"ten-bytes!", b"five!", b"ten-bytes?"), 1):
+                    pub.send(publish5(topic, body, qos=1, pid=pid))
+                    pub.expect(PUBACK)
+                    p = sub.expect(PUBLISH)
+                    self.assertLessEqual(len(p.body) + 2, most)
+                    (tlen,) = struct.unpack("!H", p.body[:2])
+                    props, payload = v5_properties(p)
+                    got.append((p.body[2:2 + tlen].decode(), 0x23 in props[:1], payload))
+                    if p.qos:
+                        sub.send(packet(0x40, struct.pack("!H", p.publish_fields()[1])))
+                self.assertEqual(got, [(topic, False, b"ten-bytes!"), (topic, True, b"five!"),
+                                       ("", True, b"ten-bytes?")])
+
     def test_subscriber_pubrec_error_ends_the_flow(self):
         """A subscriber refusing a QoS 2 message with PUBREC 0x80 gets no
         PUBREL [MQTT-4.3.3-4]; its Receive Maximum of 1 has room again

@@ -158,18 +158,38 @@ static void alias_commit(struct session *s, const struct msg *m, int slot)
 	v->out_alias_next = (uint16_t)((slot + 1) % v->out_alias_max);
 }
 
-/* Sends `e` as `d` describes it (d's packet id and alias are filled in).
- * A session without v5 state has no alias to take: tested here, so that a
- * 3.1.1 delivery does not pay two calls that return at once. */
-static int send_described(struct session *s, struct sess_msg *e, struct outq_delivery *d)
+#define TOO_LARGE (-2)
+
+/* Takes the outbound alias for `d` and checks the packet, measured as it
+ * will be sent, against the client's Maximum Packet Size [MQTT-3.1.2-25].
+ * A new alias adds its 3 bytes to a packet that still carries the name:
+ * when only those are over, the packet goes without an alias rather than
+ * not at all. Returns the slot for alias_commit (-1: none), or TOO_LARGE:
+ * the client cannot take this message in any form. */
+static int prepare(const struct session *s, const struct msg *m, struct outq_delivery *d)
 {
-	d->packet_id = e->packet_id;
-	if (!s->v5)
-		return conn_send_publish(s->conn, e->msg, d);
-	int slot = alias_prepare(s, e->msg, d);
-	int rc = conn_send_publish(s->conn, e->msg, d);
+	int slot = alias_prepare(s, m, d);
+	uint32_t max = s->v5->packet_max;
+	if (!max)
+		return slot;
+	size_t size = outq_publish_size(m, s->conn->version, d);
+	if (size && size <= max)
+		return slot;
+	if (slot >= 0) {
+		d->topic_alias = 0;
+		size = outq_publish_size(m, s->conn->version, d);
+		if (size && size <= max)
+			return -1;
+	}
+	return TOO_LARGE;
+}
+
+/* Sends as `d` describes it, prepared (prepare) with `slot`. */
+static int send_prepared(struct session *s, struct msg *m, struct outq_delivery *d, int slot)
+{
+	int rc = conn_send_publish(s->conn, m, d);
 	if (rc == 0)
-		alias_commit(s, e->msg, slot);
+		alias_commit(s, m, slot);
 	return rc;
 }
 
@@ -181,18 +201,6 @@ static uint16_t window(const struct session *s, const struct delivery_limits *li
 	if (s->v5 && s->v5->send_max && s->v5->send_max < w)
 		w = s->v5->send_max;
 	return w;
-}
-
-/* [MQTT-3.1.2-25] nothing over the client's Maximum Packet Size is sent:
- * such a delivery is dropped for that client alone (and counted). */
-static bool fits(const struct session *s, const struct msg *m, const struct outq_delivery *d)
-{
-	uint32_t max = s->v5 ? s->v5->packet_max : 0;
-	if (!max)
-		return true;
-	size_t size = outq_publish_size(m, s->conn->version, d);
-	/* An outbound alias, if one is taken, adds at most its 3 bytes. */
-	return size && size + (s->v5->out_alias_max ? 3u : 0u) <= max;
 }
 
 static int send_pubrel(struct session *s, const struct delivery_limits *lim, uint16_t packet_id)
@@ -213,8 +221,11 @@ static int send_pubrel(struct session *s, const struct delivery_limits *lim, uin
 static int start_flight(struct session *s, const struct delivery_limits *lim, struct sess_msg *e)
 {
 	struct outq_delivery d = entry_delivery(lim, e, false);
-	if (s->v5 && !fits(s, e->msg, &d))
-		return WISP_ELIMIT;
+	/* A session without v5 state has no alias and no size to check:
+	 * tested here, so that a 3.1.1 delivery pays no call for them. */
+	int slot = s->v5 ? prepare(s, e->msg, &d) : -1;
+	if (slot == TOO_LARGE)
+		return WISP_ELIMIT; /* dropped for this client alone, and counted */
 	if (flight_index_reserve(&s->qos->flight) != 0)
 		return WISP_ENOMEM;
 	e->packet_id = next_packet_id(s);
@@ -227,7 +238,8 @@ static int start_flight(struct session *s, const struct delivery_limits *lim, st
 	 * re-sent when the session resumes, like any unacknowledged message.
 	 * The description checked against the Maximum Packet Size is the one
 	 * sent: built once per delivery. */
-	send_described(s, e, &d);
+	d.packet_id = e->packet_id;
+	send_prepared(s, e->msg, &d, slot);
 	return 0;
 }
 
@@ -322,11 +334,10 @@ __attribute__((noinline)) static enum delivery_result offer_v5_qos0(struct sessi
 		d.sub_ids = ids->ids;
 		d.sub_id_count = ids->count;
 	}
-	int slot = alias_prepare(s, m, &d);
-	if (s->v5 && s->v5->packet_max && !fits(s, m, &d)) {
+	int slot = s->v5 ? prepare(s, m, &d) : -1;
+	if (slot == TOO_LARGE) {
 		*why = DROP_TOO_LARGE;
-	} else if (conn_send_publish(s->conn, m, &d) == 0) {
-		alias_commit(s, m, slot);
+	} else if (send_prepared(s, m, &d, slot) == 0) {
 		return DELIVERY_SENT;
 	} else {
 		*why = DROP_NO_MEMORY;
@@ -490,7 +501,8 @@ void delivery_resume(struct session *s, const struct delivery_limits *lim)
 			continue;
 		}
 		struct outq_delivery d = entry_delivery(lim, e, true); /* [MQTT-3.3.1-1] DUP on re-delivery */
-		if (s->v5 && !fits(s, e->msg, &d)) {
+		int slot = s->v5 ? prepare(s, e->msg, &d) : -1;
+		if (slot == TOO_LARGE) {
 			/* The client came back with a smaller Maximum Packet Size:
 			 * discarded as if its delivery had completed
 			 * [MQTT-3.1.2-25], or it would get it at every resume. */
@@ -502,7 +514,7 @@ void delivery_resume(struct session *s, const struct delivery_limits *lim)
 				lim->on_drop(lim->drop_ctx, s, DROP_TOO_LARGE);
 			continue;
 		}
-		send_described(s, e, &d);
+		send_prepared(s, e->msg, &d, slot);
 	}
 	delivery_pump(s, lim);
 }
