@@ -326,6 +326,11 @@ class BadRequests(HttpCase):
             (b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n\r\n", (413,)),
             (b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n", (411,)),
             (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", (400, 505)),
+            # RFC 9112 6.1: a final coding other than chunked "MUST respond with
+            # the 400 (Bad Request) status code and then close": its body is
+            # not read as the next request.
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"
+             b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", (400,)),
         ]
         for data, statuses in cases:
             out, closed = raw_http(self.broker.http_port, data)
@@ -333,6 +338,7 @@ class BadRequests(HttpCase):
             m = re.match(rb"HTTP/1\.1 (\d+) ", out)
             self.assertTrue(m, "no status line for %r: %r" % (data[:40], out[:80]))
             self.assertIn(int(m.group(1)), statuses, data[:40])
+            self.assertEqual(out.count(b"HTTP/1.1 "), 1, "one response to %r" % data[:40])
         # The others carry on.
         head, body = good.request("/readyz")
         self.assertIn("200 OK", head)

@@ -142,6 +142,10 @@ static void test_body_is_callers(void)
 	CU_ASSERT_STRING_EQUAL(r.method, "POST");
 	CU_ASSERT(r.has_body);
 	CU_ASSERT(str_eq(r.hdr[HTTP_HDR_CONTENT_LENGTH], "5"));
+	static const char chunked[] = "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\n";
+	http_req_reset(p);
+	CU_ASSERT_EQUAL(http_req_feed(p, chunked, sizeof chunked - 1, &r), (ssize_t)(sizeof chunked - 1 - 3));
+	CU_ASSERT(r.has_body);
 	http_req_free(p);
 }
 
@@ -205,6 +209,15 @@ static void test_malformed(void)
 		{"CONNECT h:1 HTTP/1.1\r\n\r\n", 501, WISP_EPROTO},
 		{"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400, WISP_EPROTO},
 		{"GET /\x7f HTTP/1.1\r\n\r\n", 400, WISP_EPROTO},
+		/* [RFC 9112 6.1] "If a Transfer-Encoding header field is present in
+		 * a request and the chunked transfer coding is not the final
+		 * encoding, the message body length cannot be determined reliably;
+		 * the server MUST respond with the 400 (Bad Request) status code
+		 * and then close the connection." */
+		{"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nGET /x HTTP/1.1\r\n\r\n", 400, WISP_EPROTO},
+		{"GET / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400, WISP_EPROTO},
+		{"GET / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", 400, WISP_EPROTO},
+		{"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: x\r\n\r\n", 400, WISP_EPROTO},
 	};
 	struct http_req_parser *p = http_req_new(&default_lim);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(p);

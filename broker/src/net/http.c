@@ -196,6 +196,12 @@ static int on_headers_complete(http_parser *hp)
 		return fail(p, 431, "request head too large"), -1;
 	if (hp->http_major != 1)
 		return fail(p, 505, "HTTP version not supported"), -1;
+	/* [RFC 9112 6.1] a request whose final coding is not chunked has no
+	 * length a server can know: 400, then close. http-parser would read
+	 * such a body to the end of the connection, but only after this
+	 * callback, and the pause below stops it first. */
+	if (hp->uses_transfer_encoding && !(hp->flags & F_CHUNKED))
+		return fail(p, 400, "Transfer-Encoding does not end in chunked"), -1;
 	p->done = true;
 	/* Stop here: whatever follows the head is the caller's. */
 	http_parser_pause(hp, 1);
