@@ -683,6 +683,21 @@ class Streams(WsTestCase):
         self.assertIn("Sec-WebSocket-Protocol: mqttv3.1", head)
         self.assertIn("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", head)
 
+    def test_subprotocol_case(self):
+        """RFC 6455 11.3.4: subprotocol names "MUST ... match case-sensitively",
+        and 4.2.2: the server answers "one of the values from the client's
+        handshake". "MQTT" is not "mqtt": alone it is refused (as Mosquitto
+        does), beside "mqttv3.1" the answer is "mqttv3.1", exactly."""
+        c = WsClient(self.broker.port, upgrade=False)
+        self.on_cleanup(c.close)
+        status, head = c.upgrade(protocol="MQTT")
+        self.assertEqual(status, 400, head)
+        c2 = WsClient(self.broker.port, upgrade=False)
+        self.on_cleanup(c2.close)
+        status, head = c2.upgrade(protocol="MQTT, mqttv3.1")
+        self.assertEqual(status, 101, head)
+        self.assertRegex(head, r"\r\nSec-WebSocket-Protocol: mqttv3\.1(\r\n|$)")
+
 
 @skip_unless_wisp("wisp's ws listener")
 class SlowReader(WsTestCase):

@@ -296,6 +296,12 @@ static void test_has_token(void)
 	struct http_str proto = {"mqttv3.1, mqtt", 14};
 	CU_ASSERT(http_has_token(proto, "mqtt"));
 	CU_ASSERT(!http_has_token((struct http_str){"", 0}, "mqtt"));
+	/* [RFC 6455 11.3.4] subprotocol names "MUST ... match case-sensitively" */
+	struct http_str upper = {"MQTT, mqttv3.1", 14};
+	CU_ASSERT(http_has_token(upper, "mqtt"));
+	CU_ASSERT(!http_has_exact_token(upper, "mqtt"));
+	CU_ASSERT(http_has_exact_token(upper, "mqttv3.1"));
+	CU_ASSERT(http_has_exact_token(proto, "mqtt"));
 }
 
 static void test_response_writer(void)

@@ -348,7 +348,7 @@ const char *http_hdr_name(enum http_hdr h)
 
 static bool is_ows(char c) { return c == ' ' || c == '\t'; }
 
-bool http_has_token(struct http_str v, const char *token)
+static bool has_token(struct http_str v, const char *token, bool exact)
 {
 	size_t tlen = strlen(token);
 	size_t i = 0;
@@ -361,11 +361,16 @@ bool http_has_token(struct http_str v, const char *token)
 		size_t end = i;
 		while (end > start && is_ows(v.ptr[end - 1]))
 			end--;
-		if (end - start == tlen && strncasecmp(v.ptr + start, token, tlen) == 0)
+		if (end - start == tlen &&
+		    (exact ? memcmp(v.ptr + start, token, tlen) : strncasecmp(v.ptr + start, token, tlen)) == 0)
 			return true;
 	}
 	return false;
 }
+
+bool http_has_token(struct http_str v, const char *token) { return has_token(v, token, false); }
+
+bool http_has_exact_token(struct http_str v, const char *token) { return has_token(v, token, true); }
 
 const char *http_reason(int status)
 {

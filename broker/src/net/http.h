@@ -104,6 +104,9 @@ const char *http_hdr_name(enum http_hdr h);
 /* True if the comma-separated list `v` holds `token` (case-insensitive, as
  * for Connection and Upgrade; surrounding whitespace ignored). */
 bool http_has_token(struct http_str v, const char *token);
+/* The same, matching case exactly: for tokens whose case is significant,
+ * such as WebSocket subprotocol names [RFC 6455 11.3.4]. */
+bool http_has_exact_token(struct http_str v, const char *token);
 
 /* The standard reason phrase ("Not Found"); "Unknown" for others. */
 const char *http_reason(int status);

@@ -832,8 +832,12 @@ static int accept_upgrade(struct ws_transport *ws, const struct http_request *re
 	const char *proto = NULL;
 	struct http_str offered = req->hdr[HTTP_HDR_WS_PROTOCOL];
 	const char *const *ours = ws->opts.subprotocols;
+	/* [RFC 6455 4.2.2, 11.3.4] subprotocol names match case-sensitively
+	 * and the answer is one the client offered, so a client offering
+	 * only "MQTT" is refused (as Mosquitto does), not answered "mqtt",
+	 * which a browser would fail the connection on. */
 	for (size_t i = 0; ours && ours[i] && !proto; i++)
-		if (http_has_token(offered, ours[i]))
+		if (http_has_exact_token(offered, ours[i]))
 			proto = ours[i];
 	if (offered.len && ours && ours[0] && !proto) {
 		char why[96];
