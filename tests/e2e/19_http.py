@@ -306,6 +306,37 @@ class Probes(HttpCase):
 
 
 @skip_unless_wisp("the http listener is Wisp's")
+class Rebinding(HttpCase):
+    """DNS rebinding: a page of evil.example whose name the attacker then
+    resolves to 127.0.0.1 is same-origin with the broker for the browser,
+    and its requests carry its own name as Host. Without credentials (a
+    loopback peer), the API answers only Hosts that cannot be rebound."""
+
+    def request(self, method, path, host, body=b""):
+        head = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n" % (method, path, host)
+        if method == "POST":
+            head += ("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n"
+                     % len(body))
+        out, _ = raw_http(self.broker.http_port, head.encode() + b"\r\n" + body)
+        return int(out.split(b" ", 2)[1])
+
+    def test_api_needs_a_loopback_host(self):
+        port = self.broker.http_port
+        body = b"topic=rebind%2Ft&payload=x"
+        for host in ("127.evil.example", "127.0.0.1.evil.example", "localhost.evil.example",
+                     "127.0.0.1:%d.evil.example" % port, "evil.example"):
+            self.assertEqual(self.request("POST", "/api/publish", host, body), 403, host)
+            for path in ("/api/clients", "/api/tree", "/api/stats"):
+                self.assertEqual(self.request("GET", path, host), 403, (host, path))
+            # Scrapers and probes address the broker by any name.
+            for path in ("/metrics", "/healthz", "/readyz"):
+                self.assertEqual(self.request("GET", path, host), 200, (host, path))
+        for host in ("127.0.0.1:%d" % port, "localhost:%d" % port, "127.1.2.3", "LOCALHOST"):
+            self.assertEqual(self.request("GET", "/api/clients", host), 200, host)
+            self.assertEqual(self.request("POST", "/api/publish", host, body), 200, host)
+
+
+@skip_unless_wisp("the http listener is Wisp's")
 class BadRequests(HttpCase):
     HTTP_KEYS = {"max_body_size": 100, "idle_timeout": 2}
     HTTP_LISTENER = {"max_header_bytes": 1024}
@@ -466,6 +497,8 @@ class Auth(HttpCase):
         self.assertEqual(self.get("/api/stats", self.basic("nobody", "s3cret"))[0], 401)
         self.assertEqual(self.get("/metrics", self.basic("admin", "s3cret"))[0], 200)
         self.assertEqual(self.get("/", self.basic("admin", "s3cret"))[0], 200)
+        # Authenticated, the Host is not what protects the API.
+        self.assertEqual(self.get("/api/stats", dict(self.basic("admin", "s3cret"), Host="wisp.example"))[0], 200)
         self.assertEqual(self.get("/healthz")[0], 200, "probes stay open")
         self.assertEqual(self.get("/readyz")[0], 200, "probes stay open")
         status, _, text = self.get("/metrics", self.basic("admin", "s3cret"))

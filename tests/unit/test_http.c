@@ -304,6 +304,33 @@ static void test_has_token(void)
 	CU_ASSERT(http_has_exact_token(proto, "mqtt"));
 }
 
+/* A page reached by DNS rebinding sends its own name as Host; only names
+ * that cannot be rebound count as loopback. */
+static void test_host_is_loopback(void)
+{
+	static const struct {
+		const char *host;
+		bool loopback;
+	} cases[] = {
+		{"127.0.0.1", true},        {"127.0.0.1:8080", true},  {"127.255.3.4:1", true},
+		{"localhost", true},        {"LocalHost:80", true},    {"[::1]", true},
+		{"[::1]:8080", true},       {"127.evil.example", false}, {"127.0.0.1.evil.example", false},
+		{"127.0.0.1:80x", false},   {"127.0.0.1:", false},     {"127.0.0.1:123456", false},
+		{"127.0.0", false},         {"127.0.0.1.", false},     {"127.0.0.256", false},
+		{"127.0.0.01", false},      {"0127.0.0.1", false},     {"128.0.0.1", false},
+		{"localhost.evil", false},  {"localhostx", false},     {"[::1]x", false},
+		{"[::1]:", false},          {"[::2]", false},          {"::1", false},
+		{"evil.example", false},    {"", false},               {":80", false},
+		{"127.0.0.1:80:80", false}, {"1270.0.0.1", false},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct http_str h = {cases[i].host, strlen(cases[i].host)};
+		if (http_host_is_loopback(h) != cases[i].loopback)
+			printf("Host \"%s\": expected %d\n", cases[i].host, cases[i].loopback);
+		CU_ASSERT_EQUAL(http_host_is_loopback(h), cases[i].loopback);
+	}
+}
+
 static void test_response_writer(void)
 {
 	char buf[256];
@@ -350,6 +377,7 @@ static CU_TestInfo tests[] = {
 	{"malformed requests and their statuses", test_malformed},
 	{"bounds: head bytes (431), target (414), header lines (431)", test_bounds},
 	{"comma-separated tokens", test_has_token},
+	{"Host names of the loopback interface", test_host_is_loopback},
 	{"response writer and error responses", test_response_writer},
 	{"out of memory", test_oom},
 	CU_TEST_INFO_NULL,

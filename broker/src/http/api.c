@@ -19,10 +19,14 @@
  * needs no state on the broker between requests, and goes through the
  * same limits, timeouts and authentication as any request.
  *
- * POST /api/publish is refused (403) from another origin, and while
- * unauthenticated also when the Host is not a loopback name, so a web page
- * in the operator's browser can neither post to it across origins nor
- * reach it by DNS rebinding.
+ * POST /api/publish is refused (403) from another origin, and every
+ * /api/ request while unauthenticated (a loopback peer) also when the Host
+ * is not a loopback name, so a web page in the operator's browser can
+ * neither post to it across origins nor reach it by DNS rebinding (a
+ * rebound page is same-origin to the browser and could read client ids and
+ * payloads). /metrics, /healthz and /readyz take any Host: Prometheus and
+ * probes address the broker by whatever name or address reaches it, and
+ * they tell a page nothing about clients or messages.
  */
 #include "http_int.h"
 
@@ -238,13 +242,11 @@ static void clients(struct http_conn *c)
 	http_respond_sbuf(c, 200, "application/json", &out);
 }
 
-static bool host_is_loopback(struct http_str host)
+/* A request let in without credentials (from a loopback peer) whose Host
+ * is a name a page could have rebound to 127.0.0.1. */
+static bool rebound(const struct http_conn *c)
 {
-	/* "127.0.0.1:8080", "localhost", "[::1]:8080" */
-	return (host.len >= 4 && memcmp(host.ptr, "127.", 4) == 0) ||
-	       (host.len >= 9 && strncasecmp(host.ptr, "localhost", 9) == 0 &&
-		(host.len == 9 || host.ptr[9] == ':')) ||
-	       (host.len >= 5 && memcmp(host.ptr, "[::1]", 5) == 0);
+	return !c->auth_ok && !http_host_is_loopback(c->req.hdr[HTTP_HDR_HOST]);
 }
 
 /* The Origin of a browser's POST, when it sends one, names this server. */
@@ -259,7 +261,7 @@ static bool same_origin(const struct http_request *req)
 static void publish(struct http_conn *c)
 {
 	struct broker *b = c->hl->srv->b;
-	if (!same_origin(&c->req) || (!c->auth_ok && !host_is_loopback(c->req.hdr[HTTP_HDR_HOST]))) {
+	if (!same_origin(&c->req) || rebound(c)) {
 		text(c, 403, "cross-origin publish refused\n");
 		return;
 	}
@@ -361,6 +363,8 @@ void http_route(struct http_conn *c)
 		metrics(c);
 	else if (!dashboard)
 		text(c, 404, "not found\n");
+	else if (p.len >= 5 && memcmp(p.ptr, "/api/", 5) == 0 && rebound(c))
+		text(c, 403, "Host is not a loopback name: use 127.0.0.1 or localhost, or credentials\n");
 	else if (str_is(p, "/api/stats"))
 		stats(c);
 	else if (str_is(p, "/api/tree"))

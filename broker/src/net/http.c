@@ -372,6 +372,48 @@ bool http_has_token(struct http_str v, const char *token) { return has_token(v, 
 
 bool http_has_exact_token(struct http_str v, const char *token) { return has_token(v, token, true); }
 
+/* An IPv4 literal in 127.0.0.0/8: four decimal octets, each 0..255 without
+ * a leading zero (which some resolvers read as octal). */
+static bool is_ipv4_loopback(const char *s, size_t n)
+{
+	size_t i = 0;
+	for (int octet = 0; octet < 4; octet++) {
+		if (octet && (i == n || s[i++] != '.'))
+			return false;
+		size_t start = i;
+		unsigned v = 0;
+		while (i < n && i - start < 3 && s[i] >= '0' && s[i] <= '9')
+			v = v * 10 + (unsigned)(s[i++] - '0');
+		if (i == start || v > 255 || (i - start > 1 && s[start] == '0') || (octet == 0 && v != 127))
+			return false;
+	}
+	return i == n;
+}
+
+bool http_host_is_loopback(struct http_str host)
+{
+	const char *s = host.ptr;
+	size_t n = host.len, name = n;
+	/* The port, if any, is the digits after the last ':' outside brackets. */
+	const char *colon = NULL;
+	for (size_t i = n; i > 0 && s[i - 1] != ']'; i--)
+		if (s[i - 1] == ':') {
+			colon = s + i - 1;
+			break;
+		}
+	if (colon) {
+		name = (size_t)(colon - s);
+		size_t digits = n - name - 1;
+		if (digits == 0 || digits > 5)
+			return false;
+		for (size_t i = name + 1; i < n; i++)
+			if (s[i] < '0' || s[i] > '9')
+				return false;
+	}
+	return (name == 9 && strncasecmp(s, "localhost", 9) == 0) || (name == 5 && memcmp(s, "[::1]", 5) == 0) ||
+	       is_ipv4_loopback(s, name);
+}
+
 const char *http_reason(int status)
 {
 	switch (status) {

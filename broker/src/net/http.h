@@ -108,6 +108,13 @@ bool http_has_token(struct http_str v, const char *token);
  * such as WebSocket subprotocol names [RFC 6455 11.3.4]. */
 bool http_has_exact_token(struct http_str v, const char *token);
 
+/* True when a Host header's value names the loopback interface:
+ * "localhost", "[::1]" or an IPv4 literal in 127.0.0.0/8 (four decimal
+ * octets), each with an optional ":port" of digits. Any other name, even
+ * "127.evil.example" or "localhost.evil.example", may resolve anywhere
+ * (DNS rebinding). */
+bool http_host_is_loopback(struct http_str host);
+
 /* The standard reason phrase ("Not Found"); "Unknown" for others. */
 const char *http_reason(int status);
 
