@@ -312,8 +312,8 @@ class Rebinding(HttpCase):
     and its requests carry its own name as Host. Without credentials (a
     loopback peer), the API answers only Hosts that cannot be rebound."""
 
-    def request(self, method, path, host, body=b""):
-        head = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n" % (method, path, host)
+    def request(self, method, path, host, body=b"", extra=""):
+        head = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n%s" % (method, path, host, extra)
         if method == "POST":
             head += ("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n"
                      % len(body))
@@ -334,6 +334,19 @@ class Rebinding(HttpCase):
         for host in ("127.0.0.1:%d" % port, "localhost:%d" % port, "127.1.2.3", "LOCALHOST"):
             self.assertEqual(self.request("GET", "/api/clients", host), 200, host)
             self.assertEqual(self.request("POST", "/api/publish", host, body), 200, host)
+
+
+    def test_publish_origin(self):
+        """The form's POST names its page's origin (RFC 6454 7): this server
+        by http, or by https through a TLS-terminating proxy that keeps the
+        Host; any other origin is refused."""
+        host = "localhost:%d" % self.broker.http_port
+        body = b"topic=origin%2Ft&payload=x"
+        for origin, status in (("http://" + host, 200), ("https://" + host, 200),
+                               ("https://evil.example", 403), ("http://" + host + ".evil.example", 403),
+                               ("ftp://" + host, 403), ("null", 403)):
+            self.assertEqual(self.request("POST", "/api/publish", host, body, "Origin: %s\r\n" % origin),
+                             status, origin)
 
 
 @skip_unless_wisp("the http listener is Wisp's")

@@ -249,13 +249,21 @@ static bool rebound(const struct http_conn *c)
 	return !c->auth_ok && !http_host_is_loopback(c->req.hdr[HTTP_HDR_HOST]);
 }
 
-/* The Origin of a browser's POST, when it sends one, names this server. */
+/* The Origin of a browser's POST, when it sends one, names this server:
+ * "http://" or "https://" and the Host. Either scheme, since behind a
+ * TLS-terminating proxy that keeps the Host (the deployment config/README.md
+ * describes) the page's origin is https while this listener speaks http. */
 static bool same_origin(const struct http_request *req)
 {
 	struct http_str o = req->hdr[HTTP_HDR_ORIGIN], h = req->hdr[HTTP_HDR_HOST];
 	if (o.len == 0)
 		return true; /* not a browser (curl), or a same-origin GET */
-	return o.len == 7 + h.len && memcmp(o.ptr, "http://", 7) == 0 && memcmp(o.ptr + 7, h.ptr, h.len) == 0;
+	size_t scheme = 0;
+	if (o.len > 7 && memcmp(o.ptr, "http://", 7) == 0)
+		scheme = 7;
+	else if (o.len > 8 && memcmp(o.ptr, "https://", 8) == 0)
+		scheme = 8;
+	return scheme && o.len == scheme + h.len && memcmp(o.ptr + scheme, h.ptr, h.len) == 0;
 }
 
 static void publish(struct http_conn *c)
