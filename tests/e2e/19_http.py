@@ -350,6 +350,35 @@ class Rebinding(HttpCase):
 
 
 @skip_unless_wisp("the http listener is Wisp's")
+class PublishTopics(HttpCase):
+    def post(self, form):
+        req = urllib.request.Request(self.url("/api/publish"), data=form.encode())
+        try:
+            with urllib.request.urlopen(req, timeout=WAIT) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def test_topics_are_mqtt_utf8(self):
+        """The API refuses a topic MQTT itself would: not well-formed UTF-8 or
+        U+0000 ([MQTT-1.5.4-1], [MQTT-1.5.4-2]: a PUBLISH with one is
+        malformed), or a control character (refused over MQTT too,
+        [MQTT-1.5.4-3]). Retained, such a topic made every '#' subscriber
+        drop its connection on the invalid string."""
+        sub = self.sub("#")
+        sub.wait_subscribed()
+        for topic, why in (("utf8%FF", "UTF-8"), ("utf8%00x", "U+0000"), ("utf8%C3", "UTF-8"),
+                           ("utf8%ED%A0%80", "UTF-8"),  # a surrogate, U+D800
+                           ("utf8%C0%AF", "UTF-8"),  # an overlong '/'
+                           ("utf8%01", "control"), ("utf8%C2%85", "control")):
+            status, text = self.post("topic=%s&payload=x&retain=1" % topic)
+            self.assertEqual(status, 400, topic)
+            self.assertIn(why, text, topic)
+        self.assertEqual(self.post("topic=utf8%2F%C3%A9t%C3%A9&payload=ok")[0], 200)
+        self.assertEqual(sub.get()[:4:3], ("utf8/\u00e9t\u00e9", "ok"), "the first message '#' gets")
+
+
+@skip_unless_wisp("the http listener is Wisp's")
 class BadRequests(HttpCase):
     HTTP_KEYS = {"max_body_size": 100, "idle_timeout": 2}
     HTTP_LISTENER = {"max_header_bytes": 1024}

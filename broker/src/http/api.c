@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "codec.h"
 #include "form.h"
 #include "metrics.h"
 
@@ -290,8 +291,13 @@ static void publish(struct http_conn *c)
 	bool retain = http_form_get(body, blen, "retain", retain_s, sizeof retain_s) > 0 &&
 		      (strcmp(retain_s, "1") == 0 || strcmp(retain_s, "true") == 0 || strcmp(retain_s, "on") == 0);
 	const char *bad = NULL;
+	int scan = tlen > 0 ? mqtt_utf8_scan((const uint8_t *)topic, (size_t)tlen) : 0;
 	if (tlen <= 0)
 		bad = "a topic is required\n";
+	else if (scan < 0) /* [MQTT-1.5.4-1], [MQTT-1.5.4-2], as the codec refuses it in a PUBLISH */
+		bad = "the topic is not well-formed UTF-8, or holds U+0000\n";
+	else if (scan > 0) /* [MQTT-1.5.4-3] allows refusing them; handle_publish.c does */
+		bad = "the topic holds a control character (U+0001..U+001F, U+007F..U+009F)\n";
 	else if (!topic_name_valid(topic, (size_t)tlen))
 		bad = "not a valid topic name (no + or #)\n";
 	else if (topic[0] == '$')
