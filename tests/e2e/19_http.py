@@ -574,6 +574,77 @@ class Auth(HttpCase):
         self.assertIn(" 401 ", head, "the old password after a reload")
 
 
+ACL_TEXT = """topic write anon/#
+user dashboard
+topic read sensors/#
+user op
+topic read #
+topic write cmd/#
+"""
+
+
+class AclPublish(HttpCase):
+    """POST /api/publish publishes as the request's Basic user (anonymous
+    without credentials), under auth.acl_file exactly as an MQTT client of
+    that user: write access to the topic, or 403."""
+
+    def setUp(self):
+        require_tools()
+        self.pw_dir = tempfile.mkdtemp(prefix="wisp-http-acl-")
+        passwd = make_passwd(os.path.join(self.pw_dir, "passwd"), {"dashboard": "s3cret", "op": "oppw"})
+        acl = os.path.join(self.pw_dir, "acl")
+        with open(acl, "w") as f:
+            f.write(ACL_TEXT)
+        self.CONFIG = {"auth": {"password_file": passwd, "acl_file": acl}}
+        super().setUp()
+        self.watch = self.sub("#", extra=("-u", "op", "-P", "oppw"))
+        self.watch.wait_subscribed()
+
+    def tearDown(self):
+        super().tearDown()
+        shutil.rmtree(self.pw_dir, ignore_errors=True)
+
+    def post(self, topic, user=None):
+        headers = {"Host": "127.0.0.1"}
+        if user:
+            headers["Authorization"] = "Basic " + base64.b64encode(("%s:%s" % user).encode()).decode()
+        req = urllib.request.Request(self.url("/api/publish"), data=("topic=%s&payload=x" % topic).encode(),
+                                     headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=WAIT) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+
+@skip_unless_wisp("the http listener is Wisp's")
+class AclPublishUsers(AclPublish):
+    HTTP_KEYS = {"require_auth": "always"}
+
+    def test_users_publish_what_the_acl_lets_them(self):
+        for topic, user in (("sensors/x", ("dashboard", "s3cret")),  # read only
+                            ("cmd/x", ("dashboard", "s3cret")),  # no rule
+                            ("anon/x", ("dashboard", "s3cret")),  # the anonymous block is not theirs
+                            ("other/x", ("op", "oppw"))):
+            status, text = self.post(topic, user)
+            self.assertEqual(status, 403, (topic, user))
+            self.assertIn("ACL", text)
+        self.assertEqual(self.post("cmd/x", ("op", "oppw"))[0], 200)
+        self.assertEqual(self.watch.get()[0], "cmd/x", "no denied message was routed before it")
+        self.broker.wait_log(r"publish to 'sensors/x' from 127\.0\.0\.1:\d+ as user 'dashboard' denied by the ACL")
+
+
+@skip_unless_wisp("the http listener is Wisp's")
+class AclPublishAnonymous(AclPublish):
+    def test_anonymous_publishes_as_an_anonymous_client(self):
+        """Without credentials (a loopback peer) the rules are the
+        anonymous block's: the lines before any "user"."""
+        self.assertEqual(self.post("cmd/x")[0], 403)
+        self.assertEqual(self.post("anon/x")[0], 200)
+        self.assertEqual(self.watch.get()[0], "anon/x")
+        self.broker.wait_log(r"publish to 'cmd/x' from 127\.0\.0\.1:\d+ as anonymous denied by the ACL")
+
+
 @skip_unless_wisp("the http listener is Wisp's")
 class TopicTree(HttpCase):
     """The tree walk is bounded per request: a level with thousands of

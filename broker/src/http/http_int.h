@@ -61,6 +61,11 @@ void http_respond(struct http_conn *c, int status, const char *type, const char 
 /* A response whose body the caller built in `body` (freed here). */
 void http_respond_sbuf(struct http_conn *c, int status, const char *type, struct sbuf *body);
 
+/* The user name of the request's verified Basic credentials into out
+ * (cap bytes, NUL-terminated): its length, or -1 when the request came in
+ * without them (a loopback peer) or the name does not fit. */
+ssize_t http_auth_user(const struct http_conn *c, char *out, size_t cap);
+
 /* Answers the request in c->req (and c->body): api.c. */
 void http_route(struct http_conn *c);
 /* Whether `path` is open without authentication (the probes). */

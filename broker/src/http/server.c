@@ -281,6 +281,43 @@ static void auth_done(struct bg_job *job)
 		process(c);
 }
 
+/* Decodes the Authorization value `h` as Basic credentials into cred
+ * (cap bytes, "user:password", not NUL-terminated): their length, with
+ * *ulen the user's; WISP_EINVAL when they are not Basic, WISP_EPROTO when
+ * malformed. The caller wipes cred. */
+static ssize_t basic_decode(const char *h, size_t n, char *cred, size_t cap, size_t *ulen)
+{
+	if (n < 6 || strncasecmp(h, "Basic ", 6) != 0)
+		return WISP_EINVAL;
+	h += 6;
+	n -= 6;
+	while (n && *h == ' ')
+		h++, n--;
+	ssize_t cl = http_base64_decode(h, n, cred, cap);
+	const char *colon = cl > 0 ? memchr(cred, ':', (size_t)cl) : NULL;
+	if (!colon)
+		return WISP_EPROTO;
+	*ulen = (size_t)(colon - cred);
+	return cl;
+}
+
+ssize_t http_auth_user(const struct http_conn *c, char *out, size_t cap)
+{
+	if (!c->auth_ok || cap == 0)
+		return -1;
+	char cred[512];
+	size_t ulen = 0;
+	ssize_t cl = basic_decode(c->auth_ok, strlen(c->auth_ok), cred, sizeof cred, &ulen);
+	ssize_t ret = -1;
+	if (cl >= 0 && ulen < cap) {
+		memcpy(out, cred, ulen);
+		out[ulen] = '\0';
+		ret = (ssize_t)ulen;
+	}
+	memset(cred, 0, sizeof cred);
+	return ret;
+}
+
 /* 1 when the request may go on, 0 when it was answered (401) or waits for
  * a check on a helper thread. */
 static int authorize(struct http_conn *c)
@@ -295,22 +332,20 @@ static int authorize(struct http_conn *c)
 	    memcmp(c->auth_ok, h.ptr, h.len) == 0)
 		return 1;
 	forget_auth(c);
-	if (h.len < 6 || strncasecmp(h.ptr, "Basic ", 6) != 0) {
+	char cred[512];
+	size_t ulen = 0;
+	ssize_t cl = basic_decode(h.ptr, h.len, cred, sizeof cred, &ulen);
+	if (cl == WISP_EINVAL) {
 		unauthorized(c, h.len ? "not Basic credentials" : "no credentials");
 		return 0;
 	}
-	const char *p = h.ptr + 6;
-	size_t n = h.len - 6;
-	while (n && *p == ' ')
-		p++, n--;
-	char cred[512];
-	ssize_t cl = http_base64_decode(p, n, cred, sizeof cred);
-	const char *colon = cl > 0 ? memchr(cred, ':', (size_t)cl) : NULL;
-	if (!colon || !b->auth.passwd) {
+	if (cl < 0 || !b->auth.passwd) {
+		memset(cred, 0, sizeof cred);
 		unauthorized(c, !b->auth.passwd ? "no password file" : "malformed credentials");
 		return 0;
 	}
-	size_t ulen = (size_t)(colon - cred), plen = (size_t)cl - ulen - 1;
+	const char *colon = cred + ulen;
+	size_t plen = (size_t)cl - ulen - 1;
 	if (passwd_memo_hit(b->auth.passwd->db, cred, ulen, colon + 1, plen)) {
 		memset(cred, 0, sizeof cred);
 		remember_auth(c, b->auth.passwd);
