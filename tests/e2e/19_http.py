@@ -667,11 +667,30 @@ class TopicTree(HttpCase):
         self.assertTrue(all(len(c["value"]) <= 8 and c["size"] >= 7 for c in page["children"]))
         last = json.loads(self.get("/api/tree?path=many&offset=1950")[2])
         self.assertEqual(len(last["children"]), 50)
-        top = json.loads(self.get("/api/tree?path=")[2])
+        top = json.loads(self.get("/api/tree")[2])
         self.assertIn("many", [c["name"] for c in top["children"]])
         # the 1000 oldest "many" topics, and the $SYS ones published before them
         self.assertGreaterEqual(self.metric("wisp_dashboard_topics_evicted_total"), 1000.0)
         self.assertLessEqual(self.metric("wisp_dashboard_topics"), 2000.0)
+
+
+    def test_empty_first_level(self):
+        """No path is the top; "path=" is the empty first level of "/lead/x"
+        ([MQTT-4.7.1-3]: a level may be empty), a child of the top."""
+        pub = self.raw("lead")
+        pub.send(publish_pkt("/lead/x", b"v1") + publish_pkt("top/y", b"v2"))
+        pub.ping()
+
+        def names(query):
+            page = json.loads(self.get("/api/tree" + query)[2])
+            return page["path"], sorted(c["name"] for c in page["children"])
+        path, top = names("")
+        self.assertIsNone(path)
+        self.assertIn("", top)
+        self.assertIn("top", top)
+        self.assertEqual(names("?path="), ("", ["lead"]))
+        self.assertEqual(names("?path=%2Flead"), ("/lead", ["x"]))
+        self.assertEqual(names("?path=top"), ("top", ["y"]))
 
 
 @skip_unless_wisp("the http listener is Wisp's")
@@ -717,6 +736,14 @@ class Dashboard(HttpCase):
             if msg[0] == want[0]:
                 self.assertEqual(msg, want)
                 break
+        expect("SHOT")
+        # A topic with an empty first level ([MQTT-4.7.1-3] allows zero-length
+        # levels): its level "" shows under the top, and opening it neither
+        # shows the top again nor stops the page's refresh.
+        self.pub("/dash/lead", "slash-value", retain=True)
+        proc.stdin.write("LEADING /dash/lead slash-value\n")
+        proc.stdin.flush()
+        self.assertEqual(expect("SLASH"), "SLASH slash-value (empty)")
         expect("DONE")
         self.assertEqual(proc.wait(timeout=30), 0, "\n".join(lines))
         self.assertTrue(os.path.getsize(shot) > 10000, "screenshot saved")

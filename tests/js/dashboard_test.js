@@ -6,7 +6,11 @@
 //   the script opens the tree down to <topic>, waits for <value> in its row,
 //   prints "SEEN <value>", then publishes "from the form" to <parent>/form
 //   with the page's form and prints "FORM <result text>"; then it saves a screenshot
-//   (argv[3]) and prints "DONE". Any failure prints "FAIL <why>" and exits 1.
+//   (argv[3]) and prints "SHOT";
+//   the test publishes a topic with an empty first level ("/x/y") and writes
+//   "LEADING <topic> <value>"; the script opens the top's "(empty)" row, then x,
+//   waits for <value> in y's row, checks the top still lists its own levels and
+//   prints "SLASH <value>"; then "DONE". Any failure prints "FAIL <why>" and exits 1.
 // Every wait is bounded (WAIT_MS).
 'use strict';
 
@@ -80,6 +84,39 @@ function nextLine() {
     await page.waitForFunction(() => Number(document.getElementById('chart-msgs').dataset.samples) >= 4,
       null, { timeout: WAIT_MS });
     if (screenshot) await page.screenshot({ path: screenshot });
+    say('SHOT');
+
+    // A topic with an empty first level: the top's child '' is a level of
+    // its own, not the top again (MQTT-4.7.1-3 lets a level be empty).
+    const [word2, lead, leadValue] = (await nextLine()).split(' ');
+    if (word2 !== 'LEADING' || !lead.startsWith('/')) throw new Error('unexpected line ' + word2);
+    const rowOf = (p) => page.locator('li[data-path="' + p + '"] > .row');
+    const leadLevels = lead.split('/');
+    for (let i = 1; i < leadLevels.length; i++) {
+      const row = rowOf(leadLevels.slice(0, i).join('/'));
+      await row.waitFor({ timeout: WAIT_MS });
+      await row.click();
+    }
+    await page.waitForFunction(([t, v]) => {
+      const li = Array.from(document.querySelectorAll('li[data-path]')).find((x) => x.dataset.path === t);
+      return li && li.querySelector('.value').textContent === v;
+    }, [lead, leadValue], { timeout: WAIT_MS });
+    const shape = await page.evaluate(() => {
+      const top = Array.from(document.querySelectorAll('#tree > li')).map((li) => li.dataset.path);
+      const empty = Array.from(document.querySelectorAll('#tree > li')).find((li) => li.dataset.path === '');
+      const inside = Array.from(empty.querySelectorAll(':scope > ul > li')).map((li) => li.dataset.path);
+      return { top, inside, label: empty.querySelector('.name').textContent };
+    });
+    if (!shape.top.includes('dash') || !shape.top.includes('')) throw new Error('the top lost a level: ' + JSON.stringify(shape));
+    if (shape.inside.includes('dash')) throw new Error('the empty level shows the top: ' + JSON.stringify(shape));
+    // The poll goes on: the form's topic, published again, updates in the top's tree.
+    await page.fill('#pub-payload', 'again');
+    await page.click('#pub-send');
+    await page.waitForFunction((t) => {
+      const li = Array.from(document.querySelectorAll('li[data-path]')).find((x) => x.dataset.path === t);
+      return li && li.querySelector('.value').textContent === 'again';
+    }, formTopic, { timeout: WAIT_MS });
+    say('SLASH ' + leadValue + ' ' + shape.label);
     if (errors.length) throw new Error('page errors: ' + errors.join('; '));
     say('DONE');
   } finally {

@@ -37,7 +37,7 @@ static void collect(const struct activity_item *it, void *ctx)
 static size_t list(struct activity *a, const char *prefix, size_t offset, size_t limit, struct seen *s)
 {
 	memset(s, 0, sizeof *s);
-	return activity_children(a, prefix, strlen(prefix), offset, limit, 1000, collect, s);
+	return activity_children(a, prefix, prefix ? strlen(prefix) : 0, offset, limit, 1000, collect, s);
 }
 
 static int find(const struct seen *s, const char *name)
@@ -62,7 +62,7 @@ static void test_levels_listed_one_at_a_time(void)
 	note(a, "$SYS/broker/uptime", "5 seconds", 0);
 	note(a, "site", "parent value", 0);
 	struct seen s;
-	CU_ASSERT_EQUAL(list(a, "", 0, 10, &s), 2); /* "site" and "$SYS": $ topics listed at the top too */
+	CU_ASSERT_EQUAL(list(a, NULL, 0, 10, &s), 2); /* "site" and "$SYS": $ topics listed at the top too */
 	CU_ASSERT(find(&s, "site") >= 0 && find(&s, "$SYS") >= 0);
 	int i = find(&s, "site");
 	CU_ASSERT_STRING_EQUAL(s.values[i], "parent value");
@@ -142,13 +142,33 @@ static void test_value_bound(void)
 	note(a, "t", "ab", 0);
 	note(a, "t", "0123456789", 0);
 	struct seen s;
-	list(a, "", 0, 10, &s);
+	list(a, NULL, 0, 10, &s);
 	CU_ASSERT_STRING_EQUAL(s.values[0], "012345");
 	activity_free(a);
 	a = activity_new(10, 0);
 	note(a, "t", "anything", 0);
-	list(a, "", 0, 10, &s);
+	list(a, NULL, 0, 10, &s);
 	CU_ASSERT_STRING_EQUAL(s.values[0], "");
+	activity_free(a);
+}
+
+/* "/a/b" has an empty first level: a child of the top, distinct from it
+ * ([MQTT-4.7.1-3]: a zero-length level is a level like any other). */
+static void test_empty_first_level(void)
+{
+	struct activity *a = activity_new(100, 16);
+	note(a, "/a/b", "lead", 0);
+	note(a, "a/c", "plain", 0);
+	struct seen s;
+	CU_ASSERT_EQUAL(list(a, NULL, 0, 10, &s), 2);
+	CU_ASSERT(find(&s, "") >= 0 && find(&s, "a") >= 0);
+	CU_ASSERT_EQUAL(list(a, "", 0, 10, &s), 1);
+	CU_ASSERT_STRING_EQUAL(s.names[0], "a");
+	CU_ASSERT_EQUAL(list(a, "/a", 0, 10, &s), 1);
+	CU_ASSERT_STRING_EQUAL(s.names[0], "b");
+	CU_ASSERT_STRING_EQUAL(s.values[0], "lead");
+	CU_ASSERT_EQUAL(list(a, "a", 0, 10, &s), 1);
+	CU_ASSERT_STRING_EQUAL(s.names[0], "c");
 	activity_free(a);
 }
 
@@ -160,10 +180,10 @@ static void test_rate(void)
 		note(a, "r", "x", t);
 	struct seen s;
 	memset(&s, 0, sizeof s);
-	activity_children(a, "", 0, 0, 10, 60000, collect, &s);
+	activity_children(a, NULL, 0, 0, 10, 60000, collect, &s);
 	CU_ASSERT(s.rates[0] > 0.9 && s.rates[0] < 1.2);
 	memset(&s, 0, sizeof s);
-	activity_children(a, "", 0, 0, 10, 120000, collect, &s);
+	activity_children(a, NULL, 0, 0, 10, 120000, collect, &s);
 	CU_ASSERT(s.rates[0] < 0.01);
 	activity_free(a);
 }
@@ -197,6 +217,7 @@ static CU_TestInfo activity_tests[] = {
 	{"past max_topics the least recently published goes", test_lru_eviction},
 	{"values are cut to max_value", test_value_bound},
 	{"the rate follows the traffic and decays", test_rate},
+	{"an empty first level is not the top", test_empty_first_level},
 	{"out of memory: consistent, no leak", test_out_of_memory},
 	CU_TEST_INFO_NULL,
 };

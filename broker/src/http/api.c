@@ -9,7 +9,8 @@
  *   GET /metrics        Prometheus text format 0.0.4 (proto/metrics.c)
  *   GET /               the dashboard (assets/, embedded at build time)
  *   GET /api/stats      every figure of the metrics table, as JSON
- *   GET /api/tree       one level of the topic tree: ?path=a/b&offset=N
+ *   GET /api/tree       one level of the topic tree: ?path=a/b&offset=N (no
+ *                       path: the top; "path=": the empty first level)
  *   GET /api/clients    connected clients: ?offset=N
  *   POST /api/publish   form fields topic, payload, qos, retain
  *
@@ -183,21 +184,30 @@ static void tree_item(const struct activity_item *it, void *ctx)
 static void tree(struct http_conn *c)
 {
 	struct broker *b = c->hl->srv->b;
-	char path[4096];
-	ssize_t plen = http_form_get(c->req.query.ptr, c->req.query.len, "path", path, sizeof path);
-	if (plen < 0) {
-		path[0] = '\0';
-		plen = 0;
+	/* Decoding never lengthens, so the query's size holds any value. */
+	char *path = wisp_malloc(c->req.query.len + 1);
+	if (!path) {
+		text(c, 503, "out of memory\n");
+		return;
 	}
+	/* No path parameter is the top; "path=" (empty) is the empty first
+	 * level of topics such as "/a", which the top holds as a child. */
+	ssize_t plen = http_form_get(c->req.query.ptr, c->req.query.len, "path", path, c->req.query.len + 1);
 	size_t offset = query_offset(&c->req);
 	size_t limit = c->hl->cfg->tree_page_size;
 	struct sbuf out = {0};
-	sbuf_adds(&out, "{\"path\":\"");
-	sbuf_add_json(&out, path, (size_t)plen);
-	sbuf_addf(&out, "\",\"offset\":%zu,\"limit\":%zu,\"children\":[", offset, limit);
+	if (plen < 0) {
+		sbuf_adds(&out, "{\"path\":null");
+	} else {
+		sbuf_adds(&out, "{\"path\":\"");
+		sbuf_add_json(&out, path, (size_t)plen);
+		sbuf_adds(&out, "\"");
+	}
+	sbuf_addf(&out, ",\"offset\":%zu,\"limit\":%zu,\"children\":[", offset, limit);
 	struct tree_ctx t = {&out, true};
-	size_t total = activity_children(b->activity, path, (size_t)plen, offset, limit, loop_now_ms(b->loop),
-					 tree_item, &t);
+	size_t total = activity_children(b->activity, plen < 0 ? NULL : path, plen < 0 ? 0 : (size_t)plen, offset,
+					 limit, loop_now_ms(b->loop), tree_item, &t);
+	wisp_free(path);
 	sbuf_addf(&out, "],\"total\":%zu}", total);
 	http_respond_sbuf(c, 200, "application/json", &out);
 }

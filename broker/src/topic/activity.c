@@ -175,7 +175,7 @@ size_t activity_children(const struct activity *a, const char *prefix, size_t le
 			 uint64_t now_ms, activity_visit_fn fn, void *ctx)
 {
 	size_t skip = offset, left = limit;
-	if (len == 0) {
+	if (!prefix) {
 		walk_kids(a->trie.root, &skip, &left, now_ms, fn, ctx);
 		walk_kids(a->trie.dollar, &skip, &left, now_ms, fn, ctx);
 		return trie_nkids(a->trie.root) + trie_nkids(a->trie.dollar);

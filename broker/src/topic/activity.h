@@ -51,8 +51,9 @@ struct activity_item {
 typedef void (*activity_visit_fn)(const struct activity_item *it, void *ctx);
 
 /*
- * Calls `fn` for the children of the level `prefix` ("" for the top, whose
- * children include the '$' topics), skipping the first `offset` and
+ * Calls `fn` for the children of the level `prefix` (NULL for the top, whose
+ * children include the '$' topics; "" is the empty first level of topics
+ * such as "/a", a child of the top like any other), skipping the first `offset` and
  * visiting at most `limit`, so a request costs O(offset + limit) whatever
  * the number of topics. Returns how many children the level has in all
  * (0 when the prefix is not in the table).

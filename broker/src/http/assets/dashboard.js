@@ -12,7 +12,9 @@ const MAX_OPEN_REFRESH = 32;  // open tree levels refreshed per poll
 const $ = (id) => document.getElementById(id);
 const series = { msgIn: [], msgOut: [], bytesIn: [], bytesOut: [] };
 let last = null;              // previous /api/stats sample: counters and time
-const open = new Set(['']);   // tree levels shown open, by path ('' = top)
+// Tree levels shown open, by path: null is the top, '' the empty first level
+// of topics such as "/a" (a level like any other, shown as "(empty)").
+const open = new Set([null]);
 
 function fmt(n) {
   if (n === null || n === undefined || Number.isNaN(n)) return '–';
@@ -131,17 +133,19 @@ function updateFigures(stats) {
 // ---- the topic tree ----
 
 function childPath(parent, name) {
-  return parent === '' ? name : parent + '/' + name;
+  return parent === null ? name : parent + '/' + name;
 }
 
+// The top's list is #tree, without a data-path; each open level's has its path.
 function findList(path) {
+  if (path === null) return $('tree');
   for (const ul of document.querySelectorAll('ul[data-path]'))
     if (ul.dataset.path === path) return ul;
   return null;
 }
 
 function renderLevel(ul, data) {
-  const path = ul.dataset.path;
+  const path = ul.dataset.path === undefined ? null : ul.dataset.path;
   const seen = new Set();
   const kids = data.children.slice().sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
   let prev = null;
@@ -154,7 +158,8 @@ function renderLevel(ul, data) {
       li = el('li');
       li.dataset.path = p;
       const row = el('div', 'row');
-      row.append(el('span', 'twisty'), el('span', 'name', k.name), el('span', 'value'), el('span', 'rate'),
+      row.append(el('span', 'twisty'), k.name === '' ? el('span', 'name empty', '(empty)') : el('span', 'name', k.name),
+        el('span', 'value'), el('span', 'rate'),
         el('span', 'count'));
       row.addEventListener('click', () => toggle(li));
       li.append(row);
@@ -192,7 +197,7 @@ function renderLevel(ul, data) {
 async function loadLevel(path) {
   const ul = findList(path);
   if (!ul) return;
-  const data = await getJSON('/api/tree?path=' + encodeURIComponent(path));
+  const data = await getJSON(path === null ? '/api/tree' : '/api/tree?path=' + encodeURIComponent(path));
   renderLevel(ul, data);
 }
 
@@ -201,7 +206,7 @@ function toggle(li) {
   if (!li.firstChild.classList.contains('has-kids')) return;
   if (open.has(p)) {
     open.delete(p);
-    for (const q of Array.from(open)) if (q.startsWith(p + '/')) open.delete(q);
+    for (const q of Array.from(open)) if (q !== null && q.startsWith(p + '/')) open.delete(q);
     const ul = li.querySelector(':scope > ul');
     if (ul) ul.remove();
     li.firstChild.querySelector('.twisty').textContent = '▸';
