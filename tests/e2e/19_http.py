@@ -674,6 +674,19 @@ class TopicTree(HttpCase):
         self.assertLessEqual(self.metric("wisp_dashboard_topics"), 2000.0)
 
 
+    def test_values_are_utf8_json(self):
+        """RFC 8259 8.1: JSON text MUST be UTF-8. A binary payload's bytes
+        that are not UTF-8 show as U+FFFD; a value cut at max_value_bytes (8
+        here) ends at a character, not in half of one."""
+        pub = self.raw("bin")
+        pub.send(publish_pkt("bin/raw", b"\xff\xfe\x00ab\xc3") + publish_pkt("bin/cut", "aéééé".encode()) +
+                 publish_pkt("bin/ok", "é€".encode()))
+        pub.ping()
+        with urllib.request.urlopen(self.url("/api/tree?path=bin"), timeout=WAIT) as r:
+            body = r.read()
+        values = {c["name"]: c["value"] for c in json.loads(body.decode("utf-8"))["children"]}  # strict
+        self.assertEqual(values, {"raw": "\ufffd\ufffd\x00ab\ufffd", "cut": "aééé", "ok": "é€"})
+
     def test_empty_first_level(self):
         """No path is the top; "path=" is the empty first level of "/lead/x"
         ([MQTT-4.7.1-3]: a level may be empty), a child of the top."""

@@ -276,6 +276,39 @@ static void test_sbuf_json_escaping(void)
 	sbuf_free(&s);
 }
 
+/* RFC 8259 8.1: "JSON text exchanged between systems ... MUST be encoded
+ * using UTF-8". Ill-formed bytes become U+FFFD, one per maximal subpart
+ * (Unicode 15, 3.9), well-formed ones pass unchanged. */
+static void test_sbuf_json_utf8(void)
+{
+	static const struct {
+		const char *in;
+		size_t len;
+		const char *out;
+	} cases[] = {
+		{"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"},
+		{"a\xff" "b", 3, "a\\ufffdb"},
+		{"\x80\x80", 2, "\\ufffd\\ufffd"},
+		{"\xc3", 1, "\\ufffd"},                 /* cut short */
+		{"\xe2\x82", 2, "\\ufffd"},            /* one maximal subpart */
+		{"\xe2\x82" "A", 3, "\\ufffdA"},
+		{"\xc0\xaf", 2, "\\ufffd\\ufffd"},       /* overlong '/' */
+		{"\xed\xa0\x80", 3, "\\ufffd\\ufffd\\ufffd"}, /* a surrogate */
+		{"\xf4\x90\x80\x80", 4, "\\ufffd\\ufffd\\ufffd\\ufffd"}, /* past U+10FFFF */
+		{"\xf0\x9f\x98", 3, "\\ufffd"},
+		{"x\xf0\x9f\x98\"", 5, "x\\ufffd\\\""},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct sbuf s = {0};
+		sbuf_add_json(&s, cases[i].in, cases[i].len);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(s.data);
+		if (strcmp(s.data, cases[i].out) != 0)
+			printf("case %zu: %s\n", i, s.data);
+		CU_ASSERT_STRING_EQUAL(s.data, cases[i].out);
+		sbuf_free(&s);
+	}
+}
+
 /* Cleared after a failure, the buffer takes appends again, in the memory
  * it had. */
 static void test_sbuf_clear_reuses(void)
@@ -304,6 +337,7 @@ static CU_TestInfo metric_tests[] = {
 	{"label values are escaped", test_label_escaping},
 	{"out of memory or over max: failed, no leak", test_render_fails_cleanly},
 	{"JSON string escaping", test_sbuf_json_escaping},
+	{"JSON strings are UTF-8: U+FFFD for ill-formed bytes", test_sbuf_json_utf8},
 	{"a cleared buffer is used again", test_sbuf_clear_reuses},
 	CU_TEST_INFO_NULL,
 };

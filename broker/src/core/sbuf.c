@@ -71,11 +71,53 @@ void sbuf_addf(struct sbuf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
+/* The length of the well-formed UTF-8 sequence at s (n bytes left, s[0] >=
+ * 0x80), or 0 when none starts there; *bad is then the length of its
+ * maximal ill-formed subpart, replaced by one U+FFFD as Unicode 15 section
+ * 3.9 ("U+FFFD Substitution of Maximal Subparts") recommends. Bounds per
+ * its Table 3-7: no overlong forms, surrogates or code points past U+10FFFF. */
+static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad)
+{
+	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+	size_t len;
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		len = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+	else if (c >= 0xf0 && c <= 0xf4)
+		len = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+	else
+		len = 0;
+	size_t i = 1;
+	for (; len && i < len && i < n; i++) {
+		if (s[i] < lo || s[i] > hi)
+			break;
+		lo = 0x80, hi = 0xbf;
+	}
+	if (len && i == len)
+		return len;
+	*bad = i;
+	return 0;
+}
+
 void sbuf_add_json(struct sbuf *b, const char *s, size_t n)
 {
 	size_t run = 0;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
+		if (c >= 0x80) {
+			size_t bad = 0, len = utf8_seq((const unsigned char *)s + i, n - i, &bad);
+			if (len) {
+				i += len - 1;
+				continue;
+			}
+			/* RFC 8259 8.1: JSON text is UTF-8. */
+			sbuf_add(b, s + run, i - run);
+			sbuf_adds(b, "\\ufffd");
+			i += bad - 1;
+			run = i + 1;
+			continue;
+		}
 		if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
 			continue;
 		sbuf_add(b, s + run, i - run);

@@ -22,8 +22,9 @@ void sbuf_add(struct sbuf *b, const char *s, size_t n);
 void sbuf_adds(struct sbuf *b, const char *s);
 void sbuf_addf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends `s` (n bytes) as the inside of a JSON string: quotes, backslash
- * and control bytes escaped; bytes >= 0x80 are copied (the caller passes
- * UTF-8, or accepts that a browser shows U+FFFD for invalid bytes). */
+ * and control bytes escaped; well-formed UTF-8 copied, and each maximal
+ * ill-formed subpart (binary data, a sequence cut short) replaced by
+ * U+FFFD, so the JSON is valid UTF-8 whatever the bytes (RFC 8259 8.1). */
 void sbuf_add_json(struct sbuf *b, const char *s, size_t n);
 /* Empties the buffer and clears `failed`, keeping its memory. */
 void sbuf_clear(struct sbuf *b);

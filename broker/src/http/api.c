@@ -165,6 +165,21 @@ struct tree_ctx {
 	bool first;
 };
 
+/* The length of v (n bytes, the first of a longer payload) without a
+ * UTF-8 sequence that the cut at dashboard.max_value_bytes left
+ * incomplete, so the value ends at a character rather than in U+FFFD. */
+static size_t cut_at_char(const char *v, size_t n)
+{
+	size_t i = n;
+	while (i > 0 && n - i < 3 && ((unsigned char)v[i - 1] & 0xc0) == 0x80)
+		i--;
+	if (i == 0 || (unsigned char)v[i - 1] < 0xc0)
+		return n;
+	unsigned char lead = (unsigned char)v[i - 1];
+	size_t want = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
+	return n - (i - 1) < want ? i - 1 : n;
+}
+
 static void tree_item(const struct activity_item *it, void *ctx)
 {
 	struct tree_ctx *t = ctx;
@@ -174,7 +189,8 @@ static void tree_item(const struct activity_item *it, void *ctx)
 	sbuf_addf(t->out, "\",\"children\":%s", it->has_children ? "true" : "false");
 	if (it->has_value) {
 		sbuf_adds(t->out, ",\"value\":\"");
-		sbuf_add_json(t->out, it->value, it->value_len);
+		size_t vlen = it->value_len < it->payload_len ? cut_at_char(it->value, it->value_len) : it->value_len;
+		sbuf_add_json(t->out, it->value, vlen);
 		sbuf_addf(t->out, "\",\"size\":%zu,\"count\":%llu,\"rate\":%.3f,\"age_ms\":%llu", it->payload_len,
 			  (unsigned long long)it->count, it->rate, (unsigned long long)it->age_ms);
 	}
