@@ -404,6 +404,15 @@ class BadRequests(HttpCase):
             # not read as the next request.
             (b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"
              b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", (400,)),
+            # RFC 9112 3.2: "MUST respond with a 400 (Bad Request) status code to
+            # any HTTP/1.1 request message that lacks a Host header field".
+            (b"GET /healthz HTTP/1.1\r\n\r\n", (400,)),
+            # RFC 9112 5.1: whitespace between a field name and colon, 400.
+            (b"GET /healthz HTTP/1.1\r\nHost : x\r\n\r\n", (400,)),
+            # RFC 9112 3.2.4: the asterisk-form is for OPTIONS only.
+            (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", (400,)),
+            # A length too large to read is still a length: 413, not 411.
+            (b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000000\r\n\r\n", (413,)),
         ]
         for data, statuses in cases:
             out, closed = raw_http(self.broker.http_port, data)
@@ -418,6 +427,17 @@ class BadRequests(HttpCase):
         self.mqtt_round_trip()
         self.assertEqual(self.metric("wisp_http_refused_total"), float(len(cases)))
         self.broker.wait_log(r"refusing a request from 127\.0\.0\.1:\d+ \(431\): request head too large")
+
+    def test_content_length_with_whitespace(self):
+        """RFC 9110 5.5: a field value excludes the whitespace around it, so
+        "Content-Length: 18 " is a length of 18; HTTP/1.0 needs no Host."""
+        body = b"topic=ows&payload=x"
+        out, _ = raw_http(self.broker.http_port,
+                          b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                          b"Content-Length: %d \r\n\r\n%s" % (len(body), body))
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out[:80])
+        out, _ = raw_http(self.broker.http_port, b"GET /healthz HTTP/1.0\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out[:80])
 
     def test_unfinished_request_is_closed_at_idle_timeout(self):
         s = socket.create_connection(("127.0.0.1", self.broker.http_port), timeout=10)

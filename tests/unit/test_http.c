@@ -142,6 +142,12 @@ static void test_body_is_callers(void)
 	CU_ASSERT_STRING_EQUAL(r.method, "POST");
 	CU_ASSERT(r.has_body);
 	CU_ASSERT(str_eq(r.hdr[HTTP_HDR_CONTENT_LENGTH], "5"));
+	/* [RFC 9110 5.5] the whitespace around a field value is not part of it. */
+	static const char ows[] = "POST / HTTP/1.1\r\nContent-Length: 5 \r\nHost: h:1 \t\r\n\r\nhello";
+	http_req_reset(p);
+	CU_ASSERT_EQUAL(http_req_feed(p, ows, sizeof ows - 1, &r), (ssize_t)(sizeof ows - 1 - 5));
+	CU_ASSERT(str_eq(r.hdr[HTTP_HDR_CONTENT_LENGTH], "5"));
+	CU_ASSERT(str_eq(r.hdr[HTTP_HDR_HOST], "h:1"));
 	static const char chunked[] = "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\n";
 	http_req_reset(p);
 	CU_ASSERT_EQUAL(http_req_feed(p, chunked, sizeof chunked - 1, &r), (ssize_t)(sizeof chunked - 1 - 3));
@@ -218,6 +224,12 @@ static void test_malformed(void)
 		{"GET / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400, WISP_EPROTO},
 		{"GET / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", 400, WISP_EPROTO},
 		{"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: x\r\n\r\n", 400, WISP_EPROTO},
+		/* [RFC 9112 5.1] "No whitespace is allowed between the field name
+		 * and colon ... A server MUST reject" it with 400. */
+		{"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400, WISP_EPROTO},
+		{"GET / HTTP/1.1\r\nContent-Length\t: 0\r\n\r\n", 400, WISP_EPROTO},
+		/* [RFC 9112 3.2.4] asterisk-form is for OPTIONS only. */
+		{"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400, WISP_EPROTO},
 	};
 	struct http_req_parser *p = http_req_new(&default_lim);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(p);

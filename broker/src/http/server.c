@@ -10,6 +10,7 @@
 #include "http_int.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -383,17 +384,19 @@ static int authorize(struct http_conn *c)
 
 /* ---- input ---- */
 
-/* Reads Content-Length; -1 when absent or not a number. */
+/* Reads Content-Length; -1 when absent or not a number. A number too
+ * large to hold reads as LLONG_MAX: a length, too large for any body
+ * (413), not a missing one (411). */
 static long long content_length(const struct http_request *req)
 {
 	struct http_str v = req->hdr[HTTP_HDR_CONTENT_LENGTH];
-	if (v.len == 0 || v.len > 12)
+	if (v.len == 0)
 		return -1;
 	long long n = 0;
 	for (size_t i = 0; i < v.len; i++) {
 		if (v.ptr[i] < '0' || v.ptr[i] > '9')
 			return -1;
-		n = n * 10 + (v.ptr[i] - '0');
+		n = n > (LLONG_MAX - 9) / 10 ? LLONG_MAX : n * 10 + (v.ptr[i] - '0');
 	}
 	return n;
 }
@@ -452,6 +455,14 @@ static void process(struct http_conn *c)
 			break;
 		}
 		c->in_off += (size_t)used;
+		/* [RFC 9112 3.2] "A server MUST respond with a 400 (Bad Request)
+		 * status code to any HTTP/1.1 request message that lacks a Host
+		 * header field"; an empty one names no authority either (the ws
+		 * listener refuses both too). */
+		if (c->req.version_minor >= 1 && c->req.hdr[HTTP_HDR_HOST].len == 0) {
+			refuse(c, 400, "no Host header");
+			return;
+		}
 		c->have_head = true;
 		c->partial = false;
 		c->body_len = c->body_want = 0;

@@ -116,6 +116,12 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
 {
 	struct http_req_parser *p = hp->data;
 	p->in_url = false;
+	/* [RFC 9112 5.1] "A server MUST reject, with a response status code of
+	 * 400 (Bad Request), any received request message that contains
+	 * whitespace between a header field name and colon": http-parser
+	 * passes "Host : x" with the space in the name. */
+	if (memchr(at, ' ', len) || memchr(at, '\t', len))
+		return fail(p, 400, "whitespace in a header name");
 	if (p->in_value || p->headers == 0) {
 		/* A new header line. */
 		p->in_value = false;
@@ -246,6 +252,15 @@ static struct http_str view(const struct http_req_parser *p, const struct span *
 	return (struct http_str){p->arena + s->off, s->len};
 }
 
+/* [RFC 9110 5.5] a field value excludes the whitespace around it;
+ * http-parser drops the leading part, not the trailing ("5 "). */
+static struct http_str trim_ows(struct http_str v)
+{
+	while (v.len && (v.ptr[v.len - 1] == ' ' || v.ptr[v.len - 1] == '\t'))
+		v.len--;
+	return v;
+}
+
 /* Fills out from the finished head; 0 or a failure (target unusable). */
 static int finish(struct http_req_parser *p, struct http_request *out)
 {
@@ -255,7 +270,7 @@ static int finish(struct http_req_parser *p, struct http_request *out)
 	out->version_minor = (uint8_t)p->hp.http_minor;
 	out->header_count = p->headers;
 	for (int h = 0; h < HTTP_HDR_COUNT; h++)
-		out->hdr[h] = view(p, &p->hdr[h]);
+		out->hdr[h] = trim_ows(view(p, &p->hdr[h]));
 	out->target = view(p, &p->target);
 
 	if (p->hp.method == HTTP_CONNECT) {
@@ -264,7 +279,14 @@ static int finish(struct http_req_parser *p, struct http_request *out)
 	}
 	out->path = (struct http_str){"/", 1};
 	out->query = (struct http_str){"", 0};
-	if (!(out->target.len == 1 && out->target.ptr[0] == '*')) {
+	bool asterisk = out->target.len == 1 && out->target.ptr[0] == '*';
+	/* [RFC 9112 3.2.4] "The asterisk-form of request-target is only used
+	 * for a server-wide OPTIONS request". */
+	if (asterisk && p->hp.method != HTTP_OPTIONS) {
+		fail(p, 400, "asterisk-form target for a method other than OPTIONS");
+		return WISP_EPROTO;
+	}
+	if (!asterisk) {
 		struct http_parser_url u;
 		http_parser_url_init(&u);
 		if (http_parser_parse_url(out->target.ptr, out->target.len, 0, &u) != 0) {
