@@ -439,6 +439,29 @@ class BadRequests(HttpCase):
         out, _ = raw_http(self.broker.http_port, b"GET /healthz HTTP/1.0\r\n\r\n")
         self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out[:80])
 
+    def test_expect_100_continue(self):
+        """RFC 9110 10.1.1: to "Expect: 100-continue" the server sends "an
+        immediate 100 (Continue) response to encourage the client to send
+        the request's content", or at once a final status (413 here)."""
+        body = b"topic=expect&payload=x"
+        s = socket.create_connection(("127.0.0.1", self.broker.http_port), timeout=WAIT)
+        self.on_cleanup(s.close)
+        s.sendall(b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        got = b""
+        while b"\r\n\r\n" not in got:
+            d = s.recv(4096)
+            self.assertTrue(d, "closed before a 100 Continue")
+            got += d
+        self.assertEqual(got, b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        got = s.recv(4096)
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got[:80])
+        out, closed = raw_http(self.broker.http_port,
+                               b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+                               b"Content-Length: 5000\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 413 ") and closed, out[:80])
+
     def test_unfinished_request_is_closed_at_idle_timeout(self):
         s = socket.create_connection(("127.0.0.1", self.broker.http_port), timeout=10)
         self.on_cleanup(s.close)

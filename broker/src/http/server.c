@@ -484,6 +484,24 @@ static void process(struct http_conn *c)
 			return;
 		}
 		c->body[0] = '\0';
+		/* [RFC 9110 10.1.1] a client that sent "Expect: 100-continue" waits
+		 * for a 100 (or a final status, which a body over the bounds above
+		 * got) before it sends the body; without one it waits a second
+		 * (curl) or for good. Not when the body is already arriving (a
+		 * server MAY omit it), nor to HTTP/1.0 (15.2: no 1xx to it). What
+		 * only the route or the password check decides still comes after
+		 * the body. */
+		if (c->in_off == c->in_len && c->req.version_minor >= 1 &&
+		    http_has_token(c->req.hdr[HTTP_HDR_EXPECT], "100-continue")) {
+			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+			sbuf_add(&c->out, cont, sizeof cont - 1);
+			if (c->out.failed) {
+				hconn_close(c, "out of memory for a response");
+				return;
+			}
+			if (flush(c) != 0)
+				return;
+		}
 	}
 	if (!c->closed && c->in_off == c->in_len)
 		c->in_off = c->in_len = 0;

@@ -32,13 +32,14 @@ static const char *const hdr_names[HTTP_HDR_COUNT] = {
 	[HTTP_HDR_FORWARDED_FOR] = "X-Forwarded-For",
 	[HTTP_HDR_ORIGIN] = "Origin",
 	[HTTP_HDR_CONTENT_LENGTH] = "Content-Length",
+	[HTTP_HDR_EXPECT] = "Expect",
 };
 
 /* RFC 9110 5.3: only list-valued fields may be repeated and joined. */
 static bool hdr_is_list(int h)
 {
 	return h == HTTP_HDR_UPGRADE || h == HTTP_HDR_CONNECTION || h == HTTP_HDR_WS_PROTOCOL ||
-	       h == HTTP_HDR_FORWARDED_FOR;
+	       h == HTTP_HDR_FORWARDED_FOR || h == HTTP_HDR_EXPECT;
 }
 
 struct span {

@@ -17,7 +17,7 @@
  * size, whatever the input.
  *
  * Repeated headers: list-valued ones (Connection, Upgrade,
- * Sec-WebSocket-Protocol, X-Forwarded-For) are joined with ", " as RFC 9110
+ * Sec-WebSocket-Protocol, X-Forwarded-For, Expect) are joined with ", " as RFC 9110
  * 5.3 allows; a repeated single-valued one (Host, Sec-WebSocket-Key,
  * Sec-WebSocket-Version, Authorization, Origin) is a 400.
  *
@@ -50,6 +50,7 @@ enum http_hdr {
 	HTTP_HDR_FORWARDED_FOR, /* X-Forwarded-For */
 	HTTP_HDR_ORIGIN,
 	HTTP_HDR_CONTENT_LENGTH,
+	HTTP_HDR_EXPECT,
 	HTTP_HDR_COUNT
 };
 
