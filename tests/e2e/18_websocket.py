@@ -670,15 +670,17 @@ class Streams(WsTestCase):
         self.assertEqual(c.wait_control(10), b"are you there")
         self.honest_round_trip()
 
-    def test_refused_subprotocol(self):
-        """Offering only other subprotocols is a 400; mqttv3.1 alone is chosen."""
+    def offer(self, protocol):
+        """An upgrade offering `protocol` on a new connection: (status, head)."""
         c = WsClient(self.broker.port, upgrade=False)
         self.on_cleanup(c.close)
-        status, head = c.upgrade(protocol="chat")
+        return c.upgrade(protocol=protocol)
+
+    def test_refused_subprotocol(self):
+        """Offering only other subprotocols is a 400; mqttv3.1 alone is chosen."""
+        status, head = self.offer("chat")
         self.assertEqual(status, 400, head)
-        c2 = WsClient(self.broker.port, upgrade=False)
-        self.on_cleanup(c2.close)
-        status, head = c2.upgrade(protocol="mqttv3.1")
+        status, head = self.offer("mqttv3.1")
         self.assertEqual(status, 101, head)
         self.assertIn("Sec-WebSocket-Protocol: mqttv3.1", head)
         self.assertIn("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", head)
@@ -688,13 +690,9 @@ class Streams(WsTestCase):
         and 4.2.2: the server answers "one of the values from the client's
         handshake". "MQTT" is not "mqtt": alone it is refused (as Mosquitto
         does), beside "mqttv3.1" the answer is "mqttv3.1", exactly."""
-        c = WsClient(self.broker.port, upgrade=False)
-        self.on_cleanup(c.close)
-        status, head = c.upgrade(protocol="MQTT")
+        status, head = self.offer("MQTT")
         self.assertEqual(status, 400, head)
-        c2 = WsClient(self.broker.port, upgrade=False)
-        self.on_cleanup(c2.close)
-        status, head = c2.upgrade(protocol="MQTT, mqttv3.1")
+        status, head = self.offer("MQTT, mqttv3.1")
         self.assertEqual(status, 101, head)
         self.assertRegex(head, r"\r\nSec-WebSocket-Protocol: mqttv3\.1(\r\n|$)")
 
