@@ -300,6 +300,13 @@ class NatsNativePublisherTest(ClusterCase):
         self.nats.publish_plain(PREFIX + ".nv.k2.t", [b"k2"])
         for c in clients:
             self.expect_payloads(c, [("nv/k2/t", b"k2")])
+        # A topic with a control character (U+0001) is refused as from an
+        # MQTT client (handle_publish.c, [MQTT-1.5.4-3] allows it): had
+        # it been routed, three of them would get it before k2again.
+        self.nats.publish_plain(PREFIX + ".nv.k2.a%01b", [b"control"])
+        self.nats.publish_plain(PREFIX + ".nv.k2.t", [b"k2again"])
+        for c in clients:
+            self.expect_payloads(c, [("nv/k2/t", b"k2again")])
 
 
 if __name__ == "__main__":

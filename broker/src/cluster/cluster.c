@@ -1260,8 +1260,8 @@ static const char *route_msg(struct cluster *c, const struct remote_msg *rm, con
 	struct broker *b = c->b;
 	bool for_group = share_key != NULL;
 	ssize_t tlen = subject_to_topic(prefix, rm->subject, rm->subject_len, c->buf, c->buf_cap);
-	if (tlen <= 0 || tlen > UINT16_MAX || !mqtt_utf8_valid((const uint8_t *)c->buf, (size_t)tlen))
-		return "a subject that maps to no valid topic";
+	if (tlen <= 0 || tlen > UINT16_MAX || mqtt_utf8_scan((const uint8_t *)c->buf, (size_t)tlen) != 0)
+		return "a subject that maps to no valid topic"; /* nor one with control characters: as from a client */
 	if (broker_topic_bound(b, c->buf, (size_t)tlen) != TOPIC_WITHIN_LIMITS)
 		return "a topic over limits.max_topic_length or max_topic_levels";
 	size_t inner = 0;

@@ -650,7 +650,7 @@ static const char *apply(struct retained_kv *r, natsMsg *nm)
 	struct broker *b = r->b;
 	const char *subj = natsMsg_GetSubject(nm);
 	ssize_t tlen = subject_to_topic(r->subject_prefix, subj, strlen(subj), r->buf, r->buf_cap);
-	if (tlen <= 0 || tlen > UINT16_MAX || !mqtt_utf8_valid((const uint8_t *)r->buf, (size_t)tlen))
+	if (tlen <= 0 || tlen > UINT16_MAX || mqtt_utf8_scan((const uint8_t *)r->buf, (size_t)tlen) != 0)
 		return "a subject that maps to no valid topic";
 	if (broker_topic_bound(b, r->buf, (size_t)tlen) != TOPIC_WITHIN_LIMITS)
 		return "a topic over limits.max_topic_length or max_topic_levels";
