@@ -23,9 +23,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import (CONNACK, DISCONNECT_PKT, IO_TIMEOUT, PUBLISH, SUBACK, UNSUBACK, Broker,  # noqa: E402
+from wisp_e2e import (CONNACK, DISCONNECT_PKT, IO_TIMEOUT, PUBACK, PUBLISH, SUBACK, UNSUBACK, Broker,  # noqa: E402
                       BrokerTestCase, Closed, RawClient, main, paho_client, paho_stop,
-                      skip_unless_wisp, unsubscribe_pkt)
+                      ack_pkt, skip_unless_wisp, subscribe_pkt, unsubscribe_pkt)
 from v5_clients import (MqttJs, paho5, paho5_get, paho5_nothing, paho5_stop, paho5_subscribe,  # noqa: E402
                         raw5, subscribe5)
 
@@ -365,6 +365,68 @@ class SharedDurabilityTest(BrokerTestCase):
         self.assertEqual(sorted(got_a + got_b), [b"0", b"1", b"2", b"3"])
         paho5_nothing(b, 0.3)
         self.assertTrue(a.received.empty())
+
+    def member(self, cid):
+        c = RawClient(self.broker.port)
+        self.on_cleanup(c.close)
+        self.assertEqual(c.connect(cid, clean=False), 0)
+        return c
+
+    def publish_acked(self, topic, payloads):
+        pub = RawClient(self.broker.port)
+        self.on_cleanup(pub.close)
+        self.assertEqual(pub.connect("st-pub"), 0)
+        for i, p in enumerate(payloads):
+            pub.publish(topic, p, qos=1, pid=i + 1)  # asserts the PUBACK
+        pub.close()
+
+    def drain(self, c, n):
+        return sorted(c.recv_publish(timeout=IO_TIMEOUT).payload for _ in range(n))
+
+    def test_member_back_after_kill9_takes_what_the_other_held(self):
+        """A member holding the group's messages unacknowledged (in flight
+        and queued) when the broker is killed: after the restart every
+        member is restored offline, and the first that connects gets them
+        all, as when a member leaves (README: hands its queued and
+        unacknowledged messages to a member still connected). Before, they
+        waited for the member that held them, for good if it never came."""
+        held = self.member("st-held")
+        held.subscribe([("$share/g/st/t", 1)])
+        taker = self.member("st-taker")
+        taker.subscribe([("$share/g/st/t", 1)])
+        taker.close()  # offline: every message goes to `held`
+        sent = [b"%02d" % i for i in range(30)]
+        self.publish_acked("st/t", sent)
+        first = held.expect(PUBLISH)  # in flight, never acknowledged
+        self.assertEqual(first.qos, 1)
+        self.restart_after_kill9()
+        taker = self.member("st-taker")
+        self.assertTrue(taker.session_present)
+        self.assertEqual(self.drain(taker, len(sent)), sent)
+        taker.assert_no_packet(0.3)
+
+    def test_member_joining_takes_what_a_member_left_alone_holds(self):
+        """A member that left while alone in its group keeps what it held
+        and what came after; a member that joins takes it."""
+        alone = self.member("st-alone")
+        alone.subscribe([("$share/g2/st/u", 1)])
+        self.publish_acked("st/u", [b"a0", b"a1"])
+        self.assertEqual(alone.expect(PUBLISH).qos, 1)  # never acknowledged
+        alone.close()
+        self.assertTrue(self.broker.wait_log(r"client st-alone .*(closed|disconnected)", timeout=IO_TIMEOUT))
+        self.publish_acked("st/u", [b"a2"])
+        joiner = self.member("st-joiner")
+        # The messages may come before the SUBACK (MQTT 5 section 3.8.4).
+        joiner.send(subscribe_pkt(1, [("$share/g2/st/u", 1)]))
+        got, subacked = [], False
+        while len(got) < 3 or not subacked:
+            p = joiner.recv_packet(timeout=IO_TIMEOUT)
+            if p.type == SUBACK:
+                subacked = True
+            elif p.type == PUBLISH:
+                got.append(p.payload)
+                joiner.send(ack_pkt(PUBACK, p.pid))
+        self.assertEqual(sorted(got), [b"a0", b"a1", b"a2"])
 
 
 if __name__ == "__main__":

@@ -391,8 +391,10 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 	send_connack(b, c, present, &extra);
 	if (b->on_client_connected)
 		b->on_client_connected(b->client_connected_ctx, s, p->clean_start, id == idbuf);
-	if (present)
+	if (present) {
 		delivery_resume(s, &b->dlim); /* [MQTT-4.4.0-1] */
+		route_share_member_online(b, s);
+	}
 	if (!conn_keepalive(c))
 		loop_timer_stop(b->loop, &c->timer); /* keepalive 0: no limit [MQTT-3.1.2-23] */
 	log_limited("client connected", LOG_NOTICE, "conn", "client %s connected from %s on %s (p%u, c%u, k%u%s%s%s)",

@@ -399,6 +399,8 @@ static int local_interest_add(struct router *r, struct session *s, const char *f
 		return WISP_ENOMEM;
 	}
 	SESS_OBSERVE(&broker_of(rc)->observer, sub_add, s, sub);
+	if (shared && s->conn)
+		route_share_member_online(broker_of(rc), s);
 	return ret;
 }
 
@@ -478,6 +480,22 @@ static bool keep_or_move(void *ctx, const struct session *s, const struct msg *m
 	return true;
 }
 
+/* Whatever stays with s (nothing connected could take it) marks its
+ * groups for the next member that comes online. */
+static void mark_stranded(struct route_ctx *rc, const struct session *s)
+{
+	if (!sess_queued_count(s) && !sess_inflight_count(s))
+		return;
+	const struct list_node *n;
+	for (n = s->subs.next; n != &s->subs; n = n->next) {
+		const struct sess_sub *sub = container_of(n, struct sess_sub, link);
+		struct share_group *g =
+			is_shared(sub) ? share_find(&rc->shares, sess_sub_filter(sub), sess_sub_filter_len(sub)) : NULL;
+		if (g)
+			g->stranded = true;
+	}
+}
+
 size_t route_share_hand_over(struct broker *b, struct session *s, const struct sess_sub *only)
 {
 	struct route_ctx *rc = &b->route;
@@ -488,6 +506,8 @@ size_t route_share_hand_over(struct broker *b, struct session *s, const struct s
 	bool was_busy = rc->busy;
 	rc->busy = true;
 	delivery_filter(s, &b->dlim, keep_or_move, &h);
+	if (!only && !s->conn)
+		mark_stranded(rc, s); /* left (or ended) with no member to take them */
 	rc->busy = was_busy;
 	if (h.moved)
 		log_msg(LOG_INFO, "share", "client %s: %zu unacknowledged shared-subscription message(s) handed to other members",
@@ -495,6 +515,34 @@ size_t route_share_hand_over(struct broker *b, struct session *s, const struct s
 	if (!was_busy && rc->later_len && !rc->draining)
 		run_later(rc);
 	return h.moved;
+}
+
+void route_share_member_online(struct broker *b, struct session *s)
+{
+	struct route_ctx *rc = &b->route;
+	if (!rc->shares.count || !s->conn)
+		return;
+	/* Deliveries may drop a connection, which may end a clean session
+	 * and change a group's members: after the scan, as in routing. */
+	bool was_busy = rc->busy;
+	rc->busy = true;
+	const struct list_node *n;
+	for (n = s->subs.next; n != &s->subs; n = n->next) {
+		const struct sess_sub *sub = container_of(n, struct sess_sub, link);
+		struct share_group *g =
+			is_shared(sub) ? share_find(&rc->shares, sess_sub_filter(sub), sess_sub_filter_len(sub)) : NULL;
+		if (!g || !g->stranded)
+			continue;
+		g->stranded = false;
+		for (uint32_t i = 0; i < g->count; i++) {
+			struct session *m = tree_sub_subscriber(&g->members[i]->handle);
+			if (m != s && !m->conn && (sess_queued_count(m) || sess_inflight_count(m)))
+				route_share_hand_over(b, m, g->members[i]);
+		}
+	}
+	rc->busy = was_busy;
+	if (!was_busy && rc->later_len && !rc->draining)
+		run_later(rc);
 }
 
 void route_share_session_end(struct session_table *tab, struct session *s)

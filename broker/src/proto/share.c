@@ -132,6 +132,9 @@ int share_join(struct share_table *t, struct tree *tree, struct sess_sub *sub)
 		g->cap = cap;
 	}
 	g->members[g->count++] = sub;
+	/* Restored at start, offline: it may hold the group's messages. */
+	if (!((struct session *)tree_sub_subscriber(&sub->handle))->conn)
+		g->stranded = true;
 	return 0;
 }
 
@@ -184,6 +187,7 @@ struct sess_sub *share_pick(struct share_group *g, const char *topic, size_t top
 	if (!offline || connected_only)
 		return NULL;
 	g->cursor = (offline_at + 1) % g->count;
+	g->stranded = true;
 	return offline;
 }
 

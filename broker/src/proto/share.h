@@ -17,6 +17,11 @@
  * stay members while offline), as Mosquitto 2.0 does. A member leaving
  * (unsubscribe, disconnect, session end) hands its unacknowledged QoS 1/2
  * messages the group could take to another connected member (share_hand_over).
+ * What stays with an offline member (none was connected: queued while the
+ * whole group was away, a member that left alone, or a restart, which
+ * restores every member offline) goes to the first member that comes
+ * online (route_share_member_online); `stranded` marks the groups worth
+ * that look, so a connect scans a group's members only after such a case.
  *
  * Cost: nothing on a publish that matches no group (routing tests one
  * options bit it already loads). Per matched group, the pick scans the
@@ -50,6 +55,7 @@ struct share_group {
 	struct sess_sub **members;
 	uint32_t count, cap;
 	uint32_t cursor;             /* the member round-robin tries first */
+	bool stranded;               /* an offline member may hold messages a connected one could take */
 	uint32_t hash;
 	uint16_t key_len;            /* "$share/g/f" */
 	uint16_t filter_at;          /* where f starts in key */
