@@ -11,6 +11,13 @@ config/README.md on SIGHUP, proto/reload.c).
 - An ACL change cuts a live subscription: a subscriber to a/#, connected
   throughout, stops receiving a/secret once the reloaded ACL denies it,
   while a/public, published after a/secret, still arrives.
+- Listeners are matched by address, port and protocol, not by their place
+  in the file: removing the first of two listeners, or swapping two TLS
+  listeners, leaves each running listener its own allow_anonymous and
+  require_certificate (the operator probe's listener_shift.sh and
+  mtls_swap.sh); the one no longer in the file keeps its settings and the
+  log says it needs a restart, as Mosquitto 2.0.11 keeps refusing anonymous
+  clients there.
 
 Every step waits for the broker's log line ("configuration reloaded" or
 "reload refused"), never for a delay.
@@ -20,15 +27,17 @@ import copy
 import hashlib
 import os
 import shutil
+import socket
 import ssl
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wisp_e2e import (BrokerTestCase, RawClient, client_tls_context, main, make_certs,  # noqa: E402
-                      make_passwd, skip_unless_wisp)
+from wisp_e2e import (Broker, BrokerTestCase, Closed, RawClient, client_tls_context,  # noqa: E402
+                      connect_pkt, free_port, main, make_certs, make_passwd, skip_unless_wisp)
 
 BAD_USER_OR_PASSWORD = 4
+NOT_AUTHORIZED = 5
 CERTS = None
 
 
@@ -171,6 +180,137 @@ class AclCutsLiveSubscriptionTest(ReloadCase):
         # Both were routed in order, so nothing else can be in flight for sub.
         sub.ping()
         self.assertTrue(pub.is_open() and sub.is_open())
+
+
+class TwoListenerBroker(Broker):
+    """A broker with listeners [first, second]: first on self.port (which
+    start() waits for), second on self.port2."""
+
+    def __init__(self, first, second, config):
+        super().__init__(config=config)
+        self.first, self.second = first, second
+        self.port2 = free_port()
+
+    def listeners(self):
+        return (dict(self.first, bind="127.0.0.1", port=self.port),
+                dict(self.second, bind="127.0.0.1", port=self.port2))
+
+    def config(self):
+        cfg = {"listeners": list(self.listeners()), "log": {"level": "debug"}}
+        cfg.update(self.extra_config)
+        return cfg
+
+
+class ListenerIdentityCase(ReloadCase):
+    FIRST = SECOND = None
+
+    def config(self):
+        return {}
+
+    def setUp(self):
+        self._closers = []
+        self.dir = tempfile.mkdtemp(prefix="wisp-e2e-reload-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.broker = TwoListenerBroker(self.FIRST, self.SECOND, self.config())
+        self.broker.start()
+
+    def reload_with(self, listeners):
+        cfg = self.broker.config()
+        cfg["listeners"] = list(listeners)
+        self.broker.write_config(cfg)
+        offset = self.broker.log_size()
+        self.reload_and_wait(r"configuration reloaded")
+        return self.broker.log_since(offset)
+
+
+@skip_unless_wisp("wisp's reload log lines")
+class RemovedListenerKeepsItsSettingsTest(ListenerIdentityCase):
+    FIRST = {"allow_anonymous": False}
+    SECOND = {"allow_anonymous": True}
+
+    def config(self):
+        return {"auth": {"password_file": make_passwd(os.path.join(self.dir, "passwd"), {"alice": "pw"})}}
+
+    def anonymous(self, port):
+        c = RawClient(port)
+        self.on_cleanup(c.close)
+        return c.connect("anon-%d" % port)
+
+    def test_removing_the_first_listener_moves_no_setting(self):
+        """The file loses listeners[0] (no anonymous); the running first
+        listener still refuses anonymous clients and the log says removing
+        it needs a restart; the second still accepts them."""
+        first, second = self.broker.listeners()
+        self.assertEqual(self.anonymous(first["port"]), NOT_AUTHORIZED)
+        self.assertEqual(self.anonymous(second["port"]), 0)
+        log = self.reload_with([second])
+        self.assertEqual(self.anonymous(first["port"]), NOT_AUTHORIZED,
+                         "the second listener's allow_anonymous landed on the first")
+        self.assertEqual(self.anonymous(second["port"]), 0)
+        self.assertRegex(log, r"listener 127\.0\.0\.1 port %d \(mqtt\) is not in .* any more; "
+                              r"closing it needs a restart" % first["port"])
+
+    def test_reordered_listeners_keep_their_own_settings(self):
+        """The same two listeners in the other order: each keeps its own
+        allow_anonymous. Then, still in that order, the two exchange their
+        values, and each listener takes its own (the positive control)."""
+        first, second = self.broker.listeners()
+        log = self.reload_with([second, first])
+        self.assertEqual(self.anonymous(first["port"]), NOT_AUTHORIZED,
+                         "the second listener's allow_anonymous landed on the first")
+        self.assertEqual(self.anonymous(second["port"]), 0)
+        self.assertNotIn("needs a restart", log)
+        self.reload_with([dict(second, allow_anonymous=False), dict(first, allow_anonymous=True)])
+        self.assertEqual(self.anonymous(first["port"]), 0)
+        self.assertEqual(self.anonymous(second["port"]), NOT_AUTHORIZED)
+
+    def test_a_new_listener_is_named_as_needing_a_restart(self):
+        first, second = self.broker.listeners()
+        extra = free_port()
+        log = self.reload_with([first, second, {"bind": "127.0.0.1", "port": extra}])
+        self.assertRegex(log, r"listeners\[2\] \(127\.0\.0\.1 port %d, mqtt\) is not running; "
+                              r"opening it needs a restart" % extra)
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", extra), timeout=2).close()
+
+
+@skip_unless_wisp("wisp's reload log lines")
+class SwappedTlsListenersTest(ListenerIdentityCase):
+
+    def setUp(self):
+        self.certs = os.path.join(CERTS, "ca.crt")
+        tls = {"cert": os.path.join(CERTS, "server.crt"), "key": os.path.join(CERTS, "server.key")}
+        self.FIRST = {"protocol": "mqtts", "tls": dict(tls, ca=self.certs, require_certificate=True)}
+        self.SECOND = {"protocol": "mqtts", "tls": dict(tls)}
+        super().setUp()
+
+    def login(self, port, client=None):
+        """CONNACK code of a TLS login without (or with) a client
+        certificate, or None when the broker refuses the handshake."""
+        files = (os.path.join(CERTS, client + ".crt"), os.path.join(CERTS, client + ".key")) if client else ()
+        try:
+            c = RawClient(port, tls=client_tls_context(self.certs, *files))
+        except (ssl.SSLError, ConnectionError):
+            return None
+        self.on_cleanup(c.close)
+        try:
+            return c.connect("tls-%d" % port)
+        except (Closed, ssl.SSLError, ConnectionError):
+            return None
+
+    def test_swapped_tls_listeners_keep_their_client_certificate_rule(self):
+        """The two TLS listeners listed in the other order: the one with
+        require_certificate still refuses a client without a certificate
+        and accepts one with it; the other still needs none."""
+        make_certs(CERTS, "client", "sensor-reload")
+        first, second = self.broker.listeners()
+        self.assertIsNone(self.login(first["port"]))
+        self.assertEqual(self.login(second["port"]), 0)
+        self.reload_with([second, first])
+        self.assertIsNone(self.login(first["port"]),
+                          "the other listener's TLS context (no client certificate) landed on it")
+        self.assertEqual(self.login(first["port"], "sensor-reload"), 0)
+        self.assertEqual(self.login(second["port"]), 0)
 
 
 if __name__ == "__main__":

@@ -47,11 +47,63 @@ static void reapply_acl(struct broker *b)
 		}
 }
 
-/* The per-listener auth switches; each change is logged. */
-static void apply_listener_auth(struct broker *b, const struct config *next)
+/* NO_MATCH: a running listener the new file no longer has. */
+#define NO_MATCH SIZE_MAX
+
+static const char *proto_name(enum config_protocol p)
 {
-	for (size_t i = 0; i < b->srv.listener_count && i < next->listener_count; i++) {
-		const struct config_listener *nl = &next->listeners[i];
+	static const char *const names[] = {"mqtt", "mqtts", "ws", "wss", "http"};
+	return (size_t)p < sizeof names / sizeof names[0] ? names[p] : "?";
+}
+
+/* A listener is its socket: address, port and protocol. Its position in
+ * the file is not its identity; an operator who removes or reorders
+ * listeners must not move one listener's settings onto another. */
+static bool same_listener(const struct config_listener *a, const struct config_listener *b)
+{
+	return a->port == b->port && a->protocol == b->protocol && same_str(a->bind, b->bind);
+}
+
+/* Fills match[i] with the index in next of running listener i, or
+ * NO_MATCH, and logs each listener that only a restart would open or
+ * close. Port 0 (tests) gives equal identities; they pair in file order.
+ * 0, or WISP_ENOMEM. */
+static int match_listeners(const struct broker *b, const struct config *next, size_t *match)
+{
+	bool *taken = wisp_calloc(next->listener_count ? next->listener_count : 1, sizeof *taken);
+	if (!taken)
+		return WISP_ENOMEM;
+	for (size_t i = 0; i < b->srv.listener_count; i++) {
+		const struct config_listener *rl = b->srv.listeners[i].cfg;
+		match[i] = NO_MATCH;
+		for (size_t j = 0; j < next->listener_count && match[i] == NO_MATCH; j++)
+			if (!taken[j] && same_listener(rl, &next->listeners[j])) {
+				match[i] = j;
+				taken[j] = true;
+			}
+		if (match[i] == NO_MATCH)
+			log_msg(LOG_WARNING, "main",
+				"reload: listener %s port %u (%s) is not in %s any more; closing it needs a restart, "
+				"until then it keeps its settings",
+				rl->bind, (unsigned)rl->port, proto_name(rl->protocol), next->path);
+	}
+	for (size_t j = 0; j < next->listener_count; j++)
+		if (!taken[j])
+			log_msg(LOG_WARNING, "main", "reload: %s: listeners[%zu] (%s port %u, %s) is not running; "
+				"opening it needs a restart", next->path, j, next->listeners[j].bind,
+				(unsigned)next->listeners[j].port, proto_name(next->listeners[j].protocol));
+	wisp_free(taken);
+	return 0;
+}
+
+/* The per-listener auth switches, each from the same listener in the new
+ * file; each change is logged. */
+static void apply_listener_auth(struct broker *b, const struct config *next, const size_t *match)
+{
+	for (size_t i = 0; i < b->srv.listener_count; i++) {
+		if (match[i] == NO_MATCH)
+			continue;
+		const struct config_listener *nl = &next->listeners[match[i]];
 		struct server_listener *bl = &b->srv.listeners[i];
 		if (nl->allow_anonymous != bl->allow_anonymous)
 			log_msg(LOG_NOTICE, "main", "reload: %s: allow_anonymous is now %s", bl->net.name,
@@ -98,8 +150,12 @@ static void drop_refused_logins(struct broker *b)
 int broker_reload(struct broker *b, const struct config *next)
 {
 	const struct config *cur = b->cfg;
-	struct tls_ctx **fresh = wisp_calloc(b->srv.listener_count ? b->srv.listener_count : 1, sizeof *fresh);
-	if (!fresh) {
+	size_t n = b->srv.listener_count ? b->srv.listener_count : 1;
+	struct tls_ctx **fresh = wisp_calloc(n, sizeof *fresh);
+	size_t *match = wisp_calloc(n, sizeof *match);
+	if (!fresh || !match) {
+		wisp_free(fresh);
+		wisp_free(match);
 		log_msg(LOG_ERROR, "main", "reload refused: out of memory");
 		return WISP_ENOMEM;
 	}
@@ -112,18 +168,17 @@ int broker_reload(struct broker *b, const struct config *next)
 				  !same_str(next->bridges[i].addresses, cur->bridges[i].addresses);
 	if (bridges_changed)
 		log_msg(LOG_WARNING, "main", "reload: the bridges changed; that needs a restart");
-	if (next->listener_count != b->srv.listener_count)
-		log_msg(LOG_WARNING, "main", "reload: the number of listeners changed; that needs a restart");
-	for (size_t i = 0; i < b->srv.listener_count && i < next->listener_count; i++) {
-		const struct config_listener *nl = &next->listeners[i];
-		struct server_listener *bl = &b->srv.listeners[i];
-		if (nl->port != bl->cfg->port || !same_str(nl->bind, bl->cfg->bind) || nl->protocol != bl->cfg->protocol)
-			log_msg(LOG_WARNING, "main", "reload: listeners[%zu] address or protocol changed; that needs a restart", i);
-		if (!bl->tls || !config_proto_is_tls(nl->protocol))
+	if (match_listeners(b, next, match) != 0) {
+		log_msg(LOG_ERROR, "main", "reload refused: out of memory");
+		rc = WISP_ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < b->srv.listener_count; i++) {
+		if (match[i] == NO_MATCH || !b->srv.listeners[i].tls)
 			continue;
 		char why[384], err[512];
-		if (server_tls_context(nl, &fresh[i], why, sizeof why) != 0) {
-			server_tls_error(next->path, i, why, err, sizeof err);
+		if (server_tls_context(&next->listeners[match[i]], &fresh[i], why, sizeof why) != 0) {
+			server_tls_error(next->path, match[i], why, err, sizeof err);
 			log_msg(LOG_ERROR, "main", "reload refused, keeping the running configuration: %s", err);
 			rc = WISP_ECONFIG;
 			goto out;
@@ -138,7 +193,7 @@ int broker_reload(struct broker *b, const struct config *next)
 	}
 	auth_release(&b->auth);
 	b->auth = auth;
-	apply_listener_auth(b, next);
+	apply_listener_auth(b, next, match);
 	drop_refused_logins(b);
 	reapply_acl(b);
 	for (size_t i = 0; i < b->srv.listener_count; i++) {
@@ -162,5 +217,6 @@ out:
 		if (fresh[i])
 			tls_ctx_unref(fresh[i]);
 	wisp_free(fresh);
+	wisp_free(match);
 	return rc;
 }
