@@ -18,6 +18,9 @@ config/README.md on SIGHUP, proto/reload.c).
   mtls_swap.sh); the one no longer in the file keeps its settings and the
   log says it needs a restart, as Mosquitto 2.0.11 keeps refusing anonymous
   clients there.
+- SIGUSR1 and SIGUSR2 (Mosquitto: save the database, print the
+  subscription tree) do not end the broker: each logs one line, SIGUSR2
+  the counts of sessions, subscriptions and retained messages.
 
 Every step waits for the broker's log line ("configuration reloaded" or
 "reload refused"), never for a delay.
@@ -27,6 +30,7 @@ import copy
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import ssl
 import sys
@@ -311,6 +315,31 @@ class SwappedTlsListenersTest(ListenerIdentityCase):
                           "the other listener's TLS context (no client certificate) landed on it")
         self.assertEqual(self.login(first["port"], "sensor-reload"), 0)
         self.assertEqual(self.login(second["port"]), 0)
+
+
+@skip_unless_wisp("wisp's log lines for SIGUSR1 and SIGUSR2")
+class UserSignalsTest(BrokerTestCase):
+
+    def signal_and_wait(self, sig, pattern):
+        offset = self.broker.log_size()
+        self.broker.proc.send_signal(sig)
+        line = self.broker.wait_log(pattern, offset, timeout=10)
+        self.assertIsNotNone(line, "no log line for %s:\n%s" % (sig.name, self.broker.log_since(offset)))
+        return line
+
+    def test_sigusr1_and_sigusr2_log_and_the_broker_serves_on(self):
+        """With one client subscribed to two filters and a retained
+        message: SIGUSR1 logs that there is nothing to save, SIGUSR2 logs
+        the counts; the client is served afterwards and the broker exits 0
+        on SIGTERM (tearDown)."""
+        c = self.raw("usr-sub")
+        self.assertEqual(c.subscribe([("a/#", 0), ("b", 0)]), [0, 0])
+        c.publish("r", b"kept", retain=True)
+        self.signal_and_wait(signal.SIGUSR1, r"SIGUSR1 received: nothing to save")
+        self.signal_and_wait(signal.SIGUSR2, r"SIGUSR2 received: 1 sessions \(1 connected\), 2 subscriptions, "
+                                             r"\d+ retained messages \(\$SYS ones included\)")
+        c.ping()
+        self.assertTrue(self.broker.alive())
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
  */
 #include "metrics.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -309,6 +310,16 @@ void metrics_snapshot(struct broker *b, struct metrics_snap *out)
 		out->dashboard_topics = activity_count(b->activity);
 		out->dashboard_evicted = activity_evicted(b->activity);
 	}
+}
+
+void metrics_log_summary(struct broker *b, const char *why)
+{
+	struct metrics_snap snap;
+	metrics_snapshot(b, &snap);
+	log_msg(LOG_NOTICE, "main",
+		"%s: %" PRIu64 " sessions (%" PRIu64 " connected), %" PRIu64 " subscriptions, %" PRIu64
+		" retained messages ($SYS ones included), %" PRIu64 " messages queued or in flight",
+		why, snap.clients_all, snap.clients_online, snap.subscriptions, snap.retained, snap.stored_msgs);
 }
 
 size_t metrics_label_count(const struct broker *b, const struct metric *m)

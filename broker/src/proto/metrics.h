@@ -117,6 +117,12 @@ extern const size_t metrics_count;
  * (clients, heap). Walks the sessions once: O(sessions). */
 void metrics_snapshot(struct broker *b, struct metrics_snap *out);
 
+/* One NOTICE line, "<why>: N sessions (N connected), N subscriptions, N
+ * retained messages ($SYS ones included), N messages queued or in
+ * flight": the operator's SIGUSR2, in place of Mosquitto's subscription
+ * tree. O(sessions). */
+void metrics_log_summary(struct broker *b, const char *why);
+
 /* A family's sample count (1 without a label) and the value of label i. */
 size_t metrics_label_count(const struct broker *b, const struct metric *m);
 const char *metrics_label_value(const struct broker *b, const struct metric *m, size_t i);
