@@ -12,7 +12,10 @@
  * users who log in with MQTT 5 enhanced authentication (SCRAM-SHA-256). Editing keeps every other line as it was (comments,
  * Mosquitto $7$ lines) and replaces the file atomically: a temporary file in
  * the same directory, fsync, rename. New files are created mode 0600; an
- * edited file keeps its mode. Exit status 0 on success, 1 on any error.
+ * edited file keeps its mode, owner and group (the service reads it through
+ * its group: README's root:wisp 0640), as mosquitto_passwd's rewrite in
+ * place does. A symbolic link is followed and its target replaced, the link
+ * left as it is. Exit status 0 on success, 1 on any error.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -179,8 +182,22 @@ static int lines_push(struct lines *l, char *s)
 	return 0;
 }
 
+/* What an edit keeps of the file it replaces; a new file is 0600, the
+ * user's own. */
+struct file_meta {
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	bool exists;
+};
+
+static void meta_from_stat(const struct stat *st, struct file_meta *out)
+{
+	*out = (struct file_meta){.mode = st->st_mode & 07777, .uid = st->st_uid, .gid = st->st_gid, .exists = true};
+}
+
 /* Reads the file as lines without their terminators. */
-static int read_lines(const char *path, struct lines *out, mode_t *mode)
+static int read_lines(const char *path, struct lines *out, struct file_meta *meta)
 {
 	FILE *fp = fopen(path, "r");
 	if (!fp) {
@@ -189,7 +206,7 @@ static int read_lines(const char *path, struct lines *out, mode_t *mode)
 	}
 	struct stat st;
 	if (fstat(fileno(fp), &st) == 0)
-		*mode = st.st_mode & 07777;
+		meta_from_stat(&st, meta);
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
@@ -215,8 +232,10 @@ static int read_lines(const char *path, struct lines *out, mode_t *mode)
 }
 
 /* Writes lines to a temporary file next to `path` and renames it over
- * `path`, so a crash leaves either the old or the new file, never half. */
-static int write_lines(const char *path, const struct lines *l, mode_t mode)
+ * `path`, so a crash leaves either the old or the new file, never half.
+ * `path` is no symbolic link (resolve_path). A file that cannot keep its
+ * owner and group is not replaced: the service could no longer read it. */
+static int write_lines(const char *path, const struct lines *l, const struct file_meta *meta)
 {
 	size_t plen = strlen(path);
 	char *tmp = malloc(plen + 16);
@@ -236,7 +255,15 @@ static int write_lines(const char *path, const struct lines *l, mode_t mode)
 		close(fd);
 		goto fail;
 	}
-	if (fchmod(fd, mode) == -1)
+	if (meta->exists && fchown(fd, meta->uid, meta->gid) == -1) {
+		fprintf(stderr, "Error: Unable to keep the owner and group of %s. %s.\n", path, strerror(errno));
+		fclose(fp);
+		unlink(tmp);
+		free(tmp);
+		return -1;
+	}
+	/* After fchown, which may clear the set-id bits. */
+	if (fchmod(fd, meta->mode) == -1)
 		goto fail_fp;
 	for (size_t i = 0; i < l->n; i++)
 		if (fprintf(fp, "%s\n", l->v[i]) < 0)
@@ -327,13 +354,28 @@ static int check_username(const char *user)
 	return 0;
 }
 
+/* The file to edit: `path`, or the file a symbolic link at `path` points
+ * to, so the rename replaces the target (the temporary file is made in
+ * its directory) and the link stays. NULL after an error message. The
+ * caller frees. */
+static char *resolve_path(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) == -1 || !S_ISLNK(st.st_mode))
+		return strdup(path);
+	char *real = realpath(path, NULL);
+	if (!real)
+		fprintf(stderr, "Error: Unable to follow the symbolic link %s. %s.\n", path, strerror(errno));
+	return real;
+}
+
 /* ---- commands ---- */
 
-static int cmd_upgrade(const char *path, unsigned iterations)
+static int upgrade_file(const char *path, unsigned iterations)
 {
 	struct lines l = {0};
-	mode_t mode = 0600;
-	if (read_lines(path, &l, &mode)) {
+	struct file_meta meta = {.mode = 0600};
+	if (read_lines(path, &l, &meta)) {
 		lines_free(&l);
 		return 1;
 	}
@@ -366,19 +408,22 @@ static int cmd_upgrade(const char *path, unsigned iterations)
 		free(l.v[i]);
 		l.v[i] = nl;
 	}
-	if (!rc && write_lines(path, &l, mode))
+	if (!rc && write_lines(path, &l, &meta))
 		rc = 1;
 	lines_free(&l);
 	return rc;
 }
 
-static int cmd_edit(const char *path, const char *user, const char *pw, bool create, bool del,
-		    unsigned iterations)
+static int edit_file(const char *path, const char *user, const char *pw, bool create, bool del,
+		     unsigned iterations)
 {
 	struct lines l = {0};
-	mode_t mode = 0600;
+	struct file_meta meta = {.mode = 0600};
 	int rc = 0;
-	if (!create && read_lines(path, &l, &mode)) {
+	struct stat st;
+	if (create && stat(path, &st) == 0)
+		meta_from_stat(&st, &meta); /* -c empties it, as mosquitto_passwd -c truncates */
+	if (!create && read_lines(path, &l, &meta)) {
 		lines_free(&l);
 		return 1;
 	}
@@ -418,10 +463,27 @@ static int cmd_edit(const char *path, const char *user, const char *pw, bool cre
 			goto out;
 		}
 	}
-	if (write_lines(path, &l, mode))
+	if (write_lines(path, &l, &meta))
 		rc = 1;
 out:
 	lines_free(&l);
+	return rc;
+}
+
+static int cmd_upgrade(const char *path, unsigned iterations)
+{
+	char *target = resolve_path(path);
+	int rc = target ? upgrade_file(target, iterations) : 1;
+	free(target);
+	return rc;
+}
+
+static int cmd_edit(const char *path, const char *user, const char *pw, bool create, bool del,
+		    unsigned iterations)
+{
+	char *target = resolve_path(path);
+	int rc = target ? edit_file(target, user, pw, create, del, iterations) : 1;
+	free(target);
 	return rc;
 }
 
