@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -71,7 +72,10 @@ static void usage(FILE *out)
 		"                      anonymous MQTT on 127.0.0.1:1883)\n"
 		" -p, --port PORT      listen on PORT instead of the first listener's port\n"
 		" -v, --verbose        log everything (level debug)\n"
-		"     --check-config FILE  validate FILE, print the result, exit 0 or 1\n"
+		"     --check-config FILE  validate FILE, print the result, exit 0 or 1: what\n"
+		"                      start-up checks (password file, ACL, TLS files, bind\n"
+		"                      addresses, pid_file directory) except taking the\n"
+		"                      ports and the store, which a running broker holds\n"
 		"     --convert-mosquitto-conf FILE  print the Wisp JSON equivalent to the\n"
 		"                      mosquitto.conf FILE (validated as --check-config does)\n"
 		" -h, --help           show this help\n"
@@ -193,6 +197,59 @@ static int write_pid_file(const char *path)
 	return close(fd);
 }
 
+/* The pid_file's directory exists and is writable: a missing one would
+ * otherwise stop the broker only after everything else had started. */
+static int check_pid_dir(const struct config *cfg, char *err, size_t errlen)
+{
+	if (!cfg->pid_file)
+		return 0;
+	const char *slash = strrchr(cfg->pid_file, '/');
+	char dir[4096];
+	if (!slash)
+		snprintf(dir, sizeof dir, ".");
+	else
+		snprintf(dir, sizeof dir, "%.*s", slash == cfg->pid_file ? 1 : (int)(slash - cfg->pid_file),
+			 cfg->pid_file);
+	struct stat st;
+	if (stat(dir, &st) == -1 || (!S_ISDIR(st.st_mode) && (errno = ENOTDIR)) || access(dir, W_OK | X_OK) == -1) {
+		snprintf(err, errlen, "%s: pid_file: cannot write '%s': %s: %s", cfg->path, cfg->pid_file, dir,
+			 strerror(errno));
+		return WISP_ECONFIG;
+	}
+	return 0;
+}
+
+/* --check-config: everything start-up checks except what needs the
+ * resources a running broker holds (binding the ports, the store's lock). */
+static int check_config(const char *path)
+{
+	char err[512];
+	struct config *cfg = NULL;
+	if (config_load(path, &cfg, err, sizeof err) != 0) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	/* What start-up would refuse, the check refuses, in the same words. */
+	struct auth_state auth = {0};
+	int rc = server_check_tls(cfg, err, sizeof err);
+	if (!rc)
+		rc = bridges_check_tls(cfg, err, sizeof err);
+	if (!rc)
+		rc = cluster_check_config(cfg, err, sizeof err);
+	if (!rc && (rc = auth_load(cfg, &auth, err, sizeof err)) == 0)
+		auth_release(&auth);
+	if (!rc)
+		rc = server_check_listeners(cfg, err, sizeof err);
+	if (!rc)
+		rc = check_pid_dir(cfg, err, sizeof err);
+	if (rc)
+		fprintf(stderr, "%s\n", err);
+	else
+		printf("%s: configuration OK\n", path);
+	config_free(cfg);
+	return rc ? 1 : 0;
+}
+
 static int parse_port(const char *s, uint16_t *out)
 {
 	char *end;
@@ -244,22 +301,8 @@ int main(int argc, char **argv)
 
 	char err[512];
 	struct config *cfg = NULL;
-	if (check_path) {
-		if (config_load(check_path, &cfg, err, sizeof err) != 0) {
-			fprintf(stderr, "%s\n", err);
-			return 1;
-		}
-		/* What start-up would refuse, the check refuses, in the same words. */
-		if (server_check_tls(cfg, err, sizeof err) != 0 || bridges_check_tls(cfg, err, sizeof err) != 0 ||
-		    cluster_check_config(cfg, err, sizeof err) != 0) {
-			fprintf(stderr, "%s\n", err);
-			config_free(cfg);
-			return 1;
-		}
-		printf("%s: configuration OK\n", check_path);
-		config_free(cfg);
-		return 0;
-	}
+	if (check_path)
+		return check_config(check_path);
 	if (config_path) {
 		if (config_load(config_path, &cfg, err, sizeof err) != 0) {
 			fprintf(stderr, "wisp: %s\n", err);
@@ -274,6 +317,11 @@ int main(int argc, char **argv)
 	}
 	if (have_port && cfg->listener_count > 0)
 		cfg->listeners[0].port = port;
+	if (server_check_listeners(cfg, err, sizeof err) != 0 || check_pid_dir(cfg, err, sizeof err) != 0) {
+		fprintf(stderr, "wisp: %s\n", err);
+		config_free(cfg);
+		return 1;
+	}
 
 	log_set_level(verbose ? LOG_DEBUG : (enum log_level)cfg->log.level);
 	log_set_format((enum log_format)cfg->log.format);

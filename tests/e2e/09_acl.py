@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -412,6 +413,11 @@ class ReloadTest(AuthCase):
 
 # ---------------------------------------------------------------- configuration checking
 
+# A name for 127.0.0.1 alone: localhost where it has no ::1 (which the
+# broker would bind instead), else 127.1 (inet_aton's short form).
+LOCALHOST_V4 = ("localhost" if {ai[4][0] for ai in socket.getaddrinfo("localhost", 1, 0, socket.SOCK_STREAM)}
+                == {"127.0.0.1"} else "127.1")
+
 @skip_unless_wisp("mosquitto.conf is not JSON")
 class ConfigCheckTest(unittest.TestCase):
     """Bad configurations: the broker refuses to start (exit 1) and
@@ -490,6 +496,68 @@ class ConfigCheckTest(unittest.TestCase):
         cp = run_wisp(["-c", path], cwd=self.dir)
         self.assertEqual(cp.returncode, 1, cp.stdout)
         self.assertRegex(cp.stdout, re.escape(cfg["auth"]["password_file"]) + r":2\b")
+
+    def files(self, c, d):
+        """Writes the files of START_ONLY's cases into d; returns c."""
+        for name, text in (("plain.pw", "alice:secret\n"), ("bad.acl", "user alice\ntopic bogus foo\n"),
+                           ("six.pw", "roger:$6$clQ4Ocu312S0qWgl$Cv2wUxgEN73c6C6jlBkswqR4AkHsvDLWvtEXZZ8NpsBLgP1W"
+                                      "Ao/qA+WXcmEN/mjDNgdUwcxRAveqNMs2xUVQYA==\n")):
+            with open(os.path.join(d, name), "w") as f:
+                f.write(text)
+        return c
+
+    # What --check-config called OK and start-up refused (the operator
+    # probe's check_vs_start.sh): (name, change(cfg, dir), error regex).
+    START_ONLY = [
+        ("plain_text_password_file", lambda c, d: c["auth"].update(password_file=os.path.join(d, "plain.pw")),
+         r"plain\.pw:1: user 'alice': not a \$pbkdf2-sha512\$ hash"),
+        ("mosquitto_6_password_file", lambda c, d: c["auth"].update(password_file=os.path.join(d, "six.pw")),
+         r"six\.pw:1: user 'roger': mosquitto \$6\$ hashes"),
+        ("bad_acl", lambda c, d: c["auth"].update(acl_file=os.path.join(d, "bad.acl")),
+         r"bad\.acl:2: unknown access 'bogus'"),
+        ("unresolvable_bind", lambda c, d: c["listeners"][0].update(bind="no-such-host.invalid"),
+         r"wisp\.json: listeners\[0\]\.bind: no-such-host\.invalid: "),
+        ("same_port_by_name_and_address", lambda c, d: c["listeners"].append(
+            dict(c["listeners"][0], bind=LOCALHOST_V4)),
+         r"wisp\.json: listeners\[1\]\.port: %s port \d+: listeners\[0\] listens there" % LOCALHOST_V4),
+        ("pid_file_in_missing_directory", lambda c, d: c.update(pid_file="/nonexistent/wisp.pid"),
+         r"wisp\.json: pid_file: cannot write '/nonexistent/wisp\.pid': /nonexistent: No such file"),
+    ]
+
+    def test_check_config_refuses_what_start_up_refuses(self):
+        """Each START_ONLY file: --check-config exits 1 with the very line
+        start-up exits 1 with (after start-up's "wisp: " prefix)."""
+        for name, change, error_rx in self.START_ONLY:
+            with self.subTest(case=name):
+                d = os.path.join(self.dir, name)
+                os.mkdir(d)
+                cfg = self.files(self.good_config(), d)
+                change(cfg, d)
+                path = self.write(cfg, os.path.join(name, "wisp.json"))
+                check = run_wisp(["--check-config", path], cwd=self.dir)
+                start = run_wisp(["-c", path], cwd=self.dir)
+                self.assertEqual(check.returncode, 1, check.stdout)
+                self.assertEqual(start.returncode, 1, start.stdout)
+                self.assertRegex(check.stdout, error_rx)
+                line = [ln for ln in start.stdout.splitlines() if re.search(error_rx, ln)]
+                self.assertEqual(["wisp: " + check.stdout.strip()], line, start.stdout)
+
+    def test_port_in_use_named_by_key_path_and_checked_without_binding(self):
+        """A second broker on a running one's port exits 1 naming the file
+        and listeners[0].port; --check-config of the same file says OK
+        (it binds nothing: the running broker holds the port)."""
+        cfg = self.good_config()
+        b = Broker(listener={"allow_anonymous": False}, config={"auth": cfg["auth"]})
+        self.addCleanup(b.cleanup)
+        with b:
+            cfg["listeners"][0]["port"] = b.port
+            path = self.write(cfg)
+            cp = run_wisp(["-c", path], cwd=self.dir)
+            self.assertEqual(cp.returncode, 1, cp.stdout)
+            self.assertRegex(cp.stdout, r"wisp: %s: listeners\[0\]\.port: cannot listen on 127\.0\.0\.1 port %d: "
+                                        r"Address already in use" % (re.escape(path), b.port))
+            cp = run_wisp(["--check-config", path], cwd=self.dir)
+            self.assertEqual(cp.returncode, 0, cp.stdout)
 
     def test_check_config_accepts_good_file(self):
         """wisp --check-config exits 0 on a valid file (with auth) and does

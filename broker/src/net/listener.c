@@ -191,41 +191,38 @@ int listener_open(struct listener *ls, struct loop *l, const char *bind_addr, ui
 	memset(ls, 0, sizeof *ls);
 	list_init(&ls->pause.link);
 	ls->io.fd = -1;
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-	struct addrinfo *res = NULL;
-	char portstr[8];
-	snprintf(portstr, sizeof portstr, "%u", port);
-	int gai = getaddrinfo(bind_addr, portstr, &hints, &res);
-	if (gai != 0) {
-		snprintf(err, errlen, "%s: %s", bind_addr, gai_strerror(gai));
-		return WISP_EINVAL;
-	}
+	struct sockaddr_storage addrs[LISTENER_MAX_ADDRS];
+	size_t naddrs = 0;
+	int rc = listener_resolve(bind_addr, port, addrs, LISTENER_MAX_ADDRS, &naddrs, err, errlen);
+	if (rc != 0)
+		return rc;
 	int fd = -1;
-	int saved = 0;
-	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+	int saved = EADDRNOTAVAIL;
+	for (size_t i = 0; i < naddrs; i++) {
+		const struct sockaddr_storage *a = &addrs[i];
+		fd = socket(a->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd == -1) {
 			saved = errno;
 			continue;
 		}
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-		if (ai->ai_family == AF_INET6)
+		if (a->ss_family == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
 		/* Accepted sockets inherit TCP_NODELAY from the listening one
 		 * (Linux copies the listener's options into each child): one
 		 * setsockopt here instead of one per accept. */
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
+		socklen_t alen = a->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+		if (bind(fd, (const struct sockaddr *)a, alen) == 0 && listen(fd, SOMAXCONN) == 0)
 			break;
 		saved = errno;
 		close(fd);
 		fd = -1;
 	}
-	freeaddrinfo(res);
 	if (fd == -1) {
 		snprintf(err, errlen, "cannot listen on %s port %u: %s", bind_addr, port, strerror(saved));
-		return WISP_EIO;
+		return saved == EADDRNOTAVAIL ? WISP_EINVAL : WISP_EIO;
 	}
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
@@ -235,13 +232,56 @@ int listener_open(struct listener *ls, struct loop *l, const char *bind_addr, ui
 						   : ((struct sockaddr_in *)&ss)->sin_port);
 	ls->on_accept = on_accept;
 	ls->ctx = ctx;
-	int rc = loop_io_start(l, &ls->io, fd, LOOP_READ, on_readable);
+	rc = loop_io_start(l, &ls->io, fd, LOOP_READ, on_readable);
 	if (rc != 0) {
 		close(fd);
 		snprintf(err, errlen, "cannot watch listener: %s", wisp_strerror(rc));
 		return rc;
 	}
 	return 0;
+}
+
+int listener_resolve(const char *bind_addr, uint16_t port, struct sockaddr_storage *out, size_t max, size_t *n,
+		     char *err, size_t errlen)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+	struct addrinfo *res = NULL;
+	char portstr[8];
+	snprintf(portstr, sizeof portstr, "%u", port);
+	int gai = getaddrinfo(bind_addr, portstr, &hints, &res);
+	if (gai != 0) {
+		snprintf(err, errlen, "%s: %s", bind_addr, gai_strerror(gai));
+		return WISP_EINVAL;
+	}
+	*n = 0;
+	for (struct addrinfo *ai = res; ai && *n < max; ai = ai->ai_next) {
+		if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) || ai->ai_addrlen > sizeof out[0])
+			continue;
+		memset(&out[*n], 0, sizeof out[0]);
+		memcpy(&out[*n], ai->ai_addr, ai->ai_addrlen);
+		(*n)++;
+	}
+	freeaddrinfo(res);
+	return 0;
+}
+
+bool listener_addrs_clash(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false; /* IPv6 sockets are V6ONLY */
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port &&
+		       (x->sin_addr.s_addr == y->sin_addr.s_addr || x->sin_addr.s_addr == htonl(INADDR_ANY) ||
+			y->sin_addr.s_addr == htonl(INADDR_ANY));
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		return x->sin6_port == y->sin6_port &&
+		       (IN6_ARE_ADDR_EQUAL(&x->sin6_addr, &y->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) ||
+			IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+	}
+	return false;
 }
 
 void listener_close(struct listener *ls, struct loop *l)

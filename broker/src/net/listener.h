@@ -18,6 +18,7 @@
 #ifndef WISP_NET_LISTENER_H
 #define WISP_NET_LISTENER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -61,11 +62,25 @@ struct listener {
 /*
  * Binds `bind_addr`:`port` (numeric address or host name; the first address
  * that binds wins) and starts accepting. 0, or a negative WISP_E* with a
- * reason in err.
+ * reason in err: WISP_EINVAL when the address is at fault (it does not
+ * resolve, or is no address of this host), WISP_EIO when the port is (in
+ * use, privileged).
  */
 int listener_open(struct listener *ls, struct loop *l, const char *bind_addr, uint16_t port,
 		  listener_accept_fn on_accept, void *ctx, char *err, size_t errlen);
 void listener_close(struct listener *ls, struct loop *l);
+
+#define LISTENER_MAX_ADDRS 16 /* a host name's addresses tried, at most */
+
+/* The addresses `bind_addr` resolves to, in the order listener_open tries
+ * them: up to `max` in out[], their number in *n. 0, or WISP_EINVAL with
+ * "<bind_addr>: <resolver's reason>" in err. Blocks on the resolver: for
+ * start-up and --check-config only. */
+int listener_resolve(const char *bind_addr, uint16_t port, struct sockaddr_storage *out, size_t max, size_t *n,
+		     char *err, size_t errlen);
+/* Whether a socket bound to `a` keeps one from binding `b` (the same
+ * family and port, and the same address or either one the wildcard). */
+bool listener_addrs_clash(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 
 /* Sets the handshake caps (0 = unlimited); counts under way are kept. */
 void listener_set_handshake_caps(struct listener *ls, uint32_t max, uint32_t max_per_address);

@@ -506,6 +506,60 @@ int server_check_tls(const struct config *cfg, char *err, size_t errlen)
 }
 
 
+int server_check_listeners(const struct config *cfg, char *err, size_t errlen)
+{
+	/* The address each listener will bind, found as listener_open finds
+	 * it: the first of its addresses no earlier listener holds. */
+	struct sockaddr_storage *held = wisp_calloc(cfg->listener_count ? cfg->listener_count : 1, sizeof *held);
+	size_t *holder = wisp_calloc(cfg->listener_count ? cfg->listener_count : 1, sizeof *holder);
+	size_t nheld = 0;
+	int rc = 0;
+	if (!held || !holder) {
+		snprintf(err, errlen, "out of memory");
+		rc = WISP_ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < cfg->listener_count && !rc; i++) {
+		const struct config_listener *lc = &cfg->listeners[i];
+		struct sockaddr_storage addrs[LISTENER_MAX_ADDRS];
+		size_t n = 0;
+		char why[384];
+		if (listener_resolve(lc->bind, lc->port, addrs, LISTENER_MAX_ADDRS, &n, why, sizeof why) != 0) {
+			snprintf(err, errlen, "%s: listeners[%zu].bind: %s", cfg->path, i, why);
+			rc = WISP_ECONFIG;
+			break;
+		}
+		if (lc->port == 0)
+			continue; /* each gets its own port */
+		size_t first_clash = SIZE_MAX;
+		bool bound = false;
+		for (size_t a = 0; a < n && !bound; a++) {
+			size_t clash = SIZE_MAX;
+			for (size_t h = 0; h < nheld && clash == SIZE_MAX; h++)
+				if (listener_addrs_clash(&held[h], &addrs[a]))
+					clash = h;
+			if (clash == SIZE_MAX) {
+				held[nheld] = addrs[a];
+				holder[nheld++] = i;
+				bound = true;
+			} else if (first_clash == SIZE_MAX) {
+				first_clash = clash;
+			}
+		}
+		if (!bound && first_clash != SIZE_MAX) {
+			char name[64];
+			net_format_addr(&held[first_clash], name, sizeof name);
+			snprintf(err, errlen, "%s: listeners[%zu].port: %s port %u: listeners[%zu] listens there (%s)",
+				 cfg->path, i, lc->bind, (unsigned)lc->port, holder[first_clash], name);
+			rc = WISP_ECONFIG;
+		}
+	}
+out:
+	wisp_free(held);
+	wisp_free(holder);
+	return rc;
+}
+
 int server_init(struct server *srv, struct loop *l, const struct config *cfg)
 {
 	memset(srv, 0, sizeof *srv);
@@ -574,9 +628,13 @@ int server_listen(struct server *srv, char *err, size_t errlen)
 			}
 		}
 		srv->listener_count = i + 1;
-		int rc = listener_open(&bl->net, srv->loop, lc->bind, lc->port, on_accept, bl, err, errlen);
-		if (rc != 0)
+		char why[384];
+		int rc = listener_open(&bl->net, srv->loop, lc->bind, lc->port, on_accept, bl, why, sizeof why);
+		if (rc != 0) {
+			snprintf(err, errlen, "%s: listeners[%zu].%s: %s", cfg->path, i,
+				 rc == WISP_EINVAL ? "bind" : "port", why);
 			return rc;
+		}
 		listener_set_handshake_caps(&bl->net, lc->max_handshakes, lc->max_handshakes_per_address);
 		static const char *const proto_names[] = {"mqtt", "mqtts", "ws", "wss"};
 		log_msg(LOG_NOTICE, "main", "listening on %s (%s)", bl->net.name,

@@ -114,5 +114,11 @@ int server_tls_context(const struct config_listener *lc, struct tls_ctx **out, c
  * suites, min_version against what the TLS library supports), so the check
  * reports exactly the error start-up would. 0, or WISP_ECONFIG with it in err. */
 int server_check_tls(const struct config *cfg, char *err, size_t errlen);
+/* For start-up and --check-config: every listener's bind resolves, and no
+ * two would bind the same address and port (127.0.0.1 and localhost, or
+ * an address and the wildcard), the way server_listen would find it but
+ * without binding (a running broker holds the ports). 0, or WISP_ECONFIG
+ * with "<file>: listeners[i].<key>: reason" in err. */
+int server_check_listeners(const struct config *cfg, char *err, size_t errlen);
 
 #endif
