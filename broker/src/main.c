@@ -71,6 +71,7 @@ static void usage(FILE *out)
 		"                      mosquitto.conf (default: the embedded default,\n"
 		"                      anonymous MQTT on 127.0.0.1:1883)\n"
 		" -p, --port PORT      listen on PORT instead of the first listener's port\n"
+		"                      (every default listener's when FILE names none)\n"
 		" -v, --verbose        log everything (level debug)\n"
 		"     --check-config FILE  validate FILE, print the result, exit 0 or 1: what\n"
 		"                      start-up checks (password file, ACL, TLS files, bind\n"
@@ -250,6 +251,15 @@ static int check_config(const char *path)
 	return rc ? 1 : 0;
 }
 
+/* -p: the first listener's port, or every default listener's, as
+ * Mosquitto moves both 127.0.0.1 and ::1 of its local-only mode. */
+static void apply_port(struct config *cfg, uint16_t port)
+{
+	for (size_t i = 0; i < cfg->listener_count; i++)
+		if (i == 0 || cfg->default_listeners)
+			cfg->listeners[i].port = port;
+}
+
 static int parse_port(const char *s, uint16_t *out)
 {
 	char *end;
@@ -315,8 +325,8 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	if (have_port && cfg->listener_count > 0)
-		cfg->listeners[0].port = port;
+	if (have_port)
+		apply_port(cfg, port);
 	if (server_check_listeners(cfg, err, sizeof err) != 0 || check_pid_dir(cfg, err, sizeof err) != 0) {
 		fprintf(stderr, "wisp: %s\n", err);
 		config_free(cfg);

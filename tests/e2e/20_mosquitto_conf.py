@@ -489,6 +489,25 @@ class MosquittoConfTest(unittest.TestCase):
         finally:
             broker.stop()
 
+    def test_port_moves_both_local_only_listeners_under_both(self):
+        """A mosquitto.conf with no listener (Mosquitto 2.0's local-only
+        mode: 127.0.0.1 and ::1) run with -p PORT: both brokers listen on
+        PORT at both addresses (Wisp moved 127.0.0.1 alone, the probe's
+        p_localonly.sh)."""
+        path = os.path.join(self.dir, "localonly.conf")
+        with open(path, "w") as f:
+            f.write("persistence false\n")
+        port = free_port()
+        for argv in ([MOSQUITTO_BIN, "-c", path, "-p", str(port)], [self.wisp, "-c", path, "-p", str(port)]):
+            broker = ConfBroker(argv, port, os.path.join(self.dir, "localonly.log"), cwd=self.dir)
+            broker.start()
+            try:
+                socket.create_connection(("::1", port), timeout=5).close()
+            except OSError as e:
+                self.fail("%s -p %d: nothing on [::1]:%d (%s)" % (argv[0], port, port, e))
+            finally:
+                broker.stop()
+
 
 if __name__ == "__main__":
     main()

@@ -1524,6 +1524,7 @@ static int add_default_listener(struct config *cfg)
 	if (!cfg->listeners)
 		return WISP_ENOMEM;
 	cfg->listener_count = 1;
+	cfg->default_listeners = true;
 	return apply_defaults(listener_fields, &cfg->listeners[0]);
 }
 

@@ -245,6 +245,9 @@ struct config {
 	char *path; /* the file it came from, or "<default>" */
 	struct config_listener *listeners;
 	size_t listener_count;
+	/* The file names no listener: these are the defaults (JSON: 127.0.0.1;
+	 * mosquitto.conf: 127.0.0.1 and ::1), and -p moves every one of them. */
+	bool default_listeners;
 	struct config_limits limits;
 	struct config_auth auth;
 	struct config_log log;

@@ -138,6 +138,7 @@ struct reader {
 	struct sec gsec;
 	bool per_listener;
 	bool security_seen;
+	bool local_only; /* no listener: Mosquitto 2.0's local-only mode */
 	struct origin *origins;
 	size_t norigins, cap_origins;
 	unsigned log_types;
@@ -1483,6 +1484,7 @@ static int build(struct reader *r, cJSON **out)
 	}
 	size_t n = 0;
 	bool local_only = r->nls == 0 && !r->def.used;
+	r->local_only = local_only;
 	ls = wisp_calloc(r->nls + 1, sizeof *ls);
 	if (!ls) {
 		rc = fail_nomem(r);
@@ -1749,6 +1751,8 @@ int mosq_conf_parse(const char *path, const char *text, size_t len, struct confi
 		rc = config_parse(s, strlen(s), path, out, err, errlen);
 		if (rc)
 			map_error(&r, err, errlen);
+		else
+			(*out)->default_listeners = r.local_only;
 	}
 	cJSON_free(s);
 	cJSON_Delete(json);
