@@ -18,6 +18,11 @@ config/README.md on SIGHUP, proto/reload.c).
   mtls_swap.sh); the one no longer in the file keeps its settings and the
   log says it needs a restart, as Mosquitto 2.0.11 keeps refusing anonymous
   clients there.
+- A key a reload does not apply (limits, persistence, sys_interval, a
+  listener's max_connections) is logged with its path, old and new value
+  and "needs a restart", and keeps its running value: a packet over the
+  old max_packet_size still closes its connection. Keys it applies
+  (log.level) are not logged so.
 - SIGUSR1 and SIGUSR2 (Mosquitto: save the database, print the
   subscription tree) do not end the broker: each logs one line, SIGUSR2
   the counts of sessions, subscriptions and retained messages.
@@ -38,7 +43,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wisp_e2e import (Broker, BrokerTestCase, Closed, RawClient, client_tls_context,  # noqa: E402
-                      connect_pkt, free_port, main, make_certs, make_passwd, skip_unless_wisp)
+                      connect_pkt, free_port, main, make_certs, make_passwd, publish_pkt, skip_unless_wisp)
 
 BAD_USER_OR_PASSWORD = 4
 NOT_AUTHORIZED = 5
@@ -315,6 +320,32 @@ class SwappedTlsListenersTest(ListenerIdentityCase):
                           "the other listener's TLS context (no client certificate) landed on it")
         self.assertEqual(self.login(first["port"], "sensor-reload"), 0)
         self.assertEqual(self.login(second["port"]), 0)
+
+
+@skip_unless_wisp("wisp's reload log lines")
+class RestartOnlyKeysTest(ReloadCase):
+    LIMITS = {"max_packet_size": 1000}
+
+    def test_restart_only_keys_are_logged_and_kept(self):
+        cfg = copy.deepcopy(self.broker.config())
+        cfg["limits"]["max_packet_size"] = 100000
+        cfg["persistence"] = {"fsync": "always"}
+        cfg["sys_interval"] = 5
+        cfg["listeners"][0]["max_connections"] = 7
+        cfg["log"]["level"] = "info"
+        self.broker.write_config(cfg)
+        offset = self.broker.log_size()
+        self.reload_and_wait(r"configuration reloaded")
+        log = self.broker.log_since(offset)
+        for line in (r"limits\.max_packet_size changed from 1000 to 100000: needs a restart",
+                     r"persistence\.fsync changed from \"everysec\" to \"always\": needs a restart",
+                     r"sys_interval changed from 10 to 5: needs a restart",
+                     r"listeners\[0\]\.max_connections changed from 0 to 7: needs a restart"):
+            self.assertRegex(log, r"WARNING \[main\] reload: " + line)
+        self.assertNotRegex(log, r"log\.level changed")
+        c = self.raw("big")
+        c.send(publish_pkt("t", b"x" * 2000))
+        self.assertTrue(c.wait_closed(), "max_packet_size 100000 was applied by the reload")
 
 
 @skip_unless_wisp("wisp's log lines for SIGUSR1 and SIGUSR2")

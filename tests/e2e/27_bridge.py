@@ -440,8 +440,8 @@ class BridgeTest(unittest.TestCase):
         wisp.write_config(cfg2)
         offset = wisp.log_size()
         wisp.reload()
-        self.assertIsNotNone(wisp.wait_log(r"reload: the bridges changed; that needs a restart", offset=offset,
-                                           timeout=WAIT))
+        self.assertIsNotNone(wisp.wait_log(r"reload: bridges\[0\]\.addresses changed from \".*\" to "
+                                           r"\"127\.0\.0\.1:1\": needs a restart", offset=offset, timeout=WAIT))
         far = self.remote_client("far-r", [("r/#", 1)])
         self.local_client("pub-r").publish("r/1", b"still", qos=1)
         self.assertEqual(far.recv_publish(timeout=WAIT).payload, b"still")

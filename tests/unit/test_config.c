@@ -946,6 +946,56 @@ static void test_http_listener_keys(void)
 	CU_ASSERT_FALSE(config_is_loopback("192.168.1.2"));
 }
 
+/* config_diff: every changed key once, by path, with both values. */
+struct diff_seen {
+	char lines[16][320];
+	size_t n;
+};
+
+static void collect_diff(const char *path, const char *was, const char *now, void *ctx)
+{
+	struct diff_seen *d = ctx;
+	if (d->n < 16)
+		snprintf(d->lines[d->n++], sizeof d->lines[0], "%s: %s -> %s", path, was, now);
+}
+
+static void test_config_diff_names_each_changed_key(void)
+{
+	static const char a[] = "{\"listeners\":[{\"port\":1,\"max_connections\":3}],\"limits\":{\"max_packet_size\":1000},"
+				"\"persistence\":{\"fsync\":\"no\"},\"sys_interval\":10,"
+				"\"bridges\":[{\"name\":\"b\",\"addresses\":[\"h:1\"],\"password\":\"old\","
+				"\"topics\":[{\"pattern\":\"a/#\",\"qos\":1}]}]}";
+	static const char b[] = "{\"listeners\":[{\"port\":1,\"max_connections\":4}],\"limits\":{\"max_packet_size\":100000},"
+				"\"persistence\":{\"fsync\":\"always\"},\"sys_interval\":10,\"pid_file\":\"/run/w.pid\","
+				"\"bridges\":[{\"name\":\"b\",\"addresses\":[\"h:1\"],\"password\":\"new\","
+				"\"topics\":[{\"pattern\":\"a/#\",\"qos\":2},{\"pattern\":\"c\"}]}]}";
+	struct config *x = NULL, *y = NULL;
+	char err[256];
+	CU_ASSERT_EQUAL_FATAL(config_parse(a, sizeof a - 1, "a.json", &x, err, sizeof err), 0);
+	CU_ASSERT_EQUAL_FATAL(config_parse(b, sizeof b - 1, "b.json", &y, err, sizeof err), 0);
+	struct diff_seen d = {0};
+	config_diff(x, x, collect_diff, &d);
+	CU_ASSERT_EQUAL(d.n, 0);
+	config_diff(x, y, collect_diff, &d);
+	static const char *const want[] = {
+		"limits.max_packet_size: 1000 -> 100000",
+		"persistence.fsync: \"no\" -> \"always\"",
+		"bridges[0].password: (hidden) -> (hidden)",
+		"bridges[0].topics: 1 entries -> 2 entries",
+		"bridges[0].topics[0].qos: 1 -> 2",
+		"pid_file: unset -> \"/run/w.pid\"",
+	};
+	CU_ASSERT_EQUAL(d.n, sizeof want / sizeof want[0]);
+	for (size_t i = 0; i < d.n && i < sizeof want / sizeof want[0]; i++)
+		CU_ASSERT_STRING_EQUAL(d.lines[i], want[i]);
+	d.n = 0;
+	config_diff_listener(&x->listeners[0], &y->listeners[0], 2, collect_diff, &d);
+	CU_ASSERT_EQUAL(d.n, 1);
+	CU_ASSERT_STRING_EQUAL(d.lines[0], "listeners[2].max_connections: 3 -> 4");
+	config_free(x);
+	config_free(y);
+}
+
 static CU_TestInfo config_tests[] = {
 	{"cluster section: off by default, URL or URLs, bounds", test_cluster_section},
 	{"cluster TLS and credentials: keys, TLS on, URL parts", test_cluster_tls_and_credentials},
@@ -966,6 +1016,7 @@ static CU_TestInfo config_tests[] = {
 	{"password file turns anonymous off unless explicit",
 	 test_password_file_turns_anonymous_off_unless_explicit},
 	{"out of memory at every allocation", test_out_of_memory_at_every_allocation},
+	{"config_diff names each changed key with both values", test_config_diff_names_each_changed_key},
 	CU_TEST_INFO_NULL,
 };
 

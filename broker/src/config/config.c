@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -894,6 +895,184 @@ static void free_fields(const struct field *fields, void *base)
 			memcpy(dst, &s, sizeof s);
 		}
 	}
+}
+
+/* ---- differences, driven by the same tables ---- */
+
+struct diff {
+	config_diff_fn *fn;
+	void *ctx;
+	char path[PATH_BUF];
+};
+
+/* Secrets are compared, never shown. */
+static bool is_secret(const char *key)
+{
+	static const char *const keys[] = {"password", "token", "nkey_seed", "credentials"};
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+		if (strcmp(key, keys[i]) == 0)
+			return true;
+	return false;
+}
+
+static void render(const struct field *f, const void *dst, char *out, size_t len)
+{
+	uint64_t u = 0;
+	switch (f->type) {
+	case FT_BOOL: {
+		bool v;
+		memcpy(&v, dst, sizeof v);
+		snprintf(out, len, "%s", v ? "true" : "false");
+		return;
+	}
+	case FT_U16: {
+		uint16_t v;
+		memcpy(&v, dst, sizeof v);
+		u = v;
+		break;
+	}
+	case FT_U32: {
+		uint32_t v;
+		memcpy(&v, dst, sizeof v);
+		u = v;
+		break;
+	}
+	case FT_U64:
+		memcpy(&u, dst, sizeof u);
+		break;
+	case FT_ENUM: {
+		int v;
+		memcpy(&v, dst, sizeof v);
+		for (const struct enum_name *n = f->names; n->name; n++)
+			if (n->value == v) {
+				snprintf(out, len, "\"%s\"", n->name);
+				return;
+			}
+		snprintf(out, len, "%d", v);
+		return;
+	}
+	default: {
+		const char *v;
+		memcpy(&v, dst, sizeof v);
+		if (!v)
+			snprintf(out, len, "unset");
+		else if (is_secret(f->key))
+			snprintf(out, len, "(hidden)");
+		else
+			snprintf(out, len, "\"%.200s\"", v);
+		return;
+	}
+	}
+	snprintf(out, len, "%" PRIu64, u);
+}
+
+/* Appends ".key" (or "key[index]" when indexed) to the path; returns the
+ * length to cut it back to. */
+static size_t diff_push(struct diff *d, const char *key, bool indexed, size_t index)
+{
+	size_t old = strlen(d->path);
+	if (indexed)
+		snprintf(d->path + old, sizeof d->path - old, "%s%s[%zu]", old ? "." : "", key, index);
+	else
+		snprintf(d->path + old, sizeof d->path - old, "%s%s", old ? "." : "", key);
+	return old;
+}
+
+static void diff_count(struct diff *d, const char *key, size_t a, size_t b)
+{
+	if (a == b)
+		return;
+	char was[32], now[32];
+	snprintf(was, sizeof was, "%zu entries", a);
+	snprintf(now, sizeof now, "%zu entries", b);
+	size_t old = diff_push(d, key, false, 0);
+	d->fn(d->path, was, now, d->ctx);
+	d->path[old] = '\0';
+}
+
+static void diff_fields(struct diff *d, const struct field *fields, const void *a, const void *b);
+
+static void diff_bridges(struct diff *d, const struct config *a, const struct config *b)
+{
+	diff_count(d, "bridges", a->bridge_count, b->bridge_count);
+	for (size_t i = 0; i < a->bridge_count && i < b->bridge_count; i++) {
+		const struct config_bridge *x = &a->bridges[i], *y = &b->bridges[i];
+		size_t old = diff_push(d, "bridges", true, i);
+		diff_fields(d, bridge_fields, x, y);
+		diff_count(d, "topics", x->topic_count, y->topic_count);
+		for (size_t t = 0; t < x->topic_count && t < y->topic_count; t++) {
+			size_t at = diff_push(d, "topics", true, t);
+			diff_fields(d, topic_fields, &x->topics[t], &y->topics[t]);
+			d->path[at] = '\0';
+		}
+		d->path[old] = '\0';
+	}
+}
+
+static void diff_fields(struct diff *d, const struct field *fields, const void *a, const void *b)
+{
+	for (const struct field *f = fields; f->key; f++) {
+		const void *x = (const char *)a + f->offset, *y = (const char *)b + f->offset;
+		if (f->type == FT_CUSTOM && f->custom == parse_listeners)
+			continue; /* by identity: config_diff_listener */
+		if (f->type == FT_CUSTOM && f->custom == parse_bridges) {
+			diff_bridges(d, a, b);
+			continue;
+		}
+		if (f->type == FT_CUSTOM && f->custom == parse_bridge_topics)
+			continue; /* diff_bridges */
+		size_t old = diff_push(d, f->key, false, 0);
+		bool same;
+		switch (f->type) {
+		case FT_OBJECT:
+			diff_fields(d, f->sub, x, y);
+			same = true;
+			break;
+		case FT_BOOL:
+			same = memcmp(x, y, sizeof(bool)) == 0;
+			break;
+		case FT_U16:
+			same = memcmp(x, y, sizeof(uint16_t)) == 0;
+			break;
+		case FT_U32:
+			same = memcmp(x, y, sizeof(uint32_t)) == 0;
+			break;
+		case FT_U64:
+			same = memcmp(x, y, sizeof(uint64_t)) == 0;
+			break;
+		case FT_ENUM:
+			same = memcmp(x, y, sizeof(int)) == 0;
+			break;
+		default: {
+			const char *sx, *sy;
+			memcpy(&sx, x, sizeof sx);
+			memcpy(&sy, y, sizeof sy);
+			same = (!sx && !sy) || (sx && sy && strcmp(sx, sy) == 0);
+			break;
+		}
+		}
+		if (!same) {
+			char was[256], now[256];
+			render(f, x, was, sizeof was);
+			render(f, y, now, sizeof now);
+			d->fn(d->path, was, now, d->ctx);
+		}
+		d->path[old] = '\0';
+	}
+}
+
+void config_diff(const struct config *a, const struct config *b, config_diff_fn *fn, void *ctx)
+{
+	struct diff d = {.fn = fn, .ctx = ctx};
+	diff_fields(&d, top_fields, a, b);
+}
+
+void config_diff_listener(const struct config_listener *a, const struct config_listener *b, size_t index,
+			  config_diff_fn *fn, void *ctx)
+{
+	struct diff d = {.fn = fn, .ctx = ctx};
+	snprintf(d.path, sizeof d.path, "listeners[%zu]", index);
+	diff_fields(&d, listener_fields, a, b);
 }
 
 /* ---- custom fields ---- */

@@ -282,6 +282,18 @@ int config_parse(const char *json, size_t len, const char *name, struct config *
 
 void config_free(struct config *cfg);
 
+/* Told of one key whose value differs: its path ("limits.max_packet_size",
+ * "bridges[0].topics[1].qos"), and the old and new values as text
+ * (secrets as "(hidden)", an array whose length changed as "N entries"). */
+typedef void config_diff_fn(const char *path, const char *was, const char *now, void *ctx);
+/* Calls fn for every key of the schema whose value differs between a and
+ * b, in table order; listeners are left to config_diff_listener, as only
+ * the caller knows which of them are the same listener. */
+void config_diff(const struct config *a, const struct config *b, config_diff_fn *fn, void *ctx);
+/* The same for one listener, its paths "listeners[index]....". */
+void config_diff_listener(const struct config_listener *a, const struct config_listener *b, size_t index,
+			  config_diff_fn *fn, void *ctx);
+
 /* Whether a listener's `bind` is a loopback address ("127.x.y.z", "::1",
  * "localhost"): only local processes can reach it. */
 bool config_is_loopback(const char *bind);

@@ -3,8 +3,11 @@
  * file, ACL, each listener's allow_anonymous and use_identity_as_username,
  * log settings and TLS material), all or nothing. Every new piece is built
  * first; only when all of them succeed are they swapped in, so a reload
- * with a bad file keeps the running configuration. Listener addresses and
- * limits need a restart; a changed value is logged, not applied.
+ * with a bad file keeps the running configuration. Every other key needs
+ * a restart: each one whose value changed is logged with both values
+ * (config_diff walks the schema tables, so a new key is covered without
+ * a line here), and the running value stays. Listeners are matched by
+ * address, port and protocol; one added or removed needs a restart too.
  *
  * A connected client the new authentication settings would refuse (an
  * anonymous client where anonymity is no longer allowed, a user no longer
@@ -25,6 +28,36 @@
 static bool same_str(const char *a, const char *b)
 {
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* The keys a reload applies, as key paths without their indices. */
+static bool applied_at_reload(const char *path)
+{
+	static const char *const keys[] = {"auth.password_file", "auth.acl_file", "auth.acl", "log.level",
+					   "log.format", "log.rate_limit", "log.rate_burst", "log.destination",
+					   "listeners[].allow_anonymous"};
+	char key[256];
+	size_t n = 0;
+	for (const char *p = path; *p && n + 1 < sizeof key; p++) {
+		key[n++] = *p;
+		if (*p == '[')
+			while (p[1] && p[1] != ']')
+				p++;
+	}
+	key[n] = '\0';
+	if (strncmp(key, "listeners[].tls.", 16) == 0)
+		return true; /* a new TLS context is built from all of them */
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+		if (strcmp(key, keys[i]) == 0)
+			return true;
+	return false;
+}
+
+static void log_restart_only(const char *path, const char *was, const char *now, void *ctx)
+{
+	(void)ctx;
+	if (!applied_at_reload(path))
+		log_msg(LOG_WARNING, "main", "reload: %s changed from %s to %s: needs a restart", path, was, now);
 }
 
 /* Every session gets a client for the new rules, its subscriptions are
@@ -161,13 +194,6 @@ int broker_reload(struct broker *b, const struct config *next)
 	}
 	int rc = 0;
 
-	/* Bridges (bridge/) keep the configuration they started with. */
-	bool bridges_changed = next->bridge_count != cur->bridge_count;
-	for (size_t i = 0; i < next->bridge_count && !bridges_changed; i++)
-		bridges_changed = !same_str(next->bridges[i].name, cur->bridges[i].name) ||
-				  !same_str(next->bridges[i].addresses, cur->bridges[i].addresses);
-	if (bridges_changed)
-		log_msg(LOG_WARNING, "main", "reload: the bridges changed; that needs a restart");
 	if (match_listeners(b, next, match) != 0) {
 		log_msg(LOG_ERROR, "main", "reload refused: out of memory");
 		rc = WISP_ENOMEM;
@@ -211,6 +237,11 @@ int broker_reload(struct broker *b, const struct config *next)
 	    log_set_destination(next->log.destination) != 0)
 		log_msg(LOG_WARNING, "main", "reload: cannot open log destination '%s'; keeping the old one",
 			next->log.destination);
+	config_diff(cur, next, log_restart_only, NULL);
+	for (size_t i = 0; i < b->srv.listener_count; i++)
+		if (match[i] != NO_MATCH)
+			config_diff_listener(b->srv.listeners[i].cfg, &next->listeners[match[i]], match[i], log_restart_only,
+					     NULL);
 	log_msg(LOG_NOTICE, "main", "configuration reloaded from %s", next->path);
 out:
 	for (size_t i = 0; i < b->srv.listener_count; i++)
