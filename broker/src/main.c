@@ -30,11 +30,30 @@
 #define WISP_VERSION "0.0.0"
 #endif
 
+/* What the command line says over the file, at start and at every reload. */
+struct overrides {
+	bool verbose;   /* -v: level debug */
+	bool have_port; /* -p */
+	uint16_t port;
+};
+
 struct signals {
 	struct loop_io io;
 	struct broker *b;
 	const char *config_path; /* NULL: the embedded default, nothing to reload */
+	const struct overrides *cli;
 };
+
+/* -p: the first listener's port, or every default listener's, as
+ * Mosquitto moves both 127.0.0.1 and ::1 of its local-only mode. */
+static void apply_overrides(struct config *cfg, const struct overrides *cli)
+{
+	for (size_t i = 0; i < cfg->listener_count && cli->have_port; i++)
+		if (i == 0 || cfg->default_listeners)
+			cfg->listeners[i].port = cli->port;
+	if (cli->verbose)
+		cfg->log.level = LOG_DEBUG;
+}
 
 /* SIGHUP: reopen the log file, then re-read the configuration file;
  * broker_reload applies it or keeps the old one. */
@@ -54,6 +73,8 @@ static void reload(struct signals *sig)
 		log_msg(LOG_ERROR, "main", "reload refused, keeping the running configuration: %s", err);
 		return;
 	}
+	/* Else -p reads as a listener moved and -v is lost at the first reload. */
+	apply_overrides(next, sig->cli);
 	broker_reload(sig->b, next);
 	config_free(next);
 }
@@ -251,15 +272,6 @@ static int check_config(const char *path)
 	return rc ? 1 : 0;
 }
 
-/* -p: the first listener's port, or every default listener's, as
- * Mosquitto moves both 127.0.0.1 and ::1 of its local-only mode. */
-static void apply_port(struct config *cfg, uint16_t port)
-{
-	for (size_t i = 0; i < cfg->listener_count; i++)
-		if (i == 0 || cfg->default_listeners)
-			cfg->listeners[i].port = port;
-}
-
 static int parse_port(const char *s, uint16_t *out)
 {
 	char *end;
@@ -275,9 +287,7 @@ int main(int argc, char **argv)
 {
 	const char *config_path = NULL;
 	const char *check_path = NULL;
-	bool verbose = false;
-	bool have_port = false;
-	uint16_t port = 0;
+	struct overrides cli = {0};
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -289,7 +299,7 @@ int main(int argc, char **argv)
 			printf("wisp %s\n", WISP_VERSION);
 			return 0;
 		} else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
-			verbose = true;
+			cli.verbose = true;
 		} else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && has_value) {
 			config_path = argv[++i];
 		} else if (!strcmp(a, "--check-config") && has_value) {
@@ -297,11 +307,11 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--convert-mosquitto-conf") && has_value) {
 			return convert_mosquitto(argv[++i]);
 		} else if ((!strcmp(a, "-p") || !strcmp(a, "--port")) && has_value) {
-			if (parse_port(argv[++i], &port) != 0) {
+			if (parse_port(argv[++i], &cli.port) != 0) {
 				fprintf(stderr, "wisp: invalid port '%s' (1-65535)\n", argv[i]);
 				return 1;
 			}
-			have_port = true;
+			cli.have_port = true;
 		} else {
 			fprintf(stderr, "wisp: %s '%s'\n", a[0] == '-' && !has_value ? "missing value or unknown option" : "unknown option", a);
 			usage(stderr);
@@ -325,15 +335,14 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	if (have_port)
-		apply_port(cfg, port);
+	apply_overrides(cfg, &cli);
 	if (server_check_listeners(cfg, err, sizeof err) != 0 || check_pid_dir(cfg, err, sizeof err) != 0) {
 		fprintf(stderr, "wisp: %s\n", err);
 		config_free(cfg);
 		return 1;
 	}
 
-	log_set_level(verbose ? LOG_DEBUG : (enum log_level)cfg->log.level);
+	log_set_level((enum log_level)cfg->log.level);
 	log_set_format((enum log_format)cfg->log.format);
 	if (cfg->log.destination && log_set_destination(cfg->log.destination) != 0) {
 		fprintf(stderr, "wisp: %s: log.destination: cannot open '%s'\n", cfg->path, cfg->log.destination);
@@ -395,6 +404,7 @@ int main(int argc, char **argv)
 	}
 	sig.b = &b;
 	sig.config_path = config_path;
+	sig.cli = &cli;
 	log_msg(LOG_NOTICE, "main", "wisp %s running (config %s)", WISP_VERSION, cfg->path);
 	int rc = loop_run(l);
 	if (rc != 0)

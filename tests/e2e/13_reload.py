@@ -23,6 +23,10 @@ config/README.md on SIGHUP, proto/reload.c).
   and "needs a restart", and keeps its running value: a packet over the
   old max_packet_size still closes its connection. Keys it applies
   (log.level) are not logged so.
+- The command line still holds after a reload: -p is not read as a
+  listener that moved (no "needs a restart", the listener's new
+  allow_anonymous applies) and -v keeps debug lines coming although the
+  file says notice.
 - SIGUSR1 and SIGUSR2 (Mosquitto: save the database, print the
   subscription tree) do not end the broker: each logs one line, SIGUSR2
   the counts of sessions, subscriptions and retained messages.
@@ -346,6 +350,55 @@ class RestartOnlyKeysTest(ReloadCase):
         c = self.raw("big")
         c.send(publish_pkt("t", b"x" * 2000))
         self.assertTrue(c.wait_closed(), "max_packet_size 100000 was applied by the reload")
+
+
+class PortOverrideBroker(Broker):
+    """wisp -c FILE -v -p PORT, where FILE's listener says another port."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.file_port = free_port()
+
+    def config(self):
+        cfg = super().config()
+        cfg["listeners"][0]["port"] = self.file_port
+        cfg["log"]["level"] = "notice"
+        return cfg
+
+    def _write_config(self):
+        return super()._write_config() + ["-p", str(self.port)]
+
+
+@skip_unless_wisp("wisp's reload log lines")
+class CommandLineOverReloadTest(ReloadCase):
+
+    def setUp(self):
+        self._closers = []
+        self.dir = tempfile.mkdtemp(prefix="wisp-e2e-reload-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        passwd = make_passwd(os.path.join(self.dir, "passwd"), {"alice": "pw"})
+        self.broker = PortOverrideBroker(listener={"allow_anonymous": True},
+                                         config={"auth": {"password_file": passwd}})
+        self.broker.start()
+
+    def test_port_and_verbose_survive_a_reload(self):
+        c = RawClient(self.broker.port)
+        self.on_cleanup(c.close)
+        self.assertEqual(c.connect("anon-before"), 0)
+        cfg = self.broker.config()
+        cfg["listeners"][0]["allow_anonymous"] = False
+        self.broker.write_config(cfg)
+        offset = self.broker.log_size()
+        self.reload_and_wait(r"configuration reloaded")
+        log = self.broker.log_since(offset)
+        self.assertNotIn("needs a restart", log, "-p was read as a listener moved")
+        self.assertIn("allow_anonymous is now false", log)
+        offset = self.broker.log_size()
+        c = RawClient(self.broker.port)
+        self.on_cleanup(c.close)
+        self.assertEqual(c.connect("anon-after"), NOT_AUTHORIZED)
+        self.assertIsNotNone(self.broker.wait_log(r"DEBUG ", offset),
+                             "no debug line after the reload: -v was dropped")
 
 
 @skip_unless_wisp("wisp's log lines for SIGUSR1 and SIGUSR2")
