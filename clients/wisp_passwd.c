@@ -371,6 +371,26 @@ static char *resolve_path(const char *path)
 
 /* ---- commands ---- */
 
+/* A Mosquitto $6$ line is a hash the broker refuses (one round of
+ * SHA-512), not a plain-text password: -U would hash the hash, and the
+ * user's real password would no longer work. The lines are named and
+ * nothing is changed; their users need new passwords. 0, or 1. */
+static int refuse_mosquitto_6(const char *path, const struct lines *l)
+{
+	size_t found = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		const char *colon = is_comment_or_blank(l->v[i]) ? NULL : strchr(l->v[i], ':');
+		if (!colon || strncmp(colon + 1, "$6$", 3) != 0)
+			continue;
+		if (!found++)
+			fprintf(stderr, "Error: %s has Mosquitto $6$ hashes, which Wisp refuses as too weak and cannot "
+				"convert; nothing was changed. Set these users' passwords again "
+				"(wisp_passwd %s USER):\n", path, path);
+		fprintf(stderr, "  %.*s (line %zu)\n", (int)(colon - l->v[i]), l->v[i], i + 1);
+	}
+	return found ? 1 : 0;
+}
+
 static int upgrade_file(const char *path, unsigned iterations)
 {
 	struct lines l = {0};
@@ -379,7 +399,7 @@ static int upgrade_file(const char *path, unsigned iterations)
 		lines_free(&l);
 		return 1;
 	}
-	int rc = 0;
+	int rc = refuse_mosquitto_6(path, &l);
 	for (size_t i = 0; i < l.n && !rc; i++) {
 		char err[256];
 		const char *line = l.v[i];

@@ -6,6 +6,10 @@ the file itself, which the broker's service must still be able to read.
   mosquitto_passwd rewrites the file in place, which keeps all three.
 - A symbolic link is followed: its target is edited, the link stays a link,
   and no temporary file is left in either directory.
+- -U on a file with Mosquitto $6$ lines (which the broker refuses) changes
+  nothing and names those users: hashing the hash string as a password
+  would lock them out for good (mosquitto_passwd -U leaves $6$ lines as
+  they are, which Mosquitto accepts and Wisp does not).
 
 Environment (set by CTest): WISP_PASSWD, the tool under test.
 """
@@ -87,6 +91,31 @@ class FileKeptTest(PasswdCase):
             self.assertEqual(self.users(target), ["alice", "bob"], kind)
             self.assertEqual(sorted(os.listdir(base)), ["passwd", "real"], kind)
             self.assertEqual(os.listdir(os.path.join(base, "real")), ["passwd"], kind)
+
+
+SIX = "roger:$6$clQ4Ocu312S0qWgl$Cv2wUxgEN73c6C6jlBkswqR4AkHsvDLWvtEXZZ8NpsBLgP1WAo/qA+WXcmEN/mjDNgdUwcxRAveqNMs2xUVQYA=="
+
+
+class UpgradeTest(PasswdCase):
+
+    def test_upgrade_refuses_mosquitto_6_lines_and_changes_nothing(self):
+        path = os.path.join(self.dir, "passwd")
+        text = "# sensors\nalice:secret\n%s\nbob:pw\n%s\n" % (SIX, SIX.replace("roger", "rita"))
+        with open(path, "w") as f:
+            f.write(text)
+        rc, _, err = self.tool("wisp", "-U", path)
+        self.assertEqual(rc, 1)
+        self.assertIn("$6$", err)
+        self.assertRegex(err, r"roger \(line 3\)\n  rita \(line 5\)")
+        with open(path) as f:
+            self.assertEqual(f.read(), text, "the file changed")
+        # The same file without the $6$ lines is upgraded (the positive control).
+        with open(path, "w") as f:
+            f.write("alice:secret\nbob:pw\n")
+        rc, _, err = self.tool("wisp", "-U", path)
+        self.assertEqual(rc, 0, err)
+        with open(path) as f:
+            self.assertEqual([ln.split(":", 1)[1][:15] for ln in f], ["$pbkdf2-sha512$"] * 2)
 
 
 if __name__ == "__main__":
