@@ -167,6 +167,8 @@ static const struct map_case map_cases[] = {
 	{"pid_file /run/mosquitto/mosquitto.pid\n", "\"pid_file\":\"/run/mosquitto/mosquitto.pid\""},
 	/* logging: Mosquitto's default types are error to information */
 	{"sys_interval 0\n", "\"log\":{\"level\":\"info\"}"},
+	/* Mosquitto's default, and what Wisp does: nothing to write */
+	{"connection_messages true\n", "\"log\":{\"level\":\"info\"}"},
 	{"log_type error\nlog_type warning\n", "\"level\":\"warning\""},
 	{"log_type all\n", "\"level\":\"debug\""},
 	{"log_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type debug\nlog_type subscribe\n",
@@ -235,6 +237,9 @@ static const struct bad_case bad_cases[] = {
 	{"sys_interval ten\n", "m.conf:1: sys_interval: expected an integer, got 'ten'"},
 	{"sys_interval 1 2\n", "m.conf:1: sys_interval: expected one value, got '1 2'"},
 	{"persistence yes\n", "m.conf:1: persistence: expected true or false, got 'yes'"},
+	{"connection_messages false\n", "m.conf:1: connection_messages: not supported by Wisp: connections are logged "
+					"at level notice; log_type warning (log.level \"warning\") leaves them out"},
+	{"connection_messages yes\n", "m.conf:1: connection_messages: expected true or false, got 'yes'"},
 	{"listener 0 /tmp/mosq.sock\n",
 	 "m.conf:1: listener: not supported by Wisp: port 0 means a Unix socket in Mosquitto; Wisp listens on TCP only"},
 	{"listener 70000\n", "m.conf:1: listener: port out of range: 70000 (allowed 1 to 65535)"},

@@ -382,6 +382,16 @@ static int conv_refuse(struct reader *r, const struct mosq_key *k, const char *v
 	return fail(r, "not supported by Wisp: %s", k->why);
 }
 
+/* `true`, Mosquitto's default, is what Wisp does: accepted without a word. */
+static int conv_default_only(struct reader *r, const struct mosq_key *k, const char *value)
+{
+	bool v;
+	int rc = parse_bool(r, value, &v);
+	if (rc || v)
+		return rc;
+	return fail(r, "not supported by Wisp: %s", k->why);
+}
+
 static int conv_not_yet(struct reader *r, const struct mosq_key *k, const char *value)
 {
 	(void)value;
@@ -1190,7 +1200,8 @@ static const struct mosq_key mosq_keys[] = {
 	K_REFUSE("autosave_on_changes", "Wisp writes every change as it happens"),
 	K_REFUSE("check_retain_source", "retained messages are checked against the subscriber's ACL only"),
 	K_REFUSE("clientid_prefixes", "use an ACL instead"),
-	K_REFUSE("connection_messages", "connections are logged at level info (log_type information)"),
+	{.name = "connection_messages", .scope = MK_OTHER, .conv = conv_default_only,
+	 .why = "connections are logged at level notice; log_type warning (log.level \"warning\") leaves them out"},
 	K_REFUSE("log_facility", "syslog uses facility daemon"),
 	K_REFUSE("log_timestamp_format", "every text log line starts with an ISO 8601 UTC time"),
 	K_REFUSE("max_inflight_bytes", "in-flight messages are bounded by count (max_inflight_messages)"),
