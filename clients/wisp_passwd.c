@@ -2,8 +2,8 @@
  * wisp_passwd: manage a Wisp password file, the way mosquitto_passwd manages
  * Mosquitto's (same options, messages and exit codes where they make sense):
  *
- *   wisp_passwd [-I iterations] [-c | -D] passwordfile username
- *   wisp_passwd [-I iterations] [-c] -b passwordfile username password
+ *   wisp_passwd [-H hash] [-I iterations] [-c | -D] passwordfile username
+ *   wisp_passwd [-H hash] [-I iterations] [-c] -b passwordfile username password
  *   wisp_passwd [-I iterations] -U passwordfile
  *
  * Lines are "username:$pbkdf2-sha512$<iterations>$<salt>$<hash>" (format in
@@ -47,8 +47,8 @@ static volatile sig_atomic_t tty_saved;
 static void usage(void)
 {
 	printf("wisp_passwd is a tool for managing password files for the Wisp MQTT broker.\n\n");
-	printf("Usage: wisp_passwd [-I iterations] [-c | -D] passwordfile username\n");
-	printf("       wisp_passwd [-I iterations] [-c] -b passwordfile username password\n");
+	printf("Usage: wisp_passwd [-H hash] [-I iterations] [-c | -D] passwordfile username\n");
+	printf("       wisp_passwd [-H hash] [-I iterations] [-c] -b passwordfile username password\n");
 	printf("       wisp_passwd [-I iterations] -U passwordfile\n");
 	printf(" -b : run in batch mode to allow passing passwords on the command line.\n");
 	printf(" -c : create a new password file. This will overwrite existing files.\n");
@@ -127,8 +127,11 @@ static long read_password(const char *prompt, char *buf, size_t cap)
 		return -1;
 	}
 	buf[n] = '\0';
-	if (!ok && n == 0)
+	if (!ok && n == 0) {
+		/* Input ended before a password: mosquitto_passwd's words. */
+		fprintf(stderr, "Error: Empty password.\n");
 		return -1;
+	}
 	return (long)n;
 }
 

@@ -10,6 +10,9 @@ the file itself, which the broker's service must still be able to read.
   nothing and names those users: hashing the hash string as a password
   would lock them out for good (mosquitto_passwd -U leaves $6$ lines as
   they are, which Mosquitto accepts and Wisp does not).
+- A password prompt that meets the end of its input says "Error: Empty
+  password." and exits 1 without writing, as mosquitto_passwd does; the
+  usage shows -H, as mosquitto_passwd's does.
 
 Environment (set by CTest): WISP_PASSWD, the tool under test.
 """
@@ -91,6 +94,24 @@ class FileKeptTest(PasswdCase):
             self.assertEqual(self.users(target), ["alice", "bob"], kind)
             self.assertEqual(sorted(os.listdir(base)), ["passwd", "real"], kind)
             self.assertEqual(os.listdir(os.path.join(base, "real")), ["passwd"], kind)
+
+
+class PromptTest(PasswdCase):
+
+    def test_end_of_input_at_the_prompt_is_an_empty_password(self):
+        for kind in TOOLS:
+            path = os.path.join(self.dir, kind)
+            rc, _, err = self.tool(kind, "-c", path, "alice")
+            self.assertEqual((rc, err), (1, "Error: Empty password.\n"), kind)
+            self.assertFalse(os.path.exists(path), kind)
+
+    def test_usage_shows_the_hash_option(self):
+        for kind in TOOLS:
+            _, out, _ = self.tool(kind, "--help")
+            usage = [ln for ln in out.splitlines() if "passwordfile username" in ln]
+            self.assertEqual(len(usage), 2, out)
+            for ln in usage:
+                self.assertIn("-H ", ln, "%s: %s" % (kind, ln))
 
 
 SIX = "roger:$6$clQ4Ocu312S0qWgl$Cv2wUxgEN73c6C6jlBkswqR4AkHsvDLWvtEXZZ8NpsBLgP1WAo/qA+WXcmEN/mjDNgdUwcxRAveqNMs2xUVQYA=="
