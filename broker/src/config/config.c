@@ -992,6 +992,25 @@ static void diff_count(struct diff *d, const char *key, size_t a, size_t b)
 
 static void diff_fields(struct diff *d, const struct field *fields, const void *a, const void *b);
 
+/* The stored size of a scalar field; 0 for strings and objects. */
+static size_t scalar_size(enum ftype t)
+{
+	switch (t) {
+	case FT_BOOL:
+		return sizeof(bool);
+	case FT_U16:
+		return sizeof(uint16_t);
+	case FT_U32:
+		return sizeof(uint32_t);
+	case FT_U64:
+		return sizeof(uint64_t);
+	case FT_ENUM:
+		return sizeof(int);
+	default:
+		return 0;
+	}
+}
+
 static void diff_bridges(struct diff *d, const struct config *a, const struct config *b)
 {
 	diff_count(d, "bridges", a->bridge_count, b->bridge_count);
@@ -1022,34 +1041,17 @@ static void diff_fields(struct diff *d, const struct field *fields, const void *
 		if (f->type == FT_CUSTOM && f->custom == parse_bridge_topics)
 			continue; /* diff_bridges */
 		size_t old = diff_push(d, f->key, false, 0);
-		bool same;
-		switch (f->type) {
-		case FT_OBJECT:
+		bool same = true;
+		size_t size = scalar_size(f->type);
+		if (f->type == FT_OBJECT) {
 			diff_fields(d, f->sub, x, y);
-			same = true;
-			break;
-		case FT_BOOL:
-			same = memcmp(x, y, sizeof(bool)) == 0;
-			break;
-		case FT_U16:
-			same = memcmp(x, y, sizeof(uint16_t)) == 0;
-			break;
-		case FT_U32:
-			same = memcmp(x, y, sizeof(uint32_t)) == 0;
-			break;
-		case FT_U64:
-			same = memcmp(x, y, sizeof(uint64_t)) == 0;
-			break;
-		case FT_ENUM:
-			same = memcmp(x, y, sizeof(int)) == 0;
-			break;
-		default: {
+		} else if (size) {
+			same = memcmp(x, y, size) == 0;
+		} else {
 			const char *sx, *sy;
 			memcpy(&sx, x, sizeof sx);
 			memcpy(&sy, y, sizeof sy);
 			same = (!sx && !sy) || (sx && sy && strcmp(sx, sy) == 0);
-			break;
-		}
 		}
 		if (!same) {
 			char was[256], now[256];
