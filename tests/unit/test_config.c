@@ -333,6 +333,36 @@ static void test_embedded_nul_is_refused_with_position(void)
 	CU_ASSERT_STRING_EQUAL(err, "t.json: line 2, column 2: invalid JSON (NUL byte)");
 }
 
+/* cJSON would decode \u0000 and end the string there: "pw\u0000.disabled"
+ * read as "pw", a key "listeners\u0000x" as "listeners". An escaped
+ * backslash before "u0000" is text, not an escape. */
+static void test_escaped_nul_is_refused_with_position(void)
+{
+	static const char *const docs[] = {
+		"{\"auth\": {\"password_file\": \"pw\\u0000.disabled\"}}",
+		"{\n  \"listeners\\u0000junk\": []}",
+		"{\"log\": {\"destination\": \"a\\\\\\u0000\"}}",
+	};
+	static const char *const want[] = {
+		"t.json: line 1, column 31: \\u0000: no configuration string can hold U+0000",
+		"t.json: line 2, column 13: \\u0000: no configuration string can hold U+0000",
+		"t.json: line 1, column 29: \\u0000: no configuration string can hold U+0000",
+	};
+	struct config *cfg;
+	char err[256];
+	for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+		CU_ASSERT_EQUAL(config_parse(docs[i], strlen(docs[i]), "t.json", &cfg, err, sizeof err), WISP_ECONFIG);
+		CU_ASSERT_STRING_EQUAL(err, want[i]);
+	}
+	/* "\\u0000" is a backslash and the text u0000. */
+	static const char ok[] = "{\"log\": {\"destination\": \"/tmp/a\\\\u0000\"}}";
+	CU_ASSERT_EQUAL(config_parse(ok, sizeof ok - 1, "t.json", &cfg, err, sizeof err), 0);
+	if (cfg) {
+		CU_ASSERT_STRING_EQUAL(cfg->log.destination, "/tmp/a\\u0000");
+		config_free(cfg);
+	}
+}
+
 static void test_error_buffer_is_truncated_safely(void)
 {
 	struct config *cfg;
@@ -1002,6 +1032,7 @@ static CU_TestInfo config_tests[] = {
 	{"bridges section: defaults and every key", test_bridges_section},
 	{"bad documents name key path and reason", test_bad_documents_name_key_path_and_reason},
 	{"embedded NUL refused with position", test_embedded_nul_is_refused_with_position},
+	{"\\u0000 in a string or key is refused with its position", test_escaped_nul_is_refused_with_position},
 	{"error buffer truncated safely", test_error_buffer_is_truncated_safely},
 	{"config_default values", test_default_config},
 	{"empty object gives defaults", test_empty_object_gives_defaults},

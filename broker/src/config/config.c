@@ -1885,6 +1885,25 @@ static int fail_syntax(struct parser *p, const char *text, size_t off, const cha
 	return WISP_ECONFIG;
 }
 
+/* Where an escape "\u0000" starts, or NULL. cJSON decodes it and the C
+ * string then ends there, so "pw\u0000.disabled" would read as "pw" and a
+ * key "listeners\u0000x" as "listeners", silently: no configuration
+ * string holds U+0000, so such a file is refused. A backslash run of even
+ * length is escaped backslashes, not an escape. */
+static const char *escaped_nul(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] != '\\')
+			continue;
+		size_t start = i;
+		while (i < len && s[i] == '\\')
+			i++;
+		if ((i - start) % 2 == 1 && len - i >= 5 && memcmp(s + i, "u0000", 5) == 0)
+			return s + i - 1;
+	}
+	return NULL;
+}
+
 int config_parse(const char *json, size_t len, const char *name, struct config **out, char *err,
 		 size_t errlen)
 {
@@ -1898,6 +1917,9 @@ int config_parse(const char *json, size_t len, const char *name, struct config *
 	const char *nul = memchr(json, '\0', len);
 	if (nul)
 		return fail_syntax(&p, json, (size_t)(nul - json), "invalid JSON (NUL byte)");
+	const char *esc = escaped_nul(json, len);
+	if (esc)
+		return fail_syntax(&p, json, (size_t)(esc - json), "\\u0000: no configuration string can hold U+0000");
 	/* cJSON only rejects trailing garbage when the text ends in a NUL
 	 * inside the given length, so parse a terminated copy. */
 	char *text = wisp_malloc(len + 1);
