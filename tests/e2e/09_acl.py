@@ -558,6 +558,14 @@ class ConfigCheckTest(unittest.TestCase):
                                         r"Address already in use" % (re.escape(path), b.port))
             cp = run_wisp(["--check-config", path], cwd=self.dir)
             self.assertEqual(cp.returncode, 0, cp.stdout)
+            # An http listener's port in use is named the same way.
+            cfg["listeners"][0]["port"] = 0
+            cfg["listeners"].append({"protocol": "http", "bind": "127.0.0.1", "port": b.port})
+            path = self.write(cfg)
+            cp = run_wisp(["-c", path], cwd=self.dir)
+            self.assertEqual(cp.returncode, 1, cp.stdout)
+            self.assertRegex(cp.stdout, r"wisp: %s: listeners\[1\]\.port: cannot listen on 127\.0\.0\.1 port %d: "
+                                        r"Address already in use" % (re.escape(path), b.port))
 
     def test_check_config_accepts_good_file(self):
         """wisp --check-config exits 0 on a valid file (with auth) and does

@@ -642,8 +642,12 @@ int http_server_open(struct http_server *s, struct broker *b, char *err, size_t 
 		hl->srv = s;
 		hl->bl = bl;
 		hl->cfg = &bl->cfg->http;
-		int rc = listener_open(&bl->net, s->loop, bl->cfg->bind, bl->cfg->port, on_accept, hl, err, errlen);
+		char why[384];
+		int rc = listener_open(&bl->net, s->loop, bl->cfg->bind, bl->cfg->port, on_accept, hl, why, sizeof why);
 		if (rc != 0) {
+			/* Named as server.c names the other listeners' failures. */
+			snprintf(err, errlen, "%s: listeners[%zu].%s: %s", b->cfg->path, i,
+				 rc == WISP_EINVAL ? "bind" : "port", why);
 			http_server_close(s);
 			return rc;
 		}
