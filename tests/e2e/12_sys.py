@@ -162,6 +162,38 @@ class SysTopicsTest(SysCase):
                 "messages/received": base_received + 5})
 
 
+    def test_load_rates_move_under_a_known_load(self):
+        """Mosquitto's load/publish/{received,sent} (PUBLISH packets, here
+        the same figures as load/messages/...) and load/sockets (connections
+        accepted) rise with a few connections and publishes."""
+        w = SysWatcher(self)
+        w.next_tick()
+        base_received = float(w.values[SYS + "load/publish/received/1min"])
+        base_sockets = float(w.values[SYS + "load/sockets/1min"])
+        sub = self.raw("sys-load-sub")
+        self.assertEqual(sub.subscribe([("load/t", 0)]), [0])
+        pub = self.raw("sys-load-pub")
+        self.raw("sys-load-idle")
+        for i in range(5):
+            pub.publish("load/t", "v", qos=1, pid=1 + i)
+        # 5 PUBLISHes and 3 sockets within a tick add about 5 and 3 to the
+        # one-minute rates (per minute, damped by 1 - e^(-1/60)).
+        w.wait({"load/publish/received/1min": lambda v: float(v) >= base_received + 2,
+                "load/sockets/1min": lambda v: float(v) >= base_sockets + 1,
+                "load/publish/sent/1min": lambda v: float(v) > 0})
+        # A late subscriber gets one tick's retained figures: the aliases
+        # carry the value of the topic they stand for.
+        late = SysWatcher(self, "sys-load-late")
+        names = [k + "/" + win for k in ("received", "sent") for win in ("1min", "5min", "15min")]
+        late.pump_until(lambda v: all(SYS + "load/publish/" + n in v and SYS + "load/messages/" + n in v
+                                      for n in names) and all(SYS + "load/sockets/" + win in v for win in ("5min", "15min")),
+                        "the load/publish and load/sockets figures")
+        for n in names:
+            self.assertEqual(late.values[SYS + "load/publish/" + n], late.values[SYS + "load/messages/" + n], n)
+        for win in ("5min", "15min"):
+            self.assertGreater(float(late.values[SYS + "load/sockets/" + win]), 0)
+
+
 @skip_unless_wisp("per-reason drop counters are wisp's")
 class SysDroppedTest(SysCase):
 

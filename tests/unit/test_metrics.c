@@ -70,6 +70,16 @@ static const char *sample_value(const char *sample)
 	return NULL;
 }
 
+/* "$SYS/broker/" + a row's topic (or alias), with the label's value for a family. */
+static void sys_topic_of(const char *pattern, const char *lv, char *buf, size_t len)
+{
+	const char *pct = strstr(pattern, "%s");
+	if (pct)
+		snprintf(buf, len, "$SYS/broker/%.*s%s%s", (int)(pct - pattern), pattern, lv, pct + 2);
+	else
+		snprintf(buf, len, "$SYS/broker/%s", pattern);
+}
+
 /* Every $SYS topic a row publishes holds the value of its Prometheus sample. */
 static void test_sys_and_prometheus_agree(void)
 {
@@ -83,13 +93,7 @@ static void test_sys_and_prometheus_agree(void)
 		for (size_t i = 0; i < metrics_label_count(&b, m); i++) {
 			char topic[160], sample[200];
 			const char *lv = metrics_label_value(&b, m, i);
-			char suffix[128];
-			const char *pct = strstr(m->sys, "%s");
-			if (pct)
-				snprintf(suffix, sizeof suffix, "%.*s%s%s", (int)(pct - m->sys), m->sys, lv, pct + 2);
-			else
-				snprintf(suffix, sizeof suffix, "%s", m->sys);
-			snprintf(topic, sizeof topic, "$SYS/broker/%s", suffix);
+			sys_topic_of(m->sys, lv, topic, sizeof topic);
 			if (m->label == METRIC_LABEL_NONE)
 				snprintf(sample, sizeof sample, "wisp_%s", m->name);
 			else
@@ -124,7 +128,7 @@ static void test_sys_and_prometheus_agree(void)
 				CU_ASSERT_EQUAL(strtoull(pv, NULL, 10), 1);
 			}
 			if (m->sys_alias) {
-				snprintf(topic, sizeof topic, "$SYS/broker/%s", m->sys_alias);
+				sys_topic_of(m->sys_alias, lv, topic, sizeof topic);
 				struct msg *alias = retained_get(b.retained, topic, strlen(topic));
 				CU_ASSERT_PTR_NOT_NULL(alias);
 				if (alias)

@@ -102,7 +102,7 @@ struct sys_state {
 	uint64_t last_tick;
 	size_t clients_max;
 	size_t heap_max;
-	struct sys_load msgs_received, msgs_sent, bytes_received, bytes_sent, dropped, connections;
+	struct sys_load msgs_received, msgs_sent, bytes_received, bytes_sent, dropped, connections, sockets;
 };
 
 struct sub_job;

@@ -87,7 +87,7 @@ struct metric {
 	uint8_t flags;
 	size_t offset;
 	const char *sys;       /* topic under $SYS/broker/, a format with a label; NULL: none */
-	const char *sys_alias; /* a second topic with the same value (Mosquitto publishes both) */
+	const char *sys_alias; /* a second topic with the same value (Mosquitto publishes both); a format like sys */
 };
 
 /* The figures a rendering computes once. */

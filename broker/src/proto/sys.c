@@ -108,6 +108,7 @@ void sys_publish(struct broker *b)
 		update_load(&st->bytes_sent, b->srv.stats.bytes_sent, interval);
 		update_load(&st->dropped, s->publish_dropped, interval);
 		update_load(&st->connections, s->clients_total, interval);
+		update_load(&st->sockets, b->srv.stats.conns_accepted, interval);
 	}
 
 	/* Every row of the shared table that has a $SYS topic (metrics.h). */
@@ -127,7 +128,7 @@ void sys_publish(struct broker *b)
 			sys_topic(m->sys, metrics_label_value(b, m, i), topic, sizeof topic);
 			publish(b, topic, value);
 			if (m->sys_alias) {
-				sys_topic(m->sys_alias, NULL, topic, sizeof topic);
+				sys_topic(m->sys_alias, metrics_label_value(b, m, i), topic, sizeof topic);
 				publish(b, topic, value);
 			}
 		}

@@ -140,6 +140,7 @@ static void on_accept(struct listener *ls, int fd, const struct sockaddr *sa, vo
 	struct server *srv = bl->srv;
 	const struct config_limits *lim = &srv->cfg->limits;
 	(void)ls;
+	srv->stats.conns_accepted++; /* before the limits, as Mosquitto's load/sockets counts */
 	if ((lim->max_connections && srv->conns.count + srv->other_conns >= lim->max_connections) ||
 	    (bl->cfg->max_connections && bl->conn_count >= bl->cfg->max_connections)) {
 		srv->stats.conns_refused++;

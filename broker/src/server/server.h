@@ -48,6 +48,7 @@ struct server_listener {
 
 struct server_stats {
 	uint64_t bytes_sent;
+	uint64_t conns_accepted;     /* sockets accepted on the MQTT listeners, refused ones included */
 	uint64_t conns_refused;      /* connections closed at accept: max_connections or memory_limit */
 	uint64_t handshakes_refused; /* TLS connections refused by a handshake cap */
 	uint64_t handshakes_failed;  /* TLS handshakes that failed or timed out */
