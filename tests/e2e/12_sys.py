@@ -194,6 +194,67 @@ class SysTopicsTest(SysCase):
             self.assertGreater(float(late.values[SYS + "load/sockets/" + win]), 0)
 
 
+    def read_sys(self, suffixes):
+        """One retained reading of the topics `suffixes`, by a client that
+        subscribes to them alone and leaves: (values, PUBLISHes it got,
+        their payload bytes), which the broker counts as sent."""
+        c = self.raw()
+        self.assertEqual(c.subscribe([(SYS + t, 0) for t in suffixes]), [0] * len(suffixes))
+        values, count, nbytes = {}, 0, 0
+        while len(values) < len(suffixes):
+            pkt = c.recv_packet(5)
+            if pkt.type == PUBLISH:
+                values[pkt.topic[len(SYS):]] = int(pkt.payload)
+                count += 1
+                nbytes += len(pkt.payload)
+        c.send(DISCONNECT_PKT)
+        c.wait_closed()
+        return values, count, nbytes
+
+    def test_publish_bytes_count_payloads(self):
+        """publish/bytes/{received,sent} are the payload bytes of the
+        PUBLISHes in and out (Mosquitto's meaning), and messages/sent counts
+        the queued messages a session gets when it comes back. Nothing else
+        subscribes to $SYS here, so the figures are exact."""
+        received = ["publish/bytes/received", "messages/received"]
+        sent = ["publish/bytes/sent", "messages/sent"]
+        base, _, _ = self.read_sys(received)
+        durable = self.raw("sys-bytes-durable", clean=False)
+        self.assertEqual(durable.subscribe([("bytes/#", 1)]), [1])
+        durable.send(DISCONNECT_PKT)
+        self.assertTrue(durable.wait_closed())
+        pub = self.raw("sys-bytes-pub")
+        for i in range(10):
+            pub.publish("bytes/t", b"p" * 500, qos=1, pid=1 + i)
+        deadline = time.monotonic() + 10
+        while True:
+            now, _, _ = self.read_sys(received)
+            if now["messages/received"] >= base["messages/received"] + 10 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        self.assertEqual(now, {"publish/bytes/received": base["publish/bytes/received"] + 5000,
+                               "messages/received": base["messages/received"] + 10})
+        # The ten queued messages go out when the session comes back.
+        before, n, nbytes = self.read_sys(sent)
+        back = self.raw("sys-bytes-durable", clean=False)
+        for _ in range(10):
+            self.assertEqual(len(back.recv_publish().payload), 500)
+        want = {"messages/sent": before["messages/sent"] + 10 + n,
+                "publish/bytes/sent": before["publish/bytes/sent"] + 5000 + nbytes}
+        deadline = time.monotonic() + 10
+        while True:
+            now, n, nbytes = self.read_sys(sent)
+            if all(now[k] >= v for k, v in want.items()) or time.monotonic() > deadline:
+                break
+            want["messages/sent"] += n
+            want["publish/bytes/sent"] += nbytes
+            time.sleep(0.3)
+        # A reader may be sent a tick's update as it leaves: a little slack.
+        self.assertTrue(want["messages/sent"] <= now["messages/sent"] <= want["messages/sent"] + 2, (now, want))
+        self.assertTrue(want["publish/bytes/sent"] <= now["publish/bytes/sent"] <= want["publish/bytes/sent"] + 40,
+                        (now, want))
+
+
 @skip_unless_wisp("per-reason drop counters are wisp's")
 class SysDroppedTest(SysCase):
 

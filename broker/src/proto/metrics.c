@@ -46,8 +46,12 @@ const struct metric metrics_table[] = {
 	 .sys = "clients/maximum"},
 	{"messages_received_total", "PUBLISH packets received.", COUNTER, STAT(msgs_received),
 	 .sys = "messages/received", .sys_alias = "publish/messages/received"},
-	{"messages_sent_total", "PUBLISH packets sent.", COUNTER, STAT(msgs_sent), .sys = "messages/sent",
-	 .sys_alias = "publish/messages/sent"},
+	{"messages_sent_total", "PUBLISH packets sent (retries and queued messages included).", COUNTER,
+	 SNAP(msgs_sent), .sys = "messages/sent", .sys_alias = "publish/messages/sent"},
+	{"publish_bytes_received_total", "Payload bytes of the PUBLISH packets received.", COUNTER,
+	 STAT(publish_bytes_received), .sys = "publish/bytes/received"},
+	{"publish_bytes_sent_total", "Payload bytes of the PUBLISH packets sent.", COUNTER, SNAP(publish_bytes_sent),
+	 .sys = "publish/bytes/sent"},
 	{"messages_dropped_all_total", "Messages dropped for a subscriber, all reasons.", COUNTER,
 	 STAT(publish_dropped), .sys = "publish/messages/dropped"},
 	{"messages_dropped_total", "Messages dropped for a subscriber, by reason (the bound that dropped them).",
@@ -302,6 +306,8 @@ void metrics_snapshot(struct broker *b, struct metrics_snap *out)
 	out->tls_hibernated = tls_hibernated_count();
 	out->bytes_received = b->srv.conns.in.bytes_received;
 	out->fanout_waits = b->srv.conns.in.fanout_waits;
+	out->msgs_sent = b->srv.conns.publish_sent;
+	out->publish_bytes_sent = b->srv.conns.publish_bytes_sent;
 	const struct ws_stats *ws = ws_stats_get();
 	out->ws_upgrades = ws->upgrades;
 	out->ws_refused = ws->refused;
