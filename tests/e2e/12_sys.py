@@ -211,6 +211,22 @@ class SysTopicsTest(SysCase):
         c.wait_closed()
         return values, count, nbytes
 
+    def read_sys_until(self, suffixes, done, timeout=10.0):
+        """Readings (read_sys) until done(values) holds; the last one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            values, _, _ = self.read_sys(suffixes)
+            if done(values) or time.monotonic() > deadline:
+                return values
+            time.sleep(0.3)
+
+    def offline_session(self, client_id, filt):
+        """A persistent session subscribed to filt at QoS 1, its client gone."""
+        c = self.raw(client_id, clean=False)
+        self.assertEqual(c.subscribe([(filt, 1)]), [1])
+        c.send(DISCONNECT_PKT)
+        self.assertTrue(c.wait_closed())
+
     def test_publish_bytes_count_payloads(self):
         """publish/bytes/{received,sent} are the payload bytes of the
         PUBLISHes in and out (Mosquitto's meaning), and messages/sent counts
@@ -219,19 +235,11 @@ class SysTopicsTest(SysCase):
         received = ["publish/bytes/received", "messages/received"]
         sent = ["publish/bytes/sent", "messages/sent"]
         base, _, _ = self.read_sys(received)
-        durable = self.raw("sys-bytes-durable", clean=False)
-        self.assertEqual(durable.subscribe([("bytes/#", 1)]), [1])
-        durable.send(DISCONNECT_PKT)
-        self.assertTrue(durable.wait_closed())
+        self.offline_session("sys-bytes-durable", "bytes/#")
         pub = self.raw("sys-bytes-pub")
         for i in range(10):
             pub.publish("bytes/t", b"p" * 500, qos=1, pid=1 + i)
-        deadline = time.monotonic() + 10
-        while True:
-            now, _, _ = self.read_sys(received)
-            if now["messages/received"] >= base["messages/received"] + 10 or time.monotonic() > deadline:
-                break
-            time.sleep(0.3)
+        now = self.read_sys_until(received, lambda v: v["messages/received"] >= base["messages/received"] + 10)
         self.assertEqual(now, {"publish/bytes/received": base["publish/bytes/received"] + 5000,
                                "messages/received": base["messages/received"] + 10})
         # The ten queued messages go out when the session comes back.
@@ -253,6 +261,40 @@ class SysTopicsTest(SysCase):
         self.assertTrue(want["messages/sent"] <= now["messages/sent"] <= want["messages/sent"] + 2, (now, want))
         self.assertTrue(want["publish/bytes/sent"] <= now["publish/bytes/sent"] <= want["publish/bytes/sent"] + 40,
                         (now, want))
+
+
+    def test_messages_stored_counts_each_message_held_once(self):
+        """messages/stored and store/messages/bytes are Mosquitto's message
+        store: retained messages plus those queued for sessions, each once
+        however many sessions hold it, and their payload bytes."""
+        names = ["messages/stored", "store/messages/bytes", "retained messages/count", "store/messages/count"]
+        # The first tick's figures were taken before any $SYS one was retained.
+        base = self.read_sys_until(names, lambda v: v["retained messages/count"] > 0)
+        self.assertEqual(base["messages/stored"], base["retained messages/count"])  # only $SYS's
+        for cid in ("sys-held-a", "sys-held-b"):
+            self.offline_session(cid, "held/#")
+        pub = self.raw("sys-held-pub")
+        for i in range(10):
+            pub.publish("held/q", b"q" * 100, qos=1, pid=1 + i)
+        for i in range(3):  # retained and queued for both: still one message each
+            pub.publish("held/r/%d" % i, b"r" * 50, qos=1, retain=True, pid=20 + i)
+        now = self.read_sys_until(names, lambda v: v["store/messages/count"] == 26)
+        self.assertEqual(now["retained messages/count"], base["retained messages/count"] + 3)
+        self.assertEqual(now["messages/stored"], base["messages/stored"] + 13)
+        self.assertEqual(now["messages/stored"], now["retained messages/count"] + 10)
+        # The $SYS values' own lengths grow with their numbers (by about 50
+        # bytes over this test): slack of 100, well under one copy more.
+        self.assertTrue(1150 <= now["store/messages/bytes"] - base["store/messages/bytes"] <= 1150 + 100,
+                        (base, now))
+        for cid in ("sys-held-a", "sys-held-b"):
+            back = self.raw(cid, clean=False)
+            for _ in range(13):
+                back.recv_publish()
+            back.send(DISCONNECT_PKT)
+            self.assertTrue(back.wait_closed())
+        now = self.read_sys_until(names, lambda v: v["store/messages/count"] == 0)
+        self.assertEqual(now["messages/stored"], now["retained messages/count"])
+        self.assertTrue(150 <= now["store/messages/bytes"] - base["store/messages/bytes"] <= 150 + 100, (base, now))
 
 
 @skip_unless_wisp("per-reason drop counters are wisp's")

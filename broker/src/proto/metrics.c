@@ -101,6 +101,10 @@ const struct metric metrics_table[] = {
 	 .sys = "heap/maximum"},
 	{"store_messages", "QoS 1/2 messages queued or in flight for all sessions.", GAUGE, SNAP(stored_msgs),
 	 .sys = "store/messages/count"},
+	{"messages_held", "Messages the broker holds (retained, queued, in flight, wills, being written), each once "
+	 "however many sessions hold it.", GAUGE, SNAP(msgs_held), .sys = "messages/stored"},
+	{"messages_held_bytes", "Payload bytes of the messages the broker holds.", GAUGE, SNAP(msgs_held_bytes),
+	 .sys = "store/messages/bytes"},
 	{"store_degraded", "1 while the store cannot write or sync its log, else 0.", GAUGE, SNAP(store_degraded),
 	 .sys = "store/state", .sys_format = METRIC_SYS_STATE, .flags = METRIC_PERSIST_ONLY},
 	{"store_write_errors_total", "Failed writes of the store's log.", COUNTER, SNAP(store_write_errors),
@@ -308,6 +312,9 @@ void metrics_snapshot(struct broker *b, struct metrics_snap *out)
 	out->fanout_waits = b->srv.conns.in.fanout_waits;
 	out->msgs_sent = b->srv.conns.publish_sent;
 	out->publish_bytes_sent = b->srv.conns.publish_bytes_sent;
+	struct msg_held held = msg_held();
+	out->msgs_held = held.count;
+	out->msgs_held_bytes = held.payload_bytes;
 	const struct ws_stats *ws = ws_stats_get();
 	out->ws_upgrades = ws->upgrades;
 	out->ws_refused = ws->refused;
