@@ -297,6 +297,7 @@ static void send_qos0(struct bridge *br)
 		br->qos0_bytes -= msg_size(q->msg);
 		enum drop_reason why = DROP_NO_MEMORY;
 		if (delivery_offer(br->s, &lim, q->msg, 0, q->msg->retain, NULL, &why) == DELIVERY_SENT) {
+			b->stats.msgs_sent++;
 			sent++;
 		} else {
 			broker_count_drop(b, why); /* too large for the remote, or out of memory */

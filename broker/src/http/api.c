@@ -379,7 +379,6 @@ static void publish(struct http_conn *c)
 		return;
 	}
 	b->stats.msgs_received++;
-	b->stats.publish_bytes_received += (uint64_t)plen;
 	if (retain)
 		broker_retain(b, m);
 	broker_route(b, m, levels, (size_t)nlevels);

@@ -37,8 +37,8 @@ struct store;
 /* Plain counters bumped inline; $SYS publishes them. */
 struct broker_stats {
 	uint64_t clients_total;      /* CONNECTs accepted since start */
-	uint64_t msgs_received;      /* PUBLISH packets in (sent: conn_set.publish_sent) */
-	uint64_t publish_bytes_received; /* their payload bytes */
+	uint64_t msgs_received;      /* PUBLISH packets in */
+	uint64_t msgs_sent;          /* PUBLISH packets queued out */
 	uint64_t publish_dropped;    /* deliveries dropped, all reasons: the sum of dropped[] */
 	uint64_t refused;            /* CONNACKs with a refusal code */
 	uint64_t reasons[REASON_COUNT]; /* connections ended or refused, by reason (reason.h) */

@@ -145,7 +145,6 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 	const char *topic = (const char *)p->topic.ptr;
 	size_t topic_len = p->topic.len;
 	b->stats.msgs_received++;
-	b->stats.publish_bytes_received += p->payload.len;
 	if (p->qos > b->cfg->limits.max_qos) {
 		*why = REASON_QOS_NOT_SUPPORTED; /* [MQTT-3.2.2-11] */
 		return WISP_EPROTO;
@@ -214,7 +213,6 @@ int handle_publish(struct broker *b, struct conn *c, const struct mqtt_publish *
 		int rc = b->publish_gate.wait(b->publish_gate.ctx, c, levels, (size_t)nlevels);
 		if (rc == WISP_EAGAIN) {
 			b->stats.msgs_received--; /* counted when it is handled */
-			b->stats.publish_bytes_received -= p->payload.len;
 			return rc;
 		}
 		if (rc != 0) {

@@ -46,12 +46,8 @@ const struct metric metrics_table[] = {
 	 .sys = "clients/maximum"},
 	{"messages_received_total", "PUBLISH packets received.", COUNTER, STAT(msgs_received),
 	 .sys = "messages/received", .sys_alias = "publish/messages/received"},
-	{"messages_sent_total", "PUBLISH packets sent (retries and queued messages included).", COUNTER,
-	 SNAP(msgs_sent), .sys = "messages/sent", .sys_alias = "publish/messages/sent"},
-	{"publish_bytes_received_total", "Payload bytes of the PUBLISH packets received.", COUNTER,
-	 STAT(publish_bytes_received), .sys = "publish/bytes/received"},
-	{"publish_bytes_sent_total", "Payload bytes of the PUBLISH packets sent.", COUNTER, SNAP(publish_bytes_sent),
-	 .sys = "publish/bytes/sent"},
+	{"messages_sent_total", "PUBLISH packets sent.", COUNTER, STAT(msgs_sent), .sys = "messages/sent",
+	 .sys_alias = "publish/messages/sent"},
 	{"messages_dropped_all_total", "Messages dropped for a subscriber, all reasons.", COUNTER,
 	 STAT(publish_dropped), .sys = "publish/messages/dropped"},
 	{"messages_dropped_total", "Messages dropped for a subscriber, by reason (the bound that dropped them).",
@@ -101,10 +97,6 @@ const struct metric metrics_table[] = {
 	 .sys = "heap/maximum"},
 	{"store_messages", "QoS 1/2 messages queued or in flight for all sessions.", GAUGE, SNAP(stored_msgs),
 	 .sys = "store/messages/count"},
-	{"messages_held", "Messages the broker holds (retained, queued, in flight, wills, being written), each once "
-	 "however many sessions hold it.", GAUGE, SNAP(msgs_held), .sys = "messages/stored"},
-	{"messages_held_bytes", "Payload bytes of the messages the broker holds.", GAUGE, SNAP(msgs_held_bytes),
-	 .sys = "store/messages/bytes"},
 	{"store_degraded", "1 while the store cannot write or sync its log, else 0.", GAUGE, SNAP(store_degraded),
 	 .sys = "store/state", .sys_format = METRIC_SYS_STATE, .flags = METRIC_PERSIST_ONLY},
 	{"store_write_errors_total", "Failed writes of the store's log.", COUNTER, SNAP(store_write_errors),
@@ -310,11 +302,6 @@ void metrics_snapshot(struct broker *b, struct metrics_snap *out)
 	out->tls_hibernated = tls_hibernated_count();
 	out->bytes_received = b->srv.conns.in.bytes_received;
 	out->fanout_waits = b->srv.conns.in.fanout_waits;
-	out->msgs_sent = b->srv.conns.publish_sent;
-	out->publish_bytes_sent = b->srv.conns.publish_bytes_sent;
-	struct msg_held held = msg_held();
-	out->msgs_held = held.count;
-	out->msgs_held_bytes = held.payload_bytes;
 	const struct ws_stats *ws = ws_stats_get();
 	out->ws_upgrades = ws->upgrades;
 	out->ws_refused = ws->refused;

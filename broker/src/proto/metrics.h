@@ -105,8 +105,6 @@ struct metrics_snap {
 	uint64_t log_suppressed;
 	uint64_t tls_hibernated;
 	uint64_t bytes_received, fanout_waits;
-	uint64_t msgs_sent, publish_bytes_sent;
-	uint64_t msgs_held, msgs_held_bytes;
 	uint64_t dashboard_topics, dashboard_evicted;
 	bool persist_enabled;
 };

@@ -743,6 +743,8 @@ void broker_deliver(struct broker *b, struct session *s, struct msg *m, uint8_t 
 	msg_unref(mapped);
 	switch (res) {
 	case DELIVERY_SENT:
+		b->stats.msgs_sent++;
+		break;
 	case DELIVERY_QUEUED:
 		break;
 	case DELIVERY_DROPPED:

@@ -103,7 +103,7 @@ void sys_publish(struct broker *b)
 	st->last_tick = now;
 	if (interval > 0) {
 		update_load(&st->msgs_received, s->msgs_received, interval);
-		update_load(&st->msgs_sent, b->srv.conns.publish_sent, interval);
+		update_load(&st->msgs_sent, s->msgs_sent, interval);
 		update_load(&st->bytes_received, b->srv.conns.in.bytes_received, interval);
 		update_load(&st->bytes_sent, b->srv.stats.bytes_sent, interval);
 		update_load(&st->dropped, s->publish_dropped, interval);

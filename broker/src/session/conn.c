@@ -90,14 +90,8 @@ int conn_send_publish(struct conn *c, struct msg *m, const struct outq_delivery 
 	if (c->state == CONN_CLOSING)
 		return WISP_ECLOSED;
 	int rc = outq_push_publish(&c->out, m, c->version, d);
-	if (rc == 0) {
+	if (rc == 0)
 		conn_mark_dirty(c);
-		/* Every PUBLISH leaves through here: sent at once, from a
-		 * queue, again with DUP, to a bridge's remote. */
-		struct conn_set *set = conn_set_of(c);
-		set->publish_sent++;
-		set->publish_bytes_sent += m->payload_len;
-	}
 	return rc;
 }
 

@@ -119,8 +119,6 @@ struct conn_set {
 	size_t count;
 	size_t unauth_bytes;      /* input buffers of connections before CONN_ACTIVE */
 	size_t input_bytes;       /* input buffers of all connections (conn_account_rbuf) */
-	uint64_t publish_sent;    /* PUBLISH packets queued on any connection (conn_send_publish) */
-	uint64_t publish_bytes_sent; /* their payload bytes */
 };
 
 /* What a connection came in on, as this layer sees it: its listener

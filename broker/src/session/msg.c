@@ -30,9 +30,6 @@ struct msg_free_list {
 
 static struct msg_free_list free_msgs[MSG_CLASSES];
 
-/* Messages made and not yet freed, and their payload bytes (msg_held). */
-static struct msg_held held;
-
 static size_t block_size(size_t topic_len, size_t props_len, size_t payload_len)
 {
 	return sizeof(struct msg) + topic_len + props_len + payload_len;
@@ -75,8 +72,6 @@ static void block_put(struct msg *m)
 	wisp_free(m);
 }
 
-struct msg_held msg_held(void) { return held; }
-
 void msg_release_cache(void)
 {
 	for (size_t k = 0; k < MSG_CLASSES; k++) {
@@ -113,8 +108,6 @@ static void set_header(struct msg *m, const struct msg_spec *spec, uint32_t data
 	m->data_off = data_off;
 	m->origin = spec->origin;
 	m->stored = NULL;
-	held.count++;
-	held.payload_bytes += m->payload_len;
 }
 
 struct msg *msg_create(const struct msg_spec *spec)
@@ -185,8 +178,6 @@ __attribute__((noinline)) static void msg_free(struct msg *m)
 	 * links, so freeing it here is safe. */
 	if (m->stored)
 		wisp_free(m->stored);
-	held.count--;
-	held.payload_bytes -= m->payload_len;
 	block_put(m);
 }
 

@@ -111,19 +111,6 @@ static inline struct msg *msg_ref(struct msg *m)
 
 void msg_unref(struct msg *m);
 
-/* The messages alive now (made and not freed yet, whoever holds them: the
- * retained store, queues and in-flight windows, wills, output not yet
- * written), each once however many references it has, and their payload
- * bytes: $SYS messages/stored and store/messages/bytes, Mosquitto's
- * message store figures. Kept by one increment and one add as a message
- * is made, and the reverse as it is freed. Process-wide, like the free
- * lists: two brokers in one process (unit tests) see both's. */
-struct msg_held {
-	uint64_t count;
-	uint64_t payload_bytes;
-};
-struct msg_held msg_held(void);
-
 /* Releases the free lists of small message blocks (at shutdown, so leak
  * checkers stay quiet, and in tests that count the heap). */
 void msg_release_cache(void);
