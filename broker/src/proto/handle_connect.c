@@ -393,7 +393,7 @@ int handle_connect(struct broker *b, struct conn *c, const struct mqtt_connect *
 		b->on_client_connected(b->client_connected_ctx, s, p->clean_start, id == idbuf);
 	if (present) {
 		delivery_resume(s, &b->dlim); /* [MQTT-4.4.0-1] */
-		route_share_member_online(b, s);
+		route_share_member_online(b, s, NULL);
 	}
 	if (!conn_keepalive(c))
 		loop_timer_stop(b->loop, &c->timer); /* keepalive 0: no limit [MQTT-3.1.2-23] */

@@ -400,7 +400,7 @@ static int local_interest_add(struct router *r, struct session *s, const char *f
 	}
 	SESS_OBSERVE(&broker_of(rc)->observer, sub_add, s, sub);
 	if (shared && s->conn)
-		route_share_member_online(broker_of(rc), s);
+		route_share_member_online(broker_of(rc), s, sub); /* its new group only: O(1) per filter */
 	return ret;
 }
 
@@ -517,7 +517,21 @@ size_t route_share_hand_over(struct broker *b, struct session *s, const struct s
 	return h.moved;
 }
 
-void route_share_member_online(struct broker *b, struct session *s)
+/* Hands what g's offline members hold to its connected ones, once per
+ * stranded mark. The caller holds routing's busy flag. */
+static void pull_stranded(struct broker *b, struct share_group *g, const struct session *s)
+{
+	if (!g || !g->stranded)
+		return;
+	g->stranded = false;
+	for (uint32_t i = 0; i < g->count; i++) {
+		struct session *m = tree_sub_subscriber(&g->members[i]->handle);
+		if (m != s && !m->conn && (sess_queued_count(m) || sess_inflight_count(m)))
+			route_share_hand_over(b, m, g->members[i]);
+	}
+}
+
+void route_share_member_online(struct broker *b, struct session *s, const struct sess_sub *only)
 {
 	struct route_ctx *rc = &b->route;
 	if (!rc->shares.count || !s->conn)
@@ -527,18 +541,12 @@ void route_share_member_online(struct broker *b, struct session *s)
 	bool was_busy = rc->busy;
 	rc->busy = true;
 	const struct list_node *n;
-	for (n = s->subs.next; n != &s->subs; n = n->next) {
+	for (n = only ? &only->link : s->subs.next; n != &s->subs; n = n->next) {
 		const struct sess_sub *sub = container_of(n, struct sess_sub, link);
-		struct share_group *g =
-			is_shared(sub) ? share_find(&rc->shares, sess_sub_filter(sub), sess_sub_filter_len(sub)) : NULL;
-		if (!g || !g->stranded)
-			continue;
-		g->stranded = false;
-		for (uint32_t i = 0; i < g->count; i++) {
-			struct session *m = tree_sub_subscriber(&g->members[i]->handle);
-			if (m != s && !m->conn && (sess_queued_count(m) || sess_inflight_count(m)))
-				route_share_hand_over(b, m, g->members[i]);
-		}
+		if (is_shared(sub))
+			pull_stranded(b, share_find(&rc->shares, sess_sub_filter(sub), sess_sub_filter_len(sub)), s);
+		if (only)
+			break;
 	}
 	rc->busy = was_busy;
 	if (!was_busy && rc->later_len && !rc->draining)

@@ -146,12 +146,13 @@ bool route_defer_drop(struct broker *b, struct conn *c, enum reason r, const cha
  * (an UNSUBSCRIBE), or NULL for all of them (disconnect, session end).
  * Returns how many moved. */
 size_t route_share_hand_over(struct broker *b, struct session *s, const struct sess_sub *only);
-/* `s` is connected again (a resumed session) or joined groups: what its
- * groups' offline members hold and a connected member could take is
- * handed over as route_share_hand_over does it, so a member that left
- * while alone in its group, or every member after a restart, does not
- * keep the group's messages until it comes back itself. */
-void route_share_member_online(struct broker *b, struct session *s);
+/* `s` is connected again (a resumed session: `only` NULL, all its groups)
+ * or joined the group of its subscription `only`: what those groups'
+ * offline members hold and a connected member could take is handed over
+ * as route_share_hand_over does it, so a member that left while alone in
+ * its group, or every member after a restart, does not keep the group's
+ * messages until it comes back itself. */
+void route_share_member_online(struct broker *b, struct session *s, const struct sess_sub *only);
 /* A cluster router: one copy of m to one member of the local group `key`
  * ("$share/g/f"), which NATS picked this node for. Not while routing.
  * Returns 1 when a member took it, 0 when the group is gone. */
